@@ -11448,13 +11448,14 @@ entry:
 ; Function Attrs: noinline
 define internal void @convnet_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %part16.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
   br label %conv1.g1
 
-conv1.g1:                                         ; preds = %conv1.j24.end, %entry
-  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j24.end ]
+conv1.g1:                                         ; preds = %conv1.part16.done, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.part16.done ]
   br label %conv1.j2
 
-conv1.g1.end:                                     ; preds = %conv1.j24.end
+conv1.g1.end:                                     ; preds = %conv1.part16.done
   ret void
 
 conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
@@ -11462,8 +11463,32 @@ conv1.j2:                                         ; preds = %conv1.c3.end, %conv
   br label %conv1.c3
 
 conv1.j2.end:                                     ; preds = %conv1.c3.end
-  call void @convnet_infer_b64.k0.conv1.gemm23(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  br label %conv1.j24
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 0
+  store ptr %params, ptr %0, align 8
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 1
+  store ptr %grads, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 2
+  store ptr %m, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 3
+  store ptr %v, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 4
+  store ptr %arena, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 5
+  store ptr %images, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 6
+  store ptr %labels, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 7
+  store float %lr, ptr %7, align 4
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 8
+  store i64 %step, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 9
+  store i64 %seed, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 10
+  store ptr %pool, ptr %10, align 8
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 11
+  store i64 %conv1.g11, ptr %11, align 4
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %conv1.part16.serial, label %conv1.part16.pool
 
 conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
   %conv1.c33 = phi i64 [ 0, %conv1.j2 ], [ %c3.next, %conv1.ky4.end ]
@@ -11471,8 +11496,8 @@ conv1.c3:                                         ; preds = %conv1.ky4.end, %con
 
 conv1.c3.end:                                     ; preds = %conv1.ky4.end
   %j2.next = add nsw i64 %conv1.j22, 1
-  %0 = icmp slt i64 %j2.next, 16
-  br i1 %0, label %conv1.j2, label %conv1.j2.end
+  %13 = icmp slt i64 %j2.next, 16
+  br i1 %13, label %conv1.j2, label %conv1.j2.end
 
 conv1.ky4:                                        ; preds = %conv1.oy12.end, %conv1.c3
   %conv1.ky44 = phi i64 [ 0, %conv1.c3 ], [ %ky4.next, %conv1.oy12.end ]
@@ -11480,19 +11505,19 @@ conv1.ky4:                                        ; preds = %conv1.oy12.end, %co
 
 conv1.ky4.end:                                    ; preds = %conv1.oy12.end
   %c3.next = add nsw i64 %conv1.c33, 1
-  %1 = icmp slt i64 %c3.next, 1
-  br i1 %1, label %conv1.c3, label %conv1.c3.end
+  %14 = icmp slt i64 %c3.next, 1
+  br i1 %14, label %conv1.c3, label %conv1.c3.end
 
 conv1.oy5:                                        ; preds = %conv1.endif16, %conv1.ky4
   %conv1.oy55 = phi i64 [ 0, %conv1.ky4 ], [ %oy5.next, %conv1.endif16 ]
-  %2 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %3 = add nsw i64 %2, -1
-  %4 = icmp slt i64 -1, %3
-  %5 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %6 = add nsw i64 %5, -1
-  %7 = icmp slt i64 %6, 28
-  %8 = and i1 %4, %7
-  br i1 %8, label %conv1.then, label %conv1.endif
+  %15 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %16 = add nsw i64 %15, -1
+  %17 = icmp slt i64 -1, %16
+  %18 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %19 = add nsw i64 %18, -1
+  %20 = icmp slt i64 %19, 28
+  %21 = and i1 %17, %20
+  br i1 %21, label %conv1.then, label %conv1.endif
 
 conv1.oy5.end:                                    ; preds = %conv1.endif16
   br label %conv1.oy9
@@ -11501,64 +11526,64 @@ conv1.then:                                       ; preds = %conv1.oy5
   br label %conv1.ox6
 
 conv1.endif:                                      ; preds = %conv1.ox7.end, %conv1.oy5
-  %9 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %10 = add nsw i64 %9, -1
-  %11 = icmp slt i64 %10, 0
-  br i1 %11, label %conv1.then11, label %conv1.endif12
+  %22 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %23 = add nsw i64 %22, -1
+  %24 = icmp slt i64 %23, 0
+  br i1 %24, label %conv1.then11, label %conv1.endif12
 
 conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.then
   %conv1.ox66 = phi i64 [ 0, %conv1.then ], [ %ox6.next, %conv1.ox6 ]
-  %12 = mul nsw i64 %conv1.g11, 16
-  %13 = add nsw i64 %12, %conv1.j22
-  %14 = mul nsw i64 %13, 784
-  %15 = mul nsw i64 %conv1.c33, 784
-  %16 = add nsw i64 %14, %15
-  %17 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %18 = add nsw i64 %17, -1
-  %19 = mul nsw i64 %18, 28
-  %20 = add nsw i64 %16, %19
-  %21 = add nsw i64 %conv1.ox66, 1
-  %22 = add nsw i64 %21, -1
-  %23 = add nsw i64 %20, %22
-  %images7 = getelementptr inbounds float, ptr %images, i64 %23
-  %24 = load float, ptr %images7, align 4
-  %25 = mul nsw i64 %conv1.c33, 3
-  %26 = add nsw i64 %25, %conv1.ky44
-  %27 = mul nsw i64 %26, 3
-  %28 = mul nsw i64 %27, 12560
-  %29 = add nsw i64 1605632, %28
-  %30 = mul nsw i64 %conv1.j22, 784
-  %31 = add nsw i64 %29, %30
-  %32 = mul nsw i64 %conv1.oy55, 28
-  %33 = add nsw i64 %conv1.ox66, 1
-  %34 = add nsw i64 %32, %33
-  %35 = add nsw i64 %31, %34
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %35
-  store float %24, ptr %arena8, align 4
+  %25 = mul nsw i64 %conv1.g11, 16
+  %26 = add nsw i64 %25, %conv1.j22
+  %27 = mul nsw i64 %26, 784
+  %28 = mul nsw i64 %conv1.c33, 784
+  %29 = add nsw i64 %27, %28
+  %30 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %31 = add nsw i64 %30, -1
+  %32 = mul nsw i64 %31, 28
+  %33 = add nsw i64 %29, %32
+  %34 = add nsw i64 %conv1.ox66, 1
+  %35 = add nsw i64 %34, -1
+  %36 = add nsw i64 %33, %35
+  %images7 = getelementptr inbounds float, ptr %images, i64 %36
+  %37 = load float, ptr %images7, align 4
+  %38 = mul nsw i64 %conv1.c33, 3
+  %39 = add nsw i64 %38, %conv1.ky44
+  %40 = mul nsw i64 %39, 3
+  %41 = mul nsw i64 %40, 12560
+  %42 = add nsw i64 1605632, %41
+  %43 = mul nsw i64 %conv1.j22, 784
+  %44 = add nsw i64 %42, %43
+  %45 = mul nsw i64 %conv1.oy55, 28
+  %46 = add nsw i64 %conv1.ox66, 1
+  %47 = add nsw i64 %45, %46
+  %48 = add nsw i64 %44, %47
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %48
+  store float %37, ptr %arena8, align 4
   %ox6.next = add nsw i64 %conv1.ox66, 1
-  %36 = icmp slt i64 %ox6.next, 27
-  br i1 %36, label %conv1.ox6, label %conv1.ox6.end
+  %49 = icmp slt i64 %ox6.next, 27
+  br i1 %49, label %conv1.ox6, label %conv1.ox6.end
 
 conv1.ox6.end:                                    ; preds = %conv1.ox6
   br label %conv1.ox7
 
 conv1.ox7:                                        ; preds = %conv1.ox7, %conv1.ox6.end
   %conv1.ox79 = phi i64 [ 0, %conv1.ox6.end ], [ %ox7.next, %conv1.ox7 ]
-  %37 = mul nsw i64 %conv1.c33, 3
-  %38 = add nsw i64 %37, %conv1.ky44
-  %39 = mul nsw i64 %38, 3
-  %40 = mul nsw i64 %39, 12560
-  %41 = add nsw i64 1605632, %40
-  %42 = mul nsw i64 %conv1.j22, 784
-  %43 = add nsw i64 %41, %42
-  %44 = mul nsw i64 %conv1.oy55, 28
-  %45 = add nsw i64 %44, %conv1.ox79
-  %46 = add nsw i64 %43, %45
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %46
+  %50 = mul nsw i64 %conv1.c33, 3
+  %51 = add nsw i64 %50, %conv1.ky44
+  %52 = mul nsw i64 %51, 3
+  %53 = mul nsw i64 %52, 12560
+  %54 = add nsw i64 1605632, %53
+  %55 = mul nsw i64 %conv1.j22, 784
+  %56 = add nsw i64 %54, %55
+  %57 = mul nsw i64 %conv1.oy55, 28
+  %58 = add nsw i64 %57, %conv1.ox79
+  %59 = add nsw i64 %56, %58
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %59
   store float 0.000000e+00, ptr %arena10, align 4
   %ox7.next = add nsw i64 %conv1.ox79, 1
-  %47 = icmp slt i64 %ox7.next, 1
-  br i1 %47, label %conv1.ox7, label %conv1.ox7.end
+  %60 = icmp slt i64 %ox7.next, 1
+  br i1 %60, label %conv1.ox7, label %conv1.ox7.end
 
 conv1.ox7.end:                                    ; preds = %conv1.ox7
   br label %conv1.endif
@@ -11567,28 +11592,28 @@ conv1.then11:                                     ; preds = %conv1.endif
   br label %conv1.ox8
 
 conv1.endif12:                                    ; preds = %conv1.ox8.end, %conv1.endif
-  %48 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %49 = add nsw i64 %48, -1
-  %50 = icmp slt i64 27, %49
-  br i1 %50, label %conv1.then15, label %conv1.endif16
+  %61 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %62 = add nsw i64 %61, -1
+  %63 = icmp slt i64 27, %62
+  br i1 %63, label %conv1.then15, label %conv1.endif16
 
 conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.then11
   %conv1.ox813 = phi i64 [ 0, %conv1.then11 ], [ %ox8.next, %conv1.ox8 ]
-  %51 = mul nsw i64 %conv1.c33, 3
-  %52 = add nsw i64 %51, %conv1.ky44
-  %53 = mul nsw i64 %52, 3
-  %54 = mul nsw i64 %53, 12560
-  %55 = add nsw i64 1605632, %54
-  %56 = mul nsw i64 %conv1.j22, 784
-  %57 = add nsw i64 %55, %56
-  %58 = mul nsw i64 %conv1.oy55, 28
-  %59 = add nsw i64 %58, %conv1.ox813
-  %60 = add nsw i64 %57, %59
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %60
+  %64 = mul nsw i64 %conv1.c33, 3
+  %65 = add nsw i64 %64, %conv1.ky44
+  %66 = mul nsw i64 %65, 3
+  %67 = mul nsw i64 %66, 12560
+  %68 = add nsw i64 1605632, %67
+  %69 = mul nsw i64 %conv1.j22, 784
+  %70 = add nsw i64 %68, %69
+  %71 = mul nsw i64 %conv1.oy55, 28
+  %72 = add nsw i64 %71, %conv1.ox813
+  %73 = add nsw i64 %70, %72
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %73
   store float 0.000000e+00, ptr %arena14, align 4
   %ox8.next = add nsw i64 %conv1.ox813, 1
-  %61 = icmp slt i64 %ox8.next, 28
-  br i1 %61, label %conv1.ox8, label %conv1.ox8.end
+  %74 = icmp slt i64 %ox8.next, 28
+  br i1 %74, label %conv1.ox8, label %conv1.ox8.end
 
 conv1.ox8.end:                                    ; preds = %conv1.ox8
   br label %conv1.endif12
@@ -11598,40 +11623,40 @@ conv1.then15:                                     ; preds = %conv1.endif12
 
 conv1.endif16:                                    ; preds = %conv1.ox8.end18, %conv1.endif12
   %oy5.next = add nsw i64 %conv1.oy55, 1
-  %62 = icmp slt i64 %oy5.next, 28
-  br i1 %62, label %conv1.oy5, label %conv1.oy5.end
+  %75 = icmp slt i64 %oy5.next, 28
+  br i1 %75, label %conv1.oy5, label %conv1.oy5.end
 
 conv1.ox817:                                      ; preds = %conv1.ox817, %conv1.then15
   %conv1.ox819 = phi i64 [ 0, %conv1.then15 ], [ %ox8.next21, %conv1.ox817 ]
-  %63 = mul nsw i64 %conv1.c33, 3
-  %64 = add nsw i64 %63, %conv1.ky44
-  %65 = mul nsw i64 %64, 3
-  %66 = mul nsw i64 %65, 12560
-  %67 = add nsw i64 1605632, %66
-  %68 = mul nsw i64 %conv1.j22, 784
-  %69 = add nsw i64 %67, %68
-  %70 = mul nsw i64 %conv1.oy55, 28
-  %71 = add nsw i64 %70, %conv1.ox819
-  %72 = add nsw i64 %69, %71
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %72
+  %76 = mul nsw i64 %conv1.c33, 3
+  %77 = add nsw i64 %76, %conv1.ky44
+  %78 = mul nsw i64 %77, 3
+  %79 = mul nsw i64 %78, 12560
+  %80 = add nsw i64 1605632, %79
+  %81 = mul nsw i64 %conv1.j22, 784
+  %82 = add nsw i64 %80, %81
+  %83 = mul nsw i64 %conv1.oy55, 28
+  %84 = add nsw i64 %83, %conv1.ox819
+  %85 = add nsw i64 %82, %84
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %85
   store float 0.000000e+00, ptr %arena20, align 4
   %ox8.next21 = add nsw i64 %conv1.ox819, 1
-  %73 = icmp slt i64 %ox8.next21, 28
-  br i1 %73, label %conv1.ox817, label %conv1.ox8.end18
+  %86 = icmp slt i64 %ox8.next21, 28
+  br i1 %86, label %conv1.ox817, label %conv1.ox8.end18
 
 conv1.ox8.end18:                                  ; preds = %conv1.ox817
   br label %conv1.endif16
 
 conv1.oy9:                                        ; preds = %conv1.endif33, %conv1.oy5.end
   %conv1.oy922 = phi i64 [ 0, %conv1.oy5.end ], [ %oy9.next, %conv1.endif33 ]
-  %74 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %75 = add nsw i64 %74, -1
-  %76 = icmp slt i64 -1, %75
-  %77 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %78 = add nsw i64 %77, -1
-  %79 = icmp slt i64 %78, 28
-  %80 = and i1 %76, %79
-  br i1 %80, label %conv1.then23, label %conv1.endif24
+  %87 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %88 = add nsw i64 %87, -1
+  %89 = icmp slt i64 -1, %88
+  %90 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %91 = add nsw i64 %90, -1
+  %92 = icmp slt i64 %91, 28
+  %93 = and i1 %89, %92
+  br i1 %93, label %conv1.then23, label %conv1.endif24
 
 conv1.oy9.end:                                    ; preds = %conv1.endif33
   br label %conv1.oy12
@@ -11640,41 +11665,41 @@ conv1.then23:                                     ; preds = %conv1.oy9
   br label %conv1.ox10
 
 conv1.endif24:                                    ; preds = %conv1.ox10.end, %conv1.oy9
-  %81 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %82 = add nsw i64 %81, -1
-  %83 = icmp slt i64 %82, 0
-  br i1 %83, label %conv1.then28, label %conv1.endif29
+  %94 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %95 = add nsw i64 %94, -1
+  %96 = icmp slt i64 %95, 0
+  br i1 %96, label %conv1.then28, label %conv1.endif29
 
 conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.then23
   %conv1.ox1025 = phi i64 [ 0, %conv1.then23 ], [ %ox10.next, %conv1.ox10 ]
-  %84 = mul nsw i64 %conv1.g11, 16
-  %85 = add nsw i64 %84, %conv1.j22
-  %86 = mul nsw i64 %85, 784
-  %87 = mul nsw i64 %conv1.c33, 784
-  %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %90 = add nsw i64 %89, -1
-  %91 = mul nsw i64 %90, 28
-  %92 = add nsw i64 %88, %91
-  %93 = add nsw i64 %92, %conv1.ox1025
-  %images26 = getelementptr inbounds float, ptr %images, i64 %93
-  %94 = load float, ptr %images26, align 4
-  %95 = mul nsw i64 %conv1.c33, 3
-  %96 = add nsw i64 %95, %conv1.ky44
-  %97 = mul nsw i64 %96, 3
-  %98 = add nsw i64 %97, 1
-  %99 = mul nsw i64 %98, 12560
-  %100 = add nsw i64 1605632, %99
-  %101 = mul nsw i64 %conv1.j22, 784
-  %102 = add nsw i64 %100, %101
-  %103 = mul nsw i64 %conv1.oy922, 28
-  %104 = add nsw i64 %103, %conv1.ox1025
-  %105 = add nsw i64 %102, %104
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %105
-  store float %94, ptr %arena27, align 4
+  %97 = mul nsw i64 %conv1.g11, 16
+  %98 = add nsw i64 %97, %conv1.j22
+  %99 = mul nsw i64 %98, 784
+  %100 = mul nsw i64 %conv1.c33, 784
+  %101 = add nsw i64 %99, %100
+  %102 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %103 = add nsw i64 %102, -1
+  %104 = mul nsw i64 %103, 28
+  %105 = add nsw i64 %101, %104
+  %106 = add nsw i64 %105, %conv1.ox1025
+  %images26 = getelementptr inbounds float, ptr %images, i64 %106
+  %107 = load float, ptr %images26, align 4
+  %108 = mul nsw i64 %conv1.c33, 3
+  %109 = add nsw i64 %108, %conv1.ky44
+  %110 = mul nsw i64 %109, 3
+  %111 = add nsw i64 %110, 1
+  %112 = mul nsw i64 %111, 12560
+  %113 = add nsw i64 1605632, %112
+  %114 = mul nsw i64 %conv1.j22, 784
+  %115 = add nsw i64 %113, %114
+  %116 = mul nsw i64 %conv1.oy922, 28
+  %117 = add nsw i64 %116, %conv1.ox1025
+  %118 = add nsw i64 %115, %117
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %118
+  store float %107, ptr %arena27, align 4
   %ox10.next = add nsw i64 %conv1.ox1025, 1
-  %106 = icmp slt i64 %ox10.next, 28
-  br i1 %106, label %conv1.ox10, label %conv1.ox10.end
+  %119 = icmp slt i64 %ox10.next, 28
+  br i1 %119, label %conv1.ox10, label %conv1.ox10.end
 
 conv1.ox10.end:                                   ; preds = %conv1.ox10
   br label %conv1.endif24
@@ -11683,43 +11708,13 @@ conv1.then28:                                     ; preds = %conv1.endif24
   br label %conv1.ox11
 
 conv1.endif29:                                    ; preds = %conv1.ox11.end, %conv1.endif24
-  %107 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %108 = add nsw i64 %107, -1
-  %109 = icmp slt i64 27, %108
-  br i1 %109, label %conv1.then32, label %conv1.endif33
+  %120 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %121 = add nsw i64 %120, -1
+  %122 = icmp slt i64 27, %121
+  br i1 %122, label %conv1.then32, label %conv1.endif33
 
 conv1.ox11:                                       ; preds = %conv1.ox11, %conv1.then28
   %conv1.ox1130 = phi i64 [ 0, %conv1.then28 ], [ %ox11.next, %conv1.ox11 ]
-  %110 = mul nsw i64 %conv1.c33, 3
-  %111 = add nsw i64 %110, %conv1.ky44
-  %112 = mul nsw i64 %111, 3
-  %113 = add nsw i64 %112, 1
-  %114 = mul nsw i64 %113, 12560
-  %115 = add nsw i64 1605632, %114
-  %116 = mul nsw i64 %conv1.j22, 784
-  %117 = add nsw i64 %115, %116
-  %118 = mul nsw i64 %conv1.oy922, 28
-  %119 = add nsw i64 %118, %conv1.ox1130
-  %120 = add nsw i64 %117, %119
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %120
-  store float 0.000000e+00, ptr %arena31, align 4
-  %ox11.next = add nsw i64 %conv1.ox1130, 1
-  %121 = icmp slt i64 %ox11.next, 28
-  br i1 %121, label %conv1.ox11, label %conv1.ox11.end
-
-conv1.ox11.end:                                   ; preds = %conv1.ox11
-  br label %conv1.endif29
-
-conv1.then32:                                     ; preds = %conv1.endif29
-  br label %conv1.ox1134
-
-conv1.endif33:                                    ; preds = %conv1.ox11.end35, %conv1.endif29
-  %oy9.next = add nsw i64 %conv1.oy922, 1
-  %122 = icmp slt i64 %oy9.next, 28
-  br i1 %122, label %conv1.oy9, label %conv1.oy9.end
-
-conv1.ox1134:                                     ; preds = %conv1.ox1134, %conv1.then32
-  %conv1.ox1136 = phi i64 [ 0, %conv1.then32 ], [ %ox11.next38, %conv1.ox1134 ]
   %123 = mul nsw i64 %conv1.c33, 3
   %124 = add nsw i64 %123, %conv1.ky44
   %125 = mul nsw i64 %124, 3
@@ -11729,96 +11724,126 @@ conv1.ox1134:                                     ; preds = %conv1.ox1134, %conv
   %129 = mul nsw i64 %conv1.j22, 784
   %130 = add nsw i64 %128, %129
   %131 = mul nsw i64 %conv1.oy922, 28
-  %132 = add nsw i64 %131, %conv1.ox1136
+  %132 = add nsw i64 %131, %conv1.ox1130
   %133 = add nsw i64 %130, %132
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %133
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %133
+  store float 0.000000e+00, ptr %arena31, align 4
+  %ox11.next = add nsw i64 %conv1.ox1130, 1
+  %134 = icmp slt i64 %ox11.next, 28
+  br i1 %134, label %conv1.ox11, label %conv1.ox11.end
+
+conv1.ox11.end:                                   ; preds = %conv1.ox11
+  br label %conv1.endif29
+
+conv1.then32:                                     ; preds = %conv1.endif29
+  br label %conv1.ox1134
+
+conv1.endif33:                                    ; preds = %conv1.ox11.end35, %conv1.endif29
+  %oy9.next = add nsw i64 %conv1.oy922, 1
+  %135 = icmp slt i64 %oy9.next, 28
+  br i1 %135, label %conv1.oy9, label %conv1.oy9.end
+
+conv1.ox1134:                                     ; preds = %conv1.ox1134, %conv1.then32
+  %conv1.ox1136 = phi i64 [ 0, %conv1.then32 ], [ %ox11.next38, %conv1.ox1134 ]
+  %136 = mul nsw i64 %conv1.c33, 3
+  %137 = add nsw i64 %136, %conv1.ky44
+  %138 = mul nsw i64 %137, 3
+  %139 = add nsw i64 %138, 1
+  %140 = mul nsw i64 %139, 12560
+  %141 = add nsw i64 1605632, %140
+  %142 = mul nsw i64 %conv1.j22, 784
+  %143 = add nsw i64 %141, %142
+  %144 = mul nsw i64 %conv1.oy922, 28
+  %145 = add nsw i64 %144, %conv1.ox1136
+  %146 = add nsw i64 %143, %145
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %146
   store float 0.000000e+00, ptr %arena37, align 4
   %ox11.next38 = add nsw i64 %conv1.ox1136, 1
-  %134 = icmp slt i64 %ox11.next38, 28
-  br i1 %134, label %conv1.ox1134, label %conv1.ox11.end35
+  %147 = icmp slt i64 %ox11.next38, 28
+  br i1 %147, label %conv1.ox1134, label %conv1.ox11.end35
 
 conv1.ox11.end35:                                 ; preds = %conv1.ox1134
   br label %conv1.endif33
 
 conv1.oy12:                                       ; preds = %conv1.endif52, %conv1.oy9.end
   %conv1.oy1239 = phi i64 [ 0, %conv1.oy9.end ], [ %oy12.next, %conv1.endif52 ]
-  %135 = add nsw i64 %conv1.oy1239, %conv1.ky44
-  %136 = add nsw i64 %135, -1
-  %137 = icmp slt i64 -1, %136
-  %138 = add nsw i64 %conv1.oy1239, %conv1.ky44
-  %139 = add nsw i64 %138, -1
-  %140 = icmp slt i64 %139, 28
-  %141 = and i1 %137, %140
-  br i1 %141, label %conv1.then40, label %conv1.endif41
+  %148 = add nsw i64 %conv1.oy1239, %conv1.ky44
+  %149 = add nsw i64 %148, -1
+  %150 = icmp slt i64 -1, %149
+  %151 = add nsw i64 %conv1.oy1239, %conv1.ky44
+  %152 = add nsw i64 %151, -1
+  %153 = icmp slt i64 %152, 28
+  %154 = and i1 %150, %153
+  br i1 %154, label %conv1.then40, label %conv1.endif41
 
 conv1.oy12.end:                                   ; preds = %conv1.endif52
   %ky4.next = add nsw i64 %conv1.ky44, 1
-  %142 = icmp slt i64 %ky4.next, 3
-  br i1 %142, label %conv1.ky4, label %conv1.ky4.end
+  %155 = icmp slt i64 %ky4.next, 3
+  br i1 %155, label %conv1.ky4, label %conv1.ky4.end
 
 conv1.then40:                                     ; preds = %conv1.oy12
   br label %conv1.ox13
 
 conv1.endif41:                                    ; preds = %conv1.ox14.end, %conv1.oy12
-  %143 = add nsw i64 %conv1.oy1239, %conv1.ky44
-  %144 = add nsw i64 %143, -1
-  %145 = icmp slt i64 %144, 0
-  br i1 %145, label %conv1.then47, label %conv1.endif48
+  %156 = add nsw i64 %conv1.oy1239, %conv1.ky44
+  %157 = add nsw i64 %156, -1
+  %158 = icmp slt i64 %157, 0
+  br i1 %158, label %conv1.then47, label %conv1.endif48
 
 conv1.ox13:                                       ; preds = %conv1.ox13, %conv1.then40
   %conv1.ox1342 = phi i64 [ 0, %conv1.then40 ], [ %ox13.next, %conv1.ox13 ]
-  %146 = mul nsw i64 %conv1.g11, 16
-  %147 = add nsw i64 %146, %conv1.j22
-  %148 = mul nsw i64 %147, 784
-  %149 = mul nsw i64 %conv1.c33, 784
-  %150 = add nsw i64 %148, %149
-  %151 = add nsw i64 %conv1.oy1239, %conv1.ky44
-  %152 = add nsw i64 %151, -1
-  %153 = mul nsw i64 %152, 28
-  %154 = add nsw i64 %150, %153
-  %155 = add nsw i64 %conv1.ox1342, 1
-  %156 = add nsw i64 %154, %155
-  %images43 = getelementptr inbounds float, ptr %images, i64 %156
-  %157 = load float, ptr %images43, align 4
-  %158 = mul nsw i64 %conv1.c33, 3
-  %159 = add nsw i64 %158, %conv1.ky44
-  %160 = mul nsw i64 %159, 3
-  %161 = add nsw i64 %160, 2
-  %162 = mul nsw i64 %161, 12560
-  %163 = add nsw i64 1605632, %162
-  %164 = mul nsw i64 %conv1.j22, 784
-  %165 = add nsw i64 %163, %164
-  %166 = mul nsw i64 %conv1.oy1239, 28
-  %167 = add nsw i64 %166, %conv1.ox1342
-  %168 = add nsw i64 %165, %167
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %168
-  store float %157, ptr %arena44, align 4
+  %159 = mul nsw i64 %conv1.g11, 16
+  %160 = add nsw i64 %159, %conv1.j22
+  %161 = mul nsw i64 %160, 784
+  %162 = mul nsw i64 %conv1.c33, 784
+  %163 = add nsw i64 %161, %162
+  %164 = add nsw i64 %conv1.oy1239, %conv1.ky44
+  %165 = add nsw i64 %164, -1
+  %166 = mul nsw i64 %165, 28
+  %167 = add nsw i64 %163, %166
+  %168 = add nsw i64 %conv1.ox1342, 1
+  %169 = add nsw i64 %167, %168
+  %images43 = getelementptr inbounds float, ptr %images, i64 %169
+  %170 = load float, ptr %images43, align 4
+  %171 = mul nsw i64 %conv1.c33, 3
+  %172 = add nsw i64 %171, %conv1.ky44
+  %173 = mul nsw i64 %172, 3
+  %174 = add nsw i64 %173, 2
+  %175 = mul nsw i64 %174, 12560
+  %176 = add nsw i64 1605632, %175
+  %177 = mul nsw i64 %conv1.j22, 784
+  %178 = add nsw i64 %176, %177
+  %179 = mul nsw i64 %conv1.oy1239, 28
+  %180 = add nsw i64 %179, %conv1.ox1342
+  %181 = add nsw i64 %178, %180
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %181
+  store float %170, ptr %arena44, align 4
   %ox13.next = add nsw i64 %conv1.ox1342, 1
-  %169 = icmp slt i64 %ox13.next, 27
-  br i1 %169, label %conv1.ox13, label %conv1.ox13.end
+  %182 = icmp slt i64 %ox13.next, 27
+  br i1 %182, label %conv1.ox13, label %conv1.ox13.end
 
 conv1.ox13.end:                                   ; preds = %conv1.ox13
   br label %conv1.ox14
 
 conv1.ox14:                                       ; preds = %conv1.ox14, %conv1.ox13.end
   %conv1.ox1445 = phi i64 [ 0, %conv1.ox13.end ], [ %ox14.next, %conv1.ox14 ]
-  %170 = mul nsw i64 %conv1.c33, 3
-  %171 = add nsw i64 %170, %conv1.ky44
-  %172 = mul nsw i64 %171, 3
-  %173 = add nsw i64 %172, 2
-  %174 = mul nsw i64 %173, 12560
-  %175 = add nsw i64 1605632, %174
-  %176 = mul nsw i64 %conv1.j22, 784
-  %177 = add nsw i64 %175, %176
-  %178 = mul nsw i64 %conv1.oy1239, 28
-  %179 = add nsw i64 %conv1.ox1445, 27
-  %180 = add nsw i64 %178, %179
-  %181 = add nsw i64 %177, %180
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %181
+  %183 = mul nsw i64 %conv1.c33, 3
+  %184 = add nsw i64 %183, %conv1.ky44
+  %185 = mul nsw i64 %184, 3
+  %186 = add nsw i64 %185, 2
+  %187 = mul nsw i64 %186, 12560
+  %188 = add nsw i64 1605632, %187
+  %189 = mul nsw i64 %conv1.j22, 784
+  %190 = add nsw i64 %188, %189
+  %191 = mul nsw i64 %conv1.oy1239, 28
+  %192 = add nsw i64 %conv1.ox1445, 27
+  %193 = add nsw i64 %191, %192
+  %194 = add nsw i64 %190, %193
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %194
   store float 0.000000e+00, ptr %arena46, align 4
   %ox14.next = add nsw i64 %conv1.ox1445, 1
-  %182 = icmp slt i64 %ox14.next, 1
-  br i1 %182, label %conv1.ox14, label %conv1.ox14.end
+  %195 = icmp slt i64 %ox14.next, 1
+  br i1 %195, label %conv1.ox14, label %conv1.ox14.end
 
 conv1.ox14.end:                                   ; preds = %conv1.ox14
   br label %conv1.endif41
@@ -11827,43 +11852,13 @@ conv1.then47:                                     ; preds = %conv1.endif41
   br label %conv1.ox15
 
 conv1.endif48:                                    ; preds = %conv1.ox15.end, %conv1.endif41
-  %183 = add nsw i64 %conv1.oy1239, %conv1.ky44
-  %184 = add nsw i64 %183, -1
-  %185 = icmp slt i64 27, %184
-  br i1 %185, label %conv1.then51, label %conv1.endif52
+  %196 = add nsw i64 %conv1.oy1239, %conv1.ky44
+  %197 = add nsw i64 %196, -1
+  %198 = icmp slt i64 27, %197
+  br i1 %198, label %conv1.then51, label %conv1.endif52
 
 conv1.ox15:                                       ; preds = %conv1.ox15, %conv1.then47
   %conv1.ox1549 = phi i64 [ 0, %conv1.then47 ], [ %ox15.next, %conv1.ox15 ]
-  %186 = mul nsw i64 %conv1.c33, 3
-  %187 = add nsw i64 %186, %conv1.ky44
-  %188 = mul nsw i64 %187, 3
-  %189 = add nsw i64 %188, 2
-  %190 = mul nsw i64 %189, 12560
-  %191 = add nsw i64 1605632, %190
-  %192 = mul nsw i64 %conv1.j22, 784
-  %193 = add nsw i64 %191, %192
-  %194 = mul nsw i64 %conv1.oy1239, 28
-  %195 = add nsw i64 %194, %conv1.ox1549
-  %196 = add nsw i64 %193, %195
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %196
-  store float 0.000000e+00, ptr %arena50, align 4
-  %ox15.next = add nsw i64 %conv1.ox1549, 1
-  %197 = icmp slt i64 %ox15.next, 28
-  br i1 %197, label %conv1.ox15, label %conv1.ox15.end
-
-conv1.ox15.end:                                   ; preds = %conv1.ox15
-  br label %conv1.endif48
-
-conv1.then51:                                     ; preds = %conv1.endif48
-  br label %conv1.ox1553
-
-conv1.endif52:                                    ; preds = %conv1.ox15.end54, %conv1.endif48
-  %oy12.next = add nsw i64 %conv1.oy1239, 1
-  %198 = icmp slt i64 %oy12.next, 28
-  br i1 %198, label %conv1.oy12, label %conv1.oy12.end
-
-conv1.ox1553:                                     ; preds = %conv1.ox1553, %conv1.then51
-  %conv1.ox1555 = phi i64 [ 0, %conv1.then51 ], [ %ox15.next57, %conv1.ox1553 ]
   %199 = mul nsw i64 %conv1.c33, 3
   %200 = add nsw i64 %199, %conv1.ky44
   %201 = mul nsw i64 %200, 3
@@ -11873,572 +11868,755 @@ conv1.ox1553:                                     ; preds = %conv1.ox1553, %conv
   %205 = mul nsw i64 %conv1.j22, 784
   %206 = add nsw i64 %204, %205
   %207 = mul nsw i64 %conv1.oy1239, 28
-  %208 = add nsw i64 %207, %conv1.ox1555
+  %208 = add nsw i64 %207, %conv1.ox1549
   %209 = add nsw i64 %206, %208
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %209
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %209
+  store float 0.000000e+00, ptr %arena50, align 4
+  %ox15.next = add nsw i64 %conv1.ox1549, 1
+  %210 = icmp slt i64 %ox15.next, 28
+  br i1 %210, label %conv1.ox15, label %conv1.ox15.end
+
+conv1.ox15.end:                                   ; preds = %conv1.ox15
+  br label %conv1.endif48
+
+conv1.then51:                                     ; preds = %conv1.endif48
+  br label %conv1.ox1553
+
+conv1.endif52:                                    ; preds = %conv1.ox15.end54, %conv1.endif48
+  %oy12.next = add nsw i64 %conv1.oy1239, 1
+  %211 = icmp slt i64 %oy12.next, 28
+  br i1 %211, label %conv1.oy12, label %conv1.oy12.end
+
+conv1.ox1553:                                     ; preds = %conv1.ox1553, %conv1.then51
+  %conv1.ox1555 = phi i64 [ 0, %conv1.then51 ], [ %ox15.next57, %conv1.ox1553 ]
+  %212 = mul nsw i64 %conv1.c33, 3
+  %213 = add nsw i64 %212, %conv1.ky44
+  %214 = mul nsw i64 %213, 3
+  %215 = add nsw i64 %214, 2
+  %216 = mul nsw i64 %215, 12560
+  %217 = add nsw i64 1605632, %216
+  %218 = mul nsw i64 %conv1.j22, 784
+  %219 = add nsw i64 %217, %218
+  %220 = mul nsw i64 %conv1.oy1239, 28
+  %221 = add nsw i64 %220, %conv1.ox1555
+  %222 = add nsw i64 %219, %221
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %222
   store float 0.000000e+00, ptr %arena56, align 4
   %ox15.next57 = add nsw i64 %conv1.ox1555, 1
-  %210 = icmp slt i64 %ox15.next57, 28
-  br i1 %210, label %conv1.ox1553, label %conv1.ox15.end54
+  %223 = icmp slt i64 %ox15.next57, 28
+  br i1 %223, label %conv1.ox1553, label %conv1.ox15.end54
 
 conv1.ox15.end54:                                 ; preds = %conv1.ox1553
   br label %conv1.endif52
 
-conv1.j24:                                        ; preds = %conv1.f25.end, %conv1.j2.end
-  %conv1.j2458 = phi i64 [ 0, %conv1.j2.end ], [ %j24.next, %conv1.f25.end ]
-  br label %conv1.f25
+conv1.part16.pool:                                ; preds = %conv1.j2.end
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @convnet_infer_b64.k0.conv1.part16.task, ptr %part16.context, i64 2)
+  br label %conv1.part16.done
 
-conv1.j24.end:                                    ; preds = %conv1.f25.end
+conv1.part16.serial:                              ; preds = %conv1.j2.end
+  br label %conv1.part16
+
+conv1.part16.done:                                ; preds = %conv1.part16.end, %conv1.part16.pool
   %g1.next = add nsw i64 %conv1.g11, 1
-  %211 = icmp slt i64 %g1.next, 4
-  br i1 %211, label %conv1.g1, label %conv1.g1.end
+  %224 = icmp slt i64 %g1.next, 4
+  br i1 %224, label %conv1.g1, label %conv1.g1.end
 
-conv1.f25:                                        ; preds = %conv1.i26.end, %conv1.j24
-  %conv1.f2559 = phi i64 [ 0, %conv1.j24 ], [ %f25.next, %conv1.i26.end ]
-  br label %conv1.i26
+conv1.part16:                                     ; preds = %conv1.part16, %conv1.part16.serial
+  %conv1.part1658 = phi i64 [ 0, %conv1.part16.serial ], [ %part16.next, %conv1.part16 ]
+  call void @convnet_infer_b64.k0.conv1.part16(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv1.g11, i64 %conv1.part1658)
+  %part16.next = add nsw i64 %conv1.part1658, 1
+  %225 = icmp slt i64 %part16.next, 2
+  br i1 %225, label %conv1.part16, label %conv1.part16.end
 
-conv1.f25.end:                                    ; preds = %conv1.i26.end
-  %j24.next = add nsw i64 %conv1.j2458, 1
-  %212 = icmp slt i64 %j24.next, 16
-  br i1 %212, label %conv1.j24, label %conv1.j24.end
-
-conv1.i26:                                        ; preds = %conv1.i26, %conv1.f25
-  %conv1.i2660 = phi i64 [ 0, %conv1.f25 ], [ %i26.next, %conv1.i26 ]
-  %213 = mul nsw i64 %conv1.f2559, 12560
-  %214 = add nsw i64 1718672, %213
-  %215 = mul nsw i64 %conv1.j2458, 784
-  %216 = add nsw i64 %214, %215
-  %217 = add nsw i64 %216, %conv1.i2660
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %217
-  %218 = load float, ptr %arena61, align 4
-  %219 = add nsw i64 288, %conv1.f2559
-  %params62 = getelementptr inbounds float, ptr %params, i64 %219
-  %220 = load float, ptr %params62, align 4
-  %221 = fadd float %218, %220
-  %222 = fcmp ogt float %221, 0.000000e+00
-  %223 = mul nsw i64 %conv1.f2559, 12560
-  %224 = add nsw i64 1718672, %223
-  %225 = mul nsw i64 %conv1.j2458, 784
-  %226 = add nsw i64 %224, %225
-  %227 = add nsw i64 %226, %conv1.i2660
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %227
-  %228 = load float, ptr %arena63, align 4
-  %229 = add nsw i64 288, %conv1.f2559
-  %params64 = getelementptr inbounds float, ptr %params, i64 %229
-  %230 = load float, ptr %params64, align 4
-  %231 = fadd float %228, %230
-  %232 = select i1 %222, float %231, float 0.000000e+00
-  %233 = mul nsw i64 %conv1.g11, 16
-  %234 = add nsw i64 %233, %conv1.j2458
-  %235 = mul nsw i64 %234, 25088
-  %236 = mul nsw i64 %conv1.f2559, 784
-  %237 = add nsw i64 %235, %236
-  %238 = add nsw i64 %237, %conv1.i2660
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %238
-  store float %232, ptr %arena65, align 4
-  %i26.next = add nsw i64 %conv1.i2660, 1
-  %239 = icmp slt i64 %i26.next, 784
-  br i1 %239, label %conv1.i26, label %conv1.i26.end
-
-conv1.i26.end:                                    ; preds = %conv1.i26
-  %f25.next = add nsw i64 %conv1.f2559, 1
-  %240 = icmp slt i64 %f25.next, 32
-  br i1 %240, label %conv1.f25, label %conv1.f25.end
+conv1.part16.end:                                 ; preds = %conv1.part16
+  br label %conv1.part16.done
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k0.conv1.gemm23(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_infer_b64.k0.conv1.part16(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %conv1.t21_a3 = alloca <8 x float>, align 32
-  %conv1.t21_a2 = alloca <8 x float>, align 32
-  %conv1.t21_a1 = alloca <8 x float>, align 32
-  %conv1.t21_a0 = alloca <8 x float>, align 32
-  %conv1.t21_b1 = alloca <8 x float>, align 32
-  %conv1.t21_b0 = alloca <8 x float>, align 32
-  %conv1.t21_c3_1 = alloca <8 x float>, align 32
-  %conv1.t21_c3_0 = alloca <8 x float>, align 32
-  %conv1.t21_c2_1 = alloca <8 x float>, align 32
-  %conv1.t21_c2_0 = alloca <8 x float>, align 32
-  %conv1.t21_c1_1 = alloca <8 x float>, align 32
-  %conv1.t21_c1_0 = alloca <8 x float>, align 32
-  %conv1.t21_c0_1 = alloca <8 x float>, align 32
-  %conv1.t21_c0_0 = alloca <8 x float>, align 32
-  %conv1.t18_a3 = alloca <8 x float>, align 32
-  %conv1.t18_a2 = alloca <8 x float>, align 32
-  %conv1.t18_a1 = alloca <8 x float>, align 32
-  %conv1.t18_a0 = alloca <8 x float>, align 32
-  %conv1.t18_b2 = alloca <8 x float>, align 32
-  %conv1.t18_b1 = alloca <8 x float>, align 32
-  %conv1.t18_b0 = alloca <8 x float>, align 32
-  %conv1.t18_c3_2 = alloca <8 x float>, align 32
-  %conv1.t18_c3_1 = alloca <8 x float>, align 32
-  %conv1.t18_c3_0 = alloca <8 x float>, align 32
-  %conv1.t18_c2_2 = alloca <8 x float>, align 32
-  %conv1.t18_c2_1 = alloca <8 x float>, align 32
-  %conv1.t18_c2_0 = alloca <8 x float>, align 32
-  %conv1.t18_c1_2 = alloca <8 x float>, align 32
-  %conv1.t18_c1_1 = alloca <8 x float>, align 32
-  %conv1.t18_c1_0 = alloca <8 x float>, align 32
-  %conv1.t18_c0_2 = alloca <8 x float>, align 32
-  %conv1.t18_c0_1 = alloca <8 x float>, align 32
-  %conv1.t18_c0_0 = alloca <8 x float>, align 32
-  br label %conv1.nb16
+  call void @convnet_infer_b64.k0.conv1.part16.gemm24(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
+  br label %conv1.j25
 
-conv1.nb16:                                       ; preds = %conv1.mb17.end, %entry
-  %conv1.nb161 = phi i64 [ 0, %entry ], [ %nb16.next, %conv1.mb17.end ]
-  br label %conv1.mb17
+conv1.j25:                                        ; preds = %conv1.f26.end, %entry
+  %conv1.j251 = phi i64 [ 0, %entry ], [ %j25.next, %conv1.f26.end ]
+  br label %conv1.f26
 
-conv1.nb16.end:                                   ; preds = %conv1.mb17.end
-  br label %conv1.mb20
-
-conv1.mb17:                                       ; preds = %conv1.k19.end, %conv1.nb16
-  %conv1.mb172 = phi i64 [ 0, %conv1.nb16 ], [ %mb17.next, %conv1.k19.end ]
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c3_2, align 32
-  br label %conv1.k19
-
-conv1.mb17.end:                                   ; preds = %conv1.k19.end
-  %nb16.next = add nsw i64 %conv1.nb161, 1
-  %0 = icmp slt i64 %nb16.next, 522
-  br i1 %0, label %conv1.nb16, label %conv1.nb16.end
-
-conv1.k19:                                        ; preds = %conv1.k19, %conv1.mb17
-  %conv1.k193 = phi i64 [ 0, %conv1.mb17 ], [ %k19.next, %conv1.k19 ]
-  %1 = mul nsw i64 %conv1.k193, 12560
-  %2 = add nsw i64 1605632, %1
-  %3 = mul nsw i64 %conv1.nb161, 24
-  %4 = add nsw i64 %2, %3
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
-  %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %conv1.t18_b0, align 32
-  %6 = mul nsw i64 %conv1.k193, 12560
-  %7 = add nsw i64 1605632, %6
-  %8 = mul nsw i64 %conv1.nb161, 24
-  %9 = add nsw i64 %7, %8
-  %10 = add nsw i64 %9, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
-  %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %conv1.t18_b1, align 32
-  %12 = mul nsw i64 %conv1.k193, 12560
-  %13 = add nsw i64 1605632, %12
-  %14 = mul nsw i64 %conv1.nb161, 24
-  %15 = add nsw i64 %13, %14
-  %16 = add nsw i64 %15, 16
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
-  %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %conv1.t18_b2, align 32
-  %18 = mul nsw i64 %conv1.mb172, 4
-  %19 = mul nsw i64 %18, 9
-  %20 = add nsw i64 %19, %conv1.k193
-  %params7 = getelementptr inbounds float, ptr %params, i64 %20
-  %21 = load float, ptr %params7, align 4
-  %22 = insertelement <8 x float> undef, float %21, i32 0
-  %23 = shufflevector <8 x float> %22, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %23, ptr %conv1.t18_a0, align 32
-  %t18_a0 = load <8 x float>, ptr %conv1.t18_a0, align 32
-  %t18_b0 = load <8 x float>, ptr %conv1.t18_b0, align 32
-  %t18_c0_0 = load <8 x float>, ptr %conv1.t18_c0_0, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a0, <8 x float> %t18_b0, <8 x float> %t18_c0_0)
-  store <8 x float> %24, ptr %conv1.t18_c0_0, align 32
-  %t18_a08 = load <8 x float>, ptr %conv1.t18_a0, align 32
-  %t18_b1 = load <8 x float>, ptr %conv1.t18_b1, align 32
-  %t18_c0_1 = load <8 x float>, ptr %conv1.t18_c0_1, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a08, <8 x float> %t18_b1, <8 x float> %t18_c0_1)
-  store <8 x float> %25, ptr %conv1.t18_c0_1, align 32
-  %t18_a09 = load <8 x float>, ptr %conv1.t18_a0, align 32
-  %t18_b2 = load <8 x float>, ptr %conv1.t18_b2, align 32
-  %t18_c0_2 = load <8 x float>, ptr %conv1.t18_c0_2, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a09, <8 x float> %t18_b2, <8 x float> %t18_c0_2)
-  store <8 x float> %26, ptr %conv1.t18_c0_2, align 32
-  %27 = mul nsw i64 %conv1.mb172, 4
-  %28 = add nsw i64 %27, 1
-  %29 = mul nsw i64 %28, 9
-  %30 = add nsw i64 %29, %conv1.k193
-  %params10 = getelementptr inbounds float, ptr %params, i64 %30
-  %31 = load float, ptr %params10, align 4
-  %32 = insertelement <8 x float> undef, float %31, i32 0
-  %33 = shufflevector <8 x float> %32, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %33, ptr %conv1.t18_a1, align 32
-  %t18_a1 = load <8 x float>, ptr %conv1.t18_a1, align 32
-  %t18_b011 = load <8 x float>, ptr %conv1.t18_b0, align 32
-  %t18_c1_0 = load <8 x float>, ptr %conv1.t18_c1_0, align 32
-  %34 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a1, <8 x float> %t18_b011, <8 x float> %t18_c1_0)
-  store <8 x float> %34, ptr %conv1.t18_c1_0, align 32
-  %t18_a112 = load <8 x float>, ptr %conv1.t18_a1, align 32
-  %t18_b113 = load <8 x float>, ptr %conv1.t18_b1, align 32
-  %t18_c1_1 = load <8 x float>, ptr %conv1.t18_c1_1, align 32
-  %35 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a112, <8 x float> %t18_b113, <8 x float> %t18_c1_1)
-  store <8 x float> %35, ptr %conv1.t18_c1_1, align 32
-  %t18_a114 = load <8 x float>, ptr %conv1.t18_a1, align 32
-  %t18_b215 = load <8 x float>, ptr %conv1.t18_b2, align 32
-  %t18_c1_2 = load <8 x float>, ptr %conv1.t18_c1_2, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a114, <8 x float> %t18_b215, <8 x float> %t18_c1_2)
-  store <8 x float> %36, ptr %conv1.t18_c1_2, align 32
-  %37 = mul nsw i64 %conv1.mb172, 4
-  %38 = add nsw i64 %37, 2
-  %39 = mul nsw i64 %38, 9
-  %40 = add nsw i64 %39, %conv1.k193
-  %params16 = getelementptr inbounds float, ptr %params, i64 %40
-  %41 = load float, ptr %params16, align 4
-  %42 = insertelement <8 x float> undef, float %41, i32 0
-  %43 = shufflevector <8 x float> %42, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %43, ptr %conv1.t18_a2, align 32
-  %t18_a2 = load <8 x float>, ptr %conv1.t18_a2, align 32
-  %t18_b017 = load <8 x float>, ptr %conv1.t18_b0, align 32
-  %t18_c2_0 = load <8 x float>, ptr %conv1.t18_c2_0, align 32
-  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a2, <8 x float> %t18_b017, <8 x float> %t18_c2_0)
-  store <8 x float> %44, ptr %conv1.t18_c2_0, align 32
-  %t18_a218 = load <8 x float>, ptr %conv1.t18_a2, align 32
-  %t18_b119 = load <8 x float>, ptr %conv1.t18_b1, align 32
-  %t18_c2_1 = load <8 x float>, ptr %conv1.t18_c2_1, align 32
-  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a218, <8 x float> %t18_b119, <8 x float> %t18_c2_1)
-  store <8 x float> %45, ptr %conv1.t18_c2_1, align 32
-  %t18_a220 = load <8 x float>, ptr %conv1.t18_a2, align 32
-  %t18_b221 = load <8 x float>, ptr %conv1.t18_b2, align 32
-  %t18_c2_2 = load <8 x float>, ptr %conv1.t18_c2_2, align 32
-  %46 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a220, <8 x float> %t18_b221, <8 x float> %t18_c2_2)
-  store <8 x float> %46, ptr %conv1.t18_c2_2, align 32
-  %47 = mul nsw i64 %conv1.mb172, 4
-  %48 = add nsw i64 %47, 3
-  %49 = mul nsw i64 %48, 9
-  %50 = add nsw i64 %49, %conv1.k193
-  %params22 = getelementptr inbounds float, ptr %params, i64 %50
-  %51 = load float, ptr %params22, align 4
-  %52 = insertelement <8 x float> undef, float %51, i32 0
-  %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %53, ptr %conv1.t18_a3, align 32
-  %t18_a3 = load <8 x float>, ptr %conv1.t18_a3, align 32
-  %t18_b023 = load <8 x float>, ptr %conv1.t18_b0, align 32
-  %t18_c3_0 = load <8 x float>, ptr %conv1.t18_c3_0, align 32
-  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a3, <8 x float> %t18_b023, <8 x float> %t18_c3_0)
-  store <8 x float> %54, ptr %conv1.t18_c3_0, align 32
-  %t18_a324 = load <8 x float>, ptr %conv1.t18_a3, align 32
-  %t18_b125 = load <8 x float>, ptr %conv1.t18_b1, align 32
-  %t18_c3_1 = load <8 x float>, ptr %conv1.t18_c3_1, align 32
-  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a324, <8 x float> %t18_b125, <8 x float> %t18_c3_1)
-  store <8 x float> %55, ptr %conv1.t18_c3_1, align 32
-  %t18_a326 = load <8 x float>, ptr %conv1.t18_a3, align 32
-  %t18_b227 = load <8 x float>, ptr %conv1.t18_b2, align 32
-  %t18_c3_2 = load <8 x float>, ptr %conv1.t18_c3_2, align 32
-  %56 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a326, <8 x float> %t18_b227, <8 x float> %t18_c3_2)
-  store <8 x float> %56, ptr %conv1.t18_c3_2, align 32
-  %k19.next = add nsw i64 %conv1.k193, 1
-  %57 = icmp slt i64 %k19.next, 9
-  br i1 %57, label %conv1.k19, label %conv1.k19.end
-
-conv1.k19.end:                                    ; preds = %conv1.k19
-  %t18_c0_028 = load <8 x float>, ptr %conv1.t18_c0_0, align 32
-  %58 = mul nsw i64 %conv1.mb172, 4
-  %59 = mul nsw i64 %58, 12560
-  %60 = add nsw i64 1718672, %59
-  %61 = mul nsw i64 %conv1.nb161, 24
-  %62 = add nsw i64 %60, %61
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %62
-  store <8 x float> %t18_c0_028, ptr %arena29, align 4
-  %t18_c0_130 = load <8 x float>, ptr %conv1.t18_c0_1, align 32
-  %63 = mul nsw i64 %conv1.mb172, 4
-  %64 = mul nsw i64 %63, 12560
-  %65 = add nsw i64 1718672, %64
-  %66 = mul nsw i64 %conv1.nb161, 24
-  %67 = add nsw i64 %65, %66
-  %68 = add nsw i64 %67, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %68
-  store <8 x float> %t18_c0_130, ptr %arena31, align 4
-  %t18_c0_232 = load <8 x float>, ptr %conv1.t18_c0_2, align 32
-  %69 = mul nsw i64 %conv1.mb172, 4
-  %70 = mul nsw i64 %69, 12560
-  %71 = add nsw i64 1718672, %70
-  %72 = mul nsw i64 %conv1.nb161, 24
-  %73 = add nsw i64 %71, %72
-  %74 = add nsw i64 %73, 16
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %74
-  store <8 x float> %t18_c0_232, ptr %arena33, align 4
-  %t18_c1_034 = load <8 x float>, ptr %conv1.t18_c1_0, align 32
-  %75 = mul nsw i64 %conv1.mb172, 4
-  %76 = add nsw i64 %75, 1
-  %77 = mul nsw i64 %76, 12560
-  %78 = add nsw i64 1718672, %77
-  %79 = mul nsw i64 %conv1.nb161, 24
-  %80 = add nsw i64 %78, %79
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %80
-  store <8 x float> %t18_c1_034, ptr %arena35, align 4
-  %t18_c1_136 = load <8 x float>, ptr %conv1.t18_c1_1, align 32
-  %81 = mul nsw i64 %conv1.mb172, 4
-  %82 = add nsw i64 %81, 1
-  %83 = mul nsw i64 %82, 12560
-  %84 = add nsw i64 1718672, %83
-  %85 = mul nsw i64 %conv1.nb161, 24
-  %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %86, 8
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %87
-  store <8 x float> %t18_c1_136, ptr %arena37, align 4
-  %t18_c1_238 = load <8 x float>, ptr %conv1.t18_c1_2, align 32
-  %88 = mul nsw i64 %conv1.mb172, 4
-  %89 = add nsw i64 %88, 1
-  %90 = mul nsw i64 %89, 12560
-  %91 = add nsw i64 1718672, %90
-  %92 = mul nsw i64 %conv1.nb161, 24
-  %93 = add nsw i64 %91, %92
-  %94 = add nsw i64 %93, 16
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %94
-  store <8 x float> %t18_c1_238, ptr %arena39, align 4
-  %t18_c2_040 = load <8 x float>, ptr %conv1.t18_c2_0, align 32
-  %95 = mul nsw i64 %conv1.mb172, 4
-  %96 = add nsw i64 %95, 2
-  %97 = mul nsw i64 %96, 12560
-  %98 = add nsw i64 1718672, %97
-  %99 = mul nsw i64 %conv1.nb161, 24
-  %100 = add nsw i64 %98, %99
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %100
-  store <8 x float> %t18_c2_040, ptr %arena41, align 4
-  %t18_c2_142 = load <8 x float>, ptr %conv1.t18_c2_1, align 32
-  %101 = mul nsw i64 %conv1.mb172, 4
-  %102 = add nsw i64 %101, 2
-  %103 = mul nsw i64 %102, 12560
-  %104 = add nsw i64 1718672, %103
-  %105 = mul nsw i64 %conv1.nb161, 24
-  %106 = add nsw i64 %104, %105
-  %107 = add nsw i64 %106, 8
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %107
-  store <8 x float> %t18_c2_142, ptr %arena43, align 4
-  %t18_c2_244 = load <8 x float>, ptr %conv1.t18_c2_2, align 32
-  %108 = mul nsw i64 %conv1.mb172, 4
-  %109 = add nsw i64 %108, 2
-  %110 = mul nsw i64 %109, 12560
-  %111 = add nsw i64 1718672, %110
-  %112 = mul nsw i64 %conv1.nb161, 24
-  %113 = add nsw i64 %111, %112
-  %114 = add nsw i64 %113, 16
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %114
-  store <8 x float> %t18_c2_244, ptr %arena45, align 4
-  %t18_c3_046 = load <8 x float>, ptr %conv1.t18_c3_0, align 32
-  %115 = mul nsw i64 %conv1.mb172, 4
-  %116 = add nsw i64 %115, 3
-  %117 = mul nsw i64 %116, 12560
-  %118 = add nsw i64 1718672, %117
-  %119 = mul nsw i64 %conv1.nb161, 24
-  %120 = add nsw i64 %118, %119
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %120
-  store <8 x float> %t18_c3_046, ptr %arena47, align 4
-  %t18_c3_148 = load <8 x float>, ptr %conv1.t18_c3_1, align 32
-  %121 = mul nsw i64 %conv1.mb172, 4
-  %122 = add nsw i64 %121, 3
-  %123 = mul nsw i64 %122, 12560
-  %124 = add nsw i64 1718672, %123
-  %125 = mul nsw i64 %conv1.nb161, 24
-  %126 = add nsw i64 %124, %125
-  %127 = add nsw i64 %126, 8
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %127
-  store <8 x float> %t18_c3_148, ptr %arena49, align 4
-  %t18_c3_250 = load <8 x float>, ptr %conv1.t18_c3_2, align 32
-  %128 = mul nsw i64 %conv1.mb172, 4
-  %129 = add nsw i64 %128, 3
-  %130 = mul nsw i64 %129, 12560
-  %131 = add nsw i64 1718672, %130
-  %132 = mul nsw i64 %conv1.nb161, 24
-  %133 = add nsw i64 %131, %132
-  %134 = add nsw i64 %133, 16
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %134
-  store <8 x float> %t18_c3_250, ptr %arena51, align 4
-  %mb17.next = add nsw i64 %conv1.mb172, 1
-  %135 = icmp slt i64 %mb17.next, 8
-  br i1 %135, label %conv1.mb17, label %conv1.mb17.end
-
-conv1.mb20:                                       ; preds = %conv1.k22.end, %conv1.nb16.end
-  %conv1.mb2052 = phi i64 [ 0, %conv1.nb16.end ], [ %mb20.next, %conv1.k22.end ]
-  store <8 x float> zeroinitializer, ptr %conv1.t21_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t21_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t21_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t21_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t21_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t21_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t21_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t21_c3_1, align 32
-  br label %conv1.k22
-
-conv1.mb20.end:                                   ; preds = %conv1.k22.end
+conv1.j25.end:                                    ; preds = %conv1.f26.end
   ret void
 
-conv1.k22:                                        ; preds = %conv1.k22, %conv1.mb20
-  %conv1.k2253 = phi i64 [ 0, %conv1.mb20 ], [ %k22.next, %conv1.k22 ]
-  %136 = mul nsw i64 %conv1.k2253, 12560
-  %137 = add nsw i64 1605632, %136
-  %138 = add nsw i64 %137, 12528
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %138
-  %139 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %139, ptr %conv1.t21_b0, align 32
-  %140 = mul nsw i64 %conv1.k2253, 12560
-  %141 = add nsw i64 1605632, %140
-  %142 = add nsw i64 %141, 12528
-  %143 = add nsw i64 %142, 8
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %143
-  %144 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %144, ptr %conv1.t21_b1, align 32
-  %145 = mul nsw i64 %conv1.mb2052, 4
-  %146 = mul nsw i64 %145, 9
-  %147 = add nsw i64 %146, %conv1.k2253
-  %params56 = getelementptr inbounds float, ptr %params, i64 %147
-  %148 = load float, ptr %params56, align 4
-  %149 = insertelement <8 x float> undef, float %148, i32 0
-  %150 = shufflevector <8 x float> %149, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %150, ptr %conv1.t21_a0, align 32
-  %t21_a0 = load <8 x float>, ptr %conv1.t21_a0, align 32
-  %t21_b0 = load <8 x float>, ptr %conv1.t21_b0, align 32
-  %t21_c0_0 = load <8 x float>, ptr %conv1.t21_c0_0, align 32
-  %151 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a0, <8 x float> %t21_b0, <8 x float> %t21_c0_0)
-  store <8 x float> %151, ptr %conv1.t21_c0_0, align 32
-  %t21_a057 = load <8 x float>, ptr %conv1.t21_a0, align 32
-  %t21_b1 = load <8 x float>, ptr %conv1.t21_b1, align 32
-  %t21_c0_1 = load <8 x float>, ptr %conv1.t21_c0_1, align 32
-  %152 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a057, <8 x float> %t21_b1, <8 x float> %t21_c0_1)
-  store <8 x float> %152, ptr %conv1.t21_c0_1, align 32
-  %153 = mul nsw i64 %conv1.mb2052, 4
-  %154 = add nsw i64 %153, 1
-  %155 = mul nsw i64 %154, 9
-  %156 = add nsw i64 %155, %conv1.k2253
-  %params58 = getelementptr inbounds float, ptr %params, i64 %156
-  %157 = load float, ptr %params58, align 4
-  %158 = insertelement <8 x float> undef, float %157, i32 0
-  %159 = shufflevector <8 x float> %158, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %159, ptr %conv1.t21_a1, align 32
-  %t21_a1 = load <8 x float>, ptr %conv1.t21_a1, align 32
-  %t21_b059 = load <8 x float>, ptr %conv1.t21_b0, align 32
-  %t21_c1_0 = load <8 x float>, ptr %conv1.t21_c1_0, align 32
-  %160 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a1, <8 x float> %t21_b059, <8 x float> %t21_c1_0)
-  store <8 x float> %160, ptr %conv1.t21_c1_0, align 32
-  %t21_a160 = load <8 x float>, ptr %conv1.t21_a1, align 32
-  %t21_b161 = load <8 x float>, ptr %conv1.t21_b1, align 32
-  %t21_c1_1 = load <8 x float>, ptr %conv1.t21_c1_1, align 32
-  %161 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a160, <8 x float> %t21_b161, <8 x float> %t21_c1_1)
-  store <8 x float> %161, ptr %conv1.t21_c1_1, align 32
-  %162 = mul nsw i64 %conv1.mb2052, 4
-  %163 = add nsw i64 %162, 2
-  %164 = mul nsw i64 %163, 9
-  %165 = add nsw i64 %164, %conv1.k2253
-  %params62 = getelementptr inbounds float, ptr %params, i64 %165
-  %166 = load float, ptr %params62, align 4
-  %167 = insertelement <8 x float> undef, float %166, i32 0
-  %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %conv1.t21_a2, align 32
-  %t21_a2 = load <8 x float>, ptr %conv1.t21_a2, align 32
-  %t21_b063 = load <8 x float>, ptr %conv1.t21_b0, align 32
-  %t21_c2_0 = load <8 x float>, ptr %conv1.t21_c2_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a2, <8 x float> %t21_b063, <8 x float> %t21_c2_0)
-  store <8 x float> %169, ptr %conv1.t21_c2_0, align 32
-  %t21_a264 = load <8 x float>, ptr %conv1.t21_a2, align 32
-  %t21_b165 = load <8 x float>, ptr %conv1.t21_b1, align 32
-  %t21_c2_1 = load <8 x float>, ptr %conv1.t21_c2_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a264, <8 x float> %t21_b165, <8 x float> %t21_c2_1)
-  store <8 x float> %170, ptr %conv1.t21_c2_1, align 32
-  %171 = mul nsw i64 %conv1.mb2052, 4
-  %172 = add nsw i64 %171, 3
-  %173 = mul nsw i64 %172, 9
-  %174 = add nsw i64 %173, %conv1.k2253
-  %params66 = getelementptr inbounds float, ptr %params, i64 %174
-  %175 = load float, ptr %params66, align 4
-  %176 = insertelement <8 x float> undef, float %175, i32 0
-  %177 = shufflevector <8 x float> %176, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %177, ptr %conv1.t21_a3, align 32
-  %t21_a3 = load <8 x float>, ptr %conv1.t21_a3, align 32
-  %t21_b067 = load <8 x float>, ptr %conv1.t21_b0, align 32
-  %t21_c3_0 = load <8 x float>, ptr %conv1.t21_c3_0, align 32
-  %178 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a3, <8 x float> %t21_b067, <8 x float> %t21_c3_0)
-  store <8 x float> %178, ptr %conv1.t21_c3_0, align 32
-  %t21_a368 = load <8 x float>, ptr %conv1.t21_a3, align 32
-  %t21_b169 = load <8 x float>, ptr %conv1.t21_b1, align 32
-  %t21_c3_1 = load <8 x float>, ptr %conv1.t21_c3_1, align 32
-  %179 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a368, <8 x float> %t21_b169, <8 x float> %t21_c3_1)
-  store <8 x float> %179, ptr %conv1.t21_c3_1, align 32
-  %k22.next = add nsw i64 %conv1.k2253, 1
-  %180 = icmp slt i64 %k22.next, 9
-  br i1 %180, label %conv1.k22, label %conv1.k22.end
+conv1.f26:                                        ; preds = %conv1.i27.end, %conv1.j25
+  %conv1.f262 = phi i64 [ 0, %conv1.j25 ], [ %f26.next, %conv1.i27.end ]
+  br label %conv1.i27
 
-conv1.k22.end:                                    ; preds = %conv1.k22
-  %t21_c0_070 = load <8 x float>, ptr %conv1.t21_c0_0, align 32
-  %181 = mul nsw i64 %conv1.mb2052, 4
-  %182 = mul nsw i64 %181, 12560
-  %183 = add nsw i64 1718672, %182
-  %184 = add nsw i64 %183, 12528
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %184
-  store <8 x float> %t21_c0_070, ptr %arena71, align 4
-  %t21_c0_172 = load <8 x float>, ptr %conv1.t21_c0_1, align 32
-  %185 = mul nsw i64 %conv1.mb2052, 4
-  %186 = mul nsw i64 %185, 12560
-  %187 = add nsw i64 1718672, %186
-  %188 = add nsw i64 %187, 12528
-  %189 = add nsw i64 %188, 8
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %189
-  store <8 x float> %t21_c0_172, ptr %arena73, align 4
-  %t21_c1_074 = load <8 x float>, ptr %conv1.t21_c1_0, align 32
-  %190 = mul nsw i64 %conv1.mb2052, 4
-  %191 = add nsw i64 %190, 1
-  %192 = mul nsw i64 %191, 12560
-  %193 = add nsw i64 1718672, %192
-  %194 = add nsw i64 %193, 12528
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %194
-  store <8 x float> %t21_c1_074, ptr %arena75, align 4
-  %t21_c1_176 = load <8 x float>, ptr %conv1.t21_c1_1, align 32
-  %195 = mul nsw i64 %conv1.mb2052, 4
-  %196 = add nsw i64 %195, 1
-  %197 = mul nsw i64 %196, 12560
-  %198 = add nsw i64 1718672, %197
-  %199 = add nsw i64 %198, 12528
-  %200 = add nsw i64 %199, 8
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %200
-  store <8 x float> %t21_c1_176, ptr %arena77, align 4
-  %t21_c2_078 = load <8 x float>, ptr %conv1.t21_c2_0, align 32
-  %201 = mul nsw i64 %conv1.mb2052, 4
-  %202 = add nsw i64 %201, 2
-  %203 = mul nsw i64 %202, 12560
-  %204 = add nsw i64 1718672, %203
-  %205 = add nsw i64 %204, 12528
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %205
-  store <8 x float> %t21_c2_078, ptr %arena79, align 4
-  %t21_c2_180 = load <8 x float>, ptr %conv1.t21_c2_1, align 32
-  %206 = mul nsw i64 %conv1.mb2052, 4
-  %207 = add nsw i64 %206, 2
-  %208 = mul nsw i64 %207, 12560
-  %209 = add nsw i64 1718672, %208
-  %210 = add nsw i64 %209, 12528
-  %211 = add nsw i64 %210, 8
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %211
-  store <8 x float> %t21_c2_180, ptr %arena81, align 4
-  %t21_c3_082 = load <8 x float>, ptr %conv1.t21_c3_0, align 32
-  %212 = mul nsw i64 %conv1.mb2052, 4
-  %213 = add nsw i64 %212, 3
-  %214 = mul nsw i64 %213, 12560
-  %215 = add nsw i64 1718672, %214
-  %216 = add nsw i64 %215, 12528
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %216
-  store <8 x float> %t21_c3_082, ptr %arena83, align 4
-  %t21_c3_184 = load <8 x float>, ptr %conv1.t21_c3_1, align 32
-  %217 = mul nsw i64 %conv1.mb2052, 4
-  %218 = add nsw i64 %217, 3
-  %219 = mul nsw i64 %218, 12560
-  %220 = add nsw i64 1718672, %219
-  %221 = add nsw i64 %220, 12528
-  %222 = add nsw i64 %221, 8
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %222
-  store <8 x float> %t21_c3_184, ptr %arena85, align 4
-  %mb20.next = add nsw i64 %conv1.mb2052, 1
-  %223 = icmp slt i64 %mb20.next, 8
-  br i1 %223, label %conv1.mb20, label %conv1.mb20.end
+conv1.f26.end:                                    ; preds = %conv1.i27.end
+  %j25.next = add nsw i64 %conv1.j251, 1
+  %2 = icmp slt i64 %j25.next, 16
+  br i1 %2, label %conv1.j25, label %conv1.j25.end
+
+conv1.i27:                                        ; preds = %conv1.i27, %conv1.f26
+  %conv1.i273 = phi i64 [ 0, %conv1.f26 ], [ %i27.next, %conv1.i27 ]
+  %3 = mul nsw i64 %1, 16
+  %4 = add nsw i64 %conv1.f262, %3
+  %5 = mul nsw i64 %4, 12560
+  %6 = add nsw i64 1718672, %5
+  %7 = mul nsw i64 %conv1.j251, 784
+  %8 = add nsw i64 %6, %7
+  %9 = add nsw i64 %8, %conv1.i273
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
+  %10 = load float, ptr %arena4, align 4
+  %11 = mul nsw i64 %1, 16
+  %12 = add nsw i64 %conv1.f262, %11
+  %13 = add nsw i64 288, %12
+  %params5 = getelementptr inbounds float, ptr %params, i64 %13
+  %14 = load float, ptr %params5, align 4
+  %15 = fadd float %10, %14
+  %16 = fcmp ogt float %15, 0.000000e+00
+  %17 = mul nsw i64 %1, 16
+  %18 = add nsw i64 %conv1.f262, %17
+  %19 = mul nsw i64 %18, 12560
+  %20 = add nsw i64 1718672, %19
+  %21 = mul nsw i64 %conv1.j251, 784
+  %22 = add nsw i64 %20, %21
+  %23 = add nsw i64 %22, %conv1.i273
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %23
+  %24 = load float, ptr %arena6, align 4
+  %25 = mul nsw i64 %1, 16
+  %26 = add nsw i64 %conv1.f262, %25
+  %27 = add nsw i64 288, %26
+  %params7 = getelementptr inbounds float, ptr %params, i64 %27
+  %28 = load float, ptr %params7, align 4
+  %29 = fadd float %24, %28
+  %30 = select i1 %16, float %29, float 0.000000e+00
+  %31 = mul nsw i64 %0, 16
+  %32 = add nsw i64 %31, %conv1.j251
+  %33 = mul nsw i64 %32, 25088
+  %34 = mul nsw i64 %1, 16
+  %35 = add nsw i64 %conv1.f262, %34
+  %36 = mul nsw i64 %35, 784
+  %37 = add nsw i64 %33, %36
+  %38 = add nsw i64 %37, %conv1.i273
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
+  store float %30, ptr %arena8, align 4
+  %i27.next = add nsw i64 %conv1.i273, 1
+  %39 = icmp slt i64 %i27.next, 784
+  br i1 %39, label %conv1.i27, label %conv1.i27.end
+
+conv1.i27.end:                                    ; preds = %conv1.i27
+  %f26.next = add nsw i64 %conv1.f262, 1
+  %40 = icmp slt i64 %f26.next, 16
+  br i1 %40, label %conv1.f26, label %conv1.f26.end
+}
+
+; Function Attrs: noinline
+define internal void @convnet_infer_b64.k0.conv1.part16.gemm24(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %conv1.t22_a3 = alloca <8 x float>, align 32
+  %conv1.t22_a2 = alloca <8 x float>, align 32
+  %conv1.t22_a1 = alloca <8 x float>, align 32
+  %conv1.t22_a0 = alloca <8 x float>, align 32
+  %conv1.t22_b1 = alloca <8 x float>, align 32
+  %conv1.t22_b0 = alloca <8 x float>, align 32
+  %conv1.t22_c3_1 = alloca <8 x float>, align 32
+  %conv1.t22_c3_0 = alloca <8 x float>, align 32
+  %conv1.t22_c2_1 = alloca <8 x float>, align 32
+  %conv1.t22_c2_0 = alloca <8 x float>, align 32
+  %conv1.t22_c1_1 = alloca <8 x float>, align 32
+  %conv1.t22_c1_0 = alloca <8 x float>, align 32
+  %conv1.t22_c0_1 = alloca <8 x float>, align 32
+  %conv1.t22_c0_0 = alloca <8 x float>, align 32
+  %conv1.t19_a3 = alloca <8 x float>, align 32
+  %conv1.t19_a2 = alloca <8 x float>, align 32
+  %conv1.t19_a1 = alloca <8 x float>, align 32
+  %conv1.t19_a0 = alloca <8 x float>, align 32
+  %conv1.t19_b2 = alloca <8 x float>, align 32
+  %conv1.t19_b1 = alloca <8 x float>, align 32
+  %conv1.t19_b0 = alloca <8 x float>, align 32
+  %conv1.t19_c3_2 = alloca <8 x float>, align 32
+  %conv1.t19_c3_1 = alloca <8 x float>, align 32
+  %conv1.t19_c3_0 = alloca <8 x float>, align 32
+  %conv1.t19_c2_2 = alloca <8 x float>, align 32
+  %conv1.t19_c2_1 = alloca <8 x float>, align 32
+  %conv1.t19_c2_0 = alloca <8 x float>, align 32
+  %conv1.t19_c1_2 = alloca <8 x float>, align 32
+  %conv1.t19_c1_1 = alloca <8 x float>, align 32
+  %conv1.t19_c1_0 = alloca <8 x float>, align 32
+  %conv1.t19_c0_2 = alloca <8 x float>, align 32
+  %conv1.t19_c0_1 = alloca <8 x float>, align 32
+  %conv1.t19_c0_0 = alloca <8 x float>, align 32
+  br label %conv1.nb17
+
+conv1.nb17:                                       ; preds = %conv1.mb18.end, %entry
+  %conv1.nb171 = phi i64 [ 0, %entry ], [ %nb17.next, %conv1.mb18.end ]
+  br label %conv1.mb18
+
+conv1.nb17.end:                                   ; preds = %conv1.mb18.end
+  br label %conv1.mb21
+
+conv1.mb18:                                       ; preds = %conv1.k20.end, %conv1.nb17
+  %conv1.mb182 = phi i64 [ 0, %conv1.nb17 ], [ %mb18.next, %conv1.k20.end ]
+  store <8 x float> zeroinitializer, ptr %conv1.t19_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t19_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t19_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t19_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t19_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t19_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t19_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t19_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t19_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t19_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t19_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t19_c3_2, align 32
+  br label %conv1.k20
+
+conv1.mb18.end:                                   ; preds = %conv1.k20.end
+  %nb17.next = add nsw i64 %conv1.nb171, 1
+  %1 = icmp slt i64 %nb17.next, 522
+  br i1 %1, label %conv1.nb17, label %conv1.nb17.end
+
+conv1.k20:                                        ; preds = %conv1.k20, %conv1.mb18
+  %conv1.k203 = phi i64 [ 0, %conv1.mb18 ], [ %k20.next, %conv1.k20 ]
+  %2 = mul nsw i64 %conv1.k203, 12560
+  %3 = add nsw i64 1605632, %2
+  %4 = mul nsw i64 %conv1.nb171, 24
+  %5 = add nsw i64 %3, %4
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
+  %6 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %6, ptr %conv1.t19_b0, align 32
+  %7 = mul nsw i64 %conv1.k203, 12560
+  %8 = add nsw i64 1605632, %7
+  %9 = mul nsw i64 %conv1.nb171, 24
+  %10 = add nsw i64 %8, %9
+  %11 = add nsw i64 %10, 8
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
+  %12 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %12, ptr %conv1.t19_b1, align 32
+  %13 = mul nsw i64 %conv1.k203, 12560
+  %14 = add nsw i64 1605632, %13
+  %15 = mul nsw i64 %conv1.nb171, 24
+  %16 = add nsw i64 %14, %15
+  %17 = add nsw i64 %16, 16
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %17
+  %18 = load <8 x float>, ptr %arena6, align 4
+  store <8 x float> %18, ptr %conv1.t19_b2, align 32
+  %19 = mul nsw i64 %0, 16
+  %20 = mul nsw i64 %19, 9
+  %21 = mul nsw i64 %conv1.mb182, 4
+  %22 = mul nsw i64 %21, 9
+  %23 = add nsw i64 %20, %22
+  %24 = add nsw i64 %23, %conv1.k203
+  %params7 = getelementptr inbounds float, ptr %params, i64 %24
+  %25 = load float, ptr %params7, align 4
+  %26 = insertelement <8 x float> undef, float %25, i32 0
+  %27 = shufflevector <8 x float> %26, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %27, ptr %conv1.t19_a0, align 32
+  %t19_a0 = load <8 x float>, ptr %conv1.t19_a0, align 32
+  %t19_b0 = load <8 x float>, ptr %conv1.t19_b0, align 32
+  %t19_c0_0 = load <8 x float>, ptr %conv1.t19_c0_0, align 32
+  %28 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t19_a0, <8 x float> %t19_b0, <8 x float> %t19_c0_0)
+  store <8 x float> %28, ptr %conv1.t19_c0_0, align 32
+  %t19_a08 = load <8 x float>, ptr %conv1.t19_a0, align 32
+  %t19_b1 = load <8 x float>, ptr %conv1.t19_b1, align 32
+  %t19_c0_1 = load <8 x float>, ptr %conv1.t19_c0_1, align 32
+  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t19_a08, <8 x float> %t19_b1, <8 x float> %t19_c0_1)
+  store <8 x float> %29, ptr %conv1.t19_c0_1, align 32
+  %t19_a09 = load <8 x float>, ptr %conv1.t19_a0, align 32
+  %t19_b2 = load <8 x float>, ptr %conv1.t19_b2, align 32
+  %t19_c0_2 = load <8 x float>, ptr %conv1.t19_c0_2, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t19_a09, <8 x float> %t19_b2, <8 x float> %t19_c0_2)
+  store <8 x float> %30, ptr %conv1.t19_c0_2, align 32
+  %31 = mul nsw i64 %0, 16
+  %32 = mul nsw i64 %31, 9
+  %33 = mul nsw i64 %conv1.mb182, 4
+  %34 = add nsw i64 %33, 1
+  %35 = mul nsw i64 %34, 9
+  %36 = add nsw i64 %32, %35
+  %37 = add nsw i64 %36, %conv1.k203
+  %params10 = getelementptr inbounds float, ptr %params, i64 %37
+  %38 = load float, ptr %params10, align 4
+  %39 = insertelement <8 x float> undef, float %38, i32 0
+  %40 = shufflevector <8 x float> %39, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %40, ptr %conv1.t19_a1, align 32
+  %t19_a1 = load <8 x float>, ptr %conv1.t19_a1, align 32
+  %t19_b011 = load <8 x float>, ptr %conv1.t19_b0, align 32
+  %t19_c1_0 = load <8 x float>, ptr %conv1.t19_c1_0, align 32
+  %41 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t19_a1, <8 x float> %t19_b011, <8 x float> %t19_c1_0)
+  store <8 x float> %41, ptr %conv1.t19_c1_0, align 32
+  %t19_a112 = load <8 x float>, ptr %conv1.t19_a1, align 32
+  %t19_b113 = load <8 x float>, ptr %conv1.t19_b1, align 32
+  %t19_c1_1 = load <8 x float>, ptr %conv1.t19_c1_1, align 32
+  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t19_a112, <8 x float> %t19_b113, <8 x float> %t19_c1_1)
+  store <8 x float> %42, ptr %conv1.t19_c1_1, align 32
+  %t19_a114 = load <8 x float>, ptr %conv1.t19_a1, align 32
+  %t19_b215 = load <8 x float>, ptr %conv1.t19_b2, align 32
+  %t19_c1_2 = load <8 x float>, ptr %conv1.t19_c1_2, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t19_a114, <8 x float> %t19_b215, <8 x float> %t19_c1_2)
+  store <8 x float> %43, ptr %conv1.t19_c1_2, align 32
+  %44 = mul nsw i64 %0, 16
+  %45 = mul nsw i64 %44, 9
+  %46 = mul nsw i64 %conv1.mb182, 4
+  %47 = add nsw i64 %46, 2
+  %48 = mul nsw i64 %47, 9
+  %49 = add nsw i64 %45, %48
+  %50 = add nsw i64 %49, %conv1.k203
+  %params16 = getelementptr inbounds float, ptr %params, i64 %50
+  %51 = load float, ptr %params16, align 4
+  %52 = insertelement <8 x float> undef, float %51, i32 0
+  %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %53, ptr %conv1.t19_a2, align 32
+  %t19_a2 = load <8 x float>, ptr %conv1.t19_a2, align 32
+  %t19_b017 = load <8 x float>, ptr %conv1.t19_b0, align 32
+  %t19_c2_0 = load <8 x float>, ptr %conv1.t19_c2_0, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t19_a2, <8 x float> %t19_b017, <8 x float> %t19_c2_0)
+  store <8 x float> %54, ptr %conv1.t19_c2_0, align 32
+  %t19_a218 = load <8 x float>, ptr %conv1.t19_a2, align 32
+  %t19_b119 = load <8 x float>, ptr %conv1.t19_b1, align 32
+  %t19_c2_1 = load <8 x float>, ptr %conv1.t19_c2_1, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t19_a218, <8 x float> %t19_b119, <8 x float> %t19_c2_1)
+  store <8 x float> %55, ptr %conv1.t19_c2_1, align 32
+  %t19_a220 = load <8 x float>, ptr %conv1.t19_a2, align 32
+  %t19_b221 = load <8 x float>, ptr %conv1.t19_b2, align 32
+  %t19_c2_2 = load <8 x float>, ptr %conv1.t19_c2_2, align 32
+  %56 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t19_a220, <8 x float> %t19_b221, <8 x float> %t19_c2_2)
+  store <8 x float> %56, ptr %conv1.t19_c2_2, align 32
+  %57 = mul nsw i64 %0, 16
+  %58 = mul nsw i64 %57, 9
+  %59 = mul nsw i64 %conv1.mb182, 4
+  %60 = add nsw i64 %59, 3
+  %61 = mul nsw i64 %60, 9
+  %62 = add nsw i64 %58, %61
+  %63 = add nsw i64 %62, %conv1.k203
+  %params22 = getelementptr inbounds float, ptr %params, i64 %63
+  %64 = load float, ptr %params22, align 4
+  %65 = insertelement <8 x float> undef, float %64, i32 0
+  %66 = shufflevector <8 x float> %65, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %66, ptr %conv1.t19_a3, align 32
+  %t19_a3 = load <8 x float>, ptr %conv1.t19_a3, align 32
+  %t19_b023 = load <8 x float>, ptr %conv1.t19_b0, align 32
+  %t19_c3_0 = load <8 x float>, ptr %conv1.t19_c3_0, align 32
+  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t19_a3, <8 x float> %t19_b023, <8 x float> %t19_c3_0)
+  store <8 x float> %67, ptr %conv1.t19_c3_0, align 32
+  %t19_a324 = load <8 x float>, ptr %conv1.t19_a3, align 32
+  %t19_b125 = load <8 x float>, ptr %conv1.t19_b1, align 32
+  %t19_c3_1 = load <8 x float>, ptr %conv1.t19_c3_1, align 32
+  %68 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t19_a324, <8 x float> %t19_b125, <8 x float> %t19_c3_1)
+  store <8 x float> %68, ptr %conv1.t19_c3_1, align 32
+  %t19_a326 = load <8 x float>, ptr %conv1.t19_a3, align 32
+  %t19_b227 = load <8 x float>, ptr %conv1.t19_b2, align 32
+  %t19_c3_2 = load <8 x float>, ptr %conv1.t19_c3_2, align 32
+  %69 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t19_a326, <8 x float> %t19_b227, <8 x float> %t19_c3_2)
+  store <8 x float> %69, ptr %conv1.t19_c3_2, align 32
+  %k20.next = add nsw i64 %conv1.k203, 1
+  %70 = icmp slt i64 %k20.next, 9
+  br i1 %70, label %conv1.k20, label %conv1.k20.end
+
+conv1.k20.end:                                    ; preds = %conv1.k20
+  %t19_c0_028 = load <8 x float>, ptr %conv1.t19_c0_0, align 32
+  %71 = mul nsw i64 %0, 16
+  %72 = mul nsw i64 %71, 12560
+  %73 = add nsw i64 1718672, %72
+  %74 = mul nsw i64 %conv1.mb182, 4
+  %75 = mul nsw i64 %74, 12560
+  %76 = add nsw i64 %73, %75
+  %77 = mul nsw i64 %conv1.nb171, 24
+  %78 = add nsw i64 %76, %77
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %78
+  store <8 x float> %t19_c0_028, ptr %arena29, align 4
+  %t19_c0_130 = load <8 x float>, ptr %conv1.t19_c0_1, align 32
+  %79 = mul nsw i64 %0, 16
+  %80 = mul nsw i64 %79, 12560
+  %81 = add nsw i64 1718672, %80
+  %82 = mul nsw i64 %conv1.mb182, 4
+  %83 = mul nsw i64 %82, 12560
+  %84 = add nsw i64 %81, %83
+  %85 = mul nsw i64 %conv1.nb171, 24
+  %86 = add nsw i64 %84, %85
+  %87 = add nsw i64 %86, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %87
+  store <8 x float> %t19_c0_130, ptr %arena31, align 4
+  %t19_c0_232 = load <8 x float>, ptr %conv1.t19_c0_2, align 32
+  %88 = mul nsw i64 %0, 16
+  %89 = mul nsw i64 %88, 12560
+  %90 = add nsw i64 1718672, %89
+  %91 = mul nsw i64 %conv1.mb182, 4
+  %92 = mul nsw i64 %91, 12560
+  %93 = add nsw i64 %90, %92
+  %94 = mul nsw i64 %conv1.nb171, 24
+  %95 = add nsw i64 %93, %94
+  %96 = add nsw i64 %95, 16
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %96
+  store <8 x float> %t19_c0_232, ptr %arena33, align 4
+  %t19_c1_034 = load <8 x float>, ptr %conv1.t19_c1_0, align 32
+  %97 = mul nsw i64 %0, 16
+  %98 = mul nsw i64 %97, 12560
+  %99 = add nsw i64 1718672, %98
+  %100 = mul nsw i64 %conv1.mb182, 4
+  %101 = add nsw i64 %100, 1
+  %102 = mul nsw i64 %101, 12560
+  %103 = add nsw i64 %99, %102
+  %104 = mul nsw i64 %conv1.nb171, 24
+  %105 = add nsw i64 %103, %104
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %105
+  store <8 x float> %t19_c1_034, ptr %arena35, align 4
+  %t19_c1_136 = load <8 x float>, ptr %conv1.t19_c1_1, align 32
+  %106 = mul nsw i64 %0, 16
+  %107 = mul nsw i64 %106, 12560
+  %108 = add nsw i64 1718672, %107
+  %109 = mul nsw i64 %conv1.mb182, 4
+  %110 = add nsw i64 %109, 1
+  %111 = mul nsw i64 %110, 12560
+  %112 = add nsw i64 %108, %111
+  %113 = mul nsw i64 %conv1.nb171, 24
+  %114 = add nsw i64 %112, %113
+  %115 = add nsw i64 %114, 8
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %115
+  store <8 x float> %t19_c1_136, ptr %arena37, align 4
+  %t19_c1_238 = load <8 x float>, ptr %conv1.t19_c1_2, align 32
+  %116 = mul nsw i64 %0, 16
+  %117 = mul nsw i64 %116, 12560
+  %118 = add nsw i64 1718672, %117
+  %119 = mul nsw i64 %conv1.mb182, 4
+  %120 = add nsw i64 %119, 1
+  %121 = mul nsw i64 %120, 12560
+  %122 = add nsw i64 %118, %121
+  %123 = mul nsw i64 %conv1.nb171, 24
+  %124 = add nsw i64 %122, %123
+  %125 = add nsw i64 %124, 16
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %125
+  store <8 x float> %t19_c1_238, ptr %arena39, align 4
+  %t19_c2_040 = load <8 x float>, ptr %conv1.t19_c2_0, align 32
+  %126 = mul nsw i64 %0, 16
+  %127 = mul nsw i64 %126, 12560
+  %128 = add nsw i64 1718672, %127
+  %129 = mul nsw i64 %conv1.mb182, 4
+  %130 = add nsw i64 %129, 2
+  %131 = mul nsw i64 %130, 12560
+  %132 = add nsw i64 %128, %131
+  %133 = mul nsw i64 %conv1.nb171, 24
+  %134 = add nsw i64 %132, %133
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %134
+  store <8 x float> %t19_c2_040, ptr %arena41, align 4
+  %t19_c2_142 = load <8 x float>, ptr %conv1.t19_c2_1, align 32
+  %135 = mul nsw i64 %0, 16
+  %136 = mul nsw i64 %135, 12560
+  %137 = add nsw i64 1718672, %136
+  %138 = mul nsw i64 %conv1.mb182, 4
+  %139 = add nsw i64 %138, 2
+  %140 = mul nsw i64 %139, 12560
+  %141 = add nsw i64 %137, %140
+  %142 = mul nsw i64 %conv1.nb171, 24
+  %143 = add nsw i64 %141, %142
+  %144 = add nsw i64 %143, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %144
+  store <8 x float> %t19_c2_142, ptr %arena43, align 4
+  %t19_c2_244 = load <8 x float>, ptr %conv1.t19_c2_2, align 32
+  %145 = mul nsw i64 %0, 16
+  %146 = mul nsw i64 %145, 12560
+  %147 = add nsw i64 1718672, %146
+  %148 = mul nsw i64 %conv1.mb182, 4
+  %149 = add nsw i64 %148, 2
+  %150 = mul nsw i64 %149, 12560
+  %151 = add nsw i64 %147, %150
+  %152 = mul nsw i64 %conv1.nb171, 24
+  %153 = add nsw i64 %151, %152
+  %154 = add nsw i64 %153, 16
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %154
+  store <8 x float> %t19_c2_244, ptr %arena45, align 4
+  %t19_c3_046 = load <8 x float>, ptr %conv1.t19_c3_0, align 32
+  %155 = mul nsw i64 %0, 16
+  %156 = mul nsw i64 %155, 12560
+  %157 = add nsw i64 1718672, %156
+  %158 = mul nsw i64 %conv1.mb182, 4
+  %159 = add nsw i64 %158, 3
+  %160 = mul nsw i64 %159, 12560
+  %161 = add nsw i64 %157, %160
+  %162 = mul nsw i64 %conv1.nb171, 24
+  %163 = add nsw i64 %161, %162
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %163
+  store <8 x float> %t19_c3_046, ptr %arena47, align 4
+  %t19_c3_148 = load <8 x float>, ptr %conv1.t19_c3_1, align 32
+  %164 = mul nsw i64 %0, 16
+  %165 = mul nsw i64 %164, 12560
+  %166 = add nsw i64 1718672, %165
+  %167 = mul nsw i64 %conv1.mb182, 4
+  %168 = add nsw i64 %167, 3
+  %169 = mul nsw i64 %168, 12560
+  %170 = add nsw i64 %166, %169
+  %171 = mul nsw i64 %conv1.nb171, 24
+  %172 = add nsw i64 %170, %171
+  %173 = add nsw i64 %172, 8
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %173
+  store <8 x float> %t19_c3_148, ptr %arena49, align 4
+  %t19_c3_250 = load <8 x float>, ptr %conv1.t19_c3_2, align 32
+  %174 = mul nsw i64 %0, 16
+  %175 = mul nsw i64 %174, 12560
+  %176 = add nsw i64 1718672, %175
+  %177 = mul nsw i64 %conv1.mb182, 4
+  %178 = add nsw i64 %177, 3
+  %179 = mul nsw i64 %178, 12560
+  %180 = add nsw i64 %176, %179
+  %181 = mul nsw i64 %conv1.nb171, 24
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, 16
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %183
+  store <8 x float> %t19_c3_250, ptr %arena51, align 4
+  %mb18.next = add nsw i64 %conv1.mb182, 1
+  %184 = icmp slt i64 %mb18.next, 4
+  br i1 %184, label %conv1.mb18, label %conv1.mb18.end
+
+conv1.mb21:                                       ; preds = %conv1.k23.end, %conv1.nb17.end
+  %conv1.mb2152 = phi i64 [ 0, %conv1.nb17.end ], [ %mb21.next, %conv1.k23.end ]
+  store <8 x float> zeroinitializer, ptr %conv1.t22_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t22_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t22_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t22_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t22_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t22_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t22_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t22_c3_1, align 32
+  br label %conv1.k23
+
+conv1.mb21.end:                                   ; preds = %conv1.k23.end
+  ret void
+
+conv1.k23:                                        ; preds = %conv1.k23, %conv1.mb21
+  %conv1.k2353 = phi i64 [ 0, %conv1.mb21 ], [ %k23.next, %conv1.k23 ]
+  %185 = mul nsw i64 %conv1.k2353, 12560
+  %186 = add nsw i64 1605632, %185
+  %187 = add nsw i64 %186, 12528
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %187
+  %188 = load <8 x float>, ptr %arena54, align 4
+  store <8 x float> %188, ptr %conv1.t22_b0, align 32
+  %189 = mul nsw i64 %conv1.k2353, 12560
+  %190 = add nsw i64 1605632, %189
+  %191 = add nsw i64 %190, 12528
+  %192 = add nsw i64 %191, 8
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %192
+  %193 = load <8 x float>, ptr %arena55, align 4
+  store <8 x float> %193, ptr %conv1.t22_b1, align 32
+  %194 = mul nsw i64 %0, 16
+  %195 = mul nsw i64 %194, 9
+  %196 = mul nsw i64 %conv1.mb2152, 4
+  %197 = mul nsw i64 %196, 9
+  %198 = add nsw i64 %195, %197
+  %199 = add nsw i64 %198, %conv1.k2353
+  %params56 = getelementptr inbounds float, ptr %params, i64 %199
+  %200 = load float, ptr %params56, align 4
+  %201 = insertelement <8 x float> undef, float %200, i32 0
+  %202 = shufflevector <8 x float> %201, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %202, ptr %conv1.t22_a0, align 32
+  %t22_a0 = load <8 x float>, ptr %conv1.t22_a0, align 32
+  %t22_b0 = load <8 x float>, ptr %conv1.t22_b0, align 32
+  %t22_c0_0 = load <8 x float>, ptr %conv1.t22_c0_0, align 32
+  %203 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a0, <8 x float> %t22_b0, <8 x float> %t22_c0_0)
+  store <8 x float> %203, ptr %conv1.t22_c0_0, align 32
+  %t22_a057 = load <8 x float>, ptr %conv1.t22_a0, align 32
+  %t22_b1 = load <8 x float>, ptr %conv1.t22_b1, align 32
+  %t22_c0_1 = load <8 x float>, ptr %conv1.t22_c0_1, align 32
+  %204 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a057, <8 x float> %t22_b1, <8 x float> %t22_c0_1)
+  store <8 x float> %204, ptr %conv1.t22_c0_1, align 32
+  %205 = mul nsw i64 %0, 16
+  %206 = mul nsw i64 %205, 9
+  %207 = mul nsw i64 %conv1.mb2152, 4
+  %208 = add nsw i64 %207, 1
+  %209 = mul nsw i64 %208, 9
+  %210 = add nsw i64 %206, %209
+  %211 = add nsw i64 %210, %conv1.k2353
+  %params58 = getelementptr inbounds float, ptr %params, i64 %211
+  %212 = load float, ptr %params58, align 4
+  %213 = insertelement <8 x float> undef, float %212, i32 0
+  %214 = shufflevector <8 x float> %213, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %214, ptr %conv1.t22_a1, align 32
+  %t22_a1 = load <8 x float>, ptr %conv1.t22_a1, align 32
+  %t22_b059 = load <8 x float>, ptr %conv1.t22_b0, align 32
+  %t22_c1_0 = load <8 x float>, ptr %conv1.t22_c1_0, align 32
+  %215 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a1, <8 x float> %t22_b059, <8 x float> %t22_c1_0)
+  store <8 x float> %215, ptr %conv1.t22_c1_0, align 32
+  %t22_a160 = load <8 x float>, ptr %conv1.t22_a1, align 32
+  %t22_b161 = load <8 x float>, ptr %conv1.t22_b1, align 32
+  %t22_c1_1 = load <8 x float>, ptr %conv1.t22_c1_1, align 32
+  %216 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a160, <8 x float> %t22_b161, <8 x float> %t22_c1_1)
+  store <8 x float> %216, ptr %conv1.t22_c1_1, align 32
+  %217 = mul nsw i64 %0, 16
+  %218 = mul nsw i64 %217, 9
+  %219 = mul nsw i64 %conv1.mb2152, 4
+  %220 = add nsw i64 %219, 2
+  %221 = mul nsw i64 %220, 9
+  %222 = add nsw i64 %218, %221
+  %223 = add nsw i64 %222, %conv1.k2353
+  %params62 = getelementptr inbounds float, ptr %params, i64 %223
+  %224 = load float, ptr %params62, align 4
+  %225 = insertelement <8 x float> undef, float %224, i32 0
+  %226 = shufflevector <8 x float> %225, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %226, ptr %conv1.t22_a2, align 32
+  %t22_a2 = load <8 x float>, ptr %conv1.t22_a2, align 32
+  %t22_b063 = load <8 x float>, ptr %conv1.t22_b0, align 32
+  %t22_c2_0 = load <8 x float>, ptr %conv1.t22_c2_0, align 32
+  %227 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a2, <8 x float> %t22_b063, <8 x float> %t22_c2_0)
+  store <8 x float> %227, ptr %conv1.t22_c2_0, align 32
+  %t22_a264 = load <8 x float>, ptr %conv1.t22_a2, align 32
+  %t22_b165 = load <8 x float>, ptr %conv1.t22_b1, align 32
+  %t22_c2_1 = load <8 x float>, ptr %conv1.t22_c2_1, align 32
+  %228 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a264, <8 x float> %t22_b165, <8 x float> %t22_c2_1)
+  store <8 x float> %228, ptr %conv1.t22_c2_1, align 32
+  %229 = mul nsw i64 %0, 16
+  %230 = mul nsw i64 %229, 9
+  %231 = mul nsw i64 %conv1.mb2152, 4
+  %232 = add nsw i64 %231, 3
+  %233 = mul nsw i64 %232, 9
+  %234 = add nsw i64 %230, %233
+  %235 = add nsw i64 %234, %conv1.k2353
+  %params66 = getelementptr inbounds float, ptr %params, i64 %235
+  %236 = load float, ptr %params66, align 4
+  %237 = insertelement <8 x float> undef, float %236, i32 0
+  %238 = shufflevector <8 x float> %237, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %238, ptr %conv1.t22_a3, align 32
+  %t22_a3 = load <8 x float>, ptr %conv1.t22_a3, align 32
+  %t22_b067 = load <8 x float>, ptr %conv1.t22_b0, align 32
+  %t22_c3_0 = load <8 x float>, ptr %conv1.t22_c3_0, align 32
+  %239 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a3, <8 x float> %t22_b067, <8 x float> %t22_c3_0)
+  store <8 x float> %239, ptr %conv1.t22_c3_0, align 32
+  %t22_a368 = load <8 x float>, ptr %conv1.t22_a3, align 32
+  %t22_b169 = load <8 x float>, ptr %conv1.t22_b1, align 32
+  %t22_c3_1 = load <8 x float>, ptr %conv1.t22_c3_1, align 32
+  %240 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a368, <8 x float> %t22_b169, <8 x float> %t22_c3_1)
+  store <8 x float> %240, ptr %conv1.t22_c3_1, align 32
+  %k23.next = add nsw i64 %conv1.k2353, 1
+  %241 = icmp slt i64 %k23.next, 9
+  br i1 %241, label %conv1.k23, label %conv1.k23.end
+
+conv1.k23.end:                                    ; preds = %conv1.k23
+  %t22_c0_070 = load <8 x float>, ptr %conv1.t22_c0_0, align 32
+  %242 = mul nsw i64 %0, 16
+  %243 = mul nsw i64 %242, 12560
+  %244 = add nsw i64 1718672, %243
+  %245 = mul nsw i64 %conv1.mb2152, 4
+  %246 = mul nsw i64 %245, 12560
+  %247 = add nsw i64 %244, %246
+  %248 = add nsw i64 %247, 12528
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %248
+  store <8 x float> %t22_c0_070, ptr %arena71, align 4
+  %t22_c0_172 = load <8 x float>, ptr %conv1.t22_c0_1, align 32
+  %249 = mul nsw i64 %0, 16
+  %250 = mul nsw i64 %249, 12560
+  %251 = add nsw i64 1718672, %250
+  %252 = mul nsw i64 %conv1.mb2152, 4
+  %253 = mul nsw i64 %252, 12560
+  %254 = add nsw i64 %251, %253
+  %255 = add nsw i64 %254, 12528
+  %256 = add nsw i64 %255, 8
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %256
+  store <8 x float> %t22_c0_172, ptr %arena73, align 4
+  %t22_c1_074 = load <8 x float>, ptr %conv1.t22_c1_0, align 32
+  %257 = mul nsw i64 %0, 16
+  %258 = mul nsw i64 %257, 12560
+  %259 = add nsw i64 1718672, %258
+  %260 = mul nsw i64 %conv1.mb2152, 4
+  %261 = add nsw i64 %260, 1
+  %262 = mul nsw i64 %261, 12560
+  %263 = add nsw i64 %259, %262
+  %264 = add nsw i64 %263, 12528
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %264
+  store <8 x float> %t22_c1_074, ptr %arena75, align 4
+  %t22_c1_176 = load <8 x float>, ptr %conv1.t22_c1_1, align 32
+  %265 = mul nsw i64 %0, 16
+  %266 = mul nsw i64 %265, 12560
+  %267 = add nsw i64 1718672, %266
+  %268 = mul nsw i64 %conv1.mb2152, 4
+  %269 = add nsw i64 %268, 1
+  %270 = mul nsw i64 %269, 12560
+  %271 = add nsw i64 %267, %270
+  %272 = add nsw i64 %271, 12528
+  %273 = add nsw i64 %272, 8
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %273
+  store <8 x float> %t22_c1_176, ptr %arena77, align 4
+  %t22_c2_078 = load <8 x float>, ptr %conv1.t22_c2_0, align 32
+  %274 = mul nsw i64 %0, 16
+  %275 = mul nsw i64 %274, 12560
+  %276 = add nsw i64 1718672, %275
+  %277 = mul nsw i64 %conv1.mb2152, 4
+  %278 = add nsw i64 %277, 2
+  %279 = mul nsw i64 %278, 12560
+  %280 = add nsw i64 %276, %279
+  %281 = add nsw i64 %280, 12528
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %281
+  store <8 x float> %t22_c2_078, ptr %arena79, align 4
+  %t22_c2_180 = load <8 x float>, ptr %conv1.t22_c2_1, align 32
+  %282 = mul nsw i64 %0, 16
+  %283 = mul nsw i64 %282, 12560
+  %284 = add nsw i64 1718672, %283
+  %285 = mul nsw i64 %conv1.mb2152, 4
+  %286 = add nsw i64 %285, 2
+  %287 = mul nsw i64 %286, 12560
+  %288 = add nsw i64 %284, %287
+  %289 = add nsw i64 %288, 12528
+  %290 = add nsw i64 %289, 8
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %290
+  store <8 x float> %t22_c2_180, ptr %arena81, align 4
+  %t22_c3_082 = load <8 x float>, ptr %conv1.t22_c3_0, align 32
+  %291 = mul nsw i64 %0, 16
+  %292 = mul nsw i64 %291, 12560
+  %293 = add nsw i64 1718672, %292
+  %294 = mul nsw i64 %conv1.mb2152, 4
+  %295 = add nsw i64 %294, 3
+  %296 = mul nsw i64 %295, 12560
+  %297 = add nsw i64 %293, %296
+  %298 = add nsw i64 %297, 12528
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %298
+  store <8 x float> %t22_c3_082, ptr %arena83, align 4
+  %t22_c3_184 = load <8 x float>, ptr %conv1.t22_c3_1, align 32
+  %299 = mul nsw i64 %0, 16
+  %300 = mul nsw i64 %299, 12560
+  %301 = add nsw i64 1718672, %300
+  %302 = mul nsw i64 %conv1.mb2152, 4
+  %303 = add nsw i64 %302, 3
+  %304 = mul nsw i64 %303, 12560
+  %305 = add nsw i64 %301, %304
+  %306 = add nsw i64 %305, 12528
+  %307 = add nsw i64 %306, 8
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %307
+  store <8 x float> %t22_c3_184, ptr %arena85, align 4
+  %mb21.next = add nsw i64 %conv1.mb2152, 1
+  %308 = icmp slt i64 %mb21.next, 4
+  br i1 %308, label %conv1.mb21, label %conv1.mb21.end
+}
+
+define internal void @convnet_infer_b64.k0.conv1.part16.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load i64, ptr %24, align 4
+  call void @convnet_infer_b64.k0.conv1.part16(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  ret void
 }
 
 ; Function Attrs: noinline
 define internal void @convnet_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part100.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part101.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %conv2.w100 = alloca <8 x float>, align 32
   %conv2.w99 = alloca <8 x float>, align 32
   %conv2.w98 = alloca <8 x float>, align 32
   %conv2.w97 = alloca <8 x float>, align 32
@@ -12470,925 +12648,925 @@ entry:
   %conv2.w71 = alloca <8 x float>, align 32
   %conv2.w70 = alloca <8 x float>, align 32
   %conv2.w69 = alloca <8 x float>, align 32
-  %conv2.w68 = alloca <8 x float>, align 32
-  %part27.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part27.context, i32 0, i32 0
+  %part28.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part27.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part27.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part27.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part27.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part27.context, i32 0, i32 5
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 5
   store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part27.context, i32 0, i32 6
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 6
   store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part27.context, i32 0, i32 7
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 7
   store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part27.context, i32 0, i32 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 8
   store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part27.context, i32 0, i32 9
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 9
   store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part27.context, i32 0, i32 10
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 10
   store ptr %pool, ptr %10, align 8
   %11 = icmp eq ptr %pool, null
-  br i1 %11, label %conv2.part27.serial, label %conv2.part27.pool
+  br i1 %11, label %conv2.part28.serial, label %conv2.part28.pool
 
-conv2.part27.pool:                                ; preds = %entry
+conv2.part28.pool:                                ; preds = %entry
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @convnet_infer_b64.k1.conv2.part27.task, ptr %part27.context, i64 2)
-  br label %conv2.part27.done
+  call void %run(ptr %pool, ptr @convnet_infer_b64.k1.conv2.part28.task, ptr %part28.context, i64 2)
+  br label %conv2.part28.done
 
-conv2.part27.serial:                              ; preds = %entry
-  br label %conv2.part27
+conv2.part28.serial:                              ; preds = %entry
+  br label %conv2.part28
 
-conv2.part27.done:                                ; preds = %conv2.part27.end, %conv2.part27.pool
-  br label %conv2.i58
+conv2.part28.done:                                ; preds = %conv2.part28.end, %conv2.part28.pool
+  br label %conv2.i59
 
-conv2.part27:                                     ; preds = %conv2.part27, %conv2.part27.serial
-  %conv2.part271 = phi i64 [ 0, %conv2.part27.serial ], [ %part27.next, %conv2.part27 ]
-  call void @convnet_infer_b64.k1.conv2.part27(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part271)
-  %part27.next = add nsw i64 %conv2.part271, 1
-  %12 = icmp slt i64 %part27.next, 2
-  br i1 %12, label %conv2.part27, label %conv2.part27.end
+conv2.part28:                                     ; preds = %conv2.part28, %conv2.part28.serial
+  %conv2.part281 = phi i64 [ 0, %conv2.part28.serial ], [ %part28.next, %conv2.part28 ]
+  call void @convnet_infer_b64.k1.conv2.part28(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part281)
+  %part28.next = add nsw i64 %conv2.part281, 1
+  %12 = icmp slt i64 %part28.next, 2
+  br i1 %12, label %conv2.part28, label %conv2.part28.end
 
-conv2.part27.end:                                 ; preds = %conv2.part27
-  br label %conv2.part27.done
+conv2.part28.end:                                 ; preds = %conv2.part28
+  br label %conv2.part28.done
 
-conv2.i58:                                        ; preds = %conv2.i58, %conv2.part27.done
-  %conv2.i582 = phi i64 [ 0, %conv2.part27.done ], [ %i58.next, %conv2.i58 ]
-  %13 = add nsw i64 3244032, %conv2.i582
+conv2.i59:                                        ; preds = %conv2.i59, %conv2.part28.done
+  %conv2.i592 = phi i64 [ 0, %conv2.part28.done ], [ %i59.next, %conv2.i59 ]
+  %13 = add nsw i64 3244032, %conv2.i592
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %13
   store float 0.000000e+00, ptr %arena3, align 4
-  %i58.next = add nsw i64 %conv2.i582, 1
-  %14 = icmp slt i64 %i58.next, 28800
-  br i1 %14, label %conv2.i58, label %conv2.i58.end
+  %i59.next = add nsw i64 %conv2.i592, 1
+  %14 = icmp slt i64 %i59.next, 28800
+  br i1 %14, label %conv2.i59, label %conv2.i59.end
 
-conv2.i58.end:                                    ; preds = %conv2.i58
-  br label %conv2.g59
+conv2.i59.end:                                    ; preds = %conv2.i59
+  br label %conv2.g60
 
-conv2.g59:                                        ; preds = %conv2.part100.done, %conv2.i58.end
-  %conv2.g594 = phi i64 [ 0, %conv2.i58.end ], [ %g59.next, %conv2.part100.done ]
-  br label %conv2.j60
+conv2.g60:                                        ; preds = %conv2.part101.done, %conv2.i59.end
+  %conv2.g604 = phi i64 [ 0, %conv2.i59.end ], [ %g60.next, %conv2.part101.done ]
+  br label %conv2.j61
 
-conv2.g59.end:                                    ; preds = %conv2.part100.done
+conv2.g60.end:                                    ; preds = %conv2.part101.done
   ret void
 
-conv2.j60:                                        ; preds = %conv2.c61.end, %conv2.g59
-  %conv2.j605 = phi i64 [ 0, %conv2.g59 ], [ %j60.next, %conv2.c61.end ]
-  br label %conv2.c61
+conv2.j61:                                        ; preds = %conv2.c62.end, %conv2.g60
+  %conv2.j615 = phi i64 [ 0, %conv2.g60 ], [ %j61.next, %conv2.c62.end ]
+  br label %conv2.c62
 
-conv2.j60.end:                                    ; preds = %conv2.c61.end
-  br label %conv2.j64
+conv2.j61.end:                                    ; preds = %conv2.c62.end
+  br label %conv2.j65
 
-conv2.c61:                                        ; preds = %conv2.iy62.end, %conv2.j60
-  %conv2.c616 = phi i64 [ 0, %conv2.j60 ], [ %c61.next, %conv2.iy62.end ]
-  br label %conv2.iy62
+conv2.c62:                                        ; preds = %conv2.iy63.end, %conv2.j61
+  %conv2.c626 = phi i64 [ 0, %conv2.j61 ], [ %c62.next, %conv2.iy63.end ]
+  br label %conv2.iy63
 
-conv2.c61.end:                                    ; preds = %conv2.iy62.end
-  %j60.next = add nsw i64 %conv2.j605, 1
-  %15 = icmp slt i64 %j60.next, 1
-  br i1 %15, label %conv2.j60, label %conv2.j60.end
+conv2.c62.end:                                    ; preds = %conv2.iy63.end
+  %j61.next = add nsw i64 %conv2.j615, 1
+  %15 = icmp slt i64 %j61.next, 1
+  br i1 %15, label %conv2.j61, label %conv2.j61.end
 
-conv2.iy62:                                       ; preds = %conv2.ix63.end, %conv2.c61
-  %conv2.iy627 = phi i64 [ 0, %conv2.c61 ], [ %iy62.next, %conv2.ix63.end ]
-  br label %conv2.ix63
+conv2.iy63:                                       ; preds = %conv2.ix64.end, %conv2.c62
+  %conv2.iy637 = phi i64 [ 0, %conv2.c62 ], [ %iy63.next, %conv2.ix64.end ]
+  br label %conv2.ix64
 
-conv2.iy62.end:                                   ; preds = %conv2.ix63.end
-  %c61.next = add nsw i64 %conv2.c616, 1
-  %16 = icmp slt i64 %c61.next, 32
-  br i1 %16, label %conv2.c61, label %conv2.c61.end
+conv2.iy63.end:                                   ; preds = %conv2.ix64.end
+  %c62.next = add nsw i64 %conv2.c626, 1
+  %16 = icmp slt i64 %c62.next, 32
+  br i1 %16, label %conv2.c62, label %conv2.c62.end
 
-conv2.ix63:                                       ; preds = %conv2.ix63, %conv2.iy62
-  %conv2.ix638 = phi i64 [ 0, %conv2.iy62 ], [ %ix63.next, %conv2.ix63 ]
-  %17 = add nsw i64 %conv2.g594, %conv2.j605
+conv2.ix64:                                       ; preds = %conv2.ix64, %conv2.iy63
+  %conv2.ix648 = phi i64 [ 0, %conv2.iy63 ], [ %ix64.next, %conv2.ix64 ]
+  %17 = add nsw i64 %conv2.g604, %conv2.j615
   %18 = mul nsw i64 %17, 25088
-  %19 = mul nsw i64 %conv2.c616, 784
+  %19 = mul nsw i64 %conv2.c626, 784
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv2.iy627, 28
+  %21 = mul nsw i64 %conv2.iy637, 28
   %22 = add nsw i64 %20, %21
-  %23 = add nsw i64 %22, %conv2.ix638
+  %23 = add nsw i64 %22, %conv2.ix648
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load float, ptr %arena9, align 4
-  %25 = mul nsw i64 %conv2.j605, 28800
-  %26 = add nsw i64 %conv2.iy627, 1
+  %25 = mul nsw i64 %conv2.j615, 28800
+  %26 = add nsw i64 %conv2.iy637, 1
   %27 = mul nsw i64 %26, 960
   %28 = add nsw i64 %25, %27
-  %29 = add nsw i64 %conv2.ix638, 1
+  %29 = add nsw i64 %conv2.ix648, 1
   %30 = mul nsw i64 %29, 32
   %31 = add nsw i64 %28, %30
-  %32 = add nsw i64 %31, %conv2.c616
+  %32 = add nsw i64 %31, %conv2.c626
   %33 = add nsw i64 3244032, %32
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %33
   store float %24, ptr %arena10, align 4
-  %ix63.next = add nsw i64 %conv2.ix638, 1
-  %34 = icmp slt i64 %ix63.next, 28
-  br i1 %34, label %conv2.ix63, label %conv2.ix63.end
+  %ix64.next = add nsw i64 %conv2.ix648, 1
+  %34 = icmp slt i64 %ix64.next, 28
+  br i1 %34, label %conv2.ix64, label %conv2.ix64.end
 
-conv2.ix63.end:                                   ; preds = %conv2.ix63
-  %iy62.next = add nsw i64 %conv2.iy627, 1
-  %35 = icmp slt i64 %iy62.next, 28
-  br i1 %35, label %conv2.iy62, label %conv2.iy62.end
+conv2.ix64.end:                                   ; preds = %conv2.ix64
+  %iy63.next = add nsw i64 %conv2.iy637, 1
+  %35 = icmp slt i64 %iy63.next, 28
+  br i1 %35, label %conv2.iy63, label %conv2.iy63.end
 
-conv2.j64:                                        ; preds = %conv2.ty65.end, %conv2.j60.end
-  %conv2.j6411 = phi i64 [ 0, %conv2.j60.end ], [ %j64.next, %conv2.ty65.end ]
-  br label %conv2.ty65
+conv2.j65:                                        ; preds = %conv2.ty66.end, %conv2.j61.end
+  %conv2.j6511 = phi i64 [ 0, %conv2.j61.end ], [ %j65.next, %conv2.ty66.end ]
+  br label %conv2.ty66
 
-conv2.j64.end:                                    ; preds = %conv2.ty65.end
-  %36 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part100.context, i32 0, i32 0
+conv2.j65.end:                                    ; preds = %conv2.ty66.end
+  %36 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 0
   store ptr %params, ptr %36, align 8
-  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part100.context, i32 0, i32 1
+  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 1
   store ptr %grads, ptr %37, align 8
-  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part100.context, i32 0, i32 2
+  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 2
   store ptr %m, ptr %38, align 8
-  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part100.context, i32 0, i32 3
+  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 3
   store ptr %v, ptr %39, align 8
-  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part100.context, i32 0, i32 4
+  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 4
   store ptr %arena, ptr %40, align 8
-  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part100.context, i32 0, i32 5
+  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 5
   store ptr %images, ptr %41, align 8
-  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part100.context, i32 0, i32 6
+  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 6
   store ptr %labels, ptr %42, align 8
-  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part100.context, i32 0, i32 7
+  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 7
   store float %lr, ptr %43, align 4
-  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part100.context, i32 0, i32 8
+  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 8
   store i64 %step, ptr %44, align 4
-  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part100.context, i32 0, i32 9
+  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 9
   store i64 %seed, ptr %45, align 4
-  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part100.context, i32 0, i32 10
+  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 10
   store ptr %pool, ptr %46, align 8
-  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part100.context, i32 0, i32 11
-  store i64 %conv2.g594, ptr %47, align 4
+  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 11
+  store i64 %conv2.g604, ptr %47, align 4
   %48 = icmp eq ptr %pool, null
-  br i1 %48, label %conv2.part100.serial, label %conv2.part100.pool
+  br i1 %48, label %conv2.part101.serial, label %conv2.part101.pool
 
-conv2.ty65:                                       ; preds = %conv2.tx66.end, %conv2.j64
-  %conv2.ty6512 = phi i64 [ 0, %conv2.j64 ], [ %ty65.next, %conv2.tx66.end ]
-  br label %conv2.tx66
+conv2.ty66:                                       ; preds = %conv2.tx67.end, %conv2.j65
+  %conv2.ty6612 = phi i64 [ 0, %conv2.j65 ], [ %ty66.next, %conv2.tx67.end ]
+  br label %conv2.tx67
 
-conv2.ty65.end:                                   ; preds = %conv2.tx66.end
-  %j64.next = add nsw i64 %conv2.j6411, 1
-  %49 = icmp slt i64 %j64.next, 1
-  br i1 %49, label %conv2.j64, label %conv2.j64.end
+conv2.ty66.end:                                   ; preds = %conv2.tx67.end
+  %j65.next = add nsw i64 %conv2.j6511, 1
+  %49 = icmp slt i64 %j65.next, 1
+  br i1 %49, label %conv2.j65, label %conv2.j65.end
 
-conv2.tx66:                                       ; preds = %conv2.cv67.end, %conv2.ty65
-  %conv2.tx6613 = phi i64 [ 0, %conv2.ty65 ], [ %tx66.next, %conv2.cv67.end ]
-  br label %conv2.cv67
+conv2.tx67:                                       ; preds = %conv2.cv68.end, %conv2.ty66
+  %conv2.tx6713 = phi i64 [ 0, %conv2.ty66 ], [ %tx67.next, %conv2.cv68.end ]
+  br label %conv2.cv68
 
-conv2.tx66.end:                                   ; preds = %conv2.cv67.end
-  %ty65.next = add nsw i64 %conv2.ty6512, 1
-  %50 = icmp slt i64 %ty65.next, 14
-  br i1 %50, label %conv2.ty65, label %conv2.ty65.end
+conv2.tx67.end:                                   ; preds = %conv2.cv68.end
+  %ty66.next = add nsw i64 %conv2.ty6612, 1
+  %50 = icmp slt i64 %ty66.next, 14
+  br i1 %50, label %conv2.ty66, label %conv2.ty66.end
 
-conv2.cv67:                                       ; preds = %conv2.cv67, %conv2.tx66
-  %conv2.cv6714 = phi i64 [ 0, %conv2.tx66 ], [ %cv67.next, %conv2.cv67 ]
-  %51 = mul nsw i64 %conv2.j6411, 28800
-  %52 = mul nsw i64 %conv2.ty6512, 2
+conv2.cv68:                                       ; preds = %conv2.cv68, %conv2.tx67
+  %conv2.cv6814 = phi i64 [ 0, %conv2.tx67 ], [ %cv68.next, %conv2.cv68 ]
+  %51 = mul nsw i64 %conv2.j6511, 28800
+  %52 = mul nsw i64 %conv2.ty6612, 2
   %53 = mul nsw i64 %52, 960
   %54 = add nsw i64 %51, %53
-  %55 = mul nsw i64 %conv2.tx6613, 2
+  %55 = mul nsw i64 %conv2.tx6713, 2
   %56 = mul nsw i64 %55, 32
   %57 = add nsw i64 %54, %56
-  %58 = mul nsw i64 %conv2.cv6714, 8
+  %58 = mul nsw i64 %conv2.cv6814, 8
   %59 = add nsw i64 %57, %58
   %60 = add nsw i64 3244032, %59
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %60
   %61 = load <8 x float>, ptr %arena15, align 4
-  %62 = mul nsw i64 %conv2.j6411, 28800
-  %63 = mul nsw i64 %conv2.ty6512, 2
+  %62 = mul nsw i64 %conv2.j6511, 28800
+  %63 = mul nsw i64 %conv2.ty6612, 2
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 960
   %66 = add nsw i64 %62, %65
-  %67 = mul nsw i64 %conv2.tx6613, 2
+  %67 = mul nsw i64 %conv2.tx6713, 2
   %68 = mul nsw i64 %67, 32
   %69 = add nsw i64 %66, %68
-  %70 = mul nsw i64 %conv2.cv6714, 8
+  %70 = mul nsw i64 %conv2.cv6814, 8
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 3244032, %71
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena16, align 4
   %74 = fsub <8 x float> %61, %73
-  store <8 x float> %74, ptr %conv2.w68, align 32
-  %75 = mul nsw i64 %conv2.j6411, 28800
-  %76 = mul nsw i64 %conv2.ty6512, 2
+  store <8 x float> %74, ptr %conv2.w69, align 32
+  %75 = mul nsw i64 %conv2.j6511, 28800
+  %76 = mul nsw i64 %conv2.ty6612, 2
   %77 = add nsw i64 %76, 1
   %78 = mul nsw i64 %77, 960
   %79 = add nsw i64 %75, %78
-  %80 = mul nsw i64 %conv2.tx6613, 2
+  %80 = mul nsw i64 %conv2.tx6713, 2
   %81 = mul nsw i64 %80, 32
   %82 = add nsw i64 %79, %81
-  %83 = mul nsw i64 %conv2.cv6714, 8
+  %83 = mul nsw i64 %conv2.cv6814, 8
   %84 = add nsw i64 %82, %83
   %85 = add nsw i64 3244032, %84
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %85
   %86 = load <8 x float>, ptr %arena17, align 4
-  %87 = mul nsw i64 %conv2.j6411, 28800
-  %88 = mul nsw i64 %conv2.ty6512, 2
+  %87 = mul nsw i64 %conv2.j6511, 28800
+  %88 = mul nsw i64 %conv2.ty6612, 2
   %89 = add nsw i64 %88, 2
   %90 = mul nsw i64 %89, 960
   %91 = add nsw i64 %87, %90
-  %92 = mul nsw i64 %conv2.tx6613, 2
+  %92 = mul nsw i64 %conv2.tx6713, 2
   %93 = mul nsw i64 %92, 32
   %94 = add nsw i64 %91, %93
-  %95 = mul nsw i64 %conv2.cv6714, 8
+  %95 = mul nsw i64 %conv2.cv6814, 8
   %96 = add nsw i64 %94, %95
   %97 = add nsw i64 3244032, %96
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %97
   %98 = load <8 x float>, ptr %arena18, align 4
   %99 = fadd <8 x float> %86, %98
-  store <8 x float> %99, ptr %conv2.w69, align 32
-  %100 = mul nsw i64 %conv2.j6411, 28800
-  %101 = mul nsw i64 %conv2.ty6512, 2
+  store <8 x float> %99, ptr %conv2.w70, align 32
+  %100 = mul nsw i64 %conv2.j6511, 28800
+  %101 = mul nsw i64 %conv2.ty6612, 2
   %102 = add nsw i64 %101, 2
   %103 = mul nsw i64 %102, 960
   %104 = add nsw i64 %100, %103
-  %105 = mul nsw i64 %conv2.tx6613, 2
+  %105 = mul nsw i64 %conv2.tx6713, 2
   %106 = mul nsw i64 %105, 32
   %107 = add nsw i64 %104, %106
-  %108 = mul nsw i64 %conv2.cv6714, 8
+  %108 = mul nsw i64 %conv2.cv6814, 8
   %109 = add nsw i64 %107, %108
   %110 = add nsw i64 3244032, %109
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %110
   %111 = load <8 x float>, ptr %arena19, align 4
-  %112 = mul nsw i64 %conv2.j6411, 28800
-  %113 = mul nsw i64 %conv2.ty6512, 2
+  %112 = mul nsw i64 %conv2.j6511, 28800
+  %113 = mul nsw i64 %conv2.ty6612, 2
   %114 = add nsw i64 %113, 1
   %115 = mul nsw i64 %114, 960
   %116 = add nsw i64 %112, %115
-  %117 = mul nsw i64 %conv2.tx6613, 2
+  %117 = mul nsw i64 %conv2.tx6713, 2
   %118 = mul nsw i64 %117, 32
   %119 = add nsw i64 %116, %118
-  %120 = mul nsw i64 %conv2.cv6714, 8
+  %120 = mul nsw i64 %conv2.cv6814, 8
   %121 = add nsw i64 %119, %120
   %122 = add nsw i64 3244032, %121
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %122
   %123 = load <8 x float>, ptr %arena20, align 4
   %124 = fsub <8 x float> %111, %123
-  store <8 x float> %124, ptr %conv2.w70, align 32
-  %125 = mul nsw i64 %conv2.j6411, 28800
-  %126 = mul nsw i64 %conv2.ty6512, 2
+  store <8 x float> %124, ptr %conv2.w71, align 32
+  %125 = mul nsw i64 %conv2.j6511, 28800
+  %126 = mul nsw i64 %conv2.ty6612, 2
   %127 = add nsw i64 %126, 1
   %128 = mul nsw i64 %127, 960
   %129 = add nsw i64 %125, %128
-  %130 = mul nsw i64 %conv2.tx6613, 2
+  %130 = mul nsw i64 %conv2.tx6713, 2
   %131 = mul nsw i64 %130, 32
   %132 = add nsw i64 %129, %131
-  %133 = mul nsw i64 %conv2.cv6714, 8
+  %133 = mul nsw i64 %conv2.cv6814, 8
   %134 = add nsw i64 %132, %133
   %135 = add nsw i64 3244032, %134
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %135
   %136 = load <8 x float>, ptr %arena21, align 4
-  %137 = mul nsw i64 %conv2.j6411, 28800
-  %138 = mul nsw i64 %conv2.ty6512, 2
+  %137 = mul nsw i64 %conv2.j6511, 28800
+  %138 = mul nsw i64 %conv2.ty6612, 2
   %139 = add nsw i64 %138, 3
   %140 = mul nsw i64 %139, 960
   %141 = add nsw i64 %137, %140
-  %142 = mul nsw i64 %conv2.tx6613, 2
+  %142 = mul nsw i64 %conv2.tx6713, 2
   %143 = mul nsw i64 %142, 32
   %144 = add nsw i64 %141, %143
-  %145 = mul nsw i64 %conv2.cv6714, 8
+  %145 = mul nsw i64 %conv2.cv6814, 8
   %146 = add nsw i64 %144, %145
   %147 = add nsw i64 3244032, %146
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena22, align 4
   %149 = fsub <8 x float> %136, %148
-  store <8 x float> %149, ptr %conv2.w71, align 32
-  %150 = mul nsw i64 %conv2.j6411, 28800
-  %151 = mul nsw i64 %conv2.ty6512, 2
+  store <8 x float> %149, ptr %conv2.w72, align 32
+  %150 = mul nsw i64 %conv2.j6511, 28800
+  %151 = mul nsw i64 %conv2.ty6612, 2
   %152 = mul nsw i64 %151, 960
   %153 = add nsw i64 %150, %152
-  %154 = mul nsw i64 %conv2.tx6613, 2
+  %154 = mul nsw i64 %conv2.tx6713, 2
   %155 = add nsw i64 %154, 1
   %156 = mul nsw i64 %155, 32
   %157 = add nsw i64 %153, %156
-  %158 = mul nsw i64 %conv2.cv6714, 8
+  %158 = mul nsw i64 %conv2.cv6814, 8
   %159 = add nsw i64 %157, %158
   %160 = add nsw i64 3244032, %159
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %160
   %161 = load <8 x float>, ptr %arena23, align 4
-  %162 = mul nsw i64 %conv2.j6411, 28800
-  %163 = mul nsw i64 %conv2.ty6512, 2
+  %162 = mul nsw i64 %conv2.j6511, 28800
+  %163 = mul nsw i64 %conv2.ty6612, 2
   %164 = add nsw i64 %163, 2
   %165 = mul nsw i64 %164, 960
   %166 = add nsw i64 %162, %165
-  %167 = mul nsw i64 %conv2.tx6613, 2
+  %167 = mul nsw i64 %conv2.tx6713, 2
   %168 = add nsw i64 %167, 1
   %169 = mul nsw i64 %168, 32
   %170 = add nsw i64 %166, %169
-  %171 = mul nsw i64 %conv2.cv6714, 8
+  %171 = mul nsw i64 %conv2.cv6814, 8
   %172 = add nsw i64 %170, %171
   %173 = add nsw i64 3244032, %172
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %173
   %174 = load <8 x float>, ptr %arena24, align 4
   %175 = fsub <8 x float> %161, %174
-  store <8 x float> %175, ptr %conv2.w72, align 32
-  %176 = mul nsw i64 %conv2.j6411, 28800
-  %177 = mul nsw i64 %conv2.ty6512, 2
+  store <8 x float> %175, ptr %conv2.w73, align 32
+  %176 = mul nsw i64 %conv2.j6511, 28800
+  %177 = mul nsw i64 %conv2.ty6612, 2
   %178 = add nsw i64 %177, 1
   %179 = mul nsw i64 %178, 960
   %180 = add nsw i64 %176, %179
-  %181 = mul nsw i64 %conv2.tx6613, 2
+  %181 = mul nsw i64 %conv2.tx6713, 2
   %182 = add nsw i64 %181, 1
   %183 = mul nsw i64 %182, 32
   %184 = add nsw i64 %180, %183
-  %185 = mul nsw i64 %conv2.cv6714, 8
+  %185 = mul nsw i64 %conv2.cv6814, 8
   %186 = add nsw i64 %184, %185
   %187 = add nsw i64 3244032, %186
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %187
   %188 = load <8 x float>, ptr %arena25, align 4
-  %189 = mul nsw i64 %conv2.j6411, 28800
-  %190 = mul nsw i64 %conv2.ty6512, 2
+  %189 = mul nsw i64 %conv2.j6511, 28800
+  %190 = mul nsw i64 %conv2.ty6612, 2
   %191 = add nsw i64 %190, 2
   %192 = mul nsw i64 %191, 960
   %193 = add nsw i64 %189, %192
-  %194 = mul nsw i64 %conv2.tx6613, 2
+  %194 = mul nsw i64 %conv2.tx6713, 2
   %195 = add nsw i64 %194, 1
   %196 = mul nsw i64 %195, 32
   %197 = add nsw i64 %193, %196
-  %198 = mul nsw i64 %conv2.cv6714, 8
+  %198 = mul nsw i64 %conv2.cv6814, 8
   %199 = add nsw i64 %197, %198
   %200 = add nsw i64 3244032, %199
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %200
   %201 = load <8 x float>, ptr %arena26, align 4
   %202 = fadd <8 x float> %188, %201
-  store <8 x float> %202, ptr %conv2.w73, align 32
-  %203 = mul nsw i64 %conv2.j6411, 28800
-  %204 = mul nsw i64 %conv2.ty6512, 2
+  store <8 x float> %202, ptr %conv2.w74, align 32
+  %203 = mul nsw i64 %conv2.j6511, 28800
+  %204 = mul nsw i64 %conv2.ty6612, 2
   %205 = add nsw i64 %204, 2
   %206 = mul nsw i64 %205, 960
   %207 = add nsw i64 %203, %206
-  %208 = mul nsw i64 %conv2.tx6613, 2
+  %208 = mul nsw i64 %conv2.tx6713, 2
   %209 = add nsw i64 %208, 1
   %210 = mul nsw i64 %209, 32
   %211 = add nsw i64 %207, %210
-  %212 = mul nsw i64 %conv2.cv6714, 8
+  %212 = mul nsw i64 %conv2.cv6814, 8
   %213 = add nsw i64 %211, %212
   %214 = add nsw i64 3244032, %213
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %214
   %215 = load <8 x float>, ptr %arena27, align 4
-  %216 = mul nsw i64 %conv2.j6411, 28800
-  %217 = mul nsw i64 %conv2.ty6512, 2
+  %216 = mul nsw i64 %conv2.j6511, 28800
+  %217 = mul nsw i64 %conv2.ty6612, 2
   %218 = add nsw i64 %217, 1
   %219 = mul nsw i64 %218, 960
   %220 = add nsw i64 %216, %219
-  %221 = mul nsw i64 %conv2.tx6613, 2
+  %221 = mul nsw i64 %conv2.tx6713, 2
   %222 = add nsw i64 %221, 1
   %223 = mul nsw i64 %222, 32
   %224 = add nsw i64 %220, %223
-  %225 = mul nsw i64 %conv2.cv6714, 8
+  %225 = mul nsw i64 %conv2.cv6814, 8
   %226 = add nsw i64 %224, %225
   %227 = add nsw i64 3244032, %226
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %227
   %228 = load <8 x float>, ptr %arena28, align 4
   %229 = fsub <8 x float> %215, %228
-  store <8 x float> %229, ptr %conv2.w74, align 32
-  %230 = mul nsw i64 %conv2.j6411, 28800
-  %231 = mul nsw i64 %conv2.ty6512, 2
+  store <8 x float> %229, ptr %conv2.w75, align 32
+  %230 = mul nsw i64 %conv2.j6511, 28800
+  %231 = mul nsw i64 %conv2.ty6612, 2
   %232 = add nsw i64 %231, 1
   %233 = mul nsw i64 %232, 960
   %234 = add nsw i64 %230, %233
-  %235 = mul nsw i64 %conv2.tx6613, 2
+  %235 = mul nsw i64 %conv2.tx6713, 2
   %236 = add nsw i64 %235, 1
   %237 = mul nsw i64 %236, 32
   %238 = add nsw i64 %234, %237
-  %239 = mul nsw i64 %conv2.cv6714, 8
+  %239 = mul nsw i64 %conv2.cv6814, 8
   %240 = add nsw i64 %238, %239
   %241 = add nsw i64 3244032, %240
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %241
   %242 = load <8 x float>, ptr %arena29, align 4
-  %243 = mul nsw i64 %conv2.j6411, 28800
-  %244 = mul nsw i64 %conv2.ty6512, 2
+  %243 = mul nsw i64 %conv2.j6511, 28800
+  %244 = mul nsw i64 %conv2.ty6612, 2
   %245 = add nsw i64 %244, 3
   %246 = mul nsw i64 %245, 960
   %247 = add nsw i64 %243, %246
-  %248 = mul nsw i64 %conv2.tx6613, 2
+  %248 = mul nsw i64 %conv2.tx6713, 2
   %249 = add nsw i64 %248, 1
   %250 = mul nsw i64 %249, 32
   %251 = add nsw i64 %247, %250
-  %252 = mul nsw i64 %conv2.cv6714, 8
+  %252 = mul nsw i64 %conv2.cv6814, 8
   %253 = add nsw i64 %251, %252
   %254 = add nsw i64 3244032, %253
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %254
   %255 = load <8 x float>, ptr %arena30, align 4
   %256 = fsub <8 x float> %242, %255
-  store <8 x float> %256, ptr %conv2.w75, align 32
-  %257 = mul nsw i64 %conv2.j6411, 28800
-  %258 = mul nsw i64 %conv2.ty6512, 2
+  store <8 x float> %256, ptr %conv2.w76, align 32
+  %257 = mul nsw i64 %conv2.j6511, 28800
+  %258 = mul nsw i64 %conv2.ty6612, 2
   %259 = mul nsw i64 %258, 960
   %260 = add nsw i64 %257, %259
-  %261 = mul nsw i64 %conv2.tx6613, 2
+  %261 = mul nsw i64 %conv2.tx6713, 2
   %262 = add nsw i64 %261, 2
   %263 = mul nsw i64 %262, 32
   %264 = add nsw i64 %260, %263
-  %265 = mul nsw i64 %conv2.cv6714, 8
+  %265 = mul nsw i64 %conv2.cv6814, 8
   %266 = add nsw i64 %264, %265
   %267 = add nsw i64 3244032, %266
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %267
   %268 = load <8 x float>, ptr %arena31, align 4
-  %269 = mul nsw i64 %conv2.j6411, 28800
-  %270 = mul nsw i64 %conv2.ty6512, 2
+  %269 = mul nsw i64 %conv2.j6511, 28800
+  %270 = mul nsw i64 %conv2.ty6612, 2
   %271 = add nsw i64 %270, 2
   %272 = mul nsw i64 %271, 960
   %273 = add nsw i64 %269, %272
-  %274 = mul nsw i64 %conv2.tx6613, 2
+  %274 = mul nsw i64 %conv2.tx6713, 2
   %275 = add nsw i64 %274, 2
   %276 = mul nsw i64 %275, 32
   %277 = add nsw i64 %273, %276
-  %278 = mul nsw i64 %conv2.cv6714, 8
+  %278 = mul nsw i64 %conv2.cv6814, 8
   %279 = add nsw i64 %277, %278
   %280 = add nsw i64 3244032, %279
   %arena32 = getelementptr inbounds float, ptr %arena, i64 %280
   %281 = load <8 x float>, ptr %arena32, align 4
   %282 = fsub <8 x float> %268, %281
-  store <8 x float> %282, ptr %conv2.w76, align 32
-  %283 = mul nsw i64 %conv2.j6411, 28800
-  %284 = mul nsw i64 %conv2.ty6512, 2
+  store <8 x float> %282, ptr %conv2.w77, align 32
+  %283 = mul nsw i64 %conv2.j6511, 28800
+  %284 = mul nsw i64 %conv2.ty6612, 2
   %285 = add nsw i64 %284, 1
   %286 = mul nsw i64 %285, 960
   %287 = add nsw i64 %283, %286
-  %288 = mul nsw i64 %conv2.tx6613, 2
+  %288 = mul nsw i64 %conv2.tx6713, 2
   %289 = add nsw i64 %288, 2
   %290 = mul nsw i64 %289, 32
   %291 = add nsw i64 %287, %290
-  %292 = mul nsw i64 %conv2.cv6714, 8
+  %292 = mul nsw i64 %conv2.cv6814, 8
   %293 = add nsw i64 %291, %292
   %294 = add nsw i64 3244032, %293
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %294
   %295 = load <8 x float>, ptr %arena33, align 4
-  %296 = mul nsw i64 %conv2.j6411, 28800
-  %297 = mul nsw i64 %conv2.ty6512, 2
+  %296 = mul nsw i64 %conv2.j6511, 28800
+  %297 = mul nsw i64 %conv2.ty6612, 2
   %298 = add nsw i64 %297, 2
   %299 = mul nsw i64 %298, 960
   %300 = add nsw i64 %296, %299
-  %301 = mul nsw i64 %conv2.tx6613, 2
+  %301 = mul nsw i64 %conv2.tx6713, 2
   %302 = add nsw i64 %301, 2
   %303 = mul nsw i64 %302, 32
   %304 = add nsw i64 %300, %303
-  %305 = mul nsw i64 %conv2.cv6714, 8
+  %305 = mul nsw i64 %conv2.cv6814, 8
   %306 = add nsw i64 %304, %305
   %307 = add nsw i64 3244032, %306
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %307
   %308 = load <8 x float>, ptr %arena34, align 4
   %309 = fadd <8 x float> %295, %308
-  store <8 x float> %309, ptr %conv2.w77, align 32
-  %310 = mul nsw i64 %conv2.j6411, 28800
-  %311 = mul nsw i64 %conv2.ty6512, 2
+  store <8 x float> %309, ptr %conv2.w78, align 32
+  %310 = mul nsw i64 %conv2.j6511, 28800
+  %311 = mul nsw i64 %conv2.ty6612, 2
   %312 = add nsw i64 %311, 2
   %313 = mul nsw i64 %312, 960
   %314 = add nsw i64 %310, %313
-  %315 = mul nsw i64 %conv2.tx6613, 2
+  %315 = mul nsw i64 %conv2.tx6713, 2
   %316 = add nsw i64 %315, 2
   %317 = mul nsw i64 %316, 32
   %318 = add nsw i64 %314, %317
-  %319 = mul nsw i64 %conv2.cv6714, 8
+  %319 = mul nsw i64 %conv2.cv6814, 8
   %320 = add nsw i64 %318, %319
   %321 = add nsw i64 3244032, %320
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %321
   %322 = load <8 x float>, ptr %arena35, align 4
-  %323 = mul nsw i64 %conv2.j6411, 28800
-  %324 = mul nsw i64 %conv2.ty6512, 2
+  %323 = mul nsw i64 %conv2.j6511, 28800
+  %324 = mul nsw i64 %conv2.ty6612, 2
   %325 = add nsw i64 %324, 1
   %326 = mul nsw i64 %325, 960
   %327 = add nsw i64 %323, %326
-  %328 = mul nsw i64 %conv2.tx6613, 2
+  %328 = mul nsw i64 %conv2.tx6713, 2
   %329 = add nsw i64 %328, 2
   %330 = mul nsw i64 %329, 32
   %331 = add nsw i64 %327, %330
-  %332 = mul nsw i64 %conv2.cv6714, 8
+  %332 = mul nsw i64 %conv2.cv6814, 8
   %333 = add nsw i64 %331, %332
   %334 = add nsw i64 3244032, %333
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %334
   %335 = load <8 x float>, ptr %arena36, align 4
   %336 = fsub <8 x float> %322, %335
-  store <8 x float> %336, ptr %conv2.w78, align 32
-  %337 = mul nsw i64 %conv2.j6411, 28800
-  %338 = mul nsw i64 %conv2.ty6512, 2
+  store <8 x float> %336, ptr %conv2.w79, align 32
+  %337 = mul nsw i64 %conv2.j6511, 28800
+  %338 = mul nsw i64 %conv2.ty6612, 2
   %339 = add nsw i64 %338, 1
   %340 = mul nsw i64 %339, 960
   %341 = add nsw i64 %337, %340
-  %342 = mul nsw i64 %conv2.tx6613, 2
+  %342 = mul nsw i64 %conv2.tx6713, 2
   %343 = add nsw i64 %342, 2
   %344 = mul nsw i64 %343, 32
   %345 = add nsw i64 %341, %344
-  %346 = mul nsw i64 %conv2.cv6714, 8
+  %346 = mul nsw i64 %conv2.cv6814, 8
   %347 = add nsw i64 %345, %346
   %348 = add nsw i64 3244032, %347
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %348
   %349 = load <8 x float>, ptr %arena37, align 4
-  %350 = mul nsw i64 %conv2.j6411, 28800
-  %351 = mul nsw i64 %conv2.ty6512, 2
+  %350 = mul nsw i64 %conv2.j6511, 28800
+  %351 = mul nsw i64 %conv2.ty6612, 2
   %352 = add nsw i64 %351, 3
   %353 = mul nsw i64 %352, 960
   %354 = add nsw i64 %350, %353
-  %355 = mul nsw i64 %conv2.tx6613, 2
+  %355 = mul nsw i64 %conv2.tx6713, 2
   %356 = add nsw i64 %355, 2
   %357 = mul nsw i64 %356, 32
   %358 = add nsw i64 %354, %357
-  %359 = mul nsw i64 %conv2.cv6714, 8
+  %359 = mul nsw i64 %conv2.cv6814, 8
   %360 = add nsw i64 %358, %359
   %361 = add nsw i64 3244032, %360
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %361
   %362 = load <8 x float>, ptr %arena38, align 4
   %363 = fsub <8 x float> %349, %362
-  store <8 x float> %363, ptr %conv2.w79, align 32
-  %364 = mul nsw i64 %conv2.j6411, 28800
-  %365 = mul nsw i64 %conv2.ty6512, 2
+  store <8 x float> %363, ptr %conv2.w80, align 32
+  %364 = mul nsw i64 %conv2.j6511, 28800
+  %365 = mul nsw i64 %conv2.ty6612, 2
   %366 = mul nsw i64 %365, 960
   %367 = add nsw i64 %364, %366
-  %368 = mul nsw i64 %conv2.tx6613, 2
+  %368 = mul nsw i64 %conv2.tx6713, 2
   %369 = add nsw i64 %368, 3
   %370 = mul nsw i64 %369, 32
   %371 = add nsw i64 %367, %370
-  %372 = mul nsw i64 %conv2.cv6714, 8
+  %372 = mul nsw i64 %conv2.cv6814, 8
   %373 = add nsw i64 %371, %372
   %374 = add nsw i64 3244032, %373
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %374
   %375 = load <8 x float>, ptr %arena39, align 4
-  %376 = mul nsw i64 %conv2.j6411, 28800
-  %377 = mul nsw i64 %conv2.ty6512, 2
+  %376 = mul nsw i64 %conv2.j6511, 28800
+  %377 = mul nsw i64 %conv2.ty6612, 2
   %378 = add nsw i64 %377, 2
   %379 = mul nsw i64 %378, 960
   %380 = add nsw i64 %376, %379
-  %381 = mul nsw i64 %conv2.tx6613, 2
+  %381 = mul nsw i64 %conv2.tx6713, 2
   %382 = add nsw i64 %381, 3
   %383 = mul nsw i64 %382, 32
   %384 = add nsw i64 %380, %383
-  %385 = mul nsw i64 %conv2.cv6714, 8
+  %385 = mul nsw i64 %conv2.cv6814, 8
   %386 = add nsw i64 %384, %385
   %387 = add nsw i64 3244032, %386
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %387
   %388 = load <8 x float>, ptr %arena40, align 4
   %389 = fsub <8 x float> %375, %388
-  store <8 x float> %389, ptr %conv2.w80, align 32
-  %390 = mul nsw i64 %conv2.j6411, 28800
-  %391 = mul nsw i64 %conv2.ty6512, 2
+  store <8 x float> %389, ptr %conv2.w81, align 32
+  %390 = mul nsw i64 %conv2.j6511, 28800
+  %391 = mul nsw i64 %conv2.ty6612, 2
   %392 = add nsw i64 %391, 1
   %393 = mul nsw i64 %392, 960
   %394 = add nsw i64 %390, %393
-  %395 = mul nsw i64 %conv2.tx6613, 2
+  %395 = mul nsw i64 %conv2.tx6713, 2
   %396 = add nsw i64 %395, 3
   %397 = mul nsw i64 %396, 32
   %398 = add nsw i64 %394, %397
-  %399 = mul nsw i64 %conv2.cv6714, 8
+  %399 = mul nsw i64 %conv2.cv6814, 8
   %400 = add nsw i64 %398, %399
   %401 = add nsw i64 3244032, %400
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %401
   %402 = load <8 x float>, ptr %arena41, align 4
-  %403 = mul nsw i64 %conv2.j6411, 28800
-  %404 = mul nsw i64 %conv2.ty6512, 2
+  %403 = mul nsw i64 %conv2.j6511, 28800
+  %404 = mul nsw i64 %conv2.ty6612, 2
   %405 = add nsw i64 %404, 2
   %406 = mul nsw i64 %405, 960
   %407 = add nsw i64 %403, %406
-  %408 = mul nsw i64 %conv2.tx6613, 2
+  %408 = mul nsw i64 %conv2.tx6713, 2
   %409 = add nsw i64 %408, 3
   %410 = mul nsw i64 %409, 32
   %411 = add nsw i64 %407, %410
-  %412 = mul nsw i64 %conv2.cv6714, 8
+  %412 = mul nsw i64 %conv2.cv6814, 8
   %413 = add nsw i64 %411, %412
   %414 = add nsw i64 3244032, %413
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %414
   %415 = load <8 x float>, ptr %arena42, align 4
   %416 = fadd <8 x float> %402, %415
-  store <8 x float> %416, ptr %conv2.w81, align 32
-  %417 = mul nsw i64 %conv2.j6411, 28800
-  %418 = mul nsw i64 %conv2.ty6512, 2
+  store <8 x float> %416, ptr %conv2.w82, align 32
+  %417 = mul nsw i64 %conv2.j6511, 28800
+  %418 = mul nsw i64 %conv2.ty6612, 2
   %419 = add nsw i64 %418, 2
   %420 = mul nsw i64 %419, 960
   %421 = add nsw i64 %417, %420
-  %422 = mul nsw i64 %conv2.tx6613, 2
+  %422 = mul nsw i64 %conv2.tx6713, 2
   %423 = add nsw i64 %422, 3
   %424 = mul nsw i64 %423, 32
   %425 = add nsw i64 %421, %424
-  %426 = mul nsw i64 %conv2.cv6714, 8
+  %426 = mul nsw i64 %conv2.cv6814, 8
   %427 = add nsw i64 %425, %426
   %428 = add nsw i64 3244032, %427
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %428
   %429 = load <8 x float>, ptr %arena43, align 4
-  %430 = mul nsw i64 %conv2.j6411, 28800
-  %431 = mul nsw i64 %conv2.ty6512, 2
+  %430 = mul nsw i64 %conv2.j6511, 28800
+  %431 = mul nsw i64 %conv2.ty6612, 2
   %432 = add nsw i64 %431, 1
   %433 = mul nsw i64 %432, 960
   %434 = add nsw i64 %430, %433
-  %435 = mul nsw i64 %conv2.tx6613, 2
+  %435 = mul nsw i64 %conv2.tx6713, 2
   %436 = add nsw i64 %435, 3
   %437 = mul nsw i64 %436, 32
   %438 = add nsw i64 %434, %437
-  %439 = mul nsw i64 %conv2.cv6714, 8
+  %439 = mul nsw i64 %conv2.cv6814, 8
   %440 = add nsw i64 %438, %439
   %441 = add nsw i64 3244032, %440
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %441
   %442 = load <8 x float>, ptr %arena44, align 4
   %443 = fsub <8 x float> %429, %442
-  store <8 x float> %443, ptr %conv2.w82, align 32
-  %444 = mul nsw i64 %conv2.j6411, 28800
-  %445 = mul nsw i64 %conv2.ty6512, 2
+  store <8 x float> %443, ptr %conv2.w83, align 32
+  %444 = mul nsw i64 %conv2.j6511, 28800
+  %445 = mul nsw i64 %conv2.ty6612, 2
   %446 = add nsw i64 %445, 1
   %447 = mul nsw i64 %446, 960
   %448 = add nsw i64 %444, %447
-  %449 = mul nsw i64 %conv2.tx6613, 2
+  %449 = mul nsw i64 %conv2.tx6713, 2
   %450 = add nsw i64 %449, 3
   %451 = mul nsw i64 %450, 32
   %452 = add nsw i64 %448, %451
-  %453 = mul nsw i64 %conv2.cv6714, 8
+  %453 = mul nsw i64 %conv2.cv6814, 8
   %454 = add nsw i64 %452, %453
   %455 = add nsw i64 3244032, %454
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %455
   %456 = load <8 x float>, ptr %arena45, align 4
-  %457 = mul nsw i64 %conv2.j6411, 28800
-  %458 = mul nsw i64 %conv2.ty6512, 2
+  %457 = mul nsw i64 %conv2.j6511, 28800
+  %458 = mul nsw i64 %conv2.ty6612, 2
   %459 = add nsw i64 %458, 3
   %460 = mul nsw i64 %459, 960
   %461 = add nsw i64 %457, %460
-  %462 = mul nsw i64 %conv2.tx6613, 2
+  %462 = mul nsw i64 %conv2.tx6713, 2
   %463 = add nsw i64 %462, 3
   %464 = mul nsw i64 %463, 32
   %465 = add nsw i64 %461, %464
-  %466 = mul nsw i64 %conv2.cv6714, 8
+  %466 = mul nsw i64 %conv2.cv6814, 8
   %467 = add nsw i64 %465, %466
   %468 = add nsw i64 3244032, %467
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %468
   %469 = load <8 x float>, ptr %arena46, align 4
   %470 = fsub <8 x float> %456, %469
-  store <8 x float> %470, ptr %conv2.w83, align 32
-  %w68 = load <8 x float>, ptr %conv2.w68, align 32
-  %w76 = load <8 x float>, ptr %conv2.w76, align 32
-  %471 = fsub <8 x float> %w68, %w76
-  store <8 x float> %471, ptr %conv2.w84, align 32
-  %w72 = load <8 x float>, ptr %conv2.w72, align 32
-  %w7647 = load <8 x float>, ptr %conv2.w76, align 32
-  %472 = fadd <8 x float> %w72, %w7647
-  store <8 x float> %472, ptr %conv2.w85, align 32
-  %w7648 = load <8 x float>, ptr %conv2.w76, align 32
-  %w7249 = load <8 x float>, ptr %conv2.w72, align 32
-  %473 = fsub <8 x float> %w7648, %w7249
-  store <8 x float> %473, ptr %conv2.w86, align 32
-  %w7250 = load <8 x float>, ptr %conv2.w72, align 32
-  %w80 = load <8 x float>, ptr %conv2.w80, align 32
-  %474 = fsub <8 x float> %w7250, %w80
-  store <8 x float> %474, ptr %conv2.w87, align 32
+  store <8 x float> %470, ptr %conv2.w84, align 32
   %w69 = load <8 x float>, ptr %conv2.w69, align 32
   %w77 = load <8 x float>, ptr %conv2.w77, align 32
-  %475 = fsub <8 x float> %w69, %w77
-  store <8 x float> %475, ptr %conv2.w88, align 32
+  %471 = fsub <8 x float> %w69, %w77
+  store <8 x float> %471, ptr %conv2.w85, align 32
   %w73 = load <8 x float>, ptr %conv2.w73, align 32
-  %w7751 = load <8 x float>, ptr %conv2.w77, align 32
-  %476 = fadd <8 x float> %w73, %w7751
-  store <8 x float> %476, ptr %conv2.w89, align 32
-  %w7752 = load <8 x float>, ptr %conv2.w77, align 32
-  %w7353 = load <8 x float>, ptr %conv2.w73, align 32
-  %477 = fsub <8 x float> %w7752, %w7353
-  store <8 x float> %477, ptr %conv2.w90, align 32
-  %w7354 = load <8 x float>, ptr %conv2.w73, align 32
+  %w7747 = load <8 x float>, ptr %conv2.w77, align 32
+  %472 = fadd <8 x float> %w73, %w7747
+  store <8 x float> %472, ptr %conv2.w86, align 32
+  %w7748 = load <8 x float>, ptr %conv2.w77, align 32
+  %w7349 = load <8 x float>, ptr %conv2.w73, align 32
+  %473 = fsub <8 x float> %w7748, %w7349
+  store <8 x float> %473, ptr %conv2.w87, align 32
+  %w7350 = load <8 x float>, ptr %conv2.w73, align 32
   %w81 = load <8 x float>, ptr %conv2.w81, align 32
-  %478 = fsub <8 x float> %w7354, %w81
-  store <8 x float> %478, ptr %conv2.w91, align 32
+  %474 = fsub <8 x float> %w7350, %w81
+  store <8 x float> %474, ptr %conv2.w88, align 32
   %w70 = load <8 x float>, ptr %conv2.w70, align 32
   %w78 = load <8 x float>, ptr %conv2.w78, align 32
-  %479 = fsub <8 x float> %w70, %w78
-  store <8 x float> %479, ptr %conv2.w92, align 32
+  %475 = fsub <8 x float> %w70, %w78
+  store <8 x float> %475, ptr %conv2.w89, align 32
   %w74 = load <8 x float>, ptr %conv2.w74, align 32
-  %w7855 = load <8 x float>, ptr %conv2.w78, align 32
-  %480 = fadd <8 x float> %w74, %w7855
-  store <8 x float> %480, ptr %conv2.w93, align 32
-  %w7856 = load <8 x float>, ptr %conv2.w78, align 32
-  %w7457 = load <8 x float>, ptr %conv2.w74, align 32
-  %481 = fsub <8 x float> %w7856, %w7457
-  store <8 x float> %481, ptr %conv2.w94, align 32
-  %w7458 = load <8 x float>, ptr %conv2.w74, align 32
+  %w7851 = load <8 x float>, ptr %conv2.w78, align 32
+  %476 = fadd <8 x float> %w74, %w7851
+  store <8 x float> %476, ptr %conv2.w90, align 32
+  %w7852 = load <8 x float>, ptr %conv2.w78, align 32
+  %w7453 = load <8 x float>, ptr %conv2.w74, align 32
+  %477 = fsub <8 x float> %w7852, %w7453
+  store <8 x float> %477, ptr %conv2.w91, align 32
+  %w7454 = load <8 x float>, ptr %conv2.w74, align 32
   %w82 = load <8 x float>, ptr %conv2.w82, align 32
-  %482 = fsub <8 x float> %w7458, %w82
-  store <8 x float> %482, ptr %conv2.w95, align 32
+  %478 = fsub <8 x float> %w7454, %w82
+  store <8 x float> %478, ptr %conv2.w92, align 32
   %w71 = load <8 x float>, ptr %conv2.w71, align 32
   %w79 = load <8 x float>, ptr %conv2.w79, align 32
-  %483 = fsub <8 x float> %w71, %w79
-  store <8 x float> %483, ptr %conv2.w96, align 32
+  %479 = fsub <8 x float> %w71, %w79
+  store <8 x float> %479, ptr %conv2.w93, align 32
   %w75 = load <8 x float>, ptr %conv2.w75, align 32
-  %w7959 = load <8 x float>, ptr %conv2.w79, align 32
-  %484 = fadd <8 x float> %w75, %w7959
-  store <8 x float> %484, ptr %conv2.w97, align 32
-  %w7960 = load <8 x float>, ptr %conv2.w79, align 32
-  %w7561 = load <8 x float>, ptr %conv2.w75, align 32
-  %485 = fsub <8 x float> %w7960, %w7561
-  store <8 x float> %485, ptr %conv2.w98, align 32
-  %w7562 = load <8 x float>, ptr %conv2.w75, align 32
+  %w7955 = load <8 x float>, ptr %conv2.w79, align 32
+  %480 = fadd <8 x float> %w75, %w7955
+  store <8 x float> %480, ptr %conv2.w94, align 32
+  %w7956 = load <8 x float>, ptr %conv2.w79, align 32
+  %w7557 = load <8 x float>, ptr %conv2.w75, align 32
+  %481 = fsub <8 x float> %w7956, %w7557
+  store <8 x float> %481, ptr %conv2.w95, align 32
+  %w7558 = load <8 x float>, ptr %conv2.w75, align 32
   %w83 = load <8 x float>, ptr %conv2.w83, align 32
-  %486 = fsub <8 x float> %w7562, %w83
-  store <8 x float> %486, ptr %conv2.w99, align 32
+  %482 = fsub <8 x float> %w7558, %w83
+  store <8 x float> %482, ptr %conv2.w96, align 32
+  %w72 = load <8 x float>, ptr %conv2.w72, align 32
+  %w80 = load <8 x float>, ptr %conv2.w80, align 32
+  %483 = fsub <8 x float> %w72, %w80
+  store <8 x float> %483, ptr %conv2.w97, align 32
+  %w76 = load <8 x float>, ptr %conv2.w76, align 32
+  %w8059 = load <8 x float>, ptr %conv2.w80, align 32
+  %484 = fadd <8 x float> %w76, %w8059
+  store <8 x float> %484, ptr %conv2.w98, align 32
+  %w8060 = load <8 x float>, ptr %conv2.w80, align 32
+  %w7661 = load <8 x float>, ptr %conv2.w76, align 32
+  %485 = fsub <8 x float> %w8060, %w7661
+  store <8 x float> %485, ptr %conv2.w99, align 32
+  %w7662 = load <8 x float>, ptr %conv2.w76, align 32
   %w84 = load <8 x float>, ptr %conv2.w84, align 32
-  %487 = mul nsw i64 %conv2.j6411, 196
-  %488 = mul nsw i64 %conv2.ty6512, 14
+  %486 = fsub <8 x float> %w7662, %w84
+  store <8 x float> %486, ptr %conv2.w100, align 32
+  %w85 = load <8 x float>, ptr %conv2.w85, align 32
+  %487 = mul nsw i64 %conv2.j6511, 196
+  %488 = mul nsw i64 %conv2.ty6612, 14
   %489 = add nsw i64 %487, %488
-  %490 = add nsw i64 %489, %conv2.tx6613
+  %490 = add nsw i64 %489, %conv2.tx6713
   %491 = mul nsw i64 %490, 32
   %492 = add nsw i64 3272832, %491
-  %493 = mul nsw i64 %conv2.cv6714, 8
+  %493 = mul nsw i64 %conv2.cv6814, 8
   %494 = add nsw i64 %492, %493
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %494
-  store <8 x float> %w84, ptr %arena63, align 4
-  %w85 = load <8 x float>, ptr %conv2.w85, align 32
-  %495 = mul nsw i64 %conv2.j6411, 196
-  %496 = mul nsw i64 %conv2.ty6512, 14
+  store <8 x float> %w85, ptr %arena63, align 4
+  %w86 = load <8 x float>, ptr %conv2.w86, align 32
+  %495 = mul nsw i64 %conv2.j6511, 196
+  %496 = mul nsw i64 %conv2.ty6612, 14
   %497 = add nsw i64 %495, %496
-  %498 = add nsw i64 %497, %conv2.tx6613
+  %498 = add nsw i64 %497, %conv2.tx6713
   %499 = mul nsw i64 %498, 32
   %500 = add nsw i64 3279104, %499
-  %501 = mul nsw i64 %conv2.cv6714, 8
+  %501 = mul nsw i64 %conv2.cv6814, 8
   %502 = add nsw i64 %500, %501
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %502
-  store <8 x float> %w85, ptr %arena64, align 4
-  %w86 = load <8 x float>, ptr %conv2.w86, align 32
-  %503 = mul nsw i64 %conv2.j6411, 196
-  %504 = mul nsw i64 %conv2.ty6512, 14
+  store <8 x float> %w86, ptr %arena64, align 4
+  %w87 = load <8 x float>, ptr %conv2.w87, align 32
+  %503 = mul nsw i64 %conv2.j6511, 196
+  %504 = mul nsw i64 %conv2.ty6612, 14
   %505 = add nsw i64 %503, %504
-  %506 = add nsw i64 %505, %conv2.tx6613
+  %506 = add nsw i64 %505, %conv2.tx6713
   %507 = mul nsw i64 %506, 32
   %508 = add nsw i64 3285376, %507
-  %509 = mul nsw i64 %conv2.cv6714, 8
+  %509 = mul nsw i64 %conv2.cv6814, 8
   %510 = add nsw i64 %508, %509
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %510
-  store <8 x float> %w86, ptr %arena65, align 4
-  %w87 = load <8 x float>, ptr %conv2.w87, align 32
-  %511 = mul nsw i64 %conv2.j6411, 196
-  %512 = mul nsw i64 %conv2.ty6512, 14
+  store <8 x float> %w87, ptr %arena65, align 4
+  %w88 = load <8 x float>, ptr %conv2.w88, align 32
+  %511 = mul nsw i64 %conv2.j6511, 196
+  %512 = mul nsw i64 %conv2.ty6612, 14
   %513 = add nsw i64 %511, %512
-  %514 = add nsw i64 %513, %conv2.tx6613
+  %514 = add nsw i64 %513, %conv2.tx6713
   %515 = mul nsw i64 %514, 32
   %516 = add nsw i64 3291648, %515
-  %517 = mul nsw i64 %conv2.cv6714, 8
+  %517 = mul nsw i64 %conv2.cv6814, 8
   %518 = add nsw i64 %516, %517
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %518
-  store <8 x float> %w87, ptr %arena66, align 4
-  %w88 = load <8 x float>, ptr %conv2.w88, align 32
-  %519 = mul nsw i64 %conv2.j6411, 196
-  %520 = mul nsw i64 %conv2.ty6512, 14
+  store <8 x float> %w88, ptr %arena66, align 4
+  %w89 = load <8 x float>, ptr %conv2.w89, align 32
+  %519 = mul nsw i64 %conv2.j6511, 196
+  %520 = mul nsw i64 %conv2.ty6612, 14
   %521 = add nsw i64 %519, %520
-  %522 = add nsw i64 %521, %conv2.tx6613
+  %522 = add nsw i64 %521, %conv2.tx6713
   %523 = mul nsw i64 %522, 32
   %524 = add nsw i64 3297920, %523
-  %525 = mul nsw i64 %conv2.cv6714, 8
+  %525 = mul nsw i64 %conv2.cv6814, 8
   %526 = add nsw i64 %524, %525
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %526
-  store <8 x float> %w88, ptr %arena67, align 4
-  %w89 = load <8 x float>, ptr %conv2.w89, align 32
-  %527 = mul nsw i64 %conv2.j6411, 196
-  %528 = mul nsw i64 %conv2.ty6512, 14
+  store <8 x float> %w89, ptr %arena67, align 4
+  %w90 = load <8 x float>, ptr %conv2.w90, align 32
+  %527 = mul nsw i64 %conv2.j6511, 196
+  %528 = mul nsw i64 %conv2.ty6612, 14
   %529 = add nsw i64 %527, %528
-  %530 = add nsw i64 %529, %conv2.tx6613
+  %530 = add nsw i64 %529, %conv2.tx6713
   %531 = mul nsw i64 %530, 32
   %532 = add nsw i64 3304192, %531
-  %533 = mul nsw i64 %conv2.cv6714, 8
+  %533 = mul nsw i64 %conv2.cv6814, 8
   %534 = add nsw i64 %532, %533
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %534
-  store <8 x float> %w89, ptr %arena68, align 4
-  %w90 = load <8 x float>, ptr %conv2.w90, align 32
-  %535 = mul nsw i64 %conv2.j6411, 196
-  %536 = mul nsw i64 %conv2.ty6512, 14
+  store <8 x float> %w90, ptr %arena68, align 4
+  %w91 = load <8 x float>, ptr %conv2.w91, align 32
+  %535 = mul nsw i64 %conv2.j6511, 196
+  %536 = mul nsw i64 %conv2.ty6612, 14
   %537 = add nsw i64 %535, %536
-  %538 = add nsw i64 %537, %conv2.tx6613
+  %538 = add nsw i64 %537, %conv2.tx6713
   %539 = mul nsw i64 %538, 32
   %540 = add nsw i64 3310464, %539
-  %541 = mul nsw i64 %conv2.cv6714, 8
+  %541 = mul nsw i64 %conv2.cv6814, 8
   %542 = add nsw i64 %540, %541
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %542
-  store <8 x float> %w90, ptr %arena69, align 4
-  %w91 = load <8 x float>, ptr %conv2.w91, align 32
-  %543 = mul nsw i64 %conv2.j6411, 196
-  %544 = mul nsw i64 %conv2.ty6512, 14
+  store <8 x float> %w91, ptr %arena69, align 4
+  %w92 = load <8 x float>, ptr %conv2.w92, align 32
+  %543 = mul nsw i64 %conv2.j6511, 196
+  %544 = mul nsw i64 %conv2.ty6612, 14
   %545 = add nsw i64 %543, %544
-  %546 = add nsw i64 %545, %conv2.tx6613
+  %546 = add nsw i64 %545, %conv2.tx6713
   %547 = mul nsw i64 %546, 32
   %548 = add nsw i64 3316736, %547
-  %549 = mul nsw i64 %conv2.cv6714, 8
+  %549 = mul nsw i64 %conv2.cv6814, 8
   %550 = add nsw i64 %548, %549
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %550
-  store <8 x float> %w91, ptr %arena70, align 4
-  %w92 = load <8 x float>, ptr %conv2.w92, align 32
-  %551 = mul nsw i64 %conv2.j6411, 196
-  %552 = mul nsw i64 %conv2.ty6512, 14
+  store <8 x float> %w92, ptr %arena70, align 4
+  %w93 = load <8 x float>, ptr %conv2.w93, align 32
+  %551 = mul nsw i64 %conv2.j6511, 196
+  %552 = mul nsw i64 %conv2.ty6612, 14
   %553 = add nsw i64 %551, %552
-  %554 = add nsw i64 %553, %conv2.tx6613
+  %554 = add nsw i64 %553, %conv2.tx6713
   %555 = mul nsw i64 %554, 32
   %556 = add nsw i64 3323008, %555
-  %557 = mul nsw i64 %conv2.cv6714, 8
+  %557 = mul nsw i64 %conv2.cv6814, 8
   %558 = add nsw i64 %556, %557
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %558
-  store <8 x float> %w92, ptr %arena71, align 4
-  %w93 = load <8 x float>, ptr %conv2.w93, align 32
-  %559 = mul nsw i64 %conv2.j6411, 196
-  %560 = mul nsw i64 %conv2.ty6512, 14
+  store <8 x float> %w93, ptr %arena71, align 4
+  %w94 = load <8 x float>, ptr %conv2.w94, align 32
+  %559 = mul nsw i64 %conv2.j6511, 196
+  %560 = mul nsw i64 %conv2.ty6612, 14
   %561 = add nsw i64 %559, %560
-  %562 = add nsw i64 %561, %conv2.tx6613
+  %562 = add nsw i64 %561, %conv2.tx6713
   %563 = mul nsw i64 %562, 32
   %564 = add nsw i64 3329280, %563
-  %565 = mul nsw i64 %conv2.cv6714, 8
+  %565 = mul nsw i64 %conv2.cv6814, 8
   %566 = add nsw i64 %564, %565
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %566
-  store <8 x float> %w93, ptr %arena72, align 4
-  %w94 = load <8 x float>, ptr %conv2.w94, align 32
-  %567 = mul nsw i64 %conv2.j6411, 196
-  %568 = mul nsw i64 %conv2.ty6512, 14
+  store <8 x float> %w94, ptr %arena72, align 4
+  %w95 = load <8 x float>, ptr %conv2.w95, align 32
+  %567 = mul nsw i64 %conv2.j6511, 196
+  %568 = mul nsw i64 %conv2.ty6612, 14
   %569 = add nsw i64 %567, %568
-  %570 = add nsw i64 %569, %conv2.tx6613
+  %570 = add nsw i64 %569, %conv2.tx6713
   %571 = mul nsw i64 %570, 32
   %572 = add nsw i64 3335552, %571
-  %573 = mul nsw i64 %conv2.cv6714, 8
+  %573 = mul nsw i64 %conv2.cv6814, 8
   %574 = add nsw i64 %572, %573
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %574
-  store <8 x float> %w94, ptr %arena73, align 4
-  %w95 = load <8 x float>, ptr %conv2.w95, align 32
-  %575 = mul nsw i64 %conv2.j6411, 196
-  %576 = mul nsw i64 %conv2.ty6512, 14
+  store <8 x float> %w95, ptr %arena73, align 4
+  %w96 = load <8 x float>, ptr %conv2.w96, align 32
+  %575 = mul nsw i64 %conv2.j6511, 196
+  %576 = mul nsw i64 %conv2.ty6612, 14
   %577 = add nsw i64 %575, %576
-  %578 = add nsw i64 %577, %conv2.tx6613
+  %578 = add nsw i64 %577, %conv2.tx6713
   %579 = mul nsw i64 %578, 32
   %580 = add nsw i64 3341824, %579
-  %581 = mul nsw i64 %conv2.cv6714, 8
+  %581 = mul nsw i64 %conv2.cv6814, 8
   %582 = add nsw i64 %580, %581
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %582
-  store <8 x float> %w95, ptr %arena74, align 4
-  %w96 = load <8 x float>, ptr %conv2.w96, align 32
-  %583 = mul nsw i64 %conv2.j6411, 196
-  %584 = mul nsw i64 %conv2.ty6512, 14
+  store <8 x float> %w96, ptr %arena74, align 4
+  %w97 = load <8 x float>, ptr %conv2.w97, align 32
+  %583 = mul nsw i64 %conv2.j6511, 196
+  %584 = mul nsw i64 %conv2.ty6612, 14
   %585 = add nsw i64 %583, %584
-  %586 = add nsw i64 %585, %conv2.tx6613
+  %586 = add nsw i64 %585, %conv2.tx6713
   %587 = mul nsw i64 %586, 32
   %588 = add nsw i64 3348096, %587
-  %589 = mul nsw i64 %conv2.cv6714, 8
+  %589 = mul nsw i64 %conv2.cv6814, 8
   %590 = add nsw i64 %588, %589
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %590
-  store <8 x float> %w96, ptr %arena75, align 4
-  %w97 = load <8 x float>, ptr %conv2.w97, align 32
-  %591 = mul nsw i64 %conv2.j6411, 196
-  %592 = mul nsw i64 %conv2.ty6512, 14
+  store <8 x float> %w97, ptr %arena75, align 4
+  %w98 = load <8 x float>, ptr %conv2.w98, align 32
+  %591 = mul nsw i64 %conv2.j6511, 196
+  %592 = mul nsw i64 %conv2.ty6612, 14
   %593 = add nsw i64 %591, %592
-  %594 = add nsw i64 %593, %conv2.tx6613
+  %594 = add nsw i64 %593, %conv2.tx6713
   %595 = mul nsw i64 %594, 32
   %596 = add nsw i64 3354368, %595
-  %597 = mul nsw i64 %conv2.cv6714, 8
+  %597 = mul nsw i64 %conv2.cv6814, 8
   %598 = add nsw i64 %596, %597
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %598
-  store <8 x float> %w97, ptr %arena76, align 4
-  %w98 = load <8 x float>, ptr %conv2.w98, align 32
-  %599 = mul nsw i64 %conv2.j6411, 196
-  %600 = mul nsw i64 %conv2.ty6512, 14
+  store <8 x float> %w98, ptr %arena76, align 4
+  %w99 = load <8 x float>, ptr %conv2.w99, align 32
+  %599 = mul nsw i64 %conv2.j6511, 196
+  %600 = mul nsw i64 %conv2.ty6612, 14
   %601 = add nsw i64 %599, %600
-  %602 = add nsw i64 %601, %conv2.tx6613
+  %602 = add nsw i64 %601, %conv2.tx6713
   %603 = mul nsw i64 %602, 32
   %604 = add nsw i64 3360640, %603
-  %605 = mul nsw i64 %conv2.cv6714, 8
+  %605 = mul nsw i64 %conv2.cv6814, 8
   %606 = add nsw i64 %604, %605
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %606
-  store <8 x float> %w98, ptr %arena77, align 4
-  %w99 = load <8 x float>, ptr %conv2.w99, align 32
-  %607 = mul nsw i64 %conv2.j6411, 196
-  %608 = mul nsw i64 %conv2.ty6512, 14
+  store <8 x float> %w99, ptr %arena77, align 4
+  %w100 = load <8 x float>, ptr %conv2.w100, align 32
+  %607 = mul nsw i64 %conv2.j6511, 196
+  %608 = mul nsw i64 %conv2.ty6612, 14
   %609 = add nsw i64 %607, %608
-  %610 = add nsw i64 %609, %conv2.tx6613
+  %610 = add nsw i64 %609, %conv2.tx6713
   %611 = mul nsw i64 %610, 32
   %612 = add nsw i64 3366912, %611
-  %613 = mul nsw i64 %conv2.cv6714, 8
+  %613 = mul nsw i64 %conv2.cv6814, 8
   %614 = add nsw i64 %612, %613
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %614
-  store <8 x float> %w99, ptr %arena78, align 4
-  %cv67.next = add nsw i64 %conv2.cv6714, 1
-  %615 = icmp slt i64 %cv67.next, 4
-  br i1 %615, label %conv2.cv67, label %conv2.cv67.end
+  store <8 x float> %w100, ptr %arena78, align 4
+  %cv68.next = add nsw i64 %conv2.cv6814, 1
+  %615 = icmp slt i64 %cv68.next, 4
+  br i1 %615, label %conv2.cv68, label %conv2.cv68.end
 
-conv2.cv67.end:                                   ; preds = %conv2.cv67
-  %tx66.next = add nsw i64 %conv2.tx6613, 1
-  %616 = icmp slt i64 %tx66.next, 14
-  br i1 %616, label %conv2.tx66, label %conv2.tx66.end
+conv2.cv68.end:                                   ; preds = %conv2.cv68
+  %tx67.next = add nsw i64 %conv2.tx6713, 1
+  %616 = icmp slt i64 %tx67.next, 14
+  br i1 %616, label %conv2.tx67, label %conv2.tx67.end
 
-conv2.part100.pool:                               ; preds = %conv2.j64.end
+conv2.part101.pool:                               ; preds = %conv2.j65.end
   %run79 = load ptr, ptr %pool, align 8
-  call void %run79(ptr %pool, ptr @convnet_infer_b64.k1.conv2.part100.task, ptr %part100.context, i64 2)
-  br label %conv2.part100.done
+  call void %run79(ptr %pool, ptr @convnet_infer_b64.k1.conv2.part101.task, ptr %part101.context, i64 2)
+  br label %conv2.part101.done
 
-conv2.part100.serial:                             ; preds = %conv2.j64.end
-  br label %conv2.part100
+conv2.part101.serial:                             ; preds = %conv2.j65.end
+  br label %conv2.part101
 
-conv2.part100.done:                               ; preds = %conv2.part100.end, %conv2.part100.pool
-  %g59.next = add nsw i64 %conv2.g594, 1
-  %617 = icmp slt i64 %g59.next, 64
-  br i1 %617, label %conv2.g59, label %conv2.g59.end
+conv2.part101.done:                               ; preds = %conv2.part101.end, %conv2.part101.pool
+  %g60.next = add nsw i64 %conv2.g604, 1
+  %617 = icmp slt i64 %g60.next, 64
+  br i1 %617, label %conv2.g60, label %conv2.g60.end
 
-conv2.part100:                                    ; preds = %conv2.part100, %conv2.part100.serial
-  %conv2.part10080 = phi i64 [ 0, %conv2.part100.serial ], [ %part100.next, %conv2.part100 ]
-  call void @convnet_infer_b64.k1.conv2.part100(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g594, i64 %conv2.part10080)
-  %part100.next = add nsw i64 %conv2.part10080, 1
-  %618 = icmp slt i64 %part100.next, 2
-  br i1 %618, label %conv2.part100, label %conv2.part100.end
+conv2.part101:                                    ; preds = %conv2.part101, %conv2.part101.serial
+  %conv2.part10180 = phi i64 [ 0, %conv2.part101.serial ], [ %part101.next, %conv2.part101 ]
+  call void @convnet_infer_b64.k1.conv2.part101(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g604, i64 %conv2.part10180)
+  %part101.next = add nsw i64 %conv2.part10180, 1
+  %618 = icmp slt i64 %part101.next, 2
+  br i1 %618, label %conv2.part101, label %conv2.part101.end
 
-conv2.part100.end:                                ; preds = %conv2.part100
-  br label %conv2.part100.done
+conv2.part101.end:                                ; preds = %conv2.part101
+  br label %conv2.part101.done
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k1.conv2.part27(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @convnet_infer_b64.k1.conv2.part28(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
+  %conv2.w58 = alloca float, align 4
   %conv2.w57 = alloca float, align 4
   %conv2.w56 = alloca float, align 4
   %conv2.w55 = alloca float, align 4
@@ -13416,39 +13594,38 @@ entry:
   %conv2.w33 = alloca float, align 4
   %conv2.w32 = alloca float, align 4
   %conv2.w31 = alloca float, align 4
-  %conv2.w30 = alloca float, align 4
-  br label %conv2.ci28
+  br label %conv2.ci29
 
-conv2.ci28:                                       ; preds = %conv2.co29.end, %entry
-  %conv2.ci281 = phi i64 [ 0, %entry ], [ %ci28.next, %conv2.co29.end ]
-  br label %conv2.co29
+conv2.ci29:                                       ; preds = %conv2.co30.end, %entry
+  %conv2.ci291 = phi i64 [ 0, %entry ], [ %ci29.next, %conv2.co30.end ]
+  br label %conv2.co30
 
-conv2.ci28.end:                                   ; preds = %conv2.co29.end
+conv2.ci29.end:                                   ; preds = %conv2.co30.end
   ret void
 
-conv2.co29:                                       ; preds = %conv2.co29, %conv2.ci28
-  %conv2.co292 = phi i64 [ 0, %conv2.ci28 ], [ %co29.next, %conv2.co29 ]
+conv2.co30:                                       ; preds = %conv2.co30, %conv2.ci29
+  %conv2.co302 = phi i64 [ 0, %conv2.ci29 ], [ %co30.next, %conv2.co30 ]
   %1 = mul nsw i64 %0, 32
-  %2 = add nsw i64 %1, %conv2.co292
+  %2 = add nsw i64 %1, %conv2.co302
   %3 = mul nsw i64 %2, 32
-  %4 = add nsw i64 %3, %conv2.ci281
+  %4 = add nsw i64 %3, %conv2.ci291
   %5 = mul nsw i64 %4, 9
   %6 = add nsw i64 320, %5
   %params3 = getelementptr inbounds float, ptr %params, i64 %6
   %7 = load float, ptr %params3, align 4
-  store float %7, ptr %conv2.w30, align 4
+  store float %7, ptr %conv2.w31, align 4
   %8 = mul nsw i64 %0, 32
-  %9 = add nsw i64 %8, %conv2.co292
+  %9 = add nsw i64 %8, %conv2.co302
   %10 = mul nsw i64 %9, 32
-  %11 = add nsw i64 %10, %conv2.ci281
+  %11 = add nsw i64 %10, %conv2.ci291
   %12 = mul nsw i64 %11, 9
   %13 = add nsw i64 320, %12
   %params4 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params4, align 4
   %15 = mul nsw i64 %0, 32
-  %16 = add nsw i64 %15, %conv2.co292
+  %16 = add nsw i64 %15, %conv2.co302
   %17 = mul nsw i64 %16, 32
-  %18 = add nsw i64 %17, %conv2.ci281
+  %18 = add nsw i64 %17, %conv2.ci291
   %19 = mul nsw i64 %18, 9
   %20 = add nsw i64 320, %19
   %21 = add nsw i64 %20, 3
@@ -13456,9 +13633,9 @@ conv2.co29:                                       ; preds = %conv2.co29, %conv2.
   %22 = load float, ptr %params5, align 4
   %23 = fadd float %14, %22
   %24 = mul nsw i64 %0, 32
-  %25 = add nsw i64 %24, %conv2.co292
+  %25 = add nsw i64 %24, %conv2.co302
   %26 = mul nsw i64 %25, 32
-  %27 = add nsw i64 %26, %conv2.ci281
+  %27 = add nsw i64 %26, %conv2.ci291
   %28 = mul nsw i64 %27, 9
   %29 = add nsw i64 320, %28
   %30 = add nsw i64 %29, 6
@@ -13466,19 +13643,19 @@ conv2.co29:                                       ; preds = %conv2.co29, %conv2.
   %31 = load float, ptr %params6, align 4
   %32 = fadd float %23, %31
   %33 = fmul float %32, 5.000000e-01
-  store float %33, ptr %conv2.w31, align 4
+  store float %33, ptr %conv2.w32, align 4
   %34 = mul nsw i64 %0, 32
-  %35 = add nsw i64 %34, %conv2.co292
+  %35 = add nsw i64 %34, %conv2.co302
   %36 = mul nsw i64 %35, 32
-  %37 = add nsw i64 %36, %conv2.ci281
+  %37 = add nsw i64 %36, %conv2.ci291
   %38 = mul nsw i64 %37, 9
   %39 = add nsw i64 320, %38
   %params7 = getelementptr inbounds float, ptr %params, i64 %39
   %40 = load float, ptr %params7, align 4
   %41 = mul nsw i64 %0, 32
-  %42 = add nsw i64 %41, %conv2.co292
+  %42 = add nsw i64 %41, %conv2.co302
   %43 = mul nsw i64 %42, 32
-  %44 = add nsw i64 %43, %conv2.ci281
+  %44 = add nsw i64 %43, %conv2.ci291
   %45 = mul nsw i64 %44, 9
   %46 = add nsw i64 320, %45
   %47 = add nsw i64 %46, 6
@@ -13486,9 +13663,9 @@ conv2.co29:                                       ; preds = %conv2.co29, %conv2.
   %48 = load float, ptr %params8, align 4
   %49 = fadd float %40, %48
   %50 = mul nsw i64 %0, 32
-  %51 = add nsw i64 %50, %conv2.co292
+  %51 = add nsw i64 %50, %conv2.co302
   %52 = mul nsw i64 %51, 32
-  %53 = add nsw i64 %52, %conv2.ci281
+  %53 = add nsw i64 %52, %conv2.ci291
   %54 = mul nsw i64 %53, 9
   %55 = add nsw i64 320, %54
   %56 = add nsw i64 %55, 3
@@ -13496,40 +13673,40 @@ conv2.co29:                                       ; preds = %conv2.co29, %conv2.
   %57 = load float, ptr %params9, align 4
   %58 = fsub float %49, %57
   %59 = fmul float %58, 5.000000e-01
-  store float %59, ptr %conv2.w32, align 4
+  store float %59, ptr %conv2.w33, align 4
   %60 = mul nsw i64 %0, 32
-  %61 = add nsw i64 %60, %conv2.co292
+  %61 = add nsw i64 %60, %conv2.co302
   %62 = mul nsw i64 %61, 32
-  %63 = add nsw i64 %62, %conv2.ci281
+  %63 = add nsw i64 %62, %conv2.ci291
   %64 = mul nsw i64 %63, 9
   %65 = add nsw i64 320, %64
   %66 = add nsw i64 %65, 6
   %params10 = getelementptr inbounds float, ptr %params, i64 %66
   %67 = load float, ptr %params10, align 4
-  store float %67, ptr %conv2.w33, align 4
+  store float %67, ptr %conv2.w34, align 4
   %68 = mul nsw i64 %0, 32
-  %69 = add nsw i64 %68, %conv2.co292
+  %69 = add nsw i64 %68, %conv2.co302
   %70 = mul nsw i64 %69, 32
-  %71 = add nsw i64 %70, %conv2.ci281
+  %71 = add nsw i64 %70, %conv2.ci291
   %72 = mul nsw i64 %71, 9
   %73 = add nsw i64 320, %72
   %74 = add nsw i64 %73, 1
   %params11 = getelementptr inbounds float, ptr %params, i64 %74
   %75 = load float, ptr %params11, align 4
-  store float %75, ptr %conv2.w34, align 4
+  store float %75, ptr %conv2.w35, align 4
   %76 = mul nsw i64 %0, 32
-  %77 = add nsw i64 %76, %conv2.co292
+  %77 = add nsw i64 %76, %conv2.co302
   %78 = mul nsw i64 %77, 32
-  %79 = add nsw i64 %78, %conv2.ci281
+  %79 = add nsw i64 %78, %conv2.ci291
   %80 = mul nsw i64 %79, 9
   %81 = add nsw i64 320, %80
   %82 = add nsw i64 %81, 1
   %params12 = getelementptr inbounds float, ptr %params, i64 %82
   %83 = load float, ptr %params12, align 4
   %84 = mul nsw i64 %0, 32
-  %85 = add nsw i64 %84, %conv2.co292
+  %85 = add nsw i64 %84, %conv2.co302
   %86 = mul nsw i64 %85, 32
-  %87 = add nsw i64 %86, %conv2.ci281
+  %87 = add nsw i64 %86, %conv2.ci291
   %88 = mul nsw i64 %87, 9
   %89 = add nsw i64 320, %88
   %90 = add nsw i64 %89, 4
@@ -13537,9 +13714,9 @@ conv2.co29:                                       ; preds = %conv2.co29, %conv2.
   %91 = load float, ptr %params13, align 4
   %92 = fadd float %83, %91
   %93 = mul nsw i64 %0, 32
-  %94 = add nsw i64 %93, %conv2.co292
+  %94 = add nsw i64 %93, %conv2.co302
   %95 = mul nsw i64 %94, 32
-  %96 = add nsw i64 %95, %conv2.ci281
+  %96 = add nsw i64 %95, %conv2.ci291
   %97 = mul nsw i64 %96, 9
   %98 = add nsw i64 320, %97
   %99 = add nsw i64 %98, 7
@@ -13547,20 +13724,20 @@ conv2.co29:                                       ; preds = %conv2.co29, %conv2.
   %100 = load float, ptr %params14, align 4
   %101 = fadd float %92, %100
   %102 = fmul float %101, 5.000000e-01
-  store float %102, ptr %conv2.w35, align 4
+  store float %102, ptr %conv2.w36, align 4
   %103 = mul nsw i64 %0, 32
-  %104 = add nsw i64 %103, %conv2.co292
+  %104 = add nsw i64 %103, %conv2.co302
   %105 = mul nsw i64 %104, 32
-  %106 = add nsw i64 %105, %conv2.ci281
+  %106 = add nsw i64 %105, %conv2.ci291
   %107 = mul nsw i64 %106, 9
   %108 = add nsw i64 320, %107
   %109 = add nsw i64 %108, 1
   %params15 = getelementptr inbounds float, ptr %params, i64 %109
   %110 = load float, ptr %params15, align 4
   %111 = mul nsw i64 %0, 32
-  %112 = add nsw i64 %111, %conv2.co292
+  %112 = add nsw i64 %111, %conv2.co302
   %113 = mul nsw i64 %112, 32
-  %114 = add nsw i64 %113, %conv2.ci281
+  %114 = add nsw i64 %113, %conv2.ci291
   %115 = mul nsw i64 %114, 9
   %116 = add nsw i64 320, %115
   %117 = add nsw i64 %116, 7
@@ -13568,9 +13745,9 @@ conv2.co29:                                       ; preds = %conv2.co29, %conv2.
   %118 = load float, ptr %params16, align 4
   %119 = fadd float %110, %118
   %120 = mul nsw i64 %0, 32
-  %121 = add nsw i64 %120, %conv2.co292
+  %121 = add nsw i64 %120, %conv2.co302
   %122 = mul nsw i64 %121, 32
-  %123 = add nsw i64 %122, %conv2.ci281
+  %123 = add nsw i64 %122, %conv2.ci291
   %124 = mul nsw i64 %123, 9
   %125 = add nsw i64 320, %124
   %126 = add nsw i64 %125, 4
@@ -13578,40 +13755,40 @@ conv2.co29:                                       ; preds = %conv2.co29, %conv2.
   %127 = load float, ptr %params17, align 4
   %128 = fsub float %119, %127
   %129 = fmul float %128, 5.000000e-01
-  store float %129, ptr %conv2.w36, align 4
+  store float %129, ptr %conv2.w37, align 4
   %130 = mul nsw i64 %0, 32
-  %131 = add nsw i64 %130, %conv2.co292
+  %131 = add nsw i64 %130, %conv2.co302
   %132 = mul nsw i64 %131, 32
-  %133 = add nsw i64 %132, %conv2.ci281
+  %133 = add nsw i64 %132, %conv2.ci291
   %134 = mul nsw i64 %133, 9
   %135 = add nsw i64 320, %134
   %136 = add nsw i64 %135, 7
   %params18 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params18, align 4
-  store float %137, ptr %conv2.w37, align 4
+  store float %137, ptr %conv2.w38, align 4
   %138 = mul nsw i64 %0, 32
-  %139 = add nsw i64 %138, %conv2.co292
+  %139 = add nsw i64 %138, %conv2.co302
   %140 = mul nsw i64 %139, 32
-  %141 = add nsw i64 %140, %conv2.ci281
+  %141 = add nsw i64 %140, %conv2.ci291
   %142 = mul nsw i64 %141, 9
   %143 = add nsw i64 320, %142
   %144 = add nsw i64 %143, 2
   %params19 = getelementptr inbounds float, ptr %params, i64 %144
   %145 = load float, ptr %params19, align 4
-  store float %145, ptr %conv2.w38, align 4
+  store float %145, ptr %conv2.w39, align 4
   %146 = mul nsw i64 %0, 32
-  %147 = add nsw i64 %146, %conv2.co292
+  %147 = add nsw i64 %146, %conv2.co302
   %148 = mul nsw i64 %147, 32
-  %149 = add nsw i64 %148, %conv2.ci281
+  %149 = add nsw i64 %148, %conv2.ci291
   %150 = mul nsw i64 %149, 9
   %151 = add nsw i64 320, %150
   %152 = add nsw i64 %151, 2
   %params20 = getelementptr inbounds float, ptr %params, i64 %152
   %153 = load float, ptr %params20, align 4
   %154 = mul nsw i64 %0, 32
-  %155 = add nsw i64 %154, %conv2.co292
+  %155 = add nsw i64 %154, %conv2.co302
   %156 = mul nsw i64 %155, 32
-  %157 = add nsw i64 %156, %conv2.ci281
+  %157 = add nsw i64 %156, %conv2.ci291
   %158 = mul nsw i64 %157, 9
   %159 = add nsw i64 320, %158
   %160 = add nsw i64 %159, 5
@@ -13619,9 +13796,9 @@ conv2.co29:                                       ; preds = %conv2.co29, %conv2.
   %161 = load float, ptr %params21, align 4
   %162 = fadd float %153, %161
   %163 = mul nsw i64 %0, 32
-  %164 = add nsw i64 %163, %conv2.co292
+  %164 = add nsw i64 %163, %conv2.co302
   %165 = mul nsw i64 %164, 32
-  %166 = add nsw i64 %165, %conv2.ci281
+  %166 = add nsw i64 %165, %conv2.ci291
   %167 = mul nsw i64 %166, 9
   %168 = add nsw i64 320, %167
   %169 = add nsw i64 %168, 8
@@ -13629,20 +13806,20 @@ conv2.co29:                                       ; preds = %conv2.co29, %conv2.
   %170 = load float, ptr %params22, align 4
   %171 = fadd float %162, %170
   %172 = fmul float %171, 5.000000e-01
-  store float %172, ptr %conv2.w39, align 4
+  store float %172, ptr %conv2.w40, align 4
   %173 = mul nsw i64 %0, 32
-  %174 = add nsw i64 %173, %conv2.co292
+  %174 = add nsw i64 %173, %conv2.co302
   %175 = mul nsw i64 %174, 32
-  %176 = add nsw i64 %175, %conv2.ci281
+  %176 = add nsw i64 %175, %conv2.ci291
   %177 = mul nsw i64 %176, 9
   %178 = add nsw i64 320, %177
   %179 = add nsw i64 %178, 2
   %params23 = getelementptr inbounds float, ptr %params, i64 %179
   %180 = load float, ptr %params23, align 4
   %181 = mul nsw i64 %0, 32
-  %182 = add nsw i64 %181, %conv2.co292
+  %182 = add nsw i64 %181, %conv2.co302
   %183 = mul nsw i64 %182, 32
-  %184 = add nsw i64 %183, %conv2.ci281
+  %184 = add nsw i64 %183, %conv2.ci291
   %185 = mul nsw i64 %184, 9
   %186 = add nsw i64 320, %185
   %187 = add nsw i64 %186, 8
@@ -13650,9 +13827,9 @@ conv2.co29:                                       ; preds = %conv2.co29, %conv2.
   %188 = load float, ptr %params24, align 4
   %189 = fadd float %180, %188
   %190 = mul nsw i64 %0, 32
-  %191 = add nsw i64 %190, %conv2.co292
+  %191 = add nsw i64 %190, %conv2.co302
   %192 = mul nsw i64 %191, 32
-  %193 = add nsw i64 %192, %conv2.ci281
+  %193 = add nsw i64 %192, %conv2.ci291
   %194 = mul nsw i64 %193, 9
   %195 = add nsw i64 320, %194
   %196 = add nsw i64 %195, 5
@@ -13660,228 +13837,228 @@ conv2.co29:                                       ; preds = %conv2.co29, %conv2.
   %197 = load float, ptr %params25, align 4
   %198 = fsub float %189, %197
   %199 = fmul float %198, 5.000000e-01
-  store float %199, ptr %conv2.w40, align 4
+  store float %199, ptr %conv2.w41, align 4
   %200 = mul nsw i64 %0, 32
-  %201 = add nsw i64 %200, %conv2.co292
+  %201 = add nsw i64 %200, %conv2.co302
   %202 = mul nsw i64 %201, 32
-  %203 = add nsw i64 %202, %conv2.ci281
+  %203 = add nsw i64 %202, %conv2.ci291
   %204 = mul nsw i64 %203, 9
   %205 = add nsw i64 320, %204
   %206 = add nsw i64 %205, 8
   %params26 = getelementptr inbounds float, ptr %params, i64 %206
   %207 = load float, ptr %params26, align 4
-  store float %207, ptr %conv2.w41, align 4
-  %w30 = load float, ptr %conv2.w30, align 4
-  store float %w30, ptr %conv2.w42, align 4
-  %w3027 = load float, ptr %conv2.w30, align 4
-  %w34 = load float, ptr %conv2.w34, align 4
-  %208 = fadd float %w3027, %w34
-  %w38 = load float, ptr %conv2.w38, align 4
-  %209 = fadd float %208, %w38
-  %210 = fmul float %209, 5.000000e-01
-  store float %210, ptr %conv2.w43, align 4
-  %w3028 = load float, ptr %conv2.w30, align 4
-  %w3829 = load float, ptr %conv2.w38, align 4
-  %211 = fadd float %w3028, %w3829
-  %w3430 = load float, ptr %conv2.w34, align 4
-  %212 = fsub float %211, %w3430
-  %213 = fmul float %212, 5.000000e-01
-  store float %213, ptr %conv2.w44, align 4
-  %w3831 = load float, ptr %conv2.w38, align 4
-  store float %w3831, ptr %conv2.w45, align 4
+  store float %207, ptr %conv2.w42, align 4
   %w31 = load float, ptr %conv2.w31, align 4
-  store float %w31, ptr %conv2.w46, align 4
-  %w3132 = load float, ptr %conv2.w31, align 4
+  store float %w31, ptr %conv2.w43, align 4
+  %w3127 = load float, ptr %conv2.w31, align 4
   %w35 = load float, ptr %conv2.w35, align 4
-  %214 = fadd float %w3132, %w35
+  %208 = fadd float %w3127, %w35
   %w39 = load float, ptr %conv2.w39, align 4
-  %215 = fadd float %214, %w39
-  %216 = fmul float %215, 5.000000e-01
-  store float %216, ptr %conv2.w47, align 4
-  %w3133 = load float, ptr %conv2.w31, align 4
-  %w3934 = load float, ptr %conv2.w39, align 4
-  %217 = fadd float %w3133, %w3934
-  %w3535 = load float, ptr %conv2.w35, align 4
-  %218 = fsub float %217, %w3535
-  %219 = fmul float %218, 5.000000e-01
-  store float %219, ptr %conv2.w48, align 4
-  %w3936 = load float, ptr %conv2.w39, align 4
-  store float %w3936, ptr %conv2.w49, align 4
+  %209 = fadd float %208, %w39
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %conv2.w44, align 4
+  %w3128 = load float, ptr %conv2.w31, align 4
+  %w3929 = load float, ptr %conv2.w39, align 4
+  %211 = fadd float %w3128, %w3929
+  %w3530 = load float, ptr %conv2.w35, align 4
+  %212 = fsub float %211, %w3530
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %conv2.w45, align 4
+  %w3931 = load float, ptr %conv2.w39, align 4
+  store float %w3931, ptr %conv2.w46, align 4
   %w32 = load float, ptr %conv2.w32, align 4
-  store float %w32, ptr %conv2.w50, align 4
-  %w3237 = load float, ptr %conv2.w32, align 4
+  store float %w32, ptr %conv2.w47, align 4
+  %w3232 = load float, ptr %conv2.w32, align 4
   %w36 = load float, ptr %conv2.w36, align 4
-  %220 = fadd float %w3237, %w36
+  %214 = fadd float %w3232, %w36
   %w40 = load float, ptr %conv2.w40, align 4
-  %221 = fadd float %220, %w40
-  %222 = fmul float %221, 5.000000e-01
-  store float %222, ptr %conv2.w51, align 4
-  %w3238 = load float, ptr %conv2.w32, align 4
-  %w4039 = load float, ptr %conv2.w40, align 4
-  %223 = fadd float %w3238, %w4039
-  %w3640 = load float, ptr %conv2.w36, align 4
-  %224 = fsub float %223, %w3640
-  %225 = fmul float %224, 5.000000e-01
-  store float %225, ptr %conv2.w52, align 4
-  %w4041 = load float, ptr %conv2.w40, align 4
-  store float %w4041, ptr %conv2.w53, align 4
+  %215 = fadd float %214, %w40
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %conv2.w48, align 4
+  %w3233 = load float, ptr %conv2.w32, align 4
+  %w4034 = load float, ptr %conv2.w40, align 4
+  %217 = fadd float %w3233, %w4034
+  %w3635 = load float, ptr %conv2.w36, align 4
+  %218 = fsub float %217, %w3635
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %conv2.w49, align 4
+  %w4036 = load float, ptr %conv2.w40, align 4
+  store float %w4036, ptr %conv2.w50, align 4
   %w33 = load float, ptr %conv2.w33, align 4
-  store float %w33, ptr %conv2.w54, align 4
-  %w3342 = load float, ptr %conv2.w33, align 4
+  store float %w33, ptr %conv2.w51, align 4
+  %w3337 = load float, ptr %conv2.w33, align 4
   %w37 = load float, ptr %conv2.w37, align 4
-  %226 = fadd float %w3342, %w37
+  %220 = fadd float %w3337, %w37
   %w41 = load float, ptr %conv2.w41, align 4
-  %227 = fadd float %226, %w41
-  %228 = fmul float %227, 5.000000e-01
-  store float %228, ptr %conv2.w55, align 4
-  %w3343 = load float, ptr %conv2.w33, align 4
-  %w4144 = load float, ptr %conv2.w41, align 4
-  %229 = fadd float %w3343, %w4144
-  %w3745 = load float, ptr %conv2.w37, align 4
-  %230 = fsub float %229, %w3745
-  %231 = fmul float %230, 5.000000e-01
-  store float %231, ptr %conv2.w56, align 4
-  %w4146 = load float, ptr %conv2.w41, align 4
-  store float %w4146, ptr %conv2.w57, align 4
+  %221 = fadd float %220, %w41
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %conv2.w52, align 4
+  %w3338 = load float, ptr %conv2.w33, align 4
+  %w4139 = load float, ptr %conv2.w41, align 4
+  %223 = fadd float %w3338, %w4139
+  %w3740 = load float, ptr %conv2.w37, align 4
+  %224 = fsub float %223, %w3740
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %conv2.w53, align 4
+  %w4141 = load float, ptr %conv2.w41, align 4
+  store float %w4141, ptr %conv2.w54, align 4
+  %w34 = load float, ptr %conv2.w34, align 4
+  store float %w34, ptr %conv2.w55, align 4
+  %w3442 = load float, ptr %conv2.w34, align 4
+  %w38 = load float, ptr %conv2.w38, align 4
+  %226 = fadd float %w3442, %w38
   %w42 = load float, ptr %conv2.w42, align 4
-  %232 = mul nsw i64 %conv2.ci281, 64
+  %227 = fadd float %226, %w42
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %conv2.w56, align 4
+  %w3443 = load float, ptr %conv2.w34, align 4
+  %w4244 = load float, ptr %conv2.w42, align 4
+  %229 = fadd float %w3443, %w4244
+  %w3845 = load float, ptr %conv2.w38, align 4
+  %230 = fsub float %229, %w3845
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %conv2.w57, align 4
+  %w4246 = load float, ptr %conv2.w42, align 4
+  store float %w4246, ptr %conv2.w58, align 4
+  %w43 = load float, ptr %conv2.w43, align 4
+  %232 = mul nsw i64 %conv2.ci291, 64
   %233 = add nsw i64 3211264, %232
   %234 = mul nsw i64 %0, 32
-  %235 = add nsw i64 %234, %conv2.co292
+  %235 = add nsw i64 %234, %conv2.co302
   %236 = add nsw i64 %233, %235
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w42, ptr %arena47, align 4
-  %w43 = load float, ptr %conv2.w43, align 4
-  %237 = mul nsw i64 %conv2.ci281, 64
+  store float %w43, ptr %arena47, align 4
+  %w44 = load float, ptr %conv2.w44, align 4
+  %237 = mul nsw i64 %conv2.ci291, 64
   %238 = add nsw i64 3213312, %237
   %239 = mul nsw i64 %0, 32
-  %240 = add nsw i64 %239, %conv2.co292
+  %240 = add nsw i64 %239, %conv2.co302
   %241 = add nsw i64 %238, %240
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w43, ptr %arena48, align 4
-  %w44 = load float, ptr %conv2.w44, align 4
-  %242 = mul nsw i64 %conv2.ci281, 64
+  store float %w44, ptr %arena48, align 4
+  %w45 = load float, ptr %conv2.w45, align 4
+  %242 = mul nsw i64 %conv2.ci291, 64
   %243 = add nsw i64 3215360, %242
   %244 = mul nsw i64 %0, 32
-  %245 = add nsw i64 %244, %conv2.co292
+  %245 = add nsw i64 %244, %conv2.co302
   %246 = add nsw i64 %243, %245
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w44, ptr %arena49, align 4
-  %w45 = load float, ptr %conv2.w45, align 4
-  %247 = mul nsw i64 %conv2.ci281, 64
+  store float %w45, ptr %arena49, align 4
+  %w46 = load float, ptr %conv2.w46, align 4
+  %247 = mul nsw i64 %conv2.ci291, 64
   %248 = add nsw i64 3217408, %247
   %249 = mul nsw i64 %0, 32
-  %250 = add nsw i64 %249, %conv2.co292
+  %250 = add nsw i64 %249, %conv2.co302
   %251 = add nsw i64 %248, %250
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w45, ptr %arena50, align 4
-  %w46 = load float, ptr %conv2.w46, align 4
-  %252 = mul nsw i64 %conv2.ci281, 64
+  store float %w46, ptr %arena50, align 4
+  %w47 = load float, ptr %conv2.w47, align 4
+  %252 = mul nsw i64 %conv2.ci291, 64
   %253 = add nsw i64 3219456, %252
   %254 = mul nsw i64 %0, 32
-  %255 = add nsw i64 %254, %conv2.co292
+  %255 = add nsw i64 %254, %conv2.co302
   %256 = add nsw i64 %253, %255
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w46, ptr %arena51, align 4
-  %w47 = load float, ptr %conv2.w47, align 4
-  %257 = mul nsw i64 %conv2.ci281, 64
+  store float %w47, ptr %arena51, align 4
+  %w48 = load float, ptr %conv2.w48, align 4
+  %257 = mul nsw i64 %conv2.ci291, 64
   %258 = add nsw i64 3221504, %257
   %259 = mul nsw i64 %0, 32
-  %260 = add nsw i64 %259, %conv2.co292
+  %260 = add nsw i64 %259, %conv2.co302
   %261 = add nsw i64 %258, %260
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w47, ptr %arena52, align 4
-  %w48 = load float, ptr %conv2.w48, align 4
-  %262 = mul nsw i64 %conv2.ci281, 64
+  store float %w48, ptr %arena52, align 4
+  %w49 = load float, ptr %conv2.w49, align 4
+  %262 = mul nsw i64 %conv2.ci291, 64
   %263 = add nsw i64 3223552, %262
   %264 = mul nsw i64 %0, 32
-  %265 = add nsw i64 %264, %conv2.co292
+  %265 = add nsw i64 %264, %conv2.co302
   %266 = add nsw i64 %263, %265
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w48, ptr %arena53, align 4
-  %w49 = load float, ptr %conv2.w49, align 4
-  %267 = mul nsw i64 %conv2.ci281, 64
+  store float %w49, ptr %arena53, align 4
+  %w50 = load float, ptr %conv2.w50, align 4
+  %267 = mul nsw i64 %conv2.ci291, 64
   %268 = add nsw i64 3225600, %267
   %269 = mul nsw i64 %0, 32
-  %270 = add nsw i64 %269, %conv2.co292
+  %270 = add nsw i64 %269, %conv2.co302
   %271 = add nsw i64 %268, %270
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w49, ptr %arena54, align 4
-  %w50 = load float, ptr %conv2.w50, align 4
-  %272 = mul nsw i64 %conv2.ci281, 64
+  store float %w50, ptr %arena54, align 4
+  %w51 = load float, ptr %conv2.w51, align 4
+  %272 = mul nsw i64 %conv2.ci291, 64
   %273 = add nsw i64 3227648, %272
   %274 = mul nsw i64 %0, 32
-  %275 = add nsw i64 %274, %conv2.co292
+  %275 = add nsw i64 %274, %conv2.co302
   %276 = add nsw i64 %273, %275
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w50, ptr %arena55, align 4
-  %w51 = load float, ptr %conv2.w51, align 4
-  %277 = mul nsw i64 %conv2.ci281, 64
+  store float %w51, ptr %arena55, align 4
+  %w52 = load float, ptr %conv2.w52, align 4
+  %277 = mul nsw i64 %conv2.ci291, 64
   %278 = add nsw i64 3229696, %277
   %279 = mul nsw i64 %0, 32
-  %280 = add nsw i64 %279, %conv2.co292
+  %280 = add nsw i64 %279, %conv2.co302
   %281 = add nsw i64 %278, %280
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w51, ptr %arena56, align 4
-  %w52 = load float, ptr %conv2.w52, align 4
-  %282 = mul nsw i64 %conv2.ci281, 64
+  store float %w52, ptr %arena56, align 4
+  %w53 = load float, ptr %conv2.w53, align 4
+  %282 = mul nsw i64 %conv2.ci291, 64
   %283 = add nsw i64 3231744, %282
   %284 = mul nsw i64 %0, 32
-  %285 = add nsw i64 %284, %conv2.co292
+  %285 = add nsw i64 %284, %conv2.co302
   %286 = add nsw i64 %283, %285
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w52, ptr %arena57, align 4
-  %w53 = load float, ptr %conv2.w53, align 4
-  %287 = mul nsw i64 %conv2.ci281, 64
+  store float %w53, ptr %arena57, align 4
+  %w54 = load float, ptr %conv2.w54, align 4
+  %287 = mul nsw i64 %conv2.ci291, 64
   %288 = add nsw i64 3233792, %287
   %289 = mul nsw i64 %0, 32
-  %290 = add nsw i64 %289, %conv2.co292
+  %290 = add nsw i64 %289, %conv2.co302
   %291 = add nsw i64 %288, %290
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w53, ptr %arena58, align 4
-  %w54 = load float, ptr %conv2.w54, align 4
-  %292 = mul nsw i64 %conv2.ci281, 64
+  store float %w54, ptr %arena58, align 4
+  %w55 = load float, ptr %conv2.w55, align 4
+  %292 = mul nsw i64 %conv2.ci291, 64
   %293 = add nsw i64 3235840, %292
   %294 = mul nsw i64 %0, 32
-  %295 = add nsw i64 %294, %conv2.co292
+  %295 = add nsw i64 %294, %conv2.co302
   %296 = add nsw i64 %293, %295
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w54, ptr %arena59, align 4
-  %w55 = load float, ptr %conv2.w55, align 4
-  %297 = mul nsw i64 %conv2.ci281, 64
+  store float %w55, ptr %arena59, align 4
+  %w56 = load float, ptr %conv2.w56, align 4
+  %297 = mul nsw i64 %conv2.ci291, 64
   %298 = add nsw i64 3237888, %297
   %299 = mul nsw i64 %0, 32
-  %300 = add nsw i64 %299, %conv2.co292
+  %300 = add nsw i64 %299, %conv2.co302
   %301 = add nsw i64 %298, %300
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w55, ptr %arena60, align 4
-  %w56 = load float, ptr %conv2.w56, align 4
-  %302 = mul nsw i64 %conv2.ci281, 64
+  store float %w56, ptr %arena60, align 4
+  %w57 = load float, ptr %conv2.w57, align 4
+  %302 = mul nsw i64 %conv2.ci291, 64
   %303 = add nsw i64 3239936, %302
   %304 = mul nsw i64 %0, 32
-  %305 = add nsw i64 %304, %conv2.co292
+  %305 = add nsw i64 %304, %conv2.co302
   %306 = add nsw i64 %303, %305
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w56, ptr %arena61, align 4
-  %w57 = load float, ptr %conv2.w57, align 4
-  %307 = mul nsw i64 %conv2.ci281, 64
+  store float %w57, ptr %arena61, align 4
+  %w58 = load float, ptr %conv2.w58, align 4
+  %307 = mul nsw i64 %conv2.ci291, 64
   %308 = add nsw i64 3241984, %307
   %309 = mul nsw i64 %0, 32
-  %310 = add nsw i64 %309, %conv2.co292
+  %310 = add nsw i64 %309, %conv2.co302
   %311 = add nsw i64 %308, %310
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w57, ptr %arena62, align 4
-  %co29.next = add nsw i64 %conv2.co292, 1
-  %312 = icmp slt i64 %co29.next, 32
-  br i1 %312, label %conv2.co29, label %conv2.co29.end
+  store float %w58, ptr %arena62, align 4
+  %co30.next = add nsw i64 %conv2.co302, 1
+  %312 = icmp slt i64 %co30.next, 32
+  br i1 %312, label %conv2.co30, label %conv2.co30.end
 
-conv2.co29.end:                                   ; preds = %conv2.co29
-  %ci28.next = add nsw i64 %conv2.ci281, 1
-  %313 = icmp slt i64 %ci28.next, 32
-  br i1 %313, label %conv2.ci28, label %conv2.ci28.end
+conv2.co30.end:                                   ; preds = %conv2.co30
+  %ci29.next = add nsw i64 %conv2.ci291, 1
+  %313 = icmp slt i64 %ci29.next, 32
+  br i1 %313, label %conv2.ci29, label %conv2.ci29.end
 }
 
-define internal void @convnet_infer_b64.k1.conv2.part27.task(ptr %0, i64 %1) {
+define internal void @convnet_infer_b64.k1.conv2.part28.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -13905,25 +14082,26 @@ entry:
   %21 = load i64, ptr %20, align 4
   %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
   %23 = load ptr, ptr %22, align 8
-  call void @convnet_infer_b64.k1.conv2.part27(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  call void @convnet_infer_b64.k1.conv2.part28(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k1.conv2.part100(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @convnet_infer_b64.k1.conv2.part101(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %conv2.at136 = alloca <8 x float>, align 32
-  %conv2.best135 = alloca <8 x float>, align 32
-  %conv2.v134 = alloca <8 x float>, align 32
-  %conv2.at133 = alloca <8 x float>, align 32
-  %conv2.best132 = alloca <8 x float>, align 32
-  %conv2.v131 = alloca <8 x float>, align 32
-  %conv2.at130 = alloca <8 x float>, align 32
-  %conv2.best129 = alloca <8 x float>, align 32
-  %conv2.v128 = alloca <8 x float>, align 32
-  %conv2.at127 = alloca <8 x float>, align 32
-  %conv2.best126 = alloca <8 x float>, align 32
-  %conv2.v125 = alloca <8 x float>, align 32
+  %conv2.at137 = alloca <8 x float>, align 32
+  %conv2.best136 = alloca <8 x float>, align 32
+  %conv2.v135 = alloca <8 x float>, align 32
+  %conv2.at134 = alloca <8 x float>, align 32
+  %conv2.best133 = alloca <8 x float>, align 32
+  %conv2.v132 = alloca <8 x float>, align 32
+  %conv2.at131 = alloca <8 x float>, align 32
+  %conv2.best130 = alloca <8 x float>, align 32
+  %conv2.v129 = alloca <8 x float>, align 32
+  %conv2.at128 = alloca <8 x float>, align 32
+  %conv2.best127 = alloca <8 x float>, align 32
+  %conv2.v126 = alloca <8 x float>, align 32
+  %conv2.w125 = alloca <8 x float>, align 32
   %conv2.w124 = alloca <8 x float>, align 32
   %conv2.w123 = alloca <8 x float>, align 32
   %conv2.w122 = alloca <8 x float>, align 32
@@ -13935,1218 +14113,1217 @@ entry:
   %conv2.w116 = alloca <8 x float>, align 32
   %conv2.w115 = alloca <8 x float>, align 32
   %conv2.w114 = alloca <8 x float>, align 32
-  %conv2.w113 = alloca <8 x float>, align 32
-  br label %conv2.xi101
+  br label %conv2.xi102
 
-conv2.xi101:                                      ; preds = %conv2.xi101, %entry
-  %conv2.xi1011 = phi i64 [ 0, %entry ], [ %xi101.next, %conv2.xi101 ]
-  call void @convnet_infer_b64.k1.conv2.part100.gemm108(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1011, i64 %1)
-  %xi101.next = add nsw i64 %conv2.xi1011, 1
-  %2 = icmp slt i64 %xi101.next, 16
-  br i1 %2, label %conv2.xi101, label %conv2.xi101.end
+conv2.xi102:                                      ; preds = %conv2.xi102, %entry
+  %conv2.xi1021 = phi i64 [ 0, %entry ], [ %xi102.next, %conv2.xi102 ]
+  call void @convnet_infer_b64.k1.conv2.part101.gemm109(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1021, i64 %1)
+  %xi102.next = add nsw i64 %conv2.xi1021, 1
+  %2 = icmp slt i64 %xi102.next, 16
+  br i1 %2, label %conv2.xi102, label %conv2.xi102.end
 
-conv2.xi101.end:                                  ; preds = %conv2.xi101
-  br label %conv2.j109
+conv2.xi102.end:                                  ; preds = %conv2.xi102
+  br label %conv2.j110
 
-conv2.j109:                                       ; preds = %conv2.ty110.end, %conv2.xi101.end
-  %conv2.j1092 = phi i64 [ 0, %conv2.xi101.end ], [ %j109.next, %conv2.ty110.end ]
-  br label %conv2.ty110
+conv2.j110:                                       ; preds = %conv2.ty111.end, %conv2.xi102.end
+  %conv2.j1102 = phi i64 [ 0, %conv2.xi102.end ], [ %j110.next, %conv2.ty111.end ]
+  br label %conv2.ty111
 
-conv2.j109.end:                                   ; preds = %conv2.ty110.end
-  br label %conv2.j137
+conv2.j110.end:                                   ; preds = %conv2.ty111.end
+  br label %conv2.j138
 
-conv2.ty110:                                      ; preds = %conv2.tx111.end, %conv2.j109
-  %conv2.ty1103 = phi i64 [ 0, %conv2.j109 ], [ %ty110.next, %conv2.tx111.end ]
-  br label %conv2.tx111
+conv2.ty111:                                      ; preds = %conv2.tx112.end, %conv2.j110
+  %conv2.ty1113 = phi i64 [ 0, %conv2.j110 ], [ %ty111.next, %conv2.tx112.end ]
+  br label %conv2.tx112
 
-conv2.ty110.end:                                  ; preds = %conv2.tx111.end
-  %j109.next = add nsw i64 %conv2.j1092, 1
-  %3 = icmp slt i64 %j109.next, 1
-  br i1 %3, label %conv2.j109, label %conv2.j109.end
+conv2.ty111.end:                                  ; preds = %conv2.tx112.end
+  %j110.next = add nsw i64 %conv2.j1102, 1
+  %3 = icmp slt i64 %j110.next, 1
+  br i1 %3, label %conv2.j110, label %conv2.j110.end
 
-conv2.tx111:                                      ; preds = %conv2.cv112.end, %conv2.ty110
-  %conv2.tx1114 = phi i64 [ 0, %conv2.ty110 ], [ %tx111.next, %conv2.cv112.end ]
-  br label %conv2.cv112
+conv2.tx112:                                      ; preds = %conv2.cv113.end, %conv2.ty111
+  %conv2.tx1124 = phi i64 [ 0, %conv2.ty111 ], [ %tx112.next, %conv2.cv113.end ]
+  br label %conv2.cv113
 
-conv2.tx111.end:                                  ; preds = %conv2.cv112.end
-  %ty110.next = add nsw i64 %conv2.ty1103, 1
-  %4 = icmp slt i64 %ty110.next, 14
-  br i1 %4, label %conv2.ty110, label %conv2.ty110.end
+conv2.tx112.end:                                  ; preds = %conv2.cv113.end
+  %ty111.next = add nsw i64 %conv2.ty1113, 1
+  %4 = icmp slt i64 %ty111.next, 14
+  br i1 %4, label %conv2.ty111, label %conv2.ty111.end
 
-conv2.cv112:                                      ; preds = %conv2.cv112, %conv2.tx111
-  %conv2.cv1125 = phi i64 [ 0, %conv2.tx111 ], [ %cv112.next, %conv2.cv112 ]
-  %5 = mul nsw i64 %conv2.j1092, 196
-  %6 = mul nsw i64 %conv2.ty1103, 14
+conv2.cv113:                                      ; preds = %conv2.cv113, %conv2.tx112
+  %conv2.cv1135 = phi i64 [ 0, %conv2.tx112 ], [ %cv113.next, %conv2.cv113 ]
+  %5 = mul nsw i64 %conv2.j1102, 196
+  %6 = mul nsw i64 %conv2.ty1113, 14
   %7 = add nsw i64 %5, %6
-  %8 = add nsw i64 %7, %conv2.tx1114
+  %8 = add nsw i64 %7, %conv2.tx1124
   %9 = mul nsw i64 %8, 64
   %10 = add nsw i64 3373184, %9
   %11 = mul nsw i64 %1, 32
-  %12 = mul nsw i64 %conv2.cv1125, 8
+  %12 = mul nsw i64 %conv2.cv1135, 8
   %13 = add nsw i64 %11, %12
   %14 = add nsw i64 %10, %13
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load <8 x float>, ptr %arena6, align 4
-  %16 = mul nsw i64 %conv2.j1092, 196
-  %17 = mul nsw i64 %conv2.ty1103, 14
+  %16 = mul nsw i64 %conv2.j1102, 196
+  %17 = mul nsw i64 %conv2.ty1113, 14
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %18, %conv2.tx1114
+  %19 = add nsw i64 %18, %conv2.tx1124
   %20 = mul nsw i64 %19, 64
   %21 = add nsw i64 3423360, %20
   %22 = mul nsw i64 %1, 32
-  %23 = mul nsw i64 %conv2.cv1125, 8
+  %23 = mul nsw i64 %conv2.cv1135, 8
   %24 = add nsw i64 %22, %23
   %25 = add nsw i64 %21, %24
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
   %26 = load <8 x float>, ptr %arena7, align 4
   %27 = fadd <8 x float> %15, %26
-  %28 = mul nsw i64 %conv2.j1092, 196
-  %29 = mul nsw i64 %conv2.ty1103, 14
+  %28 = mul nsw i64 %conv2.j1102, 196
+  %29 = mul nsw i64 %conv2.ty1113, 14
   %30 = add nsw i64 %28, %29
-  %31 = add nsw i64 %30, %conv2.tx1114
+  %31 = add nsw i64 %30, %conv2.tx1124
   %32 = mul nsw i64 %31, 64
   %33 = add nsw i64 3473536, %32
   %34 = mul nsw i64 %1, 32
-  %35 = mul nsw i64 %conv2.cv1125, 8
+  %35 = mul nsw i64 %conv2.cv1135, 8
   %36 = add nsw i64 %34, %35
   %37 = add nsw i64 %33, %36
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
   %38 = load <8 x float>, ptr %arena8, align 4
   %39 = fadd <8 x float> %27, %38
-  store <8 x float> %39, ptr %conv2.w113, align 32
-  %40 = mul nsw i64 %conv2.j1092, 196
-  %41 = mul nsw i64 %conv2.ty1103, 14
+  store <8 x float> %39, ptr %conv2.w114, align 32
+  %40 = mul nsw i64 %conv2.j1102, 196
+  %41 = mul nsw i64 %conv2.ty1113, 14
   %42 = add nsw i64 %40, %41
-  %43 = add nsw i64 %42, %conv2.tx1114
+  %43 = add nsw i64 %42, %conv2.tx1124
   %44 = mul nsw i64 %43, 64
   %45 = add nsw i64 3423360, %44
   %46 = mul nsw i64 %1, 32
-  %47 = mul nsw i64 %conv2.cv1125, 8
+  %47 = mul nsw i64 %conv2.cv1135, 8
   %48 = add nsw i64 %46, %47
   %49 = add nsw i64 %45, %48
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena9, align 4
-  %51 = mul nsw i64 %conv2.j1092, 196
-  %52 = mul nsw i64 %conv2.ty1103, 14
+  %51 = mul nsw i64 %conv2.j1102, 196
+  %52 = mul nsw i64 %conv2.ty1113, 14
   %53 = add nsw i64 %51, %52
-  %54 = add nsw i64 %53, %conv2.tx1114
+  %54 = add nsw i64 %53, %conv2.tx1124
   %55 = mul nsw i64 %54, 64
   %56 = add nsw i64 3473536, %55
   %57 = mul nsw i64 %1, 32
-  %58 = mul nsw i64 %conv2.cv1125, 8
+  %58 = mul nsw i64 %conv2.cv1135, 8
   %59 = add nsw i64 %57, %58
   %60 = add nsw i64 %56, %59
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
   %61 = load <8 x float>, ptr %arena10, align 4
   %62 = fsub <8 x float> %50, %61
-  %63 = mul nsw i64 %conv2.j1092, 196
-  %64 = mul nsw i64 %conv2.ty1103, 14
+  %63 = mul nsw i64 %conv2.j1102, 196
+  %64 = mul nsw i64 %conv2.ty1113, 14
   %65 = add nsw i64 %63, %64
-  %66 = add nsw i64 %65, %conv2.tx1114
+  %66 = add nsw i64 %65, %conv2.tx1124
   %67 = mul nsw i64 %66, 64
   %68 = add nsw i64 3523712, %67
   %69 = mul nsw i64 %1, 32
-  %70 = mul nsw i64 %conv2.cv1125, 8
+  %70 = mul nsw i64 %conv2.cv1135, 8
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %68, %71
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena11, align 4
   %74 = fsub <8 x float> %62, %73
-  store <8 x float> %74, ptr %conv2.w114, align 32
-  %75 = mul nsw i64 %conv2.j1092, 196
-  %76 = mul nsw i64 %conv2.ty1103, 14
+  store <8 x float> %74, ptr %conv2.w115, align 32
+  %75 = mul nsw i64 %conv2.j1102, 196
+  %76 = mul nsw i64 %conv2.ty1113, 14
   %77 = add nsw i64 %75, %76
-  %78 = add nsw i64 %77, %conv2.tx1114
+  %78 = add nsw i64 %77, %conv2.tx1124
   %79 = mul nsw i64 %78, 64
   %80 = add nsw i64 3385728, %79
   %81 = mul nsw i64 %1, 32
-  %82 = mul nsw i64 %conv2.cv1125, 8
+  %82 = mul nsw i64 %conv2.cv1135, 8
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %80, %83
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena12, align 4
-  %86 = mul nsw i64 %conv2.j1092, 196
-  %87 = mul nsw i64 %conv2.ty1103, 14
+  %86 = mul nsw i64 %conv2.j1102, 196
+  %87 = mul nsw i64 %conv2.ty1113, 14
   %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %88, %conv2.tx1114
+  %89 = add nsw i64 %88, %conv2.tx1124
   %90 = mul nsw i64 %89, 64
   %91 = add nsw i64 3435904, %90
   %92 = mul nsw i64 %1, 32
-  %93 = mul nsw i64 %conv2.cv1125, 8
+  %93 = mul nsw i64 %conv2.cv1135, 8
   %94 = add nsw i64 %92, %93
   %95 = add nsw i64 %91, %94
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %95
   %96 = load <8 x float>, ptr %arena13, align 4
   %97 = fadd <8 x float> %85, %96
-  %98 = mul nsw i64 %conv2.j1092, 196
-  %99 = mul nsw i64 %conv2.ty1103, 14
+  %98 = mul nsw i64 %conv2.j1102, 196
+  %99 = mul nsw i64 %conv2.ty1113, 14
   %100 = add nsw i64 %98, %99
-  %101 = add nsw i64 %100, %conv2.tx1114
+  %101 = add nsw i64 %100, %conv2.tx1124
   %102 = mul nsw i64 %101, 64
   %103 = add nsw i64 3486080, %102
   %104 = mul nsw i64 %1, 32
-  %105 = mul nsw i64 %conv2.cv1125, 8
+  %105 = mul nsw i64 %conv2.cv1135, 8
   %106 = add nsw i64 %104, %105
   %107 = add nsw i64 %103, %106
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena14, align 4
   %109 = fadd <8 x float> %97, %108
-  store <8 x float> %109, ptr %conv2.w115, align 32
-  %110 = mul nsw i64 %conv2.j1092, 196
-  %111 = mul nsw i64 %conv2.ty1103, 14
+  store <8 x float> %109, ptr %conv2.w116, align 32
+  %110 = mul nsw i64 %conv2.j1102, 196
+  %111 = mul nsw i64 %conv2.ty1113, 14
   %112 = add nsw i64 %110, %111
-  %113 = add nsw i64 %112, %conv2.tx1114
+  %113 = add nsw i64 %112, %conv2.tx1124
   %114 = mul nsw i64 %113, 64
   %115 = add nsw i64 3435904, %114
   %116 = mul nsw i64 %1, 32
-  %117 = mul nsw i64 %conv2.cv1125, 8
+  %117 = mul nsw i64 %conv2.cv1135, 8
   %118 = add nsw i64 %116, %117
   %119 = add nsw i64 %115, %118
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %119
   %120 = load <8 x float>, ptr %arena15, align 4
-  %121 = mul nsw i64 %conv2.j1092, 196
-  %122 = mul nsw i64 %conv2.ty1103, 14
+  %121 = mul nsw i64 %conv2.j1102, 196
+  %122 = mul nsw i64 %conv2.ty1113, 14
   %123 = add nsw i64 %121, %122
-  %124 = add nsw i64 %123, %conv2.tx1114
+  %124 = add nsw i64 %123, %conv2.tx1124
   %125 = mul nsw i64 %124, 64
   %126 = add nsw i64 3486080, %125
   %127 = mul nsw i64 %1, 32
-  %128 = mul nsw i64 %conv2.cv1125, 8
+  %128 = mul nsw i64 %conv2.cv1135, 8
   %129 = add nsw i64 %127, %128
   %130 = add nsw i64 %126, %129
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %130
   %131 = load <8 x float>, ptr %arena16, align 4
   %132 = fsub <8 x float> %120, %131
-  %133 = mul nsw i64 %conv2.j1092, 196
-  %134 = mul nsw i64 %conv2.ty1103, 14
+  %133 = mul nsw i64 %conv2.j1102, 196
+  %134 = mul nsw i64 %conv2.ty1113, 14
   %135 = add nsw i64 %133, %134
-  %136 = add nsw i64 %135, %conv2.tx1114
+  %136 = add nsw i64 %135, %conv2.tx1124
   %137 = mul nsw i64 %136, 64
   %138 = add nsw i64 3536256, %137
   %139 = mul nsw i64 %1, 32
-  %140 = mul nsw i64 %conv2.cv1125, 8
+  %140 = mul nsw i64 %conv2.cv1135, 8
   %141 = add nsw i64 %139, %140
   %142 = add nsw i64 %138, %141
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena17, align 4
   %144 = fsub <8 x float> %132, %143
-  store <8 x float> %144, ptr %conv2.w116, align 32
-  %145 = mul nsw i64 %conv2.j1092, 196
-  %146 = mul nsw i64 %conv2.ty1103, 14
+  store <8 x float> %144, ptr %conv2.w117, align 32
+  %145 = mul nsw i64 %conv2.j1102, 196
+  %146 = mul nsw i64 %conv2.ty1113, 14
   %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 %147, %conv2.tx1114
+  %148 = add nsw i64 %147, %conv2.tx1124
   %149 = mul nsw i64 %148, 64
   %150 = add nsw i64 3398272, %149
   %151 = mul nsw i64 %1, 32
-  %152 = mul nsw i64 %conv2.cv1125, 8
+  %152 = mul nsw i64 %conv2.cv1135, 8
   %153 = add nsw i64 %151, %152
   %154 = add nsw i64 %150, %153
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load <8 x float>, ptr %arena18, align 4
-  %156 = mul nsw i64 %conv2.j1092, 196
-  %157 = mul nsw i64 %conv2.ty1103, 14
+  %156 = mul nsw i64 %conv2.j1102, 196
+  %157 = mul nsw i64 %conv2.ty1113, 14
   %158 = add nsw i64 %156, %157
-  %159 = add nsw i64 %158, %conv2.tx1114
+  %159 = add nsw i64 %158, %conv2.tx1124
   %160 = mul nsw i64 %159, 64
   %161 = add nsw i64 3448448, %160
   %162 = mul nsw i64 %1, 32
-  %163 = mul nsw i64 %conv2.cv1125, 8
+  %163 = mul nsw i64 %conv2.cv1135, 8
   %164 = add nsw i64 %162, %163
   %165 = add nsw i64 %161, %164
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load <8 x float>, ptr %arena19, align 4
   %167 = fadd <8 x float> %155, %166
-  %168 = mul nsw i64 %conv2.j1092, 196
-  %169 = mul nsw i64 %conv2.ty1103, 14
+  %168 = mul nsw i64 %conv2.j1102, 196
+  %169 = mul nsw i64 %conv2.ty1113, 14
   %170 = add nsw i64 %168, %169
-  %171 = add nsw i64 %170, %conv2.tx1114
+  %171 = add nsw i64 %170, %conv2.tx1124
   %172 = mul nsw i64 %171, 64
   %173 = add nsw i64 3498624, %172
   %174 = mul nsw i64 %1, 32
-  %175 = mul nsw i64 %conv2.cv1125, 8
+  %175 = mul nsw i64 %conv2.cv1135, 8
   %176 = add nsw i64 %174, %175
   %177 = add nsw i64 %173, %176
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %177
   %178 = load <8 x float>, ptr %arena20, align 4
   %179 = fadd <8 x float> %167, %178
-  store <8 x float> %179, ptr %conv2.w117, align 32
-  %180 = mul nsw i64 %conv2.j1092, 196
-  %181 = mul nsw i64 %conv2.ty1103, 14
+  store <8 x float> %179, ptr %conv2.w118, align 32
+  %180 = mul nsw i64 %conv2.j1102, 196
+  %181 = mul nsw i64 %conv2.ty1113, 14
   %182 = add nsw i64 %180, %181
-  %183 = add nsw i64 %182, %conv2.tx1114
+  %183 = add nsw i64 %182, %conv2.tx1124
   %184 = mul nsw i64 %183, 64
   %185 = add nsw i64 3448448, %184
   %186 = mul nsw i64 %1, 32
-  %187 = mul nsw i64 %conv2.cv1125, 8
+  %187 = mul nsw i64 %conv2.cv1135, 8
   %188 = add nsw i64 %186, %187
   %189 = add nsw i64 %185, %188
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %189
   %190 = load <8 x float>, ptr %arena21, align 4
-  %191 = mul nsw i64 %conv2.j1092, 196
-  %192 = mul nsw i64 %conv2.ty1103, 14
+  %191 = mul nsw i64 %conv2.j1102, 196
+  %192 = mul nsw i64 %conv2.ty1113, 14
   %193 = add nsw i64 %191, %192
-  %194 = add nsw i64 %193, %conv2.tx1114
+  %194 = add nsw i64 %193, %conv2.tx1124
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 3498624, %195
   %197 = mul nsw i64 %1, 32
-  %198 = mul nsw i64 %conv2.cv1125, 8
+  %198 = mul nsw i64 %conv2.cv1135, 8
   %199 = add nsw i64 %197, %198
   %200 = add nsw i64 %196, %199
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %200
   %201 = load <8 x float>, ptr %arena22, align 4
   %202 = fsub <8 x float> %190, %201
-  %203 = mul nsw i64 %conv2.j1092, 196
-  %204 = mul nsw i64 %conv2.ty1103, 14
+  %203 = mul nsw i64 %conv2.j1102, 196
+  %204 = mul nsw i64 %conv2.ty1113, 14
   %205 = add nsw i64 %203, %204
-  %206 = add nsw i64 %205, %conv2.tx1114
+  %206 = add nsw i64 %205, %conv2.tx1124
   %207 = mul nsw i64 %206, 64
   %208 = add nsw i64 3548800, %207
   %209 = mul nsw i64 %1, 32
-  %210 = mul nsw i64 %conv2.cv1125, 8
+  %210 = mul nsw i64 %conv2.cv1135, 8
   %211 = add nsw i64 %209, %210
   %212 = add nsw i64 %208, %211
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %212
   %213 = load <8 x float>, ptr %arena23, align 4
   %214 = fsub <8 x float> %202, %213
-  store <8 x float> %214, ptr %conv2.w118, align 32
-  %215 = mul nsw i64 %conv2.j1092, 196
-  %216 = mul nsw i64 %conv2.ty1103, 14
+  store <8 x float> %214, ptr %conv2.w119, align 32
+  %215 = mul nsw i64 %conv2.j1102, 196
+  %216 = mul nsw i64 %conv2.ty1113, 14
   %217 = add nsw i64 %215, %216
-  %218 = add nsw i64 %217, %conv2.tx1114
+  %218 = add nsw i64 %217, %conv2.tx1124
   %219 = mul nsw i64 %218, 64
   %220 = add nsw i64 3410816, %219
   %221 = mul nsw i64 %1, 32
-  %222 = mul nsw i64 %conv2.cv1125, 8
+  %222 = mul nsw i64 %conv2.cv1135, 8
   %223 = add nsw i64 %221, %222
   %224 = add nsw i64 %220, %223
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %224
   %225 = load <8 x float>, ptr %arena24, align 4
-  %226 = mul nsw i64 %conv2.j1092, 196
-  %227 = mul nsw i64 %conv2.ty1103, 14
+  %226 = mul nsw i64 %conv2.j1102, 196
+  %227 = mul nsw i64 %conv2.ty1113, 14
   %228 = add nsw i64 %226, %227
-  %229 = add nsw i64 %228, %conv2.tx1114
+  %229 = add nsw i64 %228, %conv2.tx1124
   %230 = mul nsw i64 %229, 64
   %231 = add nsw i64 3460992, %230
   %232 = mul nsw i64 %1, 32
-  %233 = mul nsw i64 %conv2.cv1125, 8
+  %233 = mul nsw i64 %conv2.cv1135, 8
   %234 = add nsw i64 %232, %233
   %235 = add nsw i64 %231, %234
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %235
   %236 = load <8 x float>, ptr %arena25, align 4
   %237 = fadd <8 x float> %225, %236
-  %238 = mul nsw i64 %conv2.j1092, 196
-  %239 = mul nsw i64 %conv2.ty1103, 14
+  %238 = mul nsw i64 %conv2.j1102, 196
+  %239 = mul nsw i64 %conv2.ty1113, 14
   %240 = add nsw i64 %238, %239
-  %241 = add nsw i64 %240, %conv2.tx1114
+  %241 = add nsw i64 %240, %conv2.tx1124
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 3511168, %242
   %244 = mul nsw i64 %1, 32
-  %245 = mul nsw i64 %conv2.cv1125, 8
+  %245 = mul nsw i64 %conv2.cv1135, 8
   %246 = add nsw i64 %244, %245
   %247 = add nsw i64 %243, %246
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %247
   %248 = load <8 x float>, ptr %arena26, align 4
   %249 = fadd <8 x float> %237, %248
-  store <8 x float> %249, ptr %conv2.w119, align 32
-  %250 = mul nsw i64 %conv2.j1092, 196
-  %251 = mul nsw i64 %conv2.ty1103, 14
+  store <8 x float> %249, ptr %conv2.w120, align 32
+  %250 = mul nsw i64 %conv2.j1102, 196
+  %251 = mul nsw i64 %conv2.ty1113, 14
   %252 = add nsw i64 %250, %251
-  %253 = add nsw i64 %252, %conv2.tx1114
+  %253 = add nsw i64 %252, %conv2.tx1124
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 3460992, %254
   %256 = mul nsw i64 %1, 32
-  %257 = mul nsw i64 %conv2.cv1125, 8
+  %257 = mul nsw i64 %conv2.cv1135, 8
   %258 = add nsw i64 %256, %257
   %259 = add nsw i64 %255, %258
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %259
   %260 = load <8 x float>, ptr %arena27, align 4
-  %261 = mul nsw i64 %conv2.j1092, 196
-  %262 = mul nsw i64 %conv2.ty1103, 14
+  %261 = mul nsw i64 %conv2.j1102, 196
+  %262 = mul nsw i64 %conv2.ty1113, 14
   %263 = add nsw i64 %261, %262
-  %264 = add nsw i64 %263, %conv2.tx1114
+  %264 = add nsw i64 %263, %conv2.tx1124
   %265 = mul nsw i64 %264, 64
   %266 = add nsw i64 3511168, %265
   %267 = mul nsw i64 %1, 32
-  %268 = mul nsw i64 %conv2.cv1125, 8
+  %268 = mul nsw i64 %conv2.cv1135, 8
   %269 = add nsw i64 %267, %268
   %270 = add nsw i64 %266, %269
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena28, align 4
   %272 = fsub <8 x float> %260, %271
-  %273 = mul nsw i64 %conv2.j1092, 196
-  %274 = mul nsw i64 %conv2.ty1103, 14
+  %273 = mul nsw i64 %conv2.j1102, 196
+  %274 = mul nsw i64 %conv2.ty1113, 14
   %275 = add nsw i64 %273, %274
-  %276 = add nsw i64 %275, %conv2.tx1114
+  %276 = add nsw i64 %275, %conv2.tx1124
   %277 = mul nsw i64 %276, 64
   %278 = add nsw i64 3561344, %277
   %279 = mul nsw i64 %1, 32
-  %280 = mul nsw i64 %conv2.cv1125, 8
+  %280 = mul nsw i64 %conv2.cv1135, 8
   %281 = add nsw i64 %279, %280
   %282 = add nsw i64 %278, %281
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %282
   %283 = load <8 x float>, ptr %arena29, align 4
   %284 = fsub <8 x float> %272, %283
-  store <8 x float> %284, ptr %conv2.w120, align 32
-  %w113 = load <8 x float>, ptr %conv2.w113, align 32
-  %w115 = load <8 x float>, ptr %conv2.w115, align 32
-  %285 = fadd <8 x float> %w113, %w115
-  %w117 = load <8 x float>, ptr %conv2.w117, align 32
-  %286 = fadd <8 x float> %285, %w117
-  store <8 x float> %286, ptr %conv2.w121, align 32
-  %w11530 = load <8 x float>, ptr %conv2.w115, align 32
-  %w11731 = load <8 x float>, ptr %conv2.w117, align 32
-  %287 = fsub <8 x float> %w11530, %w11731
-  %w119 = load <8 x float>, ptr %conv2.w119, align 32
-  %288 = fsub <8 x float> %287, %w119
-  store <8 x float> %288, ptr %conv2.w122, align 32
+  store <8 x float> %284, ptr %conv2.w121, align 32
   %w114 = load <8 x float>, ptr %conv2.w114, align 32
   %w116 = load <8 x float>, ptr %conv2.w116, align 32
-  %289 = fadd <8 x float> %w114, %w116
+  %285 = fadd <8 x float> %w114, %w116
   %w118 = load <8 x float>, ptr %conv2.w118, align 32
-  %290 = fadd <8 x float> %289, %w118
-  store <8 x float> %290, ptr %conv2.w123, align 32
-  %w11632 = load <8 x float>, ptr %conv2.w116, align 32
-  %w11833 = load <8 x float>, ptr %conv2.w118, align 32
-  %291 = fsub <8 x float> %w11632, %w11833
+  %286 = fadd <8 x float> %285, %w118
+  store <8 x float> %286, ptr %conv2.w122, align 32
+  %w11630 = load <8 x float>, ptr %conv2.w116, align 32
+  %w11831 = load <8 x float>, ptr %conv2.w118, align 32
+  %287 = fsub <8 x float> %w11630, %w11831
   %w120 = load <8 x float>, ptr %conv2.w120, align 32
-  %292 = fsub <8 x float> %291, %w120
-  store <8 x float> %292, ptr %conv2.w124, align 32
+  %288 = fsub <8 x float> %287, %w120
+  store <8 x float> %288, ptr %conv2.w123, align 32
+  %w115 = load <8 x float>, ptr %conv2.w115, align 32
+  %w117 = load <8 x float>, ptr %conv2.w117, align 32
+  %289 = fadd <8 x float> %w115, %w117
+  %w119 = load <8 x float>, ptr %conv2.w119, align 32
+  %290 = fadd <8 x float> %289, %w119
+  store <8 x float> %290, ptr %conv2.w124, align 32
+  %w11732 = load <8 x float>, ptr %conv2.w117, align 32
+  %w11933 = load <8 x float>, ptr %conv2.w119, align 32
+  %291 = fsub <8 x float> %w11732, %w11933
   %w121 = load <8 x float>, ptr %conv2.w121, align 32
+  %292 = fsub <8 x float> %291, %w121
+  store <8 x float> %292, ptr %conv2.w125, align 32
+  %w122 = load <8 x float>, ptr %conv2.w122, align 32
   %293 = mul nsw i64 %1, 32
-  %294 = mul nsw i64 %conv2.cv1125, 8
+  %294 = mul nsw i64 %conv2.cv1135, 8
   %295 = add nsw i64 %293, %294
   %296 = add nsw i64 18752, %295
   %params34 = getelementptr inbounds float, ptr %params, i64 %296
   %297 = load <8 x float>, ptr %params34, align 4
-  %298 = fadd <8 x float> %w121, %297
-  store <8 x float> %298, ptr %conv2.v125, align 32
-  %v125 = load <8 x float>, ptr %conv2.v125, align 32
-  store <8 x float> %v125, ptr %conv2.best126, align 32
-  %299 = mul nsw i64 %conv2.ty1103, 2
+  %298 = fadd <8 x float> %w122, %297
+  store <8 x float> %298, ptr %conv2.v126, align 32
+  %v126 = load <8 x float>, ptr %conv2.v126, align 32
+  store <8 x float> %v126, ptr %conv2.best127, align 32
+  %299 = mul nsw i64 %conv2.ty1113, 2
   %300 = mul nsw i64 %299, 28
-  %301 = mul nsw i64 %conv2.tx1114, 2
+  %301 = mul nsw i64 %conv2.tx1124, 2
   %302 = add nsw i64 %300, %301
   %303 = sitofp i64 %302 to float
   %304 = insertelement <8 x float> undef, float %303, i32 0
   %305 = shufflevector <8 x float> %304, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %305, ptr %conv2.at127, align 32
-  %w122 = load <8 x float>, ptr %conv2.w122, align 32
+  store <8 x float> %305, ptr %conv2.at128, align 32
+  %w123 = load <8 x float>, ptr %conv2.w123, align 32
   %306 = mul nsw i64 %1, 32
-  %307 = mul nsw i64 %conv2.cv1125, 8
+  %307 = mul nsw i64 %conv2.cv1135, 8
   %308 = add nsw i64 %306, %307
   %309 = add nsw i64 18752, %308
   %params35 = getelementptr inbounds float, ptr %params, i64 %309
   %310 = load <8 x float>, ptr %params35, align 4
-  %311 = fadd <8 x float> %w122, %310
-  store <8 x float> %311, ptr %conv2.v128, align 32
-  %v128 = load <8 x float>, ptr %conv2.v128, align 32
-  %best126 = load <8 x float>, ptr %conv2.best126, align 32
-  %312 = fcmp ogt <8 x float> %v128, %best126
-  %v12836 = load <8 x float>, ptr %conv2.v128, align 32
-  %best12637 = load <8 x float>, ptr %conv2.best126, align 32
-  %313 = select <8 x i1> %312, <8 x float> %v12836, <8 x float> %best12637
-  store <8 x float> %313, ptr %conv2.best129, align 32
-  %v12838 = load <8 x float>, ptr %conv2.v128, align 32
-  %best12639 = load <8 x float>, ptr %conv2.best126, align 32
-  %314 = fcmp ogt <8 x float> %v12838, %best12639
-  %315 = mul nsw i64 %conv2.ty1103, 2
+  %311 = fadd <8 x float> %w123, %310
+  store <8 x float> %311, ptr %conv2.v129, align 32
+  %v129 = load <8 x float>, ptr %conv2.v129, align 32
+  %best127 = load <8 x float>, ptr %conv2.best127, align 32
+  %312 = fcmp ogt <8 x float> %v129, %best127
+  %v12936 = load <8 x float>, ptr %conv2.v129, align 32
+  %best12737 = load <8 x float>, ptr %conv2.best127, align 32
+  %313 = select <8 x i1> %312, <8 x float> %v12936, <8 x float> %best12737
+  store <8 x float> %313, ptr %conv2.best130, align 32
+  %v12938 = load <8 x float>, ptr %conv2.v129, align 32
+  %best12739 = load <8 x float>, ptr %conv2.best127, align 32
+  %314 = fcmp ogt <8 x float> %v12938, %best12739
+  %315 = mul nsw i64 %conv2.ty1113, 2
   %316 = mul nsw i64 %315, 28
-  %317 = mul nsw i64 %conv2.tx1114, 2
+  %317 = mul nsw i64 %conv2.tx1124, 2
   %318 = add nsw i64 %316, %317
   %319 = add nsw i64 %318, 1
   %320 = sitofp i64 %319 to float
   %321 = insertelement <8 x float> undef, float %320, i32 0
   %322 = shufflevector <8 x float> %321, <8 x float> undef, <8 x i32> zeroinitializer
-  %at127 = load <8 x float>, ptr %conv2.at127, align 32
-  %323 = select <8 x i1> %314, <8 x float> %322, <8 x float> %at127
-  store <8 x float> %323, ptr %conv2.at130, align 32
-  %w123 = load <8 x float>, ptr %conv2.w123, align 32
+  %at128 = load <8 x float>, ptr %conv2.at128, align 32
+  %323 = select <8 x i1> %314, <8 x float> %322, <8 x float> %at128
+  store <8 x float> %323, ptr %conv2.at131, align 32
+  %w124 = load <8 x float>, ptr %conv2.w124, align 32
   %324 = mul nsw i64 %1, 32
-  %325 = mul nsw i64 %conv2.cv1125, 8
+  %325 = mul nsw i64 %conv2.cv1135, 8
   %326 = add nsw i64 %324, %325
   %327 = add nsw i64 18752, %326
   %params40 = getelementptr inbounds float, ptr %params, i64 %327
   %328 = load <8 x float>, ptr %params40, align 4
-  %329 = fadd <8 x float> %w123, %328
-  store <8 x float> %329, ptr %conv2.v131, align 32
-  %v131 = load <8 x float>, ptr %conv2.v131, align 32
-  %best129 = load <8 x float>, ptr %conv2.best129, align 32
-  %330 = fcmp ogt <8 x float> %v131, %best129
-  %v13141 = load <8 x float>, ptr %conv2.v131, align 32
-  %best12942 = load <8 x float>, ptr %conv2.best129, align 32
-  %331 = select <8 x i1> %330, <8 x float> %v13141, <8 x float> %best12942
-  store <8 x float> %331, ptr %conv2.best132, align 32
-  %v13143 = load <8 x float>, ptr %conv2.v131, align 32
-  %best12944 = load <8 x float>, ptr %conv2.best129, align 32
-  %332 = fcmp ogt <8 x float> %v13143, %best12944
-  %333 = mul nsw i64 %conv2.ty1103, 2
+  %329 = fadd <8 x float> %w124, %328
+  store <8 x float> %329, ptr %conv2.v132, align 32
+  %v132 = load <8 x float>, ptr %conv2.v132, align 32
+  %best130 = load <8 x float>, ptr %conv2.best130, align 32
+  %330 = fcmp ogt <8 x float> %v132, %best130
+  %v13241 = load <8 x float>, ptr %conv2.v132, align 32
+  %best13042 = load <8 x float>, ptr %conv2.best130, align 32
+  %331 = select <8 x i1> %330, <8 x float> %v13241, <8 x float> %best13042
+  store <8 x float> %331, ptr %conv2.best133, align 32
+  %v13243 = load <8 x float>, ptr %conv2.v132, align 32
+  %best13044 = load <8 x float>, ptr %conv2.best130, align 32
+  %332 = fcmp ogt <8 x float> %v13243, %best13044
+  %333 = mul nsw i64 %conv2.ty1113, 2
   %334 = add nsw i64 %333, 1
   %335 = mul nsw i64 %334, 28
-  %336 = mul nsw i64 %conv2.tx1114, 2
+  %336 = mul nsw i64 %conv2.tx1124, 2
   %337 = add nsw i64 %335, %336
   %338 = sitofp i64 %337 to float
   %339 = insertelement <8 x float> undef, float %338, i32 0
   %340 = shufflevector <8 x float> %339, <8 x float> undef, <8 x i32> zeroinitializer
-  %at130 = load <8 x float>, ptr %conv2.at130, align 32
-  %341 = select <8 x i1> %332, <8 x float> %340, <8 x float> %at130
-  store <8 x float> %341, ptr %conv2.at133, align 32
-  %w124 = load <8 x float>, ptr %conv2.w124, align 32
+  %at131 = load <8 x float>, ptr %conv2.at131, align 32
+  %341 = select <8 x i1> %332, <8 x float> %340, <8 x float> %at131
+  store <8 x float> %341, ptr %conv2.at134, align 32
+  %w125 = load <8 x float>, ptr %conv2.w125, align 32
   %342 = mul nsw i64 %1, 32
-  %343 = mul nsw i64 %conv2.cv1125, 8
+  %343 = mul nsw i64 %conv2.cv1135, 8
   %344 = add nsw i64 %342, %343
   %345 = add nsw i64 18752, %344
   %params45 = getelementptr inbounds float, ptr %params, i64 %345
   %346 = load <8 x float>, ptr %params45, align 4
-  %347 = fadd <8 x float> %w124, %346
-  store <8 x float> %347, ptr %conv2.v134, align 32
-  %v134 = load <8 x float>, ptr %conv2.v134, align 32
-  %best132 = load <8 x float>, ptr %conv2.best132, align 32
-  %348 = fcmp ogt <8 x float> %v134, %best132
-  %v13446 = load <8 x float>, ptr %conv2.v134, align 32
-  %best13247 = load <8 x float>, ptr %conv2.best132, align 32
-  %349 = select <8 x i1> %348, <8 x float> %v13446, <8 x float> %best13247
-  store <8 x float> %349, ptr %conv2.best135, align 32
-  %v13448 = load <8 x float>, ptr %conv2.v134, align 32
-  %best13249 = load <8 x float>, ptr %conv2.best132, align 32
-  %350 = fcmp ogt <8 x float> %v13448, %best13249
-  %351 = mul nsw i64 %conv2.ty1103, 2
+  %347 = fadd <8 x float> %w125, %346
+  store <8 x float> %347, ptr %conv2.v135, align 32
+  %v135 = load <8 x float>, ptr %conv2.v135, align 32
+  %best133 = load <8 x float>, ptr %conv2.best133, align 32
+  %348 = fcmp ogt <8 x float> %v135, %best133
+  %v13546 = load <8 x float>, ptr %conv2.v135, align 32
+  %best13347 = load <8 x float>, ptr %conv2.best133, align 32
+  %349 = select <8 x i1> %348, <8 x float> %v13546, <8 x float> %best13347
+  store <8 x float> %349, ptr %conv2.best136, align 32
+  %v13548 = load <8 x float>, ptr %conv2.v135, align 32
+  %best13349 = load <8 x float>, ptr %conv2.best133, align 32
+  %350 = fcmp ogt <8 x float> %v13548, %best13349
+  %351 = mul nsw i64 %conv2.ty1113, 2
   %352 = add nsw i64 %351, 1
   %353 = mul nsw i64 %352, 28
-  %354 = mul nsw i64 %conv2.tx1114, 2
+  %354 = mul nsw i64 %conv2.tx1124, 2
   %355 = add nsw i64 %353, %354
   %356 = add nsw i64 %355, 1
   %357 = sitofp i64 %356 to float
   %358 = insertelement <8 x float> undef, float %357, i32 0
   %359 = shufflevector <8 x float> %358, <8 x float> undef, <8 x i32> zeroinitializer
-  %at133 = load <8 x float>, ptr %conv2.at133, align 32
-  %360 = select <8 x i1> %350, <8 x float> %359, <8 x float> %at133
-  store <8 x float> %360, ptr %conv2.at136, align 32
-  %best135 = load <8 x float>, ptr %conv2.best135, align 32
-  %361 = fcmp ogt <8 x float> %best135, zeroinitializer
-  %best13550 = load <8 x float>, ptr %conv2.best135, align 32
-  %362 = select <8 x i1> %361, <8 x float> %best13550, <8 x float> zeroinitializer
-  %363 = mul nsw i64 %conv2.j1092, 196
-  %364 = mul nsw i64 %conv2.ty1103, 14
+  %at134 = load <8 x float>, ptr %conv2.at134, align 32
+  %360 = select <8 x i1> %350, <8 x float> %359, <8 x float> %at134
+  store <8 x float> %360, ptr %conv2.at137, align 32
+  %best136 = load <8 x float>, ptr %conv2.best136, align 32
+  %361 = fcmp ogt <8 x float> %best136, zeroinitializer
+  %best13650 = load <8 x float>, ptr %conv2.best136, align 32
+  %362 = select <8 x i1> %361, <8 x float> %best13650, <8 x float> zeroinitializer
+  %363 = mul nsw i64 %conv2.j1102, 196
+  %364 = mul nsw i64 %conv2.ty1113, 14
   %365 = add nsw i64 %363, %364
-  %366 = add nsw i64 %365, %conv2.tx1114
+  %366 = add nsw i64 %365, %conv2.tx1124
   %367 = mul nsw i64 %366, 64
   %368 = add nsw i64 3573888, %367
   %369 = mul nsw i64 %1, 32
-  %370 = mul nsw i64 %conv2.cv1125, 8
+  %370 = mul nsw i64 %conv2.cv1135, 8
   %371 = add nsw i64 %369, %370
   %372 = add nsw i64 %368, %371
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %372
   store <8 x float> %362, ptr %arena51, align 4
-  %at136 = load <8 x float>, ptr %conv2.at136, align 32
-  %373 = mul nsw i64 %conv2.j1092, 196
-  %374 = mul nsw i64 %conv2.ty1103, 14
+  %at137 = load <8 x float>, ptr %conv2.at137, align 32
+  %373 = mul nsw i64 %conv2.j1102, 196
+  %374 = mul nsw i64 %conv2.ty1113, 14
   %375 = add nsw i64 %373, %374
-  %376 = add nsw i64 %375, %conv2.tx1114
+  %376 = add nsw i64 %375, %conv2.tx1124
   %377 = mul nsw i64 %376, 64
   %378 = add nsw i64 3573888, %377
   %379 = mul nsw i64 %1, 32
-  %380 = mul nsw i64 %conv2.cv1125, 8
+  %380 = mul nsw i64 %conv2.cv1135, 8
   %381 = add nsw i64 %379, %380
   %382 = add nsw i64 %378, %381
   %383 = add nsw i64 %382, 12544
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %383
-  store <8 x float> %at136, ptr %arena52, align 4
-  %cv112.next = add nsw i64 %conv2.cv1125, 1
-  %384 = icmp slt i64 %cv112.next, 4
-  br i1 %384, label %conv2.cv112, label %conv2.cv112.end
+  store <8 x float> %at137, ptr %arena52, align 4
+  %cv113.next = add nsw i64 %conv2.cv1135, 1
+  %384 = icmp slt i64 %cv113.next, 4
+  br i1 %384, label %conv2.cv113, label %conv2.cv113.end
 
-conv2.cv112.end:                                  ; preds = %conv2.cv112
-  %tx111.next = add nsw i64 %conv2.tx1114, 1
-  %385 = icmp slt i64 %tx111.next, 14
-  br i1 %385, label %conv2.tx111, label %conv2.tx111.end
+conv2.cv113.end:                                  ; preds = %conv2.cv113
+  %tx112.next = add nsw i64 %conv2.tx1124, 1
+  %385 = icmp slt i64 %tx112.next, 14
+  br i1 %385, label %conv2.tx112, label %conv2.tx112.end
 
-conv2.j137:                                       ; preds = %conv2.c138.end, %conv2.j109.end
-  %conv2.j13753 = phi i64 [ 0, %conv2.j109.end ], [ %j137.next, %conv2.c138.end ]
-  br label %conv2.c138
+conv2.j138:                                       ; preds = %conv2.c139.end, %conv2.j110.end
+  %conv2.j13853 = phi i64 [ 0, %conv2.j110.end ], [ %j138.next, %conv2.c139.end ]
+  br label %conv2.c139
 
-conv2.j137.end:                                   ; preds = %conv2.c138.end
-  br label %conv2.j140
+conv2.j138.end:                                   ; preds = %conv2.c139.end
+  br label %conv2.j141
 
-conv2.c138:                                       ; preds = %conv2.q139.end, %conv2.j137
-  %conv2.c13854 = phi i64 [ 0, %conv2.j137 ], [ %c138.next, %conv2.q139.end ]
-  br label %conv2.q139
+conv2.c139:                                       ; preds = %conv2.q140.end, %conv2.j138
+  %conv2.c13954 = phi i64 [ 0, %conv2.j138 ], [ %c139.next, %conv2.q140.end ]
+  br label %conv2.q140
 
-conv2.c138.end:                                   ; preds = %conv2.q139.end
-  %j137.next = add nsw i64 %conv2.j13753, 1
-  %386 = icmp slt i64 %j137.next, 1
-  br i1 %386, label %conv2.j137, label %conv2.j137.end
+conv2.c139.end:                                   ; preds = %conv2.q140.end
+  %j138.next = add nsw i64 %conv2.j13853, 1
+  %386 = icmp slt i64 %j138.next, 1
+  br i1 %386, label %conv2.j138, label %conv2.j138.end
 
-conv2.q139:                                       ; preds = %conv2.q139, %conv2.c138
-  %conv2.q13955 = phi i64 [ 0, %conv2.c138 ], [ %q139.next, %conv2.q139 ]
-  %387 = mul nsw i64 %conv2.j13753, 196
-  %388 = add nsw i64 %387, %conv2.q13955
+conv2.q140:                                       ; preds = %conv2.q140, %conv2.c139
+  %conv2.q14055 = phi i64 [ 0, %conv2.c139 ], [ %q140.next, %conv2.q140 ]
+  %387 = mul nsw i64 %conv2.j13853, 196
+  %388 = add nsw i64 %387, %conv2.q14055
   %389 = mul nsw i64 %388, 64
   %390 = add nsw i64 3573888, %389
   %391 = mul nsw i64 %1, 32
-  %392 = add nsw i64 %391, %conv2.c13854
+  %392 = add nsw i64 %391, %conv2.c13954
   %393 = add nsw i64 %390, %392
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %393
   %394 = load float, ptr %arena56, align 4
-  %395 = add nsw i64 %0, %conv2.j13753
+  %395 = add nsw i64 %0, %conv2.j13853
   %396 = mul nsw i64 %395, 12544
   %397 = mul nsw i64 %1, 32
-  %398 = add nsw i64 %397, %conv2.c13854
+  %398 = add nsw i64 %397, %conv2.c13954
   %399 = mul nsw i64 %398, 196
   %400 = add nsw i64 %396, %399
-  %401 = add nsw i64 %400, %conv2.q13955
+  %401 = add nsw i64 %400, %conv2.q14055
   %402 = add nsw i64 1605632, %401
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %402
   store float %394, ptr %arena57, align 4
-  %q139.next = add nsw i64 %conv2.q13955, 1
-  %403 = icmp slt i64 %q139.next, 196
-  br i1 %403, label %conv2.q139, label %conv2.q139.end
+  %q140.next = add nsw i64 %conv2.q14055, 1
+  %403 = icmp slt i64 %q140.next, 196
+  br i1 %403, label %conv2.q140, label %conv2.q140.end
 
-conv2.q139.end:                                   ; preds = %conv2.q139
-  %c138.next = add nsw i64 %conv2.c13854, 1
-  %404 = icmp slt i64 %c138.next, 32
-  br i1 %404, label %conv2.c138, label %conv2.c138.end
+conv2.q140.end:                                   ; preds = %conv2.q140
+  %c139.next = add nsw i64 %conv2.c13954, 1
+  %404 = icmp slt i64 %c139.next, 32
+  br i1 %404, label %conv2.c139, label %conv2.c139.end
 
-conv2.j140:                                       ; preds = %conv2.c141.end, %conv2.j137.end
-  %conv2.j14058 = phi i64 [ 0, %conv2.j137.end ], [ %j140.next, %conv2.c141.end ]
-  br label %conv2.c141
+conv2.j141:                                       ; preds = %conv2.c142.end, %conv2.j138.end
+  %conv2.j14158 = phi i64 [ 0, %conv2.j138.end ], [ %j141.next, %conv2.c142.end ]
+  br label %conv2.c142
 
-conv2.j140.end:                                   ; preds = %conv2.c141.end
+conv2.j141.end:                                   ; preds = %conv2.c142.end
   ret void
 
-conv2.c141:                                       ; preds = %conv2.q142.end, %conv2.j140
-  %conv2.c14159 = phi i64 [ 0, %conv2.j140 ], [ %c141.next, %conv2.q142.end ]
-  br label %conv2.q142
+conv2.c142:                                       ; preds = %conv2.q143.end, %conv2.j141
+  %conv2.c14259 = phi i64 [ 0, %conv2.j141 ], [ %c142.next, %conv2.q143.end ]
+  br label %conv2.q143
 
-conv2.c141.end:                                   ; preds = %conv2.q142.end
-  %j140.next = add nsw i64 %conv2.j14058, 1
-  %405 = icmp slt i64 %j140.next, 1
-  br i1 %405, label %conv2.j140, label %conv2.j140.end
+conv2.c142.end:                                   ; preds = %conv2.q143.end
+  %j141.next = add nsw i64 %conv2.j14158, 1
+  %405 = icmp slt i64 %j141.next, 1
+  br i1 %405, label %conv2.j141, label %conv2.j141.end
 
-conv2.q142:                                       ; preds = %conv2.q142, %conv2.c141
-  %conv2.q14260 = phi i64 [ 0, %conv2.c141 ], [ %q142.next, %conv2.q142 ]
-  %406 = mul nsw i64 %conv2.j14058, 196
-  %407 = add nsw i64 %406, %conv2.q14260
+conv2.q143:                                       ; preds = %conv2.q143, %conv2.c142
+  %conv2.q14360 = phi i64 [ 0, %conv2.c142 ], [ %q143.next, %conv2.q143 ]
+  %406 = mul nsw i64 %conv2.j14158, 196
+  %407 = add nsw i64 %406, %conv2.q14360
   %408 = mul nsw i64 %407, 64
   %409 = add nsw i64 3586432, %408
   %410 = mul nsw i64 %1, 32
-  %411 = add nsw i64 %410, %conv2.c14159
+  %411 = add nsw i64 %410, %conv2.c14259
   %412 = add nsw i64 %409, %411
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %412
   %413 = load float, ptr %arena61, align 4
-  %414 = add nsw i64 %0, %conv2.j14058
+  %414 = add nsw i64 %0, %conv2.j14158
   %415 = mul nsw i64 %414, 12544
   %416 = mul nsw i64 %1, 32
-  %417 = add nsw i64 %416, %conv2.c14159
+  %417 = add nsw i64 %416, %conv2.c14259
   %418 = mul nsw i64 %417, 196
   %419 = add nsw i64 %415, %418
-  %420 = add nsw i64 %419, %conv2.q14260
+  %420 = add nsw i64 %419, %conv2.q14360
   %421 = add nsw i64 2408448, %420
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %421
   store float %413, ptr %arena62, align 4
-  %q142.next = add nsw i64 %conv2.q14260, 1
-  %422 = icmp slt i64 %q142.next, 196
-  br i1 %422, label %conv2.q142, label %conv2.q142.end
+  %q143.next = add nsw i64 %conv2.q14360, 1
+  %422 = icmp slt i64 %q143.next, 196
+  br i1 %422, label %conv2.q143, label %conv2.q143.end
 
-conv2.q142.end:                                   ; preds = %conv2.q142
-  %c141.next = add nsw i64 %conv2.c14159, 1
-  %423 = icmp slt i64 %c141.next, 32
-  br i1 %423, label %conv2.c141, label %conv2.c141.end
+conv2.q143.end:                                   ; preds = %conv2.q143
+  %c142.next = add nsw i64 %conv2.c14259, 1
+  %423 = icmp slt i64 %c142.next, 32
+  br i1 %423, label %conv2.c142, label %conv2.c142.end
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k1.conv2.part100.gemm108(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @convnet_infer_b64.k1.conv2.part101.gemm109(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %conv2.t106_a3 = alloca <8 x float>, align 32
-  %conv2.t106_a2 = alloca <8 x float>, align 32
-  %conv2.t106_a1 = alloca <8 x float>, align 32
-  %conv2.t106_a0 = alloca <8 x float>, align 32
-  %conv2.t106_b1 = alloca <8 x float>, align 32
-  %conv2.t106_b0 = alloca <8 x float>, align 32
-  %conv2.t106_c3_1 = alloca <8 x float>, align 32
-  %conv2.t106_c3_0 = alloca <8 x float>, align 32
-  %conv2.t106_c2_1 = alloca <8 x float>, align 32
-  %conv2.t106_c2_0 = alloca <8 x float>, align 32
-  %conv2.t106_c1_1 = alloca <8 x float>, align 32
-  %conv2.t106_c1_0 = alloca <8 x float>, align 32
-  %conv2.t106_c0_1 = alloca <8 x float>, align 32
-  %conv2.t106_c0_0 = alloca <8 x float>, align 32
-  %conv2.t104_a5 = alloca <8 x float>, align 32
-  %conv2.t104_a4 = alloca <8 x float>, align 32
-  %conv2.t104_a3 = alloca <8 x float>, align 32
-  %conv2.t104_a2 = alloca <8 x float>, align 32
-  %conv2.t104_a1 = alloca <8 x float>, align 32
-  %conv2.t104_a0 = alloca <8 x float>, align 32
-  %conv2.t104_b1 = alloca <8 x float>, align 32
-  %conv2.t104_b0 = alloca <8 x float>, align 32
-  %conv2.t104_c5_1 = alloca <8 x float>, align 32
-  %conv2.t104_c5_0 = alloca <8 x float>, align 32
-  %conv2.t104_c4_1 = alloca <8 x float>, align 32
-  %conv2.t104_c4_0 = alloca <8 x float>, align 32
-  %conv2.t104_c3_1 = alloca <8 x float>, align 32
-  %conv2.t104_c3_0 = alloca <8 x float>, align 32
-  %conv2.t104_c2_1 = alloca <8 x float>, align 32
-  %conv2.t104_c2_0 = alloca <8 x float>, align 32
-  %conv2.t104_c1_1 = alloca <8 x float>, align 32
-  %conv2.t104_c1_0 = alloca <8 x float>, align 32
-  %conv2.t104_c0_1 = alloca <8 x float>, align 32
-  %conv2.t104_c0_0 = alloca <8 x float>, align 32
-  br label %conv2.nb102
+  %conv2.t107_a3 = alloca <8 x float>, align 32
+  %conv2.t107_a2 = alloca <8 x float>, align 32
+  %conv2.t107_a1 = alloca <8 x float>, align 32
+  %conv2.t107_a0 = alloca <8 x float>, align 32
+  %conv2.t107_b1 = alloca <8 x float>, align 32
+  %conv2.t107_b0 = alloca <8 x float>, align 32
+  %conv2.t107_c3_1 = alloca <8 x float>, align 32
+  %conv2.t107_c3_0 = alloca <8 x float>, align 32
+  %conv2.t107_c2_1 = alloca <8 x float>, align 32
+  %conv2.t107_c2_0 = alloca <8 x float>, align 32
+  %conv2.t107_c1_1 = alloca <8 x float>, align 32
+  %conv2.t107_c1_0 = alloca <8 x float>, align 32
+  %conv2.t107_c0_1 = alloca <8 x float>, align 32
+  %conv2.t107_c0_0 = alloca <8 x float>, align 32
+  %conv2.t105_a5 = alloca <8 x float>, align 32
+  %conv2.t105_a4 = alloca <8 x float>, align 32
+  %conv2.t105_a3 = alloca <8 x float>, align 32
+  %conv2.t105_a2 = alloca <8 x float>, align 32
+  %conv2.t105_a1 = alloca <8 x float>, align 32
+  %conv2.t105_a0 = alloca <8 x float>, align 32
+  %conv2.t105_b1 = alloca <8 x float>, align 32
+  %conv2.t105_b0 = alloca <8 x float>, align 32
+  %conv2.t105_c5_1 = alloca <8 x float>, align 32
+  %conv2.t105_c5_0 = alloca <8 x float>, align 32
+  %conv2.t105_c4_1 = alloca <8 x float>, align 32
+  %conv2.t105_c4_0 = alloca <8 x float>, align 32
+  %conv2.t105_c3_1 = alloca <8 x float>, align 32
+  %conv2.t105_c3_0 = alloca <8 x float>, align 32
+  %conv2.t105_c2_1 = alloca <8 x float>, align 32
+  %conv2.t105_c2_0 = alloca <8 x float>, align 32
+  %conv2.t105_c1_1 = alloca <8 x float>, align 32
+  %conv2.t105_c1_0 = alloca <8 x float>, align 32
+  %conv2.t105_c0_1 = alloca <8 x float>, align 32
+  %conv2.t105_c0_0 = alloca <8 x float>, align 32
+  br label %conv2.nb103
 
-conv2.nb102:                                      ; preds = %conv2.k107.end, %entry
-  %conv2.nb1021 = phi i64 [ 0, %entry ], [ %nb102.next, %conv2.k107.end ]
-  br label %conv2.mb103
+conv2.nb103:                                      ; preds = %conv2.k108.end, %entry
+  %conv2.nb1031 = phi i64 [ 0, %entry ], [ %nb103.next, %conv2.k108.end ]
+  br label %conv2.mb104
 
-conv2.nb102.end:                                  ; preds = %conv2.k107.end
+conv2.nb103.end:                                  ; preds = %conv2.k108.end
   ret void
 
-conv2.mb103:                                      ; preds = %conv2.k105.end, %conv2.nb102
-  %conv2.mb1032 = phi i64 [ 0, %conv2.nb102 ], [ %mb103.next, %conv2.k105.end ]
-  store <8 x float> zeroinitializer, ptr %conv2.t104_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t104_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t104_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t104_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t104_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t104_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t104_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t104_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t104_c4_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t104_c4_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t104_c5_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t104_c5_1, align 32
-  br label %conv2.k105
+conv2.mb104:                                      ; preds = %conv2.k106.end, %conv2.nb103
+  %conv2.mb1042 = phi i64 [ 0, %conv2.nb103 ], [ %mb104.next, %conv2.k106.end ]
+  store <8 x float> zeroinitializer, ptr %conv2.t105_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t105_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t105_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t105_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t105_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t105_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t105_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t105_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t105_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t105_c4_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t105_c5_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t105_c5_1, align 32
+  br label %conv2.k106
 
-conv2.mb103.end:                                  ; preds = %conv2.k105.end
-  store <8 x float> zeroinitializer, ptr %conv2.t106_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t106_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t106_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t106_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t106_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t106_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t106_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t106_c3_1, align 32
-  br label %conv2.k107
+conv2.mb104.end:                                  ; preds = %conv2.k106.end
+  store <8 x float> zeroinitializer, ptr %conv2.t107_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t107_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t107_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t107_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t107_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t107_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t107_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t107_c3_1, align 32
+  br label %conv2.k108
 
-conv2.k105:                                       ; preds = %conv2.k105, %conv2.mb103
-  %conv2.k1053 = phi i64 [ 0, %conv2.mb103 ], [ %k105.next, %conv2.k105 ]
+conv2.k106:                                       ; preds = %conv2.k106, %conv2.mb104
+  %conv2.k1063 = phi i64 [ 0, %conv2.mb104 ], [ %k106.next, %conv2.k106 ]
   %2 = mul nsw i64 %0, 2048
   %3 = add nsw i64 3211264, %2
   %4 = mul nsw i64 %1, 32
   %5 = add nsw i64 %3, %4
-  %6 = mul nsw i64 %conv2.k1053, 64
+  %6 = mul nsw i64 %conv2.k1063, 64
   %7 = add nsw i64 %5, %6
-  %8 = mul nsw i64 %conv2.nb1021, 16
+  %8 = mul nsw i64 %conv2.nb1031, 16
   %9 = add nsw i64 %7, %8
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %10, ptr %conv2.t104_b0, align 32
+  store <8 x float> %10, ptr %conv2.t105_b0, align 32
   %11 = mul nsw i64 %0, 2048
   %12 = add nsw i64 3211264, %11
   %13 = mul nsw i64 %1, 32
   %14 = add nsw i64 %12, %13
-  %15 = mul nsw i64 %conv2.k1053, 64
+  %15 = mul nsw i64 %conv2.k1063, 64
   %16 = add nsw i64 %14, %15
-  %17 = mul nsw i64 %conv2.nb1021, 16
+  %17 = mul nsw i64 %conv2.nb1031, 16
   %18 = add nsw i64 %16, %17
   %19 = add nsw i64 %18, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %20, ptr %conv2.t104_b1, align 32
+  store <8 x float> %20, ptr %conv2.t105_b1, align 32
   %21 = mul nsw i64 %0, 6272
   %22 = add nsw i64 3272832, %21
-  %23 = mul nsw i64 %conv2.mb1032, 6
+  %23 = mul nsw i64 %conv2.mb1042, 6
   %24 = mul nsw i64 %23, 32
   %25 = add nsw i64 %22, %24
-  %26 = add nsw i64 %25, %conv2.k1053
+  %26 = add nsw i64 %25, %conv2.k1063
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
   %27 = load float, ptr %arena6, align 4
   %28 = insertelement <8 x float> undef, float %27, i32 0
   %29 = shufflevector <8 x float> %28, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %29, ptr %conv2.t104_a0, align 32
-  %t104_a0 = load <8 x float>, ptr %conv2.t104_a0, align 32
-  %t104_b0 = load <8 x float>, ptr %conv2.t104_b0, align 32
-  %t104_c0_0 = load <8 x float>, ptr %conv2.t104_c0_0, align 32
-  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t104_a0, <8 x float> %t104_b0, <8 x float> %t104_c0_0)
-  store <8 x float> %30, ptr %conv2.t104_c0_0, align 32
-  %t104_a07 = load <8 x float>, ptr %conv2.t104_a0, align 32
-  %t104_b1 = load <8 x float>, ptr %conv2.t104_b1, align 32
-  %t104_c0_1 = load <8 x float>, ptr %conv2.t104_c0_1, align 32
-  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t104_a07, <8 x float> %t104_b1, <8 x float> %t104_c0_1)
-  store <8 x float> %31, ptr %conv2.t104_c0_1, align 32
+  store <8 x float> %29, ptr %conv2.t105_a0, align 32
+  %t105_a0 = load <8 x float>, ptr %conv2.t105_a0, align 32
+  %t105_b0 = load <8 x float>, ptr %conv2.t105_b0, align 32
+  %t105_c0_0 = load <8 x float>, ptr %conv2.t105_c0_0, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a0, <8 x float> %t105_b0, <8 x float> %t105_c0_0)
+  store <8 x float> %30, ptr %conv2.t105_c0_0, align 32
+  %t105_a07 = load <8 x float>, ptr %conv2.t105_a0, align 32
+  %t105_b1 = load <8 x float>, ptr %conv2.t105_b1, align 32
+  %t105_c0_1 = load <8 x float>, ptr %conv2.t105_c0_1, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a07, <8 x float> %t105_b1, <8 x float> %t105_c0_1)
+  store <8 x float> %31, ptr %conv2.t105_c0_1, align 32
   %32 = mul nsw i64 %0, 6272
   %33 = add nsw i64 3272832, %32
-  %34 = mul nsw i64 %conv2.mb1032, 6
+  %34 = mul nsw i64 %conv2.mb1042, 6
   %35 = add nsw i64 %34, 1
   %36 = mul nsw i64 %35, 32
   %37 = add nsw i64 %33, %36
-  %38 = add nsw i64 %37, %conv2.k1053
+  %38 = add nsw i64 %37, %conv2.k1063
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load float, ptr %arena8, align 4
   %40 = insertelement <8 x float> undef, float %39, i32 0
   %41 = shufflevector <8 x float> %40, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %41, ptr %conv2.t104_a1, align 32
-  %t104_a1 = load <8 x float>, ptr %conv2.t104_a1, align 32
-  %t104_b09 = load <8 x float>, ptr %conv2.t104_b0, align 32
-  %t104_c1_0 = load <8 x float>, ptr %conv2.t104_c1_0, align 32
-  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t104_a1, <8 x float> %t104_b09, <8 x float> %t104_c1_0)
-  store <8 x float> %42, ptr %conv2.t104_c1_0, align 32
-  %t104_a110 = load <8 x float>, ptr %conv2.t104_a1, align 32
-  %t104_b111 = load <8 x float>, ptr %conv2.t104_b1, align 32
-  %t104_c1_1 = load <8 x float>, ptr %conv2.t104_c1_1, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t104_a110, <8 x float> %t104_b111, <8 x float> %t104_c1_1)
-  store <8 x float> %43, ptr %conv2.t104_c1_1, align 32
+  store <8 x float> %41, ptr %conv2.t105_a1, align 32
+  %t105_a1 = load <8 x float>, ptr %conv2.t105_a1, align 32
+  %t105_b09 = load <8 x float>, ptr %conv2.t105_b0, align 32
+  %t105_c1_0 = load <8 x float>, ptr %conv2.t105_c1_0, align 32
+  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a1, <8 x float> %t105_b09, <8 x float> %t105_c1_0)
+  store <8 x float> %42, ptr %conv2.t105_c1_0, align 32
+  %t105_a110 = load <8 x float>, ptr %conv2.t105_a1, align 32
+  %t105_b111 = load <8 x float>, ptr %conv2.t105_b1, align 32
+  %t105_c1_1 = load <8 x float>, ptr %conv2.t105_c1_1, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a110, <8 x float> %t105_b111, <8 x float> %t105_c1_1)
+  store <8 x float> %43, ptr %conv2.t105_c1_1, align 32
   %44 = mul nsw i64 %0, 6272
   %45 = add nsw i64 3272832, %44
-  %46 = mul nsw i64 %conv2.mb1032, 6
+  %46 = mul nsw i64 %conv2.mb1042, 6
   %47 = add nsw i64 %46, 2
   %48 = mul nsw i64 %47, 32
   %49 = add nsw i64 %45, %48
-  %50 = add nsw i64 %49, %conv2.k1053
+  %50 = add nsw i64 %49, %conv2.k1063
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %50
   %51 = load float, ptr %arena12, align 4
   %52 = insertelement <8 x float> undef, float %51, i32 0
   %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %53, ptr %conv2.t104_a2, align 32
-  %t104_a2 = load <8 x float>, ptr %conv2.t104_a2, align 32
-  %t104_b013 = load <8 x float>, ptr %conv2.t104_b0, align 32
-  %t104_c2_0 = load <8 x float>, ptr %conv2.t104_c2_0, align 32
-  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t104_a2, <8 x float> %t104_b013, <8 x float> %t104_c2_0)
-  store <8 x float> %54, ptr %conv2.t104_c2_0, align 32
-  %t104_a214 = load <8 x float>, ptr %conv2.t104_a2, align 32
-  %t104_b115 = load <8 x float>, ptr %conv2.t104_b1, align 32
-  %t104_c2_1 = load <8 x float>, ptr %conv2.t104_c2_1, align 32
-  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t104_a214, <8 x float> %t104_b115, <8 x float> %t104_c2_1)
-  store <8 x float> %55, ptr %conv2.t104_c2_1, align 32
+  store <8 x float> %53, ptr %conv2.t105_a2, align 32
+  %t105_a2 = load <8 x float>, ptr %conv2.t105_a2, align 32
+  %t105_b013 = load <8 x float>, ptr %conv2.t105_b0, align 32
+  %t105_c2_0 = load <8 x float>, ptr %conv2.t105_c2_0, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a2, <8 x float> %t105_b013, <8 x float> %t105_c2_0)
+  store <8 x float> %54, ptr %conv2.t105_c2_0, align 32
+  %t105_a214 = load <8 x float>, ptr %conv2.t105_a2, align 32
+  %t105_b115 = load <8 x float>, ptr %conv2.t105_b1, align 32
+  %t105_c2_1 = load <8 x float>, ptr %conv2.t105_c2_1, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a214, <8 x float> %t105_b115, <8 x float> %t105_c2_1)
+  store <8 x float> %55, ptr %conv2.t105_c2_1, align 32
   %56 = mul nsw i64 %0, 6272
   %57 = add nsw i64 3272832, %56
-  %58 = mul nsw i64 %conv2.mb1032, 6
+  %58 = mul nsw i64 %conv2.mb1042, 6
   %59 = add nsw i64 %58, 3
   %60 = mul nsw i64 %59, 32
   %61 = add nsw i64 %57, %60
-  %62 = add nsw i64 %61, %conv2.k1053
+  %62 = add nsw i64 %61, %conv2.k1063
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %62
   %63 = load float, ptr %arena16, align 4
   %64 = insertelement <8 x float> undef, float %63, i32 0
   %65 = shufflevector <8 x float> %64, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %65, ptr %conv2.t104_a3, align 32
-  %t104_a3 = load <8 x float>, ptr %conv2.t104_a3, align 32
-  %t104_b017 = load <8 x float>, ptr %conv2.t104_b0, align 32
-  %t104_c3_0 = load <8 x float>, ptr %conv2.t104_c3_0, align 32
-  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t104_a3, <8 x float> %t104_b017, <8 x float> %t104_c3_0)
-  store <8 x float> %66, ptr %conv2.t104_c3_0, align 32
-  %t104_a318 = load <8 x float>, ptr %conv2.t104_a3, align 32
-  %t104_b119 = load <8 x float>, ptr %conv2.t104_b1, align 32
-  %t104_c3_1 = load <8 x float>, ptr %conv2.t104_c3_1, align 32
-  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t104_a318, <8 x float> %t104_b119, <8 x float> %t104_c3_1)
-  store <8 x float> %67, ptr %conv2.t104_c3_1, align 32
+  store <8 x float> %65, ptr %conv2.t105_a3, align 32
+  %t105_a3 = load <8 x float>, ptr %conv2.t105_a3, align 32
+  %t105_b017 = load <8 x float>, ptr %conv2.t105_b0, align 32
+  %t105_c3_0 = load <8 x float>, ptr %conv2.t105_c3_0, align 32
+  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a3, <8 x float> %t105_b017, <8 x float> %t105_c3_0)
+  store <8 x float> %66, ptr %conv2.t105_c3_0, align 32
+  %t105_a318 = load <8 x float>, ptr %conv2.t105_a3, align 32
+  %t105_b119 = load <8 x float>, ptr %conv2.t105_b1, align 32
+  %t105_c3_1 = load <8 x float>, ptr %conv2.t105_c3_1, align 32
+  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a318, <8 x float> %t105_b119, <8 x float> %t105_c3_1)
+  store <8 x float> %67, ptr %conv2.t105_c3_1, align 32
   %68 = mul nsw i64 %0, 6272
   %69 = add nsw i64 3272832, %68
-  %70 = mul nsw i64 %conv2.mb1032, 6
+  %70 = mul nsw i64 %conv2.mb1042, 6
   %71 = add nsw i64 %70, 4
   %72 = mul nsw i64 %71, 32
   %73 = add nsw i64 %69, %72
-  %74 = add nsw i64 %73, %conv2.k1053
+  %74 = add nsw i64 %73, %conv2.k1063
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %74
   %75 = load float, ptr %arena20, align 4
   %76 = insertelement <8 x float> undef, float %75, i32 0
   %77 = shufflevector <8 x float> %76, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %77, ptr %conv2.t104_a4, align 32
-  %t104_a4 = load <8 x float>, ptr %conv2.t104_a4, align 32
-  %t104_b021 = load <8 x float>, ptr %conv2.t104_b0, align 32
-  %t104_c4_0 = load <8 x float>, ptr %conv2.t104_c4_0, align 32
-  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t104_a4, <8 x float> %t104_b021, <8 x float> %t104_c4_0)
-  store <8 x float> %78, ptr %conv2.t104_c4_0, align 32
-  %t104_a422 = load <8 x float>, ptr %conv2.t104_a4, align 32
-  %t104_b123 = load <8 x float>, ptr %conv2.t104_b1, align 32
-  %t104_c4_1 = load <8 x float>, ptr %conv2.t104_c4_1, align 32
-  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t104_a422, <8 x float> %t104_b123, <8 x float> %t104_c4_1)
-  store <8 x float> %79, ptr %conv2.t104_c4_1, align 32
+  store <8 x float> %77, ptr %conv2.t105_a4, align 32
+  %t105_a4 = load <8 x float>, ptr %conv2.t105_a4, align 32
+  %t105_b021 = load <8 x float>, ptr %conv2.t105_b0, align 32
+  %t105_c4_0 = load <8 x float>, ptr %conv2.t105_c4_0, align 32
+  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a4, <8 x float> %t105_b021, <8 x float> %t105_c4_0)
+  store <8 x float> %78, ptr %conv2.t105_c4_0, align 32
+  %t105_a422 = load <8 x float>, ptr %conv2.t105_a4, align 32
+  %t105_b123 = load <8 x float>, ptr %conv2.t105_b1, align 32
+  %t105_c4_1 = load <8 x float>, ptr %conv2.t105_c4_1, align 32
+  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a422, <8 x float> %t105_b123, <8 x float> %t105_c4_1)
+  store <8 x float> %79, ptr %conv2.t105_c4_1, align 32
   %80 = mul nsw i64 %0, 6272
   %81 = add nsw i64 3272832, %80
-  %82 = mul nsw i64 %conv2.mb1032, 6
+  %82 = mul nsw i64 %conv2.mb1042, 6
   %83 = add nsw i64 %82, 5
   %84 = mul nsw i64 %83, 32
   %85 = add nsw i64 %81, %84
-  %86 = add nsw i64 %85, %conv2.k1053
+  %86 = add nsw i64 %85, %conv2.k1063
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load float, ptr %arena24, align 4
   %88 = insertelement <8 x float> undef, float %87, i32 0
   %89 = shufflevector <8 x float> %88, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %89, ptr %conv2.t104_a5, align 32
-  %t104_a5 = load <8 x float>, ptr %conv2.t104_a5, align 32
-  %t104_b025 = load <8 x float>, ptr %conv2.t104_b0, align 32
-  %t104_c5_0 = load <8 x float>, ptr %conv2.t104_c5_0, align 32
-  %90 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t104_a5, <8 x float> %t104_b025, <8 x float> %t104_c5_0)
-  store <8 x float> %90, ptr %conv2.t104_c5_0, align 32
-  %t104_a526 = load <8 x float>, ptr %conv2.t104_a5, align 32
-  %t104_b127 = load <8 x float>, ptr %conv2.t104_b1, align 32
-  %t104_c5_1 = load <8 x float>, ptr %conv2.t104_c5_1, align 32
-  %91 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t104_a526, <8 x float> %t104_b127, <8 x float> %t104_c5_1)
-  store <8 x float> %91, ptr %conv2.t104_c5_1, align 32
-  %k105.next = add nsw i64 %conv2.k1053, 1
-  %92 = icmp slt i64 %k105.next, 32
-  br i1 %92, label %conv2.k105, label %conv2.k105.end
+  store <8 x float> %89, ptr %conv2.t105_a5, align 32
+  %t105_a5 = load <8 x float>, ptr %conv2.t105_a5, align 32
+  %t105_b025 = load <8 x float>, ptr %conv2.t105_b0, align 32
+  %t105_c5_0 = load <8 x float>, ptr %conv2.t105_c5_0, align 32
+  %90 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a5, <8 x float> %t105_b025, <8 x float> %t105_c5_0)
+  store <8 x float> %90, ptr %conv2.t105_c5_0, align 32
+  %t105_a526 = load <8 x float>, ptr %conv2.t105_a5, align 32
+  %t105_b127 = load <8 x float>, ptr %conv2.t105_b1, align 32
+  %t105_c5_1 = load <8 x float>, ptr %conv2.t105_c5_1, align 32
+  %91 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a526, <8 x float> %t105_b127, <8 x float> %t105_c5_1)
+  store <8 x float> %91, ptr %conv2.t105_c5_1, align 32
+  %k106.next = add nsw i64 %conv2.k1063, 1
+  %92 = icmp slt i64 %k106.next, 32
+  br i1 %92, label %conv2.k106, label %conv2.k106.end
 
-conv2.k105.end:                                   ; preds = %conv2.k105
-  %t104_c0_028 = load <8 x float>, ptr %conv2.t104_c0_0, align 32
+conv2.k106.end:                                   ; preds = %conv2.k106
+  %t105_c0_028 = load <8 x float>, ptr %conv2.t105_c0_0, align 32
   %93 = mul nsw i64 %0, 12544
   %94 = add nsw i64 3373184, %93
   %95 = mul nsw i64 %1, 32
   %96 = add nsw i64 %94, %95
-  %97 = mul nsw i64 %conv2.mb1032, 6
+  %97 = mul nsw i64 %conv2.mb1042, 6
   %98 = mul nsw i64 %97, 64
   %99 = add nsw i64 %96, %98
-  %100 = mul nsw i64 %conv2.nb1021, 16
+  %100 = mul nsw i64 %conv2.nb1031, 16
   %101 = add nsw i64 %99, %100
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %101
-  store <8 x float> %t104_c0_028, ptr %arena29, align 4
-  %t104_c0_130 = load <8 x float>, ptr %conv2.t104_c0_1, align 32
+  store <8 x float> %t105_c0_028, ptr %arena29, align 4
+  %t105_c0_130 = load <8 x float>, ptr %conv2.t105_c0_1, align 32
   %102 = mul nsw i64 %0, 12544
   %103 = add nsw i64 3373184, %102
   %104 = mul nsw i64 %1, 32
   %105 = add nsw i64 %103, %104
-  %106 = mul nsw i64 %conv2.mb1032, 6
+  %106 = mul nsw i64 %conv2.mb1042, 6
   %107 = mul nsw i64 %106, 64
   %108 = add nsw i64 %105, %107
-  %109 = mul nsw i64 %conv2.nb1021, 16
+  %109 = mul nsw i64 %conv2.nb1031, 16
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t104_c0_130, ptr %arena31, align 4
-  %t104_c1_032 = load <8 x float>, ptr %conv2.t104_c1_0, align 32
+  store <8 x float> %t105_c0_130, ptr %arena31, align 4
+  %t105_c1_032 = load <8 x float>, ptr %conv2.t105_c1_0, align 32
   %112 = mul nsw i64 %0, 12544
   %113 = add nsw i64 3373184, %112
   %114 = mul nsw i64 %1, 32
   %115 = add nsw i64 %113, %114
-  %116 = mul nsw i64 %conv2.mb1032, 6
+  %116 = mul nsw i64 %conv2.mb1042, 6
   %117 = add nsw i64 %116, 1
   %118 = mul nsw i64 %117, 64
   %119 = add nsw i64 %115, %118
-  %120 = mul nsw i64 %conv2.nb1021, 16
+  %120 = mul nsw i64 %conv2.nb1031, 16
   %121 = add nsw i64 %119, %120
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %121
-  store <8 x float> %t104_c1_032, ptr %arena33, align 4
-  %t104_c1_134 = load <8 x float>, ptr %conv2.t104_c1_1, align 32
+  store <8 x float> %t105_c1_032, ptr %arena33, align 4
+  %t105_c1_134 = load <8 x float>, ptr %conv2.t105_c1_1, align 32
   %122 = mul nsw i64 %0, 12544
   %123 = add nsw i64 3373184, %122
   %124 = mul nsw i64 %1, 32
   %125 = add nsw i64 %123, %124
-  %126 = mul nsw i64 %conv2.mb1032, 6
+  %126 = mul nsw i64 %conv2.mb1042, 6
   %127 = add nsw i64 %126, 1
   %128 = mul nsw i64 %127, 64
   %129 = add nsw i64 %125, %128
-  %130 = mul nsw i64 %conv2.nb1021, 16
+  %130 = mul nsw i64 %conv2.nb1031, 16
   %131 = add nsw i64 %129, %130
   %132 = add nsw i64 %131, 8
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %132
-  store <8 x float> %t104_c1_134, ptr %arena35, align 4
-  %t104_c2_036 = load <8 x float>, ptr %conv2.t104_c2_0, align 32
+  store <8 x float> %t105_c1_134, ptr %arena35, align 4
+  %t105_c2_036 = load <8 x float>, ptr %conv2.t105_c2_0, align 32
   %133 = mul nsw i64 %0, 12544
   %134 = add nsw i64 3373184, %133
   %135 = mul nsw i64 %1, 32
   %136 = add nsw i64 %134, %135
-  %137 = mul nsw i64 %conv2.mb1032, 6
+  %137 = mul nsw i64 %conv2.mb1042, 6
   %138 = add nsw i64 %137, 2
   %139 = mul nsw i64 %138, 64
   %140 = add nsw i64 %136, %139
-  %141 = mul nsw i64 %conv2.nb1021, 16
+  %141 = mul nsw i64 %conv2.nb1031, 16
   %142 = add nsw i64 %140, %141
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %142
-  store <8 x float> %t104_c2_036, ptr %arena37, align 4
-  %t104_c2_138 = load <8 x float>, ptr %conv2.t104_c2_1, align 32
+  store <8 x float> %t105_c2_036, ptr %arena37, align 4
+  %t105_c2_138 = load <8 x float>, ptr %conv2.t105_c2_1, align 32
   %143 = mul nsw i64 %0, 12544
   %144 = add nsw i64 3373184, %143
   %145 = mul nsw i64 %1, 32
   %146 = add nsw i64 %144, %145
-  %147 = mul nsw i64 %conv2.mb1032, 6
+  %147 = mul nsw i64 %conv2.mb1042, 6
   %148 = add nsw i64 %147, 2
   %149 = mul nsw i64 %148, 64
   %150 = add nsw i64 %146, %149
-  %151 = mul nsw i64 %conv2.nb1021, 16
+  %151 = mul nsw i64 %conv2.nb1031, 16
   %152 = add nsw i64 %150, %151
   %153 = add nsw i64 %152, 8
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %153
-  store <8 x float> %t104_c2_138, ptr %arena39, align 4
-  %t104_c3_040 = load <8 x float>, ptr %conv2.t104_c3_0, align 32
+  store <8 x float> %t105_c2_138, ptr %arena39, align 4
+  %t105_c3_040 = load <8 x float>, ptr %conv2.t105_c3_0, align 32
   %154 = mul nsw i64 %0, 12544
   %155 = add nsw i64 3373184, %154
   %156 = mul nsw i64 %1, 32
   %157 = add nsw i64 %155, %156
-  %158 = mul nsw i64 %conv2.mb1032, 6
+  %158 = mul nsw i64 %conv2.mb1042, 6
   %159 = add nsw i64 %158, 3
   %160 = mul nsw i64 %159, 64
   %161 = add nsw i64 %157, %160
-  %162 = mul nsw i64 %conv2.nb1021, 16
+  %162 = mul nsw i64 %conv2.nb1031, 16
   %163 = add nsw i64 %161, %162
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %163
-  store <8 x float> %t104_c3_040, ptr %arena41, align 4
-  %t104_c3_142 = load <8 x float>, ptr %conv2.t104_c3_1, align 32
+  store <8 x float> %t105_c3_040, ptr %arena41, align 4
+  %t105_c3_142 = load <8 x float>, ptr %conv2.t105_c3_1, align 32
   %164 = mul nsw i64 %0, 12544
   %165 = add nsw i64 3373184, %164
   %166 = mul nsw i64 %1, 32
   %167 = add nsw i64 %165, %166
-  %168 = mul nsw i64 %conv2.mb1032, 6
+  %168 = mul nsw i64 %conv2.mb1042, 6
   %169 = add nsw i64 %168, 3
   %170 = mul nsw i64 %169, 64
   %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %conv2.nb1021, 16
+  %172 = mul nsw i64 %conv2.nb1031, 16
   %173 = add nsw i64 %171, %172
   %174 = add nsw i64 %173, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t104_c3_142, ptr %arena43, align 4
-  %t104_c4_044 = load <8 x float>, ptr %conv2.t104_c4_0, align 32
+  store <8 x float> %t105_c3_142, ptr %arena43, align 4
+  %t105_c4_044 = load <8 x float>, ptr %conv2.t105_c4_0, align 32
   %175 = mul nsw i64 %0, 12544
   %176 = add nsw i64 3373184, %175
   %177 = mul nsw i64 %1, 32
   %178 = add nsw i64 %176, %177
-  %179 = mul nsw i64 %conv2.mb1032, 6
+  %179 = mul nsw i64 %conv2.mb1042, 6
   %180 = add nsw i64 %179, 4
   %181 = mul nsw i64 %180, 64
   %182 = add nsw i64 %178, %181
-  %183 = mul nsw i64 %conv2.nb1021, 16
+  %183 = mul nsw i64 %conv2.nb1031, 16
   %184 = add nsw i64 %182, %183
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %184
-  store <8 x float> %t104_c4_044, ptr %arena45, align 4
-  %t104_c4_146 = load <8 x float>, ptr %conv2.t104_c4_1, align 32
+  store <8 x float> %t105_c4_044, ptr %arena45, align 4
+  %t105_c4_146 = load <8 x float>, ptr %conv2.t105_c4_1, align 32
   %185 = mul nsw i64 %0, 12544
   %186 = add nsw i64 3373184, %185
   %187 = mul nsw i64 %1, 32
   %188 = add nsw i64 %186, %187
-  %189 = mul nsw i64 %conv2.mb1032, 6
+  %189 = mul nsw i64 %conv2.mb1042, 6
   %190 = add nsw i64 %189, 4
   %191 = mul nsw i64 %190, 64
   %192 = add nsw i64 %188, %191
-  %193 = mul nsw i64 %conv2.nb1021, 16
+  %193 = mul nsw i64 %conv2.nb1031, 16
   %194 = add nsw i64 %192, %193
   %195 = add nsw i64 %194, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %195
-  store <8 x float> %t104_c4_146, ptr %arena47, align 4
-  %t104_c5_048 = load <8 x float>, ptr %conv2.t104_c5_0, align 32
+  store <8 x float> %t105_c4_146, ptr %arena47, align 4
+  %t105_c5_048 = load <8 x float>, ptr %conv2.t105_c5_0, align 32
   %196 = mul nsw i64 %0, 12544
   %197 = add nsw i64 3373184, %196
   %198 = mul nsw i64 %1, 32
   %199 = add nsw i64 %197, %198
-  %200 = mul nsw i64 %conv2.mb1032, 6
+  %200 = mul nsw i64 %conv2.mb1042, 6
   %201 = add nsw i64 %200, 5
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 %199, %202
-  %204 = mul nsw i64 %conv2.nb1021, 16
+  %204 = mul nsw i64 %conv2.nb1031, 16
   %205 = add nsw i64 %203, %204
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %205
-  store <8 x float> %t104_c5_048, ptr %arena49, align 4
-  %t104_c5_150 = load <8 x float>, ptr %conv2.t104_c5_1, align 32
+  store <8 x float> %t105_c5_048, ptr %arena49, align 4
+  %t105_c5_150 = load <8 x float>, ptr %conv2.t105_c5_1, align 32
   %206 = mul nsw i64 %0, 12544
   %207 = add nsw i64 3373184, %206
   %208 = mul nsw i64 %1, 32
   %209 = add nsw i64 %207, %208
-  %210 = mul nsw i64 %conv2.mb1032, 6
+  %210 = mul nsw i64 %conv2.mb1042, 6
   %211 = add nsw i64 %210, 5
   %212 = mul nsw i64 %211, 64
   %213 = add nsw i64 %209, %212
-  %214 = mul nsw i64 %conv2.nb1021, 16
+  %214 = mul nsw i64 %conv2.nb1031, 16
   %215 = add nsw i64 %213, %214
   %216 = add nsw i64 %215, 8
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %216
-  store <8 x float> %t104_c5_150, ptr %arena51, align 4
-  %mb103.next = add nsw i64 %conv2.mb1032, 1
-  %217 = icmp slt i64 %mb103.next, 32
-  br i1 %217, label %conv2.mb103, label %conv2.mb103.end
+  store <8 x float> %t105_c5_150, ptr %arena51, align 4
+  %mb104.next = add nsw i64 %conv2.mb1042, 1
+  %217 = icmp slt i64 %mb104.next, 32
+  br i1 %217, label %conv2.mb104, label %conv2.mb104.end
 
-conv2.k107:                                       ; preds = %conv2.k107, %conv2.mb103.end
-  %conv2.k10752 = phi i64 [ 0, %conv2.mb103.end ], [ %k107.next, %conv2.k107 ]
+conv2.k108:                                       ; preds = %conv2.k108, %conv2.mb104.end
+  %conv2.k10852 = phi i64 [ 0, %conv2.mb104.end ], [ %k108.next, %conv2.k108 ]
   %218 = mul nsw i64 %0, 2048
   %219 = add nsw i64 3211264, %218
   %220 = mul nsw i64 %1, 32
   %221 = add nsw i64 %219, %220
-  %222 = mul nsw i64 %conv2.k10752, 64
+  %222 = mul nsw i64 %conv2.k10852, 64
   %223 = add nsw i64 %221, %222
-  %224 = mul nsw i64 %conv2.nb1021, 16
+  %224 = mul nsw i64 %conv2.nb1031, 16
   %225 = add nsw i64 %223, %224
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %225
   %226 = load <8 x float>, ptr %arena53, align 4
-  store <8 x float> %226, ptr %conv2.t106_b0, align 32
+  store <8 x float> %226, ptr %conv2.t107_b0, align 32
   %227 = mul nsw i64 %0, 2048
   %228 = add nsw i64 3211264, %227
   %229 = mul nsw i64 %1, 32
   %230 = add nsw i64 %228, %229
-  %231 = mul nsw i64 %conv2.k10752, 64
+  %231 = mul nsw i64 %conv2.k10852, 64
   %232 = add nsw i64 %230, %231
-  %233 = mul nsw i64 %conv2.nb1021, 16
+  %233 = mul nsw i64 %conv2.nb1031, 16
   %234 = add nsw i64 %232, %233
   %235 = add nsw i64 %234, 8
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %235
   %236 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %236, ptr %conv2.t106_b1, align 32
+  store <8 x float> %236, ptr %conv2.t107_b1, align 32
   %237 = mul nsw i64 %0, 6272
   %238 = add nsw i64 3272832, %237
   %239 = add nsw i64 %238, 6144
-  %240 = add nsw i64 %239, %conv2.k10752
+  %240 = add nsw i64 %239, %conv2.k10852
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %240
   %241 = load float, ptr %arena55, align 4
   %242 = insertelement <8 x float> undef, float %241, i32 0
   %243 = shufflevector <8 x float> %242, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %243, ptr %conv2.t106_a0, align 32
-  %t106_a0 = load <8 x float>, ptr %conv2.t106_a0, align 32
-  %t106_b0 = load <8 x float>, ptr %conv2.t106_b0, align 32
-  %t106_c0_0 = load <8 x float>, ptr %conv2.t106_c0_0, align 32
-  %244 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a0, <8 x float> %t106_b0, <8 x float> %t106_c0_0)
-  store <8 x float> %244, ptr %conv2.t106_c0_0, align 32
-  %t106_a056 = load <8 x float>, ptr %conv2.t106_a0, align 32
-  %t106_b1 = load <8 x float>, ptr %conv2.t106_b1, align 32
-  %t106_c0_1 = load <8 x float>, ptr %conv2.t106_c0_1, align 32
-  %245 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a056, <8 x float> %t106_b1, <8 x float> %t106_c0_1)
-  store <8 x float> %245, ptr %conv2.t106_c0_1, align 32
+  store <8 x float> %243, ptr %conv2.t107_a0, align 32
+  %t107_a0 = load <8 x float>, ptr %conv2.t107_a0, align 32
+  %t107_b0 = load <8 x float>, ptr %conv2.t107_b0, align 32
+  %t107_c0_0 = load <8 x float>, ptr %conv2.t107_c0_0, align 32
+  %244 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a0, <8 x float> %t107_b0, <8 x float> %t107_c0_0)
+  store <8 x float> %244, ptr %conv2.t107_c0_0, align 32
+  %t107_a056 = load <8 x float>, ptr %conv2.t107_a0, align 32
+  %t107_b1 = load <8 x float>, ptr %conv2.t107_b1, align 32
+  %t107_c0_1 = load <8 x float>, ptr %conv2.t107_c0_1, align 32
+  %245 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a056, <8 x float> %t107_b1, <8 x float> %t107_c0_1)
+  store <8 x float> %245, ptr %conv2.t107_c0_1, align 32
   %246 = mul nsw i64 %0, 6272
   %247 = add nsw i64 3272832, %246
   %248 = add nsw i64 %247, 6176
-  %249 = add nsw i64 %248, %conv2.k10752
+  %249 = add nsw i64 %248, %conv2.k10852
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %249
   %250 = load float, ptr %arena57, align 4
   %251 = insertelement <8 x float> undef, float %250, i32 0
   %252 = shufflevector <8 x float> %251, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %252, ptr %conv2.t106_a1, align 32
-  %t106_a1 = load <8 x float>, ptr %conv2.t106_a1, align 32
-  %t106_b058 = load <8 x float>, ptr %conv2.t106_b0, align 32
-  %t106_c1_0 = load <8 x float>, ptr %conv2.t106_c1_0, align 32
-  %253 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a1, <8 x float> %t106_b058, <8 x float> %t106_c1_0)
-  store <8 x float> %253, ptr %conv2.t106_c1_0, align 32
-  %t106_a159 = load <8 x float>, ptr %conv2.t106_a1, align 32
-  %t106_b160 = load <8 x float>, ptr %conv2.t106_b1, align 32
-  %t106_c1_1 = load <8 x float>, ptr %conv2.t106_c1_1, align 32
-  %254 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a159, <8 x float> %t106_b160, <8 x float> %t106_c1_1)
-  store <8 x float> %254, ptr %conv2.t106_c1_1, align 32
+  store <8 x float> %252, ptr %conv2.t107_a1, align 32
+  %t107_a1 = load <8 x float>, ptr %conv2.t107_a1, align 32
+  %t107_b058 = load <8 x float>, ptr %conv2.t107_b0, align 32
+  %t107_c1_0 = load <8 x float>, ptr %conv2.t107_c1_0, align 32
+  %253 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a1, <8 x float> %t107_b058, <8 x float> %t107_c1_0)
+  store <8 x float> %253, ptr %conv2.t107_c1_0, align 32
+  %t107_a159 = load <8 x float>, ptr %conv2.t107_a1, align 32
+  %t107_b160 = load <8 x float>, ptr %conv2.t107_b1, align 32
+  %t107_c1_1 = load <8 x float>, ptr %conv2.t107_c1_1, align 32
+  %254 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a159, <8 x float> %t107_b160, <8 x float> %t107_c1_1)
+  store <8 x float> %254, ptr %conv2.t107_c1_1, align 32
   %255 = mul nsw i64 %0, 6272
   %256 = add nsw i64 3272832, %255
   %257 = add nsw i64 %256, 6208
-  %258 = add nsw i64 %257, %conv2.k10752
+  %258 = add nsw i64 %257, %conv2.k10852
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %258
   %259 = load float, ptr %arena61, align 4
   %260 = insertelement <8 x float> undef, float %259, i32 0
   %261 = shufflevector <8 x float> %260, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %261, ptr %conv2.t106_a2, align 32
-  %t106_a2 = load <8 x float>, ptr %conv2.t106_a2, align 32
-  %t106_b062 = load <8 x float>, ptr %conv2.t106_b0, align 32
-  %t106_c2_0 = load <8 x float>, ptr %conv2.t106_c2_0, align 32
-  %262 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a2, <8 x float> %t106_b062, <8 x float> %t106_c2_0)
-  store <8 x float> %262, ptr %conv2.t106_c2_0, align 32
-  %t106_a263 = load <8 x float>, ptr %conv2.t106_a2, align 32
-  %t106_b164 = load <8 x float>, ptr %conv2.t106_b1, align 32
-  %t106_c2_1 = load <8 x float>, ptr %conv2.t106_c2_1, align 32
-  %263 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a263, <8 x float> %t106_b164, <8 x float> %t106_c2_1)
-  store <8 x float> %263, ptr %conv2.t106_c2_1, align 32
+  store <8 x float> %261, ptr %conv2.t107_a2, align 32
+  %t107_a2 = load <8 x float>, ptr %conv2.t107_a2, align 32
+  %t107_b062 = load <8 x float>, ptr %conv2.t107_b0, align 32
+  %t107_c2_0 = load <8 x float>, ptr %conv2.t107_c2_0, align 32
+  %262 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a2, <8 x float> %t107_b062, <8 x float> %t107_c2_0)
+  store <8 x float> %262, ptr %conv2.t107_c2_0, align 32
+  %t107_a263 = load <8 x float>, ptr %conv2.t107_a2, align 32
+  %t107_b164 = load <8 x float>, ptr %conv2.t107_b1, align 32
+  %t107_c2_1 = load <8 x float>, ptr %conv2.t107_c2_1, align 32
+  %263 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a263, <8 x float> %t107_b164, <8 x float> %t107_c2_1)
+  store <8 x float> %263, ptr %conv2.t107_c2_1, align 32
   %264 = mul nsw i64 %0, 6272
   %265 = add nsw i64 3272832, %264
   %266 = add nsw i64 %265, 6240
-  %267 = add nsw i64 %266, %conv2.k10752
+  %267 = add nsw i64 %266, %conv2.k10852
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %267
   %268 = load float, ptr %arena65, align 4
   %269 = insertelement <8 x float> undef, float %268, i32 0
   %270 = shufflevector <8 x float> %269, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %270, ptr %conv2.t106_a3, align 32
-  %t106_a3 = load <8 x float>, ptr %conv2.t106_a3, align 32
-  %t106_b066 = load <8 x float>, ptr %conv2.t106_b0, align 32
-  %t106_c3_0 = load <8 x float>, ptr %conv2.t106_c3_0, align 32
-  %271 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a3, <8 x float> %t106_b066, <8 x float> %t106_c3_0)
-  store <8 x float> %271, ptr %conv2.t106_c3_0, align 32
-  %t106_a367 = load <8 x float>, ptr %conv2.t106_a3, align 32
-  %t106_b168 = load <8 x float>, ptr %conv2.t106_b1, align 32
-  %t106_c3_1 = load <8 x float>, ptr %conv2.t106_c3_1, align 32
-  %272 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a367, <8 x float> %t106_b168, <8 x float> %t106_c3_1)
-  store <8 x float> %272, ptr %conv2.t106_c3_1, align 32
-  %k107.next = add nsw i64 %conv2.k10752, 1
-  %273 = icmp slt i64 %k107.next, 32
-  br i1 %273, label %conv2.k107, label %conv2.k107.end
+  store <8 x float> %270, ptr %conv2.t107_a3, align 32
+  %t107_a3 = load <8 x float>, ptr %conv2.t107_a3, align 32
+  %t107_b066 = load <8 x float>, ptr %conv2.t107_b0, align 32
+  %t107_c3_0 = load <8 x float>, ptr %conv2.t107_c3_0, align 32
+  %271 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a3, <8 x float> %t107_b066, <8 x float> %t107_c3_0)
+  store <8 x float> %271, ptr %conv2.t107_c3_0, align 32
+  %t107_a367 = load <8 x float>, ptr %conv2.t107_a3, align 32
+  %t107_b168 = load <8 x float>, ptr %conv2.t107_b1, align 32
+  %t107_c3_1 = load <8 x float>, ptr %conv2.t107_c3_1, align 32
+  %272 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a367, <8 x float> %t107_b168, <8 x float> %t107_c3_1)
+  store <8 x float> %272, ptr %conv2.t107_c3_1, align 32
+  %k108.next = add nsw i64 %conv2.k10852, 1
+  %273 = icmp slt i64 %k108.next, 32
+  br i1 %273, label %conv2.k108, label %conv2.k108.end
 
-conv2.k107.end:                                   ; preds = %conv2.k107
-  %t106_c0_069 = load <8 x float>, ptr %conv2.t106_c0_0, align 32
+conv2.k108.end:                                   ; preds = %conv2.k108
+  %t107_c0_069 = load <8 x float>, ptr %conv2.t107_c0_0, align 32
   %274 = mul nsw i64 %0, 12544
   %275 = add nsw i64 3373184, %274
   %276 = mul nsw i64 %1, 32
   %277 = add nsw i64 %275, %276
   %278 = add nsw i64 %277, 12288
-  %279 = mul nsw i64 %conv2.nb1021, 16
+  %279 = mul nsw i64 %conv2.nb1031, 16
   %280 = add nsw i64 %278, %279
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %280
-  store <8 x float> %t106_c0_069, ptr %arena70, align 4
-  %t106_c0_171 = load <8 x float>, ptr %conv2.t106_c0_1, align 32
+  store <8 x float> %t107_c0_069, ptr %arena70, align 4
+  %t107_c0_171 = load <8 x float>, ptr %conv2.t107_c0_1, align 32
   %281 = mul nsw i64 %0, 12544
   %282 = add nsw i64 3373184, %281
   %283 = mul nsw i64 %1, 32
   %284 = add nsw i64 %282, %283
   %285 = add nsw i64 %284, 12288
-  %286 = mul nsw i64 %conv2.nb1021, 16
+  %286 = mul nsw i64 %conv2.nb1031, 16
   %287 = add nsw i64 %285, %286
   %288 = add nsw i64 %287, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %288
-  store <8 x float> %t106_c0_171, ptr %arena72, align 4
-  %t106_c1_073 = load <8 x float>, ptr %conv2.t106_c1_0, align 32
+  store <8 x float> %t107_c0_171, ptr %arena72, align 4
+  %t107_c1_073 = load <8 x float>, ptr %conv2.t107_c1_0, align 32
   %289 = mul nsw i64 %0, 12544
   %290 = add nsw i64 3373184, %289
   %291 = mul nsw i64 %1, 32
   %292 = add nsw i64 %290, %291
   %293 = add nsw i64 %292, 12352
-  %294 = mul nsw i64 %conv2.nb1021, 16
+  %294 = mul nsw i64 %conv2.nb1031, 16
   %295 = add nsw i64 %293, %294
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %295
-  store <8 x float> %t106_c1_073, ptr %arena74, align 4
-  %t106_c1_175 = load <8 x float>, ptr %conv2.t106_c1_1, align 32
+  store <8 x float> %t107_c1_073, ptr %arena74, align 4
+  %t107_c1_175 = load <8 x float>, ptr %conv2.t107_c1_1, align 32
   %296 = mul nsw i64 %0, 12544
   %297 = add nsw i64 3373184, %296
   %298 = mul nsw i64 %1, 32
   %299 = add nsw i64 %297, %298
   %300 = add nsw i64 %299, 12352
-  %301 = mul nsw i64 %conv2.nb1021, 16
+  %301 = mul nsw i64 %conv2.nb1031, 16
   %302 = add nsw i64 %300, %301
   %303 = add nsw i64 %302, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %303
-  store <8 x float> %t106_c1_175, ptr %arena76, align 4
-  %t106_c2_077 = load <8 x float>, ptr %conv2.t106_c2_0, align 32
+  store <8 x float> %t107_c1_175, ptr %arena76, align 4
+  %t107_c2_077 = load <8 x float>, ptr %conv2.t107_c2_0, align 32
   %304 = mul nsw i64 %0, 12544
   %305 = add nsw i64 3373184, %304
   %306 = mul nsw i64 %1, 32
   %307 = add nsw i64 %305, %306
   %308 = add nsw i64 %307, 12416
-  %309 = mul nsw i64 %conv2.nb1021, 16
+  %309 = mul nsw i64 %conv2.nb1031, 16
   %310 = add nsw i64 %308, %309
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %310
-  store <8 x float> %t106_c2_077, ptr %arena78, align 4
-  %t106_c2_179 = load <8 x float>, ptr %conv2.t106_c2_1, align 32
+  store <8 x float> %t107_c2_077, ptr %arena78, align 4
+  %t107_c2_179 = load <8 x float>, ptr %conv2.t107_c2_1, align 32
   %311 = mul nsw i64 %0, 12544
   %312 = add nsw i64 3373184, %311
   %313 = mul nsw i64 %1, 32
   %314 = add nsw i64 %312, %313
   %315 = add nsw i64 %314, 12416
-  %316 = mul nsw i64 %conv2.nb1021, 16
+  %316 = mul nsw i64 %conv2.nb1031, 16
   %317 = add nsw i64 %315, %316
   %318 = add nsw i64 %317, 8
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %318
-  store <8 x float> %t106_c2_179, ptr %arena80, align 4
-  %t106_c3_081 = load <8 x float>, ptr %conv2.t106_c3_0, align 32
+  store <8 x float> %t107_c2_179, ptr %arena80, align 4
+  %t107_c3_081 = load <8 x float>, ptr %conv2.t107_c3_0, align 32
   %319 = mul nsw i64 %0, 12544
   %320 = add nsw i64 3373184, %319
   %321 = mul nsw i64 %1, 32
   %322 = add nsw i64 %320, %321
   %323 = add nsw i64 %322, 12480
-  %324 = mul nsw i64 %conv2.nb1021, 16
+  %324 = mul nsw i64 %conv2.nb1031, 16
   %325 = add nsw i64 %323, %324
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %325
-  store <8 x float> %t106_c3_081, ptr %arena82, align 4
-  %t106_c3_183 = load <8 x float>, ptr %conv2.t106_c3_1, align 32
+  store <8 x float> %t107_c3_081, ptr %arena82, align 4
+  %t107_c3_183 = load <8 x float>, ptr %conv2.t107_c3_1, align 32
   %326 = mul nsw i64 %0, 12544
   %327 = add nsw i64 3373184, %326
   %328 = mul nsw i64 %1, 32
   %329 = add nsw i64 %327, %328
   %330 = add nsw i64 %329, 12480
-  %331 = mul nsw i64 %conv2.nb1021, 16
+  %331 = mul nsw i64 %conv2.nb1031, 16
   %332 = add nsw i64 %330, %331
   %333 = add nsw i64 %332, 8
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %333
-  store <8 x float> %t106_c3_183, ptr %arena84, align 4
-  %nb102.next = add nsw i64 %conv2.nb1021, 1
-  %334 = icmp slt i64 %nb102.next, 2
-  br i1 %334, label %conv2.nb102, label %conv2.nb102.end
+  store <8 x float> %t107_c3_183, ptr %arena84, align 4
+  %nb103.next = add nsw i64 %conv2.nb1031, 1
+  %334 = icmp slt i64 %nb103.next, 2
+  br i1 %334, label %conv2.nb103, label %conv2.nb103.end
 }
 
-define internal void @convnet_infer_b64.k1.conv2.part100.task(ptr %0, i64 %1) {
+define internal void @convnet_infer_b64.k1.conv2.part101.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -15172,7 +15349,7 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @convnet_infer_b64.k1.conv2.part100(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @convnet_infer_b64.k1.conv2.part101(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
@@ -15185,563 +15362,563 @@ entry:
 ; Function Attrs: noinline
 define internal void @convnet_infer_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1.n143
+  br label %fc1.n144
 
-fc1.n143:                                         ; preds = %fc1.k144.end, %entry
-  %fc1.n1431 = phi i64 [ 0, %entry ], [ %n143.next, %fc1.k144.end ]
-  br label %fc1.k144
+fc1.n144:                                         ; preds = %fc1.k145.end, %entry
+  %fc1.n1441 = phi i64 [ 0, %entry ], [ %n144.next, %fc1.k145.end ]
+  br label %fc1.k145
 
-fc1.n143.end:                                     ; preds = %fc1.k144.end
-  call void @convnet_infer_b64.k3.fc1.gemm155(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  br label %fc1.n156
+fc1.n144.end:                                     ; preds = %fc1.k145.end
+  call void @convnet_infer_b64.k3.fc1.gemm156(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  br label %fc1.n157
 
-fc1.k144:                                         ; preds = %fc1.k144, %fc1.n143
-  %fc1.k1442 = phi i64 [ 0, %fc1.n143 ], [ %k144.next, %fc1.k144 ]
-  %0 = mul nsw i64 %fc1.n1431, 12544
+fc1.k145:                                         ; preds = %fc1.k145, %fc1.n144
+  %fc1.k1452 = phi i64 [ 0, %fc1.n144 ], [ %k145.next, %fc1.k145 ]
+  %0 = mul nsw i64 %fc1.n1441, 12544
   %1 = add nsw i64 1605632, %0
-  %2 = add nsw i64 %1, %fc1.k1442
+  %2 = add nsw i64 %1, %fc1.k1452
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k1442, 64
+  %4 = mul nsw i64 %fc1.k1452, 64
   %5 = add nsw i64 8192, %4
-  %6 = add nsw i64 %5, %fc1.n1431
+  %6 = add nsw i64 %5, %fc1.n1441
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k144.next = add nsw i64 %fc1.k1442, 1
-  %7 = icmp slt i64 %k144.next, 12544
-  br i1 %7, label %fc1.k144, label %fc1.k144.end
+  %k145.next = add nsw i64 %fc1.k1452, 1
+  %7 = icmp slt i64 %k145.next, 12544
+  br i1 %7, label %fc1.k145, label %fc1.k145.end
 
-fc1.k144.end:                                     ; preds = %fc1.k144
-  %n143.next = add nsw i64 %fc1.n1431, 1
-  %8 = icmp slt i64 %n143.next, 64
-  br i1 %8, label %fc1.n143, label %fc1.n143.end
+fc1.k145.end:                                     ; preds = %fc1.k145
+  %n144.next = add nsw i64 %fc1.n1441, 1
+  %8 = icmp slt i64 %n144.next, 64
+  br i1 %8, label %fc1.n144, label %fc1.n144.end
 
-fc1.n156:                                         ; preds = %fc1.u157.end, %fc1.n143.end
-  %fc1.n1565 = phi i64 [ 0, %fc1.n143.end ], [ %n156.next, %fc1.u157.end ]
-  br label %fc1.u157
+fc1.n157:                                         ; preds = %fc1.u158.end, %fc1.n144.end
+  %fc1.n1575 = phi i64 [ 0, %fc1.n144.end ], [ %n157.next, %fc1.u158.end ]
+  br label %fc1.u158
 
-fc1.n156.end:                                     ; preds = %fc1.u157.end
+fc1.n157.end:                                     ; preds = %fc1.u158.end
   ret void
 
-fc1.u157:                                         ; preds = %fc1.u157, %fc1.n156
-  %fc1.u1576 = phi i64 [ 0, %fc1.n156 ], [ %u157.next, %fc1.u157 ]
-  %9 = mul nsw i64 %fc1.u1576, 64
+fc1.u158:                                         ; preds = %fc1.u158, %fc1.n157
+  %fc1.u1586 = phi i64 [ 0, %fc1.n157 ], [ %u158.next, %fc1.u158 ]
+  %9 = mul nsw i64 %fc1.u1586, 64
   %10 = add nsw i64 811008, %9
-  %11 = add nsw i64 %10, %fc1.n1565
+  %11 = add nsw i64 %10, %fc1.n1575
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 1624448, %fc1.u1576
+  %13 = add nsw i64 1624448, %fc1.u1586
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc1.u1576, 64
+  %17 = mul nsw i64 %fc1.u1586, 64
   %18 = add nsw i64 811008, %17
-  %19 = add nsw i64 %18, %fc1.n1565
+  %19 = add nsw i64 %18, %fc1.n1575
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 1624448, %fc1.u1576
+  %21 = add nsw i64 1624448, %fc1.u1586
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc1.n1565, 128
-  %26 = add nsw i64 %25, %fc1.u1576
+  %25 = mul nsw i64 %fc1.n1575, 128
+  %26 = add nsw i64 %25, %fc1.u1586
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %26
   store float %24, ptr %arena11, align 4
-  %u157.next = add nsw i64 %fc1.u1576, 1
-  %27 = icmp slt i64 %u157.next, 128
-  br i1 %27, label %fc1.u157, label %fc1.u157.end
+  %u158.next = add nsw i64 %fc1.u1586, 1
+  %27 = icmp slt i64 %u158.next, 128
+  br i1 %27, label %fc1.u158, label %fc1.u158.end
 
-fc1.u157.end:                                     ; preds = %fc1.u157
-  %n156.next = add nsw i64 %fc1.n1565, 1
-  %28 = icmp slt i64 %n156.next, 64
-  br i1 %28, label %fc1.n156, label %fc1.n156.end
+fc1.u158.end:                                     ; preds = %fc1.u158
+  %n157.next = add nsw i64 %fc1.n1575, 1
+  %28 = icmp slt i64 %n157.next, 64
+  br i1 %28, label %fc1.n157, label %fc1.n157.end
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k3.fc1.gemm155(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_infer_b64.k3.fc1.gemm156(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1.t153_a3 = alloca <8 x float>, align 32
-  %fc1.t153_a2 = alloca <8 x float>, align 32
-  %fc1.t153_a1 = alloca <8 x float>, align 32
-  %fc1.t153_a0 = alloca <8 x float>, align 32
-  %fc1.t153_b1 = alloca <8 x float>, align 32
-  %fc1.t153_b0 = alloca <8 x float>, align 32
-  %fc1.t153_c3_1 = alloca <8 x float>, align 32
-  %fc1.t153_c3_0 = alloca <8 x float>, align 32
-  %fc1.t153_c2_1 = alloca <8 x float>, align 32
-  %fc1.t153_c2_0 = alloca <8 x float>, align 32
-  %fc1.t153_c1_1 = alloca <8 x float>, align 32
-  %fc1.t153_c1_0 = alloca <8 x float>, align 32
-  %fc1.t153_c0_1 = alloca <8 x float>, align 32
-  %fc1.t153_c0_0 = alloca <8 x float>, align 32
-  %fc1.t150_a3 = alloca <8 x float>, align 32
-  %fc1.t150_a2 = alloca <8 x float>, align 32
-  %fc1.t150_a1 = alloca <8 x float>, align 32
-  %fc1.t150_a0 = alloca <8 x float>, align 32
-  %fc1.t150_b2 = alloca <8 x float>, align 32
-  %fc1.t150_b1 = alloca <8 x float>, align 32
-  %fc1.t150_b0 = alloca <8 x float>, align 32
-  %fc1.t150_c3_2 = alloca <8 x float>, align 32
-  %fc1.t150_c3_1 = alloca <8 x float>, align 32
-  %fc1.t150_c3_0 = alloca <8 x float>, align 32
-  %fc1.t150_c2_2 = alloca <8 x float>, align 32
-  %fc1.t150_c2_1 = alloca <8 x float>, align 32
-  %fc1.t150_c2_0 = alloca <8 x float>, align 32
-  %fc1.t150_c1_2 = alloca <8 x float>, align 32
-  %fc1.t150_c1_1 = alloca <8 x float>, align 32
-  %fc1.t150_c1_0 = alloca <8 x float>, align 32
-  %fc1.t150_c0_2 = alloca <8 x float>, align 32
-  %fc1.t150_c0_1 = alloca <8 x float>, align 32
-  %fc1.t150_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.r145
+  %fc1.t154_a3 = alloca <8 x float>, align 32
+  %fc1.t154_a2 = alloca <8 x float>, align 32
+  %fc1.t154_a1 = alloca <8 x float>, align 32
+  %fc1.t154_a0 = alloca <8 x float>, align 32
+  %fc1.t154_b1 = alloca <8 x float>, align 32
+  %fc1.t154_b0 = alloca <8 x float>, align 32
+  %fc1.t154_c3_1 = alloca <8 x float>, align 32
+  %fc1.t154_c3_0 = alloca <8 x float>, align 32
+  %fc1.t154_c2_1 = alloca <8 x float>, align 32
+  %fc1.t154_c2_0 = alloca <8 x float>, align 32
+  %fc1.t154_c1_1 = alloca <8 x float>, align 32
+  %fc1.t154_c1_0 = alloca <8 x float>, align 32
+  %fc1.t154_c0_1 = alloca <8 x float>, align 32
+  %fc1.t154_c0_0 = alloca <8 x float>, align 32
+  %fc1.t151_a3 = alloca <8 x float>, align 32
+  %fc1.t151_a2 = alloca <8 x float>, align 32
+  %fc1.t151_a1 = alloca <8 x float>, align 32
+  %fc1.t151_a0 = alloca <8 x float>, align 32
+  %fc1.t151_b2 = alloca <8 x float>, align 32
+  %fc1.t151_b1 = alloca <8 x float>, align 32
+  %fc1.t151_b0 = alloca <8 x float>, align 32
+  %fc1.t151_c3_2 = alloca <8 x float>, align 32
+  %fc1.t151_c3_1 = alloca <8 x float>, align 32
+  %fc1.t151_c3_0 = alloca <8 x float>, align 32
+  %fc1.t151_c2_2 = alloca <8 x float>, align 32
+  %fc1.t151_c2_1 = alloca <8 x float>, align 32
+  %fc1.t151_c2_0 = alloca <8 x float>, align 32
+  %fc1.t151_c1_2 = alloca <8 x float>, align 32
+  %fc1.t151_c1_1 = alloca <8 x float>, align 32
+  %fc1.t151_c1_0 = alloca <8 x float>, align 32
+  %fc1.t151_c0_2 = alloca <8 x float>, align 32
+  %fc1.t151_c0_1 = alloca <8 x float>, align 32
+  %fc1.t151_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.r146
 
-fc1.r145:                                         ; preds = %fc1.i146.end, %entry
-  %fc1.r1451 = phi i64 [ 0, %entry ], [ %r145.next, %fc1.i146.end ]
-  br label %fc1.i146
+fc1.r146:                                         ; preds = %fc1.i147.end, %entry
+  %fc1.r1461 = phi i64 [ 0, %entry ], [ %r146.next, %fc1.i147.end ]
+  br label %fc1.i147
 
-fc1.r145.end:                                     ; preds = %fc1.i146.end
-  br label %fc1.kp147
+fc1.r146.end:                                     ; preds = %fc1.i147.end
+  br label %fc1.kp148
 
-fc1.i146:                                         ; preds = %fc1.i146, %fc1.r145
-  %fc1.i1462 = phi i64 [ 0, %fc1.r145 ], [ %i146.next, %fc1.i146 ]
-  %0 = mul nsw i64 %fc1.r1451, 64
+fc1.i147:                                         ; preds = %fc1.i147, %fc1.r146
+  %fc1.i1472 = phi i64 [ 0, %fc1.r146 ], [ %i147.next, %fc1.i147 ]
+  %0 = mul nsw i64 %fc1.r1461, 64
   %1 = add nsw i64 811008, %0
-  %2 = add nsw i64 %1, %fc1.i1462
+  %2 = add nsw i64 %1, %fc1.i1472
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena3, align 4
-  %i146.next = add nsw i64 %fc1.i1462, 1
-  %3 = icmp slt i64 %i146.next, 64
-  br i1 %3, label %fc1.i146, label %fc1.i146.end
+  %i147.next = add nsw i64 %fc1.i1472, 1
+  %3 = icmp slt i64 %i147.next, 64
+  br i1 %3, label %fc1.i147, label %fc1.i147.end
 
-fc1.i146.end:                                     ; preds = %fc1.i146
-  %r145.next = add nsw i64 %fc1.r1451, 1
-  %4 = icmp slt i64 %r145.next, 128
-  br i1 %4, label %fc1.r145, label %fc1.r145.end
+fc1.i147.end:                                     ; preds = %fc1.i147
+  %r146.next = add nsw i64 %fc1.r1461, 1
+  %4 = icmp slt i64 %r146.next, 128
+  br i1 %4, label %fc1.r146, label %fc1.r146.end
 
-fc1.kp147:                                        ; preds = %fc1.mb152.end, %fc1.r145.end
-  %fc1.kp1474 = phi i64 [ 0, %fc1.r145.end ], [ %kp147.next, %fc1.mb152.end ]
-  br label %fc1.nb148
+fc1.kp148:                                        ; preds = %fc1.mb153.end, %fc1.r146.end
+  %fc1.kp1484 = phi i64 [ 0, %fc1.r146.end ], [ %kp148.next, %fc1.mb153.end ]
+  br label %fc1.nb149
 
-fc1.kp147.end:                                    ; preds = %fc1.mb152.end
+fc1.kp148.end:                                    ; preds = %fc1.mb153.end
   ret void
 
-fc1.nb148:                                        ; preds = %fc1.mb149.end, %fc1.kp147
-  %fc1.nb1485 = phi i64 [ 0, %fc1.kp147 ], [ %nb148.next, %fc1.mb149.end ]
-  br label %fc1.mb149
+fc1.nb149:                                        ; preds = %fc1.mb150.end, %fc1.kp148
+  %fc1.nb1495 = phi i64 [ 0, %fc1.kp148 ], [ %nb149.next, %fc1.mb150.end ]
+  br label %fc1.mb150
 
-fc1.nb148.end:                                    ; preds = %fc1.mb149.end
-  br label %fc1.mb152
+fc1.nb149.end:                                    ; preds = %fc1.mb150.end
+  br label %fc1.mb153
 
-fc1.mb149:                                        ; preds = %fc1.k151.end, %fc1.nb148
-  %fc1.mb1496 = phi i64 [ 0, %fc1.nb148 ], [ %mb149.next, %fc1.k151.end ]
-  %5 = mul nsw i64 %fc1.mb1496, 4
+fc1.mb150:                                        ; preds = %fc1.k152.end, %fc1.nb149
+  %fc1.mb1506 = phi i64 [ 0, %fc1.nb149 ], [ %mb150.next, %fc1.k152.end ]
+  %5 = mul nsw i64 %fc1.mb1506, 4
   %6 = mul nsw i64 %5, 64
   %7 = add nsw i64 811008, %6
-  %8 = mul nsw i64 %fc1.nb1485, 24
+  %8 = mul nsw i64 %fc1.nb1495, 24
   %9 = add nsw i64 %7, %8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %10, ptr %fc1.t150_c0_0, align 32
-  %11 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %10, ptr %fc1.t151_c0_0, align 32
+  %11 = mul nsw i64 %fc1.mb1506, 4
   %12 = mul nsw i64 %11, 64
   %13 = add nsw i64 811008, %12
-  %14 = mul nsw i64 %fc1.nb1485, 24
+  %14 = mul nsw i64 %fc1.nb1495, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %17, ptr %fc1.t150_c0_1, align 32
-  %18 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %17, ptr %fc1.t151_c0_1, align 32
+  %18 = mul nsw i64 %fc1.mb1506, 4
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 811008, %19
-  %21 = mul nsw i64 %fc1.nb1485, 24
+  %21 = mul nsw i64 %fc1.nb1495, 24
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %24, ptr %fc1.t150_c0_2, align 32
-  %25 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %24, ptr %fc1.t151_c0_2, align 32
+  %25 = mul nsw i64 %fc1.mb1506, 4
   %26 = add nsw i64 %25, 1
   %27 = mul nsw i64 %26, 64
   %28 = add nsw i64 811008, %27
-  %29 = mul nsw i64 %fc1.nb1485, 24
+  %29 = mul nsw i64 %fc1.nb1495, 24
   %30 = add nsw i64 %28, %29
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %31, ptr %fc1.t150_c1_0, align 32
-  %32 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %31, ptr %fc1.t151_c1_0, align 32
+  %32 = mul nsw i64 %fc1.mb1506, 4
   %33 = add nsw i64 %32, 1
   %34 = mul nsw i64 %33, 64
   %35 = add nsw i64 811008, %34
-  %36 = mul nsw i64 %fc1.nb1485, 24
+  %36 = mul nsw i64 %fc1.nb1495, 24
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %39, ptr %fc1.t150_c1_1, align 32
-  %40 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %39, ptr %fc1.t151_c1_1, align 32
+  %40 = mul nsw i64 %fc1.mb1506, 4
   %41 = add nsw i64 %40, 1
   %42 = mul nsw i64 %41, 64
   %43 = add nsw i64 811008, %42
-  %44 = mul nsw i64 %fc1.nb1485, 24
+  %44 = mul nsw i64 %fc1.nb1495, 24
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %47, ptr %fc1.t150_c1_2, align 32
-  %48 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %47, ptr %fc1.t151_c1_2, align 32
+  %48 = mul nsw i64 %fc1.mb1506, 4
   %49 = add nsw i64 %48, 2
   %50 = mul nsw i64 %49, 64
   %51 = add nsw i64 811008, %50
-  %52 = mul nsw i64 %fc1.nb1485, 24
+  %52 = mul nsw i64 %fc1.nb1495, 24
   %53 = add nsw i64 %51, %52
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %54, ptr %fc1.t150_c2_0, align 32
-  %55 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %54, ptr %fc1.t151_c2_0, align 32
+  %55 = mul nsw i64 %fc1.mb1506, 4
   %56 = add nsw i64 %55, 2
   %57 = mul nsw i64 %56, 64
   %58 = add nsw i64 811008, %57
-  %59 = mul nsw i64 %fc1.nb1485, 24
+  %59 = mul nsw i64 %fc1.nb1495, 24
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %62, ptr %fc1.t150_c2_1, align 32
-  %63 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %62, ptr %fc1.t151_c2_1, align 32
+  %63 = mul nsw i64 %fc1.mb1506, 4
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 64
   %66 = add nsw i64 811008, %65
-  %67 = mul nsw i64 %fc1.nb1485, 24
+  %67 = mul nsw i64 %fc1.nb1495, 24
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %70, ptr %fc1.t150_c2_2, align 32
-  %71 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %70, ptr %fc1.t151_c2_2, align 32
+  %71 = mul nsw i64 %fc1.mb1506, 4
   %72 = add nsw i64 %71, 3
   %73 = mul nsw i64 %72, 64
   %74 = add nsw i64 811008, %73
-  %75 = mul nsw i64 %fc1.nb1485, 24
+  %75 = mul nsw i64 %fc1.nb1495, 24
   %76 = add nsw i64 %74, %75
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %77, ptr %fc1.t150_c3_0, align 32
-  %78 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %77, ptr %fc1.t151_c3_0, align 32
+  %78 = mul nsw i64 %fc1.mb1506, 4
   %79 = add nsw i64 %78, 3
   %80 = mul nsw i64 %79, 64
   %81 = add nsw i64 811008, %80
-  %82 = mul nsw i64 %fc1.nb1485, 24
+  %82 = mul nsw i64 %fc1.nb1495, 24
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %83, 8
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %85, ptr %fc1.t150_c3_1, align 32
-  %86 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %85, ptr %fc1.t151_c3_1, align 32
+  %86 = mul nsw i64 %fc1.mb1506, 4
   %87 = add nsw i64 %86, 3
   %88 = mul nsw i64 %87, 64
   %89 = add nsw i64 811008, %88
-  %90 = mul nsw i64 %fc1.nb1485, 24
+  %90 = mul nsw i64 %fc1.nb1495, 24
   %91 = add nsw i64 %89, %90
   %92 = add nsw i64 %91, 16
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
   %93 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %93, ptr %fc1.t150_c3_2, align 32
-  br label %fc1.k151
+  store <8 x float> %93, ptr %fc1.t151_c3_2, align 32
+  br label %fc1.k152
 
-fc1.mb149.end:                                    ; preds = %fc1.k151.end
-  %nb148.next = add nsw i64 %fc1.nb1485, 1
-  %94 = icmp slt i64 %nb148.next, 2
-  br i1 %94, label %fc1.nb148, label %fc1.nb148.end
+fc1.mb150.end:                                    ; preds = %fc1.k152.end
+  %nb149.next = add nsw i64 %fc1.nb1495, 1
+  %94 = icmp slt i64 %nb149.next, 2
+  br i1 %94, label %fc1.nb149, label %fc1.nb149.end
 
-fc1.k151:                                         ; preds = %fc1.k151, %fc1.mb149
-  %fc1.k15119 = phi i64 [ 0, %fc1.mb149 ], [ %k151.next, %fc1.k151 ]
-  %95 = mul nsw i64 %fc1.kp1474, 896
-  %96 = add nsw i64 %fc1.k15119, %95
+fc1.k152:                                         ; preds = %fc1.k152, %fc1.mb150
+  %fc1.k15219 = phi i64 [ 0, %fc1.mb150 ], [ %k152.next, %fc1.k152 ]
+  %95 = mul nsw i64 %fc1.kp1484, 896
+  %96 = add nsw i64 %fc1.k15219, %95
   %97 = mul nsw i64 %96, 64
   %98 = add nsw i64 8192, %97
-  %99 = mul nsw i64 %fc1.nb1485, 24
+  %99 = mul nsw i64 %fc1.nb1495, 24
   %100 = add nsw i64 %98, %99
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena20, align 4
-  store <8 x float> %101, ptr %fc1.t150_b0, align 32
-  %102 = mul nsw i64 %fc1.kp1474, 896
-  %103 = add nsw i64 %fc1.k15119, %102
+  store <8 x float> %101, ptr %fc1.t151_b0, align 32
+  %102 = mul nsw i64 %fc1.kp1484, 896
+  %103 = add nsw i64 %fc1.k15219, %102
   %104 = mul nsw i64 %103, 64
   %105 = add nsw i64 8192, %104
-  %106 = mul nsw i64 %fc1.nb1485, 24
+  %106 = mul nsw i64 %fc1.nb1495, 24
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 %107, 8
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena21, align 4
-  store <8 x float> %109, ptr %fc1.t150_b1, align 32
-  %110 = mul nsw i64 %fc1.kp1474, 896
-  %111 = add nsw i64 %fc1.k15119, %110
+  store <8 x float> %109, ptr %fc1.t151_b1, align 32
+  %110 = mul nsw i64 %fc1.kp1484, 896
+  %111 = add nsw i64 %fc1.k15219, %110
   %112 = mul nsw i64 %111, 64
   %113 = add nsw i64 8192, %112
-  %114 = mul nsw i64 %fc1.nb1485, 24
+  %114 = mul nsw i64 %fc1.nb1495, 24
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %115, 16
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load <8 x float>, ptr %arena22, align 4
-  store <8 x float> %117, ptr %fc1.t150_b2, align 32
-  %118 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %117, ptr %fc1.t151_b2, align 32
+  %118 = mul nsw i64 %fc1.mb1506, 4
   %119 = mul nsw i64 %118, 12544
   %120 = add nsw i64 18816, %119
-  %121 = mul nsw i64 %fc1.kp1474, 896
-  %122 = add nsw i64 %fc1.k15119, %121
+  %121 = mul nsw i64 %fc1.kp1484, 896
+  %122 = add nsw i64 %fc1.k15219, %121
   %123 = add nsw i64 %120, %122
   %params23 = getelementptr inbounds float, ptr %params, i64 %123
   %124 = load float, ptr %params23, align 4
   %125 = insertelement <8 x float> undef, float %124, i32 0
   %126 = shufflevector <8 x float> %125, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %126, ptr %fc1.t150_a0, align 32
-  %t150_a0 = load <8 x float>, ptr %fc1.t150_a0, align 32
-  %t150_b0 = load <8 x float>, ptr %fc1.t150_b0, align 32
-  %t150_c0_0 = load <8 x float>, ptr %fc1.t150_c0_0, align 32
-  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a0, <8 x float> %t150_b0, <8 x float> %t150_c0_0)
-  store <8 x float> %127, ptr %fc1.t150_c0_0, align 32
-  %t150_a024 = load <8 x float>, ptr %fc1.t150_a0, align 32
-  %t150_b1 = load <8 x float>, ptr %fc1.t150_b1, align 32
-  %t150_c0_1 = load <8 x float>, ptr %fc1.t150_c0_1, align 32
-  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a024, <8 x float> %t150_b1, <8 x float> %t150_c0_1)
-  store <8 x float> %128, ptr %fc1.t150_c0_1, align 32
-  %t150_a025 = load <8 x float>, ptr %fc1.t150_a0, align 32
-  %t150_b2 = load <8 x float>, ptr %fc1.t150_b2, align 32
-  %t150_c0_2 = load <8 x float>, ptr %fc1.t150_c0_2, align 32
-  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a025, <8 x float> %t150_b2, <8 x float> %t150_c0_2)
-  store <8 x float> %129, ptr %fc1.t150_c0_2, align 32
-  %130 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %126, ptr %fc1.t151_a0, align 32
+  %t151_a0 = load <8 x float>, ptr %fc1.t151_a0, align 32
+  %t151_b0 = load <8 x float>, ptr %fc1.t151_b0, align 32
+  %t151_c0_0 = load <8 x float>, ptr %fc1.t151_c0_0, align 32
+  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a0, <8 x float> %t151_b0, <8 x float> %t151_c0_0)
+  store <8 x float> %127, ptr %fc1.t151_c0_0, align 32
+  %t151_a024 = load <8 x float>, ptr %fc1.t151_a0, align 32
+  %t151_b1 = load <8 x float>, ptr %fc1.t151_b1, align 32
+  %t151_c0_1 = load <8 x float>, ptr %fc1.t151_c0_1, align 32
+  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a024, <8 x float> %t151_b1, <8 x float> %t151_c0_1)
+  store <8 x float> %128, ptr %fc1.t151_c0_1, align 32
+  %t151_a025 = load <8 x float>, ptr %fc1.t151_a0, align 32
+  %t151_b2 = load <8 x float>, ptr %fc1.t151_b2, align 32
+  %t151_c0_2 = load <8 x float>, ptr %fc1.t151_c0_2, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a025, <8 x float> %t151_b2, <8 x float> %t151_c0_2)
+  store <8 x float> %129, ptr %fc1.t151_c0_2, align 32
+  %130 = mul nsw i64 %fc1.mb1506, 4
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 12544
   %133 = add nsw i64 18816, %132
-  %134 = mul nsw i64 %fc1.kp1474, 896
-  %135 = add nsw i64 %fc1.k15119, %134
+  %134 = mul nsw i64 %fc1.kp1484, 896
+  %135 = add nsw i64 %fc1.k15219, %134
   %136 = add nsw i64 %133, %135
   %params26 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params26, align 4
   %138 = insertelement <8 x float> undef, float %137, i32 0
   %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %139, ptr %fc1.t150_a1, align 32
-  %t150_a1 = load <8 x float>, ptr %fc1.t150_a1, align 32
-  %t150_b027 = load <8 x float>, ptr %fc1.t150_b0, align 32
-  %t150_c1_0 = load <8 x float>, ptr %fc1.t150_c1_0, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a1, <8 x float> %t150_b027, <8 x float> %t150_c1_0)
-  store <8 x float> %140, ptr %fc1.t150_c1_0, align 32
-  %t150_a128 = load <8 x float>, ptr %fc1.t150_a1, align 32
-  %t150_b129 = load <8 x float>, ptr %fc1.t150_b1, align 32
-  %t150_c1_1 = load <8 x float>, ptr %fc1.t150_c1_1, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a128, <8 x float> %t150_b129, <8 x float> %t150_c1_1)
-  store <8 x float> %141, ptr %fc1.t150_c1_1, align 32
-  %t150_a130 = load <8 x float>, ptr %fc1.t150_a1, align 32
-  %t150_b231 = load <8 x float>, ptr %fc1.t150_b2, align 32
-  %t150_c1_2 = load <8 x float>, ptr %fc1.t150_c1_2, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a130, <8 x float> %t150_b231, <8 x float> %t150_c1_2)
-  store <8 x float> %142, ptr %fc1.t150_c1_2, align 32
-  %143 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %139, ptr %fc1.t151_a1, align 32
+  %t151_a1 = load <8 x float>, ptr %fc1.t151_a1, align 32
+  %t151_b027 = load <8 x float>, ptr %fc1.t151_b0, align 32
+  %t151_c1_0 = load <8 x float>, ptr %fc1.t151_c1_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a1, <8 x float> %t151_b027, <8 x float> %t151_c1_0)
+  store <8 x float> %140, ptr %fc1.t151_c1_0, align 32
+  %t151_a128 = load <8 x float>, ptr %fc1.t151_a1, align 32
+  %t151_b129 = load <8 x float>, ptr %fc1.t151_b1, align 32
+  %t151_c1_1 = load <8 x float>, ptr %fc1.t151_c1_1, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a128, <8 x float> %t151_b129, <8 x float> %t151_c1_1)
+  store <8 x float> %141, ptr %fc1.t151_c1_1, align 32
+  %t151_a130 = load <8 x float>, ptr %fc1.t151_a1, align 32
+  %t151_b231 = load <8 x float>, ptr %fc1.t151_b2, align 32
+  %t151_c1_2 = load <8 x float>, ptr %fc1.t151_c1_2, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a130, <8 x float> %t151_b231, <8 x float> %t151_c1_2)
+  store <8 x float> %142, ptr %fc1.t151_c1_2, align 32
+  %143 = mul nsw i64 %fc1.mb1506, 4
   %144 = add nsw i64 %143, 2
   %145 = mul nsw i64 %144, 12544
   %146 = add nsw i64 18816, %145
-  %147 = mul nsw i64 %fc1.kp1474, 896
-  %148 = add nsw i64 %fc1.k15119, %147
+  %147 = mul nsw i64 %fc1.kp1484, 896
+  %148 = add nsw i64 %fc1.k15219, %147
   %149 = add nsw i64 %146, %148
   %params32 = getelementptr inbounds float, ptr %params, i64 %149
   %150 = load float, ptr %params32, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %fc1.t150_a2, align 32
-  %t150_a2 = load <8 x float>, ptr %fc1.t150_a2, align 32
-  %t150_b033 = load <8 x float>, ptr %fc1.t150_b0, align 32
-  %t150_c2_0 = load <8 x float>, ptr %fc1.t150_c2_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a2, <8 x float> %t150_b033, <8 x float> %t150_c2_0)
-  store <8 x float> %153, ptr %fc1.t150_c2_0, align 32
-  %t150_a234 = load <8 x float>, ptr %fc1.t150_a2, align 32
-  %t150_b135 = load <8 x float>, ptr %fc1.t150_b1, align 32
-  %t150_c2_1 = load <8 x float>, ptr %fc1.t150_c2_1, align 32
-  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a234, <8 x float> %t150_b135, <8 x float> %t150_c2_1)
-  store <8 x float> %154, ptr %fc1.t150_c2_1, align 32
-  %t150_a236 = load <8 x float>, ptr %fc1.t150_a2, align 32
-  %t150_b237 = load <8 x float>, ptr %fc1.t150_b2, align 32
-  %t150_c2_2 = load <8 x float>, ptr %fc1.t150_c2_2, align 32
-  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a236, <8 x float> %t150_b237, <8 x float> %t150_c2_2)
-  store <8 x float> %155, ptr %fc1.t150_c2_2, align 32
-  %156 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %152, ptr %fc1.t151_a2, align 32
+  %t151_a2 = load <8 x float>, ptr %fc1.t151_a2, align 32
+  %t151_b033 = load <8 x float>, ptr %fc1.t151_b0, align 32
+  %t151_c2_0 = load <8 x float>, ptr %fc1.t151_c2_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a2, <8 x float> %t151_b033, <8 x float> %t151_c2_0)
+  store <8 x float> %153, ptr %fc1.t151_c2_0, align 32
+  %t151_a234 = load <8 x float>, ptr %fc1.t151_a2, align 32
+  %t151_b135 = load <8 x float>, ptr %fc1.t151_b1, align 32
+  %t151_c2_1 = load <8 x float>, ptr %fc1.t151_c2_1, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a234, <8 x float> %t151_b135, <8 x float> %t151_c2_1)
+  store <8 x float> %154, ptr %fc1.t151_c2_1, align 32
+  %t151_a236 = load <8 x float>, ptr %fc1.t151_a2, align 32
+  %t151_b237 = load <8 x float>, ptr %fc1.t151_b2, align 32
+  %t151_c2_2 = load <8 x float>, ptr %fc1.t151_c2_2, align 32
+  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a236, <8 x float> %t151_b237, <8 x float> %t151_c2_2)
+  store <8 x float> %155, ptr %fc1.t151_c2_2, align 32
+  %156 = mul nsw i64 %fc1.mb1506, 4
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 12544
   %159 = add nsw i64 18816, %158
-  %160 = mul nsw i64 %fc1.kp1474, 896
-  %161 = add nsw i64 %fc1.k15119, %160
+  %160 = mul nsw i64 %fc1.kp1484, 896
+  %161 = add nsw i64 %fc1.k15219, %160
   %162 = add nsw i64 %159, %161
   %params38 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params38, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t150_a3, align 32
-  %t150_a3 = load <8 x float>, ptr %fc1.t150_a3, align 32
-  %t150_b039 = load <8 x float>, ptr %fc1.t150_b0, align 32
-  %t150_c3_0 = load <8 x float>, ptr %fc1.t150_c3_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a3, <8 x float> %t150_b039, <8 x float> %t150_c3_0)
-  store <8 x float> %166, ptr %fc1.t150_c3_0, align 32
-  %t150_a340 = load <8 x float>, ptr %fc1.t150_a3, align 32
-  %t150_b141 = load <8 x float>, ptr %fc1.t150_b1, align 32
-  %t150_c3_1 = load <8 x float>, ptr %fc1.t150_c3_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a340, <8 x float> %t150_b141, <8 x float> %t150_c3_1)
-  store <8 x float> %167, ptr %fc1.t150_c3_1, align 32
-  %t150_a342 = load <8 x float>, ptr %fc1.t150_a3, align 32
-  %t150_b243 = load <8 x float>, ptr %fc1.t150_b2, align 32
-  %t150_c3_2 = load <8 x float>, ptr %fc1.t150_c3_2, align 32
-  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a342, <8 x float> %t150_b243, <8 x float> %t150_c3_2)
-  store <8 x float> %168, ptr %fc1.t150_c3_2, align 32
-  %k151.next = add nsw i64 %fc1.k15119, 1
-  %169 = icmp slt i64 %k151.next, 896
-  br i1 %169, label %fc1.k151, label %fc1.k151.end
+  store <8 x float> %165, ptr %fc1.t151_a3, align 32
+  %t151_a3 = load <8 x float>, ptr %fc1.t151_a3, align 32
+  %t151_b039 = load <8 x float>, ptr %fc1.t151_b0, align 32
+  %t151_c3_0 = load <8 x float>, ptr %fc1.t151_c3_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a3, <8 x float> %t151_b039, <8 x float> %t151_c3_0)
+  store <8 x float> %166, ptr %fc1.t151_c3_0, align 32
+  %t151_a340 = load <8 x float>, ptr %fc1.t151_a3, align 32
+  %t151_b141 = load <8 x float>, ptr %fc1.t151_b1, align 32
+  %t151_c3_1 = load <8 x float>, ptr %fc1.t151_c3_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a340, <8 x float> %t151_b141, <8 x float> %t151_c3_1)
+  store <8 x float> %167, ptr %fc1.t151_c3_1, align 32
+  %t151_a342 = load <8 x float>, ptr %fc1.t151_a3, align 32
+  %t151_b243 = load <8 x float>, ptr %fc1.t151_b2, align 32
+  %t151_c3_2 = load <8 x float>, ptr %fc1.t151_c3_2, align 32
+  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a342, <8 x float> %t151_b243, <8 x float> %t151_c3_2)
+  store <8 x float> %168, ptr %fc1.t151_c3_2, align 32
+  %k152.next = add nsw i64 %fc1.k15219, 1
+  %169 = icmp slt i64 %k152.next, 896
+  br i1 %169, label %fc1.k152, label %fc1.k152.end
 
-fc1.k151.end:                                     ; preds = %fc1.k151
-  %t150_c0_044 = load <8 x float>, ptr %fc1.t150_c0_0, align 32
-  %170 = mul nsw i64 %fc1.mb1496, 4
+fc1.k152.end:                                     ; preds = %fc1.k152
+  %t151_c0_044 = load <8 x float>, ptr %fc1.t151_c0_0, align 32
+  %170 = mul nsw i64 %fc1.mb1506, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 811008, %171
-  %173 = mul nsw i64 %fc1.nb1485, 24
+  %173 = mul nsw i64 %fc1.nb1495, 24
   %174 = add nsw i64 %172, %173
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t150_c0_044, ptr %arena45, align 4
-  %t150_c0_146 = load <8 x float>, ptr %fc1.t150_c0_1, align 32
-  %175 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %t151_c0_044, ptr %arena45, align 4
+  %t151_c0_146 = load <8 x float>, ptr %fc1.t151_c0_1, align 32
+  %175 = mul nsw i64 %fc1.mb1506, 4
   %176 = mul nsw i64 %175, 64
   %177 = add nsw i64 811008, %176
-  %178 = mul nsw i64 %fc1.nb1485, 24
+  %178 = mul nsw i64 %fc1.nb1495, 24
   %179 = add nsw i64 %177, %178
   %180 = add nsw i64 %179, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %180
-  store <8 x float> %t150_c0_146, ptr %arena47, align 4
-  %t150_c0_248 = load <8 x float>, ptr %fc1.t150_c0_2, align 32
-  %181 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %t151_c0_146, ptr %arena47, align 4
+  %t151_c0_248 = load <8 x float>, ptr %fc1.t151_c0_2, align 32
+  %181 = mul nsw i64 %fc1.mb1506, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 811008, %182
-  %184 = mul nsw i64 %fc1.nb1485, 24
+  %184 = mul nsw i64 %fc1.nb1495, 24
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %185, 16
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %186
-  store <8 x float> %t150_c0_248, ptr %arena49, align 4
-  %t150_c1_050 = load <8 x float>, ptr %fc1.t150_c1_0, align 32
-  %187 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %t151_c0_248, ptr %arena49, align 4
+  %t151_c1_050 = load <8 x float>, ptr %fc1.t151_c1_0, align 32
+  %187 = mul nsw i64 %fc1.mb1506, 4
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 64
   %190 = add nsw i64 811008, %189
-  %191 = mul nsw i64 %fc1.nb1485, 24
+  %191 = mul nsw i64 %fc1.nb1495, 24
   %192 = add nsw i64 %190, %191
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t150_c1_050, ptr %arena51, align 4
-  %t150_c1_152 = load <8 x float>, ptr %fc1.t150_c1_1, align 32
-  %193 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %t151_c1_050, ptr %arena51, align 4
+  %t151_c1_152 = load <8 x float>, ptr %fc1.t151_c1_1, align 32
+  %193 = mul nsw i64 %fc1.mb1506, 4
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 811008, %195
-  %197 = mul nsw i64 %fc1.nb1485, 24
+  %197 = mul nsw i64 %fc1.nb1495, 24
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 8
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <8 x float> %t150_c1_152, ptr %arena53, align 4
-  %t150_c1_254 = load <8 x float>, ptr %fc1.t150_c1_2, align 32
-  %200 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %t151_c1_152, ptr %arena53, align 4
+  %t151_c1_254 = load <8 x float>, ptr %fc1.t151_c1_2, align 32
+  %200 = mul nsw i64 %fc1.mb1506, 4
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 811008, %202
-  %204 = mul nsw i64 %fc1.nb1485, 24
+  %204 = mul nsw i64 %fc1.nb1495, 24
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t150_c1_254, ptr %arena55, align 4
-  %t150_c2_056 = load <8 x float>, ptr %fc1.t150_c2_0, align 32
-  %207 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %t151_c1_254, ptr %arena55, align 4
+  %t151_c2_056 = load <8 x float>, ptr %fc1.t151_c2_0, align 32
+  %207 = mul nsw i64 %fc1.mb1506, 4
   %208 = add nsw i64 %207, 2
   %209 = mul nsw i64 %208, 64
   %210 = add nsw i64 811008, %209
-  %211 = mul nsw i64 %fc1.nb1485, 24
+  %211 = mul nsw i64 %fc1.nb1495, 24
   %212 = add nsw i64 %210, %211
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <8 x float> %t150_c2_056, ptr %arena57, align 4
-  %t150_c2_158 = load <8 x float>, ptr %fc1.t150_c2_1, align 32
-  %213 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %t151_c2_056, ptr %arena57, align 4
+  %t151_c2_158 = load <8 x float>, ptr %fc1.t151_c2_1, align 32
+  %213 = mul nsw i64 %fc1.mb1506, 4
   %214 = add nsw i64 %213, 2
   %215 = mul nsw i64 %214, 64
   %216 = add nsw i64 811008, %215
-  %217 = mul nsw i64 %fc1.nb1485, 24
+  %217 = mul nsw i64 %fc1.nb1495, 24
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 8
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t150_c2_158, ptr %arena59, align 4
-  %t150_c2_260 = load <8 x float>, ptr %fc1.t150_c2_2, align 32
-  %220 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %t151_c2_158, ptr %arena59, align 4
+  %t151_c2_260 = load <8 x float>, ptr %fc1.t151_c2_2, align 32
+  %220 = mul nsw i64 %fc1.mb1506, 4
   %221 = add nsw i64 %220, 2
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 811008, %222
-  %224 = mul nsw i64 %fc1.nb1485, 24
+  %224 = mul nsw i64 %fc1.nb1495, 24
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 16
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <8 x float> %t150_c2_260, ptr %arena61, align 4
-  %t150_c3_062 = load <8 x float>, ptr %fc1.t150_c3_0, align 32
-  %227 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %t151_c2_260, ptr %arena61, align 4
+  %t151_c3_062 = load <8 x float>, ptr %fc1.t151_c3_0, align 32
+  %227 = mul nsw i64 %fc1.mb1506, 4
   %228 = add nsw i64 %227, 3
   %229 = mul nsw i64 %228, 64
   %230 = add nsw i64 811008, %229
-  %231 = mul nsw i64 %fc1.nb1485, 24
+  %231 = mul nsw i64 %fc1.nb1495, 24
   %232 = add nsw i64 %230, %231
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <8 x float> %t150_c3_062, ptr %arena63, align 4
-  %t150_c3_164 = load <8 x float>, ptr %fc1.t150_c3_1, align 32
-  %233 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %t151_c3_062, ptr %arena63, align 4
+  %t151_c3_164 = load <8 x float>, ptr %fc1.t151_c3_1, align 32
+  %233 = mul nsw i64 %fc1.mb1506, 4
   %234 = add nsw i64 %233, 3
   %235 = mul nsw i64 %234, 64
   %236 = add nsw i64 811008, %235
-  %237 = mul nsw i64 %fc1.nb1485, 24
+  %237 = mul nsw i64 %fc1.nb1495, 24
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t150_c3_164, ptr %arena65, align 4
-  %t150_c3_266 = load <8 x float>, ptr %fc1.t150_c3_2, align 32
-  %240 = mul nsw i64 %fc1.mb1496, 4
+  store <8 x float> %t151_c3_164, ptr %arena65, align 4
+  %t151_c3_266 = load <8 x float>, ptr %fc1.t151_c3_2, align 32
+  %240 = mul nsw i64 %fc1.mb1506, 4
   %241 = add nsw i64 %240, 3
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 811008, %242
-  %244 = mul nsw i64 %fc1.nb1485, 24
+  %244 = mul nsw i64 %fc1.nb1495, 24
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 16
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <8 x float> %t150_c3_266, ptr %arena67, align 4
-  %mb149.next = add nsw i64 %fc1.mb1496, 1
-  %247 = icmp slt i64 %mb149.next, 32
-  br i1 %247, label %fc1.mb149, label %fc1.mb149.end
+  store <8 x float> %t151_c3_266, ptr %arena67, align 4
+  %mb150.next = add nsw i64 %fc1.mb1506, 1
+  %247 = icmp slt i64 %mb150.next, 32
+  br i1 %247, label %fc1.mb150, label %fc1.mb150.end
 
-fc1.mb152:                                        ; preds = %fc1.k154.end, %fc1.nb148.end
-  %fc1.mb15268 = phi i64 [ 0, %fc1.nb148.end ], [ %mb152.next, %fc1.k154.end ]
-  %248 = mul nsw i64 %fc1.mb15268, 4
+fc1.mb153:                                        ; preds = %fc1.k155.end, %fc1.nb149.end
+  %fc1.mb15368 = phi i64 [ 0, %fc1.nb149.end ], [ %mb153.next, %fc1.k155.end ]
+  %248 = mul nsw i64 %fc1.mb15368, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 811008, %249
   %251 = add nsw i64 %250, 48
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %251
   %252 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %252, ptr %fc1.t153_c0_0, align 32
-  %253 = mul nsw i64 %fc1.mb15268, 4
+  store <8 x float> %252, ptr %fc1.t154_c0_0, align 32
+  %253 = mul nsw i64 %fc1.mb15368, 4
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 811008, %254
   %256 = add nsw i64 %255, 48
   %257 = add nsw i64 %256, 8
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %258, ptr %fc1.t153_c0_1, align 32
-  %259 = mul nsw i64 %fc1.mb15268, 4
+  store <8 x float> %258, ptr %fc1.t154_c0_1, align 32
+  %259 = mul nsw i64 %fc1.mb15368, 4
   %260 = add nsw i64 %259, 1
   %261 = mul nsw i64 %260, 64
   %262 = add nsw i64 811008, %261
   %263 = add nsw i64 %262, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %264, ptr %fc1.t153_c1_0, align 32
-  %265 = mul nsw i64 %fc1.mb15268, 4
+  store <8 x float> %264, ptr %fc1.t154_c1_0, align 32
+  %265 = mul nsw i64 %fc1.mb15368, 4
   %266 = add nsw i64 %265, 1
   %267 = mul nsw i64 %266, 64
   %268 = add nsw i64 811008, %267
@@ -15749,16 +15926,16 @@ fc1.mb152:                                        ; preds = %fc1.k154.end, %fc1.
   %270 = add nsw i64 %269, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %271, ptr %fc1.t153_c1_1, align 32
-  %272 = mul nsw i64 %fc1.mb15268, 4
+  store <8 x float> %271, ptr %fc1.t154_c1_1, align 32
+  %272 = mul nsw i64 %fc1.mb15368, 4
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 64
   %275 = add nsw i64 811008, %274
   %276 = add nsw i64 %275, 48
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %277, ptr %fc1.t153_c2_0, align 32
-  %278 = mul nsw i64 %fc1.mb15268, 4
+  store <8 x float> %277, ptr %fc1.t154_c2_0, align 32
+  %278 = mul nsw i64 %fc1.mb15368, 4
   %279 = add nsw i64 %278, 2
   %280 = mul nsw i64 %279, 64
   %281 = add nsw i64 811008, %280
@@ -15766,16 +15943,16 @@ fc1.mb152:                                        ; preds = %fc1.k154.end, %fc1.
   %283 = add nsw i64 %282, 8
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena74, align 4
-  store <8 x float> %284, ptr %fc1.t153_c2_1, align 32
-  %285 = mul nsw i64 %fc1.mb15268, 4
+  store <8 x float> %284, ptr %fc1.t154_c2_1, align 32
+  %285 = mul nsw i64 %fc1.mb15368, 4
   %286 = add nsw i64 %285, 3
   %287 = mul nsw i64 %286, 64
   %288 = add nsw i64 811008, %287
   %289 = add nsw i64 %288, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %289
   %290 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %290, ptr %fc1.t153_c3_0, align 32
-  %291 = mul nsw i64 %fc1.mb15268, 4
+  store <8 x float> %290, ptr %fc1.t154_c3_0, align 32
+  %291 = mul nsw i64 %fc1.mb15368, 4
   %292 = add nsw i64 %291, 3
   %293 = mul nsw i64 %292, 64
   %294 = add nsw i64 811008, %293
@@ -15783,194 +15960,194 @@ fc1.mb152:                                        ; preds = %fc1.k154.end, %fc1.
   %296 = add nsw i64 %295, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   %297 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %297, ptr %fc1.t153_c3_1, align 32
-  br label %fc1.k154
+  store <8 x float> %297, ptr %fc1.t154_c3_1, align 32
+  br label %fc1.k155
 
-fc1.mb152.end:                                    ; preds = %fc1.k154.end
-  %kp147.next = add nsw i64 %fc1.kp1474, 1
-  %298 = icmp slt i64 %kp147.next, 14
-  br i1 %298, label %fc1.kp147, label %fc1.kp147.end
+fc1.mb153.end:                                    ; preds = %fc1.k155.end
+  %kp148.next = add nsw i64 %fc1.kp1484, 1
+  %298 = icmp slt i64 %kp148.next, 14
+  br i1 %298, label %fc1.kp148, label %fc1.kp148.end
 
-fc1.k154:                                         ; preds = %fc1.k154, %fc1.mb152
-  %fc1.k15477 = phi i64 [ 0, %fc1.mb152 ], [ %k154.next, %fc1.k154 ]
-  %299 = mul nsw i64 %fc1.kp1474, 896
-  %300 = add nsw i64 %fc1.k15477, %299
+fc1.k155:                                         ; preds = %fc1.k155, %fc1.mb153
+  %fc1.k15577 = phi i64 [ 0, %fc1.mb153 ], [ %k155.next, %fc1.k155 ]
+  %299 = mul nsw i64 %fc1.kp1484, 896
+  %300 = add nsw i64 %fc1.k15577, %299
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 8192, %301
   %303 = add nsw i64 %302, 48
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
   %304 = load <8 x float>, ptr %arena78, align 4
-  store <8 x float> %304, ptr %fc1.t153_b0, align 32
-  %305 = mul nsw i64 %fc1.kp1474, 896
-  %306 = add nsw i64 %fc1.k15477, %305
+  store <8 x float> %304, ptr %fc1.t154_b0, align 32
+  %305 = mul nsw i64 %fc1.kp1484, 896
+  %306 = add nsw i64 %fc1.k15577, %305
   %307 = mul nsw i64 %306, 64
   %308 = add nsw i64 8192, %307
   %309 = add nsw i64 %308, 48
   %310 = add nsw i64 %309, 8
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena79, align 4
-  store <8 x float> %311, ptr %fc1.t153_b1, align 32
-  %312 = mul nsw i64 %fc1.mb15268, 4
+  store <8 x float> %311, ptr %fc1.t154_b1, align 32
+  %312 = mul nsw i64 %fc1.mb15368, 4
   %313 = mul nsw i64 %312, 12544
   %314 = add nsw i64 18816, %313
-  %315 = mul nsw i64 %fc1.kp1474, 896
-  %316 = add nsw i64 %fc1.k15477, %315
+  %315 = mul nsw i64 %fc1.kp1484, 896
+  %316 = add nsw i64 %fc1.k15577, %315
   %317 = add nsw i64 %314, %316
   %params80 = getelementptr inbounds float, ptr %params, i64 %317
   %318 = load float, ptr %params80, align 4
   %319 = insertelement <8 x float> undef, float %318, i32 0
   %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %fc1.t153_a0, align 32
-  %t153_a0 = load <8 x float>, ptr %fc1.t153_a0, align 32
-  %t153_b0 = load <8 x float>, ptr %fc1.t153_b0, align 32
-  %t153_c0_0 = load <8 x float>, ptr %fc1.t153_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t153_a0, <8 x float> %t153_b0, <8 x float> %t153_c0_0)
-  store <8 x float> %321, ptr %fc1.t153_c0_0, align 32
-  %t153_a081 = load <8 x float>, ptr %fc1.t153_a0, align 32
-  %t153_b1 = load <8 x float>, ptr %fc1.t153_b1, align 32
-  %t153_c0_1 = load <8 x float>, ptr %fc1.t153_c0_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t153_a081, <8 x float> %t153_b1, <8 x float> %t153_c0_1)
-  store <8 x float> %322, ptr %fc1.t153_c0_1, align 32
-  %323 = mul nsw i64 %fc1.mb15268, 4
+  store <8 x float> %320, ptr %fc1.t154_a0, align 32
+  %t154_a0 = load <8 x float>, ptr %fc1.t154_a0, align 32
+  %t154_b0 = load <8 x float>, ptr %fc1.t154_b0, align 32
+  %t154_c0_0 = load <8 x float>, ptr %fc1.t154_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t154_a0, <8 x float> %t154_b0, <8 x float> %t154_c0_0)
+  store <8 x float> %321, ptr %fc1.t154_c0_0, align 32
+  %t154_a081 = load <8 x float>, ptr %fc1.t154_a0, align 32
+  %t154_b1 = load <8 x float>, ptr %fc1.t154_b1, align 32
+  %t154_c0_1 = load <8 x float>, ptr %fc1.t154_c0_1, align 32
+  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t154_a081, <8 x float> %t154_b1, <8 x float> %t154_c0_1)
+  store <8 x float> %322, ptr %fc1.t154_c0_1, align 32
+  %323 = mul nsw i64 %fc1.mb15368, 4
   %324 = add nsw i64 %323, 1
   %325 = mul nsw i64 %324, 12544
   %326 = add nsw i64 18816, %325
-  %327 = mul nsw i64 %fc1.kp1474, 896
-  %328 = add nsw i64 %fc1.k15477, %327
+  %327 = mul nsw i64 %fc1.kp1484, 896
+  %328 = add nsw i64 %fc1.k15577, %327
   %329 = add nsw i64 %326, %328
   %params82 = getelementptr inbounds float, ptr %params, i64 %329
   %330 = load float, ptr %params82, align 4
   %331 = insertelement <8 x float> undef, float %330, i32 0
   %332 = shufflevector <8 x float> %331, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %332, ptr %fc1.t153_a1, align 32
-  %t153_a1 = load <8 x float>, ptr %fc1.t153_a1, align 32
-  %t153_b083 = load <8 x float>, ptr %fc1.t153_b0, align 32
-  %t153_c1_0 = load <8 x float>, ptr %fc1.t153_c1_0, align 32
-  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t153_a1, <8 x float> %t153_b083, <8 x float> %t153_c1_0)
-  store <8 x float> %333, ptr %fc1.t153_c1_0, align 32
-  %t153_a184 = load <8 x float>, ptr %fc1.t153_a1, align 32
-  %t153_b185 = load <8 x float>, ptr %fc1.t153_b1, align 32
-  %t153_c1_1 = load <8 x float>, ptr %fc1.t153_c1_1, align 32
-  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t153_a184, <8 x float> %t153_b185, <8 x float> %t153_c1_1)
-  store <8 x float> %334, ptr %fc1.t153_c1_1, align 32
-  %335 = mul nsw i64 %fc1.mb15268, 4
+  store <8 x float> %332, ptr %fc1.t154_a1, align 32
+  %t154_a1 = load <8 x float>, ptr %fc1.t154_a1, align 32
+  %t154_b083 = load <8 x float>, ptr %fc1.t154_b0, align 32
+  %t154_c1_0 = load <8 x float>, ptr %fc1.t154_c1_0, align 32
+  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t154_a1, <8 x float> %t154_b083, <8 x float> %t154_c1_0)
+  store <8 x float> %333, ptr %fc1.t154_c1_0, align 32
+  %t154_a184 = load <8 x float>, ptr %fc1.t154_a1, align 32
+  %t154_b185 = load <8 x float>, ptr %fc1.t154_b1, align 32
+  %t154_c1_1 = load <8 x float>, ptr %fc1.t154_c1_1, align 32
+  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t154_a184, <8 x float> %t154_b185, <8 x float> %t154_c1_1)
+  store <8 x float> %334, ptr %fc1.t154_c1_1, align 32
+  %335 = mul nsw i64 %fc1.mb15368, 4
   %336 = add nsw i64 %335, 2
   %337 = mul nsw i64 %336, 12544
   %338 = add nsw i64 18816, %337
-  %339 = mul nsw i64 %fc1.kp1474, 896
-  %340 = add nsw i64 %fc1.k15477, %339
+  %339 = mul nsw i64 %fc1.kp1484, 896
+  %340 = add nsw i64 %fc1.k15577, %339
   %341 = add nsw i64 %338, %340
   %params86 = getelementptr inbounds float, ptr %params, i64 %341
   %342 = load float, ptr %params86, align 4
   %343 = insertelement <8 x float> undef, float %342, i32 0
   %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %fc1.t153_a2, align 32
-  %t153_a2 = load <8 x float>, ptr %fc1.t153_a2, align 32
-  %t153_b087 = load <8 x float>, ptr %fc1.t153_b0, align 32
-  %t153_c2_0 = load <8 x float>, ptr %fc1.t153_c2_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t153_a2, <8 x float> %t153_b087, <8 x float> %t153_c2_0)
-  store <8 x float> %345, ptr %fc1.t153_c2_0, align 32
-  %t153_a288 = load <8 x float>, ptr %fc1.t153_a2, align 32
-  %t153_b189 = load <8 x float>, ptr %fc1.t153_b1, align 32
-  %t153_c2_1 = load <8 x float>, ptr %fc1.t153_c2_1, align 32
-  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t153_a288, <8 x float> %t153_b189, <8 x float> %t153_c2_1)
-  store <8 x float> %346, ptr %fc1.t153_c2_1, align 32
-  %347 = mul nsw i64 %fc1.mb15268, 4
+  store <8 x float> %344, ptr %fc1.t154_a2, align 32
+  %t154_a2 = load <8 x float>, ptr %fc1.t154_a2, align 32
+  %t154_b087 = load <8 x float>, ptr %fc1.t154_b0, align 32
+  %t154_c2_0 = load <8 x float>, ptr %fc1.t154_c2_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t154_a2, <8 x float> %t154_b087, <8 x float> %t154_c2_0)
+  store <8 x float> %345, ptr %fc1.t154_c2_0, align 32
+  %t154_a288 = load <8 x float>, ptr %fc1.t154_a2, align 32
+  %t154_b189 = load <8 x float>, ptr %fc1.t154_b1, align 32
+  %t154_c2_1 = load <8 x float>, ptr %fc1.t154_c2_1, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t154_a288, <8 x float> %t154_b189, <8 x float> %t154_c2_1)
+  store <8 x float> %346, ptr %fc1.t154_c2_1, align 32
+  %347 = mul nsw i64 %fc1.mb15368, 4
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 12544
   %350 = add nsw i64 18816, %349
-  %351 = mul nsw i64 %fc1.kp1474, 896
-  %352 = add nsw i64 %fc1.k15477, %351
+  %351 = mul nsw i64 %fc1.kp1484, 896
+  %352 = add nsw i64 %fc1.k15577, %351
   %353 = add nsw i64 %350, %352
   %params90 = getelementptr inbounds float, ptr %params, i64 %353
   %354 = load float, ptr %params90, align 4
   %355 = insertelement <8 x float> undef, float %354, i32 0
   %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %fc1.t153_a3, align 32
-  %t153_a3 = load <8 x float>, ptr %fc1.t153_a3, align 32
-  %t153_b091 = load <8 x float>, ptr %fc1.t153_b0, align 32
-  %t153_c3_0 = load <8 x float>, ptr %fc1.t153_c3_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t153_a3, <8 x float> %t153_b091, <8 x float> %t153_c3_0)
-  store <8 x float> %357, ptr %fc1.t153_c3_0, align 32
-  %t153_a392 = load <8 x float>, ptr %fc1.t153_a3, align 32
-  %t153_b193 = load <8 x float>, ptr %fc1.t153_b1, align 32
-  %t153_c3_1 = load <8 x float>, ptr %fc1.t153_c3_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t153_a392, <8 x float> %t153_b193, <8 x float> %t153_c3_1)
-  store <8 x float> %358, ptr %fc1.t153_c3_1, align 32
-  %k154.next = add nsw i64 %fc1.k15477, 1
-  %359 = icmp slt i64 %k154.next, 896
-  br i1 %359, label %fc1.k154, label %fc1.k154.end
+  store <8 x float> %356, ptr %fc1.t154_a3, align 32
+  %t154_a3 = load <8 x float>, ptr %fc1.t154_a3, align 32
+  %t154_b091 = load <8 x float>, ptr %fc1.t154_b0, align 32
+  %t154_c3_0 = load <8 x float>, ptr %fc1.t154_c3_0, align 32
+  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t154_a3, <8 x float> %t154_b091, <8 x float> %t154_c3_0)
+  store <8 x float> %357, ptr %fc1.t154_c3_0, align 32
+  %t154_a392 = load <8 x float>, ptr %fc1.t154_a3, align 32
+  %t154_b193 = load <8 x float>, ptr %fc1.t154_b1, align 32
+  %t154_c3_1 = load <8 x float>, ptr %fc1.t154_c3_1, align 32
+  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t154_a392, <8 x float> %t154_b193, <8 x float> %t154_c3_1)
+  store <8 x float> %358, ptr %fc1.t154_c3_1, align 32
+  %k155.next = add nsw i64 %fc1.k15577, 1
+  %359 = icmp slt i64 %k155.next, 896
+  br i1 %359, label %fc1.k155, label %fc1.k155.end
 
-fc1.k154.end:                                     ; preds = %fc1.k154
-  %t153_c0_094 = load <8 x float>, ptr %fc1.t153_c0_0, align 32
-  %360 = mul nsw i64 %fc1.mb15268, 4
+fc1.k155.end:                                     ; preds = %fc1.k155
+  %t154_c0_094 = load <8 x float>, ptr %fc1.t154_c0_0, align 32
+  %360 = mul nsw i64 %fc1.mb15368, 4
   %361 = mul nsw i64 %360, 64
   %362 = add nsw i64 811008, %361
   %363 = add nsw i64 %362, 48
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t153_c0_094, ptr %arena95, align 4
-  %t153_c0_196 = load <8 x float>, ptr %fc1.t153_c0_1, align 32
-  %364 = mul nsw i64 %fc1.mb15268, 4
+  store <8 x float> %t154_c0_094, ptr %arena95, align 4
+  %t154_c0_196 = load <8 x float>, ptr %fc1.t154_c0_1, align 32
+  %364 = mul nsw i64 %fc1.mb15368, 4
   %365 = mul nsw i64 %364, 64
   %366 = add nsw i64 811008, %365
   %367 = add nsw i64 %366, 48
   %368 = add nsw i64 %367, 8
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t153_c0_196, ptr %arena97, align 4
-  %t153_c1_098 = load <8 x float>, ptr %fc1.t153_c1_0, align 32
-  %369 = mul nsw i64 %fc1.mb15268, 4
+  store <8 x float> %t154_c0_196, ptr %arena97, align 4
+  %t154_c1_098 = load <8 x float>, ptr %fc1.t154_c1_0, align 32
+  %369 = mul nsw i64 %fc1.mb15368, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 811008, %371
   %373 = add nsw i64 %372, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %373
-  store <8 x float> %t153_c1_098, ptr %arena99, align 4
-  %t153_c1_1100 = load <8 x float>, ptr %fc1.t153_c1_1, align 32
-  %374 = mul nsw i64 %fc1.mb15268, 4
+  store <8 x float> %t154_c1_098, ptr %arena99, align 4
+  %t154_c1_1100 = load <8 x float>, ptr %fc1.t154_c1_1, align 32
+  %374 = mul nsw i64 %fc1.mb15368, 4
   %375 = add nsw i64 %374, 1
   %376 = mul nsw i64 %375, 64
   %377 = add nsw i64 811008, %376
   %378 = add nsw i64 %377, 48
   %379 = add nsw i64 %378, 8
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t153_c1_1100, ptr %arena101, align 4
-  %t153_c2_0102 = load <8 x float>, ptr %fc1.t153_c2_0, align 32
-  %380 = mul nsw i64 %fc1.mb15268, 4
+  store <8 x float> %t154_c1_1100, ptr %arena101, align 4
+  %t154_c2_0102 = load <8 x float>, ptr %fc1.t154_c2_0, align 32
+  %380 = mul nsw i64 %fc1.mb15368, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 811008, %382
   %384 = add nsw i64 %383, 48
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %384
-  store <8 x float> %t153_c2_0102, ptr %arena103, align 4
-  %t153_c2_1104 = load <8 x float>, ptr %fc1.t153_c2_1, align 32
-  %385 = mul nsw i64 %fc1.mb15268, 4
+  store <8 x float> %t154_c2_0102, ptr %arena103, align 4
+  %t154_c2_1104 = load <8 x float>, ptr %fc1.t154_c2_1, align 32
+  %385 = mul nsw i64 %fc1.mb15368, 4
   %386 = add nsw i64 %385, 2
   %387 = mul nsw i64 %386, 64
   %388 = add nsw i64 811008, %387
   %389 = add nsw i64 %388, 48
   %390 = add nsw i64 %389, 8
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t153_c2_1104, ptr %arena105, align 4
-  %t153_c3_0106 = load <8 x float>, ptr %fc1.t153_c3_0, align 32
-  %391 = mul nsw i64 %fc1.mb15268, 4
+  store <8 x float> %t154_c2_1104, ptr %arena105, align 4
+  %t154_c3_0106 = load <8 x float>, ptr %fc1.t154_c3_0, align 32
+  %391 = mul nsw i64 %fc1.mb15368, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 811008, %393
   %395 = add nsw i64 %394, 48
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <8 x float> %t153_c3_0106, ptr %arena107, align 4
-  %t153_c3_1108 = load <8 x float>, ptr %fc1.t153_c3_1, align 32
-  %396 = mul nsw i64 %fc1.mb15268, 4
+  store <8 x float> %t154_c3_0106, ptr %arena107, align 4
+  %t154_c3_1108 = load <8 x float>, ptr %fc1.t154_c3_1, align 32
+  %396 = mul nsw i64 %fc1.mb15368, 4
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 811008, %398
   %400 = add nsw i64 %399, 48
   %401 = add nsw i64 %400, 8
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %401
-  store <8 x float> %t153_c3_1108, ptr %arena109, align 4
-  %mb152.next = add nsw i64 %fc1.mb15268, 1
-  %402 = icmp slt i64 %mb152.next, 32
-  br i1 %402, label %fc1.mb152, label %fc1.mb152.end
+  store <8 x float> %t154_c3_1108, ptr %arena109, align 4
+  %mb153.next = add nsw i64 %fc1.mb15368, 1
+  %402 = icmp slt i64 %mb153.next, 32
+  br i1 %402, label %fc1.mb153, label %fc1.mb153.end
 }
 
 ; Function Attrs: noinline
@@ -15986,39 +16163,39 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 1624576
   %arena3 = getelementptr inbounds float, ptr %arena, i64 8192
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n158
+  br label %fc2.n159
 
-fc2.n158:                                         ; preds = %fc2.u159.end, %entry
-  %fc2.n1584 = phi i64 [ 0, %entry ], [ %n158.next, %fc2.u159.end ]
-  br label %fc2.u159
+fc2.n159:                                         ; preds = %fc2.u160.end, %entry
+  %fc2.n1594 = phi i64 [ 0, %entry ], [ %n159.next, %fc2.u160.end ]
+  br label %fc2.u160
 
-fc2.n158.end:                                     ; preds = %fc2.u159.end
+fc2.n159.end:                                     ; preds = %fc2.u160.end
   ret void
 
-fc2.u159:                                         ; preds = %fc2.u159, %fc2.n158
-  %fc2.u1595 = phi i64 [ 0, %fc2.n158 ], [ %u159.next, %fc2.u159 ]
-  %0 = mul nsw i64 %fc2.n1584, 10
+fc2.u160:                                         ; preds = %fc2.u160, %fc2.n159
+  %fc2.u1605 = phi i64 [ 0, %fc2.n159 ], [ %u160.next, %fc2.u160 ]
+  %0 = mul nsw i64 %fc2.n1594, 10
   %1 = add nsw i64 8192, %0
-  %2 = add nsw i64 %1, %fc2.u1595
+  %2 = add nsw i64 %1, %fc2.u1605
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 1625856, %fc2.u1595
+  %4 = add nsw i64 1625856, %fc2.u1605
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n1584, 10
+  %7 = mul nsw i64 %fc2.n1594, 10
   %8 = add nsw i64 8192, %7
-  %9 = add nsw i64 %8, %fc2.u1595
+  %9 = add nsw i64 %8, %fc2.u1605
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u159.next = add nsw i64 %fc2.u1595, 1
-  %10 = icmp slt i64 %u159.next, 10
-  br i1 %10, label %fc2.u159, label %fc2.u159.end
+  %u160.next = add nsw i64 %fc2.u1605, 1
+  %10 = icmp slt i64 %u160.next, 10
+  br i1 %10, label %fc2.u160, label %fc2.u160.end
 
-fc2.u159.end:                                     ; preds = %fc2.u159
-  %n158.next = add nsw i64 %fc2.n1584, 1
-  %11 = icmp slt i64 %n158.next, 64
-  br i1 %11, label %fc2.n158, label %fc2.n158.end
+fc2.u160.end:                                     ; preds = %fc2.u160
+  %n159.next = add nsw i64 %fc2.n1594, 1
+  %11 = icmp slt i64 %n159.next, 64
+  br i1 %11, label %fc2.n159, label %fc2.n159.end
 }
 
 attributes #0 = { "target-cpu"="x86-64-v3" }

@@ -1594,351 +1594,353 @@ public func convnet_infer_b64(
         }
       }
     }
-    do {  // gemm23
-      for nb16 in 0..<522 {
-        for mb17 in 0..<8 {
-          var t18_c0_0 = Vector()
-          var t18_c0_1 = Vector()
-          var t18_c0_2 = Vector()
-          var t18_c1_0 = Vector()
-          var t18_c1_1 = Vector()
-          var t18_c1_2 = Vector()
-          var t18_c2_0 = Vector()
-          var t18_c2_1 = Vector()
-          var t18_c2_2 = Vector()
-          var t18_c3_0 = Vector()
-          var t18_c3_1 = Vector()
-          var t18_c3_2 = Vector()
-          for k19 in 0..<9 {
-            let t18_b0 = loadVector(arena, ((1605632 +% (k19 *% 12560)) +% (nb16 *% 24)))
-            let t18_b1 = loadVector(arena, (((1605632 +% (k19 *% 12560)) +% (nb16 *% 24)) +% 8))
-            let t18_b2 = loadVector(arena, (((1605632 +% (k19 *% 12560)) +% (nb16 *% 24)) +% 16))
-            let t18_a0 = Vector(repeating: params[(((mb17 *% 4) *% 9) +% k19)])
-            t18_c0_0 = t18_c0_0.addingProduct(t18_a0, t18_b0)
-            t18_c0_1 = t18_c0_1.addingProduct(t18_a0, t18_b1)
-            t18_c0_2 = t18_c0_2.addingProduct(t18_a0, t18_b2)
-            let t18_a1 = Vector(repeating: params[((((mb17 *% 4) +% 1) *% 9) +% k19)])
-            t18_c1_0 = t18_c1_0.addingProduct(t18_a1, t18_b0)
-            t18_c1_1 = t18_c1_1.addingProduct(t18_a1, t18_b1)
-            t18_c1_2 = t18_c1_2.addingProduct(t18_a1, t18_b2)
-            let t18_a2 = Vector(repeating: params[((((mb17 *% 4) +% 2) *% 9) +% k19)])
-            t18_c2_0 = t18_c2_0.addingProduct(t18_a2, t18_b0)
-            t18_c2_1 = t18_c2_1.addingProduct(t18_a2, t18_b1)
-            t18_c2_2 = t18_c2_2.addingProduct(t18_a2, t18_b2)
-            let t18_a3 = Vector(repeating: params[((((mb17 *% 4) +% 3) *% 9) +% k19)])
-            t18_c3_0 = t18_c3_0.addingProduct(t18_a3, t18_b0)
-            t18_c3_1 = t18_c3_1.addingProduct(t18_a3, t18_b1)
-            t18_c3_2 = t18_c3_2.addingProduct(t18_a3, t18_b2)
+    parallelFor(pool, 2) { part16 in
+      do {  // gemm24
+        for nb17 in 0..<522 {
+          for mb18 in 0..<4 {
+            var t19_c0_0 = Vector()
+            var t19_c0_1 = Vector()
+            var t19_c0_2 = Vector()
+            var t19_c1_0 = Vector()
+            var t19_c1_1 = Vector()
+            var t19_c1_2 = Vector()
+            var t19_c2_0 = Vector()
+            var t19_c2_1 = Vector()
+            var t19_c2_2 = Vector()
+            var t19_c3_0 = Vector()
+            var t19_c3_1 = Vector()
+            var t19_c3_2 = Vector()
+            for k20 in 0..<9 {
+              let t19_b0 = loadVector(arena, ((1605632 +% (k20 *% 12560)) +% (nb17 *% 24)))
+              let t19_b1 = loadVector(arena, (((1605632 +% (k20 *% 12560)) +% (nb17 *% 24)) +% 8))
+              let t19_b2 = loadVector(arena, (((1605632 +% (k20 *% 12560)) +% (nb17 *% 24)) +% 16))
+              let t19_a0 = Vector(repeating: params[((((part16 *% 16) *% 9) +% ((mb18 *% 4) *% 9)) +% k20)])
+              t19_c0_0 = t19_c0_0.addingProduct(t19_a0, t19_b0)
+              t19_c0_1 = t19_c0_1.addingProduct(t19_a0, t19_b1)
+              t19_c0_2 = t19_c0_2.addingProduct(t19_a0, t19_b2)
+              let t19_a1 = Vector(repeating: params[((((part16 *% 16) *% 9) +% (((mb18 *% 4) +% 1) *% 9)) +% k20)])
+              t19_c1_0 = t19_c1_0.addingProduct(t19_a1, t19_b0)
+              t19_c1_1 = t19_c1_1.addingProduct(t19_a1, t19_b1)
+              t19_c1_2 = t19_c1_2.addingProduct(t19_a1, t19_b2)
+              let t19_a2 = Vector(repeating: params[((((part16 *% 16) *% 9) +% (((mb18 *% 4) +% 2) *% 9)) +% k20)])
+              t19_c2_0 = t19_c2_0.addingProduct(t19_a2, t19_b0)
+              t19_c2_1 = t19_c2_1.addingProduct(t19_a2, t19_b1)
+              t19_c2_2 = t19_c2_2.addingProduct(t19_a2, t19_b2)
+              let t19_a3 = Vector(repeating: params[((((part16 *% 16) *% 9) +% (((mb18 *% 4) +% 3) *% 9)) +% k20)])
+              t19_c3_0 = t19_c3_0.addingProduct(t19_a3, t19_b0)
+              t19_c3_1 = t19_c3_1.addingProduct(t19_a3, t19_b1)
+              t19_c3_2 = t19_c3_2.addingProduct(t19_a3, t19_b2)
+            }
+            storeVector(arena, (((1718672 +% ((part16 *% 16) *% 12560)) +% ((mb18 *% 4) *% 12560)) +% (nb17 *% 24)), t19_c0_0)
+            storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% ((mb18 *% 4) *% 12560)) +% (nb17 *% 24)) +% 8), t19_c0_1)
+            storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% ((mb18 *% 4) *% 12560)) +% (nb17 *% 24)) +% 16), t19_c0_2)
+            storeVector(arena, (((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 1) *% 12560)) +% (nb17 *% 24)), t19_c1_0)
+            storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 1) *% 12560)) +% (nb17 *% 24)) +% 8), t19_c1_1)
+            storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 1) *% 12560)) +% (nb17 *% 24)) +% 16), t19_c1_2)
+            storeVector(arena, (((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 2) *% 12560)) +% (nb17 *% 24)), t19_c2_0)
+            storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 2) *% 12560)) +% (nb17 *% 24)) +% 8), t19_c2_1)
+            storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 2) *% 12560)) +% (nb17 *% 24)) +% 16), t19_c2_2)
+            storeVector(arena, (((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 3) *% 12560)) +% (nb17 *% 24)), t19_c3_0)
+            storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 3) *% 12560)) +% (nb17 *% 24)) +% 8), t19_c3_1)
+            storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 3) *% 12560)) +% (nb17 *% 24)) +% 16), t19_c3_2)
           }
-          storeVector(arena, ((1718672 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)), t18_c0_0)
-          storeVector(arena, (((1718672 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c0_1)
-          storeVector(arena, (((1718672 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c0_2)
-          storeVector(arena, ((1718672 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)), t18_c1_0)
-          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c1_1)
-          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c1_2)
-          storeVector(arena, ((1718672 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)), t18_c2_0)
-          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c2_1)
-          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c2_2)
-          storeVector(arena, ((1718672 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)), t18_c3_0)
-          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c3_1)
-          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c3_2)
+        }
+        for mb21 in 0..<4 {
+          var t22_c0_0 = Vector()
+          var t22_c0_1 = Vector()
+          var t22_c1_0 = Vector()
+          var t22_c1_1 = Vector()
+          var t22_c2_0 = Vector()
+          var t22_c2_1 = Vector()
+          var t22_c3_0 = Vector()
+          var t22_c3_1 = Vector()
+          for k23 in 0..<9 {
+            let t22_b0 = loadVector(arena, ((1605632 +% (k23 *% 12560)) +% 12528))
+            let t22_b1 = loadVector(arena, (((1605632 +% (k23 *% 12560)) +% 12528) +% 8))
+            let t22_a0 = Vector(repeating: params[((((part16 *% 16) *% 9) +% ((mb21 *% 4) *% 9)) +% k23)])
+            t22_c0_0 = t22_c0_0.addingProduct(t22_a0, t22_b0)
+            t22_c0_1 = t22_c0_1.addingProduct(t22_a0, t22_b1)
+            let t22_a1 = Vector(repeating: params[((((part16 *% 16) *% 9) +% (((mb21 *% 4) +% 1) *% 9)) +% k23)])
+            t22_c1_0 = t22_c1_0.addingProduct(t22_a1, t22_b0)
+            t22_c1_1 = t22_c1_1.addingProduct(t22_a1, t22_b1)
+            let t22_a2 = Vector(repeating: params[((((part16 *% 16) *% 9) +% (((mb21 *% 4) +% 2) *% 9)) +% k23)])
+            t22_c2_0 = t22_c2_0.addingProduct(t22_a2, t22_b0)
+            t22_c2_1 = t22_c2_1.addingProduct(t22_a2, t22_b1)
+            let t22_a3 = Vector(repeating: params[((((part16 *% 16) *% 9) +% (((mb21 *% 4) +% 3) *% 9)) +% k23)])
+            t22_c3_0 = t22_c3_0.addingProduct(t22_a3, t22_b0)
+            t22_c3_1 = t22_c3_1.addingProduct(t22_a3, t22_b1)
+          }
+          storeVector(arena, (((1718672 +% ((part16 *% 16) *% 12560)) +% ((mb21 *% 4) *% 12560)) +% 12528), t22_c0_0)
+          storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% ((mb21 *% 4) *% 12560)) +% 12528) +% 8), t22_c0_1)
+          storeVector(arena, (((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb21 *% 4) +% 1) *% 12560)) +% 12528), t22_c1_0)
+          storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb21 *% 4) +% 1) *% 12560)) +% 12528) +% 8), t22_c1_1)
+          storeVector(arena, (((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb21 *% 4) +% 2) *% 12560)) +% 12528), t22_c2_0)
+          storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb21 *% 4) +% 2) *% 12560)) +% 12528) +% 8), t22_c2_1)
+          storeVector(arena, (((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb21 *% 4) +% 3) *% 12560)) +% 12528), t22_c3_0)
+          storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb21 *% 4) +% 3) *% 12560)) +% 12528) +% 8), t22_c3_1)
         }
       }
-      for mb20 in 0..<8 {
-        var t21_c0_0 = Vector()
-        var t21_c0_1 = Vector()
-        var t21_c1_0 = Vector()
-        var t21_c1_1 = Vector()
-        var t21_c2_0 = Vector()
-        var t21_c2_1 = Vector()
-        var t21_c3_0 = Vector()
-        var t21_c3_1 = Vector()
-        for k22 in 0..<9 {
-          let t21_b0 = loadVector(arena, ((1605632 +% (k22 *% 12560)) +% 12528))
-          let t21_b1 = loadVector(arena, (((1605632 +% (k22 *% 12560)) +% 12528) +% 8))
-          let t21_a0 = Vector(repeating: params[(((mb20 *% 4) *% 9) +% k22)])
-          t21_c0_0 = t21_c0_0.addingProduct(t21_a0, t21_b0)
-          t21_c0_1 = t21_c0_1.addingProduct(t21_a0, t21_b1)
-          let t21_a1 = Vector(repeating: params[((((mb20 *% 4) +% 1) *% 9) +% k22)])
-          t21_c1_0 = t21_c1_0.addingProduct(t21_a1, t21_b0)
-          t21_c1_1 = t21_c1_1.addingProduct(t21_a1, t21_b1)
-          let t21_a2 = Vector(repeating: params[((((mb20 *% 4) +% 2) *% 9) +% k22)])
-          t21_c2_0 = t21_c2_0.addingProduct(t21_a2, t21_b0)
-          t21_c2_1 = t21_c2_1.addingProduct(t21_a2, t21_b1)
-          let t21_a3 = Vector(repeating: params[((((mb20 *% 4) +% 3) *% 9) +% k22)])
-          t21_c3_0 = t21_c3_0.addingProduct(t21_a3, t21_b0)
-          t21_c3_1 = t21_c3_1.addingProduct(t21_a3, t21_b1)
-        }
-        storeVector(arena, ((1718672 +% ((mb20 *% 4) *% 12560)) +% 12528), t21_c0_0)
-        storeVector(arena, (((1718672 +% ((mb20 *% 4) *% 12560)) +% 12528) +% 8), t21_c0_1)
-        storeVector(arena, ((1718672 +% (((mb20 *% 4) +% 1) *% 12560)) +% 12528), t21_c1_0)
-        storeVector(arena, (((1718672 +% (((mb20 *% 4) +% 1) *% 12560)) +% 12528) +% 8), t21_c1_1)
-        storeVector(arena, ((1718672 +% (((mb20 *% 4) +% 2) *% 12560)) +% 12528), t21_c2_0)
-        storeVector(arena, (((1718672 +% (((mb20 *% 4) +% 2) *% 12560)) +% 12528) +% 8), t21_c2_1)
-        storeVector(arena, ((1718672 +% (((mb20 *% 4) +% 3) *% 12560)) +% 12528), t21_c3_0)
-        storeVector(arena, (((1718672 +% (((mb20 *% 4) +% 3) *% 12560)) +% 12528) +% 8), t21_c3_1)
-      }
-    }
-    for j24 in 0..<16 {
-      for f25 in 0..<32 {
-        for i26 in 0..<98 {
-          storeVector(arena, ((i26 *% 8) +% ((((g1 *% 16) +% j24) *% 25088) +% (f25 *% 784))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i26 *% 8) +% ((1718672 +% (f25 *% 12560)) +% (j24 *% 784)))) + Vector(repeating: params[(288 +% f25)])), where: (loadVector(arena, ((i26 *% 8) +% ((1718672 +% (f25 *% 12560)) +% (j24 *% 784)))) + Vector(repeating: params[(288 +% f25)])) .> Vector(repeating: Float(0))))
+      for j25 in 0..<16 {
+        for f26 in 0..<16 {
+          for i27 in 0..<98 {
+            storeVector(arena, ((i27 *% 8) +% ((((g1 *% 16) +% j25) *% 25088) +% ((f26 +% (part16 *% 16)) *% 784))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i27 *% 8) +% ((1718672 +% ((f26 +% (part16 *% 16)) *% 12560)) +% (j25 *% 784)))) + Vector(repeating: params[(288 +% (f26 +% (part16 *% 16)))])), where: (loadVector(arena, ((i27 *% 8) +% ((1718672 +% ((f26 +% (part16 *% 16)) *% 12560)) +% (j25 *% 784)))) + Vector(repeating: params[(288 +% (f26 +% (part16 *% 16)))])) .> Vector(repeating: Float(0))))
+          }
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  parallelFor(pool, 2) { part27 in
-    for ci28 in 0..<32 {
-      for co29 in 0..<32 {
-        var w30: Float = params[(320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9))]
-        var w31: Float = (((params[(320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9))] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 3)]) + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w32: Float = (((params[(320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9))] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 6)]) - params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w33: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 6)]
-        var w34: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 1)]
-        var w35: Float = (((params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 1)] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 4)]) + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w36: Float = (((params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 1)] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 7)]) - params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w37: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 7)]
-        var w38: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 2)]
-        var w39: Float = (((params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 2)] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 5)]) + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w40: Float = (((params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 2)] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 8)]) - params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w41: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 8)]
-        var w42: Float = w30
-        var w43: Float = (((w30 + w34) + w38) * Float(bitPattern: 0x3f000000))
-        var w44: Float = (((w30 + w38) - w34) * Float(bitPattern: 0x3f000000))
-        var w45: Float = w38
-        var w46: Float = w31
-        var w47: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
-        var w48: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
-        var w49: Float = w39
-        var w50: Float = w32
-        var w51: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
-        var w52: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
-        var w53: Float = w40
-        var w54: Float = w33
-        var w55: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
-        var w56: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
-        var w57: Float = w41
-        arena[((3211264 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w42
-        arena[((3213312 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w43
-        arena[((3215360 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w44
-        arena[((3217408 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w45
-        arena[((3219456 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w46
-        arena[((3221504 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w47
-        arena[((3223552 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w48
-        arena[((3225600 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w49
-        arena[((3227648 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w50
-        arena[((3229696 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w51
-        arena[((3231744 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w52
-        arena[((3233792 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w53
-        arena[((3235840 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w54
-        arena[((3237888 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w55
-        arena[((3239936 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w56
-        arena[((3241984 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w57
+  parallelFor(pool, 2) { part28 in
+    for ci29 in 0..<32 {
+      for co30 in 0..<32 {
+        var w31: Float = params[(320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9))]
+        var w32: Float = (((params[(320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9))] + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 3)]) + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w33: Float = (((params[(320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9))] + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 6)]) - params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w34: Float = params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 6)]
+        var w35: Float = params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 1)]
+        var w36: Float = (((params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 1)] + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 4)]) + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w37: Float = (((params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 1)] + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 7)]) - params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w38: Float = params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 7)]
+        var w39: Float = params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 2)]
+        var w40: Float = (((params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 2)] + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 5)]) + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w41: Float = (((params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 2)] + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 8)]) - params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w42: Float = params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 8)]
+        var w43: Float = w31
+        var w44: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
+        var w45: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
+        var w46: Float = w39
+        var w47: Float = w32
+        var w48: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
+        var w49: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
+        var w50: Float = w40
+        var w51: Float = w33
+        var w52: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
+        var w53: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
+        var w54: Float = w41
+        var w55: Float = w34
+        var w56: Float = (((w34 + w38) + w42) * Float(bitPattern: 0x3f000000))
+        var w57: Float = (((w34 + w42) - w38) * Float(bitPattern: 0x3f000000))
+        var w58: Float = w42
+        arena[((3211264 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w43
+        arena[((3213312 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w44
+        arena[((3215360 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w45
+        arena[((3217408 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w46
+        arena[((3219456 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w47
+        arena[((3221504 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w48
+        arena[((3223552 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w49
+        arena[((3225600 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w50
+        arena[((3227648 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w51
+        arena[((3229696 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w52
+        arena[((3231744 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w53
+        arena[((3233792 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w54
+        arena[((3235840 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w55
+        arena[((3237888 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w56
+        arena[((3239936 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w57
+        arena[((3241984 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w58
       }
     }
   }
-  for i58 in 0..<3600 {
-    storeVector(arena, ((i58 *% 8) +% 3244032), Vector(repeating: Float(0)))
+  for i59 in 0..<3600 {
+    storeVector(arena, ((i59 *% 8) +% 3244032), Vector(repeating: Float(0)))
   }
-  for g59 in 0..<64 {
-    for j60 in 0..<1 {
-      for c61 in 0..<32 {
-        for iy62 in 0..<28 {
-          for ix63 in 0..<28 {
-            arena[(3244032 +% ((((j60 *% 28800) +% ((iy62 +% 1) *% 960)) +% ((ix63 +% 1) *% 32)) +% c61))] = arena[(((((g59 +% j60) *% 25088) +% (c61 *% 784)) +% (iy62 *% 28)) +% ix63)]
+  for g60 in 0..<64 {
+    for j61 in 0..<1 {
+      for c62 in 0..<32 {
+        for iy63 in 0..<28 {
+          for ix64 in 0..<28 {
+            arena[(3244032 +% ((((j61 *% 28800) +% ((iy63 +% 1) *% 960)) +% ((ix64 +% 1) *% 32)) +% c62))] = arena[(((((g60 +% j61) *% 25088) +% (c62 *% 784)) +% (iy63 *% 28)) +% ix64)]
           }
         }
       }
     }
-    for j64 in 0..<1 {
-      for ty65 in 0..<14 {
-        for tx66 in 0..<14 {
-          for cv67 in 0..<4 {
-            let w68 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% ((ty65 *% 2) *% 960)) +% ((tx66 *% 2) *% 32)) +% (cv67 *% 8)))) - loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 2) *% 960)) +% ((tx66 *% 2) *% 32)) +% (cv67 *% 8)))))
-            let w69 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 1) *% 960)) +% ((tx66 *% 2) *% 32)) +% (cv67 *% 8)))) + loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 2) *% 960)) +% ((tx66 *% 2) *% 32)) +% (cv67 *% 8)))))
-            let w70 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 2) *% 960)) +% ((tx66 *% 2) *% 32)) +% (cv67 *% 8)))) - loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 1) *% 960)) +% ((tx66 *% 2) *% 32)) +% (cv67 *% 8)))))
-            let w71 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 1) *% 960)) +% ((tx66 *% 2) *% 32)) +% (cv67 *% 8)))) - loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 3) *% 960)) +% ((tx66 *% 2) *% 32)) +% (cv67 *% 8)))))
-            let w72 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% ((ty65 *% 2) *% 960)) +% (((tx66 *% 2) +% 1) *% 32)) +% (cv67 *% 8)))) - loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 2) *% 960)) +% (((tx66 *% 2) +% 1) *% 32)) +% (cv67 *% 8)))))
-            let w73 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 1) *% 960)) +% (((tx66 *% 2) +% 1) *% 32)) +% (cv67 *% 8)))) + loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 2) *% 960)) +% (((tx66 *% 2) +% 1) *% 32)) +% (cv67 *% 8)))))
-            let w74 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 2) *% 960)) +% (((tx66 *% 2) +% 1) *% 32)) +% (cv67 *% 8)))) - loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 1) *% 960)) +% (((tx66 *% 2) +% 1) *% 32)) +% (cv67 *% 8)))))
-            let w75 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 1) *% 960)) +% (((tx66 *% 2) +% 1) *% 32)) +% (cv67 *% 8)))) - loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 3) *% 960)) +% (((tx66 *% 2) +% 1) *% 32)) +% (cv67 *% 8)))))
-            let w76 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% ((ty65 *% 2) *% 960)) +% (((tx66 *% 2) +% 2) *% 32)) +% (cv67 *% 8)))) - loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 2) *% 960)) +% (((tx66 *% 2) +% 2) *% 32)) +% (cv67 *% 8)))))
-            let w77 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 1) *% 960)) +% (((tx66 *% 2) +% 2) *% 32)) +% (cv67 *% 8)))) + loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 2) *% 960)) +% (((tx66 *% 2) +% 2) *% 32)) +% (cv67 *% 8)))))
-            let w78 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 2) *% 960)) +% (((tx66 *% 2) +% 2) *% 32)) +% (cv67 *% 8)))) - loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 1) *% 960)) +% (((tx66 *% 2) +% 2) *% 32)) +% (cv67 *% 8)))))
-            let w79 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 1) *% 960)) +% (((tx66 *% 2) +% 2) *% 32)) +% (cv67 *% 8)))) - loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 3) *% 960)) +% (((tx66 *% 2) +% 2) *% 32)) +% (cv67 *% 8)))))
-            let w80 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% ((ty65 *% 2) *% 960)) +% (((tx66 *% 2) +% 3) *% 32)) +% (cv67 *% 8)))) - loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 2) *% 960)) +% (((tx66 *% 2) +% 3) *% 32)) +% (cv67 *% 8)))))
-            let w81 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 1) *% 960)) +% (((tx66 *% 2) +% 3) *% 32)) +% (cv67 *% 8)))) + loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 2) *% 960)) +% (((tx66 *% 2) +% 3) *% 32)) +% (cv67 *% 8)))))
-            let w82 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 2) *% 960)) +% (((tx66 *% 2) +% 3) *% 32)) +% (cv67 *% 8)))) - loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 1) *% 960)) +% (((tx66 *% 2) +% 3) *% 32)) +% (cv67 *% 8)))))
-            let w83 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 1) *% 960)) +% (((tx66 *% 2) +% 3) *% 32)) +% (cv67 *% 8)))) - loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 3) *% 960)) +% (((tx66 *% 2) +% 3) *% 32)) +% (cv67 *% 8)))))
-            let w84 = (w68 - w76)
-            let w85 = (w72 + w76)
-            let w86 = (w76 - w72)
-            let w87 = (w72 - w80)
-            let w88 = (w69 - w77)
-            let w89 = (w73 + w77)
-            let w90 = (w77 - w73)
-            let w91 = (w73 - w81)
-            let w92 = (w70 - w78)
-            let w93 = (w74 + w78)
-            let w94 = (w78 - w74)
-            let w95 = (w74 - w82)
-            let w96 = (w71 - w79)
-            let w97 = (w75 + w79)
-            let w98 = (w79 - w75)
-            let w99 = (w75 - w83)
-            storeVector(arena, ((3272832 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w84)
-            storeVector(arena, ((3279104 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w85)
-            storeVector(arena, ((3285376 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w86)
-            storeVector(arena, ((3291648 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w87)
-            storeVector(arena, ((3297920 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w88)
-            storeVector(arena, ((3304192 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w89)
-            storeVector(arena, ((3310464 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w90)
-            storeVector(arena, ((3316736 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w91)
-            storeVector(arena, ((3323008 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w92)
-            storeVector(arena, ((3329280 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w93)
-            storeVector(arena, ((3335552 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w94)
-            storeVector(arena, ((3341824 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w95)
-            storeVector(arena, ((3348096 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w96)
-            storeVector(arena, ((3354368 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w97)
-            storeVector(arena, ((3360640 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w98)
-            storeVector(arena, ((3366912 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w99)
+    for j65 in 0..<1 {
+      for ty66 in 0..<14 {
+        for tx67 in 0..<14 {
+          for cv68 in 0..<4 {
+            let w69 = (loadVector(arena, (3244032 +% ((((j65 *% 28800) +% ((ty66 *% 2) *% 960)) +% ((tx67 *% 2) *% 32)) +% (cv68 *% 8)))) - loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 2) *% 960)) +% ((tx67 *% 2) *% 32)) +% (cv68 *% 8)))))
+            let w70 = (loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 1) *% 960)) +% ((tx67 *% 2) *% 32)) +% (cv68 *% 8)))) + loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 2) *% 960)) +% ((tx67 *% 2) *% 32)) +% (cv68 *% 8)))))
+            let w71 = (loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 2) *% 960)) +% ((tx67 *% 2) *% 32)) +% (cv68 *% 8)))) - loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 1) *% 960)) +% ((tx67 *% 2) *% 32)) +% (cv68 *% 8)))))
+            let w72 = (loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 1) *% 960)) +% ((tx67 *% 2) *% 32)) +% (cv68 *% 8)))) - loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 3) *% 960)) +% ((tx67 *% 2) *% 32)) +% (cv68 *% 8)))))
+            let w73 = (loadVector(arena, (3244032 +% ((((j65 *% 28800) +% ((ty66 *% 2) *% 960)) +% (((tx67 *% 2) +% 1) *% 32)) +% (cv68 *% 8)))) - loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 2) *% 960)) +% (((tx67 *% 2) +% 1) *% 32)) +% (cv68 *% 8)))))
+            let w74 = (loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 1) *% 960)) +% (((tx67 *% 2) +% 1) *% 32)) +% (cv68 *% 8)))) + loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 2) *% 960)) +% (((tx67 *% 2) +% 1) *% 32)) +% (cv68 *% 8)))))
+            let w75 = (loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 2) *% 960)) +% (((tx67 *% 2) +% 1) *% 32)) +% (cv68 *% 8)))) - loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 1) *% 960)) +% (((tx67 *% 2) +% 1) *% 32)) +% (cv68 *% 8)))))
+            let w76 = (loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 1) *% 960)) +% (((tx67 *% 2) +% 1) *% 32)) +% (cv68 *% 8)))) - loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 3) *% 960)) +% (((tx67 *% 2) +% 1) *% 32)) +% (cv68 *% 8)))))
+            let w77 = (loadVector(arena, (3244032 +% ((((j65 *% 28800) +% ((ty66 *% 2) *% 960)) +% (((tx67 *% 2) +% 2) *% 32)) +% (cv68 *% 8)))) - loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 2) *% 960)) +% (((tx67 *% 2) +% 2) *% 32)) +% (cv68 *% 8)))))
+            let w78 = (loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 1) *% 960)) +% (((tx67 *% 2) +% 2) *% 32)) +% (cv68 *% 8)))) + loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 2) *% 960)) +% (((tx67 *% 2) +% 2) *% 32)) +% (cv68 *% 8)))))
+            let w79 = (loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 2) *% 960)) +% (((tx67 *% 2) +% 2) *% 32)) +% (cv68 *% 8)))) - loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 1) *% 960)) +% (((tx67 *% 2) +% 2) *% 32)) +% (cv68 *% 8)))))
+            let w80 = (loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 1) *% 960)) +% (((tx67 *% 2) +% 2) *% 32)) +% (cv68 *% 8)))) - loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 3) *% 960)) +% (((tx67 *% 2) +% 2) *% 32)) +% (cv68 *% 8)))))
+            let w81 = (loadVector(arena, (3244032 +% ((((j65 *% 28800) +% ((ty66 *% 2) *% 960)) +% (((tx67 *% 2) +% 3) *% 32)) +% (cv68 *% 8)))) - loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 2) *% 960)) +% (((tx67 *% 2) +% 3) *% 32)) +% (cv68 *% 8)))))
+            let w82 = (loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 1) *% 960)) +% (((tx67 *% 2) +% 3) *% 32)) +% (cv68 *% 8)))) + loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 2) *% 960)) +% (((tx67 *% 2) +% 3) *% 32)) +% (cv68 *% 8)))))
+            let w83 = (loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 2) *% 960)) +% (((tx67 *% 2) +% 3) *% 32)) +% (cv68 *% 8)))) - loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 1) *% 960)) +% (((tx67 *% 2) +% 3) *% 32)) +% (cv68 *% 8)))))
+            let w84 = (loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 1) *% 960)) +% (((tx67 *% 2) +% 3) *% 32)) +% (cv68 *% 8)))) - loadVector(arena, (3244032 +% ((((j65 *% 28800) +% (((ty66 *% 2) +% 3) *% 960)) +% (((tx67 *% 2) +% 3) *% 32)) +% (cv68 *% 8)))))
+            let w85 = (w69 - w77)
+            let w86 = (w73 + w77)
+            let w87 = (w77 - w73)
+            let w88 = (w73 - w81)
+            let w89 = (w70 - w78)
+            let w90 = (w74 + w78)
+            let w91 = (w78 - w74)
+            let w92 = (w74 - w82)
+            let w93 = (w71 - w79)
+            let w94 = (w75 + w79)
+            let w95 = (w79 - w75)
+            let w96 = (w75 - w83)
+            let w97 = (w72 - w80)
+            let w98 = (w76 + w80)
+            let w99 = (w80 - w76)
+            let w100 = (w76 - w84)
+            storeVector(arena, ((3272832 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 32)) +% (cv68 *% 8)), w85)
+            storeVector(arena, ((3279104 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 32)) +% (cv68 *% 8)), w86)
+            storeVector(arena, ((3285376 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 32)) +% (cv68 *% 8)), w87)
+            storeVector(arena, ((3291648 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 32)) +% (cv68 *% 8)), w88)
+            storeVector(arena, ((3297920 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 32)) +% (cv68 *% 8)), w89)
+            storeVector(arena, ((3304192 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 32)) +% (cv68 *% 8)), w90)
+            storeVector(arena, ((3310464 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 32)) +% (cv68 *% 8)), w91)
+            storeVector(arena, ((3316736 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 32)) +% (cv68 *% 8)), w92)
+            storeVector(arena, ((3323008 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 32)) +% (cv68 *% 8)), w93)
+            storeVector(arena, ((3329280 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 32)) +% (cv68 *% 8)), w94)
+            storeVector(arena, ((3335552 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 32)) +% (cv68 *% 8)), w95)
+            storeVector(arena, ((3341824 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 32)) +% (cv68 *% 8)), w96)
+            storeVector(arena, ((3348096 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 32)) +% (cv68 *% 8)), w97)
+            storeVector(arena, ((3354368 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 32)) +% (cv68 *% 8)), w98)
+            storeVector(arena, ((3360640 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 32)) +% (cv68 *% 8)), w99)
+            storeVector(arena, ((3366912 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 32)) +% (cv68 *% 8)), w100)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part100 in
-      for xi101 in 0..<16 {
-        do {  // gemm108
-          for nb102 in 0..<2 {
-            for mb103 in 0..<32 {
-              var t104_c0_0 = Vector()
-              var t104_c0_1 = Vector()
-              var t104_c1_0 = Vector()
-              var t104_c1_1 = Vector()
-              var t104_c2_0 = Vector()
-              var t104_c2_1 = Vector()
-              var t104_c3_0 = Vector()
-              var t104_c3_1 = Vector()
-              var t104_c4_0 = Vector()
-              var t104_c4_1 = Vector()
-              var t104_c5_0 = Vector()
-              var t104_c5_1 = Vector()
-              for k105 in 0..<32 {
-                let t104_b0 = loadVector(arena, ((((3211264 +% (xi101 *% 2048)) +% (part100 *% 32)) +% (k105 *% 64)) +% (nb102 *% 16)))
-                let t104_b1 = loadVector(arena, (((((3211264 +% (xi101 *% 2048)) +% (part100 *% 32)) +% (k105 *% 64)) +% (nb102 *% 16)) +% 8))
-                let t104_a0 = Vector(repeating: arena[(((3272832 +% (xi101 *% 6272)) +% ((mb103 *% 6) *% 32)) +% k105)])
-                t104_c0_0 = t104_c0_0.addingProduct(t104_a0, t104_b0)
-                t104_c0_1 = t104_c0_1.addingProduct(t104_a0, t104_b1)
-                let t104_a1 = Vector(repeating: arena[(((3272832 +% (xi101 *% 6272)) +% (((mb103 *% 6) +% 1) *% 32)) +% k105)])
-                t104_c1_0 = t104_c1_0.addingProduct(t104_a1, t104_b0)
-                t104_c1_1 = t104_c1_1.addingProduct(t104_a1, t104_b1)
-                let t104_a2 = Vector(repeating: arena[(((3272832 +% (xi101 *% 6272)) +% (((mb103 *% 6) +% 2) *% 32)) +% k105)])
-                t104_c2_0 = t104_c2_0.addingProduct(t104_a2, t104_b0)
-                t104_c2_1 = t104_c2_1.addingProduct(t104_a2, t104_b1)
-                let t104_a3 = Vector(repeating: arena[(((3272832 +% (xi101 *% 6272)) +% (((mb103 *% 6) +% 3) *% 32)) +% k105)])
-                t104_c3_0 = t104_c3_0.addingProduct(t104_a3, t104_b0)
-                t104_c3_1 = t104_c3_1.addingProduct(t104_a3, t104_b1)
-                let t104_a4 = Vector(repeating: arena[(((3272832 +% (xi101 *% 6272)) +% (((mb103 *% 6) +% 4) *% 32)) +% k105)])
-                t104_c4_0 = t104_c4_0.addingProduct(t104_a4, t104_b0)
-                t104_c4_1 = t104_c4_1.addingProduct(t104_a4, t104_b1)
-                let t104_a5 = Vector(repeating: arena[(((3272832 +% (xi101 *% 6272)) +% (((mb103 *% 6) +% 5) *% 32)) +% k105)])
-                t104_c5_0 = t104_c5_0.addingProduct(t104_a5, t104_b0)
-                t104_c5_1 = t104_c5_1.addingProduct(t104_a5, t104_b1)
+    parallelFor(pool, 2) { part101 in
+      for xi102 in 0..<16 {
+        do {  // gemm109
+          for nb103 in 0..<2 {
+            for mb104 in 0..<32 {
+              var t105_c0_0 = Vector()
+              var t105_c0_1 = Vector()
+              var t105_c1_0 = Vector()
+              var t105_c1_1 = Vector()
+              var t105_c2_0 = Vector()
+              var t105_c2_1 = Vector()
+              var t105_c3_0 = Vector()
+              var t105_c3_1 = Vector()
+              var t105_c4_0 = Vector()
+              var t105_c4_1 = Vector()
+              var t105_c5_0 = Vector()
+              var t105_c5_1 = Vector()
+              for k106 in 0..<32 {
+                let t105_b0 = loadVector(arena, ((((3211264 +% (xi102 *% 2048)) +% (part101 *% 32)) +% (k106 *% 64)) +% (nb103 *% 16)))
+                let t105_b1 = loadVector(arena, (((((3211264 +% (xi102 *% 2048)) +% (part101 *% 32)) +% (k106 *% 64)) +% (nb103 *% 16)) +% 8))
+                let t105_a0 = Vector(repeating: arena[(((3272832 +% (xi102 *% 6272)) +% ((mb104 *% 6) *% 32)) +% k106)])
+                t105_c0_0 = t105_c0_0.addingProduct(t105_a0, t105_b0)
+                t105_c0_1 = t105_c0_1.addingProduct(t105_a0, t105_b1)
+                let t105_a1 = Vector(repeating: arena[(((3272832 +% (xi102 *% 6272)) +% (((mb104 *% 6) +% 1) *% 32)) +% k106)])
+                t105_c1_0 = t105_c1_0.addingProduct(t105_a1, t105_b0)
+                t105_c1_1 = t105_c1_1.addingProduct(t105_a1, t105_b1)
+                let t105_a2 = Vector(repeating: arena[(((3272832 +% (xi102 *% 6272)) +% (((mb104 *% 6) +% 2) *% 32)) +% k106)])
+                t105_c2_0 = t105_c2_0.addingProduct(t105_a2, t105_b0)
+                t105_c2_1 = t105_c2_1.addingProduct(t105_a2, t105_b1)
+                let t105_a3 = Vector(repeating: arena[(((3272832 +% (xi102 *% 6272)) +% (((mb104 *% 6) +% 3) *% 32)) +% k106)])
+                t105_c3_0 = t105_c3_0.addingProduct(t105_a3, t105_b0)
+                t105_c3_1 = t105_c3_1.addingProduct(t105_a3, t105_b1)
+                let t105_a4 = Vector(repeating: arena[(((3272832 +% (xi102 *% 6272)) +% (((mb104 *% 6) +% 4) *% 32)) +% k106)])
+                t105_c4_0 = t105_c4_0.addingProduct(t105_a4, t105_b0)
+                t105_c4_1 = t105_c4_1.addingProduct(t105_a4, t105_b1)
+                let t105_a5 = Vector(repeating: arena[(((3272832 +% (xi102 *% 6272)) +% (((mb104 *% 6) +% 5) *% 32)) +% k106)])
+                t105_c5_0 = t105_c5_0.addingProduct(t105_a5, t105_b0)
+                t105_c5_1 = t105_c5_1.addingProduct(t105_a5, t105_b1)
               }
-              storeVector(arena, ((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% ((mb103 *% 6) *% 64)) +% (nb102 *% 16)), t104_c0_0)
-              storeVector(arena, (((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% ((mb103 *% 6) *% 64)) +% (nb102 *% 16)) +% 8), t104_c0_1)
-              storeVector(arena, ((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% (((mb103 *% 6) +% 1) *% 64)) +% (nb102 *% 16)), t104_c1_0)
-              storeVector(arena, (((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% (((mb103 *% 6) +% 1) *% 64)) +% (nb102 *% 16)) +% 8), t104_c1_1)
-              storeVector(arena, ((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% (((mb103 *% 6) +% 2) *% 64)) +% (nb102 *% 16)), t104_c2_0)
-              storeVector(arena, (((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% (((mb103 *% 6) +% 2) *% 64)) +% (nb102 *% 16)) +% 8), t104_c2_1)
-              storeVector(arena, ((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% (((mb103 *% 6) +% 3) *% 64)) +% (nb102 *% 16)), t104_c3_0)
-              storeVector(arena, (((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% (((mb103 *% 6) +% 3) *% 64)) +% (nb102 *% 16)) +% 8), t104_c3_1)
-              storeVector(arena, ((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% (((mb103 *% 6) +% 4) *% 64)) +% (nb102 *% 16)), t104_c4_0)
-              storeVector(arena, (((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% (((mb103 *% 6) +% 4) *% 64)) +% (nb102 *% 16)) +% 8), t104_c4_1)
-              storeVector(arena, ((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% (((mb103 *% 6) +% 5) *% 64)) +% (nb102 *% 16)), t104_c5_0)
-              storeVector(arena, (((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% (((mb103 *% 6) +% 5) *% 64)) +% (nb102 *% 16)) +% 8), t104_c5_1)
+              storeVector(arena, ((((3373184 +% (xi102 *% 12544)) +% (part101 *% 32)) +% ((mb104 *% 6) *% 64)) +% (nb103 *% 16)), t105_c0_0)
+              storeVector(arena, (((((3373184 +% (xi102 *% 12544)) +% (part101 *% 32)) +% ((mb104 *% 6) *% 64)) +% (nb103 *% 16)) +% 8), t105_c0_1)
+              storeVector(arena, ((((3373184 +% (xi102 *% 12544)) +% (part101 *% 32)) +% (((mb104 *% 6) +% 1) *% 64)) +% (nb103 *% 16)), t105_c1_0)
+              storeVector(arena, (((((3373184 +% (xi102 *% 12544)) +% (part101 *% 32)) +% (((mb104 *% 6) +% 1) *% 64)) +% (nb103 *% 16)) +% 8), t105_c1_1)
+              storeVector(arena, ((((3373184 +% (xi102 *% 12544)) +% (part101 *% 32)) +% (((mb104 *% 6) +% 2) *% 64)) +% (nb103 *% 16)), t105_c2_0)
+              storeVector(arena, (((((3373184 +% (xi102 *% 12544)) +% (part101 *% 32)) +% (((mb104 *% 6) +% 2) *% 64)) +% (nb103 *% 16)) +% 8), t105_c2_1)
+              storeVector(arena, ((((3373184 +% (xi102 *% 12544)) +% (part101 *% 32)) +% (((mb104 *% 6) +% 3) *% 64)) +% (nb103 *% 16)), t105_c3_0)
+              storeVector(arena, (((((3373184 +% (xi102 *% 12544)) +% (part101 *% 32)) +% (((mb104 *% 6) +% 3) *% 64)) +% (nb103 *% 16)) +% 8), t105_c3_1)
+              storeVector(arena, ((((3373184 +% (xi102 *% 12544)) +% (part101 *% 32)) +% (((mb104 *% 6) +% 4) *% 64)) +% (nb103 *% 16)), t105_c4_0)
+              storeVector(arena, (((((3373184 +% (xi102 *% 12544)) +% (part101 *% 32)) +% (((mb104 *% 6) +% 4) *% 64)) +% (nb103 *% 16)) +% 8), t105_c4_1)
+              storeVector(arena, ((((3373184 +% (xi102 *% 12544)) +% (part101 *% 32)) +% (((mb104 *% 6) +% 5) *% 64)) +% (nb103 *% 16)), t105_c5_0)
+              storeVector(arena, (((((3373184 +% (xi102 *% 12544)) +% (part101 *% 32)) +% (((mb104 *% 6) +% 5) *% 64)) +% (nb103 *% 16)) +% 8), t105_c5_1)
             }
-            var t106_c0_0 = Vector()
-            var t106_c0_1 = Vector()
-            var t106_c1_0 = Vector()
-            var t106_c1_1 = Vector()
-            var t106_c2_0 = Vector()
-            var t106_c2_1 = Vector()
-            var t106_c3_0 = Vector()
-            var t106_c3_1 = Vector()
-            for k107 in 0..<32 {
-              let t106_b0 = loadVector(arena, ((((3211264 +% (xi101 *% 2048)) +% (part100 *% 32)) +% (k107 *% 64)) +% (nb102 *% 16)))
-              let t106_b1 = loadVector(arena, (((((3211264 +% (xi101 *% 2048)) +% (part100 *% 32)) +% (k107 *% 64)) +% (nb102 *% 16)) +% 8))
-              let t106_a0 = Vector(repeating: arena[(((3272832 +% (xi101 *% 6272)) +% 6144) +% k107)])
-              t106_c0_0 = t106_c0_0.addingProduct(t106_a0, t106_b0)
-              t106_c0_1 = t106_c0_1.addingProduct(t106_a0, t106_b1)
-              let t106_a1 = Vector(repeating: arena[(((3272832 +% (xi101 *% 6272)) +% 6176) +% k107)])
-              t106_c1_0 = t106_c1_0.addingProduct(t106_a1, t106_b0)
-              t106_c1_1 = t106_c1_1.addingProduct(t106_a1, t106_b1)
-              let t106_a2 = Vector(repeating: arena[(((3272832 +% (xi101 *% 6272)) +% 6208) +% k107)])
-              t106_c2_0 = t106_c2_0.addingProduct(t106_a2, t106_b0)
-              t106_c2_1 = t106_c2_1.addingProduct(t106_a2, t106_b1)
-              let t106_a3 = Vector(repeating: arena[(((3272832 +% (xi101 *% 6272)) +% 6240) +% k107)])
-              t106_c3_0 = t106_c3_0.addingProduct(t106_a3, t106_b0)
-              t106_c3_1 = t106_c3_1.addingProduct(t106_a3, t106_b1)
+            var t107_c0_0 = Vector()
+            var t107_c0_1 = Vector()
+            var t107_c1_0 = Vector()
+            var t107_c1_1 = Vector()
+            var t107_c2_0 = Vector()
+            var t107_c2_1 = Vector()
+            var t107_c3_0 = Vector()
+            var t107_c3_1 = Vector()
+            for k108 in 0..<32 {
+              let t107_b0 = loadVector(arena, ((((3211264 +% (xi102 *% 2048)) +% (part101 *% 32)) +% (k108 *% 64)) +% (nb103 *% 16)))
+              let t107_b1 = loadVector(arena, (((((3211264 +% (xi102 *% 2048)) +% (part101 *% 32)) +% (k108 *% 64)) +% (nb103 *% 16)) +% 8))
+              let t107_a0 = Vector(repeating: arena[(((3272832 +% (xi102 *% 6272)) +% 6144) +% k108)])
+              t107_c0_0 = t107_c0_0.addingProduct(t107_a0, t107_b0)
+              t107_c0_1 = t107_c0_1.addingProduct(t107_a0, t107_b1)
+              let t107_a1 = Vector(repeating: arena[(((3272832 +% (xi102 *% 6272)) +% 6176) +% k108)])
+              t107_c1_0 = t107_c1_0.addingProduct(t107_a1, t107_b0)
+              t107_c1_1 = t107_c1_1.addingProduct(t107_a1, t107_b1)
+              let t107_a2 = Vector(repeating: arena[(((3272832 +% (xi102 *% 6272)) +% 6208) +% k108)])
+              t107_c2_0 = t107_c2_0.addingProduct(t107_a2, t107_b0)
+              t107_c2_1 = t107_c2_1.addingProduct(t107_a2, t107_b1)
+              let t107_a3 = Vector(repeating: arena[(((3272832 +% (xi102 *% 6272)) +% 6240) +% k108)])
+              t107_c3_0 = t107_c3_0.addingProduct(t107_a3, t107_b0)
+              t107_c3_1 = t107_c3_1.addingProduct(t107_a3, t107_b1)
             }
-            storeVector(arena, ((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% 12288) +% (nb102 *% 16)), t106_c0_0)
-            storeVector(arena, (((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% 12288) +% (nb102 *% 16)) +% 8), t106_c0_1)
-            storeVector(arena, ((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% 12352) +% (nb102 *% 16)), t106_c1_0)
-            storeVector(arena, (((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% 12352) +% (nb102 *% 16)) +% 8), t106_c1_1)
-            storeVector(arena, ((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% 12416) +% (nb102 *% 16)), t106_c2_0)
-            storeVector(arena, (((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% 12416) +% (nb102 *% 16)) +% 8), t106_c2_1)
-            storeVector(arena, ((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% 12480) +% (nb102 *% 16)), t106_c3_0)
-            storeVector(arena, (((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% 12480) +% (nb102 *% 16)) +% 8), t106_c3_1)
+            storeVector(arena, ((((3373184 +% (xi102 *% 12544)) +% (part101 *% 32)) +% 12288) +% (nb103 *% 16)), t107_c0_0)
+            storeVector(arena, (((((3373184 +% (xi102 *% 12544)) +% (part101 *% 32)) +% 12288) +% (nb103 *% 16)) +% 8), t107_c0_1)
+            storeVector(arena, ((((3373184 +% (xi102 *% 12544)) +% (part101 *% 32)) +% 12352) +% (nb103 *% 16)), t107_c1_0)
+            storeVector(arena, (((((3373184 +% (xi102 *% 12544)) +% (part101 *% 32)) +% 12352) +% (nb103 *% 16)) +% 8), t107_c1_1)
+            storeVector(arena, ((((3373184 +% (xi102 *% 12544)) +% (part101 *% 32)) +% 12416) +% (nb103 *% 16)), t107_c2_0)
+            storeVector(arena, (((((3373184 +% (xi102 *% 12544)) +% (part101 *% 32)) +% 12416) +% (nb103 *% 16)) +% 8), t107_c2_1)
+            storeVector(arena, ((((3373184 +% (xi102 *% 12544)) +% (part101 *% 32)) +% 12480) +% (nb103 *% 16)), t107_c3_0)
+            storeVector(arena, (((((3373184 +% (xi102 *% 12544)) +% (part101 *% 32)) +% 12480) +% (nb103 *% 16)) +% 8), t107_c3_1)
           }
         }
       }
-      for j109 in 0..<1 {
-        for ty110 in 0..<14 {
-          for tx111 in 0..<14 {
-            for cv112 in 0..<4 {
-              let w113 = ((loadVector(arena, ((3373184 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))) + loadVector(arena, ((3423360 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8))))) + loadVector(arena, ((3473536 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))))
-              let w114 = ((loadVector(arena, ((3423360 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))) - loadVector(arena, ((3473536 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8))))) - loadVector(arena, ((3523712 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))))
-              let w115 = ((loadVector(arena, ((3385728 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))) + loadVector(arena, ((3435904 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8))))) + loadVector(arena, ((3486080 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))))
-              let w116 = ((loadVector(arena, ((3435904 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))) - loadVector(arena, ((3486080 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8))))) - loadVector(arena, ((3536256 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))))
-              let w117 = ((loadVector(arena, ((3398272 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))) + loadVector(arena, ((3448448 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8))))) + loadVector(arena, ((3498624 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))))
-              let w118 = ((loadVector(arena, ((3448448 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))) - loadVector(arena, ((3498624 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8))))) - loadVector(arena, ((3548800 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))))
-              let w119 = ((loadVector(arena, ((3410816 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))) + loadVector(arena, ((3460992 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8))))) + loadVector(arena, ((3511168 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))))
-              let w120 = ((loadVector(arena, ((3460992 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))) - loadVector(arena, ((3511168 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8))))) - loadVector(arena, ((3561344 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))))
-              let w121 = ((w113 + w115) + w117)
-              let w122 = ((w115 - w117) - w119)
-              let w123 = ((w114 + w116) + w118)
-              let w124 = ((w116 - w118) - w120)
-              let v125 = (w121 + loadVector(params, (18752 +% ((part100 *% 32) +% (cv112 *% 8)))))
-              let best126 = v125
-              let at127 = Vector(repeating: Float((((ty110 *% 2) *% 28) +% (tx111 *% 2))))
-              let v128 = (w122 + loadVector(params, (18752 +% ((part100 *% 32) +% (cv112 *% 8)))))
-              let best129 = best126.replacing(with: v128, where: v128 .> best126)
-              let at130 = at127.replacing(with: Vector(repeating: Float(((((ty110 *% 2) *% 28) +% (tx111 *% 2)) +% 1))), where: v128 .> best126)
-              let v131 = (w123 + loadVector(params, (18752 +% ((part100 *% 32) +% (cv112 *% 8)))))
-              let best132 = best129.replacing(with: v131, where: v131 .> best129)
-              let at133 = at130.replacing(with: Vector(repeating: Float(((((ty110 *% 2) +% 1) *% 28) +% (tx111 *% 2)))), where: v131 .> best129)
-              let v134 = (w124 + loadVector(params, (18752 +% ((part100 *% 32) +% (cv112 *% 8)))))
-              let best135 = best132.replacing(with: v134, where: v134 .> best132)
-              let at136 = at133.replacing(with: Vector(repeating: Float((((((ty110 *% 2) +% 1) *% 28) +% (tx111 *% 2)) +% 1))), where: v134 .> best132)
-              storeVector(arena, ((3573888 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8))), Vector().replacing(with: best135, where: best135 .> Vector()))
-              storeVector(arena, (((3573888 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8))) +% 12544), at136)
+      for j110 in 0..<1 {
+        for ty111 in 0..<14 {
+          for tx112 in 0..<14 {
+            for cv113 in 0..<4 {
+              let w114 = ((loadVector(arena, ((3373184 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8)))) + loadVector(arena, ((3423360 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8))))) + loadVector(arena, ((3473536 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8)))))
+              let w115 = ((loadVector(arena, ((3423360 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8)))) - loadVector(arena, ((3473536 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8))))) - loadVector(arena, ((3523712 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8)))))
+              let w116 = ((loadVector(arena, ((3385728 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8)))) + loadVector(arena, ((3435904 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8))))) + loadVector(arena, ((3486080 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8)))))
+              let w117 = ((loadVector(arena, ((3435904 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8)))) - loadVector(arena, ((3486080 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8))))) - loadVector(arena, ((3536256 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8)))))
+              let w118 = ((loadVector(arena, ((3398272 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8)))) + loadVector(arena, ((3448448 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8))))) + loadVector(arena, ((3498624 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8)))))
+              let w119 = ((loadVector(arena, ((3448448 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8)))) - loadVector(arena, ((3498624 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8))))) - loadVector(arena, ((3548800 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8)))))
+              let w120 = ((loadVector(arena, ((3410816 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8)))) + loadVector(arena, ((3460992 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8))))) + loadVector(arena, ((3511168 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8)))))
+              let w121 = ((loadVector(arena, ((3460992 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8)))) - loadVector(arena, ((3511168 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8))))) - loadVector(arena, ((3561344 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8)))))
+              let w122 = ((w114 + w116) + w118)
+              let w123 = ((w116 - w118) - w120)
+              let w124 = ((w115 + w117) + w119)
+              let w125 = ((w117 - w119) - w121)
+              let v126 = (w122 + loadVector(params, (18752 +% ((part101 *% 32) +% (cv113 *% 8)))))
+              let best127 = v126
+              let at128 = Vector(repeating: Float((((ty111 *% 2) *% 28) +% (tx112 *% 2))))
+              let v129 = (w123 + loadVector(params, (18752 +% ((part101 *% 32) +% (cv113 *% 8)))))
+              let best130 = best127.replacing(with: v129, where: v129 .> best127)
+              let at131 = at128.replacing(with: Vector(repeating: Float(((((ty111 *% 2) *% 28) +% (tx112 *% 2)) +% 1))), where: v129 .> best127)
+              let v132 = (w124 + loadVector(params, (18752 +% ((part101 *% 32) +% (cv113 *% 8)))))
+              let best133 = best130.replacing(with: v132, where: v132 .> best130)
+              let at134 = at131.replacing(with: Vector(repeating: Float(((((ty111 *% 2) +% 1) *% 28) +% (tx112 *% 2)))), where: v132 .> best130)
+              let v135 = (w125 + loadVector(params, (18752 +% ((part101 *% 32) +% (cv113 *% 8)))))
+              let best136 = best133.replacing(with: v135, where: v135 .> best133)
+              let at137 = at134.replacing(with: Vector(repeating: Float((((((ty111 *% 2) +% 1) *% 28) +% (tx112 *% 2)) +% 1))), where: v135 .> best133)
+              storeVector(arena, ((3573888 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8))), Vector().replacing(with: best136, where: best136 .> Vector()))
+              storeVector(arena, (((3573888 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 64)) +% ((part101 *% 32) +% (cv113 *% 8))) +% 12544), at137)
             }
           }
         }
       }
-      for j137 in 0..<1 {
-        for c138 in 0..<32 {
-          for q139 in 0..<196 {
-            arena[(1605632 +% ((((g59 +% j137) *% 12544) +% (((part100 *% 32) +% c138) *% 196)) +% q139))] = arena[((3573888 +% (((j137 *% 196) +% q139) *% 64)) +% ((part100 *% 32) +% c138))]
+      for j138 in 0..<1 {
+        for c139 in 0..<32 {
+          for q140 in 0..<196 {
+            arena[(1605632 +% ((((g60 +% j138) *% 12544) +% (((part101 *% 32) +% c139) *% 196)) +% q140))] = arena[((3573888 +% (((j138 *% 196) +% q140) *% 64)) +% ((part101 *% 32) +% c139))]
           }
         }
       }
-      for j140 in 0..<1 {
-        for c141 in 0..<32 {
-          for q142 in 0..<196 {
-            arena[(2408448 +% ((((g59 +% j140) *% 12544) +% (((part100 *% 32) +% c141) *% 196)) +% q142))] = arena[((3586432 +% (((j140 *% 196) +% q142) *% 64)) +% ((part100 *% 32) +% c141))]
+      for j141 in 0..<1 {
+        for c142 in 0..<32 {
+          for q143 in 0..<196 {
+            arena[(2408448 +% ((((g60 +% j141) *% 12544) +% (((part101 *% 32) +% c142) *% 196)) +% q143))] = arena[((3586432 +% (((j141 *% 196) +% q143) *% 64)) +% ((part101 *% 32) +% c142))]
           }
         }
       }
@@ -1946,117 +1948,117 @@ public func convnet_infer_b64(
   }
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
-  for n143 in 0..<64 {
-    for k144 in 0..<12544 {
-      arena[((8192 +% (k144 *% 64)) +% n143)] = arena[((1605632 +% (n143 *% 12544)) +% k144)]
+  for n144 in 0..<64 {
+    for k145 in 0..<12544 {
+      arena[((8192 +% (k145 *% 64)) +% n144)] = arena[((1605632 +% (n144 *% 12544)) +% k145)]
     }
   }
-  do {  // gemm155
-    for r145 in 0..<128 {
-      for i146 in 0..<8 {
-        storeVector(arena, ((i146 *% 8) +% (811008 +% (r145 *% 64))), Vector(repeating: Float(0)))
+  do {  // gemm156
+    for r146 in 0..<128 {
+      for i147 in 0..<8 {
+        storeVector(arena, ((i147 *% 8) +% (811008 +% (r146 *% 64))), Vector(repeating: Float(0)))
       }
     }
-    for kp147 in 0..<14 {
-      for nb148 in 0..<2 {
-        for mb149 in 0..<32 {
-          var t150_c0_0 = loadVector(arena, ((811008 +% ((mb149 *% 4) *% 64)) +% (nb148 *% 24)))
-          var t150_c0_1 = loadVector(arena, (((811008 +% ((mb149 *% 4) *% 64)) +% (nb148 *% 24)) +% 8))
-          var t150_c0_2 = loadVector(arena, (((811008 +% ((mb149 *% 4) *% 64)) +% (nb148 *% 24)) +% 16))
-          var t150_c1_0 = loadVector(arena, ((811008 +% (((mb149 *% 4) +% 1) *% 64)) +% (nb148 *% 24)))
-          var t150_c1_1 = loadVector(arena, (((811008 +% (((mb149 *% 4) +% 1) *% 64)) +% (nb148 *% 24)) +% 8))
-          var t150_c1_2 = loadVector(arena, (((811008 +% (((mb149 *% 4) +% 1) *% 64)) +% (nb148 *% 24)) +% 16))
-          var t150_c2_0 = loadVector(arena, ((811008 +% (((mb149 *% 4) +% 2) *% 64)) +% (nb148 *% 24)))
-          var t150_c2_1 = loadVector(arena, (((811008 +% (((mb149 *% 4) +% 2) *% 64)) +% (nb148 *% 24)) +% 8))
-          var t150_c2_2 = loadVector(arena, (((811008 +% (((mb149 *% 4) +% 2) *% 64)) +% (nb148 *% 24)) +% 16))
-          var t150_c3_0 = loadVector(arena, ((811008 +% (((mb149 *% 4) +% 3) *% 64)) +% (nb148 *% 24)))
-          var t150_c3_1 = loadVector(arena, (((811008 +% (((mb149 *% 4) +% 3) *% 64)) +% (nb148 *% 24)) +% 8))
-          var t150_c3_2 = loadVector(arena, (((811008 +% (((mb149 *% 4) +% 3) *% 64)) +% (nb148 *% 24)) +% 16))
-          for k151 in 0..<896 {
-            let t150_b0 = loadVector(arena, ((8192 +% ((k151 +% (kp147 *% 896)) *% 64)) +% (nb148 *% 24)))
-            let t150_b1 = loadVector(arena, (((8192 +% ((k151 +% (kp147 *% 896)) *% 64)) +% (nb148 *% 24)) +% 8))
-            let t150_b2 = loadVector(arena, (((8192 +% ((k151 +% (kp147 *% 896)) *% 64)) +% (nb148 *% 24)) +% 16))
-            let t150_a0 = Vector(repeating: params[((18816 +% ((mb149 *% 4) *% 12544)) +% (k151 +% (kp147 *% 896)))])
-            t150_c0_0 = t150_c0_0.addingProduct(t150_a0, t150_b0)
-            t150_c0_1 = t150_c0_1.addingProduct(t150_a0, t150_b1)
-            t150_c0_2 = t150_c0_2.addingProduct(t150_a0, t150_b2)
-            let t150_a1 = Vector(repeating: params[((18816 +% (((mb149 *% 4) +% 1) *% 12544)) +% (k151 +% (kp147 *% 896)))])
-            t150_c1_0 = t150_c1_0.addingProduct(t150_a1, t150_b0)
-            t150_c1_1 = t150_c1_1.addingProduct(t150_a1, t150_b1)
-            t150_c1_2 = t150_c1_2.addingProduct(t150_a1, t150_b2)
-            let t150_a2 = Vector(repeating: params[((18816 +% (((mb149 *% 4) +% 2) *% 12544)) +% (k151 +% (kp147 *% 896)))])
-            t150_c2_0 = t150_c2_0.addingProduct(t150_a2, t150_b0)
-            t150_c2_1 = t150_c2_1.addingProduct(t150_a2, t150_b1)
-            t150_c2_2 = t150_c2_2.addingProduct(t150_a2, t150_b2)
-            let t150_a3 = Vector(repeating: params[((18816 +% (((mb149 *% 4) +% 3) *% 12544)) +% (k151 +% (kp147 *% 896)))])
-            t150_c3_0 = t150_c3_0.addingProduct(t150_a3, t150_b0)
-            t150_c3_1 = t150_c3_1.addingProduct(t150_a3, t150_b1)
-            t150_c3_2 = t150_c3_2.addingProduct(t150_a3, t150_b2)
+    for kp148 in 0..<14 {
+      for nb149 in 0..<2 {
+        for mb150 in 0..<32 {
+          var t151_c0_0 = loadVector(arena, ((811008 +% ((mb150 *% 4) *% 64)) +% (nb149 *% 24)))
+          var t151_c0_1 = loadVector(arena, (((811008 +% ((mb150 *% 4) *% 64)) +% (nb149 *% 24)) +% 8))
+          var t151_c0_2 = loadVector(arena, (((811008 +% ((mb150 *% 4) *% 64)) +% (nb149 *% 24)) +% 16))
+          var t151_c1_0 = loadVector(arena, ((811008 +% (((mb150 *% 4) +% 1) *% 64)) +% (nb149 *% 24)))
+          var t151_c1_1 = loadVector(arena, (((811008 +% (((mb150 *% 4) +% 1) *% 64)) +% (nb149 *% 24)) +% 8))
+          var t151_c1_2 = loadVector(arena, (((811008 +% (((mb150 *% 4) +% 1) *% 64)) +% (nb149 *% 24)) +% 16))
+          var t151_c2_0 = loadVector(arena, ((811008 +% (((mb150 *% 4) +% 2) *% 64)) +% (nb149 *% 24)))
+          var t151_c2_1 = loadVector(arena, (((811008 +% (((mb150 *% 4) +% 2) *% 64)) +% (nb149 *% 24)) +% 8))
+          var t151_c2_2 = loadVector(arena, (((811008 +% (((mb150 *% 4) +% 2) *% 64)) +% (nb149 *% 24)) +% 16))
+          var t151_c3_0 = loadVector(arena, ((811008 +% (((mb150 *% 4) +% 3) *% 64)) +% (nb149 *% 24)))
+          var t151_c3_1 = loadVector(arena, (((811008 +% (((mb150 *% 4) +% 3) *% 64)) +% (nb149 *% 24)) +% 8))
+          var t151_c3_2 = loadVector(arena, (((811008 +% (((mb150 *% 4) +% 3) *% 64)) +% (nb149 *% 24)) +% 16))
+          for k152 in 0..<896 {
+            let t151_b0 = loadVector(arena, ((8192 +% ((k152 +% (kp148 *% 896)) *% 64)) +% (nb149 *% 24)))
+            let t151_b1 = loadVector(arena, (((8192 +% ((k152 +% (kp148 *% 896)) *% 64)) +% (nb149 *% 24)) +% 8))
+            let t151_b2 = loadVector(arena, (((8192 +% ((k152 +% (kp148 *% 896)) *% 64)) +% (nb149 *% 24)) +% 16))
+            let t151_a0 = Vector(repeating: params[((18816 +% ((mb150 *% 4) *% 12544)) +% (k152 +% (kp148 *% 896)))])
+            t151_c0_0 = t151_c0_0.addingProduct(t151_a0, t151_b0)
+            t151_c0_1 = t151_c0_1.addingProduct(t151_a0, t151_b1)
+            t151_c0_2 = t151_c0_2.addingProduct(t151_a0, t151_b2)
+            let t151_a1 = Vector(repeating: params[((18816 +% (((mb150 *% 4) +% 1) *% 12544)) +% (k152 +% (kp148 *% 896)))])
+            t151_c1_0 = t151_c1_0.addingProduct(t151_a1, t151_b0)
+            t151_c1_1 = t151_c1_1.addingProduct(t151_a1, t151_b1)
+            t151_c1_2 = t151_c1_2.addingProduct(t151_a1, t151_b2)
+            let t151_a2 = Vector(repeating: params[((18816 +% (((mb150 *% 4) +% 2) *% 12544)) +% (k152 +% (kp148 *% 896)))])
+            t151_c2_0 = t151_c2_0.addingProduct(t151_a2, t151_b0)
+            t151_c2_1 = t151_c2_1.addingProduct(t151_a2, t151_b1)
+            t151_c2_2 = t151_c2_2.addingProduct(t151_a2, t151_b2)
+            let t151_a3 = Vector(repeating: params[((18816 +% (((mb150 *% 4) +% 3) *% 12544)) +% (k152 +% (kp148 *% 896)))])
+            t151_c3_0 = t151_c3_0.addingProduct(t151_a3, t151_b0)
+            t151_c3_1 = t151_c3_1.addingProduct(t151_a3, t151_b1)
+            t151_c3_2 = t151_c3_2.addingProduct(t151_a3, t151_b2)
           }
-          storeVector(arena, ((811008 +% ((mb149 *% 4) *% 64)) +% (nb148 *% 24)), t150_c0_0)
-          storeVector(arena, (((811008 +% ((mb149 *% 4) *% 64)) +% (nb148 *% 24)) +% 8), t150_c0_1)
-          storeVector(arena, (((811008 +% ((mb149 *% 4) *% 64)) +% (nb148 *% 24)) +% 16), t150_c0_2)
-          storeVector(arena, ((811008 +% (((mb149 *% 4) +% 1) *% 64)) +% (nb148 *% 24)), t150_c1_0)
-          storeVector(arena, (((811008 +% (((mb149 *% 4) +% 1) *% 64)) +% (nb148 *% 24)) +% 8), t150_c1_1)
-          storeVector(arena, (((811008 +% (((mb149 *% 4) +% 1) *% 64)) +% (nb148 *% 24)) +% 16), t150_c1_2)
-          storeVector(arena, ((811008 +% (((mb149 *% 4) +% 2) *% 64)) +% (nb148 *% 24)), t150_c2_0)
-          storeVector(arena, (((811008 +% (((mb149 *% 4) +% 2) *% 64)) +% (nb148 *% 24)) +% 8), t150_c2_1)
-          storeVector(arena, (((811008 +% (((mb149 *% 4) +% 2) *% 64)) +% (nb148 *% 24)) +% 16), t150_c2_2)
-          storeVector(arena, ((811008 +% (((mb149 *% 4) +% 3) *% 64)) +% (nb148 *% 24)), t150_c3_0)
-          storeVector(arena, (((811008 +% (((mb149 *% 4) +% 3) *% 64)) +% (nb148 *% 24)) +% 8), t150_c3_1)
-          storeVector(arena, (((811008 +% (((mb149 *% 4) +% 3) *% 64)) +% (nb148 *% 24)) +% 16), t150_c3_2)
+          storeVector(arena, ((811008 +% ((mb150 *% 4) *% 64)) +% (nb149 *% 24)), t151_c0_0)
+          storeVector(arena, (((811008 +% ((mb150 *% 4) *% 64)) +% (nb149 *% 24)) +% 8), t151_c0_1)
+          storeVector(arena, (((811008 +% ((mb150 *% 4) *% 64)) +% (nb149 *% 24)) +% 16), t151_c0_2)
+          storeVector(arena, ((811008 +% (((mb150 *% 4) +% 1) *% 64)) +% (nb149 *% 24)), t151_c1_0)
+          storeVector(arena, (((811008 +% (((mb150 *% 4) +% 1) *% 64)) +% (nb149 *% 24)) +% 8), t151_c1_1)
+          storeVector(arena, (((811008 +% (((mb150 *% 4) +% 1) *% 64)) +% (nb149 *% 24)) +% 16), t151_c1_2)
+          storeVector(arena, ((811008 +% (((mb150 *% 4) +% 2) *% 64)) +% (nb149 *% 24)), t151_c2_0)
+          storeVector(arena, (((811008 +% (((mb150 *% 4) +% 2) *% 64)) +% (nb149 *% 24)) +% 8), t151_c2_1)
+          storeVector(arena, (((811008 +% (((mb150 *% 4) +% 2) *% 64)) +% (nb149 *% 24)) +% 16), t151_c2_2)
+          storeVector(arena, ((811008 +% (((mb150 *% 4) +% 3) *% 64)) +% (nb149 *% 24)), t151_c3_0)
+          storeVector(arena, (((811008 +% (((mb150 *% 4) +% 3) *% 64)) +% (nb149 *% 24)) +% 8), t151_c3_1)
+          storeVector(arena, (((811008 +% (((mb150 *% 4) +% 3) *% 64)) +% (nb149 *% 24)) +% 16), t151_c3_2)
         }
       }
-      for mb152 in 0..<32 {
-        var t153_c0_0 = loadVector(arena, ((811008 +% ((mb152 *% 4) *% 64)) +% 48))
-        var t153_c0_1 = loadVector(arena, (((811008 +% ((mb152 *% 4) *% 64)) +% 48) +% 8))
-        var t153_c1_0 = loadVector(arena, ((811008 +% (((mb152 *% 4) +% 1) *% 64)) +% 48))
-        var t153_c1_1 = loadVector(arena, (((811008 +% (((mb152 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t153_c2_0 = loadVector(arena, ((811008 +% (((mb152 *% 4) +% 2) *% 64)) +% 48))
-        var t153_c2_1 = loadVector(arena, (((811008 +% (((mb152 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t153_c3_0 = loadVector(arena, ((811008 +% (((mb152 *% 4) +% 3) *% 64)) +% 48))
-        var t153_c3_1 = loadVector(arena, (((811008 +% (((mb152 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k154 in 0..<896 {
-          let t153_b0 = loadVector(arena, ((8192 +% ((k154 +% (kp147 *% 896)) *% 64)) +% 48))
-          let t153_b1 = loadVector(arena, (((8192 +% ((k154 +% (kp147 *% 896)) *% 64)) +% 48) +% 8))
-          let t153_a0 = Vector(repeating: params[((18816 +% ((mb152 *% 4) *% 12544)) +% (k154 +% (kp147 *% 896)))])
-          t153_c0_0 = t153_c0_0.addingProduct(t153_a0, t153_b0)
-          t153_c0_1 = t153_c0_1.addingProduct(t153_a0, t153_b1)
-          let t153_a1 = Vector(repeating: params[((18816 +% (((mb152 *% 4) +% 1) *% 12544)) +% (k154 +% (kp147 *% 896)))])
-          t153_c1_0 = t153_c1_0.addingProduct(t153_a1, t153_b0)
-          t153_c1_1 = t153_c1_1.addingProduct(t153_a1, t153_b1)
-          let t153_a2 = Vector(repeating: params[((18816 +% (((mb152 *% 4) +% 2) *% 12544)) +% (k154 +% (kp147 *% 896)))])
-          t153_c2_0 = t153_c2_0.addingProduct(t153_a2, t153_b0)
-          t153_c2_1 = t153_c2_1.addingProduct(t153_a2, t153_b1)
-          let t153_a3 = Vector(repeating: params[((18816 +% (((mb152 *% 4) +% 3) *% 12544)) +% (k154 +% (kp147 *% 896)))])
-          t153_c3_0 = t153_c3_0.addingProduct(t153_a3, t153_b0)
-          t153_c3_1 = t153_c3_1.addingProduct(t153_a3, t153_b1)
+      for mb153 in 0..<32 {
+        var t154_c0_0 = loadVector(arena, ((811008 +% ((mb153 *% 4) *% 64)) +% 48))
+        var t154_c0_1 = loadVector(arena, (((811008 +% ((mb153 *% 4) *% 64)) +% 48) +% 8))
+        var t154_c1_0 = loadVector(arena, ((811008 +% (((mb153 *% 4) +% 1) *% 64)) +% 48))
+        var t154_c1_1 = loadVector(arena, (((811008 +% (((mb153 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t154_c2_0 = loadVector(arena, ((811008 +% (((mb153 *% 4) +% 2) *% 64)) +% 48))
+        var t154_c2_1 = loadVector(arena, (((811008 +% (((mb153 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t154_c3_0 = loadVector(arena, ((811008 +% (((mb153 *% 4) +% 3) *% 64)) +% 48))
+        var t154_c3_1 = loadVector(arena, (((811008 +% (((mb153 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k155 in 0..<896 {
+          let t154_b0 = loadVector(arena, ((8192 +% ((k155 +% (kp148 *% 896)) *% 64)) +% 48))
+          let t154_b1 = loadVector(arena, (((8192 +% ((k155 +% (kp148 *% 896)) *% 64)) +% 48) +% 8))
+          let t154_a0 = Vector(repeating: params[((18816 +% ((mb153 *% 4) *% 12544)) +% (k155 +% (kp148 *% 896)))])
+          t154_c0_0 = t154_c0_0.addingProduct(t154_a0, t154_b0)
+          t154_c0_1 = t154_c0_1.addingProduct(t154_a0, t154_b1)
+          let t154_a1 = Vector(repeating: params[((18816 +% (((mb153 *% 4) +% 1) *% 12544)) +% (k155 +% (kp148 *% 896)))])
+          t154_c1_0 = t154_c1_0.addingProduct(t154_a1, t154_b0)
+          t154_c1_1 = t154_c1_1.addingProduct(t154_a1, t154_b1)
+          let t154_a2 = Vector(repeating: params[((18816 +% (((mb153 *% 4) +% 2) *% 12544)) +% (k155 +% (kp148 *% 896)))])
+          t154_c2_0 = t154_c2_0.addingProduct(t154_a2, t154_b0)
+          t154_c2_1 = t154_c2_1.addingProduct(t154_a2, t154_b1)
+          let t154_a3 = Vector(repeating: params[((18816 +% (((mb153 *% 4) +% 3) *% 12544)) +% (k155 +% (kp148 *% 896)))])
+          t154_c3_0 = t154_c3_0.addingProduct(t154_a3, t154_b0)
+          t154_c3_1 = t154_c3_1.addingProduct(t154_a3, t154_b1)
         }
-        storeVector(arena, ((811008 +% ((mb152 *% 4) *% 64)) +% 48), t153_c0_0)
-        storeVector(arena, (((811008 +% ((mb152 *% 4) *% 64)) +% 48) +% 8), t153_c0_1)
-        storeVector(arena, ((811008 +% (((mb152 *% 4) +% 1) *% 64)) +% 48), t153_c1_0)
-        storeVector(arena, (((811008 +% (((mb152 *% 4) +% 1) *% 64)) +% 48) +% 8), t153_c1_1)
-        storeVector(arena, ((811008 +% (((mb152 *% 4) +% 2) *% 64)) +% 48), t153_c2_0)
-        storeVector(arena, (((811008 +% (((mb152 *% 4) +% 2) *% 64)) +% 48) +% 8), t153_c2_1)
-        storeVector(arena, ((811008 +% (((mb152 *% 4) +% 3) *% 64)) +% 48), t153_c3_0)
-        storeVector(arena, (((811008 +% (((mb152 *% 4) +% 3) *% 64)) +% 48) +% 8), t153_c3_1)
+        storeVector(arena, ((811008 +% ((mb153 *% 4) *% 64)) +% 48), t154_c0_0)
+        storeVector(arena, (((811008 +% ((mb153 *% 4) *% 64)) +% 48) +% 8), t154_c0_1)
+        storeVector(arena, ((811008 +% (((mb153 *% 4) +% 1) *% 64)) +% 48), t154_c1_0)
+        storeVector(arena, (((811008 +% (((mb153 *% 4) +% 1) *% 64)) +% 48) +% 8), t154_c1_1)
+        storeVector(arena, ((811008 +% (((mb153 *% 4) +% 2) *% 64)) +% 48), t154_c2_0)
+        storeVector(arena, (((811008 +% (((mb153 *% 4) +% 2) *% 64)) +% 48) +% 8), t154_c2_1)
+        storeVector(arena, ((811008 +% (((mb153 *% 4) +% 3) *% 64)) +% 48), t154_c3_0)
+        storeVector(arena, (((811008 +% (((mb153 *% 4) +% 3) *% 64)) +% 48) +% 8), t154_c3_1)
       }
     }
   }
-  for n156 in 0..<64 {
-    for u157 in 0..<128 {
-      arena[((n156 *% 128) +% u157)] = ((arena[((811008 +% (u157 *% 64)) +% n156)] + params[(1624448 +% u157)]) > Float(0) ? (arena[((811008 +% (u157 *% 64)) +% n156)] + params[(1624448 +% u157)]) : Float(0))
+  for n157 in 0..<64 {
+    for u158 in 0..<128 {
+      arena[((n157 *% 128) +% u158)] = ((arena[((811008 +% (u158 *% 64)) +% n157)] + params[(1624448 +% u158)]) > Float(0) ? (arena[((811008 +% (u158 *% 64)) +% n157)] + params[(1624448 +% u158)]) : Float(0))
     }
   }
   // drop = dropout(fc1)
   // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 1624576, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n158 in 0..<64 {
-    for u159 in 0..<1 {
-      storeVector(arena, ((u159 *% 8) +% (8192 +% (n158 *% 10))), (loadVector(arena, ((u159 *% 8) +% (8192 +% (n158 *% 10)))) + loadVector(params, ((u159 *% 8) +% 1625856))))
+  for n159 in 0..<64 {
+    for u160 in 0..<1 {
+      storeVector(arena, ((u160 *% 8) +% (8192 +% (n159 *% 10))), (loadVector(arena, ((u160 *% 8) +% (8192 +% (n159 *% 10)))) + loadVector(params, ((u160 *% 8) +% 1625856))))
     }
-    for u159 in 0..<1 {
-      storePartial(arena, ((u159 +% 8) +% (8192 +% (n158 *% 10))), (loadPartial(arena, ((u159 +% 8) +% (8192 +% (n158 *% 10))), 2) + loadPartial(params, ((u159 +% 8) +% 1625856), 2)), 2)
+    for u160 in 0..<1 {
+      storePartial(arena, ((u160 +% 8) +% (8192 +% (n159 *% 10))), (loadPartial(arena, ((u160 +% 8) +% (8192 +% (n159 *% 10))), 2) + loadPartial(params, ((u160 +% 8) +% 1625856), 2)), 2)
     }
   }
 }

@@ -21380,13 +21380,14 @@ entry:
 ; Function Attrs: noinline
 define internal void @lenet5_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %part24.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
   br label %conv1.g1
 
-conv1.g1:                                         ; preds = %conv1.j29.end, %entry
-  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j29.end ]
+conv1.g1:                                         ; preds = %conv1.part24.done, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.part24.done ]
   br label %conv1.j2
 
-conv1.g1.end:                                     ; preds = %conv1.j29.end
+conv1.g1.end:                                     ; preds = %conv1.part24.done
   ret void
 
 conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
@@ -21394,8 +21395,32 @@ conv1.j2:                                         ; preds = %conv1.c3.end, %conv
   br label %conv1.c3
 
 conv1.j2.end:                                     ; preds = %conv1.c3.end
-  call void @lenet5_infer_b64.k0.conv1.gemm28(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  br label %conv1.j29
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 0
+  store ptr %params, ptr %0, align 8
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 1
+  store ptr %grads, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 2
+  store ptr %m, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 3
+  store ptr %v, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 4
+  store ptr %arena, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 5
+  store ptr %images, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 6
+  store ptr %labels, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 7
+  store float %lr, ptr %7, align 4
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 8
+  store i64 %step, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 9
+  store i64 %seed, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 10
+  store ptr %pool, ptr %10, align 8
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 11
+  store i64 %conv1.g11, ptr %11, align 4
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %conv1.part24.serial, label %conv1.part24.pool
 
 conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
   %conv1.c33 = phi i64 [ 0, %conv1.j2 ], [ %c3.next, %conv1.ky4.end ]
@@ -21403,8 +21428,8 @@ conv1.c3:                                         ; preds = %conv1.ky4.end, %con
 
 conv1.c3.end:                                     ; preds = %conv1.ky4.end
   %j2.next = add nsw i64 %conv1.j22, 1
-  %0 = icmp slt i64 %j2.next, 16
-  br i1 %0, label %conv1.j2, label %conv1.j2.end
+  %13 = icmp slt i64 %j2.next, 16
+  br i1 %13, label %conv1.j2, label %conv1.j2.end
 
 conv1.ky4:                                        ; preds = %conv1.oy20.end, %conv1.c3
   %conv1.ky44 = phi i64 [ 0, %conv1.c3 ], [ %ky4.next, %conv1.oy20.end ]
@@ -21412,19 +21437,19 @@ conv1.ky4:                                        ; preds = %conv1.oy20.end, %co
 
 conv1.ky4.end:                                    ; preds = %conv1.oy20.end
   %c3.next = add nsw i64 %conv1.c33, 1
-  %1 = icmp slt i64 %c3.next, 1
-  br i1 %1, label %conv1.c3, label %conv1.c3.end
+  %14 = icmp slt i64 %c3.next, 1
+  br i1 %14, label %conv1.c3, label %conv1.c3.end
 
 conv1.oy5:                                        ; preds = %conv1.endif16, %conv1.ky4
   %conv1.oy55 = phi i64 [ 0, %conv1.ky4 ], [ %oy5.next, %conv1.endif16 ]
-  %2 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %3 = add nsw i64 %2, -2
-  %4 = icmp slt i64 -1, %3
-  %5 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %6 = add nsw i64 %5, -2
-  %7 = icmp slt i64 %6, 28
-  %8 = and i1 %4, %7
-  br i1 %8, label %conv1.then, label %conv1.endif
+  %15 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %16 = add nsw i64 %15, -2
+  %17 = icmp slt i64 -1, %16
+  %18 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %19 = add nsw i64 %18, -2
+  %20 = icmp slt i64 %19, 28
+  %21 = and i1 %17, %20
+  br i1 %21, label %conv1.then, label %conv1.endif
 
 conv1.oy5.end:                                    ; preds = %conv1.endif16
   br label %conv1.oy9
@@ -21433,64 +21458,64 @@ conv1.then:                                       ; preds = %conv1.oy5
   br label %conv1.ox6
 
 conv1.endif:                                      ; preds = %conv1.ox7.end, %conv1.oy5
-  %9 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %10 = add nsw i64 %9, -2
-  %11 = icmp slt i64 %10, 0
-  br i1 %11, label %conv1.then11, label %conv1.endif12
+  %22 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %23 = add nsw i64 %22, -2
+  %24 = icmp slt i64 %23, 0
+  br i1 %24, label %conv1.then11, label %conv1.endif12
 
 conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.then
   %conv1.ox66 = phi i64 [ 0, %conv1.then ], [ %ox6.next, %conv1.ox6 ]
-  %12 = mul nsw i64 %conv1.g11, 16
-  %13 = add nsw i64 %12, %conv1.j22
-  %14 = mul nsw i64 %13, 784
-  %15 = mul nsw i64 %conv1.c33, 784
-  %16 = add nsw i64 %14, %15
-  %17 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %18 = add nsw i64 %17, -2
-  %19 = mul nsw i64 %18, 28
-  %20 = add nsw i64 %16, %19
-  %21 = add nsw i64 %conv1.ox66, 2
-  %22 = add nsw i64 %21, -2
-  %23 = add nsw i64 %20, %22
-  %images7 = getelementptr inbounds float, ptr %images, i64 %23
-  %24 = load float, ptr %images7, align 4
-  %25 = mul nsw i64 %conv1.c33, 5
-  %26 = add nsw i64 %25, %conv1.ky44
-  %27 = mul nsw i64 %26, 5
-  %28 = mul nsw i64 %27, 12560
-  %29 = add nsw i64 301056, %28
-  %30 = mul nsw i64 %conv1.j22, 784
-  %31 = add nsw i64 %29, %30
-  %32 = mul nsw i64 %conv1.oy55, 28
-  %33 = add nsw i64 %conv1.ox66, 2
-  %34 = add nsw i64 %32, %33
-  %35 = add nsw i64 %31, %34
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %35
-  store float %24, ptr %arena8, align 4
+  %25 = mul nsw i64 %conv1.g11, 16
+  %26 = add nsw i64 %25, %conv1.j22
+  %27 = mul nsw i64 %26, 784
+  %28 = mul nsw i64 %conv1.c33, 784
+  %29 = add nsw i64 %27, %28
+  %30 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %31 = add nsw i64 %30, -2
+  %32 = mul nsw i64 %31, 28
+  %33 = add nsw i64 %29, %32
+  %34 = add nsw i64 %conv1.ox66, 2
+  %35 = add nsw i64 %34, -2
+  %36 = add nsw i64 %33, %35
+  %images7 = getelementptr inbounds float, ptr %images, i64 %36
+  %37 = load float, ptr %images7, align 4
+  %38 = mul nsw i64 %conv1.c33, 5
+  %39 = add nsw i64 %38, %conv1.ky44
+  %40 = mul nsw i64 %39, 5
+  %41 = mul nsw i64 %40, 12560
+  %42 = add nsw i64 301056, %41
+  %43 = mul nsw i64 %conv1.j22, 784
+  %44 = add nsw i64 %42, %43
+  %45 = mul nsw i64 %conv1.oy55, 28
+  %46 = add nsw i64 %conv1.ox66, 2
+  %47 = add nsw i64 %45, %46
+  %48 = add nsw i64 %44, %47
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %48
+  store float %37, ptr %arena8, align 4
   %ox6.next = add nsw i64 %conv1.ox66, 1
-  %36 = icmp slt i64 %ox6.next, 26
-  br i1 %36, label %conv1.ox6, label %conv1.ox6.end
+  %49 = icmp slt i64 %ox6.next, 26
+  br i1 %49, label %conv1.ox6, label %conv1.ox6.end
 
 conv1.ox6.end:                                    ; preds = %conv1.ox6
   br label %conv1.ox7
 
 conv1.ox7:                                        ; preds = %conv1.ox7, %conv1.ox6.end
   %conv1.ox79 = phi i64 [ 0, %conv1.ox6.end ], [ %ox7.next, %conv1.ox7 ]
-  %37 = mul nsw i64 %conv1.c33, 5
-  %38 = add nsw i64 %37, %conv1.ky44
-  %39 = mul nsw i64 %38, 5
-  %40 = mul nsw i64 %39, 12560
-  %41 = add nsw i64 301056, %40
-  %42 = mul nsw i64 %conv1.j22, 784
-  %43 = add nsw i64 %41, %42
-  %44 = mul nsw i64 %conv1.oy55, 28
-  %45 = add nsw i64 %44, %conv1.ox79
-  %46 = add nsw i64 %43, %45
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %46
+  %50 = mul nsw i64 %conv1.c33, 5
+  %51 = add nsw i64 %50, %conv1.ky44
+  %52 = mul nsw i64 %51, 5
+  %53 = mul nsw i64 %52, 12560
+  %54 = add nsw i64 301056, %53
+  %55 = mul nsw i64 %conv1.j22, 784
+  %56 = add nsw i64 %54, %55
+  %57 = mul nsw i64 %conv1.oy55, 28
+  %58 = add nsw i64 %57, %conv1.ox79
+  %59 = add nsw i64 %56, %58
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %59
   store float 0.000000e+00, ptr %arena10, align 4
   %ox7.next = add nsw i64 %conv1.ox79, 1
-  %47 = icmp slt i64 %ox7.next, 2
-  br i1 %47, label %conv1.ox7, label %conv1.ox7.end
+  %60 = icmp slt i64 %ox7.next, 2
+  br i1 %60, label %conv1.ox7, label %conv1.ox7.end
 
 conv1.ox7.end:                                    ; preds = %conv1.ox7
   br label %conv1.endif
@@ -21499,28 +21524,28 @@ conv1.then11:                                     ; preds = %conv1.endif
   br label %conv1.ox8
 
 conv1.endif12:                                    ; preds = %conv1.ox8.end, %conv1.endif
-  %48 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %49 = add nsw i64 %48, -2
-  %50 = icmp slt i64 27, %49
-  br i1 %50, label %conv1.then15, label %conv1.endif16
+  %61 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %62 = add nsw i64 %61, -2
+  %63 = icmp slt i64 27, %62
+  br i1 %63, label %conv1.then15, label %conv1.endif16
 
 conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.then11
   %conv1.ox813 = phi i64 [ 0, %conv1.then11 ], [ %ox8.next, %conv1.ox8 ]
-  %51 = mul nsw i64 %conv1.c33, 5
-  %52 = add nsw i64 %51, %conv1.ky44
-  %53 = mul nsw i64 %52, 5
-  %54 = mul nsw i64 %53, 12560
-  %55 = add nsw i64 301056, %54
-  %56 = mul nsw i64 %conv1.j22, 784
-  %57 = add nsw i64 %55, %56
-  %58 = mul nsw i64 %conv1.oy55, 28
-  %59 = add nsw i64 %58, %conv1.ox813
-  %60 = add nsw i64 %57, %59
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %60
+  %64 = mul nsw i64 %conv1.c33, 5
+  %65 = add nsw i64 %64, %conv1.ky44
+  %66 = mul nsw i64 %65, 5
+  %67 = mul nsw i64 %66, 12560
+  %68 = add nsw i64 301056, %67
+  %69 = mul nsw i64 %conv1.j22, 784
+  %70 = add nsw i64 %68, %69
+  %71 = mul nsw i64 %conv1.oy55, 28
+  %72 = add nsw i64 %71, %conv1.ox813
+  %73 = add nsw i64 %70, %72
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %73
   store float 0.000000e+00, ptr %arena14, align 4
   %ox8.next = add nsw i64 %conv1.ox813, 1
-  %61 = icmp slt i64 %ox8.next, 28
-  br i1 %61, label %conv1.ox8, label %conv1.ox8.end
+  %74 = icmp slt i64 %ox8.next, 28
+  br i1 %74, label %conv1.ox8, label %conv1.ox8.end
 
 conv1.ox8.end:                                    ; preds = %conv1.ox8
   br label %conv1.endif12
@@ -21530,40 +21555,40 @@ conv1.then15:                                     ; preds = %conv1.endif12
 
 conv1.endif16:                                    ; preds = %conv1.ox8.end18, %conv1.endif12
   %oy5.next = add nsw i64 %conv1.oy55, 1
-  %62 = icmp slt i64 %oy5.next, 28
-  br i1 %62, label %conv1.oy5, label %conv1.oy5.end
+  %75 = icmp slt i64 %oy5.next, 28
+  br i1 %75, label %conv1.oy5, label %conv1.oy5.end
 
 conv1.ox817:                                      ; preds = %conv1.ox817, %conv1.then15
   %conv1.ox819 = phi i64 [ 0, %conv1.then15 ], [ %ox8.next21, %conv1.ox817 ]
-  %63 = mul nsw i64 %conv1.c33, 5
-  %64 = add nsw i64 %63, %conv1.ky44
-  %65 = mul nsw i64 %64, 5
-  %66 = mul nsw i64 %65, 12560
-  %67 = add nsw i64 301056, %66
-  %68 = mul nsw i64 %conv1.j22, 784
-  %69 = add nsw i64 %67, %68
-  %70 = mul nsw i64 %conv1.oy55, 28
-  %71 = add nsw i64 %70, %conv1.ox819
-  %72 = add nsw i64 %69, %71
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %72
+  %76 = mul nsw i64 %conv1.c33, 5
+  %77 = add nsw i64 %76, %conv1.ky44
+  %78 = mul nsw i64 %77, 5
+  %79 = mul nsw i64 %78, 12560
+  %80 = add nsw i64 301056, %79
+  %81 = mul nsw i64 %conv1.j22, 784
+  %82 = add nsw i64 %80, %81
+  %83 = mul nsw i64 %conv1.oy55, 28
+  %84 = add nsw i64 %83, %conv1.ox819
+  %85 = add nsw i64 %82, %84
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %85
   store float 0.000000e+00, ptr %arena20, align 4
   %ox8.next21 = add nsw i64 %conv1.ox819, 1
-  %73 = icmp slt i64 %ox8.next21, 28
-  br i1 %73, label %conv1.ox817, label %conv1.ox8.end18
+  %86 = icmp slt i64 %ox8.next21, 28
+  br i1 %86, label %conv1.ox817, label %conv1.ox8.end18
 
 conv1.ox8.end18:                                  ; preds = %conv1.ox817
   br label %conv1.endif16
 
 conv1.oy9:                                        ; preds = %conv1.endif35, %conv1.oy5.end
   %conv1.oy922 = phi i64 [ 0, %conv1.oy5.end ], [ %oy9.next, %conv1.endif35 ]
-  %74 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %75 = add nsw i64 %74, -2
-  %76 = icmp slt i64 -1, %75
-  %77 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %78 = add nsw i64 %77, -2
-  %79 = icmp slt i64 %78, 28
-  %80 = and i1 %76, %79
-  br i1 %80, label %conv1.then23, label %conv1.endif24
+  %87 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %88 = add nsw i64 %87, -2
+  %89 = icmp slt i64 -1, %88
+  %90 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %91 = add nsw i64 %90, -2
+  %92 = icmp slt i64 %91, 28
+  %93 = and i1 %89, %92
+  br i1 %93, label %conv1.then23, label %conv1.endif24
 
 conv1.oy9.end:                                    ; preds = %conv1.endif35
   br label %conv1.oy13
@@ -21572,50 +21597,27 @@ conv1.then23:                                     ; preds = %conv1.oy9
   br label %conv1.ox10
 
 conv1.endif24:                                    ; preds = %conv1.ox11.end, %conv1.oy9
-  %81 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %82 = add nsw i64 %81, -2
-  %83 = icmp slt i64 %82, 0
-  br i1 %83, label %conv1.then30, label %conv1.endif31
+  %94 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %95 = add nsw i64 %94, -2
+  %96 = icmp slt i64 %95, 0
+  br i1 %96, label %conv1.then30, label %conv1.endif31
 
 conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.then23
   %conv1.ox1025 = phi i64 [ 0, %conv1.then23 ], [ %ox10.next, %conv1.ox10 ]
-  %84 = mul nsw i64 %conv1.g11, 16
-  %85 = add nsw i64 %84, %conv1.j22
-  %86 = mul nsw i64 %85, 784
-  %87 = mul nsw i64 %conv1.c33, 784
-  %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %90 = add nsw i64 %89, -2
-  %91 = mul nsw i64 %90, 28
-  %92 = add nsw i64 %88, %91
-  %93 = add nsw i64 %conv1.ox1025, 1
-  %94 = add nsw i64 %93, -1
-  %95 = add nsw i64 %92, %94
-  %images26 = getelementptr inbounds float, ptr %images, i64 %95
-  %96 = load float, ptr %images26, align 4
-  %97 = mul nsw i64 %conv1.c33, 5
-  %98 = add nsw i64 %97, %conv1.ky44
-  %99 = mul nsw i64 %98, 5
-  %100 = add nsw i64 %99, 1
-  %101 = mul nsw i64 %100, 12560
-  %102 = add nsw i64 301056, %101
-  %103 = mul nsw i64 %conv1.j22, 784
-  %104 = add nsw i64 %102, %103
-  %105 = mul nsw i64 %conv1.oy922, 28
+  %97 = mul nsw i64 %conv1.g11, 16
+  %98 = add nsw i64 %97, %conv1.j22
+  %99 = mul nsw i64 %98, 784
+  %100 = mul nsw i64 %conv1.c33, 784
+  %101 = add nsw i64 %99, %100
+  %102 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %103 = add nsw i64 %102, -2
+  %104 = mul nsw i64 %103, 28
+  %105 = add nsw i64 %101, %104
   %106 = add nsw i64 %conv1.ox1025, 1
-  %107 = add nsw i64 %105, %106
-  %108 = add nsw i64 %104, %107
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %108
-  store float %96, ptr %arena27, align 4
-  %ox10.next = add nsw i64 %conv1.ox1025, 1
-  %109 = icmp slt i64 %ox10.next, 27
-  br i1 %109, label %conv1.ox10, label %conv1.ox10.end
-
-conv1.ox10.end:                                   ; preds = %conv1.ox10
-  br label %conv1.ox11
-
-conv1.ox11:                                       ; preds = %conv1.ox11, %conv1.ox10.end
-  %conv1.ox1128 = phi i64 [ 0, %conv1.ox10.end ], [ %ox11.next, %conv1.ox11 ]
+  %107 = add nsw i64 %106, -1
+  %108 = add nsw i64 %105, %107
+  %images26 = getelementptr inbounds float, ptr %images, i64 %108
+  %109 = load float, ptr %images26, align 4
   %110 = mul nsw i64 %conv1.c33, 5
   %111 = add nsw i64 %110, %conv1.ky44
   %112 = mul nsw i64 %111, 5
@@ -21625,13 +21627,36 @@ conv1.ox11:                                       ; preds = %conv1.ox11, %conv1.
   %116 = mul nsw i64 %conv1.j22, 784
   %117 = add nsw i64 %115, %116
   %118 = mul nsw i64 %conv1.oy922, 28
-  %119 = add nsw i64 %118, %conv1.ox1128
-  %120 = add nsw i64 %117, %119
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %120
+  %119 = add nsw i64 %conv1.ox1025, 1
+  %120 = add nsw i64 %118, %119
+  %121 = add nsw i64 %117, %120
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %121
+  store float %109, ptr %arena27, align 4
+  %ox10.next = add nsw i64 %conv1.ox1025, 1
+  %122 = icmp slt i64 %ox10.next, 27
+  br i1 %122, label %conv1.ox10, label %conv1.ox10.end
+
+conv1.ox10.end:                                   ; preds = %conv1.ox10
+  br label %conv1.ox11
+
+conv1.ox11:                                       ; preds = %conv1.ox11, %conv1.ox10.end
+  %conv1.ox1128 = phi i64 [ 0, %conv1.ox10.end ], [ %ox11.next, %conv1.ox11 ]
+  %123 = mul nsw i64 %conv1.c33, 5
+  %124 = add nsw i64 %123, %conv1.ky44
+  %125 = mul nsw i64 %124, 5
+  %126 = add nsw i64 %125, 1
+  %127 = mul nsw i64 %126, 12560
+  %128 = add nsw i64 301056, %127
+  %129 = mul nsw i64 %conv1.j22, 784
+  %130 = add nsw i64 %128, %129
+  %131 = mul nsw i64 %conv1.oy922, 28
+  %132 = add nsw i64 %131, %conv1.ox1128
+  %133 = add nsw i64 %130, %132
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %133
   store float 0.000000e+00, ptr %arena29, align 4
   %ox11.next = add nsw i64 %conv1.ox1128, 1
-  %121 = icmp slt i64 %ox11.next, 1
-  br i1 %121, label %conv1.ox11, label %conv1.ox11.end
+  %134 = icmp slt i64 %ox11.next, 1
+  br i1 %134, label %conv1.ox11, label %conv1.ox11.end
 
 conv1.ox11.end:                                   ; preds = %conv1.ox11
   br label %conv1.endif24
@@ -21640,43 +21665,13 @@ conv1.then30:                                     ; preds = %conv1.endif24
   br label %conv1.ox12
 
 conv1.endif31:                                    ; preds = %conv1.ox12.end, %conv1.endif24
-  %122 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %123 = add nsw i64 %122, -2
-  %124 = icmp slt i64 27, %123
-  br i1 %124, label %conv1.then34, label %conv1.endif35
+  %135 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %136 = add nsw i64 %135, -2
+  %137 = icmp slt i64 27, %136
+  br i1 %137, label %conv1.then34, label %conv1.endif35
 
 conv1.ox12:                                       ; preds = %conv1.ox12, %conv1.then30
   %conv1.ox1232 = phi i64 [ 0, %conv1.then30 ], [ %ox12.next, %conv1.ox12 ]
-  %125 = mul nsw i64 %conv1.c33, 5
-  %126 = add nsw i64 %125, %conv1.ky44
-  %127 = mul nsw i64 %126, 5
-  %128 = add nsw i64 %127, 1
-  %129 = mul nsw i64 %128, 12560
-  %130 = add nsw i64 301056, %129
-  %131 = mul nsw i64 %conv1.j22, 784
-  %132 = add nsw i64 %130, %131
-  %133 = mul nsw i64 %conv1.oy922, 28
-  %134 = add nsw i64 %133, %conv1.ox1232
-  %135 = add nsw i64 %132, %134
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %135
-  store float 0.000000e+00, ptr %arena33, align 4
-  %ox12.next = add nsw i64 %conv1.ox1232, 1
-  %136 = icmp slt i64 %ox12.next, 28
-  br i1 %136, label %conv1.ox12, label %conv1.ox12.end
-
-conv1.ox12.end:                                   ; preds = %conv1.ox12
-  br label %conv1.endif31
-
-conv1.then34:                                     ; preds = %conv1.endif31
-  br label %conv1.ox1236
-
-conv1.endif35:                                    ; preds = %conv1.ox12.end37, %conv1.endif31
-  %oy9.next = add nsw i64 %conv1.oy922, 1
-  %137 = icmp slt i64 %oy9.next, 28
-  br i1 %137, label %conv1.oy9, label %conv1.oy9.end
-
-conv1.ox1236:                                     ; preds = %conv1.ox1236, %conv1.then34
-  %conv1.ox1238 = phi i64 [ 0, %conv1.then34 ], [ %ox12.next40, %conv1.ox1236 ]
   %138 = mul nsw i64 %conv1.c33, 5
   %139 = add nsw i64 %138, %conv1.ky44
   %140 = mul nsw i64 %139, 5
@@ -21686,27 +21681,57 @@ conv1.ox1236:                                     ; preds = %conv1.ox1236, %conv
   %144 = mul nsw i64 %conv1.j22, 784
   %145 = add nsw i64 %143, %144
   %146 = mul nsw i64 %conv1.oy922, 28
-  %147 = add nsw i64 %146, %conv1.ox1238
+  %147 = add nsw i64 %146, %conv1.ox1232
   %148 = add nsw i64 %145, %147
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %148
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %148
+  store float 0.000000e+00, ptr %arena33, align 4
+  %ox12.next = add nsw i64 %conv1.ox1232, 1
+  %149 = icmp slt i64 %ox12.next, 28
+  br i1 %149, label %conv1.ox12, label %conv1.ox12.end
+
+conv1.ox12.end:                                   ; preds = %conv1.ox12
+  br label %conv1.endif31
+
+conv1.then34:                                     ; preds = %conv1.endif31
+  br label %conv1.ox1236
+
+conv1.endif35:                                    ; preds = %conv1.ox12.end37, %conv1.endif31
+  %oy9.next = add nsw i64 %conv1.oy922, 1
+  %150 = icmp slt i64 %oy9.next, 28
+  br i1 %150, label %conv1.oy9, label %conv1.oy9.end
+
+conv1.ox1236:                                     ; preds = %conv1.ox1236, %conv1.then34
+  %conv1.ox1238 = phi i64 [ 0, %conv1.then34 ], [ %ox12.next40, %conv1.ox1236 ]
+  %151 = mul nsw i64 %conv1.c33, 5
+  %152 = add nsw i64 %151, %conv1.ky44
+  %153 = mul nsw i64 %152, 5
+  %154 = add nsw i64 %153, 1
+  %155 = mul nsw i64 %154, 12560
+  %156 = add nsw i64 301056, %155
+  %157 = mul nsw i64 %conv1.j22, 784
+  %158 = add nsw i64 %156, %157
+  %159 = mul nsw i64 %conv1.oy922, 28
+  %160 = add nsw i64 %159, %conv1.ox1238
+  %161 = add nsw i64 %158, %160
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %161
   store float 0.000000e+00, ptr %arena39, align 4
   %ox12.next40 = add nsw i64 %conv1.ox1238, 1
-  %149 = icmp slt i64 %ox12.next40, 28
-  br i1 %149, label %conv1.ox1236, label %conv1.ox12.end37
+  %162 = icmp slt i64 %ox12.next40, 28
+  br i1 %162, label %conv1.ox1236, label %conv1.ox12.end37
 
 conv1.ox12.end37:                                 ; preds = %conv1.ox1236
   br label %conv1.endif35
 
 conv1.oy13:                                       ; preds = %conv1.endif52, %conv1.oy9.end
   %conv1.oy1341 = phi i64 [ 0, %conv1.oy9.end ], [ %oy13.next, %conv1.endif52 ]
-  %150 = add nsw i64 %conv1.oy1341, %conv1.ky44
-  %151 = add nsw i64 %150, -2
-  %152 = icmp slt i64 -1, %151
-  %153 = add nsw i64 %conv1.oy1341, %conv1.ky44
-  %154 = add nsw i64 %153, -2
-  %155 = icmp slt i64 %154, 28
-  %156 = and i1 %152, %155
-  br i1 %156, label %conv1.then42, label %conv1.endif43
+  %163 = add nsw i64 %conv1.oy1341, %conv1.ky44
+  %164 = add nsw i64 %163, -2
+  %165 = icmp slt i64 -1, %164
+  %166 = add nsw i64 %conv1.oy1341, %conv1.ky44
+  %167 = add nsw i64 %166, -2
+  %168 = icmp slt i64 %167, 28
+  %169 = and i1 %165, %168
+  br i1 %169, label %conv1.then42, label %conv1.endif43
 
 conv1.oy13.end:                                   ; preds = %conv1.endif52
   br label %conv1.oy16
@@ -21715,41 +21740,41 @@ conv1.then42:                                     ; preds = %conv1.oy13
   br label %conv1.ox14
 
 conv1.endif43:                                    ; preds = %conv1.ox14.end, %conv1.oy13
-  %157 = add nsw i64 %conv1.oy1341, %conv1.ky44
-  %158 = add nsw i64 %157, -2
-  %159 = icmp slt i64 %158, 0
-  br i1 %159, label %conv1.then47, label %conv1.endif48
+  %170 = add nsw i64 %conv1.oy1341, %conv1.ky44
+  %171 = add nsw i64 %170, -2
+  %172 = icmp slt i64 %171, 0
+  br i1 %172, label %conv1.then47, label %conv1.endif48
 
 conv1.ox14:                                       ; preds = %conv1.ox14, %conv1.then42
   %conv1.ox1444 = phi i64 [ 0, %conv1.then42 ], [ %ox14.next, %conv1.ox14 ]
-  %160 = mul nsw i64 %conv1.g11, 16
-  %161 = add nsw i64 %160, %conv1.j22
-  %162 = mul nsw i64 %161, 784
-  %163 = mul nsw i64 %conv1.c33, 784
-  %164 = add nsw i64 %162, %163
-  %165 = add nsw i64 %conv1.oy1341, %conv1.ky44
-  %166 = add nsw i64 %165, -2
-  %167 = mul nsw i64 %166, 28
-  %168 = add nsw i64 %164, %167
-  %169 = add nsw i64 %168, %conv1.ox1444
-  %images45 = getelementptr inbounds float, ptr %images, i64 %169
-  %170 = load float, ptr %images45, align 4
-  %171 = mul nsw i64 %conv1.c33, 5
-  %172 = add nsw i64 %171, %conv1.ky44
-  %173 = mul nsw i64 %172, 5
-  %174 = add nsw i64 %173, 2
-  %175 = mul nsw i64 %174, 12560
-  %176 = add nsw i64 301056, %175
-  %177 = mul nsw i64 %conv1.j22, 784
-  %178 = add nsw i64 %176, %177
-  %179 = mul nsw i64 %conv1.oy1341, 28
-  %180 = add nsw i64 %179, %conv1.ox1444
-  %181 = add nsw i64 %178, %180
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %181
-  store float %170, ptr %arena46, align 4
+  %173 = mul nsw i64 %conv1.g11, 16
+  %174 = add nsw i64 %173, %conv1.j22
+  %175 = mul nsw i64 %174, 784
+  %176 = mul nsw i64 %conv1.c33, 784
+  %177 = add nsw i64 %175, %176
+  %178 = add nsw i64 %conv1.oy1341, %conv1.ky44
+  %179 = add nsw i64 %178, -2
+  %180 = mul nsw i64 %179, 28
+  %181 = add nsw i64 %177, %180
+  %182 = add nsw i64 %181, %conv1.ox1444
+  %images45 = getelementptr inbounds float, ptr %images, i64 %182
+  %183 = load float, ptr %images45, align 4
+  %184 = mul nsw i64 %conv1.c33, 5
+  %185 = add nsw i64 %184, %conv1.ky44
+  %186 = mul nsw i64 %185, 5
+  %187 = add nsw i64 %186, 2
+  %188 = mul nsw i64 %187, 12560
+  %189 = add nsw i64 301056, %188
+  %190 = mul nsw i64 %conv1.j22, 784
+  %191 = add nsw i64 %189, %190
+  %192 = mul nsw i64 %conv1.oy1341, 28
+  %193 = add nsw i64 %192, %conv1.ox1444
+  %194 = add nsw i64 %191, %193
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %194
+  store float %183, ptr %arena46, align 4
   %ox14.next = add nsw i64 %conv1.ox1444, 1
-  %182 = icmp slt i64 %ox14.next, 28
-  br i1 %182, label %conv1.ox14, label %conv1.ox14.end
+  %195 = icmp slt i64 %ox14.next, 28
+  br i1 %195, label %conv1.ox14, label %conv1.ox14.end
 
 conv1.ox14.end:                                   ; preds = %conv1.ox14
   br label %conv1.endif43
@@ -21758,43 +21783,13 @@ conv1.then47:                                     ; preds = %conv1.endif43
   br label %conv1.ox15
 
 conv1.endif48:                                    ; preds = %conv1.ox15.end, %conv1.endif43
-  %183 = add nsw i64 %conv1.oy1341, %conv1.ky44
-  %184 = add nsw i64 %183, -2
-  %185 = icmp slt i64 27, %184
-  br i1 %185, label %conv1.then51, label %conv1.endif52
+  %196 = add nsw i64 %conv1.oy1341, %conv1.ky44
+  %197 = add nsw i64 %196, -2
+  %198 = icmp slt i64 27, %197
+  br i1 %198, label %conv1.then51, label %conv1.endif52
 
 conv1.ox15:                                       ; preds = %conv1.ox15, %conv1.then47
   %conv1.ox1549 = phi i64 [ 0, %conv1.then47 ], [ %ox15.next, %conv1.ox15 ]
-  %186 = mul nsw i64 %conv1.c33, 5
-  %187 = add nsw i64 %186, %conv1.ky44
-  %188 = mul nsw i64 %187, 5
-  %189 = add nsw i64 %188, 2
-  %190 = mul nsw i64 %189, 12560
-  %191 = add nsw i64 301056, %190
-  %192 = mul nsw i64 %conv1.j22, 784
-  %193 = add nsw i64 %191, %192
-  %194 = mul nsw i64 %conv1.oy1341, 28
-  %195 = add nsw i64 %194, %conv1.ox1549
-  %196 = add nsw i64 %193, %195
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %196
-  store float 0.000000e+00, ptr %arena50, align 4
-  %ox15.next = add nsw i64 %conv1.ox1549, 1
-  %197 = icmp slt i64 %ox15.next, 28
-  br i1 %197, label %conv1.ox15, label %conv1.ox15.end
-
-conv1.ox15.end:                                   ; preds = %conv1.ox15
-  br label %conv1.endif48
-
-conv1.then51:                                     ; preds = %conv1.endif48
-  br label %conv1.ox1553
-
-conv1.endif52:                                    ; preds = %conv1.ox15.end54, %conv1.endif48
-  %oy13.next = add nsw i64 %conv1.oy1341, 1
-  %198 = icmp slt i64 %oy13.next, 28
-  br i1 %198, label %conv1.oy13, label %conv1.oy13.end
-
-conv1.ox1553:                                     ; preds = %conv1.ox1553, %conv1.then51
-  %conv1.ox1555 = phi i64 [ 0, %conv1.then51 ], [ %ox15.next57, %conv1.ox1553 ]
   %199 = mul nsw i64 %conv1.c33, 5
   %200 = add nsw i64 %199, %conv1.ky44
   %201 = mul nsw i64 %200, 5
@@ -21804,27 +21799,57 @@ conv1.ox1553:                                     ; preds = %conv1.ox1553, %conv
   %205 = mul nsw i64 %conv1.j22, 784
   %206 = add nsw i64 %204, %205
   %207 = mul nsw i64 %conv1.oy1341, 28
-  %208 = add nsw i64 %207, %conv1.ox1555
+  %208 = add nsw i64 %207, %conv1.ox1549
   %209 = add nsw i64 %206, %208
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %209
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %209
+  store float 0.000000e+00, ptr %arena50, align 4
+  %ox15.next = add nsw i64 %conv1.ox1549, 1
+  %210 = icmp slt i64 %ox15.next, 28
+  br i1 %210, label %conv1.ox15, label %conv1.ox15.end
+
+conv1.ox15.end:                                   ; preds = %conv1.ox15
+  br label %conv1.endif48
+
+conv1.then51:                                     ; preds = %conv1.endif48
+  br label %conv1.ox1553
+
+conv1.endif52:                                    ; preds = %conv1.ox15.end54, %conv1.endif48
+  %oy13.next = add nsw i64 %conv1.oy1341, 1
+  %211 = icmp slt i64 %oy13.next, 28
+  br i1 %211, label %conv1.oy13, label %conv1.oy13.end
+
+conv1.ox1553:                                     ; preds = %conv1.ox1553, %conv1.then51
+  %conv1.ox1555 = phi i64 [ 0, %conv1.then51 ], [ %ox15.next57, %conv1.ox1553 ]
+  %212 = mul nsw i64 %conv1.c33, 5
+  %213 = add nsw i64 %212, %conv1.ky44
+  %214 = mul nsw i64 %213, 5
+  %215 = add nsw i64 %214, 2
+  %216 = mul nsw i64 %215, 12560
+  %217 = add nsw i64 301056, %216
+  %218 = mul nsw i64 %conv1.j22, 784
+  %219 = add nsw i64 %217, %218
+  %220 = mul nsw i64 %conv1.oy1341, 28
+  %221 = add nsw i64 %220, %conv1.ox1555
+  %222 = add nsw i64 %219, %221
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %222
   store float 0.000000e+00, ptr %arena56, align 4
   %ox15.next57 = add nsw i64 %conv1.ox1555, 1
-  %210 = icmp slt i64 %ox15.next57, 28
-  br i1 %210, label %conv1.ox1553, label %conv1.ox15.end54
+  %223 = icmp slt i64 %ox15.next57, 28
+  br i1 %223, label %conv1.ox1553, label %conv1.ox15.end54
 
 conv1.ox15.end54:                                 ; preds = %conv1.ox1553
   br label %conv1.endif52
 
 conv1.oy16:                                       ; preds = %conv1.endif71, %conv1.oy13.end
   %conv1.oy1658 = phi i64 [ 0, %conv1.oy13.end ], [ %oy16.next, %conv1.endif71 ]
-  %211 = add nsw i64 %conv1.oy1658, %conv1.ky44
-  %212 = add nsw i64 %211, -2
-  %213 = icmp slt i64 -1, %212
-  %214 = add nsw i64 %conv1.oy1658, %conv1.ky44
-  %215 = add nsw i64 %214, -2
-  %216 = icmp slt i64 %215, 28
-  %217 = and i1 %213, %216
-  br i1 %217, label %conv1.then59, label %conv1.endif60
+  %224 = add nsw i64 %conv1.oy1658, %conv1.ky44
+  %225 = add nsw i64 %224, -2
+  %226 = icmp slt i64 -1, %225
+  %227 = add nsw i64 %conv1.oy1658, %conv1.ky44
+  %228 = add nsw i64 %227, -2
+  %229 = icmp slt i64 %228, 28
+  %230 = and i1 %226, %229
+  br i1 %230, label %conv1.then59, label %conv1.endif60
 
 conv1.oy16.end:                                   ; preds = %conv1.endif71
   br label %conv1.oy20
@@ -21833,65 +21858,65 @@ conv1.then59:                                     ; preds = %conv1.oy16
   br label %conv1.ox17
 
 conv1.endif60:                                    ; preds = %conv1.ox18.end, %conv1.oy16
-  %218 = add nsw i64 %conv1.oy1658, %conv1.ky44
-  %219 = add nsw i64 %218, -2
-  %220 = icmp slt i64 %219, 0
-  br i1 %220, label %conv1.then66, label %conv1.endif67
+  %231 = add nsw i64 %conv1.oy1658, %conv1.ky44
+  %232 = add nsw i64 %231, -2
+  %233 = icmp slt i64 %232, 0
+  br i1 %233, label %conv1.then66, label %conv1.endif67
 
 conv1.ox17:                                       ; preds = %conv1.ox17, %conv1.then59
   %conv1.ox1761 = phi i64 [ 0, %conv1.then59 ], [ %ox17.next, %conv1.ox17 ]
-  %221 = mul nsw i64 %conv1.g11, 16
-  %222 = add nsw i64 %221, %conv1.j22
-  %223 = mul nsw i64 %222, 784
-  %224 = mul nsw i64 %conv1.c33, 784
-  %225 = add nsw i64 %223, %224
-  %226 = add nsw i64 %conv1.oy1658, %conv1.ky44
-  %227 = add nsw i64 %226, -2
-  %228 = mul nsw i64 %227, 28
-  %229 = add nsw i64 %225, %228
-  %230 = add nsw i64 %conv1.ox1761, 1
-  %231 = add nsw i64 %229, %230
-  %images62 = getelementptr inbounds float, ptr %images, i64 %231
-  %232 = load float, ptr %images62, align 4
-  %233 = mul nsw i64 %conv1.c33, 5
-  %234 = add nsw i64 %233, %conv1.ky44
-  %235 = mul nsw i64 %234, 5
-  %236 = add nsw i64 %235, 3
-  %237 = mul nsw i64 %236, 12560
-  %238 = add nsw i64 301056, %237
-  %239 = mul nsw i64 %conv1.j22, 784
-  %240 = add nsw i64 %238, %239
-  %241 = mul nsw i64 %conv1.oy1658, 28
-  %242 = add nsw i64 %241, %conv1.ox1761
-  %243 = add nsw i64 %240, %242
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %243
-  store float %232, ptr %arena63, align 4
+  %234 = mul nsw i64 %conv1.g11, 16
+  %235 = add nsw i64 %234, %conv1.j22
+  %236 = mul nsw i64 %235, 784
+  %237 = mul nsw i64 %conv1.c33, 784
+  %238 = add nsw i64 %236, %237
+  %239 = add nsw i64 %conv1.oy1658, %conv1.ky44
+  %240 = add nsw i64 %239, -2
+  %241 = mul nsw i64 %240, 28
+  %242 = add nsw i64 %238, %241
+  %243 = add nsw i64 %conv1.ox1761, 1
+  %244 = add nsw i64 %242, %243
+  %images62 = getelementptr inbounds float, ptr %images, i64 %244
+  %245 = load float, ptr %images62, align 4
+  %246 = mul nsw i64 %conv1.c33, 5
+  %247 = add nsw i64 %246, %conv1.ky44
+  %248 = mul nsw i64 %247, 5
+  %249 = add nsw i64 %248, 3
+  %250 = mul nsw i64 %249, 12560
+  %251 = add nsw i64 301056, %250
+  %252 = mul nsw i64 %conv1.j22, 784
+  %253 = add nsw i64 %251, %252
+  %254 = mul nsw i64 %conv1.oy1658, 28
+  %255 = add nsw i64 %254, %conv1.ox1761
+  %256 = add nsw i64 %253, %255
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %256
+  store float %245, ptr %arena63, align 4
   %ox17.next = add nsw i64 %conv1.ox1761, 1
-  %244 = icmp slt i64 %ox17.next, 27
-  br i1 %244, label %conv1.ox17, label %conv1.ox17.end
+  %257 = icmp slt i64 %ox17.next, 27
+  br i1 %257, label %conv1.ox17, label %conv1.ox17.end
 
 conv1.ox17.end:                                   ; preds = %conv1.ox17
   br label %conv1.ox18
 
 conv1.ox18:                                       ; preds = %conv1.ox18, %conv1.ox17.end
   %conv1.ox1864 = phi i64 [ 0, %conv1.ox17.end ], [ %ox18.next, %conv1.ox18 ]
-  %245 = mul nsw i64 %conv1.c33, 5
-  %246 = add nsw i64 %245, %conv1.ky44
-  %247 = mul nsw i64 %246, 5
-  %248 = add nsw i64 %247, 3
-  %249 = mul nsw i64 %248, 12560
-  %250 = add nsw i64 301056, %249
-  %251 = mul nsw i64 %conv1.j22, 784
-  %252 = add nsw i64 %250, %251
-  %253 = mul nsw i64 %conv1.oy1658, 28
-  %254 = add nsw i64 %conv1.ox1864, 27
-  %255 = add nsw i64 %253, %254
-  %256 = add nsw i64 %252, %255
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %256
+  %258 = mul nsw i64 %conv1.c33, 5
+  %259 = add nsw i64 %258, %conv1.ky44
+  %260 = mul nsw i64 %259, 5
+  %261 = add nsw i64 %260, 3
+  %262 = mul nsw i64 %261, 12560
+  %263 = add nsw i64 301056, %262
+  %264 = mul nsw i64 %conv1.j22, 784
+  %265 = add nsw i64 %263, %264
+  %266 = mul nsw i64 %conv1.oy1658, 28
+  %267 = add nsw i64 %conv1.ox1864, 27
+  %268 = add nsw i64 %266, %267
+  %269 = add nsw i64 %265, %268
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %269
   store float 0.000000e+00, ptr %arena65, align 4
   %ox18.next = add nsw i64 %conv1.ox1864, 1
-  %257 = icmp slt i64 %ox18.next, 1
-  br i1 %257, label %conv1.ox18, label %conv1.ox18.end
+  %270 = icmp slt i64 %ox18.next, 1
+  br i1 %270, label %conv1.ox18, label %conv1.ox18.end
 
 conv1.ox18.end:                                   ; preds = %conv1.ox18
   br label %conv1.endif60
@@ -21900,43 +21925,13 @@ conv1.then66:                                     ; preds = %conv1.endif60
   br label %conv1.ox19
 
 conv1.endif67:                                    ; preds = %conv1.ox19.end, %conv1.endif60
-  %258 = add nsw i64 %conv1.oy1658, %conv1.ky44
-  %259 = add nsw i64 %258, -2
-  %260 = icmp slt i64 27, %259
-  br i1 %260, label %conv1.then70, label %conv1.endif71
+  %271 = add nsw i64 %conv1.oy1658, %conv1.ky44
+  %272 = add nsw i64 %271, -2
+  %273 = icmp slt i64 27, %272
+  br i1 %273, label %conv1.then70, label %conv1.endif71
 
 conv1.ox19:                                       ; preds = %conv1.ox19, %conv1.then66
   %conv1.ox1968 = phi i64 [ 0, %conv1.then66 ], [ %ox19.next, %conv1.ox19 ]
-  %261 = mul nsw i64 %conv1.c33, 5
-  %262 = add nsw i64 %261, %conv1.ky44
-  %263 = mul nsw i64 %262, 5
-  %264 = add nsw i64 %263, 3
-  %265 = mul nsw i64 %264, 12560
-  %266 = add nsw i64 301056, %265
-  %267 = mul nsw i64 %conv1.j22, 784
-  %268 = add nsw i64 %266, %267
-  %269 = mul nsw i64 %conv1.oy1658, 28
-  %270 = add nsw i64 %269, %conv1.ox1968
-  %271 = add nsw i64 %268, %270
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float 0.000000e+00, ptr %arena69, align 4
-  %ox19.next = add nsw i64 %conv1.ox1968, 1
-  %272 = icmp slt i64 %ox19.next, 28
-  br i1 %272, label %conv1.ox19, label %conv1.ox19.end
-
-conv1.ox19.end:                                   ; preds = %conv1.ox19
-  br label %conv1.endif67
-
-conv1.then70:                                     ; preds = %conv1.endif67
-  br label %conv1.ox1972
-
-conv1.endif71:                                    ; preds = %conv1.ox19.end73, %conv1.endif67
-  %oy16.next = add nsw i64 %conv1.oy1658, 1
-  %273 = icmp slt i64 %oy16.next, 28
-  br i1 %273, label %conv1.oy16, label %conv1.oy16.end
-
-conv1.ox1972:                                     ; preds = %conv1.ox1972, %conv1.then70
-  %conv1.ox1974 = phi i64 [ 0, %conv1.then70 ], [ %ox19.next76, %conv1.ox1972 ]
   %274 = mul nsw i64 %conv1.c33, 5
   %275 = add nsw i64 %274, %conv1.ky44
   %276 = mul nsw i64 %275, 5
@@ -21946,96 +21941,126 @@ conv1.ox1972:                                     ; preds = %conv1.ox1972, %conv
   %280 = mul nsw i64 %conv1.j22, 784
   %281 = add nsw i64 %279, %280
   %282 = mul nsw i64 %conv1.oy1658, 28
-  %283 = add nsw i64 %282, %conv1.ox1974
+  %283 = add nsw i64 %282, %conv1.ox1968
   %284 = add nsw i64 %281, %283
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %284
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %284
+  store float 0.000000e+00, ptr %arena69, align 4
+  %ox19.next = add nsw i64 %conv1.ox1968, 1
+  %285 = icmp slt i64 %ox19.next, 28
+  br i1 %285, label %conv1.ox19, label %conv1.ox19.end
+
+conv1.ox19.end:                                   ; preds = %conv1.ox19
+  br label %conv1.endif67
+
+conv1.then70:                                     ; preds = %conv1.endif67
+  br label %conv1.ox1972
+
+conv1.endif71:                                    ; preds = %conv1.ox19.end73, %conv1.endif67
+  %oy16.next = add nsw i64 %conv1.oy1658, 1
+  %286 = icmp slt i64 %oy16.next, 28
+  br i1 %286, label %conv1.oy16, label %conv1.oy16.end
+
+conv1.ox1972:                                     ; preds = %conv1.ox1972, %conv1.then70
+  %conv1.ox1974 = phi i64 [ 0, %conv1.then70 ], [ %ox19.next76, %conv1.ox1972 ]
+  %287 = mul nsw i64 %conv1.c33, 5
+  %288 = add nsw i64 %287, %conv1.ky44
+  %289 = mul nsw i64 %288, 5
+  %290 = add nsw i64 %289, 3
+  %291 = mul nsw i64 %290, 12560
+  %292 = add nsw i64 301056, %291
+  %293 = mul nsw i64 %conv1.j22, 784
+  %294 = add nsw i64 %292, %293
+  %295 = mul nsw i64 %conv1.oy1658, 28
+  %296 = add nsw i64 %295, %conv1.ox1974
+  %297 = add nsw i64 %294, %296
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %297
   store float 0.000000e+00, ptr %arena75, align 4
   %ox19.next76 = add nsw i64 %conv1.ox1974, 1
-  %285 = icmp slt i64 %ox19.next76, 28
-  br i1 %285, label %conv1.ox1972, label %conv1.ox19.end73
+  %298 = icmp slt i64 %ox19.next76, 28
+  br i1 %298, label %conv1.ox1972, label %conv1.ox19.end73
 
 conv1.ox19.end73:                                 ; preds = %conv1.ox1972
   br label %conv1.endif71
 
 conv1.oy20:                                       ; preds = %conv1.endif90, %conv1.oy16.end
   %conv1.oy2077 = phi i64 [ 0, %conv1.oy16.end ], [ %oy20.next, %conv1.endif90 ]
-  %286 = add nsw i64 %conv1.oy2077, %conv1.ky44
-  %287 = add nsw i64 %286, -2
-  %288 = icmp slt i64 -1, %287
-  %289 = add nsw i64 %conv1.oy2077, %conv1.ky44
-  %290 = add nsw i64 %289, -2
-  %291 = icmp slt i64 %290, 28
-  %292 = and i1 %288, %291
-  br i1 %292, label %conv1.then78, label %conv1.endif79
+  %299 = add nsw i64 %conv1.oy2077, %conv1.ky44
+  %300 = add nsw i64 %299, -2
+  %301 = icmp slt i64 -1, %300
+  %302 = add nsw i64 %conv1.oy2077, %conv1.ky44
+  %303 = add nsw i64 %302, -2
+  %304 = icmp slt i64 %303, 28
+  %305 = and i1 %301, %304
+  br i1 %305, label %conv1.then78, label %conv1.endif79
 
 conv1.oy20.end:                                   ; preds = %conv1.endif90
   %ky4.next = add nsw i64 %conv1.ky44, 1
-  %293 = icmp slt i64 %ky4.next, 5
-  br i1 %293, label %conv1.ky4, label %conv1.ky4.end
+  %306 = icmp slt i64 %ky4.next, 5
+  br i1 %306, label %conv1.ky4, label %conv1.ky4.end
 
 conv1.then78:                                     ; preds = %conv1.oy20
   br label %conv1.ox21
 
 conv1.endif79:                                    ; preds = %conv1.ox22.end, %conv1.oy20
-  %294 = add nsw i64 %conv1.oy2077, %conv1.ky44
-  %295 = add nsw i64 %294, -2
-  %296 = icmp slt i64 %295, 0
-  br i1 %296, label %conv1.then85, label %conv1.endif86
+  %307 = add nsw i64 %conv1.oy2077, %conv1.ky44
+  %308 = add nsw i64 %307, -2
+  %309 = icmp slt i64 %308, 0
+  br i1 %309, label %conv1.then85, label %conv1.endif86
 
 conv1.ox21:                                       ; preds = %conv1.ox21, %conv1.then78
   %conv1.ox2180 = phi i64 [ 0, %conv1.then78 ], [ %ox21.next, %conv1.ox21 ]
-  %297 = mul nsw i64 %conv1.g11, 16
-  %298 = add nsw i64 %297, %conv1.j22
-  %299 = mul nsw i64 %298, 784
-  %300 = mul nsw i64 %conv1.c33, 784
-  %301 = add nsw i64 %299, %300
-  %302 = add nsw i64 %conv1.oy2077, %conv1.ky44
-  %303 = add nsw i64 %302, -2
-  %304 = mul nsw i64 %303, 28
-  %305 = add nsw i64 %301, %304
-  %306 = add nsw i64 %conv1.ox2180, 2
-  %307 = add nsw i64 %305, %306
-  %images81 = getelementptr inbounds float, ptr %images, i64 %307
-  %308 = load float, ptr %images81, align 4
-  %309 = mul nsw i64 %conv1.c33, 5
-  %310 = add nsw i64 %309, %conv1.ky44
-  %311 = mul nsw i64 %310, 5
-  %312 = add nsw i64 %311, 4
-  %313 = mul nsw i64 %312, 12560
-  %314 = add nsw i64 301056, %313
-  %315 = mul nsw i64 %conv1.j22, 784
-  %316 = add nsw i64 %314, %315
-  %317 = mul nsw i64 %conv1.oy2077, 28
-  %318 = add nsw i64 %317, %conv1.ox2180
-  %319 = add nsw i64 %316, %318
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %319
-  store float %308, ptr %arena82, align 4
+  %310 = mul nsw i64 %conv1.g11, 16
+  %311 = add nsw i64 %310, %conv1.j22
+  %312 = mul nsw i64 %311, 784
+  %313 = mul nsw i64 %conv1.c33, 784
+  %314 = add nsw i64 %312, %313
+  %315 = add nsw i64 %conv1.oy2077, %conv1.ky44
+  %316 = add nsw i64 %315, -2
+  %317 = mul nsw i64 %316, 28
+  %318 = add nsw i64 %314, %317
+  %319 = add nsw i64 %conv1.ox2180, 2
+  %320 = add nsw i64 %318, %319
+  %images81 = getelementptr inbounds float, ptr %images, i64 %320
+  %321 = load float, ptr %images81, align 4
+  %322 = mul nsw i64 %conv1.c33, 5
+  %323 = add nsw i64 %322, %conv1.ky44
+  %324 = mul nsw i64 %323, 5
+  %325 = add nsw i64 %324, 4
+  %326 = mul nsw i64 %325, 12560
+  %327 = add nsw i64 301056, %326
+  %328 = mul nsw i64 %conv1.j22, 784
+  %329 = add nsw i64 %327, %328
+  %330 = mul nsw i64 %conv1.oy2077, 28
+  %331 = add nsw i64 %330, %conv1.ox2180
+  %332 = add nsw i64 %329, %331
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %332
+  store float %321, ptr %arena82, align 4
   %ox21.next = add nsw i64 %conv1.ox2180, 1
-  %320 = icmp slt i64 %ox21.next, 26
-  br i1 %320, label %conv1.ox21, label %conv1.ox21.end
+  %333 = icmp slt i64 %ox21.next, 26
+  br i1 %333, label %conv1.ox21, label %conv1.ox21.end
 
 conv1.ox21.end:                                   ; preds = %conv1.ox21
   br label %conv1.ox22
 
 conv1.ox22:                                       ; preds = %conv1.ox22, %conv1.ox21.end
   %conv1.ox2283 = phi i64 [ 0, %conv1.ox21.end ], [ %ox22.next, %conv1.ox22 ]
-  %321 = mul nsw i64 %conv1.c33, 5
-  %322 = add nsw i64 %321, %conv1.ky44
-  %323 = mul nsw i64 %322, 5
-  %324 = add nsw i64 %323, 4
-  %325 = mul nsw i64 %324, 12560
-  %326 = add nsw i64 301056, %325
-  %327 = mul nsw i64 %conv1.j22, 784
-  %328 = add nsw i64 %326, %327
-  %329 = mul nsw i64 %conv1.oy2077, 28
-  %330 = add nsw i64 %conv1.ox2283, 26
-  %331 = add nsw i64 %329, %330
-  %332 = add nsw i64 %328, %331
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %332
+  %334 = mul nsw i64 %conv1.c33, 5
+  %335 = add nsw i64 %334, %conv1.ky44
+  %336 = mul nsw i64 %335, 5
+  %337 = add nsw i64 %336, 4
+  %338 = mul nsw i64 %337, 12560
+  %339 = add nsw i64 301056, %338
+  %340 = mul nsw i64 %conv1.j22, 784
+  %341 = add nsw i64 %339, %340
+  %342 = mul nsw i64 %conv1.oy2077, 28
+  %343 = add nsw i64 %conv1.ox2283, 26
+  %344 = add nsw i64 %342, %343
+  %345 = add nsw i64 %341, %344
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %345
   store float 0.000000e+00, ptr %arena84, align 4
   %ox22.next = add nsw i64 %conv1.ox2283, 1
-  %333 = icmp slt i64 %ox22.next, 2
-  br i1 %333, label %conv1.ox22, label %conv1.ox22.end
+  %346 = icmp slt i64 %ox22.next, 2
+  br i1 %346, label %conv1.ox22, label %conv1.ox22.end
 
 conv1.ox22.end:                                   ; preds = %conv1.ox22
   br label %conv1.endif79
@@ -22044,43 +22069,13 @@ conv1.then85:                                     ; preds = %conv1.endif79
   br label %conv1.ox23
 
 conv1.endif86:                                    ; preds = %conv1.ox23.end, %conv1.endif79
-  %334 = add nsw i64 %conv1.oy2077, %conv1.ky44
-  %335 = add nsw i64 %334, -2
-  %336 = icmp slt i64 27, %335
-  br i1 %336, label %conv1.then89, label %conv1.endif90
+  %347 = add nsw i64 %conv1.oy2077, %conv1.ky44
+  %348 = add nsw i64 %347, -2
+  %349 = icmp slt i64 27, %348
+  br i1 %349, label %conv1.then89, label %conv1.endif90
 
 conv1.ox23:                                       ; preds = %conv1.ox23, %conv1.then85
   %conv1.ox2387 = phi i64 [ 0, %conv1.then85 ], [ %ox23.next, %conv1.ox23 ]
-  %337 = mul nsw i64 %conv1.c33, 5
-  %338 = add nsw i64 %337, %conv1.ky44
-  %339 = mul nsw i64 %338, 5
-  %340 = add nsw i64 %339, 4
-  %341 = mul nsw i64 %340, 12560
-  %342 = add nsw i64 301056, %341
-  %343 = mul nsw i64 %conv1.j22, 784
-  %344 = add nsw i64 %342, %343
-  %345 = mul nsw i64 %conv1.oy2077, 28
-  %346 = add nsw i64 %345, %conv1.ox2387
-  %347 = add nsw i64 %344, %346
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %347
-  store float 0.000000e+00, ptr %arena88, align 4
-  %ox23.next = add nsw i64 %conv1.ox2387, 1
-  %348 = icmp slt i64 %ox23.next, 28
-  br i1 %348, label %conv1.ox23, label %conv1.ox23.end
-
-conv1.ox23.end:                                   ; preds = %conv1.ox23
-  br label %conv1.endif86
-
-conv1.then89:                                     ; preds = %conv1.endif86
-  br label %conv1.ox2391
-
-conv1.endif90:                                    ; preds = %conv1.ox23.end92, %conv1.endif86
-  %oy20.next = add nsw i64 %conv1.oy2077, 1
-  %349 = icmp slt i64 %oy20.next, 28
-  br i1 %349, label %conv1.oy20, label %conv1.oy20.end
-
-conv1.ox2391:                                     ; preds = %conv1.ox2391, %conv1.then89
-  %conv1.ox2393 = phi i64 [ 0, %conv1.then89 ], [ %ox23.next95, %conv1.ox2391 ]
   %350 = mul nsw i64 %conv1.c33, 5
   %351 = add nsw i64 %350, %conv1.ky44
   %352 = mul nsw i64 %351, 5
@@ -22090,1375 +22085,1899 @@ conv1.ox2391:                                     ; preds = %conv1.ox2391, %conv
   %356 = mul nsw i64 %conv1.j22, 784
   %357 = add nsw i64 %355, %356
   %358 = mul nsw i64 %conv1.oy2077, 28
-  %359 = add nsw i64 %358, %conv1.ox2393
+  %359 = add nsw i64 %358, %conv1.ox2387
   %360 = add nsw i64 %357, %359
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %360
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %360
+  store float 0.000000e+00, ptr %arena88, align 4
+  %ox23.next = add nsw i64 %conv1.ox2387, 1
+  %361 = icmp slt i64 %ox23.next, 28
+  br i1 %361, label %conv1.ox23, label %conv1.ox23.end
+
+conv1.ox23.end:                                   ; preds = %conv1.ox23
+  br label %conv1.endif86
+
+conv1.then89:                                     ; preds = %conv1.endif86
+  br label %conv1.ox2391
+
+conv1.endif90:                                    ; preds = %conv1.ox23.end92, %conv1.endif86
+  %oy20.next = add nsw i64 %conv1.oy2077, 1
+  %362 = icmp slt i64 %oy20.next, 28
+  br i1 %362, label %conv1.oy20, label %conv1.oy20.end
+
+conv1.ox2391:                                     ; preds = %conv1.ox2391, %conv1.then89
+  %conv1.ox2393 = phi i64 [ 0, %conv1.then89 ], [ %ox23.next95, %conv1.ox2391 ]
+  %363 = mul nsw i64 %conv1.c33, 5
+  %364 = add nsw i64 %363, %conv1.ky44
+  %365 = mul nsw i64 %364, 5
+  %366 = add nsw i64 %365, 4
+  %367 = mul nsw i64 %366, 12560
+  %368 = add nsw i64 301056, %367
+  %369 = mul nsw i64 %conv1.j22, 784
+  %370 = add nsw i64 %368, %369
+  %371 = mul nsw i64 %conv1.oy2077, 28
+  %372 = add nsw i64 %371, %conv1.ox2393
+  %373 = add nsw i64 %370, %372
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %373
   store float 0.000000e+00, ptr %arena94, align 4
   %ox23.next95 = add nsw i64 %conv1.ox2393, 1
-  %361 = icmp slt i64 %ox23.next95, 28
-  br i1 %361, label %conv1.ox2391, label %conv1.ox23.end92
+  %374 = icmp slt i64 %ox23.next95, 28
+  br i1 %374, label %conv1.ox2391, label %conv1.ox23.end92
 
 conv1.ox23.end92:                                 ; preds = %conv1.ox2391
   br label %conv1.endif90
 
-conv1.j29:                                        ; preds = %conv1.f30.end, %conv1.j2.end
-  %conv1.j2996 = phi i64 [ 0, %conv1.j2.end ], [ %j29.next, %conv1.f30.end ]
-  br label %conv1.f30
+conv1.part24.pool:                                ; preds = %conv1.j2.end
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @lenet5_infer_b64.k0.conv1.part24.task, ptr %part24.context, i64 2)
+  br label %conv1.part24.done
 
-conv1.j29.end:                                    ; preds = %conv1.f30.end
+conv1.part24.serial:                              ; preds = %conv1.j2.end
+  br label %conv1.part24
+
+conv1.part24.done:                                ; preds = %conv1.part24.end, %conv1.part24.pool
   %g1.next = add nsw i64 %conv1.g11, 1
-  %362 = icmp slt i64 %g1.next, 4
-  br i1 %362, label %conv1.g1, label %conv1.g1.end
+  %375 = icmp slt i64 %g1.next, 4
+  br i1 %375, label %conv1.g1, label %conv1.g1.end
 
-conv1.f30:                                        ; preds = %conv1.i31.end, %conv1.j29
-  %conv1.f3097 = phi i64 [ 0, %conv1.j29 ], [ %f30.next, %conv1.i31.end ]
-  br label %conv1.i31
+conv1.part24:                                     ; preds = %conv1.part24, %conv1.part24.serial
+  %conv1.part2496 = phi i64 [ 0, %conv1.part24.serial ], [ %part24.next, %conv1.part24 ]
+  call void @lenet5_infer_b64.k0.conv1.part24(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv1.g11, i64 %conv1.part2496)
+  %part24.next = add nsw i64 %conv1.part2496, 1
+  %376 = icmp slt i64 %part24.next, 2
+  br i1 %376, label %conv1.part24, label %conv1.part24.end
 
-conv1.f30.end:                                    ; preds = %conv1.i31.end
-  %j29.next = add nsw i64 %conv1.j2996, 1
-  %363 = icmp slt i64 %j29.next, 16
-  br i1 %363, label %conv1.j29, label %conv1.j29.end
-
-conv1.i31:                                        ; preds = %conv1.i31, %conv1.f30
-  %conv1.i3198 = phi i64 [ 0, %conv1.f30 ], [ %i31.next, %conv1.i31 ]
-  %364 = mul nsw i64 %conv1.f3097, 12560
-  %365 = add nsw i64 615056, %364
-  %366 = mul nsw i64 %conv1.j2996, 784
-  %367 = add nsw i64 %365, %366
-  %368 = add nsw i64 %367, %conv1.i3198
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %368
-  %369 = load float, ptr %arena99, align 4
-  %370 = add nsw i64 150, %conv1.f3097
-  %params100 = getelementptr inbounds float, ptr %params, i64 %370
-  %371 = load float, ptr %params100, align 4
-  %372 = fadd float %369, %371
-  %373 = fcmp ogt float %372, 0.000000e+00
-  %374 = mul nsw i64 %conv1.f3097, 12560
-  %375 = add nsw i64 615056, %374
-  %376 = mul nsw i64 %conv1.j2996, 784
-  %377 = add nsw i64 %375, %376
-  %378 = add nsw i64 %377, %conv1.i3198
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %378
-  %379 = load float, ptr %arena101, align 4
-  %380 = add nsw i64 150, %conv1.f3097
-  %params102 = getelementptr inbounds float, ptr %params, i64 %380
-  %381 = load float, ptr %params102, align 4
-  %382 = fadd float %379, %381
-  %383 = select i1 %373, float %382, float 0.000000e+00
-  %384 = mul nsw i64 %conv1.g11, 16
-  %385 = add nsw i64 %384, %conv1.j2996
-  %386 = mul nsw i64 %385, 4704
-  %387 = mul nsw i64 %conv1.f3097, 784
-  %388 = add nsw i64 %386, %387
-  %389 = add nsw i64 %388, %conv1.i3198
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %389
-  store float %383, ptr %arena103, align 4
-  %i31.next = add nsw i64 %conv1.i3198, 1
-  %390 = icmp slt i64 %i31.next, 784
-  br i1 %390, label %conv1.i31, label %conv1.i31.end
-
-conv1.i31.end:                                    ; preds = %conv1.i31
-  %f30.next = add nsw i64 %conv1.f3097, 1
-  %391 = icmp slt i64 %f30.next, 6
-  br i1 %391, label %conv1.f30, label %conv1.f30.end
+conv1.part24.end:                                 ; preds = %conv1.part24
+  br label %conv1.part24.done
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k0.conv1.gemm28(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_infer_b64.k0.conv1.part24(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %conv1.t26_a5 = alloca <8 x float>, align 32
-  %conv1.t26_a4 = alloca <8 x float>, align 32
-  %conv1.t26_a3 = alloca <8 x float>, align 32
-  %conv1.t26_a2 = alloca <8 x float>, align 32
-  %conv1.t26_a1 = alloca <8 x float>, align 32
-  %conv1.t26_a0 = alloca <8 x float>, align 32
-  %conv1.t26_b1 = alloca <8 x float>, align 32
-  %conv1.t26_b0 = alloca <8 x float>, align 32
-  %conv1.t26_c5_1 = alloca <8 x float>, align 32
-  %conv1.t26_c5_0 = alloca <8 x float>, align 32
-  %conv1.t26_c4_1 = alloca <8 x float>, align 32
-  %conv1.t26_c4_0 = alloca <8 x float>, align 32
-  %conv1.t26_c3_1 = alloca <8 x float>, align 32
-  %conv1.t26_c3_0 = alloca <8 x float>, align 32
-  %conv1.t26_c2_1 = alloca <8 x float>, align 32
-  %conv1.t26_c2_0 = alloca <8 x float>, align 32
-  %conv1.t26_c1_1 = alloca <8 x float>, align 32
-  %conv1.t26_c1_0 = alloca <8 x float>, align 32
-  %conv1.t26_c0_1 = alloca <8 x float>, align 32
-  %conv1.t26_c0_0 = alloca <8 x float>, align 32
-  br label %conv1.nb24
+  call void @lenet5_infer_b64.k0.conv1.part24.gemm32(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
+  br label %conv1.j33
 
-conv1.nb24:                                       ; preds = %conv1.mb25.end, %entry
-  %conv1.nb241 = phi i64 [ 0, %entry ], [ %nb24.next, %conv1.mb25.end ]
-  br label %conv1.mb25
+conv1.j33:                                        ; preds = %conv1.f34.end, %entry
+  %conv1.j331 = phi i64 [ 0, %entry ], [ %j33.next, %conv1.f34.end ]
+  br label %conv1.f34
 
-conv1.nb24.end:                                   ; preds = %conv1.mb25.end
+conv1.j33.end:                                    ; preds = %conv1.f34.end
   ret void
 
-conv1.mb25:                                       ; preds = %conv1.k27.end, %conv1.nb24
-  %conv1.mb252 = phi i64 [ 0, %conv1.nb24 ], [ %mb25.next, %conv1.k27.end ]
-  store <8 x float> zeroinitializer, ptr %conv1.t26_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t26_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t26_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t26_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t26_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t26_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t26_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t26_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t26_c4_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t26_c4_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t26_c5_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t26_c5_1, align 32
-  br label %conv1.k27
+conv1.f34:                                        ; preds = %conv1.i35.end, %conv1.j33
+  %conv1.f342 = phi i64 [ 0, %conv1.j33 ], [ %f34.next, %conv1.i35.end ]
+  br label %conv1.i35
 
-conv1.mb25.end:                                   ; preds = %conv1.k27.end
-  %nb24.next = add nsw i64 %conv1.nb241, 1
-  %0 = icmp slt i64 %nb24.next, 784
-  br i1 %0, label %conv1.nb24, label %conv1.nb24.end
+conv1.f34.end:                                    ; preds = %conv1.i35.end
+  %j33.next = add nsw i64 %conv1.j331, 1
+  %2 = icmp slt i64 %j33.next, 16
+  br i1 %2, label %conv1.j33, label %conv1.j33.end
 
-conv1.k27:                                        ; preds = %conv1.k27, %conv1.mb25
-  %conv1.k273 = phi i64 [ 0, %conv1.mb25 ], [ %k27.next, %conv1.k27 ]
-  %1 = mul nsw i64 %conv1.k273, 12560
-  %2 = add nsw i64 301056, %1
-  %3 = mul nsw i64 %conv1.nb241, 16
-  %4 = add nsw i64 %2, %3
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
-  %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %conv1.t26_b0, align 32
-  %6 = mul nsw i64 %conv1.k273, 12560
-  %7 = add nsw i64 301056, %6
-  %8 = mul nsw i64 %conv1.nb241, 16
-  %9 = add nsw i64 %7, %8
-  %10 = add nsw i64 %9, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
-  %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %conv1.t26_b1, align 32
-  %12 = mul nsw i64 %conv1.mb252, 6
-  %13 = mul nsw i64 %12, 25
-  %14 = add nsw i64 %13, %conv1.k273
-  %params6 = getelementptr inbounds float, ptr %params, i64 %14
-  %15 = load float, ptr %params6, align 4
-  %16 = insertelement <8 x float> undef, float %15, i32 0
-  %17 = shufflevector <8 x float> %16, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %17, ptr %conv1.t26_a0, align 32
-  %t26_a0 = load <8 x float>, ptr %conv1.t26_a0, align 32
-  %t26_b0 = load <8 x float>, ptr %conv1.t26_b0, align 32
-  %t26_c0_0 = load <8 x float>, ptr %conv1.t26_c0_0, align 32
-  %18 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t26_a0, <8 x float> %t26_b0, <8 x float> %t26_c0_0)
-  store <8 x float> %18, ptr %conv1.t26_c0_0, align 32
-  %t26_a07 = load <8 x float>, ptr %conv1.t26_a0, align 32
-  %t26_b1 = load <8 x float>, ptr %conv1.t26_b1, align 32
-  %t26_c0_1 = load <8 x float>, ptr %conv1.t26_c0_1, align 32
-  %19 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t26_a07, <8 x float> %t26_b1, <8 x float> %t26_c0_1)
-  store <8 x float> %19, ptr %conv1.t26_c0_1, align 32
-  %20 = mul nsw i64 %conv1.mb252, 6
-  %21 = add nsw i64 %20, 1
+conv1.i35:                                        ; preds = %conv1.i35, %conv1.f34
+  %conv1.i353 = phi i64 [ 0, %conv1.f34 ], [ %i35.next, %conv1.i35 ]
+  %3 = mul nsw i64 %1, 3
+  %4 = add nsw i64 %conv1.f342, %3
+  %5 = mul nsw i64 %4, 12560
+  %6 = add nsw i64 615056, %5
+  %7 = mul nsw i64 %conv1.j331, 784
+  %8 = add nsw i64 %6, %7
+  %9 = add nsw i64 %8, %conv1.i353
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
+  %10 = load float, ptr %arena4, align 4
+  %11 = mul nsw i64 %1, 3
+  %12 = add nsw i64 %conv1.f342, %11
+  %13 = add nsw i64 150, %12
+  %params5 = getelementptr inbounds float, ptr %params, i64 %13
+  %14 = load float, ptr %params5, align 4
+  %15 = fadd float %10, %14
+  %16 = fcmp ogt float %15, 0.000000e+00
+  %17 = mul nsw i64 %1, 3
+  %18 = add nsw i64 %conv1.f342, %17
+  %19 = mul nsw i64 %18, 12560
+  %20 = add nsw i64 615056, %19
+  %21 = mul nsw i64 %conv1.j331, 784
+  %22 = add nsw i64 %20, %21
+  %23 = add nsw i64 %22, %conv1.i353
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %23
+  %24 = load float, ptr %arena6, align 4
+  %25 = mul nsw i64 %1, 3
+  %26 = add nsw i64 %conv1.f342, %25
+  %27 = add nsw i64 150, %26
+  %params7 = getelementptr inbounds float, ptr %params, i64 %27
+  %28 = load float, ptr %params7, align 4
+  %29 = fadd float %24, %28
+  %30 = select i1 %16, float %29, float 0.000000e+00
+  %31 = mul nsw i64 %0, 16
+  %32 = add nsw i64 %31, %conv1.j331
+  %33 = mul nsw i64 %32, 4704
+  %34 = mul nsw i64 %1, 3
+  %35 = add nsw i64 %conv1.f342, %34
+  %36 = mul nsw i64 %35, 784
+  %37 = add nsw i64 %33, %36
+  %38 = add nsw i64 %37, %conv1.i353
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
+  store float %30, ptr %arena8, align 4
+  %i35.next = add nsw i64 %conv1.i353, 1
+  %39 = icmp slt i64 %i35.next, 784
+  br i1 %39, label %conv1.i35, label %conv1.i35.end
+
+conv1.i35.end:                                    ; preds = %conv1.i35
+  %f34.next = add nsw i64 %conv1.f342, 1
+  %40 = icmp slt i64 %f34.next, 3
+  br i1 %40, label %conv1.f34, label %conv1.f34.end
+}
+
+; Function Attrs: noinline
+define internal void @lenet5_infer_b64.k0.conv1.part24.gemm32(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %conv1.t30_a2 = alloca <8 x float>, align 32
+  %conv1.t30_a1 = alloca <8 x float>, align 32
+  %conv1.t30_a0 = alloca <8 x float>, align 32
+  %conv1.t30_b1 = alloca <8 x float>, align 32
+  %conv1.t30_b0 = alloca <8 x float>, align 32
+  %conv1.t30_c2_1 = alloca <8 x float>, align 32
+  %conv1.t30_c2_0 = alloca <8 x float>, align 32
+  %conv1.t30_c1_1 = alloca <8 x float>, align 32
+  %conv1.t30_c1_0 = alloca <8 x float>, align 32
+  %conv1.t30_c0_1 = alloca <8 x float>, align 32
+  %conv1.t30_c0_0 = alloca <8 x float>, align 32
+  %conv1.t27_a2 = alloca <8 x float>, align 32
+  %conv1.t27_a1 = alloca <8 x float>, align 32
+  %conv1.t27_a0 = alloca <8 x float>, align 32
+  %conv1.t27_b2 = alloca <8 x float>, align 32
+  %conv1.t27_b1 = alloca <8 x float>, align 32
+  %conv1.t27_b0 = alloca <8 x float>, align 32
+  %conv1.t27_c2_2 = alloca <8 x float>, align 32
+  %conv1.t27_c2_1 = alloca <8 x float>, align 32
+  %conv1.t27_c2_0 = alloca <8 x float>, align 32
+  %conv1.t27_c1_2 = alloca <8 x float>, align 32
+  %conv1.t27_c1_1 = alloca <8 x float>, align 32
+  %conv1.t27_c1_0 = alloca <8 x float>, align 32
+  %conv1.t27_c0_2 = alloca <8 x float>, align 32
+  %conv1.t27_c0_1 = alloca <8 x float>, align 32
+  %conv1.t27_c0_0 = alloca <8 x float>, align 32
+  br label %conv1.nb25
+
+conv1.nb25:                                       ; preds = %conv1.mb26.end, %entry
+  %conv1.nb251 = phi i64 [ 0, %entry ], [ %nb25.next, %conv1.mb26.end ]
+  br label %conv1.mb26
+
+conv1.nb25.end:                                   ; preds = %conv1.mb26.end
+  br label %conv1.mb29
+
+conv1.mb26:                                       ; preds = %conv1.k28.end, %conv1.nb25
+  %conv1.mb262 = phi i64 [ 0, %conv1.nb25 ], [ %mb26.next, %conv1.k28.end ]
+  store <8 x float> zeroinitializer, ptr %conv1.t27_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t27_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t27_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t27_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t27_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t27_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t27_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t27_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t27_c2_2, align 32
+  br label %conv1.k28
+
+conv1.mb26.end:                                   ; preds = %conv1.k28.end
+  %nb25.next = add nsw i64 %conv1.nb251, 1
+  %1 = icmp slt i64 %nb25.next, 522
+  br i1 %1, label %conv1.nb25, label %conv1.nb25.end
+
+conv1.k28:                                        ; preds = %conv1.k28, %conv1.mb26
+  %conv1.k283 = phi i64 [ 0, %conv1.mb26 ], [ %k28.next, %conv1.k28 ]
+  %2 = mul nsw i64 %conv1.k283, 12560
+  %3 = add nsw i64 301056, %2
+  %4 = mul nsw i64 %conv1.nb251, 24
+  %5 = add nsw i64 %3, %4
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
+  %6 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %6, ptr %conv1.t27_b0, align 32
+  %7 = mul nsw i64 %conv1.k283, 12560
+  %8 = add nsw i64 301056, %7
+  %9 = mul nsw i64 %conv1.nb251, 24
+  %10 = add nsw i64 %8, %9
+  %11 = add nsw i64 %10, 8
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
+  %12 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %12, ptr %conv1.t27_b1, align 32
+  %13 = mul nsw i64 %conv1.k283, 12560
+  %14 = add nsw i64 301056, %13
+  %15 = mul nsw i64 %conv1.nb251, 24
+  %16 = add nsw i64 %14, %15
+  %17 = add nsw i64 %16, 16
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %17
+  %18 = load <8 x float>, ptr %arena6, align 4
+  store <8 x float> %18, ptr %conv1.t27_b2, align 32
+  %19 = mul nsw i64 %0, 3
+  %20 = mul nsw i64 %19, 25
+  %21 = mul nsw i64 %conv1.mb262, 3
   %22 = mul nsw i64 %21, 25
-  %23 = add nsw i64 %22, %conv1.k273
-  %params8 = getelementptr inbounds float, ptr %params, i64 %23
-  %24 = load float, ptr %params8, align 4
-  %25 = insertelement <8 x float> undef, float %24, i32 0
-  %26 = shufflevector <8 x float> %25, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %26, ptr %conv1.t26_a1, align 32
-  %t26_a1 = load <8 x float>, ptr %conv1.t26_a1, align 32
-  %t26_b09 = load <8 x float>, ptr %conv1.t26_b0, align 32
-  %t26_c1_0 = load <8 x float>, ptr %conv1.t26_c1_0, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t26_a1, <8 x float> %t26_b09, <8 x float> %t26_c1_0)
-  store <8 x float> %27, ptr %conv1.t26_c1_0, align 32
-  %t26_a110 = load <8 x float>, ptr %conv1.t26_a1, align 32
-  %t26_b111 = load <8 x float>, ptr %conv1.t26_b1, align 32
-  %t26_c1_1 = load <8 x float>, ptr %conv1.t26_c1_1, align 32
-  %28 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t26_a110, <8 x float> %t26_b111, <8 x float> %t26_c1_1)
-  store <8 x float> %28, ptr %conv1.t26_c1_1, align 32
-  %29 = mul nsw i64 %conv1.mb252, 6
-  %30 = add nsw i64 %29, 2
-  %31 = mul nsw i64 %30, 25
-  %32 = add nsw i64 %31, %conv1.k273
-  %params12 = getelementptr inbounds float, ptr %params, i64 %32
-  %33 = load float, ptr %params12, align 4
-  %34 = insertelement <8 x float> undef, float %33, i32 0
-  %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %conv1.t26_a2, align 32
-  %t26_a2 = load <8 x float>, ptr %conv1.t26_a2, align 32
-  %t26_b013 = load <8 x float>, ptr %conv1.t26_b0, align 32
-  %t26_c2_0 = load <8 x float>, ptr %conv1.t26_c2_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t26_a2, <8 x float> %t26_b013, <8 x float> %t26_c2_0)
-  store <8 x float> %36, ptr %conv1.t26_c2_0, align 32
-  %t26_a214 = load <8 x float>, ptr %conv1.t26_a2, align 32
-  %t26_b115 = load <8 x float>, ptr %conv1.t26_b1, align 32
-  %t26_c2_1 = load <8 x float>, ptr %conv1.t26_c2_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t26_a214, <8 x float> %t26_b115, <8 x float> %t26_c2_1)
-  store <8 x float> %37, ptr %conv1.t26_c2_1, align 32
-  %38 = mul nsw i64 %conv1.mb252, 6
-  %39 = add nsw i64 %38, 3
-  %40 = mul nsw i64 %39, 25
-  %41 = add nsw i64 %40, %conv1.k273
-  %params16 = getelementptr inbounds float, ptr %params, i64 %41
-  %42 = load float, ptr %params16, align 4
-  %43 = insertelement <8 x float> undef, float %42, i32 0
-  %44 = shufflevector <8 x float> %43, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %44, ptr %conv1.t26_a3, align 32
-  %t26_a3 = load <8 x float>, ptr %conv1.t26_a3, align 32
-  %t26_b017 = load <8 x float>, ptr %conv1.t26_b0, align 32
-  %t26_c3_0 = load <8 x float>, ptr %conv1.t26_c3_0, align 32
-  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t26_a3, <8 x float> %t26_b017, <8 x float> %t26_c3_0)
-  store <8 x float> %45, ptr %conv1.t26_c3_0, align 32
-  %t26_a318 = load <8 x float>, ptr %conv1.t26_a3, align 32
-  %t26_b119 = load <8 x float>, ptr %conv1.t26_b1, align 32
-  %t26_c3_1 = load <8 x float>, ptr %conv1.t26_c3_1, align 32
-  %46 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t26_a318, <8 x float> %t26_b119, <8 x float> %t26_c3_1)
-  store <8 x float> %46, ptr %conv1.t26_c3_1, align 32
-  %47 = mul nsw i64 %conv1.mb252, 6
-  %48 = add nsw i64 %47, 4
-  %49 = mul nsw i64 %48, 25
-  %50 = add nsw i64 %49, %conv1.k273
-  %params20 = getelementptr inbounds float, ptr %params, i64 %50
-  %51 = load float, ptr %params20, align 4
+  %23 = add nsw i64 %20, %22
+  %24 = add nsw i64 %23, %conv1.k283
+  %params7 = getelementptr inbounds float, ptr %params, i64 %24
+  %25 = load float, ptr %params7, align 4
+  %26 = insertelement <8 x float> undef, float %25, i32 0
+  %27 = shufflevector <8 x float> %26, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %27, ptr %conv1.t27_a0, align 32
+  %t27_a0 = load <8 x float>, ptr %conv1.t27_a0, align 32
+  %t27_b0 = load <8 x float>, ptr %conv1.t27_b0, align 32
+  %t27_c0_0 = load <8 x float>, ptr %conv1.t27_c0_0, align 32
+  %28 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t27_a0, <8 x float> %t27_b0, <8 x float> %t27_c0_0)
+  store <8 x float> %28, ptr %conv1.t27_c0_0, align 32
+  %t27_a08 = load <8 x float>, ptr %conv1.t27_a0, align 32
+  %t27_b1 = load <8 x float>, ptr %conv1.t27_b1, align 32
+  %t27_c0_1 = load <8 x float>, ptr %conv1.t27_c0_1, align 32
+  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t27_a08, <8 x float> %t27_b1, <8 x float> %t27_c0_1)
+  store <8 x float> %29, ptr %conv1.t27_c0_1, align 32
+  %t27_a09 = load <8 x float>, ptr %conv1.t27_a0, align 32
+  %t27_b2 = load <8 x float>, ptr %conv1.t27_b2, align 32
+  %t27_c0_2 = load <8 x float>, ptr %conv1.t27_c0_2, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t27_a09, <8 x float> %t27_b2, <8 x float> %t27_c0_2)
+  store <8 x float> %30, ptr %conv1.t27_c0_2, align 32
+  %31 = mul nsw i64 %0, 3
+  %32 = mul nsw i64 %31, 25
+  %33 = mul nsw i64 %conv1.mb262, 3
+  %34 = add nsw i64 %33, 1
+  %35 = mul nsw i64 %34, 25
+  %36 = add nsw i64 %32, %35
+  %37 = add nsw i64 %36, %conv1.k283
+  %params10 = getelementptr inbounds float, ptr %params, i64 %37
+  %38 = load float, ptr %params10, align 4
+  %39 = insertelement <8 x float> undef, float %38, i32 0
+  %40 = shufflevector <8 x float> %39, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %40, ptr %conv1.t27_a1, align 32
+  %t27_a1 = load <8 x float>, ptr %conv1.t27_a1, align 32
+  %t27_b011 = load <8 x float>, ptr %conv1.t27_b0, align 32
+  %t27_c1_0 = load <8 x float>, ptr %conv1.t27_c1_0, align 32
+  %41 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t27_a1, <8 x float> %t27_b011, <8 x float> %t27_c1_0)
+  store <8 x float> %41, ptr %conv1.t27_c1_0, align 32
+  %t27_a112 = load <8 x float>, ptr %conv1.t27_a1, align 32
+  %t27_b113 = load <8 x float>, ptr %conv1.t27_b1, align 32
+  %t27_c1_1 = load <8 x float>, ptr %conv1.t27_c1_1, align 32
+  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t27_a112, <8 x float> %t27_b113, <8 x float> %t27_c1_1)
+  store <8 x float> %42, ptr %conv1.t27_c1_1, align 32
+  %t27_a114 = load <8 x float>, ptr %conv1.t27_a1, align 32
+  %t27_b215 = load <8 x float>, ptr %conv1.t27_b2, align 32
+  %t27_c1_2 = load <8 x float>, ptr %conv1.t27_c1_2, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t27_a114, <8 x float> %t27_b215, <8 x float> %t27_c1_2)
+  store <8 x float> %43, ptr %conv1.t27_c1_2, align 32
+  %44 = mul nsw i64 %0, 3
+  %45 = mul nsw i64 %44, 25
+  %46 = mul nsw i64 %conv1.mb262, 3
+  %47 = add nsw i64 %46, 2
+  %48 = mul nsw i64 %47, 25
+  %49 = add nsw i64 %45, %48
+  %50 = add nsw i64 %49, %conv1.k283
+  %params16 = getelementptr inbounds float, ptr %params, i64 %50
+  %51 = load float, ptr %params16, align 4
   %52 = insertelement <8 x float> undef, float %51, i32 0
   %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %53, ptr %conv1.t26_a4, align 32
-  %t26_a4 = load <8 x float>, ptr %conv1.t26_a4, align 32
-  %t26_b021 = load <8 x float>, ptr %conv1.t26_b0, align 32
-  %t26_c4_0 = load <8 x float>, ptr %conv1.t26_c4_0, align 32
-  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t26_a4, <8 x float> %t26_b021, <8 x float> %t26_c4_0)
-  store <8 x float> %54, ptr %conv1.t26_c4_0, align 32
-  %t26_a422 = load <8 x float>, ptr %conv1.t26_a4, align 32
-  %t26_b123 = load <8 x float>, ptr %conv1.t26_b1, align 32
-  %t26_c4_1 = load <8 x float>, ptr %conv1.t26_c4_1, align 32
-  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t26_a422, <8 x float> %t26_b123, <8 x float> %t26_c4_1)
-  store <8 x float> %55, ptr %conv1.t26_c4_1, align 32
-  %56 = mul nsw i64 %conv1.mb252, 6
-  %57 = add nsw i64 %56, 5
-  %58 = mul nsw i64 %57, 25
-  %59 = add nsw i64 %58, %conv1.k273
-  %params24 = getelementptr inbounds float, ptr %params, i64 %59
-  %60 = load float, ptr %params24, align 4
-  %61 = insertelement <8 x float> undef, float %60, i32 0
-  %62 = shufflevector <8 x float> %61, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %62, ptr %conv1.t26_a5, align 32
-  %t26_a5 = load <8 x float>, ptr %conv1.t26_a5, align 32
-  %t26_b025 = load <8 x float>, ptr %conv1.t26_b0, align 32
-  %t26_c5_0 = load <8 x float>, ptr %conv1.t26_c5_0, align 32
-  %63 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t26_a5, <8 x float> %t26_b025, <8 x float> %t26_c5_0)
-  store <8 x float> %63, ptr %conv1.t26_c5_0, align 32
-  %t26_a526 = load <8 x float>, ptr %conv1.t26_a5, align 32
-  %t26_b127 = load <8 x float>, ptr %conv1.t26_b1, align 32
-  %t26_c5_1 = load <8 x float>, ptr %conv1.t26_c5_1, align 32
-  %64 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t26_a526, <8 x float> %t26_b127, <8 x float> %t26_c5_1)
-  store <8 x float> %64, ptr %conv1.t26_c5_1, align 32
-  %k27.next = add nsw i64 %conv1.k273, 1
-  %65 = icmp slt i64 %k27.next, 25
-  br i1 %65, label %conv1.k27, label %conv1.k27.end
+  store <8 x float> %53, ptr %conv1.t27_a2, align 32
+  %t27_a2 = load <8 x float>, ptr %conv1.t27_a2, align 32
+  %t27_b017 = load <8 x float>, ptr %conv1.t27_b0, align 32
+  %t27_c2_0 = load <8 x float>, ptr %conv1.t27_c2_0, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t27_a2, <8 x float> %t27_b017, <8 x float> %t27_c2_0)
+  store <8 x float> %54, ptr %conv1.t27_c2_0, align 32
+  %t27_a218 = load <8 x float>, ptr %conv1.t27_a2, align 32
+  %t27_b119 = load <8 x float>, ptr %conv1.t27_b1, align 32
+  %t27_c2_1 = load <8 x float>, ptr %conv1.t27_c2_1, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t27_a218, <8 x float> %t27_b119, <8 x float> %t27_c2_1)
+  store <8 x float> %55, ptr %conv1.t27_c2_1, align 32
+  %t27_a220 = load <8 x float>, ptr %conv1.t27_a2, align 32
+  %t27_b221 = load <8 x float>, ptr %conv1.t27_b2, align 32
+  %t27_c2_2 = load <8 x float>, ptr %conv1.t27_c2_2, align 32
+  %56 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t27_a220, <8 x float> %t27_b221, <8 x float> %t27_c2_2)
+  store <8 x float> %56, ptr %conv1.t27_c2_2, align 32
+  %k28.next = add nsw i64 %conv1.k283, 1
+  %57 = icmp slt i64 %k28.next, 25
+  br i1 %57, label %conv1.k28, label %conv1.k28.end
 
-conv1.k27.end:                                    ; preds = %conv1.k27
-  %t26_c0_028 = load <8 x float>, ptr %conv1.t26_c0_0, align 32
-  %66 = mul nsw i64 %conv1.mb252, 6
+conv1.k28.end:                                    ; preds = %conv1.k28
+  %t27_c0_022 = load <8 x float>, ptr %conv1.t27_c0_0, align 32
+  %58 = mul nsw i64 %0, 3
+  %59 = mul nsw i64 %58, 12560
+  %60 = add nsw i64 615056, %59
+  %61 = mul nsw i64 %conv1.mb262, 3
+  %62 = mul nsw i64 %61, 12560
+  %63 = add nsw i64 %60, %62
+  %64 = mul nsw i64 %conv1.nb251, 24
+  %65 = add nsw i64 %63, %64
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %65
+  store <8 x float> %t27_c0_022, ptr %arena23, align 4
+  %t27_c0_124 = load <8 x float>, ptr %conv1.t27_c0_1, align 32
+  %66 = mul nsw i64 %0, 3
   %67 = mul nsw i64 %66, 12560
   %68 = add nsw i64 615056, %67
-  %69 = mul nsw i64 %conv1.nb241, 16
-  %70 = add nsw i64 %68, %69
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %70
-  store <8 x float> %t26_c0_028, ptr %arena29, align 4
-  %t26_c0_130 = load <8 x float>, ptr %conv1.t26_c0_1, align 32
-  %71 = mul nsw i64 %conv1.mb252, 6
-  %72 = mul nsw i64 %71, 12560
-  %73 = add nsw i64 615056, %72
-  %74 = mul nsw i64 %conv1.nb241, 16
-  %75 = add nsw i64 %73, %74
-  %76 = add nsw i64 %75, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %76
-  store <8 x float> %t26_c0_130, ptr %arena31, align 4
-  %t26_c1_032 = load <8 x float>, ptr %conv1.t26_c1_0, align 32
-  %77 = mul nsw i64 %conv1.mb252, 6
-  %78 = add nsw i64 %77, 1
+  %69 = mul nsw i64 %conv1.mb262, 3
+  %70 = mul nsw i64 %69, 12560
+  %71 = add nsw i64 %68, %70
+  %72 = mul nsw i64 %conv1.nb251, 24
+  %73 = add nsw i64 %71, %72
+  %74 = add nsw i64 %73, 8
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %74
+  store <8 x float> %t27_c0_124, ptr %arena25, align 4
+  %t27_c0_226 = load <8 x float>, ptr %conv1.t27_c0_2, align 32
+  %75 = mul nsw i64 %0, 3
+  %76 = mul nsw i64 %75, 12560
+  %77 = add nsw i64 615056, %76
+  %78 = mul nsw i64 %conv1.mb262, 3
   %79 = mul nsw i64 %78, 12560
-  %80 = add nsw i64 615056, %79
-  %81 = mul nsw i64 %conv1.nb241, 16
+  %80 = add nsw i64 %77, %79
+  %81 = mul nsw i64 %conv1.nb251, 24
   %82 = add nsw i64 %80, %81
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %82
-  store <8 x float> %t26_c1_032, ptr %arena33, align 4
-  %t26_c1_134 = load <8 x float>, ptr %conv1.t26_c1_1, align 32
-  %83 = mul nsw i64 %conv1.mb252, 6
-  %84 = add nsw i64 %83, 1
+  %83 = add nsw i64 %82, 16
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %83
+  store <8 x float> %t27_c0_226, ptr %arena27, align 4
+  %t27_c1_028 = load <8 x float>, ptr %conv1.t27_c1_0, align 32
+  %84 = mul nsw i64 %0, 3
   %85 = mul nsw i64 %84, 12560
   %86 = add nsw i64 615056, %85
-  %87 = mul nsw i64 %conv1.nb241, 16
-  %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %88, 8
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %89
-  store <8 x float> %t26_c1_134, ptr %arena35, align 4
-  %t26_c2_036 = load <8 x float>, ptr %conv1.t26_c2_0, align 32
-  %90 = mul nsw i64 %conv1.mb252, 6
-  %91 = add nsw i64 %90, 2
-  %92 = mul nsw i64 %91, 12560
-  %93 = add nsw i64 615056, %92
-  %94 = mul nsw i64 %conv1.nb241, 16
-  %95 = add nsw i64 %93, %94
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %95
-  store <8 x float> %t26_c2_036, ptr %arena37, align 4
-  %t26_c2_138 = load <8 x float>, ptr %conv1.t26_c2_1, align 32
-  %96 = mul nsw i64 %conv1.mb252, 6
-  %97 = add nsw i64 %96, 2
+  %87 = mul nsw i64 %conv1.mb262, 3
+  %88 = add nsw i64 %87, 1
+  %89 = mul nsw i64 %88, 12560
+  %90 = add nsw i64 %86, %89
+  %91 = mul nsw i64 %conv1.nb251, 24
+  %92 = add nsw i64 %90, %91
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %92
+  store <8 x float> %t27_c1_028, ptr %arena29, align 4
+  %t27_c1_130 = load <8 x float>, ptr %conv1.t27_c1_1, align 32
+  %93 = mul nsw i64 %0, 3
+  %94 = mul nsw i64 %93, 12560
+  %95 = add nsw i64 615056, %94
+  %96 = mul nsw i64 %conv1.mb262, 3
+  %97 = add nsw i64 %96, 1
   %98 = mul nsw i64 %97, 12560
-  %99 = add nsw i64 615056, %98
-  %100 = mul nsw i64 %conv1.nb241, 16
+  %99 = add nsw i64 %95, %98
+  %100 = mul nsw i64 %conv1.nb251, 24
   %101 = add nsw i64 %99, %100
   %102 = add nsw i64 %101, 8
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %102
-  store <8 x float> %t26_c2_138, ptr %arena39, align 4
-  %t26_c3_040 = load <8 x float>, ptr %conv1.t26_c3_0, align 32
-  %103 = mul nsw i64 %conv1.mb252, 6
-  %104 = add nsw i64 %103, 3
-  %105 = mul nsw i64 %104, 12560
-  %106 = add nsw i64 615056, %105
-  %107 = mul nsw i64 %conv1.nb241, 16
-  %108 = add nsw i64 %106, %107
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %108
-  store <8 x float> %t26_c3_040, ptr %arena41, align 4
-  %t26_c3_142 = load <8 x float>, ptr %conv1.t26_c3_1, align 32
-  %109 = mul nsw i64 %conv1.mb252, 6
-  %110 = add nsw i64 %109, 3
-  %111 = mul nsw i64 %110, 12560
-  %112 = add nsw i64 615056, %111
-  %113 = mul nsw i64 %conv1.nb241, 16
-  %114 = add nsw i64 %112, %113
-  %115 = add nsw i64 %114, 8
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %115
-  store <8 x float> %t26_c3_142, ptr %arena43, align 4
-  %t26_c4_044 = load <8 x float>, ptr %conv1.t26_c4_0, align 32
-  %116 = mul nsw i64 %conv1.mb252, 6
-  %117 = add nsw i64 %116, 4
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %102
+  store <8 x float> %t27_c1_130, ptr %arena31, align 4
+  %t27_c1_232 = load <8 x float>, ptr %conv1.t27_c1_2, align 32
+  %103 = mul nsw i64 %0, 3
+  %104 = mul nsw i64 %103, 12560
+  %105 = add nsw i64 615056, %104
+  %106 = mul nsw i64 %conv1.mb262, 3
+  %107 = add nsw i64 %106, 1
+  %108 = mul nsw i64 %107, 12560
+  %109 = add nsw i64 %105, %108
+  %110 = mul nsw i64 %conv1.nb251, 24
+  %111 = add nsw i64 %109, %110
+  %112 = add nsw i64 %111, 16
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %112
+  store <8 x float> %t27_c1_232, ptr %arena33, align 4
+  %t27_c2_034 = load <8 x float>, ptr %conv1.t27_c2_0, align 32
+  %113 = mul nsw i64 %0, 3
+  %114 = mul nsw i64 %113, 12560
+  %115 = add nsw i64 615056, %114
+  %116 = mul nsw i64 %conv1.mb262, 3
+  %117 = add nsw i64 %116, 2
   %118 = mul nsw i64 %117, 12560
-  %119 = add nsw i64 615056, %118
-  %120 = mul nsw i64 %conv1.nb241, 16
+  %119 = add nsw i64 %115, %118
+  %120 = mul nsw i64 %conv1.nb251, 24
   %121 = add nsw i64 %119, %120
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %121
-  store <8 x float> %t26_c4_044, ptr %arena45, align 4
-  %t26_c4_146 = load <8 x float>, ptr %conv1.t26_c4_1, align 32
-  %122 = mul nsw i64 %conv1.mb252, 6
-  %123 = add nsw i64 %122, 4
-  %124 = mul nsw i64 %123, 12560
-  %125 = add nsw i64 615056, %124
-  %126 = mul nsw i64 %conv1.nb241, 16
-  %127 = add nsw i64 %125, %126
-  %128 = add nsw i64 %127, 8
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %128
-  store <8 x float> %t26_c4_146, ptr %arena47, align 4
-  %t26_c5_048 = load <8 x float>, ptr %conv1.t26_c5_0, align 32
-  %129 = mul nsw i64 %conv1.mb252, 6
-  %130 = add nsw i64 %129, 5
-  %131 = mul nsw i64 %130, 12560
-  %132 = add nsw i64 615056, %131
-  %133 = mul nsw i64 %conv1.nb241, 16
-  %134 = add nsw i64 %132, %133
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %134
-  store <8 x float> %t26_c5_048, ptr %arena49, align 4
-  %t26_c5_150 = load <8 x float>, ptr %conv1.t26_c5_1, align 32
-  %135 = mul nsw i64 %conv1.mb252, 6
-  %136 = add nsw i64 %135, 5
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %121
+  store <8 x float> %t27_c2_034, ptr %arena35, align 4
+  %t27_c2_136 = load <8 x float>, ptr %conv1.t27_c2_1, align 32
+  %122 = mul nsw i64 %0, 3
+  %123 = mul nsw i64 %122, 12560
+  %124 = add nsw i64 615056, %123
+  %125 = mul nsw i64 %conv1.mb262, 3
+  %126 = add nsw i64 %125, 2
+  %127 = mul nsw i64 %126, 12560
+  %128 = add nsw i64 %124, %127
+  %129 = mul nsw i64 %conv1.nb251, 24
+  %130 = add nsw i64 %128, %129
+  %131 = add nsw i64 %130, 8
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %131
+  store <8 x float> %t27_c2_136, ptr %arena37, align 4
+  %t27_c2_238 = load <8 x float>, ptr %conv1.t27_c2_2, align 32
+  %132 = mul nsw i64 %0, 3
+  %133 = mul nsw i64 %132, 12560
+  %134 = add nsw i64 615056, %133
+  %135 = mul nsw i64 %conv1.mb262, 3
+  %136 = add nsw i64 %135, 2
   %137 = mul nsw i64 %136, 12560
-  %138 = add nsw i64 615056, %137
-  %139 = mul nsw i64 %conv1.nb241, 16
+  %138 = add nsw i64 %134, %137
+  %139 = mul nsw i64 %conv1.nb251, 24
   %140 = add nsw i64 %138, %139
-  %141 = add nsw i64 %140, 8
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %141
-  store <8 x float> %t26_c5_150, ptr %arena51, align 4
-  %mb25.next = add nsw i64 %conv1.mb252, 1
-  %142 = icmp slt i64 %mb25.next, 1
-  br i1 %142, label %conv1.mb25, label %conv1.mb25.end
+  %141 = add nsw i64 %140, 16
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %141
+  store <8 x float> %t27_c2_238, ptr %arena39, align 4
+  %mb26.next = add nsw i64 %conv1.mb262, 1
+  %142 = icmp slt i64 %mb26.next, 1
+  br i1 %142, label %conv1.mb26, label %conv1.mb26.end
+
+conv1.mb29:                                       ; preds = %conv1.k31.end, %conv1.nb25.end
+  %conv1.mb2940 = phi i64 [ 0, %conv1.nb25.end ], [ %mb29.next, %conv1.k31.end ]
+  store <8 x float> zeroinitializer, ptr %conv1.t30_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t30_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t30_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t30_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t30_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t30_c2_1, align 32
+  br label %conv1.k31
+
+conv1.mb29.end:                                   ; preds = %conv1.k31.end
+  ret void
+
+conv1.k31:                                        ; preds = %conv1.k31, %conv1.mb29
+  %conv1.k3141 = phi i64 [ 0, %conv1.mb29 ], [ %k31.next, %conv1.k31 ]
+  %143 = mul nsw i64 %conv1.k3141, 12560
+  %144 = add nsw i64 301056, %143
+  %145 = add nsw i64 %144, 12528
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %145
+  %146 = load <8 x float>, ptr %arena42, align 4
+  store <8 x float> %146, ptr %conv1.t30_b0, align 32
+  %147 = mul nsw i64 %conv1.k3141, 12560
+  %148 = add nsw i64 301056, %147
+  %149 = add nsw i64 %148, 12528
+  %150 = add nsw i64 %149, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %150
+  %151 = load <8 x float>, ptr %arena43, align 4
+  store <8 x float> %151, ptr %conv1.t30_b1, align 32
+  %152 = mul nsw i64 %0, 3
+  %153 = mul nsw i64 %152, 25
+  %154 = mul nsw i64 %conv1.mb2940, 3
+  %155 = mul nsw i64 %154, 25
+  %156 = add nsw i64 %153, %155
+  %157 = add nsw i64 %156, %conv1.k3141
+  %params44 = getelementptr inbounds float, ptr %params, i64 %157
+  %158 = load float, ptr %params44, align 4
+  %159 = insertelement <8 x float> undef, float %158, i32 0
+  %160 = shufflevector <8 x float> %159, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %160, ptr %conv1.t30_a0, align 32
+  %t30_a0 = load <8 x float>, ptr %conv1.t30_a0, align 32
+  %t30_b0 = load <8 x float>, ptr %conv1.t30_b0, align 32
+  %t30_c0_0 = load <8 x float>, ptr %conv1.t30_c0_0, align 32
+  %161 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a0, <8 x float> %t30_b0, <8 x float> %t30_c0_0)
+  store <8 x float> %161, ptr %conv1.t30_c0_0, align 32
+  %t30_a045 = load <8 x float>, ptr %conv1.t30_a0, align 32
+  %t30_b1 = load <8 x float>, ptr %conv1.t30_b1, align 32
+  %t30_c0_1 = load <8 x float>, ptr %conv1.t30_c0_1, align 32
+  %162 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a045, <8 x float> %t30_b1, <8 x float> %t30_c0_1)
+  store <8 x float> %162, ptr %conv1.t30_c0_1, align 32
+  %163 = mul nsw i64 %0, 3
+  %164 = mul nsw i64 %163, 25
+  %165 = mul nsw i64 %conv1.mb2940, 3
+  %166 = add nsw i64 %165, 1
+  %167 = mul nsw i64 %166, 25
+  %168 = add nsw i64 %164, %167
+  %169 = add nsw i64 %168, %conv1.k3141
+  %params46 = getelementptr inbounds float, ptr %params, i64 %169
+  %170 = load float, ptr %params46, align 4
+  %171 = insertelement <8 x float> undef, float %170, i32 0
+  %172 = shufflevector <8 x float> %171, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %172, ptr %conv1.t30_a1, align 32
+  %t30_a1 = load <8 x float>, ptr %conv1.t30_a1, align 32
+  %t30_b047 = load <8 x float>, ptr %conv1.t30_b0, align 32
+  %t30_c1_0 = load <8 x float>, ptr %conv1.t30_c1_0, align 32
+  %173 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a1, <8 x float> %t30_b047, <8 x float> %t30_c1_0)
+  store <8 x float> %173, ptr %conv1.t30_c1_0, align 32
+  %t30_a148 = load <8 x float>, ptr %conv1.t30_a1, align 32
+  %t30_b149 = load <8 x float>, ptr %conv1.t30_b1, align 32
+  %t30_c1_1 = load <8 x float>, ptr %conv1.t30_c1_1, align 32
+  %174 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a148, <8 x float> %t30_b149, <8 x float> %t30_c1_1)
+  store <8 x float> %174, ptr %conv1.t30_c1_1, align 32
+  %175 = mul nsw i64 %0, 3
+  %176 = mul nsw i64 %175, 25
+  %177 = mul nsw i64 %conv1.mb2940, 3
+  %178 = add nsw i64 %177, 2
+  %179 = mul nsw i64 %178, 25
+  %180 = add nsw i64 %176, %179
+  %181 = add nsw i64 %180, %conv1.k3141
+  %params50 = getelementptr inbounds float, ptr %params, i64 %181
+  %182 = load float, ptr %params50, align 4
+  %183 = insertelement <8 x float> undef, float %182, i32 0
+  %184 = shufflevector <8 x float> %183, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %184, ptr %conv1.t30_a2, align 32
+  %t30_a2 = load <8 x float>, ptr %conv1.t30_a2, align 32
+  %t30_b051 = load <8 x float>, ptr %conv1.t30_b0, align 32
+  %t30_c2_0 = load <8 x float>, ptr %conv1.t30_c2_0, align 32
+  %185 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a2, <8 x float> %t30_b051, <8 x float> %t30_c2_0)
+  store <8 x float> %185, ptr %conv1.t30_c2_0, align 32
+  %t30_a252 = load <8 x float>, ptr %conv1.t30_a2, align 32
+  %t30_b153 = load <8 x float>, ptr %conv1.t30_b1, align 32
+  %t30_c2_1 = load <8 x float>, ptr %conv1.t30_c2_1, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a252, <8 x float> %t30_b153, <8 x float> %t30_c2_1)
+  store <8 x float> %186, ptr %conv1.t30_c2_1, align 32
+  %k31.next = add nsw i64 %conv1.k3141, 1
+  %187 = icmp slt i64 %k31.next, 25
+  br i1 %187, label %conv1.k31, label %conv1.k31.end
+
+conv1.k31.end:                                    ; preds = %conv1.k31
+  %t30_c0_054 = load <8 x float>, ptr %conv1.t30_c0_0, align 32
+  %188 = mul nsw i64 %0, 3
+  %189 = mul nsw i64 %188, 12560
+  %190 = add nsw i64 615056, %189
+  %191 = mul nsw i64 %conv1.mb2940, 3
+  %192 = mul nsw i64 %191, 12560
+  %193 = add nsw i64 %190, %192
+  %194 = add nsw i64 %193, 12528
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %194
+  store <8 x float> %t30_c0_054, ptr %arena55, align 4
+  %t30_c0_156 = load <8 x float>, ptr %conv1.t30_c0_1, align 32
+  %195 = mul nsw i64 %0, 3
+  %196 = mul nsw i64 %195, 12560
+  %197 = add nsw i64 615056, %196
+  %198 = mul nsw i64 %conv1.mb2940, 3
+  %199 = mul nsw i64 %198, 12560
+  %200 = add nsw i64 %197, %199
+  %201 = add nsw i64 %200, 12528
+  %202 = add nsw i64 %201, 8
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %202
+  store <8 x float> %t30_c0_156, ptr %arena57, align 4
+  %t30_c1_058 = load <8 x float>, ptr %conv1.t30_c1_0, align 32
+  %203 = mul nsw i64 %0, 3
+  %204 = mul nsw i64 %203, 12560
+  %205 = add nsw i64 615056, %204
+  %206 = mul nsw i64 %conv1.mb2940, 3
+  %207 = add nsw i64 %206, 1
+  %208 = mul nsw i64 %207, 12560
+  %209 = add nsw i64 %205, %208
+  %210 = add nsw i64 %209, 12528
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %210
+  store <8 x float> %t30_c1_058, ptr %arena59, align 4
+  %t30_c1_160 = load <8 x float>, ptr %conv1.t30_c1_1, align 32
+  %211 = mul nsw i64 %0, 3
+  %212 = mul nsw i64 %211, 12560
+  %213 = add nsw i64 615056, %212
+  %214 = mul nsw i64 %conv1.mb2940, 3
+  %215 = add nsw i64 %214, 1
+  %216 = mul nsw i64 %215, 12560
+  %217 = add nsw i64 %213, %216
+  %218 = add nsw i64 %217, 12528
+  %219 = add nsw i64 %218, 8
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %219
+  store <8 x float> %t30_c1_160, ptr %arena61, align 4
+  %t30_c2_062 = load <8 x float>, ptr %conv1.t30_c2_0, align 32
+  %220 = mul nsw i64 %0, 3
+  %221 = mul nsw i64 %220, 12560
+  %222 = add nsw i64 615056, %221
+  %223 = mul nsw i64 %conv1.mb2940, 3
+  %224 = add nsw i64 %223, 2
+  %225 = mul nsw i64 %224, 12560
+  %226 = add nsw i64 %222, %225
+  %227 = add nsw i64 %226, 12528
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %227
+  store <8 x float> %t30_c2_062, ptr %arena63, align 4
+  %t30_c2_164 = load <8 x float>, ptr %conv1.t30_c2_1, align 32
+  %228 = mul nsw i64 %0, 3
+  %229 = mul nsw i64 %228, 12560
+  %230 = add nsw i64 615056, %229
+  %231 = mul nsw i64 %conv1.mb2940, 3
+  %232 = add nsw i64 %231, 2
+  %233 = mul nsw i64 %232, 12560
+  %234 = add nsw i64 %230, %233
+  %235 = add nsw i64 %234, 12528
+  %236 = add nsw i64 %235, 8
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %236
+  store <8 x float> %t30_c2_164, ptr %arena65, align 4
+  %mb29.next = add nsw i64 %conv1.mb2940, 1
+  %237 = icmp slt i64 %mb29.next, 1
+  br i1 %237, label %conv1.mb29, label %conv1.mb29.end
+}
+
+define internal void @lenet5_infer_b64.k0.conv1.part24.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load i64, ptr %24, align 4
+  call void @lenet5_infer_b64.k0.conv1.part24(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  ret void
 }
 
 ; Function Attrs: noinline
 define internal void @lenet5_infer_b64.k1.pool1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %pool1.acc35 = alloca float, align 4
-  br label %pool1.q32
+  %pool1.acc39 = alloca float, align 4
+  br label %pool1.q36
 
-pool1.q32:                                        ; preds = %pool1.py33.end, %entry
-  %pool1.q321 = phi i64 [ 0, %entry ], [ %q32.next, %pool1.py33.end ]
-  br label %pool1.py33
+pool1.q36:                                        ; preds = %pool1.py37.end, %entry
+  %pool1.q361 = phi i64 [ 0, %entry ], [ %q36.next, %pool1.py37.end ]
+  br label %pool1.py37
 
-pool1.q32.end:                                    ; preds = %pool1.py33.end
+pool1.q36.end:                                    ; preds = %pool1.py37.end
   ret void
 
-pool1.py33:                                       ; preds = %pool1.px34.end, %pool1.q32
-  %pool1.py332 = phi i64 [ 0, %pool1.q32 ], [ %py33.next, %pool1.px34.end ]
-  br label %pool1.px34
+pool1.py37:                                       ; preds = %pool1.px38.end, %pool1.q36
+  %pool1.py372 = phi i64 [ 0, %pool1.q36 ], [ %py37.next, %pool1.px38.end ]
+  br label %pool1.px38
 
-pool1.py33.end:                                   ; preds = %pool1.px34.end
-  %q32.next = add nsw i64 %pool1.q321, 1
-  %0 = icmp slt i64 %q32.next, 384
-  br i1 %0, label %pool1.q32, label %pool1.q32.end
+pool1.py37.end:                                   ; preds = %pool1.px38.end
+  %q36.next = add nsw i64 %pool1.q361, 1
+  %0 = icmp slt i64 %q36.next, 384
+  br i1 %0, label %pool1.q36, label %pool1.q36.end
 
-pool1.px34:                                       ; preds = %pool1.px34, %pool1.py33
-  %pool1.px343 = phi i64 [ 0, %pool1.py33 ], [ %px34.next, %pool1.px34 ]
-  store float 0.000000e+00, ptr %pool1.acc35, align 4
-  %acc35 = load float, ptr %pool1.acc35, align 4
-  %1 = mul nsw i64 %pool1.q321, 784
-  %2 = mul nsw i64 %pool1.py332, 56
+pool1.px38:                                       ; preds = %pool1.px38, %pool1.py37
+  %pool1.px383 = phi i64 [ 0, %pool1.py37 ], [ %px38.next, %pool1.px38 ]
+  store float 0.000000e+00, ptr %pool1.acc39, align 4
+  %acc39 = load float, ptr %pool1.acc39, align 4
+  %1 = mul nsw i64 %pool1.q361, 784
+  %2 = mul nsw i64 %pool1.py372, 56
   %3 = add nsw i64 %1, %2
-  %4 = mul nsw i64 %pool1.px343, 2
+  %4 = mul nsw i64 %pool1.px383, 2
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fadd float %acc35, %6
-  store float %7, ptr %pool1.acc35, align 4
-  %acc355 = load float, ptr %pool1.acc35, align 4
-  %8 = mul nsw i64 %pool1.q321, 784
-  %9 = mul nsw i64 %pool1.py332, 56
+  %7 = fadd float %acc39, %6
+  store float %7, ptr %pool1.acc39, align 4
+  %acc395 = load float, ptr %pool1.acc39, align 4
+  %8 = mul nsw i64 %pool1.q361, 784
+  %9 = mul nsw i64 %pool1.py372, 56
   %10 = add nsw i64 %8, %9
-  %11 = mul nsw i64 %pool1.px343, 2
+  %11 = mul nsw i64 %pool1.px383, 2
   %12 = add nsw i64 %10, %11
   %13 = add nsw i64 %12, 1
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena6, align 4
-  %15 = fadd float %acc355, %14
-  store float %15, ptr %pool1.acc35, align 4
-  %acc357 = load float, ptr %pool1.acc35, align 4
-  %16 = mul nsw i64 %pool1.q321, 784
-  %17 = mul nsw i64 %pool1.py332, 56
+  %15 = fadd float %acc395, %14
+  store float %15, ptr %pool1.acc39, align 4
+  %acc397 = load float, ptr %pool1.acc39, align 4
+  %16 = mul nsw i64 %pool1.q361, 784
+  %17 = mul nsw i64 %pool1.py372, 56
   %18 = add nsw i64 %16, %17
-  %19 = mul nsw i64 %pool1.px343, 2
+  %19 = mul nsw i64 %pool1.px383, 2
   %20 = add nsw i64 %18, %19
   %21 = add nsw i64 %20, 28
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena8, align 4
-  %23 = fadd float %acc357, %22
-  store float %23, ptr %pool1.acc35, align 4
-  %acc359 = load float, ptr %pool1.acc35, align 4
-  %24 = mul nsw i64 %pool1.q321, 784
-  %25 = mul nsw i64 %pool1.py332, 56
+  %23 = fadd float %acc397, %22
+  store float %23, ptr %pool1.acc39, align 4
+  %acc399 = load float, ptr %pool1.acc39, align 4
+  %24 = mul nsw i64 %pool1.q361, 784
+  %25 = mul nsw i64 %pool1.py372, 56
   %26 = add nsw i64 %24, %25
-  %27 = mul nsw i64 %pool1.px343, 2
+  %27 = mul nsw i64 %pool1.px383, 2
   %28 = add nsw i64 %26, %27
   %29 = add nsw i64 %28, 28
   %30 = add nsw i64 %29, 1
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena10, align 4
-  %32 = fadd float %acc359, %31
-  store float %32, ptr %pool1.acc35, align 4
-  %acc3511 = load float, ptr %pool1.acc35, align 4
-  %33 = fmul float %acc3511, 2.500000e-01
-  %34 = mul nsw i64 %pool1.q321, 196
+  %32 = fadd float %acc399, %31
+  store float %32, ptr %pool1.acc39, align 4
+  %acc3911 = load float, ptr %pool1.acc39, align 4
+  %33 = fmul float %acc3911, 2.500000e-01
+  %34 = mul nsw i64 %pool1.q361, 196
   %35 = add nsw i64 301056, %34
-  %36 = mul nsw i64 %pool1.py332, 14
+  %36 = mul nsw i64 %pool1.py372, 14
   %37 = add nsw i64 %35, %36
-  %38 = add nsw i64 %37, %pool1.px343
+  %38 = add nsw i64 %37, %pool1.px383
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %38
   store float %33, ptr %arena12, align 4
-  %px34.next = add nsw i64 %pool1.px343, 1
-  %39 = icmp slt i64 %px34.next, 14
-  br i1 %39, label %pool1.px34, label %pool1.px34.end
+  %px38.next = add nsw i64 %pool1.px383, 1
+  %39 = icmp slt i64 %px38.next, 14
+  br i1 %39, label %pool1.px38, label %pool1.px38.end
 
-pool1.px34.end:                                   ; preds = %pool1.px34
-  %py33.next = add nsw i64 %pool1.py332, 1
-  %40 = icmp slt i64 %py33.next, 14
-  br i1 %40, label %pool1.py33, label %pool1.py33.end
+pool1.px38.end:                                   ; preds = %pool1.px38
+  %py37.next = add nsw i64 %pool1.py372, 1
+  %40 = icmp slt i64 %py37.next, 14
+  br i1 %40, label %pool1.py37, label %pool1.py37.end
 }
 
 ; Function Attrs: noinline
 define internal void @lenet5_infer_b64.k2.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv2.g36
+  %part55.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part41.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  br label %conv2.g40
 
-conv2.g36:                                        ; preds = %conv2.j58.end, %entry
-  %conv2.g361 = phi i64 [ 0, %entry ], [ %g36.next, %conv2.j58.end ]
-  br label %conv2.j37
+conv2.g40:                                        ; preds = %conv2.part55.done, %entry
+  %conv2.g401 = phi i64 [ 0, %entry ], [ %g40.next, %conv2.part55.done ]
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part41.context, i32 0, i32 0
+  store ptr %params, ptr %0, align 8
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part41.context, i32 0, i32 1
+  store ptr %grads, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part41.context, i32 0, i32 2
+  store ptr %m, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part41.context, i32 0, i32 3
+  store ptr %v, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part41.context, i32 0, i32 4
+  store ptr %arena, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part41.context, i32 0, i32 5
+  store ptr %images, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part41.context, i32 0, i32 6
+  store ptr %labels, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part41.context, i32 0, i32 7
+  store float %lr, ptr %7, align 4
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part41.context, i32 0, i32 8
+  store i64 %step, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part41.context, i32 0, i32 9
+  store i64 %seed, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part41.context, i32 0, i32 10
+  store ptr %pool, ptr %10, align 8
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part41.context, i32 0, i32 11
+  store i64 %conv2.g401, ptr %11, align 4
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %conv2.part41.serial, label %conv2.part41.pool
 
-conv2.g36.end:                                    ; preds = %conv2.j58.end
+conv2.g40.end:                                    ; preds = %conv2.part55.done
   ret void
 
-conv2.j37:                                        ; preds = %conv2.c38.end, %conv2.g36
-  %conv2.j372 = phi i64 [ 0, %conv2.g36 ], [ %j37.next, %conv2.c38.end ]
-  br label %conv2.c38
+conv2.part41.pool:                                ; preds = %conv2.g40
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @lenet5_infer_b64.k2.conv2.part41.task, ptr %part41.context, i64 2)
+  br label %conv2.part41.done
 
-conv2.j37.end:                                    ; preds = %conv2.c38.end
-  call void @lenet5_infer_b64.k2.conv2.gemm57(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  br label %conv2.j58
+conv2.part41.serial:                              ; preds = %conv2.g40
+  br label %conv2.part41
 
-conv2.c38:                                        ; preds = %conv2.ky39.end, %conv2.j37
-  %conv2.c383 = phi i64 [ 0, %conv2.j37 ], [ %c38.next, %conv2.ky39.end ]
-  br label %conv2.ky39
+conv2.part41.done:                                ; preds = %conv2.part41.end, %conv2.part41.pool
+  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part55.context, i32 0, i32 0
+  store ptr %params, ptr %13, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part55.context, i32 0, i32 1
+  store ptr %grads, ptr %14, align 8
+  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part55.context, i32 0, i32 2
+  store ptr %m, ptr %15, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part55.context, i32 0, i32 3
+  store ptr %v, ptr %16, align 8
+  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part55.context, i32 0, i32 4
+  store ptr %arena, ptr %17, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part55.context, i32 0, i32 5
+  store ptr %images, ptr %18, align 8
+  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part55.context, i32 0, i32 6
+  store ptr %labels, ptr %19, align 8
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part55.context, i32 0, i32 7
+  store float %lr, ptr %20, align 4
+  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part55.context, i32 0, i32 8
+  store i64 %step, ptr %21, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part55.context, i32 0, i32 9
+  store i64 %seed, ptr %22, align 4
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part55.context, i32 0, i32 10
+  store ptr %pool, ptr %23, align 8
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part55.context, i32 0, i32 11
+  store i64 %conv2.g401, ptr %24, align 4
+  %25 = icmp eq ptr %pool, null
+  br i1 %25, label %conv2.part55.serial, label %conv2.part55.pool
 
-conv2.c38.end:                                    ; preds = %conv2.ky39.end
-  %j37.next = add nsw i64 %conv2.j372, 1
-  %0 = icmp slt i64 %j37.next, 16
-  br i1 %0, label %conv2.j37, label %conv2.j37.end
+conv2.part41:                                     ; preds = %conv2.part41, %conv2.part41.serial
+  %conv2.part412 = phi i64 [ 0, %conv2.part41.serial ], [ %part41.next, %conv2.part41 ]
+  call void @lenet5_infer_b64.k2.conv2.part41(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g401, i64 %conv2.part412)
+  %part41.next = add nsw i64 %conv2.part412, 1
+  %26 = icmp slt i64 %part41.next, 2
+  br i1 %26, label %conv2.part41, label %conv2.part41.end
 
-conv2.ky39:                                       ; preds = %conv2.oy48.end, %conv2.c38
-  %conv2.ky394 = phi i64 [ 0, %conv2.c38 ], [ %ky39.next, %conv2.oy48.end ]
-  br label %conv2.oy40
+conv2.part41.end:                                 ; preds = %conv2.part41
+  br label %conv2.part41.done
 
-conv2.ky39.end:                                   ; preds = %conv2.oy48.end
-  %c38.next = add nsw i64 %conv2.c383, 1
-  %1 = icmp slt i64 %c38.next, 6
-  br i1 %1, label %conv2.c38, label %conv2.c38.end
+conv2.part55.pool:                                ; preds = %conv2.part41.done
+  %run3 = load ptr, ptr %pool, align 8
+  call void %run3(ptr %pool, ptr @lenet5_infer_b64.k2.conv2.part55.task, ptr %part55.context, i64 2)
+  br label %conv2.part55.done
 
-conv2.oy40:                                       ; preds = %conv2.ox41.end, %conv2.ky39
-  %conv2.oy405 = phi i64 [ 0, %conv2.ky39 ], [ %oy40.next, %conv2.ox41.end ]
-  br label %conv2.ox41
+conv2.part55.serial:                              ; preds = %conv2.part41.done
+  br label %conv2.part55
 
-conv2.oy40.end:                                   ; preds = %conv2.ox41.end
-  br label %conv2.oy42
+conv2.part55.done:                                ; preds = %conv2.part55.end, %conv2.part55.pool
+  %g40.next = add nsw i64 %conv2.g401, 1
+  %27 = icmp slt i64 %g40.next, 4
+  br i1 %27, label %conv2.g40, label %conv2.g40.end
 
-conv2.ox41:                                       ; preds = %conv2.ox41, %conv2.oy40
-  %conv2.ox416 = phi i64 [ 0, %conv2.oy40 ], [ %ox41.next, %conv2.ox41 ]
-  %2 = mul nsw i64 %conv2.g361, 16
-  %3 = add nsw i64 %2, %conv2.j372
-  %4 = mul nsw i64 %3, 1176
-  %5 = add nsw i64 301056, %4
-  %6 = mul nsw i64 %conv2.c383, 196
-  %7 = add nsw i64 %5, %6
-  %8 = add nsw i64 %conv2.oy405, %conv2.ky394
-  %9 = mul nsw i64 %8, 14
-  %10 = add nsw i64 %7, %9
-  %11 = add nsw i64 %10, %conv2.ox416
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
-  %12 = load float, ptr %arena7, align 4
-  %13 = mul nsw i64 %conv2.c383, 5
-  %14 = add nsw i64 %13, %conv2.ky394
-  %15 = mul nsw i64 %14, 5
-  %16 = mul nsw i64 %15, 1616
-  %17 = add nsw i64 376320, %16
-  %18 = mul nsw i64 %conv2.j372, 100
-  %19 = add nsw i64 %17, %18
-  %20 = mul nsw i64 %conv2.oy405, 10
-  %21 = add nsw i64 %20, %conv2.ox416
-  %22 = add nsw i64 %19, %21
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %22
-  store float %12, ptr %arena8, align 4
-  %ox41.next = add nsw i64 %conv2.ox416, 1
-  %23 = icmp slt i64 %ox41.next, 10
-  br i1 %23, label %conv2.ox41, label %conv2.ox41.end
+conv2.part55:                                     ; preds = %conv2.part55, %conv2.part55.serial
+  %conv2.part554 = phi i64 [ 0, %conv2.part55.serial ], [ %part55.next, %conv2.part55 ]
+  call void @lenet5_infer_b64.k2.conv2.part55(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g401, i64 %conv2.part554)
+  %part55.next = add nsw i64 %conv2.part554, 1
+  %28 = icmp slt i64 %part55.next, 2
+  br i1 %28, label %conv2.part55, label %conv2.part55.end
 
-conv2.ox41.end:                                   ; preds = %conv2.ox41
-  %oy40.next = add nsw i64 %conv2.oy405, 1
-  %24 = icmp slt i64 %oy40.next, 10
-  br i1 %24, label %conv2.oy40, label %conv2.oy40.end
-
-conv2.oy42:                                       ; preds = %conv2.ox43.end, %conv2.oy40.end
-  %conv2.oy429 = phi i64 [ 0, %conv2.oy40.end ], [ %oy42.next, %conv2.ox43.end ]
-  br label %conv2.ox43
-
-conv2.oy42.end:                                   ; preds = %conv2.ox43.end
-  br label %conv2.oy44
-
-conv2.ox43:                                       ; preds = %conv2.ox43, %conv2.oy42
-  %conv2.ox4310 = phi i64 [ 0, %conv2.oy42 ], [ %ox43.next, %conv2.ox43 ]
-  %25 = mul nsw i64 %conv2.g361, 16
-  %26 = add nsw i64 %25, %conv2.j372
-  %27 = mul nsw i64 %26, 1176
-  %28 = add nsw i64 301056, %27
-  %29 = mul nsw i64 %conv2.c383, 196
-  %30 = add nsw i64 %28, %29
-  %31 = add nsw i64 %conv2.oy429, %conv2.ky394
-  %32 = mul nsw i64 %31, 14
-  %33 = add nsw i64 %30, %32
-  %34 = add nsw i64 %conv2.ox4310, 1
-  %35 = add nsw i64 %33, %34
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 %35
-  %36 = load float, ptr %arena11, align 4
-  %37 = mul nsw i64 %conv2.c383, 5
-  %38 = add nsw i64 %37, %conv2.ky394
-  %39 = mul nsw i64 %38, 5
-  %40 = add nsw i64 %39, 1
-  %41 = mul nsw i64 %40, 1616
-  %42 = add nsw i64 376320, %41
-  %43 = mul nsw i64 %conv2.j372, 100
-  %44 = add nsw i64 %42, %43
-  %45 = mul nsw i64 %conv2.oy429, 10
-  %46 = add nsw i64 %45, %conv2.ox4310
-  %47 = add nsw i64 %44, %46
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %47
-  store float %36, ptr %arena12, align 4
-  %ox43.next = add nsw i64 %conv2.ox4310, 1
-  %48 = icmp slt i64 %ox43.next, 10
-  br i1 %48, label %conv2.ox43, label %conv2.ox43.end
-
-conv2.ox43.end:                                   ; preds = %conv2.ox43
-  %oy42.next = add nsw i64 %conv2.oy429, 1
-  %49 = icmp slt i64 %oy42.next, 10
-  br i1 %49, label %conv2.oy42, label %conv2.oy42.end
-
-conv2.oy44:                                       ; preds = %conv2.ox45.end, %conv2.oy42.end
-  %conv2.oy4413 = phi i64 [ 0, %conv2.oy42.end ], [ %oy44.next, %conv2.ox45.end ]
-  br label %conv2.ox45
-
-conv2.oy44.end:                                   ; preds = %conv2.ox45.end
-  br label %conv2.oy46
-
-conv2.ox45:                                       ; preds = %conv2.ox45, %conv2.oy44
-  %conv2.ox4514 = phi i64 [ 0, %conv2.oy44 ], [ %ox45.next, %conv2.ox45 ]
-  %50 = mul nsw i64 %conv2.g361, 16
-  %51 = add nsw i64 %50, %conv2.j372
-  %52 = mul nsw i64 %51, 1176
-  %53 = add nsw i64 301056, %52
-  %54 = mul nsw i64 %conv2.c383, 196
-  %55 = add nsw i64 %53, %54
-  %56 = add nsw i64 %conv2.oy4413, %conv2.ky394
-  %57 = mul nsw i64 %56, 14
-  %58 = add nsw i64 %55, %57
-  %59 = add nsw i64 %conv2.ox4514, 2
-  %60 = add nsw i64 %58, %59
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %60
-  %61 = load float, ptr %arena15, align 4
-  %62 = mul nsw i64 %conv2.c383, 5
-  %63 = add nsw i64 %62, %conv2.ky394
-  %64 = mul nsw i64 %63, 5
-  %65 = add nsw i64 %64, 2
-  %66 = mul nsw i64 %65, 1616
-  %67 = add nsw i64 376320, %66
-  %68 = mul nsw i64 %conv2.j372, 100
-  %69 = add nsw i64 %67, %68
-  %70 = mul nsw i64 %conv2.oy4413, 10
-  %71 = add nsw i64 %70, %conv2.ox4514
-  %72 = add nsw i64 %69, %71
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %72
-  store float %61, ptr %arena16, align 4
-  %ox45.next = add nsw i64 %conv2.ox4514, 1
-  %73 = icmp slt i64 %ox45.next, 10
-  br i1 %73, label %conv2.ox45, label %conv2.ox45.end
-
-conv2.ox45.end:                                   ; preds = %conv2.ox45
-  %oy44.next = add nsw i64 %conv2.oy4413, 1
-  %74 = icmp slt i64 %oy44.next, 10
-  br i1 %74, label %conv2.oy44, label %conv2.oy44.end
-
-conv2.oy46:                                       ; preds = %conv2.ox47.end, %conv2.oy44.end
-  %conv2.oy4617 = phi i64 [ 0, %conv2.oy44.end ], [ %oy46.next, %conv2.ox47.end ]
-  br label %conv2.ox47
-
-conv2.oy46.end:                                   ; preds = %conv2.ox47.end
-  br label %conv2.oy48
-
-conv2.ox47:                                       ; preds = %conv2.ox47, %conv2.oy46
-  %conv2.ox4718 = phi i64 [ 0, %conv2.oy46 ], [ %ox47.next, %conv2.ox47 ]
-  %75 = mul nsw i64 %conv2.g361, 16
-  %76 = add nsw i64 %75, %conv2.j372
-  %77 = mul nsw i64 %76, 1176
-  %78 = add nsw i64 301056, %77
-  %79 = mul nsw i64 %conv2.c383, 196
-  %80 = add nsw i64 %78, %79
-  %81 = add nsw i64 %conv2.oy4617, %conv2.ky394
-  %82 = mul nsw i64 %81, 14
-  %83 = add nsw i64 %80, %82
-  %84 = add nsw i64 %conv2.ox4718, 3
-  %85 = add nsw i64 %83, %84
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %85
-  %86 = load float, ptr %arena19, align 4
-  %87 = mul nsw i64 %conv2.c383, 5
-  %88 = add nsw i64 %87, %conv2.ky394
-  %89 = mul nsw i64 %88, 5
-  %90 = add nsw i64 %89, 3
-  %91 = mul nsw i64 %90, 1616
-  %92 = add nsw i64 376320, %91
-  %93 = mul nsw i64 %conv2.j372, 100
-  %94 = add nsw i64 %92, %93
-  %95 = mul nsw i64 %conv2.oy4617, 10
-  %96 = add nsw i64 %95, %conv2.ox4718
-  %97 = add nsw i64 %94, %96
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %97
-  store float %86, ptr %arena20, align 4
-  %ox47.next = add nsw i64 %conv2.ox4718, 1
-  %98 = icmp slt i64 %ox47.next, 10
-  br i1 %98, label %conv2.ox47, label %conv2.ox47.end
-
-conv2.ox47.end:                                   ; preds = %conv2.ox47
-  %oy46.next = add nsw i64 %conv2.oy4617, 1
-  %99 = icmp slt i64 %oy46.next, 10
-  br i1 %99, label %conv2.oy46, label %conv2.oy46.end
-
-conv2.oy48:                                       ; preds = %conv2.ox49.end, %conv2.oy46.end
-  %conv2.oy4821 = phi i64 [ 0, %conv2.oy46.end ], [ %oy48.next, %conv2.ox49.end ]
-  br label %conv2.ox49
-
-conv2.oy48.end:                                   ; preds = %conv2.ox49.end
-  %ky39.next = add nsw i64 %conv2.ky394, 1
-  %100 = icmp slt i64 %ky39.next, 5
-  br i1 %100, label %conv2.ky39, label %conv2.ky39.end
-
-conv2.ox49:                                       ; preds = %conv2.ox49, %conv2.oy48
-  %conv2.ox4922 = phi i64 [ 0, %conv2.oy48 ], [ %ox49.next, %conv2.ox49 ]
-  %101 = mul nsw i64 %conv2.g361, 16
-  %102 = add nsw i64 %101, %conv2.j372
-  %103 = mul nsw i64 %102, 1176
-  %104 = add nsw i64 301056, %103
-  %105 = mul nsw i64 %conv2.c383, 196
-  %106 = add nsw i64 %104, %105
-  %107 = add nsw i64 %conv2.oy4821, %conv2.ky394
-  %108 = mul nsw i64 %107, 14
-  %109 = add nsw i64 %106, %108
-  %110 = add nsw i64 %conv2.ox4922, 4
-  %111 = add nsw i64 %109, %110
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %111
-  %112 = load float, ptr %arena23, align 4
-  %113 = mul nsw i64 %conv2.c383, 5
-  %114 = add nsw i64 %113, %conv2.ky394
-  %115 = mul nsw i64 %114, 5
-  %116 = add nsw i64 %115, 4
-  %117 = mul nsw i64 %116, 1616
-  %118 = add nsw i64 376320, %117
-  %119 = mul nsw i64 %conv2.j372, 100
-  %120 = add nsw i64 %118, %119
-  %121 = mul nsw i64 %conv2.oy4821, 10
-  %122 = add nsw i64 %121, %conv2.ox4922
-  %123 = add nsw i64 %120, %122
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %123
-  store float %112, ptr %arena24, align 4
-  %ox49.next = add nsw i64 %conv2.ox4922, 1
-  %124 = icmp slt i64 %ox49.next, 10
-  br i1 %124, label %conv2.ox49, label %conv2.ox49.end
-
-conv2.ox49.end:                                   ; preds = %conv2.ox49
-  %oy48.next = add nsw i64 %conv2.oy4821, 1
-  %125 = icmp slt i64 %oy48.next, 10
-  br i1 %125, label %conv2.oy48, label %conv2.oy48.end
-
-conv2.j58:                                        ; preds = %conv2.f59.end, %conv2.j37.end
-  %conv2.j5825 = phi i64 [ 0, %conv2.j37.end ], [ %j58.next, %conv2.f59.end ]
-  br label %conv2.f59
-
-conv2.j58.end:                                    ; preds = %conv2.f59.end
-  %g36.next = add nsw i64 %conv2.g361, 1
-  %126 = icmp slt i64 %g36.next, 4
-  br i1 %126, label %conv2.g36, label %conv2.g36.end
-
-conv2.f59:                                        ; preds = %conv2.i60.end, %conv2.j58
-  %conv2.f5926 = phi i64 [ 0, %conv2.j58 ], [ %f59.next, %conv2.i60.end ]
-  br label %conv2.i60
-
-conv2.f59.end:                                    ; preds = %conv2.i60.end
-  %j58.next = add nsw i64 %conv2.j5825, 1
-  %127 = icmp slt i64 %j58.next, 16
-  br i1 %127, label %conv2.j58, label %conv2.j58.end
-
-conv2.i60:                                        ; preds = %conv2.i60, %conv2.f59
-  %conv2.i6027 = phi i64 [ 0, %conv2.f59 ], [ %i60.next, %conv2.i60 ]
-  %128 = mul nsw i64 %conv2.f5926, 1616
-  %129 = add nsw i64 618720, %128
-  %130 = mul nsw i64 %conv2.j5825, 100
-  %131 = add nsw i64 %129, %130
-  %132 = add nsw i64 %131, %conv2.i6027
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %132
-  %133 = load float, ptr %arena28, align 4
-  %134 = add nsw i64 2556, %conv2.f5926
-  %params29 = getelementptr inbounds float, ptr %params, i64 %134
-  %135 = load float, ptr %params29, align 4
-  %136 = fadd float %133, %135
-  %137 = fcmp ogt float %136, 0.000000e+00
-  %138 = mul nsw i64 %conv2.f5926, 1616
-  %139 = add nsw i64 618720, %138
-  %140 = mul nsw i64 %conv2.j5825, 100
-  %141 = add nsw i64 %139, %140
-  %142 = add nsw i64 %141, %conv2.i6027
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %142
-  %143 = load float, ptr %arena30, align 4
-  %144 = add nsw i64 2556, %conv2.f5926
-  %params31 = getelementptr inbounds float, ptr %params, i64 %144
-  %145 = load float, ptr %params31, align 4
-  %146 = fadd float %143, %145
-  %147 = select i1 %137, float %146, float 0.000000e+00
-  %148 = mul nsw i64 %conv2.g361, 16
-  %149 = add nsw i64 %148, %conv2.j5825
-  %150 = mul nsw i64 %149, 1600
-  %151 = mul nsw i64 %conv2.f5926, 100
-  %152 = add nsw i64 %150, %151
-  %153 = add nsw i64 %152, %conv2.i6027
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %153
-  store float %147, ptr %arena32, align 4
-  %i60.next = add nsw i64 %conv2.i6027, 1
-  %154 = icmp slt i64 %i60.next, 100
-  br i1 %154, label %conv2.i60, label %conv2.i60.end
-
-conv2.i60.end:                                    ; preds = %conv2.i60
-  %f59.next = add nsw i64 %conv2.f5926, 1
-  %155 = icmp slt i64 %f59.next, 16
-  br i1 %155, label %conv2.f59, label %conv2.f59.end
+conv2.part55.end:                                 ; preds = %conv2.part55
+  br label %conv2.part55.done
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k2.conv2.gemm57(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_infer_b64.k2.conv2.part41(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %conv2.t55_a3 = alloca <8 x float>, align 32
-  %conv2.t55_a2 = alloca <8 x float>, align 32
-  %conv2.t55_a1 = alloca <8 x float>, align 32
-  %conv2.t55_a0 = alloca <8 x float>, align 32
-  %conv2.t55_b1 = alloca <8 x float>, align 32
-  %conv2.t55_b0 = alloca <8 x float>, align 32
-  %conv2.t55_c3_1 = alloca <8 x float>, align 32
-  %conv2.t55_c3_0 = alloca <8 x float>, align 32
-  %conv2.t55_c2_1 = alloca <8 x float>, align 32
-  %conv2.t55_c2_0 = alloca <8 x float>, align 32
-  %conv2.t55_c1_1 = alloca <8 x float>, align 32
-  %conv2.t55_c1_0 = alloca <8 x float>, align 32
-  %conv2.t55_c0_1 = alloca <8 x float>, align 32
-  %conv2.t55_c0_0 = alloca <8 x float>, align 32
-  %conv2.t52_a3 = alloca <8 x float>, align 32
-  %conv2.t52_a2 = alloca <8 x float>, align 32
-  %conv2.t52_a1 = alloca <8 x float>, align 32
-  %conv2.t52_a0 = alloca <8 x float>, align 32
-  %conv2.t52_b2 = alloca <8 x float>, align 32
-  %conv2.t52_b1 = alloca <8 x float>, align 32
-  %conv2.t52_b0 = alloca <8 x float>, align 32
-  %conv2.t52_c3_2 = alloca <8 x float>, align 32
-  %conv2.t52_c3_1 = alloca <8 x float>, align 32
-  %conv2.t52_c3_0 = alloca <8 x float>, align 32
-  %conv2.t52_c2_2 = alloca <8 x float>, align 32
-  %conv2.t52_c2_1 = alloca <8 x float>, align 32
-  %conv2.t52_c2_0 = alloca <8 x float>, align 32
-  %conv2.t52_c1_2 = alloca <8 x float>, align 32
-  %conv2.t52_c1_1 = alloca <8 x float>, align 32
-  %conv2.t52_c1_0 = alloca <8 x float>, align 32
-  %conv2.t52_c0_2 = alloca <8 x float>, align 32
-  %conv2.t52_c0_1 = alloca <8 x float>, align 32
-  %conv2.t52_c0_0 = alloca <8 x float>, align 32
-  br label %conv2.nb50
+  br label %conv2.j42
 
-conv2.nb50:                                       ; preds = %conv2.mb51.end, %entry
-  %conv2.nb501 = phi i64 [ 0, %entry ], [ %nb50.next, %conv2.mb51.end ]
-  br label %conv2.mb51
+conv2.j42:                                        ; preds = %conv2.c43.end, %entry
+  %conv2.j421 = phi i64 [ 0, %entry ], [ %j42.next, %conv2.c43.end ]
+  br label %conv2.c43
 
-conv2.nb50.end:                                   ; preds = %conv2.mb51.end
-  br label %conv2.mb54
-
-conv2.mb51:                                       ; preds = %conv2.k53.end, %conv2.nb50
-  %conv2.mb512 = phi i64 [ 0, %conv2.nb50 ], [ %mb51.next, %conv2.k53.end ]
-  store <8 x float> zeroinitializer, ptr %conv2.t52_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t52_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t52_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t52_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t52_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t52_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t52_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t52_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t52_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t52_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t52_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t52_c3_2, align 32
-  br label %conv2.k53
-
-conv2.mb51.end:                                   ; preds = %conv2.k53.end
-  %nb50.next = add nsw i64 %conv2.nb501, 1
-  %0 = icmp slt i64 %nb50.next, 66
-  br i1 %0, label %conv2.nb50, label %conv2.nb50.end
-
-conv2.k53:                                        ; preds = %conv2.k53, %conv2.mb51
-  %conv2.k533 = phi i64 [ 0, %conv2.mb51 ], [ %k53.next, %conv2.k53 ]
-  %1 = mul nsw i64 %conv2.k533, 1616
-  %2 = add nsw i64 376320, %1
-  %3 = mul nsw i64 %conv2.nb501, 24
-  %4 = add nsw i64 %2, %3
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
-  %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %conv2.t52_b0, align 32
-  %6 = mul nsw i64 %conv2.k533, 1616
-  %7 = add nsw i64 376320, %6
-  %8 = mul nsw i64 %conv2.nb501, 24
-  %9 = add nsw i64 %7, %8
-  %10 = add nsw i64 %9, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
-  %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %conv2.t52_b1, align 32
-  %12 = mul nsw i64 %conv2.k533, 1616
-  %13 = add nsw i64 376320, %12
-  %14 = mul nsw i64 %conv2.nb501, 24
-  %15 = add nsw i64 %13, %14
-  %16 = add nsw i64 %15, 16
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
-  %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %conv2.t52_b2, align 32
-  %18 = mul nsw i64 %conv2.mb512, 4
-  %19 = mul nsw i64 %18, 150
-  %20 = add nsw i64 156, %19
-  %21 = add nsw i64 %20, %conv2.k533
-  %params7 = getelementptr inbounds float, ptr %params, i64 %21
-  %22 = load float, ptr %params7, align 4
-  %23 = insertelement <8 x float> undef, float %22, i32 0
-  %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %conv2.t52_a0, align 32
-  %t52_a0 = load <8 x float>, ptr %conv2.t52_a0, align 32
-  %t52_b0 = load <8 x float>, ptr %conv2.t52_b0, align 32
-  %t52_c0_0 = load <8 x float>, ptr %conv2.t52_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t52_a0, <8 x float> %t52_b0, <8 x float> %t52_c0_0)
-  store <8 x float> %25, ptr %conv2.t52_c0_0, align 32
-  %t52_a08 = load <8 x float>, ptr %conv2.t52_a0, align 32
-  %t52_b1 = load <8 x float>, ptr %conv2.t52_b1, align 32
-  %t52_c0_1 = load <8 x float>, ptr %conv2.t52_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t52_a08, <8 x float> %t52_b1, <8 x float> %t52_c0_1)
-  store <8 x float> %26, ptr %conv2.t52_c0_1, align 32
-  %t52_a09 = load <8 x float>, ptr %conv2.t52_a0, align 32
-  %t52_b2 = load <8 x float>, ptr %conv2.t52_b2, align 32
-  %t52_c0_2 = load <8 x float>, ptr %conv2.t52_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t52_a09, <8 x float> %t52_b2, <8 x float> %t52_c0_2)
-  store <8 x float> %27, ptr %conv2.t52_c0_2, align 32
-  %28 = mul nsw i64 %conv2.mb512, 4
-  %29 = add nsw i64 %28, 1
-  %30 = mul nsw i64 %29, 150
-  %31 = add nsw i64 156, %30
-  %32 = add nsw i64 %31, %conv2.k533
-  %params10 = getelementptr inbounds float, ptr %params, i64 %32
-  %33 = load float, ptr %params10, align 4
-  %34 = insertelement <8 x float> undef, float %33, i32 0
-  %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %conv2.t52_a1, align 32
-  %t52_a1 = load <8 x float>, ptr %conv2.t52_a1, align 32
-  %t52_b011 = load <8 x float>, ptr %conv2.t52_b0, align 32
-  %t52_c1_0 = load <8 x float>, ptr %conv2.t52_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t52_a1, <8 x float> %t52_b011, <8 x float> %t52_c1_0)
-  store <8 x float> %36, ptr %conv2.t52_c1_0, align 32
-  %t52_a112 = load <8 x float>, ptr %conv2.t52_a1, align 32
-  %t52_b113 = load <8 x float>, ptr %conv2.t52_b1, align 32
-  %t52_c1_1 = load <8 x float>, ptr %conv2.t52_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t52_a112, <8 x float> %t52_b113, <8 x float> %t52_c1_1)
-  store <8 x float> %37, ptr %conv2.t52_c1_1, align 32
-  %t52_a114 = load <8 x float>, ptr %conv2.t52_a1, align 32
-  %t52_b215 = load <8 x float>, ptr %conv2.t52_b2, align 32
-  %t52_c1_2 = load <8 x float>, ptr %conv2.t52_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t52_a114, <8 x float> %t52_b215, <8 x float> %t52_c1_2)
-  store <8 x float> %38, ptr %conv2.t52_c1_2, align 32
-  %39 = mul nsw i64 %conv2.mb512, 4
-  %40 = add nsw i64 %39, 2
-  %41 = mul nsw i64 %40, 150
-  %42 = add nsw i64 156, %41
-  %43 = add nsw i64 %42, %conv2.k533
-  %params16 = getelementptr inbounds float, ptr %params, i64 %43
-  %44 = load float, ptr %params16, align 4
-  %45 = insertelement <8 x float> undef, float %44, i32 0
-  %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %conv2.t52_a2, align 32
-  %t52_a2 = load <8 x float>, ptr %conv2.t52_a2, align 32
-  %t52_b017 = load <8 x float>, ptr %conv2.t52_b0, align 32
-  %t52_c2_0 = load <8 x float>, ptr %conv2.t52_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t52_a2, <8 x float> %t52_b017, <8 x float> %t52_c2_0)
-  store <8 x float> %47, ptr %conv2.t52_c2_0, align 32
-  %t52_a218 = load <8 x float>, ptr %conv2.t52_a2, align 32
-  %t52_b119 = load <8 x float>, ptr %conv2.t52_b1, align 32
-  %t52_c2_1 = load <8 x float>, ptr %conv2.t52_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t52_a218, <8 x float> %t52_b119, <8 x float> %t52_c2_1)
-  store <8 x float> %48, ptr %conv2.t52_c2_1, align 32
-  %t52_a220 = load <8 x float>, ptr %conv2.t52_a2, align 32
-  %t52_b221 = load <8 x float>, ptr %conv2.t52_b2, align 32
-  %t52_c2_2 = load <8 x float>, ptr %conv2.t52_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t52_a220, <8 x float> %t52_b221, <8 x float> %t52_c2_2)
-  store <8 x float> %49, ptr %conv2.t52_c2_2, align 32
-  %50 = mul nsw i64 %conv2.mb512, 4
-  %51 = add nsw i64 %50, 3
-  %52 = mul nsw i64 %51, 150
-  %53 = add nsw i64 156, %52
-  %54 = add nsw i64 %53, %conv2.k533
-  %params22 = getelementptr inbounds float, ptr %params, i64 %54
-  %55 = load float, ptr %params22, align 4
-  %56 = insertelement <8 x float> undef, float %55, i32 0
-  %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %conv2.t52_a3, align 32
-  %t52_a3 = load <8 x float>, ptr %conv2.t52_a3, align 32
-  %t52_b023 = load <8 x float>, ptr %conv2.t52_b0, align 32
-  %t52_c3_0 = load <8 x float>, ptr %conv2.t52_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t52_a3, <8 x float> %t52_b023, <8 x float> %t52_c3_0)
-  store <8 x float> %58, ptr %conv2.t52_c3_0, align 32
-  %t52_a324 = load <8 x float>, ptr %conv2.t52_a3, align 32
-  %t52_b125 = load <8 x float>, ptr %conv2.t52_b1, align 32
-  %t52_c3_1 = load <8 x float>, ptr %conv2.t52_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t52_a324, <8 x float> %t52_b125, <8 x float> %t52_c3_1)
-  store <8 x float> %59, ptr %conv2.t52_c3_1, align 32
-  %t52_a326 = load <8 x float>, ptr %conv2.t52_a3, align 32
-  %t52_b227 = load <8 x float>, ptr %conv2.t52_b2, align 32
-  %t52_c3_2 = load <8 x float>, ptr %conv2.t52_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t52_a326, <8 x float> %t52_b227, <8 x float> %t52_c3_2)
-  store <8 x float> %60, ptr %conv2.t52_c3_2, align 32
-  %k53.next = add nsw i64 %conv2.k533, 1
-  %61 = icmp slt i64 %k53.next, 150
-  br i1 %61, label %conv2.k53, label %conv2.k53.end
-
-conv2.k53.end:                                    ; preds = %conv2.k53
-  %t52_c0_028 = load <8 x float>, ptr %conv2.t52_c0_0, align 32
-  %62 = mul nsw i64 %conv2.mb512, 4
-  %63 = mul nsw i64 %62, 1616
-  %64 = add nsw i64 618720, %63
-  %65 = mul nsw i64 %conv2.nb501, 24
-  %66 = add nsw i64 %64, %65
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t52_c0_028, ptr %arena29, align 4
-  %t52_c0_130 = load <8 x float>, ptr %conv2.t52_c0_1, align 32
-  %67 = mul nsw i64 %conv2.mb512, 4
-  %68 = mul nsw i64 %67, 1616
-  %69 = add nsw i64 618720, %68
-  %70 = mul nsw i64 %conv2.nb501, 24
-  %71 = add nsw i64 %69, %70
-  %72 = add nsw i64 %71, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t52_c0_130, ptr %arena31, align 4
-  %t52_c0_232 = load <8 x float>, ptr %conv2.t52_c0_2, align 32
-  %73 = mul nsw i64 %conv2.mb512, 4
-  %74 = mul nsw i64 %73, 1616
-  %75 = add nsw i64 618720, %74
-  %76 = mul nsw i64 %conv2.nb501, 24
-  %77 = add nsw i64 %75, %76
-  %78 = add nsw i64 %77, 16
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t52_c0_232, ptr %arena33, align 4
-  %t52_c1_034 = load <8 x float>, ptr %conv2.t52_c1_0, align 32
-  %79 = mul nsw i64 %conv2.mb512, 4
-  %80 = add nsw i64 %79, 1
-  %81 = mul nsw i64 %80, 1616
-  %82 = add nsw i64 618720, %81
-  %83 = mul nsw i64 %conv2.nb501, 24
-  %84 = add nsw i64 %82, %83
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t52_c1_034, ptr %arena35, align 4
-  %t52_c1_136 = load <8 x float>, ptr %conv2.t52_c1_1, align 32
-  %85 = mul nsw i64 %conv2.mb512, 4
-  %86 = add nsw i64 %85, 1
-  %87 = mul nsw i64 %86, 1616
-  %88 = add nsw i64 618720, %87
-  %89 = mul nsw i64 %conv2.nb501, 24
-  %90 = add nsw i64 %88, %89
-  %91 = add nsw i64 %90, 8
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t52_c1_136, ptr %arena37, align 4
-  %t52_c1_238 = load <8 x float>, ptr %conv2.t52_c1_2, align 32
-  %92 = mul nsw i64 %conv2.mb512, 4
-  %93 = add nsw i64 %92, 1
-  %94 = mul nsw i64 %93, 1616
-  %95 = add nsw i64 618720, %94
-  %96 = mul nsw i64 %conv2.nb501, 24
-  %97 = add nsw i64 %95, %96
-  %98 = add nsw i64 %97, 16
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t52_c1_238, ptr %arena39, align 4
-  %t52_c2_040 = load <8 x float>, ptr %conv2.t52_c2_0, align 32
-  %99 = mul nsw i64 %conv2.mb512, 4
-  %100 = add nsw i64 %99, 2
-  %101 = mul nsw i64 %100, 1616
-  %102 = add nsw i64 618720, %101
-  %103 = mul nsw i64 %conv2.nb501, 24
-  %104 = add nsw i64 %102, %103
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t52_c2_040, ptr %arena41, align 4
-  %t52_c2_142 = load <8 x float>, ptr %conv2.t52_c2_1, align 32
-  %105 = mul nsw i64 %conv2.mb512, 4
-  %106 = add nsw i64 %105, 2
-  %107 = mul nsw i64 %106, 1616
-  %108 = add nsw i64 618720, %107
-  %109 = mul nsw i64 %conv2.nb501, 24
-  %110 = add nsw i64 %108, %109
-  %111 = add nsw i64 %110, 8
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t52_c2_142, ptr %arena43, align 4
-  %t52_c2_244 = load <8 x float>, ptr %conv2.t52_c2_2, align 32
-  %112 = mul nsw i64 %conv2.mb512, 4
-  %113 = add nsw i64 %112, 2
-  %114 = mul nsw i64 %113, 1616
-  %115 = add nsw i64 618720, %114
-  %116 = mul nsw i64 %conv2.nb501, 24
-  %117 = add nsw i64 %115, %116
-  %118 = add nsw i64 %117, 16
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t52_c2_244, ptr %arena45, align 4
-  %t52_c3_046 = load <8 x float>, ptr %conv2.t52_c3_0, align 32
-  %119 = mul nsw i64 %conv2.mb512, 4
-  %120 = add nsw i64 %119, 3
-  %121 = mul nsw i64 %120, 1616
-  %122 = add nsw i64 618720, %121
-  %123 = mul nsw i64 %conv2.nb501, 24
-  %124 = add nsw i64 %122, %123
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t52_c3_046, ptr %arena47, align 4
-  %t52_c3_148 = load <8 x float>, ptr %conv2.t52_c3_1, align 32
-  %125 = mul nsw i64 %conv2.mb512, 4
-  %126 = add nsw i64 %125, 3
-  %127 = mul nsw i64 %126, 1616
-  %128 = add nsw i64 618720, %127
-  %129 = mul nsw i64 %conv2.nb501, 24
-  %130 = add nsw i64 %128, %129
-  %131 = add nsw i64 %130, 8
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t52_c3_148, ptr %arena49, align 4
-  %t52_c3_250 = load <8 x float>, ptr %conv2.t52_c3_2, align 32
-  %132 = mul nsw i64 %conv2.mb512, 4
-  %133 = add nsw i64 %132, 3
-  %134 = mul nsw i64 %133, 1616
-  %135 = add nsw i64 618720, %134
-  %136 = mul nsw i64 %conv2.nb501, 24
-  %137 = add nsw i64 %135, %136
-  %138 = add nsw i64 %137, 16
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t52_c3_250, ptr %arena51, align 4
-  %mb51.next = add nsw i64 %conv2.mb512, 1
-  %139 = icmp slt i64 %mb51.next, 4
-  br i1 %139, label %conv2.mb51, label %conv2.mb51.end
-
-conv2.mb54:                                       ; preds = %conv2.k56.end, %conv2.nb50.end
-  %conv2.mb5452 = phi i64 [ 0, %conv2.nb50.end ], [ %mb54.next, %conv2.k56.end ]
-  store <8 x float> zeroinitializer, ptr %conv2.t55_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t55_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t55_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t55_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t55_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t55_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t55_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t55_c3_1, align 32
-  br label %conv2.k56
-
-conv2.mb54.end:                                   ; preds = %conv2.k56.end
+conv2.j42.end:                                    ; preds = %conv2.c43.end
   ret void
 
-conv2.k56:                                        ; preds = %conv2.k56, %conv2.mb54
-  %conv2.k5653 = phi i64 [ 0, %conv2.mb54 ], [ %k56.next, %conv2.k56 ]
-  %140 = mul nsw i64 %conv2.k5653, 1616
-  %141 = add nsw i64 376320, %140
-  %142 = add nsw i64 %141, 1584
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %142
-  %143 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %143, ptr %conv2.t55_b0, align 32
-  %144 = mul nsw i64 %conv2.k5653, 1616
-  %145 = add nsw i64 376320, %144
-  %146 = add nsw i64 %145, 1584
-  %147 = add nsw i64 %146, 8
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
-  %148 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %148, ptr %conv2.t55_b1, align 32
-  %149 = mul nsw i64 %conv2.mb5452, 4
-  %150 = mul nsw i64 %149, 150
-  %151 = add nsw i64 156, %150
-  %152 = add nsw i64 %151, %conv2.k5653
-  %params56 = getelementptr inbounds float, ptr %params, i64 %152
-  %153 = load float, ptr %params56, align 4
-  %154 = insertelement <8 x float> undef, float %153, i32 0
-  %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %conv2.t55_a0, align 32
-  %t55_a0 = load <8 x float>, ptr %conv2.t55_a0, align 32
-  %t55_b0 = load <8 x float>, ptr %conv2.t55_b0, align 32
-  %t55_c0_0 = load <8 x float>, ptr %conv2.t55_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t55_a0, <8 x float> %t55_b0, <8 x float> %t55_c0_0)
-  store <8 x float> %156, ptr %conv2.t55_c0_0, align 32
-  %t55_a057 = load <8 x float>, ptr %conv2.t55_a0, align 32
-  %t55_b1 = load <8 x float>, ptr %conv2.t55_b1, align 32
-  %t55_c0_1 = load <8 x float>, ptr %conv2.t55_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t55_a057, <8 x float> %t55_b1, <8 x float> %t55_c0_1)
-  store <8 x float> %157, ptr %conv2.t55_c0_1, align 32
-  %158 = mul nsw i64 %conv2.mb5452, 4
-  %159 = add nsw i64 %158, 1
-  %160 = mul nsw i64 %159, 150
-  %161 = add nsw i64 156, %160
-  %162 = add nsw i64 %161, %conv2.k5653
-  %params58 = getelementptr inbounds float, ptr %params, i64 %162
-  %163 = load float, ptr %params58, align 4
-  %164 = insertelement <8 x float> undef, float %163, i32 0
-  %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %conv2.t55_a1, align 32
-  %t55_a1 = load <8 x float>, ptr %conv2.t55_a1, align 32
-  %t55_b059 = load <8 x float>, ptr %conv2.t55_b0, align 32
-  %t55_c1_0 = load <8 x float>, ptr %conv2.t55_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t55_a1, <8 x float> %t55_b059, <8 x float> %t55_c1_0)
-  store <8 x float> %166, ptr %conv2.t55_c1_0, align 32
-  %t55_a160 = load <8 x float>, ptr %conv2.t55_a1, align 32
-  %t55_b161 = load <8 x float>, ptr %conv2.t55_b1, align 32
-  %t55_c1_1 = load <8 x float>, ptr %conv2.t55_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t55_a160, <8 x float> %t55_b161, <8 x float> %t55_c1_1)
-  store <8 x float> %167, ptr %conv2.t55_c1_1, align 32
-  %168 = mul nsw i64 %conv2.mb5452, 4
-  %169 = add nsw i64 %168, 2
-  %170 = mul nsw i64 %169, 150
-  %171 = add nsw i64 156, %170
-  %172 = add nsw i64 %171, %conv2.k5653
-  %params62 = getelementptr inbounds float, ptr %params, i64 %172
-  %173 = load float, ptr %params62, align 4
-  %174 = insertelement <8 x float> undef, float %173, i32 0
-  %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %conv2.t55_a2, align 32
-  %t55_a2 = load <8 x float>, ptr %conv2.t55_a2, align 32
-  %t55_b063 = load <8 x float>, ptr %conv2.t55_b0, align 32
-  %t55_c2_0 = load <8 x float>, ptr %conv2.t55_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t55_a2, <8 x float> %t55_b063, <8 x float> %t55_c2_0)
-  store <8 x float> %176, ptr %conv2.t55_c2_0, align 32
-  %t55_a264 = load <8 x float>, ptr %conv2.t55_a2, align 32
-  %t55_b165 = load <8 x float>, ptr %conv2.t55_b1, align 32
-  %t55_c2_1 = load <8 x float>, ptr %conv2.t55_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t55_a264, <8 x float> %t55_b165, <8 x float> %t55_c2_1)
-  store <8 x float> %177, ptr %conv2.t55_c2_1, align 32
-  %178 = mul nsw i64 %conv2.mb5452, 4
-  %179 = add nsw i64 %178, 3
-  %180 = mul nsw i64 %179, 150
-  %181 = add nsw i64 156, %180
-  %182 = add nsw i64 %181, %conv2.k5653
-  %params66 = getelementptr inbounds float, ptr %params, i64 %182
-  %183 = load float, ptr %params66, align 4
-  %184 = insertelement <8 x float> undef, float %183, i32 0
-  %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %conv2.t55_a3, align 32
-  %t55_a3 = load <8 x float>, ptr %conv2.t55_a3, align 32
-  %t55_b067 = load <8 x float>, ptr %conv2.t55_b0, align 32
-  %t55_c3_0 = load <8 x float>, ptr %conv2.t55_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t55_a3, <8 x float> %t55_b067, <8 x float> %t55_c3_0)
-  store <8 x float> %186, ptr %conv2.t55_c3_0, align 32
-  %t55_a368 = load <8 x float>, ptr %conv2.t55_a3, align 32
-  %t55_b169 = load <8 x float>, ptr %conv2.t55_b1, align 32
-  %t55_c3_1 = load <8 x float>, ptr %conv2.t55_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t55_a368, <8 x float> %t55_b169, <8 x float> %t55_c3_1)
-  store <8 x float> %187, ptr %conv2.t55_c3_1, align 32
-  %k56.next = add nsw i64 %conv2.k5653, 1
-  %188 = icmp slt i64 %k56.next, 150
-  br i1 %188, label %conv2.k56, label %conv2.k56.end
+conv2.c43:                                        ; preds = %conv2.ky44.end, %conv2.j42
+  %conv2.c432 = phi i64 [ 0, %conv2.j42 ], [ %c43.next, %conv2.ky44.end ]
+  br label %conv2.ky44
 
-conv2.k56.end:                                    ; preds = %conv2.k56
-  %t55_c0_070 = load <8 x float>, ptr %conv2.t55_c0_0, align 32
-  %189 = mul nsw i64 %conv2.mb5452, 4
-  %190 = mul nsw i64 %189, 1616
-  %191 = add nsw i64 618720, %190
-  %192 = add nsw i64 %191, 1584
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t55_c0_070, ptr %arena71, align 4
-  %t55_c0_172 = load <8 x float>, ptr %conv2.t55_c0_1, align 32
-  %193 = mul nsw i64 %conv2.mb5452, 4
-  %194 = mul nsw i64 %193, 1616
-  %195 = add nsw i64 618720, %194
-  %196 = add nsw i64 %195, 1584
-  %197 = add nsw i64 %196, 8
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %197
-  store <8 x float> %t55_c0_172, ptr %arena73, align 4
-  %t55_c1_074 = load <8 x float>, ptr %conv2.t55_c1_0, align 32
-  %198 = mul nsw i64 %conv2.mb5452, 4
-  %199 = add nsw i64 %198, 1
-  %200 = mul nsw i64 %199, 1616
-  %201 = add nsw i64 618720, %200
-  %202 = add nsw i64 %201, 1584
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %202
-  store <8 x float> %t55_c1_074, ptr %arena75, align 4
-  %t55_c1_176 = load <8 x float>, ptr %conv2.t55_c1_1, align 32
-  %203 = mul nsw i64 %conv2.mb5452, 4
-  %204 = add nsw i64 %203, 1
-  %205 = mul nsw i64 %204, 1616
-  %206 = add nsw i64 618720, %205
-  %207 = add nsw i64 %206, 1584
-  %208 = add nsw i64 %207, 8
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t55_c1_176, ptr %arena77, align 4
-  %t55_c2_078 = load <8 x float>, ptr %conv2.t55_c2_0, align 32
-  %209 = mul nsw i64 %conv2.mb5452, 4
-  %210 = add nsw i64 %209, 2
-  %211 = mul nsw i64 %210, 1616
-  %212 = add nsw i64 618720, %211
-  %213 = add nsw i64 %212, 1584
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %213
-  store <8 x float> %t55_c2_078, ptr %arena79, align 4
-  %t55_c2_180 = load <8 x float>, ptr %conv2.t55_c2_1, align 32
-  %214 = mul nsw i64 %conv2.mb5452, 4
-  %215 = add nsw i64 %214, 2
-  %216 = mul nsw i64 %215, 1616
-  %217 = add nsw i64 618720, %216
-  %218 = add nsw i64 %217, 1584
-  %219 = add nsw i64 %218, 8
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t55_c2_180, ptr %arena81, align 4
-  %t55_c3_082 = load <8 x float>, ptr %conv2.t55_c3_0, align 32
-  %220 = mul nsw i64 %conv2.mb5452, 4
-  %221 = add nsw i64 %220, 3
-  %222 = mul nsw i64 %221, 1616
-  %223 = add nsw i64 618720, %222
-  %224 = add nsw i64 %223, 1584
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t55_c3_082, ptr %arena83, align 4
-  %t55_c3_184 = load <8 x float>, ptr %conv2.t55_c3_1, align 32
-  %225 = mul nsw i64 %conv2.mb5452, 4
-  %226 = add nsw i64 %225, 3
-  %227 = mul nsw i64 %226, 1616
-  %228 = add nsw i64 618720, %227
-  %229 = add nsw i64 %228, 1584
-  %230 = add nsw i64 %229, 8
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %230
-  store <8 x float> %t55_c3_184, ptr %arena85, align 4
-  %mb54.next = add nsw i64 %conv2.mb5452, 1
-  %231 = icmp slt i64 %mb54.next, 4
-  br i1 %231, label %conv2.mb54, label %conv2.mb54.end
+conv2.c43.end:                                    ; preds = %conv2.ky44.end
+  %j42.next = add nsw i64 %conv2.j421, 1
+  %2 = icmp slt i64 %j42.next, 16
+  br i1 %2, label %conv2.j42, label %conv2.j42.end
+
+conv2.ky44:                                       ; preds = %conv2.oy53.end, %conv2.c43
+  %conv2.ky443 = phi i64 [ 0, %conv2.c43 ], [ %ky44.next, %conv2.oy53.end ]
+  br label %conv2.oy45
+
+conv2.ky44.end:                                   ; preds = %conv2.oy53.end
+  %c43.next = add nsw i64 %conv2.c432, 1
+  %3 = icmp slt i64 %c43.next, 3
+  br i1 %3, label %conv2.c43, label %conv2.c43.end
+
+conv2.oy45:                                       ; preds = %conv2.ox46.end, %conv2.ky44
+  %conv2.oy454 = phi i64 [ 0, %conv2.ky44 ], [ %oy45.next, %conv2.ox46.end ]
+  br label %conv2.ox46
+
+conv2.oy45.end:                                   ; preds = %conv2.ox46.end
+  br label %conv2.oy47
+
+conv2.ox46:                                       ; preds = %conv2.ox46, %conv2.oy45
+  %conv2.ox465 = phi i64 [ 0, %conv2.oy45 ], [ %ox46.next, %conv2.ox46 ]
+  %4 = mul nsw i64 %0, 16
+  %5 = add nsw i64 %4, %conv2.j421
+  %6 = mul nsw i64 %5, 1176
+  %7 = add nsw i64 301056, %6
+  %8 = mul nsw i64 %1, 3
+  %9 = add nsw i64 %conv2.c432, %8
+  %10 = mul nsw i64 %9, 196
+  %11 = add nsw i64 %7, %10
+  %12 = add nsw i64 %conv2.oy454, %conv2.ky443
+  %13 = mul nsw i64 %12, 14
+  %14 = add nsw i64 %11, %13
+  %15 = add nsw i64 %14, %conv2.ox465
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %15
+  %16 = load float, ptr %arena6, align 4
+  %17 = mul nsw i64 %1, 3
+  %18 = add nsw i64 %conv2.c432, %17
+  %19 = mul nsw i64 %18, 5
+  %20 = add nsw i64 %19, %conv2.ky443
+  %21 = mul nsw i64 %20, 5
+  %22 = mul nsw i64 %21, 1616
+  %23 = add nsw i64 376320, %22
+  %24 = mul nsw i64 %conv2.j421, 100
+  %25 = add nsw i64 %23, %24
+  %26 = mul nsw i64 %conv2.oy454, 10
+  %27 = add nsw i64 %26, %conv2.ox465
+  %28 = add nsw i64 %25, %27
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %28
+  store float %16, ptr %arena7, align 4
+  %ox46.next = add nsw i64 %conv2.ox465, 1
+  %29 = icmp slt i64 %ox46.next, 10
+  br i1 %29, label %conv2.ox46, label %conv2.ox46.end
+
+conv2.ox46.end:                                   ; preds = %conv2.ox46
+  %oy45.next = add nsw i64 %conv2.oy454, 1
+  %30 = icmp slt i64 %oy45.next, 10
+  br i1 %30, label %conv2.oy45, label %conv2.oy45.end
+
+conv2.oy47:                                       ; preds = %conv2.ox48.end, %conv2.oy45.end
+  %conv2.oy478 = phi i64 [ 0, %conv2.oy45.end ], [ %oy47.next, %conv2.ox48.end ]
+  br label %conv2.ox48
+
+conv2.oy47.end:                                   ; preds = %conv2.ox48.end
+  br label %conv2.oy49
+
+conv2.ox48:                                       ; preds = %conv2.ox48, %conv2.oy47
+  %conv2.ox489 = phi i64 [ 0, %conv2.oy47 ], [ %ox48.next, %conv2.ox48 ]
+  %31 = mul nsw i64 %0, 16
+  %32 = add nsw i64 %31, %conv2.j421
+  %33 = mul nsw i64 %32, 1176
+  %34 = add nsw i64 301056, %33
+  %35 = mul nsw i64 %1, 3
+  %36 = add nsw i64 %conv2.c432, %35
+  %37 = mul nsw i64 %36, 196
+  %38 = add nsw i64 %34, %37
+  %39 = add nsw i64 %conv2.oy478, %conv2.ky443
+  %40 = mul nsw i64 %39, 14
+  %41 = add nsw i64 %38, %40
+  %42 = add nsw i64 %conv2.ox489, 1
+  %43 = add nsw i64 %41, %42
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %43
+  %44 = load float, ptr %arena10, align 4
+  %45 = mul nsw i64 %1, 3
+  %46 = add nsw i64 %conv2.c432, %45
+  %47 = mul nsw i64 %46, 5
+  %48 = add nsw i64 %47, %conv2.ky443
+  %49 = mul nsw i64 %48, 5
+  %50 = add nsw i64 %49, 1
+  %51 = mul nsw i64 %50, 1616
+  %52 = add nsw i64 376320, %51
+  %53 = mul nsw i64 %conv2.j421, 100
+  %54 = add nsw i64 %52, %53
+  %55 = mul nsw i64 %conv2.oy478, 10
+  %56 = add nsw i64 %55, %conv2.ox489
+  %57 = add nsw i64 %54, %56
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %57
+  store float %44, ptr %arena11, align 4
+  %ox48.next = add nsw i64 %conv2.ox489, 1
+  %58 = icmp slt i64 %ox48.next, 10
+  br i1 %58, label %conv2.ox48, label %conv2.ox48.end
+
+conv2.ox48.end:                                   ; preds = %conv2.ox48
+  %oy47.next = add nsw i64 %conv2.oy478, 1
+  %59 = icmp slt i64 %oy47.next, 10
+  br i1 %59, label %conv2.oy47, label %conv2.oy47.end
+
+conv2.oy49:                                       ; preds = %conv2.ox50.end, %conv2.oy47.end
+  %conv2.oy4912 = phi i64 [ 0, %conv2.oy47.end ], [ %oy49.next, %conv2.ox50.end ]
+  br label %conv2.ox50
+
+conv2.oy49.end:                                   ; preds = %conv2.ox50.end
+  br label %conv2.oy51
+
+conv2.ox50:                                       ; preds = %conv2.ox50, %conv2.oy49
+  %conv2.ox5013 = phi i64 [ 0, %conv2.oy49 ], [ %ox50.next, %conv2.ox50 ]
+  %60 = mul nsw i64 %0, 16
+  %61 = add nsw i64 %60, %conv2.j421
+  %62 = mul nsw i64 %61, 1176
+  %63 = add nsw i64 301056, %62
+  %64 = mul nsw i64 %1, 3
+  %65 = add nsw i64 %conv2.c432, %64
+  %66 = mul nsw i64 %65, 196
+  %67 = add nsw i64 %63, %66
+  %68 = add nsw i64 %conv2.oy4912, %conv2.ky443
+  %69 = mul nsw i64 %68, 14
+  %70 = add nsw i64 %67, %69
+  %71 = add nsw i64 %conv2.ox5013, 2
+  %72 = add nsw i64 %70, %71
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load float, ptr %arena14, align 4
+  %74 = mul nsw i64 %1, 3
+  %75 = add nsw i64 %conv2.c432, %74
+  %76 = mul nsw i64 %75, 5
+  %77 = add nsw i64 %76, %conv2.ky443
+  %78 = mul nsw i64 %77, 5
+  %79 = add nsw i64 %78, 2
+  %80 = mul nsw i64 %79, 1616
+  %81 = add nsw i64 376320, %80
+  %82 = mul nsw i64 %conv2.j421, 100
+  %83 = add nsw i64 %81, %82
+  %84 = mul nsw i64 %conv2.oy4912, 10
+  %85 = add nsw i64 %84, %conv2.ox5013
+  %86 = add nsw i64 %83, %85
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %86
+  store float %73, ptr %arena15, align 4
+  %ox50.next = add nsw i64 %conv2.ox5013, 1
+  %87 = icmp slt i64 %ox50.next, 10
+  br i1 %87, label %conv2.ox50, label %conv2.ox50.end
+
+conv2.ox50.end:                                   ; preds = %conv2.ox50
+  %oy49.next = add nsw i64 %conv2.oy4912, 1
+  %88 = icmp slt i64 %oy49.next, 10
+  br i1 %88, label %conv2.oy49, label %conv2.oy49.end
+
+conv2.oy51:                                       ; preds = %conv2.ox52.end, %conv2.oy49.end
+  %conv2.oy5116 = phi i64 [ 0, %conv2.oy49.end ], [ %oy51.next, %conv2.ox52.end ]
+  br label %conv2.ox52
+
+conv2.oy51.end:                                   ; preds = %conv2.ox52.end
+  br label %conv2.oy53
+
+conv2.ox52:                                       ; preds = %conv2.ox52, %conv2.oy51
+  %conv2.ox5217 = phi i64 [ 0, %conv2.oy51 ], [ %ox52.next, %conv2.ox52 ]
+  %89 = mul nsw i64 %0, 16
+  %90 = add nsw i64 %89, %conv2.j421
+  %91 = mul nsw i64 %90, 1176
+  %92 = add nsw i64 301056, %91
+  %93 = mul nsw i64 %1, 3
+  %94 = add nsw i64 %conv2.c432, %93
+  %95 = mul nsw i64 %94, 196
+  %96 = add nsw i64 %92, %95
+  %97 = add nsw i64 %conv2.oy5116, %conv2.ky443
+  %98 = mul nsw i64 %97, 14
+  %99 = add nsw i64 %96, %98
+  %100 = add nsw i64 %conv2.ox5217, 3
+  %101 = add nsw i64 %99, %100
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %101
+  %102 = load float, ptr %arena18, align 4
+  %103 = mul nsw i64 %1, 3
+  %104 = add nsw i64 %conv2.c432, %103
+  %105 = mul nsw i64 %104, 5
+  %106 = add nsw i64 %105, %conv2.ky443
+  %107 = mul nsw i64 %106, 5
+  %108 = add nsw i64 %107, 3
+  %109 = mul nsw i64 %108, 1616
+  %110 = add nsw i64 376320, %109
+  %111 = mul nsw i64 %conv2.j421, 100
+  %112 = add nsw i64 %110, %111
+  %113 = mul nsw i64 %conv2.oy5116, 10
+  %114 = add nsw i64 %113, %conv2.ox5217
+  %115 = add nsw i64 %112, %114
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %115
+  store float %102, ptr %arena19, align 4
+  %ox52.next = add nsw i64 %conv2.ox5217, 1
+  %116 = icmp slt i64 %ox52.next, 10
+  br i1 %116, label %conv2.ox52, label %conv2.ox52.end
+
+conv2.ox52.end:                                   ; preds = %conv2.ox52
+  %oy51.next = add nsw i64 %conv2.oy5116, 1
+  %117 = icmp slt i64 %oy51.next, 10
+  br i1 %117, label %conv2.oy51, label %conv2.oy51.end
+
+conv2.oy53:                                       ; preds = %conv2.ox54.end, %conv2.oy51.end
+  %conv2.oy5320 = phi i64 [ 0, %conv2.oy51.end ], [ %oy53.next, %conv2.ox54.end ]
+  br label %conv2.ox54
+
+conv2.oy53.end:                                   ; preds = %conv2.ox54.end
+  %ky44.next = add nsw i64 %conv2.ky443, 1
+  %118 = icmp slt i64 %ky44.next, 5
+  br i1 %118, label %conv2.ky44, label %conv2.ky44.end
+
+conv2.ox54:                                       ; preds = %conv2.ox54, %conv2.oy53
+  %conv2.ox5421 = phi i64 [ 0, %conv2.oy53 ], [ %ox54.next, %conv2.ox54 ]
+  %119 = mul nsw i64 %0, 16
+  %120 = add nsw i64 %119, %conv2.j421
+  %121 = mul nsw i64 %120, 1176
+  %122 = add nsw i64 301056, %121
+  %123 = mul nsw i64 %1, 3
+  %124 = add nsw i64 %conv2.c432, %123
+  %125 = mul nsw i64 %124, 196
+  %126 = add nsw i64 %122, %125
+  %127 = add nsw i64 %conv2.oy5320, %conv2.ky443
+  %128 = mul nsw i64 %127, 14
+  %129 = add nsw i64 %126, %128
+  %130 = add nsw i64 %conv2.ox5421, 4
+  %131 = add nsw i64 %129, %130
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %131
+  %132 = load float, ptr %arena22, align 4
+  %133 = mul nsw i64 %1, 3
+  %134 = add nsw i64 %conv2.c432, %133
+  %135 = mul nsw i64 %134, 5
+  %136 = add nsw i64 %135, %conv2.ky443
+  %137 = mul nsw i64 %136, 5
+  %138 = add nsw i64 %137, 4
+  %139 = mul nsw i64 %138, 1616
+  %140 = add nsw i64 376320, %139
+  %141 = mul nsw i64 %conv2.j421, 100
+  %142 = add nsw i64 %140, %141
+  %143 = mul nsw i64 %conv2.oy5320, 10
+  %144 = add nsw i64 %143, %conv2.ox5421
+  %145 = add nsw i64 %142, %144
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %145
+  store float %132, ptr %arena23, align 4
+  %ox54.next = add nsw i64 %conv2.ox5421, 1
+  %146 = icmp slt i64 %ox54.next, 10
+  br i1 %146, label %conv2.ox54, label %conv2.ox54.end
+
+conv2.ox54.end:                                   ; preds = %conv2.ox54
+  %oy53.next = add nsw i64 %conv2.oy5320, 1
+  %147 = icmp slt i64 %oy53.next, 10
+  br i1 %147, label %conv2.oy53, label %conv2.oy53.end
+}
+
+define internal void @lenet5_infer_b64.k2.conv2.part41.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load i64, ptr %24, align 4
+  call void @lenet5_infer_b64.k2.conv2.part41(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @lenet5_infer_b64.k2.conv2.part55(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+entry:
+  call void @lenet5_infer_b64.k2.conv2.part55.gemm63(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
+  br label %conv2.j64
+
+conv2.j64:                                        ; preds = %conv2.f65.end, %entry
+  %conv2.j641 = phi i64 [ 0, %entry ], [ %j64.next, %conv2.f65.end ]
+  br label %conv2.f65
+
+conv2.j64.end:                                    ; preds = %conv2.f65.end
+  ret void
+
+conv2.f65:                                        ; preds = %conv2.i66.end, %conv2.j64
+  %conv2.f652 = phi i64 [ 0, %conv2.j64 ], [ %f65.next, %conv2.i66.end ]
+  br label %conv2.i66
+
+conv2.f65.end:                                    ; preds = %conv2.i66.end
+  %j64.next = add nsw i64 %conv2.j641, 1
+  %2 = icmp slt i64 %j64.next, 16
+  br i1 %2, label %conv2.j64, label %conv2.j64.end
+
+conv2.i66:                                        ; preds = %conv2.i66, %conv2.f65
+  %conv2.i663 = phi i64 [ 0, %conv2.f65 ], [ %i66.next, %conv2.i66 ]
+  %3 = mul nsw i64 %1, 8
+  %4 = add nsw i64 %conv2.f652, %3
+  %5 = mul nsw i64 %4, 1616
+  %6 = add nsw i64 618720, %5
+  %7 = mul nsw i64 %conv2.j641, 100
+  %8 = add nsw i64 %6, %7
+  %9 = add nsw i64 %8, %conv2.i663
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
+  %10 = load float, ptr %arena4, align 4
+  %11 = mul nsw i64 %1, 8
+  %12 = add nsw i64 %conv2.f652, %11
+  %13 = add nsw i64 2556, %12
+  %params5 = getelementptr inbounds float, ptr %params, i64 %13
+  %14 = load float, ptr %params5, align 4
+  %15 = fadd float %10, %14
+  %16 = fcmp ogt float %15, 0.000000e+00
+  %17 = mul nsw i64 %1, 8
+  %18 = add nsw i64 %conv2.f652, %17
+  %19 = mul nsw i64 %18, 1616
+  %20 = add nsw i64 618720, %19
+  %21 = mul nsw i64 %conv2.j641, 100
+  %22 = add nsw i64 %20, %21
+  %23 = add nsw i64 %22, %conv2.i663
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %23
+  %24 = load float, ptr %arena6, align 4
+  %25 = mul nsw i64 %1, 8
+  %26 = add nsw i64 %conv2.f652, %25
+  %27 = add nsw i64 2556, %26
+  %params7 = getelementptr inbounds float, ptr %params, i64 %27
+  %28 = load float, ptr %params7, align 4
+  %29 = fadd float %24, %28
+  %30 = select i1 %16, float %29, float 0.000000e+00
+  %31 = mul nsw i64 %0, 16
+  %32 = add nsw i64 %31, %conv2.j641
+  %33 = mul nsw i64 %32, 1600
+  %34 = mul nsw i64 %1, 8
+  %35 = add nsw i64 %conv2.f652, %34
+  %36 = mul nsw i64 %35, 100
+  %37 = add nsw i64 %33, %36
+  %38 = add nsw i64 %37, %conv2.i663
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
+  store float %30, ptr %arena8, align 4
+  %i66.next = add nsw i64 %conv2.i663, 1
+  %39 = icmp slt i64 %i66.next, 100
+  br i1 %39, label %conv2.i66, label %conv2.i66.end
+
+conv2.i66.end:                                    ; preds = %conv2.i66
+  %f65.next = add nsw i64 %conv2.f652, 1
+  %40 = icmp slt i64 %f65.next, 8
+  br i1 %40, label %conv2.f65, label %conv2.f65.end
+}
+
+; Function Attrs: noinline
+define internal void @lenet5_infer_b64.k2.conv2.part55.gemm63(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %conv2.t61_a3 = alloca <8 x float>, align 32
+  %conv2.t61_a2 = alloca <8 x float>, align 32
+  %conv2.t61_a1 = alloca <8 x float>, align 32
+  %conv2.t61_a0 = alloca <8 x float>, align 32
+  %conv2.t61_b1 = alloca <8 x float>, align 32
+  %conv2.t61_b0 = alloca <8 x float>, align 32
+  %conv2.t61_c3_1 = alloca <8 x float>, align 32
+  %conv2.t61_c3_0 = alloca <8 x float>, align 32
+  %conv2.t61_c2_1 = alloca <8 x float>, align 32
+  %conv2.t61_c2_0 = alloca <8 x float>, align 32
+  %conv2.t61_c1_1 = alloca <8 x float>, align 32
+  %conv2.t61_c1_0 = alloca <8 x float>, align 32
+  %conv2.t61_c0_1 = alloca <8 x float>, align 32
+  %conv2.t61_c0_0 = alloca <8 x float>, align 32
+  %conv2.t58_a3 = alloca <8 x float>, align 32
+  %conv2.t58_a2 = alloca <8 x float>, align 32
+  %conv2.t58_a1 = alloca <8 x float>, align 32
+  %conv2.t58_a0 = alloca <8 x float>, align 32
+  %conv2.t58_b2 = alloca <8 x float>, align 32
+  %conv2.t58_b1 = alloca <8 x float>, align 32
+  %conv2.t58_b0 = alloca <8 x float>, align 32
+  %conv2.t58_c3_2 = alloca <8 x float>, align 32
+  %conv2.t58_c3_1 = alloca <8 x float>, align 32
+  %conv2.t58_c3_0 = alloca <8 x float>, align 32
+  %conv2.t58_c2_2 = alloca <8 x float>, align 32
+  %conv2.t58_c2_1 = alloca <8 x float>, align 32
+  %conv2.t58_c2_0 = alloca <8 x float>, align 32
+  %conv2.t58_c1_2 = alloca <8 x float>, align 32
+  %conv2.t58_c1_1 = alloca <8 x float>, align 32
+  %conv2.t58_c1_0 = alloca <8 x float>, align 32
+  %conv2.t58_c0_2 = alloca <8 x float>, align 32
+  %conv2.t58_c0_1 = alloca <8 x float>, align 32
+  %conv2.t58_c0_0 = alloca <8 x float>, align 32
+  br label %conv2.nb56
+
+conv2.nb56:                                       ; preds = %conv2.mb57.end, %entry
+  %conv2.nb561 = phi i64 [ 0, %entry ], [ %nb56.next, %conv2.mb57.end ]
+  br label %conv2.mb57
+
+conv2.nb56.end:                                   ; preds = %conv2.mb57.end
+  br label %conv2.mb60
+
+conv2.mb57:                                       ; preds = %conv2.k59.end, %conv2.nb56
+  %conv2.mb572 = phi i64 [ 0, %conv2.nb56 ], [ %mb57.next, %conv2.k59.end ]
+  store <8 x float> zeroinitializer, ptr %conv2.t58_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t58_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t58_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t58_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t58_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t58_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t58_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t58_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t58_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t58_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t58_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t58_c3_2, align 32
+  br label %conv2.k59
+
+conv2.mb57.end:                                   ; preds = %conv2.k59.end
+  %nb56.next = add nsw i64 %conv2.nb561, 1
+  %1 = icmp slt i64 %nb56.next, 66
+  br i1 %1, label %conv2.nb56, label %conv2.nb56.end
+
+conv2.k59:                                        ; preds = %conv2.k59, %conv2.mb57
+  %conv2.k593 = phi i64 [ 0, %conv2.mb57 ], [ %k59.next, %conv2.k59 ]
+  %2 = mul nsw i64 %conv2.k593, 1616
+  %3 = add nsw i64 376320, %2
+  %4 = mul nsw i64 %conv2.nb561, 24
+  %5 = add nsw i64 %3, %4
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
+  %6 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %6, ptr %conv2.t58_b0, align 32
+  %7 = mul nsw i64 %conv2.k593, 1616
+  %8 = add nsw i64 376320, %7
+  %9 = mul nsw i64 %conv2.nb561, 24
+  %10 = add nsw i64 %8, %9
+  %11 = add nsw i64 %10, 8
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
+  %12 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %12, ptr %conv2.t58_b1, align 32
+  %13 = mul nsw i64 %conv2.k593, 1616
+  %14 = add nsw i64 376320, %13
+  %15 = mul nsw i64 %conv2.nb561, 24
+  %16 = add nsw i64 %14, %15
+  %17 = add nsw i64 %16, 16
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %17
+  %18 = load <8 x float>, ptr %arena6, align 4
+  store <8 x float> %18, ptr %conv2.t58_b2, align 32
+  %19 = mul nsw i64 %0, 8
+  %20 = mul nsw i64 %19, 150
+  %21 = add nsw i64 156, %20
+  %22 = mul nsw i64 %conv2.mb572, 4
+  %23 = mul nsw i64 %22, 150
+  %24 = add nsw i64 %21, %23
+  %25 = add nsw i64 %24, %conv2.k593
+  %params7 = getelementptr inbounds float, ptr %params, i64 %25
+  %26 = load float, ptr %params7, align 4
+  %27 = insertelement <8 x float> undef, float %26, i32 0
+  %28 = shufflevector <8 x float> %27, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %28, ptr %conv2.t58_a0, align 32
+  %t58_a0 = load <8 x float>, ptr %conv2.t58_a0, align 32
+  %t58_b0 = load <8 x float>, ptr %conv2.t58_b0, align 32
+  %t58_c0_0 = load <8 x float>, ptr %conv2.t58_c0_0, align 32
+  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a0, <8 x float> %t58_b0, <8 x float> %t58_c0_0)
+  store <8 x float> %29, ptr %conv2.t58_c0_0, align 32
+  %t58_a08 = load <8 x float>, ptr %conv2.t58_a0, align 32
+  %t58_b1 = load <8 x float>, ptr %conv2.t58_b1, align 32
+  %t58_c0_1 = load <8 x float>, ptr %conv2.t58_c0_1, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a08, <8 x float> %t58_b1, <8 x float> %t58_c0_1)
+  store <8 x float> %30, ptr %conv2.t58_c0_1, align 32
+  %t58_a09 = load <8 x float>, ptr %conv2.t58_a0, align 32
+  %t58_b2 = load <8 x float>, ptr %conv2.t58_b2, align 32
+  %t58_c0_2 = load <8 x float>, ptr %conv2.t58_c0_2, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a09, <8 x float> %t58_b2, <8 x float> %t58_c0_2)
+  store <8 x float> %31, ptr %conv2.t58_c0_2, align 32
+  %32 = mul nsw i64 %0, 8
+  %33 = mul nsw i64 %32, 150
+  %34 = add nsw i64 156, %33
+  %35 = mul nsw i64 %conv2.mb572, 4
+  %36 = add nsw i64 %35, 1
+  %37 = mul nsw i64 %36, 150
+  %38 = add nsw i64 %34, %37
+  %39 = add nsw i64 %38, %conv2.k593
+  %params10 = getelementptr inbounds float, ptr %params, i64 %39
+  %40 = load float, ptr %params10, align 4
+  %41 = insertelement <8 x float> undef, float %40, i32 0
+  %42 = shufflevector <8 x float> %41, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %42, ptr %conv2.t58_a1, align 32
+  %t58_a1 = load <8 x float>, ptr %conv2.t58_a1, align 32
+  %t58_b011 = load <8 x float>, ptr %conv2.t58_b0, align 32
+  %t58_c1_0 = load <8 x float>, ptr %conv2.t58_c1_0, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a1, <8 x float> %t58_b011, <8 x float> %t58_c1_0)
+  store <8 x float> %43, ptr %conv2.t58_c1_0, align 32
+  %t58_a112 = load <8 x float>, ptr %conv2.t58_a1, align 32
+  %t58_b113 = load <8 x float>, ptr %conv2.t58_b1, align 32
+  %t58_c1_1 = load <8 x float>, ptr %conv2.t58_c1_1, align 32
+  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a112, <8 x float> %t58_b113, <8 x float> %t58_c1_1)
+  store <8 x float> %44, ptr %conv2.t58_c1_1, align 32
+  %t58_a114 = load <8 x float>, ptr %conv2.t58_a1, align 32
+  %t58_b215 = load <8 x float>, ptr %conv2.t58_b2, align 32
+  %t58_c1_2 = load <8 x float>, ptr %conv2.t58_c1_2, align 32
+  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a114, <8 x float> %t58_b215, <8 x float> %t58_c1_2)
+  store <8 x float> %45, ptr %conv2.t58_c1_2, align 32
+  %46 = mul nsw i64 %0, 8
+  %47 = mul nsw i64 %46, 150
+  %48 = add nsw i64 156, %47
+  %49 = mul nsw i64 %conv2.mb572, 4
+  %50 = add nsw i64 %49, 2
+  %51 = mul nsw i64 %50, 150
+  %52 = add nsw i64 %48, %51
+  %53 = add nsw i64 %52, %conv2.k593
+  %params16 = getelementptr inbounds float, ptr %params, i64 %53
+  %54 = load float, ptr %params16, align 4
+  %55 = insertelement <8 x float> undef, float %54, i32 0
+  %56 = shufflevector <8 x float> %55, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %56, ptr %conv2.t58_a2, align 32
+  %t58_a2 = load <8 x float>, ptr %conv2.t58_a2, align 32
+  %t58_b017 = load <8 x float>, ptr %conv2.t58_b0, align 32
+  %t58_c2_0 = load <8 x float>, ptr %conv2.t58_c2_0, align 32
+  %57 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a2, <8 x float> %t58_b017, <8 x float> %t58_c2_0)
+  store <8 x float> %57, ptr %conv2.t58_c2_0, align 32
+  %t58_a218 = load <8 x float>, ptr %conv2.t58_a2, align 32
+  %t58_b119 = load <8 x float>, ptr %conv2.t58_b1, align 32
+  %t58_c2_1 = load <8 x float>, ptr %conv2.t58_c2_1, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a218, <8 x float> %t58_b119, <8 x float> %t58_c2_1)
+  store <8 x float> %58, ptr %conv2.t58_c2_1, align 32
+  %t58_a220 = load <8 x float>, ptr %conv2.t58_a2, align 32
+  %t58_b221 = load <8 x float>, ptr %conv2.t58_b2, align 32
+  %t58_c2_2 = load <8 x float>, ptr %conv2.t58_c2_2, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a220, <8 x float> %t58_b221, <8 x float> %t58_c2_2)
+  store <8 x float> %59, ptr %conv2.t58_c2_2, align 32
+  %60 = mul nsw i64 %0, 8
+  %61 = mul nsw i64 %60, 150
+  %62 = add nsw i64 156, %61
+  %63 = mul nsw i64 %conv2.mb572, 4
+  %64 = add nsw i64 %63, 3
+  %65 = mul nsw i64 %64, 150
+  %66 = add nsw i64 %62, %65
+  %67 = add nsw i64 %66, %conv2.k593
+  %params22 = getelementptr inbounds float, ptr %params, i64 %67
+  %68 = load float, ptr %params22, align 4
+  %69 = insertelement <8 x float> undef, float %68, i32 0
+  %70 = shufflevector <8 x float> %69, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %70, ptr %conv2.t58_a3, align 32
+  %t58_a3 = load <8 x float>, ptr %conv2.t58_a3, align 32
+  %t58_b023 = load <8 x float>, ptr %conv2.t58_b0, align 32
+  %t58_c3_0 = load <8 x float>, ptr %conv2.t58_c3_0, align 32
+  %71 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a3, <8 x float> %t58_b023, <8 x float> %t58_c3_0)
+  store <8 x float> %71, ptr %conv2.t58_c3_0, align 32
+  %t58_a324 = load <8 x float>, ptr %conv2.t58_a3, align 32
+  %t58_b125 = load <8 x float>, ptr %conv2.t58_b1, align 32
+  %t58_c3_1 = load <8 x float>, ptr %conv2.t58_c3_1, align 32
+  %72 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a324, <8 x float> %t58_b125, <8 x float> %t58_c3_1)
+  store <8 x float> %72, ptr %conv2.t58_c3_1, align 32
+  %t58_a326 = load <8 x float>, ptr %conv2.t58_a3, align 32
+  %t58_b227 = load <8 x float>, ptr %conv2.t58_b2, align 32
+  %t58_c3_2 = load <8 x float>, ptr %conv2.t58_c3_2, align 32
+  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a326, <8 x float> %t58_b227, <8 x float> %t58_c3_2)
+  store <8 x float> %73, ptr %conv2.t58_c3_2, align 32
+  %k59.next = add nsw i64 %conv2.k593, 1
+  %74 = icmp slt i64 %k59.next, 150
+  br i1 %74, label %conv2.k59, label %conv2.k59.end
+
+conv2.k59.end:                                    ; preds = %conv2.k59
+  %t58_c0_028 = load <8 x float>, ptr %conv2.t58_c0_0, align 32
+  %75 = mul nsw i64 %0, 8
+  %76 = mul nsw i64 %75, 1616
+  %77 = add nsw i64 618720, %76
+  %78 = mul nsw i64 %conv2.mb572, 4
+  %79 = mul nsw i64 %78, 1616
+  %80 = add nsw i64 %77, %79
+  %81 = mul nsw i64 %conv2.nb561, 24
+  %82 = add nsw i64 %80, %81
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %82
+  store <8 x float> %t58_c0_028, ptr %arena29, align 4
+  %t58_c0_130 = load <8 x float>, ptr %conv2.t58_c0_1, align 32
+  %83 = mul nsw i64 %0, 8
+  %84 = mul nsw i64 %83, 1616
+  %85 = add nsw i64 618720, %84
+  %86 = mul nsw i64 %conv2.mb572, 4
+  %87 = mul nsw i64 %86, 1616
+  %88 = add nsw i64 %85, %87
+  %89 = mul nsw i64 %conv2.nb561, 24
+  %90 = add nsw i64 %88, %89
+  %91 = add nsw i64 %90, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %91
+  store <8 x float> %t58_c0_130, ptr %arena31, align 4
+  %t58_c0_232 = load <8 x float>, ptr %conv2.t58_c0_2, align 32
+  %92 = mul nsw i64 %0, 8
+  %93 = mul nsw i64 %92, 1616
+  %94 = add nsw i64 618720, %93
+  %95 = mul nsw i64 %conv2.mb572, 4
+  %96 = mul nsw i64 %95, 1616
+  %97 = add nsw i64 %94, %96
+  %98 = mul nsw i64 %conv2.nb561, 24
+  %99 = add nsw i64 %97, %98
+  %100 = add nsw i64 %99, 16
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %100
+  store <8 x float> %t58_c0_232, ptr %arena33, align 4
+  %t58_c1_034 = load <8 x float>, ptr %conv2.t58_c1_0, align 32
+  %101 = mul nsw i64 %0, 8
+  %102 = mul nsw i64 %101, 1616
+  %103 = add nsw i64 618720, %102
+  %104 = mul nsw i64 %conv2.mb572, 4
+  %105 = add nsw i64 %104, 1
+  %106 = mul nsw i64 %105, 1616
+  %107 = add nsw i64 %103, %106
+  %108 = mul nsw i64 %conv2.nb561, 24
+  %109 = add nsw i64 %107, %108
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %109
+  store <8 x float> %t58_c1_034, ptr %arena35, align 4
+  %t58_c1_136 = load <8 x float>, ptr %conv2.t58_c1_1, align 32
+  %110 = mul nsw i64 %0, 8
+  %111 = mul nsw i64 %110, 1616
+  %112 = add nsw i64 618720, %111
+  %113 = mul nsw i64 %conv2.mb572, 4
+  %114 = add nsw i64 %113, 1
+  %115 = mul nsw i64 %114, 1616
+  %116 = add nsw i64 %112, %115
+  %117 = mul nsw i64 %conv2.nb561, 24
+  %118 = add nsw i64 %116, %117
+  %119 = add nsw i64 %118, 8
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %119
+  store <8 x float> %t58_c1_136, ptr %arena37, align 4
+  %t58_c1_238 = load <8 x float>, ptr %conv2.t58_c1_2, align 32
+  %120 = mul nsw i64 %0, 8
+  %121 = mul nsw i64 %120, 1616
+  %122 = add nsw i64 618720, %121
+  %123 = mul nsw i64 %conv2.mb572, 4
+  %124 = add nsw i64 %123, 1
+  %125 = mul nsw i64 %124, 1616
+  %126 = add nsw i64 %122, %125
+  %127 = mul nsw i64 %conv2.nb561, 24
+  %128 = add nsw i64 %126, %127
+  %129 = add nsw i64 %128, 16
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %129
+  store <8 x float> %t58_c1_238, ptr %arena39, align 4
+  %t58_c2_040 = load <8 x float>, ptr %conv2.t58_c2_0, align 32
+  %130 = mul nsw i64 %0, 8
+  %131 = mul nsw i64 %130, 1616
+  %132 = add nsw i64 618720, %131
+  %133 = mul nsw i64 %conv2.mb572, 4
+  %134 = add nsw i64 %133, 2
+  %135 = mul nsw i64 %134, 1616
+  %136 = add nsw i64 %132, %135
+  %137 = mul nsw i64 %conv2.nb561, 24
+  %138 = add nsw i64 %136, %137
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %138
+  store <8 x float> %t58_c2_040, ptr %arena41, align 4
+  %t58_c2_142 = load <8 x float>, ptr %conv2.t58_c2_1, align 32
+  %139 = mul nsw i64 %0, 8
+  %140 = mul nsw i64 %139, 1616
+  %141 = add nsw i64 618720, %140
+  %142 = mul nsw i64 %conv2.mb572, 4
+  %143 = add nsw i64 %142, 2
+  %144 = mul nsw i64 %143, 1616
+  %145 = add nsw i64 %141, %144
+  %146 = mul nsw i64 %conv2.nb561, 24
+  %147 = add nsw i64 %145, %146
+  %148 = add nsw i64 %147, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %148
+  store <8 x float> %t58_c2_142, ptr %arena43, align 4
+  %t58_c2_244 = load <8 x float>, ptr %conv2.t58_c2_2, align 32
+  %149 = mul nsw i64 %0, 8
+  %150 = mul nsw i64 %149, 1616
+  %151 = add nsw i64 618720, %150
+  %152 = mul nsw i64 %conv2.mb572, 4
+  %153 = add nsw i64 %152, 2
+  %154 = mul nsw i64 %153, 1616
+  %155 = add nsw i64 %151, %154
+  %156 = mul nsw i64 %conv2.nb561, 24
+  %157 = add nsw i64 %155, %156
+  %158 = add nsw i64 %157, 16
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %158
+  store <8 x float> %t58_c2_244, ptr %arena45, align 4
+  %t58_c3_046 = load <8 x float>, ptr %conv2.t58_c3_0, align 32
+  %159 = mul nsw i64 %0, 8
+  %160 = mul nsw i64 %159, 1616
+  %161 = add nsw i64 618720, %160
+  %162 = mul nsw i64 %conv2.mb572, 4
+  %163 = add nsw i64 %162, 3
+  %164 = mul nsw i64 %163, 1616
+  %165 = add nsw i64 %161, %164
+  %166 = mul nsw i64 %conv2.nb561, 24
+  %167 = add nsw i64 %165, %166
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %167
+  store <8 x float> %t58_c3_046, ptr %arena47, align 4
+  %t58_c3_148 = load <8 x float>, ptr %conv2.t58_c3_1, align 32
+  %168 = mul nsw i64 %0, 8
+  %169 = mul nsw i64 %168, 1616
+  %170 = add nsw i64 618720, %169
+  %171 = mul nsw i64 %conv2.mb572, 4
+  %172 = add nsw i64 %171, 3
+  %173 = mul nsw i64 %172, 1616
+  %174 = add nsw i64 %170, %173
+  %175 = mul nsw i64 %conv2.nb561, 24
+  %176 = add nsw i64 %174, %175
+  %177 = add nsw i64 %176, 8
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %177
+  store <8 x float> %t58_c3_148, ptr %arena49, align 4
+  %t58_c3_250 = load <8 x float>, ptr %conv2.t58_c3_2, align 32
+  %178 = mul nsw i64 %0, 8
+  %179 = mul nsw i64 %178, 1616
+  %180 = add nsw i64 618720, %179
+  %181 = mul nsw i64 %conv2.mb572, 4
+  %182 = add nsw i64 %181, 3
+  %183 = mul nsw i64 %182, 1616
+  %184 = add nsw i64 %180, %183
+  %185 = mul nsw i64 %conv2.nb561, 24
+  %186 = add nsw i64 %184, %185
+  %187 = add nsw i64 %186, 16
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %187
+  store <8 x float> %t58_c3_250, ptr %arena51, align 4
+  %mb57.next = add nsw i64 %conv2.mb572, 1
+  %188 = icmp slt i64 %mb57.next, 2
+  br i1 %188, label %conv2.mb57, label %conv2.mb57.end
+
+conv2.mb60:                                       ; preds = %conv2.k62.end, %conv2.nb56.end
+  %conv2.mb6052 = phi i64 [ 0, %conv2.nb56.end ], [ %mb60.next, %conv2.k62.end ]
+  store <8 x float> zeroinitializer, ptr %conv2.t61_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t61_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t61_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t61_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t61_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t61_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t61_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t61_c3_1, align 32
+  br label %conv2.k62
+
+conv2.mb60.end:                                   ; preds = %conv2.k62.end
+  ret void
+
+conv2.k62:                                        ; preds = %conv2.k62, %conv2.mb60
+  %conv2.k6253 = phi i64 [ 0, %conv2.mb60 ], [ %k62.next, %conv2.k62 ]
+  %189 = mul nsw i64 %conv2.k6253, 1616
+  %190 = add nsw i64 376320, %189
+  %191 = add nsw i64 %190, 1584
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %191
+  %192 = load <8 x float>, ptr %arena54, align 4
+  store <8 x float> %192, ptr %conv2.t61_b0, align 32
+  %193 = mul nsw i64 %conv2.k6253, 1616
+  %194 = add nsw i64 376320, %193
+  %195 = add nsw i64 %194, 1584
+  %196 = add nsw i64 %195, 8
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %196
+  %197 = load <8 x float>, ptr %arena55, align 4
+  store <8 x float> %197, ptr %conv2.t61_b1, align 32
+  %198 = mul nsw i64 %0, 8
+  %199 = mul nsw i64 %198, 150
+  %200 = add nsw i64 156, %199
+  %201 = mul nsw i64 %conv2.mb6052, 4
+  %202 = mul nsw i64 %201, 150
+  %203 = add nsw i64 %200, %202
+  %204 = add nsw i64 %203, %conv2.k6253
+  %params56 = getelementptr inbounds float, ptr %params, i64 %204
+  %205 = load float, ptr %params56, align 4
+  %206 = insertelement <8 x float> undef, float %205, i32 0
+  %207 = shufflevector <8 x float> %206, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %207, ptr %conv2.t61_a0, align 32
+  %t61_a0 = load <8 x float>, ptr %conv2.t61_a0, align 32
+  %t61_b0 = load <8 x float>, ptr %conv2.t61_b0, align 32
+  %t61_c0_0 = load <8 x float>, ptr %conv2.t61_c0_0, align 32
+  %208 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a0, <8 x float> %t61_b0, <8 x float> %t61_c0_0)
+  store <8 x float> %208, ptr %conv2.t61_c0_0, align 32
+  %t61_a057 = load <8 x float>, ptr %conv2.t61_a0, align 32
+  %t61_b1 = load <8 x float>, ptr %conv2.t61_b1, align 32
+  %t61_c0_1 = load <8 x float>, ptr %conv2.t61_c0_1, align 32
+  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a057, <8 x float> %t61_b1, <8 x float> %t61_c0_1)
+  store <8 x float> %209, ptr %conv2.t61_c0_1, align 32
+  %210 = mul nsw i64 %0, 8
+  %211 = mul nsw i64 %210, 150
+  %212 = add nsw i64 156, %211
+  %213 = mul nsw i64 %conv2.mb6052, 4
+  %214 = add nsw i64 %213, 1
+  %215 = mul nsw i64 %214, 150
+  %216 = add nsw i64 %212, %215
+  %217 = add nsw i64 %216, %conv2.k6253
+  %params58 = getelementptr inbounds float, ptr %params, i64 %217
+  %218 = load float, ptr %params58, align 4
+  %219 = insertelement <8 x float> undef, float %218, i32 0
+  %220 = shufflevector <8 x float> %219, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %220, ptr %conv2.t61_a1, align 32
+  %t61_a1 = load <8 x float>, ptr %conv2.t61_a1, align 32
+  %t61_b059 = load <8 x float>, ptr %conv2.t61_b0, align 32
+  %t61_c1_0 = load <8 x float>, ptr %conv2.t61_c1_0, align 32
+  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a1, <8 x float> %t61_b059, <8 x float> %t61_c1_0)
+  store <8 x float> %221, ptr %conv2.t61_c1_0, align 32
+  %t61_a160 = load <8 x float>, ptr %conv2.t61_a1, align 32
+  %t61_b161 = load <8 x float>, ptr %conv2.t61_b1, align 32
+  %t61_c1_1 = load <8 x float>, ptr %conv2.t61_c1_1, align 32
+  %222 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a160, <8 x float> %t61_b161, <8 x float> %t61_c1_1)
+  store <8 x float> %222, ptr %conv2.t61_c1_1, align 32
+  %223 = mul nsw i64 %0, 8
+  %224 = mul nsw i64 %223, 150
+  %225 = add nsw i64 156, %224
+  %226 = mul nsw i64 %conv2.mb6052, 4
+  %227 = add nsw i64 %226, 2
+  %228 = mul nsw i64 %227, 150
+  %229 = add nsw i64 %225, %228
+  %230 = add nsw i64 %229, %conv2.k6253
+  %params62 = getelementptr inbounds float, ptr %params, i64 %230
+  %231 = load float, ptr %params62, align 4
+  %232 = insertelement <8 x float> undef, float %231, i32 0
+  %233 = shufflevector <8 x float> %232, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %233, ptr %conv2.t61_a2, align 32
+  %t61_a2 = load <8 x float>, ptr %conv2.t61_a2, align 32
+  %t61_b063 = load <8 x float>, ptr %conv2.t61_b0, align 32
+  %t61_c2_0 = load <8 x float>, ptr %conv2.t61_c2_0, align 32
+  %234 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a2, <8 x float> %t61_b063, <8 x float> %t61_c2_0)
+  store <8 x float> %234, ptr %conv2.t61_c2_0, align 32
+  %t61_a264 = load <8 x float>, ptr %conv2.t61_a2, align 32
+  %t61_b165 = load <8 x float>, ptr %conv2.t61_b1, align 32
+  %t61_c2_1 = load <8 x float>, ptr %conv2.t61_c2_1, align 32
+  %235 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a264, <8 x float> %t61_b165, <8 x float> %t61_c2_1)
+  store <8 x float> %235, ptr %conv2.t61_c2_1, align 32
+  %236 = mul nsw i64 %0, 8
+  %237 = mul nsw i64 %236, 150
+  %238 = add nsw i64 156, %237
+  %239 = mul nsw i64 %conv2.mb6052, 4
+  %240 = add nsw i64 %239, 3
+  %241 = mul nsw i64 %240, 150
+  %242 = add nsw i64 %238, %241
+  %243 = add nsw i64 %242, %conv2.k6253
+  %params66 = getelementptr inbounds float, ptr %params, i64 %243
+  %244 = load float, ptr %params66, align 4
+  %245 = insertelement <8 x float> undef, float %244, i32 0
+  %246 = shufflevector <8 x float> %245, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %246, ptr %conv2.t61_a3, align 32
+  %t61_a3 = load <8 x float>, ptr %conv2.t61_a3, align 32
+  %t61_b067 = load <8 x float>, ptr %conv2.t61_b0, align 32
+  %t61_c3_0 = load <8 x float>, ptr %conv2.t61_c3_0, align 32
+  %247 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a3, <8 x float> %t61_b067, <8 x float> %t61_c3_0)
+  store <8 x float> %247, ptr %conv2.t61_c3_0, align 32
+  %t61_a368 = load <8 x float>, ptr %conv2.t61_a3, align 32
+  %t61_b169 = load <8 x float>, ptr %conv2.t61_b1, align 32
+  %t61_c3_1 = load <8 x float>, ptr %conv2.t61_c3_1, align 32
+  %248 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a368, <8 x float> %t61_b169, <8 x float> %t61_c3_1)
+  store <8 x float> %248, ptr %conv2.t61_c3_1, align 32
+  %k62.next = add nsw i64 %conv2.k6253, 1
+  %249 = icmp slt i64 %k62.next, 150
+  br i1 %249, label %conv2.k62, label %conv2.k62.end
+
+conv2.k62.end:                                    ; preds = %conv2.k62
+  %t61_c0_070 = load <8 x float>, ptr %conv2.t61_c0_0, align 32
+  %250 = mul nsw i64 %0, 8
+  %251 = mul nsw i64 %250, 1616
+  %252 = add nsw i64 618720, %251
+  %253 = mul nsw i64 %conv2.mb6052, 4
+  %254 = mul nsw i64 %253, 1616
+  %255 = add nsw i64 %252, %254
+  %256 = add nsw i64 %255, 1584
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %256
+  store <8 x float> %t61_c0_070, ptr %arena71, align 4
+  %t61_c0_172 = load <8 x float>, ptr %conv2.t61_c0_1, align 32
+  %257 = mul nsw i64 %0, 8
+  %258 = mul nsw i64 %257, 1616
+  %259 = add nsw i64 618720, %258
+  %260 = mul nsw i64 %conv2.mb6052, 4
+  %261 = mul nsw i64 %260, 1616
+  %262 = add nsw i64 %259, %261
+  %263 = add nsw i64 %262, 1584
+  %264 = add nsw i64 %263, 8
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %264
+  store <8 x float> %t61_c0_172, ptr %arena73, align 4
+  %t61_c1_074 = load <8 x float>, ptr %conv2.t61_c1_0, align 32
+  %265 = mul nsw i64 %0, 8
+  %266 = mul nsw i64 %265, 1616
+  %267 = add nsw i64 618720, %266
+  %268 = mul nsw i64 %conv2.mb6052, 4
+  %269 = add nsw i64 %268, 1
+  %270 = mul nsw i64 %269, 1616
+  %271 = add nsw i64 %267, %270
+  %272 = add nsw i64 %271, 1584
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %272
+  store <8 x float> %t61_c1_074, ptr %arena75, align 4
+  %t61_c1_176 = load <8 x float>, ptr %conv2.t61_c1_1, align 32
+  %273 = mul nsw i64 %0, 8
+  %274 = mul nsw i64 %273, 1616
+  %275 = add nsw i64 618720, %274
+  %276 = mul nsw i64 %conv2.mb6052, 4
+  %277 = add nsw i64 %276, 1
+  %278 = mul nsw i64 %277, 1616
+  %279 = add nsw i64 %275, %278
+  %280 = add nsw i64 %279, 1584
+  %281 = add nsw i64 %280, 8
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %281
+  store <8 x float> %t61_c1_176, ptr %arena77, align 4
+  %t61_c2_078 = load <8 x float>, ptr %conv2.t61_c2_0, align 32
+  %282 = mul nsw i64 %0, 8
+  %283 = mul nsw i64 %282, 1616
+  %284 = add nsw i64 618720, %283
+  %285 = mul nsw i64 %conv2.mb6052, 4
+  %286 = add nsw i64 %285, 2
+  %287 = mul nsw i64 %286, 1616
+  %288 = add nsw i64 %284, %287
+  %289 = add nsw i64 %288, 1584
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %289
+  store <8 x float> %t61_c2_078, ptr %arena79, align 4
+  %t61_c2_180 = load <8 x float>, ptr %conv2.t61_c2_1, align 32
+  %290 = mul nsw i64 %0, 8
+  %291 = mul nsw i64 %290, 1616
+  %292 = add nsw i64 618720, %291
+  %293 = mul nsw i64 %conv2.mb6052, 4
+  %294 = add nsw i64 %293, 2
+  %295 = mul nsw i64 %294, 1616
+  %296 = add nsw i64 %292, %295
+  %297 = add nsw i64 %296, 1584
+  %298 = add nsw i64 %297, 8
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %298
+  store <8 x float> %t61_c2_180, ptr %arena81, align 4
+  %t61_c3_082 = load <8 x float>, ptr %conv2.t61_c3_0, align 32
+  %299 = mul nsw i64 %0, 8
+  %300 = mul nsw i64 %299, 1616
+  %301 = add nsw i64 618720, %300
+  %302 = mul nsw i64 %conv2.mb6052, 4
+  %303 = add nsw i64 %302, 3
+  %304 = mul nsw i64 %303, 1616
+  %305 = add nsw i64 %301, %304
+  %306 = add nsw i64 %305, 1584
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %306
+  store <8 x float> %t61_c3_082, ptr %arena83, align 4
+  %t61_c3_184 = load <8 x float>, ptr %conv2.t61_c3_1, align 32
+  %307 = mul nsw i64 %0, 8
+  %308 = mul nsw i64 %307, 1616
+  %309 = add nsw i64 618720, %308
+  %310 = mul nsw i64 %conv2.mb6052, 4
+  %311 = add nsw i64 %310, 3
+  %312 = mul nsw i64 %311, 1616
+  %313 = add nsw i64 %309, %312
+  %314 = add nsw i64 %313, 1584
+  %315 = add nsw i64 %314, 8
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %315
+  store <8 x float> %t61_c3_184, ptr %arena85, align 4
+  %mb60.next = add nsw i64 %conv2.mb6052, 1
+  %316 = icmp slt i64 %mb60.next, 2
+  br i1 %316, label %conv2.mb60, label %conv2.mb60.end
+}
+
+define internal void @lenet5_infer_b64.k2.conv2.part55.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load i64, ptr %24, align 4
+  call void @lenet5_infer_b64.k2.conv2.part55(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  ret void
 }
 
 ; Function Attrs: noinline
 define internal void @lenet5_infer_b64.k3.pool2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %pool2.acc64 = alloca float, align 4
-  br label %pool2.q61
+  %pool2.acc70 = alloca float, align 4
+  br label %pool2.q67
 
-pool2.q61:                                        ; preds = %pool2.py62.end, %entry
-  %pool2.q611 = phi i64 [ 0, %entry ], [ %q61.next, %pool2.py62.end ]
-  br label %pool2.py62
+pool2.q67:                                        ; preds = %pool2.py68.end, %entry
+  %pool2.q671 = phi i64 [ 0, %entry ], [ %q67.next, %pool2.py68.end ]
+  br label %pool2.py68
 
-pool2.q61.end:                                    ; preds = %pool2.py62.end
+pool2.q67.end:                                    ; preds = %pool2.py68.end
   ret void
 
-pool2.py62:                                       ; preds = %pool2.px63.end, %pool2.q61
-  %pool2.py622 = phi i64 [ 0, %pool2.q61 ], [ %py62.next, %pool2.px63.end ]
-  br label %pool2.px63
+pool2.py68:                                       ; preds = %pool2.px69.end, %pool2.q67
+  %pool2.py682 = phi i64 [ 0, %pool2.q67 ], [ %py68.next, %pool2.px69.end ]
+  br label %pool2.px69
 
-pool2.py62.end:                                   ; preds = %pool2.px63.end
-  %q61.next = add nsw i64 %pool2.q611, 1
-  %0 = icmp slt i64 %q61.next, 1024
-  br i1 %0, label %pool2.q61, label %pool2.q61.end
+pool2.py68.end:                                   ; preds = %pool2.px69.end
+  %q67.next = add nsw i64 %pool2.q671, 1
+  %0 = icmp slt i64 %q67.next, 1024
+  br i1 %0, label %pool2.q67, label %pool2.q67.end
 
-pool2.px63:                                       ; preds = %pool2.px63, %pool2.py62
-  %pool2.px633 = phi i64 [ 0, %pool2.py62 ], [ %px63.next, %pool2.px63 ]
-  store float 0.000000e+00, ptr %pool2.acc64, align 4
-  %acc64 = load float, ptr %pool2.acc64, align 4
-  %1 = mul nsw i64 %pool2.q611, 100
-  %2 = mul nsw i64 %pool2.py622, 20
+pool2.px69:                                       ; preds = %pool2.px69, %pool2.py68
+  %pool2.px693 = phi i64 [ 0, %pool2.py68 ], [ %px69.next, %pool2.px69 ]
+  store float 0.000000e+00, ptr %pool2.acc70, align 4
+  %acc70 = load float, ptr %pool2.acc70, align 4
+  %1 = mul nsw i64 %pool2.q671, 100
+  %2 = mul nsw i64 %pool2.py682, 20
   %3 = add nsw i64 %1, %2
-  %4 = mul nsw i64 %pool2.px633, 2
+  %4 = mul nsw i64 %pool2.px693, 2
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fadd float %acc64, %6
-  store float %7, ptr %pool2.acc64, align 4
-  %acc645 = load float, ptr %pool2.acc64, align 4
-  %8 = mul nsw i64 %pool2.q611, 100
-  %9 = mul nsw i64 %pool2.py622, 20
+  %7 = fadd float %acc70, %6
+  store float %7, ptr %pool2.acc70, align 4
+  %acc705 = load float, ptr %pool2.acc70, align 4
+  %8 = mul nsw i64 %pool2.q671, 100
+  %9 = mul nsw i64 %pool2.py682, 20
   %10 = add nsw i64 %8, %9
-  %11 = mul nsw i64 %pool2.px633, 2
+  %11 = mul nsw i64 %pool2.px693, 2
   %12 = add nsw i64 %10, %11
   %13 = add nsw i64 %12, 1
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena6, align 4
-  %15 = fadd float %acc645, %14
-  store float %15, ptr %pool2.acc64, align 4
-  %acc647 = load float, ptr %pool2.acc64, align 4
-  %16 = mul nsw i64 %pool2.q611, 100
-  %17 = mul nsw i64 %pool2.py622, 20
+  %15 = fadd float %acc705, %14
+  store float %15, ptr %pool2.acc70, align 4
+  %acc707 = load float, ptr %pool2.acc70, align 4
+  %16 = mul nsw i64 %pool2.q671, 100
+  %17 = mul nsw i64 %pool2.py682, 20
   %18 = add nsw i64 %16, %17
-  %19 = mul nsw i64 %pool2.px633, 2
+  %19 = mul nsw i64 %pool2.px693, 2
   %20 = add nsw i64 %18, %19
   %21 = add nsw i64 %20, 10
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena8, align 4
-  %23 = fadd float %acc647, %22
-  store float %23, ptr %pool2.acc64, align 4
-  %acc649 = load float, ptr %pool2.acc64, align 4
-  %24 = mul nsw i64 %pool2.q611, 100
-  %25 = mul nsw i64 %pool2.py622, 20
+  %23 = fadd float %acc707, %22
+  store float %23, ptr %pool2.acc70, align 4
+  %acc709 = load float, ptr %pool2.acc70, align 4
+  %24 = mul nsw i64 %pool2.q671, 100
+  %25 = mul nsw i64 %pool2.py682, 20
   %26 = add nsw i64 %24, %25
-  %27 = mul nsw i64 %pool2.px633, 2
+  %27 = mul nsw i64 %pool2.px693, 2
   %28 = add nsw i64 %26, %27
   %29 = add nsw i64 %28, 10
   %30 = add nsw i64 %29, 1
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena10, align 4
-  %32 = fadd float %acc649, %31
-  store float %32, ptr %pool2.acc64, align 4
-  %acc6411 = load float, ptr %pool2.acc64, align 4
-  %33 = fmul float %acc6411, 2.500000e-01
-  %34 = mul nsw i64 %pool2.q611, 25
+  %32 = fadd float %acc709, %31
+  store float %32, ptr %pool2.acc70, align 4
+  %acc7011 = load float, ptr %pool2.acc70, align 4
+  %33 = fmul float %acc7011, 2.500000e-01
+  %34 = mul nsw i64 %pool2.q671, 25
   %35 = add nsw i64 102400, %34
-  %36 = mul nsw i64 %pool2.py622, 5
+  %36 = mul nsw i64 %pool2.py682, 5
   %37 = add nsw i64 %35, %36
-  %38 = add nsw i64 %37, %pool2.px633
+  %38 = add nsw i64 %37, %pool2.px693
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %38
   store float %33, ptr %arena12, align 4
-  %px63.next = add nsw i64 %pool2.px633, 1
-  %39 = icmp slt i64 %px63.next, 5
-  br i1 %39, label %pool2.px63, label %pool2.px63.end
+  %px69.next = add nsw i64 %pool2.px693, 1
+  %39 = icmp slt i64 %px69.next, 5
+  br i1 %39, label %pool2.px69, label %pool2.px69.end
 
-pool2.px63.end:                                   ; preds = %pool2.px63
-  %py62.next = add nsw i64 %pool2.py622, 1
-  %40 = icmp slt i64 %py62.next, 5
-  br i1 %40, label %pool2.py62, label %pool2.py62.end
+pool2.px69.end:                                   ; preds = %pool2.px69
+  %py68.next = add nsw i64 %pool2.py682, 1
+  %40 = icmp slt i64 %py68.next, 5
+  br i1 %40, label %pool2.py68, label %pool2.py68.end
 }
 
 ; Function Attrs: noinline
@@ -23470,575 +23989,575 @@ entry:
 ; Function Attrs: noinline
 define internal void @lenet5_infer_b64.k5.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1.n65
+  br label %fc1.n71
 
-fc1.n65:                                          ; preds = %fc1.k66.end, %entry
-  %fc1.n651 = phi i64 [ 0, %entry ], [ %n65.next, %fc1.k66.end ]
-  br label %fc1.k66
+fc1.n71:                                          ; preds = %fc1.k72.end, %entry
+  %fc1.n711 = phi i64 [ 0, %entry ], [ %n71.next, %fc1.k72.end ]
+  br label %fc1.k72
 
-fc1.n65.end:                                      ; preds = %fc1.k66.end
-  call void @lenet5_infer_b64.k5.fc1.gemm74(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  br label %fc1.n75
+fc1.n71.end:                                      ; preds = %fc1.k72.end
+  call void @lenet5_infer_b64.k5.fc1.gemm80(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  br label %fc1.n81
 
-fc1.k66:                                          ; preds = %fc1.k66, %fc1.n65
-  %fc1.k662 = phi i64 [ 0, %fc1.n65 ], [ %k66.next, %fc1.k66 ]
-  %0 = mul nsw i64 %fc1.n651, 400
+fc1.k72:                                          ; preds = %fc1.k72, %fc1.n71
+  %fc1.k722 = phi i64 [ 0, %fc1.n71 ], [ %k72.next, %fc1.k72 ]
+  %0 = mul nsw i64 %fc1.n711, 400
   %1 = add nsw i64 102400, %0
-  %2 = add nsw i64 %1, %fc1.k662
+  %2 = add nsw i64 %1, %fc1.k722
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k662, 64
+  %4 = mul nsw i64 %fc1.k722, 64
   %5 = add nsw i64 7680, %4
-  %6 = add nsw i64 %5, %fc1.n651
+  %6 = add nsw i64 %5, %fc1.n711
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k66.next = add nsw i64 %fc1.k662, 1
-  %7 = icmp slt i64 %k66.next, 400
-  br i1 %7, label %fc1.k66, label %fc1.k66.end
+  %k72.next = add nsw i64 %fc1.k722, 1
+  %7 = icmp slt i64 %k72.next, 400
+  br i1 %7, label %fc1.k72, label %fc1.k72.end
 
-fc1.k66.end:                                      ; preds = %fc1.k66
-  %n65.next = add nsw i64 %fc1.n651, 1
-  %8 = icmp slt i64 %n65.next, 64
-  br i1 %8, label %fc1.n65, label %fc1.n65.end
+fc1.k72.end:                                      ; preds = %fc1.k72
+  %n71.next = add nsw i64 %fc1.n711, 1
+  %8 = icmp slt i64 %n71.next, 64
+  br i1 %8, label %fc1.n71, label %fc1.n71.end
 
-fc1.n75:                                          ; preds = %fc1.u76.end, %fc1.n65.end
-  %fc1.n755 = phi i64 [ 0, %fc1.n65.end ], [ %n75.next, %fc1.u76.end ]
-  br label %fc1.u76
+fc1.n81:                                          ; preds = %fc1.u82.end, %fc1.n71.end
+  %fc1.n815 = phi i64 [ 0, %fc1.n71.end ], [ %n81.next, %fc1.u82.end ]
+  br label %fc1.u82
 
-fc1.n75.end:                                      ; preds = %fc1.u76.end
+fc1.n81.end:                                      ; preds = %fc1.u82.end
   ret void
 
-fc1.u76:                                          ; preds = %fc1.u76, %fc1.n75
-  %fc1.u766 = phi i64 [ 0, %fc1.n75 ], [ %u76.next, %fc1.u76 ]
-  %9 = mul nsw i64 %fc1.u766, 64
+fc1.u82:                                          ; preds = %fc1.u82, %fc1.n81
+  %fc1.u826 = phi i64 [ 0, %fc1.n81 ], [ %u82.next, %fc1.u82 ]
+  %9 = mul nsw i64 %fc1.u826, 64
   %10 = add nsw i64 33280, %9
-  %11 = add nsw i64 %10, %fc1.n755
+  %11 = add nsw i64 %10, %fc1.n815
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 50572, %fc1.u766
+  %13 = add nsw i64 50572, %fc1.u826
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc1.u766, 64
+  %17 = mul nsw i64 %fc1.u826, 64
   %18 = add nsw i64 33280, %17
-  %19 = add nsw i64 %18, %fc1.n755
+  %19 = add nsw i64 %18, %fc1.n815
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 50572, %fc1.u766
+  %21 = add nsw i64 50572, %fc1.u826
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc1.n755, 120
-  %26 = add nsw i64 %25, %fc1.u766
+  %25 = mul nsw i64 %fc1.n815, 120
+  %26 = add nsw i64 %25, %fc1.u826
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %26
   store float %24, ptr %arena11, align 4
-  %u76.next = add nsw i64 %fc1.u766, 1
-  %27 = icmp slt i64 %u76.next, 120
-  br i1 %27, label %fc1.u76, label %fc1.u76.end
+  %u82.next = add nsw i64 %fc1.u826, 1
+  %27 = icmp slt i64 %u82.next, 120
+  br i1 %27, label %fc1.u82, label %fc1.u82.end
 
-fc1.u76.end:                                      ; preds = %fc1.u76
-  %n75.next = add nsw i64 %fc1.n755, 1
-  %28 = icmp slt i64 %n75.next, 64
-  br i1 %28, label %fc1.n75, label %fc1.n75.end
+fc1.u82.end:                                      ; preds = %fc1.u82
+  %n81.next = add nsw i64 %fc1.n815, 1
+  %28 = icmp slt i64 %n81.next, 64
+  br i1 %28, label %fc1.n81, label %fc1.n81.end
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k5.fc1.gemm74(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_infer_b64.k5.fc1.gemm80(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1.t72_a3 = alloca <8 x float>, align 32
-  %fc1.t72_a2 = alloca <8 x float>, align 32
-  %fc1.t72_a1 = alloca <8 x float>, align 32
-  %fc1.t72_a0 = alloca <8 x float>, align 32
-  %fc1.t72_b1 = alloca <8 x float>, align 32
-  %fc1.t72_b0 = alloca <8 x float>, align 32
-  %fc1.t72_c3_1 = alloca <8 x float>, align 32
-  %fc1.t72_c3_0 = alloca <8 x float>, align 32
-  %fc1.t72_c2_1 = alloca <8 x float>, align 32
-  %fc1.t72_c2_0 = alloca <8 x float>, align 32
-  %fc1.t72_c1_1 = alloca <8 x float>, align 32
-  %fc1.t72_c1_0 = alloca <8 x float>, align 32
-  %fc1.t72_c0_1 = alloca <8 x float>, align 32
-  %fc1.t72_c0_0 = alloca <8 x float>, align 32
-  %fc1.t69_a3 = alloca <8 x float>, align 32
-  %fc1.t69_a2 = alloca <8 x float>, align 32
-  %fc1.t69_a1 = alloca <8 x float>, align 32
-  %fc1.t69_a0 = alloca <8 x float>, align 32
-  %fc1.t69_b2 = alloca <8 x float>, align 32
-  %fc1.t69_b1 = alloca <8 x float>, align 32
-  %fc1.t69_b0 = alloca <8 x float>, align 32
-  %fc1.t69_c3_2 = alloca <8 x float>, align 32
-  %fc1.t69_c3_1 = alloca <8 x float>, align 32
-  %fc1.t69_c3_0 = alloca <8 x float>, align 32
-  %fc1.t69_c2_2 = alloca <8 x float>, align 32
-  %fc1.t69_c2_1 = alloca <8 x float>, align 32
-  %fc1.t69_c2_0 = alloca <8 x float>, align 32
-  %fc1.t69_c1_2 = alloca <8 x float>, align 32
-  %fc1.t69_c1_1 = alloca <8 x float>, align 32
-  %fc1.t69_c1_0 = alloca <8 x float>, align 32
-  %fc1.t69_c0_2 = alloca <8 x float>, align 32
-  %fc1.t69_c0_1 = alloca <8 x float>, align 32
-  %fc1.t69_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.nb67
+  %fc1.t78_a3 = alloca <8 x float>, align 32
+  %fc1.t78_a2 = alloca <8 x float>, align 32
+  %fc1.t78_a1 = alloca <8 x float>, align 32
+  %fc1.t78_a0 = alloca <8 x float>, align 32
+  %fc1.t78_b1 = alloca <8 x float>, align 32
+  %fc1.t78_b0 = alloca <8 x float>, align 32
+  %fc1.t78_c3_1 = alloca <8 x float>, align 32
+  %fc1.t78_c3_0 = alloca <8 x float>, align 32
+  %fc1.t78_c2_1 = alloca <8 x float>, align 32
+  %fc1.t78_c2_0 = alloca <8 x float>, align 32
+  %fc1.t78_c1_1 = alloca <8 x float>, align 32
+  %fc1.t78_c1_0 = alloca <8 x float>, align 32
+  %fc1.t78_c0_1 = alloca <8 x float>, align 32
+  %fc1.t78_c0_0 = alloca <8 x float>, align 32
+  %fc1.t75_a3 = alloca <8 x float>, align 32
+  %fc1.t75_a2 = alloca <8 x float>, align 32
+  %fc1.t75_a1 = alloca <8 x float>, align 32
+  %fc1.t75_a0 = alloca <8 x float>, align 32
+  %fc1.t75_b2 = alloca <8 x float>, align 32
+  %fc1.t75_b1 = alloca <8 x float>, align 32
+  %fc1.t75_b0 = alloca <8 x float>, align 32
+  %fc1.t75_c3_2 = alloca <8 x float>, align 32
+  %fc1.t75_c3_1 = alloca <8 x float>, align 32
+  %fc1.t75_c3_0 = alloca <8 x float>, align 32
+  %fc1.t75_c2_2 = alloca <8 x float>, align 32
+  %fc1.t75_c2_1 = alloca <8 x float>, align 32
+  %fc1.t75_c2_0 = alloca <8 x float>, align 32
+  %fc1.t75_c1_2 = alloca <8 x float>, align 32
+  %fc1.t75_c1_1 = alloca <8 x float>, align 32
+  %fc1.t75_c1_0 = alloca <8 x float>, align 32
+  %fc1.t75_c0_2 = alloca <8 x float>, align 32
+  %fc1.t75_c0_1 = alloca <8 x float>, align 32
+  %fc1.t75_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.nb73
 
-fc1.nb67:                                         ; preds = %fc1.mb68.end, %entry
-  %fc1.nb671 = phi i64 [ 0, %entry ], [ %nb67.next, %fc1.mb68.end ]
-  br label %fc1.mb68
+fc1.nb73:                                         ; preds = %fc1.mb74.end, %entry
+  %fc1.nb731 = phi i64 [ 0, %entry ], [ %nb73.next, %fc1.mb74.end ]
+  br label %fc1.mb74
 
-fc1.nb67.end:                                     ; preds = %fc1.mb68.end
-  br label %fc1.mb71
+fc1.nb73.end:                                     ; preds = %fc1.mb74.end
+  br label %fc1.mb77
 
-fc1.mb68:                                         ; preds = %fc1.k70.end, %fc1.nb67
-  %fc1.mb682 = phi i64 [ 0, %fc1.nb67 ], [ %mb68.next, %fc1.k70.end ]
-  store <8 x float> zeroinitializer, ptr %fc1.t69_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t69_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t69_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t69_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t69_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t69_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t69_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t69_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t69_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t69_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t69_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t69_c3_2, align 32
-  br label %fc1.k70
+fc1.mb74:                                         ; preds = %fc1.k76.end, %fc1.nb73
+  %fc1.mb742 = phi i64 [ 0, %fc1.nb73 ], [ %mb74.next, %fc1.k76.end ]
+  store <8 x float> zeroinitializer, ptr %fc1.t75_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t75_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t75_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t75_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t75_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t75_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t75_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t75_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t75_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t75_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t75_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t75_c3_2, align 32
+  br label %fc1.k76
 
-fc1.mb68.end:                                     ; preds = %fc1.k70.end
-  %nb67.next = add nsw i64 %fc1.nb671, 1
-  %0 = icmp slt i64 %nb67.next, 2
-  br i1 %0, label %fc1.nb67, label %fc1.nb67.end
+fc1.mb74.end:                                     ; preds = %fc1.k76.end
+  %nb73.next = add nsw i64 %fc1.nb731, 1
+  %0 = icmp slt i64 %nb73.next, 2
+  br i1 %0, label %fc1.nb73, label %fc1.nb73.end
 
-fc1.k70:                                          ; preds = %fc1.k70, %fc1.mb68
-  %fc1.k703 = phi i64 [ 0, %fc1.mb68 ], [ %k70.next, %fc1.k70 ]
-  %1 = mul nsw i64 %fc1.k703, 64
+fc1.k76:                                          ; preds = %fc1.k76, %fc1.mb74
+  %fc1.k763 = phi i64 [ 0, %fc1.mb74 ], [ %k76.next, %fc1.k76 ]
+  %1 = mul nsw i64 %fc1.k763, 64
   %2 = add nsw i64 7680, %1
-  %3 = mul nsw i64 %fc1.nb671, 24
+  %3 = mul nsw i64 %fc1.nb731, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %fc1.t69_b0, align 32
-  %6 = mul nsw i64 %fc1.k703, 64
+  store <8 x float> %5, ptr %fc1.t75_b0, align 32
+  %6 = mul nsw i64 %fc1.k763, 64
   %7 = add nsw i64 7680, %6
-  %8 = mul nsw i64 %fc1.nb671, 24
+  %8 = mul nsw i64 %fc1.nb731, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %fc1.t69_b1, align 32
-  %12 = mul nsw i64 %fc1.k703, 64
+  store <8 x float> %11, ptr %fc1.t75_b1, align 32
+  %12 = mul nsw i64 %fc1.k763, 64
   %13 = add nsw i64 7680, %12
-  %14 = mul nsw i64 %fc1.nb671, 24
+  %14 = mul nsw i64 %fc1.nb731, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %fc1.t69_b2, align 32
-  %18 = mul nsw i64 %fc1.mb682, 4
+  store <8 x float> %17, ptr %fc1.t75_b2, align 32
+  %18 = mul nsw i64 %fc1.mb742, 4
   %19 = mul nsw i64 %18, 400
   %20 = add nsw i64 2572, %19
-  %21 = add nsw i64 %20, %fc1.k703
+  %21 = add nsw i64 %20, %fc1.k763
   %params7 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %fc1.t69_a0, align 32
-  %t69_a0 = load <8 x float>, ptr %fc1.t69_a0, align 32
-  %t69_b0 = load <8 x float>, ptr %fc1.t69_b0, align 32
-  %t69_c0_0 = load <8 x float>, ptr %fc1.t69_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t69_a0, <8 x float> %t69_b0, <8 x float> %t69_c0_0)
-  store <8 x float> %25, ptr %fc1.t69_c0_0, align 32
-  %t69_a08 = load <8 x float>, ptr %fc1.t69_a0, align 32
-  %t69_b1 = load <8 x float>, ptr %fc1.t69_b1, align 32
-  %t69_c0_1 = load <8 x float>, ptr %fc1.t69_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t69_a08, <8 x float> %t69_b1, <8 x float> %t69_c0_1)
-  store <8 x float> %26, ptr %fc1.t69_c0_1, align 32
-  %t69_a09 = load <8 x float>, ptr %fc1.t69_a0, align 32
-  %t69_b2 = load <8 x float>, ptr %fc1.t69_b2, align 32
-  %t69_c0_2 = load <8 x float>, ptr %fc1.t69_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t69_a09, <8 x float> %t69_b2, <8 x float> %t69_c0_2)
-  store <8 x float> %27, ptr %fc1.t69_c0_2, align 32
-  %28 = mul nsw i64 %fc1.mb682, 4
+  store <8 x float> %24, ptr %fc1.t75_a0, align 32
+  %t75_a0 = load <8 x float>, ptr %fc1.t75_a0, align 32
+  %t75_b0 = load <8 x float>, ptr %fc1.t75_b0, align 32
+  %t75_c0_0 = load <8 x float>, ptr %fc1.t75_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t75_a0, <8 x float> %t75_b0, <8 x float> %t75_c0_0)
+  store <8 x float> %25, ptr %fc1.t75_c0_0, align 32
+  %t75_a08 = load <8 x float>, ptr %fc1.t75_a0, align 32
+  %t75_b1 = load <8 x float>, ptr %fc1.t75_b1, align 32
+  %t75_c0_1 = load <8 x float>, ptr %fc1.t75_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t75_a08, <8 x float> %t75_b1, <8 x float> %t75_c0_1)
+  store <8 x float> %26, ptr %fc1.t75_c0_1, align 32
+  %t75_a09 = load <8 x float>, ptr %fc1.t75_a0, align 32
+  %t75_b2 = load <8 x float>, ptr %fc1.t75_b2, align 32
+  %t75_c0_2 = load <8 x float>, ptr %fc1.t75_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t75_a09, <8 x float> %t75_b2, <8 x float> %t75_c0_2)
+  store <8 x float> %27, ptr %fc1.t75_c0_2, align 32
+  %28 = mul nsw i64 %fc1.mb742, 4
   %29 = add nsw i64 %28, 1
   %30 = mul nsw i64 %29, 400
   %31 = add nsw i64 2572, %30
-  %32 = add nsw i64 %31, %fc1.k703
+  %32 = add nsw i64 %31, %fc1.k763
   %params10 = getelementptr inbounds float, ptr %params, i64 %32
   %33 = load float, ptr %params10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %fc1.t69_a1, align 32
-  %t69_a1 = load <8 x float>, ptr %fc1.t69_a1, align 32
-  %t69_b011 = load <8 x float>, ptr %fc1.t69_b0, align 32
-  %t69_c1_0 = load <8 x float>, ptr %fc1.t69_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t69_a1, <8 x float> %t69_b011, <8 x float> %t69_c1_0)
-  store <8 x float> %36, ptr %fc1.t69_c1_0, align 32
-  %t69_a112 = load <8 x float>, ptr %fc1.t69_a1, align 32
-  %t69_b113 = load <8 x float>, ptr %fc1.t69_b1, align 32
-  %t69_c1_1 = load <8 x float>, ptr %fc1.t69_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t69_a112, <8 x float> %t69_b113, <8 x float> %t69_c1_1)
-  store <8 x float> %37, ptr %fc1.t69_c1_1, align 32
-  %t69_a114 = load <8 x float>, ptr %fc1.t69_a1, align 32
-  %t69_b215 = load <8 x float>, ptr %fc1.t69_b2, align 32
-  %t69_c1_2 = load <8 x float>, ptr %fc1.t69_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t69_a114, <8 x float> %t69_b215, <8 x float> %t69_c1_2)
-  store <8 x float> %38, ptr %fc1.t69_c1_2, align 32
-  %39 = mul nsw i64 %fc1.mb682, 4
+  store <8 x float> %35, ptr %fc1.t75_a1, align 32
+  %t75_a1 = load <8 x float>, ptr %fc1.t75_a1, align 32
+  %t75_b011 = load <8 x float>, ptr %fc1.t75_b0, align 32
+  %t75_c1_0 = load <8 x float>, ptr %fc1.t75_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t75_a1, <8 x float> %t75_b011, <8 x float> %t75_c1_0)
+  store <8 x float> %36, ptr %fc1.t75_c1_0, align 32
+  %t75_a112 = load <8 x float>, ptr %fc1.t75_a1, align 32
+  %t75_b113 = load <8 x float>, ptr %fc1.t75_b1, align 32
+  %t75_c1_1 = load <8 x float>, ptr %fc1.t75_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t75_a112, <8 x float> %t75_b113, <8 x float> %t75_c1_1)
+  store <8 x float> %37, ptr %fc1.t75_c1_1, align 32
+  %t75_a114 = load <8 x float>, ptr %fc1.t75_a1, align 32
+  %t75_b215 = load <8 x float>, ptr %fc1.t75_b2, align 32
+  %t75_c1_2 = load <8 x float>, ptr %fc1.t75_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t75_a114, <8 x float> %t75_b215, <8 x float> %t75_c1_2)
+  store <8 x float> %38, ptr %fc1.t75_c1_2, align 32
+  %39 = mul nsw i64 %fc1.mb742, 4
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 400
   %42 = add nsw i64 2572, %41
-  %43 = add nsw i64 %42, %fc1.k703
+  %43 = add nsw i64 %42, %fc1.k763
   %params16 = getelementptr inbounds float, ptr %params, i64 %43
   %44 = load float, ptr %params16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %fc1.t69_a2, align 32
-  %t69_a2 = load <8 x float>, ptr %fc1.t69_a2, align 32
-  %t69_b017 = load <8 x float>, ptr %fc1.t69_b0, align 32
-  %t69_c2_0 = load <8 x float>, ptr %fc1.t69_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t69_a2, <8 x float> %t69_b017, <8 x float> %t69_c2_0)
-  store <8 x float> %47, ptr %fc1.t69_c2_0, align 32
-  %t69_a218 = load <8 x float>, ptr %fc1.t69_a2, align 32
-  %t69_b119 = load <8 x float>, ptr %fc1.t69_b1, align 32
-  %t69_c2_1 = load <8 x float>, ptr %fc1.t69_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t69_a218, <8 x float> %t69_b119, <8 x float> %t69_c2_1)
-  store <8 x float> %48, ptr %fc1.t69_c2_1, align 32
-  %t69_a220 = load <8 x float>, ptr %fc1.t69_a2, align 32
-  %t69_b221 = load <8 x float>, ptr %fc1.t69_b2, align 32
-  %t69_c2_2 = load <8 x float>, ptr %fc1.t69_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t69_a220, <8 x float> %t69_b221, <8 x float> %t69_c2_2)
-  store <8 x float> %49, ptr %fc1.t69_c2_2, align 32
-  %50 = mul nsw i64 %fc1.mb682, 4
+  store <8 x float> %46, ptr %fc1.t75_a2, align 32
+  %t75_a2 = load <8 x float>, ptr %fc1.t75_a2, align 32
+  %t75_b017 = load <8 x float>, ptr %fc1.t75_b0, align 32
+  %t75_c2_0 = load <8 x float>, ptr %fc1.t75_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t75_a2, <8 x float> %t75_b017, <8 x float> %t75_c2_0)
+  store <8 x float> %47, ptr %fc1.t75_c2_0, align 32
+  %t75_a218 = load <8 x float>, ptr %fc1.t75_a2, align 32
+  %t75_b119 = load <8 x float>, ptr %fc1.t75_b1, align 32
+  %t75_c2_1 = load <8 x float>, ptr %fc1.t75_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t75_a218, <8 x float> %t75_b119, <8 x float> %t75_c2_1)
+  store <8 x float> %48, ptr %fc1.t75_c2_1, align 32
+  %t75_a220 = load <8 x float>, ptr %fc1.t75_a2, align 32
+  %t75_b221 = load <8 x float>, ptr %fc1.t75_b2, align 32
+  %t75_c2_2 = load <8 x float>, ptr %fc1.t75_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t75_a220, <8 x float> %t75_b221, <8 x float> %t75_c2_2)
+  store <8 x float> %49, ptr %fc1.t75_c2_2, align 32
+  %50 = mul nsw i64 %fc1.mb742, 4
   %51 = add nsw i64 %50, 3
   %52 = mul nsw i64 %51, 400
   %53 = add nsw i64 2572, %52
-  %54 = add nsw i64 %53, %fc1.k703
+  %54 = add nsw i64 %53, %fc1.k763
   %params22 = getelementptr inbounds float, ptr %params, i64 %54
   %55 = load float, ptr %params22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %fc1.t69_a3, align 32
-  %t69_a3 = load <8 x float>, ptr %fc1.t69_a3, align 32
-  %t69_b023 = load <8 x float>, ptr %fc1.t69_b0, align 32
-  %t69_c3_0 = load <8 x float>, ptr %fc1.t69_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t69_a3, <8 x float> %t69_b023, <8 x float> %t69_c3_0)
-  store <8 x float> %58, ptr %fc1.t69_c3_0, align 32
-  %t69_a324 = load <8 x float>, ptr %fc1.t69_a3, align 32
-  %t69_b125 = load <8 x float>, ptr %fc1.t69_b1, align 32
-  %t69_c3_1 = load <8 x float>, ptr %fc1.t69_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t69_a324, <8 x float> %t69_b125, <8 x float> %t69_c3_1)
-  store <8 x float> %59, ptr %fc1.t69_c3_1, align 32
-  %t69_a326 = load <8 x float>, ptr %fc1.t69_a3, align 32
-  %t69_b227 = load <8 x float>, ptr %fc1.t69_b2, align 32
-  %t69_c3_2 = load <8 x float>, ptr %fc1.t69_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t69_a326, <8 x float> %t69_b227, <8 x float> %t69_c3_2)
-  store <8 x float> %60, ptr %fc1.t69_c3_2, align 32
-  %k70.next = add nsw i64 %fc1.k703, 1
-  %61 = icmp slt i64 %k70.next, 400
-  br i1 %61, label %fc1.k70, label %fc1.k70.end
+  store <8 x float> %57, ptr %fc1.t75_a3, align 32
+  %t75_a3 = load <8 x float>, ptr %fc1.t75_a3, align 32
+  %t75_b023 = load <8 x float>, ptr %fc1.t75_b0, align 32
+  %t75_c3_0 = load <8 x float>, ptr %fc1.t75_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t75_a3, <8 x float> %t75_b023, <8 x float> %t75_c3_0)
+  store <8 x float> %58, ptr %fc1.t75_c3_0, align 32
+  %t75_a324 = load <8 x float>, ptr %fc1.t75_a3, align 32
+  %t75_b125 = load <8 x float>, ptr %fc1.t75_b1, align 32
+  %t75_c3_1 = load <8 x float>, ptr %fc1.t75_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t75_a324, <8 x float> %t75_b125, <8 x float> %t75_c3_1)
+  store <8 x float> %59, ptr %fc1.t75_c3_1, align 32
+  %t75_a326 = load <8 x float>, ptr %fc1.t75_a3, align 32
+  %t75_b227 = load <8 x float>, ptr %fc1.t75_b2, align 32
+  %t75_c3_2 = load <8 x float>, ptr %fc1.t75_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t75_a326, <8 x float> %t75_b227, <8 x float> %t75_c3_2)
+  store <8 x float> %60, ptr %fc1.t75_c3_2, align 32
+  %k76.next = add nsw i64 %fc1.k763, 1
+  %61 = icmp slt i64 %k76.next, 400
+  br i1 %61, label %fc1.k76, label %fc1.k76.end
 
-fc1.k70.end:                                      ; preds = %fc1.k70
-  %t69_c0_028 = load <8 x float>, ptr %fc1.t69_c0_0, align 32
-  %62 = mul nsw i64 %fc1.mb682, 4
+fc1.k76.end:                                      ; preds = %fc1.k76
+  %t75_c0_028 = load <8 x float>, ptr %fc1.t75_c0_0, align 32
+  %62 = mul nsw i64 %fc1.mb742, 4
   %63 = mul nsw i64 %62, 64
   %64 = add nsw i64 33280, %63
-  %65 = mul nsw i64 %fc1.nb671, 24
+  %65 = mul nsw i64 %fc1.nb731, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t69_c0_028, ptr %arena29, align 4
-  %t69_c0_130 = load <8 x float>, ptr %fc1.t69_c0_1, align 32
-  %67 = mul nsw i64 %fc1.mb682, 4
+  store <8 x float> %t75_c0_028, ptr %arena29, align 4
+  %t75_c0_130 = load <8 x float>, ptr %fc1.t75_c0_1, align 32
+  %67 = mul nsw i64 %fc1.mb742, 4
   %68 = mul nsw i64 %67, 64
   %69 = add nsw i64 33280, %68
-  %70 = mul nsw i64 %fc1.nb671, 24
+  %70 = mul nsw i64 %fc1.nb731, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t69_c0_130, ptr %arena31, align 4
-  %t69_c0_232 = load <8 x float>, ptr %fc1.t69_c0_2, align 32
-  %73 = mul nsw i64 %fc1.mb682, 4
+  store <8 x float> %t75_c0_130, ptr %arena31, align 4
+  %t75_c0_232 = load <8 x float>, ptr %fc1.t75_c0_2, align 32
+  %73 = mul nsw i64 %fc1.mb742, 4
   %74 = mul nsw i64 %73, 64
   %75 = add nsw i64 33280, %74
-  %76 = mul nsw i64 %fc1.nb671, 24
+  %76 = mul nsw i64 %fc1.nb731, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t69_c0_232, ptr %arena33, align 4
-  %t69_c1_034 = load <8 x float>, ptr %fc1.t69_c1_0, align 32
-  %79 = mul nsw i64 %fc1.mb682, 4
+  store <8 x float> %t75_c0_232, ptr %arena33, align 4
+  %t75_c1_034 = load <8 x float>, ptr %fc1.t75_c1_0, align 32
+  %79 = mul nsw i64 %fc1.mb742, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 64
   %82 = add nsw i64 33280, %81
-  %83 = mul nsw i64 %fc1.nb671, 24
+  %83 = mul nsw i64 %fc1.nb731, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t69_c1_034, ptr %arena35, align 4
-  %t69_c1_136 = load <8 x float>, ptr %fc1.t69_c1_1, align 32
-  %85 = mul nsw i64 %fc1.mb682, 4
+  store <8 x float> %t75_c1_034, ptr %arena35, align 4
+  %t75_c1_136 = load <8 x float>, ptr %fc1.t75_c1_1, align 32
+  %85 = mul nsw i64 %fc1.mb742, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 64
   %88 = add nsw i64 33280, %87
-  %89 = mul nsw i64 %fc1.nb671, 24
+  %89 = mul nsw i64 %fc1.nb731, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t69_c1_136, ptr %arena37, align 4
-  %t69_c1_238 = load <8 x float>, ptr %fc1.t69_c1_2, align 32
-  %92 = mul nsw i64 %fc1.mb682, 4
+  store <8 x float> %t75_c1_136, ptr %arena37, align 4
+  %t75_c1_238 = load <8 x float>, ptr %fc1.t75_c1_2, align 32
+  %92 = mul nsw i64 %fc1.mb742, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 64
   %95 = add nsw i64 33280, %94
-  %96 = mul nsw i64 %fc1.nb671, 24
+  %96 = mul nsw i64 %fc1.nb731, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t69_c1_238, ptr %arena39, align 4
-  %t69_c2_040 = load <8 x float>, ptr %fc1.t69_c2_0, align 32
-  %99 = mul nsw i64 %fc1.mb682, 4
+  store <8 x float> %t75_c1_238, ptr %arena39, align 4
+  %t75_c2_040 = load <8 x float>, ptr %fc1.t75_c2_0, align 32
+  %99 = mul nsw i64 %fc1.mb742, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 64
   %102 = add nsw i64 33280, %101
-  %103 = mul nsw i64 %fc1.nb671, 24
+  %103 = mul nsw i64 %fc1.nb731, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t69_c2_040, ptr %arena41, align 4
-  %t69_c2_142 = load <8 x float>, ptr %fc1.t69_c2_1, align 32
-  %105 = mul nsw i64 %fc1.mb682, 4
+  store <8 x float> %t75_c2_040, ptr %arena41, align 4
+  %t75_c2_142 = load <8 x float>, ptr %fc1.t75_c2_1, align 32
+  %105 = mul nsw i64 %fc1.mb742, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 64
   %108 = add nsw i64 33280, %107
-  %109 = mul nsw i64 %fc1.nb671, 24
+  %109 = mul nsw i64 %fc1.nb731, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t69_c2_142, ptr %arena43, align 4
-  %t69_c2_244 = load <8 x float>, ptr %fc1.t69_c2_2, align 32
-  %112 = mul nsw i64 %fc1.mb682, 4
+  store <8 x float> %t75_c2_142, ptr %arena43, align 4
+  %t75_c2_244 = load <8 x float>, ptr %fc1.t75_c2_2, align 32
+  %112 = mul nsw i64 %fc1.mb742, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 64
   %115 = add nsw i64 33280, %114
-  %116 = mul nsw i64 %fc1.nb671, 24
+  %116 = mul nsw i64 %fc1.nb731, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t69_c2_244, ptr %arena45, align 4
-  %t69_c3_046 = load <8 x float>, ptr %fc1.t69_c3_0, align 32
-  %119 = mul nsw i64 %fc1.mb682, 4
+  store <8 x float> %t75_c2_244, ptr %arena45, align 4
+  %t75_c3_046 = load <8 x float>, ptr %fc1.t75_c3_0, align 32
+  %119 = mul nsw i64 %fc1.mb742, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 64
   %122 = add nsw i64 33280, %121
-  %123 = mul nsw i64 %fc1.nb671, 24
+  %123 = mul nsw i64 %fc1.nb731, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t69_c3_046, ptr %arena47, align 4
-  %t69_c3_148 = load <8 x float>, ptr %fc1.t69_c3_1, align 32
-  %125 = mul nsw i64 %fc1.mb682, 4
+  store <8 x float> %t75_c3_046, ptr %arena47, align 4
+  %t75_c3_148 = load <8 x float>, ptr %fc1.t75_c3_1, align 32
+  %125 = mul nsw i64 %fc1.mb742, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 64
   %128 = add nsw i64 33280, %127
-  %129 = mul nsw i64 %fc1.nb671, 24
+  %129 = mul nsw i64 %fc1.nb731, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t69_c3_148, ptr %arena49, align 4
-  %t69_c3_250 = load <8 x float>, ptr %fc1.t69_c3_2, align 32
-  %132 = mul nsw i64 %fc1.mb682, 4
+  store <8 x float> %t75_c3_148, ptr %arena49, align 4
+  %t75_c3_250 = load <8 x float>, ptr %fc1.t75_c3_2, align 32
+  %132 = mul nsw i64 %fc1.mb742, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 64
   %135 = add nsw i64 33280, %134
-  %136 = mul nsw i64 %fc1.nb671, 24
+  %136 = mul nsw i64 %fc1.nb731, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t69_c3_250, ptr %arena51, align 4
-  %mb68.next = add nsw i64 %fc1.mb682, 1
-  %139 = icmp slt i64 %mb68.next, 30
-  br i1 %139, label %fc1.mb68, label %fc1.mb68.end
+  store <8 x float> %t75_c3_250, ptr %arena51, align 4
+  %mb74.next = add nsw i64 %fc1.mb742, 1
+  %139 = icmp slt i64 %mb74.next, 30
+  br i1 %139, label %fc1.mb74, label %fc1.mb74.end
 
-fc1.mb71:                                         ; preds = %fc1.k73.end, %fc1.nb67.end
-  %fc1.mb7152 = phi i64 [ 0, %fc1.nb67.end ], [ %mb71.next, %fc1.k73.end ]
-  store <8 x float> zeroinitializer, ptr %fc1.t72_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t72_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t72_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t72_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t72_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t72_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t72_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t72_c3_1, align 32
-  br label %fc1.k73
+fc1.mb77:                                         ; preds = %fc1.k79.end, %fc1.nb73.end
+  %fc1.mb7752 = phi i64 [ 0, %fc1.nb73.end ], [ %mb77.next, %fc1.k79.end ]
+  store <8 x float> zeroinitializer, ptr %fc1.t78_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t78_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t78_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t78_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t78_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t78_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t78_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t78_c3_1, align 32
+  br label %fc1.k79
 
-fc1.mb71.end:                                     ; preds = %fc1.k73.end
+fc1.mb77.end:                                     ; preds = %fc1.k79.end
   ret void
 
-fc1.k73:                                          ; preds = %fc1.k73, %fc1.mb71
-  %fc1.k7353 = phi i64 [ 0, %fc1.mb71 ], [ %k73.next, %fc1.k73 ]
-  %140 = mul nsw i64 %fc1.k7353, 64
+fc1.k79:                                          ; preds = %fc1.k79, %fc1.mb77
+  %fc1.k7953 = phi i64 [ 0, %fc1.mb77 ], [ %k79.next, %fc1.k79 ]
+  %140 = mul nsw i64 %fc1.k7953, 64
   %141 = add nsw i64 7680, %140
   %142 = add nsw i64 %141, 48
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %143, ptr %fc1.t72_b0, align 32
-  %144 = mul nsw i64 %fc1.k7353, 64
+  store <8 x float> %143, ptr %fc1.t78_b0, align 32
+  %144 = mul nsw i64 %fc1.k7953, 64
   %145 = add nsw i64 7680, %144
   %146 = add nsw i64 %145, 48
   %147 = add nsw i64 %146, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %148, ptr %fc1.t72_b1, align 32
-  %149 = mul nsw i64 %fc1.mb7152, 4
+  store <8 x float> %148, ptr %fc1.t78_b1, align 32
+  %149 = mul nsw i64 %fc1.mb7752, 4
   %150 = mul nsw i64 %149, 400
   %151 = add nsw i64 2572, %150
-  %152 = add nsw i64 %151, %fc1.k7353
+  %152 = add nsw i64 %151, %fc1.k7953
   %params56 = getelementptr inbounds float, ptr %params, i64 %152
   %153 = load float, ptr %params56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %fc1.t72_a0, align 32
-  %t72_a0 = load <8 x float>, ptr %fc1.t72_a0, align 32
-  %t72_b0 = load <8 x float>, ptr %fc1.t72_b0, align 32
-  %t72_c0_0 = load <8 x float>, ptr %fc1.t72_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t72_a0, <8 x float> %t72_b0, <8 x float> %t72_c0_0)
-  store <8 x float> %156, ptr %fc1.t72_c0_0, align 32
-  %t72_a057 = load <8 x float>, ptr %fc1.t72_a0, align 32
-  %t72_b1 = load <8 x float>, ptr %fc1.t72_b1, align 32
-  %t72_c0_1 = load <8 x float>, ptr %fc1.t72_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t72_a057, <8 x float> %t72_b1, <8 x float> %t72_c0_1)
-  store <8 x float> %157, ptr %fc1.t72_c0_1, align 32
-  %158 = mul nsw i64 %fc1.mb7152, 4
+  store <8 x float> %155, ptr %fc1.t78_a0, align 32
+  %t78_a0 = load <8 x float>, ptr %fc1.t78_a0, align 32
+  %t78_b0 = load <8 x float>, ptr %fc1.t78_b0, align 32
+  %t78_c0_0 = load <8 x float>, ptr %fc1.t78_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a0, <8 x float> %t78_b0, <8 x float> %t78_c0_0)
+  store <8 x float> %156, ptr %fc1.t78_c0_0, align 32
+  %t78_a057 = load <8 x float>, ptr %fc1.t78_a0, align 32
+  %t78_b1 = load <8 x float>, ptr %fc1.t78_b1, align 32
+  %t78_c0_1 = load <8 x float>, ptr %fc1.t78_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a057, <8 x float> %t78_b1, <8 x float> %t78_c0_1)
+  store <8 x float> %157, ptr %fc1.t78_c0_1, align 32
+  %158 = mul nsw i64 %fc1.mb7752, 4
   %159 = add nsw i64 %158, 1
   %160 = mul nsw i64 %159, 400
   %161 = add nsw i64 2572, %160
-  %162 = add nsw i64 %161, %fc1.k7353
+  %162 = add nsw i64 %161, %fc1.k7953
   %params58 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t72_a1, align 32
-  %t72_a1 = load <8 x float>, ptr %fc1.t72_a1, align 32
-  %t72_b059 = load <8 x float>, ptr %fc1.t72_b0, align 32
-  %t72_c1_0 = load <8 x float>, ptr %fc1.t72_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t72_a1, <8 x float> %t72_b059, <8 x float> %t72_c1_0)
-  store <8 x float> %166, ptr %fc1.t72_c1_0, align 32
-  %t72_a160 = load <8 x float>, ptr %fc1.t72_a1, align 32
-  %t72_b161 = load <8 x float>, ptr %fc1.t72_b1, align 32
-  %t72_c1_1 = load <8 x float>, ptr %fc1.t72_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t72_a160, <8 x float> %t72_b161, <8 x float> %t72_c1_1)
-  store <8 x float> %167, ptr %fc1.t72_c1_1, align 32
-  %168 = mul nsw i64 %fc1.mb7152, 4
+  store <8 x float> %165, ptr %fc1.t78_a1, align 32
+  %t78_a1 = load <8 x float>, ptr %fc1.t78_a1, align 32
+  %t78_b059 = load <8 x float>, ptr %fc1.t78_b0, align 32
+  %t78_c1_0 = load <8 x float>, ptr %fc1.t78_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a1, <8 x float> %t78_b059, <8 x float> %t78_c1_0)
+  store <8 x float> %166, ptr %fc1.t78_c1_0, align 32
+  %t78_a160 = load <8 x float>, ptr %fc1.t78_a1, align 32
+  %t78_b161 = load <8 x float>, ptr %fc1.t78_b1, align 32
+  %t78_c1_1 = load <8 x float>, ptr %fc1.t78_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a160, <8 x float> %t78_b161, <8 x float> %t78_c1_1)
+  store <8 x float> %167, ptr %fc1.t78_c1_1, align 32
+  %168 = mul nsw i64 %fc1.mb7752, 4
   %169 = add nsw i64 %168, 2
   %170 = mul nsw i64 %169, 400
   %171 = add nsw i64 2572, %170
-  %172 = add nsw i64 %171, %fc1.k7353
+  %172 = add nsw i64 %171, %fc1.k7953
   %params62 = getelementptr inbounds float, ptr %params, i64 %172
   %173 = load float, ptr %params62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %fc1.t72_a2, align 32
-  %t72_a2 = load <8 x float>, ptr %fc1.t72_a2, align 32
-  %t72_b063 = load <8 x float>, ptr %fc1.t72_b0, align 32
-  %t72_c2_0 = load <8 x float>, ptr %fc1.t72_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t72_a2, <8 x float> %t72_b063, <8 x float> %t72_c2_0)
-  store <8 x float> %176, ptr %fc1.t72_c2_0, align 32
-  %t72_a264 = load <8 x float>, ptr %fc1.t72_a2, align 32
-  %t72_b165 = load <8 x float>, ptr %fc1.t72_b1, align 32
-  %t72_c2_1 = load <8 x float>, ptr %fc1.t72_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t72_a264, <8 x float> %t72_b165, <8 x float> %t72_c2_1)
-  store <8 x float> %177, ptr %fc1.t72_c2_1, align 32
-  %178 = mul nsw i64 %fc1.mb7152, 4
+  store <8 x float> %175, ptr %fc1.t78_a2, align 32
+  %t78_a2 = load <8 x float>, ptr %fc1.t78_a2, align 32
+  %t78_b063 = load <8 x float>, ptr %fc1.t78_b0, align 32
+  %t78_c2_0 = load <8 x float>, ptr %fc1.t78_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a2, <8 x float> %t78_b063, <8 x float> %t78_c2_0)
+  store <8 x float> %176, ptr %fc1.t78_c2_0, align 32
+  %t78_a264 = load <8 x float>, ptr %fc1.t78_a2, align 32
+  %t78_b165 = load <8 x float>, ptr %fc1.t78_b1, align 32
+  %t78_c2_1 = load <8 x float>, ptr %fc1.t78_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a264, <8 x float> %t78_b165, <8 x float> %t78_c2_1)
+  store <8 x float> %177, ptr %fc1.t78_c2_1, align 32
+  %178 = mul nsw i64 %fc1.mb7752, 4
   %179 = add nsw i64 %178, 3
   %180 = mul nsw i64 %179, 400
   %181 = add nsw i64 2572, %180
-  %182 = add nsw i64 %181, %fc1.k7353
+  %182 = add nsw i64 %181, %fc1.k7953
   %params66 = getelementptr inbounds float, ptr %params, i64 %182
   %183 = load float, ptr %params66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %fc1.t72_a3, align 32
-  %t72_a3 = load <8 x float>, ptr %fc1.t72_a3, align 32
-  %t72_b067 = load <8 x float>, ptr %fc1.t72_b0, align 32
-  %t72_c3_0 = load <8 x float>, ptr %fc1.t72_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t72_a3, <8 x float> %t72_b067, <8 x float> %t72_c3_0)
-  store <8 x float> %186, ptr %fc1.t72_c3_0, align 32
-  %t72_a368 = load <8 x float>, ptr %fc1.t72_a3, align 32
-  %t72_b169 = load <8 x float>, ptr %fc1.t72_b1, align 32
-  %t72_c3_1 = load <8 x float>, ptr %fc1.t72_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t72_a368, <8 x float> %t72_b169, <8 x float> %t72_c3_1)
-  store <8 x float> %187, ptr %fc1.t72_c3_1, align 32
-  %k73.next = add nsw i64 %fc1.k7353, 1
-  %188 = icmp slt i64 %k73.next, 400
-  br i1 %188, label %fc1.k73, label %fc1.k73.end
+  store <8 x float> %185, ptr %fc1.t78_a3, align 32
+  %t78_a3 = load <8 x float>, ptr %fc1.t78_a3, align 32
+  %t78_b067 = load <8 x float>, ptr %fc1.t78_b0, align 32
+  %t78_c3_0 = load <8 x float>, ptr %fc1.t78_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a3, <8 x float> %t78_b067, <8 x float> %t78_c3_0)
+  store <8 x float> %186, ptr %fc1.t78_c3_0, align 32
+  %t78_a368 = load <8 x float>, ptr %fc1.t78_a3, align 32
+  %t78_b169 = load <8 x float>, ptr %fc1.t78_b1, align 32
+  %t78_c3_1 = load <8 x float>, ptr %fc1.t78_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a368, <8 x float> %t78_b169, <8 x float> %t78_c3_1)
+  store <8 x float> %187, ptr %fc1.t78_c3_1, align 32
+  %k79.next = add nsw i64 %fc1.k7953, 1
+  %188 = icmp slt i64 %k79.next, 400
+  br i1 %188, label %fc1.k79, label %fc1.k79.end
 
-fc1.k73.end:                                      ; preds = %fc1.k73
-  %t72_c0_070 = load <8 x float>, ptr %fc1.t72_c0_0, align 32
-  %189 = mul nsw i64 %fc1.mb7152, 4
+fc1.k79.end:                                      ; preds = %fc1.k79
+  %t78_c0_070 = load <8 x float>, ptr %fc1.t78_c0_0, align 32
+  %189 = mul nsw i64 %fc1.mb7752, 4
   %190 = mul nsw i64 %189, 64
   %191 = add nsw i64 33280, %190
   %192 = add nsw i64 %191, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t72_c0_070, ptr %arena71, align 4
-  %t72_c0_172 = load <8 x float>, ptr %fc1.t72_c0_1, align 32
-  %193 = mul nsw i64 %fc1.mb7152, 4
+  store <8 x float> %t78_c0_070, ptr %arena71, align 4
+  %t78_c0_172 = load <8 x float>, ptr %fc1.t78_c0_1, align 32
+  %193 = mul nsw i64 %fc1.mb7752, 4
   %194 = mul nsw i64 %193, 64
   %195 = add nsw i64 33280, %194
   %196 = add nsw i64 %195, 48
   %197 = add nsw i64 %196, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %197
-  store <8 x float> %t72_c0_172, ptr %arena73, align 4
-  %t72_c1_074 = load <8 x float>, ptr %fc1.t72_c1_0, align 32
-  %198 = mul nsw i64 %fc1.mb7152, 4
+  store <8 x float> %t78_c0_172, ptr %arena73, align 4
+  %t78_c1_074 = load <8 x float>, ptr %fc1.t78_c1_0, align 32
+  %198 = mul nsw i64 %fc1.mb7752, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 64
   %201 = add nsw i64 33280, %200
   %202 = add nsw i64 %201, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %202
-  store <8 x float> %t72_c1_074, ptr %arena75, align 4
-  %t72_c1_176 = load <8 x float>, ptr %fc1.t72_c1_1, align 32
-  %203 = mul nsw i64 %fc1.mb7152, 4
+  store <8 x float> %t78_c1_074, ptr %arena75, align 4
+  %t78_c1_176 = load <8 x float>, ptr %fc1.t78_c1_1, align 32
+  %203 = mul nsw i64 %fc1.mb7752, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 64
   %206 = add nsw i64 33280, %205
   %207 = add nsw i64 %206, 48
   %208 = add nsw i64 %207, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t72_c1_176, ptr %arena77, align 4
-  %t72_c2_078 = load <8 x float>, ptr %fc1.t72_c2_0, align 32
-  %209 = mul nsw i64 %fc1.mb7152, 4
+  store <8 x float> %t78_c1_176, ptr %arena77, align 4
+  %t78_c2_078 = load <8 x float>, ptr %fc1.t78_c2_0, align 32
+  %209 = mul nsw i64 %fc1.mb7752, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 64
   %212 = add nsw i64 33280, %211
   %213 = add nsw i64 %212, 48
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %213
-  store <8 x float> %t72_c2_078, ptr %arena79, align 4
-  %t72_c2_180 = load <8 x float>, ptr %fc1.t72_c2_1, align 32
-  %214 = mul nsw i64 %fc1.mb7152, 4
+  store <8 x float> %t78_c2_078, ptr %arena79, align 4
+  %t78_c2_180 = load <8 x float>, ptr %fc1.t78_c2_1, align 32
+  %214 = mul nsw i64 %fc1.mb7752, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 64
   %217 = add nsw i64 33280, %216
   %218 = add nsw i64 %217, 48
   %219 = add nsw i64 %218, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t72_c2_180, ptr %arena81, align 4
-  %t72_c3_082 = load <8 x float>, ptr %fc1.t72_c3_0, align 32
-  %220 = mul nsw i64 %fc1.mb7152, 4
+  store <8 x float> %t78_c2_180, ptr %arena81, align 4
+  %t78_c3_082 = load <8 x float>, ptr %fc1.t78_c3_0, align 32
+  %220 = mul nsw i64 %fc1.mb7752, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 33280, %222
   %224 = add nsw i64 %223, 48
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t72_c3_082, ptr %arena83, align 4
-  %t72_c3_184 = load <8 x float>, ptr %fc1.t72_c3_1, align 32
-  %225 = mul nsw i64 %fc1.mb7152, 4
+  store <8 x float> %t78_c3_082, ptr %arena83, align 4
+  %t78_c3_184 = load <8 x float>, ptr %fc1.t78_c3_1, align 32
+  %225 = mul nsw i64 %fc1.mb7752, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 64
   %228 = add nsw i64 33280, %227
   %229 = add nsw i64 %228, 48
   %230 = add nsw i64 %229, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %230
-  store <8 x float> %t72_c3_184, ptr %arena85, align 4
-  %mb71.next = add nsw i64 %fc1.mb7152, 1
-  %231 = icmp slt i64 %mb71.next, 30
-  br i1 %231, label %fc1.mb71, label %fc1.mb71.end
+  store <8 x float> %t78_c3_184, ptr %arena85, align 4
+  %mb77.next = add nsw i64 %fc1.mb7752, 1
+  %231 = icmp slt i64 %mb77.next, 30
+  br i1 %231, label %fc1.mb77, label %fc1.mb77.end
 }
 
 ; Function Attrs: noinline
@@ -24048,50 +24567,50 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 50692
   %arena3 = getelementptr inbounds float, ptr %arena, i64 7680
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 84, i32 120, float 1.000000e+00, ptr %arena1, i32 120, ptr %params2, i32 120, float 0.000000e+00, ptr %arena3, i32 84)
-  br label %fc2.n77
+  br label %fc2.n83
 
-fc2.n77:                                          ; preds = %fc2.u78.end, %entry
-  %fc2.n774 = phi i64 [ 0, %entry ], [ %n77.next, %fc2.u78.end ]
-  br label %fc2.u78
+fc2.n83:                                          ; preds = %fc2.u84.end, %entry
+  %fc2.n834 = phi i64 [ 0, %entry ], [ %n83.next, %fc2.u84.end ]
+  br label %fc2.u84
 
-fc2.n77.end:                                      ; preds = %fc2.u78.end
+fc2.n83.end:                                      ; preds = %fc2.u84.end
   ret void
 
-fc2.u78:                                          ; preds = %fc2.u78, %fc2.n77
-  %fc2.u785 = phi i64 [ 0, %fc2.n77 ], [ %u78.next, %fc2.u78 ]
-  %0 = mul nsw i64 %fc2.n774, 84
+fc2.u84:                                          ; preds = %fc2.u84, %fc2.n83
+  %fc2.u845 = phi i64 [ 0, %fc2.n83 ], [ %u84.next, %fc2.u84 ]
+  %0 = mul nsw i64 %fc2.n834, 84
   %1 = add nsw i64 7680, %0
-  %2 = add nsw i64 %1, %fc2.u785
+  %2 = add nsw i64 %1, %fc2.u845
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 60772, %fc2.u785
+  %4 = add nsw i64 60772, %fc2.u845
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
   %7 = fcmp ogt float %6, 0.000000e+00
-  %8 = mul nsw i64 %fc2.n774, 84
+  %8 = mul nsw i64 %fc2.n834, 84
   %9 = add nsw i64 7680, %8
-  %10 = add nsw i64 %9, %fc2.u785
+  %10 = add nsw i64 %9, %fc2.u845
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load float, ptr %arena8, align 4
-  %12 = add nsw i64 60772, %fc2.u785
+  %12 = add nsw i64 60772, %fc2.u845
   %params9 = getelementptr inbounds float, ptr %params, i64 %12
   %13 = load float, ptr %params9, align 4
   %14 = fadd float %11, %13
   %15 = select i1 %7, float %14, float 0.000000e+00
-  %16 = mul nsw i64 %fc2.n774, 84
+  %16 = mul nsw i64 %fc2.n834, 84
   %17 = add nsw i64 7680, %16
-  %18 = add nsw i64 %17, %fc2.u785
+  %18 = add nsw i64 %17, %fc2.u845
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %18
   store float %15, ptr %arena10, align 4
-  %u78.next = add nsw i64 %fc2.u785, 1
-  %19 = icmp slt i64 %u78.next, 84
-  br i1 %19, label %fc2.u78, label %fc2.u78.end
+  %u84.next = add nsw i64 %fc2.u845, 1
+  %19 = icmp slt i64 %u84.next, 84
+  br i1 %19, label %fc2.u84, label %fc2.u84.end
 
-fc2.u78.end:                                      ; preds = %fc2.u78
-  %n77.next = add nsw i64 %fc2.n774, 1
-  %20 = icmp slt i64 %n77.next, 64
-  br i1 %20, label %fc2.n77, label %fc2.n77.end
+fc2.u84.end:                                      ; preds = %fc2.u84
+  %n83.next = add nsw i64 %fc2.n834, 1
+  %20 = icmp slt i64 %n83.next, 64
+  br i1 %20, label %fc2.n83, label %fc2.n83.end
 }
 
 ; Function Attrs: noinline
@@ -24101,37 +24620,37 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 60856
   %arena3 = getelementptr inbounds float, ptr %arena, i64 0
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 84, float 1.000000e+00, ptr %arena1, i32 84, ptr %params2, i32 84, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc3.n79
+  br label %fc3.n85
 
-fc3.n79:                                          ; preds = %fc3.u80.end, %entry
-  %fc3.n794 = phi i64 [ 0, %entry ], [ %n79.next, %fc3.u80.end ]
-  br label %fc3.u80
+fc3.n85:                                          ; preds = %fc3.u86.end, %entry
+  %fc3.n854 = phi i64 [ 0, %entry ], [ %n85.next, %fc3.u86.end ]
+  br label %fc3.u86
 
-fc3.n79.end:                                      ; preds = %fc3.u80.end
+fc3.n85.end:                                      ; preds = %fc3.u86.end
   ret void
 
-fc3.u80:                                          ; preds = %fc3.u80, %fc3.n79
-  %fc3.u805 = phi i64 [ 0, %fc3.n79 ], [ %u80.next, %fc3.u80 ]
-  %0 = mul nsw i64 %fc3.n794, 10
-  %1 = add nsw i64 %0, %fc3.u805
+fc3.u86:                                          ; preds = %fc3.u86, %fc3.n85
+  %fc3.u865 = phi i64 [ 0, %fc3.n85 ], [ %u86.next, %fc3.u86 ]
+  %0 = mul nsw i64 %fc3.n854, 10
+  %1 = add nsw i64 %0, %fc3.u865
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena6, align 4
-  %3 = add nsw i64 61696, %fc3.u805
+  %3 = add nsw i64 61696, %fc3.u865
   %params7 = getelementptr inbounds float, ptr %params, i64 %3
   %4 = load float, ptr %params7, align 4
   %5 = fadd float %2, %4
-  %6 = mul nsw i64 %fc3.n794, 10
-  %7 = add nsw i64 %6, %fc3.u805
+  %6 = mul nsw i64 %fc3.n854, 10
+  %7 = add nsw i64 %6, %fc3.u865
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %7
   store float %5, ptr %arena8, align 4
-  %u80.next = add nsw i64 %fc3.u805, 1
-  %8 = icmp slt i64 %u80.next, 10
-  br i1 %8, label %fc3.u80, label %fc3.u80.end
+  %u86.next = add nsw i64 %fc3.u865, 1
+  %8 = icmp slt i64 %u86.next, 10
+  br i1 %8, label %fc3.u86, label %fc3.u86.end
 
-fc3.u80.end:                                      ; preds = %fc3.u80
-  %n79.next = add nsw i64 %fc3.n794, 1
-  %9 = icmp slt i64 %n79.next, 64
-  br i1 %9, label %fc3.n79, label %fc3.n79.end
+fc3.u86.end:                                      ; preds = %fc3.u86
+  %n85.next = add nsw i64 %fc3.n854, 1
+  %9 = icmp slt i64 %n85.next, 64
+  br i1 %9, label %fc3.n85, label %fc3.n85.end
 }
 
 attributes #0 = { "target-cpu"="x86-64-v3" }

@@ -2492,336 +2492,358 @@ public func lenet5_infer_b64(
         }
       }
     }
-    do {  // gemm28
-      for nb24 in 0..<784 {
-        for mb25 in 0..<1 {
-          var t26_c0_0 = Vector()
-          var t26_c0_1 = Vector()
-          var t26_c1_0 = Vector()
-          var t26_c1_1 = Vector()
-          var t26_c2_0 = Vector()
-          var t26_c2_1 = Vector()
-          var t26_c3_0 = Vector()
-          var t26_c3_1 = Vector()
-          var t26_c4_0 = Vector()
-          var t26_c4_1 = Vector()
-          var t26_c5_0 = Vector()
-          var t26_c5_1 = Vector()
-          for k27 in 0..<25 {
-            let t26_b0 = loadVector(arena, ((301056 +% (k27 *% 12560)) +% (nb24 *% 16)))
-            let t26_b1 = loadVector(arena, (((301056 +% (k27 *% 12560)) +% (nb24 *% 16)) +% 8))
-            let t26_a0 = Vector(repeating: params[(((mb25 *% 6) *% 25) +% k27)])
-            t26_c0_0 = t26_c0_0.addingProduct(t26_a0, t26_b0)
-            t26_c0_1 = t26_c0_1.addingProduct(t26_a0, t26_b1)
-            let t26_a1 = Vector(repeating: params[((((mb25 *% 6) +% 1) *% 25) +% k27)])
-            t26_c1_0 = t26_c1_0.addingProduct(t26_a1, t26_b0)
-            t26_c1_1 = t26_c1_1.addingProduct(t26_a1, t26_b1)
-            let t26_a2 = Vector(repeating: params[((((mb25 *% 6) +% 2) *% 25) +% k27)])
-            t26_c2_0 = t26_c2_0.addingProduct(t26_a2, t26_b0)
-            t26_c2_1 = t26_c2_1.addingProduct(t26_a2, t26_b1)
-            let t26_a3 = Vector(repeating: params[((((mb25 *% 6) +% 3) *% 25) +% k27)])
-            t26_c3_0 = t26_c3_0.addingProduct(t26_a3, t26_b0)
-            t26_c3_1 = t26_c3_1.addingProduct(t26_a3, t26_b1)
-            let t26_a4 = Vector(repeating: params[((((mb25 *% 6) +% 4) *% 25) +% k27)])
-            t26_c4_0 = t26_c4_0.addingProduct(t26_a4, t26_b0)
-            t26_c4_1 = t26_c4_1.addingProduct(t26_a4, t26_b1)
-            let t26_a5 = Vector(repeating: params[((((mb25 *% 6) +% 5) *% 25) +% k27)])
-            t26_c5_0 = t26_c5_0.addingProduct(t26_a5, t26_b0)
-            t26_c5_1 = t26_c5_1.addingProduct(t26_a5, t26_b1)
+    parallelFor(pool, 2) { part24 in
+      do {  // gemm32
+        for nb25 in 0..<522 {
+          for mb26 in 0..<1 {
+            var t27_c0_0 = Vector()
+            var t27_c0_1 = Vector()
+            var t27_c0_2 = Vector()
+            var t27_c1_0 = Vector()
+            var t27_c1_1 = Vector()
+            var t27_c1_2 = Vector()
+            var t27_c2_0 = Vector()
+            var t27_c2_1 = Vector()
+            var t27_c2_2 = Vector()
+            for k28 in 0..<25 {
+              let t27_b0 = loadVector(arena, ((301056 +% (k28 *% 12560)) +% (nb25 *% 24)))
+              let t27_b1 = loadVector(arena, (((301056 +% (k28 *% 12560)) +% (nb25 *% 24)) +% 8))
+              let t27_b2 = loadVector(arena, (((301056 +% (k28 *% 12560)) +% (nb25 *% 24)) +% 16))
+              let t27_a0 = Vector(repeating: params[((((part24 *% 3) *% 25) +% ((mb26 *% 3) *% 25)) +% k28)])
+              t27_c0_0 = t27_c0_0.addingProduct(t27_a0, t27_b0)
+              t27_c0_1 = t27_c0_1.addingProduct(t27_a0, t27_b1)
+              t27_c0_2 = t27_c0_2.addingProduct(t27_a0, t27_b2)
+              let t27_a1 = Vector(repeating: params[((((part24 *% 3) *% 25) +% (((mb26 *% 3) +% 1) *% 25)) +% k28)])
+              t27_c1_0 = t27_c1_0.addingProduct(t27_a1, t27_b0)
+              t27_c1_1 = t27_c1_1.addingProduct(t27_a1, t27_b1)
+              t27_c1_2 = t27_c1_2.addingProduct(t27_a1, t27_b2)
+              let t27_a2 = Vector(repeating: params[((((part24 *% 3) *% 25) +% (((mb26 *% 3) +% 2) *% 25)) +% k28)])
+              t27_c2_0 = t27_c2_0.addingProduct(t27_a2, t27_b0)
+              t27_c2_1 = t27_c2_1.addingProduct(t27_a2, t27_b1)
+              t27_c2_2 = t27_c2_2.addingProduct(t27_a2, t27_b2)
+            }
+            storeVector(arena, (((615056 +% ((part24 *% 3) *% 12560)) +% ((mb26 *% 3) *% 12560)) +% (nb25 *% 24)), t27_c0_0)
+            storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% ((mb26 *% 3) *% 12560)) +% (nb25 *% 24)) +% 8), t27_c0_1)
+            storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% ((mb26 *% 3) *% 12560)) +% (nb25 *% 24)) +% 16), t27_c0_2)
+            storeVector(arena, (((615056 +% ((part24 *% 3) *% 12560)) +% (((mb26 *% 3) +% 1) *% 12560)) +% (nb25 *% 24)), t27_c1_0)
+            storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% (((mb26 *% 3) +% 1) *% 12560)) +% (nb25 *% 24)) +% 8), t27_c1_1)
+            storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% (((mb26 *% 3) +% 1) *% 12560)) +% (nb25 *% 24)) +% 16), t27_c1_2)
+            storeVector(arena, (((615056 +% ((part24 *% 3) *% 12560)) +% (((mb26 *% 3) +% 2) *% 12560)) +% (nb25 *% 24)), t27_c2_0)
+            storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% (((mb26 *% 3) +% 2) *% 12560)) +% (nb25 *% 24)) +% 8), t27_c2_1)
+            storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% (((mb26 *% 3) +% 2) *% 12560)) +% (nb25 *% 24)) +% 16), t27_c2_2)
           }
-          storeVector(arena, ((615056 +% ((mb25 *% 6) *% 12560)) +% (nb24 *% 16)), t26_c0_0)
-          storeVector(arena, (((615056 +% ((mb25 *% 6) *% 12560)) +% (nb24 *% 16)) +% 8), t26_c0_1)
-          storeVector(arena, ((615056 +% (((mb25 *% 6) +% 1) *% 12560)) +% (nb24 *% 16)), t26_c1_0)
-          storeVector(arena, (((615056 +% (((mb25 *% 6) +% 1) *% 12560)) +% (nb24 *% 16)) +% 8), t26_c1_1)
-          storeVector(arena, ((615056 +% (((mb25 *% 6) +% 2) *% 12560)) +% (nb24 *% 16)), t26_c2_0)
-          storeVector(arena, (((615056 +% (((mb25 *% 6) +% 2) *% 12560)) +% (nb24 *% 16)) +% 8), t26_c2_1)
-          storeVector(arena, ((615056 +% (((mb25 *% 6) +% 3) *% 12560)) +% (nb24 *% 16)), t26_c3_0)
-          storeVector(arena, (((615056 +% (((mb25 *% 6) +% 3) *% 12560)) +% (nb24 *% 16)) +% 8), t26_c3_1)
-          storeVector(arena, ((615056 +% (((mb25 *% 6) +% 4) *% 12560)) +% (nb24 *% 16)), t26_c4_0)
-          storeVector(arena, (((615056 +% (((mb25 *% 6) +% 4) *% 12560)) +% (nb24 *% 16)) +% 8), t26_c4_1)
-          storeVector(arena, ((615056 +% (((mb25 *% 6) +% 5) *% 12560)) +% (nb24 *% 16)), t26_c5_0)
-          storeVector(arena, (((615056 +% (((mb25 *% 6) +% 5) *% 12560)) +% (nb24 *% 16)) +% 8), t26_c5_1)
+        }
+        for mb29 in 0..<1 {
+          var t30_c0_0 = Vector()
+          var t30_c0_1 = Vector()
+          var t30_c1_0 = Vector()
+          var t30_c1_1 = Vector()
+          var t30_c2_0 = Vector()
+          var t30_c2_1 = Vector()
+          for k31 in 0..<25 {
+            let t30_b0 = loadVector(arena, ((301056 +% (k31 *% 12560)) +% 12528))
+            let t30_b1 = loadVector(arena, (((301056 +% (k31 *% 12560)) +% 12528) +% 8))
+            let t30_a0 = Vector(repeating: params[((((part24 *% 3) *% 25) +% ((mb29 *% 3) *% 25)) +% k31)])
+            t30_c0_0 = t30_c0_0.addingProduct(t30_a0, t30_b0)
+            t30_c0_1 = t30_c0_1.addingProduct(t30_a0, t30_b1)
+            let t30_a1 = Vector(repeating: params[((((part24 *% 3) *% 25) +% (((mb29 *% 3) +% 1) *% 25)) +% k31)])
+            t30_c1_0 = t30_c1_0.addingProduct(t30_a1, t30_b0)
+            t30_c1_1 = t30_c1_1.addingProduct(t30_a1, t30_b1)
+            let t30_a2 = Vector(repeating: params[((((part24 *% 3) *% 25) +% (((mb29 *% 3) +% 2) *% 25)) +% k31)])
+            t30_c2_0 = t30_c2_0.addingProduct(t30_a2, t30_b0)
+            t30_c2_1 = t30_c2_1.addingProduct(t30_a2, t30_b1)
+          }
+          storeVector(arena, (((615056 +% ((part24 *% 3) *% 12560)) +% ((mb29 *% 3) *% 12560)) +% 12528), t30_c0_0)
+          storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% ((mb29 *% 3) *% 12560)) +% 12528) +% 8), t30_c0_1)
+          storeVector(arena, (((615056 +% ((part24 *% 3) *% 12560)) +% (((mb29 *% 3) +% 1) *% 12560)) +% 12528), t30_c1_0)
+          storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% (((mb29 *% 3) +% 1) *% 12560)) +% 12528) +% 8), t30_c1_1)
+          storeVector(arena, (((615056 +% ((part24 *% 3) *% 12560)) +% (((mb29 *% 3) +% 2) *% 12560)) +% 12528), t30_c2_0)
+          storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% (((mb29 *% 3) +% 2) *% 12560)) +% 12528) +% 8), t30_c2_1)
         }
       }
-    }
-    for j29 in 0..<16 {
-      for f30 in 0..<6 {
-        for i31 in 0..<98 {
-          storeVector(arena, ((i31 *% 8) +% ((((g1 *% 16) +% j29) *% 4704) +% (f30 *% 784))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i31 *% 8) +% ((615056 +% (f30 *% 12560)) +% (j29 *% 784)))) + Vector(repeating: params[(150 +% f30)])), where: (loadVector(arena, ((i31 *% 8) +% ((615056 +% (f30 *% 12560)) +% (j29 *% 784)))) + Vector(repeating: params[(150 +% f30)])) .> Vector(repeating: Float(0))))
+      for j33 in 0..<16 {
+        for f34 in 0..<3 {
+          for i35 in 0..<98 {
+            storeVector(arena, ((i35 *% 8) +% ((((g1 *% 16) +% j33) *% 4704) +% ((f34 +% (part24 *% 3)) *% 784))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i35 *% 8) +% ((615056 +% ((f34 +% (part24 *% 3)) *% 12560)) +% (j33 *% 784)))) + Vector(repeating: params[(150 +% (f34 +% (part24 *% 3)))])), where: (loadVector(arena, ((i35 *% 8) +% ((615056 +% ((f34 +% (part24 *% 3)) *% 12560)) +% (j33 *% 784)))) + Vector(repeating: params[(150 +% (f34 +% (part24 *% 3)))])) .> Vector(repeating: Float(0))))
+          }
         }
       }
     }
   }
   // pool1 = avgpool(conv1)
-  for q32 in 0..<384 {
-    for py33 in 0..<14 {
-      for px34 in 0..<14 {
-        var acc35: Float = Float(0)
-        acc35 = (acc35 + arena[(((q32 *% 784) +% (py33 *% 56)) +% (px34 *% 2))])
-        acc35 = (acc35 + arena[((((q32 *% 784) +% (py33 *% 56)) +% (px34 *% 2)) +% 1)])
-        acc35 = (acc35 + arena[((((q32 *% 784) +% (py33 *% 56)) +% (px34 *% 2)) +% 28)])
-        acc35 = (acc35 + arena[(((((q32 *% 784) +% (py33 *% 56)) +% (px34 *% 2)) +% 28) +% 1)])
-        arena[(((301056 +% (q32 *% 196)) +% (py33 *% 14)) +% px34)] = (acc35 * Float(bitPattern: 0x3e800000))
+  for q36 in 0..<384 {
+    for py37 in 0..<14 {
+      for px38 in 0..<14 {
+        var acc39: Float = Float(0)
+        acc39 = (acc39 + arena[(((q36 *% 784) +% (py37 *% 56)) +% (px38 *% 2))])
+        acc39 = (acc39 + arena[((((q36 *% 784) +% (py37 *% 56)) +% (px38 *% 2)) +% 1)])
+        acc39 = (acc39 + arena[((((q36 *% 784) +% (py37 *% 56)) +% (px38 *% 2)) +% 28)])
+        acc39 = (acc39 + arena[(((((q36 *% 784) +% (py37 *% 56)) +% (px38 *% 2)) +% 28) +% 1)])
+        arena[(((301056 +% (q36 *% 196)) +% (py37 *% 14)) +% px38)] = (acc39 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // conv2 = conv2d_relu(pool1)
-  for g36 in 0..<4 {
-    for j37 in 0..<16 {
-      for c38 in 0..<6 {
-        for ky39 in 0..<5 {
-          for oy40 in 0..<10 {
-            for ox41 in 0..<10 {
-              arena[(((376320 +% ((((c38 *% 5) +% ky39) *% 5) *% 1616)) +% (j37 *% 100)) +% ((oy40 *% 10) +% ox41))] = arena[((((301056 +% (((g36 *% 16) +% j37) *% 1176)) +% (c38 *% 196)) +% ((oy40 +% ky39) *% 14)) +% ox41)]
+  for g40 in 0..<4 {
+    parallelFor(pool, 2) { part41 in
+      for j42 in 0..<16 {
+        for c43 in 0..<3 {
+          for ky44 in 0..<5 {
+            for oy45 in 0..<10 {
+              for ox46 in 0..<10 {
+                arena[(((376320 +% (((((c43 +% (part41 *% 3)) *% 5) +% ky44) *% 5) *% 1616)) +% (j42 *% 100)) +% ((oy45 *% 10) +% ox46))] = arena[((((301056 +% (((g40 *% 16) +% j42) *% 1176)) +% ((c43 +% (part41 *% 3)) *% 196)) +% ((oy45 +% ky44) *% 14)) +% ox46)]
+              }
             }
-          }
-          for oy42 in 0..<10 {
-            for ox43 in 0..<10 {
-              arena[(((376320 +% (((((c38 *% 5) +% ky39) *% 5) +% 1) *% 1616)) +% (j37 *% 100)) +% ((oy42 *% 10) +% ox43))] = arena[((((301056 +% (((g36 *% 16) +% j37) *% 1176)) +% (c38 *% 196)) +% ((oy42 +% ky39) *% 14)) +% (ox43 +% 1))]
+            for oy47 in 0..<10 {
+              for ox48 in 0..<10 {
+                arena[(((376320 +% ((((((c43 +% (part41 *% 3)) *% 5) +% ky44) *% 5) +% 1) *% 1616)) +% (j42 *% 100)) +% ((oy47 *% 10) +% ox48))] = arena[((((301056 +% (((g40 *% 16) +% j42) *% 1176)) +% ((c43 +% (part41 *% 3)) *% 196)) +% ((oy47 +% ky44) *% 14)) +% (ox48 +% 1))]
+              }
             }
-          }
-          for oy44 in 0..<10 {
-            for ox45 in 0..<10 {
-              arena[(((376320 +% (((((c38 *% 5) +% ky39) *% 5) +% 2) *% 1616)) +% (j37 *% 100)) +% ((oy44 *% 10) +% ox45))] = arena[((((301056 +% (((g36 *% 16) +% j37) *% 1176)) +% (c38 *% 196)) +% ((oy44 +% ky39) *% 14)) +% (ox45 +% 2))]
+            for oy49 in 0..<10 {
+              for ox50 in 0..<10 {
+                arena[(((376320 +% ((((((c43 +% (part41 *% 3)) *% 5) +% ky44) *% 5) +% 2) *% 1616)) +% (j42 *% 100)) +% ((oy49 *% 10) +% ox50))] = arena[((((301056 +% (((g40 *% 16) +% j42) *% 1176)) +% ((c43 +% (part41 *% 3)) *% 196)) +% ((oy49 +% ky44) *% 14)) +% (ox50 +% 2))]
+              }
             }
-          }
-          for oy46 in 0..<10 {
-            for ox47 in 0..<10 {
-              arena[(((376320 +% (((((c38 *% 5) +% ky39) *% 5) +% 3) *% 1616)) +% (j37 *% 100)) +% ((oy46 *% 10) +% ox47))] = arena[((((301056 +% (((g36 *% 16) +% j37) *% 1176)) +% (c38 *% 196)) +% ((oy46 +% ky39) *% 14)) +% (ox47 +% 3))]
+            for oy51 in 0..<10 {
+              for ox52 in 0..<10 {
+                arena[(((376320 +% ((((((c43 +% (part41 *% 3)) *% 5) +% ky44) *% 5) +% 3) *% 1616)) +% (j42 *% 100)) +% ((oy51 *% 10) +% ox52))] = arena[((((301056 +% (((g40 *% 16) +% j42) *% 1176)) +% ((c43 +% (part41 *% 3)) *% 196)) +% ((oy51 +% ky44) *% 14)) +% (ox52 +% 3))]
+              }
             }
-          }
-          for oy48 in 0..<10 {
-            for ox49 in 0..<10 {
-              arena[(((376320 +% (((((c38 *% 5) +% ky39) *% 5) +% 4) *% 1616)) +% (j37 *% 100)) +% ((oy48 *% 10) +% ox49))] = arena[((((301056 +% (((g36 *% 16) +% j37) *% 1176)) +% (c38 *% 196)) +% ((oy48 +% ky39) *% 14)) +% (ox49 +% 4))]
+            for oy53 in 0..<10 {
+              for ox54 in 0..<10 {
+                arena[(((376320 +% ((((((c43 +% (part41 *% 3)) *% 5) +% ky44) *% 5) +% 4) *% 1616)) +% (j42 *% 100)) +% ((oy53 *% 10) +% ox54))] = arena[((((301056 +% (((g40 *% 16) +% j42) *% 1176)) +% ((c43 +% (part41 *% 3)) *% 196)) +% ((oy53 +% ky44) *% 14)) +% (ox54 +% 4))]
+              }
             }
           }
         }
       }
     }
-    do {  // gemm57
-      for nb50 in 0..<66 {
-        for mb51 in 0..<4 {
-          var t52_c0_0 = Vector()
-          var t52_c0_1 = Vector()
-          var t52_c0_2 = Vector()
-          var t52_c1_0 = Vector()
-          var t52_c1_1 = Vector()
-          var t52_c1_2 = Vector()
-          var t52_c2_0 = Vector()
-          var t52_c2_1 = Vector()
-          var t52_c2_2 = Vector()
-          var t52_c3_0 = Vector()
-          var t52_c3_1 = Vector()
-          var t52_c3_2 = Vector()
-          for k53 in 0..<150 {
-            let t52_b0 = loadVector(arena, ((376320 +% (k53 *% 1616)) +% (nb50 *% 24)))
-            let t52_b1 = loadVector(arena, (((376320 +% (k53 *% 1616)) +% (nb50 *% 24)) +% 8))
-            let t52_b2 = loadVector(arena, (((376320 +% (k53 *% 1616)) +% (nb50 *% 24)) +% 16))
-            let t52_a0 = Vector(repeating: params[((156 +% ((mb51 *% 4) *% 150)) +% k53)])
-            t52_c0_0 = t52_c0_0.addingProduct(t52_a0, t52_b0)
-            t52_c0_1 = t52_c0_1.addingProduct(t52_a0, t52_b1)
-            t52_c0_2 = t52_c0_2.addingProduct(t52_a0, t52_b2)
-            let t52_a1 = Vector(repeating: params[((156 +% (((mb51 *% 4) +% 1) *% 150)) +% k53)])
-            t52_c1_0 = t52_c1_0.addingProduct(t52_a1, t52_b0)
-            t52_c1_1 = t52_c1_1.addingProduct(t52_a1, t52_b1)
-            t52_c1_2 = t52_c1_2.addingProduct(t52_a1, t52_b2)
-            let t52_a2 = Vector(repeating: params[((156 +% (((mb51 *% 4) +% 2) *% 150)) +% k53)])
-            t52_c2_0 = t52_c2_0.addingProduct(t52_a2, t52_b0)
-            t52_c2_1 = t52_c2_1.addingProduct(t52_a2, t52_b1)
-            t52_c2_2 = t52_c2_2.addingProduct(t52_a2, t52_b2)
-            let t52_a3 = Vector(repeating: params[((156 +% (((mb51 *% 4) +% 3) *% 150)) +% k53)])
-            t52_c3_0 = t52_c3_0.addingProduct(t52_a3, t52_b0)
-            t52_c3_1 = t52_c3_1.addingProduct(t52_a3, t52_b1)
-            t52_c3_2 = t52_c3_2.addingProduct(t52_a3, t52_b2)
+    parallelFor(pool, 2) { part55 in
+      do {  // gemm63
+        for nb56 in 0..<66 {
+          for mb57 in 0..<2 {
+            var t58_c0_0 = Vector()
+            var t58_c0_1 = Vector()
+            var t58_c0_2 = Vector()
+            var t58_c1_0 = Vector()
+            var t58_c1_1 = Vector()
+            var t58_c1_2 = Vector()
+            var t58_c2_0 = Vector()
+            var t58_c2_1 = Vector()
+            var t58_c2_2 = Vector()
+            var t58_c3_0 = Vector()
+            var t58_c3_1 = Vector()
+            var t58_c3_2 = Vector()
+            for k59 in 0..<150 {
+              let t58_b0 = loadVector(arena, ((376320 +% (k59 *% 1616)) +% (nb56 *% 24)))
+              let t58_b1 = loadVector(arena, (((376320 +% (k59 *% 1616)) +% (nb56 *% 24)) +% 8))
+              let t58_b2 = loadVector(arena, (((376320 +% (k59 *% 1616)) +% (nb56 *% 24)) +% 16))
+              let t58_a0 = Vector(repeating: params[(((156 +% ((part55 *% 8) *% 150)) +% ((mb57 *% 4) *% 150)) +% k59)])
+              t58_c0_0 = t58_c0_0.addingProduct(t58_a0, t58_b0)
+              t58_c0_1 = t58_c0_1.addingProduct(t58_a0, t58_b1)
+              t58_c0_2 = t58_c0_2.addingProduct(t58_a0, t58_b2)
+              let t58_a1 = Vector(repeating: params[(((156 +% ((part55 *% 8) *% 150)) +% (((mb57 *% 4) +% 1) *% 150)) +% k59)])
+              t58_c1_0 = t58_c1_0.addingProduct(t58_a1, t58_b0)
+              t58_c1_1 = t58_c1_1.addingProduct(t58_a1, t58_b1)
+              t58_c1_2 = t58_c1_2.addingProduct(t58_a1, t58_b2)
+              let t58_a2 = Vector(repeating: params[(((156 +% ((part55 *% 8) *% 150)) +% (((mb57 *% 4) +% 2) *% 150)) +% k59)])
+              t58_c2_0 = t58_c2_0.addingProduct(t58_a2, t58_b0)
+              t58_c2_1 = t58_c2_1.addingProduct(t58_a2, t58_b1)
+              t58_c2_2 = t58_c2_2.addingProduct(t58_a2, t58_b2)
+              let t58_a3 = Vector(repeating: params[(((156 +% ((part55 *% 8) *% 150)) +% (((mb57 *% 4) +% 3) *% 150)) +% k59)])
+              t58_c3_0 = t58_c3_0.addingProduct(t58_a3, t58_b0)
+              t58_c3_1 = t58_c3_1.addingProduct(t58_a3, t58_b1)
+              t58_c3_2 = t58_c3_2.addingProduct(t58_a3, t58_b2)
+            }
+            storeVector(arena, (((618720 +% ((part55 *% 8) *% 1616)) +% ((mb57 *% 4) *% 1616)) +% (nb56 *% 24)), t58_c0_0)
+            storeVector(arena, ((((618720 +% ((part55 *% 8) *% 1616)) +% ((mb57 *% 4) *% 1616)) +% (nb56 *% 24)) +% 8), t58_c0_1)
+            storeVector(arena, ((((618720 +% ((part55 *% 8) *% 1616)) +% ((mb57 *% 4) *% 1616)) +% (nb56 *% 24)) +% 16), t58_c0_2)
+            storeVector(arena, (((618720 +% ((part55 *% 8) *% 1616)) +% (((mb57 *% 4) +% 1) *% 1616)) +% (nb56 *% 24)), t58_c1_0)
+            storeVector(arena, ((((618720 +% ((part55 *% 8) *% 1616)) +% (((mb57 *% 4) +% 1) *% 1616)) +% (nb56 *% 24)) +% 8), t58_c1_1)
+            storeVector(arena, ((((618720 +% ((part55 *% 8) *% 1616)) +% (((mb57 *% 4) +% 1) *% 1616)) +% (nb56 *% 24)) +% 16), t58_c1_2)
+            storeVector(arena, (((618720 +% ((part55 *% 8) *% 1616)) +% (((mb57 *% 4) +% 2) *% 1616)) +% (nb56 *% 24)), t58_c2_0)
+            storeVector(arena, ((((618720 +% ((part55 *% 8) *% 1616)) +% (((mb57 *% 4) +% 2) *% 1616)) +% (nb56 *% 24)) +% 8), t58_c2_1)
+            storeVector(arena, ((((618720 +% ((part55 *% 8) *% 1616)) +% (((mb57 *% 4) +% 2) *% 1616)) +% (nb56 *% 24)) +% 16), t58_c2_2)
+            storeVector(arena, (((618720 +% ((part55 *% 8) *% 1616)) +% (((mb57 *% 4) +% 3) *% 1616)) +% (nb56 *% 24)), t58_c3_0)
+            storeVector(arena, ((((618720 +% ((part55 *% 8) *% 1616)) +% (((mb57 *% 4) +% 3) *% 1616)) +% (nb56 *% 24)) +% 8), t58_c3_1)
+            storeVector(arena, ((((618720 +% ((part55 *% 8) *% 1616)) +% (((mb57 *% 4) +% 3) *% 1616)) +% (nb56 *% 24)) +% 16), t58_c3_2)
           }
-          storeVector(arena, ((618720 +% ((mb51 *% 4) *% 1616)) +% (nb50 *% 24)), t52_c0_0)
-          storeVector(arena, (((618720 +% ((mb51 *% 4) *% 1616)) +% (nb50 *% 24)) +% 8), t52_c0_1)
-          storeVector(arena, (((618720 +% ((mb51 *% 4) *% 1616)) +% (nb50 *% 24)) +% 16), t52_c0_2)
-          storeVector(arena, ((618720 +% (((mb51 *% 4) +% 1) *% 1616)) +% (nb50 *% 24)), t52_c1_0)
-          storeVector(arena, (((618720 +% (((mb51 *% 4) +% 1) *% 1616)) +% (nb50 *% 24)) +% 8), t52_c1_1)
-          storeVector(arena, (((618720 +% (((mb51 *% 4) +% 1) *% 1616)) +% (nb50 *% 24)) +% 16), t52_c1_2)
-          storeVector(arena, ((618720 +% (((mb51 *% 4) +% 2) *% 1616)) +% (nb50 *% 24)), t52_c2_0)
-          storeVector(arena, (((618720 +% (((mb51 *% 4) +% 2) *% 1616)) +% (nb50 *% 24)) +% 8), t52_c2_1)
-          storeVector(arena, (((618720 +% (((mb51 *% 4) +% 2) *% 1616)) +% (nb50 *% 24)) +% 16), t52_c2_2)
-          storeVector(arena, ((618720 +% (((mb51 *% 4) +% 3) *% 1616)) +% (nb50 *% 24)), t52_c3_0)
-          storeVector(arena, (((618720 +% (((mb51 *% 4) +% 3) *% 1616)) +% (nb50 *% 24)) +% 8), t52_c3_1)
-          storeVector(arena, (((618720 +% (((mb51 *% 4) +% 3) *% 1616)) +% (nb50 *% 24)) +% 16), t52_c3_2)
+        }
+        for mb60 in 0..<2 {
+          var t61_c0_0 = Vector()
+          var t61_c0_1 = Vector()
+          var t61_c1_0 = Vector()
+          var t61_c1_1 = Vector()
+          var t61_c2_0 = Vector()
+          var t61_c2_1 = Vector()
+          var t61_c3_0 = Vector()
+          var t61_c3_1 = Vector()
+          for k62 in 0..<150 {
+            let t61_b0 = loadVector(arena, ((376320 +% (k62 *% 1616)) +% 1584))
+            let t61_b1 = loadVector(arena, (((376320 +% (k62 *% 1616)) +% 1584) +% 8))
+            let t61_a0 = Vector(repeating: params[(((156 +% ((part55 *% 8) *% 150)) +% ((mb60 *% 4) *% 150)) +% k62)])
+            t61_c0_0 = t61_c0_0.addingProduct(t61_a0, t61_b0)
+            t61_c0_1 = t61_c0_1.addingProduct(t61_a0, t61_b1)
+            let t61_a1 = Vector(repeating: params[(((156 +% ((part55 *% 8) *% 150)) +% (((mb60 *% 4) +% 1) *% 150)) +% k62)])
+            t61_c1_0 = t61_c1_0.addingProduct(t61_a1, t61_b0)
+            t61_c1_1 = t61_c1_1.addingProduct(t61_a1, t61_b1)
+            let t61_a2 = Vector(repeating: params[(((156 +% ((part55 *% 8) *% 150)) +% (((mb60 *% 4) +% 2) *% 150)) +% k62)])
+            t61_c2_0 = t61_c2_0.addingProduct(t61_a2, t61_b0)
+            t61_c2_1 = t61_c2_1.addingProduct(t61_a2, t61_b1)
+            let t61_a3 = Vector(repeating: params[(((156 +% ((part55 *% 8) *% 150)) +% (((mb60 *% 4) +% 3) *% 150)) +% k62)])
+            t61_c3_0 = t61_c3_0.addingProduct(t61_a3, t61_b0)
+            t61_c3_1 = t61_c3_1.addingProduct(t61_a3, t61_b1)
+          }
+          storeVector(arena, (((618720 +% ((part55 *% 8) *% 1616)) +% ((mb60 *% 4) *% 1616)) +% 1584), t61_c0_0)
+          storeVector(arena, ((((618720 +% ((part55 *% 8) *% 1616)) +% ((mb60 *% 4) *% 1616)) +% 1584) +% 8), t61_c0_1)
+          storeVector(arena, (((618720 +% ((part55 *% 8) *% 1616)) +% (((mb60 *% 4) +% 1) *% 1616)) +% 1584), t61_c1_0)
+          storeVector(arena, ((((618720 +% ((part55 *% 8) *% 1616)) +% (((mb60 *% 4) +% 1) *% 1616)) +% 1584) +% 8), t61_c1_1)
+          storeVector(arena, (((618720 +% ((part55 *% 8) *% 1616)) +% (((mb60 *% 4) +% 2) *% 1616)) +% 1584), t61_c2_0)
+          storeVector(arena, ((((618720 +% ((part55 *% 8) *% 1616)) +% (((mb60 *% 4) +% 2) *% 1616)) +% 1584) +% 8), t61_c2_1)
+          storeVector(arena, (((618720 +% ((part55 *% 8) *% 1616)) +% (((mb60 *% 4) +% 3) *% 1616)) +% 1584), t61_c3_0)
+          storeVector(arena, ((((618720 +% ((part55 *% 8) *% 1616)) +% (((mb60 *% 4) +% 3) *% 1616)) +% 1584) +% 8), t61_c3_1)
         }
       }
-      for mb54 in 0..<4 {
-        var t55_c0_0 = Vector()
-        var t55_c0_1 = Vector()
-        var t55_c1_0 = Vector()
-        var t55_c1_1 = Vector()
-        var t55_c2_0 = Vector()
-        var t55_c2_1 = Vector()
-        var t55_c3_0 = Vector()
-        var t55_c3_1 = Vector()
-        for k56 in 0..<150 {
-          let t55_b0 = loadVector(arena, ((376320 +% (k56 *% 1616)) +% 1584))
-          let t55_b1 = loadVector(arena, (((376320 +% (k56 *% 1616)) +% 1584) +% 8))
-          let t55_a0 = Vector(repeating: params[((156 +% ((mb54 *% 4) *% 150)) +% k56)])
-          t55_c0_0 = t55_c0_0.addingProduct(t55_a0, t55_b0)
-          t55_c0_1 = t55_c0_1.addingProduct(t55_a0, t55_b1)
-          let t55_a1 = Vector(repeating: params[((156 +% (((mb54 *% 4) +% 1) *% 150)) +% k56)])
-          t55_c1_0 = t55_c1_0.addingProduct(t55_a1, t55_b0)
-          t55_c1_1 = t55_c1_1.addingProduct(t55_a1, t55_b1)
-          let t55_a2 = Vector(repeating: params[((156 +% (((mb54 *% 4) +% 2) *% 150)) +% k56)])
-          t55_c2_0 = t55_c2_0.addingProduct(t55_a2, t55_b0)
-          t55_c2_1 = t55_c2_1.addingProduct(t55_a2, t55_b1)
-          let t55_a3 = Vector(repeating: params[((156 +% (((mb54 *% 4) +% 3) *% 150)) +% k56)])
-          t55_c3_0 = t55_c3_0.addingProduct(t55_a3, t55_b0)
-          t55_c3_1 = t55_c3_1.addingProduct(t55_a3, t55_b1)
-        }
-        storeVector(arena, ((618720 +% ((mb54 *% 4) *% 1616)) +% 1584), t55_c0_0)
-        storeVector(arena, (((618720 +% ((mb54 *% 4) *% 1616)) +% 1584) +% 8), t55_c0_1)
-        storeVector(arena, ((618720 +% (((mb54 *% 4) +% 1) *% 1616)) +% 1584), t55_c1_0)
-        storeVector(arena, (((618720 +% (((mb54 *% 4) +% 1) *% 1616)) +% 1584) +% 8), t55_c1_1)
-        storeVector(arena, ((618720 +% (((mb54 *% 4) +% 2) *% 1616)) +% 1584), t55_c2_0)
-        storeVector(arena, (((618720 +% (((mb54 *% 4) +% 2) *% 1616)) +% 1584) +% 8), t55_c2_1)
-        storeVector(arena, ((618720 +% (((mb54 *% 4) +% 3) *% 1616)) +% 1584), t55_c3_0)
-        storeVector(arena, (((618720 +% (((mb54 *% 4) +% 3) *% 1616)) +% 1584) +% 8), t55_c3_1)
-      }
-    }
-    for j58 in 0..<16 {
-      for f59 in 0..<16 {
-        for i60 in 0..<12 {
-          storeVector(arena, ((i60 *% 8) +% ((((g36 *% 16) +% j58) *% 1600) +% (f59 *% 100))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i60 *% 8) +% ((618720 +% (f59 *% 1616)) +% (j58 *% 100)))) + Vector(repeating: params[(2556 +% f59)])), where: (loadVector(arena, ((i60 *% 8) +% ((618720 +% (f59 *% 1616)) +% (j58 *% 100)))) + Vector(repeating: params[(2556 +% f59)])) .> Vector(repeating: Float(0))))
-        }
-        for i60 in 0..<1 {
-          storePartial(arena, ((i60 +% 96) +% ((((g36 *% 16) +% j58) *% 1600) +% (f59 *% 100))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i60 +% 96) +% ((618720 +% (f59 *% 1616)) +% (j58 *% 100))), 4) + Vector(repeating: params[(2556 +% f59)])), where: (loadPartial(arena, ((i60 +% 96) +% ((618720 +% (f59 *% 1616)) +% (j58 *% 100))), 4) + Vector(repeating: params[(2556 +% f59)])) .> Vector(repeating: Float(0))), 4)
+      for j64 in 0..<16 {
+        for f65 in 0..<8 {
+          for i66 in 0..<12 {
+            storeVector(arena, ((i66 *% 8) +% ((((g40 *% 16) +% j64) *% 1600) +% ((f65 +% (part55 *% 8)) *% 100))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i66 *% 8) +% ((618720 +% ((f65 +% (part55 *% 8)) *% 1616)) +% (j64 *% 100)))) + Vector(repeating: params[(2556 +% (f65 +% (part55 *% 8)))])), where: (loadVector(arena, ((i66 *% 8) +% ((618720 +% ((f65 +% (part55 *% 8)) *% 1616)) +% (j64 *% 100)))) + Vector(repeating: params[(2556 +% (f65 +% (part55 *% 8)))])) .> Vector(repeating: Float(0))))
+          }
+          for i66 in 0..<1 {
+            storePartial(arena, ((i66 +% 96) +% ((((g40 *% 16) +% j64) *% 1600) +% ((f65 +% (part55 *% 8)) *% 100))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i66 +% 96) +% ((618720 +% ((f65 +% (part55 *% 8)) *% 1616)) +% (j64 *% 100))), 4) + Vector(repeating: params[(2556 +% (f65 +% (part55 *% 8)))])), where: (loadPartial(arena, ((i66 +% 96) +% ((618720 +% ((f65 +% (part55 *% 8)) *% 1616)) +% (j64 *% 100))), 4) + Vector(repeating: params[(2556 +% (f65 +% (part55 *% 8)))])) .> Vector(repeating: Float(0))), 4)
+          }
         }
       }
     }
   }
   // pool2 = avgpool(conv2)
-  for q61 in 0..<1024 {
-    for py62 in 0..<5 {
-      for px63 in 0..<5 {
-        var acc64: Float = Float(0)
-        acc64 = (acc64 + arena[(((q61 *% 100) +% (py62 *% 20)) +% (px63 *% 2))])
-        acc64 = (acc64 + arena[((((q61 *% 100) +% (py62 *% 20)) +% (px63 *% 2)) +% 1)])
-        acc64 = (acc64 + arena[((((q61 *% 100) +% (py62 *% 20)) +% (px63 *% 2)) +% 10)])
-        acc64 = (acc64 + arena[(((((q61 *% 100) +% (py62 *% 20)) +% (px63 *% 2)) +% 10) +% 1)])
-        arena[(((102400 +% (q61 *% 25)) +% (py62 *% 5)) +% px63)] = (acc64 * Float(bitPattern: 0x3e800000))
+  for q67 in 0..<1024 {
+    for py68 in 0..<5 {
+      for px69 in 0..<5 {
+        var acc70: Float = Float(0)
+        acc70 = (acc70 + arena[(((q67 *% 100) +% (py68 *% 20)) +% (px69 *% 2))])
+        acc70 = (acc70 + arena[((((q67 *% 100) +% (py68 *% 20)) +% (px69 *% 2)) +% 1)])
+        acc70 = (acc70 + arena[((((q67 *% 100) +% (py68 *% 20)) +% (px69 *% 2)) +% 10)])
+        acc70 = (acc70 + arena[(((((q67 *% 100) +% (py68 *% 20)) +% (px69 *% 2)) +% 10) +% 1)])
+        arena[(((102400 +% (q67 *% 25)) +% (py68 *% 5)) +% px69)] = (acc70 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // flat = flatten(pool2)
   // fc1 = dense_relu(flat)
-  for n65 in 0..<64 {
-    for k66 in 0..<400 {
-      arena[((7680 +% (k66 *% 64)) +% n65)] = arena[((102400 +% (n65 *% 400)) +% k66)]
+  for n71 in 0..<64 {
+    for k72 in 0..<400 {
+      arena[((7680 +% (k72 *% 64)) +% n71)] = arena[((102400 +% (n71 *% 400)) +% k72)]
     }
   }
-  do {  // gemm74
-    for nb67 in 0..<2 {
-      for mb68 in 0..<30 {
-        var t69_c0_0 = Vector()
-        var t69_c0_1 = Vector()
-        var t69_c0_2 = Vector()
-        var t69_c1_0 = Vector()
-        var t69_c1_1 = Vector()
-        var t69_c1_2 = Vector()
-        var t69_c2_0 = Vector()
-        var t69_c2_1 = Vector()
-        var t69_c2_2 = Vector()
-        var t69_c3_0 = Vector()
-        var t69_c3_1 = Vector()
-        var t69_c3_2 = Vector()
-        for k70 in 0..<400 {
-          let t69_b0 = loadVector(arena, ((7680 +% (k70 *% 64)) +% (nb67 *% 24)))
-          let t69_b1 = loadVector(arena, (((7680 +% (k70 *% 64)) +% (nb67 *% 24)) +% 8))
-          let t69_b2 = loadVector(arena, (((7680 +% (k70 *% 64)) +% (nb67 *% 24)) +% 16))
-          let t69_a0 = Vector(repeating: params[((2572 +% ((mb68 *% 4) *% 400)) +% k70)])
-          t69_c0_0 = t69_c0_0.addingProduct(t69_a0, t69_b0)
-          t69_c0_1 = t69_c0_1.addingProduct(t69_a0, t69_b1)
-          t69_c0_2 = t69_c0_2.addingProduct(t69_a0, t69_b2)
-          let t69_a1 = Vector(repeating: params[((2572 +% (((mb68 *% 4) +% 1) *% 400)) +% k70)])
-          t69_c1_0 = t69_c1_0.addingProduct(t69_a1, t69_b0)
-          t69_c1_1 = t69_c1_1.addingProduct(t69_a1, t69_b1)
-          t69_c1_2 = t69_c1_2.addingProduct(t69_a1, t69_b2)
-          let t69_a2 = Vector(repeating: params[((2572 +% (((mb68 *% 4) +% 2) *% 400)) +% k70)])
-          t69_c2_0 = t69_c2_0.addingProduct(t69_a2, t69_b0)
-          t69_c2_1 = t69_c2_1.addingProduct(t69_a2, t69_b1)
-          t69_c2_2 = t69_c2_2.addingProduct(t69_a2, t69_b2)
-          let t69_a3 = Vector(repeating: params[((2572 +% (((mb68 *% 4) +% 3) *% 400)) +% k70)])
-          t69_c3_0 = t69_c3_0.addingProduct(t69_a3, t69_b0)
-          t69_c3_1 = t69_c3_1.addingProduct(t69_a3, t69_b1)
-          t69_c3_2 = t69_c3_2.addingProduct(t69_a3, t69_b2)
+  do {  // gemm80
+    for nb73 in 0..<2 {
+      for mb74 in 0..<30 {
+        var t75_c0_0 = Vector()
+        var t75_c0_1 = Vector()
+        var t75_c0_2 = Vector()
+        var t75_c1_0 = Vector()
+        var t75_c1_1 = Vector()
+        var t75_c1_2 = Vector()
+        var t75_c2_0 = Vector()
+        var t75_c2_1 = Vector()
+        var t75_c2_2 = Vector()
+        var t75_c3_0 = Vector()
+        var t75_c3_1 = Vector()
+        var t75_c3_2 = Vector()
+        for k76 in 0..<400 {
+          let t75_b0 = loadVector(arena, ((7680 +% (k76 *% 64)) +% (nb73 *% 24)))
+          let t75_b1 = loadVector(arena, (((7680 +% (k76 *% 64)) +% (nb73 *% 24)) +% 8))
+          let t75_b2 = loadVector(arena, (((7680 +% (k76 *% 64)) +% (nb73 *% 24)) +% 16))
+          let t75_a0 = Vector(repeating: params[((2572 +% ((mb74 *% 4) *% 400)) +% k76)])
+          t75_c0_0 = t75_c0_0.addingProduct(t75_a0, t75_b0)
+          t75_c0_1 = t75_c0_1.addingProduct(t75_a0, t75_b1)
+          t75_c0_2 = t75_c0_2.addingProduct(t75_a0, t75_b2)
+          let t75_a1 = Vector(repeating: params[((2572 +% (((mb74 *% 4) +% 1) *% 400)) +% k76)])
+          t75_c1_0 = t75_c1_0.addingProduct(t75_a1, t75_b0)
+          t75_c1_1 = t75_c1_1.addingProduct(t75_a1, t75_b1)
+          t75_c1_2 = t75_c1_2.addingProduct(t75_a1, t75_b2)
+          let t75_a2 = Vector(repeating: params[((2572 +% (((mb74 *% 4) +% 2) *% 400)) +% k76)])
+          t75_c2_0 = t75_c2_0.addingProduct(t75_a2, t75_b0)
+          t75_c2_1 = t75_c2_1.addingProduct(t75_a2, t75_b1)
+          t75_c2_2 = t75_c2_2.addingProduct(t75_a2, t75_b2)
+          let t75_a3 = Vector(repeating: params[((2572 +% (((mb74 *% 4) +% 3) *% 400)) +% k76)])
+          t75_c3_0 = t75_c3_0.addingProduct(t75_a3, t75_b0)
+          t75_c3_1 = t75_c3_1.addingProduct(t75_a3, t75_b1)
+          t75_c3_2 = t75_c3_2.addingProduct(t75_a3, t75_b2)
         }
-        storeVector(arena, ((33280 +% ((mb68 *% 4) *% 64)) +% (nb67 *% 24)), t69_c0_0)
-        storeVector(arena, (((33280 +% ((mb68 *% 4) *% 64)) +% (nb67 *% 24)) +% 8), t69_c0_1)
-        storeVector(arena, (((33280 +% ((mb68 *% 4) *% 64)) +% (nb67 *% 24)) +% 16), t69_c0_2)
-        storeVector(arena, ((33280 +% (((mb68 *% 4) +% 1) *% 64)) +% (nb67 *% 24)), t69_c1_0)
-        storeVector(arena, (((33280 +% (((mb68 *% 4) +% 1) *% 64)) +% (nb67 *% 24)) +% 8), t69_c1_1)
-        storeVector(arena, (((33280 +% (((mb68 *% 4) +% 1) *% 64)) +% (nb67 *% 24)) +% 16), t69_c1_2)
-        storeVector(arena, ((33280 +% (((mb68 *% 4) +% 2) *% 64)) +% (nb67 *% 24)), t69_c2_0)
-        storeVector(arena, (((33280 +% (((mb68 *% 4) +% 2) *% 64)) +% (nb67 *% 24)) +% 8), t69_c2_1)
-        storeVector(arena, (((33280 +% (((mb68 *% 4) +% 2) *% 64)) +% (nb67 *% 24)) +% 16), t69_c2_2)
-        storeVector(arena, ((33280 +% (((mb68 *% 4) +% 3) *% 64)) +% (nb67 *% 24)), t69_c3_0)
-        storeVector(arena, (((33280 +% (((mb68 *% 4) +% 3) *% 64)) +% (nb67 *% 24)) +% 8), t69_c3_1)
-        storeVector(arena, (((33280 +% (((mb68 *% 4) +% 3) *% 64)) +% (nb67 *% 24)) +% 16), t69_c3_2)
+        storeVector(arena, ((33280 +% ((mb74 *% 4) *% 64)) +% (nb73 *% 24)), t75_c0_0)
+        storeVector(arena, (((33280 +% ((mb74 *% 4) *% 64)) +% (nb73 *% 24)) +% 8), t75_c0_1)
+        storeVector(arena, (((33280 +% ((mb74 *% 4) *% 64)) +% (nb73 *% 24)) +% 16), t75_c0_2)
+        storeVector(arena, ((33280 +% (((mb74 *% 4) +% 1) *% 64)) +% (nb73 *% 24)), t75_c1_0)
+        storeVector(arena, (((33280 +% (((mb74 *% 4) +% 1) *% 64)) +% (nb73 *% 24)) +% 8), t75_c1_1)
+        storeVector(arena, (((33280 +% (((mb74 *% 4) +% 1) *% 64)) +% (nb73 *% 24)) +% 16), t75_c1_2)
+        storeVector(arena, ((33280 +% (((mb74 *% 4) +% 2) *% 64)) +% (nb73 *% 24)), t75_c2_0)
+        storeVector(arena, (((33280 +% (((mb74 *% 4) +% 2) *% 64)) +% (nb73 *% 24)) +% 8), t75_c2_1)
+        storeVector(arena, (((33280 +% (((mb74 *% 4) +% 2) *% 64)) +% (nb73 *% 24)) +% 16), t75_c2_2)
+        storeVector(arena, ((33280 +% (((mb74 *% 4) +% 3) *% 64)) +% (nb73 *% 24)), t75_c3_0)
+        storeVector(arena, (((33280 +% (((mb74 *% 4) +% 3) *% 64)) +% (nb73 *% 24)) +% 8), t75_c3_1)
+        storeVector(arena, (((33280 +% (((mb74 *% 4) +% 3) *% 64)) +% (nb73 *% 24)) +% 16), t75_c3_2)
       }
     }
-    for mb71 in 0..<30 {
-      var t72_c0_0 = Vector()
-      var t72_c0_1 = Vector()
-      var t72_c1_0 = Vector()
-      var t72_c1_1 = Vector()
-      var t72_c2_0 = Vector()
-      var t72_c2_1 = Vector()
-      var t72_c3_0 = Vector()
-      var t72_c3_1 = Vector()
-      for k73 in 0..<400 {
-        let t72_b0 = loadVector(arena, ((7680 +% (k73 *% 64)) +% 48))
-        let t72_b1 = loadVector(arena, (((7680 +% (k73 *% 64)) +% 48) +% 8))
-        let t72_a0 = Vector(repeating: params[((2572 +% ((mb71 *% 4) *% 400)) +% k73)])
-        t72_c0_0 = t72_c0_0.addingProduct(t72_a0, t72_b0)
-        t72_c0_1 = t72_c0_1.addingProduct(t72_a0, t72_b1)
-        let t72_a1 = Vector(repeating: params[((2572 +% (((mb71 *% 4) +% 1) *% 400)) +% k73)])
-        t72_c1_0 = t72_c1_0.addingProduct(t72_a1, t72_b0)
-        t72_c1_1 = t72_c1_1.addingProduct(t72_a1, t72_b1)
-        let t72_a2 = Vector(repeating: params[((2572 +% (((mb71 *% 4) +% 2) *% 400)) +% k73)])
-        t72_c2_0 = t72_c2_0.addingProduct(t72_a2, t72_b0)
-        t72_c2_1 = t72_c2_1.addingProduct(t72_a2, t72_b1)
-        let t72_a3 = Vector(repeating: params[((2572 +% (((mb71 *% 4) +% 3) *% 400)) +% k73)])
-        t72_c3_0 = t72_c3_0.addingProduct(t72_a3, t72_b0)
-        t72_c3_1 = t72_c3_1.addingProduct(t72_a3, t72_b1)
+    for mb77 in 0..<30 {
+      var t78_c0_0 = Vector()
+      var t78_c0_1 = Vector()
+      var t78_c1_0 = Vector()
+      var t78_c1_1 = Vector()
+      var t78_c2_0 = Vector()
+      var t78_c2_1 = Vector()
+      var t78_c3_0 = Vector()
+      var t78_c3_1 = Vector()
+      for k79 in 0..<400 {
+        let t78_b0 = loadVector(arena, ((7680 +% (k79 *% 64)) +% 48))
+        let t78_b1 = loadVector(arena, (((7680 +% (k79 *% 64)) +% 48) +% 8))
+        let t78_a0 = Vector(repeating: params[((2572 +% ((mb77 *% 4) *% 400)) +% k79)])
+        t78_c0_0 = t78_c0_0.addingProduct(t78_a0, t78_b0)
+        t78_c0_1 = t78_c0_1.addingProduct(t78_a0, t78_b1)
+        let t78_a1 = Vector(repeating: params[((2572 +% (((mb77 *% 4) +% 1) *% 400)) +% k79)])
+        t78_c1_0 = t78_c1_0.addingProduct(t78_a1, t78_b0)
+        t78_c1_1 = t78_c1_1.addingProduct(t78_a1, t78_b1)
+        let t78_a2 = Vector(repeating: params[((2572 +% (((mb77 *% 4) +% 2) *% 400)) +% k79)])
+        t78_c2_0 = t78_c2_0.addingProduct(t78_a2, t78_b0)
+        t78_c2_1 = t78_c2_1.addingProduct(t78_a2, t78_b1)
+        let t78_a3 = Vector(repeating: params[((2572 +% (((mb77 *% 4) +% 3) *% 400)) +% k79)])
+        t78_c3_0 = t78_c3_0.addingProduct(t78_a3, t78_b0)
+        t78_c3_1 = t78_c3_1.addingProduct(t78_a3, t78_b1)
       }
-      storeVector(arena, ((33280 +% ((mb71 *% 4) *% 64)) +% 48), t72_c0_0)
-      storeVector(arena, (((33280 +% ((mb71 *% 4) *% 64)) +% 48) +% 8), t72_c0_1)
-      storeVector(arena, ((33280 +% (((mb71 *% 4) +% 1) *% 64)) +% 48), t72_c1_0)
-      storeVector(arena, (((33280 +% (((mb71 *% 4) +% 1) *% 64)) +% 48) +% 8), t72_c1_1)
-      storeVector(arena, ((33280 +% (((mb71 *% 4) +% 2) *% 64)) +% 48), t72_c2_0)
-      storeVector(arena, (((33280 +% (((mb71 *% 4) +% 2) *% 64)) +% 48) +% 8), t72_c2_1)
-      storeVector(arena, ((33280 +% (((mb71 *% 4) +% 3) *% 64)) +% 48), t72_c3_0)
-      storeVector(arena, (((33280 +% (((mb71 *% 4) +% 3) *% 64)) +% 48) +% 8), t72_c3_1)
+      storeVector(arena, ((33280 +% ((mb77 *% 4) *% 64)) +% 48), t78_c0_0)
+      storeVector(arena, (((33280 +% ((mb77 *% 4) *% 64)) +% 48) +% 8), t78_c0_1)
+      storeVector(arena, ((33280 +% (((mb77 *% 4) +% 1) *% 64)) +% 48), t78_c1_0)
+      storeVector(arena, (((33280 +% (((mb77 *% 4) +% 1) *% 64)) +% 48) +% 8), t78_c1_1)
+      storeVector(arena, ((33280 +% (((mb77 *% 4) +% 2) *% 64)) +% 48), t78_c2_0)
+      storeVector(arena, (((33280 +% (((mb77 *% 4) +% 2) *% 64)) +% 48) +% 8), t78_c2_1)
+      storeVector(arena, ((33280 +% (((mb77 *% 4) +% 3) *% 64)) +% 48), t78_c3_0)
+      storeVector(arena, (((33280 +% (((mb77 *% 4) +% 3) *% 64)) +% 48) +% 8), t78_c3_1)
     }
   }
-  for n75 in 0..<64 {
-    for u76 in 0..<120 {
-      arena[((n75 *% 120) +% u76)] = ((arena[((33280 +% (u76 *% 64)) +% n75)] + params[(50572 +% u76)]) > Float(0) ? (arena[((33280 +% (u76 *% 64)) +% n75)] + params[(50572 +% u76)]) : Float(0))
+  for n81 in 0..<64 {
+    for u82 in 0..<120 {
+      arena[((n81 *% 120) +% u82)] = ((arena[((33280 +% (u82 *% 64)) +% n81)] + params[(50572 +% u82)]) > Float(0) ? (arena[((33280 +% (u82 *% 64)) +% n81)] + params[(50572 +% u82)]) : Float(0))
     }
   }
   // fc2 = dense_relu(fc1)
   sgemm(101, 111, 112, 64, 84, 120, 1, arena + 0, 120, params + 50692, 120, Float(bitPattern: 0x0), arena + 7680, 84)
-  for n77 in 0..<64 {
-    for u78 in 0..<10 {
-      storeVector(arena, ((u78 *% 8) +% (7680 +% (n77 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((u78 *% 8) +% (7680 +% (n77 *% 84)))) + loadVector(params, ((u78 *% 8) +% 60772))), where: (loadVector(arena, ((u78 *% 8) +% (7680 +% (n77 *% 84)))) + loadVector(params, ((u78 *% 8) +% 60772))) .> Vector(repeating: Float(0))))
+  for n83 in 0..<64 {
+    for u84 in 0..<10 {
+      storeVector(arena, ((u84 *% 8) +% (7680 +% (n83 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((u84 *% 8) +% (7680 +% (n83 *% 84)))) + loadVector(params, ((u84 *% 8) +% 60772))), where: (loadVector(arena, ((u84 *% 8) +% (7680 +% (n83 *% 84)))) + loadVector(params, ((u84 *% 8) +% 60772))) .> Vector(repeating: Float(0))))
     }
-    for u78 in 0..<1 {
-      storePartial(arena, ((u78 +% 80) +% (7680 +% (n77 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((u78 +% 80) +% (7680 +% (n77 *% 84))), 4) + loadPartial(params, ((u78 +% 80) +% 60772), 4)), where: (loadPartial(arena, ((u78 +% 80) +% (7680 +% (n77 *% 84))), 4) + loadPartial(params, ((u78 +% 80) +% 60772), 4)) .> Vector(repeating: Float(0))), 4)
+    for u84 in 0..<1 {
+      storePartial(arena, ((u84 +% 80) +% (7680 +% (n83 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((u84 +% 80) +% (7680 +% (n83 *% 84))), 4) + loadPartial(params, ((u84 +% 80) +% 60772), 4)), where: (loadPartial(arena, ((u84 +% 80) +% (7680 +% (n83 *% 84))), 4) + loadPartial(params, ((u84 +% 80) +% 60772), 4)) .> Vector(repeating: Float(0))), 4)
     }
   }
   // fc3 = dense(fc2)
   sgemm(101, 111, 112, 64, 10, 84, 1, arena + 7680, 84, params + 60856, 84, Float(bitPattern: 0x0), arena + 0, 10)
-  for n79 in 0..<64 {
-    for u80 in 0..<1 {
-      storeVector(arena, ((u80 *% 8) +% (n79 *% 10)), (loadVector(arena, ((u80 *% 8) +% (n79 *% 10))) + loadVector(params, ((u80 *% 8) +% 61696))))
+  for n85 in 0..<64 {
+    for u86 in 0..<1 {
+      storeVector(arena, ((u86 *% 8) +% (n85 *% 10)), (loadVector(arena, ((u86 *% 8) +% (n85 *% 10))) + loadVector(params, ((u86 *% 8) +% 61696))))
     }
-    for u80 in 0..<1 {
-      storePartial(arena, ((u80 +% 8) +% (n79 *% 10)), (loadPartial(arena, ((u80 +% 8) +% (n79 *% 10)), 2) + loadPartial(params, ((u80 +% 8) +% 61696), 2)), 2)
+    for u86 in 0..<1 {
+      storePartial(arena, ((u86 +% 8) +% (n85 *% 10)), (loadPartial(arena, ((u86 +% 8) +% (n85 *% 10)), 2) + loadPartial(params, ((u86 +% 8) +% 61696), 2)), 2)
     }
   }
 }

@@ -10670,13 +10670,14 @@ entry:
 ; Function Attrs: noinline
 define internal void @mnistnet_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %part11.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
   br label %conv1.g1
 
-conv1.g1:                                         ; preds = %conv1.j19.end, %entry
-  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j19.end ]
+conv1.g1:                                         ; preds = %conv1.part11.done, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.part11.done ]
   br label %conv1.j2
 
-conv1.g1.end:                                     ; preds = %conv1.j19.end
+conv1.g1.end:                                     ; preds = %conv1.part11.done
   ret void
 
 conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
@@ -10684,8 +10685,32 @@ conv1.j2:                                         ; preds = %conv1.c3.end, %conv
   br label %conv1.c3
 
 conv1.j2.end:                                     ; preds = %conv1.c3.end
-  call void @mnistnet_infer_b64.k0.conv1.gemm18(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  br label %conv1.j19
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 0
+  store ptr %params, ptr %0, align 8
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 1
+  store ptr %grads, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 2
+  store ptr %m, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 3
+  store ptr %v, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 4
+  store ptr %arena, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 5
+  store ptr %images, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 6
+  store ptr %labels, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 7
+  store float %lr, ptr %7, align 4
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 8
+  store i64 %step, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 9
+  store i64 %seed, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 10
+  store ptr %pool, ptr %10, align 8
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 11
+  store i64 %conv1.g11, ptr %11, align 4
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %conv1.part11.serial, label %conv1.part11.pool
 
 conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
   %conv1.c33 = phi i64 [ 0, %conv1.j2 ], [ %c3.next, %conv1.ky4.end ]
@@ -10693,8 +10718,8 @@ conv1.c3:                                         ; preds = %conv1.ky4.end, %con
 
 conv1.c3.end:                                     ; preds = %conv1.ky4.end
   %j2.next = add nsw i64 %conv1.j22, 1
-  %0 = icmp slt i64 %j2.next, 16
-  br i1 %0, label %conv1.j2, label %conv1.j2.end
+  %13 = icmp slt i64 %j2.next, 16
+  br i1 %13, label %conv1.j2, label %conv1.j2.end
 
 conv1.ky4:                                        ; preds = %conv1.oy9.end, %conv1.c3
   %conv1.ky44 = phi i64 [ 0, %conv1.c3 ], [ %ky4.next, %conv1.oy9.end ]
@@ -10702,8 +10727,8 @@ conv1.ky4:                                        ; preds = %conv1.oy9.end, %con
 
 conv1.ky4.end:                                    ; preds = %conv1.oy9.end
   %c3.next = add nsw i64 %conv1.c33, 1
-  %1 = icmp slt i64 %c3.next, 1
-  br i1 %1, label %conv1.c3, label %conv1.c3.end
+  %14 = icmp slt i64 %c3.next, 1
+  br i1 %14, label %conv1.c3, label %conv1.c3.end
 
 conv1.oy5:                                        ; preds = %conv1.ox6.end, %conv1.ky4
   %conv1.oy55 = phi i64 [ 0, %conv1.ky4 ], [ %oy5.next, %conv1.ox6.end ]
@@ -10714,37 +10739,37 @@ conv1.oy5.end:                                    ; preds = %conv1.ox6.end
 
 conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.oy5
   %conv1.ox66 = phi i64 [ 0, %conv1.oy5 ], [ %ox6.next, %conv1.ox6 ]
-  %2 = mul nsw i64 %conv1.g11, 16
-  %3 = add nsw i64 %2, %conv1.j22
-  %4 = mul nsw i64 %3, 784
-  %5 = mul nsw i64 %conv1.c33, 784
-  %6 = add nsw i64 %4, %5
-  %7 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %8 = mul nsw i64 %7, 28
-  %9 = add nsw i64 %6, %8
-  %10 = add nsw i64 %9, %conv1.ox66
-  %images7 = getelementptr inbounds float, ptr %images, i64 %10
-  %11 = load float, ptr %images7, align 4
-  %12 = mul nsw i64 %conv1.c33, 3
-  %13 = add nsw i64 %12, %conv1.ky44
-  %14 = mul nsw i64 %13, 3
-  %15 = mul nsw i64 %14, 10832
-  %16 = add nsw i64 1384448, %15
-  %17 = mul nsw i64 %conv1.j22, 676
-  %18 = add nsw i64 %16, %17
-  %19 = mul nsw i64 %conv1.oy55, 26
-  %20 = add nsw i64 %19, %conv1.ox66
-  %21 = add nsw i64 %18, %20
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %21
-  store float %11, ptr %arena8, align 4
+  %15 = mul nsw i64 %conv1.g11, 16
+  %16 = add nsw i64 %15, %conv1.j22
+  %17 = mul nsw i64 %16, 784
+  %18 = mul nsw i64 %conv1.c33, 784
+  %19 = add nsw i64 %17, %18
+  %20 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %21 = mul nsw i64 %20, 28
+  %22 = add nsw i64 %19, %21
+  %23 = add nsw i64 %22, %conv1.ox66
+  %images7 = getelementptr inbounds float, ptr %images, i64 %23
+  %24 = load float, ptr %images7, align 4
+  %25 = mul nsw i64 %conv1.c33, 3
+  %26 = add nsw i64 %25, %conv1.ky44
+  %27 = mul nsw i64 %26, 3
+  %28 = mul nsw i64 %27, 10832
+  %29 = add nsw i64 1384448, %28
+  %30 = mul nsw i64 %conv1.j22, 676
+  %31 = add nsw i64 %29, %30
+  %32 = mul nsw i64 %conv1.oy55, 26
+  %33 = add nsw i64 %32, %conv1.ox66
+  %34 = add nsw i64 %31, %33
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %34
+  store float %24, ptr %arena8, align 4
   %ox6.next = add nsw i64 %conv1.ox66, 1
-  %22 = icmp slt i64 %ox6.next, 26
-  br i1 %22, label %conv1.ox6, label %conv1.ox6.end
+  %35 = icmp slt i64 %ox6.next, 26
+  br i1 %35, label %conv1.ox6, label %conv1.ox6.end
 
 conv1.ox6.end:                                    ; preds = %conv1.ox6
   %oy5.next = add nsw i64 %conv1.oy55, 1
-  %23 = icmp slt i64 %oy5.next, 26
-  br i1 %23, label %conv1.oy5, label %conv1.oy5.end
+  %36 = icmp slt i64 %oy5.next, 26
+  br i1 %36, label %conv1.oy5, label %conv1.oy5.end
 
 conv1.oy7:                                        ; preds = %conv1.ox8.end, %conv1.oy5.end
   %conv1.oy79 = phi i64 [ 0, %conv1.oy5.end ], [ %oy7.next, %conv1.ox8.end ]
@@ -10755,39 +10780,39 @@ conv1.oy7.end:                                    ; preds = %conv1.ox8.end
 
 conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.oy7
   %conv1.ox810 = phi i64 [ 0, %conv1.oy7 ], [ %ox8.next, %conv1.ox8 ]
-  %24 = mul nsw i64 %conv1.g11, 16
-  %25 = add nsw i64 %24, %conv1.j22
-  %26 = mul nsw i64 %25, 784
-  %27 = mul nsw i64 %conv1.c33, 784
-  %28 = add nsw i64 %26, %27
-  %29 = add nsw i64 %conv1.oy79, %conv1.ky44
-  %30 = mul nsw i64 %29, 28
-  %31 = add nsw i64 %28, %30
-  %32 = add nsw i64 %conv1.ox810, 1
-  %33 = add nsw i64 %31, %32
-  %images11 = getelementptr inbounds float, ptr %images, i64 %33
-  %34 = load float, ptr %images11, align 4
-  %35 = mul nsw i64 %conv1.c33, 3
-  %36 = add nsw i64 %35, %conv1.ky44
-  %37 = mul nsw i64 %36, 3
-  %38 = add nsw i64 %37, 1
-  %39 = mul nsw i64 %38, 10832
-  %40 = add nsw i64 1384448, %39
-  %41 = mul nsw i64 %conv1.j22, 676
-  %42 = add nsw i64 %40, %41
-  %43 = mul nsw i64 %conv1.oy79, 26
-  %44 = add nsw i64 %43, %conv1.ox810
-  %45 = add nsw i64 %42, %44
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %45
-  store float %34, ptr %arena12, align 4
+  %37 = mul nsw i64 %conv1.g11, 16
+  %38 = add nsw i64 %37, %conv1.j22
+  %39 = mul nsw i64 %38, 784
+  %40 = mul nsw i64 %conv1.c33, 784
+  %41 = add nsw i64 %39, %40
+  %42 = add nsw i64 %conv1.oy79, %conv1.ky44
+  %43 = mul nsw i64 %42, 28
+  %44 = add nsw i64 %41, %43
+  %45 = add nsw i64 %conv1.ox810, 1
+  %46 = add nsw i64 %44, %45
+  %images11 = getelementptr inbounds float, ptr %images, i64 %46
+  %47 = load float, ptr %images11, align 4
+  %48 = mul nsw i64 %conv1.c33, 3
+  %49 = add nsw i64 %48, %conv1.ky44
+  %50 = mul nsw i64 %49, 3
+  %51 = add nsw i64 %50, 1
+  %52 = mul nsw i64 %51, 10832
+  %53 = add nsw i64 1384448, %52
+  %54 = mul nsw i64 %conv1.j22, 676
+  %55 = add nsw i64 %53, %54
+  %56 = mul nsw i64 %conv1.oy79, 26
+  %57 = add nsw i64 %56, %conv1.ox810
+  %58 = add nsw i64 %55, %57
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %58
+  store float %47, ptr %arena12, align 4
   %ox8.next = add nsw i64 %conv1.ox810, 1
-  %46 = icmp slt i64 %ox8.next, 26
-  br i1 %46, label %conv1.ox8, label %conv1.ox8.end
+  %59 = icmp slt i64 %ox8.next, 26
+  br i1 %59, label %conv1.ox8, label %conv1.ox8.end
 
 conv1.ox8.end:                                    ; preds = %conv1.ox8
   %oy7.next = add nsw i64 %conv1.oy79, 1
-  %47 = icmp slt i64 %oy7.next, 26
-  br i1 %47, label %conv1.oy7, label %conv1.oy7.end
+  %60 = icmp slt i64 %oy7.next, 26
+  br i1 %60, label %conv1.oy7, label %conv1.oy7.end
 
 conv1.oy9:                                        ; preds = %conv1.ox10.end, %conv1.oy7.end
   %conv1.oy913 = phi i64 [ 0, %conv1.oy7.end ], [ %oy9.next, %conv1.ox10.end ]
@@ -10795,600 +10820,753 @@ conv1.oy9:                                        ; preds = %conv1.ox10.end, %co
 
 conv1.oy9.end:                                    ; preds = %conv1.ox10.end
   %ky4.next = add nsw i64 %conv1.ky44, 1
-  %48 = icmp slt i64 %ky4.next, 3
-  br i1 %48, label %conv1.ky4, label %conv1.ky4.end
+  %61 = icmp slt i64 %ky4.next, 3
+  br i1 %61, label %conv1.ky4, label %conv1.ky4.end
 
 conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.oy9
   %conv1.ox1014 = phi i64 [ 0, %conv1.oy9 ], [ %ox10.next, %conv1.ox10 ]
-  %49 = mul nsw i64 %conv1.g11, 16
-  %50 = add nsw i64 %49, %conv1.j22
-  %51 = mul nsw i64 %50, 784
-  %52 = mul nsw i64 %conv1.c33, 784
-  %53 = add nsw i64 %51, %52
-  %54 = add nsw i64 %conv1.oy913, %conv1.ky44
-  %55 = mul nsw i64 %54, 28
-  %56 = add nsw i64 %53, %55
-  %57 = add nsw i64 %conv1.ox1014, 2
-  %58 = add nsw i64 %56, %57
-  %images15 = getelementptr inbounds float, ptr %images, i64 %58
-  %59 = load float, ptr %images15, align 4
-  %60 = mul nsw i64 %conv1.c33, 3
-  %61 = add nsw i64 %60, %conv1.ky44
-  %62 = mul nsw i64 %61, 3
-  %63 = add nsw i64 %62, 2
-  %64 = mul nsw i64 %63, 10832
-  %65 = add nsw i64 1384448, %64
-  %66 = mul nsw i64 %conv1.j22, 676
-  %67 = add nsw i64 %65, %66
-  %68 = mul nsw i64 %conv1.oy913, 26
-  %69 = add nsw i64 %68, %conv1.ox1014
-  %70 = add nsw i64 %67, %69
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %70
-  store float %59, ptr %arena16, align 4
+  %62 = mul nsw i64 %conv1.g11, 16
+  %63 = add nsw i64 %62, %conv1.j22
+  %64 = mul nsw i64 %63, 784
+  %65 = mul nsw i64 %conv1.c33, 784
+  %66 = add nsw i64 %64, %65
+  %67 = add nsw i64 %conv1.oy913, %conv1.ky44
+  %68 = mul nsw i64 %67, 28
+  %69 = add nsw i64 %66, %68
+  %70 = add nsw i64 %conv1.ox1014, 2
+  %71 = add nsw i64 %69, %70
+  %images15 = getelementptr inbounds float, ptr %images, i64 %71
+  %72 = load float, ptr %images15, align 4
+  %73 = mul nsw i64 %conv1.c33, 3
+  %74 = add nsw i64 %73, %conv1.ky44
+  %75 = mul nsw i64 %74, 3
+  %76 = add nsw i64 %75, 2
+  %77 = mul nsw i64 %76, 10832
+  %78 = add nsw i64 1384448, %77
+  %79 = mul nsw i64 %conv1.j22, 676
+  %80 = add nsw i64 %78, %79
+  %81 = mul nsw i64 %conv1.oy913, 26
+  %82 = add nsw i64 %81, %conv1.ox1014
+  %83 = add nsw i64 %80, %82
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %83
+  store float %72, ptr %arena16, align 4
   %ox10.next = add nsw i64 %conv1.ox1014, 1
-  %71 = icmp slt i64 %ox10.next, 26
-  br i1 %71, label %conv1.ox10, label %conv1.ox10.end
+  %84 = icmp slt i64 %ox10.next, 26
+  br i1 %84, label %conv1.ox10, label %conv1.ox10.end
 
 conv1.ox10.end:                                   ; preds = %conv1.ox10
   %oy9.next = add nsw i64 %conv1.oy913, 1
-  %72 = icmp slt i64 %oy9.next, 26
-  br i1 %72, label %conv1.oy9, label %conv1.oy9.end
+  %85 = icmp slt i64 %oy9.next, 26
+  br i1 %85, label %conv1.oy9, label %conv1.oy9.end
 
-conv1.j19:                                        ; preds = %conv1.f20.end, %conv1.j2.end
-  %conv1.j1917 = phi i64 [ 0, %conv1.j2.end ], [ %j19.next, %conv1.f20.end ]
-  br label %conv1.f20
+conv1.part11.pool:                                ; preds = %conv1.j2.end
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @mnistnet_infer_b64.k0.conv1.part11.task, ptr %part11.context, i64 2)
+  br label %conv1.part11.done
 
-conv1.j19.end:                                    ; preds = %conv1.f20.end
+conv1.part11.serial:                              ; preds = %conv1.j2.end
+  br label %conv1.part11
+
+conv1.part11.done:                                ; preds = %conv1.part11.end, %conv1.part11.pool
   %g1.next = add nsw i64 %conv1.g11, 1
-  %73 = icmp slt i64 %g1.next, 4
-  br i1 %73, label %conv1.g1, label %conv1.g1.end
+  %86 = icmp slt i64 %g1.next, 4
+  br i1 %86, label %conv1.g1, label %conv1.g1.end
 
-conv1.f20:                                        ; preds = %conv1.i21.end, %conv1.j19
-  %conv1.f2018 = phi i64 [ 0, %conv1.j19 ], [ %f20.next, %conv1.i21.end ]
-  br label %conv1.i21
+conv1.part11:                                     ; preds = %conv1.part11, %conv1.part11.serial
+  %conv1.part1117 = phi i64 [ 0, %conv1.part11.serial ], [ %part11.next, %conv1.part11 ]
+  call void @mnistnet_infer_b64.k0.conv1.part11(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv1.g11, i64 %conv1.part1117)
+  %part11.next = add nsw i64 %conv1.part1117, 1
+  %87 = icmp slt i64 %part11.next, 2
+  br i1 %87, label %conv1.part11, label %conv1.part11.end
 
-conv1.f20.end:                                    ; preds = %conv1.i21.end
-  %j19.next = add nsw i64 %conv1.j1917, 1
-  %74 = icmp slt i64 %j19.next, 16
-  br i1 %74, label %conv1.j19, label %conv1.j19.end
-
-conv1.i21:                                        ; preds = %conv1.i21, %conv1.f20
-  %conv1.i2119 = phi i64 [ 0, %conv1.f20 ], [ %i21.next, %conv1.i21 ]
-  %75 = mul nsw i64 %conv1.f2018, 10832
-  %76 = add nsw i64 1481936, %75
-  %77 = mul nsw i64 %conv1.j1917, 676
-  %78 = add nsw i64 %76, %77
-  %79 = add nsw i64 %78, %conv1.i2119
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %79
-  %80 = load float, ptr %arena20, align 4
-  %81 = add nsw i64 288, %conv1.f2018
-  %params21 = getelementptr inbounds float, ptr %params, i64 %81
-  %82 = load float, ptr %params21, align 4
-  %83 = fadd float %80, %82
-  %84 = fcmp ogt float %83, 0.000000e+00
-  %85 = mul nsw i64 %conv1.f2018, 10832
-  %86 = add nsw i64 1481936, %85
-  %87 = mul nsw i64 %conv1.j1917, 676
-  %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %88, %conv1.i2119
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %89
-  %90 = load float, ptr %arena22, align 4
-  %91 = add nsw i64 288, %conv1.f2018
-  %params23 = getelementptr inbounds float, ptr %params, i64 %91
-  %92 = load float, ptr %params23, align 4
-  %93 = fadd float %90, %92
-  %94 = select i1 %84, float %93, float 0.000000e+00
-  %95 = mul nsw i64 %conv1.g11, 16
-  %96 = add nsw i64 %95, %conv1.j1917
-  %97 = mul nsw i64 %96, 21632
-  %98 = mul nsw i64 %conv1.f2018, 676
-  %99 = add nsw i64 %97, %98
-  %100 = add nsw i64 %99, %conv1.i2119
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %100
-  store float %94, ptr %arena24, align 4
-  %i21.next = add nsw i64 %conv1.i2119, 1
-  %101 = icmp slt i64 %i21.next, 676
-  br i1 %101, label %conv1.i21, label %conv1.i21.end
-
-conv1.i21.end:                                    ; preds = %conv1.i21
-  %f20.next = add nsw i64 %conv1.f2018, 1
-  %102 = icmp slt i64 %f20.next, 32
-  br i1 %102, label %conv1.f20, label %conv1.f20.end
+conv1.part11.end:                                 ; preds = %conv1.part11
+  br label %conv1.part11.done
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k0.conv1.gemm18(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_infer_b64.k0.conv1.part11(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %conv1.t16_a3 = alloca <8 x float>, align 32
-  %conv1.t16_a2 = alloca <8 x float>, align 32
-  %conv1.t16_a1 = alloca <8 x float>, align 32
-  %conv1.t16_a0 = alloca <8 x float>, align 32
-  %conv1.t16_b1 = alloca <8 x float>, align 32
-  %conv1.t16_b0 = alloca <8 x float>, align 32
-  %conv1.t16_c3_1 = alloca <8 x float>, align 32
-  %conv1.t16_c3_0 = alloca <8 x float>, align 32
-  %conv1.t16_c2_1 = alloca <8 x float>, align 32
-  %conv1.t16_c2_0 = alloca <8 x float>, align 32
-  %conv1.t16_c1_1 = alloca <8 x float>, align 32
-  %conv1.t16_c1_0 = alloca <8 x float>, align 32
-  %conv1.t16_c0_1 = alloca <8 x float>, align 32
-  %conv1.t16_c0_0 = alloca <8 x float>, align 32
-  %conv1.t13_a3 = alloca <8 x float>, align 32
-  %conv1.t13_a2 = alloca <8 x float>, align 32
-  %conv1.t13_a1 = alloca <8 x float>, align 32
-  %conv1.t13_a0 = alloca <8 x float>, align 32
-  %conv1.t13_b2 = alloca <8 x float>, align 32
-  %conv1.t13_b1 = alloca <8 x float>, align 32
-  %conv1.t13_b0 = alloca <8 x float>, align 32
-  %conv1.t13_c3_2 = alloca <8 x float>, align 32
-  %conv1.t13_c3_1 = alloca <8 x float>, align 32
-  %conv1.t13_c3_0 = alloca <8 x float>, align 32
-  %conv1.t13_c2_2 = alloca <8 x float>, align 32
-  %conv1.t13_c2_1 = alloca <8 x float>, align 32
-  %conv1.t13_c2_0 = alloca <8 x float>, align 32
-  %conv1.t13_c1_2 = alloca <8 x float>, align 32
-  %conv1.t13_c1_1 = alloca <8 x float>, align 32
-  %conv1.t13_c1_0 = alloca <8 x float>, align 32
-  %conv1.t13_c0_2 = alloca <8 x float>, align 32
-  %conv1.t13_c0_1 = alloca <8 x float>, align 32
-  %conv1.t13_c0_0 = alloca <8 x float>, align 32
-  br label %conv1.nb11
+  call void @mnistnet_infer_b64.k0.conv1.part11.gemm19(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
+  br label %conv1.j20
 
-conv1.nb11:                                       ; preds = %conv1.mb12.end, %entry
-  %conv1.nb111 = phi i64 [ 0, %entry ], [ %nb11.next, %conv1.mb12.end ]
-  br label %conv1.mb12
+conv1.j20:                                        ; preds = %conv1.f21.end, %entry
+  %conv1.j201 = phi i64 [ 0, %entry ], [ %j20.next, %conv1.f21.end ]
+  br label %conv1.f21
 
-conv1.nb11.end:                                   ; preds = %conv1.mb12.end
-  br label %conv1.mb15
-
-conv1.mb12:                                       ; preds = %conv1.k14.end, %conv1.nb11
-  %conv1.mb122 = phi i64 [ 0, %conv1.nb11 ], [ %mb12.next, %conv1.k14.end ]
-  store <8 x float> zeroinitializer, ptr %conv1.t13_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t13_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t13_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t13_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t13_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t13_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t13_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t13_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t13_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t13_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t13_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t13_c3_2, align 32
-  br label %conv1.k14
-
-conv1.mb12.end:                                   ; preds = %conv1.k14.end
-  %nb11.next = add nsw i64 %conv1.nb111, 1
-  %0 = icmp slt i64 %nb11.next, 450
-  br i1 %0, label %conv1.nb11, label %conv1.nb11.end
-
-conv1.k14:                                        ; preds = %conv1.k14, %conv1.mb12
-  %conv1.k143 = phi i64 [ 0, %conv1.mb12 ], [ %k14.next, %conv1.k14 ]
-  %1 = mul nsw i64 %conv1.k143, 10832
-  %2 = add nsw i64 1384448, %1
-  %3 = mul nsw i64 %conv1.nb111, 24
-  %4 = add nsw i64 %2, %3
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
-  %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %conv1.t13_b0, align 32
-  %6 = mul nsw i64 %conv1.k143, 10832
-  %7 = add nsw i64 1384448, %6
-  %8 = mul nsw i64 %conv1.nb111, 24
-  %9 = add nsw i64 %7, %8
-  %10 = add nsw i64 %9, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
-  %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %conv1.t13_b1, align 32
-  %12 = mul nsw i64 %conv1.k143, 10832
-  %13 = add nsw i64 1384448, %12
-  %14 = mul nsw i64 %conv1.nb111, 24
-  %15 = add nsw i64 %13, %14
-  %16 = add nsw i64 %15, 16
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
-  %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %conv1.t13_b2, align 32
-  %18 = mul nsw i64 %conv1.mb122, 4
-  %19 = mul nsw i64 %18, 9
-  %20 = add nsw i64 %19, %conv1.k143
-  %params7 = getelementptr inbounds float, ptr %params, i64 %20
-  %21 = load float, ptr %params7, align 4
-  %22 = insertelement <8 x float> undef, float %21, i32 0
-  %23 = shufflevector <8 x float> %22, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %23, ptr %conv1.t13_a0, align 32
-  %t13_a0 = load <8 x float>, ptr %conv1.t13_a0, align 32
-  %t13_b0 = load <8 x float>, ptr %conv1.t13_b0, align 32
-  %t13_c0_0 = load <8 x float>, ptr %conv1.t13_c0_0, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t13_a0, <8 x float> %t13_b0, <8 x float> %t13_c0_0)
-  store <8 x float> %24, ptr %conv1.t13_c0_0, align 32
-  %t13_a08 = load <8 x float>, ptr %conv1.t13_a0, align 32
-  %t13_b1 = load <8 x float>, ptr %conv1.t13_b1, align 32
-  %t13_c0_1 = load <8 x float>, ptr %conv1.t13_c0_1, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t13_a08, <8 x float> %t13_b1, <8 x float> %t13_c0_1)
-  store <8 x float> %25, ptr %conv1.t13_c0_1, align 32
-  %t13_a09 = load <8 x float>, ptr %conv1.t13_a0, align 32
-  %t13_b2 = load <8 x float>, ptr %conv1.t13_b2, align 32
-  %t13_c0_2 = load <8 x float>, ptr %conv1.t13_c0_2, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t13_a09, <8 x float> %t13_b2, <8 x float> %t13_c0_2)
-  store <8 x float> %26, ptr %conv1.t13_c0_2, align 32
-  %27 = mul nsw i64 %conv1.mb122, 4
-  %28 = add nsw i64 %27, 1
-  %29 = mul nsw i64 %28, 9
-  %30 = add nsw i64 %29, %conv1.k143
-  %params10 = getelementptr inbounds float, ptr %params, i64 %30
-  %31 = load float, ptr %params10, align 4
-  %32 = insertelement <8 x float> undef, float %31, i32 0
-  %33 = shufflevector <8 x float> %32, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %33, ptr %conv1.t13_a1, align 32
-  %t13_a1 = load <8 x float>, ptr %conv1.t13_a1, align 32
-  %t13_b011 = load <8 x float>, ptr %conv1.t13_b0, align 32
-  %t13_c1_0 = load <8 x float>, ptr %conv1.t13_c1_0, align 32
-  %34 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t13_a1, <8 x float> %t13_b011, <8 x float> %t13_c1_0)
-  store <8 x float> %34, ptr %conv1.t13_c1_0, align 32
-  %t13_a112 = load <8 x float>, ptr %conv1.t13_a1, align 32
-  %t13_b113 = load <8 x float>, ptr %conv1.t13_b1, align 32
-  %t13_c1_1 = load <8 x float>, ptr %conv1.t13_c1_1, align 32
-  %35 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t13_a112, <8 x float> %t13_b113, <8 x float> %t13_c1_1)
-  store <8 x float> %35, ptr %conv1.t13_c1_1, align 32
-  %t13_a114 = load <8 x float>, ptr %conv1.t13_a1, align 32
-  %t13_b215 = load <8 x float>, ptr %conv1.t13_b2, align 32
-  %t13_c1_2 = load <8 x float>, ptr %conv1.t13_c1_2, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t13_a114, <8 x float> %t13_b215, <8 x float> %t13_c1_2)
-  store <8 x float> %36, ptr %conv1.t13_c1_2, align 32
-  %37 = mul nsw i64 %conv1.mb122, 4
-  %38 = add nsw i64 %37, 2
-  %39 = mul nsw i64 %38, 9
-  %40 = add nsw i64 %39, %conv1.k143
-  %params16 = getelementptr inbounds float, ptr %params, i64 %40
-  %41 = load float, ptr %params16, align 4
-  %42 = insertelement <8 x float> undef, float %41, i32 0
-  %43 = shufflevector <8 x float> %42, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %43, ptr %conv1.t13_a2, align 32
-  %t13_a2 = load <8 x float>, ptr %conv1.t13_a2, align 32
-  %t13_b017 = load <8 x float>, ptr %conv1.t13_b0, align 32
-  %t13_c2_0 = load <8 x float>, ptr %conv1.t13_c2_0, align 32
-  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t13_a2, <8 x float> %t13_b017, <8 x float> %t13_c2_0)
-  store <8 x float> %44, ptr %conv1.t13_c2_0, align 32
-  %t13_a218 = load <8 x float>, ptr %conv1.t13_a2, align 32
-  %t13_b119 = load <8 x float>, ptr %conv1.t13_b1, align 32
-  %t13_c2_1 = load <8 x float>, ptr %conv1.t13_c2_1, align 32
-  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t13_a218, <8 x float> %t13_b119, <8 x float> %t13_c2_1)
-  store <8 x float> %45, ptr %conv1.t13_c2_1, align 32
-  %t13_a220 = load <8 x float>, ptr %conv1.t13_a2, align 32
-  %t13_b221 = load <8 x float>, ptr %conv1.t13_b2, align 32
-  %t13_c2_2 = load <8 x float>, ptr %conv1.t13_c2_2, align 32
-  %46 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t13_a220, <8 x float> %t13_b221, <8 x float> %t13_c2_2)
-  store <8 x float> %46, ptr %conv1.t13_c2_2, align 32
-  %47 = mul nsw i64 %conv1.mb122, 4
-  %48 = add nsw i64 %47, 3
-  %49 = mul nsw i64 %48, 9
-  %50 = add nsw i64 %49, %conv1.k143
-  %params22 = getelementptr inbounds float, ptr %params, i64 %50
-  %51 = load float, ptr %params22, align 4
-  %52 = insertelement <8 x float> undef, float %51, i32 0
-  %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %53, ptr %conv1.t13_a3, align 32
-  %t13_a3 = load <8 x float>, ptr %conv1.t13_a3, align 32
-  %t13_b023 = load <8 x float>, ptr %conv1.t13_b0, align 32
-  %t13_c3_0 = load <8 x float>, ptr %conv1.t13_c3_0, align 32
-  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t13_a3, <8 x float> %t13_b023, <8 x float> %t13_c3_0)
-  store <8 x float> %54, ptr %conv1.t13_c3_0, align 32
-  %t13_a324 = load <8 x float>, ptr %conv1.t13_a3, align 32
-  %t13_b125 = load <8 x float>, ptr %conv1.t13_b1, align 32
-  %t13_c3_1 = load <8 x float>, ptr %conv1.t13_c3_1, align 32
-  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t13_a324, <8 x float> %t13_b125, <8 x float> %t13_c3_1)
-  store <8 x float> %55, ptr %conv1.t13_c3_1, align 32
-  %t13_a326 = load <8 x float>, ptr %conv1.t13_a3, align 32
-  %t13_b227 = load <8 x float>, ptr %conv1.t13_b2, align 32
-  %t13_c3_2 = load <8 x float>, ptr %conv1.t13_c3_2, align 32
-  %56 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t13_a326, <8 x float> %t13_b227, <8 x float> %t13_c3_2)
-  store <8 x float> %56, ptr %conv1.t13_c3_2, align 32
-  %k14.next = add nsw i64 %conv1.k143, 1
-  %57 = icmp slt i64 %k14.next, 9
-  br i1 %57, label %conv1.k14, label %conv1.k14.end
-
-conv1.k14.end:                                    ; preds = %conv1.k14
-  %t13_c0_028 = load <8 x float>, ptr %conv1.t13_c0_0, align 32
-  %58 = mul nsw i64 %conv1.mb122, 4
-  %59 = mul nsw i64 %58, 10832
-  %60 = add nsw i64 1481936, %59
-  %61 = mul nsw i64 %conv1.nb111, 24
-  %62 = add nsw i64 %60, %61
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %62
-  store <8 x float> %t13_c0_028, ptr %arena29, align 4
-  %t13_c0_130 = load <8 x float>, ptr %conv1.t13_c0_1, align 32
-  %63 = mul nsw i64 %conv1.mb122, 4
-  %64 = mul nsw i64 %63, 10832
-  %65 = add nsw i64 1481936, %64
-  %66 = mul nsw i64 %conv1.nb111, 24
-  %67 = add nsw i64 %65, %66
-  %68 = add nsw i64 %67, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %68
-  store <8 x float> %t13_c0_130, ptr %arena31, align 4
-  %t13_c0_232 = load <8 x float>, ptr %conv1.t13_c0_2, align 32
-  %69 = mul nsw i64 %conv1.mb122, 4
-  %70 = mul nsw i64 %69, 10832
-  %71 = add nsw i64 1481936, %70
-  %72 = mul nsw i64 %conv1.nb111, 24
-  %73 = add nsw i64 %71, %72
-  %74 = add nsw i64 %73, 16
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %74
-  store <8 x float> %t13_c0_232, ptr %arena33, align 4
-  %t13_c1_034 = load <8 x float>, ptr %conv1.t13_c1_0, align 32
-  %75 = mul nsw i64 %conv1.mb122, 4
-  %76 = add nsw i64 %75, 1
-  %77 = mul nsw i64 %76, 10832
-  %78 = add nsw i64 1481936, %77
-  %79 = mul nsw i64 %conv1.nb111, 24
-  %80 = add nsw i64 %78, %79
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %80
-  store <8 x float> %t13_c1_034, ptr %arena35, align 4
-  %t13_c1_136 = load <8 x float>, ptr %conv1.t13_c1_1, align 32
-  %81 = mul nsw i64 %conv1.mb122, 4
-  %82 = add nsw i64 %81, 1
-  %83 = mul nsw i64 %82, 10832
-  %84 = add nsw i64 1481936, %83
-  %85 = mul nsw i64 %conv1.nb111, 24
-  %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %86, 8
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %87
-  store <8 x float> %t13_c1_136, ptr %arena37, align 4
-  %t13_c1_238 = load <8 x float>, ptr %conv1.t13_c1_2, align 32
-  %88 = mul nsw i64 %conv1.mb122, 4
-  %89 = add nsw i64 %88, 1
-  %90 = mul nsw i64 %89, 10832
-  %91 = add nsw i64 1481936, %90
-  %92 = mul nsw i64 %conv1.nb111, 24
-  %93 = add nsw i64 %91, %92
-  %94 = add nsw i64 %93, 16
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %94
-  store <8 x float> %t13_c1_238, ptr %arena39, align 4
-  %t13_c2_040 = load <8 x float>, ptr %conv1.t13_c2_0, align 32
-  %95 = mul nsw i64 %conv1.mb122, 4
-  %96 = add nsw i64 %95, 2
-  %97 = mul nsw i64 %96, 10832
-  %98 = add nsw i64 1481936, %97
-  %99 = mul nsw i64 %conv1.nb111, 24
-  %100 = add nsw i64 %98, %99
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %100
-  store <8 x float> %t13_c2_040, ptr %arena41, align 4
-  %t13_c2_142 = load <8 x float>, ptr %conv1.t13_c2_1, align 32
-  %101 = mul nsw i64 %conv1.mb122, 4
-  %102 = add nsw i64 %101, 2
-  %103 = mul nsw i64 %102, 10832
-  %104 = add nsw i64 1481936, %103
-  %105 = mul nsw i64 %conv1.nb111, 24
-  %106 = add nsw i64 %104, %105
-  %107 = add nsw i64 %106, 8
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %107
-  store <8 x float> %t13_c2_142, ptr %arena43, align 4
-  %t13_c2_244 = load <8 x float>, ptr %conv1.t13_c2_2, align 32
-  %108 = mul nsw i64 %conv1.mb122, 4
-  %109 = add nsw i64 %108, 2
-  %110 = mul nsw i64 %109, 10832
-  %111 = add nsw i64 1481936, %110
-  %112 = mul nsw i64 %conv1.nb111, 24
-  %113 = add nsw i64 %111, %112
-  %114 = add nsw i64 %113, 16
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %114
-  store <8 x float> %t13_c2_244, ptr %arena45, align 4
-  %t13_c3_046 = load <8 x float>, ptr %conv1.t13_c3_0, align 32
-  %115 = mul nsw i64 %conv1.mb122, 4
-  %116 = add nsw i64 %115, 3
-  %117 = mul nsw i64 %116, 10832
-  %118 = add nsw i64 1481936, %117
-  %119 = mul nsw i64 %conv1.nb111, 24
-  %120 = add nsw i64 %118, %119
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %120
-  store <8 x float> %t13_c3_046, ptr %arena47, align 4
-  %t13_c3_148 = load <8 x float>, ptr %conv1.t13_c3_1, align 32
-  %121 = mul nsw i64 %conv1.mb122, 4
-  %122 = add nsw i64 %121, 3
-  %123 = mul nsw i64 %122, 10832
-  %124 = add nsw i64 1481936, %123
-  %125 = mul nsw i64 %conv1.nb111, 24
-  %126 = add nsw i64 %124, %125
-  %127 = add nsw i64 %126, 8
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %127
-  store <8 x float> %t13_c3_148, ptr %arena49, align 4
-  %t13_c3_250 = load <8 x float>, ptr %conv1.t13_c3_2, align 32
-  %128 = mul nsw i64 %conv1.mb122, 4
-  %129 = add nsw i64 %128, 3
-  %130 = mul nsw i64 %129, 10832
-  %131 = add nsw i64 1481936, %130
-  %132 = mul nsw i64 %conv1.nb111, 24
-  %133 = add nsw i64 %131, %132
-  %134 = add nsw i64 %133, 16
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %134
-  store <8 x float> %t13_c3_250, ptr %arena51, align 4
-  %mb12.next = add nsw i64 %conv1.mb122, 1
-  %135 = icmp slt i64 %mb12.next, 8
-  br i1 %135, label %conv1.mb12, label %conv1.mb12.end
-
-conv1.mb15:                                       ; preds = %conv1.k17.end, %conv1.nb11.end
-  %conv1.mb1552 = phi i64 [ 0, %conv1.nb11.end ], [ %mb15.next, %conv1.k17.end ]
-  store <8 x float> zeroinitializer, ptr %conv1.t16_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t16_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t16_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t16_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t16_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t16_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t16_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t16_c3_1, align 32
-  br label %conv1.k17
-
-conv1.mb15.end:                                   ; preds = %conv1.k17.end
+conv1.j20.end:                                    ; preds = %conv1.f21.end
   ret void
 
-conv1.k17:                                        ; preds = %conv1.k17, %conv1.mb15
-  %conv1.k1753 = phi i64 [ 0, %conv1.mb15 ], [ %k17.next, %conv1.k17 ]
-  %136 = mul nsw i64 %conv1.k1753, 10832
-  %137 = add nsw i64 1384448, %136
-  %138 = add nsw i64 %137, 10800
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %138
-  %139 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %139, ptr %conv1.t16_b0, align 32
-  %140 = mul nsw i64 %conv1.k1753, 10832
-  %141 = add nsw i64 1384448, %140
-  %142 = add nsw i64 %141, 10800
-  %143 = add nsw i64 %142, 8
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %143
-  %144 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %144, ptr %conv1.t16_b1, align 32
-  %145 = mul nsw i64 %conv1.mb1552, 4
-  %146 = mul nsw i64 %145, 9
-  %147 = add nsw i64 %146, %conv1.k1753
-  %params56 = getelementptr inbounds float, ptr %params, i64 %147
-  %148 = load float, ptr %params56, align 4
-  %149 = insertelement <8 x float> undef, float %148, i32 0
-  %150 = shufflevector <8 x float> %149, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %150, ptr %conv1.t16_a0, align 32
-  %t16_a0 = load <8 x float>, ptr %conv1.t16_a0, align 32
-  %t16_b0 = load <8 x float>, ptr %conv1.t16_b0, align 32
-  %t16_c0_0 = load <8 x float>, ptr %conv1.t16_c0_0, align 32
-  %151 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t16_a0, <8 x float> %t16_b0, <8 x float> %t16_c0_0)
-  store <8 x float> %151, ptr %conv1.t16_c0_0, align 32
-  %t16_a057 = load <8 x float>, ptr %conv1.t16_a0, align 32
-  %t16_b1 = load <8 x float>, ptr %conv1.t16_b1, align 32
-  %t16_c0_1 = load <8 x float>, ptr %conv1.t16_c0_1, align 32
-  %152 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t16_a057, <8 x float> %t16_b1, <8 x float> %t16_c0_1)
-  store <8 x float> %152, ptr %conv1.t16_c0_1, align 32
-  %153 = mul nsw i64 %conv1.mb1552, 4
-  %154 = add nsw i64 %153, 1
-  %155 = mul nsw i64 %154, 9
-  %156 = add nsw i64 %155, %conv1.k1753
-  %params58 = getelementptr inbounds float, ptr %params, i64 %156
-  %157 = load float, ptr %params58, align 4
-  %158 = insertelement <8 x float> undef, float %157, i32 0
-  %159 = shufflevector <8 x float> %158, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %159, ptr %conv1.t16_a1, align 32
-  %t16_a1 = load <8 x float>, ptr %conv1.t16_a1, align 32
-  %t16_b059 = load <8 x float>, ptr %conv1.t16_b0, align 32
-  %t16_c1_0 = load <8 x float>, ptr %conv1.t16_c1_0, align 32
-  %160 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t16_a1, <8 x float> %t16_b059, <8 x float> %t16_c1_0)
-  store <8 x float> %160, ptr %conv1.t16_c1_0, align 32
-  %t16_a160 = load <8 x float>, ptr %conv1.t16_a1, align 32
-  %t16_b161 = load <8 x float>, ptr %conv1.t16_b1, align 32
-  %t16_c1_1 = load <8 x float>, ptr %conv1.t16_c1_1, align 32
-  %161 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t16_a160, <8 x float> %t16_b161, <8 x float> %t16_c1_1)
-  store <8 x float> %161, ptr %conv1.t16_c1_1, align 32
-  %162 = mul nsw i64 %conv1.mb1552, 4
-  %163 = add nsw i64 %162, 2
-  %164 = mul nsw i64 %163, 9
-  %165 = add nsw i64 %164, %conv1.k1753
-  %params62 = getelementptr inbounds float, ptr %params, i64 %165
-  %166 = load float, ptr %params62, align 4
-  %167 = insertelement <8 x float> undef, float %166, i32 0
-  %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %conv1.t16_a2, align 32
-  %t16_a2 = load <8 x float>, ptr %conv1.t16_a2, align 32
-  %t16_b063 = load <8 x float>, ptr %conv1.t16_b0, align 32
-  %t16_c2_0 = load <8 x float>, ptr %conv1.t16_c2_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t16_a2, <8 x float> %t16_b063, <8 x float> %t16_c2_0)
-  store <8 x float> %169, ptr %conv1.t16_c2_0, align 32
-  %t16_a264 = load <8 x float>, ptr %conv1.t16_a2, align 32
-  %t16_b165 = load <8 x float>, ptr %conv1.t16_b1, align 32
-  %t16_c2_1 = load <8 x float>, ptr %conv1.t16_c2_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t16_a264, <8 x float> %t16_b165, <8 x float> %t16_c2_1)
-  store <8 x float> %170, ptr %conv1.t16_c2_1, align 32
-  %171 = mul nsw i64 %conv1.mb1552, 4
-  %172 = add nsw i64 %171, 3
-  %173 = mul nsw i64 %172, 9
-  %174 = add nsw i64 %173, %conv1.k1753
-  %params66 = getelementptr inbounds float, ptr %params, i64 %174
-  %175 = load float, ptr %params66, align 4
-  %176 = insertelement <8 x float> undef, float %175, i32 0
-  %177 = shufflevector <8 x float> %176, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %177, ptr %conv1.t16_a3, align 32
-  %t16_a3 = load <8 x float>, ptr %conv1.t16_a3, align 32
-  %t16_b067 = load <8 x float>, ptr %conv1.t16_b0, align 32
-  %t16_c3_0 = load <8 x float>, ptr %conv1.t16_c3_0, align 32
-  %178 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t16_a3, <8 x float> %t16_b067, <8 x float> %t16_c3_0)
-  store <8 x float> %178, ptr %conv1.t16_c3_0, align 32
-  %t16_a368 = load <8 x float>, ptr %conv1.t16_a3, align 32
-  %t16_b169 = load <8 x float>, ptr %conv1.t16_b1, align 32
-  %t16_c3_1 = load <8 x float>, ptr %conv1.t16_c3_1, align 32
-  %179 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t16_a368, <8 x float> %t16_b169, <8 x float> %t16_c3_1)
-  store <8 x float> %179, ptr %conv1.t16_c3_1, align 32
-  %k17.next = add nsw i64 %conv1.k1753, 1
-  %180 = icmp slt i64 %k17.next, 9
-  br i1 %180, label %conv1.k17, label %conv1.k17.end
+conv1.f21:                                        ; preds = %conv1.i22.end, %conv1.j20
+  %conv1.f212 = phi i64 [ 0, %conv1.j20 ], [ %f21.next, %conv1.i22.end ]
+  br label %conv1.i22
 
-conv1.k17.end:                                    ; preds = %conv1.k17
-  %t16_c0_070 = load <8 x float>, ptr %conv1.t16_c0_0, align 32
-  %181 = mul nsw i64 %conv1.mb1552, 4
-  %182 = mul nsw i64 %181, 10832
-  %183 = add nsw i64 1481936, %182
-  %184 = add nsw i64 %183, 10800
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %184
-  store <8 x float> %t16_c0_070, ptr %arena71, align 4
-  %t16_c0_172 = load <8 x float>, ptr %conv1.t16_c0_1, align 32
-  %185 = mul nsw i64 %conv1.mb1552, 4
-  %186 = mul nsw i64 %185, 10832
-  %187 = add nsw i64 1481936, %186
-  %188 = add nsw i64 %187, 10800
-  %189 = add nsw i64 %188, 8
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %189
-  store <8 x float> %t16_c0_172, ptr %arena73, align 4
-  %t16_c1_074 = load <8 x float>, ptr %conv1.t16_c1_0, align 32
-  %190 = mul nsw i64 %conv1.mb1552, 4
-  %191 = add nsw i64 %190, 1
-  %192 = mul nsw i64 %191, 10832
-  %193 = add nsw i64 1481936, %192
-  %194 = add nsw i64 %193, 10800
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %194
-  store <8 x float> %t16_c1_074, ptr %arena75, align 4
-  %t16_c1_176 = load <8 x float>, ptr %conv1.t16_c1_1, align 32
-  %195 = mul nsw i64 %conv1.mb1552, 4
-  %196 = add nsw i64 %195, 1
-  %197 = mul nsw i64 %196, 10832
-  %198 = add nsw i64 1481936, %197
-  %199 = add nsw i64 %198, 10800
-  %200 = add nsw i64 %199, 8
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %200
-  store <8 x float> %t16_c1_176, ptr %arena77, align 4
-  %t16_c2_078 = load <8 x float>, ptr %conv1.t16_c2_0, align 32
-  %201 = mul nsw i64 %conv1.mb1552, 4
-  %202 = add nsw i64 %201, 2
-  %203 = mul nsw i64 %202, 10832
-  %204 = add nsw i64 1481936, %203
-  %205 = add nsw i64 %204, 10800
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %205
-  store <8 x float> %t16_c2_078, ptr %arena79, align 4
-  %t16_c2_180 = load <8 x float>, ptr %conv1.t16_c2_1, align 32
-  %206 = mul nsw i64 %conv1.mb1552, 4
-  %207 = add nsw i64 %206, 2
-  %208 = mul nsw i64 %207, 10832
-  %209 = add nsw i64 1481936, %208
-  %210 = add nsw i64 %209, 10800
-  %211 = add nsw i64 %210, 8
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %211
-  store <8 x float> %t16_c2_180, ptr %arena81, align 4
-  %t16_c3_082 = load <8 x float>, ptr %conv1.t16_c3_0, align 32
-  %212 = mul nsw i64 %conv1.mb1552, 4
-  %213 = add nsw i64 %212, 3
-  %214 = mul nsw i64 %213, 10832
-  %215 = add nsw i64 1481936, %214
-  %216 = add nsw i64 %215, 10800
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %216
-  store <8 x float> %t16_c3_082, ptr %arena83, align 4
-  %t16_c3_184 = load <8 x float>, ptr %conv1.t16_c3_1, align 32
-  %217 = mul nsw i64 %conv1.mb1552, 4
-  %218 = add nsw i64 %217, 3
-  %219 = mul nsw i64 %218, 10832
-  %220 = add nsw i64 1481936, %219
-  %221 = add nsw i64 %220, 10800
-  %222 = add nsw i64 %221, 8
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %222
-  store <8 x float> %t16_c3_184, ptr %arena85, align 4
-  %mb15.next = add nsw i64 %conv1.mb1552, 1
-  %223 = icmp slt i64 %mb15.next, 8
-  br i1 %223, label %conv1.mb15, label %conv1.mb15.end
+conv1.f21.end:                                    ; preds = %conv1.i22.end
+  %j20.next = add nsw i64 %conv1.j201, 1
+  %2 = icmp slt i64 %j20.next, 16
+  br i1 %2, label %conv1.j20, label %conv1.j20.end
+
+conv1.i22:                                        ; preds = %conv1.i22, %conv1.f21
+  %conv1.i223 = phi i64 [ 0, %conv1.f21 ], [ %i22.next, %conv1.i22 ]
+  %3 = mul nsw i64 %1, 16
+  %4 = add nsw i64 %conv1.f212, %3
+  %5 = mul nsw i64 %4, 10832
+  %6 = add nsw i64 1481936, %5
+  %7 = mul nsw i64 %conv1.j201, 676
+  %8 = add nsw i64 %6, %7
+  %9 = add nsw i64 %8, %conv1.i223
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
+  %10 = load float, ptr %arena4, align 4
+  %11 = mul nsw i64 %1, 16
+  %12 = add nsw i64 %conv1.f212, %11
+  %13 = add nsw i64 288, %12
+  %params5 = getelementptr inbounds float, ptr %params, i64 %13
+  %14 = load float, ptr %params5, align 4
+  %15 = fadd float %10, %14
+  %16 = fcmp ogt float %15, 0.000000e+00
+  %17 = mul nsw i64 %1, 16
+  %18 = add nsw i64 %conv1.f212, %17
+  %19 = mul nsw i64 %18, 10832
+  %20 = add nsw i64 1481936, %19
+  %21 = mul nsw i64 %conv1.j201, 676
+  %22 = add nsw i64 %20, %21
+  %23 = add nsw i64 %22, %conv1.i223
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %23
+  %24 = load float, ptr %arena6, align 4
+  %25 = mul nsw i64 %1, 16
+  %26 = add nsw i64 %conv1.f212, %25
+  %27 = add nsw i64 288, %26
+  %params7 = getelementptr inbounds float, ptr %params, i64 %27
+  %28 = load float, ptr %params7, align 4
+  %29 = fadd float %24, %28
+  %30 = select i1 %16, float %29, float 0.000000e+00
+  %31 = mul nsw i64 %0, 16
+  %32 = add nsw i64 %31, %conv1.j201
+  %33 = mul nsw i64 %32, 21632
+  %34 = mul nsw i64 %1, 16
+  %35 = add nsw i64 %conv1.f212, %34
+  %36 = mul nsw i64 %35, 676
+  %37 = add nsw i64 %33, %36
+  %38 = add nsw i64 %37, %conv1.i223
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
+  store float %30, ptr %arena8, align 4
+  %i22.next = add nsw i64 %conv1.i223, 1
+  %39 = icmp slt i64 %i22.next, 676
+  br i1 %39, label %conv1.i22, label %conv1.i22.end
+
+conv1.i22.end:                                    ; preds = %conv1.i22
+  %f21.next = add nsw i64 %conv1.f212, 1
+  %40 = icmp slt i64 %f21.next, 16
+  br i1 %40, label %conv1.f21, label %conv1.f21.end
+}
+
+; Function Attrs: noinline
+define internal void @mnistnet_infer_b64.k0.conv1.part11.gemm19(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %conv1.t17_a3 = alloca <8 x float>, align 32
+  %conv1.t17_a2 = alloca <8 x float>, align 32
+  %conv1.t17_a1 = alloca <8 x float>, align 32
+  %conv1.t17_a0 = alloca <8 x float>, align 32
+  %conv1.t17_b1 = alloca <8 x float>, align 32
+  %conv1.t17_b0 = alloca <8 x float>, align 32
+  %conv1.t17_c3_1 = alloca <8 x float>, align 32
+  %conv1.t17_c3_0 = alloca <8 x float>, align 32
+  %conv1.t17_c2_1 = alloca <8 x float>, align 32
+  %conv1.t17_c2_0 = alloca <8 x float>, align 32
+  %conv1.t17_c1_1 = alloca <8 x float>, align 32
+  %conv1.t17_c1_0 = alloca <8 x float>, align 32
+  %conv1.t17_c0_1 = alloca <8 x float>, align 32
+  %conv1.t17_c0_0 = alloca <8 x float>, align 32
+  %conv1.t14_a3 = alloca <8 x float>, align 32
+  %conv1.t14_a2 = alloca <8 x float>, align 32
+  %conv1.t14_a1 = alloca <8 x float>, align 32
+  %conv1.t14_a0 = alloca <8 x float>, align 32
+  %conv1.t14_b2 = alloca <8 x float>, align 32
+  %conv1.t14_b1 = alloca <8 x float>, align 32
+  %conv1.t14_b0 = alloca <8 x float>, align 32
+  %conv1.t14_c3_2 = alloca <8 x float>, align 32
+  %conv1.t14_c3_1 = alloca <8 x float>, align 32
+  %conv1.t14_c3_0 = alloca <8 x float>, align 32
+  %conv1.t14_c2_2 = alloca <8 x float>, align 32
+  %conv1.t14_c2_1 = alloca <8 x float>, align 32
+  %conv1.t14_c2_0 = alloca <8 x float>, align 32
+  %conv1.t14_c1_2 = alloca <8 x float>, align 32
+  %conv1.t14_c1_1 = alloca <8 x float>, align 32
+  %conv1.t14_c1_0 = alloca <8 x float>, align 32
+  %conv1.t14_c0_2 = alloca <8 x float>, align 32
+  %conv1.t14_c0_1 = alloca <8 x float>, align 32
+  %conv1.t14_c0_0 = alloca <8 x float>, align 32
+  br label %conv1.nb12
+
+conv1.nb12:                                       ; preds = %conv1.mb13.end, %entry
+  %conv1.nb121 = phi i64 [ 0, %entry ], [ %nb12.next, %conv1.mb13.end ]
+  br label %conv1.mb13
+
+conv1.nb12.end:                                   ; preds = %conv1.mb13.end
+  br label %conv1.mb16
+
+conv1.mb13:                                       ; preds = %conv1.k15.end, %conv1.nb12
+  %conv1.mb132 = phi i64 [ 0, %conv1.nb12 ], [ %mb13.next, %conv1.k15.end ]
+  store <8 x float> zeroinitializer, ptr %conv1.t14_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t14_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t14_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t14_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t14_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t14_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t14_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t14_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t14_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t14_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t14_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t14_c3_2, align 32
+  br label %conv1.k15
+
+conv1.mb13.end:                                   ; preds = %conv1.k15.end
+  %nb12.next = add nsw i64 %conv1.nb121, 1
+  %1 = icmp slt i64 %nb12.next, 450
+  br i1 %1, label %conv1.nb12, label %conv1.nb12.end
+
+conv1.k15:                                        ; preds = %conv1.k15, %conv1.mb13
+  %conv1.k153 = phi i64 [ 0, %conv1.mb13 ], [ %k15.next, %conv1.k15 ]
+  %2 = mul nsw i64 %conv1.k153, 10832
+  %3 = add nsw i64 1384448, %2
+  %4 = mul nsw i64 %conv1.nb121, 24
+  %5 = add nsw i64 %3, %4
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
+  %6 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %6, ptr %conv1.t14_b0, align 32
+  %7 = mul nsw i64 %conv1.k153, 10832
+  %8 = add nsw i64 1384448, %7
+  %9 = mul nsw i64 %conv1.nb121, 24
+  %10 = add nsw i64 %8, %9
+  %11 = add nsw i64 %10, 8
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
+  %12 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %12, ptr %conv1.t14_b1, align 32
+  %13 = mul nsw i64 %conv1.k153, 10832
+  %14 = add nsw i64 1384448, %13
+  %15 = mul nsw i64 %conv1.nb121, 24
+  %16 = add nsw i64 %14, %15
+  %17 = add nsw i64 %16, 16
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %17
+  %18 = load <8 x float>, ptr %arena6, align 4
+  store <8 x float> %18, ptr %conv1.t14_b2, align 32
+  %19 = mul nsw i64 %0, 16
+  %20 = mul nsw i64 %19, 9
+  %21 = mul nsw i64 %conv1.mb132, 4
+  %22 = mul nsw i64 %21, 9
+  %23 = add nsw i64 %20, %22
+  %24 = add nsw i64 %23, %conv1.k153
+  %params7 = getelementptr inbounds float, ptr %params, i64 %24
+  %25 = load float, ptr %params7, align 4
+  %26 = insertelement <8 x float> undef, float %25, i32 0
+  %27 = shufflevector <8 x float> %26, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %27, ptr %conv1.t14_a0, align 32
+  %t14_a0 = load <8 x float>, ptr %conv1.t14_a0, align 32
+  %t14_b0 = load <8 x float>, ptr %conv1.t14_b0, align 32
+  %t14_c0_0 = load <8 x float>, ptr %conv1.t14_c0_0, align 32
+  %28 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t14_a0, <8 x float> %t14_b0, <8 x float> %t14_c0_0)
+  store <8 x float> %28, ptr %conv1.t14_c0_0, align 32
+  %t14_a08 = load <8 x float>, ptr %conv1.t14_a0, align 32
+  %t14_b1 = load <8 x float>, ptr %conv1.t14_b1, align 32
+  %t14_c0_1 = load <8 x float>, ptr %conv1.t14_c0_1, align 32
+  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t14_a08, <8 x float> %t14_b1, <8 x float> %t14_c0_1)
+  store <8 x float> %29, ptr %conv1.t14_c0_1, align 32
+  %t14_a09 = load <8 x float>, ptr %conv1.t14_a0, align 32
+  %t14_b2 = load <8 x float>, ptr %conv1.t14_b2, align 32
+  %t14_c0_2 = load <8 x float>, ptr %conv1.t14_c0_2, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t14_a09, <8 x float> %t14_b2, <8 x float> %t14_c0_2)
+  store <8 x float> %30, ptr %conv1.t14_c0_2, align 32
+  %31 = mul nsw i64 %0, 16
+  %32 = mul nsw i64 %31, 9
+  %33 = mul nsw i64 %conv1.mb132, 4
+  %34 = add nsw i64 %33, 1
+  %35 = mul nsw i64 %34, 9
+  %36 = add nsw i64 %32, %35
+  %37 = add nsw i64 %36, %conv1.k153
+  %params10 = getelementptr inbounds float, ptr %params, i64 %37
+  %38 = load float, ptr %params10, align 4
+  %39 = insertelement <8 x float> undef, float %38, i32 0
+  %40 = shufflevector <8 x float> %39, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %40, ptr %conv1.t14_a1, align 32
+  %t14_a1 = load <8 x float>, ptr %conv1.t14_a1, align 32
+  %t14_b011 = load <8 x float>, ptr %conv1.t14_b0, align 32
+  %t14_c1_0 = load <8 x float>, ptr %conv1.t14_c1_0, align 32
+  %41 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t14_a1, <8 x float> %t14_b011, <8 x float> %t14_c1_0)
+  store <8 x float> %41, ptr %conv1.t14_c1_0, align 32
+  %t14_a112 = load <8 x float>, ptr %conv1.t14_a1, align 32
+  %t14_b113 = load <8 x float>, ptr %conv1.t14_b1, align 32
+  %t14_c1_1 = load <8 x float>, ptr %conv1.t14_c1_1, align 32
+  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t14_a112, <8 x float> %t14_b113, <8 x float> %t14_c1_1)
+  store <8 x float> %42, ptr %conv1.t14_c1_1, align 32
+  %t14_a114 = load <8 x float>, ptr %conv1.t14_a1, align 32
+  %t14_b215 = load <8 x float>, ptr %conv1.t14_b2, align 32
+  %t14_c1_2 = load <8 x float>, ptr %conv1.t14_c1_2, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t14_a114, <8 x float> %t14_b215, <8 x float> %t14_c1_2)
+  store <8 x float> %43, ptr %conv1.t14_c1_2, align 32
+  %44 = mul nsw i64 %0, 16
+  %45 = mul nsw i64 %44, 9
+  %46 = mul nsw i64 %conv1.mb132, 4
+  %47 = add nsw i64 %46, 2
+  %48 = mul nsw i64 %47, 9
+  %49 = add nsw i64 %45, %48
+  %50 = add nsw i64 %49, %conv1.k153
+  %params16 = getelementptr inbounds float, ptr %params, i64 %50
+  %51 = load float, ptr %params16, align 4
+  %52 = insertelement <8 x float> undef, float %51, i32 0
+  %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %53, ptr %conv1.t14_a2, align 32
+  %t14_a2 = load <8 x float>, ptr %conv1.t14_a2, align 32
+  %t14_b017 = load <8 x float>, ptr %conv1.t14_b0, align 32
+  %t14_c2_0 = load <8 x float>, ptr %conv1.t14_c2_0, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t14_a2, <8 x float> %t14_b017, <8 x float> %t14_c2_0)
+  store <8 x float> %54, ptr %conv1.t14_c2_0, align 32
+  %t14_a218 = load <8 x float>, ptr %conv1.t14_a2, align 32
+  %t14_b119 = load <8 x float>, ptr %conv1.t14_b1, align 32
+  %t14_c2_1 = load <8 x float>, ptr %conv1.t14_c2_1, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t14_a218, <8 x float> %t14_b119, <8 x float> %t14_c2_1)
+  store <8 x float> %55, ptr %conv1.t14_c2_1, align 32
+  %t14_a220 = load <8 x float>, ptr %conv1.t14_a2, align 32
+  %t14_b221 = load <8 x float>, ptr %conv1.t14_b2, align 32
+  %t14_c2_2 = load <8 x float>, ptr %conv1.t14_c2_2, align 32
+  %56 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t14_a220, <8 x float> %t14_b221, <8 x float> %t14_c2_2)
+  store <8 x float> %56, ptr %conv1.t14_c2_2, align 32
+  %57 = mul nsw i64 %0, 16
+  %58 = mul nsw i64 %57, 9
+  %59 = mul nsw i64 %conv1.mb132, 4
+  %60 = add nsw i64 %59, 3
+  %61 = mul nsw i64 %60, 9
+  %62 = add nsw i64 %58, %61
+  %63 = add nsw i64 %62, %conv1.k153
+  %params22 = getelementptr inbounds float, ptr %params, i64 %63
+  %64 = load float, ptr %params22, align 4
+  %65 = insertelement <8 x float> undef, float %64, i32 0
+  %66 = shufflevector <8 x float> %65, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %66, ptr %conv1.t14_a3, align 32
+  %t14_a3 = load <8 x float>, ptr %conv1.t14_a3, align 32
+  %t14_b023 = load <8 x float>, ptr %conv1.t14_b0, align 32
+  %t14_c3_0 = load <8 x float>, ptr %conv1.t14_c3_0, align 32
+  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t14_a3, <8 x float> %t14_b023, <8 x float> %t14_c3_0)
+  store <8 x float> %67, ptr %conv1.t14_c3_0, align 32
+  %t14_a324 = load <8 x float>, ptr %conv1.t14_a3, align 32
+  %t14_b125 = load <8 x float>, ptr %conv1.t14_b1, align 32
+  %t14_c3_1 = load <8 x float>, ptr %conv1.t14_c3_1, align 32
+  %68 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t14_a324, <8 x float> %t14_b125, <8 x float> %t14_c3_1)
+  store <8 x float> %68, ptr %conv1.t14_c3_1, align 32
+  %t14_a326 = load <8 x float>, ptr %conv1.t14_a3, align 32
+  %t14_b227 = load <8 x float>, ptr %conv1.t14_b2, align 32
+  %t14_c3_2 = load <8 x float>, ptr %conv1.t14_c3_2, align 32
+  %69 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t14_a326, <8 x float> %t14_b227, <8 x float> %t14_c3_2)
+  store <8 x float> %69, ptr %conv1.t14_c3_2, align 32
+  %k15.next = add nsw i64 %conv1.k153, 1
+  %70 = icmp slt i64 %k15.next, 9
+  br i1 %70, label %conv1.k15, label %conv1.k15.end
+
+conv1.k15.end:                                    ; preds = %conv1.k15
+  %t14_c0_028 = load <8 x float>, ptr %conv1.t14_c0_0, align 32
+  %71 = mul nsw i64 %0, 16
+  %72 = mul nsw i64 %71, 10832
+  %73 = add nsw i64 1481936, %72
+  %74 = mul nsw i64 %conv1.mb132, 4
+  %75 = mul nsw i64 %74, 10832
+  %76 = add nsw i64 %73, %75
+  %77 = mul nsw i64 %conv1.nb121, 24
+  %78 = add nsw i64 %76, %77
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %78
+  store <8 x float> %t14_c0_028, ptr %arena29, align 4
+  %t14_c0_130 = load <8 x float>, ptr %conv1.t14_c0_1, align 32
+  %79 = mul nsw i64 %0, 16
+  %80 = mul nsw i64 %79, 10832
+  %81 = add nsw i64 1481936, %80
+  %82 = mul nsw i64 %conv1.mb132, 4
+  %83 = mul nsw i64 %82, 10832
+  %84 = add nsw i64 %81, %83
+  %85 = mul nsw i64 %conv1.nb121, 24
+  %86 = add nsw i64 %84, %85
+  %87 = add nsw i64 %86, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %87
+  store <8 x float> %t14_c0_130, ptr %arena31, align 4
+  %t14_c0_232 = load <8 x float>, ptr %conv1.t14_c0_2, align 32
+  %88 = mul nsw i64 %0, 16
+  %89 = mul nsw i64 %88, 10832
+  %90 = add nsw i64 1481936, %89
+  %91 = mul nsw i64 %conv1.mb132, 4
+  %92 = mul nsw i64 %91, 10832
+  %93 = add nsw i64 %90, %92
+  %94 = mul nsw i64 %conv1.nb121, 24
+  %95 = add nsw i64 %93, %94
+  %96 = add nsw i64 %95, 16
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %96
+  store <8 x float> %t14_c0_232, ptr %arena33, align 4
+  %t14_c1_034 = load <8 x float>, ptr %conv1.t14_c1_0, align 32
+  %97 = mul nsw i64 %0, 16
+  %98 = mul nsw i64 %97, 10832
+  %99 = add nsw i64 1481936, %98
+  %100 = mul nsw i64 %conv1.mb132, 4
+  %101 = add nsw i64 %100, 1
+  %102 = mul nsw i64 %101, 10832
+  %103 = add nsw i64 %99, %102
+  %104 = mul nsw i64 %conv1.nb121, 24
+  %105 = add nsw i64 %103, %104
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %105
+  store <8 x float> %t14_c1_034, ptr %arena35, align 4
+  %t14_c1_136 = load <8 x float>, ptr %conv1.t14_c1_1, align 32
+  %106 = mul nsw i64 %0, 16
+  %107 = mul nsw i64 %106, 10832
+  %108 = add nsw i64 1481936, %107
+  %109 = mul nsw i64 %conv1.mb132, 4
+  %110 = add nsw i64 %109, 1
+  %111 = mul nsw i64 %110, 10832
+  %112 = add nsw i64 %108, %111
+  %113 = mul nsw i64 %conv1.nb121, 24
+  %114 = add nsw i64 %112, %113
+  %115 = add nsw i64 %114, 8
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %115
+  store <8 x float> %t14_c1_136, ptr %arena37, align 4
+  %t14_c1_238 = load <8 x float>, ptr %conv1.t14_c1_2, align 32
+  %116 = mul nsw i64 %0, 16
+  %117 = mul nsw i64 %116, 10832
+  %118 = add nsw i64 1481936, %117
+  %119 = mul nsw i64 %conv1.mb132, 4
+  %120 = add nsw i64 %119, 1
+  %121 = mul nsw i64 %120, 10832
+  %122 = add nsw i64 %118, %121
+  %123 = mul nsw i64 %conv1.nb121, 24
+  %124 = add nsw i64 %122, %123
+  %125 = add nsw i64 %124, 16
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %125
+  store <8 x float> %t14_c1_238, ptr %arena39, align 4
+  %t14_c2_040 = load <8 x float>, ptr %conv1.t14_c2_0, align 32
+  %126 = mul nsw i64 %0, 16
+  %127 = mul nsw i64 %126, 10832
+  %128 = add nsw i64 1481936, %127
+  %129 = mul nsw i64 %conv1.mb132, 4
+  %130 = add nsw i64 %129, 2
+  %131 = mul nsw i64 %130, 10832
+  %132 = add nsw i64 %128, %131
+  %133 = mul nsw i64 %conv1.nb121, 24
+  %134 = add nsw i64 %132, %133
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %134
+  store <8 x float> %t14_c2_040, ptr %arena41, align 4
+  %t14_c2_142 = load <8 x float>, ptr %conv1.t14_c2_1, align 32
+  %135 = mul nsw i64 %0, 16
+  %136 = mul nsw i64 %135, 10832
+  %137 = add nsw i64 1481936, %136
+  %138 = mul nsw i64 %conv1.mb132, 4
+  %139 = add nsw i64 %138, 2
+  %140 = mul nsw i64 %139, 10832
+  %141 = add nsw i64 %137, %140
+  %142 = mul nsw i64 %conv1.nb121, 24
+  %143 = add nsw i64 %141, %142
+  %144 = add nsw i64 %143, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %144
+  store <8 x float> %t14_c2_142, ptr %arena43, align 4
+  %t14_c2_244 = load <8 x float>, ptr %conv1.t14_c2_2, align 32
+  %145 = mul nsw i64 %0, 16
+  %146 = mul nsw i64 %145, 10832
+  %147 = add nsw i64 1481936, %146
+  %148 = mul nsw i64 %conv1.mb132, 4
+  %149 = add nsw i64 %148, 2
+  %150 = mul nsw i64 %149, 10832
+  %151 = add nsw i64 %147, %150
+  %152 = mul nsw i64 %conv1.nb121, 24
+  %153 = add nsw i64 %151, %152
+  %154 = add nsw i64 %153, 16
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %154
+  store <8 x float> %t14_c2_244, ptr %arena45, align 4
+  %t14_c3_046 = load <8 x float>, ptr %conv1.t14_c3_0, align 32
+  %155 = mul nsw i64 %0, 16
+  %156 = mul nsw i64 %155, 10832
+  %157 = add nsw i64 1481936, %156
+  %158 = mul nsw i64 %conv1.mb132, 4
+  %159 = add nsw i64 %158, 3
+  %160 = mul nsw i64 %159, 10832
+  %161 = add nsw i64 %157, %160
+  %162 = mul nsw i64 %conv1.nb121, 24
+  %163 = add nsw i64 %161, %162
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %163
+  store <8 x float> %t14_c3_046, ptr %arena47, align 4
+  %t14_c3_148 = load <8 x float>, ptr %conv1.t14_c3_1, align 32
+  %164 = mul nsw i64 %0, 16
+  %165 = mul nsw i64 %164, 10832
+  %166 = add nsw i64 1481936, %165
+  %167 = mul nsw i64 %conv1.mb132, 4
+  %168 = add nsw i64 %167, 3
+  %169 = mul nsw i64 %168, 10832
+  %170 = add nsw i64 %166, %169
+  %171 = mul nsw i64 %conv1.nb121, 24
+  %172 = add nsw i64 %170, %171
+  %173 = add nsw i64 %172, 8
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %173
+  store <8 x float> %t14_c3_148, ptr %arena49, align 4
+  %t14_c3_250 = load <8 x float>, ptr %conv1.t14_c3_2, align 32
+  %174 = mul nsw i64 %0, 16
+  %175 = mul nsw i64 %174, 10832
+  %176 = add nsw i64 1481936, %175
+  %177 = mul nsw i64 %conv1.mb132, 4
+  %178 = add nsw i64 %177, 3
+  %179 = mul nsw i64 %178, 10832
+  %180 = add nsw i64 %176, %179
+  %181 = mul nsw i64 %conv1.nb121, 24
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, 16
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %183
+  store <8 x float> %t14_c3_250, ptr %arena51, align 4
+  %mb13.next = add nsw i64 %conv1.mb132, 1
+  %184 = icmp slt i64 %mb13.next, 4
+  br i1 %184, label %conv1.mb13, label %conv1.mb13.end
+
+conv1.mb16:                                       ; preds = %conv1.k18.end, %conv1.nb12.end
+  %conv1.mb1652 = phi i64 [ 0, %conv1.nb12.end ], [ %mb16.next, %conv1.k18.end ]
+  store <8 x float> zeroinitializer, ptr %conv1.t17_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t17_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t17_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t17_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t17_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t17_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t17_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t17_c3_1, align 32
+  br label %conv1.k18
+
+conv1.mb16.end:                                   ; preds = %conv1.k18.end
+  ret void
+
+conv1.k18:                                        ; preds = %conv1.k18, %conv1.mb16
+  %conv1.k1853 = phi i64 [ 0, %conv1.mb16 ], [ %k18.next, %conv1.k18 ]
+  %185 = mul nsw i64 %conv1.k1853, 10832
+  %186 = add nsw i64 1384448, %185
+  %187 = add nsw i64 %186, 10800
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %187
+  %188 = load <8 x float>, ptr %arena54, align 4
+  store <8 x float> %188, ptr %conv1.t17_b0, align 32
+  %189 = mul nsw i64 %conv1.k1853, 10832
+  %190 = add nsw i64 1384448, %189
+  %191 = add nsw i64 %190, 10800
+  %192 = add nsw i64 %191, 8
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %192
+  %193 = load <8 x float>, ptr %arena55, align 4
+  store <8 x float> %193, ptr %conv1.t17_b1, align 32
+  %194 = mul nsw i64 %0, 16
+  %195 = mul nsw i64 %194, 9
+  %196 = mul nsw i64 %conv1.mb1652, 4
+  %197 = mul nsw i64 %196, 9
+  %198 = add nsw i64 %195, %197
+  %199 = add nsw i64 %198, %conv1.k1853
+  %params56 = getelementptr inbounds float, ptr %params, i64 %199
+  %200 = load float, ptr %params56, align 4
+  %201 = insertelement <8 x float> undef, float %200, i32 0
+  %202 = shufflevector <8 x float> %201, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %202, ptr %conv1.t17_a0, align 32
+  %t17_a0 = load <8 x float>, ptr %conv1.t17_a0, align 32
+  %t17_b0 = load <8 x float>, ptr %conv1.t17_b0, align 32
+  %t17_c0_0 = load <8 x float>, ptr %conv1.t17_c0_0, align 32
+  %203 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t17_a0, <8 x float> %t17_b0, <8 x float> %t17_c0_0)
+  store <8 x float> %203, ptr %conv1.t17_c0_0, align 32
+  %t17_a057 = load <8 x float>, ptr %conv1.t17_a0, align 32
+  %t17_b1 = load <8 x float>, ptr %conv1.t17_b1, align 32
+  %t17_c0_1 = load <8 x float>, ptr %conv1.t17_c0_1, align 32
+  %204 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t17_a057, <8 x float> %t17_b1, <8 x float> %t17_c0_1)
+  store <8 x float> %204, ptr %conv1.t17_c0_1, align 32
+  %205 = mul nsw i64 %0, 16
+  %206 = mul nsw i64 %205, 9
+  %207 = mul nsw i64 %conv1.mb1652, 4
+  %208 = add nsw i64 %207, 1
+  %209 = mul nsw i64 %208, 9
+  %210 = add nsw i64 %206, %209
+  %211 = add nsw i64 %210, %conv1.k1853
+  %params58 = getelementptr inbounds float, ptr %params, i64 %211
+  %212 = load float, ptr %params58, align 4
+  %213 = insertelement <8 x float> undef, float %212, i32 0
+  %214 = shufflevector <8 x float> %213, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %214, ptr %conv1.t17_a1, align 32
+  %t17_a1 = load <8 x float>, ptr %conv1.t17_a1, align 32
+  %t17_b059 = load <8 x float>, ptr %conv1.t17_b0, align 32
+  %t17_c1_0 = load <8 x float>, ptr %conv1.t17_c1_0, align 32
+  %215 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t17_a1, <8 x float> %t17_b059, <8 x float> %t17_c1_0)
+  store <8 x float> %215, ptr %conv1.t17_c1_0, align 32
+  %t17_a160 = load <8 x float>, ptr %conv1.t17_a1, align 32
+  %t17_b161 = load <8 x float>, ptr %conv1.t17_b1, align 32
+  %t17_c1_1 = load <8 x float>, ptr %conv1.t17_c1_1, align 32
+  %216 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t17_a160, <8 x float> %t17_b161, <8 x float> %t17_c1_1)
+  store <8 x float> %216, ptr %conv1.t17_c1_1, align 32
+  %217 = mul nsw i64 %0, 16
+  %218 = mul nsw i64 %217, 9
+  %219 = mul nsw i64 %conv1.mb1652, 4
+  %220 = add nsw i64 %219, 2
+  %221 = mul nsw i64 %220, 9
+  %222 = add nsw i64 %218, %221
+  %223 = add nsw i64 %222, %conv1.k1853
+  %params62 = getelementptr inbounds float, ptr %params, i64 %223
+  %224 = load float, ptr %params62, align 4
+  %225 = insertelement <8 x float> undef, float %224, i32 0
+  %226 = shufflevector <8 x float> %225, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %226, ptr %conv1.t17_a2, align 32
+  %t17_a2 = load <8 x float>, ptr %conv1.t17_a2, align 32
+  %t17_b063 = load <8 x float>, ptr %conv1.t17_b0, align 32
+  %t17_c2_0 = load <8 x float>, ptr %conv1.t17_c2_0, align 32
+  %227 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t17_a2, <8 x float> %t17_b063, <8 x float> %t17_c2_0)
+  store <8 x float> %227, ptr %conv1.t17_c2_0, align 32
+  %t17_a264 = load <8 x float>, ptr %conv1.t17_a2, align 32
+  %t17_b165 = load <8 x float>, ptr %conv1.t17_b1, align 32
+  %t17_c2_1 = load <8 x float>, ptr %conv1.t17_c2_1, align 32
+  %228 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t17_a264, <8 x float> %t17_b165, <8 x float> %t17_c2_1)
+  store <8 x float> %228, ptr %conv1.t17_c2_1, align 32
+  %229 = mul nsw i64 %0, 16
+  %230 = mul nsw i64 %229, 9
+  %231 = mul nsw i64 %conv1.mb1652, 4
+  %232 = add nsw i64 %231, 3
+  %233 = mul nsw i64 %232, 9
+  %234 = add nsw i64 %230, %233
+  %235 = add nsw i64 %234, %conv1.k1853
+  %params66 = getelementptr inbounds float, ptr %params, i64 %235
+  %236 = load float, ptr %params66, align 4
+  %237 = insertelement <8 x float> undef, float %236, i32 0
+  %238 = shufflevector <8 x float> %237, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %238, ptr %conv1.t17_a3, align 32
+  %t17_a3 = load <8 x float>, ptr %conv1.t17_a3, align 32
+  %t17_b067 = load <8 x float>, ptr %conv1.t17_b0, align 32
+  %t17_c3_0 = load <8 x float>, ptr %conv1.t17_c3_0, align 32
+  %239 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t17_a3, <8 x float> %t17_b067, <8 x float> %t17_c3_0)
+  store <8 x float> %239, ptr %conv1.t17_c3_0, align 32
+  %t17_a368 = load <8 x float>, ptr %conv1.t17_a3, align 32
+  %t17_b169 = load <8 x float>, ptr %conv1.t17_b1, align 32
+  %t17_c3_1 = load <8 x float>, ptr %conv1.t17_c3_1, align 32
+  %240 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t17_a368, <8 x float> %t17_b169, <8 x float> %t17_c3_1)
+  store <8 x float> %240, ptr %conv1.t17_c3_1, align 32
+  %k18.next = add nsw i64 %conv1.k1853, 1
+  %241 = icmp slt i64 %k18.next, 9
+  br i1 %241, label %conv1.k18, label %conv1.k18.end
+
+conv1.k18.end:                                    ; preds = %conv1.k18
+  %t17_c0_070 = load <8 x float>, ptr %conv1.t17_c0_0, align 32
+  %242 = mul nsw i64 %0, 16
+  %243 = mul nsw i64 %242, 10832
+  %244 = add nsw i64 1481936, %243
+  %245 = mul nsw i64 %conv1.mb1652, 4
+  %246 = mul nsw i64 %245, 10832
+  %247 = add nsw i64 %244, %246
+  %248 = add nsw i64 %247, 10800
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %248
+  store <8 x float> %t17_c0_070, ptr %arena71, align 4
+  %t17_c0_172 = load <8 x float>, ptr %conv1.t17_c0_1, align 32
+  %249 = mul nsw i64 %0, 16
+  %250 = mul nsw i64 %249, 10832
+  %251 = add nsw i64 1481936, %250
+  %252 = mul nsw i64 %conv1.mb1652, 4
+  %253 = mul nsw i64 %252, 10832
+  %254 = add nsw i64 %251, %253
+  %255 = add nsw i64 %254, 10800
+  %256 = add nsw i64 %255, 8
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %256
+  store <8 x float> %t17_c0_172, ptr %arena73, align 4
+  %t17_c1_074 = load <8 x float>, ptr %conv1.t17_c1_0, align 32
+  %257 = mul nsw i64 %0, 16
+  %258 = mul nsw i64 %257, 10832
+  %259 = add nsw i64 1481936, %258
+  %260 = mul nsw i64 %conv1.mb1652, 4
+  %261 = add nsw i64 %260, 1
+  %262 = mul nsw i64 %261, 10832
+  %263 = add nsw i64 %259, %262
+  %264 = add nsw i64 %263, 10800
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %264
+  store <8 x float> %t17_c1_074, ptr %arena75, align 4
+  %t17_c1_176 = load <8 x float>, ptr %conv1.t17_c1_1, align 32
+  %265 = mul nsw i64 %0, 16
+  %266 = mul nsw i64 %265, 10832
+  %267 = add nsw i64 1481936, %266
+  %268 = mul nsw i64 %conv1.mb1652, 4
+  %269 = add nsw i64 %268, 1
+  %270 = mul nsw i64 %269, 10832
+  %271 = add nsw i64 %267, %270
+  %272 = add nsw i64 %271, 10800
+  %273 = add nsw i64 %272, 8
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %273
+  store <8 x float> %t17_c1_176, ptr %arena77, align 4
+  %t17_c2_078 = load <8 x float>, ptr %conv1.t17_c2_0, align 32
+  %274 = mul nsw i64 %0, 16
+  %275 = mul nsw i64 %274, 10832
+  %276 = add nsw i64 1481936, %275
+  %277 = mul nsw i64 %conv1.mb1652, 4
+  %278 = add nsw i64 %277, 2
+  %279 = mul nsw i64 %278, 10832
+  %280 = add nsw i64 %276, %279
+  %281 = add nsw i64 %280, 10800
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %281
+  store <8 x float> %t17_c2_078, ptr %arena79, align 4
+  %t17_c2_180 = load <8 x float>, ptr %conv1.t17_c2_1, align 32
+  %282 = mul nsw i64 %0, 16
+  %283 = mul nsw i64 %282, 10832
+  %284 = add nsw i64 1481936, %283
+  %285 = mul nsw i64 %conv1.mb1652, 4
+  %286 = add nsw i64 %285, 2
+  %287 = mul nsw i64 %286, 10832
+  %288 = add nsw i64 %284, %287
+  %289 = add nsw i64 %288, 10800
+  %290 = add nsw i64 %289, 8
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %290
+  store <8 x float> %t17_c2_180, ptr %arena81, align 4
+  %t17_c3_082 = load <8 x float>, ptr %conv1.t17_c3_0, align 32
+  %291 = mul nsw i64 %0, 16
+  %292 = mul nsw i64 %291, 10832
+  %293 = add nsw i64 1481936, %292
+  %294 = mul nsw i64 %conv1.mb1652, 4
+  %295 = add nsw i64 %294, 3
+  %296 = mul nsw i64 %295, 10832
+  %297 = add nsw i64 %293, %296
+  %298 = add nsw i64 %297, 10800
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %298
+  store <8 x float> %t17_c3_082, ptr %arena83, align 4
+  %t17_c3_184 = load <8 x float>, ptr %conv1.t17_c3_1, align 32
+  %299 = mul nsw i64 %0, 16
+  %300 = mul nsw i64 %299, 10832
+  %301 = add nsw i64 1481936, %300
+  %302 = mul nsw i64 %conv1.mb1652, 4
+  %303 = add nsw i64 %302, 3
+  %304 = mul nsw i64 %303, 10832
+  %305 = add nsw i64 %301, %304
+  %306 = add nsw i64 %305, 10800
+  %307 = add nsw i64 %306, 8
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %307
+  store <8 x float> %t17_c3_184, ptr %arena85, align 4
+  %mb16.next = add nsw i64 %conv1.mb1652, 1
+  %308 = icmp slt i64 %mb16.next, 4
+  br i1 %308, label %conv1.mb16, label %conv1.mb16.end
+}
+
+define internal void @mnistnet_infer_b64.k0.conv1.part11.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load i64, ptr %24, align 4
+  call void @mnistnet_infer_b64.k0.conv1.part11(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  ret void
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part95.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part96.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %conv2.w95 = alloca <8 x float>, align 32
   %conv2.w94 = alloca <8 x float>, align 32
   %conv2.w93 = alloca <8 x float>, align 32
   %conv2.w92 = alloca <8 x float>, align 32
@@ -11420,923 +11598,923 @@ entry:
   %conv2.w66 = alloca <8 x float>, align 32
   %conv2.w65 = alloca <8 x float>, align 32
   %conv2.w64 = alloca <8 x float>, align 32
-  %conv2.w63 = alloca <8 x float>, align 32
-  %part22.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part22.context, i32 0, i32 0
+  %part23.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part22.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part22.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part22.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part22.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part22.context, i32 0, i32 5
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 5
   store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part22.context, i32 0, i32 6
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 6
   store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part22.context, i32 0, i32 7
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 7
   store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part22.context, i32 0, i32 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 8
   store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part22.context, i32 0, i32 9
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 9
   store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part22.context, i32 0, i32 10
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 10
   store ptr %pool, ptr %10, align 8
   %11 = icmp eq ptr %pool, null
-  br i1 %11, label %conv2.part22.serial, label %conv2.part22.pool
+  br i1 %11, label %conv2.part23.serial, label %conv2.part23.pool
 
-conv2.part22.pool:                                ; preds = %entry
+conv2.part23.pool:                                ; preds = %entry
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @mnistnet_infer_b64.k1.conv2.part22.task, ptr %part22.context, i64 2)
-  br label %conv2.part22.done
+  call void %run(ptr %pool, ptr @mnistnet_infer_b64.k1.conv2.part23.task, ptr %part23.context, i64 2)
+  br label %conv2.part23.done
 
-conv2.part22.serial:                              ; preds = %entry
-  br label %conv2.part22
+conv2.part23.serial:                              ; preds = %entry
+  br label %conv2.part23
 
-conv2.part22.done:                                ; preds = %conv2.part22.end, %conv2.part22.pool
-  br label %conv2.i53
+conv2.part23.done:                                ; preds = %conv2.part23.end, %conv2.part23.pool
+  br label %conv2.i54
 
-conv2.part22:                                     ; preds = %conv2.part22, %conv2.part22.serial
-  %conv2.part221 = phi i64 [ 0, %conv2.part22.serial ], [ %part22.next, %conv2.part22 ]
-  call void @mnistnet_infer_b64.k1.conv2.part22(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part221)
-  %part22.next = add nsw i64 %conv2.part221, 1
-  %12 = icmp slt i64 %part22.next, 2
-  br i1 %12, label %conv2.part22, label %conv2.part22.end
+conv2.part23:                                     ; preds = %conv2.part23, %conv2.part23.serial
+  %conv2.part231 = phi i64 [ 0, %conv2.part23.serial ], [ %part23.next, %conv2.part23 ]
+  call void @mnistnet_infer_b64.k1.conv2.part23(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part231)
+  %part23.next = add nsw i64 %conv2.part231, 1
+  %12 = icmp slt i64 %part23.next, 2
+  br i1 %12, label %conv2.part23, label %conv2.part23.end
 
-conv2.part22.end:                                 ; preds = %conv2.part22
-  br label %conv2.part22.done
+conv2.part23.end:                                 ; preds = %conv2.part23
+  br label %conv2.part23.done
 
-conv2.i53:                                        ; preds = %conv2.i53, %conv2.part22.done
-  %conv2.i532 = phi i64 [ 0, %conv2.part22.done ], [ %i53.next, %conv2.i53 ]
-  %13 = add nsw i64 2596864, %conv2.i532
+conv2.i54:                                        ; preds = %conv2.i54, %conv2.part23.done
+  %conv2.i542 = phi i64 [ 0, %conv2.part23.done ], [ %i54.next, %conv2.i54 ]
+  %13 = add nsw i64 2596864, %conv2.i542
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %13
   store float 0.000000e+00, ptr %arena3, align 4
-  %i53.next = add nsw i64 %conv2.i532, 1
-  %14 = icmp slt i64 %i53.next, 21632
-  br i1 %14, label %conv2.i53, label %conv2.i53.end
+  %i54.next = add nsw i64 %conv2.i542, 1
+  %14 = icmp slt i64 %i54.next, 21632
+  br i1 %14, label %conv2.i54, label %conv2.i54.end
 
-conv2.i53.end:                                    ; preds = %conv2.i53
-  br label %conv2.g54
+conv2.i54.end:                                    ; preds = %conv2.i54
+  br label %conv2.g55
 
-conv2.g54:                                        ; preds = %conv2.part95.done, %conv2.i53.end
-  %conv2.g544 = phi i64 [ 0, %conv2.i53.end ], [ %g54.next, %conv2.part95.done ]
-  br label %conv2.j55
+conv2.g55:                                        ; preds = %conv2.part96.done, %conv2.i54.end
+  %conv2.g554 = phi i64 [ 0, %conv2.i54.end ], [ %g55.next, %conv2.part96.done ]
+  br label %conv2.j56
 
-conv2.g54.end:                                    ; preds = %conv2.part95.done
+conv2.g55.end:                                    ; preds = %conv2.part96.done
   ret void
 
-conv2.j55:                                        ; preds = %conv2.c56.end, %conv2.g54
-  %conv2.j555 = phi i64 [ 0, %conv2.g54 ], [ %j55.next, %conv2.c56.end ]
-  br label %conv2.c56
+conv2.j56:                                        ; preds = %conv2.c57.end, %conv2.g55
+  %conv2.j565 = phi i64 [ 0, %conv2.g55 ], [ %j56.next, %conv2.c57.end ]
+  br label %conv2.c57
 
-conv2.j55.end:                                    ; preds = %conv2.c56.end
-  br label %conv2.j59
+conv2.j56.end:                                    ; preds = %conv2.c57.end
+  br label %conv2.j60
 
-conv2.c56:                                        ; preds = %conv2.iy57.end, %conv2.j55
-  %conv2.c566 = phi i64 [ 0, %conv2.j55 ], [ %c56.next, %conv2.iy57.end ]
-  br label %conv2.iy57
+conv2.c57:                                        ; preds = %conv2.iy58.end, %conv2.j56
+  %conv2.c576 = phi i64 [ 0, %conv2.j56 ], [ %c57.next, %conv2.iy58.end ]
+  br label %conv2.iy58
 
-conv2.c56.end:                                    ; preds = %conv2.iy57.end
-  %j55.next = add nsw i64 %conv2.j555, 1
-  %15 = icmp slt i64 %j55.next, 1
-  br i1 %15, label %conv2.j55, label %conv2.j55.end
+conv2.c57.end:                                    ; preds = %conv2.iy58.end
+  %j56.next = add nsw i64 %conv2.j565, 1
+  %15 = icmp slt i64 %j56.next, 1
+  br i1 %15, label %conv2.j56, label %conv2.j56.end
 
-conv2.iy57:                                       ; preds = %conv2.ix58.end, %conv2.c56
-  %conv2.iy577 = phi i64 [ 0, %conv2.c56 ], [ %iy57.next, %conv2.ix58.end ]
-  br label %conv2.ix58
+conv2.iy58:                                       ; preds = %conv2.ix59.end, %conv2.c57
+  %conv2.iy587 = phi i64 [ 0, %conv2.c57 ], [ %iy58.next, %conv2.ix59.end ]
+  br label %conv2.ix59
 
-conv2.iy57.end:                                   ; preds = %conv2.ix58.end
-  %c56.next = add nsw i64 %conv2.c566, 1
-  %16 = icmp slt i64 %c56.next, 32
-  br i1 %16, label %conv2.c56, label %conv2.c56.end
+conv2.iy58.end:                                   ; preds = %conv2.ix59.end
+  %c57.next = add nsw i64 %conv2.c576, 1
+  %16 = icmp slt i64 %c57.next, 32
+  br i1 %16, label %conv2.c57, label %conv2.c57.end
 
-conv2.ix58:                                       ; preds = %conv2.ix58, %conv2.iy57
-  %conv2.ix588 = phi i64 [ 0, %conv2.iy57 ], [ %ix58.next, %conv2.ix58 ]
-  %17 = add nsw i64 %conv2.g544, %conv2.j555
+conv2.ix59:                                       ; preds = %conv2.ix59, %conv2.iy58
+  %conv2.ix598 = phi i64 [ 0, %conv2.iy58 ], [ %ix59.next, %conv2.ix59 ]
+  %17 = add nsw i64 %conv2.g554, %conv2.j565
   %18 = mul nsw i64 %17, 21632
-  %19 = mul nsw i64 %conv2.c566, 676
+  %19 = mul nsw i64 %conv2.c576, 676
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv2.iy577, 26
+  %21 = mul nsw i64 %conv2.iy587, 26
   %22 = add nsw i64 %20, %21
-  %23 = add nsw i64 %22, %conv2.ix588
+  %23 = add nsw i64 %22, %conv2.ix598
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load float, ptr %arena9, align 4
-  %25 = mul nsw i64 %conv2.j555, 21632
-  %26 = mul nsw i64 %conv2.iy577, 832
+  %25 = mul nsw i64 %conv2.j565, 21632
+  %26 = mul nsw i64 %conv2.iy587, 832
   %27 = add nsw i64 %25, %26
-  %28 = mul nsw i64 %conv2.ix588, 32
+  %28 = mul nsw i64 %conv2.ix598, 32
   %29 = add nsw i64 %27, %28
-  %30 = add nsw i64 %29, %conv2.c566
+  %30 = add nsw i64 %29, %conv2.c576
   %31 = add nsw i64 2596864, %30
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %31
   store float %24, ptr %arena10, align 4
-  %ix58.next = add nsw i64 %conv2.ix588, 1
-  %32 = icmp slt i64 %ix58.next, 26
-  br i1 %32, label %conv2.ix58, label %conv2.ix58.end
+  %ix59.next = add nsw i64 %conv2.ix598, 1
+  %32 = icmp slt i64 %ix59.next, 26
+  br i1 %32, label %conv2.ix59, label %conv2.ix59.end
 
-conv2.ix58.end:                                   ; preds = %conv2.ix58
-  %iy57.next = add nsw i64 %conv2.iy577, 1
-  %33 = icmp slt i64 %iy57.next, 26
-  br i1 %33, label %conv2.iy57, label %conv2.iy57.end
+conv2.ix59.end:                                   ; preds = %conv2.ix59
+  %iy58.next = add nsw i64 %conv2.iy587, 1
+  %33 = icmp slt i64 %iy58.next, 26
+  br i1 %33, label %conv2.iy58, label %conv2.iy58.end
 
-conv2.j59:                                        ; preds = %conv2.ty60.end, %conv2.j55.end
-  %conv2.j5911 = phi i64 [ 0, %conv2.j55.end ], [ %j59.next, %conv2.ty60.end ]
-  br label %conv2.ty60
+conv2.j60:                                        ; preds = %conv2.ty61.end, %conv2.j56.end
+  %conv2.j6011 = phi i64 [ 0, %conv2.j56.end ], [ %j60.next, %conv2.ty61.end ]
+  br label %conv2.ty61
 
-conv2.j59.end:                                    ; preds = %conv2.ty60.end
-  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part95.context, i32 0, i32 0
+conv2.j60.end:                                    ; preds = %conv2.ty61.end
+  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part96.context, i32 0, i32 0
   store ptr %params, ptr %34, align 8
-  %35 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part95.context, i32 0, i32 1
+  %35 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part96.context, i32 0, i32 1
   store ptr %grads, ptr %35, align 8
-  %36 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part95.context, i32 0, i32 2
+  %36 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part96.context, i32 0, i32 2
   store ptr %m, ptr %36, align 8
-  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part95.context, i32 0, i32 3
+  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part96.context, i32 0, i32 3
   store ptr %v, ptr %37, align 8
-  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part95.context, i32 0, i32 4
+  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part96.context, i32 0, i32 4
   store ptr %arena, ptr %38, align 8
-  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part95.context, i32 0, i32 5
+  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part96.context, i32 0, i32 5
   store ptr %images, ptr %39, align 8
-  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part95.context, i32 0, i32 6
+  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part96.context, i32 0, i32 6
   store ptr %labels, ptr %40, align 8
-  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part95.context, i32 0, i32 7
+  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part96.context, i32 0, i32 7
   store float %lr, ptr %41, align 4
-  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part95.context, i32 0, i32 8
+  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part96.context, i32 0, i32 8
   store i64 %step, ptr %42, align 4
-  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part95.context, i32 0, i32 9
+  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part96.context, i32 0, i32 9
   store i64 %seed, ptr %43, align 4
-  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part95.context, i32 0, i32 10
+  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part96.context, i32 0, i32 10
   store ptr %pool, ptr %44, align 8
-  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part95.context, i32 0, i32 11
-  store i64 %conv2.g544, ptr %45, align 4
+  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part96.context, i32 0, i32 11
+  store i64 %conv2.g554, ptr %45, align 4
   %46 = icmp eq ptr %pool, null
-  br i1 %46, label %conv2.part95.serial, label %conv2.part95.pool
+  br i1 %46, label %conv2.part96.serial, label %conv2.part96.pool
 
-conv2.ty60:                                       ; preds = %conv2.tx61.end, %conv2.j59
-  %conv2.ty6012 = phi i64 [ 0, %conv2.j59 ], [ %ty60.next, %conv2.tx61.end ]
-  br label %conv2.tx61
+conv2.ty61:                                       ; preds = %conv2.tx62.end, %conv2.j60
+  %conv2.ty6112 = phi i64 [ 0, %conv2.j60 ], [ %ty61.next, %conv2.tx62.end ]
+  br label %conv2.tx62
 
-conv2.ty60.end:                                   ; preds = %conv2.tx61.end
-  %j59.next = add nsw i64 %conv2.j5911, 1
-  %47 = icmp slt i64 %j59.next, 1
-  br i1 %47, label %conv2.j59, label %conv2.j59.end
+conv2.ty61.end:                                   ; preds = %conv2.tx62.end
+  %j60.next = add nsw i64 %conv2.j6011, 1
+  %47 = icmp slt i64 %j60.next, 1
+  br i1 %47, label %conv2.j60, label %conv2.j60.end
 
-conv2.tx61:                                       ; preds = %conv2.cv62.end, %conv2.ty60
-  %conv2.tx6113 = phi i64 [ 0, %conv2.ty60 ], [ %tx61.next, %conv2.cv62.end ]
-  br label %conv2.cv62
+conv2.tx62:                                       ; preds = %conv2.cv63.end, %conv2.ty61
+  %conv2.tx6213 = phi i64 [ 0, %conv2.ty61 ], [ %tx62.next, %conv2.cv63.end ]
+  br label %conv2.cv63
 
-conv2.tx61.end:                                   ; preds = %conv2.cv62.end
-  %ty60.next = add nsw i64 %conv2.ty6012, 1
-  %48 = icmp slt i64 %ty60.next, 12
-  br i1 %48, label %conv2.ty60, label %conv2.ty60.end
+conv2.tx62.end:                                   ; preds = %conv2.cv63.end
+  %ty61.next = add nsw i64 %conv2.ty6112, 1
+  %48 = icmp slt i64 %ty61.next, 12
+  br i1 %48, label %conv2.ty61, label %conv2.ty61.end
 
-conv2.cv62:                                       ; preds = %conv2.cv62, %conv2.tx61
-  %conv2.cv6214 = phi i64 [ 0, %conv2.tx61 ], [ %cv62.next, %conv2.cv62 ]
-  %49 = mul nsw i64 %conv2.j5911, 21632
-  %50 = mul nsw i64 %conv2.ty6012, 2
+conv2.cv63:                                       ; preds = %conv2.cv63, %conv2.tx62
+  %conv2.cv6314 = phi i64 [ 0, %conv2.tx62 ], [ %cv63.next, %conv2.cv63 ]
+  %49 = mul nsw i64 %conv2.j6011, 21632
+  %50 = mul nsw i64 %conv2.ty6112, 2
   %51 = mul nsw i64 %50, 832
   %52 = add nsw i64 %49, %51
-  %53 = mul nsw i64 %conv2.tx6113, 2
+  %53 = mul nsw i64 %conv2.tx6213, 2
   %54 = mul nsw i64 %53, 32
   %55 = add nsw i64 %52, %54
-  %56 = mul nsw i64 %conv2.cv6214, 8
+  %56 = mul nsw i64 %conv2.cv6314, 8
   %57 = add nsw i64 %55, %56
   %58 = add nsw i64 2596864, %57
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %58
   %59 = load <8 x float>, ptr %arena15, align 4
-  %60 = mul nsw i64 %conv2.j5911, 21632
-  %61 = mul nsw i64 %conv2.ty6012, 2
+  %60 = mul nsw i64 %conv2.j6011, 21632
+  %61 = mul nsw i64 %conv2.ty6112, 2
   %62 = add nsw i64 %61, 2
   %63 = mul nsw i64 %62, 832
   %64 = add nsw i64 %60, %63
-  %65 = mul nsw i64 %conv2.tx6113, 2
+  %65 = mul nsw i64 %conv2.tx6213, 2
   %66 = mul nsw i64 %65, 32
   %67 = add nsw i64 %64, %66
-  %68 = mul nsw i64 %conv2.cv6214, 8
+  %68 = mul nsw i64 %conv2.cv6314, 8
   %69 = add nsw i64 %67, %68
   %70 = add nsw i64 2596864, %69
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %70
   %71 = load <8 x float>, ptr %arena16, align 4
   %72 = fsub <8 x float> %59, %71
-  store <8 x float> %72, ptr %conv2.w63, align 32
-  %73 = mul nsw i64 %conv2.j5911, 21632
-  %74 = mul nsw i64 %conv2.ty6012, 2
+  store <8 x float> %72, ptr %conv2.w64, align 32
+  %73 = mul nsw i64 %conv2.j6011, 21632
+  %74 = mul nsw i64 %conv2.ty6112, 2
   %75 = add nsw i64 %74, 1
   %76 = mul nsw i64 %75, 832
   %77 = add nsw i64 %73, %76
-  %78 = mul nsw i64 %conv2.tx6113, 2
+  %78 = mul nsw i64 %conv2.tx6213, 2
   %79 = mul nsw i64 %78, 32
   %80 = add nsw i64 %77, %79
-  %81 = mul nsw i64 %conv2.cv6214, 8
+  %81 = mul nsw i64 %conv2.cv6314, 8
   %82 = add nsw i64 %80, %81
   %83 = add nsw i64 2596864, %82
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %83
   %84 = load <8 x float>, ptr %arena17, align 4
-  %85 = mul nsw i64 %conv2.j5911, 21632
-  %86 = mul nsw i64 %conv2.ty6012, 2
+  %85 = mul nsw i64 %conv2.j6011, 21632
+  %86 = mul nsw i64 %conv2.ty6112, 2
   %87 = add nsw i64 %86, 2
   %88 = mul nsw i64 %87, 832
   %89 = add nsw i64 %85, %88
-  %90 = mul nsw i64 %conv2.tx6113, 2
+  %90 = mul nsw i64 %conv2.tx6213, 2
   %91 = mul nsw i64 %90, 32
   %92 = add nsw i64 %89, %91
-  %93 = mul nsw i64 %conv2.cv6214, 8
+  %93 = mul nsw i64 %conv2.cv6314, 8
   %94 = add nsw i64 %92, %93
   %95 = add nsw i64 2596864, %94
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %95
   %96 = load <8 x float>, ptr %arena18, align 4
   %97 = fadd <8 x float> %84, %96
-  store <8 x float> %97, ptr %conv2.w64, align 32
-  %98 = mul nsw i64 %conv2.j5911, 21632
-  %99 = mul nsw i64 %conv2.ty6012, 2
+  store <8 x float> %97, ptr %conv2.w65, align 32
+  %98 = mul nsw i64 %conv2.j6011, 21632
+  %99 = mul nsw i64 %conv2.ty6112, 2
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 832
   %102 = add nsw i64 %98, %101
-  %103 = mul nsw i64 %conv2.tx6113, 2
+  %103 = mul nsw i64 %conv2.tx6213, 2
   %104 = mul nsw i64 %103, 32
   %105 = add nsw i64 %102, %104
-  %106 = mul nsw i64 %conv2.cv6214, 8
+  %106 = mul nsw i64 %conv2.cv6314, 8
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 2596864, %107
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena19, align 4
-  %110 = mul nsw i64 %conv2.j5911, 21632
-  %111 = mul nsw i64 %conv2.ty6012, 2
+  %110 = mul nsw i64 %conv2.j6011, 21632
+  %111 = mul nsw i64 %conv2.ty6112, 2
   %112 = add nsw i64 %111, 1
   %113 = mul nsw i64 %112, 832
   %114 = add nsw i64 %110, %113
-  %115 = mul nsw i64 %conv2.tx6113, 2
+  %115 = mul nsw i64 %conv2.tx6213, 2
   %116 = mul nsw i64 %115, 32
   %117 = add nsw i64 %114, %116
-  %118 = mul nsw i64 %conv2.cv6214, 8
+  %118 = mul nsw i64 %conv2.cv6314, 8
   %119 = add nsw i64 %117, %118
   %120 = add nsw i64 2596864, %119
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %120
   %121 = load <8 x float>, ptr %arena20, align 4
   %122 = fsub <8 x float> %109, %121
-  store <8 x float> %122, ptr %conv2.w65, align 32
-  %123 = mul nsw i64 %conv2.j5911, 21632
-  %124 = mul nsw i64 %conv2.ty6012, 2
+  store <8 x float> %122, ptr %conv2.w66, align 32
+  %123 = mul nsw i64 %conv2.j6011, 21632
+  %124 = mul nsw i64 %conv2.ty6112, 2
   %125 = add nsw i64 %124, 1
   %126 = mul nsw i64 %125, 832
   %127 = add nsw i64 %123, %126
-  %128 = mul nsw i64 %conv2.tx6113, 2
+  %128 = mul nsw i64 %conv2.tx6213, 2
   %129 = mul nsw i64 %128, 32
   %130 = add nsw i64 %127, %129
-  %131 = mul nsw i64 %conv2.cv6214, 8
+  %131 = mul nsw i64 %conv2.cv6314, 8
   %132 = add nsw i64 %130, %131
   %133 = add nsw i64 2596864, %132
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %133
   %134 = load <8 x float>, ptr %arena21, align 4
-  %135 = mul nsw i64 %conv2.j5911, 21632
-  %136 = mul nsw i64 %conv2.ty6012, 2
+  %135 = mul nsw i64 %conv2.j6011, 21632
+  %136 = mul nsw i64 %conv2.ty6112, 2
   %137 = add nsw i64 %136, 3
   %138 = mul nsw i64 %137, 832
   %139 = add nsw i64 %135, %138
-  %140 = mul nsw i64 %conv2.tx6113, 2
+  %140 = mul nsw i64 %conv2.tx6213, 2
   %141 = mul nsw i64 %140, 32
   %142 = add nsw i64 %139, %141
-  %143 = mul nsw i64 %conv2.cv6214, 8
+  %143 = mul nsw i64 %conv2.cv6314, 8
   %144 = add nsw i64 %142, %143
   %145 = add nsw i64 2596864, %144
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %145
   %146 = load <8 x float>, ptr %arena22, align 4
   %147 = fsub <8 x float> %134, %146
-  store <8 x float> %147, ptr %conv2.w66, align 32
-  %148 = mul nsw i64 %conv2.j5911, 21632
-  %149 = mul nsw i64 %conv2.ty6012, 2
+  store <8 x float> %147, ptr %conv2.w67, align 32
+  %148 = mul nsw i64 %conv2.j6011, 21632
+  %149 = mul nsw i64 %conv2.ty6112, 2
   %150 = mul nsw i64 %149, 832
   %151 = add nsw i64 %148, %150
-  %152 = mul nsw i64 %conv2.tx6113, 2
+  %152 = mul nsw i64 %conv2.tx6213, 2
   %153 = add nsw i64 %152, 1
   %154 = mul nsw i64 %153, 32
   %155 = add nsw i64 %151, %154
-  %156 = mul nsw i64 %conv2.cv6214, 8
+  %156 = mul nsw i64 %conv2.cv6314, 8
   %157 = add nsw i64 %155, %156
   %158 = add nsw i64 2596864, %157
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %158
   %159 = load <8 x float>, ptr %arena23, align 4
-  %160 = mul nsw i64 %conv2.j5911, 21632
-  %161 = mul nsw i64 %conv2.ty6012, 2
+  %160 = mul nsw i64 %conv2.j6011, 21632
+  %161 = mul nsw i64 %conv2.ty6112, 2
   %162 = add nsw i64 %161, 2
   %163 = mul nsw i64 %162, 832
   %164 = add nsw i64 %160, %163
-  %165 = mul nsw i64 %conv2.tx6113, 2
+  %165 = mul nsw i64 %conv2.tx6213, 2
   %166 = add nsw i64 %165, 1
   %167 = mul nsw i64 %166, 32
   %168 = add nsw i64 %164, %167
-  %169 = mul nsw i64 %conv2.cv6214, 8
+  %169 = mul nsw i64 %conv2.cv6314, 8
   %170 = add nsw i64 %168, %169
   %171 = add nsw i64 2596864, %170
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %171
   %172 = load <8 x float>, ptr %arena24, align 4
   %173 = fsub <8 x float> %159, %172
-  store <8 x float> %173, ptr %conv2.w67, align 32
-  %174 = mul nsw i64 %conv2.j5911, 21632
-  %175 = mul nsw i64 %conv2.ty6012, 2
+  store <8 x float> %173, ptr %conv2.w68, align 32
+  %174 = mul nsw i64 %conv2.j6011, 21632
+  %175 = mul nsw i64 %conv2.ty6112, 2
   %176 = add nsw i64 %175, 1
   %177 = mul nsw i64 %176, 832
   %178 = add nsw i64 %174, %177
-  %179 = mul nsw i64 %conv2.tx6113, 2
+  %179 = mul nsw i64 %conv2.tx6213, 2
   %180 = add nsw i64 %179, 1
   %181 = mul nsw i64 %180, 32
   %182 = add nsw i64 %178, %181
-  %183 = mul nsw i64 %conv2.cv6214, 8
+  %183 = mul nsw i64 %conv2.cv6314, 8
   %184 = add nsw i64 %182, %183
   %185 = add nsw i64 2596864, %184
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %185
   %186 = load <8 x float>, ptr %arena25, align 4
-  %187 = mul nsw i64 %conv2.j5911, 21632
-  %188 = mul nsw i64 %conv2.ty6012, 2
+  %187 = mul nsw i64 %conv2.j6011, 21632
+  %188 = mul nsw i64 %conv2.ty6112, 2
   %189 = add nsw i64 %188, 2
   %190 = mul nsw i64 %189, 832
   %191 = add nsw i64 %187, %190
-  %192 = mul nsw i64 %conv2.tx6113, 2
+  %192 = mul nsw i64 %conv2.tx6213, 2
   %193 = add nsw i64 %192, 1
   %194 = mul nsw i64 %193, 32
   %195 = add nsw i64 %191, %194
-  %196 = mul nsw i64 %conv2.cv6214, 8
+  %196 = mul nsw i64 %conv2.cv6314, 8
   %197 = add nsw i64 %195, %196
   %198 = add nsw i64 2596864, %197
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %198
   %199 = load <8 x float>, ptr %arena26, align 4
   %200 = fadd <8 x float> %186, %199
-  store <8 x float> %200, ptr %conv2.w68, align 32
-  %201 = mul nsw i64 %conv2.j5911, 21632
-  %202 = mul nsw i64 %conv2.ty6012, 2
+  store <8 x float> %200, ptr %conv2.w69, align 32
+  %201 = mul nsw i64 %conv2.j6011, 21632
+  %202 = mul nsw i64 %conv2.ty6112, 2
   %203 = add nsw i64 %202, 2
   %204 = mul nsw i64 %203, 832
   %205 = add nsw i64 %201, %204
-  %206 = mul nsw i64 %conv2.tx6113, 2
+  %206 = mul nsw i64 %conv2.tx6213, 2
   %207 = add nsw i64 %206, 1
   %208 = mul nsw i64 %207, 32
   %209 = add nsw i64 %205, %208
-  %210 = mul nsw i64 %conv2.cv6214, 8
+  %210 = mul nsw i64 %conv2.cv6314, 8
   %211 = add nsw i64 %209, %210
   %212 = add nsw i64 2596864, %211
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %212
   %213 = load <8 x float>, ptr %arena27, align 4
-  %214 = mul nsw i64 %conv2.j5911, 21632
-  %215 = mul nsw i64 %conv2.ty6012, 2
+  %214 = mul nsw i64 %conv2.j6011, 21632
+  %215 = mul nsw i64 %conv2.ty6112, 2
   %216 = add nsw i64 %215, 1
   %217 = mul nsw i64 %216, 832
   %218 = add nsw i64 %214, %217
-  %219 = mul nsw i64 %conv2.tx6113, 2
+  %219 = mul nsw i64 %conv2.tx6213, 2
   %220 = add nsw i64 %219, 1
   %221 = mul nsw i64 %220, 32
   %222 = add nsw i64 %218, %221
-  %223 = mul nsw i64 %conv2.cv6214, 8
+  %223 = mul nsw i64 %conv2.cv6314, 8
   %224 = add nsw i64 %222, %223
   %225 = add nsw i64 2596864, %224
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %225
   %226 = load <8 x float>, ptr %arena28, align 4
   %227 = fsub <8 x float> %213, %226
-  store <8 x float> %227, ptr %conv2.w69, align 32
-  %228 = mul nsw i64 %conv2.j5911, 21632
-  %229 = mul nsw i64 %conv2.ty6012, 2
+  store <8 x float> %227, ptr %conv2.w70, align 32
+  %228 = mul nsw i64 %conv2.j6011, 21632
+  %229 = mul nsw i64 %conv2.ty6112, 2
   %230 = add nsw i64 %229, 1
   %231 = mul nsw i64 %230, 832
   %232 = add nsw i64 %228, %231
-  %233 = mul nsw i64 %conv2.tx6113, 2
+  %233 = mul nsw i64 %conv2.tx6213, 2
   %234 = add nsw i64 %233, 1
   %235 = mul nsw i64 %234, 32
   %236 = add nsw i64 %232, %235
-  %237 = mul nsw i64 %conv2.cv6214, 8
+  %237 = mul nsw i64 %conv2.cv6314, 8
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 2596864, %238
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %239
   %240 = load <8 x float>, ptr %arena29, align 4
-  %241 = mul nsw i64 %conv2.j5911, 21632
-  %242 = mul nsw i64 %conv2.ty6012, 2
+  %241 = mul nsw i64 %conv2.j6011, 21632
+  %242 = mul nsw i64 %conv2.ty6112, 2
   %243 = add nsw i64 %242, 3
   %244 = mul nsw i64 %243, 832
   %245 = add nsw i64 %241, %244
-  %246 = mul nsw i64 %conv2.tx6113, 2
+  %246 = mul nsw i64 %conv2.tx6213, 2
   %247 = add nsw i64 %246, 1
   %248 = mul nsw i64 %247, 32
   %249 = add nsw i64 %245, %248
-  %250 = mul nsw i64 %conv2.cv6214, 8
+  %250 = mul nsw i64 %conv2.cv6314, 8
   %251 = add nsw i64 %249, %250
   %252 = add nsw i64 2596864, %251
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %252
   %253 = load <8 x float>, ptr %arena30, align 4
   %254 = fsub <8 x float> %240, %253
-  store <8 x float> %254, ptr %conv2.w70, align 32
-  %255 = mul nsw i64 %conv2.j5911, 21632
-  %256 = mul nsw i64 %conv2.ty6012, 2
+  store <8 x float> %254, ptr %conv2.w71, align 32
+  %255 = mul nsw i64 %conv2.j6011, 21632
+  %256 = mul nsw i64 %conv2.ty6112, 2
   %257 = mul nsw i64 %256, 832
   %258 = add nsw i64 %255, %257
-  %259 = mul nsw i64 %conv2.tx6113, 2
+  %259 = mul nsw i64 %conv2.tx6213, 2
   %260 = add nsw i64 %259, 2
   %261 = mul nsw i64 %260, 32
   %262 = add nsw i64 %258, %261
-  %263 = mul nsw i64 %conv2.cv6214, 8
+  %263 = mul nsw i64 %conv2.cv6314, 8
   %264 = add nsw i64 %262, %263
   %265 = add nsw i64 2596864, %264
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %265
   %266 = load <8 x float>, ptr %arena31, align 4
-  %267 = mul nsw i64 %conv2.j5911, 21632
-  %268 = mul nsw i64 %conv2.ty6012, 2
+  %267 = mul nsw i64 %conv2.j6011, 21632
+  %268 = mul nsw i64 %conv2.ty6112, 2
   %269 = add nsw i64 %268, 2
   %270 = mul nsw i64 %269, 832
   %271 = add nsw i64 %267, %270
-  %272 = mul nsw i64 %conv2.tx6113, 2
+  %272 = mul nsw i64 %conv2.tx6213, 2
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 32
   %275 = add nsw i64 %271, %274
-  %276 = mul nsw i64 %conv2.cv6214, 8
+  %276 = mul nsw i64 %conv2.cv6314, 8
   %277 = add nsw i64 %275, %276
   %278 = add nsw i64 2596864, %277
   %arena32 = getelementptr inbounds float, ptr %arena, i64 %278
   %279 = load <8 x float>, ptr %arena32, align 4
   %280 = fsub <8 x float> %266, %279
-  store <8 x float> %280, ptr %conv2.w71, align 32
-  %281 = mul nsw i64 %conv2.j5911, 21632
-  %282 = mul nsw i64 %conv2.ty6012, 2
+  store <8 x float> %280, ptr %conv2.w72, align 32
+  %281 = mul nsw i64 %conv2.j6011, 21632
+  %282 = mul nsw i64 %conv2.ty6112, 2
   %283 = add nsw i64 %282, 1
   %284 = mul nsw i64 %283, 832
   %285 = add nsw i64 %281, %284
-  %286 = mul nsw i64 %conv2.tx6113, 2
+  %286 = mul nsw i64 %conv2.tx6213, 2
   %287 = add nsw i64 %286, 2
   %288 = mul nsw i64 %287, 32
   %289 = add nsw i64 %285, %288
-  %290 = mul nsw i64 %conv2.cv6214, 8
+  %290 = mul nsw i64 %conv2.cv6314, 8
   %291 = add nsw i64 %289, %290
   %292 = add nsw i64 2596864, %291
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %292
   %293 = load <8 x float>, ptr %arena33, align 4
-  %294 = mul nsw i64 %conv2.j5911, 21632
-  %295 = mul nsw i64 %conv2.ty6012, 2
+  %294 = mul nsw i64 %conv2.j6011, 21632
+  %295 = mul nsw i64 %conv2.ty6112, 2
   %296 = add nsw i64 %295, 2
   %297 = mul nsw i64 %296, 832
   %298 = add nsw i64 %294, %297
-  %299 = mul nsw i64 %conv2.tx6113, 2
+  %299 = mul nsw i64 %conv2.tx6213, 2
   %300 = add nsw i64 %299, 2
   %301 = mul nsw i64 %300, 32
   %302 = add nsw i64 %298, %301
-  %303 = mul nsw i64 %conv2.cv6214, 8
+  %303 = mul nsw i64 %conv2.cv6314, 8
   %304 = add nsw i64 %302, %303
   %305 = add nsw i64 2596864, %304
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %305
   %306 = load <8 x float>, ptr %arena34, align 4
   %307 = fadd <8 x float> %293, %306
-  store <8 x float> %307, ptr %conv2.w72, align 32
-  %308 = mul nsw i64 %conv2.j5911, 21632
-  %309 = mul nsw i64 %conv2.ty6012, 2
+  store <8 x float> %307, ptr %conv2.w73, align 32
+  %308 = mul nsw i64 %conv2.j6011, 21632
+  %309 = mul nsw i64 %conv2.ty6112, 2
   %310 = add nsw i64 %309, 2
   %311 = mul nsw i64 %310, 832
   %312 = add nsw i64 %308, %311
-  %313 = mul nsw i64 %conv2.tx6113, 2
+  %313 = mul nsw i64 %conv2.tx6213, 2
   %314 = add nsw i64 %313, 2
   %315 = mul nsw i64 %314, 32
   %316 = add nsw i64 %312, %315
-  %317 = mul nsw i64 %conv2.cv6214, 8
+  %317 = mul nsw i64 %conv2.cv6314, 8
   %318 = add nsw i64 %316, %317
   %319 = add nsw i64 2596864, %318
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %319
   %320 = load <8 x float>, ptr %arena35, align 4
-  %321 = mul nsw i64 %conv2.j5911, 21632
-  %322 = mul nsw i64 %conv2.ty6012, 2
+  %321 = mul nsw i64 %conv2.j6011, 21632
+  %322 = mul nsw i64 %conv2.ty6112, 2
   %323 = add nsw i64 %322, 1
   %324 = mul nsw i64 %323, 832
   %325 = add nsw i64 %321, %324
-  %326 = mul nsw i64 %conv2.tx6113, 2
+  %326 = mul nsw i64 %conv2.tx6213, 2
   %327 = add nsw i64 %326, 2
   %328 = mul nsw i64 %327, 32
   %329 = add nsw i64 %325, %328
-  %330 = mul nsw i64 %conv2.cv6214, 8
+  %330 = mul nsw i64 %conv2.cv6314, 8
   %331 = add nsw i64 %329, %330
   %332 = add nsw i64 2596864, %331
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %332
   %333 = load <8 x float>, ptr %arena36, align 4
   %334 = fsub <8 x float> %320, %333
-  store <8 x float> %334, ptr %conv2.w73, align 32
-  %335 = mul nsw i64 %conv2.j5911, 21632
-  %336 = mul nsw i64 %conv2.ty6012, 2
+  store <8 x float> %334, ptr %conv2.w74, align 32
+  %335 = mul nsw i64 %conv2.j6011, 21632
+  %336 = mul nsw i64 %conv2.ty6112, 2
   %337 = add nsw i64 %336, 1
   %338 = mul nsw i64 %337, 832
   %339 = add nsw i64 %335, %338
-  %340 = mul nsw i64 %conv2.tx6113, 2
+  %340 = mul nsw i64 %conv2.tx6213, 2
   %341 = add nsw i64 %340, 2
   %342 = mul nsw i64 %341, 32
   %343 = add nsw i64 %339, %342
-  %344 = mul nsw i64 %conv2.cv6214, 8
+  %344 = mul nsw i64 %conv2.cv6314, 8
   %345 = add nsw i64 %343, %344
   %346 = add nsw i64 2596864, %345
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %346
   %347 = load <8 x float>, ptr %arena37, align 4
-  %348 = mul nsw i64 %conv2.j5911, 21632
-  %349 = mul nsw i64 %conv2.ty6012, 2
+  %348 = mul nsw i64 %conv2.j6011, 21632
+  %349 = mul nsw i64 %conv2.ty6112, 2
   %350 = add nsw i64 %349, 3
   %351 = mul nsw i64 %350, 832
   %352 = add nsw i64 %348, %351
-  %353 = mul nsw i64 %conv2.tx6113, 2
+  %353 = mul nsw i64 %conv2.tx6213, 2
   %354 = add nsw i64 %353, 2
   %355 = mul nsw i64 %354, 32
   %356 = add nsw i64 %352, %355
-  %357 = mul nsw i64 %conv2.cv6214, 8
+  %357 = mul nsw i64 %conv2.cv6314, 8
   %358 = add nsw i64 %356, %357
   %359 = add nsw i64 2596864, %358
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %359
   %360 = load <8 x float>, ptr %arena38, align 4
   %361 = fsub <8 x float> %347, %360
-  store <8 x float> %361, ptr %conv2.w74, align 32
-  %362 = mul nsw i64 %conv2.j5911, 21632
-  %363 = mul nsw i64 %conv2.ty6012, 2
+  store <8 x float> %361, ptr %conv2.w75, align 32
+  %362 = mul nsw i64 %conv2.j6011, 21632
+  %363 = mul nsw i64 %conv2.ty6112, 2
   %364 = mul nsw i64 %363, 832
   %365 = add nsw i64 %362, %364
-  %366 = mul nsw i64 %conv2.tx6113, 2
+  %366 = mul nsw i64 %conv2.tx6213, 2
   %367 = add nsw i64 %366, 3
   %368 = mul nsw i64 %367, 32
   %369 = add nsw i64 %365, %368
-  %370 = mul nsw i64 %conv2.cv6214, 8
+  %370 = mul nsw i64 %conv2.cv6314, 8
   %371 = add nsw i64 %369, %370
   %372 = add nsw i64 2596864, %371
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %372
   %373 = load <8 x float>, ptr %arena39, align 4
-  %374 = mul nsw i64 %conv2.j5911, 21632
-  %375 = mul nsw i64 %conv2.ty6012, 2
+  %374 = mul nsw i64 %conv2.j6011, 21632
+  %375 = mul nsw i64 %conv2.ty6112, 2
   %376 = add nsw i64 %375, 2
   %377 = mul nsw i64 %376, 832
   %378 = add nsw i64 %374, %377
-  %379 = mul nsw i64 %conv2.tx6113, 2
+  %379 = mul nsw i64 %conv2.tx6213, 2
   %380 = add nsw i64 %379, 3
   %381 = mul nsw i64 %380, 32
   %382 = add nsw i64 %378, %381
-  %383 = mul nsw i64 %conv2.cv6214, 8
+  %383 = mul nsw i64 %conv2.cv6314, 8
   %384 = add nsw i64 %382, %383
   %385 = add nsw i64 2596864, %384
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %385
   %386 = load <8 x float>, ptr %arena40, align 4
   %387 = fsub <8 x float> %373, %386
-  store <8 x float> %387, ptr %conv2.w75, align 32
-  %388 = mul nsw i64 %conv2.j5911, 21632
-  %389 = mul nsw i64 %conv2.ty6012, 2
+  store <8 x float> %387, ptr %conv2.w76, align 32
+  %388 = mul nsw i64 %conv2.j6011, 21632
+  %389 = mul nsw i64 %conv2.ty6112, 2
   %390 = add nsw i64 %389, 1
   %391 = mul nsw i64 %390, 832
   %392 = add nsw i64 %388, %391
-  %393 = mul nsw i64 %conv2.tx6113, 2
+  %393 = mul nsw i64 %conv2.tx6213, 2
   %394 = add nsw i64 %393, 3
   %395 = mul nsw i64 %394, 32
   %396 = add nsw i64 %392, %395
-  %397 = mul nsw i64 %conv2.cv6214, 8
+  %397 = mul nsw i64 %conv2.cv6314, 8
   %398 = add nsw i64 %396, %397
   %399 = add nsw i64 2596864, %398
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %399
   %400 = load <8 x float>, ptr %arena41, align 4
-  %401 = mul nsw i64 %conv2.j5911, 21632
-  %402 = mul nsw i64 %conv2.ty6012, 2
+  %401 = mul nsw i64 %conv2.j6011, 21632
+  %402 = mul nsw i64 %conv2.ty6112, 2
   %403 = add nsw i64 %402, 2
   %404 = mul nsw i64 %403, 832
   %405 = add nsw i64 %401, %404
-  %406 = mul nsw i64 %conv2.tx6113, 2
+  %406 = mul nsw i64 %conv2.tx6213, 2
   %407 = add nsw i64 %406, 3
   %408 = mul nsw i64 %407, 32
   %409 = add nsw i64 %405, %408
-  %410 = mul nsw i64 %conv2.cv6214, 8
+  %410 = mul nsw i64 %conv2.cv6314, 8
   %411 = add nsw i64 %409, %410
   %412 = add nsw i64 2596864, %411
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %412
   %413 = load <8 x float>, ptr %arena42, align 4
   %414 = fadd <8 x float> %400, %413
-  store <8 x float> %414, ptr %conv2.w76, align 32
-  %415 = mul nsw i64 %conv2.j5911, 21632
-  %416 = mul nsw i64 %conv2.ty6012, 2
+  store <8 x float> %414, ptr %conv2.w77, align 32
+  %415 = mul nsw i64 %conv2.j6011, 21632
+  %416 = mul nsw i64 %conv2.ty6112, 2
   %417 = add nsw i64 %416, 2
   %418 = mul nsw i64 %417, 832
   %419 = add nsw i64 %415, %418
-  %420 = mul nsw i64 %conv2.tx6113, 2
+  %420 = mul nsw i64 %conv2.tx6213, 2
   %421 = add nsw i64 %420, 3
   %422 = mul nsw i64 %421, 32
   %423 = add nsw i64 %419, %422
-  %424 = mul nsw i64 %conv2.cv6214, 8
+  %424 = mul nsw i64 %conv2.cv6314, 8
   %425 = add nsw i64 %423, %424
   %426 = add nsw i64 2596864, %425
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %426
   %427 = load <8 x float>, ptr %arena43, align 4
-  %428 = mul nsw i64 %conv2.j5911, 21632
-  %429 = mul nsw i64 %conv2.ty6012, 2
+  %428 = mul nsw i64 %conv2.j6011, 21632
+  %429 = mul nsw i64 %conv2.ty6112, 2
   %430 = add nsw i64 %429, 1
   %431 = mul nsw i64 %430, 832
   %432 = add nsw i64 %428, %431
-  %433 = mul nsw i64 %conv2.tx6113, 2
+  %433 = mul nsw i64 %conv2.tx6213, 2
   %434 = add nsw i64 %433, 3
   %435 = mul nsw i64 %434, 32
   %436 = add nsw i64 %432, %435
-  %437 = mul nsw i64 %conv2.cv6214, 8
+  %437 = mul nsw i64 %conv2.cv6314, 8
   %438 = add nsw i64 %436, %437
   %439 = add nsw i64 2596864, %438
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %439
   %440 = load <8 x float>, ptr %arena44, align 4
   %441 = fsub <8 x float> %427, %440
-  store <8 x float> %441, ptr %conv2.w77, align 32
-  %442 = mul nsw i64 %conv2.j5911, 21632
-  %443 = mul nsw i64 %conv2.ty6012, 2
+  store <8 x float> %441, ptr %conv2.w78, align 32
+  %442 = mul nsw i64 %conv2.j6011, 21632
+  %443 = mul nsw i64 %conv2.ty6112, 2
   %444 = add nsw i64 %443, 1
   %445 = mul nsw i64 %444, 832
   %446 = add nsw i64 %442, %445
-  %447 = mul nsw i64 %conv2.tx6113, 2
+  %447 = mul nsw i64 %conv2.tx6213, 2
   %448 = add nsw i64 %447, 3
   %449 = mul nsw i64 %448, 32
   %450 = add nsw i64 %446, %449
-  %451 = mul nsw i64 %conv2.cv6214, 8
+  %451 = mul nsw i64 %conv2.cv6314, 8
   %452 = add nsw i64 %450, %451
   %453 = add nsw i64 2596864, %452
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %453
   %454 = load <8 x float>, ptr %arena45, align 4
-  %455 = mul nsw i64 %conv2.j5911, 21632
-  %456 = mul nsw i64 %conv2.ty6012, 2
+  %455 = mul nsw i64 %conv2.j6011, 21632
+  %456 = mul nsw i64 %conv2.ty6112, 2
   %457 = add nsw i64 %456, 3
   %458 = mul nsw i64 %457, 832
   %459 = add nsw i64 %455, %458
-  %460 = mul nsw i64 %conv2.tx6113, 2
+  %460 = mul nsw i64 %conv2.tx6213, 2
   %461 = add nsw i64 %460, 3
   %462 = mul nsw i64 %461, 32
   %463 = add nsw i64 %459, %462
-  %464 = mul nsw i64 %conv2.cv6214, 8
+  %464 = mul nsw i64 %conv2.cv6314, 8
   %465 = add nsw i64 %463, %464
   %466 = add nsw i64 2596864, %465
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %466
   %467 = load <8 x float>, ptr %arena46, align 4
   %468 = fsub <8 x float> %454, %467
-  store <8 x float> %468, ptr %conv2.w78, align 32
-  %w63 = load <8 x float>, ptr %conv2.w63, align 32
-  %w71 = load <8 x float>, ptr %conv2.w71, align 32
-  %469 = fsub <8 x float> %w63, %w71
-  store <8 x float> %469, ptr %conv2.w79, align 32
-  %w67 = load <8 x float>, ptr %conv2.w67, align 32
-  %w7147 = load <8 x float>, ptr %conv2.w71, align 32
-  %470 = fadd <8 x float> %w67, %w7147
-  store <8 x float> %470, ptr %conv2.w80, align 32
-  %w7148 = load <8 x float>, ptr %conv2.w71, align 32
-  %w6749 = load <8 x float>, ptr %conv2.w67, align 32
-  %471 = fsub <8 x float> %w7148, %w6749
-  store <8 x float> %471, ptr %conv2.w81, align 32
-  %w6750 = load <8 x float>, ptr %conv2.w67, align 32
-  %w75 = load <8 x float>, ptr %conv2.w75, align 32
-  %472 = fsub <8 x float> %w6750, %w75
-  store <8 x float> %472, ptr %conv2.w82, align 32
+  store <8 x float> %468, ptr %conv2.w79, align 32
   %w64 = load <8 x float>, ptr %conv2.w64, align 32
   %w72 = load <8 x float>, ptr %conv2.w72, align 32
-  %473 = fsub <8 x float> %w64, %w72
-  store <8 x float> %473, ptr %conv2.w83, align 32
+  %469 = fsub <8 x float> %w64, %w72
+  store <8 x float> %469, ptr %conv2.w80, align 32
   %w68 = load <8 x float>, ptr %conv2.w68, align 32
-  %w7251 = load <8 x float>, ptr %conv2.w72, align 32
-  %474 = fadd <8 x float> %w68, %w7251
-  store <8 x float> %474, ptr %conv2.w84, align 32
-  %w7252 = load <8 x float>, ptr %conv2.w72, align 32
-  %w6853 = load <8 x float>, ptr %conv2.w68, align 32
-  %475 = fsub <8 x float> %w7252, %w6853
-  store <8 x float> %475, ptr %conv2.w85, align 32
-  %w6854 = load <8 x float>, ptr %conv2.w68, align 32
+  %w7247 = load <8 x float>, ptr %conv2.w72, align 32
+  %470 = fadd <8 x float> %w68, %w7247
+  store <8 x float> %470, ptr %conv2.w81, align 32
+  %w7248 = load <8 x float>, ptr %conv2.w72, align 32
+  %w6849 = load <8 x float>, ptr %conv2.w68, align 32
+  %471 = fsub <8 x float> %w7248, %w6849
+  store <8 x float> %471, ptr %conv2.w82, align 32
+  %w6850 = load <8 x float>, ptr %conv2.w68, align 32
   %w76 = load <8 x float>, ptr %conv2.w76, align 32
-  %476 = fsub <8 x float> %w6854, %w76
-  store <8 x float> %476, ptr %conv2.w86, align 32
+  %472 = fsub <8 x float> %w6850, %w76
+  store <8 x float> %472, ptr %conv2.w83, align 32
   %w65 = load <8 x float>, ptr %conv2.w65, align 32
   %w73 = load <8 x float>, ptr %conv2.w73, align 32
-  %477 = fsub <8 x float> %w65, %w73
-  store <8 x float> %477, ptr %conv2.w87, align 32
+  %473 = fsub <8 x float> %w65, %w73
+  store <8 x float> %473, ptr %conv2.w84, align 32
   %w69 = load <8 x float>, ptr %conv2.w69, align 32
-  %w7355 = load <8 x float>, ptr %conv2.w73, align 32
-  %478 = fadd <8 x float> %w69, %w7355
-  store <8 x float> %478, ptr %conv2.w88, align 32
-  %w7356 = load <8 x float>, ptr %conv2.w73, align 32
-  %w6957 = load <8 x float>, ptr %conv2.w69, align 32
-  %479 = fsub <8 x float> %w7356, %w6957
-  store <8 x float> %479, ptr %conv2.w89, align 32
-  %w6958 = load <8 x float>, ptr %conv2.w69, align 32
+  %w7351 = load <8 x float>, ptr %conv2.w73, align 32
+  %474 = fadd <8 x float> %w69, %w7351
+  store <8 x float> %474, ptr %conv2.w85, align 32
+  %w7352 = load <8 x float>, ptr %conv2.w73, align 32
+  %w6953 = load <8 x float>, ptr %conv2.w69, align 32
+  %475 = fsub <8 x float> %w7352, %w6953
+  store <8 x float> %475, ptr %conv2.w86, align 32
+  %w6954 = load <8 x float>, ptr %conv2.w69, align 32
   %w77 = load <8 x float>, ptr %conv2.w77, align 32
-  %480 = fsub <8 x float> %w6958, %w77
-  store <8 x float> %480, ptr %conv2.w90, align 32
+  %476 = fsub <8 x float> %w6954, %w77
+  store <8 x float> %476, ptr %conv2.w87, align 32
   %w66 = load <8 x float>, ptr %conv2.w66, align 32
   %w74 = load <8 x float>, ptr %conv2.w74, align 32
-  %481 = fsub <8 x float> %w66, %w74
-  store <8 x float> %481, ptr %conv2.w91, align 32
+  %477 = fsub <8 x float> %w66, %w74
+  store <8 x float> %477, ptr %conv2.w88, align 32
   %w70 = load <8 x float>, ptr %conv2.w70, align 32
-  %w7459 = load <8 x float>, ptr %conv2.w74, align 32
-  %482 = fadd <8 x float> %w70, %w7459
-  store <8 x float> %482, ptr %conv2.w92, align 32
-  %w7460 = load <8 x float>, ptr %conv2.w74, align 32
-  %w7061 = load <8 x float>, ptr %conv2.w70, align 32
-  %483 = fsub <8 x float> %w7460, %w7061
-  store <8 x float> %483, ptr %conv2.w93, align 32
-  %w7062 = load <8 x float>, ptr %conv2.w70, align 32
+  %w7455 = load <8 x float>, ptr %conv2.w74, align 32
+  %478 = fadd <8 x float> %w70, %w7455
+  store <8 x float> %478, ptr %conv2.w89, align 32
+  %w7456 = load <8 x float>, ptr %conv2.w74, align 32
+  %w7057 = load <8 x float>, ptr %conv2.w70, align 32
+  %479 = fsub <8 x float> %w7456, %w7057
+  store <8 x float> %479, ptr %conv2.w90, align 32
+  %w7058 = load <8 x float>, ptr %conv2.w70, align 32
   %w78 = load <8 x float>, ptr %conv2.w78, align 32
-  %484 = fsub <8 x float> %w7062, %w78
-  store <8 x float> %484, ptr %conv2.w94, align 32
+  %480 = fsub <8 x float> %w7058, %w78
+  store <8 x float> %480, ptr %conv2.w91, align 32
+  %w67 = load <8 x float>, ptr %conv2.w67, align 32
+  %w75 = load <8 x float>, ptr %conv2.w75, align 32
+  %481 = fsub <8 x float> %w67, %w75
+  store <8 x float> %481, ptr %conv2.w92, align 32
+  %w71 = load <8 x float>, ptr %conv2.w71, align 32
+  %w7559 = load <8 x float>, ptr %conv2.w75, align 32
+  %482 = fadd <8 x float> %w71, %w7559
+  store <8 x float> %482, ptr %conv2.w93, align 32
+  %w7560 = load <8 x float>, ptr %conv2.w75, align 32
+  %w7161 = load <8 x float>, ptr %conv2.w71, align 32
+  %483 = fsub <8 x float> %w7560, %w7161
+  store <8 x float> %483, ptr %conv2.w94, align 32
+  %w7162 = load <8 x float>, ptr %conv2.w71, align 32
   %w79 = load <8 x float>, ptr %conv2.w79, align 32
-  %485 = mul nsw i64 %conv2.j5911, 144
-  %486 = mul nsw i64 %conv2.ty6012, 12
+  %484 = fsub <8 x float> %w7162, %w79
+  store <8 x float> %484, ptr %conv2.w95, align 32
+  %w80 = load <8 x float>, ptr %conv2.w80, align 32
+  %485 = mul nsw i64 %conv2.j6011, 144
+  %486 = mul nsw i64 %conv2.ty6112, 12
   %487 = add nsw i64 %485, %486
-  %488 = add nsw i64 %487, %conv2.tx6113
+  %488 = add nsw i64 %487, %conv2.tx6213
   %489 = mul nsw i64 %488, 32
   %490 = add nsw i64 2618496, %489
-  %491 = mul nsw i64 %conv2.cv6214, 8
+  %491 = mul nsw i64 %conv2.cv6314, 8
   %492 = add nsw i64 %490, %491
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %492
-  store <8 x float> %w79, ptr %arena63, align 4
-  %w80 = load <8 x float>, ptr %conv2.w80, align 32
-  %493 = mul nsw i64 %conv2.j5911, 144
-  %494 = mul nsw i64 %conv2.ty6012, 12
+  store <8 x float> %w80, ptr %arena63, align 4
+  %w81 = load <8 x float>, ptr %conv2.w81, align 32
+  %493 = mul nsw i64 %conv2.j6011, 144
+  %494 = mul nsw i64 %conv2.ty6112, 12
   %495 = add nsw i64 %493, %494
-  %496 = add nsw i64 %495, %conv2.tx6113
+  %496 = add nsw i64 %495, %conv2.tx6213
   %497 = mul nsw i64 %496, 32
   %498 = add nsw i64 2623104, %497
-  %499 = mul nsw i64 %conv2.cv6214, 8
+  %499 = mul nsw i64 %conv2.cv6314, 8
   %500 = add nsw i64 %498, %499
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %500
-  store <8 x float> %w80, ptr %arena64, align 4
-  %w81 = load <8 x float>, ptr %conv2.w81, align 32
-  %501 = mul nsw i64 %conv2.j5911, 144
-  %502 = mul nsw i64 %conv2.ty6012, 12
+  store <8 x float> %w81, ptr %arena64, align 4
+  %w82 = load <8 x float>, ptr %conv2.w82, align 32
+  %501 = mul nsw i64 %conv2.j6011, 144
+  %502 = mul nsw i64 %conv2.ty6112, 12
   %503 = add nsw i64 %501, %502
-  %504 = add nsw i64 %503, %conv2.tx6113
+  %504 = add nsw i64 %503, %conv2.tx6213
   %505 = mul nsw i64 %504, 32
   %506 = add nsw i64 2627712, %505
-  %507 = mul nsw i64 %conv2.cv6214, 8
+  %507 = mul nsw i64 %conv2.cv6314, 8
   %508 = add nsw i64 %506, %507
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %508
-  store <8 x float> %w81, ptr %arena65, align 4
-  %w82 = load <8 x float>, ptr %conv2.w82, align 32
-  %509 = mul nsw i64 %conv2.j5911, 144
-  %510 = mul nsw i64 %conv2.ty6012, 12
+  store <8 x float> %w82, ptr %arena65, align 4
+  %w83 = load <8 x float>, ptr %conv2.w83, align 32
+  %509 = mul nsw i64 %conv2.j6011, 144
+  %510 = mul nsw i64 %conv2.ty6112, 12
   %511 = add nsw i64 %509, %510
-  %512 = add nsw i64 %511, %conv2.tx6113
+  %512 = add nsw i64 %511, %conv2.tx6213
   %513 = mul nsw i64 %512, 32
   %514 = add nsw i64 2632320, %513
-  %515 = mul nsw i64 %conv2.cv6214, 8
+  %515 = mul nsw i64 %conv2.cv6314, 8
   %516 = add nsw i64 %514, %515
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %516
-  store <8 x float> %w82, ptr %arena66, align 4
-  %w83 = load <8 x float>, ptr %conv2.w83, align 32
-  %517 = mul nsw i64 %conv2.j5911, 144
-  %518 = mul nsw i64 %conv2.ty6012, 12
+  store <8 x float> %w83, ptr %arena66, align 4
+  %w84 = load <8 x float>, ptr %conv2.w84, align 32
+  %517 = mul nsw i64 %conv2.j6011, 144
+  %518 = mul nsw i64 %conv2.ty6112, 12
   %519 = add nsw i64 %517, %518
-  %520 = add nsw i64 %519, %conv2.tx6113
+  %520 = add nsw i64 %519, %conv2.tx6213
   %521 = mul nsw i64 %520, 32
   %522 = add nsw i64 2636928, %521
-  %523 = mul nsw i64 %conv2.cv6214, 8
+  %523 = mul nsw i64 %conv2.cv6314, 8
   %524 = add nsw i64 %522, %523
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %524
-  store <8 x float> %w83, ptr %arena67, align 4
-  %w84 = load <8 x float>, ptr %conv2.w84, align 32
-  %525 = mul nsw i64 %conv2.j5911, 144
-  %526 = mul nsw i64 %conv2.ty6012, 12
+  store <8 x float> %w84, ptr %arena67, align 4
+  %w85 = load <8 x float>, ptr %conv2.w85, align 32
+  %525 = mul nsw i64 %conv2.j6011, 144
+  %526 = mul nsw i64 %conv2.ty6112, 12
   %527 = add nsw i64 %525, %526
-  %528 = add nsw i64 %527, %conv2.tx6113
+  %528 = add nsw i64 %527, %conv2.tx6213
   %529 = mul nsw i64 %528, 32
   %530 = add nsw i64 2641536, %529
-  %531 = mul nsw i64 %conv2.cv6214, 8
+  %531 = mul nsw i64 %conv2.cv6314, 8
   %532 = add nsw i64 %530, %531
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %532
-  store <8 x float> %w84, ptr %arena68, align 4
-  %w85 = load <8 x float>, ptr %conv2.w85, align 32
-  %533 = mul nsw i64 %conv2.j5911, 144
-  %534 = mul nsw i64 %conv2.ty6012, 12
+  store <8 x float> %w85, ptr %arena68, align 4
+  %w86 = load <8 x float>, ptr %conv2.w86, align 32
+  %533 = mul nsw i64 %conv2.j6011, 144
+  %534 = mul nsw i64 %conv2.ty6112, 12
   %535 = add nsw i64 %533, %534
-  %536 = add nsw i64 %535, %conv2.tx6113
+  %536 = add nsw i64 %535, %conv2.tx6213
   %537 = mul nsw i64 %536, 32
   %538 = add nsw i64 2646144, %537
-  %539 = mul nsw i64 %conv2.cv6214, 8
+  %539 = mul nsw i64 %conv2.cv6314, 8
   %540 = add nsw i64 %538, %539
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %540
-  store <8 x float> %w85, ptr %arena69, align 4
-  %w86 = load <8 x float>, ptr %conv2.w86, align 32
-  %541 = mul nsw i64 %conv2.j5911, 144
-  %542 = mul nsw i64 %conv2.ty6012, 12
+  store <8 x float> %w86, ptr %arena69, align 4
+  %w87 = load <8 x float>, ptr %conv2.w87, align 32
+  %541 = mul nsw i64 %conv2.j6011, 144
+  %542 = mul nsw i64 %conv2.ty6112, 12
   %543 = add nsw i64 %541, %542
-  %544 = add nsw i64 %543, %conv2.tx6113
+  %544 = add nsw i64 %543, %conv2.tx6213
   %545 = mul nsw i64 %544, 32
   %546 = add nsw i64 2650752, %545
-  %547 = mul nsw i64 %conv2.cv6214, 8
+  %547 = mul nsw i64 %conv2.cv6314, 8
   %548 = add nsw i64 %546, %547
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %548
-  store <8 x float> %w86, ptr %arena70, align 4
-  %w87 = load <8 x float>, ptr %conv2.w87, align 32
-  %549 = mul nsw i64 %conv2.j5911, 144
-  %550 = mul nsw i64 %conv2.ty6012, 12
+  store <8 x float> %w87, ptr %arena70, align 4
+  %w88 = load <8 x float>, ptr %conv2.w88, align 32
+  %549 = mul nsw i64 %conv2.j6011, 144
+  %550 = mul nsw i64 %conv2.ty6112, 12
   %551 = add nsw i64 %549, %550
-  %552 = add nsw i64 %551, %conv2.tx6113
+  %552 = add nsw i64 %551, %conv2.tx6213
   %553 = mul nsw i64 %552, 32
   %554 = add nsw i64 2655360, %553
-  %555 = mul nsw i64 %conv2.cv6214, 8
+  %555 = mul nsw i64 %conv2.cv6314, 8
   %556 = add nsw i64 %554, %555
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %556
-  store <8 x float> %w87, ptr %arena71, align 4
-  %w88 = load <8 x float>, ptr %conv2.w88, align 32
-  %557 = mul nsw i64 %conv2.j5911, 144
-  %558 = mul nsw i64 %conv2.ty6012, 12
+  store <8 x float> %w88, ptr %arena71, align 4
+  %w89 = load <8 x float>, ptr %conv2.w89, align 32
+  %557 = mul nsw i64 %conv2.j6011, 144
+  %558 = mul nsw i64 %conv2.ty6112, 12
   %559 = add nsw i64 %557, %558
-  %560 = add nsw i64 %559, %conv2.tx6113
+  %560 = add nsw i64 %559, %conv2.tx6213
   %561 = mul nsw i64 %560, 32
   %562 = add nsw i64 2659968, %561
-  %563 = mul nsw i64 %conv2.cv6214, 8
+  %563 = mul nsw i64 %conv2.cv6314, 8
   %564 = add nsw i64 %562, %563
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %564
-  store <8 x float> %w88, ptr %arena72, align 4
-  %w89 = load <8 x float>, ptr %conv2.w89, align 32
-  %565 = mul nsw i64 %conv2.j5911, 144
-  %566 = mul nsw i64 %conv2.ty6012, 12
+  store <8 x float> %w89, ptr %arena72, align 4
+  %w90 = load <8 x float>, ptr %conv2.w90, align 32
+  %565 = mul nsw i64 %conv2.j6011, 144
+  %566 = mul nsw i64 %conv2.ty6112, 12
   %567 = add nsw i64 %565, %566
-  %568 = add nsw i64 %567, %conv2.tx6113
+  %568 = add nsw i64 %567, %conv2.tx6213
   %569 = mul nsw i64 %568, 32
   %570 = add nsw i64 2664576, %569
-  %571 = mul nsw i64 %conv2.cv6214, 8
+  %571 = mul nsw i64 %conv2.cv6314, 8
   %572 = add nsw i64 %570, %571
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %572
-  store <8 x float> %w89, ptr %arena73, align 4
-  %w90 = load <8 x float>, ptr %conv2.w90, align 32
-  %573 = mul nsw i64 %conv2.j5911, 144
-  %574 = mul nsw i64 %conv2.ty6012, 12
+  store <8 x float> %w90, ptr %arena73, align 4
+  %w91 = load <8 x float>, ptr %conv2.w91, align 32
+  %573 = mul nsw i64 %conv2.j6011, 144
+  %574 = mul nsw i64 %conv2.ty6112, 12
   %575 = add nsw i64 %573, %574
-  %576 = add nsw i64 %575, %conv2.tx6113
+  %576 = add nsw i64 %575, %conv2.tx6213
   %577 = mul nsw i64 %576, 32
   %578 = add nsw i64 2669184, %577
-  %579 = mul nsw i64 %conv2.cv6214, 8
+  %579 = mul nsw i64 %conv2.cv6314, 8
   %580 = add nsw i64 %578, %579
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %580
-  store <8 x float> %w90, ptr %arena74, align 4
-  %w91 = load <8 x float>, ptr %conv2.w91, align 32
-  %581 = mul nsw i64 %conv2.j5911, 144
-  %582 = mul nsw i64 %conv2.ty6012, 12
+  store <8 x float> %w91, ptr %arena74, align 4
+  %w92 = load <8 x float>, ptr %conv2.w92, align 32
+  %581 = mul nsw i64 %conv2.j6011, 144
+  %582 = mul nsw i64 %conv2.ty6112, 12
   %583 = add nsw i64 %581, %582
-  %584 = add nsw i64 %583, %conv2.tx6113
+  %584 = add nsw i64 %583, %conv2.tx6213
   %585 = mul nsw i64 %584, 32
   %586 = add nsw i64 2673792, %585
-  %587 = mul nsw i64 %conv2.cv6214, 8
+  %587 = mul nsw i64 %conv2.cv6314, 8
   %588 = add nsw i64 %586, %587
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %588
-  store <8 x float> %w91, ptr %arena75, align 4
-  %w92 = load <8 x float>, ptr %conv2.w92, align 32
-  %589 = mul nsw i64 %conv2.j5911, 144
-  %590 = mul nsw i64 %conv2.ty6012, 12
+  store <8 x float> %w92, ptr %arena75, align 4
+  %w93 = load <8 x float>, ptr %conv2.w93, align 32
+  %589 = mul nsw i64 %conv2.j6011, 144
+  %590 = mul nsw i64 %conv2.ty6112, 12
   %591 = add nsw i64 %589, %590
-  %592 = add nsw i64 %591, %conv2.tx6113
+  %592 = add nsw i64 %591, %conv2.tx6213
   %593 = mul nsw i64 %592, 32
   %594 = add nsw i64 2678400, %593
-  %595 = mul nsw i64 %conv2.cv6214, 8
+  %595 = mul nsw i64 %conv2.cv6314, 8
   %596 = add nsw i64 %594, %595
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %596
-  store <8 x float> %w92, ptr %arena76, align 4
-  %w93 = load <8 x float>, ptr %conv2.w93, align 32
-  %597 = mul nsw i64 %conv2.j5911, 144
-  %598 = mul nsw i64 %conv2.ty6012, 12
+  store <8 x float> %w93, ptr %arena76, align 4
+  %w94 = load <8 x float>, ptr %conv2.w94, align 32
+  %597 = mul nsw i64 %conv2.j6011, 144
+  %598 = mul nsw i64 %conv2.ty6112, 12
   %599 = add nsw i64 %597, %598
-  %600 = add nsw i64 %599, %conv2.tx6113
+  %600 = add nsw i64 %599, %conv2.tx6213
   %601 = mul nsw i64 %600, 32
   %602 = add nsw i64 2683008, %601
-  %603 = mul nsw i64 %conv2.cv6214, 8
+  %603 = mul nsw i64 %conv2.cv6314, 8
   %604 = add nsw i64 %602, %603
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %604
-  store <8 x float> %w93, ptr %arena77, align 4
-  %w94 = load <8 x float>, ptr %conv2.w94, align 32
-  %605 = mul nsw i64 %conv2.j5911, 144
-  %606 = mul nsw i64 %conv2.ty6012, 12
+  store <8 x float> %w94, ptr %arena77, align 4
+  %w95 = load <8 x float>, ptr %conv2.w95, align 32
+  %605 = mul nsw i64 %conv2.j6011, 144
+  %606 = mul nsw i64 %conv2.ty6112, 12
   %607 = add nsw i64 %605, %606
-  %608 = add nsw i64 %607, %conv2.tx6113
+  %608 = add nsw i64 %607, %conv2.tx6213
   %609 = mul nsw i64 %608, 32
   %610 = add nsw i64 2687616, %609
-  %611 = mul nsw i64 %conv2.cv6214, 8
+  %611 = mul nsw i64 %conv2.cv6314, 8
   %612 = add nsw i64 %610, %611
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %612
-  store <8 x float> %w94, ptr %arena78, align 4
-  %cv62.next = add nsw i64 %conv2.cv6214, 1
-  %613 = icmp slt i64 %cv62.next, 4
-  br i1 %613, label %conv2.cv62, label %conv2.cv62.end
+  store <8 x float> %w95, ptr %arena78, align 4
+  %cv63.next = add nsw i64 %conv2.cv6314, 1
+  %613 = icmp slt i64 %cv63.next, 4
+  br i1 %613, label %conv2.cv63, label %conv2.cv63.end
 
-conv2.cv62.end:                                   ; preds = %conv2.cv62
-  %tx61.next = add nsw i64 %conv2.tx6113, 1
-  %614 = icmp slt i64 %tx61.next, 12
-  br i1 %614, label %conv2.tx61, label %conv2.tx61.end
+conv2.cv63.end:                                   ; preds = %conv2.cv63
+  %tx62.next = add nsw i64 %conv2.tx6213, 1
+  %614 = icmp slt i64 %tx62.next, 12
+  br i1 %614, label %conv2.tx62, label %conv2.tx62.end
 
-conv2.part95.pool:                                ; preds = %conv2.j59.end
+conv2.part96.pool:                                ; preds = %conv2.j60.end
   %run79 = load ptr, ptr %pool, align 8
-  call void %run79(ptr %pool, ptr @mnistnet_infer_b64.k1.conv2.part95.task, ptr %part95.context, i64 2)
-  br label %conv2.part95.done
+  call void %run79(ptr %pool, ptr @mnistnet_infer_b64.k1.conv2.part96.task, ptr %part96.context, i64 2)
+  br label %conv2.part96.done
 
-conv2.part95.serial:                              ; preds = %conv2.j59.end
-  br label %conv2.part95
+conv2.part96.serial:                              ; preds = %conv2.j60.end
+  br label %conv2.part96
 
-conv2.part95.done:                                ; preds = %conv2.part95.end, %conv2.part95.pool
-  %g54.next = add nsw i64 %conv2.g544, 1
-  %615 = icmp slt i64 %g54.next, 64
-  br i1 %615, label %conv2.g54, label %conv2.g54.end
+conv2.part96.done:                                ; preds = %conv2.part96.end, %conv2.part96.pool
+  %g55.next = add nsw i64 %conv2.g554, 1
+  %615 = icmp slt i64 %g55.next, 64
+  br i1 %615, label %conv2.g55, label %conv2.g55.end
 
-conv2.part95:                                     ; preds = %conv2.part95, %conv2.part95.serial
-  %conv2.part9580 = phi i64 [ 0, %conv2.part95.serial ], [ %part95.next, %conv2.part95 ]
-  call void @mnistnet_infer_b64.k1.conv2.part95(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g544, i64 %conv2.part9580)
-  %part95.next = add nsw i64 %conv2.part9580, 1
-  %616 = icmp slt i64 %part95.next, 2
-  br i1 %616, label %conv2.part95, label %conv2.part95.end
+conv2.part96:                                     ; preds = %conv2.part96, %conv2.part96.serial
+  %conv2.part9680 = phi i64 [ 0, %conv2.part96.serial ], [ %part96.next, %conv2.part96 ]
+  call void @mnistnet_infer_b64.k1.conv2.part96(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g554, i64 %conv2.part9680)
+  %part96.next = add nsw i64 %conv2.part9680, 1
+  %616 = icmp slt i64 %part96.next, 2
+  br i1 %616, label %conv2.part96, label %conv2.part96.end
 
-conv2.part95.end:                                 ; preds = %conv2.part95
-  br label %conv2.part95.done
+conv2.part96.end:                                 ; preds = %conv2.part96
+  br label %conv2.part96.done
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k1.conv2.part22(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @mnistnet_infer_b64.k1.conv2.part23(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
+  %conv2.w53 = alloca float, align 4
   %conv2.w52 = alloca float, align 4
   %conv2.w51 = alloca float, align 4
   %conv2.w50 = alloca float, align 4
@@ -12364,39 +12542,38 @@ entry:
   %conv2.w28 = alloca float, align 4
   %conv2.w27 = alloca float, align 4
   %conv2.w26 = alloca float, align 4
-  %conv2.w25 = alloca float, align 4
-  br label %conv2.ci23
+  br label %conv2.ci24
 
-conv2.ci23:                                       ; preds = %conv2.co24.end, %entry
-  %conv2.ci231 = phi i64 [ 0, %entry ], [ %ci23.next, %conv2.co24.end ]
-  br label %conv2.co24
+conv2.ci24:                                       ; preds = %conv2.co25.end, %entry
+  %conv2.ci241 = phi i64 [ 0, %entry ], [ %ci24.next, %conv2.co25.end ]
+  br label %conv2.co25
 
-conv2.ci23.end:                                   ; preds = %conv2.co24.end
+conv2.ci24.end:                                   ; preds = %conv2.co25.end
   ret void
 
-conv2.co24:                                       ; preds = %conv2.co24, %conv2.ci23
-  %conv2.co242 = phi i64 [ 0, %conv2.ci23 ], [ %co24.next, %conv2.co24 ]
+conv2.co25:                                       ; preds = %conv2.co25, %conv2.ci24
+  %conv2.co252 = phi i64 [ 0, %conv2.ci24 ], [ %co25.next, %conv2.co25 ]
   %1 = mul nsw i64 %0, 32
-  %2 = add nsw i64 %1, %conv2.co242
+  %2 = add nsw i64 %1, %conv2.co252
   %3 = mul nsw i64 %2, 32
-  %4 = add nsw i64 %3, %conv2.ci231
+  %4 = add nsw i64 %3, %conv2.ci241
   %5 = mul nsw i64 %4, 9
   %6 = add nsw i64 320, %5
   %params3 = getelementptr inbounds float, ptr %params, i64 %6
   %7 = load float, ptr %params3, align 4
-  store float %7, ptr %conv2.w25, align 4
+  store float %7, ptr %conv2.w26, align 4
   %8 = mul nsw i64 %0, 32
-  %9 = add nsw i64 %8, %conv2.co242
+  %9 = add nsw i64 %8, %conv2.co252
   %10 = mul nsw i64 %9, 32
-  %11 = add nsw i64 %10, %conv2.ci231
+  %11 = add nsw i64 %10, %conv2.ci241
   %12 = mul nsw i64 %11, 9
   %13 = add nsw i64 320, %12
   %params4 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params4, align 4
   %15 = mul nsw i64 %0, 32
-  %16 = add nsw i64 %15, %conv2.co242
+  %16 = add nsw i64 %15, %conv2.co252
   %17 = mul nsw i64 %16, 32
-  %18 = add nsw i64 %17, %conv2.ci231
+  %18 = add nsw i64 %17, %conv2.ci241
   %19 = mul nsw i64 %18, 9
   %20 = add nsw i64 320, %19
   %21 = add nsw i64 %20, 3
@@ -12404,9 +12581,9 @@ conv2.co24:                                       ; preds = %conv2.co24, %conv2.
   %22 = load float, ptr %params5, align 4
   %23 = fadd float %14, %22
   %24 = mul nsw i64 %0, 32
-  %25 = add nsw i64 %24, %conv2.co242
+  %25 = add nsw i64 %24, %conv2.co252
   %26 = mul nsw i64 %25, 32
-  %27 = add nsw i64 %26, %conv2.ci231
+  %27 = add nsw i64 %26, %conv2.ci241
   %28 = mul nsw i64 %27, 9
   %29 = add nsw i64 320, %28
   %30 = add nsw i64 %29, 6
@@ -12414,19 +12591,19 @@ conv2.co24:                                       ; preds = %conv2.co24, %conv2.
   %31 = load float, ptr %params6, align 4
   %32 = fadd float %23, %31
   %33 = fmul float %32, 5.000000e-01
-  store float %33, ptr %conv2.w26, align 4
+  store float %33, ptr %conv2.w27, align 4
   %34 = mul nsw i64 %0, 32
-  %35 = add nsw i64 %34, %conv2.co242
+  %35 = add nsw i64 %34, %conv2.co252
   %36 = mul nsw i64 %35, 32
-  %37 = add nsw i64 %36, %conv2.ci231
+  %37 = add nsw i64 %36, %conv2.ci241
   %38 = mul nsw i64 %37, 9
   %39 = add nsw i64 320, %38
   %params7 = getelementptr inbounds float, ptr %params, i64 %39
   %40 = load float, ptr %params7, align 4
   %41 = mul nsw i64 %0, 32
-  %42 = add nsw i64 %41, %conv2.co242
+  %42 = add nsw i64 %41, %conv2.co252
   %43 = mul nsw i64 %42, 32
-  %44 = add nsw i64 %43, %conv2.ci231
+  %44 = add nsw i64 %43, %conv2.ci241
   %45 = mul nsw i64 %44, 9
   %46 = add nsw i64 320, %45
   %47 = add nsw i64 %46, 6
@@ -12434,9 +12611,9 @@ conv2.co24:                                       ; preds = %conv2.co24, %conv2.
   %48 = load float, ptr %params8, align 4
   %49 = fadd float %40, %48
   %50 = mul nsw i64 %0, 32
-  %51 = add nsw i64 %50, %conv2.co242
+  %51 = add nsw i64 %50, %conv2.co252
   %52 = mul nsw i64 %51, 32
-  %53 = add nsw i64 %52, %conv2.ci231
+  %53 = add nsw i64 %52, %conv2.ci241
   %54 = mul nsw i64 %53, 9
   %55 = add nsw i64 320, %54
   %56 = add nsw i64 %55, 3
@@ -12444,40 +12621,40 @@ conv2.co24:                                       ; preds = %conv2.co24, %conv2.
   %57 = load float, ptr %params9, align 4
   %58 = fsub float %49, %57
   %59 = fmul float %58, 5.000000e-01
-  store float %59, ptr %conv2.w27, align 4
+  store float %59, ptr %conv2.w28, align 4
   %60 = mul nsw i64 %0, 32
-  %61 = add nsw i64 %60, %conv2.co242
+  %61 = add nsw i64 %60, %conv2.co252
   %62 = mul nsw i64 %61, 32
-  %63 = add nsw i64 %62, %conv2.ci231
+  %63 = add nsw i64 %62, %conv2.ci241
   %64 = mul nsw i64 %63, 9
   %65 = add nsw i64 320, %64
   %66 = add nsw i64 %65, 6
   %params10 = getelementptr inbounds float, ptr %params, i64 %66
   %67 = load float, ptr %params10, align 4
-  store float %67, ptr %conv2.w28, align 4
+  store float %67, ptr %conv2.w29, align 4
   %68 = mul nsw i64 %0, 32
-  %69 = add nsw i64 %68, %conv2.co242
+  %69 = add nsw i64 %68, %conv2.co252
   %70 = mul nsw i64 %69, 32
-  %71 = add nsw i64 %70, %conv2.ci231
+  %71 = add nsw i64 %70, %conv2.ci241
   %72 = mul nsw i64 %71, 9
   %73 = add nsw i64 320, %72
   %74 = add nsw i64 %73, 1
   %params11 = getelementptr inbounds float, ptr %params, i64 %74
   %75 = load float, ptr %params11, align 4
-  store float %75, ptr %conv2.w29, align 4
+  store float %75, ptr %conv2.w30, align 4
   %76 = mul nsw i64 %0, 32
-  %77 = add nsw i64 %76, %conv2.co242
+  %77 = add nsw i64 %76, %conv2.co252
   %78 = mul nsw i64 %77, 32
-  %79 = add nsw i64 %78, %conv2.ci231
+  %79 = add nsw i64 %78, %conv2.ci241
   %80 = mul nsw i64 %79, 9
   %81 = add nsw i64 320, %80
   %82 = add nsw i64 %81, 1
   %params12 = getelementptr inbounds float, ptr %params, i64 %82
   %83 = load float, ptr %params12, align 4
   %84 = mul nsw i64 %0, 32
-  %85 = add nsw i64 %84, %conv2.co242
+  %85 = add nsw i64 %84, %conv2.co252
   %86 = mul nsw i64 %85, 32
-  %87 = add nsw i64 %86, %conv2.ci231
+  %87 = add nsw i64 %86, %conv2.ci241
   %88 = mul nsw i64 %87, 9
   %89 = add nsw i64 320, %88
   %90 = add nsw i64 %89, 4
@@ -12485,9 +12662,9 @@ conv2.co24:                                       ; preds = %conv2.co24, %conv2.
   %91 = load float, ptr %params13, align 4
   %92 = fadd float %83, %91
   %93 = mul nsw i64 %0, 32
-  %94 = add nsw i64 %93, %conv2.co242
+  %94 = add nsw i64 %93, %conv2.co252
   %95 = mul nsw i64 %94, 32
-  %96 = add nsw i64 %95, %conv2.ci231
+  %96 = add nsw i64 %95, %conv2.ci241
   %97 = mul nsw i64 %96, 9
   %98 = add nsw i64 320, %97
   %99 = add nsw i64 %98, 7
@@ -12495,20 +12672,20 @@ conv2.co24:                                       ; preds = %conv2.co24, %conv2.
   %100 = load float, ptr %params14, align 4
   %101 = fadd float %92, %100
   %102 = fmul float %101, 5.000000e-01
-  store float %102, ptr %conv2.w30, align 4
+  store float %102, ptr %conv2.w31, align 4
   %103 = mul nsw i64 %0, 32
-  %104 = add nsw i64 %103, %conv2.co242
+  %104 = add nsw i64 %103, %conv2.co252
   %105 = mul nsw i64 %104, 32
-  %106 = add nsw i64 %105, %conv2.ci231
+  %106 = add nsw i64 %105, %conv2.ci241
   %107 = mul nsw i64 %106, 9
   %108 = add nsw i64 320, %107
   %109 = add nsw i64 %108, 1
   %params15 = getelementptr inbounds float, ptr %params, i64 %109
   %110 = load float, ptr %params15, align 4
   %111 = mul nsw i64 %0, 32
-  %112 = add nsw i64 %111, %conv2.co242
+  %112 = add nsw i64 %111, %conv2.co252
   %113 = mul nsw i64 %112, 32
-  %114 = add nsw i64 %113, %conv2.ci231
+  %114 = add nsw i64 %113, %conv2.ci241
   %115 = mul nsw i64 %114, 9
   %116 = add nsw i64 320, %115
   %117 = add nsw i64 %116, 7
@@ -12516,9 +12693,9 @@ conv2.co24:                                       ; preds = %conv2.co24, %conv2.
   %118 = load float, ptr %params16, align 4
   %119 = fadd float %110, %118
   %120 = mul nsw i64 %0, 32
-  %121 = add nsw i64 %120, %conv2.co242
+  %121 = add nsw i64 %120, %conv2.co252
   %122 = mul nsw i64 %121, 32
-  %123 = add nsw i64 %122, %conv2.ci231
+  %123 = add nsw i64 %122, %conv2.ci241
   %124 = mul nsw i64 %123, 9
   %125 = add nsw i64 320, %124
   %126 = add nsw i64 %125, 4
@@ -12526,40 +12703,40 @@ conv2.co24:                                       ; preds = %conv2.co24, %conv2.
   %127 = load float, ptr %params17, align 4
   %128 = fsub float %119, %127
   %129 = fmul float %128, 5.000000e-01
-  store float %129, ptr %conv2.w31, align 4
+  store float %129, ptr %conv2.w32, align 4
   %130 = mul nsw i64 %0, 32
-  %131 = add nsw i64 %130, %conv2.co242
+  %131 = add nsw i64 %130, %conv2.co252
   %132 = mul nsw i64 %131, 32
-  %133 = add nsw i64 %132, %conv2.ci231
+  %133 = add nsw i64 %132, %conv2.ci241
   %134 = mul nsw i64 %133, 9
   %135 = add nsw i64 320, %134
   %136 = add nsw i64 %135, 7
   %params18 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params18, align 4
-  store float %137, ptr %conv2.w32, align 4
+  store float %137, ptr %conv2.w33, align 4
   %138 = mul nsw i64 %0, 32
-  %139 = add nsw i64 %138, %conv2.co242
+  %139 = add nsw i64 %138, %conv2.co252
   %140 = mul nsw i64 %139, 32
-  %141 = add nsw i64 %140, %conv2.ci231
+  %141 = add nsw i64 %140, %conv2.ci241
   %142 = mul nsw i64 %141, 9
   %143 = add nsw i64 320, %142
   %144 = add nsw i64 %143, 2
   %params19 = getelementptr inbounds float, ptr %params, i64 %144
   %145 = load float, ptr %params19, align 4
-  store float %145, ptr %conv2.w33, align 4
+  store float %145, ptr %conv2.w34, align 4
   %146 = mul nsw i64 %0, 32
-  %147 = add nsw i64 %146, %conv2.co242
+  %147 = add nsw i64 %146, %conv2.co252
   %148 = mul nsw i64 %147, 32
-  %149 = add nsw i64 %148, %conv2.ci231
+  %149 = add nsw i64 %148, %conv2.ci241
   %150 = mul nsw i64 %149, 9
   %151 = add nsw i64 320, %150
   %152 = add nsw i64 %151, 2
   %params20 = getelementptr inbounds float, ptr %params, i64 %152
   %153 = load float, ptr %params20, align 4
   %154 = mul nsw i64 %0, 32
-  %155 = add nsw i64 %154, %conv2.co242
+  %155 = add nsw i64 %154, %conv2.co252
   %156 = mul nsw i64 %155, 32
-  %157 = add nsw i64 %156, %conv2.ci231
+  %157 = add nsw i64 %156, %conv2.ci241
   %158 = mul nsw i64 %157, 9
   %159 = add nsw i64 320, %158
   %160 = add nsw i64 %159, 5
@@ -12567,9 +12744,9 @@ conv2.co24:                                       ; preds = %conv2.co24, %conv2.
   %161 = load float, ptr %params21, align 4
   %162 = fadd float %153, %161
   %163 = mul nsw i64 %0, 32
-  %164 = add nsw i64 %163, %conv2.co242
+  %164 = add nsw i64 %163, %conv2.co252
   %165 = mul nsw i64 %164, 32
-  %166 = add nsw i64 %165, %conv2.ci231
+  %166 = add nsw i64 %165, %conv2.ci241
   %167 = mul nsw i64 %166, 9
   %168 = add nsw i64 320, %167
   %169 = add nsw i64 %168, 8
@@ -12577,20 +12754,20 @@ conv2.co24:                                       ; preds = %conv2.co24, %conv2.
   %170 = load float, ptr %params22, align 4
   %171 = fadd float %162, %170
   %172 = fmul float %171, 5.000000e-01
-  store float %172, ptr %conv2.w34, align 4
+  store float %172, ptr %conv2.w35, align 4
   %173 = mul nsw i64 %0, 32
-  %174 = add nsw i64 %173, %conv2.co242
+  %174 = add nsw i64 %173, %conv2.co252
   %175 = mul nsw i64 %174, 32
-  %176 = add nsw i64 %175, %conv2.ci231
+  %176 = add nsw i64 %175, %conv2.ci241
   %177 = mul nsw i64 %176, 9
   %178 = add nsw i64 320, %177
   %179 = add nsw i64 %178, 2
   %params23 = getelementptr inbounds float, ptr %params, i64 %179
   %180 = load float, ptr %params23, align 4
   %181 = mul nsw i64 %0, 32
-  %182 = add nsw i64 %181, %conv2.co242
+  %182 = add nsw i64 %181, %conv2.co252
   %183 = mul nsw i64 %182, 32
-  %184 = add nsw i64 %183, %conv2.ci231
+  %184 = add nsw i64 %183, %conv2.ci241
   %185 = mul nsw i64 %184, 9
   %186 = add nsw i64 320, %185
   %187 = add nsw i64 %186, 8
@@ -12598,9 +12775,9 @@ conv2.co24:                                       ; preds = %conv2.co24, %conv2.
   %188 = load float, ptr %params24, align 4
   %189 = fadd float %180, %188
   %190 = mul nsw i64 %0, 32
-  %191 = add nsw i64 %190, %conv2.co242
+  %191 = add nsw i64 %190, %conv2.co252
   %192 = mul nsw i64 %191, 32
-  %193 = add nsw i64 %192, %conv2.ci231
+  %193 = add nsw i64 %192, %conv2.ci241
   %194 = mul nsw i64 %193, 9
   %195 = add nsw i64 320, %194
   %196 = add nsw i64 %195, 5
@@ -12608,228 +12785,228 @@ conv2.co24:                                       ; preds = %conv2.co24, %conv2.
   %197 = load float, ptr %params25, align 4
   %198 = fsub float %189, %197
   %199 = fmul float %198, 5.000000e-01
-  store float %199, ptr %conv2.w35, align 4
+  store float %199, ptr %conv2.w36, align 4
   %200 = mul nsw i64 %0, 32
-  %201 = add nsw i64 %200, %conv2.co242
+  %201 = add nsw i64 %200, %conv2.co252
   %202 = mul nsw i64 %201, 32
-  %203 = add nsw i64 %202, %conv2.ci231
+  %203 = add nsw i64 %202, %conv2.ci241
   %204 = mul nsw i64 %203, 9
   %205 = add nsw i64 320, %204
   %206 = add nsw i64 %205, 8
   %params26 = getelementptr inbounds float, ptr %params, i64 %206
   %207 = load float, ptr %params26, align 4
-  store float %207, ptr %conv2.w36, align 4
-  %w25 = load float, ptr %conv2.w25, align 4
-  store float %w25, ptr %conv2.w37, align 4
-  %w2527 = load float, ptr %conv2.w25, align 4
-  %w29 = load float, ptr %conv2.w29, align 4
-  %208 = fadd float %w2527, %w29
-  %w33 = load float, ptr %conv2.w33, align 4
-  %209 = fadd float %208, %w33
-  %210 = fmul float %209, 5.000000e-01
-  store float %210, ptr %conv2.w38, align 4
-  %w2528 = load float, ptr %conv2.w25, align 4
-  %w3329 = load float, ptr %conv2.w33, align 4
-  %211 = fadd float %w2528, %w3329
-  %w2930 = load float, ptr %conv2.w29, align 4
-  %212 = fsub float %211, %w2930
-  %213 = fmul float %212, 5.000000e-01
-  store float %213, ptr %conv2.w39, align 4
-  %w3331 = load float, ptr %conv2.w33, align 4
-  store float %w3331, ptr %conv2.w40, align 4
+  store float %207, ptr %conv2.w37, align 4
   %w26 = load float, ptr %conv2.w26, align 4
-  store float %w26, ptr %conv2.w41, align 4
-  %w2632 = load float, ptr %conv2.w26, align 4
+  store float %w26, ptr %conv2.w38, align 4
+  %w2627 = load float, ptr %conv2.w26, align 4
   %w30 = load float, ptr %conv2.w30, align 4
-  %214 = fadd float %w2632, %w30
+  %208 = fadd float %w2627, %w30
   %w34 = load float, ptr %conv2.w34, align 4
-  %215 = fadd float %214, %w34
-  %216 = fmul float %215, 5.000000e-01
-  store float %216, ptr %conv2.w42, align 4
-  %w2633 = load float, ptr %conv2.w26, align 4
-  %w3434 = load float, ptr %conv2.w34, align 4
-  %217 = fadd float %w2633, %w3434
-  %w3035 = load float, ptr %conv2.w30, align 4
-  %218 = fsub float %217, %w3035
-  %219 = fmul float %218, 5.000000e-01
-  store float %219, ptr %conv2.w43, align 4
-  %w3436 = load float, ptr %conv2.w34, align 4
-  store float %w3436, ptr %conv2.w44, align 4
+  %209 = fadd float %208, %w34
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %conv2.w39, align 4
+  %w2628 = load float, ptr %conv2.w26, align 4
+  %w3429 = load float, ptr %conv2.w34, align 4
+  %211 = fadd float %w2628, %w3429
+  %w3030 = load float, ptr %conv2.w30, align 4
+  %212 = fsub float %211, %w3030
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %conv2.w40, align 4
+  %w3431 = load float, ptr %conv2.w34, align 4
+  store float %w3431, ptr %conv2.w41, align 4
   %w27 = load float, ptr %conv2.w27, align 4
-  store float %w27, ptr %conv2.w45, align 4
-  %w2737 = load float, ptr %conv2.w27, align 4
+  store float %w27, ptr %conv2.w42, align 4
+  %w2732 = load float, ptr %conv2.w27, align 4
   %w31 = load float, ptr %conv2.w31, align 4
-  %220 = fadd float %w2737, %w31
+  %214 = fadd float %w2732, %w31
   %w35 = load float, ptr %conv2.w35, align 4
-  %221 = fadd float %220, %w35
-  %222 = fmul float %221, 5.000000e-01
-  store float %222, ptr %conv2.w46, align 4
-  %w2738 = load float, ptr %conv2.w27, align 4
-  %w3539 = load float, ptr %conv2.w35, align 4
-  %223 = fadd float %w2738, %w3539
-  %w3140 = load float, ptr %conv2.w31, align 4
-  %224 = fsub float %223, %w3140
-  %225 = fmul float %224, 5.000000e-01
-  store float %225, ptr %conv2.w47, align 4
-  %w3541 = load float, ptr %conv2.w35, align 4
-  store float %w3541, ptr %conv2.w48, align 4
+  %215 = fadd float %214, %w35
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %conv2.w43, align 4
+  %w2733 = load float, ptr %conv2.w27, align 4
+  %w3534 = load float, ptr %conv2.w35, align 4
+  %217 = fadd float %w2733, %w3534
+  %w3135 = load float, ptr %conv2.w31, align 4
+  %218 = fsub float %217, %w3135
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %conv2.w44, align 4
+  %w3536 = load float, ptr %conv2.w35, align 4
+  store float %w3536, ptr %conv2.w45, align 4
   %w28 = load float, ptr %conv2.w28, align 4
-  store float %w28, ptr %conv2.w49, align 4
-  %w2842 = load float, ptr %conv2.w28, align 4
+  store float %w28, ptr %conv2.w46, align 4
+  %w2837 = load float, ptr %conv2.w28, align 4
   %w32 = load float, ptr %conv2.w32, align 4
-  %226 = fadd float %w2842, %w32
+  %220 = fadd float %w2837, %w32
   %w36 = load float, ptr %conv2.w36, align 4
-  %227 = fadd float %226, %w36
-  %228 = fmul float %227, 5.000000e-01
-  store float %228, ptr %conv2.w50, align 4
-  %w2843 = load float, ptr %conv2.w28, align 4
-  %w3644 = load float, ptr %conv2.w36, align 4
-  %229 = fadd float %w2843, %w3644
-  %w3245 = load float, ptr %conv2.w32, align 4
-  %230 = fsub float %229, %w3245
-  %231 = fmul float %230, 5.000000e-01
-  store float %231, ptr %conv2.w51, align 4
-  %w3646 = load float, ptr %conv2.w36, align 4
-  store float %w3646, ptr %conv2.w52, align 4
+  %221 = fadd float %220, %w36
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %conv2.w47, align 4
+  %w2838 = load float, ptr %conv2.w28, align 4
+  %w3639 = load float, ptr %conv2.w36, align 4
+  %223 = fadd float %w2838, %w3639
+  %w3240 = load float, ptr %conv2.w32, align 4
+  %224 = fsub float %223, %w3240
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %conv2.w48, align 4
+  %w3641 = load float, ptr %conv2.w36, align 4
+  store float %w3641, ptr %conv2.w49, align 4
+  %w29 = load float, ptr %conv2.w29, align 4
+  store float %w29, ptr %conv2.w50, align 4
+  %w2942 = load float, ptr %conv2.w29, align 4
+  %w33 = load float, ptr %conv2.w33, align 4
+  %226 = fadd float %w2942, %w33
   %w37 = load float, ptr %conv2.w37, align 4
-  %232 = mul nsw i64 %conv2.ci231, 64
+  %227 = fadd float %226, %w37
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %conv2.w51, align 4
+  %w2943 = load float, ptr %conv2.w29, align 4
+  %w3744 = load float, ptr %conv2.w37, align 4
+  %229 = fadd float %w2943, %w3744
+  %w3345 = load float, ptr %conv2.w33, align 4
+  %230 = fsub float %229, %w3345
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %conv2.w52, align 4
+  %w3746 = load float, ptr %conv2.w37, align 4
+  store float %w3746, ptr %conv2.w53, align 4
+  %w38 = load float, ptr %conv2.w38, align 4
+  %232 = mul nsw i64 %conv2.ci241, 64
   %233 = add nsw i64 2564096, %232
   %234 = mul nsw i64 %0, 32
-  %235 = add nsw i64 %234, %conv2.co242
+  %235 = add nsw i64 %234, %conv2.co252
   %236 = add nsw i64 %233, %235
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w37, ptr %arena47, align 4
-  %w38 = load float, ptr %conv2.w38, align 4
-  %237 = mul nsw i64 %conv2.ci231, 64
+  store float %w38, ptr %arena47, align 4
+  %w39 = load float, ptr %conv2.w39, align 4
+  %237 = mul nsw i64 %conv2.ci241, 64
   %238 = add nsw i64 2566144, %237
   %239 = mul nsw i64 %0, 32
-  %240 = add nsw i64 %239, %conv2.co242
+  %240 = add nsw i64 %239, %conv2.co252
   %241 = add nsw i64 %238, %240
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w38, ptr %arena48, align 4
-  %w39 = load float, ptr %conv2.w39, align 4
-  %242 = mul nsw i64 %conv2.ci231, 64
+  store float %w39, ptr %arena48, align 4
+  %w40 = load float, ptr %conv2.w40, align 4
+  %242 = mul nsw i64 %conv2.ci241, 64
   %243 = add nsw i64 2568192, %242
   %244 = mul nsw i64 %0, 32
-  %245 = add nsw i64 %244, %conv2.co242
+  %245 = add nsw i64 %244, %conv2.co252
   %246 = add nsw i64 %243, %245
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w39, ptr %arena49, align 4
-  %w40 = load float, ptr %conv2.w40, align 4
-  %247 = mul nsw i64 %conv2.ci231, 64
+  store float %w40, ptr %arena49, align 4
+  %w41 = load float, ptr %conv2.w41, align 4
+  %247 = mul nsw i64 %conv2.ci241, 64
   %248 = add nsw i64 2570240, %247
   %249 = mul nsw i64 %0, 32
-  %250 = add nsw i64 %249, %conv2.co242
+  %250 = add nsw i64 %249, %conv2.co252
   %251 = add nsw i64 %248, %250
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w40, ptr %arena50, align 4
-  %w41 = load float, ptr %conv2.w41, align 4
-  %252 = mul nsw i64 %conv2.ci231, 64
+  store float %w41, ptr %arena50, align 4
+  %w42 = load float, ptr %conv2.w42, align 4
+  %252 = mul nsw i64 %conv2.ci241, 64
   %253 = add nsw i64 2572288, %252
   %254 = mul nsw i64 %0, 32
-  %255 = add nsw i64 %254, %conv2.co242
+  %255 = add nsw i64 %254, %conv2.co252
   %256 = add nsw i64 %253, %255
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w41, ptr %arena51, align 4
-  %w42 = load float, ptr %conv2.w42, align 4
-  %257 = mul nsw i64 %conv2.ci231, 64
+  store float %w42, ptr %arena51, align 4
+  %w43 = load float, ptr %conv2.w43, align 4
+  %257 = mul nsw i64 %conv2.ci241, 64
   %258 = add nsw i64 2574336, %257
   %259 = mul nsw i64 %0, 32
-  %260 = add nsw i64 %259, %conv2.co242
+  %260 = add nsw i64 %259, %conv2.co252
   %261 = add nsw i64 %258, %260
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w42, ptr %arena52, align 4
-  %w43 = load float, ptr %conv2.w43, align 4
-  %262 = mul nsw i64 %conv2.ci231, 64
+  store float %w43, ptr %arena52, align 4
+  %w44 = load float, ptr %conv2.w44, align 4
+  %262 = mul nsw i64 %conv2.ci241, 64
   %263 = add nsw i64 2576384, %262
   %264 = mul nsw i64 %0, 32
-  %265 = add nsw i64 %264, %conv2.co242
+  %265 = add nsw i64 %264, %conv2.co252
   %266 = add nsw i64 %263, %265
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w43, ptr %arena53, align 4
-  %w44 = load float, ptr %conv2.w44, align 4
-  %267 = mul nsw i64 %conv2.ci231, 64
+  store float %w44, ptr %arena53, align 4
+  %w45 = load float, ptr %conv2.w45, align 4
+  %267 = mul nsw i64 %conv2.ci241, 64
   %268 = add nsw i64 2578432, %267
   %269 = mul nsw i64 %0, 32
-  %270 = add nsw i64 %269, %conv2.co242
+  %270 = add nsw i64 %269, %conv2.co252
   %271 = add nsw i64 %268, %270
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w44, ptr %arena54, align 4
-  %w45 = load float, ptr %conv2.w45, align 4
-  %272 = mul nsw i64 %conv2.ci231, 64
+  store float %w45, ptr %arena54, align 4
+  %w46 = load float, ptr %conv2.w46, align 4
+  %272 = mul nsw i64 %conv2.ci241, 64
   %273 = add nsw i64 2580480, %272
   %274 = mul nsw i64 %0, 32
-  %275 = add nsw i64 %274, %conv2.co242
+  %275 = add nsw i64 %274, %conv2.co252
   %276 = add nsw i64 %273, %275
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w45, ptr %arena55, align 4
-  %w46 = load float, ptr %conv2.w46, align 4
-  %277 = mul nsw i64 %conv2.ci231, 64
+  store float %w46, ptr %arena55, align 4
+  %w47 = load float, ptr %conv2.w47, align 4
+  %277 = mul nsw i64 %conv2.ci241, 64
   %278 = add nsw i64 2582528, %277
   %279 = mul nsw i64 %0, 32
-  %280 = add nsw i64 %279, %conv2.co242
+  %280 = add nsw i64 %279, %conv2.co252
   %281 = add nsw i64 %278, %280
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w46, ptr %arena56, align 4
-  %w47 = load float, ptr %conv2.w47, align 4
-  %282 = mul nsw i64 %conv2.ci231, 64
+  store float %w47, ptr %arena56, align 4
+  %w48 = load float, ptr %conv2.w48, align 4
+  %282 = mul nsw i64 %conv2.ci241, 64
   %283 = add nsw i64 2584576, %282
   %284 = mul nsw i64 %0, 32
-  %285 = add nsw i64 %284, %conv2.co242
+  %285 = add nsw i64 %284, %conv2.co252
   %286 = add nsw i64 %283, %285
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w47, ptr %arena57, align 4
-  %w48 = load float, ptr %conv2.w48, align 4
-  %287 = mul nsw i64 %conv2.ci231, 64
+  store float %w48, ptr %arena57, align 4
+  %w49 = load float, ptr %conv2.w49, align 4
+  %287 = mul nsw i64 %conv2.ci241, 64
   %288 = add nsw i64 2586624, %287
   %289 = mul nsw i64 %0, 32
-  %290 = add nsw i64 %289, %conv2.co242
+  %290 = add nsw i64 %289, %conv2.co252
   %291 = add nsw i64 %288, %290
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w48, ptr %arena58, align 4
-  %w49 = load float, ptr %conv2.w49, align 4
-  %292 = mul nsw i64 %conv2.ci231, 64
+  store float %w49, ptr %arena58, align 4
+  %w50 = load float, ptr %conv2.w50, align 4
+  %292 = mul nsw i64 %conv2.ci241, 64
   %293 = add nsw i64 2588672, %292
   %294 = mul nsw i64 %0, 32
-  %295 = add nsw i64 %294, %conv2.co242
+  %295 = add nsw i64 %294, %conv2.co252
   %296 = add nsw i64 %293, %295
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w49, ptr %arena59, align 4
-  %w50 = load float, ptr %conv2.w50, align 4
-  %297 = mul nsw i64 %conv2.ci231, 64
+  store float %w50, ptr %arena59, align 4
+  %w51 = load float, ptr %conv2.w51, align 4
+  %297 = mul nsw i64 %conv2.ci241, 64
   %298 = add nsw i64 2590720, %297
   %299 = mul nsw i64 %0, 32
-  %300 = add nsw i64 %299, %conv2.co242
+  %300 = add nsw i64 %299, %conv2.co252
   %301 = add nsw i64 %298, %300
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w50, ptr %arena60, align 4
-  %w51 = load float, ptr %conv2.w51, align 4
-  %302 = mul nsw i64 %conv2.ci231, 64
+  store float %w51, ptr %arena60, align 4
+  %w52 = load float, ptr %conv2.w52, align 4
+  %302 = mul nsw i64 %conv2.ci241, 64
   %303 = add nsw i64 2592768, %302
   %304 = mul nsw i64 %0, 32
-  %305 = add nsw i64 %304, %conv2.co242
+  %305 = add nsw i64 %304, %conv2.co252
   %306 = add nsw i64 %303, %305
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w51, ptr %arena61, align 4
-  %w52 = load float, ptr %conv2.w52, align 4
-  %307 = mul nsw i64 %conv2.ci231, 64
+  store float %w52, ptr %arena61, align 4
+  %w53 = load float, ptr %conv2.w53, align 4
+  %307 = mul nsw i64 %conv2.ci241, 64
   %308 = add nsw i64 2594816, %307
   %309 = mul nsw i64 %0, 32
-  %310 = add nsw i64 %309, %conv2.co242
+  %310 = add nsw i64 %309, %conv2.co252
   %311 = add nsw i64 %308, %310
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w52, ptr %arena62, align 4
-  %co24.next = add nsw i64 %conv2.co242, 1
-  %312 = icmp slt i64 %co24.next, 32
-  br i1 %312, label %conv2.co24, label %conv2.co24.end
+  store float %w53, ptr %arena62, align 4
+  %co25.next = add nsw i64 %conv2.co252, 1
+  %312 = icmp slt i64 %co25.next, 32
+  br i1 %312, label %conv2.co25, label %conv2.co25.end
 
-conv2.co24.end:                                   ; preds = %conv2.co24
-  %ci23.next = add nsw i64 %conv2.ci231, 1
-  %313 = icmp slt i64 %ci23.next, 32
-  br i1 %313, label %conv2.ci23, label %conv2.ci23.end
+conv2.co25.end:                                   ; preds = %conv2.co25
+  %ci24.next = add nsw i64 %conv2.ci241, 1
+  %313 = icmp slt i64 %ci24.next, 32
+  br i1 %313, label %conv2.ci24, label %conv2.ci24.end
 }
 
-define internal void @mnistnet_infer_b64.k1.conv2.part22.task(ptr %0, i64 %1) {
+define internal void @mnistnet_infer_b64.k1.conv2.part23.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -12853,25 +13030,26 @@ entry:
   %21 = load i64, ptr %20, align 4
   %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
   %23 = load ptr, ptr %22, align 8
-  call void @mnistnet_infer_b64.k1.conv2.part22(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  call void @mnistnet_infer_b64.k1.conv2.part23(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k1.conv2.part95(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @mnistnet_infer_b64.k1.conv2.part96(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %conv2.at129 = alloca <8 x float>, align 32
-  %conv2.best128 = alloca <8 x float>, align 32
-  %conv2.v127 = alloca <8 x float>, align 32
-  %conv2.at126 = alloca <8 x float>, align 32
-  %conv2.best125 = alloca <8 x float>, align 32
-  %conv2.v124 = alloca <8 x float>, align 32
-  %conv2.at123 = alloca <8 x float>, align 32
-  %conv2.best122 = alloca <8 x float>, align 32
-  %conv2.v121 = alloca <8 x float>, align 32
-  %conv2.at120 = alloca <8 x float>, align 32
-  %conv2.best119 = alloca <8 x float>, align 32
-  %conv2.v118 = alloca <8 x float>, align 32
+  %conv2.at130 = alloca <8 x float>, align 32
+  %conv2.best129 = alloca <8 x float>, align 32
+  %conv2.v128 = alloca <8 x float>, align 32
+  %conv2.at127 = alloca <8 x float>, align 32
+  %conv2.best126 = alloca <8 x float>, align 32
+  %conv2.v125 = alloca <8 x float>, align 32
+  %conv2.at124 = alloca <8 x float>, align 32
+  %conv2.best123 = alloca <8 x float>, align 32
+  %conv2.v122 = alloca <8 x float>, align 32
+  %conv2.at121 = alloca <8 x float>, align 32
+  %conv2.best120 = alloca <8 x float>, align 32
+  %conv2.v119 = alloca <8 x float>, align 32
+  %conv2.w118 = alloca <8 x float>, align 32
   %conv2.w117 = alloca <8 x float>, align 32
   %conv2.w116 = alloca <8 x float>, align 32
   %conv2.w115 = alloca <8 x float>, align 32
@@ -12883,1004 +13061,1003 @@ entry:
   %conv2.w109 = alloca <8 x float>, align 32
   %conv2.w108 = alloca <8 x float>, align 32
   %conv2.w107 = alloca <8 x float>, align 32
-  %conv2.w106 = alloca <8 x float>, align 32
-  br label %conv2.xi96
+  br label %conv2.xi97
 
-conv2.xi96:                                       ; preds = %conv2.xi96, %entry
-  %conv2.xi961 = phi i64 [ 0, %entry ], [ %xi96.next, %conv2.xi96 ]
-  call void @mnistnet_infer_b64.k1.conv2.part95.gemm101(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi961, i64 %1)
-  %xi96.next = add nsw i64 %conv2.xi961, 1
-  %2 = icmp slt i64 %xi96.next, 16
-  br i1 %2, label %conv2.xi96, label %conv2.xi96.end
+conv2.xi97:                                       ; preds = %conv2.xi97, %entry
+  %conv2.xi971 = phi i64 [ 0, %entry ], [ %xi97.next, %conv2.xi97 ]
+  call void @mnistnet_infer_b64.k1.conv2.part96.gemm102(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi971, i64 %1)
+  %xi97.next = add nsw i64 %conv2.xi971, 1
+  %2 = icmp slt i64 %xi97.next, 16
+  br i1 %2, label %conv2.xi97, label %conv2.xi97.end
 
-conv2.xi96.end:                                   ; preds = %conv2.xi96
-  br label %conv2.j102
+conv2.xi97.end:                                   ; preds = %conv2.xi97
+  br label %conv2.j103
 
-conv2.j102:                                       ; preds = %conv2.ty103.end, %conv2.xi96.end
-  %conv2.j1022 = phi i64 [ 0, %conv2.xi96.end ], [ %j102.next, %conv2.ty103.end ]
-  br label %conv2.ty103
+conv2.j103:                                       ; preds = %conv2.ty104.end, %conv2.xi97.end
+  %conv2.j1032 = phi i64 [ 0, %conv2.xi97.end ], [ %j103.next, %conv2.ty104.end ]
+  br label %conv2.ty104
 
-conv2.j102.end:                                   ; preds = %conv2.ty103.end
-  br label %conv2.j130
+conv2.j103.end:                                   ; preds = %conv2.ty104.end
+  br label %conv2.j131
 
-conv2.ty103:                                      ; preds = %conv2.tx104.end, %conv2.j102
-  %conv2.ty1033 = phi i64 [ 0, %conv2.j102 ], [ %ty103.next, %conv2.tx104.end ]
-  br label %conv2.tx104
+conv2.ty104:                                      ; preds = %conv2.tx105.end, %conv2.j103
+  %conv2.ty1043 = phi i64 [ 0, %conv2.j103 ], [ %ty104.next, %conv2.tx105.end ]
+  br label %conv2.tx105
 
-conv2.ty103.end:                                  ; preds = %conv2.tx104.end
-  %j102.next = add nsw i64 %conv2.j1022, 1
-  %3 = icmp slt i64 %j102.next, 1
-  br i1 %3, label %conv2.j102, label %conv2.j102.end
+conv2.ty104.end:                                  ; preds = %conv2.tx105.end
+  %j103.next = add nsw i64 %conv2.j1032, 1
+  %3 = icmp slt i64 %j103.next, 1
+  br i1 %3, label %conv2.j103, label %conv2.j103.end
 
-conv2.tx104:                                      ; preds = %conv2.cv105.end, %conv2.ty103
-  %conv2.tx1044 = phi i64 [ 0, %conv2.ty103 ], [ %tx104.next, %conv2.cv105.end ]
-  br label %conv2.cv105
+conv2.tx105:                                      ; preds = %conv2.cv106.end, %conv2.ty104
+  %conv2.tx1054 = phi i64 [ 0, %conv2.ty104 ], [ %tx105.next, %conv2.cv106.end ]
+  br label %conv2.cv106
 
-conv2.tx104.end:                                  ; preds = %conv2.cv105.end
-  %ty103.next = add nsw i64 %conv2.ty1033, 1
-  %4 = icmp slt i64 %ty103.next, 12
-  br i1 %4, label %conv2.ty103, label %conv2.ty103.end
+conv2.tx105.end:                                  ; preds = %conv2.cv106.end
+  %ty104.next = add nsw i64 %conv2.ty1043, 1
+  %4 = icmp slt i64 %ty104.next, 12
+  br i1 %4, label %conv2.ty104, label %conv2.ty104.end
 
-conv2.cv105:                                      ; preds = %conv2.cv105, %conv2.tx104
-  %conv2.cv1055 = phi i64 [ 0, %conv2.tx104 ], [ %cv105.next, %conv2.cv105 ]
-  %5 = mul nsw i64 %conv2.j1022, 144
-  %6 = mul nsw i64 %conv2.ty1033, 12
+conv2.cv106:                                      ; preds = %conv2.cv106, %conv2.tx105
+  %conv2.cv1065 = phi i64 [ 0, %conv2.tx105 ], [ %cv106.next, %conv2.cv106 ]
+  %5 = mul nsw i64 %conv2.j1032, 144
+  %6 = mul nsw i64 %conv2.ty1043, 12
   %7 = add nsw i64 %5, %6
-  %8 = add nsw i64 %7, %conv2.tx1044
+  %8 = add nsw i64 %7, %conv2.tx1054
   %9 = mul nsw i64 %8, 64
   %10 = add nsw i64 2692224, %9
   %11 = mul nsw i64 %1, 32
-  %12 = mul nsw i64 %conv2.cv1055, 8
+  %12 = mul nsw i64 %conv2.cv1065, 8
   %13 = add nsw i64 %11, %12
   %14 = add nsw i64 %10, %13
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load <8 x float>, ptr %arena6, align 4
-  %16 = mul nsw i64 %conv2.j1022, 144
-  %17 = mul nsw i64 %conv2.ty1033, 12
+  %16 = mul nsw i64 %conv2.j1032, 144
+  %17 = mul nsw i64 %conv2.ty1043, 12
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %18, %conv2.tx1044
+  %19 = add nsw i64 %18, %conv2.tx1054
   %20 = mul nsw i64 %19, 64
   %21 = add nsw i64 2729088, %20
   %22 = mul nsw i64 %1, 32
-  %23 = mul nsw i64 %conv2.cv1055, 8
+  %23 = mul nsw i64 %conv2.cv1065, 8
   %24 = add nsw i64 %22, %23
   %25 = add nsw i64 %21, %24
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
   %26 = load <8 x float>, ptr %arena7, align 4
   %27 = fadd <8 x float> %15, %26
-  %28 = mul nsw i64 %conv2.j1022, 144
-  %29 = mul nsw i64 %conv2.ty1033, 12
+  %28 = mul nsw i64 %conv2.j1032, 144
+  %29 = mul nsw i64 %conv2.ty1043, 12
   %30 = add nsw i64 %28, %29
-  %31 = add nsw i64 %30, %conv2.tx1044
+  %31 = add nsw i64 %30, %conv2.tx1054
   %32 = mul nsw i64 %31, 64
   %33 = add nsw i64 2765952, %32
   %34 = mul nsw i64 %1, 32
-  %35 = mul nsw i64 %conv2.cv1055, 8
+  %35 = mul nsw i64 %conv2.cv1065, 8
   %36 = add nsw i64 %34, %35
   %37 = add nsw i64 %33, %36
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
   %38 = load <8 x float>, ptr %arena8, align 4
   %39 = fadd <8 x float> %27, %38
-  store <8 x float> %39, ptr %conv2.w106, align 32
-  %40 = mul nsw i64 %conv2.j1022, 144
-  %41 = mul nsw i64 %conv2.ty1033, 12
+  store <8 x float> %39, ptr %conv2.w107, align 32
+  %40 = mul nsw i64 %conv2.j1032, 144
+  %41 = mul nsw i64 %conv2.ty1043, 12
   %42 = add nsw i64 %40, %41
-  %43 = add nsw i64 %42, %conv2.tx1044
+  %43 = add nsw i64 %42, %conv2.tx1054
   %44 = mul nsw i64 %43, 64
   %45 = add nsw i64 2729088, %44
   %46 = mul nsw i64 %1, 32
-  %47 = mul nsw i64 %conv2.cv1055, 8
+  %47 = mul nsw i64 %conv2.cv1065, 8
   %48 = add nsw i64 %46, %47
   %49 = add nsw i64 %45, %48
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena9, align 4
-  %51 = mul nsw i64 %conv2.j1022, 144
-  %52 = mul nsw i64 %conv2.ty1033, 12
+  %51 = mul nsw i64 %conv2.j1032, 144
+  %52 = mul nsw i64 %conv2.ty1043, 12
   %53 = add nsw i64 %51, %52
-  %54 = add nsw i64 %53, %conv2.tx1044
+  %54 = add nsw i64 %53, %conv2.tx1054
   %55 = mul nsw i64 %54, 64
   %56 = add nsw i64 2765952, %55
   %57 = mul nsw i64 %1, 32
-  %58 = mul nsw i64 %conv2.cv1055, 8
+  %58 = mul nsw i64 %conv2.cv1065, 8
   %59 = add nsw i64 %57, %58
   %60 = add nsw i64 %56, %59
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
   %61 = load <8 x float>, ptr %arena10, align 4
   %62 = fsub <8 x float> %50, %61
-  %63 = mul nsw i64 %conv2.j1022, 144
-  %64 = mul nsw i64 %conv2.ty1033, 12
+  %63 = mul nsw i64 %conv2.j1032, 144
+  %64 = mul nsw i64 %conv2.ty1043, 12
   %65 = add nsw i64 %63, %64
-  %66 = add nsw i64 %65, %conv2.tx1044
+  %66 = add nsw i64 %65, %conv2.tx1054
   %67 = mul nsw i64 %66, 64
   %68 = add nsw i64 2802816, %67
   %69 = mul nsw i64 %1, 32
-  %70 = mul nsw i64 %conv2.cv1055, 8
+  %70 = mul nsw i64 %conv2.cv1065, 8
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %68, %71
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena11, align 4
   %74 = fsub <8 x float> %62, %73
-  store <8 x float> %74, ptr %conv2.w107, align 32
-  %75 = mul nsw i64 %conv2.j1022, 144
-  %76 = mul nsw i64 %conv2.ty1033, 12
+  store <8 x float> %74, ptr %conv2.w108, align 32
+  %75 = mul nsw i64 %conv2.j1032, 144
+  %76 = mul nsw i64 %conv2.ty1043, 12
   %77 = add nsw i64 %75, %76
-  %78 = add nsw i64 %77, %conv2.tx1044
+  %78 = add nsw i64 %77, %conv2.tx1054
   %79 = mul nsw i64 %78, 64
   %80 = add nsw i64 2701440, %79
   %81 = mul nsw i64 %1, 32
-  %82 = mul nsw i64 %conv2.cv1055, 8
+  %82 = mul nsw i64 %conv2.cv1065, 8
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %80, %83
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena12, align 4
-  %86 = mul nsw i64 %conv2.j1022, 144
-  %87 = mul nsw i64 %conv2.ty1033, 12
+  %86 = mul nsw i64 %conv2.j1032, 144
+  %87 = mul nsw i64 %conv2.ty1043, 12
   %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %88, %conv2.tx1044
+  %89 = add nsw i64 %88, %conv2.tx1054
   %90 = mul nsw i64 %89, 64
   %91 = add nsw i64 2738304, %90
   %92 = mul nsw i64 %1, 32
-  %93 = mul nsw i64 %conv2.cv1055, 8
+  %93 = mul nsw i64 %conv2.cv1065, 8
   %94 = add nsw i64 %92, %93
   %95 = add nsw i64 %91, %94
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %95
   %96 = load <8 x float>, ptr %arena13, align 4
   %97 = fadd <8 x float> %85, %96
-  %98 = mul nsw i64 %conv2.j1022, 144
-  %99 = mul nsw i64 %conv2.ty1033, 12
+  %98 = mul nsw i64 %conv2.j1032, 144
+  %99 = mul nsw i64 %conv2.ty1043, 12
   %100 = add nsw i64 %98, %99
-  %101 = add nsw i64 %100, %conv2.tx1044
+  %101 = add nsw i64 %100, %conv2.tx1054
   %102 = mul nsw i64 %101, 64
   %103 = add nsw i64 2775168, %102
   %104 = mul nsw i64 %1, 32
-  %105 = mul nsw i64 %conv2.cv1055, 8
+  %105 = mul nsw i64 %conv2.cv1065, 8
   %106 = add nsw i64 %104, %105
   %107 = add nsw i64 %103, %106
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena14, align 4
   %109 = fadd <8 x float> %97, %108
-  store <8 x float> %109, ptr %conv2.w108, align 32
-  %110 = mul nsw i64 %conv2.j1022, 144
-  %111 = mul nsw i64 %conv2.ty1033, 12
+  store <8 x float> %109, ptr %conv2.w109, align 32
+  %110 = mul nsw i64 %conv2.j1032, 144
+  %111 = mul nsw i64 %conv2.ty1043, 12
   %112 = add nsw i64 %110, %111
-  %113 = add nsw i64 %112, %conv2.tx1044
+  %113 = add nsw i64 %112, %conv2.tx1054
   %114 = mul nsw i64 %113, 64
   %115 = add nsw i64 2738304, %114
   %116 = mul nsw i64 %1, 32
-  %117 = mul nsw i64 %conv2.cv1055, 8
+  %117 = mul nsw i64 %conv2.cv1065, 8
   %118 = add nsw i64 %116, %117
   %119 = add nsw i64 %115, %118
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %119
   %120 = load <8 x float>, ptr %arena15, align 4
-  %121 = mul nsw i64 %conv2.j1022, 144
-  %122 = mul nsw i64 %conv2.ty1033, 12
+  %121 = mul nsw i64 %conv2.j1032, 144
+  %122 = mul nsw i64 %conv2.ty1043, 12
   %123 = add nsw i64 %121, %122
-  %124 = add nsw i64 %123, %conv2.tx1044
+  %124 = add nsw i64 %123, %conv2.tx1054
   %125 = mul nsw i64 %124, 64
   %126 = add nsw i64 2775168, %125
   %127 = mul nsw i64 %1, 32
-  %128 = mul nsw i64 %conv2.cv1055, 8
+  %128 = mul nsw i64 %conv2.cv1065, 8
   %129 = add nsw i64 %127, %128
   %130 = add nsw i64 %126, %129
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %130
   %131 = load <8 x float>, ptr %arena16, align 4
   %132 = fsub <8 x float> %120, %131
-  %133 = mul nsw i64 %conv2.j1022, 144
-  %134 = mul nsw i64 %conv2.ty1033, 12
+  %133 = mul nsw i64 %conv2.j1032, 144
+  %134 = mul nsw i64 %conv2.ty1043, 12
   %135 = add nsw i64 %133, %134
-  %136 = add nsw i64 %135, %conv2.tx1044
+  %136 = add nsw i64 %135, %conv2.tx1054
   %137 = mul nsw i64 %136, 64
   %138 = add nsw i64 2812032, %137
   %139 = mul nsw i64 %1, 32
-  %140 = mul nsw i64 %conv2.cv1055, 8
+  %140 = mul nsw i64 %conv2.cv1065, 8
   %141 = add nsw i64 %139, %140
   %142 = add nsw i64 %138, %141
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena17, align 4
   %144 = fsub <8 x float> %132, %143
-  store <8 x float> %144, ptr %conv2.w109, align 32
-  %145 = mul nsw i64 %conv2.j1022, 144
-  %146 = mul nsw i64 %conv2.ty1033, 12
+  store <8 x float> %144, ptr %conv2.w110, align 32
+  %145 = mul nsw i64 %conv2.j1032, 144
+  %146 = mul nsw i64 %conv2.ty1043, 12
   %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 %147, %conv2.tx1044
+  %148 = add nsw i64 %147, %conv2.tx1054
   %149 = mul nsw i64 %148, 64
   %150 = add nsw i64 2710656, %149
   %151 = mul nsw i64 %1, 32
-  %152 = mul nsw i64 %conv2.cv1055, 8
+  %152 = mul nsw i64 %conv2.cv1065, 8
   %153 = add nsw i64 %151, %152
   %154 = add nsw i64 %150, %153
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load <8 x float>, ptr %arena18, align 4
-  %156 = mul nsw i64 %conv2.j1022, 144
-  %157 = mul nsw i64 %conv2.ty1033, 12
+  %156 = mul nsw i64 %conv2.j1032, 144
+  %157 = mul nsw i64 %conv2.ty1043, 12
   %158 = add nsw i64 %156, %157
-  %159 = add nsw i64 %158, %conv2.tx1044
+  %159 = add nsw i64 %158, %conv2.tx1054
   %160 = mul nsw i64 %159, 64
   %161 = add nsw i64 2747520, %160
   %162 = mul nsw i64 %1, 32
-  %163 = mul nsw i64 %conv2.cv1055, 8
+  %163 = mul nsw i64 %conv2.cv1065, 8
   %164 = add nsw i64 %162, %163
   %165 = add nsw i64 %161, %164
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load <8 x float>, ptr %arena19, align 4
   %167 = fadd <8 x float> %155, %166
-  %168 = mul nsw i64 %conv2.j1022, 144
-  %169 = mul nsw i64 %conv2.ty1033, 12
+  %168 = mul nsw i64 %conv2.j1032, 144
+  %169 = mul nsw i64 %conv2.ty1043, 12
   %170 = add nsw i64 %168, %169
-  %171 = add nsw i64 %170, %conv2.tx1044
+  %171 = add nsw i64 %170, %conv2.tx1054
   %172 = mul nsw i64 %171, 64
   %173 = add nsw i64 2784384, %172
   %174 = mul nsw i64 %1, 32
-  %175 = mul nsw i64 %conv2.cv1055, 8
+  %175 = mul nsw i64 %conv2.cv1065, 8
   %176 = add nsw i64 %174, %175
   %177 = add nsw i64 %173, %176
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %177
   %178 = load <8 x float>, ptr %arena20, align 4
   %179 = fadd <8 x float> %167, %178
-  store <8 x float> %179, ptr %conv2.w110, align 32
-  %180 = mul nsw i64 %conv2.j1022, 144
-  %181 = mul nsw i64 %conv2.ty1033, 12
+  store <8 x float> %179, ptr %conv2.w111, align 32
+  %180 = mul nsw i64 %conv2.j1032, 144
+  %181 = mul nsw i64 %conv2.ty1043, 12
   %182 = add nsw i64 %180, %181
-  %183 = add nsw i64 %182, %conv2.tx1044
+  %183 = add nsw i64 %182, %conv2.tx1054
   %184 = mul nsw i64 %183, 64
   %185 = add nsw i64 2747520, %184
   %186 = mul nsw i64 %1, 32
-  %187 = mul nsw i64 %conv2.cv1055, 8
+  %187 = mul nsw i64 %conv2.cv1065, 8
   %188 = add nsw i64 %186, %187
   %189 = add nsw i64 %185, %188
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %189
   %190 = load <8 x float>, ptr %arena21, align 4
-  %191 = mul nsw i64 %conv2.j1022, 144
-  %192 = mul nsw i64 %conv2.ty1033, 12
+  %191 = mul nsw i64 %conv2.j1032, 144
+  %192 = mul nsw i64 %conv2.ty1043, 12
   %193 = add nsw i64 %191, %192
-  %194 = add nsw i64 %193, %conv2.tx1044
+  %194 = add nsw i64 %193, %conv2.tx1054
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 2784384, %195
   %197 = mul nsw i64 %1, 32
-  %198 = mul nsw i64 %conv2.cv1055, 8
+  %198 = mul nsw i64 %conv2.cv1065, 8
   %199 = add nsw i64 %197, %198
   %200 = add nsw i64 %196, %199
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %200
   %201 = load <8 x float>, ptr %arena22, align 4
   %202 = fsub <8 x float> %190, %201
-  %203 = mul nsw i64 %conv2.j1022, 144
-  %204 = mul nsw i64 %conv2.ty1033, 12
+  %203 = mul nsw i64 %conv2.j1032, 144
+  %204 = mul nsw i64 %conv2.ty1043, 12
   %205 = add nsw i64 %203, %204
-  %206 = add nsw i64 %205, %conv2.tx1044
+  %206 = add nsw i64 %205, %conv2.tx1054
   %207 = mul nsw i64 %206, 64
   %208 = add nsw i64 2821248, %207
   %209 = mul nsw i64 %1, 32
-  %210 = mul nsw i64 %conv2.cv1055, 8
+  %210 = mul nsw i64 %conv2.cv1065, 8
   %211 = add nsw i64 %209, %210
   %212 = add nsw i64 %208, %211
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %212
   %213 = load <8 x float>, ptr %arena23, align 4
   %214 = fsub <8 x float> %202, %213
-  store <8 x float> %214, ptr %conv2.w111, align 32
-  %215 = mul nsw i64 %conv2.j1022, 144
-  %216 = mul nsw i64 %conv2.ty1033, 12
+  store <8 x float> %214, ptr %conv2.w112, align 32
+  %215 = mul nsw i64 %conv2.j1032, 144
+  %216 = mul nsw i64 %conv2.ty1043, 12
   %217 = add nsw i64 %215, %216
-  %218 = add nsw i64 %217, %conv2.tx1044
+  %218 = add nsw i64 %217, %conv2.tx1054
   %219 = mul nsw i64 %218, 64
   %220 = add nsw i64 2719872, %219
   %221 = mul nsw i64 %1, 32
-  %222 = mul nsw i64 %conv2.cv1055, 8
+  %222 = mul nsw i64 %conv2.cv1065, 8
   %223 = add nsw i64 %221, %222
   %224 = add nsw i64 %220, %223
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %224
   %225 = load <8 x float>, ptr %arena24, align 4
-  %226 = mul nsw i64 %conv2.j1022, 144
-  %227 = mul nsw i64 %conv2.ty1033, 12
+  %226 = mul nsw i64 %conv2.j1032, 144
+  %227 = mul nsw i64 %conv2.ty1043, 12
   %228 = add nsw i64 %226, %227
-  %229 = add nsw i64 %228, %conv2.tx1044
+  %229 = add nsw i64 %228, %conv2.tx1054
   %230 = mul nsw i64 %229, 64
   %231 = add nsw i64 2756736, %230
   %232 = mul nsw i64 %1, 32
-  %233 = mul nsw i64 %conv2.cv1055, 8
+  %233 = mul nsw i64 %conv2.cv1065, 8
   %234 = add nsw i64 %232, %233
   %235 = add nsw i64 %231, %234
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %235
   %236 = load <8 x float>, ptr %arena25, align 4
   %237 = fadd <8 x float> %225, %236
-  %238 = mul nsw i64 %conv2.j1022, 144
-  %239 = mul nsw i64 %conv2.ty1033, 12
+  %238 = mul nsw i64 %conv2.j1032, 144
+  %239 = mul nsw i64 %conv2.ty1043, 12
   %240 = add nsw i64 %238, %239
-  %241 = add nsw i64 %240, %conv2.tx1044
+  %241 = add nsw i64 %240, %conv2.tx1054
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 2793600, %242
   %244 = mul nsw i64 %1, 32
-  %245 = mul nsw i64 %conv2.cv1055, 8
+  %245 = mul nsw i64 %conv2.cv1065, 8
   %246 = add nsw i64 %244, %245
   %247 = add nsw i64 %243, %246
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %247
   %248 = load <8 x float>, ptr %arena26, align 4
   %249 = fadd <8 x float> %237, %248
-  store <8 x float> %249, ptr %conv2.w112, align 32
-  %250 = mul nsw i64 %conv2.j1022, 144
-  %251 = mul nsw i64 %conv2.ty1033, 12
+  store <8 x float> %249, ptr %conv2.w113, align 32
+  %250 = mul nsw i64 %conv2.j1032, 144
+  %251 = mul nsw i64 %conv2.ty1043, 12
   %252 = add nsw i64 %250, %251
-  %253 = add nsw i64 %252, %conv2.tx1044
+  %253 = add nsw i64 %252, %conv2.tx1054
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 2756736, %254
   %256 = mul nsw i64 %1, 32
-  %257 = mul nsw i64 %conv2.cv1055, 8
+  %257 = mul nsw i64 %conv2.cv1065, 8
   %258 = add nsw i64 %256, %257
   %259 = add nsw i64 %255, %258
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %259
   %260 = load <8 x float>, ptr %arena27, align 4
-  %261 = mul nsw i64 %conv2.j1022, 144
-  %262 = mul nsw i64 %conv2.ty1033, 12
+  %261 = mul nsw i64 %conv2.j1032, 144
+  %262 = mul nsw i64 %conv2.ty1043, 12
   %263 = add nsw i64 %261, %262
-  %264 = add nsw i64 %263, %conv2.tx1044
+  %264 = add nsw i64 %263, %conv2.tx1054
   %265 = mul nsw i64 %264, 64
   %266 = add nsw i64 2793600, %265
   %267 = mul nsw i64 %1, 32
-  %268 = mul nsw i64 %conv2.cv1055, 8
+  %268 = mul nsw i64 %conv2.cv1065, 8
   %269 = add nsw i64 %267, %268
   %270 = add nsw i64 %266, %269
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena28, align 4
   %272 = fsub <8 x float> %260, %271
-  %273 = mul nsw i64 %conv2.j1022, 144
-  %274 = mul nsw i64 %conv2.ty1033, 12
+  %273 = mul nsw i64 %conv2.j1032, 144
+  %274 = mul nsw i64 %conv2.ty1043, 12
   %275 = add nsw i64 %273, %274
-  %276 = add nsw i64 %275, %conv2.tx1044
+  %276 = add nsw i64 %275, %conv2.tx1054
   %277 = mul nsw i64 %276, 64
   %278 = add nsw i64 2830464, %277
   %279 = mul nsw i64 %1, 32
-  %280 = mul nsw i64 %conv2.cv1055, 8
+  %280 = mul nsw i64 %conv2.cv1065, 8
   %281 = add nsw i64 %279, %280
   %282 = add nsw i64 %278, %281
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %282
   %283 = load <8 x float>, ptr %arena29, align 4
   %284 = fsub <8 x float> %272, %283
-  store <8 x float> %284, ptr %conv2.w113, align 32
-  %w106 = load <8 x float>, ptr %conv2.w106, align 32
-  %w108 = load <8 x float>, ptr %conv2.w108, align 32
-  %285 = fadd <8 x float> %w106, %w108
-  %w110 = load <8 x float>, ptr %conv2.w110, align 32
-  %286 = fadd <8 x float> %285, %w110
-  store <8 x float> %286, ptr %conv2.w114, align 32
-  %w10830 = load <8 x float>, ptr %conv2.w108, align 32
-  %w11031 = load <8 x float>, ptr %conv2.w110, align 32
-  %287 = fsub <8 x float> %w10830, %w11031
-  %w112 = load <8 x float>, ptr %conv2.w112, align 32
-  %288 = fsub <8 x float> %287, %w112
-  store <8 x float> %288, ptr %conv2.w115, align 32
+  store <8 x float> %284, ptr %conv2.w114, align 32
   %w107 = load <8 x float>, ptr %conv2.w107, align 32
   %w109 = load <8 x float>, ptr %conv2.w109, align 32
-  %289 = fadd <8 x float> %w107, %w109
+  %285 = fadd <8 x float> %w107, %w109
   %w111 = load <8 x float>, ptr %conv2.w111, align 32
-  %290 = fadd <8 x float> %289, %w111
-  store <8 x float> %290, ptr %conv2.w116, align 32
-  %w10932 = load <8 x float>, ptr %conv2.w109, align 32
-  %w11133 = load <8 x float>, ptr %conv2.w111, align 32
-  %291 = fsub <8 x float> %w10932, %w11133
+  %286 = fadd <8 x float> %285, %w111
+  store <8 x float> %286, ptr %conv2.w115, align 32
+  %w10930 = load <8 x float>, ptr %conv2.w109, align 32
+  %w11131 = load <8 x float>, ptr %conv2.w111, align 32
+  %287 = fsub <8 x float> %w10930, %w11131
   %w113 = load <8 x float>, ptr %conv2.w113, align 32
-  %292 = fsub <8 x float> %291, %w113
-  store <8 x float> %292, ptr %conv2.w117, align 32
+  %288 = fsub <8 x float> %287, %w113
+  store <8 x float> %288, ptr %conv2.w116, align 32
+  %w108 = load <8 x float>, ptr %conv2.w108, align 32
+  %w110 = load <8 x float>, ptr %conv2.w110, align 32
+  %289 = fadd <8 x float> %w108, %w110
+  %w112 = load <8 x float>, ptr %conv2.w112, align 32
+  %290 = fadd <8 x float> %289, %w112
+  store <8 x float> %290, ptr %conv2.w117, align 32
+  %w11032 = load <8 x float>, ptr %conv2.w110, align 32
+  %w11233 = load <8 x float>, ptr %conv2.w112, align 32
+  %291 = fsub <8 x float> %w11032, %w11233
   %w114 = load <8 x float>, ptr %conv2.w114, align 32
+  %292 = fsub <8 x float> %291, %w114
+  store <8 x float> %292, ptr %conv2.w118, align 32
+  %w115 = load <8 x float>, ptr %conv2.w115, align 32
   %293 = mul nsw i64 %1, 32
-  %294 = mul nsw i64 %conv2.cv1055, 8
+  %294 = mul nsw i64 %conv2.cv1065, 8
   %295 = add nsw i64 %293, %294
   %296 = add nsw i64 18752, %295
   %params34 = getelementptr inbounds float, ptr %params, i64 %296
   %297 = load <8 x float>, ptr %params34, align 4
-  %298 = fadd <8 x float> %w114, %297
-  store <8 x float> %298, ptr %conv2.v118, align 32
-  %v118 = load <8 x float>, ptr %conv2.v118, align 32
-  store <8 x float> %v118, ptr %conv2.best119, align 32
-  %299 = mul nsw i64 %conv2.ty1033, 2
+  %298 = fadd <8 x float> %w115, %297
+  store <8 x float> %298, ptr %conv2.v119, align 32
+  %v119 = load <8 x float>, ptr %conv2.v119, align 32
+  store <8 x float> %v119, ptr %conv2.best120, align 32
+  %299 = mul nsw i64 %conv2.ty1043, 2
   %300 = mul nsw i64 %299, 24
-  %301 = mul nsw i64 %conv2.tx1044, 2
+  %301 = mul nsw i64 %conv2.tx1054, 2
   %302 = add nsw i64 %300, %301
   %303 = sitofp i64 %302 to float
   %304 = insertelement <8 x float> undef, float %303, i32 0
   %305 = shufflevector <8 x float> %304, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %305, ptr %conv2.at120, align 32
-  %w115 = load <8 x float>, ptr %conv2.w115, align 32
+  store <8 x float> %305, ptr %conv2.at121, align 32
+  %w116 = load <8 x float>, ptr %conv2.w116, align 32
   %306 = mul nsw i64 %1, 32
-  %307 = mul nsw i64 %conv2.cv1055, 8
+  %307 = mul nsw i64 %conv2.cv1065, 8
   %308 = add nsw i64 %306, %307
   %309 = add nsw i64 18752, %308
   %params35 = getelementptr inbounds float, ptr %params, i64 %309
   %310 = load <8 x float>, ptr %params35, align 4
-  %311 = fadd <8 x float> %w115, %310
-  store <8 x float> %311, ptr %conv2.v121, align 32
-  %v121 = load <8 x float>, ptr %conv2.v121, align 32
-  %best119 = load <8 x float>, ptr %conv2.best119, align 32
-  %312 = fcmp ogt <8 x float> %v121, %best119
-  %v12136 = load <8 x float>, ptr %conv2.v121, align 32
-  %best11937 = load <8 x float>, ptr %conv2.best119, align 32
-  %313 = select <8 x i1> %312, <8 x float> %v12136, <8 x float> %best11937
-  store <8 x float> %313, ptr %conv2.best122, align 32
-  %v12138 = load <8 x float>, ptr %conv2.v121, align 32
-  %best11939 = load <8 x float>, ptr %conv2.best119, align 32
-  %314 = fcmp ogt <8 x float> %v12138, %best11939
-  %315 = mul nsw i64 %conv2.ty1033, 2
+  %311 = fadd <8 x float> %w116, %310
+  store <8 x float> %311, ptr %conv2.v122, align 32
+  %v122 = load <8 x float>, ptr %conv2.v122, align 32
+  %best120 = load <8 x float>, ptr %conv2.best120, align 32
+  %312 = fcmp ogt <8 x float> %v122, %best120
+  %v12236 = load <8 x float>, ptr %conv2.v122, align 32
+  %best12037 = load <8 x float>, ptr %conv2.best120, align 32
+  %313 = select <8 x i1> %312, <8 x float> %v12236, <8 x float> %best12037
+  store <8 x float> %313, ptr %conv2.best123, align 32
+  %v12238 = load <8 x float>, ptr %conv2.v122, align 32
+  %best12039 = load <8 x float>, ptr %conv2.best120, align 32
+  %314 = fcmp ogt <8 x float> %v12238, %best12039
+  %315 = mul nsw i64 %conv2.ty1043, 2
   %316 = mul nsw i64 %315, 24
-  %317 = mul nsw i64 %conv2.tx1044, 2
+  %317 = mul nsw i64 %conv2.tx1054, 2
   %318 = add nsw i64 %316, %317
   %319 = add nsw i64 %318, 1
   %320 = sitofp i64 %319 to float
   %321 = insertelement <8 x float> undef, float %320, i32 0
   %322 = shufflevector <8 x float> %321, <8 x float> undef, <8 x i32> zeroinitializer
-  %at120 = load <8 x float>, ptr %conv2.at120, align 32
-  %323 = select <8 x i1> %314, <8 x float> %322, <8 x float> %at120
-  store <8 x float> %323, ptr %conv2.at123, align 32
-  %w116 = load <8 x float>, ptr %conv2.w116, align 32
+  %at121 = load <8 x float>, ptr %conv2.at121, align 32
+  %323 = select <8 x i1> %314, <8 x float> %322, <8 x float> %at121
+  store <8 x float> %323, ptr %conv2.at124, align 32
+  %w117 = load <8 x float>, ptr %conv2.w117, align 32
   %324 = mul nsw i64 %1, 32
-  %325 = mul nsw i64 %conv2.cv1055, 8
+  %325 = mul nsw i64 %conv2.cv1065, 8
   %326 = add nsw i64 %324, %325
   %327 = add nsw i64 18752, %326
   %params40 = getelementptr inbounds float, ptr %params, i64 %327
   %328 = load <8 x float>, ptr %params40, align 4
-  %329 = fadd <8 x float> %w116, %328
-  store <8 x float> %329, ptr %conv2.v124, align 32
-  %v124 = load <8 x float>, ptr %conv2.v124, align 32
-  %best122 = load <8 x float>, ptr %conv2.best122, align 32
-  %330 = fcmp ogt <8 x float> %v124, %best122
-  %v12441 = load <8 x float>, ptr %conv2.v124, align 32
-  %best12242 = load <8 x float>, ptr %conv2.best122, align 32
-  %331 = select <8 x i1> %330, <8 x float> %v12441, <8 x float> %best12242
-  store <8 x float> %331, ptr %conv2.best125, align 32
-  %v12443 = load <8 x float>, ptr %conv2.v124, align 32
-  %best12244 = load <8 x float>, ptr %conv2.best122, align 32
-  %332 = fcmp ogt <8 x float> %v12443, %best12244
-  %333 = mul nsw i64 %conv2.ty1033, 2
+  %329 = fadd <8 x float> %w117, %328
+  store <8 x float> %329, ptr %conv2.v125, align 32
+  %v125 = load <8 x float>, ptr %conv2.v125, align 32
+  %best123 = load <8 x float>, ptr %conv2.best123, align 32
+  %330 = fcmp ogt <8 x float> %v125, %best123
+  %v12541 = load <8 x float>, ptr %conv2.v125, align 32
+  %best12342 = load <8 x float>, ptr %conv2.best123, align 32
+  %331 = select <8 x i1> %330, <8 x float> %v12541, <8 x float> %best12342
+  store <8 x float> %331, ptr %conv2.best126, align 32
+  %v12543 = load <8 x float>, ptr %conv2.v125, align 32
+  %best12344 = load <8 x float>, ptr %conv2.best123, align 32
+  %332 = fcmp ogt <8 x float> %v12543, %best12344
+  %333 = mul nsw i64 %conv2.ty1043, 2
   %334 = add nsw i64 %333, 1
   %335 = mul nsw i64 %334, 24
-  %336 = mul nsw i64 %conv2.tx1044, 2
+  %336 = mul nsw i64 %conv2.tx1054, 2
   %337 = add nsw i64 %335, %336
   %338 = sitofp i64 %337 to float
   %339 = insertelement <8 x float> undef, float %338, i32 0
   %340 = shufflevector <8 x float> %339, <8 x float> undef, <8 x i32> zeroinitializer
-  %at123 = load <8 x float>, ptr %conv2.at123, align 32
-  %341 = select <8 x i1> %332, <8 x float> %340, <8 x float> %at123
-  store <8 x float> %341, ptr %conv2.at126, align 32
-  %w117 = load <8 x float>, ptr %conv2.w117, align 32
+  %at124 = load <8 x float>, ptr %conv2.at124, align 32
+  %341 = select <8 x i1> %332, <8 x float> %340, <8 x float> %at124
+  store <8 x float> %341, ptr %conv2.at127, align 32
+  %w118 = load <8 x float>, ptr %conv2.w118, align 32
   %342 = mul nsw i64 %1, 32
-  %343 = mul nsw i64 %conv2.cv1055, 8
+  %343 = mul nsw i64 %conv2.cv1065, 8
   %344 = add nsw i64 %342, %343
   %345 = add nsw i64 18752, %344
   %params45 = getelementptr inbounds float, ptr %params, i64 %345
   %346 = load <8 x float>, ptr %params45, align 4
-  %347 = fadd <8 x float> %w117, %346
-  store <8 x float> %347, ptr %conv2.v127, align 32
-  %v127 = load <8 x float>, ptr %conv2.v127, align 32
-  %best125 = load <8 x float>, ptr %conv2.best125, align 32
-  %348 = fcmp ogt <8 x float> %v127, %best125
-  %v12746 = load <8 x float>, ptr %conv2.v127, align 32
-  %best12547 = load <8 x float>, ptr %conv2.best125, align 32
-  %349 = select <8 x i1> %348, <8 x float> %v12746, <8 x float> %best12547
-  store <8 x float> %349, ptr %conv2.best128, align 32
-  %v12748 = load <8 x float>, ptr %conv2.v127, align 32
-  %best12549 = load <8 x float>, ptr %conv2.best125, align 32
-  %350 = fcmp ogt <8 x float> %v12748, %best12549
-  %351 = mul nsw i64 %conv2.ty1033, 2
+  %347 = fadd <8 x float> %w118, %346
+  store <8 x float> %347, ptr %conv2.v128, align 32
+  %v128 = load <8 x float>, ptr %conv2.v128, align 32
+  %best126 = load <8 x float>, ptr %conv2.best126, align 32
+  %348 = fcmp ogt <8 x float> %v128, %best126
+  %v12846 = load <8 x float>, ptr %conv2.v128, align 32
+  %best12647 = load <8 x float>, ptr %conv2.best126, align 32
+  %349 = select <8 x i1> %348, <8 x float> %v12846, <8 x float> %best12647
+  store <8 x float> %349, ptr %conv2.best129, align 32
+  %v12848 = load <8 x float>, ptr %conv2.v128, align 32
+  %best12649 = load <8 x float>, ptr %conv2.best126, align 32
+  %350 = fcmp ogt <8 x float> %v12848, %best12649
+  %351 = mul nsw i64 %conv2.ty1043, 2
   %352 = add nsw i64 %351, 1
   %353 = mul nsw i64 %352, 24
-  %354 = mul nsw i64 %conv2.tx1044, 2
+  %354 = mul nsw i64 %conv2.tx1054, 2
   %355 = add nsw i64 %353, %354
   %356 = add nsw i64 %355, 1
   %357 = sitofp i64 %356 to float
   %358 = insertelement <8 x float> undef, float %357, i32 0
   %359 = shufflevector <8 x float> %358, <8 x float> undef, <8 x i32> zeroinitializer
-  %at126 = load <8 x float>, ptr %conv2.at126, align 32
-  %360 = select <8 x i1> %350, <8 x float> %359, <8 x float> %at126
-  store <8 x float> %360, ptr %conv2.at129, align 32
-  %best128 = load <8 x float>, ptr %conv2.best128, align 32
-  %361 = fcmp ogt <8 x float> %best128, zeroinitializer
-  %best12850 = load <8 x float>, ptr %conv2.best128, align 32
-  %362 = select <8 x i1> %361, <8 x float> %best12850, <8 x float> zeroinitializer
-  %363 = mul nsw i64 %conv2.j1022, 144
-  %364 = mul nsw i64 %conv2.ty1033, 12
+  %at127 = load <8 x float>, ptr %conv2.at127, align 32
+  %360 = select <8 x i1> %350, <8 x float> %359, <8 x float> %at127
+  store <8 x float> %360, ptr %conv2.at130, align 32
+  %best129 = load <8 x float>, ptr %conv2.best129, align 32
+  %361 = fcmp ogt <8 x float> %best129, zeroinitializer
+  %best12950 = load <8 x float>, ptr %conv2.best129, align 32
+  %362 = select <8 x i1> %361, <8 x float> %best12950, <8 x float> zeroinitializer
+  %363 = mul nsw i64 %conv2.j1032, 144
+  %364 = mul nsw i64 %conv2.ty1043, 12
   %365 = add nsw i64 %363, %364
-  %366 = add nsw i64 %365, %conv2.tx1044
+  %366 = add nsw i64 %365, %conv2.tx1054
   %367 = mul nsw i64 %366, 64
   %368 = add nsw i64 2839680, %367
   %369 = mul nsw i64 %1, 32
-  %370 = mul nsw i64 %conv2.cv1055, 8
+  %370 = mul nsw i64 %conv2.cv1065, 8
   %371 = add nsw i64 %369, %370
   %372 = add nsw i64 %368, %371
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %372
   store <8 x float> %362, ptr %arena51, align 4
-  %at129 = load <8 x float>, ptr %conv2.at129, align 32
-  %373 = mul nsw i64 %conv2.j1022, 144
-  %374 = mul nsw i64 %conv2.ty1033, 12
+  %at130 = load <8 x float>, ptr %conv2.at130, align 32
+  %373 = mul nsw i64 %conv2.j1032, 144
+  %374 = mul nsw i64 %conv2.ty1043, 12
   %375 = add nsw i64 %373, %374
-  %376 = add nsw i64 %375, %conv2.tx1044
+  %376 = add nsw i64 %375, %conv2.tx1054
   %377 = mul nsw i64 %376, 64
   %378 = add nsw i64 2839680, %377
   %379 = mul nsw i64 %1, 32
-  %380 = mul nsw i64 %conv2.cv1055, 8
+  %380 = mul nsw i64 %conv2.cv1065, 8
   %381 = add nsw i64 %379, %380
   %382 = add nsw i64 %378, %381
   %383 = add nsw i64 %382, 9216
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %383
-  store <8 x float> %at129, ptr %arena52, align 4
-  %cv105.next = add nsw i64 %conv2.cv1055, 1
-  %384 = icmp slt i64 %cv105.next, 4
-  br i1 %384, label %conv2.cv105, label %conv2.cv105.end
+  store <8 x float> %at130, ptr %arena52, align 4
+  %cv106.next = add nsw i64 %conv2.cv1065, 1
+  %384 = icmp slt i64 %cv106.next, 4
+  br i1 %384, label %conv2.cv106, label %conv2.cv106.end
 
-conv2.cv105.end:                                  ; preds = %conv2.cv105
-  %tx104.next = add nsw i64 %conv2.tx1044, 1
-  %385 = icmp slt i64 %tx104.next, 12
-  br i1 %385, label %conv2.tx104, label %conv2.tx104.end
+conv2.cv106.end:                                  ; preds = %conv2.cv106
+  %tx105.next = add nsw i64 %conv2.tx1054, 1
+  %385 = icmp slt i64 %tx105.next, 12
+  br i1 %385, label %conv2.tx105, label %conv2.tx105.end
 
-conv2.j130:                                       ; preds = %conv2.c131.end, %conv2.j102.end
-  %conv2.j13053 = phi i64 [ 0, %conv2.j102.end ], [ %j130.next, %conv2.c131.end ]
-  br label %conv2.c131
+conv2.j131:                                       ; preds = %conv2.c132.end, %conv2.j103.end
+  %conv2.j13153 = phi i64 [ 0, %conv2.j103.end ], [ %j131.next, %conv2.c132.end ]
+  br label %conv2.c132
 
-conv2.j130.end:                                   ; preds = %conv2.c131.end
-  br label %conv2.j133
+conv2.j131.end:                                   ; preds = %conv2.c132.end
+  br label %conv2.j134
 
-conv2.c131:                                       ; preds = %conv2.q132.end, %conv2.j130
-  %conv2.c13154 = phi i64 [ 0, %conv2.j130 ], [ %c131.next, %conv2.q132.end ]
-  br label %conv2.q132
+conv2.c132:                                       ; preds = %conv2.q133.end, %conv2.j131
+  %conv2.c13254 = phi i64 [ 0, %conv2.j131 ], [ %c132.next, %conv2.q133.end ]
+  br label %conv2.q133
 
-conv2.c131.end:                                   ; preds = %conv2.q132.end
-  %j130.next = add nsw i64 %conv2.j13053, 1
-  %386 = icmp slt i64 %j130.next, 1
-  br i1 %386, label %conv2.j130, label %conv2.j130.end
+conv2.c132.end:                                   ; preds = %conv2.q133.end
+  %j131.next = add nsw i64 %conv2.j13153, 1
+  %386 = icmp slt i64 %j131.next, 1
+  br i1 %386, label %conv2.j131, label %conv2.j131.end
 
-conv2.q132:                                       ; preds = %conv2.q132, %conv2.c131
-  %conv2.q13255 = phi i64 [ 0, %conv2.c131 ], [ %q132.next, %conv2.q132 ]
-  %387 = mul nsw i64 %conv2.j13053, 144
-  %388 = add nsw i64 %387, %conv2.q13255
+conv2.q133:                                       ; preds = %conv2.q133, %conv2.c132
+  %conv2.q13355 = phi i64 [ 0, %conv2.c132 ], [ %q133.next, %conv2.q133 ]
+  %387 = mul nsw i64 %conv2.j13153, 144
+  %388 = add nsw i64 %387, %conv2.q13355
   %389 = mul nsw i64 %388, 64
   %390 = add nsw i64 2839680, %389
   %391 = mul nsw i64 %1, 32
-  %392 = add nsw i64 %391, %conv2.c13154
+  %392 = add nsw i64 %391, %conv2.c13254
   %393 = add nsw i64 %390, %392
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %393
   %394 = load float, ptr %arena56, align 4
-  %395 = add nsw i64 %0, %conv2.j13053
+  %395 = add nsw i64 %0, %conv2.j13153
   %396 = mul nsw i64 %395, 9216
   %397 = mul nsw i64 %1, 32
-  %398 = add nsw i64 %397, %conv2.c13154
+  %398 = add nsw i64 %397, %conv2.c13254
   %399 = mul nsw i64 %398, 144
   %400 = add nsw i64 %396, %399
-  %401 = add nsw i64 %400, %conv2.q13255
+  %401 = add nsw i64 %400, %conv2.q13355
   %402 = add nsw i64 1384448, %401
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %402
   store float %394, ptr %arena57, align 4
-  %q132.next = add nsw i64 %conv2.q13255, 1
-  %403 = icmp slt i64 %q132.next, 144
-  br i1 %403, label %conv2.q132, label %conv2.q132.end
+  %q133.next = add nsw i64 %conv2.q13355, 1
+  %403 = icmp slt i64 %q133.next, 144
+  br i1 %403, label %conv2.q133, label %conv2.q133.end
 
-conv2.q132.end:                                   ; preds = %conv2.q132
-  %c131.next = add nsw i64 %conv2.c13154, 1
-  %404 = icmp slt i64 %c131.next, 32
-  br i1 %404, label %conv2.c131, label %conv2.c131.end
+conv2.q133.end:                                   ; preds = %conv2.q133
+  %c132.next = add nsw i64 %conv2.c13254, 1
+  %404 = icmp slt i64 %c132.next, 32
+  br i1 %404, label %conv2.c132, label %conv2.c132.end
 
-conv2.j133:                                       ; preds = %conv2.c134.end, %conv2.j130.end
-  %conv2.j13358 = phi i64 [ 0, %conv2.j130.end ], [ %j133.next, %conv2.c134.end ]
-  br label %conv2.c134
+conv2.j134:                                       ; preds = %conv2.c135.end, %conv2.j131.end
+  %conv2.j13458 = phi i64 [ 0, %conv2.j131.end ], [ %j134.next, %conv2.c135.end ]
+  br label %conv2.c135
 
-conv2.j133.end:                                   ; preds = %conv2.c134.end
+conv2.j134.end:                                   ; preds = %conv2.c135.end
   ret void
 
-conv2.c134:                                       ; preds = %conv2.q135.end, %conv2.j133
-  %conv2.c13459 = phi i64 [ 0, %conv2.j133 ], [ %c134.next, %conv2.q135.end ]
-  br label %conv2.q135
+conv2.c135:                                       ; preds = %conv2.q136.end, %conv2.j134
+  %conv2.c13559 = phi i64 [ 0, %conv2.j134 ], [ %c135.next, %conv2.q136.end ]
+  br label %conv2.q136
 
-conv2.c134.end:                                   ; preds = %conv2.q135.end
-  %j133.next = add nsw i64 %conv2.j13358, 1
-  %405 = icmp slt i64 %j133.next, 1
-  br i1 %405, label %conv2.j133, label %conv2.j133.end
+conv2.c135.end:                                   ; preds = %conv2.q136.end
+  %j134.next = add nsw i64 %conv2.j13458, 1
+  %405 = icmp slt i64 %j134.next, 1
+  br i1 %405, label %conv2.j134, label %conv2.j134.end
 
-conv2.q135:                                       ; preds = %conv2.q135, %conv2.c134
-  %conv2.q13560 = phi i64 [ 0, %conv2.c134 ], [ %q135.next, %conv2.q135 ]
-  %406 = mul nsw i64 %conv2.j13358, 144
-  %407 = add nsw i64 %406, %conv2.q13560
+conv2.q136:                                       ; preds = %conv2.q136, %conv2.c135
+  %conv2.q13660 = phi i64 [ 0, %conv2.c135 ], [ %q136.next, %conv2.q136 ]
+  %406 = mul nsw i64 %conv2.j13458, 144
+  %407 = add nsw i64 %406, %conv2.q13660
   %408 = mul nsw i64 %407, 64
   %409 = add nsw i64 2848896, %408
   %410 = mul nsw i64 %1, 32
-  %411 = add nsw i64 %410, %conv2.c13459
+  %411 = add nsw i64 %410, %conv2.c13559
   %412 = add nsw i64 %409, %411
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %412
   %413 = load float, ptr %arena61, align 4
-  %414 = add nsw i64 %0, %conv2.j13358
+  %414 = add nsw i64 %0, %conv2.j13458
   %415 = mul nsw i64 %414, 9216
   %416 = mul nsw i64 %1, 32
-  %417 = add nsw i64 %416, %conv2.c13459
+  %417 = add nsw i64 %416, %conv2.c13559
   %418 = mul nsw i64 %417, 144
   %419 = add nsw i64 %415, %418
-  %420 = add nsw i64 %419, %conv2.q13560
+  %420 = add nsw i64 %419, %conv2.q13660
   %421 = add nsw i64 1974272, %420
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %421
   store float %413, ptr %arena62, align 4
-  %q135.next = add nsw i64 %conv2.q13560, 1
-  %422 = icmp slt i64 %q135.next, 144
-  br i1 %422, label %conv2.q135, label %conv2.q135.end
+  %q136.next = add nsw i64 %conv2.q13660, 1
+  %422 = icmp slt i64 %q136.next, 144
+  br i1 %422, label %conv2.q136, label %conv2.q136.end
 
-conv2.q135.end:                                   ; preds = %conv2.q135
-  %c134.next = add nsw i64 %conv2.c13459, 1
-  %423 = icmp slt i64 %c134.next, 32
-  br i1 %423, label %conv2.c134, label %conv2.c134.end
+conv2.q136.end:                                   ; preds = %conv2.q136
+  %c135.next = add nsw i64 %conv2.c13559, 1
+  %423 = icmp slt i64 %c135.next, 32
+  br i1 %423, label %conv2.c135, label %conv2.c135.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k1.conv2.part95.gemm101(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @mnistnet_infer_b64.k1.conv2.part96.gemm102(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %conv2.t99_a5 = alloca <8 x float>, align 32
-  %conv2.t99_a4 = alloca <8 x float>, align 32
-  %conv2.t99_a3 = alloca <8 x float>, align 32
-  %conv2.t99_a2 = alloca <8 x float>, align 32
-  %conv2.t99_a1 = alloca <8 x float>, align 32
-  %conv2.t99_a0 = alloca <8 x float>, align 32
-  %conv2.t99_b1 = alloca <8 x float>, align 32
-  %conv2.t99_b0 = alloca <8 x float>, align 32
-  %conv2.t99_c5_1 = alloca <8 x float>, align 32
-  %conv2.t99_c5_0 = alloca <8 x float>, align 32
-  %conv2.t99_c4_1 = alloca <8 x float>, align 32
-  %conv2.t99_c4_0 = alloca <8 x float>, align 32
-  %conv2.t99_c3_1 = alloca <8 x float>, align 32
-  %conv2.t99_c3_0 = alloca <8 x float>, align 32
-  %conv2.t99_c2_1 = alloca <8 x float>, align 32
-  %conv2.t99_c2_0 = alloca <8 x float>, align 32
-  %conv2.t99_c1_1 = alloca <8 x float>, align 32
-  %conv2.t99_c1_0 = alloca <8 x float>, align 32
-  %conv2.t99_c0_1 = alloca <8 x float>, align 32
-  %conv2.t99_c0_0 = alloca <8 x float>, align 32
-  br label %conv2.nb97
+  %conv2.t100_a5 = alloca <8 x float>, align 32
+  %conv2.t100_a4 = alloca <8 x float>, align 32
+  %conv2.t100_a3 = alloca <8 x float>, align 32
+  %conv2.t100_a2 = alloca <8 x float>, align 32
+  %conv2.t100_a1 = alloca <8 x float>, align 32
+  %conv2.t100_a0 = alloca <8 x float>, align 32
+  %conv2.t100_b1 = alloca <8 x float>, align 32
+  %conv2.t100_b0 = alloca <8 x float>, align 32
+  %conv2.t100_c5_1 = alloca <8 x float>, align 32
+  %conv2.t100_c5_0 = alloca <8 x float>, align 32
+  %conv2.t100_c4_1 = alloca <8 x float>, align 32
+  %conv2.t100_c4_0 = alloca <8 x float>, align 32
+  %conv2.t100_c3_1 = alloca <8 x float>, align 32
+  %conv2.t100_c3_0 = alloca <8 x float>, align 32
+  %conv2.t100_c2_1 = alloca <8 x float>, align 32
+  %conv2.t100_c2_0 = alloca <8 x float>, align 32
+  %conv2.t100_c1_1 = alloca <8 x float>, align 32
+  %conv2.t100_c1_0 = alloca <8 x float>, align 32
+  %conv2.t100_c0_1 = alloca <8 x float>, align 32
+  %conv2.t100_c0_0 = alloca <8 x float>, align 32
+  br label %conv2.nb98
 
-conv2.nb97:                                       ; preds = %conv2.mb98.end, %entry
-  %conv2.nb971 = phi i64 [ 0, %entry ], [ %nb97.next, %conv2.mb98.end ]
-  br label %conv2.mb98
+conv2.nb98:                                       ; preds = %conv2.mb99.end, %entry
+  %conv2.nb981 = phi i64 [ 0, %entry ], [ %nb98.next, %conv2.mb99.end ]
+  br label %conv2.mb99
 
-conv2.nb97.end:                                   ; preds = %conv2.mb98.end
+conv2.nb98.end:                                   ; preds = %conv2.mb99.end
   ret void
 
-conv2.mb98:                                       ; preds = %conv2.k100.end, %conv2.nb97
-  %conv2.mb982 = phi i64 [ 0, %conv2.nb97 ], [ %mb98.next, %conv2.k100.end ]
-  store <8 x float> zeroinitializer, ptr %conv2.t99_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t99_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t99_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t99_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t99_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t99_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t99_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t99_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t99_c4_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t99_c4_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t99_c5_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t99_c5_1, align 32
-  br label %conv2.k100
+conv2.mb99:                                       ; preds = %conv2.k101.end, %conv2.nb98
+  %conv2.mb992 = phi i64 [ 0, %conv2.nb98 ], [ %mb99.next, %conv2.k101.end ]
+  store <8 x float> zeroinitializer, ptr %conv2.t100_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t100_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t100_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t100_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t100_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t100_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t100_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t100_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t100_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t100_c4_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t100_c5_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t100_c5_1, align 32
+  br label %conv2.k101
 
-conv2.mb98.end:                                   ; preds = %conv2.k100.end
-  %nb97.next = add nsw i64 %conv2.nb971, 1
-  %2 = icmp slt i64 %nb97.next, 2
-  br i1 %2, label %conv2.nb97, label %conv2.nb97.end
+conv2.mb99.end:                                   ; preds = %conv2.k101.end
+  %nb98.next = add nsw i64 %conv2.nb981, 1
+  %2 = icmp slt i64 %nb98.next, 2
+  br i1 %2, label %conv2.nb98, label %conv2.nb98.end
 
-conv2.k100:                                       ; preds = %conv2.k100, %conv2.mb98
-  %conv2.k1003 = phi i64 [ 0, %conv2.mb98 ], [ %k100.next, %conv2.k100 ]
+conv2.k101:                                       ; preds = %conv2.k101, %conv2.mb99
+  %conv2.k1013 = phi i64 [ 0, %conv2.mb99 ], [ %k101.next, %conv2.k101 ]
   %3 = mul nsw i64 %0, 2048
   %4 = add nsw i64 2564096, %3
   %5 = mul nsw i64 %1, 32
   %6 = add nsw i64 %4, %5
-  %7 = mul nsw i64 %conv2.k1003, 64
+  %7 = mul nsw i64 %conv2.k1013, 64
   %8 = add nsw i64 %6, %7
-  %9 = mul nsw i64 %conv2.nb971, 16
+  %9 = mul nsw i64 %conv2.nb981, 16
   %10 = add nsw i64 %8, %9
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %11, ptr %conv2.t99_b0, align 32
+  store <8 x float> %11, ptr %conv2.t100_b0, align 32
   %12 = mul nsw i64 %0, 2048
   %13 = add nsw i64 2564096, %12
   %14 = mul nsw i64 %1, 32
   %15 = add nsw i64 %13, %14
-  %16 = mul nsw i64 %conv2.k1003, 64
+  %16 = mul nsw i64 %conv2.k1013, 64
   %17 = add nsw i64 %15, %16
-  %18 = mul nsw i64 %conv2.nb971, 16
+  %18 = mul nsw i64 %conv2.nb981, 16
   %19 = add nsw i64 %17, %18
   %20 = add nsw i64 %19, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %20
   %21 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %21, ptr %conv2.t99_b1, align 32
+  store <8 x float> %21, ptr %conv2.t100_b1, align 32
   %22 = mul nsw i64 %0, 4608
   %23 = add nsw i64 2618496, %22
-  %24 = mul nsw i64 %conv2.mb982, 6
+  %24 = mul nsw i64 %conv2.mb992, 6
   %25 = mul nsw i64 %24, 32
   %26 = add nsw i64 %23, %25
-  %27 = add nsw i64 %26, %conv2.k1003
+  %27 = add nsw i64 %26, %conv2.k1013
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load float, ptr %arena6, align 4
   %29 = insertelement <8 x float> undef, float %28, i32 0
   %30 = shufflevector <8 x float> %29, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %30, ptr %conv2.t99_a0, align 32
-  %t99_a0 = load <8 x float>, ptr %conv2.t99_a0, align 32
-  %t99_b0 = load <8 x float>, ptr %conv2.t99_b0, align 32
-  %t99_c0_0 = load <8 x float>, ptr %conv2.t99_c0_0, align 32
-  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t99_a0, <8 x float> %t99_b0, <8 x float> %t99_c0_0)
-  store <8 x float> %31, ptr %conv2.t99_c0_0, align 32
-  %t99_a07 = load <8 x float>, ptr %conv2.t99_a0, align 32
-  %t99_b1 = load <8 x float>, ptr %conv2.t99_b1, align 32
-  %t99_c0_1 = load <8 x float>, ptr %conv2.t99_c0_1, align 32
-  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t99_a07, <8 x float> %t99_b1, <8 x float> %t99_c0_1)
-  store <8 x float> %32, ptr %conv2.t99_c0_1, align 32
+  store <8 x float> %30, ptr %conv2.t100_a0, align 32
+  %t100_a0 = load <8 x float>, ptr %conv2.t100_a0, align 32
+  %t100_b0 = load <8 x float>, ptr %conv2.t100_b0, align 32
+  %t100_c0_0 = load <8 x float>, ptr %conv2.t100_c0_0, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a0, <8 x float> %t100_b0, <8 x float> %t100_c0_0)
+  store <8 x float> %31, ptr %conv2.t100_c0_0, align 32
+  %t100_a07 = load <8 x float>, ptr %conv2.t100_a0, align 32
+  %t100_b1 = load <8 x float>, ptr %conv2.t100_b1, align 32
+  %t100_c0_1 = load <8 x float>, ptr %conv2.t100_c0_1, align 32
+  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a07, <8 x float> %t100_b1, <8 x float> %t100_c0_1)
+  store <8 x float> %32, ptr %conv2.t100_c0_1, align 32
   %33 = mul nsw i64 %0, 4608
   %34 = add nsw i64 2618496, %33
-  %35 = mul nsw i64 %conv2.mb982, 6
+  %35 = mul nsw i64 %conv2.mb992, 6
   %36 = add nsw i64 %35, 1
   %37 = mul nsw i64 %36, 32
   %38 = add nsw i64 %34, %37
-  %39 = add nsw i64 %38, %conv2.k1003
+  %39 = add nsw i64 %38, %conv2.k1013
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %39
   %40 = load float, ptr %arena8, align 4
   %41 = insertelement <8 x float> undef, float %40, i32 0
   %42 = shufflevector <8 x float> %41, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %42, ptr %conv2.t99_a1, align 32
-  %t99_a1 = load <8 x float>, ptr %conv2.t99_a1, align 32
-  %t99_b09 = load <8 x float>, ptr %conv2.t99_b0, align 32
-  %t99_c1_0 = load <8 x float>, ptr %conv2.t99_c1_0, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t99_a1, <8 x float> %t99_b09, <8 x float> %t99_c1_0)
-  store <8 x float> %43, ptr %conv2.t99_c1_0, align 32
-  %t99_a110 = load <8 x float>, ptr %conv2.t99_a1, align 32
-  %t99_b111 = load <8 x float>, ptr %conv2.t99_b1, align 32
-  %t99_c1_1 = load <8 x float>, ptr %conv2.t99_c1_1, align 32
-  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t99_a110, <8 x float> %t99_b111, <8 x float> %t99_c1_1)
-  store <8 x float> %44, ptr %conv2.t99_c1_1, align 32
+  store <8 x float> %42, ptr %conv2.t100_a1, align 32
+  %t100_a1 = load <8 x float>, ptr %conv2.t100_a1, align 32
+  %t100_b09 = load <8 x float>, ptr %conv2.t100_b0, align 32
+  %t100_c1_0 = load <8 x float>, ptr %conv2.t100_c1_0, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a1, <8 x float> %t100_b09, <8 x float> %t100_c1_0)
+  store <8 x float> %43, ptr %conv2.t100_c1_0, align 32
+  %t100_a110 = load <8 x float>, ptr %conv2.t100_a1, align 32
+  %t100_b111 = load <8 x float>, ptr %conv2.t100_b1, align 32
+  %t100_c1_1 = load <8 x float>, ptr %conv2.t100_c1_1, align 32
+  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a110, <8 x float> %t100_b111, <8 x float> %t100_c1_1)
+  store <8 x float> %44, ptr %conv2.t100_c1_1, align 32
   %45 = mul nsw i64 %0, 4608
   %46 = add nsw i64 2618496, %45
-  %47 = mul nsw i64 %conv2.mb982, 6
+  %47 = mul nsw i64 %conv2.mb992, 6
   %48 = add nsw i64 %47, 2
   %49 = mul nsw i64 %48, 32
   %50 = add nsw i64 %46, %49
-  %51 = add nsw i64 %50, %conv2.k1003
+  %51 = add nsw i64 %50, %conv2.k1013
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %51
   %52 = load float, ptr %arena12, align 4
   %53 = insertelement <8 x float> undef, float %52, i32 0
   %54 = shufflevector <8 x float> %53, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %54, ptr %conv2.t99_a2, align 32
-  %t99_a2 = load <8 x float>, ptr %conv2.t99_a2, align 32
-  %t99_b013 = load <8 x float>, ptr %conv2.t99_b0, align 32
-  %t99_c2_0 = load <8 x float>, ptr %conv2.t99_c2_0, align 32
-  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t99_a2, <8 x float> %t99_b013, <8 x float> %t99_c2_0)
-  store <8 x float> %55, ptr %conv2.t99_c2_0, align 32
-  %t99_a214 = load <8 x float>, ptr %conv2.t99_a2, align 32
-  %t99_b115 = load <8 x float>, ptr %conv2.t99_b1, align 32
-  %t99_c2_1 = load <8 x float>, ptr %conv2.t99_c2_1, align 32
-  %56 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t99_a214, <8 x float> %t99_b115, <8 x float> %t99_c2_1)
-  store <8 x float> %56, ptr %conv2.t99_c2_1, align 32
+  store <8 x float> %54, ptr %conv2.t100_a2, align 32
+  %t100_a2 = load <8 x float>, ptr %conv2.t100_a2, align 32
+  %t100_b013 = load <8 x float>, ptr %conv2.t100_b0, align 32
+  %t100_c2_0 = load <8 x float>, ptr %conv2.t100_c2_0, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a2, <8 x float> %t100_b013, <8 x float> %t100_c2_0)
+  store <8 x float> %55, ptr %conv2.t100_c2_0, align 32
+  %t100_a214 = load <8 x float>, ptr %conv2.t100_a2, align 32
+  %t100_b115 = load <8 x float>, ptr %conv2.t100_b1, align 32
+  %t100_c2_1 = load <8 x float>, ptr %conv2.t100_c2_1, align 32
+  %56 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a214, <8 x float> %t100_b115, <8 x float> %t100_c2_1)
+  store <8 x float> %56, ptr %conv2.t100_c2_1, align 32
   %57 = mul nsw i64 %0, 4608
   %58 = add nsw i64 2618496, %57
-  %59 = mul nsw i64 %conv2.mb982, 6
+  %59 = mul nsw i64 %conv2.mb992, 6
   %60 = add nsw i64 %59, 3
   %61 = mul nsw i64 %60, 32
   %62 = add nsw i64 %58, %61
-  %63 = add nsw i64 %62, %conv2.k1003
+  %63 = add nsw i64 %62, %conv2.k1013
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %63
   %64 = load float, ptr %arena16, align 4
   %65 = insertelement <8 x float> undef, float %64, i32 0
   %66 = shufflevector <8 x float> %65, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %66, ptr %conv2.t99_a3, align 32
-  %t99_a3 = load <8 x float>, ptr %conv2.t99_a3, align 32
-  %t99_b017 = load <8 x float>, ptr %conv2.t99_b0, align 32
-  %t99_c3_0 = load <8 x float>, ptr %conv2.t99_c3_0, align 32
-  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t99_a3, <8 x float> %t99_b017, <8 x float> %t99_c3_0)
-  store <8 x float> %67, ptr %conv2.t99_c3_0, align 32
-  %t99_a318 = load <8 x float>, ptr %conv2.t99_a3, align 32
-  %t99_b119 = load <8 x float>, ptr %conv2.t99_b1, align 32
-  %t99_c3_1 = load <8 x float>, ptr %conv2.t99_c3_1, align 32
-  %68 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t99_a318, <8 x float> %t99_b119, <8 x float> %t99_c3_1)
-  store <8 x float> %68, ptr %conv2.t99_c3_1, align 32
+  store <8 x float> %66, ptr %conv2.t100_a3, align 32
+  %t100_a3 = load <8 x float>, ptr %conv2.t100_a3, align 32
+  %t100_b017 = load <8 x float>, ptr %conv2.t100_b0, align 32
+  %t100_c3_0 = load <8 x float>, ptr %conv2.t100_c3_0, align 32
+  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a3, <8 x float> %t100_b017, <8 x float> %t100_c3_0)
+  store <8 x float> %67, ptr %conv2.t100_c3_0, align 32
+  %t100_a318 = load <8 x float>, ptr %conv2.t100_a3, align 32
+  %t100_b119 = load <8 x float>, ptr %conv2.t100_b1, align 32
+  %t100_c3_1 = load <8 x float>, ptr %conv2.t100_c3_1, align 32
+  %68 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a318, <8 x float> %t100_b119, <8 x float> %t100_c3_1)
+  store <8 x float> %68, ptr %conv2.t100_c3_1, align 32
   %69 = mul nsw i64 %0, 4608
   %70 = add nsw i64 2618496, %69
-  %71 = mul nsw i64 %conv2.mb982, 6
+  %71 = mul nsw i64 %conv2.mb992, 6
   %72 = add nsw i64 %71, 4
   %73 = mul nsw i64 %72, 32
   %74 = add nsw i64 %70, %73
-  %75 = add nsw i64 %74, %conv2.k1003
+  %75 = add nsw i64 %74, %conv2.k1013
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %75
   %76 = load float, ptr %arena20, align 4
   %77 = insertelement <8 x float> undef, float %76, i32 0
   %78 = shufflevector <8 x float> %77, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %78, ptr %conv2.t99_a4, align 32
-  %t99_a4 = load <8 x float>, ptr %conv2.t99_a4, align 32
-  %t99_b021 = load <8 x float>, ptr %conv2.t99_b0, align 32
-  %t99_c4_0 = load <8 x float>, ptr %conv2.t99_c4_0, align 32
-  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t99_a4, <8 x float> %t99_b021, <8 x float> %t99_c4_0)
-  store <8 x float> %79, ptr %conv2.t99_c4_0, align 32
-  %t99_a422 = load <8 x float>, ptr %conv2.t99_a4, align 32
-  %t99_b123 = load <8 x float>, ptr %conv2.t99_b1, align 32
-  %t99_c4_1 = load <8 x float>, ptr %conv2.t99_c4_1, align 32
-  %80 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t99_a422, <8 x float> %t99_b123, <8 x float> %t99_c4_1)
-  store <8 x float> %80, ptr %conv2.t99_c4_1, align 32
+  store <8 x float> %78, ptr %conv2.t100_a4, align 32
+  %t100_a4 = load <8 x float>, ptr %conv2.t100_a4, align 32
+  %t100_b021 = load <8 x float>, ptr %conv2.t100_b0, align 32
+  %t100_c4_0 = load <8 x float>, ptr %conv2.t100_c4_0, align 32
+  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a4, <8 x float> %t100_b021, <8 x float> %t100_c4_0)
+  store <8 x float> %79, ptr %conv2.t100_c4_0, align 32
+  %t100_a422 = load <8 x float>, ptr %conv2.t100_a4, align 32
+  %t100_b123 = load <8 x float>, ptr %conv2.t100_b1, align 32
+  %t100_c4_1 = load <8 x float>, ptr %conv2.t100_c4_1, align 32
+  %80 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a422, <8 x float> %t100_b123, <8 x float> %t100_c4_1)
+  store <8 x float> %80, ptr %conv2.t100_c4_1, align 32
   %81 = mul nsw i64 %0, 4608
   %82 = add nsw i64 2618496, %81
-  %83 = mul nsw i64 %conv2.mb982, 6
+  %83 = mul nsw i64 %conv2.mb992, 6
   %84 = add nsw i64 %83, 5
   %85 = mul nsw i64 %84, 32
   %86 = add nsw i64 %82, %85
-  %87 = add nsw i64 %86, %conv2.k1003
+  %87 = add nsw i64 %86, %conv2.k1013
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %87
   %88 = load float, ptr %arena24, align 4
   %89 = insertelement <8 x float> undef, float %88, i32 0
   %90 = shufflevector <8 x float> %89, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %90, ptr %conv2.t99_a5, align 32
-  %t99_a5 = load <8 x float>, ptr %conv2.t99_a5, align 32
-  %t99_b025 = load <8 x float>, ptr %conv2.t99_b0, align 32
-  %t99_c5_0 = load <8 x float>, ptr %conv2.t99_c5_0, align 32
-  %91 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t99_a5, <8 x float> %t99_b025, <8 x float> %t99_c5_0)
-  store <8 x float> %91, ptr %conv2.t99_c5_0, align 32
-  %t99_a526 = load <8 x float>, ptr %conv2.t99_a5, align 32
-  %t99_b127 = load <8 x float>, ptr %conv2.t99_b1, align 32
-  %t99_c5_1 = load <8 x float>, ptr %conv2.t99_c5_1, align 32
-  %92 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t99_a526, <8 x float> %t99_b127, <8 x float> %t99_c5_1)
-  store <8 x float> %92, ptr %conv2.t99_c5_1, align 32
-  %k100.next = add nsw i64 %conv2.k1003, 1
-  %93 = icmp slt i64 %k100.next, 32
-  br i1 %93, label %conv2.k100, label %conv2.k100.end
+  store <8 x float> %90, ptr %conv2.t100_a5, align 32
+  %t100_a5 = load <8 x float>, ptr %conv2.t100_a5, align 32
+  %t100_b025 = load <8 x float>, ptr %conv2.t100_b0, align 32
+  %t100_c5_0 = load <8 x float>, ptr %conv2.t100_c5_0, align 32
+  %91 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a5, <8 x float> %t100_b025, <8 x float> %t100_c5_0)
+  store <8 x float> %91, ptr %conv2.t100_c5_0, align 32
+  %t100_a526 = load <8 x float>, ptr %conv2.t100_a5, align 32
+  %t100_b127 = load <8 x float>, ptr %conv2.t100_b1, align 32
+  %t100_c5_1 = load <8 x float>, ptr %conv2.t100_c5_1, align 32
+  %92 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a526, <8 x float> %t100_b127, <8 x float> %t100_c5_1)
+  store <8 x float> %92, ptr %conv2.t100_c5_1, align 32
+  %k101.next = add nsw i64 %conv2.k1013, 1
+  %93 = icmp slt i64 %k101.next, 32
+  br i1 %93, label %conv2.k101, label %conv2.k101.end
 
-conv2.k100.end:                                   ; preds = %conv2.k100
-  %t99_c0_028 = load <8 x float>, ptr %conv2.t99_c0_0, align 32
+conv2.k101.end:                                   ; preds = %conv2.k101
+  %t100_c0_028 = load <8 x float>, ptr %conv2.t100_c0_0, align 32
   %94 = mul nsw i64 %0, 9216
   %95 = add nsw i64 2692224, %94
   %96 = mul nsw i64 %1, 32
   %97 = add nsw i64 %95, %96
-  %98 = mul nsw i64 %conv2.mb982, 6
+  %98 = mul nsw i64 %conv2.mb992, 6
   %99 = mul nsw i64 %98, 64
   %100 = add nsw i64 %97, %99
-  %101 = mul nsw i64 %conv2.nb971, 16
+  %101 = mul nsw i64 %conv2.nb981, 16
   %102 = add nsw i64 %100, %101
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %102
-  store <8 x float> %t99_c0_028, ptr %arena29, align 4
-  %t99_c0_130 = load <8 x float>, ptr %conv2.t99_c0_1, align 32
+  store <8 x float> %t100_c0_028, ptr %arena29, align 4
+  %t100_c0_130 = load <8 x float>, ptr %conv2.t100_c0_1, align 32
   %103 = mul nsw i64 %0, 9216
   %104 = add nsw i64 2692224, %103
   %105 = mul nsw i64 %1, 32
   %106 = add nsw i64 %104, %105
-  %107 = mul nsw i64 %conv2.mb982, 6
+  %107 = mul nsw i64 %conv2.mb992, 6
   %108 = mul nsw i64 %107, 64
   %109 = add nsw i64 %106, %108
-  %110 = mul nsw i64 %conv2.nb971, 16
+  %110 = mul nsw i64 %conv2.nb981, 16
   %111 = add nsw i64 %109, %110
   %112 = add nsw i64 %111, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %112
-  store <8 x float> %t99_c0_130, ptr %arena31, align 4
-  %t99_c1_032 = load <8 x float>, ptr %conv2.t99_c1_0, align 32
+  store <8 x float> %t100_c0_130, ptr %arena31, align 4
+  %t100_c1_032 = load <8 x float>, ptr %conv2.t100_c1_0, align 32
   %113 = mul nsw i64 %0, 9216
   %114 = add nsw i64 2692224, %113
   %115 = mul nsw i64 %1, 32
   %116 = add nsw i64 %114, %115
-  %117 = mul nsw i64 %conv2.mb982, 6
+  %117 = mul nsw i64 %conv2.mb992, 6
   %118 = add nsw i64 %117, 1
   %119 = mul nsw i64 %118, 64
   %120 = add nsw i64 %116, %119
-  %121 = mul nsw i64 %conv2.nb971, 16
+  %121 = mul nsw i64 %conv2.nb981, 16
   %122 = add nsw i64 %120, %121
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %122
-  store <8 x float> %t99_c1_032, ptr %arena33, align 4
-  %t99_c1_134 = load <8 x float>, ptr %conv2.t99_c1_1, align 32
+  store <8 x float> %t100_c1_032, ptr %arena33, align 4
+  %t100_c1_134 = load <8 x float>, ptr %conv2.t100_c1_1, align 32
   %123 = mul nsw i64 %0, 9216
   %124 = add nsw i64 2692224, %123
   %125 = mul nsw i64 %1, 32
   %126 = add nsw i64 %124, %125
-  %127 = mul nsw i64 %conv2.mb982, 6
+  %127 = mul nsw i64 %conv2.mb992, 6
   %128 = add nsw i64 %127, 1
   %129 = mul nsw i64 %128, 64
   %130 = add nsw i64 %126, %129
-  %131 = mul nsw i64 %conv2.nb971, 16
+  %131 = mul nsw i64 %conv2.nb981, 16
   %132 = add nsw i64 %130, %131
   %133 = add nsw i64 %132, 8
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %133
-  store <8 x float> %t99_c1_134, ptr %arena35, align 4
-  %t99_c2_036 = load <8 x float>, ptr %conv2.t99_c2_0, align 32
+  store <8 x float> %t100_c1_134, ptr %arena35, align 4
+  %t100_c2_036 = load <8 x float>, ptr %conv2.t100_c2_0, align 32
   %134 = mul nsw i64 %0, 9216
   %135 = add nsw i64 2692224, %134
   %136 = mul nsw i64 %1, 32
   %137 = add nsw i64 %135, %136
-  %138 = mul nsw i64 %conv2.mb982, 6
+  %138 = mul nsw i64 %conv2.mb992, 6
   %139 = add nsw i64 %138, 2
   %140 = mul nsw i64 %139, 64
   %141 = add nsw i64 %137, %140
-  %142 = mul nsw i64 %conv2.nb971, 16
+  %142 = mul nsw i64 %conv2.nb981, 16
   %143 = add nsw i64 %141, %142
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %143
-  store <8 x float> %t99_c2_036, ptr %arena37, align 4
-  %t99_c2_138 = load <8 x float>, ptr %conv2.t99_c2_1, align 32
+  store <8 x float> %t100_c2_036, ptr %arena37, align 4
+  %t100_c2_138 = load <8 x float>, ptr %conv2.t100_c2_1, align 32
   %144 = mul nsw i64 %0, 9216
   %145 = add nsw i64 2692224, %144
   %146 = mul nsw i64 %1, 32
   %147 = add nsw i64 %145, %146
-  %148 = mul nsw i64 %conv2.mb982, 6
+  %148 = mul nsw i64 %conv2.mb992, 6
   %149 = add nsw i64 %148, 2
   %150 = mul nsw i64 %149, 64
   %151 = add nsw i64 %147, %150
-  %152 = mul nsw i64 %conv2.nb971, 16
+  %152 = mul nsw i64 %conv2.nb981, 16
   %153 = add nsw i64 %151, %152
   %154 = add nsw i64 %153, 8
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %154
-  store <8 x float> %t99_c2_138, ptr %arena39, align 4
-  %t99_c3_040 = load <8 x float>, ptr %conv2.t99_c3_0, align 32
+  store <8 x float> %t100_c2_138, ptr %arena39, align 4
+  %t100_c3_040 = load <8 x float>, ptr %conv2.t100_c3_0, align 32
   %155 = mul nsw i64 %0, 9216
   %156 = add nsw i64 2692224, %155
   %157 = mul nsw i64 %1, 32
   %158 = add nsw i64 %156, %157
-  %159 = mul nsw i64 %conv2.mb982, 6
+  %159 = mul nsw i64 %conv2.mb992, 6
   %160 = add nsw i64 %159, 3
   %161 = mul nsw i64 %160, 64
   %162 = add nsw i64 %158, %161
-  %163 = mul nsw i64 %conv2.nb971, 16
+  %163 = mul nsw i64 %conv2.nb981, 16
   %164 = add nsw i64 %162, %163
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %164
-  store <8 x float> %t99_c3_040, ptr %arena41, align 4
-  %t99_c3_142 = load <8 x float>, ptr %conv2.t99_c3_1, align 32
+  store <8 x float> %t100_c3_040, ptr %arena41, align 4
+  %t100_c3_142 = load <8 x float>, ptr %conv2.t100_c3_1, align 32
   %165 = mul nsw i64 %0, 9216
   %166 = add nsw i64 2692224, %165
   %167 = mul nsw i64 %1, 32
   %168 = add nsw i64 %166, %167
-  %169 = mul nsw i64 %conv2.mb982, 6
+  %169 = mul nsw i64 %conv2.mb992, 6
   %170 = add nsw i64 %169, 3
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 %168, %171
-  %173 = mul nsw i64 %conv2.nb971, 16
+  %173 = mul nsw i64 %conv2.nb981, 16
   %174 = add nsw i64 %172, %173
   %175 = add nsw i64 %174, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %175
-  store <8 x float> %t99_c3_142, ptr %arena43, align 4
-  %t99_c4_044 = load <8 x float>, ptr %conv2.t99_c4_0, align 32
+  store <8 x float> %t100_c3_142, ptr %arena43, align 4
+  %t100_c4_044 = load <8 x float>, ptr %conv2.t100_c4_0, align 32
   %176 = mul nsw i64 %0, 9216
   %177 = add nsw i64 2692224, %176
   %178 = mul nsw i64 %1, 32
   %179 = add nsw i64 %177, %178
-  %180 = mul nsw i64 %conv2.mb982, 6
+  %180 = mul nsw i64 %conv2.mb992, 6
   %181 = add nsw i64 %180, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 %179, %182
-  %184 = mul nsw i64 %conv2.nb971, 16
+  %184 = mul nsw i64 %conv2.nb981, 16
   %185 = add nsw i64 %183, %184
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %185
-  store <8 x float> %t99_c4_044, ptr %arena45, align 4
-  %t99_c4_146 = load <8 x float>, ptr %conv2.t99_c4_1, align 32
+  store <8 x float> %t100_c4_044, ptr %arena45, align 4
+  %t100_c4_146 = load <8 x float>, ptr %conv2.t100_c4_1, align 32
   %186 = mul nsw i64 %0, 9216
   %187 = add nsw i64 2692224, %186
   %188 = mul nsw i64 %1, 32
   %189 = add nsw i64 %187, %188
-  %190 = mul nsw i64 %conv2.mb982, 6
+  %190 = mul nsw i64 %conv2.mb992, 6
   %191 = add nsw i64 %190, 4
   %192 = mul nsw i64 %191, 64
   %193 = add nsw i64 %189, %192
-  %194 = mul nsw i64 %conv2.nb971, 16
+  %194 = mul nsw i64 %conv2.nb981, 16
   %195 = add nsw i64 %193, %194
   %196 = add nsw i64 %195, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %196
-  store <8 x float> %t99_c4_146, ptr %arena47, align 4
-  %t99_c5_048 = load <8 x float>, ptr %conv2.t99_c5_0, align 32
+  store <8 x float> %t100_c4_146, ptr %arena47, align 4
+  %t100_c5_048 = load <8 x float>, ptr %conv2.t100_c5_0, align 32
   %197 = mul nsw i64 %0, 9216
   %198 = add nsw i64 2692224, %197
   %199 = mul nsw i64 %1, 32
   %200 = add nsw i64 %198, %199
-  %201 = mul nsw i64 %conv2.mb982, 6
+  %201 = mul nsw i64 %conv2.mb992, 6
   %202 = add nsw i64 %201, 5
   %203 = mul nsw i64 %202, 64
   %204 = add nsw i64 %200, %203
-  %205 = mul nsw i64 %conv2.nb971, 16
+  %205 = mul nsw i64 %conv2.nb981, 16
   %206 = add nsw i64 %204, %205
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t99_c5_048, ptr %arena49, align 4
-  %t99_c5_150 = load <8 x float>, ptr %conv2.t99_c5_1, align 32
+  store <8 x float> %t100_c5_048, ptr %arena49, align 4
+  %t100_c5_150 = load <8 x float>, ptr %conv2.t100_c5_1, align 32
   %207 = mul nsw i64 %0, 9216
   %208 = add nsw i64 2692224, %207
   %209 = mul nsw i64 %1, 32
   %210 = add nsw i64 %208, %209
-  %211 = mul nsw i64 %conv2.mb982, 6
+  %211 = mul nsw i64 %conv2.mb992, 6
   %212 = add nsw i64 %211, 5
   %213 = mul nsw i64 %212, 64
   %214 = add nsw i64 %210, %213
-  %215 = mul nsw i64 %conv2.nb971, 16
+  %215 = mul nsw i64 %conv2.nb981, 16
   %216 = add nsw i64 %214, %215
   %217 = add nsw i64 %216, 8
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %217
-  store <8 x float> %t99_c5_150, ptr %arena51, align 4
-  %mb98.next = add nsw i64 %conv2.mb982, 1
-  %218 = icmp slt i64 %mb98.next, 24
-  br i1 %218, label %conv2.mb98, label %conv2.mb98.end
+  store <8 x float> %t100_c5_150, ptr %arena51, align 4
+  %mb99.next = add nsw i64 %conv2.mb992, 1
+  %218 = icmp slt i64 %mb99.next, 24
+  br i1 %218, label %conv2.mb99, label %conv2.mb99.end
 }
 
-define internal void @mnistnet_infer_b64.k1.conv2.part95.task(ptr %0, i64 %1) {
+define internal void @mnistnet_infer_b64.k1.conv2.part96.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -13906,7 +14083,7 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @mnistnet_infer_b64.k1.conv2.part95(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @mnistnet_infer_b64.k1.conv2.part96(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
@@ -13925,563 +14102,563 @@ entry:
 ; Function Attrs: noinline
 define internal void @mnistnet_infer_b64.k4.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1.n136
+  br label %fc1.n137
 
-fc1.n136:                                         ; preds = %fc1.k137.end, %entry
-  %fc1.n1361 = phi i64 [ 0, %entry ], [ %n136.next, %fc1.k137.end ]
-  br label %fc1.k137
+fc1.n137:                                         ; preds = %fc1.k138.end, %entry
+  %fc1.n1371 = phi i64 [ 0, %entry ], [ %n137.next, %fc1.k138.end ]
+  br label %fc1.k138
 
-fc1.n136.end:                                     ; preds = %fc1.k137.end
-  call void @mnistnet_infer_b64.k4.fc1.gemm148(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  br label %fc1.n149
+fc1.n137.end:                                     ; preds = %fc1.k138.end
+  call void @mnistnet_infer_b64.k4.fc1.gemm149(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  br label %fc1.n150
 
-fc1.k137:                                         ; preds = %fc1.k137, %fc1.n136
-  %fc1.k1372 = phi i64 [ 0, %fc1.n136 ], [ %k137.next, %fc1.k137 ]
-  %0 = mul nsw i64 %fc1.n1361, 9216
+fc1.k138:                                         ; preds = %fc1.k138, %fc1.n137
+  %fc1.k1382 = phi i64 [ 0, %fc1.n137 ], [ %k138.next, %fc1.k138 ]
+  %0 = mul nsw i64 %fc1.n1371, 9216
   %1 = add nsw i64 1384448, %0
-  %2 = add nsw i64 %1, %fc1.k1372
+  %2 = add nsw i64 %1, %fc1.k1382
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k1372, 64
+  %4 = mul nsw i64 %fc1.k1382, 64
   %5 = add nsw i64 8192, %4
-  %6 = add nsw i64 %5, %fc1.n1361
+  %6 = add nsw i64 %5, %fc1.n1371
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k137.next = add nsw i64 %fc1.k1372, 1
-  %7 = icmp slt i64 %k137.next, 9216
-  br i1 %7, label %fc1.k137, label %fc1.k137.end
+  %k138.next = add nsw i64 %fc1.k1382, 1
+  %7 = icmp slt i64 %k138.next, 9216
+  br i1 %7, label %fc1.k138, label %fc1.k138.end
 
-fc1.k137.end:                                     ; preds = %fc1.k137
-  %n136.next = add nsw i64 %fc1.n1361, 1
-  %8 = icmp slt i64 %n136.next, 64
-  br i1 %8, label %fc1.n136, label %fc1.n136.end
+fc1.k138.end:                                     ; preds = %fc1.k138
+  %n137.next = add nsw i64 %fc1.n1371, 1
+  %8 = icmp slt i64 %n137.next, 64
+  br i1 %8, label %fc1.n137, label %fc1.n137.end
 
-fc1.n149:                                         ; preds = %fc1.u150.end, %fc1.n136.end
-  %fc1.n1495 = phi i64 [ 0, %fc1.n136.end ], [ %n149.next, %fc1.u150.end ]
-  br label %fc1.u150
+fc1.n150:                                         ; preds = %fc1.u151.end, %fc1.n137.end
+  %fc1.n1505 = phi i64 [ 0, %fc1.n137.end ], [ %n150.next, %fc1.u151.end ]
+  br label %fc1.u151
 
-fc1.n149.end:                                     ; preds = %fc1.u150.end
+fc1.n150.end:                                     ; preds = %fc1.u151.end
   ret void
 
-fc1.u150:                                         ; preds = %fc1.u150, %fc1.n149
-  %fc1.u1506 = phi i64 [ 0, %fc1.n149 ], [ %u150.next, %fc1.u150 ]
-  %9 = mul nsw i64 %fc1.u1506, 64
+fc1.u151:                                         ; preds = %fc1.u151, %fc1.n150
+  %fc1.u1516 = phi i64 [ 0, %fc1.n150 ], [ %u151.next, %fc1.u151 ]
+  %9 = mul nsw i64 %fc1.u1516, 64
   %10 = add nsw i64 598016, %9
-  %11 = add nsw i64 %10, %fc1.n1495
+  %11 = add nsw i64 %10, %fc1.n1505
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 1198464, %fc1.u1506
+  %13 = add nsw i64 1198464, %fc1.u1516
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc1.u1506, 64
+  %17 = mul nsw i64 %fc1.u1516, 64
   %18 = add nsw i64 598016, %17
-  %19 = add nsw i64 %18, %fc1.n1495
+  %19 = add nsw i64 %18, %fc1.n1505
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 1198464, %fc1.u1506
+  %21 = add nsw i64 1198464, %fc1.u1516
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc1.n1495, 128
-  %26 = add nsw i64 %25, %fc1.u1506
+  %25 = mul nsw i64 %fc1.n1505, 128
+  %26 = add nsw i64 %25, %fc1.u1516
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %26
   store float %24, ptr %arena11, align 4
-  %u150.next = add nsw i64 %fc1.u1506, 1
-  %27 = icmp slt i64 %u150.next, 128
-  br i1 %27, label %fc1.u150, label %fc1.u150.end
+  %u151.next = add nsw i64 %fc1.u1516, 1
+  %27 = icmp slt i64 %u151.next, 128
+  br i1 %27, label %fc1.u151, label %fc1.u151.end
 
-fc1.u150.end:                                     ; preds = %fc1.u150
-  %n149.next = add nsw i64 %fc1.n1495, 1
-  %28 = icmp slt i64 %n149.next, 64
-  br i1 %28, label %fc1.n149, label %fc1.n149.end
+fc1.u151.end:                                     ; preds = %fc1.u151
+  %n150.next = add nsw i64 %fc1.n1505, 1
+  %28 = icmp slt i64 %n150.next, 64
+  br i1 %28, label %fc1.n150, label %fc1.n150.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k4.fc1.gemm148(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_infer_b64.k4.fc1.gemm149(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1.t146_a3 = alloca <8 x float>, align 32
-  %fc1.t146_a2 = alloca <8 x float>, align 32
-  %fc1.t146_a1 = alloca <8 x float>, align 32
-  %fc1.t146_a0 = alloca <8 x float>, align 32
-  %fc1.t146_b1 = alloca <8 x float>, align 32
-  %fc1.t146_b0 = alloca <8 x float>, align 32
-  %fc1.t146_c3_1 = alloca <8 x float>, align 32
-  %fc1.t146_c3_0 = alloca <8 x float>, align 32
-  %fc1.t146_c2_1 = alloca <8 x float>, align 32
-  %fc1.t146_c2_0 = alloca <8 x float>, align 32
-  %fc1.t146_c1_1 = alloca <8 x float>, align 32
-  %fc1.t146_c1_0 = alloca <8 x float>, align 32
-  %fc1.t146_c0_1 = alloca <8 x float>, align 32
-  %fc1.t146_c0_0 = alloca <8 x float>, align 32
-  %fc1.t143_a3 = alloca <8 x float>, align 32
-  %fc1.t143_a2 = alloca <8 x float>, align 32
-  %fc1.t143_a1 = alloca <8 x float>, align 32
-  %fc1.t143_a0 = alloca <8 x float>, align 32
-  %fc1.t143_b2 = alloca <8 x float>, align 32
-  %fc1.t143_b1 = alloca <8 x float>, align 32
-  %fc1.t143_b0 = alloca <8 x float>, align 32
-  %fc1.t143_c3_2 = alloca <8 x float>, align 32
-  %fc1.t143_c3_1 = alloca <8 x float>, align 32
-  %fc1.t143_c3_0 = alloca <8 x float>, align 32
-  %fc1.t143_c2_2 = alloca <8 x float>, align 32
-  %fc1.t143_c2_1 = alloca <8 x float>, align 32
-  %fc1.t143_c2_0 = alloca <8 x float>, align 32
-  %fc1.t143_c1_2 = alloca <8 x float>, align 32
-  %fc1.t143_c1_1 = alloca <8 x float>, align 32
-  %fc1.t143_c1_0 = alloca <8 x float>, align 32
-  %fc1.t143_c0_2 = alloca <8 x float>, align 32
-  %fc1.t143_c0_1 = alloca <8 x float>, align 32
-  %fc1.t143_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.r138
+  %fc1.t147_a3 = alloca <8 x float>, align 32
+  %fc1.t147_a2 = alloca <8 x float>, align 32
+  %fc1.t147_a1 = alloca <8 x float>, align 32
+  %fc1.t147_a0 = alloca <8 x float>, align 32
+  %fc1.t147_b1 = alloca <8 x float>, align 32
+  %fc1.t147_b0 = alloca <8 x float>, align 32
+  %fc1.t147_c3_1 = alloca <8 x float>, align 32
+  %fc1.t147_c3_0 = alloca <8 x float>, align 32
+  %fc1.t147_c2_1 = alloca <8 x float>, align 32
+  %fc1.t147_c2_0 = alloca <8 x float>, align 32
+  %fc1.t147_c1_1 = alloca <8 x float>, align 32
+  %fc1.t147_c1_0 = alloca <8 x float>, align 32
+  %fc1.t147_c0_1 = alloca <8 x float>, align 32
+  %fc1.t147_c0_0 = alloca <8 x float>, align 32
+  %fc1.t144_a3 = alloca <8 x float>, align 32
+  %fc1.t144_a2 = alloca <8 x float>, align 32
+  %fc1.t144_a1 = alloca <8 x float>, align 32
+  %fc1.t144_a0 = alloca <8 x float>, align 32
+  %fc1.t144_b2 = alloca <8 x float>, align 32
+  %fc1.t144_b1 = alloca <8 x float>, align 32
+  %fc1.t144_b0 = alloca <8 x float>, align 32
+  %fc1.t144_c3_2 = alloca <8 x float>, align 32
+  %fc1.t144_c3_1 = alloca <8 x float>, align 32
+  %fc1.t144_c3_0 = alloca <8 x float>, align 32
+  %fc1.t144_c2_2 = alloca <8 x float>, align 32
+  %fc1.t144_c2_1 = alloca <8 x float>, align 32
+  %fc1.t144_c2_0 = alloca <8 x float>, align 32
+  %fc1.t144_c1_2 = alloca <8 x float>, align 32
+  %fc1.t144_c1_1 = alloca <8 x float>, align 32
+  %fc1.t144_c1_0 = alloca <8 x float>, align 32
+  %fc1.t144_c0_2 = alloca <8 x float>, align 32
+  %fc1.t144_c0_1 = alloca <8 x float>, align 32
+  %fc1.t144_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.r139
 
-fc1.r138:                                         ; preds = %fc1.i139.end, %entry
-  %fc1.r1381 = phi i64 [ 0, %entry ], [ %r138.next, %fc1.i139.end ]
-  br label %fc1.i139
+fc1.r139:                                         ; preds = %fc1.i140.end, %entry
+  %fc1.r1391 = phi i64 [ 0, %entry ], [ %r139.next, %fc1.i140.end ]
+  br label %fc1.i140
 
-fc1.r138.end:                                     ; preds = %fc1.i139.end
-  br label %fc1.kp140
+fc1.r139.end:                                     ; preds = %fc1.i140.end
+  br label %fc1.kp141
 
-fc1.i139:                                         ; preds = %fc1.i139, %fc1.r138
-  %fc1.i1392 = phi i64 [ 0, %fc1.r138 ], [ %i139.next, %fc1.i139 ]
-  %0 = mul nsw i64 %fc1.r1381, 64
+fc1.i140:                                         ; preds = %fc1.i140, %fc1.r139
+  %fc1.i1402 = phi i64 [ 0, %fc1.r139 ], [ %i140.next, %fc1.i140 ]
+  %0 = mul nsw i64 %fc1.r1391, 64
   %1 = add nsw i64 598016, %0
-  %2 = add nsw i64 %1, %fc1.i1392
+  %2 = add nsw i64 %1, %fc1.i1402
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena3, align 4
-  %i139.next = add nsw i64 %fc1.i1392, 1
-  %3 = icmp slt i64 %i139.next, 64
-  br i1 %3, label %fc1.i139, label %fc1.i139.end
+  %i140.next = add nsw i64 %fc1.i1402, 1
+  %3 = icmp slt i64 %i140.next, 64
+  br i1 %3, label %fc1.i140, label %fc1.i140.end
 
-fc1.i139.end:                                     ; preds = %fc1.i139
-  %r138.next = add nsw i64 %fc1.r1381, 1
-  %4 = icmp slt i64 %r138.next, 128
-  br i1 %4, label %fc1.r138, label %fc1.r138.end
+fc1.i140.end:                                     ; preds = %fc1.i140
+  %r139.next = add nsw i64 %fc1.r1391, 1
+  %4 = icmp slt i64 %r139.next, 128
+  br i1 %4, label %fc1.r139, label %fc1.r139.end
 
-fc1.kp140:                                        ; preds = %fc1.mb145.end, %fc1.r138.end
-  %fc1.kp1404 = phi i64 [ 0, %fc1.r138.end ], [ %kp140.next, %fc1.mb145.end ]
-  br label %fc1.nb141
+fc1.kp141:                                        ; preds = %fc1.mb146.end, %fc1.r139.end
+  %fc1.kp1414 = phi i64 [ 0, %fc1.r139.end ], [ %kp141.next, %fc1.mb146.end ]
+  br label %fc1.nb142
 
-fc1.kp140.end:                                    ; preds = %fc1.mb145.end
+fc1.kp141.end:                                    ; preds = %fc1.mb146.end
   ret void
 
-fc1.nb141:                                        ; preds = %fc1.mb142.end, %fc1.kp140
-  %fc1.nb1415 = phi i64 [ 0, %fc1.kp140 ], [ %nb141.next, %fc1.mb142.end ]
-  br label %fc1.mb142
+fc1.nb142:                                        ; preds = %fc1.mb143.end, %fc1.kp141
+  %fc1.nb1425 = phi i64 [ 0, %fc1.kp141 ], [ %nb142.next, %fc1.mb143.end ]
+  br label %fc1.mb143
 
-fc1.nb141.end:                                    ; preds = %fc1.mb142.end
-  br label %fc1.mb145
+fc1.nb142.end:                                    ; preds = %fc1.mb143.end
+  br label %fc1.mb146
 
-fc1.mb142:                                        ; preds = %fc1.k144.end, %fc1.nb141
-  %fc1.mb1426 = phi i64 [ 0, %fc1.nb141 ], [ %mb142.next, %fc1.k144.end ]
-  %5 = mul nsw i64 %fc1.mb1426, 4
+fc1.mb143:                                        ; preds = %fc1.k145.end, %fc1.nb142
+  %fc1.mb1436 = phi i64 [ 0, %fc1.nb142 ], [ %mb143.next, %fc1.k145.end ]
+  %5 = mul nsw i64 %fc1.mb1436, 4
   %6 = mul nsw i64 %5, 64
   %7 = add nsw i64 598016, %6
-  %8 = mul nsw i64 %fc1.nb1415, 24
+  %8 = mul nsw i64 %fc1.nb1425, 24
   %9 = add nsw i64 %7, %8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %10, ptr %fc1.t143_c0_0, align 32
-  %11 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %10, ptr %fc1.t144_c0_0, align 32
+  %11 = mul nsw i64 %fc1.mb1436, 4
   %12 = mul nsw i64 %11, 64
   %13 = add nsw i64 598016, %12
-  %14 = mul nsw i64 %fc1.nb1415, 24
+  %14 = mul nsw i64 %fc1.nb1425, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %17, ptr %fc1.t143_c0_1, align 32
-  %18 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %17, ptr %fc1.t144_c0_1, align 32
+  %18 = mul nsw i64 %fc1.mb1436, 4
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 598016, %19
-  %21 = mul nsw i64 %fc1.nb1415, 24
+  %21 = mul nsw i64 %fc1.nb1425, 24
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %24, ptr %fc1.t143_c0_2, align 32
-  %25 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %24, ptr %fc1.t144_c0_2, align 32
+  %25 = mul nsw i64 %fc1.mb1436, 4
   %26 = add nsw i64 %25, 1
   %27 = mul nsw i64 %26, 64
   %28 = add nsw i64 598016, %27
-  %29 = mul nsw i64 %fc1.nb1415, 24
+  %29 = mul nsw i64 %fc1.nb1425, 24
   %30 = add nsw i64 %28, %29
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %31, ptr %fc1.t143_c1_0, align 32
-  %32 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %31, ptr %fc1.t144_c1_0, align 32
+  %32 = mul nsw i64 %fc1.mb1436, 4
   %33 = add nsw i64 %32, 1
   %34 = mul nsw i64 %33, 64
   %35 = add nsw i64 598016, %34
-  %36 = mul nsw i64 %fc1.nb1415, 24
+  %36 = mul nsw i64 %fc1.nb1425, 24
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %39, ptr %fc1.t143_c1_1, align 32
-  %40 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %39, ptr %fc1.t144_c1_1, align 32
+  %40 = mul nsw i64 %fc1.mb1436, 4
   %41 = add nsw i64 %40, 1
   %42 = mul nsw i64 %41, 64
   %43 = add nsw i64 598016, %42
-  %44 = mul nsw i64 %fc1.nb1415, 24
+  %44 = mul nsw i64 %fc1.nb1425, 24
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %47, ptr %fc1.t143_c1_2, align 32
-  %48 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %47, ptr %fc1.t144_c1_2, align 32
+  %48 = mul nsw i64 %fc1.mb1436, 4
   %49 = add nsw i64 %48, 2
   %50 = mul nsw i64 %49, 64
   %51 = add nsw i64 598016, %50
-  %52 = mul nsw i64 %fc1.nb1415, 24
+  %52 = mul nsw i64 %fc1.nb1425, 24
   %53 = add nsw i64 %51, %52
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %54, ptr %fc1.t143_c2_0, align 32
-  %55 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %54, ptr %fc1.t144_c2_0, align 32
+  %55 = mul nsw i64 %fc1.mb1436, 4
   %56 = add nsw i64 %55, 2
   %57 = mul nsw i64 %56, 64
   %58 = add nsw i64 598016, %57
-  %59 = mul nsw i64 %fc1.nb1415, 24
+  %59 = mul nsw i64 %fc1.nb1425, 24
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %62, ptr %fc1.t143_c2_1, align 32
-  %63 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %62, ptr %fc1.t144_c2_1, align 32
+  %63 = mul nsw i64 %fc1.mb1436, 4
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 64
   %66 = add nsw i64 598016, %65
-  %67 = mul nsw i64 %fc1.nb1415, 24
+  %67 = mul nsw i64 %fc1.nb1425, 24
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %70, ptr %fc1.t143_c2_2, align 32
-  %71 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %70, ptr %fc1.t144_c2_2, align 32
+  %71 = mul nsw i64 %fc1.mb1436, 4
   %72 = add nsw i64 %71, 3
   %73 = mul nsw i64 %72, 64
   %74 = add nsw i64 598016, %73
-  %75 = mul nsw i64 %fc1.nb1415, 24
+  %75 = mul nsw i64 %fc1.nb1425, 24
   %76 = add nsw i64 %74, %75
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %77, ptr %fc1.t143_c3_0, align 32
-  %78 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %77, ptr %fc1.t144_c3_0, align 32
+  %78 = mul nsw i64 %fc1.mb1436, 4
   %79 = add nsw i64 %78, 3
   %80 = mul nsw i64 %79, 64
   %81 = add nsw i64 598016, %80
-  %82 = mul nsw i64 %fc1.nb1415, 24
+  %82 = mul nsw i64 %fc1.nb1425, 24
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %83, 8
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %85, ptr %fc1.t143_c3_1, align 32
-  %86 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %85, ptr %fc1.t144_c3_1, align 32
+  %86 = mul nsw i64 %fc1.mb1436, 4
   %87 = add nsw i64 %86, 3
   %88 = mul nsw i64 %87, 64
   %89 = add nsw i64 598016, %88
-  %90 = mul nsw i64 %fc1.nb1415, 24
+  %90 = mul nsw i64 %fc1.nb1425, 24
   %91 = add nsw i64 %89, %90
   %92 = add nsw i64 %91, 16
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
   %93 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %93, ptr %fc1.t143_c3_2, align 32
-  br label %fc1.k144
+  store <8 x float> %93, ptr %fc1.t144_c3_2, align 32
+  br label %fc1.k145
 
-fc1.mb142.end:                                    ; preds = %fc1.k144.end
-  %nb141.next = add nsw i64 %fc1.nb1415, 1
-  %94 = icmp slt i64 %nb141.next, 2
-  br i1 %94, label %fc1.nb141, label %fc1.nb141.end
+fc1.mb143.end:                                    ; preds = %fc1.k145.end
+  %nb142.next = add nsw i64 %fc1.nb1425, 1
+  %94 = icmp slt i64 %nb142.next, 2
+  br i1 %94, label %fc1.nb142, label %fc1.nb142.end
 
-fc1.k144:                                         ; preds = %fc1.k144, %fc1.mb142
-  %fc1.k14419 = phi i64 [ 0, %fc1.mb142 ], [ %k144.next, %fc1.k144 ]
-  %95 = mul nsw i64 %fc1.kp1404, 1152
-  %96 = add nsw i64 %fc1.k14419, %95
+fc1.k145:                                         ; preds = %fc1.k145, %fc1.mb143
+  %fc1.k14519 = phi i64 [ 0, %fc1.mb143 ], [ %k145.next, %fc1.k145 ]
+  %95 = mul nsw i64 %fc1.kp1414, 1152
+  %96 = add nsw i64 %fc1.k14519, %95
   %97 = mul nsw i64 %96, 64
   %98 = add nsw i64 8192, %97
-  %99 = mul nsw i64 %fc1.nb1415, 24
+  %99 = mul nsw i64 %fc1.nb1425, 24
   %100 = add nsw i64 %98, %99
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena20, align 4
-  store <8 x float> %101, ptr %fc1.t143_b0, align 32
-  %102 = mul nsw i64 %fc1.kp1404, 1152
-  %103 = add nsw i64 %fc1.k14419, %102
+  store <8 x float> %101, ptr %fc1.t144_b0, align 32
+  %102 = mul nsw i64 %fc1.kp1414, 1152
+  %103 = add nsw i64 %fc1.k14519, %102
   %104 = mul nsw i64 %103, 64
   %105 = add nsw i64 8192, %104
-  %106 = mul nsw i64 %fc1.nb1415, 24
+  %106 = mul nsw i64 %fc1.nb1425, 24
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 %107, 8
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena21, align 4
-  store <8 x float> %109, ptr %fc1.t143_b1, align 32
-  %110 = mul nsw i64 %fc1.kp1404, 1152
-  %111 = add nsw i64 %fc1.k14419, %110
+  store <8 x float> %109, ptr %fc1.t144_b1, align 32
+  %110 = mul nsw i64 %fc1.kp1414, 1152
+  %111 = add nsw i64 %fc1.k14519, %110
   %112 = mul nsw i64 %111, 64
   %113 = add nsw i64 8192, %112
-  %114 = mul nsw i64 %fc1.nb1415, 24
+  %114 = mul nsw i64 %fc1.nb1425, 24
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %115, 16
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load <8 x float>, ptr %arena22, align 4
-  store <8 x float> %117, ptr %fc1.t143_b2, align 32
-  %118 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %117, ptr %fc1.t144_b2, align 32
+  %118 = mul nsw i64 %fc1.mb1436, 4
   %119 = mul nsw i64 %118, 9216
   %120 = add nsw i64 18816, %119
-  %121 = mul nsw i64 %fc1.kp1404, 1152
-  %122 = add nsw i64 %fc1.k14419, %121
+  %121 = mul nsw i64 %fc1.kp1414, 1152
+  %122 = add nsw i64 %fc1.k14519, %121
   %123 = add nsw i64 %120, %122
   %params23 = getelementptr inbounds float, ptr %params, i64 %123
   %124 = load float, ptr %params23, align 4
   %125 = insertelement <8 x float> undef, float %124, i32 0
   %126 = shufflevector <8 x float> %125, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %126, ptr %fc1.t143_a0, align 32
-  %t143_a0 = load <8 x float>, ptr %fc1.t143_a0, align 32
-  %t143_b0 = load <8 x float>, ptr %fc1.t143_b0, align 32
-  %t143_c0_0 = load <8 x float>, ptr %fc1.t143_c0_0, align 32
-  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a0, <8 x float> %t143_b0, <8 x float> %t143_c0_0)
-  store <8 x float> %127, ptr %fc1.t143_c0_0, align 32
-  %t143_a024 = load <8 x float>, ptr %fc1.t143_a0, align 32
-  %t143_b1 = load <8 x float>, ptr %fc1.t143_b1, align 32
-  %t143_c0_1 = load <8 x float>, ptr %fc1.t143_c0_1, align 32
-  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a024, <8 x float> %t143_b1, <8 x float> %t143_c0_1)
-  store <8 x float> %128, ptr %fc1.t143_c0_1, align 32
-  %t143_a025 = load <8 x float>, ptr %fc1.t143_a0, align 32
-  %t143_b2 = load <8 x float>, ptr %fc1.t143_b2, align 32
-  %t143_c0_2 = load <8 x float>, ptr %fc1.t143_c0_2, align 32
-  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a025, <8 x float> %t143_b2, <8 x float> %t143_c0_2)
-  store <8 x float> %129, ptr %fc1.t143_c0_2, align 32
-  %130 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %126, ptr %fc1.t144_a0, align 32
+  %t144_a0 = load <8 x float>, ptr %fc1.t144_a0, align 32
+  %t144_b0 = load <8 x float>, ptr %fc1.t144_b0, align 32
+  %t144_c0_0 = load <8 x float>, ptr %fc1.t144_c0_0, align 32
+  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a0, <8 x float> %t144_b0, <8 x float> %t144_c0_0)
+  store <8 x float> %127, ptr %fc1.t144_c0_0, align 32
+  %t144_a024 = load <8 x float>, ptr %fc1.t144_a0, align 32
+  %t144_b1 = load <8 x float>, ptr %fc1.t144_b1, align 32
+  %t144_c0_1 = load <8 x float>, ptr %fc1.t144_c0_1, align 32
+  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a024, <8 x float> %t144_b1, <8 x float> %t144_c0_1)
+  store <8 x float> %128, ptr %fc1.t144_c0_1, align 32
+  %t144_a025 = load <8 x float>, ptr %fc1.t144_a0, align 32
+  %t144_b2 = load <8 x float>, ptr %fc1.t144_b2, align 32
+  %t144_c0_2 = load <8 x float>, ptr %fc1.t144_c0_2, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a025, <8 x float> %t144_b2, <8 x float> %t144_c0_2)
+  store <8 x float> %129, ptr %fc1.t144_c0_2, align 32
+  %130 = mul nsw i64 %fc1.mb1436, 4
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 9216
   %133 = add nsw i64 18816, %132
-  %134 = mul nsw i64 %fc1.kp1404, 1152
-  %135 = add nsw i64 %fc1.k14419, %134
+  %134 = mul nsw i64 %fc1.kp1414, 1152
+  %135 = add nsw i64 %fc1.k14519, %134
   %136 = add nsw i64 %133, %135
   %params26 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params26, align 4
   %138 = insertelement <8 x float> undef, float %137, i32 0
   %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %139, ptr %fc1.t143_a1, align 32
-  %t143_a1 = load <8 x float>, ptr %fc1.t143_a1, align 32
-  %t143_b027 = load <8 x float>, ptr %fc1.t143_b0, align 32
-  %t143_c1_0 = load <8 x float>, ptr %fc1.t143_c1_0, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a1, <8 x float> %t143_b027, <8 x float> %t143_c1_0)
-  store <8 x float> %140, ptr %fc1.t143_c1_0, align 32
-  %t143_a128 = load <8 x float>, ptr %fc1.t143_a1, align 32
-  %t143_b129 = load <8 x float>, ptr %fc1.t143_b1, align 32
-  %t143_c1_1 = load <8 x float>, ptr %fc1.t143_c1_1, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a128, <8 x float> %t143_b129, <8 x float> %t143_c1_1)
-  store <8 x float> %141, ptr %fc1.t143_c1_1, align 32
-  %t143_a130 = load <8 x float>, ptr %fc1.t143_a1, align 32
-  %t143_b231 = load <8 x float>, ptr %fc1.t143_b2, align 32
-  %t143_c1_2 = load <8 x float>, ptr %fc1.t143_c1_2, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a130, <8 x float> %t143_b231, <8 x float> %t143_c1_2)
-  store <8 x float> %142, ptr %fc1.t143_c1_2, align 32
-  %143 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %139, ptr %fc1.t144_a1, align 32
+  %t144_a1 = load <8 x float>, ptr %fc1.t144_a1, align 32
+  %t144_b027 = load <8 x float>, ptr %fc1.t144_b0, align 32
+  %t144_c1_0 = load <8 x float>, ptr %fc1.t144_c1_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a1, <8 x float> %t144_b027, <8 x float> %t144_c1_0)
+  store <8 x float> %140, ptr %fc1.t144_c1_0, align 32
+  %t144_a128 = load <8 x float>, ptr %fc1.t144_a1, align 32
+  %t144_b129 = load <8 x float>, ptr %fc1.t144_b1, align 32
+  %t144_c1_1 = load <8 x float>, ptr %fc1.t144_c1_1, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a128, <8 x float> %t144_b129, <8 x float> %t144_c1_1)
+  store <8 x float> %141, ptr %fc1.t144_c1_1, align 32
+  %t144_a130 = load <8 x float>, ptr %fc1.t144_a1, align 32
+  %t144_b231 = load <8 x float>, ptr %fc1.t144_b2, align 32
+  %t144_c1_2 = load <8 x float>, ptr %fc1.t144_c1_2, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a130, <8 x float> %t144_b231, <8 x float> %t144_c1_2)
+  store <8 x float> %142, ptr %fc1.t144_c1_2, align 32
+  %143 = mul nsw i64 %fc1.mb1436, 4
   %144 = add nsw i64 %143, 2
   %145 = mul nsw i64 %144, 9216
   %146 = add nsw i64 18816, %145
-  %147 = mul nsw i64 %fc1.kp1404, 1152
-  %148 = add nsw i64 %fc1.k14419, %147
+  %147 = mul nsw i64 %fc1.kp1414, 1152
+  %148 = add nsw i64 %fc1.k14519, %147
   %149 = add nsw i64 %146, %148
   %params32 = getelementptr inbounds float, ptr %params, i64 %149
   %150 = load float, ptr %params32, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %fc1.t143_a2, align 32
-  %t143_a2 = load <8 x float>, ptr %fc1.t143_a2, align 32
-  %t143_b033 = load <8 x float>, ptr %fc1.t143_b0, align 32
-  %t143_c2_0 = load <8 x float>, ptr %fc1.t143_c2_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a2, <8 x float> %t143_b033, <8 x float> %t143_c2_0)
-  store <8 x float> %153, ptr %fc1.t143_c2_0, align 32
-  %t143_a234 = load <8 x float>, ptr %fc1.t143_a2, align 32
-  %t143_b135 = load <8 x float>, ptr %fc1.t143_b1, align 32
-  %t143_c2_1 = load <8 x float>, ptr %fc1.t143_c2_1, align 32
-  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a234, <8 x float> %t143_b135, <8 x float> %t143_c2_1)
-  store <8 x float> %154, ptr %fc1.t143_c2_1, align 32
-  %t143_a236 = load <8 x float>, ptr %fc1.t143_a2, align 32
-  %t143_b237 = load <8 x float>, ptr %fc1.t143_b2, align 32
-  %t143_c2_2 = load <8 x float>, ptr %fc1.t143_c2_2, align 32
-  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a236, <8 x float> %t143_b237, <8 x float> %t143_c2_2)
-  store <8 x float> %155, ptr %fc1.t143_c2_2, align 32
-  %156 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %152, ptr %fc1.t144_a2, align 32
+  %t144_a2 = load <8 x float>, ptr %fc1.t144_a2, align 32
+  %t144_b033 = load <8 x float>, ptr %fc1.t144_b0, align 32
+  %t144_c2_0 = load <8 x float>, ptr %fc1.t144_c2_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a2, <8 x float> %t144_b033, <8 x float> %t144_c2_0)
+  store <8 x float> %153, ptr %fc1.t144_c2_0, align 32
+  %t144_a234 = load <8 x float>, ptr %fc1.t144_a2, align 32
+  %t144_b135 = load <8 x float>, ptr %fc1.t144_b1, align 32
+  %t144_c2_1 = load <8 x float>, ptr %fc1.t144_c2_1, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a234, <8 x float> %t144_b135, <8 x float> %t144_c2_1)
+  store <8 x float> %154, ptr %fc1.t144_c2_1, align 32
+  %t144_a236 = load <8 x float>, ptr %fc1.t144_a2, align 32
+  %t144_b237 = load <8 x float>, ptr %fc1.t144_b2, align 32
+  %t144_c2_2 = load <8 x float>, ptr %fc1.t144_c2_2, align 32
+  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a236, <8 x float> %t144_b237, <8 x float> %t144_c2_2)
+  store <8 x float> %155, ptr %fc1.t144_c2_2, align 32
+  %156 = mul nsw i64 %fc1.mb1436, 4
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 9216
   %159 = add nsw i64 18816, %158
-  %160 = mul nsw i64 %fc1.kp1404, 1152
-  %161 = add nsw i64 %fc1.k14419, %160
+  %160 = mul nsw i64 %fc1.kp1414, 1152
+  %161 = add nsw i64 %fc1.k14519, %160
   %162 = add nsw i64 %159, %161
   %params38 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params38, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t143_a3, align 32
-  %t143_a3 = load <8 x float>, ptr %fc1.t143_a3, align 32
-  %t143_b039 = load <8 x float>, ptr %fc1.t143_b0, align 32
-  %t143_c3_0 = load <8 x float>, ptr %fc1.t143_c3_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a3, <8 x float> %t143_b039, <8 x float> %t143_c3_0)
-  store <8 x float> %166, ptr %fc1.t143_c3_0, align 32
-  %t143_a340 = load <8 x float>, ptr %fc1.t143_a3, align 32
-  %t143_b141 = load <8 x float>, ptr %fc1.t143_b1, align 32
-  %t143_c3_1 = load <8 x float>, ptr %fc1.t143_c3_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a340, <8 x float> %t143_b141, <8 x float> %t143_c3_1)
-  store <8 x float> %167, ptr %fc1.t143_c3_1, align 32
-  %t143_a342 = load <8 x float>, ptr %fc1.t143_a3, align 32
-  %t143_b243 = load <8 x float>, ptr %fc1.t143_b2, align 32
-  %t143_c3_2 = load <8 x float>, ptr %fc1.t143_c3_2, align 32
-  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a342, <8 x float> %t143_b243, <8 x float> %t143_c3_2)
-  store <8 x float> %168, ptr %fc1.t143_c3_2, align 32
-  %k144.next = add nsw i64 %fc1.k14419, 1
-  %169 = icmp slt i64 %k144.next, 1152
-  br i1 %169, label %fc1.k144, label %fc1.k144.end
+  store <8 x float> %165, ptr %fc1.t144_a3, align 32
+  %t144_a3 = load <8 x float>, ptr %fc1.t144_a3, align 32
+  %t144_b039 = load <8 x float>, ptr %fc1.t144_b0, align 32
+  %t144_c3_0 = load <8 x float>, ptr %fc1.t144_c3_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a3, <8 x float> %t144_b039, <8 x float> %t144_c3_0)
+  store <8 x float> %166, ptr %fc1.t144_c3_0, align 32
+  %t144_a340 = load <8 x float>, ptr %fc1.t144_a3, align 32
+  %t144_b141 = load <8 x float>, ptr %fc1.t144_b1, align 32
+  %t144_c3_1 = load <8 x float>, ptr %fc1.t144_c3_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a340, <8 x float> %t144_b141, <8 x float> %t144_c3_1)
+  store <8 x float> %167, ptr %fc1.t144_c3_1, align 32
+  %t144_a342 = load <8 x float>, ptr %fc1.t144_a3, align 32
+  %t144_b243 = load <8 x float>, ptr %fc1.t144_b2, align 32
+  %t144_c3_2 = load <8 x float>, ptr %fc1.t144_c3_2, align 32
+  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a342, <8 x float> %t144_b243, <8 x float> %t144_c3_2)
+  store <8 x float> %168, ptr %fc1.t144_c3_2, align 32
+  %k145.next = add nsw i64 %fc1.k14519, 1
+  %169 = icmp slt i64 %k145.next, 1152
+  br i1 %169, label %fc1.k145, label %fc1.k145.end
 
-fc1.k144.end:                                     ; preds = %fc1.k144
-  %t143_c0_044 = load <8 x float>, ptr %fc1.t143_c0_0, align 32
-  %170 = mul nsw i64 %fc1.mb1426, 4
+fc1.k145.end:                                     ; preds = %fc1.k145
+  %t144_c0_044 = load <8 x float>, ptr %fc1.t144_c0_0, align 32
+  %170 = mul nsw i64 %fc1.mb1436, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 598016, %171
-  %173 = mul nsw i64 %fc1.nb1415, 24
+  %173 = mul nsw i64 %fc1.nb1425, 24
   %174 = add nsw i64 %172, %173
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t143_c0_044, ptr %arena45, align 4
-  %t143_c0_146 = load <8 x float>, ptr %fc1.t143_c0_1, align 32
-  %175 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %t144_c0_044, ptr %arena45, align 4
+  %t144_c0_146 = load <8 x float>, ptr %fc1.t144_c0_1, align 32
+  %175 = mul nsw i64 %fc1.mb1436, 4
   %176 = mul nsw i64 %175, 64
   %177 = add nsw i64 598016, %176
-  %178 = mul nsw i64 %fc1.nb1415, 24
+  %178 = mul nsw i64 %fc1.nb1425, 24
   %179 = add nsw i64 %177, %178
   %180 = add nsw i64 %179, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %180
-  store <8 x float> %t143_c0_146, ptr %arena47, align 4
-  %t143_c0_248 = load <8 x float>, ptr %fc1.t143_c0_2, align 32
-  %181 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %t144_c0_146, ptr %arena47, align 4
+  %t144_c0_248 = load <8 x float>, ptr %fc1.t144_c0_2, align 32
+  %181 = mul nsw i64 %fc1.mb1436, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 598016, %182
-  %184 = mul nsw i64 %fc1.nb1415, 24
+  %184 = mul nsw i64 %fc1.nb1425, 24
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %185, 16
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %186
-  store <8 x float> %t143_c0_248, ptr %arena49, align 4
-  %t143_c1_050 = load <8 x float>, ptr %fc1.t143_c1_0, align 32
-  %187 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %t144_c0_248, ptr %arena49, align 4
+  %t144_c1_050 = load <8 x float>, ptr %fc1.t144_c1_0, align 32
+  %187 = mul nsw i64 %fc1.mb1436, 4
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 64
   %190 = add nsw i64 598016, %189
-  %191 = mul nsw i64 %fc1.nb1415, 24
+  %191 = mul nsw i64 %fc1.nb1425, 24
   %192 = add nsw i64 %190, %191
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t143_c1_050, ptr %arena51, align 4
-  %t143_c1_152 = load <8 x float>, ptr %fc1.t143_c1_1, align 32
-  %193 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %t144_c1_050, ptr %arena51, align 4
+  %t144_c1_152 = load <8 x float>, ptr %fc1.t144_c1_1, align 32
+  %193 = mul nsw i64 %fc1.mb1436, 4
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 598016, %195
-  %197 = mul nsw i64 %fc1.nb1415, 24
+  %197 = mul nsw i64 %fc1.nb1425, 24
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 8
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <8 x float> %t143_c1_152, ptr %arena53, align 4
-  %t143_c1_254 = load <8 x float>, ptr %fc1.t143_c1_2, align 32
-  %200 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %t144_c1_152, ptr %arena53, align 4
+  %t144_c1_254 = load <8 x float>, ptr %fc1.t144_c1_2, align 32
+  %200 = mul nsw i64 %fc1.mb1436, 4
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 598016, %202
-  %204 = mul nsw i64 %fc1.nb1415, 24
+  %204 = mul nsw i64 %fc1.nb1425, 24
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t143_c1_254, ptr %arena55, align 4
-  %t143_c2_056 = load <8 x float>, ptr %fc1.t143_c2_0, align 32
-  %207 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %t144_c1_254, ptr %arena55, align 4
+  %t144_c2_056 = load <8 x float>, ptr %fc1.t144_c2_0, align 32
+  %207 = mul nsw i64 %fc1.mb1436, 4
   %208 = add nsw i64 %207, 2
   %209 = mul nsw i64 %208, 64
   %210 = add nsw i64 598016, %209
-  %211 = mul nsw i64 %fc1.nb1415, 24
+  %211 = mul nsw i64 %fc1.nb1425, 24
   %212 = add nsw i64 %210, %211
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <8 x float> %t143_c2_056, ptr %arena57, align 4
-  %t143_c2_158 = load <8 x float>, ptr %fc1.t143_c2_1, align 32
-  %213 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %t144_c2_056, ptr %arena57, align 4
+  %t144_c2_158 = load <8 x float>, ptr %fc1.t144_c2_1, align 32
+  %213 = mul nsw i64 %fc1.mb1436, 4
   %214 = add nsw i64 %213, 2
   %215 = mul nsw i64 %214, 64
   %216 = add nsw i64 598016, %215
-  %217 = mul nsw i64 %fc1.nb1415, 24
+  %217 = mul nsw i64 %fc1.nb1425, 24
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 8
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t143_c2_158, ptr %arena59, align 4
-  %t143_c2_260 = load <8 x float>, ptr %fc1.t143_c2_2, align 32
-  %220 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %t144_c2_158, ptr %arena59, align 4
+  %t144_c2_260 = load <8 x float>, ptr %fc1.t144_c2_2, align 32
+  %220 = mul nsw i64 %fc1.mb1436, 4
   %221 = add nsw i64 %220, 2
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 598016, %222
-  %224 = mul nsw i64 %fc1.nb1415, 24
+  %224 = mul nsw i64 %fc1.nb1425, 24
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 16
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <8 x float> %t143_c2_260, ptr %arena61, align 4
-  %t143_c3_062 = load <8 x float>, ptr %fc1.t143_c3_0, align 32
-  %227 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %t144_c2_260, ptr %arena61, align 4
+  %t144_c3_062 = load <8 x float>, ptr %fc1.t144_c3_0, align 32
+  %227 = mul nsw i64 %fc1.mb1436, 4
   %228 = add nsw i64 %227, 3
   %229 = mul nsw i64 %228, 64
   %230 = add nsw i64 598016, %229
-  %231 = mul nsw i64 %fc1.nb1415, 24
+  %231 = mul nsw i64 %fc1.nb1425, 24
   %232 = add nsw i64 %230, %231
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <8 x float> %t143_c3_062, ptr %arena63, align 4
-  %t143_c3_164 = load <8 x float>, ptr %fc1.t143_c3_1, align 32
-  %233 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %t144_c3_062, ptr %arena63, align 4
+  %t144_c3_164 = load <8 x float>, ptr %fc1.t144_c3_1, align 32
+  %233 = mul nsw i64 %fc1.mb1436, 4
   %234 = add nsw i64 %233, 3
   %235 = mul nsw i64 %234, 64
   %236 = add nsw i64 598016, %235
-  %237 = mul nsw i64 %fc1.nb1415, 24
+  %237 = mul nsw i64 %fc1.nb1425, 24
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t143_c3_164, ptr %arena65, align 4
-  %t143_c3_266 = load <8 x float>, ptr %fc1.t143_c3_2, align 32
-  %240 = mul nsw i64 %fc1.mb1426, 4
+  store <8 x float> %t144_c3_164, ptr %arena65, align 4
+  %t144_c3_266 = load <8 x float>, ptr %fc1.t144_c3_2, align 32
+  %240 = mul nsw i64 %fc1.mb1436, 4
   %241 = add nsw i64 %240, 3
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 598016, %242
-  %244 = mul nsw i64 %fc1.nb1415, 24
+  %244 = mul nsw i64 %fc1.nb1425, 24
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 16
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <8 x float> %t143_c3_266, ptr %arena67, align 4
-  %mb142.next = add nsw i64 %fc1.mb1426, 1
-  %247 = icmp slt i64 %mb142.next, 32
-  br i1 %247, label %fc1.mb142, label %fc1.mb142.end
+  store <8 x float> %t144_c3_266, ptr %arena67, align 4
+  %mb143.next = add nsw i64 %fc1.mb1436, 1
+  %247 = icmp slt i64 %mb143.next, 32
+  br i1 %247, label %fc1.mb143, label %fc1.mb143.end
 
-fc1.mb145:                                        ; preds = %fc1.k147.end, %fc1.nb141.end
-  %fc1.mb14568 = phi i64 [ 0, %fc1.nb141.end ], [ %mb145.next, %fc1.k147.end ]
-  %248 = mul nsw i64 %fc1.mb14568, 4
+fc1.mb146:                                        ; preds = %fc1.k148.end, %fc1.nb142.end
+  %fc1.mb14668 = phi i64 [ 0, %fc1.nb142.end ], [ %mb146.next, %fc1.k148.end ]
+  %248 = mul nsw i64 %fc1.mb14668, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 598016, %249
   %251 = add nsw i64 %250, 48
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %251
   %252 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %252, ptr %fc1.t146_c0_0, align 32
-  %253 = mul nsw i64 %fc1.mb14568, 4
+  store <8 x float> %252, ptr %fc1.t147_c0_0, align 32
+  %253 = mul nsw i64 %fc1.mb14668, 4
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 598016, %254
   %256 = add nsw i64 %255, 48
   %257 = add nsw i64 %256, 8
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %258, ptr %fc1.t146_c0_1, align 32
-  %259 = mul nsw i64 %fc1.mb14568, 4
+  store <8 x float> %258, ptr %fc1.t147_c0_1, align 32
+  %259 = mul nsw i64 %fc1.mb14668, 4
   %260 = add nsw i64 %259, 1
   %261 = mul nsw i64 %260, 64
   %262 = add nsw i64 598016, %261
   %263 = add nsw i64 %262, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %264, ptr %fc1.t146_c1_0, align 32
-  %265 = mul nsw i64 %fc1.mb14568, 4
+  store <8 x float> %264, ptr %fc1.t147_c1_0, align 32
+  %265 = mul nsw i64 %fc1.mb14668, 4
   %266 = add nsw i64 %265, 1
   %267 = mul nsw i64 %266, 64
   %268 = add nsw i64 598016, %267
@@ -14489,16 +14666,16 @@ fc1.mb145:                                        ; preds = %fc1.k147.end, %fc1.
   %270 = add nsw i64 %269, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %271, ptr %fc1.t146_c1_1, align 32
-  %272 = mul nsw i64 %fc1.mb14568, 4
+  store <8 x float> %271, ptr %fc1.t147_c1_1, align 32
+  %272 = mul nsw i64 %fc1.mb14668, 4
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 64
   %275 = add nsw i64 598016, %274
   %276 = add nsw i64 %275, 48
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %277, ptr %fc1.t146_c2_0, align 32
-  %278 = mul nsw i64 %fc1.mb14568, 4
+  store <8 x float> %277, ptr %fc1.t147_c2_0, align 32
+  %278 = mul nsw i64 %fc1.mb14668, 4
   %279 = add nsw i64 %278, 2
   %280 = mul nsw i64 %279, 64
   %281 = add nsw i64 598016, %280
@@ -14506,16 +14683,16 @@ fc1.mb145:                                        ; preds = %fc1.k147.end, %fc1.
   %283 = add nsw i64 %282, 8
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena74, align 4
-  store <8 x float> %284, ptr %fc1.t146_c2_1, align 32
-  %285 = mul nsw i64 %fc1.mb14568, 4
+  store <8 x float> %284, ptr %fc1.t147_c2_1, align 32
+  %285 = mul nsw i64 %fc1.mb14668, 4
   %286 = add nsw i64 %285, 3
   %287 = mul nsw i64 %286, 64
   %288 = add nsw i64 598016, %287
   %289 = add nsw i64 %288, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %289
   %290 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %290, ptr %fc1.t146_c3_0, align 32
-  %291 = mul nsw i64 %fc1.mb14568, 4
+  store <8 x float> %290, ptr %fc1.t147_c3_0, align 32
+  %291 = mul nsw i64 %fc1.mb14668, 4
   %292 = add nsw i64 %291, 3
   %293 = mul nsw i64 %292, 64
   %294 = add nsw i64 598016, %293
@@ -14523,194 +14700,194 @@ fc1.mb145:                                        ; preds = %fc1.k147.end, %fc1.
   %296 = add nsw i64 %295, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   %297 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %297, ptr %fc1.t146_c3_1, align 32
-  br label %fc1.k147
+  store <8 x float> %297, ptr %fc1.t147_c3_1, align 32
+  br label %fc1.k148
 
-fc1.mb145.end:                                    ; preds = %fc1.k147.end
-  %kp140.next = add nsw i64 %fc1.kp1404, 1
-  %298 = icmp slt i64 %kp140.next, 8
-  br i1 %298, label %fc1.kp140, label %fc1.kp140.end
+fc1.mb146.end:                                    ; preds = %fc1.k148.end
+  %kp141.next = add nsw i64 %fc1.kp1414, 1
+  %298 = icmp slt i64 %kp141.next, 8
+  br i1 %298, label %fc1.kp141, label %fc1.kp141.end
 
-fc1.k147:                                         ; preds = %fc1.k147, %fc1.mb145
-  %fc1.k14777 = phi i64 [ 0, %fc1.mb145 ], [ %k147.next, %fc1.k147 ]
-  %299 = mul nsw i64 %fc1.kp1404, 1152
-  %300 = add nsw i64 %fc1.k14777, %299
+fc1.k148:                                         ; preds = %fc1.k148, %fc1.mb146
+  %fc1.k14877 = phi i64 [ 0, %fc1.mb146 ], [ %k148.next, %fc1.k148 ]
+  %299 = mul nsw i64 %fc1.kp1414, 1152
+  %300 = add nsw i64 %fc1.k14877, %299
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 8192, %301
   %303 = add nsw i64 %302, 48
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
   %304 = load <8 x float>, ptr %arena78, align 4
-  store <8 x float> %304, ptr %fc1.t146_b0, align 32
-  %305 = mul nsw i64 %fc1.kp1404, 1152
-  %306 = add nsw i64 %fc1.k14777, %305
+  store <8 x float> %304, ptr %fc1.t147_b0, align 32
+  %305 = mul nsw i64 %fc1.kp1414, 1152
+  %306 = add nsw i64 %fc1.k14877, %305
   %307 = mul nsw i64 %306, 64
   %308 = add nsw i64 8192, %307
   %309 = add nsw i64 %308, 48
   %310 = add nsw i64 %309, 8
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena79, align 4
-  store <8 x float> %311, ptr %fc1.t146_b1, align 32
-  %312 = mul nsw i64 %fc1.mb14568, 4
+  store <8 x float> %311, ptr %fc1.t147_b1, align 32
+  %312 = mul nsw i64 %fc1.mb14668, 4
   %313 = mul nsw i64 %312, 9216
   %314 = add nsw i64 18816, %313
-  %315 = mul nsw i64 %fc1.kp1404, 1152
-  %316 = add nsw i64 %fc1.k14777, %315
+  %315 = mul nsw i64 %fc1.kp1414, 1152
+  %316 = add nsw i64 %fc1.k14877, %315
   %317 = add nsw i64 %314, %316
   %params80 = getelementptr inbounds float, ptr %params, i64 %317
   %318 = load float, ptr %params80, align 4
   %319 = insertelement <8 x float> undef, float %318, i32 0
   %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %fc1.t146_a0, align 32
-  %t146_a0 = load <8 x float>, ptr %fc1.t146_a0, align 32
-  %t146_b0 = load <8 x float>, ptr %fc1.t146_b0, align 32
-  %t146_c0_0 = load <8 x float>, ptr %fc1.t146_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a0, <8 x float> %t146_b0, <8 x float> %t146_c0_0)
-  store <8 x float> %321, ptr %fc1.t146_c0_0, align 32
-  %t146_a081 = load <8 x float>, ptr %fc1.t146_a0, align 32
-  %t146_b1 = load <8 x float>, ptr %fc1.t146_b1, align 32
-  %t146_c0_1 = load <8 x float>, ptr %fc1.t146_c0_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a081, <8 x float> %t146_b1, <8 x float> %t146_c0_1)
-  store <8 x float> %322, ptr %fc1.t146_c0_1, align 32
-  %323 = mul nsw i64 %fc1.mb14568, 4
+  store <8 x float> %320, ptr %fc1.t147_a0, align 32
+  %t147_a0 = load <8 x float>, ptr %fc1.t147_a0, align 32
+  %t147_b0 = load <8 x float>, ptr %fc1.t147_b0, align 32
+  %t147_c0_0 = load <8 x float>, ptr %fc1.t147_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a0, <8 x float> %t147_b0, <8 x float> %t147_c0_0)
+  store <8 x float> %321, ptr %fc1.t147_c0_0, align 32
+  %t147_a081 = load <8 x float>, ptr %fc1.t147_a0, align 32
+  %t147_b1 = load <8 x float>, ptr %fc1.t147_b1, align 32
+  %t147_c0_1 = load <8 x float>, ptr %fc1.t147_c0_1, align 32
+  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a081, <8 x float> %t147_b1, <8 x float> %t147_c0_1)
+  store <8 x float> %322, ptr %fc1.t147_c0_1, align 32
+  %323 = mul nsw i64 %fc1.mb14668, 4
   %324 = add nsw i64 %323, 1
   %325 = mul nsw i64 %324, 9216
   %326 = add nsw i64 18816, %325
-  %327 = mul nsw i64 %fc1.kp1404, 1152
-  %328 = add nsw i64 %fc1.k14777, %327
+  %327 = mul nsw i64 %fc1.kp1414, 1152
+  %328 = add nsw i64 %fc1.k14877, %327
   %329 = add nsw i64 %326, %328
   %params82 = getelementptr inbounds float, ptr %params, i64 %329
   %330 = load float, ptr %params82, align 4
   %331 = insertelement <8 x float> undef, float %330, i32 0
   %332 = shufflevector <8 x float> %331, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %332, ptr %fc1.t146_a1, align 32
-  %t146_a1 = load <8 x float>, ptr %fc1.t146_a1, align 32
-  %t146_b083 = load <8 x float>, ptr %fc1.t146_b0, align 32
-  %t146_c1_0 = load <8 x float>, ptr %fc1.t146_c1_0, align 32
-  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a1, <8 x float> %t146_b083, <8 x float> %t146_c1_0)
-  store <8 x float> %333, ptr %fc1.t146_c1_0, align 32
-  %t146_a184 = load <8 x float>, ptr %fc1.t146_a1, align 32
-  %t146_b185 = load <8 x float>, ptr %fc1.t146_b1, align 32
-  %t146_c1_1 = load <8 x float>, ptr %fc1.t146_c1_1, align 32
-  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a184, <8 x float> %t146_b185, <8 x float> %t146_c1_1)
-  store <8 x float> %334, ptr %fc1.t146_c1_1, align 32
-  %335 = mul nsw i64 %fc1.mb14568, 4
+  store <8 x float> %332, ptr %fc1.t147_a1, align 32
+  %t147_a1 = load <8 x float>, ptr %fc1.t147_a1, align 32
+  %t147_b083 = load <8 x float>, ptr %fc1.t147_b0, align 32
+  %t147_c1_0 = load <8 x float>, ptr %fc1.t147_c1_0, align 32
+  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a1, <8 x float> %t147_b083, <8 x float> %t147_c1_0)
+  store <8 x float> %333, ptr %fc1.t147_c1_0, align 32
+  %t147_a184 = load <8 x float>, ptr %fc1.t147_a1, align 32
+  %t147_b185 = load <8 x float>, ptr %fc1.t147_b1, align 32
+  %t147_c1_1 = load <8 x float>, ptr %fc1.t147_c1_1, align 32
+  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a184, <8 x float> %t147_b185, <8 x float> %t147_c1_1)
+  store <8 x float> %334, ptr %fc1.t147_c1_1, align 32
+  %335 = mul nsw i64 %fc1.mb14668, 4
   %336 = add nsw i64 %335, 2
   %337 = mul nsw i64 %336, 9216
   %338 = add nsw i64 18816, %337
-  %339 = mul nsw i64 %fc1.kp1404, 1152
-  %340 = add nsw i64 %fc1.k14777, %339
+  %339 = mul nsw i64 %fc1.kp1414, 1152
+  %340 = add nsw i64 %fc1.k14877, %339
   %341 = add nsw i64 %338, %340
   %params86 = getelementptr inbounds float, ptr %params, i64 %341
   %342 = load float, ptr %params86, align 4
   %343 = insertelement <8 x float> undef, float %342, i32 0
   %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %fc1.t146_a2, align 32
-  %t146_a2 = load <8 x float>, ptr %fc1.t146_a2, align 32
-  %t146_b087 = load <8 x float>, ptr %fc1.t146_b0, align 32
-  %t146_c2_0 = load <8 x float>, ptr %fc1.t146_c2_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a2, <8 x float> %t146_b087, <8 x float> %t146_c2_0)
-  store <8 x float> %345, ptr %fc1.t146_c2_0, align 32
-  %t146_a288 = load <8 x float>, ptr %fc1.t146_a2, align 32
-  %t146_b189 = load <8 x float>, ptr %fc1.t146_b1, align 32
-  %t146_c2_1 = load <8 x float>, ptr %fc1.t146_c2_1, align 32
-  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a288, <8 x float> %t146_b189, <8 x float> %t146_c2_1)
-  store <8 x float> %346, ptr %fc1.t146_c2_1, align 32
-  %347 = mul nsw i64 %fc1.mb14568, 4
+  store <8 x float> %344, ptr %fc1.t147_a2, align 32
+  %t147_a2 = load <8 x float>, ptr %fc1.t147_a2, align 32
+  %t147_b087 = load <8 x float>, ptr %fc1.t147_b0, align 32
+  %t147_c2_0 = load <8 x float>, ptr %fc1.t147_c2_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a2, <8 x float> %t147_b087, <8 x float> %t147_c2_0)
+  store <8 x float> %345, ptr %fc1.t147_c2_0, align 32
+  %t147_a288 = load <8 x float>, ptr %fc1.t147_a2, align 32
+  %t147_b189 = load <8 x float>, ptr %fc1.t147_b1, align 32
+  %t147_c2_1 = load <8 x float>, ptr %fc1.t147_c2_1, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a288, <8 x float> %t147_b189, <8 x float> %t147_c2_1)
+  store <8 x float> %346, ptr %fc1.t147_c2_1, align 32
+  %347 = mul nsw i64 %fc1.mb14668, 4
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 9216
   %350 = add nsw i64 18816, %349
-  %351 = mul nsw i64 %fc1.kp1404, 1152
-  %352 = add nsw i64 %fc1.k14777, %351
+  %351 = mul nsw i64 %fc1.kp1414, 1152
+  %352 = add nsw i64 %fc1.k14877, %351
   %353 = add nsw i64 %350, %352
   %params90 = getelementptr inbounds float, ptr %params, i64 %353
   %354 = load float, ptr %params90, align 4
   %355 = insertelement <8 x float> undef, float %354, i32 0
   %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %fc1.t146_a3, align 32
-  %t146_a3 = load <8 x float>, ptr %fc1.t146_a3, align 32
-  %t146_b091 = load <8 x float>, ptr %fc1.t146_b0, align 32
-  %t146_c3_0 = load <8 x float>, ptr %fc1.t146_c3_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a3, <8 x float> %t146_b091, <8 x float> %t146_c3_0)
-  store <8 x float> %357, ptr %fc1.t146_c3_0, align 32
-  %t146_a392 = load <8 x float>, ptr %fc1.t146_a3, align 32
-  %t146_b193 = load <8 x float>, ptr %fc1.t146_b1, align 32
-  %t146_c3_1 = load <8 x float>, ptr %fc1.t146_c3_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a392, <8 x float> %t146_b193, <8 x float> %t146_c3_1)
-  store <8 x float> %358, ptr %fc1.t146_c3_1, align 32
-  %k147.next = add nsw i64 %fc1.k14777, 1
-  %359 = icmp slt i64 %k147.next, 1152
-  br i1 %359, label %fc1.k147, label %fc1.k147.end
+  store <8 x float> %356, ptr %fc1.t147_a3, align 32
+  %t147_a3 = load <8 x float>, ptr %fc1.t147_a3, align 32
+  %t147_b091 = load <8 x float>, ptr %fc1.t147_b0, align 32
+  %t147_c3_0 = load <8 x float>, ptr %fc1.t147_c3_0, align 32
+  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a3, <8 x float> %t147_b091, <8 x float> %t147_c3_0)
+  store <8 x float> %357, ptr %fc1.t147_c3_0, align 32
+  %t147_a392 = load <8 x float>, ptr %fc1.t147_a3, align 32
+  %t147_b193 = load <8 x float>, ptr %fc1.t147_b1, align 32
+  %t147_c3_1 = load <8 x float>, ptr %fc1.t147_c3_1, align 32
+  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a392, <8 x float> %t147_b193, <8 x float> %t147_c3_1)
+  store <8 x float> %358, ptr %fc1.t147_c3_1, align 32
+  %k148.next = add nsw i64 %fc1.k14877, 1
+  %359 = icmp slt i64 %k148.next, 1152
+  br i1 %359, label %fc1.k148, label %fc1.k148.end
 
-fc1.k147.end:                                     ; preds = %fc1.k147
-  %t146_c0_094 = load <8 x float>, ptr %fc1.t146_c0_0, align 32
-  %360 = mul nsw i64 %fc1.mb14568, 4
+fc1.k148.end:                                     ; preds = %fc1.k148
+  %t147_c0_094 = load <8 x float>, ptr %fc1.t147_c0_0, align 32
+  %360 = mul nsw i64 %fc1.mb14668, 4
   %361 = mul nsw i64 %360, 64
   %362 = add nsw i64 598016, %361
   %363 = add nsw i64 %362, 48
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t146_c0_094, ptr %arena95, align 4
-  %t146_c0_196 = load <8 x float>, ptr %fc1.t146_c0_1, align 32
-  %364 = mul nsw i64 %fc1.mb14568, 4
+  store <8 x float> %t147_c0_094, ptr %arena95, align 4
+  %t147_c0_196 = load <8 x float>, ptr %fc1.t147_c0_1, align 32
+  %364 = mul nsw i64 %fc1.mb14668, 4
   %365 = mul nsw i64 %364, 64
   %366 = add nsw i64 598016, %365
   %367 = add nsw i64 %366, 48
   %368 = add nsw i64 %367, 8
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t146_c0_196, ptr %arena97, align 4
-  %t146_c1_098 = load <8 x float>, ptr %fc1.t146_c1_0, align 32
-  %369 = mul nsw i64 %fc1.mb14568, 4
+  store <8 x float> %t147_c0_196, ptr %arena97, align 4
+  %t147_c1_098 = load <8 x float>, ptr %fc1.t147_c1_0, align 32
+  %369 = mul nsw i64 %fc1.mb14668, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 598016, %371
   %373 = add nsw i64 %372, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %373
-  store <8 x float> %t146_c1_098, ptr %arena99, align 4
-  %t146_c1_1100 = load <8 x float>, ptr %fc1.t146_c1_1, align 32
-  %374 = mul nsw i64 %fc1.mb14568, 4
+  store <8 x float> %t147_c1_098, ptr %arena99, align 4
+  %t147_c1_1100 = load <8 x float>, ptr %fc1.t147_c1_1, align 32
+  %374 = mul nsw i64 %fc1.mb14668, 4
   %375 = add nsw i64 %374, 1
   %376 = mul nsw i64 %375, 64
   %377 = add nsw i64 598016, %376
   %378 = add nsw i64 %377, 48
   %379 = add nsw i64 %378, 8
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t146_c1_1100, ptr %arena101, align 4
-  %t146_c2_0102 = load <8 x float>, ptr %fc1.t146_c2_0, align 32
-  %380 = mul nsw i64 %fc1.mb14568, 4
+  store <8 x float> %t147_c1_1100, ptr %arena101, align 4
+  %t147_c2_0102 = load <8 x float>, ptr %fc1.t147_c2_0, align 32
+  %380 = mul nsw i64 %fc1.mb14668, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 598016, %382
   %384 = add nsw i64 %383, 48
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %384
-  store <8 x float> %t146_c2_0102, ptr %arena103, align 4
-  %t146_c2_1104 = load <8 x float>, ptr %fc1.t146_c2_1, align 32
-  %385 = mul nsw i64 %fc1.mb14568, 4
+  store <8 x float> %t147_c2_0102, ptr %arena103, align 4
+  %t147_c2_1104 = load <8 x float>, ptr %fc1.t147_c2_1, align 32
+  %385 = mul nsw i64 %fc1.mb14668, 4
   %386 = add nsw i64 %385, 2
   %387 = mul nsw i64 %386, 64
   %388 = add nsw i64 598016, %387
   %389 = add nsw i64 %388, 48
   %390 = add nsw i64 %389, 8
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t146_c2_1104, ptr %arena105, align 4
-  %t146_c3_0106 = load <8 x float>, ptr %fc1.t146_c3_0, align 32
-  %391 = mul nsw i64 %fc1.mb14568, 4
+  store <8 x float> %t147_c2_1104, ptr %arena105, align 4
+  %t147_c3_0106 = load <8 x float>, ptr %fc1.t147_c3_0, align 32
+  %391 = mul nsw i64 %fc1.mb14668, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 598016, %393
   %395 = add nsw i64 %394, 48
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <8 x float> %t146_c3_0106, ptr %arena107, align 4
-  %t146_c3_1108 = load <8 x float>, ptr %fc1.t146_c3_1, align 32
-  %396 = mul nsw i64 %fc1.mb14568, 4
+  store <8 x float> %t147_c3_0106, ptr %arena107, align 4
+  %t147_c3_1108 = load <8 x float>, ptr %fc1.t147_c3_1, align 32
+  %396 = mul nsw i64 %fc1.mb14668, 4
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 598016, %398
   %400 = add nsw i64 %399, 48
   %401 = add nsw i64 %400, 8
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %401
-  store <8 x float> %t146_c3_1108, ptr %arena109, align 4
-  %mb145.next = add nsw i64 %fc1.mb14568, 1
-  %402 = icmp slt i64 %mb145.next, 32
-  br i1 %402, label %fc1.mb145, label %fc1.mb145.end
+  store <8 x float> %t147_c3_1108, ptr %arena109, align 4
+  %mb146.next = add nsw i64 %fc1.mb14668, 1
+  %402 = icmp slt i64 %mb146.next, 32
+  br i1 %402, label %fc1.mb146, label %fc1.mb146.end
 }
 
 ; Function Attrs: noinline
@@ -14726,89 +14903,89 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 1198592
   %arena3 = getelementptr inbounds float, ptr %arena, i64 8192
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n151
+  br label %fc2.n152
 
-fc2.n151:                                         ; preds = %fc2.u152.end, %entry
-  %fc2.n1514 = phi i64 [ 0, %entry ], [ %n151.next, %fc2.u152.end ]
-  br label %fc2.u152
+fc2.n152:                                         ; preds = %fc2.u153.end, %entry
+  %fc2.n1524 = phi i64 [ 0, %entry ], [ %n152.next, %fc2.u153.end ]
+  br label %fc2.u153
 
-fc2.n151.end:                                     ; preds = %fc2.u152.end
+fc2.n152.end:                                     ; preds = %fc2.u153.end
   ret void
 
-fc2.u152:                                         ; preds = %fc2.u152, %fc2.n151
-  %fc2.u1525 = phi i64 [ 0, %fc2.n151 ], [ %u152.next, %fc2.u152 ]
-  %0 = mul nsw i64 %fc2.n1514, 10
+fc2.u153:                                         ; preds = %fc2.u153, %fc2.n152
+  %fc2.u1535 = phi i64 [ 0, %fc2.n152 ], [ %u153.next, %fc2.u153 ]
+  %0 = mul nsw i64 %fc2.n1524, 10
   %1 = add nsw i64 8192, %0
-  %2 = add nsw i64 %1, %fc2.u1525
+  %2 = add nsw i64 %1, %fc2.u1535
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 1199872, %fc2.u1525
+  %4 = add nsw i64 1199872, %fc2.u1535
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n1514, 10
+  %7 = mul nsw i64 %fc2.n1524, 10
   %8 = add nsw i64 8192, %7
-  %9 = add nsw i64 %8, %fc2.u1525
+  %9 = add nsw i64 %8, %fc2.u1535
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u152.next = add nsw i64 %fc2.u1525, 1
-  %10 = icmp slt i64 %u152.next, 10
-  br i1 %10, label %fc2.u152, label %fc2.u152.end
+  %u153.next = add nsw i64 %fc2.u1535, 1
+  %10 = icmp slt i64 %u153.next, 10
+  br i1 %10, label %fc2.u153, label %fc2.u153.end
 
-fc2.u152.end:                                     ; preds = %fc2.u152
-  %n151.next = add nsw i64 %fc2.n1514, 1
-  %11 = icmp slt i64 %n151.next, 64
-  br i1 %11, label %fc2.n151, label %fc2.n151.end
+fc2.u153.end:                                     ; preds = %fc2.u153
+  %n152.next = add nsw i64 %fc2.n1524, 1
+  %11 = icmp slt i64 %n152.next, 64
+  br i1 %11, label %fc2.n152, label %fc2.n152.end
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_infer_b64.k7.probs(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %probs.s155 = alloca float, align 4
-  %probs.m154 = alloca float, align 4
-  br label %probs.n153
+  %probs.s156 = alloca float, align 4
+  %probs.m155 = alloca float, align 4
+  br label %probs.n154
 
-probs.n153:                                       ; preds = %probs.k158.end, %entry
-  %probs.n1531 = phi i64 [ 0, %entry ], [ %n153.next, %probs.k158.end ]
-  %0 = mul nsw i64 %probs.n1531, 10
+probs.n154:                                       ; preds = %probs.k159.end, %entry
+  %probs.n1541 = phi i64 [ 0, %entry ], [ %n154.next, %probs.k159.end ]
+  %0 = mul nsw i64 %probs.n1541, 10
   %1 = add nsw i64 8192, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %probs.m154, align 4
-  br label %probs.k156
-
-probs.n153.end:                                   ; preds = %probs.k158.end
-  ret void
-
-probs.k156:                                       ; preds = %probs.k156, %probs.n153
-  %probs.k1563 = phi i64 [ 0, %probs.n153 ], [ %k156.next, %probs.k156 ]
-  %m154 = load float, ptr %probs.m154, align 4
-  %3 = mul nsw i64 %probs.n1531, 10
-  %4 = add nsw i64 8192, %3
-  %5 = add nsw i64 %4, %probs.k1563
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
-  %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m154
-  %8 = select i1 %7, float %6, float %m154
-  store float %8, ptr %probs.m154, align 4
-  %k156.next = add nsw i64 %probs.k1563, 1
-  %9 = icmp slt i64 %k156.next, 10
-  br i1 %9, label %probs.k156, label %probs.k156.end
-
-probs.k156.end:                                   ; preds = %probs.k156
-  store float 0.000000e+00, ptr %probs.s155, align 4
+  store float %2, ptr %probs.m155, align 4
   br label %probs.k157
 
-probs.k157:                                       ; preds = %probs.k157, %probs.k156.end
-  %probs.k1575 = phi i64 [ 0, %probs.k156.end ], [ %k157.next, %probs.k157 ]
-  %s155 = load float, ptr %probs.s155, align 4
-  %10 = mul nsw i64 %probs.n1531, 10
+probs.n154.end:                                   ; preds = %probs.k159.end
+  ret void
+
+probs.k157:                                       ; preds = %probs.k157, %probs.n154
+  %probs.k1573 = phi i64 [ 0, %probs.n154 ], [ %k157.next, %probs.k157 ]
+  %m155 = load float, ptr %probs.m155, align 4
+  %3 = mul nsw i64 %probs.n1541, 10
+  %4 = add nsw i64 8192, %3
+  %5 = add nsw i64 %4, %probs.k1573
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
+  %6 = load float, ptr %arena4, align 4
+  %7 = fcmp ogt float %6, %m155
+  %8 = select i1 %7, float %6, float %m155
+  store float %8, ptr %probs.m155, align 4
+  %k157.next = add nsw i64 %probs.k1573, 1
+  %9 = icmp slt i64 %k157.next, 10
+  br i1 %9, label %probs.k157, label %probs.k157.end
+
+probs.k157.end:                                   ; preds = %probs.k157
+  store float 0.000000e+00, ptr %probs.s156, align 4
+  br label %probs.k158
+
+probs.k158:                                       ; preds = %probs.k158, %probs.k157.end
+  %probs.k1585 = phi i64 [ 0, %probs.k157.end ], [ %k158.next, %probs.k158 ]
+  %s156 = load float, ptr %probs.s156, align 4
+  %10 = mul nsw i64 %probs.n1541, 10
   %11 = add nsw i64 8192, %10
-  %12 = add nsw i64 %11, %probs.k1575
+  %12 = add nsw i64 %11, %probs.k1585
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m1547 = load float, ptr %probs.m154, align 4
-  %14 = fsub float %13, %m1547
+  %m1557 = load float, ptr %probs.m155, align 4
+  %14 = fsub float %13, %m1557
   %15 = fcmp ogt float 0xC055A926E0000000, %14
   %16 = select i1 %15, float 0xC055A926E0000000, float %14
   %17 = fcmp ogt float %16, 0x40562E4300000000
@@ -14846,24 +15023,24 @@ probs.k157:                                       ; preds = %probs.k157, %probs.
   %49 = select i1 %48, float 0x7FF0000000000000, float %47
   %50 = fcmp uno float %14, %14
   %51 = select i1 %50, float %14, float %49
-  %52 = fadd float %s155, %51
-  store float %52, ptr %probs.s155, align 4
-  %k157.next = add nsw i64 %probs.k1575, 1
-  %53 = icmp slt i64 %k157.next, 10
-  br i1 %53, label %probs.k157, label %probs.k157.end
+  %52 = fadd float %s156, %51
+  store float %52, ptr %probs.s156, align 4
+  %k158.next = add nsw i64 %probs.k1585, 1
+  %53 = icmp slt i64 %k158.next, 10
+  br i1 %53, label %probs.k158, label %probs.k158.end
 
-probs.k157.end:                                   ; preds = %probs.k157
-  br label %probs.k158
+probs.k158.end:                                   ; preds = %probs.k158
+  br label %probs.k159
 
-probs.k158:                                       ; preds = %probs.k158, %probs.k157.end
-  %probs.k1588 = phi i64 [ 0, %probs.k157.end ], [ %k158.next, %probs.k158 ]
-  %54 = mul nsw i64 %probs.n1531, 10
+probs.k159:                                       ; preds = %probs.k159, %probs.k158.end
+  %probs.k1598 = phi i64 [ 0, %probs.k158.end ], [ %k159.next, %probs.k159 ]
+  %54 = mul nsw i64 %probs.n1541, 10
   %55 = add nsw i64 8192, %54
-  %56 = add nsw i64 %55, %probs.k1588
+  %56 = add nsw i64 %55, %probs.k1598
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %56
   %57 = load float, ptr %arena9, align 4
-  %m15410 = load float, ptr %probs.m154, align 4
-  %58 = fsub float %57, %m15410
+  %m15510 = load float, ptr %probs.m155, align 4
+  %58 = fsub float %57, %m15510
   %59 = fcmp ogt float 0xC055A926E0000000, %58
   %60 = select i1 %59, float 0xC055A926E0000000, float %58
   %61 = fcmp ogt float %60, 0x40562E4300000000
@@ -14901,20 +15078,20 @@ probs.k158:                                       ; preds = %probs.k158, %probs.
   %93 = select i1 %92, float 0x7FF0000000000000, float %91
   %94 = fcmp uno float %58, %58
   %95 = select i1 %94, float %58, float %93
-  %s15511 = load float, ptr %probs.s155, align 4
-  %96 = fdiv float %95, %s15511
-  %97 = mul nsw i64 %probs.n1531, 10
-  %98 = add nsw i64 %97, %probs.k1588
+  %s15611 = load float, ptr %probs.s156, align 4
+  %96 = fdiv float %95, %s15611
+  %97 = mul nsw i64 %probs.n1541, 10
+  %98 = add nsw i64 %97, %probs.k1598
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %98
   store float %96, ptr %arena12, align 4
-  %k158.next = add nsw i64 %probs.k1588, 1
-  %99 = icmp slt i64 %k158.next, 10
-  br i1 %99, label %probs.k158, label %probs.k158.end
+  %k159.next = add nsw i64 %probs.k1598, 1
+  %99 = icmp slt i64 %k159.next, 10
+  br i1 %99, label %probs.k159, label %probs.k159.end
 
-probs.k158.end:                                   ; preds = %probs.k158
-  %n153.next = add nsw i64 %probs.n1531, 1
-  %100 = icmp slt i64 %n153.next, 64
-  br i1 %100, label %probs.n153, label %probs.n153.end
+probs.k159.end:                                   ; preds = %probs.k159
+  %n154.next = add nsw i64 %probs.n1541, 1
+  %100 = icmp slt i64 %n154.next, 64
+  br i1 %100, label %probs.n154, label %probs.n154.end
 }
 
 attributes #0 = { "target-cpu"="x86-64-v3" }

@@ -1429,322 +1429,324 @@ public func mnistnet_infer_b64(
         }
       }
     }
-    do {  // gemm18
-      for nb11 in 0..<450 {
-        for mb12 in 0..<8 {
-          var t13_c0_0 = Vector()
-          var t13_c0_1 = Vector()
-          var t13_c0_2 = Vector()
-          var t13_c1_0 = Vector()
-          var t13_c1_1 = Vector()
-          var t13_c1_2 = Vector()
-          var t13_c2_0 = Vector()
-          var t13_c2_1 = Vector()
-          var t13_c2_2 = Vector()
-          var t13_c3_0 = Vector()
-          var t13_c3_1 = Vector()
-          var t13_c3_2 = Vector()
-          for k14 in 0..<9 {
-            let t13_b0 = loadVector(arena, ((1384448 +% (k14 *% 10832)) +% (nb11 *% 24)))
-            let t13_b1 = loadVector(arena, (((1384448 +% (k14 *% 10832)) +% (nb11 *% 24)) +% 8))
-            let t13_b2 = loadVector(arena, (((1384448 +% (k14 *% 10832)) +% (nb11 *% 24)) +% 16))
-            let t13_a0 = Vector(repeating: params[(((mb12 *% 4) *% 9) +% k14)])
-            t13_c0_0 = t13_c0_0.addingProduct(t13_a0, t13_b0)
-            t13_c0_1 = t13_c0_1.addingProduct(t13_a0, t13_b1)
-            t13_c0_2 = t13_c0_2.addingProduct(t13_a0, t13_b2)
-            let t13_a1 = Vector(repeating: params[((((mb12 *% 4) +% 1) *% 9) +% k14)])
-            t13_c1_0 = t13_c1_0.addingProduct(t13_a1, t13_b0)
-            t13_c1_1 = t13_c1_1.addingProduct(t13_a1, t13_b1)
-            t13_c1_2 = t13_c1_2.addingProduct(t13_a1, t13_b2)
-            let t13_a2 = Vector(repeating: params[((((mb12 *% 4) +% 2) *% 9) +% k14)])
-            t13_c2_0 = t13_c2_0.addingProduct(t13_a2, t13_b0)
-            t13_c2_1 = t13_c2_1.addingProduct(t13_a2, t13_b1)
-            t13_c2_2 = t13_c2_2.addingProduct(t13_a2, t13_b2)
-            let t13_a3 = Vector(repeating: params[((((mb12 *% 4) +% 3) *% 9) +% k14)])
-            t13_c3_0 = t13_c3_0.addingProduct(t13_a3, t13_b0)
-            t13_c3_1 = t13_c3_1.addingProduct(t13_a3, t13_b1)
-            t13_c3_2 = t13_c3_2.addingProduct(t13_a3, t13_b2)
+    parallelFor(pool, 2) { part11 in
+      do {  // gemm19
+        for nb12 in 0..<450 {
+          for mb13 in 0..<4 {
+            var t14_c0_0 = Vector()
+            var t14_c0_1 = Vector()
+            var t14_c0_2 = Vector()
+            var t14_c1_0 = Vector()
+            var t14_c1_1 = Vector()
+            var t14_c1_2 = Vector()
+            var t14_c2_0 = Vector()
+            var t14_c2_1 = Vector()
+            var t14_c2_2 = Vector()
+            var t14_c3_0 = Vector()
+            var t14_c3_1 = Vector()
+            var t14_c3_2 = Vector()
+            for k15 in 0..<9 {
+              let t14_b0 = loadVector(arena, ((1384448 +% (k15 *% 10832)) +% (nb12 *% 24)))
+              let t14_b1 = loadVector(arena, (((1384448 +% (k15 *% 10832)) +% (nb12 *% 24)) +% 8))
+              let t14_b2 = loadVector(arena, (((1384448 +% (k15 *% 10832)) +% (nb12 *% 24)) +% 16))
+              let t14_a0 = Vector(repeating: params[((((part11 *% 16) *% 9) +% ((mb13 *% 4) *% 9)) +% k15)])
+              t14_c0_0 = t14_c0_0.addingProduct(t14_a0, t14_b0)
+              t14_c0_1 = t14_c0_1.addingProduct(t14_a0, t14_b1)
+              t14_c0_2 = t14_c0_2.addingProduct(t14_a0, t14_b2)
+              let t14_a1 = Vector(repeating: params[((((part11 *% 16) *% 9) +% (((mb13 *% 4) +% 1) *% 9)) +% k15)])
+              t14_c1_0 = t14_c1_0.addingProduct(t14_a1, t14_b0)
+              t14_c1_1 = t14_c1_1.addingProduct(t14_a1, t14_b1)
+              t14_c1_2 = t14_c1_2.addingProduct(t14_a1, t14_b2)
+              let t14_a2 = Vector(repeating: params[((((part11 *% 16) *% 9) +% (((mb13 *% 4) +% 2) *% 9)) +% k15)])
+              t14_c2_0 = t14_c2_0.addingProduct(t14_a2, t14_b0)
+              t14_c2_1 = t14_c2_1.addingProduct(t14_a2, t14_b1)
+              t14_c2_2 = t14_c2_2.addingProduct(t14_a2, t14_b2)
+              let t14_a3 = Vector(repeating: params[((((part11 *% 16) *% 9) +% (((mb13 *% 4) +% 3) *% 9)) +% k15)])
+              t14_c3_0 = t14_c3_0.addingProduct(t14_a3, t14_b0)
+              t14_c3_1 = t14_c3_1.addingProduct(t14_a3, t14_b1)
+              t14_c3_2 = t14_c3_2.addingProduct(t14_a3, t14_b2)
+            }
+            storeVector(arena, (((1481936 +% ((part11 *% 16) *% 10832)) +% ((mb13 *% 4) *% 10832)) +% (nb12 *% 24)), t14_c0_0)
+            storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% ((mb13 *% 4) *% 10832)) +% (nb12 *% 24)) +% 8), t14_c0_1)
+            storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% ((mb13 *% 4) *% 10832)) +% (nb12 *% 24)) +% 16), t14_c0_2)
+            storeVector(arena, (((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 1) *% 10832)) +% (nb12 *% 24)), t14_c1_0)
+            storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 1) *% 10832)) +% (nb12 *% 24)) +% 8), t14_c1_1)
+            storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 1) *% 10832)) +% (nb12 *% 24)) +% 16), t14_c1_2)
+            storeVector(arena, (((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 2) *% 10832)) +% (nb12 *% 24)), t14_c2_0)
+            storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 2) *% 10832)) +% (nb12 *% 24)) +% 8), t14_c2_1)
+            storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 2) *% 10832)) +% (nb12 *% 24)) +% 16), t14_c2_2)
+            storeVector(arena, (((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 3) *% 10832)) +% (nb12 *% 24)), t14_c3_0)
+            storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 3) *% 10832)) +% (nb12 *% 24)) +% 8), t14_c3_1)
+            storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 3) *% 10832)) +% (nb12 *% 24)) +% 16), t14_c3_2)
           }
-          storeVector(arena, ((1481936 +% ((mb12 *% 4) *% 10832)) +% (nb11 *% 24)), t13_c0_0)
-          storeVector(arena, (((1481936 +% ((mb12 *% 4) *% 10832)) +% (nb11 *% 24)) +% 8), t13_c0_1)
-          storeVector(arena, (((1481936 +% ((mb12 *% 4) *% 10832)) +% (nb11 *% 24)) +% 16), t13_c0_2)
-          storeVector(arena, ((1481936 +% (((mb12 *% 4) +% 1) *% 10832)) +% (nb11 *% 24)), t13_c1_0)
-          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 1) *% 10832)) +% (nb11 *% 24)) +% 8), t13_c1_1)
-          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 1) *% 10832)) +% (nb11 *% 24)) +% 16), t13_c1_2)
-          storeVector(arena, ((1481936 +% (((mb12 *% 4) +% 2) *% 10832)) +% (nb11 *% 24)), t13_c2_0)
-          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 2) *% 10832)) +% (nb11 *% 24)) +% 8), t13_c2_1)
-          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 2) *% 10832)) +% (nb11 *% 24)) +% 16), t13_c2_2)
-          storeVector(arena, ((1481936 +% (((mb12 *% 4) +% 3) *% 10832)) +% (nb11 *% 24)), t13_c3_0)
-          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 3) *% 10832)) +% (nb11 *% 24)) +% 8), t13_c3_1)
-          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 3) *% 10832)) +% (nb11 *% 24)) +% 16), t13_c3_2)
+        }
+        for mb16 in 0..<4 {
+          var t17_c0_0 = Vector()
+          var t17_c0_1 = Vector()
+          var t17_c1_0 = Vector()
+          var t17_c1_1 = Vector()
+          var t17_c2_0 = Vector()
+          var t17_c2_1 = Vector()
+          var t17_c3_0 = Vector()
+          var t17_c3_1 = Vector()
+          for k18 in 0..<9 {
+            let t17_b0 = loadVector(arena, ((1384448 +% (k18 *% 10832)) +% 10800))
+            let t17_b1 = loadVector(arena, (((1384448 +% (k18 *% 10832)) +% 10800) +% 8))
+            let t17_a0 = Vector(repeating: params[((((part11 *% 16) *% 9) +% ((mb16 *% 4) *% 9)) +% k18)])
+            t17_c0_0 = t17_c0_0.addingProduct(t17_a0, t17_b0)
+            t17_c0_1 = t17_c0_1.addingProduct(t17_a0, t17_b1)
+            let t17_a1 = Vector(repeating: params[((((part11 *% 16) *% 9) +% (((mb16 *% 4) +% 1) *% 9)) +% k18)])
+            t17_c1_0 = t17_c1_0.addingProduct(t17_a1, t17_b0)
+            t17_c1_1 = t17_c1_1.addingProduct(t17_a1, t17_b1)
+            let t17_a2 = Vector(repeating: params[((((part11 *% 16) *% 9) +% (((mb16 *% 4) +% 2) *% 9)) +% k18)])
+            t17_c2_0 = t17_c2_0.addingProduct(t17_a2, t17_b0)
+            t17_c2_1 = t17_c2_1.addingProduct(t17_a2, t17_b1)
+            let t17_a3 = Vector(repeating: params[((((part11 *% 16) *% 9) +% (((mb16 *% 4) +% 3) *% 9)) +% k18)])
+            t17_c3_0 = t17_c3_0.addingProduct(t17_a3, t17_b0)
+            t17_c3_1 = t17_c3_1.addingProduct(t17_a3, t17_b1)
+          }
+          storeVector(arena, (((1481936 +% ((part11 *% 16) *% 10832)) +% ((mb16 *% 4) *% 10832)) +% 10800), t17_c0_0)
+          storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% ((mb16 *% 4) *% 10832)) +% 10800) +% 8), t17_c0_1)
+          storeVector(arena, (((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb16 *% 4) +% 1) *% 10832)) +% 10800), t17_c1_0)
+          storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb16 *% 4) +% 1) *% 10832)) +% 10800) +% 8), t17_c1_1)
+          storeVector(arena, (((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb16 *% 4) +% 2) *% 10832)) +% 10800), t17_c2_0)
+          storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb16 *% 4) +% 2) *% 10832)) +% 10800) +% 8), t17_c2_1)
+          storeVector(arena, (((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb16 *% 4) +% 3) *% 10832)) +% 10800), t17_c3_0)
+          storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb16 *% 4) +% 3) *% 10832)) +% 10800) +% 8), t17_c3_1)
         }
       }
-      for mb15 in 0..<8 {
-        var t16_c0_0 = Vector()
-        var t16_c0_1 = Vector()
-        var t16_c1_0 = Vector()
-        var t16_c1_1 = Vector()
-        var t16_c2_0 = Vector()
-        var t16_c2_1 = Vector()
-        var t16_c3_0 = Vector()
-        var t16_c3_1 = Vector()
-        for k17 in 0..<9 {
-          let t16_b0 = loadVector(arena, ((1384448 +% (k17 *% 10832)) +% 10800))
-          let t16_b1 = loadVector(arena, (((1384448 +% (k17 *% 10832)) +% 10800) +% 8))
-          let t16_a0 = Vector(repeating: params[(((mb15 *% 4) *% 9) +% k17)])
-          t16_c0_0 = t16_c0_0.addingProduct(t16_a0, t16_b0)
-          t16_c0_1 = t16_c0_1.addingProduct(t16_a0, t16_b1)
-          let t16_a1 = Vector(repeating: params[((((mb15 *% 4) +% 1) *% 9) +% k17)])
-          t16_c1_0 = t16_c1_0.addingProduct(t16_a1, t16_b0)
-          t16_c1_1 = t16_c1_1.addingProduct(t16_a1, t16_b1)
-          let t16_a2 = Vector(repeating: params[((((mb15 *% 4) +% 2) *% 9) +% k17)])
-          t16_c2_0 = t16_c2_0.addingProduct(t16_a2, t16_b0)
-          t16_c2_1 = t16_c2_1.addingProduct(t16_a2, t16_b1)
-          let t16_a3 = Vector(repeating: params[((((mb15 *% 4) +% 3) *% 9) +% k17)])
-          t16_c3_0 = t16_c3_0.addingProduct(t16_a3, t16_b0)
-          t16_c3_1 = t16_c3_1.addingProduct(t16_a3, t16_b1)
-        }
-        storeVector(arena, ((1481936 +% ((mb15 *% 4) *% 10832)) +% 10800), t16_c0_0)
-        storeVector(arena, (((1481936 +% ((mb15 *% 4) *% 10832)) +% 10800) +% 8), t16_c0_1)
-        storeVector(arena, ((1481936 +% (((mb15 *% 4) +% 1) *% 10832)) +% 10800), t16_c1_0)
-        storeVector(arena, (((1481936 +% (((mb15 *% 4) +% 1) *% 10832)) +% 10800) +% 8), t16_c1_1)
-        storeVector(arena, ((1481936 +% (((mb15 *% 4) +% 2) *% 10832)) +% 10800), t16_c2_0)
-        storeVector(arena, (((1481936 +% (((mb15 *% 4) +% 2) *% 10832)) +% 10800) +% 8), t16_c2_1)
-        storeVector(arena, ((1481936 +% (((mb15 *% 4) +% 3) *% 10832)) +% 10800), t16_c3_0)
-        storeVector(arena, (((1481936 +% (((mb15 *% 4) +% 3) *% 10832)) +% 10800) +% 8), t16_c3_1)
-      }
-    }
-    for j19 in 0..<16 {
-      for f20 in 0..<32 {
-        for i21 in 0..<84 {
-          storeVector(arena, ((i21 *% 8) +% ((((g1 *% 16) +% j19) *% 21632) +% (f20 *% 676))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i21 *% 8) +% ((1481936 +% (f20 *% 10832)) +% (j19 *% 676)))) + Vector(repeating: params[(288 +% f20)])), where: (loadVector(arena, ((i21 *% 8) +% ((1481936 +% (f20 *% 10832)) +% (j19 *% 676)))) + Vector(repeating: params[(288 +% f20)])) .> Vector(repeating: Float(0))))
-        }
-        for i21 in 0..<1 {
-          storePartial(arena, ((i21 +% 672) +% ((((g1 *% 16) +% j19) *% 21632) +% (f20 *% 676))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i21 +% 672) +% ((1481936 +% (f20 *% 10832)) +% (j19 *% 676))), 4) + Vector(repeating: params[(288 +% f20)])), where: (loadPartial(arena, ((i21 +% 672) +% ((1481936 +% (f20 *% 10832)) +% (j19 *% 676))), 4) + Vector(repeating: params[(288 +% f20)])) .> Vector(repeating: Float(0))), 4)
+      for j20 in 0..<16 {
+        for f21 in 0..<16 {
+          for i22 in 0..<84 {
+            storeVector(arena, ((i22 *% 8) +% ((((g1 *% 16) +% j20) *% 21632) +% ((f21 +% (part11 *% 16)) *% 676))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i22 *% 8) +% ((1481936 +% ((f21 +% (part11 *% 16)) *% 10832)) +% (j20 *% 676)))) + Vector(repeating: params[(288 +% (f21 +% (part11 *% 16)))])), where: (loadVector(arena, ((i22 *% 8) +% ((1481936 +% ((f21 +% (part11 *% 16)) *% 10832)) +% (j20 *% 676)))) + Vector(repeating: params[(288 +% (f21 +% (part11 *% 16)))])) .> Vector(repeating: Float(0))))
+          }
+          for i22 in 0..<1 {
+            storePartial(arena, ((i22 +% 672) +% ((((g1 *% 16) +% j20) *% 21632) +% ((f21 +% (part11 *% 16)) *% 676))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i22 +% 672) +% ((1481936 +% ((f21 +% (part11 *% 16)) *% 10832)) +% (j20 *% 676))), 4) + Vector(repeating: params[(288 +% (f21 +% (part11 *% 16)))])), where: (loadPartial(arena, ((i22 +% 672) +% ((1481936 +% ((f21 +% (part11 *% 16)) *% 10832)) +% (j20 *% 676))), 4) + Vector(repeating: params[(288 +% (f21 +% (part11 *% 16)))])) .> Vector(repeating: Float(0))), 4)
+          }
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  parallelFor(pool, 2) { part22 in
-    for ci23 in 0..<32 {
-      for co24 in 0..<32 {
-        var w25: Float = params[(320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9))]
-        var w26: Float = (((params[(320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9))] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 3)]) + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w27: Float = (((params[(320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9))] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 6)]) - params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w28: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 6)]
-        var w29: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 1)]
-        var w30: Float = (((params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 1)] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 4)]) + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w31: Float = (((params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 1)] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 7)]) - params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w32: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 7)]
-        var w33: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 2)]
-        var w34: Float = (((params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 2)] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 5)]) + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w35: Float = (((params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 2)] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 8)]) - params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w36: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 8)]
-        var w37: Float = w25
-        var w38: Float = (((w25 + w29) + w33) * Float(bitPattern: 0x3f000000))
-        var w39: Float = (((w25 + w33) - w29) * Float(bitPattern: 0x3f000000))
-        var w40: Float = w33
-        var w41: Float = w26
-        var w42: Float = (((w26 + w30) + w34) * Float(bitPattern: 0x3f000000))
-        var w43: Float = (((w26 + w34) - w30) * Float(bitPattern: 0x3f000000))
-        var w44: Float = w34
-        var w45: Float = w27
-        var w46: Float = (((w27 + w31) + w35) * Float(bitPattern: 0x3f000000))
-        var w47: Float = (((w27 + w35) - w31) * Float(bitPattern: 0x3f000000))
-        var w48: Float = w35
-        var w49: Float = w28
-        var w50: Float = (((w28 + w32) + w36) * Float(bitPattern: 0x3f000000))
-        var w51: Float = (((w28 + w36) - w32) * Float(bitPattern: 0x3f000000))
-        var w52: Float = w36
-        arena[((2564096 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w37
-        arena[((2566144 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w38
-        arena[((2568192 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w39
-        arena[((2570240 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w40
-        arena[((2572288 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w41
-        arena[((2574336 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w42
-        arena[((2576384 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w43
-        arena[((2578432 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w44
-        arena[((2580480 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w45
-        arena[((2582528 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w46
-        arena[((2584576 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w47
-        arena[((2586624 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w48
-        arena[((2588672 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w49
-        arena[((2590720 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w50
-        arena[((2592768 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w51
-        arena[((2594816 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w52
+  parallelFor(pool, 2) { part23 in
+    for ci24 in 0..<32 {
+      for co25 in 0..<32 {
+        var w26: Float = params[(320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9))]
+        var w27: Float = (((params[(320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9))] + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 3)]) + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w28: Float = (((params[(320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9))] + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 6)]) - params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w29: Float = params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 6)]
+        var w30: Float = params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 1)]
+        var w31: Float = (((params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 1)] + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 4)]) + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w32: Float = (((params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 1)] + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 7)]) - params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w33: Float = params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 7)]
+        var w34: Float = params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 2)]
+        var w35: Float = (((params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 2)] + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 5)]) + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w36: Float = (((params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 2)] + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 8)]) - params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w37: Float = params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 8)]
+        var w38: Float = w26
+        var w39: Float = (((w26 + w30) + w34) * Float(bitPattern: 0x3f000000))
+        var w40: Float = (((w26 + w34) - w30) * Float(bitPattern: 0x3f000000))
+        var w41: Float = w34
+        var w42: Float = w27
+        var w43: Float = (((w27 + w31) + w35) * Float(bitPattern: 0x3f000000))
+        var w44: Float = (((w27 + w35) - w31) * Float(bitPattern: 0x3f000000))
+        var w45: Float = w35
+        var w46: Float = w28
+        var w47: Float = (((w28 + w32) + w36) * Float(bitPattern: 0x3f000000))
+        var w48: Float = (((w28 + w36) - w32) * Float(bitPattern: 0x3f000000))
+        var w49: Float = w36
+        var w50: Float = w29
+        var w51: Float = (((w29 + w33) + w37) * Float(bitPattern: 0x3f000000))
+        var w52: Float = (((w29 + w37) - w33) * Float(bitPattern: 0x3f000000))
+        var w53: Float = w37
+        arena[((2564096 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w38
+        arena[((2566144 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w39
+        arena[((2568192 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w40
+        arena[((2570240 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w41
+        arena[((2572288 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w42
+        arena[((2574336 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w43
+        arena[((2576384 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w44
+        arena[((2578432 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w45
+        arena[((2580480 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w46
+        arena[((2582528 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w47
+        arena[((2584576 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w48
+        arena[((2586624 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w49
+        arena[((2588672 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w50
+        arena[((2590720 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w51
+        arena[((2592768 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w52
+        arena[((2594816 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w53
       }
     }
   }
-  for i53 in 0..<2704 {
-    storeVector(arena, ((i53 *% 8) +% 2596864), Vector(repeating: Float(0)))
+  for i54 in 0..<2704 {
+    storeVector(arena, ((i54 *% 8) +% 2596864), Vector(repeating: Float(0)))
   }
-  for g54 in 0..<64 {
-    for j55 in 0..<1 {
-      for c56 in 0..<32 {
-        for iy57 in 0..<26 {
-          for ix58 in 0..<26 {
-            arena[(2596864 +% ((((j55 *% 21632) +% (iy57 *% 832)) +% (ix58 *% 32)) +% c56))] = arena[(((((g54 +% j55) *% 21632) +% (c56 *% 676)) +% (iy57 *% 26)) +% ix58)]
+  for g55 in 0..<64 {
+    for j56 in 0..<1 {
+      for c57 in 0..<32 {
+        for iy58 in 0..<26 {
+          for ix59 in 0..<26 {
+            arena[(2596864 +% ((((j56 *% 21632) +% (iy58 *% 832)) +% (ix59 *% 32)) +% c57))] = arena[(((((g55 +% j56) *% 21632) +% (c57 *% 676)) +% (iy58 *% 26)) +% ix59)]
           }
         }
       }
     }
-    for j59 in 0..<1 {
-      for ty60 in 0..<12 {
-        for tx61 in 0..<12 {
-          for cv62 in 0..<4 {
-            let w63 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% ((ty60 *% 2) *% 832)) +% ((tx61 *% 2) *% 32)) +% (cv62 *% 8)))) - loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 2) *% 832)) +% ((tx61 *% 2) *% 32)) +% (cv62 *% 8)))))
-            let w64 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 1) *% 832)) +% ((tx61 *% 2) *% 32)) +% (cv62 *% 8)))) + loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 2) *% 832)) +% ((tx61 *% 2) *% 32)) +% (cv62 *% 8)))))
-            let w65 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 2) *% 832)) +% ((tx61 *% 2) *% 32)) +% (cv62 *% 8)))) - loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 1) *% 832)) +% ((tx61 *% 2) *% 32)) +% (cv62 *% 8)))))
-            let w66 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 1) *% 832)) +% ((tx61 *% 2) *% 32)) +% (cv62 *% 8)))) - loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 3) *% 832)) +% ((tx61 *% 2) *% 32)) +% (cv62 *% 8)))))
-            let w67 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% ((ty60 *% 2) *% 832)) +% (((tx61 *% 2) +% 1) *% 32)) +% (cv62 *% 8)))) - loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 2) *% 832)) +% (((tx61 *% 2) +% 1) *% 32)) +% (cv62 *% 8)))))
-            let w68 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 1) *% 832)) +% (((tx61 *% 2) +% 1) *% 32)) +% (cv62 *% 8)))) + loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 2) *% 832)) +% (((tx61 *% 2) +% 1) *% 32)) +% (cv62 *% 8)))))
-            let w69 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 2) *% 832)) +% (((tx61 *% 2) +% 1) *% 32)) +% (cv62 *% 8)))) - loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 1) *% 832)) +% (((tx61 *% 2) +% 1) *% 32)) +% (cv62 *% 8)))))
-            let w70 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 1) *% 832)) +% (((tx61 *% 2) +% 1) *% 32)) +% (cv62 *% 8)))) - loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 3) *% 832)) +% (((tx61 *% 2) +% 1) *% 32)) +% (cv62 *% 8)))))
-            let w71 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% ((ty60 *% 2) *% 832)) +% (((tx61 *% 2) +% 2) *% 32)) +% (cv62 *% 8)))) - loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 2) *% 832)) +% (((tx61 *% 2) +% 2) *% 32)) +% (cv62 *% 8)))))
-            let w72 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 1) *% 832)) +% (((tx61 *% 2) +% 2) *% 32)) +% (cv62 *% 8)))) + loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 2) *% 832)) +% (((tx61 *% 2) +% 2) *% 32)) +% (cv62 *% 8)))))
-            let w73 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 2) *% 832)) +% (((tx61 *% 2) +% 2) *% 32)) +% (cv62 *% 8)))) - loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 1) *% 832)) +% (((tx61 *% 2) +% 2) *% 32)) +% (cv62 *% 8)))))
-            let w74 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 1) *% 832)) +% (((tx61 *% 2) +% 2) *% 32)) +% (cv62 *% 8)))) - loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 3) *% 832)) +% (((tx61 *% 2) +% 2) *% 32)) +% (cv62 *% 8)))))
-            let w75 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% ((ty60 *% 2) *% 832)) +% (((tx61 *% 2) +% 3) *% 32)) +% (cv62 *% 8)))) - loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 2) *% 832)) +% (((tx61 *% 2) +% 3) *% 32)) +% (cv62 *% 8)))))
-            let w76 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 1) *% 832)) +% (((tx61 *% 2) +% 3) *% 32)) +% (cv62 *% 8)))) + loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 2) *% 832)) +% (((tx61 *% 2) +% 3) *% 32)) +% (cv62 *% 8)))))
-            let w77 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 2) *% 832)) +% (((tx61 *% 2) +% 3) *% 32)) +% (cv62 *% 8)))) - loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 1) *% 832)) +% (((tx61 *% 2) +% 3) *% 32)) +% (cv62 *% 8)))))
-            let w78 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 1) *% 832)) +% (((tx61 *% 2) +% 3) *% 32)) +% (cv62 *% 8)))) - loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 3) *% 832)) +% (((tx61 *% 2) +% 3) *% 32)) +% (cv62 *% 8)))))
-            let w79 = (w63 - w71)
-            let w80 = (w67 + w71)
-            let w81 = (w71 - w67)
-            let w82 = (w67 - w75)
-            let w83 = (w64 - w72)
-            let w84 = (w68 + w72)
-            let w85 = (w72 - w68)
-            let w86 = (w68 - w76)
-            let w87 = (w65 - w73)
-            let w88 = (w69 + w73)
-            let w89 = (w73 - w69)
-            let w90 = (w69 - w77)
-            let w91 = (w66 - w74)
-            let w92 = (w70 + w74)
-            let w93 = (w74 - w70)
-            let w94 = (w70 - w78)
-            storeVector(arena, ((2618496 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w79)
-            storeVector(arena, ((2623104 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w80)
-            storeVector(arena, ((2627712 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w81)
-            storeVector(arena, ((2632320 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w82)
-            storeVector(arena, ((2636928 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w83)
-            storeVector(arena, ((2641536 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w84)
-            storeVector(arena, ((2646144 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w85)
-            storeVector(arena, ((2650752 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w86)
-            storeVector(arena, ((2655360 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w87)
-            storeVector(arena, ((2659968 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w88)
-            storeVector(arena, ((2664576 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w89)
-            storeVector(arena, ((2669184 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w90)
-            storeVector(arena, ((2673792 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w91)
-            storeVector(arena, ((2678400 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w92)
-            storeVector(arena, ((2683008 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w93)
-            storeVector(arena, ((2687616 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w94)
+    for j60 in 0..<1 {
+      for ty61 in 0..<12 {
+        for tx62 in 0..<12 {
+          for cv63 in 0..<4 {
+            let w64 = (loadVector(arena, (2596864 +% ((((j60 *% 21632) +% ((ty61 *% 2) *% 832)) +% ((tx62 *% 2) *% 32)) +% (cv63 *% 8)))) - loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 2) *% 832)) +% ((tx62 *% 2) *% 32)) +% (cv63 *% 8)))))
+            let w65 = (loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 1) *% 832)) +% ((tx62 *% 2) *% 32)) +% (cv63 *% 8)))) + loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 2) *% 832)) +% ((tx62 *% 2) *% 32)) +% (cv63 *% 8)))))
+            let w66 = (loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 2) *% 832)) +% ((tx62 *% 2) *% 32)) +% (cv63 *% 8)))) - loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 1) *% 832)) +% ((tx62 *% 2) *% 32)) +% (cv63 *% 8)))))
+            let w67 = (loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 1) *% 832)) +% ((tx62 *% 2) *% 32)) +% (cv63 *% 8)))) - loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 3) *% 832)) +% ((tx62 *% 2) *% 32)) +% (cv63 *% 8)))))
+            let w68 = (loadVector(arena, (2596864 +% ((((j60 *% 21632) +% ((ty61 *% 2) *% 832)) +% (((tx62 *% 2) +% 1) *% 32)) +% (cv63 *% 8)))) - loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 2) *% 832)) +% (((tx62 *% 2) +% 1) *% 32)) +% (cv63 *% 8)))))
+            let w69 = (loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 1) *% 832)) +% (((tx62 *% 2) +% 1) *% 32)) +% (cv63 *% 8)))) + loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 2) *% 832)) +% (((tx62 *% 2) +% 1) *% 32)) +% (cv63 *% 8)))))
+            let w70 = (loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 2) *% 832)) +% (((tx62 *% 2) +% 1) *% 32)) +% (cv63 *% 8)))) - loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 1) *% 832)) +% (((tx62 *% 2) +% 1) *% 32)) +% (cv63 *% 8)))))
+            let w71 = (loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 1) *% 832)) +% (((tx62 *% 2) +% 1) *% 32)) +% (cv63 *% 8)))) - loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 3) *% 832)) +% (((tx62 *% 2) +% 1) *% 32)) +% (cv63 *% 8)))))
+            let w72 = (loadVector(arena, (2596864 +% ((((j60 *% 21632) +% ((ty61 *% 2) *% 832)) +% (((tx62 *% 2) +% 2) *% 32)) +% (cv63 *% 8)))) - loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 2) *% 832)) +% (((tx62 *% 2) +% 2) *% 32)) +% (cv63 *% 8)))))
+            let w73 = (loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 1) *% 832)) +% (((tx62 *% 2) +% 2) *% 32)) +% (cv63 *% 8)))) + loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 2) *% 832)) +% (((tx62 *% 2) +% 2) *% 32)) +% (cv63 *% 8)))))
+            let w74 = (loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 2) *% 832)) +% (((tx62 *% 2) +% 2) *% 32)) +% (cv63 *% 8)))) - loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 1) *% 832)) +% (((tx62 *% 2) +% 2) *% 32)) +% (cv63 *% 8)))))
+            let w75 = (loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 1) *% 832)) +% (((tx62 *% 2) +% 2) *% 32)) +% (cv63 *% 8)))) - loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 3) *% 832)) +% (((tx62 *% 2) +% 2) *% 32)) +% (cv63 *% 8)))))
+            let w76 = (loadVector(arena, (2596864 +% ((((j60 *% 21632) +% ((ty61 *% 2) *% 832)) +% (((tx62 *% 2) +% 3) *% 32)) +% (cv63 *% 8)))) - loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 2) *% 832)) +% (((tx62 *% 2) +% 3) *% 32)) +% (cv63 *% 8)))))
+            let w77 = (loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 1) *% 832)) +% (((tx62 *% 2) +% 3) *% 32)) +% (cv63 *% 8)))) + loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 2) *% 832)) +% (((tx62 *% 2) +% 3) *% 32)) +% (cv63 *% 8)))))
+            let w78 = (loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 2) *% 832)) +% (((tx62 *% 2) +% 3) *% 32)) +% (cv63 *% 8)))) - loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 1) *% 832)) +% (((tx62 *% 2) +% 3) *% 32)) +% (cv63 *% 8)))))
+            let w79 = (loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 1) *% 832)) +% (((tx62 *% 2) +% 3) *% 32)) +% (cv63 *% 8)))) - loadVector(arena, (2596864 +% ((((j60 *% 21632) +% (((ty61 *% 2) +% 3) *% 832)) +% (((tx62 *% 2) +% 3) *% 32)) +% (cv63 *% 8)))))
+            let w80 = (w64 - w72)
+            let w81 = (w68 + w72)
+            let w82 = (w72 - w68)
+            let w83 = (w68 - w76)
+            let w84 = (w65 - w73)
+            let w85 = (w69 + w73)
+            let w86 = (w73 - w69)
+            let w87 = (w69 - w77)
+            let w88 = (w66 - w74)
+            let w89 = (w70 + w74)
+            let w90 = (w74 - w70)
+            let w91 = (w70 - w78)
+            let w92 = (w67 - w75)
+            let w93 = (w71 + w75)
+            let w94 = (w75 - w71)
+            let w95 = (w71 - w79)
+            storeVector(arena, ((2618496 +% ((((j60 *% 144) +% (ty61 *% 12)) +% tx62) *% 32)) +% (cv63 *% 8)), w80)
+            storeVector(arena, ((2623104 +% ((((j60 *% 144) +% (ty61 *% 12)) +% tx62) *% 32)) +% (cv63 *% 8)), w81)
+            storeVector(arena, ((2627712 +% ((((j60 *% 144) +% (ty61 *% 12)) +% tx62) *% 32)) +% (cv63 *% 8)), w82)
+            storeVector(arena, ((2632320 +% ((((j60 *% 144) +% (ty61 *% 12)) +% tx62) *% 32)) +% (cv63 *% 8)), w83)
+            storeVector(arena, ((2636928 +% ((((j60 *% 144) +% (ty61 *% 12)) +% tx62) *% 32)) +% (cv63 *% 8)), w84)
+            storeVector(arena, ((2641536 +% ((((j60 *% 144) +% (ty61 *% 12)) +% tx62) *% 32)) +% (cv63 *% 8)), w85)
+            storeVector(arena, ((2646144 +% ((((j60 *% 144) +% (ty61 *% 12)) +% tx62) *% 32)) +% (cv63 *% 8)), w86)
+            storeVector(arena, ((2650752 +% ((((j60 *% 144) +% (ty61 *% 12)) +% tx62) *% 32)) +% (cv63 *% 8)), w87)
+            storeVector(arena, ((2655360 +% ((((j60 *% 144) +% (ty61 *% 12)) +% tx62) *% 32)) +% (cv63 *% 8)), w88)
+            storeVector(arena, ((2659968 +% ((((j60 *% 144) +% (ty61 *% 12)) +% tx62) *% 32)) +% (cv63 *% 8)), w89)
+            storeVector(arena, ((2664576 +% ((((j60 *% 144) +% (ty61 *% 12)) +% tx62) *% 32)) +% (cv63 *% 8)), w90)
+            storeVector(arena, ((2669184 +% ((((j60 *% 144) +% (ty61 *% 12)) +% tx62) *% 32)) +% (cv63 *% 8)), w91)
+            storeVector(arena, ((2673792 +% ((((j60 *% 144) +% (ty61 *% 12)) +% tx62) *% 32)) +% (cv63 *% 8)), w92)
+            storeVector(arena, ((2678400 +% ((((j60 *% 144) +% (ty61 *% 12)) +% tx62) *% 32)) +% (cv63 *% 8)), w93)
+            storeVector(arena, ((2683008 +% ((((j60 *% 144) +% (ty61 *% 12)) +% tx62) *% 32)) +% (cv63 *% 8)), w94)
+            storeVector(arena, ((2687616 +% ((((j60 *% 144) +% (ty61 *% 12)) +% tx62) *% 32)) +% (cv63 *% 8)), w95)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part95 in
-      for xi96 in 0..<16 {
-        do {  // gemm101
-          for nb97 in 0..<2 {
-            for mb98 in 0..<24 {
-              var t99_c0_0 = Vector()
-              var t99_c0_1 = Vector()
-              var t99_c1_0 = Vector()
-              var t99_c1_1 = Vector()
-              var t99_c2_0 = Vector()
-              var t99_c2_1 = Vector()
-              var t99_c3_0 = Vector()
-              var t99_c3_1 = Vector()
-              var t99_c4_0 = Vector()
-              var t99_c4_1 = Vector()
-              var t99_c5_0 = Vector()
-              var t99_c5_1 = Vector()
-              for k100 in 0..<32 {
-                let t99_b0 = loadVector(arena, ((((2564096 +% (xi96 *% 2048)) +% (part95 *% 32)) +% (k100 *% 64)) +% (nb97 *% 16)))
-                let t99_b1 = loadVector(arena, (((((2564096 +% (xi96 *% 2048)) +% (part95 *% 32)) +% (k100 *% 64)) +% (nb97 *% 16)) +% 8))
-                let t99_a0 = Vector(repeating: arena[(((2618496 +% (xi96 *% 4608)) +% ((mb98 *% 6) *% 32)) +% k100)])
-                t99_c0_0 = t99_c0_0.addingProduct(t99_a0, t99_b0)
-                t99_c0_1 = t99_c0_1.addingProduct(t99_a0, t99_b1)
-                let t99_a1 = Vector(repeating: arena[(((2618496 +% (xi96 *% 4608)) +% (((mb98 *% 6) +% 1) *% 32)) +% k100)])
-                t99_c1_0 = t99_c1_0.addingProduct(t99_a1, t99_b0)
-                t99_c1_1 = t99_c1_1.addingProduct(t99_a1, t99_b1)
-                let t99_a2 = Vector(repeating: arena[(((2618496 +% (xi96 *% 4608)) +% (((mb98 *% 6) +% 2) *% 32)) +% k100)])
-                t99_c2_0 = t99_c2_0.addingProduct(t99_a2, t99_b0)
-                t99_c2_1 = t99_c2_1.addingProduct(t99_a2, t99_b1)
-                let t99_a3 = Vector(repeating: arena[(((2618496 +% (xi96 *% 4608)) +% (((mb98 *% 6) +% 3) *% 32)) +% k100)])
-                t99_c3_0 = t99_c3_0.addingProduct(t99_a3, t99_b0)
-                t99_c3_1 = t99_c3_1.addingProduct(t99_a3, t99_b1)
-                let t99_a4 = Vector(repeating: arena[(((2618496 +% (xi96 *% 4608)) +% (((mb98 *% 6) +% 4) *% 32)) +% k100)])
-                t99_c4_0 = t99_c4_0.addingProduct(t99_a4, t99_b0)
-                t99_c4_1 = t99_c4_1.addingProduct(t99_a4, t99_b1)
-                let t99_a5 = Vector(repeating: arena[(((2618496 +% (xi96 *% 4608)) +% (((mb98 *% 6) +% 5) *% 32)) +% k100)])
-                t99_c5_0 = t99_c5_0.addingProduct(t99_a5, t99_b0)
-                t99_c5_1 = t99_c5_1.addingProduct(t99_a5, t99_b1)
+    parallelFor(pool, 2) { part96 in
+      for xi97 in 0..<16 {
+        do {  // gemm102
+          for nb98 in 0..<2 {
+            for mb99 in 0..<24 {
+              var t100_c0_0 = Vector()
+              var t100_c0_1 = Vector()
+              var t100_c1_0 = Vector()
+              var t100_c1_1 = Vector()
+              var t100_c2_0 = Vector()
+              var t100_c2_1 = Vector()
+              var t100_c3_0 = Vector()
+              var t100_c3_1 = Vector()
+              var t100_c4_0 = Vector()
+              var t100_c4_1 = Vector()
+              var t100_c5_0 = Vector()
+              var t100_c5_1 = Vector()
+              for k101 in 0..<32 {
+                let t100_b0 = loadVector(arena, ((((2564096 +% (xi97 *% 2048)) +% (part96 *% 32)) +% (k101 *% 64)) +% (nb98 *% 16)))
+                let t100_b1 = loadVector(arena, (((((2564096 +% (xi97 *% 2048)) +% (part96 *% 32)) +% (k101 *% 64)) +% (nb98 *% 16)) +% 8))
+                let t100_a0 = Vector(repeating: arena[(((2618496 +% (xi97 *% 4608)) +% ((mb99 *% 6) *% 32)) +% k101)])
+                t100_c0_0 = t100_c0_0.addingProduct(t100_a0, t100_b0)
+                t100_c0_1 = t100_c0_1.addingProduct(t100_a0, t100_b1)
+                let t100_a1 = Vector(repeating: arena[(((2618496 +% (xi97 *% 4608)) +% (((mb99 *% 6) +% 1) *% 32)) +% k101)])
+                t100_c1_0 = t100_c1_0.addingProduct(t100_a1, t100_b0)
+                t100_c1_1 = t100_c1_1.addingProduct(t100_a1, t100_b1)
+                let t100_a2 = Vector(repeating: arena[(((2618496 +% (xi97 *% 4608)) +% (((mb99 *% 6) +% 2) *% 32)) +% k101)])
+                t100_c2_0 = t100_c2_0.addingProduct(t100_a2, t100_b0)
+                t100_c2_1 = t100_c2_1.addingProduct(t100_a2, t100_b1)
+                let t100_a3 = Vector(repeating: arena[(((2618496 +% (xi97 *% 4608)) +% (((mb99 *% 6) +% 3) *% 32)) +% k101)])
+                t100_c3_0 = t100_c3_0.addingProduct(t100_a3, t100_b0)
+                t100_c3_1 = t100_c3_1.addingProduct(t100_a3, t100_b1)
+                let t100_a4 = Vector(repeating: arena[(((2618496 +% (xi97 *% 4608)) +% (((mb99 *% 6) +% 4) *% 32)) +% k101)])
+                t100_c4_0 = t100_c4_0.addingProduct(t100_a4, t100_b0)
+                t100_c4_1 = t100_c4_1.addingProduct(t100_a4, t100_b1)
+                let t100_a5 = Vector(repeating: arena[(((2618496 +% (xi97 *% 4608)) +% (((mb99 *% 6) +% 5) *% 32)) +% k101)])
+                t100_c5_0 = t100_c5_0.addingProduct(t100_a5, t100_b0)
+                t100_c5_1 = t100_c5_1.addingProduct(t100_a5, t100_b1)
               }
-              storeVector(arena, ((((2692224 +% (xi96 *% 9216)) +% (part95 *% 32)) +% ((mb98 *% 6) *% 64)) +% (nb97 *% 16)), t99_c0_0)
-              storeVector(arena, (((((2692224 +% (xi96 *% 9216)) +% (part95 *% 32)) +% ((mb98 *% 6) *% 64)) +% (nb97 *% 16)) +% 8), t99_c0_1)
-              storeVector(arena, ((((2692224 +% (xi96 *% 9216)) +% (part95 *% 32)) +% (((mb98 *% 6) +% 1) *% 64)) +% (nb97 *% 16)), t99_c1_0)
-              storeVector(arena, (((((2692224 +% (xi96 *% 9216)) +% (part95 *% 32)) +% (((mb98 *% 6) +% 1) *% 64)) +% (nb97 *% 16)) +% 8), t99_c1_1)
-              storeVector(arena, ((((2692224 +% (xi96 *% 9216)) +% (part95 *% 32)) +% (((mb98 *% 6) +% 2) *% 64)) +% (nb97 *% 16)), t99_c2_0)
-              storeVector(arena, (((((2692224 +% (xi96 *% 9216)) +% (part95 *% 32)) +% (((mb98 *% 6) +% 2) *% 64)) +% (nb97 *% 16)) +% 8), t99_c2_1)
-              storeVector(arena, ((((2692224 +% (xi96 *% 9216)) +% (part95 *% 32)) +% (((mb98 *% 6) +% 3) *% 64)) +% (nb97 *% 16)), t99_c3_0)
-              storeVector(arena, (((((2692224 +% (xi96 *% 9216)) +% (part95 *% 32)) +% (((mb98 *% 6) +% 3) *% 64)) +% (nb97 *% 16)) +% 8), t99_c3_1)
-              storeVector(arena, ((((2692224 +% (xi96 *% 9216)) +% (part95 *% 32)) +% (((mb98 *% 6) +% 4) *% 64)) +% (nb97 *% 16)), t99_c4_0)
-              storeVector(arena, (((((2692224 +% (xi96 *% 9216)) +% (part95 *% 32)) +% (((mb98 *% 6) +% 4) *% 64)) +% (nb97 *% 16)) +% 8), t99_c4_1)
-              storeVector(arena, ((((2692224 +% (xi96 *% 9216)) +% (part95 *% 32)) +% (((mb98 *% 6) +% 5) *% 64)) +% (nb97 *% 16)), t99_c5_0)
-              storeVector(arena, (((((2692224 +% (xi96 *% 9216)) +% (part95 *% 32)) +% (((mb98 *% 6) +% 5) *% 64)) +% (nb97 *% 16)) +% 8), t99_c5_1)
+              storeVector(arena, ((((2692224 +% (xi97 *% 9216)) +% (part96 *% 32)) +% ((mb99 *% 6) *% 64)) +% (nb98 *% 16)), t100_c0_0)
+              storeVector(arena, (((((2692224 +% (xi97 *% 9216)) +% (part96 *% 32)) +% ((mb99 *% 6) *% 64)) +% (nb98 *% 16)) +% 8), t100_c0_1)
+              storeVector(arena, ((((2692224 +% (xi97 *% 9216)) +% (part96 *% 32)) +% (((mb99 *% 6) +% 1) *% 64)) +% (nb98 *% 16)), t100_c1_0)
+              storeVector(arena, (((((2692224 +% (xi97 *% 9216)) +% (part96 *% 32)) +% (((mb99 *% 6) +% 1) *% 64)) +% (nb98 *% 16)) +% 8), t100_c1_1)
+              storeVector(arena, ((((2692224 +% (xi97 *% 9216)) +% (part96 *% 32)) +% (((mb99 *% 6) +% 2) *% 64)) +% (nb98 *% 16)), t100_c2_0)
+              storeVector(arena, (((((2692224 +% (xi97 *% 9216)) +% (part96 *% 32)) +% (((mb99 *% 6) +% 2) *% 64)) +% (nb98 *% 16)) +% 8), t100_c2_1)
+              storeVector(arena, ((((2692224 +% (xi97 *% 9216)) +% (part96 *% 32)) +% (((mb99 *% 6) +% 3) *% 64)) +% (nb98 *% 16)), t100_c3_0)
+              storeVector(arena, (((((2692224 +% (xi97 *% 9216)) +% (part96 *% 32)) +% (((mb99 *% 6) +% 3) *% 64)) +% (nb98 *% 16)) +% 8), t100_c3_1)
+              storeVector(arena, ((((2692224 +% (xi97 *% 9216)) +% (part96 *% 32)) +% (((mb99 *% 6) +% 4) *% 64)) +% (nb98 *% 16)), t100_c4_0)
+              storeVector(arena, (((((2692224 +% (xi97 *% 9216)) +% (part96 *% 32)) +% (((mb99 *% 6) +% 4) *% 64)) +% (nb98 *% 16)) +% 8), t100_c4_1)
+              storeVector(arena, ((((2692224 +% (xi97 *% 9216)) +% (part96 *% 32)) +% (((mb99 *% 6) +% 5) *% 64)) +% (nb98 *% 16)), t100_c5_0)
+              storeVector(arena, (((((2692224 +% (xi97 *% 9216)) +% (part96 *% 32)) +% (((mb99 *% 6) +% 5) *% 64)) +% (nb98 *% 16)) +% 8), t100_c5_1)
             }
           }
         }
       }
-      for j102 in 0..<1 {
-        for ty103 in 0..<12 {
-          for tx104 in 0..<12 {
-            for cv105 in 0..<4 {
-              let w106 = ((loadVector(arena, ((2692224 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))) + loadVector(arena, ((2729088 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8))))) + loadVector(arena, ((2765952 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))))
-              let w107 = ((loadVector(arena, ((2729088 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))) - loadVector(arena, ((2765952 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8))))) - loadVector(arena, ((2802816 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))))
-              let w108 = ((loadVector(arena, ((2701440 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))) + loadVector(arena, ((2738304 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8))))) + loadVector(arena, ((2775168 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))))
-              let w109 = ((loadVector(arena, ((2738304 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))) - loadVector(arena, ((2775168 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8))))) - loadVector(arena, ((2812032 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))))
-              let w110 = ((loadVector(arena, ((2710656 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))) + loadVector(arena, ((2747520 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8))))) + loadVector(arena, ((2784384 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))))
-              let w111 = ((loadVector(arena, ((2747520 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))) - loadVector(arena, ((2784384 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8))))) - loadVector(arena, ((2821248 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))))
-              let w112 = ((loadVector(arena, ((2719872 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))) + loadVector(arena, ((2756736 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8))))) + loadVector(arena, ((2793600 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))))
-              let w113 = ((loadVector(arena, ((2756736 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))) - loadVector(arena, ((2793600 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8))))) - loadVector(arena, ((2830464 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))))
-              let w114 = ((w106 + w108) + w110)
-              let w115 = ((w108 - w110) - w112)
-              let w116 = ((w107 + w109) + w111)
-              let w117 = ((w109 - w111) - w113)
-              let v118 = (w114 + loadVector(params, (18752 +% ((part95 *% 32) +% (cv105 *% 8)))))
-              let best119 = v118
-              let at120 = Vector(repeating: Float((((ty103 *% 2) *% 24) +% (tx104 *% 2))))
-              let v121 = (w115 + loadVector(params, (18752 +% ((part95 *% 32) +% (cv105 *% 8)))))
-              let best122 = best119.replacing(with: v121, where: v121 .> best119)
-              let at123 = at120.replacing(with: Vector(repeating: Float(((((ty103 *% 2) *% 24) +% (tx104 *% 2)) +% 1))), where: v121 .> best119)
-              let v124 = (w116 + loadVector(params, (18752 +% ((part95 *% 32) +% (cv105 *% 8)))))
-              let best125 = best122.replacing(with: v124, where: v124 .> best122)
-              let at126 = at123.replacing(with: Vector(repeating: Float(((((ty103 *% 2) +% 1) *% 24) +% (tx104 *% 2)))), where: v124 .> best122)
-              let v127 = (w117 + loadVector(params, (18752 +% ((part95 *% 32) +% (cv105 *% 8)))))
-              let best128 = best125.replacing(with: v127, where: v127 .> best125)
-              let at129 = at126.replacing(with: Vector(repeating: Float((((((ty103 *% 2) +% 1) *% 24) +% (tx104 *% 2)) +% 1))), where: v127 .> best125)
-              storeVector(arena, ((2839680 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8))), Vector().replacing(with: best128, where: best128 .> Vector()))
-              storeVector(arena, (((2839680 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8))) +% 9216), at129)
+      for j103 in 0..<1 {
+        for ty104 in 0..<12 {
+          for tx105 in 0..<12 {
+            for cv106 in 0..<4 {
+              let w107 = ((loadVector(arena, ((2692224 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8)))) + loadVector(arena, ((2729088 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8))))) + loadVector(arena, ((2765952 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8)))))
+              let w108 = ((loadVector(arena, ((2729088 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8)))) - loadVector(arena, ((2765952 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8))))) - loadVector(arena, ((2802816 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8)))))
+              let w109 = ((loadVector(arena, ((2701440 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8)))) + loadVector(arena, ((2738304 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8))))) + loadVector(arena, ((2775168 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8)))))
+              let w110 = ((loadVector(arena, ((2738304 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8)))) - loadVector(arena, ((2775168 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8))))) - loadVector(arena, ((2812032 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8)))))
+              let w111 = ((loadVector(arena, ((2710656 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8)))) + loadVector(arena, ((2747520 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8))))) + loadVector(arena, ((2784384 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8)))))
+              let w112 = ((loadVector(arena, ((2747520 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8)))) - loadVector(arena, ((2784384 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8))))) - loadVector(arena, ((2821248 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8)))))
+              let w113 = ((loadVector(arena, ((2719872 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8)))) + loadVector(arena, ((2756736 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8))))) + loadVector(arena, ((2793600 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8)))))
+              let w114 = ((loadVector(arena, ((2756736 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8)))) - loadVector(arena, ((2793600 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8))))) - loadVector(arena, ((2830464 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8)))))
+              let w115 = ((w107 + w109) + w111)
+              let w116 = ((w109 - w111) - w113)
+              let w117 = ((w108 + w110) + w112)
+              let w118 = ((w110 - w112) - w114)
+              let v119 = (w115 + loadVector(params, (18752 +% ((part96 *% 32) +% (cv106 *% 8)))))
+              let best120 = v119
+              let at121 = Vector(repeating: Float((((ty104 *% 2) *% 24) +% (tx105 *% 2))))
+              let v122 = (w116 + loadVector(params, (18752 +% ((part96 *% 32) +% (cv106 *% 8)))))
+              let best123 = best120.replacing(with: v122, where: v122 .> best120)
+              let at124 = at121.replacing(with: Vector(repeating: Float(((((ty104 *% 2) *% 24) +% (tx105 *% 2)) +% 1))), where: v122 .> best120)
+              let v125 = (w117 + loadVector(params, (18752 +% ((part96 *% 32) +% (cv106 *% 8)))))
+              let best126 = best123.replacing(with: v125, where: v125 .> best123)
+              let at127 = at124.replacing(with: Vector(repeating: Float(((((ty104 *% 2) +% 1) *% 24) +% (tx105 *% 2)))), where: v125 .> best123)
+              let v128 = (w118 + loadVector(params, (18752 +% ((part96 *% 32) +% (cv106 *% 8)))))
+              let best129 = best126.replacing(with: v128, where: v128 .> best126)
+              let at130 = at127.replacing(with: Vector(repeating: Float((((((ty104 *% 2) +% 1) *% 24) +% (tx105 *% 2)) +% 1))), where: v128 .> best126)
+              storeVector(arena, ((2839680 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8))), Vector().replacing(with: best129, where: best129 .> Vector()))
+              storeVector(arena, (((2839680 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% ((part96 *% 32) +% (cv106 *% 8))) +% 9216), at130)
             }
           }
         }
       }
-      for j130 in 0..<1 {
-        for c131 in 0..<32 {
-          for q132 in 0..<144 {
-            arena[(1384448 +% ((((g54 +% j130) *% 9216) +% (((part95 *% 32) +% c131) *% 144)) +% q132))] = arena[((2839680 +% (((j130 *% 144) +% q132) *% 64)) +% ((part95 *% 32) +% c131))]
+      for j131 in 0..<1 {
+        for c132 in 0..<32 {
+          for q133 in 0..<144 {
+            arena[(1384448 +% ((((g55 +% j131) *% 9216) +% (((part96 *% 32) +% c132) *% 144)) +% q133))] = arena[((2839680 +% (((j131 *% 144) +% q133) *% 64)) +% ((part96 *% 32) +% c132))]
           }
         }
       }
-      for j133 in 0..<1 {
-        for c134 in 0..<32 {
-          for q135 in 0..<144 {
-            arena[(1974272 +% ((((g54 +% j133) *% 9216) +% (((part95 *% 32) +% c134) *% 144)) +% q135))] = arena[((2848896 +% (((j133 *% 144) +% q135) *% 64)) +% ((part95 *% 32) +% c134))]
+      for j134 in 0..<1 {
+        for c135 in 0..<32 {
+          for q136 in 0..<144 {
+            arena[(1974272 +% ((((g55 +% j134) *% 9216) +% (((part96 *% 32) +% c135) *% 144)) +% q136))] = arena[((2848896 +% (((j134 *% 144) +% q136) *% 64)) +% ((part96 *% 32) +% c135))]
           }
         }
       }
@@ -1753,131 +1755,131 @@ public func mnistnet_infer_b64(
   // drop1 = dropout(conv2)
   // flat = flatten(drop1)
   // fc1 = dense_relu(flat)
-  for n136 in 0..<64 {
-    for k137 in 0..<9216 {
-      arena[((8192 +% (k137 *% 64)) +% n136)] = arena[((1384448 +% (n136 *% 9216)) +% k137)]
+  for n137 in 0..<64 {
+    for k138 in 0..<9216 {
+      arena[((8192 +% (k138 *% 64)) +% n137)] = arena[((1384448 +% (n137 *% 9216)) +% k138)]
     }
   }
-  do {  // gemm148
-    for r138 in 0..<128 {
-      for i139 in 0..<8 {
-        storeVector(arena, ((i139 *% 8) +% (598016 +% (r138 *% 64))), Vector(repeating: Float(0)))
+  do {  // gemm149
+    for r139 in 0..<128 {
+      for i140 in 0..<8 {
+        storeVector(arena, ((i140 *% 8) +% (598016 +% (r139 *% 64))), Vector(repeating: Float(0)))
       }
     }
-    for kp140 in 0..<8 {
-      for nb141 in 0..<2 {
-        for mb142 in 0..<32 {
-          var t143_c0_0 = loadVector(arena, ((598016 +% ((mb142 *% 4) *% 64)) +% (nb141 *% 24)))
-          var t143_c0_1 = loadVector(arena, (((598016 +% ((mb142 *% 4) *% 64)) +% (nb141 *% 24)) +% 8))
-          var t143_c0_2 = loadVector(arena, (((598016 +% ((mb142 *% 4) *% 64)) +% (nb141 *% 24)) +% 16))
-          var t143_c1_0 = loadVector(arena, ((598016 +% (((mb142 *% 4) +% 1) *% 64)) +% (nb141 *% 24)))
-          var t143_c1_1 = loadVector(arena, (((598016 +% (((mb142 *% 4) +% 1) *% 64)) +% (nb141 *% 24)) +% 8))
-          var t143_c1_2 = loadVector(arena, (((598016 +% (((mb142 *% 4) +% 1) *% 64)) +% (nb141 *% 24)) +% 16))
-          var t143_c2_0 = loadVector(arena, ((598016 +% (((mb142 *% 4) +% 2) *% 64)) +% (nb141 *% 24)))
-          var t143_c2_1 = loadVector(arena, (((598016 +% (((mb142 *% 4) +% 2) *% 64)) +% (nb141 *% 24)) +% 8))
-          var t143_c2_2 = loadVector(arena, (((598016 +% (((mb142 *% 4) +% 2) *% 64)) +% (nb141 *% 24)) +% 16))
-          var t143_c3_0 = loadVector(arena, ((598016 +% (((mb142 *% 4) +% 3) *% 64)) +% (nb141 *% 24)))
-          var t143_c3_1 = loadVector(arena, (((598016 +% (((mb142 *% 4) +% 3) *% 64)) +% (nb141 *% 24)) +% 8))
-          var t143_c3_2 = loadVector(arena, (((598016 +% (((mb142 *% 4) +% 3) *% 64)) +% (nb141 *% 24)) +% 16))
-          for k144 in 0..<1152 {
-            let t143_b0 = loadVector(arena, ((8192 +% ((k144 +% (kp140 *% 1152)) *% 64)) +% (nb141 *% 24)))
-            let t143_b1 = loadVector(arena, (((8192 +% ((k144 +% (kp140 *% 1152)) *% 64)) +% (nb141 *% 24)) +% 8))
-            let t143_b2 = loadVector(arena, (((8192 +% ((k144 +% (kp140 *% 1152)) *% 64)) +% (nb141 *% 24)) +% 16))
-            let t143_a0 = Vector(repeating: params[((18816 +% ((mb142 *% 4) *% 9216)) +% (k144 +% (kp140 *% 1152)))])
-            t143_c0_0 = t143_c0_0.addingProduct(t143_a0, t143_b0)
-            t143_c0_1 = t143_c0_1.addingProduct(t143_a0, t143_b1)
-            t143_c0_2 = t143_c0_2.addingProduct(t143_a0, t143_b2)
-            let t143_a1 = Vector(repeating: params[((18816 +% (((mb142 *% 4) +% 1) *% 9216)) +% (k144 +% (kp140 *% 1152)))])
-            t143_c1_0 = t143_c1_0.addingProduct(t143_a1, t143_b0)
-            t143_c1_1 = t143_c1_1.addingProduct(t143_a1, t143_b1)
-            t143_c1_2 = t143_c1_2.addingProduct(t143_a1, t143_b2)
-            let t143_a2 = Vector(repeating: params[((18816 +% (((mb142 *% 4) +% 2) *% 9216)) +% (k144 +% (kp140 *% 1152)))])
-            t143_c2_0 = t143_c2_0.addingProduct(t143_a2, t143_b0)
-            t143_c2_1 = t143_c2_1.addingProduct(t143_a2, t143_b1)
-            t143_c2_2 = t143_c2_2.addingProduct(t143_a2, t143_b2)
-            let t143_a3 = Vector(repeating: params[((18816 +% (((mb142 *% 4) +% 3) *% 9216)) +% (k144 +% (kp140 *% 1152)))])
-            t143_c3_0 = t143_c3_0.addingProduct(t143_a3, t143_b0)
-            t143_c3_1 = t143_c3_1.addingProduct(t143_a3, t143_b1)
-            t143_c3_2 = t143_c3_2.addingProduct(t143_a3, t143_b2)
+    for kp141 in 0..<8 {
+      for nb142 in 0..<2 {
+        for mb143 in 0..<32 {
+          var t144_c0_0 = loadVector(arena, ((598016 +% ((mb143 *% 4) *% 64)) +% (nb142 *% 24)))
+          var t144_c0_1 = loadVector(arena, (((598016 +% ((mb143 *% 4) *% 64)) +% (nb142 *% 24)) +% 8))
+          var t144_c0_2 = loadVector(arena, (((598016 +% ((mb143 *% 4) *% 64)) +% (nb142 *% 24)) +% 16))
+          var t144_c1_0 = loadVector(arena, ((598016 +% (((mb143 *% 4) +% 1) *% 64)) +% (nb142 *% 24)))
+          var t144_c1_1 = loadVector(arena, (((598016 +% (((mb143 *% 4) +% 1) *% 64)) +% (nb142 *% 24)) +% 8))
+          var t144_c1_2 = loadVector(arena, (((598016 +% (((mb143 *% 4) +% 1) *% 64)) +% (nb142 *% 24)) +% 16))
+          var t144_c2_0 = loadVector(arena, ((598016 +% (((mb143 *% 4) +% 2) *% 64)) +% (nb142 *% 24)))
+          var t144_c2_1 = loadVector(arena, (((598016 +% (((mb143 *% 4) +% 2) *% 64)) +% (nb142 *% 24)) +% 8))
+          var t144_c2_2 = loadVector(arena, (((598016 +% (((mb143 *% 4) +% 2) *% 64)) +% (nb142 *% 24)) +% 16))
+          var t144_c3_0 = loadVector(arena, ((598016 +% (((mb143 *% 4) +% 3) *% 64)) +% (nb142 *% 24)))
+          var t144_c3_1 = loadVector(arena, (((598016 +% (((mb143 *% 4) +% 3) *% 64)) +% (nb142 *% 24)) +% 8))
+          var t144_c3_2 = loadVector(arena, (((598016 +% (((mb143 *% 4) +% 3) *% 64)) +% (nb142 *% 24)) +% 16))
+          for k145 in 0..<1152 {
+            let t144_b0 = loadVector(arena, ((8192 +% ((k145 +% (kp141 *% 1152)) *% 64)) +% (nb142 *% 24)))
+            let t144_b1 = loadVector(arena, (((8192 +% ((k145 +% (kp141 *% 1152)) *% 64)) +% (nb142 *% 24)) +% 8))
+            let t144_b2 = loadVector(arena, (((8192 +% ((k145 +% (kp141 *% 1152)) *% 64)) +% (nb142 *% 24)) +% 16))
+            let t144_a0 = Vector(repeating: params[((18816 +% ((mb143 *% 4) *% 9216)) +% (k145 +% (kp141 *% 1152)))])
+            t144_c0_0 = t144_c0_0.addingProduct(t144_a0, t144_b0)
+            t144_c0_1 = t144_c0_1.addingProduct(t144_a0, t144_b1)
+            t144_c0_2 = t144_c0_2.addingProduct(t144_a0, t144_b2)
+            let t144_a1 = Vector(repeating: params[((18816 +% (((mb143 *% 4) +% 1) *% 9216)) +% (k145 +% (kp141 *% 1152)))])
+            t144_c1_0 = t144_c1_0.addingProduct(t144_a1, t144_b0)
+            t144_c1_1 = t144_c1_1.addingProduct(t144_a1, t144_b1)
+            t144_c1_2 = t144_c1_2.addingProduct(t144_a1, t144_b2)
+            let t144_a2 = Vector(repeating: params[((18816 +% (((mb143 *% 4) +% 2) *% 9216)) +% (k145 +% (kp141 *% 1152)))])
+            t144_c2_0 = t144_c2_0.addingProduct(t144_a2, t144_b0)
+            t144_c2_1 = t144_c2_1.addingProduct(t144_a2, t144_b1)
+            t144_c2_2 = t144_c2_2.addingProduct(t144_a2, t144_b2)
+            let t144_a3 = Vector(repeating: params[((18816 +% (((mb143 *% 4) +% 3) *% 9216)) +% (k145 +% (kp141 *% 1152)))])
+            t144_c3_0 = t144_c3_0.addingProduct(t144_a3, t144_b0)
+            t144_c3_1 = t144_c3_1.addingProduct(t144_a3, t144_b1)
+            t144_c3_2 = t144_c3_2.addingProduct(t144_a3, t144_b2)
           }
-          storeVector(arena, ((598016 +% ((mb142 *% 4) *% 64)) +% (nb141 *% 24)), t143_c0_0)
-          storeVector(arena, (((598016 +% ((mb142 *% 4) *% 64)) +% (nb141 *% 24)) +% 8), t143_c0_1)
-          storeVector(arena, (((598016 +% ((mb142 *% 4) *% 64)) +% (nb141 *% 24)) +% 16), t143_c0_2)
-          storeVector(arena, ((598016 +% (((mb142 *% 4) +% 1) *% 64)) +% (nb141 *% 24)), t143_c1_0)
-          storeVector(arena, (((598016 +% (((mb142 *% 4) +% 1) *% 64)) +% (nb141 *% 24)) +% 8), t143_c1_1)
-          storeVector(arena, (((598016 +% (((mb142 *% 4) +% 1) *% 64)) +% (nb141 *% 24)) +% 16), t143_c1_2)
-          storeVector(arena, ((598016 +% (((mb142 *% 4) +% 2) *% 64)) +% (nb141 *% 24)), t143_c2_0)
-          storeVector(arena, (((598016 +% (((mb142 *% 4) +% 2) *% 64)) +% (nb141 *% 24)) +% 8), t143_c2_1)
-          storeVector(arena, (((598016 +% (((mb142 *% 4) +% 2) *% 64)) +% (nb141 *% 24)) +% 16), t143_c2_2)
-          storeVector(arena, ((598016 +% (((mb142 *% 4) +% 3) *% 64)) +% (nb141 *% 24)), t143_c3_0)
-          storeVector(arena, (((598016 +% (((mb142 *% 4) +% 3) *% 64)) +% (nb141 *% 24)) +% 8), t143_c3_1)
-          storeVector(arena, (((598016 +% (((mb142 *% 4) +% 3) *% 64)) +% (nb141 *% 24)) +% 16), t143_c3_2)
+          storeVector(arena, ((598016 +% ((mb143 *% 4) *% 64)) +% (nb142 *% 24)), t144_c0_0)
+          storeVector(arena, (((598016 +% ((mb143 *% 4) *% 64)) +% (nb142 *% 24)) +% 8), t144_c0_1)
+          storeVector(arena, (((598016 +% ((mb143 *% 4) *% 64)) +% (nb142 *% 24)) +% 16), t144_c0_2)
+          storeVector(arena, ((598016 +% (((mb143 *% 4) +% 1) *% 64)) +% (nb142 *% 24)), t144_c1_0)
+          storeVector(arena, (((598016 +% (((mb143 *% 4) +% 1) *% 64)) +% (nb142 *% 24)) +% 8), t144_c1_1)
+          storeVector(arena, (((598016 +% (((mb143 *% 4) +% 1) *% 64)) +% (nb142 *% 24)) +% 16), t144_c1_2)
+          storeVector(arena, ((598016 +% (((mb143 *% 4) +% 2) *% 64)) +% (nb142 *% 24)), t144_c2_0)
+          storeVector(arena, (((598016 +% (((mb143 *% 4) +% 2) *% 64)) +% (nb142 *% 24)) +% 8), t144_c2_1)
+          storeVector(arena, (((598016 +% (((mb143 *% 4) +% 2) *% 64)) +% (nb142 *% 24)) +% 16), t144_c2_2)
+          storeVector(arena, ((598016 +% (((mb143 *% 4) +% 3) *% 64)) +% (nb142 *% 24)), t144_c3_0)
+          storeVector(arena, (((598016 +% (((mb143 *% 4) +% 3) *% 64)) +% (nb142 *% 24)) +% 8), t144_c3_1)
+          storeVector(arena, (((598016 +% (((mb143 *% 4) +% 3) *% 64)) +% (nb142 *% 24)) +% 16), t144_c3_2)
         }
       }
-      for mb145 in 0..<32 {
-        var t146_c0_0 = loadVector(arena, ((598016 +% ((mb145 *% 4) *% 64)) +% 48))
-        var t146_c0_1 = loadVector(arena, (((598016 +% ((mb145 *% 4) *% 64)) +% 48) +% 8))
-        var t146_c1_0 = loadVector(arena, ((598016 +% (((mb145 *% 4) +% 1) *% 64)) +% 48))
-        var t146_c1_1 = loadVector(arena, (((598016 +% (((mb145 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t146_c2_0 = loadVector(arena, ((598016 +% (((mb145 *% 4) +% 2) *% 64)) +% 48))
-        var t146_c2_1 = loadVector(arena, (((598016 +% (((mb145 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t146_c3_0 = loadVector(arena, ((598016 +% (((mb145 *% 4) +% 3) *% 64)) +% 48))
-        var t146_c3_1 = loadVector(arena, (((598016 +% (((mb145 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k147 in 0..<1152 {
-          let t146_b0 = loadVector(arena, ((8192 +% ((k147 +% (kp140 *% 1152)) *% 64)) +% 48))
-          let t146_b1 = loadVector(arena, (((8192 +% ((k147 +% (kp140 *% 1152)) *% 64)) +% 48) +% 8))
-          let t146_a0 = Vector(repeating: params[((18816 +% ((mb145 *% 4) *% 9216)) +% (k147 +% (kp140 *% 1152)))])
-          t146_c0_0 = t146_c0_0.addingProduct(t146_a0, t146_b0)
-          t146_c0_1 = t146_c0_1.addingProduct(t146_a0, t146_b1)
-          let t146_a1 = Vector(repeating: params[((18816 +% (((mb145 *% 4) +% 1) *% 9216)) +% (k147 +% (kp140 *% 1152)))])
-          t146_c1_0 = t146_c1_0.addingProduct(t146_a1, t146_b0)
-          t146_c1_1 = t146_c1_1.addingProduct(t146_a1, t146_b1)
-          let t146_a2 = Vector(repeating: params[((18816 +% (((mb145 *% 4) +% 2) *% 9216)) +% (k147 +% (kp140 *% 1152)))])
-          t146_c2_0 = t146_c2_0.addingProduct(t146_a2, t146_b0)
-          t146_c2_1 = t146_c2_1.addingProduct(t146_a2, t146_b1)
-          let t146_a3 = Vector(repeating: params[((18816 +% (((mb145 *% 4) +% 3) *% 9216)) +% (k147 +% (kp140 *% 1152)))])
-          t146_c3_0 = t146_c3_0.addingProduct(t146_a3, t146_b0)
-          t146_c3_1 = t146_c3_1.addingProduct(t146_a3, t146_b1)
+      for mb146 in 0..<32 {
+        var t147_c0_0 = loadVector(arena, ((598016 +% ((mb146 *% 4) *% 64)) +% 48))
+        var t147_c0_1 = loadVector(arena, (((598016 +% ((mb146 *% 4) *% 64)) +% 48) +% 8))
+        var t147_c1_0 = loadVector(arena, ((598016 +% (((mb146 *% 4) +% 1) *% 64)) +% 48))
+        var t147_c1_1 = loadVector(arena, (((598016 +% (((mb146 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t147_c2_0 = loadVector(arena, ((598016 +% (((mb146 *% 4) +% 2) *% 64)) +% 48))
+        var t147_c2_1 = loadVector(arena, (((598016 +% (((mb146 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t147_c3_0 = loadVector(arena, ((598016 +% (((mb146 *% 4) +% 3) *% 64)) +% 48))
+        var t147_c3_1 = loadVector(arena, (((598016 +% (((mb146 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k148 in 0..<1152 {
+          let t147_b0 = loadVector(arena, ((8192 +% ((k148 +% (kp141 *% 1152)) *% 64)) +% 48))
+          let t147_b1 = loadVector(arena, (((8192 +% ((k148 +% (kp141 *% 1152)) *% 64)) +% 48) +% 8))
+          let t147_a0 = Vector(repeating: params[((18816 +% ((mb146 *% 4) *% 9216)) +% (k148 +% (kp141 *% 1152)))])
+          t147_c0_0 = t147_c0_0.addingProduct(t147_a0, t147_b0)
+          t147_c0_1 = t147_c0_1.addingProduct(t147_a0, t147_b1)
+          let t147_a1 = Vector(repeating: params[((18816 +% (((mb146 *% 4) +% 1) *% 9216)) +% (k148 +% (kp141 *% 1152)))])
+          t147_c1_0 = t147_c1_0.addingProduct(t147_a1, t147_b0)
+          t147_c1_1 = t147_c1_1.addingProduct(t147_a1, t147_b1)
+          let t147_a2 = Vector(repeating: params[((18816 +% (((mb146 *% 4) +% 2) *% 9216)) +% (k148 +% (kp141 *% 1152)))])
+          t147_c2_0 = t147_c2_0.addingProduct(t147_a2, t147_b0)
+          t147_c2_1 = t147_c2_1.addingProduct(t147_a2, t147_b1)
+          let t147_a3 = Vector(repeating: params[((18816 +% (((mb146 *% 4) +% 3) *% 9216)) +% (k148 +% (kp141 *% 1152)))])
+          t147_c3_0 = t147_c3_0.addingProduct(t147_a3, t147_b0)
+          t147_c3_1 = t147_c3_1.addingProduct(t147_a3, t147_b1)
         }
-        storeVector(arena, ((598016 +% ((mb145 *% 4) *% 64)) +% 48), t146_c0_0)
-        storeVector(arena, (((598016 +% ((mb145 *% 4) *% 64)) +% 48) +% 8), t146_c0_1)
-        storeVector(arena, ((598016 +% (((mb145 *% 4) +% 1) *% 64)) +% 48), t146_c1_0)
-        storeVector(arena, (((598016 +% (((mb145 *% 4) +% 1) *% 64)) +% 48) +% 8), t146_c1_1)
-        storeVector(arena, ((598016 +% (((mb145 *% 4) +% 2) *% 64)) +% 48), t146_c2_0)
-        storeVector(arena, (((598016 +% (((mb145 *% 4) +% 2) *% 64)) +% 48) +% 8), t146_c2_1)
-        storeVector(arena, ((598016 +% (((mb145 *% 4) +% 3) *% 64)) +% 48), t146_c3_0)
-        storeVector(arena, (((598016 +% (((mb145 *% 4) +% 3) *% 64)) +% 48) +% 8), t146_c3_1)
+        storeVector(arena, ((598016 +% ((mb146 *% 4) *% 64)) +% 48), t147_c0_0)
+        storeVector(arena, (((598016 +% ((mb146 *% 4) *% 64)) +% 48) +% 8), t147_c0_1)
+        storeVector(arena, ((598016 +% (((mb146 *% 4) +% 1) *% 64)) +% 48), t147_c1_0)
+        storeVector(arena, (((598016 +% (((mb146 *% 4) +% 1) *% 64)) +% 48) +% 8), t147_c1_1)
+        storeVector(arena, ((598016 +% (((mb146 *% 4) +% 2) *% 64)) +% 48), t147_c2_0)
+        storeVector(arena, (((598016 +% (((mb146 *% 4) +% 2) *% 64)) +% 48) +% 8), t147_c2_1)
+        storeVector(arena, ((598016 +% (((mb146 *% 4) +% 3) *% 64)) +% 48), t147_c3_0)
+        storeVector(arena, (((598016 +% (((mb146 *% 4) +% 3) *% 64)) +% 48) +% 8), t147_c3_1)
       }
     }
   }
-  for n149 in 0..<64 {
-    for u150 in 0..<128 {
-      arena[((n149 *% 128) +% u150)] = ((arena[((598016 +% (u150 *% 64)) +% n149)] + params[(1198464 +% u150)]) > Float(0) ? (arena[((598016 +% (u150 *% 64)) +% n149)] + params[(1198464 +% u150)]) : Float(0))
+  for n150 in 0..<64 {
+    for u151 in 0..<128 {
+      arena[((n150 *% 128) +% u151)] = ((arena[((598016 +% (u151 *% 64)) +% n150)] + params[(1198464 +% u151)]) > Float(0) ? (arena[((598016 +% (u151 *% 64)) +% n150)] + params[(1198464 +% u151)]) : Float(0))
     }
   }
   // drop2 = dropout(fc1)
   // fc2 = dense(drop2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 1198592, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n151 in 0..<64 {
-    for u152 in 0..<1 {
-      storeVector(arena, ((u152 *% 8) +% (8192 +% (n151 *% 10))), (loadVector(arena, ((u152 *% 8) +% (8192 +% (n151 *% 10)))) + loadVector(params, ((u152 *% 8) +% 1199872))))
+  for n152 in 0..<64 {
+    for u153 in 0..<1 {
+      storeVector(arena, ((u153 *% 8) +% (8192 +% (n152 *% 10))), (loadVector(arena, ((u153 *% 8) +% (8192 +% (n152 *% 10)))) + loadVector(params, ((u153 *% 8) +% 1199872))))
     }
-    for u152 in 0..<1 {
-      storePartial(arena, ((u152 +% 8) +% (8192 +% (n151 *% 10))), (loadPartial(arena, ((u152 +% 8) +% (8192 +% (n151 *% 10))), 2) + loadPartial(params, ((u152 +% 8) +% 1199872), 2)), 2)
+    for u153 in 0..<1 {
+      storePartial(arena, ((u153 +% 8) +% (8192 +% (n152 *% 10))), (loadPartial(arena, ((u153 +% 8) +% (8192 +% (n152 *% 10))), 2) + loadPartial(params, ((u153 +% 8) +% 1199872), 2)), 2)
     }
   }
   // probs = softmax(fc2)
-  for n153 in 0..<64 {
-    var m154: Float = arena[(8192 +% (n153 *% 10))]
-    for k156 in 0..<10 {
-      m154 = { let x = m154, y = arena[((8192 +% (n153 *% 10)) +% k156)]; return y > x ? y : x }()
-    }
-    var s155: Float = Float(0)
+  for n154 in 0..<64 {
+    var m155: Float = arena[(8192 +% (n154 *% 10))]
     for k157 in 0..<10 {
-      s155 = (s155 + exponential((arena[((8192 +% (n153 *% 10)) +% k157)] - m154)))
+      m155 = { let x = m155, y = arena[((8192 +% (n154 *% 10)) +% k157)]; return y > x ? y : x }()
     }
+    var s156: Float = Float(0)
     for k158 in 0..<10 {
-      arena[((n153 *% 10) +% k158)] = (exponential((arena[((8192 +% (n153 *% 10)) +% k158)] - m154)) / s155)
+      s156 = (s156 + exponential((arena[((8192 +% (n154 *% 10)) +% k158)] - m155)))
+    }
+    for k159 in 0..<10 {
+      arena[((n154 *% 10) +% k159)] = (exponential((arena[((8192 +% (n154 *% 10)) +% k159)] - m155)) / s156)
     }
   }
 }

@@ -16341,13 +16341,14 @@ entry:
 ; Function Attrs: noinline
 define internal void @residual_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %part16.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
   br label %conv1.g1
 
-conv1.g1:                                         ; preds = %conv1.j24.end, %entry
-  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j24.end ]
+conv1.g1:                                         ; preds = %conv1.part16.done, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.part16.done ]
   br label %conv1.j2
 
-conv1.g1.end:                                     ; preds = %conv1.j24.end
+conv1.g1.end:                                     ; preds = %conv1.part16.done
   ret void
 
 conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
@@ -16355,8 +16356,32 @@ conv1.j2:                                         ; preds = %conv1.c3.end, %conv
   br label %conv1.c3
 
 conv1.j2.end:                                     ; preds = %conv1.c3.end
-  call void @residual_infer_b64.k0.conv1.gemm23(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  br label %conv1.j24
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 0
+  store ptr %params, ptr %0, align 8
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 1
+  store ptr %grads, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 2
+  store ptr %m, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 3
+  store ptr %v, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 4
+  store ptr %arena, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 5
+  store ptr %images, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 6
+  store ptr %labels, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 7
+  store float %lr, ptr %7, align 4
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 8
+  store i64 %step, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 9
+  store i64 %seed, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 10
+  store ptr %pool, ptr %10, align 8
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 11
+  store i64 %conv1.g11, ptr %11, align 4
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %conv1.part16.serial, label %conv1.part16.pool
 
 conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
   %conv1.c33 = phi i64 [ 0, %conv1.j2 ], [ %c3.next, %conv1.ky4.end ]
@@ -16364,8 +16389,8 @@ conv1.c3:                                         ; preds = %conv1.ky4.end, %con
 
 conv1.c3.end:                                     ; preds = %conv1.ky4.end
   %j2.next = add nsw i64 %conv1.j22, 1
-  %0 = icmp slt i64 %j2.next, 16
-  br i1 %0, label %conv1.j2, label %conv1.j2.end
+  %13 = icmp slt i64 %j2.next, 16
+  br i1 %13, label %conv1.j2, label %conv1.j2.end
 
 conv1.ky4:                                        ; preds = %conv1.oy12.end, %conv1.c3
   %conv1.ky44 = phi i64 [ 0, %conv1.c3 ], [ %ky4.next, %conv1.oy12.end ]
@@ -16373,19 +16398,19 @@ conv1.ky4:                                        ; preds = %conv1.oy12.end, %co
 
 conv1.ky4.end:                                    ; preds = %conv1.oy12.end
   %c3.next = add nsw i64 %conv1.c33, 1
-  %1 = icmp slt i64 %c3.next, 1
-  br i1 %1, label %conv1.c3, label %conv1.c3.end
+  %14 = icmp slt i64 %c3.next, 1
+  br i1 %14, label %conv1.c3, label %conv1.c3.end
 
 conv1.oy5:                                        ; preds = %conv1.endif16, %conv1.ky4
   %conv1.oy55 = phi i64 [ 0, %conv1.ky4 ], [ %oy5.next, %conv1.endif16 ]
-  %2 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %3 = add nsw i64 %2, -1
-  %4 = icmp slt i64 -1, %3
-  %5 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %6 = add nsw i64 %5, -1
-  %7 = icmp slt i64 %6, 28
-  %8 = and i1 %4, %7
-  br i1 %8, label %conv1.then, label %conv1.endif
+  %15 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %16 = add nsw i64 %15, -1
+  %17 = icmp slt i64 -1, %16
+  %18 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %19 = add nsw i64 %18, -1
+  %20 = icmp slt i64 %19, 28
+  %21 = and i1 %17, %20
+  br i1 %21, label %conv1.then, label %conv1.endif
 
 conv1.oy5.end:                                    ; preds = %conv1.endif16
   br label %conv1.oy9
@@ -16394,64 +16419,64 @@ conv1.then:                                       ; preds = %conv1.oy5
   br label %conv1.ox6
 
 conv1.endif:                                      ; preds = %conv1.ox7.end, %conv1.oy5
-  %9 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %10 = add nsw i64 %9, -1
-  %11 = icmp slt i64 %10, 0
-  br i1 %11, label %conv1.then11, label %conv1.endif12
+  %22 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %23 = add nsw i64 %22, -1
+  %24 = icmp slt i64 %23, 0
+  br i1 %24, label %conv1.then11, label %conv1.endif12
 
 conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.then
   %conv1.ox66 = phi i64 [ 0, %conv1.then ], [ %ox6.next, %conv1.ox6 ]
-  %12 = mul nsw i64 %conv1.g11, 16
-  %13 = add nsw i64 %12, %conv1.j22
-  %14 = mul nsw i64 %13, 784
-  %15 = mul nsw i64 %conv1.c33, 784
-  %16 = add nsw i64 %14, %15
-  %17 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %18 = add nsw i64 %17, -1
-  %19 = mul nsw i64 %18, 28
-  %20 = add nsw i64 %16, %19
-  %21 = add nsw i64 %conv1.ox66, 1
-  %22 = add nsw i64 %21, -1
-  %23 = add nsw i64 %20, %22
-  %images7 = getelementptr inbounds float, ptr %images, i64 %23
-  %24 = load float, ptr %images7, align 4
-  %25 = mul nsw i64 %conv1.c33, 3
-  %26 = add nsw i64 %25, %conv1.ky44
-  %27 = mul nsw i64 %26, 3
-  %28 = mul nsw i64 %27, 12560
-  %29 = add nsw i64 802816, %28
-  %30 = mul nsw i64 %conv1.j22, 784
-  %31 = add nsw i64 %29, %30
-  %32 = mul nsw i64 %conv1.oy55, 28
-  %33 = add nsw i64 %conv1.ox66, 1
-  %34 = add nsw i64 %32, %33
-  %35 = add nsw i64 %31, %34
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %35
-  store float %24, ptr %arena8, align 4
+  %25 = mul nsw i64 %conv1.g11, 16
+  %26 = add nsw i64 %25, %conv1.j22
+  %27 = mul nsw i64 %26, 784
+  %28 = mul nsw i64 %conv1.c33, 784
+  %29 = add nsw i64 %27, %28
+  %30 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %31 = add nsw i64 %30, -1
+  %32 = mul nsw i64 %31, 28
+  %33 = add nsw i64 %29, %32
+  %34 = add nsw i64 %conv1.ox66, 1
+  %35 = add nsw i64 %34, -1
+  %36 = add nsw i64 %33, %35
+  %images7 = getelementptr inbounds float, ptr %images, i64 %36
+  %37 = load float, ptr %images7, align 4
+  %38 = mul nsw i64 %conv1.c33, 3
+  %39 = add nsw i64 %38, %conv1.ky44
+  %40 = mul nsw i64 %39, 3
+  %41 = mul nsw i64 %40, 12560
+  %42 = add nsw i64 802816, %41
+  %43 = mul nsw i64 %conv1.j22, 784
+  %44 = add nsw i64 %42, %43
+  %45 = mul nsw i64 %conv1.oy55, 28
+  %46 = add nsw i64 %conv1.ox66, 1
+  %47 = add nsw i64 %45, %46
+  %48 = add nsw i64 %44, %47
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %48
+  store float %37, ptr %arena8, align 4
   %ox6.next = add nsw i64 %conv1.ox66, 1
-  %36 = icmp slt i64 %ox6.next, 27
-  br i1 %36, label %conv1.ox6, label %conv1.ox6.end
+  %49 = icmp slt i64 %ox6.next, 27
+  br i1 %49, label %conv1.ox6, label %conv1.ox6.end
 
 conv1.ox6.end:                                    ; preds = %conv1.ox6
   br label %conv1.ox7
 
 conv1.ox7:                                        ; preds = %conv1.ox7, %conv1.ox6.end
   %conv1.ox79 = phi i64 [ 0, %conv1.ox6.end ], [ %ox7.next, %conv1.ox7 ]
-  %37 = mul nsw i64 %conv1.c33, 3
-  %38 = add nsw i64 %37, %conv1.ky44
-  %39 = mul nsw i64 %38, 3
-  %40 = mul nsw i64 %39, 12560
-  %41 = add nsw i64 802816, %40
-  %42 = mul nsw i64 %conv1.j22, 784
-  %43 = add nsw i64 %41, %42
-  %44 = mul nsw i64 %conv1.oy55, 28
-  %45 = add nsw i64 %44, %conv1.ox79
-  %46 = add nsw i64 %43, %45
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %46
+  %50 = mul nsw i64 %conv1.c33, 3
+  %51 = add nsw i64 %50, %conv1.ky44
+  %52 = mul nsw i64 %51, 3
+  %53 = mul nsw i64 %52, 12560
+  %54 = add nsw i64 802816, %53
+  %55 = mul nsw i64 %conv1.j22, 784
+  %56 = add nsw i64 %54, %55
+  %57 = mul nsw i64 %conv1.oy55, 28
+  %58 = add nsw i64 %57, %conv1.ox79
+  %59 = add nsw i64 %56, %58
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %59
   store float 0.000000e+00, ptr %arena10, align 4
   %ox7.next = add nsw i64 %conv1.ox79, 1
-  %47 = icmp slt i64 %ox7.next, 1
-  br i1 %47, label %conv1.ox7, label %conv1.ox7.end
+  %60 = icmp slt i64 %ox7.next, 1
+  br i1 %60, label %conv1.ox7, label %conv1.ox7.end
 
 conv1.ox7.end:                                    ; preds = %conv1.ox7
   br label %conv1.endif
@@ -16460,28 +16485,28 @@ conv1.then11:                                     ; preds = %conv1.endif
   br label %conv1.ox8
 
 conv1.endif12:                                    ; preds = %conv1.ox8.end, %conv1.endif
-  %48 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %49 = add nsw i64 %48, -1
-  %50 = icmp slt i64 27, %49
-  br i1 %50, label %conv1.then15, label %conv1.endif16
+  %61 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %62 = add nsw i64 %61, -1
+  %63 = icmp slt i64 27, %62
+  br i1 %63, label %conv1.then15, label %conv1.endif16
 
 conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.then11
   %conv1.ox813 = phi i64 [ 0, %conv1.then11 ], [ %ox8.next, %conv1.ox8 ]
-  %51 = mul nsw i64 %conv1.c33, 3
-  %52 = add nsw i64 %51, %conv1.ky44
-  %53 = mul nsw i64 %52, 3
-  %54 = mul nsw i64 %53, 12560
-  %55 = add nsw i64 802816, %54
-  %56 = mul nsw i64 %conv1.j22, 784
-  %57 = add nsw i64 %55, %56
-  %58 = mul nsw i64 %conv1.oy55, 28
-  %59 = add nsw i64 %58, %conv1.ox813
-  %60 = add nsw i64 %57, %59
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %60
+  %64 = mul nsw i64 %conv1.c33, 3
+  %65 = add nsw i64 %64, %conv1.ky44
+  %66 = mul nsw i64 %65, 3
+  %67 = mul nsw i64 %66, 12560
+  %68 = add nsw i64 802816, %67
+  %69 = mul nsw i64 %conv1.j22, 784
+  %70 = add nsw i64 %68, %69
+  %71 = mul nsw i64 %conv1.oy55, 28
+  %72 = add nsw i64 %71, %conv1.ox813
+  %73 = add nsw i64 %70, %72
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %73
   store float 0.000000e+00, ptr %arena14, align 4
   %ox8.next = add nsw i64 %conv1.ox813, 1
-  %61 = icmp slt i64 %ox8.next, 28
-  br i1 %61, label %conv1.ox8, label %conv1.ox8.end
+  %74 = icmp slt i64 %ox8.next, 28
+  br i1 %74, label %conv1.ox8, label %conv1.ox8.end
 
 conv1.ox8.end:                                    ; preds = %conv1.ox8
   br label %conv1.endif12
@@ -16491,40 +16516,40 @@ conv1.then15:                                     ; preds = %conv1.endif12
 
 conv1.endif16:                                    ; preds = %conv1.ox8.end18, %conv1.endif12
   %oy5.next = add nsw i64 %conv1.oy55, 1
-  %62 = icmp slt i64 %oy5.next, 28
-  br i1 %62, label %conv1.oy5, label %conv1.oy5.end
+  %75 = icmp slt i64 %oy5.next, 28
+  br i1 %75, label %conv1.oy5, label %conv1.oy5.end
 
 conv1.ox817:                                      ; preds = %conv1.ox817, %conv1.then15
   %conv1.ox819 = phi i64 [ 0, %conv1.then15 ], [ %ox8.next21, %conv1.ox817 ]
-  %63 = mul nsw i64 %conv1.c33, 3
-  %64 = add nsw i64 %63, %conv1.ky44
-  %65 = mul nsw i64 %64, 3
-  %66 = mul nsw i64 %65, 12560
-  %67 = add nsw i64 802816, %66
-  %68 = mul nsw i64 %conv1.j22, 784
-  %69 = add nsw i64 %67, %68
-  %70 = mul nsw i64 %conv1.oy55, 28
-  %71 = add nsw i64 %70, %conv1.ox819
-  %72 = add nsw i64 %69, %71
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %72
+  %76 = mul nsw i64 %conv1.c33, 3
+  %77 = add nsw i64 %76, %conv1.ky44
+  %78 = mul nsw i64 %77, 3
+  %79 = mul nsw i64 %78, 12560
+  %80 = add nsw i64 802816, %79
+  %81 = mul nsw i64 %conv1.j22, 784
+  %82 = add nsw i64 %80, %81
+  %83 = mul nsw i64 %conv1.oy55, 28
+  %84 = add nsw i64 %83, %conv1.ox819
+  %85 = add nsw i64 %82, %84
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %85
   store float 0.000000e+00, ptr %arena20, align 4
   %ox8.next21 = add nsw i64 %conv1.ox819, 1
-  %73 = icmp slt i64 %ox8.next21, 28
-  br i1 %73, label %conv1.ox817, label %conv1.ox8.end18
+  %86 = icmp slt i64 %ox8.next21, 28
+  br i1 %86, label %conv1.ox817, label %conv1.ox8.end18
 
 conv1.ox8.end18:                                  ; preds = %conv1.ox817
   br label %conv1.endif16
 
 conv1.oy9:                                        ; preds = %conv1.endif33, %conv1.oy5.end
   %conv1.oy922 = phi i64 [ 0, %conv1.oy5.end ], [ %oy9.next, %conv1.endif33 ]
-  %74 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %75 = add nsw i64 %74, -1
-  %76 = icmp slt i64 -1, %75
-  %77 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %78 = add nsw i64 %77, -1
-  %79 = icmp slt i64 %78, 28
-  %80 = and i1 %76, %79
-  br i1 %80, label %conv1.then23, label %conv1.endif24
+  %87 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %88 = add nsw i64 %87, -1
+  %89 = icmp slt i64 -1, %88
+  %90 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %91 = add nsw i64 %90, -1
+  %92 = icmp slt i64 %91, 28
+  %93 = and i1 %89, %92
+  br i1 %93, label %conv1.then23, label %conv1.endif24
 
 conv1.oy9.end:                                    ; preds = %conv1.endif33
   br label %conv1.oy12
@@ -16533,41 +16558,41 @@ conv1.then23:                                     ; preds = %conv1.oy9
   br label %conv1.ox10
 
 conv1.endif24:                                    ; preds = %conv1.ox10.end, %conv1.oy9
-  %81 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %82 = add nsw i64 %81, -1
-  %83 = icmp slt i64 %82, 0
-  br i1 %83, label %conv1.then28, label %conv1.endif29
+  %94 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %95 = add nsw i64 %94, -1
+  %96 = icmp slt i64 %95, 0
+  br i1 %96, label %conv1.then28, label %conv1.endif29
 
 conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.then23
   %conv1.ox1025 = phi i64 [ 0, %conv1.then23 ], [ %ox10.next, %conv1.ox10 ]
-  %84 = mul nsw i64 %conv1.g11, 16
-  %85 = add nsw i64 %84, %conv1.j22
-  %86 = mul nsw i64 %85, 784
-  %87 = mul nsw i64 %conv1.c33, 784
-  %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %90 = add nsw i64 %89, -1
-  %91 = mul nsw i64 %90, 28
-  %92 = add nsw i64 %88, %91
-  %93 = add nsw i64 %92, %conv1.ox1025
-  %images26 = getelementptr inbounds float, ptr %images, i64 %93
-  %94 = load float, ptr %images26, align 4
-  %95 = mul nsw i64 %conv1.c33, 3
-  %96 = add nsw i64 %95, %conv1.ky44
-  %97 = mul nsw i64 %96, 3
-  %98 = add nsw i64 %97, 1
-  %99 = mul nsw i64 %98, 12560
-  %100 = add nsw i64 802816, %99
-  %101 = mul nsw i64 %conv1.j22, 784
-  %102 = add nsw i64 %100, %101
-  %103 = mul nsw i64 %conv1.oy922, 28
-  %104 = add nsw i64 %103, %conv1.ox1025
-  %105 = add nsw i64 %102, %104
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %105
-  store float %94, ptr %arena27, align 4
+  %97 = mul nsw i64 %conv1.g11, 16
+  %98 = add nsw i64 %97, %conv1.j22
+  %99 = mul nsw i64 %98, 784
+  %100 = mul nsw i64 %conv1.c33, 784
+  %101 = add nsw i64 %99, %100
+  %102 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %103 = add nsw i64 %102, -1
+  %104 = mul nsw i64 %103, 28
+  %105 = add nsw i64 %101, %104
+  %106 = add nsw i64 %105, %conv1.ox1025
+  %images26 = getelementptr inbounds float, ptr %images, i64 %106
+  %107 = load float, ptr %images26, align 4
+  %108 = mul nsw i64 %conv1.c33, 3
+  %109 = add nsw i64 %108, %conv1.ky44
+  %110 = mul nsw i64 %109, 3
+  %111 = add nsw i64 %110, 1
+  %112 = mul nsw i64 %111, 12560
+  %113 = add nsw i64 802816, %112
+  %114 = mul nsw i64 %conv1.j22, 784
+  %115 = add nsw i64 %113, %114
+  %116 = mul nsw i64 %conv1.oy922, 28
+  %117 = add nsw i64 %116, %conv1.ox1025
+  %118 = add nsw i64 %115, %117
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %118
+  store float %107, ptr %arena27, align 4
   %ox10.next = add nsw i64 %conv1.ox1025, 1
-  %106 = icmp slt i64 %ox10.next, 28
-  br i1 %106, label %conv1.ox10, label %conv1.ox10.end
+  %119 = icmp slt i64 %ox10.next, 28
+  br i1 %119, label %conv1.ox10, label %conv1.ox10.end
 
 conv1.ox10.end:                                   ; preds = %conv1.ox10
   br label %conv1.endif24
@@ -16576,43 +16601,13 @@ conv1.then28:                                     ; preds = %conv1.endif24
   br label %conv1.ox11
 
 conv1.endif29:                                    ; preds = %conv1.ox11.end, %conv1.endif24
-  %107 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %108 = add nsw i64 %107, -1
-  %109 = icmp slt i64 27, %108
-  br i1 %109, label %conv1.then32, label %conv1.endif33
+  %120 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %121 = add nsw i64 %120, -1
+  %122 = icmp slt i64 27, %121
+  br i1 %122, label %conv1.then32, label %conv1.endif33
 
 conv1.ox11:                                       ; preds = %conv1.ox11, %conv1.then28
   %conv1.ox1130 = phi i64 [ 0, %conv1.then28 ], [ %ox11.next, %conv1.ox11 ]
-  %110 = mul nsw i64 %conv1.c33, 3
-  %111 = add nsw i64 %110, %conv1.ky44
-  %112 = mul nsw i64 %111, 3
-  %113 = add nsw i64 %112, 1
-  %114 = mul nsw i64 %113, 12560
-  %115 = add nsw i64 802816, %114
-  %116 = mul nsw i64 %conv1.j22, 784
-  %117 = add nsw i64 %115, %116
-  %118 = mul nsw i64 %conv1.oy922, 28
-  %119 = add nsw i64 %118, %conv1.ox1130
-  %120 = add nsw i64 %117, %119
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %120
-  store float 0.000000e+00, ptr %arena31, align 4
-  %ox11.next = add nsw i64 %conv1.ox1130, 1
-  %121 = icmp slt i64 %ox11.next, 28
-  br i1 %121, label %conv1.ox11, label %conv1.ox11.end
-
-conv1.ox11.end:                                   ; preds = %conv1.ox11
-  br label %conv1.endif29
-
-conv1.then32:                                     ; preds = %conv1.endif29
-  br label %conv1.ox1134
-
-conv1.endif33:                                    ; preds = %conv1.ox11.end35, %conv1.endif29
-  %oy9.next = add nsw i64 %conv1.oy922, 1
-  %122 = icmp slt i64 %oy9.next, 28
-  br i1 %122, label %conv1.oy9, label %conv1.oy9.end
-
-conv1.ox1134:                                     ; preds = %conv1.ox1134, %conv1.then32
-  %conv1.ox1136 = phi i64 [ 0, %conv1.then32 ], [ %ox11.next38, %conv1.ox1134 ]
   %123 = mul nsw i64 %conv1.c33, 3
   %124 = add nsw i64 %123, %conv1.ky44
   %125 = mul nsw i64 %124, 3
@@ -16622,96 +16617,126 @@ conv1.ox1134:                                     ; preds = %conv1.ox1134, %conv
   %129 = mul nsw i64 %conv1.j22, 784
   %130 = add nsw i64 %128, %129
   %131 = mul nsw i64 %conv1.oy922, 28
-  %132 = add nsw i64 %131, %conv1.ox1136
+  %132 = add nsw i64 %131, %conv1.ox1130
   %133 = add nsw i64 %130, %132
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %133
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %133
+  store float 0.000000e+00, ptr %arena31, align 4
+  %ox11.next = add nsw i64 %conv1.ox1130, 1
+  %134 = icmp slt i64 %ox11.next, 28
+  br i1 %134, label %conv1.ox11, label %conv1.ox11.end
+
+conv1.ox11.end:                                   ; preds = %conv1.ox11
+  br label %conv1.endif29
+
+conv1.then32:                                     ; preds = %conv1.endif29
+  br label %conv1.ox1134
+
+conv1.endif33:                                    ; preds = %conv1.ox11.end35, %conv1.endif29
+  %oy9.next = add nsw i64 %conv1.oy922, 1
+  %135 = icmp slt i64 %oy9.next, 28
+  br i1 %135, label %conv1.oy9, label %conv1.oy9.end
+
+conv1.ox1134:                                     ; preds = %conv1.ox1134, %conv1.then32
+  %conv1.ox1136 = phi i64 [ 0, %conv1.then32 ], [ %ox11.next38, %conv1.ox1134 ]
+  %136 = mul nsw i64 %conv1.c33, 3
+  %137 = add nsw i64 %136, %conv1.ky44
+  %138 = mul nsw i64 %137, 3
+  %139 = add nsw i64 %138, 1
+  %140 = mul nsw i64 %139, 12560
+  %141 = add nsw i64 802816, %140
+  %142 = mul nsw i64 %conv1.j22, 784
+  %143 = add nsw i64 %141, %142
+  %144 = mul nsw i64 %conv1.oy922, 28
+  %145 = add nsw i64 %144, %conv1.ox1136
+  %146 = add nsw i64 %143, %145
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %146
   store float 0.000000e+00, ptr %arena37, align 4
   %ox11.next38 = add nsw i64 %conv1.ox1136, 1
-  %134 = icmp slt i64 %ox11.next38, 28
-  br i1 %134, label %conv1.ox1134, label %conv1.ox11.end35
+  %147 = icmp slt i64 %ox11.next38, 28
+  br i1 %147, label %conv1.ox1134, label %conv1.ox11.end35
 
 conv1.ox11.end35:                                 ; preds = %conv1.ox1134
   br label %conv1.endif33
 
 conv1.oy12:                                       ; preds = %conv1.endif52, %conv1.oy9.end
   %conv1.oy1239 = phi i64 [ 0, %conv1.oy9.end ], [ %oy12.next, %conv1.endif52 ]
-  %135 = add nsw i64 %conv1.oy1239, %conv1.ky44
-  %136 = add nsw i64 %135, -1
-  %137 = icmp slt i64 -1, %136
-  %138 = add nsw i64 %conv1.oy1239, %conv1.ky44
-  %139 = add nsw i64 %138, -1
-  %140 = icmp slt i64 %139, 28
-  %141 = and i1 %137, %140
-  br i1 %141, label %conv1.then40, label %conv1.endif41
+  %148 = add nsw i64 %conv1.oy1239, %conv1.ky44
+  %149 = add nsw i64 %148, -1
+  %150 = icmp slt i64 -1, %149
+  %151 = add nsw i64 %conv1.oy1239, %conv1.ky44
+  %152 = add nsw i64 %151, -1
+  %153 = icmp slt i64 %152, 28
+  %154 = and i1 %150, %153
+  br i1 %154, label %conv1.then40, label %conv1.endif41
 
 conv1.oy12.end:                                   ; preds = %conv1.endif52
   %ky4.next = add nsw i64 %conv1.ky44, 1
-  %142 = icmp slt i64 %ky4.next, 3
-  br i1 %142, label %conv1.ky4, label %conv1.ky4.end
+  %155 = icmp slt i64 %ky4.next, 3
+  br i1 %155, label %conv1.ky4, label %conv1.ky4.end
 
 conv1.then40:                                     ; preds = %conv1.oy12
   br label %conv1.ox13
 
 conv1.endif41:                                    ; preds = %conv1.ox14.end, %conv1.oy12
-  %143 = add nsw i64 %conv1.oy1239, %conv1.ky44
-  %144 = add nsw i64 %143, -1
-  %145 = icmp slt i64 %144, 0
-  br i1 %145, label %conv1.then47, label %conv1.endif48
+  %156 = add nsw i64 %conv1.oy1239, %conv1.ky44
+  %157 = add nsw i64 %156, -1
+  %158 = icmp slt i64 %157, 0
+  br i1 %158, label %conv1.then47, label %conv1.endif48
 
 conv1.ox13:                                       ; preds = %conv1.ox13, %conv1.then40
   %conv1.ox1342 = phi i64 [ 0, %conv1.then40 ], [ %ox13.next, %conv1.ox13 ]
-  %146 = mul nsw i64 %conv1.g11, 16
-  %147 = add nsw i64 %146, %conv1.j22
-  %148 = mul nsw i64 %147, 784
-  %149 = mul nsw i64 %conv1.c33, 784
-  %150 = add nsw i64 %148, %149
-  %151 = add nsw i64 %conv1.oy1239, %conv1.ky44
-  %152 = add nsw i64 %151, -1
-  %153 = mul nsw i64 %152, 28
-  %154 = add nsw i64 %150, %153
-  %155 = add nsw i64 %conv1.ox1342, 1
-  %156 = add nsw i64 %154, %155
-  %images43 = getelementptr inbounds float, ptr %images, i64 %156
-  %157 = load float, ptr %images43, align 4
-  %158 = mul nsw i64 %conv1.c33, 3
-  %159 = add nsw i64 %158, %conv1.ky44
-  %160 = mul nsw i64 %159, 3
-  %161 = add nsw i64 %160, 2
-  %162 = mul nsw i64 %161, 12560
-  %163 = add nsw i64 802816, %162
-  %164 = mul nsw i64 %conv1.j22, 784
-  %165 = add nsw i64 %163, %164
-  %166 = mul nsw i64 %conv1.oy1239, 28
-  %167 = add nsw i64 %166, %conv1.ox1342
-  %168 = add nsw i64 %165, %167
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %168
-  store float %157, ptr %arena44, align 4
+  %159 = mul nsw i64 %conv1.g11, 16
+  %160 = add nsw i64 %159, %conv1.j22
+  %161 = mul nsw i64 %160, 784
+  %162 = mul nsw i64 %conv1.c33, 784
+  %163 = add nsw i64 %161, %162
+  %164 = add nsw i64 %conv1.oy1239, %conv1.ky44
+  %165 = add nsw i64 %164, -1
+  %166 = mul nsw i64 %165, 28
+  %167 = add nsw i64 %163, %166
+  %168 = add nsw i64 %conv1.ox1342, 1
+  %169 = add nsw i64 %167, %168
+  %images43 = getelementptr inbounds float, ptr %images, i64 %169
+  %170 = load float, ptr %images43, align 4
+  %171 = mul nsw i64 %conv1.c33, 3
+  %172 = add nsw i64 %171, %conv1.ky44
+  %173 = mul nsw i64 %172, 3
+  %174 = add nsw i64 %173, 2
+  %175 = mul nsw i64 %174, 12560
+  %176 = add nsw i64 802816, %175
+  %177 = mul nsw i64 %conv1.j22, 784
+  %178 = add nsw i64 %176, %177
+  %179 = mul nsw i64 %conv1.oy1239, 28
+  %180 = add nsw i64 %179, %conv1.ox1342
+  %181 = add nsw i64 %178, %180
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %181
+  store float %170, ptr %arena44, align 4
   %ox13.next = add nsw i64 %conv1.ox1342, 1
-  %169 = icmp slt i64 %ox13.next, 27
-  br i1 %169, label %conv1.ox13, label %conv1.ox13.end
+  %182 = icmp slt i64 %ox13.next, 27
+  br i1 %182, label %conv1.ox13, label %conv1.ox13.end
 
 conv1.ox13.end:                                   ; preds = %conv1.ox13
   br label %conv1.ox14
 
 conv1.ox14:                                       ; preds = %conv1.ox14, %conv1.ox13.end
   %conv1.ox1445 = phi i64 [ 0, %conv1.ox13.end ], [ %ox14.next, %conv1.ox14 ]
-  %170 = mul nsw i64 %conv1.c33, 3
-  %171 = add nsw i64 %170, %conv1.ky44
-  %172 = mul nsw i64 %171, 3
-  %173 = add nsw i64 %172, 2
-  %174 = mul nsw i64 %173, 12560
-  %175 = add nsw i64 802816, %174
-  %176 = mul nsw i64 %conv1.j22, 784
-  %177 = add nsw i64 %175, %176
-  %178 = mul nsw i64 %conv1.oy1239, 28
-  %179 = add nsw i64 %conv1.ox1445, 27
-  %180 = add nsw i64 %178, %179
-  %181 = add nsw i64 %177, %180
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %181
+  %183 = mul nsw i64 %conv1.c33, 3
+  %184 = add nsw i64 %183, %conv1.ky44
+  %185 = mul nsw i64 %184, 3
+  %186 = add nsw i64 %185, 2
+  %187 = mul nsw i64 %186, 12560
+  %188 = add nsw i64 802816, %187
+  %189 = mul nsw i64 %conv1.j22, 784
+  %190 = add nsw i64 %188, %189
+  %191 = mul nsw i64 %conv1.oy1239, 28
+  %192 = add nsw i64 %conv1.ox1445, 27
+  %193 = add nsw i64 %191, %192
+  %194 = add nsw i64 %190, %193
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %194
   store float 0.000000e+00, ptr %arena46, align 4
   %ox14.next = add nsw i64 %conv1.ox1445, 1
-  %182 = icmp slt i64 %ox14.next, 1
-  br i1 %182, label %conv1.ox14, label %conv1.ox14.end
+  %195 = icmp slt i64 %ox14.next, 1
+  br i1 %195, label %conv1.ox14, label %conv1.ox14.end
 
 conv1.ox14.end:                                   ; preds = %conv1.ox14
   br label %conv1.endif41
@@ -16720,43 +16745,13 @@ conv1.then47:                                     ; preds = %conv1.endif41
   br label %conv1.ox15
 
 conv1.endif48:                                    ; preds = %conv1.ox15.end, %conv1.endif41
-  %183 = add nsw i64 %conv1.oy1239, %conv1.ky44
-  %184 = add nsw i64 %183, -1
-  %185 = icmp slt i64 27, %184
-  br i1 %185, label %conv1.then51, label %conv1.endif52
+  %196 = add nsw i64 %conv1.oy1239, %conv1.ky44
+  %197 = add nsw i64 %196, -1
+  %198 = icmp slt i64 27, %197
+  br i1 %198, label %conv1.then51, label %conv1.endif52
 
 conv1.ox15:                                       ; preds = %conv1.ox15, %conv1.then47
   %conv1.ox1549 = phi i64 [ 0, %conv1.then47 ], [ %ox15.next, %conv1.ox15 ]
-  %186 = mul nsw i64 %conv1.c33, 3
-  %187 = add nsw i64 %186, %conv1.ky44
-  %188 = mul nsw i64 %187, 3
-  %189 = add nsw i64 %188, 2
-  %190 = mul nsw i64 %189, 12560
-  %191 = add nsw i64 802816, %190
-  %192 = mul nsw i64 %conv1.j22, 784
-  %193 = add nsw i64 %191, %192
-  %194 = mul nsw i64 %conv1.oy1239, 28
-  %195 = add nsw i64 %194, %conv1.ox1549
-  %196 = add nsw i64 %193, %195
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %196
-  store float 0.000000e+00, ptr %arena50, align 4
-  %ox15.next = add nsw i64 %conv1.ox1549, 1
-  %197 = icmp slt i64 %ox15.next, 28
-  br i1 %197, label %conv1.ox15, label %conv1.ox15.end
-
-conv1.ox15.end:                                   ; preds = %conv1.ox15
-  br label %conv1.endif48
-
-conv1.then51:                                     ; preds = %conv1.endif48
-  br label %conv1.ox1553
-
-conv1.endif52:                                    ; preds = %conv1.ox15.end54, %conv1.endif48
-  %oy12.next = add nsw i64 %conv1.oy1239, 1
-  %198 = icmp slt i64 %oy12.next, 28
-  br i1 %198, label %conv1.oy12, label %conv1.oy12.end
-
-conv1.ox1553:                                     ; preds = %conv1.ox1553, %conv1.then51
-  %conv1.ox1555 = phi i64 [ 0, %conv1.then51 ], [ %ox15.next57, %conv1.ox1553 ]
   %199 = mul nsw i64 %conv1.c33, 3
   %200 = add nsw i64 %199, %conv1.ky44
   %201 = mul nsw i64 %200, 3
@@ -16766,586 +16761,853 @@ conv1.ox1553:                                     ; preds = %conv1.ox1553, %conv
   %205 = mul nsw i64 %conv1.j22, 784
   %206 = add nsw i64 %204, %205
   %207 = mul nsw i64 %conv1.oy1239, 28
-  %208 = add nsw i64 %207, %conv1.ox1555
+  %208 = add nsw i64 %207, %conv1.ox1549
   %209 = add nsw i64 %206, %208
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %209
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %209
+  store float 0.000000e+00, ptr %arena50, align 4
+  %ox15.next = add nsw i64 %conv1.ox1549, 1
+  %210 = icmp slt i64 %ox15.next, 28
+  br i1 %210, label %conv1.ox15, label %conv1.ox15.end
+
+conv1.ox15.end:                                   ; preds = %conv1.ox15
+  br label %conv1.endif48
+
+conv1.then51:                                     ; preds = %conv1.endif48
+  br label %conv1.ox1553
+
+conv1.endif52:                                    ; preds = %conv1.ox15.end54, %conv1.endif48
+  %oy12.next = add nsw i64 %conv1.oy1239, 1
+  %211 = icmp slt i64 %oy12.next, 28
+  br i1 %211, label %conv1.oy12, label %conv1.oy12.end
+
+conv1.ox1553:                                     ; preds = %conv1.ox1553, %conv1.then51
+  %conv1.ox1555 = phi i64 [ 0, %conv1.then51 ], [ %ox15.next57, %conv1.ox1553 ]
+  %212 = mul nsw i64 %conv1.c33, 3
+  %213 = add nsw i64 %212, %conv1.ky44
+  %214 = mul nsw i64 %213, 3
+  %215 = add nsw i64 %214, 2
+  %216 = mul nsw i64 %215, 12560
+  %217 = add nsw i64 802816, %216
+  %218 = mul nsw i64 %conv1.j22, 784
+  %219 = add nsw i64 %217, %218
+  %220 = mul nsw i64 %conv1.oy1239, 28
+  %221 = add nsw i64 %220, %conv1.ox1555
+  %222 = add nsw i64 %219, %221
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %222
   store float 0.000000e+00, ptr %arena56, align 4
   %ox15.next57 = add nsw i64 %conv1.ox1555, 1
-  %210 = icmp slt i64 %ox15.next57, 28
-  br i1 %210, label %conv1.ox1553, label %conv1.ox15.end54
+  %223 = icmp slt i64 %ox15.next57, 28
+  br i1 %223, label %conv1.ox1553, label %conv1.ox15.end54
 
 conv1.ox15.end54:                                 ; preds = %conv1.ox1553
   br label %conv1.endif52
 
-conv1.j24:                                        ; preds = %conv1.f25.end, %conv1.j2.end
-  %conv1.j2458 = phi i64 [ 0, %conv1.j2.end ], [ %j24.next, %conv1.f25.end ]
-  br label %conv1.f25
+conv1.part16.pool:                                ; preds = %conv1.j2.end
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @residual_infer_b64.k0.conv1.part16.task, ptr %part16.context, i64 2)
+  br label %conv1.part16.done
 
-conv1.j24.end:                                    ; preds = %conv1.f25.end
+conv1.part16.serial:                              ; preds = %conv1.j2.end
+  br label %conv1.part16
+
+conv1.part16.done:                                ; preds = %conv1.part16.end, %conv1.part16.pool
   %g1.next = add nsw i64 %conv1.g11, 1
-  %211 = icmp slt i64 %g1.next, 4
-  br i1 %211, label %conv1.g1, label %conv1.g1.end
+  %224 = icmp slt i64 %g1.next, 4
+  br i1 %224, label %conv1.g1, label %conv1.g1.end
 
-conv1.f25:                                        ; preds = %conv1.i26.end, %conv1.j24
-  %conv1.f2559 = phi i64 [ 0, %conv1.j24 ], [ %f25.next, %conv1.i26.end ]
-  br label %conv1.i26
+conv1.part16:                                     ; preds = %conv1.part16, %conv1.part16.serial
+  %conv1.part1658 = phi i64 [ 0, %conv1.part16.serial ], [ %part16.next, %conv1.part16 ]
+  call void @residual_infer_b64.k0.conv1.part16(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv1.g11, i64 %conv1.part1658)
+  %part16.next = add nsw i64 %conv1.part1658, 1
+  %225 = icmp slt i64 %part16.next, 2
+  br i1 %225, label %conv1.part16, label %conv1.part16.end
 
-conv1.f25.end:                                    ; preds = %conv1.i26.end
-  %j24.next = add nsw i64 %conv1.j2458, 1
-  %212 = icmp slt i64 %j24.next, 16
-  br i1 %212, label %conv1.j24, label %conv1.j24.end
-
-conv1.i26:                                        ; preds = %conv1.i26, %conv1.f25
-  %conv1.i2660 = phi i64 [ 0, %conv1.f25 ], [ %i26.next, %conv1.i26 ]
-  %213 = mul nsw i64 %conv1.f2559, 12560
-  %214 = add nsw i64 915856, %213
-  %215 = mul nsw i64 %conv1.j2458, 784
-  %216 = add nsw i64 %214, %215
-  %217 = add nsw i64 %216, %conv1.i2660
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %217
-  %218 = load float, ptr %arena61, align 4
-  %219 = add nsw i64 144, %conv1.f2559
-  %params62 = getelementptr inbounds float, ptr %params, i64 %219
-  %220 = load float, ptr %params62, align 4
-  %221 = fadd float %218, %220
-  %222 = mul nsw i64 %conv1.g11, 16
-  %223 = add nsw i64 %222, %conv1.j2458
-  %224 = mul nsw i64 %223, 12544
-  %225 = mul nsw i64 %conv1.f2559, 784
-  %226 = add nsw i64 %224, %225
-  %227 = add nsw i64 %226, %conv1.i2660
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %227
-  store float %221, ptr %arena63, align 4
-  %i26.next = add nsw i64 %conv1.i2660, 1
-  %228 = icmp slt i64 %i26.next, 784
-  br i1 %228, label %conv1.i26, label %conv1.i26.end
-
-conv1.i26.end:                                    ; preds = %conv1.i26
-  %f25.next = add nsw i64 %conv1.f2559, 1
-  %229 = icmp slt i64 %f25.next, 16
-  br i1 %229, label %conv1.f25, label %conv1.f25.end
+conv1.part16.end:                                 ; preds = %conv1.part16
+  br label %conv1.part16.done
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k0.conv1.gemm23(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_infer_b64.k0.conv1.part16(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %conv1.t21_a3 = alloca <8 x float>, align 32
-  %conv1.t21_a2 = alloca <8 x float>, align 32
-  %conv1.t21_a1 = alloca <8 x float>, align 32
-  %conv1.t21_a0 = alloca <8 x float>, align 32
-  %conv1.t21_b1 = alloca <8 x float>, align 32
-  %conv1.t21_b0 = alloca <8 x float>, align 32
-  %conv1.t21_c3_1 = alloca <8 x float>, align 32
-  %conv1.t21_c3_0 = alloca <8 x float>, align 32
-  %conv1.t21_c2_1 = alloca <8 x float>, align 32
-  %conv1.t21_c2_0 = alloca <8 x float>, align 32
-  %conv1.t21_c1_1 = alloca <8 x float>, align 32
-  %conv1.t21_c1_0 = alloca <8 x float>, align 32
-  %conv1.t21_c0_1 = alloca <8 x float>, align 32
-  %conv1.t21_c0_0 = alloca <8 x float>, align 32
-  %conv1.t18_a3 = alloca <8 x float>, align 32
-  %conv1.t18_a2 = alloca <8 x float>, align 32
-  %conv1.t18_a1 = alloca <8 x float>, align 32
-  %conv1.t18_a0 = alloca <8 x float>, align 32
-  %conv1.t18_b2 = alloca <8 x float>, align 32
-  %conv1.t18_b1 = alloca <8 x float>, align 32
-  %conv1.t18_b0 = alloca <8 x float>, align 32
-  %conv1.t18_c3_2 = alloca <8 x float>, align 32
-  %conv1.t18_c3_1 = alloca <8 x float>, align 32
-  %conv1.t18_c3_0 = alloca <8 x float>, align 32
-  %conv1.t18_c2_2 = alloca <8 x float>, align 32
-  %conv1.t18_c2_1 = alloca <8 x float>, align 32
-  %conv1.t18_c2_0 = alloca <8 x float>, align 32
-  %conv1.t18_c1_2 = alloca <8 x float>, align 32
-  %conv1.t18_c1_1 = alloca <8 x float>, align 32
-  %conv1.t18_c1_0 = alloca <8 x float>, align 32
-  %conv1.t18_c0_2 = alloca <8 x float>, align 32
-  %conv1.t18_c0_1 = alloca <8 x float>, align 32
-  %conv1.t18_c0_0 = alloca <8 x float>, align 32
-  br label %conv1.nb16
+  call void @residual_infer_b64.k0.conv1.part16.gemm24(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
+  br label %conv1.j25
 
-conv1.nb16:                                       ; preds = %conv1.mb17.end, %entry
-  %conv1.nb161 = phi i64 [ 0, %entry ], [ %nb16.next, %conv1.mb17.end ]
-  br label %conv1.mb17
+conv1.j25:                                        ; preds = %conv1.f26.end, %entry
+  %conv1.j251 = phi i64 [ 0, %entry ], [ %j25.next, %conv1.f26.end ]
+  br label %conv1.f26
 
-conv1.nb16.end:                                   ; preds = %conv1.mb17.end
-  br label %conv1.mb20
-
-conv1.mb17:                                       ; preds = %conv1.k19.end, %conv1.nb16
-  %conv1.mb172 = phi i64 [ 0, %conv1.nb16 ], [ %mb17.next, %conv1.k19.end ]
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c3_2, align 32
-  br label %conv1.k19
-
-conv1.mb17.end:                                   ; preds = %conv1.k19.end
-  %nb16.next = add nsw i64 %conv1.nb161, 1
-  %0 = icmp slt i64 %nb16.next, 522
-  br i1 %0, label %conv1.nb16, label %conv1.nb16.end
-
-conv1.k19:                                        ; preds = %conv1.k19, %conv1.mb17
-  %conv1.k193 = phi i64 [ 0, %conv1.mb17 ], [ %k19.next, %conv1.k19 ]
-  %1 = mul nsw i64 %conv1.k193, 12560
-  %2 = add nsw i64 802816, %1
-  %3 = mul nsw i64 %conv1.nb161, 24
-  %4 = add nsw i64 %2, %3
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
-  %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %conv1.t18_b0, align 32
-  %6 = mul nsw i64 %conv1.k193, 12560
-  %7 = add nsw i64 802816, %6
-  %8 = mul nsw i64 %conv1.nb161, 24
-  %9 = add nsw i64 %7, %8
-  %10 = add nsw i64 %9, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
-  %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %conv1.t18_b1, align 32
-  %12 = mul nsw i64 %conv1.k193, 12560
-  %13 = add nsw i64 802816, %12
-  %14 = mul nsw i64 %conv1.nb161, 24
-  %15 = add nsw i64 %13, %14
-  %16 = add nsw i64 %15, 16
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
-  %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %conv1.t18_b2, align 32
-  %18 = mul nsw i64 %conv1.mb172, 4
-  %19 = mul nsw i64 %18, 9
-  %20 = add nsw i64 %19, %conv1.k193
-  %params7 = getelementptr inbounds float, ptr %params, i64 %20
-  %21 = load float, ptr %params7, align 4
-  %22 = insertelement <8 x float> undef, float %21, i32 0
-  %23 = shufflevector <8 x float> %22, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %23, ptr %conv1.t18_a0, align 32
-  %t18_a0 = load <8 x float>, ptr %conv1.t18_a0, align 32
-  %t18_b0 = load <8 x float>, ptr %conv1.t18_b0, align 32
-  %t18_c0_0 = load <8 x float>, ptr %conv1.t18_c0_0, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a0, <8 x float> %t18_b0, <8 x float> %t18_c0_0)
-  store <8 x float> %24, ptr %conv1.t18_c0_0, align 32
-  %t18_a08 = load <8 x float>, ptr %conv1.t18_a0, align 32
-  %t18_b1 = load <8 x float>, ptr %conv1.t18_b1, align 32
-  %t18_c0_1 = load <8 x float>, ptr %conv1.t18_c0_1, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a08, <8 x float> %t18_b1, <8 x float> %t18_c0_1)
-  store <8 x float> %25, ptr %conv1.t18_c0_1, align 32
-  %t18_a09 = load <8 x float>, ptr %conv1.t18_a0, align 32
-  %t18_b2 = load <8 x float>, ptr %conv1.t18_b2, align 32
-  %t18_c0_2 = load <8 x float>, ptr %conv1.t18_c0_2, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a09, <8 x float> %t18_b2, <8 x float> %t18_c0_2)
-  store <8 x float> %26, ptr %conv1.t18_c0_2, align 32
-  %27 = mul nsw i64 %conv1.mb172, 4
-  %28 = add nsw i64 %27, 1
-  %29 = mul nsw i64 %28, 9
-  %30 = add nsw i64 %29, %conv1.k193
-  %params10 = getelementptr inbounds float, ptr %params, i64 %30
-  %31 = load float, ptr %params10, align 4
-  %32 = insertelement <8 x float> undef, float %31, i32 0
-  %33 = shufflevector <8 x float> %32, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %33, ptr %conv1.t18_a1, align 32
-  %t18_a1 = load <8 x float>, ptr %conv1.t18_a1, align 32
-  %t18_b011 = load <8 x float>, ptr %conv1.t18_b0, align 32
-  %t18_c1_0 = load <8 x float>, ptr %conv1.t18_c1_0, align 32
-  %34 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a1, <8 x float> %t18_b011, <8 x float> %t18_c1_0)
-  store <8 x float> %34, ptr %conv1.t18_c1_0, align 32
-  %t18_a112 = load <8 x float>, ptr %conv1.t18_a1, align 32
-  %t18_b113 = load <8 x float>, ptr %conv1.t18_b1, align 32
-  %t18_c1_1 = load <8 x float>, ptr %conv1.t18_c1_1, align 32
-  %35 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a112, <8 x float> %t18_b113, <8 x float> %t18_c1_1)
-  store <8 x float> %35, ptr %conv1.t18_c1_1, align 32
-  %t18_a114 = load <8 x float>, ptr %conv1.t18_a1, align 32
-  %t18_b215 = load <8 x float>, ptr %conv1.t18_b2, align 32
-  %t18_c1_2 = load <8 x float>, ptr %conv1.t18_c1_2, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a114, <8 x float> %t18_b215, <8 x float> %t18_c1_2)
-  store <8 x float> %36, ptr %conv1.t18_c1_2, align 32
-  %37 = mul nsw i64 %conv1.mb172, 4
-  %38 = add nsw i64 %37, 2
-  %39 = mul nsw i64 %38, 9
-  %40 = add nsw i64 %39, %conv1.k193
-  %params16 = getelementptr inbounds float, ptr %params, i64 %40
-  %41 = load float, ptr %params16, align 4
-  %42 = insertelement <8 x float> undef, float %41, i32 0
-  %43 = shufflevector <8 x float> %42, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %43, ptr %conv1.t18_a2, align 32
-  %t18_a2 = load <8 x float>, ptr %conv1.t18_a2, align 32
-  %t18_b017 = load <8 x float>, ptr %conv1.t18_b0, align 32
-  %t18_c2_0 = load <8 x float>, ptr %conv1.t18_c2_0, align 32
-  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a2, <8 x float> %t18_b017, <8 x float> %t18_c2_0)
-  store <8 x float> %44, ptr %conv1.t18_c2_0, align 32
-  %t18_a218 = load <8 x float>, ptr %conv1.t18_a2, align 32
-  %t18_b119 = load <8 x float>, ptr %conv1.t18_b1, align 32
-  %t18_c2_1 = load <8 x float>, ptr %conv1.t18_c2_1, align 32
-  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a218, <8 x float> %t18_b119, <8 x float> %t18_c2_1)
-  store <8 x float> %45, ptr %conv1.t18_c2_1, align 32
-  %t18_a220 = load <8 x float>, ptr %conv1.t18_a2, align 32
-  %t18_b221 = load <8 x float>, ptr %conv1.t18_b2, align 32
-  %t18_c2_2 = load <8 x float>, ptr %conv1.t18_c2_2, align 32
-  %46 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a220, <8 x float> %t18_b221, <8 x float> %t18_c2_2)
-  store <8 x float> %46, ptr %conv1.t18_c2_2, align 32
-  %47 = mul nsw i64 %conv1.mb172, 4
-  %48 = add nsw i64 %47, 3
-  %49 = mul nsw i64 %48, 9
-  %50 = add nsw i64 %49, %conv1.k193
-  %params22 = getelementptr inbounds float, ptr %params, i64 %50
-  %51 = load float, ptr %params22, align 4
-  %52 = insertelement <8 x float> undef, float %51, i32 0
-  %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %53, ptr %conv1.t18_a3, align 32
-  %t18_a3 = load <8 x float>, ptr %conv1.t18_a3, align 32
-  %t18_b023 = load <8 x float>, ptr %conv1.t18_b0, align 32
-  %t18_c3_0 = load <8 x float>, ptr %conv1.t18_c3_0, align 32
-  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a3, <8 x float> %t18_b023, <8 x float> %t18_c3_0)
-  store <8 x float> %54, ptr %conv1.t18_c3_0, align 32
-  %t18_a324 = load <8 x float>, ptr %conv1.t18_a3, align 32
-  %t18_b125 = load <8 x float>, ptr %conv1.t18_b1, align 32
-  %t18_c3_1 = load <8 x float>, ptr %conv1.t18_c3_1, align 32
-  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a324, <8 x float> %t18_b125, <8 x float> %t18_c3_1)
-  store <8 x float> %55, ptr %conv1.t18_c3_1, align 32
-  %t18_a326 = load <8 x float>, ptr %conv1.t18_a3, align 32
-  %t18_b227 = load <8 x float>, ptr %conv1.t18_b2, align 32
-  %t18_c3_2 = load <8 x float>, ptr %conv1.t18_c3_2, align 32
-  %56 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a326, <8 x float> %t18_b227, <8 x float> %t18_c3_2)
-  store <8 x float> %56, ptr %conv1.t18_c3_2, align 32
-  %k19.next = add nsw i64 %conv1.k193, 1
-  %57 = icmp slt i64 %k19.next, 9
-  br i1 %57, label %conv1.k19, label %conv1.k19.end
-
-conv1.k19.end:                                    ; preds = %conv1.k19
-  %t18_c0_028 = load <8 x float>, ptr %conv1.t18_c0_0, align 32
-  %58 = mul nsw i64 %conv1.mb172, 4
-  %59 = mul nsw i64 %58, 12560
-  %60 = add nsw i64 915856, %59
-  %61 = mul nsw i64 %conv1.nb161, 24
-  %62 = add nsw i64 %60, %61
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %62
-  store <8 x float> %t18_c0_028, ptr %arena29, align 4
-  %t18_c0_130 = load <8 x float>, ptr %conv1.t18_c0_1, align 32
-  %63 = mul nsw i64 %conv1.mb172, 4
-  %64 = mul nsw i64 %63, 12560
-  %65 = add nsw i64 915856, %64
-  %66 = mul nsw i64 %conv1.nb161, 24
-  %67 = add nsw i64 %65, %66
-  %68 = add nsw i64 %67, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %68
-  store <8 x float> %t18_c0_130, ptr %arena31, align 4
-  %t18_c0_232 = load <8 x float>, ptr %conv1.t18_c0_2, align 32
-  %69 = mul nsw i64 %conv1.mb172, 4
-  %70 = mul nsw i64 %69, 12560
-  %71 = add nsw i64 915856, %70
-  %72 = mul nsw i64 %conv1.nb161, 24
-  %73 = add nsw i64 %71, %72
-  %74 = add nsw i64 %73, 16
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %74
-  store <8 x float> %t18_c0_232, ptr %arena33, align 4
-  %t18_c1_034 = load <8 x float>, ptr %conv1.t18_c1_0, align 32
-  %75 = mul nsw i64 %conv1.mb172, 4
-  %76 = add nsw i64 %75, 1
-  %77 = mul nsw i64 %76, 12560
-  %78 = add nsw i64 915856, %77
-  %79 = mul nsw i64 %conv1.nb161, 24
-  %80 = add nsw i64 %78, %79
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %80
-  store <8 x float> %t18_c1_034, ptr %arena35, align 4
-  %t18_c1_136 = load <8 x float>, ptr %conv1.t18_c1_1, align 32
-  %81 = mul nsw i64 %conv1.mb172, 4
-  %82 = add nsw i64 %81, 1
-  %83 = mul nsw i64 %82, 12560
-  %84 = add nsw i64 915856, %83
-  %85 = mul nsw i64 %conv1.nb161, 24
-  %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %86, 8
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %87
-  store <8 x float> %t18_c1_136, ptr %arena37, align 4
-  %t18_c1_238 = load <8 x float>, ptr %conv1.t18_c1_2, align 32
-  %88 = mul nsw i64 %conv1.mb172, 4
-  %89 = add nsw i64 %88, 1
-  %90 = mul nsw i64 %89, 12560
-  %91 = add nsw i64 915856, %90
-  %92 = mul nsw i64 %conv1.nb161, 24
-  %93 = add nsw i64 %91, %92
-  %94 = add nsw i64 %93, 16
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %94
-  store <8 x float> %t18_c1_238, ptr %arena39, align 4
-  %t18_c2_040 = load <8 x float>, ptr %conv1.t18_c2_0, align 32
-  %95 = mul nsw i64 %conv1.mb172, 4
-  %96 = add nsw i64 %95, 2
-  %97 = mul nsw i64 %96, 12560
-  %98 = add nsw i64 915856, %97
-  %99 = mul nsw i64 %conv1.nb161, 24
-  %100 = add nsw i64 %98, %99
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %100
-  store <8 x float> %t18_c2_040, ptr %arena41, align 4
-  %t18_c2_142 = load <8 x float>, ptr %conv1.t18_c2_1, align 32
-  %101 = mul nsw i64 %conv1.mb172, 4
-  %102 = add nsw i64 %101, 2
-  %103 = mul nsw i64 %102, 12560
-  %104 = add nsw i64 915856, %103
-  %105 = mul nsw i64 %conv1.nb161, 24
-  %106 = add nsw i64 %104, %105
-  %107 = add nsw i64 %106, 8
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %107
-  store <8 x float> %t18_c2_142, ptr %arena43, align 4
-  %t18_c2_244 = load <8 x float>, ptr %conv1.t18_c2_2, align 32
-  %108 = mul nsw i64 %conv1.mb172, 4
-  %109 = add nsw i64 %108, 2
-  %110 = mul nsw i64 %109, 12560
-  %111 = add nsw i64 915856, %110
-  %112 = mul nsw i64 %conv1.nb161, 24
-  %113 = add nsw i64 %111, %112
-  %114 = add nsw i64 %113, 16
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %114
-  store <8 x float> %t18_c2_244, ptr %arena45, align 4
-  %t18_c3_046 = load <8 x float>, ptr %conv1.t18_c3_0, align 32
-  %115 = mul nsw i64 %conv1.mb172, 4
-  %116 = add nsw i64 %115, 3
-  %117 = mul nsw i64 %116, 12560
-  %118 = add nsw i64 915856, %117
-  %119 = mul nsw i64 %conv1.nb161, 24
-  %120 = add nsw i64 %118, %119
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %120
-  store <8 x float> %t18_c3_046, ptr %arena47, align 4
-  %t18_c3_148 = load <8 x float>, ptr %conv1.t18_c3_1, align 32
-  %121 = mul nsw i64 %conv1.mb172, 4
-  %122 = add nsw i64 %121, 3
-  %123 = mul nsw i64 %122, 12560
-  %124 = add nsw i64 915856, %123
-  %125 = mul nsw i64 %conv1.nb161, 24
-  %126 = add nsw i64 %124, %125
-  %127 = add nsw i64 %126, 8
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %127
-  store <8 x float> %t18_c3_148, ptr %arena49, align 4
-  %t18_c3_250 = load <8 x float>, ptr %conv1.t18_c3_2, align 32
-  %128 = mul nsw i64 %conv1.mb172, 4
-  %129 = add nsw i64 %128, 3
-  %130 = mul nsw i64 %129, 12560
-  %131 = add nsw i64 915856, %130
-  %132 = mul nsw i64 %conv1.nb161, 24
-  %133 = add nsw i64 %131, %132
-  %134 = add nsw i64 %133, 16
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %134
-  store <8 x float> %t18_c3_250, ptr %arena51, align 4
-  %mb17.next = add nsw i64 %conv1.mb172, 1
-  %135 = icmp slt i64 %mb17.next, 4
-  br i1 %135, label %conv1.mb17, label %conv1.mb17.end
-
-conv1.mb20:                                       ; preds = %conv1.k22.end, %conv1.nb16.end
-  %conv1.mb2052 = phi i64 [ 0, %conv1.nb16.end ], [ %mb20.next, %conv1.k22.end ]
-  store <8 x float> zeroinitializer, ptr %conv1.t21_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t21_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t21_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t21_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t21_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t21_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t21_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t21_c3_1, align 32
-  br label %conv1.k22
-
-conv1.mb20.end:                                   ; preds = %conv1.k22.end
+conv1.j25.end:                                    ; preds = %conv1.f26.end
   ret void
 
-conv1.k22:                                        ; preds = %conv1.k22, %conv1.mb20
-  %conv1.k2253 = phi i64 [ 0, %conv1.mb20 ], [ %k22.next, %conv1.k22 ]
-  %136 = mul nsw i64 %conv1.k2253, 12560
-  %137 = add nsw i64 802816, %136
-  %138 = add nsw i64 %137, 12528
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %138
-  %139 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %139, ptr %conv1.t21_b0, align 32
-  %140 = mul nsw i64 %conv1.k2253, 12560
-  %141 = add nsw i64 802816, %140
-  %142 = add nsw i64 %141, 12528
-  %143 = add nsw i64 %142, 8
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %143
-  %144 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %144, ptr %conv1.t21_b1, align 32
-  %145 = mul nsw i64 %conv1.mb2052, 4
-  %146 = mul nsw i64 %145, 9
-  %147 = add nsw i64 %146, %conv1.k2253
-  %params56 = getelementptr inbounds float, ptr %params, i64 %147
-  %148 = load float, ptr %params56, align 4
-  %149 = insertelement <8 x float> undef, float %148, i32 0
-  %150 = shufflevector <8 x float> %149, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %150, ptr %conv1.t21_a0, align 32
-  %t21_a0 = load <8 x float>, ptr %conv1.t21_a0, align 32
-  %t21_b0 = load <8 x float>, ptr %conv1.t21_b0, align 32
-  %t21_c0_0 = load <8 x float>, ptr %conv1.t21_c0_0, align 32
-  %151 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a0, <8 x float> %t21_b0, <8 x float> %t21_c0_0)
-  store <8 x float> %151, ptr %conv1.t21_c0_0, align 32
-  %t21_a057 = load <8 x float>, ptr %conv1.t21_a0, align 32
-  %t21_b1 = load <8 x float>, ptr %conv1.t21_b1, align 32
-  %t21_c0_1 = load <8 x float>, ptr %conv1.t21_c0_1, align 32
-  %152 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a057, <8 x float> %t21_b1, <8 x float> %t21_c0_1)
-  store <8 x float> %152, ptr %conv1.t21_c0_1, align 32
-  %153 = mul nsw i64 %conv1.mb2052, 4
-  %154 = add nsw i64 %153, 1
-  %155 = mul nsw i64 %154, 9
-  %156 = add nsw i64 %155, %conv1.k2253
-  %params58 = getelementptr inbounds float, ptr %params, i64 %156
-  %157 = load float, ptr %params58, align 4
-  %158 = insertelement <8 x float> undef, float %157, i32 0
-  %159 = shufflevector <8 x float> %158, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %159, ptr %conv1.t21_a1, align 32
-  %t21_a1 = load <8 x float>, ptr %conv1.t21_a1, align 32
-  %t21_b059 = load <8 x float>, ptr %conv1.t21_b0, align 32
-  %t21_c1_0 = load <8 x float>, ptr %conv1.t21_c1_0, align 32
-  %160 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a1, <8 x float> %t21_b059, <8 x float> %t21_c1_0)
-  store <8 x float> %160, ptr %conv1.t21_c1_0, align 32
-  %t21_a160 = load <8 x float>, ptr %conv1.t21_a1, align 32
-  %t21_b161 = load <8 x float>, ptr %conv1.t21_b1, align 32
-  %t21_c1_1 = load <8 x float>, ptr %conv1.t21_c1_1, align 32
-  %161 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a160, <8 x float> %t21_b161, <8 x float> %t21_c1_1)
-  store <8 x float> %161, ptr %conv1.t21_c1_1, align 32
-  %162 = mul nsw i64 %conv1.mb2052, 4
-  %163 = add nsw i64 %162, 2
-  %164 = mul nsw i64 %163, 9
-  %165 = add nsw i64 %164, %conv1.k2253
-  %params62 = getelementptr inbounds float, ptr %params, i64 %165
-  %166 = load float, ptr %params62, align 4
-  %167 = insertelement <8 x float> undef, float %166, i32 0
-  %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %conv1.t21_a2, align 32
-  %t21_a2 = load <8 x float>, ptr %conv1.t21_a2, align 32
-  %t21_b063 = load <8 x float>, ptr %conv1.t21_b0, align 32
-  %t21_c2_0 = load <8 x float>, ptr %conv1.t21_c2_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a2, <8 x float> %t21_b063, <8 x float> %t21_c2_0)
-  store <8 x float> %169, ptr %conv1.t21_c2_0, align 32
-  %t21_a264 = load <8 x float>, ptr %conv1.t21_a2, align 32
-  %t21_b165 = load <8 x float>, ptr %conv1.t21_b1, align 32
-  %t21_c2_1 = load <8 x float>, ptr %conv1.t21_c2_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a264, <8 x float> %t21_b165, <8 x float> %t21_c2_1)
-  store <8 x float> %170, ptr %conv1.t21_c2_1, align 32
-  %171 = mul nsw i64 %conv1.mb2052, 4
-  %172 = add nsw i64 %171, 3
-  %173 = mul nsw i64 %172, 9
-  %174 = add nsw i64 %173, %conv1.k2253
-  %params66 = getelementptr inbounds float, ptr %params, i64 %174
-  %175 = load float, ptr %params66, align 4
-  %176 = insertelement <8 x float> undef, float %175, i32 0
-  %177 = shufflevector <8 x float> %176, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %177, ptr %conv1.t21_a3, align 32
-  %t21_a3 = load <8 x float>, ptr %conv1.t21_a3, align 32
-  %t21_b067 = load <8 x float>, ptr %conv1.t21_b0, align 32
-  %t21_c3_0 = load <8 x float>, ptr %conv1.t21_c3_0, align 32
-  %178 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a3, <8 x float> %t21_b067, <8 x float> %t21_c3_0)
-  store <8 x float> %178, ptr %conv1.t21_c3_0, align 32
-  %t21_a368 = load <8 x float>, ptr %conv1.t21_a3, align 32
-  %t21_b169 = load <8 x float>, ptr %conv1.t21_b1, align 32
-  %t21_c3_1 = load <8 x float>, ptr %conv1.t21_c3_1, align 32
-  %179 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a368, <8 x float> %t21_b169, <8 x float> %t21_c3_1)
-  store <8 x float> %179, ptr %conv1.t21_c3_1, align 32
-  %k22.next = add nsw i64 %conv1.k2253, 1
-  %180 = icmp slt i64 %k22.next, 9
-  br i1 %180, label %conv1.k22, label %conv1.k22.end
+conv1.f26:                                        ; preds = %conv1.i27.end, %conv1.j25
+  %conv1.f262 = phi i64 [ 0, %conv1.j25 ], [ %f26.next, %conv1.i27.end ]
+  br label %conv1.i27
 
-conv1.k22.end:                                    ; preds = %conv1.k22
-  %t21_c0_070 = load <8 x float>, ptr %conv1.t21_c0_0, align 32
-  %181 = mul nsw i64 %conv1.mb2052, 4
-  %182 = mul nsw i64 %181, 12560
-  %183 = add nsw i64 915856, %182
-  %184 = add nsw i64 %183, 12528
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %184
-  store <8 x float> %t21_c0_070, ptr %arena71, align 4
-  %t21_c0_172 = load <8 x float>, ptr %conv1.t21_c0_1, align 32
-  %185 = mul nsw i64 %conv1.mb2052, 4
-  %186 = mul nsw i64 %185, 12560
-  %187 = add nsw i64 915856, %186
-  %188 = add nsw i64 %187, 12528
-  %189 = add nsw i64 %188, 8
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %189
-  store <8 x float> %t21_c0_172, ptr %arena73, align 4
-  %t21_c1_074 = load <8 x float>, ptr %conv1.t21_c1_0, align 32
-  %190 = mul nsw i64 %conv1.mb2052, 4
-  %191 = add nsw i64 %190, 1
-  %192 = mul nsw i64 %191, 12560
-  %193 = add nsw i64 915856, %192
-  %194 = add nsw i64 %193, 12528
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %194
-  store <8 x float> %t21_c1_074, ptr %arena75, align 4
-  %t21_c1_176 = load <8 x float>, ptr %conv1.t21_c1_1, align 32
-  %195 = mul nsw i64 %conv1.mb2052, 4
-  %196 = add nsw i64 %195, 1
-  %197 = mul nsw i64 %196, 12560
-  %198 = add nsw i64 915856, %197
-  %199 = add nsw i64 %198, 12528
-  %200 = add nsw i64 %199, 8
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %200
-  store <8 x float> %t21_c1_176, ptr %arena77, align 4
-  %t21_c2_078 = load <8 x float>, ptr %conv1.t21_c2_0, align 32
-  %201 = mul nsw i64 %conv1.mb2052, 4
-  %202 = add nsw i64 %201, 2
-  %203 = mul nsw i64 %202, 12560
-  %204 = add nsw i64 915856, %203
-  %205 = add nsw i64 %204, 12528
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %205
-  store <8 x float> %t21_c2_078, ptr %arena79, align 4
-  %t21_c2_180 = load <8 x float>, ptr %conv1.t21_c2_1, align 32
-  %206 = mul nsw i64 %conv1.mb2052, 4
-  %207 = add nsw i64 %206, 2
-  %208 = mul nsw i64 %207, 12560
-  %209 = add nsw i64 915856, %208
-  %210 = add nsw i64 %209, 12528
-  %211 = add nsw i64 %210, 8
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %211
-  store <8 x float> %t21_c2_180, ptr %arena81, align 4
-  %t21_c3_082 = load <8 x float>, ptr %conv1.t21_c3_0, align 32
-  %212 = mul nsw i64 %conv1.mb2052, 4
-  %213 = add nsw i64 %212, 3
-  %214 = mul nsw i64 %213, 12560
-  %215 = add nsw i64 915856, %214
-  %216 = add nsw i64 %215, 12528
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %216
-  store <8 x float> %t21_c3_082, ptr %arena83, align 4
-  %t21_c3_184 = load <8 x float>, ptr %conv1.t21_c3_1, align 32
-  %217 = mul nsw i64 %conv1.mb2052, 4
-  %218 = add nsw i64 %217, 3
-  %219 = mul nsw i64 %218, 12560
-  %220 = add nsw i64 915856, %219
-  %221 = add nsw i64 %220, 12528
-  %222 = add nsw i64 %221, 8
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %222
-  store <8 x float> %t21_c3_184, ptr %arena85, align 4
-  %mb20.next = add nsw i64 %conv1.mb2052, 1
-  %223 = icmp slt i64 %mb20.next, 4
-  br i1 %223, label %conv1.mb20, label %conv1.mb20.end
+conv1.f26.end:                                    ; preds = %conv1.i27.end
+  %j25.next = add nsw i64 %conv1.j251, 1
+  %2 = icmp slt i64 %j25.next, 16
+  br i1 %2, label %conv1.j25, label %conv1.j25.end
+
+conv1.i27:                                        ; preds = %conv1.i27, %conv1.f26
+  %conv1.i273 = phi i64 [ 0, %conv1.f26 ], [ %i27.next, %conv1.i27 ]
+  %3 = mul nsw i64 %1, 8
+  %4 = add nsw i64 %conv1.f262, %3
+  %5 = mul nsw i64 %4, 12560
+  %6 = add nsw i64 915856, %5
+  %7 = mul nsw i64 %conv1.j251, 784
+  %8 = add nsw i64 %6, %7
+  %9 = add nsw i64 %8, %conv1.i273
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
+  %10 = load float, ptr %arena4, align 4
+  %11 = mul nsw i64 %1, 8
+  %12 = add nsw i64 %conv1.f262, %11
+  %13 = add nsw i64 144, %12
+  %params5 = getelementptr inbounds float, ptr %params, i64 %13
+  %14 = load float, ptr %params5, align 4
+  %15 = fadd float %10, %14
+  %16 = mul nsw i64 %0, 16
+  %17 = add nsw i64 %16, %conv1.j251
+  %18 = mul nsw i64 %17, 12544
+  %19 = mul nsw i64 %1, 8
+  %20 = add nsw i64 %conv1.f262, %19
+  %21 = mul nsw i64 %20, 784
+  %22 = add nsw i64 %18, %21
+  %23 = add nsw i64 %22, %conv1.i273
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %23
+  store float %15, ptr %arena6, align 4
+  %i27.next = add nsw i64 %conv1.i273, 1
+  %24 = icmp slt i64 %i27.next, 784
+  br i1 %24, label %conv1.i27, label %conv1.i27.end
+
+conv1.i27.end:                                    ; preds = %conv1.i27
+  %f26.next = add nsw i64 %conv1.f262, 1
+  %25 = icmp slt i64 %f26.next, 8
+  br i1 %25, label %conv1.f26, label %conv1.f26.end
+}
+
+; Function Attrs: noinline
+define internal void @residual_infer_b64.k0.conv1.part16.gemm24(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %conv1.t22_a3 = alloca <8 x float>, align 32
+  %conv1.t22_a2 = alloca <8 x float>, align 32
+  %conv1.t22_a1 = alloca <8 x float>, align 32
+  %conv1.t22_a0 = alloca <8 x float>, align 32
+  %conv1.t22_b1 = alloca <8 x float>, align 32
+  %conv1.t22_b0 = alloca <8 x float>, align 32
+  %conv1.t22_c3_1 = alloca <8 x float>, align 32
+  %conv1.t22_c3_0 = alloca <8 x float>, align 32
+  %conv1.t22_c2_1 = alloca <8 x float>, align 32
+  %conv1.t22_c2_0 = alloca <8 x float>, align 32
+  %conv1.t22_c1_1 = alloca <8 x float>, align 32
+  %conv1.t22_c1_0 = alloca <8 x float>, align 32
+  %conv1.t22_c0_1 = alloca <8 x float>, align 32
+  %conv1.t22_c0_0 = alloca <8 x float>, align 32
+  %conv1.t19_a3 = alloca <8 x float>, align 32
+  %conv1.t19_a2 = alloca <8 x float>, align 32
+  %conv1.t19_a1 = alloca <8 x float>, align 32
+  %conv1.t19_a0 = alloca <8 x float>, align 32
+  %conv1.t19_b2 = alloca <8 x float>, align 32
+  %conv1.t19_b1 = alloca <8 x float>, align 32
+  %conv1.t19_b0 = alloca <8 x float>, align 32
+  %conv1.t19_c3_2 = alloca <8 x float>, align 32
+  %conv1.t19_c3_1 = alloca <8 x float>, align 32
+  %conv1.t19_c3_0 = alloca <8 x float>, align 32
+  %conv1.t19_c2_2 = alloca <8 x float>, align 32
+  %conv1.t19_c2_1 = alloca <8 x float>, align 32
+  %conv1.t19_c2_0 = alloca <8 x float>, align 32
+  %conv1.t19_c1_2 = alloca <8 x float>, align 32
+  %conv1.t19_c1_1 = alloca <8 x float>, align 32
+  %conv1.t19_c1_0 = alloca <8 x float>, align 32
+  %conv1.t19_c0_2 = alloca <8 x float>, align 32
+  %conv1.t19_c0_1 = alloca <8 x float>, align 32
+  %conv1.t19_c0_0 = alloca <8 x float>, align 32
+  br label %conv1.nb17
+
+conv1.nb17:                                       ; preds = %conv1.mb18.end, %entry
+  %conv1.nb171 = phi i64 [ 0, %entry ], [ %nb17.next, %conv1.mb18.end ]
+  br label %conv1.mb18
+
+conv1.nb17.end:                                   ; preds = %conv1.mb18.end
+  br label %conv1.mb21
+
+conv1.mb18:                                       ; preds = %conv1.k20.end, %conv1.nb17
+  %conv1.mb182 = phi i64 [ 0, %conv1.nb17 ], [ %mb18.next, %conv1.k20.end ]
+  store <8 x float> zeroinitializer, ptr %conv1.t19_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t19_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t19_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t19_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t19_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t19_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t19_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t19_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t19_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t19_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t19_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t19_c3_2, align 32
+  br label %conv1.k20
+
+conv1.mb18.end:                                   ; preds = %conv1.k20.end
+  %nb17.next = add nsw i64 %conv1.nb171, 1
+  %1 = icmp slt i64 %nb17.next, 522
+  br i1 %1, label %conv1.nb17, label %conv1.nb17.end
+
+conv1.k20:                                        ; preds = %conv1.k20, %conv1.mb18
+  %conv1.k203 = phi i64 [ 0, %conv1.mb18 ], [ %k20.next, %conv1.k20 ]
+  %2 = mul nsw i64 %conv1.k203, 12560
+  %3 = add nsw i64 802816, %2
+  %4 = mul nsw i64 %conv1.nb171, 24
+  %5 = add nsw i64 %3, %4
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
+  %6 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %6, ptr %conv1.t19_b0, align 32
+  %7 = mul nsw i64 %conv1.k203, 12560
+  %8 = add nsw i64 802816, %7
+  %9 = mul nsw i64 %conv1.nb171, 24
+  %10 = add nsw i64 %8, %9
+  %11 = add nsw i64 %10, 8
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
+  %12 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %12, ptr %conv1.t19_b1, align 32
+  %13 = mul nsw i64 %conv1.k203, 12560
+  %14 = add nsw i64 802816, %13
+  %15 = mul nsw i64 %conv1.nb171, 24
+  %16 = add nsw i64 %14, %15
+  %17 = add nsw i64 %16, 16
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %17
+  %18 = load <8 x float>, ptr %arena6, align 4
+  store <8 x float> %18, ptr %conv1.t19_b2, align 32
+  %19 = mul nsw i64 %0, 8
+  %20 = mul nsw i64 %19, 9
+  %21 = mul nsw i64 %conv1.mb182, 4
+  %22 = mul nsw i64 %21, 9
+  %23 = add nsw i64 %20, %22
+  %24 = add nsw i64 %23, %conv1.k203
+  %params7 = getelementptr inbounds float, ptr %params, i64 %24
+  %25 = load float, ptr %params7, align 4
+  %26 = insertelement <8 x float> undef, float %25, i32 0
+  %27 = shufflevector <8 x float> %26, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %27, ptr %conv1.t19_a0, align 32
+  %t19_a0 = load <8 x float>, ptr %conv1.t19_a0, align 32
+  %t19_b0 = load <8 x float>, ptr %conv1.t19_b0, align 32
+  %t19_c0_0 = load <8 x float>, ptr %conv1.t19_c0_0, align 32
+  %28 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t19_a0, <8 x float> %t19_b0, <8 x float> %t19_c0_0)
+  store <8 x float> %28, ptr %conv1.t19_c0_0, align 32
+  %t19_a08 = load <8 x float>, ptr %conv1.t19_a0, align 32
+  %t19_b1 = load <8 x float>, ptr %conv1.t19_b1, align 32
+  %t19_c0_1 = load <8 x float>, ptr %conv1.t19_c0_1, align 32
+  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t19_a08, <8 x float> %t19_b1, <8 x float> %t19_c0_1)
+  store <8 x float> %29, ptr %conv1.t19_c0_1, align 32
+  %t19_a09 = load <8 x float>, ptr %conv1.t19_a0, align 32
+  %t19_b2 = load <8 x float>, ptr %conv1.t19_b2, align 32
+  %t19_c0_2 = load <8 x float>, ptr %conv1.t19_c0_2, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t19_a09, <8 x float> %t19_b2, <8 x float> %t19_c0_2)
+  store <8 x float> %30, ptr %conv1.t19_c0_2, align 32
+  %31 = mul nsw i64 %0, 8
+  %32 = mul nsw i64 %31, 9
+  %33 = mul nsw i64 %conv1.mb182, 4
+  %34 = add nsw i64 %33, 1
+  %35 = mul nsw i64 %34, 9
+  %36 = add nsw i64 %32, %35
+  %37 = add nsw i64 %36, %conv1.k203
+  %params10 = getelementptr inbounds float, ptr %params, i64 %37
+  %38 = load float, ptr %params10, align 4
+  %39 = insertelement <8 x float> undef, float %38, i32 0
+  %40 = shufflevector <8 x float> %39, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %40, ptr %conv1.t19_a1, align 32
+  %t19_a1 = load <8 x float>, ptr %conv1.t19_a1, align 32
+  %t19_b011 = load <8 x float>, ptr %conv1.t19_b0, align 32
+  %t19_c1_0 = load <8 x float>, ptr %conv1.t19_c1_0, align 32
+  %41 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t19_a1, <8 x float> %t19_b011, <8 x float> %t19_c1_0)
+  store <8 x float> %41, ptr %conv1.t19_c1_0, align 32
+  %t19_a112 = load <8 x float>, ptr %conv1.t19_a1, align 32
+  %t19_b113 = load <8 x float>, ptr %conv1.t19_b1, align 32
+  %t19_c1_1 = load <8 x float>, ptr %conv1.t19_c1_1, align 32
+  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t19_a112, <8 x float> %t19_b113, <8 x float> %t19_c1_1)
+  store <8 x float> %42, ptr %conv1.t19_c1_1, align 32
+  %t19_a114 = load <8 x float>, ptr %conv1.t19_a1, align 32
+  %t19_b215 = load <8 x float>, ptr %conv1.t19_b2, align 32
+  %t19_c1_2 = load <8 x float>, ptr %conv1.t19_c1_2, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t19_a114, <8 x float> %t19_b215, <8 x float> %t19_c1_2)
+  store <8 x float> %43, ptr %conv1.t19_c1_2, align 32
+  %44 = mul nsw i64 %0, 8
+  %45 = mul nsw i64 %44, 9
+  %46 = mul nsw i64 %conv1.mb182, 4
+  %47 = add nsw i64 %46, 2
+  %48 = mul nsw i64 %47, 9
+  %49 = add nsw i64 %45, %48
+  %50 = add nsw i64 %49, %conv1.k203
+  %params16 = getelementptr inbounds float, ptr %params, i64 %50
+  %51 = load float, ptr %params16, align 4
+  %52 = insertelement <8 x float> undef, float %51, i32 0
+  %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %53, ptr %conv1.t19_a2, align 32
+  %t19_a2 = load <8 x float>, ptr %conv1.t19_a2, align 32
+  %t19_b017 = load <8 x float>, ptr %conv1.t19_b0, align 32
+  %t19_c2_0 = load <8 x float>, ptr %conv1.t19_c2_0, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t19_a2, <8 x float> %t19_b017, <8 x float> %t19_c2_0)
+  store <8 x float> %54, ptr %conv1.t19_c2_0, align 32
+  %t19_a218 = load <8 x float>, ptr %conv1.t19_a2, align 32
+  %t19_b119 = load <8 x float>, ptr %conv1.t19_b1, align 32
+  %t19_c2_1 = load <8 x float>, ptr %conv1.t19_c2_1, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t19_a218, <8 x float> %t19_b119, <8 x float> %t19_c2_1)
+  store <8 x float> %55, ptr %conv1.t19_c2_1, align 32
+  %t19_a220 = load <8 x float>, ptr %conv1.t19_a2, align 32
+  %t19_b221 = load <8 x float>, ptr %conv1.t19_b2, align 32
+  %t19_c2_2 = load <8 x float>, ptr %conv1.t19_c2_2, align 32
+  %56 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t19_a220, <8 x float> %t19_b221, <8 x float> %t19_c2_2)
+  store <8 x float> %56, ptr %conv1.t19_c2_2, align 32
+  %57 = mul nsw i64 %0, 8
+  %58 = mul nsw i64 %57, 9
+  %59 = mul nsw i64 %conv1.mb182, 4
+  %60 = add nsw i64 %59, 3
+  %61 = mul nsw i64 %60, 9
+  %62 = add nsw i64 %58, %61
+  %63 = add nsw i64 %62, %conv1.k203
+  %params22 = getelementptr inbounds float, ptr %params, i64 %63
+  %64 = load float, ptr %params22, align 4
+  %65 = insertelement <8 x float> undef, float %64, i32 0
+  %66 = shufflevector <8 x float> %65, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %66, ptr %conv1.t19_a3, align 32
+  %t19_a3 = load <8 x float>, ptr %conv1.t19_a3, align 32
+  %t19_b023 = load <8 x float>, ptr %conv1.t19_b0, align 32
+  %t19_c3_0 = load <8 x float>, ptr %conv1.t19_c3_0, align 32
+  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t19_a3, <8 x float> %t19_b023, <8 x float> %t19_c3_0)
+  store <8 x float> %67, ptr %conv1.t19_c3_0, align 32
+  %t19_a324 = load <8 x float>, ptr %conv1.t19_a3, align 32
+  %t19_b125 = load <8 x float>, ptr %conv1.t19_b1, align 32
+  %t19_c3_1 = load <8 x float>, ptr %conv1.t19_c3_1, align 32
+  %68 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t19_a324, <8 x float> %t19_b125, <8 x float> %t19_c3_1)
+  store <8 x float> %68, ptr %conv1.t19_c3_1, align 32
+  %t19_a326 = load <8 x float>, ptr %conv1.t19_a3, align 32
+  %t19_b227 = load <8 x float>, ptr %conv1.t19_b2, align 32
+  %t19_c3_2 = load <8 x float>, ptr %conv1.t19_c3_2, align 32
+  %69 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t19_a326, <8 x float> %t19_b227, <8 x float> %t19_c3_2)
+  store <8 x float> %69, ptr %conv1.t19_c3_2, align 32
+  %k20.next = add nsw i64 %conv1.k203, 1
+  %70 = icmp slt i64 %k20.next, 9
+  br i1 %70, label %conv1.k20, label %conv1.k20.end
+
+conv1.k20.end:                                    ; preds = %conv1.k20
+  %t19_c0_028 = load <8 x float>, ptr %conv1.t19_c0_0, align 32
+  %71 = mul nsw i64 %0, 8
+  %72 = mul nsw i64 %71, 12560
+  %73 = add nsw i64 915856, %72
+  %74 = mul nsw i64 %conv1.mb182, 4
+  %75 = mul nsw i64 %74, 12560
+  %76 = add nsw i64 %73, %75
+  %77 = mul nsw i64 %conv1.nb171, 24
+  %78 = add nsw i64 %76, %77
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %78
+  store <8 x float> %t19_c0_028, ptr %arena29, align 4
+  %t19_c0_130 = load <8 x float>, ptr %conv1.t19_c0_1, align 32
+  %79 = mul nsw i64 %0, 8
+  %80 = mul nsw i64 %79, 12560
+  %81 = add nsw i64 915856, %80
+  %82 = mul nsw i64 %conv1.mb182, 4
+  %83 = mul nsw i64 %82, 12560
+  %84 = add nsw i64 %81, %83
+  %85 = mul nsw i64 %conv1.nb171, 24
+  %86 = add nsw i64 %84, %85
+  %87 = add nsw i64 %86, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %87
+  store <8 x float> %t19_c0_130, ptr %arena31, align 4
+  %t19_c0_232 = load <8 x float>, ptr %conv1.t19_c0_2, align 32
+  %88 = mul nsw i64 %0, 8
+  %89 = mul nsw i64 %88, 12560
+  %90 = add nsw i64 915856, %89
+  %91 = mul nsw i64 %conv1.mb182, 4
+  %92 = mul nsw i64 %91, 12560
+  %93 = add nsw i64 %90, %92
+  %94 = mul nsw i64 %conv1.nb171, 24
+  %95 = add nsw i64 %93, %94
+  %96 = add nsw i64 %95, 16
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %96
+  store <8 x float> %t19_c0_232, ptr %arena33, align 4
+  %t19_c1_034 = load <8 x float>, ptr %conv1.t19_c1_0, align 32
+  %97 = mul nsw i64 %0, 8
+  %98 = mul nsw i64 %97, 12560
+  %99 = add nsw i64 915856, %98
+  %100 = mul nsw i64 %conv1.mb182, 4
+  %101 = add nsw i64 %100, 1
+  %102 = mul nsw i64 %101, 12560
+  %103 = add nsw i64 %99, %102
+  %104 = mul nsw i64 %conv1.nb171, 24
+  %105 = add nsw i64 %103, %104
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %105
+  store <8 x float> %t19_c1_034, ptr %arena35, align 4
+  %t19_c1_136 = load <8 x float>, ptr %conv1.t19_c1_1, align 32
+  %106 = mul nsw i64 %0, 8
+  %107 = mul nsw i64 %106, 12560
+  %108 = add nsw i64 915856, %107
+  %109 = mul nsw i64 %conv1.mb182, 4
+  %110 = add nsw i64 %109, 1
+  %111 = mul nsw i64 %110, 12560
+  %112 = add nsw i64 %108, %111
+  %113 = mul nsw i64 %conv1.nb171, 24
+  %114 = add nsw i64 %112, %113
+  %115 = add nsw i64 %114, 8
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %115
+  store <8 x float> %t19_c1_136, ptr %arena37, align 4
+  %t19_c1_238 = load <8 x float>, ptr %conv1.t19_c1_2, align 32
+  %116 = mul nsw i64 %0, 8
+  %117 = mul nsw i64 %116, 12560
+  %118 = add nsw i64 915856, %117
+  %119 = mul nsw i64 %conv1.mb182, 4
+  %120 = add nsw i64 %119, 1
+  %121 = mul nsw i64 %120, 12560
+  %122 = add nsw i64 %118, %121
+  %123 = mul nsw i64 %conv1.nb171, 24
+  %124 = add nsw i64 %122, %123
+  %125 = add nsw i64 %124, 16
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %125
+  store <8 x float> %t19_c1_238, ptr %arena39, align 4
+  %t19_c2_040 = load <8 x float>, ptr %conv1.t19_c2_0, align 32
+  %126 = mul nsw i64 %0, 8
+  %127 = mul nsw i64 %126, 12560
+  %128 = add nsw i64 915856, %127
+  %129 = mul nsw i64 %conv1.mb182, 4
+  %130 = add nsw i64 %129, 2
+  %131 = mul nsw i64 %130, 12560
+  %132 = add nsw i64 %128, %131
+  %133 = mul nsw i64 %conv1.nb171, 24
+  %134 = add nsw i64 %132, %133
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %134
+  store <8 x float> %t19_c2_040, ptr %arena41, align 4
+  %t19_c2_142 = load <8 x float>, ptr %conv1.t19_c2_1, align 32
+  %135 = mul nsw i64 %0, 8
+  %136 = mul nsw i64 %135, 12560
+  %137 = add nsw i64 915856, %136
+  %138 = mul nsw i64 %conv1.mb182, 4
+  %139 = add nsw i64 %138, 2
+  %140 = mul nsw i64 %139, 12560
+  %141 = add nsw i64 %137, %140
+  %142 = mul nsw i64 %conv1.nb171, 24
+  %143 = add nsw i64 %141, %142
+  %144 = add nsw i64 %143, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %144
+  store <8 x float> %t19_c2_142, ptr %arena43, align 4
+  %t19_c2_244 = load <8 x float>, ptr %conv1.t19_c2_2, align 32
+  %145 = mul nsw i64 %0, 8
+  %146 = mul nsw i64 %145, 12560
+  %147 = add nsw i64 915856, %146
+  %148 = mul nsw i64 %conv1.mb182, 4
+  %149 = add nsw i64 %148, 2
+  %150 = mul nsw i64 %149, 12560
+  %151 = add nsw i64 %147, %150
+  %152 = mul nsw i64 %conv1.nb171, 24
+  %153 = add nsw i64 %151, %152
+  %154 = add nsw i64 %153, 16
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %154
+  store <8 x float> %t19_c2_244, ptr %arena45, align 4
+  %t19_c3_046 = load <8 x float>, ptr %conv1.t19_c3_0, align 32
+  %155 = mul nsw i64 %0, 8
+  %156 = mul nsw i64 %155, 12560
+  %157 = add nsw i64 915856, %156
+  %158 = mul nsw i64 %conv1.mb182, 4
+  %159 = add nsw i64 %158, 3
+  %160 = mul nsw i64 %159, 12560
+  %161 = add nsw i64 %157, %160
+  %162 = mul nsw i64 %conv1.nb171, 24
+  %163 = add nsw i64 %161, %162
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %163
+  store <8 x float> %t19_c3_046, ptr %arena47, align 4
+  %t19_c3_148 = load <8 x float>, ptr %conv1.t19_c3_1, align 32
+  %164 = mul nsw i64 %0, 8
+  %165 = mul nsw i64 %164, 12560
+  %166 = add nsw i64 915856, %165
+  %167 = mul nsw i64 %conv1.mb182, 4
+  %168 = add nsw i64 %167, 3
+  %169 = mul nsw i64 %168, 12560
+  %170 = add nsw i64 %166, %169
+  %171 = mul nsw i64 %conv1.nb171, 24
+  %172 = add nsw i64 %170, %171
+  %173 = add nsw i64 %172, 8
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %173
+  store <8 x float> %t19_c3_148, ptr %arena49, align 4
+  %t19_c3_250 = load <8 x float>, ptr %conv1.t19_c3_2, align 32
+  %174 = mul nsw i64 %0, 8
+  %175 = mul nsw i64 %174, 12560
+  %176 = add nsw i64 915856, %175
+  %177 = mul nsw i64 %conv1.mb182, 4
+  %178 = add nsw i64 %177, 3
+  %179 = mul nsw i64 %178, 12560
+  %180 = add nsw i64 %176, %179
+  %181 = mul nsw i64 %conv1.nb171, 24
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, 16
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %183
+  store <8 x float> %t19_c3_250, ptr %arena51, align 4
+  %mb18.next = add nsw i64 %conv1.mb182, 1
+  %184 = icmp slt i64 %mb18.next, 2
+  br i1 %184, label %conv1.mb18, label %conv1.mb18.end
+
+conv1.mb21:                                       ; preds = %conv1.k23.end, %conv1.nb17.end
+  %conv1.mb2152 = phi i64 [ 0, %conv1.nb17.end ], [ %mb21.next, %conv1.k23.end ]
+  store <8 x float> zeroinitializer, ptr %conv1.t22_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t22_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t22_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t22_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t22_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t22_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t22_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t22_c3_1, align 32
+  br label %conv1.k23
+
+conv1.mb21.end:                                   ; preds = %conv1.k23.end
+  ret void
+
+conv1.k23:                                        ; preds = %conv1.k23, %conv1.mb21
+  %conv1.k2353 = phi i64 [ 0, %conv1.mb21 ], [ %k23.next, %conv1.k23 ]
+  %185 = mul nsw i64 %conv1.k2353, 12560
+  %186 = add nsw i64 802816, %185
+  %187 = add nsw i64 %186, 12528
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %187
+  %188 = load <8 x float>, ptr %arena54, align 4
+  store <8 x float> %188, ptr %conv1.t22_b0, align 32
+  %189 = mul nsw i64 %conv1.k2353, 12560
+  %190 = add nsw i64 802816, %189
+  %191 = add nsw i64 %190, 12528
+  %192 = add nsw i64 %191, 8
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %192
+  %193 = load <8 x float>, ptr %arena55, align 4
+  store <8 x float> %193, ptr %conv1.t22_b1, align 32
+  %194 = mul nsw i64 %0, 8
+  %195 = mul nsw i64 %194, 9
+  %196 = mul nsw i64 %conv1.mb2152, 4
+  %197 = mul nsw i64 %196, 9
+  %198 = add nsw i64 %195, %197
+  %199 = add nsw i64 %198, %conv1.k2353
+  %params56 = getelementptr inbounds float, ptr %params, i64 %199
+  %200 = load float, ptr %params56, align 4
+  %201 = insertelement <8 x float> undef, float %200, i32 0
+  %202 = shufflevector <8 x float> %201, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %202, ptr %conv1.t22_a0, align 32
+  %t22_a0 = load <8 x float>, ptr %conv1.t22_a0, align 32
+  %t22_b0 = load <8 x float>, ptr %conv1.t22_b0, align 32
+  %t22_c0_0 = load <8 x float>, ptr %conv1.t22_c0_0, align 32
+  %203 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a0, <8 x float> %t22_b0, <8 x float> %t22_c0_0)
+  store <8 x float> %203, ptr %conv1.t22_c0_0, align 32
+  %t22_a057 = load <8 x float>, ptr %conv1.t22_a0, align 32
+  %t22_b1 = load <8 x float>, ptr %conv1.t22_b1, align 32
+  %t22_c0_1 = load <8 x float>, ptr %conv1.t22_c0_1, align 32
+  %204 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a057, <8 x float> %t22_b1, <8 x float> %t22_c0_1)
+  store <8 x float> %204, ptr %conv1.t22_c0_1, align 32
+  %205 = mul nsw i64 %0, 8
+  %206 = mul nsw i64 %205, 9
+  %207 = mul nsw i64 %conv1.mb2152, 4
+  %208 = add nsw i64 %207, 1
+  %209 = mul nsw i64 %208, 9
+  %210 = add nsw i64 %206, %209
+  %211 = add nsw i64 %210, %conv1.k2353
+  %params58 = getelementptr inbounds float, ptr %params, i64 %211
+  %212 = load float, ptr %params58, align 4
+  %213 = insertelement <8 x float> undef, float %212, i32 0
+  %214 = shufflevector <8 x float> %213, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %214, ptr %conv1.t22_a1, align 32
+  %t22_a1 = load <8 x float>, ptr %conv1.t22_a1, align 32
+  %t22_b059 = load <8 x float>, ptr %conv1.t22_b0, align 32
+  %t22_c1_0 = load <8 x float>, ptr %conv1.t22_c1_0, align 32
+  %215 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a1, <8 x float> %t22_b059, <8 x float> %t22_c1_0)
+  store <8 x float> %215, ptr %conv1.t22_c1_0, align 32
+  %t22_a160 = load <8 x float>, ptr %conv1.t22_a1, align 32
+  %t22_b161 = load <8 x float>, ptr %conv1.t22_b1, align 32
+  %t22_c1_1 = load <8 x float>, ptr %conv1.t22_c1_1, align 32
+  %216 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a160, <8 x float> %t22_b161, <8 x float> %t22_c1_1)
+  store <8 x float> %216, ptr %conv1.t22_c1_1, align 32
+  %217 = mul nsw i64 %0, 8
+  %218 = mul nsw i64 %217, 9
+  %219 = mul nsw i64 %conv1.mb2152, 4
+  %220 = add nsw i64 %219, 2
+  %221 = mul nsw i64 %220, 9
+  %222 = add nsw i64 %218, %221
+  %223 = add nsw i64 %222, %conv1.k2353
+  %params62 = getelementptr inbounds float, ptr %params, i64 %223
+  %224 = load float, ptr %params62, align 4
+  %225 = insertelement <8 x float> undef, float %224, i32 0
+  %226 = shufflevector <8 x float> %225, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %226, ptr %conv1.t22_a2, align 32
+  %t22_a2 = load <8 x float>, ptr %conv1.t22_a2, align 32
+  %t22_b063 = load <8 x float>, ptr %conv1.t22_b0, align 32
+  %t22_c2_0 = load <8 x float>, ptr %conv1.t22_c2_0, align 32
+  %227 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a2, <8 x float> %t22_b063, <8 x float> %t22_c2_0)
+  store <8 x float> %227, ptr %conv1.t22_c2_0, align 32
+  %t22_a264 = load <8 x float>, ptr %conv1.t22_a2, align 32
+  %t22_b165 = load <8 x float>, ptr %conv1.t22_b1, align 32
+  %t22_c2_1 = load <8 x float>, ptr %conv1.t22_c2_1, align 32
+  %228 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a264, <8 x float> %t22_b165, <8 x float> %t22_c2_1)
+  store <8 x float> %228, ptr %conv1.t22_c2_1, align 32
+  %229 = mul nsw i64 %0, 8
+  %230 = mul nsw i64 %229, 9
+  %231 = mul nsw i64 %conv1.mb2152, 4
+  %232 = add nsw i64 %231, 3
+  %233 = mul nsw i64 %232, 9
+  %234 = add nsw i64 %230, %233
+  %235 = add nsw i64 %234, %conv1.k2353
+  %params66 = getelementptr inbounds float, ptr %params, i64 %235
+  %236 = load float, ptr %params66, align 4
+  %237 = insertelement <8 x float> undef, float %236, i32 0
+  %238 = shufflevector <8 x float> %237, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %238, ptr %conv1.t22_a3, align 32
+  %t22_a3 = load <8 x float>, ptr %conv1.t22_a3, align 32
+  %t22_b067 = load <8 x float>, ptr %conv1.t22_b0, align 32
+  %t22_c3_0 = load <8 x float>, ptr %conv1.t22_c3_0, align 32
+  %239 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a3, <8 x float> %t22_b067, <8 x float> %t22_c3_0)
+  store <8 x float> %239, ptr %conv1.t22_c3_0, align 32
+  %t22_a368 = load <8 x float>, ptr %conv1.t22_a3, align 32
+  %t22_b169 = load <8 x float>, ptr %conv1.t22_b1, align 32
+  %t22_c3_1 = load <8 x float>, ptr %conv1.t22_c3_1, align 32
+  %240 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a368, <8 x float> %t22_b169, <8 x float> %t22_c3_1)
+  store <8 x float> %240, ptr %conv1.t22_c3_1, align 32
+  %k23.next = add nsw i64 %conv1.k2353, 1
+  %241 = icmp slt i64 %k23.next, 9
+  br i1 %241, label %conv1.k23, label %conv1.k23.end
+
+conv1.k23.end:                                    ; preds = %conv1.k23
+  %t22_c0_070 = load <8 x float>, ptr %conv1.t22_c0_0, align 32
+  %242 = mul nsw i64 %0, 8
+  %243 = mul nsw i64 %242, 12560
+  %244 = add nsw i64 915856, %243
+  %245 = mul nsw i64 %conv1.mb2152, 4
+  %246 = mul nsw i64 %245, 12560
+  %247 = add nsw i64 %244, %246
+  %248 = add nsw i64 %247, 12528
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %248
+  store <8 x float> %t22_c0_070, ptr %arena71, align 4
+  %t22_c0_172 = load <8 x float>, ptr %conv1.t22_c0_1, align 32
+  %249 = mul nsw i64 %0, 8
+  %250 = mul nsw i64 %249, 12560
+  %251 = add nsw i64 915856, %250
+  %252 = mul nsw i64 %conv1.mb2152, 4
+  %253 = mul nsw i64 %252, 12560
+  %254 = add nsw i64 %251, %253
+  %255 = add nsw i64 %254, 12528
+  %256 = add nsw i64 %255, 8
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %256
+  store <8 x float> %t22_c0_172, ptr %arena73, align 4
+  %t22_c1_074 = load <8 x float>, ptr %conv1.t22_c1_0, align 32
+  %257 = mul nsw i64 %0, 8
+  %258 = mul nsw i64 %257, 12560
+  %259 = add nsw i64 915856, %258
+  %260 = mul nsw i64 %conv1.mb2152, 4
+  %261 = add nsw i64 %260, 1
+  %262 = mul nsw i64 %261, 12560
+  %263 = add nsw i64 %259, %262
+  %264 = add nsw i64 %263, 12528
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %264
+  store <8 x float> %t22_c1_074, ptr %arena75, align 4
+  %t22_c1_176 = load <8 x float>, ptr %conv1.t22_c1_1, align 32
+  %265 = mul nsw i64 %0, 8
+  %266 = mul nsw i64 %265, 12560
+  %267 = add nsw i64 915856, %266
+  %268 = mul nsw i64 %conv1.mb2152, 4
+  %269 = add nsw i64 %268, 1
+  %270 = mul nsw i64 %269, 12560
+  %271 = add nsw i64 %267, %270
+  %272 = add nsw i64 %271, 12528
+  %273 = add nsw i64 %272, 8
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %273
+  store <8 x float> %t22_c1_176, ptr %arena77, align 4
+  %t22_c2_078 = load <8 x float>, ptr %conv1.t22_c2_0, align 32
+  %274 = mul nsw i64 %0, 8
+  %275 = mul nsw i64 %274, 12560
+  %276 = add nsw i64 915856, %275
+  %277 = mul nsw i64 %conv1.mb2152, 4
+  %278 = add nsw i64 %277, 2
+  %279 = mul nsw i64 %278, 12560
+  %280 = add nsw i64 %276, %279
+  %281 = add nsw i64 %280, 12528
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %281
+  store <8 x float> %t22_c2_078, ptr %arena79, align 4
+  %t22_c2_180 = load <8 x float>, ptr %conv1.t22_c2_1, align 32
+  %282 = mul nsw i64 %0, 8
+  %283 = mul nsw i64 %282, 12560
+  %284 = add nsw i64 915856, %283
+  %285 = mul nsw i64 %conv1.mb2152, 4
+  %286 = add nsw i64 %285, 2
+  %287 = mul nsw i64 %286, 12560
+  %288 = add nsw i64 %284, %287
+  %289 = add nsw i64 %288, 12528
+  %290 = add nsw i64 %289, 8
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %290
+  store <8 x float> %t22_c2_180, ptr %arena81, align 4
+  %t22_c3_082 = load <8 x float>, ptr %conv1.t22_c3_0, align 32
+  %291 = mul nsw i64 %0, 8
+  %292 = mul nsw i64 %291, 12560
+  %293 = add nsw i64 915856, %292
+  %294 = mul nsw i64 %conv1.mb2152, 4
+  %295 = add nsw i64 %294, 3
+  %296 = mul nsw i64 %295, 12560
+  %297 = add nsw i64 %293, %296
+  %298 = add nsw i64 %297, 12528
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %298
+  store <8 x float> %t22_c3_082, ptr %arena83, align 4
+  %t22_c3_184 = load <8 x float>, ptr %conv1.t22_c3_1, align 32
+  %299 = mul nsw i64 %0, 8
+  %300 = mul nsw i64 %299, 12560
+  %301 = add nsw i64 915856, %300
+  %302 = mul nsw i64 %conv1.mb2152, 4
+  %303 = add nsw i64 %302, 3
+  %304 = mul nsw i64 %303, 12560
+  %305 = add nsw i64 %301, %304
+  %306 = add nsw i64 %305, 12528
+  %307 = add nsw i64 %306, 8
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %307
+  store <8 x float> %t22_c3_184, ptr %arena85, align 4
+  %mb21.next = add nsw i64 %conv1.mb2152, 1
+  %308 = icmp slt i64 %mb21.next, 2
+  br i1 %308, label %conv1.mb21, label %conv1.mb21.end
+}
+
+define internal void @residual_infer_b64.k0.conv1.part16.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load i64, ptr %24, align 4
+  call void @residual_infer_b64.k0.conv1.part16(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  ret void
 }
 
 ; Function Attrs: noinline
 define internal void @residual_infer_b64.k1.act1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %act1.i27
+  %part28.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 0
+  store ptr %params, ptr %0, align 8
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 1
+  store ptr %grads, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 2
+  store ptr %m, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 3
+  store ptr %v, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 4
+  store ptr %arena, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 5
+  store ptr %images, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 6
+  store ptr %labels, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 7
+  store float %lr, ptr %7, align 4
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 8
+  store i64 %step, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 9
+  store i64 %seed, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 10
+  store ptr %pool, ptr %10, align 8
+  %11 = icmp eq ptr %pool, null
+  br i1 %11, label %act1.part28.serial, label %act1.part28.pool
 
-act1.i27:                                         ; preds = %act1.i27, %entry
-  %act1.i271 = phi i64 [ 0, %entry ], [ %i27.next, %act1.i27 ]
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %act1.i271
-  %0 = load float, ptr %arena2, align 4
-  %1 = fcmp ogt float %0, 0.000000e+00
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %act1.i271
-  %2 = load float, ptr %arena3, align 4
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %act1.i271
-  %3 = load float, ptr %arena4, align 4
-  %4 = fmul float 0x3FB99999A0000000, %3
-  %5 = select i1 %1, float %2, float %4
-  %6 = add nsw i64 802816, %act1.i271
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %6
-  store float %5, ptr %arena5, align 4
-  %i27.next = add nsw i64 %act1.i271, 1
-  %7 = icmp slt i64 %i27.next, 802816
-  br i1 %7, label %act1.i27, label %act1.i27.end
+act1.part28.pool:                                 ; preds = %entry
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @residual_infer_b64.k1.act1.part28.task, ptr %part28.context, i64 2)
+  br label %act1.part28.done
 
-act1.i27.end:                                     ; preds = %act1.i27
+act1.part28.serial:                               ; preds = %entry
+  br label %act1.part28
+
+act1.part28.done:                                 ; preds = %act1.part28.end, %act1.part28.pool
+  ret void
+
+act1.part28:                                      ; preds = %act1.part28, %act1.part28.serial
+  %act1.part281 = phi i64 [ 0, %act1.part28.serial ], [ %part28.next, %act1.part28 ]
+  call void @residual_infer_b64.k1.act1.part28(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %act1.part281)
+  %part28.next = add nsw i64 %act1.part281, 1
+  %12 = icmp slt i64 %part28.next, 2
+  br i1 %12, label %act1.part28, label %act1.part28.end
+
+act1.part28.end:                                  ; preds = %act1.part28
+  br label %act1.part28.done
+}
+
+; Function Attrs: noinline
+define internal void @residual_infer_b64.k1.act1.part28(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  br label %act1.i29
+
+act1.i29:                                         ; preds = %act1.i29, %entry
+  %act1.i291 = phi i64 [ 0, %entry ], [ %i29.next, %act1.i29 ]
+  %1 = mul nsw i64 %0, 401408
+  %2 = add nsw i64 %act1.i291, %1
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %2
+  %3 = load float, ptr %arena2, align 4
+  %4 = fcmp ogt float %3, 0.000000e+00
+  %5 = mul nsw i64 %0, 401408
+  %6 = add nsw i64 %act1.i291, %5
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %6
+  %7 = load float, ptr %arena3, align 4
+  %8 = mul nsw i64 %0, 401408
+  %9 = add nsw i64 %act1.i291, %8
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
+  %10 = load float, ptr %arena4, align 4
+  %11 = fmul float 0x3FB99999A0000000, %10
+  %12 = select i1 %4, float %7, float %11
+  %13 = mul nsw i64 %0, 401408
+  %14 = add nsw i64 %act1.i291, %13
+  %15 = add nsw i64 802816, %14
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %15
+  store float %12, ptr %arena5, align 4
+  %i29.next = add nsw i64 %act1.i291, 1
+  %16 = icmp slt i64 %i29.next, 401408
+  br i1 %16, label %act1.i29, label %act1.i29.end
+
+act1.i29.end:                                     ; preds = %act1.i29
+  ret void
+}
+
+define internal void @residual_infer_b64.k1.act1.part28.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  call void @residual_infer_b64.k1.act1.part28(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @residual_infer_b64.k2.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part101.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part103.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %conv2.w102 = alloca <8 x float>, align 32
+  %conv2.w101 = alloca <8 x float>, align 32
   %conv2.w100 = alloca <8 x float>, align 32
   %conv2.w99 = alloca <8 x float>, align 32
   %conv2.w98 = alloca <8 x float>, align 32
@@ -17376,927 +17638,927 @@ entry:
   %conv2.w73 = alloca <8 x float>, align 32
   %conv2.w72 = alloca <8 x float>, align 32
   %conv2.w71 = alloca <8 x float>, align 32
-  %conv2.w70 = alloca <8 x float>, align 32
-  %conv2.w69 = alloca <8 x float>, align 32
-  %part28.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 0
+  %part30.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part30.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part30.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part30.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part30.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part30.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 5
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part30.context, i32 0, i32 5
   store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 6
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part30.context, i32 0, i32 6
   store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 7
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part30.context, i32 0, i32 7
   store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part30.context, i32 0, i32 8
   store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 9
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part30.context, i32 0, i32 9
   store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 10
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part30.context, i32 0, i32 10
   store ptr %pool, ptr %10, align 8
   %11 = icmp eq ptr %pool, null
-  br i1 %11, label %conv2.part28.serial, label %conv2.part28.pool
+  br i1 %11, label %conv2.part30.serial, label %conv2.part30.pool
 
-conv2.part28.pool:                                ; preds = %entry
+conv2.part30.pool:                                ; preds = %entry
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @residual_infer_b64.k2.conv2.part28.task, ptr %part28.context, i64 2)
-  br label %conv2.part28.done
+  call void %run(ptr %pool, ptr @residual_infer_b64.k2.conv2.part30.task, ptr %part30.context, i64 2)
+  br label %conv2.part30.done
 
-conv2.part28.serial:                              ; preds = %entry
-  br label %conv2.part28
+conv2.part30.serial:                              ; preds = %entry
+  br label %conv2.part30
 
-conv2.part28.done:                                ; preds = %conv2.part28.end, %conv2.part28.pool
-  br label %conv2.i59
+conv2.part30.done:                                ; preds = %conv2.part30.end, %conv2.part30.pool
+  br label %conv2.i61
 
-conv2.part28:                                     ; preds = %conv2.part28, %conv2.part28.serial
-  %conv2.part281 = phi i64 [ 0, %conv2.part28.serial ], [ %part28.next, %conv2.part28 ]
-  call void @residual_infer_b64.k2.conv2.part28(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part281)
-  %part28.next = add nsw i64 %conv2.part281, 1
-  %12 = icmp slt i64 %part28.next, 2
-  br i1 %12, label %conv2.part28, label %conv2.part28.end
+conv2.part30:                                     ; preds = %conv2.part30, %conv2.part30.serial
+  %conv2.part301 = phi i64 [ 0, %conv2.part30.serial ], [ %part30.next, %conv2.part30 ]
+  call void @residual_infer_b64.k2.conv2.part30(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part301)
+  %part30.next = add nsw i64 %conv2.part301, 1
+  %12 = icmp slt i64 %part30.next, 2
+  br i1 %12, label %conv2.part30, label %conv2.part30.end
 
-conv2.part28.end:                                 ; preds = %conv2.part28
-  br label %conv2.part28.done
+conv2.part30.end:                                 ; preds = %conv2.part30
+  br label %conv2.part30.done
 
-conv2.i59:                                        ; preds = %conv2.i59, %conv2.part28.done
-  %conv2.i592 = phi i64 [ 0, %conv2.part28.done ], [ %i59.next, %conv2.i59 ]
-  %13 = add nsw i64 1609728, %conv2.i592
+conv2.i61:                                        ; preds = %conv2.i61, %conv2.part30.done
+  %conv2.i612 = phi i64 [ 0, %conv2.part30.done ], [ %i61.next, %conv2.i61 ]
+  %13 = add nsw i64 1609728, %conv2.i612
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %13
   store float 0.000000e+00, ptr %arena3, align 4
-  %i59.next = add nsw i64 %conv2.i592, 1
-  %14 = icmp slt i64 %i59.next, 14400
-  br i1 %14, label %conv2.i59, label %conv2.i59.end
+  %i61.next = add nsw i64 %conv2.i612, 1
+  %14 = icmp slt i64 %i61.next, 14400
+  br i1 %14, label %conv2.i61, label %conv2.i61.end
 
-conv2.i59.end:                                    ; preds = %conv2.i59
-  br label %conv2.g60
+conv2.i61.end:                                    ; preds = %conv2.i61
+  br label %conv2.g62
 
-conv2.g60:                                        ; preds = %conv2.part101.done, %conv2.i59.end
-  %conv2.g604 = phi i64 [ 0, %conv2.i59.end ], [ %g60.next, %conv2.part101.done ]
-  br label %conv2.j61
+conv2.g62:                                        ; preds = %conv2.part103.done, %conv2.i61.end
+  %conv2.g624 = phi i64 [ 0, %conv2.i61.end ], [ %g62.next, %conv2.part103.done ]
+  br label %conv2.j63
 
-conv2.g60.end:                                    ; preds = %conv2.part101.done
+conv2.g62.end:                                    ; preds = %conv2.part103.done
   ret void
 
-conv2.j61:                                        ; preds = %conv2.c62.end, %conv2.g60
-  %conv2.j615 = phi i64 [ 0, %conv2.g60 ], [ %j61.next, %conv2.c62.end ]
-  br label %conv2.c62
+conv2.j63:                                        ; preds = %conv2.c64.end, %conv2.g62
+  %conv2.j635 = phi i64 [ 0, %conv2.g62 ], [ %j63.next, %conv2.c64.end ]
+  br label %conv2.c64
 
-conv2.j61.end:                                    ; preds = %conv2.c62.end
-  br label %conv2.j65
+conv2.j63.end:                                    ; preds = %conv2.c64.end
+  br label %conv2.j67
 
-conv2.c62:                                        ; preds = %conv2.iy63.end, %conv2.j61
-  %conv2.c626 = phi i64 [ 0, %conv2.j61 ], [ %c62.next, %conv2.iy63.end ]
-  br label %conv2.iy63
+conv2.c64:                                        ; preds = %conv2.iy65.end, %conv2.j63
+  %conv2.c646 = phi i64 [ 0, %conv2.j63 ], [ %c64.next, %conv2.iy65.end ]
+  br label %conv2.iy65
 
-conv2.c62.end:                                    ; preds = %conv2.iy63.end
-  %j61.next = add nsw i64 %conv2.j615, 1
-  %15 = icmp slt i64 %j61.next, 1
-  br i1 %15, label %conv2.j61, label %conv2.j61.end
+conv2.c64.end:                                    ; preds = %conv2.iy65.end
+  %j63.next = add nsw i64 %conv2.j635, 1
+  %15 = icmp slt i64 %j63.next, 1
+  br i1 %15, label %conv2.j63, label %conv2.j63.end
 
-conv2.iy63:                                       ; preds = %conv2.ix64.end, %conv2.c62
-  %conv2.iy637 = phi i64 [ 0, %conv2.c62 ], [ %iy63.next, %conv2.ix64.end ]
-  br label %conv2.ix64
+conv2.iy65:                                       ; preds = %conv2.ix66.end, %conv2.c64
+  %conv2.iy657 = phi i64 [ 0, %conv2.c64 ], [ %iy65.next, %conv2.ix66.end ]
+  br label %conv2.ix66
 
-conv2.iy63.end:                                   ; preds = %conv2.ix64.end
-  %c62.next = add nsw i64 %conv2.c626, 1
-  %16 = icmp slt i64 %c62.next, 16
-  br i1 %16, label %conv2.c62, label %conv2.c62.end
+conv2.iy65.end:                                   ; preds = %conv2.ix66.end
+  %c64.next = add nsw i64 %conv2.c646, 1
+  %16 = icmp slt i64 %c64.next, 16
+  br i1 %16, label %conv2.c64, label %conv2.c64.end
 
-conv2.ix64:                                       ; preds = %conv2.ix64, %conv2.iy63
-  %conv2.ix648 = phi i64 [ 0, %conv2.iy63 ], [ %ix64.next, %conv2.ix64 ]
-  %17 = add nsw i64 %conv2.g604, %conv2.j615
+conv2.ix66:                                       ; preds = %conv2.ix66, %conv2.iy65
+  %conv2.ix668 = phi i64 [ 0, %conv2.iy65 ], [ %ix66.next, %conv2.ix66 ]
+  %17 = add nsw i64 %conv2.g624, %conv2.j635
   %18 = mul nsw i64 %17, 12544
   %19 = add nsw i64 802816, %18
-  %20 = mul nsw i64 %conv2.c626, 784
+  %20 = mul nsw i64 %conv2.c646, 784
   %21 = add nsw i64 %19, %20
-  %22 = mul nsw i64 %conv2.iy637, 28
+  %22 = mul nsw i64 %conv2.iy657, 28
   %23 = add nsw i64 %21, %22
-  %24 = add nsw i64 %23, %conv2.ix648
+  %24 = add nsw i64 %23, %conv2.ix668
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %24
   %25 = load float, ptr %arena9, align 4
-  %26 = mul nsw i64 %conv2.j615, 14400
-  %27 = add nsw i64 %conv2.iy637, 1
+  %26 = mul nsw i64 %conv2.j635, 14400
+  %27 = add nsw i64 %conv2.iy657, 1
   %28 = mul nsw i64 %27, 480
   %29 = add nsw i64 %26, %28
-  %30 = add nsw i64 %conv2.ix648, 1
+  %30 = add nsw i64 %conv2.ix668, 1
   %31 = mul nsw i64 %30, 16
   %32 = add nsw i64 %29, %31
-  %33 = add nsw i64 %32, %conv2.c626
+  %33 = add nsw i64 %32, %conv2.c646
   %34 = add nsw i64 1609728, %33
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %34
   store float %25, ptr %arena10, align 4
-  %ix64.next = add nsw i64 %conv2.ix648, 1
-  %35 = icmp slt i64 %ix64.next, 28
-  br i1 %35, label %conv2.ix64, label %conv2.ix64.end
+  %ix66.next = add nsw i64 %conv2.ix668, 1
+  %35 = icmp slt i64 %ix66.next, 28
+  br i1 %35, label %conv2.ix66, label %conv2.ix66.end
 
-conv2.ix64.end:                                   ; preds = %conv2.ix64
-  %iy63.next = add nsw i64 %conv2.iy637, 1
-  %36 = icmp slt i64 %iy63.next, 28
-  br i1 %36, label %conv2.iy63, label %conv2.iy63.end
+conv2.ix66.end:                                   ; preds = %conv2.ix66
+  %iy65.next = add nsw i64 %conv2.iy657, 1
+  %36 = icmp slt i64 %iy65.next, 28
+  br i1 %36, label %conv2.iy65, label %conv2.iy65.end
 
-conv2.j65:                                        ; preds = %conv2.ty66.end, %conv2.j61.end
-  %conv2.j6511 = phi i64 [ 0, %conv2.j61.end ], [ %j65.next, %conv2.ty66.end ]
-  br label %conv2.ty66
+conv2.j67:                                        ; preds = %conv2.ty68.end, %conv2.j63.end
+  %conv2.j6711 = phi i64 [ 0, %conv2.j63.end ], [ %j67.next, %conv2.ty68.end ]
+  br label %conv2.ty68
 
-conv2.j65.end:                                    ; preds = %conv2.ty66.end
-  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 0
+conv2.j67.end:                                    ; preds = %conv2.ty68.end
+  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part103.context, i32 0, i32 0
   store ptr %params, ptr %37, align 8
-  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 1
+  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part103.context, i32 0, i32 1
   store ptr %grads, ptr %38, align 8
-  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 2
+  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part103.context, i32 0, i32 2
   store ptr %m, ptr %39, align 8
-  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 3
+  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part103.context, i32 0, i32 3
   store ptr %v, ptr %40, align 8
-  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 4
+  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part103.context, i32 0, i32 4
   store ptr %arena, ptr %41, align 8
-  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 5
+  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part103.context, i32 0, i32 5
   store ptr %images, ptr %42, align 8
-  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 6
+  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part103.context, i32 0, i32 6
   store ptr %labels, ptr %43, align 8
-  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 7
+  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part103.context, i32 0, i32 7
   store float %lr, ptr %44, align 4
-  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 8
+  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part103.context, i32 0, i32 8
   store i64 %step, ptr %45, align 4
-  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 9
+  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part103.context, i32 0, i32 9
   store i64 %seed, ptr %46, align 4
-  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 10
+  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part103.context, i32 0, i32 10
   store ptr %pool, ptr %47, align 8
-  %48 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 11
-  store i64 %conv2.g604, ptr %48, align 4
+  %48 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part103.context, i32 0, i32 11
+  store i64 %conv2.g624, ptr %48, align 4
   %49 = icmp eq ptr %pool, null
-  br i1 %49, label %conv2.part101.serial, label %conv2.part101.pool
+  br i1 %49, label %conv2.part103.serial, label %conv2.part103.pool
 
-conv2.ty66:                                       ; preds = %conv2.tx67.end, %conv2.j65
-  %conv2.ty6612 = phi i64 [ 0, %conv2.j65 ], [ %ty66.next, %conv2.tx67.end ]
-  br label %conv2.tx67
+conv2.ty68:                                       ; preds = %conv2.tx69.end, %conv2.j67
+  %conv2.ty6812 = phi i64 [ 0, %conv2.j67 ], [ %ty68.next, %conv2.tx69.end ]
+  br label %conv2.tx69
 
-conv2.ty66.end:                                   ; preds = %conv2.tx67.end
-  %j65.next = add nsw i64 %conv2.j6511, 1
-  %50 = icmp slt i64 %j65.next, 1
-  br i1 %50, label %conv2.j65, label %conv2.j65.end
+conv2.ty68.end:                                   ; preds = %conv2.tx69.end
+  %j67.next = add nsw i64 %conv2.j6711, 1
+  %50 = icmp slt i64 %j67.next, 1
+  br i1 %50, label %conv2.j67, label %conv2.j67.end
 
-conv2.tx67:                                       ; preds = %conv2.cv68.end, %conv2.ty66
-  %conv2.tx6713 = phi i64 [ 0, %conv2.ty66 ], [ %tx67.next, %conv2.cv68.end ]
-  br label %conv2.cv68
+conv2.tx69:                                       ; preds = %conv2.cv70.end, %conv2.ty68
+  %conv2.tx6913 = phi i64 [ 0, %conv2.ty68 ], [ %tx69.next, %conv2.cv70.end ]
+  br label %conv2.cv70
 
-conv2.tx67.end:                                   ; preds = %conv2.cv68.end
-  %ty66.next = add nsw i64 %conv2.ty6612, 1
-  %51 = icmp slt i64 %ty66.next, 14
-  br i1 %51, label %conv2.ty66, label %conv2.ty66.end
+conv2.tx69.end:                                   ; preds = %conv2.cv70.end
+  %ty68.next = add nsw i64 %conv2.ty6812, 1
+  %51 = icmp slt i64 %ty68.next, 14
+  br i1 %51, label %conv2.ty68, label %conv2.ty68.end
 
-conv2.cv68:                                       ; preds = %conv2.cv68, %conv2.tx67
-  %conv2.cv6814 = phi i64 [ 0, %conv2.tx67 ], [ %cv68.next, %conv2.cv68 ]
-  %52 = mul nsw i64 %conv2.j6511, 14400
-  %53 = mul nsw i64 %conv2.ty6612, 2
+conv2.cv70:                                       ; preds = %conv2.cv70, %conv2.tx69
+  %conv2.cv7014 = phi i64 [ 0, %conv2.tx69 ], [ %cv70.next, %conv2.cv70 ]
+  %52 = mul nsw i64 %conv2.j6711, 14400
+  %53 = mul nsw i64 %conv2.ty6812, 2
   %54 = mul nsw i64 %53, 480
   %55 = add nsw i64 %52, %54
-  %56 = mul nsw i64 %conv2.tx6713, 2
+  %56 = mul nsw i64 %conv2.tx6913, 2
   %57 = mul nsw i64 %56, 16
   %58 = add nsw i64 %55, %57
-  %59 = mul nsw i64 %conv2.cv6814, 8
+  %59 = mul nsw i64 %conv2.cv7014, 8
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 1609728, %60
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena15, align 4
-  %63 = mul nsw i64 %conv2.j6511, 14400
-  %64 = mul nsw i64 %conv2.ty6612, 2
+  %63 = mul nsw i64 %conv2.j6711, 14400
+  %64 = mul nsw i64 %conv2.ty6812, 2
   %65 = add nsw i64 %64, 2
   %66 = mul nsw i64 %65, 480
   %67 = add nsw i64 %63, %66
-  %68 = mul nsw i64 %conv2.tx6713, 2
+  %68 = mul nsw i64 %conv2.tx6913, 2
   %69 = mul nsw i64 %68, 16
   %70 = add nsw i64 %67, %69
-  %71 = mul nsw i64 %conv2.cv6814, 8
+  %71 = mul nsw i64 %conv2.cv7014, 8
   %72 = add nsw i64 %70, %71
   %73 = add nsw i64 1609728, %72
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %73
   %74 = load <8 x float>, ptr %arena16, align 4
   %75 = fsub <8 x float> %62, %74
-  store <8 x float> %75, ptr %conv2.w69, align 32
-  %76 = mul nsw i64 %conv2.j6511, 14400
-  %77 = mul nsw i64 %conv2.ty6612, 2
+  store <8 x float> %75, ptr %conv2.w71, align 32
+  %76 = mul nsw i64 %conv2.j6711, 14400
+  %77 = mul nsw i64 %conv2.ty6812, 2
   %78 = add nsw i64 %77, 1
   %79 = mul nsw i64 %78, 480
   %80 = add nsw i64 %76, %79
-  %81 = mul nsw i64 %conv2.tx6713, 2
+  %81 = mul nsw i64 %conv2.tx6913, 2
   %82 = mul nsw i64 %81, 16
   %83 = add nsw i64 %80, %82
-  %84 = mul nsw i64 %conv2.cv6814, 8
+  %84 = mul nsw i64 %conv2.cv7014, 8
   %85 = add nsw i64 %83, %84
   %86 = add nsw i64 1609728, %85
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load <8 x float>, ptr %arena17, align 4
-  %88 = mul nsw i64 %conv2.j6511, 14400
-  %89 = mul nsw i64 %conv2.ty6612, 2
+  %88 = mul nsw i64 %conv2.j6711, 14400
+  %89 = mul nsw i64 %conv2.ty6812, 2
   %90 = add nsw i64 %89, 2
   %91 = mul nsw i64 %90, 480
   %92 = add nsw i64 %88, %91
-  %93 = mul nsw i64 %conv2.tx6713, 2
+  %93 = mul nsw i64 %conv2.tx6913, 2
   %94 = mul nsw i64 %93, 16
   %95 = add nsw i64 %92, %94
-  %96 = mul nsw i64 %conv2.cv6814, 8
+  %96 = mul nsw i64 %conv2.cv7014, 8
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 1609728, %97
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %98
   %99 = load <8 x float>, ptr %arena18, align 4
   %100 = fadd <8 x float> %87, %99
-  store <8 x float> %100, ptr %conv2.w70, align 32
-  %101 = mul nsw i64 %conv2.j6511, 14400
-  %102 = mul nsw i64 %conv2.ty6612, 2
+  store <8 x float> %100, ptr %conv2.w72, align 32
+  %101 = mul nsw i64 %conv2.j6711, 14400
+  %102 = mul nsw i64 %conv2.ty6812, 2
   %103 = add nsw i64 %102, 2
   %104 = mul nsw i64 %103, 480
   %105 = add nsw i64 %101, %104
-  %106 = mul nsw i64 %conv2.tx6713, 2
+  %106 = mul nsw i64 %conv2.tx6913, 2
   %107 = mul nsw i64 %106, 16
   %108 = add nsw i64 %105, %107
-  %109 = mul nsw i64 %conv2.cv6814, 8
+  %109 = mul nsw i64 %conv2.cv7014, 8
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 1609728, %110
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %111
   %112 = load <8 x float>, ptr %arena19, align 4
-  %113 = mul nsw i64 %conv2.j6511, 14400
-  %114 = mul nsw i64 %conv2.ty6612, 2
+  %113 = mul nsw i64 %conv2.j6711, 14400
+  %114 = mul nsw i64 %conv2.ty6812, 2
   %115 = add nsw i64 %114, 1
   %116 = mul nsw i64 %115, 480
   %117 = add nsw i64 %113, %116
-  %118 = mul nsw i64 %conv2.tx6713, 2
+  %118 = mul nsw i64 %conv2.tx6913, 2
   %119 = mul nsw i64 %118, 16
   %120 = add nsw i64 %117, %119
-  %121 = mul nsw i64 %conv2.cv6814, 8
+  %121 = mul nsw i64 %conv2.cv7014, 8
   %122 = add nsw i64 %120, %121
   %123 = add nsw i64 1609728, %122
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %123
   %124 = load <8 x float>, ptr %arena20, align 4
   %125 = fsub <8 x float> %112, %124
-  store <8 x float> %125, ptr %conv2.w71, align 32
-  %126 = mul nsw i64 %conv2.j6511, 14400
-  %127 = mul nsw i64 %conv2.ty6612, 2
+  store <8 x float> %125, ptr %conv2.w73, align 32
+  %126 = mul nsw i64 %conv2.j6711, 14400
+  %127 = mul nsw i64 %conv2.ty6812, 2
   %128 = add nsw i64 %127, 1
   %129 = mul nsw i64 %128, 480
   %130 = add nsw i64 %126, %129
-  %131 = mul nsw i64 %conv2.tx6713, 2
+  %131 = mul nsw i64 %conv2.tx6913, 2
   %132 = mul nsw i64 %131, 16
   %133 = add nsw i64 %130, %132
-  %134 = mul nsw i64 %conv2.cv6814, 8
+  %134 = mul nsw i64 %conv2.cv7014, 8
   %135 = add nsw i64 %133, %134
   %136 = add nsw i64 1609728, %135
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %136
   %137 = load <8 x float>, ptr %arena21, align 4
-  %138 = mul nsw i64 %conv2.j6511, 14400
-  %139 = mul nsw i64 %conv2.ty6612, 2
+  %138 = mul nsw i64 %conv2.j6711, 14400
+  %139 = mul nsw i64 %conv2.ty6812, 2
   %140 = add nsw i64 %139, 3
   %141 = mul nsw i64 %140, 480
   %142 = add nsw i64 %138, %141
-  %143 = mul nsw i64 %conv2.tx6713, 2
+  %143 = mul nsw i64 %conv2.tx6913, 2
   %144 = mul nsw i64 %143, 16
   %145 = add nsw i64 %142, %144
-  %146 = mul nsw i64 %conv2.cv6814, 8
+  %146 = mul nsw i64 %conv2.cv7014, 8
   %147 = add nsw i64 %145, %146
   %148 = add nsw i64 1609728, %147
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %148
   %149 = load <8 x float>, ptr %arena22, align 4
   %150 = fsub <8 x float> %137, %149
-  store <8 x float> %150, ptr %conv2.w72, align 32
-  %151 = mul nsw i64 %conv2.j6511, 14400
-  %152 = mul nsw i64 %conv2.ty6612, 2
+  store <8 x float> %150, ptr %conv2.w74, align 32
+  %151 = mul nsw i64 %conv2.j6711, 14400
+  %152 = mul nsw i64 %conv2.ty6812, 2
   %153 = mul nsw i64 %152, 480
   %154 = add nsw i64 %151, %153
-  %155 = mul nsw i64 %conv2.tx6713, 2
+  %155 = mul nsw i64 %conv2.tx6913, 2
   %156 = add nsw i64 %155, 1
   %157 = mul nsw i64 %156, 16
   %158 = add nsw i64 %154, %157
-  %159 = mul nsw i64 %conv2.cv6814, 8
+  %159 = mul nsw i64 %conv2.cv7014, 8
   %160 = add nsw i64 %158, %159
   %161 = add nsw i64 1609728, %160
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %161
   %162 = load <8 x float>, ptr %arena23, align 4
-  %163 = mul nsw i64 %conv2.j6511, 14400
-  %164 = mul nsw i64 %conv2.ty6612, 2
+  %163 = mul nsw i64 %conv2.j6711, 14400
+  %164 = mul nsw i64 %conv2.ty6812, 2
   %165 = add nsw i64 %164, 2
   %166 = mul nsw i64 %165, 480
   %167 = add nsw i64 %163, %166
-  %168 = mul nsw i64 %conv2.tx6713, 2
+  %168 = mul nsw i64 %conv2.tx6913, 2
   %169 = add nsw i64 %168, 1
   %170 = mul nsw i64 %169, 16
   %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %conv2.cv6814, 8
+  %172 = mul nsw i64 %conv2.cv7014, 8
   %173 = add nsw i64 %171, %172
   %174 = add nsw i64 1609728, %173
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %174
   %175 = load <8 x float>, ptr %arena24, align 4
   %176 = fsub <8 x float> %162, %175
-  store <8 x float> %176, ptr %conv2.w73, align 32
-  %177 = mul nsw i64 %conv2.j6511, 14400
-  %178 = mul nsw i64 %conv2.ty6612, 2
+  store <8 x float> %176, ptr %conv2.w75, align 32
+  %177 = mul nsw i64 %conv2.j6711, 14400
+  %178 = mul nsw i64 %conv2.ty6812, 2
   %179 = add nsw i64 %178, 1
   %180 = mul nsw i64 %179, 480
   %181 = add nsw i64 %177, %180
-  %182 = mul nsw i64 %conv2.tx6713, 2
+  %182 = mul nsw i64 %conv2.tx6913, 2
   %183 = add nsw i64 %182, 1
   %184 = mul nsw i64 %183, 16
   %185 = add nsw i64 %181, %184
-  %186 = mul nsw i64 %conv2.cv6814, 8
+  %186 = mul nsw i64 %conv2.cv7014, 8
   %187 = add nsw i64 %185, %186
   %188 = add nsw i64 1609728, %187
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %188
   %189 = load <8 x float>, ptr %arena25, align 4
-  %190 = mul nsw i64 %conv2.j6511, 14400
-  %191 = mul nsw i64 %conv2.ty6612, 2
+  %190 = mul nsw i64 %conv2.j6711, 14400
+  %191 = mul nsw i64 %conv2.ty6812, 2
   %192 = add nsw i64 %191, 2
   %193 = mul nsw i64 %192, 480
   %194 = add nsw i64 %190, %193
-  %195 = mul nsw i64 %conv2.tx6713, 2
+  %195 = mul nsw i64 %conv2.tx6913, 2
   %196 = add nsw i64 %195, 1
   %197 = mul nsw i64 %196, 16
   %198 = add nsw i64 %194, %197
-  %199 = mul nsw i64 %conv2.cv6814, 8
+  %199 = mul nsw i64 %conv2.cv7014, 8
   %200 = add nsw i64 %198, %199
   %201 = add nsw i64 1609728, %200
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %201
   %202 = load <8 x float>, ptr %arena26, align 4
   %203 = fadd <8 x float> %189, %202
-  store <8 x float> %203, ptr %conv2.w74, align 32
-  %204 = mul nsw i64 %conv2.j6511, 14400
-  %205 = mul nsw i64 %conv2.ty6612, 2
+  store <8 x float> %203, ptr %conv2.w76, align 32
+  %204 = mul nsw i64 %conv2.j6711, 14400
+  %205 = mul nsw i64 %conv2.ty6812, 2
   %206 = add nsw i64 %205, 2
   %207 = mul nsw i64 %206, 480
   %208 = add nsw i64 %204, %207
-  %209 = mul nsw i64 %conv2.tx6713, 2
+  %209 = mul nsw i64 %conv2.tx6913, 2
   %210 = add nsw i64 %209, 1
   %211 = mul nsw i64 %210, 16
   %212 = add nsw i64 %208, %211
-  %213 = mul nsw i64 %conv2.cv6814, 8
+  %213 = mul nsw i64 %conv2.cv7014, 8
   %214 = add nsw i64 %212, %213
   %215 = add nsw i64 1609728, %214
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %215
   %216 = load <8 x float>, ptr %arena27, align 4
-  %217 = mul nsw i64 %conv2.j6511, 14400
-  %218 = mul nsw i64 %conv2.ty6612, 2
+  %217 = mul nsw i64 %conv2.j6711, 14400
+  %218 = mul nsw i64 %conv2.ty6812, 2
   %219 = add nsw i64 %218, 1
   %220 = mul nsw i64 %219, 480
   %221 = add nsw i64 %217, %220
-  %222 = mul nsw i64 %conv2.tx6713, 2
+  %222 = mul nsw i64 %conv2.tx6913, 2
   %223 = add nsw i64 %222, 1
   %224 = mul nsw i64 %223, 16
   %225 = add nsw i64 %221, %224
-  %226 = mul nsw i64 %conv2.cv6814, 8
+  %226 = mul nsw i64 %conv2.cv7014, 8
   %227 = add nsw i64 %225, %226
   %228 = add nsw i64 1609728, %227
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %228
   %229 = load <8 x float>, ptr %arena28, align 4
   %230 = fsub <8 x float> %216, %229
-  store <8 x float> %230, ptr %conv2.w75, align 32
-  %231 = mul nsw i64 %conv2.j6511, 14400
-  %232 = mul nsw i64 %conv2.ty6612, 2
+  store <8 x float> %230, ptr %conv2.w77, align 32
+  %231 = mul nsw i64 %conv2.j6711, 14400
+  %232 = mul nsw i64 %conv2.ty6812, 2
   %233 = add nsw i64 %232, 1
   %234 = mul nsw i64 %233, 480
   %235 = add nsw i64 %231, %234
-  %236 = mul nsw i64 %conv2.tx6713, 2
+  %236 = mul nsw i64 %conv2.tx6913, 2
   %237 = add nsw i64 %236, 1
   %238 = mul nsw i64 %237, 16
   %239 = add nsw i64 %235, %238
-  %240 = mul nsw i64 %conv2.cv6814, 8
+  %240 = mul nsw i64 %conv2.cv7014, 8
   %241 = add nsw i64 %239, %240
   %242 = add nsw i64 1609728, %241
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %242
   %243 = load <8 x float>, ptr %arena29, align 4
-  %244 = mul nsw i64 %conv2.j6511, 14400
-  %245 = mul nsw i64 %conv2.ty6612, 2
+  %244 = mul nsw i64 %conv2.j6711, 14400
+  %245 = mul nsw i64 %conv2.ty6812, 2
   %246 = add nsw i64 %245, 3
   %247 = mul nsw i64 %246, 480
   %248 = add nsw i64 %244, %247
-  %249 = mul nsw i64 %conv2.tx6713, 2
+  %249 = mul nsw i64 %conv2.tx6913, 2
   %250 = add nsw i64 %249, 1
   %251 = mul nsw i64 %250, 16
   %252 = add nsw i64 %248, %251
-  %253 = mul nsw i64 %conv2.cv6814, 8
+  %253 = mul nsw i64 %conv2.cv7014, 8
   %254 = add nsw i64 %252, %253
   %255 = add nsw i64 1609728, %254
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %255
   %256 = load <8 x float>, ptr %arena30, align 4
   %257 = fsub <8 x float> %243, %256
-  store <8 x float> %257, ptr %conv2.w76, align 32
-  %258 = mul nsw i64 %conv2.j6511, 14400
-  %259 = mul nsw i64 %conv2.ty6612, 2
+  store <8 x float> %257, ptr %conv2.w78, align 32
+  %258 = mul nsw i64 %conv2.j6711, 14400
+  %259 = mul nsw i64 %conv2.ty6812, 2
   %260 = mul nsw i64 %259, 480
   %261 = add nsw i64 %258, %260
-  %262 = mul nsw i64 %conv2.tx6713, 2
+  %262 = mul nsw i64 %conv2.tx6913, 2
   %263 = add nsw i64 %262, 2
   %264 = mul nsw i64 %263, 16
   %265 = add nsw i64 %261, %264
-  %266 = mul nsw i64 %conv2.cv6814, 8
+  %266 = mul nsw i64 %conv2.cv7014, 8
   %267 = add nsw i64 %265, %266
   %268 = add nsw i64 1609728, %267
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %268
   %269 = load <8 x float>, ptr %arena31, align 4
-  %270 = mul nsw i64 %conv2.j6511, 14400
-  %271 = mul nsw i64 %conv2.ty6612, 2
+  %270 = mul nsw i64 %conv2.j6711, 14400
+  %271 = mul nsw i64 %conv2.ty6812, 2
   %272 = add nsw i64 %271, 2
   %273 = mul nsw i64 %272, 480
   %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %conv2.tx6713, 2
+  %275 = mul nsw i64 %conv2.tx6913, 2
   %276 = add nsw i64 %275, 2
   %277 = mul nsw i64 %276, 16
   %278 = add nsw i64 %274, %277
-  %279 = mul nsw i64 %conv2.cv6814, 8
+  %279 = mul nsw i64 %conv2.cv7014, 8
   %280 = add nsw i64 %278, %279
   %281 = add nsw i64 1609728, %280
   %arena32 = getelementptr inbounds float, ptr %arena, i64 %281
   %282 = load <8 x float>, ptr %arena32, align 4
   %283 = fsub <8 x float> %269, %282
-  store <8 x float> %283, ptr %conv2.w77, align 32
-  %284 = mul nsw i64 %conv2.j6511, 14400
-  %285 = mul nsw i64 %conv2.ty6612, 2
+  store <8 x float> %283, ptr %conv2.w79, align 32
+  %284 = mul nsw i64 %conv2.j6711, 14400
+  %285 = mul nsw i64 %conv2.ty6812, 2
   %286 = add nsw i64 %285, 1
   %287 = mul nsw i64 %286, 480
   %288 = add nsw i64 %284, %287
-  %289 = mul nsw i64 %conv2.tx6713, 2
+  %289 = mul nsw i64 %conv2.tx6913, 2
   %290 = add nsw i64 %289, 2
   %291 = mul nsw i64 %290, 16
   %292 = add nsw i64 %288, %291
-  %293 = mul nsw i64 %conv2.cv6814, 8
+  %293 = mul nsw i64 %conv2.cv7014, 8
   %294 = add nsw i64 %292, %293
   %295 = add nsw i64 1609728, %294
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %295
   %296 = load <8 x float>, ptr %arena33, align 4
-  %297 = mul nsw i64 %conv2.j6511, 14400
-  %298 = mul nsw i64 %conv2.ty6612, 2
+  %297 = mul nsw i64 %conv2.j6711, 14400
+  %298 = mul nsw i64 %conv2.ty6812, 2
   %299 = add nsw i64 %298, 2
   %300 = mul nsw i64 %299, 480
   %301 = add nsw i64 %297, %300
-  %302 = mul nsw i64 %conv2.tx6713, 2
+  %302 = mul nsw i64 %conv2.tx6913, 2
   %303 = add nsw i64 %302, 2
   %304 = mul nsw i64 %303, 16
   %305 = add nsw i64 %301, %304
-  %306 = mul nsw i64 %conv2.cv6814, 8
+  %306 = mul nsw i64 %conv2.cv7014, 8
   %307 = add nsw i64 %305, %306
   %308 = add nsw i64 1609728, %307
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %308
   %309 = load <8 x float>, ptr %arena34, align 4
   %310 = fadd <8 x float> %296, %309
-  store <8 x float> %310, ptr %conv2.w78, align 32
-  %311 = mul nsw i64 %conv2.j6511, 14400
-  %312 = mul nsw i64 %conv2.ty6612, 2
+  store <8 x float> %310, ptr %conv2.w80, align 32
+  %311 = mul nsw i64 %conv2.j6711, 14400
+  %312 = mul nsw i64 %conv2.ty6812, 2
   %313 = add nsw i64 %312, 2
   %314 = mul nsw i64 %313, 480
   %315 = add nsw i64 %311, %314
-  %316 = mul nsw i64 %conv2.tx6713, 2
+  %316 = mul nsw i64 %conv2.tx6913, 2
   %317 = add nsw i64 %316, 2
   %318 = mul nsw i64 %317, 16
   %319 = add nsw i64 %315, %318
-  %320 = mul nsw i64 %conv2.cv6814, 8
+  %320 = mul nsw i64 %conv2.cv7014, 8
   %321 = add nsw i64 %319, %320
   %322 = add nsw i64 1609728, %321
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %322
   %323 = load <8 x float>, ptr %arena35, align 4
-  %324 = mul nsw i64 %conv2.j6511, 14400
-  %325 = mul nsw i64 %conv2.ty6612, 2
+  %324 = mul nsw i64 %conv2.j6711, 14400
+  %325 = mul nsw i64 %conv2.ty6812, 2
   %326 = add nsw i64 %325, 1
   %327 = mul nsw i64 %326, 480
   %328 = add nsw i64 %324, %327
-  %329 = mul nsw i64 %conv2.tx6713, 2
+  %329 = mul nsw i64 %conv2.tx6913, 2
   %330 = add nsw i64 %329, 2
   %331 = mul nsw i64 %330, 16
   %332 = add nsw i64 %328, %331
-  %333 = mul nsw i64 %conv2.cv6814, 8
+  %333 = mul nsw i64 %conv2.cv7014, 8
   %334 = add nsw i64 %332, %333
   %335 = add nsw i64 1609728, %334
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %335
   %336 = load <8 x float>, ptr %arena36, align 4
   %337 = fsub <8 x float> %323, %336
-  store <8 x float> %337, ptr %conv2.w79, align 32
-  %338 = mul nsw i64 %conv2.j6511, 14400
-  %339 = mul nsw i64 %conv2.ty6612, 2
+  store <8 x float> %337, ptr %conv2.w81, align 32
+  %338 = mul nsw i64 %conv2.j6711, 14400
+  %339 = mul nsw i64 %conv2.ty6812, 2
   %340 = add nsw i64 %339, 1
   %341 = mul nsw i64 %340, 480
   %342 = add nsw i64 %338, %341
-  %343 = mul nsw i64 %conv2.tx6713, 2
+  %343 = mul nsw i64 %conv2.tx6913, 2
   %344 = add nsw i64 %343, 2
   %345 = mul nsw i64 %344, 16
   %346 = add nsw i64 %342, %345
-  %347 = mul nsw i64 %conv2.cv6814, 8
+  %347 = mul nsw i64 %conv2.cv7014, 8
   %348 = add nsw i64 %346, %347
   %349 = add nsw i64 1609728, %348
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %349
   %350 = load <8 x float>, ptr %arena37, align 4
-  %351 = mul nsw i64 %conv2.j6511, 14400
-  %352 = mul nsw i64 %conv2.ty6612, 2
+  %351 = mul nsw i64 %conv2.j6711, 14400
+  %352 = mul nsw i64 %conv2.ty6812, 2
   %353 = add nsw i64 %352, 3
   %354 = mul nsw i64 %353, 480
   %355 = add nsw i64 %351, %354
-  %356 = mul nsw i64 %conv2.tx6713, 2
+  %356 = mul nsw i64 %conv2.tx6913, 2
   %357 = add nsw i64 %356, 2
   %358 = mul nsw i64 %357, 16
   %359 = add nsw i64 %355, %358
-  %360 = mul nsw i64 %conv2.cv6814, 8
+  %360 = mul nsw i64 %conv2.cv7014, 8
   %361 = add nsw i64 %359, %360
   %362 = add nsw i64 1609728, %361
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %362
   %363 = load <8 x float>, ptr %arena38, align 4
   %364 = fsub <8 x float> %350, %363
-  store <8 x float> %364, ptr %conv2.w80, align 32
-  %365 = mul nsw i64 %conv2.j6511, 14400
-  %366 = mul nsw i64 %conv2.ty6612, 2
+  store <8 x float> %364, ptr %conv2.w82, align 32
+  %365 = mul nsw i64 %conv2.j6711, 14400
+  %366 = mul nsw i64 %conv2.ty6812, 2
   %367 = mul nsw i64 %366, 480
   %368 = add nsw i64 %365, %367
-  %369 = mul nsw i64 %conv2.tx6713, 2
+  %369 = mul nsw i64 %conv2.tx6913, 2
   %370 = add nsw i64 %369, 3
   %371 = mul nsw i64 %370, 16
   %372 = add nsw i64 %368, %371
-  %373 = mul nsw i64 %conv2.cv6814, 8
+  %373 = mul nsw i64 %conv2.cv7014, 8
   %374 = add nsw i64 %372, %373
   %375 = add nsw i64 1609728, %374
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %375
   %376 = load <8 x float>, ptr %arena39, align 4
-  %377 = mul nsw i64 %conv2.j6511, 14400
-  %378 = mul nsw i64 %conv2.ty6612, 2
+  %377 = mul nsw i64 %conv2.j6711, 14400
+  %378 = mul nsw i64 %conv2.ty6812, 2
   %379 = add nsw i64 %378, 2
   %380 = mul nsw i64 %379, 480
   %381 = add nsw i64 %377, %380
-  %382 = mul nsw i64 %conv2.tx6713, 2
+  %382 = mul nsw i64 %conv2.tx6913, 2
   %383 = add nsw i64 %382, 3
   %384 = mul nsw i64 %383, 16
   %385 = add nsw i64 %381, %384
-  %386 = mul nsw i64 %conv2.cv6814, 8
+  %386 = mul nsw i64 %conv2.cv7014, 8
   %387 = add nsw i64 %385, %386
   %388 = add nsw i64 1609728, %387
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %388
   %389 = load <8 x float>, ptr %arena40, align 4
   %390 = fsub <8 x float> %376, %389
-  store <8 x float> %390, ptr %conv2.w81, align 32
-  %391 = mul nsw i64 %conv2.j6511, 14400
-  %392 = mul nsw i64 %conv2.ty6612, 2
+  store <8 x float> %390, ptr %conv2.w83, align 32
+  %391 = mul nsw i64 %conv2.j6711, 14400
+  %392 = mul nsw i64 %conv2.ty6812, 2
   %393 = add nsw i64 %392, 1
   %394 = mul nsw i64 %393, 480
   %395 = add nsw i64 %391, %394
-  %396 = mul nsw i64 %conv2.tx6713, 2
+  %396 = mul nsw i64 %conv2.tx6913, 2
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 16
   %399 = add nsw i64 %395, %398
-  %400 = mul nsw i64 %conv2.cv6814, 8
+  %400 = mul nsw i64 %conv2.cv7014, 8
   %401 = add nsw i64 %399, %400
   %402 = add nsw i64 1609728, %401
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %402
   %403 = load <8 x float>, ptr %arena41, align 4
-  %404 = mul nsw i64 %conv2.j6511, 14400
-  %405 = mul nsw i64 %conv2.ty6612, 2
+  %404 = mul nsw i64 %conv2.j6711, 14400
+  %405 = mul nsw i64 %conv2.ty6812, 2
   %406 = add nsw i64 %405, 2
   %407 = mul nsw i64 %406, 480
   %408 = add nsw i64 %404, %407
-  %409 = mul nsw i64 %conv2.tx6713, 2
+  %409 = mul nsw i64 %conv2.tx6913, 2
   %410 = add nsw i64 %409, 3
   %411 = mul nsw i64 %410, 16
   %412 = add nsw i64 %408, %411
-  %413 = mul nsw i64 %conv2.cv6814, 8
+  %413 = mul nsw i64 %conv2.cv7014, 8
   %414 = add nsw i64 %412, %413
   %415 = add nsw i64 1609728, %414
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %415
   %416 = load <8 x float>, ptr %arena42, align 4
   %417 = fadd <8 x float> %403, %416
-  store <8 x float> %417, ptr %conv2.w82, align 32
-  %418 = mul nsw i64 %conv2.j6511, 14400
-  %419 = mul nsw i64 %conv2.ty6612, 2
+  store <8 x float> %417, ptr %conv2.w84, align 32
+  %418 = mul nsw i64 %conv2.j6711, 14400
+  %419 = mul nsw i64 %conv2.ty6812, 2
   %420 = add nsw i64 %419, 2
   %421 = mul nsw i64 %420, 480
   %422 = add nsw i64 %418, %421
-  %423 = mul nsw i64 %conv2.tx6713, 2
+  %423 = mul nsw i64 %conv2.tx6913, 2
   %424 = add nsw i64 %423, 3
   %425 = mul nsw i64 %424, 16
   %426 = add nsw i64 %422, %425
-  %427 = mul nsw i64 %conv2.cv6814, 8
+  %427 = mul nsw i64 %conv2.cv7014, 8
   %428 = add nsw i64 %426, %427
   %429 = add nsw i64 1609728, %428
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %429
   %430 = load <8 x float>, ptr %arena43, align 4
-  %431 = mul nsw i64 %conv2.j6511, 14400
-  %432 = mul nsw i64 %conv2.ty6612, 2
+  %431 = mul nsw i64 %conv2.j6711, 14400
+  %432 = mul nsw i64 %conv2.ty6812, 2
   %433 = add nsw i64 %432, 1
   %434 = mul nsw i64 %433, 480
   %435 = add nsw i64 %431, %434
-  %436 = mul nsw i64 %conv2.tx6713, 2
+  %436 = mul nsw i64 %conv2.tx6913, 2
   %437 = add nsw i64 %436, 3
   %438 = mul nsw i64 %437, 16
   %439 = add nsw i64 %435, %438
-  %440 = mul nsw i64 %conv2.cv6814, 8
+  %440 = mul nsw i64 %conv2.cv7014, 8
   %441 = add nsw i64 %439, %440
   %442 = add nsw i64 1609728, %441
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %442
   %443 = load <8 x float>, ptr %arena44, align 4
   %444 = fsub <8 x float> %430, %443
-  store <8 x float> %444, ptr %conv2.w83, align 32
-  %445 = mul nsw i64 %conv2.j6511, 14400
-  %446 = mul nsw i64 %conv2.ty6612, 2
+  store <8 x float> %444, ptr %conv2.w85, align 32
+  %445 = mul nsw i64 %conv2.j6711, 14400
+  %446 = mul nsw i64 %conv2.ty6812, 2
   %447 = add nsw i64 %446, 1
   %448 = mul nsw i64 %447, 480
   %449 = add nsw i64 %445, %448
-  %450 = mul nsw i64 %conv2.tx6713, 2
+  %450 = mul nsw i64 %conv2.tx6913, 2
   %451 = add nsw i64 %450, 3
   %452 = mul nsw i64 %451, 16
   %453 = add nsw i64 %449, %452
-  %454 = mul nsw i64 %conv2.cv6814, 8
+  %454 = mul nsw i64 %conv2.cv7014, 8
   %455 = add nsw i64 %453, %454
   %456 = add nsw i64 1609728, %455
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %456
   %457 = load <8 x float>, ptr %arena45, align 4
-  %458 = mul nsw i64 %conv2.j6511, 14400
-  %459 = mul nsw i64 %conv2.ty6612, 2
+  %458 = mul nsw i64 %conv2.j6711, 14400
+  %459 = mul nsw i64 %conv2.ty6812, 2
   %460 = add nsw i64 %459, 3
   %461 = mul nsw i64 %460, 480
   %462 = add nsw i64 %458, %461
-  %463 = mul nsw i64 %conv2.tx6713, 2
+  %463 = mul nsw i64 %conv2.tx6913, 2
   %464 = add nsw i64 %463, 3
   %465 = mul nsw i64 %464, 16
   %466 = add nsw i64 %462, %465
-  %467 = mul nsw i64 %conv2.cv6814, 8
+  %467 = mul nsw i64 %conv2.cv7014, 8
   %468 = add nsw i64 %466, %467
   %469 = add nsw i64 1609728, %468
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %469
   %470 = load <8 x float>, ptr %arena46, align 4
   %471 = fsub <8 x float> %457, %470
-  store <8 x float> %471, ptr %conv2.w84, align 32
-  %w69 = load <8 x float>, ptr %conv2.w69, align 32
-  %w77 = load <8 x float>, ptr %conv2.w77, align 32
-  %472 = fsub <8 x float> %w69, %w77
-  store <8 x float> %472, ptr %conv2.w85, align 32
-  %w73 = load <8 x float>, ptr %conv2.w73, align 32
-  %w7747 = load <8 x float>, ptr %conv2.w77, align 32
-  %473 = fadd <8 x float> %w73, %w7747
-  store <8 x float> %473, ptr %conv2.w86, align 32
-  %w7748 = load <8 x float>, ptr %conv2.w77, align 32
-  %w7349 = load <8 x float>, ptr %conv2.w73, align 32
-  %474 = fsub <8 x float> %w7748, %w7349
-  store <8 x float> %474, ptr %conv2.w87, align 32
-  %w7350 = load <8 x float>, ptr %conv2.w73, align 32
-  %w81 = load <8 x float>, ptr %conv2.w81, align 32
-  %475 = fsub <8 x float> %w7350, %w81
-  store <8 x float> %475, ptr %conv2.w88, align 32
-  %w70 = load <8 x float>, ptr %conv2.w70, align 32
-  %w78 = load <8 x float>, ptr %conv2.w78, align 32
-  %476 = fsub <8 x float> %w70, %w78
-  store <8 x float> %476, ptr %conv2.w89, align 32
-  %w74 = load <8 x float>, ptr %conv2.w74, align 32
-  %w7851 = load <8 x float>, ptr %conv2.w78, align 32
-  %477 = fadd <8 x float> %w74, %w7851
-  store <8 x float> %477, ptr %conv2.w90, align 32
-  %w7852 = load <8 x float>, ptr %conv2.w78, align 32
-  %w7453 = load <8 x float>, ptr %conv2.w74, align 32
-  %478 = fsub <8 x float> %w7852, %w7453
-  store <8 x float> %478, ptr %conv2.w91, align 32
-  %w7454 = load <8 x float>, ptr %conv2.w74, align 32
-  %w82 = load <8 x float>, ptr %conv2.w82, align 32
-  %479 = fsub <8 x float> %w7454, %w82
-  store <8 x float> %479, ptr %conv2.w92, align 32
+  store <8 x float> %471, ptr %conv2.w86, align 32
   %w71 = load <8 x float>, ptr %conv2.w71, align 32
   %w79 = load <8 x float>, ptr %conv2.w79, align 32
-  %480 = fsub <8 x float> %w71, %w79
-  store <8 x float> %480, ptr %conv2.w93, align 32
+  %472 = fsub <8 x float> %w71, %w79
+  store <8 x float> %472, ptr %conv2.w87, align 32
   %w75 = load <8 x float>, ptr %conv2.w75, align 32
-  %w7955 = load <8 x float>, ptr %conv2.w79, align 32
-  %481 = fadd <8 x float> %w75, %w7955
-  store <8 x float> %481, ptr %conv2.w94, align 32
-  %w7956 = load <8 x float>, ptr %conv2.w79, align 32
-  %w7557 = load <8 x float>, ptr %conv2.w75, align 32
-  %482 = fsub <8 x float> %w7956, %w7557
-  store <8 x float> %482, ptr %conv2.w95, align 32
-  %w7558 = load <8 x float>, ptr %conv2.w75, align 32
+  %w7947 = load <8 x float>, ptr %conv2.w79, align 32
+  %473 = fadd <8 x float> %w75, %w7947
+  store <8 x float> %473, ptr %conv2.w88, align 32
+  %w7948 = load <8 x float>, ptr %conv2.w79, align 32
+  %w7549 = load <8 x float>, ptr %conv2.w75, align 32
+  %474 = fsub <8 x float> %w7948, %w7549
+  store <8 x float> %474, ptr %conv2.w89, align 32
+  %w7550 = load <8 x float>, ptr %conv2.w75, align 32
   %w83 = load <8 x float>, ptr %conv2.w83, align 32
-  %483 = fsub <8 x float> %w7558, %w83
-  store <8 x float> %483, ptr %conv2.w96, align 32
+  %475 = fsub <8 x float> %w7550, %w83
+  store <8 x float> %475, ptr %conv2.w90, align 32
   %w72 = load <8 x float>, ptr %conv2.w72, align 32
   %w80 = load <8 x float>, ptr %conv2.w80, align 32
-  %484 = fsub <8 x float> %w72, %w80
-  store <8 x float> %484, ptr %conv2.w97, align 32
+  %476 = fsub <8 x float> %w72, %w80
+  store <8 x float> %476, ptr %conv2.w91, align 32
   %w76 = load <8 x float>, ptr %conv2.w76, align 32
-  %w8059 = load <8 x float>, ptr %conv2.w80, align 32
-  %485 = fadd <8 x float> %w76, %w8059
-  store <8 x float> %485, ptr %conv2.w98, align 32
-  %w8060 = load <8 x float>, ptr %conv2.w80, align 32
-  %w7661 = load <8 x float>, ptr %conv2.w76, align 32
-  %486 = fsub <8 x float> %w8060, %w7661
-  store <8 x float> %486, ptr %conv2.w99, align 32
-  %w7662 = load <8 x float>, ptr %conv2.w76, align 32
+  %w8051 = load <8 x float>, ptr %conv2.w80, align 32
+  %477 = fadd <8 x float> %w76, %w8051
+  store <8 x float> %477, ptr %conv2.w92, align 32
+  %w8052 = load <8 x float>, ptr %conv2.w80, align 32
+  %w7653 = load <8 x float>, ptr %conv2.w76, align 32
+  %478 = fsub <8 x float> %w8052, %w7653
+  store <8 x float> %478, ptr %conv2.w93, align 32
+  %w7654 = load <8 x float>, ptr %conv2.w76, align 32
   %w84 = load <8 x float>, ptr %conv2.w84, align 32
-  %487 = fsub <8 x float> %w7662, %w84
-  store <8 x float> %487, ptr %conv2.w100, align 32
+  %479 = fsub <8 x float> %w7654, %w84
+  store <8 x float> %479, ptr %conv2.w94, align 32
+  %w73 = load <8 x float>, ptr %conv2.w73, align 32
+  %w81 = load <8 x float>, ptr %conv2.w81, align 32
+  %480 = fsub <8 x float> %w73, %w81
+  store <8 x float> %480, ptr %conv2.w95, align 32
+  %w77 = load <8 x float>, ptr %conv2.w77, align 32
+  %w8155 = load <8 x float>, ptr %conv2.w81, align 32
+  %481 = fadd <8 x float> %w77, %w8155
+  store <8 x float> %481, ptr %conv2.w96, align 32
+  %w8156 = load <8 x float>, ptr %conv2.w81, align 32
+  %w7757 = load <8 x float>, ptr %conv2.w77, align 32
+  %482 = fsub <8 x float> %w8156, %w7757
+  store <8 x float> %482, ptr %conv2.w97, align 32
+  %w7758 = load <8 x float>, ptr %conv2.w77, align 32
   %w85 = load <8 x float>, ptr %conv2.w85, align 32
-  %488 = mul nsw i64 %conv2.j6511, 196
-  %489 = mul nsw i64 %conv2.ty6612, 14
+  %483 = fsub <8 x float> %w7758, %w85
+  store <8 x float> %483, ptr %conv2.w98, align 32
+  %w74 = load <8 x float>, ptr %conv2.w74, align 32
+  %w82 = load <8 x float>, ptr %conv2.w82, align 32
+  %484 = fsub <8 x float> %w74, %w82
+  store <8 x float> %484, ptr %conv2.w99, align 32
+  %w78 = load <8 x float>, ptr %conv2.w78, align 32
+  %w8259 = load <8 x float>, ptr %conv2.w82, align 32
+  %485 = fadd <8 x float> %w78, %w8259
+  store <8 x float> %485, ptr %conv2.w100, align 32
+  %w8260 = load <8 x float>, ptr %conv2.w82, align 32
+  %w7861 = load <8 x float>, ptr %conv2.w78, align 32
+  %486 = fsub <8 x float> %w8260, %w7861
+  store <8 x float> %486, ptr %conv2.w101, align 32
+  %w7862 = load <8 x float>, ptr %conv2.w78, align 32
+  %w86 = load <8 x float>, ptr %conv2.w86, align 32
+  %487 = fsub <8 x float> %w7862, %w86
+  store <8 x float> %487, ptr %conv2.w102, align 32
+  %w87 = load <8 x float>, ptr %conv2.w87, align 32
+  %488 = mul nsw i64 %conv2.j6711, 196
+  %489 = mul nsw i64 %conv2.ty6812, 14
   %490 = add nsw i64 %488, %489
-  %491 = add nsw i64 %490, %conv2.tx6713
+  %491 = add nsw i64 %490, %conv2.tx6913
   %492 = mul nsw i64 %491, 16
   %493 = add nsw i64 1624128, %492
-  %494 = mul nsw i64 %conv2.cv6814, 8
+  %494 = mul nsw i64 %conv2.cv7014, 8
   %495 = add nsw i64 %493, %494
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %495
-  store <8 x float> %w85, ptr %arena63, align 4
-  %w86 = load <8 x float>, ptr %conv2.w86, align 32
-  %496 = mul nsw i64 %conv2.j6511, 196
-  %497 = mul nsw i64 %conv2.ty6612, 14
+  store <8 x float> %w87, ptr %arena63, align 4
+  %w88 = load <8 x float>, ptr %conv2.w88, align 32
+  %496 = mul nsw i64 %conv2.j6711, 196
+  %497 = mul nsw i64 %conv2.ty6812, 14
   %498 = add nsw i64 %496, %497
-  %499 = add nsw i64 %498, %conv2.tx6713
+  %499 = add nsw i64 %498, %conv2.tx6913
   %500 = mul nsw i64 %499, 16
   %501 = add nsw i64 1627264, %500
-  %502 = mul nsw i64 %conv2.cv6814, 8
+  %502 = mul nsw i64 %conv2.cv7014, 8
   %503 = add nsw i64 %501, %502
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %503
-  store <8 x float> %w86, ptr %arena64, align 4
-  %w87 = load <8 x float>, ptr %conv2.w87, align 32
-  %504 = mul nsw i64 %conv2.j6511, 196
-  %505 = mul nsw i64 %conv2.ty6612, 14
+  store <8 x float> %w88, ptr %arena64, align 4
+  %w89 = load <8 x float>, ptr %conv2.w89, align 32
+  %504 = mul nsw i64 %conv2.j6711, 196
+  %505 = mul nsw i64 %conv2.ty6812, 14
   %506 = add nsw i64 %504, %505
-  %507 = add nsw i64 %506, %conv2.tx6713
+  %507 = add nsw i64 %506, %conv2.tx6913
   %508 = mul nsw i64 %507, 16
   %509 = add nsw i64 1630400, %508
-  %510 = mul nsw i64 %conv2.cv6814, 8
+  %510 = mul nsw i64 %conv2.cv7014, 8
   %511 = add nsw i64 %509, %510
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %511
-  store <8 x float> %w87, ptr %arena65, align 4
-  %w88 = load <8 x float>, ptr %conv2.w88, align 32
-  %512 = mul nsw i64 %conv2.j6511, 196
-  %513 = mul nsw i64 %conv2.ty6612, 14
+  store <8 x float> %w89, ptr %arena65, align 4
+  %w90 = load <8 x float>, ptr %conv2.w90, align 32
+  %512 = mul nsw i64 %conv2.j6711, 196
+  %513 = mul nsw i64 %conv2.ty6812, 14
   %514 = add nsw i64 %512, %513
-  %515 = add nsw i64 %514, %conv2.tx6713
+  %515 = add nsw i64 %514, %conv2.tx6913
   %516 = mul nsw i64 %515, 16
   %517 = add nsw i64 1633536, %516
-  %518 = mul nsw i64 %conv2.cv6814, 8
+  %518 = mul nsw i64 %conv2.cv7014, 8
   %519 = add nsw i64 %517, %518
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %519
-  store <8 x float> %w88, ptr %arena66, align 4
-  %w89 = load <8 x float>, ptr %conv2.w89, align 32
-  %520 = mul nsw i64 %conv2.j6511, 196
-  %521 = mul nsw i64 %conv2.ty6612, 14
+  store <8 x float> %w90, ptr %arena66, align 4
+  %w91 = load <8 x float>, ptr %conv2.w91, align 32
+  %520 = mul nsw i64 %conv2.j6711, 196
+  %521 = mul nsw i64 %conv2.ty6812, 14
   %522 = add nsw i64 %520, %521
-  %523 = add nsw i64 %522, %conv2.tx6713
+  %523 = add nsw i64 %522, %conv2.tx6913
   %524 = mul nsw i64 %523, 16
   %525 = add nsw i64 1636672, %524
-  %526 = mul nsw i64 %conv2.cv6814, 8
+  %526 = mul nsw i64 %conv2.cv7014, 8
   %527 = add nsw i64 %525, %526
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %527
-  store <8 x float> %w89, ptr %arena67, align 4
-  %w90 = load <8 x float>, ptr %conv2.w90, align 32
-  %528 = mul nsw i64 %conv2.j6511, 196
-  %529 = mul nsw i64 %conv2.ty6612, 14
+  store <8 x float> %w91, ptr %arena67, align 4
+  %w92 = load <8 x float>, ptr %conv2.w92, align 32
+  %528 = mul nsw i64 %conv2.j6711, 196
+  %529 = mul nsw i64 %conv2.ty6812, 14
   %530 = add nsw i64 %528, %529
-  %531 = add nsw i64 %530, %conv2.tx6713
+  %531 = add nsw i64 %530, %conv2.tx6913
   %532 = mul nsw i64 %531, 16
   %533 = add nsw i64 1639808, %532
-  %534 = mul nsw i64 %conv2.cv6814, 8
+  %534 = mul nsw i64 %conv2.cv7014, 8
   %535 = add nsw i64 %533, %534
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %535
-  store <8 x float> %w90, ptr %arena68, align 4
-  %w91 = load <8 x float>, ptr %conv2.w91, align 32
-  %536 = mul nsw i64 %conv2.j6511, 196
-  %537 = mul nsw i64 %conv2.ty6612, 14
+  store <8 x float> %w92, ptr %arena68, align 4
+  %w93 = load <8 x float>, ptr %conv2.w93, align 32
+  %536 = mul nsw i64 %conv2.j6711, 196
+  %537 = mul nsw i64 %conv2.ty6812, 14
   %538 = add nsw i64 %536, %537
-  %539 = add nsw i64 %538, %conv2.tx6713
+  %539 = add nsw i64 %538, %conv2.tx6913
   %540 = mul nsw i64 %539, 16
   %541 = add nsw i64 1642944, %540
-  %542 = mul nsw i64 %conv2.cv6814, 8
+  %542 = mul nsw i64 %conv2.cv7014, 8
   %543 = add nsw i64 %541, %542
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %543
-  store <8 x float> %w91, ptr %arena69, align 4
-  %w92 = load <8 x float>, ptr %conv2.w92, align 32
-  %544 = mul nsw i64 %conv2.j6511, 196
-  %545 = mul nsw i64 %conv2.ty6612, 14
+  store <8 x float> %w93, ptr %arena69, align 4
+  %w94 = load <8 x float>, ptr %conv2.w94, align 32
+  %544 = mul nsw i64 %conv2.j6711, 196
+  %545 = mul nsw i64 %conv2.ty6812, 14
   %546 = add nsw i64 %544, %545
-  %547 = add nsw i64 %546, %conv2.tx6713
+  %547 = add nsw i64 %546, %conv2.tx6913
   %548 = mul nsw i64 %547, 16
   %549 = add nsw i64 1646080, %548
-  %550 = mul nsw i64 %conv2.cv6814, 8
+  %550 = mul nsw i64 %conv2.cv7014, 8
   %551 = add nsw i64 %549, %550
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %551
-  store <8 x float> %w92, ptr %arena70, align 4
-  %w93 = load <8 x float>, ptr %conv2.w93, align 32
-  %552 = mul nsw i64 %conv2.j6511, 196
-  %553 = mul nsw i64 %conv2.ty6612, 14
+  store <8 x float> %w94, ptr %arena70, align 4
+  %w95 = load <8 x float>, ptr %conv2.w95, align 32
+  %552 = mul nsw i64 %conv2.j6711, 196
+  %553 = mul nsw i64 %conv2.ty6812, 14
   %554 = add nsw i64 %552, %553
-  %555 = add nsw i64 %554, %conv2.tx6713
+  %555 = add nsw i64 %554, %conv2.tx6913
   %556 = mul nsw i64 %555, 16
   %557 = add nsw i64 1649216, %556
-  %558 = mul nsw i64 %conv2.cv6814, 8
+  %558 = mul nsw i64 %conv2.cv7014, 8
   %559 = add nsw i64 %557, %558
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %559
-  store <8 x float> %w93, ptr %arena71, align 4
-  %w94 = load <8 x float>, ptr %conv2.w94, align 32
-  %560 = mul nsw i64 %conv2.j6511, 196
-  %561 = mul nsw i64 %conv2.ty6612, 14
+  store <8 x float> %w95, ptr %arena71, align 4
+  %w96 = load <8 x float>, ptr %conv2.w96, align 32
+  %560 = mul nsw i64 %conv2.j6711, 196
+  %561 = mul nsw i64 %conv2.ty6812, 14
   %562 = add nsw i64 %560, %561
-  %563 = add nsw i64 %562, %conv2.tx6713
+  %563 = add nsw i64 %562, %conv2.tx6913
   %564 = mul nsw i64 %563, 16
   %565 = add nsw i64 1652352, %564
-  %566 = mul nsw i64 %conv2.cv6814, 8
+  %566 = mul nsw i64 %conv2.cv7014, 8
   %567 = add nsw i64 %565, %566
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %567
-  store <8 x float> %w94, ptr %arena72, align 4
-  %w95 = load <8 x float>, ptr %conv2.w95, align 32
-  %568 = mul nsw i64 %conv2.j6511, 196
-  %569 = mul nsw i64 %conv2.ty6612, 14
+  store <8 x float> %w96, ptr %arena72, align 4
+  %w97 = load <8 x float>, ptr %conv2.w97, align 32
+  %568 = mul nsw i64 %conv2.j6711, 196
+  %569 = mul nsw i64 %conv2.ty6812, 14
   %570 = add nsw i64 %568, %569
-  %571 = add nsw i64 %570, %conv2.tx6713
+  %571 = add nsw i64 %570, %conv2.tx6913
   %572 = mul nsw i64 %571, 16
   %573 = add nsw i64 1655488, %572
-  %574 = mul nsw i64 %conv2.cv6814, 8
+  %574 = mul nsw i64 %conv2.cv7014, 8
   %575 = add nsw i64 %573, %574
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %575
-  store <8 x float> %w95, ptr %arena73, align 4
-  %w96 = load <8 x float>, ptr %conv2.w96, align 32
-  %576 = mul nsw i64 %conv2.j6511, 196
-  %577 = mul nsw i64 %conv2.ty6612, 14
+  store <8 x float> %w97, ptr %arena73, align 4
+  %w98 = load <8 x float>, ptr %conv2.w98, align 32
+  %576 = mul nsw i64 %conv2.j6711, 196
+  %577 = mul nsw i64 %conv2.ty6812, 14
   %578 = add nsw i64 %576, %577
-  %579 = add nsw i64 %578, %conv2.tx6713
+  %579 = add nsw i64 %578, %conv2.tx6913
   %580 = mul nsw i64 %579, 16
   %581 = add nsw i64 1658624, %580
-  %582 = mul nsw i64 %conv2.cv6814, 8
+  %582 = mul nsw i64 %conv2.cv7014, 8
   %583 = add nsw i64 %581, %582
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %583
-  store <8 x float> %w96, ptr %arena74, align 4
-  %w97 = load <8 x float>, ptr %conv2.w97, align 32
-  %584 = mul nsw i64 %conv2.j6511, 196
-  %585 = mul nsw i64 %conv2.ty6612, 14
+  store <8 x float> %w98, ptr %arena74, align 4
+  %w99 = load <8 x float>, ptr %conv2.w99, align 32
+  %584 = mul nsw i64 %conv2.j6711, 196
+  %585 = mul nsw i64 %conv2.ty6812, 14
   %586 = add nsw i64 %584, %585
-  %587 = add nsw i64 %586, %conv2.tx6713
+  %587 = add nsw i64 %586, %conv2.tx6913
   %588 = mul nsw i64 %587, 16
   %589 = add nsw i64 1661760, %588
-  %590 = mul nsw i64 %conv2.cv6814, 8
+  %590 = mul nsw i64 %conv2.cv7014, 8
   %591 = add nsw i64 %589, %590
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %591
-  store <8 x float> %w97, ptr %arena75, align 4
-  %w98 = load <8 x float>, ptr %conv2.w98, align 32
-  %592 = mul nsw i64 %conv2.j6511, 196
-  %593 = mul nsw i64 %conv2.ty6612, 14
+  store <8 x float> %w99, ptr %arena75, align 4
+  %w100 = load <8 x float>, ptr %conv2.w100, align 32
+  %592 = mul nsw i64 %conv2.j6711, 196
+  %593 = mul nsw i64 %conv2.ty6812, 14
   %594 = add nsw i64 %592, %593
-  %595 = add nsw i64 %594, %conv2.tx6713
+  %595 = add nsw i64 %594, %conv2.tx6913
   %596 = mul nsw i64 %595, 16
   %597 = add nsw i64 1664896, %596
-  %598 = mul nsw i64 %conv2.cv6814, 8
+  %598 = mul nsw i64 %conv2.cv7014, 8
   %599 = add nsw i64 %597, %598
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %599
-  store <8 x float> %w98, ptr %arena76, align 4
-  %w99 = load <8 x float>, ptr %conv2.w99, align 32
-  %600 = mul nsw i64 %conv2.j6511, 196
-  %601 = mul nsw i64 %conv2.ty6612, 14
+  store <8 x float> %w100, ptr %arena76, align 4
+  %w101 = load <8 x float>, ptr %conv2.w101, align 32
+  %600 = mul nsw i64 %conv2.j6711, 196
+  %601 = mul nsw i64 %conv2.ty6812, 14
   %602 = add nsw i64 %600, %601
-  %603 = add nsw i64 %602, %conv2.tx6713
+  %603 = add nsw i64 %602, %conv2.tx6913
   %604 = mul nsw i64 %603, 16
   %605 = add nsw i64 1668032, %604
-  %606 = mul nsw i64 %conv2.cv6814, 8
+  %606 = mul nsw i64 %conv2.cv7014, 8
   %607 = add nsw i64 %605, %606
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %607
-  store <8 x float> %w99, ptr %arena77, align 4
-  %w100 = load <8 x float>, ptr %conv2.w100, align 32
-  %608 = mul nsw i64 %conv2.j6511, 196
-  %609 = mul nsw i64 %conv2.ty6612, 14
+  store <8 x float> %w101, ptr %arena77, align 4
+  %w102 = load <8 x float>, ptr %conv2.w102, align 32
+  %608 = mul nsw i64 %conv2.j6711, 196
+  %609 = mul nsw i64 %conv2.ty6812, 14
   %610 = add nsw i64 %608, %609
-  %611 = add nsw i64 %610, %conv2.tx6713
+  %611 = add nsw i64 %610, %conv2.tx6913
   %612 = mul nsw i64 %611, 16
   %613 = add nsw i64 1671168, %612
-  %614 = mul nsw i64 %conv2.cv6814, 8
+  %614 = mul nsw i64 %conv2.cv7014, 8
   %615 = add nsw i64 %613, %614
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %615
-  store <8 x float> %w100, ptr %arena78, align 4
-  %cv68.next = add nsw i64 %conv2.cv6814, 1
-  %616 = icmp slt i64 %cv68.next, 2
-  br i1 %616, label %conv2.cv68, label %conv2.cv68.end
+  store <8 x float> %w102, ptr %arena78, align 4
+  %cv70.next = add nsw i64 %conv2.cv7014, 1
+  %616 = icmp slt i64 %cv70.next, 2
+  br i1 %616, label %conv2.cv70, label %conv2.cv70.end
 
-conv2.cv68.end:                                   ; preds = %conv2.cv68
-  %tx67.next = add nsw i64 %conv2.tx6713, 1
-  %617 = icmp slt i64 %tx67.next, 14
-  br i1 %617, label %conv2.tx67, label %conv2.tx67.end
+conv2.cv70.end:                                   ; preds = %conv2.cv70
+  %tx69.next = add nsw i64 %conv2.tx6913, 1
+  %617 = icmp slt i64 %tx69.next, 14
+  br i1 %617, label %conv2.tx69, label %conv2.tx69.end
 
-conv2.part101.pool:                               ; preds = %conv2.j65.end
+conv2.part103.pool:                               ; preds = %conv2.j67.end
   %run79 = load ptr, ptr %pool, align 8
-  call void %run79(ptr %pool, ptr @residual_infer_b64.k2.conv2.part101.task, ptr %part101.context, i64 2)
-  br label %conv2.part101.done
+  call void %run79(ptr %pool, ptr @residual_infer_b64.k2.conv2.part103.task, ptr %part103.context, i64 2)
+  br label %conv2.part103.done
 
-conv2.part101.serial:                             ; preds = %conv2.j65.end
-  br label %conv2.part101
+conv2.part103.serial:                             ; preds = %conv2.j67.end
+  br label %conv2.part103
 
-conv2.part101.done:                               ; preds = %conv2.part101.end, %conv2.part101.pool
-  %g60.next = add nsw i64 %conv2.g604, 1
-  %618 = icmp slt i64 %g60.next, 64
-  br i1 %618, label %conv2.g60, label %conv2.g60.end
+conv2.part103.done:                               ; preds = %conv2.part103.end, %conv2.part103.pool
+  %g62.next = add nsw i64 %conv2.g624, 1
+  %618 = icmp slt i64 %g62.next, 64
+  br i1 %618, label %conv2.g62, label %conv2.g62.end
 
-conv2.part101:                                    ; preds = %conv2.part101, %conv2.part101.serial
-  %conv2.part10180 = phi i64 [ 0, %conv2.part101.serial ], [ %part101.next, %conv2.part101 ]
-  call void @residual_infer_b64.k2.conv2.part101(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g604, i64 %conv2.part10180)
-  %part101.next = add nsw i64 %conv2.part10180, 1
-  %619 = icmp slt i64 %part101.next, 2
-  br i1 %619, label %conv2.part101, label %conv2.part101.end
+conv2.part103:                                    ; preds = %conv2.part103, %conv2.part103.serial
+  %conv2.part10380 = phi i64 [ 0, %conv2.part103.serial ], [ %part103.next, %conv2.part103 ]
+  call void @residual_infer_b64.k2.conv2.part103(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g624, i64 %conv2.part10380)
+  %part103.next = add nsw i64 %conv2.part10380, 1
+  %619 = icmp slt i64 %part103.next, 2
+  br i1 %619, label %conv2.part103, label %conv2.part103.end
 
-conv2.part101.end:                                ; preds = %conv2.part101
-  br label %conv2.part101.done
+conv2.part103.end:                                ; preds = %conv2.part103
+  br label %conv2.part103.done
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k2.conv2.part28(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @residual_infer_b64.k2.conv2.part30(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
+  %conv2.w60 = alloca float, align 4
+  %conv2.w59 = alloca float, align 4
   %conv2.w58 = alloca float, align 4
   %conv2.w57 = alloca float, align 4
   %conv2.w56 = alloca float, align 4
@@ -18323,40 +18585,38 @@ entry:
   %conv2.w35 = alloca float, align 4
   %conv2.w34 = alloca float, align 4
   %conv2.w33 = alloca float, align 4
-  %conv2.w32 = alloca float, align 4
-  %conv2.w31 = alloca float, align 4
-  br label %conv2.ci29
+  br label %conv2.ci31
 
-conv2.ci29:                                       ; preds = %conv2.co30.end, %entry
-  %conv2.ci291 = phi i64 [ 0, %entry ], [ %ci29.next, %conv2.co30.end ]
-  br label %conv2.co30
+conv2.ci31:                                       ; preds = %conv2.co32.end, %entry
+  %conv2.ci311 = phi i64 [ 0, %entry ], [ %ci31.next, %conv2.co32.end ]
+  br label %conv2.co32
 
-conv2.ci29.end:                                   ; preds = %conv2.co30.end
+conv2.ci31.end:                                   ; preds = %conv2.co32.end
   ret void
 
-conv2.co30:                                       ; preds = %conv2.co30, %conv2.ci29
-  %conv2.co302 = phi i64 [ 0, %conv2.ci29 ], [ %co30.next, %conv2.co30 ]
+conv2.co32:                                       ; preds = %conv2.co32, %conv2.ci31
+  %conv2.co322 = phi i64 [ 0, %conv2.ci31 ], [ %co32.next, %conv2.co32 ]
   %1 = mul nsw i64 %0, 8
-  %2 = add nsw i64 %1, %conv2.co302
+  %2 = add nsw i64 %1, %conv2.co322
   %3 = mul nsw i64 %2, 16
-  %4 = add nsw i64 %3, %conv2.ci291
+  %4 = add nsw i64 %3, %conv2.ci311
   %5 = mul nsw i64 %4, 9
   %6 = add nsw i64 160, %5
   %params3 = getelementptr inbounds float, ptr %params, i64 %6
   %7 = load float, ptr %params3, align 4
-  store float %7, ptr %conv2.w31, align 4
+  store float %7, ptr %conv2.w33, align 4
   %8 = mul nsw i64 %0, 8
-  %9 = add nsw i64 %8, %conv2.co302
+  %9 = add nsw i64 %8, %conv2.co322
   %10 = mul nsw i64 %9, 16
-  %11 = add nsw i64 %10, %conv2.ci291
+  %11 = add nsw i64 %10, %conv2.ci311
   %12 = mul nsw i64 %11, 9
   %13 = add nsw i64 160, %12
   %params4 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params4, align 4
   %15 = mul nsw i64 %0, 8
-  %16 = add nsw i64 %15, %conv2.co302
+  %16 = add nsw i64 %15, %conv2.co322
   %17 = mul nsw i64 %16, 16
-  %18 = add nsw i64 %17, %conv2.ci291
+  %18 = add nsw i64 %17, %conv2.ci311
   %19 = mul nsw i64 %18, 9
   %20 = add nsw i64 160, %19
   %21 = add nsw i64 %20, 3
@@ -18364,9 +18624,9 @@ conv2.co30:                                       ; preds = %conv2.co30, %conv2.
   %22 = load float, ptr %params5, align 4
   %23 = fadd float %14, %22
   %24 = mul nsw i64 %0, 8
-  %25 = add nsw i64 %24, %conv2.co302
+  %25 = add nsw i64 %24, %conv2.co322
   %26 = mul nsw i64 %25, 16
-  %27 = add nsw i64 %26, %conv2.ci291
+  %27 = add nsw i64 %26, %conv2.ci311
   %28 = mul nsw i64 %27, 9
   %29 = add nsw i64 160, %28
   %30 = add nsw i64 %29, 6
@@ -18374,19 +18634,19 @@ conv2.co30:                                       ; preds = %conv2.co30, %conv2.
   %31 = load float, ptr %params6, align 4
   %32 = fadd float %23, %31
   %33 = fmul float %32, 5.000000e-01
-  store float %33, ptr %conv2.w32, align 4
+  store float %33, ptr %conv2.w34, align 4
   %34 = mul nsw i64 %0, 8
-  %35 = add nsw i64 %34, %conv2.co302
+  %35 = add nsw i64 %34, %conv2.co322
   %36 = mul nsw i64 %35, 16
-  %37 = add nsw i64 %36, %conv2.ci291
+  %37 = add nsw i64 %36, %conv2.ci311
   %38 = mul nsw i64 %37, 9
   %39 = add nsw i64 160, %38
   %params7 = getelementptr inbounds float, ptr %params, i64 %39
   %40 = load float, ptr %params7, align 4
   %41 = mul nsw i64 %0, 8
-  %42 = add nsw i64 %41, %conv2.co302
+  %42 = add nsw i64 %41, %conv2.co322
   %43 = mul nsw i64 %42, 16
-  %44 = add nsw i64 %43, %conv2.ci291
+  %44 = add nsw i64 %43, %conv2.ci311
   %45 = mul nsw i64 %44, 9
   %46 = add nsw i64 160, %45
   %47 = add nsw i64 %46, 6
@@ -18394,9 +18654,9 @@ conv2.co30:                                       ; preds = %conv2.co30, %conv2.
   %48 = load float, ptr %params8, align 4
   %49 = fadd float %40, %48
   %50 = mul nsw i64 %0, 8
-  %51 = add nsw i64 %50, %conv2.co302
+  %51 = add nsw i64 %50, %conv2.co322
   %52 = mul nsw i64 %51, 16
-  %53 = add nsw i64 %52, %conv2.ci291
+  %53 = add nsw i64 %52, %conv2.ci311
   %54 = mul nsw i64 %53, 9
   %55 = add nsw i64 160, %54
   %56 = add nsw i64 %55, 3
@@ -18404,40 +18664,40 @@ conv2.co30:                                       ; preds = %conv2.co30, %conv2.
   %57 = load float, ptr %params9, align 4
   %58 = fsub float %49, %57
   %59 = fmul float %58, 5.000000e-01
-  store float %59, ptr %conv2.w33, align 4
+  store float %59, ptr %conv2.w35, align 4
   %60 = mul nsw i64 %0, 8
-  %61 = add nsw i64 %60, %conv2.co302
+  %61 = add nsw i64 %60, %conv2.co322
   %62 = mul nsw i64 %61, 16
-  %63 = add nsw i64 %62, %conv2.ci291
+  %63 = add nsw i64 %62, %conv2.ci311
   %64 = mul nsw i64 %63, 9
   %65 = add nsw i64 160, %64
   %66 = add nsw i64 %65, 6
   %params10 = getelementptr inbounds float, ptr %params, i64 %66
   %67 = load float, ptr %params10, align 4
-  store float %67, ptr %conv2.w34, align 4
+  store float %67, ptr %conv2.w36, align 4
   %68 = mul nsw i64 %0, 8
-  %69 = add nsw i64 %68, %conv2.co302
+  %69 = add nsw i64 %68, %conv2.co322
   %70 = mul nsw i64 %69, 16
-  %71 = add nsw i64 %70, %conv2.ci291
+  %71 = add nsw i64 %70, %conv2.ci311
   %72 = mul nsw i64 %71, 9
   %73 = add nsw i64 160, %72
   %74 = add nsw i64 %73, 1
   %params11 = getelementptr inbounds float, ptr %params, i64 %74
   %75 = load float, ptr %params11, align 4
-  store float %75, ptr %conv2.w35, align 4
+  store float %75, ptr %conv2.w37, align 4
   %76 = mul nsw i64 %0, 8
-  %77 = add nsw i64 %76, %conv2.co302
+  %77 = add nsw i64 %76, %conv2.co322
   %78 = mul nsw i64 %77, 16
-  %79 = add nsw i64 %78, %conv2.ci291
+  %79 = add nsw i64 %78, %conv2.ci311
   %80 = mul nsw i64 %79, 9
   %81 = add nsw i64 160, %80
   %82 = add nsw i64 %81, 1
   %params12 = getelementptr inbounds float, ptr %params, i64 %82
   %83 = load float, ptr %params12, align 4
   %84 = mul nsw i64 %0, 8
-  %85 = add nsw i64 %84, %conv2.co302
+  %85 = add nsw i64 %84, %conv2.co322
   %86 = mul nsw i64 %85, 16
-  %87 = add nsw i64 %86, %conv2.ci291
+  %87 = add nsw i64 %86, %conv2.ci311
   %88 = mul nsw i64 %87, 9
   %89 = add nsw i64 160, %88
   %90 = add nsw i64 %89, 4
@@ -18445,9 +18705,9 @@ conv2.co30:                                       ; preds = %conv2.co30, %conv2.
   %91 = load float, ptr %params13, align 4
   %92 = fadd float %83, %91
   %93 = mul nsw i64 %0, 8
-  %94 = add nsw i64 %93, %conv2.co302
+  %94 = add nsw i64 %93, %conv2.co322
   %95 = mul nsw i64 %94, 16
-  %96 = add nsw i64 %95, %conv2.ci291
+  %96 = add nsw i64 %95, %conv2.ci311
   %97 = mul nsw i64 %96, 9
   %98 = add nsw i64 160, %97
   %99 = add nsw i64 %98, 7
@@ -18455,20 +18715,20 @@ conv2.co30:                                       ; preds = %conv2.co30, %conv2.
   %100 = load float, ptr %params14, align 4
   %101 = fadd float %92, %100
   %102 = fmul float %101, 5.000000e-01
-  store float %102, ptr %conv2.w36, align 4
+  store float %102, ptr %conv2.w38, align 4
   %103 = mul nsw i64 %0, 8
-  %104 = add nsw i64 %103, %conv2.co302
+  %104 = add nsw i64 %103, %conv2.co322
   %105 = mul nsw i64 %104, 16
-  %106 = add nsw i64 %105, %conv2.ci291
+  %106 = add nsw i64 %105, %conv2.ci311
   %107 = mul nsw i64 %106, 9
   %108 = add nsw i64 160, %107
   %109 = add nsw i64 %108, 1
   %params15 = getelementptr inbounds float, ptr %params, i64 %109
   %110 = load float, ptr %params15, align 4
   %111 = mul nsw i64 %0, 8
-  %112 = add nsw i64 %111, %conv2.co302
+  %112 = add nsw i64 %111, %conv2.co322
   %113 = mul nsw i64 %112, 16
-  %114 = add nsw i64 %113, %conv2.ci291
+  %114 = add nsw i64 %113, %conv2.ci311
   %115 = mul nsw i64 %114, 9
   %116 = add nsw i64 160, %115
   %117 = add nsw i64 %116, 7
@@ -18476,9 +18736,9 @@ conv2.co30:                                       ; preds = %conv2.co30, %conv2.
   %118 = load float, ptr %params16, align 4
   %119 = fadd float %110, %118
   %120 = mul nsw i64 %0, 8
-  %121 = add nsw i64 %120, %conv2.co302
+  %121 = add nsw i64 %120, %conv2.co322
   %122 = mul nsw i64 %121, 16
-  %123 = add nsw i64 %122, %conv2.ci291
+  %123 = add nsw i64 %122, %conv2.ci311
   %124 = mul nsw i64 %123, 9
   %125 = add nsw i64 160, %124
   %126 = add nsw i64 %125, 4
@@ -18486,40 +18746,40 @@ conv2.co30:                                       ; preds = %conv2.co30, %conv2.
   %127 = load float, ptr %params17, align 4
   %128 = fsub float %119, %127
   %129 = fmul float %128, 5.000000e-01
-  store float %129, ptr %conv2.w37, align 4
+  store float %129, ptr %conv2.w39, align 4
   %130 = mul nsw i64 %0, 8
-  %131 = add nsw i64 %130, %conv2.co302
+  %131 = add nsw i64 %130, %conv2.co322
   %132 = mul nsw i64 %131, 16
-  %133 = add nsw i64 %132, %conv2.ci291
+  %133 = add nsw i64 %132, %conv2.ci311
   %134 = mul nsw i64 %133, 9
   %135 = add nsw i64 160, %134
   %136 = add nsw i64 %135, 7
   %params18 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params18, align 4
-  store float %137, ptr %conv2.w38, align 4
+  store float %137, ptr %conv2.w40, align 4
   %138 = mul nsw i64 %0, 8
-  %139 = add nsw i64 %138, %conv2.co302
+  %139 = add nsw i64 %138, %conv2.co322
   %140 = mul nsw i64 %139, 16
-  %141 = add nsw i64 %140, %conv2.ci291
+  %141 = add nsw i64 %140, %conv2.ci311
   %142 = mul nsw i64 %141, 9
   %143 = add nsw i64 160, %142
   %144 = add nsw i64 %143, 2
   %params19 = getelementptr inbounds float, ptr %params, i64 %144
   %145 = load float, ptr %params19, align 4
-  store float %145, ptr %conv2.w39, align 4
+  store float %145, ptr %conv2.w41, align 4
   %146 = mul nsw i64 %0, 8
-  %147 = add nsw i64 %146, %conv2.co302
+  %147 = add nsw i64 %146, %conv2.co322
   %148 = mul nsw i64 %147, 16
-  %149 = add nsw i64 %148, %conv2.ci291
+  %149 = add nsw i64 %148, %conv2.ci311
   %150 = mul nsw i64 %149, 9
   %151 = add nsw i64 160, %150
   %152 = add nsw i64 %151, 2
   %params20 = getelementptr inbounds float, ptr %params, i64 %152
   %153 = load float, ptr %params20, align 4
   %154 = mul nsw i64 %0, 8
-  %155 = add nsw i64 %154, %conv2.co302
+  %155 = add nsw i64 %154, %conv2.co322
   %156 = mul nsw i64 %155, 16
-  %157 = add nsw i64 %156, %conv2.ci291
+  %157 = add nsw i64 %156, %conv2.ci311
   %158 = mul nsw i64 %157, 9
   %159 = add nsw i64 160, %158
   %160 = add nsw i64 %159, 5
@@ -18527,9 +18787,9 @@ conv2.co30:                                       ; preds = %conv2.co30, %conv2.
   %161 = load float, ptr %params21, align 4
   %162 = fadd float %153, %161
   %163 = mul nsw i64 %0, 8
-  %164 = add nsw i64 %163, %conv2.co302
+  %164 = add nsw i64 %163, %conv2.co322
   %165 = mul nsw i64 %164, 16
-  %166 = add nsw i64 %165, %conv2.ci291
+  %166 = add nsw i64 %165, %conv2.ci311
   %167 = mul nsw i64 %166, 9
   %168 = add nsw i64 160, %167
   %169 = add nsw i64 %168, 8
@@ -18537,20 +18797,20 @@ conv2.co30:                                       ; preds = %conv2.co30, %conv2.
   %170 = load float, ptr %params22, align 4
   %171 = fadd float %162, %170
   %172 = fmul float %171, 5.000000e-01
-  store float %172, ptr %conv2.w40, align 4
+  store float %172, ptr %conv2.w42, align 4
   %173 = mul nsw i64 %0, 8
-  %174 = add nsw i64 %173, %conv2.co302
+  %174 = add nsw i64 %173, %conv2.co322
   %175 = mul nsw i64 %174, 16
-  %176 = add nsw i64 %175, %conv2.ci291
+  %176 = add nsw i64 %175, %conv2.ci311
   %177 = mul nsw i64 %176, 9
   %178 = add nsw i64 160, %177
   %179 = add nsw i64 %178, 2
   %params23 = getelementptr inbounds float, ptr %params, i64 %179
   %180 = load float, ptr %params23, align 4
   %181 = mul nsw i64 %0, 8
-  %182 = add nsw i64 %181, %conv2.co302
+  %182 = add nsw i64 %181, %conv2.co322
   %183 = mul nsw i64 %182, 16
-  %184 = add nsw i64 %183, %conv2.ci291
+  %184 = add nsw i64 %183, %conv2.ci311
   %185 = mul nsw i64 %184, 9
   %186 = add nsw i64 160, %185
   %187 = add nsw i64 %186, 8
@@ -18558,9 +18818,9 @@ conv2.co30:                                       ; preds = %conv2.co30, %conv2.
   %188 = load float, ptr %params24, align 4
   %189 = fadd float %180, %188
   %190 = mul nsw i64 %0, 8
-  %191 = add nsw i64 %190, %conv2.co302
+  %191 = add nsw i64 %190, %conv2.co322
   %192 = mul nsw i64 %191, 16
-  %193 = add nsw i64 %192, %conv2.ci291
+  %193 = add nsw i64 %192, %conv2.ci311
   %194 = mul nsw i64 %193, 9
   %195 = add nsw i64 160, %194
   %196 = add nsw i64 %195, 5
@@ -18568,228 +18828,228 @@ conv2.co30:                                       ; preds = %conv2.co30, %conv2.
   %197 = load float, ptr %params25, align 4
   %198 = fsub float %189, %197
   %199 = fmul float %198, 5.000000e-01
-  store float %199, ptr %conv2.w41, align 4
+  store float %199, ptr %conv2.w43, align 4
   %200 = mul nsw i64 %0, 8
-  %201 = add nsw i64 %200, %conv2.co302
+  %201 = add nsw i64 %200, %conv2.co322
   %202 = mul nsw i64 %201, 16
-  %203 = add nsw i64 %202, %conv2.ci291
+  %203 = add nsw i64 %202, %conv2.ci311
   %204 = mul nsw i64 %203, 9
   %205 = add nsw i64 160, %204
   %206 = add nsw i64 %205, 8
   %params26 = getelementptr inbounds float, ptr %params, i64 %206
   %207 = load float, ptr %params26, align 4
-  store float %207, ptr %conv2.w42, align 4
-  %w31 = load float, ptr %conv2.w31, align 4
-  store float %w31, ptr %conv2.w43, align 4
-  %w3127 = load float, ptr %conv2.w31, align 4
-  %w35 = load float, ptr %conv2.w35, align 4
-  %208 = fadd float %w3127, %w35
-  %w39 = load float, ptr %conv2.w39, align 4
-  %209 = fadd float %208, %w39
-  %210 = fmul float %209, 5.000000e-01
-  store float %210, ptr %conv2.w44, align 4
-  %w3128 = load float, ptr %conv2.w31, align 4
-  %w3929 = load float, ptr %conv2.w39, align 4
-  %211 = fadd float %w3128, %w3929
-  %w3530 = load float, ptr %conv2.w35, align 4
-  %212 = fsub float %211, %w3530
-  %213 = fmul float %212, 5.000000e-01
-  store float %213, ptr %conv2.w45, align 4
-  %w3931 = load float, ptr %conv2.w39, align 4
-  store float %w3931, ptr %conv2.w46, align 4
-  %w32 = load float, ptr %conv2.w32, align 4
-  store float %w32, ptr %conv2.w47, align 4
-  %w3232 = load float, ptr %conv2.w32, align 4
-  %w36 = load float, ptr %conv2.w36, align 4
-  %214 = fadd float %w3232, %w36
-  %w40 = load float, ptr %conv2.w40, align 4
-  %215 = fadd float %214, %w40
-  %216 = fmul float %215, 5.000000e-01
-  store float %216, ptr %conv2.w48, align 4
-  %w3233 = load float, ptr %conv2.w32, align 4
-  %w4034 = load float, ptr %conv2.w40, align 4
-  %217 = fadd float %w3233, %w4034
-  %w3635 = load float, ptr %conv2.w36, align 4
-  %218 = fsub float %217, %w3635
-  %219 = fmul float %218, 5.000000e-01
-  store float %219, ptr %conv2.w49, align 4
-  %w4036 = load float, ptr %conv2.w40, align 4
-  store float %w4036, ptr %conv2.w50, align 4
+  store float %207, ptr %conv2.w44, align 4
   %w33 = load float, ptr %conv2.w33, align 4
-  store float %w33, ptr %conv2.w51, align 4
-  %w3337 = load float, ptr %conv2.w33, align 4
+  store float %w33, ptr %conv2.w45, align 4
+  %w3327 = load float, ptr %conv2.w33, align 4
   %w37 = load float, ptr %conv2.w37, align 4
-  %220 = fadd float %w3337, %w37
+  %208 = fadd float %w3327, %w37
   %w41 = load float, ptr %conv2.w41, align 4
-  %221 = fadd float %220, %w41
-  %222 = fmul float %221, 5.000000e-01
-  store float %222, ptr %conv2.w52, align 4
-  %w3338 = load float, ptr %conv2.w33, align 4
-  %w4139 = load float, ptr %conv2.w41, align 4
-  %223 = fadd float %w3338, %w4139
-  %w3740 = load float, ptr %conv2.w37, align 4
-  %224 = fsub float %223, %w3740
-  %225 = fmul float %224, 5.000000e-01
-  store float %225, ptr %conv2.w53, align 4
-  %w4141 = load float, ptr %conv2.w41, align 4
-  store float %w4141, ptr %conv2.w54, align 4
+  %209 = fadd float %208, %w41
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %conv2.w46, align 4
+  %w3328 = load float, ptr %conv2.w33, align 4
+  %w4129 = load float, ptr %conv2.w41, align 4
+  %211 = fadd float %w3328, %w4129
+  %w3730 = load float, ptr %conv2.w37, align 4
+  %212 = fsub float %211, %w3730
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %conv2.w47, align 4
+  %w4131 = load float, ptr %conv2.w41, align 4
+  store float %w4131, ptr %conv2.w48, align 4
   %w34 = load float, ptr %conv2.w34, align 4
-  store float %w34, ptr %conv2.w55, align 4
-  %w3442 = load float, ptr %conv2.w34, align 4
+  store float %w34, ptr %conv2.w49, align 4
+  %w3432 = load float, ptr %conv2.w34, align 4
   %w38 = load float, ptr %conv2.w38, align 4
-  %226 = fadd float %w3442, %w38
+  %214 = fadd float %w3432, %w38
   %w42 = load float, ptr %conv2.w42, align 4
-  %227 = fadd float %226, %w42
-  %228 = fmul float %227, 5.000000e-01
-  store float %228, ptr %conv2.w56, align 4
-  %w3443 = load float, ptr %conv2.w34, align 4
-  %w4244 = load float, ptr %conv2.w42, align 4
-  %229 = fadd float %w3443, %w4244
-  %w3845 = load float, ptr %conv2.w38, align 4
-  %230 = fsub float %229, %w3845
-  %231 = fmul float %230, 5.000000e-01
-  store float %231, ptr %conv2.w57, align 4
-  %w4246 = load float, ptr %conv2.w42, align 4
-  store float %w4246, ptr %conv2.w58, align 4
+  %215 = fadd float %214, %w42
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %conv2.w50, align 4
+  %w3433 = load float, ptr %conv2.w34, align 4
+  %w4234 = load float, ptr %conv2.w42, align 4
+  %217 = fadd float %w3433, %w4234
+  %w3835 = load float, ptr %conv2.w38, align 4
+  %218 = fsub float %217, %w3835
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %conv2.w51, align 4
+  %w4236 = load float, ptr %conv2.w42, align 4
+  store float %w4236, ptr %conv2.w52, align 4
+  %w35 = load float, ptr %conv2.w35, align 4
+  store float %w35, ptr %conv2.w53, align 4
+  %w3537 = load float, ptr %conv2.w35, align 4
+  %w39 = load float, ptr %conv2.w39, align 4
+  %220 = fadd float %w3537, %w39
   %w43 = load float, ptr %conv2.w43, align 4
-  %232 = mul nsw i64 %conv2.ci291, 16
+  %221 = fadd float %220, %w43
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %conv2.w54, align 4
+  %w3538 = load float, ptr %conv2.w35, align 4
+  %w4339 = load float, ptr %conv2.w43, align 4
+  %223 = fadd float %w3538, %w4339
+  %w3940 = load float, ptr %conv2.w39, align 4
+  %224 = fsub float %223, %w3940
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %conv2.w55, align 4
+  %w4341 = load float, ptr %conv2.w43, align 4
+  store float %w4341, ptr %conv2.w56, align 4
+  %w36 = load float, ptr %conv2.w36, align 4
+  store float %w36, ptr %conv2.w57, align 4
+  %w3642 = load float, ptr %conv2.w36, align 4
+  %w40 = load float, ptr %conv2.w40, align 4
+  %226 = fadd float %w3642, %w40
+  %w44 = load float, ptr %conv2.w44, align 4
+  %227 = fadd float %226, %w44
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %conv2.w58, align 4
+  %w3643 = load float, ptr %conv2.w36, align 4
+  %w4444 = load float, ptr %conv2.w44, align 4
+  %229 = fadd float %w3643, %w4444
+  %w4045 = load float, ptr %conv2.w40, align 4
+  %230 = fsub float %229, %w4045
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %conv2.w59, align 4
+  %w4446 = load float, ptr %conv2.w44, align 4
+  store float %w4446, ptr %conv2.w60, align 4
+  %w45 = load float, ptr %conv2.w45, align 4
+  %232 = mul nsw i64 %conv2.ci311, 16
   %233 = add nsw i64 1605632, %232
   %234 = mul nsw i64 %0, 8
-  %235 = add nsw i64 %234, %conv2.co302
+  %235 = add nsw i64 %234, %conv2.co322
   %236 = add nsw i64 %233, %235
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w43, ptr %arena47, align 4
-  %w44 = load float, ptr %conv2.w44, align 4
-  %237 = mul nsw i64 %conv2.ci291, 16
+  store float %w45, ptr %arena47, align 4
+  %w46 = load float, ptr %conv2.w46, align 4
+  %237 = mul nsw i64 %conv2.ci311, 16
   %238 = add nsw i64 1605888, %237
   %239 = mul nsw i64 %0, 8
-  %240 = add nsw i64 %239, %conv2.co302
+  %240 = add nsw i64 %239, %conv2.co322
   %241 = add nsw i64 %238, %240
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w44, ptr %arena48, align 4
-  %w45 = load float, ptr %conv2.w45, align 4
-  %242 = mul nsw i64 %conv2.ci291, 16
+  store float %w46, ptr %arena48, align 4
+  %w47 = load float, ptr %conv2.w47, align 4
+  %242 = mul nsw i64 %conv2.ci311, 16
   %243 = add nsw i64 1606144, %242
   %244 = mul nsw i64 %0, 8
-  %245 = add nsw i64 %244, %conv2.co302
+  %245 = add nsw i64 %244, %conv2.co322
   %246 = add nsw i64 %243, %245
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w45, ptr %arena49, align 4
-  %w46 = load float, ptr %conv2.w46, align 4
-  %247 = mul nsw i64 %conv2.ci291, 16
+  store float %w47, ptr %arena49, align 4
+  %w48 = load float, ptr %conv2.w48, align 4
+  %247 = mul nsw i64 %conv2.ci311, 16
   %248 = add nsw i64 1606400, %247
   %249 = mul nsw i64 %0, 8
-  %250 = add nsw i64 %249, %conv2.co302
+  %250 = add nsw i64 %249, %conv2.co322
   %251 = add nsw i64 %248, %250
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w46, ptr %arena50, align 4
-  %w47 = load float, ptr %conv2.w47, align 4
-  %252 = mul nsw i64 %conv2.ci291, 16
+  store float %w48, ptr %arena50, align 4
+  %w49 = load float, ptr %conv2.w49, align 4
+  %252 = mul nsw i64 %conv2.ci311, 16
   %253 = add nsw i64 1606656, %252
   %254 = mul nsw i64 %0, 8
-  %255 = add nsw i64 %254, %conv2.co302
+  %255 = add nsw i64 %254, %conv2.co322
   %256 = add nsw i64 %253, %255
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w47, ptr %arena51, align 4
-  %w48 = load float, ptr %conv2.w48, align 4
-  %257 = mul nsw i64 %conv2.ci291, 16
+  store float %w49, ptr %arena51, align 4
+  %w50 = load float, ptr %conv2.w50, align 4
+  %257 = mul nsw i64 %conv2.ci311, 16
   %258 = add nsw i64 1606912, %257
   %259 = mul nsw i64 %0, 8
-  %260 = add nsw i64 %259, %conv2.co302
+  %260 = add nsw i64 %259, %conv2.co322
   %261 = add nsw i64 %258, %260
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w48, ptr %arena52, align 4
-  %w49 = load float, ptr %conv2.w49, align 4
-  %262 = mul nsw i64 %conv2.ci291, 16
+  store float %w50, ptr %arena52, align 4
+  %w51 = load float, ptr %conv2.w51, align 4
+  %262 = mul nsw i64 %conv2.ci311, 16
   %263 = add nsw i64 1607168, %262
   %264 = mul nsw i64 %0, 8
-  %265 = add nsw i64 %264, %conv2.co302
+  %265 = add nsw i64 %264, %conv2.co322
   %266 = add nsw i64 %263, %265
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w49, ptr %arena53, align 4
-  %w50 = load float, ptr %conv2.w50, align 4
-  %267 = mul nsw i64 %conv2.ci291, 16
+  store float %w51, ptr %arena53, align 4
+  %w52 = load float, ptr %conv2.w52, align 4
+  %267 = mul nsw i64 %conv2.ci311, 16
   %268 = add nsw i64 1607424, %267
   %269 = mul nsw i64 %0, 8
-  %270 = add nsw i64 %269, %conv2.co302
+  %270 = add nsw i64 %269, %conv2.co322
   %271 = add nsw i64 %268, %270
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w50, ptr %arena54, align 4
-  %w51 = load float, ptr %conv2.w51, align 4
-  %272 = mul nsw i64 %conv2.ci291, 16
+  store float %w52, ptr %arena54, align 4
+  %w53 = load float, ptr %conv2.w53, align 4
+  %272 = mul nsw i64 %conv2.ci311, 16
   %273 = add nsw i64 1607680, %272
   %274 = mul nsw i64 %0, 8
-  %275 = add nsw i64 %274, %conv2.co302
+  %275 = add nsw i64 %274, %conv2.co322
   %276 = add nsw i64 %273, %275
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w51, ptr %arena55, align 4
-  %w52 = load float, ptr %conv2.w52, align 4
-  %277 = mul nsw i64 %conv2.ci291, 16
+  store float %w53, ptr %arena55, align 4
+  %w54 = load float, ptr %conv2.w54, align 4
+  %277 = mul nsw i64 %conv2.ci311, 16
   %278 = add nsw i64 1607936, %277
   %279 = mul nsw i64 %0, 8
-  %280 = add nsw i64 %279, %conv2.co302
+  %280 = add nsw i64 %279, %conv2.co322
   %281 = add nsw i64 %278, %280
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w52, ptr %arena56, align 4
-  %w53 = load float, ptr %conv2.w53, align 4
-  %282 = mul nsw i64 %conv2.ci291, 16
+  store float %w54, ptr %arena56, align 4
+  %w55 = load float, ptr %conv2.w55, align 4
+  %282 = mul nsw i64 %conv2.ci311, 16
   %283 = add nsw i64 1608192, %282
   %284 = mul nsw i64 %0, 8
-  %285 = add nsw i64 %284, %conv2.co302
+  %285 = add nsw i64 %284, %conv2.co322
   %286 = add nsw i64 %283, %285
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w53, ptr %arena57, align 4
-  %w54 = load float, ptr %conv2.w54, align 4
-  %287 = mul nsw i64 %conv2.ci291, 16
+  store float %w55, ptr %arena57, align 4
+  %w56 = load float, ptr %conv2.w56, align 4
+  %287 = mul nsw i64 %conv2.ci311, 16
   %288 = add nsw i64 1608448, %287
   %289 = mul nsw i64 %0, 8
-  %290 = add nsw i64 %289, %conv2.co302
+  %290 = add nsw i64 %289, %conv2.co322
   %291 = add nsw i64 %288, %290
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w54, ptr %arena58, align 4
-  %w55 = load float, ptr %conv2.w55, align 4
-  %292 = mul nsw i64 %conv2.ci291, 16
+  store float %w56, ptr %arena58, align 4
+  %w57 = load float, ptr %conv2.w57, align 4
+  %292 = mul nsw i64 %conv2.ci311, 16
   %293 = add nsw i64 1608704, %292
   %294 = mul nsw i64 %0, 8
-  %295 = add nsw i64 %294, %conv2.co302
+  %295 = add nsw i64 %294, %conv2.co322
   %296 = add nsw i64 %293, %295
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w55, ptr %arena59, align 4
-  %w56 = load float, ptr %conv2.w56, align 4
-  %297 = mul nsw i64 %conv2.ci291, 16
+  store float %w57, ptr %arena59, align 4
+  %w58 = load float, ptr %conv2.w58, align 4
+  %297 = mul nsw i64 %conv2.ci311, 16
   %298 = add nsw i64 1608960, %297
   %299 = mul nsw i64 %0, 8
-  %300 = add nsw i64 %299, %conv2.co302
+  %300 = add nsw i64 %299, %conv2.co322
   %301 = add nsw i64 %298, %300
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w56, ptr %arena60, align 4
-  %w57 = load float, ptr %conv2.w57, align 4
-  %302 = mul nsw i64 %conv2.ci291, 16
+  store float %w58, ptr %arena60, align 4
+  %w59 = load float, ptr %conv2.w59, align 4
+  %302 = mul nsw i64 %conv2.ci311, 16
   %303 = add nsw i64 1609216, %302
   %304 = mul nsw i64 %0, 8
-  %305 = add nsw i64 %304, %conv2.co302
+  %305 = add nsw i64 %304, %conv2.co322
   %306 = add nsw i64 %303, %305
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w57, ptr %arena61, align 4
-  %w58 = load float, ptr %conv2.w58, align 4
-  %307 = mul nsw i64 %conv2.ci291, 16
+  store float %w59, ptr %arena61, align 4
+  %w60 = load float, ptr %conv2.w60, align 4
+  %307 = mul nsw i64 %conv2.ci311, 16
   %308 = add nsw i64 1609472, %307
   %309 = mul nsw i64 %0, 8
-  %310 = add nsw i64 %309, %conv2.co302
+  %310 = add nsw i64 %309, %conv2.co322
   %311 = add nsw i64 %308, %310
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w58, ptr %arena62, align 4
-  %co30.next = add nsw i64 %conv2.co302, 1
-  %312 = icmp slt i64 %co30.next, 8
-  br i1 %312, label %conv2.co30, label %conv2.co30.end
+  store float %w60, ptr %arena62, align 4
+  %co32.next = add nsw i64 %conv2.co322, 1
+  %312 = icmp slt i64 %co32.next, 8
+  br i1 %312, label %conv2.co32, label %conv2.co32.end
 
-conv2.co30.end:                                   ; preds = %conv2.co30
-  %ci29.next = add nsw i64 %conv2.ci291, 1
-  %313 = icmp slt i64 %ci29.next, 16
-  br i1 %313, label %conv2.ci29, label %conv2.ci29.end
+conv2.co32.end:                                   ; preds = %conv2.co32
+  %ci31.next = add nsw i64 %conv2.ci311, 1
+  %313 = icmp slt i64 %ci31.next, 16
+  br i1 %313, label %conv2.ci31, label %conv2.ci31.end
 }
 
-define internal void @residual_infer_b64.k2.conv2.part28.task(ptr %0, i64 %1) {
+define internal void @residual_infer_b64.k2.conv2.part30.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -18813,13 +19073,15 @@ entry:
   %21 = load i64, ptr %20, align 4
   %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
   %23 = load ptr, ptr %22, align 8
-  call void @residual_infer_b64.k2.conv2.part28(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  call void @residual_infer_b64.k2.conv2.part30(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k2.conv2.part101(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @residual_infer_b64.k2.conv2.part103(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
+  %conv2.w125 = alloca <8 x float>, align 32
+  %conv2.w124 = alloca <8 x float>, align 32
   %conv2.w123 = alloca <8 x float>, align 32
   %conv2.w122 = alloca <8 x float>, align 32
   %conv2.w121 = alloca <8 x float>, align 32
@@ -18830,1036 +19092,1034 @@ entry:
   %conv2.w116 = alloca <8 x float>, align 32
   %conv2.w115 = alloca <8 x float>, align 32
   %conv2.w114 = alloca <8 x float>, align 32
-  %conv2.w113 = alloca <8 x float>, align 32
-  %conv2.w112 = alloca <8 x float>, align 32
-  br label %conv2.xi102
+  br label %conv2.xi104
 
-conv2.xi102:                                      ; preds = %conv2.xi102, %entry
-  %conv2.xi1021 = phi i64 [ 0, %entry ], [ %xi102.next, %conv2.xi102 ]
-  call void @residual_infer_b64.k2.conv2.part101.gemm107(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1021, i64 %1)
-  %xi102.next = add nsw i64 %conv2.xi1021, 1
-  %2 = icmp slt i64 %xi102.next, 16
-  br i1 %2, label %conv2.xi102, label %conv2.xi102.end
+conv2.xi104:                                      ; preds = %conv2.xi104, %entry
+  %conv2.xi1041 = phi i64 [ 0, %entry ], [ %xi104.next, %conv2.xi104 ]
+  call void @residual_infer_b64.k2.conv2.part103.gemm109(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1041, i64 %1)
+  %xi104.next = add nsw i64 %conv2.xi1041, 1
+  %2 = icmp slt i64 %xi104.next, 16
+  br i1 %2, label %conv2.xi104, label %conv2.xi104.end
 
-conv2.xi102.end:                                  ; preds = %conv2.xi102
-  br label %conv2.j108
+conv2.xi104.end:                                  ; preds = %conv2.xi104
+  br label %conv2.j110
 
-conv2.j108:                                       ; preds = %conv2.ty109.end, %conv2.xi102.end
-  %conv2.j1082 = phi i64 [ 0, %conv2.xi102.end ], [ %j108.next, %conv2.ty109.end ]
-  br label %conv2.ty109
+conv2.j110:                                       ; preds = %conv2.ty111.end, %conv2.xi104.end
+  %conv2.j1102 = phi i64 [ 0, %conv2.xi104.end ], [ %j110.next, %conv2.ty111.end ]
+  br label %conv2.ty111
 
-conv2.j108.end:                                   ; preds = %conv2.ty109.end
-  br label %conv2.j124
+conv2.j110.end:                                   ; preds = %conv2.ty111.end
+  br label %conv2.j126
 
-conv2.ty109:                                      ; preds = %conv2.tx110.end, %conv2.j108
-  %conv2.ty1093 = phi i64 [ 0, %conv2.j108 ], [ %ty109.next, %conv2.tx110.end ]
-  br label %conv2.tx110
+conv2.ty111:                                      ; preds = %conv2.tx112.end, %conv2.j110
+  %conv2.ty1113 = phi i64 [ 0, %conv2.j110 ], [ %ty111.next, %conv2.tx112.end ]
+  br label %conv2.tx112
 
-conv2.ty109.end:                                  ; preds = %conv2.tx110.end
-  %j108.next = add nsw i64 %conv2.j1082, 1
-  %3 = icmp slt i64 %j108.next, 1
-  br i1 %3, label %conv2.j108, label %conv2.j108.end
+conv2.ty111.end:                                  ; preds = %conv2.tx112.end
+  %j110.next = add nsw i64 %conv2.j1102, 1
+  %3 = icmp slt i64 %j110.next, 1
+  br i1 %3, label %conv2.j110, label %conv2.j110.end
 
-conv2.tx110:                                      ; preds = %conv2.cv111.end, %conv2.ty109
-  %conv2.tx1104 = phi i64 [ 0, %conv2.ty109 ], [ %tx110.next, %conv2.cv111.end ]
-  br label %conv2.cv111
+conv2.tx112:                                      ; preds = %conv2.cv113.end, %conv2.ty111
+  %conv2.tx1124 = phi i64 [ 0, %conv2.ty111 ], [ %tx112.next, %conv2.cv113.end ]
+  br label %conv2.cv113
 
-conv2.tx110.end:                                  ; preds = %conv2.cv111.end
-  %ty109.next = add nsw i64 %conv2.ty1093, 1
-  %4 = icmp slt i64 %ty109.next, 14
-  br i1 %4, label %conv2.ty109, label %conv2.ty109.end
+conv2.tx112.end:                                  ; preds = %conv2.cv113.end
+  %ty111.next = add nsw i64 %conv2.ty1113, 1
+  %4 = icmp slt i64 %ty111.next, 14
+  br i1 %4, label %conv2.ty111, label %conv2.ty111.end
 
-conv2.cv111:                                      ; preds = %conv2.cv111, %conv2.tx110
-  %conv2.cv1115 = phi i64 [ 0, %conv2.tx110 ], [ %cv111.next, %conv2.cv111 ]
-  %5 = mul nsw i64 %conv2.j1082, 196
-  %6 = mul nsw i64 %conv2.ty1093, 14
+conv2.cv113:                                      ; preds = %conv2.cv113, %conv2.tx112
+  %conv2.cv1135 = phi i64 [ 0, %conv2.tx112 ], [ %cv113.next, %conv2.cv113 ]
+  %5 = mul nsw i64 %conv2.j1102, 196
+  %6 = mul nsw i64 %conv2.ty1113, 14
   %7 = add nsw i64 %5, %6
-  %8 = add nsw i64 %7, %conv2.tx1104
+  %8 = add nsw i64 %7, %conv2.tx1124
   %9 = mul nsw i64 %8, 16
   %10 = add nsw i64 1674304, %9
   %11 = mul nsw i64 %1, 8
-  %12 = mul nsw i64 %conv2.cv1115, 8
+  %12 = mul nsw i64 %conv2.cv1135, 8
   %13 = add nsw i64 %11, %12
   %14 = add nsw i64 %10, %13
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load <8 x float>, ptr %arena6, align 4
-  %16 = mul nsw i64 %conv2.j1082, 196
-  %17 = mul nsw i64 %conv2.ty1093, 14
+  %16 = mul nsw i64 %conv2.j1102, 196
+  %17 = mul nsw i64 %conv2.ty1113, 14
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %18, %conv2.tx1104
+  %19 = add nsw i64 %18, %conv2.tx1124
   %20 = mul nsw i64 %19, 16
   %21 = add nsw i64 1686848, %20
   %22 = mul nsw i64 %1, 8
-  %23 = mul nsw i64 %conv2.cv1115, 8
+  %23 = mul nsw i64 %conv2.cv1135, 8
   %24 = add nsw i64 %22, %23
   %25 = add nsw i64 %21, %24
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
   %26 = load <8 x float>, ptr %arena7, align 4
   %27 = fadd <8 x float> %15, %26
-  %28 = mul nsw i64 %conv2.j1082, 196
-  %29 = mul nsw i64 %conv2.ty1093, 14
+  %28 = mul nsw i64 %conv2.j1102, 196
+  %29 = mul nsw i64 %conv2.ty1113, 14
   %30 = add nsw i64 %28, %29
-  %31 = add nsw i64 %30, %conv2.tx1104
+  %31 = add nsw i64 %30, %conv2.tx1124
   %32 = mul nsw i64 %31, 16
   %33 = add nsw i64 1699392, %32
   %34 = mul nsw i64 %1, 8
-  %35 = mul nsw i64 %conv2.cv1115, 8
+  %35 = mul nsw i64 %conv2.cv1135, 8
   %36 = add nsw i64 %34, %35
   %37 = add nsw i64 %33, %36
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
   %38 = load <8 x float>, ptr %arena8, align 4
   %39 = fadd <8 x float> %27, %38
-  store <8 x float> %39, ptr %conv2.w112, align 32
-  %40 = mul nsw i64 %conv2.j1082, 196
-  %41 = mul nsw i64 %conv2.ty1093, 14
+  store <8 x float> %39, ptr %conv2.w114, align 32
+  %40 = mul nsw i64 %conv2.j1102, 196
+  %41 = mul nsw i64 %conv2.ty1113, 14
   %42 = add nsw i64 %40, %41
-  %43 = add nsw i64 %42, %conv2.tx1104
+  %43 = add nsw i64 %42, %conv2.tx1124
   %44 = mul nsw i64 %43, 16
   %45 = add nsw i64 1686848, %44
   %46 = mul nsw i64 %1, 8
-  %47 = mul nsw i64 %conv2.cv1115, 8
+  %47 = mul nsw i64 %conv2.cv1135, 8
   %48 = add nsw i64 %46, %47
   %49 = add nsw i64 %45, %48
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena9, align 4
-  %51 = mul nsw i64 %conv2.j1082, 196
-  %52 = mul nsw i64 %conv2.ty1093, 14
+  %51 = mul nsw i64 %conv2.j1102, 196
+  %52 = mul nsw i64 %conv2.ty1113, 14
   %53 = add nsw i64 %51, %52
-  %54 = add nsw i64 %53, %conv2.tx1104
+  %54 = add nsw i64 %53, %conv2.tx1124
   %55 = mul nsw i64 %54, 16
   %56 = add nsw i64 1699392, %55
   %57 = mul nsw i64 %1, 8
-  %58 = mul nsw i64 %conv2.cv1115, 8
+  %58 = mul nsw i64 %conv2.cv1135, 8
   %59 = add nsw i64 %57, %58
   %60 = add nsw i64 %56, %59
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
   %61 = load <8 x float>, ptr %arena10, align 4
   %62 = fsub <8 x float> %50, %61
-  %63 = mul nsw i64 %conv2.j1082, 196
-  %64 = mul nsw i64 %conv2.ty1093, 14
+  %63 = mul nsw i64 %conv2.j1102, 196
+  %64 = mul nsw i64 %conv2.ty1113, 14
   %65 = add nsw i64 %63, %64
-  %66 = add nsw i64 %65, %conv2.tx1104
+  %66 = add nsw i64 %65, %conv2.tx1124
   %67 = mul nsw i64 %66, 16
   %68 = add nsw i64 1711936, %67
   %69 = mul nsw i64 %1, 8
-  %70 = mul nsw i64 %conv2.cv1115, 8
+  %70 = mul nsw i64 %conv2.cv1135, 8
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %68, %71
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena11, align 4
   %74 = fsub <8 x float> %62, %73
-  store <8 x float> %74, ptr %conv2.w113, align 32
-  %75 = mul nsw i64 %conv2.j1082, 196
-  %76 = mul nsw i64 %conv2.ty1093, 14
+  store <8 x float> %74, ptr %conv2.w115, align 32
+  %75 = mul nsw i64 %conv2.j1102, 196
+  %76 = mul nsw i64 %conv2.ty1113, 14
   %77 = add nsw i64 %75, %76
-  %78 = add nsw i64 %77, %conv2.tx1104
+  %78 = add nsw i64 %77, %conv2.tx1124
   %79 = mul nsw i64 %78, 16
   %80 = add nsw i64 1677440, %79
   %81 = mul nsw i64 %1, 8
-  %82 = mul nsw i64 %conv2.cv1115, 8
+  %82 = mul nsw i64 %conv2.cv1135, 8
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %80, %83
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena12, align 4
-  %86 = mul nsw i64 %conv2.j1082, 196
-  %87 = mul nsw i64 %conv2.ty1093, 14
+  %86 = mul nsw i64 %conv2.j1102, 196
+  %87 = mul nsw i64 %conv2.ty1113, 14
   %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %88, %conv2.tx1104
+  %89 = add nsw i64 %88, %conv2.tx1124
   %90 = mul nsw i64 %89, 16
   %91 = add nsw i64 1689984, %90
   %92 = mul nsw i64 %1, 8
-  %93 = mul nsw i64 %conv2.cv1115, 8
+  %93 = mul nsw i64 %conv2.cv1135, 8
   %94 = add nsw i64 %92, %93
   %95 = add nsw i64 %91, %94
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %95
   %96 = load <8 x float>, ptr %arena13, align 4
   %97 = fadd <8 x float> %85, %96
-  %98 = mul nsw i64 %conv2.j1082, 196
-  %99 = mul nsw i64 %conv2.ty1093, 14
+  %98 = mul nsw i64 %conv2.j1102, 196
+  %99 = mul nsw i64 %conv2.ty1113, 14
   %100 = add nsw i64 %98, %99
-  %101 = add nsw i64 %100, %conv2.tx1104
+  %101 = add nsw i64 %100, %conv2.tx1124
   %102 = mul nsw i64 %101, 16
   %103 = add nsw i64 1702528, %102
   %104 = mul nsw i64 %1, 8
-  %105 = mul nsw i64 %conv2.cv1115, 8
+  %105 = mul nsw i64 %conv2.cv1135, 8
   %106 = add nsw i64 %104, %105
   %107 = add nsw i64 %103, %106
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena14, align 4
   %109 = fadd <8 x float> %97, %108
-  store <8 x float> %109, ptr %conv2.w114, align 32
-  %110 = mul nsw i64 %conv2.j1082, 196
-  %111 = mul nsw i64 %conv2.ty1093, 14
+  store <8 x float> %109, ptr %conv2.w116, align 32
+  %110 = mul nsw i64 %conv2.j1102, 196
+  %111 = mul nsw i64 %conv2.ty1113, 14
   %112 = add nsw i64 %110, %111
-  %113 = add nsw i64 %112, %conv2.tx1104
+  %113 = add nsw i64 %112, %conv2.tx1124
   %114 = mul nsw i64 %113, 16
   %115 = add nsw i64 1689984, %114
   %116 = mul nsw i64 %1, 8
-  %117 = mul nsw i64 %conv2.cv1115, 8
+  %117 = mul nsw i64 %conv2.cv1135, 8
   %118 = add nsw i64 %116, %117
   %119 = add nsw i64 %115, %118
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %119
   %120 = load <8 x float>, ptr %arena15, align 4
-  %121 = mul nsw i64 %conv2.j1082, 196
-  %122 = mul nsw i64 %conv2.ty1093, 14
+  %121 = mul nsw i64 %conv2.j1102, 196
+  %122 = mul nsw i64 %conv2.ty1113, 14
   %123 = add nsw i64 %121, %122
-  %124 = add nsw i64 %123, %conv2.tx1104
+  %124 = add nsw i64 %123, %conv2.tx1124
   %125 = mul nsw i64 %124, 16
   %126 = add nsw i64 1702528, %125
   %127 = mul nsw i64 %1, 8
-  %128 = mul nsw i64 %conv2.cv1115, 8
+  %128 = mul nsw i64 %conv2.cv1135, 8
   %129 = add nsw i64 %127, %128
   %130 = add nsw i64 %126, %129
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %130
   %131 = load <8 x float>, ptr %arena16, align 4
   %132 = fsub <8 x float> %120, %131
-  %133 = mul nsw i64 %conv2.j1082, 196
-  %134 = mul nsw i64 %conv2.ty1093, 14
+  %133 = mul nsw i64 %conv2.j1102, 196
+  %134 = mul nsw i64 %conv2.ty1113, 14
   %135 = add nsw i64 %133, %134
-  %136 = add nsw i64 %135, %conv2.tx1104
+  %136 = add nsw i64 %135, %conv2.tx1124
   %137 = mul nsw i64 %136, 16
   %138 = add nsw i64 1715072, %137
   %139 = mul nsw i64 %1, 8
-  %140 = mul nsw i64 %conv2.cv1115, 8
+  %140 = mul nsw i64 %conv2.cv1135, 8
   %141 = add nsw i64 %139, %140
   %142 = add nsw i64 %138, %141
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena17, align 4
   %144 = fsub <8 x float> %132, %143
-  store <8 x float> %144, ptr %conv2.w115, align 32
-  %145 = mul nsw i64 %conv2.j1082, 196
-  %146 = mul nsw i64 %conv2.ty1093, 14
+  store <8 x float> %144, ptr %conv2.w117, align 32
+  %145 = mul nsw i64 %conv2.j1102, 196
+  %146 = mul nsw i64 %conv2.ty1113, 14
   %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 %147, %conv2.tx1104
+  %148 = add nsw i64 %147, %conv2.tx1124
   %149 = mul nsw i64 %148, 16
   %150 = add nsw i64 1680576, %149
   %151 = mul nsw i64 %1, 8
-  %152 = mul nsw i64 %conv2.cv1115, 8
+  %152 = mul nsw i64 %conv2.cv1135, 8
   %153 = add nsw i64 %151, %152
   %154 = add nsw i64 %150, %153
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load <8 x float>, ptr %arena18, align 4
-  %156 = mul nsw i64 %conv2.j1082, 196
-  %157 = mul nsw i64 %conv2.ty1093, 14
+  %156 = mul nsw i64 %conv2.j1102, 196
+  %157 = mul nsw i64 %conv2.ty1113, 14
   %158 = add nsw i64 %156, %157
-  %159 = add nsw i64 %158, %conv2.tx1104
+  %159 = add nsw i64 %158, %conv2.tx1124
   %160 = mul nsw i64 %159, 16
   %161 = add nsw i64 1693120, %160
   %162 = mul nsw i64 %1, 8
-  %163 = mul nsw i64 %conv2.cv1115, 8
+  %163 = mul nsw i64 %conv2.cv1135, 8
   %164 = add nsw i64 %162, %163
   %165 = add nsw i64 %161, %164
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load <8 x float>, ptr %arena19, align 4
   %167 = fadd <8 x float> %155, %166
-  %168 = mul nsw i64 %conv2.j1082, 196
-  %169 = mul nsw i64 %conv2.ty1093, 14
+  %168 = mul nsw i64 %conv2.j1102, 196
+  %169 = mul nsw i64 %conv2.ty1113, 14
   %170 = add nsw i64 %168, %169
-  %171 = add nsw i64 %170, %conv2.tx1104
+  %171 = add nsw i64 %170, %conv2.tx1124
   %172 = mul nsw i64 %171, 16
   %173 = add nsw i64 1705664, %172
   %174 = mul nsw i64 %1, 8
-  %175 = mul nsw i64 %conv2.cv1115, 8
+  %175 = mul nsw i64 %conv2.cv1135, 8
   %176 = add nsw i64 %174, %175
   %177 = add nsw i64 %173, %176
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %177
   %178 = load <8 x float>, ptr %arena20, align 4
   %179 = fadd <8 x float> %167, %178
-  store <8 x float> %179, ptr %conv2.w116, align 32
-  %180 = mul nsw i64 %conv2.j1082, 196
-  %181 = mul nsw i64 %conv2.ty1093, 14
+  store <8 x float> %179, ptr %conv2.w118, align 32
+  %180 = mul nsw i64 %conv2.j1102, 196
+  %181 = mul nsw i64 %conv2.ty1113, 14
   %182 = add nsw i64 %180, %181
-  %183 = add nsw i64 %182, %conv2.tx1104
+  %183 = add nsw i64 %182, %conv2.tx1124
   %184 = mul nsw i64 %183, 16
   %185 = add nsw i64 1693120, %184
   %186 = mul nsw i64 %1, 8
-  %187 = mul nsw i64 %conv2.cv1115, 8
+  %187 = mul nsw i64 %conv2.cv1135, 8
   %188 = add nsw i64 %186, %187
   %189 = add nsw i64 %185, %188
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %189
   %190 = load <8 x float>, ptr %arena21, align 4
-  %191 = mul nsw i64 %conv2.j1082, 196
-  %192 = mul nsw i64 %conv2.ty1093, 14
+  %191 = mul nsw i64 %conv2.j1102, 196
+  %192 = mul nsw i64 %conv2.ty1113, 14
   %193 = add nsw i64 %191, %192
-  %194 = add nsw i64 %193, %conv2.tx1104
+  %194 = add nsw i64 %193, %conv2.tx1124
   %195 = mul nsw i64 %194, 16
   %196 = add nsw i64 1705664, %195
   %197 = mul nsw i64 %1, 8
-  %198 = mul nsw i64 %conv2.cv1115, 8
+  %198 = mul nsw i64 %conv2.cv1135, 8
   %199 = add nsw i64 %197, %198
   %200 = add nsw i64 %196, %199
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %200
   %201 = load <8 x float>, ptr %arena22, align 4
   %202 = fsub <8 x float> %190, %201
-  %203 = mul nsw i64 %conv2.j1082, 196
-  %204 = mul nsw i64 %conv2.ty1093, 14
+  %203 = mul nsw i64 %conv2.j1102, 196
+  %204 = mul nsw i64 %conv2.ty1113, 14
   %205 = add nsw i64 %203, %204
-  %206 = add nsw i64 %205, %conv2.tx1104
+  %206 = add nsw i64 %205, %conv2.tx1124
   %207 = mul nsw i64 %206, 16
   %208 = add nsw i64 1718208, %207
   %209 = mul nsw i64 %1, 8
-  %210 = mul nsw i64 %conv2.cv1115, 8
+  %210 = mul nsw i64 %conv2.cv1135, 8
   %211 = add nsw i64 %209, %210
   %212 = add nsw i64 %208, %211
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %212
   %213 = load <8 x float>, ptr %arena23, align 4
   %214 = fsub <8 x float> %202, %213
-  store <8 x float> %214, ptr %conv2.w117, align 32
-  %215 = mul nsw i64 %conv2.j1082, 196
-  %216 = mul nsw i64 %conv2.ty1093, 14
+  store <8 x float> %214, ptr %conv2.w119, align 32
+  %215 = mul nsw i64 %conv2.j1102, 196
+  %216 = mul nsw i64 %conv2.ty1113, 14
   %217 = add nsw i64 %215, %216
-  %218 = add nsw i64 %217, %conv2.tx1104
+  %218 = add nsw i64 %217, %conv2.tx1124
   %219 = mul nsw i64 %218, 16
   %220 = add nsw i64 1683712, %219
   %221 = mul nsw i64 %1, 8
-  %222 = mul nsw i64 %conv2.cv1115, 8
+  %222 = mul nsw i64 %conv2.cv1135, 8
   %223 = add nsw i64 %221, %222
   %224 = add nsw i64 %220, %223
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %224
   %225 = load <8 x float>, ptr %arena24, align 4
-  %226 = mul nsw i64 %conv2.j1082, 196
-  %227 = mul nsw i64 %conv2.ty1093, 14
+  %226 = mul nsw i64 %conv2.j1102, 196
+  %227 = mul nsw i64 %conv2.ty1113, 14
   %228 = add nsw i64 %226, %227
-  %229 = add nsw i64 %228, %conv2.tx1104
+  %229 = add nsw i64 %228, %conv2.tx1124
   %230 = mul nsw i64 %229, 16
   %231 = add nsw i64 1696256, %230
   %232 = mul nsw i64 %1, 8
-  %233 = mul nsw i64 %conv2.cv1115, 8
+  %233 = mul nsw i64 %conv2.cv1135, 8
   %234 = add nsw i64 %232, %233
   %235 = add nsw i64 %231, %234
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %235
   %236 = load <8 x float>, ptr %arena25, align 4
   %237 = fadd <8 x float> %225, %236
-  %238 = mul nsw i64 %conv2.j1082, 196
-  %239 = mul nsw i64 %conv2.ty1093, 14
+  %238 = mul nsw i64 %conv2.j1102, 196
+  %239 = mul nsw i64 %conv2.ty1113, 14
   %240 = add nsw i64 %238, %239
-  %241 = add nsw i64 %240, %conv2.tx1104
+  %241 = add nsw i64 %240, %conv2.tx1124
   %242 = mul nsw i64 %241, 16
   %243 = add nsw i64 1708800, %242
   %244 = mul nsw i64 %1, 8
-  %245 = mul nsw i64 %conv2.cv1115, 8
+  %245 = mul nsw i64 %conv2.cv1135, 8
   %246 = add nsw i64 %244, %245
   %247 = add nsw i64 %243, %246
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %247
   %248 = load <8 x float>, ptr %arena26, align 4
   %249 = fadd <8 x float> %237, %248
-  store <8 x float> %249, ptr %conv2.w118, align 32
-  %250 = mul nsw i64 %conv2.j1082, 196
-  %251 = mul nsw i64 %conv2.ty1093, 14
+  store <8 x float> %249, ptr %conv2.w120, align 32
+  %250 = mul nsw i64 %conv2.j1102, 196
+  %251 = mul nsw i64 %conv2.ty1113, 14
   %252 = add nsw i64 %250, %251
-  %253 = add nsw i64 %252, %conv2.tx1104
+  %253 = add nsw i64 %252, %conv2.tx1124
   %254 = mul nsw i64 %253, 16
   %255 = add nsw i64 1696256, %254
   %256 = mul nsw i64 %1, 8
-  %257 = mul nsw i64 %conv2.cv1115, 8
+  %257 = mul nsw i64 %conv2.cv1135, 8
   %258 = add nsw i64 %256, %257
   %259 = add nsw i64 %255, %258
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %259
   %260 = load <8 x float>, ptr %arena27, align 4
-  %261 = mul nsw i64 %conv2.j1082, 196
-  %262 = mul nsw i64 %conv2.ty1093, 14
+  %261 = mul nsw i64 %conv2.j1102, 196
+  %262 = mul nsw i64 %conv2.ty1113, 14
   %263 = add nsw i64 %261, %262
-  %264 = add nsw i64 %263, %conv2.tx1104
+  %264 = add nsw i64 %263, %conv2.tx1124
   %265 = mul nsw i64 %264, 16
   %266 = add nsw i64 1708800, %265
   %267 = mul nsw i64 %1, 8
-  %268 = mul nsw i64 %conv2.cv1115, 8
+  %268 = mul nsw i64 %conv2.cv1135, 8
   %269 = add nsw i64 %267, %268
   %270 = add nsw i64 %266, %269
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena28, align 4
   %272 = fsub <8 x float> %260, %271
-  %273 = mul nsw i64 %conv2.j1082, 196
-  %274 = mul nsw i64 %conv2.ty1093, 14
+  %273 = mul nsw i64 %conv2.j1102, 196
+  %274 = mul nsw i64 %conv2.ty1113, 14
   %275 = add nsw i64 %273, %274
-  %276 = add nsw i64 %275, %conv2.tx1104
+  %276 = add nsw i64 %275, %conv2.tx1124
   %277 = mul nsw i64 %276, 16
   %278 = add nsw i64 1721344, %277
   %279 = mul nsw i64 %1, 8
-  %280 = mul nsw i64 %conv2.cv1115, 8
+  %280 = mul nsw i64 %conv2.cv1135, 8
   %281 = add nsw i64 %279, %280
   %282 = add nsw i64 %278, %281
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %282
   %283 = load <8 x float>, ptr %arena29, align 4
   %284 = fsub <8 x float> %272, %283
-  store <8 x float> %284, ptr %conv2.w119, align 32
-  %w112 = load <8 x float>, ptr %conv2.w112, align 32
+  store <8 x float> %284, ptr %conv2.w121, align 32
   %w114 = load <8 x float>, ptr %conv2.w114, align 32
-  %285 = fadd <8 x float> %w112, %w114
   %w116 = load <8 x float>, ptr %conv2.w116, align 32
-  %286 = fadd <8 x float> %285, %w116
-  store <8 x float> %286, ptr %conv2.w120, align 32
-  %w11430 = load <8 x float>, ptr %conv2.w114, align 32
-  %w11631 = load <8 x float>, ptr %conv2.w116, align 32
-  %287 = fsub <8 x float> %w11430, %w11631
+  %285 = fadd <8 x float> %w114, %w116
   %w118 = load <8 x float>, ptr %conv2.w118, align 32
-  %288 = fsub <8 x float> %287, %w118
-  store <8 x float> %288, ptr %conv2.w121, align 32
-  %w113 = load <8 x float>, ptr %conv2.w113, align 32
-  %w115 = load <8 x float>, ptr %conv2.w115, align 32
-  %289 = fadd <8 x float> %w113, %w115
-  %w117 = load <8 x float>, ptr %conv2.w117, align 32
-  %290 = fadd <8 x float> %289, %w117
-  store <8 x float> %290, ptr %conv2.w122, align 32
-  %w11532 = load <8 x float>, ptr %conv2.w115, align 32
-  %w11733 = load <8 x float>, ptr %conv2.w117, align 32
-  %291 = fsub <8 x float> %w11532, %w11733
-  %w119 = load <8 x float>, ptr %conv2.w119, align 32
-  %292 = fsub <8 x float> %291, %w119
-  store <8 x float> %292, ptr %conv2.w123, align 32
+  %286 = fadd <8 x float> %285, %w118
+  store <8 x float> %286, ptr %conv2.w122, align 32
+  %w11630 = load <8 x float>, ptr %conv2.w116, align 32
+  %w11831 = load <8 x float>, ptr %conv2.w118, align 32
+  %287 = fsub <8 x float> %w11630, %w11831
   %w120 = load <8 x float>, ptr %conv2.w120, align 32
+  %288 = fsub <8 x float> %287, %w120
+  store <8 x float> %288, ptr %conv2.w123, align 32
+  %w115 = load <8 x float>, ptr %conv2.w115, align 32
+  %w117 = load <8 x float>, ptr %conv2.w117, align 32
+  %289 = fadd <8 x float> %w115, %w117
+  %w119 = load <8 x float>, ptr %conv2.w119, align 32
+  %290 = fadd <8 x float> %289, %w119
+  store <8 x float> %290, ptr %conv2.w124, align 32
+  %w11732 = load <8 x float>, ptr %conv2.w117, align 32
+  %w11933 = load <8 x float>, ptr %conv2.w119, align 32
+  %291 = fsub <8 x float> %w11732, %w11933
+  %w121 = load <8 x float>, ptr %conv2.w121, align 32
+  %292 = fsub <8 x float> %291, %w121
+  store <8 x float> %292, ptr %conv2.w125, align 32
+  %w122 = load <8 x float>, ptr %conv2.w122, align 32
   %293 = mul nsw i64 %1, 8
-  %294 = mul nsw i64 %conv2.cv1115, 8
+  %294 = mul nsw i64 %conv2.cv1135, 8
   %295 = add nsw i64 %293, %294
   %296 = add nsw i64 2464, %295
   %params34 = getelementptr inbounds float, ptr %params, i64 %296
   %297 = load <8 x float>, ptr %params34, align 4
-  %298 = fadd <8 x float> %w120, %297
-  %299 = mul nsw i64 %conv2.j1082, 28
-  %300 = mul nsw i64 %conv2.ty1093, 2
+  %298 = fadd <8 x float> %w122, %297
+  %299 = mul nsw i64 %conv2.j1102, 28
+  %300 = mul nsw i64 %conv2.ty1113, 2
   %301 = add nsw i64 %299, %300
   %302 = mul nsw i64 %301, 28
-  %303 = mul nsw i64 %conv2.tx1104, 2
+  %303 = mul nsw i64 %conv2.tx1124, 2
   %304 = add nsw i64 %302, %303
   %305 = mul nsw i64 %304, 16
   %306 = add nsw i64 1724480, %305
   %307 = mul nsw i64 %1, 8
-  %308 = mul nsw i64 %conv2.cv1115, 8
+  %308 = mul nsw i64 %conv2.cv1135, 8
   %309 = add nsw i64 %307, %308
   %310 = add nsw i64 %306, %309
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %310
   store <8 x float> %298, ptr %arena35, align 4
-  %w121 = load <8 x float>, ptr %conv2.w121, align 32
+  %w123 = load <8 x float>, ptr %conv2.w123, align 32
   %311 = mul nsw i64 %1, 8
-  %312 = mul nsw i64 %conv2.cv1115, 8
+  %312 = mul nsw i64 %conv2.cv1135, 8
   %313 = add nsw i64 %311, %312
   %314 = add nsw i64 2464, %313
   %params36 = getelementptr inbounds float, ptr %params, i64 %314
   %315 = load <8 x float>, ptr %params36, align 4
-  %316 = fadd <8 x float> %w121, %315
-  %317 = mul nsw i64 %conv2.j1082, 28
-  %318 = mul nsw i64 %conv2.ty1093, 2
+  %316 = fadd <8 x float> %w123, %315
+  %317 = mul nsw i64 %conv2.j1102, 28
+  %318 = mul nsw i64 %conv2.ty1113, 2
   %319 = add nsw i64 %317, %318
   %320 = mul nsw i64 %319, 28
-  %321 = mul nsw i64 %conv2.tx1104, 2
+  %321 = mul nsw i64 %conv2.tx1124, 2
   %322 = add nsw i64 %320, %321
   %323 = add nsw i64 %322, 1
   %324 = mul nsw i64 %323, 16
   %325 = add nsw i64 1724480, %324
   %326 = mul nsw i64 %1, 8
-  %327 = mul nsw i64 %conv2.cv1115, 8
+  %327 = mul nsw i64 %conv2.cv1135, 8
   %328 = add nsw i64 %326, %327
   %329 = add nsw i64 %325, %328
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %329
   store <8 x float> %316, ptr %arena37, align 4
-  %w122 = load <8 x float>, ptr %conv2.w122, align 32
+  %w124 = load <8 x float>, ptr %conv2.w124, align 32
   %330 = mul nsw i64 %1, 8
-  %331 = mul nsw i64 %conv2.cv1115, 8
+  %331 = mul nsw i64 %conv2.cv1135, 8
   %332 = add nsw i64 %330, %331
   %333 = add nsw i64 2464, %332
   %params38 = getelementptr inbounds float, ptr %params, i64 %333
   %334 = load <8 x float>, ptr %params38, align 4
-  %335 = fadd <8 x float> %w122, %334
-  %336 = mul nsw i64 %conv2.j1082, 28
-  %337 = mul nsw i64 %conv2.ty1093, 2
+  %335 = fadd <8 x float> %w124, %334
+  %336 = mul nsw i64 %conv2.j1102, 28
+  %337 = mul nsw i64 %conv2.ty1113, 2
   %338 = add nsw i64 %336, %337
   %339 = add nsw i64 %338, 1
   %340 = mul nsw i64 %339, 28
-  %341 = mul nsw i64 %conv2.tx1104, 2
+  %341 = mul nsw i64 %conv2.tx1124, 2
   %342 = add nsw i64 %340, %341
   %343 = mul nsw i64 %342, 16
   %344 = add nsw i64 1724480, %343
   %345 = mul nsw i64 %1, 8
-  %346 = mul nsw i64 %conv2.cv1115, 8
+  %346 = mul nsw i64 %conv2.cv1135, 8
   %347 = add nsw i64 %345, %346
   %348 = add nsw i64 %344, %347
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %348
   store <8 x float> %335, ptr %arena39, align 4
-  %w123 = load <8 x float>, ptr %conv2.w123, align 32
+  %w125 = load <8 x float>, ptr %conv2.w125, align 32
   %349 = mul nsw i64 %1, 8
-  %350 = mul nsw i64 %conv2.cv1115, 8
+  %350 = mul nsw i64 %conv2.cv1135, 8
   %351 = add nsw i64 %349, %350
   %352 = add nsw i64 2464, %351
   %params40 = getelementptr inbounds float, ptr %params, i64 %352
   %353 = load <8 x float>, ptr %params40, align 4
-  %354 = fadd <8 x float> %w123, %353
-  %355 = mul nsw i64 %conv2.j1082, 28
-  %356 = mul nsw i64 %conv2.ty1093, 2
+  %354 = fadd <8 x float> %w125, %353
+  %355 = mul nsw i64 %conv2.j1102, 28
+  %356 = mul nsw i64 %conv2.ty1113, 2
   %357 = add nsw i64 %355, %356
   %358 = add nsw i64 %357, 1
   %359 = mul nsw i64 %358, 28
-  %360 = mul nsw i64 %conv2.tx1104, 2
+  %360 = mul nsw i64 %conv2.tx1124, 2
   %361 = add nsw i64 %359, %360
   %362 = add nsw i64 %361, 1
   %363 = mul nsw i64 %362, 16
   %364 = add nsw i64 1724480, %363
   %365 = mul nsw i64 %1, 8
-  %366 = mul nsw i64 %conv2.cv1115, 8
+  %366 = mul nsw i64 %conv2.cv1135, 8
   %367 = add nsw i64 %365, %366
   %368 = add nsw i64 %364, %367
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %368
   store <8 x float> %354, ptr %arena41, align 4
-  %cv111.next = add nsw i64 %conv2.cv1115, 1
-  %369 = icmp slt i64 %cv111.next, 1
-  br i1 %369, label %conv2.cv111, label %conv2.cv111.end
+  %cv113.next = add nsw i64 %conv2.cv1135, 1
+  %369 = icmp slt i64 %cv113.next, 1
+  br i1 %369, label %conv2.cv113, label %conv2.cv113.end
 
-conv2.cv111.end:                                  ; preds = %conv2.cv111
-  %tx110.next = add nsw i64 %conv2.tx1104, 1
-  %370 = icmp slt i64 %tx110.next, 14
-  br i1 %370, label %conv2.tx110, label %conv2.tx110.end
+conv2.cv113.end:                                  ; preds = %conv2.cv113
+  %tx112.next = add nsw i64 %conv2.tx1124, 1
+  %370 = icmp slt i64 %tx112.next, 14
+  br i1 %370, label %conv2.tx112, label %conv2.tx112.end
 
-conv2.j124:                                       ; preds = %conv2.c125.end, %conv2.j108.end
-  %conv2.j12442 = phi i64 [ 0, %conv2.j108.end ], [ %j124.next, %conv2.c125.end ]
-  br label %conv2.c125
+conv2.j126:                                       ; preds = %conv2.c127.end, %conv2.j110.end
+  %conv2.j12642 = phi i64 [ 0, %conv2.j110.end ], [ %j126.next, %conv2.c127.end ]
+  br label %conv2.c127
 
-conv2.j124.end:                                   ; preds = %conv2.c125.end
+conv2.j126.end:                                   ; preds = %conv2.c127.end
   ret void
 
-conv2.c125:                                       ; preds = %conv2.q126.end, %conv2.j124
-  %conv2.c12543 = phi i64 [ 0, %conv2.j124 ], [ %c125.next, %conv2.q126.end ]
-  br label %conv2.q126
+conv2.c127:                                       ; preds = %conv2.q128.end, %conv2.j126
+  %conv2.c12743 = phi i64 [ 0, %conv2.j126 ], [ %c127.next, %conv2.q128.end ]
+  br label %conv2.q128
 
-conv2.c125.end:                                   ; preds = %conv2.q126.end
-  %j124.next = add nsw i64 %conv2.j12442, 1
-  %371 = icmp slt i64 %j124.next, 1
-  br i1 %371, label %conv2.j124, label %conv2.j124.end
+conv2.c127.end:                                   ; preds = %conv2.q128.end
+  %j126.next = add nsw i64 %conv2.j12642, 1
+  %371 = icmp slt i64 %j126.next, 1
+  br i1 %371, label %conv2.j126, label %conv2.j126.end
 
-conv2.q126:                                       ; preds = %conv2.q126, %conv2.c125
-  %conv2.q12644 = phi i64 [ 0, %conv2.c125 ], [ %q126.next, %conv2.q126 ]
-  %372 = mul nsw i64 %conv2.j12442, 784
-  %373 = add nsw i64 %372, %conv2.q12644
+conv2.q128:                                       ; preds = %conv2.q128, %conv2.c127
+  %conv2.q12844 = phi i64 [ 0, %conv2.c127 ], [ %q128.next, %conv2.q128 ]
+  %372 = mul nsw i64 %conv2.j12642, 784
+  %373 = add nsw i64 %372, %conv2.q12844
   %374 = mul nsw i64 %373, 16
   %375 = add nsw i64 1724480, %374
   %376 = mul nsw i64 %1, 8
-  %377 = add nsw i64 %376, %conv2.c12543
+  %377 = add nsw i64 %376, %conv2.c12743
   %378 = add nsw i64 %375, %377
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %378
   %379 = load float, ptr %arena45, align 4
-  %380 = add nsw i64 %0, %conv2.j12442
+  %380 = add nsw i64 %0, %conv2.j12642
   %381 = mul nsw i64 %380, 12544
   %382 = mul nsw i64 %1, 8
-  %383 = add nsw i64 %382, %conv2.c12543
+  %383 = add nsw i64 %382, %conv2.c12743
   %384 = mul nsw i64 %383, 784
   %385 = add nsw i64 %381, %384
-  %386 = add nsw i64 %385, %conv2.q12644
+  %386 = add nsw i64 %385, %conv2.q12844
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %386
   store float %379, ptr %arena46, align 4
-  %q126.next = add nsw i64 %conv2.q12644, 1
-  %387 = icmp slt i64 %q126.next, 784
-  br i1 %387, label %conv2.q126, label %conv2.q126.end
+  %q128.next = add nsw i64 %conv2.q12844, 1
+  %387 = icmp slt i64 %q128.next, 784
+  br i1 %387, label %conv2.q128, label %conv2.q128.end
 
-conv2.q126.end:                                   ; preds = %conv2.q126
-  %c125.next = add nsw i64 %conv2.c12543, 1
-  %388 = icmp slt i64 %c125.next, 8
-  br i1 %388, label %conv2.c125, label %conv2.c125.end
+conv2.q128.end:                                   ; preds = %conv2.q128
+  %c127.next = add nsw i64 %conv2.c12743, 1
+  %388 = icmp slt i64 %c127.next, 8
+  br i1 %388, label %conv2.c127, label %conv2.c127.end
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k2.conv2.part101.gemm107(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @residual_infer_b64.k2.conv2.part103.gemm109(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %conv2.t105_a13 = alloca <8 x float>, align 32
-  %conv2.t105_a12 = alloca <8 x float>, align 32
-  %conv2.t105_a11 = alloca <8 x float>, align 32
-  %conv2.t105_a10 = alloca <8 x float>, align 32
-  %conv2.t105_a9 = alloca <8 x float>, align 32
-  %conv2.t105_a8 = alloca <8 x float>, align 32
-  %conv2.t105_a7 = alloca <8 x float>, align 32
-  %conv2.t105_a6 = alloca <8 x float>, align 32
-  %conv2.t105_a5 = alloca <8 x float>, align 32
-  %conv2.t105_a4 = alloca <8 x float>, align 32
-  %conv2.t105_a3 = alloca <8 x float>, align 32
-  %conv2.t105_a2 = alloca <8 x float>, align 32
-  %conv2.t105_a1 = alloca <8 x float>, align 32
-  %conv2.t105_a0 = alloca <8 x float>, align 32
-  %conv2.t105_b0 = alloca <8 x float>, align 32
-  %conv2.t105_c13_0 = alloca <8 x float>, align 32
-  %conv2.t105_c12_0 = alloca <8 x float>, align 32
-  %conv2.t105_c11_0 = alloca <8 x float>, align 32
-  %conv2.t105_c10_0 = alloca <8 x float>, align 32
-  %conv2.t105_c9_0 = alloca <8 x float>, align 32
-  %conv2.t105_c8_0 = alloca <8 x float>, align 32
-  %conv2.t105_c7_0 = alloca <8 x float>, align 32
-  %conv2.t105_c6_0 = alloca <8 x float>, align 32
-  %conv2.t105_c5_0 = alloca <8 x float>, align 32
-  %conv2.t105_c4_0 = alloca <8 x float>, align 32
-  %conv2.t105_c3_0 = alloca <8 x float>, align 32
-  %conv2.t105_c2_0 = alloca <8 x float>, align 32
-  %conv2.t105_c1_0 = alloca <8 x float>, align 32
-  %conv2.t105_c0_0 = alloca <8 x float>, align 32
-  br label %conv2.nb103
+  %conv2.t107_a13 = alloca <8 x float>, align 32
+  %conv2.t107_a12 = alloca <8 x float>, align 32
+  %conv2.t107_a11 = alloca <8 x float>, align 32
+  %conv2.t107_a10 = alloca <8 x float>, align 32
+  %conv2.t107_a9 = alloca <8 x float>, align 32
+  %conv2.t107_a8 = alloca <8 x float>, align 32
+  %conv2.t107_a7 = alloca <8 x float>, align 32
+  %conv2.t107_a6 = alloca <8 x float>, align 32
+  %conv2.t107_a5 = alloca <8 x float>, align 32
+  %conv2.t107_a4 = alloca <8 x float>, align 32
+  %conv2.t107_a3 = alloca <8 x float>, align 32
+  %conv2.t107_a2 = alloca <8 x float>, align 32
+  %conv2.t107_a1 = alloca <8 x float>, align 32
+  %conv2.t107_a0 = alloca <8 x float>, align 32
+  %conv2.t107_b0 = alloca <8 x float>, align 32
+  %conv2.t107_c13_0 = alloca <8 x float>, align 32
+  %conv2.t107_c12_0 = alloca <8 x float>, align 32
+  %conv2.t107_c11_0 = alloca <8 x float>, align 32
+  %conv2.t107_c10_0 = alloca <8 x float>, align 32
+  %conv2.t107_c9_0 = alloca <8 x float>, align 32
+  %conv2.t107_c8_0 = alloca <8 x float>, align 32
+  %conv2.t107_c7_0 = alloca <8 x float>, align 32
+  %conv2.t107_c6_0 = alloca <8 x float>, align 32
+  %conv2.t107_c5_0 = alloca <8 x float>, align 32
+  %conv2.t107_c4_0 = alloca <8 x float>, align 32
+  %conv2.t107_c3_0 = alloca <8 x float>, align 32
+  %conv2.t107_c2_0 = alloca <8 x float>, align 32
+  %conv2.t107_c1_0 = alloca <8 x float>, align 32
+  %conv2.t107_c0_0 = alloca <8 x float>, align 32
+  br label %conv2.nb105
 
-conv2.nb103:                                      ; preds = %conv2.mb104.end, %entry
-  %conv2.nb1031 = phi i64 [ 0, %entry ], [ %nb103.next, %conv2.mb104.end ]
-  br label %conv2.mb104
+conv2.nb105:                                      ; preds = %conv2.mb106.end, %entry
+  %conv2.nb1051 = phi i64 [ 0, %entry ], [ %nb105.next, %conv2.mb106.end ]
+  br label %conv2.mb106
 
-conv2.nb103.end:                                  ; preds = %conv2.mb104.end
+conv2.nb105.end:                                  ; preds = %conv2.mb106.end
   ret void
 
-conv2.mb104:                                      ; preds = %conv2.k106.end, %conv2.nb103
-  %conv2.mb1042 = phi i64 [ 0, %conv2.nb103 ], [ %mb104.next, %conv2.k106.end ]
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c4_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c5_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c6_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c7_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c8_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c9_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c10_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c11_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c12_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c13_0, align 32
-  br label %conv2.k106
+conv2.mb106:                                      ; preds = %conv2.k108.end, %conv2.nb105
+  %conv2.mb1062 = phi i64 [ 0, %conv2.nb105 ], [ %mb106.next, %conv2.k108.end ]
+  store <8 x float> zeroinitializer, ptr %conv2.t107_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t107_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t107_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t107_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t107_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t107_c5_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t107_c6_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t107_c7_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t107_c8_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t107_c9_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t107_c10_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t107_c11_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t107_c12_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t107_c13_0, align 32
+  br label %conv2.k108
 
-conv2.mb104.end:                                  ; preds = %conv2.k106.end
-  %nb103.next = add nsw i64 %conv2.nb1031, 1
-  %2 = icmp slt i64 %nb103.next, 1
-  br i1 %2, label %conv2.nb103, label %conv2.nb103.end
+conv2.mb106.end:                                  ; preds = %conv2.k108.end
+  %nb105.next = add nsw i64 %conv2.nb1051, 1
+  %2 = icmp slt i64 %nb105.next, 1
+  br i1 %2, label %conv2.nb105, label %conv2.nb105.end
 
-conv2.k106:                                       ; preds = %conv2.k106, %conv2.mb104
-  %conv2.k1063 = phi i64 [ 0, %conv2.mb104 ], [ %k106.next, %conv2.k106 ]
+conv2.k108:                                       ; preds = %conv2.k108, %conv2.mb106
+  %conv2.k1083 = phi i64 [ 0, %conv2.mb106 ], [ %k108.next, %conv2.k108 ]
   %3 = mul nsw i64 %0, 256
   %4 = add nsw i64 1605632, %3
   %5 = mul nsw i64 %1, 8
   %6 = add nsw i64 %4, %5
-  %7 = mul nsw i64 %conv2.k1063, 16
+  %7 = mul nsw i64 %conv2.k1083, 16
   %8 = add nsw i64 %6, %7
-  %9 = mul nsw i64 %conv2.nb1031, 8
+  %9 = mul nsw i64 %conv2.nb1051, 8
   %10 = add nsw i64 %8, %9
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %11, ptr %conv2.t105_b0, align 32
+  store <8 x float> %11, ptr %conv2.t107_b0, align 32
   %12 = mul nsw i64 %0, 3136
   %13 = add nsw i64 1624128, %12
-  %14 = mul nsw i64 %conv2.mb1042, 14
+  %14 = mul nsw i64 %conv2.mb1062, 14
   %15 = mul nsw i64 %14, 16
   %16 = add nsw i64 %13, %15
-  %17 = add nsw i64 %16, %conv2.k1063
+  %17 = add nsw i64 %16, %conv2.k1083
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %17
   %18 = load float, ptr %arena5, align 4
   %19 = insertelement <8 x float> undef, float %18, i32 0
   %20 = shufflevector <8 x float> %19, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %20, ptr %conv2.t105_a0, align 32
-  %t105_a0 = load <8 x float>, ptr %conv2.t105_a0, align 32
-  %t105_b0 = load <8 x float>, ptr %conv2.t105_b0, align 32
-  %t105_c0_0 = load <8 x float>, ptr %conv2.t105_c0_0, align 32
-  %21 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a0, <8 x float> %t105_b0, <8 x float> %t105_c0_0)
-  store <8 x float> %21, ptr %conv2.t105_c0_0, align 32
+  store <8 x float> %20, ptr %conv2.t107_a0, align 32
+  %t107_a0 = load <8 x float>, ptr %conv2.t107_a0, align 32
+  %t107_b0 = load <8 x float>, ptr %conv2.t107_b0, align 32
+  %t107_c0_0 = load <8 x float>, ptr %conv2.t107_c0_0, align 32
+  %21 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a0, <8 x float> %t107_b0, <8 x float> %t107_c0_0)
+  store <8 x float> %21, ptr %conv2.t107_c0_0, align 32
   %22 = mul nsw i64 %0, 3136
   %23 = add nsw i64 1624128, %22
-  %24 = mul nsw i64 %conv2.mb1042, 14
+  %24 = mul nsw i64 %conv2.mb1062, 14
   %25 = add nsw i64 %24, 1
   %26 = mul nsw i64 %25, 16
   %27 = add nsw i64 %23, %26
-  %28 = add nsw i64 %27, %conv2.k1063
+  %28 = add nsw i64 %27, %conv2.k1083
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %28
   %29 = load float, ptr %arena6, align 4
   %30 = insertelement <8 x float> undef, float %29, i32 0
   %31 = shufflevector <8 x float> %30, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %31, ptr %conv2.t105_a1, align 32
-  %t105_a1 = load <8 x float>, ptr %conv2.t105_a1, align 32
-  %t105_b07 = load <8 x float>, ptr %conv2.t105_b0, align 32
-  %t105_c1_0 = load <8 x float>, ptr %conv2.t105_c1_0, align 32
-  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a1, <8 x float> %t105_b07, <8 x float> %t105_c1_0)
-  store <8 x float> %32, ptr %conv2.t105_c1_0, align 32
+  store <8 x float> %31, ptr %conv2.t107_a1, align 32
+  %t107_a1 = load <8 x float>, ptr %conv2.t107_a1, align 32
+  %t107_b07 = load <8 x float>, ptr %conv2.t107_b0, align 32
+  %t107_c1_0 = load <8 x float>, ptr %conv2.t107_c1_0, align 32
+  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a1, <8 x float> %t107_b07, <8 x float> %t107_c1_0)
+  store <8 x float> %32, ptr %conv2.t107_c1_0, align 32
   %33 = mul nsw i64 %0, 3136
   %34 = add nsw i64 1624128, %33
-  %35 = mul nsw i64 %conv2.mb1042, 14
+  %35 = mul nsw i64 %conv2.mb1062, 14
   %36 = add nsw i64 %35, 2
   %37 = mul nsw i64 %36, 16
   %38 = add nsw i64 %34, %37
-  %39 = add nsw i64 %38, %conv2.k1063
+  %39 = add nsw i64 %38, %conv2.k1083
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %39
   %40 = load float, ptr %arena8, align 4
   %41 = insertelement <8 x float> undef, float %40, i32 0
   %42 = shufflevector <8 x float> %41, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %42, ptr %conv2.t105_a2, align 32
-  %t105_a2 = load <8 x float>, ptr %conv2.t105_a2, align 32
-  %t105_b09 = load <8 x float>, ptr %conv2.t105_b0, align 32
-  %t105_c2_0 = load <8 x float>, ptr %conv2.t105_c2_0, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a2, <8 x float> %t105_b09, <8 x float> %t105_c2_0)
-  store <8 x float> %43, ptr %conv2.t105_c2_0, align 32
+  store <8 x float> %42, ptr %conv2.t107_a2, align 32
+  %t107_a2 = load <8 x float>, ptr %conv2.t107_a2, align 32
+  %t107_b09 = load <8 x float>, ptr %conv2.t107_b0, align 32
+  %t107_c2_0 = load <8 x float>, ptr %conv2.t107_c2_0, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a2, <8 x float> %t107_b09, <8 x float> %t107_c2_0)
+  store <8 x float> %43, ptr %conv2.t107_c2_0, align 32
   %44 = mul nsw i64 %0, 3136
   %45 = add nsw i64 1624128, %44
-  %46 = mul nsw i64 %conv2.mb1042, 14
+  %46 = mul nsw i64 %conv2.mb1062, 14
   %47 = add nsw i64 %46, 3
   %48 = mul nsw i64 %47, 16
   %49 = add nsw i64 %45, %48
-  %50 = add nsw i64 %49, %conv2.k1063
+  %50 = add nsw i64 %49, %conv2.k1083
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %50
   %51 = load float, ptr %arena10, align 4
   %52 = insertelement <8 x float> undef, float %51, i32 0
   %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %53, ptr %conv2.t105_a3, align 32
-  %t105_a3 = load <8 x float>, ptr %conv2.t105_a3, align 32
-  %t105_b011 = load <8 x float>, ptr %conv2.t105_b0, align 32
-  %t105_c3_0 = load <8 x float>, ptr %conv2.t105_c3_0, align 32
-  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a3, <8 x float> %t105_b011, <8 x float> %t105_c3_0)
-  store <8 x float> %54, ptr %conv2.t105_c3_0, align 32
+  store <8 x float> %53, ptr %conv2.t107_a3, align 32
+  %t107_a3 = load <8 x float>, ptr %conv2.t107_a3, align 32
+  %t107_b011 = load <8 x float>, ptr %conv2.t107_b0, align 32
+  %t107_c3_0 = load <8 x float>, ptr %conv2.t107_c3_0, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a3, <8 x float> %t107_b011, <8 x float> %t107_c3_0)
+  store <8 x float> %54, ptr %conv2.t107_c3_0, align 32
   %55 = mul nsw i64 %0, 3136
   %56 = add nsw i64 1624128, %55
-  %57 = mul nsw i64 %conv2.mb1042, 14
+  %57 = mul nsw i64 %conv2.mb1062, 14
   %58 = add nsw i64 %57, 4
   %59 = mul nsw i64 %58, 16
   %60 = add nsw i64 %56, %59
-  %61 = add nsw i64 %60, %conv2.k1063
+  %61 = add nsw i64 %60, %conv2.k1083
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load float, ptr %arena12, align 4
   %63 = insertelement <8 x float> undef, float %62, i32 0
   %64 = shufflevector <8 x float> %63, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %64, ptr %conv2.t105_a4, align 32
-  %t105_a4 = load <8 x float>, ptr %conv2.t105_a4, align 32
-  %t105_b013 = load <8 x float>, ptr %conv2.t105_b0, align 32
-  %t105_c4_0 = load <8 x float>, ptr %conv2.t105_c4_0, align 32
-  %65 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a4, <8 x float> %t105_b013, <8 x float> %t105_c4_0)
-  store <8 x float> %65, ptr %conv2.t105_c4_0, align 32
+  store <8 x float> %64, ptr %conv2.t107_a4, align 32
+  %t107_a4 = load <8 x float>, ptr %conv2.t107_a4, align 32
+  %t107_b013 = load <8 x float>, ptr %conv2.t107_b0, align 32
+  %t107_c4_0 = load <8 x float>, ptr %conv2.t107_c4_0, align 32
+  %65 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a4, <8 x float> %t107_b013, <8 x float> %t107_c4_0)
+  store <8 x float> %65, ptr %conv2.t107_c4_0, align 32
   %66 = mul nsw i64 %0, 3136
   %67 = add nsw i64 1624128, %66
-  %68 = mul nsw i64 %conv2.mb1042, 14
+  %68 = mul nsw i64 %conv2.mb1062, 14
   %69 = add nsw i64 %68, 5
   %70 = mul nsw i64 %69, 16
   %71 = add nsw i64 %67, %70
-  %72 = add nsw i64 %71, %conv2.k1063
+  %72 = add nsw i64 %71, %conv2.k1083
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load float, ptr %arena14, align 4
   %74 = insertelement <8 x float> undef, float %73, i32 0
   %75 = shufflevector <8 x float> %74, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %75, ptr %conv2.t105_a5, align 32
-  %t105_a5 = load <8 x float>, ptr %conv2.t105_a5, align 32
-  %t105_b015 = load <8 x float>, ptr %conv2.t105_b0, align 32
-  %t105_c5_0 = load <8 x float>, ptr %conv2.t105_c5_0, align 32
-  %76 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a5, <8 x float> %t105_b015, <8 x float> %t105_c5_0)
-  store <8 x float> %76, ptr %conv2.t105_c5_0, align 32
+  store <8 x float> %75, ptr %conv2.t107_a5, align 32
+  %t107_a5 = load <8 x float>, ptr %conv2.t107_a5, align 32
+  %t107_b015 = load <8 x float>, ptr %conv2.t107_b0, align 32
+  %t107_c5_0 = load <8 x float>, ptr %conv2.t107_c5_0, align 32
+  %76 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a5, <8 x float> %t107_b015, <8 x float> %t107_c5_0)
+  store <8 x float> %76, ptr %conv2.t107_c5_0, align 32
   %77 = mul nsw i64 %0, 3136
   %78 = add nsw i64 1624128, %77
-  %79 = mul nsw i64 %conv2.mb1042, 14
+  %79 = mul nsw i64 %conv2.mb1062, 14
   %80 = add nsw i64 %79, 6
   %81 = mul nsw i64 %80, 16
   %82 = add nsw i64 %78, %81
-  %83 = add nsw i64 %82, %conv2.k1063
+  %83 = add nsw i64 %82, %conv2.k1083
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %83
   %84 = load float, ptr %arena16, align 4
   %85 = insertelement <8 x float> undef, float %84, i32 0
   %86 = shufflevector <8 x float> %85, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %86, ptr %conv2.t105_a6, align 32
-  %t105_a6 = load <8 x float>, ptr %conv2.t105_a6, align 32
-  %t105_b017 = load <8 x float>, ptr %conv2.t105_b0, align 32
-  %t105_c6_0 = load <8 x float>, ptr %conv2.t105_c6_0, align 32
-  %87 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a6, <8 x float> %t105_b017, <8 x float> %t105_c6_0)
-  store <8 x float> %87, ptr %conv2.t105_c6_0, align 32
+  store <8 x float> %86, ptr %conv2.t107_a6, align 32
+  %t107_a6 = load <8 x float>, ptr %conv2.t107_a6, align 32
+  %t107_b017 = load <8 x float>, ptr %conv2.t107_b0, align 32
+  %t107_c6_0 = load <8 x float>, ptr %conv2.t107_c6_0, align 32
+  %87 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a6, <8 x float> %t107_b017, <8 x float> %t107_c6_0)
+  store <8 x float> %87, ptr %conv2.t107_c6_0, align 32
   %88 = mul nsw i64 %0, 3136
   %89 = add nsw i64 1624128, %88
-  %90 = mul nsw i64 %conv2.mb1042, 14
+  %90 = mul nsw i64 %conv2.mb1062, 14
   %91 = add nsw i64 %90, 7
   %92 = mul nsw i64 %91, 16
   %93 = add nsw i64 %89, %92
-  %94 = add nsw i64 %93, %conv2.k1063
+  %94 = add nsw i64 %93, %conv2.k1083
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %94
   %95 = load float, ptr %arena18, align 4
   %96 = insertelement <8 x float> undef, float %95, i32 0
   %97 = shufflevector <8 x float> %96, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %97, ptr %conv2.t105_a7, align 32
-  %t105_a7 = load <8 x float>, ptr %conv2.t105_a7, align 32
-  %t105_b019 = load <8 x float>, ptr %conv2.t105_b0, align 32
-  %t105_c7_0 = load <8 x float>, ptr %conv2.t105_c7_0, align 32
-  %98 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a7, <8 x float> %t105_b019, <8 x float> %t105_c7_0)
-  store <8 x float> %98, ptr %conv2.t105_c7_0, align 32
+  store <8 x float> %97, ptr %conv2.t107_a7, align 32
+  %t107_a7 = load <8 x float>, ptr %conv2.t107_a7, align 32
+  %t107_b019 = load <8 x float>, ptr %conv2.t107_b0, align 32
+  %t107_c7_0 = load <8 x float>, ptr %conv2.t107_c7_0, align 32
+  %98 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a7, <8 x float> %t107_b019, <8 x float> %t107_c7_0)
+  store <8 x float> %98, ptr %conv2.t107_c7_0, align 32
   %99 = mul nsw i64 %0, 3136
   %100 = add nsw i64 1624128, %99
-  %101 = mul nsw i64 %conv2.mb1042, 14
+  %101 = mul nsw i64 %conv2.mb1062, 14
   %102 = add nsw i64 %101, 8
   %103 = mul nsw i64 %102, 16
   %104 = add nsw i64 %100, %103
-  %105 = add nsw i64 %104, %conv2.k1063
+  %105 = add nsw i64 %104, %conv2.k1083
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %105
   %106 = load float, ptr %arena20, align 4
   %107 = insertelement <8 x float> undef, float %106, i32 0
   %108 = shufflevector <8 x float> %107, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %108, ptr %conv2.t105_a8, align 32
-  %t105_a8 = load <8 x float>, ptr %conv2.t105_a8, align 32
-  %t105_b021 = load <8 x float>, ptr %conv2.t105_b0, align 32
-  %t105_c8_0 = load <8 x float>, ptr %conv2.t105_c8_0, align 32
-  %109 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a8, <8 x float> %t105_b021, <8 x float> %t105_c8_0)
-  store <8 x float> %109, ptr %conv2.t105_c8_0, align 32
+  store <8 x float> %108, ptr %conv2.t107_a8, align 32
+  %t107_a8 = load <8 x float>, ptr %conv2.t107_a8, align 32
+  %t107_b021 = load <8 x float>, ptr %conv2.t107_b0, align 32
+  %t107_c8_0 = load <8 x float>, ptr %conv2.t107_c8_0, align 32
+  %109 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a8, <8 x float> %t107_b021, <8 x float> %t107_c8_0)
+  store <8 x float> %109, ptr %conv2.t107_c8_0, align 32
   %110 = mul nsw i64 %0, 3136
   %111 = add nsw i64 1624128, %110
-  %112 = mul nsw i64 %conv2.mb1042, 14
+  %112 = mul nsw i64 %conv2.mb1062, 14
   %113 = add nsw i64 %112, 9
   %114 = mul nsw i64 %113, 16
   %115 = add nsw i64 %111, %114
-  %116 = add nsw i64 %115, %conv2.k1063
+  %116 = add nsw i64 %115, %conv2.k1083
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load float, ptr %arena22, align 4
   %118 = insertelement <8 x float> undef, float %117, i32 0
   %119 = shufflevector <8 x float> %118, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %119, ptr %conv2.t105_a9, align 32
-  %t105_a9 = load <8 x float>, ptr %conv2.t105_a9, align 32
-  %t105_b023 = load <8 x float>, ptr %conv2.t105_b0, align 32
-  %t105_c9_0 = load <8 x float>, ptr %conv2.t105_c9_0, align 32
-  %120 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a9, <8 x float> %t105_b023, <8 x float> %t105_c9_0)
-  store <8 x float> %120, ptr %conv2.t105_c9_0, align 32
+  store <8 x float> %119, ptr %conv2.t107_a9, align 32
+  %t107_a9 = load <8 x float>, ptr %conv2.t107_a9, align 32
+  %t107_b023 = load <8 x float>, ptr %conv2.t107_b0, align 32
+  %t107_c9_0 = load <8 x float>, ptr %conv2.t107_c9_0, align 32
+  %120 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a9, <8 x float> %t107_b023, <8 x float> %t107_c9_0)
+  store <8 x float> %120, ptr %conv2.t107_c9_0, align 32
   %121 = mul nsw i64 %0, 3136
   %122 = add nsw i64 1624128, %121
-  %123 = mul nsw i64 %conv2.mb1042, 14
+  %123 = mul nsw i64 %conv2.mb1062, 14
   %124 = add nsw i64 %123, 10
   %125 = mul nsw i64 %124, 16
   %126 = add nsw i64 %122, %125
-  %127 = add nsw i64 %126, %conv2.k1063
+  %127 = add nsw i64 %126, %conv2.k1083
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %127
   %128 = load float, ptr %arena24, align 4
   %129 = insertelement <8 x float> undef, float %128, i32 0
   %130 = shufflevector <8 x float> %129, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %130, ptr %conv2.t105_a10, align 32
-  %t105_a10 = load <8 x float>, ptr %conv2.t105_a10, align 32
-  %t105_b025 = load <8 x float>, ptr %conv2.t105_b0, align 32
-  %t105_c10_0 = load <8 x float>, ptr %conv2.t105_c10_0, align 32
-  %131 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a10, <8 x float> %t105_b025, <8 x float> %t105_c10_0)
-  store <8 x float> %131, ptr %conv2.t105_c10_0, align 32
+  store <8 x float> %130, ptr %conv2.t107_a10, align 32
+  %t107_a10 = load <8 x float>, ptr %conv2.t107_a10, align 32
+  %t107_b025 = load <8 x float>, ptr %conv2.t107_b0, align 32
+  %t107_c10_0 = load <8 x float>, ptr %conv2.t107_c10_0, align 32
+  %131 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a10, <8 x float> %t107_b025, <8 x float> %t107_c10_0)
+  store <8 x float> %131, ptr %conv2.t107_c10_0, align 32
   %132 = mul nsw i64 %0, 3136
   %133 = add nsw i64 1624128, %132
-  %134 = mul nsw i64 %conv2.mb1042, 14
+  %134 = mul nsw i64 %conv2.mb1062, 14
   %135 = add nsw i64 %134, 11
   %136 = mul nsw i64 %135, 16
   %137 = add nsw i64 %133, %136
-  %138 = add nsw i64 %137, %conv2.k1063
+  %138 = add nsw i64 %137, %conv2.k1083
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %138
   %139 = load float, ptr %arena26, align 4
   %140 = insertelement <8 x float> undef, float %139, i32 0
   %141 = shufflevector <8 x float> %140, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %141, ptr %conv2.t105_a11, align 32
-  %t105_a11 = load <8 x float>, ptr %conv2.t105_a11, align 32
-  %t105_b027 = load <8 x float>, ptr %conv2.t105_b0, align 32
-  %t105_c11_0 = load <8 x float>, ptr %conv2.t105_c11_0, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a11, <8 x float> %t105_b027, <8 x float> %t105_c11_0)
-  store <8 x float> %142, ptr %conv2.t105_c11_0, align 32
+  store <8 x float> %141, ptr %conv2.t107_a11, align 32
+  %t107_a11 = load <8 x float>, ptr %conv2.t107_a11, align 32
+  %t107_b027 = load <8 x float>, ptr %conv2.t107_b0, align 32
+  %t107_c11_0 = load <8 x float>, ptr %conv2.t107_c11_0, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a11, <8 x float> %t107_b027, <8 x float> %t107_c11_0)
+  store <8 x float> %142, ptr %conv2.t107_c11_0, align 32
   %143 = mul nsw i64 %0, 3136
   %144 = add nsw i64 1624128, %143
-  %145 = mul nsw i64 %conv2.mb1042, 14
+  %145 = mul nsw i64 %conv2.mb1062, 14
   %146 = add nsw i64 %145, 12
   %147 = mul nsw i64 %146, 16
   %148 = add nsw i64 %144, %147
-  %149 = add nsw i64 %148, %conv2.k1063
+  %149 = add nsw i64 %148, %conv2.k1083
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %149
   %150 = load float, ptr %arena28, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %conv2.t105_a12, align 32
-  %t105_a12 = load <8 x float>, ptr %conv2.t105_a12, align 32
-  %t105_b029 = load <8 x float>, ptr %conv2.t105_b0, align 32
-  %t105_c12_0 = load <8 x float>, ptr %conv2.t105_c12_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a12, <8 x float> %t105_b029, <8 x float> %t105_c12_0)
-  store <8 x float> %153, ptr %conv2.t105_c12_0, align 32
+  store <8 x float> %152, ptr %conv2.t107_a12, align 32
+  %t107_a12 = load <8 x float>, ptr %conv2.t107_a12, align 32
+  %t107_b029 = load <8 x float>, ptr %conv2.t107_b0, align 32
+  %t107_c12_0 = load <8 x float>, ptr %conv2.t107_c12_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a12, <8 x float> %t107_b029, <8 x float> %t107_c12_0)
+  store <8 x float> %153, ptr %conv2.t107_c12_0, align 32
   %154 = mul nsw i64 %0, 3136
   %155 = add nsw i64 1624128, %154
-  %156 = mul nsw i64 %conv2.mb1042, 14
+  %156 = mul nsw i64 %conv2.mb1062, 14
   %157 = add nsw i64 %156, 13
   %158 = mul nsw i64 %157, 16
   %159 = add nsw i64 %155, %158
-  %160 = add nsw i64 %159, %conv2.k1063
+  %160 = add nsw i64 %159, %conv2.k1083
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %160
   %161 = load float, ptr %arena30, align 4
   %162 = insertelement <8 x float> undef, float %161, i32 0
   %163 = shufflevector <8 x float> %162, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %163, ptr %conv2.t105_a13, align 32
-  %t105_a13 = load <8 x float>, ptr %conv2.t105_a13, align 32
-  %t105_b031 = load <8 x float>, ptr %conv2.t105_b0, align 32
-  %t105_c13_0 = load <8 x float>, ptr %conv2.t105_c13_0, align 32
-  %164 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a13, <8 x float> %t105_b031, <8 x float> %t105_c13_0)
-  store <8 x float> %164, ptr %conv2.t105_c13_0, align 32
-  %k106.next = add nsw i64 %conv2.k1063, 1
-  %165 = icmp slt i64 %k106.next, 16
-  br i1 %165, label %conv2.k106, label %conv2.k106.end
+  store <8 x float> %163, ptr %conv2.t107_a13, align 32
+  %t107_a13 = load <8 x float>, ptr %conv2.t107_a13, align 32
+  %t107_b031 = load <8 x float>, ptr %conv2.t107_b0, align 32
+  %t107_c13_0 = load <8 x float>, ptr %conv2.t107_c13_0, align 32
+  %164 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a13, <8 x float> %t107_b031, <8 x float> %t107_c13_0)
+  store <8 x float> %164, ptr %conv2.t107_c13_0, align 32
+  %k108.next = add nsw i64 %conv2.k1083, 1
+  %165 = icmp slt i64 %k108.next, 16
+  br i1 %165, label %conv2.k108, label %conv2.k108.end
 
-conv2.k106.end:                                   ; preds = %conv2.k106
-  %t105_c0_032 = load <8 x float>, ptr %conv2.t105_c0_0, align 32
+conv2.k108.end:                                   ; preds = %conv2.k108
+  %t107_c0_032 = load <8 x float>, ptr %conv2.t107_c0_0, align 32
   %166 = mul nsw i64 %0, 3136
   %167 = add nsw i64 1674304, %166
   %168 = mul nsw i64 %1, 8
   %169 = add nsw i64 %167, %168
-  %170 = mul nsw i64 %conv2.mb1042, 14
+  %170 = mul nsw i64 %conv2.mb1062, 14
   %171 = mul nsw i64 %170, 16
   %172 = add nsw i64 %169, %171
-  %173 = mul nsw i64 %conv2.nb1031, 8
+  %173 = mul nsw i64 %conv2.nb1051, 8
   %174 = add nsw i64 %172, %173
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t105_c0_032, ptr %arena33, align 4
-  %t105_c1_034 = load <8 x float>, ptr %conv2.t105_c1_0, align 32
+  store <8 x float> %t107_c0_032, ptr %arena33, align 4
+  %t107_c1_034 = load <8 x float>, ptr %conv2.t107_c1_0, align 32
   %175 = mul nsw i64 %0, 3136
   %176 = add nsw i64 1674304, %175
   %177 = mul nsw i64 %1, 8
   %178 = add nsw i64 %176, %177
-  %179 = mul nsw i64 %conv2.mb1042, 14
+  %179 = mul nsw i64 %conv2.mb1062, 14
   %180 = add nsw i64 %179, 1
   %181 = mul nsw i64 %180, 16
   %182 = add nsw i64 %178, %181
-  %183 = mul nsw i64 %conv2.nb1031, 8
+  %183 = mul nsw i64 %conv2.nb1051, 8
   %184 = add nsw i64 %182, %183
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %184
-  store <8 x float> %t105_c1_034, ptr %arena35, align 4
-  %t105_c2_036 = load <8 x float>, ptr %conv2.t105_c2_0, align 32
+  store <8 x float> %t107_c1_034, ptr %arena35, align 4
+  %t107_c2_036 = load <8 x float>, ptr %conv2.t107_c2_0, align 32
   %185 = mul nsw i64 %0, 3136
   %186 = add nsw i64 1674304, %185
   %187 = mul nsw i64 %1, 8
   %188 = add nsw i64 %186, %187
-  %189 = mul nsw i64 %conv2.mb1042, 14
+  %189 = mul nsw i64 %conv2.mb1062, 14
   %190 = add nsw i64 %189, 2
   %191 = mul nsw i64 %190, 16
   %192 = add nsw i64 %188, %191
-  %193 = mul nsw i64 %conv2.nb1031, 8
+  %193 = mul nsw i64 %conv2.nb1051, 8
   %194 = add nsw i64 %192, %193
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %194
-  store <8 x float> %t105_c2_036, ptr %arena37, align 4
-  %t105_c3_038 = load <8 x float>, ptr %conv2.t105_c3_0, align 32
+  store <8 x float> %t107_c2_036, ptr %arena37, align 4
+  %t107_c3_038 = load <8 x float>, ptr %conv2.t107_c3_0, align 32
   %195 = mul nsw i64 %0, 3136
   %196 = add nsw i64 1674304, %195
   %197 = mul nsw i64 %1, 8
   %198 = add nsw i64 %196, %197
-  %199 = mul nsw i64 %conv2.mb1042, 14
+  %199 = mul nsw i64 %conv2.mb1062, 14
   %200 = add nsw i64 %199, 3
   %201 = mul nsw i64 %200, 16
   %202 = add nsw i64 %198, %201
-  %203 = mul nsw i64 %conv2.nb1031, 8
+  %203 = mul nsw i64 %conv2.nb1051, 8
   %204 = add nsw i64 %202, %203
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %204
-  store <8 x float> %t105_c3_038, ptr %arena39, align 4
-  %t105_c4_040 = load <8 x float>, ptr %conv2.t105_c4_0, align 32
+  store <8 x float> %t107_c3_038, ptr %arena39, align 4
+  %t107_c4_040 = load <8 x float>, ptr %conv2.t107_c4_0, align 32
   %205 = mul nsw i64 %0, 3136
   %206 = add nsw i64 1674304, %205
   %207 = mul nsw i64 %1, 8
   %208 = add nsw i64 %206, %207
-  %209 = mul nsw i64 %conv2.mb1042, 14
+  %209 = mul nsw i64 %conv2.mb1062, 14
   %210 = add nsw i64 %209, 4
   %211 = mul nsw i64 %210, 16
   %212 = add nsw i64 %208, %211
-  %213 = mul nsw i64 %conv2.nb1031, 8
+  %213 = mul nsw i64 %conv2.nb1051, 8
   %214 = add nsw i64 %212, %213
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %214
-  store <8 x float> %t105_c4_040, ptr %arena41, align 4
-  %t105_c5_042 = load <8 x float>, ptr %conv2.t105_c5_0, align 32
+  store <8 x float> %t107_c4_040, ptr %arena41, align 4
+  %t107_c5_042 = load <8 x float>, ptr %conv2.t107_c5_0, align 32
   %215 = mul nsw i64 %0, 3136
   %216 = add nsw i64 1674304, %215
   %217 = mul nsw i64 %1, 8
   %218 = add nsw i64 %216, %217
-  %219 = mul nsw i64 %conv2.mb1042, 14
+  %219 = mul nsw i64 %conv2.mb1062, 14
   %220 = add nsw i64 %219, 5
   %221 = mul nsw i64 %220, 16
   %222 = add nsw i64 %218, %221
-  %223 = mul nsw i64 %conv2.nb1031, 8
+  %223 = mul nsw i64 %conv2.nb1051, 8
   %224 = add nsw i64 %222, %223
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t105_c5_042, ptr %arena43, align 4
-  %t105_c6_044 = load <8 x float>, ptr %conv2.t105_c6_0, align 32
+  store <8 x float> %t107_c5_042, ptr %arena43, align 4
+  %t107_c6_044 = load <8 x float>, ptr %conv2.t107_c6_0, align 32
   %225 = mul nsw i64 %0, 3136
   %226 = add nsw i64 1674304, %225
   %227 = mul nsw i64 %1, 8
   %228 = add nsw i64 %226, %227
-  %229 = mul nsw i64 %conv2.mb1042, 14
+  %229 = mul nsw i64 %conv2.mb1062, 14
   %230 = add nsw i64 %229, 6
   %231 = mul nsw i64 %230, 16
   %232 = add nsw i64 %228, %231
-  %233 = mul nsw i64 %conv2.nb1031, 8
+  %233 = mul nsw i64 %conv2.nb1051, 8
   %234 = add nsw i64 %232, %233
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <8 x float> %t105_c6_044, ptr %arena45, align 4
-  %t105_c7_046 = load <8 x float>, ptr %conv2.t105_c7_0, align 32
+  store <8 x float> %t107_c6_044, ptr %arena45, align 4
+  %t107_c7_046 = load <8 x float>, ptr %conv2.t107_c7_0, align 32
   %235 = mul nsw i64 %0, 3136
   %236 = add nsw i64 1674304, %235
   %237 = mul nsw i64 %1, 8
   %238 = add nsw i64 %236, %237
-  %239 = mul nsw i64 %conv2.mb1042, 14
+  %239 = mul nsw i64 %conv2.mb1062, 14
   %240 = add nsw i64 %239, 7
   %241 = mul nsw i64 %240, 16
   %242 = add nsw i64 %238, %241
-  %243 = mul nsw i64 %conv2.nb1031, 8
+  %243 = mul nsw i64 %conv2.nb1051, 8
   %244 = add nsw i64 %242, %243
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %244
-  store <8 x float> %t105_c7_046, ptr %arena47, align 4
-  %t105_c8_048 = load <8 x float>, ptr %conv2.t105_c8_0, align 32
+  store <8 x float> %t107_c7_046, ptr %arena47, align 4
+  %t107_c8_048 = load <8 x float>, ptr %conv2.t107_c8_0, align 32
   %245 = mul nsw i64 %0, 3136
   %246 = add nsw i64 1674304, %245
   %247 = mul nsw i64 %1, 8
   %248 = add nsw i64 %246, %247
-  %249 = mul nsw i64 %conv2.mb1042, 14
+  %249 = mul nsw i64 %conv2.mb1062, 14
   %250 = add nsw i64 %249, 8
   %251 = mul nsw i64 %250, 16
   %252 = add nsw i64 %248, %251
-  %253 = mul nsw i64 %conv2.nb1031, 8
+  %253 = mul nsw i64 %conv2.nb1051, 8
   %254 = add nsw i64 %252, %253
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %254
-  store <8 x float> %t105_c8_048, ptr %arena49, align 4
-  %t105_c9_050 = load <8 x float>, ptr %conv2.t105_c9_0, align 32
+  store <8 x float> %t107_c8_048, ptr %arena49, align 4
+  %t107_c9_050 = load <8 x float>, ptr %conv2.t107_c9_0, align 32
   %255 = mul nsw i64 %0, 3136
   %256 = add nsw i64 1674304, %255
   %257 = mul nsw i64 %1, 8
   %258 = add nsw i64 %256, %257
-  %259 = mul nsw i64 %conv2.mb1042, 14
+  %259 = mul nsw i64 %conv2.mb1062, 14
   %260 = add nsw i64 %259, 9
   %261 = mul nsw i64 %260, 16
   %262 = add nsw i64 %258, %261
-  %263 = mul nsw i64 %conv2.nb1031, 8
+  %263 = mul nsw i64 %conv2.nb1051, 8
   %264 = add nsw i64 %262, %263
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %264
-  store <8 x float> %t105_c9_050, ptr %arena51, align 4
-  %t105_c10_052 = load <8 x float>, ptr %conv2.t105_c10_0, align 32
+  store <8 x float> %t107_c9_050, ptr %arena51, align 4
+  %t107_c10_052 = load <8 x float>, ptr %conv2.t107_c10_0, align 32
   %265 = mul nsw i64 %0, 3136
   %266 = add nsw i64 1674304, %265
   %267 = mul nsw i64 %1, 8
   %268 = add nsw i64 %266, %267
-  %269 = mul nsw i64 %conv2.mb1042, 14
+  %269 = mul nsw i64 %conv2.mb1062, 14
   %270 = add nsw i64 %269, 10
   %271 = mul nsw i64 %270, 16
   %272 = add nsw i64 %268, %271
-  %273 = mul nsw i64 %conv2.nb1031, 8
+  %273 = mul nsw i64 %conv2.nb1051, 8
   %274 = add nsw i64 %272, %273
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %274
-  store <8 x float> %t105_c10_052, ptr %arena53, align 4
-  %t105_c11_054 = load <8 x float>, ptr %conv2.t105_c11_0, align 32
+  store <8 x float> %t107_c10_052, ptr %arena53, align 4
+  %t107_c11_054 = load <8 x float>, ptr %conv2.t107_c11_0, align 32
   %275 = mul nsw i64 %0, 3136
   %276 = add nsw i64 1674304, %275
   %277 = mul nsw i64 %1, 8
   %278 = add nsw i64 %276, %277
-  %279 = mul nsw i64 %conv2.mb1042, 14
+  %279 = mul nsw i64 %conv2.mb1062, 14
   %280 = add nsw i64 %279, 11
   %281 = mul nsw i64 %280, 16
   %282 = add nsw i64 %278, %281
-  %283 = mul nsw i64 %conv2.nb1031, 8
+  %283 = mul nsw i64 %conv2.nb1051, 8
   %284 = add nsw i64 %282, %283
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %284
-  store <8 x float> %t105_c11_054, ptr %arena55, align 4
-  %t105_c12_056 = load <8 x float>, ptr %conv2.t105_c12_0, align 32
+  store <8 x float> %t107_c11_054, ptr %arena55, align 4
+  %t107_c12_056 = load <8 x float>, ptr %conv2.t107_c12_0, align 32
   %285 = mul nsw i64 %0, 3136
   %286 = add nsw i64 1674304, %285
   %287 = mul nsw i64 %1, 8
   %288 = add nsw i64 %286, %287
-  %289 = mul nsw i64 %conv2.mb1042, 14
+  %289 = mul nsw i64 %conv2.mb1062, 14
   %290 = add nsw i64 %289, 12
   %291 = mul nsw i64 %290, 16
   %292 = add nsw i64 %288, %291
-  %293 = mul nsw i64 %conv2.nb1031, 8
+  %293 = mul nsw i64 %conv2.nb1051, 8
   %294 = add nsw i64 %292, %293
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %294
-  store <8 x float> %t105_c12_056, ptr %arena57, align 4
-  %t105_c13_058 = load <8 x float>, ptr %conv2.t105_c13_0, align 32
+  store <8 x float> %t107_c12_056, ptr %arena57, align 4
+  %t107_c13_058 = load <8 x float>, ptr %conv2.t107_c13_0, align 32
   %295 = mul nsw i64 %0, 3136
   %296 = add nsw i64 1674304, %295
   %297 = mul nsw i64 %1, 8
   %298 = add nsw i64 %296, %297
-  %299 = mul nsw i64 %conv2.mb1042, 14
+  %299 = mul nsw i64 %conv2.mb1062, 14
   %300 = add nsw i64 %299, 13
   %301 = mul nsw i64 %300, 16
   %302 = add nsw i64 %298, %301
-  %303 = mul nsw i64 %conv2.nb1031, 8
+  %303 = mul nsw i64 %conv2.nb1051, 8
   %304 = add nsw i64 %302, %303
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %304
-  store <8 x float> %t105_c13_058, ptr %arena59, align 4
-  %mb104.next = add nsw i64 %conv2.mb1042, 1
-  %305 = icmp slt i64 %mb104.next, 14
-  br i1 %305, label %conv2.mb104, label %conv2.mb104.end
+  store <8 x float> %t107_c13_058, ptr %arena59, align 4
+  %mb106.next = add nsw i64 %conv2.mb1062, 1
+  %305 = icmp slt i64 %mb106.next, 14
+  br i1 %305, label %conv2.mb106, label %conv2.mb106.end
 }
 
-define internal void @residual_infer_b64.k2.conv2.part101.task(ptr %0, i64 %1) {
+define internal void @residual_infer_b64.k2.conv2.part103.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -19885,197 +20145,369 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @residual_infer_b64.k2.conv2.part101(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @residual_infer_b64.k2.conv2.part103(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @residual_infer_b64.k3.act2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %act2.i127
+  %part129.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part129.context, i32 0, i32 0
+  store ptr %params, ptr %0, align 8
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part129.context, i32 0, i32 1
+  store ptr %grads, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part129.context, i32 0, i32 2
+  store ptr %m, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part129.context, i32 0, i32 3
+  store ptr %v, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part129.context, i32 0, i32 4
+  store ptr %arena, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part129.context, i32 0, i32 5
+  store ptr %images, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part129.context, i32 0, i32 6
+  store ptr %labels, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part129.context, i32 0, i32 7
+  store float %lr, ptr %7, align 4
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part129.context, i32 0, i32 8
+  store i64 %step, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part129.context, i32 0, i32 9
+  store i64 %seed, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part129.context, i32 0, i32 10
+  store ptr %pool, ptr %10, align 8
+  %11 = icmp eq ptr %pool, null
+  br i1 %11, label %act2.part129.serial, label %act2.part129.pool
 
-act2.i127:                                        ; preds = %act2.i127, %entry
-  %act2.i1271 = phi i64 [ 0, %entry ], [ %i127.next, %act2.i127 ]
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %act2.i1271
-  %0 = load float, ptr %arena2, align 4
-  %1 = fmul float 2.000000e+00, %0
-  %2 = fcmp ogt float 0xC055A926E0000000, %1
-  %3 = select i1 %2, float 0xC055A926E0000000, float %1
-  %4 = fcmp ogt float %3, 0x40562E4300000000
-  %5 = select i1 %4, float 0x40562E4300000000, float %3
-  %6 = fmul float %5, 0x3FF7154760000000
-  %7 = fadd float %6, 5.000000e-01
-  %8 = call float @llvm.floor.f32(float %7)
-  %9 = fmul float %8, 0x3FE6300000000000
-  %10 = fsub float %5, %9
-  %11 = fmul float %8, 0xBF2BD01060000000
-  %12 = fsub float %10, %11
-  %13 = fmul float 0x3F2A0D2CE0000000, %12
-  %14 = fadd float %13, 0x3F56E879C0000000
-  %15 = fmul float %14, %12
-  %16 = fadd float %15, 0x3F81112100000000
-  %17 = fmul float %16, %12
-  %18 = fadd float %17, 0x3FA5553820000000
-  %19 = fmul float %18, %12
-  %20 = fadd float %19, 0x3FC5555540000000
-  %21 = fmul float %20, %12
-  %22 = fadd float %21, 5.000000e-01
-  %23 = fmul float %12, %12
-  %24 = fmul float %22, %23
-  %25 = fadd float %24, %12
-  %26 = fadd float %25, 1.000000e+00
-  %27 = fptosi float %8 to i32
-  %28 = add i32 %27, 126
-  %29 = shl i32 %28, 23
-  %30 = bitcast i32 %29 to float
-  %31 = fmul float %26, %30
-  %32 = fmul float %31, 2.000000e+00
-  %33 = fcmp ogt float 0xC055A926E0000000, %1
-  %34 = select i1 %33, float 0.000000e+00, float %32
-  %35 = fcmp ogt float %1, 0x40562E4300000000
-  %36 = select i1 %35, float 0x7FF0000000000000, float %34
-  %37 = fcmp uno float %1, %1
-  %38 = select i1 %37, float %1, float %36
-  %39 = fadd float %38, 1.000000e+00
-  %40 = fdiv float 2.000000e+00, %39
-  %41 = fsub float 1.000000e+00, %40
-  %42 = add nsw i64 1605632, %act2.i1271
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %42
-  store float %41, ptr %arena3, align 4
-  %i127.next = add nsw i64 %act2.i1271, 1
-  %43 = icmp slt i64 %i127.next, 802816
-  br i1 %43, label %act2.i127, label %act2.i127.end
+act2.part129.pool:                                ; preds = %entry
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @residual_infer_b64.k3.act2.part129.task, ptr %part129.context, i64 2)
+  br label %act2.part129.done
 
-act2.i127.end:                                    ; preds = %act2.i127
+act2.part129.serial:                              ; preds = %entry
+  br label %act2.part129
+
+act2.part129.done:                                ; preds = %act2.part129.end, %act2.part129.pool
+  ret void
+
+act2.part129:                                     ; preds = %act2.part129, %act2.part129.serial
+  %act2.part1291 = phi i64 [ 0, %act2.part129.serial ], [ %part129.next, %act2.part129 ]
+  call void @residual_infer_b64.k3.act2.part129(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %act2.part1291)
+  %part129.next = add nsw i64 %act2.part1291, 1
+  %12 = icmp slt i64 %part129.next, 2
+  br i1 %12, label %act2.part129, label %act2.part129.end
+
+act2.part129.end:                                 ; preds = %act2.part129
+  br label %act2.part129.done
+}
+
+; Function Attrs: noinline
+define internal void @residual_infer_b64.k3.act2.part129(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  br label %act2.i130
+
+act2.i130:                                        ; preds = %act2.i130, %entry
+  %act2.i1301 = phi i64 [ 0, %entry ], [ %i130.next, %act2.i130 ]
+  %1 = mul nsw i64 %0, 401408
+  %2 = add nsw i64 %act2.i1301, %1
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %2
+  %3 = load float, ptr %arena2, align 4
+  %4 = fmul float 2.000000e+00, %3
+  %5 = fcmp ogt float 0xC055A926E0000000, %4
+  %6 = select i1 %5, float 0xC055A926E0000000, float %4
+  %7 = fcmp ogt float %6, 0x40562E4300000000
+  %8 = select i1 %7, float 0x40562E4300000000, float %6
+  %9 = fmul float %8, 0x3FF7154760000000
+  %10 = fadd float %9, 5.000000e-01
+  %11 = call float @llvm.floor.f32(float %10)
+  %12 = fmul float %11, 0x3FE6300000000000
+  %13 = fsub float %8, %12
+  %14 = fmul float %11, 0xBF2BD01060000000
+  %15 = fsub float %13, %14
+  %16 = fmul float 0x3F2A0D2CE0000000, %15
+  %17 = fadd float %16, 0x3F56E879C0000000
+  %18 = fmul float %17, %15
+  %19 = fadd float %18, 0x3F81112100000000
+  %20 = fmul float %19, %15
+  %21 = fadd float %20, 0x3FA5553820000000
+  %22 = fmul float %21, %15
+  %23 = fadd float %22, 0x3FC5555540000000
+  %24 = fmul float %23, %15
+  %25 = fadd float %24, 5.000000e-01
+  %26 = fmul float %15, %15
+  %27 = fmul float %25, %26
+  %28 = fadd float %27, %15
+  %29 = fadd float %28, 1.000000e+00
+  %30 = fptosi float %11 to i32
+  %31 = add i32 %30, 126
+  %32 = shl i32 %31, 23
+  %33 = bitcast i32 %32 to float
+  %34 = fmul float %29, %33
+  %35 = fmul float %34, 2.000000e+00
+  %36 = fcmp ogt float 0xC055A926E0000000, %4
+  %37 = select i1 %36, float 0.000000e+00, float %35
+  %38 = fcmp ogt float %4, 0x40562E4300000000
+  %39 = select i1 %38, float 0x7FF0000000000000, float %37
+  %40 = fcmp uno float %4, %4
+  %41 = select i1 %40, float %4, float %39
+  %42 = fadd float %41, 1.000000e+00
+  %43 = fdiv float 2.000000e+00, %42
+  %44 = fsub float 1.000000e+00, %43
+  %45 = mul nsw i64 %0, 401408
+  %46 = add nsw i64 %act2.i1301, %45
+  %47 = add nsw i64 1605632, %46
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %47
+  store float %44, ptr %arena3, align 4
+  %i130.next = add nsw i64 %act2.i1301, 1
+  %48 = icmp slt i64 %i130.next, 401408
+  br i1 %48, label %act2.i130, label %act2.i130.end
+
+act2.i130.end:                                    ; preds = %act2.i130
+  ret void
+}
+
+define internal void @residual_infer_b64.k3.act2.part129.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  call void @residual_infer_b64.k3.act2.part129(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @residual_infer_b64.k4.res(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %res.i128
+  %part131.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part131.context, i32 0, i32 0
+  store ptr %params, ptr %0, align 8
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part131.context, i32 0, i32 1
+  store ptr %grads, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part131.context, i32 0, i32 2
+  store ptr %m, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part131.context, i32 0, i32 3
+  store ptr %v, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part131.context, i32 0, i32 4
+  store ptr %arena, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part131.context, i32 0, i32 5
+  store ptr %images, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part131.context, i32 0, i32 6
+  store ptr %labels, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part131.context, i32 0, i32 7
+  store float %lr, ptr %7, align 4
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part131.context, i32 0, i32 8
+  store i64 %step, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part131.context, i32 0, i32 9
+  store i64 %seed, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part131.context, i32 0, i32 10
+  store ptr %pool, ptr %10, align 8
+  %11 = icmp eq ptr %pool, null
+  br i1 %11, label %res.part131.serial, label %res.part131.pool
 
-res.i128:                                         ; preds = %res.i128, %entry
-  %res.i1281 = phi i64 [ 0, %entry ], [ %i128.next, %res.i128 ]
-  %0 = add nsw i64 1605632, %res.i1281
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
-  %1 = load float, ptr %arena2, align 4
-  %2 = add nsw i64 802816, %res.i1281
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
-  %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %1, %3
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %res.i1281
-  store float %4, ptr %arena4, align 4
-  %i128.next = add nsw i64 %res.i1281, 1
-  %5 = icmp slt i64 %i128.next, 802816
-  br i1 %5, label %res.i128, label %res.i128.end
+res.part131.pool:                                 ; preds = %entry
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @residual_infer_b64.k4.res.part131.task, ptr %part131.context, i64 2)
+  br label %res.part131.done
 
-res.i128.end:                                     ; preds = %res.i128
+res.part131.serial:                               ; preds = %entry
+  br label %res.part131
+
+res.part131.done:                                 ; preds = %res.part131.end, %res.part131.pool
+  ret void
+
+res.part131:                                      ; preds = %res.part131, %res.part131.serial
+  %res.part1311 = phi i64 [ 0, %res.part131.serial ], [ %part131.next, %res.part131 ]
+  call void @residual_infer_b64.k4.res.part131(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %res.part1311)
+  %part131.next = add nsw i64 %res.part1311, 1
+  %12 = icmp slt i64 %part131.next, 2
+  br i1 %12, label %res.part131, label %res.part131.end
+
+res.part131.end:                                  ; preds = %res.part131
+  br label %res.part131.done
+}
+
+; Function Attrs: noinline
+define internal void @residual_infer_b64.k4.res.part131(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  br label %res.i132
+
+res.i132:                                         ; preds = %res.i132, %entry
+  %res.i1321 = phi i64 [ 0, %entry ], [ %i132.next, %res.i132 ]
+  %1 = mul nsw i64 %0, 401408
+  %2 = add nsw i64 %res.i1321, %1
+  %3 = add nsw i64 1605632, %2
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %3
+  %4 = load float, ptr %arena2, align 4
+  %5 = mul nsw i64 %0, 401408
+  %6 = add nsw i64 %res.i1321, %5
+  %7 = add nsw i64 802816, %6
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %7
+  %8 = load float, ptr %arena3, align 4
+  %9 = fadd float %4, %8
+  %10 = mul nsw i64 %0, 401408
+  %11 = add nsw i64 %res.i1321, %10
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %11
+  store float %9, ptr %arena4, align 4
+  %i132.next = add nsw i64 %res.i1321, 1
+  %12 = icmp slt i64 %i132.next, 401408
+  br i1 %12, label %res.i132, label %res.i132.end
+
+res.i132.end:                                     ; preds = %res.i132
+  ret void
+}
+
+define internal void @residual_infer_b64.k4.res.part131.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  call void @residual_infer_b64.k4.res.part131(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @residual_infer_b64.k5.pool(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %pool.acc132 = alloca float, align 4
-  br label %pool.q129
+  %pool.acc136 = alloca float, align 4
+  br label %pool.q133
 
-pool.q129:                                        ; preds = %pool.py130.end, %entry
-  %pool.q1291 = phi i64 [ 0, %entry ], [ %q129.next, %pool.py130.end ]
-  br label %pool.py130
+pool.q133:                                        ; preds = %pool.py134.end, %entry
+  %pool.q1331 = phi i64 [ 0, %entry ], [ %q133.next, %pool.py134.end ]
+  br label %pool.py134
 
-pool.q129.end:                                    ; preds = %pool.py130.end
+pool.q133.end:                                    ; preds = %pool.py134.end
   ret void
 
-pool.py130:                                       ; preds = %pool.px131.end, %pool.q129
-  %pool.py1302 = phi i64 [ 0, %pool.q129 ], [ %py130.next, %pool.px131.end ]
-  br label %pool.px131
+pool.py134:                                       ; preds = %pool.px135.end, %pool.q133
+  %pool.py1342 = phi i64 [ 0, %pool.q133 ], [ %py134.next, %pool.px135.end ]
+  br label %pool.px135
 
-pool.py130.end:                                   ; preds = %pool.px131.end
-  %q129.next = add nsw i64 %pool.q1291, 1
-  %0 = icmp slt i64 %q129.next, 1024
-  br i1 %0, label %pool.q129, label %pool.q129.end
+pool.py134.end:                                   ; preds = %pool.px135.end
+  %q133.next = add nsw i64 %pool.q1331, 1
+  %0 = icmp slt i64 %q133.next, 1024
+  br i1 %0, label %pool.q133, label %pool.q133.end
 
-pool.px131:                                       ; preds = %pool.px131, %pool.py130
-  %pool.px1313 = phi i64 [ 0, %pool.py130 ], [ %px131.next, %pool.px131 ]
-  %1 = mul nsw i64 %pool.q1291, 784
-  %2 = mul nsw i64 %pool.py1302, 56
+pool.px135:                                       ; preds = %pool.px135, %pool.py134
+  %pool.px1353 = phi i64 [ 0, %pool.py134 ], [ %px135.next, %pool.px135 ]
+  %1 = mul nsw i64 %pool.q1331, 784
+  %2 = mul nsw i64 %pool.py1342, 56
   %3 = add nsw i64 %1, %2
-  %4 = mul nsw i64 %pool.px1313, 2
+  %4 = mul nsw i64 %pool.px1353, 2
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  store float %6, ptr %pool.acc132, align 4
-  %acc132 = load float, ptr %pool.acc132, align 4
-  %7 = mul nsw i64 %pool.q1291, 784
-  %8 = mul nsw i64 %pool.py1302, 56
+  store float %6, ptr %pool.acc136, align 4
+  %acc136 = load float, ptr %pool.acc136, align 4
+  %7 = mul nsw i64 %pool.q1331, 784
+  %8 = mul nsw i64 %pool.py1342, 56
   %9 = add nsw i64 %7, %8
-  %10 = mul nsw i64 %pool.px1313, 2
+  %10 = mul nsw i64 %pool.px1353, 2
   %11 = add nsw i64 %9, %10
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena5, align 4
-  %13 = fcmp ogt float %12, %acc132
-  %14 = select i1 %13, float %12, float %acc132
-  store float %14, ptr %pool.acc132, align 4
-  %acc1326 = load float, ptr %pool.acc132, align 4
-  %15 = mul nsw i64 %pool.q1291, 784
-  %16 = mul nsw i64 %pool.py1302, 56
+  %13 = fcmp ogt float %12, %acc136
+  %14 = select i1 %13, float %12, float %acc136
+  store float %14, ptr %pool.acc136, align 4
+  %acc1366 = load float, ptr %pool.acc136, align 4
+  %15 = mul nsw i64 %pool.q1331, 784
+  %16 = mul nsw i64 %pool.py1342, 56
   %17 = add nsw i64 %15, %16
-  %18 = mul nsw i64 %pool.px1313, 2
+  %18 = mul nsw i64 %pool.px1353, 2
   %19 = add nsw i64 %17, %18
   %20 = add nsw i64 %19, 1
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %20
   %21 = load float, ptr %arena7, align 4
-  %22 = fcmp ogt float %21, %acc1326
-  %23 = select i1 %22, float %21, float %acc1326
-  store float %23, ptr %pool.acc132, align 4
-  %acc1328 = load float, ptr %pool.acc132, align 4
-  %24 = mul nsw i64 %pool.q1291, 784
-  %25 = mul nsw i64 %pool.py1302, 56
+  %22 = fcmp ogt float %21, %acc1366
+  %23 = select i1 %22, float %21, float %acc1366
+  store float %23, ptr %pool.acc136, align 4
+  %acc1368 = load float, ptr %pool.acc136, align 4
+  %24 = mul nsw i64 %pool.q1331, 784
+  %25 = mul nsw i64 %pool.py1342, 56
   %26 = add nsw i64 %24, %25
-  %27 = mul nsw i64 %pool.px1313, 2
+  %27 = mul nsw i64 %pool.px1353, 2
   %28 = add nsw i64 %26, %27
   %29 = add nsw i64 %28, 28
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %29
   %30 = load float, ptr %arena9, align 4
-  %31 = fcmp ogt float %30, %acc1328
-  %32 = select i1 %31, float %30, float %acc1328
-  store float %32, ptr %pool.acc132, align 4
-  %acc13210 = load float, ptr %pool.acc132, align 4
-  %33 = mul nsw i64 %pool.q1291, 784
-  %34 = mul nsw i64 %pool.py1302, 56
+  %31 = fcmp ogt float %30, %acc1368
+  %32 = select i1 %31, float %30, float %acc1368
+  store float %32, ptr %pool.acc136, align 4
+  %acc13610 = load float, ptr %pool.acc136, align 4
+  %33 = mul nsw i64 %pool.q1331, 784
+  %34 = mul nsw i64 %pool.py1342, 56
   %35 = add nsw i64 %33, %34
-  %36 = mul nsw i64 %pool.px1313, 2
+  %36 = mul nsw i64 %pool.px1353, 2
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 28
   %39 = add nsw i64 %38, 1
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %39
   %40 = load float, ptr %arena11, align 4
-  %41 = fcmp ogt float %40, %acc13210
-  %42 = select i1 %41, float %40, float %acc13210
-  store float %42, ptr %pool.acc132, align 4
-  %acc13212 = load float, ptr %pool.acc132, align 4
-  %43 = mul nsw i64 %pool.q1291, 196
+  %41 = fcmp ogt float %40, %acc13610
+  %42 = select i1 %41, float %40, float %acc13610
+  store float %42, ptr %pool.acc136, align 4
+  %acc13612 = load float, ptr %pool.acc136, align 4
+  %43 = mul nsw i64 %pool.q1331, 196
   %44 = add nsw i64 802816, %43
-  %45 = mul nsw i64 %pool.py1302, 14
+  %45 = mul nsw i64 %pool.py1342, 14
   %46 = add nsw i64 %44, %45
-  %47 = add nsw i64 %46, %pool.px1313
+  %47 = add nsw i64 %46, %pool.px1353
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %47
-  store float %acc13212, ptr %arena13, align 4
-  %px131.next = add nsw i64 %pool.px1313, 1
-  %48 = icmp slt i64 %px131.next, 14
-  br i1 %48, label %pool.px131, label %pool.px131.end
+  store float %acc13612, ptr %arena13, align 4
+  %px135.next = add nsw i64 %pool.px1353, 1
+  %48 = icmp slt i64 %px135.next, 14
+  br i1 %48, label %pool.px135, label %pool.px135.end
 
-pool.px131.end:                                   ; preds = %pool.px131
-  %py130.next = add nsw i64 %pool.py1302, 1
-  %49 = icmp slt i64 %py130.next, 14
-  br i1 %49, label %pool.py130, label %pool.py130.end
+pool.px135.end:                                   ; preds = %pool.px135
+  %py134.next = add nsw i64 %pool.py1342, 1
+  %49 = icmp slt i64 %py134.next, 14
+  br i1 %49, label %pool.py134, label %pool.py134.end
 }
 
 ; Function Attrs: noinline
 define internal void @residual_infer_b64.k6.conv3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part206.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part210.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %conv3.w209 = alloca <8 x float>, align 32
+  %conv3.w208 = alloca <8 x float>, align 32
+  %conv3.w207 = alloca <8 x float>, align 32
+  %conv3.w206 = alloca <8 x float>, align 32
   %conv3.w205 = alloca <8 x float>, align 32
   %conv3.w204 = alloca <8 x float>, align 32
   %conv3.w203 = alloca <8 x float>, align 32
@@ -20104,929 +20536,929 @@ entry:
   %conv3.w180 = alloca <8 x float>, align 32
   %conv3.w179 = alloca <8 x float>, align 32
   %conv3.w178 = alloca <8 x float>, align 32
-  %conv3.w177 = alloca <8 x float>, align 32
-  %conv3.w176 = alloca <8 x float>, align 32
-  %conv3.w175 = alloca <8 x float>, align 32
-  %conv3.w174 = alloca <8 x float>, align 32
-  %part133.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part133.context, i32 0, i32 0
+  %part137.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part137.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part133.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part137.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part133.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part137.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part133.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part137.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part133.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part137.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part133.context, i32 0, i32 5
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part137.context, i32 0, i32 5
   store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part133.context, i32 0, i32 6
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part137.context, i32 0, i32 6
   store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part133.context, i32 0, i32 7
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part137.context, i32 0, i32 7
   store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part133.context, i32 0, i32 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part137.context, i32 0, i32 8
   store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part133.context, i32 0, i32 9
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part137.context, i32 0, i32 9
   store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part133.context, i32 0, i32 10
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part137.context, i32 0, i32 10
   store ptr %pool, ptr %10, align 8
   %11 = icmp eq ptr %pool, null
-  br i1 %11, label %conv3.part133.serial, label %conv3.part133.pool
+  br i1 %11, label %conv3.part137.serial, label %conv3.part137.pool
 
-conv3.part133.pool:                               ; preds = %entry
+conv3.part137.pool:                               ; preds = %entry
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @residual_infer_b64.k6.conv3.part133.task, ptr %part133.context, i64 2)
-  br label %conv3.part133.done
+  call void %run(ptr %pool, ptr @residual_infer_b64.k6.conv3.part137.task, ptr %part137.context, i64 2)
+  br label %conv3.part137.done
 
-conv3.part133.serial:                             ; preds = %entry
-  br label %conv3.part133
+conv3.part137.serial:                             ; preds = %entry
+  br label %conv3.part137
 
-conv3.part133.done:                               ; preds = %conv3.part133.end, %conv3.part133.pool
-  br label %conv3.i164
+conv3.part137.done:                               ; preds = %conv3.part137.end, %conv3.part137.pool
+  br label %conv3.i168
 
-conv3.part133:                                    ; preds = %conv3.part133, %conv3.part133.serial
-  %conv3.part1331 = phi i64 [ 0, %conv3.part133.serial ], [ %part133.next, %conv3.part133 ]
-  call void @residual_infer_b64.k6.conv3.part133(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.part1331)
-  %part133.next = add nsw i64 %conv3.part1331, 1
-  %12 = icmp slt i64 %part133.next, 2
-  br i1 %12, label %conv3.part133, label %conv3.part133.end
+conv3.part137:                                    ; preds = %conv3.part137, %conv3.part137.serial
+  %conv3.part1371 = phi i64 [ 0, %conv3.part137.serial ], [ %part137.next, %conv3.part137 ]
+  call void @residual_infer_b64.k6.conv3.part137(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.part1371)
+  %part137.next = add nsw i64 %conv3.part1371, 1
+  %12 = icmp slt i64 %part137.next, 2
+  br i1 %12, label %conv3.part137, label %conv3.part137.end
 
-conv3.part133.end:                                ; preds = %conv3.part133
-  br label %conv3.part133.done
+conv3.part137.end:                                ; preds = %conv3.part137
+  br label %conv3.part137.done
 
-conv3.i164:                                       ; preds = %conv3.i164, %conv3.part133.done
-  %conv3.i1642 = phi i64 [ 0, %conv3.part133.done ], [ %i164.next, %conv3.i164 ]
-  %13 = add nsw i64 409600, %conv3.i1642
+conv3.i168:                                       ; preds = %conv3.i168, %conv3.part137.done
+  %conv3.i1682 = phi i64 [ 0, %conv3.part137.done ], [ %i168.next, %conv3.i168 ]
+  %13 = add nsw i64 409600, %conv3.i1682
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %13
   store float 0.000000e+00, ptr %arena3, align 4
-  %i164.next = add nsw i64 %conv3.i1642, 1
-  %14 = icmp slt i64 %i164.next, 4096
-  br i1 %14, label %conv3.i164, label %conv3.i164.end
+  %i168.next = add nsw i64 %conv3.i1682, 1
+  %14 = icmp slt i64 %i168.next, 4096
+  br i1 %14, label %conv3.i168, label %conv3.i168.end
 
-conv3.i164.end:                                   ; preds = %conv3.i164
-  br label %conv3.g165
+conv3.i168.end:                                   ; preds = %conv3.i168
+  br label %conv3.g169
 
-conv3.g165:                                       ; preds = %conv3.part206.done, %conv3.i164.end
-  %conv3.g1654 = phi i64 [ 0, %conv3.i164.end ], [ %g165.next, %conv3.part206.done ]
-  br label %conv3.j166
-
-conv3.g165.end:                                   ; preds = %conv3.part206.done
-  ret void
-
-conv3.j166:                                       ; preds = %conv3.c167.end, %conv3.g165
-  %conv3.j1665 = phi i64 [ 0, %conv3.g165 ], [ %j166.next, %conv3.c167.end ]
-  br label %conv3.c167
-
-conv3.j166.end:                                   ; preds = %conv3.c167.end
+conv3.g169:                                       ; preds = %conv3.part210.done, %conv3.i168.end
+  %conv3.g1694 = phi i64 [ 0, %conv3.i168.end ], [ %g169.next, %conv3.part210.done ]
   br label %conv3.j170
 
-conv3.c167:                                       ; preds = %conv3.iy168.end, %conv3.j166
-  %conv3.c1676 = phi i64 [ 0, %conv3.j166 ], [ %c167.next, %conv3.iy168.end ]
-  br label %conv3.iy168
+conv3.g169.end:                                   ; preds = %conv3.part210.done
+  ret void
 
-conv3.c167.end:                                   ; preds = %conv3.iy168.end
-  %j166.next = add nsw i64 %conv3.j1665, 1
-  %15 = icmp slt i64 %j166.next, 1
-  br i1 %15, label %conv3.j166, label %conv3.j166.end
+conv3.j170:                                       ; preds = %conv3.c171.end, %conv3.g169
+  %conv3.j1705 = phi i64 [ 0, %conv3.g169 ], [ %j170.next, %conv3.c171.end ]
+  br label %conv3.c171
 
-conv3.iy168:                                      ; preds = %conv3.ix169.end, %conv3.c167
-  %conv3.iy1687 = phi i64 [ 0, %conv3.c167 ], [ %iy168.next, %conv3.ix169.end ]
-  br label %conv3.ix169
+conv3.j170.end:                                   ; preds = %conv3.c171.end
+  br label %conv3.j174
 
-conv3.iy168.end:                                  ; preds = %conv3.ix169.end
-  %c167.next = add nsw i64 %conv3.c1676, 1
-  %16 = icmp slt i64 %c167.next, 16
-  br i1 %16, label %conv3.c167, label %conv3.c167.end
+conv3.c171:                                       ; preds = %conv3.iy172.end, %conv3.j170
+  %conv3.c1716 = phi i64 [ 0, %conv3.j170 ], [ %c171.next, %conv3.iy172.end ]
+  br label %conv3.iy172
 
-conv3.ix169:                                      ; preds = %conv3.ix169, %conv3.iy168
-  %conv3.ix1698 = phi i64 [ 0, %conv3.iy168 ], [ %ix169.next, %conv3.ix169 ]
-  %17 = add nsw i64 %conv3.g1654, %conv3.j1665
+conv3.c171.end:                                   ; preds = %conv3.iy172.end
+  %j170.next = add nsw i64 %conv3.j1705, 1
+  %15 = icmp slt i64 %j170.next, 1
+  br i1 %15, label %conv3.j170, label %conv3.j170.end
+
+conv3.iy172:                                      ; preds = %conv3.ix173.end, %conv3.c171
+  %conv3.iy1727 = phi i64 [ 0, %conv3.c171 ], [ %iy172.next, %conv3.ix173.end ]
+  br label %conv3.ix173
+
+conv3.iy172.end:                                  ; preds = %conv3.ix173.end
+  %c171.next = add nsw i64 %conv3.c1716, 1
+  %16 = icmp slt i64 %c171.next, 16
+  br i1 %16, label %conv3.c171, label %conv3.c171.end
+
+conv3.ix173:                                      ; preds = %conv3.ix173, %conv3.iy172
+  %conv3.ix1738 = phi i64 [ 0, %conv3.iy172 ], [ %ix173.next, %conv3.ix173 ]
+  %17 = add nsw i64 %conv3.g1694, %conv3.j1705
   %18 = mul nsw i64 %17, 3136
   %19 = add nsw i64 802816, %18
-  %20 = mul nsw i64 %conv3.c1676, 196
+  %20 = mul nsw i64 %conv3.c1716, 196
   %21 = add nsw i64 %19, %20
-  %22 = mul nsw i64 %conv3.iy1687, 14
+  %22 = mul nsw i64 %conv3.iy1727, 14
   %23 = add nsw i64 %21, %22
-  %24 = add nsw i64 %23, %conv3.ix1698
+  %24 = add nsw i64 %23, %conv3.ix1738
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %24
   %25 = load float, ptr %arena9, align 4
-  %26 = mul nsw i64 %conv3.j1665, 4096
-  %27 = add nsw i64 %conv3.iy1687, 1
+  %26 = mul nsw i64 %conv3.j1705, 4096
+  %27 = add nsw i64 %conv3.iy1727, 1
   %28 = mul nsw i64 %27, 256
   %29 = add nsw i64 %26, %28
-  %30 = add nsw i64 %conv3.ix1698, 1
+  %30 = add nsw i64 %conv3.ix1738, 1
   %31 = mul nsw i64 %30, 16
   %32 = add nsw i64 %29, %31
-  %33 = add nsw i64 %32, %conv3.c1676
+  %33 = add nsw i64 %32, %conv3.c1716
   %34 = add nsw i64 409600, %33
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %34
   store float %25, ptr %arena10, align 4
-  %ix169.next = add nsw i64 %conv3.ix1698, 1
-  %35 = icmp slt i64 %ix169.next, 14
-  br i1 %35, label %conv3.ix169, label %conv3.ix169.end
+  %ix173.next = add nsw i64 %conv3.ix1738, 1
+  %35 = icmp slt i64 %ix173.next, 14
+  br i1 %35, label %conv3.ix173, label %conv3.ix173.end
 
-conv3.ix169.end:                                  ; preds = %conv3.ix169
-  %iy168.next = add nsw i64 %conv3.iy1687, 1
-  %36 = icmp slt i64 %iy168.next, 14
-  br i1 %36, label %conv3.iy168, label %conv3.iy168.end
+conv3.ix173.end:                                  ; preds = %conv3.ix173
+  %iy172.next = add nsw i64 %conv3.iy1727, 1
+  %36 = icmp slt i64 %iy172.next, 14
+  br i1 %36, label %conv3.iy172, label %conv3.iy172.end
 
-conv3.j170:                                       ; preds = %conv3.ty171.end, %conv3.j166.end
-  %conv3.j17011 = phi i64 [ 0, %conv3.j166.end ], [ %j170.next, %conv3.ty171.end ]
-  br label %conv3.ty171
+conv3.j174:                                       ; preds = %conv3.ty175.end, %conv3.j170.end
+  %conv3.j17411 = phi i64 [ 0, %conv3.j170.end ], [ %j174.next, %conv3.ty175.end ]
+  br label %conv3.ty175
 
-conv3.j170.end:                                   ; preds = %conv3.ty171.end
-  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part206.context, i32 0, i32 0
+conv3.j174.end:                                   ; preds = %conv3.ty175.end
+  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 0
   store ptr %params, ptr %37, align 8
-  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part206.context, i32 0, i32 1
+  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 1
   store ptr %grads, ptr %38, align 8
-  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part206.context, i32 0, i32 2
+  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 2
   store ptr %m, ptr %39, align 8
-  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part206.context, i32 0, i32 3
+  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 3
   store ptr %v, ptr %40, align 8
-  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part206.context, i32 0, i32 4
+  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 4
   store ptr %arena, ptr %41, align 8
-  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part206.context, i32 0, i32 5
+  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 5
   store ptr %images, ptr %42, align 8
-  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part206.context, i32 0, i32 6
+  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 6
   store ptr %labels, ptr %43, align 8
-  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part206.context, i32 0, i32 7
+  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 7
   store float %lr, ptr %44, align 4
-  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part206.context, i32 0, i32 8
+  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 8
   store i64 %step, ptr %45, align 4
-  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part206.context, i32 0, i32 9
+  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 9
   store i64 %seed, ptr %46, align 4
-  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part206.context, i32 0, i32 10
+  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 10
   store ptr %pool, ptr %47, align 8
-  %48 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part206.context, i32 0, i32 11
-  store i64 %conv3.g1654, ptr %48, align 4
+  %48 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 11
+  store i64 %conv3.g1694, ptr %48, align 4
   %49 = icmp eq ptr %pool, null
-  br i1 %49, label %conv3.part206.serial, label %conv3.part206.pool
+  br i1 %49, label %conv3.part210.serial, label %conv3.part210.pool
 
-conv3.ty171:                                      ; preds = %conv3.tx172.end, %conv3.j170
-  %conv3.ty17112 = phi i64 [ 0, %conv3.j170 ], [ %ty171.next, %conv3.tx172.end ]
-  br label %conv3.tx172
+conv3.ty175:                                      ; preds = %conv3.tx176.end, %conv3.j174
+  %conv3.ty17512 = phi i64 [ 0, %conv3.j174 ], [ %ty175.next, %conv3.tx176.end ]
+  br label %conv3.tx176
 
-conv3.ty171.end:                                  ; preds = %conv3.tx172.end
-  %j170.next = add nsw i64 %conv3.j17011, 1
-  %50 = icmp slt i64 %j170.next, 1
-  br i1 %50, label %conv3.j170, label %conv3.j170.end
+conv3.ty175.end:                                  ; preds = %conv3.tx176.end
+  %j174.next = add nsw i64 %conv3.j17411, 1
+  %50 = icmp slt i64 %j174.next, 1
+  br i1 %50, label %conv3.j174, label %conv3.j174.end
 
-conv3.tx172:                                      ; preds = %conv3.cv173.end, %conv3.ty171
-  %conv3.tx17213 = phi i64 [ 0, %conv3.ty171 ], [ %tx172.next, %conv3.cv173.end ]
-  br label %conv3.cv173
+conv3.tx176:                                      ; preds = %conv3.cv177.end, %conv3.ty175
+  %conv3.tx17613 = phi i64 [ 0, %conv3.ty175 ], [ %tx176.next, %conv3.cv177.end ]
+  br label %conv3.cv177
 
-conv3.tx172.end:                                  ; preds = %conv3.cv173.end
-  %ty171.next = add nsw i64 %conv3.ty17112, 1
-  %51 = icmp slt i64 %ty171.next, 7
-  br i1 %51, label %conv3.ty171, label %conv3.ty171.end
+conv3.tx176.end:                                  ; preds = %conv3.cv177.end
+  %ty175.next = add nsw i64 %conv3.ty17512, 1
+  %51 = icmp slt i64 %ty175.next, 7
+  br i1 %51, label %conv3.ty175, label %conv3.ty175.end
 
-conv3.cv173:                                      ; preds = %conv3.cv173, %conv3.tx172
-  %conv3.cv17314 = phi i64 [ 0, %conv3.tx172 ], [ %cv173.next, %conv3.cv173 ]
-  %52 = mul nsw i64 %conv3.j17011, 4096
-  %53 = mul nsw i64 %conv3.ty17112, 2
+conv3.cv177:                                      ; preds = %conv3.cv177, %conv3.tx176
+  %conv3.cv17714 = phi i64 [ 0, %conv3.tx176 ], [ %cv177.next, %conv3.cv177 ]
+  %52 = mul nsw i64 %conv3.j17411, 4096
+  %53 = mul nsw i64 %conv3.ty17512, 2
   %54 = mul nsw i64 %53, 256
   %55 = add nsw i64 %52, %54
-  %56 = mul nsw i64 %conv3.tx17213, 2
+  %56 = mul nsw i64 %conv3.tx17613, 2
   %57 = mul nsw i64 %56, 16
   %58 = add nsw i64 %55, %57
-  %59 = mul nsw i64 %conv3.cv17314, 8
+  %59 = mul nsw i64 %conv3.cv17714, 8
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 409600, %60
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena15, align 4
-  %63 = mul nsw i64 %conv3.j17011, 4096
-  %64 = mul nsw i64 %conv3.ty17112, 2
+  %63 = mul nsw i64 %conv3.j17411, 4096
+  %64 = mul nsw i64 %conv3.ty17512, 2
   %65 = add nsw i64 %64, 2
   %66 = mul nsw i64 %65, 256
   %67 = add nsw i64 %63, %66
-  %68 = mul nsw i64 %conv3.tx17213, 2
+  %68 = mul nsw i64 %conv3.tx17613, 2
   %69 = mul nsw i64 %68, 16
   %70 = add nsw i64 %67, %69
-  %71 = mul nsw i64 %conv3.cv17314, 8
+  %71 = mul nsw i64 %conv3.cv17714, 8
   %72 = add nsw i64 %70, %71
   %73 = add nsw i64 409600, %72
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %73
   %74 = load <8 x float>, ptr %arena16, align 4
   %75 = fsub <8 x float> %62, %74
-  store <8 x float> %75, ptr %conv3.w174, align 32
-  %76 = mul nsw i64 %conv3.j17011, 4096
-  %77 = mul nsw i64 %conv3.ty17112, 2
+  store <8 x float> %75, ptr %conv3.w178, align 32
+  %76 = mul nsw i64 %conv3.j17411, 4096
+  %77 = mul nsw i64 %conv3.ty17512, 2
   %78 = add nsw i64 %77, 1
   %79 = mul nsw i64 %78, 256
   %80 = add nsw i64 %76, %79
-  %81 = mul nsw i64 %conv3.tx17213, 2
+  %81 = mul nsw i64 %conv3.tx17613, 2
   %82 = mul nsw i64 %81, 16
   %83 = add nsw i64 %80, %82
-  %84 = mul nsw i64 %conv3.cv17314, 8
+  %84 = mul nsw i64 %conv3.cv17714, 8
   %85 = add nsw i64 %83, %84
   %86 = add nsw i64 409600, %85
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load <8 x float>, ptr %arena17, align 4
-  %88 = mul nsw i64 %conv3.j17011, 4096
-  %89 = mul nsw i64 %conv3.ty17112, 2
+  %88 = mul nsw i64 %conv3.j17411, 4096
+  %89 = mul nsw i64 %conv3.ty17512, 2
   %90 = add nsw i64 %89, 2
   %91 = mul nsw i64 %90, 256
   %92 = add nsw i64 %88, %91
-  %93 = mul nsw i64 %conv3.tx17213, 2
+  %93 = mul nsw i64 %conv3.tx17613, 2
   %94 = mul nsw i64 %93, 16
   %95 = add nsw i64 %92, %94
-  %96 = mul nsw i64 %conv3.cv17314, 8
+  %96 = mul nsw i64 %conv3.cv17714, 8
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 409600, %97
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %98
   %99 = load <8 x float>, ptr %arena18, align 4
   %100 = fadd <8 x float> %87, %99
-  store <8 x float> %100, ptr %conv3.w175, align 32
-  %101 = mul nsw i64 %conv3.j17011, 4096
-  %102 = mul nsw i64 %conv3.ty17112, 2
+  store <8 x float> %100, ptr %conv3.w179, align 32
+  %101 = mul nsw i64 %conv3.j17411, 4096
+  %102 = mul nsw i64 %conv3.ty17512, 2
   %103 = add nsw i64 %102, 2
   %104 = mul nsw i64 %103, 256
   %105 = add nsw i64 %101, %104
-  %106 = mul nsw i64 %conv3.tx17213, 2
+  %106 = mul nsw i64 %conv3.tx17613, 2
   %107 = mul nsw i64 %106, 16
   %108 = add nsw i64 %105, %107
-  %109 = mul nsw i64 %conv3.cv17314, 8
+  %109 = mul nsw i64 %conv3.cv17714, 8
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 409600, %110
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %111
   %112 = load <8 x float>, ptr %arena19, align 4
-  %113 = mul nsw i64 %conv3.j17011, 4096
-  %114 = mul nsw i64 %conv3.ty17112, 2
+  %113 = mul nsw i64 %conv3.j17411, 4096
+  %114 = mul nsw i64 %conv3.ty17512, 2
   %115 = add nsw i64 %114, 1
   %116 = mul nsw i64 %115, 256
   %117 = add nsw i64 %113, %116
-  %118 = mul nsw i64 %conv3.tx17213, 2
+  %118 = mul nsw i64 %conv3.tx17613, 2
   %119 = mul nsw i64 %118, 16
   %120 = add nsw i64 %117, %119
-  %121 = mul nsw i64 %conv3.cv17314, 8
+  %121 = mul nsw i64 %conv3.cv17714, 8
   %122 = add nsw i64 %120, %121
   %123 = add nsw i64 409600, %122
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %123
   %124 = load <8 x float>, ptr %arena20, align 4
   %125 = fsub <8 x float> %112, %124
-  store <8 x float> %125, ptr %conv3.w176, align 32
-  %126 = mul nsw i64 %conv3.j17011, 4096
-  %127 = mul nsw i64 %conv3.ty17112, 2
+  store <8 x float> %125, ptr %conv3.w180, align 32
+  %126 = mul nsw i64 %conv3.j17411, 4096
+  %127 = mul nsw i64 %conv3.ty17512, 2
   %128 = add nsw i64 %127, 1
   %129 = mul nsw i64 %128, 256
   %130 = add nsw i64 %126, %129
-  %131 = mul nsw i64 %conv3.tx17213, 2
+  %131 = mul nsw i64 %conv3.tx17613, 2
   %132 = mul nsw i64 %131, 16
   %133 = add nsw i64 %130, %132
-  %134 = mul nsw i64 %conv3.cv17314, 8
+  %134 = mul nsw i64 %conv3.cv17714, 8
   %135 = add nsw i64 %133, %134
   %136 = add nsw i64 409600, %135
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %136
   %137 = load <8 x float>, ptr %arena21, align 4
-  %138 = mul nsw i64 %conv3.j17011, 4096
-  %139 = mul nsw i64 %conv3.ty17112, 2
+  %138 = mul nsw i64 %conv3.j17411, 4096
+  %139 = mul nsw i64 %conv3.ty17512, 2
   %140 = add nsw i64 %139, 3
   %141 = mul nsw i64 %140, 256
   %142 = add nsw i64 %138, %141
-  %143 = mul nsw i64 %conv3.tx17213, 2
+  %143 = mul nsw i64 %conv3.tx17613, 2
   %144 = mul nsw i64 %143, 16
   %145 = add nsw i64 %142, %144
-  %146 = mul nsw i64 %conv3.cv17314, 8
+  %146 = mul nsw i64 %conv3.cv17714, 8
   %147 = add nsw i64 %145, %146
   %148 = add nsw i64 409600, %147
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %148
   %149 = load <8 x float>, ptr %arena22, align 4
   %150 = fsub <8 x float> %137, %149
-  store <8 x float> %150, ptr %conv3.w177, align 32
-  %151 = mul nsw i64 %conv3.j17011, 4096
-  %152 = mul nsw i64 %conv3.ty17112, 2
+  store <8 x float> %150, ptr %conv3.w181, align 32
+  %151 = mul nsw i64 %conv3.j17411, 4096
+  %152 = mul nsw i64 %conv3.ty17512, 2
   %153 = mul nsw i64 %152, 256
   %154 = add nsw i64 %151, %153
-  %155 = mul nsw i64 %conv3.tx17213, 2
+  %155 = mul nsw i64 %conv3.tx17613, 2
   %156 = add nsw i64 %155, 1
   %157 = mul nsw i64 %156, 16
   %158 = add nsw i64 %154, %157
-  %159 = mul nsw i64 %conv3.cv17314, 8
+  %159 = mul nsw i64 %conv3.cv17714, 8
   %160 = add nsw i64 %158, %159
   %161 = add nsw i64 409600, %160
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %161
   %162 = load <8 x float>, ptr %arena23, align 4
-  %163 = mul nsw i64 %conv3.j17011, 4096
-  %164 = mul nsw i64 %conv3.ty17112, 2
+  %163 = mul nsw i64 %conv3.j17411, 4096
+  %164 = mul nsw i64 %conv3.ty17512, 2
   %165 = add nsw i64 %164, 2
   %166 = mul nsw i64 %165, 256
   %167 = add nsw i64 %163, %166
-  %168 = mul nsw i64 %conv3.tx17213, 2
+  %168 = mul nsw i64 %conv3.tx17613, 2
   %169 = add nsw i64 %168, 1
   %170 = mul nsw i64 %169, 16
   %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %conv3.cv17314, 8
+  %172 = mul nsw i64 %conv3.cv17714, 8
   %173 = add nsw i64 %171, %172
   %174 = add nsw i64 409600, %173
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %174
   %175 = load <8 x float>, ptr %arena24, align 4
   %176 = fsub <8 x float> %162, %175
-  store <8 x float> %176, ptr %conv3.w178, align 32
-  %177 = mul nsw i64 %conv3.j17011, 4096
-  %178 = mul nsw i64 %conv3.ty17112, 2
+  store <8 x float> %176, ptr %conv3.w182, align 32
+  %177 = mul nsw i64 %conv3.j17411, 4096
+  %178 = mul nsw i64 %conv3.ty17512, 2
   %179 = add nsw i64 %178, 1
   %180 = mul nsw i64 %179, 256
   %181 = add nsw i64 %177, %180
-  %182 = mul nsw i64 %conv3.tx17213, 2
+  %182 = mul nsw i64 %conv3.tx17613, 2
   %183 = add nsw i64 %182, 1
   %184 = mul nsw i64 %183, 16
   %185 = add nsw i64 %181, %184
-  %186 = mul nsw i64 %conv3.cv17314, 8
+  %186 = mul nsw i64 %conv3.cv17714, 8
   %187 = add nsw i64 %185, %186
   %188 = add nsw i64 409600, %187
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %188
   %189 = load <8 x float>, ptr %arena25, align 4
-  %190 = mul nsw i64 %conv3.j17011, 4096
-  %191 = mul nsw i64 %conv3.ty17112, 2
+  %190 = mul nsw i64 %conv3.j17411, 4096
+  %191 = mul nsw i64 %conv3.ty17512, 2
   %192 = add nsw i64 %191, 2
   %193 = mul nsw i64 %192, 256
   %194 = add nsw i64 %190, %193
-  %195 = mul nsw i64 %conv3.tx17213, 2
+  %195 = mul nsw i64 %conv3.tx17613, 2
   %196 = add nsw i64 %195, 1
   %197 = mul nsw i64 %196, 16
   %198 = add nsw i64 %194, %197
-  %199 = mul nsw i64 %conv3.cv17314, 8
+  %199 = mul nsw i64 %conv3.cv17714, 8
   %200 = add nsw i64 %198, %199
   %201 = add nsw i64 409600, %200
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %201
   %202 = load <8 x float>, ptr %arena26, align 4
   %203 = fadd <8 x float> %189, %202
-  store <8 x float> %203, ptr %conv3.w179, align 32
-  %204 = mul nsw i64 %conv3.j17011, 4096
-  %205 = mul nsw i64 %conv3.ty17112, 2
+  store <8 x float> %203, ptr %conv3.w183, align 32
+  %204 = mul nsw i64 %conv3.j17411, 4096
+  %205 = mul nsw i64 %conv3.ty17512, 2
   %206 = add nsw i64 %205, 2
   %207 = mul nsw i64 %206, 256
   %208 = add nsw i64 %204, %207
-  %209 = mul nsw i64 %conv3.tx17213, 2
+  %209 = mul nsw i64 %conv3.tx17613, 2
   %210 = add nsw i64 %209, 1
   %211 = mul nsw i64 %210, 16
   %212 = add nsw i64 %208, %211
-  %213 = mul nsw i64 %conv3.cv17314, 8
+  %213 = mul nsw i64 %conv3.cv17714, 8
   %214 = add nsw i64 %212, %213
   %215 = add nsw i64 409600, %214
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %215
   %216 = load <8 x float>, ptr %arena27, align 4
-  %217 = mul nsw i64 %conv3.j17011, 4096
-  %218 = mul nsw i64 %conv3.ty17112, 2
+  %217 = mul nsw i64 %conv3.j17411, 4096
+  %218 = mul nsw i64 %conv3.ty17512, 2
   %219 = add nsw i64 %218, 1
   %220 = mul nsw i64 %219, 256
   %221 = add nsw i64 %217, %220
-  %222 = mul nsw i64 %conv3.tx17213, 2
+  %222 = mul nsw i64 %conv3.tx17613, 2
   %223 = add nsw i64 %222, 1
   %224 = mul nsw i64 %223, 16
   %225 = add nsw i64 %221, %224
-  %226 = mul nsw i64 %conv3.cv17314, 8
+  %226 = mul nsw i64 %conv3.cv17714, 8
   %227 = add nsw i64 %225, %226
   %228 = add nsw i64 409600, %227
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %228
   %229 = load <8 x float>, ptr %arena28, align 4
   %230 = fsub <8 x float> %216, %229
-  store <8 x float> %230, ptr %conv3.w180, align 32
-  %231 = mul nsw i64 %conv3.j17011, 4096
-  %232 = mul nsw i64 %conv3.ty17112, 2
+  store <8 x float> %230, ptr %conv3.w184, align 32
+  %231 = mul nsw i64 %conv3.j17411, 4096
+  %232 = mul nsw i64 %conv3.ty17512, 2
   %233 = add nsw i64 %232, 1
   %234 = mul nsw i64 %233, 256
   %235 = add nsw i64 %231, %234
-  %236 = mul nsw i64 %conv3.tx17213, 2
+  %236 = mul nsw i64 %conv3.tx17613, 2
   %237 = add nsw i64 %236, 1
   %238 = mul nsw i64 %237, 16
   %239 = add nsw i64 %235, %238
-  %240 = mul nsw i64 %conv3.cv17314, 8
+  %240 = mul nsw i64 %conv3.cv17714, 8
   %241 = add nsw i64 %239, %240
   %242 = add nsw i64 409600, %241
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %242
   %243 = load <8 x float>, ptr %arena29, align 4
-  %244 = mul nsw i64 %conv3.j17011, 4096
-  %245 = mul nsw i64 %conv3.ty17112, 2
+  %244 = mul nsw i64 %conv3.j17411, 4096
+  %245 = mul nsw i64 %conv3.ty17512, 2
   %246 = add nsw i64 %245, 3
   %247 = mul nsw i64 %246, 256
   %248 = add nsw i64 %244, %247
-  %249 = mul nsw i64 %conv3.tx17213, 2
+  %249 = mul nsw i64 %conv3.tx17613, 2
   %250 = add nsw i64 %249, 1
   %251 = mul nsw i64 %250, 16
   %252 = add nsw i64 %248, %251
-  %253 = mul nsw i64 %conv3.cv17314, 8
+  %253 = mul nsw i64 %conv3.cv17714, 8
   %254 = add nsw i64 %252, %253
   %255 = add nsw i64 409600, %254
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %255
   %256 = load <8 x float>, ptr %arena30, align 4
   %257 = fsub <8 x float> %243, %256
-  store <8 x float> %257, ptr %conv3.w181, align 32
-  %258 = mul nsw i64 %conv3.j17011, 4096
-  %259 = mul nsw i64 %conv3.ty17112, 2
+  store <8 x float> %257, ptr %conv3.w185, align 32
+  %258 = mul nsw i64 %conv3.j17411, 4096
+  %259 = mul nsw i64 %conv3.ty17512, 2
   %260 = mul nsw i64 %259, 256
   %261 = add nsw i64 %258, %260
-  %262 = mul nsw i64 %conv3.tx17213, 2
+  %262 = mul nsw i64 %conv3.tx17613, 2
   %263 = add nsw i64 %262, 2
   %264 = mul nsw i64 %263, 16
   %265 = add nsw i64 %261, %264
-  %266 = mul nsw i64 %conv3.cv17314, 8
+  %266 = mul nsw i64 %conv3.cv17714, 8
   %267 = add nsw i64 %265, %266
   %268 = add nsw i64 409600, %267
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %268
   %269 = load <8 x float>, ptr %arena31, align 4
-  %270 = mul nsw i64 %conv3.j17011, 4096
-  %271 = mul nsw i64 %conv3.ty17112, 2
+  %270 = mul nsw i64 %conv3.j17411, 4096
+  %271 = mul nsw i64 %conv3.ty17512, 2
   %272 = add nsw i64 %271, 2
   %273 = mul nsw i64 %272, 256
   %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %conv3.tx17213, 2
+  %275 = mul nsw i64 %conv3.tx17613, 2
   %276 = add nsw i64 %275, 2
   %277 = mul nsw i64 %276, 16
   %278 = add nsw i64 %274, %277
-  %279 = mul nsw i64 %conv3.cv17314, 8
+  %279 = mul nsw i64 %conv3.cv17714, 8
   %280 = add nsw i64 %278, %279
   %281 = add nsw i64 409600, %280
   %arena32 = getelementptr inbounds float, ptr %arena, i64 %281
   %282 = load <8 x float>, ptr %arena32, align 4
   %283 = fsub <8 x float> %269, %282
-  store <8 x float> %283, ptr %conv3.w182, align 32
-  %284 = mul nsw i64 %conv3.j17011, 4096
-  %285 = mul nsw i64 %conv3.ty17112, 2
+  store <8 x float> %283, ptr %conv3.w186, align 32
+  %284 = mul nsw i64 %conv3.j17411, 4096
+  %285 = mul nsw i64 %conv3.ty17512, 2
   %286 = add nsw i64 %285, 1
   %287 = mul nsw i64 %286, 256
   %288 = add nsw i64 %284, %287
-  %289 = mul nsw i64 %conv3.tx17213, 2
+  %289 = mul nsw i64 %conv3.tx17613, 2
   %290 = add nsw i64 %289, 2
   %291 = mul nsw i64 %290, 16
   %292 = add nsw i64 %288, %291
-  %293 = mul nsw i64 %conv3.cv17314, 8
+  %293 = mul nsw i64 %conv3.cv17714, 8
   %294 = add nsw i64 %292, %293
   %295 = add nsw i64 409600, %294
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %295
   %296 = load <8 x float>, ptr %arena33, align 4
-  %297 = mul nsw i64 %conv3.j17011, 4096
-  %298 = mul nsw i64 %conv3.ty17112, 2
+  %297 = mul nsw i64 %conv3.j17411, 4096
+  %298 = mul nsw i64 %conv3.ty17512, 2
   %299 = add nsw i64 %298, 2
   %300 = mul nsw i64 %299, 256
   %301 = add nsw i64 %297, %300
-  %302 = mul nsw i64 %conv3.tx17213, 2
+  %302 = mul nsw i64 %conv3.tx17613, 2
   %303 = add nsw i64 %302, 2
   %304 = mul nsw i64 %303, 16
   %305 = add nsw i64 %301, %304
-  %306 = mul nsw i64 %conv3.cv17314, 8
+  %306 = mul nsw i64 %conv3.cv17714, 8
   %307 = add nsw i64 %305, %306
   %308 = add nsw i64 409600, %307
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %308
   %309 = load <8 x float>, ptr %arena34, align 4
   %310 = fadd <8 x float> %296, %309
-  store <8 x float> %310, ptr %conv3.w183, align 32
-  %311 = mul nsw i64 %conv3.j17011, 4096
-  %312 = mul nsw i64 %conv3.ty17112, 2
+  store <8 x float> %310, ptr %conv3.w187, align 32
+  %311 = mul nsw i64 %conv3.j17411, 4096
+  %312 = mul nsw i64 %conv3.ty17512, 2
   %313 = add nsw i64 %312, 2
   %314 = mul nsw i64 %313, 256
   %315 = add nsw i64 %311, %314
-  %316 = mul nsw i64 %conv3.tx17213, 2
+  %316 = mul nsw i64 %conv3.tx17613, 2
   %317 = add nsw i64 %316, 2
   %318 = mul nsw i64 %317, 16
   %319 = add nsw i64 %315, %318
-  %320 = mul nsw i64 %conv3.cv17314, 8
+  %320 = mul nsw i64 %conv3.cv17714, 8
   %321 = add nsw i64 %319, %320
   %322 = add nsw i64 409600, %321
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %322
   %323 = load <8 x float>, ptr %arena35, align 4
-  %324 = mul nsw i64 %conv3.j17011, 4096
-  %325 = mul nsw i64 %conv3.ty17112, 2
+  %324 = mul nsw i64 %conv3.j17411, 4096
+  %325 = mul nsw i64 %conv3.ty17512, 2
   %326 = add nsw i64 %325, 1
   %327 = mul nsw i64 %326, 256
   %328 = add nsw i64 %324, %327
-  %329 = mul nsw i64 %conv3.tx17213, 2
+  %329 = mul nsw i64 %conv3.tx17613, 2
   %330 = add nsw i64 %329, 2
   %331 = mul nsw i64 %330, 16
   %332 = add nsw i64 %328, %331
-  %333 = mul nsw i64 %conv3.cv17314, 8
+  %333 = mul nsw i64 %conv3.cv17714, 8
   %334 = add nsw i64 %332, %333
   %335 = add nsw i64 409600, %334
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %335
   %336 = load <8 x float>, ptr %arena36, align 4
   %337 = fsub <8 x float> %323, %336
-  store <8 x float> %337, ptr %conv3.w184, align 32
-  %338 = mul nsw i64 %conv3.j17011, 4096
-  %339 = mul nsw i64 %conv3.ty17112, 2
+  store <8 x float> %337, ptr %conv3.w188, align 32
+  %338 = mul nsw i64 %conv3.j17411, 4096
+  %339 = mul nsw i64 %conv3.ty17512, 2
   %340 = add nsw i64 %339, 1
   %341 = mul nsw i64 %340, 256
   %342 = add nsw i64 %338, %341
-  %343 = mul nsw i64 %conv3.tx17213, 2
+  %343 = mul nsw i64 %conv3.tx17613, 2
   %344 = add nsw i64 %343, 2
   %345 = mul nsw i64 %344, 16
   %346 = add nsw i64 %342, %345
-  %347 = mul nsw i64 %conv3.cv17314, 8
+  %347 = mul nsw i64 %conv3.cv17714, 8
   %348 = add nsw i64 %346, %347
   %349 = add nsw i64 409600, %348
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %349
   %350 = load <8 x float>, ptr %arena37, align 4
-  %351 = mul nsw i64 %conv3.j17011, 4096
-  %352 = mul nsw i64 %conv3.ty17112, 2
+  %351 = mul nsw i64 %conv3.j17411, 4096
+  %352 = mul nsw i64 %conv3.ty17512, 2
   %353 = add nsw i64 %352, 3
   %354 = mul nsw i64 %353, 256
   %355 = add nsw i64 %351, %354
-  %356 = mul nsw i64 %conv3.tx17213, 2
+  %356 = mul nsw i64 %conv3.tx17613, 2
   %357 = add nsw i64 %356, 2
   %358 = mul nsw i64 %357, 16
   %359 = add nsw i64 %355, %358
-  %360 = mul nsw i64 %conv3.cv17314, 8
+  %360 = mul nsw i64 %conv3.cv17714, 8
   %361 = add nsw i64 %359, %360
   %362 = add nsw i64 409600, %361
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %362
   %363 = load <8 x float>, ptr %arena38, align 4
   %364 = fsub <8 x float> %350, %363
-  store <8 x float> %364, ptr %conv3.w185, align 32
-  %365 = mul nsw i64 %conv3.j17011, 4096
-  %366 = mul nsw i64 %conv3.ty17112, 2
+  store <8 x float> %364, ptr %conv3.w189, align 32
+  %365 = mul nsw i64 %conv3.j17411, 4096
+  %366 = mul nsw i64 %conv3.ty17512, 2
   %367 = mul nsw i64 %366, 256
   %368 = add nsw i64 %365, %367
-  %369 = mul nsw i64 %conv3.tx17213, 2
+  %369 = mul nsw i64 %conv3.tx17613, 2
   %370 = add nsw i64 %369, 3
   %371 = mul nsw i64 %370, 16
   %372 = add nsw i64 %368, %371
-  %373 = mul nsw i64 %conv3.cv17314, 8
+  %373 = mul nsw i64 %conv3.cv17714, 8
   %374 = add nsw i64 %372, %373
   %375 = add nsw i64 409600, %374
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %375
   %376 = load <8 x float>, ptr %arena39, align 4
-  %377 = mul nsw i64 %conv3.j17011, 4096
-  %378 = mul nsw i64 %conv3.ty17112, 2
+  %377 = mul nsw i64 %conv3.j17411, 4096
+  %378 = mul nsw i64 %conv3.ty17512, 2
   %379 = add nsw i64 %378, 2
   %380 = mul nsw i64 %379, 256
   %381 = add nsw i64 %377, %380
-  %382 = mul nsw i64 %conv3.tx17213, 2
+  %382 = mul nsw i64 %conv3.tx17613, 2
   %383 = add nsw i64 %382, 3
   %384 = mul nsw i64 %383, 16
   %385 = add nsw i64 %381, %384
-  %386 = mul nsw i64 %conv3.cv17314, 8
+  %386 = mul nsw i64 %conv3.cv17714, 8
   %387 = add nsw i64 %385, %386
   %388 = add nsw i64 409600, %387
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %388
   %389 = load <8 x float>, ptr %arena40, align 4
   %390 = fsub <8 x float> %376, %389
-  store <8 x float> %390, ptr %conv3.w186, align 32
-  %391 = mul nsw i64 %conv3.j17011, 4096
-  %392 = mul nsw i64 %conv3.ty17112, 2
+  store <8 x float> %390, ptr %conv3.w190, align 32
+  %391 = mul nsw i64 %conv3.j17411, 4096
+  %392 = mul nsw i64 %conv3.ty17512, 2
   %393 = add nsw i64 %392, 1
   %394 = mul nsw i64 %393, 256
   %395 = add nsw i64 %391, %394
-  %396 = mul nsw i64 %conv3.tx17213, 2
+  %396 = mul nsw i64 %conv3.tx17613, 2
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 16
   %399 = add nsw i64 %395, %398
-  %400 = mul nsw i64 %conv3.cv17314, 8
+  %400 = mul nsw i64 %conv3.cv17714, 8
   %401 = add nsw i64 %399, %400
   %402 = add nsw i64 409600, %401
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %402
   %403 = load <8 x float>, ptr %arena41, align 4
-  %404 = mul nsw i64 %conv3.j17011, 4096
-  %405 = mul nsw i64 %conv3.ty17112, 2
+  %404 = mul nsw i64 %conv3.j17411, 4096
+  %405 = mul nsw i64 %conv3.ty17512, 2
   %406 = add nsw i64 %405, 2
   %407 = mul nsw i64 %406, 256
   %408 = add nsw i64 %404, %407
-  %409 = mul nsw i64 %conv3.tx17213, 2
+  %409 = mul nsw i64 %conv3.tx17613, 2
   %410 = add nsw i64 %409, 3
   %411 = mul nsw i64 %410, 16
   %412 = add nsw i64 %408, %411
-  %413 = mul nsw i64 %conv3.cv17314, 8
+  %413 = mul nsw i64 %conv3.cv17714, 8
   %414 = add nsw i64 %412, %413
   %415 = add nsw i64 409600, %414
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %415
   %416 = load <8 x float>, ptr %arena42, align 4
   %417 = fadd <8 x float> %403, %416
-  store <8 x float> %417, ptr %conv3.w187, align 32
-  %418 = mul nsw i64 %conv3.j17011, 4096
-  %419 = mul nsw i64 %conv3.ty17112, 2
+  store <8 x float> %417, ptr %conv3.w191, align 32
+  %418 = mul nsw i64 %conv3.j17411, 4096
+  %419 = mul nsw i64 %conv3.ty17512, 2
   %420 = add nsw i64 %419, 2
   %421 = mul nsw i64 %420, 256
   %422 = add nsw i64 %418, %421
-  %423 = mul nsw i64 %conv3.tx17213, 2
+  %423 = mul nsw i64 %conv3.tx17613, 2
   %424 = add nsw i64 %423, 3
   %425 = mul nsw i64 %424, 16
   %426 = add nsw i64 %422, %425
-  %427 = mul nsw i64 %conv3.cv17314, 8
+  %427 = mul nsw i64 %conv3.cv17714, 8
   %428 = add nsw i64 %426, %427
   %429 = add nsw i64 409600, %428
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %429
   %430 = load <8 x float>, ptr %arena43, align 4
-  %431 = mul nsw i64 %conv3.j17011, 4096
-  %432 = mul nsw i64 %conv3.ty17112, 2
+  %431 = mul nsw i64 %conv3.j17411, 4096
+  %432 = mul nsw i64 %conv3.ty17512, 2
   %433 = add nsw i64 %432, 1
   %434 = mul nsw i64 %433, 256
   %435 = add nsw i64 %431, %434
-  %436 = mul nsw i64 %conv3.tx17213, 2
+  %436 = mul nsw i64 %conv3.tx17613, 2
   %437 = add nsw i64 %436, 3
   %438 = mul nsw i64 %437, 16
   %439 = add nsw i64 %435, %438
-  %440 = mul nsw i64 %conv3.cv17314, 8
+  %440 = mul nsw i64 %conv3.cv17714, 8
   %441 = add nsw i64 %439, %440
   %442 = add nsw i64 409600, %441
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %442
   %443 = load <8 x float>, ptr %arena44, align 4
   %444 = fsub <8 x float> %430, %443
-  store <8 x float> %444, ptr %conv3.w188, align 32
-  %445 = mul nsw i64 %conv3.j17011, 4096
-  %446 = mul nsw i64 %conv3.ty17112, 2
+  store <8 x float> %444, ptr %conv3.w192, align 32
+  %445 = mul nsw i64 %conv3.j17411, 4096
+  %446 = mul nsw i64 %conv3.ty17512, 2
   %447 = add nsw i64 %446, 1
   %448 = mul nsw i64 %447, 256
   %449 = add nsw i64 %445, %448
-  %450 = mul nsw i64 %conv3.tx17213, 2
+  %450 = mul nsw i64 %conv3.tx17613, 2
   %451 = add nsw i64 %450, 3
   %452 = mul nsw i64 %451, 16
   %453 = add nsw i64 %449, %452
-  %454 = mul nsw i64 %conv3.cv17314, 8
+  %454 = mul nsw i64 %conv3.cv17714, 8
   %455 = add nsw i64 %453, %454
   %456 = add nsw i64 409600, %455
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %456
   %457 = load <8 x float>, ptr %arena45, align 4
-  %458 = mul nsw i64 %conv3.j17011, 4096
-  %459 = mul nsw i64 %conv3.ty17112, 2
+  %458 = mul nsw i64 %conv3.j17411, 4096
+  %459 = mul nsw i64 %conv3.ty17512, 2
   %460 = add nsw i64 %459, 3
   %461 = mul nsw i64 %460, 256
   %462 = add nsw i64 %458, %461
-  %463 = mul nsw i64 %conv3.tx17213, 2
+  %463 = mul nsw i64 %conv3.tx17613, 2
   %464 = add nsw i64 %463, 3
   %465 = mul nsw i64 %464, 16
   %466 = add nsw i64 %462, %465
-  %467 = mul nsw i64 %conv3.cv17314, 8
+  %467 = mul nsw i64 %conv3.cv17714, 8
   %468 = add nsw i64 %466, %467
   %469 = add nsw i64 409600, %468
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %469
   %470 = load <8 x float>, ptr %arena46, align 4
   %471 = fsub <8 x float> %457, %470
-  store <8 x float> %471, ptr %conv3.w189, align 32
-  %w174 = load <8 x float>, ptr %conv3.w174, align 32
-  %w182 = load <8 x float>, ptr %conv3.w182, align 32
-  %472 = fsub <8 x float> %w174, %w182
-  store <8 x float> %472, ptr %conv3.w190, align 32
+  store <8 x float> %471, ptr %conv3.w193, align 32
   %w178 = load <8 x float>, ptr %conv3.w178, align 32
-  %w18247 = load <8 x float>, ptr %conv3.w182, align 32
-  %473 = fadd <8 x float> %w178, %w18247
-  store <8 x float> %473, ptr %conv3.w191, align 32
-  %w18248 = load <8 x float>, ptr %conv3.w182, align 32
-  %w17849 = load <8 x float>, ptr %conv3.w178, align 32
-  %474 = fsub <8 x float> %w18248, %w17849
-  store <8 x float> %474, ptr %conv3.w192, align 32
-  %w17850 = load <8 x float>, ptr %conv3.w178, align 32
   %w186 = load <8 x float>, ptr %conv3.w186, align 32
-  %475 = fsub <8 x float> %w17850, %w186
-  store <8 x float> %475, ptr %conv3.w193, align 32
-  %w175 = load <8 x float>, ptr %conv3.w175, align 32
-  %w183 = load <8 x float>, ptr %conv3.w183, align 32
-  %476 = fsub <8 x float> %w175, %w183
-  store <8 x float> %476, ptr %conv3.w194, align 32
-  %w179 = load <8 x float>, ptr %conv3.w179, align 32
-  %w18351 = load <8 x float>, ptr %conv3.w183, align 32
-  %477 = fadd <8 x float> %w179, %w18351
-  store <8 x float> %477, ptr %conv3.w195, align 32
-  %w18352 = load <8 x float>, ptr %conv3.w183, align 32
-  %w17953 = load <8 x float>, ptr %conv3.w179, align 32
-  %478 = fsub <8 x float> %w18352, %w17953
-  store <8 x float> %478, ptr %conv3.w196, align 32
-  %w17954 = load <8 x float>, ptr %conv3.w179, align 32
-  %w187 = load <8 x float>, ptr %conv3.w187, align 32
-  %479 = fsub <8 x float> %w17954, %w187
-  store <8 x float> %479, ptr %conv3.w197, align 32
-  %w176 = load <8 x float>, ptr %conv3.w176, align 32
-  %w184 = load <8 x float>, ptr %conv3.w184, align 32
-  %480 = fsub <8 x float> %w176, %w184
-  store <8 x float> %480, ptr %conv3.w198, align 32
-  %w180 = load <8 x float>, ptr %conv3.w180, align 32
-  %w18455 = load <8 x float>, ptr %conv3.w184, align 32
-  %481 = fadd <8 x float> %w180, %w18455
-  store <8 x float> %481, ptr %conv3.w199, align 32
-  %w18456 = load <8 x float>, ptr %conv3.w184, align 32
-  %w18057 = load <8 x float>, ptr %conv3.w180, align 32
-  %482 = fsub <8 x float> %w18456, %w18057
-  store <8 x float> %482, ptr %conv3.w200, align 32
-  %w18058 = load <8 x float>, ptr %conv3.w180, align 32
-  %w188 = load <8 x float>, ptr %conv3.w188, align 32
-  %483 = fsub <8 x float> %w18058, %w188
-  store <8 x float> %483, ptr %conv3.w201, align 32
-  %w177 = load <8 x float>, ptr %conv3.w177, align 32
-  %w185 = load <8 x float>, ptr %conv3.w185, align 32
-  %484 = fsub <8 x float> %w177, %w185
-  store <8 x float> %484, ptr %conv3.w202, align 32
-  %w181 = load <8 x float>, ptr %conv3.w181, align 32
-  %w18559 = load <8 x float>, ptr %conv3.w185, align 32
-  %485 = fadd <8 x float> %w181, %w18559
-  store <8 x float> %485, ptr %conv3.w203, align 32
-  %w18560 = load <8 x float>, ptr %conv3.w185, align 32
-  %w18161 = load <8 x float>, ptr %conv3.w181, align 32
-  %486 = fsub <8 x float> %w18560, %w18161
-  store <8 x float> %486, ptr %conv3.w204, align 32
-  %w18162 = load <8 x float>, ptr %conv3.w181, align 32
-  %w189 = load <8 x float>, ptr %conv3.w189, align 32
-  %487 = fsub <8 x float> %w18162, %w189
-  store <8 x float> %487, ptr %conv3.w205, align 32
+  %472 = fsub <8 x float> %w178, %w186
+  store <8 x float> %472, ptr %conv3.w194, align 32
+  %w182 = load <8 x float>, ptr %conv3.w182, align 32
+  %w18647 = load <8 x float>, ptr %conv3.w186, align 32
+  %473 = fadd <8 x float> %w182, %w18647
+  store <8 x float> %473, ptr %conv3.w195, align 32
+  %w18648 = load <8 x float>, ptr %conv3.w186, align 32
+  %w18249 = load <8 x float>, ptr %conv3.w182, align 32
+  %474 = fsub <8 x float> %w18648, %w18249
+  store <8 x float> %474, ptr %conv3.w196, align 32
+  %w18250 = load <8 x float>, ptr %conv3.w182, align 32
   %w190 = load <8 x float>, ptr %conv3.w190, align 32
-  %488 = mul nsw i64 %conv3.j17011, 49
-  %489 = mul nsw i64 %conv3.ty17112, 7
+  %475 = fsub <8 x float> %w18250, %w190
+  store <8 x float> %475, ptr %conv3.w197, align 32
+  %w179 = load <8 x float>, ptr %conv3.w179, align 32
+  %w187 = load <8 x float>, ptr %conv3.w187, align 32
+  %476 = fsub <8 x float> %w179, %w187
+  store <8 x float> %476, ptr %conv3.w198, align 32
+  %w183 = load <8 x float>, ptr %conv3.w183, align 32
+  %w18751 = load <8 x float>, ptr %conv3.w187, align 32
+  %477 = fadd <8 x float> %w183, %w18751
+  store <8 x float> %477, ptr %conv3.w199, align 32
+  %w18752 = load <8 x float>, ptr %conv3.w187, align 32
+  %w18353 = load <8 x float>, ptr %conv3.w183, align 32
+  %478 = fsub <8 x float> %w18752, %w18353
+  store <8 x float> %478, ptr %conv3.w200, align 32
+  %w18354 = load <8 x float>, ptr %conv3.w183, align 32
+  %w191 = load <8 x float>, ptr %conv3.w191, align 32
+  %479 = fsub <8 x float> %w18354, %w191
+  store <8 x float> %479, ptr %conv3.w201, align 32
+  %w180 = load <8 x float>, ptr %conv3.w180, align 32
+  %w188 = load <8 x float>, ptr %conv3.w188, align 32
+  %480 = fsub <8 x float> %w180, %w188
+  store <8 x float> %480, ptr %conv3.w202, align 32
+  %w184 = load <8 x float>, ptr %conv3.w184, align 32
+  %w18855 = load <8 x float>, ptr %conv3.w188, align 32
+  %481 = fadd <8 x float> %w184, %w18855
+  store <8 x float> %481, ptr %conv3.w203, align 32
+  %w18856 = load <8 x float>, ptr %conv3.w188, align 32
+  %w18457 = load <8 x float>, ptr %conv3.w184, align 32
+  %482 = fsub <8 x float> %w18856, %w18457
+  store <8 x float> %482, ptr %conv3.w204, align 32
+  %w18458 = load <8 x float>, ptr %conv3.w184, align 32
+  %w192 = load <8 x float>, ptr %conv3.w192, align 32
+  %483 = fsub <8 x float> %w18458, %w192
+  store <8 x float> %483, ptr %conv3.w205, align 32
+  %w181 = load <8 x float>, ptr %conv3.w181, align 32
+  %w189 = load <8 x float>, ptr %conv3.w189, align 32
+  %484 = fsub <8 x float> %w181, %w189
+  store <8 x float> %484, ptr %conv3.w206, align 32
+  %w185 = load <8 x float>, ptr %conv3.w185, align 32
+  %w18959 = load <8 x float>, ptr %conv3.w189, align 32
+  %485 = fadd <8 x float> %w185, %w18959
+  store <8 x float> %485, ptr %conv3.w207, align 32
+  %w18960 = load <8 x float>, ptr %conv3.w189, align 32
+  %w18561 = load <8 x float>, ptr %conv3.w185, align 32
+  %486 = fsub <8 x float> %w18960, %w18561
+  store <8 x float> %486, ptr %conv3.w208, align 32
+  %w18562 = load <8 x float>, ptr %conv3.w185, align 32
+  %w193 = load <8 x float>, ptr %conv3.w193, align 32
+  %487 = fsub <8 x float> %w18562, %w193
+  store <8 x float> %487, ptr %conv3.w209, align 32
+  %w194 = load <8 x float>, ptr %conv3.w194, align 32
+  %488 = mul nsw i64 %conv3.j17411, 49
+  %489 = mul nsw i64 %conv3.ty17512, 7
   %490 = add nsw i64 %488, %489
-  %491 = add nsw i64 %490, %conv3.tx17213
+  %491 = add nsw i64 %490, %conv3.tx17613
   %492 = mul nsw i64 %491, 16
   %493 = add nsw i64 413696, %492
-  %494 = mul nsw i64 %conv3.cv17314, 8
+  %494 = mul nsw i64 %conv3.cv17714, 8
   %495 = add nsw i64 %493, %494
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %495
-  store <8 x float> %w190, ptr %arena63, align 4
-  %w191 = load <8 x float>, ptr %conv3.w191, align 32
-  %496 = mul nsw i64 %conv3.j17011, 49
-  %497 = mul nsw i64 %conv3.ty17112, 7
+  store <8 x float> %w194, ptr %arena63, align 4
+  %w195 = load <8 x float>, ptr %conv3.w195, align 32
+  %496 = mul nsw i64 %conv3.j17411, 49
+  %497 = mul nsw i64 %conv3.ty17512, 7
   %498 = add nsw i64 %496, %497
-  %499 = add nsw i64 %498, %conv3.tx17213
+  %499 = add nsw i64 %498, %conv3.tx17613
   %500 = mul nsw i64 %499, 16
   %501 = add nsw i64 414480, %500
-  %502 = mul nsw i64 %conv3.cv17314, 8
+  %502 = mul nsw i64 %conv3.cv17714, 8
   %503 = add nsw i64 %501, %502
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %503
-  store <8 x float> %w191, ptr %arena64, align 4
-  %w192 = load <8 x float>, ptr %conv3.w192, align 32
-  %504 = mul nsw i64 %conv3.j17011, 49
-  %505 = mul nsw i64 %conv3.ty17112, 7
+  store <8 x float> %w195, ptr %arena64, align 4
+  %w196 = load <8 x float>, ptr %conv3.w196, align 32
+  %504 = mul nsw i64 %conv3.j17411, 49
+  %505 = mul nsw i64 %conv3.ty17512, 7
   %506 = add nsw i64 %504, %505
-  %507 = add nsw i64 %506, %conv3.tx17213
+  %507 = add nsw i64 %506, %conv3.tx17613
   %508 = mul nsw i64 %507, 16
   %509 = add nsw i64 415264, %508
-  %510 = mul nsw i64 %conv3.cv17314, 8
+  %510 = mul nsw i64 %conv3.cv17714, 8
   %511 = add nsw i64 %509, %510
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %511
-  store <8 x float> %w192, ptr %arena65, align 4
-  %w193 = load <8 x float>, ptr %conv3.w193, align 32
-  %512 = mul nsw i64 %conv3.j17011, 49
-  %513 = mul nsw i64 %conv3.ty17112, 7
+  store <8 x float> %w196, ptr %arena65, align 4
+  %w197 = load <8 x float>, ptr %conv3.w197, align 32
+  %512 = mul nsw i64 %conv3.j17411, 49
+  %513 = mul nsw i64 %conv3.ty17512, 7
   %514 = add nsw i64 %512, %513
-  %515 = add nsw i64 %514, %conv3.tx17213
+  %515 = add nsw i64 %514, %conv3.tx17613
   %516 = mul nsw i64 %515, 16
   %517 = add nsw i64 416048, %516
-  %518 = mul nsw i64 %conv3.cv17314, 8
+  %518 = mul nsw i64 %conv3.cv17714, 8
   %519 = add nsw i64 %517, %518
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %519
-  store <8 x float> %w193, ptr %arena66, align 4
-  %w194 = load <8 x float>, ptr %conv3.w194, align 32
-  %520 = mul nsw i64 %conv3.j17011, 49
-  %521 = mul nsw i64 %conv3.ty17112, 7
+  store <8 x float> %w197, ptr %arena66, align 4
+  %w198 = load <8 x float>, ptr %conv3.w198, align 32
+  %520 = mul nsw i64 %conv3.j17411, 49
+  %521 = mul nsw i64 %conv3.ty17512, 7
   %522 = add nsw i64 %520, %521
-  %523 = add nsw i64 %522, %conv3.tx17213
+  %523 = add nsw i64 %522, %conv3.tx17613
   %524 = mul nsw i64 %523, 16
   %525 = add nsw i64 416832, %524
-  %526 = mul nsw i64 %conv3.cv17314, 8
+  %526 = mul nsw i64 %conv3.cv17714, 8
   %527 = add nsw i64 %525, %526
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %527
-  store <8 x float> %w194, ptr %arena67, align 4
-  %w195 = load <8 x float>, ptr %conv3.w195, align 32
-  %528 = mul nsw i64 %conv3.j17011, 49
-  %529 = mul nsw i64 %conv3.ty17112, 7
+  store <8 x float> %w198, ptr %arena67, align 4
+  %w199 = load <8 x float>, ptr %conv3.w199, align 32
+  %528 = mul nsw i64 %conv3.j17411, 49
+  %529 = mul nsw i64 %conv3.ty17512, 7
   %530 = add nsw i64 %528, %529
-  %531 = add nsw i64 %530, %conv3.tx17213
+  %531 = add nsw i64 %530, %conv3.tx17613
   %532 = mul nsw i64 %531, 16
   %533 = add nsw i64 417616, %532
-  %534 = mul nsw i64 %conv3.cv17314, 8
+  %534 = mul nsw i64 %conv3.cv17714, 8
   %535 = add nsw i64 %533, %534
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %535
-  store <8 x float> %w195, ptr %arena68, align 4
-  %w196 = load <8 x float>, ptr %conv3.w196, align 32
-  %536 = mul nsw i64 %conv3.j17011, 49
-  %537 = mul nsw i64 %conv3.ty17112, 7
+  store <8 x float> %w199, ptr %arena68, align 4
+  %w200 = load <8 x float>, ptr %conv3.w200, align 32
+  %536 = mul nsw i64 %conv3.j17411, 49
+  %537 = mul nsw i64 %conv3.ty17512, 7
   %538 = add nsw i64 %536, %537
-  %539 = add nsw i64 %538, %conv3.tx17213
+  %539 = add nsw i64 %538, %conv3.tx17613
   %540 = mul nsw i64 %539, 16
   %541 = add nsw i64 418400, %540
-  %542 = mul nsw i64 %conv3.cv17314, 8
+  %542 = mul nsw i64 %conv3.cv17714, 8
   %543 = add nsw i64 %541, %542
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %543
-  store <8 x float> %w196, ptr %arena69, align 4
-  %w197 = load <8 x float>, ptr %conv3.w197, align 32
-  %544 = mul nsw i64 %conv3.j17011, 49
-  %545 = mul nsw i64 %conv3.ty17112, 7
+  store <8 x float> %w200, ptr %arena69, align 4
+  %w201 = load <8 x float>, ptr %conv3.w201, align 32
+  %544 = mul nsw i64 %conv3.j17411, 49
+  %545 = mul nsw i64 %conv3.ty17512, 7
   %546 = add nsw i64 %544, %545
-  %547 = add nsw i64 %546, %conv3.tx17213
+  %547 = add nsw i64 %546, %conv3.tx17613
   %548 = mul nsw i64 %547, 16
   %549 = add nsw i64 419184, %548
-  %550 = mul nsw i64 %conv3.cv17314, 8
+  %550 = mul nsw i64 %conv3.cv17714, 8
   %551 = add nsw i64 %549, %550
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %551
-  store <8 x float> %w197, ptr %arena70, align 4
-  %w198 = load <8 x float>, ptr %conv3.w198, align 32
-  %552 = mul nsw i64 %conv3.j17011, 49
-  %553 = mul nsw i64 %conv3.ty17112, 7
+  store <8 x float> %w201, ptr %arena70, align 4
+  %w202 = load <8 x float>, ptr %conv3.w202, align 32
+  %552 = mul nsw i64 %conv3.j17411, 49
+  %553 = mul nsw i64 %conv3.ty17512, 7
   %554 = add nsw i64 %552, %553
-  %555 = add nsw i64 %554, %conv3.tx17213
+  %555 = add nsw i64 %554, %conv3.tx17613
   %556 = mul nsw i64 %555, 16
   %557 = add nsw i64 419968, %556
-  %558 = mul nsw i64 %conv3.cv17314, 8
+  %558 = mul nsw i64 %conv3.cv17714, 8
   %559 = add nsw i64 %557, %558
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %559
-  store <8 x float> %w198, ptr %arena71, align 4
-  %w199 = load <8 x float>, ptr %conv3.w199, align 32
-  %560 = mul nsw i64 %conv3.j17011, 49
-  %561 = mul nsw i64 %conv3.ty17112, 7
+  store <8 x float> %w202, ptr %arena71, align 4
+  %w203 = load <8 x float>, ptr %conv3.w203, align 32
+  %560 = mul nsw i64 %conv3.j17411, 49
+  %561 = mul nsw i64 %conv3.ty17512, 7
   %562 = add nsw i64 %560, %561
-  %563 = add nsw i64 %562, %conv3.tx17213
+  %563 = add nsw i64 %562, %conv3.tx17613
   %564 = mul nsw i64 %563, 16
   %565 = add nsw i64 420752, %564
-  %566 = mul nsw i64 %conv3.cv17314, 8
+  %566 = mul nsw i64 %conv3.cv17714, 8
   %567 = add nsw i64 %565, %566
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %567
-  store <8 x float> %w199, ptr %arena72, align 4
-  %w200 = load <8 x float>, ptr %conv3.w200, align 32
-  %568 = mul nsw i64 %conv3.j17011, 49
-  %569 = mul nsw i64 %conv3.ty17112, 7
+  store <8 x float> %w203, ptr %arena72, align 4
+  %w204 = load <8 x float>, ptr %conv3.w204, align 32
+  %568 = mul nsw i64 %conv3.j17411, 49
+  %569 = mul nsw i64 %conv3.ty17512, 7
   %570 = add nsw i64 %568, %569
-  %571 = add nsw i64 %570, %conv3.tx17213
+  %571 = add nsw i64 %570, %conv3.tx17613
   %572 = mul nsw i64 %571, 16
   %573 = add nsw i64 421536, %572
-  %574 = mul nsw i64 %conv3.cv17314, 8
+  %574 = mul nsw i64 %conv3.cv17714, 8
   %575 = add nsw i64 %573, %574
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %575
-  store <8 x float> %w200, ptr %arena73, align 4
-  %w201 = load <8 x float>, ptr %conv3.w201, align 32
-  %576 = mul nsw i64 %conv3.j17011, 49
-  %577 = mul nsw i64 %conv3.ty17112, 7
+  store <8 x float> %w204, ptr %arena73, align 4
+  %w205 = load <8 x float>, ptr %conv3.w205, align 32
+  %576 = mul nsw i64 %conv3.j17411, 49
+  %577 = mul nsw i64 %conv3.ty17512, 7
   %578 = add nsw i64 %576, %577
-  %579 = add nsw i64 %578, %conv3.tx17213
+  %579 = add nsw i64 %578, %conv3.tx17613
   %580 = mul nsw i64 %579, 16
   %581 = add nsw i64 422320, %580
-  %582 = mul nsw i64 %conv3.cv17314, 8
+  %582 = mul nsw i64 %conv3.cv17714, 8
   %583 = add nsw i64 %581, %582
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %583
-  store <8 x float> %w201, ptr %arena74, align 4
-  %w202 = load <8 x float>, ptr %conv3.w202, align 32
-  %584 = mul nsw i64 %conv3.j17011, 49
-  %585 = mul nsw i64 %conv3.ty17112, 7
+  store <8 x float> %w205, ptr %arena74, align 4
+  %w206 = load <8 x float>, ptr %conv3.w206, align 32
+  %584 = mul nsw i64 %conv3.j17411, 49
+  %585 = mul nsw i64 %conv3.ty17512, 7
   %586 = add nsw i64 %584, %585
-  %587 = add nsw i64 %586, %conv3.tx17213
+  %587 = add nsw i64 %586, %conv3.tx17613
   %588 = mul nsw i64 %587, 16
   %589 = add nsw i64 423104, %588
-  %590 = mul nsw i64 %conv3.cv17314, 8
+  %590 = mul nsw i64 %conv3.cv17714, 8
   %591 = add nsw i64 %589, %590
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %591
-  store <8 x float> %w202, ptr %arena75, align 4
-  %w203 = load <8 x float>, ptr %conv3.w203, align 32
-  %592 = mul nsw i64 %conv3.j17011, 49
-  %593 = mul nsw i64 %conv3.ty17112, 7
+  store <8 x float> %w206, ptr %arena75, align 4
+  %w207 = load <8 x float>, ptr %conv3.w207, align 32
+  %592 = mul nsw i64 %conv3.j17411, 49
+  %593 = mul nsw i64 %conv3.ty17512, 7
   %594 = add nsw i64 %592, %593
-  %595 = add nsw i64 %594, %conv3.tx17213
+  %595 = add nsw i64 %594, %conv3.tx17613
   %596 = mul nsw i64 %595, 16
   %597 = add nsw i64 423888, %596
-  %598 = mul nsw i64 %conv3.cv17314, 8
+  %598 = mul nsw i64 %conv3.cv17714, 8
   %599 = add nsw i64 %597, %598
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %599
-  store <8 x float> %w203, ptr %arena76, align 4
-  %w204 = load <8 x float>, ptr %conv3.w204, align 32
-  %600 = mul nsw i64 %conv3.j17011, 49
-  %601 = mul nsw i64 %conv3.ty17112, 7
+  store <8 x float> %w207, ptr %arena76, align 4
+  %w208 = load <8 x float>, ptr %conv3.w208, align 32
+  %600 = mul nsw i64 %conv3.j17411, 49
+  %601 = mul nsw i64 %conv3.ty17512, 7
   %602 = add nsw i64 %600, %601
-  %603 = add nsw i64 %602, %conv3.tx17213
+  %603 = add nsw i64 %602, %conv3.tx17613
   %604 = mul nsw i64 %603, 16
   %605 = add nsw i64 424672, %604
-  %606 = mul nsw i64 %conv3.cv17314, 8
+  %606 = mul nsw i64 %conv3.cv17714, 8
   %607 = add nsw i64 %605, %606
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %607
-  store <8 x float> %w204, ptr %arena77, align 4
-  %w205 = load <8 x float>, ptr %conv3.w205, align 32
-  %608 = mul nsw i64 %conv3.j17011, 49
-  %609 = mul nsw i64 %conv3.ty17112, 7
+  store <8 x float> %w208, ptr %arena77, align 4
+  %w209 = load <8 x float>, ptr %conv3.w209, align 32
+  %608 = mul nsw i64 %conv3.j17411, 49
+  %609 = mul nsw i64 %conv3.ty17512, 7
   %610 = add nsw i64 %608, %609
-  %611 = add nsw i64 %610, %conv3.tx17213
+  %611 = add nsw i64 %610, %conv3.tx17613
   %612 = mul nsw i64 %611, 16
   %613 = add nsw i64 425456, %612
-  %614 = mul nsw i64 %conv3.cv17314, 8
+  %614 = mul nsw i64 %conv3.cv17714, 8
   %615 = add nsw i64 %613, %614
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %615
-  store <8 x float> %w205, ptr %arena78, align 4
-  %cv173.next = add nsw i64 %conv3.cv17314, 1
-  %616 = icmp slt i64 %cv173.next, 2
-  br i1 %616, label %conv3.cv173, label %conv3.cv173.end
+  store <8 x float> %w209, ptr %arena78, align 4
+  %cv177.next = add nsw i64 %conv3.cv17714, 1
+  %616 = icmp slt i64 %cv177.next, 2
+  br i1 %616, label %conv3.cv177, label %conv3.cv177.end
 
-conv3.cv173.end:                                  ; preds = %conv3.cv173
-  %tx172.next = add nsw i64 %conv3.tx17213, 1
-  %617 = icmp slt i64 %tx172.next, 7
-  br i1 %617, label %conv3.tx172, label %conv3.tx172.end
+conv3.cv177.end:                                  ; preds = %conv3.cv177
+  %tx176.next = add nsw i64 %conv3.tx17613, 1
+  %617 = icmp slt i64 %tx176.next, 7
+  br i1 %617, label %conv3.tx176, label %conv3.tx176.end
 
-conv3.part206.pool:                               ; preds = %conv3.j170.end
+conv3.part210.pool:                               ; preds = %conv3.j174.end
   %run79 = load ptr, ptr %pool, align 8
-  call void %run79(ptr %pool, ptr @residual_infer_b64.k6.conv3.part206.task, ptr %part206.context, i64 2)
-  br label %conv3.part206.done
+  call void %run79(ptr %pool, ptr @residual_infer_b64.k6.conv3.part210.task, ptr %part210.context, i64 2)
+  br label %conv3.part210.done
 
-conv3.part206.serial:                             ; preds = %conv3.j170.end
-  br label %conv3.part206
+conv3.part210.serial:                             ; preds = %conv3.j174.end
+  br label %conv3.part210
 
-conv3.part206.done:                               ; preds = %conv3.part206.end, %conv3.part206.pool
-  %g165.next = add nsw i64 %conv3.g1654, 1
-  %618 = icmp slt i64 %g165.next, 64
-  br i1 %618, label %conv3.g165, label %conv3.g165.end
+conv3.part210.done:                               ; preds = %conv3.part210.end, %conv3.part210.pool
+  %g169.next = add nsw i64 %conv3.g1694, 1
+  %618 = icmp slt i64 %g169.next, 64
+  br i1 %618, label %conv3.g169, label %conv3.g169.end
 
-conv3.part206:                                    ; preds = %conv3.part206, %conv3.part206.serial
-  %conv3.part20680 = phi i64 [ 0, %conv3.part206.serial ], [ %part206.next, %conv3.part206 ]
-  call void @residual_infer_b64.k6.conv3.part206(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.g1654, i64 %conv3.part20680)
-  %part206.next = add nsw i64 %conv3.part20680, 1
-  %619 = icmp slt i64 %part206.next, 2
-  br i1 %619, label %conv3.part206, label %conv3.part206.end
+conv3.part210:                                    ; preds = %conv3.part210, %conv3.part210.serial
+  %conv3.part21080 = phi i64 [ 0, %conv3.part210.serial ], [ %part210.next, %conv3.part210 ]
+  call void @residual_infer_b64.k6.conv3.part210(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.g1694, i64 %conv3.part21080)
+  %part210.next = add nsw i64 %conv3.part21080, 1
+  %619 = icmp slt i64 %part210.next, 2
+  br i1 %619, label %conv3.part210, label %conv3.part210.end
 
-conv3.part206.end:                                ; preds = %conv3.part206
-  br label %conv3.part206.done
+conv3.part210.end:                                ; preds = %conv3.part210
+  br label %conv3.part210.done
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k6.conv3.part133(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @residual_infer_b64.k6.conv3.part137(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
+  %conv3.w167 = alloca float, align 4
+  %conv3.w166 = alloca float, align 4
+  %conv3.w165 = alloca float, align 4
+  %conv3.w164 = alloca float, align 4
   %conv3.w163 = alloca float, align 4
   %conv3.w162 = alloca float, align 4
   %conv3.w161 = alloca float, align 4
@@ -21051,42 +21483,38 @@ entry:
   %conv3.w142 = alloca float, align 4
   %conv3.w141 = alloca float, align 4
   %conv3.w140 = alloca float, align 4
-  %conv3.w139 = alloca float, align 4
-  %conv3.w138 = alloca float, align 4
-  %conv3.w137 = alloca float, align 4
-  %conv3.w136 = alloca float, align 4
-  br label %conv3.ci134
+  br label %conv3.ci138
 
-conv3.ci134:                                      ; preds = %conv3.co135.end, %entry
-  %conv3.ci1341 = phi i64 [ 0, %entry ], [ %ci134.next, %conv3.co135.end ]
-  br label %conv3.co135
+conv3.ci138:                                      ; preds = %conv3.co139.end, %entry
+  %conv3.ci1381 = phi i64 [ 0, %entry ], [ %ci138.next, %conv3.co139.end ]
+  br label %conv3.co139
 
-conv3.ci134.end:                                  ; preds = %conv3.co135.end
+conv3.ci138.end:                                  ; preds = %conv3.co139.end
   ret void
 
-conv3.co135:                                      ; preds = %conv3.co135, %conv3.ci134
-  %conv3.co1352 = phi i64 [ 0, %conv3.ci134 ], [ %co135.next, %conv3.co135 ]
+conv3.co139:                                      ; preds = %conv3.co139, %conv3.ci138
+  %conv3.co1392 = phi i64 [ 0, %conv3.ci138 ], [ %co139.next, %conv3.co139 ]
   %1 = mul nsw i64 %0, 16
-  %2 = add nsw i64 %1, %conv3.co1352
+  %2 = add nsw i64 %1, %conv3.co1392
   %3 = mul nsw i64 %2, 16
-  %4 = add nsw i64 %3, %conv3.ci1341
+  %4 = add nsw i64 %3, %conv3.ci1381
   %5 = mul nsw i64 %4, 9
   %6 = add nsw i64 2480, %5
   %params3 = getelementptr inbounds float, ptr %params, i64 %6
   %7 = load float, ptr %params3, align 4
-  store float %7, ptr %conv3.w136, align 4
+  store float %7, ptr %conv3.w140, align 4
   %8 = mul nsw i64 %0, 16
-  %9 = add nsw i64 %8, %conv3.co1352
+  %9 = add nsw i64 %8, %conv3.co1392
   %10 = mul nsw i64 %9, 16
-  %11 = add nsw i64 %10, %conv3.ci1341
+  %11 = add nsw i64 %10, %conv3.ci1381
   %12 = mul nsw i64 %11, 9
   %13 = add nsw i64 2480, %12
   %params4 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params4, align 4
   %15 = mul nsw i64 %0, 16
-  %16 = add nsw i64 %15, %conv3.co1352
+  %16 = add nsw i64 %15, %conv3.co1392
   %17 = mul nsw i64 %16, 16
-  %18 = add nsw i64 %17, %conv3.ci1341
+  %18 = add nsw i64 %17, %conv3.ci1381
   %19 = mul nsw i64 %18, 9
   %20 = add nsw i64 2480, %19
   %21 = add nsw i64 %20, 3
@@ -21094,9 +21522,9 @@ conv3.co135:                                      ; preds = %conv3.co135, %conv3
   %22 = load float, ptr %params5, align 4
   %23 = fadd float %14, %22
   %24 = mul nsw i64 %0, 16
-  %25 = add nsw i64 %24, %conv3.co1352
+  %25 = add nsw i64 %24, %conv3.co1392
   %26 = mul nsw i64 %25, 16
-  %27 = add nsw i64 %26, %conv3.ci1341
+  %27 = add nsw i64 %26, %conv3.ci1381
   %28 = mul nsw i64 %27, 9
   %29 = add nsw i64 2480, %28
   %30 = add nsw i64 %29, 6
@@ -21104,19 +21532,19 @@ conv3.co135:                                      ; preds = %conv3.co135, %conv3
   %31 = load float, ptr %params6, align 4
   %32 = fadd float %23, %31
   %33 = fmul float %32, 5.000000e-01
-  store float %33, ptr %conv3.w137, align 4
+  store float %33, ptr %conv3.w141, align 4
   %34 = mul nsw i64 %0, 16
-  %35 = add nsw i64 %34, %conv3.co1352
+  %35 = add nsw i64 %34, %conv3.co1392
   %36 = mul nsw i64 %35, 16
-  %37 = add nsw i64 %36, %conv3.ci1341
+  %37 = add nsw i64 %36, %conv3.ci1381
   %38 = mul nsw i64 %37, 9
   %39 = add nsw i64 2480, %38
   %params7 = getelementptr inbounds float, ptr %params, i64 %39
   %40 = load float, ptr %params7, align 4
   %41 = mul nsw i64 %0, 16
-  %42 = add nsw i64 %41, %conv3.co1352
+  %42 = add nsw i64 %41, %conv3.co1392
   %43 = mul nsw i64 %42, 16
-  %44 = add nsw i64 %43, %conv3.ci1341
+  %44 = add nsw i64 %43, %conv3.ci1381
   %45 = mul nsw i64 %44, 9
   %46 = add nsw i64 2480, %45
   %47 = add nsw i64 %46, 6
@@ -21124,9 +21552,9 @@ conv3.co135:                                      ; preds = %conv3.co135, %conv3
   %48 = load float, ptr %params8, align 4
   %49 = fadd float %40, %48
   %50 = mul nsw i64 %0, 16
-  %51 = add nsw i64 %50, %conv3.co1352
+  %51 = add nsw i64 %50, %conv3.co1392
   %52 = mul nsw i64 %51, 16
-  %53 = add nsw i64 %52, %conv3.ci1341
+  %53 = add nsw i64 %52, %conv3.ci1381
   %54 = mul nsw i64 %53, 9
   %55 = add nsw i64 2480, %54
   %56 = add nsw i64 %55, 3
@@ -21134,40 +21562,40 @@ conv3.co135:                                      ; preds = %conv3.co135, %conv3
   %57 = load float, ptr %params9, align 4
   %58 = fsub float %49, %57
   %59 = fmul float %58, 5.000000e-01
-  store float %59, ptr %conv3.w138, align 4
+  store float %59, ptr %conv3.w142, align 4
   %60 = mul nsw i64 %0, 16
-  %61 = add nsw i64 %60, %conv3.co1352
+  %61 = add nsw i64 %60, %conv3.co1392
   %62 = mul nsw i64 %61, 16
-  %63 = add nsw i64 %62, %conv3.ci1341
+  %63 = add nsw i64 %62, %conv3.ci1381
   %64 = mul nsw i64 %63, 9
   %65 = add nsw i64 2480, %64
   %66 = add nsw i64 %65, 6
   %params10 = getelementptr inbounds float, ptr %params, i64 %66
   %67 = load float, ptr %params10, align 4
-  store float %67, ptr %conv3.w139, align 4
+  store float %67, ptr %conv3.w143, align 4
   %68 = mul nsw i64 %0, 16
-  %69 = add nsw i64 %68, %conv3.co1352
+  %69 = add nsw i64 %68, %conv3.co1392
   %70 = mul nsw i64 %69, 16
-  %71 = add nsw i64 %70, %conv3.ci1341
+  %71 = add nsw i64 %70, %conv3.ci1381
   %72 = mul nsw i64 %71, 9
   %73 = add nsw i64 2480, %72
   %74 = add nsw i64 %73, 1
   %params11 = getelementptr inbounds float, ptr %params, i64 %74
   %75 = load float, ptr %params11, align 4
-  store float %75, ptr %conv3.w140, align 4
+  store float %75, ptr %conv3.w144, align 4
   %76 = mul nsw i64 %0, 16
-  %77 = add nsw i64 %76, %conv3.co1352
+  %77 = add nsw i64 %76, %conv3.co1392
   %78 = mul nsw i64 %77, 16
-  %79 = add nsw i64 %78, %conv3.ci1341
+  %79 = add nsw i64 %78, %conv3.ci1381
   %80 = mul nsw i64 %79, 9
   %81 = add nsw i64 2480, %80
   %82 = add nsw i64 %81, 1
   %params12 = getelementptr inbounds float, ptr %params, i64 %82
   %83 = load float, ptr %params12, align 4
   %84 = mul nsw i64 %0, 16
-  %85 = add nsw i64 %84, %conv3.co1352
+  %85 = add nsw i64 %84, %conv3.co1392
   %86 = mul nsw i64 %85, 16
-  %87 = add nsw i64 %86, %conv3.ci1341
+  %87 = add nsw i64 %86, %conv3.ci1381
   %88 = mul nsw i64 %87, 9
   %89 = add nsw i64 2480, %88
   %90 = add nsw i64 %89, 4
@@ -21175,9 +21603,9 @@ conv3.co135:                                      ; preds = %conv3.co135, %conv3
   %91 = load float, ptr %params13, align 4
   %92 = fadd float %83, %91
   %93 = mul nsw i64 %0, 16
-  %94 = add nsw i64 %93, %conv3.co1352
+  %94 = add nsw i64 %93, %conv3.co1392
   %95 = mul nsw i64 %94, 16
-  %96 = add nsw i64 %95, %conv3.ci1341
+  %96 = add nsw i64 %95, %conv3.ci1381
   %97 = mul nsw i64 %96, 9
   %98 = add nsw i64 2480, %97
   %99 = add nsw i64 %98, 7
@@ -21185,20 +21613,20 @@ conv3.co135:                                      ; preds = %conv3.co135, %conv3
   %100 = load float, ptr %params14, align 4
   %101 = fadd float %92, %100
   %102 = fmul float %101, 5.000000e-01
-  store float %102, ptr %conv3.w141, align 4
+  store float %102, ptr %conv3.w145, align 4
   %103 = mul nsw i64 %0, 16
-  %104 = add nsw i64 %103, %conv3.co1352
+  %104 = add nsw i64 %103, %conv3.co1392
   %105 = mul nsw i64 %104, 16
-  %106 = add nsw i64 %105, %conv3.ci1341
+  %106 = add nsw i64 %105, %conv3.ci1381
   %107 = mul nsw i64 %106, 9
   %108 = add nsw i64 2480, %107
   %109 = add nsw i64 %108, 1
   %params15 = getelementptr inbounds float, ptr %params, i64 %109
   %110 = load float, ptr %params15, align 4
   %111 = mul nsw i64 %0, 16
-  %112 = add nsw i64 %111, %conv3.co1352
+  %112 = add nsw i64 %111, %conv3.co1392
   %113 = mul nsw i64 %112, 16
-  %114 = add nsw i64 %113, %conv3.ci1341
+  %114 = add nsw i64 %113, %conv3.ci1381
   %115 = mul nsw i64 %114, 9
   %116 = add nsw i64 2480, %115
   %117 = add nsw i64 %116, 7
@@ -21206,9 +21634,9 @@ conv3.co135:                                      ; preds = %conv3.co135, %conv3
   %118 = load float, ptr %params16, align 4
   %119 = fadd float %110, %118
   %120 = mul nsw i64 %0, 16
-  %121 = add nsw i64 %120, %conv3.co1352
+  %121 = add nsw i64 %120, %conv3.co1392
   %122 = mul nsw i64 %121, 16
-  %123 = add nsw i64 %122, %conv3.ci1341
+  %123 = add nsw i64 %122, %conv3.ci1381
   %124 = mul nsw i64 %123, 9
   %125 = add nsw i64 2480, %124
   %126 = add nsw i64 %125, 4
@@ -21216,40 +21644,40 @@ conv3.co135:                                      ; preds = %conv3.co135, %conv3
   %127 = load float, ptr %params17, align 4
   %128 = fsub float %119, %127
   %129 = fmul float %128, 5.000000e-01
-  store float %129, ptr %conv3.w142, align 4
+  store float %129, ptr %conv3.w146, align 4
   %130 = mul nsw i64 %0, 16
-  %131 = add nsw i64 %130, %conv3.co1352
+  %131 = add nsw i64 %130, %conv3.co1392
   %132 = mul nsw i64 %131, 16
-  %133 = add nsw i64 %132, %conv3.ci1341
+  %133 = add nsw i64 %132, %conv3.ci1381
   %134 = mul nsw i64 %133, 9
   %135 = add nsw i64 2480, %134
   %136 = add nsw i64 %135, 7
   %params18 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params18, align 4
-  store float %137, ptr %conv3.w143, align 4
+  store float %137, ptr %conv3.w147, align 4
   %138 = mul nsw i64 %0, 16
-  %139 = add nsw i64 %138, %conv3.co1352
+  %139 = add nsw i64 %138, %conv3.co1392
   %140 = mul nsw i64 %139, 16
-  %141 = add nsw i64 %140, %conv3.ci1341
+  %141 = add nsw i64 %140, %conv3.ci1381
   %142 = mul nsw i64 %141, 9
   %143 = add nsw i64 2480, %142
   %144 = add nsw i64 %143, 2
   %params19 = getelementptr inbounds float, ptr %params, i64 %144
   %145 = load float, ptr %params19, align 4
-  store float %145, ptr %conv3.w144, align 4
+  store float %145, ptr %conv3.w148, align 4
   %146 = mul nsw i64 %0, 16
-  %147 = add nsw i64 %146, %conv3.co1352
+  %147 = add nsw i64 %146, %conv3.co1392
   %148 = mul nsw i64 %147, 16
-  %149 = add nsw i64 %148, %conv3.ci1341
+  %149 = add nsw i64 %148, %conv3.ci1381
   %150 = mul nsw i64 %149, 9
   %151 = add nsw i64 2480, %150
   %152 = add nsw i64 %151, 2
   %params20 = getelementptr inbounds float, ptr %params, i64 %152
   %153 = load float, ptr %params20, align 4
   %154 = mul nsw i64 %0, 16
-  %155 = add nsw i64 %154, %conv3.co1352
+  %155 = add nsw i64 %154, %conv3.co1392
   %156 = mul nsw i64 %155, 16
-  %157 = add nsw i64 %156, %conv3.ci1341
+  %157 = add nsw i64 %156, %conv3.ci1381
   %158 = mul nsw i64 %157, 9
   %159 = add nsw i64 2480, %158
   %160 = add nsw i64 %159, 5
@@ -21257,9 +21685,9 @@ conv3.co135:                                      ; preds = %conv3.co135, %conv3
   %161 = load float, ptr %params21, align 4
   %162 = fadd float %153, %161
   %163 = mul nsw i64 %0, 16
-  %164 = add nsw i64 %163, %conv3.co1352
+  %164 = add nsw i64 %163, %conv3.co1392
   %165 = mul nsw i64 %164, 16
-  %166 = add nsw i64 %165, %conv3.ci1341
+  %166 = add nsw i64 %165, %conv3.ci1381
   %167 = mul nsw i64 %166, 9
   %168 = add nsw i64 2480, %167
   %169 = add nsw i64 %168, 8
@@ -21267,20 +21695,20 @@ conv3.co135:                                      ; preds = %conv3.co135, %conv3
   %170 = load float, ptr %params22, align 4
   %171 = fadd float %162, %170
   %172 = fmul float %171, 5.000000e-01
-  store float %172, ptr %conv3.w145, align 4
+  store float %172, ptr %conv3.w149, align 4
   %173 = mul nsw i64 %0, 16
-  %174 = add nsw i64 %173, %conv3.co1352
+  %174 = add nsw i64 %173, %conv3.co1392
   %175 = mul nsw i64 %174, 16
-  %176 = add nsw i64 %175, %conv3.ci1341
+  %176 = add nsw i64 %175, %conv3.ci1381
   %177 = mul nsw i64 %176, 9
   %178 = add nsw i64 2480, %177
   %179 = add nsw i64 %178, 2
   %params23 = getelementptr inbounds float, ptr %params, i64 %179
   %180 = load float, ptr %params23, align 4
   %181 = mul nsw i64 %0, 16
-  %182 = add nsw i64 %181, %conv3.co1352
+  %182 = add nsw i64 %181, %conv3.co1392
   %183 = mul nsw i64 %182, 16
-  %184 = add nsw i64 %183, %conv3.ci1341
+  %184 = add nsw i64 %183, %conv3.ci1381
   %185 = mul nsw i64 %184, 9
   %186 = add nsw i64 2480, %185
   %187 = add nsw i64 %186, 8
@@ -21288,9 +21716,9 @@ conv3.co135:                                      ; preds = %conv3.co135, %conv3
   %188 = load float, ptr %params24, align 4
   %189 = fadd float %180, %188
   %190 = mul nsw i64 %0, 16
-  %191 = add nsw i64 %190, %conv3.co1352
+  %191 = add nsw i64 %190, %conv3.co1392
   %192 = mul nsw i64 %191, 16
-  %193 = add nsw i64 %192, %conv3.ci1341
+  %193 = add nsw i64 %192, %conv3.ci1381
   %194 = mul nsw i64 %193, 9
   %195 = add nsw i64 2480, %194
   %196 = add nsw i64 %195, 5
@@ -21298,228 +21726,228 @@ conv3.co135:                                      ; preds = %conv3.co135, %conv3
   %197 = load float, ptr %params25, align 4
   %198 = fsub float %189, %197
   %199 = fmul float %198, 5.000000e-01
-  store float %199, ptr %conv3.w146, align 4
+  store float %199, ptr %conv3.w150, align 4
   %200 = mul nsw i64 %0, 16
-  %201 = add nsw i64 %200, %conv3.co1352
+  %201 = add nsw i64 %200, %conv3.co1392
   %202 = mul nsw i64 %201, 16
-  %203 = add nsw i64 %202, %conv3.ci1341
+  %203 = add nsw i64 %202, %conv3.ci1381
   %204 = mul nsw i64 %203, 9
   %205 = add nsw i64 2480, %204
   %206 = add nsw i64 %205, 8
   %params26 = getelementptr inbounds float, ptr %params, i64 %206
   %207 = load float, ptr %params26, align 4
-  store float %207, ptr %conv3.w147, align 4
-  %w136 = load float, ptr %conv3.w136, align 4
-  store float %w136, ptr %conv3.w148, align 4
-  %w13627 = load float, ptr %conv3.w136, align 4
+  store float %207, ptr %conv3.w151, align 4
   %w140 = load float, ptr %conv3.w140, align 4
-  %208 = fadd float %w13627, %w140
+  store float %w140, ptr %conv3.w152, align 4
+  %w14027 = load float, ptr %conv3.w140, align 4
   %w144 = load float, ptr %conv3.w144, align 4
-  %209 = fadd float %208, %w144
-  %210 = fmul float %209, 5.000000e-01
-  store float %210, ptr %conv3.w149, align 4
-  %w13628 = load float, ptr %conv3.w136, align 4
-  %w14429 = load float, ptr %conv3.w144, align 4
-  %211 = fadd float %w13628, %w14429
-  %w14030 = load float, ptr %conv3.w140, align 4
-  %212 = fsub float %211, %w14030
-  %213 = fmul float %212, 5.000000e-01
-  store float %213, ptr %conv3.w150, align 4
-  %w14431 = load float, ptr %conv3.w144, align 4
-  store float %w14431, ptr %conv3.w151, align 4
-  %w137 = load float, ptr %conv3.w137, align 4
-  store float %w137, ptr %conv3.w152, align 4
-  %w13732 = load float, ptr %conv3.w137, align 4
-  %w141 = load float, ptr %conv3.w141, align 4
-  %214 = fadd float %w13732, %w141
-  %w145 = load float, ptr %conv3.w145, align 4
-  %215 = fadd float %214, %w145
-  %216 = fmul float %215, 5.000000e-01
-  store float %216, ptr %conv3.w153, align 4
-  %w13733 = load float, ptr %conv3.w137, align 4
-  %w14534 = load float, ptr %conv3.w145, align 4
-  %217 = fadd float %w13733, %w14534
-  %w14135 = load float, ptr %conv3.w141, align 4
-  %218 = fsub float %217, %w14135
-  %219 = fmul float %218, 5.000000e-01
-  store float %219, ptr %conv3.w154, align 4
-  %w14536 = load float, ptr %conv3.w145, align 4
-  store float %w14536, ptr %conv3.w155, align 4
-  %w138 = load float, ptr %conv3.w138, align 4
-  store float %w138, ptr %conv3.w156, align 4
-  %w13837 = load float, ptr %conv3.w138, align 4
-  %w142 = load float, ptr %conv3.w142, align 4
-  %220 = fadd float %w13837, %w142
-  %w146 = load float, ptr %conv3.w146, align 4
-  %221 = fadd float %220, %w146
-  %222 = fmul float %221, 5.000000e-01
-  store float %222, ptr %conv3.w157, align 4
-  %w13838 = load float, ptr %conv3.w138, align 4
-  %w14639 = load float, ptr %conv3.w146, align 4
-  %223 = fadd float %w13838, %w14639
-  %w14240 = load float, ptr %conv3.w142, align 4
-  %224 = fsub float %223, %w14240
-  %225 = fmul float %224, 5.000000e-01
-  store float %225, ptr %conv3.w158, align 4
-  %w14641 = load float, ptr %conv3.w146, align 4
-  store float %w14641, ptr %conv3.w159, align 4
-  %w139 = load float, ptr %conv3.w139, align 4
-  store float %w139, ptr %conv3.w160, align 4
-  %w13942 = load float, ptr %conv3.w139, align 4
-  %w143 = load float, ptr %conv3.w143, align 4
-  %226 = fadd float %w13942, %w143
-  %w147 = load float, ptr %conv3.w147, align 4
-  %227 = fadd float %226, %w147
-  %228 = fmul float %227, 5.000000e-01
-  store float %228, ptr %conv3.w161, align 4
-  %w13943 = load float, ptr %conv3.w139, align 4
-  %w14744 = load float, ptr %conv3.w147, align 4
-  %229 = fadd float %w13943, %w14744
-  %w14345 = load float, ptr %conv3.w143, align 4
-  %230 = fsub float %229, %w14345
-  %231 = fmul float %230, 5.000000e-01
-  store float %231, ptr %conv3.w162, align 4
-  %w14746 = load float, ptr %conv3.w147, align 4
-  store float %w14746, ptr %conv3.w163, align 4
+  %208 = fadd float %w14027, %w144
   %w148 = load float, ptr %conv3.w148, align 4
-  %232 = mul nsw i64 %conv3.ci1341, 32
+  %209 = fadd float %208, %w148
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %conv3.w153, align 4
+  %w14028 = load float, ptr %conv3.w140, align 4
+  %w14829 = load float, ptr %conv3.w148, align 4
+  %211 = fadd float %w14028, %w14829
+  %w14430 = load float, ptr %conv3.w144, align 4
+  %212 = fsub float %211, %w14430
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %conv3.w154, align 4
+  %w14831 = load float, ptr %conv3.w148, align 4
+  store float %w14831, ptr %conv3.w155, align 4
+  %w141 = load float, ptr %conv3.w141, align 4
+  store float %w141, ptr %conv3.w156, align 4
+  %w14132 = load float, ptr %conv3.w141, align 4
+  %w145 = load float, ptr %conv3.w145, align 4
+  %214 = fadd float %w14132, %w145
+  %w149 = load float, ptr %conv3.w149, align 4
+  %215 = fadd float %214, %w149
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %conv3.w157, align 4
+  %w14133 = load float, ptr %conv3.w141, align 4
+  %w14934 = load float, ptr %conv3.w149, align 4
+  %217 = fadd float %w14133, %w14934
+  %w14535 = load float, ptr %conv3.w145, align 4
+  %218 = fsub float %217, %w14535
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %conv3.w158, align 4
+  %w14936 = load float, ptr %conv3.w149, align 4
+  store float %w14936, ptr %conv3.w159, align 4
+  %w142 = load float, ptr %conv3.w142, align 4
+  store float %w142, ptr %conv3.w160, align 4
+  %w14237 = load float, ptr %conv3.w142, align 4
+  %w146 = load float, ptr %conv3.w146, align 4
+  %220 = fadd float %w14237, %w146
+  %w150 = load float, ptr %conv3.w150, align 4
+  %221 = fadd float %220, %w150
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %conv3.w161, align 4
+  %w14238 = load float, ptr %conv3.w142, align 4
+  %w15039 = load float, ptr %conv3.w150, align 4
+  %223 = fadd float %w14238, %w15039
+  %w14640 = load float, ptr %conv3.w146, align 4
+  %224 = fsub float %223, %w14640
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %conv3.w162, align 4
+  %w15041 = load float, ptr %conv3.w150, align 4
+  store float %w15041, ptr %conv3.w163, align 4
+  %w143 = load float, ptr %conv3.w143, align 4
+  store float %w143, ptr %conv3.w164, align 4
+  %w14342 = load float, ptr %conv3.w143, align 4
+  %w147 = load float, ptr %conv3.w147, align 4
+  %226 = fadd float %w14342, %w147
+  %w151 = load float, ptr %conv3.w151, align 4
+  %227 = fadd float %226, %w151
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %conv3.w165, align 4
+  %w14343 = load float, ptr %conv3.w143, align 4
+  %w15144 = load float, ptr %conv3.w151, align 4
+  %229 = fadd float %w14343, %w15144
+  %w14745 = load float, ptr %conv3.w147, align 4
+  %230 = fsub float %229, %w14745
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %conv3.w166, align 4
+  %w15146 = load float, ptr %conv3.w151, align 4
+  store float %w15146, ptr %conv3.w167, align 4
+  %w152 = load float, ptr %conv3.w152, align 4
+  %232 = mul nsw i64 %conv3.ci1381, 32
   %233 = add nsw i64 401408, %232
   %234 = mul nsw i64 %0, 16
-  %235 = add nsw i64 %234, %conv3.co1352
+  %235 = add nsw i64 %234, %conv3.co1392
   %236 = add nsw i64 %233, %235
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w148, ptr %arena47, align 4
-  %w149 = load float, ptr %conv3.w149, align 4
-  %237 = mul nsw i64 %conv3.ci1341, 32
+  store float %w152, ptr %arena47, align 4
+  %w153 = load float, ptr %conv3.w153, align 4
+  %237 = mul nsw i64 %conv3.ci1381, 32
   %238 = add nsw i64 401920, %237
   %239 = mul nsw i64 %0, 16
-  %240 = add nsw i64 %239, %conv3.co1352
+  %240 = add nsw i64 %239, %conv3.co1392
   %241 = add nsw i64 %238, %240
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w149, ptr %arena48, align 4
-  %w150 = load float, ptr %conv3.w150, align 4
-  %242 = mul nsw i64 %conv3.ci1341, 32
+  store float %w153, ptr %arena48, align 4
+  %w154 = load float, ptr %conv3.w154, align 4
+  %242 = mul nsw i64 %conv3.ci1381, 32
   %243 = add nsw i64 402432, %242
   %244 = mul nsw i64 %0, 16
-  %245 = add nsw i64 %244, %conv3.co1352
+  %245 = add nsw i64 %244, %conv3.co1392
   %246 = add nsw i64 %243, %245
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w150, ptr %arena49, align 4
-  %w151 = load float, ptr %conv3.w151, align 4
-  %247 = mul nsw i64 %conv3.ci1341, 32
+  store float %w154, ptr %arena49, align 4
+  %w155 = load float, ptr %conv3.w155, align 4
+  %247 = mul nsw i64 %conv3.ci1381, 32
   %248 = add nsw i64 402944, %247
   %249 = mul nsw i64 %0, 16
-  %250 = add nsw i64 %249, %conv3.co1352
+  %250 = add nsw i64 %249, %conv3.co1392
   %251 = add nsw i64 %248, %250
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w151, ptr %arena50, align 4
-  %w152 = load float, ptr %conv3.w152, align 4
-  %252 = mul nsw i64 %conv3.ci1341, 32
+  store float %w155, ptr %arena50, align 4
+  %w156 = load float, ptr %conv3.w156, align 4
+  %252 = mul nsw i64 %conv3.ci1381, 32
   %253 = add nsw i64 403456, %252
   %254 = mul nsw i64 %0, 16
-  %255 = add nsw i64 %254, %conv3.co1352
+  %255 = add nsw i64 %254, %conv3.co1392
   %256 = add nsw i64 %253, %255
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w152, ptr %arena51, align 4
-  %w153 = load float, ptr %conv3.w153, align 4
-  %257 = mul nsw i64 %conv3.ci1341, 32
+  store float %w156, ptr %arena51, align 4
+  %w157 = load float, ptr %conv3.w157, align 4
+  %257 = mul nsw i64 %conv3.ci1381, 32
   %258 = add nsw i64 403968, %257
   %259 = mul nsw i64 %0, 16
-  %260 = add nsw i64 %259, %conv3.co1352
+  %260 = add nsw i64 %259, %conv3.co1392
   %261 = add nsw i64 %258, %260
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w153, ptr %arena52, align 4
-  %w154 = load float, ptr %conv3.w154, align 4
-  %262 = mul nsw i64 %conv3.ci1341, 32
+  store float %w157, ptr %arena52, align 4
+  %w158 = load float, ptr %conv3.w158, align 4
+  %262 = mul nsw i64 %conv3.ci1381, 32
   %263 = add nsw i64 404480, %262
   %264 = mul nsw i64 %0, 16
-  %265 = add nsw i64 %264, %conv3.co1352
+  %265 = add nsw i64 %264, %conv3.co1392
   %266 = add nsw i64 %263, %265
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w154, ptr %arena53, align 4
-  %w155 = load float, ptr %conv3.w155, align 4
-  %267 = mul nsw i64 %conv3.ci1341, 32
+  store float %w158, ptr %arena53, align 4
+  %w159 = load float, ptr %conv3.w159, align 4
+  %267 = mul nsw i64 %conv3.ci1381, 32
   %268 = add nsw i64 404992, %267
   %269 = mul nsw i64 %0, 16
-  %270 = add nsw i64 %269, %conv3.co1352
+  %270 = add nsw i64 %269, %conv3.co1392
   %271 = add nsw i64 %268, %270
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w155, ptr %arena54, align 4
-  %w156 = load float, ptr %conv3.w156, align 4
-  %272 = mul nsw i64 %conv3.ci1341, 32
+  store float %w159, ptr %arena54, align 4
+  %w160 = load float, ptr %conv3.w160, align 4
+  %272 = mul nsw i64 %conv3.ci1381, 32
   %273 = add nsw i64 405504, %272
   %274 = mul nsw i64 %0, 16
-  %275 = add nsw i64 %274, %conv3.co1352
+  %275 = add nsw i64 %274, %conv3.co1392
   %276 = add nsw i64 %273, %275
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w156, ptr %arena55, align 4
-  %w157 = load float, ptr %conv3.w157, align 4
-  %277 = mul nsw i64 %conv3.ci1341, 32
+  store float %w160, ptr %arena55, align 4
+  %w161 = load float, ptr %conv3.w161, align 4
+  %277 = mul nsw i64 %conv3.ci1381, 32
   %278 = add nsw i64 406016, %277
   %279 = mul nsw i64 %0, 16
-  %280 = add nsw i64 %279, %conv3.co1352
+  %280 = add nsw i64 %279, %conv3.co1392
   %281 = add nsw i64 %278, %280
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w157, ptr %arena56, align 4
-  %w158 = load float, ptr %conv3.w158, align 4
-  %282 = mul nsw i64 %conv3.ci1341, 32
+  store float %w161, ptr %arena56, align 4
+  %w162 = load float, ptr %conv3.w162, align 4
+  %282 = mul nsw i64 %conv3.ci1381, 32
   %283 = add nsw i64 406528, %282
   %284 = mul nsw i64 %0, 16
-  %285 = add nsw i64 %284, %conv3.co1352
+  %285 = add nsw i64 %284, %conv3.co1392
   %286 = add nsw i64 %283, %285
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w158, ptr %arena57, align 4
-  %w159 = load float, ptr %conv3.w159, align 4
-  %287 = mul nsw i64 %conv3.ci1341, 32
+  store float %w162, ptr %arena57, align 4
+  %w163 = load float, ptr %conv3.w163, align 4
+  %287 = mul nsw i64 %conv3.ci1381, 32
   %288 = add nsw i64 407040, %287
   %289 = mul nsw i64 %0, 16
-  %290 = add nsw i64 %289, %conv3.co1352
+  %290 = add nsw i64 %289, %conv3.co1392
   %291 = add nsw i64 %288, %290
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w159, ptr %arena58, align 4
-  %w160 = load float, ptr %conv3.w160, align 4
-  %292 = mul nsw i64 %conv3.ci1341, 32
+  store float %w163, ptr %arena58, align 4
+  %w164 = load float, ptr %conv3.w164, align 4
+  %292 = mul nsw i64 %conv3.ci1381, 32
   %293 = add nsw i64 407552, %292
   %294 = mul nsw i64 %0, 16
-  %295 = add nsw i64 %294, %conv3.co1352
+  %295 = add nsw i64 %294, %conv3.co1392
   %296 = add nsw i64 %293, %295
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w160, ptr %arena59, align 4
-  %w161 = load float, ptr %conv3.w161, align 4
-  %297 = mul nsw i64 %conv3.ci1341, 32
+  store float %w164, ptr %arena59, align 4
+  %w165 = load float, ptr %conv3.w165, align 4
+  %297 = mul nsw i64 %conv3.ci1381, 32
   %298 = add nsw i64 408064, %297
   %299 = mul nsw i64 %0, 16
-  %300 = add nsw i64 %299, %conv3.co1352
+  %300 = add nsw i64 %299, %conv3.co1392
   %301 = add nsw i64 %298, %300
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w161, ptr %arena60, align 4
-  %w162 = load float, ptr %conv3.w162, align 4
-  %302 = mul nsw i64 %conv3.ci1341, 32
+  store float %w165, ptr %arena60, align 4
+  %w166 = load float, ptr %conv3.w166, align 4
+  %302 = mul nsw i64 %conv3.ci1381, 32
   %303 = add nsw i64 408576, %302
   %304 = mul nsw i64 %0, 16
-  %305 = add nsw i64 %304, %conv3.co1352
+  %305 = add nsw i64 %304, %conv3.co1392
   %306 = add nsw i64 %303, %305
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w162, ptr %arena61, align 4
-  %w163 = load float, ptr %conv3.w163, align 4
-  %307 = mul nsw i64 %conv3.ci1341, 32
+  store float %w166, ptr %arena61, align 4
+  %w167 = load float, ptr %conv3.w167, align 4
+  %307 = mul nsw i64 %conv3.ci1381, 32
   %308 = add nsw i64 409088, %307
   %309 = mul nsw i64 %0, 16
-  %310 = add nsw i64 %309, %conv3.co1352
+  %310 = add nsw i64 %309, %conv3.co1392
   %311 = add nsw i64 %308, %310
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w163, ptr %arena62, align 4
-  %co135.next = add nsw i64 %conv3.co1352, 1
-  %312 = icmp slt i64 %co135.next, 16
-  br i1 %312, label %conv3.co135, label %conv3.co135.end
+  store float %w167, ptr %arena62, align 4
+  %co139.next = add nsw i64 %conv3.co1392, 1
+  %312 = icmp slt i64 %co139.next, 16
+  br i1 %312, label %conv3.co139, label %conv3.co139.end
 
-conv3.co135.end:                                  ; preds = %conv3.co135
-  %ci134.next = add nsw i64 %conv3.ci1341, 1
-  %313 = icmp slt i64 %ci134.next, 16
-  br i1 %313, label %conv3.ci134, label %conv3.ci134.end
+conv3.co139.end:                                  ; preds = %conv3.co139
+  %ci138.next = add nsw i64 %conv3.ci1381, 1
+  %313 = icmp slt i64 %ci138.next, 16
+  br i1 %313, label %conv3.ci138, label %conv3.ci138.end
 }
 
-define internal void @residual_infer_b64.k6.conv3.part133.task(ptr %0, i64 %1) {
+define internal void @residual_infer_b64.k6.conv3.part137.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -21543,13 +21971,17 @@ entry:
   %21 = load i64, ptr %20, align 4
   %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
   %23 = load ptr, ptr %22, align 8
-  call void @residual_infer_b64.k6.conv3.part133(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  call void @residual_infer_b64.k6.conv3.part137(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k6.conv3.part206(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @residual_infer_b64.k6.conv3.part210(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
+  %conv3.w234 = alloca <8 x float>, align 32
+  %conv3.w233 = alloca <8 x float>, align 32
+  %conv3.w232 = alloca <8 x float>, align 32
+  %conv3.w231 = alloca <8 x float>, align 32
   %conv3.w230 = alloca <8 x float>, align 32
   %conv3.w229 = alloca <8 x float>, align 32
   %conv3.w228 = alloca <8 x float>, align 32
@@ -21558,1072 +21990,1068 @@ entry:
   %conv3.w225 = alloca <8 x float>, align 32
   %conv3.w224 = alloca <8 x float>, align 32
   %conv3.w223 = alloca <8 x float>, align 32
-  %conv3.w222 = alloca <8 x float>, align 32
-  %conv3.w221 = alloca <8 x float>, align 32
-  %conv3.w220 = alloca <8 x float>, align 32
-  %conv3.w219 = alloca <8 x float>, align 32
-  br label %conv3.xi207
+  br label %conv3.xi211
 
-conv3.xi207:                                      ; preds = %conv3.xi207, %entry
-  %conv3.xi2071 = phi i64 [ 0, %entry ], [ %xi207.next, %conv3.xi207 ]
-  call void @residual_infer_b64.k6.conv3.part206.gemm214(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.xi2071, i64 %1)
-  %xi207.next = add nsw i64 %conv3.xi2071, 1
-  %2 = icmp slt i64 %xi207.next, 16
-  br i1 %2, label %conv3.xi207, label %conv3.xi207.end
+conv3.xi211:                                      ; preds = %conv3.xi211, %entry
+  %conv3.xi2111 = phi i64 [ 0, %entry ], [ %xi211.next, %conv3.xi211 ]
+  call void @residual_infer_b64.k6.conv3.part210.gemm218(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.xi2111, i64 %1)
+  %xi211.next = add nsw i64 %conv3.xi2111, 1
+  %2 = icmp slt i64 %xi211.next, 16
+  br i1 %2, label %conv3.xi211, label %conv3.xi211.end
 
-conv3.xi207.end:                                  ; preds = %conv3.xi207
-  br label %conv3.j215
+conv3.xi211.end:                                  ; preds = %conv3.xi211
+  br label %conv3.j219
 
-conv3.j215:                                       ; preds = %conv3.ty216.end, %conv3.xi207.end
-  %conv3.j2152 = phi i64 [ 0, %conv3.xi207.end ], [ %j215.next, %conv3.ty216.end ]
-  br label %conv3.ty216
+conv3.j219:                                       ; preds = %conv3.ty220.end, %conv3.xi211.end
+  %conv3.j2192 = phi i64 [ 0, %conv3.xi211.end ], [ %j219.next, %conv3.ty220.end ]
+  br label %conv3.ty220
 
-conv3.j215.end:                                   ; preds = %conv3.ty216.end
-  br label %conv3.j231
+conv3.j219.end:                                   ; preds = %conv3.ty220.end
+  br label %conv3.j235
 
-conv3.ty216:                                      ; preds = %conv3.tx217.end, %conv3.j215
-  %conv3.ty2163 = phi i64 [ 0, %conv3.j215 ], [ %ty216.next, %conv3.tx217.end ]
-  br label %conv3.tx217
+conv3.ty220:                                      ; preds = %conv3.tx221.end, %conv3.j219
+  %conv3.ty2203 = phi i64 [ 0, %conv3.j219 ], [ %ty220.next, %conv3.tx221.end ]
+  br label %conv3.tx221
 
-conv3.ty216.end:                                  ; preds = %conv3.tx217.end
-  %j215.next = add nsw i64 %conv3.j2152, 1
-  %3 = icmp slt i64 %j215.next, 1
-  br i1 %3, label %conv3.j215, label %conv3.j215.end
+conv3.ty220.end:                                  ; preds = %conv3.tx221.end
+  %j219.next = add nsw i64 %conv3.j2192, 1
+  %3 = icmp slt i64 %j219.next, 1
+  br i1 %3, label %conv3.j219, label %conv3.j219.end
 
-conv3.tx217:                                      ; preds = %conv3.cv218.end, %conv3.ty216
-  %conv3.tx2174 = phi i64 [ 0, %conv3.ty216 ], [ %tx217.next, %conv3.cv218.end ]
-  br label %conv3.cv218
+conv3.tx221:                                      ; preds = %conv3.cv222.end, %conv3.ty220
+  %conv3.tx2214 = phi i64 [ 0, %conv3.ty220 ], [ %tx221.next, %conv3.cv222.end ]
+  br label %conv3.cv222
 
-conv3.tx217.end:                                  ; preds = %conv3.cv218.end
-  %ty216.next = add nsw i64 %conv3.ty2163, 1
-  %4 = icmp slt i64 %ty216.next, 7
-  br i1 %4, label %conv3.ty216, label %conv3.ty216.end
+conv3.tx221.end:                                  ; preds = %conv3.cv222.end
+  %ty220.next = add nsw i64 %conv3.ty2203, 1
+  %4 = icmp slt i64 %ty220.next, 7
+  br i1 %4, label %conv3.ty220, label %conv3.ty220.end
 
-conv3.cv218:                                      ; preds = %conv3.cv218, %conv3.tx217
-  %conv3.cv2185 = phi i64 [ 0, %conv3.tx217 ], [ %cv218.next, %conv3.cv218 ]
-  %5 = mul nsw i64 %conv3.j2152, 49
-  %6 = mul nsw i64 %conv3.ty2163, 7
+conv3.cv222:                                      ; preds = %conv3.cv222, %conv3.tx221
+  %conv3.cv2225 = phi i64 [ 0, %conv3.tx221 ], [ %cv222.next, %conv3.cv222 ]
+  %5 = mul nsw i64 %conv3.j2192, 49
+  %6 = mul nsw i64 %conv3.ty2203, 7
   %7 = add nsw i64 %5, %6
-  %8 = add nsw i64 %7, %conv3.tx2174
+  %8 = add nsw i64 %7, %conv3.tx2214
   %9 = mul nsw i64 %8, 32
   %10 = add nsw i64 426240, %9
   %11 = mul nsw i64 %1, 16
-  %12 = mul nsw i64 %conv3.cv2185, 8
+  %12 = mul nsw i64 %conv3.cv2225, 8
   %13 = add nsw i64 %11, %12
   %14 = add nsw i64 %10, %13
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load <8 x float>, ptr %arena6, align 4
-  %16 = mul nsw i64 %conv3.j2152, 49
-  %17 = mul nsw i64 %conv3.ty2163, 7
+  %16 = mul nsw i64 %conv3.j2192, 49
+  %17 = mul nsw i64 %conv3.ty2203, 7
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %18, %conv3.tx2174
+  %19 = add nsw i64 %18, %conv3.tx2214
   %20 = mul nsw i64 %19, 32
   %21 = add nsw i64 432512, %20
   %22 = mul nsw i64 %1, 16
-  %23 = mul nsw i64 %conv3.cv2185, 8
+  %23 = mul nsw i64 %conv3.cv2225, 8
   %24 = add nsw i64 %22, %23
   %25 = add nsw i64 %21, %24
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
   %26 = load <8 x float>, ptr %arena7, align 4
   %27 = fadd <8 x float> %15, %26
-  %28 = mul nsw i64 %conv3.j2152, 49
-  %29 = mul nsw i64 %conv3.ty2163, 7
+  %28 = mul nsw i64 %conv3.j2192, 49
+  %29 = mul nsw i64 %conv3.ty2203, 7
   %30 = add nsw i64 %28, %29
-  %31 = add nsw i64 %30, %conv3.tx2174
+  %31 = add nsw i64 %30, %conv3.tx2214
   %32 = mul nsw i64 %31, 32
   %33 = add nsw i64 438784, %32
   %34 = mul nsw i64 %1, 16
-  %35 = mul nsw i64 %conv3.cv2185, 8
+  %35 = mul nsw i64 %conv3.cv2225, 8
   %36 = add nsw i64 %34, %35
   %37 = add nsw i64 %33, %36
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
   %38 = load <8 x float>, ptr %arena8, align 4
   %39 = fadd <8 x float> %27, %38
-  store <8 x float> %39, ptr %conv3.w219, align 32
-  %40 = mul nsw i64 %conv3.j2152, 49
-  %41 = mul nsw i64 %conv3.ty2163, 7
+  store <8 x float> %39, ptr %conv3.w223, align 32
+  %40 = mul nsw i64 %conv3.j2192, 49
+  %41 = mul nsw i64 %conv3.ty2203, 7
   %42 = add nsw i64 %40, %41
-  %43 = add nsw i64 %42, %conv3.tx2174
+  %43 = add nsw i64 %42, %conv3.tx2214
   %44 = mul nsw i64 %43, 32
   %45 = add nsw i64 432512, %44
   %46 = mul nsw i64 %1, 16
-  %47 = mul nsw i64 %conv3.cv2185, 8
+  %47 = mul nsw i64 %conv3.cv2225, 8
   %48 = add nsw i64 %46, %47
   %49 = add nsw i64 %45, %48
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena9, align 4
-  %51 = mul nsw i64 %conv3.j2152, 49
-  %52 = mul nsw i64 %conv3.ty2163, 7
+  %51 = mul nsw i64 %conv3.j2192, 49
+  %52 = mul nsw i64 %conv3.ty2203, 7
   %53 = add nsw i64 %51, %52
-  %54 = add nsw i64 %53, %conv3.tx2174
+  %54 = add nsw i64 %53, %conv3.tx2214
   %55 = mul nsw i64 %54, 32
   %56 = add nsw i64 438784, %55
   %57 = mul nsw i64 %1, 16
-  %58 = mul nsw i64 %conv3.cv2185, 8
+  %58 = mul nsw i64 %conv3.cv2225, 8
   %59 = add nsw i64 %57, %58
   %60 = add nsw i64 %56, %59
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
   %61 = load <8 x float>, ptr %arena10, align 4
   %62 = fsub <8 x float> %50, %61
-  %63 = mul nsw i64 %conv3.j2152, 49
-  %64 = mul nsw i64 %conv3.ty2163, 7
+  %63 = mul nsw i64 %conv3.j2192, 49
+  %64 = mul nsw i64 %conv3.ty2203, 7
   %65 = add nsw i64 %63, %64
-  %66 = add nsw i64 %65, %conv3.tx2174
+  %66 = add nsw i64 %65, %conv3.tx2214
   %67 = mul nsw i64 %66, 32
   %68 = add nsw i64 445056, %67
   %69 = mul nsw i64 %1, 16
-  %70 = mul nsw i64 %conv3.cv2185, 8
+  %70 = mul nsw i64 %conv3.cv2225, 8
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %68, %71
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena11, align 4
   %74 = fsub <8 x float> %62, %73
-  store <8 x float> %74, ptr %conv3.w220, align 32
-  %75 = mul nsw i64 %conv3.j2152, 49
-  %76 = mul nsw i64 %conv3.ty2163, 7
+  store <8 x float> %74, ptr %conv3.w224, align 32
+  %75 = mul nsw i64 %conv3.j2192, 49
+  %76 = mul nsw i64 %conv3.ty2203, 7
   %77 = add nsw i64 %75, %76
-  %78 = add nsw i64 %77, %conv3.tx2174
+  %78 = add nsw i64 %77, %conv3.tx2214
   %79 = mul nsw i64 %78, 32
   %80 = add nsw i64 427808, %79
   %81 = mul nsw i64 %1, 16
-  %82 = mul nsw i64 %conv3.cv2185, 8
+  %82 = mul nsw i64 %conv3.cv2225, 8
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %80, %83
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena12, align 4
-  %86 = mul nsw i64 %conv3.j2152, 49
-  %87 = mul nsw i64 %conv3.ty2163, 7
+  %86 = mul nsw i64 %conv3.j2192, 49
+  %87 = mul nsw i64 %conv3.ty2203, 7
   %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %88, %conv3.tx2174
+  %89 = add nsw i64 %88, %conv3.tx2214
   %90 = mul nsw i64 %89, 32
   %91 = add nsw i64 434080, %90
   %92 = mul nsw i64 %1, 16
-  %93 = mul nsw i64 %conv3.cv2185, 8
+  %93 = mul nsw i64 %conv3.cv2225, 8
   %94 = add nsw i64 %92, %93
   %95 = add nsw i64 %91, %94
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %95
   %96 = load <8 x float>, ptr %arena13, align 4
   %97 = fadd <8 x float> %85, %96
-  %98 = mul nsw i64 %conv3.j2152, 49
-  %99 = mul nsw i64 %conv3.ty2163, 7
+  %98 = mul nsw i64 %conv3.j2192, 49
+  %99 = mul nsw i64 %conv3.ty2203, 7
   %100 = add nsw i64 %98, %99
-  %101 = add nsw i64 %100, %conv3.tx2174
+  %101 = add nsw i64 %100, %conv3.tx2214
   %102 = mul nsw i64 %101, 32
   %103 = add nsw i64 440352, %102
   %104 = mul nsw i64 %1, 16
-  %105 = mul nsw i64 %conv3.cv2185, 8
+  %105 = mul nsw i64 %conv3.cv2225, 8
   %106 = add nsw i64 %104, %105
   %107 = add nsw i64 %103, %106
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena14, align 4
   %109 = fadd <8 x float> %97, %108
-  store <8 x float> %109, ptr %conv3.w221, align 32
-  %110 = mul nsw i64 %conv3.j2152, 49
-  %111 = mul nsw i64 %conv3.ty2163, 7
+  store <8 x float> %109, ptr %conv3.w225, align 32
+  %110 = mul nsw i64 %conv3.j2192, 49
+  %111 = mul nsw i64 %conv3.ty2203, 7
   %112 = add nsw i64 %110, %111
-  %113 = add nsw i64 %112, %conv3.tx2174
+  %113 = add nsw i64 %112, %conv3.tx2214
   %114 = mul nsw i64 %113, 32
   %115 = add nsw i64 434080, %114
   %116 = mul nsw i64 %1, 16
-  %117 = mul nsw i64 %conv3.cv2185, 8
+  %117 = mul nsw i64 %conv3.cv2225, 8
   %118 = add nsw i64 %116, %117
   %119 = add nsw i64 %115, %118
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %119
   %120 = load <8 x float>, ptr %arena15, align 4
-  %121 = mul nsw i64 %conv3.j2152, 49
-  %122 = mul nsw i64 %conv3.ty2163, 7
+  %121 = mul nsw i64 %conv3.j2192, 49
+  %122 = mul nsw i64 %conv3.ty2203, 7
   %123 = add nsw i64 %121, %122
-  %124 = add nsw i64 %123, %conv3.tx2174
+  %124 = add nsw i64 %123, %conv3.tx2214
   %125 = mul nsw i64 %124, 32
   %126 = add nsw i64 440352, %125
   %127 = mul nsw i64 %1, 16
-  %128 = mul nsw i64 %conv3.cv2185, 8
+  %128 = mul nsw i64 %conv3.cv2225, 8
   %129 = add nsw i64 %127, %128
   %130 = add nsw i64 %126, %129
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %130
   %131 = load <8 x float>, ptr %arena16, align 4
   %132 = fsub <8 x float> %120, %131
-  %133 = mul nsw i64 %conv3.j2152, 49
-  %134 = mul nsw i64 %conv3.ty2163, 7
+  %133 = mul nsw i64 %conv3.j2192, 49
+  %134 = mul nsw i64 %conv3.ty2203, 7
   %135 = add nsw i64 %133, %134
-  %136 = add nsw i64 %135, %conv3.tx2174
+  %136 = add nsw i64 %135, %conv3.tx2214
   %137 = mul nsw i64 %136, 32
   %138 = add nsw i64 446624, %137
   %139 = mul nsw i64 %1, 16
-  %140 = mul nsw i64 %conv3.cv2185, 8
+  %140 = mul nsw i64 %conv3.cv2225, 8
   %141 = add nsw i64 %139, %140
   %142 = add nsw i64 %138, %141
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena17, align 4
   %144 = fsub <8 x float> %132, %143
-  store <8 x float> %144, ptr %conv3.w222, align 32
-  %145 = mul nsw i64 %conv3.j2152, 49
-  %146 = mul nsw i64 %conv3.ty2163, 7
+  store <8 x float> %144, ptr %conv3.w226, align 32
+  %145 = mul nsw i64 %conv3.j2192, 49
+  %146 = mul nsw i64 %conv3.ty2203, 7
   %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 %147, %conv3.tx2174
+  %148 = add nsw i64 %147, %conv3.tx2214
   %149 = mul nsw i64 %148, 32
   %150 = add nsw i64 429376, %149
   %151 = mul nsw i64 %1, 16
-  %152 = mul nsw i64 %conv3.cv2185, 8
+  %152 = mul nsw i64 %conv3.cv2225, 8
   %153 = add nsw i64 %151, %152
   %154 = add nsw i64 %150, %153
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load <8 x float>, ptr %arena18, align 4
-  %156 = mul nsw i64 %conv3.j2152, 49
-  %157 = mul nsw i64 %conv3.ty2163, 7
+  %156 = mul nsw i64 %conv3.j2192, 49
+  %157 = mul nsw i64 %conv3.ty2203, 7
   %158 = add nsw i64 %156, %157
-  %159 = add nsw i64 %158, %conv3.tx2174
+  %159 = add nsw i64 %158, %conv3.tx2214
   %160 = mul nsw i64 %159, 32
   %161 = add nsw i64 435648, %160
   %162 = mul nsw i64 %1, 16
-  %163 = mul nsw i64 %conv3.cv2185, 8
+  %163 = mul nsw i64 %conv3.cv2225, 8
   %164 = add nsw i64 %162, %163
   %165 = add nsw i64 %161, %164
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load <8 x float>, ptr %arena19, align 4
   %167 = fadd <8 x float> %155, %166
-  %168 = mul nsw i64 %conv3.j2152, 49
-  %169 = mul nsw i64 %conv3.ty2163, 7
+  %168 = mul nsw i64 %conv3.j2192, 49
+  %169 = mul nsw i64 %conv3.ty2203, 7
   %170 = add nsw i64 %168, %169
-  %171 = add nsw i64 %170, %conv3.tx2174
+  %171 = add nsw i64 %170, %conv3.tx2214
   %172 = mul nsw i64 %171, 32
   %173 = add nsw i64 441920, %172
   %174 = mul nsw i64 %1, 16
-  %175 = mul nsw i64 %conv3.cv2185, 8
+  %175 = mul nsw i64 %conv3.cv2225, 8
   %176 = add nsw i64 %174, %175
   %177 = add nsw i64 %173, %176
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %177
   %178 = load <8 x float>, ptr %arena20, align 4
   %179 = fadd <8 x float> %167, %178
-  store <8 x float> %179, ptr %conv3.w223, align 32
-  %180 = mul nsw i64 %conv3.j2152, 49
-  %181 = mul nsw i64 %conv3.ty2163, 7
+  store <8 x float> %179, ptr %conv3.w227, align 32
+  %180 = mul nsw i64 %conv3.j2192, 49
+  %181 = mul nsw i64 %conv3.ty2203, 7
   %182 = add nsw i64 %180, %181
-  %183 = add nsw i64 %182, %conv3.tx2174
+  %183 = add nsw i64 %182, %conv3.tx2214
   %184 = mul nsw i64 %183, 32
   %185 = add nsw i64 435648, %184
   %186 = mul nsw i64 %1, 16
-  %187 = mul nsw i64 %conv3.cv2185, 8
+  %187 = mul nsw i64 %conv3.cv2225, 8
   %188 = add nsw i64 %186, %187
   %189 = add nsw i64 %185, %188
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %189
   %190 = load <8 x float>, ptr %arena21, align 4
-  %191 = mul nsw i64 %conv3.j2152, 49
-  %192 = mul nsw i64 %conv3.ty2163, 7
+  %191 = mul nsw i64 %conv3.j2192, 49
+  %192 = mul nsw i64 %conv3.ty2203, 7
   %193 = add nsw i64 %191, %192
-  %194 = add nsw i64 %193, %conv3.tx2174
+  %194 = add nsw i64 %193, %conv3.tx2214
   %195 = mul nsw i64 %194, 32
   %196 = add nsw i64 441920, %195
   %197 = mul nsw i64 %1, 16
-  %198 = mul nsw i64 %conv3.cv2185, 8
+  %198 = mul nsw i64 %conv3.cv2225, 8
   %199 = add nsw i64 %197, %198
   %200 = add nsw i64 %196, %199
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %200
   %201 = load <8 x float>, ptr %arena22, align 4
   %202 = fsub <8 x float> %190, %201
-  %203 = mul nsw i64 %conv3.j2152, 49
-  %204 = mul nsw i64 %conv3.ty2163, 7
+  %203 = mul nsw i64 %conv3.j2192, 49
+  %204 = mul nsw i64 %conv3.ty2203, 7
   %205 = add nsw i64 %203, %204
-  %206 = add nsw i64 %205, %conv3.tx2174
+  %206 = add nsw i64 %205, %conv3.tx2214
   %207 = mul nsw i64 %206, 32
   %208 = add nsw i64 448192, %207
   %209 = mul nsw i64 %1, 16
-  %210 = mul nsw i64 %conv3.cv2185, 8
+  %210 = mul nsw i64 %conv3.cv2225, 8
   %211 = add nsw i64 %209, %210
   %212 = add nsw i64 %208, %211
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %212
   %213 = load <8 x float>, ptr %arena23, align 4
   %214 = fsub <8 x float> %202, %213
-  store <8 x float> %214, ptr %conv3.w224, align 32
-  %215 = mul nsw i64 %conv3.j2152, 49
-  %216 = mul nsw i64 %conv3.ty2163, 7
+  store <8 x float> %214, ptr %conv3.w228, align 32
+  %215 = mul nsw i64 %conv3.j2192, 49
+  %216 = mul nsw i64 %conv3.ty2203, 7
   %217 = add nsw i64 %215, %216
-  %218 = add nsw i64 %217, %conv3.tx2174
+  %218 = add nsw i64 %217, %conv3.tx2214
   %219 = mul nsw i64 %218, 32
   %220 = add nsw i64 430944, %219
   %221 = mul nsw i64 %1, 16
-  %222 = mul nsw i64 %conv3.cv2185, 8
+  %222 = mul nsw i64 %conv3.cv2225, 8
   %223 = add nsw i64 %221, %222
   %224 = add nsw i64 %220, %223
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %224
   %225 = load <8 x float>, ptr %arena24, align 4
-  %226 = mul nsw i64 %conv3.j2152, 49
-  %227 = mul nsw i64 %conv3.ty2163, 7
+  %226 = mul nsw i64 %conv3.j2192, 49
+  %227 = mul nsw i64 %conv3.ty2203, 7
   %228 = add nsw i64 %226, %227
-  %229 = add nsw i64 %228, %conv3.tx2174
+  %229 = add nsw i64 %228, %conv3.tx2214
   %230 = mul nsw i64 %229, 32
   %231 = add nsw i64 437216, %230
   %232 = mul nsw i64 %1, 16
-  %233 = mul nsw i64 %conv3.cv2185, 8
+  %233 = mul nsw i64 %conv3.cv2225, 8
   %234 = add nsw i64 %232, %233
   %235 = add nsw i64 %231, %234
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %235
   %236 = load <8 x float>, ptr %arena25, align 4
   %237 = fadd <8 x float> %225, %236
-  %238 = mul nsw i64 %conv3.j2152, 49
-  %239 = mul nsw i64 %conv3.ty2163, 7
+  %238 = mul nsw i64 %conv3.j2192, 49
+  %239 = mul nsw i64 %conv3.ty2203, 7
   %240 = add nsw i64 %238, %239
-  %241 = add nsw i64 %240, %conv3.tx2174
+  %241 = add nsw i64 %240, %conv3.tx2214
   %242 = mul nsw i64 %241, 32
   %243 = add nsw i64 443488, %242
   %244 = mul nsw i64 %1, 16
-  %245 = mul nsw i64 %conv3.cv2185, 8
+  %245 = mul nsw i64 %conv3.cv2225, 8
   %246 = add nsw i64 %244, %245
   %247 = add nsw i64 %243, %246
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %247
   %248 = load <8 x float>, ptr %arena26, align 4
   %249 = fadd <8 x float> %237, %248
-  store <8 x float> %249, ptr %conv3.w225, align 32
-  %250 = mul nsw i64 %conv3.j2152, 49
-  %251 = mul nsw i64 %conv3.ty2163, 7
+  store <8 x float> %249, ptr %conv3.w229, align 32
+  %250 = mul nsw i64 %conv3.j2192, 49
+  %251 = mul nsw i64 %conv3.ty2203, 7
   %252 = add nsw i64 %250, %251
-  %253 = add nsw i64 %252, %conv3.tx2174
+  %253 = add nsw i64 %252, %conv3.tx2214
   %254 = mul nsw i64 %253, 32
   %255 = add nsw i64 437216, %254
   %256 = mul nsw i64 %1, 16
-  %257 = mul nsw i64 %conv3.cv2185, 8
+  %257 = mul nsw i64 %conv3.cv2225, 8
   %258 = add nsw i64 %256, %257
   %259 = add nsw i64 %255, %258
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %259
   %260 = load <8 x float>, ptr %arena27, align 4
-  %261 = mul nsw i64 %conv3.j2152, 49
-  %262 = mul nsw i64 %conv3.ty2163, 7
+  %261 = mul nsw i64 %conv3.j2192, 49
+  %262 = mul nsw i64 %conv3.ty2203, 7
   %263 = add nsw i64 %261, %262
-  %264 = add nsw i64 %263, %conv3.tx2174
+  %264 = add nsw i64 %263, %conv3.tx2214
   %265 = mul nsw i64 %264, 32
   %266 = add nsw i64 443488, %265
   %267 = mul nsw i64 %1, 16
-  %268 = mul nsw i64 %conv3.cv2185, 8
+  %268 = mul nsw i64 %conv3.cv2225, 8
   %269 = add nsw i64 %267, %268
   %270 = add nsw i64 %266, %269
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena28, align 4
   %272 = fsub <8 x float> %260, %271
-  %273 = mul nsw i64 %conv3.j2152, 49
-  %274 = mul nsw i64 %conv3.ty2163, 7
+  %273 = mul nsw i64 %conv3.j2192, 49
+  %274 = mul nsw i64 %conv3.ty2203, 7
   %275 = add nsw i64 %273, %274
-  %276 = add nsw i64 %275, %conv3.tx2174
+  %276 = add nsw i64 %275, %conv3.tx2214
   %277 = mul nsw i64 %276, 32
   %278 = add nsw i64 449760, %277
   %279 = mul nsw i64 %1, 16
-  %280 = mul nsw i64 %conv3.cv2185, 8
+  %280 = mul nsw i64 %conv3.cv2225, 8
   %281 = add nsw i64 %279, %280
   %282 = add nsw i64 %278, %281
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %282
   %283 = load <8 x float>, ptr %arena29, align 4
   %284 = fsub <8 x float> %272, %283
-  store <8 x float> %284, ptr %conv3.w226, align 32
-  %w219 = load <8 x float>, ptr %conv3.w219, align 32
-  %w221 = load <8 x float>, ptr %conv3.w221, align 32
-  %285 = fadd <8 x float> %w219, %w221
+  store <8 x float> %284, ptr %conv3.w230, align 32
   %w223 = load <8 x float>, ptr %conv3.w223, align 32
-  %286 = fadd <8 x float> %285, %w223
-  store <8 x float> %286, ptr %conv3.w227, align 32
-  %w22130 = load <8 x float>, ptr %conv3.w221, align 32
-  %w22331 = load <8 x float>, ptr %conv3.w223, align 32
-  %287 = fsub <8 x float> %w22130, %w22331
   %w225 = load <8 x float>, ptr %conv3.w225, align 32
-  %288 = fsub <8 x float> %287, %w225
-  store <8 x float> %288, ptr %conv3.w228, align 32
-  %w220 = load <8 x float>, ptr %conv3.w220, align 32
-  %w222 = load <8 x float>, ptr %conv3.w222, align 32
-  %289 = fadd <8 x float> %w220, %w222
-  %w224 = load <8 x float>, ptr %conv3.w224, align 32
-  %290 = fadd <8 x float> %289, %w224
-  store <8 x float> %290, ptr %conv3.w229, align 32
-  %w22232 = load <8 x float>, ptr %conv3.w222, align 32
-  %w22433 = load <8 x float>, ptr %conv3.w224, align 32
-  %291 = fsub <8 x float> %w22232, %w22433
-  %w226 = load <8 x float>, ptr %conv3.w226, align 32
-  %292 = fsub <8 x float> %291, %w226
-  store <8 x float> %292, ptr %conv3.w230, align 32
+  %285 = fadd <8 x float> %w223, %w225
   %w227 = load <8 x float>, ptr %conv3.w227, align 32
+  %286 = fadd <8 x float> %285, %w227
+  store <8 x float> %286, ptr %conv3.w231, align 32
+  %w22530 = load <8 x float>, ptr %conv3.w225, align 32
+  %w22731 = load <8 x float>, ptr %conv3.w227, align 32
+  %287 = fsub <8 x float> %w22530, %w22731
+  %w229 = load <8 x float>, ptr %conv3.w229, align 32
+  %288 = fsub <8 x float> %287, %w229
+  store <8 x float> %288, ptr %conv3.w232, align 32
+  %w224 = load <8 x float>, ptr %conv3.w224, align 32
+  %w226 = load <8 x float>, ptr %conv3.w226, align 32
+  %289 = fadd <8 x float> %w224, %w226
+  %w228 = load <8 x float>, ptr %conv3.w228, align 32
+  %290 = fadd <8 x float> %289, %w228
+  store <8 x float> %290, ptr %conv3.w233, align 32
+  %w22632 = load <8 x float>, ptr %conv3.w226, align 32
+  %w22833 = load <8 x float>, ptr %conv3.w228, align 32
+  %291 = fsub <8 x float> %w22632, %w22833
+  %w230 = load <8 x float>, ptr %conv3.w230, align 32
+  %292 = fsub <8 x float> %291, %w230
+  store <8 x float> %292, ptr %conv3.w234, align 32
+  %w231 = load <8 x float>, ptr %conv3.w231, align 32
   %293 = mul nsw i64 %1, 16
-  %294 = mul nsw i64 %conv3.cv2185, 8
+  %294 = mul nsw i64 %conv3.cv2225, 8
   %295 = add nsw i64 %293, %294
   %296 = add nsw i64 7088, %295
   %params34 = getelementptr inbounds float, ptr %params, i64 %296
   %297 = load <8 x float>, ptr %params34, align 4
-  %298 = fadd <8 x float> %w227, %297
-  %299 = mul nsw i64 %conv3.j2152, 14
-  %300 = mul nsw i64 %conv3.ty2163, 2
+  %298 = fadd <8 x float> %w231, %297
+  %299 = mul nsw i64 %conv3.j2192, 14
+  %300 = mul nsw i64 %conv3.ty2203, 2
   %301 = add nsw i64 %299, %300
   %302 = mul nsw i64 %301, 14
-  %303 = mul nsw i64 %conv3.tx2174, 2
+  %303 = mul nsw i64 %conv3.tx2214, 2
   %304 = add nsw i64 %302, %303
   %305 = mul nsw i64 %304, 32
   %306 = add nsw i64 451328, %305
   %307 = mul nsw i64 %1, 16
-  %308 = mul nsw i64 %conv3.cv2185, 8
+  %308 = mul nsw i64 %conv3.cv2225, 8
   %309 = add nsw i64 %307, %308
   %310 = add nsw i64 %306, %309
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %310
   store <8 x float> %298, ptr %arena35, align 4
-  %w228 = load <8 x float>, ptr %conv3.w228, align 32
+  %w232 = load <8 x float>, ptr %conv3.w232, align 32
   %311 = mul nsw i64 %1, 16
-  %312 = mul nsw i64 %conv3.cv2185, 8
+  %312 = mul nsw i64 %conv3.cv2225, 8
   %313 = add nsw i64 %311, %312
   %314 = add nsw i64 7088, %313
   %params36 = getelementptr inbounds float, ptr %params, i64 %314
   %315 = load <8 x float>, ptr %params36, align 4
-  %316 = fadd <8 x float> %w228, %315
-  %317 = mul nsw i64 %conv3.j2152, 14
-  %318 = mul nsw i64 %conv3.ty2163, 2
+  %316 = fadd <8 x float> %w232, %315
+  %317 = mul nsw i64 %conv3.j2192, 14
+  %318 = mul nsw i64 %conv3.ty2203, 2
   %319 = add nsw i64 %317, %318
   %320 = mul nsw i64 %319, 14
-  %321 = mul nsw i64 %conv3.tx2174, 2
+  %321 = mul nsw i64 %conv3.tx2214, 2
   %322 = add nsw i64 %320, %321
   %323 = add nsw i64 %322, 1
   %324 = mul nsw i64 %323, 32
   %325 = add nsw i64 451328, %324
   %326 = mul nsw i64 %1, 16
-  %327 = mul nsw i64 %conv3.cv2185, 8
+  %327 = mul nsw i64 %conv3.cv2225, 8
   %328 = add nsw i64 %326, %327
   %329 = add nsw i64 %325, %328
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %329
   store <8 x float> %316, ptr %arena37, align 4
-  %w229 = load <8 x float>, ptr %conv3.w229, align 32
+  %w233 = load <8 x float>, ptr %conv3.w233, align 32
   %330 = mul nsw i64 %1, 16
-  %331 = mul nsw i64 %conv3.cv2185, 8
+  %331 = mul nsw i64 %conv3.cv2225, 8
   %332 = add nsw i64 %330, %331
   %333 = add nsw i64 7088, %332
   %params38 = getelementptr inbounds float, ptr %params, i64 %333
   %334 = load <8 x float>, ptr %params38, align 4
-  %335 = fadd <8 x float> %w229, %334
-  %336 = mul nsw i64 %conv3.j2152, 14
-  %337 = mul nsw i64 %conv3.ty2163, 2
+  %335 = fadd <8 x float> %w233, %334
+  %336 = mul nsw i64 %conv3.j2192, 14
+  %337 = mul nsw i64 %conv3.ty2203, 2
   %338 = add nsw i64 %336, %337
   %339 = add nsw i64 %338, 1
   %340 = mul nsw i64 %339, 14
-  %341 = mul nsw i64 %conv3.tx2174, 2
+  %341 = mul nsw i64 %conv3.tx2214, 2
   %342 = add nsw i64 %340, %341
   %343 = mul nsw i64 %342, 32
   %344 = add nsw i64 451328, %343
   %345 = mul nsw i64 %1, 16
-  %346 = mul nsw i64 %conv3.cv2185, 8
+  %346 = mul nsw i64 %conv3.cv2225, 8
   %347 = add nsw i64 %345, %346
   %348 = add nsw i64 %344, %347
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %348
   store <8 x float> %335, ptr %arena39, align 4
-  %w230 = load <8 x float>, ptr %conv3.w230, align 32
+  %w234 = load <8 x float>, ptr %conv3.w234, align 32
   %349 = mul nsw i64 %1, 16
-  %350 = mul nsw i64 %conv3.cv2185, 8
+  %350 = mul nsw i64 %conv3.cv2225, 8
   %351 = add nsw i64 %349, %350
   %352 = add nsw i64 7088, %351
   %params40 = getelementptr inbounds float, ptr %params, i64 %352
   %353 = load <8 x float>, ptr %params40, align 4
-  %354 = fadd <8 x float> %w230, %353
-  %355 = mul nsw i64 %conv3.j2152, 14
-  %356 = mul nsw i64 %conv3.ty2163, 2
+  %354 = fadd <8 x float> %w234, %353
+  %355 = mul nsw i64 %conv3.j2192, 14
+  %356 = mul nsw i64 %conv3.ty2203, 2
   %357 = add nsw i64 %355, %356
   %358 = add nsw i64 %357, 1
   %359 = mul nsw i64 %358, 14
-  %360 = mul nsw i64 %conv3.tx2174, 2
+  %360 = mul nsw i64 %conv3.tx2214, 2
   %361 = add nsw i64 %359, %360
   %362 = add nsw i64 %361, 1
   %363 = mul nsw i64 %362, 32
   %364 = add nsw i64 451328, %363
   %365 = mul nsw i64 %1, 16
-  %366 = mul nsw i64 %conv3.cv2185, 8
+  %366 = mul nsw i64 %conv3.cv2225, 8
   %367 = add nsw i64 %365, %366
   %368 = add nsw i64 %364, %367
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %368
   store <8 x float> %354, ptr %arena41, align 4
-  %cv218.next = add nsw i64 %conv3.cv2185, 1
-  %369 = icmp slt i64 %cv218.next, 2
-  br i1 %369, label %conv3.cv218, label %conv3.cv218.end
+  %cv222.next = add nsw i64 %conv3.cv2225, 1
+  %369 = icmp slt i64 %cv222.next, 2
+  br i1 %369, label %conv3.cv222, label %conv3.cv222.end
 
-conv3.cv218.end:                                  ; preds = %conv3.cv218
-  %tx217.next = add nsw i64 %conv3.tx2174, 1
-  %370 = icmp slt i64 %tx217.next, 7
-  br i1 %370, label %conv3.tx217, label %conv3.tx217.end
+conv3.cv222.end:                                  ; preds = %conv3.cv222
+  %tx221.next = add nsw i64 %conv3.tx2214, 1
+  %370 = icmp slt i64 %tx221.next, 7
+  br i1 %370, label %conv3.tx221, label %conv3.tx221.end
 
-conv3.j231:                                       ; preds = %conv3.c232.end, %conv3.j215.end
-  %conv3.j23142 = phi i64 [ 0, %conv3.j215.end ], [ %j231.next, %conv3.c232.end ]
-  br label %conv3.c232
+conv3.j235:                                       ; preds = %conv3.c236.end, %conv3.j219.end
+  %conv3.j23542 = phi i64 [ 0, %conv3.j219.end ], [ %j235.next, %conv3.c236.end ]
+  br label %conv3.c236
 
-conv3.j231.end:                                   ; preds = %conv3.c232.end
+conv3.j235.end:                                   ; preds = %conv3.c236.end
   ret void
 
-conv3.c232:                                       ; preds = %conv3.q233.end, %conv3.j231
-  %conv3.c23243 = phi i64 [ 0, %conv3.j231 ], [ %c232.next, %conv3.q233.end ]
-  br label %conv3.q233
+conv3.c236:                                       ; preds = %conv3.q237.end, %conv3.j235
+  %conv3.c23643 = phi i64 [ 0, %conv3.j235 ], [ %c236.next, %conv3.q237.end ]
+  br label %conv3.q237
 
-conv3.c232.end:                                   ; preds = %conv3.q233.end
-  %j231.next = add nsw i64 %conv3.j23142, 1
-  %371 = icmp slt i64 %j231.next, 1
-  br i1 %371, label %conv3.j231, label %conv3.j231.end
+conv3.c236.end:                                   ; preds = %conv3.q237.end
+  %j235.next = add nsw i64 %conv3.j23542, 1
+  %371 = icmp slt i64 %j235.next, 1
+  br i1 %371, label %conv3.j235, label %conv3.j235.end
 
-conv3.q233:                                       ; preds = %conv3.q233, %conv3.c232
-  %conv3.q23344 = phi i64 [ 0, %conv3.c232 ], [ %q233.next, %conv3.q233 ]
-  %372 = mul nsw i64 %conv3.j23142, 196
-  %373 = add nsw i64 %372, %conv3.q23344
+conv3.q237:                                       ; preds = %conv3.q237, %conv3.c236
+  %conv3.q23744 = phi i64 [ 0, %conv3.c236 ], [ %q237.next, %conv3.q237 ]
+  %372 = mul nsw i64 %conv3.j23542, 196
+  %373 = add nsw i64 %372, %conv3.q23744
   %374 = mul nsw i64 %373, 32
   %375 = add nsw i64 451328, %374
   %376 = mul nsw i64 %1, 16
-  %377 = add nsw i64 %376, %conv3.c23243
+  %377 = add nsw i64 %376, %conv3.c23643
   %378 = add nsw i64 %375, %377
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %378
   %379 = load float, ptr %arena45, align 4
-  %380 = add nsw i64 %0, %conv3.j23142
+  %380 = add nsw i64 %0, %conv3.j23542
   %381 = mul nsw i64 %380, 6272
   %382 = mul nsw i64 %1, 16
-  %383 = add nsw i64 %382, %conv3.c23243
+  %383 = add nsw i64 %382, %conv3.c23643
   %384 = mul nsw i64 %383, 196
   %385 = add nsw i64 %381, %384
-  %386 = add nsw i64 %385, %conv3.q23344
+  %386 = add nsw i64 %385, %conv3.q23744
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %386
   store float %379, ptr %arena46, align 4
-  %q233.next = add nsw i64 %conv3.q23344, 1
-  %387 = icmp slt i64 %q233.next, 196
-  br i1 %387, label %conv3.q233, label %conv3.q233.end
+  %q237.next = add nsw i64 %conv3.q23744, 1
+  %387 = icmp slt i64 %q237.next, 196
+  br i1 %387, label %conv3.q237, label %conv3.q237.end
 
-conv3.q233.end:                                   ; preds = %conv3.q233
-  %c232.next = add nsw i64 %conv3.c23243, 1
-  %388 = icmp slt i64 %c232.next, 16
-  br i1 %388, label %conv3.c232, label %conv3.c232.end
+conv3.q237.end:                                   ; preds = %conv3.q237
+  %c236.next = add nsw i64 %conv3.c23643, 1
+  %388 = icmp slt i64 %c236.next, 16
+  br i1 %388, label %conv3.c236, label %conv3.c236.end
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k6.conv3.part206.gemm214(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @residual_infer_b64.k6.conv3.part210.gemm218(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %conv3.t212_a3 = alloca <8 x float>, align 32
-  %conv3.t212_a2 = alloca <8 x float>, align 32
-  %conv3.t212_a1 = alloca <8 x float>, align 32
-  %conv3.t212_a0 = alloca <8 x float>, align 32
-  %conv3.t212_b1 = alloca <8 x float>, align 32
-  %conv3.t212_b0 = alloca <8 x float>, align 32
-  %conv3.t212_c3_1 = alloca <8 x float>, align 32
-  %conv3.t212_c3_0 = alloca <8 x float>, align 32
-  %conv3.t212_c2_1 = alloca <8 x float>, align 32
-  %conv3.t212_c2_0 = alloca <8 x float>, align 32
-  %conv3.t212_c1_1 = alloca <8 x float>, align 32
-  %conv3.t212_c1_0 = alloca <8 x float>, align 32
-  %conv3.t212_c0_1 = alloca <8 x float>, align 32
-  %conv3.t212_c0_0 = alloca <8 x float>, align 32
-  %conv3.t210_a4 = alloca <8 x float>, align 32
-  %conv3.t210_a3 = alloca <8 x float>, align 32
-  %conv3.t210_a2 = alloca <8 x float>, align 32
-  %conv3.t210_a1 = alloca <8 x float>, align 32
-  %conv3.t210_a0 = alloca <8 x float>, align 32
-  %conv3.t210_b1 = alloca <8 x float>, align 32
-  %conv3.t210_b0 = alloca <8 x float>, align 32
-  %conv3.t210_c4_1 = alloca <8 x float>, align 32
-  %conv3.t210_c4_0 = alloca <8 x float>, align 32
-  %conv3.t210_c3_1 = alloca <8 x float>, align 32
-  %conv3.t210_c3_0 = alloca <8 x float>, align 32
-  %conv3.t210_c2_1 = alloca <8 x float>, align 32
-  %conv3.t210_c2_0 = alloca <8 x float>, align 32
-  %conv3.t210_c1_1 = alloca <8 x float>, align 32
-  %conv3.t210_c1_0 = alloca <8 x float>, align 32
-  %conv3.t210_c0_1 = alloca <8 x float>, align 32
-  %conv3.t210_c0_0 = alloca <8 x float>, align 32
-  br label %conv3.nb208
+  %conv3.t216_a3 = alloca <8 x float>, align 32
+  %conv3.t216_a2 = alloca <8 x float>, align 32
+  %conv3.t216_a1 = alloca <8 x float>, align 32
+  %conv3.t216_a0 = alloca <8 x float>, align 32
+  %conv3.t216_b1 = alloca <8 x float>, align 32
+  %conv3.t216_b0 = alloca <8 x float>, align 32
+  %conv3.t216_c3_1 = alloca <8 x float>, align 32
+  %conv3.t216_c3_0 = alloca <8 x float>, align 32
+  %conv3.t216_c2_1 = alloca <8 x float>, align 32
+  %conv3.t216_c2_0 = alloca <8 x float>, align 32
+  %conv3.t216_c1_1 = alloca <8 x float>, align 32
+  %conv3.t216_c1_0 = alloca <8 x float>, align 32
+  %conv3.t216_c0_1 = alloca <8 x float>, align 32
+  %conv3.t216_c0_0 = alloca <8 x float>, align 32
+  %conv3.t214_a4 = alloca <8 x float>, align 32
+  %conv3.t214_a3 = alloca <8 x float>, align 32
+  %conv3.t214_a2 = alloca <8 x float>, align 32
+  %conv3.t214_a1 = alloca <8 x float>, align 32
+  %conv3.t214_a0 = alloca <8 x float>, align 32
+  %conv3.t214_b1 = alloca <8 x float>, align 32
+  %conv3.t214_b0 = alloca <8 x float>, align 32
+  %conv3.t214_c4_1 = alloca <8 x float>, align 32
+  %conv3.t214_c4_0 = alloca <8 x float>, align 32
+  %conv3.t214_c3_1 = alloca <8 x float>, align 32
+  %conv3.t214_c3_0 = alloca <8 x float>, align 32
+  %conv3.t214_c2_1 = alloca <8 x float>, align 32
+  %conv3.t214_c2_0 = alloca <8 x float>, align 32
+  %conv3.t214_c1_1 = alloca <8 x float>, align 32
+  %conv3.t214_c1_0 = alloca <8 x float>, align 32
+  %conv3.t214_c0_1 = alloca <8 x float>, align 32
+  %conv3.t214_c0_0 = alloca <8 x float>, align 32
+  br label %conv3.nb212
 
-conv3.nb208:                                      ; preds = %conv3.k213.end, %entry
-  %conv3.nb2081 = phi i64 [ 0, %entry ], [ %nb208.next, %conv3.k213.end ]
-  br label %conv3.mb209
+conv3.nb212:                                      ; preds = %conv3.k217.end, %entry
+  %conv3.nb2121 = phi i64 [ 0, %entry ], [ %nb212.next, %conv3.k217.end ]
+  br label %conv3.mb213
 
-conv3.nb208.end:                                  ; preds = %conv3.k213.end
+conv3.nb212.end:                                  ; preds = %conv3.k217.end
   ret void
 
-conv3.mb209:                                      ; preds = %conv3.k211.end, %conv3.nb208
-  %conv3.mb2092 = phi i64 [ 0, %conv3.nb208 ], [ %mb209.next, %conv3.k211.end ]
-  store <8 x float> zeroinitializer, ptr %conv3.t210_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t210_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t210_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t210_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t210_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t210_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t210_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t210_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t210_c4_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t210_c4_1, align 32
-  br label %conv3.k211
+conv3.mb213:                                      ; preds = %conv3.k215.end, %conv3.nb212
+  %conv3.mb2132 = phi i64 [ 0, %conv3.nb212 ], [ %mb213.next, %conv3.k215.end ]
+  store <8 x float> zeroinitializer, ptr %conv3.t214_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t214_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t214_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t214_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t214_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t214_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t214_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t214_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t214_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t214_c4_1, align 32
+  br label %conv3.k215
 
-conv3.mb209.end:                                  ; preds = %conv3.k211.end
-  store <8 x float> zeroinitializer, ptr %conv3.t212_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t212_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t212_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t212_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t212_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t212_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t212_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t212_c3_1, align 32
-  br label %conv3.k213
+conv3.mb213.end:                                  ; preds = %conv3.k215.end
+  store <8 x float> zeroinitializer, ptr %conv3.t216_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t216_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t216_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t216_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t216_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t216_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t216_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t216_c3_1, align 32
+  br label %conv3.k217
 
-conv3.k211:                                       ; preds = %conv3.k211, %conv3.mb209
-  %conv3.k2113 = phi i64 [ 0, %conv3.mb209 ], [ %k211.next, %conv3.k211 ]
+conv3.k215:                                       ; preds = %conv3.k215, %conv3.mb213
+  %conv3.k2153 = phi i64 [ 0, %conv3.mb213 ], [ %k215.next, %conv3.k215 ]
   %2 = mul nsw i64 %0, 512
   %3 = add nsw i64 401408, %2
   %4 = mul nsw i64 %1, 16
   %5 = add nsw i64 %3, %4
-  %6 = mul nsw i64 %conv3.k2113, 32
+  %6 = mul nsw i64 %conv3.k2153, 32
   %7 = add nsw i64 %5, %6
-  %8 = mul nsw i64 %conv3.nb2081, 16
+  %8 = mul nsw i64 %conv3.nb2121, 16
   %9 = add nsw i64 %7, %8
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %10, ptr %conv3.t210_b0, align 32
+  store <8 x float> %10, ptr %conv3.t214_b0, align 32
   %11 = mul nsw i64 %0, 512
   %12 = add nsw i64 401408, %11
   %13 = mul nsw i64 %1, 16
   %14 = add nsw i64 %12, %13
-  %15 = mul nsw i64 %conv3.k2113, 32
+  %15 = mul nsw i64 %conv3.k2153, 32
   %16 = add nsw i64 %14, %15
-  %17 = mul nsw i64 %conv3.nb2081, 16
+  %17 = mul nsw i64 %conv3.nb2121, 16
   %18 = add nsw i64 %16, %17
   %19 = add nsw i64 %18, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %20, ptr %conv3.t210_b1, align 32
+  store <8 x float> %20, ptr %conv3.t214_b1, align 32
   %21 = mul nsw i64 %0, 784
   %22 = add nsw i64 413696, %21
-  %23 = mul nsw i64 %conv3.mb2092, 5
+  %23 = mul nsw i64 %conv3.mb2132, 5
   %24 = mul nsw i64 %23, 16
   %25 = add nsw i64 %22, %24
-  %26 = add nsw i64 %25, %conv3.k2113
+  %26 = add nsw i64 %25, %conv3.k2153
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
   %27 = load float, ptr %arena6, align 4
   %28 = insertelement <8 x float> undef, float %27, i32 0
   %29 = shufflevector <8 x float> %28, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %29, ptr %conv3.t210_a0, align 32
-  %t210_a0 = load <8 x float>, ptr %conv3.t210_a0, align 32
-  %t210_b0 = load <8 x float>, ptr %conv3.t210_b0, align 32
-  %t210_c0_0 = load <8 x float>, ptr %conv3.t210_c0_0, align 32
-  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a0, <8 x float> %t210_b0, <8 x float> %t210_c0_0)
-  store <8 x float> %30, ptr %conv3.t210_c0_0, align 32
-  %t210_a07 = load <8 x float>, ptr %conv3.t210_a0, align 32
-  %t210_b1 = load <8 x float>, ptr %conv3.t210_b1, align 32
-  %t210_c0_1 = load <8 x float>, ptr %conv3.t210_c0_1, align 32
-  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a07, <8 x float> %t210_b1, <8 x float> %t210_c0_1)
-  store <8 x float> %31, ptr %conv3.t210_c0_1, align 32
+  store <8 x float> %29, ptr %conv3.t214_a0, align 32
+  %t214_a0 = load <8 x float>, ptr %conv3.t214_a0, align 32
+  %t214_b0 = load <8 x float>, ptr %conv3.t214_b0, align 32
+  %t214_c0_0 = load <8 x float>, ptr %conv3.t214_c0_0, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a0, <8 x float> %t214_b0, <8 x float> %t214_c0_0)
+  store <8 x float> %30, ptr %conv3.t214_c0_0, align 32
+  %t214_a07 = load <8 x float>, ptr %conv3.t214_a0, align 32
+  %t214_b1 = load <8 x float>, ptr %conv3.t214_b1, align 32
+  %t214_c0_1 = load <8 x float>, ptr %conv3.t214_c0_1, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a07, <8 x float> %t214_b1, <8 x float> %t214_c0_1)
+  store <8 x float> %31, ptr %conv3.t214_c0_1, align 32
   %32 = mul nsw i64 %0, 784
   %33 = add nsw i64 413696, %32
-  %34 = mul nsw i64 %conv3.mb2092, 5
+  %34 = mul nsw i64 %conv3.mb2132, 5
   %35 = add nsw i64 %34, 1
   %36 = mul nsw i64 %35, 16
   %37 = add nsw i64 %33, %36
-  %38 = add nsw i64 %37, %conv3.k2113
+  %38 = add nsw i64 %37, %conv3.k2153
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load float, ptr %arena8, align 4
   %40 = insertelement <8 x float> undef, float %39, i32 0
   %41 = shufflevector <8 x float> %40, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %41, ptr %conv3.t210_a1, align 32
-  %t210_a1 = load <8 x float>, ptr %conv3.t210_a1, align 32
-  %t210_b09 = load <8 x float>, ptr %conv3.t210_b0, align 32
-  %t210_c1_0 = load <8 x float>, ptr %conv3.t210_c1_0, align 32
-  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a1, <8 x float> %t210_b09, <8 x float> %t210_c1_0)
-  store <8 x float> %42, ptr %conv3.t210_c1_0, align 32
-  %t210_a110 = load <8 x float>, ptr %conv3.t210_a1, align 32
-  %t210_b111 = load <8 x float>, ptr %conv3.t210_b1, align 32
-  %t210_c1_1 = load <8 x float>, ptr %conv3.t210_c1_1, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a110, <8 x float> %t210_b111, <8 x float> %t210_c1_1)
-  store <8 x float> %43, ptr %conv3.t210_c1_1, align 32
+  store <8 x float> %41, ptr %conv3.t214_a1, align 32
+  %t214_a1 = load <8 x float>, ptr %conv3.t214_a1, align 32
+  %t214_b09 = load <8 x float>, ptr %conv3.t214_b0, align 32
+  %t214_c1_0 = load <8 x float>, ptr %conv3.t214_c1_0, align 32
+  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a1, <8 x float> %t214_b09, <8 x float> %t214_c1_0)
+  store <8 x float> %42, ptr %conv3.t214_c1_0, align 32
+  %t214_a110 = load <8 x float>, ptr %conv3.t214_a1, align 32
+  %t214_b111 = load <8 x float>, ptr %conv3.t214_b1, align 32
+  %t214_c1_1 = load <8 x float>, ptr %conv3.t214_c1_1, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a110, <8 x float> %t214_b111, <8 x float> %t214_c1_1)
+  store <8 x float> %43, ptr %conv3.t214_c1_1, align 32
   %44 = mul nsw i64 %0, 784
   %45 = add nsw i64 413696, %44
-  %46 = mul nsw i64 %conv3.mb2092, 5
+  %46 = mul nsw i64 %conv3.mb2132, 5
   %47 = add nsw i64 %46, 2
   %48 = mul nsw i64 %47, 16
   %49 = add nsw i64 %45, %48
-  %50 = add nsw i64 %49, %conv3.k2113
+  %50 = add nsw i64 %49, %conv3.k2153
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %50
   %51 = load float, ptr %arena12, align 4
   %52 = insertelement <8 x float> undef, float %51, i32 0
   %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %53, ptr %conv3.t210_a2, align 32
-  %t210_a2 = load <8 x float>, ptr %conv3.t210_a2, align 32
-  %t210_b013 = load <8 x float>, ptr %conv3.t210_b0, align 32
-  %t210_c2_0 = load <8 x float>, ptr %conv3.t210_c2_0, align 32
-  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a2, <8 x float> %t210_b013, <8 x float> %t210_c2_0)
-  store <8 x float> %54, ptr %conv3.t210_c2_0, align 32
-  %t210_a214 = load <8 x float>, ptr %conv3.t210_a2, align 32
-  %t210_b115 = load <8 x float>, ptr %conv3.t210_b1, align 32
-  %t210_c2_1 = load <8 x float>, ptr %conv3.t210_c2_1, align 32
-  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a214, <8 x float> %t210_b115, <8 x float> %t210_c2_1)
-  store <8 x float> %55, ptr %conv3.t210_c2_1, align 32
+  store <8 x float> %53, ptr %conv3.t214_a2, align 32
+  %t214_a2 = load <8 x float>, ptr %conv3.t214_a2, align 32
+  %t214_b013 = load <8 x float>, ptr %conv3.t214_b0, align 32
+  %t214_c2_0 = load <8 x float>, ptr %conv3.t214_c2_0, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a2, <8 x float> %t214_b013, <8 x float> %t214_c2_0)
+  store <8 x float> %54, ptr %conv3.t214_c2_0, align 32
+  %t214_a214 = load <8 x float>, ptr %conv3.t214_a2, align 32
+  %t214_b115 = load <8 x float>, ptr %conv3.t214_b1, align 32
+  %t214_c2_1 = load <8 x float>, ptr %conv3.t214_c2_1, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a214, <8 x float> %t214_b115, <8 x float> %t214_c2_1)
+  store <8 x float> %55, ptr %conv3.t214_c2_1, align 32
   %56 = mul nsw i64 %0, 784
   %57 = add nsw i64 413696, %56
-  %58 = mul nsw i64 %conv3.mb2092, 5
+  %58 = mul nsw i64 %conv3.mb2132, 5
   %59 = add nsw i64 %58, 3
   %60 = mul nsw i64 %59, 16
   %61 = add nsw i64 %57, %60
-  %62 = add nsw i64 %61, %conv3.k2113
+  %62 = add nsw i64 %61, %conv3.k2153
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %62
   %63 = load float, ptr %arena16, align 4
   %64 = insertelement <8 x float> undef, float %63, i32 0
   %65 = shufflevector <8 x float> %64, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %65, ptr %conv3.t210_a3, align 32
-  %t210_a3 = load <8 x float>, ptr %conv3.t210_a3, align 32
-  %t210_b017 = load <8 x float>, ptr %conv3.t210_b0, align 32
-  %t210_c3_0 = load <8 x float>, ptr %conv3.t210_c3_0, align 32
-  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a3, <8 x float> %t210_b017, <8 x float> %t210_c3_0)
-  store <8 x float> %66, ptr %conv3.t210_c3_0, align 32
-  %t210_a318 = load <8 x float>, ptr %conv3.t210_a3, align 32
-  %t210_b119 = load <8 x float>, ptr %conv3.t210_b1, align 32
-  %t210_c3_1 = load <8 x float>, ptr %conv3.t210_c3_1, align 32
-  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a318, <8 x float> %t210_b119, <8 x float> %t210_c3_1)
-  store <8 x float> %67, ptr %conv3.t210_c3_1, align 32
+  store <8 x float> %65, ptr %conv3.t214_a3, align 32
+  %t214_a3 = load <8 x float>, ptr %conv3.t214_a3, align 32
+  %t214_b017 = load <8 x float>, ptr %conv3.t214_b0, align 32
+  %t214_c3_0 = load <8 x float>, ptr %conv3.t214_c3_0, align 32
+  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a3, <8 x float> %t214_b017, <8 x float> %t214_c3_0)
+  store <8 x float> %66, ptr %conv3.t214_c3_0, align 32
+  %t214_a318 = load <8 x float>, ptr %conv3.t214_a3, align 32
+  %t214_b119 = load <8 x float>, ptr %conv3.t214_b1, align 32
+  %t214_c3_1 = load <8 x float>, ptr %conv3.t214_c3_1, align 32
+  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a318, <8 x float> %t214_b119, <8 x float> %t214_c3_1)
+  store <8 x float> %67, ptr %conv3.t214_c3_1, align 32
   %68 = mul nsw i64 %0, 784
   %69 = add nsw i64 413696, %68
-  %70 = mul nsw i64 %conv3.mb2092, 5
+  %70 = mul nsw i64 %conv3.mb2132, 5
   %71 = add nsw i64 %70, 4
   %72 = mul nsw i64 %71, 16
   %73 = add nsw i64 %69, %72
-  %74 = add nsw i64 %73, %conv3.k2113
+  %74 = add nsw i64 %73, %conv3.k2153
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %74
   %75 = load float, ptr %arena20, align 4
   %76 = insertelement <8 x float> undef, float %75, i32 0
   %77 = shufflevector <8 x float> %76, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %77, ptr %conv3.t210_a4, align 32
-  %t210_a4 = load <8 x float>, ptr %conv3.t210_a4, align 32
-  %t210_b021 = load <8 x float>, ptr %conv3.t210_b0, align 32
-  %t210_c4_0 = load <8 x float>, ptr %conv3.t210_c4_0, align 32
-  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a4, <8 x float> %t210_b021, <8 x float> %t210_c4_0)
-  store <8 x float> %78, ptr %conv3.t210_c4_0, align 32
-  %t210_a422 = load <8 x float>, ptr %conv3.t210_a4, align 32
-  %t210_b123 = load <8 x float>, ptr %conv3.t210_b1, align 32
-  %t210_c4_1 = load <8 x float>, ptr %conv3.t210_c4_1, align 32
-  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a422, <8 x float> %t210_b123, <8 x float> %t210_c4_1)
-  store <8 x float> %79, ptr %conv3.t210_c4_1, align 32
-  %k211.next = add nsw i64 %conv3.k2113, 1
-  %80 = icmp slt i64 %k211.next, 16
-  br i1 %80, label %conv3.k211, label %conv3.k211.end
+  store <8 x float> %77, ptr %conv3.t214_a4, align 32
+  %t214_a4 = load <8 x float>, ptr %conv3.t214_a4, align 32
+  %t214_b021 = load <8 x float>, ptr %conv3.t214_b0, align 32
+  %t214_c4_0 = load <8 x float>, ptr %conv3.t214_c4_0, align 32
+  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a4, <8 x float> %t214_b021, <8 x float> %t214_c4_0)
+  store <8 x float> %78, ptr %conv3.t214_c4_0, align 32
+  %t214_a422 = load <8 x float>, ptr %conv3.t214_a4, align 32
+  %t214_b123 = load <8 x float>, ptr %conv3.t214_b1, align 32
+  %t214_c4_1 = load <8 x float>, ptr %conv3.t214_c4_1, align 32
+  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a422, <8 x float> %t214_b123, <8 x float> %t214_c4_1)
+  store <8 x float> %79, ptr %conv3.t214_c4_1, align 32
+  %k215.next = add nsw i64 %conv3.k2153, 1
+  %80 = icmp slt i64 %k215.next, 16
+  br i1 %80, label %conv3.k215, label %conv3.k215.end
 
-conv3.k211.end:                                   ; preds = %conv3.k211
-  %t210_c0_024 = load <8 x float>, ptr %conv3.t210_c0_0, align 32
+conv3.k215.end:                                   ; preds = %conv3.k215
+  %t214_c0_024 = load <8 x float>, ptr %conv3.t214_c0_0, align 32
   %81 = mul nsw i64 %0, 1568
   %82 = add nsw i64 426240, %81
   %83 = mul nsw i64 %1, 16
   %84 = add nsw i64 %82, %83
-  %85 = mul nsw i64 %conv3.mb2092, 5
+  %85 = mul nsw i64 %conv3.mb2132, 5
   %86 = mul nsw i64 %85, 32
   %87 = add nsw i64 %84, %86
-  %88 = mul nsw i64 %conv3.nb2081, 16
+  %88 = mul nsw i64 %conv3.nb2121, 16
   %89 = add nsw i64 %87, %88
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %89
-  store <8 x float> %t210_c0_024, ptr %arena25, align 4
-  %t210_c0_126 = load <8 x float>, ptr %conv3.t210_c0_1, align 32
+  store <8 x float> %t214_c0_024, ptr %arena25, align 4
+  %t214_c0_126 = load <8 x float>, ptr %conv3.t214_c0_1, align 32
   %90 = mul nsw i64 %0, 1568
   %91 = add nsw i64 426240, %90
   %92 = mul nsw i64 %1, 16
   %93 = add nsw i64 %91, %92
-  %94 = mul nsw i64 %conv3.mb2092, 5
+  %94 = mul nsw i64 %conv3.mb2132, 5
   %95 = mul nsw i64 %94, 32
   %96 = add nsw i64 %93, %95
-  %97 = mul nsw i64 %conv3.nb2081, 16
+  %97 = mul nsw i64 %conv3.nb2121, 16
   %98 = add nsw i64 %96, %97
   %99 = add nsw i64 %98, 8
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %99
-  store <8 x float> %t210_c0_126, ptr %arena27, align 4
-  %t210_c1_028 = load <8 x float>, ptr %conv3.t210_c1_0, align 32
+  store <8 x float> %t214_c0_126, ptr %arena27, align 4
+  %t214_c1_028 = load <8 x float>, ptr %conv3.t214_c1_0, align 32
   %100 = mul nsw i64 %0, 1568
   %101 = add nsw i64 426240, %100
   %102 = mul nsw i64 %1, 16
   %103 = add nsw i64 %101, %102
-  %104 = mul nsw i64 %conv3.mb2092, 5
+  %104 = mul nsw i64 %conv3.mb2132, 5
   %105 = add nsw i64 %104, 1
   %106 = mul nsw i64 %105, 32
   %107 = add nsw i64 %103, %106
-  %108 = mul nsw i64 %conv3.nb2081, 16
+  %108 = mul nsw i64 %conv3.nb2121, 16
   %109 = add nsw i64 %107, %108
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %109
-  store <8 x float> %t210_c1_028, ptr %arena29, align 4
-  %t210_c1_130 = load <8 x float>, ptr %conv3.t210_c1_1, align 32
+  store <8 x float> %t214_c1_028, ptr %arena29, align 4
+  %t214_c1_130 = load <8 x float>, ptr %conv3.t214_c1_1, align 32
   %110 = mul nsw i64 %0, 1568
   %111 = add nsw i64 426240, %110
   %112 = mul nsw i64 %1, 16
   %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %conv3.mb2092, 5
+  %114 = mul nsw i64 %conv3.mb2132, 5
   %115 = add nsw i64 %114, 1
   %116 = mul nsw i64 %115, 32
   %117 = add nsw i64 %113, %116
-  %118 = mul nsw i64 %conv3.nb2081, 16
+  %118 = mul nsw i64 %conv3.nb2121, 16
   %119 = add nsw i64 %117, %118
   %120 = add nsw i64 %119, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %120
-  store <8 x float> %t210_c1_130, ptr %arena31, align 4
-  %t210_c2_032 = load <8 x float>, ptr %conv3.t210_c2_0, align 32
+  store <8 x float> %t214_c1_130, ptr %arena31, align 4
+  %t214_c2_032 = load <8 x float>, ptr %conv3.t214_c2_0, align 32
   %121 = mul nsw i64 %0, 1568
   %122 = add nsw i64 426240, %121
   %123 = mul nsw i64 %1, 16
   %124 = add nsw i64 %122, %123
-  %125 = mul nsw i64 %conv3.mb2092, 5
+  %125 = mul nsw i64 %conv3.mb2132, 5
   %126 = add nsw i64 %125, 2
   %127 = mul nsw i64 %126, 32
   %128 = add nsw i64 %124, %127
-  %129 = mul nsw i64 %conv3.nb2081, 16
+  %129 = mul nsw i64 %conv3.nb2121, 16
   %130 = add nsw i64 %128, %129
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %130
-  store <8 x float> %t210_c2_032, ptr %arena33, align 4
-  %t210_c2_134 = load <8 x float>, ptr %conv3.t210_c2_1, align 32
+  store <8 x float> %t214_c2_032, ptr %arena33, align 4
+  %t214_c2_134 = load <8 x float>, ptr %conv3.t214_c2_1, align 32
   %131 = mul nsw i64 %0, 1568
   %132 = add nsw i64 426240, %131
   %133 = mul nsw i64 %1, 16
   %134 = add nsw i64 %132, %133
-  %135 = mul nsw i64 %conv3.mb2092, 5
+  %135 = mul nsw i64 %conv3.mb2132, 5
   %136 = add nsw i64 %135, 2
   %137 = mul nsw i64 %136, 32
   %138 = add nsw i64 %134, %137
-  %139 = mul nsw i64 %conv3.nb2081, 16
+  %139 = mul nsw i64 %conv3.nb2121, 16
   %140 = add nsw i64 %138, %139
   %141 = add nsw i64 %140, 8
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %141
-  store <8 x float> %t210_c2_134, ptr %arena35, align 4
-  %t210_c3_036 = load <8 x float>, ptr %conv3.t210_c3_0, align 32
+  store <8 x float> %t214_c2_134, ptr %arena35, align 4
+  %t214_c3_036 = load <8 x float>, ptr %conv3.t214_c3_0, align 32
   %142 = mul nsw i64 %0, 1568
   %143 = add nsw i64 426240, %142
   %144 = mul nsw i64 %1, 16
   %145 = add nsw i64 %143, %144
-  %146 = mul nsw i64 %conv3.mb2092, 5
+  %146 = mul nsw i64 %conv3.mb2132, 5
   %147 = add nsw i64 %146, 3
   %148 = mul nsw i64 %147, 32
   %149 = add nsw i64 %145, %148
-  %150 = mul nsw i64 %conv3.nb2081, 16
+  %150 = mul nsw i64 %conv3.nb2121, 16
   %151 = add nsw i64 %149, %150
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %151
-  store <8 x float> %t210_c3_036, ptr %arena37, align 4
-  %t210_c3_138 = load <8 x float>, ptr %conv3.t210_c3_1, align 32
+  store <8 x float> %t214_c3_036, ptr %arena37, align 4
+  %t214_c3_138 = load <8 x float>, ptr %conv3.t214_c3_1, align 32
   %152 = mul nsw i64 %0, 1568
   %153 = add nsw i64 426240, %152
   %154 = mul nsw i64 %1, 16
   %155 = add nsw i64 %153, %154
-  %156 = mul nsw i64 %conv3.mb2092, 5
+  %156 = mul nsw i64 %conv3.mb2132, 5
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 32
   %159 = add nsw i64 %155, %158
-  %160 = mul nsw i64 %conv3.nb2081, 16
+  %160 = mul nsw i64 %conv3.nb2121, 16
   %161 = add nsw i64 %159, %160
   %162 = add nsw i64 %161, 8
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %162
-  store <8 x float> %t210_c3_138, ptr %arena39, align 4
-  %t210_c4_040 = load <8 x float>, ptr %conv3.t210_c4_0, align 32
+  store <8 x float> %t214_c3_138, ptr %arena39, align 4
+  %t214_c4_040 = load <8 x float>, ptr %conv3.t214_c4_0, align 32
   %163 = mul nsw i64 %0, 1568
   %164 = add nsw i64 426240, %163
   %165 = mul nsw i64 %1, 16
   %166 = add nsw i64 %164, %165
-  %167 = mul nsw i64 %conv3.mb2092, 5
+  %167 = mul nsw i64 %conv3.mb2132, 5
   %168 = add nsw i64 %167, 4
   %169 = mul nsw i64 %168, 32
   %170 = add nsw i64 %166, %169
-  %171 = mul nsw i64 %conv3.nb2081, 16
+  %171 = mul nsw i64 %conv3.nb2121, 16
   %172 = add nsw i64 %170, %171
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %172
-  store <8 x float> %t210_c4_040, ptr %arena41, align 4
-  %t210_c4_142 = load <8 x float>, ptr %conv3.t210_c4_1, align 32
+  store <8 x float> %t214_c4_040, ptr %arena41, align 4
+  %t214_c4_142 = load <8 x float>, ptr %conv3.t214_c4_1, align 32
   %173 = mul nsw i64 %0, 1568
   %174 = add nsw i64 426240, %173
   %175 = mul nsw i64 %1, 16
   %176 = add nsw i64 %174, %175
-  %177 = mul nsw i64 %conv3.mb2092, 5
+  %177 = mul nsw i64 %conv3.mb2132, 5
   %178 = add nsw i64 %177, 4
   %179 = mul nsw i64 %178, 32
   %180 = add nsw i64 %176, %179
-  %181 = mul nsw i64 %conv3.nb2081, 16
+  %181 = mul nsw i64 %conv3.nb2121, 16
   %182 = add nsw i64 %180, %181
   %183 = add nsw i64 %182, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %183
-  store <8 x float> %t210_c4_142, ptr %arena43, align 4
-  %mb209.next = add nsw i64 %conv3.mb2092, 1
-  %184 = icmp slt i64 %mb209.next, 9
-  br i1 %184, label %conv3.mb209, label %conv3.mb209.end
+  store <8 x float> %t214_c4_142, ptr %arena43, align 4
+  %mb213.next = add nsw i64 %conv3.mb2132, 1
+  %184 = icmp slt i64 %mb213.next, 9
+  br i1 %184, label %conv3.mb213, label %conv3.mb213.end
 
-conv3.k213:                                       ; preds = %conv3.k213, %conv3.mb209.end
-  %conv3.k21344 = phi i64 [ 0, %conv3.mb209.end ], [ %k213.next, %conv3.k213 ]
+conv3.k217:                                       ; preds = %conv3.k217, %conv3.mb213.end
+  %conv3.k21744 = phi i64 [ 0, %conv3.mb213.end ], [ %k217.next, %conv3.k217 ]
   %185 = mul nsw i64 %0, 512
   %186 = add nsw i64 401408, %185
   %187 = mul nsw i64 %1, 16
   %188 = add nsw i64 %186, %187
-  %189 = mul nsw i64 %conv3.k21344, 32
+  %189 = mul nsw i64 %conv3.k21744, 32
   %190 = add nsw i64 %188, %189
-  %191 = mul nsw i64 %conv3.nb2081, 16
+  %191 = mul nsw i64 %conv3.nb2121, 16
   %192 = add nsw i64 %190, %191
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %192
   %193 = load <8 x float>, ptr %arena45, align 4
-  store <8 x float> %193, ptr %conv3.t212_b0, align 32
+  store <8 x float> %193, ptr %conv3.t216_b0, align 32
   %194 = mul nsw i64 %0, 512
   %195 = add nsw i64 401408, %194
   %196 = mul nsw i64 %1, 16
   %197 = add nsw i64 %195, %196
-  %198 = mul nsw i64 %conv3.k21344, 32
+  %198 = mul nsw i64 %conv3.k21744, 32
   %199 = add nsw i64 %197, %198
-  %200 = mul nsw i64 %conv3.nb2081, 16
+  %200 = mul nsw i64 %conv3.nb2121, 16
   %201 = add nsw i64 %199, %200
   %202 = add nsw i64 %201, 8
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %202
   %203 = load <8 x float>, ptr %arena46, align 4
-  store <8 x float> %203, ptr %conv3.t212_b1, align 32
+  store <8 x float> %203, ptr %conv3.t216_b1, align 32
   %204 = mul nsw i64 %0, 784
   %205 = add nsw i64 413696, %204
   %206 = add nsw i64 %205, 720
-  %207 = add nsw i64 %206, %conv3.k21344
+  %207 = add nsw i64 %206, %conv3.k21744
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %207
   %208 = load float, ptr %arena47, align 4
   %209 = insertelement <8 x float> undef, float %208, i32 0
   %210 = shufflevector <8 x float> %209, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %210, ptr %conv3.t212_a0, align 32
-  %t212_a0 = load <8 x float>, ptr %conv3.t212_a0, align 32
-  %t212_b0 = load <8 x float>, ptr %conv3.t212_b0, align 32
-  %t212_c0_0 = load <8 x float>, ptr %conv3.t212_c0_0, align 32
-  %211 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a0, <8 x float> %t212_b0, <8 x float> %t212_c0_0)
-  store <8 x float> %211, ptr %conv3.t212_c0_0, align 32
-  %t212_a048 = load <8 x float>, ptr %conv3.t212_a0, align 32
-  %t212_b1 = load <8 x float>, ptr %conv3.t212_b1, align 32
-  %t212_c0_1 = load <8 x float>, ptr %conv3.t212_c0_1, align 32
-  %212 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a048, <8 x float> %t212_b1, <8 x float> %t212_c0_1)
-  store <8 x float> %212, ptr %conv3.t212_c0_1, align 32
+  store <8 x float> %210, ptr %conv3.t216_a0, align 32
+  %t216_a0 = load <8 x float>, ptr %conv3.t216_a0, align 32
+  %t216_b0 = load <8 x float>, ptr %conv3.t216_b0, align 32
+  %t216_c0_0 = load <8 x float>, ptr %conv3.t216_c0_0, align 32
+  %211 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t216_a0, <8 x float> %t216_b0, <8 x float> %t216_c0_0)
+  store <8 x float> %211, ptr %conv3.t216_c0_0, align 32
+  %t216_a048 = load <8 x float>, ptr %conv3.t216_a0, align 32
+  %t216_b1 = load <8 x float>, ptr %conv3.t216_b1, align 32
+  %t216_c0_1 = load <8 x float>, ptr %conv3.t216_c0_1, align 32
+  %212 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t216_a048, <8 x float> %t216_b1, <8 x float> %t216_c0_1)
+  store <8 x float> %212, ptr %conv3.t216_c0_1, align 32
   %213 = mul nsw i64 %0, 784
   %214 = add nsw i64 413696, %213
   %215 = add nsw i64 %214, 736
-  %216 = add nsw i64 %215, %conv3.k21344
+  %216 = add nsw i64 %215, %conv3.k21744
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %216
   %217 = load float, ptr %arena49, align 4
   %218 = insertelement <8 x float> undef, float %217, i32 0
   %219 = shufflevector <8 x float> %218, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %219, ptr %conv3.t212_a1, align 32
-  %t212_a1 = load <8 x float>, ptr %conv3.t212_a1, align 32
-  %t212_b050 = load <8 x float>, ptr %conv3.t212_b0, align 32
-  %t212_c1_0 = load <8 x float>, ptr %conv3.t212_c1_0, align 32
-  %220 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a1, <8 x float> %t212_b050, <8 x float> %t212_c1_0)
-  store <8 x float> %220, ptr %conv3.t212_c1_0, align 32
-  %t212_a151 = load <8 x float>, ptr %conv3.t212_a1, align 32
-  %t212_b152 = load <8 x float>, ptr %conv3.t212_b1, align 32
-  %t212_c1_1 = load <8 x float>, ptr %conv3.t212_c1_1, align 32
-  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a151, <8 x float> %t212_b152, <8 x float> %t212_c1_1)
-  store <8 x float> %221, ptr %conv3.t212_c1_1, align 32
+  store <8 x float> %219, ptr %conv3.t216_a1, align 32
+  %t216_a1 = load <8 x float>, ptr %conv3.t216_a1, align 32
+  %t216_b050 = load <8 x float>, ptr %conv3.t216_b0, align 32
+  %t216_c1_0 = load <8 x float>, ptr %conv3.t216_c1_0, align 32
+  %220 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t216_a1, <8 x float> %t216_b050, <8 x float> %t216_c1_0)
+  store <8 x float> %220, ptr %conv3.t216_c1_0, align 32
+  %t216_a151 = load <8 x float>, ptr %conv3.t216_a1, align 32
+  %t216_b152 = load <8 x float>, ptr %conv3.t216_b1, align 32
+  %t216_c1_1 = load <8 x float>, ptr %conv3.t216_c1_1, align 32
+  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t216_a151, <8 x float> %t216_b152, <8 x float> %t216_c1_1)
+  store <8 x float> %221, ptr %conv3.t216_c1_1, align 32
   %222 = mul nsw i64 %0, 784
   %223 = add nsw i64 413696, %222
   %224 = add nsw i64 %223, 752
-  %225 = add nsw i64 %224, %conv3.k21344
+  %225 = add nsw i64 %224, %conv3.k21744
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %225
   %226 = load float, ptr %arena53, align 4
   %227 = insertelement <8 x float> undef, float %226, i32 0
   %228 = shufflevector <8 x float> %227, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %228, ptr %conv3.t212_a2, align 32
-  %t212_a2 = load <8 x float>, ptr %conv3.t212_a2, align 32
-  %t212_b054 = load <8 x float>, ptr %conv3.t212_b0, align 32
-  %t212_c2_0 = load <8 x float>, ptr %conv3.t212_c2_0, align 32
-  %229 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a2, <8 x float> %t212_b054, <8 x float> %t212_c2_0)
-  store <8 x float> %229, ptr %conv3.t212_c2_0, align 32
-  %t212_a255 = load <8 x float>, ptr %conv3.t212_a2, align 32
-  %t212_b156 = load <8 x float>, ptr %conv3.t212_b1, align 32
-  %t212_c2_1 = load <8 x float>, ptr %conv3.t212_c2_1, align 32
-  %230 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a255, <8 x float> %t212_b156, <8 x float> %t212_c2_1)
-  store <8 x float> %230, ptr %conv3.t212_c2_1, align 32
+  store <8 x float> %228, ptr %conv3.t216_a2, align 32
+  %t216_a2 = load <8 x float>, ptr %conv3.t216_a2, align 32
+  %t216_b054 = load <8 x float>, ptr %conv3.t216_b0, align 32
+  %t216_c2_0 = load <8 x float>, ptr %conv3.t216_c2_0, align 32
+  %229 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t216_a2, <8 x float> %t216_b054, <8 x float> %t216_c2_0)
+  store <8 x float> %229, ptr %conv3.t216_c2_0, align 32
+  %t216_a255 = load <8 x float>, ptr %conv3.t216_a2, align 32
+  %t216_b156 = load <8 x float>, ptr %conv3.t216_b1, align 32
+  %t216_c2_1 = load <8 x float>, ptr %conv3.t216_c2_1, align 32
+  %230 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t216_a255, <8 x float> %t216_b156, <8 x float> %t216_c2_1)
+  store <8 x float> %230, ptr %conv3.t216_c2_1, align 32
   %231 = mul nsw i64 %0, 784
   %232 = add nsw i64 413696, %231
   %233 = add nsw i64 %232, 768
-  %234 = add nsw i64 %233, %conv3.k21344
+  %234 = add nsw i64 %233, %conv3.k21744
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %234
   %235 = load float, ptr %arena57, align 4
   %236 = insertelement <8 x float> undef, float %235, i32 0
   %237 = shufflevector <8 x float> %236, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %237, ptr %conv3.t212_a3, align 32
-  %t212_a3 = load <8 x float>, ptr %conv3.t212_a3, align 32
-  %t212_b058 = load <8 x float>, ptr %conv3.t212_b0, align 32
-  %t212_c3_0 = load <8 x float>, ptr %conv3.t212_c3_0, align 32
-  %238 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a3, <8 x float> %t212_b058, <8 x float> %t212_c3_0)
-  store <8 x float> %238, ptr %conv3.t212_c3_0, align 32
-  %t212_a359 = load <8 x float>, ptr %conv3.t212_a3, align 32
-  %t212_b160 = load <8 x float>, ptr %conv3.t212_b1, align 32
-  %t212_c3_1 = load <8 x float>, ptr %conv3.t212_c3_1, align 32
-  %239 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a359, <8 x float> %t212_b160, <8 x float> %t212_c3_1)
-  store <8 x float> %239, ptr %conv3.t212_c3_1, align 32
-  %k213.next = add nsw i64 %conv3.k21344, 1
-  %240 = icmp slt i64 %k213.next, 16
-  br i1 %240, label %conv3.k213, label %conv3.k213.end
+  store <8 x float> %237, ptr %conv3.t216_a3, align 32
+  %t216_a3 = load <8 x float>, ptr %conv3.t216_a3, align 32
+  %t216_b058 = load <8 x float>, ptr %conv3.t216_b0, align 32
+  %t216_c3_0 = load <8 x float>, ptr %conv3.t216_c3_0, align 32
+  %238 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t216_a3, <8 x float> %t216_b058, <8 x float> %t216_c3_0)
+  store <8 x float> %238, ptr %conv3.t216_c3_0, align 32
+  %t216_a359 = load <8 x float>, ptr %conv3.t216_a3, align 32
+  %t216_b160 = load <8 x float>, ptr %conv3.t216_b1, align 32
+  %t216_c3_1 = load <8 x float>, ptr %conv3.t216_c3_1, align 32
+  %239 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t216_a359, <8 x float> %t216_b160, <8 x float> %t216_c3_1)
+  store <8 x float> %239, ptr %conv3.t216_c3_1, align 32
+  %k217.next = add nsw i64 %conv3.k21744, 1
+  %240 = icmp slt i64 %k217.next, 16
+  br i1 %240, label %conv3.k217, label %conv3.k217.end
 
-conv3.k213.end:                                   ; preds = %conv3.k213
-  %t212_c0_061 = load <8 x float>, ptr %conv3.t212_c0_0, align 32
+conv3.k217.end:                                   ; preds = %conv3.k217
+  %t216_c0_061 = load <8 x float>, ptr %conv3.t216_c0_0, align 32
   %241 = mul nsw i64 %0, 1568
   %242 = add nsw i64 426240, %241
   %243 = mul nsw i64 %1, 16
   %244 = add nsw i64 %242, %243
   %245 = add nsw i64 %244, 1440
-  %246 = mul nsw i64 %conv3.nb2081, 16
+  %246 = mul nsw i64 %conv3.nb2121, 16
   %247 = add nsw i64 %245, %246
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %247
-  store <8 x float> %t212_c0_061, ptr %arena62, align 4
-  %t212_c0_163 = load <8 x float>, ptr %conv3.t212_c0_1, align 32
+  store <8 x float> %t216_c0_061, ptr %arena62, align 4
+  %t216_c0_163 = load <8 x float>, ptr %conv3.t216_c0_1, align 32
   %248 = mul nsw i64 %0, 1568
   %249 = add nsw i64 426240, %248
   %250 = mul nsw i64 %1, 16
   %251 = add nsw i64 %249, %250
   %252 = add nsw i64 %251, 1440
-  %253 = mul nsw i64 %conv3.nb2081, 16
+  %253 = mul nsw i64 %conv3.nb2121, 16
   %254 = add nsw i64 %252, %253
   %255 = add nsw i64 %254, 8
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %255
-  store <8 x float> %t212_c0_163, ptr %arena64, align 4
-  %t212_c1_065 = load <8 x float>, ptr %conv3.t212_c1_0, align 32
+  store <8 x float> %t216_c0_163, ptr %arena64, align 4
+  %t216_c1_065 = load <8 x float>, ptr %conv3.t216_c1_0, align 32
   %256 = mul nsw i64 %0, 1568
   %257 = add nsw i64 426240, %256
   %258 = mul nsw i64 %1, 16
   %259 = add nsw i64 %257, %258
   %260 = add nsw i64 %259, 1472
-  %261 = mul nsw i64 %conv3.nb2081, 16
+  %261 = mul nsw i64 %conv3.nb2121, 16
   %262 = add nsw i64 %260, %261
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %262
-  store <8 x float> %t212_c1_065, ptr %arena66, align 4
-  %t212_c1_167 = load <8 x float>, ptr %conv3.t212_c1_1, align 32
+  store <8 x float> %t216_c1_065, ptr %arena66, align 4
+  %t216_c1_167 = load <8 x float>, ptr %conv3.t216_c1_1, align 32
   %263 = mul nsw i64 %0, 1568
   %264 = add nsw i64 426240, %263
   %265 = mul nsw i64 %1, 16
   %266 = add nsw i64 %264, %265
   %267 = add nsw i64 %266, 1472
-  %268 = mul nsw i64 %conv3.nb2081, 16
+  %268 = mul nsw i64 %conv3.nb2121, 16
   %269 = add nsw i64 %267, %268
   %270 = add nsw i64 %269, 8
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %270
-  store <8 x float> %t212_c1_167, ptr %arena68, align 4
-  %t212_c2_069 = load <8 x float>, ptr %conv3.t212_c2_0, align 32
+  store <8 x float> %t216_c1_167, ptr %arena68, align 4
+  %t216_c2_069 = load <8 x float>, ptr %conv3.t216_c2_0, align 32
   %271 = mul nsw i64 %0, 1568
   %272 = add nsw i64 426240, %271
   %273 = mul nsw i64 %1, 16
   %274 = add nsw i64 %272, %273
   %275 = add nsw i64 %274, 1504
-  %276 = mul nsw i64 %conv3.nb2081, 16
+  %276 = mul nsw i64 %conv3.nb2121, 16
   %277 = add nsw i64 %275, %276
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %277
-  store <8 x float> %t212_c2_069, ptr %arena70, align 4
-  %t212_c2_171 = load <8 x float>, ptr %conv3.t212_c2_1, align 32
+  store <8 x float> %t216_c2_069, ptr %arena70, align 4
+  %t216_c2_171 = load <8 x float>, ptr %conv3.t216_c2_1, align 32
   %278 = mul nsw i64 %0, 1568
   %279 = add nsw i64 426240, %278
   %280 = mul nsw i64 %1, 16
   %281 = add nsw i64 %279, %280
   %282 = add nsw i64 %281, 1504
-  %283 = mul nsw i64 %conv3.nb2081, 16
+  %283 = mul nsw i64 %conv3.nb2121, 16
   %284 = add nsw i64 %282, %283
   %285 = add nsw i64 %284, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %285
-  store <8 x float> %t212_c2_171, ptr %arena72, align 4
-  %t212_c3_073 = load <8 x float>, ptr %conv3.t212_c3_0, align 32
+  store <8 x float> %t216_c2_171, ptr %arena72, align 4
+  %t216_c3_073 = load <8 x float>, ptr %conv3.t216_c3_0, align 32
   %286 = mul nsw i64 %0, 1568
   %287 = add nsw i64 426240, %286
   %288 = mul nsw i64 %1, 16
   %289 = add nsw i64 %287, %288
   %290 = add nsw i64 %289, 1536
-  %291 = mul nsw i64 %conv3.nb2081, 16
+  %291 = mul nsw i64 %conv3.nb2121, 16
   %292 = add nsw i64 %290, %291
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %292
-  store <8 x float> %t212_c3_073, ptr %arena74, align 4
-  %t212_c3_175 = load <8 x float>, ptr %conv3.t212_c3_1, align 32
+  store <8 x float> %t216_c3_073, ptr %arena74, align 4
+  %t216_c3_175 = load <8 x float>, ptr %conv3.t216_c3_1, align 32
   %293 = mul nsw i64 %0, 1568
   %294 = add nsw i64 426240, %293
   %295 = mul nsw i64 %1, 16
   %296 = add nsw i64 %294, %295
   %297 = add nsw i64 %296, 1536
-  %298 = mul nsw i64 %conv3.nb2081, 16
+  %298 = mul nsw i64 %conv3.nb2121, 16
   %299 = add nsw i64 %297, %298
   %300 = add nsw i64 %299, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %300
-  store <8 x float> %t212_c3_175, ptr %arena76, align 4
-  %nb208.next = add nsw i64 %conv3.nb2081, 1
-  %301 = icmp slt i64 %nb208.next, 1
-  br i1 %301, label %conv3.nb208, label %conv3.nb208.end
+  store <8 x float> %t216_c3_175, ptr %arena76, align 4
+  %nb212.next = add nsw i64 %conv3.nb2121, 1
+  %301 = icmp slt i64 %nb212.next, 1
+  br i1 %301, label %conv3.nb212, label %conv3.nb212.end
 }
 
-define internal void @residual_infer_b64.k6.conv3.part206.task(ptr %0, i64 %1) {
+define internal void @residual_infer_b64.k6.conv3.part210.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -22649,106 +23077,189 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @residual_infer_b64.k6.conv3.part206(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @residual_infer_b64.k6.conv3.part210(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @residual_infer_b64.k7.act3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %act3.i234
+  %part238.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 0
+  store ptr %params, ptr %0, align 8
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 1
+  store ptr %grads, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 2
+  store ptr %m, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 3
+  store ptr %v, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 4
+  store ptr %arena, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 5
+  store ptr %images, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 6
+  store ptr %labels, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 7
+  store float %lr, ptr %7, align 4
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 8
+  store i64 %step, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 9
+  store i64 %seed, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 10
+  store ptr %pool, ptr %10, align 8
+  %11 = icmp eq ptr %pool, null
+  br i1 %11, label %act3.part238.serial, label %act3.part238.pool
 
-act3.i234:                                        ; preds = %act3.i234, %entry
-  %act3.i2341 = phi i64 [ 0, %entry ], [ %i234.next, %act3.i234 ]
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %act3.i2341
-  %0 = load float, ptr %arena2, align 4
-  %1 = fsub float 0.000000e+00, %0
-  %2 = fcmp ogt float 0xC055A926E0000000, %1
-  %3 = select i1 %2, float 0xC055A926E0000000, float %1
-  %4 = fcmp ogt float %3, 0x40562E4300000000
-  %5 = select i1 %4, float 0x40562E4300000000, float %3
-  %6 = fmul float %5, 0x3FF7154760000000
-  %7 = fadd float %6, 5.000000e-01
-  %8 = call float @llvm.floor.f32(float %7)
-  %9 = fmul float %8, 0x3FE6300000000000
-  %10 = fsub float %5, %9
-  %11 = fmul float %8, 0xBF2BD01060000000
-  %12 = fsub float %10, %11
-  %13 = fmul float 0x3F2A0D2CE0000000, %12
-  %14 = fadd float %13, 0x3F56E879C0000000
-  %15 = fmul float %14, %12
-  %16 = fadd float %15, 0x3F81112100000000
-  %17 = fmul float %16, %12
-  %18 = fadd float %17, 0x3FA5553820000000
-  %19 = fmul float %18, %12
-  %20 = fadd float %19, 0x3FC5555540000000
-  %21 = fmul float %20, %12
-  %22 = fadd float %21, 5.000000e-01
-  %23 = fmul float %12, %12
-  %24 = fmul float %22, %23
-  %25 = fadd float %24, %12
-  %26 = fadd float %25, 1.000000e+00
-  %27 = fptosi float %8 to i32
-  %28 = add i32 %27, 126
-  %29 = shl i32 %28, 23
-  %30 = bitcast i32 %29 to float
-  %31 = fmul float %26, %30
-  %32 = fmul float %31, 2.000000e+00
-  %33 = fcmp ogt float 0xC055A926E0000000, %1
-  %34 = select i1 %33, float 0.000000e+00, float %32
-  %35 = fcmp ogt float %1, 0x40562E4300000000
-  %36 = select i1 %35, float 0x7FF0000000000000, float %34
-  %37 = fcmp uno float %1, %1
-  %38 = select i1 %37, float %1, float %36
-  %39 = fadd float 1.000000e+00, %38
-  %40 = fdiv float 1.000000e+00, %39
-  %41 = add nsw i64 401408, %act3.i2341
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %41
-  store float %40, ptr %arena3, align 4
-  %i234.next = add nsw i64 %act3.i2341, 1
-  %42 = icmp slt i64 %i234.next, 401408
-  br i1 %42, label %act3.i234, label %act3.i234.end
+act3.part238.pool:                                ; preds = %entry
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @residual_infer_b64.k7.act3.part238.task, ptr %part238.context, i64 2)
+  br label %act3.part238.done
 
-act3.i234.end:                                    ; preds = %act3.i234
+act3.part238.serial:                              ; preds = %entry
+  br label %act3.part238
+
+act3.part238.done:                                ; preds = %act3.part238.end, %act3.part238.pool
+  ret void
+
+act3.part238:                                     ; preds = %act3.part238, %act3.part238.serial
+  %act3.part2381 = phi i64 [ 0, %act3.part238.serial ], [ %part238.next, %act3.part238 ]
+  call void @residual_infer_b64.k7.act3.part238(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %act3.part2381)
+  %part238.next = add nsw i64 %act3.part2381, 1
+  %12 = icmp slt i64 %part238.next, 2
+  br i1 %12, label %act3.part238, label %act3.part238.end
+
+act3.part238.end:                                 ; preds = %act3.part238
+  br label %act3.part238.done
+}
+
+; Function Attrs: noinline
+define internal void @residual_infer_b64.k7.act3.part238(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  br label %act3.i239
+
+act3.i239:                                        ; preds = %act3.i239, %entry
+  %act3.i2391 = phi i64 [ 0, %entry ], [ %i239.next, %act3.i239 ]
+  %1 = mul nsw i64 %0, 200704
+  %2 = add nsw i64 %act3.i2391, %1
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %2
+  %3 = load float, ptr %arena2, align 4
+  %4 = fsub float 0.000000e+00, %3
+  %5 = fcmp ogt float 0xC055A926E0000000, %4
+  %6 = select i1 %5, float 0xC055A926E0000000, float %4
+  %7 = fcmp ogt float %6, 0x40562E4300000000
+  %8 = select i1 %7, float 0x40562E4300000000, float %6
+  %9 = fmul float %8, 0x3FF7154760000000
+  %10 = fadd float %9, 5.000000e-01
+  %11 = call float @llvm.floor.f32(float %10)
+  %12 = fmul float %11, 0x3FE6300000000000
+  %13 = fsub float %8, %12
+  %14 = fmul float %11, 0xBF2BD01060000000
+  %15 = fsub float %13, %14
+  %16 = fmul float 0x3F2A0D2CE0000000, %15
+  %17 = fadd float %16, 0x3F56E879C0000000
+  %18 = fmul float %17, %15
+  %19 = fadd float %18, 0x3F81112100000000
+  %20 = fmul float %19, %15
+  %21 = fadd float %20, 0x3FA5553820000000
+  %22 = fmul float %21, %15
+  %23 = fadd float %22, 0x3FC5555540000000
+  %24 = fmul float %23, %15
+  %25 = fadd float %24, 5.000000e-01
+  %26 = fmul float %15, %15
+  %27 = fmul float %25, %26
+  %28 = fadd float %27, %15
+  %29 = fadd float %28, 1.000000e+00
+  %30 = fptosi float %11 to i32
+  %31 = add i32 %30, 126
+  %32 = shl i32 %31, 23
+  %33 = bitcast i32 %32 to float
+  %34 = fmul float %29, %33
+  %35 = fmul float %34, 2.000000e+00
+  %36 = fcmp ogt float 0xC055A926E0000000, %4
+  %37 = select i1 %36, float 0.000000e+00, float %35
+  %38 = fcmp ogt float %4, 0x40562E4300000000
+  %39 = select i1 %38, float 0x7FF0000000000000, float %37
+  %40 = fcmp uno float %4, %4
+  %41 = select i1 %40, float %4, float %39
+  %42 = fadd float 1.000000e+00, %41
+  %43 = fdiv float 1.000000e+00, %42
+  %44 = mul nsw i64 %0, 200704
+  %45 = add nsw i64 %act3.i2391, %44
+  %46 = add nsw i64 401408, %45
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %46
+  store float %43, ptr %arena3, align 4
+  %i239.next = add nsw i64 %act3.i2391, 1
+  %47 = icmp slt i64 %i239.next, 200704
+  br i1 %47, label %act3.i239, label %act3.i239.end
+
+act3.i239.end:                                    ; preds = %act3.i239
+  ret void
+}
+
+define internal void @residual_infer_b64.k7.act3.part238.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  call void @residual_infer_b64.k7.act3.part238(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @residual_infer_b64.k8.gap(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %gap.acc236 = alloca float, align 4
-  br label %gap.q235
+  %gap.acc241 = alloca float, align 4
+  br label %gap.q240
 
-gap.q235:                                         ; preds = %gap.i237.end, %entry
-  %gap.q2351 = phi i64 [ 0, %entry ], [ %q235.next, %gap.i237.end ]
-  store float 0.000000e+00, ptr %gap.acc236, align 4
-  br label %gap.i237
+gap.q240:                                         ; preds = %gap.i242.end, %entry
+  %gap.q2401 = phi i64 [ 0, %entry ], [ %q240.next, %gap.i242.end ]
+  store float 0.000000e+00, ptr %gap.acc241, align 4
+  br label %gap.i242
 
-gap.q235.end:                                     ; preds = %gap.i237.end
+gap.q240.end:                                     ; preds = %gap.i242.end
   ret void
 
-gap.i237:                                         ; preds = %gap.i237, %gap.q235
-  %gap.i2372 = phi i64 [ 0, %gap.q235 ], [ %i237.next, %gap.i237 ]
-  %acc236 = load float, ptr %gap.acc236, align 4
-  %0 = mul nsw i64 %gap.q2351, 196
+gap.i242:                                         ; preds = %gap.i242, %gap.q240
+  %gap.i2422 = phi i64 [ 0, %gap.q240 ], [ %i242.next, %gap.i242 ]
+  %acc241 = load float, ptr %gap.acc241, align 4
+  %0 = mul nsw i64 %gap.q2401, 196
   %1 = add nsw i64 401408, %0
-  %2 = add nsw i64 %1, %gap.i2372
+  %2 = add nsw i64 %1, %gap.i2422
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc236, %3
-  store float %4, ptr %gap.acc236, align 4
-  %i237.next = add nsw i64 %gap.i2372, 1
-  %5 = icmp slt i64 %i237.next, 196
-  br i1 %5, label %gap.i237, label %gap.i237.end
+  %4 = fadd float %acc241, %3
+  store float %4, ptr %gap.acc241, align 4
+  %i242.next = add nsw i64 %gap.i2422, 1
+  %5 = icmp slt i64 %i242.next, 196
+  br i1 %5, label %gap.i242, label %gap.i242.end
 
-gap.i237.end:                                     ; preds = %gap.i237
-  %acc2364 = load float, ptr %gap.acc236, align 4
-  %6 = fdiv float %acc2364, 1.960000e+02
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %gap.q2351
+gap.i242.end:                                     ; preds = %gap.i242
+  %acc2414 = load float, ptr %gap.acc241, align 4
+  %6 = fdiv float %acc2414, 1.960000e+02
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %gap.q2401
   store float %6, ptr %arena5, align 4
-  %q235.next = add nsw i64 %gap.q2351, 1
-  %7 = icmp slt i64 %q235.next, 2048
-  br i1 %7, label %gap.q235, label %gap.q235.end
+  %q240.next = add nsw i64 %gap.q2401, 1
+  %7 = icmp slt i64 %q240.next, 2048
+  br i1 %7, label %gap.q240, label %gap.q240.end
 }
 
 ; Function Attrs: noinline
@@ -22764,39 +23275,39 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 7120
   %arena3 = getelementptr inbounds float, ptr %arena, i64 2048
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 32, float 1.000000e+00, ptr %arena1, i32 32, ptr %params2, i32 32, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc.n238
+  br label %fc.n243
 
-fc.n238:                                          ; preds = %fc.u239.end, %entry
-  %fc.n2384 = phi i64 [ 0, %entry ], [ %n238.next, %fc.u239.end ]
-  br label %fc.u239
+fc.n243:                                          ; preds = %fc.u244.end, %entry
+  %fc.n2434 = phi i64 [ 0, %entry ], [ %n243.next, %fc.u244.end ]
+  br label %fc.u244
 
-fc.n238.end:                                      ; preds = %fc.u239.end
+fc.n243.end:                                      ; preds = %fc.u244.end
   ret void
 
-fc.u239:                                          ; preds = %fc.u239, %fc.n238
-  %fc.u2395 = phi i64 [ 0, %fc.n238 ], [ %u239.next, %fc.u239 ]
-  %0 = mul nsw i64 %fc.n2384, 10
+fc.u244:                                          ; preds = %fc.u244, %fc.n243
+  %fc.u2445 = phi i64 [ 0, %fc.n243 ], [ %u244.next, %fc.u244 ]
+  %0 = mul nsw i64 %fc.n2434, 10
   %1 = add nsw i64 2048, %0
-  %2 = add nsw i64 %1, %fc.u2395
+  %2 = add nsw i64 %1, %fc.u2445
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 7440, %fc.u2395
+  %4 = add nsw i64 7440, %fc.u2445
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc.n2384, 10
+  %7 = mul nsw i64 %fc.n2434, 10
   %8 = add nsw i64 2048, %7
-  %9 = add nsw i64 %8, %fc.u2395
+  %9 = add nsw i64 %8, %fc.u2445
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u239.next = add nsw i64 %fc.u2395, 1
-  %10 = icmp slt i64 %u239.next, 10
-  br i1 %10, label %fc.u239, label %fc.u239.end
+  %u244.next = add nsw i64 %fc.u2445, 1
+  %10 = icmp slt i64 %u244.next, 10
+  br i1 %10, label %fc.u244, label %fc.u244.end
 
-fc.u239.end:                                      ; preds = %fc.u239
-  %n238.next = add nsw i64 %fc.n2384, 1
-  %11 = icmp slt i64 %n238.next, 64
-  br i1 %11, label %fc.n238, label %fc.n238.end
+fc.u244.end:                                      ; preds = %fc.u244
+  %n243.next = add nsw i64 %fc.n2434, 1
+  %11 = icmp slt i64 %n243.next, 64
+  br i1 %11, label %fc.n243, label %fc.n243.end
 }
 
 attributes #0 = { "target-cpu"="x86-64-v3" }

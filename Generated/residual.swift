@@ -1979,599 +1979,609 @@ public func residual_infer_b64(
         }
       }
     }
-    do {  // gemm23
-      for nb16 in 0..<522 {
-        for mb17 in 0..<4 {
-          var t18_c0_0 = Vector()
-          var t18_c0_1 = Vector()
-          var t18_c0_2 = Vector()
-          var t18_c1_0 = Vector()
-          var t18_c1_1 = Vector()
-          var t18_c1_2 = Vector()
-          var t18_c2_0 = Vector()
-          var t18_c2_1 = Vector()
-          var t18_c2_2 = Vector()
-          var t18_c3_0 = Vector()
-          var t18_c3_1 = Vector()
-          var t18_c3_2 = Vector()
-          for k19 in 0..<9 {
-            let t18_b0 = loadVector(arena, ((802816 +% (k19 *% 12560)) +% (nb16 *% 24)))
-            let t18_b1 = loadVector(arena, (((802816 +% (k19 *% 12560)) +% (nb16 *% 24)) +% 8))
-            let t18_b2 = loadVector(arena, (((802816 +% (k19 *% 12560)) +% (nb16 *% 24)) +% 16))
-            let t18_a0 = Vector(repeating: params[(((mb17 *% 4) *% 9) +% k19)])
-            t18_c0_0 = t18_c0_0.addingProduct(t18_a0, t18_b0)
-            t18_c0_1 = t18_c0_1.addingProduct(t18_a0, t18_b1)
-            t18_c0_2 = t18_c0_2.addingProduct(t18_a0, t18_b2)
-            let t18_a1 = Vector(repeating: params[((((mb17 *% 4) +% 1) *% 9) +% k19)])
-            t18_c1_0 = t18_c1_0.addingProduct(t18_a1, t18_b0)
-            t18_c1_1 = t18_c1_1.addingProduct(t18_a1, t18_b1)
-            t18_c1_2 = t18_c1_2.addingProduct(t18_a1, t18_b2)
-            let t18_a2 = Vector(repeating: params[((((mb17 *% 4) +% 2) *% 9) +% k19)])
-            t18_c2_0 = t18_c2_0.addingProduct(t18_a2, t18_b0)
-            t18_c2_1 = t18_c2_1.addingProduct(t18_a2, t18_b1)
-            t18_c2_2 = t18_c2_2.addingProduct(t18_a2, t18_b2)
-            let t18_a3 = Vector(repeating: params[((((mb17 *% 4) +% 3) *% 9) +% k19)])
-            t18_c3_0 = t18_c3_0.addingProduct(t18_a3, t18_b0)
-            t18_c3_1 = t18_c3_1.addingProduct(t18_a3, t18_b1)
-            t18_c3_2 = t18_c3_2.addingProduct(t18_a3, t18_b2)
+    parallelFor(pool, 2) { part16 in
+      do {  // gemm24
+        for nb17 in 0..<522 {
+          for mb18 in 0..<2 {
+            var t19_c0_0 = Vector()
+            var t19_c0_1 = Vector()
+            var t19_c0_2 = Vector()
+            var t19_c1_0 = Vector()
+            var t19_c1_1 = Vector()
+            var t19_c1_2 = Vector()
+            var t19_c2_0 = Vector()
+            var t19_c2_1 = Vector()
+            var t19_c2_2 = Vector()
+            var t19_c3_0 = Vector()
+            var t19_c3_1 = Vector()
+            var t19_c3_2 = Vector()
+            for k20 in 0..<9 {
+              let t19_b0 = loadVector(arena, ((802816 +% (k20 *% 12560)) +% (nb17 *% 24)))
+              let t19_b1 = loadVector(arena, (((802816 +% (k20 *% 12560)) +% (nb17 *% 24)) +% 8))
+              let t19_b2 = loadVector(arena, (((802816 +% (k20 *% 12560)) +% (nb17 *% 24)) +% 16))
+              let t19_a0 = Vector(repeating: params[((((part16 *% 8) *% 9) +% ((mb18 *% 4) *% 9)) +% k20)])
+              t19_c0_0 = t19_c0_0.addingProduct(t19_a0, t19_b0)
+              t19_c0_1 = t19_c0_1.addingProduct(t19_a0, t19_b1)
+              t19_c0_2 = t19_c0_2.addingProduct(t19_a0, t19_b2)
+              let t19_a1 = Vector(repeating: params[((((part16 *% 8) *% 9) +% (((mb18 *% 4) +% 1) *% 9)) +% k20)])
+              t19_c1_0 = t19_c1_0.addingProduct(t19_a1, t19_b0)
+              t19_c1_1 = t19_c1_1.addingProduct(t19_a1, t19_b1)
+              t19_c1_2 = t19_c1_2.addingProduct(t19_a1, t19_b2)
+              let t19_a2 = Vector(repeating: params[((((part16 *% 8) *% 9) +% (((mb18 *% 4) +% 2) *% 9)) +% k20)])
+              t19_c2_0 = t19_c2_0.addingProduct(t19_a2, t19_b0)
+              t19_c2_1 = t19_c2_1.addingProduct(t19_a2, t19_b1)
+              t19_c2_2 = t19_c2_2.addingProduct(t19_a2, t19_b2)
+              let t19_a3 = Vector(repeating: params[((((part16 *% 8) *% 9) +% (((mb18 *% 4) +% 3) *% 9)) +% k20)])
+              t19_c3_0 = t19_c3_0.addingProduct(t19_a3, t19_b0)
+              t19_c3_1 = t19_c3_1.addingProduct(t19_a3, t19_b1)
+              t19_c3_2 = t19_c3_2.addingProduct(t19_a3, t19_b2)
+            }
+            storeVector(arena, (((915856 +% ((part16 *% 8) *% 12560)) +% ((mb18 *% 4) *% 12560)) +% (nb17 *% 24)), t19_c0_0)
+            storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% ((mb18 *% 4) *% 12560)) +% (nb17 *% 24)) +% 8), t19_c0_1)
+            storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% ((mb18 *% 4) *% 12560)) +% (nb17 *% 24)) +% 16), t19_c0_2)
+            storeVector(arena, (((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 1) *% 12560)) +% (nb17 *% 24)), t19_c1_0)
+            storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 1) *% 12560)) +% (nb17 *% 24)) +% 8), t19_c1_1)
+            storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 1) *% 12560)) +% (nb17 *% 24)) +% 16), t19_c1_2)
+            storeVector(arena, (((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 2) *% 12560)) +% (nb17 *% 24)), t19_c2_0)
+            storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 2) *% 12560)) +% (nb17 *% 24)) +% 8), t19_c2_1)
+            storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 2) *% 12560)) +% (nb17 *% 24)) +% 16), t19_c2_2)
+            storeVector(arena, (((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 3) *% 12560)) +% (nb17 *% 24)), t19_c3_0)
+            storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 3) *% 12560)) +% (nb17 *% 24)) +% 8), t19_c3_1)
+            storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 3) *% 12560)) +% (nb17 *% 24)) +% 16), t19_c3_2)
           }
-          storeVector(arena, ((915856 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)), t18_c0_0)
-          storeVector(arena, (((915856 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c0_1)
-          storeVector(arena, (((915856 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c0_2)
-          storeVector(arena, ((915856 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)), t18_c1_0)
-          storeVector(arena, (((915856 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c1_1)
-          storeVector(arena, (((915856 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c1_2)
-          storeVector(arena, ((915856 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)), t18_c2_0)
-          storeVector(arena, (((915856 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c2_1)
-          storeVector(arena, (((915856 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c2_2)
-          storeVector(arena, ((915856 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)), t18_c3_0)
-          storeVector(arena, (((915856 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c3_1)
-          storeVector(arena, (((915856 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c3_2)
+        }
+        for mb21 in 0..<2 {
+          var t22_c0_0 = Vector()
+          var t22_c0_1 = Vector()
+          var t22_c1_0 = Vector()
+          var t22_c1_1 = Vector()
+          var t22_c2_0 = Vector()
+          var t22_c2_1 = Vector()
+          var t22_c3_0 = Vector()
+          var t22_c3_1 = Vector()
+          for k23 in 0..<9 {
+            let t22_b0 = loadVector(arena, ((802816 +% (k23 *% 12560)) +% 12528))
+            let t22_b1 = loadVector(arena, (((802816 +% (k23 *% 12560)) +% 12528) +% 8))
+            let t22_a0 = Vector(repeating: params[((((part16 *% 8) *% 9) +% ((mb21 *% 4) *% 9)) +% k23)])
+            t22_c0_0 = t22_c0_0.addingProduct(t22_a0, t22_b0)
+            t22_c0_1 = t22_c0_1.addingProduct(t22_a0, t22_b1)
+            let t22_a1 = Vector(repeating: params[((((part16 *% 8) *% 9) +% (((mb21 *% 4) +% 1) *% 9)) +% k23)])
+            t22_c1_0 = t22_c1_0.addingProduct(t22_a1, t22_b0)
+            t22_c1_1 = t22_c1_1.addingProduct(t22_a1, t22_b1)
+            let t22_a2 = Vector(repeating: params[((((part16 *% 8) *% 9) +% (((mb21 *% 4) +% 2) *% 9)) +% k23)])
+            t22_c2_0 = t22_c2_0.addingProduct(t22_a2, t22_b0)
+            t22_c2_1 = t22_c2_1.addingProduct(t22_a2, t22_b1)
+            let t22_a3 = Vector(repeating: params[((((part16 *% 8) *% 9) +% (((mb21 *% 4) +% 3) *% 9)) +% k23)])
+            t22_c3_0 = t22_c3_0.addingProduct(t22_a3, t22_b0)
+            t22_c3_1 = t22_c3_1.addingProduct(t22_a3, t22_b1)
+          }
+          storeVector(arena, (((915856 +% ((part16 *% 8) *% 12560)) +% ((mb21 *% 4) *% 12560)) +% 12528), t22_c0_0)
+          storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% ((mb21 *% 4) *% 12560)) +% 12528) +% 8), t22_c0_1)
+          storeVector(arena, (((915856 +% ((part16 *% 8) *% 12560)) +% (((mb21 *% 4) +% 1) *% 12560)) +% 12528), t22_c1_0)
+          storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb21 *% 4) +% 1) *% 12560)) +% 12528) +% 8), t22_c1_1)
+          storeVector(arena, (((915856 +% ((part16 *% 8) *% 12560)) +% (((mb21 *% 4) +% 2) *% 12560)) +% 12528), t22_c2_0)
+          storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb21 *% 4) +% 2) *% 12560)) +% 12528) +% 8), t22_c2_1)
+          storeVector(arena, (((915856 +% ((part16 *% 8) *% 12560)) +% (((mb21 *% 4) +% 3) *% 12560)) +% 12528), t22_c3_0)
+          storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb21 *% 4) +% 3) *% 12560)) +% 12528) +% 8), t22_c3_1)
         }
       }
-      for mb20 in 0..<4 {
-        var t21_c0_0 = Vector()
-        var t21_c0_1 = Vector()
-        var t21_c1_0 = Vector()
-        var t21_c1_1 = Vector()
-        var t21_c2_0 = Vector()
-        var t21_c2_1 = Vector()
-        var t21_c3_0 = Vector()
-        var t21_c3_1 = Vector()
-        for k22 in 0..<9 {
-          let t21_b0 = loadVector(arena, ((802816 +% (k22 *% 12560)) +% 12528))
-          let t21_b1 = loadVector(arena, (((802816 +% (k22 *% 12560)) +% 12528) +% 8))
-          let t21_a0 = Vector(repeating: params[(((mb20 *% 4) *% 9) +% k22)])
-          t21_c0_0 = t21_c0_0.addingProduct(t21_a0, t21_b0)
-          t21_c0_1 = t21_c0_1.addingProduct(t21_a0, t21_b1)
-          let t21_a1 = Vector(repeating: params[((((mb20 *% 4) +% 1) *% 9) +% k22)])
-          t21_c1_0 = t21_c1_0.addingProduct(t21_a1, t21_b0)
-          t21_c1_1 = t21_c1_1.addingProduct(t21_a1, t21_b1)
-          let t21_a2 = Vector(repeating: params[((((mb20 *% 4) +% 2) *% 9) +% k22)])
-          t21_c2_0 = t21_c2_0.addingProduct(t21_a2, t21_b0)
-          t21_c2_1 = t21_c2_1.addingProduct(t21_a2, t21_b1)
-          let t21_a3 = Vector(repeating: params[((((mb20 *% 4) +% 3) *% 9) +% k22)])
-          t21_c3_0 = t21_c3_0.addingProduct(t21_a3, t21_b0)
-          t21_c3_1 = t21_c3_1.addingProduct(t21_a3, t21_b1)
-        }
-        storeVector(arena, ((915856 +% ((mb20 *% 4) *% 12560)) +% 12528), t21_c0_0)
-        storeVector(arena, (((915856 +% ((mb20 *% 4) *% 12560)) +% 12528) +% 8), t21_c0_1)
-        storeVector(arena, ((915856 +% (((mb20 *% 4) +% 1) *% 12560)) +% 12528), t21_c1_0)
-        storeVector(arena, (((915856 +% (((mb20 *% 4) +% 1) *% 12560)) +% 12528) +% 8), t21_c1_1)
-        storeVector(arena, ((915856 +% (((mb20 *% 4) +% 2) *% 12560)) +% 12528), t21_c2_0)
-        storeVector(arena, (((915856 +% (((mb20 *% 4) +% 2) *% 12560)) +% 12528) +% 8), t21_c2_1)
-        storeVector(arena, ((915856 +% (((mb20 *% 4) +% 3) *% 12560)) +% 12528), t21_c3_0)
-        storeVector(arena, (((915856 +% (((mb20 *% 4) +% 3) *% 12560)) +% 12528) +% 8), t21_c3_1)
-      }
-    }
-    for j24 in 0..<16 {
-      for f25 in 0..<16 {
-        for i26 in 0..<98 {
-          storeVector(arena, ((i26 *% 8) +% ((((g1 *% 16) +% j24) *% 12544) +% (f25 *% 784))), (loadVector(arena, ((i26 *% 8) +% ((915856 +% (f25 *% 12560)) +% (j24 *% 784)))) + Vector(repeating: params[(144 +% f25)])))
+      for j25 in 0..<16 {
+        for f26 in 0..<8 {
+          for i27 in 0..<98 {
+            storeVector(arena, ((i27 *% 8) +% ((((g1 *% 16) +% j25) *% 12544) +% ((f26 +% (part16 *% 8)) *% 784))), (loadVector(arena, ((i27 *% 8) +% ((915856 +% ((f26 +% (part16 *% 8)) *% 12560)) +% (j25 *% 784)))) + Vector(repeating: params[(144 +% (f26 +% (part16 *% 8)))])))
+          }
         }
       }
     }
   }
   // act1 = leaky_relu(conv1)
-  for i27 in 0..<100352 {
-    storeVector(arena, ((i27 *% 8) +% 802816), (Vector(repeating: Float(bitPattern: 0x3dcccccd)) * loadVector(arena, (i27 *% 8))).replacing(with: loadVector(arena, (i27 *% 8)), where: loadVector(arena, (i27 *% 8)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part28 in
+    for i29 in 0..<401408 {
+      arena[(802816 +% (i29 +% (part28 *% 401408)))] = (arena[(i29 +% (part28 *% 401408))] > Float(0) ? arena[(i29 +% (part28 *% 401408))] : (Float(bitPattern: 0x3dcccccd) * arena[(i29 +% (part28 *% 401408))]))
+    }
   }
   // conv2 = conv2d(act1)
-  parallelFor(pool, 2) { part28 in
-    for ci29 in 0..<16 {
-      for co30 in 0..<8 {
-        var w31: Float = params[(160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9))]
-        var w32: Float = (((params[(160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9))] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 3)]) + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w33: Float = (((params[(160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9))] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 6)]) - params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w34: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 6)]
-        var w35: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 1)]
-        var w36: Float = (((params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 1)] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 4)]) + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w37: Float = (((params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 1)] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 7)]) - params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w38: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 7)]
-        var w39: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 2)]
-        var w40: Float = (((params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 2)] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 5)]) + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w41: Float = (((params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 2)] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 8)]) - params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w42: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 8)]
-        var w43: Float = w31
-        var w44: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
-        var w45: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
-        var w46: Float = w39
-        var w47: Float = w32
-        var w48: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
-        var w49: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
-        var w50: Float = w40
-        var w51: Float = w33
-        var w52: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
-        var w53: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
-        var w54: Float = w41
-        var w55: Float = w34
-        var w56: Float = (((w34 + w38) + w42) * Float(bitPattern: 0x3f000000))
-        var w57: Float = (((w34 + w42) - w38) * Float(bitPattern: 0x3f000000))
-        var w58: Float = w42
-        arena[((1605632 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w43
-        arena[((1605888 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w44
-        arena[((1606144 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w45
-        arena[((1606400 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w46
-        arena[((1606656 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w47
-        arena[((1606912 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w48
-        arena[((1607168 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w49
-        arena[((1607424 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w50
-        arena[((1607680 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w51
-        arena[((1607936 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w52
-        arena[((1608192 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w53
-        arena[((1608448 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w54
-        arena[((1608704 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w55
-        arena[((1608960 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w56
-        arena[((1609216 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w57
-        arena[((1609472 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w58
+  parallelFor(pool, 2) { part30 in
+    for ci31 in 0..<16 {
+      for co32 in 0..<8 {
+        var w33: Float = params[(160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9))]
+        var w34: Float = (((params[(160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9))] + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 3)]) + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w35: Float = (((params[(160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9))] + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 6)]) - params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w36: Float = params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 6)]
+        var w37: Float = params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 1)]
+        var w38: Float = (((params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 1)] + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 4)]) + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w39: Float = (((params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 1)] + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 7)]) - params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w40: Float = params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 7)]
+        var w41: Float = params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 2)]
+        var w42: Float = (((params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 2)] + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 5)]) + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w43: Float = (((params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 2)] + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 8)]) - params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w44: Float = params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 8)]
+        var w45: Float = w33
+        var w46: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
+        var w47: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
+        var w48: Float = w41
+        var w49: Float = w34
+        var w50: Float = (((w34 + w38) + w42) * Float(bitPattern: 0x3f000000))
+        var w51: Float = (((w34 + w42) - w38) * Float(bitPattern: 0x3f000000))
+        var w52: Float = w42
+        var w53: Float = w35
+        var w54: Float = (((w35 + w39) + w43) * Float(bitPattern: 0x3f000000))
+        var w55: Float = (((w35 + w43) - w39) * Float(bitPattern: 0x3f000000))
+        var w56: Float = w43
+        var w57: Float = w36
+        var w58: Float = (((w36 + w40) + w44) * Float(bitPattern: 0x3f000000))
+        var w59: Float = (((w36 + w44) - w40) * Float(bitPattern: 0x3f000000))
+        var w60: Float = w44
+        arena[((1605632 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w45
+        arena[((1605888 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w46
+        arena[((1606144 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w47
+        arena[((1606400 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w48
+        arena[((1606656 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w49
+        arena[((1606912 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w50
+        arena[((1607168 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w51
+        arena[((1607424 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w52
+        arena[((1607680 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w53
+        arena[((1607936 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w54
+        arena[((1608192 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w55
+        arena[((1608448 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w56
+        arena[((1608704 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w57
+        arena[((1608960 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w58
+        arena[((1609216 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w59
+        arena[((1609472 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w60
       }
     }
   }
-  for i59 in 0..<1800 {
-    storeVector(arena, ((i59 *% 8) +% 1609728), Vector(repeating: Float(0)))
+  for i61 in 0..<1800 {
+    storeVector(arena, ((i61 *% 8) +% 1609728), Vector(repeating: Float(0)))
   }
-  for g60 in 0..<64 {
-    for j61 in 0..<1 {
-      for c62 in 0..<16 {
-        for iy63 in 0..<28 {
-          for ix64 in 0..<28 {
-            arena[(1609728 +% ((((j61 *% 14400) +% ((iy63 +% 1) *% 480)) +% ((ix64 +% 1) *% 16)) +% c62))] = arena[((((802816 +% ((g60 +% j61) *% 12544)) +% (c62 *% 784)) +% (iy63 *% 28)) +% ix64)]
+  for g62 in 0..<64 {
+    for j63 in 0..<1 {
+      for c64 in 0..<16 {
+        for iy65 in 0..<28 {
+          for ix66 in 0..<28 {
+            arena[(1609728 +% ((((j63 *% 14400) +% ((iy65 +% 1) *% 480)) +% ((ix66 +% 1) *% 16)) +% c64))] = arena[((((802816 +% ((g62 +% j63) *% 12544)) +% (c64 *% 784)) +% (iy65 *% 28)) +% ix66)]
           }
         }
       }
     }
-    for j65 in 0..<1 {
-      for ty66 in 0..<14 {
-        for tx67 in 0..<14 {
-          for cv68 in 0..<2 {
-            let w69 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% ((ty66 *% 2) *% 480)) +% ((tx67 *% 2) *% 16)) +% (cv68 *% 8)))) - loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 2) *% 480)) +% ((tx67 *% 2) *% 16)) +% (cv68 *% 8)))))
-            let w70 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 1) *% 480)) +% ((tx67 *% 2) *% 16)) +% (cv68 *% 8)))) + loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 2) *% 480)) +% ((tx67 *% 2) *% 16)) +% (cv68 *% 8)))))
-            let w71 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 2) *% 480)) +% ((tx67 *% 2) *% 16)) +% (cv68 *% 8)))) - loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 1) *% 480)) +% ((tx67 *% 2) *% 16)) +% (cv68 *% 8)))))
-            let w72 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 1) *% 480)) +% ((tx67 *% 2) *% 16)) +% (cv68 *% 8)))) - loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 3) *% 480)) +% ((tx67 *% 2) *% 16)) +% (cv68 *% 8)))))
-            let w73 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% ((ty66 *% 2) *% 480)) +% (((tx67 *% 2) +% 1) *% 16)) +% (cv68 *% 8)))) - loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 2) *% 480)) +% (((tx67 *% 2) +% 1) *% 16)) +% (cv68 *% 8)))))
-            let w74 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 1) *% 480)) +% (((tx67 *% 2) +% 1) *% 16)) +% (cv68 *% 8)))) + loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 2) *% 480)) +% (((tx67 *% 2) +% 1) *% 16)) +% (cv68 *% 8)))))
-            let w75 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 2) *% 480)) +% (((tx67 *% 2) +% 1) *% 16)) +% (cv68 *% 8)))) - loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 1) *% 480)) +% (((tx67 *% 2) +% 1) *% 16)) +% (cv68 *% 8)))))
-            let w76 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 1) *% 480)) +% (((tx67 *% 2) +% 1) *% 16)) +% (cv68 *% 8)))) - loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 3) *% 480)) +% (((tx67 *% 2) +% 1) *% 16)) +% (cv68 *% 8)))))
-            let w77 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% ((ty66 *% 2) *% 480)) +% (((tx67 *% 2) +% 2) *% 16)) +% (cv68 *% 8)))) - loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 2) *% 480)) +% (((tx67 *% 2) +% 2) *% 16)) +% (cv68 *% 8)))))
-            let w78 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 1) *% 480)) +% (((tx67 *% 2) +% 2) *% 16)) +% (cv68 *% 8)))) + loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 2) *% 480)) +% (((tx67 *% 2) +% 2) *% 16)) +% (cv68 *% 8)))))
-            let w79 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 2) *% 480)) +% (((tx67 *% 2) +% 2) *% 16)) +% (cv68 *% 8)))) - loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 1) *% 480)) +% (((tx67 *% 2) +% 2) *% 16)) +% (cv68 *% 8)))))
-            let w80 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 1) *% 480)) +% (((tx67 *% 2) +% 2) *% 16)) +% (cv68 *% 8)))) - loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 3) *% 480)) +% (((tx67 *% 2) +% 2) *% 16)) +% (cv68 *% 8)))))
-            let w81 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% ((ty66 *% 2) *% 480)) +% (((tx67 *% 2) +% 3) *% 16)) +% (cv68 *% 8)))) - loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 2) *% 480)) +% (((tx67 *% 2) +% 3) *% 16)) +% (cv68 *% 8)))))
-            let w82 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 1) *% 480)) +% (((tx67 *% 2) +% 3) *% 16)) +% (cv68 *% 8)))) + loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 2) *% 480)) +% (((tx67 *% 2) +% 3) *% 16)) +% (cv68 *% 8)))))
-            let w83 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 2) *% 480)) +% (((tx67 *% 2) +% 3) *% 16)) +% (cv68 *% 8)))) - loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 1) *% 480)) +% (((tx67 *% 2) +% 3) *% 16)) +% (cv68 *% 8)))))
-            let w84 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 1) *% 480)) +% (((tx67 *% 2) +% 3) *% 16)) +% (cv68 *% 8)))) - loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 3) *% 480)) +% (((tx67 *% 2) +% 3) *% 16)) +% (cv68 *% 8)))))
-            let w85 = (w69 - w77)
-            let w86 = (w73 + w77)
-            let w87 = (w77 - w73)
-            let w88 = (w73 - w81)
-            let w89 = (w70 - w78)
-            let w90 = (w74 + w78)
-            let w91 = (w78 - w74)
-            let w92 = (w74 - w82)
-            let w93 = (w71 - w79)
-            let w94 = (w75 + w79)
-            let w95 = (w79 - w75)
-            let w96 = (w75 - w83)
-            let w97 = (w72 - w80)
-            let w98 = (w76 + w80)
-            let w99 = (w80 - w76)
-            let w100 = (w76 - w84)
-            storeVector(arena, ((1624128 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w85)
-            storeVector(arena, ((1627264 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w86)
-            storeVector(arena, ((1630400 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w87)
-            storeVector(arena, ((1633536 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w88)
-            storeVector(arena, ((1636672 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w89)
-            storeVector(arena, ((1639808 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w90)
-            storeVector(arena, ((1642944 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w91)
-            storeVector(arena, ((1646080 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w92)
-            storeVector(arena, ((1649216 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w93)
-            storeVector(arena, ((1652352 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w94)
-            storeVector(arena, ((1655488 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w95)
-            storeVector(arena, ((1658624 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w96)
-            storeVector(arena, ((1661760 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w97)
-            storeVector(arena, ((1664896 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w98)
-            storeVector(arena, ((1668032 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w99)
-            storeVector(arena, ((1671168 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w100)
+    for j67 in 0..<1 {
+      for ty68 in 0..<14 {
+        for tx69 in 0..<14 {
+          for cv70 in 0..<2 {
+            let w71 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% ((ty68 *% 2) *% 480)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))))
+            let w72 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))) + loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))))
+            let w73 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))))
+            let w74 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 3) *% 480)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))))
+            let w75 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% ((ty68 *% 2) *% 480)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))))
+            let w76 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))) + loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))))
+            let w77 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))))
+            let w78 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 3) *% 480)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))))
+            let w79 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% ((ty68 *% 2) *% 480)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))))
+            let w80 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))) + loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))))
+            let w81 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))))
+            let w82 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 3) *% 480)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))))
+            let w83 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% ((ty68 *% 2) *% 480)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))))
+            let w84 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))) + loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))))
+            let w85 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))))
+            let w86 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 3) *% 480)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))))
+            let w87 = (w71 - w79)
+            let w88 = (w75 + w79)
+            let w89 = (w79 - w75)
+            let w90 = (w75 - w83)
+            let w91 = (w72 - w80)
+            let w92 = (w76 + w80)
+            let w93 = (w80 - w76)
+            let w94 = (w76 - w84)
+            let w95 = (w73 - w81)
+            let w96 = (w77 + w81)
+            let w97 = (w81 - w77)
+            let w98 = (w77 - w85)
+            let w99 = (w74 - w82)
+            let w100 = (w78 + w82)
+            let w101 = (w82 - w78)
+            let w102 = (w78 - w86)
+            storeVector(arena, ((1624128 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w87)
+            storeVector(arena, ((1627264 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w88)
+            storeVector(arena, ((1630400 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w89)
+            storeVector(arena, ((1633536 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w90)
+            storeVector(arena, ((1636672 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w91)
+            storeVector(arena, ((1639808 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w92)
+            storeVector(arena, ((1642944 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w93)
+            storeVector(arena, ((1646080 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w94)
+            storeVector(arena, ((1649216 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w95)
+            storeVector(arena, ((1652352 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w96)
+            storeVector(arena, ((1655488 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w97)
+            storeVector(arena, ((1658624 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w98)
+            storeVector(arena, ((1661760 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w99)
+            storeVector(arena, ((1664896 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w100)
+            storeVector(arena, ((1668032 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w101)
+            storeVector(arena, ((1671168 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w102)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part101 in
-      for xi102 in 0..<16 {
-        do {  // gemm107
-          for nb103 in 0..<1 {
-            for mb104 in 0..<14 {
-              var t105_c0_0 = Vector()
-              var t105_c1_0 = Vector()
-              var t105_c2_0 = Vector()
-              var t105_c3_0 = Vector()
-              var t105_c4_0 = Vector()
-              var t105_c5_0 = Vector()
-              var t105_c6_0 = Vector()
-              var t105_c7_0 = Vector()
-              var t105_c8_0 = Vector()
-              var t105_c9_0 = Vector()
-              var t105_c10_0 = Vector()
-              var t105_c11_0 = Vector()
-              var t105_c12_0 = Vector()
-              var t105_c13_0 = Vector()
-              for k106 in 0..<16 {
-                let t105_b0 = loadVector(arena, ((((1605632 +% (xi102 *% 256)) +% (part101 *% 8)) +% (k106 *% 16)) +% (nb103 *% 8)))
-                let t105_a0 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% ((mb104 *% 14) *% 16)) +% k106)])
-                t105_c0_0 = t105_c0_0.addingProduct(t105_a0, t105_b0)
-                let t105_a1 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 1) *% 16)) +% k106)])
-                t105_c1_0 = t105_c1_0.addingProduct(t105_a1, t105_b0)
-                let t105_a2 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 2) *% 16)) +% k106)])
-                t105_c2_0 = t105_c2_0.addingProduct(t105_a2, t105_b0)
-                let t105_a3 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 3) *% 16)) +% k106)])
-                t105_c3_0 = t105_c3_0.addingProduct(t105_a3, t105_b0)
-                let t105_a4 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 4) *% 16)) +% k106)])
-                t105_c4_0 = t105_c4_0.addingProduct(t105_a4, t105_b0)
-                let t105_a5 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 5) *% 16)) +% k106)])
-                t105_c5_0 = t105_c5_0.addingProduct(t105_a5, t105_b0)
-                let t105_a6 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 6) *% 16)) +% k106)])
-                t105_c6_0 = t105_c6_0.addingProduct(t105_a6, t105_b0)
-                let t105_a7 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 7) *% 16)) +% k106)])
-                t105_c7_0 = t105_c7_0.addingProduct(t105_a7, t105_b0)
-                let t105_a8 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 8) *% 16)) +% k106)])
-                t105_c8_0 = t105_c8_0.addingProduct(t105_a8, t105_b0)
-                let t105_a9 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 9) *% 16)) +% k106)])
-                t105_c9_0 = t105_c9_0.addingProduct(t105_a9, t105_b0)
-                let t105_a10 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 10) *% 16)) +% k106)])
-                t105_c10_0 = t105_c10_0.addingProduct(t105_a10, t105_b0)
-                let t105_a11 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 11) *% 16)) +% k106)])
-                t105_c11_0 = t105_c11_0.addingProduct(t105_a11, t105_b0)
-                let t105_a12 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 12) *% 16)) +% k106)])
-                t105_c12_0 = t105_c12_0.addingProduct(t105_a12, t105_b0)
-                let t105_a13 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 13) *% 16)) +% k106)])
-                t105_c13_0 = t105_c13_0.addingProduct(t105_a13, t105_b0)
+    parallelFor(pool, 2) { part103 in
+      for xi104 in 0..<16 {
+        do {  // gemm109
+          for nb105 in 0..<1 {
+            for mb106 in 0..<14 {
+              var t107_c0_0 = Vector()
+              var t107_c1_0 = Vector()
+              var t107_c2_0 = Vector()
+              var t107_c3_0 = Vector()
+              var t107_c4_0 = Vector()
+              var t107_c5_0 = Vector()
+              var t107_c6_0 = Vector()
+              var t107_c7_0 = Vector()
+              var t107_c8_0 = Vector()
+              var t107_c9_0 = Vector()
+              var t107_c10_0 = Vector()
+              var t107_c11_0 = Vector()
+              var t107_c12_0 = Vector()
+              var t107_c13_0 = Vector()
+              for k108 in 0..<16 {
+                let t107_b0 = loadVector(arena, ((((1605632 +% (xi104 *% 256)) +% (part103 *% 8)) +% (k108 *% 16)) +% (nb105 *% 8)))
+                let t107_a0 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% ((mb106 *% 14) *% 16)) +% k108)])
+                t107_c0_0 = t107_c0_0.addingProduct(t107_a0, t107_b0)
+                let t107_a1 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 1) *% 16)) +% k108)])
+                t107_c1_0 = t107_c1_0.addingProduct(t107_a1, t107_b0)
+                let t107_a2 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 2) *% 16)) +% k108)])
+                t107_c2_0 = t107_c2_0.addingProduct(t107_a2, t107_b0)
+                let t107_a3 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 3) *% 16)) +% k108)])
+                t107_c3_0 = t107_c3_0.addingProduct(t107_a3, t107_b0)
+                let t107_a4 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 4) *% 16)) +% k108)])
+                t107_c4_0 = t107_c4_0.addingProduct(t107_a4, t107_b0)
+                let t107_a5 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 5) *% 16)) +% k108)])
+                t107_c5_0 = t107_c5_0.addingProduct(t107_a5, t107_b0)
+                let t107_a6 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 6) *% 16)) +% k108)])
+                t107_c6_0 = t107_c6_0.addingProduct(t107_a6, t107_b0)
+                let t107_a7 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 7) *% 16)) +% k108)])
+                t107_c7_0 = t107_c7_0.addingProduct(t107_a7, t107_b0)
+                let t107_a8 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 8) *% 16)) +% k108)])
+                t107_c8_0 = t107_c8_0.addingProduct(t107_a8, t107_b0)
+                let t107_a9 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 9) *% 16)) +% k108)])
+                t107_c9_0 = t107_c9_0.addingProduct(t107_a9, t107_b0)
+                let t107_a10 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 10) *% 16)) +% k108)])
+                t107_c10_0 = t107_c10_0.addingProduct(t107_a10, t107_b0)
+                let t107_a11 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 11) *% 16)) +% k108)])
+                t107_c11_0 = t107_c11_0.addingProduct(t107_a11, t107_b0)
+                let t107_a12 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 12) *% 16)) +% k108)])
+                t107_c12_0 = t107_c12_0.addingProduct(t107_a12, t107_b0)
+                let t107_a13 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 13) *% 16)) +% k108)])
+                t107_c13_0 = t107_c13_0.addingProduct(t107_a13, t107_b0)
               }
-              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% ((mb104 *% 14) *% 16)) +% (nb103 *% 8)), t105_c0_0)
-              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 1) *% 16)) +% (nb103 *% 8)), t105_c1_0)
-              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 2) *% 16)) +% (nb103 *% 8)), t105_c2_0)
-              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 3) *% 16)) +% (nb103 *% 8)), t105_c3_0)
-              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 4) *% 16)) +% (nb103 *% 8)), t105_c4_0)
-              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 5) *% 16)) +% (nb103 *% 8)), t105_c5_0)
-              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 6) *% 16)) +% (nb103 *% 8)), t105_c6_0)
-              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 7) *% 16)) +% (nb103 *% 8)), t105_c7_0)
-              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 8) *% 16)) +% (nb103 *% 8)), t105_c8_0)
-              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 9) *% 16)) +% (nb103 *% 8)), t105_c9_0)
-              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 10) *% 16)) +% (nb103 *% 8)), t105_c10_0)
-              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 11) *% 16)) +% (nb103 *% 8)), t105_c11_0)
-              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 12) *% 16)) +% (nb103 *% 8)), t105_c12_0)
-              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 13) *% 16)) +% (nb103 *% 8)), t105_c13_0)
+              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% ((mb106 *% 14) *% 16)) +% (nb105 *% 8)), t107_c0_0)
+              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 1) *% 16)) +% (nb105 *% 8)), t107_c1_0)
+              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 2) *% 16)) +% (nb105 *% 8)), t107_c2_0)
+              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 3) *% 16)) +% (nb105 *% 8)), t107_c3_0)
+              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 4) *% 16)) +% (nb105 *% 8)), t107_c4_0)
+              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 5) *% 16)) +% (nb105 *% 8)), t107_c5_0)
+              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 6) *% 16)) +% (nb105 *% 8)), t107_c6_0)
+              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 7) *% 16)) +% (nb105 *% 8)), t107_c7_0)
+              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 8) *% 16)) +% (nb105 *% 8)), t107_c8_0)
+              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 9) *% 16)) +% (nb105 *% 8)), t107_c9_0)
+              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 10) *% 16)) +% (nb105 *% 8)), t107_c10_0)
+              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 11) *% 16)) +% (nb105 *% 8)), t107_c11_0)
+              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 12) *% 16)) +% (nb105 *% 8)), t107_c12_0)
+              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 13) *% 16)) +% (nb105 *% 8)), t107_c13_0)
             }
           }
         }
       }
-      for j108 in 0..<1 {
-        for ty109 in 0..<14 {
-          for tx110 in 0..<14 {
-            for cv111 in 0..<1 {
-              let w112 = ((loadVector(arena, ((1674304 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))) + loadVector(arena, ((1686848 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8))))) + loadVector(arena, ((1699392 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))))
-              let w113 = ((loadVector(arena, ((1686848 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))) - loadVector(arena, ((1699392 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8))))) - loadVector(arena, ((1711936 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))))
-              let w114 = ((loadVector(arena, ((1677440 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))) + loadVector(arena, ((1689984 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8))))) + loadVector(arena, ((1702528 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))))
-              let w115 = ((loadVector(arena, ((1689984 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))) - loadVector(arena, ((1702528 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8))))) - loadVector(arena, ((1715072 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))))
-              let w116 = ((loadVector(arena, ((1680576 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))) + loadVector(arena, ((1693120 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8))))) + loadVector(arena, ((1705664 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))))
-              let w117 = ((loadVector(arena, ((1693120 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))) - loadVector(arena, ((1705664 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8))))) - loadVector(arena, ((1718208 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))))
-              let w118 = ((loadVector(arena, ((1683712 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))) + loadVector(arena, ((1696256 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8))))) + loadVector(arena, ((1708800 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))))
-              let w119 = ((loadVector(arena, ((1696256 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))) - loadVector(arena, ((1708800 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8))))) - loadVector(arena, ((1721344 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))))
-              let w120 = ((w112 + w114) + w116)
-              let w121 = ((w114 - w116) - w118)
-              let w122 = ((w113 + w115) + w117)
-              let w123 = ((w115 - w117) - w119)
-              storeVector(arena, ((1724480 +% (((((j108 *% 28) +% (ty109 *% 2)) *% 28) +% (tx110 *% 2)) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8))), (w120 + loadVector(params, (2464 +% ((part101 *% 8) +% (cv111 *% 8))))))
-              storeVector(arena, ((1724480 +% ((((((j108 *% 28) +% (ty109 *% 2)) *% 28) +% (tx110 *% 2)) +% 1) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8))), (w121 + loadVector(params, (2464 +% ((part101 *% 8) +% (cv111 *% 8))))))
-              storeVector(arena, ((1724480 +% ((((((j108 *% 28) +% (ty109 *% 2)) +% 1) *% 28) +% (tx110 *% 2)) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8))), (w122 + loadVector(params, (2464 +% ((part101 *% 8) +% (cv111 *% 8))))))
-              storeVector(arena, ((1724480 +% (((((((j108 *% 28) +% (ty109 *% 2)) +% 1) *% 28) +% (tx110 *% 2)) +% 1) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8))), (w123 + loadVector(params, (2464 +% ((part101 *% 8) +% (cv111 *% 8))))))
+      for j110 in 0..<1 {
+        for ty111 in 0..<14 {
+          for tx112 in 0..<14 {
+            for cv113 in 0..<1 {
+              let w114 = ((loadVector(arena, ((1674304 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))) + loadVector(arena, ((1686848 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))))) + loadVector(arena, ((1699392 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))))
+              let w115 = ((loadVector(arena, ((1686848 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))) - loadVector(arena, ((1699392 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))))) - loadVector(arena, ((1711936 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))))
+              let w116 = ((loadVector(arena, ((1677440 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))) + loadVector(arena, ((1689984 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))))) + loadVector(arena, ((1702528 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))))
+              let w117 = ((loadVector(arena, ((1689984 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))) - loadVector(arena, ((1702528 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))))) - loadVector(arena, ((1715072 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))))
+              let w118 = ((loadVector(arena, ((1680576 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))) + loadVector(arena, ((1693120 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))))) + loadVector(arena, ((1705664 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))))
+              let w119 = ((loadVector(arena, ((1693120 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))) - loadVector(arena, ((1705664 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))))) - loadVector(arena, ((1718208 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))))
+              let w120 = ((loadVector(arena, ((1683712 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))) + loadVector(arena, ((1696256 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))))) + loadVector(arena, ((1708800 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))))
+              let w121 = ((loadVector(arena, ((1696256 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))) - loadVector(arena, ((1708800 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))))) - loadVector(arena, ((1721344 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))))
+              let w122 = ((w114 + w116) + w118)
+              let w123 = ((w116 - w118) - w120)
+              let w124 = ((w115 + w117) + w119)
+              let w125 = ((w117 - w119) - w121)
+              storeVector(arena, ((1724480 +% (((((j110 *% 28) +% (ty111 *% 2)) *% 28) +% (tx112 *% 2)) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))), (w122 + loadVector(params, (2464 +% ((part103 *% 8) +% (cv113 *% 8))))))
+              storeVector(arena, ((1724480 +% ((((((j110 *% 28) +% (ty111 *% 2)) *% 28) +% (tx112 *% 2)) +% 1) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))), (w123 + loadVector(params, (2464 +% ((part103 *% 8) +% (cv113 *% 8))))))
+              storeVector(arena, ((1724480 +% ((((((j110 *% 28) +% (ty111 *% 2)) +% 1) *% 28) +% (tx112 *% 2)) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))), (w124 + loadVector(params, (2464 +% ((part103 *% 8) +% (cv113 *% 8))))))
+              storeVector(arena, ((1724480 +% (((((((j110 *% 28) +% (ty111 *% 2)) +% 1) *% 28) +% (tx112 *% 2)) +% 1) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))), (w125 + loadVector(params, (2464 +% ((part103 *% 8) +% (cv113 *% 8))))))
             }
           }
         }
       }
-      for j124 in 0..<1 {
-        for c125 in 0..<8 {
-          for q126 in 0..<784 {
-            arena[((((g60 +% j124) *% 12544) +% (((part101 *% 8) +% c125) *% 784)) +% q126)] = arena[((1724480 +% (((j124 *% 784) +% q126) *% 16)) +% ((part101 *% 8) +% c125))]
+      for j126 in 0..<1 {
+        for c127 in 0..<8 {
+          for q128 in 0..<784 {
+            arena[((((g62 +% j126) *% 12544) +% (((part103 *% 8) +% c127) *% 784)) +% q128)] = arena[((1724480 +% (((j126 *% 784) +% q128) *% 16)) +% ((part103 *% 8) +% c127))]
           }
         }
       }
     }
   }
   // act2 = tanh(conv2)
-  for i127 in 0..<802816 {
-    arena[(1605632 +% i127)] = (Float(1) - (Float(2) / (exponential((Float(2) * arena[i127])) + Float(1))))
+  parallelFor(pool, 2) { part129 in
+    for i130 in 0..<401408 {
+      arena[(1605632 +% (i130 +% (part129 *% 401408)))] = (Float(1) - (Float(2) / (exponential((Float(2) * arena[(i130 +% (part129 *% 401408))])) + Float(1))))
+    }
   }
   // res = add(act2, act1)
-  for i128 in 0..<100352 {
-    storeVector(arena, (i128 *% 8), (loadVector(arena, ((i128 *% 8) +% 1605632)) + loadVector(arena, ((i128 *% 8) +% 802816))))
+  parallelFor(pool, 2) { part131 in
+    for i132 in 0..<401408 {
+      arena[(i132 +% (part131 *% 401408))] = (arena[(1605632 +% (i132 +% (part131 *% 401408)))] + arena[(802816 +% (i132 +% (part131 *% 401408)))])
+    }
   }
   // pool = maxpool(res)
-  for q129 in 0..<1024 {
-    for py130 in 0..<14 {
-      for px131 in 0..<14 {
-        var acc132: Float = arena[(((q129 *% 784) +% (py130 *% 56)) +% (px131 *% 2))]
-        acc132 = { let x = acc132, y = arena[(((q129 *% 784) +% (py130 *% 56)) +% (px131 *% 2))]; return y > x ? y : x }()
-        acc132 = { let x = acc132, y = arena[((((q129 *% 784) +% (py130 *% 56)) +% (px131 *% 2)) +% 1)]; return y > x ? y : x }()
-        acc132 = { let x = acc132, y = arena[((((q129 *% 784) +% (py130 *% 56)) +% (px131 *% 2)) +% 28)]; return y > x ? y : x }()
-        acc132 = { let x = acc132, y = arena[(((((q129 *% 784) +% (py130 *% 56)) +% (px131 *% 2)) +% 28) +% 1)]; return y > x ? y : x }()
-        arena[(((802816 +% (q129 *% 196)) +% (py130 *% 14)) +% px131)] = acc132
+  for q133 in 0..<1024 {
+    for py134 in 0..<14 {
+      for px135 in 0..<14 {
+        var acc136: Float = arena[(((q133 *% 784) +% (py134 *% 56)) +% (px135 *% 2))]
+        acc136 = { let x = acc136, y = arena[(((q133 *% 784) +% (py134 *% 56)) +% (px135 *% 2))]; return y > x ? y : x }()
+        acc136 = { let x = acc136, y = arena[((((q133 *% 784) +% (py134 *% 56)) +% (px135 *% 2)) +% 1)]; return y > x ? y : x }()
+        acc136 = { let x = acc136, y = arena[((((q133 *% 784) +% (py134 *% 56)) +% (px135 *% 2)) +% 28)]; return y > x ? y : x }()
+        acc136 = { let x = acc136, y = arena[(((((q133 *% 784) +% (py134 *% 56)) +% (px135 *% 2)) +% 28) +% 1)]; return y > x ? y : x }()
+        arena[(((802816 +% (q133 *% 196)) +% (py134 *% 14)) +% px135)] = acc136
       }
     }
   }
   // conv3 = conv2d(pool)
-  parallelFor(pool, 2) { part133 in
-    for ci134 in 0..<16 {
-      for co135 in 0..<16 {
-        var w136: Float = params[(2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9))]
-        var w137: Float = (((params[(2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9))] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 3)]) + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w138: Float = (((params[(2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9))] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 6)]) - params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w139: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 6)]
-        var w140: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 1)]
-        var w141: Float = (((params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 1)] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 4)]) + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w142: Float = (((params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 1)] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 7)]) - params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w143: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 7)]
-        var w144: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 2)]
-        var w145: Float = (((params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 2)] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 5)]) + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w146: Float = (((params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 2)] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 8)]) - params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w147: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 8)]
-        var w148: Float = w136
-        var w149: Float = (((w136 + w140) + w144) * Float(bitPattern: 0x3f000000))
-        var w150: Float = (((w136 + w144) - w140) * Float(bitPattern: 0x3f000000))
-        var w151: Float = w144
-        var w152: Float = w137
-        var w153: Float = (((w137 + w141) + w145) * Float(bitPattern: 0x3f000000))
-        var w154: Float = (((w137 + w145) - w141) * Float(bitPattern: 0x3f000000))
-        var w155: Float = w145
-        var w156: Float = w138
-        var w157: Float = (((w138 + w142) + w146) * Float(bitPattern: 0x3f000000))
-        var w158: Float = (((w138 + w146) - w142) * Float(bitPattern: 0x3f000000))
-        var w159: Float = w146
-        var w160: Float = w139
-        var w161: Float = (((w139 + w143) + w147) * Float(bitPattern: 0x3f000000))
-        var w162: Float = (((w139 + w147) - w143) * Float(bitPattern: 0x3f000000))
-        var w163: Float = w147
-        arena[((401408 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w148
-        arena[((401920 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w149
-        arena[((402432 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w150
-        arena[((402944 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w151
-        arena[((403456 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w152
-        arena[((403968 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w153
-        arena[((404480 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w154
-        arena[((404992 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w155
-        arena[((405504 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w156
-        arena[((406016 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w157
-        arena[((406528 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w158
-        arena[((407040 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w159
-        arena[((407552 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w160
-        arena[((408064 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w161
-        arena[((408576 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w162
-        arena[((409088 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w163
+  parallelFor(pool, 2) { part137 in
+    for ci138 in 0..<16 {
+      for co139 in 0..<16 {
+        var w140: Float = params[(2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9))]
+        var w141: Float = (((params[(2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9))] + params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 3)]) + params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w142: Float = (((params[(2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9))] + params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 6)]) - params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w143: Float = params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 6)]
+        var w144: Float = params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 1)]
+        var w145: Float = (((params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 1)] + params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 4)]) + params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w146: Float = (((params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 1)] + params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 7)]) - params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w147: Float = params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 7)]
+        var w148: Float = params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 2)]
+        var w149: Float = (((params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 2)] + params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 5)]) + params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w150: Float = (((params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 2)] + params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 8)]) - params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w151: Float = params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 8)]
+        var w152: Float = w140
+        var w153: Float = (((w140 + w144) + w148) * Float(bitPattern: 0x3f000000))
+        var w154: Float = (((w140 + w148) - w144) * Float(bitPattern: 0x3f000000))
+        var w155: Float = w148
+        var w156: Float = w141
+        var w157: Float = (((w141 + w145) + w149) * Float(bitPattern: 0x3f000000))
+        var w158: Float = (((w141 + w149) - w145) * Float(bitPattern: 0x3f000000))
+        var w159: Float = w149
+        var w160: Float = w142
+        var w161: Float = (((w142 + w146) + w150) * Float(bitPattern: 0x3f000000))
+        var w162: Float = (((w142 + w150) - w146) * Float(bitPattern: 0x3f000000))
+        var w163: Float = w150
+        var w164: Float = w143
+        var w165: Float = (((w143 + w147) + w151) * Float(bitPattern: 0x3f000000))
+        var w166: Float = (((w143 + w151) - w147) * Float(bitPattern: 0x3f000000))
+        var w167: Float = w151
+        arena[((401408 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w152
+        arena[((401920 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w153
+        arena[((402432 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w154
+        arena[((402944 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w155
+        arena[((403456 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w156
+        arena[((403968 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w157
+        arena[((404480 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w158
+        arena[((404992 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w159
+        arena[((405504 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w160
+        arena[((406016 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w161
+        arena[((406528 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w162
+        arena[((407040 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w163
+        arena[((407552 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w164
+        arena[((408064 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w165
+        arena[((408576 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w166
+        arena[((409088 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w167
       }
     }
   }
-  for i164 in 0..<512 {
-    storeVector(arena, ((i164 *% 8) +% 409600), Vector(repeating: Float(0)))
+  for i168 in 0..<512 {
+    storeVector(arena, ((i168 *% 8) +% 409600), Vector(repeating: Float(0)))
   }
-  for g165 in 0..<64 {
-    for j166 in 0..<1 {
-      for c167 in 0..<16 {
-        for iy168 in 0..<14 {
-          for ix169 in 0..<14 {
-            arena[(409600 +% ((((j166 *% 4096) +% ((iy168 +% 1) *% 256)) +% ((ix169 +% 1) *% 16)) +% c167))] = arena[((((802816 +% ((g165 +% j166) *% 3136)) +% (c167 *% 196)) +% (iy168 *% 14)) +% ix169)]
-          }
-        }
-      }
-    }
+  for g169 in 0..<64 {
     for j170 in 0..<1 {
-      for ty171 in 0..<7 {
-        for tx172 in 0..<7 {
-          for cv173 in 0..<2 {
-            let w174 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% ((ty171 *% 2) *% 256)) +% ((tx172 *% 2) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 2) *% 256)) +% ((tx172 *% 2) *% 16)) +% (cv173 *% 8)))))
-            let w175 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 1) *% 256)) +% ((tx172 *% 2) *% 16)) +% (cv173 *% 8)))) + loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 2) *% 256)) +% ((tx172 *% 2) *% 16)) +% (cv173 *% 8)))))
-            let w176 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 2) *% 256)) +% ((tx172 *% 2) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 1) *% 256)) +% ((tx172 *% 2) *% 16)) +% (cv173 *% 8)))))
-            let w177 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 1) *% 256)) +% ((tx172 *% 2) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 3) *% 256)) +% ((tx172 *% 2) *% 16)) +% (cv173 *% 8)))))
-            let w178 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% ((ty171 *% 2) *% 256)) +% (((tx172 *% 2) +% 1) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 2) *% 256)) +% (((tx172 *% 2) +% 1) *% 16)) +% (cv173 *% 8)))))
-            let w179 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 1) *% 256)) +% (((tx172 *% 2) +% 1) *% 16)) +% (cv173 *% 8)))) + loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 2) *% 256)) +% (((tx172 *% 2) +% 1) *% 16)) +% (cv173 *% 8)))))
-            let w180 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 2) *% 256)) +% (((tx172 *% 2) +% 1) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 1) *% 256)) +% (((tx172 *% 2) +% 1) *% 16)) +% (cv173 *% 8)))))
-            let w181 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 1) *% 256)) +% (((tx172 *% 2) +% 1) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 3) *% 256)) +% (((tx172 *% 2) +% 1) *% 16)) +% (cv173 *% 8)))))
-            let w182 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% ((ty171 *% 2) *% 256)) +% (((tx172 *% 2) +% 2) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 2) *% 256)) +% (((tx172 *% 2) +% 2) *% 16)) +% (cv173 *% 8)))))
-            let w183 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 1) *% 256)) +% (((tx172 *% 2) +% 2) *% 16)) +% (cv173 *% 8)))) + loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 2) *% 256)) +% (((tx172 *% 2) +% 2) *% 16)) +% (cv173 *% 8)))))
-            let w184 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 2) *% 256)) +% (((tx172 *% 2) +% 2) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 1) *% 256)) +% (((tx172 *% 2) +% 2) *% 16)) +% (cv173 *% 8)))))
-            let w185 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 1) *% 256)) +% (((tx172 *% 2) +% 2) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 3) *% 256)) +% (((tx172 *% 2) +% 2) *% 16)) +% (cv173 *% 8)))))
-            let w186 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% ((ty171 *% 2) *% 256)) +% (((tx172 *% 2) +% 3) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 2) *% 256)) +% (((tx172 *% 2) +% 3) *% 16)) +% (cv173 *% 8)))))
-            let w187 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 1) *% 256)) +% (((tx172 *% 2) +% 3) *% 16)) +% (cv173 *% 8)))) + loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 2) *% 256)) +% (((tx172 *% 2) +% 3) *% 16)) +% (cv173 *% 8)))))
-            let w188 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 2) *% 256)) +% (((tx172 *% 2) +% 3) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 1) *% 256)) +% (((tx172 *% 2) +% 3) *% 16)) +% (cv173 *% 8)))))
-            let w189 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 1) *% 256)) +% (((tx172 *% 2) +% 3) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 3) *% 256)) +% (((tx172 *% 2) +% 3) *% 16)) +% (cv173 *% 8)))))
-            let w190 = (w174 - w182)
-            let w191 = (w178 + w182)
-            let w192 = (w182 - w178)
-            let w193 = (w178 - w186)
-            let w194 = (w175 - w183)
-            let w195 = (w179 + w183)
-            let w196 = (w183 - w179)
-            let w197 = (w179 - w187)
-            let w198 = (w176 - w184)
-            let w199 = (w180 + w184)
-            let w200 = (w184 - w180)
-            let w201 = (w180 - w188)
-            let w202 = (w177 - w185)
-            let w203 = (w181 + w185)
-            let w204 = (w185 - w181)
-            let w205 = (w181 - w189)
-            storeVector(arena, ((413696 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w190)
-            storeVector(arena, ((414480 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w191)
-            storeVector(arena, ((415264 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w192)
-            storeVector(arena, ((416048 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w193)
-            storeVector(arena, ((416832 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w194)
-            storeVector(arena, ((417616 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w195)
-            storeVector(arena, ((418400 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w196)
-            storeVector(arena, ((419184 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w197)
-            storeVector(arena, ((419968 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w198)
-            storeVector(arena, ((420752 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w199)
-            storeVector(arena, ((421536 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w200)
-            storeVector(arena, ((422320 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w201)
-            storeVector(arena, ((423104 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w202)
-            storeVector(arena, ((423888 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w203)
-            storeVector(arena, ((424672 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w204)
-            storeVector(arena, ((425456 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w205)
+      for c171 in 0..<16 {
+        for iy172 in 0..<14 {
+          for ix173 in 0..<14 {
+            arena[(409600 +% ((((j170 *% 4096) +% ((iy172 +% 1) *% 256)) +% ((ix173 +% 1) *% 16)) +% c171))] = arena[((((802816 +% ((g169 +% j170) *% 3136)) +% (c171 *% 196)) +% (iy172 *% 14)) +% ix173)]
           }
         }
       }
     }
-    parallelFor(pool, 2) { part206 in
-      for xi207 in 0..<16 {
-        do {  // gemm214
-          for nb208 in 0..<1 {
-            for mb209 in 0..<9 {
-              var t210_c0_0 = Vector()
-              var t210_c0_1 = Vector()
-              var t210_c1_0 = Vector()
-              var t210_c1_1 = Vector()
-              var t210_c2_0 = Vector()
-              var t210_c2_1 = Vector()
-              var t210_c3_0 = Vector()
-              var t210_c3_1 = Vector()
-              var t210_c4_0 = Vector()
-              var t210_c4_1 = Vector()
-              for k211 in 0..<16 {
-                let t210_b0 = loadVector(arena, ((((401408 +% (xi207 *% 512)) +% (part206 *% 16)) +% (k211 *% 32)) +% (nb208 *% 16)))
-                let t210_b1 = loadVector(arena, (((((401408 +% (xi207 *% 512)) +% (part206 *% 16)) +% (k211 *% 32)) +% (nb208 *% 16)) +% 8))
-                let t210_a0 = Vector(repeating: arena[(((413696 +% (xi207 *% 784)) +% ((mb209 *% 5) *% 16)) +% k211)])
-                t210_c0_0 = t210_c0_0.addingProduct(t210_a0, t210_b0)
-                t210_c0_1 = t210_c0_1.addingProduct(t210_a0, t210_b1)
-                let t210_a1 = Vector(repeating: arena[(((413696 +% (xi207 *% 784)) +% (((mb209 *% 5) +% 1) *% 16)) +% k211)])
-                t210_c1_0 = t210_c1_0.addingProduct(t210_a1, t210_b0)
-                t210_c1_1 = t210_c1_1.addingProduct(t210_a1, t210_b1)
-                let t210_a2 = Vector(repeating: arena[(((413696 +% (xi207 *% 784)) +% (((mb209 *% 5) +% 2) *% 16)) +% k211)])
-                t210_c2_0 = t210_c2_0.addingProduct(t210_a2, t210_b0)
-                t210_c2_1 = t210_c2_1.addingProduct(t210_a2, t210_b1)
-                let t210_a3 = Vector(repeating: arena[(((413696 +% (xi207 *% 784)) +% (((mb209 *% 5) +% 3) *% 16)) +% k211)])
-                t210_c3_0 = t210_c3_0.addingProduct(t210_a3, t210_b0)
-                t210_c3_1 = t210_c3_1.addingProduct(t210_a3, t210_b1)
-                let t210_a4 = Vector(repeating: arena[(((413696 +% (xi207 *% 784)) +% (((mb209 *% 5) +% 4) *% 16)) +% k211)])
-                t210_c4_0 = t210_c4_0.addingProduct(t210_a4, t210_b0)
-                t210_c4_1 = t210_c4_1.addingProduct(t210_a4, t210_b1)
+    for j174 in 0..<1 {
+      for ty175 in 0..<7 {
+        for tx176 in 0..<7 {
+          for cv177 in 0..<2 {
+            let w178 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% ((ty175 *% 2) *% 256)) +% ((tx176 *% 2) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 2) *% 256)) +% ((tx176 *% 2) *% 16)) +% (cv177 *% 8)))))
+            let w179 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 1) *% 256)) +% ((tx176 *% 2) *% 16)) +% (cv177 *% 8)))) + loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 2) *% 256)) +% ((tx176 *% 2) *% 16)) +% (cv177 *% 8)))))
+            let w180 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 2) *% 256)) +% ((tx176 *% 2) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 1) *% 256)) +% ((tx176 *% 2) *% 16)) +% (cv177 *% 8)))))
+            let w181 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 1) *% 256)) +% ((tx176 *% 2) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 3) *% 256)) +% ((tx176 *% 2) *% 16)) +% (cv177 *% 8)))))
+            let w182 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% ((ty175 *% 2) *% 256)) +% (((tx176 *% 2) +% 1) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 2) *% 256)) +% (((tx176 *% 2) +% 1) *% 16)) +% (cv177 *% 8)))))
+            let w183 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 1) *% 256)) +% (((tx176 *% 2) +% 1) *% 16)) +% (cv177 *% 8)))) + loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 2) *% 256)) +% (((tx176 *% 2) +% 1) *% 16)) +% (cv177 *% 8)))))
+            let w184 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 2) *% 256)) +% (((tx176 *% 2) +% 1) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 1) *% 256)) +% (((tx176 *% 2) +% 1) *% 16)) +% (cv177 *% 8)))))
+            let w185 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 1) *% 256)) +% (((tx176 *% 2) +% 1) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 3) *% 256)) +% (((tx176 *% 2) +% 1) *% 16)) +% (cv177 *% 8)))))
+            let w186 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% ((ty175 *% 2) *% 256)) +% (((tx176 *% 2) +% 2) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 2) *% 256)) +% (((tx176 *% 2) +% 2) *% 16)) +% (cv177 *% 8)))))
+            let w187 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 1) *% 256)) +% (((tx176 *% 2) +% 2) *% 16)) +% (cv177 *% 8)))) + loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 2) *% 256)) +% (((tx176 *% 2) +% 2) *% 16)) +% (cv177 *% 8)))))
+            let w188 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 2) *% 256)) +% (((tx176 *% 2) +% 2) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 1) *% 256)) +% (((tx176 *% 2) +% 2) *% 16)) +% (cv177 *% 8)))))
+            let w189 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 1) *% 256)) +% (((tx176 *% 2) +% 2) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 3) *% 256)) +% (((tx176 *% 2) +% 2) *% 16)) +% (cv177 *% 8)))))
+            let w190 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% ((ty175 *% 2) *% 256)) +% (((tx176 *% 2) +% 3) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 2) *% 256)) +% (((tx176 *% 2) +% 3) *% 16)) +% (cv177 *% 8)))))
+            let w191 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 1) *% 256)) +% (((tx176 *% 2) +% 3) *% 16)) +% (cv177 *% 8)))) + loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 2) *% 256)) +% (((tx176 *% 2) +% 3) *% 16)) +% (cv177 *% 8)))))
+            let w192 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 2) *% 256)) +% (((tx176 *% 2) +% 3) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 1) *% 256)) +% (((tx176 *% 2) +% 3) *% 16)) +% (cv177 *% 8)))))
+            let w193 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 1) *% 256)) +% (((tx176 *% 2) +% 3) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 3) *% 256)) +% (((tx176 *% 2) +% 3) *% 16)) +% (cv177 *% 8)))))
+            let w194 = (w178 - w186)
+            let w195 = (w182 + w186)
+            let w196 = (w186 - w182)
+            let w197 = (w182 - w190)
+            let w198 = (w179 - w187)
+            let w199 = (w183 + w187)
+            let w200 = (w187 - w183)
+            let w201 = (w183 - w191)
+            let w202 = (w180 - w188)
+            let w203 = (w184 + w188)
+            let w204 = (w188 - w184)
+            let w205 = (w184 - w192)
+            let w206 = (w181 - w189)
+            let w207 = (w185 + w189)
+            let w208 = (w189 - w185)
+            let w209 = (w185 - w193)
+            storeVector(arena, ((413696 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w194)
+            storeVector(arena, ((414480 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w195)
+            storeVector(arena, ((415264 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w196)
+            storeVector(arena, ((416048 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w197)
+            storeVector(arena, ((416832 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w198)
+            storeVector(arena, ((417616 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w199)
+            storeVector(arena, ((418400 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w200)
+            storeVector(arena, ((419184 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w201)
+            storeVector(arena, ((419968 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w202)
+            storeVector(arena, ((420752 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w203)
+            storeVector(arena, ((421536 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w204)
+            storeVector(arena, ((422320 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w205)
+            storeVector(arena, ((423104 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w206)
+            storeVector(arena, ((423888 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w207)
+            storeVector(arena, ((424672 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w208)
+            storeVector(arena, ((425456 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w209)
+          }
+        }
+      }
+    }
+    parallelFor(pool, 2) { part210 in
+      for xi211 in 0..<16 {
+        do {  // gemm218
+          for nb212 in 0..<1 {
+            for mb213 in 0..<9 {
+              var t214_c0_0 = Vector()
+              var t214_c0_1 = Vector()
+              var t214_c1_0 = Vector()
+              var t214_c1_1 = Vector()
+              var t214_c2_0 = Vector()
+              var t214_c2_1 = Vector()
+              var t214_c3_0 = Vector()
+              var t214_c3_1 = Vector()
+              var t214_c4_0 = Vector()
+              var t214_c4_1 = Vector()
+              for k215 in 0..<16 {
+                let t214_b0 = loadVector(arena, ((((401408 +% (xi211 *% 512)) +% (part210 *% 16)) +% (k215 *% 32)) +% (nb212 *% 16)))
+                let t214_b1 = loadVector(arena, (((((401408 +% (xi211 *% 512)) +% (part210 *% 16)) +% (k215 *% 32)) +% (nb212 *% 16)) +% 8))
+                let t214_a0 = Vector(repeating: arena[(((413696 +% (xi211 *% 784)) +% ((mb213 *% 5) *% 16)) +% k215)])
+                t214_c0_0 = t214_c0_0.addingProduct(t214_a0, t214_b0)
+                t214_c0_1 = t214_c0_1.addingProduct(t214_a0, t214_b1)
+                let t214_a1 = Vector(repeating: arena[(((413696 +% (xi211 *% 784)) +% (((mb213 *% 5) +% 1) *% 16)) +% k215)])
+                t214_c1_0 = t214_c1_0.addingProduct(t214_a1, t214_b0)
+                t214_c1_1 = t214_c1_1.addingProduct(t214_a1, t214_b1)
+                let t214_a2 = Vector(repeating: arena[(((413696 +% (xi211 *% 784)) +% (((mb213 *% 5) +% 2) *% 16)) +% k215)])
+                t214_c2_0 = t214_c2_0.addingProduct(t214_a2, t214_b0)
+                t214_c2_1 = t214_c2_1.addingProduct(t214_a2, t214_b1)
+                let t214_a3 = Vector(repeating: arena[(((413696 +% (xi211 *% 784)) +% (((mb213 *% 5) +% 3) *% 16)) +% k215)])
+                t214_c3_0 = t214_c3_0.addingProduct(t214_a3, t214_b0)
+                t214_c3_1 = t214_c3_1.addingProduct(t214_a3, t214_b1)
+                let t214_a4 = Vector(repeating: arena[(((413696 +% (xi211 *% 784)) +% (((mb213 *% 5) +% 4) *% 16)) +% k215)])
+                t214_c4_0 = t214_c4_0.addingProduct(t214_a4, t214_b0)
+                t214_c4_1 = t214_c4_1.addingProduct(t214_a4, t214_b1)
               }
-              storeVector(arena, ((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% ((mb209 *% 5) *% 32)) +% (nb208 *% 16)), t210_c0_0)
-              storeVector(arena, (((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% ((mb209 *% 5) *% 32)) +% (nb208 *% 16)) +% 8), t210_c0_1)
-              storeVector(arena, ((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% (((mb209 *% 5) +% 1) *% 32)) +% (nb208 *% 16)), t210_c1_0)
-              storeVector(arena, (((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% (((mb209 *% 5) +% 1) *% 32)) +% (nb208 *% 16)) +% 8), t210_c1_1)
-              storeVector(arena, ((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% (((mb209 *% 5) +% 2) *% 32)) +% (nb208 *% 16)), t210_c2_0)
-              storeVector(arena, (((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% (((mb209 *% 5) +% 2) *% 32)) +% (nb208 *% 16)) +% 8), t210_c2_1)
-              storeVector(arena, ((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% (((mb209 *% 5) +% 3) *% 32)) +% (nb208 *% 16)), t210_c3_0)
-              storeVector(arena, (((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% (((mb209 *% 5) +% 3) *% 32)) +% (nb208 *% 16)) +% 8), t210_c3_1)
-              storeVector(arena, ((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% (((mb209 *% 5) +% 4) *% 32)) +% (nb208 *% 16)), t210_c4_0)
-              storeVector(arena, (((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% (((mb209 *% 5) +% 4) *% 32)) +% (nb208 *% 16)) +% 8), t210_c4_1)
+              storeVector(arena, ((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% ((mb213 *% 5) *% 32)) +% (nb212 *% 16)), t214_c0_0)
+              storeVector(arena, (((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% ((mb213 *% 5) *% 32)) +% (nb212 *% 16)) +% 8), t214_c0_1)
+              storeVector(arena, ((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% (((mb213 *% 5) +% 1) *% 32)) +% (nb212 *% 16)), t214_c1_0)
+              storeVector(arena, (((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% (((mb213 *% 5) +% 1) *% 32)) +% (nb212 *% 16)) +% 8), t214_c1_1)
+              storeVector(arena, ((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% (((mb213 *% 5) +% 2) *% 32)) +% (nb212 *% 16)), t214_c2_0)
+              storeVector(arena, (((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% (((mb213 *% 5) +% 2) *% 32)) +% (nb212 *% 16)) +% 8), t214_c2_1)
+              storeVector(arena, ((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% (((mb213 *% 5) +% 3) *% 32)) +% (nb212 *% 16)), t214_c3_0)
+              storeVector(arena, (((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% (((mb213 *% 5) +% 3) *% 32)) +% (nb212 *% 16)) +% 8), t214_c3_1)
+              storeVector(arena, ((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% (((mb213 *% 5) +% 4) *% 32)) +% (nb212 *% 16)), t214_c4_0)
+              storeVector(arena, (((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% (((mb213 *% 5) +% 4) *% 32)) +% (nb212 *% 16)) +% 8), t214_c4_1)
             }
-            var t212_c0_0 = Vector()
-            var t212_c0_1 = Vector()
-            var t212_c1_0 = Vector()
-            var t212_c1_1 = Vector()
-            var t212_c2_0 = Vector()
-            var t212_c2_1 = Vector()
-            var t212_c3_0 = Vector()
-            var t212_c3_1 = Vector()
-            for k213 in 0..<16 {
-              let t212_b0 = loadVector(arena, ((((401408 +% (xi207 *% 512)) +% (part206 *% 16)) +% (k213 *% 32)) +% (nb208 *% 16)))
-              let t212_b1 = loadVector(arena, (((((401408 +% (xi207 *% 512)) +% (part206 *% 16)) +% (k213 *% 32)) +% (nb208 *% 16)) +% 8))
-              let t212_a0 = Vector(repeating: arena[(((413696 +% (xi207 *% 784)) +% 720) +% k213)])
-              t212_c0_0 = t212_c0_0.addingProduct(t212_a0, t212_b0)
-              t212_c0_1 = t212_c0_1.addingProduct(t212_a0, t212_b1)
-              let t212_a1 = Vector(repeating: arena[(((413696 +% (xi207 *% 784)) +% 736) +% k213)])
-              t212_c1_0 = t212_c1_0.addingProduct(t212_a1, t212_b0)
-              t212_c1_1 = t212_c1_1.addingProduct(t212_a1, t212_b1)
-              let t212_a2 = Vector(repeating: arena[(((413696 +% (xi207 *% 784)) +% 752) +% k213)])
-              t212_c2_0 = t212_c2_0.addingProduct(t212_a2, t212_b0)
-              t212_c2_1 = t212_c2_1.addingProduct(t212_a2, t212_b1)
-              let t212_a3 = Vector(repeating: arena[(((413696 +% (xi207 *% 784)) +% 768) +% k213)])
-              t212_c3_0 = t212_c3_0.addingProduct(t212_a3, t212_b0)
-              t212_c3_1 = t212_c3_1.addingProduct(t212_a3, t212_b1)
+            var t216_c0_0 = Vector()
+            var t216_c0_1 = Vector()
+            var t216_c1_0 = Vector()
+            var t216_c1_1 = Vector()
+            var t216_c2_0 = Vector()
+            var t216_c2_1 = Vector()
+            var t216_c3_0 = Vector()
+            var t216_c3_1 = Vector()
+            for k217 in 0..<16 {
+              let t216_b0 = loadVector(arena, ((((401408 +% (xi211 *% 512)) +% (part210 *% 16)) +% (k217 *% 32)) +% (nb212 *% 16)))
+              let t216_b1 = loadVector(arena, (((((401408 +% (xi211 *% 512)) +% (part210 *% 16)) +% (k217 *% 32)) +% (nb212 *% 16)) +% 8))
+              let t216_a0 = Vector(repeating: arena[(((413696 +% (xi211 *% 784)) +% 720) +% k217)])
+              t216_c0_0 = t216_c0_0.addingProduct(t216_a0, t216_b0)
+              t216_c0_1 = t216_c0_1.addingProduct(t216_a0, t216_b1)
+              let t216_a1 = Vector(repeating: arena[(((413696 +% (xi211 *% 784)) +% 736) +% k217)])
+              t216_c1_0 = t216_c1_0.addingProduct(t216_a1, t216_b0)
+              t216_c1_1 = t216_c1_1.addingProduct(t216_a1, t216_b1)
+              let t216_a2 = Vector(repeating: arena[(((413696 +% (xi211 *% 784)) +% 752) +% k217)])
+              t216_c2_0 = t216_c2_0.addingProduct(t216_a2, t216_b0)
+              t216_c2_1 = t216_c2_1.addingProduct(t216_a2, t216_b1)
+              let t216_a3 = Vector(repeating: arena[(((413696 +% (xi211 *% 784)) +% 768) +% k217)])
+              t216_c3_0 = t216_c3_0.addingProduct(t216_a3, t216_b0)
+              t216_c3_1 = t216_c3_1.addingProduct(t216_a3, t216_b1)
             }
-            storeVector(arena, ((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% 1440) +% (nb208 *% 16)), t212_c0_0)
-            storeVector(arena, (((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% 1440) +% (nb208 *% 16)) +% 8), t212_c0_1)
-            storeVector(arena, ((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% 1472) +% (nb208 *% 16)), t212_c1_0)
-            storeVector(arena, (((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% 1472) +% (nb208 *% 16)) +% 8), t212_c1_1)
-            storeVector(arena, ((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% 1504) +% (nb208 *% 16)), t212_c2_0)
-            storeVector(arena, (((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% 1504) +% (nb208 *% 16)) +% 8), t212_c2_1)
-            storeVector(arena, ((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% 1536) +% (nb208 *% 16)), t212_c3_0)
-            storeVector(arena, (((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% 1536) +% (nb208 *% 16)) +% 8), t212_c3_1)
+            storeVector(arena, ((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% 1440) +% (nb212 *% 16)), t216_c0_0)
+            storeVector(arena, (((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% 1440) +% (nb212 *% 16)) +% 8), t216_c0_1)
+            storeVector(arena, ((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% 1472) +% (nb212 *% 16)), t216_c1_0)
+            storeVector(arena, (((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% 1472) +% (nb212 *% 16)) +% 8), t216_c1_1)
+            storeVector(arena, ((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% 1504) +% (nb212 *% 16)), t216_c2_0)
+            storeVector(arena, (((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% 1504) +% (nb212 *% 16)) +% 8), t216_c2_1)
+            storeVector(arena, ((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% 1536) +% (nb212 *% 16)), t216_c3_0)
+            storeVector(arena, (((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% 1536) +% (nb212 *% 16)) +% 8), t216_c3_1)
           }
         }
       }
-      for j215 in 0..<1 {
-        for ty216 in 0..<7 {
-          for tx217 in 0..<7 {
-            for cv218 in 0..<2 {
-              let w219 = ((loadVector(arena, ((426240 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))) + loadVector(arena, ((432512 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8))))) + loadVector(arena, ((438784 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))))
-              let w220 = ((loadVector(arena, ((432512 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))) - loadVector(arena, ((438784 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8))))) - loadVector(arena, ((445056 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))))
-              let w221 = ((loadVector(arena, ((427808 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))) + loadVector(arena, ((434080 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8))))) + loadVector(arena, ((440352 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))))
-              let w222 = ((loadVector(arena, ((434080 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))) - loadVector(arena, ((440352 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8))))) - loadVector(arena, ((446624 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))))
-              let w223 = ((loadVector(arena, ((429376 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))) + loadVector(arena, ((435648 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8))))) + loadVector(arena, ((441920 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))))
-              let w224 = ((loadVector(arena, ((435648 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))) - loadVector(arena, ((441920 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8))))) - loadVector(arena, ((448192 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))))
-              let w225 = ((loadVector(arena, ((430944 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))) + loadVector(arena, ((437216 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8))))) + loadVector(arena, ((443488 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))))
-              let w226 = ((loadVector(arena, ((437216 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))) - loadVector(arena, ((443488 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8))))) - loadVector(arena, ((449760 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))))
-              let w227 = ((w219 + w221) + w223)
-              let w228 = ((w221 - w223) - w225)
-              let w229 = ((w220 + w222) + w224)
-              let w230 = ((w222 - w224) - w226)
-              storeVector(arena, ((451328 +% (((((j215 *% 14) +% (ty216 *% 2)) *% 14) +% (tx217 *% 2)) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8))), (w227 + loadVector(params, (7088 +% ((part206 *% 16) +% (cv218 *% 8))))))
-              storeVector(arena, ((451328 +% ((((((j215 *% 14) +% (ty216 *% 2)) *% 14) +% (tx217 *% 2)) +% 1) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8))), (w228 + loadVector(params, (7088 +% ((part206 *% 16) +% (cv218 *% 8))))))
-              storeVector(arena, ((451328 +% ((((((j215 *% 14) +% (ty216 *% 2)) +% 1) *% 14) +% (tx217 *% 2)) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8))), (w229 + loadVector(params, (7088 +% ((part206 *% 16) +% (cv218 *% 8))))))
-              storeVector(arena, ((451328 +% (((((((j215 *% 14) +% (ty216 *% 2)) +% 1) *% 14) +% (tx217 *% 2)) +% 1) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8))), (w230 + loadVector(params, (7088 +% ((part206 *% 16) +% (cv218 *% 8))))))
+      for j219 in 0..<1 {
+        for ty220 in 0..<7 {
+          for tx221 in 0..<7 {
+            for cv222 in 0..<2 {
+              let w223 = ((loadVector(arena, ((426240 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))) + loadVector(arena, ((432512 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8))))) + loadVector(arena, ((438784 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))))
+              let w224 = ((loadVector(arena, ((432512 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))) - loadVector(arena, ((438784 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8))))) - loadVector(arena, ((445056 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))))
+              let w225 = ((loadVector(arena, ((427808 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))) + loadVector(arena, ((434080 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8))))) + loadVector(arena, ((440352 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))))
+              let w226 = ((loadVector(arena, ((434080 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))) - loadVector(arena, ((440352 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8))))) - loadVector(arena, ((446624 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))))
+              let w227 = ((loadVector(arena, ((429376 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))) + loadVector(arena, ((435648 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8))))) + loadVector(arena, ((441920 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))))
+              let w228 = ((loadVector(arena, ((435648 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))) - loadVector(arena, ((441920 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8))))) - loadVector(arena, ((448192 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))))
+              let w229 = ((loadVector(arena, ((430944 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))) + loadVector(arena, ((437216 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8))))) + loadVector(arena, ((443488 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))))
+              let w230 = ((loadVector(arena, ((437216 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))) - loadVector(arena, ((443488 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8))))) - loadVector(arena, ((449760 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))))
+              let w231 = ((w223 + w225) + w227)
+              let w232 = ((w225 - w227) - w229)
+              let w233 = ((w224 + w226) + w228)
+              let w234 = ((w226 - w228) - w230)
+              storeVector(arena, ((451328 +% (((((j219 *% 14) +% (ty220 *% 2)) *% 14) +% (tx221 *% 2)) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8))), (w231 + loadVector(params, (7088 +% ((part210 *% 16) +% (cv222 *% 8))))))
+              storeVector(arena, ((451328 +% ((((((j219 *% 14) +% (ty220 *% 2)) *% 14) +% (tx221 *% 2)) +% 1) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8))), (w232 + loadVector(params, (7088 +% ((part210 *% 16) +% (cv222 *% 8))))))
+              storeVector(arena, ((451328 +% ((((((j219 *% 14) +% (ty220 *% 2)) +% 1) *% 14) +% (tx221 *% 2)) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8))), (w233 + loadVector(params, (7088 +% ((part210 *% 16) +% (cv222 *% 8))))))
+              storeVector(arena, ((451328 +% (((((((j219 *% 14) +% (ty220 *% 2)) +% 1) *% 14) +% (tx221 *% 2)) +% 1) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8))), (w234 + loadVector(params, (7088 +% ((part210 *% 16) +% (cv222 *% 8))))))
             }
           }
         }
       }
-      for j231 in 0..<1 {
-        for c232 in 0..<16 {
-          for q233 in 0..<196 {
-            arena[((((g165 +% j231) *% 6272) +% (((part206 *% 16) +% c232) *% 196)) +% q233)] = arena[((451328 +% (((j231 *% 196) +% q233) *% 32)) +% ((part206 *% 16) +% c232))]
+      for j235 in 0..<1 {
+        for c236 in 0..<16 {
+          for q237 in 0..<196 {
+            arena[((((g169 +% j235) *% 6272) +% (((part210 *% 16) +% c236) *% 196)) +% q237)] = arena[((451328 +% (((j235 *% 196) +% q237) *% 32)) +% ((part210 *% 16) +% c236))]
           }
         }
       }
     }
   }
   // act3 = sigmoid(conv3)
-  for i234 in 0..<401408 {
-    arena[(401408 +% i234)] = (Float(1) / (Float(1) + exponential((Float(0) - arena[i234]))))
+  parallelFor(pool, 2) { part238 in
+    for i239 in 0..<200704 {
+      arena[(401408 +% (i239 +% (part238 *% 200704)))] = (Float(1) / (Float(1) + exponential((Float(0) - arena[(i239 +% (part238 *% 200704))]))))
+    }
   }
   // gap = global_avgpool(act3)
-  for q235 in 0..<2048 {
-    var acc236: Float = Float(0)
-    for i237 in 0..<196 {
-      acc236 = (acc236 + arena[((401408 +% (q235 *% 196)) +% i237)])
+  for q240 in 0..<2048 {
+    var acc241: Float = Float(0)
+    for i242 in 0..<196 {
+      acc241 = (acc241 + arena[((401408 +% (q240 *% 196)) +% i242)])
     }
-    arena[q235] = (acc236 / Float(196))
+    arena[q240] = (acc241 / Float(196))
   }
   // flat = flatten(gap)
   // fc = dense(flat)
   sgemm(101, 111, 112, 64, 10, 32, 1, arena + 0, 32, params + 7120, 32, Float(bitPattern: 0x0), arena + 2048, 10)
-  for n238 in 0..<64 {
-    for u239 in 0..<1 {
-      storeVector(arena, ((u239 *% 8) +% (2048 +% (n238 *% 10))), (loadVector(arena, ((u239 *% 8) +% (2048 +% (n238 *% 10)))) + loadVector(params, ((u239 *% 8) +% 7440))))
+  for n243 in 0..<64 {
+    for u244 in 0..<1 {
+      storeVector(arena, ((u244 *% 8) +% (2048 +% (n243 *% 10))), (loadVector(arena, ((u244 *% 8) +% (2048 +% (n243 *% 10)))) + loadVector(params, ((u244 *% 8) +% 7440))))
     }
-    for u239 in 0..<1 {
-      storePartial(arena, ((u239 +% 8) +% (2048 +% (n238 *% 10))), (loadPartial(arena, ((u239 +% 8) +% (2048 +% (n238 *% 10))), 2) + loadPartial(params, ((u239 +% 8) +% 7440), 2)), 2)
+    for u244 in 0..<1 {
+      storePartial(arena, ((u244 +% 8) +% (2048 +% (n243 *% 10))), (loadPartial(arena, ((u244 +% 8) +% (2048 +% (n243 *% 10))), 2) + loadPartial(params, ((u244 +% 8) +% 7440), 2)), 2)
     }
   }
 }

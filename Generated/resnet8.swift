@@ -4849,1670 +4849,1700 @@ public func resnet8_infer_b64(
         }
       }
     }
-    do {  // gemm25
-      for nb18 in 0..<682 {
-        for mb19 in 0..<4 {
-          var t20_c0_0 = Vector()
-          var t20_c0_1 = Vector()
-          var t20_c0_2 = Vector()
-          var t20_c1_0 = Vector()
-          var t20_c1_1 = Vector()
-          var t20_c1_2 = Vector()
-          var t20_c2_0 = Vector()
-          var t20_c2_1 = Vector()
-          var t20_c2_2 = Vector()
-          var t20_c3_0 = Vector()
-          var t20_c3_1 = Vector()
-          var t20_c3_2 = Vector()
-          for k21 in 0..<27 {
-            let t20_b0 = loadVector(arena, ((1048608 +% (k21 *% 16400)) +% (nb18 *% 24)))
-            let t20_b1 = loadVector(arena, (((1048608 +% (k21 *% 16400)) +% (nb18 *% 24)) +% 8))
-            let t20_b2 = loadVector(arena, (((1048608 +% (k21 *% 16400)) +% (nb18 *% 24)) +% 16))
-            let t20_a0 = Vector(repeating: params[(((mb19 *% 4) *% 27) +% k21)])
-            t20_c0_0 = t20_c0_0.addingProduct(t20_a0, t20_b0)
-            t20_c0_1 = t20_c0_1.addingProduct(t20_a0, t20_b1)
-            t20_c0_2 = t20_c0_2.addingProduct(t20_a0, t20_b2)
-            let t20_a1 = Vector(repeating: params[((((mb19 *% 4) +% 1) *% 27) +% k21)])
-            t20_c1_0 = t20_c1_0.addingProduct(t20_a1, t20_b0)
-            t20_c1_1 = t20_c1_1.addingProduct(t20_a1, t20_b1)
-            t20_c1_2 = t20_c1_2.addingProduct(t20_a1, t20_b2)
-            let t20_a2 = Vector(repeating: params[((((mb19 *% 4) +% 2) *% 27) +% k21)])
-            t20_c2_0 = t20_c2_0.addingProduct(t20_a2, t20_b0)
-            t20_c2_1 = t20_c2_1.addingProduct(t20_a2, t20_b1)
-            t20_c2_2 = t20_c2_2.addingProduct(t20_a2, t20_b2)
-            let t20_a3 = Vector(repeating: params[((((mb19 *% 4) +% 3) *% 27) +% k21)])
-            t20_c3_0 = t20_c3_0.addingProduct(t20_a3, t20_b0)
-            t20_c3_1 = t20_c3_1.addingProduct(t20_a3, t20_b1)
-            t20_c3_2 = t20_c3_2.addingProduct(t20_a3, t20_b2)
+    parallelFor(pool, 2) { part18 in
+      do {  // gemm26
+        for nb19 in 0..<682 {
+          for mb20 in 0..<2 {
+            var t21_c0_0 = Vector()
+            var t21_c0_1 = Vector()
+            var t21_c0_2 = Vector()
+            var t21_c1_0 = Vector()
+            var t21_c1_1 = Vector()
+            var t21_c1_2 = Vector()
+            var t21_c2_0 = Vector()
+            var t21_c2_1 = Vector()
+            var t21_c2_2 = Vector()
+            var t21_c3_0 = Vector()
+            var t21_c3_1 = Vector()
+            var t21_c3_2 = Vector()
+            for k22 in 0..<27 {
+              let t21_b0 = loadVector(arena, ((1048608 +% (k22 *% 16400)) +% (nb19 *% 24)))
+              let t21_b1 = loadVector(arena, (((1048608 +% (k22 *% 16400)) +% (nb19 *% 24)) +% 8))
+              let t21_b2 = loadVector(arena, (((1048608 +% (k22 *% 16400)) +% (nb19 *% 24)) +% 16))
+              let t21_a0 = Vector(repeating: params[((((part18 *% 8) *% 27) +% ((mb20 *% 4) *% 27)) +% k22)])
+              t21_c0_0 = t21_c0_0.addingProduct(t21_a0, t21_b0)
+              t21_c0_1 = t21_c0_1.addingProduct(t21_a0, t21_b1)
+              t21_c0_2 = t21_c0_2.addingProduct(t21_a0, t21_b2)
+              let t21_a1 = Vector(repeating: params[((((part18 *% 8) *% 27) +% (((mb20 *% 4) +% 1) *% 27)) +% k22)])
+              t21_c1_0 = t21_c1_0.addingProduct(t21_a1, t21_b0)
+              t21_c1_1 = t21_c1_1.addingProduct(t21_a1, t21_b1)
+              t21_c1_2 = t21_c1_2.addingProduct(t21_a1, t21_b2)
+              let t21_a2 = Vector(repeating: params[((((part18 *% 8) *% 27) +% (((mb20 *% 4) +% 2) *% 27)) +% k22)])
+              t21_c2_0 = t21_c2_0.addingProduct(t21_a2, t21_b0)
+              t21_c2_1 = t21_c2_1.addingProduct(t21_a2, t21_b1)
+              t21_c2_2 = t21_c2_2.addingProduct(t21_a2, t21_b2)
+              let t21_a3 = Vector(repeating: params[((((part18 *% 8) *% 27) +% (((mb20 *% 4) +% 3) *% 27)) +% k22)])
+              t21_c3_0 = t21_c3_0.addingProduct(t21_a3, t21_b0)
+              t21_c3_1 = t21_c3_1.addingProduct(t21_a3, t21_b1)
+              t21_c3_2 = t21_c3_2.addingProduct(t21_a3, t21_b2)
+            }
+            storeVector(arena, (((1491408 +% ((part18 *% 8) *% 16400)) +% ((mb20 *% 4) *% 16400)) +% (nb19 *% 24)), t21_c0_0)
+            storeVector(arena, ((((1491408 +% ((part18 *% 8) *% 16400)) +% ((mb20 *% 4) *% 16400)) +% (nb19 *% 24)) +% 8), t21_c0_1)
+            storeVector(arena, ((((1491408 +% ((part18 *% 8) *% 16400)) +% ((mb20 *% 4) *% 16400)) +% (nb19 *% 24)) +% 16), t21_c0_2)
+            storeVector(arena, (((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb20 *% 4) +% 1) *% 16400)) +% (nb19 *% 24)), t21_c1_0)
+            storeVector(arena, ((((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb20 *% 4) +% 1) *% 16400)) +% (nb19 *% 24)) +% 8), t21_c1_1)
+            storeVector(arena, ((((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb20 *% 4) +% 1) *% 16400)) +% (nb19 *% 24)) +% 16), t21_c1_2)
+            storeVector(arena, (((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb20 *% 4) +% 2) *% 16400)) +% (nb19 *% 24)), t21_c2_0)
+            storeVector(arena, ((((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb20 *% 4) +% 2) *% 16400)) +% (nb19 *% 24)) +% 8), t21_c2_1)
+            storeVector(arena, ((((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb20 *% 4) +% 2) *% 16400)) +% (nb19 *% 24)) +% 16), t21_c2_2)
+            storeVector(arena, (((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb20 *% 4) +% 3) *% 16400)) +% (nb19 *% 24)), t21_c3_0)
+            storeVector(arena, ((((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb20 *% 4) +% 3) *% 16400)) +% (nb19 *% 24)) +% 8), t21_c3_1)
+            storeVector(arena, ((((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb20 *% 4) +% 3) *% 16400)) +% (nb19 *% 24)) +% 16), t21_c3_2)
           }
-          storeVector(arena, ((1491408 +% ((mb19 *% 4) *% 16400)) +% (nb18 *% 24)), t20_c0_0)
-          storeVector(arena, (((1491408 +% ((mb19 *% 4) *% 16400)) +% (nb18 *% 24)) +% 8), t20_c0_1)
-          storeVector(arena, (((1491408 +% ((mb19 *% 4) *% 16400)) +% (nb18 *% 24)) +% 16), t20_c0_2)
-          storeVector(arena, ((1491408 +% (((mb19 *% 4) +% 1) *% 16400)) +% (nb18 *% 24)), t20_c1_0)
-          storeVector(arena, (((1491408 +% (((mb19 *% 4) +% 1) *% 16400)) +% (nb18 *% 24)) +% 8), t20_c1_1)
-          storeVector(arena, (((1491408 +% (((mb19 *% 4) +% 1) *% 16400)) +% (nb18 *% 24)) +% 16), t20_c1_2)
-          storeVector(arena, ((1491408 +% (((mb19 *% 4) +% 2) *% 16400)) +% (nb18 *% 24)), t20_c2_0)
-          storeVector(arena, (((1491408 +% (((mb19 *% 4) +% 2) *% 16400)) +% (nb18 *% 24)) +% 8), t20_c2_1)
-          storeVector(arena, (((1491408 +% (((mb19 *% 4) +% 2) *% 16400)) +% (nb18 *% 24)) +% 16), t20_c2_2)
-          storeVector(arena, ((1491408 +% (((mb19 *% 4) +% 3) *% 16400)) +% (nb18 *% 24)), t20_c3_0)
-          storeVector(arena, (((1491408 +% (((mb19 *% 4) +% 3) *% 16400)) +% (nb18 *% 24)) +% 8), t20_c3_1)
-          storeVector(arena, (((1491408 +% (((mb19 *% 4) +% 3) *% 16400)) +% (nb18 *% 24)) +% 16), t20_c3_2)
+        }
+        for mb23 in 0..<2 {
+          var t24_c0_0 = Vector()
+          var t24_c0_1 = Vector()
+          var t24_c1_0 = Vector()
+          var t24_c1_1 = Vector()
+          var t24_c2_0 = Vector()
+          var t24_c2_1 = Vector()
+          var t24_c3_0 = Vector()
+          var t24_c3_1 = Vector()
+          for k25 in 0..<27 {
+            let t24_b0 = loadVector(arena, ((1048608 +% (k25 *% 16400)) +% 16368))
+            let t24_b1 = loadVector(arena, (((1048608 +% (k25 *% 16400)) +% 16368) +% 8))
+            let t24_a0 = Vector(repeating: params[((((part18 *% 8) *% 27) +% ((mb23 *% 4) *% 27)) +% k25)])
+            t24_c0_0 = t24_c0_0.addingProduct(t24_a0, t24_b0)
+            t24_c0_1 = t24_c0_1.addingProduct(t24_a0, t24_b1)
+            let t24_a1 = Vector(repeating: params[((((part18 *% 8) *% 27) +% (((mb23 *% 4) +% 1) *% 27)) +% k25)])
+            t24_c1_0 = t24_c1_0.addingProduct(t24_a1, t24_b0)
+            t24_c1_1 = t24_c1_1.addingProduct(t24_a1, t24_b1)
+            let t24_a2 = Vector(repeating: params[((((part18 *% 8) *% 27) +% (((mb23 *% 4) +% 2) *% 27)) +% k25)])
+            t24_c2_0 = t24_c2_0.addingProduct(t24_a2, t24_b0)
+            t24_c2_1 = t24_c2_1.addingProduct(t24_a2, t24_b1)
+            let t24_a3 = Vector(repeating: params[((((part18 *% 8) *% 27) +% (((mb23 *% 4) +% 3) *% 27)) +% k25)])
+            t24_c3_0 = t24_c3_0.addingProduct(t24_a3, t24_b0)
+            t24_c3_1 = t24_c3_1.addingProduct(t24_a3, t24_b1)
+          }
+          storeVector(arena, (((1491408 +% ((part18 *% 8) *% 16400)) +% ((mb23 *% 4) *% 16400)) +% 16368), t24_c0_0)
+          storeVector(arena, ((((1491408 +% ((part18 *% 8) *% 16400)) +% ((mb23 *% 4) *% 16400)) +% 16368) +% 8), t24_c0_1)
+          storeVector(arena, (((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb23 *% 4) +% 1) *% 16400)) +% 16368), t24_c1_0)
+          storeVector(arena, ((((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb23 *% 4) +% 1) *% 16400)) +% 16368) +% 8), t24_c1_1)
+          storeVector(arena, (((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb23 *% 4) +% 2) *% 16400)) +% 16368), t24_c2_0)
+          storeVector(arena, ((((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb23 *% 4) +% 2) *% 16400)) +% 16368) +% 8), t24_c2_1)
+          storeVector(arena, (((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb23 *% 4) +% 3) *% 16400)) +% 16368), t24_c3_0)
+          storeVector(arena, ((((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb23 *% 4) +% 3) *% 16400)) +% 16368) +% 8), t24_c3_1)
         }
       }
-      for mb22 in 0..<4 {
-        var t23_c0_0 = Vector()
-        var t23_c0_1 = Vector()
-        var t23_c1_0 = Vector()
-        var t23_c1_1 = Vector()
-        var t23_c2_0 = Vector()
-        var t23_c2_1 = Vector()
-        var t23_c3_0 = Vector()
-        var t23_c3_1 = Vector()
-        for k24 in 0..<27 {
-          let t23_b0 = loadVector(arena, ((1048608 +% (k24 *% 16400)) +% 16368))
-          let t23_b1 = loadVector(arena, (((1048608 +% (k24 *% 16400)) +% 16368) +% 8))
-          let t23_a0 = Vector(repeating: params[(((mb22 *% 4) *% 27) +% k24)])
-          t23_c0_0 = t23_c0_0.addingProduct(t23_a0, t23_b0)
-          t23_c0_1 = t23_c0_1.addingProduct(t23_a0, t23_b1)
-          let t23_a1 = Vector(repeating: params[((((mb22 *% 4) +% 1) *% 27) +% k24)])
-          t23_c1_0 = t23_c1_0.addingProduct(t23_a1, t23_b0)
-          t23_c1_1 = t23_c1_1.addingProduct(t23_a1, t23_b1)
-          let t23_a2 = Vector(repeating: params[((((mb22 *% 4) +% 2) *% 27) +% k24)])
-          t23_c2_0 = t23_c2_0.addingProduct(t23_a2, t23_b0)
-          t23_c2_1 = t23_c2_1.addingProduct(t23_a2, t23_b1)
-          let t23_a3 = Vector(repeating: params[((((mb22 *% 4) +% 3) *% 27) +% k24)])
-          t23_c3_0 = t23_c3_0.addingProduct(t23_a3, t23_b0)
-          t23_c3_1 = t23_c3_1.addingProduct(t23_a3, t23_b1)
-        }
-        storeVector(arena, ((1491408 +% ((mb22 *% 4) *% 16400)) +% 16368), t23_c0_0)
-        storeVector(arena, (((1491408 +% ((mb22 *% 4) *% 16400)) +% 16368) +% 8), t23_c0_1)
-        storeVector(arena, ((1491408 +% (((mb22 *% 4) +% 1) *% 16400)) +% 16368), t23_c1_0)
-        storeVector(arena, (((1491408 +% (((mb22 *% 4) +% 1) *% 16400)) +% 16368) +% 8), t23_c1_1)
-        storeVector(arena, ((1491408 +% (((mb22 *% 4) +% 2) *% 16400)) +% 16368), t23_c2_0)
-        storeVector(arena, (((1491408 +% (((mb22 *% 4) +% 2) *% 16400)) +% 16368) +% 8), t23_c2_1)
-        storeVector(arena, ((1491408 +% (((mb22 *% 4) +% 3) *% 16400)) +% 16368), t23_c3_0)
-        storeVector(arena, (((1491408 +% (((mb22 *% 4) +% 3) *% 16400)) +% 16368) +% 8), t23_c3_1)
-      }
-    }
-    for j26 in 0..<16 {
-      for f27 in 0..<16 {
-        for i28 in 0..<128 {
-          storeVector(arena, ((i28 *% 8) +% ((32 +% (((g3 *% 16) +% j26) *% 16384)) +% (f27 *% 1024))), Vector(repeating: Float(0)).replacing(with: ((loadVector(arena, ((i28 *% 8) +% ((1491408 +% (f27 *% 16400)) +% (j26 *% 1024)))) * Vector(repeating: arena[f27])) + Vector(repeating: arena[(16 +% f27)])), where: ((loadVector(arena, ((i28 *% 8) +% ((1491408 +% (f27 *% 16400)) +% (j26 *% 1024)))) * Vector(repeating: arena[f27])) + Vector(repeating: arena[(16 +% f27)])) .> Vector(repeating: Float(0))))
+      for j27 in 0..<16 {
+        for f28 in 0..<8 {
+          for i29 in 0..<128 {
+            storeVector(arena, ((i29 *% 8) +% ((32 +% (((g3 *% 16) +% j27) *% 16384)) +% ((f28 +% (part18 *% 8)) *% 1024))), Vector(repeating: Float(0)).replacing(with: ((loadVector(arena, ((i29 *% 8) +% ((1491408 +% ((f28 +% (part18 *% 8)) *% 16400)) +% (j27 *% 1024)))) * Vector(repeating: arena[(f28 +% (part18 *% 8))])) + Vector(repeating: arena[(16 +% (f28 +% (part18 *% 8)))])), where: ((loadVector(arena, ((i29 *% 8) +% ((1491408 +% ((f28 +% (part18 *% 8)) *% 16400)) +% (j27 *% 1024)))) * Vector(repeating: arena[(f28 +% (part18 *% 8))])) + Vector(repeating: arena[(16 +% (f28 +% (part18 *% 8)))])) .> Vector(repeating: Float(0))))
+          }
         }
       }
     }
   }
   // s1_bn1 = batchnorm_fold()
-  for c29 in 0..<2 {
-    let scale30_v = (loadVector(params, ((c29 *% 8) +% 2768)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c29 *% 8) +% 78090)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c29 *% 8), scale30_v)
-    storeVector(arena, ((c29 *% 8) +% 16), (loadVector(params, ((c29 *% 8) +% 2784)) - (loadVector(params, ((c29 *% 8) +% 78074)) * scale30_v)))
+  for c30 in 0..<2 {
+    let scale31_v = (loadVector(params, ((c30 *% 8) +% 2768)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c30 *% 8) +% 78090)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c30 *% 8), scale31_v)
+    storeVector(arena, ((c30 *% 8) +% 16), (loadVector(params, ((c30 *% 8) +% 2784)) - (loadVector(params, ((c30 *% 8) +% 78074)) * scale31_v)))
   }
   // s1_conv1 = conv2d_relu(stem, s1_bn1)
-  parallelFor(pool, 2) { part31 in
-    for ci32 in 0..<16 {
-      for co33 in 0..<8 {
-        var w34: Float = params[(464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9))]
-        var w35: Float = (((params[(464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9))] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 3)]) + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w36: Float = (((params[(464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9))] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 6)]) - params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w37: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 6)]
-        var w38: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 1)]
-        var w39: Float = (((params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 1)] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 4)]) + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w40: Float = (((params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 1)] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 7)]) - params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w41: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 7)]
-        var w42: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 2)]
-        var w43: Float = (((params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 2)] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 5)]) + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w44: Float = (((params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 2)] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 8)]) - params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w45: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 8)]
-        var w46: Float = w34
-        var w47: Float = (((w34 + w38) + w42) * Float(bitPattern: 0x3f000000))
-        var w48: Float = (((w34 + w42) - w38) * Float(bitPattern: 0x3f000000))
-        var w49: Float = w42
-        var w50: Float = w35
-        var w51: Float = (((w35 + w39) + w43) * Float(bitPattern: 0x3f000000))
-        var w52: Float = (((w35 + w43) - w39) * Float(bitPattern: 0x3f000000))
-        var w53: Float = w43
-        var w54: Float = w36
-        var w55: Float = (((w36 + w40) + w44) * Float(bitPattern: 0x3f000000))
-        var w56: Float = (((w36 + w44) - w40) * Float(bitPattern: 0x3f000000))
-        var w57: Float = w44
-        var w58: Float = w37
-        var w59: Float = (((w37 + w41) + w45) * Float(bitPattern: 0x3f000000))
-        var w60: Float = (((w37 + w45) - w41) * Float(bitPattern: 0x3f000000))
-        var w61: Float = w45
-        arena[((2097184 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w46
-        arena[((2097440 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w47
-        arena[((2097696 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w48
-        arena[((2097952 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w49
-        arena[((2098208 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w50
-        arena[((2098464 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w51
-        arena[((2098720 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w52
-        arena[((2098976 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w53
-        arena[((2099232 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w54
-        arena[((2099488 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w55
-        arena[((2099744 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w56
-        arena[((2100000 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w57
-        arena[((2100256 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w58
-        arena[((2100512 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w59
-        arena[((2100768 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w60
-        arena[((2101024 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w61
+  parallelFor(pool, 2) { part32 in
+    for ci33 in 0..<16 {
+      for co34 in 0..<8 {
+        var w35: Float = params[(464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9))]
+        var w36: Float = (((params[(464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9))] + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 3)]) + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w37: Float = (((params[(464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9))] + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 6)]) - params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w38: Float = params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 6)]
+        var w39: Float = params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 1)]
+        var w40: Float = (((params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 1)] + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 4)]) + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w41: Float = (((params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 1)] + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 7)]) - params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w42: Float = params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 7)]
+        var w43: Float = params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 2)]
+        var w44: Float = (((params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 2)] + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 5)]) + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w45: Float = (((params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 2)] + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 8)]) - params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w46: Float = params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 8)]
+        var w47: Float = w35
+        var w48: Float = (((w35 + w39) + w43) * Float(bitPattern: 0x3f000000))
+        var w49: Float = (((w35 + w43) - w39) * Float(bitPattern: 0x3f000000))
+        var w50: Float = w43
+        var w51: Float = w36
+        var w52: Float = (((w36 + w40) + w44) * Float(bitPattern: 0x3f000000))
+        var w53: Float = (((w36 + w44) - w40) * Float(bitPattern: 0x3f000000))
+        var w54: Float = w44
+        var w55: Float = w37
+        var w56: Float = (((w37 + w41) + w45) * Float(bitPattern: 0x3f000000))
+        var w57: Float = (((w37 + w45) - w41) * Float(bitPattern: 0x3f000000))
+        var w58: Float = w45
+        var w59: Float = w38
+        var w60: Float = (((w38 + w42) + w46) * Float(bitPattern: 0x3f000000))
+        var w61: Float = (((w38 + w46) - w42) * Float(bitPattern: 0x3f000000))
+        var w62: Float = w46
+        arena[((2097184 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w47
+        arena[((2097440 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w48
+        arena[((2097696 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w49
+        arena[((2097952 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w50
+        arena[((2098208 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w51
+        arena[((2098464 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w52
+        arena[((2098720 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w53
+        arena[((2098976 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w54
+        arena[((2099232 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w55
+        arena[((2099488 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w56
+        arena[((2099744 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w57
+        arena[((2100000 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w58
+        arena[((2100256 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w59
+        arena[((2100512 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w60
+        arena[((2100768 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w61
+        arena[((2101024 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w62
       }
     }
   }
-  for i62 in 0..<2312 {
-    storeVector(arena, ((i62 *% 8) +% 2101280), Vector(repeating: Float(0)))
+  for i63 in 0..<2312 {
+    storeVector(arena, ((i63 *% 8) +% 2101280), Vector(repeating: Float(0)))
   }
-  for g63 in 0..<64 {
-    for j64 in 0..<1 {
-      for c65 in 0..<16 {
-        for iy66 in 0..<32 {
-          for ix67 in 0..<32 {
-            arena[(2101280 +% ((((j64 *% 18496) +% ((iy66 +% 1) *% 544)) +% ((ix67 +% 1) *% 16)) +% c65))] = arena[((((32 +% ((g63 +% j64) *% 16384)) +% (c65 *% 1024)) +% (iy66 *% 32)) +% ix67)]
+  for g64 in 0..<64 {
+    for j65 in 0..<1 {
+      for c66 in 0..<16 {
+        for iy67 in 0..<32 {
+          for ix68 in 0..<32 {
+            arena[(2101280 +% ((((j65 *% 18496) +% ((iy67 +% 1) *% 544)) +% ((ix68 +% 1) *% 16)) +% c66))] = arena[((((32 +% ((g64 +% j65) *% 16384)) +% (c66 *% 1024)) +% (iy67 *% 32)) +% ix68)]
           }
         }
       }
     }
-    for j68 in 0..<1 {
-      for ty69 in 0..<16 {
-        for tx70 in 0..<16 {
-          for cv71 in 0..<2 {
-            let w72 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% ((ty69 *% 2) *% 544)) +% ((tx70 *% 2) *% 16)) +% (cv71 *% 8)))) - loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 2) *% 544)) +% ((tx70 *% 2) *% 16)) +% (cv71 *% 8)))))
-            let w73 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 1) *% 544)) +% ((tx70 *% 2) *% 16)) +% (cv71 *% 8)))) + loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 2) *% 544)) +% ((tx70 *% 2) *% 16)) +% (cv71 *% 8)))))
-            let w74 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 2) *% 544)) +% ((tx70 *% 2) *% 16)) +% (cv71 *% 8)))) - loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 1) *% 544)) +% ((tx70 *% 2) *% 16)) +% (cv71 *% 8)))))
-            let w75 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 1) *% 544)) +% ((tx70 *% 2) *% 16)) +% (cv71 *% 8)))) - loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 3) *% 544)) +% ((tx70 *% 2) *% 16)) +% (cv71 *% 8)))))
-            let w76 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% ((ty69 *% 2) *% 544)) +% (((tx70 *% 2) +% 1) *% 16)) +% (cv71 *% 8)))) - loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 2) *% 544)) +% (((tx70 *% 2) +% 1) *% 16)) +% (cv71 *% 8)))))
-            let w77 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 1) *% 544)) +% (((tx70 *% 2) +% 1) *% 16)) +% (cv71 *% 8)))) + loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 2) *% 544)) +% (((tx70 *% 2) +% 1) *% 16)) +% (cv71 *% 8)))))
-            let w78 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 2) *% 544)) +% (((tx70 *% 2) +% 1) *% 16)) +% (cv71 *% 8)))) - loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 1) *% 544)) +% (((tx70 *% 2) +% 1) *% 16)) +% (cv71 *% 8)))))
-            let w79 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 1) *% 544)) +% (((tx70 *% 2) +% 1) *% 16)) +% (cv71 *% 8)))) - loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 3) *% 544)) +% (((tx70 *% 2) +% 1) *% 16)) +% (cv71 *% 8)))))
-            let w80 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% ((ty69 *% 2) *% 544)) +% (((tx70 *% 2) +% 2) *% 16)) +% (cv71 *% 8)))) - loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 2) *% 544)) +% (((tx70 *% 2) +% 2) *% 16)) +% (cv71 *% 8)))))
-            let w81 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 1) *% 544)) +% (((tx70 *% 2) +% 2) *% 16)) +% (cv71 *% 8)))) + loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 2) *% 544)) +% (((tx70 *% 2) +% 2) *% 16)) +% (cv71 *% 8)))))
-            let w82 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 2) *% 544)) +% (((tx70 *% 2) +% 2) *% 16)) +% (cv71 *% 8)))) - loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 1) *% 544)) +% (((tx70 *% 2) +% 2) *% 16)) +% (cv71 *% 8)))))
-            let w83 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 1) *% 544)) +% (((tx70 *% 2) +% 2) *% 16)) +% (cv71 *% 8)))) - loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 3) *% 544)) +% (((tx70 *% 2) +% 2) *% 16)) +% (cv71 *% 8)))))
-            let w84 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% ((ty69 *% 2) *% 544)) +% (((tx70 *% 2) +% 3) *% 16)) +% (cv71 *% 8)))) - loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 2) *% 544)) +% (((tx70 *% 2) +% 3) *% 16)) +% (cv71 *% 8)))))
-            let w85 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 1) *% 544)) +% (((tx70 *% 2) +% 3) *% 16)) +% (cv71 *% 8)))) + loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 2) *% 544)) +% (((tx70 *% 2) +% 3) *% 16)) +% (cv71 *% 8)))))
-            let w86 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 2) *% 544)) +% (((tx70 *% 2) +% 3) *% 16)) +% (cv71 *% 8)))) - loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 1) *% 544)) +% (((tx70 *% 2) +% 3) *% 16)) +% (cv71 *% 8)))))
-            let w87 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 1) *% 544)) +% (((tx70 *% 2) +% 3) *% 16)) +% (cv71 *% 8)))) - loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 3) *% 544)) +% (((tx70 *% 2) +% 3) *% 16)) +% (cv71 *% 8)))))
-            let w88 = (w72 - w80)
-            let w89 = (w76 + w80)
-            let w90 = (w80 - w76)
-            let w91 = (w76 - w84)
-            let w92 = (w73 - w81)
-            let w93 = (w77 + w81)
-            let w94 = (w81 - w77)
-            let w95 = (w77 - w85)
-            let w96 = (w74 - w82)
-            let w97 = (w78 + w82)
-            let w98 = (w82 - w78)
-            let w99 = (w78 - w86)
-            let w100 = (w75 - w83)
-            let w101 = (w79 + w83)
-            let w102 = (w83 - w79)
-            let w103 = (w79 - w87)
-            storeVector(arena, ((2119776 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w88)
-            storeVector(arena, ((2123872 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w89)
-            storeVector(arena, ((2127968 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w90)
-            storeVector(arena, ((2132064 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w91)
-            storeVector(arena, ((2136160 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w92)
-            storeVector(arena, ((2140256 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w93)
-            storeVector(arena, ((2144352 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w94)
-            storeVector(arena, ((2148448 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w95)
-            storeVector(arena, ((2152544 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w96)
-            storeVector(arena, ((2156640 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w97)
-            storeVector(arena, ((2160736 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w98)
-            storeVector(arena, ((2164832 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w99)
-            storeVector(arena, ((2168928 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w100)
-            storeVector(arena, ((2173024 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w101)
-            storeVector(arena, ((2177120 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w102)
-            storeVector(arena, ((2181216 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w103)
+    for j69 in 0..<1 {
+      for ty70 in 0..<16 {
+        for tx71 in 0..<16 {
+          for cv72 in 0..<2 {
+            let w73 = (loadVector(arena, (2101280 +% ((((j69 *% 18496) +% ((ty70 *% 2) *% 544)) +% ((tx71 *% 2) *% 16)) +% (cv72 *% 8)))) - loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 2) *% 544)) +% ((tx71 *% 2) *% 16)) +% (cv72 *% 8)))))
+            let w74 = (loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 1) *% 544)) +% ((tx71 *% 2) *% 16)) +% (cv72 *% 8)))) + loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 2) *% 544)) +% ((tx71 *% 2) *% 16)) +% (cv72 *% 8)))))
+            let w75 = (loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 2) *% 544)) +% ((tx71 *% 2) *% 16)) +% (cv72 *% 8)))) - loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 1) *% 544)) +% ((tx71 *% 2) *% 16)) +% (cv72 *% 8)))))
+            let w76 = (loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 1) *% 544)) +% ((tx71 *% 2) *% 16)) +% (cv72 *% 8)))) - loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 3) *% 544)) +% ((tx71 *% 2) *% 16)) +% (cv72 *% 8)))))
+            let w77 = (loadVector(arena, (2101280 +% ((((j69 *% 18496) +% ((ty70 *% 2) *% 544)) +% (((tx71 *% 2) +% 1) *% 16)) +% (cv72 *% 8)))) - loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 2) *% 544)) +% (((tx71 *% 2) +% 1) *% 16)) +% (cv72 *% 8)))))
+            let w78 = (loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 1) *% 544)) +% (((tx71 *% 2) +% 1) *% 16)) +% (cv72 *% 8)))) + loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 2) *% 544)) +% (((tx71 *% 2) +% 1) *% 16)) +% (cv72 *% 8)))))
+            let w79 = (loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 2) *% 544)) +% (((tx71 *% 2) +% 1) *% 16)) +% (cv72 *% 8)))) - loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 1) *% 544)) +% (((tx71 *% 2) +% 1) *% 16)) +% (cv72 *% 8)))))
+            let w80 = (loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 1) *% 544)) +% (((tx71 *% 2) +% 1) *% 16)) +% (cv72 *% 8)))) - loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 3) *% 544)) +% (((tx71 *% 2) +% 1) *% 16)) +% (cv72 *% 8)))))
+            let w81 = (loadVector(arena, (2101280 +% ((((j69 *% 18496) +% ((ty70 *% 2) *% 544)) +% (((tx71 *% 2) +% 2) *% 16)) +% (cv72 *% 8)))) - loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 2) *% 544)) +% (((tx71 *% 2) +% 2) *% 16)) +% (cv72 *% 8)))))
+            let w82 = (loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 1) *% 544)) +% (((tx71 *% 2) +% 2) *% 16)) +% (cv72 *% 8)))) + loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 2) *% 544)) +% (((tx71 *% 2) +% 2) *% 16)) +% (cv72 *% 8)))))
+            let w83 = (loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 2) *% 544)) +% (((tx71 *% 2) +% 2) *% 16)) +% (cv72 *% 8)))) - loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 1) *% 544)) +% (((tx71 *% 2) +% 2) *% 16)) +% (cv72 *% 8)))))
+            let w84 = (loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 1) *% 544)) +% (((tx71 *% 2) +% 2) *% 16)) +% (cv72 *% 8)))) - loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 3) *% 544)) +% (((tx71 *% 2) +% 2) *% 16)) +% (cv72 *% 8)))))
+            let w85 = (loadVector(arena, (2101280 +% ((((j69 *% 18496) +% ((ty70 *% 2) *% 544)) +% (((tx71 *% 2) +% 3) *% 16)) +% (cv72 *% 8)))) - loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 2) *% 544)) +% (((tx71 *% 2) +% 3) *% 16)) +% (cv72 *% 8)))))
+            let w86 = (loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 1) *% 544)) +% (((tx71 *% 2) +% 3) *% 16)) +% (cv72 *% 8)))) + loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 2) *% 544)) +% (((tx71 *% 2) +% 3) *% 16)) +% (cv72 *% 8)))))
+            let w87 = (loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 2) *% 544)) +% (((tx71 *% 2) +% 3) *% 16)) +% (cv72 *% 8)))) - loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 1) *% 544)) +% (((tx71 *% 2) +% 3) *% 16)) +% (cv72 *% 8)))))
+            let w88 = (loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 1) *% 544)) +% (((tx71 *% 2) +% 3) *% 16)) +% (cv72 *% 8)))) - loadVector(arena, (2101280 +% ((((j69 *% 18496) +% (((ty70 *% 2) +% 3) *% 544)) +% (((tx71 *% 2) +% 3) *% 16)) +% (cv72 *% 8)))))
+            let w89 = (w73 - w81)
+            let w90 = (w77 + w81)
+            let w91 = (w81 - w77)
+            let w92 = (w77 - w85)
+            let w93 = (w74 - w82)
+            let w94 = (w78 + w82)
+            let w95 = (w82 - w78)
+            let w96 = (w78 - w86)
+            let w97 = (w75 - w83)
+            let w98 = (w79 + w83)
+            let w99 = (w83 - w79)
+            let w100 = (w79 - w87)
+            let w101 = (w76 - w84)
+            let w102 = (w80 + w84)
+            let w103 = (w84 - w80)
+            let w104 = (w80 - w88)
+            storeVector(arena, ((2119776 +% ((((j69 *% 256) +% (ty70 *% 16)) +% tx71) *% 16)) +% (cv72 *% 8)), w89)
+            storeVector(arena, ((2123872 +% ((((j69 *% 256) +% (ty70 *% 16)) +% tx71) *% 16)) +% (cv72 *% 8)), w90)
+            storeVector(arena, ((2127968 +% ((((j69 *% 256) +% (ty70 *% 16)) +% tx71) *% 16)) +% (cv72 *% 8)), w91)
+            storeVector(arena, ((2132064 +% ((((j69 *% 256) +% (ty70 *% 16)) +% tx71) *% 16)) +% (cv72 *% 8)), w92)
+            storeVector(arena, ((2136160 +% ((((j69 *% 256) +% (ty70 *% 16)) +% tx71) *% 16)) +% (cv72 *% 8)), w93)
+            storeVector(arena, ((2140256 +% ((((j69 *% 256) +% (ty70 *% 16)) +% tx71) *% 16)) +% (cv72 *% 8)), w94)
+            storeVector(arena, ((2144352 +% ((((j69 *% 256) +% (ty70 *% 16)) +% tx71) *% 16)) +% (cv72 *% 8)), w95)
+            storeVector(arena, ((2148448 +% ((((j69 *% 256) +% (ty70 *% 16)) +% tx71) *% 16)) +% (cv72 *% 8)), w96)
+            storeVector(arena, ((2152544 +% ((((j69 *% 256) +% (ty70 *% 16)) +% tx71) *% 16)) +% (cv72 *% 8)), w97)
+            storeVector(arena, ((2156640 +% ((((j69 *% 256) +% (ty70 *% 16)) +% tx71) *% 16)) +% (cv72 *% 8)), w98)
+            storeVector(arena, ((2160736 +% ((((j69 *% 256) +% (ty70 *% 16)) +% tx71) *% 16)) +% (cv72 *% 8)), w99)
+            storeVector(arena, ((2164832 +% ((((j69 *% 256) +% (ty70 *% 16)) +% tx71) *% 16)) +% (cv72 *% 8)), w100)
+            storeVector(arena, ((2168928 +% ((((j69 *% 256) +% (ty70 *% 16)) +% tx71) *% 16)) +% (cv72 *% 8)), w101)
+            storeVector(arena, ((2173024 +% ((((j69 *% 256) +% (ty70 *% 16)) +% tx71) *% 16)) +% (cv72 *% 8)), w102)
+            storeVector(arena, ((2177120 +% ((((j69 *% 256) +% (ty70 *% 16)) +% tx71) *% 16)) +% (cv72 *% 8)), w103)
+            storeVector(arena, ((2181216 +% ((((j69 *% 256) +% (ty70 *% 16)) +% tx71) *% 16)) +% (cv72 *% 8)), w104)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part104 in
-      for xi105 in 0..<16 {
-        do {  // gemm112
-          for nb106 in 0..<1 {
-            for mb107 in 0..<18 {
-              var t108_c0_0 = Vector()
-              var t108_c1_0 = Vector()
-              var t108_c2_0 = Vector()
-              var t108_c3_0 = Vector()
-              var t108_c4_0 = Vector()
-              var t108_c5_0 = Vector()
-              var t108_c6_0 = Vector()
-              var t108_c7_0 = Vector()
-              var t108_c8_0 = Vector()
-              var t108_c9_0 = Vector()
-              var t108_c10_0 = Vector()
-              var t108_c11_0 = Vector()
-              var t108_c12_0 = Vector()
-              var t108_c13_0 = Vector()
-              for k109 in 0..<16 {
-                let t108_b0 = loadVector(arena, ((((2097184 +% (xi105 *% 256)) +% (part104 *% 8)) +% (k109 *% 16)) +% (nb106 *% 8)))
-                let t108_a0 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% ((mb107 *% 14) *% 16)) +% k109)])
-                t108_c0_0 = t108_c0_0.addingProduct(t108_a0, t108_b0)
-                let t108_a1 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 1) *% 16)) +% k109)])
-                t108_c1_0 = t108_c1_0.addingProduct(t108_a1, t108_b0)
-                let t108_a2 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 2) *% 16)) +% k109)])
-                t108_c2_0 = t108_c2_0.addingProduct(t108_a2, t108_b0)
-                let t108_a3 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 3) *% 16)) +% k109)])
-                t108_c3_0 = t108_c3_0.addingProduct(t108_a3, t108_b0)
-                let t108_a4 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 4) *% 16)) +% k109)])
-                t108_c4_0 = t108_c4_0.addingProduct(t108_a4, t108_b0)
-                let t108_a5 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 5) *% 16)) +% k109)])
-                t108_c5_0 = t108_c5_0.addingProduct(t108_a5, t108_b0)
-                let t108_a6 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 6) *% 16)) +% k109)])
-                t108_c6_0 = t108_c6_0.addingProduct(t108_a6, t108_b0)
-                let t108_a7 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 7) *% 16)) +% k109)])
-                t108_c7_0 = t108_c7_0.addingProduct(t108_a7, t108_b0)
-                let t108_a8 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 8) *% 16)) +% k109)])
-                t108_c8_0 = t108_c8_0.addingProduct(t108_a8, t108_b0)
-                let t108_a9 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 9) *% 16)) +% k109)])
-                t108_c9_0 = t108_c9_0.addingProduct(t108_a9, t108_b0)
-                let t108_a10 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 10) *% 16)) +% k109)])
-                t108_c10_0 = t108_c10_0.addingProduct(t108_a10, t108_b0)
-                let t108_a11 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 11) *% 16)) +% k109)])
-                t108_c11_0 = t108_c11_0.addingProduct(t108_a11, t108_b0)
-                let t108_a12 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 12) *% 16)) +% k109)])
-                t108_c12_0 = t108_c12_0.addingProduct(t108_a12, t108_b0)
-                let t108_a13 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 13) *% 16)) +% k109)])
-                t108_c13_0 = t108_c13_0.addingProduct(t108_a13, t108_b0)
+    parallelFor(pool, 2) { part105 in
+      for xi106 in 0..<16 {
+        do {  // gemm113
+          for nb107 in 0..<1 {
+            for mb108 in 0..<18 {
+              var t109_c0_0 = Vector()
+              var t109_c1_0 = Vector()
+              var t109_c2_0 = Vector()
+              var t109_c3_0 = Vector()
+              var t109_c4_0 = Vector()
+              var t109_c5_0 = Vector()
+              var t109_c6_0 = Vector()
+              var t109_c7_0 = Vector()
+              var t109_c8_0 = Vector()
+              var t109_c9_0 = Vector()
+              var t109_c10_0 = Vector()
+              var t109_c11_0 = Vector()
+              var t109_c12_0 = Vector()
+              var t109_c13_0 = Vector()
+              for k110 in 0..<16 {
+                let t109_b0 = loadVector(arena, ((((2097184 +% (xi106 *% 256)) +% (part105 *% 8)) +% (k110 *% 16)) +% (nb107 *% 8)))
+                let t109_a0 = Vector(repeating: arena[(((2119776 +% (xi106 *% 4096)) +% ((mb108 *% 14) *% 16)) +% k110)])
+                t109_c0_0 = t109_c0_0.addingProduct(t109_a0, t109_b0)
+                let t109_a1 = Vector(repeating: arena[(((2119776 +% (xi106 *% 4096)) +% (((mb108 *% 14) +% 1) *% 16)) +% k110)])
+                t109_c1_0 = t109_c1_0.addingProduct(t109_a1, t109_b0)
+                let t109_a2 = Vector(repeating: arena[(((2119776 +% (xi106 *% 4096)) +% (((mb108 *% 14) +% 2) *% 16)) +% k110)])
+                t109_c2_0 = t109_c2_0.addingProduct(t109_a2, t109_b0)
+                let t109_a3 = Vector(repeating: arena[(((2119776 +% (xi106 *% 4096)) +% (((mb108 *% 14) +% 3) *% 16)) +% k110)])
+                t109_c3_0 = t109_c3_0.addingProduct(t109_a3, t109_b0)
+                let t109_a4 = Vector(repeating: arena[(((2119776 +% (xi106 *% 4096)) +% (((mb108 *% 14) +% 4) *% 16)) +% k110)])
+                t109_c4_0 = t109_c4_0.addingProduct(t109_a4, t109_b0)
+                let t109_a5 = Vector(repeating: arena[(((2119776 +% (xi106 *% 4096)) +% (((mb108 *% 14) +% 5) *% 16)) +% k110)])
+                t109_c5_0 = t109_c5_0.addingProduct(t109_a5, t109_b0)
+                let t109_a6 = Vector(repeating: arena[(((2119776 +% (xi106 *% 4096)) +% (((mb108 *% 14) +% 6) *% 16)) +% k110)])
+                t109_c6_0 = t109_c6_0.addingProduct(t109_a6, t109_b0)
+                let t109_a7 = Vector(repeating: arena[(((2119776 +% (xi106 *% 4096)) +% (((mb108 *% 14) +% 7) *% 16)) +% k110)])
+                t109_c7_0 = t109_c7_0.addingProduct(t109_a7, t109_b0)
+                let t109_a8 = Vector(repeating: arena[(((2119776 +% (xi106 *% 4096)) +% (((mb108 *% 14) +% 8) *% 16)) +% k110)])
+                t109_c8_0 = t109_c8_0.addingProduct(t109_a8, t109_b0)
+                let t109_a9 = Vector(repeating: arena[(((2119776 +% (xi106 *% 4096)) +% (((mb108 *% 14) +% 9) *% 16)) +% k110)])
+                t109_c9_0 = t109_c9_0.addingProduct(t109_a9, t109_b0)
+                let t109_a10 = Vector(repeating: arena[(((2119776 +% (xi106 *% 4096)) +% (((mb108 *% 14) +% 10) *% 16)) +% k110)])
+                t109_c10_0 = t109_c10_0.addingProduct(t109_a10, t109_b0)
+                let t109_a11 = Vector(repeating: arena[(((2119776 +% (xi106 *% 4096)) +% (((mb108 *% 14) +% 11) *% 16)) +% k110)])
+                t109_c11_0 = t109_c11_0.addingProduct(t109_a11, t109_b0)
+                let t109_a12 = Vector(repeating: arena[(((2119776 +% (xi106 *% 4096)) +% (((mb108 *% 14) +% 12) *% 16)) +% k110)])
+                t109_c12_0 = t109_c12_0.addingProduct(t109_a12, t109_b0)
+                let t109_a13 = Vector(repeating: arena[(((2119776 +% (xi106 *% 4096)) +% (((mb108 *% 14) +% 13) *% 16)) +% k110)])
+                t109_c13_0 = t109_c13_0.addingProduct(t109_a13, t109_b0)
               }
-              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% ((mb107 *% 14) *% 16)) +% (nb106 *% 8)), t108_c0_0)
-              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 1) *% 16)) +% (nb106 *% 8)), t108_c1_0)
-              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 2) *% 16)) +% (nb106 *% 8)), t108_c2_0)
-              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 3) *% 16)) +% (nb106 *% 8)), t108_c3_0)
-              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 4) *% 16)) +% (nb106 *% 8)), t108_c4_0)
-              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 5) *% 16)) +% (nb106 *% 8)), t108_c5_0)
-              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 6) *% 16)) +% (nb106 *% 8)), t108_c6_0)
-              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 7) *% 16)) +% (nb106 *% 8)), t108_c7_0)
-              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 8) *% 16)) +% (nb106 *% 8)), t108_c8_0)
-              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 9) *% 16)) +% (nb106 *% 8)), t108_c9_0)
-              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 10) *% 16)) +% (nb106 *% 8)), t108_c10_0)
-              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 11) *% 16)) +% (nb106 *% 8)), t108_c11_0)
-              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 12) *% 16)) +% (nb106 *% 8)), t108_c12_0)
-              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 13) *% 16)) +% (nb106 *% 8)), t108_c13_0)
+              storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% (part105 *% 8)) +% ((mb108 *% 14) *% 16)) +% (nb107 *% 8)), t109_c0_0)
+              storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% (part105 *% 8)) +% (((mb108 *% 14) +% 1) *% 16)) +% (nb107 *% 8)), t109_c1_0)
+              storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% (part105 *% 8)) +% (((mb108 *% 14) +% 2) *% 16)) +% (nb107 *% 8)), t109_c2_0)
+              storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% (part105 *% 8)) +% (((mb108 *% 14) +% 3) *% 16)) +% (nb107 *% 8)), t109_c3_0)
+              storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% (part105 *% 8)) +% (((mb108 *% 14) +% 4) *% 16)) +% (nb107 *% 8)), t109_c4_0)
+              storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% (part105 *% 8)) +% (((mb108 *% 14) +% 5) *% 16)) +% (nb107 *% 8)), t109_c5_0)
+              storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% (part105 *% 8)) +% (((mb108 *% 14) +% 6) *% 16)) +% (nb107 *% 8)), t109_c6_0)
+              storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% (part105 *% 8)) +% (((mb108 *% 14) +% 7) *% 16)) +% (nb107 *% 8)), t109_c7_0)
+              storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% (part105 *% 8)) +% (((mb108 *% 14) +% 8) *% 16)) +% (nb107 *% 8)), t109_c8_0)
+              storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% (part105 *% 8)) +% (((mb108 *% 14) +% 9) *% 16)) +% (nb107 *% 8)), t109_c9_0)
+              storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% (part105 *% 8)) +% (((mb108 *% 14) +% 10) *% 16)) +% (nb107 *% 8)), t109_c10_0)
+              storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% (part105 *% 8)) +% (((mb108 *% 14) +% 11) *% 16)) +% (nb107 *% 8)), t109_c11_0)
+              storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% (part105 *% 8)) +% (((mb108 *% 14) +% 12) *% 16)) +% (nb107 *% 8)), t109_c12_0)
+              storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% (part105 *% 8)) +% (((mb108 *% 14) +% 13) *% 16)) +% (nb107 *% 8)), t109_c13_0)
             }
-            var t110_c0_0 = Vector()
-            var t110_c1_0 = Vector()
-            var t110_c2_0 = Vector()
-            var t110_c3_0 = Vector()
-            for k111 in 0..<16 {
-              let t110_b0 = loadVector(arena, ((((2097184 +% (xi105 *% 256)) +% (part104 *% 8)) +% (k111 *% 16)) +% (nb106 *% 8)))
-              let t110_a0 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% 4032) +% k111)])
-              t110_c0_0 = t110_c0_0.addingProduct(t110_a0, t110_b0)
-              let t110_a1 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% 4048) +% k111)])
-              t110_c1_0 = t110_c1_0.addingProduct(t110_a1, t110_b0)
-              let t110_a2 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% 4064) +% k111)])
-              t110_c2_0 = t110_c2_0.addingProduct(t110_a2, t110_b0)
-              let t110_a3 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% 4080) +% k111)])
-              t110_c3_0 = t110_c3_0.addingProduct(t110_a3, t110_b0)
+            var t111_c0_0 = Vector()
+            var t111_c1_0 = Vector()
+            var t111_c2_0 = Vector()
+            var t111_c3_0 = Vector()
+            for k112 in 0..<16 {
+              let t111_b0 = loadVector(arena, ((((2097184 +% (xi106 *% 256)) +% (part105 *% 8)) +% (k112 *% 16)) +% (nb107 *% 8)))
+              let t111_a0 = Vector(repeating: arena[(((2119776 +% (xi106 *% 4096)) +% 4032) +% k112)])
+              t111_c0_0 = t111_c0_0.addingProduct(t111_a0, t111_b0)
+              let t111_a1 = Vector(repeating: arena[(((2119776 +% (xi106 *% 4096)) +% 4048) +% k112)])
+              t111_c1_0 = t111_c1_0.addingProduct(t111_a1, t111_b0)
+              let t111_a2 = Vector(repeating: arena[(((2119776 +% (xi106 *% 4096)) +% 4064) +% k112)])
+              t111_c2_0 = t111_c2_0.addingProduct(t111_a2, t111_b0)
+              let t111_a3 = Vector(repeating: arena[(((2119776 +% (xi106 *% 4096)) +% 4080) +% k112)])
+              t111_c3_0 = t111_c3_0.addingProduct(t111_a3, t111_b0)
             }
-            storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% 4032) +% (nb106 *% 8)), t110_c0_0)
-            storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% 4048) +% (nb106 *% 8)), t110_c1_0)
-            storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% 4064) +% (nb106 *% 8)), t110_c2_0)
-            storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% 4080) +% (nb106 *% 8)), t110_c3_0)
+            storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% (part105 *% 8)) +% 4032) +% (nb107 *% 8)), t111_c0_0)
+            storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% (part105 *% 8)) +% 4048) +% (nb107 *% 8)), t111_c1_0)
+            storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% (part105 *% 8)) +% 4064) +% (nb107 *% 8)), t111_c2_0)
+            storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% (part105 *% 8)) +% 4080) +% (nb107 *% 8)), t111_c3_0)
           }
         }
       }
-      for j113 in 0..<1 {
-        for ty114 in 0..<16 {
-          for tx115 in 0..<16 {
-            for cv116 in 0..<1 {
-              let w117 = ((loadVector(arena, ((2185312 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))) + loadVector(arena, ((2201696 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8))))) + loadVector(arena, ((2218080 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))))
-              let w118 = ((loadVector(arena, ((2201696 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))) - loadVector(arena, ((2218080 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8))))) - loadVector(arena, ((2234464 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))))
-              let w119 = ((loadVector(arena, ((2189408 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))) + loadVector(arena, ((2205792 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8))))) + loadVector(arena, ((2222176 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))))
-              let w120 = ((loadVector(arena, ((2205792 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))) - loadVector(arena, ((2222176 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8))))) - loadVector(arena, ((2238560 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))))
-              let w121 = ((loadVector(arena, ((2193504 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))) + loadVector(arena, ((2209888 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8))))) + loadVector(arena, ((2226272 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))))
-              let w122 = ((loadVector(arena, ((2209888 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))) - loadVector(arena, ((2226272 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8))))) - loadVector(arena, ((2242656 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))))
-              let w123 = ((loadVector(arena, ((2197600 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))) + loadVector(arena, ((2213984 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8))))) + loadVector(arena, ((2230368 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))))
-              let w124 = ((loadVector(arena, ((2213984 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))) - loadVector(arena, ((2230368 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8))))) - loadVector(arena, ((2246752 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))))
-              let w125 = ((w117 + w119) + w121)
-              let w126 = ((w119 - w121) - w123)
-              let w127 = ((w118 + w120) + w122)
-              let w128 = ((w120 - w122) - w124)
-              storeVector(arena, ((2250848 +% (((((j113 *% 32) +% (ty114 *% 2)) *% 32) +% (tx115 *% 2)) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8))), Vector().replacing(with: ((w125 * loadVector(arena, ((part104 *% 8) +% (cv116 *% 8)))) + loadVector(arena, (16 +% ((part104 *% 8) +% (cv116 *% 8))))), where: ((w125 * loadVector(arena, ((part104 *% 8) +% (cv116 *% 8)))) + loadVector(arena, (16 +% ((part104 *% 8) +% (cv116 *% 8))))) .> Vector()))
-              storeVector(arena, ((2250848 +% ((((((j113 *% 32) +% (ty114 *% 2)) *% 32) +% (tx115 *% 2)) +% 1) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8))), Vector().replacing(with: ((w126 * loadVector(arena, ((part104 *% 8) +% (cv116 *% 8)))) + loadVector(arena, (16 +% ((part104 *% 8) +% (cv116 *% 8))))), where: ((w126 * loadVector(arena, ((part104 *% 8) +% (cv116 *% 8)))) + loadVector(arena, (16 +% ((part104 *% 8) +% (cv116 *% 8))))) .> Vector()))
-              storeVector(arena, ((2250848 +% ((((((j113 *% 32) +% (ty114 *% 2)) +% 1) *% 32) +% (tx115 *% 2)) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8))), Vector().replacing(with: ((w127 * loadVector(arena, ((part104 *% 8) +% (cv116 *% 8)))) + loadVector(arena, (16 +% ((part104 *% 8) +% (cv116 *% 8))))), where: ((w127 * loadVector(arena, ((part104 *% 8) +% (cv116 *% 8)))) + loadVector(arena, (16 +% ((part104 *% 8) +% (cv116 *% 8))))) .> Vector()))
-              storeVector(arena, ((2250848 +% (((((((j113 *% 32) +% (ty114 *% 2)) +% 1) *% 32) +% (tx115 *% 2)) +% 1) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8))), Vector().replacing(with: ((w128 * loadVector(arena, ((part104 *% 8) +% (cv116 *% 8)))) + loadVector(arena, (16 +% ((part104 *% 8) +% (cv116 *% 8))))), where: ((w128 * loadVector(arena, ((part104 *% 8) +% (cv116 *% 8)))) + loadVector(arena, (16 +% ((part104 *% 8) +% (cv116 *% 8))))) .> Vector()))
+      for j114 in 0..<1 {
+        for ty115 in 0..<16 {
+          for tx116 in 0..<16 {
+            for cv117 in 0..<1 {
+              let w118 = ((loadVector(arena, ((2185312 +% ((((j114 *% 256) +% (ty115 *% 16)) +% tx116) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8)))) + loadVector(arena, ((2201696 +% ((((j114 *% 256) +% (ty115 *% 16)) +% tx116) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8))))) + loadVector(arena, ((2218080 +% ((((j114 *% 256) +% (ty115 *% 16)) +% tx116) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8)))))
+              let w119 = ((loadVector(arena, ((2201696 +% ((((j114 *% 256) +% (ty115 *% 16)) +% tx116) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8)))) - loadVector(arena, ((2218080 +% ((((j114 *% 256) +% (ty115 *% 16)) +% tx116) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8))))) - loadVector(arena, ((2234464 +% ((((j114 *% 256) +% (ty115 *% 16)) +% tx116) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8)))))
+              let w120 = ((loadVector(arena, ((2189408 +% ((((j114 *% 256) +% (ty115 *% 16)) +% tx116) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8)))) + loadVector(arena, ((2205792 +% ((((j114 *% 256) +% (ty115 *% 16)) +% tx116) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8))))) + loadVector(arena, ((2222176 +% ((((j114 *% 256) +% (ty115 *% 16)) +% tx116) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8)))))
+              let w121 = ((loadVector(arena, ((2205792 +% ((((j114 *% 256) +% (ty115 *% 16)) +% tx116) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8)))) - loadVector(arena, ((2222176 +% ((((j114 *% 256) +% (ty115 *% 16)) +% tx116) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8))))) - loadVector(arena, ((2238560 +% ((((j114 *% 256) +% (ty115 *% 16)) +% tx116) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8)))))
+              let w122 = ((loadVector(arena, ((2193504 +% ((((j114 *% 256) +% (ty115 *% 16)) +% tx116) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8)))) + loadVector(arena, ((2209888 +% ((((j114 *% 256) +% (ty115 *% 16)) +% tx116) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8))))) + loadVector(arena, ((2226272 +% ((((j114 *% 256) +% (ty115 *% 16)) +% tx116) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8)))))
+              let w123 = ((loadVector(arena, ((2209888 +% ((((j114 *% 256) +% (ty115 *% 16)) +% tx116) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8)))) - loadVector(arena, ((2226272 +% ((((j114 *% 256) +% (ty115 *% 16)) +% tx116) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8))))) - loadVector(arena, ((2242656 +% ((((j114 *% 256) +% (ty115 *% 16)) +% tx116) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8)))))
+              let w124 = ((loadVector(arena, ((2197600 +% ((((j114 *% 256) +% (ty115 *% 16)) +% tx116) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8)))) + loadVector(arena, ((2213984 +% ((((j114 *% 256) +% (ty115 *% 16)) +% tx116) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8))))) + loadVector(arena, ((2230368 +% ((((j114 *% 256) +% (ty115 *% 16)) +% tx116) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8)))))
+              let w125 = ((loadVector(arena, ((2213984 +% ((((j114 *% 256) +% (ty115 *% 16)) +% tx116) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8)))) - loadVector(arena, ((2230368 +% ((((j114 *% 256) +% (ty115 *% 16)) +% tx116) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8))))) - loadVector(arena, ((2246752 +% ((((j114 *% 256) +% (ty115 *% 16)) +% tx116) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8)))))
+              let w126 = ((w118 + w120) + w122)
+              let w127 = ((w120 - w122) - w124)
+              let w128 = ((w119 + w121) + w123)
+              let w129 = ((w121 - w123) - w125)
+              storeVector(arena, ((2250848 +% (((((j114 *% 32) +% (ty115 *% 2)) *% 32) +% (tx116 *% 2)) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8))), Vector().replacing(with: ((w126 * loadVector(arena, ((part105 *% 8) +% (cv117 *% 8)))) + loadVector(arena, (16 +% ((part105 *% 8) +% (cv117 *% 8))))), where: ((w126 * loadVector(arena, ((part105 *% 8) +% (cv117 *% 8)))) + loadVector(arena, (16 +% ((part105 *% 8) +% (cv117 *% 8))))) .> Vector()))
+              storeVector(arena, ((2250848 +% ((((((j114 *% 32) +% (ty115 *% 2)) *% 32) +% (tx116 *% 2)) +% 1) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8))), Vector().replacing(with: ((w127 * loadVector(arena, ((part105 *% 8) +% (cv117 *% 8)))) + loadVector(arena, (16 +% ((part105 *% 8) +% (cv117 *% 8))))), where: ((w127 * loadVector(arena, ((part105 *% 8) +% (cv117 *% 8)))) + loadVector(arena, (16 +% ((part105 *% 8) +% (cv117 *% 8))))) .> Vector()))
+              storeVector(arena, ((2250848 +% ((((((j114 *% 32) +% (ty115 *% 2)) +% 1) *% 32) +% (tx116 *% 2)) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8))), Vector().replacing(with: ((w128 * loadVector(arena, ((part105 *% 8) +% (cv117 *% 8)))) + loadVector(arena, (16 +% ((part105 *% 8) +% (cv117 *% 8))))), where: ((w128 * loadVector(arena, ((part105 *% 8) +% (cv117 *% 8)))) + loadVector(arena, (16 +% ((part105 *% 8) +% (cv117 *% 8))))) .> Vector()))
+              storeVector(arena, ((2250848 +% (((((((j114 *% 32) +% (ty115 *% 2)) +% 1) *% 32) +% (tx116 *% 2)) +% 1) *% 16)) +% ((part105 *% 8) +% (cv117 *% 8))), Vector().replacing(with: ((w129 * loadVector(arena, ((part105 *% 8) +% (cv117 *% 8)))) + loadVector(arena, (16 +% ((part105 *% 8) +% (cv117 *% 8))))), where: ((w129 * loadVector(arena, ((part105 *% 8) +% (cv117 *% 8)))) + loadVector(arena, (16 +% ((part105 *% 8) +% (cv117 *% 8))))) .> Vector()))
             }
           }
         }
       }
-      for j129 in 0..<1 {
-        for c130 in 0..<8 {
-          for q131 in 0..<1024 {
-            arena[(((1048608 +% ((g63 +% j129) *% 16384)) +% (((part104 *% 8) +% c130) *% 1024)) +% q131)] = arena[((2250848 +% (((j129 *% 1024) +% q131) *% 16)) +% ((part104 *% 8) +% c130))]
+      for j130 in 0..<1 {
+        for c131 in 0..<8 {
+          for q132 in 0..<1024 {
+            arena[(((1048608 +% ((g64 +% j130) *% 16384)) +% (((part105 *% 8) +% c131) *% 1024)) +% q132)] = arena[((2250848 +% (((j130 *% 1024) +% q132) *% 16)) +% ((part105 *% 8) +% c131))]
           }
         }
       }
     }
   }
   // s1_bn2 = batchnorm_fold()
-  for c132 in 0..<2 {
-    let scale133_v = (loadVector(params, ((c132 *% 8) +% 5104)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c132 *% 8) +% 78122)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c132 *% 8), scale133_v)
-    storeVector(arena, ((c132 *% 8) +% 16), (loadVector(params, ((c132 *% 8) +% 5120)) - (loadVector(params, ((c132 *% 8) +% 78106)) * scale133_v)))
+  for c133 in 0..<2 {
+    let scale134_v = (loadVector(params, ((c133 *% 8) +% 5104)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c133 *% 8) +% 78122)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c133 *% 8), scale134_v)
+    storeVector(arena, ((c133 *% 8) +% 16), (loadVector(params, ((c133 *% 8) +% 5120)) - (loadVector(params, ((c133 *% 8) +% 78106)) * scale134_v)))
   }
   // s1_conv2 = conv2d(s1_conv1, s1_bn2)
-  parallelFor(pool, 2) { part134 in
-    for ci135 in 0..<16 {
-      for co136 in 0..<8 {
-        var w137: Float = params[(2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9))]
-        var w138: Float = (((params[(2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9))] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 3)]) + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w139: Float = (((params[(2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9))] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 6)]) - params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w140: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 6)]
-        var w141: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 1)]
-        var w142: Float = (((params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 1)] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 4)]) + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w143: Float = (((params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 1)] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 7)]) - params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w144: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 7)]
-        var w145: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 2)]
-        var w146: Float = (((params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 2)] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 5)]) + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w147: Float = (((params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 2)] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 8)]) - params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w148: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 8)]
-        var w149: Float = w137
-        var w150: Float = (((w137 + w141) + w145) * Float(bitPattern: 0x3f000000))
-        var w151: Float = (((w137 + w145) - w141) * Float(bitPattern: 0x3f000000))
-        var w152: Float = w145
-        var w153: Float = w138
-        var w154: Float = (((w138 + w142) + w146) * Float(bitPattern: 0x3f000000))
-        var w155: Float = (((w138 + w146) - w142) * Float(bitPattern: 0x3f000000))
-        var w156: Float = w146
-        var w157: Float = w139
-        var w158: Float = (((w139 + w143) + w147) * Float(bitPattern: 0x3f000000))
-        var w159: Float = (((w139 + w147) - w143) * Float(bitPattern: 0x3f000000))
-        var w160: Float = w147
-        var w161: Float = w140
-        var w162: Float = (((w140 + w144) + w148) * Float(bitPattern: 0x3f000000))
-        var w163: Float = (((w140 + w148) - w144) * Float(bitPattern: 0x3f000000))
-        var w164: Float = w148
-        arena[((3145760 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w149
-        arena[((3146016 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w150
-        arena[((3146272 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w151
-        arena[((3146528 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w152
-        arena[((3146784 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w153
-        arena[((3147040 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w154
-        arena[((3147296 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w155
-        arena[((3147552 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w156
-        arena[((3147808 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w157
-        arena[((3148064 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w158
-        arena[((3148320 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w159
-        arena[((3148576 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w160
-        arena[((3148832 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w161
-        arena[((3149088 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w162
-        arena[((3149344 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w163
-        arena[((3149600 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w164
+  parallelFor(pool, 2) { part135 in
+    for ci136 in 0..<16 {
+      for co137 in 0..<8 {
+        var w138: Float = params[(2800 +% (((((part135 *% 8) +% co137) *% 16) +% ci136) *% 9))]
+        var w139: Float = (((params[(2800 +% (((((part135 *% 8) +% co137) *% 16) +% ci136) *% 9))] + params[((2800 +% (((((part135 *% 8) +% co137) *% 16) +% ci136) *% 9)) +% 3)]) + params[((2800 +% (((((part135 *% 8) +% co137) *% 16) +% ci136) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w140: Float = (((params[(2800 +% (((((part135 *% 8) +% co137) *% 16) +% ci136) *% 9))] + params[((2800 +% (((((part135 *% 8) +% co137) *% 16) +% ci136) *% 9)) +% 6)]) - params[((2800 +% (((((part135 *% 8) +% co137) *% 16) +% ci136) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w141: Float = params[((2800 +% (((((part135 *% 8) +% co137) *% 16) +% ci136) *% 9)) +% 6)]
+        var w142: Float = params[((2800 +% (((((part135 *% 8) +% co137) *% 16) +% ci136) *% 9)) +% 1)]
+        var w143: Float = (((params[((2800 +% (((((part135 *% 8) +% co137) *% 16) +% ci136) *% 9)) +% 1)] + params[((2800 +% (((((part135 *% 8) +% co137) *% 16) +% ci136) *% 9)) +% 4)]) + params[((2800 +% (((((part135 *% 8) +% co137) *% 16) +% ci136) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w144: Float = (((params[((2800 +% (((((part135 *% 8) +% co137) *% 16) +% ci136) *% 9)) +% 1)] + params[((2800 +% (((((part135 *% 8) +% co137) *% 16) +% ci136) *% 9)) +% 7)]) - params[((2800 +% (((((part135 *% 8) +% co137) *% 16) +% ci136) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w145: Float = params[((2800 +% (((((part135 *% 8) +% co137) *% 16) +% ci136) *% 9)) +% 7)]
+        var w146: Float = params[((2800 +% (((((part135 *% 8) +% co137) *% 16) +% ci136) *% 9)) +% 2)]
+        var w147: Float = (((params[((2800 +% (((((part135 *% 8) +% co137) *% 16) +% ci136) *% 9)) +% 2)] + params[((2800 +% (((((part135 *% 8) +% co137) *% 16) +% ci136) *% 9)) +% 5)]) + params[((2800 +% (((((part135 *% 8) +% co137) *% 16) +% ci136) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w148: Float = (((params[((2800 +% (((((part135 *% 8) +% co137) *% 16) +% ci136) *% 9)) +% 2)] + params[((2800 +% (((((part135 *% 8) +% co137) *% 16) +% ci136) *% 9)) +% 8)]) - params[((2800 +% (((((part135 *% 8) +% co137) *% 16) +% ci136) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w149: Float = params[((2800 +% (((((part135 *% 8) +% co137) *% 16) +% ci136) *% 9)) +% 8)]
+        var w150: Float = w138
+        var w151: Float = (((w138 + w142) + w146) * Float(bitPattern: 0x3f000000))
+        var w152: Float = (((w138 + w146) - w142) * Float(bitPattern: 0x3f000000))
+        var w153: Float = w146
+        var w154: Float = w139
+        var w155: Float = (((w139 + w143) + w147) * Float(bitPattern: 0x3f000000))
+        var w156: Float = (((w139 + w147) - w143) * Float(bitPattern: 0x3f000000))
+        var w157: Float = w147
+        var w158: Float = w140
+        var w159: Float = (((w140 + w144) + w148) * Float(bitPattern: 0x3f000000))
+        var w160: Float = (((w140 + w148) - w144) * Float(bitPattern: 0x3f000000))
+        var w161: Float = w148
+        var w162: Float = w141
+        var w163: Float = (((w141 + w145) + w149) * Float(bitPattern: 0x3f000000))
+        var w164: Float = (((w141 + w149) - w145) * Float(bitPattern: 0x3f000000))
+        var w165: Float = w149
+        arena[((3145760 +% (ci136 *% 16)) +% ((part135 *% 8) +% co137))] = w150
+        arena[((3146016 +% (ci136 *% 16)) +% ((part135 *% 8) +% co137))] = w151
+        arena[((3146272 +% (ci136 *% 16)) +% ((part135 *% 8) +% co137))] = w152
+        arena[((3146528 +% (ci136 *% 16)) +% ((part135 *% 8) +% co137))] = w153
+        arena[((3146784 +% (ci136 *% 16)) +% ((part135 *% 8) +% co137))] = w154
+        arena[((3147040 +% (ci136 *% 16)) +% ((part135 *% 8) +% co137))] = w155
+        arena[((3147296 +% (ci136 *% 16)) +% ((part135 *% 8) +% co137))] = w156
+        arena[((3147552 +% (ci136 *% 16)) +% ((part135 *% 8) +% co137))] = w157
+        arena[((3147808 +% (ci136 *% 16)) +% ((part135 *% 8) +% co137))] = w158
+        arena[((3148064 +% (ci136 *% 16)) +% ((part135 *% 8) +% co137))] = w159
+        arena[((3148320 +% (ci136 *% 16)) +% ((part135 *% 8) +% co137))] = w160
+        arena[((3148576 +% (ci136 *% 16)) +% ((part135 *% 8) +% co137))] = w161
+        arena[((3148832 +% (ci136 *% 16)) +% ((part135 *% 8) +% co137))] = w162
+        arena[((3149088 +% (ci136 *% 16)) +% ((part135 *% 8) +% co137))] = w163
+        arena[((3149344 +% (ci136 *% 16)) +% ((part135 *% 8) +% co137))] = w164
+        arena[((3149600 +% (ci136 *% 16)) +% ((part135 *% 8) +% co137))] = w165
       }
     }
   }
-  for i165 in 0..<2312 {
-    storeVector(arena, ((i165 *% 8) +% 3149856), Vector(repeating: Float(0)))
+  for i166 in 0..<2312 {
+    storeVector(arena, ((i166 *% 8) +% 3149856), Vector(repeating: Float(0)))
   }
-  for g166 in 0..<64 {
-    for j167 in 0..<1 {
-      for c168 in 0..<16 {
-        for iy169 in 0..<32 {
-          for ix170 in 0..<32 {
-            arena[(3149856 +% ((((j167 *% 18496) +% ((iy169 +% 1) *% 544)) +% ((ix170 +% 1) *% 16)) +% c168))] = arena[((((1048608 +% ((g166 +% j167) *% 16384)) +% (c168 *% 1024)) +% (iy169 *% 32)) +% ix170)]
+  for g167 in 0..<64 {
+    for j168 in 0..<1 {
+      for c169 in 0..<16 {
+        for iy170 in 0..<32 {
+          for ix171 in 0..<32 {
+            arena[(3149856 +% ((((j168 *% 18496) +% ((iy170 +% 1) *% 544)) +% ((ix171 +% 1) *% 16)) +% c169))] = arena[((((1048608 +% ((g167 +% j168) *% 16384)) +% (c169 *% 1024)) +% (iy170 *% 32)) +% ix171)]
           }
         }
       }
     }
-    for j171 in 0..<1 {
-      for ty172 in 0..<16 {
-        for tx173 in 0..<16 {
-          for cv174 in 0..<2 {
-            let w175 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% ((ty172 *% 2) *% 544)) +% ((tx173 *% 2) *% 16)) +% (cv174 *% 8)))) - loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 2) *% 544)) +% ((tx173 *% 2) *% 16)) +% (cv174 *% 8)))))
-            let w176 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 1) *% 544)) +% ((tx173 *% 2) *% 16)) +% (cv174 *% 8)))) + loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 2) *% 544)) +% ((tx173 *% 2) *% 16)) +% (cv174 *% 8)))))
-            let w177 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 2) *% 544)) +% ((tx173 *% 2) *% 16)) +% (cv174 *% 8)))) - loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 1) *% 544)) +% ((tx173 *% 2) *% 16)) +% (cv174 *% 8)))))
-            let w178 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 1) *% 544)) +% ((tx173 *% 2) *% 16)) +% (cv174 *% 8)))) - loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 3) *% 544)) +% ((tx173 *% 2) *% 16)) +% (cv174 *% 8)))))
-            let w179 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% ((ty172 *% 2) *% 544)) +% (((tx173 *% 2) +% 1) *% 16)) +% (cv174 *% 8)))) - loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 2) *% 544)) +% (((tx173 *% 2) +% 1) *% 16)) +% (cv174 *% 8)))))
-            let w180 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 1) *% 544)) +% (((tx173 *% 2) +% 1) *% 16)) +% (cv174 *% 8)))) + loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 2) *% 544)) +% (((tx173 *% 2) +% 1) *% 16)) +% (cv174 *% 8)))))
-            let w181 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 2) *% 544)) +% (((tx173 *% 2) +% 1) *% 16)) +% (cv174 *% 8)))) - loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 1) *% 544)) +% (((tx173 *% 2) +% 1) *% 16)) +% (cv174 *% 8)))))
-            let w182 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 1) *% 544)) +% (((tx173 *% 2) +% 1) *% 16)) +% (cv174 *% 8)))) - loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 3) *% 544)) +% (((tx173 *% 2) +% 1) *% 16)) +% (cv174 *% 8)))))
-            let w183 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% ((ty172 *% 2) *% 544)) +% (((tx173 *% 2) +% 2) *% 16)) +% (cv174 *% 8)))) - loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 2) *% 544)) +% (((tx173 *% 2) +% 2) *% 16)) +% (cv174 *% 8)))))
-            let w184 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 1) *% 544)) +% (((tx173 *% 2) +% 2) *% 16)) +% (cv174 *% 8)))) + loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 2) *% 544)) +% (((tx173 *% 2) +% 2) *% 16)) +% (cv174 *% 8)))))
-            let w185 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 2) *% 544)) +% (((tx173 *% 2) +% 2) *% 16)) +% (cv174 *% 8)))) - loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 1) *% 544)) +% (((tx173 *% 2) +% 2) *% 16)) +% (cv174 *% 8)))))
-            let w186 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 1) *% 544)) +% (((tx173 *% 2) +% 2) *% 16)) +% (cv174 *% 8)))) - loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 3) *% 544)) +% (((tx173 *% 2) +% 2) *% 16)) +% (cv174 *% 8)))))
-            let w187 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% ((ty172 *% 2) *% 544)) +% (((tx173 *% 2) +% 3) *% 16)) +% (cv174 *% 8)))) - loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 2) *% 544)) +% (((tx173 *% 2) +% 3) *% 16)) +% (cv174 *% 8)))))
-            let w188 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 1) *% 544)) +% (((tx173 *% 2) +% 3) *% 16)) +% (cv174 *% 8)))) + loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 2) *% 544)) +% (((tx173 *% 2) +% 3) *% 16)) +% (cv174 *% 8)))))
-            let w189 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 2) *% 544)) +% (((tx173 *% 2) +% 3) *% 16)) +% (cv174 *% 8)))) - loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 1) *% 544)) +% (((tx173 *% 2) +% 3) *% 16)) +% (cv174 *% 8)))))
-            let w190 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 1) *% 544)) +% (((tx173 *% 2) +% 3) *% 16)) +% (cv174 *% 8)))) - loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 3) *% 544)) +% (((tx173 *% 2) +% 3) *% 16)) +% (cv174 *% 8)))))
-            let w191 = (w175 - w183)
-            let w192 = (w179 + w183)
-            let w193 = (w183 - w179)
-            let w194 = (w179 - w187)
-            let w195 = (w176 - w184)
-            let w196 = (w180 + w184)
-            let w197 = (w184 - w180)
-            let w198 = (w180 - w188)
-            let w199 = (w177 - w185)
-            let w200 = (w181 + w185)
-            let w201 = (w185 - w181)
-            let w202 = (w181 - w189)
-            let w203 = (w178 - w186)
-            let w204 = (w182 + w186)
-            let w205 = (w186 - w182)
-            let w206 = (w182 - w190)
-            storeVector(arena, ((3168352 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w191)
-            storeVector(arena, ((3172448 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w192)
-            storeVector(arena, ((3176544 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w193)
-            storeVector(arena, ((3180640 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w194)
-            storeVector(arena, ((3184736 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w195)
-            storeVector(arena, ((3188832 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w196)
-            storeVector(arena, ((3192928 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w197)
-            storeVector(arena, ((3197024 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w198)
-            storeVector(arena, ((3201120 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w199)
-            storeVector(arena, ((3205216 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w200)
-            storeVector(arena, ((3209312 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w201)
-            storeVector(arena, ((3213408 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w202)
-            storeVector(arena, ((3217504 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w203)
-            storeVector(arena, ((3221600 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w204)
-            storeVector(arena, ((3225696 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w205)
-            storeVector(arena, ((3229792 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w206)
+    for j172 in 0..<1 {
+      for ty173 in 0..<16 {
+        for tx174 in 0..<16 {
+          for cv175 in 0..<2 {
+            let w176 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((ty173 *% 2) *% 544)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 2) *% 544)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))))
+            let w177 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 1) *% 544)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))) + loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 2) *% 544)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))))
+            let w178 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 2) *% 544)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 1) *% 544)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))))
+            let w179 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 1) *% 544)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 3) *% 544)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))))
+            let w180 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((ty173 *% 2) *% 544)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))))
+            let w181 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))) + loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))))
+            let w182 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))))
+            let w183 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 3) *% 544)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))))
+            let w184 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((ty173 *% 2) *% 544)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))))
+            let w185 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))) + loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))))
+            let w186 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))))
+            let w187 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 3) *% 544)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))))
+            let w188 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((ty173 *% 2) *% 544)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))))
+            let w189 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))) + loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))))
+            let w190 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))))
+            let w191 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 *% 2) +% 3) *% 544)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))))
+            let w192 = (w176 - w184)
+            let w193 = (w180 + w184)
+            let w194 = (w184 - w180)
+            let w195 = (w180 - w188)
+            let w196 = (w177 - w185)
+            let w197 = (w181 + w185)
+            let w198 = (w185 - w181)
+            let w199 = (w181 - w189)
+            let w200 = (w178 - w186)
+            let w201 = (w182 + w186)
+            let w202 = (w186 - w182)
+            let w203 = (w182 - w190)
+            let w204 = (w179 - w187)
+            let w205 = (w183 + w187)
+            let w206 = (w187 - w183)
+            let w207 = (w183 - w191)
+            storeVector(arena, ((3168352 +% ((((j172 *% 256) +% (ty173 *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w192)
+            storeVector(arena, ((3172448 +% ((((j172 *% 256) +% (ty173 *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w193)
+            storeVector(arena, ((3176544 +% ((((j172 *% 256) +% (ty173 *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w194)
+            storeVector(arena, ((3180640 +% ((((j172 *% 256) +% (ty173 *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w195)
+            storeVector(arena, ((3184736 +% ((((j172 *% 256) +% (ty173 *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w196)
+            storeVector(arena, ((3188832 +% ((((j172 *% 256) +% (ty173 *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w197)
+            storeVector(arena, ((3192928 +% ((((j172 *% 256) +% (ty173 *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w198)
+            storeVector(arena, ((3197024 +% ((((j172 *% 256) +% (ty173 *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w199)
+            storeVector(arena, ((3201120 +% ((((j172 *% 256) +% (ty173 *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w200)
+            storeVector(arena, ((3205216 +% ((((j172 *% 256) +% (ty173 *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w201)
+            storeVector(arena, ((3209312 +% ((((j172 *% 256) +% (ty173 *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w202)
+            storeVector(arena, ((3213408 +% ((((j172 *% 256) +% (ty173 *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w203)
+            storeVector(arena, ((3217504 +% ((((j172 *% 256) +% (ty173 *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w204)
+            storeVector(arena, ((3221600 +% ((((j172 *% 256) +% (ty173 *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w205)
+            storeVector(arena, ((3225696 +% ((((j172 *% 256) +% (ty173 *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w206)
+            storeVector(arena, ((3229792 +% ((((j172 *% 256) +% (ty173 *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w207)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part207 in
-      for xi208 in 0..<16 {
-        do {  // gemm215
-          for nb209 in 0..<1 {
-            for mb210 in 0..<18 {
-              var t211_c0_0 = Vector()
-              var t211_c1_0 = Vector()
-              var t211_c2_0 = Vector()
-              var t211_c3_0 = Vector()
-              var t211_c4_0 = Vector()
-              var t211_c5_0 = Vector()
-              var t211_c6_0 = Vector()
-              var t211_c7_0 = Vector()
-              var t211_c8_0 = Vector()
-              var t211_c9_0 = Vector()
-              var t211_c10_0 = Vector()
-              var t211_c11_0 = Vector()
-              var t211_c12_0 = Vector()
-              var t211_c13_0 = Vector()
-              for k212 in 0..<16 {
-                let t211_b0 = loadVector(arena, ((((3145760 +% (xi208 *% 256)) +% (part207 *% 8)) +% (k212 *% 16)) +% (nb209 *% 8)))
-                let t211_a0 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% ((mb210 *% 14) *% 16)) +% k212)])
-                t211_c0_0 = t211_c0_0.addingProduct(t211_a0, t211_b0)
-                let t211_a1 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 1) *% 16)) +% k212)])
-                t211_c1_0 = t211_c1_0.addingProduct(t211_a1, t211_b0)
-                let t211_a2 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 2) *% 16)) +% k212)])
-                t211_c2_0 = t211_c2_0.addingProduct(t211_a2, t211_b0)
-                let t211_a3 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 3) *% 16)) +% k212)])
-                t211_c3_0 = t211_c3_0.addingProduct(t211_a3, t211_b0)
-                let t211_a4 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 4) *% 16)) +% k212)])
-                t211_c4_0 = t211_c4_0.addingProduct(t211_a4, t211_b0)
-                let t211_a5 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 5) *% 16)) +% k212)])
-                t211_c5_0 = t211_c5_0.addingProduct(t211_a5, t211_b0)
-                let t211_a6 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 6) *% 16)) +% k212)])
-                t211_c6_0 = t211_c6_0.addingProduct(t211_a6, t211_b0)
-                let t211_a7 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 7) *% 16)) +% k212)])
-                t211_c7_0 = t211_c7_0.addingProduct(t211_a7, t211_b0)
-                let t211_a8 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 8) *% 16)) +% k212)])
-                t211_c8_0 = t211_c8_0.addingProduct(t211_a8, t211_b0)
-                let t211_a9 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 9) *% 16)) +% k212)])
-                t211_c9_0 = t211_c9_0.addingProduct(t211_a9, t211_b0)
-                let t211_a10 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 10) *% 16)) +% k212)])
-                t211_c10_0 = t211_c10_0.addingProduct(t211_a10, t211_b0)
-                let t211_a11 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 11) *% 16)) +% k212)])
-                t211_c11_0 = t211_c11_0.addingProduct(t211_a11, t211_b0)
-                let t211_a12 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 12) *% 16)) +% k212)])
-                t211_c12_0 = t211_c12_0.addingProduct(t211_a12, t211_b0)
-                let t211_a13 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 13) *% 16)) +% k212)])
-                t211_c13_0 = t211_c13_0.addingProduct(t211_a13, t211_b0)
+    parallelFor(pool, 2) { part208 in
+      for xi209 in 0..<16 {
+        do {  // gemm216
+          for nb210 in 0..<1 {
+            for mb211 in 0..<18 {
+              var t212_c0_0 = Vector()
+              var t212_c1_0 = Vector()
+              var t212_c2_0 = Vector()
+              var t212_c3_0 = Vector()
+              var t212_c4_0 = Vector()
+              var t212_c5_0 = Vector()
+              var t212_c6_0 = Vector()
+              var t212_c7_0 = Vector()
+              var t212_c8_0 = Vector()
+              var t212_c9_0 = Vector()
+              var t212_c10_0 = Vector()
+              var t212_c11_0 = Vector()
+              var t212_c12_0 = Vector()
+              var t212_c13_0 = Vector()
+              for k213 in 0..<16 {
+                let t212_b0 = loadVector(arena, ((((3145760 +% (xi209 *% 256)) +% (part208 *% 8)) +% (k213 *% 16)) +% (nb210 *% 8)))
+                let t212_a0 = Vector(repeating: arena[(((3168352 +% (xi209 *% 4096)) +% ((mb211 *% 14) *% 16)) +% k213)])
+                t212_c0_0 = t212_c0_0.addingProduct(t212_a0, t212_b0)
+                let t212_a1 = Vector(repeating: arena[(((3168352 +% (xi209 *% 4096)) +% (((mb211 *% 14) +% 1) *% 16)) +% k213)])
+                t212_c1_0 = t212_c1_0.addingProduct(t212_a1, t212_b0)
+                let t212_a2 = Vector(repeating: arena[(((3168352 +% (xi209 *% 4096)) +% (((mb211 *% 14) +% 2) *% 16)) +% k213)])
+                t212_c2_0 = t212_c2_0.addingProduct(t212_a2, t212_b0)
+                let t212_a3 = Vector(repeating: arena[(((3168352 +% (xi209 *% 4096)) +% (((mb211 *% 14) +% 3) *% 16)) +% k213)])
+                t212_c3_0 = t212_c3_0.addingProduct(t212_a3, t212_b0)
+                let t212_a4 = Vector(repeating: arena[(((3168352 +% (xi209 *% 4096)) +% (((mb211 *% 14) +% 4) *% 16)) +% k213)])
+                t212_c4_0 = t212_c4_0.addingProduct(t212_a4, t212_b0)
+                let t212_a5 = Vector(repeating: arena[(((3168352 +% (xi209 *% 4096)) +% (((mb211 *% 14) +% 5) *% 16)) +% k213)])
+                t212_c5_0 = t212_c5_0.addingProduct(t212_a5, t212_b0)
+                let t212_a6 = Vector(repeating: arena[(((3168352 +% (xi209 *% 4096)) +% (((mb211 *% 14) +% 6) *% 16)) +% k213)])
+                t212_c6_0 = t212_c6_0.addingProduct(t212_a6, t212_b0)
+                let t212_a7 = Vector(repeating: arena[(((3168352 +% (xi209 *% 4096)) +% (((mb211 *% 14) +% 7) *% 16)) +% k213)])
+                t212_c7_0 = t212_c7_0.addingProduct(t212_a7, t212_b0)
+                let t212_a8 = Vector(repeating: arena[(((3168352 +% (xi209 *% 4096)) +% (((mb211 *% 14) +% 8) *% 16)) +% k213)])
+                t212_c8_0 = t212_c8_0.addingProduct(t212_a8, t212_b0)
+                let t212_a9 = Vector(repeating: arena[(((3168352 +% (xi209 *% 4096)) +% (((mb211 *% 14) +% 9) *% 16)) +% k213)])
+                t212_c9_0 = t212_c9_0.addingProduct(t212_a9, t212_b0)
+                let t212_a10 = Vector(repeating: arena[(((3168352 +% (xi209 *% 4096)) +% (((mb211 *% 14) +% 10) *% 16)) +% k213)])
+                t212_c10_0 = t212_c10_0.addingProduct(t212_a10, t212_b0)
+                let t212_a11 = Vector(repeating: arena[(((3168352 +% (xi209 *% 4096)) +% (((mb211 *% 14) +% 11) *% 16)) +% k213)])
+                t212_c11_0 = t212_c11_0.addingProduct(t212_a11, t212_b0)
+                let t212_a12 = Vector(repeating: arena[(((3168352 +% (xi209 *% 4096)) +% (((mb211 *% 14) +% 12) *% 16)) +% k213)])
+                t212_c12_0 = t212_c12_0.addingProduct(t212_a12, t212_b0)
+                let t212_a13 = Vector(repeating: arena[(((3168352 +% (xi209 *% 4096)) +% (((mb211 *% 14) +% 13) *% 16)) +% k213)])
+                t212_c13_0 = t212_c13_0.addingProduct(t212_a13, t212_b0)
               }
-              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% ((mb210 *% 14) *% 16)) +% (nb209 *% 8)), t211_c0_0)
-              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 1) *% 16)) +% (nb209 *% 8)), t211_c1_0)
-              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 2) *% 16)) +% (nb209 *% 8)), t211_c2_0)
-              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 3) *% 16)) +% (nb209 *% 8)), t211_c3_0)
-              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 4) *% 16)) +% (nb209 *% 8)), t211_c4_0)
-              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 5) *% 16)) +% (nb209 *% 8)), t211_c5_0)
-              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 6) *% 16)) +% (nb209 *% 8)), t211_c6_0)
-              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 7) *% 16)) +% (nb209 *% 8)), t211_c7_0)
-              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 8) *% 16)) +% (nb209 *% 8)), t211_c8_0)
-              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 9) *% 16)) +% (nb209 *% 8)), t211_c9_0)
-              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 10) *% 16)) +% (nb209 *% 8)), t211_c10_0)
-              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 11) *% 16)) +% (nb209 *% 8)), t211_c11_0)
-              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 12) *% 16)) +% (nb209 *% 8)), t211_c12_0)
-              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 13) *% 16)) +% (nb209 *% 8)), t211_c13_0)
+              storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% (part208 *% 8)) +% ((mb211 *% 14) *% 16)) +% (nb210 *% 8)), t212_c0_0)
+              storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% (part208 *% 8)) +% (((mb211 *% 14) +% 1) *% 16)) +% (nb210 *% 8)), t212_c1_0)
+              storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% (part208 *% 8)) +% (((mb211 *% 14) +% 2) *% 16)) +% (nb210 *% 8)), t212_c2_0)
+              storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% (part208 *% 8)) +% (((mb211 *% 14) +% 3) *% 16)) +% (nb210 *% 8)), t212_c3_0)
+              storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% (part208 *% 8)) +% (((mb211 *% 14) +% 4) *% 16)) +% (nb210 *% 8)), t212_c4_0)
+              storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% (part208 *% 8)) +% (((mb211 *% 14) +% 5) *% 16)) +% (nb210 *% 8)), t212_c5_0)
+              storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% (part208 *% 8)) +% (((mb211 *% 14) +% 6) *% 16)) +% (nb210 *% 8)), t212_c6_0)
+              storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% (part208 *% 8)) +% (((mb211 *% 14) +% 7) *% 16)) +% (nb210 *% 8)), t212_c7_0)
+              storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% (part208 *% 8)) +% (((mb211 *% 14) +% 8) *% 16)) +% (nb210 *% 8)), t212_c8_0)
+              storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% (part208 *% 8)) +% (((mb211 *% 14) +% 9) *% 16)) +% (nb210 *% 8)), t212_c9_0)
+              storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% (part208 *% 8)) +% (((mb211 *% 14) +% 10) *% 16)) +% (nb210 *% 8)), t212_c10_0)
+              storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% (part208 *% 8)) +% (((mb211 *% 14) +% 11) *% 16)) +% (nb210 *% 8)), t212_c11_0)
+              storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% (part208 *% 8)) +% (((mb211 *% 14) +% 12) *% 16)) +% (nb210 *% 8)), t212_c12_0)
+              storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% (part208 *% 8)) +% (((mb211 *% 14) +% 13) *% 16)) +% (nb210 *% 8)), t212_c13_0)
             }
-            var t213_c0_0 = Vector()
-            var t213_c1_0 = Vector()
-            var t213_c2_0 = Vector()
-            var t213_c3_0 = Vector()
-            for k214 in 0..<16 {
-              let t213_b0 = loadVector(arena, ((((3145760 +% (xi208 *% 256)) +% (part207 *% 8)) +% (k214 *% 16)) +% (nb209 *% 8)))
-              let t213_a0 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% 4032) +% k214)])
-              t213_c0_0 = t213_c0_0.addingProduct(t213_a0, t213_b0)
-              let t213_a1 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% 4048) +% k214)])
-              t213_c1_0 = t213_c1_0.addingProduct(t213_a1, t213_b0)
-              let t213_a2 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% 4064) +% k214)])
-              t213_c2_0 = t213_c2_0.addingProduct(t213_a2, t213_b0)
-              let t213_a3 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% 4080) +% k214)])
-              t213_c3_0 = t213_c3_0.addingProduct(t213_a3, t213_b0)
+            var t214_c0_0 = Vector()
+            var t214_c1_0 = Vector()
+            var t214_c2_0 = Vector()
+            var t214_c3_0 = Vector()
+            for k215 in 0..<16 {
+              let t214_b0 = loadVector(arena, ((((3145760 +% (xi209 *% 256)) +% (part208 *% 8)) +% (k215 *% 16)) +% (nb210 *% 8)))
+              let t214_a0 = Vector(repeating: arena[(((3168352 +% (xi209 *% 4096)) +% 4032) +% k215)])
+              t214_c0_0 = t214_c0_0.addingProduct(t214_a0, t214_b0)
+              let t214_a1 = Vector(repeating: arena[(((3168352 +% (xi209 *% 4096)) +% 4048) +% k215)])
+              t214_c1_0 = t214_c1_0.addingProduct(t214_a1, t214_b0)
+              let t214_a2 = Vector(repeating: arena[(((3168352 +% (xi209 *% 4096)) +% 4064) +% k215)])
+              t214_c2_0 = t214_c2_0.addingProduct(t214_a2, t214_b0)
+              let t214_a3 = Vector(repeating: arena[(((3168352 +% (xi209 *% 4096)) +% 4080) +% k215)])
+              t214_c3_0 = t214_c3_0.addingProduct(t214_a3, t214_b0)
             }
-            storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% 4032) +% (nb209 *% 8)), t213_c0_0)
-            storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% 4048) +% (nb209 *% 8)), t213_c1_0)
-            storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% 4064) +% (nb209 *% 8)), t213_c2_0)
-            storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% 4080) +% (nb209 *% 8)), t213_c3_0)
+            storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% (part208 *% 8)) +% 4032) +% (nb210 *% 8)), t214_c0_0)
+            storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% (part208 *% 8)) +% 4048) +% (nb210 *% 8)), t214_c1_0)
+            storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% (part208 *% 8)) +% 4064) +% (nb210 *% 8)), t214_c2_0)
+            storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% (part208 *% 8)) +% 4080) +% (nb210 *% 8)), t214_c3_0)
           }
         }
       }
-      for j216 in 0..<1 {
-        for ty217 in 0..<16 {
-          for tx218 in 0..<16 {
-            for cv219 in 0..<1 {
-              let w220 = ((loadVector(arena, ((3233888 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))) + loadVector(arena, ((3250272 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8))))) + loadVector(arena, ((3266656 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))))
-              let w221 = ((loadVector(arena, ((3250272 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))) - loadVector(arena, ((3266656 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8))))) - loadVector(arena, ((3283040 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))))
-              let w222 = ((loadVector(arena, ((3237984 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))) + loadVector(arena, ((3254368 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8))))) + loadVector(arena, ((3270752 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))))
-              let w223 = ((loadVector(arena, ((3254368 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))) - loadVector(arena, ((3270752 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8))))) - loadVector(arena, ((3287136 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))))
-              let w224 = ((loadVector(arena, ((3242080 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))) + loadVector(arena, ((3258464 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8))))) + loadVector(arena, ((3274848 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))))
-              let w225 = ((loadVector(arena, ((3258464 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))) - loadVector(arena, ((3274848 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8))))) - loadVector(arena, ((3291232 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))))
-              let w226 = ((loadVector(arena, ((3246176 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))) + loadVector(arena, ((3262560 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8))))) + loadVector(arena, ((3278944 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))))
-              let w227 = ((loadVector(arena, ((3262560 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))) - loadVector(arena, ((3278944 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8))))) - loadVector(arena, ((3295328 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))))
-              let w228 = ((w220 + w222) + w224)
-              let w229 = ((w222 - w224) - w226)
-              let w230 = ((w221 + w223) + w225)
-              let w231 = ((w223 - w225) - w227)
-              storeVector(arena, ((3299424 +% (((((j216 *% 32) +% (ty217 *% 2)) *% 32) +% (tx218 *% 2)) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8))), ((w228 * loadVector(arena, ((part207 *% 8) +% (cv219 *% 8)))) + loadVector(arena, (16 +% ((part207 *% 8) +% (cv219 *% 8))))))
-              storeVector(arena, ((3299424 +% ((((((j216 *% 32) +% (ty217 *% 2)) *% 32) +% (tx218 *% 2)) +% 1) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8))), ((w229 * loadVector(arena, ((part207 *% 8) +% (cv219 *% 8)))) + loadVector(arena, (16 +% ((part207 *% 8) +% (cv219 *% 8))))))
-              storeVector(arena, ((3299424 +% ((((((j216 *% 32) +% (ty217 *% 2)) +% 1) *% 32) +% (tx218 *% 2)) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8))), ((w230 * loadVector(arena, ((part207 *% 8) +% (cv219 *% 8)))) + loadVector(arena, (16 +% ((part207 *% 8) +% (cv219 *% 8))))))
-              storeVector(arena, ((3299424 +% (((((((j216 *% 32) +% (ty217 *% 2)) +% 1) *% 32) +% (tx218 *% 2)) +% 1) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8))), ((w231 * loadVector(arena, ((part207 *% 8) +% (cv219 *% 8)))) + loadVector(arena, (16 +% ((part207 *% 8) +% (cv219 *% 8))))))
+      for j217 in 0..<1 {
+        for ty218 in 0..<16 {
+          for tx219 in 0..<16 {
+            for cv220 in 0..<1 {
+              let w221 = ((loadVector(arena, ((3233888 +% ((((j217 *% 256) +% (ty218 *% 16)) +% tx219) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8)))) + loadVector(arena, ((3250272 +% ((((j217 *% 256) +% (ty218 *% 16)) +% tx219) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8))))) + loadVector(arena, ((3266656 +% ((((j217 *% 256) +% (ty218 *% 16)) +% tx219) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8)))))
+              let w222 = ((loadVector(arena, ((3250272 +% ((((j217 *% 256) +% (ty218 *% 16)) +% tx219) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8)))) - loadVector(arena, ((3266656 +% ((((j217 *% 256) +% (ty218 *% 16)) +% tx219) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8))))) - loadVector(arena, ((3283040 +% ((((j217 *% 256) +% (ty218 *% 16)) +% tx219) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8)))))
+              let w223 = ((loadVector(arena, ((3237984 +% ((((j217 *% 256) +% (ty218 *% 16)) +% tx219) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8)))) + loadVector(arena, ((3254368 +% ((((j217 *% 256) +% (ty218 *% 16)) +% tx219) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8))))) + loadVector(arena, ((3270752 +% ((((j217 *% 256) +% (ty218 *% 16)) +% tx219) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8)))))
+              let w224 = ((loadVector(arena, ((3254368 +% ((((j217 *% 256) +% (ty218 *% 16)) +% tx219) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8)))) - loadVector(arena, ((3270752 +% ((((j217 *% 256) +% (ty218 *% 16)) +% tx219) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8))))) - loadVector(arena, ((3287136 +% ((((j217 *% 256) +% (ty218 *% 16)) +% tx219) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8)))))
+              let w225 = ((loadVector(arena, ((3242080 +% ((((j217 *% 256) +% (ty218 *% 16)) +% tx219) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8)))) + loadVector(arena, ((3258464 +% ((((j217 *% 256) +% (ty218 *% 16)) +% tx219) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8))))) + loadVector(arena, ((3274848 +% ((((j217 *% 256) +% (ty218 *% 16)) +% tx219) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8)))))
+              let w226 = ((loadVector(arena, ((3258464 +% ((((j217 *% 256) +% (ty218 *% 16)) +% tx219) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8)))) - loadVector(arena, ((3274848 +% ((((j217 *% 256) +% (ty218 *% 16)) +% tx219) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8))))) - loadVector(arena, ((3291232 +% ((((j217 *% 256) +% (ty218 *% 16)) +% tx219) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8)))))
+              let w227 = ((loadVector(arena, ((3246176 +% ((((j217 *% 256) +% (ty218 *% 16)) +% tx219) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8)))) + loadVector(arena, ((3262560 +% ((((j217 *% 256) +% (ty218 *% 16)) +% tx219) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8))))) + loadVector(arena, ((3278944 +% ((((j217 *% 256) +% (ty218 *% 16)) +% tx219) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8)))))
+              let w228 = ((loadVector(arena, ((3262560 +% ((((j217 *% 256) +% (ty218 *% 16)) +% tx219) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8)))) - loadVector(arena, ((3278944 +% ((((j217 *% 256) +% (ty218 *% 16)) +% tx219) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8))))) - loadVector(arena, ((3295328 +% ((((j217 *% 256) +% (ty218 *% 16)) +% tx219) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8)))))
+              let w229 = ((w221 + w223) + w225)
+              let w230 = ((w223 - w225) - w227)
+              let w231 = ((w222 + w224) + w226)
+              let w232 = ((w224 - w226) - w228)
+              storeVector(arena, ((3299424 +% (((((j217 *% 32) +% (ty218 *% 2)) *% 32) +% (tx219 *% 2)) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8))), ((w229 * loadVector(arena, ((part208 *% 8) +% (cv220 *% 8)))) + loadVector(arena, (16 +% ((part208 *% 8) +% (cv220 *% 8))))))
+              storeVector(arena, ((3299424 +% ((((((j217 *% 32) +% (ty218 *% 2)) *% 32) +% (tx219 *% 2)) +% 1) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8))), ((w230 * loadVector(arena, ((part208 *% 8) +% (cv220 *% 8)))) + loadVector(arena, (16 +% ((part208 *% 8) +% (cv220 *% 8))))))
+              storeVector(arena, ((3299424 +% ((((((j217 *% 32) +% (ty218 *% 2)) +% 1) *% 32) +% (tx219 *% 2)) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8))), ((w231 * loadVector(arena, ((part208 *% 8) +% (cv220 *% 8)))) + loadVector(arena, (16 +% ((part208 *% 8) +% (cv220 *% 8))))))
+              storeVector(arena, ((3299424 +% (((((((j217 *% 32) +% (ty218 *% 2)) +% 1) *% 32) +% (tx219 *% 2)) +% 1) *% 16)) +% ((part208 *% 8) +% (cv220 *% 8))), ((w232 * loadVector(arena, ((part208 *% 8) +% (cv220 *% 8)))) + loadVector(arena, (16 +% ((part208 *% 8) +% (cv220 *% 8))))))
             }
           }
         }
       }
-      for j232 in 0..<1 {
-        for c233 in 0..<8 {
-          for q234 in 0..<1024 {
-            arena[(((2097184 +% ((g166 +% j232) *% 16384)) +% (((part207 *% 8) +% c233) *% 1024)) +% q234)] = arena[((3299424 +% (((j232 *% 1024) +% q234) *% 16)) +% ((part207 *% 8) +% c233))]
+      for j233 in 0..<1 {
+        for c234 in 0..<8 {
+          for q235 in 0..<1024 {
+            arena[(((2097184 +% ((g167 +% j233) *% 16384)) +% (((part208 *% 8) +% c234) *% 1024)) +% q235)] = arena[((3299424 +% (((j233 *% 1024) +% q235) *% 16)) +% ((part208 *% 8) +% c234))]
           }
         }
       }
     }
   }
   // s1_sum = add(s1_conv2, stem)
-  for i235 in 0..<131072 {
-    storeVector(arena, ((i235 *% 8) +% 1048608), (loadVector(arena, ((i235 *% 8) +% 2097184)) + loadVector(arena, ((i235 *% 8) +% 32))))
+  parallelFor(pool, 2) { part236 in
+    for i237 in 0..<524288 {
+      arena[(1048608 +% (i237 +% (part236 *% 524288)))] = (arena[(2097184 +% (i237 +% (part236 *% 524288)))] + arena[(32 +% (i237 +% (part236 *% 524288)))])
+    }
   }
   // x1 = relu(s1_sum)
-  for i236 in 0..<131072 {
-    storeVector(arena, (i236 *% 8), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i236 *% 8) +% 1048608)), where: loadVector(arena, ((i236 *% 8) +% 1048608)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part238 in
+    for i239 in 0..<524288 {
+      arena[(i239 +% (part238 *% 524288))] = (arena[(1048608 +% (i239 +% (part238 *% 524288)))] > Float(0) ? arena[(1048608 +% (i239 +% (part238 *% 524288)))] : Float(0))
+    }
   }
   // s2_bn1 = batchnorm_fold()
-  for c237 in 0..<4 {
-    let scale238_v = (loadVector(params, ((c237 *% 8) +% 9744)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c237 *% 8) +% 78170)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, ((c237 *% 8) +% 1048576), scale238_v)
-    storeVector(arena, ((c237 *% 8) +% 1048608), (loadVector(params, ((c237 *% 8) +% 9776)) - (loadVector(params, ((c237 *% 8) +% 78138)) * scale238_v)))
+  for c240 in 0..<4 {
+    let scale241_v = (loadVector(params, ((c240 *% 8) +% 9744)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c240 *% 8) +% 78170)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, ((c240 *% 8) +% 1048576), scale241_v)
+    storeVector(arena, ((c240 *% 8) +% 1048608), (loadVector(params, ((c240 *% 8) +% 9776)) - (loadVector(params, ((c240 *% 8) +% 78138)) * scale241_v)))
   }
   // s2_conv1 = conv2d_relu(x1, s2_bn1)
-  for g239 in 0..<4 {
-    for j240 in 0..<16 {
-      for c241 in 0..<16 {
-        for ky242 in 0..<3 {
-          for oy243 in 0..<16 {
-            if (-1 < (((oy243 *% 2) +% ky242) +% -1) && (((oy243 *% 2) +% ky242) +% -1) < 32) {
-              for ox244 in 0..<15 {
-                arena[(((1572928 +% ((((c241 *% 3) +% ky242) *% 3) *% 4112)) +% (j240 *% 256)) +% ((oy243 *% 16) +% (ox244 +% 1)))] = arena[((((((g239 *% 16) +% j240) *% 16384) +% (c241 *% 1024)) +% ((((oy243 *% 2) +% ky242) +% -1) *% 32)) +% (((ox244 +% 1) *% 2) +% -1))]
+  for g242 in 0..<4 {
+    parallelFor(pool, 2) { part243 in
+      for j244 in 0..<16 {
+        for c245 in 0..<8 {
+          for ky246 in 0..<3 {
+            for oy247 in 0..<16 {
+              if (-1 < (((oy247 *% 2) +% ky246) +% -1) && (((oy247 *% 2) +% ky246) +% -1) < 32) {
+                for ox248 in 0..<15 {
+                  arena[(((1572928 +% (((((c245 +% (part243 *% 8)) *% 3) +% ky246) *% 3) *% 4112)) +% (j244 *% 256)) +% ((oy247 *% 16) +% (ox248 +% 1)))] = arena[((((((g242 *% 16) +% j244) *% 16384) +% ((c245 +% (part243 *% 8)) *% 1024)) +% ((((oy247 *% 2) +% ky246) +% -1) *% 32)) +% (((ox248 +% 1) *% 2) +% -1))]
+                }
+                for ox249 in 0..<1 {
+                  arena[(((1572928 +% (((((c245 +% (part243 *% 8)) *% 3) +% ky246) *% 3) *% 4112)) +% (j244 *% 256)) +% ((oy247 *% 16) +% ox249))] = Float(0)
+                }
               }
-              for ox245 in 0..<1 {
-                arena[(((1572928 +% ((((c241 *% 3) +% ky242) *% 3) *% 4112)) +% (j240 *% 256)) +% ((oy243 *% 16) +% ox245))] = Float(0)
+              if (((oy247 *% 2) +% ky246) +% -1) < 0 {
+                for ox250 in 0..<16 {
+                  arena[(((1572928 +% (((((c245 +% (part243 *% 8)) *% 3) +% ky246) *% 3) *% 4112)) +% (j244 *% 256)) +% ((oy247 *% 16) +% ox250))] = Float(0)
+                }
               }
-            }
-            if (((oy243 *% 2) +% ky242) +% -1) < 0 {
-              for ox246 in 0..<16 {
-                arena[(((1572928 +% ((((c241 *% 3) +% ky242) *% 3) *% 4112)) +% (j240 *% 256)) +% ((oy243 *% 16) +% ox246))] = Float(0)
-              }
-            }
-            if 31 < (((oy243 *% 2) +% ky242) +% -1) {
-              for ox246 in 0..<16 {
-                arena[(((1572928 +% ((((c241 *% 3) +% ky242) *% 3) *% 4112)) +% (j240 *% 256)) +% ((oy243 *% 16) +% ox246))] = Float(0)
-              }
-            }
-          }
-          for oy247 in 0..<16 {
-            if (-1 < (((oy247 *% 2) +% ky242) +% -1) && (((oy247 *% 2) +% ky242) +% -1) < 32) {
-              for ox248 in 0..<16 {
-                arena[(((1572928 +% (((((c241 *% 3) +% ky242) *% 3) +% 1) *% 4112)) +% (j240 *% 256)) +% ((oy247 *% 16) +% ox248))] = arena[((((((g239 *% 16) +% j240) *% 16384) +% (c241 *% 1024)) +% ((((oy247 *% 2) +% ky242) +% -1) *% 32)) +% (ox248 *% 2))]
+              if 31 < (((oy247 *% 2) +% ky246) +% -1) {
+                for ox250 in 0..<16 {
+                  arena[(((1572928 +% (((((c245 +% (part243 *% 8)) *% 3) +% ky246) *% 3) *% 4112)) +% (j244 *% 256)) +% ((oy247 *% 16) +% ox250))] = Float(0)
+                }
               }
             }
-            if (((oy247 *% 2) +% ky242) +% -1) < 0 {
-              for ox249 in 0..<16 {
-                arena[(((1572928 +% (((((c241 *% 3) +% ky242) *% 3) +% 1) *% 4112)) +% (j240 *% 256)) +% ((oy247 *% 16) +% ox249))] = Float(0)
+            for oy251 in 0..<16 {
+              if (-1 < (((oy251 *% 2) +% ky246) +% -1) && (((oy251 *% 2) +% ky246) +% -1) < 32) {
+                for ox252 in 0..<16 {
+                  arena[(((1572928 +% ((((((c245 +% (part243 *% 8)) *% 3) +% ky246) *% 3) +% 1) *% 4112)) +% (j244 *% 256)) +% ((oy251 *% 16) +% ox252))] = arena[((((((g242 *% 16) +% j244) *% 16384) +% ((c245 +% (part243 *% 8)) *% 1024)) +% ((((oy251 *% 2) +% ky246) +% -1) *% 32)) +% (ox252 *% 2))]
+                }
+              }
+              if (((oy251 *% 2) +% ky246) +% -1) < 0 {
+                for ox253 in 0..<16 {
+                  arena[(((1572928 +% ((((((c245 +% (part243 *% 8)) *% 3) +% ky246) *% 3) +% 1) *% 4112)) +% (j244 *% 256)) +% ((oy251 *% 16) +% ox253))] = Float(0)
+                }
+              }
+              if 31 < (((oy251 *% 2) +% ky246) +% -1) {
+                for ox253 in 0..<16 {
+                  arena[(((1572928 +% ((((((c245 +% (part243 *% 8)) *% 3) +% ky246) *% 3) +% 1) *% 4112)) +% (j244 *% 256)) +% ((oy251 *% 16) +% ox253))] = Float(0)
+                }
               }
             }
-            if 31 < (((oy247 *% 2) +% ky242) +% -1) {
-              for ox249 in 0..<16 {
-                arena[(((1572928 +% (((((c241 *% 3) +% ky242) *% 3) +% 1) *% 4112)) +% (j240 *% 256)) +% ((oy247 *% 16) +% ox249))] = Float(0)
+            for oy254 in 0..<16 {
+              if (-1 < (((oy254 *% 2) +% ky246) +% -1) && (((oy254 *% 2) +% ky246) +% -1) < 32) {
+                for ox255 in 0..<16 {
+                  arena[(((1572928 +% ((((((c245 +% (part243 *% 8)) *% 3) +% ky246) *% 3) +% 2) *% 4112)) +% (j244 *% 256)) +% ((oy254 *% 16) +% ox255))] = arena[((((((g242 *% 16) +% j244) *% 16384) +% ((c245 +% (part243 *% 8)) *% 1024)) +% ((((oy254 *% 2) +% ky246) +% -1) *% 32)) +% ((ox255 *% 2) +% 1))]
+                }
               }
-            }
-          }
-          for oy250 in 0..<16 {
-            if (-1 < (((oy250 *% 2) +% ky242) +% -1) && (((oy250 *% 2) +% ky242) +% -1) < 32) {
-              for ox251 in 0..<16 {
-                arena[(((1572928 +% (((((c241 *% 3) +% ky242) *% 3) +% 2) *% 4112)) +% (j240 *% 256)) +% ((oy250 *% 16) +% ox251))] = arena[((((((g239 *% 16) +% j240) *% 16384) +% (c241 *% 1024)) +% ((((oy250 *% 2) +% ky242) +% -1) *% 32)) +% ((ox251 *% 2) +% 1))]
+              if (((oy254 *% 2) +% ky246) +% -1) < 0 {
+                for ox256 in 0..<16 {
+                  arena[(((1572928 +% ((((((c245 +% (part243 *% 8)) *% 3) +% ky246) *% 3) +% 2) *% 4112)) +% (j244 *% 256)) +% ((oy254 *% 16) +% ox256))] = Float(0)
+                }
               }
-            }
-            if (((oy250 *% 2) +% ky242) +% -1) < 0 {
-              for ox252 in 0..<16 {
-                arena[(((1572928 +% (((((c241 *% 3) +% ky242) *% 3) +% 2) *% 4112)) +% (j240 *% 256)) +% ((oy250 *% 16) +% ox252))] = Float(0)
-              }
-            }
-            if 31 < (((oy250 *% 2) +% ky242) +% -1) {
-              for ox252 in 0..<16 {
-                arena[(((1572928 +% (((((c241 *% 3) +% ky242) *% 3) +% 2) *% 4112)) +% (j240 *% 256)) +% ((oy250 *% 16) +% ox252))] = Float(0)
+              if 31 < (((oy254 *% 2) +% ky246) +% -1) {
+                for ox256 in 0..<16 {
+                  arena[(((1572928 +% ((((((c245 +% (part243 *% 8)) *% 3) +% ky246) *% 3) +% 2) *% 4112)) +% (j244 *% 256)) +% ((oy254 *% 16) +% ox256))] = Float(0)
+                }
               }
             }
           }
         }
       }
     }
-    do {  // gemm260
-      for nb253 in 0..<170 {
-        for mb254 in 0..<8 {
-          var t255_c0_0 = Vector()
-          var t255_c0_1 = Vector()
-          var t255_c0_2 = Vector()
-          var t255_c1_0 = Vector()
-          var t255_c1_1 = Vector()
-          var t255_c1_2 = Vector()
-          var t255_c2_0 = Vector()
-          var t255_c2_1 = Vector()
-          var t255_c2_2 = Vector()
-          var t255_c3_0 = Vector()
-          var t255_c3_1 = Vector()
-          var t255_c3_2 = Vector()
-          for k256 in 0..<144 {
-            let t255_b0 = loadVector(arena, ((1572928 +% (k256 *% 4112)) +% (nb253 *% 24)))
-            let t255_b1 = loadVector(arena, (((1572928 +% (k256 *% 4112)) +% (nb253 *% 24)) +% 8))
-            let t255_b2 = loadVector(arena, (((1572928 +% (k256 *% 4112)) +% (nb253 *% 24)) +% 16))
-            let t255_a0 = Vector(repeating: params[((5136 +% ((mb254 *% 4) *% 144)) +% k256)])
-            t255_c0_0 = t255_c0_0.addingProduct(t255_a0, t255_b0)
-            t255_c0_1 = t255_c0_1.addingProduct(t255_a0, t255_b1)
-            t255_c0_2 = t255_c0_2.addingProduct(t255_a0, t255_b2)
-            let t255_a1 = Vector(repeating: params[((5136 +% (((mb254 *% 4) +% 1) *% 144)) +% k256)])
-            t255_c1_0 = t255_c1_0.addingProduct(t255_a1, t255_b0)
-            t255_c1_1 = t255_c1_1.addingProduct(t255_a1, t255_b1)
-            t255_c1_2 = t255_c1_2.addingProduct(t255_a1, t255_b2)
-            let t255_a2 = Vector(repeating: params[((5136 +% (((mb254 *% 4) +% 2) *% 144)) +% k256)])
-            t255_c2_0 = t255_c2_0.addingProduct(t255_a2, t255_b0)
-            t255_c2_1 = t255_c2_1.addingProduct(t255_a2, t255_b1)
-            t255_c2_2 = t255_c2_2.addingProduct(t255_a2, t255_b2)
-            let t255_a3 = Vector(repeating: params[((5136 +% (((mb254 *% 4) +% 3) *% 144)) +% k256)])
-            t255_c3_0 = t255_c3_0.addingProduct(t255_a3, t255_b0)
-            t255_c3_1 = t255_c3_1.addingProduct(t255_a3, t255_b1)
-            t255_c3_2 = t255_c3_2.addingProduct(t255_a3, t255_b2)
+    parallelFor(pool, 2) { part257 in
+      do {  // gemm265
+        for nb258 in 0..<170 {
+          for mb259 in 0..<4 {
+            var t260_c0_0 = Vector()
+            var t260_c0_1 = Vector()
+            var t260_c0_2 = Vector()
+            var t260_c1_0 = Vector()
+            var t260_c1_1 = Vector()
+            var t260_c1_2 = Vector()
+            var t260_c2_0 = Vector()
+            var t260_c2_1 = Vector()
+            var t260_c2_2 = Vector()
+            var t260_c3_0 = Vector()
+            var t260_c3_1 = Vector()
+            var t260_c3_2 = Vector()
+            for k261 in 0..<144 {
+              let t260_b0 = loadVector(arena, ((1572928 +% (k261 *% 4112)) +% (nb258 *% 24)))
+              let t260_b1 = loadVector(arena, (((1572928 +% (k261 *% 4112)) +% (nb258 *% 24)) +% 8))
+              let t260_b2 = loadVector(arena, (((1572928 +% (k261 *% 4112)) +% (nb258 *% 24)) +% 16))
+              let t260_a0 = Vector(repeating: params[(((5136 +% ((part257 *% 16) *% 144)) +% ((mb259 *% 4) *% 144)) +% k261)])
+              t260_c0_0 = t260_c0_0.addingProduct(t260_a0, t260_b0)
+              t260_c0_1 = t260_c0_1.addingProduct(t260_a0, t260_b1)
+              t260_c0_2 = t260_c0_2.addingProduct(t260_a0, t260_b2)
+              let t260_a1 = Vector(repeating: params[(((5136 +% ((part257 *% 16) *% 144)) +% (((mb259 *% 4) +% 1) *% 144)) +% k261)])
+              t260_c1_0 = t260_c1_0.addingProduct(t260_a1, t260_b0)
+              t260_c1_1 = t260_c1_1.addingProduct(t260_a1, t260_b1)
+              t260_c1_2 = t260_c1_2.addingProduct(t260_a1, t260_b2)
+              let t260_a2 = Vector(repeating: params[(((5136 +% ((part257 *% 16) *% 144)) +% (((mb259 *% 4) +% 2) *% 144)) +% k261)])
+              t260_c2_0 = t260_c2_0.addingProduct(t260_a2, t260_b0)
+              t260_c2_1 = t260_c2_1.addingProduct(t260_a2, t260_b1)
+              t260_c2_2 = t260_c2_2.addingProduct(t260_a2, t260_b2)
+              let t260_a3 = Vector(repeating: params[(((5136 +% ((part257 *% 16) *% 144)) +% (((mb259 *% 4) +% 3) *% 144)) +% k261)])
+              t260_c3_0 = t260_c3_0.addingProduct(t260_a3, t260_b0)
+              t260_c3_1 = t260_c3_1.addingProduct(t260_a3, t260_b1)
+              t260_c3_2 = t260_c3_2.addingProduct(t260_a3, t260_b2)
+            }
+            storeVector(arena, (((2165056 +% ((part257 *% 16) *% 4112)) +% ((mb259 *% 4) *% 4112)) +% (nb258 *% 24)), t260_c0_0)
+            storeVector(arena, ((((2165056 +% ((part257 *% 16) *% 4112)) +% ((mb259 *% 4) *% 4112)) +% (nb258 *% 24)) +% 8), t260_c0_1)
+            storeVector(arena, ((((2165056 +% ((part257 *% 16) *% 4112)) +% ((mb259 *% 4) *% 4112)) +% (nb258 *% 24)) +% 16), t260_c0_2)
+            storeVector(arena, (((2165056 +% ((part257 *% 16) *% 4112)) +% (((mb259 *% 4) +% 1) *% 4112)) +% (nb258 *% 24)), t260_c1_0)
+            storeVector(arena, ((((2165056 +% ((part257 *% 16) *% 4112)) +% (((mb259 *% 4) +% 1) *% 4112)) +% (nb258 *% 24)) +% 8), t260_c1_1)
+            storeVector(arena, ((((2165056 +% ((part257 *% 16) *% 4112)) +% (((mb259 *% 4) +% 1) *% 4112)) +% (nb258 *% 24)) +% 16), t260_c1_2)
+            storeVector(arena, (((2165056 +% ((part257 *% 16) *% 4112)) +% (((mb259 *% 4) +% 2) *% 4112)) +% (nb258 *% 24)), t260_c2_0)
+            storeVector(arena, ((((2165056 +% ((part257 *% 16) *% 4112)) +% (((mb259 *% 4) +% 2) *% 4112)) +% (nb258 *% 24)) +% 8), t260_c2_1)
+            storeVector(arena, ((((2165056 +% ((part257 *% 16) *% 4112)) +% (((mb259 *% 4) +% 2) *% 4112)) +% (nb258 *% 24)) +% 16), t260_c2_2)
+            storeVector(arena, (((2165056 +% ((part257 *% 16) *% 4112)) +% (((mb259 *% 4) +% 3) *% 4112)) +% (nb258 *% 24)), t260_c3_0)
+            storeVector(arena, ((((2165056 +% ((part257 *% 16) *% 4112)) +% (((mb259 *% 4) +% 3) *% 4112)) +% (nb258 *% 24)) +% 8), t260_c3_1)
+            storeVector(arena, ((((2165056 +% ((part257 *% 16) *% 4112)) +% (((mb259 *% 4) +% 3) *% 4112)) +% (nb258 *% 24)) +% 16), t260_c3_2)
           }
-          storeVector(arena, ((2165056 +% ((mb254 *% 4) *% 4112)) +% (nb253 *% 24)), t255_c0_0)
-          storeVector(arena, (((2165056 +% ((mb254 *% 4) *% 4112)) +% (nb253 *% 24)) +% 8), t255_c0_1)
-          storeVector(arena, (((2165056 +% ((mb254 *% 4) *% 4112)) +% (nb253 *% 24)) +% 16), t255_c0_2)
-          storeVector(arena, ((2165056 +% (((mb254 *% 4) +% 1) *% 4112)) +% (nb253 *% 24)), t255_c1_0)
-          storeVector(arena, (((2165056 +% (((mb254 *% 4) +% 1) *% 4112)) +% (nb253 *% 24)) +% 8), t255_c1_1)
-          storeVector(arena, (((2165056 +% (((mb254 *% 4) +% 1) *% 4112)) +% (nb253 *% 24)) +% 16), t255_c1_2)
-          storeVector(arena, ((2165056 +% (((mb254 *% 4) +% 2) *% 4112)) +% (nb253 *% 24)), t255_c2_0)
-          storeVector(arena, (((2165056 +% (((mb254 *% 4) +% 2) *% 4112)) +% (nb253 *% 24)) +% 8), t255_c2_1)
-          storeVector(arena, (((2165056 +% (((mb254 *% 4) +% 2) *% 4112)) +% (nb253 *% 24)) +% 16), t255_c2_2)
-          storeVector(arena, ((2165056 +% (((mb254 *% 4) +% 3) *% 4112)) +% (nb253 *% 24)), t255_c3_0)
-          storeVector(arena, (((2165056 +% (((mb254 *% 4) +% 3) *% 4112)) +% (nb253 *% 24)) +% 8), t255_c3_1)
-          storeVector(arena, (((2165056 +% (((mb254 *% 4) +% 3) *% 4112)) +% (nb253 *% 24)) +% 16), t255_c3_2)
+        }
+        for mb262 in 0..<4 {
+          var t263_c0_0 = Vector()
+          var t263_c0_1 = Vector()
+          var t263_c1_0 = Vector()
+          var t263_c1_1 = Vector()
+          var t263_c2_0 = Vector()
+          var t263_c2_1 = Vector()
+          var t263_c3_0 = Vector()
+          var t263_c3_1 = Vector()
+          for k264 in 0..<144 {
+            let t263_b0 = loadVector(arena, ((1572928 +% (k264 *% 4112)) +% 4080))
+            let t263_b1 = loadVector(arena, (((1572928 +% (k264 *% 4112)) +% 4080) +% 8))
+            let t263_a0 = Vector(repeating: params[(((5136 +% ((part257 *% 16) *% 144)) +% ((mb262 *% 4) *% 144)) +% k264)])
+            t263_c0_0 = t263_c0_0.addingProduct(t263_a0, t263_b0)
+            t263_c0_1 = t263_c0_1.addingProduct(t263_a0, t263_b1)
+            let t263_a1 = Vector(repeating: params[(((5136 +% ((part257 *% 16) *% 144)) +% (((mb262 *% 4) +% 1) *% 144)) +% k264)])
+            t263_c1_0 = t263_c1_0.addingProduct(t263_a1, t263_b0)
+            t263_c1_1 = t263_c1_1.addingProduct(t263_a1, t263_b1)
+            let t263_a2 = Vector(repeating: params[(((5136 +% ((part257 *% 16) *% 144)) +% (((mb262 *% 4) +% 2) *% 144)) +% k264)])
+            t263_c2_0 = t263_c2_0.addingProduct(t263_a2, t263_b0)
+            t263_c2_1 = t263_c2_1.addingProduct(t263_a2, t263_b1)
+            let t263_a3 = Vector(repeating: params[(((5136 +% ((part257 *% 16) *% 144)) +% (((mb262 *% 4) +% 3) *% 144)) +% k264)])
+            t263_c3_0 = t263_c3_0.addingProduct(t263_a3, t263_b0)
+            t263_c3_1 = t263_c3_1.addingProduct(t263_a3, t263_b1)
+          }
+          storeVector(arena, (((2165056 +% ((part257 *% 16) *% 4112)) +% ((mb262 *% 4) *% 4112)) +% 4080), t263_c0_0)
+          storeVector(arena, ((((2165056 +% ((part257 *% 16) *% 4112)) +% ((mb262 *% 4) *% 4112)) +% 4080) +% 8), t263_c0_1)
+          storeVector(arena, (((2165056 +% ((part257 *% 16) *% 4112)) +% (((mb262 *% 4) +% 1) *% 4112)) +% 4080), t263_c1_0)
+          storeVector(arena, ((((2165056 +% ((part257 *% 16) *% 4112)) +% (((mb262 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t263_c1_1)
+          storeVector(arena, (((2165056 +% ((part257 *% 16) *% 4112)) +% (((mb262 *% 4) +% 2) *% 4112)) +% 4080), t263_c2_0)
+          storeVector(arena, ((((2165056 +% ((part257 *% 16) *% 4112)) +% (((mb262 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t263_c2_1)
+          storeVector(arena, (((2165056 +% ((part257 *% 16) *% 4112)) +% (((mb262 *% 4) +% 3) *% 4112)) +% 4080), t263_c3_0)
+          storeVector(arena, ((((2165056 +% ((part257 *% 16) *% 4112)) +% (((mb262 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t263_c3_1)
         }
       }
-      for mb257 in 0..<8 {
-        var t258_c0_0 = Vector()
-        var t258_c0_1 = Vector()
-        var t258_c1_0 = Vector()
-        var t258_c1_1 = Vector()
-        var t258_c2_0 = Vector()
-        var t258_c2_1 = Vector()
-        var t258_c3_0 = Vector()
-        var t258_c3_1 = Vector()
-        for k259 in 0..<144 {
-          let t258_b0 = loadVector(arena, ((1572928 +% (k259 *% 4112)) +% 4080))
-          let t258_b1 = loadVector(arena, (((1572928 +% (k259 *% 4112)) +% 4080) +% 8))
-          let t258_a0 = Vector(repeating: params[((5136 +% ((mb257 *% 4) *% 144)) +% k259)])
-          t258_c0_0 = t258_c0_0.addingProduct(t258_a0, t258_b0)
-          t258_c0_1 = t258_c0_1.addingProduct(t258_a0, t258_b1)
-          let t258_a1 = Vector(repeating: params[((5136 +% (((mb257 *% 4) +% 1) *% 144)) +% k259)])
-          t258_c1_0 = t258_c1_0.addingProduct(t258_a1, t258_b0)
-          t258_c1_1 = t258_c1_1.addingProduct(t258_a1, t258_b1)
-          let t258_a2 = Vector(repeating: params[((5136 +% (((mb257 *% 4) +% 2) *% 144)) +% k259)])
-          t258_c2_0 = t258_c2_0.addingProduct(t258_a2, t258_b0)
-          t258_c2_1 = t258_c2_1.addingProduct(t258_a2, t258_b1)
-          let t258_a3 = Vector(repeating: params[((5136 +% (((mb257 *% 4) +% 3) *% 144)) +% k259)])
-          t258_c3_0 = t258_c3_0.addingProduct(t258_a3, t258_b0)
-          t258_c3_1 = t258_c3_1.addingProduct(t258_a3, t258_b1)
-        }
-        storeVector(arena, ((2165056 +% ((mb257 *% 4) *% 4112)) +% 4080), t258_c0_0)
-        storeVector(arena, (((2165056 +% ((mb257 *% 4) *% 4112)) +% 4080) +% 8), t258_c0_1)
-        storeVector(arena, ((2165056 +% (((mb257 *% 4) +% 1) *% 4112)) +% 4080), t258_c1_0)
-        storeVector(arena, (((2165056 +% (((mb257 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t258_c1_1)
-        storeVector(arena, ((2165056 +% (((mb257 *% 4) +% 2) *% 4112)) +% 4080), t258_c2_0)
-        storeVector(arena, (((2165056 +% (((mb257 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t258_c2_1)
-        storeVector(arena, ((2165056 +% (((mb257 *% 4) +% 3) *% 4112)) +% 4080), t258_c3_0)
-        storeVector(arena, (((2165056 +% (((mb257 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t258_c3_1)
-      }
-    }
-    for j261 in 0..<16 {
-      for f262 in 0..<32 {
-        for i263 in 0..<32 {
-          storeVector(arena, ((i263 *% 8) +% ((1048640 +% (((g239 *% 16) +% j261) *% 8192)) +% (f262 *% 256))), Vector(repeating: Float(0)).replacing(with: ((loadVector(arena, ((i263 *% 8) +% ((2165056 +% (f262 *% 4112)) +% (j261 *% 256)))) * Vector(repeating: arena[(1048576 +% f262)])) + Vector(repeating: arena[(1048608 +% f262)])), where: ((loadVector(arena, ((i263 *% 8) +% ((2165056 +% (f262 *% 4112)) +% (j261 *% 256)))) * Vector(repeating: arena[(1048576 +% f262)])) + Vector(repeating: arena[(1048608 +% f262)])) .> Vector(repeating: Float(0))))
+      for j266 in 0..<16 {
+        for f267 in 0..<16 {
+          for i268 in 0..<32 {
+            storeVector(arena, ((i268 *% 8) +% ((1048640 +% (((g242 *% 16) +% j266) *% 8192)) +% ((f267 +% (part257 *% 16)) *% 256))), Vector(repeating: Float(0)).replacing(with: ((loadVector(arena, ((i268 *% 8) +% ((2165056 +% ((f267 +% (part257 *% 16)) *% 4112)) +% (j266 *% 256)))) * Vector(repeating: arena[(1048576 +% (f267 +% (part257 *% 16)))])) + Vector(repeating: arena[(1048608 +% (f267 +% (part257 *% 16)))])), where: ((loadVector(arena, ((i268 *% 8) +% ((2165056 +% ((f267 +% (part257 *% 16)) *% 4112)) +% (j266 *% 256)))) * Vector(repeating: arena[(1048576 +% (f267 +% (part257 *% 16)))])) + Vector(repeating: arena[(1048608 +% (f267 +% (part257 *% 16)))])) .> Vector(repeating: Float(0))))
+          }
         }
       }
     }
   }
   // s2_bn2 = batchnorm_fold()
-  for c264 in 0..<4 {
-    let scale265_v = (loadVector(params, ((c264 *% 8) +% 19024)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c264 *% 8) +% 78234)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, ((c264 *% 8) +% 1048576), scale265_v)
-    storeVector(arena, ((c264 *% 8) +% 1048608), (loadVector(params, ((c264 *% 8) +% 19056)) - (loadVector(params, ((c264 *% 8) +% 78202)) * scale265_v)))
+  for c269 in 0..<4 {
+    let scale270_v = (loadVector(params, ((c269 *% 8) +% 19024)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c269 *% 8) +% 78234)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, ((c269 *% 8) +% 1048576), scale270_v)
+    storeVector(arena, ((c269 *% 8) +% 1048608), (loadVector(params, ((c269 *% 8) +% 19056)) - (loadVector(params, ((c269 *% 8) +% 78202)) * scale270_v)))
   }
   // s2_conv2 = conv2d(s2_conv1, s2_bn2)
-  parallelFor(pool, 2) { part266 in
-    for ci267 in 0..<32 {
-      for co268 in 0..<16 {
-        var w269: Float = params[(9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9))]
-        var w270: Float = (((params[(9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9))] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 3)]) + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w271: Float = (((params[(9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9))] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 6)]) - params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w272: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 6)]
-        var w273: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 1)]
-        var w274: Float = (((params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 1)] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 4)]) + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w275: Float = (((params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 1)] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 7)]) - params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w276: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 7)]
-        var w277: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 2)]
-        var w278: Float = (((params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 2)] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 5)]) + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w279: Float = (((params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 2)] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 8)]) - params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w280: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 8)]
-        var w281: Float = w269
-        var w282: Float = (((w269 + w273) + w277) * Float(bitPattern: 0x3f000000))
-        var w283: Float = (((w269 + w277) - w273) * Float(bitPattern: 0x3f000000))
-        var w284: Float = w277
-        var w285: Float = w270
-        var w286: Float = (((w270 + w274) + w278) * Float(bitPattern: 0x3f000000))
-        var w287: Float = (((w270 + w278) - w274) * Float(bitPattern: 0x3f000000))
-        var w288: Float = w278
-        var w289: Float = w271
-        var w290: Float = (((w271 + w275) + w279) * Float(bitPattern: 0x3f000000))
-        var w291: Float = (((w271 + w279) - w275) * Float(bitPattern: 0x3f000000))
-        var w292: Float = w279
-        var w293: Float = w272
-        var w294: Float = (((w272 + w276) + w280) * Float(bitPattern: 0x3f000000))
-        var w295: Float = (((w272 + w280) - w276) * Float(bitPattern: 0x3f000000))
-        var w296: Float = w280
-        arena[((2097216 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w281
-        arena[((2098240 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w282
-        arena[((2099264 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w283
-        arena[((2100288 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w284
-        arena[((2101312 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w285
-        arena[((2102336 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w286
-        arena[((2103360 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w287
-        arena[((2104384 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w288
-        arena[((2105408 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w289
-        arena[((2106432 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w290
-        arena[((2107456 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w291
-        arena[((2108480 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w292
-        arena[((2109504 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w293
-        arena[((2110528 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w294
-        arena[((2111552 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w295
-        arena[((2112576 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w296
+  parallelFor(pool, 2) { part271 in
+    for ci272 in 0..<32 {
+      for co273 in 0..<16 {
+        var w274: Float = params[(9808 +% (((((part271 *% 16) +% co273) *% 32) +% ci272) *% 9))]
+        var w275: Float = (((params[(9808 +% (((((part271 *% 16) +% co273) *% 32) +% ci272) *% 9))] + params[((9808 +% (((((part271 *% 16) +% co273) *% 32) +% ci272) *% 9)) +% 3)]) + params[((9808 +% (((((part271 *% 16) +% co273) *% 32) +% ci272) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w276: Float = (((params[(9808 +% (((((part271 *% 16) +% co273) *% 32) +% ci272) *% 9))] + params[((9808 +% (((((part271 *% 16) +% co273) *% 32) +% ci272) *% 9)) +% 6)]) - params[((9808 +% (((((part271 *% 16) +% co273) *% 32) +% ci272) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w277: Float = params[((9808 +% (((((part271 *% 16) +% co273) *% 32) +% ci272) *% 9)) +% 6)]
+        var w278: Float = params[((9808 +% (((((part271 *% 16) +% co273) *% 32) +% ci272) *% 9)) +% 1)]
+        var w279: Float = (((params[((9808 +% (((((part271 *% 16) +% co273) *% 32) +% ci272) *% 9)) +% 1)] + params[((9808 +% (((((part271 *% 16) +% co273) *% 32) +% ci272) *% 9)) +% 4)]) + params[((9808 +% (((((part271 *% 16) +% co273) *% 32) +% ci272) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w280: Float = (((params[((9808 +% (((((part271 *% 16) +% co273) *% 32) +% ci272) *% 9)) +% 1)] + params[((9808 +% (((((part271 *% 16) +% co273) *% 32) +% ci272) *% 9)) +% 7)]) - params[((9808 +% (((((part271 *% 16) +% co273) *% 32) +% ci272) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w281: Float = params[((9808 +% (((((part271 *% 16) +% co273) *% 32) +% ci272) *% 9)) +% 7)]
+        var w282: Float = params[((9808 +% (((((part271 *% 16) +% co273) *% 32) +% ci272) *% 9)) +% 2)]
+        var w283: Float = (((params[((9808 +% (((((part271 *% 16) +% co273) *% 32) +% ci272) *% 9)) +% 2)] + params[((9808 +% (((((part271 *% 16) +% co273) *% 32) +% ci272) *% 9)) +% 5)]) + params[((9808 +% (((((part271 *% 16) +% co273) *% 32) +% ci272) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w284: Float = (((params[((9808 +% (((((part271 *% 16) +% co273) *% 32) +% ci272) *% 9)) +% 2)] + params[((9808 +% (((((part271 *% 16) +% co273) *% 32) +% ci272) *% 9)) +% 8)]) - params[((9808 +% (((((part271 *% 16) +% co273) *% 32) +% ci272) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w285: Float = params[((9808 +% (((((part271 *% 16) +% co273) *% 32) +% ci272) *% 9)) +% 8)]
+        var w286: Float = w274
+        var w287: Float = (((w274 + w278) + w282) * Float(bitPattern: 0x3f000000))
+        var w288: Float = (((w274 + w282) - w278) * Float(bitPattern: 0x3f000000))
+        var w289: Float = w282
+        var w290: Float = w275
+        var w291: Float = (((w275 + w279) + w283) * Float(bitPattern: 0x3f000000))
+        var w292: Float = (((w275 + w283) - w279) * Float(bitPattern: 0x3f000000))
+        var w293: Float = w283
+        var w294: Float = w276
+        var w295: Float = (((w276 + w280) + w284) * Float(bitPattern: 0x3f000000))
+        var w296: Float = (((w276 + w284) - w280) * Float(bitPattern: 0x3f000000))
+        var w297: Float = w284
+        var w298: Float = w277
+        var w299: Float = (((w277 + w281) + w285) * Float(bitPattern: 0x3f000000))
+        var w300: Float = (((w277 + w285) - w281) * Float(bitPattern: 0x3f000000))
+        var w301: Float = w285
+        arena[((2097216 +% (ci272 *% 32)) +% ((part271 *% 16) +% co273))] = w286
+        arena[((2098240 +% (ci272 *% 32)) +% ((part271 *% 16) +% co273))] = w287
+        arena[((2099264 +% (ci272 *% 32)) +% ((part271 *% 16) +% co273))] = w288
+        arena[((2100288 +% (ci272 *% 32)) +% ((part271 *% 16) +% co273))] = w289
+        arena[((2101312 +% (ci272 *% 32)) +% ((part271 *% 16) +% co273))] = w290
+        arena[((2102336 +% (ci272 *% 32)) +% ((part271 *% 16) +% co273))] = w291
+        arena[((2103360 +% (ci272 *% 32)) +% ((part271 *% 16) +% co273))] = w292
+        arena[((2104384 +% (ci272 *% 32)) +% ((part271 *% 16) +% co273))] = w293
+        arena[((2105408 +% (ci272 *% 32)) +% ((part271 *% 16) +% co273))] = w294
+        arena[((2106432 +% (ci272 *% 32)) +% ((part271 *% 16) +% co273))] = w295
+        arena[((2107456 +% (ci272 *% 32)) +% ((part271 *% 16) +% co273))] = w296
+        arena[((2108480 +% (ci272 *% 32)) +% ((part271 *% 16) +% co273))] = w297
+        arena[((2109504 +% (ci272 *% 32)) +% ((part271 *% 16) +% co273))] = w298
+        arena[((2110528 +% (ci272 *% 32)) +% ((part271 *% 16) +% co273))] = w299
+        arena[((2111552 +% (ci272 *% 32)) +% ((part271 *% 16) +% co273))] = w300
+        arena[((2112576 +% (ci272 *% 32)) +% ((part271 *% 16) +% co273))] = w301
       }
     }
   }
-  for i297 in 0..<1296 {
-    storeVector(arena, ((i297 *% 8) +% 2113600), Vector(repeating: Float(0)))
+  for i302 in 0..<1296 {
+    storeVector(arena, ((i302 *% 8) +% 2113600), Vector(repeating: Float(0)))
   }
-  for g298 in 0..<64 {
-    for j299 in 0..<1 {
-      for c300 in 0..<32 {
-        for iy301 in 0..<16 {
-          for ix302 in 0..<16 {
-            arena[(2113600 +% ((((j299 *% 10368) +% ((iy301 +% 1) *% 576)) +% ((ix302 +% 1) *% 32)) +% c300))] = arena[((((1048640 +% ((g298 +% j299) *% 8192)) +% (c300 *% 256)) +% (iy301 *% 16)) +% ix302)]
+  for g303 in 0..<64 {
+    for j304 in 0..<1 {
+      for c305 in 0..<32 {
+        for iy306 in 0..<16 {
+          for ix307 in 0..<16 {
+            arena[(2113600 +% ((((j304 *% 10368) +% ((iy306 +% 1) *% 576)) +% ((ix307 +% 1) *% 32)) +% c305))] = arena[((((1048640 +% ((g303 +% j304) *% 8192)) +% (c305 *% 256)) +% (iy306 *% 16)) +% ix307)]
           }
         }
       }
     }
-    for j303 in 0..<1 {
-      for ty304 in 0..<8 {
-        for tx305 in 0..<8 {
-          for cv306 in 0..<4 {
-            let w307 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% ((ty304 *% 2) *% 576)) +% ((tx305 *% 2) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 2) *% 576)) +% ((tx305 *% 2) *% 32)) +% (cv306 *% 8)))))
-            let w308 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 1) *% 576)) +% ((tx305 *% 2) *% 32)) +% (cv306 *% 8)))) + loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 2) *% 576)) +% ((tx305 *% 2) *% 32)) +% (cv306 *% 8)))))
-            let w309 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 2) *% 576)) +% ((tx305 *% 2) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 1) *% 576)) +% ((tx305 *% 2) *% 32)) +% (cv306 *% 8)))))
-            let w310 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 1) *% 576)) +% ((tx305 *% 2) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 3) *% 576)) +% ((tx305 *% 2) *% 32)) +% (cv306 *% 8)))))
-            let w311 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% ((ty304 *% 2) *% 576)) +% (((tx305 *% 2) +% 1) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 2) *% 576)) +% (((tx305 *% 2) +% 1) *% 32)) +% (cv306 *% 8)))))
-            let w312 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 1) *% 576)) +% (((tx305 *% 2) +% 1) *% 32)) +% (cv306 *% 8)))) + loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 2) *% 576)) +% (((tx305 *% 2) +% 1) *% 32)) +% (cv306 *% 8)))))
-            let w313 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 2) *% 576)) +% (((tx305 *% 2) +% 1) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 1) *% 576)) +% (((tx305 *% 2) +% 1) *% 32)) +% (cv306 *% 8)))))
-            let w314 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 1) *% 576)) +% (((tx305 *% 2) +% 1) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 3) *% 576)) +% (((tx305 *% 2) +% 1) *% 32)) +% (cv306 *% 8)))))
-            let w315 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% ((ty304 *% 2) *% 576)) +% (((tx305 *% 2) +% 2) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 2) *% 576)) +% (((tx305 *% 2) +% 2) *% 32)) +% (cv306 *% 8)))))
-            let w316 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 1) *% 576)) +% (((tx305 *% 2) +% 2) *% 32)) +% (cv306 *% 8)))) + loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 2) *% 576)) +% (((tx305 *% 2) +% 2) *% 32)) +% (cv306 *% 8)))))
-            let w317 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 2) *% 576)) +% (((tx305 *% 2) +% 2) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 1) *% 576)) +% (((tx305 *% 2) +% 2) *% 32)) +% (cv306 *% 8)))))
-            let w318 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 1) *% 576)) +% (((tx305 *% 2) +% 2) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 3) *% 576)) +% (((tx305 *% 2) +% 2) *% 32)) +% (cv306 *% 8)))))
-            let w319 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% ((ty304 *% 2) *% 576)) +% (((tx305 *% 2) +% 3) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 2) *% 576)) +% (((tx305 *% 2) +% 3) *% 32)) +% (cv306 *% 8)))))
-            let w320 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 1) *% 576)) +% (((tx305 *% 2) +% 3) *% 32)) +% (cv306 *% 8)))) + loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 2) *% 576)) +% (((tx305 *% 2) +% 3) *% 32)) +% (cv306 *% 8)))))
-            let w321 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 2) *% 576)) +% (((tx305 *% 2) +% 3) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 1) *% 576)) +% (((tx305 *% 2) +% 3) *% 32)) +% (cv306 *% 8)))))
-            let w322 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 1) *% 576)) +% (((tx305 *% 2) +% 3) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 3) *% 576)) +% (((tx305 *% 2) +% 3) *% 32)) +% (cv306 *% 8)))))
-            let w323 = (w307 - w315)
-            let w324 = (w311 + w315)
-            let w325 = (w315 - w311)
-            let w326 = (w311 - w319)
-            let w327 = (w308 - w316)
-            let w328 = (w312 + w316)
-            let w329 = (w316 - w312)
-            let w330 = (w312 - w320)
-            let w331 = (w309 - w317)
-            let w332 = (w313 + w317)
-            let w333 = (w317 - w313)
-            let w334 = (w313 - w321)
-            let w335 = (w310 - w318)
-            let w336 = (w314 + w318)
-            let w337 = (w318 - w314)
-            let w338 = (w314 - w322)
-            storeVector(arena, ((2123968 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w323)
-            storeVector(arena, ((2126016 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w324)
-            storeVector(arena, ((2128064 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w325)
-            storeVector(arena, ((2130112 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w326)
-            storeVector(arena, ((2132160 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w327)
-            storeVector(arena, ((2134208 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w328)
-            storeVector(arena, ((2136256 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w329)
-            storeVector(arena, ((2138304 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w330)
-            storeVector(arena, ((2140352 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w331)
-            storeVector(arena, ((2142400 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w332)
-            storeVector(arena, ((2144448 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w333)
-            storeVector(arena, ((2146496 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w334)
-            storeVector(arena, ((2148544 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w335)
-            storeVector(arena, ((2150592 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w336)
-            storeVector(arena, ((2152640 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w337)
-            storeVector(arena, ((2154688 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w338)
+    for j308 in 0..<1 {
+      for ty309 in 0..<8 {
+        for tx310 in 0..<8 {
+          for cv311 in 0..<4 {
+            let w312 = (loadVector(arena, (2113600 +% ((((j308 *% 10368) +% ((ty309 *% 2) *% 576)) +% ((tx310 *% 2) *% 32)) +% (cv311 *% 8)))) - loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 2) *% 576)) +% ((tx310 *% 2) *% 32)) +% (cv311 *% 8)))))
+            let w313 = (loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 1) *% 576)) +% ((tx310 *% 2) *% 32)) +% (cv311 *% 8)))) + loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 2) *% 576)) +% ((tx310 *% 2) *% 32)) +% (cv311 *% 8)))))
+            let w314 = (loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 2) *% 576)) +% ((tx310 *% 2) *% 32)) +% (cv311 *% 8)))) - loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 1) *% 576)) +% ((tx310 *% 2) *% 32)) +% (cv311 *% 8)))))
+            let w315 = (loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 1) *% 576)) +% ((tx310 *% 2) *% 32)) +% (cv311 *% 8)))) - loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 3) *% 576)) +% ((tx310 *% 2) *% 32)) +% (cv311 *% 8)))))
+            let w316 = (loadVector(arena, (2113600 +% ((((j308 *% 10368) +% ((ty309 *% 2) *% 576)) +% (((tx310 *% 2) +% 1) *% 32)) +% (cv311 *% 8)))) - loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 2) *% 576)) +% (((tx310 *% 2) +% 1) *% 32)) +% (cv311 *% 8)))))
+            let w317 = (loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 1) *% 576)) +% (((tx310 *% 2) +% 1) *% 32)) +% (cv311 *% 8)))) + loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 2) *% 576)) +% (((tx310 *% 2) +% 1) *% 32)) +% (cv311 *% 8)))))
+            let w318 = (loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 2) *% 576)) +% (((tx310 *% 2) +% 1) *% 32)) +% (cv311 *% 8)))) - loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 1) *% 576)) +% (((tx310 *% 2) +% 1) *% 32)) +% (cv311 *% 8)))))
+            let w319 = (loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 1) *% 576)) +% (((tx310 *% 2) +% 1) *% 32)) +% (cv311 *% 8)))) - loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 3) *% 576)) +% (((tx310 *% 2) +% 1) *% 32)) +% (cv311 *% 8)))))
+            let w320 = (loadVector(arena, (2113600 +% ((((j308 *% 10368) +% ((ty309 *% 2) *% 576)) +% (((tx310 *% 2) +% 2) *% 32)) +% (cv311 *% 8)))) - loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 2) *% 576)) +% (((tx310 *% 2) +% 2) *% 32)) +% (cv311 *% 8)))))
+            let w321 = (loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 1) *% 576)) +% (((tx310 *% 2) +% 2) *% 32)) +% (cv311 *% 8)))) + loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 2) *% 576)) +% (((tx310 *% 2) +% 2) *% 32)) +% (cv311 *% 8)))))
+            let w322 = (loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 2) *% 576)) +% (((tx310 *% 2) +% 2) *% 32)) +% (cv311 *% 8)))) - loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 1) *% 576)) +% (((tx310 *% 2) +% 2) *% 32)) +% (cv311 *% 8)))))
+            let w323 = (loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 1) *% 576)) +% (((tx310 *% 2) +% 2) *% 32)) +% (cv311 *% 8)))) - loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 3) *% 576)) +% (((tx310 *% 2) +% 2) *% 32)) +% (cv311 *% 8)))))
+            let w324 = (loadVector(arena, (2113600 +% ((((j308 *% 10368) +% ((ty309 *% 2) *% 576)) +% (((tx310 *% 2) +% 3) *% 32)) +% (cv311 *% 8)))) - loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 2) *% 576)) +% (((tx310 *% 2) +% 3) *% 32)) +% (cv311 *% 8)))))
+            let w325 = (loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 1) *% 576)) +% (((tx310 *% 2) +% 3) *% 32)) +% (cv311 *% 8)))) + loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 2) *% 576)) +% (((tx310 *% 2) +% 3) *% 32)) +% (cv311 *% 8)))))
+            let w326 = (loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 2) *% 576)) +% (((tx310 *% 2) +% 3) *% 32)) +% (cv311 *% 8)))) - loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 1) *% 576)) +% (((tx310 *% 2) +% 3) *% 32)) +% (cv311 *% 8)))))
+            let w327 = (loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 1) *% 576)) +% (((tx310 *% 2) +% 3) *% 32)) +% (cv311 *% 8)))) - loadVector(arena, (2113600 +% ((((j308 *% 10368) +% (((ty309 *% 2) +% 3) *% 576)) +% (((tx310 *% 2) +% 3) *% 32)) +% (cv311 *% 8)))))
+            let w328 = (w312 - w320)
+            let w329 = (w316 + w320)
+            let w330 = (w320 - w316)
+            let w331 = (w316 - w324)
+            let w332 = (w313 - w321)
+            let w333 = (w317 + w321)
+            let w334 = (w321 - w317)
+            let w335 = (w317 - w325)
+            let w336 = (w314 - w322)
+            let w337 = (w318 + w322)
+            let w338 = (w322 - w318)
+            let w339 = (w318 - w326)
+            let w340 = (w315 - w323)
+            let w341 = (w319 + w323)
+            let w342 = (w323 - w319)
+            let w343 = (w319 - w327)
+            storeVector(arena, ((2123968 +% ((((j308 *% 64) +% (ty309 *% 8)) +% tx310) *% 32)) +% (cv311 *% 8)), w328)
+            storeVector(arena, ((2126016 +% ((((j308 *% 64) +% (ty309 *% 8)) +% tx310) *% 32)) +% (cv311 *% 8)), w329)
+            storeVector(arena, ((2128064 +% ((((j308 *% 64) +% (ty309 *% 8)) +% tx310) *% 32)) +% (cv311 *% 8)), w330)
+            storeVector(arena, ((2130112 +% ((((j308 *% 64) +% (ty309 *% 8)) +% tx310) *% 32)) +% (cv311 *% 8)), w331)
+            storeVector(arena, ((2132160 +% ((((j308 *% 64) +% (ty309 *% 8)) +% tx310) *% 32)) +% (cv311 *% 8)), w332)
+            storeVector(arena, ((2134208 +% ((((j308 *% 64) +% (ty309 *% 8)) +% tx310) *% 32)) +% (cv311 *% 8)), w333)
+            storeVector(arena, ((2136256 +% ((((j308 *% 64) +% (ty309 *% 8)) +% tx310) *% 32)) +% (cv311 *% 8)), w334)
+            storeVector(arena, ((2138304 +% ((((j308 *% 64) +% (ty309 *% 8)) +% tx310) *% 32)) +% (cv311 *% 8)), w335)
+            storeVector(arena, ((2140352 +% ((((j308 *% 64) +% (ty309 *% 8)) +% tx310) *% 32)) +% (cv311 *% 8)), w336)
+            storeVector(arena, ((2142400 +% ((((j308 *% 64) +% (ty309 *% 8)) +% tx310) *% 32)) +% (cv311 *% 8)), w337)
+            storeVector(arena, ((2144448 +% ((((j308 *% 64) +% (ty309 *% 8)) +% tx310) *% 32)) +% (cv311 *% 8)), w338)
+            storeVector(arena, ((2146496 +% ((((j308 *% 64) +% (ty309 *% 8)) +% tx310) *% 32)) +% (cv311 *% 8)), w339)
+            storeVector(arena, ((2148544 +% ((((j308 *% 64) +% (ty309 *% 8)) +% tx310) *% 32)) +% (cv311 *% 8)), w340)
+            storeVector(arena, ((2150592 +% ((((j308 *% 64) +% (ty309 *% 8)) +% tx310) *% 32)) +% (cv311 *% 8)), w341)
+            storeVector(arena, ((2152640 +% ((((j308 *% 64) +% (ty309 *% 8)) +% tx310) *% 32)) +% (cv311 *% 8)), w342)
+            storeVector(arena, ((2154688 +% ((((j308 *% 64) +% (ty309 *% 8)) +% tx310) *% 32)) +% (cv311 *% 8)), w343)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part339 in
-      for xi340 in 0..<16 {
-        do {  // gemm347
-          for nb341 in 0..<1 {
-            for mb342 in 0..<10 {
-              var t343_c0_0 = Vector()
-              var t343_c0_1 = Vector()
-              var t343_c1_0 = Vector()
-              var t343_c1_1 = Vector()
-              var t343_c2_0 = Vector()
-              var t343_c2_1 = Vector()
-              var t343_c3_0 = Vector()
-              var t343_c3_1 = Vector()
-              var t343_c4_0 = Vector()
-              var t343_c4_1 = Vector()
-              var t343_c5_0 = Vector()
-              var t343_c5_1 = Vector()
-              for k344 in 0..<32 {
-                let t343_b0 = loadVector(arena, ((((2097216 +% (xi340 *% 1024)) +% (part339 *% 16)) +% (k344 *% 32)) +% (nb341 *% 16)))
-                let t343_b1 = loadVector(arena, (((((2097216 +% (xi340 *% 1024)) +% (part339 *% 16)) +% (k344 *% 32)) +% (nb341 *% 16)) +% 8))
-                let t343_a0 = Vector(repeating: arena[(((2123968 +% (xi340 *% 2048)) +% ((mb342 *% 6) *% 32)) +% k344)])
-                t343_c0_0 = t343_c0_0.addingProduct(t343_a0, t343_b0)
-                t343_c0_1 = t343_c0_1.addingProduct(t343_a0, t343_b1)
-                let t343_a1 = Vector(repeating: arena[(((2123968 +% (xi340 *% 2048)) +% (((mb342 *% 6) +% 1) *% 32)) +% k344)])
-                t343_c1_0 = t343_c1_0.addingProduct(t343_a1, t343_b0)
-                t343_c1_1 = t343_c1_1.addingProduct(t343_a1, t343_b1)
-                let t343_a2 = Vector(repeating: arena[(((2123968 +% (xi340 *% 2048)) +% (((mb342 *% 6) +% 2) *% 32)) +% k344)])
-                t343_c2_0 = t343_c2_0.addingProduct(t343_a2, t343_b0)
-                t343_c2_1 = t343_c2_1.addingProduct(t343_a2, t343_b1)
-                let t343_a3 = Vector(repeating: arena[(((2123968 +% (xi340 *% 2048)) +% (((mb342 *% 6) +% 3) *% 32)) +% k344)])
-                t343_c3_0 = t343_c3_0.addingProduct(t343_a3, t343_b0)
-                t343_c3_1 = t343_c3_1.addingProduct(t343_a3, t343_b1)
-                let t343_a4 = Vector(repeating: arena[(((2123968 +% (xi340 *% 2048)) +% (((mb342 *% 6) +% 4) *% 32)) +% k344)])
-                t343_c4_0 = t343_c4_0.addingProduct(t343_a4, t343_b0)
-                t343_c4_1 = t343_c4_1.addingProduct(t343_a4, t343_b1)
-                let t343_a5 = Vector(repeating: arena[(((2123968 +% (xi340 *% 2048)) +% (((mb342 *% 6) +% 5) *% 32)) +% k344)])
-                t343_c5_0 = t343_c5_0.addingProduct(t343_a5, t343_b0)
-                t343_c5_1 = t343_c5_1.addingProduct(t343_a5, t343_b1)
+    parallelFor(pool, 2) { part344 in
+      for xi345 in 0..<16 {
+        do {  // gemm352
+          for nb346 in 0..<1 {
+            for mb347 in 0..<10 {
+              var t348_c0_0 = Vector()
+              var t348_c0_1 = Vector()
+              var t348_c1_0 = Vector()
+              var t348_c1_1 = Vector()
+              var t348_c2_0 = Vector()
+              var t348_c2_1 = Vector()
+              var t348_c3_0 = Vector()
+              var t348_c3_1 = Vector()
+              var t348_c4_0 = Vector()
+              var t348_c4_1 = Vector()
+              var t348_c5_0 = Vector()
+              var t348_c5_1 = Vector()
+              for k349 in 0..<32 {
+                let t348_b0 = loadVector(arena, ((((2097216 +% (xi345 *% 1024)) +% (part344 *% 16)) +% (k349 *% 32)) +% (nb346 *% 16)))
+                let t348_b1 = loadVector(arena, (((((2097216 +% (xi345 *% 1024)) +% (part344 *% 16)) +% (k349 *% 32)) +% (nb346 *% 16)) +% 8))
+                let t348_a0 = Vector(repeating: arena[(((2123968 +% (xi345 *% 2048)) +% ((mb347 *% 6) *% 32)) +% k349)])
+                t348_c0_0 = t348_c0_0.addingProduct(t348_a0, t348_b0)
+                t348_c0_1 = t348_c0_1.addingProduct(t348_a0, t348_b1)
+                let t348_a1 = Vector(repeating: arena[(((2123968 +% (xi345 *% 2048)) +% (((mb347 *% 6) +% 1) *% 32)) +% k349)])
+                t348_c1_0 = t348_c1_0.addingProduct(t348_a1, t348_b0)
+                t348_c1_1 = t348_c1_1.addingProduct(t348_a1, t348_b1)
+                let t348_a2 = Vector(repeating: arena[(((2123968 +% (xi345 *% 2048)) +% (((mb347 *% 6) +% 2) *% 32)) +% k349)])
+                t348_c2_0 = t348_c2_0.addingProduct(t348_a2, t348_b0)
+                t348_c2_1 = t348_c2_1.addingProduct(t348_a2, t348_b1)
+                let t348_a3 = Vector(repeating: arena[(((2123968 +% (xi345 *% 2048)) +% (((mb347 *% 6) +% 3) *% 32)) +% k349)])
+                t348_c3_0 = t348_c3_0.addingProduct(t348_a3, t348_b0)
+                t348_c3_1 = t348_c3_1.addingProduct(t348_a3, t348_b1)
+                let t348_a4 = Vector(repeating: arena[(((2123968 +% (xi345 *% 2048)) +% (((mb347 *% 6) +% 4) *% 32)) +% k349)])
+                t348_c4_0 = t348_c4_0.addingProduct(t348_a4, t348_b0)
+                t348_c4_1 = t348_c4_1.addingProduct(t348_a4, t348_b1)
+                let t348_a5 = Vector(repeating: arena[(((2123968 +% (xi345 *% 2048)) +% (((mb347 *% 6) +% 5) *% 32)) +% k349)])
+                t348_c5_0 = t348_c5_0.addingProduct(t348_a5, t348_b0)
+                t348_c5_1 = t348_c5_1.addingProduct(t348_a5, t348_b1)
               }
-              storeVector(arena, ((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% ((mb342 *% 6) *% 32)) +% (nb341 *% 16)), t343_c0_0)
-              storeVector(arena, (((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% ((mb342 *% 6) *% 32)) +% (nb341 *% 16)) +% 8), t343_c0_1)
-              storeVector(arena, ((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% (((mb342 *% 6) +% 1) *% 32)) +% (nb341 *% 16)), t343_c1_0)
-              storeVector(arena, (((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% (((mb342 *% 6) +% 1) *% 32)) +% (nb341 *% 16)) +% 8), t343_c1_1)
-              storeVector(arena, ((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% (((mb342 *% 6) +% 2) *% 32)) +% (nb341 *% 16)), t343_c2_0)
-              storeVector(arena, (((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% (((mb342 *% 6) +% 2) *% 32)) +% (nb341 *% 16)) +% 8), t343_c2_1)
-              storeVector(arena, ((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% (((mb342 *% 6) +% 3) *% 32)) +% (nb341 *% 16)), t343_c3_0)
-              storeVector(arena, (((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% (((mb342 *% 6) +% 3) *% 32)) +% (nb341 *% 16)) +% 8), t343_c3_1)
-              storeVector(arena, ((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% (((mb342 *% 6) +% 4) *% 32)) +% (nb341 *% 16)), t343_c4_0)
-              storeVector(arena, (((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% (((mb342 *% 6) +% 4) *% 32)) +% (nb341 *% 16)) +% 8), t343_c4_1)
-              storeVector(arena, ((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% (((mb342 *% 6) +% 5) *% 32)) +% (nb341 *% 16)), t343_c5_0)
-              storeVector(arena, (((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% (((mb342 *% 6) +% 5) *% 32)) +% (nb341 *% 16)) +% 8), t343_c5_1)
+              storeVector(arena, ((((2156736 +% (xi345 *% 2048)) +% (part344 *% 16)) +% ((mb347 *% 6) *% 32)) +% (nb346 *% 16)), t348_c0_0)
+              storeVector(arena, (((((2156736 +% (xi345 *% 2048)) +% (part344 *% 16)) +% ((mb347 *% 6) *% 32)) +% (nb346 *% 16)) +% 8), t348_c0_1)
+              storeVector(arena, ((((2156736 +% (xi345 *% 2048)) +% (part344 *% 16)) +% (((mb347 *% 6) +% 1) *% 32)) +% (nb346 *% 16)), t348_c1_0)
+              storeVector(arena, (((((2156736 +% (xi345 *% 2048)) +% (part344 *% 16)) +% (((mb347 *% 6) +% 1) *% 32)) +% (nb346 *% 16)) +% 8), t348_c1_1)
+              storeVector(arena, ((((2156736 +% (xi345 *% 2048)) +% (part344 *% 16)) +% (((mb347 *% 6) +% 2) *% 32)) +% (nb346 *% 16)), t348_c2_0)
+              storeVector(arena, (((((2156736 +% (xi345 *% 2048)) +% (part344 *% 16)) +% (((mb347 *% 6) +% 2) *% 32)) +% (nb346 *% 16)) +% 8), t348_c2_1)
+              storeVector(arena, ((((2156736 +% (xi345 *% 2048)) +% (part344 *% 16)) +% (((mb347 *% 6) +% 3) *% 32)) +% (nb346 *% 16)), t348_c3_0)
+              storeVector(arena, (((((2156736 +% (xi345 *% 2048)) +% (part344 *% 16)) +% (((mb347 *% 6) +% 3) *% 32)) +% (nb346 *% 16)) +% 8), t348_c3_1)
+              storeVector(arena, ((((2156736 +% (xi345 *% 2048)) +% (part344 *% 16)) +% (((mb347 *% 6) +% 4) *% 32)) +% (nb346 *% 16)), t348_c4_0)
+              storeVector(arena, (((((2156736 +% (xi345 *% 2048)) +% (part344 *% 16)) +% (((mb347 *% 6) +% 4) *% 32)) +% (nb346 *% 16)) +% 8), t348_c4_1)
+              storeVector(arena, ((((2156736 +% (xi345 *% 2048)) +% (part344 *% 16)) +% (((mb347 *% 6) +% 5) *% 32)) +% (nb346 *% 16)), t348_c5_0)
+              storeVector(arena, (((((2156736 +% (xi345 *% 2048)) +% (part344 *% 16)) +% (((mb347 *% 6) +% 5) *% 32)) +% (nb346 *% 16)) +% 8), t348_c5_1)
             }
-            var t345_c0_0 = Vector()
-            var t345_c0_1 = Vector()
-            var t345_c1_0 = Vector()
-            var t345_c1_1 = Vector()
-            var t345_c2_0 = Vector()
-            var t345_c2_1 = Vector()
-            var t345_c3_0 = Vector()
-            var t345_c3_1 = Vector()
-            for k346 in 0..<32 {
-              let t345_b0 = loadVector(arena, ((((2097216 +% (xi340 *% 1024)) +% (part339 *% 16)) +% (k346 *% 32)) +% (nb341 *% 16)))
-              let t345_b1 = loadVector(arena, (((((2097216 +% (xi340 *% 1024)) +% (part339 *% 16)) +% (k346 *% 32)) +% (nb341 *% 16)) +% 8))
-              let t345_a0 = Vector(repeating: arena[(((2123968 +% (xi340 *% 2048)) +% 1920) +% k346)])
-              t345_c0_0 = t345_c0_0.addingProduct(t345_a0, t345_b0)
-              t345_c0_1 = t345_c0_1.addingProduct(t345_a0, t345_b1)
-              let t345_a1 = Vector(repeating: arena[(((2123968 +% (xi340 *% 2048)) +% 1952) +% k346)])
-              t345_c1_0 = t345_c1_0.addingProduct(t345_a1, t345_b0)
-              t345_c1_1 = t345_c1_1.addingProduct(t345_a1, t345_b1)
-              let t345_a2 = Vector(repeating: arena[(((2123968 +% (xi340 *% 2048)) +% 1984) +% k346)])
-              t345_c2_0 = t345_c2_0.addingProduct(t345_a2, t345_b0)
-              t345_c2_1 = t345_c2_1.addingProduct(t345_a2, t345_b1)
-              let t345_a3 = Vector(repeating: arena[(((2123968 +% (xi340 *% 2048)) +% 2016) +% k346)])
-              t345_c3_0 = t345_c3_0.addingProduct(t345_a3, t345_b0)
-              t345_c3_1 = t345_c3_1.addingProduct(t345_a3, t345_b1)
+            var t350_c0_0 = Vector()
+            var t350_c0_1 = Vector()
+            var t350_c1_0 = Vector()
+            var t350_c1_1 = Vector()
+            var t350_c2_0 = Vector()
+            var t350_c2_1 = Vector()
+            var t350_c3_0 = Vector()
+            var t350_c3_1 = Vector()
+            for k351 in 0..<32 {
+              let t350_b0 = loadVector(arena, ((((2097216 +% (xi345 *% 1024)) +% (part344 *% 16)) +% (k351 *% 32)) +% (nb346 *% 16)))
+              let t350_b1 = loadVector(arena, (((((2097216 +% (xi345 *% 1024)) +% (part344 *% 16)) +% (k351 *% 32)) +% (nb346 *% 16)) +% 8))
+              let t350_a0 = Vector(repeating: arena[(((2123968 +% (xi345 *% 2048)) +% 1920) +% k351)])
+              t350_c0_0 = t350_c0_0.addingProduct(t350_a0, t350_b0)
+              t350_c0_1 = t350_c0_1.addingProduct(t350_a0, t350_b1)
+              let t350_a1 = Vector(repeating: arena[(((2123968 +% (xi345 *% 2048)) +% 1952) +% k351)])
+              t350_c1_0 = t350_c1_0.addingProduct(t350_a1, t350_b0)
+              t350_c1_1 = t350_c1_1.addingProduct(t350_a1, t350_b1)
+              let t350_a2 = Vector(repeating: arena[(((2123968 +% (xi345 *% 2048)) +% 1984) +% k351)])
+              t350_c2_0 = t350_c2_0.addingProduct(t350_a2, t350_b0)
+              t350_c2_1 = t350_c2_1.addingProduct(t350_a2, t350_b1)
+              let t350_a3 = Vector(repeating: arena[(((2123968 +% (xi345 *% 2048)) +% 2016) +% k351)])
+              t350_c3_0 = t350_c3_0.addingProduct(t350_a3, t350_b0)
+              t350_c3_1 = t350_c3_1.addingProduct(t350_a3, t350_b1)
             }
-            storeVector(arena, ((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% 1920) +% (nb341 *% 16)), t345_c0_0)
-            storeVector(arena, (((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% 1920) +% (nb341 *% 16)) +% 8), t345_c0_1)
-            storeVector(arena, ((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% 1952) +% (nb341 *% 16)), t345_c1_0)
-            storeVector(arena, (((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% 1952) +% (nb341 *% 16)) +% 8), t345_c1_1)
-            storeVector(arena, ((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% 1984) +% (nb341 *% 16)), t345_c2_0)
-            storeVector(arena, (((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% 1984) +% (nb341 *% 16)) +% 8), t345_c2_1)
-            storeVector(arena, ((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% 2016) +% (nb341 *% 16)), t345_c3_0)
-            storeVector(arena, (((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% 2016) +% (nb341 *% 16)) +% 8), t345_c3_1)
+            storeVector(arena, ((((2156736 +% (xi345 *% 2048)) +% (part344 *% 16)) +% 1920) +% (nb346 *% 16)), t350_c0_0)
+            storeVector(arena, (((((2156736 +% (xi345 *% 2048)) +% (part344 *% 16)) +% 1920) +% (nb346 *% 16)) +% 8), t350_c0_1)
+            storeVector(arena, ((((2156736 +% (xi345 *% 2048)) +% (part344 *% 16)) +% 1952) +% (nb346 *% 16)), t350_c1_0)
+            storeVector(arena, (((((2156736 +% (xi345 *% 2048)) +% (part344 *% 16)) +% 1952) +% (nb346 *% 16)) +% 8), t350_c1_1)
+            storeVector(arena, ((((2156736 +% (xi345 *% 2048)) +% (part344 *% 16)) +% 1984) +% (nb346 *% 16)), t350_c2_0)
+            storeVector(arena, (((((2156736 +% (xi345 *% 2048)) +% (part344 *% 16)) +% 1984) +% (nb346 *% 16)) +% 8), t350_c2_1)
+            storeVector(arena, ((((2156736 +% (xi345 *% 2048)) +% (part344 *% 16)) +% 2016) +% (nb346 *% 16)), t350_c3_0)
+            storeVector(arena, (((((2156736 +% (xi345 *% 2048)) +% (part344 *% 16)) +% 2016) +% (nb346 *% 16)) +% 8), t350_c3_1)
           }
         }
       }
-      for j348 in 0..<1 {
-        for ty349 in 0..<8 {
-          for tx350 in 0..<8 {
-            for cv351 in 0..<2 {
-              let w352 = ((loadVector(arena, ((2156736 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))) + loadVector(arena, ((2164928 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8))))) + loadVector(arena, ((2173120 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))))
-              let w353 = ((loadVector(arena, ((2164928 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))) - loadVector(arena, ((2173120 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8))))) - loadVector(arena, ((2181312 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))))
-              let w354 = ((loadVector(arena, ((2158784 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))) + loadVector(arena, ((2166976 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8))))) + loadVector(arena, ((2175168 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))))
-              let w355 = ((loadVector(arena, ((2166976 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))) - loadVector(arena, ((2175168 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8))))) - loadVector(arena, ((2183360 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))))
-              let w356 = ((loadVector(arena, ((2160832 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))) + loadVector(arena, ((2169024 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8))))) + loadVector(arena, ((2177216 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))))
-              let w357 = ((loadVector(arena, ((2169024 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))) - loadVector(arena, ((2177216 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8))))) - loadVector(arena, ((2185408 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))))
-              let w358 = ((loadVector(arena, ((2162880 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))) + loadVector(arena, ((2171072 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8))))) + loadVector(arena, ((2179264 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))))
-              let w359 = ((loadVector(arena, ((2171072 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))) - loadVector(arena, ((2179264 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8))))) - loadVector(arena, ((2187456 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))))
-              let w360 = ((w352 + w354) + w356)
-              let w361 = ((w354 - w356) - w358)
-              let w362 = ((w353 + w355) + w357)
-              let w363 = ((w355 - w357) - w359)
-              storeVector(arena, ((2189504 +% (((((j348 *% 16) +% (ty349 *% 2)) *% 16) +% (tx350 *% 2)) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8))), ((w360 * loadVector(arena, (1048576 +% ((part339 *% 16) +% (cv351 *% 8))))) + loadVector(arena, (1048608 +% ((part339 *% 16) +% (cv351 *% 8))))))
-              storeVector(arena, ((2189504 +% ((((((j348 *% 16) +% (ty349 *% 2)) *% 16) +% (tx350 *% 2)) +% 1) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8))), ((w361 * loadVector(arena, (1048576 +% ((part339 *% 16) +% (cv351 *% 8))))) + loadVector(arena, (1048608 +% ((part339 *% 16) +% (cv351 *% 8))))))
-              storeVector(arena, ((2189504 +% ((((((j348 *% 16) +% (ty349 *% 2)) +% 1) *% 16) +% (tx350 *% 2)) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8))), ((w362 * loadVector(arena, (1048576 +% ((part339 *% 16) +% (cv351 *% 8))))) + loadVector(arena, (1048608 +% ((part339 *% 16) +% (cv351 *% 8))))))
-              storeVector(arena, ((2189504 +% (((((((j348 *% 16) +% (ty349 *% 2)) +% 1) *% 16) +% (tx350 *% 2)) +% 1) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8))), ((w363 * loadVector(arena, (1048576 +% ((part339 *% 16) +% (cv351 *% 8))))) + loadVector(arena, (1048608 +% ((part339 *% 16) +% (cv351 *% 8))))))
+      for j353 in 0..<1 {
+        for ty354 in 0..<8 {
+          for tx355 in 0..<8 {
+            for cv356 in 0..<2 {
+              let w357 = ((loadVector(arena, ((2156736 +% ((((j353 *% 64) +% (ty354 *% 8)) +% tx355) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8)))) + loadVector(arena, ((2164928 +% ((((j353 *% 64) +% (ty354 *% 8)) +% tx355) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8))))) + loadVector(arena, ((2173120 +% ((((j353 *% 64) +% (ty354 *% 8)) +% tx355) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8)))))
+              let w358 = ((loadVector(arena, ((2164928 +% ((((j353 *% 64) +% (ty354 *% 8)) +% tx355) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8)))) - loadVector(arena, ((2173120 +% ((((j353 *% 64) +% (ty354 *% 8)) +% tx355) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8))))) - loadVector(arena, ((2181312 +% ((((j353 *% 64) +% (ty354 *% 8)) +% tx355) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8)))))
+              let w359 = ((loadVector(arena, ((2158784 +% ((((j353 *% 64) +% (ty354 *% 8)) +% tx355) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8)))) + loadVector(arena, ((2166976 +% ((((j353 *% 64) +% (ty354 *% 8)) +% tx355) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8))))) + loadVector(arena, ((2175168 +% ((((j353 *% 64) +% (ty354 *% 8)) +% tx355) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8)))))
+              let w360 = ((loadVector(arena, ((2166976 +% ((((j353 *% 64) +% (ty354 *% 8)) +% tx355) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8)))) - loadVector(arena, ((2175168 +% ((((j353 *% 64) +% (ty354 *% 8)) +% tx355) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8))))) - loadVector(arena, ((2183360 +% ((((j353 *% 64) +% (ty354 *% 8)) +% tx355) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8)))))
+              let w361 = ((loadVector(arena, ((2160832 +% ((((j353 *% 64) +% (ty354 *% 8)) +% tx355) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8)))) + loadVector(arena, ((2169024 +% ((((j353 *% 64) +% (ty354 *% 8)) +% tx355) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8))))) + loadVector(arena, ((2177216 +% ((((j353 *% 64) +% (ty354 *% 8)) +% tx355) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8)))))
+              let w362 = ((loadVector(arena, ((2169024 +% ((((j353 *% 64) +% (ty354 *% 8)) +% tx355) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8)))) - loadVector(arena, ((2177216 +% ((((j353 *% 64) +% (ty354 *% 8)) +% tx355) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8))))) - loadVector(arena, ((2185408 +% ((((j353 *% 64) +% (ty354 *% 8)) +% tx355) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8)))))
+              let w363 = ((loadVector(arena, ((2162880 +% ((((j353 *% 64) +% (ty354 *% 8)) +% tx355) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8)))) + loadVector(arena, ((2171072 +% ((((j353 *% 64) +% (ty354 *% 8)) +% tx355) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8))))) + loadVector(arena, ((2179264 +% ((((j353 *% 64) +% (ty354 *% 8)) +% tx355) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8)))))
+              let w364 = ((loadVector(arena, ((2171072 +% ((((j353 *% 64) +% (ty354 *% 8)) +% tx355) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8)))) - loadVector(arena, ((2179264 +% ((((j353 *% 64) +% (ty354 *% 8)) +% tx355) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8))))) - loadVector(arena, ((2187456 +% ((((j353 *% 64) +% (ty354 *% 8)) +% tx355) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8)))))
+              let w365 = ((w357 + w359) + w361)
+              let w366 = ((w359 - w361) - w363)
+              let w367 = ((w358 + w360) + w362)
+              let w368 = ((w360 - w362) - w364)
+              storeVector(arena, ((2189504 +% (((((j353 *% 16) +% (ty354 *% 2)) *% 16) +% (tx355 *% 2)) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8))), ((w365 * loadVector(arena, (1048576 +% ((part344 *% 16) +% (cv356 *% 8))))) + loadVector(arena, (1048608 +% ((part344 *% 16) +% (cv356 *% 8))))))
+              storeVector(arena, ((2189504 +% ((((((j353 *% 16) +% (ty354 *% 2)) *% 16) +% (tx355 *% 2)) +% 1) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8))), ((w366 * loadVector(arena, (1048576 +% ((part344 *% 16) +% (cv356 *% 8))))) + loadVector(arena, (1048608 +% ((part344 *% 16) +% (cv356 *% 8))))))
+              storeVector(arena, ((2189504 +% ((((((j353 *% 16) +% (ty354 *% 2)) +% 1) *% 16) +% (tx355 *% 2)) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8))), ((w367 * loadVector(arena, (1048576 +% ((part344 *% 16) +% (cv356 *% 8))))) + loadVector(arena, (1048608 +% ((part344 *% 16) +% (cv356 *% 8))))))
+              storeVector(arena, ((2189504 +% (((((((j353 *% 16) +% (ty354 *% 2)) +% 1) *% 16) +% (tx355 *% 2)) +% 1) *% 32)) +% ((part344 *% 16) +% (cv356 *% 8))), ((w368 * loadVector(arena, (1048576 +% ((part344 *% 16) +% (cv356 *% 8))))) + loadVector(arena, (1048608 +% ((part344 *% 16) +% (cv356 *% 8))))))
             }
           }
         }
       }
-      for j364 in 0..<1 {
-        for c365 in 0..<16 {
-          for q366 in 0..<256 {
-            arena[(((1572928 +% ((g298 +% j364) *% 8192)) +% (((part339 *% 16) +% c365) *% 256)) +% q366)] = arena[((2189504 +% (((j364 *% 256) +% q366) *% 32)) +% ((part339 *% 16) +% c365))]
+      for j369 in 0..<1 {
+        for c370 in 0..<16 {
+          for q371 in 0..<256 {
+            arena[(((1572928 +% ((g303 +% j369) *% 8192)) +% (((part344 *% 16) +% c370) *% 256)) +% q371)] = arena[((2189504 +% (((j369 *% 256) +% q371) *% 32)) +% ((part344 *% 16) +% c370))]
           }
         }
       }
     }
   }
   // s2_pbn = batchnorm_fold()
-  for c367 in 0..<4 {
-    let scale368_v = (loadVector(params, ((c367 *% 8) +% 19600)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c367 *% 8) +% 78298)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, ((c367 *% 8) +% 1048576), scale368_v)
-    storeVector(arena, ((c367 *% 8) +% 1048608), (loadVector(params, ((c367 *% 8) +% 19632)) - (loadVector(params, ((c367 *% 8) +% 78266)) * scale368_v)))
+  for c372 in 0..<4 {
+    let scale373_v = (loadVector(params, ((c372 *% 8) +% 19600)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c372 *% 8) +% 78298)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, ((c372 *% 8) +% 1048576), scale373_v)
+    storeVector(arena, ((c372 *% 8) +% 1048608), (loadVector(params, ((c372 *% 8) +% 19632)) - (loadVector(params, ((c372 *% 8) +% 78266)) * scale373_v)))
   }
   // s2_proj = conv2d(x1, s2_pbn)
-  for g369 in 0..<4 {
-    for j370 in 0..<16 {
-      for c371 in 0..<16 {
-        for ky372 in 0..<1 {
-          for oy373 in 0..<16 {
-            for ox374 in 0..<16 {
-              arena[(((2097216 +% ((c371 +% ky372) *% 4112)) +% (j370 *% 256)) +% ((oy373 *% 16) +% ox374))] = arena[((((((g369 *% 16) +% j370) *% 16384) +% (c371 *% 1024)) +% (((oy373 *% 2) +% ky372) *% 32)) +% (ox374 *% 2))]
+  for g374 in 0..<4 {
+    parallelFor(pool, 2) { part375 in
+      for j376 in 0..<16 {
+        for c377 in 0..<8 {
+          for ky378 in 0..<1 {
+            for oy379 in 0..<16 {
+              for ox380 in 0..<16 {
+                arena[(((2097216 +% (((c377 +% (part375 *% 8)) +% ky378) *% 4112)) +% (j376 *% 256)) +% ((oy379 *% 16) +% ox380))] = arena[((((((g374 *% 16) +% j376) *% 16384) +% ((c377 +% (part375 *% 8)) *% 1024)) +% (((oy379 *% 2) +% ky378) *% 32)) +% (ox380 *% 2))]
+              }
             }
           }
         }
       }
     }
-    do {  // gemm382
-      for nb375 in 0..<170 {
-        for mb376 in 0..<8 {
-          var t377_c0_0 = Vector()
-          var t377_c0_1 = Vector()
-          var t377_c0_2 = Vector()
-          var t377_c1_0 = Vector()
-          var t377_c1_1 = Vector()
-          var t377_c1_2 = Vector()
-          var t377_c2_0 = Vector()
-          var t377_c2_1 = Vector()
-          var t377_c2_2 = Vector()
-          var t377_c3_0 = Vector()
-          var t377_c3_1 = Vector()
-          var t377_c3_2 = Vector()
-          for k378 in 0..<16 {
-            let t377_b0 = loadVector(arena, ((2097216 +% (k378 *% 4112)) +% (nb375 *% 24)))
-            let t377_b1 = loadVector(arena, (((2097216 +% (k378 *% 4112)) +% (nb375 *% 24)) +% 8))
-            let t377_b2 = loadVector(arena, (((2097216 +% (k378 *% 4112)) +% (nb375 *% 24)) +% 16))
-            let t377_a0 = Vector(repeating: params[((19088 +% ((mb376 *% 4) *% 16)) +% k378)])
-            t377_c0_0 = t377_c0_0.addingProduct(t377_a0, t377_b0)
-            t377_c0_1 = t377_c0_1.addingProduct(t377_a0, t377_b1)
-            t377_c0_2 = t377_c0_2.addingProduct(t377_a0, t377_b2)
-            let t377_a1 = Vector(repeating: params[((19088 +% (((mb376 *% 4) +% 1) *% 16)) +% k378)])
-            t377_c1_0 = t377_c1_0.addingProduct(t377_a1, t377_b0)
-            t377_c1_1 = t377_c1_1.addingProduct(t377_a1, t377_b1)
-            t377_c1_2 = t377_c1_2.addingProduct(t377_a1, t377_b2)
-            let t377_a2 = Vector(repeating: params[((19088 +% (((mb376 *% 4) +% 2) *% 16)) +% k378)])
-            t377_c2_0 = t377_c2_0.addingProduct(t377_a2, t377_b0)
-            t377_c2_1 = t377_c2_1.addingProduct(t377_a2, t377_b1)
-            t377_c2_2 = t377_c2_2.addingProduct(t377_a2, t377_b2)
-            let t377_a3 = Vector(repeating: params[((19088 +% (((mb376 *% 4) +% 3) *% 16)) +% k378)])
-            t377_c3_0 = t377_c3_0.addingProduct(t377_a3, t377_b0)
-            t377_c3_1 = t377_c3_1.addingProduct(t377_a3, t377_b1)
-            t377_c3_2 = t377_c3_2.addingProduct(t377_a3, t377_b2)
+    parallelFor(pool, 2) { part381 in
+      do {  // gemm389
+        for nb382 in 0..<170 {
+          for mb383 in 0..<4 {
+            var t384_c0_0 = Vector()
+            var t384_c0_1 = Vector()
+            var t384_c0_2 = Vector()
+            var t384_c1_0 = Vector()
+            var t384_c1_1 = Vector()
+            var t384_c1_2 = Vector()
+            var t384_c2_0 = Vector()
+            var t384_c2_1 = Vector()
+            var t384_c2_2 = Vector()
+            var t384_c3_0 = Vector()
+            var t384_c3_1 = Vector()
+            var t384_c3_2 = Vector()
+            for k385 in 0..<16 {
+              let t384_b0 = loadVector(arena, ((2097216 +% (k385 *% 4112)) +% (nb382 *% 24)))
+              let t384_b1 = loadVector(arena, (((2097216 +% (k385 *% 4112)) +% (nb382 *% 24)) +% 8))
+              let t384_b2 = loadVector(arena, (((2097216 +% (k385 *% 4112)) +% (nb382 *% 24)) +% 16))
+              let t384_a0 = Vector(repeating: params[(((19088 +% ((part381 *% 16) *% 16)) +% ((mb383 *% 4) *% 16)) +% k385)])
+              t384_c0_0 = t384_c0_0.addingProduct(t384_a0, t384_b0)
+              t384_c0_1 = t384_c0_1.addingProduct(t384_a0, t384_b1)
+              t384_c0_2 = t384_c0_2.addingProduct(t384_a0, t384_b2)
+              let t384_a1 = Vector(repeating: params[(((19088 +% ((part381 *% 16) *% 16)) +% (((mb383 *% 4) +% 1) *% 16)) +% k385)])
+              t384_c1_0 = t384_c1_0.addingProduct(t384_a1, t384_b0)
+              t384_c1_1 = t384_c1_1.addingProduct(t384_a1, t384_b1)
+              t384_c1_2 = t384_c1_2.addingProduct(t384_a1, t384_b2)
+              let t384_a2 = Vector(repeating: params[(((19088 +% ((part381 *% 16) *% 16)) +% (((mb383 *% 4) +% 2) *% 16)) +% k385)])
+              t384_c2_0 = t384_c2_0.addingProduct(t384_a2, t384_b0)
+              t384_c2_1 = t384_c2_1.addingProduct(t384_a2, t384_b1)
+              t384_c2_2 = t384_c2_2.addingProduct(t384_a2, t384_b2)
+              let t384_a3 = Vector(repeating: params[(((19088 +% ((part381 *% 16) *% 16)) +% (((mb383 *% 4) +% 3) *% 16)) +% k385)])
+              t384_c3_0 = t384_c3_0.addingProduct(t384_a3, t384_b0)
+              t384_c3_1 = t384_c3_1.addingProduct(t384_a3, t384_b1)
+              t384_c3_2 = t384_c3_2.addingProduct(t384_a3, t384_b2)
+            }
+            storeVector(arena, (((2163008 +% ((part381 *% 16) *% 4112)) +% ((mb383 *% 4) *% 4112)) +% (nb382 *% 24)), t384_c0_0)
+            storeVector(arena, ((((2163008 +% ((part381 *% 16) *% 4112)) +% ((mb383 *% 4) *% 4112)) +% (nb382 *% 24)) +% 8), t384_c0_1)
+            storeVector(arena, ((((2163008 +% ((part381 *% 16) *% 4112)) +% ((mb383 *% 4) *% 4112)) +% (nb382 *% 24)) +% 16), t384_c0_2)
+            storeVector(arena, (((2163008 +% ((part381 *% 16) *% 4112)) +% (((mb383 *% 4) +% 1) *% 4112)) +% (nb382 *% 24)), t384_c1_0)
+            storeVector(arena, ((((2163008 +% ((part381 *% 16) *% 4112)) +% (((mb383 *% 4) +% 1) *% 4112)) +% (nb382 *% 24)) +% 8), t384_c1_1)
+            storeVector(arena, ((((2163008 +% ((part381 *% 16) *% 4112)) +% (((mb383 *% 4) +% 1) *% 4112)) +% (nb382 *% 24)) +% 16), t384_c1_2)
+            storeVector(arena, (((2163008 +% ((part381 *% 16) *% 4112)) +% (((mb383 *% 4) +% 2) *% 4112)) +% (nb382 *% 24)), t384_c2_0)
+            storeVector(arena, ((((2163008 +% ((part381 *% 16) *% 4112)) +% (((mb383 *% 4) +% 2) *% 4112)) +% (nb382 *% 24)) +% 8), t384_c2_1)
+            storeVector(arena, ((((2163008 +% ((part381 *% 16) *% 4112)) +% (((mb383 *% 4) +% 2) *% 4112)) +% (nb382 *% 24)) +% 16), t384_c2_2)
+            storeVector(arena, (((2163008 +% ((part381 *% 16) *% 4112)) +% (((mb383 *% 4) +% 3) *% 4112)) +% (nb382 *% 24)), t384_c3_0)
+            storeVector(arena, ((((2163008 +% ((part381 *% 16) *% 4112)) +% (((mb383 *% 4) +% 3) *% 4112)) +% (nb382 *% 24)) +% 8), t384_c3_1)
+            storeVector(arena, ((((2163008 +% ((part381 *% 16) *% 4112)) +% (((mb383 *% 4) +% 3) *% 4112)) +% (nb382 *% 24)) +% 16), t384_c3_2)
           }
-          storeVector(arena, ((2163008 +% ((mb376 *% 4) *% 4112)) +% (nb375 *% 24)), t377_c0_0)
-          storeVector(arena, (((2163008 +% ((mb376 *% 4) *% 4112)) +% (nb375 *% 24)) +% 8), t377_c0_1)
-          storeVector(arena, (((2163008 +% ((mb376 *% 4) *% 4112)) +% (nb375 *% 24)) +% 16), t377_c0_2)
-          storeVector(arena, ((2163008 +% (((mb376 *% 4) +% 1) *% 4112)) +% (nb375 *% 24)), t377_c1_0)
-          storeVector(arena, (((2163008 +% (((mb376 *% 4) +% 1) *% 4112)) +% (nb375 *% 24)) +% 8), t377_c1_1)
-          storeVector(arena, (((2163008 +% (((mb376 *% 4) +% 1) *% 4112)) +% (nb375 *% 24)) +% 16), t377_c1_2)
-          storeVector(arena, ((2163008 +% (((mb376 *% 4) +% 2) *% 4112)) +% (nb375 *% 24)), t377_c2_0)
-          storeVector(arena, (((2163008 +% (((mb376 *% 4) +% 2) *% 4112)) +% (nb375 *% 24)) +% 8), t377_c2_1)
-          storeVector(arena, (((2163008 +% (((mb376 *% 4) +% 2) *% 4112)) +% (nb375 *% 24)) +% 16), t377_c2_2)
-          storeVector(arena, ((2163008 +% (((mb376 *% 4) +% 3) *% 4112)) +% (nb375 *% 24)), t377_c3_0)
-          storeVector(arena, (((2163008 +% (((mb376 *% 4) +% 3) *% 4112)) +% (nb375 *% 24)) +% 8), t377_c3_1)
-          storeVector(arena, (((2163008 +% (((mb376 *% 4) +% 3) *% 4112)) +% (nb375 *% 24)) +% 16), t377_c3_2)
+        }
+        for mb386 in 0..<4 {
+          var t387_c0_0 = Vector()
+          var t387_c0_1 = Vector()
+          var t387_c1_0 = Vector()
+          var t387_c1_1 = Vector()
+          var t387_c2_0 = Vector()
+          var t387_c2_1 = Vector()
+          var t387_c3_0 = Vector()
+          var t387_c3_1 = Vector()
+          for k388 in 0..<16 {
+            let t387_b0 = loadVector(arena, ((2097216 +% (k388 *% 4112)) +% 4080))
+            let t387_b1 = loadVector(arena, (((2097216 +% (k388 *% 4112)) +% 4080) +% 8))
+            let t387_a0 = Vector(repeating: params[(((19088 +% ((part381 *% 16) *% 16)) +% ((mb386 *% 4) *% 16)) +% k388)])
+            t387_c0_0 = t387_c0_0.addingProduct(t387_a0, t387_b0)
+            t387_c0_1 = t387_c0_1.addingProduct(t387_a0, t387_b1)
+            let t387_a1 = Vector(repeating: params[(((19088 +% ((part381 *% 16) *% 16)) +% (((mb386 *% 4) +% 1) *% 16)) +% k388)])
+            t387_c1_0 = t387_c1_0.addingProduct(t387_a1, t387_b0)
+            t387_c1_1 = t387_c1_1.addingProduct(t387_a1, t387_b1)
+            let t387_a2 = Vector(repeating: params[(((19088 +% ((part381 *% 16) *% 16)) +% (((mb386 *% 4) +% 2) *% 16)) +% k388)])
+            t387_c2_0 = t387_c2_0.addingProduct(t387_a2, t387_b0)
+            t387_c2_1 = t387_c2_1.addingProduct(t387_a2, t387_b1)
+            let t387_a3 = Vector(repeating: params[(((19088 +% ((part381 *% 16) *% 16)) +% (((mb386 *% 4) +% 3) *% 16)) +% k388)])
+            t387_c3_0 = t387_c3_0.addingProduct(t387_a3, t387_b0)
+            t387_c3_1 = t387_c3_1.addingProduct(t387_a3, t387_b1)
+          }
+          storeVector(arena, (((2163008 +% ((part381 *% 16) *% 4112)) +% ((mb386 *% 4) *% 4112)) +% 4080), t387_c0_0)
+          storeVector(arena, ((((2163008 +% ((part381 *% 16) *% 4112)) +% ((mb386 *% 4) *% 4112)) +% 4080) +% 8), t387_c0_1)
+          storeVector(arena, (((2163008 +% ((part381 *% 16) *% 4112)) +% (((mb386 *% 4) +% 1) *% 4112)) +% 4080), t387_c1_0)
+          storeVector(arena, ((((2163008 +% ((part381 *% 16) *% 4112)) +% (((mb386 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t387_c1_1)
+          storeVector(arena, (((2163008 +% ((part381 *% 16) *% 4112)) +% (((mb386 *% 4) +% 2) *% 4112)) +% 4080), t387_c2_0)
+          storeVector(arena, ((((2163008 +% ((part381 *% 16) *% 4112)) +% (((mb386 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t387_c2_1)
+          storeVector(arena, (((2163008 +% ((part381 *% 16) *% 4112)) +% (((mb386 *% 4) +% 3) *% 4112)) +% 4080), t387_c3_0)
+          storeVector(arena, ((((2163008 +% ((part381 *% 16) *% 4112)) +% (((mb386 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t387_c3_1)
         }
       }
-      for mb379 in 0..<8 {
-        var t380_c0_0 = Vector()
-        var t380_c0_1 = Vector()
-        var t380_c1_0 = Vector()
-        var t380_c1_1 = Vector()
-        var t380_c2_0 = Vector()
-        var t380_c2_1 = Vector()
-        var t380_c3_0 = Vector()
-        var t380_c3_1 = Vector()
-        for k381 in 0..<16 {
-          let t380_b0 = loadVector(arena, ((2097216 +% (k381 *% 4112)) +% 4080))
-          let t380_b1 = loadVector(arena, (((2097216 +% (k381 *% 4112)) +% 4080) +% 8))
-          let t380_a0 = Vector(repeating: params[((19088 +% ((mb379 *% 4) *% 16)) +% k381)])
-          t380_c0_0 = t380_c0_0.addingProduct(t380_a0, t380_b0)
-          t380_c0_1 = t380_c0_1.addingProduct(t380_a0, t380_b1)
-          let t380_a1 = Vector(repeating: params[((19088 +% (((mb379 *% 4) +% 1) *% 16)) +% k381)])
-          t380_c1_0 = t380_c1_0.addingProduct(t380_a1, t380_b0)
-          t380_c1_1 = t380_c1_1.addingProduct(t380_a1, t380_b1)
-          let t380_a2 = Vector(repeating: params[((19088 +% (((mb379 *% 4) +% 2) *% 16)) +% k381)])
-          t380_c2_0 = t380_c2_0.addingProduct(t380_a2, t380_b0)
-          t380_c2_1 = t380_c2_1.addingProduct(t380_a2, t380_b1)
-          let t380_a3 = Vector(repeating: params[((19088 +% (((mb379 *% 4) +% 3) *% 16)) +% k381)])
-          t380_c3_0 = t380_c3_0.addingProduct(t380_a3, t380_b0)
-          t380_c3_1 = t380_c3_1.addingProduct(t380_a3, t380_b1)
-        }
-        storeVector(arena, ((2163008 +% ((mb379 *% 4) *% 4112)) +% 4080), t380_c0_0)
-        storeVector(arena, (((2163008 +% ((mb379 *% 4) *% 4112)) +% 4080) +% 8), t380_c0_1)
-        storeVector(arena, ((2163008 +% (((mb379 *% 4) +% 1) *% 4112)) +% 4080), t380_c1_0)
-        storeVector(arena, (((2163008 +% (((mb379 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t380_c1_1)
-        storeVector(arena, ((2163008 +% (((mb379 *% 4) +% 2) *% 4112)) +% 4080), t380_c2_0)
-        storeVector(arena, (((2163008 +% (((mb379 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t380_c2_1)
-        storeVector(arena, ((2163008 +% (((mb379 *% 4) +% 3) *% 4112)) +% 4080), t380_c3_0)
-        storeVector(arena, (((2163008 +% (((mb379 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t380_c3_1)
-      }
-    }
-    for j383 in 0..<16 {
-      for f384 in 0..<32 {
-        for i385 in 0..<32 {
-          storeVector(arena, ((i385 *% 8) +% ((1048640 +% (((g369 *% 16) +% j383) *% 8192)) +% (f384 *% 256))), ((loadVector(arena, ((i385 *% 8) +% ((2163008 +% (f384 *% 4112)) +% (j383 *% 256)))) * Vector(repeating: arena[(1048576 +% f384)])) + Vector(repeating: arena[(1048608 +% f384)])))
+      for j390 in 0..<16 {
+        for f391 in 0..<16 {
+          for i392 in 0..<32 {
+            storeVector(arena, ((i392 *% 8) +% ((1048640 +% (((g374 *% 16) +% j390) *% 8192)) +% ((f391 +% (part381 *% 16)) *% 256))), ((loadVector(arena, ((i392 *% 8) +% ((2163008 +% ((f391 +% (part381 *% 16)) *% 4112)) +% (j390 *% 256)))) * Vector(repeating: arena[(1048576 +% (f391 +% (part381 *% 16)))])) + Vector(repeating: arena[(1048608 +% (f391 +% (part381 *% 16)))])))
+          }
         }
       }
     }
   }
   // s2_sum = add(s2_conv2, s2_proj)
-  for i386 in 0..<65536 {
-    storeVector(arena, (i386 *% 8), (loadVector(arena, ((i386 *% 8) +% 1572928)) + loadVector(arena, ((i386 *% 8) +% 1048640))))
+  parallelFor(pool, 2) { part393 in
+    for i394 in 0..<262144 {
+      arena[(i394 +% (part393 *% 262144))] = (arena[(1572928 +% (i394 +% (part393 *% 262144)))] + arena[(1048640 +% (i394 +% (part393 *% 262144)))])
+    }
   }
   // x2 = relu(s2_sum)
-  for i387 in 0..<65536 {
-    storeVector(arena, ((i387 *% 8) +% 524288), Vector(repeating: Float(0)).replacing(with: loadVector(arena, (i387 *% 8)), where: loadVector(arena, (i387 *% 8)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part395 in
+    for i396 in 0..<262144 {
+      arena[(524288 +% (i396 +% (part395 *% 262144)))] = (arena[(i396 +% (part395 *% 262144))] > Float(0) ? arena[(i396 +% (part395 *% 262144))] : Float(0))
+    }
   }
   // s3_bn1 = batchnorm_fold()
-  for c388 in 0..<8 {
-    let scale389_v = (loadVector(params, ((c388 *% 8) +% 38096)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c388 *% 8) +% 78394)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c388 *% 8), scale389_v)
-    storeVector(arena, ((c388 *% 8) +% 64), (loadVector(params, ((c388 *% 8) +% 38160)) - (loadVector(params, ((c388 *% 8) +% 78330)) * scale389_v)))
+  for c397 in 0..<8 {
+    let scale398_v = (loadVector(params, ((c397 *% 8) +% 38096)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c397 *% 8) +% 78394)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c397 *% 8), scale398_v)
+    storeVector(arena, ((c397 *% 8) +% 64), (loadVector(params, ((c397 *% 8) +% 38160)) - (loadVector(params, ((c397 *% 8) +% 78330)) * scale398_v)))
   }
   // s3_conv1 = conv2d_relu(x2, s3_bn1)
-  for g390 in 0..<4 {
-    for j391 in 0..<16 {
-      for c392 in 0..<32 {
-        for ky393 in 0..<3 {
-          for oy394 in 0..<8 {
-            if (-1 < (((oy394 *% 2) +% ky393) +% -1) && (((oy394 *% 2) +% ky393) +% -1) < 16) {
-              for ox395 in 0..<7 {
-                arena[(((1048576 +% ((((c392 *% 3) +% ky393) *% 3) *% 1040)) +% (j391 *% 64)) +% ((oy394 *% 8) +% (ox395 +% 1)))] = arena[((((524288 +% (((g390 *% 16) +% j391) *% 8192)) +% (c392 *% 256)) +% ((((oy394 *% 2) +% ky393) +% -1) *% 16)) +% (((ox395 +% 1) *% 2) +% -1))]
+  for g399 in 0..<4 {
+    parallelFor(pool, 2) { part400 in
+      for j401 in 0..<16 {
+        for c402 in 0..<16 {
+          for ky403 in 0..<3 {
+            for oy404 in 0..<8 {
+              if (-1 < (((oy404 *% 2) +% ky403) +% -1) && (((oy404 *% 2) +% ky403) +% -1) < 16) {
+                for ox405 in 0..<7 {
+                  arena[(((1048576 +% (((((c402 +% (part400 *% 16)) *% 3) +% ky403) *% 3) *% 1040)) +% (j401 *% 64)) +% ((oy404 *% 8) +% (ox405 +% 1)))] = arena[((((524288 +% (((g399 *% 16) +% j401) *% 8192)) +% ((c402 +% (part400 *% 16)) *% 256)) +% ((((oy404 *% 2) +% ky403) +% -1) *% 16)) +% (((ox405 +% 1) *% 2) +% -1))]
+                }
+                for ox406 in 0..<1 {
+                  arena[(((1048576 +% (((((c402 +% (part400 *% 16)) *% 3) +% ky403) *% 3) *% 1040)) +% (j401 *% 64)) +% ((oy404 *% 8) +% ox406))] = Float(0)
+                }
               }
-              for ox396 in 0..<1 {
-                arena[(((1048576 +% ((((c392 *% 3) +% ky393) *% 3) *% 1040)) +% (j391 *% 64)) +% ((oy394 *% 8) +% ox396))] = Float(0)
+              if (((oy404 *% 2) +% ky403) +% -1) < 0 {
+                for ox407 in 0..<8 {
+                  arena[(((1048576 +% (((((c402 +% (part400 *% 16)) *% 3) +% ky403) *% 3) *% 1040)) +% (j401 *% 64)) +% ((oy404 *% 8) +% ox407))] = Float(0)
+                }
               }
-            }
-            if (((oy394 *% 2) +% ky393) +% -1) < 0 {
-              for ox397 in 0..<8 {
-                arena[(((1048576 +% ((((c392 *% 3) +% ky393) *% 3) *% 1040)) +% (j391 *% 64)) +% ((oy394 *% 8) +% ox397))] = Float(0)
-              }
-            }
-            if 15 < (((oy394 *% 2) +% ky393) +% -1) {
-              for ox397 in 0..<8 {
-                arena[(((1048576 +% ((((c392 *% 3) +% ky393) *% 3) *% 1040)) +% (j391 *% 64)) +% ((oy394 *% 8) +% ox397))] = Float(0)
-              }
-            }
-          }
-          for oy398 in 0..<8 {
-            if (-1 < (((oy398 *% 2) +% ky393) +% -1) && (((oy398 *% 2) +% ky393) +% -1) < 16) {
-              for ox399 in 0..<8 {
-                arena[(((1048576 +% (((((c392 *% 3) +% ky393) *% 3) +% 1) *% 1040)) +% (j391 *% 64)) +% ((oy398 *% 8) +% ox399))] = arena[((((524288 +% (((g390 *% 16) +% j391) *% 8192)) +% (c392 *% 256)) +% ((((oy398 *% 2) +% ky393) +% -1) *% 16)) +% (ox399 *% 2))]
+              if 15 < (((oy404 *% 2) +% ky403) +% -1) {
+                for ox407 in 0..<8 {
+                  arena[(((1048576 +% (((((c402 +% (part400 *% 16)) *% 3) +% ky403) *% 3) *% 1040)) +% (j401 *% 64)) +% ((oy404 *% 8) +% ox407))] = Float(0)
+                }
               }
             }
-            if (((oy398 *% 2) +% ky393) +% -1) < 0 {
-              for ox400 in 0..<8 {
-                arena[(((1048576 +% (((((c392 *% 3) +% ky393) *% 3) +% 1) *% 1040)) +% (j391 *% 64)) +% ((oy398 *% 8) +% ox400))] = Float(0)
+            for oy408 in 0..<8 {
+              if (-1 < (((oy408 *% 2) +% ky403) +% -1) && (((oy408 *% 2) +% ky403) +% -1) < 16) {
+                for ox409 in 0..<8 {
+                  arena[(((1048576 +% ((((((c402 +% (part400 *% 16)) *% 3) +% ky403) *% 3) +% 1) *% 1040)) +% (j401 *% 64)) +% ((oy408 *% 8) +% ox409))] = arena[((((524288 +% (((g399 *% 16) +% j401) *% 8192)) +% ((c402 +% (part400 *% 16)) *% 256)) +% ((((oy408 *% 2) +% ky403) +% -1) *% 16)) +% (ox409 *% 2))]
+                }
+              }
+              if (((oy408 *% 2) +% ky403) +% -1) < 0 {
+                for ox410 in 0..<8 {
+                  arena[(((1048576 +% ((((((c402 +% (part400 *% 16)) *% 3) +% ky403) *% 3) +% 1) *% 1040)) +% (j401 *% 64)) +% ((oy408 *% 8) +% ox410))] = Float(0)
+                }
+              }
+              if 15 < (((oy408 *% 2) +% ky403) +% -1) {
+                for ox410 in 0..<8 {
+                  arena[(((1048576 +% ((((((c402 +% (part400 *% 16)) *% 3) +% ky403) *% 3) +% 1) *% 1040)) +% (j401 *% 64)) +% ((oy408 *% 8) +% ox410))] = Float(0)
+                }
               }
             }
-            if 15 < (((oy398 *% 2) +% ky393) +% -1) {
-              for ox400 in 0..<8 {
-                arena[(((1048576 +% (((((c392 *% 3) +% ky393) *% 3) +% 1) *% 1040)) +% (j391 *% 64)) +% ((oy398 *% 8) +% ox400))] = Float(0)
+            for oy411 in 0..<8 {
+              if (-1 < (((oy411 *% 2) +% ky403) +% -1) && (((oy411 *% 2) +% ky403) +% -1) < 16) {
+                for ox412 in 0..<8 {
+                  arena[(((1048576 +% ((((((c402 +% (part400 *% 16)) *% 3) +% ky403) *% 3) +% 2) *% 1040)) +% (j401 *% 64)) +% ((oy411 *% 8) +% ox412))] = arena[((((524288 +% (((g399 *% 16) +% j401) *% 8192)) +% ((c402 +% (part400 *% 16)) *% 256)) +% ((((oy411 *% 2) +% ky403) +% -1) *% 16)) +% ((ox412 *% 2) +% 1))]
+                }
               }
-            }
-          }
-          for oy401 in 0..<8 {
-            if (-1 < (((oy401 *% 2) +% ky393) +% -1) && (((oy401 *% 2) +% ky393) +% -1) < 16) {
-              for ox402 in 0..<8 {
-                arena[(((1048576 +% (((((c392 *% 3) +% ky393) *% 3) +% 2) *% 1040)) +% (j391 *% 64)) +% ((oy401 *% 8) +% ox402))] = arena[((((524288 +% (((g390 *% 16) +% j391) *% 8192)) +% (c392 *% 256)) +% ((((oy401 *% 2) +% ky393) +% -1) *% 16)) +% ((ox402 *% 2) +% 1))]
+              if (((oy411 *% 2) +% ky403) +% -1) < 0 {
+                for ox413 in 0..<8 {
+                  arena[(((1048576 +% ((((((c402 +% (part400 *% 16)) *% 3) +% ky403) *% 3) +% 2) *% 1040)) +% (j401 *% 64)) +% ((oy411 *% 8) +% ox413))] = Float(0)
+                }
               }
-            }
-            if (((oy401 *% 2) +% ky393) +% -1) < 0 {
-              for ox403 in 0..<8 {
-                arena[(((1048576 +% (((((c392 *% 3) +% ky393) *% 3) +% 2) *% 1040)) +% (j391 *% 64)) +% ((oy401 *% 8) +% ox403))] = Float(0)
-              }
-            }
-            if 15 < (((oy401 *% 2) +% ky393) +% -1) {
-              for ox403 in 0..<8 {
-                arena[(((1048576 +% (((((c392 *% 3) +% ky393) *% 3) +% 2) *% 1040)) +% (j391 *% 64)) +% ((oy401 *% 8) +% ox403))] = Float(0)
+              if 15 < (((oy411 *% 2) +% ky403) +% -1) {
+                for ox413 in 0..<8 {
+                  arena[(((1048576 +% ((((((c402 +% (part400 *% 16)) *% 3) +% ky403) *% 3) +% 2) *% 1040)) +% (j401 *% 64)) +% ((oy411 *% 8) +% ox413))] = Float(0)
+                }
               }
             }
           }
         }
       }
     }
-    do {  // gemm411
-      for nb404 in 0..<42 {
-        for mb405 in 0..<16 {
-          var t406_c0_0 = Vector()
-          var t406_c0_1 = Vector()
-          var t406_c0_2 = Vector()
-          var t406_c1_0 = Vector()
-          var t406_c1_1 = Vector()
-          var t406_c1_2 = Vector()
-          var t406_c2_0 = Vector()
-          var t406_c2_1 = Vector()
-          var t406_c2_2 = Vector()
-          var t406_c3_0 = Vector()
-          var t406_c3_1 = Vector()
-          var t406_c3_2 = Vector()
-          for k407 in 0..<288 {
-            let t406_b0 = loadVector(arena, ((1048576 +% (k407 *% 1040)) +% (nb404 *% 24)))
-            let t406_b1 = loadVector(arena, (((1048576 +% (k407 *% 1040)) +% (nb404 *% 24)) +% 8))
-            let t406_b2 = loadVector(arena, (((1048576 +% (k407 *% 1040)) +% (nb404 *% 24)) +% 16))
-            let t406_a0 = Vector(repeating: params[((19664 +% ((mb405 *% 4) *% 288)) +% k407)])
-            t406_c0_0 = t406_c0_0.addingProduct(t406_a0, t406_b0)
-            t406_c0_1 = t406_c0_1.addingProduct(t406_a0, t406_b1)
-            t406_c0_2 = t406_c0_2.addingProduct(t406_a0, t406_b2)
-            let t406_a1 = Vector(repeating: params[((19664 +% (((mb405 *% 4) +% 1) *% 288)) +% k407)])
-            t406_c1_0 = t406_c1_0.addingProduct(t406_a1, t406_b0)
-            t406_c1_1 = t406_c1_1.addingProduct(t406_a1, t406_b1)
-            t406_c1_2 = t406_c1_2.addingProduct(t406_a1, t406_b2)
-            let t406_a2 = Vector(repeating: params[((19664 +% (((mb405 *% 4) +% 2) *% 288)) +% k407)])
-            t406_c2_0 = t406_c2_0.addingProduct(t406_a2, t406_b0)
-            t406_c2_1 = t406_c2_1.addingProduct(t406_a2, t406_b1)
-            t406_c2_2 = t406_c2_2.addingProduct(t406_a2, t406_b2)
-            let t406_a3 = Vector(repeating: params[((19664 +% (((mb405 *% 4) +% 3) *% 288)) +% k407)])
-            t406_c3_0 = t406_c3_0.addingProduct(t406_a3, t406_b0)
-            t406_c3_1 = t406_c3_1.addingProduct(t406_a3, t406_b1)
-            t406_c3_2 = t406_c3_2.addingProduct(t406_a3, t406_b2)
+    parallelFor(pool, 2) { part414 in
+      do {  // gemm422
+        for nb415 in 0..<42 {
+          for mb416 in 0..<8 {
+            var t417_c0_0 = Vector()
+            var t417_c0_1 = Vector()
+            var t417_c0_2 = Vector()
+            var t417_c1_0 = Vector()
+            var t417_c1_1 = Vector()
+            var t417_c1_2 = Vector()
+            var t417_c2_0 = Vector()
+            var t417_c2_1 = Vector()
+            var t417_c2_2 = Vector()
+            var t417_c3_0 = Vector()
+            var t417_c3_1 = Vector()
+            var t417_c3_2 = Vector()
+            for k418 in 0..<288 {
+              let t417_b0 = loadVector(arena, ((1048576 +% (k418 *% 1040)) +% (nb415 *% 24)))
+              let t417_b1 = loadVector(arena, (((1048576 +% (k418 *% 1040)) +% (nb415 *% 24)) +% 8))
+              let t417_b2 = loadVector(arena, (((1048576 +% (k418 *% 1040)) +% (nb415 *% 24)) +% 16))
+              let t417_a0 = Vector(repeating: params[(((19664 +% ((part414 *% 32) *% 288)) +% ((mb416 *% 4) *% 288)) +% k418)])
+              t417_c0_0 = t417_c0_0.addingProduct(t417_a0, t417_b0)
+              t417_c0_1 = t417_c0_1.addingProduct(t417_a0, t417_b1)
+              t417_c0_2 = t417_c0_2.addingProduct(t417_a0, t417_b2)
+              let t417_a1 = Vector(repeating: params[(((19664 +% ((part414 *% 32) *% 288)) +% (((mb416 *% 4) +% 1) *% 288)) +% k418)])
+              t417_c1_0 = t417_c1_0.addingProduct(t417_a1, t417_b0)
+              t417_c1_1 = t417_c1_1.addingProduct(t417_a1, t417_b1)
+              t417_c1_2 = t417_c1_2.addingProduct(t417_a1, t417_b2)
+              let t417_a2 = Vector(repeating: params[(((19664 +% ((part414 *% 32) *% 288)) +% (((mb416 *% 4) +% 2) *% 288)) +% k418)])
+              t417_c2_0 = t417_c2_0.addingProduct(t417_a2, t417_b0)
+              t417_c2_1 = t417_c2_1.addingProduct(t417_a2, t417_b1)
+              t417_c2_2 = t417_c2_2.addingProduct(t417_a2, t417_b2)
+              let t417_a3 = Vector(repeating: params[(((19664 +% ((part414 *% 32) *% 288)) +% (((mb416 *% 4) +% 3) *% 288)) +% k418)])
+              t417_c3_0 = t417_c3_0.addingProduct(t417_a3, t417_b0)
+              t417_c3_1 = t417_c3_1.addingProduct(t417_a3, t417_b1)
+              t417_c3_2 = t417_c3_2.addingProduct(t417_a3, t417_b2)
+            }
+            storeVector(arena, (((1348096 +% ((part414 *% 32) *% 1040)) +% ((mb416 *% 4) *% 1040)) +% (nb415 *% 24)), t417_c0_0)
+            storeVector(arena, ((((1348096 +% ((part414 *% 32) *% 1040)) +% ((mb416 *% 4) *% 1040)) +% (nb415 *% 24)) +% 8), t417_c0_1)
+            storeVector(arena, ((((1348096 +% ((part414 *% 32) *% 1040)) +% ((mb416 *% 4) *% 1040)) +% (nb415 *% 24)) +% 16), t417_c0_2)
+            storeVector(arena, (((1348096 +% ((part414 *% 32) *% 1040)) +% (((mb416 *% 4) +% 1) *% 1040)) +% (nb415 *% 24)), t417_c1_0)
+            storeVector(arena, ((((1348096 +% ((part414 *% 32) *% 1040)) +% (((mb416 *% 4) +% 1) *% 1040)) +% (nb415 *% 24)) +% 8), t417_c1_1)
+            storeVector(arena, ((((1348096 +% ((part414 *% 32) *% 1040)) +% (((mb416 *% 4) +% 1) *% 1040)) +% (nb415 *% 24)) +% 16), t417_c1_2)
+            storeVector(arena, (((1348096 +% ((part414 *% 32) *% 1040)) +% (((mb416 *% 4) +% 2) *% 1040)) +% (nb415 *% 24)), t417_c2_0)
+            storeVector(arena, ((((1348096 +% ((part414 *% 32) *% 1040)) +% (((mb416 *% 4) +% 2) *% 1040)) +% (nb415 *% 24)) +% 8), t417_c2_1)
+            storeVector(arena, ((((1348096 +% ((part414 *% 32) *% 1040)) +% (((mb416 *% 4) +% 2) *% 1040)) +% (nb415 *% 24)) +% 16), t417_c2_2)
+            storeVector(arena, (((1348096 +% ((part414 *% 32) *% 1040)) +% (((mb416 *% 4) +% 3) *% 1040)) +% (nb415 *% 24)), t417_c3_0)
+            storeVector(arena, ((((1348096 +% ((part414 *% 32) *% 1040)) +% (((mb416 *% 4) +% 3) *% 1040)) +% (nb415 *% 24)) +% 8), t417_c3_1)
+            storeVector(arena, ((((1348096 +% ((part414 *% 32) *% 1040)) +% (((mb416 *% 4) +% 3) *% 1040)) +% (nb415 *% 24)) +% 16), t417_c3_2)
           }
-          storeVector(arena, ((1348096 +% ((mb405 *% 4) *% 1040)) +% (nb404 *% 24)), t406_c0_0)
-          storeVector(arena, (((1348096 +% ((mb405 *% 4) *% 1040)) +% (nb404 *% 24)) +% 8), t406_c0_1)
-          storeVector(arena, (((1348096 +% ((mb405 *% 4) *% 1040)) +% (nb404 *% 24)) +% 16), t406_c0_2)
-          storeVector(arena, ((1348096 +% (((mb405 *% 4) +% 1) *% 1040)) +% (nb404 *% 24)), t406_c1_0)
-          storeVector(arena, (((1348096 +% (((mb405 *% 4) +% 1) *% 1040)) +% (nb404 *% 24)) +% 8), t406_c1_1)
-          storeVector(arena, (((1348096 +% (((mb405 *% 4) +% 1) *% 1040)) +% (nb404 *% 24)) +% 16), t406_c1_2)
-          storeVector(arena, ((1348096 +% (((mb405 *% 4) +% 2) *% 1040)) +% (nb404 *% 24)), t406_c2_0)
-          storeVector(arena, (((1348096 +% (((mb405 *% 4) +% 2) *% 1040)) +% (nb404 *% 24)) +% 8), t406_c2_1)
-          storeVector(arena, (((1348096 +% (((mb405 *% 4) +% 2) *% 1040)) +% (nb404 *% 24)) +% 16), t406_c2_2)
-          storeVector(arena, ((1348096 +% (((mb405 *% 4) +% 3) *% 1040)) +% (nb404 *% 24)), t406_c3_0)
-          storeVector(arena, (((1348096 +% (((mb405 *% 4) +% 3) *% 1040)) +% (nb404 *% 24)) +% 8), t406_c3_1)
-          storeVector(arena, (((1348096 +% (((mb405 *% 4) +% 3) *% 1040)) +% (nb404 *% 24)) +% 16), t406_c3_2)
+        }
+        for mb419 in 0..<8 {
+          var t420_c0_0 = Vector()
+          var t420_c0_1 = Vector()
+          var t420_c1_0 = Vector()
+          var t420_c1_1 = Vector()
+          var t420_c2_0 = Vector()
+          var t420_c2_1 = Vector()
+          var t420_c3_0 = Vector()
+          var t420_c3_1 = Vector()
+          for k421 in 0..<288 {
+            let t420_b0 = loadVector(arena, ((1048576 +% (k421 *% 1040)) +% 1008))
+            let t420_b1 = loadVector(arena, (((1048576 +% (k421 *% 1040)) +% 1008) +% 8))
+            let t420_a0 = Vector(repeating: params[(((19664 +% ((part414 *% 32) *% 288)) +% ((mb419 *% 4) *% 288)) +% k421)])
+            t420_c0_0 = t420_c0_0.addingProduct(t420_a0, t420_b0)
+            t420_c0_1 = t420_c0_1.addingProduct(t420_a0, t420_b1)
+            let t420_a1 = Vector(repeating: params[(((19664 +% ((part414 *% 32) *% 288)) +% (((mb419 *% 4) +% 1) *% 288)) +% k421)])
+            t420_c1_0 = t420_c1_0.addingProduct(t420_a1, t420_b0)
+            t420_c1_1 = t420_c1_1.addingProduct(t420_a1, t420_b1)
+            let t420_a2 = Vector(repeating: params[(((19664 +% ((part414 *% 32) *% 288)) +% (((mb419 *% 4) +% 2) *% 288)) +% k421)])
+            t420_c2_0 = t420_c2_0.addingProduct(t420_a2, t420_b0)
+            t420_c2_1 = t420_c2_1.addingProduct(t420_a2, t420_b1)
+            let t420_a3 = Vector(repeating: params[(((19664 +% ((part414 *% 32) *% 288)) +% (((mb419 *% 4) +% 3) *% 288)) +% k421)])
+            t420_c3_0 = t420_c3_0.addingProduct(t420_a3, t420_b0)
+            t420_c3_1 = t420_c3_1.addingProduct(t420_a3, t420_b1)
+          }
+          storeVector(arena, (((1348096 +% ((part414 *% 32) *% 1040)) +% ((mb419 *% 4) *% 1040)) +% 1008), t420_c0_0)
+          storeVector(arena, ((((1348096 +% ((part414 *% 32) *% 1040)) +% ((mb419 *% 4) *% 1040)) +% 1008) +% 8), t420_c0_1)
+          storeVector(arena, (((1348096 +% ((part414 *% 32) *% 1040)) +% (((mb419 *% 4) +% 1) *% 1040)) +% 1008), t420_c1_0)
+          storeVector(arena, ((((1348096 +% ((part414 *% 32) *% 1040)) +% (((mb419 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t420_c1_1)
+          storeVector(arena, (((1348096 +% ((part414 *% 32) *% 1040)) +% (((mb419 *% 4) +% 2) *% 1040)) +% 1008), t420_c2_0)
+          storeVector(arena, ((((1348096 +% ((part414 *% 32) *% 1040)) +% (((mb419 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t420_c2_1)
+          storeVector(arena, (((1348096 +% ((part414 *% 32) *% 1040)) +% (((mb419 *% 4) +% 3) *% 1040)) +% 1008), t420_c3_0)
+          storeVector(arena, ((((1348096 +% ((part414 *% 32) *% 1040)) +% (((mb419 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t420_c3_1)
         }
       }
-      for mb408 in 0..<16 {
-        var t409_c0_0 = Vector()
-        var t409_c0_1 = Vector()
-        var t409_c1_0 = Vector()
-        var t409_c1_1 = Vector()
-        var t409_c2_0 = Vector()
-        var t409_c2_1 = Vector()
-        var t409_c3_0 = Vector()
-        var t409_c3_1 = Vector()
-        for k410 in 0..<288 {
-          let t409_b0 = loadVector(arena, ((1048576 +% (k410 *% 1040)) +% 1008))
-          let t409_b1 = loadVector(arena, (((1048576 +% (k410 *% 1040)) +% 1008) +% 8))
-          let t409_a0 = Vector(repeating: params[((19664 +% ((mb408 *% 4) *% 288)) +% k410)])
-          t409_c0_0 = t409_c0_0.addingProduct(t409_a0, t409_b0)
-          t409_c0_1 = t409_c0_1.addingProduct(t409_a0, t409_b1)
-          let t409_a1 = Vector(repeating: params[((19664 +% (((mb408 *% 4) +% 1) *% 288)) +% k410)])
-          t409_c1_0 = t409_c1_0.addingProduct(t409_a1, t409_b0)
-          t409_c1_1 = t409_c1_1.addingProduct(t409_a1, t409_b1)
-          let t409_a2 = Vector(repeating: params[((19664 +% (((mb408 *% 4) +% 2) *% 288)) +% k410)])
-          t409_c2_0 = t409_c2_0.addingProduct(t409_a2, t409_b0)
-          t409_c2_1 = t409_c2_1.addingProduct(t409_a2, t409_b1)
-          let t409_a3 = Vector(repeating: params[((19664 +% (((mb408 *% 4) +% 3) *% 288)) +% k410)])
-          t409_c3_0 = t409_c3_0.addingProduct(t409_a3, t409_b0)
-          t409_c3_1 = t409_c3_1.addingProduct(t409_a3, t409_b1)
-        }
-        storeVector(arena, ((1348096 +% ((mb408 *% 4) *% 1040)) +% 1008), t409_c0_0)
-        storeVector(arena, (((1348096 +% ((mb408 *% 4) *% 1040)) +% 1008) +% 8), t409_c0_1)
-        storeVector(arena, ((1348096 +% (((mb408 *% 4) +% 1) *% 1040)) +% 1008), t409_c1_0)
-        storeVector(arena, (((1348096 +% (((mb408 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t409_c1_1)
-        storeVector(arena, ((1348096 +% (((mb408 *% 4) +% 2) *% 1040)) +% 1008), t409_c2_0)
-        storeVector(arena, (((1348096 +% (((mb408 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t409_c2_1)
-        storeVector(arena, ((1348096 +% (((mb408 *% 4) +% 3) *% 1040)) +% 1008), t409_c3_0)
-        storeVector(arena, (((1348096 +% (((mb408 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t409_c3_1)
-      }
-    }
-    for j412 in 0..<16 {
-      for f413 in 0..<64 {
-        for i414 in 0..<8 {
-          storeVector(arena, ((i414 *% 8) +% ((128 +% (((g390 *% 16) +% j412) *% 4096)) +% (f413 *% 64))), Vector(repeating: Float(0)).replacing(with: ((loadVector(arena, ((i414 *% 8) +% ((1348096 +% (f413 *% 1040)) +% (j412 *% 64)))) * Vector(repeating: arena[f413])) + Vector(repeating: arena[(64 +% f413)])), where: ((loadVector(arena, ((i414 *% 8) +% ((1348096 +% (f413 *% 1040)) +% (j412 *% 64)))) * Vector(repeating: arena[f413])) + Vector(repeating: arena[(64 +% f413)])) .> Vector(repeating: Float(0))))
+      for j423 in 0..<16 {
+        for f424 in 0..<32 {
+          for i425 in 0..<8 {
+            storeVector(arena, ((i425 *% 8) +% ((128 +% (((g399 *% 16) +% j423) *% 4096)) +% ((f424 +% (part414 *% 32)) *% 64))), Vector(repeating: Float(0)).replacing(with: ((loadVector(arena, ((i425 *% 8) +% ((1348096 +% ((f424 +% (part414 *% 32)) *% 1040)) +% (j423 *% 64)))) * Vector(repeating: arena[(f424 +% (part414 *% 32))])) + Vector(repeating: arena[(64 +% (f424 +% (part414 *% 32)))])), where: ((loadVector(arena, ((i425 *% 8) +% ((1348096 +% ((f424 +% (part414 *% 32)) *% 1040)) +% (j423 *% 64)))) * Vector(repeating: arena[(f424 +% (part414 *% 32))])) + Vector(repeating: arena[(64 +% (f424 +% (part414 *% 32)))])) .> Vector(repeating: Float(0))))
+          }
         }
       }
     }
   }
   // s3_bn2 = batchnorm_fold()
-  for c415 in 0..<8 {
-    let scale416_v = (loadVector(params, ((c415 *% 8) +% 75088)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c415 *% 8) +% 78522)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c415 *% 8), scale416_v)
-    storeVector(arena, ((c415 *% 8) +% 64), (loadVector(params, ((c415 *% 8) +% 75152)) - (loadVector(params, ((c415 *% 8) +% 78458)) * scale416_v)))
+  for c426 in 0..<8 {
+    let scale427_v = (loadVector(params, ((c426 *% 8) +% 75088)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c426 *% 8) +% 78522)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c426 *% 8), scale427_v)
+    storeVector(arena, ((c426 *% 8) +% 64), (loadVector(params, ((c426 *% 8) +% 75152)) - (loadVector(params, ((c426 *% 8) +% 78458)) * scale427_v)))
   }
   // s3_conv2 = conv2d(s3_conv1, s3_bn2)
-  parallelFor(pool, 2) { part417 in
-    for ci418 in 0..<64 {
-      for co419 in 0..<32 {
-        var w420: Float = params[(38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9))]
-        var w421: Float = (((params[(38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9))] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 3)]) + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w422: Float = (((params[(38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9))] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 6)]) - params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w423: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 6)]
-        var w424: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 1)]
-        var w425: Float = (((params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 1)] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 4)]) + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w426: Float = (((params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 1)] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 7)]) - params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w427: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 7)]
-        var w428: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 2)]
-        var w429: Float = (((params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 2)] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 5)]) + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w430: Float = (((params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 2)] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 8)]) - params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w431: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 8)]
-        var w432: Float = w420
-        var w433: Float = (((w420 + w424) + w428) * Float(bitPattern: 0x3f000000))
-        var w434: Float = (((w420 + w428) - w424) * Float(bitPattern: 0x3f000000))
-        var w435: Float = w428
-        var w436: Float = w421
-        var w437: Float = (((w421 + w425) + w429) * Float(bitPattern: 0x3f000000))
-        var w438: Float = (((w421 + w429) - w425) * Float(bitPattern: 0x3f000000))
-        var w439: Float = w429
-        var w440: Float = w422
-        var w441: Float = (((w422 + w426) + w430) * Float(bitPattern: 0x3f000000))
-        var w442: Float = (((w422 + w430) - w426) * Float(bitPattern: 0x3f000000))
-        var w443: Float = w430
-        var w444: Float = w423
-        var w445: Float = (((w423 + w427) + w431) * Float(bitPattern: 0x3f000000))
-        var w446: Float = (((w423 + w431) - w427) * Float(bitPattern: 0x3f000000))
-        var w447: Float = w431
-        arena[((262272 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w432
-        arena[((266368 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w433
-        arena[((270464 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w434
-        arena[((274560 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w435
-        arena[((278656 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w436
-        arena[((282752 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w437
-        arena[((286848 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w438
-        arena[((290944 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w439
-        arena[((295040 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w440
-        arena[((299136 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w441
-        arena[((303232 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w442
-        arena[((307328 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w443
-        arena[((311424 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w444
-        arena[((315520 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w445
-        arena[((319616 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w446
-        arena[((323712 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w447
+  parallelFor(pool, 2) { part428 in
+    for ci429 in 0..<64 {
+      for co430 in 0..<32 {
+        var w431: Float = params[(38224 +% (((((part428 *% 32) +% co430) *% 64) +% ci429) *% 9))]
+        var w432: Float = (((params[(38224 +% (((((part428 *% 32) +% co430) *% 64) +% ci429) *% 9))] + params[((38224 +% (((((part428 *% 32) +% co430) *% 64) +% ci429) *% 9)) +% 3)]) + params[((38224 +% (((((part428 *% 32) +% co430) *% 64) +% ci429) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w433: Float = (((params[(38224 +% (((((part428 *% 32) +% co430) *% 64) +% ci429) *% 9))] + params[((38224 +% (((((part428 *% 32) +% co430) *% 64) +% ci429) *% 9)) +% 6)]) - params[((38224 +% (((((part428 *% 32) +% co430) *% 64) +% ci429) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w434: Float = params[((38224 +% (((((part428 *% 32) +% co430) *% 64) +% ci429) *% 9)) +% 6)]
+        var w435: Float = params[((38224 +% (((((part428 *% 32) +% co430) *% 64) +% ci429) *% 9)) +% 1)]
+        var w436: Float = (((params[((38224 +% (((((part428 *% 32) +% co430) *% 64) +% ci429) *% 9)) +% 1)] + params[((38224 +% (((((part428 *% 32) +% co430) *% 64) +% ci429) *% 9)) +% 4)]) + params[((38224 +% (((((part428 *% 32) +% co430) *% 64) +% ci429) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w437: Float = (((params[((38224 +% (((((part428 *% 32) +% co430) *% 64) +% ci429) *% 9)) +% 1)] + params[((38224 +% (((((part428 *% 32) +% co430) *% 64) +% ci429) *% 9)) +% 7)]) - params[((38224 +% (((((part428 *% 32) +% co430) *% 64) +% ci429) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w438: Float = params[((38224 +% (((((part428 *% 32) +% co430) *% 64) +% ci429) *% 9)) +% 7)]
+        var w439: Float = params[((38224 +% (((((part428 *% 32) +% co430) *% 64) +% ci429) *% 9)) +% 2)]
+        var w440: Float = (((params[((38224 +% (((((part428 *% 32) +% co430) *% 64) +% ci429) *% 9)) +% 2)] + params[((38224 +% (((((part428 *% 32) +% co430) *% 64) +% ci429) *% 9)) +% 5)]) + params[((38224 +% (((((part428 *% 32) +% co430) *% 64) +% ci429) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w441: Float = (((params[((38224 +% (((((part428 *% 32) +% co430) *% 64) +% ci429) *% 9)) +% 2)] + params[((38224 +% (((((part428 *% 32) +% co430) *% 64) +% ci429) *% 9)) +% 8)]) - params[((38224 +% (((((part428 *% 32) +% co430) *% 64) +% ci429) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w442: Float = params[((38224 +% (((((part428 *% 32) +% co430) *% 64) +% ci429) *% 9)) +% 8)]
+        var w443: Float = w431
+        var w444: Float = (((w431 + w435) + w439) * Float(bitPattern: 0x3f000000))
+        var w445: Float = (((w431 + w439) - w435) * Float(bitPattern: 0x3f000000))
+        var w446: Float = w439
+        var w447: Float = w432
+        var w448: Float = (((w432 + w436) + w440) * Float(bitPattern: 0x3f000000))
+        var w449: Float = (((w432 + w440) - w436) * Float(bitPattern: 0x3f000000))
+        var w450: Float = w440
+        var w451: Float = w433
+        var w452: Float = (((w433 + w437) + w441) * Float(bitPattern: 0x3f000000))
+        var w453: Float = (((w433 + w441) - w437) * Float(bitPattern: 0x3f000000))
+        var w454: Float = w441
+        var w455: Float = w434
+        var w456: Float = (((w434 + w438) + w442) * Float(bitPattern: 0x3f000000))
+        var w457: Float = (((w434 + w442) - w438) * Float(bitPattern: 0x3f000000))
+        var w458: Float = w442
+        arena[((262272 +% (ci429 *% 64)) +% ((part428 *% 32) +% co430))] = w443
+        arena[((266368 +% (ci429 *% 64)) +% ((part428 *% 32) +% co430))] = w444
+        arena[((270464 +% (ci429 *% 64)) +% ((part428 *% 32) +% co430))] = w445
+        arena[((274560 +% (ci429 *% 64)) +% ((part428 *% 32) +% co430))] = w446
+        arena[((278656 +% (ci429 *% 64)) +% ((part428 *% 32) +% co430))] = w447
+        arena[((282752 +% (ci429 *% 64)) +% ((part428 *% 32) +% co430))] = w448
+        arena[((286848 +% (ci429 *% 64)) +% ((part428 *% 32) +% co430))] = w449
+        arena[((290944 +% (ci429 *% 64)) +% ((part428 *% 32) +% co430))] = w450
+        arena[((295040 +% (ci429 *% 64)) +% ((part428 *% 32) +% co430))] = w451
+        arena[((299136 +% (ci429 *% 64)) +% ((part428 *% 32) +% co430))] = w452
+        arena[((303232 +% (ci429 *% 64)) +% ((part428 *% 32) +% co430))] = w453
+        arena[((307328 +% (ci429 *% 64)) +% ((part428 *% 32) +% co430))] = w454
+        arena[((311424 +% (ci429 *% 64)) +% ((part428 *% 32) +% co430))] = w455
+        arena[((315520 +% (ci429 *% 64)) +% ((part428 *% 32) +% co430))] = w456
+        arena[((319616 +% (ci429 *% 64)) +% ((part428 *% 32) +% co430))] = w457
+        arena[((323712 +% (ci429 *% 64)) +% ((part428 *% 32) +% co430))] = w458
       }
     }
   }
-  for i448 in 0..<800 {
-    storeVector(arena, ((i448 *% 8) +% 327808), Vector(repeating: Float(0)))
+  for i459 in 0..<800 {
+    storeVector(arena, ((i459 *% 8) +% 327808), Vector(repeating: Float(0)))
   }
-  for g449 in 0..<64 {
-    for j450 in 0..<1 {
-      for c451 in 0..<64 {
-        for iy452 in 0..<8 {
-          for ix453 in 0..<8 {
-            arena[(327808 +% ((((j450 *% 6400) +% ((iy452 +% 1) *% 640)) +% ((ix453 +% 1) *% 64)) +% c451))] = arena[((((128 +% ((g449 +% j450) *% 4096)) +% (c451 *% 64)) +% (iy452 *% 8)) +% ix453)]
+  for g460 in 0..<64 {
+    for j461 in 0..<1 {
+      for c462 in 0..<64 {
+        for iy463 in 0..<8 {
+          for ix464 in 0..<8 {
+            arena[(327808 +% ((((j461 *% 6400) +% ((iy463 +% 1) *% 640)) +% ((ix464 +% 1) *% 64)) +% c462))] = arena[((((128 +% ((g460 +% j461) *% 4096)) +% (c462 *% 64)) +% (iy463 *% 8)) +% ix464)]
           }
         }
       }
     }
-    for j454 in 0..<1 {
-      for ty455 in 0..<4 {
-        for tx456 in 0..<4 {
-          for cv457 in 0..<8 {
-            let w458 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% ((ty455 *% 2) *% 640)) +% ((tx456 *% 2) *% 64)) +% (cv457 *% 8)))) - loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 2) *% 640)) +% ((tx456 *% 2) *% 64)) +% (cv457 *% 8)))))
-            let w459 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 1) *% 640)) +% ((tx456 *% 2) *% 64)) +% (cv457 *% 8)))) + loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 2) *% 640)) +% ((tx456 *% 2) *% 64)) +% (cv457 *% 8)))))
-            let w460 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 2) *% 640)) +% ((tx456 *% 2) *% 64)) +% (cv457 *% 8)))) - loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 1) *% 640)) +% ((tx456 *% 2) *% 64)) +% (cv457 *% 8)))))
-            let w461 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 1) *% 640)) +% ((tx456 *% 2) *% 64)) +% (cv457 *% 8)))) - loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 3) *% 640)) +% ((tx456 *% 2) *% 64)) +% (cv457 *% 8)))))
-            let w462 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% ((ty455 *% 2) *% 640)) +% (((tx456 *% 2) +% 1) *% 64)) +% (cv457 *% 8)))) - loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 2) *% 640)) +% (((tx456 *% 2) +% 1) *% 64)) +% (cv457 *% 8)))))
-            let w463 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 1) *% 640)) +% (((tx456 *% 2) +% 1) *% 64)) +% (cv457 *% 8)))) + loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 2) *% 640)) +% (((tx456 *% 2) +% 1) *% 64)) +% (cv457 *% 8)))))
-            let w464 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 2) *% 640)) +% (((tx456 *% 2) +% 1) *% 64)) +% (cv457 *% 8)))) - loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 1) *% 640)) +% (((tx456 *% 2) +% 1) *% 64)) +% (cv457 *% 8)))))
-            let w465 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 1) *% 640)) +% (((tx456 *% 2) +% 1) *% 64)) +% (cv457 *% 8)))) - loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 3) *% 640)) +% (((tx456 *% 2) +% 1) *% 64)) +% (cv457 *% 8)))))
-            let w466 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% ((ty455 *% 2) *% 640)) +% (((tx456 *% 2) +% 2) *% 64)) +% (cv457 *% 8)))) - loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 2) *% 640)) +% (((tx456 *% 2) +% 2) *% 64)) +% (cv457 *% 8)))))
-            let w467 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 1) *% 640)) +% (((tx456 *% 2) +% 2) *% 64)) +% (cv457 *% 8)))) + loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 2) *% 640)) +% (((tx456 *% 2) +% 2) *% 64)) +% (cv457 *% 8)))))
-            let w468 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 2) *% 640)) +% (((tx456 *% 2) +% 2) *% 64)) +% (cv457 *% 8)))) - loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 1) *% 640)) +% (((tx456 *% 2) +% 2) *% 64)) +% (cv457 *% 8)))))
-            let w469 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 1) *% 640)) +% (((tx456 *% 2) +% 2) *% 64)) +% (cv457 *% 8)))) - loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 3) *% 640)) +% (((tx456 *% 2) +% 2) *% 64)) +% (cv457 *% 8)))))
-            let w470 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% ((ty455 *% 2) *% 640)) +% (((tx456 *% 2) +% 3) *% 64)) +% (cv457 *% 8)))) - loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 2) *% 640)) +% (((tx456 *% 2) +% 3) *% 64)) +% (cv457 *% 8)))))
-            let w471 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 1) *% 640)) +% (((tx456 *% 2) +% 3) *% 64)) +% (cv457 *% 8)))) + loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 2) *% 640)) +% (((tx456 *% 2) +% 3) *% 64)) +% (cv457 *% 8)))))
-            let w472 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 2) *% 640)) +% (((tx456 *% 2) +% 3) *% 64)) +% (cv457 *% 8)))) - loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 1) *% 640)) +% (((tx456 *% 2) +% 3) *% 64)) +% (cv457 *% 8)))))
-            let w473 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 1) *% 640)) +% (((tx456 *% 2) +% 3) *% 64)) +% (cv457 *% 8)))) - loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 3) *% 640)) +% (((tx456 *% 2) +% 3) *% 64)) +% (cv457 *% 8)))))
-            let w474 = (w458 - w466)
-            let w475 = (w462 + w466)
-            let w476 = (w466 - w462)
-            let w477 = (w462 - w470)
-            let w478 = (w459 - w467)
-            let w479 = (w463 + w467)
-            let w480 = (w467 - w463)
-            let w481 = (w463 - w471)
-            let w482 = (w460 - w468)
-            let w483 = (w464 + w468)
-            let w484 = (w468 - w464)
-            let w485 = (w464 - w472)
-            let w486 = (w461 - w469)
-            let w487 = (w465 + w469)
-            let w488 = (w469 - w465)
-            let w489 = (w465 - w473)
-            storeVector(arena, ((334208 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w474)
-            storeVector(arena, ((335232 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w475)
-            storeVector(arena, ((336256 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w476)
-            storeVector(arena, ((337280 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w477)
-            storeVector(arena, ((338304 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w478)
-            storeVector(arena, ((339328 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w479)
-            storeVector(arena, ((340352 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w480)
-            storeVector(arena, ((341376 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w481)
-            storeVector(arena, ((342400 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w482)
-            storeVector(arena, ((343424 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w483)
-            storeVector(arena, ((344448 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w484)
-            storeVector(arena, ((345472 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w485)
-            storeVector(arena, ((346496 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w486)
-            storeVector(arena, ((347520 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w487)
-            storeVector(arena, ((348544 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w488)
-            storeVector(arena, ((349568 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w489)
+    for j465 in 0..<1 {
+      for ty466 in 0..<4 {
+        for tx467 in 0..<4 {
+          for cv468 in 0..<8 {
+            let w469 = (loadVector(arena, (327808 +% ((((j465 *% 6400) +% ((ty466 *% 2) *% 640)) +% ((tx467 *% 2) *% 64)) +% (cv468 *% 8)))) - loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 2) *% 640)) +% ((tx467 *% 2) *% 64)) +% (cv468 *% 8)))))
+            let w470 = (loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 1) *% 640)) +% ((tx467 *% 2) *% 64)) +% (cv468 *% 8)))) + loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 2) *% 640)) +% ((tx467 *% 2) *% 64)) +% (cv468 *% 8)))))
+            let w471 = (loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 2) *% 640)) +% ((tx467 *% 2) *% 64)) +% (cv468 *% 8)))) - loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 1) *% 640)) +% ((tx467 *% 2) *% 64)) +% (cv468 *% 8)))))
+            let w472 = (loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 1) *% 640)) +% ((tx467 *% 2) *% 64)) +% (cv468 *% 8)))) - loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 3) *% 640)) +% ((tx467 *% 2) *% 64)) +% (cv468 *% 8)))))
+            let w473 = (loadVector(arena, (327808 +% ((((j465 *% 6400) +% ((ty466 *% 2) *% 640)) +% (((tx467 *% 2) +% 1) *% 64)) +% (cv468 *% 8)))) - loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 2) *% 640)) +% (((tx467 *% 2) +% 1) *% 64)) +% (cv468 *% 8)))))
+            let w474 = (loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 1) *% 640)) +% (((tx467 *% 2) +% 1) *% 64)) +% (cv468 *% 8)))) + loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 2) *% 640)) +% (((tx467 *% 2) +% 1) *% 64)) +% (cv468 *% 8)))))
+            let w475 = (loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 2) *% 640)) +% (((tx467 *% 2) +% 1) *% 64)) +% (cv468 *% 8)))) - loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 1) *% 640)) +% (((tx467 *% 2) +% 1) *% 64)) +% (cv468 *% 8)))))
+            let w476 = (loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 1) *% 640)) +% (((tx467 *% 2) +% 1) *% 64)) +% (cv468 *% 8)))) - loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 3) *% 640)) +% (((tx467 *% 2) +% 1) *% 64)) +% (cv468 *% 8)))))
+            let w477 = (loadVector(arena, (327808 +% ((((j465 *% 6400) +% ((ty466 *% 2) *% 640)) +% (((tx467 *% 2) +% 2) *% 64)) +% (cv468 *% 8)))) - loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 2) *% 640)) +% (((tx467 *% 2) +% 2) *% 64)) +% (cv468 *% 8)))))
+            let w478 = (loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 1) *% 640)) +% (((tx467 *% 2) +% 2) *% 64)) +% (cv468 *% 8)))) + loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 2) *% 640)) +% (((tx467 *% 2) +% 2) *% 64)) +% (cv468 *% 8)))))
+            let w479 = (loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 2) *% 640)) +% (((tx467 *% 2) +% 2) *% 64)) +% (cv468 *% 8)))) - loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 1) *% 640)) +% (((tx467 *% 2) +% 2) *% 64)) +% (cv468 *% 8)))))
+            let w480 = (loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 1) *% 640)) +% (((tx467 *% 2) +% 2) *% 64)) +% (cv468 *% 8)))) - loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 3) *% 640)) +% (((tx467 *% 2) +% 2) *% 64)) +% (cv468 *% 8)))))
+            let w481 = (loadVector(arena, (327808 +% ((((j465 *% 6400) +% ((ty466 *% 2) *% 640)) +% (((tx467 *% 2) +% 3) *% 64)) +% (cv468 *% 8)))) - loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 2) *% 640)) +% (((tx467 *% 2) +% 3) *% 64)) +% (cv468 *% 8)))))
+            let w482 = (loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 1) *% 640)) +% (((tx467 *% 2) +% 3) *% 64)) +% (cv468 *% 8)))) + loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 2) *% 640)) +% (((tx467 *% 2) +% 3) *% 64)) +% (cv468 *% 8)))))
+            let w483 = (loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 2) *% 640)) +% (((tx467 *% 2) +% 3) *% 64)) +% (cv468 *% 8)))) - loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 1) *% 640)) +% (((tx467 *% 2) +% 3) *% 64)) +% (cv468 *% 8)))))
+            let w484 = (loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 1) *% 640)) +% (((tx467 *% 2) +% 3) *% 64)) +% (cv468 *% 8)))) - loadVector(arena, (327808 +% ((((j465 *% 6400) +% (((ty466 *% 2) +% 3) *% 640)) +% (((tx467 *% 2) +% 3) *% 64)) +% (cv468 *% 8)))))
+            let w485 = (w469 - w477)
+            let w486 = (w473 + w477)
+            let w487 = (w477 - w473)
+            let w488 = (w473 - w481)
+            let w489 = (w470 - w478)
+            let w490 = (w474 + w478)
+            let w491 = (w478 - w474)
+            let w492 = (w474 - w482)
+            let w493 = (w471 - w479)
+            let w494 = (w475 + w479)
+            let w495 = (w479 - w475)
+            let w496 = (w475 - w483)
+            let w497 = (w472 - w480)
+            let w498 = (w476 + w480)
+            let w499 = (w480 - w476)
+            let w500 = (w476 - w484)
+            storeVector(arena, ((334208 +% ((((j465 *% 16) +% (ty466 *% 4)) +% tx467) *% 64)) +% (cv468 *% 8)), w485)
+            storeVector(arena, ((335232 +% ((((j465 *% 16) +% (ty466 *% 4)) +% tx467) *% 64)) +% (cv468 *% 8)), w486)
+            storeVector(arena, ((336256 +% ((((j465 *% 16) +% (ty466 *% 4)) +% tx467) *% 64)) +% (cv468 *% 8)), w487)
+            storeVector(arena, ((337280 +% ((((j465 *% 16) +% (ty466 *% 4)) +% tx467) *% 64)) +% (cv468 *% 8)), w488)
+            storeVector(arena, ((338304 +% ((((j465 *% 16) +% (ty466 *% 4)) +% tx467) *% 64)) +% (cv468 *% 8)), w489)
+            storeVector(arena, ((339328 +% ((((j465 *% 16) +% (ty466 *% 4)) +% tx467) *% 64)) +% (cv468 *% 8)), w490)
+            storeVector(arena, ((340352 +% ((((j465 *% 16) +% (ty466 *% 4)) +% tx467) *% 64)) +% (cv468 *% 8)), w491)
+            storeVector(arena, ((341376 +% ((((j465 *% 16) +% (ty466 *% 4)) +% tx467) *% 64)) +% (cv468 *% 8)), w492)
+            storeVector(arena, ((342400 +% ((((j465 *% 16) +% (ty466 *% 4)) +% tx467) *% 64)) +% (cv468 *% 8)), w493)
+            storeVector(arena, ((343424 +% ((((j465 *% 16) +% (ty466 *% 4)) +% tx467) *% 64)) +% (cv468 *% 8)), w494)
+            storeVector(arena, ((344448 +% ((((j465 *% 16) +% (ty466 *% 4)) +% tx467) *% 64)) +% (cv468 *% 8)), w495)
+            storeVector(arena, ((345472 +% ((((j465 *% 16) +% (ty466 *% 4)) +% tx467) *% 64)) +% (cv468 *% 8)), w496)
+            storeVector(arena, ((346496 +% ((((j465 *% 16) +% (ty466 *% 4)) +% tx467) *% 64)) +% (cv468 *% 8)), w497)
+            storeVector(arena, ((347520 +% ((((j465 *% 16) +% (ty466 *% 4)) +% tx467) *% 64)) +% (cv468 *% 8)), w498)
+            storeVector(arena, ((348544 +% ((((j465 *% 16) +% (ty466 *% 4)) +% tx467) *% 64)) +% (cv468 *% 8)), w499)
+            storeVector(arena, ((349568 +% ((((j465 *% 16) +% (ty466 *% 4)) +% tx467) *% 64)) +% (cv468 *% 8)), w500)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part490 in
-      for xi491 in 0..<16 {
-        do {  // gemm498
-          for nb492 in 0..<2 {
-            for mb493 in 0..<2 {
-              var t494_c0_0 = Vector()
-              var t494_c0_1 = Vector()
-              var t494_c1_0 = Vector()
-              var t494_c1_1 = Vector()
-              var t494_c2_0 = Vector()
-              var t494_c2_1 = Vector()
-              var t494_c3_0 = Vector()
-              var t494_c3_1 = Vector()
-              var t494_c4_0 = Vector()
-              var t494_c4_1 = Vector()
-              var t494_c5_0 = Vector()
-              var t494_c5_1 = Vector()
-              for k495 in 0..<64 {
-                let t494_b0 = loadVector(arena, ((((262272 +% (xi491 *% 4096)) +% (part490 *% 32)) +% (k495 *% 64)) +% (nb492 *% 16)))
-                let t494_b1 = loadVector(arena, (((((262272 +% (xi491 *% 4096)) +% (part490 *% 32)) +% (k495 *% 64)) +% (nb492 *% 16)) +% 8))
-                let t494_a0 = Vector(repeating: arena[(((334208 +% (xi491 *% 1024)) +% ((mb493 *% 6) *% 64)) +% k495)])
-                t494_c0_0 = t494_c0_0.addingProduct(t494_a0, t494_b0)
-                t494_c0_1 = t494_c0_1.addingProduct(t494_a0, t494_b1)
-                let t494_a1 = Vector(repeating: arena[(((334208 +% (xi491 *% 1024)) +% (((mb493 *% 6) +% 1) *% 64)) +% k495)])
-                t494_c1_0 = t494_c1_0.addingProduct(t494_a1, t494_b0)
-                t494_c1_1 = t494_c1_1.addingProduct(t494_a1, t494_b1)
-                let t494_a2 = Vector(repeating: arena[(((334208 +% (xi491 *% 1024)) +% (((mb493 *% 6) +% 2) *% 64)) +% k495)])
-                t494_c2_0 = t494_c2_0.addingProduct(t494_a2, t494_b0)
-                t494_c2_1 = t494_c2_1.addingProduct(t494_a2, t494_b1)
-                let t494_a3 = Vector(repeating: arena[(((334208 +% (xi491 *% 1024)) +% (((mb493 *% 6) +% 3) *% 64)) +% k495)])
-                t494_c3_0 = t494_c3_0.addingProduct(t494_a3, t494_b0)
-                t494_c3_1 = t494_c3_1.addingProduct(t494_a3, t494_b1)
-                let t494_a4 = Vector(repeating: arena[(((334208 +% (xi491 *% 1024)) +% (((mb493 *% 6) +% 4) *% 64)) +% k495)])
-                t494_c4_0 = t494_c4_0.addingProduct(t494_a4, t494_b0)
-                t494_c4_1 = t494_c4_1.addingProduct(t494_a4, t494_b1)
-                let t494_a5 = Vector(repeating: arena[(((334208 +% (xi491 *% 1024)) +% (((mb493 *% 6) +% 5) *% 64)) +% k495)])
-                t494_c5_0 = t494_c5_0.addingProduct(t494_a5, t494_b0)
-                t494_c5_1 = t494_c5_1.addingProduct(t494_a5, t494_b1)
+    parallelFor(pool, 2) { part501 in
+      for xi502 in 0..<16 {
+        do {  // gemm509
+          for nb503 in 0..<2 {
+            for mb504 in 0..<2 {
+              var t505_c0_0 = Vector()
+              var t505_c0_1 = Vector()
+              var t505_c1_0 = Vector()
+              var t505_c1_1 = Vector()
+              var t505_c2_0 = Vector()
+              var t505_c2_1 = Vector()
+              var t505_c3_0 = Vector()
+              var t505_c3_1 = Vector()
+              var t505_c4_0 = Vector()
+              var t505_c4_1 = Vector()
+              var t505_c5_0 = Vector()
+              var t505_c5_1 = Vector()
+              for k506 in 0..<64 {
+                let t505_b0 = loadVector(arena, ((((262272 +% (xi502 *% 4096)) +% (part501 *% 32)) +% (k506 *% 64)) +% (nb503 *% 16)))
+                let t505_b1 = loadVector(arena, (((((262272 +% (xi502 *% 4096)) +% (part501 *% 32)) +% (k506 *% 64)) +% (nb503 *% 16)) +% 8))
+                let t505_a0 = Vector(repeating: arena[(((334208 +% (xi502 *% 1024)) +% ((mb504 *% 6) *% 64)) +% k506)])
+                t505_c0_0 = t505_c0_0.addingProduct(t505_a0, t505_b0)
+                t505_c0_1 = t505_c0_1.addingProduct(t505_a0, t505_b1)
+                let t505_a1 = Vector(repeating: arena[(((334208 +% (xi502 *% 1024)) +% (((mb504 *% 6) +% 1) *% 64)) +% k506)])
+                t505_c1_0 = t505_c1_0.addingProduct(t505_a1, t505_b0)
+                t505_c1_1 = t505_c1_1.addingProduct(t505_a1, t505_b1)
+                let t505_a2 = Vector(repeating: arena[(((334208 +% (xi502 *% 1024)) +% (((mb504 *% 6) +% 2) *% 64)) +% k506)])
+                t505_c2_0 = t505_c2_0.addingProduct(t505_a2, t505_b0)
+                t505_c2_1 = t505_c2_1.addingProduct(t505_a2, t505_b1)
+                let t505_a3 = Vector(repeating: arena[(((334208 +% (xi502 *% 1024)) +% (((mb504 *% 6) +% 3) *% 64)) +% k506)])
+                t505_c3_0 = t505_c3_0.addingProduct(t505_a3, t505_b0)
+                t505_c3_1 = t505_c3_1.addingProduct(t505_a3, t505_b1)
+                let t505_a4 = Vector(repeating: arena[(((334208 +% (xi502 *% 1024)) +% (((mb504 *% 6) +% 4) *% 64)) +% k506)])
+                t505_c4_0 = t505_c4_0.addingProduct(t505_a4, t505_b0)
+                t505_c4_1 = t505_c4_1.addingProduct(t505_a4, t505_b1)
+                let t505_a5 = Vector(repeating: arena[(((334208 +% (xi502 *% 1024)) +% (((mb504 *% 6) +% 5) *% 64)) +% k506)])
+                t505_c5_0 = t505_c5_0.addingProduct(t505_a5, t505_b0)
+                t505_c5_1 = t505_c5_1.addingProduct(t505_a5, t505_b1)
               }
-              storeVector(arena, ((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% ((mb493 *% 6) *% 64)) +% (nb492 *% 16)), t494_c0_0)
-              storeVector(arena, (((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% ((mb493 *% 6) *% 64)) +% (nb492 *% 16)) +% 8), t494_c0_1)
-              storeVector(arena, ((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% (((mb493 *% 6) +% 1) *% 64)) +% (nb492 *% 16)), t494_c1_0)
-              storeVector(arena, (((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% (((mb493 *% 6) +% 1) *% 64)) +% (nb492 *% 16)) +% 8), t494_c1_1)
-              storeVector(arena, ((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% (((mb493 *% 6) +% 2) *% 64)) +% (nb492 *% 16)), t494_c2_0)
-              storeVector(arena, (((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% (((mb493 *% 6) +% 2) *% 64)) +% (nb492 *% 16)) +% 8), t494_c2_1)
-              storeVector(arena, ((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% (((mb493 *% 6) +% 3) *% 64)) +% (nb492 *% 16)), t494_c3_0)
-              storeVector(arena, (((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% (((mb493 *% 6) +% 3) *% 64)) +% (nb492 *% 16)) +% 8), t494_c3_1)
-              storeVector(arena, ((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% (((mb493 *% 6) +% 4) *% 64)) +% (nb492 *% 16)), t494_c4_0)
-              storeVector(arena, (((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% (((mb493 *% 6) +% 4) *% 64)) +% (nb492 *% 16)) +% 8), t494_c4_1)
-              storeVector(arena, ((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% (((mb493 *% 6) +% 5) *% 64)) +% (nb492 *% 16)), t494_c5_0)
-              storeVector(arena, (((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% (((mb493 *% 6) +% 5) *% 64)) +% (nb492 *% 16)) +% 8), t494_c5_1)
+              storeVector(arena, ((((350592 +% (xi502 *% 1024)) +% (part501 *% 32)) +% ((mb504 *% 6) *% 64)) +% (nb503 *% 16)), t505_c0_0)
+              storeVector(arena, (((((350592 +% (xi502 *% 1024)) +% (part501 *% 32)) +% ((mb504 *% 6) *% 64)) +% (nb503 *% 16)) +% 8), t505_c0_1)
+              storeVector(arena, ((((350592 +% (xi502 *% 1024)) +% (part501 *% 32)) +% (((mb504 *% 6) +% 1) *% 64)) +% (nb503 *% 16)), t505_c1_0)
+              storeVector(arena, (((((350592 +% (xi502 *% 1024)) +% (part501 *% 32)) +% (((mb504 *% 6) +% 1) *% 64)) +% (nb503 *% 16)) +% 8), t505_c1_1)
+              storeVector(arena, ((((350592 +% (xi502 *% 1024)) +% (part501 *% 32)) +% (((mb504 *% 6) +% 2) *% 64)) +% (nb503 *% 16)), t505_c2_0)
+              storeVector(arena, (((((350592 +% (xi502 *% 1024)) +% (part501 *% 32)) +% (((mb504 *% 6) +% 2) *% 64)) +% (nb503 *% 16)) +% 8), t505_c2_1)
+              storeVector(arena, ((((350592 +% (xi502 *% 1024)) +% (part501 *% 32)) +% (((mb504 *% 6) +% 3) *% 64)) +% (nb503 *% 16)), t505_c3_0)
+              storeVector(arena, (((((350592 +% (xi502 *% 1024)) +% (part501 *% 32)) +% (((mb504 *% 6) +% 3) *% 64)) +% (nb503 *% 16)) +% 8), t505_c3_1)
+              storeVector(arena, ((((350592 +% (xi502 *% 1024)) +% (part501 *% 32)) +% (((mb504 *% 6) +% 4) *% 64)) +% (nb503 *% 16)), t505_c4_0)
+              storeVector(arena, (((((350592 +% (xi502 *% 1024)) +% (part501 *% 32)) +% (((mb504 *% 6) +% 4) *% 64)) +% (nb503 *% 16)) +% 8), t505_c4_1)
+              storeVector(arena, ((((350592 +% (xi502 *% 1024)) +% (part501 *% 32)) +% (((mb504 *% 6) +% 5) *% 64)) +% (nb503 *% 16)), t505_c5_0)
+              storeVector(arena, (((((350592 +% (xi502 *% 1024)) +% (part501 *% 32)) +% (((mb504 *% 6) +% 5) *% 64)) +% (nb503 *% 16)) +% 8), t505_c5_1)
             }
-            var t496_c0_0 = Vector()
-            var t496_c0_1 = Vector()
-            var t496_c1_0 = Vector()
-            var t496_c1_1 = Vector()
-            var t496_c2_0 = Vector()
-            var t496_c2_1 = Vector()
-            var t496_c3_0 = Vector()
-            var t496_c3_1 = Vector()
-            for k497 in 0..<64 {
-              let t496_b0 = loadVector(arena, ((((262272 +% (xi491 *% 4096)) +% (part490 *% 32)) +% (k497 *% 64)) +% (nb492 *% 16)))
-              let t496_b1 = loadVector(arena, (((((262272 +% (xi491 *% 4096)) +% (part490 *% 32)) +% (k497 *% 64)) +% (nb492 *% 16)) +% 8))
-              let t496_a0 = Vector(repeating: arena[(((334208 +% (xi491 *% 1024)) +% 768) +% k497)])
-              t496_c0_0 = t496_c0_0.addingProduct(t496_a0, t496_b0)
-              t496_c0_1 = t496_c0_1.addingProduct(t496_a0, t496_b1)
-              let t496_a1 = Vector(repeating: arena[(((334208 +% (xi491 *% 1024)) +% 832) +% k497)])
-              t496_c1_0 = t496_c1_0.addingProduct(t496_a1, t496_b0)
-              t496_c1_1 = t496_c1_1.addingProduct(t496_a1, t496_b1)
-              let t496_a2 = Vector(repeating: arena[(((334208 +% (xi491 *% 1024)) +% 896) +% k497)])
-              t496_c2_0 = t496_c2_0.addingProduct(t496_a2, t496_b0)
-              t496_c2_1 = t496_c2_1.addingProduct(t496_a2, t496_b1)
-              let t496_a3 = Vector(repeating: arena[(((334208 +% (xi491 *% 1024)) +% 960) +% k497)])
-              t496_c3_0 = t496_c3_0.addingProduct(t496_a3, t496_b0)
-              t496_c3_1 = t496_c3_1.addingProduct(t496_a3, t496_b1)
+            var t507_c0_0 = Vector()
+            var t507_c0_1 = Vector()
+            var t507_c1_0 = Vector()
+            var t507_c1_1 = Vector()
+            var t507_c2_0 = Vector()
+            var t507_c2_1 = Vector()
+            var t507_c3_0 = Vector()
+            var t507_c3_1 = Vector()
+            for k508 in 0..<64 {
+              let t507_b0 = loadVector(arena, ((((262272 +% (xi502 *% 4096)) +% (part501 *% 32)) +% (k508 *% 64)) +% (nb503 *% 16)))
+              let t507_b1 = loadVector(arena, (((((262272 +% (xi502 *% 4096)) +% (part501 *% 32)) +% (k508 *% 64)) +% (nb503 *% 16)) +% 8))
+              let t507_a0 = Vector(repeating: arena[(((334208 +% (xi502 *% 1024)) +% 768) +% k508)])
+              t507_c0_0 = t507_c0_0.addingProduct(t507_a0, t507_b0)
+              t507_c0_1 = t507_c0_1.addingProduct(t507_a0, t507_b1)
+              let t507_a1 = Vector(repeating: arena[(((334208 +% (xi502 *% 1024)) +% 832) +% k508)])
+              t507_c1_0 = t507_c1_0.addingProduct(t507_a1, t507_b0)
+              t507_c1_1 = t507_c1_1.addingProduct(t507_a1, t507_b1)
+              let t507_a2 = Vector(repeating: arena[(((334208 +% (xi502 *% 1024)) +% 896) +% k508)])
+              t507_c2_0 = t507_c2_0.addingProduct(t507_a2, t507_b0)
+              t507_c2_1 = t507_c2_1.addingProduct(t507_a2, t507_b1)
+              let t507_a3 = Vector(repeating: arena[(((334208 +% (xi502 *% 1024)) +% 960) +% k508)])
+              t507_c3_0 = t507_c3_0.addingProduct(t507_a3, t507_b0)
+              t507_c3_1 = t507_c3_1.addingProduct(t507_a3, t507_b1)
             }
-            storeVector(arena, ((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% 768) +% (nb492 *% 16)), t496_c0_0)
-            storeVector(arena, (((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% 768) +% (nb492 *% 16)) +% 8), t496_c0_1)
-            storeVector(arena, ((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% 832) +% (nb492 *% 16)), t496_c1_0)
-            storeVector(arena, (((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% 832) +% (nb492 *% 16)) +% 8), t496_c1_1)
-            storeVector(arena, ((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% 896) +% (nb492 *% 16)), t496_c2_0)
-            storeVector(arena, (((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% 896) +% (nb492 *% 16)) +% 8), t496_c2_1)
-            storeVector(arena, ((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% 960) +% (nb492 *% 16)), t496_c3_0)
-            storeVector(arena, (((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% 960) +% (nb492 *% 16)) +% 8), t496_c3_1)
+            storeVector(arena, ((((350592 +% (xi502 *% 1024)) +% (part501 *% 32)) +% 768) +% (nb503 *% 16)), t507_c0_0)
+            storeVector(arena, (((((350592 +% (xi502 *% 1024)) +% (part501 *% 32)) +% 768) +% (nb503 *% 16)) +% 8), t507_c0_1)
+            storeVector(arena, ((((350592 +% (xi502 *% 1024)) +% (part501 *% 32)) +% 832) +% (nb503 *% 16)), t507_c1_0)
+            storeVector(arena, (((((350592 +% (xi502 *% 1024)) +% (part501 *% 32)) +% 832) +% (nb503 *% 16)) +% 8), t507_c1_1)
+            storeVector(arena, ((((350592 +% (xi502 *% 1024)) +% (part501 *% 32)) +% 896) +% (nb503 *% 16)), t507_c2_0)
+            storeVector(arena, (((((350592 +% (xi502 *% 1024)) +% (part501 *% 32)) +% 896) +% (nb503 *% 16)) +% 8), t507_c2_1)
+            storeVector(arena, ((((350592 +% (xi502 *% 1024)) +% (part501 *% 32)) +% 960) +% (nb503 *% 16)), t507_c3_0)
+            storeVector(arena, (((((350592 +% (xi502 *% 1024)) +% (part501 *% 32)) +% 960) +% (nb503 *% 16)) +% 8), t507_c3_1)
           }
         }
       }
-      for j499 in 0..<1 {
-        for ty500 in 0..<4 {
-          for tx501 in 0..<4 {
-            for cv502 in 0..<4 {
-              let w503 = ((loadVector(arena, ((350592 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))) + loadVector(arena, ((354688 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8))))) + loadVector(arena, ((358784 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))))
-              let w504 = ((loadVector(arena, ((354688 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))) - loadVector(arena, ((358784 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8))))) - loadVector(arena, ((362880 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))))
-              let w505 = ((loadVector(arena, ((351616 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))) + loadVector(arena, ((355712 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8))))) + loadVector(arena, ((359808 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))))
-              let w506 = ((loadVector(arena, ((355712 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))) - loadVector(arena, ((359808 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8))))) - loadVector(arena, ((363904 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))))
-              let w507 = ((loadVector(arena, ((352640 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))) + loadVector(arena, ((356736 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8))))) + loadVector(arena, ((360832 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))))
-              let w508 = ((loadVector(arena, ((356736 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))) - loadVector(arena, ((360832 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8))))) - loadVector(arena, ((364928 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))))
-              let w509 = ((loadVector(arena, ((353664 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))) + loadVector(arena, ((357760 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8))))) + loadVector(arena, ((361856 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))))
-              let w510 = ((loadVector(arena, ((357760 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))) - loadVector(arena, ((361856 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8))))) - loadVector(arena, ((365952 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))))
-              let w511 = ((w503 + w505) + w507)
-              let w512 = ((w505 - w507) - w509)
-              let w513 = ((w504 + w506) + w508)
-              let w514 = ((w506 - w508) - w510)
-              storeVector(arena, ((366976 +% (((((j499 *% 8) +% (ty500 *% 2)) *% 8) +% (tx501 *% 2)) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8))), ((w511 * loadVector(arena, ((part490 *% 32) +% (cv502 *% 8)))) + loadVector(arena, (64 +% ((part490 *% 32) +% (cv502 *% 8))))))
-              storeVector(arena, ((366976 +% ((((((j499 *% 8) +% (ty500 *% 2)) *% 8) +% (tx501 *% 2)) +% 1) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8))), ((w512 * loadVector(arena, ((part490 *% 32) +% (cv502 *% 8)))) + loadVector(arena, (64 +% ((part490 *% 32) +% (cv502 *% 8))))))
-              storeVector(arena, ((366976 +% ((((((j499 *% 8) +% (ty500 *% 2)) +% 1) *% 8) +% (tx501 *% 2)) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8))), ((w513 * loadVector(arena, ((part490 *% 32) +% (cv502 *% 8)))) + loadVector(arena, (64 +% ((part490 *% 32) +% (cv502 *% 8))))))
-              storeVector(arena, ((366976 +% (((((((j499 *% 8) +% (ty500 *% 2)) +% 1) *% 8) +% (tx501 *% 2)) +% 1) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8))), ((w514 * loadVector(arena, ((part490 *% 32) +% (cv502 *% 8)))) + loadVector(arena, (64 +% ((part490 *% 32) +% (cv502 *% 8))))))
+      for j510 in 0..<1 {
+        for ty511 in 0..<4 {
+          for tx512 in 0..<4 {
+            for cv513 in 0..<4 {
+              let w514 = ((loadVector(arena, ((350592 +% ((((j510 *% 16) +% (ty511 *% 4)) +% tx512) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8)))) + loadVector(arena, ((354688 +% ((((j510 *% 16) +% (ty511 *% 4)) +% tx512) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8))))) + loadVector(arena, ((358784 +% ((((j510 *% 16) +% (ty511 *% 4)) +% tx512) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8)))))
+              let w515 = ((loadVector(arena, ((354688 +% ((((j510 *% 16) +% (ty511 *% 4)) +% tx512) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8)))) - loadVector(arena, ((358784 +% ((((j510 *% 16) +% (ty511 *% 4)) +% tx512) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8))))) - loadVector(arena, ((362880 +% ((((j510 *% 16) +% (ty511 *% 4)) +% tx512) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8)))))
+              let w516 = ((loadVector(arena, ((351616 +% ((((j510 *% 16) +% (ty511 *% 4)) +% tx512) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8)))) + loadVector(arena, ((355712 +% ((((j510 *% 16) +% (ty511 *% 4)) +% tx512) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8))))) + loadVector(arena, ((359808 +% ((((j510 *% 16) +% (ty511 *% 4)) +% tx512) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8)))))
+              let w517 = ((loadVector(arena, ((355712 +% ((((j510 *% 16) +% (ty511 *% 4)) +% tx512) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8)))) - loadVector(arena, ((359808 +% ((((j510 *% 16) +% (ty511 *% 4)) +% tx512) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8))))) - loadVector(arena, ((363904 +% ((((j510 *% 16) +% (ty511 *% 4)) +% tx512) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8)))))
+              let w518 = ((loadVector(arena, ((352640 +% ((((j510 *% 16) +% (ty511 *% 4)) +% tx512) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8)))) + loadVector(arena, ((356736 +% ((((j510 *% 16) +% (ty511 *% 4)) +% tx512) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8))))) + loadVector(arena, ((360832 +% ((((j510 *% 16) +% (ty511 *% 4)) +% tx512) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8)))))
+              let w519 = ((loadVector(arena, ((356736 +% ((((j510 *% 16) +% (ty511 *% 4)) +% tx512) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8)))) - loadVector(arena, ((360832 +% ((((j510 *% 16) +% (ty511 *% 4)) +% tx512) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8))))) - loadVector(arena, ((364928 +% ((((j510 *% 16) +% (ty511 *% 4)) +% tx512) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8)))))
+              let w520 = ((loadVector(arena, ((353664 +% ((((j510 *% 16) +% (ty511 *% 4)) +% tx512) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8)))) + loadVector(arena, ((357760 +% ((((j510 *% 16) +% (ty511 *% 4)) +% tx512) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8))))) + loadVector(arena, ((361856 +% ((((j510 *% 16) +% (ty511 *% 4)) +% tx512) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8)))))
+              let w521 = ((loadVector(arena, ((357760 +% ((((j510 *% 16) +% (ty511 *% 4)) +% tx512) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8)))) - loadVector(arena, ((361856 +% ((((j510 *% 16) +% (ty511 *% 4)) +% tx512) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8))))) - loadVector(arena, ((365952 +% ((((j510 *% 16) +% (ty511 *% 4)) +% tx512) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8)))))
+              let w522 = ((w514 + w516) + w518)
+              let w523 = ((w516 - w518) - w520)
+              let w524 = ((w515 + w517) + w519)
+              let w525 = ((w517 - w519) - w521)
+              storeVector(arena, ((366976 +% (((((j510 *% 8) +% (ty511 *% 2)) *% 8) +% (tx512 *% 2)) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8))), ((w522 * loadVector(arena, ((part501 *% 32) +% (cv513 *% 8)))) + loadVector(arena, (64 +% ((part501 *% 32) +% (cv513 *% 8))))))
+              storeVector(arena, ((366976 +% ((((((j510 *% 8) +% (ty511 *% 2)) *% 8) +% (tx512 *% 2)) +% 1) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8))), ((w523 * loadVector(arena, ((part501 *% 32) +% (cv513 *% 8)))) + loadVector(arena, (64 +% ((part501 *% 32) +% (cv513 *% 8))))))
+              storeVector(arena, ((366976 +% ((((((j510 *% 8) +% (ty511 *% 2)) +% 1) *% 8) +% (tx512 *% 2)) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8))), ((w524 * loadVector(arena, ((part501 *% 32) +% (cv513 *% 8)))) + loadVector(arena, (64 +% ((part501 *% 32) +% (cv513 *% 8))))))
+              storeVector(arena, ((366976 +% (((((((j510 *% 8) +% (ty511 *% 2)) +% 1) *% 8) +% (tx512 *% 2)) +% 1) *% 64)) +% ((part501 *% 32) +% (cv513 *% 8))), ((w525 * loadVector(arena, ((part501 *% 32) +% (cv513 *% 8)))) + loadVector(arena, (64 +% ((part501 *% 32) +% (cv513 *% 8))))))
             }
           }
         }
       }
-      for j515 in 0..<1 {
-        for c516 in 0..<32 {
-          for q517 in 0..<64 {
-            arena[(((1048576 +% ((g449 +% j515) *% 4096)) +% (((part490 *% 32) +% c516) *% 64)) +% q517)] = arena[((366976 +% (((j515 *% 64) +% q517) *% 64)) +% ((part490 *% 32) +% c516))]
+      for j526 in 0..<1 {
+        for c527 in 0..<32 {
+          for q528 in 0..<64 {
+            arena[(((1048576 +% ((g460 +% j526) *% 4096)) +% (((part501 *% 32) +% c527) *% 64)) +% q528)] = arena[((366976 +% (((j526 *% 64) +% q528) *% 64)) +% ((part501 *% 32) +% c527))]
           }
         }
       }
     }
   }
   // s3_pbn = batchnorm_fold()
-  for c518 in 0..<8 {
-    let scale519_v = (loadVector(params, ((c518 *% 8) +% 77264)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c518 *% 8) +% 78650)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c518 *% 8), scale519_v)
-    storeVector(arena, ((c518 *% 8) +% 64), (loadVector(params, ((c518 *% 8) +% 77328)) - (loadVector(params, ((c518 *% 8) +% 78586)) * scale519_v)))
+  for c529 in 0..<8 {
+    let scale530_v = (loadVector(params, ((c529 *% 8) +% 77264)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c529 *% 8) +% 78650)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c529 *% 8), scale530_v)
+    storeVector(arena, ((c529 *% 8) +% 64), (loadVector(params, ((c529 *% 8) +% 77328)) - (loadVector(params, ((c529 *% 8) +% 78586)) * scale530_v)))
   }
   // s3_proj = conv2d(x2, s3_pbn)
-  for g520 in 0..<4 {
-    for j521 in 0..<16 {
-      for c522 in 0..<32 {
-        for ky523 in 0..<1 {
-          for oy524 in 0..<8 {
-            for ox525 in 0..<8 {
-              arena[(((262272 +% ((c522 +% ky523) *% 1040)) +% (j521 *% 64)) +% ((oy524 *% 8) +% ox525))] = arena[((((524288 +% (((g520 *% 16) +% j521) *% 8192)) +% (c522 *% 256)) +% (((oy524 *% 2) +% ky523) *% 16)) +% (ox525 *% 2))]
+  for g531 in 0..<4 {
+    parallelFor(pool, 2) { part532 in
+      for j533 in 0..<16 {
+        for c534 in 0..<16 {
+          for ky535 in 0..<1 {
+            for oy536 in 0..<8 {
+              for ox537 in 0..<8 {
+                arena[(((262272 +% (((c534 +% (part532 *% 16)) +% ky535) *% 1040)) +% (j533 *% 64)) +% ((oy536 *% 8) +% ox537))] = arena[((((524288 +% (((g531 *% 16) +% j533) *% 8192)) +% ((c534 +% (part532 *% 16)) *% 256)) +% (((oy536 *% 2) +% ky535) *% 16)) +% (ox537 *% 2))]
+              }
             }
           }
         }
       }
     }
-    do {  // gemm533
-      for nb526 in 0..<42 {
-        for mb527 in 0..<16 {
-          var t528_c0_0 = Vector()
-          var t528_c0_1 = Vector()
-          var t528_c0_2 = Vector()
-          var t528_c1_0 = Vector()
-          var t528_c1_1 = Vector()
-          var t528_c1_2 = Vector()
-          var t528_c2_0 = Vector()
-          var t528_c2_1 = Vector()
-          var t528_c2_2 = Vector()
-          var t528_c3_0 = Vector()
-          var t528_c3_1 = Vector()
-          var t528_c3_2 = Vector()
-          for k529 in 0..<32 {
-            let t528_b0 = loadVector(arena, ((262272 +% (k529 *% 1040)) +% (nb526 *% 24)))
-            let t528_b1 = loadVector(arena, (((262272 +% (k529 *% 1040)) +% (nb526 *% 24)) +% 8))
-            let t528_b2 = loadVector(arena, (((262272 +% (k529 *% 1040)) +% (nb526 *% 24)) +% 16))
-            let t528_a0 = Vector(repeating: params[((75216 +% ((mb527 *% 4) *% 32)) +% k529)])
-            t528_c0_0 = t528_c0_0.addingProduct(t528_a0, t528_b0)
-            t528_c0_1 = t528_c0_1.addingProduct(t528_a0, t528_b1)
-            t528_c0_2 = t528_c0_2.addingProduct(t528_a0, t528_b2)
-            let t528_a1 = Vector(repeating: params[((75216 +% (((mb527 *% 4) +% 1) *% 32)) +% k529)])
-            t528_c1_0 = t528_c1_0.addingProduct(t528_a1, t528_b0)
-            t528_c1_1 = t528_c1_1.addingProduct(t528_a1, t528_b1)
-            t528_c1_2 = t528_c1_2.addingProduct(t528_a1, t528_b2)
-            let t528_a2 = Vector(repeating: params[((75216 +% (((mb527 *% 4) +% 2) *% 32)) +% k529)])
-            t528_c2_0 = t528_c2_0.addingProduct(t528_a2, t528_b0)
-            t528_c2_1 = t528_c2_1.addingProduct(t528_a2, t528_b1)
-            t528_c2_2 = t528_c2_2.addingProduct(t528_a2, t528_b2)
-            let t528_a3 = Vector(repeating: params[((75216 +% (((mb527 *% 4) +% 3) *% 32)) +% k529)])
-            t528_c3_0 = t528_c3_0.addingProduct(t528_a3, t528_b0)
-            t528_c3_1 = t528_c3_1.addingProduct(t528_a3, t528_b1)
-            t528_c3_2 = t528_c3_2.addingProduct(t528_a3, t528_b2)
+    parallelFor(pool, 2) { part538 in
+      do {  // gemm546
+        for nb539 in 0..<42 {
+          for mb540 in 0..<8 {
+            var t541_c0_0 = Vector()
+            var t541_c0_1 = Vector()
+            var t541_c0_2 = Vector()
+            var t541_c1_0 = Vector()
+            var t541_c1_1 = Vector()
+            var t541_c1_2 = Vector()
+            var t541_c2_0 = Vector()
+            var t541_c2_1 = Vector()
+            var t541_c2_2 = Vector()
+            var t541_c3_0 = Vector()
+            var t541_c3_1 = Vector()
+            var t541_c3_2 = Vector()
+            for k542 in 0..<32 {
+              let t541_b0 = loadVector(arena, ((262272 +% (k542 *% 1040)) +% (nb539 *% 24)))
+              let t541_b1 = loadVector(arena, (((262272 +% (k542 *% 1040)) +% (nb539 *% 24)) +% 8))
+              let t541_b2 = loadVector(arena, (((262272 +% (k542 *% 1040)) +% (nb539 *% 24)) +% 16))
+              let t541_a0 = Vector(repeating: params[(((75216 +% ((part538 *% 32) *% 32)) +% ((mb540 *% 4) *% 32)) +% k542)])
+              t541_c0_0 = t541_c0_0.addingProduct(t541_a0, t541_b0)
+              t541_c0_1 = t541_c0_1.addingProduct(t541_a0, t541_b1)
+              t541_c0_2 = t541_c0_2.addingProduct(t541_a0, t541_b2)
+              let t541_a1 = Vector(repeating: params[(((75216 +% ((part538 *% 32) *% 32)) +% (((mb540 *% 4) +% 1) *% 32)) +% k542)])
+              t541_c1_0 = t541_c1_0.addingProduct(t541_a1, t541_b0)
+              t541_c1_1 = t541_c1_1.addingProduct(t541_a1, t541_b1)
+              t541_c1_2 = t541_c1_2.addingProduct(t541_a1, t541_b2)
+              let t541_a2 = Vector(repeating: params[(((75216 +% ((part538 *% 32) *% 32)) +% (((mb540 *% 4) +% 2) *% 32)) +% k542)])
+              t541_c2_0 = t541_c2_0.addingProduct(t541_a2, t541_b0)
+              t541_c2_1 = t541_c2_1.addingProduct(t541_a2, t541_b1)
+              t541_c2_2 = t541_c2_2.addingProduct(t541_a2, t541_b2)
+              let t541_a3 = Vector(repeating: params[(((75216 +% ((part538 *% 32) *% 32)) +% (((mb540 *% 4) +% 3) *% 32)) +% k542)])
+              t541_c3_0 = t541_c3_0.addingProduct(t541_a3, t541_b0)
+              t541_c3_1 = t541_c3_1.addingProduct(t541_a3, t541_b1)
+              t541_c3_2 = t541_c3_2.addingProduct(t541_a3, t541_b2)
+            }
+            storeVector(arena, (((295552 +% ((part538 *% 32) *% 1040)) +% ((mb540 *% 4) *% 1040)) +% (nb539 *% 24)), t541_c0_0)
+            storeVector(arena, ((((295552 +% ((part538 *% 32) *% 1040)) +% ((mb540 *% 4) *% 1040)) +% (nb539 *% 24)) +% 8), t541_c0_1)
+            storeVector(arena, ((((295552 +% ((part538 *% 32) *% 1040)) +% ((mb540 *% 4) *% 1040)) +% (nb539 *% 24)) +% 16), t541_c0_2)
+            storeVector(arena, (((295552 +% ((part538 *% 32) *% 1040)) +% (((mb540 *% 4) +% 1) *% 1040)) +% (nb539 *% 24)), t541_c1_0)
+            storeVector(arena, ((((295552 +% ((part538 *% 32) *% 1040)) +% (((mb540 *% 4) +% 1) *% 1040)) +% (nb539 *% 24)) +% 8), t541_c1_1)
+            storeVector(arena, ((((295552 +% ((part538 *% 32) *% 1040)) +% (((mb540 *% 4) +% 1) *% 1040)) +% (nb539 *% 24)) +% 16), t541_c1_2)
+            storeVector(arena, (((295552 +% ((part538 *% 32) *% 1040)) +% (((mb540 *% 4) +% 2) *% 1040)) +% (nb539 *% 24)), t541_c2_0)
+            storeVector(arena, ((((295552 +% ((part538 *% 32) *% 1040)) +% (((mb540 *% 4) +% 2) *% 1040)) +% (nb539 *% 24)) +% 8), t541_c2_1)
+            storeVector(arena, ((((295552 +% ((part538 *% 32) *% 1040)) +% (((mb540 *% 4) +% 2) *% 1040)) +% (nb539 *% 24)) +% 16), t541_c2_2)
+            storeVector(arena, (((295552 +% ((part538 *% 32) *% 1040)) +% (((mb540 *% 4) +% 3) *% 1040)) +% (nb539 *% 24)), t541_c3_0)
+            storeVector(arena, ((((295552 +% ((part538 *% 32) *% 1040)) +% (((mb540 *% 4) +% 3) *% 1040)) +% (nb539 *% 24)) +% 8), t541_c3_1)
+            storeVector(arena, ((((295552 +% ((part538 *% 32) *% 1040)) +% (((mb540 *% 4) +% 3) *% 1040)) +% (nb539 *% 24)) +% 16), t541_c3_2)
           }
-          storeVector(arena, ((295552 +% ((mb527 *% 4) *% 1040)) +% (nb526 *% 24)), t528_c0_0)
-          storeVector(arena, (((295552 +% ((mb527 *% 4) *% 1040)) +% (nb526 *% 24)) +% 8), t528_c0_1)
-          storeVector(arena, (((295552 +% ((mb527 *% 4) *% 1040)) +% (nb526 *% 24)) +% 16), t528_c0_2)
-          storeVector(arena, ((295552 +% (((mb527 *% 4) +% 1) *% 1040)) +% (nb526 *% 24)), t528_c1_0)
-          storeVector(arena, (((295552 +% (((mb527 *% 4) +% 1) *% 1040)) +% (nb526 *% 24)) +% 8), t528_c1_1)
-          storeVector(arena, (((295552 +% (((mb527 *% 4) +% 1) *% 1040)) +% (nb526 *% 24)) +% 16), t528_c1_2)
-          storeVector(arena, ((295552 +% (((mb527 *% 4) +% 2) *% 1040)) +% (nb526 *% 24)), t528_c2_0)
-          storeVector(arena, (((295552 +% (((mb527 *% 4) +% 2) *% 1040)) +% (nb526 *% 24)) +% 8), t528_c2_1)
-          storeVector(arena, (((295552 +% (((mb527 *% 4) +% 2) *% 1040)) +% (nb526 *% 24)) +% 16), t528_c2_2)
-          storeVector(arena, ((295552 +% (((mb527 *% 4) +% 3) *% 1040)) +% (nb526 *% 24)), t528_c3_0)
-          storeVector(arena, (((295552 +% (((mb527 *% 4) +% 3) *% 1040)) +% (nb526 *% 24)) +% 8), t528_c3_1)
-          storeVector(arena, (((295552 +% (((mb527 *% 4) +% 3) *% 1040)) +% (nb526 *% 24)) +% 16), t528_c3_2)
+        }
+        for mb543 in 0..<8 {
+          var t544_c0_0 = Vector()
+          var t544_c0_1 = Vector()
+          var t544_c1_0 = Vector()
+          var t544_c1_1 = Vector()
+          var t544_c2_0 = Vector()
+          var t544_c2_1 = Vector()
+          var t544_c3_0 = Vector()
+          var t544_c3_1 = Vector()
+          for k545 in 0..<32 {
+            let t544_b0 = loadVector(arena, ((262272 +% (k545 *% 1040)) +% 1008))
+            let t544_b1 = loadVector(arena, (((262272 +% (k545 *% 1040)) +% 1008) +% 8))
+            let t544_a0 = Vector(repeating: params[(((75216 +% ((part538 *% 32) *% 32)) +% ((mb543 *% 4) *% 32)) +% k545)])
+            t544_c0_0 = t544_c0_0.addingProduct(t544_a0, t544_b0)
+            t544_c0_1 = t544_c0_1.addingProduct(t544_a0, t544_b1)
+            let t544_a1 = Vector(repeating: params[(((75216 +% ((part538 *% 32) *% 32)) +% (((mb543 *% 4) +% 1) *% 32)) +% k545)])
+            t544_c1_0 = t544_c1_0.addingProduct(t544_a1, t544_b0)
+            t544_c1_1 = t544_c1_1.addingProduct(t544_a1, t544_b1)
+            let t544_a2 = Vector(repeating: params[(((75216 +% ((part538 *% 32) *% 32)) +% (((mb543 *% 4) +% 2) *% 32)) +% k545)])
+            t544_c2_0 = t544_c2_0.addingProduct(t544_a2, t544_b0)
+            t544_c2_1 = t544_c2_1.addingProduct(t544_a2, t544_b1)
+            let t544_a3 = Vector(repeating: params[(((75216 +% ((part538 *% 32) *% 32)) +% (((mb543 *% 4) +% 3) *% 32)) +% k545)])
+            t544_c3_0 = t544_c3_0.addingProduct(t544_a3, t544_b0)
+            t544_c3_1 = t544_c3_1.addingProduct(t544_a3, t544_b1)
+          }
+          storeVector(arena, (((295552 +% ((part538 *% 32) *% 1040)) +% ((mb543 *% 4) *% 1040)) +% 1008), t544_c0_0)
+          storeVector(arena, ((((295552 +% ((part538 *% 32) *% 1040)) +% ((mb543 *% 4) *% 1040)) +% 1008) +% 8), t544_c0_1)
+          storeVector(arena, (((295552 +% ((part538 *% 32) *% 1040)) +% (((mb543 *% 4) +% 1) *% 1040)) +% 1008), t544_c1_0)
+          storeVector(arena, ((((295552 +% ((part538 *% 32) *% 1040)) +% (((mb543 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t544_c1_1)
+          storeVector(arena, (((295552 +% ((part538 *% 32) *% 1040)) +% (((mb543 *% 4) +% 2) *% 1040)) +% 1008), t544_c2_0)
+          storeVector(arena, ((((295552 +% ((part538 *% 32) *% 1040)) +% (((mb543 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t544_c2_1)
+          storeVector(arena, (((295552 +% ((part538 *% 32) *% 1040)) +% (((mb543 *% 4) +% 3) *% 1040)) +% 1008), t544_c3_0)
+          storeVector(arena, ((((295552 +% ((part538 *% 32) *% 1040)) +% (((mb543 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t544_c3_1)
         }
       }
-      for mb530 in 0..<16 {
-        var t531_c0_0 = Vector()
-        var t531_c0_1 = Vector()
-        var t531_c1_0 = Vector()
-        var t531_c1_1 = Vector()
-        var t531_c2_0 = Vector()
-        var t531_c2_1 = Vector()
-        var t531_c3_0 = Vector()
-        var t531_c3_1 = Vector()
-        for k532 in 0..<32 {
-          let t531_b0 = loadVector(arena, ((262272 +% (k532 *% 1040)) +% 1008))
-          let t531_b1 = loadVector(arena, (((262272 +% (k532 *% 1040)) +% 1008) +% 8))
-          let t531_a0 = Vector(repeating: params[((75216 +% ((mb530 *% 4) *% 32)) +% k532)])
-          t531_c0_0 = t531_c0_0.addingProduct(t531_a0, t531_b0)
-          t531_c0_1 = t531_c0_1.addingProduct(t531_a0, t531_b1)
-          let t531_a1 = Vector(repeating: params[((75216 +% (((mb530 *% 4) +% 1) *% 32)) +% k532)])
-          t531_c1_0 = t531_c1_0.addingProduct(t531_a1, t531_b0)
-          t531_c1_1 = t531_c1_1.addingProduct(t531_a1, t531_b1)
-          let t531_a2 = Vector(repeating: params[((75216 +% (((mb530 *% 4) +% 2) *% 32)) +% k532)])
-          t531_c2_0 = t531_c2_0.addingProduct(t531_a2, t531_b0)
-          t531_c2_1 = t531_c2_1.addingProduct(t531_a2, t531_b1)
-          let t531_a3 = Vector(repeating: params[((75216 +% (((mb530 *% 4) +% 3) *% 32)) +% k532)])
-          t531_c3_0 = t531_c3_0.addingProduct(t531_a3, t531_b0)
-          t531_c3_1 = t531_c3_1.addingProduct(t531_a3, t531_b1)
-        }
-        storeVector(arena, ((295552 +% ((mb530 *% 4) *% 1040)) +% 1008), t531_c0_0)
-        storeVector(arena, (((295552 +% ((mb530 *% 4) *% 1040)) +% 1008) +% 8), t531_c0_1)
-        storeVector(arena, ((295552 +% (((mb530 *% 4) +% 1) *% 1040)) +% 1008), t531_c1_0)
-        storeVector(arena, (((295552 +% (((mb530 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t531_c1_1)
-        storeVector(arena, ((295552 +% (((mb530 *% 4) +% 2) *% 1040)) +% 1008), t531_c2_0)
-        storeVector(arena, (((295552 +% (((mb530 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t531_c2_1)
-        storeVector(arena, ((295552 +% (((mb530 *% 4) +% 3) *% 1040)) +% 1008), t531_c3_0)
-        storeVector(arena, (((295552 +% (((mb530 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t531_c3_1)
-      }
-    }
-    for j534 in 0..<16 {
-      for f535 in 0..<64 {
-        for i536 in 0..<8 {
-          storeVector(arena, ((i536 *% 8) +% ((128 +% (((g520 *% 16) +% j534) *% 4096)) +% (f535 *% 64))), ((loadVector(arena, ((i536 *% 8) +% ((295552 +% (f535 *% 1040)) +% (j534 *% 64)))) * Vector(repeating: arena[f535])) + Vector(repeating: arena[(64 +% f535)])))
+      for j547 in 0..<16 {
+        for f548 in 0..<32 {
+          for i549 in 0..<8 {
+            storeVector(arena, ((i549 *% 8) +% ((128 +% (((g531 *% 16) +% j547) *% 4096)) +% ((f548 +% (part538 *% 32)) *% 64))), ((loadVector(arena, ((i549 *% 8) +% ((295552 +% ((f548 +% (part538 *% 32)) *% 1040)) +% (j547 *% 64)))) * Vector(repeating: arena[(f548 +% (part538 *% 32))])) + Vector(repeating: arena[(64 +% (f548 +% (part538 *% 32)))])))
+          }
         }
       }
     }
   }
   // s3_sum = add(s3_conv2, s3_proj)
-  for i537 in 0..<32768 {
-    storeVector(arena, ((i537 *% 8) +% 262272), (loadVector(arena, ((i537 *% 8) +% 1048576)) + loadVector(arena, ((i537 *% 8) +% 128))))
+  parallelFor(pool, 2) { part550 in
+    for i551 in 0..<131072 {
+      arena[(262272 +% (i551 +% (part550 *% 131072)))] = (arena[(1048576 +% (i551 +% (part550 *% 131072)))] + arena[(128 +% (i551 +% (part550 *% 131072)))])
+    }
   }
   // x3 = relu(s3_sum)
-  for i538 in 0..<32768 {
-    storeVector(arena, (i538 *% 8), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i538 *% 8) +% 262272)), where: loadVector(arena, ((i538 *% 8) +% 262272)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part552 in
+    for i553 in 0..<131072 {
+      arena[(i553 +% (part552 *% 131072))] = (arena[(262272 +% (i553 +% (part552 *% 131072)))] > Float(0) ? arena[(262272 +% (i553 +% (part552 *% 131072)))] : Float(0))
+    }
   }
   // gap = global_avgpool(x3)
-  for q539 in 0..<4096 {
-    var acc540: Float = Float(0)
-    for i541 in 0..<64 {
-      acc540 = (acc540 + arena[((q539 *% 64) +% i541)])
+  for q554 in 0..<4096 {
+    var acc555: Float = Float(0)
+    for i556 in 0..<64 {
+      acc555 = (acc555 + arena[((q554 *% 64) +% i556)])
     }
-    arena[(262144 +% q539)] = (acc540 / Float(64))
+    arena[(262144 +% q554)] = (acc555 / Float(64))
   }
   // flat = flatten(gap)
   // fc = dense(flat)
   sgemm(101, 111, 112, 64, 10, 64, 1, arena + 262144, 64, params + 77392, 64, Float(bitPattern: 0x0), arena + 0, 10)
-  for n542 in 0..<64 {
-    for u543 in 0..<1 {
-      storeVector(arena, ((u543 *% 8) +% (n542 *% 10)), (loadVector(arena, ((u543 *% 8) +% (n542 *% 10))) + loadVector(params, ((u543 *% 8) +% 78032))))
+  for n557 in 0..<64 {
+    for u558 in 0..<1 {
+      storeVector(arena, ((u558 *% 8) +% (n557 *% 10)), (loadVector(arena, ((u558 *% 8) +% (n557 *% 10))) + loadVector(params, ((u558 *% 8) +% 78032))))
     }
-    for u543 in 0..<1 {
-      storePartial(arena, ((u543 +% 8) +% (n542 *% 10)), (loadPartial(arena, ((u543 +% 8) +% (n542 *% 10)), 2) + loadPartial(params, ((u543 +% 8) +% 78032), 2)), 2)
+    for u558 in 0..<1 {
+      storePartial(arena, ((u558 +% 8) +% (n557 *% 10)), (loadPartial(arena, ((u558 +% 8) +% (n557 *% 10)), 2) + loadPartial(params, ((u558 +% 8) +% 78032), 2)), 2)
     }
   }
 }

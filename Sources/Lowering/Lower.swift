@@ -202,10 +202,13 @@ struct Emitter {
   }
 
   /// The equal parts a layer of `macs` multiply-adds splits into over `units` independent units (vectors
-  /// of output channels, groups of dense units): the most parts, up to the target's, that divide `units`;
-  /// one in a training program (its shards already use every core) or below `Target.parallelWorkBelow`.
-  func parallelParts(units: Int, macs: Int) -> Int {
-    guard !training, macs >= Target.parallelWorkBelow, units > 1 else { return 1 }
+  /// of output channels, groups of dense units): the most parts, up to the target's, that divide `units`
+  /// (any count, without units); one in a training program (its shards already use every core) or below
+  /// `Target.parallelWorkBelow`.
+  func parallelParts(units: Int? = nil, macs: Int) -> Int {
+    guard !training, macs >= Target.parallelWorkBelow else { return 1 }
+    guard let units else { return target.parallelParts }
+    guard units > 1 else { return 1 }
     return (1...min(target.parallelParts, units)).last { units % $0 == 0 }!
   }
 

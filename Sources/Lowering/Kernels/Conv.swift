@@ -150,10 +150,13 @@ extension Emitter {
   /// (`scalarLoops`). A training step's JIT on x86-64-v3 took 0.83x the time (four paired `cnnc bench`
   /// runs, Zen 5). Without a window the planes would be a second pass over the input for nothing: ResNet-8's
   /// unwindowed convs trained 5% slower through them.
-  mutating func im2col(_ a: Conv2DAttrs, _ s: ConvShape, x: Placement, g: IExpr, col: Int, window: Int = 1, phases: Int = 0) -> [Stmt] {
+  mutating func im2col(_ a: Conv2DAttrs, _ s: ConvShape, x: Placement, g: IExpr, col: Int, window: Int = 1, phases: Int = 0,
+                       channels: (first: IExpr, count: Int)? = nil) -> [Stmt] {
     guard window > 1 else {
+      let channels = channels ?? (.c(0), s.c)
       return [loop("j", s.group) { e, j in
-        [e.loop("c", s.c) { e, ci in
+        [e.loop("c", channels.count) { e, cv in
+          let ci = cv + channels.first
           func at(_ ci: IExpr, _ ky: IExpr, _ kx: Int, _ column: IExpr) -> IExpr {
             .c(col) + ((ci * s.k + ky) * s.k + .c(kx)) * s.row + j * s.plane + column
           }
@@ -267,18 +270,30 @@ extension Emitter {
       body.append(elementwise(pooled) { q in .store(.arena, .c(table) + q, .ofInt(IExpr.div(q, px) * (window * s.ow) + IExpr.rem(q, px) * window)) })
     }
     body += clearPhases(a, s, phases: phases, window: window)
+    // At inference the GEMM and its epilogue split by output channels (the pooling epilogues stay whole); the
+    // column copy by input channels, when a window does not order it.
+    let parts = pool == nil ? parallelParts(units: s.f, macs: s.n * s.f * s.plane * s.ckk) : 1
+    let copyParts = window == 1 && !inPlace ? parallelParts(units: s.c, macs: s.n * s.f * s.plane * s.ckk) : 1
     body.append(loop("g", s.n / s.group) { e, g in
-      var out = inPlace ? [] : e.im2col(a, s, x: x, g: g, col: col, window: window, phases: phases)
+      var out = inPlace ? [] : e.inParts(copyParts, of: "input channels") { e, part in
+        e.im2col(a, s, x: x, g: g, col: col, window: window, phases: phases, channels: (part * (s.c / copyParts), s.c / copyParts))
+      }
       // tmp[F x cols] = W[F x ckk] * col[ckk x cols], vectorised along the columns.
       let b: (Base, IExpr) = inPlace ? (x.base, .c(x.offset) + g * (s.c * s.plane)) : (.arena, .c(col))
-      out += e.tiledGemm(TiledGemm(m: s.f, n: s.cols, k: s.ckk, a: (.params, .c(w.offset)), aRow: s.ckk, aCol: 1,
-                                   b: b, ldb: inPlace ? s.plane : s.row, c: (.arena, .c(tmp)), ldc: s.row, accumulate: false))
-      if window > 1 {
-        out.append(e.windowMajorPool(epilogue, g: g))
-      } else if let p = pool {
-        out.append(e.poolPlane(epilogue, p, g: g))
-      } else {
-        out.append(e.storePlane(epilogue, relu: relu, g: g))
+      let rows = s.f / parts
+      out += e.inParts(parts, of: "output channels") { e, part in
+        let f0 = part * rows
+        var out = e.tiledGemm(TiledGemm(m: rows, n: s.cols, k: s.ckk, a: (.params, .c(w.offset) + f0 * s.ckk), aRow: s.ckk, aCol: 1,
+                                        b: b, ldb: inPlace ? s.plane : s.row, c: (.arena, .c(tmp) + f0 * s.row), ldc: s.row,
+                                        accumulate: false, calls: parts))
+        if window > 1 {
+          out.append(e.windowMajorPool(epilogue, g: g))
+        } else if let p = pool {
+          out.append(e.poolPlane(epilogue, p, g: g))
+        } else {
+          out.append(e.storePlane(epilogue, relu: relu, g: g, filters: (f0, rows)))
+        }
+        return out
       }
       return out
     })
@@ -338,9 +353,10 @@ extension Emitter {
   }
 
   /// The biased conv plane (relu'd when fused) to the output in NCHW order.
-  mutating func storePlane(_ c: ConvEpilogue, relu: Bool, g: IExpr) -> Stmt {
+  mutating func storePlane(_ c: ConvEpilogue, relu: Bool, g: IExpr, filters: (first: IExpr, count: Int)) -> Stmt {
     let s = c.s
-    return loop("j", s.group) { e, j in [e.loop("f", s.f) { e, fi in [e.loop("i", s.plane) { _, i in
+    return loop("j", s.group) { e, j in [e.loop("f", filters.count) { e, fv in [e.loop("i", s.plane) { _, i in
+      let fi = fv + filters.first
       let v = c.biased(.load(.arena, .c(c.tmp) + fi * s.row + j * s.plane + i), fi)
       return [.store(c.y.base, .c(c.y.offset) + (g * s.group + j) * (s.f * s.plane) + fi * s.plane + i,
                      relu ? .select(.fgt(v, .c(0)), v, .c(0)) : v)]
@@ -471,7 +487,8 @@ extension Conv2DOp: Lowerable {
   /// A forward conv's scratch, with the pool its epilogue fuses (which orders the columns).
   func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target, pool: PoolAttrs?) -> Int {
     let x = shapes[n.args[0]]!.dims, a = attrs.clamped(input: x)
-    if a.isDirect { return Emitter.directConvShape(a, x: x).floats }
+    // Planes for each part an inference program splits the groups into (see `directConv`).
+    if a.isDirect { return Emitter.directConvShape(a, x: x).floats * target.parallelParts }
     if ConvCost.forward(a, x: x, target: target).0 == .winograd {
       let s = WinogradShape.forward(a, x: x, target: target)
       return s.forwardFloats + s.planeFloats

@@ -8,11 +8,30 @@ extension Emitter {
   mutating func elementwise(_ n: Node, _ value: (IExpr, [(IExpr) -> FExpr]) -> FExpr) {
     let out = at(n.name)
     let args: [(IExpr) -> FExpr] = n.args.map(at).map { p in { i in .load(p.base, .c(p.offset) + i) } }
-    body.append(loop("i", out.count) { e, i in
-      let (bindings, v) = SubexpressionSharing.share(value(i, args)) { e.fresh("t") }
-      return bindings + [.store(out.base, .c(out.offset) + i, v)]
-    })
+    body += inRanges(out.count) { e, first, count in
+      [e.loop("i", count) { e, v in
+        let i = v + first
+        let (bindings, v) = SubexpressionSharing.share(value(i, args)) { e.fresh("t") }
+        return bindings + [.store(out.base, .c(out.offset) + i, v)]
+      }]
+    }
   }
+
+  /// `body(first, count)` over 0..<total: at inference, when the pass is large, in equal parts of whole cache
+  /// lines for the pool (the rest after them, on the calling thread); else once over everything.
+  mutating func inRanges(_ total: Int, _ body: (inout Emitter, IExpr, Int) -> [Stmt]) -> [Stmt] {
+    let line = 64 / MemoryLayout<Float>.size
+    let parts = total >= line * target.parallelParts ? parallelParts(macs: total * Self.elementwiseWeight) : 1
+    guard parts > 1 else { return body(&self, .c(0), total) }
+    let each = total / parts / line * line
+    var out = inParts(parts, of: "elements") { e, part in body(&e, part * each, each) }
+    if total > each * parts { out += body(&self, .c(each * parts), total - each * parts) }
+    return out
+  }
+
+  /// An elementwise pass's work in multiply-add equivalents per element, for `Target.parallelWorkBelow`: moving
+  /// a float through memory costs about what a few multiply-adds of a GEMM do.
+  static let elementwiseWeight = 4
 
   /// Dropout's mask and scale applied to operand 0; `key` names the forward dropout, so the gradient
   /// reapplies its mask. The RNG is `Dropout`'s (stream base per kernel, one draw per element), in 64-bit

@@ -49,14 +49,14 @@ extension Emitter {
   /// Each input element of group `g` of image `b` to its padded plane position (`toPlanes`), or back
   /// (`!toPlanes`, from planes at `planes` into the NCHW buffer `x`). The column ranges are static, so the
   /// loops have no bounds checks.
-  private mutating func planeCopy(_ s: DirectConvShape, b: IExpr, g: IExpr, x: Placement, planes: Int, toPlanes: Bool) -> Stmt {
+  private mutating func planeCopy(_ s: DirectConvShape, b: IExpr, g: IExpr, x: Placement, planes: IExpr, toPlanes: Bool) -> Stmt {
     loop("ci", s.cg) { e, ci in [e.loop("iy", s.h) { e, iy in
       (0..<s.stride).compactMap { r -> Stmt? in
         let valid = Self.validRange(step: s.stride, shift: r - s.padding, size: s.w, outputs: s.columns)
         guard !valid.isEmpty else { return nil }
         return e.loop("j", valid.count) { _, v in
           let j = v + valid.lowerBound
-          let plane = IExpr.c(planes) + s.index(ci, row: iy + s.padding, phase: r, column: j)
+          let plane = planes + s.index(ci, row: iy + s.padding, phase: r, column: j)
           let image = IExpr.c(x.offset) + s.input(b, g * s.cg + ci, iy, j * s.stride + (r - s.padding))
           return [toPlanes ? .store(.arena, plane, .load(x.base, image)) : .store(x.base, image, .load(.arena, plane))]
         }
@@ -65,12 +65,12 @@ extension Emitter {
   }
 
   /// `body(ci, ky, kx, phase-split index of the tap for output row oy, column first)` over a filter's taps.
-  private mutating func taps(_ s: DirectConvShape, planes: Int, oy: IExpr, first: IExpr,
+  private mutating func taps(_ s: DirectConvShape, planes: IExpr, oy: IExpr, first: IExpr,
                              _ body: (IExpr, IExpr, Int, IExpr) -> Stmt) -> [Stmt] {
     small("ci", s.cg) { e, ci in e.small("ky", s.k) { _, ky in
       (0..<s.k).map { kx in
         let t = s.tap(kx)
-        return body(ci, ky, kx, .c(planes) + s.index(ci, row: oy * s.stride + ky * s.dilation, phase: t.phase, column: first + t.shift))
+        return body(ci, ky, kx, planes + s.index(ci, row: oy * s.stride + ky * s.dilation, phase: t.phase, column: first + t.shift))
       }
     } }
   }
@@ -80,10 +80,13 @@ extension Emitter {
     let s = Self.directConvShape(a, x: dims(n.args[0]))
     let x = at(n.args[0]), y = at(n.name), w = at("\(n.name).weight"), planes = plan.scratch[n.name]!.offset
     let bias = a.bias ? at("\(n.name).bias") : nil, fold = foldOperand(n, scaled: a.scaled)
+    // At inference the groups split into parts, each with planes of its own.
+    let parts = parallelParts(units: s.groups, macs: s.n * s.f * s.oh * s.ow * s.cg * s.k * s.k), perPart = s.groups / parts
     // The padding stays zero: only the planes' interior is written below.
-    body.append(zeroArena(planes, s.floats))
-    body.append(loop("b", s.n) { e, b in [e.loop("g", s.groups) { e, g in
-      [e.planeCopy(s, b: b, g: g, x: x, planes: planes, toPlanes: true), e.loop("f", s.fg) { e, fi in [e.loop("oy", s.oh) { e, oy in
+    body.append(zeroArena(planes, s.floats * parts))
+    body.append(loop("b", s.n) { e, b in e.inParts(parts, of: "groups") { e, part in [e.loop("g", perPart) { e, gv in
+      let g = gv + part * perPart, planes = IExpr.c(planes) + part * s.floats
+      return [e.planeCopy(s, b: b, g: g, x: x, planes: planes, toPlanes: true), e.loop("f", s.fg) { e, fi in [e.loop("oy", s.oh) { e, oy in
         let o = g * s.fg + fi
         return e.vectorRuns(s.ow) { e, first, lanes in
           let acc = e.fresh("acc")
@@ -100,7 +103,7 @@ extension Emitter {
           return out
         }
       }] }]
-    }] })
+    }] } })
   }
 
   /// The input gradient: each output gradient scattered to its taps in padded planes, whose interior then
@@ -114,12 +117,12 @@ extension Emitter {
         return e.vectorRuns(s.ow) { e, first, lanes in
           let grad = e.fresh("dy")
           return [.vlocal(grad, .load(dy.base, .c(dy.offset) + ((b * s.f + o) * s.oh + oy) * s.ow + first, lanes: lanes))]
-            + e.taps(s, planes: planes, oy: oy, first: first) { ci, ky, kx, tap in
+            + e.taps(s, planes: .c(planes), oy: oy, first: first) { ci, ky, kx, tap in
               .vstore(.arena, tap, .fma(.broadcast(.load(w.base, .c(w.offset) + s.weight(o, ci, ky, kx))), .local(grad),
                                         .load(.arena, tap, lanes: lanes)), lanes: lanes)
             }
         }
-      }] }, e.planeCopy(s, b: b, g: g, x: dx, planes: planes, toPlanes: false)]
+      }] }, e.planeCopy(s, b: b, g: g, x: dx, planes: .c(planes), toPlanes: false)]
     }] })
   }
 
@@ -132,7 +135,7 @@ extension Emitter {
     body.append(zero(dw))
     body.append(zeroArena(planes, s.floats))
     body.append(loop("b", s.n) { e, b in [e.loop("g", s.groups) { e, g in
-      [e.planeCopy(s, b: b, g: g, x: x, planes: planes, toPlanes: true), e.loop("f", s.fg) { e, fi in
+      [e.planeCopy(s, b: b, g: g, x: x, planes: .c(planes), toPlanes: true), e.loop("f", s.fg) { e, fi in
         let o = g * s.fg + fi
         return e.small("ci", s.cg) { e, ci in e.small("ky", s.k) { e, ky in
           (0..<s.k).flatMap { kx -> [Stmt] in

@@ -163,14 +163,19 @@ enum ConvCost {
     macs / (2 * Double(target.lanes) * gemmShareOfPeak) + copied * cyclesPerTransformedFloat
   }
 
-  /// The algorithm for a 3x3-or-other conv pass of `cin` channels to `cout` over an oh x ow output, with
-  /// `eligible` nil when Winograd applies (else why it does not).
-  static func choose(cin: Int, cout: Int, oh: Int, ow: Int, eligible: String?, target: Target) -> (ConvAlgorithm, String) {
+  /// The algorithm for a 3x3-or-other conv pass of `cin` channels to `cout` over an oh x ow output of each of
+  /// `images` images, with `eligible` nil when Winograd applies (else why it does not).
+  ///
+  /// Winograd's kernel transform runs once per pass, so its share per image falls with the batch: at batch 1
+  /// ResNet-18's 512-channel layers (7x7 outputs, 16 tiles) spent more on transforming 2.4M weights than
+  /// Winograd saved in multiplies.
+  static func choose(cin: Int, cout: Int, oh: Int, ow: Int, images: Int, eligible: String?, target: Target) -> (ConvAlgorithm, String) {
     if let eligible { return (.im2col, eligible) }
     let tiles = Double(((oh + 1) / 2) * ((ow + 1) / 2)), plane = Double(oh * ow)
     let (c, f) = (Double(cin), Double(cout))
     let direct = cycles(macs: 9 * c * f * plane, copied: 9 * c * plane, target: target)
-    let winograd = cycles(macs: 16 * c * f * tiles, copied: 16 * (c + f) * tiles, target: target)
+    let kernels = Double(Winograd.positions) * c * f / Double(max(1, images))
+    let winograd = cycles(macs: 16 * c * f * tiles, copied: 16 * (c + f) * tiles + kernels, target: target)
     let model = "model \(Int((winograd / 1000).rounded()))k vs \(Int((direct / 1000).rounded()))k cycles per image for im2col"
     switch target.convAlgorithm {
     case .im2col: return (.im2col, "--conv im2col")
@@ -186,7 +191,7 @@ enum ConvCost {
     let o = a.output(x)
     let eligible: String? = a.kernel != 3 ? "kernel \(a.kernel)x\(a.kernel): Winograd F(2x2, 3x3) is for 3x3"
       : a.stride != 1 ? "stride \(a.stride): Winograd is for stride 1" : nil
-    return choose(cin: x[1], cout: a.filters, oh: o.h, ow: o.w, eligible: eligible, target: target)
+    return choose(cin: x[1], cout: a.filters, oh: o.h, ow: o.w, images: x[0], eligible: eligible, target: target)
   }
 
   /// The choice for an input gradient: the forward algorithm on dy with padding 2 - padding.
