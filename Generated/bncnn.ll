@@ -3114,10 +3114,10 @@ conv2.q160:                                       ; preds = %conv2.q160, %conv2.
   %1121 = load float, ptr %arena180, align 4
   %1122 = add nsw i64 %conv2.g9365, %conv2.j158177
   %1123 = mul nsw i64 %1122, 12544
-  %1124 = add nsw i64 2007040, %1123
-  %1125 = mul nsw i64 %conv2.c159178, 196
-  %1126 = add nsw i64 %1124, %1125
-  %1127 = add nsw i64 %1126, %conv2.q160179
+  %1124 = mul nsw i64 %conv2.c159178, 196
+  %1125 = add nsw i64 %1123, %1124
+  %1126 = add nsw i64 %1125, %conv2.q160179
+  %1127 = add nsw i64 2007040, %1126
   %arena181 = getelementptr inbounds float, ptr %arena, i64 %1127
   store float %1121, ptr %arena181, align 4
   %q160.next = add nsw i64 %conv2.q160179, 1

@@ -1527,10 +1527,10 @@ conv2.i60:                                        ; preds = %conv2.i60, %conv2.f
   %148 = mul nsw i64 %conv2.g361, 16
   %149 = add nsw i64 %148, %conv2.j5825
   %150 = mul nsw i64 %149, 1600
-  %151 = add nsw i64 376320, %150
-  %152 = mul nsw i64 %conv2.f5926, 100
-  %153 = add nsw i64 %151, %152
-  %154 = add nsw i64 %153, %conv2.i6027
+  %151 = mul nsw i64 %conv2.f5926, 100
+  %152 = add nsw i64 %150, %151
+  %153 = add nsw i64 %152, %conv2.i6027
+  %154 = add nsw i64 376320, %153
   %arena32 = getelementptr inbounds float, ptr %arena, i64 %154
   store float %147, ptr %arena32, align 4
   %i60.next = add nsw i64 %conv2.i6027, 1
@@ -22710,472 +22710,561 @@ entry:
 ; Function Attrs: noinline
 define internal void @lenet5_infer_b64.k1.pool1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %pool1.acc39 = alloca float, align 4
-  br label %pool1.q36
+  %part36.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part36.context, i32 0, i32 0
+  store ptr %params, ptr %0, align 8
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part36.context, i32 0, i32 1
+  store ptr %grads, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part36.context, i32 0, i32 2
+  store ptr %m, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part36.context, i32 0, i32 3
+  store ptr %v, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part36.context, i32 0, i32 4
+  store ptr %arena, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part36.context, i32 0, i32 5
+  store ptr %images, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part36.context, i32 0, i32 6
+  store ptr %labels, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part36.context, i32 0, i32 7
+  store float %lr, ptr %7, align 4
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part36.context, i32 0, i32 8
+  store i64 %step, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part36.context, i32 0, i32 9
+  store i64 %seed, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part36.context, i32 0, i32 10
+  store ptr %pool, ptr %10, align 8
+  %11 = icmp eq ptr %pool, null
+  br i1 %11, label %pool1.part36.serial, label %pool1.part36.pool
 
-pool1.q36:                                        ; preds = %pool1.py37.end, %entry
-  %pool1.q361 = phi i64 [ 0, %entry ], [ %q36.next, %pool1.py37.end ]
-  br label %pool1.py37
+pool1.part36.pool:                                ; preds = %entry
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @lenet5_infer_b64.k1.pool1.part36.task, ptr %part36.context, i64 2)
+  br label %pool1.part36.done
 
-pool1.q36.end:                                    ; preds = %pool1.py37.end
+pool1.part36.serial:                              ; preds = %entry
+  br label %pool1.part36
+
+pool1.part36.done:                                ; preds = %pool1.part36.end, %pool1.part36.pool
   ret void
 
-pool1.py37:                                       ; preds = %pool1.px38.end, %pool1.q36
-  %pool1.py372 = phi i64 [ 0, %pool1.q36 ], [ %py37.next, %pool1.px38.end ]
-  br label %pool1.px38
+pool1.part36:                                     ; preds = %pool1.part36, %pool1.part36.serial
+  %pool1.part361 = phi i64 [ 0, %pool1.part36.serial ], [ %part36.next, %pool1.part36 ]
+  call void @lenet5_infer_b64.k1.pool1.part36(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool1.part361)
+  %part36.next = add nsw i64 %pool1.part361, 1
+  %12 = icmp slt i64 %part36.next, 2
+  br i1 %12, label %pool1.part36, label %pool1.part36.end
 
-pool1.py37.end:                                   ; preds = %pool1.px38.end
-  %q36.next = add nsw i64 %pool1.q361, 1
-  %0 = icmp slt i64 %q36.next, 384
-  br i1 %0, label %pool1.q36, label %pool1.q36.end
+pool1.part36.end:                                 ; preds = %pool1.part36
+  br label %pool1.part36.done
+}
 
-pool1.px38:                                       ; preds = %pool1.px38, %pool1.py37
-  %pool1.px383 = phi i64 [ 0, %pool1.py37 ], [ %px38.next, %pool1.px38 ]
-  store float 0.000000e+00, ptr %pool1.acc39, align 4
-  %acc39 = load float, ptr %pool1.acc39, align 4
-  %1 = mul nsw i64 %pool1.q361, 784
-  %2 = mul nsw i64 %pool1.py372, 56
-  %3 = add nsw i64 %1, %2
-  %4 = mul nsw i64 %pool1.px383, 2
-  %5 = add nsw i64 %3, %4
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
-  %6 = load float, ptr %arena4, align 4
-  %7 = fadd float %acc39, %6
-  store float %7, ptr %pool1.acc39, align 4
-  %acc395 = load float, ptr %pool1.acc39, align 4
-  %8 = mul nsw i64 %pool1.q361, 784
-  %9 = mul nsw i64 %pool1.py372, 56
-  %10 = add nsw i64 %8, %9
-  %11 = mul nsw i64 %pool1.px383, 2
-  %12 = add nsw i64 %10, %11
-  %13 = add nsw i64 %12, 1
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
-  %14 = load float, ptr %arena6, align 4
-  %15 = fadd float %acc395, %14
-  store float %15, ptr %pool1.acc39, align 4
-  %acc397 = load float, ptr %pool1.acc39, align 4
-  %16 = mul nsw i64 %pool1.q361, 784
-  %17 = mul nsw i64 %pool1.py372, 56
-  %18 = add nsw i64 %16, %17
-  %19 = mul nsw i64 %pool1.px383, 2
-  %20 = add nsw i64 %18, %19
-  %21 = add nsw i64 %20, 28
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %21
-  %22 = load float, ptr %arena8, align 4
-  %23 = fadd float %acc397, %22
-  store float %23, ptr %pool1.acc39, align 4
-  %acc399 = load float, ptr %pool1.acc39, align 4
-  %24 = mul nsw i64 %pool1.q361, 784
-  %25 = mul nsw i64 %pool1.py372, 56
-  %26 = add nsw i64 %24, %25
-  %27 = mul nsw i64 %pool1.px383, 2
-  %28 = add nsw i64 %26, %27
-  %29 = add nsw i64 %28, 28
-  %30 = add nsw i64 %29, 1
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
-  %31 = load float, ptr %arena10, align 4
-  %32 = fadd float %acc399, %31
-  store float %32, ptr %pool1.acc39, align 4
-  %acc3911 = load float, ptr %pool1.acc39, align 4
-  %33 = fmul float %acc3911, 2.500000e-01
-  %34 = mul nsw i64 %pool1.q361, 196
-  %35 = add nsw i64 301056, %34
-  %36 = mul nsw i64 %pool1.py372, 14
+; Function Attrs: noinline
+define internal void @lenet5_infer_b64.k1.pool1.part36(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %pool1.acc40 = alloca float, align 4
+  br label %pool1.q37
+
+pool1.q37:                                        ; preds = %pool1.py38.end, %entry
+  %pool1.q371 = phi i64 [ 0, %entry ], [ %q37.next, %pool1.py38.end ]
+  br label %pool1.py38
+
+pool1.q37.end:                                    ; preds = %pool1.py38.end
+  ret void
+
+pool1.py38:                                       ; preds = %pool1.px39.end, %pool1.q37
+  %pool1.py382 = phi i64 [ 0, %pool1.q37 ], [ %py38.next, %pool1.px39.end ]
+  br label %pool1.px39
+
+pool1.py38.end:                                   ; preds = %pool1.px39.end
+  %q37.next = add nsw i64 %pool1.q371, 1
+  %1 = icmp slt i64 %q37.next, 192
+  br i1 %1, label %pool1.q37, label %pool1.q37.end
+
+pool1.px39:                                       ; preds = %pool1.px39, %pool1.py38
+  %pool1.px393 = phi i64 [ 0, %pool1.py38 ], [ %px39.next, %pool1.px39 ]
+  store float 0.000000e+00, ptr %pool1.acc40, align 4
+  %acc40 = load float, ptr %pool1.acc40, align 4
+  %2 = mul nsw i64 %0, 192
+  %3 = add nsw i64 %pool1.q371, %2
+  %4 = mul nsw i64 %3, 784
+  %5 = mul nsw i64 %pool1.py382, 56
+  %6 = add nsw i64 %4, %5
+  %7 = mul nsw i64 %pool1.px393, 2
+  %8 = add nsw i64 %6, %7
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %8
+  %9 = load float, ptr %arena4, align 4
+  %10 = fadd float %acc40, %9
+  store float %10, ptr %pool1.acc40, align 4
+  %acc405 = load float, ptr %pool1.acc40, align 4
+  %11 = mul nsw i64 %0, 192
+  %12 = add nsw i64 %pool1.q371, %11
+  %13 = mul nsw i64 %12, 784
+  %14 = mul nsw i64 %pool1.py382, 56
+  %15 = add nsw i64 %13, %14
+  %16 = mul nsw i64 %pool1.px393, 2
+  %17 = add nsw i64 %15, %16
+  %18 = add nsw i64 %17, 1
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %18
+  %19 = load float, ptr %arena6, align 4
+  %20 = fadd float %acc405, %19
+  store float %20, ptr %pool1.acc40, align 4
+  %acc407 = load float, ptr %pool1.acc40, align 4
+  %21 = mul nsw i64 %0, 192
+  %22 = add nsw i64 %pool1.q371, %21
+  %23 = mul nsw i64 %22, 784
+  %24 = mul nsw i64 %pool1.py382, 56
+  %25 = add nsw i64 %23, %24
+  %26 = mul nsw i64 %pool1.px393, 2
+  %27 = add nsw i64 %25, %26
+  %28 = add nsw i64 %27, 28
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %28
+  %29 = load float, ptr %arena8, align 4
+  %30 = fadd float %acc407, %29
+  store float %30, ptr %pool1.acc40, align 4
+  %acc409 = load float, ptr %pool1.acc40, align 4
+  %31 = mul nsw i64 %0, 192
+  %32 = add nsw i64 %pool1.q371, %31
+  %33 = mul nsw i64 %32, 784
+  %34 = mul nsw i64 %pool1.py382, 56
+  %35 = add nsw i64 %33, %34
+  %36 = mul nsw i64 %pool1.px393, 2
   %37 = add nsw i64 %35, %36
-  %38 = add nsw i64 %37, %pool1.px383
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %38
-  store float %33, ptr %arena12, align 4
-  %px38.next = add nsw i64 %pool1.px383, 1
-  %39 = icmp slt i64 %px38.next, 14
-  br i1 %39, label %pool1.px38, label %pool1.px38.end
+  %38 = add nsw i64 %37, 28
+  %39 = add nsw i64 %38, 1
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %39
+  %40 = load float, ptr %arena10, align 4
+  %41 = fadd float %acc409, %40
+  store float %41, ptr %pool1.acc40, align 4
+  %acc4011 = load float, ptr %pool1.acc40, align 4
+  %42 = fmul float %acc4011, 2.500000e-01
+  %43 = mul nsw i64 %0, 192
+  %44 = add nsw i64 %pool1.q371, %43
+  %45 = mul nsw i64 %44, 196
+  %46 = add nsw i64 301056, %45
+  %47 = mul nsw i64 %pool1.py382, 14
+  %48 = add nsw i64 %46, %47
+  %49 = add nsw i64 %48, %pool1.px393
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %49
+  store float %42, ptr %arena12, align 4
+  %px39.next = add nsw i64 %pool1.px393, 1
+  %50 = icmp slt i64 %px39.next, 14
+  br i1 %50, label %pool1.px39, label %pool1.px39.end
 
-pool1.px38.end:                                   ; preds = %pool1.px38
-  %py37.next = add nsw i64 %pool1.py372, 1
-  %40 = icmp slt i64 %py37.next, 14
-  br i1 %40, label %pool1.py37, label %pool1.py37.end
+pool1.px39.end:                                   ; preds = %pool1.px39
+  %py38.next = add nsw i64 %pool1.py382, 1
+  %51 = icmp slt i64 %py38.next, 14
+  br i1 %51, label %pool1.py38, label %pool1.py38.end
+}
+
+define internal void @lenet5_infer_b64.k1.pool1.part36.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  call void @lenet5_infer_b64.k1.pool1.part36(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  ret void
 }
 
 ; Function Attrs: noinline
 define internal void @lenet5_infer_b64.k2.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part55.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  %part41.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  br label %conv2.g40
+  %part56.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part42.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  br label %conv2.g41
 
-conv2.g40:                                        ; preds = %conv2.part55.done, %entry
-  %conv2.g401 = phi i64 [ 0, %entry ], [ %g40.next, %conv2.part55.done ]
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part41.context, i32 0, i32 0
+conv2.g41:                                        ; preds = %conv2.part56.done, %entry
+  %conv2.g411 = phi i64 [ 0, %entry ], [ %g41.next, %conv2.part56.done ]
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part42.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part41.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part42.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part41.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part42.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part41.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part42.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part41.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part42.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part41.context, i32 0, i32 5
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part42.context, i32 0, i32 5
   store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part41.context, i32 0, i32 6
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part42.context, i32 0, i32 6
   store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part41.context, i32 0, i32 7
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part42.context, i32 0, i32 7
   store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part41.context, i32 0, i32 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part42.context, i32 0, i32 8
   store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part41.context, i32 0, i32 9
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part42.context, i32 0, i32 9
   store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part41.context, i32 0, i32 10
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part42.context, i32 0, i32 10
   store ptr %pool, ptr %10, align 8
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part41.context, i32 0, i32 11
-  store i64 %conv2.g401, ptr %11, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part42.context, i32 0, i32 11
+  store i64 %conv2.g411, ptr %11, align 4
   %12 = icmp eq ptr %pool, null
-  br i1 %12, label %conv2.part41.serial, label %conv2.part41.pool
+  br i1 %12, label %conv2.part42.serial, label %conv2.part42.pool
 
-conv2.g40.end:                                    ; preds = %conv2.part55.done
+conv2.g41.end:                                    ; preds = %conv2.part56.done
   ret void
 
-conv2.part41.pool:                                ; preds = %conv2.g40
+conv2.part42.pool:                                ; preds = %conv2.g41
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @lenet5_infer_b64.k2.conv2.part41.task, ptr %part41.context, i64 2)
-  br label %conv2.part41.done
+  call void %run(ptr %pool, ptr @lenet5_infer_b64.k2.conv2.part42.task, ptr %part42.context, i64 2)
+  br label %conv2.part42.done
 
-conv2.part41.serial:                              ; preds = %conv2.g40
-  br label %conv2.part41
+conv2.part42.serial:                              ; preds = %conv2.g41
+  br label %conv2.part42
 
-conv2.part41.done:                                ; preds = %conv2.part41.end, %conv2.part41.pool
-  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part55.context, i32 0, i32 0
+conv2.part42.done:                                ; preds = %conv2.part42.end, %conv2.part42.pool
+  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part56.context, i32 0, i32 0
   store ptr %params, ptr %13, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part55.context, i32 0, i32 1
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part56.context, i32 0, i32 1
   store ptr %grads, ptr %14, align 8
-  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part55.context, i32 0, i32 2
+  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part56.context, i32 0, i32 2
   store ptr %m, ptr %15, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part55.context, i32 0, i32 3
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part56.context, i32 0, i32 3
   store ptr %v, ptr %16, align 8
-  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part55.context, i32 0, i32 4
+  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part56.context, i32 0, i32 4
   store ptr %arena, ptr %17, align 8
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part55.context, i32 0, i32 5
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part56.context, i32 0, i32 5
   store ptr %images, ptr %18, align 8
-  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part55.context, i32 0, i32 6
+  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part56.context, i32 0, i32 6
   store ptr %labels, ptr %19, align 8
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part55.context, i32 0, i32 7
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part56.context, i32 0, i32 7
   store float %lr, ptr %20, align 4
-  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part55.context, i32 0, i32 8
+  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part56.context, i32 0, i32 8
   store i64 %step, ptr %21, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part55.context, i32 0, i32 9
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part56.context, i32 0, i32 9
   store i64 %seed, ptr %22, align 4
-  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part55.context, i32 0, i32 10
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part56.context, i32 0, i32 10
   store ptr %pool, ptr %23, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part55.context, i32 0, i32 11
-  store i64 %conv2.g401, ptr %24, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part56.context, i32 0, i32 11
+  store i64 %conv2.g411, ptr %24, align 4
   %25 = icmp eq ptr %pool, null
-  br i1 %25, label %conv2.part55.serial, label %conv2.part55.pool
+  br i1 %25, label %conv2.part56.serial, label %conv2.part56.pool
 
-conv2.part41:                                     ; preds = %conv2.part41, %conv2.part41.serial
-  %conv2.part412 = phi i64 [ 0, %conv2.part41.serial ], [ %part41.next, %conv2.part41 ]
-  call void @lenet5_infer_b64.k2.conv2.part41(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g401, i64 %conv2.part412)
-  %part41.next = add nsw i64 %conv2.part412, 1
-  %26 = icmp slt i64 %part41.next, 2
-  br i1 %26, label %conv2.part41, label %conv2.part41.end
+conv2.part42:                                     ; preds = %conv2.part42, %conv2.part42.serial
+  %conv2.part422 = phi i64 [ 0, %conv2.part42.serial ], [ %part42.next, %conv2.part42 ]
+  call void @lenet5_infer_b64.k2.conv2.part42(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g411, i64 %conv2.part422)
+  %part42.next = add nsw i64 %conv2.part422, 1
+  %26 = icmp slt i64 %part42.next, 2
+  br i1 %26, label %conv2.part42, label %conv2.part42.end
 
-conv2.part41.end:                                 ; preds = %conv2.part41
-  br label %conv2.part41.done
+conv2.part42.end:                                 ; preds = %conv2.part42
+  br label %conv2.part42.done
 
-conv2.part55.pool:                                ; preds = %conv2.part41.done
+conv2.part56.pool:                                ; preds = %conv2.part42.done
   %run3 = load ptr, ptr %pool, align 8
-  call void %run3(ptr %pool, ptr @lenet5_infer_b64.k2.conv2.part55.task, ptr %part55.context, i64 2)
-  br label %conv2.part55.done
+  call void %run3(ptr %pool, ptr @lenet5_infer_b64.k2.conv2.part56.task, ptr %part56.context, i64 2)
+  br label %conv2.part56.done
 
-conv2.part55.serial:                              ; preds = %conv2.part41.done
-  br label %conv2.part55
+conv2.part56.serial:                              ; preds = %conv2.part42.done
+  br label %conv2.part56
 
-conv2.part55.done:                                ; preds = %conv2.part55.end, %conv2.part55.pool
-  %g40.next = add nsw i64 %conv2.g401, 1
-  %27 = icmp slt i64 %g40.next, 4
-  br i1 %27, label %conv2.g40, label %conv2.g40.end
+conv2.part56.done:                                ; preds = %conv2.part56.end, %conv2.part56.pool
+  %g41.next = add nsw i64 %conv2.g411, 1
+  %27 = icmp slt i64 %g41.next, 4
+  br i1 %27, label %conv2.g41, label %conv2.g41.end
 
-conv2.part55:                                     ; preds = %conv2.part55, %conv2.part55.serial
-  %conv2.part554 = phi i64 [ 0, %conv2.part55.serial ], [ %part55.next, %conv2.part55 ]
-  call void @lenet5_infer_b64.k2.conv2.part55(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g401, i64 %conv2.part554)
-  %part55.next = add nsw i64 %conv2.part554, 1
-  %28 = icmp slt i64 %part55.next, 2
-  br i1 %28, label %conv2.part55, label %conv2.part55.end
+conv2.part56:                                     ; preds = %conv2.part56, %conv2.part56.serial
+  %conv2.part564 = phi i64 [ 0, %conv2.part56.serial ], [ %part56.next, %conv2.part56 ]
+  call void @lenet5_infer_b64.k2.conv2.part56(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g411, i64 %conv2.part564)
+  %part56.next = add nsw i64 %conv2.part564, 1
+  %28 = icmp slt i64 %part56.next, 2
+  br i1 %28, label %conv2.part56, label %conv2.part56.end
 
-conv2.part55.end:                                 ; preds = %conv2.part55
-  br label %conv2.part55.done
+conv2.part56.end:                                 ; preds = %conv2.part56
+  br label %conv2.part56.done
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k2.conv2.part41(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @lenet5_infer_b64.k2.conv2.part42(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  br label %conv2.j42
+  br label %conv2.j43
 
-conv2.j42:                                        ; preds = %conv2.c43.end, %entry
-  %conv2.j421 = phi i64 [ 0, %entry ], [ %j42.next, %conv2.c43.end ]
-  br label %conv2.c43
+conv2.j43:                                        ; preds = %conv2.c44.end, %entry
+  %conv2.j431 = phi i64 [ 0, %entry ], [ %j43.next, %conv2.c44.end ]
+  br label %conv2.c44
 
-conv2.j42.end:                                    ; preds = %conv2.c43.end
+conv2.j43.end:                                    ; preds = %conv2.c44.end
   ret void
 
-conv2.c43:                                        ; preds = %conv2.ky44.end, %conv2.j42
-  %conv2.c432 = phi i64 [ 0, %conv2.j42 ], [ %c43.next, %conv2.ky44.end ]
-  br label %conv2.ky44
+conv2.c44:                                        ; preds = %conv2.ky45.end, %conv2.j43
+  %conv2.c442 = phi i64 [ 0, %conv2.j43 ], [ %c44.next, %conv2.ky45.end ]
+  br label %conv2.ky45
 
-conv2.c43.end:                                    ; preds = %conv2.ky44.end
-  %j42.next = add nsw i64 %conv2.j421, 1
-  %2 = icmp slt i64 %j42.next, 16
-  br i1 %2, label %conv2.j42, label %conv2.j42.end
+conv2.c44.end:                                    ; preds = %conv2.ky45.end
+  %j43.next = add nsw i64 %conv2.j431, 1
+  %2 = icmp slt i64 %j43.next, 16
+  br i1 %2, label %conv2.j43, label %conv2.j43.end
 
-conv2.ky44:                                       ; preds = %conv2.oy53.end, %conv2.c43
-  %conv2.ky443 = phi i64 [ 0, %conv2.c43 ], [ %ky44.next, %conv2.oy53.end ]
-  br label %conv2.oy45
+conv2.ky45:                                       ; preds = %conv2.oy54.end, %conv2.c44
+  %conv2.ky453 = phi i64 [ 0, %conv2.c44 ], [ %ky45.next, %conv2.oy54.end ]
+  br label %conv2.oy46
 
-conv2.ky44.end:                                   ; preds = %conv2.oy53.end
-  %c43.next = add nsw i64 %conv2.c432, 1
-  %3 = icmp slt i64 %c43.next, 3
-  br i1 %3, label %conv2.c43, label %conv2.c43.end
+conv2.ky45.end:                                   ; preds = %conv2.oy54.end
+  %c44.next = add nsw i64 %conv2.c442, 1
+  %3 = icmp slt i64 %c44.next, 3
+  br i1 %3, label %conv2.c44, label %conv2.c44.end
 
-conv2.oy45:                                       ; preds = %conv2.ox46.end, %conv2.ky44
-  %conv2.oy454 = phi i64 [ 0, %conv2.ky44 ], [ %oy45.next, %conv2.ox46.end ]
-  br label %conv2.ox46
+conv2.oy46:                                       ; preds = %conv2.ox47.end, %conv2.ky45
+  %conv2.oy464 = phi i64 [ 0, %conv2.ky45 ], [ %oy46.next, %conv2.ox47.end ]
+  br label %conv2.ox47
 
-conv2.oy45.end:                                   ; preds = %conv2.ox46.end
-  br label %conv2.oy47
+conv2.oy46.end:                                   ; preds = %conv2.ox47.end
+  br label %conv2.oy48
 
-conv2.ox46:                                       ; preds = %conv2.ox46, %conv2.oy45
-  %conv2.ox465 = phi i64 [ 0, %conv2.oy45 ], [ %ox46.next, %conv2.ox46 ]
+conv2.ox47:                                       ; preds = %conv2.ox47, %conv2.oy46
+  %conv2.ox475 = phi i64 [ 0, %conv2.oy46 ], [ %ox47.next, %conv2.ox47 ]
   %4 = mul nsw i64 %0, 16
-  %5 = add nsw i64 %4, %conv2.j421
+  %5 = add nsw i64 %4, %conv2.j431
   %6 = mul nsw i64 %5, 1176
   %7 = add nsw i64 301056, %6
   %8 = mul nsw i64 %1, 3
-  %9 = add nsw i64 %conv2.c432, %8
+  %9 = add nsw i64 %conv2.c442, %8
   %10 = mul nsw i64 %9, 196
   %11 = add nsw i64 %7, %10
-  %12 = add nsw i64 %conv2.oy454, %conv2.ky443
+  %12 = add nsw i64 %conv2.oy464, %conv2.ky453
   %13 = mul nsw i64 %12, 14
   %14 = add nsw i64 %11, %13
-  %15 = add nsw i64 %14, %conv2.ox465
+  %15 = add nsw i64 %14, %conv2.ox475
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %15
   %16 = load float, ptr %arena6, align 4
   %17 = mul nsw i64 %1, 3
-  %18 = add nsw i64 %conv2.c432, %17
+  %18 = add nsw i64 %conv2.c442, %17
   %19 = mul nsw i64 %18, 5
-  %20 = add nsw i64 %19, %conv2.ky443
+  %20 = add nsw i64 %19, %conv2.ky453
   %21 = mul nsw i64 %20, 5
   %22 = mul nsw i64 %21, 1616
   %23 = add nsw i64 376320, %22
-  %24 = mul nsw i64 %conv2.j421, 100
+  %24 = mul nsw i64 %conv2.j431, 100
   %25 = add nsw i64 %23, %24
-  %26 = mul nsw i64 %conv2.oy454, 10
-  %27 = add nsw i64 %26, %conv2.ox465
+  %26 = mul nsw i64 %conv2.oy464, 10
+  %27 = add nsw i64 %26, %conv2.ox475
   %28 = add nsw i64 %25, %27
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %28
   store float %16, ptr %arena7, align 4
-  %ox46.next = add nsw i64 %conv2.ox465, 1
-  %29 = icmp slt i64 %ox46.next, 10
-  br i1 %29, label %conv2.ox46, label %conv2.ox46.end
+  %ox47.next = add nsw i64 %conv2.ox475, 1
+  %29 = icmp slt i64 %ox47.next, 10
+  br i1 %29, label %conv2.ox47, label %conv2.ox47.end
 
-conv2.ox46.end:                                   ; preds = %conv2.ox46
-  %oy45.next = add nsw i64 %conv2.oy454, 1
-  %30 = icmp slt i64 %oy45.next, 10
-  br i1 %30, label %conv2.oy45, label %conv2.oy45.end
+conv2.ox47.end:                                   ; preds = %conv2.ox47
+  %oy46.next = add nsw i64 %conv2.oy464, 1
+  %30 = icmp slt i64 %oy46.next, 10
+  br i1 %30, label %conv2.oy46, label %conv2.oy46.end
 
-conv2.oy47:                                       ; preds = %conv2.ox48.end, %conv2.oy45.end
-  %conv2.oy478 = phi i64 [ 0, %conv2.oy45.end ], [ %oy47.next, %conv2.ox48.end ]
-  br label %conv2.ox48
+conv2.oy48:                                       ; preds = %conv2.ox49.end, %conv2.oy46.end
+  %conv2.oy488 = phi i64 [ 0, %conv2.oy46.end ], [ %oy48.next, %conv2.ox49.end ]
+  br label %conv2.ox49
 
-conv2.oy47.end:                                   ; preds = %conv2.ox48.end
-  br label %conv2.oy49
+conv2.oy48.end:                                   ; preds = %conv2.ox49.end
+  br label %conv2.oy50
 
-conv2.ox48:                                       ; preds = %conv2.ox48, %conv2.oy47
-  %conv2.ox489 = phi i64 [ 0, %conv2.oy47 ], [ %ox48.next, %conv2.ox48 ]
+conv2.ox49:                                       ; preds = %conv2.ox49, %conv2.oy48
+  %conv2.ox499 = phi i64 [ 0, %conv2.oy48 ], [ %ox49.next, %conv2.ox49 ]
   %31 = mul nsw i64 %0, 16
-  %32 = add nsw i64 %31, %conv2.j421
+  %32 = add nsw i64 %31, %conv2.j431
   %33 = mul nsw i64 %32, 1176
   %34 = add nsw i64 301056, %33
   %35 = mul nsw i64 %1, 3
-  %36 = add nsw i64 %conv2.c432, %35
+  %36 = add nsw i64 %conv2.c442, %35
   %37 = mul nsw i64 %36, 196
   %38 = add nsw i64 %34, %37
-  %39 = add nsw i64 %conv2.oy478, %conv2.ky443
+  %39 = add nsw i64 %conv2.oy488, %conv2.ky453
   %40 = mul nsw i64 %39, 14
   %41 = add nsw i64 %38, %40
-  %42 = add nsw i64 %conv2.ox489, 1
+  %42 = add nsw i64 %conv2.ox499, 1
   %43 = add nsw i64 %41, %42
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena10, align 4
   %45 = mul nsw i64 %1, 3
-  %46 = add nsw i64 %conv2.c432, %45
+  %46 = add nsw i64 %conv2.c442, %45
   %47 = mul nsw i64 %46, 5
-  %48 = add nsw i64 %47, %conv2.ky443
+  %48 = add nsw i64 %47, %conv2.ky453
   %49 = mul nsw i64 %48, 5
   %50 = add nsw i64 %49, 1
   %51 = mul nsw i64 %50, 1616
   %52 = add nsw i64 376320, %51
-  %53 = mul nsw i64 %conv2.j421, 100
+  %53 = mul nsw i64 %conv2.j431, 100
   %54 = add nsw i64 %52, %53
-  %55 = mul nsw i64 %conv2.oy478, 10
-  %56 = add nsw i64 %55, %conv2.ox489
+  %55 = mul nsw i64 %conv2.oy488, 10
+  %56 = add nsw i64 %55, %conv2.ox499
   %57 = add nsw i64 %54, %56
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %57
   store float %44, ptr %arena11, align 4
-  %ox48.next = add nsw i64 %conv2.ox489, 1
-  %58 = icmp slt i64 %ox48.next, 10
-  br i1 %58, label %conv2.ox48, label %conv2.ox48.end
+  %ox49.next = add nsw i64 %conv2.ox499, 1
+  %58 = icmp slt i64 %ox49.next, 10
+  br i1 %58, label %conv2.ox49, label %conv2.ox49.end
 
-conv2.ox48.end:                                   ; preds = %conv2.ox48
-  %oy47.next = add nsw i64 %conv2.oy478, 1
-  %59 = icmp slt i64 %oy47.next, 10
-  br i1 %59, label %conv2.oy47, label %conv2.oy47.end
+conv2.ox49.end:                                   ; preds = %conv2.ox49
+  %oy48.next = add nsw i64 %conv2.oy488, 1
+  %59 = icmp slt i64 %oy48.next, 10
+  br i1 %59, label %conv2.oy48, label %conv2.oy48.end
 
-conv2.oy49:                                       ; preds = %conv2.ox50.end, %conv2.oy47.end
-  %conv2.oy4912 = phi i64 [ 0, %conv2.oy47.end ], [ %oy49.next, %conv2.ox50.end ]
-  br label %conv2.ox50
+conv2.oy50:                                       ; preds = %conv2.ox51.end, %conv2.oy48.end
+  %conv2.oy5012 = phi i64 [ 0, %conv2.oy48.end ], [ %oy50.next, %conv2.ox51.end ]
+  br label %conv2.ox51
 
-conv2.oy49.end:                                   ; preds = %conv2.ox50.end
-  br label %conv2.oy51
+conv2.oy50.end:                                   ; preds = %conv2.ox51.end
+  br label %conv2.oy52
 
-conv2.ox50:                                       ; preds = %conv2.ox50, %conv2.oy49
-  %conv2.ox5013 = phi i64 [ 0, %conv2.oy49 ], [ %ox50.next, %conv2.ox50 ]
+conv2.ox51:                                       ; preds = %conv2.ox51, %conv2.oy50
+  %conv2.ox5113 = phi i64 [ 0, %conv2.oy50 ], [ %ox51.next, %conv2.ox51 ]
   %60 = mul nsw i64 %0, 16
-  %61 = add nsw i64 %60, %conv2.j421
+  %61 = add nsw i64 %60, %conv2.j431
   %62 = mul nsw i64 %61, 1176
   %63 = add nsw i64 301056, %62
   %64 = mul nsw i64 %1, 3
-  %65 = add nsw i64 %conv2.c432, %64
+  %65 = add nsw i64 %conv2.c442, %64
   %66 = mul nsw i64 %65, 196
   %67 = add nsw i64 %63, %66
-  %68 = add nsw i64 %conv2.oy4912, %conv2.ky443
+  %68 = add nsw i64 %conv2.oy5012, %conv2.ky453
   %69 = mul nsw i64 %68, 14
   %70 = add nsw i64 %67, %69
-  %71 = add nsw i64 %conv2.ox5013, 2
+  %71 = add nsw i64 %conv2.ox5113, 2
   %72 = add nsw i64 %70, %71
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load float, ptr %arena14, align 4
   %74 = mul nsw i64 %1, 3
-  %75 = add nsw i64 %conv2.c432, %74
+  %75 = add nsw i64 %conv2.c442, %74
   %76 = mul nsw i64 %75, 5
-  %77 = add nsw i64 %76, %conv2.ky443
+  %77 = add nsw i64 %76, %conv2.ky453
   %78 = mul nsw i64 %77, 5
   %79 = add nsw i64 %78, 2
   %80 = mul nsw i64 %79, 1616
   %81 = add nsw i64 376320, %80
-  %82 = mul nsw i64 %conv2.j421, 100
+  %82 = mul nsw i64 %conv2.j431, 100
   %83 = add nsw i64 %81, %82
-  %84 = mul nsw i64 %conv2.oy4912, 10
-  %85 = add nsw i64 %84, %conv2.ox5013
+  %84 = mul nsw i64 %conv2.oy5012, 10
+  %85 = add nsw i64 %84, %conv2.ox5113
   %86 = add nsw i64 %83, %85
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %86
   store float %73, ptr %arena15, align 4
-  %ox50.next = add nsw i64 %conv2.ox5013, 1
-  %87 = icmp slt i64 %ox50.next, 10
-  br i1 %87, label %conv2.ox50, label %conv2.ox50.end
+  %ox51.next = add nsw i64 %conv2.ox5113, 1
+  %87 = icmp slt i64 %ox51.next, 10
+  br i1 %87, label %conv2.ox51, label %conv2.ox51.end
 
-conv2.ox50.end:                                   ; preds = %conv2.ox50
-  %oy49.next = add nsw i64 %conv2.oy4912, 1
-  %88 = icmp slt i64 %oy49.next, 10
-  br i1 %88, label %conv2.oy49, label %conv2.oy49.end
+conv2.ox51.end:                                   ; preds = %conv2.ox51
+  %oy50.next = add nsw i64 %conv2.oy5012, 1
+  %88 = icmp slt i64 %oy50.next, 10
+  br i1 %88, label %conv2.oy50, label %conv2.oy50.end
 
-conv2.oy51:                                       ; preds = %conv2.ox52.end, %conv2.oy49.end
-  %conv2.oy5116 = phi i64 [ 0, %conv2.oy49.end ], [ %oy51.next, %conv2.ox52.end ]
-  br label %conv2.ox52
+conv2.oy52:                                       ; preds = %conv2.ox53.end, %conv2.oy50.end
+  %conv2.oy5216 = phi i64 [ 0, %conv2.oy50.end ], [ %oy52.next, %conv2.ox53.end ]
+  br label %conv2.ox53
 
-conv2.oy51.end:                                   ; preds = %conv2.ox52.end
-  br label %conv2.oy53
+conv2.oy52.end:                                   ; preds = %conv2.ox53.end
+  br label %conv2.oy54
 
-conv2.ox52:                                       ; preds = %conv2.ox52, %conv2.oy51
-  %conv2.ox5217 = phi i64 [ 0, %conv2.oy51 ], [ %ox52.next, %conv2.ox52 ]
+conv2.ox53:                                       ; preds = %conv2.ox53, %conv2.oy52
+  %conv2.ox5317 = phi i64 [ 0, %conv2.oy52 ], [ %ox53.next, %conv2.ox53 ]
   %89 = mul nsw i64 %0, 16
-  %90 = add nsw i64 %89, %conv2.j421
+  %90 = add nsw i64 %89, %conv2.j431
   %91 = mul nsw i64 %90, 1176
   %92 = add nsw i64 301056, %91
   %93 = mul nsw i64 %1, 3
-  %94 = add nsw i64 %conv2.c432, %93
+  %94 = add nsw i64 %conv2.c442, %93
   %95 = mul nsw i64 %94, 196
   %96 = add nsw i64 %92, %95
-  %97 = add nsw i64 %conv2.oy5116, %conv2.ky443
+  %97 = add nsw i64 %conv2.oy5216, %conv2.ky453
   %98 = mul nsw i64 %97, 14
   %99 = add nsw i64 %96, %98
-  %100 = add nsw i64 %conv2.ox5217, 3
+  %100 = add nsw i64 %conv2.ox5317, 3
   %101 = add nsw i64 %99, %100
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %101
   %102 = load float, ptr %arena18, align 4
   %103 = mul nsw i64 %1, 3
-  %104 = add nsw i64 %conv2.c432, %103
+  %104 = add nsw i64 %conv2.c442, %103
   %105 = mul nsw i64 %104, 5
-  %106 = add nsw i64 %105, %conv2.ky443
+  %106 = add nsw i64 %105, %conv2.ky453
   %107 = mul nsw i64 %106, 5
   %108 = add nsw i64 %107, 3
   %109 = mul nsw i64 %108, 1616
   %110 = add nsw i64 376320, %109
-  %111 = mul nsw i64 %conv2.j421, 100
+  %111 = mul nsw i64 %conv2.j431, 100
   %112 = add nsw i64 %110, %111
-  %113 = mul nsw i64 %conv2.oy5116, 10
-  %114 = add nsw i64 %113, %conv2.ox5217
+  %113 = mul nsw i64 %conv2.oy5216, 10
+  %114 = add nsw i64 %113, %conv2.ox5317
   %115 = add nsw i64 %112, %114
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %115
   store float %102, ptr %arena19, align 4
-  %ox52.next = add nsw i64 %conv2.ox5217, 1
-  %116 = icmp slt i64 %ox52.next, 10
-  br i1 %116, label %conv2.ox52, label %conv2.ox52.end
+  %ox53.next = add nsw i64 %conv2.ox5317, 1
+  %116 = icmp slt i64 %ox53.next, 10
+  br i1 %116, label %conv2.ox53, label %conv2.ox53.end
 
-conv2.ox52.end:                                   ; preds = %conv2.ox52
-  %oy51.next = add nsw i64 %conv2.oy5116, 1
-  %117 = icmp slt i64 %oy51.next, 10
-  br i1 %117, label %conv2.oy51, label %conv2.oy51.end
+conv2.ox53.end:                                   ; preds = %conv2.ox53
+  %oy52.next = add nsw i64 %conv2.oy5216, 1
+  %117 = icmp slt i64 %oy52.next, 10
+  br i1 %117, label %conv2.oy52, label %conv2.oy52.end
 
-conv2.oy53:                                       ; preds = %conv2.ox54.end, %conv2.oy51.end
-  %conv2.oy5320 = phi i64 [ 0, %conv2.oy51.end ], [ %oy53.next, %conv2.ox54.end ]
-  br label %conv2.ox54
+conv2.oy54:                                       ; preds = %conv2.ox55.end, %conv2.oy52.end
+  %conv2.oy5420 = phi i64 [ 0, %conv2.oy52.end ], [ %oy54.next, %conv2.ox55.end ]
+  br label %conv2.ox55
 
-conv2.oy53.end:                                   ; preds = %conv2.ox54.end
-  %ky44.next = add nsw i64 %conv2.ky443, 1
-  %118 = icmp slt i64 %ky44.next, 5
-  br i1 %118, label %conv2.ky44, label %conv2.ky44.end
+conv2.oy54.end:                                   ; preds = %conv2.ox55.end
+  %ky45.next = add nsw i64 %conv2.ky453, 1
+  %118 = icmp slt i64 %ky45.next, 5
+  br i1 %118, label %conv2.ky45, label %conv2.ky45.end
 
-conv2.ox54:                                       ; preds = %conv2.ox54, %conv2.oy53
-  %conv2.ox5421 = phi i64 [ 0, %conv2.oy53 ], [ %ox54.next, %conv2.ox54 ]
+conv2.ox55:                                       ; preds = %conv2.ox55, %conv2.oy54
+  %conv2.ox5521 = phi i64 [ 0, %conv2.oy54 ], [ %ox55.next, %conv2.ox55 ]
   %119 = mul nsw i64 %0, 16
-  %120 = add nsw i64 %119, %conv2.j421
+  %120 = add nsw i64 %119, %conv2.j431
   %121 = mul nsw i64 %120, 1176
   %122 = add nsw i64 301056, %121
   %123 = mul nsw i64 %1, 3
-  %124 = add nsw i64 %conv2.c432, %123
+  %124 = add nsw i64 %conv2.c442, %123
   %125 = mul nsw i64 %124, 196
   %126 = add nsw i64 %122, %125
-  %127 = add nsw i64 %conv2.oy5320, %conv2.ky443
+  %127 = add nsw i64 %conv2.oy5420, %conv2.ky453
   %128 = mul nsw i64 %127, 14
   %129 = add nsw i64 %126, %128
-  %130 = add nsw i64 %conv2.ox5421, 4
+  %130 = add nsw i64 %conv2.ox5521, 4
   %131 = add nsw i64 %129, %130
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %131
   %132 = load float, ptr %arena22, align 4
   %133 = mul nsw i64 %1, 3
-  %134 = add nsw i64 %conv2.c432, %133
+  %134 = add nsw i64 %conv2.c442, %133
   %135 = mul nsw i64 %134, 5
-  %136 = add nsw i64 %135, %conv2.ky443
+  %136 = add nsw i64 %135, %conv2.ky453
   %137 = mul nsw i64 %136, 5
   %138 = add nsw i64 %137, 4
   %139 = mul nsw i64 %138, 1616
   %140 = add nsw i64 376320, %139
-  %141 = mul nsw i64 %conv2.j421, 100
+  %141 = mul nsw i64 %conv2.j431, 100
   %142 = add nsw i64 %140, %141
-  %143 = mul nsw i64 %conv2.oy5320, 10
-  %144 = add nsw i64 %143, %conv2.ox5421
+  %143 = mul nsw i64 %conv2.oy5420, 10
+  %144 = add nsw i64 %143, %conv2.ox5521
   %145 = add nsw i64 %142, %144
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %145
   store float %132, ptr %arena23, align 4
-  %ox54.next = add nsw i64 %conv2.ox5421, 1
-  %146 = icmp slt i64 %ox54.next, 10
-  br i1 %146, label %conv2.ox54, label %conv2.ox54.end
+  %ox55.next = add nsw i64 %conv2.ox5521, 1
+  %146 = icmp slt i64 %ox55.next, 10
+  br i1 %146, label %conv2.ox55, label %conv2.ox55.end
 
-conv2.ox54.end:                                   ; preds = %conv2.ox54
-  %oy53.next = add nsw i64 %conv2.oy5320, 1
-  %147 = icmp slt i64 %oy53.next, 10
-  br i1 %147, label %conv2.oy53, label %conv2.oy53.end
+conv2.ox55.end:                                   ; preds = %conv2.ox55
+  %oy54.next = add nsw i64 %conv2.oy5420, 1
+  %147 = icmp slt i64 %oy54.next, 10
+  br i1 %147, label %conv2.oy54, label %conv2.oy54.end
 }
 
-define internal void @lenet5_infer_b64.k2.conv2.part41.task(ptr %0, i64 %1) {
+define internal void @lenet5_infer_b64.k2.conv2.part42.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -23201,668 +23290,668 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @lenet5_infer_b64.k2.conv2.part41(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @lenet5_infer_b64.k2.conv2.part42(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k2.conv2.part55(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @lenet5_infer_b64.k2.conv2.part56(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  call void @lenet5_infer_b64.k2.conv2.part55.gemm63(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
-  br label %conv2.j64
+  call void @lenet5_infer_b64.k2.conv2.part56.gemm64(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
+  br label %conv2.j65
 
-conv2.j64:                                        ; preds = %conv2.f65.end, %entry
-  %conv2.j641 = phi i64 [ 0, %entry ], [ %j64.next, %conv2.f65.end ]
-  br label %conv2.f65
+conv2.j65:                                        ; preds = %conv2.f66.end, %entry
+  %conv2.j651 = phi i64 [ 0, %entry ], [ %j65.next, %conv2.f66.end ]
+  br label %conv2.f66
 
-conv2.j64.end:                                    ; preds = %conv2.f65.end
+conv2.j65.end:                                    ; preds = %conv2.f66.end
   ret void
 
-conv2.f65:                                        ; preds = %conv2.i66.end, %conv2.j64
-  %conv2.f652 = phi i64 [ 0, %conv2.j64 ], [ %f65.next, %conv2.i66.end ]
-  br label %conv2.i66
+conv2.f66:                                        ; preds = %conv2.i67.end, %conv2.j65
+  %conv2.f662 = phi i64 [ 0, %conv2.j65 ], [ %f66.next, %conv2.i67.end ]
+  br label %conv2.i67
 
-conv2.f65.end:                                    ; preds = %conv2.i66.end
-  %j64.next = add nsw i64 %conv2.j641, 1
-  %2 = icmp slt i64 %j64.next, 16
-  br i1 %2, label %conv2.j64, label %conv2.j64.end
+conv2.f66.end:                                    ; preds = %conv2.i67.end
+  %j65.next = add nsw i64 %conv2.j651, 1
+  %2 = icmp slt i64 %j65.next, 16
+  br i1 %2, label %conv2.j65, label %conv2.j65.end
 
-conv2.i66:                                        ; preds = %conv2.i66, %conv2.f65
-  %conv2.i663 = phi i64 [ 0, %conv2.f65 ], [ %i66.next, %conv2.i66 ]
+conv2.i67:                                        ; preds = %conv2.i67, %conv2.f66
+  %conv2.i673 = phi i64 [ 0, %conv2.f66 ], [ %i67.next, %conv2.i67 ]
   %3 = mul nsw i64 %1, 8
-  %4 = add nsw i64 %conv2.f652, %3
+  %4 = add nsw i64 %conv2.f662, %3
   %5 = mul nsw i64 %4, 1616
   %6 = add nsw i64 618720, %5
-  %7 = mul nsw i64 %conv2.j641, 100
+  %7 = mul nsw i64 %conv2.j651, 100
   %8 = add nsw i64 %6, %7
-  %9 = add nsw i64 %8, %conv2.i663
+  %9 = add nsw i64 %8, %conv2.i673
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load float, ptr %arena4, align 4
   %11 = mul nsw i64 %1, 8
-  %12 = add nsw i64 %conv2.f652, %11
+  %12 = add nsw i64 %conv2.f662, %11
   %13 = add nsw i64 2556, %12
   %params5 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params5, align 4
   %15 = fadd float %10, %14
   %16 = fcmp ogt float %15, 0.000000e+00
   %17 = mul nsw i64 %1, 8
-  %18 = add nsw i64 %conv2.f652, %17
+  %18 = add nsw i64 %conv2.f662, %17
   %19 = mul nsw i64 %18, 1616
   %20 = add nsw i64 618720, %19
-  %21 = mul nsw i64 %conv2.j641, 100
+  %21 = mul nsw i64 %conv2.j651, 100
   %22 = add nsw i64 %20, %21
-  %23 = add nsw i64 %22, %conv2.i663
+  %23 = add nsw i64 %22, %conv2.i673
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load float, ptr %arena6, align 4
   %25 = mul nsw i64 %1, 8
-  %26 = add nsw i64 %conv2.f652, %25
+  %26 = add nsw i64 %conv2.f662, %25
   %27 = add nsw i64 2556, %26
   %params7 = getelementptr inbounds float, ptr %params, i64 %27
   %28 = load float, ptr %params7, align 4
   %29 = fadd float %24, %28
   %30 = select i1 %16, float %29, float 0.000000e+00
   %31 = mul nsw i64 %0, 16
-  %32 = add nsw i64 %31, %conv2.j641
+  %32 = add nsw i64 %31, %conv2.j651
   %33 = mul nsw i64 %32, 1600
   %34 = mul nsw i64 %1, 8
-  %35 = add nsw i64 %conv2.f652, %34
+  %35 = add nsw i64 %conv2.f662, %34
   %36 = mul nsw i64 %35, 100
   %37 = add nsw i64 %33, %36
-  %38 = add nsw i64 %37, %conv2.i663
+  %38 = add nsw i64 %37, %conv2.i673
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
   store float %30, ptr %arena8, align 4
-  %i66.next = add nsw i64 %conv2.i663, 1
-  %39 = icmp slt i64 %i66.next, 100
-  br i1 %39, label %conv2.i66, label %conv2.i66.end
+  %i67.next = add nsw i64 %conv2.i673, 1
+  %39 = icmp slt i64 %i67.next, 100
+  br i1 %39, label %conv2.i67, label %conv2.i67.end
 
-conv2.i66.end:                                    ; preds = %conv2.i66
-  %f65.next = add nsw i64 %conv2.f652, 1
-  %40 = icmp slt i64 %f65.next, 8
-  br i1 %40, label %conv2.f65, label %conv2.f65.end
+conv2.i67.end:                                    ; preds = %conv2.i67
+  %f66.next = add nsw i64 %conv2.f662, 1
+  %40 = icmp slt i64 %f66.next, 8
+  br i1 %40, label %conv2.f66, label %conv2.f66.end
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k2.conv2.part55.gemm63(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @lenet5_infer_b64.k2.conv2.part56.gemm64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
-  %conv2.t61_a3 = alloca <8 x float>, align 32
-  %conv2.t61_a2 = alloca <8 x float>, align 32
-  %conv2.t61_a1 = alloca <8 x float>, align 32
-  %conv2.t61_a0 = alloca <8 x float>, align 32
-  %conv2.t61_b1 = alloca <8 x float>, align 32
-  %conv2.t61_b0 = alloca <8 x float>, align 32
-  %conv2.t61_c3_1 = alloca <8 x float>, align 32
-  %conv2.t61_c3_0 = alloca <8 x float>, align 32
-  %conv2.t61_c2_1 = alloca <8 x float>, align 32
-  %conv2.t61_c2_0 = alloca <8 x float>, align 32
-  %conv2.t61_c1_1 = alloca <8 x float>, align 32
-  %conv2.t61_c1_0 = alloca <8 x float>, align 32
-  %conv2.t61_c0_1 = alloca <8 x float>, align 32
-  %conv2.t61_c0_0 = alloca <8 x float>, align 32
-  %conv2.t58_a3 = alloca <8 x float>, align 32
-  %conv2.t58_a2 = alloca <8 x float>, align 32
-  %conv2.t58_a1 = alloca <8 x float>, align 32
-  %conv2.t58_a0 = alloca <8 x float>, align 32
-  %conv2.t58_b2 = alloca <8 x float>, align 32
-  %conv2.t58_b1 = alloca <8 x float>, align 32
-  %conv2.t58_b0 = alloca <8 x float>, align 32
-  %conv2.t58_c3_2 = alloca <8 x float>, align 32
-  %conv2.t58_c3_1 = alloca <8 x float>, align 32
-  %conv2.t58_c3_0 = alloca <8 x float>, align 32
-  %conv2.t58_c2_2 = alloca <8 x float>, align 32
-  %conv2.t58_c2_1 = alloca <8 x float>, align 32
-  %conv2.t58_c2_0 = alloca <8 x float>, align 32
-  %conv2.t58_c1_2 = alloca <8 x float>, align 32
-  %conv2.t58_c1_1 = alloca <8 x float>, align 32
-  %conv2.t58_c1_0 = alloca <8 x float>, align 32
-  %conv2.t58_c0_2 = alloca <8 x float>, align 32
-  %conv2.t58_c0_1 = alloca <8 x float>, align 32
-  %conv2.t58_c0_0 = alloca <8 x float>, align 32
-  br label %conv2.nb56
+  %conv2.t62_a3 = alloca <8 x float>, align 32
+  %conv2.t62_a2 = alloca <8 x float>, align 32
+  %conv2.t62_a1 = alloca <8 x float>, align 32
+  %conv2.t62_a0 = alloca <8 x float>, align 32
+  %conv2.t62_b1 = alloca <8 x float>, align 32
+  %conv2.t62_b0 = alloca <8 x float>, align 32
+  %conv2.t62_c3_1 = alloca <8 x float>, align 32
+  %conv2.t62_c3_0 = alloca <8 x float>, align 32
+  %conv2.t62_c2_1 = alloca <8 x float>, align 32
+  %conv2.t62_c2_0 = alloca <8 x float>, align 32
+  %conv2.t62_c1_1 = alloca <8 x float>, align 32
+  %conv2.t62_c1_0 = alloca <8 x float>, align 32
+  %conv2.t62_c0_1 = alloca <8 x float>, align 32
+  %conv2.t62_c0_0 = alloca <8 x float>, align 32
+  %conv2.t59_a3 = alloca <8 x float>, align 32
+  %conv2.t59_a2 = alloca <8 x float>, align 32
+  %conv2.t59_a1 = alloca <8 x float>, align 32
+  %conv2.t59_a0 = alloca <8 x float>, align 32
+  %conv2.t59_b2 = alloca <8 x float>, align 32
+  %conv2.t59_b1 = alloca <8 x float>, align 32
+  %conv2.t59_b0 = alloca <8 x float>, align 32
+  %conv2.t59_c3_2 = alloca <8 x float>, align 32
+  %conv2.t59_c3_1 = alloca <8 x float>, align 32
+  %conv2.t59_c3_0 = alloca <8 x float>, align 32
+  %conv2.t59_c2_2 = alloca <8 x float>, align 32
+  %conv2.t59_c2_1 = alloca <8 x float>, align 32
+  %conv2.t59_c2_0 = alloca <8 x float>, align 32
+  %conv2.t59_c1_2 = alloca <8 x float>, align 32
+  %conv2.t59_c1_1 = alloca <8 x float>, align 32
+  %conv2.t59_c1_0 = alloca <8 x float>, align 32
+  %conv2.t59_c0_2 = alloca <8 x float>, align 32
+  %conv2.t59_c0_1 = alloca <8 x float>, align 32
+  %conv2.t59_c0_0 = alloca <8 x float>, align 32
+  br label %conv2.nb57
 
-conv2.nb56:                                       ; preds = %conv2.mb57.end, %entry
-  %conv2.nb561 = phi i64 [ 0, %entry ], [ %nb56.next, %conv2.mb57.end ]
-  br label %conv2.mb57
+conv2.nb57:                                       ; preds = %conv2.mb58.end, %entry
+  %conv2.nb571 = phi i64 [ 0, %entry ], [ %nb57.next, %conv2.mb58.end ]
+  br label %conv2.mb58
 
-conv2.nb56.end:                                   ; preds = %conv2.mb57.end
-  br label %conv2.mb60
+conv2.nb57.end:                                   ; preds = %conv2.mb58.end
+  br label %conv2.mb61
 
-conv2.mb57:                                       ; preds = %conv2.k59.end, %conv2.nb56
-  %conv2.mb572 = phi i64 [ 0, %conv2.nb56 ], [ %mb57.next, %conv2.k59.end ]
-  store <8 x float> zeroinitializer, ptr %conv2.t58_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t58_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t58_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t58_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t58_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t58_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t58_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t58_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t58_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t58_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t58_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t58_c3_2, align 32
-  br label %conv2.k59
+conv2.mb58:                                       ; preds = %conv2.k60.end, %conv2.nb57
+  %conv2.mb582 = phi i64 [ 0, %conv2.nb57 ], [ %mb58.next, %conv2.k60.end ]
+  store <8 x float> zeroinitializer, ptr %conv2.t59_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t59_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t59_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t59_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t59_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t59_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t59_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t59_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t59_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t59_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t59_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t59_c3_2, align 32
+  br label %conv2.k60
 
-conv2.mb57.end:                                   ; preds = %conv2.k59.end
-  %nb56.next = add nsw i64 %conv2.nb561, 1
-  %1 = icmp slt i64 %nb56.next, 66
-  br i1 %1, label %conv2.nb56, label %conv2.nb56.end
+conv2.mb58.end:                                   ; preds = %conv2.k60.end
+  %nb57.next = add nsw i64 %conv2.nb571, 1
+  %1 = icmp slt i64 %nb57.next, 66
+  br i1 %1, label %conv2.nb57, label %conv2.nb57.end
 
-conv2.k59:                                        ; preds = %conv2.k59, %conv2.mb57
-  %conv2.k593 = phi i64 [ 0, %conv2.mb57 ], [ %k59.next, %conv2.k59 ]
-  %2 = mul nsw i64 %conv2.k593, 1616
+conv2.k60:                                        ; preds = %conv2.k60, %conv2.mb58
+  %conv2.k603 = phi i64 [ 0, %conv2.mb58 ], [ %k60.next, %conv2.k60 ]
+  %2 = mul nsw i64 %conv2.k603, 1616
   %3 = add nsw i64 376320, %2
-  %4 = mul nsw i64 %conv2.nb561, 24
+  %4 = mul nsw i64 %conv2.nb571, 24
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %conv2.t58_b0, align 32
-  %7 = mul nsw i64 %conv2.k593, 1616
+  store <8 x float> %6, ptr %conv2.t59_b0, align 32
+  %7 = mul nsw i64 %conv2.k603, 1616
   %8 = add nsw i64 376320, %7
-  %9 = mul nsw i64 %conv2.nb561, 24
+  %9 = mul nsw i64 %conv2.nb571, 24
   %10 = add nsw i64 %8, %9
   %11 = add nsw i64 %10, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %12, ptr %conv2.t58_b1, align 32
-  %13 = mul nsw i64 %conv2.k593, 1616
+  store <8 x float> %12, ptr %conv2.t59_b1, align 32
+  %13 = mul nsw i64 %conv2.k603, 1616
   %14 = add nsw i64 376320, %13
-  %15 = mul nsw i64 %conv2.nb561, 24
+  %15 = mul nsw i64 %conv2.nb571, 24
   %16 = add nsw i64 %14, %15
   %17 = add nsw i64 %16, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %17
   %18 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %18, ptr %conv2.t58_b2, align 32
+  store <8 x float> %18, ptr %conv2.t59_b2, align 32
   %19 = mul nsw i64 %0, 8
   %20 = mul nsw i64 %19, 150
   %21 = add nsw i64 156, %20
-  %22 = mul nsw i64 %conv2.mb572, 4
+  %22 = mul nsw i64 %conv2.mb582, 4
   %23 = mul nsw i64 %22, 150
   %24 = add nsw i64 %21, %23
-  %25 = add nsw i64 %24, %conv2.k593
+  %25 = add nsw i64 %24, %conv2.k603
   %params7 = getelementptr inbounds float, ptr %params, i64 %25
   %26 = load float, ptr %params7, align 4
   %27 = insertelement <8 x float> undef, float %26, i32 0
   %28 = shufflevector <8 x float> %27, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %28, ptr %conv2.t58_a0, align 32
-  %t58_a0 = load <8 x float>, ptr %conv2.t58_a0, align 32
-  %t58_b0 = load <8 x float>, ptr %conv2.t58_b0, align 32
-  %t58_c0_0 = load <8 x float>, ptr %conv2.t58_c0_0, align 32
-  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a0, <8 x float> %t58_b0, <8 x float> %t58_c0_0)
-  store <8 x float> %29, ptr %conv2.t58_c0_0, align 32
-  %t58_a08 = load <8 x float>, ptr %conv2.t58_a0, align 32
-  %t58_b1 = load <8 x float>, ptr %conv2.t58_b1, align 32
-  %t58_c0_1 = load <8 x float>, ptr %conv2.t58_c0_1, align 32
-  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a08, <8 x float> %t58_b1, <8 x float> %t58_c0_1)
-  store <8 x float> %30, ptr %conv2.t58_c0_1, align 32
-  %t58_a09 = load <8 x float>, ptr %conv2.t58_a0, align 32
-  %t58_b2 = load <8 x float>, ptr %conv2.t58_b2, align 32
-  %t58_c0_2 = load <8 x float>, ptr %conv2.t58_c0_2, align 32
-  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a09, <8 x float> %t58_b2, <8 x float> %t58_c0_2)
-  store <8 x float> %31, ptr %conv2.t58_c0_2, align 32
+  store <8 x float> %28, ptr %conv2.t59_a0, align 32
+  %t59_a0 = load <8 x float>, ptr %conv2.t59_a0, align 32
+  %t59_b0 = load <8 x float>, ptr %conv2.t59_b0, align 32
+  %t59_c0_0 = load <8 x float>, ptr %conv2.t59_c0_0, align 32
+  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t59_a0, <8 x float> %t59_b0, <8 x float> %t59_c0_0)
+  store <8 x float> %29, ptr %conv2.t59_c0_0, align 32
+  %t59_a08 = load <8 x float>, ptr %conv2.t59_a0, align 32
+  %t59_b1 = load <8 x float>, ptr %conv2.t59_b1, align 32
+  %t59_c0_1 = load <8 x float>, ptr %conv2.t59_c0_1, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t59_a08, <8 x float> %t59_b1, <8 x float> %t59_c0_1)
+  store <8 x float> %30, ptr %conv2.t59_c0_1, align 32
+  %t59_a09 = load <8 x float>, ptr %conv2.t59_a0, align 32
+  %t59_b2 = load <8 x float>, ptr %conv2.t59_b2, align 32
+  %t59_c0_2 = load <8 x float>, ptr %conv2.t59_c0_2, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t59_a09, <8 x float> %t59_b2, <8 x float> %t59_c0_2)
+  store <8 x float> %31, ptr %conv2.t59_c0_2, align 32
   %32 = mul nsw i64 %0, 8
   %33 = mul nsw i64 %32, 150
   %34 = add nsw i64 156, %33
-  %35 = mul nsw i64 %conv2.mb572, 4
+  %35 = mul nsw i64 %conv2.mb582, 4
   %36 = add nsw i64 %35, 1
   %37 = mul nsw i64 %36, 150
   %38 = add nsw i64 %34, %37
-  %39 = add nsw i64 %38, %conv2.k593
+  %39 = add nsw i64 %38, %conv2.k603
   %params10 = getelementptr inbounds float, ptr %params, i64 %39
   %40 = load float, ptr %params10, align 4
   %41 = insertelement <8 x float> undef, float %40, i32 0
   %42 = shufflevector <8 x float> %41, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %42, ptr %conv2.t58_a1, align 32
-  %t58_a1 = load <8 x float>, ptr %conv2.t58_a1, align 32
-  %t58_b011 = load <8 x float>, ptr %conv2.t58_b0, align 32
-  %t58_c1_0 = load <8 x float>, ptr %conv2.t58_c1_0, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a1, <8 x float> %t58_b011, <8 x float> %t58_c1_0)
-  store <8 x float> %43, ptr %conv2.t58_c1_0, align 32
-  %t58_a112 = load <8 x float>, ptr %conv2.t58_a1, align 32
-  %t58_b113 = load <8 x float>, ptr %conv2.t58_b1, align 32
-  %t58_c1_1 = load <8 x float>, ptr %conv2.t58_c1_1, align 32
-  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a112, <8 x float> %t58_b113, <8 x float> %t58_c1_1)
-  store <8 x float> %44, ptr %conv2.t58_c1_1, align 32
-  %t58_a114 = load <8 x float>, ptr %conv2.t58_a1, align 32
-  %t58_b215 = load <8 x float>, ptr %conv2.t58_b2, align 32
-  %t58_c1_2 = load <8 x float>, ptr %conv2.t58_c1_2, align 32
-  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a114, <8 x float> %t58_b215, <8 x float> %t58_c1_2)
-  store <8 x float> %45, ptr %conv2.t58_c1_2, align 32
+  store <8 x float> %42, ptr %conv2.t59_a1, align 32
+  %t59_a1 = load <8 x float>, ptr %conv2.t59_a1, align 32
+  %t59_b011 = load <8 x float>, ptr %conv2.t59_b0, align 32
+  %t59_c1_0 = load <8 x float>, ptr %conv2.t59_c1_0, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t59_a1, <8 x float> %t59_b011, <8 x float> %t59_c1_0)
+  store <8 x float> %43, ptr %conv2.t59_c1_0, align 32
+  %t59_a112 = load <8 x float>, ptr %conv2.t59_a1, align 32
+  %t59_b113 = load <8 x float>, ptr %conv2.t59_b1, align 32
+  %t59_c1_1 = load <8 x float>, ptr %conv2.t59_c1_1, align 32
+  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t59_a112, <8 x float> %t59_b113, <8 x float> %t59_c1_1)
+  store <8 x float> %44, ptr %conv2.t59_c1_1, align 32
+  %t59_a114 = load <8 x float>, ptr %conv2.t59_a1, align 32
+  %t59_b215 = load <8 x float>, ptr %conv2.t59_b2, align 32
+  %t59_c1_2 = load <8 x float>, ptr %conv2.t59_c1_2, align 32
+  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t59_a114, <8 x float> %t59_b215, <8 x float> %t59_c1_2)
+  store <8 x float> %45, ptr %conv2.t59_c1_2, align 32
   %46 = mul nsw i64 %0, 8
   %47 = mul nsw i64 %46, 150
   %48 = add nsw i64 156, %47
-  %49 = mul nsw i64 %conv2.mb572, 4
+  %49 = mul nsw i64 %conv2.mb582, 4
   %50 = add nsw i64 %49, 2
   %51 = mul nsw i64 %50, 150
   %52 = add nsw i64 %48, %51
-  %53 = add nsw i64 %52, %conv2.k593
+  %53 = add nsw i64 %52, %conv2.k603
   %params16 = getelementptr inbounds float, ptr %params, i64 %53
   %54 = load float, ptr %params16, align 4
   %55 = insertelement <8 x float> undef, float %54, i32 0
   %56 = shufflevector <8 x float> %55, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %56, ptr %conv2.t58_a2, align 32
-  %t58_a2 = load <8 x float>, ptr %conv2.t58_a2, align 32
-  %t58_b017 = load <8 x float>, ptr %conv2.t58_b0, align 32
-  %t58_c2_0 = load <8 x float>, ptr %conv2.t58_c2_0, align 32
-  %57 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a2, <8 x float> %t58_b017, <8 x float> %t58_c2_0)
-  store <8 x float> %57, ptr %conv2.t58_c2_0, align 32
-  %t58_a218 = load <8 x float>, ptr %conv2.t58_a2, align 32
-  %t58_b119 = load <8 x float>, ptr %conv2.t58_b1, align 32
-  %t58_c2_1 = load <8 x float>, ptr %conv2.t58_c2_1, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a218, <8 x float> %t58_b119, <8 x float> %t58_c2_1)
-  store <8 x float> %58, ptr %conv2.t58_c2_1, align 32
-  %t58_a220 = load <8 x float>, ptr %conv2.t58_a2, align 32
-  %t58_b221 = load <8 x float>, ptr %conv2.t58_b2, align 32
-  %t58_c2_2 = load <8 x float>, ptr %conv2.t58_c2_2, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a220, <8 x float> %t58_b221, <8 x float> %t58_c2_2)
-  store <8 x float> %59, ptr %conv2.t58_c2_2, align 32
+  store <8 x float> %56, ptr %conv2.t59_a2, align 32
+  %t59_a2 = load <8 x float>, ptr %conv2.t59_a2, align 32
+  %t59_b017 = load <8 x float>, ptr %conv2.t59_b0, align 32
+  %t59_c2_0 = load <8 x float>, ptr %conv2.t59_c2_0, align 32
+  %57 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t59_a2, <8 x float> %t59_b017, <8 x float> %t59_c2_0)
+  store <8 x float> %57, ptr %conv2.t59_c2_0, align 32
+  %t59_a218 = load <8 x float>, ptr %conv2.t59_a2, align 32
+  %t59_b119 = load <8 x float>, ptr %conv2.t59_b1, align 32
+  %t59_c2_1 = load <8 x float>, ptr %conv2.t59_c2_1, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t59_a218, <8 x float> %t59_b119, <8 x float> %t59_c2_1)
+  store <8 x float> %58, ptr %conv2.t59_c2_1, align 32
+  %t59_a220 = load <8 x float>, ptr %conv2.t59_a2, align 32
+  %t59_b221 = load <8 x float>, ptr %conv2.t59_b2, align 32
+  %t59_c2_2 = load <8 x float>, ptr %conv2.t59_c2_2, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t59_a220, <8 x float> %t59_b221, <8 x float> %t59_c2_2)
+  store <8 x float> %59, ptr %conv2.t59_c2_2, align 32
   %60 = mul nsw i64 %0, 8
   %61 = mul nsw i64 %60, 150
   %62 = add nsw i64 156, %61
-  %63 = mul nsw i64 %conv2.mb572, 4
+  %63 = mul nsw i64 %conv2.mb582, 4
   %64 = add nsw i64 %63, 3
   %65 = mul nsw i64 %64, 150
   %66 = add nsw i64 %62, %65
-  %67 = add nsw i64 %66, %conv2.k593
+  %67 = add nsw i64 %66, %conv2.k603
   %params22 = getelementptr inbounds float, ptr %params, i64 %67
   %68 = load float, ptr %params22, align 4
   %69 = insertelement <8 x float> undef, float %68, i32 0
   %70 = shufflevector <8 x float> %69, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %70, ptr %conv2.t58_a3, align 32
-  %t58_a3 = load <8 x float>, ptr %conv2.t58_a3, align 32
-  %t58_b023 = load <8 x float>, ptr %conv2.t58_b0, align 32
-  %t58_c3_0 = load <8 x float>, ptr %conv2.t58_c3_0, align 32
-  %71 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a3, <8 x float> %t58_b023, <8 x float> %t58_c3_0)
-  store <8 x float> %71, ptr %conv2.t58_c3_0, align 32
-  %t58_a324 = load <8 x float>, ptr %conv2.t58_a3, align 32
-  %t58_b125 = load <8 x float>, ptr %conv2.t58_b1, align 32
-  %t58_c3_1 = load <8 x float>, ptr %conv2.t58_c3_1, align 32
-  %72 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a324, <8 x float> %t58_b125, <8 x float> %t58_c3_1)
-  store <8 x float> %72, ptr %conv2.t58_c3_1, align 32
-  %t58_a326 = load <8 x float>, ptr %conv2.t58_a3, align 32
-  %t58_b227 = load <8 x float>, ptr %conv2.t58_b2, align 32
-  %t58_c3_2 = load <8 x float>, ptr %conv2.t58_c3_2, align 32
-  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a326, <8 x float> %t58_b227, <8 x float> %t58_c3_2)
-  store <8 x float> %73, ptr %conv2.t58_c3_2, align 32
-  %k59.next = add nsw i64 %conv2.k593, 1
-  %74 = icmp slt i64 %k59.next, 150
-  br i1 %74, label %conv2.k59, label %conv2.k59.end
+  store <8 x float> %70, ptr %conv2.t59_a3, align 32
+  %t59_a3 = load <8 x float>, ptr %conv2.t59_a3, align 32
+  %t59_b023 = load <8 x float>, ptr %conv2.t59_b0, align 32
+  %t59_c3_0 = load <8 x float>, ptr %conv2.t59_c3_0, align 32
+  %71 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t59_a3, <8 x float> %t59_b023, <8 x float> %t59_c3_0)
+  store <8 x float> %71, ptr %conv2.t59_c3_0, align 32
+  %t59_a324 = load <8 x float>, ptr %conv2.t59_a3, align 32
+  %t59_b125 = load <8 x float>, ptr %conv2.t59_b1, align 32
+  %t59_c3_1 = load <8 x float>, ptr %conv2.t59_c3_1, align 32
+  %72 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t59_a324, <8 x float> %t59_b125, <8 x float> %t59_c3_1)
+  store <8 x float> %72, ptr %conv2.t59_c3_1, align 32
+  %t59_a326 = load <8 x float>, ptr %conv2.t59_a3, align 32
+  %t59_b227 = load <8 x float>, ptr %conv2.t59_b2, align 32
+  %t59_c3_2 = load <8 x float>, ptr %conv2.t59_c3_2, align 32
+  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t59_a326, <8 x float> %t59_b227, <8 x float> %t59_c3_2)
+  store <8 x float> %73, ptr %conv2.t59_c3_2, align 32
+  %k60.next = add nsw i64 %conv2.k603, 1
+  %74 = icmp slt i64 %k60.next, 150
+  br i1 %74, label %conv2.k60, label %conv2.k60.end
 
-conv2.k59.end:                                    ; preds = %conv2.k59
-  %t58_c0_028 = load <8 x float>, ptr %conv2.t58_c0_0, align 32
+conv2.k60.end:                                    ; preds = %conv2.k60
+  %t59_c0_028 = load <8 x float>, ptr %conv2.t59_c0_0, align 32
   %75 = mul nsw i64 %0, 8
   %76 = mul nsw i64 %75, 1616
   %77 = add nsw i64 618720, %76
-  %78 = mul nsw i64 %conv2.mb572, 4
+  %78 = mul nsw i64 %conv2.mb582, 4
   %79 = mul nsw i64 %78, 1616
   %80 = add nsw i64 %77, %79
-  %81 = mul nsw i64 %conv2.nb561, 24
+  %81 = mul nsw i64 %conv2.nb571, 24
   %82 = add nsw i64 %80, %81
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %82
-  store <8 x float> %t58_c0_028, ptr %arena29, align 4
-  %t58_c0_130 = load <8 x float>, ptr %conv2.t58_c0_1, align 32
+  store <8 x float> %t59_c0_028, ptr %arena29, align 4
+  %t59_c0_130 = load <8 x float>, ptr %conv2.t59_c0_1, align 32
   %83 = mul nsw i64 %0, 8
   %84 = mul nsw i64 %83, 1616
   %85 = add nsw i64 618720, %84
-  %86 = mul nsw i64 %conv2.mb572, 4
+  %86 = mul nsw i64 %conv2.mb582, 4
   %87 = mul nsw i64 %86, 1616
   %88 = add nsw i64 %85, %87
-  %89 = mul nsw i64 %conv2.nb561, 24
+  %89 = mul nsw i64 %conv2.nb571, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t58_c0_130, ptr %arena31, align 4
-  %t58_c0_232 = load <8 x float>, ptr %conv2.t58_c0_2, align 32
+  store <8 x float> %t59_c0_130, ptr %arena31, align 4
+  %t59_c0_232 = load <8 x float>, ptr %conv2.t59_c0_2, align 32
   %92 = mul nsw i64 %0, 8
   %93 = mul nsw i64 %92, 1616
   %94 = add nsw i64 618720, %93
-  %95 = mul nsw i64 %conv2.mb572, 4
+  %95 = mul nsw i64 %conv2.mb582, 4
   %96 = mul nsw i64 %95, 1616
   %97 = add nsw i64 %94, %96
-  %98 = mul nsw i64 %conv2.nb561, 24
+  %98 = mul nsw i64 %conv2.nb571, 24
   %99 = add nsw i64 %97, %98
   %100 = add nsw i64 %99, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %100
-  store <8 x float> %t58_c0_232, ptr %arena33, align 4
-  %t58_c1_034 = load <8 x float>, ptr %conv2.t58_c1_0, align 32
+  store <8 x float> %t59_c0_232, ptr %arena33, align 4
+  %t59_c1_034 = load <8 x float>, ptr %conv2.t59_c1_0, align 32
   %101 = mul nsw i64 %0, 8
   %102 = mul nsw i64 %101, 1616
   %103 = add nsw i64 618720, %102
-  %104 = mul nsw i64 %conv2.mb572, 4
+  %104 = mul nsw i64 %conv2.mb582, 4
   %105 = add nsw i64 %104, 1
   %106 = mul nsw i64 %105, 1616
   %107 = add nsw i64 %103, %106
-  %108 = mul nsw i64 %conv2.nb561, 24
+  %108 = mul nsw i64 %conv2.nb571, 24
   %109 = add nsw i64 %107, %108
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %109
-  store <8 x float> %t58_c1_034, ptr %arena35, align 4
-  %t58_c1_136 = load <8 x float>, ptr %conv2.t58_c1_1, align 32
+  store <8 x float> %t59_c1_034, ptr %arena35, align 4
+  %t59_c1_136 = load <8 x float>, ptr %conv2.t59_c1_1, align 32
   %110 = mul nsw i64 %0, 8
   %111 = mul nsw i64 %110, 1616
   %112 = add nsw i64 618720, %111
-  %113 = mul nsw i64 %conv2.mb572, 4
+  %113 = mul nsw i64 %conv2.mb582, 4
   %114 = add nsw i64 %113, 1
   %115 = mul nsw i64 %114, 1616
   %116 = add nsw i64 %112, %115
-  %117 = mul nsw i64 %conv2.nb561, 24
+  %117 = mul nsw i64 %conv2.nb571, 24
   %118 = add nsw i64 %116, %117
   %119 = add nsw i64 %118, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %119
-  store <8 x float> %t58_c1_136, ptr %arena37, align 4
-  %t58_c1_238 = load <8 x float>, ptr %conv2.t58_c1_2, align 32
+  store <8 x float> %t59_c1_136, ptr %arena37, align 4
+  %t59_c1_238 = load <8 x float>, ptr %conv2.t59_c1_2, align 32
   %120 = mul nsw i64 %0, 8
   %121 = mul nsw i64 %120, 1616
   %122 = add nsw i64 618720, %121
-  %123 = mul nsw i64 %conv2.mb572, 4
+  %123 = mul nsw i64 %conv2.mb582, 4
   %124 = add nsw i64 %123, 1
   %125 = mul nsw i64 %124, 1616
   %126 = add nsw i64 %122, %125
-  %127 = mul nsw i64 %conv2.nb561, 24
+  %127 = mul nsw i64 %conv2.nb571, 24
   %128 = add nsw i64 %126, %127
   %129 = add nsw i64 %128, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %129
-  store <8 x float> %t58_c1_238, ptr %arena39, align 4
-  %t58_c2_040 = load <8 x float>, ptr %conv2.t58_c2_0, align 32
+  store <8 x float> %t59_c1_238, ptr %arena39, align 4
+  %t59_c2_040 = load <8 x float>, ptr %conv2.t59_c2_0, align 32
   %130 = mul nsw i64 %0, 8
   %131 = mul nsw i64 %130, 1616
   %132 = add nsw i64 618720, %131
-  %133 = mul nsw i64 %conv2.mb572, 4
+  %133 = mul nsw i64 %conv2.mb582, 4
   %134 = add nsw i64 %133, 2
   %135 = mul nsw i64 %134, 1616
   %136 = add nsw i64 %132, %135
-  %137 = mul nsw i64 %conv2.nb561, 24
+  %137 = mul nsw i64 %conv2.nb571, 24
   %138 = add nsw i64 %136, %137
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t58_c2_040, ptr %arena41, align 4
-  %t58_c2_142 = load <8 x float>, ptr %conv2.t58_c2_1, align 32
+  store <8 x float> %t59_c2_040, ptr %arena41, align 4
+  %t59_c2_142 = load <8 x float>, ptr %conv2.t59_c2_1, align 32
   %139 = mul nsw i64 %0, 8
   %140 = mul nsw i64 %139, 1616
   %141 = add nsw i64 618720, %140
-  %142 = mul nsw i64 %conv2.mb572, 4
+  %142 = mul nsw i64 %conv2.mb582, 4
   %143 = add nsw i64 %142, 2
   %144 = mul nsw i64 %143, 1616
   %145 = add nsw i64 %141, %144
-  %146 = mul nsw i64 %conv2.nb561, 24
+  %146 = mul nsw i64 %conv2.nb571, 24
   %147 = add nsw i64 %145, %146
   %148 = add nsw i64 %147, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %148
-  store <8 x float> %t58_c2_142, ptr %arena43, align 4
-  %t58_c2_244 = load <8 x float>, ptr %conv2.t58_c2_2, align 32
+  store <8 x float> %t59_c2_142, ptr %arena43, align 4
+  %t59_c2_244 = load <8 x float>, ptr %conv2.t59_c2_2, align 32
   %149 = mul nsw i64 %0, 8
   %150 = mul nsw i64 %149, 1616
   %151 = add nsw i64 618720, %150
-  %152 = mul nsw i64 %conv2.mb572, 4
+  %152 = mul nsw i64 %conv2.mb582, 4
   %153 = add nsw i64 %152, 2
   %154 = mul nsw i64 %153, 1616
   %155 = add nsw i64 %151, %154
-  %156 = mul nsw i64 %conv2.nb561, 24
+  %156 = mul nsw i64 %conv2.nb571, 24
   %157 = add nsw i64 %155, %156
   %158 = add nsw i64 %157, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %158
-  store <8 x float> %t58_c2_244, ptr %arena45, align 4
-  %t58_c3_046 = load <8 x float>, ptr %conv2.t58_c3_0, align 32
+  store <8 x float> %t59_c2_244, ptr %arena45, align 4
+  %t59_c3_046 = load <8 x float>, ptr %conv2.t59_c3_0, align 32
   %159 = mul nsw i64 %0, 8
   %160 = mul nsw i64 %159, 1616
   %161 = add nsw i64 618720, %160
-  %162 = mul nsw i64 %conv2.mb572, 4
+  %162 = mul nsw i64 %conv2.mb582, 4
   %163 = add nsw i64 %162, 3
   %164 = mul nsw i64 %163, 1616
   %165 = add nsw i64 %161, %164
-  %166 = mul nsw i64 %conv2.nb561, 24
+  %166 = mul nsw i64 %conv2.nb571, 24
   %167 = add nsw i64 %165, %166
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %167
-  store <8 x float> %t58_c3_046, ptr %arena47, align 4
-  %t58_c3_148 = load <8 x float>, ptr %conv2.t58_c3_1, align 32
+  store <8 x float> %t59_c3_046, ptr %arena47, align 4
+  %t59_c3_148 = load <8 x float>, ptr %conv2.t59_c3_1, align 32
   %168 = mul nsw i64 %0, 8
   %169 = mul nsw i64 %168, 1616
   %170 = add nsw i64 618720, %169
-  %171 = mul nsw i64 %conv2.mb572, 4
+  %171 = mul nsw i64 %conv2.mb582, 4
   %172 = add nsw i64 %171, 3
   %173 = mul nsw i64 %172, 1616
   %174 = add nsw i64 %170, %173
-  %175 = mul nsw i64 %conv2.nb561, 24
+  %175 = mul nsw i64 %conv2.nb571, 24
   %176 = add nsw i64 %174, %175
   %177 = add nsw i64 %176, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %177
-  store <8 x float> %t58_c3_148, ptr %arena49, align 4
-  %t58_c3_250 = load <8 x float>, ptr %conv2.t58_c3_2, align 32
+  store <8 x float> %t59_c3_148, ptr %arena49, align 4
+  %t59_c3_250 = load <8 x float>, ptr %conv2.t59_c3_2, align 32
   %178 = mul nsw i64 %0, 8
   %179 = mul nsw i64 %178, 1616
   %180 = add nsw i64 618720, %179
-  %181 = mul nsw i64 %conv2.mb572, 4
+  %181 = mul nsw i64 %conv2.mb582, 4
   %182 = add nsw i64 %181, 3
   %183 = mul nsw i64 %182, 1616
   %184 = add nsw i64 %180, %183
-  %185 = mul nsw i64 %conv2.nb561, 24
+  %185 = mul nsw i64 %conv2.nb571, 24
   %186 = add nsw i64 %184, %185
   %187 = add nsw i64 %186, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %187
-  store <8 x float> %t58_c3_250, ptr %arena51, align 4
-  %mb57.next = add nsw i64 %conv2.mb572, 1
-  %188 = icmp slt i64 %mb57.next, 2
-  br i1 %188, label %conv2.mb57, label %conv2.mb57.end
+  store <8 x float> %t59_c3_250, ptr %arena51, align 4
+  %mb58.next = add nsw i64 %conv2.mb582, 1
+  %188 = icmp slt i64 %mb58.next, 2
+  br i1 %188, label %conv2.mb58, label %conv2.mb58.end
 
-conv2.mb60:                                       ; preds = %conv2.k62.end, %conv2.nb56.end
-  %conv2.mb6052 = phi i64 [ 0, %conv2.nb56.end ], [ %mb60.next, %conv2.k62.end ]
-  store <8 x float> zeroinitializer, ptr %conv2.t61_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t61_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t61_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t61_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t61_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t61_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t61_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t61_c3_1, align 32
-  br label %conv2.k62
+conv2.mb61:                                       ; preds = %conv2.k63.end, %conv2.nb57.end
+  %conv2.mb6152 = phi i64 [ 0, %conv2.nb57.end ], [ %mb61.next, %conv2.k63.end ]
+  store <8 x float> zeroinitializer, ptr %conv2.t62_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t62_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t62_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t62_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t62_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t62_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t62_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t62_c3_1, align 32
+  br label %conv2.k63
 
-conv2.mb60.end:                                   ; preds = %conv2.k62.end
+conv2.mb61.end:                                   ; preds = %conv2.k63.end
   ret void
 
-conv2.k62:                                        ; preds = %conv2.k62, %conv2.mb60
-  %conv2.k6253 = phi i64 [ 0, %conv2.mb60 ], [ %k62.next, %conv2.k62 ]
-  %189 = mul nsw i64 %conv2.k6253, 1616
+conv2.k63:                                        ; preds = %conv2.k63, %conv2.mb61
+  %conv2.k6353 = phi i64 [ 0, %conv2.mb61 ], [ %k63.next, %conv2.k63 ]
+  %189 = mul nsw i64 %conv2.k6353, 1616
   %190 = add nsw i64 376320, %189
   %191 = add nsw i64 %190, 1584
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %191
   %192 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %192, ptr %conv2.t61_b0, align 32
-  %193 = mul nsw i64 %conv2.k6253, 1616
+  store <8 x float> %192, ptr %conv2.t62_b0, align 32
+  %193 = mul nsw i64 %conv2.k6353, 1616
   %194 = add nsw i64 376320, %193
   %195 = add nsw i64 %194, 1584
   %196 = add nsw i64 %195, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %196
   %197 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %197, ptr %conv2.t61_b1, align 32
+  store <8 x float> %197, ptr %conv2.t62_b1, align 32
   %198 = mul nsw i64 %0, 8
   %199 = mul nsw i64 %198, 150
   %200 = add nsw i64 156, %199
-  %201 = mul nsw i64 %conv2.mb6052, 4
+  %201 = mul nsw i64 %conv2.mb6152, 4
   %202 = mul nsw i64 %201, 150
   %203 = add nsw i64 %200, %202
-  %204 = add nsw i64 %203, %conv2.k6253
+  %204 = add nsw i64 %203, %conv2.k6353
   %params56 = getelementptr inbounds float, ptr %params, i64 %204
   %205 = load float, ptr %params56, align 4
   %206 = insertelement <8 x float> undef, float %205, i32 0
   %207 = shufflevector <8 x float> %206, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %207, ptr %conv2.t61_a0, align 32
-  %t61_a0 = load <8 x float>, ptr %conv2.t61_a0, align 32
-  %t61_b0 = load <8 x float>, ptr %conv2.t61_b0, align 32
-  %t61_c0_0 = load <8 x float>, ptr %conv2.t61_c0_0, align 32
-  %208 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a0, <8 x float> %t61_b0, <8 x float> %t61_c0_0)
-  store <8 x float> %208, ptr %conv2.t61_c0_0, align 32
-  %t61_a057 = load <8 x float>, ptr %conv2.t61_a0, align 32
-  %t61_b1 = load <8 x float>, ptr %conv2.t61_b1, align 32
-  %t61_c0_1 = load <8 x float>, ptr %conv2.t61_c0_1, align 32
-  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a057, <8 x float> %t61_b1, <8 x float> %t61_c0_1)
-  store <8 x float> %209, ptr %conv2.t61_c0_1, align 32
+  store <8 x float> %207, ptr %conv2.t62_a0, align 32
+  %t62_a0 = load <8 x float>, ptr %conv2.t62_a0, align 32
+  %t62_b0 = load <8 x float>, ptr %conv2.t62_b0, align 32
+  %t62_c0_0 = load <8 x float>, ptr %conv2.t62_c0_0, align 32
+  %208 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t62_a0, <8 x float> %t62_b0, <8 x float> %t62_c0_0)
+  store <8 x float> %208, ptr %conv2.t62_c0_0, align 32
+  %t62_a057 = load <8 x float>, ptr %conv2.t62_a0, align 32
+  %t62_b1 = load <8 x float>, ptr %conv2.t62_b1, align 32
+  %t62_c0_1 = load <8 x float>, ptr %conv2.t62_c0_1, align 32
+  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t62_a057, <8 x float> %t62_b1, <8 x float> %t62_c0_1)
+  store <8 x float> %209, ptr %conv2.t62_c0_1, align 32
   %210 = mul nsw i64 %0, 8
   %211 = mul nsw i64 %210, 150
   %212 = add nsw i64 156, %211
-  %213 = mul nsw i64 %conv2.mb6052, 4
+  %213 = mul nsw i64 %conv2.mb6152, 4
   %214 = add nsw i64 %213, 1
   %215 = mul nsw i64 %214, 150
   %216 = add nsw i64 %212, %215
-  %217 = add nsw i64 %216, %conv2.k6253
+  %217 = add nsw i64 %216, %conv2.k6353
   %params58 = getelementptr inbounds float, ptr %params, i64 %217
   %218 = load float, ptr %params58, align 4
   %219 = insertelement <8 x float> undef, float %218, i32 0
   %220 = shufflevector <8 x float> %219, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %220, ptr %conv2.t61_a1, align 32
-  %t61_a1 = load <8 x float>, ptr %conv2.t61_a1, align 32
-  %t61_b059 = load <8 x float>, ptr %conv2.t61_b0, align 32
-  %t61_c1_0 = load <8 x float>, ptr %conv2.t61_c1_0, align 32
-  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a1, <8 x float> %t61_b059, <8 x float> %t61_c1_0)
-  store <8 x float> %221, ptr %conv2.t61_c1_0, align 32
-  %t61_a160 = load <8 x float>, ptr %conv2.t61_a1, align 32
-  %t61_b161 = load <8 x float>, ptr %conv2.t61_b1, align 32
-  %t61_c1_1 = load <8 x float>, ptr %conv2.t61_c1_1, align 32
-  %222 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a160, <8 x float> %t61_b161, <8 x float> %t61_c1_1)
-  store <8 x float> %222, ptr %conv2.t61_c1_1, align 32
+  store <8 x float> %220, ptr %conv2.t62_a1, align 32
+  %t62_a1 = load <8 x float>, ptr %conv2.t62_a1, align 32
+  %t62_b059 = load <8 x float>, ptr %conv2.t62_b0, align 32
+  %t62_c1_0 = load <8 x float>, ptr %conv2.t62_c1_0, align 32
+  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t62_a1, <8 x float> %t62_b059, <8 x float> %t62_c1_0)
+  store <8 x float> %221, ptr %conv2.t62_c1_0, align 32
+  %t62_a160 = load <8 x float>, ptr %conv2.t62_a1, align 32
+  %t62_b161 = load <8 x float>, ptr %conv2.t62_b1, align 32
+  %t62_c1_1 = load <8 x float>, ptr %conv2.t62_c1_1, align 32
+  %222 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t62_a160, <8 x float> %t62_b161, <8 x float> %t62_c1_1)
+  store <8 x float> %222, ptr %conv2.t62_c1_1, align 32
   %223 = mul nsw i64 %0, 8
   %224 = mul nsw i64 %223, 150
   %225 = add nsw i64 156, %224
-  %226 = mul nsw i64 %conv2.mb6052, 4
+  %226 = mul nsw i64 %conv2.mb6152, 4
   %227 = add nsw i64 %226, 2
   %228 = mul nsw i64 %227, 150
   %229 = add nsw i64 %225, %228
-  %230 = add nsw i64 %229, %conv2.k6253
+  %230 = add nsw i64 %229, %conv2.k6353
   %params62 = getelementptr inbounds float, ptr %params, i64 %230
   %231 = load float, ptr %params62, align 4
   %232 = insertelement <8 x float> undef, float %231, i32 0
   %233 = shufflevector <8 x float> %232, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %233, ptr %conv2.t61_a2, align 32
-  %t61_a2 = load <8 x float>, ptr %conv2.t61_a2, align 32
-  %t61_b063 = load <8 x float>, ptr %conv2.t61_b0, align 32
-  %t61_c2_0 = load <8 x float>, ptr %conv2.t61_c2_0, align 32
-  %234 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a2, <8 x float> %t61_b063, <8 x float> %t61_c2_0)
-  store <8 x float> %234, ptr %conv2.t61_c2_0, align 32
-  %t61_a264 = load <8 x float>, ptr %conv2.t61_a2, align 32
-  %t61_b165 = load <8 x float>, ptr %conv2.t61_b1, align 32
-  %t61_c2_1 = load <8 x float>, ptr %conv2.t61_c2_1, align 32
-  %235 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a264, <8 x float> %t61_b165, <8 x float> %t61_c2_1)
-  store <8 x float> %235, ptr %conv2.t61_c2_1, align 32
+  store <8 x float> %233, ptr %conv2.t62_a2, align 32
+  %t62_a2 = load <8 x float>, ptr %conv2.t62_a2, align 32
+  %t62_b063 = load <8 x float>, ptr %conv2.t62_b0, align 32
+  %t62_c2_0 = load <8 x float>, ptr %conv2.t62_c2_0, align 32
+  %234 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t62_a2, <8 x float> %t62_b063, <8 x float> %t62_c2_0)
+  store <8 x float> %234, ptr %conv2.t62_c2_0, align 32
+  %t62_a264 = load <8 x float>, ptr %conv2.t62_a2, align 32
+  %t62_b165 = load <8 x float>, ptr %conv2.t62_b1, align 32
+  %t62_c2_1 = load <8 x float>, ptr %conv2.t62_c2_1, align 32
+  %235 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t62_a264, <8 x float> %t62_b165, <8 x float> %t62_c2_1)
+  store <8 x float> %235, ptr %conv2.t62_c2_1, align 32
   %236 = mul nsw i64 %0, 8
   %237 = mul nsw i64 %236, 150
   %238 = add nsw i64 156, %237
-  %239 = mul nsw i64 %conv2.mb6052, 4
+  %239 = mul nsw i64 %conv2.mb6152, 4
   %240 = add nsw i64 %239, 3
   %241 = mul nsw i64 %240, 150
   %242 = add nsw i64 %238, %241
-  %243 = add nsw i64 %242, %conv2.k6253
+  %243 = add nsw i64 %242, %conv2.k6353
   %params66 = getelementptr inbounds float, ptr %params, i64 %243
   %244 = load float, ptr %params66, align 4
   %245 = insertelement <8 x float> undef, float %244, i32 0
   %246 = shufflevector <8 x float> %245, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %246, ptr %conv2.t61_a3, align 32
-  %t61_a3 = load <8 x float>, ptr %conv2.t61_a3, align 32
-  %t61_b067 = load <8 x float>, ptr %conv2.t61_b0, align 32
-  %t61_c3_0 = load <8 x float>, ptr %conv2.t61_c3_0, align 32
-  %247 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a3, <8 x float> %t61_b067, <8 x float> %t61_c3_0)
-  store <8 x float> %247, ptr %conv2.t61_c3_0, align 32
-  %t61_a368 = load <8 x float>, ptr %conv2.t61_a3, align 32
-  %t61_b169 = load <8 x float>, ptr %conv2.t61_b1, align 32
-  %t61_c3_1 = load <8 x float>, ptr %conv2.t61_c3_1, align 32
-  %248 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a368, <8 x float> %t61_b169, <8 x float> %t61_c3_1)
-  store <8 x float> %248, ptr %conv2.t61_c3_1, align 32
-  %k62.next = add nsw i64 %conv2.k6253, 1
-  %249 = icmp slt i64 %k62.next, 150
-  br i1 %249, label %conv2.k62, label %conv2.k62.end
+  store <8 x float> %246, ptr %conv2.t62_a3, align 32
+  %t62_a3 = load <8 x float>, ptr %conv2.t62_a3, align 32
+  %t62_b067 = load <8 x float>, ptr %conv2.t62_b0, align 32
+  %t62_c3_0 = load <8 x float>, ptr %conv2.t62_c3_0, align 32
+  %247 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t62_a3, <8 x float> %t62_b067, <8 x float> %t62_c3_0)
+  store <8 x float> %247, ptr %conv2.t62_c3_0, align 32
+  %t62_a368 = load <8 x float>, ptr %conv2.t62_a3, align 32
+  %t62_b169 = load <8 x float>, ptr %conv2.t62_b1, align 32
+  %t62_c3_1 = load <8 x float>, ptr %conv2.t62_c3_1, align 32
+  %248 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t62_a368, <8 x float> %t62_b169, <8 x float> %t62_c3_1)
+  store <8 x float> %248, ptr %conv2.t62_c3_1, align 32
+  %k63.next = add nsw i64 %conv2.k6353, 1
+  %249 = icmp slt i64 %k63.next, 150
+  br i1 %249, label %conv2.k63, label %conv2.k63.end
 
-conv2.k62.end:                                    ; preds = %conv2.k62
-  %t61_c0_070 = load <8 x float>, ptr %conv2.t61_c0_0, align 32
+conv2.k63.end:                                    ; preds = %conv2.k63
+  %t62_c0_070 = load <8 x float>, ptr %conv2.t62_c0_0, align 32
   %250 = mul nsw i64 %0, 8
   %251 = mul nsw i64 %250, 1616
   %252 = add nsw i64 618720, %251
-  %253 = mul nsw i64 %conv2.mb6052, 4
+  %253 = mul nsw i64 %conv2.mb6152, 4
   %254 = mul nsw i64 %253, 1616
   %255 = add nsw i64 %252, %254
   %256 = add nsw i64 %255, 1584
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %256
-  store <8 x float> %t61_c0_070, ptr %arena71, align 4
-  %t61_c0_172 = load <8 x float>, ptr %conv2.t61_c0_1, align 32
+  store <8 x float> %t62_c0_070, ptr %arena71, align 4
+  %t62_c0_172 = load <8 x float>, ptr %conv2.t62_c0_1, align 32
   %257 = mul nsw i64 %0, 8
   %258 = mul nsw i64 %257, 1616
   %259 = add nsw i64 618720, %258
-  %260 = mul nsw i64 %conv2.mb6052, 4
+  %260 = mul nsw i64 %conv2.mb6152, 4
   %261 = mul nsw i64 %260, 1616
   %262 = add nsw i64 %259, %261
   %263 = add nsw i64 %262, 1584
   %264 = add nsw i64 %263, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %264
-  store <8 x float> %t61_c0_172, ptr %arena73, align 4
-  %t61_c1_074 = load <8 x float>, ptr %conv2.t61_c1_0, align 32
+  store <8 x float> %t62_c0_172, ptr %arena73, align 4
+  %t62_c1_074 = load <8 x float>, ptr %conv2.t62_c1_0, align 32
   %265 = mul nsw i64 %0, 8
   %266 = mul nsw i64 %265, 1616
   %267 = add nsw i64 618720, %266
-  %268 = mul nsw i64 %conv2.mb6052, 4
+  %268 = mul nsw i64 %conv2.mb6152, 4
   %269 = add nsw i64 %268, 1
   %270 = mul nsw i64 %269, 1616
   %271 = add nsw i64 %267, %270
   %272 = add nsw i64 %271, 1584
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %272
-  store <8 x float> %t61_c1_074, ptr %arena75, align 4
-  %t61_c1_176 = load <8 x float>, ptr %conv2.t61_c1_1, align 32
+  store <8 x float> %t62_c1_074, ptr %arena75, align 4
+  %t62_c1_176 = load <8 x float>, ptr %conv2.t62_c1_1, align 32
   %273 = mul nsw i64 %0, 8
   %274 = mul nsw i64 %273, 1616
   %275 = add nsw i64 618720, %274
-  %276 = mul nsw i64 %conv2.mb6052, 4
+  %276 = mul nsw i64 %conv2.mb6152, 4
   %277 = add nsw i64 %276, 1
   %278 = mul nsw i64 %277, 1616
   %279 = add nsw i64 %275, %278
   %280 = add nsw i64 %279, 1584
   %281 = add nsw i64 %280, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %281
-  store <8 x float> %t61_c1_176, ptr %arena77, align 4
-  %t61_c2_078 = load <8 x float>, ptr %conv2.t61_c2_0, align 32
+  store <8 x float> %t62_c1_176, ptr %arena77, align 4
+  %t62_c2_078 = load <8 x float>, ptr %conv2.t62_c2_0, align 32
   %282 = mul nsw i64 %0, 8
   %283 = mul nsw i64 %282, 1616
   %284 = add nsw i64 618720, %283
-  %285 = mul nsw i64 %conv2.mb6052, 4
+  %285 = mul nsw i64 %conv2.mb6152, 4
   %286 = add nsw i64 %285, 2
   %287 = mul nsw i64 %286, 1616
   %288 = add nsw i64 %284, %287
   %289 = add nsw i64 %288, 1584
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %289
-  store <8 x float> %t61_c2_078, ptr %arena79, align 4
-  %t61_c2_180 = load <8 x float>, ptr %conv2.t61_c2_1, align 32
+  store <8 x float> %t62_c2_078, ptr %arena79, align 4
+  %t62_c2_180 = load <8 x float>, ptr %conv2.t62_c2_1, align 32
   %290 = mul nsw i64 %0, 8
   %291 = mul nsw i64 %290, 1616
   %292 = add nsw i64 618720, %291
-  %293 = mul nsw i64 %conv2.mb6052, 4
+  %293 = mul nsw i64 %conv2.mb6152, 4
   %294 = add nsw i64 %293, 2
   %295 = mul nsw i64 %294, 1616
   %296 = add nsw i64 %292, %295
   %297 = add nsw i64 %296, 1584
   %298 = add nsw i64 %297, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t61_c2_180, ptr %arena81, align 4
-  %t61_c3_082 = load <8 x float>, ptr %conv2.t61_c3_0, align 32
+  store <8 x float> %t62_c2_180, ptr %arena81, align 4
+  %t62_c3_082 = load <8 x float>, ptr %conv2.t62_c3_0, align 32
   %299 = mul nsw i64 %0, 8
   %300 = mul nsw i64 %299, 1616
   %301 = add nsw i64 618720, %300
-  %302 = mul nsw i64 %conv2.mb6052, 4
+  %302 = mul nsw i64 %conv2.mb6152, 4
   %303 = add nsw i64 %302, 3
   %304 = mul nsw i64 %303, 1616
   %305 = add nsw i64 %301, %304
   %306 = add nsw i64 %305, 1584
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %306
-  store <8 x float> %t61_c3_082, ptr %arena83, align 4
-  %t61_c3_184 = load <8 x float>, ptr %conv2.t61_c3_1, align 32
+  store <8 x float> %t62_c3_082, ptr %arena83, align 4
+  %t62_c3_184 = load <8 x float>, ptr %conv2.t62_c3_1, align 32
   %307 = mul nsw i64 %0, 8
   %308 = mul nsw i64 %307, 1616
   %309 = add nsw i64 618720, %308
-  %310 = mul nsw i64 %conv2.mb6052, 4
+  %310 = mul nsw i64 %conv2.mb6152, 4
   %311 = add nsw i64 %310, 3
   %312 = mul nsw i64 %311, 1616
   %313 = add nsw i64 %309, %312
   %314 = add nsw i64 %313, 1584
   %315 = add nsw i64 %314, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %315
-  store <8 x float> %t61_c3_184, ptr %arena85, align 4
-  %mb60.next = add nsw i64 %conv2.mb6052, 1
-  %316 = icmp slt i64 %mb60.next, 2
-  br i1 %316, label %conv2.mb60, label %conv2.mb60.end
+  store <8 x float> %t62_c3_184, ptr %arena85, align 4
+  %mb61.next = add nsw i64 %conv2.mb6152, 1
+  %316 = icmp slt i64 %mb61.next, 2
+  br i1 %316, label %conv2.mb61, label %conv2.mb61.end
 }
 
-define internal void @lenet5_infer_b64.k2.conv2.part55.task(ptr %0, i64 %1) {
+define internal void @lenet5_infer_b64.k2.conv2.part56.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -23888,96 +23977,96 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @lenet5_infer_b64.k2.conv2.part55(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @lenet5_infer_b64.k2.conv2.part56(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @lenet5_infer_b64.k3.pool2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %pool2.acc70 = alloca float, align 4
-  br label %pool2.q67
+  %pool2.acc71 = alloca float, align 4
+  br label %pool2.q68
 
-pool2.q67:                                        ; preds = %pool2.py68.end, %entry
-  %pool2.q671 = phi i64 [ 0, %entry ], [ %q67.next, %pool2.py68.end ]
-  br label %pool2.py68
+pool2.q68:                                        ; preds = %pool2.py69.end, %entry
+  %pool2.q681 = phi i64 [ 0, %entry ], [ %q68.next, %pool2.py69.end ]
+  br label %pool2.py69
 
-pool2.q67.end:                                    ; preds = %pool2.py68.end
+pool2.q68.end:                                    ; preds = %pool2.py69.end
   ret void
 
-pool2.py68:                                       ; preds = %pool2.px69.end, %pool2.q67
-  %pool2.py682 = phi i64 [ 0, %pool2.q67 ], [ %py68.next, %pool2.px69.end ]
-  br label %pool2.px69
+pool2.py69:                                       ; preds = %pool2.px70.end, %pool2.q68
+  %pool2.py692 = phi i64 [ 0, %pool2.q68 ], [ %py69.next, %pool2.px70.end ]
+  br label %pool2.px70
 
-pool2.py68.end:                                   ; preds = %pool2.px69.end
-  %q67.next = add nsw i64 %pool2.q671, 1
-  %0 = icmp slt i64 %q67.next, 1024
-  br i1 %0, label %pool2.q67, label %pool2.q67.end
+pool2.py69.end:                                   ; preds = %pool2.px70.end
+  %q68.next = add nsw i64 %pool2.q681, 1
+  %0 = icmp slt i64 %q68.next, 1024
+  br i1 %0, label %pool2.q68, label %pool2.q68.end
 
-pool2.px69:                                       ; preds = %pool2.px69, %pool2.py68
-  %pool2.px693 = phi i64 [ 0, %pool2.py68 ], [ %px69.next, %pool2.px69 ]
-  store float 0.000000e+00, ptr %pool2.acc70, align 4
-  %acc70 = load float, ptr %pool2.acc70, align 4
-  %1 = mul nsw i64 %pool2.q671, 100
-  %2 = mul nsw i64 %pool2.py682, 20
+pool2.px70:                                       ; preds = %pool2.px70, %pool2.py69
+  %pool2.px703 = phi i64 [ 0, %pool2.py69 ], [ %px70.next, %pool2.px70 ]
+  store float 0.000000e+00, ptr %pool2.acc71, align 4
+  %acc71 = load float, ptr %pool2.acc71, align 4
+  %1 = mul nsw i64 %pool2.q681, 100
+  %2 = mul nsw i64 %pool2.py692, 20
   %3 = add nsw i64 %1, %2
-  %4 = mul nsw i64 %pool2.px693, 2
+  %4 = mul nsw i64 %pool2.px703, 2
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fadd float %acc70, %6
-  store float %7, ptr %pool2.acc70, align 4
-  %acc705 = load float, ptr %pool2.acc70, align 4
-  %8 = mul nsw i64 %pool2.q671, 100
-  %9 = mul nsw i64 %pool2.py682, 20
+  %7 = fadd float %acc71, %6
+  store float %7, ptr %pool2.acc71, align 4
+  %acc715 = load float, ptr %pool2.acc71, align 4
+  %8 = mul nsw i64 %pool2.q681, 100
+  %9 = mul nsw i64 %pool2.py692, 20
   %10 = add nsw i64 %8, %9
-  %11 = mul nsw i64 %pool2.px693, 2
+  %11 = mul nsw i64 %pool2.px703, 2
   %12 = add nsw i64 %10, %11
   %13 = add nsw i64 %12, 1
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena6, align 4
-  %15 = fadd float %acc705, %14
-  store float %15, ptr %pool2.acc70, align 4
-  %acc707 = load float, ptr %pool2.acc70, align 4
-  %16 = mul nsw i64 %pool2.q671, 100
-  %17 = mul nsw i64 %pool2.py682, 20
+  %15 = fadd float %acc715, %14
+  store float %15, ptr %pool2.acc71, align 4
+  %acc717 = load float, ptr %pool2.acc71, align 4
+  %16 = mul nsw i64 %pool2.q681, 100
+  %17 = mul nsw i64 %pool2.py692, 20
   %18 = add nsw i64 %16, %17
-  %19 = mul nsw i64 %pool2.px693, 2
+  %19 = mul nsw i64 %pool2.px703, 2
   %20 = add nsw i64 %18, %19
   %21 = add nsw i64 %20, 10
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena8, align 4
-  %23 = fadd float %acc707, %22
-  store float %23, ptr %pool2.acc70, align 4
-  %acc709 = load float, ptr %pool2.acc70, align 4
-  %24 = mul nsw i64 %pool2.q671, 100
-  %25 = mul nsw i64 %pool2.py682, 20
+  %23 = fadd float %acc717, %22
+  store float %23, ptr %pool2.acc71, align 4
+  %acc719 = load float, ptr %pool2.acc71, align 4
+  %24 = mul nsw i64 %pool2.q681, 100
+  %25 = mul nsw i64 %pool2.py692, 20
   %26 = add nsw i64 %24, %25
-  %27 = mul nsw i64 %pool2.px693, 2
+  %27 = mul nsw i64 %pool2.px703, 2
   %28 = add nsw i64 %26, %27
   %29 = add nsw i64 %28, 10
   %30 = add nsw i64 %29, 1
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena10, align 4
-  %32 = fadd float %acc709, %31
-  store float %32, ptr %pool2.acc70, align 4
-  %acc7011 = load float, ptr %pool2.acc70, align 4
-  %33 = fmul float %acc7011, 2.500000e-01
-  %34 = mul nsw i64 %pool2.q671, 25
+  %32 = fadd float %acc719, %31
+  store float %32, ptr %pool2.acc71, align 4
+  %acc7111 = load float, ptr %pool2.acc71, align 4
+  %33 = fmul float %acc7111, 2.500000e-01
+  %34 = mul nsw i64 %pool2.q681, 25
   %35 = add nsw i64 102400, %34
-  %36 = mul nsw i64 %pool2.py682, 5
+  %36 = mul nsw i64 %pool2.py692, 5
   %37 = add nsw i64 %35, %36
-  %38 = add nsw i64 %37, %pool2.px693
+  %38 = add nsw i64 %37, %pool2.px703
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %38
   store float %33, ptr %arena12, align 4
-  %px69.next = add nsw i64 %pool2.px693, 1
-  %39 = icmp slt i64 %px69.next, 5
-  br i1 %39, label %pool2.px69, label %pool2.px69.end
+  %px70.next = add nsw i64 %pool2.px703, 1
+  %39 = icmp slt i64 %px70.next, 5
+  br i1 %39, label %pool2.px70, label %pool2.px70.end
 
-pool2.px69.end:                                   ; preds = %pool2.px69
-  %py68.next = add nsw i64 %pool2.py682, 1
-  %40 = icmp slt i64 %py68.next, 5
-  br i1 %40, label %pool2.py68, label %pool2.py68.end
+pool2.px70.end:                                   ; preds = %pool2.px70
+  %py69.next = add nsw i64 %pool2.py692, 1
+  %40 = icmp slt i64 %py69.next, 5
+  br i1 %40, label %pool2.py69, label %pool2.py69.end
 }
 
 ; Function Attrs: noinline
@@ -23989,575 +24078,575 @@ entry:
 ; Function Attrs: noinline
 define internal void @lenet5_infer_b64.k5.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1.n71
+  br label %fc1.n72
 
-fc1.n71:                                          ; preds = %fc1.k72.end, %entry
-  %fc1.n711 = phi i64 [ 0, %entry ], [ %n71.next, %fc1.k72.end ]
-  br label %fc1.k72
+fc1.n72:                                          ; preds = %fc1.k73.end, %entry
+  %fc1.n721 = phi i64 [ 0, %entry ], [ %n72.next, %fc1.k73.end ]
+  br label %fc1.k73
 
-fc1.n71.end:                                      ; preds = %fc1.k72.end
-  call void @lenet5_infer_b64.k5.fc1.gemm80(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  br label %fc1.n81
+fc1.n72.end:                                      ; preds = %fc1.k73.end
+  call void @lenet5_infer_b64.k5.fc1.gemm81(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  br label %fc1.n82
 
-fc1.k72:                                          ; preds = %fc1.k72, %fc1.n71
-  %fc1.k722 = phi i64 [ 0, %fc1.n71 ], [ %k72.next, %fc1.k72 ]
-  %0 = mul nsw i64 %fc1.n711, 400
+fc1.k73:                                          ; preds = %fc1.k73, %fc1.n72
+  %fc1.k732 = phi i64 [ 0, %fc1.n72 ], [ %k73.next, %fc1.k73 ]
+  %0 = mul nsw i64 %fc1.n721, 400
   %1 = add nsw i64 102400, %0
-  %2 = add nsw i64 %1, %fc1.k722
+  %2 = add nsw i64 %1, %fc1.k732
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k722, 64
+  %4 = mul nsw i64 %fc1.k732, 64
   %5 = add nsw i64 7680, %4
-  %6 = add nsw i64 %5, %fc1.n711
+  %6 = add nsw i64 %5, %fc1.n721
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k72.next = add nsw i64 %fc1.k722, 1
-  %7 = icmp slt i64 %k72.next, 400
-  br i1 %7, label %fc1.k72, label %fc1.k72.end
+  %k73.next = add nsw i64 %fc1.k732, 1
+  %7 = icmp slt i64 %k73.next, 400
+  br i1 %7, label %fc1.k73, label %fc1.k73.end
 
-fc1.k72.end:                                      ; preds = %fc1.k72
-  %n71.next = add nsw i64 %fc1.n711, 1
-  %8 = icmp slt i64 %n71.next, 64
-  br i1 %8, label %fc1.n71, label %fc1.n71.end
+fc1.k73.end:                                      ; preds = %fc1.k73
+  %n72.next = add nsw i64 %fc1.n721, 1
+  %8 = icmp slt i64 %n72.next, 64
+  br i1 %8, label %fc1.n72, label %fc1.n72.end
 
-fc1.n81:                                          ; preds = %fc1.u82.end, %fc1.n71.end
-  %fc1.n815 = phi i64 [ 0, %fc1.n71.end ], [ %n81.next, %fc1.u82.end ]
-  br label %fc1.u82
+fc1.n82:                                          ; preds = %fc1.u83.end, %fc1.n72.end
+  %fc1.n825 = phi i64 [ 0, %fc1.n72.end ], [ %n82.next, %fc1.u83.end ]
+  br label %fc1.u83
 
-fc1.n81.end:                                      ; preds = %fc1.u82.end
+fc1.n82.end:                                      ; preds = %fc1.u83.end
   ret void
 
-fc1.u82:                                          ; preds = %fc1.u82, %fc1.n81
-  %fc1.u826 = phi i64 [ 0, %fc1.n81 ], [ %u82.next, %fc1.u82 ]
-  %9 = mul nsw i64 %fc1.u826, 64
+fc1.u83:                                          ; preds = %fc1.u83, %fc1.n82
+  %fc1.u836 = phi i64 [ 0, %fc1.n82 ], [ %u83.next, %fc1.u83 ]
+  %9 = mul nsw i64 %fc1.u836, 64
   %10 = add nsw i64 33280, %9
-  %11 = add nsw i64 %10, %fc1.n815
+  %11 = add nsw i64 %10, %fc1.n825
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 50572, %fc1.u826
+  %13 = add nsw i64 50572, %fc1.u836
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc1.u826, 64
+  %17 = mul nsw i64 %fc1.u836, 64
   %18 = add nsw i64 33280, %17
-  %19 = add nsw i64 %18, %fc1.n815
+  %19 = add nsw i64 %18, %fc1.n825
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 50572, %fc1.u826
+  %21 = add nsw i64 50572, %fc1.u836
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc1.n815, 120
-  %26 = add nsw i64 %25, %fc1.u826
+  %25 = mul nsw i64 %fc1.n825, 120
+  %26 = add nsw i64 %25, %fc1.u836
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %26
   store float %24, ptr %arena11, align 4
-  %u82.next = add nsw i64 %fc1.u826, 1
-  %27 = icmp slt i64 %u82.next, 120
-  br i1 %27, label %fc1.u82, label %fc1.u82.end
+  %u83.next = add nsw i64 %fc1.u836, 1
+  %27 = icmp slt i64 %u83.next, 120
+  br i1 %27, label %fc1.u83, label %fc1.u83.end
 
-fc1.u82.end:                                      ; preds = %fc1.u82
-  %n81.next = add nsw i64 %fc1.n815, 1
-  %28 = icmp slt i64 %n81.next, 64
-  br i1 %28, label %fc1.n81, label %fc1.n81.end
+fc1.u83.end:                                      ; preds = %fc1.u83
+  %n82.next = add nsw i64 %fc1.n825, 1
+  %28 = icmp slt i64 %n82.next, 64
+  br i1 %28, label %fc1.n82, label %fc1.n82.end
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k5.fc1.gemm80(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_infer_b64.k5.fc1.gemm81(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1.t78_a3 = alloca <8 x float>, align 32
-  %fc1.t78_a2 = alloca <8 x float>, align 32
-  %fc1.t78_a1 = alloca <8 x float>, align 32
-  %fc1.t78_a0 = alloca <8 x float>, align 32
-  %fc1.t78_b1 = alloca <8 x float>, align 32
-  %fc1.t78_b0 = alloca <8 x float>, align 32
-  %fc1.t78_c3_1 = alloca <8 x float>, align 32
-  %fc1.t78_c3_0 = alloca <8 x float>, align 32
-  %fc1.t78_c2_1 = alloca <8 x float>, align 32
-  %fc1.t78_c2_0 = alloca <8 x float>, align 32
-  %fc1.t78_c1_1 = alloca <8 x float>, align 32
-  %fc1.t78_c1_0 = alloca <8 x float>, align 32
-  %fc1.t78_c0_1 = alloca <8 x float>, align 32
-  %fc1.t78_c0_0 = alloca <8 x float>, align 32
-  %fc1.t75_a3 = alloca <8 x float>, align 32
-  %fc1.t75_a2 = alloca <8 x float>, align 32
-  %fc1.t75_a1 = alloca <8 x float>, align 32
-  %fc1.t75_a0 = alloca <8 x float>, align 32
-  %fc1.t75_b2 = alloca <8 x float>, align 32
-  %fc1.t75_b1 = alloca <8 x float>, align 32
-  %fc1.t75_b0 = alloca <8 x float>, align 32
-  %fc1.t75_c3_2 = alloca <8 x float>, align 32
-  %fc1.t75_c3_1 = alloca <8 x float>, align 32
-  %fc1.t75_c3_0 = alloca <8 x float>, align 32
-  %fc1.t75_c2_2 = alloca <8 x float>, align 32
-  %fc1.t75_c2_1 = alloca <8 x float>, align 32
-  %fc1.t75_c2_0 = alloca <8 x float>, align 32
-  %fc1.t75_c1_2 = alloca <8 x float>, align 32
-  %fc1.t75_c1_1 = alloca <8 x float>, align 32
-  %fc1.t75_c1_0 = alloca <8 x float>, align 32
-  %fc1.t75_c0_2 = alloca <8 x float>, align 32
-  %fc1.t75_c0_1 = alloca <8 x float>, align 32
-  %fc1.t75_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.nb73
+  %fc1.t79_a3 = alloca <8 x float>, align 32
+  %fc1.t79_a2 = alloca <8 x float>, align 32
+  %fc1.t79_a1 = alloca <8 x float>, align 32
+  %fc1.t79_a0 = alloca <8 x float>, align 32
+  %fc1.t79_b1 = alloca <8 x float>, align 32
+  %fc1.t79_b0 = alloca <8 x float>, align 32
+  %fc1.t79_c3_1 = alloca <8 x float>, align 32
+  %fc1.t79_c3_0 = alloca <8 x float>, align 32
+  %fc1.t79_c2_1 = alloca <8 x float>, align 32
+  %fc1.t79_c2_0 = alloca <8 x float>, align 32
+  %fc1.t79_c1_1 = alloca <8 x float>, align 32
+  %fc1.t79_c1_0 = alloca <8 x float>, align 32
+  %fc1.t79_c0_1 = alloca <8 x float>, align 32
+  %fc1.t79_c0_0 = alloca <8 x float>, align 32
+  %fc1.t76_a3 = alloca <8 x float>, align 32
+  %fc1.t76_a2 = alloca <8 x float>, align 32
+  %fc1.t76_a1 = alloca <8 x float>, align 32
+  %fc1.t76_a0 = alloca <8 x float>, align 32
+  %fc1.t76_b2 = alloca <8 x float>, align 32
+  %fc1.t76_b1 = alloca <8 x float>, align 32
+  %fc1.t76_b0 = alloca <8 x float>, align 32
+  %fc1.t76_c3_2 = alloca <8 x float>, align 32
+  %fc1.t76_c3_1 = alloca <8 x float>, align 32
+  %fc1.t76_c3_0 = alloca <8 x float>, align 32
+  %fc1.t76_c2_2 = alloca <8 x float>, align 32
+  %fc1.t76_c2_1 = alloca <8 x float>, align 32
+  %fc1.t76_c2_0 = alloca <8 x float>, align 32
+  %fc1.t76_c1_2 = alloca <8 x float>, align 32
+  %fc1.t76_c1_1 = alloca <8 x float>, align 32
+  %fc1.t76_c1_0 = alloca <8 x float>, align 32
+  %fc1.t76_c0_2 = alloca <8 x float>, align 32
+  %fc1.t76_c0_1 = alloca <8 x float>, align 32
+  %fc1.t76_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.nb74
 
-fc1.nb73:                                         ; preds = %fc1.mb74.end, %entry
-  %fc1.nb731 = phi i64 [ 0, %entry ], [ %nb73.next, %fc1.mb74.end ]
-  br label %fc1.mb74
+fc1.nb74:                                         ; preds = %fc1.mb75.end, %entry
+  %fc1.nb741 = phi i64 [ 0, %entry ], [ %nb74.next, %fc1.mb75.end ]
+  br label %fc1.mb75
 
-fc1.nb73.end:                                     ; preds = %fc1.mb74.end
-  br label %fc1.mb77
+fc1.nb74.end:                                     ; preds = %fc1.mb75.end
+  br label %fc1.mb78
 
-fc1.mb74:                                         ; preds = %fc1.k76.end, %fc1.nb73
-  %fc1.mb742 = phi i64 [ 0, %fc1.nb73 ], [ %mb74.next, %fc1.k76.end ]
-  store <8 x float> zeroinitializer, ptr %fc1.t75_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t75_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t75_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t75_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t75_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t75_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t75_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t75_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t75_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t75_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t75_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t75_c3_2, align 32
-  br label %fc1.k76
+fc1.mb75:                                         ; preds = %fc1.k77.end, %fc1.nb74
+  %fc1.mb752 = phi i64 [ 0, %fc1.nb74 ], [ %mb75.next, %fc1.k77.end ]
+  store <8 x float> zeroinitializer, ptr %fc1.t76_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t76_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t76_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t76_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t76_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t76_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t76_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t76_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t76_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t76_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t76_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t76_c3_2, align 32
+  br label %fc1.k77
 
-fc1.mb74.end:                                     ; preds = %fc1.k76.end
-  %nb73.next = add nsw i64 %fc1.nb731, 1
-  %0 = icmp slt i64 %nb73.next, 2
-  br i1 %0, label %fc1.nb73, label %fc1.nb73.end
+fc1.mb75.end:                                     ; preds = %fc1.k77.end
+  %nb74.next = add nsw i64 %fc1.nb741, 1
+  %0 = icmp slt i64 %nb74.next, 2
+  br i1 %0, label %fc1.nb74, label %fc1.nb74.end
 
-fc1.k76:                                          ; preds = %fc1.k76, %fc1.mb74
-  %fc1.k763 = phi i64 [ 0, %fc1.mb74 ], [ %k76.next, %fc1.k76 ]
-  %1 = mul nsw i64 %fc1.k763, 64
+fc1.k77:                                          ; preds = %fc1.k77, %fc1.mb75
+  %fc1.k773 = phi i64 [ 0, %fc1.mb75 ], [ %k77.next, %fc1.k77 ]
+  %1 = mul nsw i64 %fc1.k773, 64
   %2 = add nsw i64 7680, %1
-  %3 = mul nsw i64 %fc1.nb731, 24
+  %3 = mul nsw i64 %fc1.nb741, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %fc1.t75_b0, align 32
-  %6 = mul nsw i64 %fc1.k763, 64
+  store <8 x float> %5, ptr %fc1.t76_b0, align 32
+  %6 = mul nsw i64 %fc1.k773, 64
   %7 = add nsw i64 7680, %6
-  %8 = mul nsw i64 %fc1.nb731, 24
+  %8 = mul nsw i64 %fc1.nb741, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %fc1.t75_b1, align 32
-  %12 = mul nsw i64 %fc1.k763, 64
+  store <8 x float> %11, ptr %fc1.t76_b1, align 32
+  %12 = mul nsw i64 %fc1.k773, 64
   %13 = add nsw i64 7680, %12
-  %14 = mul nsw i64 %fc1.nb731, 24
+  %14 = mul nsw i64 %fc1.nb741, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %fc1.t75_b2, align 32
-  %18 = mul nsw i64 %fc1.mb742, 4
+  store <8 x float> %17, ptr %fc1.t76_b2, align 32
+  %18 = mul nsw i64 %fc1.mb752, 4
   %19 = mul nsw i64 %18, 400
   %20 = add nsw i64 2572, %19
-  %21 = add nsw i64 %20, %fc1.k763
+  %21 = add nsw i64 %20, %fc1.k773
   %params7 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %fc1.t75_a0, align 32
-  %t75_a0 = load <8 x float>, ptr %fc1.t75_a0, align 32
-  %t75_b0 = load <8 x float>, ptr %fc1.t75_b0, align 32
-  %t75_c0_0 = load <8 x float>, ptr %fc1.t75_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t75_a0, <8 x float> %t75_b0, <8 x float> %t75_c0_0)
-  store <8 x float> %25, ptr %fc1.t75_c0_0, align 32
-  %t75_a08 = load <8 x float>, ptr %fc1.t75_a0, align 32
-  %t75_b1 = load <8 x float>, ptr %fc1.t75_b1, align 32
-  %t75_c0_1 = load <8 x float>, ptr %fc1.t75_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t75_a08, <8 x float> %t75_b1, <8 x float> %t75_c0_1)
-  store <8 x float> %26, ptr %fc1.t75_c0_1, align 32
-  %t75_a09 = load <8 x float>, ptr %fc1.t75_a0, align 32
-  %t75_b2 = load <8 x float>, ptr %fc1.t75_b2, align 32
-  %t75_c0_2 = load <8 x float>, ptr %fc1.t75_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t75_a09, <8 x float> %t75_b2, <8 x float> %t75_c0_2)
-  store <8 x float> %27, ptr %fc1.t75_c0_2, align 32
-  %28 = mul nsw i64 %fc1.mb742, 4
+  store <8 x float> %24, ptr %fc1.t76_a0, align 32
+  %t76_a0 = load <8 x float>, ptr %fc1.t76_a0, align 32
+  %t76_b0 = load <8 x float>, ptr %fc1.t76_b0, align 32
+  %t76_c0_0 = load <8 x float>, ptr %fc1.t76_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t76_a0, <8 x float> %t76_b0, <8 x float> %t76_c0_0)
+  store <8 x float> %25, ptr %fc1.t76_c0_0, align 32
+  %t76_a08 = load <8 x float>, ptr %fc1.t76_a0, align 32
+  %t76_b1 = load <8 x float>, ptr %fc1.t76_b1, align 32
+  %t76_c0_1 = load <8 x float>, ptr %fc1.t76_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t76_a08, <8 x float> %t76_b1, <8 x float> %t76_c0_1)
+  store <8 x float> %26, ptr %fc1.t76_c0_1, align 32
+  %t76_a09 = load <8 x float>, ptr %fc1.t76_a0, align 32
+  %t76_b2 = load <8 x float>, ptr %fc1.t76_b2, align 32
+  %t76_c0_2 = load <8 x float>, ptr %fc1.t76_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t76_a09, <8 x float> %t76_b2, <8 x float> %t76_c0_2)
+  store <8 x float> %27, ptr %fc1.t76_c0_2, align 32
+  %28 = mul nsw i64 %fc1.mb752, 4
   %29 = add nsw i64 %28, 1
   %30 = mul nsw i64 %29, 400
   %31 = add nsw i64 2572, %30
-  %32 = add nsw i64 %31, %fc1.k763
+  %32 = add nsw i64 %31, %fc1.k773
   %params10 = getelementptr inbounds float, ptr %params, i64 %32
   %33 = load float, ptr %params10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %fc1.t75_a1, align 32
-  %t75_a1 = load <8 x float>, ptr %fc1.t75_a1, align 32
-  %t75_b011 = load <8 x float>, ptr %fc1.t75_b0, align 32
-  %t75_c1_0 = load <8 x float>, ptr %fc1.t75_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t75_a1, <8 x float> %t75_b011, <8 x float> %t75_c1_0)
-  store <8 x float> %36, ptr %fc1.t75_c1_0, align 32
-  %t75_a112 = load <8 x float>, ptr %fc1.t75_a1, align 32
-  %t75_b113 = load <8 x float>, ptr %fc1.t75_b1, align 32
-  %t75_c1_1 = load <8 x float>, ptr %fc1.t75_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t75_a112, <8 x float> %t75_b113, <8 x float> %t75_c1_1)
-  store <8 x float> %37, ptr %fc1.t75_c1_1, align 32
-  %t75_a114 = load <8 x float>, ptr %fc1.t75_a1, align 32
-  %t75_b215 = load <8 x float>, ptr %fc1.t75_b2, align 32
-  %t75_c1_2 = load <8 x float>, ptr %fc1.t75_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t75_a114, <8 x float> %t75_b215, <8 x float> %t75_c1_2)
-  store <8 x float> %38, ptr %fc1.t75_c1_2, align 32
-  %39 = mul nsw i64 %fc1.mb742, 4
+  store <8 x float> %35, ptr %fc1.t76_a1, align 32
+  %t76_a1 = load <8 x float>, ptr %fc1.t76_a1, align 32
+  %t76_b011 = load <8 x float>, ptr %fc1.t76_b0, align 32
+  %t76_c1_0 = load <8 x float>, ptr %fc1.t76_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t76_a1, <8 x float> %t76_b011, <8 x float> %t76_c1_0)
+  store <8 x float> %36, ptr %fc1.t76_c1_0, align 32
+  %t76_a112 = load <8 x float>, ptr %fc1.t76_a1, align 32
+  %t76_b113 = load <8 x float>, ptr %fc1.t76_b1, align 32
+  %t76_c1_1 = load <8 x float>, ptr %fc1.t76_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t76_a112, <8 x float> %t76_b113, <8 x float> %t76_c1_1)
+  store <8 x float> %37, ptr %fc1.t76_c1_1, align 32
+  %t76_a114 = load <8 x float>, ptr %fc1.t76_a1, align 32
+  %t76_b215 = load <8 x float>, ptr %fc1.t76_b2, align 32
+  %t76_c1_2 = load <8 x float>, ptr %fc1.t76_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t76_a114, <8 x float> %t76_b215, <8 x float> %t76_c1_2)
+  store <8 x float> %38, ptr %fc1.t76_c1_2, align 32
+  %39 = mul nsw i64 %fc1.mb752, 4
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 400
   %42 = add nsw i64 2572, %41
-  %43 = add nsw i64 %42, %fc1.k763
+  %43 = add nsw i64 %42, %fc1.k773
   %params16 = getelementptr inbounds float, ptr %params, i64 %43
   %44 = load float, ptr %params16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %fc1.t75_a2, align 32
-  %t75_a2 = load <8 x float>, ptr %fc1.t75_a2, align 32
-  %t75_b017 = load <8 x float>, ptr %fc1.t75_b0, align 32
-  %t75_c2_0 = load <8 x float>, ptr %fc1.t75_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t75_a2, <8 x float> %t75_b017, <8 x float> %t75_c2_0)
-  store <8 x float> %47, ptr %fc1.t75_c2_0, align 32
-  %t75_a218 = load <8 x float>, ptr %fc1.t75_a2, align 32
-  %t75_b119 = load <8 x float>, ptr %fc1.t75_b1, align 32
-  %t75_c2_1 = load <8 x float>, ptr %fc1.t75_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t75_a218, <8 x float> %t75_b119, <8 x float> %t75_c2_1)
-  store <8 x float> %48, ptr %fc1.t75_c2_1, align 32
-  %t75_a220 = load <8 x float>, ptr %fc1.t75_a2, align 32
-  %t75_b221 = load <8 x float>, ptr %fc1.t75_b2, align 32
-  %t75_c2_2 = load <8 x float>, ptr %fc1.t75_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t75_a220, <8 x float> %t75_b221, <8 x float> %t75_c2_2)
-  store <8 x float> %49, ptr %fc1.t75_c2_2, align 32
-  %50 = mul nsw i64 %fc1.mb742, 4
+  store <8 x float> %46, ptr %fc1.t76_a2, align 32
+  %t76_a2 = load <8 x float>, ptr %fc1.t76_a2, align 32
+  %t76_b017 = load <8 x float>, ptr %fc1.t76_b0, align 32
+  %t76_c2_0 = load <8 x float>, ptr %fc1.t76_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t76_a2, <8 x float> %t76_b017, <8 x float> %t76_c2_0)
+  store <8 x float> %47, ptr %fc1.t76_c2_0, align 32
+  %t76_a218 = load <8 x float>, ptr %fc1.t76_a2, align 32
+  %t76_b119 = load <8 x float>, ptr %fc1.t76_b1, align 32
+  %t76_c2_1 = load <8 x float>, ptr %fc1.t76_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t76_a218, <8 x float> %t76_b119, <8 x float> %t76_c2_1)
+  store <8 x float> %48, ptr %fc1.t76_c2_1, align 32
+  %t76_a220 = load <8 x float>, ptr %fc1.t76_a2, align 32
+  %t76_b221 = load <8 x float>, ptr %fc1.t76_b2, align 32
+  %t76_c2_2 = load <8 x float>, ptr %fc1.t76_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t76_a220, <8 x float> %t76_b221, <8 x float> %t76_c2_2)
+  store <8 x float> %49, ptr %fc1.t76_c2_2, align 32
+  %50 = mul nsw i64 %fc1.mb752, 4
   %51 = add nsw i64 %50, 3
   %52 = mul nsw i64 %51, 400
   %53 = add nsw i64 2572, %52
-  %54 = add nsw i64 %53, %fc1.k763
+  %54 = add nsw i64 %53, %fc1.k773
   %params22 = getelementptr inbounds float, ptr %params, i64 %54
   %55 = load float, ptr %params22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %fc1.t75_a3, align 32
-  %t75_a3 = load <8 x float>, ptr %fc1.t75_a3, align 32
-  %t75_b023 = load <8 x float>, ptr %fc1.t75_b0, align 32
-  %t75_c3_0 = load <8 x float>, ptr %fc1.t75_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t75_a3, <8 x float> %t75_b023, <8 x float> %t75_c3_0)
-  store <8 x float> %58, ptr %fc1.t75_c3_0, align 32
-  %t75_a324 = load <8 x float>, ptr %fc1.t75_a3, align 32
-  %t75_b125 = load <8 x float>, ptr %fc1.t75_b1, align 32
-  %t75_c3_1 = load <8 x float>, ptr %fc1.t75_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t75_a324, <8 x float> %t75_b125, <8 x float> %t75_c3_1)
-  store <8 x float> %59, ptr %fc1.t75_c3_1, align 32
-  %t75_a326 = load <8 x float>, ptr %fc1.t75_a3, align 32
-  %t75_b227 = load <8 x float>, ptr %fc1.t75_b2, align 32
-  %t75_c3_2 = load <8 x float>, ptr %fc1.t75_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t75_a326, <8 x float> %t75_b227, <8 x float> %t75_c3_2)
-  store <8 x float> %60, ptr %fc1.t75_c3_2, align 32
-  %k76.next = add nsw i64 %fc1.k763, 1
-  %61 = icmp slt i64 %k76.next, 400
-  br i1 %61, label %fc1.k76, label %fc1.k76.end
+  store <8 x float> %57, ptr %fc1.t76_a3, align 32
+  %t76_a3 = load <8 x float>, ptr %fc1.t76_a3, align 32
+  %t76_b023 = load <8 x float>, ptr %fc1.t76_b0, align 32
+  %t76_c3_0 = load <8 x float>, ptr %fc1.t76_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t76_a3, <8 x float> %t76_b023, <8 x float> %t76_c3_0)
+  store <8 x float> %58, ptr %fc1.t76_c3_0, align 32
+  %t76_a324 = load <8 x float>, ptr %fc1.t76_a3, align 32
+  %t76_b125 = load <8 x float>, ptr %fc1.t76_b1, align 32
+  %t76_c3_1 = load <8 x float>, ptr %fc1.t76_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t76_a324, <8 x float> %t76_b125, <8 x float> %t76_c3_1)
+  store <8 x float> %59, ptr %fc1.t76_c3_1, align 32
+  %t76_a326 = load <8 x float>, ptr %fc1.t76_a3, align 32
+  %t76_b227 = load <8 x float>, ptr %fc1.t76_b2, align 32
+  %t76_c3_2 = load <8 x float>, ptr %fc1.t76_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t76_a326, <8 x float> %t76_b227, <8 x float> %t76_c3_2)
+  store <8 x float> %60, ptr %fc1.t76_c3_2, align 32
+  %k77.next = add nsw i64 %fc1.k773, 1
+  %61 = icmp slt i64 %k77.next, 400
+  br i1 %61, label %fc1.k77, label %fc1.k77.end
 
-fc1.k76.end:                                      ; preds = %fc1.k76
-  %t75_c0_028 = load <8 x float>, ptr %fc1.t75_c0_0, align 32
-  %62 = mul nsw i64 %fc1.mb742, 4
+fc1.k77.end:                                      ; preds = %fc1.k77
+  %t76_c0_028 = load <8 x float>, ptr %fc1.t76_c0_0, align 32
+  %62 = mul nsw i64 %fc1.mb752, 4
   %63 = mul nsw i64 %62, 64
   %64 = add nsw i64 33280, %63
-  %65 = mul nsw i64 %fc1.nb731, 24
+  %65 = mul nsw i64 %fc1.nb741, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t75_c0_028, ptr %arena29, align 4
-  %t75_c0_130 = load <8 x float>, ptr %fc1.t75_c0_1, align 32
-  %67 = mul nsw i64 %fc1.mb742, 4
+  store <8 x float> %t76_c0_028, ptr %arena29, align 4
+  %t76_c0_130 = load <8 x float>, ptr %fc1.t76_c0_1, align 32
+  %67 = mul nsw i64 %fc1.mb752, 4
   %68 = mul nsw i64 %67, 64
   %69 = add nsw i64 33280, %68
-  %70 = mul nsw i64 %fc1.nb731, 24
+  %70 = mul nsw i64 %fc1.nb741, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t75_c0_130, ptr %arena31, align 4
-  %t75_c0_232 = load <8 x float>, ptr %fc1.t75_c0_2, align 32
-  %73 = mul nsw i64 %fc1.mb742, 4
+  store <8 x float> %t76_c0_130, ptr %arena31, align 4
+  %t76_c0_232 = load <8 x float>, ptr %fc1.t76_c0_2, align 32
+  %73 = mul nsw i64 %fc1.mb752, 4
   %74 = mul nsw i64 %73, 64
   %75 = add nsw i64 33280, %74
-  %76 = mul nsw i64 %fc1.nb731, 24
+  %76 = mul nsw i64 %fc1.nb741, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t75_c0_232, ptr %arena33, align 4
-  %t75_c1_034 = load <8 x float>, ptr %fc1.t75_c1_0, align 32
-  %79 = mul nsw i64 %fc1.mb742, 4
+  store <8 x float> %t76_c0_232, ptr %arena33, align 4
+  %t76_c1_034 = load <8 x float>, ptr %fc1.t76_c1_0, align 32
+  %79 = mul nsw i64 %fc1.mb752, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 64
   %82 = add nsw i64 33280, %81
-  %83 = mul nsw i64 %fc1.nb731, 24
+  %83 = mul nsw i64 %fc1.nb741, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t75_c1_034, ptr %arena35, align 4
-  %t75_c1_136 = load <8 x float>, ptr %fc1.t75_c1_1, align 32
-  %85 = mul nsw i64 %fc1.mb742, 4
+  store <8 x float> %t76_c1_034, ptr %arena35, align 4
+  %t76_c1_136 = load <8 x float>, ptr %fc1.t76_c1_1, align 32
+  %85 = mul nsw i64 %fc1.mb752, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 64
   %88 = add nsw i64 33280, %87
-  %89 = mul nsw i64 %fc1.nb731, 24
+  %89 = mul nsw i64 %fc1.nb741, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t75_c1_136, ptr %arena37, align 4
-  %t75_c1_238 = load <8 x float>, ptr %fc1.t75_c1_2, align 32
-  %92 = mul nsw i64 %fc1.mb742, 4
+  store <8 x float> %t76_c1_136, ptr %arena37, align 4
+  %t76_c1_238 = load <8 x float>, ptr %fc1.t76_c1_2, align 32
+  %92 = mul nsw i64 %fc1.mb752, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 64
   %95 = add nsw i64 33280, %94
-  %96 = mul nsw i64 %fc1.nb731, 24
+  %96 = mul nsw i64 %fc1.nb741, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t75_c1_238, ptr %arena39, align 4
-  %t75_c2_040 = load <8 x float>, ptr %fc1.t75_c2_0, align 32
-  %99 = mul nsw i64 %fc1.mb742, 4
+  store <8 x float> %t76_c1_238, ptr %arena39, align 4
+  %t76_c2_040 = load <8 x float>, ptr %fc1.t76_c2_0, align 32
+  %99 = mul nsw i64 %fc1.mb752, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 64
   %102 = add nsw i64 33280, %101
-  %103 = mul nsw i64 %fc1.nb731, 24
+  %103 = mul nsw i64 %fc1.nb741, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t75_c2_040, ptr %arena41, align 4
-  %t75_c2_142 = load <8 x float>, ptr %fc1.t75_c2_1, align 32
-  %105 = mul nsw i64 %fc1.mb742, 4
+  store <8 x float> %t76_c2_040, ptr %arena41, align 4
+  %t76_c2_142 = load <8 x float>, ptr %fc1.t76_c2_1, align 32
+  %105 = mul nsw i64 %fc1.mb752, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 64
   %108 = add nsw i64 33280, %107
-  %109 = mul nsw i64 %fc1.nb731, 24
+  %109 = mul nsw i64 %fc1.nb741, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t75_c2_142, ptr %arena43, align 4
-  %t75_c2_244 = load <8 x float>, ptr %fc1.t75_c2_2, align 32
-  %112 = mul nsw i64 %fc1.mb742, 4
+  store <8 x float> %t76_c2_142, ptr %arena43, align 4
+  %t76_c2_244 = load <8 x float>, ptr %fc1.t76_c2_2, align 32
+  %112 = mul nsw i64 %fc1.mb752, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 64
   %115 = add nsw i64 33280, %114
-  %116 = mul nsw i64 %fc1.nb731, 24
+  %116 = mul nsw i64 %fc1.nb741, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t75_c2_244, ptr %arena45, align 4
-  %t75_c3_046 = load <8 x float>, ptr %fc1.t75_c3_0, align 32
-  %119 = mul nsw i64 %fc1.mb742, 4
+  store <8 x float> %t76_c2_244, ptr %arena45, align 4
+  %t76_c3_046 = load <8 x float>, ptr %fc1.t76_c3_0, align 32
+  %119 = mul nsw i64 %fc1.mb752, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 64
   %122 = add nsw i64 33280, %121
-  %123 = mul nsw i64 %fc1.nb731, 24
+  %123 = mul nsw i64 %fc1.nb741, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t75_c3_046, ptr %arena47, align 4
-  %t75_c3_148 = load <8 x float>, ptr %fc1.t75_c3_1, align 32
-  %125 = mul nsw i64 %fc1.mb742, 4
+  store <8 x float> %t76_c3_046, ptr %arena47, align 4
+  %t76_c3_148 = load <8 x float>, ptr %fc1.t76_c3_1, align 32
+  %125 = mul nsw i64 %fc1.mb752, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 64
   %128 = add nsw i64 33280, %127
-  %129 = mul nsw i64 %fc1.nb731, 24
+  %129 = mul nsw i64 %fc1.nb741, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t75_c3_148, ptr %arena49, align 4
-  %t75_c3_250 = load <8 x float>, ptr %fc1.t75_c3_2, align 32
-  %132 = mul nsw i64 %fc1.mb742, 4
+  store <8 x float> %t76_c3_148, ptr %arena49, align 4
+  %t76_c3_250 = load <8 x float>, ptr %fc1.t76_c3_2, align 32
+  %132 = mul nsw i64 %fc1.mb752, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 64
   %135 = add nsw i64 33280, %134
-  %136 = mul nsw i64 %fc1.nb731, 24
+  %136 = mul nsw i64 %fc1.nb741, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t75_c3_250, ptr %arena51, align 4
-  %mb74.next = add nsw i64 %fc1.mb742, 1
-  %139 = icmp slt i64 %mb74.next, 30
-  br i1 %139, label %fc1.mb74, label %fc1.mb74.end
+  store <8 x float> %t76_c3_250, ptr %arena51, align 4
+  %mb75.next = add nsw i64 %fc1.mb752, 1
+  %139 = icmp slt i64 %mb75.next, 30
+  br i1 %139, label %fc1.mb75, label %fc1.mb75.end
 
-fc1.mb77:                                         ; preds = %fc1.k79.end, %fc1.nb73.end
-  %fc1.mb7752 = phi i64 [ 0, %fc1.nb73.end ], [ %mb77.next, %fc1.k79.end ]
-  store <8 x float> zeroinitializer, ptr %fc1.t78_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t78_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t78_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t78_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t78_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t78_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t78_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t78_c3_1, align 32
-  br label %fc1.k79
+fc1.mb78:                                         ; preds = %fc1.k80.end, %fc1.nb74.end
+  %fc1.mb7852 = phi i64 [ 0, %fc1.nb74.end ], [ %mb78.next, %fc1.k80.end ]
+  store <8 x float> zeroinitializer, ptr %fc1.t79_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t79_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t79_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t79_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t79_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t79_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t79_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t79_c3_1, align 32
+  br label %fc1.k80
 
-fc1.mb77.end:                                     ; preds = %fc1.k79.end
+fc1.mb78.end:                                     ; preds = %fc1.k80.end
   ret void
 
-fc1.k79:                                          ; preds = %fc1.k79, %fc1.mb77
-  %fc1.k7953 = phi i64 [ 0, %fc1.mb77 ], [ %k79.next, %fc1.k79 ]
-  %140 = mul nsw i64 %fc1.k7953, 64
+fc1.k80:                                          ; preds = %fc1.k80, %fc1.mb78
+  %fc1.k8053 = phi i64 [ 0, %fc1.mb78 ], [ %k80.next, %fc1.k80 ]
+  %140 = mul nsw i64 %fc1.k8053, 64
   %141 = add nsw i64 7680, %140
   %142 = add nsw i64 %141, 48
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %143, ptr %fc1.t78_b0, align 32
-  %144 = mul nsw i64 %fc1.k7953, 64
+  store <8 x float> %143, ptr %fc1.t79_b0, align 32
+  %144 = mul nsw i64 %fc1.k8053, 64
   %145 = add nsw i64 7680, %144
   %146 = add nsw i64 %145, 48
   %147 = add nsw i64 %146, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %148, ptr %fc1.t78_b1, align 32
-  %149 = mul nsw i64 %fc1.mb7752, 4
+  store <8 x float> %148, ptr %fc1.t79_b1, align 32
+  %149 = mul nsw i64 %fc1.mb7852, 4
   %150 = mul nsw i64 %149, 400
   %151 = add nsw i64 2572, %150
-  %152 = add nsw i64 %151, %fc1.k7953
+  %152 = add nsw i64 %151, %fc1.k8053
   %params56 = getelementptr inbounds float, ptr %params, i64 %152
   %153 = load float, ptr %params56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %fc1.t78_a0, align 32
-  %t78_a0 = load <8 x float>, ptr %fc1.t78_a0, align 32
-  %t78_b0 = load <8 x float>, ptr %fc1.t78_b0, align 32
-  %t78_c0_0 = load <8 x float>, ptr %fc1.t78_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a0, <8 x float> %t78_b0, <8 x float> %t78_c0_0)
-  store <8 x float> %156, ptr %fc1.t78_c0_0, align 32
-  %t78_a057 = load <8 x float>, ptr %fc1.t78_a0, align 32
-  %t78_b1 = load <8 x float>, ptr %fc1.t78_b1, align 32
-  %t78_c0_1 = load <8 x float>, ptr %fc1.t78_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a057, <8 x float> %t78_b1, <8 x float> %t78_c0_1)
-  store <8 x float> %157, ptr %fc1.t78_c0_1, align 32
-  %158 = mul nsw i64 %fc1.mb7752, 4
+  store <8 x float> %155, ptr %fc1.t79_a0, align 32
+  %t79_a0 = load <8 x float>, ptr %fc1.t79_a0, align 32
+  %t79_b0 = load <8 x float>, ptr %fc1.t79_b0, align 32
+  %t79_c0_0 = load <8 x float>, ptr %fc1.t79_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a0, <8 x float> %t79_b0, <8 x float> %t79_c0_0)
+  store <8 x float> %156, ptr %fc1.t79_c0_0, align 32
+  %t79_a057 = load <8 x float>, ptr %fc1.t79_a0, align 32
+  %t79_b1 = load <8 x float>, ptr %fc1.t79_b1, align 32
+  %t79_c0_1 = load <8 x float>, ptr %fc1.t79_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a057, <8 x float> %t79_b1, <8 x float> %t79_c0_1)
+  store <8 x float> %157, ptr %fc1.t79_c0_1, align 32
+  %158 = mul nsw i64 %fc1.mb7852, 4
   %159 = add nsw i64 %158, 1
   %160 = mul nsw i64 %159, 400
   %161 = add nsw i64 2572, %160
-  %162 = add nsw i64 %161, %fc1.k7953
+  %162 = add nsw i64 %161, %fc1.k8053
   %params58 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t78_a1, align 32
-  %t78_a1 = load <8 x float>, ptr %fc1.t78_a1, align 32
-  %t78_b059 = load <8 x float>, ptr %fc1.t78_b0, align 32
-  %t78_c1_0 = load <8 x float>, ptr %fc1.t78_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a1, <8 x float> %t78_b059, <8 x float> %t78_c1_0)
-  store <8 x float> %166, ptr %fc1.t78_c1_0, align 32
-  %t78_a160 = load <8 x float>, ptr %fc1.t78_a1, align 32
-  %t78_b161 = load <8 x float>, ptr %fc1.t78_b1, align 32
-  %t78_c1_1 = load <8 x float>, ptr %fc1.t78_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a160, <8 x float> %t78_b161, <8 x float> %t78_c1_1)
-  store <8 x float> %167, ptr %fc1.t78_c1_1, align 32
-  %168 = mul nsw i64 %fc1.mb7752, 4
+  store <8 x float> %165, ptr %fc1.t79_a1, align 32
+  %t79_a1 = load <8 x float>, ptr %fc1.t79_a1, align 32
+  %t79_b059 = load <8 x float>, ptr %fc1.t79_b0, align 32
+  %t79_c1_0 = load <8 x float>, ptr %fc1.t79_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a1, <8 x float> %t79_b059, <8 x float> %t79_c1_0)
+  store <8 x float> %166, ptr %fc1.t79_c1_0, align 32
+  %t79_a160 = load <8 x float>, ptr %fc1.t79_a1, align 32
+  %t79_b161 = load <8 x float>, ptr %fc1.t79_b1, align 32
+  %t79_c1_1 = load <8 x float>, ptr %fc1.t79_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a160, <8 x float> %t79_b161, <8 x float> %t79_c1_1)
+  store <8 x float> %167, ptr %fc1.t79_c1_1, align 32
+  %168 = mul nsw i64 %fc1.mb7852, 4
   %169 = add nsw i64 %168, 2
   %170 = mul nsw i64 %169, 400
   %171 = add nsw i64 2572, %170
-  %172 = add nsw i64 %171, %fc1.k7953
+  %172 = add nsw i64 %171, %fc1.k8053
   %params62 = getelementptr inbounds float, ptr %params, i64 %172
   %173 = load float, ptr %params62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %fc1.t78_a2, align 32
-  %t78_a2 = load <8 x float>, ptr %fc1.t78_a2, align 32
-  %t78_b063 = load <8 x float>, ptr %fc1.t78_b0, align 32
-  %t78_c2_0 = load <8 x float>, ptr %fc1.t78_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a2, <8 x float> %t78_b063, <8 x float> %t78_c2_0)
-  store <8 x float> %176, ptr %fc1.t78_c2_0, align 32
-  %t78_a264 = load <8 x float>, ptr %fc1.t78_a2, align 32
-  %t78_b165 = load <8 x float>, ptr %fc1.t78_b1, align 32
-  %t78_c2_1 = load <8 x float>, ptr %fc1.t78_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a264, <8 x float> %t78_b165, <8 x float> %t78_c2_1)
-  store <8 x float> %177, ptr %fc1.t78_c2_1, align 32
-  %178 = mul nsw i64 %fc1.mb7752, 4
+  store <8 x float> %175, ptr %fc1.t79_a2, align 32
+  %t79_a2 = load <8 x float>, ptr %fc1.t79_a2, align 32
+  %t79_b063 = load <8 x float>, ptr %fc1.t79_b0, align 32
+  %t79_c2_0 = load <8 x float>, ptr %fc1.t79_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a2, <8 x float> %t79_b063, <8 x float> %t79_c2_0)
+  store <8 x float> %176, ptr %fc1.t79_c2_0, align 32
+  %t79_a264 = load <8 x float>, ptr %fc1.t79_a2, align 32
+  %t79_b165 = load <8 x float>, ptr %fc1.t79_b1, align 32
+  %t79_c2_1 = load <8 x float>, ptr %fc1.t79_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a264, <8 x float> %t79_b165, <8 x float> %t79_c2_1)
+  store <8 x float> %177, ptr %fc1.t79_c2_1, align 32
+  %178 = mul nsw i64 %fc1.mb7852, 4
   %179 = add nsw i64 %178, 3
   %180 = mul nsw i64 %179, 400
   %181 = add nsw i64 2572, %180
-  %182 = add nsw i64 %181, %fc1.k7953
+  %182 = add nsw i64 %181, %fc1.k8053
   %params66 = getelementptr inbounds float, ptr %params, i64 %182
   %183 = load float, ptr %params66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %fc1.t78_a3, align 32
-  %t78_a3 = load <8 x float>, ptr %fc1.t78_a3, align 32
-  %t78_b067 = load <8 x float>, ptr %fc1.t78_b0, align 32
-  %t78_c3_0 = load <8 x float>, ptr %fc1.t78_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a3, <8 x float> %t78_b067, <8 x float> %t78_c3_0)
-  store <8 x float> %186, ptr %fc1.t78_c3_0, align 32
-  %t78_a368 = load <8 x float>, ptr %fc1.t78_a3, align 32
-  %t78_b169 = load <8 x float>, ptr %fc1.t78_b1, align 32
-  %t78_c3_1 = load <8 x float>, ptr %fc1.t78_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a368, <8 x float> %t78_b169, <8 x float> %t78_c3_1)
-  store <8 x float> %187, ptr %fc1.t78_c3_1, align 32
-  %k79.next = add nsw i64 %fc1.k7953, 1
-  %188 = icmp slt i64 %k79.next, 400
-  br i1 %188, label %fc1.k79, label %fc1.k79.end
+  store <8 x float> %185, ptr %fc1.t79_a3, align 32
+  %t79_a3 = load <8 x float>, ptr %fc1.t79_a3, align 32
+  %t79_b067 = load <8 x float>, ptr %fc1.t79_b0, align 32
+  %t79_c3_0 = load <8 x float>, ptr %fc1.t79_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a3, <8 x float> %t79_b067, <8 x float> %t79_c3_0)
+  store <8 x float> %186, ptr %fc1.t79_c3_0, align 32
+  %t79_a368 = load <8 x float>, ptr %fc1.t79_a3, align 32
+  %t79_b169 = load <8 x float>, ptr %fc1.t79_b1, align 32
+  %t79_c3_1 = load <8 x float>, ptr %fc1.t79_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a368, <8 x float> %t79_b169, <8 x float> %t79_c3_1)
+  store <8 x float> %187, ptr %fc1.t79_c3_1, align 32
+  %k80.next = add nsw i64 %fc1.k8053, 1
+  %188 = icmp slt i64 %k80.next, 400
+  br i1 %188, label %fc1.k80, label %fc1.k80.end
 
-fc1.k79.end:                                      ; preds = %fc1.k79
-  %t78_c0_070 = load <8 x float>, ptr %fc1.t78_c0_0, align 32
-  %189 = mul nsw i64 %fc1.mb7752, 4
+fc1.k80.end:                                      ; preds = %fc1.k80
+  %t79_c0_070 = load <8 x float>, ptr %fc1.t79_c0_0, align 32
+  %189 = mul nsw i64 %fc1.mb7852, 4
   %190 = mul nsw i64 %189, 64
   %191 = add nsw i64 33280, %190
   %192 = add nsw i64 %191, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t78_c0_070, ptr %arena71, align 4
-  %t78_c0_172 = load <8 x float>, ptr %fc1.t78_c0_1, align 32
-  %193 = mul nsw i64 %fc1.mb7752, 4
+  store <8 x float> %t79_c0_070, ptr %arena71, align 4
+  %t79_c0_172 = load <8 x float>, ptr %fc1.t79_c0_1, align 32
+  %193 = mul nsw i64 %fc1.mb7852, 4
   %194 = mul nsw i64 %193, 64
   %195 = add nsw i64 33280, %194
   %196 = add nsw i64 %195, 48
   %197 = add nsw i64 %196, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %197
-  store <8 x float> %t78_c0_172, ptr %arena73, align 4
-  %t78_c1_074 = load <8 x float>, ptr %fc1.t78_c1_0, align 32
-  %198 = mul nsw i64 %fc1.mb7752, 4
+  store <8 x float> %t79_c0_172, ptr %arena73, align 4
+  %t79_c1_074 = load <8 x float>, ptr %fc1.t79_c1_0, align 32
+  %198 = mul nsw i64 %fc1.mb7852, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 64
   %201 = add nsw i64 33280, %200
   %202 = add nsw i64 %201, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %202
-  store <8 x float> %t78_c1_074, ptr %arena75, align 4
-  %t78_c1_176 = load <8 x float>, ptr %fc1.t78_c1_1, align 32
-  %203 = mul nsw i64 %fc1.mb7752, 4
+  store <8 x float> %t79_c1_074, ptr %arena75, align 4
+  %t79_c1_176 = load <8 x float>, ptr %fc1.t79_c1_1, align 32
+  %203 = mul nsw i64 %fc1.mb7852, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 64
   %206 = add nsw i64 33280, %205
   %207 = add nsw i64 %206, 48
   %208 = add nsw i64 %207, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t78_c1_176, ptr %arena77, align 4
-  %t78_c2_078 = load <8 x float>, ptr %fc1.t78_c2_0, align 32
-  %209 = mul nsw i64 %fc1.mb7752, 4
+  store <8 x float> %t79_c1_176, ptr %arena77, align 4
+  %t79_c2_078 = load <8 x float>, ptr %fc1.t79_c2_0, align 32
+  %209 = mul nsw i64 %fc1.mb7852, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 64
   %212 = add nsw i64 33280, %211
   %213 = add nsw i64 %212, 48
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %213
-  store <8 x float> %t78_c2_078, ptr %arena79, align 4
-  %t78_c2_180 = load <8 x float>, ptr %fc1.t78_c2_1, align 32
-  %214 = mul nsw i64 %fc1.mb7752, 4
+  store <8 x float> %t79_c2_078, ptr %arena79, align 4
+  %t79_c2_180 = load <8 x float>, ptr %fc1.t79_c2_1, align 32
+  %214 = mul nsw i64 %fc1.mb7852, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 64
   %217 = add nsw i64 33280, %216
   %218 = add nsw i64 %217, 48
   %219 = add nsw i64 %218, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t78_c2_180, ptr %arena81, align 4
-  %t78_c3_082 = load <8 x float>, ptr %fc1.t78_c3_0, align 32
-  %220 = mul nsw i64 %fc1.mb7752, 4
+  store <8 x float> %t79_c2_180, ptr %arena81, align 4
+  %t79_c3_082 = load <8 x float>, ptr %fc1.t79_c3_0, align 32
+  %220 = mul nsw i64 %fc1.mb7852, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 33280, %222
   %224 = add nsw i64 %223, 48
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t78_c3_082, ptr %arena83, align 4
-  %t78_c3_184 = load <8 x float>, ptr %fc1.t78_c3_1, align 32
-  %225 = mul nsw i64 %fc1.mb7752, 4
+  store <8 x float> %t79_c3_082, ptr %arena83, align 4
+  %t79_c3_184 = load <8 x float>, ptr %fc1.t79_c3_1, align 32
+  %225 = mul nsw i64 %fc1.mb7852, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 64
   %228 = add nsw i64 33280, %227
   %229 = add nsw i64 %228, 48
   %230 = add nsw i64 %229, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %230
-  store <8 x float> %t78_c3_184, ptr %arena85, align 4
-  %mb77.next = add nsw i64 %fc1.mb7752, 1
-  %231 = icmp slt i64 %mb77.next, 30
-  br i1 %231, label %fc1.mb77, label %fc1.mb77.end
+  store <8 x float> %t79_c3_184, ptr %arena85, align 4
+  %mb78.next = add nsw i64 %fc1.mb7852, 1
+  %231 = icmp slt i64 %mb78.next, 30
+  br i1 %231, label %fc1.mb78, label %fc1.mb78.end
 }
 
 ; Function Attrs: noinline
@@ -24567,50 +24656,50 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 50692
   %arena3 = getelementptr inbounds float, ptr %arena, i64 7680
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 84, i32 120, float 1.000000e+00, ptr %arena1, i32 120, ptr %params2, i32 120, float 0.000000e+00, ptr %arena3, i32 84)
-  br label %fc2.n83
+  br label %fc2.n84
 
-fc2.n83:                                          ; preds = %fc2.u84.end, %entry
-  %fc2.n834 = phi i64 [ 0, %entry ], [ %n83.next, %fc2.u84.end ]
-  br label %fc2.u84
+fc2.n84:                                          ; preds = %fc2.u85.end, %entry
+  %fc2.n844 = phi i64 [ 0, %entry ], [ %n84.next, %fc2.u85.end ]
+  br label %fc2.u85
 
-fc2.n83.end:                                      ; preds = %fc2.u84.end
+fc2.n84.end:                                      ; preds = %fc2.u85.end
   ret void
 
-fc2.u84:                                          ; preds = %fc2.u84, %fc2.n83
-  %fc2.u845 = phi i64 [ 0, %fc2.n83 ], [ %u84.next, %fc2.u84 ]
-  %0 = mul nsw i64 %fc2.n834, 84
+fc2.u85:                                          ; preds = %fc2.u85, %fc2.n84
+  %fc2.u855 = phi i64 [ 0, %fc2.n84 ], [ %u85.next, %fc2.u85 ]
+  %0 = mul nsw i64 %fc2.n844, 84
   %1 = add nsw i64 7680, %0
-  %2 = add nsw i64 %1, %fc2.u845
+  %2 = add nsw i64 %1, %fc2.u855
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 60772, %fc2.u845
+  %4 = add nsw i64 60772, %fc2.u855
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
   %7 = fcmp ogt float %6, 0.000000e+00
-  %8 = mul nsw i64 %fc2.n834, 84
+  %8 = mul nsw i64 %fc2.n844, 84
   %9 = add nsw i64 7680, %8
-  %10 = add nsw i64 %9, %fc2.u845
+  %10 = add nsw i64 %9, %fc2.u855
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load float, ptr %arena8, align 4
-  %12 = add nsw i64 60772, %fc2.u845
+  %12 = add nsw i64 60772, %fc2.u855
   %params9 = getelementptr inbounds float, ptr %params, i64 %12
   %13 = load float, ptr %params9, align 4
   %14 = fadd float %11, %13
   %15 = select i1 %7, float %14, float 0.000000e+00
-  %16 = mul nsw i64 %fc2.n834, 84
+  %16 = mul nsw i64 %fc2.n844, 84
   %17 = add nsw i64 7680, %16
-  %18 = add nsw i64 %17, %fc2.u845
+  %18 = add nsw i64 %17, %fc2.u855
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %18
   store float %15, ptr %arena10, align 4
-  %u84.next = add nsw i64 %fc2.u845, 1
-  %19 = icmp slt i64 %u84.next, 84
-  br i1 %19, label %fc2.u84, label %fc2.u84.end
+  %u85.next = add nsw i64 %fc2.u855, 1
+  %19 = icmp slt i64 %u85.next, 84
+  br i1 %19, label %fc2.u85, label %fc2.u85.end
 
-fc2.u84.end:                                      ; preds = %fc2.u84
-  %n83.next = add nsw i64 %fc2.n834, 1
-  %20 = icmp slt i64 %n83.next, 64
-  br i1 %20, label %fc2.n83, label %fc2.n83.end
+fc2.u85.end:                                      ; preds = %fc2.u85
+  %n84.next = add nsw i64 %fc2.n844, 1
+  %20 = icmp slt i64 %n84.next, 64
+  br i1 %20, label %fc2.n84, label %fc2.n84.end
 }
 
 ; Function Attrs: noinline
@@ -24620,37 +24709,37 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 60856
   %arena3 = getelementptr inbounds float, ptr %arena, i64 0
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 84, float 1.000000e+00, ptr %arena1, i32 84, ptr %params2, i32 84, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc3.n85
+  br label %fc3.n86
 
-fc3.n85:                                          ; preds = %fc3.u86.end, %entry
-  %fc3.n854 = phi i64 [ 0, %entry ], [ %n85.next, %fc3.u86.end ]
-  br label %fc3.u86
+fc3.n86:                                          ; preds = %fc3.u87.end, %entry
+  %fc3.n864 = phi i64 [ 0, %entry ], [ %n86.next, %fc3.u87.end ]
+  br label %fc3.u87
 
-fc3.n85.end:                                      ; preds = %fc3.u86.end
+fc3.n86.end:                                      ; preds = %fc3.u87.end
   ret void
 
-fc3.u86:                                          ; preds = %fc3.u86, %fc3.n85
-  %fc3.u865 = phi i64 [ 0, %fc3.n85 ], [ %u86.next, %fc3.u86 ]
-  %0 = mul nsw i64 %fc3.n854, 10
-  %1 = add nsw i64 %0, %fc3.u865
+fc3.u87:                                          ; preds = %fc3.u87, %fc3.n86
+  %fc3.u875 = phi i64 [ 0, %fc3.n86 ], [ %u87.next, %fc3.u87 ]
+  %0 = mul nsw i64 %fc3.n864, 10
+  %1 = add nsw i64 %0, %fc3.u875
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena6, align 4
-  %3 = add nsw i64 61696, %fc3.u865
+  %3 = add nsw i64 61696, %fc3.u875
   %params7 = getelementptr inbounds float, ptr %params, i64 %3
   %4 = load float, ptr %params7, align 4
   %5 = fadd float %2, %4
-  %6 = mul nsw i64 %fc3.n854, 10
-  %7 = add nsw i64 %6, %fc3.u865
+  %6 = mul nsw i64 %fc3.n864, 10
+  %7 = add nsw i64 %6, %fc3.u875
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %7
   store float %5, ptr %arena8, align 4
-  %u86.next = add nsw i64 %fc3.u865, 1
-  %8 = icmp slt i64 %u86.next, 10
-  br i1 %8, label %fc3.u86, label %fc3.u86.end
+  %u87.next = add nsw i64 %fc3.u875, 1
+  %8 = icmp slt i64 %u87.next, 10
+  br i1 %8, label %fc3.u87, label %fc3.u87.end
 
-fc3.u86.end:                                      ; preds = %fc3.u86
-  %n85.next = add nsw i64 %fc3.n854, 1
-  %9 = icmp slt i64 %n85.next, 64
-  br i1 %9, label %fc3.n85, label %fc3.n85.end
+fc3.u87.end:                                      ; preds = %fc3.u87
+  %n86.next = add nsw i64 %fc3.n864, 1
+  %9 = icmp slt i64 %n86.next, 64
+  br i1 %9, label %fc3.n86, label %fc3.n86.end
 }
 
 attributes #0 = { "target-cpu"="x86-64-v3" }

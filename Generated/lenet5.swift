@@ -389,11 +389,8 @@ public func lenet5_train_b64(
     }
     for j58 in 0..<16 {
       for f59 in 0..<16 {
-        for i60 in 0..<12 {
-          storeVector(arena, ((i60 *% 8) +% ((376320 +% (((g36 *% 16) +% j58) *% 1600)) +% (f59 *% 100))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i60 *% 8) +% ((721120 +% (f59 *% 1616)) +% (j58 *% 100)))) + Vector(repeating: params[(2556 +% f59)])), where: (loadVector(arena, ((i60 *% 8) +% ((721120 +% (f59 *% 1616)) +% (j58 *% 100)))) + Vector(repeating: params[(2556 +% f59)])) .> Vector(repeating: Float(0))))
-        }
-        for i60 in 0..<1 {
-          storePartial(arena, ((i60 +% 96) +% ((376320 +% (((g36 *% 16) +% j58) *% 1600)) +% (f59 *% 100))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i60 +% 96) +% ((721120 +% (f59 *% 1616)) +% (j58 *% 100))), 4) + Vector(repeating: params[(2556 +% f59)])), where: (loadPartial(arena, ((i60 +% 96) +% ((721120 +% (f59 *% 1616)) +% (j58 *% 100))), 4) + Vector(repeating: params[(2556 +% f59)])) .> Vector(repeating: Float(0))), 4)
+        for i60 in 0..<100 {
+          arena[(376320 +% (((((g36 *% 16) +% j58) *% 1600) +% (f59 *% 100)) +% i60))] = ((arena[(((721120 +% (f59 *% 1616)) +% (j58 *% 100)) +% i60)] + params[(2556 +% f59)]) > Float(0) ? (arena[(((721120 +% (f59 *% 1616)) +% (j58 *% 100)) +% i60)] + params[(2556 +% f59)]) : Float(0))
         }
       }
     }
@@ -2571,279 +2568,281 @@ public func lenet5_infer_b64(
     }
   }
   // pool1 = avgpool(conv1)
-  for q36 in 0..<384 {
-    for py37 in 0..<14 {
-      for px38 in 0..<14 {
-        var acc39: Float = Float(0)
-        acc39 = (acc39 + arena[(((q36 *% 784) +% (py37 *% 56)) +% (px38 *% 2))])
-        acc39 = (acc39 + arena[((((q36 *% 784) +% (py37 *% 56)) +% (px38 *% 2)) +% 1)])
-        acc39 = (acc39 + arena[((((q36 *% 784) +% (py37 *% 56)) +% (px38 *% 2)) +% 28)])
-        acc39 = (acc39 + arena[(((((q36 *% 784) +% (py37 *% 56)) +% (px38 *% 2)) +% 28) +% 1)])
-        arena[(((301056 +% (q36 *% 196)) +% (py37 *% 14)) +% px38)] = (acc39 * Float(bitPattern: 0x3e800000))
+  parallelFor(pool, 2) { part36 in
+    for q37 in 0..<192 {
+      for py38 in 0..<14 {
+        for px39 in 0..<14 {
+          var acc40: Float = Float(0)
+          acc40 = (acc40 + arena[((((q37 +% (part36 *% 192)) *% 784) +% (py38 *% 56)) +% (px39 *% 2))])
+          acc40 = (acc40 + arena[(((((q37 +% (part36 *% 192)) *% 784) +% (py38 *% 56)) +% (px39 *% 2)) +% 1)])
+          acc40 = (acc40 + arena[(((((q37 +% (part36 *% 192)) *% 784) +% (py38 *% 56)) +% (px39 *% 2)) +% 28)])
+          acc40 = (acc40 + arena[((((((q37 +% (part36 *% 192)) *% 784) +% (py38 *% 56)) +% (px39 *% 2)) +% 28) +% 1)])
+          arena[(((301056 +% ((q37 +% (part36 *% 192)) *% 196)) +% (py38 *% 14)) +% px39)] = (acc40 * Float(bitPattern: 0x3e800000))
+        }
       }
     }
   }
   // conv2 = conv2d_relu(pool1)
-  for g40 in 0..<4 {
-    parallelFor(pool, 2) { part41 in
-      for j42 in 0..<16 {
-        for c43 in 0..<3 {
-          for ky44 in 0..<5 {
-            for oy45 in 0..<10 {
-              for ox46 in 0..<10 {
-                arena[(((376320 +% (((((c43 +% (part41 *% 3)) *% 5) +% ky44) *% 5) *% 1616)) +% (j42 *% 100)) +% ((oy45 *% 10) +% ox46))] = arena[((((301056 +% (((g40 *% 16) +% j42) *% 1176)) +% ((c43 +% (part41 *% 3)) *% 196)) +% ((oy45 +% ky44) *% 14)) +% ox46)]
+  for g41 in 0..<4 {
+    parallelFor(pool, 2) { part42 in
+      for j43 in 0..<16 {
+        for c44 in 0..<3 {
+          for ky45 in 0..<5 {
+            for oy46 in 0..<10 {
+              for ox47 in 0..<10 {
+                arena[(((376320 +% (((((c44 +% (part42 *% 3)) *% 5) +% ky45) *% 5) *% 1616)) +% (j43 *% 100)) +% ((oy46 *% 10) +% ox47))] = arena[((((301056 +% (((g41 *% 16) +% j43) *% 1176)) +% ((c44 +% (part42 *% 3)) *% 196)) +% ((oy46 +% ky45) *% 14)) +% ox47)]
               }
             }
-            for oy47 in 0..<10 {
-              for ox48 in 0..<10 {
-                arena[(((376320 +% ((((((c43 +% (part41 *% 3)) *% 5) +% ky44) *% 5) +% 1) *% 1616)) +% (j42 *% 100)) +% ((oy47 *% 10) +% ox48))] = arena[((((301056 +% (((g40 *% 16) +% j42) *% 1176)) +% ((c43 +% (part41 *% 3)) *% 196)) +% ((oy47 +% ky44) *% 14)) +% (ox48 +% 1))]
+            for oy48 in 0..<10 {
+              for ox49 in 0..<10 {
+                arena[(((376320 +% ((((((c44 +% (part42 *% 3)) *% 5) +% ky45) *% 5) +% 1) *% 1616)) +% (j43 *% 100)) +% ((oy48 *% 10) +% ox49))] = arena[((((301056 +% (((g41 *% 16) +% j43) *% 1176)) +% ((c44 +% (part42 *% 3)) *% 196)) +% ((oy48 +% ky45) *% 14)) +% (ox49 +% 1))]
               }
             }
-            for oy49 in 0..<10 {
-              for ox50 in 0..<10 {
-                arena[(((376320 +% ((((((c43 +% (part41 *% 3)) *% 5) +% ky44) *% 5) +% 2) *% 1616)) +% (j42 *% 100)) +% ((oy49 *% 10) +% ox50))] = arena[((((301056 +% (((g40 *% 16) +% j42) *% 1176)) +% ((c43 +% (part41 *% 3)) *% 196)) +% ((oy49 +% ky44) *% 14)) +% (ox50 +% 2))]
+            for oy50 in 0..<10 {
+              for ox51 in 0..<10 {
+                arena[(((376320 +% ((((((c44 +% (part42 *% 3)) *% 5) +% ky45) *% 5) +% 2) *% 1616)) +% (j43 *% 100)) +% ((oy50 *% 10) +% ox51))] = arena[((((301056 +% (((g41 *% 16) +% j43) *% 1176)) +% ((c44 +% (part42 *% 3)) *% 196)) +% ((oy50 +% ky45) *% 14)) +% (ox51 +% 2))]
               }
             }
-            for oy51 in 0..<10 {
-              for ox52 in 0..<10 {
-                arena[(((376320 +% ((((((c43 +% (part41 *% 3)) *% 5) +% ky44) *% 5) +% 3) *% 1616)) +% (j42 *% 100)) +% ((oy51 *% 10) +% ox52))] = arena[((((301056 +% (((g40 *% 16) +% j42) *% 1176)) +% ((c43 +% (part41 *% 3)) *% 196)) +% ((oy51 +% ky44) *% 14)) +% (ox52 +% 3))]
+            for oy52 in 0..<10 {
+              for ox53 in 0..<10 {
+                arena[(((376320 +% ((((((c44 +% (part42 *% 3)) *% 5) +% ky45) *% 5) +% 3) *% 1616)) +% (j43 *% 100)) +% ((oy52 *% 10) +% ox53))] = arena[((((301056 +% (((g41 *% 16) +% j43) *% 1176)) +% ((c44 +% (part42 *% 3)) *% 196)) +% ((oy52 +% ky45) *% 14)) +% (ox53 +% 3))]
               }
             }
-            for oy53 in 0..<10 {
-              for ox54 in 0..<10 {
-                arena[(((376320 +% ((((((c43 +% (part41 *% 3)) *% 5) +% ky44) *% 5) +% 4) *% 1616)) +% (j42 *% 100)) +% ((oy53 *% 10) +% ox54))] = arena[((((301056 +% (((g40 *% 16) +% j42) *% 1176)) +% ((c43 +% (part41 *% 3)) *% 196)) +% ((oy53 +% ky44) *% 14)) +% (ox54 +% 4))]
+            for oy54 in 0..<10 {
+              for ox55 in 0..<10 {
+                arena[(((376320 +% ((((((c44 +% (part42 *% 3)) *% 5) +% ky45) *% 5) +% 4) *% 1616)) +% (j43 *% 100)) +% ((oy54 *% 10) +% ox55))] = arena[((((301056 +% (((g41 *% 16) +% j43) *% 1176)) +% ((c44 +% (part42 *% 3)) *% 196)) +% ((oy54 +% ky45) *% 14)) +% (ox55 +% 4))]
               }
             }
           }
         }
       }
     }
-    parallelFor(pool, 2) { part55 in
-      do {  // gemm63
-        for nb56 in 0..<66 {
-          for mb57 in 0..<2 {
-            var t58_c0_0 = Vector()
-            var t58_c0_1 = Vector()
-            var t58_c0_2 = Vector()
-            var t58_c1_0 = Vector()
-            var t58_c1_1 = Vector()
-            var t58_c1_2 = Vector()
-            var t58_c2_0 = Vector()
-            var t58_c2_1 = Vector()
-            var t58_c2_2 = Vector()
-            var t58_c3_0 = Vector()
-            var t58_c3_1 = Vector()
-            var t58_c3_2 = Vector()
-            for k59 in 0..<150 {
-              let t58_b0 = loadVector(arena, ((376320 +% (k59 *% 1616)) +% (nb56 *% 24)))
-              let t58_b1 = loadVector(arena, (((376320 +% (k59 *% 1616)) +% (nb56 *% 24)) +% 8))
-              let t58_b2 = loadVector(arena, (((376320 +% (k59 *% 1616)) +% (nb56 *% 24)) +% 16))
-              let t58_a0 = Vector(repeating: params[(((156 +% ((part55 *% 8) *% 150)) +% ((mb57 *% 4) *% 150)) +% k59)])
-              t58_c0_0 = t58_c0_0.addingProduct(t58_a0, t58_b0)
-              t58_c0_1 = t58_c0_1.addingProduct(t58_a0, t58_b1)
-              t58_c0_2 = t58_c0_2.addingProduct(t58_a0, t58_b2)
-              let t58_a1 = Vector(repeating: params[(((156 +% ((part55 *% 8) *% 150)) +% (((mb57 *% 4) +% 1) *% 150)) +% k59)])
-              t58_c1_0 = t58_c1_0.addingProduct(t58_a1, t58_b0)
-              t58_c1_1 = t58_c1_1.addingProduct(t58_a1, t58_b1)
-              t58_c1_2 = t58_c1_2.addingProduct(t58_a1, t58_b2)
-              let t58_a2 = Vector(repeating: params[(((156 +% ((part55 *% 8) *% 150)) +% (((mb57 *% 4) +% 2) *% 150)) +% k59)])
-              t58_c2_0 = t58_c2_0.addingProduct(t58_a2, t58_b0)
-              t58_c2_1 = t58_c2_1.addingProduct(t58_a2, t58_b1)
-              t58_c2_2 = t58_c2_2.addingProduct(t58_a2, t58_b2)
-              let t58_a3 = Vector(repeating: params[(((156 +% ((part55 *% 8) *% 150)) +% (((mb57 *% 4) +% 3) *% 150)) +% k59)])
-              t58_c3_0 = t58_c3_0.addingProduct(t58_a3, t58_b0)
-              t58_c3_1 = t58_c3_1.addingProduct(t58_a3, t58_b1)
-              t58_c3_2 = t58_c3_2.addingProduct(t58_a3, t58_b2)
+    parallelFor(pool, 2) { part56 in
+      do {  // gemm64
+        for nb57 in 0..<66 {
+          for mb58 in 0..<2 {
+            var t59_c0_0 = Vector()
+            var t59_c0_1 = Vector()
+            var t59_c0_2 = Vector()
+            var t59_c1_0 = Vector()
+            var t59_c1_1 = Vector()
+            var t59_c1_2 = Vector()
+            var t59_c2_0 = Vector()
+            var t59_c2_1 = Vector()
+            var t59_c2_2 = Vector()
+            var t59_c3_0 = Vector()
+            var t59_c3_1 = Vector()
+            var t59_c3_2 = Vector()
+            for k60 in 0..<150 {
+              let t59_b0 = loadVector(arena, ((376320 +% (k60 *% 1616)) +% (nb57 *% 24)))
+              let t59_b1 = loadVector(arena, (((376320 +% (k60 *% 1616)) +% (nb57 *% 24)) +% 8))
+              let t59_b2 = loadVector(arena, (((376320 +% (k60 *% 1616)) +% (nb57 *% 24)) +% 16))
+              let t59_a0 = Vector(repeating: params[(((156 +% ((part56 *% 8) *% 150)) +% ((mb58 *% 4) *% 150)) +% k60)])
+              t59_c0_0 = t59_c0_0.addingProduct(t59_a0, t59_b0)
+              t59_c0_1 = t59_c0_1.addingProduct(t59_a0, t59_b1)
+              t59_c0_2 = t59_c0_2.addingProduct(t59_a0, t59_b2)
+              let t59_a1 = Vector(repeating: params[(((156 +% ((part56 *% 8) *% 150)) +% (((mb58 *% 4) +% 1) *% 150)) +% k60)])
+              t59_c1_0 = t59_c1_0.addingProduct(t59_a1, t59_b0)
+              t59_c1_1 = t59_c1_1.addingProduct(t59_a1, t59_b1)
+              t59_c1_2 = t59_c1_2.addingProduct(t59_a1, t59_b2)
+              let t59_a2 = Vector(repeating: params[(((156 +% ((part56 *% 8) *% 150)) +% (((mb58 *% 4) +% 2) *% 150)) +% k60)])
+              t59_c2_0 = t59_c2_0.addingProduct(t59_a2, t59_b0)
+              t59_c2_1 = t59_c2_1.addingProduct(t59_a2, t59_b1)
+              t59_c2_2 = t59_c2_2.addingProduct(t59_a2, t59_b2)
+              let t59_a3 = Vector(repeating: params[(((156 +% ((part56 *% 8) *% 150)) +% (((mb58 *% 4) +% 3) *% 150)) +% k60)])
+              t59_c3_0 = t59_c3_0.addingProduct(t59_a3, t59_b0)
+              t59_c3_1 = t59_c3_1.addingProduct(t59_a3, t59_b1)
+              t59_c3_2 = t59_c3_2.addingProduct(t59_a3, t59_b2)
             }
-            storeVector(arena, (((618720 +% ((part55 *% 8) *% 1616)) +% ((mb57 *% 4) *% 1616)) +% (nb56 *% 24)), t58_c0_0)
-            storeVector(arena, ((((618720 +% ((part55 *% 8) *% 1616)) +% ((mb57 *% 4) *% 1616)) +% (nb56 *% 24)) +% 8), t58_c0_1)
-            storeVector(arena, ((((618720 +% ((part55 *% 8) *% 1616)) +% ((mb57 *% 4) *% 1616)) +% (nb56 *% 24)) +% 16), t58_c0_2)
-            storeVector(arena, (((618720 +% ((part55 *% 8) *% 1616)) +% (((mb57 *% 4) +% 1) *% 1616)) +% (nb56 *% 24)), t58_c1_0)
-            storeVector(arena, ((((618720 +% ((part55 *% 8) *% 1616)) +% (((mb57 *% 4) +% 1) *% 1616)) +% (nb56 *% 24)) +% 8), t58_c1_1)
-            storeVector(arena, ((((618720 +% ((part55 *% 8) *% 1616)) +% (((mb57 *% 4) +% 1) *% 1616)) +% (nb56 *% 24)) +% 16), t58_c1_2)
-            storeVector(arena, (((618720 +% ((part55 *% 8) *% 1616)) +% (((mb57 *% 4) +% 2) *% 1616)) +% (nb56 *% 24)), t58_c2_0)
-            storeVector(arena, ((((618720 +% ((part55 *% 8) *% 1616)) +% (((mb57 *% 4) +% 2) *% 1616)) +% (nb56 *% 24)) +% 8), t58_c2_1)
-            storeVector(arena, ((((618720 +% ((part55 *% 8) *% 1616)) +% (((mb57 *% 4) +% 2) *% 1616)) +% (nb56 *% 24)) +% 16), t58_c2_2)
-            storeVector(arena, (((618720 +% ((part55 *% 8) *% 1616)) +% (((mb57 *% 4) +% 3) *% 1616)) +% (nb56 *% 24)), t58_c3_0)
-            storeVector(arena, ((((618720 +% ((part55 *% 8) *% 1616)) +% (((mb57 *% 4) +% 3) *% 1616)) +% (nb56 *% 24)) +% 8), t58_c3_1)
-            storeVector(arena, ((((618720 +% ((part55 *% 8) *% 1616)) +% (((mb57 *% 4) +% 3) *% 1616)) +% (nb56 *% 24)) +% 16), t58_c3_2)
+            storeVector(arena, (((618720 +% ((part56 *% 8) *% 1616)) +% ((mb58 *% 4) *% 1616)) +% (nb57 *% 24)), t59_c0_0)
+            storeVector(arena, ((((618720 +% ((part56 *% 8) *% 1616)) +% ((mb58 *% 4) *% 1616)) +% (nb57 *% 24)) +% 8), t59_c0_1)
+            storeVector(arena, ((((618720 +% ((part56 *% 8) *% 1616)) +% ((mb58 *% 4) *% 1616)) +% (nb57 *% 24)) +% 16), t59_c0_2)
+            storeVector(arena, (((618720 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 1) *% 1616)) +% (nb57 *% 24)), t59_c1_0)
+            storeVector(arena, ((((618720 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 1) *% 1616)) +% (nb57 *% 24)) +% 8), t59_c1_1)
+            storeVector(arena, ((((618720 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 1) *% 1616)) +% (nb57 *% 24)) +% 16), t59_c1_2)
+            storeVector(arena, (((618720 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 2) *% 1616)) +% (nb57 *% 24)), t59_c2_0)
+            storeVector(arena, ((((618720 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 2) *% 1616)) +% (nb57 *% 24)) +% 8), t59_c2_1)
+            storeVector(arena, ((((618720 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 2) *% 1616)) +% (nb57 *% 24)) +% 16), t59_c2_2)
+            storeVector(arena, (((618720 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 3) *% 1616)) +% (nb57 *% 24)), t59_c3_0)
+            storeVector(arena, ((((618720 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 3) *% 1616)) +% (nb57 *% 24)) +% 8), t59_c3_1)
+            storeVector(arena, ((((618720 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 3) *% 1616)) +% (nb57 *% 24)) +% 16), t59_c3_2)
           }
         }
-        for mb60 in 0..<2 {
-          var t61_c0_0 = Vector()
-          var t61_c0_1 = Vector()
-          var t61_c1_0 = Vector()
-          var t61_c1_1 = Vector()
-          var t61_c2_0 = Vector()
-          var t61_c2_1 = Vector()
-          var t61_c3_0 = Vector()
-          var t61_c3_1 = Vector()
-          for k62 in 0..<150 {
-            let t61_b0 = loadVector(arena, ((376320 +% (k62 *% 1616)) +% 1584))
-            let t61_b1 = loadVector(arena, (((376320 +% (k62 *% 1616)) +% 1584) +% 8))
-            let t61_a0 = Vector(repeating: params[(((156 +% ((part55 *% 8) *% 150)) +% ((mb60 *% 4) *% 150)) +% k62)])
-            t61_c0_0 = t61_c0_0.addingProduct(t61_a0, t61_b0)
-            t61_c0_1 = t61_c0_1.addingProduct(t61_a0, t61_b1)
-            let t61_a1 = Vector(repeating: params[(((156 +% ((part55 *% 8) *% 150)) +% (((mb60 *% 4) +% 1) *% 150)) +% k62)])
-            t61_c1_0 = t61_c1_0.addingProduct(t61_a1, t61_b0)
-            t61_c1_1 = t61_c1_1.addingProduct(t61_a1, t61_b1)
-            let t61_a2 = Vector(repeating: params[(((156 +% ((part55 *% 8) *% 150)) +% (((mb60 *% 4) +% 2) *% 150)) +% k62)])
-            t61_c2_0 = t61_c2_0.addingProduct(t61_a2, t61_b0)
-            t61_c2_1 = t61_c2_1.addingProduct(t61_a2, t61_b1)
-            let t61_a3 = Vector(repeating: params[(((156 +% ((part55 *% 8) *% 150)) +% (((mb60 *% 4) +% 3) *% 150)) +% k62)])
-            t61_c3_0 = t61_c3_0.addingProduct(t61_a3, t61_b0)
-            t61_c3_1 = t61_c3_1.addingProduct(t61_a3, t61_b1)
+        for mb61 in 0..<2 {
+          var t62_c0_0 = Vector()
+          var t62_c0_1 = Vector()
+          var t62_c1_0 = Vector()
+          var t62_c1_1 = Vector()
+          var t62_c2_0 = Vector()
+          var t62_c2_1 = Vector()
+          var t62_c3_0 = Vector()
+          var t62_c3_1 = Vector()
+          for k63 in 0..<150 {
+            let t62_b0 = loadVector(arena, ((376320 +% (k63 *% 1616)) +% 1584))
+            let t62_b1 = loadVector(arena, (((376320 +% (k63 *% 1616)) +% 1584) +% 8))
+            let t62_a0 = Vector(repeating: params[(((156 +% ((part56 *% 8) *% 150)) +% ((mb61 *% 4) *% 150)) +% k63)])
+            t62_c0_0 = t62_c0_0.addingProduct(t62_a0, t62_b0)
+            t62_c0_1 = t62_c0_1.addingProduct(t62_a0, t62_b1)
+            let t62_a1 = Vector(repeating: params[(((156 +% ((part56 *% 8) *% 150)) +% (((mb61 *% 4) +% 1) *% 150)) +% k63)])
+            t62_c1_0 = t62_c1_0.addingProduct(t62_a1, t62_b0)
+            t62_c1_1 = t62_c1_1.addingProduct(t62_a1, t62_b1)
+            let t62_a2 = Vector(repeating: params[(((156 +% ((part56 *% 8) *% 150)) +% (((mb61 *% 4) +% 2) *% 150)) +% k63)])
+            t62_c2_0 = t62_c2_0.addingProduct(t62_a2, t62_b0)
+            t62_c2_1 = t62_c2_1.addingProduct(t62_a2, t62_b1)
+            let t62_a3 = Vector(repeating: params[(((156 +% ((part56 *% 8) *% 150)) +% (((mb61 *% 4) +% 3) *% 150)) +% k63)])
+            t62_c3_0 = t62_c3_0.addingProduct(t62_a3, t62_b0)
+            t62_c3_1 = t62_c3_1.addingProduct(t62_a3, t62_b1)
           }
-          storeVector(arena, (((618720 +% ((part55 *% 8) *% 1616)) +% ((mb60 *% 4) *% 1616)) +% 1584), t61_c0_0)
-          storeVector(arena, ((((618720 +% ((part55 *% 8) *% 1616)) +% ((mb60 *% 4) *% 1616)) +% 1584) +% 8), t61_c0_1)
-          storeVector(arena, (((618720 +% ((part55 *% 8) *% 1616)) +% (((mb60 *% 4) +% 1) *% 1616)) +% 1584), t61_c1_0)
-          storeVector(arena, ((((618720 +% ((part55 *% 8) *% 1616)) +% (((mb60 *% 4) +% 1) *% 1616)) +% 1584) +% 8), t61_c1_1)
-          storeVector(arena, (((618720 +% ((part55 *% 8) *% 1616)) +% (((mb60 *% 4) +% 2) *% 1616)) +% 1584), t61_c2_0)
-          storeVector(arena, ((((618720 +% ((part55 *% 8) *% 1616)) +% (((mb60 *% 4) +% 2) *% 1616)) +% 1584) +% 8), t61_c2_1)
-          storeVector(arena, (((618720 +% ((part55 *% 8) *% 1616)) +% (((mb60 *% 4) +% 3) *% 1616)) +% 1584), t61_c3_0)
-          storeVector(arena, ((((618720 +% ((part55 *% 8) *% 1616)) +% (((mb60 *% 4) +% 3) *% 1616)) +% 1584) +% 8), t61_c3_1)
+          storeVector(arena, (((618720 +% ((part56 *% 8) *% 1616)) +% ((mb61 *% 4) *% 1616)) +% 1584), t62_c0_0)
+          storeVector(arena, ((((618720 +% ((part56 *% 8) *% 1616)) +% ((mb61 *% 4) *% 1616)) +% 1584) +% 8), t62_c0_1)
+          storeVector(arena, (((618720 +% ((part56 *% 8) *% 1616)) +% (((mb61 *% 4) +% 1) *% 1616)) +% 1584), t62_c1_0)
+          storeVector(arena, ((((618720 +% ((part56 *% 8) *% 1616)) +% (((mb61 *% 4) +% 1) *% 1616)) +% 1584) +% 8), t62_c1_1)
+          storeVector(arena, (((618720 +% ((part56 *% 8) *% 1616)) +% (((mb61 *% 4) +% 2) *% 1616)) +% 1584), t62_c2_0)
+          storeVector(arena, ((((618720 +% ((part56 *% 8) *% 1616)) +% (((mb61 *% 4) +% 2) *% 1616)) +% 1584) +% 8), t62_c2_1)
+          storeVector(arena, (((618720 +% ((part56 *% 8) *% 1616)) +% (((mb61 *% 4) +% 3) *% 1616)) +% 1584), t62_c3_0)
+          storeVector(arena, ((((618720 +% ((part56 *% 8) *% 1616)) +% (((mb61 *% 4) +% 3) *% 1616)) +% 1584) +% 8), t62_c3_1)
         }
       }
-      for j64 in 0..<16 {
-        for f65 in 0..<8 {
-          for i66 in 0..<12 {
-            storeVector(arena, ((i66 *% 8) +% ((((g40 *% 16) +% j64) *% 1600) +% ((f65 +% (part55 *% 8)) *% 100))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i66 *% 8) +% ((618720 +% ((f65 +% (part55 *% 8)) *% 1616)) +% (j64 *% 100)))) + Vector(repeating: params[(2556 +% (f65 +% (part55 *% 8)))])), where: (loadVector(arena, ((i66 *% 8) +% ((618720 +% ((f65 +% (part55 *% 8)) *% 1616)) +% (j64 *% 100)))) + Vector(repeating: params[(2556 +% (f65 +% (part55 *% 8)))])) .> Vector(repeating: Float(0))))
+      for j65 in 0..<16 {
+        for f66 in 0..<8 {
+          for i67 in 0..<12 {
+            storeVector(arena, ((i67 *% 8) +% ((((g41 *% 16) +% j65) *% 1600) +% ((f66 +% (part56 *% 8)) *% 100))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i67 *% 8) +% ((618720 +% ((f66 +% (part56 *% 8)) *% 1616)) +% (j65 *% 100)))) + Vector(repeating: params[(2556 +% (f66 +% (part56 *% 8)))])), where: (loadVector(arena, ((i67 *% 8) +% ((618720 +% ((f66 +% (part56 *% 8)) *% 1616)) +% (j65 *% 100)))) + Vector(repeating: params[(2556 +% (f66 +% (part56 *% 8)))])) .> Vector(repeating: Float(0))))
           }
-          for i66 in 0..<1 {
-            storePartial(arena, ((i66 +% 96) +% ((((g40 *% 16) +% j64) *% 1600) +% ((f65 +% (part55 *% 8)) *% 100))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i66 +% 96) +% ((618720 +% ((f65 +% (part55 *% 8)) *% 1616)) +% (j64 *% 100))), 4) + Vector(repeating: params[(2556 +% (f65 +% (part55 *% 8)))])), where: (loadPartial(arena, ((i66 +% 96) +% ((618720 +% ((f65 +% (part55 *% 8)) *% 1616)) +% (j64 *% 100))), 4) + Vector(repeating: params[(2556 +% (f65 +% (part55 *% 8)))])) .> Vector(repeating: Float(0))), 4)
+          for i67 in 0..<1 {
+            storePartial(arena, ((i67 +% 96) +% ((((g41 *% 16) +% j65) *% 1600) +% ((f66 +% (part56 *% 8)) *% 100))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i67 +% 96) +% ((618720 +% ((f66 +% (part56 *% 8)) *% 1616)) +% (j65 *% 100))), 4) + Vector(repeating: params[(2556 +% (f66 +% (part56 *% 8)))])), where: (loadPartial(arena, ((i67 +% 96) +% ((618720 +% ((f66 +% (part56 *% 8)) *% 1616)) +% (j65 *% 100))), 4) + Vector(repeating: params[(2556 +% (f66 +% (part56 *% 8)))])) .> Vector(repeating: Float(0))), 4)
           }
         }
       }
     }
   }
   // pool2 = avgpool(conv2)
-  for q67 in 0..<1024 {
-    for py68 in 0..<5 {
-      for px69 in 0..<5 {
-        var acc70: Float = Float(0)
-        acc70 = (acc70 + arena[(((q67 *% 100) +% (py68 *% 20)) +% (px69 *% 2))])
-        acc70 = (acc70 + arena[((((q67 *% 100) +% (py68 *% 20)) +% (px69 *% 2)) +% 1)])
-        acc70 = (acc70 + arena[((((q67 *% 100) +% (py68 *% 20)) +% (px69 *% 2)) +% 10)])
-        acc70 = (acc70 + arena[(((((q67 *% 100) +% (py68 *% 20)) +% (px69 *% 2)) +% 10) +% 1)])
-        arena[(((102400 +% (q67 *% 25)) +% (py68 *% 5)) +% px69)] = (acc70 * Float(bitPattern: 0x3e800000))
+  for q68 in 0..<1024 {
+    for py69 in 0..<5 {
+      for px70 in 0..<5 {
+        var acc71: Float = Float(0)
+        acc71 = (acc71 + arena[(((q68 *% 100) +% (py69 *% 20)) +% (px70 *% 2))])
+        acc71 = (acc71 + arena[((((q68 *% 100) +% (py69 *% 20)) +% (px70 *% 2)) +% 1)])
+        acc71 = (acc71 + arena[((((q68 *% 100) +% (py69 *% 20)) +% (px70 *% 2)) +% 10)])
+        acc71 = (acc71 + arena[(((((q68 *% 100) +% (py69 *% 20)) +% (px70 *% 2)) +% 10) +% 1)])
+        arena[(((102400 +% (q68 *% 25)) +% (py69 *% 5)) +% px70)] = (acc71 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // flat = flatten(pool2)
   // fc1 = dense_relu(flat)
-  for n71 in 0..<64 {
-    for k72 in 0..<400 {
-      arena[((7680 +% (k72 *% 64)) +% n71)] = arena[((102400 +% (n71 *% 400)) +% k72)]
+  for n72 in 0..<64 {
+    for k73 in 0..<400 {
+      arena[((7680 +% (k73 *% 64)) +% n72)] = arena[((102400 +% (n72 *% 400)) +% k73)]
     }
   }
-  do {  // gemm80
-    for nb73 in 0..<2 {
-      for mb74 in 0..<30 {
-        var t75_c0_0 = Vector()
-        var t75_c0_1 = Vector()
-        var t75_c0_2 = Vector()
-        var t75_c1_0 = Vector()
-        var t75_c1_1 = Vector()
-        var t75_c1_2 = Vector()
-        var t75_c2_0 = Vector()
-        var t75_c2_1 = Vector()
-        var t75_c2_2 = Vector()
-        var t75_c3_0 = Vector()
-        var t75_c3_1 = Vector()
-        var t75_c3_2 = Vector()
-        for k76 in 0..<400 {
-          let t75_b0 = loadVector(arena, ((7680 +% (k76 *% 64)) +% (nb73 *% 24)))
-          let t75_b1 = loadVector(arena, (((7680 +% (k76 *% 64)) +% (nb73 *% 24)) +% 8))
-          let t75_b2 = loadVector(arena, (((7680 +% (k76 *% 64)) +% (nb73 *% 24)) +% 16))
-          let t75_a0 = Vector(repeating: params[((2572 +% ((mb74 *% 4) *% 400)) +% k76)])
-          t75_c0_0 = t75_c0_0.addingProduct(t75_a0, t75_b0)
-          t75_c0_1 = t75_c0_1.addingProduct(t75_a0, t75_b1)
-          t75_c0_2 = t75_c0_2.addingProduct(t75_a0, t75_b2)
-          let t75_a1 = Vector(repeating: params[((2572 +% (((mb74 *% 4) +% 1) *% 400)) +% k76)])
-          t75_c1_0 = t75_c1_0.addingProduct(t75_a1, t75_b0)
-          t75_c1_1 = t75_c1_1.addingProduct(t75_a1, t75_b1)
-          t75_c1_2 = t75_c1_2.addingProduct(t75_a1, t75_b2)
-          let t75_a2 = Vector(repeating: params[((2572 +% (((mb74 *% 4) +% 2) *% 400)) +% k76)])
-          t75_c2_0 = t75_c2_0.addingProduct(t75_a2, t75_b0)
-          t75_c2_1 = t75_c2_1.addingProduct(t75_a2, t75_b1)
-          t75_c2_2 = t75_c2_2.addingProduct(t75_a2, t75_b2)
-          let t75_a3 = Vector(repeating: params[((2572 +% (((mb74 *% 4) +% 3) *% 400)) +% k76)])
-          t75_c3_0 = t75_c3_0.addingProduct(t75_a3, t75_b0)
-          t75_c3_1 = t75_c3_1.addingProduct(t75_a3, t75_b1)
-          t75_c3_2 = t75_c3_2.addingProduct(t75_a3, t75_b2)
+  do {  // gemm81
+    for nb74 in 0..<2 {
+      for mb75 in 0..<30 {
+        var t76_c0_0 = Vector()
+        var t76_c0_1 = Vector()
+        var t76_c0_2 = Vector()
+        var t76_c1_0 = Vector()
+        var t76_c1_1 = Vector()
+        var t76_c1_2 = Vector()
+        var t76_c2_0 = Vector()
+        var t76_c2_1 = Vector()
+        var t76_c2_2 = Vector()
+        var t76_c3_0 = Vector()
+        var t76_c3_1 = Vector()
+        var t76_c3_2 = Vector()
+        for k77 in 0..<400 {
+          let t76_b0 = loadVector(arena, ((7680 +% (k77 *% 64)) +% (nb74 *% 24)))
+          let t76_b1 = loadVector(arena, (((7680 +% (k77 *% 64)) +% (nb74 *% 24)) +% 8))
+          let t76_b2 = loadVector(arena, (((7680 +% (k77 *% 64)) +% (nb74 *% 24)) +% 16))
+          let t76_a0 = Vector(repeating: params[((2572 +% ((mb75 *% 4) *% 400)) +% k77)])
+          t76_c0_0 = t76_c0_0.addingProduct(t76_a0, t76_b0)
+          t76_c0_1 = t76_c0_1.addingProduct(t76_a0, t76_b1)
+          t76_c0_2 = t76_c0_2.addingProduct(t76_a0, t76_b2)
+          let t76_a1 = Vector(repeating: params[((2572 +% (((mb75 *% 4) +% 1) *% 400)) +% k77)])
+          t76_c1_0 = t76_c1_0.addingProduct(t76_a1, t76_b0)
+          t76_c1_1 = t76_c1_1.addingProduct(t76_a1, t76_b1)
+          t76_c1_2 = t76_c1_2.addingProduct(t76_a1, t76_b2)
+          let t76_a2 = Vector(repeating: params[((2572 +% (((mb75 *% 4) +% 2) *% 400)) +% k77)])
+          t76_c2_0 = t76_c2_0.addingProduct(t76_a2, t76_b0)
+          t76_c2_1 = t76_c2_1.addingProduct(t76_a2, t76_b1)
+          t76_c2_2 = t76_c2_2.addingProduct(t76_a2, t76_b2)
+          let t76_a3 = Vector(repeating: params[((2572 +% (((mb75 *% 4) +% 3) *% 400)) +% k77)])
+          t76_c3_0 = t76_c3_0.addingProduct(t76_a3, t76_b0)
+          t76_c3_1 = t76_c3_1.addingProduct(t76_a3, t76_b1)
+          t76_c3_2 = t76_c3_2.addingProduct(t76_a3, t76_b2)
         }
-        storeVector(arena, ((33280 +% ((mb74 *% 4) *% 64)) +% (nb73 *% 24)), t75_c0_0)
-        storeVector(arena, (((33280 +% ((mb74 *% 4) *% 64)) +% (nb73 *% 24)) +% 8), t75_c0_1)
-        storeVector(arena, (((33280 +% ((mb74 *% 4) *% 64)) +% (nb73 *% 24)) +% 16), t75_c0_2)
-        storeVector(arena, ((33280 +% (((mb74 *% 4) +% 1) *% 64)) +% (nb73 *% 24)), t75_c1_0)
-        storeVector(arena, (((33280 +% (((mb74 *% 4) +% 1) *% 64)) +% (nb73 *% 24)) +% 8), t75_c1_1)
-        storeVector(arena, (((33280 +% (((mb74 *% 4) +% 1) *% 64)) +% (nb73 *% 24)) +% 16), t75_c1_2)
-        storeVector(arena, ((33280 +% (((mb74 *% 4) +% 2) *% 64)) +% (nb73 *% 24)), t75_c2_0)
-        storeVector(arena, (((33280 +% (((mb74 *% 4) +% 2) *% 64)) +% (nb73 *% 24)) +% 8), t75_c2_1)
-        storeVector(arena, (((33280 +% (((mb74 *% 4) +% 2) *% 64)) +% (nb73 *% 24)) +% 16), t75_c2_2)
-        storeVector(arena, ((33280 +% (((mb74 *% 4) +% 3) *% 64)) +% (nb73 *% 24)), t75_c3_0)
-        storeVector(arena, (((33280 +% (((mb74 *% 4) +% 3) *% 64)) +% (nb73 *% 24)) +% 8), t75_c3_1)
-        storeVector(arena, (((33280 +% (((mb74 *% 4) +% 3) *% 64)) +% (nb73 *% 24)) +% 16), t75_c3_2)
+        storeVector(arena, ((33280 +% ((mb75 *% 4) *% 64)) +% (nb74 *% 24)), t76_c0_0)
+        storeVector(arena, (((33280 +% ((mb75 *% 4) *% 64)) +% (nb74 *% 24)) +% 8), t76_c0_1)
+        storeVector(arena, (((33280 +% ((mb75 *% 4) *% 64)) +% (nb74 *% 24)) +% 16), t76_c0_2)
+        storeVector(arena, ((33280 +% (((mb75 *% 4) +% 1) *% 64)) +% (nb74 *% 24)), t76_c1_0)
+        storeVector(arena, (((33280 +% (((mb75 *% 4) +% 1) *% 64)) +% (nb74 *% 24)) +% 8), t76_c1_1)
+        storeVector(arena, (((33280 +% (((mb75 *% 4) +% 1) *% 64)) +% (nb74 *% 24)) +% 16), t76_c1_2)
+        storeVector(arena, ((33280 +% (((mb75 *% 4) +% 2) *% 64)) +% (nb74 *% 24)), t76_c2_0)
+        storeVector(arena, (((33280 +% (((mb75 *% 4) +% 2) *% 64)) +% (nb74 *% 24)) +% 8), t76_c2_1)
+        storeVector(arena, (((33280 +% (((mb75 *% 4) +% 2) *% 64)) +% (nb74 *% 24)) +% 16), t76_c2_2)
+        storeVector(arena, ((33280 +% (((mb75 *% 4) +% 3) *% 64)) +% (nb74 *% 24)), t76_c3_0)
+        storeVector(arena, (((33280 +% (((mb75 *% 4) +% 3) *% 64)) +% (nb74 *% 24)) +% 8), t76_c3_1)
+        storeVector(arena, (((33280 +% (((mb75 *% 4) +% 3) *% 64)) +% (nb74 *% 24)) +% 16), t76_c3_2)
       }
     }
-    for mb77 in 0..<30 {
-      var t78_c0_0 = Vector()
-      var t78_c0_1 = Vector()
-      var t78_c1_0 = Vector()
-      var t78_c1_1 = Vector()
-      var t78_c2_0 = Vector()
-      var t78_c2_1 = Vector()
-      var t78_c3_0 = Vector()
-      var t78_c3_1 = Vector()
-      for k79 in 0..<400 {
-        let t78_b0 = loadVector(arena, ((7680 +% (k79 *% 64)) +% 48))
-        let t78_b1 = loadVector(arena, (((7680 +% (k79 *% 64)) +% 48) +% 8))
-        let t78_a0 = Vector(repeating: params[((2572 +% ((mb77 *% 4) *% 400)) +% k79)])
-        t78_c0_0 = t78_c0_0.addingProduct(t78_a0, t78_b0)
-        t78_c0_1 = t78_c0_1.addingProduct(t78_a0, t78_b1)
-        let t78_a1 = Vector(repeating: params[((2572 +% (((mb77 *% 4) +% 1) *% 400)) +% k79)])
-        t78_c1_0 = t78_c1_0.addingProduct(t78_a1, t78_b0)
-        t78_c1_1 = t78_c1_1.addingProduct(t78_a1, t78_b1)
-        let t78_a2 = Vector(repeating: params[((2572 +% (((mb77 *% 4) +% 2) *% 400)) +% k79)])
-        t78_c2_0 = t78_c2_0.addingProduct(t78_a2, t78_b0)
-        t78_c2_1 = t78_c2_1.addingProduct(t78_a2, t78_b1)
-        let t78_a3 = Vector(repeating: params[((2572 +% (((mb77 *% 4) +% 3) *% 400)) +% k79)])
-        t78_c3_0 = t78_c3_0.addingProduct(t78_a3, t78_b0)
-        t78_c3_1 = t78_c3_1.addingProduct(t78_a3, t78_b1)
+    for mb78 in 0..<30 {
+      var t79_c0_0 = Vector()
+      var t79_c0_1 = Vector()
+      var t79_c1_0 = Vector()
+      var t79_c1_1 = Vector()
+      var t79_c2_0 = Vector()
+      var t79_c2_1 = Vector()
+      var t79_c3_0 = Vector()
+      var t79_c3_1 = Vector()
+      for k80 in 0..<400 {
+        let t79_b0 = loadVector(arena, ((7680 +% (k80 *% 64)) +% 48))
+        let t79_b1 = loadVector(arena, (((7680 +% (k80 *% 64)) +% 48) +% 8))
+        let t79_a0 = Vector(repeating: params[((2572 +% ((mb78 *% 4) *% 400)) +% k80)])
+        t79_c0_0 = t79_c0_0.addingProduct(t79_a0, t79_b0)
+        t79_c0_1 = t79_c0_1.addingProduct(t79_a0, t79_b1)
+        let t79_a1 = Vector(repeating: params[((2572 +% (((mb78 *% 4) +% 1) *% 400)) +% k80)])
+        t79_c1_0 = t79_c1_0.addingProduct(t79_a1, t79_b0)
+        t79_c1_1 = t79_c1_1.addingProduct(t79_a1, t79_b1)
+        let t79_a2 = Vector(repeating: params[((2572 +% (((mb78 *% 4) +% 2) *% 400)) +% k80)])
+        t79_c2_0 = t79_c2_0.addingProduct(t79_a2, t79_b0)
+        t79_c2_1 = t79_c2_1.addingProduct(t79_a2, t79_b1)
+        let t79_a3 = Vector(repeating: params[((2572 +% (((mb78 *% 4) +% 3) *% 400)) +% k80)])
+        t79_c3_0 = t79_c3_0.addingProduct(t79_a3, t79_b0)
+        t79_c3_1 = t79_c3_1.addingProduct(t79_a3, t79_b1)
       }
-      storeVector(arena, ((33280 +% ((mb77 *% 4) *% 64)) +% 48), t78_c0_0)
-      storeVector(arena, (((33280 +% ((mb77 *% 4) *% 64)) +% 48) +% 8), t78_c0_1)
-      storeVector(arena, ((33280 +% (((mb77 *% 4) +% 1) *% 64)) +% 48), t78_c1_0)
-      storeVector(arena, (((33280 +% (((mb77 *% 4) +% 1) *% 64)) +% 48) +% 8), t78_c1_1)
-      storeVector(arena, ((33280 +% (((mb77 *% 4) +% 2) *% 64)) +% 48), t78_c2_0)
-      storeVector(arena, (((33280 +% (((mb77 *% 4) +% 2) *% 64)) +% 48) +% 8), t78_c2_1)
-      storeVector(arena, ((33280 +% (((mb77 *% 4) +% 3) *% 64)) +% 48), t78_c3_0)
-      storeVector(arena, (((33280 +% (((mb77 *% 4) +% 3) *% 64)) +% 48) +% 8), t78_c3_1)
+      storeVector(arena, ((33280 +% ((mb78 *% 4) *% 64)) +% 48), t79_c0_0)
+      storeVector(arena, (((33280 +% ((mb78 *% 4) *% 64)) +% 48) +% 8), t79_c0_1)
+      storeVector(arena, ((33280 +% (((mb78 *% 4) +% 1) *% 64)) +% 48), t79_c1_0)
+      storeVector(arena, (((33280 +% (((mb78 *% 4) +% 1) *% 64)) +% 48) +% 8), t79_c1_1)
+      storeVector(arena, ((33280 +% (((mb78 *% 4) +% 2) *% 64)) +% 48), t79_c2_0)
+      storeVector(arena, (((33280 +% (((mb78 *% 4) +% 2) *% 64)) +% 48) +% 8), t79_c2_1)
+      storeVector(arena, ((33280 +% (((mb78 *% 4) +% 3) *% 64)) +% 48), t79_c3_0)
+      storeVector(arena, (((33280 +% (((mb78 *% 4) +% 3) *% 64)) +% 48) +% 8), t79_c3_1)
     }
   }
-  for n81 in 0..<64 {
-    for u82 in 0..<120 {
-      arena[((n81 *% 120) +% u82)] = ((arena[((33280 +% (u82 *% 64)) +% n81)] + params[(50572 +% u82)]) > Float(0) ? (arena[((33280 +% (u82 *% 64)) +% n81)] + params[(50572 +% u82)]) : Float(0))
+  for n82 in 0..<64 {
+    for u83 in 0..<120 {
+      arena[((n82 *% 120) +% u83)] = ((arena[((33280 +% (u83 *% 64)) +% n82)] + params[(50572 +% u83)]) > Float(0) ? (arena[((33280 +% (u83 *% 64)) +% n82)] + params[(50572 +% u83)]) : Float(0))
     }
   }
   // fc2 = dense_relu(fc1)
   sgemm(101, 111, 112, 64, 84, 120, 1, arena + 0, 120, params + 50692, 120, Float(bitPattern: 0x0), arena + 7680, 84)
-  for n83 in 0..<64 {
-    for u84 in 0..<10 {
-      storeVector(arena, ((u84 *% 8) +% (7680 +% (n83 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((u84 *% 8) +% (7680 +% (n83 *% 84)))) + loadVector(params, ((u84 *% 8) +% 60772))), where: (loadVector(arena, ((u84 *% 8) +% (7680 +% (n83 *% 84)))) + loadVector(params, ((u84 *% 8) +% 60772))) .> Vector(repeating: Float(0))))
+  for n84 in 0..<64 {
+    for u85 in 0..<10 {
+      storeVector(arena, ((u85 *% 8) +% (7680 +% (n84 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((u85 *% 8) +% (7680 +% (n84 *% 84)))) + loadVector(params, ((u85 *% 8) +% 60772))), where: (loadVector(arena, ((u85 *% 8) +% (7680 +% (n84 *% 84)))) + loadVector(params, ((u85 *% 8) +% 60772))) .> Vector(repeating: Float(0))))
     }
-    for u84 in 0..<1 {
-      storePartial(arena, ((u84 +% 80) +% (7680 +% (n83 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((u84 +% 80) +% (7680 +% (n83 *% 84))), 4) + loadPartial(params, ((u84 +% 80) +% 60772), 4)), where: (loadPartial(arena, ((u84 +% 80) +% (7680 +% (n83 *% 84))), 4) + loadPartial(params, ((u84 +% 80) +% 60772), 4)) .> Vector(repeating: Float(0))), 4)
+    for u85 in 0..<1 {
+      storePartial(arena, ((u85 +% 80) +% (7680 +% (n84 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((u85 +% 80) +% (7680 +% (n84 *% 84))), 4) + loadPartial(params, ((u85 +% 80) +% 60772), 4)), where: (loadPartial(arena, ((u85 +% 80) +% (7680 +% (n84 *% 84))), 4) + loadPartial(params, ((u85 +% 80) +% 60772), 4)) .> Vector(repeating: Float(0))), 4)
     }
   }
   // fc3 = dense(fc2)
   sgemm(101, 111, 112, 64, 10, 84, 1, arena + 7680, 84, params + 60856, 84, Float(bitPattern: 0x0), arena + 0, 10)
-  for n85 in 0..<64 {
-    for u86 in 0..<1 {
-      storeVector(arena, ((u86 *% 8) +% (n85 *% 10)), (loadVector(arena, ((u86 *% 8) +% (n85 *% 10))) + loadVector(params, ((u86 *% 8) +% 61696))))
+  for n86 in 0..<64 {
+    for u87 in 0..<1 {
+      storeVector(arena, ((u87 *% 8) +% (n86 *% 10)), (loadVector(arena, ((u87 *% 8) +% (n86 *% 10))) + loadVector(params, ((u87 *% 8) +% 61696))))
     }
-    for u86 in 0..<1 {
-      storePartial(arena, ((u86 +% 8) +% (n85 *% 10)), (loadPartial(arena, ((u86 +% 8) +% (n85 *% 10)), 2) + loadPartial(params, ((u86 +% 8) +% 61696), 2)), 2)
+    for u87 in 0..<1 {
+      storePartial(arena, ((u87 +% 8) +% (n86 *% 10)), (loadPartial(arena, ((u87 +% 8) +% (n86 *% 10)), 2) + loadPartial(params, ((u87 +% 8) +% 61696), 2)), 2)
     }
   }
 }

@@ -2764,10 +2764,10 @@ conv2.q126:                                       ; preds = %conv2.q126, %conv2.
   %1137 = load float, ptr %arena184, align 4
   %1138 = add nsw i64 %conv2.g5965, %conv2.j124181
   %1139 = mul nsw i64 %1138, 12544
-  %1140 = add nsw i64 1605632, %1139
-  %1141 = mul nsw i64 %conv2.c125182, 784
-  %1142 = add nsw i64 %1140, %1141
-  %1143 = add nsw i64 %1142, %conv2.q126183
+  %1140 = mul nsw i64 %conv2.c125182, 784
+  %1141 = add nsw i64 %1139, %1140
+  %1142 = add nsw i64 %1141, %conv2.q126183
+  %1143 = add nsw i64 1605632, %1142
   %arena185 = getelementptr inbounds float, ptr %arena, i64 %1143
   store float %1137, ptr %arena185, align 4
   %q126.next = add nsw i64 %conv2.q126183, 1
@@ -5235,10 +5235,10 @@ conv3.q231:                                       ; preds = %conv3.q231, %conv3.
   %1137 = load float, ptr %arena184, align 4
   %1138 = add nsw i64 %conv3.g16465, %conv3.j229181
   %1139 = mul nsw i64 %1138, 6272
-  %1140 = add nsw i64 3411968, %1139
-  %1141 = mul nsw i64 %conv3.c230182, 196
-  %1142 = add nsw i64 %1140, %1141
-  %1143 = add nsw i64 %1142, %conv3.q231183
+  %1140 = mul nsw i64 %conv3.c230182, 196
+  %1141 = add nsw i64 %1139, %1140
+  %1142 = add nsw i64 %1141, %conv3.q231183
+  %1143 = add nsw i64 3411968, %1142
   %arena185 = getelementptr inbounds float, ptr %arena, i64 %1143
   store float %1137, ptr %arena185, align 4
   %q231.next = add nsw i64 %conv3.q231183, 1
@@ -16325,16 +16325,13 @@ declare float @llvm.sqrt.f32(float) #2
 define void @residual_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
   call void @residual_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_infer_b64.k1.act1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_infer_b64.k2.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_infer_b64.k3.act2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_infer_b64.k4.res(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_infer_b64.k5.pool(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_infer_b64.k6.conv3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_infer_b64.k7.act3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_infer_b64.k8.gap(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_infer_b64.k9.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_infer_b64.k10.fc(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_infer_b64.k2.res(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_infer_b64.k3.pool(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_infer_b64.k4.conv3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_infer_b64.k5.gap(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_infer_b64.k6.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_infer_b64.k7.fc(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
@@ -16829,6 +16826,7 @@ conv1.part16.end:                                 ; preds = %conv1.part16
 ; Function Attrs: noinline
 define internal void @residual_infer_b64.k0.conv1.part16(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
+  %conv1.t28 = alloca float, align 4
   call void @residual_infer_b64.k0.conv1.part16.gemm24(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
   br label %conv1.j25
 
@@ -16865,24 +16863,31 @@ conv1.i27:                                        ; preds = %conv1.i27, %conv1.f
   %params5 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params5, align 4
   %15 = fadd float %10, %14
-  %16 = mul nsw i64 %0, 16
-  %17 = add nsw i64 %16, %conv1.j251
-  %18 = mul nsw i64 %17, 12544
-  %19 = mul nsw i64 %1, 8
-  %20 = add nsw i64 %conv1.f262, %19
-  %21 = mul nsw i64 %20, 784
-  %22 = add nsw i64 %18, %21
-  %23 = add nsw i64 %22, %conv1.i273
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %23
-  store float %15, ptr %arena6, align 4
+  store float %15, ptr %conv1.t28, align 4
+  %t28 = load float, ptr %conv1.t28, align 4
+  %16 = fcmp ogt float %t28, 0.000000e+00
+  %t286 = load float, ptr %conv1.t28, align 4
+  %t287 = load float, ptr %conv1.t28, align 4
+  %17 = fmul float 0x3FB99999A0000000, %t287
+  %18 = select i1 %16, float %t286, float %17
+  %19 = mul nsw i64 %0, 16
+  %20 = add nsw i64 %19, %conv1.j251
+  %21 = mul nsw i64 %20, 12544
+  %22 = mul nsw i64 %1, 8
+  %23 = add nsw i64 %conv1.f262, %22
+  %24 = mul nsw i64 %23, 784
+  %25 = add nsw i64 %21, %24
+  %26 = add nsw i64 %25, %conv1.i273
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %26
+  store float %18, ptr %arena8, align 4
   %i27.next = add nsw i64 %conv1.i273, 1
-  %24 = icmp slt i64 %i27.next, 784
-  br i1 %24, label %conv1.i27, label %conv1.i27.end
+  %27 = icmp slt i64 %i27.next, 784
+  br i1 %27, label %conv1.i27, label %conv1.i27.end
 
 conv1.i27.end:                                    ; preds = %conv1.i27
   %f26.next = add nsw i64 %conv1.f262, 1
-  %25 = icmp slt i64 %f26.next, 8
-  br i1 %25, label %conv1.f26, label %conv1.f26.end
+  %28 = icmp slt i64 %f26.next, 8
+  br i1 %28, label %conv1.f26, label %conv1.f26.end
 }
 
 ; Function Attrs: noinline
@@ -17489,124 +17494,9 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k1.act1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part28.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 0
-  store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 1
-  store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 2
-  store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 3
-  store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 4
-  store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = icmp eq ptr %pool, null
-  br i1 %11, label %act1.part28.serial, label %act1.part28.pool
-
-act1.part28.pool:                                 ; preds = %entry
-  %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @residual_infer_b64.k1.act1.part28.task, ptr %part28.context, i64 2)
-  br label %act1.part28.done
-
-act1.part28.serial:                               ; preds = %entry
-  br label %act1.part28
-
-act1.part28.done:                                 ; preds = %act1.part28.end, %act1.part28.pool
-  ret void
-
-act1.part28:                                      ; preds = %act1.part28, %act1.part28.serial
-  %act1.part281 = phi i64 [ 0, %act1.part28.serial ], [ %part28.next, %act1.part28 ]
-  call void @residual_infer_b64.k1.act1.part28(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %act1.part281)
-  %part28.next = add nsw i64 %act1.part281, 1
-  %12 = icmp slt i64 %part28.next, 2
-  br i1 %12, label %act1.part28, label %act1.part28.end
-
-act1.part28.end:                                  ; preds = %act1.part28
-  br label %act1.part28.done
-}
-
-; Function Attrs: noinline
-define internal void @residual_infer_b64.k1.act1.part28(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
-entry:
-  br label %act1.i29
-
-act1.i29:                                         ; preds = %act1.i29, %entry
-  %act1.i291 = phi i64 [ 0, %entry ], [ %i29.next, %act1.i29 ]
-  %1 = mul nsw i64 %0, 401408
-  %2 = add nsw i64 %act1.i291, %1
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %2
-  %3 = load float, ptr %arena2, align 4
-  %4 = fcmp ogt float %3, 0.000000e+00
-  %5 = mul nsw i64 %0, 401408
-  %6 = add nsw i64 %act1.i291, %5
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %6
-  %7 = load float, ptr %arena3, align 4
-  %8 = mul nsw i64 %0, 401408
-  %9 = add nsw i64 %act1.i291, %8
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
-  %10 = load float, ptr %arena4, align 4
-  %11 = fmul float 0x3FB99999A0000000, %10
-  %12 = select i1 %4, float %7, float %11
-  %13 = mul nsw i64 %0, 401408
-  %14 = add nsw i64 %act1.i291, %13
-  %15 = add nsw i64 802816, %14
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %15
-  store float %12, ptr %arena5, align 4
-  %i29.next = add nsw i64 %act1.i291, 1
-  %16 = icmp slt i64 %i29.next, 401408
-  br i1 %16, label %act1.i29, label %act1.i29.end
-
-act1.i29.end:                                     ; preds = %act1.i29
-  ret void
-}
-
-define internal void @residual_infer_b64.k1.act1.part28.task(ptr %0, i64 %1) {
-entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
-  %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
-  %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
-  %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
-  %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
-  %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
-  %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
-  %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
-  %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @residual_infer_b64.k1.act1.part28(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
-  ret void
-}
-
-; Function Attrs: noinline
-define internal void @residual_infer_b64.k2.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
-entry:
-  %part103.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  %conv2.w102 = alloca <8 x float>, align 32
+  %part102.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
   %conv2.w101 = alloca <8 x float>, align 32
   %conv2.w100 = alloca <8 x float>, align 32
   %conv2.w99 = alloca <8 x float>, align 32
@@ -17638,926 +17528,925 @@ entry:
   %conv2.w73 = alloca <8 x float>, align 32
   %conv2.w72 = alloca <8 x float>, align 32
   %conv2.w71 = alloca <8 x float>, align 32
-  %part30.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part30.context, i32 0, i32 0
+  %conv2.w70 = alloca <8 x float>, align 32
+  %part29.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part30.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part30.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part30.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part30.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part30.context, i32 0, i32 5
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 5
   store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part30.context, i32 0, i32 6
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 6
   store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part30.context, i32 0, i32 7
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 7
   store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part30.context, i32 0, i32 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 8
   store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part30.context, i32 0, i32 9
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 9
   store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part30.context, i32 0, i32 10
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 10
   store ptr %pool, ptr %10, align 8
   %11 = icmp eq ptr %pool, null
-  br i1 %11, label %conv2.part30.serial, label %conv2.part30.pool
+  br i1 %11, label %conv2.part29.serial, label %conv2.part29.pool
 
-conv2.part30.pool:                                ; preds = %entry
+conv2.part29.pool:                                ; preds = %entry
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @residual_infer_b64.k2.conv2.part30.task, ptr %part30.context, i64 2)
-  br label %conv2.part30.done
+  call void %run(ptr %pool, ptr @residual_infer_b64.k1.conv2.part29.task, ptr %part29.context, i64 2)
+  br label %conv2.part29.done
 
-conv2.part30.serial:                              ; preds = %entry
-  br label %conv2.part30
+conv2.part29.serial:                              ; preds = %entry
+  br label %conv2.part29
 
-conv2.part30.done:                                ; preds = %conv2.part30.end, %conv2.part30.pool
-  br label %conv2.i61
+conv2.part29.done:                                ; preds = %conv2.part29.end, %conv2.part29.pool
+  br label %conv2.i60
 
-conv2.part30:                                     ; preds = %conv2.part30, %conv2.part30.serial
-  %conv2.part301 = phi i64 [ 0, %conv2.part30.serial ], [ %part30.next, %conv2.part30 ]
-  call void @residual_infer_b64.k2.conv2.part30(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part301)
-  %part30.next = add nsw i64 %conv2.part301, 1
-  %12 = icmp slt i64 %part30.next, 2
-  br i1 %12, label %conv2.part30, label %conv2.part30.end
+conv2.part29:                                     ; preds = %conv2.part29, %conv2.part29.serial
+  %conv2.part291 = phi i64 [ 0, %conv2.part29.serial ], [ %part29.next, %conv2.part29 ]
+  call void @residual_infer_b64.k1.conv2.part29(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part291)
+  %part29.next = add nsw i64 %conv2.part291, 1
+  %12 = icmp slt i64 %part29.next, 2
+  br i1 %12, label %conv2.part29, label %conv2.part29.end
 
-conv2.part30.end:                                 ; preds = %conv2.part30
-  br label %conv2.part30.done
+conv2.part29.end:                                 ; preds = %conv2.part29
+  br label %conv2.part29.done
 
-conv2.i61:                                        ; preds = %conv2.i61, %conv2.part30.done
-  %conv2.i612 = phi i64 [ 0, %conv2.part30.done ], [ %i61.next, %conv2.i61 ]
-  %13 = add nsw i64 1609728, %conv2.i612
+conv2.i60:                                        ; preds = %conv2.i60, %conv2.part29.done
+  %conv2.i602 = phi i64 [ 0, %conv2.part29.done ], [ %i60.next, %conv2.i60 ]
+  %13 = add nsw i64 1609728, %conv2.i602
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %13
   store float 0.000000e+00, ptr %arena3, align 4
-  %i61.next = add nsw i64 %conv2.i612, 1
-  %14 = icmp slt i64 %i61.next, 14400
-  br i1 %14, label %conv2.i61, label %conv2.i61.end
+  %i60.next = add nsw i64 %conv2.i602, 1
+  %14 = icmp slt i64 %i60.next, 14400
+  br i1 %14, label %conv2.i60, label %conv2.i60.end
 
-conv2.i61.end:                                    ; preds = %conv2.i61
-  br label %conv2.g62
+conv2.i60.end:                                    ; preds = %conv2.i60
+  br label %conv2.g61
 
-conv2.g62:                                        ; preds = %conv2.part103.done, %conv2.i61.end
-  %conv2.g624 = phi i64 [ 0, %conv2.i61.end ], [ %g62.next, %conv2.part103.done ]
-  br label %conv2.j63
+conv2.g61:                                        ; preds = %conv2.part102.done, %conv2.i60.end
+  %conv2.g614 = phi i64 [ 0, %conv2.i60.end ], [ %g61.next, %conv2.part102.done ]
+  br label %conv2.j62
 
-conv2.g62.end:                                    ; preds = %conv2.part103.done
+conv2.g61.end:                                    ; preds = %conv2.part102.done
   ret void
 
-conv2.j63:                                        ; preds = %conv2.c64.end, %conv2.g62
-  %conv2.j635 = phi i64 [ 0, %conv2.g62 ], [ %j63.next, %conv2.c64.end ]
-  br label %conv2.c64
+conv2.j62:                                        ; preds = %conv2.c63.end, %conv2.g61
+  %conv2.j625 = phi i64 [ 0, %conv2.g61 ], [ %j62.next, %conv2.c63.end ]
+  br label %conv2.c63
 
-conv2.j63.end:                                    ; preds = %conv2.c64.end
-  br label %conv2.j67
+conv2.j62.end:                                    ; preds = %conv2.c63.end
+  br label %conv2.j66
 
-conv2.c64:                                        ; preds = %conv2.iy65.end, %conv2.j63
-  %conv2.c646 = phi i64 [ 0, %conv2.j63 ], [ %c64.next, %conv2.iy65.end ]
-  br label %conv2.iy65
+conv2.c63:                                        ; preds = %conv2.iy64.end, %conv2.j62
+  %conv2.c636 = phi i64 [ 0, %conv2.j62 ], [ %c63.next, %conv2.iy64.end ]
+  br label %conv2.iy64
 
-conv2.c64.end:                                    ; preds = %conv2.iy65.end
-  %j63.next = add nsw i64 %conv2.j635, 1
-  %15 = icmp slt i64 %j63.next, 1
-  br i1 %15, label %conv2.j63, label %conv2.j63.end
+conv2.c63.end:                                    ; preds = %conv2.iy64.end
+  %j62.next = add nsw i64 %conv2.j625, 1
+  %15 = icmp slt i64 %j62.next, 1
+  br i1 %15, label %conv2.j62, label %conv2.j62.end
 
-conv2.iy65:                                       ; preds = %conv2.ix66.end, %conv2.c64
-  %conv2.iy657 = phi i64 [ 0, %conv2.c64 ], [ %iy65.next, %conv2.ix66.end ]
-  br label %conv2.ix66
+conv2.iy64:                                       ; preds = %conv2.ix65.end, %conv2.c63
+  %conv2.iy647 = phi i64 [ 0, %conv2.c63 ], [ %iy64.next, %conv2.ix65.end ]
+  br label %conv2.ix65
 
-conv2.iy65.end:                                   ; preds = %conv2.ix66.end
-  %c64.next = add nsw i64 %conv2.c646, 1
-  %16 = icmp slt i64 %c64.next, 16
-  br i1 %16, label %conv2.c64, label %conv2.c64.end
+conv2.iy64.end:                                   ; preds = %conv2.ix65.end
+  %c63.next = add nsw i64 %conv2.c636, 1
+  %16 = icmp slt i64 %c63.next, 16
+  br i1 %16, label %conv2.c63, label %conv2.c63.end
 
-conv2.ix66:                                       ; preds = %conv2.ix66, %conv2.iy65
-  %conv2.ix668 = phi i64 [ 0, %conv2.iy65 ], [ %ix66.next, %conv2.ix66 ]
-  %17 = add nsw i64 %conv2.g624, %conv2.j635
+conv2.ix65:                                       ; preds = %conv2.ix65, %conv2.iy64
+  %conv2.ix658 = phi i64 [ 0, %conv2.iy64 ], [ %ix65.next, %conv2.ix65 ]
+  %17 = add nsw i64 %conv2.g614, %conv2.j625
   %18 = mul nsw i64 %17, 12544
-  %19 = add nsw i64 802816, %18
-  %20 = mul nsw i64 %conv2.c646, 784
-  %21 = add nsw i64 %19, %20
-  %22 = mul nsw i64 %conv2.iy657, 28
-  %23 = add nsw i64 %21, %22
-  %24 = add nsw i64 %23, %conv2.ix668
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %24
-  %25 = load float, ptr %arena9, align 4
-  %26 = mul nsw i64 %conv2.j635, 14400
-  %27 = add nsw i64 %conv2.iy657, 1
-  %28 = mul nsw i64 %27, 480
-  %29 = add nsw i64 %26, %28
-  %30 = add nsw i64 %conv2.ix668, 1
-  %31 = mul nsw i64 %30, 16
-  %32 = add nsw i64 %29, %31
-  %33 = add nsw i64 %32, %conv2.c646
-  %34 = add nsw i64 1609728, %33
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %34
-  store float %25, ptr %arena10, align 4
-  %ix66.next = add nsw i64 %conv2.ix668, 1
-  %35 = icmp slt i64 %ix66.next, 28
-  br i1 %35, label %conv2.ix66, label %conv2.ix66.end
+  %19 = mul nsw i64 %conv2.c636, 784
+  %20 = add nsw i64 %18, %19
+  %21 = mul nsw i64 %conv2.iy647, 28
+  %22 = add nsw i64 %20, %21
+  %23 = add nsw i64 %22, %conv2.ix658
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
+  %24 = load float, ptr %arena9, align 4
+  %25 = mul nsw i64 %conv2.j625, 14400
+  %26 = add nsw i64 %conv2.iy647, 1
+  %27 = mul nsw i64 %26, 480
+  %28 = add nsw i64 %25, %27
+  %29 = add nsw i64 %conv2.ix658, 1
+  %30 = mul nsw i64 %29, 16
+  %31 = add nsw i64 %28, %30
+  %32 = add nsw i64 %31, %conv2.c636
+  %33 = add nsw i64 1609728, %32
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %33
+  store float %24, ptr %arena10, align 4
+  %ix65.next = add nsw i64 %conv2.ix658, 1
+  %34 = icmp slt i64 %ix65.next, 28
+  br i1 %34, label %conv2.ix65, label %conv2.ix65.end
 
-conv2.ix66.end:                                   ; preds = %conv2.ix66
-  %iy65.next = add nsw i64 %conv2.iy657, 1
-  %36 = icmp slt i64 %iy65.next, 28
-  br i1 %36, label %conv2.iy65, label %conv2.iy65.end
+conv2.ix65.end:                                   ; preds = %conv2.ix65
+  %iy64.next = add nsw i64 %conv2.iy647, 1
+  %35 = icmp slt i64 %iy64.next, 28
+  br i1 %35, label %conv2.iy64, label %conv2.iy64.end
 
-conv2.j67:                                        ; preds = %conv2.ty68.end, %conv2.j63.end
-  %conv2.j6711 = phi i64 [ 0, %conv2.j63.end ], [ %j67.next, %conv2.ty68.end ]
-  br label %conv2.ty68
+conv2.j66:                                        ; preds = %conv2.ty67.end, %conv2.j62.end
+  %conv2.j6611 = phi i64 [ 0, %conv2.j62.end ], [ %j66.next, %conv2.ty67.end ]
+  br label %conv2.ty67
 
-conv2.j67.end:                                    ; preds = %conv2.ty68.end
-  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part103.context, i32 0, i32 0
-  store ptr %params, ptr %37, align 8
-  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part103.context, i32 0, i32 1
-  store ptr %grads, ptr %38, align 8
-  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part103.context, i32 0, i32 2
-  store ptr %m, ptr %39, align 8
-  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part103.context, i32 0, i32 3
-  store ptr %v, ptr %40, align 8
-  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part103.context, i32 0, i32 4
-  store ptr %arena, ptr %41, align 8
-  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part103.context, i32 0, i32 5
-  store ptr %images, ptr %42, align 8
-  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part103.context, i32 0, i32 6
-  store ptr %labels, ptr %43, align 8
-  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part103.context, i32 0, i32 7
-  store float %lr, ptr %44, align 4
-  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part103.context, i32 0, i32 8
-  store i64 %step, ptr %45, align 4
-  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part103.context, i32 0, i32 9
-  store i64 %seed, ptr %46, align 4
-  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part103.context, i32 0, i32 10
-  store ptr %pool, ptr %47, align 8
-  %48 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part103.context, i32 0, i32 11
-  store i64 %conv2.g624, ptr %48, align 4
-  %49 = icmp eq ptr %pool, null
-  br i1 %49, label %conv2.part103.serial, label %conv2.part103.pool
+conv2.j66.end:                                    ; preds = %conv2.ty67.end
+  %36 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 0
+  store ptr %params, ptr %36, align 8
+  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 1
+  store ptr %grads, ptr %37, align 8
+  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 2
+  store ptr %m, ptr %38, align 8
+  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 3
+  store ptr %v, ptr %39, align 8
+  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 4
+  store ptr %arena, ptr %40, align 8
+  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 5
+  store ptr %images, ptr %41, align 8
+  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 6
+  store ptr %labels, ptr %42, align 8
+  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 7
+  store float %lr, ptr %43, align 4
+  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 8
+  store i64 %step, ptr %44, align 4
+  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 9
+  store i64 %seed, ptr %45, align 4
+  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 10
+  store ptr %pool, ptr %46, align 8
+  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 11
+  store i64 %conv2.g614, ptr %47, align 4
+  %48 = icmp eq ptr %pool, null
+  br i1 %48, label %conv2.part102.serial, label %conv2.part102.pool
 
-conv2.ty68:                                       ; preds = %conv2.tx69.end, %conv2.j67
-  %conv2.ty6812 = phi i64 [ 0, %conv2.j67 ], [ %ty68.next, %conv2.tx69.end ]
-  br label %conv2.tx69
+conv2.ty67:                                       ; preds = %conv2.tx68.end, %conv2.j66
+  %conv2.ty6712 = phi i64 [ 0, %conv2.j66 ], [ %ty67.next, %conv2.tx68.end ]
+  br label %conv2.tx68
 
-conv2.ty68.end:                                   ; preds = %conv2.tx69.end
-  %j67.next = add nsw i64 %conv2.j6711, 1
-  %50 = icmp slt i64 %j67.next, 1
-  br i1 %50, label %conv2.j67, label %conv2.j67.end
+conv2.ty67.end:                                   ; preds = %conv2.tx68.end
+  %j66.next = add nsw i64 %conv2.j6611, 1
+  %49 = icmp slt i64 %j66.next, 1
+  br i1 %49, label %conv2.j66, label %conv2.j66.end
 
-conv2.tx69:                                       ; preds = %conv2.cv70.end, %conv2.ty68
-  %conv2.tx6913 = phi i64 [ 0, %conv2.ty68 ], [ %tx69.next, %conv2.cv70.end ]
-  br label %conv2.cv70
+conv2.tx68:                                       ; preds = %conv2.cv69.end, %conv2.ty67
+  %conv2.tx6813 = phi i64 [ 0, %conv2.ty67 ], [ %tx68.next, %conv2.cv69.end ]
+  br label %conv2.cv69
 
-conv2.tx69.end:                                   ; preds = %conv2.cv70.end
-  %ty68.next = add nsw i64 %conv2.ty6812, 1
-  %51 = icmp slt i64 %ty68.next, 14
-  br i1 %51, label %conv2.ty68, label %conv2.ty68.end
+conv2.tx68.end:                                   ; preds = %conv2.cv69.end
+  %ty67.next = add nsw i64 %conv2.ty6712, 1
+  %50 = icmp slt i64 %ty67.next, 14
+  br i1 %50, label %conv2.ty67, label %conv2.ty67.end
 
-conv2.cv70:                                       ; preds = %conv2.cv70, %conv2.tx69
-  %conv2.cv7014 = phi i64 [ 0, %conv2.tx69 ], [ %cv70.next, %conv2.cv70 ]
-  %52 = mul nsw i64 %conv2.j6711, 14400
-  %53 = mul nsw i64 %conv2.ty6812, 2
-  %54 = mul nsw i64 %53, 480
-  %55 = add nsw i64 %52, %54
-  %56 = mul nsw i64 %conv2.tx6913, 2
-  %57 = mul nsw i64 %56, 16
-  %58 = add nsw i64 %55, %57
-  %59 = mul nsw i64 %conv2.cv7014, 8
-  %60 = add nsw i64 %58, %59
-  %61 = add nsw i64 1609728, %60
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %61
-  %62 = load <8 x float>, ptr %arena15, align 4
-  %63 = mul nsw i64 %conv2.j6711, 14400
-  %64 = mul nsw i64 %conv2.ty6812, 2
-  %65 = add nsw i64 %64, 2
-  %66 = mul nsw i64 %65, 480
-  %67 = add nsw i64 %63, %66
-  %68 = mul nsw i64 %conv2.tx6913, 2
-  %69 = mul nsw i64 %68, 16
-  %70 = add nsw i64 %67, %69
-  %71 = mul nsw i64 %conv2.cv7014, 8
-  %72 = add nsw i64 %70, %71
-  %73 = add nsw i64 1609728, %72
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %73
-  %74 = load <8 x float>, ptr %arena16, align 4
-  %75 = fsub <8 x float> %62, %74
-  store <8 x float> %75, ptr %conv2.w71, align 32
-  %76 = mul nsw i64 %conv2.j6711, 14400
-  %77 = mul nsw i64 %conv2.ty6812, 2
-  %78 = add nsw i64 %77, 1
-  %79 = mul nsw i64 %78, 480
-  %80 = add nsw i64 %76, %79
-  %81 = mul nsw i64 %conv2.tx6913, 2
-  %82 = mul nsw i64 %81, 16
-  %83 = add nsw i64 %80, %82
-  %84 = mul nsw i64 %conv2.cv7014, 8
-  %85 = add nsw i64 %83, %84
-  %86 = add nsw i64 1609728, %85
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %86
-  %87 = load <8 x float>, ptr %arena17, align 4
-  %88 = mul nsw i64 %conv2.j6711, 14400
-  %89 = mul nsw i64 %conv2.ty6812, 2
-  %90 = add nsw i64 %89, 2
-  %91 = mul nsw i64 %90, 480
-  %92 = add nsw i64 %88, %91
-  %93 = mul nsw i64 %conv2.tx6913, 2
-  %94 = mul nsw i64 %93, 16
-  %95 = add nsw i64 %92, %94
-  %96 = mul nsw i64 %conv2.cv7014, 8
-  %97 = add nsw i64 %95, %96
-  %98 = add nsw i64 1609728, %97
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 %98
-  %99 = load <8 x float>, ptr %arena18, align 4
-  %100 = fadd <8 x float> %87, %99
-  store <8 x float> %100, ptr %conv2.w72, align 32
-  %101 = mul nsw i64 %conv2.j6711, 14400
-  %102 = mul nsw i64 %conv2.ty6812, 2
-  %103 = add nsw i64 %102, 2
-  %104 = mul nsw i64 %103, 480
-  %105 = add nsw i64 %101, %104
-  %106 = mul nsw i64 %conv2.tx6913, 2
-  %107 = mul nsw i64 %106, 16
-  %108 = add nsw i64 %105, %107
-  %109 = mul nsw i64 %conv2.cv7014, 8
-  %110 = add nsw i64 %108, %109
-  %111 = add nsw i64 1609728, %110
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %111
-  %112 = load <8 x float>, ptr %arena19, align 4
-  %113 = mul nsw i64 %conv2.j6711, 14400
-  %114 = mul nsw i64 %conv2.ty6812, 2
-  %115 = add nsw i64 %114, 1
-  %116 = mul nsw i64 %115, 480
-  %117 = add nsw i64 %113, %116
-  %118 = mul nsw i64 %conv2.tx6913, 2
-  %119 = mul nsw i64 %118, 16
-  %120 = add nsw i64 %117, %119
-  %121 = mul nsw i64 %conv2.cv7014, 8
-  %122 = add nsw i64 %120, %121
-  %123 = add nsw i64 1609728, %122
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %123
-  %124 = load <8 x float>, ptr %arena20, align 4
-  %125 = fsub <8 x float> %112, %124
-  store <8 x float> %125, ptr %conv2.w73, align 32
-  %126 = mul nsw i64 %conv2.j6711, 14400
-  %127 = mul nsw i64 %conv2.ty6812, 2
-  %128 = add nsw i64 %127, 1
-  %129 = mul nsw i64 %128, 480
-  %130 = add nsw i64 %126, %129
-  %131 = mul nsw i64 %conv2.tx6913, 2
-  %132 = mul nsw i64 %131, 16
-  %133 = add nsw i64 %130, %132
-  %134 = mul nsw i64 %conv2.cv7014, 8
-  %135 = add nsw i64 %133, %134
-  %136 = add nsw i64 1609728, %135
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %136
-  %137 = load <8 x float>, ptr %arena21, align 4
-  %138 = mul nsw i64 %conv2.j6711, 14400
-  %139 = mul nsw i64 %conv2.ty6812, 2
-  %140 = add nsw i64 %139, 3
-  %141 = mul nsw i64 %140, 480
-  %142 = add nsw i64 %138, %141
-  %143 = mul nsw i64 %conv2.tx6913, 2
-  %144 = mul nsw i64 %143, 16
-  %145 = add nsw i64 %142, %144
-  %146 = mul nsw i64 %conv2.cv7014, 8
-  %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 1609728, %147
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %148
-  %149 = load <8 x float>, ptr %arena22, align 4
-  %150 = fsub <8 x float> %137, %149
-  store <8 x float> %150, ptr %conv2.w74, align 32
-  %151 = mul nsw i64 %conv2.j6711, 14400
-  %152 = mul nsw i64 %conv2.ty6812, 2
-  %153 = mul nsw i64 %152, 480
-  %154 = add nsw i64 %151, %153
-  %155 = mul nsw i64 %conv2.tx6913, 2
-  %156 = add nsw i64 %155, 1
-  %157 = mul nsw i64 %156, 16
-  %158 = add nsw i64 %154, %157
-  %159 = mul nsw i64 %conv2.cv7014, 8
-  %160 = add nsw i64 %158, %159
-  %161 = add nsw i64 1609728, %160
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %161
-  %162 = load <8 x float>, ptr %arena23, align 4
-  %163 = mul nsw i64 %conv2.j6711, 14400
-  %164 = mul nsw i64 %conv2.ty6812, 2
-  %165 = add nsw i64 %164, 2
-  %166 = mul nsw i64 %165, 480
-  %167 = add nsw i64 %163, %166
-  %168 = mul nsw i64 %conv2.tx6913, 2
-  %169 = add nsw i64 %168, 1
-  %170 = mul nsw i64 %169, 16
-  %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %conv2.cv7014, 8
-  %173 = add nsw i64 %171, %172
-  %174 = add nsw i64 1609728, %173
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %174
-  %175 = load <8 x float>, ptr %arena24, align 4
-  %176 = fsub <8 x float> %162, %175
-  store <8 x float> %176, ptr %conv2.w75, align 32
-  %177 = mul nsw i64 %conv2.j6711, 14400
-  %178 = mul nsw i64 %conv2.ty6812, 2
-  %179 = add nsw i64 %178, 1
-  %180 = mul nsw i64 %179, 480
-  %181 = add nsw i64 %177, %180
-  %182 = mul nsw i64 %conv2.tx6913, 2
-  %183 = add nsw i64 %182, 1
-  %184 = mul nsw i64 %183, 16
-  %185 = add nsw i64 %181, %184
-  %186 = mul nsw i64 %conv2.cv7014, 8
-  %187 = add nsw i64 %185, %186
-  %188 = add nsw i64 1609728, %187
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %188
-  %189 = load <8 x float>, ptr %arena25, align 4
-  %190 = mul nsw i64 %conv2.j6711, 14400
-  %191 = mul nsw i64 %conv2.ty6812, 2
-  %192 = add nsw i64 %191, 2
-  %193 = mul nsw i64 %192, 480
-  %194 = add nsw i64 %190, %193
-  %195 = mul nsw i64 %conv2.tx6913, 2
-  %196 = add nsw i64 %195, 1
-  %197 = mul nsw i64 %196, 16
-  %198 = add nsw i64 %194, %197
-  %199 = mul nsw i64 %conv2.cv7014, 8
-  %200 = add nsw i64 %198, %199
-  %201 = add nsw i64 1609728, %200
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %201
-  %202 = load <8 x float>, ptr %arena26, align 4
-  %203 = fadd <8 x float> %189, %202
-  store <8 x float> %203, ptr %conv2.w76, align 32
-  %204 = mul nsw i64 %conv2.j6711, 14400
-  %205 = mul nsw i64 %conv2.ty6812, 2
-  %206 = add nsw i64 %205, 2
-  %207 = mul nsw i64 %206, 480
-  %208 = add nsw i64 %204, %207
-  %209 = mul nsw i64 %conv2.tx6913, 2
-  %210 = add nsw i64 %209, 1
-  %211 = mul nsw i64 %210, 16
-  %212 = add nsw i64 %208, %211
-  %213 = mul nsw i64 %conv2.cv7014, 8
-  %214 = add nsw i64 %212, %213
-  %215 = add nsw i64 1609728, %214
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %215
-  %216 = load <8 x float>, ptr %arena27, align 4
-  %217 = mul nsw i64 %conv2.j6711, 14400
-  %218 = mul nsw i64 %conv2.ty6812, 2
-  %219 = add nsw i64 %218, 1
-  %220 = mul nsw i64 %219, 480
-  %221 = add nsw i64 %217, %220
-  %222 = mul nsw i64 %conv2.tx6913, 2
-  %223 = add nsw i64 %222, 1
-  %224 = mul nsw i64 %223, 16
-  %225 = add nsw i64 %221, %224
-  %226 = mul nsw i64 %conv2.cv7014, 8
-  %227 = add nsw i64 %225, %226
-  %228 = add nsw i64 1609728, %227
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %228
-  %229 = load <8 x float>, ptr %arena28, align 4
-  %230 = fsub <8 x float> %216, %229
-  store <8 x float> %230, ptr %conv2.w77, align 32
-  %231 = mul nsw i64 %conv2.j6711, 14400
-  %232 = mul nsw i64 %conv2.ty6812, 2
-  %233 = add nsw i64 %232, 1
-  %234 = mul nsw i64 %233, 480
-  %235 = add nsw i64 %231, %234
-  %236 = mul nsw i64 %conv2.tx6913, 2
-  %237 = add nsw i64 %236, 1
-  %238 = mul nsw i64 %237, 16
-  %239 = add nsw i64 %235, %238
-  %240 = mul nsw i64 %conv2.cv7014, 8
-  %241 = add nsw i64 %239, %240
-  %242 = add nsw i64 1609728, %241
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %242
-  %243 = load <8 x float>, ptr %arena29, align 4
-  %244 = mul nsw i64 %conv2.j6711, 14400
-  %245 = mul nsw i64 %conv2.ty6812, 2
-  %246 = add nsw i64 %245, 3
-  %247 = mul nsw i64 %246, 480
-  %248 = add nsw i64 %244, %247
-  %249 = mul nsw i64 %conv2.tx6913, 2
-  %250 = add nsw i64 %249, 1
-  %251 = mul nsw i64 %250, 16
-  %252 = add nsw i64 %248, %251
-  %253 = mul nsw i64 %conv2.cv7014, 8
-  %254 = add nsw i64 %252, %253
-  %255 = add nsw i64 1609728, %254
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %255
-  %256 = load <8 x float>, ptr %arena30, align 4
-  %257 = fsub <8 x float> %243, %256
-  store <8 x float> %257, ptr %conv2.w78, align 32
-  %258 = mul nsw i64 %conv2.j6711, 14400
-  %259 = mul nsw i64 %conv2.ty6812, 2
-  %260 = mul nsw i64 %259, 480
-  %261 = add nsw i64 %258, %260
-  %262 = mul nsw i64 %conv2.tx6913, 2
-  %263 = add nsw i64 %262, 2
-  %264 = mul nsw i64 %263, 16
-  %265 = add nsw i64 %261, %264
-  %266 = mul nsw i64 %conv2.cv7014, 8
-  %267 = add nsw i64 %265, %266
-  %268 = add nsw i64 1609728, %267
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %268
-  %269 = load <8 x float>, ptr %arena31, align 4
-  %270 = mul nsw i64 %conv2.j6711, 14400
-  %271 = mul nsw i64 %conv2.ty6812, 2
-  %272 = add nsw i64 %271, 2
-  %273 = mul nsw i64 %272, 480
-  %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %conv2.tx6913, 2
-  %276 = add nsw i64 %275, 2
-  %277 = mul nsw i64 %276, 16
-  %278 = add nsw i64 %274, %277
-  %279 = mul nsw i64 %conv2.cv7014, 8
-  %280 = add nsw i64 %278, %279
-  %281 = add nsw i64 1609728, %280
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %281
-  %282 = load <8 x float>, ptr %arena32, align 4
-  %283 = fsub <8 x float> %269, %282
-  store <8 x float> %283, ptr %conv2.w79, align 32
-  %284 = mul nsw i64 %conv2.j6711, 14400
-  %285 = mul nsw i64 %conv2.ty6812, 2
-  %286 = add nsw i64 %285, 1
-  %287 = mul nsw i64 %286, 480
-  %288 = add nsw i64 %284, %287
-  %289 = mul nsw i64 %conv2.tx6913, 2
-  %290 = add nsw i64 %289, 2
-  %291 = mul nsw i64 %290, 16
-  %292 = add nsw i64 %288, %291
-  %293 = mul nsw i64 %conv2.cv7014, 8
-  %294 = add nsw i64 %292, %293
-  %295 = add nsw i64 1609728, %294
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %295
-  %296 = load <8 x float>, ptr %arena33, align 4
-  %297 = mul nsw i64 %conv2.j6711, 14400
-  %298 = mul nsw i64 %conv2.ty6812, 2
-  %299 = add nsw i64 %298, 2
-  %300 = mul nsw i64 %299, 480
-  %301 = add nsw i64 %297, %300
-  %302 = mul nsw i64 %conv2.tx6913, 2
-  %303 = add nsw i64 %302, 2
-  %304 = mul nsw i64 %303, 16
-  %305 = add nsw i64 %301, %304
-  %306 = mul nsw i64 %conv2.cv7014, 8
-  %307 = add nsw i64 %305, %306
-  %308 = add nsw i64 1609728, %307
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %308
-  %309 = load <8 x float>, ptr %arena34, align 4
-  %310 = fadd <8 x float> %296, %309
-  store <8 x float> %310, ptr %conv2.w80, align 32
-  %311 = mul nsw i64 %conv2.j6711, 14400
-  %312 = mul nsw i64 %conv2.ty6812, 2
-  %313 = add nsw i64 %312, 2
-  %314 = mul nsw i64 %313, 480
-  %315 = add nsw i64 %311, %314
-  %316 = mul nsw i64 %conv2.tx6913, 2
-  %317 = add nsw i64 %316, 2
-  %318 = mul nsw i64 %317, 16
-  %319 = add nsw i64 %315, %318
-  %320 = mul nsw i64 %conv2.cv7014, 8
-  %321 = add nsw i64 %319, %320
-  %322 = add nsw i64 1609728, %321
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %322
-  %323 = load <8 x float>, ptr %arena35, align 4
-  %324 = mul nsw i64 %conv2.j6711, 14400
-  %325 = mul nsw i64 %conv2.ty6812, 2
-  %326 = add nsw i64 %325, 1
-  %327 = mul nsw i64 %326, 480
-  %328 = add nsw i64 %324, %327
-  %329 = mul nsw i64 %conv2.tx6913, 2
-  %330 = add nsw i64 %329, 2
-  %331 = mul nsw i64 %330, 16
-  %332 = add nsw i64 %328, %331
-  %333 = mul nsw i64 %conv2.cv7014, 8
-  %334 = add nsw i64 %332, %333
-  %335 = add nsw i64 1609728, %334
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %335
-  %336 = load <8 x float>, ptr %arena36, align 4
-  %337 = fsub <8 x float> %323, %336
-  store <8 x float> %337, ptr %conv2.w81, align 32
-  %338 = mul nsw i64 %conv2.j6711, 14400
-  %339 = mul nsw i64 %conv2.ty6812, 2
-  %340 = add nsw i64 %339, 1
-  %341 = mul nsw i64 %340, 480
-  %342 = add nsw i64 %338, %341
-  %343 = mul nsw i64 %conv2.tx6913, 2
-  %344 = add nsw i64 %343, 2
-  %345 = mul nsw i64 %344, 16
-  %346 = add nsw i64 %342, %345
-  %347 = mul nsw i64 %conv2.cv7014, 8
-  %348 = add nsw i64 %346, %347
-  %349 = add nsw i64 1609728, %348
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %349
-  %350 = load <8 x float>, ptr %arena37, align 4
-  %351 = mul nsw i64 %conv2.j6711, 14400
-  %352 = mul nsw i64 %conv2.ty6812, 2
-  %353 = add nsw i64 %352, 3
-  %354 = mul nsw i64 %353, 480
-  %355 = add nsw i64 %351, %354
-  %356 = mul nsw i64 %conv2.tx6913, 2
-  %357 = add nsw i64 %356, 2
-  %358 = mul nsw i64 %357, 16
-  %359 = add nsw i64 %355, %358
-  %360 = mul nsw i64 %conv2.cv7014, 8
-  %361 = add nsw i64 %359, %360
-  %362 = add nsw i64 1609728, %361
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %362
-  %363 = load <8 x float>, ptr %arena38, align 4
-  %364 = fsub <8 x float> %350, %363
-  store <8 x float> %364, ptr %conv2.w82, align 32
-  %365 = mul nsw i64 %conv2.j6711, 14400
-  %366 = mul nsw i64 %conv2.ty6812, 2
-  %367 = mul nsw i64 %366, 480
-  %368 = add nsw i64 %365, %367
-  %369 = mul nsw i64 %conv2.tx6913, 2
-  %370 = add nsw i64 %369, 3
-  %371 = mul nsw i64 %370, 16
-  %372 = add nsw i64 %368, %371
-  %373 = mul nsw i64 %conv2.cv7014, 8
-  %374 = add nsw i64 %372, %373
-  %375 = add nsw i64 1609728, %374
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %375
-  %376 = load <8 x float>, ptr %arena39, align 4
-  %377 = mul nsw i64 %conv2.j6711, 14400
-  %378 = mul nsw i64 %conv2.ty6812, 2
-  %379 = add nsw i64 %378, 2
-  %380 = mul nsw i64 %379, 480
-  %381 = add nsw i64 %377, %380
-  %382 = mul nsw i64 %conv2.tx6913, 2
-  %383 = add nsw i64 %382, 3
-  %384 = mul nsw i64 %383, 16
-  %385 = add nsw i64 %381, %384
-  %386 = mul nsw i64 %conv2.cv7014, 8
-  %387 = add nsw i64 %385, %386
-  %388 = add nsw i64 1609728, %387
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %388
-  %389 = load <8 x float>, ptr %arena40, align 4
-  %390 = fsub <8 x float> %376, %389
-  store <8 x float> %390, ptr %conv2.w83, align 32
-  %391 = mul nsw i64 %conv2.j6711, 14400
-  %392 = mul nsw i64 %conv2.ty6812, 2
-  %393 = add nsw i64 %392, 1
-  %394 = mul nsw i64 %393, 480
-  %395 = add nsw i64 %391, %394
-  %396 = mul nsw i64 %conv2.tx6913, 2
-  %397 = add nsw i64 %396, 3
-  %398 = mul nsw i64 %397, 16
-  %399 = add nsw i64 %395, %398
-  %400 = mul nsw i64 %conv2.cv7014, 8
-  %401 = add nsw i64 %399, %400
-  %402 = add nsw i64 1609728, %401
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %402
-  %403 = load <8 x float>, ptr %arena41, align 4
-  %404 = mul nsw i64 %conv2.j6711, 14400
-  %405 = mul nsw i64 %conv2.ty6812, 2
-  %406 = add nsw i64 %405, 2
-  %407 = mul nsw i64 %406, 480
-  %408 = add nsw i64 %404, %407
-  %409 = mul nsw i64 %conv2.tx6913, 2
-  %410 = add nsw i64 %409, 3
-  %411 = mul nsw i64 %410, 16
-  %412 = add nsw i64 %408, %411
-  %413 = mul nsw i64 %conv2.cv7014, 8
-  %414 = add nsw i64 %412, %413
-  %415 = add nsw i64 1609728, %414
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %415
-  %416 = load <8 x float>, ptr %arena42, align 4
-  %417 = fadd <8 x float> %403, %416
-  store <8 x float> %417, ptr %conv2.w84, align 32
-  %418 = mul nsw i64 %conv2.j6711, 14400
-  %419 = mul nsw i64 %conv2.ty6812, 2
-  %420 = add nsw i64 %419, 2
-  %421 = mul nsw i64 %420, 480
-  %422 = add nsw i64 %418, %421
-  %423 = mul nsw i64 %conv2.tx6913, 2
-  %424 = add nsw i64 %423, 3
-  %425 = mul nsw i64 %424, 16
-  %426 = add nsw i64 %422, %425
-  %427 = mul nsw i64 %conv2.cv7014, 8
-  %428 = add nsw i64 %426, %427
-  %429 = add nsw i64 1609728, %428
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %429
-  %430 = load <8 x float>, ptr %arena43, align 4
-  %431 = mul nsw i64 %conv2.j6711, 14400
-  %432 = mul nsw i64 %conv2.ty6812, 2
-  %433 = add nsw i64 %432, 1
-  %434 = mul nsw i64 %433, 480
-  %435 = add nsw i64 %431, %434
-  %436 = mul nsw i64 %conv2.tx6913, 2
-  %437 = add nsw i64 %436, 3
-  %438 = mul nsw i64 %437, 16
-  %439 = add nsw i64 %435, %438
-  %440 = mul nsw i64 %conv2.cv7014, 8
-  %441 = add nsw i64 %439, %440
-  %442 = add nsw i64 1609728, %441
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %442
-  %443 = load <8 x float>, ptr %arena44, align 4
-  %444 = fsub <8 x float> %430, %443
-  store <8 x float> %444, ptr %conv2.w85, align 32
-  %445 = mul nsw i64 %conv2.j6711, 14400
-  %446 = mul nsw i64 %conv2.ty6812, 2
-  %447 = add nsw i64 %446, 1
-  %448 = mul nsw i64 %447, 480
-  %449 = add nsw i64 %445, %448
-  %450 = mul nsw i64 %conv2.tx6913, 2
-  %451 = add nsw i64 %450, 3
-  %452 = mul nsw i64 %451, 16
-  %453 = add nsw i64 %449, %452
-  %454 = mul nsw i64 %conv2.cv7014, 8
-  %455 = add nsw i64 %453, %454
-  %456 = add nsw i64 1609728, %455
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %456
-  %457 = load <8 x float>, ptr %arena45, align 4
-  %458 = mul nsw i64 %conv2.j6711, 14400
-  %459 = mul nsw i64 %conv2.ty6812, 2
-  %460 = add nsw i64 %459, 3
-  %461 = mul nsw i64 %460, 480
-  %462 = add nsw i64 %458, %461
-  %463 = mul nsw i64 %conv2.tx6913, 2
-  %464 = add nsw i64 %463, 3
-  %465 = mul nsw i64 %464, 16
-  %466 = add nsw i64 %462, %465
-  %467 = mul nsw i64 %conv2.cv7014, 8
-  %468 = add nsw i64 %466, %467
-  %469 = add nsw i64 1609728, %468
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %469
-  %470 = load <8 x float>, ptr %arena46, align 4
-  %471 = fsub <8 x float> %457, %470
+conv2.cv69:                                       ; preds = %conv2.cv69, %conv2.tx68
+  %conv2.cv6914 = phi i64 [ 0, %conv2.tx68 ], [ %cv69.next, %conv2.cv69 ]
+  %51 = mul nsw i64 %conv2.j6611, 14400
+  %52 = mul nsw i64 %conv2.ty6712, 2
+  %53 = mul nsw i64 %52, 480
+  %54 = add nsw i64 %51, %53
+  %55 = mul nsw i64 %conv2.tx6813, 2
+  %56 = mul nsw i64 %55, 16
+  %57 = add nsw i64 %54, %56
+  %58 = mul nsw i64 %conv2.cv6914, 8
+  %59 = add nsw i64 %57, %58
+  %60 = add nsw i64 1609728, %59
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load <8 x float>, ptr %arena15, align 4
+  %62 = mul nsw i64 %conv2.j6611, 14400
+  %63 = mul nsw i64 %conv2.ty6712, 2
+  %64 = add nsw i64 %63, 2
+  %65 = mul nsw i64 %64, 480
+  %66 = add nsw i64 %62, %65
+  %67 = mul nsw i64 %conv2.tx6813, 2
+  %68 = mul nsw i64 %67, 16
+  %69 = add nsw i64 %66, %68
+  %70 = mul nsw i64 %conv2.cv6914, 8
+  %71 = add nsw i64 %69, %70
+  %72 = add nsw i64 1609728, %71
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load <8 x float>, ptr %arena16, align 4
+  %74 = fsub <8 x float> %61, %73
+  store <8 x float> %74, ptr %conv2.w70, align 32
+  %75 = mul nsw i64 %conv2.j6611, 14400
+  %76 = mul nsw i64 %conv2.ty6712, 2
+  %77 = add nsw i64 %76, 1
+  %78 = mul nsw i64 %77, 480
+  %79 = add nsw i64 %75, %78
+  %80 = mul nsw i64 %conv2.tx6813, 2
+  %81 = mul nsw i64 %80, 16
+  %82 = add nsw i64 %79, %81
+  %83 = mul nsw i64 %conv2.cv6914, 8
+  %84 = add nsw i64 %82, %83
+  %85 = add nsw i64 1609728, %84
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %85
+  %86 = load <8 x float>, ptr %arena17, align 4
+  %87 = mul nsw i64 %conv2.j6611, 14400
+  %88 = mul nsw i64 %conv2.ty6712, 2
+  %89 = add nsw i64 %88, 2
+  %90 = mul nsw i64 %89, 480
+  %91 = add nsw i64 %87, %90
+  %92 = mul nsw i64 %conv2.tx6813, 2
+  %93 = mul nsw i64 %92, 16
+  %94 = add nsw i64 %91, %93
+  %95 = mul nsw i64 %conv2.cv6914, 8
+  %96 = add nsw i64 %94, %95
+  %97 = add nsw i64 1609728, %96
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %97
+  %98 = load <8 x float>, ptr %arena18, align 4
+  %99 = fadd <8 x float> %86, %98
+  store <8 x float> %99, ptr %conv2.w71, align 32
+  %100 = mul nsw i64 %conv2.j6611, 14400
+  %101 = mul nsw i64 %conv2.ty6712, 2
+  %102 = add nsw i64 %101, 2
+  %103 = mul nsw i64 %102, 480
+  %104 = add nsw i64 %100, %103
+  %105 = mul nsw i64 %conv2.tx6813, 2
+  %106 = mul nsw i64 %105, 16
+  %107 = add nsw i64 %104, %106
+  %108 = mul nsw i64 %conv2.cv6914, 8
+  %109 = add nsw i64 %107, %108
+  %110 = add nsw i64 1609728, %109
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %110
+  %111 = load <8 x float>, ptr %arena19, align 4
+  %112 = mul nsw i64 %conv2.j6611, 14400
+  %113 = mul nsw i64 %conv2.ty6712, 2
+  %114 = add nsw i64 %113, 1
+  %115 = mul nsw i64 %114, 480
+  %116 = add nsw i64 %112, %115
+  %117 = mul nsw i64 %conv2.tx6813, 2
+  %118 = mul nsw i64 %117, 16
+  %119 = add nsw i64 %116, %118
+  %120 = mul nsw i64 %conv2.cv6914, 8
+  %121 = add nsw i64 %119, %120
+  %122 = add nsw i64 1609728, %121
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %122
+  %123 = load <8 x float>, ptr %arena20, align 4
+  %124 = fsub <8 x float> %111, %123
+  store <8 x float> %124, ptr %conv2.w72, align 32
+  %125 = mul nsw i64 %conv2.j6611, 14400
+  %126 = mul nsw i64 %conv2.ty6712, 2
+  %127 = add nsw i64 %126, 1
+  %128 = mul nsw i64 %127, 480
+  %129 = add nsw i64 %125, %128
+  %130 = mul nsw i64 %conv2.tx6813, 2
+  %131 = mul nsw i64 %130, 16
+  %132 = add nsw i64 %129, %131
+  %133 = mul nsw i64 %conv2.cv6914, 8
+  %134 = add nsw i64 %132, %133
+  %135 = add nsw i64 1609728, %134
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %135
+  %136 = load <8 x float>, ptr %arena21, align 4
+  %137 = mul nsw i64 %conv2.j6611, 14400
+  %138 = mul nsw i64 %conv2.ty6712, 2
+  %139 = add nsw i64 %138, 3
+  %140 = mul nsw i64 %139, 480
+  %141 = add nsw i64 %137, %140
+  %142 = mul nsw i64 %conv2.tx6813, 2
+  %143 = mul nsw i64 %142, 16
+  %144 = add nsw i64 %141, %143
+  %145 = mul nsw i64 %conv2.cv6914, 8
+  %146 = add nsw i64 %144, %145
+  %147 = add nsw i64 1609728, %146
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %147
+  %148 = load <8 x float>, ptr %arena22, align 4
+  %149 = fsub <8 x float> %136, %148
+  store <8 x float> %149, ptr %conv2.w73, align 32
+  %150 = mul nsw i64 %conv2.j6611, 14400
+  %151 = mul nsw i64 %conv2.ty6712, 2
+  %152 = mul nsw i64 %151, 480
+  %153 = add nsw i64 %150, %152
+  %154 = mul nsw i64 %conv2.tx6813, 2
+  %155 = add nsw i64 %154, 1
+  %156 = mul nsw i64 %155, 16
+  %157 = add nsw i64 %153, %156
+  %158 = mul nsw i64 %conv2.cv6914, 8
+  %159 = add nsw i64 %157, %158
+  %160 = add nsw i64 1609728, %159
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %160
+  %161 = load <8 x float>, ptr %arena23, align 4
+  %162 = mul nsw i64 %conv2.j6611, 14400
+  %163 = mul nsw i64 %conv2.ty6712, 2
+  %164 = add nsw i64 %163, 2
+  %165 = mul nsw i64 %164, 480
+  %166 = add nsw i64 %162, %165
+  %167 = mul nsw i64 %conv2.tx6813, 2
+  %168 = add nsw i64 %167, 1
+  %169 = mul nsw i64 %168, 16
+  %170 = add nsw i64 %166, %169
+  %171 = mul nsw i64 %conv2.cv6914, 8
+  %172 = add nsw i64 %170, %171
+  %173 = add nsw i64 1609728, %172
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %173
+  %174 = load <8 x float>, ptr %arena24, align 4
+  %175 = fsub <8 x float> %161, %174
+  store <8 x float> %175, ptr %conv2.w74, align 32
+  %176 = mul nsw i64 %conv2.j6611, 14400
+  %177 = mul nsw i64 %conv2.ty6712, 2
+  %178 = add nsw i64 %177, 1
+  %179 = mul nsw i64 %178, 480
+  %180 = add nsw i64 %176, %179
+  %181 = mul nsw i64 %conv2.tx6813, 2
+  %182 = add nsw i64 %181, 1
+  %183 = mul nsw i64 %182, 16
+  %184 = add nsw i64 %180, %183
+  %185 = mul nsw i64 %conv2.cv6914, 8
+  %186 = add nsw i64 %184, %185
+  %187 = add nsw i64 1609728, %186
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %187
+  %188 = load <8 x float>, ptr %arena25, align 4
+  %189 = mul nsw i64 %conv2.j6611, 14400
+  %190 = mul nsw i64 %conv2.ty6712, 2
+  %191 = add nsw i64 %190, 2
+  %192 = mul nsw i64 %191, 480
+  %193 = add nsw i64 %189, %192
+  %194 = mul nsw i64 %conv2.tx6813, 2
+  %195 = add nsw i64 %194, 1
+  %196 = mul nsw i64 %195, 16
+  %197 = add nsw i64 %193, %196
+  %198 = mul nsw i64 %conv2.cv6914, 8
+  %199 = add nsw i64 %197, %198
+  %200 = add nsw i64 1609728, %199
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %200
+  %201 = load <8 x float>, ptr %arena26, align 4
+  %202 = fadd <8 x float> %188, %201
+  store <8 x float> %202, ptr %conv2.w75, align 32
+  %203 = mul nsw i64 %conv2.j6611, 14400
+  %204 = mul nsw i64 %conv2.ty6712, 2
+  %205 = add nsw i64 %204, 2
+  %206 = mul nsw i64 %205, 480
+  %207 = add nsw i64 %203, %206
+  %208 = mul nsw i64 %conv2.tx6813, 2
+  %209 = add nsw i64 %208, 1
+  %210 = mul nsw i64 %209, 16
+  %211 = add nsw i64 %207, %210
+  %212 = mul nsw i64 %conv2.cv6914, 8
+  %213 = add nsw i64 %211, %212
+  %214 = add nsw i64 1609728, %213
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %214
+  %215 = load <8 x float>, ptr %arena27, align 4
+  %216 = mul nsw i64 %conv2.j6611, 14400
+  %217 = mul nsw i64 %conv2.ty6712, 2
+  %218 = add nsw i64 %217, 1
+  %219 = mul nsw i64 %218, 480
+  %220 = add nsw i64 %216, %219
+  %221 = mul nsw i64 %conv2.tx6813, 2
+  %222 = add nsw i64 %221, 1
+  %223 = mul nsw i64 %222, 16
+  %224 = add nsw i64 %220, %223
+  %225 = mul nsw i64 %conv2.cv6914, 8
+  %226 = add nsw i64 %224, %225
+  %227 = add nsw i64 1609728, %226
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %227
+  %228 = load <8 x float>, ptr %arena28, align 4
+  %229 = fsub <8 x float> %215, %228
+  store <8 x float> %229, ptr %conv2.w76, align 32
+  %230 = mul nsw i64 %conv2.j6611, 14400
+  %231 = mul nsw i64 %conv2.ty6712, 2
+  %232 = add nsw i64 %231, 1
+  %233 = mul nsw i64 %232, 480
+  %234 = add nsw i64 %230, %233
+  %235 = mul nsw i64 %conv2.tx6813, 2
+  %236 = add nsw i64 %235, 1
+  %237 = mul nsw i64 %236, 16
+  %238 = add nsw i64 %234, %237
+  %239 = mul nsw i64 %conv2.cv6914, 8
+  %240 = add nsw i64 %238, %239
+  %241 = add nsw i64 1609728, %240
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %241
+  %242 = load <8 x float>, ptr %arena29, align 4
+  %243 = mul nsw i64 %conv2.j6611, 14400
+  %244 = mul nsw i64 %conv2.ty6712, 2
+  %245 = add nsw i64 %244, 3
+  %246 = mul nsw i64 %245, 480
+  %247 = add nsw i64 %243, %246
+  %248 = mul nsw i64 %conv2.tx6813, 2
+  %249 = add nsw i64 %248, 1
+  %250 = mul nsw i64 %249, 16
+  %251 = add nsw i64 %247, %250
+  %252 = mul nsw i64 %conv2.cv6914, 8
+  %253 = add nsw i64 %251, %252
+  %254 = add nsw i64 1609728, %253
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %254
+  %255 = load <8 x float>, ptr %arena30, align 4
+  %256 = fsub <8 x float> %242, %255
+  store <8 x float> %256, ptr %conv2.w77, align 32
+  %257 = mul nsw i64 %conv2.j6611, 14400
+  %258 = mul nsw i64 %conv2.ty6712, 2
+  %259 = mul nsw i64 %258, 480
+  %260 = add nsw i64 %257, %259
+  %261 = mul nsw i64 %conv2.tx6813, 2
+  %262 = add nsw i64 %261, 2
+  %263 = mul nsw i64 %262, 16
+  %264 = add nsw i64 %260, %263
+  %265 = mul nsw i64 %conv2.cv6914, 8
+  %266 = add nsw i64 %264, %265
+  %267 = add nsw i64 1609728, %266
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %267
+  %268 = load <8 x float>, ptr %arena31, align 4
+  %269 = mul nsw i64 %conv2.j6611, 14400
+  %270 = mul nsw i64 %conv2.ty6712, 2
+  %271 = add nsw i64 %270, 2
+  %272 = mul nsw i64 %271, 480
+  %273 = add nsw i64 %269, %272
+  %274 = mul nsw i64 %conv2.tx6813, 2
+  %275 = add nsw i64 %274, 2
+  %276 = mul nsw i64 %275, 16
+  %277 = add nsw i64 %273, %276
+  %278 = mul nsw i64 %conv2.cv6914, 8
+  %279 = add nsw i64 %277, %278
+  %280 = add nsw i64 1609728, %279
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %280
+  %281 = load <8 x float>, ptr %arena32, align 4
+  %282 = fsub <8 x float> %268, %281
+  store <8 x float> %282, ptr %conv2.w78, align 32
+  %283 = mul nsw i64 %conv2.j6611, 14400
+  %284 = mul nsw i64 %conv2.ty6712, 2
+  %285 = add nsw i64 %284, 1
+  %286 = mul nsw i64 %285, 480
+  %287 = add nsw i64 %283, %286
+  %288 = mul nsw i64 %conv2.tx6813, 2
+  %289 = add nsw i64 %288, 2
+  %290 = mul nsw i64 %289, 16
+  %291 = add nsw i64 %287, %290
+  %292 = mul nsw i64 %conv2.cv6914, 8
+  %293 = add nsw i64 %291, %292
+  %294 = add nsw i64 1609728, %293
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %294
+  %295 = load <8 x float>, ptr %arena33, align 4
+  %296 = mul nsw i64 %conv2.j6611, 14400
+  %297 = mul nsw i64 %conv2.ty6712, 2
+  %298 = add nsw i64 %297, 2
+  %299 = mul nsw i64 %298, 480
+  %300 = add nsw i64 %296, %299
+  %301 = mul nsw i64 %conv2.tx6813, 2
+  %302 = add nsw i64 %301, 2
+  %303 = mul nsw i64 %302, 16
+  %304 = add nsw i64 %300, %303
+  %305 = mul nsw i64 %conv2.cv6914, 8
+  %306 = add nsw i64 %304, %305
+  %307 = add nsw i64 1609728, %306
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %307
+  %308 = load <8 x float>, ptr %arena34, align 4
+  %309 = fadd <8 x float> %295, %308
+  store <8 x float> %309, ptr %conv2.w79, align 32
+  %310 = mul nsw i64 %conv2.j6611, 14400
+  %311 = mul nsw i64 %conv2.ty6712, 2
+  %312 = add nsw i64 %311, 2
+  %313 = mul nsw i64 %312, 480
+  %314 = add nsw i64 %310, %313
+  %315 = mul nsw i64 %conv2.tx6813, 2
+  %316 = add nsw i64 %315, 2
+  %317 = mul nsw i64 %316, 16
+  %318 = add nsw i64 %314, %317
+  %319 = mul nsw i64 %conv2.cv6914, 8
+  %320 = add nsw i64 %318, %319
+  %321 = add nsw i64 1609728, %320
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %321
+  %322 = load <8 x float>, ptr %arena35, align 4
+  %323 = mul nsw i64 %conv2.j6611, 14400
+  %324 = mul nsw i64 %conv2.ty6712, 2
+  %325 = add nsw i64 %324, 1
+  %326 = mul nsw i64 %325, 480
+  %327 = add nsw i64 %323, %326
+  %328 = mul nsw i64 %conv2.tx6813, 2
+  %329 = add nsw i64 %328, 2
+  %330 = mul nsw i64 %329, 16
+  %331 = add nsw i64 %327, %330
+  %332 = mul nsw i64 %conv2.cv6914, 8
+  %333 = add nsw i64 %331, %332
+  %334 = add nsw i64 1609728, %333
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %334
+  %335 = load <8 x float>, ptr %arena36, align 4
+  %336 = fsub <8 x float> %322, %335
+  store <8 x float> %336, ptr %conv2.w80, align 32
+  %337 = mul nsw i64 %conv2.j6611, 14400
+  %338 = mul nsw i64 %conv2.ty6712, 2
+  %339 = add nsw i64 %338, 1
+  %340 = mul nsw i64 %339, 480
+  %341 = add nsw i64 %337, %340
+  %342 = mul nsw i64 %conv2.tx6813, 2
+  %343 = add nsw i64 %342, 2
+  %344 = mul nsw i64 %343, 16
+  %345 = add nsw i64 %341, %344
+  %346 = mul nsw i64 %conv2.cv6914, 8
+  %347 = add nsw i64 %345, %346
+  %348 = add nsw i64 1609728, %347
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %348
+  %349 = load <8 x float>, ptr %arena37, align 4
+  %350 = mul nsw i64 %conv2.j6611, 14400
+  %351 = mul nsw i64 %conv2.ty6712, 2
+  %352 = add nsw i64 %351, 3
+  %353 = mul nsw i64 %352, 480
+  %354 = add nsw i64 %350, %353
+  %355 = mul nsw i64 %conv2.tx6813, 2
+  %356 = add nsw i64 %355, 2
+  %357 = mul nsw i64 %356, 16
+  %358 = add nsw i64 %354, %357
+  %359 = mul nsw i64 %conv2.cv6914, 8
+  %360 = add nsw i64 %358, %359
+  %361 = add nsw i64 1609728, %360
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %361
+  %362 = load <8 x float>, ptr %arena38, align 4
+  %363 = fsub <8 x float> %349, %362
+  store <8 x float> %363, ptr %conv2.w81, align 32
+  %364 = mul nsw i64 %conv2.j6611, 14400
+  %365 = mul nsw i64 %conv2.ty6712, 2
+  %366 = mul nsw i64 %365, 480
+  %367 = add nsw i64 %364, %366
+  %368 = mul nsw i64 %conv2.tx6813, 2
+  %369 = add nsw i64 %368, 3
+  %370 = mul nsw i64 %369, 16
+  %371 = add nsw i64 %367, %370
+  %372 = mul nsw i64 %conv2.cv6914, 8
+  %373 = add nsw i64 %371, %372
+  %374 = add nsw i64 1609728, %373
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %374
+  %375 = load <8 x float>, ptr %arena39, align 4
+  %376 = mul nsw i64 %conv2.j6611, 14400
+  %377 = mul nsw i64 %conv2.ty6712, 2
+  %378 = add nsw i64 %377, 2
+  %379 = mul nsw i64 %378, 480
+  %380 = add nsw i64 %376, %379
+  %381 = mul nsw i64 %conv2.tx6813, 2
+  %382 = add nsw i64 %381, 3
+  %383 = mul nsw i64 %382, 16
+  %384 = add nsw i64 %380, %383
+  %385 = mul nsw i64 %conv2.cv6914, 8
+  %386 = add nsw i64 %384, %385
+  %387 = add nsw i64 1609728, %386
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %387
+  %388 = load <8 x float>, ptr %arena40, align 4
+  %389 = fsub <8 x float> %375, %388
+  store <8 x float> %389, ptr %conv2.w82, align 32
+  %390 = mul nsw i64 %conv2.j6611, 14400
+  %391 = mul nsw i64 %conv2.ty6712, 2
+  %392 = add nsw i64 %391, 1
+  %393 = mul nsw i64 %392, 480
+  %394 = add nsw i64 %390, %393
+  %395 = mul nsw i64 %conv2.tx6813, 2
+  %396 = add nsw i64 %395, 3
+  %397 = mul nsw i64 %396, 16
+  %398 = add nsw i64 %394, %397
+  %399 = mul nsw i64 %conv2.cv6914, 8
+  %400 = add nsw i64 %398, %399
+  %401 = add nsw i64 1609728, %400
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %401
+  %402 = load <8 x float>, ptr %arena41, align 4
+  %403 = mul nsw i64 %conv2.j6611, 14400
+  %404 = mul nsw i64 %conv2.ty6712, 2
+  %405 = add nsw i64 %404, 2
+  %406 = mul nsw i64 %405, 480
+  %407 = add nsw i64 %403, %406
+  %408 = mul nsw i64 %conv2.tx6813, 2
+  %409 = add nsw i64 %408, 3
+  %410 = mul nsw i64 %409, 16
+  %411 = add nsw i64 %407, %410
+  %412 = mul nsw i64 %conv2.cv6914, 8
+  %413 = add nsw i64 %411, %412
+  %414 = add nsw i64 1609728, %413
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %414
+  %415 = load <8 x float>, ptr %arena42, align 4
+  %416 = fadd <8 x float> %402, %415
+  store <8 x float> %416, ptr %conv2.w83, align 32
+  %417 = mul nsw i64 %conv2.j6611, 14400
+  %418 = mul nsw i64 %conv2.ty6712, 2
+  %419 = add nsw i64 %418, 2
+  %420 = mul nsw i64 %419, 480
+  %421 = add nsw i64 %417, %420
+  %422 = mul nsw i64 %conv2.tx6813, 2
+  %423 = add nsw i64 %422, 3
+  %424 = mul nsw i64 %423, 16
+  %425 = add nsw i64 %421, %424
+  %426 = mul nsw i64 %conv2.cv6914, 8
+  %427 = add nsw i64 %425, %426
+  %428 = add nsw i64 1609728, %427
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %428
+  %429 = load <8 x float>, ptr %arena43, align 4
+  %430 = mul nsw i64 %conv2.j6611, 14400
+  %431 = mul nsw i64 %conv2.ty6712, 2
+  %432 = add nsw i64 %431, 1
+  %433 = mul nsw i64 %432, 480
+  %434 = add nsw i64 %430, %433
+  %435 = mul nsw i64 %conv2.tx6813, 2
+  %436 = add nsw i64 %435, 3
+  %437 = mul nsw i64 %436, 16
+  %438 = add nsw i64 %434, %437
+  %439 = mul nsw i64 %conv2.cv6914, 8
+  %440 = add nsw i64 %438, %439
+  %441 = add nsw i64 1609728, %440
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %441
+  %442 = load <8 x float>, ptr %arena44, align 4
+  %443 = fsub <8 x float> %429, %442
+  store <8 x float> %443, ptr %conv2.w84, align 32
+  %444 = mul nsw i64 %conv2.j6611, 14400
+  %445 = mul nsw i64 %conv2.ty6712, 2
+  %446 = add nsw i64 %445, 1
+  %447 = mul nsw i64 %446, 480
+  %448 = add nsw i64 %444, %447
+  %449 = mul nsw i64 %conv2.tx6813, 2
+  %450 = add nsw i64 %449, 3
+  %451 = mul nsw i64 %450, 16
+  %452 = add nsw i64 %448, %451
+  %453 = mul nsw i64 %conv2.cv6914, 8
+  %454 = add nsw i64 %452, %453
+  %455 = add nsw i64 1609728, %454
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %455
+  %456 = load <8 x float>, ptr %arena45, align 4
+  %457 = mul nsw i64 %conv2.j6611, 14400
+  %458 = mul nsw i64 %conv2.ty6712, 2
+  %459 = add nsw i64 %458, 3
+  %460 = mul nsw i64 %459, 480
+  %461 = add nsw i64 %457, %460
+  %462 = mul nsw i64 %conv2.tx6813, 2
+  %463 = add nsw i64 %462, 3
+  %464 = mul nsw i64 %463, 16
+  %465 = add nsw i64 %461, %464
+  %466 = mul nsw i64 %conv2.cv6914, 8
+  %467 = add nsw i64 %465, %466
+  %468 = add nsw i64 1609728, %467
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %468
+  %469 = load <8 x float>, ptr %arena46, align 4
+  %470 = fsub <8 x float> %456, %469
+  store <8 x float> %470, ptr %conv2.w85, align 32
+  %w70 = load <8 x float>, ptr %conv2.w70, align 32
+  %w78 = load <8 x float>, ptr %conv2.w78, align 32
+  %471 = fsub <8 x float> %w70, %w78
   store <8 x float> %471, ptr %conv2.w86, align 32
+  %w74 = load <8 x float>, ptr %conv2.w74, align 32
+  %w7847 = load <8 x float>, ptr %conv2.w78, align 32
+  %472 = fadd <8 x float> %w74, %w7847
+  store <8 x float> %472, ptr %conv2.w87, align 32
+  %w7848 = load <8 x float>, ptr %conv2.w78, align 32
+  %w7449 = load <8 x float>, ptr %conv2.w74, align 32
+  %473 = fsub <8 x float> %w7848, %w7449
+  store <8 x float> %473, ptr %conv2.w88, align 32
+  %w7450 = load <8 x float>, ptr %conv2.w74, align 32
+  %w82 = load <8 x float>, ptr %conv2.w82, align 32
+  %474 = fsub <8 x float> %w7450, %w82
+  store <8 x float> %474, ptr %conv2.w89, align 32
   %w71 = load <8 x float>, ptr %conv2.w71, align 32
   %w79 = load <8 x float>, ptr %conv2.w79, align 32
-  %472 = fsub <8 x float> %w71, %w79
-  store <8 x float> %472, ptr %conv2.w87, align 32
-  %w75 = load <8 x float>, ptr %conv2.w75, align 32
-  %w7947 = load <8 x float>, ptr %conv2.w79, align 32
-  %473 = fadd <8 x float> %w75, %w7947
-  store <8 x float> %473, ptr %conv2.w88, align 32
-  %w7948 = load <8 x float>, ptr %conv2.w79, align 32
-  %w7549 = load <8 x float>, ptr %conv2.w75, align 32
-  %474 = fsub <8 x float> %w7948, %w7549
-  store <8 x float> %474, ptr %conv2.w89, align 32
-  %w7550 = load <8 x float>, ptr %conv2.w75, align 32
-  %w83 = load <8 x float>, ptr %conv2.w83, align 32
-  %475 = fsub <8 x float> %w7550, %w83
+  %475 = fsub <8 x float> %w71, %w79
   store <8 x float> %475, ptr %conv2.w90, align 32
+  %w75 = load <8 x float>, ptr %conv2.w75, align 32
+  %w7951 = load <8 x float>, ptr %conv2.w79, align 32
+  %476 = fadd <8 x float> %w75, %w7951
+  store <8 x float> %476, ptr %conv2.w91, align 32
+  %w7952 = load <8 x float>, ptr %conv2.w79, align 32
+  %w7553 = load <8 x float>, ptr %conv2.w75, align 32
+  %477 = fsub <8 x float> %w7952, %w7553
+  store <8 x float> %477, ptr %conv2.w92, align 32
+  %w7554 = load <8 x float>, ptr %conv2.w75, align 32
+  %w83 = load <8 x float>, ptr %conv2.w83, align 32
+  %478 = fsub <8 x float> %w7554, %w83
+  store <8 x float> %478, ptr %conv2.w93, align 32
   %w72 = load <8 x float>, ptr %conv2.w72, align 32
   %w80 = load <8 x float>, ptr %conv2.w80, align 32
-  %476 = fsub <8 x float> %w72, %w80
-  store <8 x float> %476, ptr %conv2.w91, align 32
-  %w76 = load <8 x float>, ptr %conv2.w76, align 32
-  %w8051 = load <8 x float>, ptr %conv2.w80, align 32
-  %477 = fadd <8 x float> %w76, %w8051
-  store <8 x float> %477, ptr %conv2.w92, align 32
-  %w8052 = load <8 x float>, ptr %conv2.w80, align 32
-  %w7653 = load <8 x float>, ptr %conv2.w76, align 32
-  %478 = fsub <8 x float> %w8052, %w7653
-  store <8 x float> %478, ptr %conv2.w93, align 32
-  %w7654 = load <8 x float>, ptr %conv2.w76, align 32
-  %w84 = load <8 x float>, ptr %conv2.w84, align 32
-  %479 = fsub <8 x float> %w7654, %w84
+  %479 = fsub <8 x float> %w72, %w80
   store <8 x float> %479, ptr %conv2.w94, align 32
+  %w76 = load <8 x float>, ptr %conv2.w76, align 32
+  %w8055 = load <8 x float>, ptr %conv2.w80, align 32
+  %480 = fadd <8 x float> %w76, %w8055
+  store <8 x float> %480, ptr %conv2.w95, align 32
+  %w8056 = load <8 x float>, ptr %conv2.w80, align 32
+  %w7657 = load <8 x float>, ptr %conv2.w76, align 32
+  %481 = fsub <8 x float> %w8056, %w7657
+  store <8 x float> %481, ptr %conv2.w96, align 32
+  %w7658 = load <8 x float>, ptr %conv2.w76, align 32
+  %w84 = load <8 x float>, ptr %conv2.w84, align 32
+  %482 = fsub <8 x float> %w7658, %w84
+  store <8 x float> %482, ptr %conv2.w97, align 32
   %w73 = load <8 x float>, ptr %conv2.w73, align 32
   %w81 = load <8 x float>, ptr %conv2.w81, align 32
-  %480 = fsub <8 x float> %w73, %w81
-  store <8 x float> %480, ptr %conv2.w95, align 32
-  %w77 = load <8 x float>, ptr %conv2.w77, align 32
-  %w8155 = load <8 x float>, ptr %conv2.w81, align 32
-  %481 = fadd <8 x float> %w77, %w8155
-  store <8 x float> %481, ptr %conv2.w96, align 32
-  %w8156 = load <8 x float>, ptr %conv2.w81, align 32
-  %w7757 = load <8 x float>, ptr %conv2.w77, align 32
-  %482 = fsub <8 x float> %w8156, %w7757
-  store <8 x float> %482, ptr %conv2.w97, align 32
-  %w7758 = load <8 x float>, ptr %conv2.w77, align 32
-  %w85 = load <8 x float>, ptr %conv2.w85, align 32
-  %483 = fsub <8 x float> %w7758, %w85
+  %483 = fsub <8 x float> %w73, %w81
   store <8 x float> %483, ptr %conv2.w98, align 32
-  %w74 = load <8 x float>, ptr %conv2.w74, align 32
-  %w82 = load <8 x float>, ptr %conv2.w82, align 32
-  %484 = fsub <8 x float> %w74, %w82
+  %w77 = load <8 x float>, ptr %conv2.w77, align 32
+  %w8159 = load <8 x float>, ptr %conv2.w81, align 32
+  %484 = fadd <8 x float> %w77, %w8159
   store <8 x float> %484, ptr %conv2.w99, align 32
-  %w78 = load <8 x float>, ptr %conv2.w78, align 32
-  %w8259 = load <8 x float>, ptr %conv2.w82, align 32
-  %485 = fadd <8 x float> %w78, %w8259
+  %w8160 = load <8 x float>, ptr %conv2.w81, align 32
+  %w7761 = load <8 x float>, ptr %conv2.w77, align 32
+  %485 = fsub <8 x float> %w8160, %w7761
   store <8 x float> %485, ptr %conv2.w100, align 32
-  %w8260 = load <8 x float>, ptr %conv2.w82, align 32
-  %w7861 = load <8 x float>, ptr %conv2.w78, align 32
-  %486 = fsub <8 x float> %w8260, %w7861
+  %w7762 = load <8 x float>, ptr %conv2.w77, align 32
+  %w85 = load <8 x float>, ptr %conv2.w85, align 32
+  %486 = fsub <8 x float> %w7762, %w85
   store <8 x float> %486, ptr %conv2.w101, align 32
-  %w7862 = load <8 x float>, ptr %conv2.w78, align 32
   %w86 = load <8 x float>, ptr %conv2.w86, align 32
-  %487 = fsub <8 x float> %w7862, %w86
-  store <8 x float> %487, ptr %conv2.w102, align 32
+  %487 = mul nsw i64 %conv2.j6611, 196
+  %488 = mul nsw i64 %conv2.ty6712, 14
+  %489 = add nsw i64 %487, %488
+  %490 = add nsw i64 %489, %conv2.tx6813
+  %491 = mul nsw i64 %490, 16
+  %492 = add nsw i64 1624128, %491
+  %493 = mul nsw i64 %conv2.cv6914, 8
+  %494 = add nsw i64 %492, %493
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %494
+  store <8 x float> %w86, ptr %arena63, align 4
   %w87 = load <8 x float>, ptr %conv2.w87, align 32
-  %488 = mul nsw i64 %conv2.j6711, 196
-  %489 = mul nsw i64 %conv2.ty6812, 14
-  %490 = add nsw i64 %488, %489
-  %491 = add nsw i64 %490, %conv2.tx6913
-  %492 = mul nsw i64 %491, 16
-  %493 = add nsw i64 1624128, %492
-  %494 = mul nsw i64 %conv2.cv7014, 8
-  %495 = add nsw i64 %493, %494
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %495
-  store <8 x float> %w87, ptr %arena63, align 4
+  %495 = mul nsw i64 %conv2.j6611, 196
+  %496 = mul nsw i64 %conv2.ty6712, 14
+  %497 = add nsw i64 %495, %496
+  %498 = add nsw i64 %497, %conv2.tx6813
+  %499 = mul nsw i64 %498, 16
+  %500 = add nsw i64 1627264, %499
+  %501 = mul nsw i64 %conv2.cv6914, 8
+  %502 = add nsw i64 %500, %501
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %502
+  store <8 x float> %w87, ptr %arena64, align 4
   %w88 = load <8 x float>, ptr %conv2.w88, align 32
-  %496 = mul nsw i64 %conv2.j6711, 196
-  %497 = mul nsw i64 %conv2.ty6812, 14
-  %498 = add nsw i64 %496, %497
-  %499 = add nsw i64 %498, %conv2.tx6913
-  %500 = mul nsw i64 %499, 16
-  %501 = add nsw i64 1627264, %500
-  %502 = mul nsw i64 %conv2.cv7014, 8
-  %503 = add nsw i64 %501, %502
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %503
-  store <8 x float> %w88, ptr %arena64, align 4
+  %503 = mul nsw i64 %conv2.j6611, 196
+  %504 = mul nsw i64 %conv2.ty6712, 14
+  %505 = add nsw i64 %503, %504
+  %506 = add nsw i64 %505, %conv2.tx6813
+  %507 = mul nsw i64 %506, 16
+  %508 = add nsw i64 1630400, %507
+  %509 = mul nsw i64 %conv2.cv6914, 8
+  %510 = add nsw i64 %508, %509
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %510
+  store <8 x float> %w88, ptr %arena65, align 4
   %w89 = load <8 x float>, ptr %conv2.w89, align 32
-  %504 = mul nsw i64 %conv2.j6711, 196
-  %505 = mul nsw i64 %conv2.ty6812, 14
-  %506 = add nsw i64 %504, %505
-  %507 = add nsw i64 %506, %conv2.tx6913
-  %508 = mul nsw i64 %507, 16
-  %509 = add nsw i64 1630400, %508
-  %510 = mul nsw i64 %conv2.cv7014, 8
-  %511 = add nsw i64 %509, %510
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %511
-  store <8 x float> %w89, ptr %arena65, align 4
+  %511 = mul nsw i64 %conv2.j6611, 196
+  %512 = mul nsw i64 %conv2.ty6712, 14
+  %513 = add nsw i64 %511, %512
+  %514 = add nsw i64 %513, %conv2.tx6813
+  %515 = mul nsw i64 %514, 16
+  %516 = add nsw i64 1633536, %515
+  %517 = mul nsw i64 %conv2.cv6914, 8
+  %518 = add nsw i64 %516, %517
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %518
+  store <8 x float> %w89, ptr %arena66, align 4
   %w90 = load <8 x float>, ptr %conv2.w90, align 32
-  %512 = mul nsw i64 %conv2.j6711, 196
-  %513 = mul nsw i64 %conv2.ty6812, 14
-  %514 = add nsw i64 %512, %513
-  %515 = add nsw i64 %514, %conv2.tx6913
-  %516 = mul nsw i64 %515, 16
-  %517 = add nsw i64 1633536, %516
-  %518 = mul nsw i64 %conv2.cv7014, 8
-  %519 = add nsw i64 %517, %518
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %519
-  store <8 x float> %w90, ptr %arena66, align 4
+  %519 = mul nsw i64 %conv2.j6611, 196
+  %520 = mul nsw i64 %conv2.ty6712, 14
+  %521 = add nsw i64 %519, %520
+  %522 = add nsw i64 %521, %conv2.tx6813
+  %523 = mul nsw i64 %522, 16
+  %524 = add nsw i64 1636672, %523
+  %525 = mul nsw i64 %conv2.cv6914, 8
+  %526 = add nsw i64 %524, %525
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %526
+  store <8 x float> %w90, ptr %arena67, align 4
   %w91 = load <8 x float>, ptr %conv2.w91, align 32
-  %520 = mul nsw i64 %conv2.j6711, 196
-  %521 = mul nsw i64 %conv2.ty6812, 14
-  %522 = add nsw i64 %520, %521
-  %523 = add nsw i64 %522, %conv2.tx6913
-  %524 = mul nsw i64 %523, 16
-  %525 = add nsw i64 1636672, %524
-  %526 = mul nsw i64 %conv2.cv7014, 8
-  %527 = add nsw i64 %525, %526
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %527
-  store <8 x float> %w91, ptr %arena67, align 4
+  %527 = mul nsw i64 %conv2.j6611, 196
+  %528 = mul nsw i64 %conv2.ty6712, 14
+  %529 = add nsw i64 %527, %528
+  %530 = add nsw i64 %529, %conv2.tx6813
+  %531 = mul nsw i64 %530, 16
+  %532 = add nsw i64 1639808, %531
+  %533 = mul nsw i64 %conv2.cv6914, 8
+  %534 = add nsw i64 %532, %533
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %534
+  store <8 x float> %w91, ptr %arena68, align 4
   %w92 = load <8 x float>, ptr %conv2.w92, align 32
-  %528 = mul nsw i64 %conv2.j6711, 196
-  %529 = mul nsw i64 %conv2.ty6812, 14
-  %530 = add nsw i64 %528, %529
-  %531 = add nsw i64 %530, %conv2.tx6913
-  %532 = mul nsw i64 %531, 16
-  %533 = add nsw i64 1639808, %532
-  %534 = mul nsw i64 %conv2.cv7014, 8
-  %535 = add nsw i64 %533, %534
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %535
-  store <8 x float> %w92, ptr %arena68, align 4
+  %535 = mul nsw i64 %conv2.j6611, 196
+  %536 = mul nsw i64 %conv2.ty6712, 14
+  %537 = add nsw i64 %535, %536
+  %538 = add nsw i64 %537, %conv2.tx6813
+  %539 = mul nsw i64 %538, 16
+  %540 = add nsw i64 1642944, %539
+  %541 = mul nsw i64 %conv2.cv6914, 8
+  %542 = add nsw i64 %540, %541
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %542
+  store <8 x float> %w92, ptr %arena69, align 4
   %w93 = load <8 x float>, ptr %conv2.w93, align 32
-  %536 = mul nsw i64 %conv2.j6711, 196
-  %537 = mul nsw i64 %conv2.ty6812, 14
-  %538 = add nsw i64 %536, %537
-  %539 = add nsw i64 %538, %conv2.tx6913
-  %540 = mul nsw i64 %539, 16
-  %541 = add nsw i64 1642944, %540
-  %542 = mul nsw i64 %conv2.cv7014, 8
-  %543 = add nsw i64 %541, %542
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %543
-  store <8 x float> %w93, ptr %arena69, align 4
+  %543 = mul nsw i64 %conv2.j6611, 196
+  %544 = mul nsw i64 %conv2.ty6712, 14
+  %545 = add nsw i64 %543, %544
+  %546 = add nsw i64 %545, %conv2.tx6813
+  %547 = mul nsw i64 %546, 16
+  %548 = add nsw i64 1646080, %547
+  %549 = mul nsw i64 %conv2.cv6914, 8
+  %550 = add nsw i64 %548, %549
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %550
+  store <8 x float> %w93, ptr %arena70, align 4
   %w94 = load <8 x float>, ptr %conv2.w94, align 32
-  %544 = mul nsw i64 %conv2.j6711, 196
-  %545 = mul nsw i64 %conv2.ty6812, 14
-  %546 = add nsw i64 %544, %545
-  %547 = add nsw i64 %546, %conv2.tx6913
-  %548 = mul nsw i64 %547, 16
-  %549 = add nsw i64 1646080, %548
-  %550 = mul nsw i64 %conv2.cv7014, 8
-  %551 = add nsw i64 %549, %550
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %551
-  store <8 x float> %w94, ptr %arena70, align 4
+  %551 = mul nsw i64 %conv2.j6611, 196
+  %552 = mul nsw i64 %conv2.ty6712, 14
+  %553 = add nsw i64 %551, %552
+  %554 = add nsw i64 %553, %conv2.tx6813
+  %555 = mul nsw i64 %554, 16
+  %556 = add nsw i64 1649216, %555
+  %557 = mul nsw i64 %conv2.cv6914, 8
+  %558 = add nsw i64 %556, %557
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %558
+  store <8 x float> %w94, ptr %arena71, align 4
   %w95 = load <8 x float>, ptr %conv2.w95, align 32
-  %552 = mul nsw i64 %conv2.j6711, 196
-  %553 = mul nsw i64 %conv2.ty6812, 14
-  %554 = add nsw i64 %552, %553
-  %555 = add nsw i64 %554, %conv2.tx6913
-  %556 = mul nsw i64 %555, 16
-  %557 = add nsw i64 1649216, %556
-  %558 = mul nsw i64 %conv2.cv7014, 8
-  %559 = add nsw i64 %557, %558
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %559
-  store <8 x float> %w95, ptr %arena71, align 4
+  %559 = mul nsw i64 %conv2.j6611, 196
+  %560 = mul nsw i64 %conv2.ty6712, 14
+  %561 = add nsw i64 %559, %560
+  %562 = add nsw i64 %561, %conv2.tx6813
+  %563 = mul nsw i64 %562, 16
+  %564 = add nsw i64 1652352, %563
+  %565 = mul nsw i64 %conv2.cv6914, 8
+  %566 = add nsw i64 %564, %565
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %566
+  store <8 x float> %w95, ptr %arena72, align 4
   %w96 = load <8 x float>, ptr %conv2.w96, align 32
-  %560 = mul nsw i64 %conv2.j6711, 196
-  %561 = mul nsw i64 %conv2.ty6812, 14
-  %562 = add nsw i64 %560, %561
-  %563 = add nsw i64 %562, %conv2.tx6913
-  %564 = mul nsw i64 %563, 16
-  %565 = add nsw i64 1652352, %564
-  %566 = mul nsw i64 %conv2.cv7014, 8
-  %567 = add nsw i64 %565, %566
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %567
-  store <8 x float> %w96, ptr %arena72, align 4
+  %567 = mul nsw i64 %conv2.j6611, 196
+  %568 = mul nsw i64 %conv2.ty6712, 14
+  %569 = add nsw i64 %567, %568
+  %570 = add nsw i64 %569, %conv2.tx6813
+  %571 = mul nsw i64 %570, 16
+  %572 = add nsw i64 1655488, %571
+  %573 = mul nsw i64 %conv2.cv6914, 8
+  %574 = add nsw i64 %572, %573
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %574
+  store <8 x float> %w96, ptr %arena73, align 4
   %w97 = load <8 x float>, ptr %conv2.w97, align 32
-  %568 = mul nsw i64 %conv2.j6711, 196
-  %569 = mul nsw i64 %conv2.ty6812, 14
-  %570 = add nsw i64 %568, %569
-  %571 = add nsw i64 %570, %conv2.tx6913
-  %572 = mul nsw i64 %571, 16
-  %573 = add nsw i64 1655488, %572
-  %574 = mul nsw i64 %conv2.cv7014, 8
-  %575 = add nsw i64 %573, %574
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %575
-  store <8 x float> %w97, ptr %arena73, align 4
+  %575 = mul nsw i64 %conv2.j6611, 196
+  %576 = mul nsw i64 %conv2.ty6712, 14
+  %577 = add nsw i64 %575, %576
+  %578 = add nsw i64 %577, %conv2.tx6813
+  %579 = mul nsw i64 %578, 16
+  %580 = add nsw i64 1658624, %579
+  %581 = mul nsw i64 %conv2.cv6914, 8
+  %582 = add nsw i64 %580, %581
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %582
+  store <8 x float> %w97, ptr %arena74, align 4
   %w98 = load <8 x float>, ptr %conv2.w98, align 32
-  %576 = mul nsw i64 %conv2.j6711, 196
-  %577 = mul nsw i64 %conv2.ty6812, 14
-  %578 = add nsw i64 %576, %577
-  %579 = add nsw i64 %578, %conv2.tx6913
-  %580 = mul nsw i64 %579, 16
-  %581 = add nsw i64 1658624, %580
-  %582 = mul nsw i64 %conv2.cv7014, 8
-  %583 = add nsw i64 %581, %582
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %583
-  store <8 x float> %w98, ptr %arena74, align 4
+  %583 = mul nsw i64 %conv2.j6611, 196
+  %584 = mul nsw i64 %conv2.ty6712, 14
+  %585 = add nsw i64 %583, %584
+  %586 = add nsw i64 %585, %conv2.tx6813
+  %587 = mul nsw i64 %586, 16
+  %588 = add nsw i64 1661760, %587
+  %589 = mul nsw i64 %conv2.cv6914, 8
+  %590 = add nsw i64 %588, %589
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %590
+  store <8 x float> %w98, ptr %arena75, align 4
   %w99 = load <8 x float>, ptr %conv2.w99, align 32
-  %584 = mul nsw i64 %conv2.j6711, 196
-  %585 = mul nsw i64 %conv2.ty6812, 14
-  %586 = add nsw i64 %584, %585
-  %587 = add nsw i64 %586, %conv2.tx6913
-  %588 = mul nsw i64 %587, 16
-  %589 = add nsw i64 1661760, %588
-  %590 = mul nsw i64 %conv2.cv7014, 8
-  %591 = add nsw i64 %589, %590
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %591
-  store <8 x float> %w99, ptr %arena75, align 4
+  %591 = mul nsw i64 %conv2.j6611, 196
+  %592 = mul nsw i64 %conv2.ty6712, 14
+  %593 = add nsw i64 %591, %592
+  %594 = add nsw i64 %593, %conv2.tx6813
+  %595 = mul nsw i64 %594, 16
+  %596 = add nsw i64 1664896, %595
+  %597 = mul nsw i64 %conv2.cv6914, 8
+  %598 = add nsw i64 %596, %597
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %598
+  store <8 x float> %w99, ptr %arena76, align 4
   %w100 = load <8 x float>, ptr %conv2.w100, align 32
-  %592 = mul nsw i64 %conv2.j6711, 196
-  %593 = mul nsw i64 %conv2.ty6812, 14
-  %594 = add nsw i64 %592, %593
-  %595 = add nsw i64 %594, %conv2.tx6913
-  %596 = mul nsw i64 %595, 16
-  %597 = add nsw i64 1664896, %596
-  %598 = mul nsw i64 %conv2.cv7014, 8
-  %599 = add nsw i64 %597, %598
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %599
-  store <8 x float> %w100, ptr %arena76, align 4
+  %599 = mul nsw i64 %conv2.j6611, 196
+  %600 = mul nsw i64 %conv2.ty6712, 14
+  %601 = add nsw i64 %599, %600
+  %602 = add nsw i64 %601, %conv2.tx6813
+  %603 = mul nsw i64 %602, 16
+  %604 = add nsw i64 1668032, %603
+  %605 = mul nsw i64 %conv2.cv6914, 8
+  %606 = add nsw i64 %604, %605
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %606
+  store <8 x float> %w100, ptr %arena77, align 4
   %w101 = load <8 x float>, ptr %conv2.w101, align 32
-  %600 = mul nsw i64 %conv2.j6711, 196
-  %601 = mul nsw i64 %conv2.ty6812, 14
-  %602 = add nsw i64 %600, %601
-  %603 = add nsw i64 %602, %conv2.tx6913
-  %604 = mul nsw i64 %603, 16
-  %605 = add nsw i64 1668032, %604
-  %606 = mul nsw i64 %conv2.cv7014, 8
-  %607 = add nsw i64 %605, %606
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %607
-  store <8 x float> %w101, ptr %arena77, align 4
-  %w102 = load <8 x float>, ptr %conv2.w102, align 32
-  %608 = mul nsw i64 %conv2.j6711, 196
-  %609 = mul nsw i64 %conv2.ty6812, 14
-  %610 = add nsw i64 %608, %609
-  %611 = add nsw i64 %610, %conv2.tx6913
-  %612 = mul nsw i64 %611, 16
-  %613 = add nsw i64 1671168, %612
-  %614 = mul nsw i64 %conv2.cv7014, 8
-  %615 = add nsw i64 %613, %614
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %615
-  store <8 x float> %w102, ptr %arena78, align 4
-  %cv70.next = add nsw i64 %conv2.cv7014, 1
-  %616 = icmp slt i64 %cv70.next, 2
-  br i1 %616, label %conv2.cv70, label %conv2.cv70.end
+  %607 = mul nsw i64 %conv2.j6611, 196
+  %608 = mul nsw i64 %conv2.ty6712, 14
+  %609 = add nsw i64 %607, %608
+  %610 = add nsw i64 %609, %conv2.tx6813
+  %611 = mul nsw i64 %610, 16
+  %612 = add nsw i64 1671168, %611
+  %613 = mul nsw i64 %conv2.cv6914, 8
+  %614 = add nsw i64 %612, %613
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %614
+  store <8 x float> %w101, ptr %arena78, align 4
+  %cv69.next = add nsw i64 %conv2.cv6914, 1
+  %615 = icmp slt i64 %cv69.next, 2
+  br i1 %615, label %conv2.cv69, label %conv2.cv69.end
 
-conv2.cv70.end:                                   ; preds = %conv2.cv70
-  %tx69.next = add nsw i64 %conv2.tx6913, 1
-  %617 = icmp slt i64 %tx69.next, 14
-  br i1 %617, label %conv2.tx69, label %conv2.tx69.end
+conv2.cv69.end:                                   ; preds = %conv2.cv69
+  %tx68.next = add nsw i64 %conv2.tx6813, 1
+  %616 = icmp slt i64 %tx68.next, 14
+  br i1 %616, label %conv2.tx68, label %conv2.tx68.end
 
-conv2.part103.pool:                               ; preds = %conv2.j67.end
+conv2.part102.pool:                               ; preds = %conv2.j66.end
   %run79 = load ptr, ptr %pool, align 8
-  call void %run79(ptr %pool, ptr @residual_infer_b64.k2.conv2.part103.task, ptr %part103.context, i64 2)
-  br label %conv2.part103.done
+  call void %run79(ptr %pool, ptr @residual_infer_b64.k1.conv2.part102.task, ptr %part102.context, i64 2)
+  br label %conv2.part102.done
 
-conv2.part103.serial:                             ; preds = %conv2.j67.end
-  br label %conv2.part103
+conv2.part102.serial:                             ; preds = %conv2.j66.end
+  br label %conv2.part102
 
-conv2.part103.done:                               ; preds = %conv2.part103.end, %conv2.part103.pool
-  %g62.next = add nsw i64 %conv2.g624, 1
-  %618 = icmp slt i64 %g62.next, 64
-  br i1 %618, label %conv2.g62, label %conv2.g62.end
+conv2.part102.done:                               ; preds = %conv2.part102.end, %conv2.part102.pool
+  %g61.next = add nsw i64 %conv2.g614, 1
+  %617 = icmp slt i64 %g61.next, 64
+  br i1 %617, label %conv2.g61, label %conv2.g61.end
 
-conv2.part103:                                    ; preds = %conv2.part103, %conv2.part103.serial
-  %conv2.part10380 = phi i64 [ 0, %conv2.part103.serial ], [ %part103.next, %conv2.part103 ]
-  call void @residual_infer_b64.k2.conv2.part103(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g624, i64 %conv2.part10380)
-  %part103.next = add nsw i64 %conv2.part10380, 1
-  %619 = icmp slt i64 %part103.next, 2
-  br i1 %619, label %conv2.part103, label %conv2.part103.end
+conv2.part102:                                    ; preds = %conv2.part102, %conv2.part102.serial
+  %conv2.part10280 = phi i64 [ 0, %conv2.part102.serial ], [ %part102.next, %conv2.part102 ]
+  call void @residual_infer_b64.k1.conv2.part102(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g614, i64 %conv2.part10280)
+  %part102.next = add nsw i64 %conv2.part10280, 1
+  %618 = icmp slt i64 %part102.next, 2
+  br i1 %618, label %conv2.part102, label %conv2.part102.end
 
-conv2.part103.end:                                ; preds = %conv2.part103
-  br label %conv2.part103.done
+conv2.part102.end:                                ; preds = %conv2.part102
+  br label %conv2.part102.done
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k2.conv2.part30(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @residual_infer_b64.k1.conv2.part29(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
-  %conv2.w60 = alloca float, align 4
   %conv2.w59 = alloca float, align 4
   %conv2.w58 = alloca float, align 4
   %conv2.w57 = alloca float, align 4
@@ -18585,38 +18474,39 @@ entry:
   %conv2.w35 = alloca float, align 4
   %conv2.w34 = alloca float, align 4
   %conv2.w33 = alloca float, align 4
-  br label %conv2.ci31
+  %conv2.w32 = alloca float, align 4
+  br label %conv2.ci30
 
-conv2.ci31:                                       ; preds = %conv2.co32.end, %entry
-  %conv2.ci311 = phi i64 [ 0, %entry ], [ %ci31.next, %conv2.co32.end ]
-  br label %conv2.co32
+conv2.ci30:                                       ; preds = %conv2.co31.end, %entry
+  %conv2.ci301 = phi i64 [ 0, %entry ], [ %ci30.next, %conv2.co31.end ]
+  br label %conv2.co31
 
-conv2.ci31.end:                                   ; preds = %conv2.co32.end
+conv2.ci30.end:                                   ; preds = %conv2.co31.end
   ret void
 
-conv2.co32:                                       ; preds = %conv2.co32, %conv2.ci31
-  %conv2.co322 = phi i64 [ 0, %conv2.ci31 ], [ %co32.next, %conv2.co32 ]
+conv2.co31:                                       ; preds = %conv2.co31, %conv2.ci30
+  %conv2.co312 = phi i64 [ 0, %conv2.ci30 ], [ %co31.next, %conv2.co31 ]
   %1 = mul nsw i64 %0, 8
-  %2 = add nsw i64 %1, %conv2.co322
+  %2 = add nsw i64 %1, %conv2.co312
   %3 = mul nsw i64 %2, 16
-  %4 = add nsw i64 %3, %conv2.ci311
+  %4 = add nsw i64 %3, %conv2.ci301
   %5 = mul nsw i64 %4, 9
   %6 = add nsw i64 160, %5
   %params3 = getelementptr inbounds float, ptr %params, i64 %6
   %7 = load float, ptr %params3, align 4
-  store float %7, ptr %conv2.w33, align 4
+  store float %7, ptr %conv2.w32, align 4
   %8 = mul nsw i64 %0, 8
-  %9 = add nsw i64 %8, %conv2.co322
+  %9 = add nsw i64 %8, %conv2.co312
   %10 = mul nsw i64 %9, 16
-  %11 = add nsw i64 %10, %conv2.ci311
+  %11 = add nsw i64 %10, %conv2.ci301
   %12 = mul nsw i64 %11, 9
   %13 = add nsw i64 160, %12
   %params4 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params4, align 4
   %15 = mul nsw i64 %0, 8
-  %16 = add nsw i64 %15, %conv2.co322
+  %16 = add nsw i64 %15, %conv2.co312
   %17 = mul nsw i64 %16, 16
-  %18 = add nsw i64 %17, %conv2.ci311
+  %18 = add nsw i64 %17, %conv2.ci301
   %19 = mul nsw i64 %18, 9
   %20 = add nsw i64 160, %19
   %21 = add nsw i64 %20, 3
@@ -18624,9 +18514,9 @@ conv2.co32:                                       ; preds = %conv2.co32, %conv2.
   %22 = load float, ptr %params5, align 4
   %23 = fadd float %14, %22
   %24 = mul nsw i64 %0, 8
-  %25 = add nsw i64 %24, %conv2.co322
+  %25 = add nsw i64 %24, %conv2.co312
   %26 = mul nsw i64 %25, 16
-  %27 = add nsw i64 %26, %conv2.ci311
+  %27 = add nsw i64 %26, %conv2.ci301
   %28 = mul nsw i64 %27, 9
   %29 = add nsw i64 160, %28
   %30 = add nsw i64 %29, 6
@@ -18634,19 +18524,19 @@ conv2.co32:                                       ; preds = %conv2.co32, %conv2.
   %31 = load float, ptr %params6, align 4
   %32 = fadd float %23, %31
   %33 = fmul float %32, 5.000000e-01
-  store float %33, ptr %conv2.w34, align 4
+  store float %33, ptr %conv2.w33, align 4
   %34 = mul nsw i64 %0, 8
-  %35 = add nsw i64 %34, %conv2.co322
+  %35 = add nsw i64 %34, %conv2.co312
   %36 = mul nsw i64 %35, 16
-  %37 = add nsw i64 %36, %conv2.ci311
+  %37 = add nsw i64 %36, %conv2.ci301
   %38 = mul nsw i64 %37, 9
   %39 = add nsw i64 160, %38
   %params7 = getelementptr inbounds float, ptr %params, i64 %39
   %40 = load float, ptr %params7, align 4
   %41 = mul nsw i64 %0, 8
-  %42 = add nsw i64 %41, %conv2.co322
+  %42 = add nsw i64 %41, %conv2.co312
   %43 = mul nsw i64 %42, 16
-  %44 = add nsw i64 %43, %conv2.ci311
+  %44 = add nsw i64 %43, %conv2.ci301
   %45 = mul nsw i64 %44, 9
   %46 = add nsw i64 160, %45
   %47 = add nsw i64 %46, 6
@@ -18654,9 +18544,9 @@ conv2.co32:                                       ; preds = %conv2.co32, %conv2.
   %48 = load float, ptr %params8, align 4
   %49 = fadd float %40, %48
   %50 = mul nsw i64 %0, 8
-  %51 = add nsw i64 %50, %conv2.co322
+  %51 = add nsw i64 %50, %conv2.co312
   %52 = mul nsw i64 %51, 16
-  %53 = add nsw i64 %52, %conv2.ci311
+  %53 = add nsw i64 %52, %conv2.ci301
   %54 = mul nsw i64 %53, 9
   %55 = add nsw i64 160, %54
   %56 = add nsw i64 %55, 3
@@ -18664,40 +18554,40 @@ conv2.co32:                                       ; preds = %conv2.co32, %conv2.
   %57 = load float, ptr %params9, align 4
   %58 = fsub float %49, %57
   %59 = fmul float %58, 5.000000e-01
-  store float %59, ptr %conv2.w35, align 4
+  store float %59, ptr %conv2.w34, align 4
   %60 = mul nsw i64 %0, 8
-  %61 = add nsw i64 %60, %conv2.co322
+  %61 = add nsw i64 %60, %conv2.co312
   %62 = mul nsw i64 %61, 16
-  %63 = add nsw i64 %62, %conv2.ci311
+  %63 = add nsw i64 %62, %conv2.ci301
   %64 = mul nsw i64 %63, 9
   %65 = add nsw i64 160, %64
   %66 = add nsw i64 %65, 6
   %params10 = getelementptr inbounds float, ptr %params, i64 %66
   %67 = load float, ptr %params10, align 4
-  store float %67, ptr %conv2.w36, align 4
+  store float %67, ptr %conv2.w35, align 4
   %68 = mul nsw i64 %0, 8
-  %69 = add nsw i64 %68, %conv2.co322
+  %69 = add nsw i64 %68, %conv2.co312
   %70 = mul nsw i64 %69, 16
-  %71 = add nsw i64 %70, %conv2.ci311
+  %71 = add nsw i64 %70, %conv2.ci301
   %72 = mul nsw i64 %71, 9
   %73 = add nsw i64 160, %72
   %74 = add nsw i64 %73, 1
   %params11 = getelementptr inbounds float, ptr %params, i64 %74
   %75 = load float, ptr %params11, align 4
-  store float %75, ptr %conv2.w37, align 4
+  store float %75, ptr %conv2.w36, align 4
   %76 = mul nsw i64 %0, 8
-  %77 = add nsw i64 %76, %conv2.co322
+  %77 = add nsw i64 %76, %conv2.co312
   %78 = mul nsw i64 %77, 16
-  %79 = add nsw i64 %78, %conv2.ci311
+  %79 = add nsw i64 %78, %conv2.ci301
   %80 = mul nsw i64 %79, 9
   %81 = add nsw i64 160, %80
   %82 = add nsw i64 %81, 1
   %params12 = getelementptr inbounds float, ptr %params, i64 %82
   %83 = load float, ptr %params12, align 4
   %84 = mul nsw i64 %0, 8
-  %85 = add nsw i64 %84, %conv2.co322
+  %85 = add nsw i64 %84, %conv2.co312
   %86 = mul nsw i64 %85, 16
-  %87 = add nsw i64 %86, %conv2.ci311
+  %87 = add nsw i64 %86, %conv2.ci301
   %88 = mul nsw i64 %87, 9
   %89 = add nsw i64 160, %88
   %90 = add nsw i64 %89, 4
@@ -18705,9 +18595,9 @@ conv2.co32:                                       ; preds = %conv2.co32, %conv2.
   %91 = load float, ptr %params13, align 4
   %92 = fadd float %83, %91
   %93 = mul nsw i64 %0, 8
-  %94 = add nsw i64 %93, %conv2.co322
+  %94 = add nsw i64 %93, %conv2.co312
   %95 = mul nsw i64 %94, 16
-  %96 = add nsw i64 %95, %conv2.ci311
+  %96 = add nsw i64 %95, %conv2.ci301
   %97 = mul nsw i64 %96, 9
   %98 = add nsw i64 160, %97
   %99 = add nsw i64 %98, 7
@@ -18715,20 +18605,20 @@ conv2.co32:                                       ; preds = %conv2.co32, %conv2.
   %100 = load float, ptr %params14, align 4
   %101 = fadd float %92, %100
   %102 = fmul float %101, 5.000000e-01
-  store float %102, ptr %conv2.w38, align 4
+  store float %102, ptr %conv2.w37, align 4
   %103 = mul nsw i64 %0, 8
-  %104 = add nsw i64 %103, %conv2.co322
+  %104 = add nsw i64 %103, %conv2.co312
   %105 = mul nsw i64 %104, 16
-  %106 = add nsw i64 %105, %conv2.ci311
+  %106 = add nsw i64 %105, %conv2.ci301
   %107 = mul nsw i64 %106, 9
   %108 = add nsw i64 160, %107
   %109 = add nsw i64 %108, 1
   %params15 = getelementptr inbounds float, ptr %params, i64 %109
   %110 = load float, ptr %params15, align 4
   %111 = mul nsw i64 %0, 8
-  %112 = add nsw i64 %111, %conv2.co322
+  %112 = add nsw i64 %111, %conv2.co312
   %113 = mul nsw i64 %112, 16
-  %114 = add nsw i64 %113, %conv2.ci311
+  %114 = add nsw i64 %113, %conv2.ci301
   %115 = mul nsw i64 %114, 9
   %116 = add nsw i64 160, %115
   %117 = add nsw i64 %116, 7
@@ -18736,9 +18626,9 @@ conv2.co32:                                       ; preds = %conv2.co32, %conv2.
   %118 = load float, ptr %params16, align 4
   %119 = fadd float %110, %118
   %120 = mul nsw i64 %0, 8
-  %121 = add nsw i64 %120, %conv2.co322
+  %121 = add nsw i64 %120, %conv2.co312
   %122 = mul nsw i64 %121, 16
-  %123 = add nsw i64 %122, %conv2.ci311
+  %123 = add nsw i64 %122, %conv2.ci301
   %124 = mul nsw i64 %123, 9
   %125 = add nsw i64 160, %124
   %126 = add nsw i64 %125, 4
@@ -18746,40 +18636,40 @@ conv2.co32:                                       ; preds = %conv2.co32, %conv2.
   %127 = load float, ptr %params17, align 4
   %128 = fsub float %119, %127
   %129 = fmul float %128, 5.000000e-01
-  store float %129, ptr %conv2.w39, align 4
+  store float %129, ptr %conv2.w38, align 4
   %130 = mul nsw i64 %0, 8
-  %131 = add nsw i64 %130, %conv2.co322
+  %131 = add nsw i64 %130, %conv2.co312
   %132 = mul nsw i64 %131, 16
-  %133 = add nsw i64 %132, %conv2.ci311
+  %133 = add nsw i64 %132, %conv2.ci301
   %134 = mul nsw i64 %133, 9
   %135 = add nsw i64 160, %134
   %136 = add nsw i64 %135, 7
   %params18 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params18, align 4
-  store float %137, ptr %conv2.w40, align 4
+  store float %137, ptr %conv2.w39, align 4
   %138 = mul nsw i64 %0, 8
-  %139 = add nsw i64 %138, %conv2.co322
+  %139 = add nsw i64 %138, %conv2.co312
   %140 = mul nsw i64 %139, 16
-  %141 = add nsw i64 %140, %conv2.ci311
+  %141 = add nsw i64 %140, %conv2.ci301
   %142 = mul nsw i64 %141, 9
   %143 = add nsw i64 160, %142
   %144 = add nsw i64 %143, 2
   %params19 = getelementptr inbounds float, ptr %params, i64 %144
   %145 = load float, ptr %params19, align 4
-  store float %145, ptr %conv2.w41, align 4
+  store float %145, ptr %conv2.w40, align 4
   %146 = mul nsw i64 %0, 8
-  %147 = add nsw i64 %146, %conv2.co322
+  %147 = add nsw i64 %146, %conv2.co312
   %148 = mul nsw i64 %147, 16
-  %149 = add nsw i64 %148, %conv2.ci311
+  %149 = add nsw i64 %148, %conv2.ci301
   %150 = mul nsw i64 %149, 9
   %151 = add nsw i64 160, %150
   %152 = add nsw i64 %151, 2
   %params20 = getelementptr inbounds float, ptr %params, i64 %152
   %153 = load float, ptr %params20, align 4
   %154 = mul nsw i64 %0, 8
-  %155 = add nsw i64 %154, %conv2.co322
+  %155 = add nsw i64 %154, %conv2.co312
   %156 = mul nsw i64 %155, 16
-  %157 = add nsw i64 %156, %conv2.ci311
+  %157 = add nsw i64 %156, %conv2.ci301
   %158 = mul nsw i64 %157, 9
   %159 = add nsw i64 160, %158
   %160 = add nsw i64 %159, 5
@@ -18787,9 +18677,9 @@ conv2.co32:                                       ; preds = %conv2.co32, %conv2.
   %161 = load float, ptr %params21, align 4
   %162 = fadd float %153, %161
   %163 = mul nsw i64 %0, 8
-  %164 = add nsw i64 %163, %conv2.co322
+  %164 = add nsw i64 %163, %conv2.co312
   %165 = mul nsw i64 %164, 16
-  %166 = add nsw i64 %165, %conv2.ci311
+  %166 = add nsw i64 %165, %conv2.ci301
   %167 = mul nsw i64 %166, 9
   %168 = add nsw i64 160, %167
   %169 = add nsw i64 %168, 8
@@ -18797,20 +18687,20 @@ conv2.co32:                                       ; preds = %conv2.co32, %conv2.
   %170 = load float, ptr %params22, align 4
   %171 = fadd float %162, %170
   %172 = fmul float %171, 5.000000e-01
-  store float %172, ptr %conv2.w42, align 4
+  store float %172, ptr %conv2.w41, align 4
   %173 = mul nsw i64 %0, 8
-  %174 = add nsw i64 %173, %conv2.co322
+  %174 = add nsw i64 %173, %conv2.co312
   %175 = mul nsw i64 %174, 16
-  %176 = add nsw i64 %175, %conv2.ci311
+  %176 = add nsw i64 %175, %conv2.ci301
   %177 = mul nsw i64 %176, 9
   %178 = add nsw i64 160, %177
   %179 = add nsw i64 %178, 2
   %params23 = getelementptr inbounds float, ptr %params, i64 %179
   %180 = load float, ptr %params23, align 4
   %181 = mul nsw i64 %0, 8
-  %182 = add nsw i64 %181, %conv2.co322
+  %182 = add nsw i64 %181, %conv2.co312
   %183 = mul nsw i64 %182, 16
-  %184 = add nsw i64 %183, %conv2.ci311
+  %184 = add nsw i64 %183, %conv2.ci301
   %185 = mul nsw i64 %184, 9
   %186 = add nsw i64 160, %185
   %187 = add nsw i64 %186, 8
@@ -18818,9 +18708,9 @@ conv2.co32:                                       ; preds = %conv2.co32, %conv2.
   %188 = load float, ptr %params24, align 4
   %189 = fadd float %180, %188
   %190 = mul nsw i64 %0, 8
-  %191 = add nsw i64 %190, %conv2.co322
+  %191 = add nsw i64 %190, %conv2.co312
   %192 = mul nsw i64 %191, 16
-  %193 = add nsw i64 %192, %conv2.ci311
+  %193 = add nsw i64 %192, %conv2.ci301
   %194 = mul nsw i64 %193, 9
   %195 = add nsw i64 160, %194
   %196 = add nsw i64 %195, 5
@@ -18828,228 +18718,228 @@ conv2.co32:                                       ; preds = %conv2.co32, %conv2.
   %197 = load float, ptr %params25, align 4
   %198 = fsub float %189, %197
   %199 = fmul float %198, 5.000000e-01
-  store float %199, ptr %conv2.w43, align 4
+  store float %199, ptr %conv2.w42, align 4
   %200 = mul nsw i64 %0, 8
-  %201 = add nsw i64 %200, %conv2.co322
+  %201 = add nsw i64 %200, %conv2.co312
   %202 = mul nsw i64 %201, 16
-  %203 = add nsw i64 %202, %conv2.ci311
+  %203 = add nsw i64 %202, %conv2.ci301
   %204 = mul nsw i64 %203, 9
   %205 = add nsw i64 160, %204
   %206 = add nsw i64 %205, 8
   %params26 = getelementptr inbounds float, ptr %params, i64 %206
   %207 = load float, ptr %params26, align 4
-  store float %207, ptr %conv2.w44, align 4
-  %w33 = load float, ptr %conv2.w33, align 4
-  store float %w33, ptr %conv2.w45, align 4
-  %w3327 = load float, ptr %conv2.w33, align 4
-  %w37 = load float, ptr %conv2.w37, align 4
-  %208 = fadd float %w3327, %w37
-  %w41 = load float, ptr %conv2.w41, align 4
-  %209 = fadd float %208, %w41
-  %210 = fmul float %209, 5.000000e-01
-  store float %210, ptr %conv2.w46, align 4
-  %w3328 = load float, ptr %conv2.w33, align 4
-  %w4129 = load float, ptr %conv2.w41, align 4
-  %211 = fadd float %w3328, %w4129
-  %w3730 = load float, ptr %conv2.w37, align 4
-  %212 = fsub float %211, %w3730
-  %213 = fmul float %212, 5.000000e-01
-  store float %213, ptr %conv2.w47, align 4
-  %w4131 = load float, ptr %conv2.w41, align 4
-  store float %w4131, ptr %conv2.w48, align 4
-  %w34 = load float, ptr %conv2.w34, align 4
-  store float %w34, ptr %conv2.w49, align 4
-  %w3432 = load float, ptr %conv2.w34, align 4
-  %w38 = load float, ptr %conv2.w38, align 4
-  %214 = fadd float %w3432, %w38
-  %w42 = load float, ptr %conv2.w42, align 4
-  %215 = fadd float %214, %w42
-  %216 = fmul float %215, 5.000000e-01
-  store float %216, ptr %conv2.w50, align 4
-  %w3433 = load float, ptr %conv2.w34, align 4
-  %w4234 = load float, ptr %conv2.w42, align 4
-  %217 = fadd float %w3433, %w4234
-  %w3835 = load float, ptr %conv2.w38, align 4
-  %218 = fsub float %217, %w3835
-  %219 = fmul float %218, 5.000000e-01
-  store float %219, ptr %conv2.w51, align 4
-  %w4236 = load float, ptr %conv2.w42, align 4
-  store float %w4236, ptr %conv2.w52, align 4
-  %w35 = load float, ptr %conv2.w35, align 4
-  store float %w35, ptr %conv2.w53, align 4
-  %w3537 = load float, ptr %conv2.w35, align 4
-  %w39 = load float, ptr %conv2.w39, align 4
-  %220 = fadd float %w3537, %w39
-  %w43 = load float, ptr %conv2.w43, align 4
-  %221 = fadd float %220, %w43
-  %222 = fmul float %221, 5.000000e-01
-  store float %222, ptr %conv2.w54, align 4
-  %w3538 = load float, ptr %conv2.w35, align 4
-  %w4339 = load float, ptr %conv2.w43, align 4
-  %223 = fadd float %w3538, %w4339
-  %w3940 = load float, ptr %conv2.w39, align 4
-  %224 = fsub float %223, %w3940
-  %225 = fmul float %224, 5.000000e-01
-  store float %225, ptr %conv2.w55, align 4
-  %w4341 = load float, ptr %conv2.w43, align 4
-  store float %w4341, ptr %conv2.w56, align 4
+  store float %207, ptr %conv2.w43, align 4
+  %w32 = load float, ptr %conv2.w32, align 4
+  store float %w32, ptr %conv2.w44, align 4
+  %w3227 = load float, ptr %conv2.w32, align 4
   %w36 = load float, ptr %conv2.w36, align 4
-  store float %w36, ptr %conv2.w57, align 4
-  %w3642 = load float, ptr %conv2.w36, align 4
+  %208 = fadd float %w3227, %w36
   %w40 = load float, ptr %conv2.w40, align 4
-  %226 = fadd float %w3642, %w40
-  %w44 = load float, ptr %conv2.w44, align 4
-  %227 = fadd float %226, %w44
+  %209 = fadd float %208, %w40
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %conv2.w45, align 4
+  %w3228 = load float, ptr %conv2.w32, align 4
+  %w4029 = load float, ptr %conv2.w40, align 4
+  %211 = fadd float %w3228, %w4029
+  %w3630 = load float, ptr %conv2.w36, align 4
+  %212 = fsub float %211, %w3630
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %conv2.w46, align 4
+  %w4031 = load float, ptr %conv2.w40, align 4
+  store float %w4031, ptr %conv2.w47, align 4
+  %w33 = load float, ptr %conv2.w33, align 4
+  store float %w33, ptr %conv2.w48, align 4
+  %w3332 = load float, ptr %conv2.w33, align 4
+  %w37 = load float, ptr %conv2.w37, align 4
+  %214 = fadd float %w3332, %w37
+  %w41 = load float, ptr %conv2.w41, align 4
+  %215 = fadd float %214, %w41
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %conv2.w49, align 4
+  %w3333 = load float, ptr %conv2.w33, align 4
+  %w4134 = load float, ptr %conv2.w41, align 4
+  %217 = fadd float %w3333, %w4134
+  %w3735 = load float, ptr %conv2.w37, align 4
+  %218 = fsub float %217, %w3735
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %conv2.w50, align 4
+  %w4136 = load float, ptr %conv2.w41, align 4
+  store float %w4136, ptr %conv2.w51, align 4
+  %w34 = load float, ptr %conv2.w34, align 4
+  store float %w34, ptr %conv2.w52, align 4
+  %w3437 = load float, ptr %conv2.w34, align 4
+  %w38 = load float, ptr %conv2.w38, align 4
+  %220 = fadd float %w3437, %w38
+  %w42 = load float, ptr %conv2.w42, align 4
+  %221 = fadd float %220, %w42
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %conv2.w53, align 4
+  %w3438 = load float, ptr %conv2.w34, align 4
+  %w4239 = load float, ptr %conv2.w42, align 4
+  %223 = fadd float %w3438, %w4239
+  %w3840 = load float, ptr %conv2.w38, align 4
+  %224 = fsub float %223, %w3840
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %conv2.w54, align 4
+  %w4241 = load float, ptr %conv2.w42, align 4
+  store float %w4241, ptr %conv2.w55, align 4
+  %w35 = load float, ptr %conv2.w35, align 4
+  store float %w35, ptr %conv2.w56, align 4
+  %w3542 = load float, ptr %conv2.w35, align 4
+  %w39 = load float, ptr %conv2.w39, align 4
+  %226 = fadd float %w3542, %w39
+  %w43 = load float, ptr %conv2.w43, align 4
+  %227 = fadd float %226, %w43
   %228 = fmul float %227, 5.000000e-01
-  store float %228, ptr %conv2.w58, align 4
-  %w3643 = load float, ptr %conv2.w36, align 4
-  %w4444 = load float, ptr %conv2.w44, align 4
-  %229 = fadd float %w3643, %w4444
-  %w4045 = load float, ptr %conv2.w40, align 4
-  %230 = fsub float %229, %w4045
+  store float %228, ptr %conv2.w57, align 4
+  %w3543 = load float, ptr %conv2.w35, align 4
+  %w4344 = load float, ptr %conv2.w43, align 4
+  %229 = fadd float %w3543, %w4344
+  %w3945 = load float, ptr %conv2.w39, align 4
+  %230 = fsub float %229, %w3945
   %231 = fmul float %230, 5.000000e-01
-  store float %231, ptr %conv2.w59, align 4
-  %w4446 = load float, ptr %conv2.w44, align 4
-  store float %w4446, ptr %conv2.w60, align 4
-  %w45 = load float, ptr %conv2.w45, align 4
-  %232 = mul nsw i64 %conv2.ci311, 16
+  store float %231, ptr %conv2.w58, align 4
+  %w4346 = load float, ptr %conv2.w43, align 4
+  store float %w4346, ptr %conv2.w59, align 4
+  %w44 = load float, ptr %conv2.w44, align 4
+  %232 = mul nsw i64 %conv2.ci301, 16
   %233 = add nsw i64 1605632, %232
   %234 = mul nsw i64 %0, 8
-  %235 = add nsw i64 %234, %conv2.co322
+  %235 = add nsw i64 %234, %conv2.co312
   %236 = add nsw i64 %233, %235
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w45, ptr %arena47, align 4
-  %w46 = load float, ptr %conv2.w46, align 4
-  %237 = mul nsw i64 %conv2.ci311, 16
+  store float %w44, ptr %arena47, align 4
+  %w45 = load float, ptr %conv2.w45, align 4
+  %237 = mul nsw i64 %conv2.ci301, 16
   %238 = add nsw i64 1605888, %237
   %239 = mul nsw i64 %0, 8
-  %240 = add nsw i64 %239, %conv2.co322
+  %240 = add nsw i64 %239, %conv2.co312
   %241 = add nsw i64 %238, %240
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w46, ptr %arena48, align 4
-  %w47 = load float, ptr %conv2.w47, align 4
-  %242 = mul nsw i64 %conv2.ci311, 16
+  store float %w45, ptr %arena48, align 4
+  %w46 = load float, ptr %conv2.w46, align 4
+  %242 = mul nsw i64 %conv2.ci301, 16
   %243 = add nsw i64 1606144, %242
   %244 = mul nsw i64 %0, 8
-  %245 = add nsw i64 %244, %conv2.co322
+  %245 = add nsw i64 %244, %conv2.co312
   %246 = add nsw i64 %243, %245
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w47, ptr %arena49, align 4
-  %w48 = load float, ptr %conv2.w48, align 4
-  %247 = mul nsw i64 %conv2.ci311, 16
+  store float %w46, ptr %arena49, align 4
+  %w47 = load float, ptr %conv2.w47, align 4
+  %247 = mul nsw i64 %conv2.ci301, 16
   %248 = add nsw i64 1606400, %247
   %249 = mul nsw i64 %0, 8
-  %250 = add nsw i64 %249, %conv2.co322
+  %250 = add nsw i64 %249, %conv2.co312
   %251 = add nsw i64 %248, %250
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w48, ptr %arena50, align 4
-  %w49 = load float, ptr %conv2.w49, align 4
-  %252 = mul nsw i64 %conv2.ci311, 16
+  store float %w47, ptr %arena50, align 4
+  %w48 = load float, ptr %conv2.w48, align 4
+  %252 = mul nsw i64 %conv2.ci301, 16
   %253 = add nsw i64 1606656, %252
   %254 = mul nsw i64 %0, 8
-  %255 = add nsw i64 %254, %conv2.co322
+  %255 = add nsw i64 %254, %conv2.co312
   %256 = add nsw i64 %253, %255
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w49, ptr %arena51, align 4
-  %w50 = load float, ptr %conv2.w50, align 4
-  %257 = mul nsw i64 %conv2.ci311, 16
+  store float %w48, ptr %arena51, align 4
+  %w49 = load float, ptr %conv2.w49, align 4
+  %257 = mul nsw i64 %conv2.ci301, 16
   %258 = add nsw i64 1606912, %257
   %259 = mul nsw i64 %0, 8
-  %260 = add nsw i64 %259, %conv2.co322
+  %260 = add nsw i64 %259, %conv2.co312
   %261 = add nsw i64 %258, %260
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w50, ptr %arena52, align 4
-  %w51 = load float, ptr %conv2.w51, align 4
-  %262 = mul nsw i64 %conv2.ci311, 16
+  store float %w49, ptr %arena52, align 4
+  %w50 = load float, ptr %conv2.w50, align 4
+  %262 = mul nsw i64 %conv2.ci301, 16
   %263 = add nsw i64 1607168, %262
   %264 = mul nsw i64 %0, 8
-  %265 = add nsw i64 %264, %conv2.co322
+  %265 = add nsw i64 %264, %conv2.co312
   %266 = add nsw i64 %263, %265
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w51, ptr %arena53, align 4
-  %w52 = load float, ptr %conv2.w52, align 4
-  %267 = mul nsw i64 %conv2.ci311, 16
+  store float %w50, ptr %arena53, align 4
+  %w51 = load float, ptr %conv2.w51, align 4
+  %267 = mul nsw i64 %conv2.ci301, 16
   %268 = add nsw i64 1607424, %267
   %269 = mul nsw i64 %0, 8
-  %270 = add nsw i64 %269, %conv2.co322
+  %270 = add nsw i64 %269, %conv2.co312
   %271 = add nsw i64 %268, %270
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w52, ptr %arena54, align 4
-  %w53 = load float, ptr %conv2.w53, align 4
-  %272 = mul nsw i64 %conv2.ci311, 16
+  store float %w51, ptr %arena54, align 4
+  %w52 = load float, ptr %conv2.w52, align 4
+  %272 = mul nsw i64 %conv2.ci301, 16
   %273 = add nsw i64 1607680, %272
   %274 = mul nsw i64 %0, 8
-  %275 = add nsw i64 %274, %conv2.co322
+  %275 = add nsw i64 %274, %conv2.co312
   %276 = add nsw i64 %273, %275
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w53, ptr %arena55, align 4
-  %w54 = load float, ptr %conv2.w54, align 4
-  %277 = mul nsw i64 %conv2.ci311, 16
+  store float %w52, ptr %arena55, align 4
+  %w53 = load float, ptr %conv2.w53, align 4
+  %277 = mul nsw i64 %conv2.ci301, 16
   %278 = add nsw i64 1607936, %277
   %279 = mul nsw i64 %0, 8
-  %280 = add nsw i64 %279, %conv2.co322
+  %280 = add nsw i64 %279, %conv2.co312
   %281 = add nsw i64 %278, %280
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w54, ptr %arena56, align 4
-  %w55 = load float, ptr %conv2.w55, align 4
-  %282 = mul nsw i64 %conv2.ci311, 16
+  store float %w53, ptr %arena56, align 4
+  %w54 = load float, ptr %conv2.w54, align 4
+  %282 = mul nsw i64 %conv2.ci301, 16
   %283 = add nsw i64 1608192, %282
   %284 = mul nsw i64 %0, 8
-  %285 = add nsw i64 %284, %conv2.co322
+  %285 = add nsw i64 %284, %conv2.co312
   %286 = add nsw i64 %283, %285
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w55, ptr %arena57, align 4
-  %w56 = load float, ptr %conv2.w56, align 4
-  %287 = mul nsw i64 %conv2.ci311, 16
+  store float %w54, ptr %arena57, align 4
+  %w55 = load float, ptr %conv2.w55, align 4
+  %287 = mul nsw i64 %conv2.ci301, 16
   %288 = add nsw i64 1608448, %287
   %289 = mul nsw i64 %0, 8
-  %290 = add nsw i64 %289, %conv2.co322
+  %290 = add nsw i64 %289, %conv2.co312
   %291 = add nsw i64 %288, %290
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w56, ptr %arena58, align 4
-  %w57 = load float, ptr %conv2.w57, align 4
-  %292 = mul nsw i64 %conv2.ci311, 16
+  store float %w55, ptr %arena58, align 4
+  %w56 = load float, ptr %conv2.w56, align 4
+  %292 = mul nsw i64 %conv2.ci301, 16
   %293 = add nsw i64 1608704, %292
   %294 = mul nsw i64 %0, 8
-  %295 = add nsw i64 %294, %conv2.co322
+  %295 = add nsw i64 %294, %conv2.co312
   %296 = add nsw i64 %293, %295
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w57, ptr %arena59, align 4
-  %w58 = load float, ptr %conv2.w58, align 4
-  %297 = mul nsw i64 %conv2.ci311, 16
+  store float %w56, ptr %arena59, align 4
+  %w57 = load float, ptr %conv2.w57, align 4
+  %297 = mul nsw i64 %conv2.ci301, 16
   %298 = add nsw i64 1608960, %297
   %299 = mul nsw i64 %0, 8
-  %300 = add nsw i64 %299, %conv2.co322
+  %300 = add nsw i64 %299, %conv2.co312
   %301 = add nsw i64 %298, %300
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w58, ptr %arena60, align 4
-  %w59 = load float, ptr %conv2.w59, align 4
-  %302 = mul nsw i64 %conv2.ci311, 16
+  store float %w57, ptr %arena60, align 4
+  %w58 = load float, ptr %conv2.w58, align 4
+  %302 = mul nsw i64 %conv2.ci301, 16
   %303 = add nsw i64 1609216, %302
   %304 = mul nsw i64 %0, 8
-  %305 = add nsw i64 %304, %conv2.co322
+  %305 = add nsw i64 %304, %conv2.co312
   %306 = add nsw i64 %303, %305
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w59, ptr %arena61, align 4
-  %w60 = load float, ptr %conv2.w60, align 4
-  %307 = mul nsw i64 %conv2.ci311, 16
+  store float %w58, ptr %arena61, align 4
+  %w59 = load float, ptr %conv2.w59, align 4
+  %307 = mul nsw i64 %conv2.ci301, 16
   %308 = add nsw i64 1609472, %307
   %309 = mul nsw i64 %0, 8
-  %310 = add nsw i64 %309, %conv2.co322
+  %310 = add nsw i64 %309, %conv2.co312
   %311 = add nsw i64 %308, %310
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w60, ptr %arena62, align 4
-  %co32.next = add nsw i64 %conv2.co322, 1
-  %312 = icmp slt i64 %co32.next, 8
-  br i1 %312, label %conv2.co32, label %conv2.co32.end
+  store float %w59, ptr %arena62, align 4
+  %co31.next = add nsw i64 %conv2.co312, 1
+  %312 = icmp slt i64 %co31.next, 8
+  br i1 %312, label %conv2.co31, label %conv2.co31.end
 
-conv2.co32.end:                                   ; preds = %conv2.co32
-  %ci31.next = add nsw i64 %conv2.ci311, 1
-  %313 = icmp slt i64 %ci31.next, 16
-  br i1 %313, label %conv2.ci31, label %conv2.ci31.end
+conv2.co31.end:                                   ; preds = %conv2.co31
+  %ci30.next = add nsw i64 %conv2.ci301, 1
+  %313 = icmp slt i64 %ci30.next, 16
+  br i1 %313, label %conv2.ci30, label %conv2.ci30.end
 }
 
-define internal void @residual_infer_b64.k2.conv2.part30.task(ptr %0, i64 %1) {
+define internal void @residual_infer_b64.k1.conv2.part29.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -19073,14 +18963,13 @@ entry:
   %21 = load i64, ptr %20, align 4
   %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
   %23 = load ptr, ptr %22, align 8
-  call void @residual_infer_b64.k2.conv2.part30(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  call void @residual_infer_b64.k1.conv2.part29(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k2.conv2.part103(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @residual_infer_b64.k1.conv2.part102(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %conv2.w125 = alloca <8 x float>, align 32
   %conv2.w124 = alloca <8 x float>, align 32
   %conv2.w123 = alloca <8 x float>, align 32
   %conv2.w122 = alloca <8 x float>, align 32
@@ -19092,1034 +18981,1077 @@ entry:
   %conv2.w116 = alloca <8 x float>, align 32
   %conv2.w115 = alloca <8 x float>, align 32
   %conv2.w114 = alloca <8 x float>, align 32
-  br label %conv2.xi104
+  %conv2.w113 = alloca <8 x float>, align 32
+  br label %conv2.xi103
 
-conv2.xi104:                                      ; preds = %conv2.xi104, %entry
-  %conv2.xi1041 = phi i64 [ 0, %entry ], [ %xi104.next, %conv2.xi104 ]
-  call void @residual_infer_b64.k2.conv2.part103.gemm109(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1041, i64 %1)
-  %xi104.next = add nsw i64 %conv2.xi1041, 1
-  %2 = icmp slt i64 %xi104.next, 16
-  br i1 %2, label %conv2.xi104, label %conv2.xi104.end
+conv2.xi103:                                      ; preds = %conv2.xi103, %entry
+  %conv2.xi1031 = phi i64 [ 0, %entry ], [ %xi103.next, %conv2.xi103 ]
+  call void @residual_infer_b64.k1.conv2.part102.gemm108(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1031, i64 %1)
+  %xi103.next = add nsw i64 %conv2.xi1031, 1
+  %2 = icmp slt i64 %xi103.next, 16
+  br i1 %2, label %conv2.xi103, label %conv2.xi103.end
 
-conv2.xi104.end:                                  ; preds = %conv2.xi104
-  br label %conv2.j110
+conv2.xi103.end:                                  ; preds = %conv2.xi103
+  br label %conv2.j109
 
-conv2.j110:                                       ; preds = %conv2.ty111.end, %conv2.xi104.end
-  %conv2.j1102 = phi i64 [ 0, %conv2.xi104.end ], [ %j110.next, %conv2.ty111.end ]
-  br label %conv2.ty111
+conv2.j109:                                       ; preds = %conv2.ty110.end, %conv2.xi103.end
+  %conv2.j1092 = phi i64 [ 0, %conv2.xi103.end ], [ %j109.next, %conv2.ty110.end ]
+  br label %conv2.ty110
 
-conv2.j110.end:                                   ; preds = %conv2.ty111.end
-  br label %conv2.j126
+conv2.j109.end:                                   ; preds = %conv2.ty110.end
+  br label %conv2.j125
 
-conv2.ty111:                                      ; preds = %conv2.tx112.end, %conv2.j110
-  %conv2.ty1113 = phi i64 [ 0, %conv2.j110 ], [ %ty111.next, %conv2.tx112.end ]
-  br label %conv2.tx112
+conv2.ty110:                                      ; preds = %conv2.tx111.end, %conv2.j109
+  %conv2.ty1103 = phi i64 [ 0, %conv2.j109 ], [ %ty110.next, %conv2.tx111.end ]
+  br label %conv2.tx111
 
-conv2.ty111.end:                                  ; preds = %conv2.tx112.end
-  %j110.next = add nsw i64 %conv2.j1102, 1
-  %3 = icmp slt i64 %j110.next, 1
-  br i1 %3, label %conv2.j110, label %conv2.j110.end
+conv2.ty110.end:                                  ; preds = %conv2.tx111.end
+  %j109.next = add nsw i64 %conv2.j1092, 1
+  %3 = icmp slt i64 %j109.next, 1
+  br i1 %3, label %conv2.j109, label %conv2.j109.end
 
-conv2.tx112:                                      ; preds = %conv2.cv113.end, %conv2.ty111
-  %conv2.tx1124 = phi i64 [ 0, %conv2.ty111 ], [ %tx112.next, %conv2.cv113.end ]
-  br label %conv2.cv113
+conv2.tx111:                                      ; preds = %conv2.cv112.end, %conv2.ty110
+  %conv2.tx1114 = phi i64 [ 0, %conv2.ty110 ], [ %tx111.next, %conv2.cv112.end ]
+  br label %conv2.cv112
 
-conv2.tx112.end:                                  ; preds = %conv2.cv113.end
-  %ty111.next = add nsw i64 %conv2.ty1113, 1
-  %4 = icmp slt i64 %ty111.next, 14
-  br i1 %4, label %conv2.ty111, label %conv2.ty111.end
+conv2.tx111.end:                                  ; preds = %conv2.cv112.end
+  %ty110.next = add nsw i64 %conv2.ty1103, 1
+  %4 = icmp slt i64 %ty110.next, 14
+  br i1 %4, label %conv2.ty110, label %conv2.ty110.end
 
-conv2.cv113:                                      ; preds = %conv2.cv113, %conv2.tx112
-  %conv2.cv1135 = phi i64 [ 0, %conv2.tx112 ], [ %cv113.next, %conv2.cv113 ]
-  %5 = mul nsw i64 %conv2.j1102, 196
-  %6 = mul nsw i64 %conv2.ty1113, 14
+conv2.cv112:                                      ; preds = %conv2.cv112, %conv2.tx111
+  %conv2.cv1125 = phi i64 [ 0, %conv2.tx111 ], [ %cv112.next, %conv2.cv112 ]
+  %5 = mul nsw i64 %conv2.j1092, 196
+  %6 = mul nsw i64 %conv2.ty1103, 14
   %7 = add nsw i64 %5, %6
-  %8 = add nsw i64 %7, %conv2.tx1124
+  %8 = add nsw i64 %7, %conv2.tx1114
   %9 = mul nsw i64 %8, 16
   %10 = add nsw i64 1674304, %9
   %11 = mul nsw i64 %1, 8
-  %12 = mul nsw i64 %conv2.cv1135, 8
+  %12 = mul nsw i64 %conv2.cv1125, 8
   %13 = add nsw i64 %11, %12
   %14 = add nsw i64 %10, %13
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load <8 x float>, ptr %arena6, align 4
-  %16 = mul nsw i64 %conv2.j1102, 196
-  %17 = mul nsw i64 %conv2.ty1113, 14
+  %16 = mul nsw i64 %conv2.j1092, 196
+  %17 = mul nsw i64 %conv2.ty1103, 14
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %18, %conv2.tx1124
+  %19 = add nsw i64 %18, %conv2.tx1114
   %20 = mul nsw i64 %19, 16
   %21 = add nsw i64 1686848, %20
   %22 = mul nsw i64 %1, 8
-  %23 = mul nsw i64 %conv2.cv1135, 8
+  %23 = mul nsw i64 %conv2.cv1125, 8
   %24 = add nsw i64 %22, %23
   %25 = add nsw i64 %21, %24
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
   %26 = load <8 x float>, ptr %arena7, align 4
   %27 = fadd <8 x float> %15, %26
-  %28 = mul nsw i64 %conv2.j1102, 196
-  %29 = mul nsw i64 %conv2.ty1113, 14
+  %28 = mul nsw i64 %conv2.j1092, 196
+  %29 = mul nsw i64 %conv2.ty1103, 14
   %30 = add nsw i64 %28, %29
-  %31 = add nsw i64 %30, %conv2.tx1124
+  %31 = add nsw i64 %30, %conv2.tx1114
   %32 = mul nsw i64 %31, 16
   %33 = add nsw i64 1699392, %32
   %34 = mul nsw i64 %1, 8
-  %35 = mul nsw i64 %conv2.cv1135, 8
+  %35 = mul nsw i64 %conv2.cv1125, 8
   %36 = add nsw i64 %34, %35
   %37 = add nsw i64 %33, %36
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
   %38 = load <8 x float>, ptr %arena8, align 4
   %39 = fadd <8 x float> %27, %38
-  store <8 x float> %39, ptr %conv2.w114, align 32
-  %40 = mul nsw i64 %conv2.j1102, 196
-  %41 = mul nsw i64 %conv2.ty1113, 14
+  store <8 x float> %39, ptr %conv2.w113, align 32
+  %40 = mul nsw i64 %conv2.j1092, 196
+  %41 = mul nsw i64 %conv2.ty1103, 14
   %42 = add nsw i64 %40, %41
-  %43 = add nsw i64 %42, %conv2.tx1124
+  %43 = add nsw i64 %42, %conv2.tx1114
   %44 = mul nsw i64 %43, 16
   %45 = add nsw i64 1686848, %44
   %46 = mul nsw i64 %1, 8
-  %47 = mul nsw i64 %conv2.cv1135, 8
+  %47 = mul nsw i64 %conv2.cv1125, 8
   %48 = add nsw i64 %46, %47
   %49 = add nsw i64 %45, %48
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena9, align 4
-  %51 = mul nsw i64 %conv2.j1102, 196
-  %52 = mul nsw i64 %conv2.ty1113, 14
+  %51 = mul nsw i64 %conv2.j1092, 196
+  %52 = mul nsw i64 %conv2.ty1103, 14
   %53 = add nsw i64 %51, %52
-  %54 = add nsw i64 %53, %conv2.tx1124
+  %54 = add nsw i64 %53, %conv2.tx1114
   %55 = mul nsw i64 %54, 16
   %56 = add nsw i64 1699392, %55
   %57 = mul nsw i64 %1, 8
-  %58 = mul nsw i64 %conv2.cv1135, 8
+  %58 = mul nsw i64 %conv2.cv1125, 8
   %59 = add nsw i64 %57, %58
   %60 = add nsw i64 %56, %59
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
   %61 = load <8 x float>, ptr %arena10, align 4
   %62 = fsub <8 x float> %50, %61
-  %63 = mul nsw i64 %conv2.j1102, 196
-  %64 = mul nsw i64 %conv2.ty1113, 14
+  %63 = mul nsw i64 %conv2.j1092, 196
+  %64 = mul nsw i64 %conv2.ty1103, 14
   %65 = add nsw i64 %63, %64
-  %66 = add nsw i64 %65, %conv2.tx1124
+  %66 = add nsw i64 %65, %conv2.tx1114
   %67 = mul nsw i64 %66, 16
   %68 = add nsw i64 1711936, %67
   %69 = mul nsw i64 %1, 8
-  %70 = mul nsw i64 %conv2.cv1135, 8
+  %70 = mul nsw i64 %conv2.cv1125, 8
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %68, %71
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena11, align 4
   %74 = fsub <8 x float> %62, %73
-  store <8 x float> %74, ptr %conv2.w115, align 32
-  %75 = mul nsw i64 %conv2.j1102, 196
-  %76 = mul nsw i64 %conv2.ty1113, 14
+  store <8 x float> %74, ptr %conv2.w114, align 32
+  %75 = mul nsw i64 %conv2.j1092, 196
+  %76 = mul nsw i64 %conv2.ty1103, 14
   %77 = add nsw i64 %75, %76
-  %78 = add nsw i64 %77, %conv2.tx1124
+  %78 = add nsw i64 %77, %conv2.tx1114
   %79 = mul nsw i64 %78, 16
   %80 = add nsw i64 1677440, %79
   %81 = mul nsw i64 %1, 8
-  %82 = mul nsw i64 %conv2.cv1135, 8
+  %82 = mul nsw i64 %conv2.cv1125, 8
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %80, %83
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena12, align 4
-  %86 = mul nsw i64 %conv2.j1102, 196
-  %87 = mul nsw i64 %conv2.ty1113, 14
+  %86 = mul nsw i64 %conv2.j1092, 196
+  %87 = mul nsw i64 %conv2.ty1103, 14
   %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %88, %conv2.tx1124
+  %89 = add nsw i64 %88, %conv2.tx1114
   %90 = mul nsw i64 %89, 16
   %91 = add nsw i64 1689984, %90
   %92 = mul nsw i64 %1, 8
-  %93 = mul nsw i64 %conv2.cv1135, 8
+  %93 = mul nsw i64 %conv2.cv1125, 8
   %94 = add nsw i64 %92, %93
   %95 = add nsw i64 %91, %94
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %95
   %96 = load <8 x float>, ptr %arena13, align 4
   %97 = fadd <8 x float> %85, %96
-  %98 = mul nsw i64 %conv2.j1102, 196
-  %99 = mul nsw i64 %conv2.ty1113, 14
+  %98 = mul nsw i64 %conv2.j1092, 196
+  %99 = mul nsw i64 %conv2.ty1103, 14
   %100 = add nsw i64 %98, %99
-  %101 = add nsw i64 %100, %conv2.tx1124
+  %101 = add nsw i64 %100, %conv2.tx1114
   %102 = mul nsw i64 %101, 16
   %103 = add nsw i64 1702528, %102
   %104 = mul nsw i64 %1, 8
-  %105 = mul nsw i64 %conv2.cv1135, 8
+  %105 = mul nsw i64 %conv2.cv1125, 8
   %106 = add nsw i64 %104, %105
   %107 = add nsw i64 %103, %106
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena14, align 4
   %109 = fadd <8 x float> %97, %108
-  store <8 x float> %109, ptr %conv2.w116, align 32
-  %110 = mul nsw i64 %conv2.j1102, 196
-  %111 = mul nsw i64 %conv2.ty1113, 14
+  store <8 x float> %109, ptr %conv2.w115, align 32
+  %110 = mul nsw i64 %conv2.j1092, 196
+  %111 = mul nsw i64 %conv2.ty1103, 14
   %112 = add nsw i64 %110, %111
-  %113 = add nsw i64 %112, %conv2.tx1124
+  %113 = add nsw i64 %112, %conv2.tx1114
   %114 = mul nsw i64 %113, 16
   %115 = add nsw i64 1689984, %114
   %116 = mul nsw i64 %1, 8
-  %117 = mul nsw i64 %conv2.cv1135, 8
+  %117 = mul nsw i64 %conv2.cv1125, 8
   %118 = add nsw i64 %116, %117
   %119 = add nsw i64 %115, %118
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %119
   %120 = load <8 x float>, ptr %arena15, align 4
-  %121 = mul nsw i64 %conv2.j1102, 196
-  %122 = mul nsw i64 %conv2.ty1113, 14
+  %121 = mul nsw i64 %conv2.j1092, 196
+  %122 = mul nsw i64 %conv2.ty1103, 14
   %123 = add nsw i64 %121, %122
-  %124 = add nsw i64 %123, %conv2.tx1124
+  %124 = add nsw i64 %123, %conv2.tx1114
   %125 = mul nsw i64 %124, 16
   %126 = add nsw i64 1702528, %125
   %127 = mul nsw i64 %1, 8
-  %128 = mul nsw i64 %conv2.cv1135, 8
+  %128 = mul nsw i64 %conv2.cv1125, 8
   %129 = add nsw i64 %127, %128
   %130 = add nsw i64 %126, %129
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %130
   %131 = load <8 x float>, ptr %arena16, align 4
   %132 = fsub <8 x float> %120, %131
-  %133 = mul nsw i64 %conv2.j1102, 196
-  %134 = mul nsw i64 %conv2.ty1113, 14
+  %133 = mul nsw i64 %conv2.j1092, 196
+  %134 = mul nsw i64 %conv2.ty1103, 14
   %135 = add nsw i64 %133, %134
-  %136 = add nsw i64 %135, %conv2.tx1124
+  %136 = add nsw i64 %135, %conv2.tx1114
   %137 = mul nsw i64 %136, 16
   %138 = add nsw i64 1715072, %137
   %139 = mul nsw i64 %1, 8
-  %140 = mul nsw i64 %conv2.cv1135, 8
+  %140 = mul nsw i64 %conv2.cv1125, 8
   %141 = add nsw i64 %139, %140
   %142 = add nsw i64 %138, %141
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena17, align 4
   %144 = fsub <8 x float> %132, %143
-  store <8 x float> %144, ptr %conv2.w117, align 32
-  %145 = mul nsw i64 %conv2.j1102, 196
-  %146 = mul nsw i64 %conv2.ty1113, 14
+  store <8 x float> %144, ptr %conv2.w116, align 32
+  %145 = mul nsw i64 %conv2.j1092, 196
+  %146 = mul nsw i64 %conv2.ty1103, 14
   %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 %147, %conv2.tx1124
+  %148 = add nsw i64 %147, %conv2.tx1114
   %149 = mul nsw i64 %148, 16
   %150 = add nsw i64 1680576, %149
   %151 = mul nsw i64 %1, 8
-  %152 = mul nsw i64 %conv2.cv1135, 8
+  %152 = mul nsw i64 %conv2.cv1125, 8
   %153 = add nsw i64 %151, %152
   %154 = add nsw i64 %150, %153
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load <8 x float>, ptr %arena18, align 4
-  %156 = mul nsw i64 %conv2.j1102, 196
-  %157 = mul nsw i64 %conv2.ty1113, 14
+  %156 = mul nsw i64 %conv2.j1092, 196
+  %157 = mul nsw i64 %conv2.ty1103, 14
   %158 = add nsw i64 %156, %157
-  %159 = add nsw i64 %158, %conv2.tx1124
+  %159 = add nsw i64 %158, %conv2.tx1114
   %160 = mul nsw i64 %159, 16
   %161 = add nsw i64 1693120, %160
   %162 = mul nsw i64 %1, 8
-  %163 = mul nsw i64 %conv2.cv1135, 8
+  %163 = mul nsw i64 %conv2.cv1125, 8
   %164 = add nsw i64 %162, %163
   %165 = add nsw i64 %161, %164
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load <8 x float>, ptr %arena19, align 4
   %167 = fadd <8 x float> %155, %166
-  %168 = mul nsw i64 %conv2.j1102, 196
-  %169 = mul nsw i64 %conv2.ty1113, 14
+  %168 = mul nsw i64 %conv2.j1092, 196
+  %169 = mul nsw i64 %conv2.ty1103, 14
   %170 = add nsw i64 %168, %169
-  %171 = add nsw i64 %170, %conv2.tx1124
+  %171 = add nsw i64 %170, %conv2.tx1114
   %172 = mul nsw i64 %171, 16
   %173 = add nsw i64 1705664, %172
   %174 = mul nsw i64 %1, 8
-  %175 = mul nsw i64 %conv2.cv1135, 8
+  %175 = mul nsw i64 %conv2.cv1125, 8
   %176 = add nsw i64 %174, %175
   %177 = add nsw i64 %173, %176
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %177
   %178 = load <8 x float>, ptr %arena20, align 4
   %179 = fadd <8 x float> %167, %178
-  store <8 x float> %179, ptr %conv2.w118, align 32
-  %180 = mul nsw i64 %conv2.j1102, 196
-  %181 = mul nsw i64 %conv2.ty1113, 14
+  store <8 x float> %179, ptr %conv2.w117, align 32
+  %180 = mul nsw i64 %conv2.j1092, 196
+  %181 = mul nsw i64 %conv2.ty1103, 14
   %182 = add nsw i64 %180, %181
-  %183 = add nsw i64 %182, %conv2.tx1124
+  %183 = add nsw i64 %182, %conv2.tx1114
   %184 = mul nsw i64 %183, 16
   %185 = add nsw i64 1693120, %184
   %186 = mul nsw i64 %1, 8
-  %187 = mul nsw i64 %conv2.cv1135, 8
+  %187 = mul nsw i64 %conv2.cv1125, 8
   %188 = add nsw i64 %186, %187
   %189 = add nsw i64 %185, %188
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %189
   %190 = load <8 x float>, ptr %arena21, align 4
-  %191 = mul nsw i64 %conv2.j1102, 196
-  %192 = mul nsw i64 %conv2.ty1113, 14
+  %191 = mul nsw i64 %conv2.j1092, 196
+  %192 = mul nsw i64 %conv2.ty1103, 14
   %193 = add nsw i64 %191, %192
-  %194 = add nsw i64 %193, %conv2.tx1124
+  %194 = add nsw i64 %193, %conv2.tx1114
   %195 = mul nsw i64 %194, 16
   %196 = add nsw i64 1705664, %195
   %197 = mul nsw i64 %1, 8
-  %198 = mul nsw i64 %conv2.cv1135, 8
+  %198 = mul nsw i64 %conv2.cv1125, 8
   %199 = add nsw i64 %197, %198
   %200 = add nsw i64 %196, %199
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %200
   %201 = load <8 x float>, ptr %arena22, align 4
   %202 = fsub <8 x float> %190, %201
-  %203 = mul nsw i64 %conv2.j1102, 196
-  %204 = mul nsw i64 %conv2.ty1113, 14
+  %203 = mul nsw i64 %conv2.j1092, 196
+  %204 = mul nsw i64 %conv2.ty1103, 14
   %205 = add nsw i64 %203, %204
-  %206 = add nsw i64 %205, %conv2.tx1124
+  %206 = add nsw i64 %205, %conv2.tx1114
   %207 = mul nsw i64 %206, 16
   %208 = add nsw i64 1718208, %207
   %209 = mul nsw i64 %1, 8
-  %210 = mul nsw i64 %conv2.cv1135, 8
+  %210 = mul nsw i64 %conv2.cv1125, 8
   %211 = add nsw i64 %209, %210
   %212 = add nsw i64 %208, %211
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %212
   %213 = load <8 x float>, ptr %arena23, align 4
   %214 = fsub <8 x float> %202, %213
-  store <8 x float> %214, ptr %conv2.w119, align 32
-  %215 = mul nsw i64 %conv2.j1102, 196
-  %216 = mul nsw i64 %conv2.ty1113, 14
+  store <8 x float> %214, ptr %conv2.w118, align 32
+  %215 = mul nsw i64 %conv2.j1092, 196
+  %216 = mul nsw i64 %conv2.ty1103, 14
   %217 = add nsw i64 %215, %216
-  %218 = add nsw i64 %217, %conv2.tx1124
+  %218 = add nsw i64 %217, %conv2.tx1114
   %219 = mul nsw i64 %218, 16
   %220 = add nsw i64 1683712, %219
   %221 = mul nsw i64 %1, 8
-  %222 = mul nsw i64 %conv2.cv1135, 8
+  %222 = mul nsw i64 %conv2.cv1125, 8
   %223 = add nsw i64 %221, %222
   %224 = add nsw i64 %220, %223
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %224
   %225 = load <8 x float>, ptr %arena24, align 4
-  %226 = mul nsw i64 %conv2.j1102, 196
-  %227 = mul nsw i64 %conv2.ty1113, 14
+  %226 = mul nsw i64 %conv2.j1092, 196
+  %227 = mul nsw i64 %conv2.ty1103, 14
   %228 = add nsw i64 %226, %227
-  %229 = add nsw i64 %228, %conv2.tx1124
+  %229 = add nsw i64 %228, %conv2.tx1114
   %230 = mul nsw i64 %229, 16
   %231 = add nsw i64 1696256, %230
   %232 = mul nsw i64 %1, 8
-  %233 = mul nsw i64 %conv2.cv1135, 8
+  %233 = mul nsw i64 %conv2.cv1125, 8
   %234 = add nsw i64 %232, %233
   %235 = add nsw i64 %231, %234
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %235
   %236 = load <8 x float>, ptr %arena25, align 4
   %237 = fadd <8 x float> %225, %236
-  %238 = mul nsw i64 %conv2.j1102, 196
-  %239 = mul nsw i64 %conv2.ty1113, 14
+  %238 = mul nsw i64 %conv2.j1092, 196
+  %239 = mul nsw i64 %conv2.ty1103, 14
   %240 = add nsw i64 %238, %239
-  %241 = add nsw i64 %240, %conv2.tx1124
+  %241 = add nsw i64 %240, %conv2.tx1114
   %242 = mul nsw i64 %241, 16
   %243 = add nsw i64 1708800, %242
   %244 = mul nsw i64 %1, 8
-  %245 = mul nsw i64 %conv2.cv1135, 8
+  %245 = mul nsw i64 %conv2.cv1125, 8
   %246 = add nsw i64 %244, %245
   %247 = add nsw i64 %243, %246
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %247
   %248 = load <8 x float>, ptr %arena26, align 4
   %249 = fadd <8 x float> %237, %248
-  store <8 x float> %249, ptr %conv2.w120, align 32
-  %250 = mul nsw i64 %conv2.j1102, 196
-  %251 = mul nsw i64 %conv2.ty1113, 14
+  store <8 x float> %249, ptr %conv2.w119, align 32
+  %250 = mul nsw i64 %conv2.j1092, 196
+  %251 = mul nsw i64 %conv2.ty1103, 14
   %252 = add nsw i64 %250, %251
-  %253 = add nsw i64 %252, %conv2.tx1124
+  %253 = add nsw i64 %252, %conv2.tx1114
   %254 = mul nsw i64 %253, 16
   %255 = add nsw i64 1696256, %254
   %256 = mul nsw i64 %1, 8
-  %257 = mul nsw i64 %conv2.cv1135, 8
+  %257 = mul nsw i64 %conv2.cv1125, 8
   %258 = add nsw i64 %256, %257
   %259 = add nsw i64 %255, %258
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %259
   %260 = load <8 x float>, ptr %arena27, align 4
-  %261 = mul nsw i64 %conv2.j1102, 196
-  %262 = mul nsw i64 %conv2.ty1113, 14
+  %261 = mul nsw i64 %conv2.j1092, 196
+  %262 = mul nsw i64 %conv2.ty1103, 14
   %263 = add nsw i64 %261, %262
-  %264 = add nsw i64 %263, %conv2.tx1124
+  %264 = add nsw i64 %263, %conv2.tx1114
   %265 = mul nsw i64 %264, 16
   %266 = add nsw i64 1708800, %265
   %267 = mul nsw i64 %1, 8
-  %268 = mul nsw i64 %conv2.cv1135, 8
+  %268 = mul nsw i64 %conv2.cv1125, 8
   %269 = add nsw i64 %267, %268
   %270 = add nsw i64 %266, %269
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena28, align 4
   %272 = fsub <8 x float> %260, %271
-  %273 = mul nsw i64 %conv2.j1102, 196
-  %274 = mul nsw i64 %conv2.ty1113, 14
+  %273 = mul nsw i64 %conv2.j1092, 196
+  %274 = mul nsw i64 %conv2.ty1103, 14
   %275 = add nsw i64 %273, %274
-  %276 = add nsw i64 %275, %conv2.tx1124
+  %276 = add nsw i64 %275, %conv2.tx1114
   %277 = mul nsw i64 %276, 16
   %278 = add nsw i64 1721344, %277
   %279 = mul nsw i64 %1, 8
-  %280 = mul nsw i64 %conv2.cv1135, 8
+  %280 = mul nsw i64 %conv2.cv1125, 8
   %281 = add nsw i64 %279, %280
   %282 = add nsw i64 %278, %281
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %282
   %283 = load <8 x float>, ptr %arena29, align 4
   %284 = fsub <8 x float> %272, %283
-  store <8 x float> %284, ptr %conv2.w121, align 32
+  store <8 x float> %284, ptr %conv2.w120, align 32
+  %w113 = load <8 x float>, ptr %conv2.w113, align 32
+  %w115 = load <8 x float>, ptr %conv2.w115, align 32
+  %285 = fadd <8 x float> %w113, %w115
+  %w117 = load <8 x float>, ptr %conv2.w117, align 32
+  %286 = fadd <8 x float> %285, %w117
+  store <8 x float> %286, ptr %conv2.w121, align 32
+  %w11530 = load <8 x float>, ptr %conv2.w115, align 32
+  %w11731 = load <8 x float>, ptr %conv2.w117, align 32
+  %287 = fsub <8 x float> %w11530, %w11731
+  %w119 = load <8 x float>, ptr %conv2.w119, align 32
+  %288 = fsub <8 x float> %287, %w119
+  store <8 x float> %288, ptr %conv2.w122, align 32
   %w114 = load <8 x float>, ptr %conv2.w114, align 32
   %w116 = load <8 x float>, ptr %conv2.w116, align 32
-  %285 = fadd <8 x float> %w114, %w116
+  %289 = fadd <8 x float> %w114, %w116
   %w118 = load <8 x float>, ptr %conv2.w118, align 32
-  %286 = fadd <8 x float> %285, %w118
-  store <8 x float> %286, ptr %conv2.w122, align 32
-  %w11630 = load <8 x float>, ptr %conv2.w116, align 32
-  %w11831 = load <8 x float>, ptr %conv2.w118, align 32
-  %287 = fsub <8 x float> %w11630, %w11831
+  %290 = fadd <8 x float> %289, %w118
+  store <8 x float> %290, ptr %conv2.w123, align 32
+  %w11632 = load <8 x float>, ptr %conv2.w116, align 32
+  %w11833 = load <8 x float>, ptr %conv2.w118, align 32
+  %291 = fsub <8 x float> %w11632, %w11833
   %w120 = load <8 x float>, ptr %conv2.w120, align 32
-  %288 = fsub <8 x float> %287, %w120
-  store <8 x float> %288, ptr %conv2.w123, align 32
-  %w115 = load <8 x float>, ptr %conv2.w115, align 32
-  %w117 = load <8 x float>, ptr %conv2.w117, align 32
-  %289 = fadd <8 x float> %w115, %w117
-  %w119 = load <8 x float>, ptr %conv2.w119, align 32
-  %290 = fadd <8 x float> %289, %w119
-  store <8 x float> %290, ptr %conv2.w124, align 32
-  %w11732 = load <8 x float>, ptr %conv2.w117, align 32
-  %w11933 = load <8 x float>, ptr %conv2.w119, align 32
-  %291 = fsub <8 x float> %w11732, %w11933
+  %292 = fsub <8 x float> %291, %w120
+  store <8 x float> %292, ptr %conv2.w124, align 32
   %w121 = load <8 x float>, ptr %conv2.w121, align 32
-  %292 = fsub <8 x float> %291, %w121
-  store <8 x float> %292, ptr %conv2.w125, align 32
-  %w122 = load <8 x float>, ptr %conv2.w122, align 32
   %293 = mul nsw i64 %1, 8
-  %294 = mul nsw i64 %conv2.cv1135, 8
+  %294 = mul nsw i64 %conv2.cv1125, 8
   %295 = add nsw i64 %293, %294
   %296 = add nsw i64 2464, %295
   %params34 = getelementptr inbounds float, ptr %params, i64 %296
   %297 = load <8 x float>, ptr %params34, align 4
-  %298 = fadd <8 x float> %w122, %297
-  %299 = mul nsw i64 %conv2.j1102, 28
-  %300 = mul nsw i64 %conv2.ty1113, 2
+  %298 = fadd <8 x float> %w121, %297
+  %299 = mul nsw i64 %conv2.j1092, 28
+  %300 = mul nsw i64 %conv2.ty1103, 2
   %301 = add nsw i64 %299, %300
   %302 = mul nsw i64 %301, 28
-  %303 = mul nsw i64 %conv2.tx1124, 2
+  %303 = mul nsw i64 %conv2.tx1114, 2
   %304 = add nsw i64 %302, %303
   %305 = mul nsw i64 %304, 16
   %306 = add nsw i64 1724480, %305
   %307 = mul nsw i64 %1, 8
-  %308 = mul nsw i64 %conv2.cv1135, 8
+  %308 = mul nsw i64 %conv2.cv1125, 8
   %309 = add nsw i64 %307, %308
   %310 = add nsw i64 %306, %309
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %310
   store <8 x float> %298, ptr %arena35, align 4
-  %w123 = load <8 x float>, ptr %conv2.w123, align 32
+  %w122 = load <8 x float>, ptr %conv2.w122, align 32
   %311 = mul nsw i64 %1, 8
-  %312 = mul nsw i64 %conv2.cv1135, 8
+  %312 = mul nsw i64 %conv2.cv1125, 8
   %313 = add nsw i64 %311, %312
   %314 = add nsw i64 2464, %313
   %params36 = getelementptr inbounds float, ptr %params, i64 %314
   %315 = load <8 x float>, ptr %params36, align 4
-  %316 = fadd <8 x float> %w123, %315
-  %317 = mul nsw i64 %conv2.j1102, 28
-  %318 = mul nsw i64 %conv2.ty1113, 2
+  %316 = fadd <8 x float> %w122, %315
+  %317 = mul nsw i64 %conv2.j1092, 28
+  %318 = mul nsw i64 %conv2.ty1103, 2
   %319 = add nsw i64 %317, %318
   %320 = mul nsw i64 %319, 28
-  %321 = mul nsw i64 %conv2.tx1124, 2
+  %321 = mul nsw i64 %conv2.tx1114, 2
   %322 = add nsw i64 %320, %321
   %323 = add nsw i64 %322, 1
   %324 = mul nsw i64 %323, 16
   %325 = add nsw i64 1724480, %324
   %326 = mul nsw i64 %1, 8
-  %327 = mul nsw i64 %conv2.cv1135, 8
+  %327 = mul nsw i64 %conv2.cv1125, 8
   %328 = add nsw i64 %326, %327
   %329 = add nsw i64 %325, %328
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %329
   store <8 x float> %316, ptr %arena37, align 4
-  %w124 = load <8 x float>, ptr %conv2.w124, align 32
+  %w123 = load <8 x float>, ptr %conv2.w123, align 32
   %330 = mul nsw i64 %1, 8
-  %331 = mul nsw i64 %conv2.cv1135, 8
+  %331 = mul nsw i64 %conv2.cv1125, 8
   %332 = add nsw i64 %330, %331
   %333 = add nsw i64 2464, %332
   %params38 = getelementptr inbounds float, ptr %params, i64 %333
   %334 = load <8 x float>, ptr %params38, align 4
-  %335 = fadd <8 x float> %w124, %334
-  %336 = mul nsw i64 %conv2.j1102, 28
-  %337 = mul nsw i64 %conv2.ty1113, 2
+  %335 = fadd <8 x float> %w123, %334
+  %336 = mul nsw i64 %conv2.j1092, 28
+  %337 = mul nsw i64 %conv2.ty1103, 2
   %338 = add nsw i64 %336, %337
   %339 = add nsw i64 %338, 1
   %340 = mul nsw i64 %339, 28
-  %341 = mul nsw i64 %conv2.tx1124, 2
+  %341 = mul nsw i64 %conv2.tx1114, 2
   %342 = add nsw i64 %340, %341
   %343 = mul nsw i64 %342, 16
   %344 = add nsw i64 1724480, %343
   %345 = mul nsw i64 %1, 8
-  %346 = mul nsw i64 %conv2.cv1135, 8
+  %346 = mul nsw i64 %conv2.cv1125, 8
   %347 = add nsw i64 %345, %346
   %348 = add nsw i64 %344, %347
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %348
   store <8 x float> %335, ptr %arena39, align 4
-  %w125 = load <8 x float>, ptr %conv2.w125, align 32
+  %w124 = load <8 x float>, ptr %conv2.w124, align 32
   %349 = mul nsw i64 %1, 8
-  %350 = mul nsw i64 %conv2.cv1135, 8
+  %350 = mul nsw i64 %conv2.cv1125, 8
   %351 = add nsw i64 %349, %350
   %352 = add nsw i64 2464, %351
   %params40 = getelementptr inbounds float, ptr %params, i64 %352
   %353 = load <8 x float>, ptr %params40, align 4
-  %354 = fadd <8 x float> %w125, %353
-  %355 = mul nsw i64 %conv2.j1102, 28
-  %356 = mul nsw i64 %conv2.ty1113, 2
+  %354 = fadd <8 x float> %w124, %353
+  %355 = mul nsw i64 %conv2.j1092, 28
+  %356 = mul nsw i64 %conv2.ty1103, 2
   %357 = add nsw i64 %355, %356
   %358 = add nsw i64 %357, 1
   %359 = mul nsw i64 %358, 28
-  %360 = mul nsw i64 %conv2.tx1124, 2
+  %360 = mul nsw i64 %conv2.tx1114, 2
   %361 = add nsw i64 %359, %360
   %362 = add nsw i64 %361, 1
   %363 = mul nsw i64 %362, 16
   %364 = add nsw i64 1724480, %363
   %365 = mul nsw i64 %1, 8
-  %366 = mul nsw i64 %conv2.cv1135, 8
+  %366 = mul nsw i64 %conv2.cv1125, 8
   %367 = add nsw i64 %365, %366
   %368 = add nsw i64 %364, %367
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %368
   store <8 x float> %354, ptr %arena41, align 4
-  %cv113.next = add nsw i64 %conv2.cv1135, 1
-  %369 = icmp slt i64 %cv113.next, 1
-  br i1 %369, label %conv2.cv113, label %conv2.cv113.end
+  %cv112.next = add nsw i64 %conv2.cv1125, 1
+  %369 = icmp slt i64 %cv112.next, 1
+  br i1 %369, label %conv2.cv112, label %conv2.cv112.end
 
-conv2.cv113.end:                                  ; preds = %conv2.cv113
-  %tx112.next = add nsw i64 %conv2.tx1124, 1
-  %370 = icmp slt i64 %tx112.next, 14
-  br i1 %370, label %conv2.tx112, label %conv2.tx112.end
+conv2.cv112.end:                                  ; preds = %conv2.cv112
+  %tx111.next = add nsw i64 %conv2.tx1114, 1
+  %370 = icmp slt i64 %tx111.next, 14
+  br i1 %370, label %conv2.tx111, label %conv2.tx111.end
 
-conv2.j126:                                       ; preds = %conv2.c127.end, %conv2.j110.end
-  %conv2.j12642 = phi i64 [ 0, %conv2.j110.end ], [ %j126.next, %conv2.c127.end ]
-  br label %conv2.c127
+conv2.j125:                                       ; preds = %conv2.c126.end, %conv2.j109.end
+  %conv2.j12542 = phi i64 [ 0, %conv2.j109.end ], [ %j125.next, %conv2.c126.end ]
+  br label %conv2.c126
 
-conv2.j126.end:                                   ; preds = %conv2.c127.end
+conv2.j125.end:                                   ; preds = %conv2.c126.end
   ret void
 
-conv2.c127:                                       ; preds = %conv2.q128.end, %conv2.j126
-  %conv2.c12743 = phi i64 [ 0, %conv2.j126 ], [ %c127.next, %conv2.q128.end ]
-  br label %conv2.q128
+conv2.c126:                                       ; preds = %conv2.q127.end, %conv2.j125
+  %conv2.c12643 = phi i64 [ 0, %conv2.j125 ], [ %c126.next, %conv2.q127.end ]
+  br label %conv2.q127
 
-conv2.c127.end:                                   ; preds = %conv2.q128.end
-  %j126.next = add nsw i64 %conv2.j12642, 1
-  %371 = icmp slt i64 %j126.next, 1
-  br i1 %371, label %conv2.j126, label %conv2.j126.end
+conv2.c126.end:                                   ; preds = %conv2.q127.end
+  %j125.next = add nsw i64 %conv2.j12542, 1
+  %371 = icmp slt i64 %j125.next, 1
+  br i1 %371, label %conv2.j125, label %conv2.j125.end
 
-conv2.q128:                                       ; preds = %conv2.q128, %conv2.c127
-  %conv2.q12844 = phi i64 [ 0, %conv2.c127 ], [ %q128.next, %conv2.q128 ]
-  %372 = mul nsw i64 %conv2.j12642, 784
-  %373 = add nsw i64 %372, %conv2.q12844
+conv2.q127:                                       ; preds = %conv2.q127, %conv2.c126
+  %conv2.q12744 = phi i64 [ 0, %conv2.c126 ], [ %q127.next, %conv2.q127 ]
+  %372 = mul nsw i64 %conv2.j12542, 784
+  %373 = add nsw i64 %372, %conv2.q12744
   %374 = mul nsw i64 %373, 16
   %375 = add nsw i64 1724480, %374
   %376 = mul nsw i64 %1, 8
-  %377 = add nsw i64 %376, %conv2.c12743
+  %377 = add nsw i64 %376, %conv2.c12643
   %378 = add nsw i64 %375, %377
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %378
   %379 = load float, ptr %arena45, align 4
-  %380 = add nsw i64 %0, %conv2.j12642
-  %381 = mul nsw i64 %380, 12544
-  %382 = mul nsw i64 %1, 8
-  %383 = add nsw i64 %382, %conv2.c12743
-  %384 = mul nsw i64 %383, 784
-  %385 = add nsw i64 %381, %384
-  %386 = add nsw i64 %385, %conv2.q12844
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %386
-  store float %379, ptr %arena46, align 4
-  %q128.next = add nsw i64 %conv2.q12844, 1
-  %387 = icmp slt i64 %q128.next, 784
-  br i1 %387, label %conv2.q128, label %conv2.q128.end
+  %380 = fmul float 2.000000e+00, %379
+  %381 = fcmp ogt float 0xC055A926E0000000, %380
+  %382 = select i1 %381, float 0xC055A926E0000000, float %380
+  %383 = fcmp ogt float %382, 0x40562E4300000000
+  %384 = select i1 %383, float 0x40562E4300000000, float %382
+  %385 = fmul float %384, 0x3FF7154760000000
+  %386 = fadd float %385, 5.000000e-01
+  %387 = call float @llvm.floor.f32(float %386)
+  %388 = fmul float %387, 0x3FE6300000000000
+  %389 = fsub float %384, %388
+  %390 = fmul float %387, 0xBF2BD01060000000
+  %391 = fsub float %389, %390
+  %392 = fmul float 0x3F2A0D2CE0000000, %391
+  %393 = fadd float %392, 0x3F56E879C0000000
+  %394 = fmul float %393, %391
+  %395 = fadd float %394, 0x3F81112100000000
+  %396 = fmul float %395, %391
+  %397 = fadd float %396, 0x3FA5553820000000
+  %398 = fmul float %397, %391
+  %399 = fadd float %398, 0x3FC5555540000000
+  %400 = fmul float %399, %391
+  %401 = fadd float %400, 5.000000e-01
+  %402 = fmul float %391, %391
+  %403 = fmul float %401, %402
+  %404 = fadd float %403, %391
+  %405 = fadd float %404, 1.000000e+00
+  %406 = fptosi float %387 to i32
+  %407 = add i32 %406, 126
+  %408 = shl i32 %407, 23
+  %409 = bitcast i32 %408 to float
+  %410 = fmul float %405, %409
+  %411 = fmul float %410, 2.000000e+00
+  %412 = fcmp ogt float 0xC055A926E0000000, %380
+  %413 = select i1 %412, float 0.000000e+00, float %411
+  %414 = fcmp ogt float %380, 0x40562E4300000000
+  %415 = select i1 %414, float 0x7FF0000000000000, float %413
+  %416 = fcmp uno float %380, %380
+  %417 = select i1 %416, float %380, float %415
+  %418 = fadd float %417, 1.000000e+00
+  %419 = fdiv float 2.000000e+00, %418
+  %420 = fsub float 1.000000e+00, %419
+  %421 = add nsw i64 %0, %conv2.j12542
+  %422 = mul nsw i64 %421, 12544
+  %423 = mul nsw i64 %1, 8
+  %424 = add nsw i64 %423, %conv2.c12643
+  %425 = mul nsw i64 %424, 784
+  %426 = add nsw i64 %422, %425
+  %427 = add nsw i64 %426, %conv2.q12744
+  %428 = add nsw i64 802816, %427
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %428
+  store float %420, ptr %arena46, align 4
+  %q127.next = add nsw i64 %conv2.q12744, 1
+  %429 = icmp slt i64 %q127.next, 784
+  br i1 %429, label %conv2.q127, label %conv2.q127.end
 
-conv2.q128.end:                                   ; preds = %conv2.q128
-  %c127.next = add nsw i64 %conv2.c12743, 1
-  %388 = icmp slt i64 %c127.next, 8
-  br i1 %388, label %conv2.c127, label %conv2.c127.end
+conv2.q127.end:                                   ; preds = %conv2.q127
+  %c126.next = add nsw i64 %conv2.c12643, 1
+  %430 = icmp slt i64 %c126.next, 8
+  br i1 %430, label %conv2.c126, label %conv2.c126.end
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k2.conv2.part103.gemm109(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @residual_infer_b64.k1.conv2.part102.gemm108(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %conv2.t107_a13 = alloca <8 x float>, align 32
-  %conv2.t107_a12 = alloca <8 x float>, align 32
-  %conv2.t107_a11 = alloca <8 x float>, align 32
-  %conv2.t107_a10 = alloca <8 x float>, align 32
-  %conv2.t107_a9 = alloca <8 x float>, align 32
-  %conv2.t107_a8 = alloca <8 x float>, align 32
-  %conv2.t107_a7 = alloca <8 x float>, align 32
-  %conv2.t107_a6 = alloca <8 x float>, align 32
-  %conv2.t107_a5 = alloca <8 x float>, align 32
-  %conv2.t107_a4 = alloca <8 x float>, align 32
-  %conv2.t107_a3 = alloca <8 x float>, align 32
-  %conv2.t107_a2 = alloca <8 x float>, align 32
-  %conv2.t107_a1 = alloca <8 x float>, align 32
-  %conv2.t107_a0 = alloca <8 x float>, align 32
-  %conv2.t107_b0 = alloca <8 x float>, align 32
-  %conv2.t107_c13_0 = alloca <8 x float>, align 32
-  %conv2.t107_c12_0 = alloca <8 x float>, align 32
-  %conv2.t107_c11_0 = alloca <8 x float>, align 32
-  %conv2.t107_c10_0 = alloca <8 x float>, align 32
-  %conv2.t107_c9_0 = alloca <8 x float>, align 32
-  %conv2.t107_c8_0 = alloca <8 x float>, align 32
-  %conv2.t107_c7_0 = alloca <8 x float>, align 32
-  %conv2.t107_c6_0 = alloca <8 x float>, align 32
-  %conv2.t107_c5_0 = alloca <8 x float>, align 32
-  %conv2.t107_c4_0 = alloca <8 x float>, align 32
-  %conv2.t107_c3_0 = alloca <8 x float>, align 32
-  %conv2.t107_c2_0 = alloca <8 x float>, align 32
-  %conv2.t107_c1_0 = alloca <8 x float>, align 32
-  %conv2.t107_c0_0 = alloca <8 x float>, align 32
-  br label %conv2.nb105
+  %conv2.t106_a13 = alloca <8 x float>, align 32
+  %conv2.t106_a12 = alloca <8 x float>, align 32
+  %conv2.t106_a11 = alloca <8 x float>, align 32
+  %conv2.t106_a10 = alloca <8 x float>, align 32
+  %conv2.t106_a9 = alloca <8 x float>, align 32
+  %conv2.t106_a8 = alloca <8 x float>, align 32
+  %conv2.t106_a7 = alloca <8 x float>, align 32
+  %conv2.t106_a6 = alloca <8 x float>, align 32
+  %conv2.t106_a5 = alloca <8 x float>, align 32
+  %conv2.t106_a4 = alloca <8 x float>, align 32
+  %conv2.t106_a3 = alloca <8 x float>, align 32
+  %conv2.t106_a2 = alloca <8 x float>, align 32
+  %conv2.t106_a1 = alloca <8 x float>, align 32
+  %conv2.t106_a0 = alloca <8 x float>, align 32
+  %conv2.t106_b0 = alloca <8 x float>, align 32
+  %conv2.t106_c13_0 = alloca <8 x float>, align 32
+  %conv2.t106_c12_0 = alloca <8 x float>, align 32
+  %conv2.t106_c11_0 = alloca <8 x float>, align 32
+  %conv2.t106_c10_0 = alloca <8 x float>, align 32
+  %conv2.t106_c9_0 = alloca <8 x float>, align 32
+  %conv2.t106_c8_0 = alloca <8 x float>, align 32
+  %conv2.t106_c7_0 = alloca <8 x float>, align 32
+  %conv2.t106_c6_0 = alloca <8 x float>, align 32
+  %conv2.t106_c5_0 = alloca <8 x float>, align 32
+  %conv2.t106_c4_0 = alloca <8 x float>, align 32
+  %conv2.t106_c3_0 = alloca <8 x float>, align 32
+  %conv2.t106_c2_0 = alloca <8 x float>, align 32
+  %conv2.t106_c1_0 = alloca <8 x float>, align 32
+  %conv2.t106_c0_0 = alloca <8 x float>, align 32
+  br label %conv2.nb104
 
-conv2.nb105:                                      ; preds = %conv2.mb106.end, %entry
-  %conv2.nb1051 = phi i64 [ 0, %entry ], [ %nb105.next, %conv2.mb106.end ]
-  br label %conv2.mb106
+conv2.nb104:                                      ; preds = %conv2.mb105.end, %entry
+  %conv2.nb1041 = phi i64 [ 0, %entry ], [ %nb104.next, %conv2.mb105.end ]
+  br label %conv2.mb105
 
-conv2.nb105.end:                                  ; preds = %conv2.mb106.end
+conv2.nb104.end:                                  ; preds = %conv2.mb105.end
   ret void
 
-conv2.mb106:                                      ; preds = %conv2.k108.end, %conv2.nb105
-  %conv2.mb1062 = phi i64 [ 0, %conv2.nb105 ], [ %mb106.next, %conv2.k108.end ]
-  store <8 x float> zeroinitializer, ptr %conv2.t107_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t107_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t107_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t107_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t107_c4_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t107_c5_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t107_c6_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t107_c7_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t107_c8_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t107_c9_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t107_c10_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t107_c11_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t107_c12_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t107_c13_0, align 32
-  br label %conv2.k108
+conv2.mb105:                                      ; preds = %conv2.k107.end, %conv2.nb104
+  %conv2.mb1052 = phi i64 [ 0, %conv2.nb104 ], [ %mb105.next, %conv2.k107.end ]
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c5_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c6_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c7_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c8_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c9_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c10_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c11_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c12_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c13_0, align 32
+  br label %conv2.k107
 
-conv2.mb106.end:                                  ; preds = %conv2.k108.end
-  %nb105.next = add nsw i64 %conv2.nb1051, 1
-  %2 = icmp slt i64 %nb105.next, 1
-  br i1 %2, label %conv2.nb105, label %conv2.nb105.end
+conv2.mb105.end:                                  ; preds = %conv2.k107.end
+  %nb104.next = add nsw i64 %conv2.nb1041, 1
+  %2 = icmp slt i64 %nb104.next, 1
+  br i1 %2, label %conv2.nb104, label %conv2.nb104.end
 
-conv2.k108:                                       ; preds = %conv2.k108, %conv2.mb106
-  %conv2.k1083 = phi i64 [ 0, %conv2.mb106 ], [ %k108.next, %conv2.k108 ]
+conv2.k107:                                       ; preds = %conv2.k107, %conv2.mb105
+  %conv2.k1073 = phi i64 [ 0, %conv2.mb105 ], [ %k107.next, %conv2.k107 ]
   %3 = mul nsw i64 %0, 256
   %4 = add nsw i64 1605632, %3
   %5 = mul nsw i64 %1, 8
   %6 = add nsw i64 %4, %5
-  %7 = mul nsw i64 %conv2.k1083, 16
+  %7 = mul nsw i64 %conv2.k1073, 16
   %8 = add nsw i64 %6, %7
-  %9 = mul nsw i64 %conv2.nb1051, 8
+  %9 = mul nsw i64 %conv2.nb1041, 8
   %10 = add nsw i64 %8, %9
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %11, ptr %conv2.t107_b0, align 32
+  store <8 x float> %11, ptr %conv2.t106_b0, align 32
   %12 = mul nsw i64 %0, 3136
   %13 = add nsw i64 1624128, %12
-  %14 = mul nsw i64 %conv2.mb1062, 14
+  %14 = mul nsw i64 %conv2.mb1052, 14
   %15 = mul nsw i64 %14, 16
   %16 = add nsw i64 %13, %15
-  %17 = add nsw i64 %16, %conv2.k1083
+  %17 = add nsw i64 %16, %conv2.k1073
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %17
   %18 = load float, ptr %arena5, align 4
   %19 = insertelement <8 x float> undef, float %18, i32 0
   %20 = shufflevector <8 x float> %19, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %20, ptr %conv2.t107_a0, align 32
-  %t107_a0 = load <8 x float>, ptr %conv2.t107_a0, align 32
-  %t107_b0 = load <8 x float>, ptr %conv2.t107_b0, align 32
-  %t107_c0_0 = load <8 x float>, ptr %conv2.t107_c0_0, align 32
-  %21 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a0, <8 x float> %t107_b0, <8 x float> %t107_c0_0)
-  store <8 x float> %21, ptr %conv2.t107_c0_0, align 32
+  store <8 x float> %20, ptr %conv2.t106_a0, align 32
+  %t106_a0 = load <8 x float>, ptr %conv2.t106_a0, align 32
+  %t106_b0 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c0_0 = load <8 x float>, ptr %conv2.t106_c0_0, align 32
+  %21 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a0, <8 x float> %t106_b0, <8 x float> %t106_c0_0)
+  store <8 x float> %21, ptr %conv2.t106_c0_0, align 32
   %22 = mul nsw i64 %0, 3136
   %23 = add nsw i64 1624128, %22
-  %24 = mul nsw i64 %conv2.mb1062, 14
+  %24 = mul nsw i64 %conv2.mb1052, 14
   %25 = add nsw i64 %24, 1
   %26 = mul nsw i64 %25, 16
   %27 = add nsw i64 %23, %26
-  %28 = add nsw i64 %27, %conv2.k1083
+  %28 = add nsw i64 %27, %conv2.k1073
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %28
   %29 = load float, ptr %arena6, align 4
   %30 = insertelement <8 x float> undef, float %29, i32 0
   %31 = shufflevector <8 x float> %30, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %31, ptr %conv2.t107_a1, align 32
-  %t107_a1 = load <8 x float>, ptr %conv2.t107_a1, align 32
-  %t107_b07 = load <8 x float>, ptr %conv2.t107_b0, align 32
-  %t107_c1_0 = load <8 x float>, ptr %conv2.t107_c1_0, align 32
-  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a1, <8 x float> %t107_b07, <8 x float> %t107_c1_0)
-  store <8 x float> %32, ptr %conv2.t107_c1_0, align 32
+  store <8 x float> %31, ptr %conv2.t106_a1, align 32
+  %t106_a1 = load <8 x float>, ptr %conv2.t106_a1, align 32
+  %t106_b07 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c1_0 = load <8 x float>, ptr %conv2.t106_c1_0, align 32
+  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a1, <8 x float> %t106_b07, <8 x float> %t106_c1_0)
+  store <8 x float> %32, ptr %conv2.t106_c1_0, align 32
   %33 = mul nsw i64 %0, 3136
   %34 = add nsw i64 1624128, %33
-  %35 = mul nsw i64 %conv2.mb1062, 14
+  %35 = mul nsw i64 %conv2.mb1052, 14
   %36 = add nsw i64 %35, 2
   %37 = mul nsw i64 %36, 16
   %38 = add nsw i64 %34, %37
-  %39 = add nsw i64 %38, %conv2.k1083
+  %39 = add nsw i64 %38, %conv2.k1073
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %39
   %40 = load float, ptr %arena8, align 4
   %41 = insertelement <8 x float> undef, float %40, i32 0
   %42 = shufflevector <8 x float> %41, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %42, ptr %conv2.t107_a2, align 32
-  %t107_a2 = load <8 x float>, ptr %conv2.t107_a2, align 32
-  %t107_b09 = load <8 x float>, ptr %conv2.t107_b0, align 32
-  %t107_c2_0 = load <8 x float>, ptr %conv2.t107_c2_0, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a2, <8 x float> %t107_b09, <8 x float> %t107_c2_0)
-  store <8 x float> %43, ptr %conv2.t107_c2_0, align 32
+  store <8 x float> %42, ptr %conv2.t106_a2, align 32
+  %t106_a2 = load <8 x float>, ptr %conv2.t106_a2, align 32
+  %t106_b09 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c2_0 = load <8 x float>, ptr %conv2.t106_c2_0, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a2, <8 x float> %t106_b09, <8 x float> %t106_c2_0)
+  store <8 x float> %43, ptr %conv2.t106_c2_0, align 32
   %44 = mul nsw i64 %0, 3136
   %45 = add nsw i64 1624128, %44
-  %46 = mul nsw i64 %conv2.mb1062, 14
+  %46 = mul nsw i64 %conv2.mb1052, 14
   %47 = add nsw i64 %46, 3
   %48 = mul nsw i64 %47, 16
   %49 = add nsw i64 %45, %48
-  %50 = add nsw i64 %49, %conv2.k1083
+  %50 = add nsw i64 %49, %conv2.k1073
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %50
   %51 = load float, ptr %arena10, align 4
   %52 = insertelement <8 x float> undef, float %51, i32 0
   %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %53, ptr %conv2.t107_a3, align 32
-  %t107_a3 = load <8 x float>, ptr %conv2.t107_a3, align 32
-  %t107_b011 = load <8 x float>, ptr %conv2.t107_b0, align 32
-  %t107_c3_0 = load <8 x float>, ptr %conv2.t107_c3_0, align 32
-  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a3, <8 x float> %t107_b011, <8 x float> %t107_c3_0)
-  store <8 x float> %54, ptr %conv2.t107_c3_0, align 32
+  store <8 x float> %53, ptr %conv2.t106_a3, align 32
+  %t106_a3 = load <8 x float>, ptr %conv2.t106_a3, align 32
+  %t106_b011 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c3_0 = load <8 x float>, ptr %conv2.t106_c3_0, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a3, <8 x float> %t106_b011, <8 x float> %t106_c3_0)
+  store <8 x float> %54, ptr %conv2.t106_c3_0, align 32
   %55 = mul nsw i64 %0, 3136
   %56 = add nsw i64 1624128, %55
-  %57 = mul nsw i64 %conv2.mb1062, 14
+  %57 = mul nsw i64 %conv2.mb1052, 14
   %58 = add nsw i64 %57, 4
   %59 = mul nsw i64 %58, 16
   %60 = add nsw i64 %56, %59
-  %61 = add nsw i64 %60, %conv2.k1083
+  %61 = add nsw i64 %60, %conv2.k1073
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load float, ptr %arena12, align 4
   %63 = insertelement <8 x float> undef, float %62, i32 0
   %64 = shufflevector <8 x float> %63, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %64, ptr %conv2.t107_a4, align 32
-  %t107_a4 = load <8 x float>, ptr %conv2.t107_a4, align 32
-  %t107_b013 = load <8 x float>, ptr %conv2.t107_b0, align 32
-  %t107_c4_0 = load <8 x float>, ptr %conv2.t107_c4_0, align 32
-  %65 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a4, <8 x float> %t107_b013, <8 x float> %t107_c4_0)
-  store <8 x float> %65, ptr %conv2.t107_c4_0, align 32
+  store <8 x float> %64, ptr %conv2.t106_a4, align 32
+  %t106_a4 = load <8 x float>, ptr %conv2.t106_a4, align 32
+  %t106_b013 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c4_0 = load <8 x float>, ptr %conv2.t106_c4_0, align 32
+  %65 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a4, <8 x float> %t106_b013, <8 x float> %t106_c4_0)
+  store <8 x float> %65, ptr %conv2.t106_c4_0, align 32
   %66 = mul nsw i64 %0, 3136
   %67 = add nsw i64 1624128, %66
-  %68 = mul nsw i64 %conv2.mb1062, 14
+  %68 = mul nsw i64 %conv2.mb1052, 14
   %69 = add nsw i64 %68, 5
   %70 = mul nsw i64 %69, 16
   %71 = add nsw i64 %67, %70
-  %72 = add nsw i64 %71, %conv2.k1083
+  %72 = add nsw i64 %71, %conv2.k1073
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load float, ptr %arena14, align 4
   %74 = insertelement <8 x float> undef, float %73, i32 0
   %75 = shufflevector <8 x float> %74, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %75, ptr %conv2.t107_a5, align 32
-  %t107_a5 = load <8 x float>, ptr %conv2.t107_a5, align 32
-  %t107_b015 = load <8 x float>, ptr %conv2.t107_b0, align 32
-  %t107_c5_0 = load <8 x float>, ptr %conv2.t107_c5_0, align 32
-  %76 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a5, <8 x float> %t107_b015, <8 x float> %t107_c5_0)
-  store <8 x float> %76, ptr %conv2.t107_c5_0, align 32
+  store <8 x float> %75, ptr %conv2.t106_a5, align 32
+  %t106_a5 = load <8 x float>, ptr %conv2.t106_a5, align 32
+  %t106_b015 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c5_0 = load <8 x float>, ptr %conv2.t106_c5_0, align 32
+  %76 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a5, <8 x float> %t106_b015, <8 x float> %t106_c5_0)
+  store <8 x float> %76, ptr %conv2.t106_c5_0, align 32
   %77 = mul nsw i64 %0, 3136
   %78 = add nsw i64 1624128, %77
-  %79 = mul nsw i64 %conv2.mb1062, 14
+  %79 = mul nsw i64 %conv2.mb1052, 14
   %80 = add nsw i64 %79, 6
   %81 = mul nsw i64 %80, 16
   %82 = add nsw i64 %78, %81
-  %83 = add nsw i64 %82, %conv2.k1083
+  %83 = add nsw i64 %82, %conv2.k1073
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %83
   %84 = load float, ptr %arena16, align 4
   %85 = insertelement <8 x float> undef, float %84, i32 0
   %86 = shufflevector <8 x float> %85, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %86, ptr %conv2.t107_a6, align 32
-  %t107_a6 = load <8 x float>, ptr %conv2.t107_a6, align 32
-  %t107_b017 = load <8 x float>, ptr %conv2.t107_b0, align 32
-  %t107_c6_0 = load <8 x float>, ptr %conv2.t107_c6_0, align 32
-  %87 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a6, <8 x float> %t107_b017, <8 x float> %t107_c6_0)
-  store <8 x float> %87, ptr %conv2.t107_c6_0, align 32
+  store <8 x float> %86, ptr %conv2.t106_a6, align 32
+  %t106_a6 = load <8 x float>, ptr %conv2.t106_a6, align 32
+  %t106_b017 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c6_0 = load <8 x float>, ptr %conv2.t106_c6_0, align 32
+  %87 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a6, <8 x float> %t106_b017, <8 x float> %t106_c6_0)
+  store <8 x float> %87, ptr %conv2.t106_c6_0, align 32
   %88 = mul nsw i64 %0, 3136
   %89 = add nsw i64 1624128, %88
-  %90 = mul nsw i64 %conv2.mb1062, 14
+  %90 = mul nsw i64 %conv2.mb1052, 14
   %91 = add nsw i64 %90, 7
   %92 = mul nsw i64 %91, 16
   %93 = add nsw i64 %89, %92
-  %94 = add nsw i64 %93, %conv2.k1083
+  %94 = add nsw i64 %93, %conv2.k1073
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %94
   %95 = load float, ptr %arena18, align 4
   %96 = insertelement <8 x float> undef, float %95, i32 0
   %97 = shufflevector <8 x float> %96, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %97, ptr %conv2.t107_a7, align 32
-  %t107_a7 = load <8 x float>, ptr %conv2.t107_a7, align 32
-  %t107_b019 = load <8 x float>, ptr %conv2.t107_b0, align 32
-  %t107_c7_0 = load <8 x float>, ptr %conv2.t107_c7_0, align 32
-  %98 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a7, <8 x float> %t107_b019, <8 x float> %t107_c7_0)
-  store <8 x float> %98, ptr %conv2.t107_c7_0, align 32
+  store <8 x float> %97, ptr %conv2.t106_a7, align 32
+  %t106_a7 = load <8 x float>, ptr %conv2.t106_a7, align 32
+  %t106_b019 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c7_0 = load <8 x float>, ptr %conv2.t106_c7_0, align 32
+  %98 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a7, <8 x float> %t106_b019, <8 x float> %t106_c7_0)
+  store <8 x float> %98, ptr %conv2.t106_c7_0, align 32
   %99 = mul nsw i64 %0, 3136
   %100 = add nsw i64 1624128, %99
-  %101 = mul nsw i64 %conv2.mb1062, 14
+  %101 = mul nsw i64 %conv2.mb1052, 14
   %102 = add nsw i64 %101, 8
   %103 = mul nsw i64 %102, 16
   %104 = add nsw i64 %100, %103
-  %105 = add nsw i64 %104, %conv2.k1083
+  %105 = add nsw i64 %104, %conv2.k1073
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %105
   %106 = load float, ptr %arena20, align 4
   %107 = insertelement <8 x float> undef, float %106, i32 0
   %108 = shufflevector <8 x float> %107, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %108, ptr %conv2.t107_a8, align 32
-  %t107_a8 = load <8 x float>, ptr %conv2.t107_a8, align 32
-  %t107_b021 = load <8 x float>, ptr %conv2.t107_b0, align 32
-  %t107_c8_0 = load <8 x float>, ptr %conv2.t107_c8_0, align 32
-  %109 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a8, <8 x float> %t107_b021, <8 x float> %t107_c8_0)
-  store <8 x float> %109, ptr %conv2.t107_c8_0, align 32
+  store <8 x float> %108, ptr %conv2.t106_a8, align 32
+  %t106_a8 = load <8 x float>, ptr %conv2.t106_a8, align 32
+  %t106_b021 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c8_0 = load <8 x float>, ptr %conv2.t106_c8_0, align 32
+  %109 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a8, <8 x float> %t106_b021, <8 x float> %t106_c8_0)
+  store <8 x float> %109, ptr %conv2.t106_c8_0, align 32
   %110 = mul nsw i64 %0, 3136
   %111 = add nsw i64 1624128, %110
-  %112 = mul nsw i64 %conv2.mb1062, 14
+  %112 = mul nsw i64 %conv2.mb1052, 14
   %113 = add nsw i64 %112, 9
   %114 = mul nsw i64 %113, 16
   %115 = add nsw i64 %111, %114
-  %116 = add nsw i64 %115, %conv2.k1083
+  %116 = add nsw i64 %115, %conv2.k1073
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load float, ptr %arena22, align 4
   %118 = insertelement <8 x float> undef, float %117, i32 0
   %119 = shufflevector <8 x float> %118, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %119, ptr %conv2.t107_a9, align 32
-  %t107_a9 = load <8 x float>, ptr %conv2.t107_a9, align 32
-  %t107_b023 = load <8 x float>, ptr %conv2.t107_b0, align 32
-  %t107_c9_0 = load <8 x float>, ptr %conv2.t107_c9_0, align 32
-  %120 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a9, <8 x float> %t107_b023, <8 x float> %t107_c9_0)
-  store <8 x float> %120, ptr %conv2.t107_c9_0, align 32
+  store <8 x float> %119, ptr %conv2.t106_a9, align 32
+  %t106_a9 = load <8 x float>, ptr %conv2.t106_a9, align 32
+  %t106_b023 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c9_0 = load <8 x float>, ptr %conv2.t106_c9_0, align 32
+  %120 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a9, <8 x float> %t106_b023, <8 x float> %t106_c9_0)
+  store <8 x float> %120, ptr %conv2.t106_c9_0, align 32
   %121 = mul nsw i64 %0, 3136
   %122 = add nsw i64 1624128, %121
-  %123 = mul nsw i64 %conv2.mb1062, 14
+  %123 = mul nsw i64 %conv2.mb1052, 14
   %124 = add nsw i64 %123, 10
   %125 = mul nsw i64 %124, 16
   %126 = add nsw i64 %122, %125
-  %127 = add nsw i64 %126, %conv2.k1083
+  %127 = add nsw i64 %126, %conv2.k1073
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %127
   %128 = load float, ptr %arena24, align 4
   %129 = insertelement <8 x float> undef, float %128, i32 0
   %130 = shufflevector <8 x float> %129, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %130, ptr %conv2.t107_a10, align 32
-  %t107_a10 = load <8 x float>, ptr %conv2.t107_a10, align 32
-  %t107_b025 = load <8 x float>, ptr %conv2.t107_b0, align 32
-  %t107_c10_0 = load <8 x float>, ptr %conv2.t107_c10_0, align 32
-  %131 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a10, <8 x float> %t107_b025, <8 x float> %t107_c10_0)
-  store <8 x float> %131, ptr %conv2.t107_c10_0, align 32
+  store <8 x float> %130, ptr %conv2.t106_a10, align 32
+  %t106_a10 = load <8 x float>, ptr %conv2.t106_a10, align 32
+  %t106_b025 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c10_0 = load <8 x float>, ptr %conv2.t106_c10_0, align 32
+  %131 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a10, <8 x float> %t106_b025, <8 x float> %t106_c10_0)
+  store <8 x float> %131, ptr %conv2.t106_c10_0, align 32
   %132 = mul nsw i64 %0, 3136
   %133 = add nsw i64 1624128, %132
-  %134 = mul nsw i64 %conv2.mb1062, 14
+  %134 = mul nsw i64 %conv2.mb1052, 14
   %135 = add nsw i64 %134, 11
   %136 = mul nsw i64 %135, 16
   %137 = add nsw i64 %133, %136
-  %138 = add nsw i64 %137, %conv2.k1083
+  %138 = add nsw i64 %137, %conv2.k1073
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %138
   %139 = load float, ptr %arena26, align 4
   %140 = insertelement <8 x float> undef, float %139, i32 0
   %141 = shufflevector <8 x float> %140, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %141, ptr %conv2.t107_a11, align 32
-  %t107_a11 = load <8 x float>, ptr %conv2.t107_a11, align 32
-  %t107_b027 = load <8 x float>, ptr %conv2.t107_b0, align 32
-  %t107_c11_0 = load <8 x float>, ptr %conv2.t107_c11_0, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a11, <8 x float> %t107_b027, <8 x float> %t107_c11_0)
-  store <8 x float> %142, ptr %conv2.t107_c11_0, align 32
+  store <8 x float> %141, ptr %conv2.t106_a11, align 32
+  %t106_a11 = load <8 x float>, ptr %conv2.t106_a11, align 32
+  %t106_b027 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c11_0 = load <8 x float>, ptr %conv2.t106_c11_0, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a11, <8 x float> %t106_b027, <8 x float> %t106_c11_0)
+  store <8 x float> %142, ptr %conv2.t106_c11_0, align 32
   %143 = mul nsw i64 %0, 3136
   %144 = add nsw i64 1624128, %143
-  %145 = mul nsw i64 %conv2.mb1062, 14
+  %145 = mul nsw i64 %conv2.mb1052, 14
   %146 = add nsw i64 %145, 12
   %147 = mul nsw i64 %146, 16
   %148 = add nsw i64 %144, %147
-  %149 = add nsw i64 %148, %conv2.k1083
+  %149 = add nsw i64 %148, %conv2.k1073
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %149
   %150 = load float, ptr %arena28, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %conv2.t107_a12, align 32
-  %t107_a12 = load <8 x float>, ptr %conv2.t107_a12, align 32
-  %t107_b029 = load <8 x float>, ptr %conv2.t107_b0, align 32
-  %t107_c12_0 = load <8 x float>, ptr %conv2.t107_c12_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a12, <8 x float> %t107_b029, <8 x float> %t107_c12_0)
-  store <8 x float> %153, ptr %conv2.t107_c12_0, align 32
+  store <8 x float> %152, ptr %conv2.t106_a12, align 32
+  %t106_a12 = load <8 x float>, ptr %conv2.t106_a12, align 32
+  %t106_b029 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c12_0 = load <8 x float>, ptr %conv2.t106_c12_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a12, <8 x float> %t106_b029, <8 x float> %t106_c12_0)
+  store <8 x float> %153, ptr %conv2.t106_c12_0, align 32
   %154 = mul nsw i64 %0, 3136
   %155 = add nsw i64 1624128, %154
-  %156 = mul nsw i64 %conv2.mb1062, 14
+  %156 = mul nsw i64 %conv2.mb1052, 14
   %157 = add nsw i64 %156, 13
   %158 = mul nsw i64 %157, 16
   %159 = add nsw i64 %155, %158
-  %160 = add nsw i64 %159, %conv2.k1083
+  %160 = add nsw i64 %159, %conv2.k1073
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %160
   %161 = load float, ptr %arena30, align 4
   %162 = insertelement <8 x float> undef, float %161, i32 0
   %163 = shufflevector <8 x float> %162, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %163, ptr %conv2.t107_a13, align 32
-  %t107_a13 = load <8 x float>, ptr %conv2.t107_a13, align 32
-  %t107_b031 = load <8 x float>, ptr %conv2.t107_b0, align 32
-  %t107_c13_0 = load <8 x float>, ptr %conv2.t107_c13_0, align 32
-  %164 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a13, <8 x float> %t107_b031, <8 x float> %t107_c13_0)
-  store <8 x float> %164, ptr %conv2.t107_c13_0, align 32
-  %k108.next = add nsw i64 %conv2.k1083, 1
-  %165 = icmp slt i64 %k108.next, 16
-  br i1 %165, label %conv2.k108, label %conv2.k108.end
+  store <8 x float> %163, ptr %conv2.t106_a13, align 32
+  %t106_a13 = load <8 x float>, ptr %conv2.t106_a13, align 32
+  %t106_b031 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c13_0 = load <8 x float>, ptr %conv2.t106_c13_0, align 32
+  %164 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a13, <8 x float> %t106_b031, <8 x float> %t106_c13_0)
+  store <8 x float> %164, ptr %conv2.t106_c13_0, align 32
+  %k107.next = add nsw i64 %conv2.k1073, 1
+  %165 = icmp slt i64 %k107.next, 16
+  br i1 %165, label %conv2.k107, label %conv2.k107.end
 
-conv2.k108.end:                                   ; preds = %conv2.k108
-  %t107_c0_032 = load <8 x float>, ptr %conv2.t107_c0_0, align 32
+conv2.k107.end:                                   ; preds = %conv2.k107
+  %t106_c0_032 = load <8 x float>, ptr %conv2.t106_c0_0, align 32
   %166 = mul nsw i64 %0, 3136
   %167 = add nsw i64 1674304, %166
   %168 = mul nsw i64 %1, 8
   %169 = add nsw i64 %167, %168
-  %170 = mul nsw i64 %conv2.mb1062, 14
+  %170 = mul nsw i64 %conv2.mb1052, 14
   %171 = mul nsw i64 %170, 16
   %172 = add nsw i64 %169, %171
-  %173 = mul nsw i64 %conv2.nb1051, 8
+  %173 = mul nsw i64 %conv2.nb1041, 8
   %174 = add nsw i64 %172, %173
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t107_c0_032, ptr %arena33, align 4
-  %t107_c1_034 = load <8 x float>, ptr %conv2.t107_c1_0, align 32
+  store <8 x float> %t106_c0_032, ptr %arena33, align 4
+  %t106_c1_034 = load <8 x float>, ptr %conv2.t106_c1_0, align 32
   %175 = mul nsw i64 %0, 3136
   %176 = add nsw i64 1674304, %175
   %177 = mul nsw i64 %1, 8
   %178 = add nsw i64 %176, %177
-  %179 = mul nsw i64 %conv2.mb1062, 14
+  %179 = mul nsw i64 %conv2.mb1052, 14
   %180 = add nsw i64 %179, 1
   %181 = mul nsw i64 %180, 16
   %182 = add nsw i64 %178, %181
-  %183 = mul nsw i64 %conv2.nb1051, 8
+  %183 = mul nsw i64 %conv2.nb1041, 8
   %184 = add nsw i64 %182, %183
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %184
-  store <8 x float> %t107_c1_034, ptr %arena35, align 4
-  %t107_c2_036 = load <8 x float>, ptr %conv2.t107_c2_0, align 32
+  store <8 x float> %t106_c1_034, ptr %arena35, align 4
+  %t106_c2_036 = load <8 x float>, ptr %conv2.t106_c2_0, align 32
   %185 = mul nsw i64 %0, 3136
   %186 = add nsw i64 1674304, %185
   %187 = mul nsw i64 %1, 8
   %188 = add nsw i64 %186, %187
-  %189 = mul nsw i64 %conv2.mb1062, 14
+  %189 = mul nsw i64 %conv2.mb1052, 14
   %190 = add nsw i64 %189, 2
   %191 = mul nsw i64 %190, 16
   %192 = add nsw i64 %188, %191
-  %193 = mul nsw i64 %conv2.nb1051, 8
+  %193 = mul nsw i64 %conv2.nb1041, 8
   %194 = add nsw i64 %192, %193
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %194
-  store <8 x float> %t107_c2_036, ptr %arena37, align 4
-  %t107_c3_038 = load <8 x float>, ptr %conv2.t107_c3_0, align 32
+  store <8 x float> %t106_c2_036, ptr %arena37, align 4
+  %t106_c3_038 = load <8 x float>, ptr %conv2.t106_c3_0, align 32
   %195 = mul nsw i64 %0, 3136
   %196 = add nsw i64 1674304, %195
   %197 = mul nsw i64 %1, 8
   %198 = add nsw i64 %196, %197
-  %199 = mul nsw i64 %conv2.mb1062, 14
+  %199 = mul nsw i64 %conv2.mb1052, 14
   %200 = add nsw i64 %199, 3
   %201 = mul nsw i64 %200, 16
   %202 = add nsw i64 %198, %201
-  %203 = mul nsw i64 %conv2.nb1051, 8
+  %203 = mul nsw i64 %conv2.nb1041, 8
   %204 = add nsw i64 %202, %203
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %204
-  store <8 x float> %t107_c3_038, ptr %arena39, align 4
-  %t107_c4_040 = load <8 x float>, ptr %conv2.t107_c4_0, align 32
+  store <8 x float> %t106_c3_038, ptr %arena39, align 4
+  %t106_c4_040 = load <8 x float>, ptr %conv2.t106_c4_0, align 32
   %205 = mul nsw i64 %0, 3136
   %206 = add nsw i64 1674304, %205
   %207 = mul nsw i64 %1, 8
   %208 = add nsw i64 %206, %207
-  %209 = mul nsw i64 %conv2.mb1062, 14
+  %209 = mul nsw i64 %conv2.mb1052, 14
   %210 = add nsw i64 %209, 4
   %211 = mul nsw i64 %210, 16
   %212 = add nsw i64 %208, %211
-  %213 = mul nsw i64 %conv2.nb1051, 8
+  %213 = mul nsw i64 %conv2.nb1041, 8
   %214 = add nsw i64 %212, %213
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %214
-  store <8 x float> %t107_c4_040, ptr %arena41, align 4
-  %t107_c5_042 = load <8 x float>, ptr %conv2.t107_c5_0, align 32
+  store <8 x float> %t106_c4_040, ptr %arena41, align 4
+  %t106_c5_042 = load <8 x float>, ptr %conv2.t106_c5_0, align 32
   %215 = mul nsw i64 %0, 3136
   %216 = add nsw i64 1674304, %215
   %217 = mul nsw i64 %1, 8
   %218 = add nsw i64 %216, %217
-  %219 = mul nsw i64 %conv2.mb1062, 14
+  %219 = mul nsw i64 %conv2.mb1052, 14
   %220 = add nsw i64 %219, 5
   %221 = mul nsw i64 %220, 16
   %222 = add nsw i64 %218, %221
-  %223 = mul nsw i64 %conv2.nb1051, 8
+  %223 = mul nsw i64 %conv2.nb1041, 8
   %224 = add nsw i64 %222, %223
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t107_c5_042, ptr %arena43, align 4
-  %t107_c6_044 = load <8 x float>, ptr %conv2.t107_c6_0, align 32
+  store <8 x float> %t106_c5_042, ptr %arena43, align 4
+  %t106_c6_044 = load <8 x float>, ptr %conv2.t106_c6_0, align 32
   %225 = mul nsw i64 %0, 3136
   %226 = add nsw i64 1674304, %225
   %227 = mul nsw i64 %1, 8
   %228 = add nsw i64 %226, %227
-  %229 = mul nsw i64 %conv2.mb1062, 14
+  %229 = mul nsw i64 %conv2.mb1052, 14
   %230 = add nsw i64 %229, 6
   %231 = mul nsw i64 %230, 16
   %232 = add nsw i64 %228, %231
-  %233 = mul nsw i64 %conv2.nb1051, 8
+  %233 = mul nsw i64 %conv2.nb1041, 8
   %234 = add nsw i64 %232, %233
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <8 x float> %t107_c6_044, ptr %arena45, align 4
-  %t107_c7_046 = load <8 x float>, ptr %conv2.t107_c7_0, align 32
+  store <8 x float> %t106_c6_044, ptr %arena45, align 4
+  %t106_c7_046 = load <8 x float>, ptr %conv2.t106_c7_0, align 32
   %235 = mul nsw i64 %0, 3136
   %236 = add nsw i64 1674304, %235
   %237 = mul nsw i64 %1, 8
   %238 = add nsw i64 %236, %237
-  %239 = mul nsw i64 %conv2.mb1062, 14
+  %239 = mul nsw i64 %conv2.mb1052, 14
   %240 = add nsw i64 %239, 7
   %241 = mul nsw i64 %240, 16
   %242 = add nsw i64 %238, %241
-  %243 = mul nsw i64 %conv2.nb1051, 8
+  %243 = mul nsw i64 %conv2.nb1041, 8
   %244 = add nsw i64 %242, %243
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %244
-  store <8 x float> %t107_c7_046, ptr %arena47, align 4
-  %t107_c8_048 = load <8 x float>, ptr %conv2.t107_c8_0, align 32
+  store <8 x float> %t106_c7_046, ptr %arena47, align 4
+  %t106_c8_048 = load <8 x float>, ptr %conv2.t106_c8_0, align 32
   %245 = mul nsw i64 %0, 3136
   %246 = add nsw i64 1674304, %245
   %247 = mul nsw i64 %1, 8
   %248 = add nsw i64 %246, %247
-  %249 = mul nsw i64 %conv2.mb1062, 14
+  %249 = mul nsw i64 %conv2.mb1052, 14
   %250 = add nsw i64 %249, 8
   %251 = mul nsw i64 %250, 16
   %252 = add nsw i64 %248, %251
-  %253 = mul nsw i64 %conv2.nb1051, 8
+  %253 = mul nsw i64 %conv2.nb1041, 8
   %254 = add nsw i64 %252, %253
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %254
-  store <8 x float> %t107_c8_048, ptr %arena49, align 4
-  %t107_c9_050 = load <8 x float>, ptr %conv2.t107_c9_0, align 32
+  store <8 x float> %t106_c8_048, ptr %arena49, align 4
+  %t106_c9_050 = load <8 x float>, ptr %conv2.t106_c9_0, align 32
   %255 = mul nsw i64 %0, 3136
   %256 = add nsw i64 1674304, %255
   %257 = mul nsw i64 %1, 8
   %258 = add nsw i64 %256, %257
-  %259 = mul nsw i64 %conv2.mb1062, 14
+  %259 = mul nsw i64 %conv2.mb1052, 14
   %260 = add nsw i64 %259, 9
   %261 = mul nsw i64 %260, 16
   %262 = add nsw i64 %258, %261
-  %263 = mul nsw i64 %conv2.nb1051, 8
+  %263 = mul nsw i64 %conv2.nb1041, 8
   %264 = add nsw i64 %262, %263
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %264
-  store <8 x float> %t107_c9_050, ptr %arena51, align 4
-  %t107_c10_052 = load <8 x float>, ptr %conv2.t107_c10_0, align 32
+  store <8 x float> %t106_c9_050, ptr %arena51, align 4
+  %t106_c10_052 = load <8 x float>, ptr %conv2.t106_c10_0, align 32
   %265 = mul nsw i64 %0, 3136
   %266 = add nsw i64 1674304, %265
   %267 = mul nsw i64 %1, 8
   %268 = add nsw i64 %266, %267
-  %269 = mul nsw i64 %conv2.mb1062, 14
+  %269 = mul nsw i64 %conv2.mb1052, 14
   %270 = add nsw i64 %269, 10
   %271 = mul nsw i64 %270, 16
   %272 = add nsw i64 %268, %271
-  %273 = mul nsw i64 %conv2.nb1051, 8
+  %273 = mul nsw i64 %conv2.nb1041, 8
   %274 = add nsw i64 %272, %273
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %274
-  store <8 x float> %t107_c10_052, ptr %arena53, align 4
-  %t107_c11_054 = load <8 x float>, ptr %conv2.t107_c11_0, align 32
+  store <8 x float> %t106_c10_052, ptr %arena53, align 4
+  %t106_c11_054 = load <8 x float>, ptr %conv2.t106_c11_0, align 32
   %275 = mul nsw i64 %0, 3136
   %276 = add nsw i64 1674304, %275
   %277 = mul nsw i64 %1, 8
   %278 = add nsw i64 %276, %277
-  %279 = mul nsw i64 %conv2.mb1062, 14
+  %279 = mul nsw i64 %conv2.mb1052, 14
   %280 = add nsw i64 %279, 11
   %281 = mul nsw i64 %280, 16
   %282 = add nsw i64 %278, %281
-  %283 = mul nsw i64 %conv2.nb1051, 8
+  %283 = mul nsw i64 %conv2.nb1041, 8
   %284 = add nsw i64 %282, %283
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %284
-  store <8 x float> %t107_c11_054, ptr %arena55, align 4
-  %t107_c12_056 = load <8 x float>, ptr %conv2.t107_c12_0, align 32
+  store <8 x float> %t106_c11_054, ptr %arena55, align 4
+  %t106_c12_056 = load <8 x float>, ptr %conv2.t106_c12_0, align 32
   %285 = mul nsw i64 %0, 3136
   %286 = add nsw i64 1674304, %285
   %287 = mul nsw i64 %1, 8
   %288 = add nsw i64 %286, %287
-  %289 = mul nsw i64 %conv2.mb1062, 14
+  %289 = mul nsw i64 %conv2.mb1052, 14
   %290 = add nsw i64 %289, 12
   %291 = mul nsw i64 %290, 16
   %292 = add nsw i64 %288, %291
-  %293 = mul nsw i64 %conv2.nb1051, 8
+  %293 = mul nsw i64 %conv2.nb1041, 8
   %294 = add nsw i64 %292, %293
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %294
-  store <8 x float> %t107_c12_056, ptr %arena57, align 4
-  %t107_c13_058 = load <8 x float>, ptr %conv2.t107_c13_0, align 32
+  store <8 x float> %t106_c12_056, ptr %arena57, align 4
+  %t106_c13_058 = load <8 x float>, ptr %conv2.t106_c13_0, align 32
   %295 = mul nsw i64 %0, 3136
   %296 = add nsw i64 1674304, %295
   %297 = mul nsw i64 %1, 8
   %298 = add nsw i64 %296, %297
-  %299 = mul nsw i64 %conv2.mb1062, 14
+  %299 = mul nsw i64 %conv2.mb1052, 14
   %300 = add nsw i64 %299, 13
   %301 = mul nsw i64 %300, 16
   %302 = add nsw i64 %298, %301
-  %303 = mul nsw i64 %conv2.nb1051, 8
+  %303 = mul nsw i64 %conv2.nb1041, 8
   %304 = add nsw i64 %302, %303
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %304
-  store <8 x float> %t107_c13_058, ptr %arena59, align 4
-  %mb106.next = add nsw i64 %conv2.mb1062, 1
-  %305 = icmp slt i64 %mb106.next, 14
-  br i1 %305, label %conv2.mb106, label %conv2.mb106.end
+  store <8 x float> %t106_c13_058, ptr %arena59, align 4
+  %mb105.next = add nsw i64 %conv2.mb1052, 1
+  %305 = icmp slt i64 %mb105.next, 14
+  br i1 %305, label %conv2.mb105, label %conv2.mb105.end
 }
 
-define internal void @residual_infer_b64.k2.conv2.part103.task(ptr %0, i64 %1) {
+define internal void @residual_infer_b64.k1.conv2.part102.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -20145,236 +20077,92 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @residual_infer_b64.k2.conv2.part103(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @residual_infer_b64.k1.conv2.part102(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k3.act2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_infer_b64.k2.res(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part129.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part129.context, i32 0, i32 0
+  %part128.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part128.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part129.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part128.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part129.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part128.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part129.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part128.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part129.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part128.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part129.context, i32 0, i32 5
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part128.context, i32 0, i32 5
   store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part129.context, i32 0, i32 6
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part128.context, i32 0, i32 6
   store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part129.context, i32 0, i32 7
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part128.context, i32 0, i32 7
   store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part129.context, i32 0, i32 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part128.context, i32 0, i32 8
   store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part129.context, i32 0, i32 9
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part128.context, i32 0, i32 9
   store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part129.context, i32 0, i32 10
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part128.context, i32 0, i32 10
   store ptr %pool, ptr %10, align 8
   %11 = icmp eq ptr %pool, null
-  br i1 %11, label %act2.part129.serial, label %act2.part129.pool
+  br i1 %11, label %res.part128.serial, label %res.part128.pool
 
-act2.part129.pool:                                ; preds = %entry
+res.part128.pool:                                 ; preds = %entry
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @residual_infer_b64.k3.act2.part129.task, ptr %part129.context, i64 2)
-  br label %act2.part129.done
+  call void %run(ptr %pool, ptr @residual_infer_b64.k2.res.part128.task, ptr %part128.context, i64 2)
+  br label %res.part128.done
 
-act2.part129.serial:                              ; preds = %entry
-  br label %act2.part129
+res.part128.serial:                               ; preds = %entry
+  br label %res.part128
 
-act2.part129.done:                                ; preds = %act2.part129.end, %act2.part129.pool
+res.part128.done:                                 ; preds = %res.part128.end, %res.part128.pool
   ret void
 
-act2.part129:                                     ; preds = %act2.part129, %act2.part129.serial
-  %act2.part1291 = phi i64 [ 0, %act2.part129.serial ], [ %part129.next, %act2.part129 ]
-  call void @residual_infer_b64.k3.act2.part129(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %act2.part1291)
-  %part129.next = add nsw i64 %act2.part1291, 1
-  %12 = icmp slt i64 %part129.next, 2
-  br i1 %12, label %act2.part129, label %act2.part129.end
+res.part128:                                      ; preds = %res.part128, %res.part128.serial
+  %res.part1281 = phi i64 [ 0, %res.part128.serial ], [ %part128.next, %res.part128 ]
+  call void @residual_infer_b64.k2.res.part128(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %res.part1281)
+  %part128.next = add nsw i64 %res.part1281, 1
+  %12 = icmp slt i64 %part128.next, 2
+  br i1 %12, label %res.part128, label %res.part128.end
 
-act2.part129.end:                                 ; preds = %act2.part129
-  br label %act2.part129.done
+res.part128.end:                                  ; preds = %res.part128
+  br label %res.part128.done
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k3.act2.part129(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @residual_infer_b64.k2.res.part128(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
-  br label %act2.i130
+  br label %res.i129
 
-act2.i130:                                        ; preds = %act2.i130, %entry
-  %act2.i1301 = phi i64 [ 0, %entry ], [ %i130.next, %act2.i130 ]
+res.i129:                                         ; preds = %res.i129, %entry
+  %res.i1291 = phi i64 [ 0, %entry ], [ %i129.next, %res.i129 ]
   %1 = mul nsw i64 %0, 401408
-  %2 = add nsw i64 %act2.i1301, %1
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %2
-  %3 = load float, ptr %arena2, align 4
-  %4 = fmul float 2.000000e+00, %3
-  %5 = fcmp ogt float 0xC055A926E0000000, %4
-  %6 = select i1 %5, float 0xC055A926E0000000, float %4
-  %7 = fcmp ogt float %6, 0x40562E4300000000
-  %8 = select i1 %7, float 0x40562E4300000000, float %6
-  %9 = fmul float %8, 0x3FF7154760000000
-  %10 = fadd float %9, 5.000000e-01
-  %11 = call float @llvm.floor.f32(float %10)
-  %12 = fmul float %11, 0x3FE6300000000000
-  %13 = fsub float %8, %12
-  %14 = fmul float %11, 0xBF2BD01060000000
-  %15 = fsub float %13, %14
-  %16 = fmul float 0x3F2A0D2CE0000000, %15
-  %17 = fadd float %16, 0x3F56E879C0000000
-  %18 = fmul float %17, %15
-  %19 = fadd float %18, 0x3F81112100000000
-  %20 = fmul float %19, %15
-  %21 = fadd float %20, 0x3FA5553820000000
-  %22 = fmul float %21, %15
-  %23 = fadd float %22, 0x3FC5555540000000
-  %24 = fmul float %23, %15
-  %25 = fadd float %24, 5.000000e-01
-  %26 = fmul float %15, %15
-  %27 = fmul float %25, %26
-  %28 = fadd float %27, %15
-  %29 = fadd float %28, 1.000000e+00
-  %30 = fptosi float %11 to i32
-  %31 = add i32 %30, 126
-  %32 = shl i32 %31, 23
-  %33 = bitcast i32 %32 to float
-  %34 = fmul float %29, %33
-  %35 = fmul float %34, 2.000000e+00
-  %36 = fcmp ogt float 0xC055A926E0000000, %4
-  %37 = select i1 %36, float 0.000000e+00, float %35
-  %38 = fcmp ogt float %4, 0x40562E4300000000
-  %39 = select i1 %38, float 0x7FF0000000000000, float %37
-  %40 = fcmp uno float %4, %4
-  %41 = select i1 %40, float %4, float %39
-  %42 = fadd float %41, 1.000000e+00
-  %43 = fdiv float 2.000000e+00, %42
-  %44 = fsub float 1.000000e+00, %43
-  %45 = mul nsw i64 %0, 401408
-  %46 = add nsw i64 %act2.i1301, %45
-  %47 = add nsw i64 1605632, %46
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %47
-  store float %44, ptr %arena3, align 4
-  %i130.next = add nsw i64 %act2.i1301, 1
-  %48 = icmp slt i64 %i130.next, 401408
-  br i1 %48, label %act2.i130, label %act2.i130.end
-
-act2.i130.end:                                    ; preds = %act2.i130
-  ret void
-}
-
-define internal void @residual_infer_b64.k3.act2.part129.task(ptr %0, i64 %1) {
-entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
-  %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
-  %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
-  %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
-  %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
-  %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
-  %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
-  %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
-  %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @residual_infer_b64.k3.act2.part129(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
-  ret void
-}
-
-; Function Attrs: noinline
-define internal void @residual_infer_b64.k4.res(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
-entry:
-  %part131.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part131.context, i32 0, i32 0
-  store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part131.context, i32 0, i32 1
-  store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part131.context, i32 0, i32 2
-  store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part131.context, i32 0, i32 3
-  store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part131.context, i32 0, i32 4
-  store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part131.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part131.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part131.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part131.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part131.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part131.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = icmp eq ptr %pool, null
-  br i1 %11, label %res.part131.serial, label %res.part131.pool
-
-res.part131.pool:                                 ; preds = %entry
-  %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @residual_infer_b64.k4.res.part131.task, ptr %part131.context, i64 2)
-  br label %res.part131.done
-
-res.part131.serial:                               ; preds = %entry
-  br label %res.part131
-
-res.part131.done:                                 ; preds = %res.part131.end, %res.part131.pool
-  ret void
-
-res.part131:                                      ; preds = %res.part131, %res.part131.serial
-  %res.part1311 = phi i64 [ 0, %res.part131.serial ], [ %part131.next, %res.part131 ]
-  call void @residual_infer_b64.k4.res.part131(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %res.part1311)
-  %part131.next = add nsw i64 %res.part1311, 1
-  %12 = icmp slt i64 %part131.next, 2
-  br i1 %12, label %res.part131, label %res.part131.end
-
-res.part131.end:                                  ; preds = %res.part131
-  br label %res.part131.done
-}
-
-; Function Attrs: noinline
-define internal void @residual_infer_b64.k4.res.part131(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
-entry:
-  br label %res.i132
-
-res.i132:                                         ; preds = %res.i132, %entry
-  %res.i1321 = phi i64 [ 0, %entry ], [ %i132.next, %res.i132 ]
-  %1 = mul nsw i64 %0, 401408
-  %2 = add nsw i64 %res.i1321, %1
-  %3 = add nsw i64 1605632, %2
+  %2 = add nsw i64 %res.i1291, %1
+  %3 = add nsw i64 802816, %2
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena2, align 4
   %5 = mul nsw i64 %0, 401408
-  %6 = add nsw i64 %res.i1321, %5
-  %7 = add nsw i64 802816, %6
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %7
-  %8 = load float, ptr %arena3, align 4
-  %9 = fadd float %4, %8
-  %10 = mul nsw i64 %0, 401408
-  %11 = add nsw i64 %res.i1321, %10
+  %6 = add nsw i64 %res.i1291, %5
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %6
+  %7 = load float, ptr %arena3, align 4
+  %8 = fadd float %4, %7
+  %9 = mul nsw i64 %0, 401408
+  %10 = add nsw i64 %res.i1291, %9
+  %11 = add nsw i64 1605632, %10
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %11
-  store float %9, ptr %arena4, align 4
-  %i132.next = add nsw i64 %res.i1321, 1
-  %12 = icmp slt i64 %i132.next, 401408
-  br i1 %12, label %res.i132, label %res.i132.end
+  store float %8, ptr %arena4, align 4
+  %i129.next = add nsw i64 %res.i1291, 1
+  %12 = icmp slt i64 %i129.next, 401408
+  br i1 %12, label %res.i129, label %res.i129.end
 
-res.i132.end:                                     ; preds = %res.i132
+res.i129.end:                                     ; preds = %res.i129
   ret void
 }
 
-define internal void @residual_infer_b64.k4.res.part131.task(ptr %0, i64 %1) {
+define internal void @residual_infer_b64.k2.res.part128.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -20398,114 +20186,207 @@ entry:
   %21 = load i64, ptr %20, align 4
   %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
   %23 = load ptr, ptr %22, align 8
-  call void @residual_infer_b64.k4.res.part131(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  call void @residual_infer_b64.k2.res.part128(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k5.pool(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_infer_b64.k3.pool(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %pool.acc136 = alloca float, align 4
-  br label %pool.q133
+  %part130.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part130.context, i32 0, i32 0
+  store ptr %params, ptr %0, align 8
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part130.context, i32 0, i32 1
+  store ptr %grads, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part130.context, i32 0, i32 2
+  store ptr %m, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part130.context, i32 0, i32 3
+  store ptr %v, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part130.context, i32 0, i32 4
+  store ptr %arena, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part130.context, i32 0, i32 5
+  store ptr %images, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part130.context, i32 0, i32 6
+  store ptr %labels, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part130.context, i32 0, i32 7
+  store float %lr, ptr %7, align 4
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part130.context, i32 0, i32 8
+  store i64 %step, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part130.context, i32 0, i32 9
+  store i64 %seed, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part130.context, i32 0, i32 10
+  store ptr %pool, ptr %10, align 8
+  %11 = icmp eq ptr %pool, null
+  br i1 %11, label %pool.part130.serial, label %pool.part130.pool
 
-pool.q133:                                        ; preds = %pool.py134.end, %entry
-  %pool.q1331 = phi i64 [ 0, %entry ], [ %q133.next, %pool.py134.end ]
-  br label %pool.py134
+pool.part130.pool:                                ; preds = %entry
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @residual_infer_b64.k3.pool.part130.task, ptr %part130.context, i64 2)
+  br label %pool.part130.done
 
-pool.q133.end:                                    ; preds = %pool.py134.end
+pool.part130.serial:                              ; preds = %entry
+  br label %pool.part130
+
+pool.part130.done:                                ; preds = %pool.part130.end, %pool.part130.pool
   ret void
 
-pool.py134:                                       ; preds = %pool.px135.end, %pool.q133
-  %pool.py1342 = phi i64 [ 0, %pool.q133 ], [ %py134.next, %pool.px135.end ]
-  br label %pool.px135
+pool.part130:                                     ; preds = %pool.part130, %pool.part130.serial
+  %pool.part1301 = phi i64 [ 0, %pool.part130.serial ], [ %part130.next, %pool.part130 ]
+  call void @residual_infer_b64.k3.pool.part130(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool.part1301)
+  %part130.next = add nsw i64 %pool.part1301, 1
+  %12 = icmp slt i64 %part130.next, 2
+  br i1 %12, label %pool.part130, label %pool.part130.end
 
-pool.py134.end:                                   ; preds = %pool.px135.end
-  %q133.next = add nsw i64 %pool.q1331, 1
-  %0 = icmp slt i64 %q133.next, 1024
-  br i1 %0, label %pool.q133, label %pool.q133.end
+pool.part130.end:                                 ; preds = %pool.part130
+  br label %pool.part130.done
+}
 
-pool.px135:                                       ; preds = %pool.px135, %pool.py134
-  %pool.px1353 = phi i64 [ 0, %pool.py134 ], [ %px135.next, %pool.px135 ]
-  %1 = mul nsw i64 %pool.q1331, 784
-  %2 = mul nsw i64 %pool.py1342, 56
-  %3 = add nsw i64 %1, %2
-  %4 = mul nsw i64 %pool.px1353, 2
-  %5 = add nsw i64 %3, %4
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
-  %6 = load float, ptr %arena4, align 4
-  store float %6, ptr %pool.acc136, align 4
-  %acc136 = load float, ptr %pool.acc136, align 4
-  %7 = mul nsw i64 %pool.q1331, 784
-  %8 = mul nsw i64 %pool.py1342, 56
-  %9 = add nsw i64 %7, %8
-  %10 = mul nsw i64 %pool.px1353, 2
-  %11 = add nsw i64 %9, %10
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
-  %12 = load float, ptr %arena5, align 4
-  %13 = fcmp ogt float %12, %acc136
-  %14 = select i1 %13, float %12, float %acc136
-  store float %14, ptr %pool.acc136, align 4
-  %acc1366 = load float, ptr %pool.acc136, align 4
-  %15 = mul nsw i64 %pool.q1331, 784
-  %16 = mul nsw i64 %pool.py1342, 56
+; Function Attrs: noinline
+define internal void @residual_infer_b64.k3.pool.part130(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %pool.acc134 = alloca float, align 4
+  br label %pool.q131
+
+pool.q131:                                        ; preds = %pool.py132.end, %entry
+  %pool.q1311 = phi i64 [ 0, %entry ], [ %q131.next, %pool.py132.end ]
+  br label %pool.py132
+
+pool.q131.end:                                    ; preds = %pool.py132.end
+  ret void
+
+pool.py132:                                       ; preds = %pool.px133.end, %pool.q131
+  %pool.py1322 = phi i64 [ 0, %pool.q131 ], [ %py132.next, %pool.px133.end ]
+  br label %pool.px133
+
+pool.py132.end:                                   ; preds = %pool.px133.end
+  %q131.next = add nsw i64 %pool.q1311, 1
+  %1 = icmp slt i64 %q131.next, 512
+  br i1 %1, label %pool.q131, label %pool.q131.end
+
+pool.px133:                                       ; preds = %pool.px133, %pool.py132
+  %pool.px1333 = phi i64 [ 0, %pool.py132 ], [ %px133.next, %pool.px133 ]
+  %2 = mul nsw i64 %0, 512
+  %3 = add nsw i64 %pool.q1311, %2
+  %4 = mul nsw i64 %3, 784
+  %5 = mul nsw i64 %pool.py1322, 56
+  %6 = add nsw i64 %4, %5
+  %7 = mul nsw i64 %pool.px1333, 2
+  %8 = add nsw i64 %6, %7
+  %9 = add nsw i64 1605632, %8
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
+  %10 = load float, ptr %arena4, align 4
+  store float %10, ptr %pool.acc134, align 4
+  %acc134 = load float, ptr %pool.acc134, align 4
+  %11 = mul nsw i64 %0, 512
+  %12 = add nsw i64 %pool.q1311, %11
+  %13 = mul nsw i64 %12, 784
+  %14 = mul nsw i64 %pool.py1322, 56
+  %15 = add nsw i64 %13, %14
+  %16 = mul nsw i64 %pool.px1333, 2
   %17 = add nsw i64 %15, %16
-  %18 = mul nsw i64 %pool.px1353, 2
-  %19 = add nsw i64 %17, %18
-  %20 = add nsw i64 %19, 1
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %20
-  %21 = load float, ptr %arena7, align 4
-  %22 = fcmp ogt float %21, %acc1366
-  %23 = select i1 %22, float %21, float %acc1366
-  store float %23, ptr %pool.acc136, align 4
-  %acc1368 = load float, ptr %pool.acc136, align 4
-  %24 = mul nsw i64 %pool.q1331, 784
-  %25 = mul nsw i64 %pool.py1342, 56
+  %18 = add nsw i64 1605632, %17
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %18
+  %19 = load float, ptr %arena5, align 4
+  %20 = fcmp ogt float %19, %acc134
+  %21 = select i1 %20, float %19, float %acc134
+  store float %21, ptr %pool.acc134, align 4
+  %acc1346 = load float, ptr %pool.acc134, align 4
+  %22 = mul nsw i64 %0, 512
+  %23 = add nsw i64 %pool.q1311, %22
+  %24 = mul nsw i64 %23, 784
+  %25 = mul nsw i64 %pool.py1322, 56
   %26 = add nsw i64 %24, %25
-  %27 = mul nsw i64 %pool.px1353, 2
+  %27 = mul nsw i64 %pool.px1333, 2
   %28 = add nsw i64 %26, %27
-  %29 = add nsw i64 %28, 28
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %29
-  %30 = load float, ptr %arena9, align 4
-  %31 = fcmp ogt float %30, %acc1368
-  %32 = select i1 %31, float %30, float %acc1368
-  store float %32, ptr %pool.acc136, align 4
-  %acc13610 = load float, ptr %pool.acc136, align 4
-  %33 = mul nsw i64 %pool.q1331, 784
-  %34 = mul nsw i64 %pool.py1342, 56
-  %35 = add nsw i64 %33, %34
-  %36 = mul nsw i64 %pool.px1353, 2
-  %37 = add nsw i64 %35, %36
-  %38 = add nsw i64 %37, 28
-  %39 = add nsw i64 %38, 1
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 %39
-  %40 = load float, ptr %arena11, align 4
-  %41 = fcmp ogt float %40, %acc13610
-  %42 = select i1 %41, float %40, float %acc13610
-  store float %42, ptr %pool.acc136, align 4
-  %acc13612 = load float, ptr %pool.acc136, align 4
-  %43 = mul nsw i64 %pool.q1331, 196
-  %44 = add nsw i64 802816, %43
-  %45 = mul nsw i64 %pool.py1342, 14
-  %46 = add nsw i64 %44, %45
-  %47 = add nsw i64 %46, %pool.px1353
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 %47
-  store float %acc13612, ptr %arena13, align 4
-  %px135.next = add nsw i64 %pool.px1353, 1
-  %48 = icmp slt i64 %px135.next, 14
-  br i1 %48, label %pool.px135, label %pool.px135.end
+  %29 = add nsw i64 1605632, %28
+  %30 = add nsw i64 %29, 1
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %30
+  %31 = load float, ptr %arena7, align 4
+  %32 = fcmp ogt float %31, %acc1346
+  %33 = select i1 %32, float %31, float %acc1346
+  store float %33, ptr %pool.acc134, align 4
+  %acc1348 = load float, ptr %pool.acc134, align 4
+  %34 = mul nsw i64 %0, 512
+  %35 = add nsw i64 %pool.q1311, %34
+  %36 = mul nsw i64 %35, 784
+  %37 = mul nsw i64 %pool.py1322, 56
+  %38 = add nsw i64 %36, %37
+  %39 = mul nsw i64 %pool.px1333, 2
+  %40 = add nsw i64 %38, %39
+  %41 = add nsw i64 1605632, %40
+  %42 = add nsw i64 %41, 28
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %42
+  %43 = load float, ptr %arena9, align 4
+  %44 = fcmp ogt float %43, %acc1348
+  %45 = select i1 %44, float %43, float %acc1348
+  store float %45, ptr %pool.acc134, align 4
+  %acc13410 = load float, ptr %pool.acc134, align 4
+  %46 = mul nsw i64 %0, 512
+  %47 = add nsw i64 %pool.q1311, %46
+  %48 = mul nsw i64 %47, 784
+  %49 = mul nsw i64 %pool.py1322, 56
+  %50 = add nsw i64 %48, %49
+  %51 = mul nsw i64 %pool.px1333, 2
+  %52 = add nsw i64 %50, %51
+  %53 = add nsw i64 1605632, %52
+  %54 = add nsw i64 %53, 28
+  %55 = add nsw i64 %54, 1
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %55
+  %56 = load float, ptr %arena11, align 4
+  %57 = fcmp ogt float %56, %acc13410
+  %58 = select i1 %57, float %56, float %acc13410
+  store float %58, ptr %pool.acc134, align 4
+  %acc13412 = load float, ptr %pool.acc134, align 4
+  %59 = mul nsw i64 %0, 512
+  %60 = add nsw i64 %pool.q1311, %59
+  %61 = mul nsw i64 %60, 196
+  %62 = mul nsw i64 %pool.py1322, 14
+  %63 = add nsw i64 %61, %62
+  %64 = add nsw i64 %63, %pool.px1333
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %64
+  store float %acc13412, ptr %arena13, align 4
+  %px133.next = add nsw i64 %pool.px1333, 1
+  %65 = icmp slt i64 %px133.next, 14
+  br i1 %65, label %pool.px133, label %pool.px133.end
 
-pool.px135.end:                                   ; preds = %pool.px135
-  %py134.next = add nsw i64 %pool.py1342, 1
-  %49 = icmp slt i64 %py134.next, 14
-  br i1 %49, label %pool.py134, label %pool.py134.end
+pool.px133.end:                                   ; preds = %pool.px133
+  %py132.next = add nsw i64 %pool.py1322, 1
+  %66 = icmp slt i64 %py132.next, 14
+  br i1 %66, label %pool.py132, label %pool.py132.end
+}
+
+define internal void @residual_infer_b64.k3.pool.part130.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  call void @residual_infer_b64.k3.pool.part130(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  ret void
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k6.conv3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_infer_b64.k4.conv3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part210.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  %conv3.w209 = alloca <8 x float>, align 32
-  %conv3.w208 = alloca <8 x float>, align 32
+  %part208.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
   %conv3.w207 = alloca <8 x float>, align 32
   %conv3.w206 = alloca <8 x float>, align 32
   %conv3.w205 = alloca <8 x float>, align 32
@@ -20536,927 +20417,926 @@ entry:
   %conv3.w180 = alloca <8 x float>, align 32
   %conv3.w179 = alloca <8 x float>, align 32
   %conv3.w178 = alloca <8 x float>, align 32
-  %part137.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part137.context, i32 0, i32 0
+  %conv3.w177 = alloca <8 x float>, align 32
+  %conv3.w176 = alloca <8 x float>, align 32
+  %part135.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part137.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part137.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part137.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part137.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part137.context, i32 0, i32 5
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 5
   store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part137.context, i32 0, i32 6
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 6
   store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part137.context, i32 0, i32 7
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 7
   store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part137.context, i32 0, i32 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 8
   store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part137.context, i32 0, i32 9
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 9
   store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part137.context, i32 0, i32 10
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 10
   store ptr %pool, ptr %10, align 8
   %11 = icmp eq ptr %pool, null
-  br i1 %11, label %conv3.part137.serial, label %conv3.part137.pool
+  br i1 %11, label %conv3.part135.serial, label %conv3.part135.pool
 
-conv3.part137.pool:                               ; preds = %entry
+conv3.part135.pool:                               ; preds = %entry
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @residual_infer_b64.k6.conv3.part137.task, ptr %part137.context, i64 2)
-  br label %conv3.part137.done
+  call void %run(ptr %pool, ptr @residual_infer_b64.k4.conv3.part135.task, ptr %part135.context, i64 2)
+  br label %conv3.part135.done
 
-conv3.part137.serial:                             ; preds = %entry
-  br label %conv3.part137
+conv3.part135.serial:                             ; preds = %entry
+  br label %conv3.part135
 
-conv3.part137.done:                               ; preds = %conv3.part137.end, %conv3.part137.pool
-  br label %conv3.i168
+conv3.part135.done:                               ; preds = %conv3.part135.end, %conv3.part135.pool
+  br label %conv3.i166
 
-conv3.part137:                                    ; preds = %conv3.part137, %conv3.part137.serial
-  %conv3.part1371 = phi i64 [ 0, %conv3.part137.serial ], [ %part137.next, %conv3.part137 ]
-  call void @residual_infer_b64.k6.conv3.part137(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.part1371)
-  %part137.next = add nsw i64 %conv3.part1371, 1
-  %12 = icmp slt i64 %part137.next, 2
-  br i1 %12, label %conv3.part137, label %conv3.part137.end
+conv3.part135:                                    ; preds = %conv3.part135, %conv3.part135.serial
+  %conv3.part1351 = phi i64 [ 0, %conv3.part135.serial ], [ %part135.next, %conv3.part135 ]
+  call void @residual_infer_b64.k4.conv3.part135(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.part1351)
+  %part135.next = add nsw i64 %conv3.part1351, 1
+  %12 = icmp slt i64 %part135.next, 2
+  br i1 %12, label %conv3.part135, label %conv3.part135.end
 
-conv3.part137.end:                                ; preds = %conv3.part137
-  br label %conv3.part137.done
+conv3.part135.end:                                ; preds = %conv3.part135
+  br label %conv3.part135.done
 
-conv3.i168:                                       ; preds = %conv3.i168, %conv3.part137.done
-  %conv3.i1682 = phi i64 [ 0, %conv3.part137.done ], [ %i168.next, %conv3.i168 ]
-  %13 = add nsw i64 409600, %conv3.i1682
+conv3.i166:                                       ; preds = %conv3.i166, %conv3.part135.done
+  %conv3.i1662 = phi i64 [ 0, %conv3.part135.done ], [ %i166.next, %conv3.i166 ]
+  %13 = add nsw i64 610304, %conv3.i1662
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %13
   store float 0.000000e+00, ptr %arena3, align 4
-  %i168.next = add nsw i64 %conv3.i1682, 1
-  %14 = icmp slt i64 %i168.next, 4096
-  br i1 %14, label %conv3.i168, label %conv3.i168.end
+  %i166.next = add nsw i64 %conv3.i1662, 1
+  %14 = icmp slt i64 %i166.next, 4096
+  br i1 %14, label %conv3.i166, label %conv3.i166.end
 
-conv3.i168.end:                                   ; preds = %conv3.i168
-  br label %conv3.g169
+conv3.i166.end:                                   ; preds = %conv3.i166
+  br label %conv3.g167
 
-conv3.g169:                                       ; preds = %conv3.part210.done, %conv3.i168.end
-  %conv3.g1694 = phi i64 [ 0, %conv3.i168.end ], [ %g169.next, %conv3.part210.done ]
-  br label %conv3.j170
+conv3.g167:                                       ; preds = %conv3.part208.done, %conv3.i166.end
+  %conv3.g1674 = phi i64 [ 0, %conv3.i166.end ], [ %g167.next, %conv3.part208.done ]
+  br label %conv3.j168
 
-conv3.g169.end:                                   ; preds = %conv3.part210.done
+conv3.g167.end:                                   ; preds = %conv3.part208.done
   ret void
 
-conv3.j170:                                       ; preds = %conv3.c171.end, %conv3.g169
-  %conv3.j1705 = phi i64 [ 0, %conv3.g169 ], [ %j170.next, %conv3.c171.end ]
-  br label %conv3.c171
+conv3.j168:                                       ; preds = %conv3.c169.end, %conv3.g167
+  %conv3.j1685 = phi i64 [ 0, %conv3.g167 ], [ %j168.next, %conv3.c169.end ]
+  br label %conv3.c169
 
-conv3.j170.end:                                   ; preds = %conv3.c171.end
-  br label %conv3.j174
+conv3.j168.end:                                   ; preds = %conv3.c169.end
+  br label %conv3.j172
 
-conv3.c171:                                       ; preds = %conv3.iy172.end, %conv3.j170
-  %conv3.c1716 = phi i64 [ 0, %conv3.j170 ], [ %c171.next, %conv3.iy172.end ]
-  br label %conv3.iy172
+conv3.c169:                                       ; preds = %conv3.iy170.end, %conv3.j168
+  %conv3.c1696 = phi i64 [ 0, %conv3.j168 ], [ %c169.next, %conv3.iy170.end ]
+  br label %conv3.iy170
 
-conv3.c171.end:                                   ; preds = %conv3.iy172.end
-  %j170.next = add nsw i64 %conv3.j1705, 1
-  %15 = icmp slt i64 %j170.next, 1
-  br i1 %15, label %conv3.j170, label %conv3.j170.end
+conv3.c169.end:                                   ; preds = %conv3.iy170.end
+  %j168.next = add nsw i64 %conv3.j1685, 1
+  %15 = icmp slt i64 %j168.next, 1
+  br i1 %15, label %conv3.j168, label %conv3.j168.end
 
-conv3.iy172:                                      ; preds = %conv3.ix173.end, %conv3.c171
-  %conv3.iy1727 = phi i64 [ 0, %conv3.c171 ], [ %iy172.next, %conv3.ix173.end ]
-  br label %conv3.ix173
+conv3.iy170:                                      ; preds = %conv3.ix171.end, %conv3.c169
+  %conv3.iy1707 = phi i64 [ 0, %conv3.c169 ], [ %iy170.next, %conv3.ix171.end ]
+  br label %conv3.ix171
 
-conv3.iy172.end:                                  ; preds = %conv3.ix173.end
-  %c171.next = add nsw i64 %conv3.c1716, 1
-  %16 = icmp slt i64 %c171.next, 16
-  br i1 %16, label %conv3.c171, label %conv3.c171.end
+conv3.iy170.end:                                  ; preds = %conv3.ix171.end
+  %c169.next = add nsw i64 %conv3.c1696, 1
+  %16 = icmp slt i64 %c169.next, 16
+  br i1 %16, label %conv3.c169, label %conv3.c169.end
 
-conv3.ix173:                                      ; preds = %conv3.ix173, %conv3.iy172
-  %conv3.ix1738 = phi i64 [ 0, %conv3.iy172 ], [ %ix173.next, %conv3.ix173 ]
-  %17 = add nsw i64 %conv3.g1694, %conv3.j1705
+conv3.ix171:                                      ; preds = %conv3.ix171, %conv3.iy170
+  %conv3.ix1718 = phi i64 [ 0, %conv3.iy170 ], [ %ix171.next, %conv3.ix171 ]
+  %17 = add nsw i64 %conv3.g1674, %conv3.j1685
   %18 = mul nsw i64 %17, 3136
-  %19 = add nsw i64 802816, %18
-  %20 = mul nsw i64 %conv3.c1716, 196
-  %21 = add nsw i64 %19, %20
-  %22 = mul nsw i64 %conv3.iy1727, 14
-  %23 = add nsw i64 %21, %22
-  %24 = add nsw i64 %23, %conv3.ix1738
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %24
-  %25 = load float, ptr %arena9, align 4
-  %26 = mul nsw i64 %conv3.j1705, 4096
-  %27 = add nsw i64 %conv3.iy1727, 1
-  %28 = mul nsw i64 %27, 256
-  %29 = add nsw i64 %26, %28
-  %30 = add nsw i64 %conv3.ix1738, 1
-  %31 = mul nsw i64 %30, 16
-  %32 = add nsw i64 %29, %31
-  %33 = add nsw i64 %32, %conv3.c1716
-  %34 = add nsw i64 409600, %33
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %34
-  store float %25, ptr %arena10, align 4
-  %ix173.next = add nsw i64 %conv3.ix1738, 1
-  %35 = icmp slt i64 %ix173.next, 14
-  br i1 %35, label %conv3.ix173, label %conv3.ix173.end
+  %19 = mul nsw i64 %conv3.c1696, 196
+  %20 = add nsw i64 %18, %19
+  %21 = mul nsw i64 %conv3.iy1707, 14
+  %22 = add nsw i64 %20, %21
+  %23 = add nsw i64 %22, %conv3.ix1718
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
+  %24 = load float, ptr %arena9, align 4
+  %25 = mul nsw i64 %conv3.j1685, 4096
+  %26 = add nsw i64 %conv3.iy1707, 1
+  %27 = mul nsw i64 %26, 256
+  %28 = add nsw i64 %25, %27
+  %29 = add nsw i64 %conv3.ix1718, 1
+  %30 = mul nsw i64 %29, 16
+  %31 = add nsw i64 %28, %30
+  %32 = add nsw i64 %31, %conv3.c1696
+  %33 = add nsw i64 610304, %32
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %33
+  store float %24, ptr %arena10, align 4
+  %ix171.next = add nsw i64 %conv3.ix1718, 1
+  %34 = icmp slt i64 %ix171.next, 14
+  br i1 %34, label %conv3.ix171, label %conv3.ix171.end
 
-conv3.ix173.end:                                  ; preds = %conv3.ix173
-  %iy172.next = add nsw i64 %conv3.iy1727, 1
-  %36 = icmp slt i64 %iy172.next, 14
-  br i1 %36, label %conv3.iy172, label %conv3.iy172.end
+conv3.ix171.end:                                  ; preds = %conv3.ix171
+  %iy170.next = add nsw i64 %conv3.iy1707, 1
+  %35 = icmp slt i64 %iy170.next, 14
+  br i1 %35, label %conv3.iy170, label %conv3.iy170.end
 
-conv3.j174:                                       ; preds = %conv3.ty175.end, %conv3.j170.end
-  %conv3.j17411 = phi i64 [ 0, %conv3.j170.end ], [ %j174.next, %conv3.ty175.end ]
-  br label %conv3.ty175
+conv3.j172:                                       ; preds = %conv3.ty173.end, %conv3.j168.end
+  %conv3.j17211 = phi i64 [ 0, %conv3.j168.end ], [ %j172.next, %conv3.ty173.end ]
+  br label %conv3.ty173
 
-conv3.j174.end:                                   ; preds = %conv3.ty175.end
-  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 0
-  store ptr %params, ptr %37, align 8
-  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 1
-  store ptr %grads, ptr %38, align 8
-  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 2
-  store ptr %m, ptr %39, align 8
-  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 3
-  store ptr %v, ptr %40, align 8
-  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 4
-  store ptr %arena, ptr %41, align 8
-  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 5
-  store ptr %images, ptr %42, align 8
-  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 6
-  store ptr %labels, ptr %43, align 8
-  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 7
-  store float %lr, ptr %44, align 4
-  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 8
-  store i64 %step, ptr %45, align 4
-  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 9
-  store i64 %seed, ptr %46, align 4
-  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 10
-  store ptr %pool, ptr %47, align 8
-  %48 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 11
-  store i64 %conv3.g1694, ptr %48, align 4
-  %49 = icmp eq ptr %pool, null
-  br i1 %49, label %conv3.part210.serial, label %conv3.part210.pool
+conv3.j172.end:                                   ; preds = %conv3.ty173.end
+  %36 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 0
+  store ptr %params, ptr %36, align 8
+  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 1
+  store ptr %grads, ptr %37, align 8
+  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 2
+  store ptr %m, ptr %38, align 8
+  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 3
+  store ptr %v, ptr %39, align 8
+  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 4
+  store ptr %arena, ptr %40, align 8
+  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 5
+  store ptr %images, ptr %41, align 8
+  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 6
+  store ptr %labels, ptr %42, align 8
+  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 7
+  store float %lr, ptr %43, align 4
+  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 8
+  store i64 %step, ptr %44, align 4
+  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 9
+  store i64 %seed, ptr %45, align 4
+  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 10
+  store ptr %pool, ptr %46, align 8
+  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 11
+  store i64 %conv3.g1674, ptr %47, align 4
+  %48 = icmp eq ptr %pool, null
+  br i1 %48, label %conv3.part208.serial, label %conv3.part208.pool
 
-conv3.ty175:                                      ; preds = %conv3.tx176.end, %conv3.j174
-  %conv3.ty17512 = phi i64 [ 0, %conv3.j174 ], [ %ty175.next, %conv3.tx176.end ]
-  br label %conv3.tx176
+conv3.ty173:                                      ; preds = %conv3.tx174.end, %conv3.j172
+  %conv3.ty17312 = phi i64 [ 0, %conv3.j172 ], [ %ty173.next, %conv3.tx174.end ]
+  br label %conv3.tx174
 
-conv3.ty175.end:                                  ; preds = %conv3.tx176.end
-  %j174.next = add nsw i64 %conv3.j17411, 1
-  %50 = icmp slt i64 %j174.next, 1
-  br i1 %50, label %conv3.j174, label %conv3.j174.end
+conv3.ty173.end:                                  ; preds = %conv3.tx174.end
+  %j172.next = add nsw i64 %conv3.j17211, 1
+  %49 = icmp slt i64 %j172.next, 1
+  br i1 %49, label %conv3.j172, label %conv3.j172.end
 
-conv3.tx176:                                      ; preds = %conv3.cv177.end, %conv3.ty175
-  %conv3.tx17613 = phi i64 [ 0, %conv3.ty175 ], [ %tx176.next, %conv3.cv177.end ]
-  br label %conv3.cv177
+conv3.tx174:                                      ; preds = %conv3.cv175.end, %conv3.ty173
+  %conv3.tx17413 = phi i64 [ 0, %conv3.ty173 ], [ %tx174.next, %conv3.cv175.end ]
+  br label %conv3.cv175
 
-conv3.tx176.end:                                  ; preds = %conv3.cv177.end
-  %ty175.next = add nsw i64 %conv3.ty17512, 1
-  %51 = icmp slt i64 %ty175.next, 7
-  br i1 %51, label %conv3.ty175, label %conv3.ty175.end
+conv3.tx174.end:                                  ; preds = %conv3.cv175.end
+  %ty173.next = add nsw i64 %conv3.ty17312, 1
+  %50 = icmp slt i64 %ty173.next, 7
+  br i1 %50, label %conv3.ty173, label %conv3.ty173.end
 
-conv3.cv177:                                      ; preds = %conv3.cv177, %conv3.tx176
-  %conv3.cv17714 = phi i64 [ 0, %conv3.tx176 ], [ %cv177.next, %conv3.cv177 ]
-  %52 = mul nsw i64 %conv3.j17411, 4096
-  %53 = mul nsw i64 %conv3.ty17512, 2
-  %54 = mul nsw i64 %53, 256
-  %55 = add nsw i64 %52, %54
-  %56 = mul nsw i64 %conv3.tx17613, 2
-  %57 = mul nsw i64 %56, 16
-  %58 = add nsw i64 %55, %57
-  %59 = mul nsw i64 %conv3.cv17714, 8
-  %60 = add nsw i64 %58, %59
-  %61 = add nsw i64 409600, %60
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %61
-  %62 = load <8 x float>, ptr %arena15, align 4
-  %63 = mul nsw i64 %conv3.j17411, 4096
-  %64 = mul nsw i64 %conv3.ty17512, 2
-  %65 = add nsw i64 %64, 2
-  %66 = mul nsw i64 %65, 256
-  %67 = add nsw i64 %63, %66
-  %68 = mul nsw i64 %conv3.tx17613, 2
-  %69 = mul nsw i64 %68, 16
-  %70 = add nsw i64 %67, %69
-  %71 = mul nsw i64 %conv3.cv17714, 8
-  %72 = add nsw i64 %70, %71
-  %73 = add nsw i64 409600, %72
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %73
-  %74 = load <8 x float>, ptr %arena16, align 4
-  %75 = fsub <8 x float> %62, %74
-  store <8 x float> %75, ptr %conv3.w178, align 32
-  %76 = mul nsw i64 %conv3.j17411, 4096
-  %77 = mul nsw i64 %conv3.ty17512, 2
-  %78 = add nsw i64 %77, 1
-  %79 = mul nsw i64 %78, 256
-  %80 = add nsw i64 %76, %79
-  %81 = mul nsw i64 %conv3.tx17613, 2
-  %82 = mul nsw i64 %81, 16
-  %83 = add nsw i64 %80, %82
-  %84 = mul nsw i64 %conv3.cv17714, 8
-  %85 = add nsw i64 %83, %84
-  %86 = add nsw i64 409600, %85
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %86
-  %87 = load <8 x float>, ptr %arena17, align 4
-  %88 = mul nsw i64 %conv3.j17411, 4096
-  %89 = mul nsw i64 %conv3.ty17512, 2
-  %90 = add nsw i64 %89, 2
-  %91 = mul nsw i64 %90, 256
-  %92 = add nsw i64 %88, %91
-  %93 = mul nsw i64 %conv3.tx17613, 2
-  %94 = mul nsw i64 %93, 16
-  %95 = add nsw i64 %92, %94
-  %96 = mul nsw i64 %conv3.cv17714, 8
-  %97 = add nsw i64 %95, %96
-  %98 = add nsw i64 409600, %97
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 %98
-  %99 = load <8 x float>, ptr %arena18, align 4
-  %100 = fadd <8 x float> %87, %99
-  store <8 x float> %100, ptr %conv3.w179, align 32
-  %101 = mul nsw i64 %conv3.j17411, 4096
-  %102 = mul nsw i64 %conv3.ty17512, 2
-  %103 = add nsw i64 %102, 2
-  %104 = mul nsw i64 %103, 256
-  %105 = add nsw i64 %101, %104
-  %106 = mul nsw i64 %conv3.tx17613, 2
-  %107 = mul nsw i64 %106, 16
-  %108 = add nsw i64 %105, %107
-  %109 = mul nsw i64 %conv3.cv17714, 8
-  %110 = add nsw i64 %108, %109
-  %111 = add nsw i64 409600, %110
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %111
-  %112 = load <8 x float>, ptr %arena19, align 4
-  %113 = mul nsw i64 %conv3.j17411, 4096
-  %114 = mul nsw i64 %conv3.ty17512, 2
-  %115 = add nsw i64 %114, 1
-  %116 = mul nsw i64 %115, 256
-  %117 = add nsw i64 %113, %116
-  %118 = mul nsw i64 %conv3.tx17613, 2
-  %119 = mul nsw i64 %118, 16
-  %120 = add nsw i64 %117, %119
-  %121 = mul nsw i64 %conv3.cv17714, 8
-  %122 = add nsw i64 %120, %121
-  %123 = add nsw i64 409600, %122
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %123
-  %124 = load <8 x float>, ptr %arena20, align 4
-  %125 = fsub <8 x float> %112, %124
-  store <8 x float> %125, ptr %conv3.w180, align 32
-  %126 = mul nsw i64 %conv3.j17411, 4096
-  %127 = mul nsw i64 %conv3.ty17512, 2
-  %128 = add nsw i64 %127, 1
-  %129 = mul nsw i64 %128, 256
-  %130 = add nsw i64 %126, %129
-  %131 = mul nsw i64 %conv3.tx17613, 2
-  %132 = mul nsw i64 %131, 16
-  %133 = add nsw i64 %130, %132
-  %134 = mul nsw i64 %conv3.cv17714, 8
-  %135 = add nsw i64 %133, %134
-  %136 = add nsw i64 409600, %135
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %136
-  %137 = load <8 x float>, ptr %arena21, align 4
-  %138 = mul nsw i64 %conv3.j17411, 4096
-  %139 = mul nsw i64 %conv3.ty17512, 2
-  %140 = add nsw i64 %139, 3
-  %141 = mul nsw i64 %140, 256
-  %142 = add nsw i64 %138, %141
-  %143 = mul nsw i64 %conv3.tx17613, 2
-  %144 = mul nsw i64 %143, 16
-  %145 = add nsw i64 %142, %144
-  %146 = mul nsw i64 %conv3.cv17714, 8
-  %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 409600, %147
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %148
-  %149 = load <8 x float>, ptr %arena22, align 4
-  %150 = fsub <8 x float> %137, %149
-  store <8 x float> %150, ptr %conv3.w181, align 32
-  %151 = mul nsw i64 %conv3.j17411, 4096
-  %152 = mul nsw i64 %conv3.ty17512, 2
-  %153 = mul nsw i64 %152, 256
-  %154 = add nsw i64 %151, %153
-  %155 = mul nsw i64 %conv3.tx17613, 2
-  %156 = add nsw i64 %155, 1
-  %157 = mul nsw i64 %156, 16
-  %158 = add nsw i64 %154, %157
-  %159 = mul nsw i64 %conv3.cv17714, 8
-  %160 = add nsw i64 %158, %159
-  %161 = add nsw i64 409600, %160
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %161
-  %162 = load <8 x float>, ptr %arena23, align 4
-  %163 = mul nsw i64 %conv3.j17411, 4096
-  %164 = mul nsw i64 %conv3.ty17512, 2
-  %165 = add nsw i64 %164, 2
-  %166 = mul nsw i64 %165, 256
-  %167 = add nsw i64 %163, %166
-  %168 = mul nsw i64 %conv3.tx17613, 2
-  %169 = add nsw i64 %168, 1
-  %170 = mul nsw i64 %169, 16
-  %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %conv3.cv17714, 8
-  %173 = add nsw i64 %171, %172
-  %174 = add nsw i64 409600, %173
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %174
-  %175 = load <8 x float>, ptr %arena24, align 4
-  %176 = fsub <8 x float> %162, %175
-  store <8 x float> %176, ptr %conv3.w182, align 32
-  %177 = mul nsw i64 %conv3.j17411, 4096
-  %178 = mul nsw i64 %conv3.ty17512, 2
-  %179 = add nsw i64 %178, 1
-  %180 = mul nsw i64 %179, 256
-  %181 = add nsw i64 %177, %180
-  %182 = mul nsw i64 %conv3.tx17613, 2
-  %183 = add nsw i64 %182, 1
-  %184 = mul nsw i64 %183, 16
-  %185 = add nsw i64 %181, %184
-  %186 = mul nsw i64 %conv3.cv17714, 8
-  %187 = add nsw i64 %185, %186
-  %188 = add nsw i64 409600, %187
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %188
-  %189 = load <8 x float>, ptr %arena25, align 4
-  %190 = mul nsw i64 %conv3.j17411, 4096
-  %191 = mul nsw i64 %conv3.ty17512, 2
-  %192 = add nsw i64 %191, 2
-  %193 = mul nsw i64 %192, 256
-  %194 = add nsw i64 %190, %193
-  %195 = mul nsw i64 %conv3.tx17613, 2
-  %196 = add nsw i64 %195, 1
-  %197 = mul nsw i64 %196, 16
-  %198 = add nsw i64 %194, %197
-  %199 = mul nsw i64 %conv3.cv17714, 8
-  %200 = add nsw i64 %198, %199
-  %201 = add nsw i64 409600, %200
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %201
-  %202 = load <8 x float>, ptr %arena26, align 4
-  %203 = fadd <8 x float> %189, %202
-  store <8 x float> %203, ptr %conv3.w183, align 32
-  %204 = mul nsw i64 %conv3.j17411, 4096
-  %205 = mul nsw i64 %conv3.ty17512, 2
-  %206 = add nsw i64 %205, 2
-  %207 = mul nsw i64 %206, 256
-  %208 = add nsw i64 %204, %207
-  %209 = mul nsw i64 %conv3.tx17613, 2
-  %210 = add nsw i64 %209, 1
-  %211 = mul nsw i64 %210, 16
-  %212 = add nsw i64 %208, %211
-  %213 = mul nsw i64 %conv3.cv17714, 8
-  %214 = add nsw i64 %212, %213
-  %215 = add nsw i64 409600, %214
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %215
-  %216 = load <8 x float>, ptr %arena27, align 4
-  %217 = mul nsw i64 %conv3.j17411, 4096
-  %218 = mul nsw i64 %conv3.ty17512, 2
-  %219 = add nsw i64 %218, 1
-  %220 = mul nsw i64 %219, 256
-  %221 = add nsw i64 %217, %220
-  %222 = mul nsw i64 %conv3.tx17613, 2
-  %223 = add nsw i64 %222, 1
-  %224 = mul nsw i64 %223, 16
-  %225 = add nsw i64 %221, %224
-  %226 = mul nsw i64 %conv3.cv17714, 8
-  %227 = add nsw i64 %225, %226
-  %228 = add nsw i64 409600, %227
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %228
-  %229 = load <8 x float>, ptr %arena28, align 4
-  %230 = fsub <8 x float> %216, %229
-  store <8 x float> %230, ptr %conv3.w184, align 32
-  %231 = mul nsw i64 %conv3.j17411, 4096
-  %232 = mul nsw i64 %conv3.ty17512, 2
-  %233 = add nsw i64 %232, 1
-  %234 = mul nsw i64 %233, 256
-  %235 = add nsw i64 %231, %234
-  %236 = mul nsw i64 %conv3.tx17613, 2
-  %237 = add nsw i64 %236, 1
-  %238 = mul nsw i64 %237, 16
-  %239 = add nsw i64 %235, %238
-  %240 = mul nsw i64 %conv3.cv17714, 8
-  %241 = add nsw i64 %239, %240
-  %242 = add nsw i64 409600, %241
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %242
-  %243 = load <8 x float>, ptr %arena29, align 4
-  %244 = mul nsw i64 %conv3.j17411, 4096
-  %245 = mul nsw i64 %conv3.ty17512, 2
-  %246 = add nsw i64 %245, 3
-  %247 = mul nsw i64 %246, 256
-  %248 = add nsw i64 %244, %247
-  %249 = mul nsw i64 %conv3.tx17613, 2
-  %250 = add nsw i64 %249, 1
-  %251 = mul nsw i64 %250, 16
-  %252 = add nsw i64 %248, %251
-  %253 = mul nsw i64 %conv3.cv17714, 8
-  %254 = add nsw i64 %252, %253
-  %255 = add nsw i64 409600, %254
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %255
-  %256 = load <8 x float>, ptr %arena30, align 4
-  %257 = fsub <8 x float> %243, %256
-  store <8 x float> %257, ptr %conv3.w185, align 32
-  %258 = mul nsw i64 %conv3.j17411, 4096
-  %259 = mul nsw i64 %conv3.ty17512, 2
-  %260 = mul nsw i64 %259, 256
-  %261 = add nsw i64 %258, %260
-  %262 = mul nsw i64 %conv3.tx17613, 2
-  %263 = add nsw i64 %262, 2
-  %264 = mul nsw i64 %263, 16
-  %265 = add nsw i64 %261, %264
-  %266 = mul nsw i64 %conv3.cv17714, 8
-  %267 = add nsw i64 %265, %266
-  %268 = add nsw i64 409600, %267
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %268
-  %269 = load <8 x float>, ptr %arena31, align 4
-  %270 = mul nsw i64 %conv3.j17411, 4096
-  %271 = mul nsw i64 %conv3.ty17512, 2
-  %272 = add nsw i64 %271, 2
-  %273 = mul nsw i64 %272, 256
-  %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %conv3.tx17613, 2
-  %276 = add nsw i64 %275, 2
-  %277 = mul nsw i64 %276, 16
-  %278 = add nsw i64 %274, %277
-  %279 = mul nsw i64 %conv3.cv17714, 8
-  %280 = add nsw i64 %278, %279
-  %281 = add nsw i64 409600, %280
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %281
-  %282 = load <8 x float>, ptr %arena32, align 4
-  %283 = fsub <8 x float> %269, %282
-  store <8 x float> %283, ptr %conv3.w186, align 32
-  %284 = mul nsw i64 %conv3.j17411, 4096
-  %285 = mul nsw i64 %conv3.ty17512, 2
-  %286 = add nsw i64 %285, 1
-  %287 = mul nsw i64 %286, 256
-  %288 = add nsw i64 %284, %287
-  %289 = mul nsw i64 %conv3.tx17613, 2
-  %290 = add nsw i64 %289, 2
-  %291 = mul nsw i64 %290, 16
-  %292 = add nsw i64 %288, %291
-  %293 = mul nsw i64 %conv3.cv17714, 8
-  %294 = add nsw i64 %292, %293
-  %295 = add nsw i64 409600, %294
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %295
-  %296 = load <8 x float>, ptr %arena33, align 4
-  %297 = mul nsw i64 %conv3.j17411, 4096
-  %298 = mul nsw i64 %conv3.ty17512, 2
-  %299 = add nsw i64 %298, 2
-  %300 = mul nsw i64 %299, 256
-  %301 = add nsw i64 %297, %300
-  %302 = mul nsw i64 %conv3.tx17613, 2
-  %303 = add nsw i64 %302, 2
-  %304 = mul nsw i64 %303, 16
-  %305 = add nsw i64 %301, %304
-  %306 = mul nsw i64 %conv3.cv17714, 8
-  %307 = add nsw i64 %305, %306
-  %308 = add nsw i64 409600, %307
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %308
-  %309 = load <8 x float>, ptr %arena34, align 4
-  %310 = fadd <8 x float> %296, %309
-  store <8 x float> %310, ptr %conv3.w187, align 32
-  %311 = mul nsw i64 %conv3.j17411, 4096
-  %312 = mul nsw i64 %conv3.ty17512, 2
-  %313 = add nsw i64 %312, 2
-  %314 = mul nsw i64 %313, 256
-  %315 = add nsw i64 %311, %314
-  %316 = mul nsw i64 %conv3.tx17613, 2
-  %317 = add nsw i64 %316, 2
-  %318 = mul nsw i64 %317, 16
-  %319 = add nsw i64 %315, %318
-  %320 = mul nsw i64 %conv3.cv17714, 8
-  %321 = add nsw i64 %319, %320
-  %322 = add nsw i64 409600, %321
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %322
-  %323 = load <8 x float>, ptr %arena35, align 4
-  %324 = mul nsw i64 %conv3.j17411, 4096
-  %325 = mul nsw i64 %conv3.ty17512, 2
-  %326 = add nsw i64 %325, 1
-  %327 = mul nsw i64 %326, 256
-  %328 = add nsw i64 %324, %327
-  %329 = mul nsw i64 %conv3.tx17613, 2
-  %330 = add nsw i64 %329, 2
-  %331 = mul nsw i64 %330, 16
-  %332 = add nsw i64 %328, %331
-  %333 = mul nsw i64 %conv3.cv17714, 8
-  %334 = add nsw i64 %332, %333
-  %335 = add nsw i64 409600, %334
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %335
-  %336 = load <8 x float>, ptr %arena36, align 4
-  %337 = fsub <8 x float> %323, %336
-  store <8 x float> %337, ptr %conv3.w188, align 32
-  %338 = mul nsw i64 %conv3.j17411, 4096
-  %339 = mul nsw i64 %conv3.ty17512, 2
-  %340 = add nsw i64 %339, 1
-  %341 = mul nsw i64 %340, 256
-  %342 = add nsw i64 %338, %341
-  %343 = mul nsw i64 %conv3.tx17613, 2
-  %344 = add nsw i64 %343, 2
-  %345 = mul nsw i64 %344, 16
-  %346 = add nsw i64 %342, %345
-  %347 = mul nsw i64 %conv3.cv17714, 8
-  %348 = add nsw i64 %346, %347
-  %349 = add nsw i64 409600, %348
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %349
-  %350 = load <8 x float>, ptr %arena37, align 4
-  %351 = mul nsw i64 %conv3.j17411, 4096
-  %352 = mul nsw i64 %conv3.ty17512, 2
-  %353 = add nsw i64 %352, 3
-  %354 = mul nsw i64 %353, 256
-  %355 = add nsw i64 %351, %354
-  %356 = mul nsw i64 %conv3.tx17613, 2
-  %357 = add nsw i64 %356, 2
-  %358 = mul nsw i64 %357, 16
-  %359 = add nsw i64 %355, %358
-  %360 = mul nsw i64 %conv3.cv17714, 8
-  %361 = add nsw i64 %359, %360
-  %362 = add nsw i64 409600, %361
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %362
-  %363 = load <8 x float>, ptr %arena38, align 4
-  %364 = fsub <8 x float> %350, %363
-  store <8 x float> %364, ptr %conv3.w189, align 32
-  %365 = mul nsw i64 %conv3.j17411, 4096
-  %366 = mul nsw i64 %conv3.ty17512, 2
-  %367 = mul nsw i64 %366, 256
-  %368 = add nsw i64 %365, %367
-  %369 = mul nsw i64 %conv3.tx17613, 2
-  %370 = add nsw i64 %369, 3
-  %371 = mul nsw i64 %370, 16
-  %372 = add nsw i64 %368, %371
-  %373 = mul nsw i64 %conv3.cv17714, 8
-  %374 = add nsw i64 %372, %373
-  %375 = add nsw i64 409600, %374
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %375
-  %376 = load <8 x float>, ptr %arena39, align 4
-  %377 = mul nsw i64 %conv3.j17411, 4096
-  %378 = mul nsw i64 %conv3.ty17512, 2
-  %379 = add nsw i64 %378, 2
-  %380 = mul nsw i64 %379, 256
-  %381 = add nsw i64 %377, %380
-  %382 = mul nsw i64 %conv3.tx17613, 2
-  %383 = add nsw i64 %382, 3
-  %384 = mul nsw i64 %383, 16
-  %385 = add nsw i64 %381, %384
-  %386 = mul nsw i64 %conv3.cv17714, 8
-  %387 = add nsw i64 %385, %386
-  %388 = add nsw i64 409600, %387
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %388
-  %389 = load <8 x float>, ptr %arena40, align 4
-  %390 = fsub <8 x float> %376, %389
-  store <8 x float> %390, ptr %conv3.w190, align 32
-  %391 = mul nsw i64 %conv3.j17411, 4096
-  %392 = mul nsw i64 %conv3.ty17512, 2
-  %393 = add nsw i64 %392, 1
-  %394 = mul nsw i64 %393, 256
-  %395 = add nsw i64 %391, %394
-  %396 = mul nsw i64 %conv3.tx17613, 2
-  %397 = add nsw i64 %396, 3
-  %398 = mul nsw i64 %397, 16
-  %399 = add nsw i64 %395, %398
-  %400 = mul nsw i64 %conv3.cv17714, 8
-  %401 = add nsw i64 %399, %400
-  %402 = add nsw i64 409600, %401
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %402
-  %403 = load <8 x float>, ptr %arena41, align 4
-  %404 = mul nsw i64 %conv3.j17411, 4096
-  %405 = mul nsw i64 %conv3.ty17512, 2
-  %406 = add nsw i64 %405, 2
-  %407 = mul nsw i64 %406, 256
-  %408 = add nsw i64 %404, %407
-  %409 = mul nsw i64 %conv3.tx17613, 2
-  %410 = add nsw i64 %409, 3
-  %411 = mul nsw i64 %410, 16
-  %412 = add nsw i64 %408, %411
-  %413 = mul nsw i64 %conv3.cv17714, 8
-  %414 = add nsw i64 %412, %413
-  %415 = add nsw i64 409600, %414
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %415
-  %416 = load <8 x float>, ptr %arena42, align 4
-  %417 = fadd <8 x float> %403, %416
-  store <8 x float> %417, ptr %conv3.w191, align 32
-  %418 = mul nsw i64 %conv3.j17411, 4096
-  %419 = mul nsw i64 %conv3.ty17512, 2
-  %420 = add nsw i64 %419, 2
-  %421 = mul nsw i64 %420, 256
-  %422 = add nsw i64 %418, %421
-  %423 = mul nsw i64 %conv3.tx17613, 2
-  %424 = add nsw i64 %423, 3
-  %425 = mul nsw i64 %424, 16
-  %426 = add nsw i64 %422, %425
-  %427 = mul nsw i64 %conv3.cv17714, 8
-  %428 = add nsw i64 %426, %427
-  %429 = add nsw i64 409600, %428
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %429
-  %430 = load <8 x float>, ptr %arena43, align 4
-  %431 = mul nsw i64 %conv3.j17411, 4096
-  %432 = mul nsw i64 %conv3.ty17512, 2
-  %433 = add nsw i64 %432, 1
-  %434 = mul nsw i64 %433, 256
-  %435 = add nsw i64 %431, %434
-  %436 = mul nsw i64 %conv3.tx17613, 2
-  %437 = add nsw i64 %436, 3
-  %438 = mul nsw i64 %437, 16
-  %439 = add nsw i64 %435, %438
-  %440 = mul nsw i64 %conv3.cv17714, 8
-  %441 = add nsw i64 %439, %440
-  %442 = add nsw i64 409600, %441
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %442
-  %443 = load <8 x float>, ptr %arena44, align 4
-  %444 = fsub <8 x float> %430, %443
-  store <8 x float> %444, ptr %conv3.w192, align 32
-  %445 = mul nsw i64 %conv3.j17411, 4096
-  %446 = mul nsw i64 %conv3.ty17512, 2
-  %447 = add nsw i64 %446, 1
-  %448 = mul nsw i64 %447, 256
-  %449 = add nsw i64 %445, %448
-  %450 = mul nsw i64 %conv3.tx17613, 2
-  %451 = add nsw i64 %450, 3
-  %452 = mul nsw i64 %451, 16
-  %453 = add nsw i64 %449, %452
-  %454 = mul nsw i64 %conv3.cv17714, 8
-  %455 = add nsw i64 %453, %454
-  %456 = add nsw i64 409600, %455
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %456
-  %457 = load <8 x float>, ptr %arena45, align 4
-  %458 = mul nsw i64 %conv3.j17411, 4096
-  %459 = mul nsw i64 %conv3.ty17512, 2
-  %460 = add nsw i64 %459, 3
-  %461 = mul nsw i64 %460, 256
-  %462 = add nsw i64 %458, %461
-  %463 = mul nsw i64 %conv3.tx17613, 2
-  %464 = add nsw i64 %463, 3
-  %465 = mul nsw i64 %464, 16
-  %466 = add nsw i64 %462, %465
-  %467 = mul nsw i64 %conv3.cv17714, 8
-  %468 = add nsw i64 %466, %467
-  %469 = add nsw i64 409600, %468
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %469
-  %470 = load <8 x float>, ptr %arena46, align 4
-  %471 = fsub <8 x float> %457, %470
-  store <8 x float> %471, ptr %conv3.w193, align 32
+conv3.cv175:                                      ; preds = %conv3.cv175, %conv3.tx174
+  %conv3.cv17514 = phi i64 [ 0, %conv3.tx174 ], [ %cv175.next, %conv3.cv175 ]
+  %51 = mul nsw i64 %conv3.j17211, 4096
+  %52 = mul nsw i64 %conv3.ty17312, 2
+  %53 = mul nsw i64 %52, 256
+  %54 = add nsw i64 %51, %53
+  %55 = mul nsw i64 %conv3.tx17413, 2
+  %56 = mul nsw i64 %55, 16
+  %57 = add nsw i64 %54, %56
+  %58 = mul nsw i64 %conv3.cv17514, 8
+  %59 = add nsw i64 %57, %58
+  %60 = add nsw i64 610304, %59
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load <8 x float>, ptr %arena15, align 4
+  %62 = mul nsw i64 %conv3.j17211, 4096
+  %63 = mul nsw i64 %conv3.ty17312, 2
+  %64 = add nsw i64 %63, 2
+  %65 = mul nsw i64 %64, 256
+  %66 = add nsw i64 %62, %65
+  %67 = mul nsw i64 %conv3.tx17413, 2
+  %68 = mul nsw i64 %67, 16
+  %69 = add nsw i64 %66, %68
+  %70 = mul nsw i64 %conv3.cv17514, 8
+  %71 = add nsw i64 %69, %70
+  %72 = add nsw i64 610304, %71
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load <8 x float>, ptr %arena16, align 4
+  %74 = fsub <8 x float> %61, %73
+  store <8 x float> %74, ptr %conv3.w176, align 32
+  %75 = mul nsw i64 %conv3.j17211, 4096
+  %76 = mul nsw i64 %conv3.ty17312, 2
+  %77 = add nsw i64 %76, 1
+  %78 = mul nsw i64 %77, 256
+  %79 = add nsw i64 %75, %78
+  %80 = mul nsw i64 %conv3.tx17413, 2
+  %81 = mul nsw i64 %80, 16
+  %82 = add nsw i64 %79, %81
+  %83 = mul nsw i64 %conv3.cv17514, 8
+  %84 = add nsw i64 %82, %83
+  %85 = add nsw i64 610304, %84
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %85
+  %86 = load <8 x float>, ptr %arena17, align 4
+  %87 = mul nsw i64 %conv3.j17211, 4096
+  %88 = mul nsw i64 %conv3.ty17312, 2
+  %89 = add nsw i64 %88, 2
+  %90 = mul nsw i64 %89, 256
+  %91 = add nsw i64 %87, %90
+  %92 = mul nsw i64 %conv3.tx17413, 2
+  %93 = mul nsw i64 %92, 16
+  %94 = add nsw i64 %91, %93
+  %95 = mul nsw i64 %conv3.cv17514, 8
+  %96 = add nsw i64 %94, %95
+  %97 = add nsw i64 610304, %96
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %97
+  %98 = load <8 x float>, ptr %arena18, align 4
+  %99 = fadd <8 x float> %86, %98
+  store <8 x float> %99, ptr %conv3.w177, align 32
+  %100 = mul nsw i64 %conv3.j17211, 4096
+  %101 = mul nsw i64 %conv3.ty17312, 2
+  %102 = add nsw i64 %101, 2
+  %103 = mul nsw i64 %102, 256
+  %104 = add nsw i64 %100, %103
+  %105 = mul nsw i64 %conv3.tx17413, 2
+  %106 = mul nsw i64 %105, 16
+  %107 = add nsw i64 %104, %106
+  %108 = mul nsw i64 %conv3.cv17514, 8
+  %109 = add nsw i64 %107, %108
+  %110 = add nsw i64 610304, %109
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %110
+  %111 = load <8 x float>, ptr %arena19, align 4
+  %112 = mul nsw i64 %conv3.j17211, 4096
+  %113 = mul nsw i64 %conv3.ty17312, 2
+  %114 = add nsw i64 %113, 1
+  %115 = mul nsw i64 %114, 256
+  %116 = add nsw i64 %112, %115
+  %117 = mul nsw i64 %conv3.tx17413, 2
+  %118 = mul nsw i64 %117, 16
+  %119 = add nsw i64 %116, %118
+  %120 = mul nsw i64 %conv3.cv17514, 8
+  %121 = add nsw i64 %119, %120
+  %122 = add nsw i64 610304, %121
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %122
+  %123 = load <8 x float>, ptr %arena20, align 4
+  %124 = fsub <8 x float> %111, %123
+  store <8 x float> %124, ptr %conv3.w178, align 32
+  %125 = mul nsw i64 %conv3.j17211, 4096
+  %126 = mul nsw i64 %conv3.ty17312, 2
+  %127 = add nsw i64 %126, 1
+  %128 = mul nsw i64 %127, 256
+  %129 = add nsw i64 %125, %128
+  %130 = mul nsw i64 %conv3.tx17413, 2
+  %131 = mul nsw i64 %130, 16
+  %132 = add nsw i64 %129, %131
+  %133 = mul nsw i64 %conv3.cv17514, 8
+  %134 = add nsw i64 %132, %133
+  %135 = add nsw i64 610304, %134
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %135
+  %136 = load <8 x float>, ptr %arena21, align 4
+  %137 = mul nsw i64 %conv3.j17211, 4096
+  %138 = mul nsw i64 %conv3.ty17312, 2
+  %139 = add nsw i64 %138, 3
+  %140 = mul nsw i64 %139, 256
+  %141 = add nsw i64 %137, %140
+  %142 = mul nsw i64 %conv3.tx17413, 2
+  %143 = mul nsw i64 %142, 16
+  %144 = add nsw i64 %141, %143
+  %145 = mul nsw i64 %conv3.cv17514, 8
+  %146 = add nsw i64 %144, %145
+  %147 = add nsw i64 610304, %146
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %147
+  %148 = load <8 x float>, ptr %arena22, align 4
+  %149 = fsub <8 x float> %136, %148
+  store <8 x float> %149, ptr %conv3.w179, align 32
+  %150 = mul nsw i64 %conv3.j17211, 4096
+  %151 = mul nsw i64 %conv3.ty17312, 2
+  %152 = mul nsw i64 %151, 256
+  %153 = add nsw i64 %150, %152
+  %154 = mul nsw i64 %conv3.tx17413, 2
+  %155 = add nsw i64 %154, 1
+  %156 = mul nsw i64 %155, 16
+  %157 = add nsw i64 %153, %156
+  %158 = mul nsw i64 %conv3.cv17514, 8
+  %159 = add nsw i64 %157, %158
+  %160 = add nsw i64 610304, %159
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %160
+  %161 = load <8 x float>, ptr %arena23, align 4
+  %162 = mul nsw i64 %conv3.j17211, 4096
+  %163 = mul nsw i64 %conv3.ty17312, 2
+  %164 = add nsw i64 %163, 2
+  %165 = mul nsw i64 %164, 256
+  %166 = add nsw i64 %162, %165
+  %167 = mul nsw i64 %conv3.tx17413, 2
+  %168 = add nsw i64 %167, 1
+  %169 = mul nsw i64 %168, 16
+  %170 = add nsw i64 %166, %169
+  %171 = mul nsw i64 %conv3.cv17514, 8
+  %172 = add nsw i64 %170, %171
+  %173 = add nsw i64 610304, %172
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %173
+  %174 = load <8 x float>, ptr %arena24, align 4
+  %175 = fsub <8 x float> %161, %174
+  store <8 x float> %175, ptr %conv3.w180, align 32
+  %176 = mul nsw i64 %conv3.j17211, 4096
+  %177 = mul nsw i64 %conv3.ty17312, 2
+  %178 = add nsw i64 %177, 1
+  %179 = mul nsw i64 %178, 256
+  %180 = add nsw i64 %176, %179
+  %181 = mul nsw i64 %conv3.tx17413, 2
+  %182 = add nsw i64 %181, 1
+  %183 = mul nsw i64 %182, 16
+  %184 = add nsw i64 %180, %183
+  %185 = mul nsw i64 %conv3.cv17514, 8
+  %186 = add nsw i64 %184, %185
+  %187 = add nsw i64 610304, %186
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %187
+  %188 = load <8 x float>, ptr %arena25, align 4
+  %189 = mul nsw i64 %conv3.j17211, 4096
+  %190 = mul nsw i64 %conv3.ty17312, 2
+  %191 = add nsw i64 %190, 2
+  %192 = mul nsw i64 %191, 256
+  %193 = add nsw i64 %189, %192
+  %194 = mul nsw i64 %conv3.tx17413, 2
+  %195 = add nsw i64 %194, 1
+  %196 = mul nsw i64 %195, 16
+  %197 = add nsw i64 %193, %196
+  %198 = mul nsw i64 %conv3.cv17514, 8
+  %199 = add nsw i64 %197, %198
+  %200 = add nsw i64 610304, %199
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %200
+  %201 = load <8 x float>, ptr %arena26, align 4
+  %202 = fadd <8 x float> %188, %201
+  store <8 x float> %202, ptr %conv3.w181, align 32
+  %203 = mul nsw i64 %conv3.j17211, 4096
+  %204 = mul nsw i64 %conv3.ty17312, 2
+  %205 = add nsw i64 %204, 2
+  %206 = mul nsw i64 %205, 256
+  %207 = add nsw i64 %203, %206
+  %208 = mul nsw i64 %conv3.tx17413, 2
+  %209 = add nsw i64 %208, 1
+  %210 = mul nsw i64 %209, 16
+  %211 = add nsw i64 %207, %210
+  %212 = mul nsw i64 %conv3.cv17514, 8
+  %213 = add nsw i64 %211, %212
+  %214 = add nsw i64 610304, %213
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %214
+  %215 = load <8 x float>, ptr %arena27, align 4
+  %216 = mul nsw i64 %conv3.j17211, 4096
+  %217 = mul nsw i64 %conv3.ty17312, 2
+  %218 = add nsw i64 %217, 1
+  %219 = mul nsw i64 %218, 256
+  %220 = add nsw i64 %216, %219
+  %221 = mul nsw i64 %conv3.tx17413, 2
+  %222 = add nsw i64 %221, 1
+  %223 = mul nsw i64 %222, 16
+  %224 = add nsw i64 %220, %223
+  %225 = mul nsw i64 %conv3.cv17514, 8
+  %226 = add nsw i64 %224, %225
+  %227 = add nsw i64 610304, %226
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %227
+  %228 = load <8 x float>, ptr %arena28, align 4
+  %229 = fsub <8 x float> %215, %228
+  store <8 x float> %229, ptr %conv3.w182, align 32
+  %230 = mul nsw i64 %conv3.j17211, 4096
+  %231 = mul nsw i64 %conv3.ty17312, 2
+  %232 = add nsw i64 %231, 1
+  %233 = mul nsw i64 %232, 256
+  %234 = add nsw i64 %230, %233
+  %235 = mul nsw i64 %conv3.tx17413, 2
+  %236 = add nsw i64 %235, 1
+  %237 = mul nsw i64 %236, 16
+  %238 = add nsw i64 %234, %237
+  %239 = mul nsw i64 %conv3.cv17514, 8
+  %240 = add nsw i64 %238, %239
+  %241 = add nsw i64 610304, %240
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %241
+  %242 = load <8 x float>, ptr %arena29, align 4
+  %243 = mul nsw i64 %conv3.j17211, 4096
+  %244 = mul nsw i64 %conv3.ty17312, 2
+  %245 = add nsw i64 %244, 3
+  %246 = mul nsw i64 %245, 256
+  %247 = add nsw i64 %243, %246
+  %248 = mul nsw i64 %conv3.tx17413, 2
+  %249 = add nsw i64 %248, 1
+  %250 = mul nsw i64 %249, 16
+  %251 = add nsw i64 %247, %250
+  %252 = mul nsw i64 %conv3.cv17514, 8
+  %253 = add nsw i64 %251, %252
+  %254 = add nsw i64 610304, %253
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %254
+  %255 = load <8 x float>, ptr %arena30, align 4
+  %256 = fsub <8 x float> %242, %255
+  store <8 x float> %256, ptr %conv3.w183, align 32
+  %257 = mul nsw i64 %conv3.j17211, 4096
+  %258 = mul nsw i64 %conv3.ty17312, 2
+  %259 = mul nsw i64 %258, 256
+  %260 = add nsw i64 %257, %259
+  %261 = mul nsw i64 %conv3.tx17413, 2
+  %262 = add nsw i64 %261, 2
+  %263 = mul nsw i64 %262, 16
+  %264 = add nsw i64 %260, %263
+  %265 = mul nsw i64 %conv3.cv17514, 8
+  %266 = add nsw i64 %264, %265
+  %267 = add nsw i64 610304, %266
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %267
+  %268 = load <8 x float>, ptr %arena31, align 4
+  %269 = mul nsw i64 %conv3.j17211, 4096
+  %270 = mul nsw i64 %conv3.ty17312, 2
+  %271 = add nsw i64 %270, 2
+  %272 = mul nsw i64 %271, 256
+  %273 = add nsw i64 %269, %272
+  %274 = mul nsw i64 %conv3.tx17413, 2
+  %275 = add nsw i64 %274, 2
+  %276 = mul nsw i64 %275, 16
+  %277 = add nsw i64 %273, %276
+  %278 = mul nsw i64 %conv3.cv17514, 8
+  %279 = add nsw i64 %277, %278
+  %280 = add nsw i64 610304, %279
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %280
+  %281 = load <8 x float>, ptr %arena32, align 4
+  %282 = fsub <8 x float> %268, %281
+  store <8 x float> %282, ptr %conv3.w184, align 32
+  %283 = mul nsw i64 %conv3.j17211, 4096
+  %284 = mul nsw i64 %conv3.ty17312, 2
+  %285 = add nsw i64 %284, 1
+  %286 = mul nsw i64 %285, 256
+  %287 = add nsw i64 %283, %286
+  %288 = mul nsw i64 %conv3.tx17413, 2
+  %289 = add nsw i64 %288, 2
+  %290 = mul nsw i64 %289, 16
+  %291 = add nsw i64 %287, %290
+  %292 = mul nsw i64 %conv3.cv17514, 8
+  %293 = add nsw i64 %291, %292
+  %294 = add nsw i64 610304, %293
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %294
+  %295 = load <8 x float>, ptr %arena33, align 4
+  %296 = mul nsw i64 %conv3.j17211, 4096
+  %297 = mul nsw i64 %conv3.ty17312, 2
+  %298 = add nsw i64 %297, 2
+  %299 = mul nsw i64 %298, 256
+  %300 = add nsw i64 %296, %299
+  %301 = mul nsw i64 %conv3.tx17413, 2
+  %302 = add nsw i64 %301, 2
+  %303 = mul nsw i64 %302, 16
+  %304 = add nsw i64 %300, %303
+  %305 = mul nsw i64 %conv3.cv17514, 8
+  %306 = add nsw i64 %304, %305
+  %307 = add nsw i64 610304, %306
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %307
+  %308 = load <8 x float>, ptr %arena34, align 4
+  %309 = fadd <8 x float> %295, %308
+  store <8 x float> %309, ptr %conv3.w185, align 32
+  %310 = mul nsw i64 %conv3.j17211, 4096
+  %311 = mul nsw i64 %conv3.ty17312, 2
+  %312 = add nsw i64 %311, 2
+  %313 = mul nsw i64 %312, 256
+  %314 = add nsw i64 %310, %313
+  %315 = mul nsw i64 %conv3.tx17413, 2
+  %316 = add nsw i64 %315, 2
+  %317 = mul nsw i64 %316, 16
+  %318 = add nsw i64 %314, %317
+  %319 = mul nsw i64 %conv3.cv17514, 8
+  %320 = add nsw i64 %318, %319
+  %321 = add nsw i64 610304, %320
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %321
+  %322 = load <8 x float>, ptr %arena35, align 4
+  %323 = mul nsw i64 %conv3.j17211, 4096
+  %324 = mul nsw i64 %conv3.ty17312, 2
+  %325 = add nsw i64 %324, 1
+  %326 = mul nsw i64 %325, 256
+  %327 = add nsw i64 %323, %326
+  %328 = mul nsw i64 %conv3.tx17413, 2
+  %329 = add nsw i64 %328, 2
+  %330 = mul nsw i64 %329, 16
+  %331 = add nsw i64 %327, %330
+  %332 = mul nsw i64 %conv3.cv17514, 8
+  %333 = add nsw i64 %331, %332
+  %334 = add nsw i64 610304, %333
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %334
+  %335 = load <8 x float>, ptr %arena36, align 4
+  %336 = fsub <8 x float> %322, %335
+  store <8 x float> %336, ptr %conv3.w186, align 32
+  %337 = mul nsw i64 %conv3.j17211, 4096
+  %338 = mul nsw i64 %conv3.ty17312, 2
+  %339 = add nsw i64 %338, 1
+  %340 = mul nsw i64 %339, 256
+  %341 = add nsw i64 %337, %340
+  %342 = mul nsw i64 %conv3.tx17413, 2
+  %343 = add nsw i64 %342, 2
+  %344 = mul nsw i64 %343, 16
+  %345 = add nsw i64 %341, %344
+  %346 = mul nsw i64 %conv3.cv17514, 8
+  %347 = add nsw i64 %345, %346
+  %348 = add nsw i64 610304, %347
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %348
+  %349 = load <8 x float>, ptr %arena37, align 4
+  %350 = mul nsw i64 %conv3.j17211, 4096
+  %351 = mul nsw i64 %conv3.ty17312, 2
+  %352 = add nsw i64 %351, 3
+  %353 = mul nsw i64 %352, 256
+  %354 = add nsw i64 %350, %353
+  %355 = mul nsw i64 %conv3.tx17413, 2
+  %356 = add nsw i64 %355, 2
+  %357 = mul nsw i64 %356, 16
+  %358 = add nsw i64 %354, %357
+  %359 = mul nsw i64 %conv3.cv17514, 8
+  %360 = add nsw i64 %358, %359
+  %361 = add nsw i64 610304, %360
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %361
+  %362 = load <8 x float>, ptr %arena38, align 4
+  %363 = fsub <8 x float> %349, %362
+  store <8 x float> %363, ptr %conv3.w187, align 32
+  %364 = mul nsw i64 %conv3.j17211, 4096
+  %365 = mul nsw i64 %conv3.ty17312, 2
+  %366 = mul nsw i64 %365, 256
+  %367 = add nsw i64 %364, %366
+  %368 = mul nsw i64 %conv3.tx17413, 2
+  %369 = add nsw i64 %368, 3
+  %370 = mul nsw i64 %369, 16
+  %371 = add nsw i64 %367, %370
+  %372 = mul nsw i64 %conv3.cv17514, 8
+  %373 = add nsw i64 %371, %372
+  %374 = add nsw i64 610304, %373
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %374
+  %375 = load <8 x float>, ptr %arena39, align 4
+  %376 = mul nsw i64 %conv3.j17211, 4096
+  %377 = mul nsw i64 %conv3.ty17312, 2
+  %378 = add nsw i64 %377, 2
+  %379 = mul nsw i64 %378, 256
+  %380 = add nsw i64 %376, %379
+  %381 = mul nsw i64 %conv3.tx17413, 2
+  %382 = add nsw i64 %381, 3
+  %383 = mul nsw i64 %382, 16
+  %384 = add nsw i64 %380, %383
+  %385 = mul nsw i64 %conv3.cv17514, 8
+  %386 = add nsw i64 %384, %385
+  %387 = add nsw i64 610304, %386
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %387
+  %388 = load <8 x float>, ptr %arena40, align 4
+  %389 = fsub <8 x float> %375, %388
+  store <8 x float> %389, ptr %conv3.w188, align 32
+  %390 = mul nsw i64 %conv3.j17211, 4096
+  %391 = mul nsw i64 %conv3.ty17312, 2
+  %392 = add nsw i64 %391, 1
+  %393 = mul nsw i64 %392, 256
+  %394 = add nsw i64 %390, %393
+  %395 = mul nsw i64 %conv3.tx17413, 2
+  %396 = add nsw i64 %395, 3
+  %397 = mul nsw i64 %396, 16
+  %398 = add nsw i64 %394, %397
+  %399 = mul nsw i64 %conv3.cv17514, 8
+  %400 = add nsw i64 %398, %399
+  %401 = add nsw i64 610304, %400
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %401
+  %402 = load <8 x float>, ptr %arena41, align 4
+  %403 = mul nsw i64 %conv3.j17211, 4096
+  %404 = mul nsw i64 %conv3.ty17312, 2
+  %405 = add nsw i64 %404, 2
+  %406 = mul nsw i64 %405, 256
+  %407 = add nsw i64 %403, %406
+  %408 = mul nsw i64 %conv3.tx17413, 2
+  %409 = add nsw i64 %408, 3
+  %410 = mul nsw i64 %409, 16
+  %411 = add nsw i64 %407, %410
+  %412 = mul nsw i64 %conv3.cv17514, 8
+  %413 = add nsw i64 %411, %412
+  %414 = add nsw i64 610304, %413
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %414
+  %415 = load <8 x float>, ptr %arena42, align 4
+  %416 = fadd <8 x float> %402, %415
+  store <8 x float> %416, ptr %conv3.w189, align 32
+  %417 = mul nsw i64 %conv3.j17211, 4096
+  %418 = mul nsw i64 %conv3.ty17312, 2
+  %419 = add nsw i64 %418, 2
+  %420 = mul nsw i64 %419, 256
+  %421 = add nsw i64 %417, %420
+  %422 = mul nsw i64 %conv3.tx17413, 2
+  %423 = add nsw i64 %422, 3
+  %424 = mul nsw i64 %423, 16
+  %425 = add nsw i64 %421, %424
+  %426 = mul nsw i64 %conv3.cv17514, 8
+  %427 = add nsw i64 %425, %426
+  %428 = add nsw i64 610304, %427
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %428
+  %429 = load <8 x float>, ptr %arena43, align 4
+  %430 = mul nsw i64 %conv3.j17211, 4096
+  %431 = mul nsw i64 %conv3.ty17312, 2
+  %432 = add nsw i64 %431, 1
+  %433 = mul nsw i64 %432, 256
+  %434 = add nsw i64 %430, %433
+  %435 = mul nsw i64 %conv3.tx17413, 2
+  %436 = add nsw i64 %435, 3
+  %437 = mul nsw i64 %436, 16
+  %438 = add nsw i64 %434, %437
+  %439 = mul nsw i64 %conv3.cv17514, 8
+  %440 = add nsw i64 %438, %439
+  %441 = add nsw i64 610304, %440
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %441
+  %442 = load <8 x float>, ptr %arena44, align 4
+  %443 = fsub <8 x float> %429, %442
+  store <8 x float> %443, ptr %conv3.w190, align 32
+  %444 = mul nsw i64 %conv3.j17211, 4096
+  %445 = mul nsw i64 %conv3.ty17312, 2
+  %446 = add nsw i64 %445, 1
+  %447 = mul nsw i64 %446, 256
+  %448 = add nsw i64 %444, %447
+  %449 = mul nsw i64 %conv3.tx17413, 2
+  %450 = add nsw i64 %449, 3
+  %451 = mul nsw i64 %450, 16
+  %452 = add nsw i64 %448, %451
+  %453 = mul nsw i64 %conv3.cv17514, 8
+  %454 = add nsw i64 %452, %453
+  %455 = add nsw i64 610304, %454
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %455
+  %456 = load <8 x float>, ptr %arena45, align 4
+  %457 = mul nsw i64 %conv3.j17211, 4096
+  %458 = mul nsw i64 %conv3.ty17312, 2
+  %459 = add nsw i64 %458, 3
+  %460 = mul nsw i64 %459, 256
+  %461 = add nsw i64 %457, %460
+  %462 = mul nsw i64 %conv3.tx17413, 2
+  %463 = add nsw i64 %462, 3
+  %464 = mul nsw i64 %463, 16
+  %465 = add nsw i64 %461, %464
+  %466 = mul nsw i64 %conv3.cv17514, 8
+  %467 = add nsw i64 %465, %466
+  %468 = add nsw i64 610304, %467
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %468
+  %469 = load <8 x float>, ptr %arena46, align 4
+  %470 = fsub <8 x float> %456, %469
+  store <8 x float> %470, ptr %conv3.w191, align 32
+  %w176 = load <8 x float>, ptr %conv3.w176, align 32
+  %w184 = load <8 x float>, ptr %conv3.w184, align 32
+  %471 = fsub <8 x float> %w176, %w184
+  store <8 x float> %471, ptr %conv3.w192, align 32
+  %w180 = load <8 x float>, ptr %conv3.w180, align 32
+  %w18447 = load <8 x float>, ptr %conv3.w184, align 32
+  %472 = fadd <8 x float> %w180, %w18447
+  store <8 x float> %472, ptr %conv3.w193, align 32
+  %w18448 = load <8 x float>, ptr %conv3.w184, align 32
+  %w18049 = load <8 x float>, ptr %conv3.w180, align 32
+  %473 = fsub <8 x float> %w18448, %w18049
+  store <8 x float> %473, ptr %conv3.w194, align 32
+  %w18050 = load <8 x float>, ptr %conv3.w180, align 32
+  %w188 = load <8 x float>, ptr %conv3.w188, align 32
+  %474 = fsub <8 x float> %w18050, %w188
+  store <8 x float> %474, ptr %conv3.w195, align 32
+  %w177 = load <8 x float>, ptr %conv3.w177, align 32
+  %w185 = load <8 x float>, ptr %conv3.w185, align 32
+  %475 = fsub <8 x float> %w177, %w185
+  store <8 x float> %475, ptr %conv3.w196, align 32
+  %w181 = load <8 x float>, ptr %conv3.w181, align 32
+  %w18551 = load <8 x float>, ptr %conv3.w185, align 32
+  %476 = fadd <8 x float> %w181, %w18551
+  store <8 x float> %476, ptr %conv3.w197, align 32
+  %w18552 = load <8 x float>, ptr %conv3.w185, align 32
+  %w18153 = load <8 x float>, ptr %conv3.w181, align 32
+  %477 = fsub <8 x float> %w18552, %w18153
+  store <8 x float> %477, ptr %conv3.w198, align 32
+  %w18154 = load <8 x float>, ptr %conv3.w181, align 32
+  %w189 = load <8 x float>, ptr %conv3.w189, align 32
+  %478 = fsub <8 x float> %w18154, %w189
+  store <8 x float> %478, ptr %conv3.w199, align 32
   %w178 = load <8 x float>, ptr %conv3.w178, align 32
   %w186 = load <8 x float>, ptr %conv3.w186, align 32
-  %472 = fsub <8 x float> %w178, %w186
-  store <8 x float> %472, ptr %conv3.w194, align 32
+  %479 = fsub <8 x float> %w178, %w186
+  store <8 x float> %479, ptr %conv3.w200, align 32
   %w182 = load <8 x float>, ptr %conv3.w182, align 32
-  %w18647 = load <8 x float>, ptr %conv3.w186, align 32
-  %473 = fadd <8 x float> %w182, %w18647
-  store <8 x float> %473, ptr %conv3.w195, align 32
-  %w18648 = load <8 x float>, ptr %conv3.w186, align 32
-  %w18249 = load <8 x float>, ptr %conv3.w182, align 32
-  %474 = fsub <8 x float> %w18648, %w18249
-  store <8 x float> %474, ptr %conv3.w196, align 32
-  %w18250 = load <8 x float>, ptr %conv3.w182, align 32
+  %w18655 = load <8 x float>, ptr %conv3.w186, align 32
+  %480 = fadd <8 x float> %w182, %w18655
+  store <8 x float> %480, ptr %conv3.w201, align 32
+  %w18656 = load <8 x float>, ptr %conv3.w186, align 32
+  %w18257 = load <8 x float>, ptr %conv3.w182, align 32
+  %481 = fsub <8 x float> %w18656, %w18257
+  store <8 x float> %481, ptr %conv3.w202, align 32
+  %w18258 = load <8 x float>, ptr %conv3.w182, align 32
   %w190 = load <8 x float>, ptr %conv3.w190, align 32
-  %475 = fsub <8 x float> %w18250, %w190
-  store <8 x float> %475, ptr %conv3.w197, align 32
+  %482 = fsub <8 x float> %w18258, %w190
+  store <8 x float> %482, ptr %conv3.w203, align 32
   %w179 = load <8 x float>, ptr %conv3.w179, align 32
   %w187 = load <8 x float>, ptr %conv3.w187, align 32
-  %476 = fsub <8 x float> %w179, %w187
-  store <8 x float> %476, ptr %conv3.w198, align 32
+  %483 = fsub <8 x float> %w179, %w187
+  store <8 x float> %483, ptr %conv3.w204, align 32
   %w183 = load <8 x float>, ptr %conv3.w183, align 32
-  %w18751 = load <8 x float>, ptr %conv3.w187, align 32
-  %477 = fadd <8 x float> %w183, %w18751
-  store <8 x float> %477, ptr %conv3.w199, align 32
-  %w18752 = load <8 x float>, ptr %conv3.w187, align 32
-  %w18353 = load <8 x float>, ptr %conv3.w183, align 32
-  %478 = fsub <8 x float> %w18752, %w18353
-  store <8 x float> %478, ptr %conv3.w200, align 32
-  %w18354 = load <8 x float>, ptr %conv3.w183, align 32
+  %w18759 = load <8 x float>, ptr %conv3.w187, align 32
+  %484 = fadd <8 x float> %w183, %w18759
+  store <8 x float> %484, ptr %conv3.w205, align 32
+  %w18760 = load <8 x float>, ptr %conv3.w187, align 32
+  %w18361 = load <8 x float>, ptr %conv3.w183, align 32
+  %485 = fsub <8 x float> %w18760, %w18361
+  store <8 x float> %485, ptr %conv3.w206, align 32
+  %w18362 = load <8 x float>, ptr %conv3.w183, align 32
   %w191 = load <8 x float>, ptr %conv3.w191, align 32
-  %479 = fsub <8 x float> %w18354, %w191
-  store <8 x float> %479, ptr %conv3.w201, align 32
-  %w180 = load <8 x float>, ptr %conv3.w180, align 32
-  %w188 = load <8 x float>, ptr %conv3.w188, align 32
-  %480 = fsub <8 x float> %w180, %w188
-  store <8 x float> %480, ptr %conv3.w202, align 32
-  %w184 = load <8 x float>, ptr %conv3.w184, align 32
-  %w18855 = load <8 x float>, ptr %conv3.w188, align 32
-  %481 = fadd <8 x float> %w184, %w18855
-  store <8 x float> %481, ptr %conv3.w203, align 32
-  %w18856 = load <8 x float>, ptr %conv3.w188, align 32
-  %w18457 = load <8 x float>, ptr %conv3.w184, align 32
-  %482 = fsub <8 x float> %w18856, %w18457
-  store <8 x float> %482, ptr %conv3.w204, align 32
-  %w18458 = load <8 x float>, ptr %conv3.w184, align 32
+  %486 = fsub <8 x float> %w18362, %w191
+  store <8 x float> %486, ptr %conv3.w207, align 32
   %w192 = load <8 x float>, ptr %conv3.w192, align 32
-  %483 = fsub <8 x float> %w18458, %w192
-  store <8 x float> %483, ptr %conv3.w205, align 32
-  %w181 = load <8 x float>, ptr %conv3.w181, align 32
-  %w189 = load <8 x float>, ptr %conv3.w189, align 32
-  %484 = fsub <8 x float> %w181, %w189
-  store <8 x float> %484, ptr %conv3.w206, align 32
-  %w185 = load <8 x float>, ptr %conv3.w185, align 32
-  %w18959 = load <8 x float>, ptr %conv3.w189, align 32
-  %485 = fadd <8 x float> %w185, %w18959
-  store <8 x float> %485, ptr %conv3.w207, align 32
-  %w18960 = load <8 x float>, ptr %conv3.w189, align 32
-  %w18561 = load <8 x float>, ptr %conv3.w185, align 32
-  %486 = fsub <8 x float> %w18960, %w18561
-  store <8 x float> %486, ptr %conv3.w208, align 32
-  %w18562 = load <8 x float>, ptr %conv3.w185, align 32
+  %487 = mul nsw i64 %conv3.j17211, 49
+  %488 = mul nsw i64 %conv3.ty17312, 7
+  %489 = add nsw i64 %487, %488
+  %490 = add nsw i64 %489, %conv3.tx17413
+  %491 = mul nsw i64 %490, 16
+  %492 = add nsw i64 614400, %491
+  %493 = mul nsw i64 %conv3.cv17514, 8
+  %494 = add nsw i64 %492, %493
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %494
+  store <8 x float> %w192, ptr %arena63, align 4
   %w193 = load <8 x float>, ptr %conv3.w193, align 32
-  %487 = fsub <8 x float> %w18562, %w193
-  store <8 x float> %487, ptr %conv3.w209, align 32
+  %495 = mul nsw i64 %conv3.j17211, 49
+  %496 = mul nsw i64 %conv3.ty17312, 7
+  %497 = add nsw i64 %495, %496
+  %498 = add nsw i64 %497, %conv3.tx17413
+  %499 = mul nsw i64 %498, 16
+  %500 = add nsw i64 615184, %499
+  %501 = mul nsw i64 %conv3.cv17514, 8
+  %502 = add nsw i64 %500, %501
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %502
+  store <8 x float> %w193, ptr %arena64, align 4
   %w194 = load <8 x float>, ptr %conv3.w194, align 32
-  %488 = mul nsw i64 %conv3.j17411, 49
-  %489 = mul nsw i64 %conv3.ty17512, 7
-  %490 = add nsw i64 %488, %489
-  %491 = add nsw i64 %490, %conv3.tx17613
-  %492 = mul nsw i64 %491, 16
-  %493 = add nsw i64 413696, %492
-  %494 = mul nsw i64 %conv3.cv17714, 8
-  %495 = add nsw i64 %493, %494
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %495
-  store <8 x float> %w194, ptr %arena63, align 4
+  %503 = mul nsw i64 %conv3.j17211, 49
+  %504 = mul nsw i64 %conv3.ty17312, 7
+  %505 = add nsw i64 %503, %504
+  %506 = add nsw i64 %505, %conv3.tx17413
+  %507 = mul nsw i64 %506, 16
+  %508 = add nsw i64 615968, %507
+  %509 = mul nsw i64 %conv3.cv17514, 8
+  %510 = add nsw i64 %508, %509
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %510
+  store <8 x float> %w194, ptr %arena65, align 4
   %w195 = load <8 x float>, ptr %conv3.w195, align 32
-  %496 = mul nsw i64 %conv3.j17411, 49
-  %497 = mul nsw i64 %conv3.ty17512, 7
-  %498 = add nsw i64 %496, %497
-  %499 = add nsw i64 %498, %conv3.tx17613
-  %500 = mul nsw i64 %499, 16
-  %501 = add nsw i64 414480, %500
-  %502 = mul nsw i64 %conv3.cv17714, 8
-  %503 = add nsw i64 %501, %502
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %503
-  store <8 x float> %w195, ptr %arena64, align 4
+  %511 = mul nsw i64 %conv3.j17211, 49
+  %512 = mul nsw i64 %conv3.ty17312, 7
+  %513 = add nsw i64 %511, %512
+  %514 = add nsw i64 %513, %conv3.tx17413
+  %515 = mul nsw i64 %514, 16
+  %516 = add nsw i64 616752, %515
+  %517 = mul nsw i64 %conv3.cv17514, 8
+  %518 = add nsw i64 %516, %517
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %518
+  store <8 x float> %w195, ptr %arena66, align 4
   %w196 = load <8 x float>, ptr %conv3.w196, align 32
-  %504 = mul nsw i64 %conv3.j17411, 49
-  %505 = mul nsw i64 %conv3.ty17512, 7
-  %506 = add nsw i64 %504, %505
-  %507 = add nsw i64 %506, %conv3.tx17613
-  %508 = mul nsw i64 %507, 16
-  %509 = add nsw i64 415264, %508
-  %510 = mul nsw i64 %conv3.cv17714, 8
-  %511 = add nsw i64 %509, %510
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %511
-  store <8 x float> %w196, ptr %arena65, align 4
+  %519 = mul nsw i64 %conv3.j17211, 49
+  %520 = mul nsw i64 %conv3.ty17312, 7
+  %521 = add nsw i64 %519, %520
+  %522 = add nsw i64 %521, %conv3.tx17413
+  %523 = mul nsw i64 %522, 16
+  %524 = add nsw i64 617536, %523
+  %525 = mul nsw i64 %conv3.cv17514, 8
+  %526 = add nsw i64 %524, %525
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %526
+  store <8 x float> %w196, ptr %arena67, align 4
   %w197 = load <8 x float>, ptr %conv3.w197, align 32
-  %512 = mul nsw i64 %conv3.j17411, 49
-  %513 = mul nsw i64 %conv3.ty17512, 7
-  %514 = add nsw i64 %512, %513
-  %515 = add nsw i64 %514, %conv3.tx17613
-  %516 = mul nsw i64 %515, 16
-  %517 = add nsw i64 416048, %516
-  %518 = mul nsw i64 %conv3.cv17714, 8
-  %519 = add nsw i64 %517, %518
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %519
-  store <8 x float> %w197, ptr %arena66, align 4
+  %527 = mul nsw i64 %conv3.j17211, 49
+  %528 = mul nsw i64 %conv3.ty17312, 7
+  %529 = add nsw i64 %527, %528
+  %530 = add nsw i64 %529, %conv3.tx17413
+  %531 = mul nsw i64 %530, 16
+  %532 = add nsw i64 618320, %531
+  %533 = mul nsw i64 %conv3.cv17514, 8
+  %534 = add nsw i64 %532, %533
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %534
+  store <8 x float> %w197, ptr %arena68, align 4
   %w198 = load <8 x float>, ptr %conv3.w198, align 32
-  %520 = mul nsw i64 %conv3.j17411, 49
-  %521 = mul nsw i64 %conv3.ty17512, 7
-  %522 = add nsw i64 %520, %521
-  %523 = add nsw i64 %522, %conv3.tx17613
-  %524 = mul nsw i64 %523, 16
-  %525 = add nsw i64 416832, %524
-  %526 = mul nsw i64 %conv3.cv17714, 8
-  %527 = add nsw i64 %525, %526
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %527
-  store <8 x float> %w198, ptr %arena67, align 4
+  %535 = mul nsw i64 %conv3.j17211, 49
+  %536 = mul nsw i64 %conv3.ty17312, 7
+  %537 = add nsw i64 %535, %536
+  %538 = add nsw i64 %537, %conv3.tx17413
+  %539 = mul nsw i64 %538, 16
+  %540 = add nsw i64 619104, %539
+  %541 = mul nsw i64 %conv3.cv17514, 8
+  %542 = add nsw i64 %540, %541
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %542
+  store <8 x float> %w198, ptr %arena69, align 4
   %w199 = load <8 x float>, ptr %conv3.w199, align 32
-  %528 = mul nsw i64 %conv3.j17411, 49
-  %529 = mul nsw i64 %conv3.ty17512, 7
-  %530 = add nsw i64 %528, %529
-  %531 = add nsw i64 %530, %conv3.tx17613
-  %532 = mul nsw i64 %531, 16
-  %533 = add nsw i64 417616, %532
-  %534 = mul nsw i64 %conv3.cv17714, 8
-  %535 = add nsw i64 %533, %534
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %535
-  store <8 x float> %w199, ptr %arena68, align 4
+  %543 = mul nsw i64 %conv3.j17211, 49
+  %544 = mul nsw i64 %conv3.ty17312, 7
+  %545 = add nsw i64 %543, %544
+  %546 = add nsw i64 %545, %conv3.tx17413
+  %547 = mul nsw i64 %546, 16
+  %548 = add nsw i64 619888, %547
+  %549 = mul nsw i64 %conv3.cv17514, 8
+  %550 = add nsw i64 %548, %549
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %550
+  store <8 x float> %w199, ptr %arena70, align 4
   %w200 = load <8 x float>, ptr %conv3.w200, align 32
-  %536 = mul nsw i64 %conv3.j17411, 49
-  %537 = mul nsw i64 %conv3.ty17512, 7
-  %538 = add nsw i64 %536, %537
-  %539 = add nsw i64 %538, %conv3.tx17613
-  %540 = mul nsw i64 %539, 16
-  %541 = add nsw i64 418400, %540
-  %542 = mul nsw i64 %conv3.cv17714, 8
-  %543 = add nsw i64 %541, %542
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %543
-  store <8 x float> %w200, ptr %arena69, align 4
+  %551 = mul nsw i64 %conv3.j17211, 49
+  %552 = mul nsw i64 %conv3.ty17312, 7
+  %553 = add nsw i64 %551, %552
+  %554 = add nsw i64 %553, %conv3.tx17413
+  %555 = mul nsw i64 %554, 16
+  %556 = add nsw i64 620672, %555
+  %557 = mul nsw i64 %conv3.cv17514, 8
+  %558 = add nsw i64 %556, %557
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %558
+  store <8 x float> %w200, ptr %arena71, align 4
   %w201 = load <8 x float>, ptr %conv3.w201, align 32
-  %544 = mul nsw i64 %conv3.j17411, 49
-  %545 = mul nsw i64 %conv3.ty17512, 7
-  %546 = add nsw i64 %544, %545
-  %547 = add nsw i64 %546, %conv3.tx17613
-  %548 = mul nsw i64 %547, 16
-  %549 = add nsw i64 419184, %548
-  %550 = mul nsw i64 %conv3.cv17714, 8
-  %551 = add nsw i64 %549, %550
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %551
-  store <8 x float> %w201, ptr %arena70, align 4
+  %559 = mul nsw i64 %conv3.j17211, 49
+  %560 = mul nsw i64 %conv3.ty17312, 7
+  %561 = add nsw i64 %559, %560
+  %562 = add nsw i64 %561, %conv3.tx17413
+  %563 = mul nsw i64 %562, 16
+  %564 = add nsw i64 621456, %563
+  %565 = mul nsw i64 %conv3.cv17514, 8
+  %566 = add nsw i64 %564, %565
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %566
+  store <8 x float> %w201, ptr %arena72, align 4
   %w202 = load <8 x float>, ptr %conv3.w202, align 32
-  %552 = mul nsw i64 %conv3.j17411, 49
-  %553 = mul nsw i64 %conv3.ty17512, 7
-  %554 = add nsw i64 %552, %553
-  %555 = add nsw i64 %554, %conv3.tx17613
-  %556 = mul nsw i64 %555, 16
-  %557 = add nsw i64 419968, %556
-  %558 = mul nsw i64 %conv3.cv17714, 8
-  %559 = add nsw i64 %557, %558
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %559
-  store <8 x float> %w202, ptr %arena71, align 4
+  %567 = mul nsw i64 %conv3.j17211, 49
+  %568 = mul nsw i64 %conv3.ty17312, 7
+  %569 = add nsw i64 %567, %568
+  %570 = add nsw i64 %569, %conv3.tx17413
+  %571 = mul nsw i64 %570, 16
+  %572 = add nsw i64 622240, %571
+  %573 = mul nsw i64 %conv3.cv17514, 8
+  %574 = add nsw i64 %572, %573
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %574
+  store <8 x float> %w202, ptr %arena73, align 4
   %w203 = load <8 x float>, ptr %conv3.w203, align 32
-  %560 = mul nsw i64 %conv3.j17411, 49
-  %561 = mul nsw i64 %conv3.ty17512, 7
-  %562 = add nsw i64 %560, %561
-  %563 = add nsw i64 %562, %conv3.tx17613
-  %564 = mul nsw i64 %563, 16
-  %565 = add nsw i64 420752, %564
-  %566 = mul nsw i64 %conv3.cv17714, 8
-  %567 = add nsw i64 %565, %566
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %567
-  store <8 x float> %w203, ptr %arena72, align 4
+  %575 = mul nsw i64 %conv3.j17211, 49
+  %576 = mul nsw i64 %conv3.ty17312, 7
+  %577 = add nsw i64 %575, %576
+  %578 = add nsw i64 %577, %conv3.tx17413
+  %579 = mul nsw i64 %578, 16
+  %580 = add nsw i64 623024, %579
+  %581 = mul nsw i64 %conv3.cv17514, 8
+  %582 = add nsw i64 %580, %581
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %582
+  store <8 x float> %w203, ptr %arena74, align 4
   %w204 = load <8 x float>, ptr %conv3.w204, align 32
-  %568 = mul nsw i64 %conv3.j17411, 49
-  %569 = mul nsw i64 %conv3.ty17512, 7
-  %570 = add nsw i64 %568, %569
-  %571 = add nsw i64 %570, %conv3.tx17613
-  %572 = mul nsw i64 %571, 16
-  %573 = add nsw i64 421536, %572
-  %574 = mul nsw i64 %conv3.cv17714, 8
-  %575 = add nsw i64 %573, %574
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %575
-  store <8 x float> %w204, ptr %arena73, align 4
+  %583 = mul nsw i64 %conv3.j17211, 49
+  %584 = mul nsw i64 %conv3.ty17312, 7
+  %585 = add nsw i64 %583, %584
+  %586 = add nsw i64 %585, %conv3.tx17413
+  %587 = mul nsw i64 %586, 16
+  %588 = add nsw i64 623808, %587
+  %589 = mul nsw i64 %conv3.cv17514, 8
+  %590 = add nsw i64 %588, %589
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %590
+  store <8 x float> %w204, ptr %arena75, align 4
   %w205 = load <8 x float>, ptr %conv3.w205, align 32
-  %576 = mul nsw i64 %conv3.j17411, 49
-  %577 = mul nsw i64 %conv3.ty17512, 7
-  %578 = add nsw i64 %576, %577
-  %579 = add nsw i64 %578, %conv3.tx17613
-  %580 = mul nsw i64 %579, 16
-  %581 = add nsw i64 422320, %580
-  %582 = mul nsw i64 %conv3.cv17714, 8
-  %583 = add nsw i64 %581, %582
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %583
-  store <8 x float> %w205, ptr %arena74, align 4
+  %591 = mul nsw i64 %conv3.j17211, 49
+  %592 = mul nsw i64 %conv3.ty17312, 7
+  %593 = add nsw i64 %591, %592
+  %594 = add nsw i64 %593, %conv3.tx17413
+  %595 = mul nsw i64 %594, 16
+  %596 = add nsw i64 624592, %595
+  %597 = mul nsw i64 %conv3.cv17514, 8
+  %598 = add nsw i64 %596, %597
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %598
+  store <8 x float> %w205, ptr %arena76, align 4
   %w206 = load <8 x float>, ptr %conv3.w206, align 32
-  %584 = mul nsw i64 %conv3.j17411, 49
-  %585 = mul nsw i64 %conv3.ty17512, 7
-  %586 = add nsw i64 %584, %585
-  %587 = add nsw i64 %586, %conv3.tx17613
-  %588 = mul nsw i64 %587, 16
-  %589 = add nsw i64 423104, %588
-  %590 = mul nsw i64 %conv3.cv17714, 8
-  %591 = add nsw i64 %589, %590
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %591
-  store <8 x float> %w206, ptr %arena75, align 4
+  %599 = mul nsw i64 %conv3.j17211, 49
+  %600 = mul nsw i64 %conv3.ty17312, 7
+  %601 = add nsw i64 %599, %600
+  %602 = add nsw i64 %601, %conv3.tx17413
+  %603 = mul nsw i64 %602, 16
+  %604 = add nsw i64 625376, %603
+  %605 = mul nsw i64 %conv3.cv17514, 8
+  %606 = add nsw i64 %604, %605
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %606
+  store <8 x float> %w206, ptr %arena77, align 4
   %w207 = load <8 x float>, ptr %conv3.w207, align 32
-  %592 = mul nsw i64 %conv3.j17411, 49
-  %593 = mul nsw i64 %conv3.ty17512, 7
-  %594 = add nsw i64 %592, %593
-  %595 = add nsw i64 %594, %conv3.tx17613
-  %596 = mul nsw i64 %595, 16
-  %597 = add nsw i64 423888, %596
-  %598 = mul nsw i64 %conv3.cv17714, 8
-  %599 = add nsw i64 %597, %598
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %599
-  store <8 x float> %w207, ptr %arena76, align 4
-  %w208 = load <8 x float>, ptr %conv3.w208, align 32
-  %600 = mul nsw i64 %conv3.j17411, 49
-  %601 = mul nsw i64 %conv3.ty17512, 7
-  %602 = add nsw i64 %600, %601
-  %603 = add nsw i64 %602, %conv3.tx17613
-  %604 = mul nsw i64 %603, 16
-  %605 = add nsw i64 424672, %604
-  %606 = mul nsw i64 %conv3.cv17714, 8
-  %607 = add nsw i64 %605, %606
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %607
-  store <8 x float> %w208, ptr %arena77, align 4
-  %w209 = load <8 x float>, ptr %conv3.w209, align 32
-  %608 = mul nsw i64 %conv3.j17411, 49
-  %609 = mul nsw i64 %conv3.ty17512, 7
-  %610 = add nsw i64 %608, %609
-  %611 = add nsw i64 %610, %conv3.tx17613
-  %612 = mul nsw i64 %611, 16
-  %613 = add nsw i64 425456, %612
-  %614 = mul nsw i64 %conv3.cv17714, 8
-  %615 = add nsw i64 %613, %614
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %615
-  store <8 x float> %w209, ptr %arena78, align 4
-  %cv177.next = add nsw i64 %conv3.cv17714, 1
-  %616 = icmp slt i64 %cv177.next, 2
-  br i1 %616, label %conv3.cv177, label %conv3.cv177.end
+  %607 = mul nsw i64 %conv3.j17211, 49
+  %608 = mul nsw i64 %conv3.ty17312, 7
+  %609 = add nsw i64 %607, %608
+  %610 = add nsw i64 %609, %conv3.tx17413
+  %611 = mul nsw i64 %610, 16
+  %612 = add nsw i64 626160, %611
+  %613 = mul nsw i64 %conv3.cv17514, 8
+  %614 = add nsw i64 %612, %613
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %614
+  store <8 x float> %w207, ptr %arena78, align 4
+  %cv175.next = add nsw i64 %conv3.cv17514, 1
+  %615 = icmp slt i64 %cv175.next, 2
+  br i1 %615, label %conv3.cv175, label %conv3.cv175.end
 
-conv3.cv177.end:                                  ; preds = %conv3.cv177
-  %tx176.next = add nsw i64 %conv3.tx17613, 1
-  %617 = icmp slt i64 %tx176.next, 7
-  br i1 %617, label %conv3.tx176, label %conv3.tx176.end
+conv3.cv175.end:                                  ; preds = %conv3.cv175
+  %tx174.next = add nsw i64 %conv3.tx17413, 1
+  %616 = icmp slt i64 %tx174.next, 7
+  br i1 %616, label %conv3.tx174, label %conv3.tx174.end
 
-conv3.part210.pool:                               ; preds = %conv3.j174.end
+conv3.part208.pool:                               ; preds = %conv3.j172.end
   %run79 = load ptr, ptr %pool, align 8
-  call void %run79(ptr %pool, ptr @residual_infer_b64.k6.conv3.part210.task, ptr %part210.context, i64 2)
-  br label %conv3.part210.done
+  call void %run79(ptr %pool, ptr @residual_infer_b64.k4.conv3.part208.task, ptr %part208.context, i64 2)
+  br label %conv3.part208.done
 
-conv3.part210.serial:                             ; preds = %conv3.j174.end
-  br label %conv3.part210
+conv3.part208.serial:                             ; preds = %conv3.j172.end
+  br label %conv3.part208
 
-conv3.part210.done:                               ; preds = %conv3.part210.end, %conv3.part210.pool
-  %g169.next = add nsw i64 %conv3.g1694, 1
-  %618 = icmp slt i64 %g169.next, 64
-  br i1 %618, label %conv3.g169, label %conv3.g169.end
+conv3.part208.done:                               ; preds = %conv3.part208.end, %conv3.part208.pool
+  %g167.next = add nsw i64 %conv3.g1674, 1
+  %617 = icmp slt i64 %g167.next, 64
+  br i1 %617, label %conv3.g167, label %conv3.g167.end
 
-conv3.part210:                                    ; preds = %conv3.part210, %conv3.part210.serial
-  %conv3.part21080 = phi i64 [ 0, %conv3.part210.serial ], [ %part210.next, %conv3.part210 ]
-  call void @residual_infer_b64.k6.conv3.part210(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.g1694, i64 %conv3.part21080)
-  %part210.next = add nsw i64 %conv3.part21080, 1
-  %619 = icmp slt i64 %part210.next, 2
-  br i1 %619, label %conv3.part210, label %conv3.part210.end
+conv3.part208:                                    ; preds = %conv3.part208, %conv3.part208.serial
+  %conv3.part20880 = phi i64 [ 0, %conv3.part208.serial ], [ %part208.next, %conv3.part208 ]
+  call void @residual_infer_b64.k4.conv3.part208(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.g1674, i64 %conv3.part20880)
+  %part208.next = add nsw i64 %conv3.part20880, 1
+  %618 = icmp slt i64 %part208.next, 2
+  br i1 %618, label %conv3.part208, label %conv3.part208.end
 
-conv3.part210.end:                                ; preds = %conv3.part210
-  br label %conv3.part210.done
+conv3.part208.end:                                ; preds = %conv3.part208
+  br label %conv3.part208.done
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k6.conv3.part137(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @residual_infer_b64.k4.conv3.part135(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
-  %conv3.w167 = alloca float, align 4
-  %conv3.w166 = alloca float, align 4
   %conv3.w165 = alloca float, align 4
   %conv3.w164 = alloca float, align 4
   %conv3.w163 = alloca float, align 4
@@ -21483,38 +21363,40 @@ entry:
   %conv3.w142 = alloca float, align 4
   %conv3.w141 = alloca float, align 4
   %conv3.w140 = alloca float, align 4
-  br label %conv3.ci138
+  %conv3.w139 = alloca float, align 4
+  %conv3.w138 = alloca float, align 4
+  br label %conv3.ci136
 
-conv3.ci138:                                      ; preds = %conv3.co139.end, %entry
-  %conv3.ci1381 = phi i64 [ 0, %entry ], [ %ci138.next, %conv3.co139.end ]
-  br label %conv3.co139
+conv3.ci136:                                      ; preds = %conv3.co137.end, %entry
+  %conv3.ci1361 = phi i64 [ 0, %entry ], [ %ci136.next, %conv3.co137.end ]
+  br label %conv3.co137
 
-conv3.ci138.end:                                  ; preds = %conv3.co139.end
+conv3.ci136.end:                                  ; preds = %conv3.co137.end
   ret void
 
-conv3.co139:                                      ; preds = %conv3.co139, %conv3.ci138
-  %conv3.co1392 = phi i64 [ 0, %conv3.ci138 ], [ %co139.next, %conv3.co139 ]
+conv3.co137:                                      ; preds = %conv3.co137, %conv3.ci136
+  %conv3.co1372 = phi i64 [ 0, %conv3.ci136 ], [ %co137.next, %conv3.co137 ]
   %1 = mul nsw i64 %0, 16
-  %2 = add nsw i64 %1, %conv3.co1392
+  %2 = add nsw i64 %1, %conv3.co1372
   %3 = mul nsw i64 %2, 16
-  %4 = add nsw i64 %3, %conv3.ci1381
+  %4 = add nsw i64 %3, %conv3.ci1361
   %5 = mul nsw i64 %4, 9
   %6 = add nsw i64 2480, %5
   %params3 = getelementptr inbounds float, ptr %params, i64 %6
   %7 = load float, ptr %params3, align 4
-  store float %7, ptr %conv3.w140, align 4
+  store float %7, ptr %conv3.w138, align 4
   %8 = mul nsw i64 %0, 16
-  %9 = add nsw i64 %8, %conv3.co1392
+  %9 = add nsw i64 %8, %conv3.co1372
   %10 = mul nsw i64 %9, 16
-  %11 = add nsw i64 %10, %conv3.ci1381
+  %11 = add nsw i64 %10, %conv3.ci1361
   %12 = mul nsw i64 %11, 9
   %13 = add nsw i64 2480, %12
   %params4 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params4, align 4
   %15 = mul nsw i64 %0, 16
-  %16 = add nsw i64 %15, %conv3.co1392
+  %16 = add nsw i64 %15, %conv3.co1372
   %17 = mul nsw i64 %16, 16
-  %18 = add nsw i64 %17, %conv3.ci1381
+  %18 = add nsw i64 %17, %conv3.ci1361
   %19 = mul nsw i64 %18, 9
   %20 = add nsw i64 2480, %19
   %21 = add nsw i64 %20, 3
@@ -21522,9 +21404,9 @@ conv3.co139:                                      ; preds = %conv3.co139, %conv3
   %22 = load float, ptr %params5, align 4
   %23 = fadd float %14, %22
   %24 = mul nsw i64 %0, 16
-  %25 = add nsw i64 %24, %conv3.co1392
+  %25 = add nsw i64 %24, %conv3.co1372
   %26 = mul nsw i64 %25, 16
-  %27 = add nsw i64 %26, %conv3.ci1381
+  %27 = add nsw i64 %26, %conv3.ci1361
   %28 = mul nsw i64 %27, 9
   %29 = add nsw i64 2480, %28
   %30 = add nsw i64 %29, 6
@@ -21532,19 +21414,19 @@ conv3.co139:                                      ; preds = %conv3.co139, %conv3
   %31 = load float, ptr %params6, align 4
   %32 = fadd float %23, %31
   %33 = fmul float %32, 5.000000e-01
-  store float %33, ptr %conv3.w141, align 4
+  store float %33, ptr %conv3.w139, align 4
   %34 = mul nsw i64 %0, 16
-  %35 = add nsw i64 %34, %conv3.co1392
+  %35 = add nsw i64 %34, %conv3.co1372
   %36 = mul nsw i64 %35, 16
-  %37 = add nsw i64 %36, %conv3.ci1381
+  %37 = add nsw i64 %36, %conv3.ci1361
   %38 = mul nsw i64 %37, 9
   %39 = add nsw i64 2480, %38
   %params7 = getelementptr inbounds float, ptr %params, i64 %39
   %40 = load float, ptr %params7, align 4
   %41 = mul nsw i64 %0, 16
-  %42 = add nsw i64 %41, %conv3.co1392
+  %42 = add nsw i64 %41, %conv3.co1372
   %43 = mul nsw i64 %42, 16
-  %44 = add nsw i64 %43, %conv3.ci1381
+  %44 = add nsw i64 %43, %conv3.ci1361
   %45 = mul nsw i64 %44, 9
   %46 = add nsw i64 2480, %45
   %47 = add nsw i64 %46, 6
@@ -21552,9 +21434,9 @@ conv3.co139:                                      ; preds = %conv3.co139, %conv3
   %48 = load float, ptr %params8, align 4
   %49 = fadd float %40, %48
   %50 = mul nsw i64 %0, 16
-  %51 = add nsw i64 %50, %conv3.co1392
+  %51 = add nsw i64 %50, %conv3.co1372
   %52 = mul nsw i64 %51, 16
-  %53 = add nsw i64 %52, %conv3.ci1381
+  %53 = add nsw i64 %52, %conv3.ci1361
   %54 = mul nsw i64 %53, 9
   %55 = add nsw i64 2480, %54
   %56 = add nsw i64 %55, 3
@@ -21562,40 +21444,40 @@ conv3.co139:                                      ; preds = %conv3.co139, %conv3
   %57 = load float, ptr %params9, align 4
   %58 = fsub float %49, %57
   %59 = fmul float %58, 5.000000e-01
-  store float %59, ptr %conv3.w142, align 4
+  store float %59, ptr %conv3.w140, align 4
   %60 = mul nsw i64 %0, 16
-  %61 = add nsw i64 %60, %conv3.co1392
+  %61 = add nsw i64 %60, %conv3.co1372
   %62 = mul nsw i64 %61, 16
-  %63 = add nsw i64 %62, %conv3.ci1381
+  %63 = add nsw i64 %62, %conv3.ci1361
   %64 = mul nsw i64 %63, 9
   %65 = add nsw i64 2480, %64
   %66 = add nsw i64 %65, 6
   %params10 = getelementptr inbounds float, ptr %params, i64 %66
   %67 = load float, ptr %params10, align 4
-  store float %67, ptr %conv3.w143, align 4
+  store float %67, ptr %conv3.w141, align 4
   %68 = mul nsw i64 %0, 16
-  %69 = add nsw i64 %68, %conv3.co1392
+  %69 = add nsw i64 %68, %conv3.co1372
   %70 = mul nsw i64 %69, 16
-  %71 = add nsw i64 %70, %conv3.ci1381
+  %71 = add nsw i64 %70, %conv3.ci1361
   %72 = mul nsw i64 %71, 9
   %73 = add nsw i64 2480, %72
   %74 = add nsw i64 %73, 1
   %params11 = getelementptr inbounds float, ptr %params, i64 %74
   %75 = load float, ptr %params11, align 4
-  store float %75, ptr %conv3.w144, align 4
+  store float %75, ptr %conv3.w142, align 4
   %76 = mul nsw i64 %0, 16
-  %77 = add nsw i64 %76, %conv3.co1392
+  %77 = add nsw i64 %76, %conv3.co1372
   %78 = mul nsw i64 %77, 16
-  %79 = add nsw i64 %78, %conv3.ci1381
+  %79 = add nsw i64 %78, %conv3.ci1361
   %80 = mul nsw i64 %79, 9
   %81 = add nsw i64 2480, %80
   %82 = add nsw i64 %81, 1
   %params12 = getelementptr inbounds float, ptr %params, i64 %82
   %83 = load float, ptr %params12, align 4
   %84 = mul nsw i64 %0, 16
-  %85 = add nsw i64 %84, %conv3.co1392
+  %85 = add nsw i64 %84, %conv3.co1372
   %86 = mul nsw i64 %85, 16
-  %87 = add nsw i64 %86, %conv3.ci1381
+  %87 = add nsw i64 %86, %conv3.ci1361
   %88 = mul nsw i64 %87, 9
   %89 = add nsw i64 2480, %88
   %90 = add nsw i64 %89, 4
@@ -21603,9 +21485,9 @@ conv3.co139:                                      ; preds = %conv3.co139, %conv3
   %91 = load float, ptr %params13, align 4
   %92 = fadd float %83, %91
   %93 = mul nsw i64 %0, 16
-  %94 = add nsw i64 %93, %conv3.co1392
+  %94 = add nsw i64 %93, %conv3.co1372
   %95 = mul nsw i64 %94, 16
-  %96 = add nsw i64 %95, %conv3.ci1381
+  %96 = add nsw i64 %95, %conv3.ci1361
   %97 = mul nsw i64 %96, 9
   %98 = add nsw i64 2480, %97
   %99 = add nsw i64 %98, 7
@@ -21613,20 +21495,20 @@ conv3.co139:                                      ; preds = %conv3.co139, %conv3
   %100 = load float, ptr %params14, align 4
   %101 = fadd float %92, %100
   %102 = fmul float %101, 5.000000e-01
-  store float %102, ptr %conv3.w145, align 4
+  store float %102, ptr %conv3.w143, align 4
   %103 = mul nsw i64 %0, 16
-  %104 = add nsw i64 %103, %conv3.co1392
+  %104 = add nsw i64 %103, %conv3.co1372
   %105 = mul nsw i64 %104, 16
-  %106 = add nsw i64 %105, %conv3.ci1381
+  %106 = add nsw i64 %105, %conv3.ci1361
   %107 = mul nsw i64 %106, 9
   %108 = add nsw i64 2480, %107
   %109 = add nsw i64 %108, 1
   %params15 = getelementptr inbounds float, ptr %params, i64 %109
   %110 = load float, ptr %params15, align 4
   %111 = mul nsw i64 %0, 16
-  %112 = add nsw i64 %111, %conv3.co1392
+  %112 = add nsw i64 %111, %conv3.co1372
   %113 = mul nsw i64 %112, 16
-  %114 = add nsw i64 %113, %conv3.ci1381
+  %114 = add nsw i64 %113, %conv3.ci1361
   %115 = mul nsw i64 %114, 9
   %116 = add nsw i64 2480, %115
   %117 = add nsw i64 %116, 7
@@ -21634,9 +21516,9 @@ conv3.co139:                                      ; preds = %conv3.co139, %conv3
   %118 = load float, ptr %params16, align 4
   %119 = fadd float %110, %118
   %120 = mul nsw i64 %0, 16
-  %121 = add nsw i64 %120, %conv3.co1392
+  %121 = add nsw i64 %120, %conv3.co1372
   %122 = mul nsw i64 %121, 16
-  %123 = add nsw i64 %122, %conv3.ci1381
+  %123 = add nsw i64 %122, %conv3.ci1361
   %124 = mul nsw i64 %123, 9
   %125 = add nsw i64 2480, %124
   %126 = add nsw i64 %125, 4
@@ -21644,40 +21526,40 @@ conv3.co139:                                      ; preds = %conv3.co139, %conv3
   %127 = load float, ptr %params17, align 4
   %128 = fsub float %119, %127
   %129 = fmul float %128, 5.000000e-01
-  store float %129, ptr %conv3.w146, align 4
+  store float %129, ptr %conv3.w144, align 4
   %130 = mul nsw i64 %0, 16
-  %131 = add nsw i64 %130, %conv3.co1392
+  %131 = add nsw i64 %130, %conv3.co1372
   %132 = mul nsw i64 %131, 16
-  %133 = add nsw i64 %132, %conv3.ci1381
+  %133 = add nsw i64 %132, %conv3.ci1361
   %134 = mul nsw i64 %133, 9
   %135 = add nsw i64 2480, %134
   %136 = add nsw i64 %135, 7
   %params18 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params18, align 4
-  store float %137, ptr %conv3.w147, align 4
+  store float %137, ptr %conv3.w145, align 4
   %138 = mul nsw i64 %0, 16
-  %139 = add nsw i64 %138, %conv3.co1392
+  %139 = add nsw i64 %138, %conv3.co1372
   %140 = mul nsw i64 %139, 16
-  %141 = add nsw i64 %140, %conv3.ci1381
+  %141 = add nsw i64 %140, %conv3.ci1361
   %142 = mul nsw i64 %141, 9
   %143 = add nsw i64 2480, %142
   %144 = add nsw i64 %143, 2
   %params19 = getelementptr inbounds float, ptr %params, i64 %144
   %145 = load float, ptr %params19, align 4
-  store float %145, ptr %conv3.w148, align 4
+  store float %145, ptr %conv3.w146, align 4
   %146 = mul nsw i64 %0, 16
-  %147 = add nsw i64 %146, %conv3.co1392
+  %147 = add nsw i64 %146, %conv3.co1372
   %148 = mul nsw i64 %147, 16
-  %149 = add nsw i64 %148, %conv3.ci1381
+  %149 = add nsw i64 %148, %conv3.ci1361
   %150 = mul nsw i64 %149, 9
   %151 = add nsw i64 2480, %150
   %152 = add nsw i64 %151, 2
   %params20 = getelementptr inbounds float, ptr %params, i64 %152
   %153 = load float, ptr %params20, align 4
   %154 = mul nsw i64 %0, 16
-  %155 = add nsw i64 %154, %conv3.co1392
+  %155 = add nsw i64 %154, %conv3.co1372
   %156 = mul nsw i64 %155, 16
-  %157 = add nsw i64 %156, %conv3.ci1381
+  %157 = add nsw i64 %156, %conv3.ci1361
   %158 = mul nsw i64 %157, 9
   %159 = add nsw i64 2480, %158
   %160 = add nsw i64 %159, 5
@@ -21685,9 +21567,9 @@ conv3.co139:                                      ; preds = %conv3.co139, %conv3
   %161 = load float, ptr %params21, align 4
   %162 = fadd float %153, %161
   %163 = mul nsw i64 %0, 16
-  %164 = add nsw i64 %163, %conv3.co1392
+  %164 = add nsw i64 %163, %conv3.co1372
   %165 = mul nsw i64 %164, 16
-  %166 = add nsw i64 %165, %conv3.ci1381
+  %166 = add nsw i64 %165, %conv3.ci1361
   %167 = mul nsw i64 %166, 9
   %168 = add nsw i64 2480, %167
   %169 = add nsw i64 %168, 8
@@ -21695,20 +21577,20 @@ conv3.co139:                                      ; preds = %conv3.co139, %conv3
   %170 = load float, ptr %params22, align 4
   %171 = fadd float %162, %170
   %172 = fmul float %171, 5.000000e-01
-  store float %172, ptr %conv3.w149, align 4
+  store float %172, ptr %conv3.w147, align 4
   %173 = mul nsw i64 %0, 16
-  %174 = add nsw i64 %173, %conv3.co1392
+  %174 = add nsw i64 %173, %conv3.co1372
   %175 = mul nsw i64 %174, 16
-  %176 = add nsw i64 %175, %conv3.ci1381
+  %176 = add nsw i64 %175, %conv3.ci1361
   %177 = mul nsw i64 %176, 9
   %178 = add nsw i64 2480, %177
   %179 = add nsw i64 %178, 2
   %params23 = getelementptr inbounds float, ptr %params, i64 %179
   %180 = load float, ptr %params23, align 4
   %181 = mul nsw i64 %0, 16
-  %182 = add nsw i64 %181, %conv3.co1392
+  %182 = add nsw i64 %181, %conv3.co1372
   %183 = mul nsw i64 %182, 16
-  %184 = add nsw i64 %183, %conv3.ci1381
+  %184 = add nsw i64 %183, %conv3.ci1361
   %185 = mul nsw i64 %184, 9
   %186 = add nsw i64 2480, %185
   %187 = add nsw i64 %186, 8
@@ -21716,9 +21598,9 @@ conv3.co139:                                      ; preds = %conv3.co139, %conv3
   %188 = load float, ptr %params24, align 4
   %189 = fadd float %180, %188
   %190 = mul nsw i64 %0, 16
-  %191 = add nsw i64 %190, %conv3.co1392
+  %191 = add nsw i64 %190, %conv3.co1372
   %192 = mul nsw i64 %191, 16
-  %193 = add nsw i64 %192, %conv3.ci1381
+  %193 = add nsw i64 %192, %conv3.ci1361
   %194 = mul nsw i64 %193, 9
   %195 = add nsw i64 2480, %194
   %196 = add nsw i64 %195, 5
@@ -21726,228 +21608,228 @@ conv3.co139:                                      ; preds = %conv3.co139, %conv3
   %197 = load float, ptr %params25, align 4
   %198 = fsub float %189, %197
   %199 = fmul float %198, 5.000000e-01
-  store float %199, ptr %conv3.w150, align 4
+  store float %199, ptr %conv3.w148, align 4
   %200 = mul nsw i64 %0, 16
-  %201 = add nsw i64 %200, %conv3.co1392
+  %201 = add nsw i64 %200, %conv3.co1372
   %202 = mul nsw i64 %201, 16
-  %203 = add nsw i64 %202, %conv3.ci1381
+  %203 = add nsw i64 %202, %conv3.ci1361
   %204 = mul nsw i64 %203, 9
   %205 = add nsw i64 2480, %204
   %206 = add nsw i64 %205, 8
   %params26 = getelementptr inbounds float, ptr %params, i64 %206
   %207 = load float, ptr %params26, align 4
-  store float %207, ptr %conv3.w151, align 4
-  %w140 = load float, ptr %conv3.w140, align 4
-  store float %w140, ptr %conv3.w152, align 4
-  %w14027 = load float, ptr %conv3.w140, align 4
-  %w144 = load float, ptr %conv3.w144, align 4
-  %208 = fadd float %w14027, %w144
-  %w148 = load float, ptr %conv3.w148, align 4
-  %209 = fadd float %208, %w148
-  %210 = fmul float %209, 5.000000e-01
-  store float %210, ptr %conv3.w153, align 4
-  %w14028 = load float, ptr %conv3.w140, align 4
-  %w14829 = load float, ptr %conv3.w148, align 4
-  %211 = fadd float %w14028, %w14829
-  %w14430 = load float, ptr %conv3.w144, align 4
-  %212 = fsub float %211, %w14430
-  %213 = fmul float %212, 5.000000e-01
-  store float %213, ptr %conv3.w154, align 4
-  %w14831 = load float, ptr %conv3.w148, align 4
-  store float %w14831, ptr %conv3.w155, align 4
-  %w141 = load float, ptr %conv3.w141, align 4
-  store float %w141, ptr %conv3.w156, align 4
-  %w14132 = load float, ptr %conv3.w141, align 4
-  %w145 = load float, ptr %conv3.w145, align 4
-  %214 = fadd float %w14132, %w145
-  %w149 = load float, ptr %conv3.w149, align 4
-  %215 = fadd float %214, %w149
-  %216 = fmul float %215, 5.000000e-01
-  store float %216, ptr %conv3.w157, align 4
-  %w14133 = load float, ptr %conv3.w141, align 4
-  %w14934 = load float, ptr %conv3.w149, align 4
-  %217 = fadd float %w14133, %w14934
-  %w14535 = load float, ptr %conv3.w145, align 4
-  %218 = fsub float %217, %w14535
-  %219 = fmul float %218, 5.000000e-01
-  store float %219, ptr %conv3.w158, align 4
-  %w14936 = load float, ptr %conv3.w149, align 4
-  store float %w14936, ptr %conv3.w159, align 4
+  store float %207, ptr %conv3.w149, align 4
+  %w138 = load float, ptr %conv3.w138, align 4
+  store float %w138, ptr %conv3.w150, align 4
+  %w13827 = load float, ptr %conv3.w138, align 4
   %w142 = load float, ptr %conv3.w142, align 4
-  store float %w142, ptr %conv3.w160, align 4
-  %w14237 = load float, ptr %conv3.w142, align 4
+  %208 = fadd float %w13827, %w142
   %w146 = load float, ptr %conv3.w146, align 4
-  %220 = fadd float %w14237, %w146
-  %w150 = load float, ptr %conv3.w150, align 4
-  %221 = fadd float %220, %w150
-  %222 = fmul float %221, 5.000000e-01
-  store float %222, ptr %conv3.w161, align 4
-  %w14238 = load float, ptr %conv3.w142, align 4
-  %w15039 = load float, ptr %conv3.w150, align 4
-  %223 = fadd float %w14238, %w15039
-  %w14640 = load float, ptr %conv3.w146, align 4
-  %224 = fsub float %223, %w14640
-  %225 = fmul float %224, 5.000000e-01
-  store float %225, ptr %conv3.w162, align 4
-  %w15041 = load float, ptr %conv3.w150, align 4
-  store float %w15041, ptr %conv3.w163, align 4
+  %209 = fadd float %208, %w146
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %conv3.w151, align 4
+  %w13828 = load float, ptr %conv3.w138, align 4
+  %w14629 = load float, ptr %conv3.w146, align 4
+  %211 = fadd float %w13828, %w14629
+  %w14230 = load float, ptr %conv3.w142, align 4
+  %212 = fsub float %211, %w14230
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %conv3.w152, align 4
+  %w14631 = load float, ptr %conv3.w146, align 4
+  store float %w14631, ptr %conv3.w153, align 4
+  %w139 = load float, ptr %conv3.w139, align 4
+  store float %w139, ptr %conv3.w154, align 4
+  %w13932 = load float, ptr %conv3.w139, align 4
   %w143 = load float, ptr %conv3.w143, align 4
-  store float %w143, ptr %conv3.w164, align 4
-  %w14342 = load float, ptr %conv3.w143, align 4
+  %214 = fadd float %w13932, %w143
   %w147 = load float, ptr %conv3.w147, align 4
-  %226 = fadd float %w14342, %w147
-  %w151 = load float, ptr %conv3.w151, align 4
-  %227 = fadd float %226, %w151
+  %215 = fadd float %214, %w147
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %conv3.w155, align 4
+  %w13933 = load float, ptr %conv3.w139, align 4
+  %w14734 = load float, ptr %conv3.w147, align 4
+  %217 = fadd float %w13933, %w14734
+  %w14335 = load float, ptr %conv3.w143, align 4
+  %218 = fsub float %217, %w14335
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %conv3.w156, align 4
+  %w14736 = load float, ptr %conv3.w147, align 4
+  store float %w14736, ptr %conv3.w157, align 4
+  %w140 = load float, ptr %conv3.w140, align 4
+  store float %w140, ptr %conv3.w158, align 4
+  %w14037 = load float, ptr %conv3.w140, align 4
+  %w144 = load float, ptr %conv3.w144, align 4
+  %220 = fadd float %w14037, %w144
+  %w148 = load float, ptr %conv3.w148, align 4
+  %221 = fadd float %220, %w148
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %conv3.w159, align 4
+  %w14038 = load float, ptr %conv3.w140, align 4
+  %w14839 = load float, ptr %conv3.w148, align 4
+  %223 = fadd float %w14038, %w14839
+  %w14440 = load float, ptr %conv3.w144, align 4
+  %224 = fsub float %223, %w14440
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %conv3.w160, align 4
+  %w14841 = load float, ptr %conv3.w148, align 4
+  store float %w14841, ptr %conv3.w161, align 4
+  %w141 = load float, ptr %conv3.w141, align 4
+  store float %w141, ptr %conv3.w162, align 4
+  %w14142 = load float, ptr %conv3.w141, align 4
+  %w145 = load float, ptr %conv3.w145, align 4
+  %226 = fadd float %w14142, %w145
+  %w149 = load float, ptr %conv3.w149, align 4
+  %227 = fadd float %226, %w149
   %228 = fmul float %227, 5.000000e-01
-  store float %228, ptr %conv3.w165, align 4
-  %w14343 = load float, ptr %conv3.w143, align 4
-  %w15144 = load float, ptr %conv3.w151, align 4
-  %229 = fadd float %w14343, %w15144
-  %w14745 = load float, ptr %conv3.w147, align 4
-  %230 = fsub float %229, %w14745
+  store float %228, ptr %conv3.w163, align 4
+  %w14143 = load float, ptr %conv3.w141, align 4
+  %w14944 = load float, ptr %conv3.w149, align 4
+  %229 = fadd float %w14143, %w14944
+  %w14545 = load float, ptr %conv3.w145, align 4
+  %230 = fsub float %229, %w14545
   %231 = fmul float %230, 5.000000e-01
-  store float %231, ptr %conv3.w166, align 4
-  %w15146 = load float, ptr %conv3.w151, align 4
-  store float %w15146, ptr %conv3.w167, align 4
-  %w152 = load float, ptr %conv3.w152, align 4
-  %232 = mul nsw i64 %conv3.ci1381, 32
-  %233 = add nsw i64 401408, %232
+  store float %231, ptr %conv3.w164, align 4
+  %w14946 = load float, ptr %conv3.w149, align 4
+  store float %w14946, ptr %conv3.w165, align 4
+  %w150 = load float, ptr %conv3.w150, align 4
+  %232 = mul nsw i64 %conv3.ci1361, 32
+  %233 = add nsw i64 602112, %232
   %234 = mul nsw i64 %0, 16
-  %235 = add nsw i64 %234, %conv3.co1392
+  %235 = add nsw i64 %234, %conv3.co1372
   %236 = add nsw i64 %233, %235
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w152, ptr %arena47, align 4
-  %w153 = load float, ptr %conv3.w153, align 4
-  %237 = mul nsw i64 %conv3.ci1381, 32
-  %238 = add nsw i64 401920, %237
+  store float %w150, ptr %arena47, align 4
+  %w151 = load float, ptr %conv3.w151, align 4
+  %237 = mul nsw i64 %conv3.ci1361, 32
+  %238 = add nsw i64 602624, %237
   %239 = mul nsw i64 %0, 16
-  %240 = add nsw i64 %239, %conv3.co1392
+  %240 = add nsw i64 %239, %conv3.co1372
   %241 = add nsw i64 %238, %240
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w153, ptr %arena48, align 4
-  %w154 = load float, ptr %conv3.w154, align 4
-  %242 = mul nsw i64 %conv3.ci1381, 32
-  %243 = add nsw i64 402432, %242
+  store float %w151, ptr %arena48, align 4
+  %w152 = load float, ptr %conv3.w152, align 4
+  %242 = mul nsw i64 %conv3.ci1361, 32
+  %243 = add nsw i64 603136, %242
   %244 = mul nsw i64 %0, 16
-  %245 = add nsw i64 %244, %conv3.co1392
+  %245 = add nsw i64 %244, %conv3.co1372
   %246 = add nsw i64 %243, %245
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w154, ptr %arena49, align 4
-  %w155 = load float, ptr %conv3.w155, align 4
-  %247 = mul nsw i64 %conv3.ci1381, 32
-  %248 = add nsw i64 402944, %247
+  store float %w152, ptr %arena49, align 4
+  %w153 = load float, ptr %conv3.w153, align 4
+  %247 = mul nsw i64 %conv3.ci1361, 32
+  %248 = add nsw i64 603648, %247
   %249 = mul nsw i64 %0, 16
-  %250 = add nsw i64 %249, %conv3.co1392
+  %250 = add nsw i64 %249, %conv3.co1372
   %251 = add nsw i64 %248, %250
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w155, ptr %arena50, align 4
-  %w156 = load float, ptr %conv3.w156, align 4
-  %252 = mul nsw i64 %conv3.ci1381, 32
-  %253 = add nsw i64 403456, %252
+  store float %w153, ptr %arena50, align 4
+  %w154 = load float, ptr %conv3.w154, align 4
+  %252 = mul nsw i64 %conv3.ci1361, 32
+  %253 = add nsw i64 604160, %252
   %254 = mul nsw i64 %0, 16
-  %255 = add nsw i64 %254, %conv3.co1392
+  %255 = add nsw i64 %254, %conv3.co1372
   %256 = add nsw i64 %253, %255
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w156, ptr %arena51, align 4
-  %w157 = load float, ptr %conv3.w157, align 4
-  %257 = mul nsw i64 %conv3.ci1381, 32
-  %258 = add nsw i64 403968, %257
+  store float %w154, ptr %arena51, align 4
+  %w155 = load float, ptr %conv3.w155, align 4
+  %257 = mul nsw i64 %conv3.ci1361, 32
+  %258 = add nsw i64 604672, %257
   %259 = mul nsw i64 %0, 16
-  %260 = add nsw i64 %259, %conv3.co1392
+  %260 = add nsw i64 %259, %conv3.co1372
   %261 = add nsw i64 %258, %260
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w157, ptr %arena52, align 4
-  %w158 = load float, ptr %conv3.w158, align 4
-  %262 = mul nsw i64 %conv3.ci1381, 32
-  %263 = add nsw i64 404480, %262
+  store float %w155, ptr %arena52, align 4
+  %w156 = load float, ptr %conv3.w156, align 4
+  %262 = mul nsw i64 %conv3.ci1361, 32
+  %263 = add nsw i64 605184, %262
   %264 = mul nsw i64 %0, 16
-  %265 = add nsw i64 %264, %conv3.co1392
+  %265 = add nsw i64 %264, %conv3.co1372
   %266 = add nsw i64 %263, %265
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w158, ptr %arena53, align 4
-  %w159 = load float, ptr %conv3.w159, align 4
-  %267 = mul nsw i64 %conv3.ci1381, 32
-  %268 = add nsw i64 404992, %267
+  store float %w156, ptr %arena53, align 4
+  %w157 = load float, ptr %conv3.w157, align 4
+  %267 = mul nsw i64 %conv3.ci1361, 32
+  %268 = add nsw i64 605696, %267
   %269 = mul nsw i64 %0, 16
-  %270 = add nsw i64 %269, %conv3.co1392
+  %270 = add nsw i64 %269, %conv3.co1372
   %271 = add nsw i64 %268, %270
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w159, ptr %arena54, align 4
-  %w160 = load float, ptr %conv3.w160, align 4
-  %272 = mul nsw i64 %conv3.ci1381, 32
-  %273 = add nsw i64 405504, %272
+  store float %w157, ptr %arena54, align 4
+  %w158 = load float, ptr %conv3.w158, align 4
+  %272 = mul nsw i64 %conv3.ci1361, 32
+  %273 = add nsw i64 606208, %272
   %274 = mul nsw i64 %0, 16
-  %275 = add nsw i64 %274, %conv3.co1392
+  %275 = add nsw i64 %274, %conv3.co1372
   %276 = add nsw i64 %273, %275
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w160, ptr %arena55, align 4
-  %w161 = load float, ptr %conv3.w161, align 4
-  %277 = mul nsw i64 %conv3.ci1381, 32
-  %278 = add nsw i64 406016, %277
+  store float %w158, ptr %arena55, align 4
+  %w159 = load float, ptr %conv3.w159, align 4
+  %277 = mul nsw i64 %conv3.ci1361, 32
+  %278 = add nsw i64 606720, %277
   %279 = mul nsw i64 %0, 16
-  %280 = add nsw i64 %279, %conv3.co1392
+  %280 = add nsw i64 %279, %conv3.co1372
   %281 = add nsw i64 %278, %280
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w161, ptr %arena56, align 4
-  %w162 = load float, ptr %conv3.w162, align 4
-  %282 = mul nsw i64 %conv3.ci1381, 32
-  %283 = add nsw i64 406528, %282
+  store float %w159, ptr %arena56, align 4
+  %w160 = load float, ptr %conv3.w160, align 4
+  %282 = mul nsw i64 %conv3.ci1361, 32
+  %283 = add nsw i64 607232, %282
   %284 = mul nsw i64 %0, 16
-  %285 = add nsw i64 %284, %conv3.co1392
+  %285 = add nsw i64 %284, %conv3.co1372
   %286 = add nsw i64 %283, %285
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w162, ptr %arena57, align 4
-  %w163 = load float, ptr %conv3.w163, align 4
-  %287 = mul nsw i64 %conv3.ci1381, 32
-  %288 = add nsw i64 407040, %287
+  store float %w160, ptr %arena57, align 4
+  %w161 = load float, ptr %conv3.w161, align 4
+  %287 = mul nsw i64 %conv3.ci1361, 32
+  %288 = add nsw i64 607744, %287
   %289 = mul nsw i64 %0, 16
-  %290 = add nsw i64 %289, %conv3.co1392
+  %290 = add nsw i64 %289, %conv3.co1372
   %291 = add nsw i64 %288, %290
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w163, ptr %arena58, align 4
-  %w164 = load float, ptr %conv3.w164, align 4
-  %292 = mul nsw i64 %conv3.ci1381, 32
-  %293 = add nsw i64 407552, %292
+  store float %w161, ptr %arena58, align 4
+  %w162 = load float, ptr %conv3.w162, align 4
+  %292 = mul nsw i64 %conv3.ci1361, 32
+  %293 = add nsw i64 608256, %292
   %294 = mul nsw i64 %0, 16
-  %295 = add nsw i64 %294, %conv3.co1392
+  %295 = add nsw i64 %294, %conv3.co1372
   %296 = add nsw i64 %293, %295
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w164, ptr %arena59, align 4
-  %w165 = load float, ptr %conv3.w165, align 4
-  %297 = mul nsw i64 %conv3.ci1381, 32
-  %298 = add nsw i64 408064, %297
+  store float %w162, ptr %arena59, align 4
+  %w163 = load float, ptr %conv3.w163, align 4
+  %297 = mul nsw i64 %conv3.ci1361, 32
+  %298 = add nsw i64 608768, %297
   %299 = mul nsw i64 %0, 16
-  %300 = add nsw i64 %299, %conv3.co1392
+  %300 = add nsw i64 %299, %conv3.co1372
   %301 = add nsw i64 %298, %300
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w165, ptr %arena60, align 4
-  %w166 = load float, ptr %conv3.w166, align 4
-  %302 = mul nsw i64 %conv3.ci1381, 32
-  %303 = add nsw i64 408576, %302
+  store float %w163, ptr %arena60, align 4
+  %w164 = load float, ptr %conv3.w164, align 4
+  %302 = mul nsw i64 %conv3.ci1361, 32
+  %303 = add nsw i64 609280, %302
   %304 = mul nsw i64 %0, 16
-  %305 = add nsw i64 %304, %conv3.co1392
+  %305 = add nsw i64 %304, %conv3.co1372
   %306 = add nsw i64 %303, %305
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w166, ptr %arena61, align 4
-  %w167 = load float, ptr %conv3.w167, align 4
-  %307 = mul nsw i64 %conv3.ci1381, 32
-  %308 = add nsw i64 409088, %307
+  store float %w164, ptr %arena61, align 4
+  %w165 = load float, ptr %conv3.w165, align 4
+  %307 = mul nsw i64 %conv3.ci1361, 32
+  %308 = add nsw i64 609792, %307
   %309 = mul nsw i64 %0, 16
-  %310 = add nsw i64 %309, %conv3.co1392
+  %310 = add nsw i64 %309, %conv3.co1372
   %311 = add nsw i64 %308, %310
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w167, ptr %arena62, align 4
-  %co139.next = add nsw i64 %conv3.co1392, 1
-  %312 = icmp slt i64 %co139.next, 16
-  br i1 %312, label %conv3.co139, label %conv3.co139.end
+  store float %w165, ptr %arena62, align 4
+  %co137.next = add nsw i64 %conv3.co1372, 1
+  %312 = icmp slt i64 %co137.next, 16
+  br i1 %312, label %conv3.co137, label %conv3.co137.end
 
-conv3.co139.end:                                  ; preds = %conv3.co139
-  %ci138.next = add nsw i64 %conv3.ci1381, 1
-  %313 = icmp slt i64 %ci138.next, 16
-  br i1 %313, label %conv3.ci138, label %conv3.ci138.end
+conv3.co137.end:                                  ; preds = %conv3.co137
+  %ci136.next = add nsw i64 %conv3.ci1361, 1
+  %313 = icmp slt i64 %ci136.next, 16
+  br i1 %313, label %conv3.ci136, label %conv3.ci136.end
 }
 
-define internal void @residual_infer_b64.k6.conv3.part137.task(ptr %0, i64 %1) {
+define internal void @residual_infer_b64.k4.conv3.part135.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -21971,15 +21853,13 @@ entry:
   %21 = load i64, ptr %20, align 4
   %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
   %23 = load ptr, ptr %22, align 8
-  call void @residual_infer_b64.k6.conv3.part137(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  call void @residual_infer_b64.k4.conv3.part135(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k6.conv3.part210(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @residual_infer_b64.k4.conv3.part208(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %conv3.w234 = alloca <8 x float>, align 32
-  %conv3.w233 = alloca <8 x float>, align 32
   %conv3.w232 = alloca <8 x float>, align 32
   %conv3.w231 = alloca <8 x float>, align 32
   %conv3.w230 = alloca <8 x float>, align 32
@@ -21990,554 +21870,580 @@ entry:
   %conv3.w225 = alloca <8 x float>, align 32
   %conv3.w224 = alloca <8 x float>, align 32
   %conv3.w223 = alloca <8 x float>, align 32
-  br label %conv3.xi211
+  %conv3.w222 = alloca <8 x float>, align 32
+  %conv3.w221 = alloca <8 x float>, align 32
+  br label %conv3.xi209
 
-conv3.xi211:                                      ; preds = %conv3.xi211, %entry
-  %conv3.xi2111 = phi i64 [ 0, %entry ], [ %xi211.next, %conv3.xi211 ]
-  call void @residual_infer_b64.k6.conv3.part210.gemm218(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.xi2111, i64 %1)
-  %xi211.next = add nsw i64 %conv3.xi2111, 1
-  %2 = icmp slt i64 %xi211.next, 16
-  br i1 %2, label %conv3.xi211, label %conv3.xi211.end
+conv3.xi209:                                      ; preds = %conv3.xi209, %entry
+  %conv3.xi2091 = phi i64 [ 0, %entry ], [ %xi209.next, %conv3.xi209 ]
+  call void @residual_infer_b64.k4.conv3.part208.gemm216(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.xi2091, i64 %1)
+  %xi209.next = add nsw i64 %conv3.xi2091, 1
+  %2 = icmp slt i64 %xi209.next, 16
+  br i1 %2, label %conv3.xi209, label %conv3.xi209.end
 
-conv3.xi211.end:                                  ; preds = %conv3.xi211
-  br label %conv3.j219
+conv3.xi209.end:                                  ; preds = %conv3.xi209
+  br label %conv3.j217
 
-conv3.j219:                                       ; preds = %conv3.ty220.end, %conv3.xi211.end
-  %conv3.j2192 = phi i64 [ 0, %conv3.xi211.end ], [ %j219.next, %conv3.ty220.end ]
-  br label %conv3.ty220
+conv3.j217:                                       ; preds = %conv3.ty218.end, %conv3.xi209.end
+  %conv3.j2172 = phi i64 [ 0, %conv3.xi209.end ], [ %j217.next, %conv3.ty218.end ]
+  br label %conv3.ty218
 
-conv3.j219.end:                                   ; preds = %conv3.ty220.end
-  br label %conv3.j235
+conv3.j217.end:                                   ; preds = %conv3.ty218.end
+  br label %conv3.j233
 
-conv3.ty220:                                      ; preds = %conv3.tx221.end, %conv3.j219
-  %conv3.ty2203 = phi i64 [ 0, %conv3.j219 ], [ %ty220.next, %conv3.tx221.end ]
-  br label %conv3.tx221
+conv3.ty218:                                      ; preds = %conv3.tx219.end, %conv3.j217
+  %conv3.ty2183 = phi i64 [ 0, %conv3.j217 ], [ %ty218.next, %conv3.tx219.end ]
+  br label %conv3.tx219
 
-conv3.ty220.end:                                  ; preds = %conv3.tx221.end
-  %j219.next = add nsw i64 %conv3.j2192, 1
-  %3 = icmp slt i64 %j219.next, 1
-  br i1 %3, label %conv3.j219, label %conv3.j219.end
+conv3.ty218.end:                                  ; preds = %conv3.tx219.end
+  %j217.next = add nsw i64 %conv3.j2172, 1
+  %3 = icmp slt i64 %j217.next, 1
+  br i1 %3, label %conv3.j217, label %conv3.j217.end
 
-conv3.tx221:                                      ; preds = %conv3.cv222.end, %conv3.ty220
-  %conv3.tx2214 = phi i64 [ 0, %conv3.ty220 ], [ %tx221.next, %conv3.cv222.end ]
-  br label %conv3.cv222
+conv3.tx219:                                      ; preds = %conv3.cv220.end, %conv3.ty218
+  %conv3.tx2194 = phi i64 [ 0, %conv3.ty218 ], [ %tx219.next, %conv3.cv220.end ]
+  br label %conv3.cv220
 
-conv3.tx221.end:                                  ; preds = %conv3.cv222.end
-  %ty220.next = add nsw i64 %conv3.ty2203, 1
-  %4 = icmp slt i64 %ty220.next, 7
-  br i1 %4, label %conv3.ty220, label %conv3.ty220.end
+conv3.tx219.end:                                  ; preds = %conv3.cv220.end
+  %ty218.next = add nsw i64 %conv3.ty2183, 1
+  %4 = icmp slt i64 %ty218.next, 7
+  br i1 %4, label %conv3.ty218, label %conv3.ty218.end
 
-conv3.cv222:                                      ; preds = %conv3.cv222, %conv3.tx221
-  %conv3.cv2225 = phi i64 [ 0, %conv3.tx221 ], [ %cv222.next, %conv3.cv222 ]
-  %5 = mul nsw i64 %conv3.j2192, 49
-  %6 = mul nsw i64 %conv3.ty2203, 7
+conv3.cv220:                                      ; preds = %conv3.cv220, %conv3.tx219
+  %conv3.cv2205 = phi i64 [ 0, %conv3.tx219 ], [ %cv220.next, %conv3.cv220 ]
+  %5 = mul nsw i64 %conv3.j2172, 49
+  %6 = mul nsw i64 %conv3.ty2183, 7
   %7 = add nsw i64 %5, %6
-  %8 = add nsw i64 %7, %conv3.tx2214
+  %8 = add nsw i64 %7, %conv3.tx2194
   %9 = mul nsw i64 %8, 32
-  %10 = add nsw i64 426240, %9
+  %10 = add nsw i64 626944, %9
   %11 = mul nsw i64 %1, 16
-  %12 = mul nsw i64 %conv3.cv2225, 8
+  %12 = mul nsw i64 %conv3.cv2205, 8
   %13 = add nsw i64 %11, %12
   %14 = add nsw i64 %10, %13
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load <8 x float>, ptr %arena6, align 4
-  %16 = mul nsw i64 %conv3.j2192, 49
-  %17 = mul nsw i64 %conv3.ty2203, 7
+  %16 = mul nsw i64 %conv3.j2172, 49
+  %17 = mul nsw i64 %conv3.ty2183, 7
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %18, %conv3.tx2214
+  %19 = add nsw i64 %18, %conv3.tx2194
   %20 = mul nsw i64 %19, 32
-  %21 = add nsw i64 432512, %20
+  %21 = add nsw i64 633216, %20
   %22 = mul nsw i64 %1, 16
-  %23 = mul nsw i64 %conv3.cv2225, 8
+  %23 = mul nsw i64 %conv3.cv2205, 8
   %24 = add nsw i64 %22, %23
   %25 = add nsw i64 %21, %24
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
   %26 = load <8 x float>, ptr %arena7, align 4
   %27 = fadd <8 x float> %15, %26
-  %28 = mul nsw i64 %conv3.j2192, 49
-  %29 = mul nsw i64 %conv3.ty2203, 7
+  %28 = mul nsw i64 %conv3.j2172, 49
+  %29 = mul nsw i64 %conv3.ty2183, 7
   %30 = add nsw i64 %28, %29
-  %31 = add nsw i64 %30, %conv3.tx2214
+  %31 = add nsw i64 %30, %conv3.tx2194
   %32 = mul nsw i64 %31, 32
-  %33 = add nsw i64 438784, %32
+  %33 = add nsw i64 639488, %32
   %34 = mul nsw i64 %1, 16
-  %35 = mul nsw i64 %conv3.cv2225, 8
+  %35 = mul nsw i64 %conv3.cv2205, 8
   %36 = add nsw i64 %34, %35
   %37 = add nsw i64 %33, %36
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
   %38 = load <8 x float>, ptr %arena8, align 4
   %39 = fadd <8 x float> %27, %38
-  store <8 x float> %39, ptr %conv3.w223, align 32
-  %40 = mul nsw i64 %conv3.j2192, 49
-  %41 = mul nsw i64 %conv3.ty2203, 7
+  store <8 x float> %39, ptr %conv3.w221, align 32
+  %40 = mul nsw i64 %conv3.j2172, 49
+  %41 = mul nsw i64 %conv3.ty2183, 7
   %42 = add nsw i64 %40, %41
-  %43 = add nsw i64 %42, %conv3.tx2214
+  %43 = add nsw i64 %42, %conv3.tx2194
   %44 = mul nsw i64 %43, 32
-  %45 = add nsw i64 432512, %44
+  %45 = add nsw i64 633216, %44
   %46 = mul nsw i64 %1, 16
-  %47 = mul nsw i64 %conv3.cv2225, 8
+  %47 = mul nsw i64 %conv3.cv2205, 8
   %48 = add nsw i64 %46, %47
   %49 = add nsw i64 %45, %48
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena9, align 4
-  %51 = mul nsw i64 %conv3.j2192, 49
-  %52 = mul nsw i64 %conv3.ty2203, 7
+  %51 = mul nsw i64 %conv3.j2172, 49
+  %52 = mul nsw i64 %conv3.ty2183, 7
   %53 = add nsw i64 %51, %52
-  %54 = add nsw i64 %53, %conv3.tx2214
+  %54 = add nsw i64 %53, %conv3.tx2194
   %55 = mul nsw i64 %54, 32
-  %56 = add nsw i64 438784, %55
+  %56 = add nsw i64 639488, %55
   %57 = mul nsw i64 %1, 16
-  %58 = mul nsw i64 %conv3.cv2225, 8
+  %58 = mul nsw i64 %conv3.cv2205, 8
   %59 = add nsw i64 %57, %58
   %60 = add nsw i64 %56, %59
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
   %61 = load <8 x float>, ptr %arena10, align 4
   %62 = fsub <8 x float> %50, %61
-  %63 = mul nsw i64 %conv3.j2192, 49
-  %64 = mul nsw i64 %conv3.ty2203, 7
+  %63 = mul nsw i64 %conv3.j2172, 49
+  %64 = mul nsw i64 %conv3.ty2183, 7
   %65 = add nsw i64 %63, %64
-  %66 = add nsw i64 %65, %conv3.tx2214
+  %66 = add nsw i64 %65, %conv3.tx2194
   %67 = mul nsw i64 %66, 32
-  %68 = add nsw i64 445056, %67
+  %68 = add nsw i64 645760, %67
   %69 = mul nsw i64 %1, 16
-  %70 = mul nsw i64 %conv3.cv2225, 8
+  %70 = mul nsw i64 %conv3.cv2205, 8
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %68, %71
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena11, align 4
   %74 = fsub <8 x float> %62, %73
-  store <8 x float> %74, ptr %conv3.w224, align 32
-  %75 = mul nsw i64 %conv3.j2192, 49
-  %76 = mul nsw i64 %conv3.ty2203, 7
+  store <8 x float> %74, ptr %conv3.w222, align 32
+  %75 = mul nsw i64 %conv3.j2172, 49
+  %76 = mul nsw i64 %conv3.ty2183, 7
   %77 = add nsw i64 %75, %76
-  %78 = add nsw i64 %77, %conv3.tx2214
+  %78 = add nsw i64 %77, %conv3.tx2194
   %79 = mul nsw i64 %78, 32
-  %80 = add nsw i64 427808, %79
+  %80 = add nsw i64 628512, %79
   %81 = mul nsw i64 %1, 16
-  %82 = mul nsw i64 %conv3.cv2225, 8
+  %82 = mul nsw i64 %conv3.cv2205, 8
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %80, %83
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena12, align 4
-  %86 = mul nsw i64 %conv3.j2192, 49
-  %87 = mul nsw i64 %conv3.ty2203, 7
+  %86 = mul nsw i64 %conv3.j2172, 49
+  %87 = mul nsw i64 %conv3.ty2183, 7
   %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %88, %conv3.tx2214
+  %89 = add nsw i64 %88, %conv3.tx2194
   %90 = mul nsw i64 %89, 32
-  %91 = add nsw i64 434080, %90
+  %91 = add nsw i64 634784, %90
   %92 = mul nsw i64 %1, 16
-  %93 = mul nsw i64 %conv3.cv2225, 8
+  %93 = mul nsw i64 %conv3.cv2205, 8
   %94 = add nsw i64 %92, %93
   %95 = add nsw i64 %91, %94
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %95
   %96 = load <8 x float>, ptr %arena13, align 4
   %97 = fadd <8 x float> %85, %96
-  %98 = mul nsw i64 %conv3.j2192, 49
-  %99 = mul nsw i64 %conv3.ty2203, 7
+  %98 = mul nsw i64 %conv3.j2172, 49
+  %99 = mul nsw i64 %conv3.ty2183, 7
   %100 = add nsw i64 %98, %99
-  %101 = add nsw i64 %100, %conv3.tx2214
+  %101 = add nsw i64 %100, %conv3.tx2194
   %102 = mul nsw i64 %101, 32
-  %103 = add nsw i64 440352, %102
+  %103 = add nsw i64 641056, %102
   %104 = mul nsw i64 %1, 16
-  %105 = mul nsw i64 %conv3.cv2225, 8
+  %105 = mul nsw i64 %conv3.cv2205, 8
   %106 = add nsw i64 %104, %105
   %107 = add nsw i64 %103, %106
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena14, align 4
   %109 = fadd <8 x float> %97, %108
-  store <8 x float> %109, ptr %conv3.w225, align 32
-  %110 = mul nsw i64 %conv3.j2192, 49
-  %111 = mul nsw i64 %conv3.ty2203, 7
+  store <8 x float> %109, ptr %conv3.w223, align 32
+  %110 = mul nsw i64 %conv3.j2172, 49
+  %111 = mul nsw i64 %conv3.ty2183, 7
   %112 = add nsw i64 %110, %111
-  %113 = add nsw i64 %112, %conv3.tx2214
+  %113 = add nsw i64 %112, %conv3.tx2194
   %114 = mul nsw i64 %113, 32
-  %115 = add nsw i64 434080, %114
+  %115 = add nsw i64 634784, %114
   %116 = mul nsw i64 %1, 16
-  %117 = mul nsw i64 %conv3.cv2225, 8
+  %117 = mul nsw i64 %conv3.cv2205, 8
   %118 = add nsw i64 %116, %117
   %119 = add nsw i64 %115, %118
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %119
   %120 = load <8 x float>, ptr %arena15, align 4
-  %121 = mul nsw i64 %conv3.j2192, 49
-  %122 = mul nsw i64 %conv3.ty2203, 7
+  %121 = mul nsw i64 %conv3.j2172, 49
+  %122 = mul nsw i64 %conv3.ty2183, 7
   %123 = add nsw i64 %121, %122
-  %124 = add nsw i64 %123, %conv3.tx2214
+  %124 = add nsw i64 %123, %conv3.tx2194
   %125 = mul nsw i64 %124, 32
-  %126 = add nsw i64 440352, %125
+  %126 = add nsw i64 641056, %125
   %127 = mul nsw i64 %1, 16
-  %128 = mul nsw i64 %conv3.cv2225, 8
+  %128 = mul nsw i64 %conv3.cv2205, 8
   %129 = add nsw i64 %127, %128
   %130 = add nsw i64 %126, %129
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %130
   %131 = load <8 x float>, ptr %arena16, align 4
   %132 = fsub <8 x float> %120, %131
-  %133 = mul nsw i64 %conv3.j2192, 49
-  %134 = mul nsw i64 %conv3.ty2203, 7
+  %133 = mul nsw i64 %conv3.j2172, 49
+  %134 = mul nsw i64 %conv3.ty2183, 7
   %135 = add nsw i64 %133, %134
-  %136 = add nsw i64 %135, %conv3.tx2214
+  %136 = add nsw i64 %135, %conv3.tx2194
   %137 = mul nsw i64 %136, 32
-  %138 = add nsw i64 446624, %137
+  %138 = add nsw i64 647328, %137
   %139 = mul nsw i64 %1, 16
-  %140 = mul nsw i64 %conv3.cv2225, 8
+  %140 = mul nsw i64 %conv3.cv2205, 8
   %141 = add nsw i64 %139, %140
   %142 = add nsw i64 %138, %141
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena17, align 4
   %144 = fsub <8 x float> %132, %143
-  store <8 x float> %144, ptr %conv3.w226, align 32
-  %145 = mul nsw i64 %conv3.j2192, 49
-  %146 = mul nsw i64 %conv3.ty2203, 7
+  store <8 x float> %144, ptr %conv3.w224, align 32
+  %145 = mul nsw i64 %conv3.j2172, 49
+  %146 = mul nsw i64 %conv3.ty2183, 7
   %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 %147, %conv3.tx2214
+  %148 = add nsw i64 %147, %conv3.tx2194
   %149 = mul nsw i64 %148, 32
-  %150 = add nsw i64 429376, %149
+  %150 = add nsw i64 630080, %149
   %151 = mul nsw i64 %1, 16
-  %152 = mul nsw i64 %conv3.cv2225, 8
+  %152 = mul nsw i64 %conv3.cv2205, 8
   %153 = add nsw i64 %151, %152
   %154 = add nsw i64 %150, %153
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load <8 x float>, ptr %arena18, align 4
-  %156 = mul nsw i64 %conv3.j2192, 49
-  %157 = mul nsw i64 %conv3.ty2203, 7
+  %156 = mul nsw i64 %conv3.j2172, 49
+  %157 = mul nsw i64 %conv3.ty2183, 7
   %158 = add nsw i64 %156, %157
-  %159 = add nsw i64 %158, %conv3.tx2214
+  %159 = add nsw i64 %158, %conv3.tx2194
   %160 = mul nsw i64 %159, 32
-  %161 = add nsw i64 435648, %160
+  %161 = add nsw i64 636352, %160
   %162 = mul nsw i64 %1, 16
-  %163 = mul nsw i64 %conv3.cv2225, 8
+  %163 = mul nsw i64 %conv3.cv2205, 8
   %164 = add nsw i64 %162, %163
   %165 = add nsw i64 %161, %164
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load <8 x float>, ptr %arena19, align 4
   %167 = fadd <8 x float> %155, %166
-  %168 = mul nsw i64 %conv3.j2192, 49
-  %169 = mul nsw i64 %conv3.ty2203, 7
+  %168 = mul nsw i64 %conv3.j2172, 49
+  %169 = mul nsw i64 %conv3.ty2183, 7
   %170 = add nsw i64 %168, %169
-  %171 = add nsw i64 %170, %conv3.tx2214
+  %171 = add nsw i64 %170, %conv3.tx2194
   %172 = mul nsw i64 %171, 32
-  %173 = add nsw i64 441920, %172
+  %173 = add nsw i64 642624, %172
   %174 = mul nsw i64 %1, 16
-  %175 = mul nsw i64 %conv3.cv2225, 8
+  %175 = mul nsw i64 %conv3.cv2205, 8
   %176 = add nsw i64 %174, %175
   %177 = add nsw i64 %173, %176
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %177
   %178 = load <8 x float>, ptr %arena20, align 4
   %179 = fadd <8 x float> %167, %178
-  store <8 x float> %179, ptr %conv3.w227, align 32
-  %180 = mul nsw i64 %conv3.j2192, 49
-  %181 = mul nsw i64 %conv3.ty2203, 7
+  store <8 x float> %179, ptr %conv3.w225, align 32
+  %180 = mul nsw i64 %conv3.j2172, 49
+  %181 = mul nsw i64 %conv3.ty2183, 7
   %182 = add nsw i64 %180, %181
-  %183 = add nsw i64 %182, %conv3.tx2214
+  %183 = add nsw i64 %182, %conv3.tx2194
   %184 = mul nsw i64 %183, 32
-  %185 = add nsw i64 435648, %184
+  %185 = add nsw i64 636352, %184
   %186 = mul nsw i64 %1, 16
-  %187 = mul nsw i64 %conv3.cv2225, 8
+  %187 = mul nsw i64 %conv3.cv2205, 8
   %188 = add nsw i64 %186, %187
   %189 = add nsw i64 %185, %188
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %189
   %190 = load <8 x float>, ptr %arena21, align 4
-  %191 = mul nsw i64 %conv3.j2192, 49
-  %192 = mul nsw i64 %conv3.ty2203, 7
+  %191 = mul nsw i64 %conv3.j2172, 49
+  %192 = mul nsw i64 %conv3.ty2183, 7
   %193 = add nsw i64 %191, %192
-  %194 = add nsw i64 %193, %conv3.tx2214
+  %194 = add nsw i64 %193, %conv3.tx2194
   %195 = mul nsw i64 %194, 32
-  %196 = add nsw i64 441920, %195
+  %196 = add nsw i64 642624, %195
   %197 = mul nsw i64 %1, 16
-  %198 = mul nsw i64 %conv3.cv2225, 8
+  %198 = mul nsw i64 %conv3.cv2205, 8
   %199 = add nsw i64 %197, %198
   %200 = add nsw i64 %196, %199
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %200
   %201 = load <8 x float>, ptr %arena22, align 4
   %202 = fsub <8 x float> %190, %201
-  %203 = mul nsw i64 %conv3.j2192, 49
-  %204 = mul nsw i64 %conv3.ty2203, 7
+  %203 = mul nsw i64 %conv3.j2172, 49
+  %204 = mul nsw i64 %conv3.ty2183, 7
   %205 = add nsw i64 %203, %204
-  %206 = add nsw i64 %205, %conv3.tx2214
+  %206 = add nsw i64 %205, %conv3.tx2194
   %207 = mul nsw i64 %206, 32
-  %208 = add nsw i64 448192, %207
+  %208 = add nsw i64 648896, %207
   %209 = mul nsw i64 %1, 16
-  %210 = mul nsw i64 %conv3.cv2225, 8
+  %210 = mul nsw i64 %conv3.cv2205, 8
   %211 = add nsw i64 %209, %210
   %212 = add nsw i64 %208, %211
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %212
   %213 = load <8 x float>, ptr %arena23, align 4
   %214 = fsub <8 x float> %202, %213
-  store <8 x float> %214, ptr %conv3.w228, align 32
-  %215 = mul nsw i64 %conv3.j2192, 49
-  %216 = mul nsw i64 %conv3.ty2203, 7
+  store <8 x float> %214, ptr %conv3.w226, align 32
+  %215 = mul nsw i64 %conv3.j2172, 49
+  %216 = mul nsw i64 %conv3.ty2183, 7
   %217 = add nsw i64 %215, %216
-  %218 = add nsw i64 %217, %conv3.tx2214
+  %218 = add nsw i64 %217, %conv3.tx2194
   %219 = mul nsw i64 %218, 32
-  %220 = add nsw i64 430944, %219
+  %220 = add nsw i64 631648, %219
   %221 = mul nsw i64 %1, 16
-  %222 = mul nsw i64 %conv3.cv2225, 8
+  %222 = mul nsw i64 %conv3.cv2205, 8
   %223 = add nsw i64 %221, %222
   %224 = add nsw i64 %220, %223
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %224
   %225 = load <8 x float>, ptr %arena24, align 4
-  %226 = mul nsw i64 %conv3.j2192, 49
-  %227 = mul nsw i64 %conv3.ty2203, 7
+  %226 = mul nsw i64 %conv3.j2172, 49
+  %227 = mul nsw i64 %conv3.ty2183, 7
   %228 = add nsw i64 %226, %227
-  %229 = add nsw i64 %228, %conv3.tx2214
+  %229 = add nsw i64 %228, %conv3.tx2194
   %230 = mul nsw i64 %229, 32
-  %231 = add nsw i64 437216, %230
+  %231 = add nsw i64 637920, %230
   %232 = mul nsw i64 %1, 16
-  %233 = mul nsw i64 %conv3.cv2225, 8
+  %233 = mul nsw i64 %conv3.cv2205, 8
   %234 = add nsw i64 %232, %233
   %235 = add nsw i64 %231, %234
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %235
   %236 = load <8 x float>, ptr %arena25, align 4
   %237 = fadd <8 x float> %225, %236
-  %238 = mul nsw i64 %conv3.j2192, 49
-  %239 = mul nsw i64 %conv3.ty2203, 7
+  %238 = mul nsw i64 %conv3.j2172, 49
+  %239 = mul nsw i64 %conv3.ty2183, 7
   %240 = add nsw i64 %238, %239
-  %241 = add nsw i64 %240, %conv3.tx2214
+  %241 = add nsw i64 %240, %conv3.tx2194
   %242 = mul nsw i64 %241, 32
-  %243 = add nsw i64 443488, %242
+  %243 = add nsw i64 644192, %242
   %244 = mul nsw i64 %1, 16
-  %245 = mul nsw i64 %conv3.cv2225, 8
+  %245 = mul nsw i64 %conv3.cv2205, 8
   %246 = add nsw i64 %244, %245
   %247 = add nsw i64 %243, %246
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %247
   %248 = load <8 x float>, ptr %arena26, align 4
   %249 = fadd <8 x float> %237, %248
-  store <8 x float> %249, ptr %conv3.w229, align 32
-  %250 = mul nsw i64 %conv3.j2192, 49
-  %251 = mul nsw i64 %conv3.ty2203, 7
+  store <8 x float> %249, ptr %conv3.w227, align 32
+  %250 = mul nsw i64 %conv3.j2172, 49
+  %251 = mul nsw i64 %conv3.ty2183, 7
   %252 = add nsw i64 %250, %251
-  %253 = add nsw i64 %252, %conv3.tx2214
+  %253 = add nsw i64 %252, %conv3.tx2194
   %254 = mul nsw i64 %253, 32
-  %255 = add nsw i64 437216, %254
+  %255 = add nsw i64 637920, %254
   %256 = mul nsw i64 %1, 16
-  %257 = mul nsw i64 %conv3.cv2225, 8
+  %257 = mul nsw i64 %conv3.cv2205, 8
   %258 = add nsw i64 %256, %257
   %259 = add nsw i64 %255, %258
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %259
   %260 = load <8 x float>, ptr %arena27, align 4
-  %261 = mul nsw i64 %conv3.j2192, 49
-  %262 = mul nsw i64 %conv3.ty2203, 7
+  %261 = mul nsw i64 %conv3.j2172, 49
+  %262 = mul nsw i64 %conv3.ty2183, 7
   %263 = add nsw i64 %261, %262
-  %264 = add nsw i64 %263, %conv3.tx2214
+  %264 = add nsw i64 %263, %conv3.tx2194
   %265 = mul nsw i64 %264, 32
-  %266 = add nsw i64 443488, %265
+  %266 = add nsw i64 644192, %265
   %267 = mul nsw i64 %1, 16
-  %268 = mul nsw i64 %conv3.cv2225, 8
+  %268 = mul nsw i64 %conv3.cv2205, 8
   %269 = add nsw i64 %267, %268
   %270 = add nsw i64 %266, %269
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena28, align 4
   %272 = fsub <8 x float> %260, %271
-  %273 = mul nsw i64 %conv3.j2192, 49
-  %274 = mul nsw i64 %conv3.ty2203, 7
+  %273 = mul nsw i64 %conv3.j2172, 49
+  %274 = mul nsw i64 %conv3.ty2183, 7
   %275 = add nsw i64 %273, %274
-  %276 = add nsw i64 %275, %conv3.tx2214
+  %276 = add nsw i64 %275, %conv3.tx2194
   %277 = mul nsw i64 %276, 32
-  %278 = add nsw i64 449760, %277
+  %278 = add nsw i64 650464, %277
   %279 = mul nsw i64 %1, 16
-  %280 = mul nsw i64 %conv3.cv2225, 8
+  %280 = mul nsw i64 %conv3.cv2205, 8
   %281 = add nsw i64 %279, %280
   %282 = add nsw i64 %278, %281
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %282
   %283 = load <8 x float>, ptr %arena29, align 4
   %284 = fsub <8 x float> %272, %283
-  store <8 x float> %284, ptr %conv3.w230, align 32
+  store <8 x float> %284, ptr %conv3.w228, align 32
+  %w221 = load <8 x float>, ptr %conv3.w221, align 32
   %w223 = load <8 x float>, ptr %conv3.w223, align 32
+  %285 = fadd <8 x float> %w221, %w223
   %w225 = load <8 x float>, ptr %conv3.w225, align 32
-  %285 = fadd <8 x float> %w223, %w225
+  %286 = fadd <8 x float> %285, %w225
+  store <8 x float> %286, ptr %conv3.w229, align 32
+  %w22330 = load <8 x float>, ptr %conv3.w223, align 32
+  %w22531 = load <8 x float>, ptr %conv3.w225, align 32
+  %287 = fsub <8 x float> %w22330, %w22531
   %w227 = load <8 x float>, ptr %conv3.w227, align 32
-  %286 = fadd <8 x float> %285, %w227
-  store <8 x float> %286, ptr %conv3.w231, align 32
-  %w22530 = load <8 x float>, ptr %conv3.w225, align 32
-  %w22731 = load <8 x float>, ptr %conv3.w227, align 32
-  %287 = fsub <8 x float> %w22530, %w22731
-  %w229 = load <8 x float>, ptr %conv3.w229, align 32
-  %288 = fsub <8 x float> %287, %w229
-  store <8 x float> %288, ptr %conv3.w232, align 32
+  %288 = fsub <8 x float> %287, %w227
+  store <8 x float> %288, ptr %conv3.w230, align 32
+  %w222 = load <8 x float>, ptr %conv3.w222, align 32
   %w224 = load <8 x float>, ptr %conv3.w224, align 32
+  %289 = fadd <8 x float> %w222, %w224
   %w226 = load <8 x float>, ptr %conv3.w226, align 32
-  %289 = fadd <8 x float> %w224, %w226
+  %290 = fadd <8 x float> %289, %w226
+  store <8 x float> %290, ptr %conv3.w231, align 32
+  %w22432 = load <8 x float>, ptr %conv3.w224, align 32
+  %w22633 = load <8 x float>, ptr %conv3.w226, align 32
+  %291 = fsub <8 x float> %w22432, %w22633
   %w228 = load <8 x float>, ptr %conv3.w228, align 32
-  %290 = fadd <8 x float> %289, %w228
-  store <8 x float> %290, ptr %conv3.w233, align 32
-  %w22632 = load <8 x float>, ptr %conv3.w226, align 32
-  %w22833 = load <8 x float>, ptr %conv3.w228, align 32
-  %291 = fsub <8 x float> %w22632, %w22833
-  %w230 = load <8 x float>, ptr %conv3.w230, align 32
-  %292 = fsub <8 x float> %291, %w230
-  store <8 x float> %292, ptr %conv3.w234, align 32
-  %w231 = load <8 x float>, ptr %conv3.w231, align 32
+  %292 = fsub <8 x float> %291, %w228
+  store <8 x float> %292, ptr %conv3.w232, align 32
+  %w229 = load <8 x float>, ptr %conv3.w229, align 32
   %293 = mul nsw i64 %1, 16
-  %294 = mul nsw i64 %conv3.cv2225, 8
+  %294 = mul nsw i64 %conv3.cv2205, 8
   %295 = add nsw i64 %293, %294
   %296 = add nsw i64 7088, %295
   %params34 = getelementptr inbounds float, ptr %params, i64 %296
   %297 = load <8 x float>, ptr %params34, align 4
-  %298 = fadd <8 x float> %w231, %297
-  %299 = mul nsw i64 %conv3.j2192, 14
-  %300 = mul nsw i64 %conv3.ty2203, 2
+  %298 = fadd <8 x float> %w229, %297
+  %299 = mul nsw i64 %conv3.j2172, 14
+  %300 = mul nsw i64 %conv3.ty2183, 2
   %301 = add nsw i64 %299, %300
   %302 = mul nsw i64 %301, 14
-  %303 = mul nsw i64 %conv3.tx2214, 2
+  %303 = mul nsw i64 %conv3.tx2194, 2
   %304 = add nsw i64 %302, %303
   %305 = mul nsw i64 %304, 32
-  %306 = add nsw i64 451328, %305
+  %306 = add nsw i64 652032, %305
   %307 = mul nsw i64 %1, 16
-  %308 = mul nsw i64 %conv3.cv2225, 8
+  %308 = mul nsw i64 %conv3.cv2205, 8
   %309 = add nsw i64 %307, %308
   %310 = add nsw i64 %306, %309
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %310
   store <8 x float> %298, ptr %arena35, align 4
-  %w232 = load <8 x float>, ptr %conv3.w232, align 32
+  %w230 = load <8 x float>, ptr %conv3.w230, align 32
   %311 = mul nsw i64 %1, 16
-  %312 = mul nsw i64 %conv3.cv2225, 8
+  %312 = mul nsw i64 %conv3.cv2205, 8
   %313 = add nsw i64 %311, %312
   %314 = add nsw i64 7088, %313
   %params36 = getelementptr inbounds float, ptr %params, i64 %314
   %315 = load <8 x float>, ptr %params36, align 4
-  %316 = fadd <8 x float> %w232, %315
-  %317 = mul nsw i64 %conv3.j2192, 14
-  %318 = mul nsw i64 %conv3.ty2203, 2
+  %316 = fadd <8 x float> %w230, %315
+  %317 = mul nsw i64 %conv3.j2172, 14
+  %318 = mul nsw i64 %conv3.ty2183, 2
   %319 = add nsw i64 %317, %318
   %320 = mul nsw i64 %319, 14
-  %321 = mul nsw i64 %conv3.tx2214, 2
+  %321 = mul nsw i64 %conv3.tx2194, 2
   %322 = add nsw i64 %320, %321
   %323 = add nsw i64 %322, 1
   %324 = mul nsw i64 %323, 32
-  %325 = add nsw i64 451328, %324
+  %325 = add nsw i64 652032, %324
   %326 = mul nsw i64 %1, 16
-  %327 = mul nsw i64 %conv3.cv2225, 8
+  %327 = mul nsw i64 %conv3.cv2205, 8
   %328 = add nsw i64 %326, %327
   %329 = add nsw i64 %325, %328
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %329
   store <8 x float> %316, ptr %arena37, align 4
-  %w233 = load <8 x float>, ptr %conv3.w233, align 32
+  %w231 = load <8 x float>, ptr %conv3.w231, align 32
   %330 = mul nsw i64 %1, 16
-  %331 = mul nsw i64 %conv3.cv2225, 8
+  %331 = mul nsw i64 %conv3.cv2205, 8
   %332 = add nsw i64 %330, %331
   %333 = add nsw i64 7088, %332
   %params38 = getelementptr inbounds float, ptr %params, i64 %333
   %334 = load <8 x float>, ptr %params38, align 4
-  %335 = fadd <8 x float> %w233, %334
-  %336 = mul nsw i64 %conv3.j2192, 14
-  %337 = mul nsw i64 %conv3.ty2203, 2
+  %335 = fadd <8 x float> %w231, %334
+  %336 = mul nsw i64 %conv3.j2172, 14
+  %337 = mul nsw i64 %conv3.ty2183, 2
   %338 = add nsw i64 %336, %337
   %339 = add nsw i64 %338, 1
   %340 = mul nsw i64 %339, 14
-  %341 = mul nsw i64 %conv3.tx2214, 2
+  %341 = mul nsw i64 %conv3.tx2194, 2
   %342 = add nsw i64 %340, %341
   %343 = mul nsw i64 %342, 32
-  %344 = add nsw i64 451328, %343
+  %344 = add nsw i64 652032, %343
   %345 = mul nsw i64 %1, 16
-  %346 = mul nsw i64 %conv3.cv2225, 8
+  %346 = mul nsw i64 %conv3.cv2205, 8
   %347 = add nsw i64 %345, %346
   %348 = add nsw i64 %344, %347
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %348
   store <8 x float> %335, ptr %arena39, align 4
-  %w234 = load <8 x float>, ptr %conv3.w234, align 32
+  %w232 = load <8 x float>, ptr %conv3.w232, align 32
   %349 = mul nsw i64 %1, 16
-  %350 = mul nsw i64 %conv3.cv2225, 8
+  %350 = mul nsw i64 %conv3.cv2205, 8
   %351 = add nsw i64 %349, %350
   %352 = add nsw i64 7088, %351
   %params40 = getelementptr inbounds float, ptr %params, i64 %352
   %353 = load <8 x float>, ptr %params40, align 4
-  %354 = fadd <8 x float> %w234, %353
-  %355 = mul nsw i64 %conv3.j2192, 14
-  %356 = mul nsw i64 %conv3.ty2203, 2
+  %354 = fadd <8 x float> %w232, %353
+  %355 = mul nsw i64 %conv3.j2172, 14
+  %356 = mul nsw i64 %conv3.ty2183, 2
   %357 = add nsw i64 %355, %356
   %358 = add nsw i64 %357, 1
   %359 = mul nsw i64 %358, 14
-  %360 = mul nsw i64 %conv3.tx2214, 2
+  %360 = mul nsw i64 %conv3.tx2194, 2
   %361 = add nsw i64 %359, %360
   %362 = add nsw i64 %361, 1
   %363 = mul nsw i64 %362, 32
-  %364 = add nsw i64 451328, %363
+  %364 = add nsw i64 652032, %363
   %365 = mul nsw i64 %1, 16
-  %366 = mul nsw i64 %conv3.cv2225, 8
+  %366 = mul nsw i64 %conv3.cv2205, 8
   %367 = add nsw i64 %365, %366
   %368 = add nsw i64 %364, %367
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %368
   store <8 x float> %354, ptr %arena41, align 4
-  %cv222.next = add nsw i64 %conv3.cv2225, 1
-  %369 = icmp slt i64 %cv222.next, 2
-  br i1 %369, label %conv3.cv222, label %conv3.cv222.end
+  %cv220.next = add nsw i64 %conv3.cv2205, 1
+  %369 = icmp slt i64 %cv220.next, 2
+  br i1 %369, label %conv3.cv220, label %conv3.cv220.end
 
-conv3.cv222.end:                                  ; preds = %conv3.cv222
-  %tx221.next = add nsw i64 %conv3.tx2214, 1
-  %370 = icmp slt i64 %tx221.next, 7
-  br i1 %370, label %conv3.tx221, label %conv3.tx221.end
+conv3.cv220.end:                                  ; preds = %conv3.cv220
+  %tx219.next = add nsw i64 %conv3.tx2194, 1
+  %370 = icmp slt i64 %tx219.next, 7
+  br i1 %370, label %conv3.tx219, label %conv3.tx219.end
 
-conv3.j235:                                       ; preds = %conv3.c236.end, %conv3.j219.end
-  %conv3.j23542 = phi i64 [ 0, %conv3.j219.end ], [ %j235.next, %conv3.c236.end ]
-  br label %conv3.c236
+conv3.j233:                                       ; preds = %conv3.c234.end, %conv3.j217.end
+  %conv3.j23342 = phi i64 [ 0, %conv3.j217.end ], [ %j233.next, %conv3.c234.end ]
+  br label %conv3.c234
 
-conv3.j235.end:                                   ; preds = %conv3.c236.end
+conv3.j233.end:                                   ; preds = %conv3.c234.end
   ret void
 
-conv3.c236:                                       ; preds = %conv3.q237.end, %conv3.j235
-  %conv3.c23643 = phi i64 [ 0, %conv3.j235 ], [ %c236.next, %conv3.q237.end ]
-  br label %conv3.q237
+conv3.c234:                                       ; preds = %conv3.q235.end, %conv3.j233
+  %conv3.c23443 = phi i64 [ 0, %conv3.j233 ], [ %c234.next, %conv3.q235.end ]
+  br label %conv3.q235
 
-conv3.c236.end:                                   ; preds = %conv3.q237.end
-  %j235.next = add nsw i64 %conv3.j23542, 1
-  %371 = icmp slt i64 %j235.next, 1
-  br i1 %371, label %conv3.j235, label %conv3.j235.end
+conv3.c234.end:                                   ; preds = %conv3.q235.end
+  %j233.next = add nsw i64 %conv3.j23342, 1
+  %371 = icmp slt i64 %j233.next, 1
+  br i1 %371, label %conv3.j233, label %conv3.j233.end
 
-conv3.q237:                                       ; preds = %conv3.q237, %conv3.c236
-  %conv3.q23744 = phi i64 [ 0, %conv3.c236 ], [ %q237.next, %conv3.q237 ]
-  %372 = mul nsw i64 %conv3.j23542, 196
-  %373 = add nsw i64 %372, %conv3.q23744
+conv3.q235:                                       ; preds = %conv3.q235, %conv3.c234
+  %conv3.q23544 = phi i64 [ 0, %conv3.c234 ], [ %q235.next, %conv3.q235 ]
+  %372 = mul nsw i64 %conv3.j23342, 196
+  %373 = add nsw i64 %372, %conv3.q23544
   %374 = mul nsw i64 %373, 32
-  %375 = add nsw i64 451328, %374
+  %375 = add nsw i64 652032, %374
   %376 = mul nsw i64 %1, 16
-  %377 = add nsw i64 %376, %conv3.c23643
+  %377 = add nsw i64 %376, %conv3.c23443
   %378 = add nsw i64 %375, %377
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %378
   %379 = load float, ptr %arena45, align 4
-  %380 = add nsw i64 %0, %conv3.j23542
-  %381 = mul nsw i64 %380, 6272
-  %382 = mul nsw i64 %1, 16
-  %383 = add nsw i64 %382, %conv3.c23643
-  %384 = mul nsw i64 %383, 196
-  %385 = add nsw i64 %381, %384
-  %386 = add nsw i64 %385, %conv3.q23744
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %386
-  store float %379, ptr %arena46, align 4
-  %q237.next = add nsw i64 %conv3.q23744, 1
-  %387 = icmp slt i64 %q237.next, 196
-  br i1 %387, label %conv3.q237, label %conv3.q237.end
+  %380 = fsub float 0.000000e+00, %379
+  %381 = fcmp ogt float 0xC055A926E0000000, %380
+  %382 = select i1 %381, float 0xC055A926E0000000, float %380
+  %383 = fcmp ogt float %382, 0x40562E4300000000
+  %384 = select i1 %383, float 0x40562E4300000000, float %382
+  %385 = fmul float %384, 0x3FF7154760000000
+  %386 = fadd float %385, 5.000000e-01
+  %387 = call float @llvm.floor.f32(float %386)
+  %388 = fmul float %387, 0x3FE6300000000000
+  %389 = fsub float %384, %388
+  %390 = fmul float %387, 0xBF2BD01060000000
+  %391 = fsub float %389, %390
+  %392 = fmul float 0x3F2A0D2CE0000000, %391
+  %393 = fadd float %392, 0x3F56E879C0000000
+  %394 = fmul float %393, %391
+  %395 = fadd float %394, 0x3F81112100000000
+  %396 = fmul float %395, %391
+  %397 = fadd float %396, 0x3FA5553820000000
+  %398 = fmul float %397, %391
+  %399 = fadd float %398, 0x3FC5555540000000
+  %400 = fmul float %399, %391
+  %401 = fadd float %400, 5.000000e-01
+  %402 = fmul float %391, %391
+  %403 = fmul float %401, %402
+  %404 = fadd float %403, %391
+  %405 = fadd float %404, 1.000000e+00
+  %406 = fptosi float %387 to i32
+  %407 = add i32 %406, 126
+  %408 = shl i32 %407, 23
+  %409 = bitcast i32 %408 to float
+  %410 = fmul float %405, %409
+  %411 = fmul float %410, 2.000000e+00
+  %412 = fcmp ogt float 0xC055A926E0000000, %380
+  %413 = select i1 %412, float 0.000000e+00, float %411
+  %414 = fcmp ogt float %380, 0x40562E4300000000
+  %415 = select i1 %414, float 0x7FF0000000000000, float %413
+  %416 = fcmp uno float %380, %380
+  %417 = select i1 %416, float %380, float %415
+  %418 = fadd float 1.000000e+00, %417
+  %419 = fdiv float 1.000000e+00, %418
+  %420 = add nsw i64 %0, %conv3.j23342
+  %421 = mul nsw i64 %420, 6272
+  %422 = mul nsw i64 %1, 16
+  %423 = add nsw i64 %422, %conv3.c23443
+  %424 = mul nsw i64 %423, 196
+  %425 = add nsw i64 %421, %424
+  %426 = add nsw i64 %425, %conv3.q23544
+  %427 = add nsw i64 200704, %426
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %427
+  store float %419, ptr %arena46, align 4
+  %q235.next = add nsw i64 %conv3.q23544, 1
+  %428 = icmp slt i64 %q235.next, 196
+  br i1 %428, label %conv3.q235, label %conv3.q235.end
 
-conv3.q237.end:                                   ; preds = %conv3.q237
-  %c236.next = add nsw i64 %conv3.c23643, 1
-  %388 = icmp slt i64 %c236.next, 16
-  br i1 %388, label %conv3.c236, label %conv3.c236.end
+conv3.q235.end:                                   ; preds = %conv3.q235
+  %c234.next = add nsw i64 %conv3.c23443, 1
+  %429 = icmp slt i64 %c234.next, 16
+  br i1 %429, label %conv3.c234, label %conv3.c234.end
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k6.conv3.part210.gemm218(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @residual_infer_b64.k4.conv3.part208.gemm216(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %conv3.t216_a3 = alloca <8 x float>, align 32
-  %conv3.t216_a2 = alloca <8 x float>, align 32
-  %conv3.t216_a1 = alloca <8 x float>, align 32
-  %conv3.t216_a0 = alloca <8 x float>, align 32
-  %conv3.t216_b1 = alloca <8 x float>, align 32
-  %conv3.t216_b0 = alloca <8 x float>, align 32
-  %conv3.t216_c3_1 = alloca <8 x float>, align 32
-  %conv3.t216_c3_0 = alloca <8 x float>, align 32
-  %conv3.t216_c2_1 = alloca <8 x float>, align 32
-  %conv3.t216_c2_0 = alloca <8 x float>, align 32
-  %conv3.t216_c1_1 = alloca <8 x float>, align 32
-  %conv3.t216_c1_0 = alloca <8 x float>, align 32
-  %conv3.t216_c0_1 = alloca <8 x float>, align 32
-  %conv3.t216_c0_0 = alloca <8 x float>, align 32
-  %conv3.t214_a4 = alloca <8 x float>, align 32
   %conv3.t214_a3 = alloca <8 x float>, align 32
   %conv3.t214_a2 = alloca <8 x float>, align 32
   %conv3.t214_a1 = alloca <8 x float>, align 32
   %conv3.t214_a0 = alloca <8 x float>, align 32
   %conv3.t214_b1 = alloca <8 x float>, align 32
   %conv3.t214_b0 = alloca <8 x float>, align 32
-  %conv3.t214_c4_1 = alloca <8 x float>, align 32
-  %conv3.t214_c4_0 = alloca <8 x float>, align 32
   %conv3.t214_c3_1 = alloca <8 x float>, align 32
   %conv3.t214_c3_0 = alloca <8 x float>, align 32
   %conv3.t214_c2_1 = alloca <8 x float>, align 32
@@ -22546,17 +22452,47 @@ entry:
   %conv3.t214_c1_0 = alloca <8 x float>, align 32
   %conv3.t214_c0_1 = alloca <8 x float>, align 32
   %conv3.t214_c0_0 = alloca <8 x float>, align 32
-  br label %conv3.nb212
+  %conv3.t212_a4 = alloca <8 x float>, align 32
+  %conv3.t212_a3 = alloca <8 x float>, align 32
+  %conv3.t212_a2 = alloca <8 x float>, align 32
+  %conv3.t212_a1 = alloca <8 x float>, align 32
+  %conv3.t212_a0 = alloca <8 x float>, align 32
+  %conv3.t212_b1 = alloca <8 x float>, align 32
+  %conv3.t212_b0 = alloca <8 x float>, align 32
+  %conv3.t212_c4_1 = alloca <8 x float>, align 32
+  %conv3.t212_c4_0 = alloca <8 x float>, align 32
+  %conv3.t212_c3_1 = alloca <8 x float>, align 32
+  %conv3.t212_c3_0 = alloca <8 x float>, align 32
+  %conv3.t212_c2_1 = alloca <8 x float>, align 32
+  %conv3.t212_c2_0 = alloca <8 x float>, align 32
+  %conv3.t212_c1_1 = alloca <8 x float>, align 32
+  %conv3.t212_c1_0 = alloca <8 x float>, align 32
+  %conv3.t212_c0_1 = alloca <8 x float>, align 32
+  %conv3.t212_c0_0 = alloca <8 x float>, align 32
+  br label %conv3.nb210
 
-conv3.nb212:                                      ; preds = %conv3.k217.end, %entry
-  %conv3.nb2121 = phi i64 [ 0, %entry ], [ %nb212.next, %conv3.k217.end ]
-  br label %conv3.mb213
+conv3.nb210:                                      ; preds = %conv3.k215.end, %entry
+  %conv3.nb2101 = phi i64 [ 0, %entry ], [ %nb210.next, %conv3.k215.end ]
+  br label %conv3.mb211
 
-conv3.nb212.end:                                  ; preds = %conv3.k217.end
+conv3.nb210.end:                                  ; preds = %conv3.k215.end
   ret void
 
-conv3.mb213:                                      ; preds = %conv3.k215.end, %conv3.nb212
-  %conv3.mb2132 = phi i64 [ 0, %conv3.nb212 ], [ %mb213.next, %conv3.k215.end ]
+conv3.mb211:                                      ; preds = %conv3.k213.end, %conv3.nb210
+  %conv3.mb2112 = phi i64 [ 0, %conv3.nb210 ], [ %mb211.next, %conv3.k213.end ]
+  store <8 x float> zeroinitializer, ptr %conv3.t212_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t212_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t212_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t212_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t212_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t212_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t212_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t212_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t212_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t212_c4_1, align 32
+  br label %conv3.k213
+
+conv3.mb211.end:                                  ; preds = %conv3.k213.end
   store <8 x float> zeroinitializer, ptr %conv3.t214_c0_0, align 32
   store <8 x float> zeroinitializer, ptr %conv3.t214_c0_1, align 32
   store <8 x float> zeroinitializer, ptr %conv3.t214_c1_0, align 32
@@ -22565,493 +22501,480 @@ conv3.mb213:                                      ; preds = %conv3.k215.end, %co
   store <8 x float> zeroinitializer, ptr %conv3.t214_c2_1, align 32
   store <8 x float> zeroinitializer, ptr %conv3.t214_c3_0, align 32
   store <8 x float> zeroinitializer, ptr %conv3.t214_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t214_c4_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t214_c4_1, align 32
   br label %conv3.k215
 
-conv3.mb213.end:                                  ; preds = %conv3.k215.end
-  store <8 x float> zeroinitializer, ptr %conv3.t216_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t216_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t216_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t216_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t216_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t216_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t216_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t216_c3_1, align 32
-  br label %conv3.k217
-
-conv3.k215:                                       ; preds = %conv3.k215, %conv3.mb213
-  %conv3.k2153 = phi i64 [ 0, %conv3.mb213 ], [ %k215.next, %conv3.k215 ]
+conv3.k213:                                       ; preds = %conv3.k213, %conv3.mb211
+  %conv3.k2133 = phi i64 [ 0, %conv3.mb211 ], [ %k213.next, %conv3.k213 ]
   %2 = mul nsw i64 %0, 512
-  %3 = add nsw i64 401408, %2
+  %3 = add nsw i64 602112, %2
   %4 = mul nsw i64 %1, 16
   %5 = add nsw i64 %3, %4
-  %6 = mul nsw i64 %conv3.k2153, 32
+  %6 = mul nsw i64 %conv3.k2133, 32
   %7 = add nsw i64 %5, %6
-  %8 = mul nsw i64 %conv3.nb2121, 16
+  %8 = mul nsw i64 %conv3.nb2101, 16
   %9 = add nsw i64 %7, %8
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %10, ptr %conv3.t214_b0, align 32
+  store <8 x float> %10, ptr %conv3.t212_b0, align 32
   %11 = mul nsw i64 %0, 512
-  %12 = add nsw i64 401408, %11
+  %12 = add nsw i64 602112, %11
   %13 = mul nsw i64 %1, 16
   %14 = add nsw i64 %12, %13
-  %15 = mul nsw i64 %conv3.k2153, 32
+  %15 = mul nsw i64 %conv3.k2133, 32
   %16 = add nsw i64 %14, %15
-  %17 = mul nsw i64 %conv3.nb2121, 16
+  %17 = mul nsw i64 %conv3.nb2101, 16
   %18 = add nsw i64 %16, %17
   %19 = add nsw i64 %18, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %20, ptr %conv3.t214_b1, align 32
+  store <8 x float> %20, ptr %conv3.t212_b1, align 32
   %21 = mul nsw i64 %0, 784
-  %22 = add nsw i64 413696, %21
-  %23 = mul nsw i64 %conv3.mb2132, 5
+  %22 = add nsw i64 614400, %21
+  %23 = mul nsw i64 %conv3.mb2112, 5
   %24 = mul nsw i64 %23, 16
   %25 = add nsw i64 %22, %24
-  %26 = add nsw i64 %25, %conv3.k2153
+  %26 = add nsw i64 %25, %conv3.k2133
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
   %27 = load float, ptr %arena6, align 4
   %28 = insertelement <8 x float> undef, float %27, i32 0
   %29 = shufflevector <8 x float> %28, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %29, ptr %conv3.t214_a0, align 32
-  %t214_a0 = load <8 x float>, ptr %conv3.t214_a0, align 32
-  %t214_b0 = load <8 x float>, ptr %conv3.t214_b0, align 32
-  %t214_c0_0 = load <8 x float>, ptr %conv3.t214_c0_0, align 32
-  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a0, <8 x float> %t214_b0, <8 x float> %t214_c0_0)
-  store <8 x float> %30, ptr %conv3.t214_c0_0, align 32
-  %t214_a07 = load <8 x float>, ptr %conv3.t214_a0, align 32
-  %t214_b1 = load <8 x float>, ptr %conv3.t214_b1, align 32
-  %t214_c0_1 = load <8 x float>, ptr %conv3.t214_c0_1, align 32
-  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a07, <8 x float> %t214_b1, <8 x float> %t214_c0_1)
-  store <8 x float> %31, ptr %conv3.t214_c0_1, align 32
+  store <8 x float> %29, ptr %conv3.t212_a0, align 32
+  %t212_a0 = load <8 x float>, ptr %conv3.t212_a0, align 32
+  %t212_b0 = load <8 x float>, ptr %conv3.t212_b0, align 32
+  %t212_c0_0 = load <8 x float>, ptr %conv3.t212_c0_0, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a0, <8 x float> %t212_b0, <8 x float> %t212_c0_0)
+  store <8 x float> %30, ptr %conv3.t212_c0_0, align 32
+  %t212_a07 = load <8 x float>, ptr %conv3.t212_a0, align 32
+  %t212_b1 = load <8 x float>, ptr %conv3.t212_b1, align 32
+  %t212_c0_1 = load <8 x float>, ptr %conv3.t212_c0_1, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a07, <8 x float> %t212_b1, <8 x float> %t212_c0_1)
+  store <8 x float> %31, ptr %conv3.t212_c0_1, align 32
   %32 = mul nsw i64 %0, 784
-  %33 = add nsw i64 413696, %32
-  %34 = mul nsw i64 %conv3.mb2132, 5
+  %33 = add nsw i64 614400, %32
+  %34 = mul nsw i64 %conv3.mb2112, 5
   %35 = add nsw i64 %34, 1
   %36 = mul nsw i64 %35, 16
   %37 = add nsw i64 %33, %36
-  %38 = add nsw i64 %37, %conv3.k2153
+  %38 = add nsw i64 %37, %conv3.k2133
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load float, ptr %arena8, align 4
   %40 = insertelement <8 x float> undef, float %39, i32 0
   %41 = shufflevector <8 x float> %40, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %41, ptr %conv3.t214_a1, align 32
-  %t214_a1 = load <8 x float>, ptr %conv3.t214_a1, align 32
-  %t214_b09 = load <8 x float>, ptr %conv3.t214_b0, align 32
-  %t214_c1_0 = load <8 x float>, ptr %conv3.t214_c1_0, align 32
-  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a1, <8 x float> %t214_b09, <8 x float> %t214_c1_0)
-  store <8 x float> %42, ptr %conv3.t214_c1_0, align 32
-  %t214_a110 = load <8 x float>, ptr %conv3.t214_a1, align 32
-  %t214_b111 = load <8 x float>, ptr %conv3.t214_b1, align 32
-  %t214_c1_1 = load <8 x float>, ptr %conv3.t214_c1_1, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a110, <8 x float> %t214_b111, <8 x float> %t214_c1_1)
-  store <8 x float> %43, ptr %conv3.t214_c1_1, align 32
+  store <8 x float> %41, ptr %conv3.t212_a1, align 32
+  %t212_a1 = load <8 x float>, ptr %conv3.t212_a1, align 32
+  %t212_b09 = load <8 x float>, ptr %conv3.t212_b0, align 32
+  %t212_c1_0 = load <8 x float>, ptr %conv3.t212_c1_0, align 32
+  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a1, <8 x float> %t212_b09, <8 x float> %t212_c1_0)
+  store <8 x float> %42, ptr %conv3.t212_c1_0, align 32
+  %t212_a110 = load <8 x float>, ptr %conv3.t212_a1, align 32
+  %t212_b111 = load <8 x float>, ptr %conv3.t212_b1, align 32
+  %t212_c1_1 = load <8 x float>, ptr %conv3.t212_c1_1, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a110, <8 x float> %t212_b111, <8 x float> %t212_c1_1)
+  store <8 x float> %43, ptr %conv3.t212_c1_1, align 32
   %44 = mul nsw i64 %0, 784
-  %45 = add nsw i64 413696, %44
-  %46 = mul nsw i64 %conv3.mb2132, 5
+  %45 = add nsw i64 614400, %44
+  %46 = mul nsw i64 %conv3.mb2112, 5
   %47 = add nsw i64 %46, 2
   %48 = mul nsw i64 %47, 16
   %49 = add nsw i64 %45, %48
-  %50 = add nsw i64 %49, %conv3.k2153
+  %50 = add nsw i64 %49, %conv3.k2133
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %50
   %51 = load float, ptr %arena12, align 4
   %52 = insertelement <8 x float> undef, float %51, i32 0
   %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %53, ptr %conv3.t214_a2, align 32
-  %t214_a2 = load <8 x float>, ptr %conv3.t214_a2, align 32
-  %t214_b013 = load <8 x float>, ptr %conv3.t214_b0, align 32
-  %t214_c2_0 = load <8 x float>, ptr %conv3.t214_c2_0, align 32
-  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a2, <8 x float> %t214_b013, <8 x float> %t214_c2_0)
-  store <8 x float> %54, ptr %conv3.t214_c2_0, align 32
-  %t214_a214 = load <8 x float>, ptr %conv3.t214_a2, align 32
-  %t214_b115 = load <8 x float>, ptr %conv3.t214_b1, align 32
-  %t214_c2_1 = load <8 x float>, ptr %conv3.t214_c2_1, align 32
-  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a214, <8 x float> %t214_b115, <8 x float> %t214_c2_1)
-  store <8 x float> %55, ptr %conv3.t214_c2_1, align 32
+  store <8 x float> %53, ptr %conv3.t212_a2, align 32
+  %t212_a2 = load <8 x float>, ptr %conv3.t212_a2, align 32
+  %t212_b013 = load <8 x float>, ptr %conv3.t212_b0, align 32
+  %t212_c2_0 = load <8 x float>, ptr %conv3.t212_c2_0, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a2, <8 x float> %t212_b013, <8 x float> %t212_c2_0)
+  store <8 x float> %54, ptr %conv3.t212_c2_0, align 32
+  %t212_a214 = load <8 x float>, ptr %conv3.t212_a2, align 32
+  %t212_b115 = load <8 x float>, ptr %conv3.t212_b1, align 32
+  %t212_c2_1 = load <8 x float>, ptr %conv3.t212_c2_1, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a214, <8 x float> %t212_b115, <8 x float> %t212_c2_1)
+  store <8 x float> %55, ptr %conv3.t212_c2_1, align 32
   %56 = mul nsw i64 %0, 784
-  %57 = add nsw i64 413696, %56
-  %58 = mul nsw i64 %conv3.mb2132, 5
+  %57 = add nsw i64 614400, %56
+  %58 = mul nsw i64 %conv3.mb2112, 5
   %59 = add nsw i64 %58, 3
   %60 = mul nsw i64 %59, 16
   %61 = add nsw i64 %57, %60
-  %62 = add nsw i64 %61, %conv3.k2153
+  %62 = add nsw i64 %61, %conv3.k2133
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %62
   %63 = load float, ptr %arena16, align 4
   %64 = insertelement <8 x float> undef, float %63, i32 0
   %65 = shufflevector <8 x float> %64, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %65, ptr %conv3.t214_a3, align 32
-  %t214_a3 = load <8 x float>, ptr %conv3.t214_a3, align 32
-  %t214_b017 = load <8 x float>, ptr %conv3.t214_b0, align 32
-  %t214_c3_0 = load <8 x float>, ptr %conv3.t214_c3_0, align 32
-  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a3, <8 x float> %t214_b017, <8 x float> %t214_c3_0)
-  store <8 x float> %66, ptr %conv3.t214_c3_0, align 32
-  %t214_a318 = load <8 x float>, ptr %conv3.t214_a3, align 32
-  %t214_b119 = load <8 x float>, ptr %conv3.t214_b1, align 32
-  %t214_c3_1 = load <8 x float>, ptr %conv3.t214_c3_1, align 32
-  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a318, <8 x float> %t214_b119, <8 x float> %t214_c3_1)
-  store <8 x float> %67, ptr %conv3.t214_c3_1, align 32
+  store <8 x float> %65, ptr %conv3.t212_a3, align 32
+  %t212_a3 = load <8 x float>, ptr %conv3.t212_a3, align 32
+  %t212_b017 = load <8 x float>, ptr %conv3.t212_b0, align 32
+  %t212_c3_0 = load <8 x float>, ptr %conv3.t212_c3_0, align 32
+  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a3, <8 x float> %t212_b017, <8 x float> %t212_c3_0)
+  store <8 x float> %66, ptr %conv3.t212_c3_0, align 32
+  %t212_a318 = load <8 x float>, ptr %conv3.t212_a3, align 32
+  %t212_b119 = load <8 x float>, ptr %conv3.t212_b1, align 32
+  %t212_c3_1 = load <8 x float>, ptr %conv3.t212_c3_1, align 32
+  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a318, <8 x float> %t212_b119, <8 x float> %t212_c3_1)
+  store <8 x float> %67, ptr %conv3.t212_c3_1, align 32
   %68 = mul nsw i64 %0, 784
-  %69 = add nsw i64 413696, %68
-  %70 = mul nsw i64 %conv3.mb2132, 5
+  %69 = add nsw i64 614400, %68
+  %70 = mul nsw i64 %conv3.mb2112, 5
   %71 = add nsw i64 %70, 4
   %72 = mul nsw i64 %71, 16
   %73 = add nsw i64 %69, %72
-  %74 = add nsw i64 %73, %conv3.k2153
+  %74 = add nsw i64 %73, %conv3.k2133
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %74
   %75 = load float, ptr %arena20, align 4
   %76 = insertelement <8 x float> undef, float %75, i32 0
   %77 = shufflevector <8 x float> %76, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %77, ptr %conv3.t214_a4, align 32
-  %t214_a4 = load <8 x float>, ptr %conv3.t214_a4, align 32
-  %t214_b021 = load <8 x float>, ptr %conv3.t214_b0, align 32
-  %t214_c4_0 = load <8 x float>, ptr %conv3.t214_c4_0, align 32
-  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a4, <8 x float> %t214_b021, <8 x float> %t214_c4_0)
-  store <8 x float> %78, ptr %conv3.t214_c4_0, align 32
-  %t214_a422 = load <8 x float>, ptr %conv3.t214_a4, align 32
-  %t214_b123 = load <8 x float>, ptr %conv3.t214_b1, align 32
-  %t214_c4_1 = load <8 x float>, ptr %conv3.t214_c4_1, align 32
-  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a422, <8 x float> %t214_b123, <8 x float> %t214_c4_1)
-  store <8 x float> %79, ptr %conv3.t214_c4_1, align 32
-  %k215.next = add nsw i64 %conv3.k2153, 1
-  %80 = icmp slt i64 %k215.next, 16
-  br i1 %80, label %conv3.k215, label %conv3.k215.end
+  store <8 x float> %77, ptr %conv3.t212_a4, align 32
+  %t212_a4 = load <8 x float>, ptr %conv3.t212_a4, align 32
+  %t212_b021 = load <8 x float>, ptr %conv3.t212_b0, align 32
+  %t212_c4_0 = load <8 x float>, ptr %conv3.t212_c4_0, align 32
+  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a4, <8 x float> %t212_b021, <8 x float> %t212_c4_0)
+  store <8 x float> %78, ptr %conv3.t212_c4_0, align 32
+  %t212_a422 = load <8 x float>, ptr %conv3.t212_a4, align 32
+  %t212_b123 = load <8 x float>, ptr %conv3.t212_b1, align 32
+  %t212_c4_1 = load <8 x float>, ptr %conv3.t212_c4_1, align 32
+  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a422, <8 x float> %t212_b123, <8 x float> %t212_c4_1)
+  store <8 x float> %79, ptr %conv3.t212_c4_1, align 32
+  %k213.next = add nsw i64 %conv3.k2133, 1
+  %80 = icmp slt i64 %k213.next, 16
+  br i1 %80, label %conv3.k213, label %conv3.k213.end
 
-conv3.k215.end:                                   ; preds = %conv3.k215
-  %t214_c0_024 = load <8 x float>, ptr %conv3.t214_c0_0, align 32
+conv3.k213.end:                                   ; preds = %conv3.k213
+  %t212_c0_024 = load <8 x float>, ptr %conv3.t212_c0_0, align 32
   %81 = mul nsw i64 %0, 1568
-  %82 = add nsw i64 426240, %81
+  %82 = add nsw i64 626944, %81
   %83 = mul nsw i64 %1, 16
   %84 = add nsw i64 %82, %83
-  %85 = mul nsw i64 %conv3.mb2132, 5
+  %85 = mul nsw i64 %conv3.mb2112, 5
   %86 = mul nsw i64 %85, 32
   %87 = add nsw i64 %84, %86
-  %88 = mul nsw i64 %conv3.nb2121, 16
+  %88 = mul nsw i64 %conv3.nb2101, 16
   %89 = add nsw i64 %87, %88
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %89
-  store <8 x float> %t214_c0_024, ptr %arena25, align 4
-  %t214_c0_126 = load <8 x float>, ptr %conv3.t214_c0_1, align 32
+  store <8 x float> %t212_c0_024, ptr %arena25, align 4
+  %t212_c0_126 = load <8 x float>, ptr %conv3.t212_c0_1, align 32
   %90 = mul nsw i64 %0, 1568
-  %91 = add nsw i64 426240, %90
+  %91 = add nsw i64 626944, %90
   %92 = mul nsw i64 %1, 16
   %93 = add nsw i64 %91, %92
-  %94 = mul nsw i64 %conv3.mb2132, 5
+  %94 = mul nsw i64 %conv3.mb2112, 5
   %95 = mul nsw i64 %94, 32
   %96 = add nsw i64 %93, %95
-  %97 = mul nsw i64 %conv3.nb2121, 16
+  %97 = mul nsw i64 %conv3.nb2101, 16
   %98 = add nsw i64 %96, %97
   %99 = add nsw i64 %98, 8
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %99
-  store <8 x float> %t214_c0_126, ptr %arena27, align 4
-  %t214_c1_028 = load <8 x float>, ptr %conv3.t214_c1_0, align 32
+  store <8 x float> %t212_c0_126, ptr %arena27, align 4
+  %t212_c1_028 = load <8 x float>, ptr %conv3.t212_c1_0, align 32
   %100 = mul nsw i64 %0, 1568
-  %101 = add nsw i64 426240, %100
+  %101 = add nsw i64 626944, %100
   %102 = mul nsw i64 %1, 16
   %103 = add nsw i64 %101, %102
-  %104 = mul nsw i64 %conv3.mb2132, 5
+  %104 = mul nsw i64 %conv3.mb2112, 5
   %105 = add nsw i64 %104, 1
   %106 = mul nsw i64 %105, 32
   %107 = add nsw i64 %103, %106
-  %108 = mul nsw i64 %conv3.nb2121, 16
+  %108 = mul nsw i64 %conv3.nb2101, 16
   %109 = add nsw i64 %107, %108
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %109
-  store <8 x float> %t214_c1_028, ptr %arena29, align 4
-  %t214_c1_130 = load <8 x float>, ptr %conv3.t214_c1_1, align 32
+  store <8 x float> %t212_c1_028, ptr %arena29, align 4
+  %t212_c1_130 = load <8 x float>, ptr %conv3.t212_c1_1, align 32
   %110 = mul nsw i64 %0, 1568
-  %111 = add nsw i64 426240, %110
+  %111 = add nsw i64 626944, %110
   %112 = mul nsw i64 %1, 16
   %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %conv3.mb2132, 5
+  %114 = mul nsw i64 %conv3.mb2112, 5
   %115 = add nsw i64 %114, 1
   %116 = mul nsw i64 %115, 32
   %117 = add nsw i64 %113, %116
-  %118 = mul nsw i64 %conv3.nb2121, 16
+  %118 = mul nsw i64 %conv3.nb2101, 16
   %119 = add nsw i64 %117, %118
   %120 = add nsw i64 %119, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %120
-  store <8 x float> %t214_c1_130, ptr %arena31, align 4
-  %t214_c2_032 = load <8 x float>, ptr %conv3.t214_c2_0, align 32
+  store <8 x float> %t212_c1_130, ptr %arena31, align 4
+  %t212_c2_032 = load <8 x float>, ptr %conv3.t212_c2_0, align 32
   %121 = mul nsw i64 %0, 1568
-  %122 = add nsw i64 426240, %121
+  %122 = add nsw i64 626944, %121
   %123 = mul nsw i64 %1, 16
   %124 = add nsw i64 %122, %123
-  %125 = mul nsw i64 %conv3.mb2132, 5
+  %125 = mul nsw i64 %conv3.mb2112, 5
   %126 = add nsw i64 %125, 2
   %127 = mul nsw i64 %126, 32
   %128 = add nsw i64 %124, %127
-  %129 = mul nsw i64 %conv3.nb2121, 16
+  %129 = mul nsw i64 %conv3.nb2101, 16
   %130 = add nsw i64 %128, %129
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %130
-  store <8 x float> %t214_c2_032, ptr %arena33, align 4
-  %t214_c2_134 = load <8 x float>, ptr %conv3.t214_c2_1, align 32
+  store <8 x float> %t212_c2_032, ptr %arena33, align 4
+  %t212_c2_134 = load <8 x float>, ptr %conv3.t212_c2_1, align 32
   %131 = mul nsw i64 %0, 1568
-  %132 = add nsw i64 426240, %131
+  %132 = add nsw i64 626944, %131
   %133 = mul nsw i64 %1, 16
   %134 = add nsw i64 %132, %133
-  %135 = mul nsw i64 %conv3.mb2132, 5
+  %135 = mul nsw i64 %conv3.mb2112, 5
   %136 = add nsw i64 %135, 2
   %137 = mul nsw i64 %136, 32
   %138 = add nsw i64 %134, %137
-  %139 = mul nsw i64 %conv3.nb2121, 16
+  %139 = mul nsw i64 %conv3.nb2101, 16
   %140 = add nsw i64 %138, %139
   %141 = add nsw i64 %140, 8
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %141
-  store <8 x float> %t214_c2_134, ptr %arena35, align 4
-  %t214_c3_036 = load <8 x float>, ptr %conv3.t214_c3_0, align 32
+  store <8 x float> %t212_c2_134, ptr %arena35, align 4
+  %t212_c3_036 = load <8 x float>, ptr %conv3.t212_c3_0, align 32
   %142 = mul nsw i64 %0, 1568
-  %143 = add nsw i64 426240, %142
+  %143 = add nsw i64 626944, %142
   %144 = mul nsw i64 %1, 16
   %145 = add nsw i64 %143, %144
-  %146 = mul nsw i64 %conv3.mb2132, 5
+  %146 = mul nsw i64 %conv3.mb2112, 5
   %147 = add nsw i64 %146, 3
   %148 = mul nsw i64 %147, 32
   %149 = add nsw i64 %145, %148
-  %150 = mul nsw i64 %conv3.nb2121, 16
+  %150 = mul nsw i64 %conv3.nb2101, 16
   %151 = add nsw i64 %149, %150
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %151
-  store <8 x float> %t214_c3_036, ptr %arena37, align 4
-  %t214_c3_138 = load <8 x float>, ptr %conv3.t214_c3_1, align 32
+  store <8 x float> %t212_c3_036, ptr %arena37, align 4
+  %t212_c3_138 = load <8 x float>, ptr %conv3.t212_c3_1, align 32
   %152 = mul nsw i64 %0, 1568
-  %153 = add nsw i64 426240, %152
+  %153 = add nsw i64 626944, %152
   %154 = mul nsw i64 %1, 16
   %155 = add nsw i64 %153, %154
-  %156 = mul nsw i64 %conv3.mb2132, 5
+  %156 = mul nsw i64 %conv3.mb2112, 5
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 32
   %159 = add nsw i64 %155, %158
-  %160 = mul nsw i64 %conv3.nb2121, 16
+  %160 = mul nsw i64 %conv3.nb2101, 16
   %161 = add nsw i64 %159, %160
   %162 = add nsw i64 %161, 8
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %162
-  store <8 x float> %t214_c3_138, ptr %arena39, align 4
-  %t214_c4_040 = load <8 x float>, ptr %conv3.t214_c4_0, align 32
+  store <8 x float> %t212_c3_138, ptr %arena39, align 4
+  %t212_c4_040 = load <8 x float>, ptr %conv3.t212_c4_0, align 32
   %163 = mul nsw i64 %0, 1568
-  %164 = add nsw i64 426240, %163
+  %164 = add nsw i64 626944, %163
   %165 = mul nsw i64 %1, 16
   %166 = add nsw i64 %164, %165
-  %167 = mul nsw i64 %conv3.mb2132, 5
+  %167 = mul nsw i64 %conv3.mb2112, 5
   %168 = add nsw i64 %167, 4
   %169 = mul nsw i64 %168, 32
   %170 = add nsw i64 %166, %169
-  %171 = mul nsw i64 %conv3.nb2121, 16
+  %171 = mul nsw i64 %conv3.nb2101, 16
   %172 = add nsw i64 %170, %171
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %172
-  store <8 x float> %t214_c4_040, ptr %arena41, align 4
-  %t214_c4_142 = load <8 x float>, ptr %conv3.t214_c4_1, align 32
+  store <8 x float> %t212_c4_040, ptr %arena41, align 4
+  %t212_c4_142 = load <8 x float>, ptr %conv3.t212_c4_1, align 32
   %173 = mul nsw i64 %0, 1568
-  %174 = add nsw i64 426240, %173
+  %174 = add nsw i64 626944, %173
   %175 = mul nsw i64 %1, 16
   %176 = add nsw i64 %174, %175
-  %177 = mul nsw i64 %conv3.mb2132, 5
+  %177 = mul nsw i64 %conv3.mb2112, 5
   %178 = add nsw i64 %177, 4
   %179 = mul nsw i64 %178, 32
   %180 = add nsw i64 %176, %179
-  %181 = mul nsw i64 %conv3.nb2121, 16
+  %181 = mul nsw i64 %conv3.nb2101, 16
   %182 = add nsw i64 %180, %181
   %183 = add nsw i64 %182, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %183
-  store <8 x float> %t214_c4_142, ptr %arena43, align 4
-  %mb213.next = add nsw i64 %conv3.mb2132, 1
-  %184 = icmp slt i64 %mb213.next, 9
-  br i1 %184, label %conv3.mb213, label %conv3.mb213.end
+  store <8 x float> %t212_c4_142, ptr %arena43, align 4
+  %mb211.next = add nsw i64 %conv3.mb2112, 1
+  %184 = icmp slt i64 %mb211.next, 9
+  br i1 %184, label %conv3.mb211, label %conv3.mb211.end
 
-conv3.k217:                                       ; preds = %conv3.k217, %conv3.mb213.end
-  %conv3.k21744 = phi i64 [ 0, %conv3.mb213.end ], [ %k217.next, %conv3.k217 ]
+conv3.k215:                                       ; preds = %conv3.k215, %conv3.mb211.end
+  %conv3.k21544 = phi i64 [ 0, %conv3.mb211.end ], [ %k215.next, %conv3.k215 ]
   %185 = mul nsw i64 %0, 512
-  %186 = add nsw i64 401408, %185
+  %186 = add nsw i64 602112, %185
   %187 = mul nsw i64 %1, 16
   %188 = add nsw i64 %186, %187
-  %189 = mul nsw i64 %conv3.k21744, 32
+  %189 = mul nsw i64 %conv3.k21544, 32
   %190 = add nsw i64 %188, %189
-  %191 = mul nsw i64 %conv3.nb2121, 16
+  %191 = mul nsw i64 %conv3.nb2101, 16
   %192 = add nsw i64 %190, %191
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %192
   %193 = load <8 x float>, ptr %arena45, align 4
-  store <8 x float> %193, ptr %conv3.t216_b0, align 32
+  store <8 x float> %193, ptr %conv3.t214_b0, align 32
   %194 = mul nsw i64 %0, 512
-  %195 = add nsw i64 401408, %194
+  %195 = add nsw i64 602112, %194
   %196 = mul nsw i64 %1, 16
   %197 = add nsw i64 %195, %196
-  %198 = mul nsw i64 %conv3.k21744, 32
+  %198 = mul nsw i64 %conv3.k21544, 32
   %199 = add nsw i64 %197, %198
-  %200 = mul nsw i64 %conv3.nb2121, 16
+  %200 = mul nsw i64 %conv3.nb2101, 16
   %201 = add nsw i64 %199, %200
   %202 = add nsw i64 %201, 8
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %202
   %203 = load <8 x float>, ptr %arena46, align 4
-  store <8 x float> %203, ptr %conv3.t216_b1, align 32
+  store <8 x float> %203, ptr %conv3.t214_b1, align 32
   %204 = mul nsw i64 %0, 784
-  %205 = add nsw i64 413696, %204
+  %205 = add nsw i64 614400, %204
   %206 = add nsw i64 %205, 720
-  %207 = add nsw i64 %206, %conv3.k21744
+  %207 = add nsw i64 %206, %conv3.k21544
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %207
   %208 = load float, ptr %arena47, align 4
   %209 = insertelement <8 x float> undef, float %208, i32 0
   %210 = shufflevector <8 x float> %209, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %210, ptr %conv3.t216_a0, align 32
-  %t216_a0 = load <8 x float>, ptr %conv3.t216_a0, align 32
-  %t216_b0 = load <8 x float>, ptr %conv3.t216_b0, align 32
-  %t216_c0_0 = load <8 x float>, ptr %conv3.t216_c0_0, align 32
-  %211 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t216_a0, <8 x float> %t216_b0, <8 x float> %t216_c0_0)
-  store <8 x float> %211, ptr %conv3.t216_c0_0, align 32
-  %t216_a048 = load <8 x float>, ptr %conv3.t216_a0, align 32
-  %t216_b1 = load <8 x float>, ptr %conv3.t216_b1, align 32
-  %t216_c0_1 = load <8 x float>, ptr %conv3.t216_c0_1, align 32
-  %212 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t216_a048, <8 x float> %t216_b1, <8 x float> %t216_c0_1)
-  store <8 x float> %212, ptr %conv3.t216_c0_1, align 32
+  store <8 x float> %210, ptr %conv3.t214_a0, align 32
+  %t214_a0 = load <8 x float>, ptr %conv3.t214_a0, align 32
+  %t214_b0 = load <8 x float>, ptr %conv3.t214_b0, align 32
+  %t214_c0_0 = load <8 x float>, ptr %conv3.t214_c0_0, align 32
+  %211 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a0, <8 x float> %t214_b0, <8 x float> %t214_c0_0)
+  store <8 x float> %211, ptr %conv3.t214_c0_0, align 32
+  %t214_a048 = load <8 x float>, ptr %conv3.t214_a0, align 32
+  %t214_b1 = load <8 x float>, ptr %conv3.t214_b1, align 32
+  %t214_c0_1 = load <8 x float>, ptr %conv3.t214_c0_1, align 32
+  %212 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a048, <8 x float> %t214_b1, <8 x float> %t214_c0_1)
+  store <8 x float> %212, ptr %conv3.t214_c0_1, align 32
   %213 = mul nsw i64 %0, 784
-  %214 = add nsw i64 413696, %213
+  %214 = add nsw i64 614400, %213
   %215 = add nsw i64 %214, 736
-  %216 = add nsw i64 %215, %conv3.k21744
+  %216 = add nsw i64 %215, %conv3.k21544
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %216
   %217 = load float, ptr %arena49, align 4
   %218 = insertelement <8 x float> undef, float %217, i32 0
   %219 = shufflevector <8 x float> %218, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %219, ptr %conv3.t216_a1, align 32
-  %t216_a1 = load <8 x float>, ptr %conv3.t216_a1, align 32
-  %t216_b050 = load <8 x float>, ptr %conv3.t216_b0, align 32
-  %t216_c1_0 = load <8 x float>, ptr %conv3.t216_c1_0, align 32
-  %220 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t216_a1, <8 x float> %t216_b050, <8 x float> %t216_c1_0)
-  store <8 x float> %220, ptr %conv3.t216_c1_0, align 32
-  %t216_a151 = load <8 x float>, ptr %conv3.t216_a1, align 32
-  %t216_b152 = load <8 x float>, ptr %conv3.t216_b1, align 32
-  %t216_c1_1 = load <8 x float>, ptr %conv3.t216_c1_1, align 32
-  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t216_a151, <8 x float> %t216_b152, <8 x float> %t216_c1_1)
-  store <8 x float> %221, ptr %conv3.t216_c1_1, align 32
+  store <8 x float> %219, ptr %conv3.t214_a1, align 32
+  %t214_a1 = load <8 x float>, ptr %conv3.t214_a1, align 32
+  %t214_b050 = load <8 x float>, ptr %conv3.t214_b0, align 32
+  %t214_c1_0 = load <8 x float>, ptr %conv3.t214_c1_0, align 32
+  %220 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a1, <8 x float> %t214_b050, <8 x float> %t214_c1_0)
+  store <8 x float> %220, ptr %conv3.t214_c1_0, align 32
+  %t214_a151 = load <8 x float>, ptr %conv3.t214_a1, align 32
+  %t214_b152 = load <8 x float>, ptr %conv3.t214_b1, align 32
+  %t214_c1_1 = load <8 x float>, ptr %conv3.t214_c1_1, align 32
+  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a151, <8 x float> %t214_b152, <8 x float> %t214_c1_1)
+  store <8 x float> %221, ptr %conv3.t214_c1_1, align 32
   %222 = mul nsw i64 %0, 784
-  %223 = add nsw i64 413696, %222
+  %223 = add nsw i64 614400, %222
   %224 = add nsw i64 %223, 752
-  %225 = add nsw i64 %224, %conv3.k21744
+  %225 = add nsw i64 %224, %conv3.k21544
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %225
   %226 = load float, ptr %arena53, align 4
   %227 = insertelement <8 x float> undef, float %226, i32 0
   %228 = shufflevector <8 x float> %227, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %228, ptr %conv3.t216_a2, align 32
-  %t216_a2 = load <8 x float>, ptr %conv3.t216_a2, align 32
-  %t216_b054 = load <8 x float>, ptr %conv3.t216_b0, align 32
-  %t216_c2_0 = load <8 x float>, ptr %conv3.t216_c2_0, align 32
-  %229 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t216_a2, <8 x float> %t216_b054, <8 x float> %t216_c2_0)
-  store <8 x float> %229, ptr %conv3.t216_c2_0, align 32
-  %t216_a255 = load <8 x float>, ptr %conv3.t216_a2, align 32
-  %t216_b156 = load <8 x float>, ptr %conv3.t216_b1, align 32
-  %t216_c2_1 = load <8 x float>, ptr %conv3.t216_c2_1, align 32
-  %230 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t216_a255, <8 x float> %t216_b156, <8 x float> %t216_c2_1)
-  store <8 x float> %230, ptr %conv3.t216_c2_1, align 32
+  store <8 x float> %228, ptr %conv3.t214_a2, align 32
+  %t214_a2 = load <8 x float>, ptr %conv3.t214_a2, align 32
+  %t214_b054 = load <8 x float>, ptr %conv3.t214_b0, align 32
+  %t214_c2_0 = load <8 x float>, ptr %conv3.t214_c2_0, align 32
+  %229 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a2, <8 x float> %t214_b054, <8 x float> %t214_c2_0)
+  store <8 x float> %229, ptr %conv3.t214_c2_0, align 32
+  %t214_a255 = load <8 x float>, ptr %conv3.t214_a2, align 32
+  %t214_b156 = load <8 x float>, ptr %conv3.t214_b1, align 32
+  %t214_c2_1 = load <8 x float>, ptr %conv3.t214_c2_1, align 32
+  %230 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a255, <8 x float> %t214_b156, <8 x float> %t214_c2_1)
+  store <8 x float> %230, ptr %conv3.t214_c2_1, align 32
   %231 = mul nsw i64 %0, 784
-  %232 = add nsw i64 413696, %231
+  %232 = add nsw i64 614400, %231
   %233 = add nsw i64 %232, 768
-  %234 = add nsw i64 %233, %conv3.k21744
+  %234 = add nsw i64 %233, %conv3.k21544
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %234
   %235 = load float, ptr %arena57, align 4
   %236 = insertelement <8 x float> undef, float %235, i32 0
   %237 = shufflevector <8 x float> %236, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %237, ptr %conv3.t216_a3, align 32
-  %t216_a3 = load <8 x float>, ptr %conv3.t216_a3, align 32
-  %t216_b058 = load <8 x float>, ptr %conv3.t216_b0, align 32
-  %t216_c3_0 = load <8 x float>, ptr %conv3.t216_c3_0, align 32
-  %238 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t216_a3, <8 x float> %t216_b058, <8 x float> %t216_c3_0)
-  store <8 x float> %238, ptr %conv3.t216_c3_0, align 32
-  %t216_a359 = load <8 x float>, ptr %conv3.t216_a3, align 32
-  %t216_b160 = load <8 x float>, ptr %conv3.t216_b1, align 32
-  %t216_c3_1 = load <8 x float>, ptr %conv3.t216_c3_1, align 32
-  %239 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t216_a359, <8 x float> %t216_b160, <8 x float> %t216_c3_1)
-  store <8 x float> %239, ptr %conv3.t216_c3_1, align 32
-  %k217.next = add nsw i64 %conv3.k21744, 1
-  %240 = icmp slt i64 %k217.next, 16
-  br i1 %240, label %conv3.k217, label %conv3.k217.end
+  store <8 x float> %237, ptr %conv3.t214_a3, align 32
+  %t214_a3 = load <8 x float>, ptr %conv3.t214_a3, align 32
+  %t214_b058 = load <8 x float>, ptr %conv3.t214_b0, align 32
+  %t214_c3_0 = load <8 x float>, ptr %conv3.t214_c3_0, align 32
+  %238 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a3, <8 x float> %t214_b058, <8 x float> %t214_c3_0)
+  store <8 x float> %238, ptr %conv3.t214_c3_0, align 32
+  %t214_a359 = load <8 x float>, ptr %conv3.t214_a3, align 32
+  %t214_b160 = load <8 x float>, ptr %conv3.t214_b1, align 32
+  %t214_c3_1 = load <8 x float>, ptr %conv3.t214_c3_1, align 32
+  %239 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a359, <8 x float> %t214_b160, <8 x float> %t214_c3_1)
+  store <8 x float> %239, ptr %conv3.t214_c3_1, align 32
+  %k215.next = add nsw i64 %conv3.k21544, 1
+  %240 = icmp slt i64 %k215.next, 16
+  br i1 %240, label %conv3.k215, label %conv3.k215.end
 
-conv3.k217.end:                                   ; preds = %conv3.k217
-  %t216_c0_061 = load <8 x float>, ptr %conv3.t216_c0_0, align 32
+conv3.k215.end:                                   ; preds = %conv3.k215
+  %t214_c0_061 = load <8 x float>, ptr %conv3.t214_c0_0, align 32
   %241 = mul nsw i64 %0, 1568
-  %242 = add nsw i64 426240, %241
+  %242 = add nsw i64 626944, %241
   %243 = mul nsw i64 %1, 16
   %244 = add nsw i64 %242, %243
   %245 = add nsw i64 %244, 1440
-  %246 = mul nsw i64 %conv3.nb2121, 16
+  %246 = mul nsw i64 %conv3.nb2101, 16
   %247 = add nsw i64 %245, %246
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %247
-  store <8 x float> %t216_c0_061, ptr %arena62, align 4
-  %t216_c0_163 = load <8 x float>, ptr %conv3.t216_c0_1, align 32
+  store <8 x float> %t214_c0_061, ptr %arena62, align 4
+  %t214_c0_163 = load <8 x float>, ptr %conv3.t214_c0_1, align 32
   %248 = mul nsw i64 %0, 1568
-  %249 = add nsw i64 426240, %248
+  %249 = add nsw i64 626944, %248
   %250 = mul nsw i64 %1, 16
   %251 = add nsw i64 %249, %250
   %252 = add nsw i64 %251, 1440
-  %253 = mul nsw i64 %conv3.nb2121, 16
+  %253 = mul nsw i64 %conv3.nb2101, 16
   %254 = add nsw i64 %252, %253
   %255 = add nsw i64 %254, 8
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %255
-  store <8 x float> %t216_c0_163, ptr %arena64, align 4
-  %t216_c1_065 = load <8 x float>, ptr %conv3.t216_c1_0, align 32
+  store <8 x float> %t214_c0_163, ptr %arena64, align 4
+  %t214_c1_065 = load <8 x float>, ptr %conv3.t214_c1_0, align 32
   %256 = mul nsw i64 %0, 1568
-  %257 = add nsw i64 426240, %256
+  %257 = add nsw i64 626944, %256
   %258 = mul nsw i64 %1, 16
   %259 = add nsw i64 %257, %258
   %260 = add nsw i64 %259, 1472
-  %261 = mul nsw i64 %conv3.nb2121, 16
+  %261 = mul nsw i64 %conv3.nb2101, 16
   %262 = add nsw i64 %260, %261
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %262
-  store <8 x float> %t216_c1_065, ptr %arena66, align 4
-  %t216_c1_167 = load <8 x float>, ptr %conv3.t216_c1_1, align 32
+  store <8 x float> %t214_c1_065, ptr %arena66, align 4
+  %t214_c1_167 = load <8 x float>, ptr %conv3.t214_c1_1, align 32
   %263 = mul nsw i64 %0, 1568
-  %264 = add nsw i64 426240, %263
+  %264 = add nsw i64 626944, %263
   %265 = mul nsw i64 %1, 16
   %266 = add nsw i64 %264, %265
   %267 = add nsw i64 %266, 1472
-  %268 = mul nsw i64 %conv3.nb2121, 16
+  %268 = mul nsw i64 %conv3.nb2101, 16
   %269 = add nsw i64 %267, %268
   %270 = add nsw i64 %269, 8
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %270
-  store <8 x float> %t216_c1_167, ptr %arena68, align 4
-  %t216_c2_069 = load <8 x float>, ptr %conv3.t216_c2_0, align 32
+  store <8 x float> %t214_c1_167, ptr %arena68, align 4
+  %t214_c2_069 = load <8 x float>, ptr %conv3.t214_c2_0, align 32
   %271 = mul nsw i64 %0, 1568
-  %272 = add nsw i64 426240, %271
+  %272 = add nsw i64 626944, %271
   %273 = mul nsw i64 %1, 16
   %274 = add nsw i64 %272, %273
   %275 = add nsw i64 %274, 1504
-  %276 = mul nsw i64 %conv3.nb2121, 16
+  %276 = mul nsw i64 %conv3.nb2101, 16
   %277 = add nsw i64 %275, %276
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %277
-  store <8 x float> %t216_c2_069, ptr %arena70, align 4
-  %t216_c2_171 = load <8 x float>, ptr %conv3.t216_c2_1, align 32
+  store <8 x float> %t214_c2_069, ptr %arena70, align 4
+  %t214_c2_171 = load <8 x float>, ptr %conv3.t214_c2_1, align 32
   %278 = mul nsw i64 %0, 1568
-  %279 = add nsw i64 426240, %278
+  %279 = add nsw i64 626944, %278
   %280 = mul nsw i64 %1, 16
   %281 = add nsw i64 %279, %280
   %282 = add nsw i64 %281, 1504
-  %283 = mul nsw i64 %conv3.nb2121, 16
+  %283 = mul nsw i64 %conv3.nb2101, 16
   %284 = add nsw i64 %282, %283
   %285 = add nsw i64 %284, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %285
-  store <8 x float> %t216_c2_171, ptr %arena72, align 4
-  %t216_c3_073 = load <8 x float>, ptr %conv3.t216_c3_0, align 32
+  store <8 x float> %t214_c2_171, ptr %arena72, align 4
+  %t214_c3_073 = load <8 x float>, ptr %conv3.t214_c3_0, align 32
   %286 = mul nsw i64 %0, 1568
-  %287 = add nsw i64 426240, %286
+  %287 = add nsw i64 626944, %286
   %288 = mul nsw i64 %1, 16
   %289 = add nsw i64 %287, %288
   %290 = add nsw i64 %289, 1536
-  %291 = mul nsw i64 %conv3.nb2121, 16
+  %291 = mul nsw i64 %conv3.nb2101, 16
   %292 = add nsw i64 %290, %291
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %292
-  store <8 x float> %t216_c3_073, ptr %arena74, align 4
-  %t216_c3_175 = load <8 x float>, ptr %conv3.t216_c3_1, align 32
+  store <8 x float> %t214_c3_073, ptr %arena74, align 4
+  %t214_c3_175 = load <8 x float>, ptr %conv3.t214_c3_1, align 32
   %293 = mul nsw i64 %0, 1568
-  %294 = add nsw i64 426240, %293
+  %294 = add nsw i64 626944, %293
   %295 = mul nsw i64 %1, 16
   %296 = add nsw i64 %294, %295
   %297 = add nsw i64 %296, 1536
-  %298 = mul nsw i64 %conv3.nb2121, 16
+  %298 = mul nsw i64 %conv3.nb2101, 16
   %299 = add nsw i64 %297, %298
   %300 = add nsw i64 %299, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %300
-  store <8 x float> %t216_c3_175, ptr %arena76, align 4
-  %nb212.next = add nsw i64 %conv3.nb2121, 1
-  %301 = icmp slt i64 %nb212.next, 1
-  br i1 %301, label %conv3.nb212, label %conv3.nb212.end
+  store <8 x float> %t214_c3_175, ptr %arena76, align 4
+  %nb210.next = add nsw i64 %conv3.nb2101, 1
+  %301 = icmp slt i64 %nb210.next, 1
+  br i1 %301, label %conv3.nb210, label %conv3.nb210.end
 }
 
-define internal void @residual_infer_b64.k6.conv3.part210.task(ptr %0, i64 %1) {
+define internal void @residual_infer_b64.k4.conv3.part208.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -23077,126 +23000,104 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @residual_infer_b64.k6.conv3.part210(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @residual_infer_b64.k4.conv3.part208(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k7.act3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_infer_b64.k5.gap(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part238.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 0
+  %part236.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 5
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 5
   store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 6
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 6
   store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 7
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 7
   store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 8
   store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 9
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 9
   store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 10
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 10
   store ptr %pool, ptr %10, align 8
   %11 = icmp eq ptr %pool, null
-  br i1 %11, label %act3.part238.serial, label %act3.part238.pool
+  br i1 %11, label %gap.part236.serial, label %gap.part236.pool
 
-act3.part238.pool:                                ; preds = %entry
+gap.part236.pool:                                 ; preds = %entry
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @residual_infer_b64.k7.act3.part238.task, ptr %part238.context, i64 2)
-  br label %act3.part238.done
+  call void %run(ptr %pool, ptr @residual_infer_b64.k5.gap.part236.task, ptr %part236.context, i64 2)
+  br label %gap.part236.done
 
-act3.part238.serial:                              ; preds = %entry
-  br label %act3.part238
+gap.part236.serial:                               ; preds = %entry
+  br label %gap.part236
 
-act3.part238.done:                                ; preds = %act3.part238.end, %act3.part238.pool
+gap.part236.done:                                 ; preds = %gap.part236.end, %gap.part236.pool
   ret void
 
-act3.part238:                                     ; preds = %act3.part238, %act3.part238.serial
-  %act3.part2381 = phi i64 [ 0, %act3.part238.serial ], [ %part238.next, %act3.part238 ]
-  call void @residual_infer_b64.k7.act3.part238(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %act3.part2381)
-  %part238.next = add nsw i64 %act3.part2381, 1
-  %12 = icmp slt i64 %part238.next, 2
-  br i1 %12, label %act3.part238, label %act3.part238.end
+gap.part236:                                      ; preds = %gap.part236, %gap.part236.serial
+  %gap.part2361 = phi i64 [ 0, %gap.part236.serial ], [ %part236.next, %gap.part236 ]
+  call void @residual_infer_b64.k5.gap.part236(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %gap.part2361)
+  %part236.next = add nsw i64 %gap.part2361, 1
+  %12 = icmp slt i64 %part236.next, 2
+  br i1 %12, label %gap.part236, label %gap.part236.end
 
-act3.part238.end:                                 ; preds = %act3.part238
-  br label %act3.part238.done
+gap.part236.end:                                  ; preds = %gap.part236
+  br label %gap.part236.done
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k7.act3.part238(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @residual_infer_b64.k5.gap.part236(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
-  br label %act3.i239
+  %gap.acc238 = alloca float, align 4
+  br label %gap.q237
 
-act3.i239:                                        ; preds = %act3.i239, %entry
-  %act3.i2391 = phi i64 [ 0, %entry ], [ %i239.next, %act3.i239 ]
-  %1 = mul nsw i64 %0, 200704
-  %2 = add nsw i64 %act3.i2391, %1
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %2
-  %3 = load float, ptr %arena2, align 4
-  %4 = fsub float 0.000000e+00, %3
-  %5 = fcmp ogt float 0xC055A926E0000000, %4
-  %6 = select i1 %5, float 0xC055A926E0000000, float %4
-  %7 = fcmp ogt float %6, 0x40562E4300000000
-  %8 = select i1 %7, float 0x40562E4300000000, float %6
-  %9 = fmul float %8, 0x3FF7154760000000
-  %10 = fadd float %9, 5.000000e-01
-  %11 = call float @llvm.floor.f32(float %10)
-  %12 = fmul float %11, 0x3FE6300000000000
-  %13 = fsub float %8, %12
-  %14 = fmul float %11, 0xBF2BD01060000000
-  %15 = fsub float %13, %14
-  %16 = fmul float 0x3F2A0D2CE0000000, %15
-  %17 = fadd float %16, 0x3F56E879C0000000
-  %18 = fmul float %17, %15
-  %19 = fadd float %18, 0x3F81112100000000
-  %20 = fmul float %19, %15
-  %21 = fadd float %20, 0x3FA5553820000000
-  %22 = fmul float %21, %15
-  %23 = fadd float %22, 0x3FC5555540000000
-  %24 = fmul float %23, %15
-  %25 = fadd float %24, 5.000000e-01
-  %26 = fmul float %15, %15
-  %27 = fmul float %25, %26
-  %28 = fadd float %27, %15
-  %29 = fadd float %28, 1.000000e+00
-  %30 = fptosi float %11 to i32
-  %31 = add i32 %30, 126
-  %32 = shl i32 %31, 23
-  %33 = bitcast i32 %32 to float
-  %34 = fmul float %29, %33
-  %35 = fmul float %34, 2.000000e+00
-  %36 = fcmp ogt float 0xC055A926E0000000, %4
-  %37 = select i1 %36, float 0.000000e+00, float %35
-  %38 = fcmp ogt float %4, 0x40562E4300000000
-  %39 = select i1 %38, float 0x7FF0000000000000, float %37
-  %40 = fcmp uno float %4, %4
-  %41 = select i1 %40, float %4, float %39
-  %42 = fadd float 1.000000e+00, %41
-  %43 = fdiv float 1.000000e+00, %42
-  %44 = mul nsw i64 %0, 200704
-  %45 = add nsw i64 %act3.i2391, %44
-  %46 = add nsw i64 401408, %45
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %46
-  store float %43, ptr %arena3, align 4
-  %i239.next = add nsw i64 %act3.i2391, 1
-  %47 = icmp slt i64 %i239.next, 200704
-  br i1 %47, label %act3.i239, label %act3.i239.end
+gap.q237:                                         ; preds = %gap.i239.end, %entry
+  %gap.q2371 = phi i64 [ 0, %entry ], [ %q237.next, %gap.i239.end ]
+  store float 0.000000e+00, ptr %gap.acc238, align 4
+  br label %gap.i239
 
-act3.i239.end:                                    ; preds = %act3.i239
+gap.q237.end:                                     ; preds = %gap.i239.end
   ret void
+
+gap.i239:                                         ; preds = %gap.i239, %gap.q237
+  %gap.i2392 = phi i64 [ 0, %gap.q237 ], [ %i239.next, %gap.i239 ]
+  %acc238 = load float, ptr %gap.acc238, align 4
+  %1 = mul nsw i64 %0, 1024
+  %2 = add nsw i64 %gap.q2371, %1
+  %3 = mul nsw i64 %2, 196
+  %4 = add nsw i64 200704, %3
+  %5 = add nsw i64 %4, %gap.i2392
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
+  %6 = load float, ptr %arena3, align 4
+  %7 = fadd float %acc238, %6
+  store float %7, ptr %gap.acc238, align 4
+  %i239.next = add nsw i64 %gap.i2392, 1
+  %8 = icmp slt i64 %i239.next, 196
+  br i1 %8, label %gap.i239, label %gap.i239.end
+
+gap.i239.end:                                     ; preds = %gap.i239
+  %acc2384 = load float, ptr %gap.acc238, align 4
+  %9 = fdiv float %acc2384, 1.960000e+02
+  %10 = mul nsw i64 %0, 1024
+  %11 = add nsw i64 %gap.q2371, %10
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
+  store float %9, ptr %arena5, align 4
+  %q237.next = add nsw i64 %gap.q2371, 1
+  %12 = icmp slt i64 %q237.next, 1024
+  br i1 %12, label %gap.q237, label %gap.q237.end
 }
 
-define internal void @residual_infer_b64.k7.act3.part238.task(ptr %0, i64 %1) {
+define internal void @residual_infer_b64.k5.gap.part236.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -23220,94 +23121,56 @@ entry:
   %21 = load i64, ptr %20, align 4
   %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
   %23 = load ptr, ptr %22, align 8
-  call void @residual_infer_b64.k7.act3.part238(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  call void @residual_infer_b64.k5.gap.part236(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k8.gap(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
-entry:
-  %gap.acc241 = alloca float, align 4
-  br label %gap.q240
-
-gap.q240:                                         ; preds = %gap.i242.end, %entry
-  %gap.q2401 = phi i64 [ 0, %entry ], [ %q240.next, %gap.i242.end ]
-  store float 0.000000e+00, ptr %gap.acc241, align 4
-  br label %gap.i242
-
-gap.q240.end:                                     ; preds = %gap.i242.end
-  ret void
-
-gap.i242:                                         ; preds = %gap.i242, %gap.q240
-  %gap.i2422 = phi i64 [ 0, %gap.q240 ], [ %i242.next, %gap.i242 ]
-  %acc241 = load float, ptr %gap.acc241, align 4
-  %0 = mul nsw i64 %gap.q2401, 196
-  %1 = add nsw i64 401408, %0
-  %2 = add nsw i64 %1, %gap.i2422
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
-  %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc241, %3
-  store float %4, ptr %gap.acc241, align 4
-  %i242.next = add nsw i64 %gap.i2422, 1
-  %5 = icmp slt i64 %i242.next, 196
-  br i1 %5, label %gap.i242, label %gap.i242.end
-
-gap.i242.end:                                     ; preds = %gap.i242
-  %acc2414 = load float, ptr %gap.acc241, align 4
-  %6 = fdiv float %acc2414, 1.960000e+02
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %gap.q2401
-  store float %6, ptr %arena5, align 4
-  %q240.next = add nsw i64 %gap.q2401, 1
-  %7 = icmp slt i64 %q240.next, 2048
-  br i1 %7, label %gap.q240, label %gap.q240.end
-}
-
-; Function Attrs: noinline
-define internal void @residual_infer_b64.k9.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_infer_b64.k6.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k10.fc(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_infer_b64.k7.fc(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 0
   %params2 = getelementptr inbounds float, ptr %params, i64 7120
   %arena3 = getelementptr inbounds float, ptr %arena, i64 2048
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 32, float 1.000000e+00, ptr %arena1, i32 32, ptr %params2, i32 32, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc.n243
+  br label %fc.n240
 
-fc.n243:                                          ; preds = %fc.u244.end, %entry
-  %fc.n2434 = phi i64 [ 0, %entry ], [ %n243.next, %fc.u244.end ]
-  br label %fc.u244
+fc.n240:                                          ; preds = %fc.u241.end, %entry
+  %fc.n2404 = phi i64 [ 0, %entry ], [ %n240.next, %fc.u241.end ]
+  br label %fc.u241
 
-fc.n243.end:                                      ; preds = %fc.u244.end
+fc.n240.end:                                      ; preds = %fc.u241.end
   ret void
 
-fc.u244:                                          ; preds = %fc.u244, %fc.n243
-  %fc.u2445 = phi i64 [ 0, %fc.n243 ], [ %u244.next, %fc.u244 ]
-  %0 = mul nsw i64 %fc.n2434, 10
+fc.u241:                                          ; preds = %fc.u241, %fc.n240
+  %fc.u2415 = phi i64 [ 0, %fc.n240 ], [ %u241.next, %fc.u241 ]
+  %0 = mul nsw i64 %fc.n2404, 10
   %1 = add nsw i64 2048, %0
-  %2 = add nsw i64 %1, %fc.u2445
+  %2 = add nsw i64 %1, %fc.u2415
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 7440, %fc.u2445
+  %4 = add nsw i64 7440, %fc.u2415
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc.n2434, 10
+  %7 = mul nsw i64 %fc.n2404, 10
   %8 = add nsw i64 2048, %7
-  %9 = add nsw i64 %8, %fc.u2445
+  %9 = add nsw i64 %8, %fc.u2415
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u244.next = add nsw i64 %fc.u2445, 1
-  %10 = icmp slt i64 %u244.next, 10
-  br i1 %10, label %fc.u244, label %fc.u244.end
+  %u241.next = add nsw i64 %fc.u2415, 1
+  %10 = icmp slt i64 %u241.next, 10
+  br i1 %10, label %fc.u241, label %fc.u241.end
 
-fc.u244.end:                                      ; preds = %fc.u244
-  %n243.next = add nsw i64 %fc.n2434, 1
-  %11 = icmp slt i64 %n243.next, 64
-  br i1 %11, label %fc.n243, label %fc.n243.end
+fc.u241.end:                                      ; preds = %fc.u241
+  %n240.next = add nsw i64 %fc.n2404, 1
+  %11 = icmp slt i64 %n240.next, 64
+  br i1 %11, label %fc.n240, label %fc.n240.end
 }
 
 attributes #0 = { "target-cpu"="x86-64-v3" }

@@ -486,7 +486,7 @@ public func residual_train_b64(
     for j124 in 0..<1 {
       for c125 in 0..<16 {
         for q126 in 0..<784 {
-          arena[(((1605632 +% ((g59 +% j124) *% 12544)) +% (c125 *% 784)) +% q126)] = arena[((2527296 +% (((j124 *% 784) +% q126) *% 16)) +% c125)]
+          arena[(1605632 +% ((((g59 +% j124) *% 12544) +% (c125 *% 784)) +% q126))] = arena[((2527296 +% (((j124 *% 784) +% q126) *% 16)) +% c125)]
         }
       }
     }
@@ -738,7 +738,7 @@ public func residual_train_b64(
     for j229 in 0..<1 {
       for c230 in 0..<32 {
         for q231 in 0..<196 {
-          arena[(((3411968 +% ((g164 +% j229) *% 6272)) +% (c230 *% 196)) +% q231)] = arena[((3863296 +% (((j229 *% 196) +% q231) *% 32)) +% c230)]
+          arena[(3411968 +% ((((g164 +% j229) *% 6272) +% (c230 *% 196)) +% q231))] = arena[((3863296 +% (((j229 *% 196) +% q231) *% 32)) +% c230)]
         }
       }
     }
@@ -1914,7 +1914,7 @@ public func residual_infer_b64(
   let arena = arena.unsafelyUnwrapped
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed, pool)
-  // conv1 = conv2d(image)
+  // conv1 = conv2d_act(image)
   for g1 in 0..<4 {
     for j2 in 0..<16 {
       for c3 in 0..<1 {
@@ -2068,520 +2068,507 @@ public func residual_infer_b64(
       for j25 in 0..<16 {
         for f26 in 0..<8 {
           for i27 in 0..<98 {
-            storeVector(arena, ((i27 *% 8) +% ((((g1 *% 16) +% j25) *% 12544) +% ((f26 +% (part16 *% 8)) *% 784))), (loadVector(arena, ((i27 *% 8) +% ((915856 +% ((f26 +% (part16 *% 8)) *% 12560)) +% (j25 *% 784)))) + Vector(repeating: params[(144 +% (f26 +% (part16 *% 8)))])))
+            let t28_v = (loadVector(arena, ((i27 *% 8) +% ((915856 +% ((f26 +% (part16 *% 8)) *% 12560)) +% (j25 *% 784)))) + Vector(repeating: params[(144 +% (f26 +% (part16 *% 8)))]))
+            storeVector(arena, ((i27 *% 8) +% ((((g1 *% 16) +% j25) *% 12544) +% ((f26 +% (part16 *% 8)) *% 784))), (Vector(repeating: Float(bitPattern: 0x3dcccccd)) * t28_v).replacing(with: t28_v, where: t28_v .> Vector(repeating: Float(0))))
           }
         }
       }
     }
   }
-  // act1 = leaky_relu(conv1)
-  parallelFor(pool, 2) { part28 in
-    for i29 in 0..<401408 {
-      arena[(802816 +% (i29 +% (part28 *% 401408)))] = (arena[(i29 +% (part28 *% 401408))] > Float(0) ? arena[(i29 +% (part28 *% 401408))] : (Float(bitPattern: 0x3dcccccd) * arena[(i29 +% (part28 *% 401408))]))
-    }
-  }
-  // conv2 = conv2d(act1)
-  parallelFor(pool, 2) { part30 in
-    for ci31 in 0..<16 {
-      for co32 in 0..<8 {
-        var w33: Float = params[(160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9))]
-        var w34: Float = (((params[(160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9))] + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 3)]) + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w35: Float = (((params[(160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9))] + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 6)]) - params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w36: Float = params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 6)]
-        var w37: Float = params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 1)]
-        var w38: Float = (((params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 1)] + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 4)]) + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w39: Float = (((params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 1)] + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 7)]) - params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w40: Float = params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 7)]
-        var w41: Float = params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 2)]
-        var w42: Float = (((params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 2)] + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 5)]) + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w43: Float = (((params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 2)] + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 8)]) - params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w44: Float = params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 8)]
-        var w45: Float = w33
-        var w46: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
-        var w47: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
-        var w48: Float = w41
-        var w49: Float = w34
-        var w50: Float = (((w34 + w38) + w42) * Float(bitPattern: 0x3f000000))
-        var w51: Float = (((w34 + w42) - w38) * Float(bitPattern: 0x3f000000))
-        var w52: Float = w42
-        var w53: Float = w35
-        var w54: Float = (((w35 + w39) + w43) * Float(bitPattern: 0x3f000000))
-        var w55: Float = (((w35 + w43) - w39) * Float(bitPattern: 0x3f000000))
-        var w56: Float = w43
-        var w57: Float = w36
-        var w58: Float = (((w36 + w40) + w44) * Float(bitPattern: 0x3f000000))
-        var w59: Float = (((w36 + w44) - w40) * Float(bitPattern: 0x3f000000))
-        var w60: Float = w44
-        arena[((1605632 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w45
-        arena[((1605888 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w46
-        arena[((1606144 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w47
-        arena[((1606400 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w48
-        arena[((1606656 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w49
-        arena[((1606912 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w50
-        arena[((1607168 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w51
-        arena[((1607424 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w52
-        arena[((1607680 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w53
-        arena[((1607936 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w54
-        arena[((1608192 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w55
-        arena[((1608448 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w56
-        arena[((1608704 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w57
-        arena[((1608960 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w58
-        arena[((1609216 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w59
-        arena[((1609472 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w60
+  // conv2 = conv2d_act(conv1)
+  parallelFor(pool, 2) { part29 in
+    for ci30 in 0..<16 {
+      for co31 in 0..<8 {
+        var w32: Float = params[(160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9))]
+        var w33: Float = (((params[(160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9))] + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 3)]) + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w34: Float = (((params[(160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9))] + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 6)]) - params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w35: Float = params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 6)]
+        var w36: Float = params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 1)]
+        var w37: Float = (((params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 1)] + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 4)]) + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w38: Float = (((params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 1)] + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 7)]) - params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w39: Float = params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 7)]
+        var w40: Float = params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 2)]
+        var w41: Float = (((params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 2)] + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 5)]) + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w42: Float = (((params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 2)] + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 8)]) - params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w43: Float = params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 8)]
+        var w44: Float = w32
+        var w45: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
+        var w46: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
+        var w47: Float = w40
+        var w48: Float = w33
+        var w49: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
+        var w50: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
+        var w51: Float = w41
+        var w52: Float = w34
+        var w53: Float = (((w34 + w38) + w42) * Float(bitPattern: 0x3f000000))
+        var w54: Float = (((w34 + w42) - w38) * Float(bitPattern: 0x3f000000))
+        var w55: Float = w42
+        var w56: Float = w35
+        var w57: Float = (((w35 + w39) + w43) * Float(bitPattern: 0x3f000000))
+        var w58: Float = (((w35 + w43) - w39) * Float(bitPattern: 0x3f000000))
+        var w59: Float = w43
+        arena[((1605632 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w44
+        arena[((1605888 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w45
+        arena[((1606144 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w46
+        arena[((1606400 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w47
+        arena[((1606656 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w48
+        arena[((1606912 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w49
+        arena[((1607168 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w50
+        arena[((1607424 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w51
+        arena[((1607680 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w52
+        arena[((1607936 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w53
+        arena[((1608192 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w54
+        arena[((1608448 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w55
+        arena[((1608704 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w56
+        arena[((1608960 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w57
+        arena[((1609216 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w58
+        arena[((1609472 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w59
       }
     }
   }
-  for i61 in 0..<1800 {
-    storeVector(arena, ((i61 *% 8) +% 1609728), Vector(repeating: Float(0)))
+  for i60 in 0..<1800 {
+    storeVector(arena, ((i60 *% 8) +% 1609728), Vector(repeating: Float(0)))
   }
-  for g62 in 0..<64 {
-    for j63 in 0..<1 {
-      for c64 in 0..<16 {
-        for iy65 in 0..<28 {
-          for ix66 in 0..<28 {
-            arena[(1609728 +% ((((j63 *% 14400) +% ((iy65 +% 1) *% 480)) +% ((ix66 +% 1) *% 16)) +% c64))] = arena[((((802816 +% ((g62 +% j63) *% 12544)) +% (c64 *% 784)) +% (iy65 *% 28)) +% ix66)]
+  for g61 in 0..<64 {
+    for j62 in 0..<1 {
+      for c63 in 0..<16 {
+        for iy64 in 0..<28 {
+          for ix65 in 0..<28 {
+            arena[(1609728 +% ((((j62 *% 14400) +% ((iy64 +% 1) *% 480)) +% ((ix65 +% 1) *% 16)) +% c63))] = arena[(((((g61 +% j62) *% 12544) +% (c63 *% 784)) +% (iy64 *% 28)) +% ix65)]
           }
         }
       }
     }
-    for j67 in 0..<1 {
-      for ty68 in 0..<14 {
-        for tx69 in 0..<14 {
-          for cv70 in 0..<2 {
-            let w71 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% ((ty68 *% 2) *% 480)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))))
-            let w72 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))) + loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))))
-            let w73 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))))
-            let w74 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 3) *% 480)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))))
-            let w75 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% ((ty68 *% 2) *% 480)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))))
-            let w76 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))) + loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))))
-            let w77 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))))
-            let w78 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 3) *% 480)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))))
-            let w79 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% ((ty68 *% 2) *% 480)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))))
-            let w80 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))) + loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))))
-            let w81 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))))
-            let w82 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 3) *% 480)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))))
-            let w83 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% ((ty68 *% 2) *% 480)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))))
-            let w84 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))) + loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))))
-            let w85 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))))
-            let w86 = (loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (1609728 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 3) *% 480)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))))
-            let w87 = (w71 - w79)
-            let w88 = (w75 + w79)
-            let w89 = (w79 - w75)
-            let w90 = (w75 - w83)
-            let w91 = (w72 - w80)
-            let w92 = (w76 + w80)
-            let w93 = (w80 - w76)
-            let w94 = (w76 - w84)
-            let w95 = (w73 - w81)
-            let w96 = (w77 + w81)
-            let w97 = (w81 - w77)
-            let w98 = (w77 - w85)
-            let w99 = (w74 - w82)
-            let w100 = (w78 + w82)
-            let w101 = (w82 - w78)
-            let w102 = (w78 - w86)
-            storeVector(arena, ((1624128 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w87)
-            storeVector(arena, ((1627264 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w88)
-            storeVector(arena, ((1630400 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w89)
-            storeVector(arena, ((1633536 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w90)
-            storeVector(arena, ((1636672 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w91)
-            storeVector(arena, ((1639808 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w92)
-            storeVector(arena, ((1642944 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w93)
-            storeVector(arena, ((1646080 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w94)
-            storeVector(arena, ((1649216 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w95)
-            storeVector(arena, ((1652352 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w96)
-            storeVector(arena, ((1655488 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w97)
-            storeVector(arena, ((1658624 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w98)
-            storeVector(arena, ((1661760 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w99)
-            storeVector(arena, ((1664896 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w100)
-            storeVector(arena, ((1668032 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w101)
-            storeVector(arena, ((1671168 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w102)
+    for j66 in 0..<1 {
+      for ty67 in 0..<14 {
+        for tx68 in 0..<14 {
+          for cv69 in 0..<2 {
+            let w70 = (loadVector(arena, (1609728 +% ((((j66 *% 14400) +% ((ty67 *% 2) *% 480)) +% ((tx68 *% 2) *% 16)) +% (cv69 *% 8)))) - loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 2) *% 480)) +% ((tx68 *% 2) *% 16)) +% (cv69 *% 8)))))
+            let w71 = (loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 1) *% 480)) +% ((tx68 *% 2) *% 16)) +% (cv69 *% 8)))) + loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 2) *% 480)) +% ((tx68 *% 2) *% 16)) +% (cv69 *% 8)))))
+            let w72 = (loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 2) *% 480)) +% ((tx68 *% 2) *% 16)) +% (cv69 *% 8)))) - loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 1) *% 480)) +% ((tx68 *% 2) *% 16)) +% (cv69 *% 8)))))
+            let w73 = (loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 1) *% 480)) +% ((tx68 *% 2) *% 16)) +% (cv69 *% 8)))) - loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 3) *% 480)) +% ((tx68 *% 2) *% 16)) +% (cv69 *% 8)))))
+            let w74 = (loadVector(arena, (1609728 +% ((((j66 *% 14400) +% ((ty67 *% 2) *% 480)) +% (((tx68 *% 2) +% 1) *% 16)) +% (cv69 *% 8)))) - loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 2) *% 480)) +% (((tx68 *% 2) +% 1) *% 16)) +% (cv69 *% 8)))))
+            let w75 = (loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 1) *% 480)) +% (((tx68 *% 2) +% 1) *% 16)) +% (cv69 *% 8)))) + loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 2) *% 480)) +% (((tx68 *% 2) +% 1) *% 16)) +% (cv69 *% 8)))))
+            let w76 = (loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 2) *% 480)) +% (((tx68 *% 2) +% 1) *% 16)) +% (cv69 *% 8)))) - loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 1) *% 480)) +% (((tx68 *% 2) +% 1) *% 16)) +% (cv69 *% 8)))))
+            let w77 = (loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 1) *% 480)) +% (((tx68 *% 2) +% 1) *% 16)) +% (cv69 *% 8)))) - loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 3) *% 480)) +% (((tx68 *% 2) +% 1) *% 16)) +% (cv69 *% 8)))))
+            let w78 = (loadVector(arena, (1609728 +% ((((j66 *% 14400) +% ((ty67 *% 2) *% 480)) +% (((tx68 *% 2) +% 2) *% 16)) +% (cv69 *% 8)))) - loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 2) *% 480)) +% (((tx68 *% 2) +% 2) *% 16)) +% (cv69 *% 8)))))
+            let w79 = (loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 1) *% 480)) +% (((tx68 *% 2) +% 2) *% 16)) +% (cv69 *% 8)))) + loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 2) *% 480)) +% (((tx68 *% 2) +% 2) *% 16)) +% (cv69 *% 8)))))
+            let w80 = (loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 2) *% 480)) +% (((tx68 *% 2) +% 2) *% 16)) +% (cv69 *% 8)))) - loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 1) *% 480)) +% (((tx68 *% 2) +% 2) *% 16)) +% (cv69 *% 8)))))
+            let w81 = (loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 1) *% 480)) +% (((tx68 *% 2) +% 2) *% 16)) +% (cv69 *% 8)))) - loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 3) *% 480)) +% (((tx68 *% 2) +% 2) *% 16)) +% (cv69 *% 8)))))
+            let w82 = (loadVector(arena, (1609728 +% ((((j66 *% 14400) +% ((ty67 *% 2) *% 480)) +% (((tx68 *% 2) +% 3) *% 16)) +% (cv69 *% 8)))) - loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 2) *% 480)) +% (((tx68 *% 2) +% 3) *% 16)) +% (cv69 *% 8)))))
+            let w83 = (loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 1) *% 480)) +% (((tx68 *% 2) +% 3) *% 16)) +% (cv69 *% 8)))) + loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 2) *% 480)) +% (((tx68 *% 2) +% 3) *% 16)) +% (cv69 *% 8)))))
+            let w84 = (loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 2) *% 480)) +% (((tx68 *% 2) +% 3) *% 16)) +% (cv69 *% 8)))) - loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 1) *% 480)) +% (((tx68 *% 2) +% 3) *% 16)) +% (cv69 *% 8)))))
+            let w85 = (loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 1) *% 480)) +% (((tx68 *% 2) +% 3) *% 16)) +% (cv69 *% 8)))) - loadVector(arena, (1609728 +% ((((j66 *% 14400) +% (((ty67 *% 2) +% 3) *% 480)) +% (((tx68 *% 2) +% 3) *% 16)) +% (cv69 *% 8)))))
+            let w86 = (w70 - w78)
+            let w87 = (w74 + w78)
+            let w88 = (w78 - w74)
+            let w89 = (w74 - w82)
+            let w90 = (w71 - w79)
+            let w91 = (w75 + w79)
+            let w92 = (w79 - w75)
+            let w93 = (w75 - w83)
+            let w94 = (w72 - w80)
+            let w95 = (w76 + w80)
+            let w96 = (w80 - w76)
+            let w97 = (w76 - w84)
+            let w98 = (w73 - w81)
+            let w99 = (w77 + w81)
+            let w100 = (w81 - w77)
+            let w101 = (w77 - w85)
+            storeVector(arena, ((1624128 +% ((((j66 *% 196) +% (ty67 *% 14)) +% tx68) *% 16)) +% (cv69 *% 8)), w86)
+            storeVector(arena, ((1627264 +% ((((j66 *% 196) +% (ty67 *% 14)) +% tx68) *% 16)) +% (cv69 *% 8)), w87)
+            storeVector(arena, ((1630400 +% ((((j66 *% 196) +% (ty67 *% 14)) +% tx68) *% 16)) +% (cv69 *% 8)), w88)
+            storeVector(arena, ((1633536 +% ((((j66 *% 196) +% (ty67 *% 14)) +% tx68) *% 16)) +% (cv69 *% 8)), w89)
+            storeVector(arena, ((1636672 +% ((((j66 *% 196) +% (ty67 *% 14)) +% tx68) *% 16)) +% (cv69 *% 8)), w90)
+            storeVector(arena, ((1639808 +% ((((j66 *% 196) +% (ty67 *% 14)) +% tx68) *% 16)) +% (cv69 *% 8)), w91)
+            storeVector(arena, ((1642944 +% ((((j66 *% 196) +% (ty67 *% 14)) +% tx68) *% 16)) +% (cv69 *% 8)), w92)
+            storeVector(arena, ((1646080 +% ((((j66 *% 196) +% (ty67 *% 14)) +% tx68) *% 16)) +% (cv69 *% 8)), w93)
+            storeVector(arena, ((1649216 +% ((((j66 *% 196) +% (ty67 *% 14)) +% tx68) *% 16)) +% (cv69 *% 8)), w94)
+            storeVector(arena, ((1652352 +% ((((j66 *% 196) +% (ty67 *% 14)) +% tx68) *% 16)) +% (cv69 *% 8)), w95)
+            storeVector(arena, ((1655488 +% ((((j66 *% 196) +% (ty67 *% 14)) +% tx68) *% 16)) +% (cv69 *% 8)), w96)
+            storeVector(arena, ((1658624 +% ((((j66 *% 196) +% (ty67 *% 14)) +% tx68) *% 16)) +% (cv69 *% 8)), w97)
+            storeVector(arena, ((1661760 +% ((((j66 *% 196) +% (ty67 *% 14)) +% tx68) *% 16)) +% (cv69 *% 8)), w98)
+            storeVector(arena, ((1664896 +% ((((j66 *% 196) +% (ty67 *% 14)) +% tx68) *% 16)) +% (cv69 *% 8)), w99)
+            storeVector(arena, ((1668032 +% ((((j66 *% 196) +% (ty67 *% 14)) +% tx68) *% 16)) +% (cv69 *% 8)), w100)
+            storeVector(arena, ((1671168 +% ((((j66 *% 196) +% (ty67 *% 14)) +% tx68) *% 16)) +% (cv69 *% 8)), w101)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part103 in
-      for xi104 in 0..<16 {
-        do {  // gemm109
-          for nb105 in 0..<1 {
-            for mb106 in 0..<14 {
-              var t107_c0_0 = Vector()
-              var t107_c1_0 = Vector()
-              var t107_c2_0 = Vector()
-              var t107_c3_0 = Vector()
-              var t107_c4_0 = Vector()
-              var t107_c5_0 = Vector()
-              var t107_c6_0 = Vector()
-              var t107_c7_0 = Vector()
-              var t107_c8_0 = Vector()
-              var t107_c9_0 = Vector()
-              var t107_c10_0 = Vector()
-              var t107_c11_0 = Vector()
-              var t107_c12_0 = Vector()
-              var t107_c13_0 = Vector()
-              for k108 in 0..<16 {
-                let t107_b0 = loadVector(arena, ((((1605632 +% (xi104 *% 256)) +% (part103 *% 8)) +% (k108 *% 16)) +% (nb105 *% 8)))
-                let t107_a0 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% ((mb106 *% 14) *% 16)) +% k108)])
-                t107_c0_0 = t107_c0_0.addingProduct(t107_a0, t107_b0)
-                let t107_a1 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 1) *% 16)) +% k108)])
-                t107_c1_0 = t107_c1_0.addingProduct(t107_a1, t107_b0)
-                let t107_a2 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 2) *% 16)) +% k108)])
-                t107_c2_0 = t107_c2_0.addingProduct(t107_a2, t107_b0)
-                let t107_a3 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 3) *% 16)) +% k108)])
-                t107_c3_0 = t107_c3_0.addingProduct(t107_a3, t107_b0)
-                let t107_a4 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 4) *% 16)) +% k108)])
-                t107_c4_0 = t107_c4_0.addingProduct(t107_a4, t107_b0)
-                let t107_a5 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 5) *% 16)) +% k108)])
-                t107_c5_0 = t107_c5_0.addingProduct(t107_a5, t107_b0)
-                let t107_a6 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 6) *% 16)) +% k108)])
-                t107_c6_0 = t107_c6_0.addingProduct(t107_a6, t107_b0)
-                let t107_a7 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 7) *% 16)) +% k108)])
-                t107_c7_0 = t107_c7_0.addingProduct(t107_a7, t107_b0)
-                let t107_a8 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 8) *% 16)) +% k108)])
-                t107_c8_0 = t107_c8_0.addingProduct(t107_a8, t107_b0)
-                let t107_a9 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 9) *% 16)) +% k108)])
-                t107_c9_0 = t107_c9_0.addingProduct(t107_a9, t107_b0)
-                let t107_a10 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 10) *% 16)) +% k108)])
-                t107_c10_0 = t107_c10_0.addingProduct(t107_a10, t107_b0)
-                let t107_a11 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 11) *% 16)) +% k108)])
-                t107_c11_0 = t107_c11_0.addingProduct(t107_a11, t107_b0)
-                let t107_a12 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 12) *% 16)) +% k108)])
-                t107_c12_0 = t107_c12_0.addingProduct(t107_a12, t107_b0)
-                let t107_a13 = Vector(repeating: arena[(((1624128 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 13) *% 16)) +% k108)])
-                t107_c13_0 = t107_c13_0.addingProduct(t107_a13, t107_b0)
+    parallelFor(pool, 2) { part102 in
+      for xi103 in 0..<16 {
+        do {  // gemm108
+          for nb104 in 0..<1 {
+            for mb105 in 0..<14 {
+              var t106_c0_0 = Vector()
+              var t106_c1_0 = Vector()
+              var t106_c2_0 = Vector()
+              var t106_c3_0 = Vector()
+              var t106_c4_0 = Vector()
+              var t106_c5_0 = Vector()
+              var t106_c6_0 = Vector()
+              var t106_c7_0 = Vector()
+              var t106_c8_0 = Vector()
+              var t106_c9_0 = Vector()
+              var t106_c10_0 = Vector()
+              var t106_c11_0 = Vector()
+              var t106_c12_0 = Vector()
+              var t106_c13_0 = Vector()
+              for k107 in 0..<16 {
+                let t106_b0 = loadVector(arena, ((((1605632 +% (xi103 *% 256)) +% (part102 *% 8)) +% (k107 *% 16)) +% (nb104 *% 8)))
+                let t106_a0 = Vector(repeating: arena[(((1624128 +% (xi103 *% 3136)) +% ((mb105 *% 14) *% 16)) +% k107)])
+                t106_c0_0 = t106_c0_0.addingProduct(t106_a0, t106_b0)
+                let t106_a1 = Vector(repeating: arena[(((1624128 +% (xi103 *% 3136)) +% (((mb105 *% 14) +% 1) *% 16)) +% k107)])
+                t106_c1_0 = t106_c1_0.addingProduct(t106_a1, t106_b0)
+                let t106_a2 = Vector(repeating: arena[(((1624128 +% (xi103 *% 3136)) +% (((mb105 *% 14) +% 2) *% 16)) +% k107)])
+                t106_c2_0 = t106_c2_0.addingProduct(t106_a2, t106_b0)
+                let t106_a3 = Vector(repeating: arena[(((1624128 +% (xi103 *% 3136)) +% (((mb105 *% 14) +% 3) *% 16)) +% k107)])
+                t106_c3_0 = t106_c3_0.addingProduct(t106_a3, t106_b0)
+                let t106_a4 = Vector(repeating: arena[(((1624128 +% (xi103 *% 3136)) +% (((mb105 *% 14) +% 4) *% 16)) +% k107)])
+                t106_c4_0 = t106_c4_0.addingProduct(t106_a4, t106_b0)
+                let t106_a5 = Vector(repeating: arena[(((1624128 +% (xi103 *% 3136)) +% (((mb105 *% 14) +% 5) *% 16)) +% k107)])
+                t106_c5_0 = t106_c5_0.addingProduct(t106_a5, t106_b0)
+                let t106_a6 = Vector(repeating: arena[(((1624128 +% (xi103 *% 3136)) +% (((mb105 *% 14) +% 6) *% 16)) +% k107)])
+                t106_c6_0 = t106_c6_0.addingProduct(t106_a6, t106_b0)
+                let t106_a7 = Vector(repeating: arena[(((1624128 +% (xi103 *% 3136)) +% (((mb105 *% 14) +% 7) *% 16)) +% k107)])
+                t106_c7_0 = t106_c7_0.addingProduct(t106_a7, t106_b0)
+                let t106_a8 = Vector(repeating: arena[(((1624128 +% (xi103 *% 3136)) +% (((mb105 *% 14) +% 8) *% 16)) +% k107)])
+                t106_c8_0 = t106_c8_0.addingProduct(t106_a8, t106_b0)
+                let t106_a9 = Vector(repeating: arena[(((1624128 +% (xi103 *% 3136)) +% (((mb105 *% 14) +% 9) *% 16)) +% k107)])
+                t106_c9_0 = t106_c9_0.addingProduct(t106_a9, t106_b0)
+                let t106_a10 = Vector(repeating: arena[(((1624128 +% (xi103 *% 3136)) +% (((mb105 *% 14) +% 10) *% 16)) +% k107)])
+                t106_c10_0 = t106_c10_0.addingProduct(t106_a10, t106_b0)
+                let t106_a11 = Vector(repeating: arena[(((1624128 +% (xi103 *% 3136)) +% (((mb105 *% 14) +% 11) *% 16)) +% k107)])
+                t106_c11_0 = t106_c11_0.addingProduct(t106_a11, t106_b0)
+                let t106_a12 = Vector(repeating: arena[(((1624128 +% (xi103 *% 3136)) +% (((mb105 *% 14) +% 12) *% 16)) +% k107)])
+                t106_c12_0 = t106_c12_0.addingProduct(t106_a12, t106_b0)
+                let t106_a13 = Vector(repeating: arena[(((1624128 +% (xi103 *% 3136)) +% (((mb105 *% 14) +% 13) *% 16)) +% k107)])
+                t106_c13_0 = t106_c13_0.addingProduct(t106_a13, t106_b0)
               }
-              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% ((mb106 *% 14) *% 16)) +% (nb105 *% 8)), t107_c0_0)
-              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 1) *% 16)) +% (nb105 *% 8)), t107_c1_0)
-              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 2) *% 16)) +% (nb105 *% 8)), t107_c2_0)
-              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 3) *% 16)) +% (nb105 *% 8)), t107_c3_0)
-              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 4) *% 16)) +% (nb105 *% 8)), t107_c4_0)
-              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 5) *% 16)) +% (nb105 *% 8)), t107_c5_0)
-              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 6) *% 16)) +% (nb105 *% 8)), t107_c6_0)
-              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 7) *% 16)) +% (nb105 *% 8)), t107_c7_0)
-              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 8) *% 16)) +% (nb105 *% 8)), t107_c8_0)
-              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 9) *% 16)) +% (nb105 *% 8)), t107_c9_0)
-              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 10) *% 16)) +% (nb105 *% 8)), t107_c10_0)
-              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 11) *% 16)) +% (nb105 *% 8)), t107_c11_0)
-              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 12) *% 16)) +% (nb105 *% 8)), t107_c12_0)
-              storeVector(arena, ((((1674304 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 13) *% 16)) +% (nb105 *% 8)), t107_c13_0)
+              storeVector(arena, ((((1674304 +% (xi103 *% 3136)) +% (part102 *% 8)) +% ((mb105 *% 14) *% 16)) +% (nb104 *% 8)), t106_c0_0)
+              storeVector(arena, ((((1674304 +% (xi103 *% 3136)) +% (part102 *% 8)) +% (((mb105 *% 14) +% 1) *% 16)) +% (nb104 *% 8)), t106_c1_0)
+              storeVector(arena, ((((1674304 +% (xi103 *% 3136)) +% (part102 *% 8)) +% (((mb105 *% 14) +% 2) *% 16)) +% (nb104 *% 8)), t106_c2_0)
+              storeVector(arena, ((((1674304 +% (xi103 *% 3136)) +% (part102 *% 8)) +% (((mb105 *% 14) +% 3) *% 16)) +% (nb104 *% 8)), t106_c3_0)
+              storeVector(arena, ((((1674304 +% (xi103 *% 3136)) +% (part102 *% 8)) +% (((mb105 *% 14) +% 4) *% 16)) +% (nb104 *% 8)), t106_c4_0)
+              storeVector(arena, ((((1674304 +% (xi103 *% 3136)) +% (part102 *% 8)) +% (((mb105 *% 14) +% 5) *% 16)) +% (nb104 *% 8)), t106_c5_0)
+              storeVector(arena, ((((1674304 +% (xi103 *% 3136)) +% (part102 *% 8)) +% (((mb105 *% 14) +% 6) *% 16)) +% (nb104 *% 8)), t106_c6_0)
+              storeVector(arena, ((((1674304 +% (xi103 *% 3136)) +% (part102 *% 8)) +% (((mb105 *% 14) +% 7) *% 16)) +% (nb104 *% 8)), t106_c7_0)
+              storeVector(arena, ((((1674304 +% (xi103 *% 3136)) +% (part102 *% 8)) +% (((mb105 *% 14) +% 8) *% 16)) +% (nb104 *% 8)), t106_c8_0)
+              storeVector(arena, ((((1674304 +% (xi103 *% 3136)) +% (part102 *% 8)) +% (((mb105 *% 14) +% 9) *% 16)) +% (nb104 *% 8)), t106_c9_0)
+              storeVector(arena, ((((1674304 +% (xi103 *% 3136)) +% (part102 *% 8)) +% (((mb105 *% 14) +% 10) *% 16)) +% (nb104 *% 8)), t106_c10_0)
+              storeVector(arena, ((((1674304 +% (xi103 *% 3136)) +% (part102 *% 8)) +% (((mb105 *% 14) +% 11) *% 16)) +% (nb104 *% 8)), t106_c11_0)
+              storeVector(arena, ((((1674304 +% (xi103 *% 3136)) +% (part102 *% 8)) +% (((mb105 *% 14) +% 12) *% 16)) +% (nb104 *% 8)), t106_c12_0)
+              storeVector(arena, ((((1674304 +% (xi103 *% 3136)) +% (part102 *% 8)) +% (((mb105 *% 14) +% 13) *% 16)) +% (nb104 *% 8)), t106_c13_0)
             }
           }
         }
       }
-      for j110 in 0..<1 {
-        for ty111 in 0..<14 {
-          for tx112 in 0..<14 {
-            for cv113 in 0..<1 {
-              let w114 = ((loadVector(arena, ((1674304 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))) + loadVector(arena, ((1686848 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))))) + loadVector(arena, ((1699392 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))))
-              let w115 = ((loadVector(arena, ((1686848 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))) - loadVector(arena, ((1699392 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))))) - loadVector(arena, ((1711936 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))))
-              let w116 = ((loadVector(arena, ((1677440 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))) + loadVector(arena, ((1689984 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))))) + loadVector(arena, ((1702528 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))))
-              let w117 = ((loadVector(arena, ((1689984 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))) - loadVector(arena, ((1702528 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))))) - loadVector(arena, ((1715072 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))))
-              let w118 = ((loadVector(arena, ((1680576 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))) + loadVector(arena, ((1693120 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))))) + loadVector(arena, ((1705664 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))))
-              let w119 = ((loadVector(arena, ((1693120 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))) - loadVector(arena, ((1705664 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))))) - loadVector(arena, ((1718208 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))))
-              let w120 = ((loadVector(arena, ((1683712 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))) + loadVector(arena, ((1696256 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))))) + loadVector(arena, ((1708800 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))))
-              let w121 = ((loadVector(arena, ((1696256 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))) - loadVector(arena, ((1708800 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))))) - loadVector(arena, ((1721344 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))))
-              let w122 = ((w114 + w116) + w118)
-              let w123 = ((w116 - w118) - w120)
-              let w124 = ((w115 + w117) + w119)
-              let w125 = ((w117 - w119) - w121)
-              storeVector(arena, ((1724480 +% (((((j110 *% 28) +% (ty111 *% 2)) *% 28) +% (tx112 *% 2)) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))), (w122 + loadVector(params, (2464 +% ((part103 *% 8) +% (cv113 *% 8))))))
-              storeVector(arena, ((1724480 +% ((((((j110 *% 28) +% (ty111 *% 2)) *% 28) +% (tx112 *% 2)) +% 1) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))), (w123 + loadVector(params, (2464 +% ((part103 *% 8) +% (cv113 *% 8))))))
-              storeVector(arena, ((1724480 +% ((((((j110 *% 28) +% (ty111 *% 2)) +% 1) *% 28) +% (tx112 *% 2)) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))), (w124 + loadVector(params, (2464 +% ((part103 *% 8) +% (cv113 *% 8))))))
-              storeVector(arena, ((1724480 +% (((((((j110 *% 28) +% (ty111 *% 2)) +% 1) *% 28) +% (tx112 *% 2)) +% 1) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))), (w125 + loadVector(params, (2464 +% ((part103 *% 8) +% (cv113 *% 8))))))
+      for j109 in 0..<1 {
+        for ty110 in 0..<14 {
+          for tx111 in 0..<14 {
+            for cv112 in 0..<1 {
+              let w113 = ((loadVector(arena, ((1674304 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8)))) + loadVector(arena, ((1686848 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8))))) + loadVector(arena, ((1699392 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8)))))
+              let w114 = ((loadVector(arena, ((1686848 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8)))) - loadVector(arena, ((1699392 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8))))) - loadVector(arena, ((1711936 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8)))))
+              let w115 = ((loadVector(arena, ((1677440 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8)))) + loadVector(arena, ((1689984 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8))))) + loadVector(arena, ((1702528 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8)))))
+              let w116 = ((loadVector(arena, ((1689984 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8)))) - loadVector(arena, ((1702528 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8))))) - loadVector(arena, ((1715072 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8)))))
+              let w117 = ((loadVector(arena, ((1680576 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8)))) + loadVector(arena, ((1693120 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8))))) + loadVector(arena, ((1705664 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8)))))
+              let w118 = ((loadVector(arena, ((1693120 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8)))) - loadVector(arena, ((1705664 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8))))) - loadVector(arena, ((1718208 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8)))))
+              let w119 = ((loadVector(arena, ((1683712 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8)))) + loadVector(arena, ((1696256 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8))))) + loadVector(arena, ((1708800 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8)))))
+              let w120 = ((loadVector(arena, ((1696256 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8)))) - loadVector(arena, ((1708800 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8))))) - loadVector(arena, ((1721344 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8)))))
+              let w121 = ((w113 + w115) + w117)
+              let w122 = ((w115 - w117) - w119)
+              let w123 = ((w114 + w116) + w118)
+              let w124 = ((w116 - w118) - w120)
+              storeVector(arena, ((1724480 +% (((((j109 *% 28) +% (ty110 *% 2)) *% 28) +% (tx111 *% 2)) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8))), (w121 + loadVector(params, (2464 +% ((part102 *% 8) +% (cv112 *% 8))))))
+              storeVector(arena, ((1724480 +% ((((((j109 *% 28) +% (ty110 *% 2)) *% 28) +% (tx111 *% 2)) +% 1) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8))), (w122 + loadVector(params, (2464 +% ((part102 *% 8) +% (cv112 *% 8))))))
+              storeVector(arena, ((1724480 +% ((((((j109 *% 28) +% (ty110 *% 2)) +% 1) *% 28) +% (tx111 *% 2)) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8))), (w123 + loadVector(params, (2464 +% ((part102 *% 8) +% (cv112 *% 8))))))
+              storeVector(arena, ((1724480 +% (((((((j109 *% 28) +% (ty110 *% 2)) +% 1) *% 28) +% (tx111 *% 2)) +% 1) *% 16)) +% ((part102 *% 8) +% (cv112 *% 8))), (w124 + loadVector(params, (2464 +% ((part102 *% 8) +% (cv112 *% 8))))))
             }
           }
         }
       }
-      for j126 in 0..<1 {
-        for c127 in 0..<8 {
-          for q128 in 0..<784 {
-            arena[((((g62 +% j126) *% 12544) +% (((part103 *% 8) +% c127) *% 784)) +% q128)] = arena[((1724480 +% (((j126 *% 784) +% q128) *% 16)) +% ((part103 *% 8) +% c127))]
+      for j125 in 0..<1 {
+        for c126 in 0..<8 {
+          for q127 in 0..<784 {
+            arena[(802816 +% ((((g61 +% j125) *% 12544) +% (((part102 *% 8) +% c126) *% 784)) +% q127))] = (Float(1) - (Float(2) / (exponential((Float(2) * arena[((1724480 +% (((j125 *% 784) +% q127) *% 16)) +% ((part102 *% 8) +% c126))])) + Float(1))))
           }
         }
       }
     }
   }
-  // act2 = tanh(conv2)
-  parallelFor(pool, 2) { part129 in
-    for i130 in 0..<401408 {
-      arena[(1605632 +% (i130 +% (part129 *% 401408)))] = (Float(1) - (Float(2) / (exponential((Float(2) * arena[(i130 +% (part129 *% 401408))])) + Float(1))))
-    }
-  }
-  // res = add(act2, act1)
-  parallelFor(pool, 2) { part131 in
-    for i132 in 0..<401408 {
-      arena[(i132 +% (part131 *% 401408))] = (arena[(1605632 +% (i132 +% (part131 *% 401408)))] + arena[(802816 +% (i132 +% (part131 *% 401408)))])
+  // res = add(conv2, conv1)
+  parallelFor(pool, 2) { part128 in
+    for i129 in 0..<401408 {
+      arena[(1605632 +% (i129 +% (part128 *% 401408)))] = (arena[(802816 +% (i129 +% (part128 *% 401408)))] + arena[(i129 +% (part128 *% 401408))])
     }
   }
   // pool = maxpool(res)
-  for q133 in 0..<1024 {
-    for py134 in 0..<14 {
-      for px135 in 0..<14 {
-        var acc136: Float = arena[(((q133 *% 784) +% (py134 *% 56)) +% (px135 *% 2))]
-        acc136 = { let x = acc136, y = arena[(((q133 *% 784) +% (py134 *% 56)) +% (px135 *% 2))]; return y > x ? y : x }()
-        acc136 = { let x = acc136, y = arena[((((q133 *% 784) +% (py134 *% 56)) +% (px135 *% 2)) +% 1)]; return y > x ? y : x }()
-        acc136 = { let x = acc136, y = arena[((((q133 *% 784) +% (py134 *% 56)) +% (px135 *% 2)) +% 28)]; return y > x ? y : x }()
-        acc136 = { let x = acc136, y = arena[(((((q133 *% 784) +% (py134 *% 56)) +% (px135 *% 2)) +% 28) +% 1)]; return y > x ? y : x }()
-        arena[(((802816 +% (q133 *% 196)) +% (py134 *% 14)) +% px135)] = acc136
+  parallelFor(pool, 2) { part130 in
+    for q131 in 0..<512 {
+      for py132 in 0..<14 {
+        for px133 in 0..<14 {
+          var acc134: Float = arena[(1605632 +% ((((q131 +% (part130 *% 512)) *% 784) +% (py132 *% 56)) +% (px133 *% 2)))]
+          acc134 = { let x = acc134, y = arena[(1605632 +% ((((q131 +% (part130 *% 512)) *% 784) +% (py132 *% 56)) +% (px133 *% 2)))]; return y > x ? y : x }()
+          acc134 = { let x = acc134, y = arena[((1605632 +% ((((q131 +% (part130 *% 512)) *% 784) +% (py132 *% 56)) +% (px133 *% 2))) +% 1)]; return y > x ? y : x }()
+          acc134 = { let x = acc134, y = arena[((1605632 +% ((((q131 +% (part130 *% 512)) *% 784) +% (py132 *% 56)) +% (px133 *% 2))) +% 28)]; return y > x ? y : x }()
+          acc134 = { let x = acc134, y = arena[(((1605632 +% ((((q131 +% (part130 *% 512)) *% 784) +% (py132 *% 56)) +% (px133 *% 2))) +% 28) +% 1)]; return y > x ? y : x }()
+          arena[((((q131 +% (part130 *% 512)) *% 196) +% (py132 *% 14)) +% px133)] = acc134
+        }
       }
     }
   }
-  // conv3 = conv2d(pool)
-  parallelFor(pool, 2) { part137 in
-    for ci138 in 0..<16 {
-      for co139 in 0..<16 {
-        var w140: Float = params[(2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9))]
-        var w141: Float = (((params[(2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9))] + params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 3)]) + params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w142: Float = (((params[(2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9))] + params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 6)]) - params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w143: Float = params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 6)]
-        var w144: Float = params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 1)]
-        var w145: Float = (((params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 1)] + params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 4)]) + params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w146: Float = (((params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 1)] + params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 7)]) - params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w147: Float = params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 7)]
-        var w148: Float = params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 2)]
-        var w149: Float = (((params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 2)] + params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 5)]) + params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w150: Float = (((params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 2)] + params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 8)]) - params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w151: Float = params[((2480 +% (((((part137 *% 16) +% co139) *% 16) +% ci138) *% 9)) +% 8)]
-        var w152: Float = w140
-        var w153: Float = (((w140 + w144) + w148) * Float(bitPattern: 0x3f000000))
-        var w154: Float = (((w140 + w148) - w144) * Float(bitPattern: 0x3f000000))
-        var w155: Float = w148
-        var w156: Float = w141
-        var w157: Float = (((w141 + w145) + w149) * Float(bitPattern: 0x3f000000))
-        var w158: Float = (((w141 + w149) - w145) * Float(bitPattern: 0x3f000000))
-        var w159: Float = w149
-        var w160: Float = w142
-        var w161: Float = (((w142 + w146) + w150) * Float(bitPattern: 0x3f000000))
-        var w162: Float = (((w142 + w150) - w146) * Float(bitPattern: 0x3f000000))
-        var w163: Float = w150
-        var w164: Float = w143
-        var w165: Float = (((w143 + w147) + w151) * Float(bitPattern: 0x3f000000))
-        var w166: Float = (((w143 + w151) - w147) * Float(bitPattern: 0x3f000000))
-        var w167: Float = w151
-        arena[((401408 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w152
-        arena[((401920 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w153
-        arena[((402432 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w154
-        arena[((402944 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w155
-        arena[((403456 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w156
-        arena[((403968 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w157
-        arena[((404480 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w158
-        arena[((404992 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w159
-        arena[((405504 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w160
-        arena[((406016 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w161
-        arena[((406528 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w162
-        arena[((407040 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w163
-        arena[((407552 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w164
-        arena[((408064 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w165
-        arena[((408576 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w166
-        arena[((409088 +% (ci138 *% 32)) +% ((part137 *% 16) +% co139))] = w167
+  // conv3 = conv2d_act(pool)
+  parallelFor(pool, 2) { part135 in
+    for ci136 in 0..<16 {
+      for co137 in 0..<16 {
+        var w138: Float = params[(2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9))]
+        var w139: Float = (((params[(2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9))] + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 3)]) + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w140: Float = (((params[(2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9))] + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 6)]) - params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w141: Float = params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 6)]
+        var w142: Float = params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 1)]
+        var w143: Float = (((params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 1)] + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 4)]) + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w144: Float = (((params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 1)] + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 7)]) - params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w145: Float = params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 7)]
+        var w146: Float = params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 2)]
+        var w147: Float = (((params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 2)] + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 5)]) + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w148: Float = (((params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 2)] + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 8)]) - params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w149: Float = params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 8)]
+        var w150: Float = w138
+        var w151: Float = (((w138 + w142) + w146) * Float(bitPattern: 0x3f000000))
+        var w152: Float = (((w138 + w146) - w142) * Float(bitPattern: 0x3f000000))
+        var w153: Float = w146
+        var w154: Float = w139
+        var w155: Float = (((w139 + w143) + w147) * Float(bitPattern: 0x3f000000))
+        var w156: Float = (((w139 + w147) - w143) * Float(bitPattern: 0x3f000000))
+        var w157: Float = w147
+        var w158: Float = w140
+        var w159: Float = (((w140 + w144) + w148) * Float(bitPattern: 0x3f000000))
+        var w160: Float = (((w140 + w148) - w144) * Float(bitPattern: 0x3f000000))
+        var w161: Float = w148
+        var w162: Float = w141
+        var w163: Float = (((w141 + w145) + w149) * Float(bitPattern: 0x3f000000))
+        var w164: Float = (((w141 + w149) - w145) * Float(bitPattern: 0x3f000000))
+        var w165: Float = w149
+        arena[((602112 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w150
+        arena[((602624 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w151
+        arena[((603136 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w152
+        arena[((603648 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w153
+        arena[((604160 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w154
+        arena[((604672 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w155
+        arena[((605184 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w156
+        arena[((605696 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w157
+        arena[((606208 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w158
+        arena[((606720 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w159
+        arena[((607232 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w160
+        arena[((607744 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w161
+        arena[((608256 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w162
+        arena[((608768 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w163
+        arena[((609280 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w164
+        arena[((609792 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w165
       }
     }
   }
-  for i168 in 0..<512 {
-    storeVector(arena, ((i168 *% 8) +% 409600), Vector(repeating: Float(0)))
+  for i166 in 0..<512 {
+    storeVector(arena, ((i166 *% 8) +% 610304), Vector(repeating: Float(0)))
   }
-  for g169 in 0..<64 {
-    for j170 in 0..<1 {
-      for c171 in 0..<16 {
-        for iy172 in 0..<14 {
-          for ix173 in 0..<14 {
-            arena[(409600 +% ((((j170 *% 4096) +% ((iy172 +% 1) *% 256)) +% ((ix173 +% 1) *% 16)) +% c171))] = arena[((((802816 +% ((g169 +% j170) *% 3136)) +% (c171 *% 196)) +% (iy172 *% 14)) +% ix173)]
+  for g167 in 0..<64 {
+    for j168 in 0..<1 {
+      for c169 in 0..<16 {
+        for iy170 in 0..<14 {
+          for ix171 in 0..<14 {
+            arena[(610304 +% ((((j168 *% 4096) +% ((iy170 +% 1) *% 256)) +% ((ix171 +% 1) *% 16)) +% c169))] = arena[(((((g167 +% j168) *% 3136) +% (c169 *% 196)) +% (iy170 *% 14)) +% ix171)]
           }
         }
       }
     }
-    for j174 in 0..<1 {
-      for ty175 in 0..<7 {
-        for tx176 in 0..<7 {
-          for cv177 in 0..<2 {
-            let w178 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% ((ty175 *% 2) *% 256)) +% ((tx176 *% 2) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 2) *% 256)) +% ((tx176 *% 2) *% 16)) +% (cv177 *% 8)))))
-            let w179 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 1) *% 256)) +% ((tx176 *% 2) *% 16)) +% (cv177 *% 8)))) + loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 2) *% 256)) +% ((tx176 *% 2) *% 16)) +% (cv177 *% 8)))))
-            let w180 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 2) *% 256)) +% ((tx176 *% 2) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 1) *% 256)) +% ((tx176 *% 2) *% 16)) +% (cv177 *% 8)))))
-            let w181 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 1) *% 256)) +% ((tx176 *% 2) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 3) *% 256)) +% ((tx176 *% 2) *% 16)) +% (cv177 *% 8)))))
-            let w182 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% ((ty175 *% 2) *% 256)) +% (((tx176 *% 2) +% 1) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 2) *% 256)) +% (((tx176 *% 2) +% 1) *% 16)) +% (cv177 *% 8)))))
-            let w183 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 1) *% 256)) +% (((tx176 *% 2) +% 1) *% 16)) +% (cv177 *% 8)))) + loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 2) *% 256)) +% (((tx176 *% 2) +% 1) *% 16)) +% (cv177 *% 8)))))
-            let w184 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 2) *% 256)) +% (((tx176 *% 2) +% 1) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 1) *% 256)) +% (((tx176 *% 2) +% 1) *% 16)) +% (cv177 *% 8)))))
-            let w185 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 1) *% 256)) +% (((tx176 *% 2) +% 1) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 3) *% 256)) +% (((tx176 *% 2) +% 1) *% 16)) +% (cv177 *% 8)))))
-            let w186 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% ((ty175 *% 2) *% 256)) +% (((tx176 *% 2) +% 2) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 2) *% 256)) +% (((tx176 *% 2) +% 2) *% 16)) +% (cv177 *% 8)))))
-            let w187 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 1) *% 256)) +% (((tx176 *% 2) +% 2) *% 16)) +% (cv177 *% 8)))) + loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 2) *% 256)) +% (((tx176 *% 2) +% 2) *% 16)) +% (cv177 *% 8)))))
-            let w188 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 2) *% 256)) +% (((tx176 *% 2) +% 2) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 1) *% 256)) +% (((tx176 *% 2) +% 2) *% 16)) +% (cv177 *% 8)))))
-            let w189 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 1) *% 256)) +% (((tx176 *% 2) +% 2) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 3) *% 256)) +% (((tx176 *% 2) +% 2) *% 16)) +% (cv177 *% 8)))))
-            let w190 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% ((ty175 *% 2) *% 256)) +% (((tx176 *% 2) +% 3) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 2) *% 256)) +% (((tx176 *% 2) +% 3) *% 16)) +% (cv177 *% 8)))))
-            let w191 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 1) *% 256)) +% (((tx176 *% 2) +% 3) *% 16)) +% (cv177 *% 8)))) + loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 2) *% 256)) +% (((tx176 *% 2) +% 3) *% 16)) +% (cv177 *% 8)))))
-            let w192 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 2) *% 256)) +% (((tx176 *% 2) +% 3) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 1) *% 256)) +% (((tx176 *% 2) +% 3) *% 16)) +% (cv177 *% 8)))))
-            let w193 = (loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 1) *% 256)) +% (((tx176 *% 2) +% 3) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (409600 +% ((((j174 *% 4096) +% (((ty175 *% 2) +% 3) *% 256)) +% (((tx176 *% 2) +% 3) *% 16)) +% (cv177 *% 8)))))
-            let w194 = (w178 - w186)
-            let w195 = (w182 + w186)
-            let w196 = (w186 - w182)
-            let w197 = (w182 - w190)
-            let w198 = (w179 - w187)
-            let w199 = (w183 + w187)
-            let w200 = (w187 - w183)
-            let w201 = (w183 - w191)
-            let w202 = (w180 - w188)
-            let w203 = (w184 + w188)
-            let w204 = (w188 - w184)
-            let w205 = (w184 - w192)
-            let w206 = (w181 - w189)
-            let w207 = (w185 + w189)
-            let w208 = (w189 - w185)
-            let w209 = (w185 - w193)
-            storeVector(arena, ((413696 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w194)
-            storeVector(arena, ((414480 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w195)
-            storeVector(arena, ((415264 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w196)
-            storeVector(arena, ((416048 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w197)
-            storeVector(arena, ((416832 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w198)
-            storeVector(arena, ((417616 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w199)
-            storeVector(arena, ((418400 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w200)
-            storeVector(arena, ((419184 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w201)
-            storeVector(arena, ((419968 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w202)
-            storeVector(arena, ((420752 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w203)
-            storeVector(arena, ((421536 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w204)
-            storeVector(arena, ((422320 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w205)
-            storeVector(arena, ((423104 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w206)
-            storeVector(arena, ((423888 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w207)
-            storeVector(arena, ((424672 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w208)
-            storeVector(arena, ((425456 +% ((((j174 *% 49) +% (ty175 *% 7)) +% tx176) *% 16)) +% (cv177 *% 8)), w209)
+    for j172 in 0..<1 {
+      for ty173 in 0..<7 {
+        for tx174 in 0..<7 {
+          for cv175 in 0..<2 {
+            let w176 = (loadVector(arena, (610304 +% ((((j172 *% 4096) +% ((ty173 *% 2) *% 256)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 2) *% 256)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))))
+            let w177 = (loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 1) *% 256)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))) + loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 2) *% 256)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))))
+            let w178 = (loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 2) *% 256)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 1) *% 256)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))))
+            let w179 = (loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 1) *% 256)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 3) *% 256)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))))
+            let w180 = (loadVector(arena, (610304 +% ((((j172 *% 4096) +% ((ty173 *% 2) *% 256)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 2) *% 256)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))))
+            let w181 = (loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 1) *% 256)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))) + loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 2) *% 256)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))))
+            let w182 = (loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 2) *% 256)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 1) *% 256)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))))
+            let w183 = (loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 1) *% 256)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 3) *% 256)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))))
+            let w184 = (loadVector(arena, (610304 +% ((((j172 *% 4096) +% ((ty173 *% 2) *% 256)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 2) *% 256)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))))
+            let w185 = (loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 1) *% 256)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))) + loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 2) *% 256)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))))
+            let w186 = (loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 2) *% 256)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 1) *% 256)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))))
+            let w187 = (loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 1) *% 256)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 3) *% 256)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))))
+            let w188 = (loadVector(arena, (610304 +% ((((j172 *% 4096) +% ((ty173 *% 2) *% 256)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 2) *% 256)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))))
+            let w189 = (loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 1) *% 256)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))) + loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 2) *% 256)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))))
+            let w190 = (loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 2) *% 256)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 1) *% 256)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))))
+            let w191 = (loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 1) *% 256)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (610304 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 3) *% 256)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))))
+            let w192 = (w176 - w184)
+            let w193 = (w180 + w184)
+            let w194 = (w184 - w180)
+            let w195 = (w180 - w188)
+            let w196 = (w177 - w185)
+            let w197 = (w181 + w185)
+            let w198 = (w185 - w181)
+            let w199 = (w181 - w189)
+            let w200 = (w178 - w186)
+            let w201 = (w182 + w186)
+            let w202 = (w186 - w182)
+            let w203 = (w182 - w190)
+            let w204 = (w179 - w187)
+            let w205 = (w183 + w187)
+            let w206 = (w187 - w183)
+            let w207 = (w183 - w191)
+            storeVector(arena, ((614400 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w192)
+            storeVector(arena, ((615184 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w193)
+            storeVector(arena, ((615968 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w194)
+            storeVector(arena, ((616752 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w195)
+            storeVector(arena, ((617536 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w196)
+            storeVector(arena, ((618320 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w197)
+            storeVector(arena, ((619104 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w198)
+            storeVector(arena, ((619888 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w199)
+            storeVector(arena, ((620672 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w200)
+            storeVector(arena, ((621456 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w201)
+            storeVector(arena, ((622240 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w202)
+            storeVector(arena, ((623024 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w203)
+            storeVector(arena, ((623808 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w204)
+            storeVector(arena, ((624592 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w205)
+            storeVector(arena, ((625376 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w206)
+            storeVector(arena, ((626160 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w207)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part210 in
-      for xi211 in 0..<16 {
-        do {  // gemm218
-          for nb212 in 0..<1 {
-            for mb213 in 0..<9 {
-              var t214_c0_0 = Vector()
-              var t214_c0_1 = Vector()
-              var t214_c1_0 = Vector()
-              var t214_c1_1 = Vector()
-              var t214_c2_0 = Vector()
-              var t214_c2_1 = Vector()
-              var t214_c3_0 = Vector()
-              var t214_c3_1 = Vector()
-              var t214_c4_0 = Vector()
-              var t214_c4_1 = Vector()
-              for k215 in 0..<16 {
-                let t214_b0 = loadVector(arena, ((((401408 +% (xi211 *% 512)) +% (part210 *% 16)) +% (k215 *% 32)) +% (nb212 *% 16)))
-                let t214_b1 = loadVector(arena, (((((401408 +% (xi211 *% 512)) +% (part210 *% 16)) +% (k215 *% 32)) +% (nb212 *% 16)) +% 8))
-                let t214_a0 = Vector(repeating: arena[(((413696 +% (xi211 *% 784)) +% ((mb213 *% 5) *% 16)) +% k215)])
-                t214_c0_0 = t214_c0_0.addingProduct(t214_a0, t214_b0)
-                t214_c0_1 = t214_c0_1.addingProduct(t214_a0, t214_b1)
-                let t214_a1 = Vector(repeating: arena[(((413696 +% (xi211 *% 784)) +% (((mb213 *% 5) +% 1) *% 16)) +% k215)])
-                t214_c1_0 = t214_c1_0.addingProduct(t214_a1, t214_b0)
-                t214_c1_1 = t214_c1_1.addingProduct(t214_a1, t214_b1)
-                let t214_a2 = Vector(repeating: arena[(((413696 +% (xi211 *% 784)) +% (((mb213 *% 5) +% 2) *% 16)) +% k215)])
-                t214_c2_0 = t214_c2_0.addingProduct(t214_a2, t214_b0)
-                t214_c2_1 = t214_c2_1.addingProduct(t214_a2, t214_b1)
-                let t214_a3 = Vector(repeating: arena[(((413696 +% (xi211 *% 784)) +% (((mb213 *% 5) +% 3) *% 16)) +% k215)])
-                t214_c3_0 = t214_c3_0.addingProduct(t214_a3, t214_b0)
-                t214_c3_1 = t214_c3_1.addingProduct(t214_a3, t214_b1)
-                let t214_a4 = Vector(repeating: arena[(((413696 +% (xi211 *% 784)) +% (((mb213 *% 5) +% 4) *% 16)) +% k215)])
-                t214_c4_0 = t214_c4_0.addingProduct(t214_a4, t214_b0)
-                t214_c4_1 = t214_c4_1.addingProduct(t214_a4, t214_b1)
+    parallelFor(pool, 2) { part208 in
+      for xi209 in 0..<16 {
+        do {  // gemm216
+          for nb210 in 0..<1 {
+            for mb211 in 0..<9 {
+              var t212_c0_0 = Vector()
+              var t212_c0_1 = Vector()
+              var t212_c1_0 = Vector()
+              var t212_c1_1 = Vector()
+              var t212_c2_0 = Vector()
+              var t212_c2_1 = Vector()
+              var t212_c3_0 = Vector()
+              var t212_c3_1 = Vector()
+              var t212_c4_0 = Vector()
+              var t212_c4_1 = Vector()
+              for k213 in 0..<16 {
+                let t212_b0 = loadVector(arena, ((((602112 +% (xi209 *% 512)) +% (part208 *% 16)) +% (k213 *% 32)) +% (nb210 *% 16)))
+                let t212_b1 = loadVector(arena, (((((602112 +% (xi209 *% 512)) +% (part208 *% 16)) +% (k213 *% 32)) +% (nb210 *% 16)) +% 8))
+                let t212_a0 = Vector(repeating: arena[(((614400 +% (xi209 *% 784)) +% ((mb211 *% 5) *% 16)) +% k213)])
+                t212_c0_0 = t212_c0_0.addingProduct(t212_a0, t212_b0)
+                t212_c0_1 = t212_c0_1.addingProduct(t212_a0, t212_b1)
+                let t212_a1 = Vector(repeating: arena[(((614400 +% (xi209 *% 784)) +% (((mb211 *% 5) +% 1) *% 16)) +% k213)])
+                t212_c1_0 = t212_c1_0.addingProduct(t212_a1, t212_b0)
+                t212_c1_1 = t212_c1_1.addingProduct(t212_a1, t212_b1)
+                let t212_a2 = Vector(repeating: arena[(((614400 +% (xi209 *% 784)) +% (((mb211 *% 5) +% 2) *% 16)) +% k213)])
+                t212_c2_0 = t212_c2_0.addingProduct(t212_a2, t212_b0)
+                t212_c2_1 = t212_c2_1.addingProduct(t212_a2, t212_b1)
+                let t212_a3 = Vector(repeating: arena[(((614400 +% (xi209 *% 784)) +% (((mb211 *% 5) +% 3) *% 16)) +% k213)])
+                t212_c3_0 = t212_c3_0.addingProduct(t212_a3, t212_b0)
+                t212_c3_1 = t212_c3_1.addingProduct(t212_a3, t212_b1)
+                let t212_a4 = Vector(repeating: arena[(((614400 +% (xi209 *% 784)) +% (((mb211 *% 5) +% 4) *% 16)) +% k213)])
+                t212_c4_0 = t212_c4_0.addingProduct(t212_a4, t212_b0)
+                t212_c4_1 = t212_c4_1.addingProduct(t212_a4, t212_b1)
               }
-              storeVector(arena, ((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% ((mb213 *% 5) *% 32)) +% (nb212 *% 16)), t214_c0_0)
-              storeVector(arena, (((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% ((mb213 *% 5) *% 32)) +% (nb212 *% 16)) +% 8), t214_c0_1)
-              storeVector(arena, ((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% (((mb213 *% 5) +% 1) *% 32)) +% (nb212 *% 16)), t214_c1_0)
-              storeVector(arena, (((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% (((mb213 *% 5) +% 1) *% 32)) +% (nb212 *% 16)) +% 8), t214_c1_1)
-              storeVector(arena, ((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% (((mb213 *% 5) +% 2) *% 32)) +% (nb212 *% 16)), t214_c2_0)
-              storeVector(arena, (((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% (((mb213 *% 5) +% 2) *% 32)) +% (nb212 *% 16)) +% 8), t214_c2_1)
-              storeVector(arena, ((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% (((mb213 *% 5) +% 3) *% 32)) +% (nb212 *% 16)), t214_c3_0)
-              storeVector(arena, (((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% (((mb213 *% 5) +% 3) *% 32)) +% (nb212 *% 16)) +% 8), t214_c3_1)
-              storeVector(arena, ((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% (((mb213 *% 5) +% 4) *% 32)) +% (nb212 *% 16)), t214_c4_0)
-              storeVector(arena, (((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% (((mb213 *% 5) +% 4) *% 32)) +% (nb212 *% 16)) +% 8), t214_c4_1)
+              storeVector(arena, ((((626944 +% (xi209 *% 1568)) +% (part208 *% 16)) +% ((mb211 *% 5) *% 32)) +% (nb210 *% 16)), t212_c0_0)
+              storeVector(arena, (((((626944 +% (xi209 *% 1568)) +% (part208 *% 16)) +% ((mb211 *% 5) *% 32)) +% (nb210 *% 16)) +% 8), t212_c0_1)
+              storeVector(arena, ((((626944 +% (xi209 *% 1568)) +% (part208 *% 16)) +% (((mb211 *% 5) +% 1) *% 32)) +% (nb210 *% 16)), t212_c1_0)
+              storeVector(arena, (((((626944 +% (xi209 *% 1568)) +% (part208 *% 16)) +% (((mb211 *% 5) +% 1) *% 32)) +% (nb210 *% 16)) +% 8), t212_c1_1)
+              storeVector(arena, ((((626944 +% (xi209 *% 1568)) +% (part208 *% 16)) +% (((mb211 *% 5) +% 2) *% 32)) +% (nb210 *% 16)), t212_c2_0)
+              storeVector(arena, (((((626944 +% (xi209 *% 1568)) +% (part208 *% 16)) +% (((mb211 *% 5) +% 2) *% 32)) +% (nb210 *% 16)) +% 8), t212_c2_1)
+              storeVector(arena, ((((626944 +% (xi209 *% 1568)) +% (part208 *% 16)) +% (((mb211 *% 5) +% 3) *% 32)) +% (nb210 *% 16)), t212_c3_0)
+              storeVector(arena, (((((626944 +% (xi209 *% 1568)) +% (part208 *% 16)) +% (((mb211 *% 5) +% 3) *% 32)) +% (nb210 *% 16)) +% 8), t212_c3_1)
+              storeVector(arena, ((((626944 +% (xi209 *% 1568)) +% (part208 *% 16)) +% (((mb211 *% 5) +% 4) *% 32)) +% (nb210 *% 16)), t212_c4_0)
+              storeVector(arena, (((((626944 +% (xi209 *% 1568)) +% (part208 *% 16)) +% (((mb211 *% 5) +% 4) *% 32)) +% (nb210 *% 16)) +% 8), t212_c4_1)
             }
-            var t216_c0_0 = Vector()
-            var t216_c0_1 = Vector()
-            var t216_c1_0 = Vector()
-            var t216_c1_1 = Vector()
-            var t216_c2_0 = Vector()
-            var t216_c2_1 = Vector()
-            var t216_c3_0 = Vector()
-            var t216_c3_1 = Vector()
-            for k217 in 0..<16 {
-              let t216_b0 = loadVector(arena, ((((401408 +% (xi211 *% 512)) +% (part210 *% 16)) +% (k217 *% 32)) +% (nb212 *% 16)))
-              let t216_b1 = loadVector(arena, (((((401408 +% (xi211 *% 512)) +% (part210 *% 16)) +% (k217 *% 32)) +% (nb212 *% 16)) +% 8))
-              let t216_a0 = Vector(repeating: arena[(((413696 +% (xi211 *% 784)) +% 720) +% k217)])
-              t216_c0_0 = t216_c0_0.addingProduct(t216_a0, t216_b0)
-              t216_c0_1 = t216_c0_1.addingProduct(t216_a0, t216_b1)
-              let t216_a1 = Vector(repeating: arena[(((413696 +% (xi211 *% 784)) +% 736) +% k217)])
-              t216_c1_0 = t216_c1_0.addingProduct(t216_a1, t216_b0)
-              t216_c1_1 = t216_c1_1.addingProduct(t216_a1, t216_b1)
-              let t216_a2 = Vector(repeating: arena[(((413696 +% (xi211 *% 784)) +% 752) +% k217)])
-              t216_c2_0 = t216_c2_0.addingProduct(t216_a2, t216_b0)
-              t216_c2_1 = t216_c2_1.addingProduct(t216_a2, t216_b1)
-              let t216_a3 = Vector(repeating: arena[(((413696 +% (xi211 *% 784)) +% 768) +% k217)])
-              t216_c3_0 = t216_c3_0.addingProduct(t216_a3, t216_b0)
-              t216_c3_1 = t216_c3_1.addingProduct(t216_a3, t216_b1)
+            var t214_c0_0 = Vector()
+            var t214_c0_1 = Vector()
+            var t214_c1_0 = Vector()
+            var t214_c1_1 = Vector()
+            var t214_c2_0 = Vector()
+            var t214_c2_1 = Vector()
+            var t214_c3_0 = Vector()
+            var t214_c3_1 = Vector()
+            for k215 in 0..<16 {
+              let t214_b0 = loadVector(arena, ((((602112 +% (xi209 *% 512)) +% (part208 *% 16)) +% (k215 *% 32)) +% (nb210 *% 16)))
+              let t214_b1 = loadVector(arena, (((((602112 +% (xi209 *% 512)) +% (part208 *% 16)) +% (k215 *% 32)) +% (nb210 *% 16)) +% 8))
+              let t214_a0 = Vector(repeating: arena[(((614400 +% (xi209 *% 784)) +% 720) +% k215)])
+              t214_c0_0 = t214_c0_0.addingProduct(t214_a0, t214_b0)
+              t214_c0_1 = t214_c0_1.addingProduct(t214_a0, t214_b1)
+              let t214_a1 = Vector(repeating: arena[(((614400 +% (xi209 *% 784)) +% 736) +% k215)])
+              t214_c1_0 = t214_c1_0.addingProduct(t214_a1, t214_b0)
+              t214_c1_1 = t214_c1_1.addingProduct(t214_a1, t214_b1)
+              let t214_a2 = Vector(repeating: arena[(((614400 +% (xi209 *% 784)) +% 752) +% k215)])
+              t214_c2_0 = t214_c2_0.addingProduct(t214_a2, t214_b0)
+              t214_c2_1 = t214_c2_1.addingProduct(t214_a2, t214_b1)
+              let t214_a3 = Vector(repeating: arena[(((614400 +% (xi209 *% 784)) +% 768) +% k215)])
+              t214_c3_0 = t214_c3_0.addingProduct(t214_a3, t214_b0)
+              t214_c3_1 = t214_c3_1.addingProduct(t214_a3, t214_b1)
             }
-            storeVector(arena, ((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% 1440) +% (nb212 *% 16)), t216_c0_0)
-            storeVector(arena, (((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% 1440) +% (nb212 *% 16)) +% 8), t216_c0_1)
-            storeVector(arena, ((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% 1472) +% (nb212 *% 16)), t216_c1_0)
-            storeVector(arena, (((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% 1472) +% (nb212 *% 16)) +% 8), t216_c1_1)
-            storeVector(arena, ((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% 1504) +% (nb212 *% 16)), t216_c2_0)
-            storeVector(arena, (((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% 1504) +% (nb212 *% 16)) +% 8), t216_c2_1)
-            storeVector(arena, ((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% 1536) +% (nb212 *% 16)), t216_c3_0)
-            storeVector(arena, (((((426240 +% (xi211 *% 1568)) +% (part210 *% 16)) +% 1536) +% (nb212 *% 16)) +% 8), t216_c3_1)
+            storeVector(arena, ((((626944 +% (xi209 *% 1568)) +% (part208 *% 16)) +% 1440) +% (nb210 *% 16)), t214_c0_0)
+            storeVector(arena, (((((626944 +% (xi209 *% 1568)) +% (part208 *% 16)) +% 1440) +% (nb210 *% 16)) +% 8), t214_c0_1)
+            storeVector(arena, ((((626944 +% (xi209 *% 1568)) +% (part208 *% 16)) +% 1472) +% (nb210 *% 16)), t214_c1_0)
+            storeVector(arena, (((((626944 +% (xi209 *% 1568)) +% (part208 *% 16)) +% 1472) +% (nb210 *% 16)) +% 8), t214_c1_1)
+            storeVector(arena, ((((626944 +% (xi209 *% 1568)) +% (part208 *% 16)) +% 1504) +% (nb210 *% 16)), t214_c2_0)
+            storeVector(arena, (((((626944 +% (xi209 *% 1568)) +% (part208 *% 16)) +% 1504) +% (nb210 *% 16)) +% 8), t214_c2_1)
+            storeVector(arena, ((((626944 +% (xi209 *% 1568)) +% (part208 *% 16)) +% 1536) +% (nb210 *% 16)), t214_c3_0)
+            storeVector(arena, (((((626944 +% (xi209 *% 1568)) +% (part208 *% 16)) +% 1536) +% (nb210 *% 16)) +% 8), t214_c3_1)
           }
         }
       }
-      for j219 in 0..<1 {
-        for ty220 in 0..<7 {
-          for tx221 in 0..<7 {
-            for cv222 in 0..<2 {
-              let w223 = ((loadVector(arena, ((426240 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))) + loadVector(arena, ((432512 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8))))) + loadVector(arena, ((438784 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))))
-              let w224 = ((loadVector(arena, ((432512 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))) - loadVector(arena, ((438784 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8))))) - loadVector(arena, ((445056 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))))
-              let w225 = ((loadVector(arena, ((427808 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))) + loadVector(arena, ((434080 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8))))) + loadVector(arena, ((440352 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))))
-              let w226 = ((loadVector(arena, ((434080 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))) - loadVector(arena, ((440352 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8))))) - loadVector(arena, ((446624 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))))
-              let w227 = ((loadVector(arena, ((429376 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))) + loadVector(arena, ((435648 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8))))) + loadVector(arena, ((441920 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))))
-              let w228 = ((loadVector(arena, ((435648 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))) - loadVector(arena, ((441920 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8))))) - loadVector(arena, ((448192 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))))
-              let w229 = ((loadVector(arena, ((430944 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))) + loadVector(arena, ((437216 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8))))) + loadVector(arena, ((443488 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))))
-              let w230 = ((loadVector(arena, ((437216 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))) - loadVector(arena, ((443488 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8))))) - loadVector(arena, ((449760 +% ((((j219 *% 49) +% (ty220 *% 7)) +% tx221) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8)))))
-              let w231 = ((w223 + w225) + w227)
-              let w232 = ((w225 - w227) - w229)
-              let w233 = ((w224 + w226) + w228)
-              let w234 = ((w226 - w228) - w230)
-              storeVector(arena, ((451328 +% (((((j219 *% 14) +% (ty220 *% 2)) *% 14) +% (tx221 *% 2)) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8))), (w231 + loadVector(params, (7088 +% ((part210 *% 16) +% (cv222 *% 8))))))
-              storeVector(arena, ((451328 +% ((((((j219 *% 14) +% (ty220 *% 2)) *% 14) +% (tx221 *% 2)) +% 1) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8))), (w232 + loadVector(params, (7088 +% ((part210 *% 16) +% (cv222 *% 8))))))
-              storeVector(arena, ((451328 +% ((((((j219 *% 14) +% (ty220 *% 2)) +% 1) *% 14) +% (tx221 *% 2)) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8))), (w233 + loadVector(params, (7088 +% ((part210 *% 16) +% (cv222 *% 8))))))
-              storeVector(arena, ((451328 +% (((((((j219 *% 14) +% (ty220 *% 2)) +% 1) *% 14) +% (tx221 *% 2)) +% 1) *% 32)) +% ((part210 *% 16) +% (cv222 *% 8))), (w234 + loadVector(params, (7088 +% ((part210 *% 16) +% (cv222 *% 8))))))
+      for j217 in 0..<1 {
+        for ty218 in 0..<7 {
+          for tx219 in 0..<7 {
+            for cv220 in 0..<2 {
+              let w221 = ((loadVector(arena, ((626944 +% ((((j217 *% 49) +% (ty218 *% 7)) +% tx219) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8)))) + loadVector(arena, ((633216 +% ((((j217 *% 49) +% (ty218 *% 7)) +% tx219) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8))))) + loadVector(arena, ((639488 +% ((((j217 *% 49) +% (ty218 *% 7)) +% tx219) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8)))))
+              let w222 = ((loadVector(arena, ((633216 +% ((((j217 *% 49) +% (ty218 *% 7)) +% tx219) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8)))) - loadVector(arena, ((639488 +% ((((j217 *% 49) +% (ty218 *% 7)) +% tx219) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8))))) - loadVector(arena, ((645760 +% ((((j217 *% 49) +% (ty218 *% 7)) +% tx219) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8)))))
+              let w223 = ((loadVector(arena, ((628512 +% ((((j217 *% 49) +% (ty218 *% 7)) +% tx219) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8)))) + loadVector(arena, ((634784 +% ((((j217 *% 49) +% (ty218 *% 7)) +% tx219) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8))))) + loadVector(arena, ((641056 +% ((((j217 *% 49) +% (ty218 *% 7)) +% tx219) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8)))))
+              let w224 = ((loadVector(arena, ((634784 +% ((((j217 *% 49) +% (ty218 *% 7)) +% tx219) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8)))) - loadVector(arena, ((641056 +% ((((j217 *% 49) +% (ty218 *% 7)) +% tx219) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8))))) - loadVector(arena, ((647328 +% ((((j217 *% 49) +% (ty218 *% 7)) +% tx219) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8)))))
+              let w225 = ((loadVector(arena, ((630080 +% ((((j217 *% 49) +% (ty218 *% 7)) +% tx219) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8)))) + loadVector(arena, ((636352 +% ((((j217 *% 49) +% (ty218 *% 7)) +% tx219) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8))))) + loadVector(arena, ((642624 +% ((((j217 *% 49) +% (ty218 *% 7)) +% tx219) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8)))))
+              let w226 = ((loadVector(arena, ((636352 +% ((((j217 *% 49) +% (ty218 *% 7)) +% tx219) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8)))) - loadVector(arena, ((642624 +% ((((j217 *% 49) +% (ty218 *% 7)) +% tx219) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8))))) - loadVector(arena, ((648896 +% ((((j217 *% 49) +% (ty218 *% 7)) +% tx219) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8)))))
+              let w227 = ((loadVector(arena, ((631648 +% ((((j217 *% 49) +% (ty218 *% 7)) +% tx219) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8)))) + loadVector(arena, ((637920 +% ((((j217 *% 49) +% (ty218 *% 7)) +% tx219) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8))))) + loadVector(arena, ((644192 +% ((((j217 *% 49) +% (ty218 *% 7)) +% tx219) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8)))))
+              let w228 = ((loadVector(arena, ((637920 +% ((((j217 *% 49) +% (ty218 *% 7)) +% tx219) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8)))) - loadVector(arena, ((644192 +% ((((j217 *% 49) +% (ty218 *% 7)) +% tx219) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8))))) - loadVector(arena, ((650464 +% ((((j217 *% 49) +% (ty218 *% 7)) +% tx219) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8)))))
+              let w229 = ((w221 + w223) + w225)
+              let w230 = ((w223 - w225) - w227)
+              let w231 = ((w222 + w224) + w226)
+              let w232 = ((w224 - w226) - w228)
+              storeVector(arena, ((652032 +% (((((j217 *% 14) +% (ty218 *% 2)) *% 14) +% (tx219 *% 2)) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8))), (w229 + loadVector(params, (7088 +% ((part208 *% 16) +% (cv220 *% 8))))))
+              storeVector(arena, ((652032 +% ((((((j217 *% 14) +% (ty218 *% 2)) *% 14) +% (tx219 *% 2)) +% 1) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8))), (w230 + loadVector(params, (7088 +% ((part208 *% 16) +% (cv220 *% 8))))))
+              storeVector(arena, ((652032 +% ((((((j217 *% 14) +% (ty218 *% 2)) +% 1) *% 14) +% (tx219 *% 2)) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8))), (w231 + loadVector(params, (7088 +% ((part208 *% 16) +% (cv220 *% 8))))))
+              storeVector(arena, ((652032 +% (((((((j217 *% 14) +% (ty218 *% 2)) +% 1) *% 14) +% (tx219 *% 2)) +% 1) *% 32)) +% ((part208 *% 16) +% (cv220 *% 8))), (w232 + loadVector(params, (7088 +% ((part208 *% 16) +% (cv220 *% 8))))))
             }
           }
         }
       }
-      for j235 in 0..<1 {
-        for c236 in 0..<16 {
-          for q237 in 0..<196 {
-            arena[((((g169 +% j235) *% 6272) +% (((part210 *% 16) +% c236) *% 196)) +% q237)] = arena[((451328 +% (((j235 *% 196) +% q237) *% 32)) +% ((part210 *% 16) +% c236))]
+      for j233 in 0..<1 {
+        for c234 in 0..<16 {
+          for q235 in 0..<196 {
+            arena[(200704 +% ((((g167 +% j233) *% 6272) +% (((part208 *% 16) +% c234) *% 196)) +% q235))] = (Float(1) / (Float(1) + exponential((Float(0) - arena[((652032 +% (((j233 *% 196) +% q235) *% 32)) +% ((part208 *% 16) +% c234))]))))
           }
         }
       }
     }
   }
-  // act3 = sigmoid(conv3)
-  parallelFor(pool, 2) { part238 in
-    for i239 in 0..<200704 {
-      arena[(401408 +% (i239 +% (part238 *% 200704)))] = (Float(1) / (Float(1) + exponential((Float(0) - arena[(i239 +% (part238 *% 200704))]))))
+  // gap = global_avgpool(conv3)
+  parallelFor(pool, 2) { part236 in
+    for q237 in 0..<1024 {
+      var acc238: Float = Float(0)
+      for i239 in 0..<196 {
+        acc238 = (acc238 + arena[((200704 +% ((q237 +% (part236 *% 1024)) *% 196)) +% i239)])
+      }
+      arena[(q237 +% (part236 *% 1024))] = (acc238 / Float(196))
     }
-  }
-  // gap = global_avgpool(act3)
-  for q240 in 0..<2048 {
-    var acc241: Float = Float(0)
-    for i242 in 0..<196 {
-      acc241 = (acc241 + arena[((401408 +% (q240 *% 196)) +% i242)])
-    }
-    arena[q240] = (acc241 / Float(196))
   }
   // flat = flatten(gap)
   // fc = dense(flat)
   sgemm(101, 111, 112, 64, 10, 32, 1, arena + 0, 32, params + 7120, 32, Float(bitPattern: 0x0), arena + 2048, 10)
-  for n243 in 0..<64 {
-    for u244 in 0..<1 {
-      storeVector(arena, ((u244 *% 8) +% (2048 +% (n243 *% 10))), (loadVector(arena, ((u244 *% 8) +% (2048 +% (n243 *% 10)))) + loadVector(params, ((u244 *% 8) +% 7440))))
+  for n240 in 0..<64 {
+    for u241 in 0..<1 {
+      storeVector(arena, ((u241 *% 8) +% (2048 +% (n240 *% 10))), (loadVector(arena, ((u241 *% 8) +% (2048 +% (n240 *% 10)))) + loadVector(params, ((u241 *% 8) +% 7440))))
     }
-    for u244 in 0..<1 {
-      storePartial(arena, ((u244 +% 8) +% (2048 +% (n243 *% 10))), (loadPartial(arena, ((u244 +% 8) +% (2048 +% (n243 *% 10))), 2) + loadPartial(params, ((u244 +% 8) +% 7440), 2)), 2)
+    for u241 in 0..<1 {
+      storePartial(arena, ((u241 +% 8) +% (2048 +% (n240 *% 10))), (loadPartial(arena, ((u241 +% 8) +% (2048 +% (n240 *% 10))), 2) + loadPartial(params, ((u241 +% 8) +% 7440), 2)), 2)
     }
   }
 }

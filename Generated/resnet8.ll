@@ -9157,10 +9157,10 @@ s2_conv1.i343:                                    ; preds = %s2_conv1.i343, %s2_
   %227 = mul nsw i64 %s2_conv1.g3191, 16
   %228 = add nsw i64 %227, %s2_conv1.j34156
   %229 = mul nsw i64 %228, 8192
-  %230 = add nsw i64 6291552, %229
-  %231 = mul nsw i64 %s2_conv1.f34257, 256
-  %232 = add nsw i64 %230, %231
-  %233 = add nsw i64 %232, %s2_conv1.i34358
+  %230 = mul nsw i64 %s2_conv1.f34257, 256
+  %231 = add nsw i64 %229, %230
+  %232 = add nsw i64 %231, %s2_conv1.i34358
+  %233 = add nsw i64 6291552, %232
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %233
   store float %226, ptr %arena60, align 4
   %i343.next = add nsw i64 %s2_conv1.i34358, 1
@@ -11393,10 +11393,10 @@ s2_conv2.q473:                                    ; preds = %s2_conv2.q473, %s2_
   %1121 = load float, ptr %arena180, align 4
   %1122 = add nsw i64 %s2_conv2.g40665, %s2_conv2.j471177
   %1123 = mul nsw i64 %1122, 8192
-  %1124 = add nsw i64 6815840, %1123
-  %1125 = mul nsw i64 %s2_conv2.c472178, 256
-  %1126 = add nsw i64 %1124, %1125
-  %1127 = add nsw i64 %1126, %s2_conv2.q473179
+  %1124 = mul nsw i64 %s2_conv2.c472178, 256
+  %1125 = add nsw i64 %1123, %1124
+  %1126 = add nsw i64 %1125, %s2_conv2.q473179
+  %1127 = add nsw i64 6815840, %1126
   %arena181 = getelementptr inbounds float, ptr %arena, i64 %1127
   store float %1121, ptr %arena181, align 4
   %q473.next = add nsw i64 %s2_conv2.q473179, 1
@@ -12066,10 +12066,10 @@ s2_proj.i520:                                     ; preds = %s2_proj.i520, %s2_p
   %34 = mul nsw i64 %s2_proj.g5041, 16
   %35 = add nsw i64 %34, %s2_proj.j5189
   %36 = mul nsw i64 %35, 8192
-  %37 = add nsw i64 8388832, %36
-  %38 = mul nsw i64 %s2_proj.f51910, 256
-  %39 = add nsw i64 %37, %38
-  %40 = add nsw i64 %39, %s2_proj.i52011
+  %37 = mul nsw i64 %s2_proj.f51910, 256
+  %38 = add nsw i64 %36, %37
+  %39 = add nsw i64 %38, %s2_proj.i52011
+  %40 = add nsw i64 8388832, %39
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %40
   store float %33, ptr %arena13, align 4
   %i520.next = add nsw i64 %s2_proj.i52011, 1
@@ -13097,10 +13097,10 @@ s3_conv1.i577:                                    ; preds = %s3_conv1.i577, %s3_
   %227 = mul nsw i64 %s3_conv1.g5531, 16
   %228 = add nsw i64 %227, %s3_conv1.j57556
   %229 = mul nsw i64 %228, 4096
-  %230 = add nsw i64 8913120, %229
-  %231 = mul nsw i64 %s3_conv1.f57657, 64
-  %232 = add nsw i64 %230, %231
-  %233 = add nsw i64 %232, %s3_conv1.i57758
+  %230 = mul nsw i64 %s3_conv1.f57657, 64
+  %231 = add nsw i64 %229, %230
+  %232 = add nsw i64 %231, %s3_conv1.i57758
+  %233 = add nsw i64 8913120, %232
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %233
   store float %226, ptr %arena60, align 4
   %i577.next = add nsw i64 %s3_conv1.i57758, 1
@@ -15333,10 +15333,10 @@ s3_conv2.q708:                                    ; preds = %s3_conv2.q708, %s3_
   %1121 = load float, ptr %arena180, align 4
   %1122 = add nsw i64 %s3_conv2.g64065, %s3_conv2.j706177
   %1123 = mul nsw i64 %1122, 4096
-  %1124 = add nsw i64 9175264, %1123
-  %1125 = mul nsw i64 %s3_conv2.c707178, 64
-  %1126 = add nsw i64 %1124, %1125
-  %1127 = add nsw i64 %1126, %s3_conv2.q708179
+  %1124 = mul nsw i64 %s3_conv2.c707178, 64
+  %1125 = add nsw i64 %1123, %1124
+  %1126 = add nsw i64 %1125, %s3_conv2.q708179
+  %1127 = add nsw i64 9175264, %1126
   %arena181 = getelementptr inbounds float, ptr %arena, i64 %1127
   store float %1121, ptr %arena181, align 4
   %q708.next = add nsw i64 %s3_conv2.q708179, 1
@@ -16024,10 +16024,10 @@ s3_proj.i755:                                     ; preds = %s3_proj.i755, %s3_p
   %34 = mul nsw i64 %s3_proj.g7391, 16
   %35 = add nsw i64 %34, %s3_proj.j7539
   %36 = mul nsw i64 %35, 4096
-  %37 = add nsw i64 9962016, %36
-  %38 = mul nsw i64 %s3_proj.f75410, 64
-  %39 = add nsw i64 %37, %38
-  %40 = add nsw i64 %39, %s3_proj.i75511
+  %37 = mul nsw i64 %s3_proj.f75410, 64
+  %38 = add nsw i64 %36, %37
+  %39 = add nsw i64 %38, %s3_proj.i75511
+  %40 = add nsw i64 9962016, %39
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %40
   store float %33, ptr %arena13, align 4
   %i755.next = add nsw i64 %s3_proj.i75511, 1
@@ -36427,27 +36427,21 @@ entry:
   call void @resnet8_infer_b64.k3.s1_conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @resnet8_infer_b64.k4.s1_bn2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @resnet8_infer_b64.k5.s1_conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @resnet8_infer_b64.k6.s1_sum(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @resnet8_infer_b64.k7.x1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @resnet8_infer_b64.k8.s2_bn1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @resnet8_infer_b64.k9.s2_conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @resnet8_infer_b64.k10.s2_bn2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @resnet8_infer_b64.k6.s2_bn1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @resnet8_infer_b64.k7.s2_conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @resnet8_infer_b64.k8.s2_bn2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @resnet8_infer_b64.k9.s2_pbn(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @resnet8_infer_b64.k10.s2_proj(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @resnet8_infer_b64.k11.s2_conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @resnet8_infer_b64.k12.s2_pbn(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @resnet8_infer_b64.k13.s2_proj(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @resnet8_infer_b64.k14.s2_sum(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @resnet8_infer_b64.k15.x2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @resnet8_infer_b64.k16.s3_bn1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @resnet8_infer_b64.k17.s3_conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @resnet8_infer_b64.k18.s3_bn2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @resnet8_infer_b64.k19.s3_conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @resnet8_infer_b64.k20.s3_pbn(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @resnet8_infer_b64.k21.s3_proj(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @resnet8_infer_b64.k22.s3_sum(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @resnet8_infer_b64.k23.x3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @resnet8_infer_b64.k24.gap(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @resnet8_infer_b64.k25.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @resnet8_infer_b64.k26.fc(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @resnet8_infer_b64.k12.s3_bn1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @resnet8_infer_b64.k13.s3_conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @resnet8_infer_b64.k14.s3_bn2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @resnet8_infer_b64.k15.s3_pbn(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @resnet8_infer_b64.k16.s3_proj(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @resnet8_infer_b64.k17.s3_conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @resnet8_infer_b64.k18.gap(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @resnet8_infer_b64.k19.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @resnet8_infer_b64.k20.fc(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
@@ -37050,12 +37044,12 @@ stem.i29:                                         ; preds = %stem.i29, %stem.f28
   %39 = mul nsw i64 %0, 16
   %40 = add nsw i64 %39, %stem.j271
   %41 = mul nsw i64 %40, 16384
-  %42 = add nsw i64 32, %41
-  %43 = mul nsw i64 %1, 8
-  %44 = add nsw i64 %stem.f282, %43
-  %45 = mul nsw i64 %44, 1024
-  %46 = add nsw i64 %42, %45
-  %47 = add nsw i64 %46, %stem.i293
+  %42 = mul nsw i64 %1, 8
+  %43 = add nsw i64 %stem.f282, %42
+  %44 = mul nsw i64 %43, 1024
+  %45 = add nsw i64 %41, %44
+  %46 = add nsw i64 %45, %stem.i293
+  %47 = add nsw i64 32, %46
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %47
   store float %38, ptr %arena10, align 4
   %i29.next = add nsw i64 %stem.i293, 1
@@ -39796,12 +39790,12 @@ s1_conv1.q132:                                    ; preds = %s1_conv1.q132, %s1_
   %451 = load float, ptr %arena61, align 4
   %452 = add nsw i64 %0, %s1_conv1.j13058
   %453 = mul nsw i64 %452, 16384
-  %454 = add nsw i64 1048608, %453
-  %455 = mul nsw i64 %1, 8
-  %456 = add nsw i64 %455, %s1_conv1.c13159
-  %457 = mul nsw i64 %456, 1024
-  %458 = add nsw i64 %454, %457
-  %459 = add nsw i64 %458, %s1_conv1.q13260
+  %454 = mul nsw i64 %1, 8
+  %455 = add nsw i64 %454, %s1_conv1.c13159
+  %456 = mul nsw i64 %455, 1024
+  %457 = add nsw i64 %453, %456
+  %458 = add nsw i64 %457, %s1_conv1.q13260
+  %459 = add nsw i64 1048608, %458
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %459
   store float %451, ptr %arena62, align 4
   %q132.next = add nsw i64 %s1_conv1.q13260, 1
@@ -42539,22 +42533,55 @@ s1_conv2.q235:                                    ; preds = %s1_conv2.q235, %s1_
   %399 = load float, ptr %arena49, align 4
   %400 = add nsw i64 %0, %s1_conv2.j23346
   %401 = mul nsw i64 %400, 16384
-  %402 = add nsw i64 2097184, %401
-  %403 = mul nsw i64 %1, 8
-  %404 = add nsw i64 %403, %s1_conv2.c23447
-  %405 = mul nsw i64 %404, 1024
-  %406 = add nsw i64 %402, %405
-  %407 = add nsw i64 %406, %s1_conv2.q23548
+  %402 = mul nsw i64 %1, 8
+  %403 = add nsw i64 %402, %s1_conv2.c23447
+  %404 = mul nsw i64 %403, 1024
+  %405 = add nsw i64 %401, %404
+  %406 = add nsw i64 %405, %s1_conv2.q23548
+  %407 = add nsw i64 32, %406
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %407
-  store float %399, ptr %arena50, align 4
+  %408 = load float, ptr %arena50, align 4
+  %409 = fadd float %399, %408
+  %410 = fcmp ogt float %409, 0.000000e+00
+  %411 = mul nsw i64 %s1_conv2.j23346, 1024
+  %412 = add nsw i64 %411, %s1_conv2.q23548
+  %413 = mul nsw i64 %412, 16
+  %414 = add nsw i64 3299424, %413
+  %415 = mul nsw i64 %1, 8
+  %416 = add nsw i64 %415, %s1_conv2.c23447
+  %417 = add nsw i64 %414, %416
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %417
+  %418 = load float, ptr %arena51, align 4
+  %419 = add nsw i64 %0, %s1_conv2.j23346
+  %420 = mul nsw i64 %419, 16384
+  %421 = mul nsw i64 %1, 8
+  %422 = add nsw i64 %421, %s1_conv2.c23447
+  %423 = mul nsw i64 %422, 1024
+  %424 = add nsw i64 %420, %423
+  %425 = add nsw i64 %424, %s1_conv2.q23548
+  %426 = add nsw i64 32, %425
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %426
+  %427 = load float, ptr %arena52, align 4
+  %428 = fadd float %418, %427
+  %429 = select i1 %410, float %428, float 0.000000e+00
+  %430 = add nsw i64 %0, %s1_conv2.j23346
+  %431 = mul nsw i64 %430, 16384
+  %432 = mul nsw i64 %1, 8
+  %433 = add nsw i64 %432, %s1_conv2.c23447
+  %434 = mul nsw i64 %433, 1024
+  %435 = add nsw i64 %431, %434
+  %436 = add nsw i64 %435, %s1_conv2.q23548
+  %437 = add nsw i64 2097184, %436
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %437
+  store float %429, ptr %arena53, align 4
   %q235.next = add nsw i64 %s1_conv2.q23548, 1
-  %408 = icmp slt i64 %q235.next, 1024
-  br i1 %408, label %s1_conv2.q235, label %s1_conv2.q235.end
+  %438 = icmp slt i64 %q235.next, 1024
+  br i1 %438, label %s1_conv2.q235, label %s1_conv2.q235.end
 
 s1_conv2.q235.end:                                ; preds = %s1_conv2.q235
   %c234.next = add nsw i64 %s1_conv2.c23447, 1
-  %409 = icmp slt i64 %c234.next, 8
-  br i1 %409, label %s1_conv2.c234, label %s1_conv2.c234.end
+  %439 = icmp slt i64 %c234.next, 8
+  br i1 %439, label %s1_conv2.c234, label %s1_conv2.c234.end
 }
 
 ; Function Attrs: noinline
@@ -43222,831 +43249,613 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k6.s1_sum(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define internal void @resnet8_infer_b64.k6.s2_bn1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %part236.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 0
-  store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 1
-  store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 2
-  store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 3
-  store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 4
-  store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = icmp eq ptr %pool, null
-  br i1 %11, label %s1_sum.part236.serial, label %s1_sum.part236.pool
+  %s2_bn1.scale237 = alloca float, align 4
+  br label %s2_bn1.c236
 
-s1_sum.part236.pool:                              ; preds = %entry
-  %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @resnet8_infer_b64.k6.s1_sum.part236.task, ptr %part236.context, i64 2)
-  br label %s1_sum.part236.done
-
-s1_sum.part236.serial:                            ; preds = %entry
-  br label %s1_sum.part236
-
-s1_sum.part236.done:                              ; preds = %s1_sum.part236.end, %s1_sum.part236.pool
-  ret void
-
-s1_sum.part236:                                   ; preds = %s1_sum.part236, %s1_sum.part236.serial
-  %s1_sum.part2361 = phi i64 [ 0, %s1_sum.part236.serial ], [ %part236.next, %s1_sum.part236 ]
-  call void @resnet8_infer_b64.k6.s1_sum.part236(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s1_sum.part2361)
-  %part236.next = add nsw i64 %s1_sum.part2361, 1
-  %12 = icmp slt i64 %part236.next, 2
-  br i1 %12, label %s1_sum.part236, label %s1_sum.part236.end
-
-s1_sum.part236.end:                               ; preds = %s1_sum.part236
-  br label %s1_sum.part236.done
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k6.s1_sum.part236(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
-entry:
-  br label %s1_sum.i237
-
-s1_sum.i237:                                      ; preds = %s1_sum.i237, %entry
-  %s1_sum.i2371 = phi i64 [ 0, %entry ], [ %i237.next, %s1_sum.i237 ]
-  %1 = mul nsw i64 %0, 524288
-  %2 = add nsw i64 %s1_sum.i2371, %1
-  %3 = add nsw i64 2097184, %2
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %3
-  %4 = load float, ptr %arena2, align 4
-  %5 = mul nsw i64 %0, 524288
-  %6 = add nsw i64 %s1_sum.i2371, %5
-  %7 = add nsw i64 32, %6
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %7
-  %8 = load float, ptr %arena3, align 4
-  %9 = fadd float %4, %8
-  %10 = mul nsw i64 %0, 524288
-  %11 = add nsw i64 %s1_sum.i2371, %10
-  %12 = add nsw i64 1048608, %11
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %12
-  store float %9, ptr %arena4, align 4
-  %i237.next = add nsw i64 %s1_sum.i2371, 1
-  %13 = icmp slt i64 %i237.next, 524288
-  br i1 %13, label %s1_sum.i237, label %s1_sum.i237.end
-
-s1_sum.i237.end:                                  ; preds = %s1_sum.i237
-  ret void
-}
-
-define internal void @resnet8_infer_b64.k6.s1_sum.part236.task(ptr %0, i64 %1) {
-entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
-  %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
-  %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
-  %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
-  %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
-  %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
-  %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
-  %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
-  %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @resnet8_infer_b64.k6.s1_sum.part236(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
-  ret void
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k7.x1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
-entry:
-  %part238.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 0
-  store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 1
-  store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 2
-  store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 3
-  store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 4
-  store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part238.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = icmp eq ptr %pool, null
-  br i1 %11, label %x1.part238.serial, label %x1.part238.pool
-
-x1.part238.pool:                                  ; preds = %entry
-  %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @resnet8_infer_b64.k7.x1.part238.task, ptr %part238.context, i64 2)
-  br label %x1.part238.done
-
-x1.part238.serial:                                ; preds = %entry
-  br label %x1.part238
-
-x1.part238.done:                                  ; preds = %x1.part238.end, %x1.part238.pool
-  ret void
-
-x1.part238:                                       ; preds = %x1.part238, %x1.part238.serial
-  %x1.part2381 = phi i64 [ 0, %x1.part238.serial ], [ %part238.next, %x1.part238 ]
-  call void @resnet8_infer_b64.k7.x1.part238(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %x1.part2381)
-  %part238.next = add nsw i64 %x1.part2381, 1
-  %12 = icmp slt i64 %part238.next, 2
-  br i1 %12, label %x1.part238, label %x1.part238.end
-
-x1.part238.end:                                   ; preds = %x1.part238
-  br label %x1.part238.done
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k7.x1.part238(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
-entry:
-  br label %x1.i239
-
-x1.i239:                                          ; preds = %x1.i239, %entry
-  %x1.i2391 = phi i64 [ 0, %entry ], [ %i239.next, %x1.i239 ]
-  %1 = mul nsw i64 %0, 524288
-  %2 = add nsw i64 %x1.i2391, %1
-  %3 = add nsw i64 1048608, %2
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %3
-  %4 = load float, ptr %arena2, align 4
-  %5 = fcmp ogt float %4, 0.000000e+00
-  %6 = mul nsw i64 %0, 524288
-  %7 = add nsw i64 %x1.i2391, %6
-  %8 = add nsw i64 1048608, %7
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %8
-  %9 = load float, ptr %arena3, align 4
-  %10 = select i1 %5, float %9, float 0.000000e+00
-  %11 = mul nsw i64 %0, 524288
-  %12 = add nsw i64 %x1.i2391, %11
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %12
-  store float %10, ptr %arena4, align 4
-  %i239.next = add nsw i64 %x1.i2391, 1
-  %13 = icmp slt i64 %i239.next, 524288
-  br i1 %13, label %x1.i239, label %x1.i239.end
-
-x1.i239.end:                                      ; preds = %x1.i239
-  ret void
-}
-
-define internal void @resnet8_infer_b64.k7.x1.part238.task(ptr %0, i64 %1) {
-entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
-  %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
-  %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
-  %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
-  %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
-  %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
-  %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
-  %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
-  %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @resnet8_infer_b64.k7.x1.part238(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
-  ret void
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k8.s2_bn1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
-entry:
-  %s2_bn1.scale241 = alloca float, align 4
-  br label %s2_bn1.c240
-
-s2_bn1.c240:                                      ; preds = %s2_bn1.c240, %entry
-  %s2_bn1.c2401 = phi i64 [ 0, %entry ], [ %c240.next, %s2_bn1.c240 ]
-  %0 = add nsw i64 9744, %s2_bn1.c2401
+s2_bn1.c236:                                      ; preds = %s2_bn1.c236, %entry
+  %s2_bn1.c2361 = phi i64 [ 0, %entry ], [ %c236.next, %s2_bn1.c236 ]
+  %0 = add nsw i64 9744, %s2_bn1.c2361
   %params2 = getelementptr inbounds float, ptr %params, i64 %0
   %1 = load float, ptr %params2, align 4
-  %2 = add nsw i64 78170, %s2_bn1.c2401
+  %2 = add nsw i64 78170, %s2_bn1.c2361
   %params3 = getelementptr inbounds float, ptr %params, i64 %2
   %3 = load float, ptr %params3, align 4
   %4 = fadd float %3, 0x3EE4F8B580000000
   %5 = call float @llvm.sqrt.f32(float %4)
   %6 = fdiv float 1.000000e+00, %5
   %7 = fmul float %1, %6
-  store float %7, ptr %s2_bn1.scale241, align 4
-  %scale241 = load float, ptr %s2_bn1.scale241, align 4
-  %8 = add nsw i64 1048576, %s2_bn1.c2401
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %8
-  store float %scale241, ptr %arena4, align 4
-  %9 = add nsw i64 9776, %s2_bn1.c2401
-  %params5 = getelementptr inbounds float, ptr %params, i64 %9
-  %10 = load float, ptr %params5, align 4
-  %11 = add nsw i64 78138, %s2_bn1.c2401
-  %params6 = getelementptr inbounds float, ptr %params, i64 %11
-  %12 = load float, ptr %params6, align 4
-  %scale2417 = load float, ptr %s2_bn1.scale241, align 4
-  %13 = fmul float %12, %scale2417
-  %14 = fsub float %10, %13
-  %15 = add nsw i64 1048608, %s2_bn1.c2401
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %15
-  store float %14, ptr %arena8, align 4
-  %c240.next = add nsw i64 %s2_bn1.c2401, 1
-  %16 = icmp slt i64 %c240.next, 32
-  br i1 %16, label %s2_bn1.c240, label %s2_bn1.c240.end
+  store float %7, ptr %s2_bn1.scale237, align 4
+  %scale237 = load float, ptr %s2_bn1.scale237, align 4
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %s2_bn1.c2361
+  store float %scale237, ptr %arena4, align 4
+  %8 = add nsw i64 9776, %s2_bn1.c2361
+  %params5 = getelementptr inbounds float, ptr %params, i64 %8
+  %9 = load float, ptr %params5, align 4
+  %10 = add nsw i64 78138, %s2_bn1.c2361
+  %params6 = getelementptr inbounds float, ptr %params, i64 %10
+  %11 = load float, ptr %params6, align 4
+  %scale2377 = load float, ptr %s2_bn1.scale237, align 4
+  %12 = fmul float %11, %scale2377
+  %13 = fsub float %9, %12
+  %14 = add nsw i64 32, %s2_bn1.c2361
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %14
+  store float %13, ptr %arena8, align 4
+  %c236.next = add nsw i64 %s2_bn1.c2361, 1
+  %15 = icmp slt i64 %c236.next, 32
+  br i1 %15, label %s2_bn1.c236, label %s2_bn1.c236.end
 
-s2_bn1.c240.end:                                  ; preds = %s2_bn1.c240
+s2_bn1.c236.end:                                  ; preds = %s2_bn1.c236
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k9.s2_conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define internal void @resnet8_infer_b64.k7.s2_conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %part257.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  %part243.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  br label %s2_conv1.g242
+  %part253.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part239.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  br label %s2_conv1.g238
 
-s2_conv1.g242:                                    ; preds = %s2_conv1.part257.done, %entry
-  %s2_conv1.g2421 = phi i64 [ 0, %entry ], [ %g242.next, %s2_conv1.part257.done ]
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part243.context, i32 0, i32 0
+s2_conv1.g238:                                    ; preds = %s2_conv1.part253.done, %entry
+  %s2_conv1.g2381 = phi i64 [ 0, %entry ], [ %g238.next, %s2_conv1.part253.done ]
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part239.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part243.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part239.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part243.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part239.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part243.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part239.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part243.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part239.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part243.context, i32 0, i32 5
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part239.context, i32 0, i32 5
   store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part243.context, i32 0, i32 6
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part239.context, i32 0, i32 6
   store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part243.context, i32 0, i32 7
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part239.context, i32 0, i32 7
   store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part243.context, i32 0, i32 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part239.context, i32 0, i32 8
   store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part243.context, i32 0, i32 9
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part239.context, i32 0, i32 9
   store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part243.context, i32 0, i32 10
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part239.context, i32 0, i32 10
   store ptr %pool, ptr %10, align 8
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part243.context, i32 0, i32 11
-  store i64 %s2_conv1.g2421, ptr %11, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part239.context, i32 0, i32 11
+  store i64 %s2_conv1.g2381, ptr %11, align 4
   %12 = icmp eq ptr %pool, null
-  br i1 %12, label %s2_conv1.part243.serial, label %s2_conv1.part243.pool
+  br i1 %12, label %s2_conv1.part239.serial, label %s2_conv1.part239.pool
 
-s2_conv1.g242.end:                                ; preds = %s2_conv1.part257.done
+s2_conv1.g238.end:                                ; preds = %s2_conv1.part253.done
   ret void
 
-s2_conv1.part243.pool:                            ; preds = %s2_conv1.g242
+s2_conv1.part239.pool:                            ; preds = %s2_conv1.g238
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @resnet8_infer_b64.k9.s2_conv1.part243.task, ptr %part243.context, i64 2)
-  br label %s2_conv1.part243.done
+  call void %run(ptr %pool, ptr @resnet8_infer_b64.k7.s2_conv1.part239.task, ptr %part239.context, i64 2)
+  br label %s2_conv1.part239.done
 
-s2_conv1.part243.serial:                          ; preds = %s2_conv1.g242
-  br label %s2_conv1.part243
+s2_conv1.part239.serial:                          ; preds = %s2_conv1.g238
+  br label %s2_conv1.part239
 
-s2_conv1.part243.done:                            ; preds = %s2_conv1.part243.end, %s2_conv1.part243.pool
-  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part257.context, i32 0, i32 0
+s2_conv1.part239.done:                            ; preds = %s2_conv1.part239.end, %s2_conv1.part239.pool
+  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part253.context, i32 0, i32 0
   store ptr %params, ptr %13, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part257.context, i32 0, i32 1
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part253.context, i32 0, i32 1
   store ptr %grads, ptr %14, align 8
-  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part257.context, i32 0, i32 2
+  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part253.context, i32 0, i32 2
   store ptr %m, ptr %15, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part257.context, i32 0, i32 3
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part253.context, i32 0, i32 3
   store ptr %v, ptr %16, align 8
-  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part257.context, i32 0, i32 4
+  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part253.context, i32 0, i32 4
   store ptr %arena, ptr %17, align 8
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part257.context, i32 0, i32 5
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part253.context, i32 0, i32 5
   store ptr %images, ptr %18, align 8
-  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part257.context, i32 0, i32 6
+  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part253.context, i32 0, i32 6
   store ptr %labels, ptr %19, align 8
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part257.context, i32 0, i32 7
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part253.context, i32 0, i32 7
   store float %lr, ptr %20, align 4
-  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part257.context, i32 0, i32 8
+  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part253.context, i32 0, i32 8
   store i64 %step, ptr %21, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part257.context, i32 0, i32 9
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part253.context, i32 0, i32 9
   store i64 %seed, ptr %22, align 4
-  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part257.context, i32 0, i32 10
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part253.context, i32 0, i32 10
   store ptr %pool, ptr %23, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part257.context, i32 0, i32 11
-  store i64 %s2_conv1.g2421, ptr %24, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part253.context, i32 0, i32 11
+  store i64 %s2_conv1.g2381, ptr %24, align 4
   %25 = icmp eq ptr %pool, null
-  br i1 %25, label %s2_conv1.part257.serial, label %s2_conv1.part257.pool
+  br i1 %25, label %s2_conv1.part253.serial, label %s2_conv1.part253.pool
 
-s2_conv1.part243:                                 ; preds = %s2_conv1.part243, %s2_conv1.part243.serial
-  %s2_conv1.part2432 = phi i64 [ 0, %s2_conv1.part243.serial ], [ %part243.next, %s2_conv1.part243 ]
-  call void @resnet8_infer_b64.k9.s2_conv1.part243(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s2_conv1.g2421, i64 %s2_conv1.part2432)
-  %part243.next = add nsw i64 %s2_conv1.part2432, 1
-  %26 = icmp slt i64 %part243.next, 2
-  br i1 %26, label %s2_conv1.part243, label %s2_conv1.part243.end
+s2_conv1.part239:                                 ; preds = %s2_conv1.part239, %s2_conv1.part239.serial
+  %s2_conv1.part2392 = phi i64 [ 0, %s2_conv1.part239.serial ], [ %part239.next, %s2_conv1.part239 ]
+  call void @resnet8_infer_b64.k7.s2_conv1.part239(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s2_conv1.g2381, i64 %s2_conv1.part2392)
+  %part239.next = add nsw i64 %s2_conv1.part2392, 1
+  %26 = icmp slt i64 %part239.next, 2
+  br i1 %26, label %s2_conv1.part239, label %s2_conv1.part239.end
 
-s2_conv1.part243.end:                             ; preds = %s2_conv1.part243
-  br label %s2_conv1.part243.done
+s2_conv1.part239.end:                             ; preds = %s2_conv1.part239
+  br label %s2_conv1.part239.done
 
-s2_conv1.part257.pool:                            ; preds = %s2_conv1.part243.done
+s2_conv1.part253.pool:                            ; preds = %s2_conv1.part239.done
   %run3 = load ptr, ptr %pool, align 8
-  call void %run3(ptr %pool, ptr @resnet8_infer_b64.k9.s2_conv1.part257.task, ptr %part257.context, i64 2)
-  br label %s2_conv1.part257.done
+  call void %run3(ptr %pool, ptr @resnet8_infer_b64.k7.s2_conv1.part253.task, ptr %part253.context, i64 2)
+  br label %s2_conv1.part253.done
 
-s2_conv1.part257.serial:                          ; preds = %s2_conv1.part243.done
-  br label %s2_conv1.part257
+s2_conv1.part253.serial:                          ; preds = %s2_conv1.part239.done
+  br label %s2_conv1.part253
 
-s2_conv1.part257.done:                            ; preds = %s2_conv1.part257.end, %s2_conv1.part257.pool
-  %g242.next = add nsw i64 %s2_conv1.g2421, 1
-  %27 = icmp slt i64 %g242.next, 4
-  br i1 %27, label %s2_conv1.g242, label %s2_conv1.g242.end
+s2_conv1.part253.done:                            ; preds = %s2_conv1.part253.end, %s2_conv1.part253.pool
+  %g238.next = add nsw i64 %s2_conv1.g2381, 1
+  %27 = icmp slt i64 %g238.next, 4
+  br i1 %27, label %s2_conv1.g238, label %s2_conv1.g238.end
 
-s2_conv1.part257:                                 ; preds = %s2_conv1.part257, %s2_conv1.part257.serial
-  %s2_conv1.part2574 = phi i64 [ 0, %s2_conv1.part257.serial ], [ %part257.next, %s2_conv1.part257 ]
-  call void @resnet8_infer_b64.k9.s2_conv1.part257(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s2_conv1.g2421, i64 %s2_conv1.part2574)
-  %part257.next = add nsw i64 %s2_conv1.part2574, 1
-  %28 = icmp slt i64 %part257.next, 2
-  br i1 %28, label %s2_conv1.part257, label %s2_conv1.part257.end
+s2_conv1.part253:                                 ; preds = %s2_conv1.part253, %s2_conv1.part253.serial
+  %s2_conv1.part2534 = phi i64 [ 0, %s2_conv1.part253.serial ], [ %part253.next, %s2_conv1.part253 ]
+  call void @resnet8_infer_b64.k7.s2_conv1.part253(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s2_conv1.g2381, i64 %s2_conv1.part2534)
+  %part253.next = add nsw i64 %s2_conv1.part2534, 1
+  %28 = icmp slt i64 %part253.next, 2
+  br i1 %28, label %s2_conv1.part253, label %s2_conv1.part253.end
 
-s2_conv1.part257.end:                             ; preds = %s2_conv1.part257
-  br label %s2_conv1.part257.done
+s2_conv1.part253.end:                             ; preds = %s2_conv1.part253
+  br label %s2_conv1.part253.done
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k9.s2_conv1.part243(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
+define internal void @resnet8_infer_b64.k7.s2_conv1.part239(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
 entry:
-  br label %s2_conv1.j244
+  br label %s2_conv1.j240
 
-s2_conv1.j244:                                    ; preds = %s2_conv1.c245.end, %entry
-  %s2_conv1.j2441 = phi i64 [ 0, %entry ], [ %j244.next, %s2_conv1.c245.end ]
-  br label %s2_conv1.c245
+s2_conv1.j240:                                    ; preds = %s2_conv1.c241.end, %entry
+  %s2_conv1.j2401 = phi i64 [ 0, %entry ], [ %j240.next, %s2_conv1.c241.end ]
+  br label %s2_conv1.c241
 
-s2_conv1.j244.end:                                ; preds = %s2_conv1.c245.end
+s2_conv1.j240.end:                                ; preds = %s2_conv1.c241.end
   ret void
 
-s2_conv1.c245:                                    ; preds = %s2_conv1.ky246.end, %s2_conv1.j244
-  %s2_conv1.c2452 = phi i64 [ 0, %s2_conv1.j244 ], [ %c245.next, %s2_conv1.ky246.end ]
-  br label %s2_conv1.ky246
+s2_conv1.c241:                                    ; preds = %s2_conv1.ky242.end, %s2_conv1.j240
+  %s2_conv1.c2412 = phi i64 [ 0, %s2_conv1.j240 ], [ %c241.next, %s2_conv1.ky242.end ]
+  br label %s2_conv1.ky242
 
-s2_conv1.c245.end:                                ; preds = %s2_conv1.ky246.end
-  %j244.next = add nsw i64 %s2_conv1.j2441, 1
-  %2 = icmp slt i64 %j244.next, 16
-  br i1 %2, label %s2_conv1.j244, label %s2_conv1.j244.end
+s2_conv1.c241.end:                                ; preds = %s2_conv1.ky242.end
+  %j240.next = add nsw i64 %s2_conv1.j2401, 1
+  %2 = icmp slt i64 %j240.next, 16
+  br i1 %2, label %s2_conv1.j240, label %s2_conv1.j240.end
 
-s2_conv1.ky246:                                   ; preds = %s2_conv1.oy254.end, %s2_conv1.c245
-  %s2_conv1.ky2463 = phi i64 [ 0, %s2_conv1.c245 ], [ %ky246.next, %s2_conv1.oy254.end ]
-  br label %s2_conv1.oy247
+s2_conv1.ky242:                                   ; preds = %s2_conv1.oy250.end, %s2_conv1.c241
+  %s2_conv1.ky2423 = phi i64 [ 0, %s2_conv1.c241 ], [ %ky242.next, %s2_conv1.oy250.end ]
+  br label %s2_conv1.oy243
 
-s2_conv1.ky246.end:                               ; preds = %s2_conv1.oy254.end
-  %c245.next = add nsw i64 %s2_conv1.c2452, 1
-  %3 = icmp slt i64 %c245.next, 8
-  br i1 %3, label %s2_conv1.c245, label %s2_conv1.c245.end
+s2_conv1.ky242.end:                               ; preds = %s2_conv1.oy250.end
+  %c241.next = add nsw i64 %s2_conv1.c2412, 1
+  %3 = icmp slt i64 %c241.next, 8
+  br i1 %3, label %s2_conv1.c241, label %s2_conv1.c241.end
 
-s2_conv1.oy247:                                   ; preds = %s2_conv1.endif15, %s2_conv1.ky246
-  %s2_conv1.oy2474 = phi i64 [ 0, %s2_conv1.ky246 ], [ %oy247.next, %s2_conv1.endif15 ]
-  %4 = mul nsw i64 %s2_conv1.oy2474, 2
-  %5 = add nsw i64 %4, %s2_conv1.ky2463
+s2_conv1.oy243:                                   ; preds = %s2_conv1.endif15, %s2_conv1.ky242
+  %s2_conv1.oy2434 = phi i64 [ 0, %s2_conv1.ky242 ], [ %oy243.next, %s2_conv1.endif15 ]
+  %4 = mul nsw i64 %s2_conv1.oy2434, 2
+  %5 = add nsw i64 %4, %s2_conv1.ky2423
   %6 = add nsw i64 %5, -1
   %7 = icmp slt i64 -1, %6
-  %8 = mul nsw i64 %s2_conv1.oy2474, 2
-  %9 = add nsw i64 %8, %s2_conv1.ky2463
+  %8 = mul nsw i64 %s2_conv1.oy2434, 2
+  %9 = add nsw i64 %8, %s2_conv1.ky2423
   %10 = add nsw i64 %9, -1
   %11 = icmp slt i64 %10, 32
   %12 = and i1 %7, %11
   br i1 %12, label %s2_conv1.then, label %s2_conv1.endif
 
-s2_conv1.oy247.end:                               ; preds = %s2_conv1.endif15
-  br label %s2_conv1.oy251
+s2_conv1.oy243.end:                               ; preds = %s2_conv1.endif15
+  br label %s2_conv1.oy247
 
-s2_conv1.then:                                    ; preds = %s2_conv1.oy247
-  br label %s2_conv1.ox248
+s2_conv1.then:                                    ; preds = %s2_conv1.oy243
+  br label %s2_conv1.ox244
 
-s2_conv1.endif:                                   ; preds = %s2_conv1.ox249.end, %s2_conv1.oy247
-  %13 = mul nsw i64 %s2_conv1.oy2474, 2
-  %14 = add nsw i64 %13, %s2_conv1.ky2463
+s2_conv1.endif:                                   ; preds = %s2_conv1.ox245.end, %s2_conv1.oy243
+  %13 = mul nsw i64 %s2_conv1.oy2434, 2
+  %14 = add nsw i64 %13, %s2_conv1.ky2423
   %15 = add nsw i64 %14, -1
   %16 = icmp slt i64 %15, 0
   br i1 %16, label %s2_conv1.then10, label %s2_conv1.endif11
 
-s2_conv1.ox248:                                   ; preds = %s2_conv1.ox248, %s2_conv1.then
-  %s2_conv1.ox2485 = phi i64 [ 0, %s2_conv1.then ], [ %ox248.next, %s2_conv1.ox248 ]
+s2_conv1.ox244:                                   ; preds = %s2_conv1.ox244, %s2_conv1.then
+  %s2_conv1.ox2445 = phi i64 [ 0, %s2_conv1.then ], [ %ox244.next, %s2_conv1.ox244 ]
   %17 = mul nsw i64 %0, 16
-  %18 = add nsw i64 %17, %s2_conv1.j2441
+  %18 = add nsw i64 %17, %s2_conv1.j2401
   %19 = mul nsw i64 %18, 16384
-  %20 = mul nsw i64 %1, 8
-  %21 = add nsw i64 %s2_conv1.c2452, %20
-  %22 = mul nsw i64 %21, 1024
-  %23 = add nsw i64 %19, %22
-  %24 = mul nsw i64 %s2_conv1.oy2474, 2
-  %25 = add nsw i64 %24, %s2_conv1.ky2463
-  %26 = add nsw i64 %25, -1
-  %27 = mul nsw i64 %26, 32
-  %28 = add nsw i64 %23, %27
-  %29 = add nsw i64 %s2_conv1.ox2485, 1
-  %30 = mul nsw i64 %29, 2
-  %31 = add nsw i64 %30, -1
-  %32 = add nsw i64 %28, %31
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %32
-  %33 = load float, ptr %arena6, align 4
-  %34 = mul nsw i64 %1, 8
-  %35 = add nsw i64 %s2_conv1.c2452, %34
-  %36 = mul nsw i64 %35, 3
-  %37 = add nsw i64 %36, %s2_conv1.ky2463
-  %38 = mul nsw i64 %37, 3
-  %39 = mul nsw i64 %38, 4112
-  %40 = add nsw i64 1572928, %39
-  %41 = mul nsw i64 %s2_conv1.j2441, 256
-  %42 = add nsw i64 %40, %41
-  %43 = mul nsw i64 %s2_conv1.oy2474, 16
-  %44 = add nsw i64 %s2_conv1.ox2485, 1
-  %45 = add nsw i64 %43, %44
-  %46 = add nsw i64 %42, %45
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %46
-  store float %33, ptr %arena7, align 4
-  %ox248.next = add nsw i64 %s2_conv1.ox2485, 1
-  %47 = icmp slt i64 %ox248.next, 15
-  br i1 %47, label %s2_conv1.ox248, label %s2_conv1.ox248.end
+  %20 = add nsw i64 2097184, %19
+  %21 = mul nsw i64 %1, 8
+  %22 = add nsw i64 %s2_conv1.c2412, %21
+  %23 = mul nsw i64 %22, 1024
+  %24 = add nsw i64 %20, %23
+  %25 = mul nsw i64 %s2_conv1.oy2434, 2
+  %26 = add nsw i64 %25, %s2_conv1.ky2423
+  %27 = add nsw i64 %26, -1
+  %28 = mul nsw i64 %27, 32
+  %29 = add nsw i64 %24, %28
+  %30 = add nsw i64 %s2_conv1.ox2445, 1
+  %31 = mul nsw i64 %30, 2
+  %32 = add nsw i64 %31, -1
+  %33 = add nsw i64 %29, %32
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %33
+  %34 = load float, ptr %arena6, align 4
+  %35 = mul nsw i64 %1, 8
+  %36 = add nsw i64 %s2_conv1.c2412, %35
+  %37 = mul nsw i64 %36, 3
+  %38 = add nsw i64 %37, %s2_conv1.ky2423
+  %39 = mul nsw i64 %38, 3
+  %40 = mul nsw i64 %39, 4112
+  %41 = add nsw i64 524352, %40
+  %42 = mul nsw i64 %s2_conv1.j2401, 256
+  %43 = add nsw i64 %41, %42
+  %44 = mul nsw i64 %s2_conv1.oy2434, 16
+  %45 = add nsw i64 %s2_conv1.ox2445, 1
+  %46 = add nsw i64 %44, %45
+  %47 = add nsw i64 %43, %46
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %47
+  store float %34, ptr %arena7, align 4
+  %ox244.next = add nsw i64 %s2_conv1.ox2445, 1
+  %48 = icmp slt i64 %ox244.next, 15
+  br i1 %48, label %s2_conv1.ox244, label %s2_conv1.ox244.end
 
-s2_conv1.ox248.end:                               ; preds = %s2_conv1.ox248
-  br label %s2_conv1.ox249
+s2_conv1.ox244.end:                               ; preds = %s2_conv1.ox244
+  br label %s2_conv1.ox245
 
-s2_conv1.ox249:                                   ; preds = %s2_conv1.ox249, %s2_conv1.ox248.end
-  %s2_conv1.ox2498 = phi i64 [ 0, %s2_conv1.ox248.end ], [ %ox249.next, %s2_conv1.ox249 ]
-  %48 = mul nsw i64 %1, 8
-  %49 = add nsw i64 %s2_conv1.c2452, %48
-  %50 = mul nsw i64 %49, 3
-  %51 = add nsw i64 %50, %s2_conv1.ky2463
-  %52 = mul nsw i64 %51, 3
-  %53 = mul nsw i64 %52, 4112
-  %54 = add nsw i64 1572928, %53
-  %55 = mul nsw i64 %s2_conv1.j2441, 256
-  %56 = add nsw i64 %54, %55
-  %57 = mul nsw i64 %s2_conv1.oy2474, 16
-  %58 = add nsw i64 %57, %s2_conv1.ox2498
-  %59 = add nsw i64 %56, %58
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %59
+s2_conv1.ox245:                                   ; preds = %s2_conv1.ox245, %s2_conv1.ox244.end
+  %s2_conv1.ox2458 = phi i64 [ 0, %s2_conv1.ox244.end ], [ %ox245.next, %s2_conv1.ox245 ]
+  %49 = mul nsw i64 %1, 8
+  %50 = add nsw i64 %s2_conv1.c2412, %49
+  %51 = mul nsw i64 %50, 3
+  %52 = add nsw i64 %51, %s2_conv1.ky2423
+  %53 = mul nsw i64 %52, 3
+  %54 = mul nsw i64 %53, 4112
+  %55 = add nsw i64 524352, %54
+  %56 = mul nsw i64 %s2_conv1.j2401, 256
+  %57 = add nsw i64 %55, %56
+  %58 = mul nsw i64 %s2_conv1.oy2434, 16
+  %59 = add nsw i64 %58, %s2_conv1.ox2458
+  %60 = add nsw i64 %57, %59
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %60
   store float 0.000000e+00, ptr %arena9, align 4
-  %ox249.next = add nsw i64 %s2_conv1.ox2498, 1
-  %60 = icmp slt i64 %ox249.next, 1
-  br i1 %60, label %s2_conv1.ox249, label %s2_conv1.ox249.end
+  %ox245.next = add nsw i64 %s2_conv1.ox2458, 1
+  %61 = icmp slt i64 %ox245.next, 1
+  br i1 %61, label %s2_conv1.ox245, label %s2_conv1.ox245.end
 
-s2_conv1.ox249.end:                               ; preds = %s2_conv1.ox249
+s2_conv1.ox245.end:                               ; preds = %s2_conv1.ox245
   br label %s2_conv1.endif
 
 s2_conv1.then10:                                  ; preds = %s2_conv1.endif
-  br label %s2_conv1.ox250
+  br label %s2_conv1.ox246
 
-s2_conv1.endif11:                                 ; preds = %s2_conv1.ox250.end, %s2_conv1.endif
-  %61 = mul nsw i64 %s2_conv1.oy2474, 2
-  %62 = add nsw i64 %61, %s2_conv1.ky2463
-  %63 = add nsw i64 %62, -1
-  %64 = icmp slt i64 31, %63
-  br i1 %64, label %s2_conv1.then14, label %s2_conv1.endif15
+s2_conv1.endif11:                                 ; preds = %s2_conv1.ox246.end, %s2_conv1.endif
+  %62 = mul nsw i64 %s2_conv1.oy2434, 2
+  %63 = add nsw i64 %62, %s2_conv1.ky2423
+  %64 = add nsw i64 %63, -1
+  %65 = icmp slt i64 31, %64
+  br i1 %65, label %s2_conv1.then14, label %s2_conv1.endif15
 
-s2_conv1.ox250:                                   ; preds = %s2_conv1.ox250, %s2_conv1.then10
-  %s2_conv1.ox25012 = phi i64 [ 0, %s2_conv1.then10 ], [ %ox250.next, %s2_conv1.ox250 ]
-  %65 = mul nsw i64 %1, 8
-  %66 = add nsw i64 %s2_conv1.c2452, %65
-  %67 = mul nsw i64 %66, 3
-  %68 = add nsw i64 %67, %s2_conv1.ky2463
-  %69 = mul nsw i64 %68, 3
-  %70 = mul nsw i64 %69, 4112
-  %71 = add nsw i64 1572928, %70
-  %72 = mul nsw i64 %s2_conv1.j2441, 256
-  %73 = add nsw i64 %71, %72
-  %74 = mul nsw i64 %s2_conv1.oy2474, 16
-  %75 = add nsw i64 %74, %s2_conv1.ox25012
-  %76 = add nsw i64 %73, %75
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 %76
+s2_conv1.ox246:                                   ; preds = %s2_conv1.ox246, %s2_conv1.then10
+  %s2_conv1.ox24612 = phi i64 [ 0, %s2_conv1.then10 ], [ %ox246.next, %s2_conv1.ox246 ]
+  %66 = mul nsw i64 %1, 8
+  %67 = add nsw i64 %s2_conv1.c2412, %66
+  %68 = mul nsw i64 %67, 3
+  %69 = add nsw i64 %68, %s2_conv1.ky2423
+  %70 = mul nsw i64 %69, 3
+  %71 = mul nsw i64 %70, 4112
+  %72 = add nsw i64 524352, %71
+  %73 = mul nsw i64 %s2_conv1.j2401, 256
+  %74 = add nsw i64 %72, %73
+  %75 = mul nsw i64 %s2_conv1.oy2434, 16
+  %76 = add nsw i64 %75, %s2_conv1.ox24612
+  %77 = add nsw i64 %74, %76
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %77
   store float 0.000000e+00, ptr %arena13, align 4
-  %ox250.next = add nsw i64 %s2_conv1.ox25012, 1
-  %77 = icmp slt i64 %ox250.next, 16
-  br i1 %77, label %s2_conv1.ox250, label %s2_conv1.ox250.end
+  %ox246.next = add nsw i64 %s2_conv1.ox24612, 1
+  %78 = icmp slt i64 %ox246.next, 16
+  br i1 %78, label %s2_conv1.ox246, label %s2_conv1.ox246.end
 
-s2_conv1.ox250.end:                               ; preds = %s2_conv1.ox250
+s2_conv1.ox246.end:                               ; preds = %s2_conv1.ox246
   br label %s2_conv1.endif11
 
 s2_conv1.then14:                                  ; preds = %s2_conv1.endif11
-  br label %s2_conv1.ox25016
+  br label %s2_conv1.ox24616
 
-s2_conv1.endif15:                                 ; preds = %s2_conv1.ox250.end17, %s2_conv1.endif11
-  %oy247.next = add nsw i64 %s2_conv1.oy2474, 1
-  %78 = icmp slt i64 %oy247.next, 16
-  br i1 %78, label %s2_conv1.oy247, label %s2_conv1.oy247.end
+s2_conv1.endif15:                                 ; preds = %s2_conv1.ox246.end17, %s2_conv1.endif11
+  %oy243.next = add nsw i64 %s2_conv1.oy2434, 1
+  %79 = icmp slt i64 %oy243.next, 16
+  br i1 %79, label %s2_conv1.oy243, label %s2_conv1.oy243.end
 
-s2_conv1.ox25016:                                 ; preds = %s2_conv1.ox25016, %s2_conv1.then14
-  %s2_conv1.ox25018 = phi i64 [ 0, %s2_conv1.then14 ], [ %ox250.next20, %s2_conv1.ox25016 ]
-  %79 = mul nsw i64 %1, 8
-  %80 = add nsw i64 %s2_conv1.c2452, %79
-  %81 = mul nsw i64 %80, 3
-  %82 = add nsw i64 %81, %s2_conv1.ky2463
-  %83 = mul nsw i64 %82, 3
-  %84 = mul nsw i64 %83, 4112
-  %85 = add nsw i64 1572928, %84
-  %86 = mul nsw i64 %s2_conv1.j2441, 256
-  %87 = add nsw i64 %85, %86
-  %88 = mul nsw i64 %s2_conv1.oy2474, 16
-  %89 = add nsw i64 %88, %s2_conv1.ox25018
-  %90 = add nsw i64 %87, %89
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %90
+s2_conv1.ox24616:                                 ; preds = %s2_conv1.ox24616, %s2_conv1.then14
+  %s2_conv1.ox24618 = phi i64 [ 0, %s2_conv1.then14 ], [ %ox246.next20, %s2_conv1.ox24616 ]
+  %80 = mul nsw i64 %1, 8
+  %81 = add nsw i64 %s2_conv1.c2412, %80
+  %82 = mul nsw i64 %81, 3
+  %83 = add nsw i64 %82, %s2_conv1.ky2423
+  %84 = mul nsw i64 %83, 3
+  %85 = mul nsw i64 %84, 4112
+  %86 = add nsw i64 524352, %85
+  %87 = mul nsw i64 %s2_conv1.j2401, 256
+  %88 = add nsw i64 %86, %87
+  %89 = mul nsw i64 %s2_conv1.oy2434, 16
+  %90 = add nsw i64 %89, %s2_conv1.ox24618
+  %91 = add nsw i64 %88, %90
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %91
   store float 0.000000e+00, ptr %arena19, align 4
-  %ox250.next20 = add nsw i64 %s2_conv1.ox25018, 1
-  %91 = icmp slt i64 %ox250.next20, 16
-  br i1 %91, label %s2_conv1.ox25016, label %s2_conv1.ox250.end17
+  %ox246.next20 = add nsw i64 %s2_conv1.ox24618, 1
+  %92 = icmp slt i64 %ox246.next20, 16
+  br i1 %92, label %s2_conv1.ox24616, label %s2_conv1.ox246.end17
 
-s2_conv1.ox250.end17:                             ; preds = %s2_conv1.ox25016
+s2_conv1.ox246.end17:                             ; preds = %s2_conv1.ox24616
   br label %s2_conv1.endif15
 
-s2_conv1.oy251:                                   ; preds = %s2_conv1.endif32, %s2_conv1.oy247.end
-  %s2_conv1.oy25121 = phi i64 [ 0, %s2_conv1.oy247.end ], [ %oy251.next, %s2_conv1.endif32 ]
-  %92 = mul nsw i64 %s2_conv1.oy25121, 2
-  %93 = add nsw i64 %92, %s2_conv1.ky2463
-  %94 = add nsw i64 %93, -1
-  %95 = icmp slt i64 -1, %94
-  %96 = mul nsw i64 %s2_conv1.oy25121, 2
-  %97 = add nsw i64 %96, %s2_conv1.ky2463
-  %98 = add nsw i64 %97, -1
-  %99 = icmp slt i64 %98, 32
-  %100 = and i1 %95, %99
-  br i1 %100, label %s2_conv1.then22, label %s2_conv1.endif23
+s2_conv1.oy247:                                   ; preds = %s2_conv1.endif32, %s2_conv1.oy243.end
+  %s2_conv1.oy24721 = phi i64 [ 0, %s2_conv1.oy243.end ], [ %oy247.next, %s2_conv1.endif32 ]
+  %93 = mul nsw i64 %s2_conv1.oy24721, 2
+  %94 = add nsw i64 %93, %s2_conv1.ky2423
+  %95 = add nsw i64 %94, -1
+  %96 = icmp slt i64 -1, %95
+  %97 = mul nsw i64 %s2_conv1.oy24721, 2
+  %98 = add nsw i64 %97, %s2_conv1.ky2423
+  %99 = add nsw i64 %98, -1
+  %100 = icmp slt i64 %99, 32
+  %101 = and i1 %96, %100
+  br i1 %101, label %s2_conv1.then22, label %s2_conv1.endif23
 
-s2_conv1.oy251.end:                               ; preds = %s2_conv1.endif32
-  br label %s2_conv1.oy254
+s2_conv1.oy247.end:                               ; preds = %s2_conv1.endif32
+  br label %s2_conv1.oy250
 
-s2_conv1.then22:                                  ; preds = %s2_conv1.oy251
-  br label %s2_conv1.ox252
+s2_conv1.then22:                                  ; preds = %s2_conv1.oy247
+  br label %s2_conv1.ox248
 
-s2_conv1.endif23:                                 ; preds = %s2_conv1.ox252.end, %s2_conv1.oy251
-  %101 = mul nsw i64 %s2_conv1.oy25121, 2
-  %102 = add nsw i64 %101, %s2_conv1.ky2463
-  %103 = add nsw i64 %102, -1
-  %104 = icmp slt i64 %103, 0
-  br i1 %104, label %s2_conv1.then27, label %s2_conv1.endif28
+s2_conv1.endif23:                                 ; preds = %s2_conv1.ox248.end, %s2_conv1.oy247
+  %102 = mul nsw i64 %s2_conv1.oy24721, 2
+  %103 = add nsw i64 %102, %s2_conv1.ky2423
+  %104 = add nsw i64 %103, -1
+  %105 = icmp slt i64 %104, 0
+  br i1 %105, label %s2_conv1.then27, label %s2_conv1.endif28
 
-s2_conv1.ox252:                                   ; preds = %s2_conv1.ox252, %s2_conv1.then22
-  %s2_conv1.ox25224 = phi i64 [ 0, %s2_conv1.then22 ], [ %ox252.next, %s2_conv1.ox252 ]
-  %105 = mul nsw i64 %0, 16
-  %106 = add nsw i64 %105, %s2_conv1.j2441
-  %107 = mul nsw i64 %106, 16384
-  %108 = mul nsw i64 %1, 8
-  %109 = add nsw i64 %s2_conv1.c2452, %108
-  %110 = mul nsw i64 %109, 1024
-  %111 = add nsw i64 %107, %110
-  %112 = mul nsw i64 %s2_conv1.oy25121, 2
-  %113 = add nsw i64 %112, %s2_conv1.ky2463
-  %114 = add nsw i64 %113, -1
-  %115 = mul nsw i64 %114, 32
-  %116 = add nsw i64 %111, %115
-  %117 = mul nsw i64 %s2_conv1.ox25224, 2
-  %118 = add nsw i64 %116, %117
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %118
-  %119 = load float, ptr %arena25, align 4
-  %120 = mul nsw i64 %1, 8
-  %121 = add nsw i64 %s2_conv1.c2452, %120
-  %122 = mul nsw i64 %121, 3
-  %123 = add nsw i64 %122, %s2_conv1.ky2463
+s2_conv1.ox248:                                   ; preds = %s2_conv1.ox248, %s2_conv1.then22
+  %s2_conv1.ox24824 = phi i64 [ 0, %s2_conv1.then22 ], [ %ox248.next, %s2_conv1.ox248 ]
+  %106 = mul nsw i64 %0, 16
+  %107 = add nsw i64 %106, %s2_conv1.j2401
+  %108 = mul nsw i64 %107, 16384
+  %109 = add nsw i64 2097184, %108
+  %110 = mul nsw i64 %1, 8
+  %111 = add nsw i64 %s2_conv1.c2412, %110
+  %112 = mul nsw i64 %111, 1024
+  %113 = add nsw i64 %109, %112
+  %114 = mul nsw i64 %s2_conv1.oy24721, 2
+  %115 = add nsw i64 %114, %s2_conv1.ky2423
+  %116 = add nsw i64 %115, -1
+  %117 = mul nsw i64 %116, 32
+  %118 = add nsw i64 %113, %117
+  %119 = mul nsw i64 %s2_conv1.ox24824, 2
+  %120 = add nsw i64 %118, %119
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %120
+  %121 = load float, ptr %arena25, align 4
+  %122 = mul nsw i64 %1, 8
+  %123 = add nsw i64 %s2_conv1.c2412, %122
   %124 = mul nsw i64 %123, 3
-  %125 = add nsw i64 %124, 1
-  %126 = mul nsw i64 %125, 4112
-  %127 = add nsw i64 1572928, %126
-  %128 = mul nsw i64 %s2_conv1.j2441, 256
-  %129 = add nsw i64 %127, %128
-  %130 = mul nsw i64 %s2_conv1.oy25121, 16
-  %131 = add nsw i64 %130, %s2_conv1.ox25224
-  %132 = add nsw i64 %129, %131
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %132
-  store float %119, ptr %arena26, align 4
-  %ox252.next = add nsw i64 %s2_conv1.ox25224, 1
-  %133 = icmp slt i64 %ox252.next, 16
-  br i1 %133, label %s2_conv1.ox252, label %s2_conv1.ox252.end
+  %125 = add nsw i64 %124, %s2_conv1.ky2423
+  %126 = mul nsw i64 %125, 3
+  %127 = add nsw i64 %126, 1
+  %128 = mul nsw i64 %127, 4112
+  %129 = add nsw i64 524352, %128
+  %130 = mul nsw i64 %s2_conv1.j2401, 256
+  %131 = add nsw i64 %129, %130
+  %132 = mul nsw i64 %s2_conv1.oy24721, 16
+  %133 = add nsw i64 %132, %s2_conv1.ox24824
+  %134 = add nsw i64 %131, %133
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %134
+  store float %121, ptr %arena26, align 4
+  %ox248.next = add nsw i64 %s2_conv1.ox24824, 1
+  %135 = icmp slt i64 %ox248.next, 16
+  br i1 %135, label %s2_conv1.ox248, label %s2_conv1.ox248.end
 
-s2_conv1.ox252.end:                               ; preds = %s2_conv1.ox252
+s2_conv1.ox248.end:                               ; preds = %s2_conv1.ox248
   br label %s2_conv1.endif23
 
 s2_conv1.then27:                                  ; preds = %s2_conv1.endif23
-  br label %s2_conv1.ox253
+  br label %s2_conv1.ox249
 
-s2_conv1.endif28:                                 ; preds = %s2_conv1.ox253.end, %s2_conv1.endif23
-  %134 = mul nsw i64 %s2_conv1.oy25121, 2
-  %135 = add nsw i64 %134, %s2_conv1.ky2463
-  %136 = add nsw i64 %135, -1
-  %137 = icmp slt i64 31, %136
-  br i1 %137, label %s2_conv1.then31, label %s2_conv1.endif32
+s2_conv1.endif28:                                 ; preds = %s2_conv1.ox249.end, %s2_conv1.endif23
+  %136 = mul nsw i64 %s2_conv1.oy24721, 2
+  %137 = add nsw i64 %136, %s2_conv1.ky2423
+  %138 = add nsw i64 %137, -1
+  %139 = icmp slt i64 31, %138
+  br i1 %139, label %s2_conv1.then31, label %s2_conv1.endif32
 
-s2_conv1.ox253:                                   ; preds = %s2_conv1.ox253, %s2_conv1.then27
-  %s2_conv1.ox25329 = phi i64 [ 0, %s2_conv1.then27 ], [ %ox253.next, %s2_conv1.ox253 ]
-  %138 = mul nsw i64 %1, 8
-  %139 = add nsw i64 %s2_conv1.c2452, %138
-  %140 = mul nsw i64 %139, 3
-  %141 = add nsw i64 %140, %s2_conv1.ky2463
+s2_conv1.ox249:                                   ; preds = %s2_conv1.ox249, %s2_conv1.then27
+  %s2_conv1.ox24929 = phi i64 [ 0, %s2_conv1.then27 ], [ %ox249.next, %s2_conv1.ox249 ]
+  %140 = mul nsw i64 %1, 8
+  %141 = add nsw i64 %s2_conv1.c2412, %140
   %142 = mul nsw i64 %141, 3
-  %143 = add nsw i64 %142, 1
-  %144 = mul nsw i64 %143, 4112
-  %145 = add nsw i64 1572928, %144
-  %146 = mul nsw i64 %s2_conv1.j2441, 256
-  %147 = add nsw i64 %145, %146
-  %148 = mul nsw i64 %s2_conv1.oy25121, 16
-  %149 = add nsw i64 %148, %s2_conv1.ox25329
-  %150 = add nsw i64 %147, %149
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %150
+  %143 = add nsw i64 %142, %s2_conv1.ky2423
+  %144 = mul nsw i64 %143, 3
+  %145 = add nsw i64 %144, 1
+  %146 = mul nsw i64 %145, 4112
+  %147 = add nsw i64 524352, %146
+  %148 = mul nsw i64 %s2_conv1.j2401, 256
+  %149 = add nsw i64 %147, %148
+  %150 = mul nsw i64 %s2_conv1.oy24721, 16
+  %151 = add nsw i64 %150, %s2_conv1.ox24929
+  %152 = add nsw i64 %149, %151
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %152
   store float 0.000000e+00, ptr %arena30, align 4
-  %ox253.next = add nsw i64 %s2_conv1.ox25329, 1
-  %151 = icmp slt i64 %ox253.next, 16
-  br i1 %151, label %s2_conv1.ox253, label %s2_conv1.ox253.end
+  %ox249.next = add nsw i64 %s2_conv1.ox24929, 1
+  %153 = icmp slt i64 %ox249.next, 16
+  br i1 %153, label %s2_conv1.ox249, label %s2_conv1.ox249.end
 
-s2_conv1.ox253.end:                               ; preds = %s2_conv1.ox253
+s2_conv1.ox249.end:                               ; preds = %s2_conv1.ox249
   br label %s2_conv1.endif28
 
 s2_conv1.then31:                                  ; preds = %s2_conv1.endif28
-  br label %s2_conv1.ox25333
+  br label %s2_conv1.ox24933
 
-s2_conv1.endif32:                                 ; preds = %s2_conv1.ox253.end34, %s2_conv1.endif28
-  %oy251.next = add nsw i64 %s2_conv1.oy25121, 1
-  %152 = icmp slt i64 %oy251.next, 16
-  br i1 %152, label %s2_conv1.oy251, label %s2_conv1.oy251.end
+s2_conv1.endif32:                                 ; preds = %s2_conv1.ox249.end34, %s2_conv1.endif28
+  %oy247.next = add nsw i64 %s2_conv1.oy24721, 1
+  %154 = icmp slt i64 %oy247.next, 16
+  br i1 %154, label %s2_conv1.oy247, label %s2_conv1.oy247.end
 
-s2_conv1.ox25333:                                 ; preds = %s2_conv1.ox25333, %s2_conv1.then31
-  %s2_conv1.ox25335 = phi i64 [ 0, %s2_conv1.then31 ], [ %ox253.next37, %s2_conv1.ox25333 ]
-  %153 = mul nsw i64 %1, 8
-  %154 = add nsw i64 %s2_conv1.c2452, %153
-  %155 = mul nsw i64 %154, 3
-  %156 = add nsw i64 %155, %s2_conv1.ky2463
+s2_conv1.ox24933:                                 ; preds = %s2_conv1.ox24933, %s2_conv1.then31
+  %s2_conv1.ox24935 = phi i64 [ 0, %s2_conv1.then31 ], [ %ox249.next37, %s2_conv1.ox24933 ]
+  %155 = mul nsw i64 %1, 8
+  %156 = add nsw i64 %s2_conv1.c2412, %155
   %157 = mul nsw i64 %156, 3
-  %158 = add nsw i64 %157, 1
-  %159 = mul nsw i64 %158, 4112
-  %160 = add nsw i64 1572928, %159
-  %161 = mul nsw i64 %s2_conv1.j2441, 256
-  %162 = add nsw i64 %160, %161
-  %163 = mul nsw i64 %s2_conv1.oy25121, 16
-  %164 = add nsw i64 %163, %s2_conv1.ox25335
-  %165 = add nsw i64 %162, %164
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %165
+  %158 = add nsw i64 %157, %s2_conv1.ky2423
+  %159 = mul nsw i64 %158, 3
+  %160 = add nsw i64 %159, 1
+  %161 = mul nsw i64 %160, 4112
+  %162 = add nsw i64 524352, %161
+  %163 = mul nsw i64 %s2_conv1.j2401, 256
+  %164 = add nsw i64 %162, %163
+  %165 = mul nsw i64 %s2_conv1.oy24721, 16
+  %166 = add nsw i64 %165, %s2_conv1.ox24935
+  %167 = add nsw i64 %164, %166
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %167
   store float 0.000000e+00, ptr %arena36, align 4
-  %ox253.next37 = add nsw i64 %s2_conv1.ox25335, 1
-  %166 = icmp slt i64 %ox253.next37, 16
-  br i1 %166, label %s2_conv1.ox25333, label %s2_conv1.ox253.end34
+  %ox249.next37 = add nsw i64 %s2_conv1.ox24935, 1
+  %168 = icmp slt i64 %ox249.next37, 16
+  br i1 %168, label %s2_conv1.ox24933, label %s2_conv1.ox249.end34
 
-s2_conv1.ox253.end34:                             ; preds = %s2_conv1.ox25333
+s2_conv1.ox249.end34:                             ; preds = %s2_conv1.ox24933
   br label %s2_conv1.endif32
 
-s2_conv1.oy254:                                   ; preds = %s2_conv1.endif49, %s2_conv1.oy251.end
-  %s2_conv1.oy25438 = phi i64 [ 0, %s2_conv1.oy251.end ], [ %oy254.next, %s2_conv1.endif49 ]
-  %167 = mul nsw i64 %s2_conv1.oy25438, 2
-  %168 = add nsw i64 %167, %s2_conv1.ky2463
-  %169 = add nsw i64 %168, -1
-  %170 = icmp slt i64 -1, %169
-  %171 = mul nsw i64 %s2_conv1.oy25438, 2
-  %172 = add nsw i64 %171, %s2_conv1.ky2463
-  %173 = add nsw i64 %172, -1
-  %174 = icmp slt i64 %173, 32
-  %175 = and i1 %170, %174
-  br i1 %175, label %s2_conv1.then39, label %s2_conv1.endif40
+s2_conv1.oy250:                                   ; preds = %s2_conv1.endif49, %s2_conv1.oy247.end
+  %s2_conv1.oy25038 = phi i64 [ 0, %s2_conv1.oy247.end ], [ %oy250.next, %s2_conv1.endif49 ]
+  %169 = mul nsw i64 %s2_conv1.oy25038, 2
+  %170 = add nsw i64 %169, %s2_conv1.ky2423
+  %171 = add nsw i64 %170, -1
+  %172 = icmp slt i64 -1, %171
+  %173 = mul nsw i64 %s2_conv1.oy25038, 2
+  %174 = add nsw i64 %173, %s2_conv1.ky2423
+  %175 = add nsw i64 %174, -1
+  %176 = icmp slt i64 %175, 32
+  %177 = and i1 %172, %176
+  br i1 %177, label %s2_conv1.then39, label %s2_conv1.endif40
 
-s2_conv1.oy254.end:                               ; preds = %s2_conv1.endif49
-  %ky246.next = add nsw i64 %s2_conv1.ky2463, 1
-  %176 = icmp slt i64 %ky246.next, 3
-  br i1 %176, label %s2_conv1.ky246, label %s2_conv1.ky246.end
+s2_conv1.oy250.end:                               ; preds = %s2_conv1.endif49
+  %ky242.next = add nsw i64 %s2_conv1.ky2423, 1
+  %178 = icmp slt i64 %ky242.next, 3
+  br i1 %178, label %s2_conv1.ky242, label %s2_conv1.ky242.end
 
-s2_conv1.then39:                                  ; preds = %s2_conv1.oy254
-  br label %s2_conv1.ox255
+s2_conv1.then39:                                  ; preds = %s2_conv1.oy250
+  br label %s2_conv1.ox251
 
-s2_conv1.endif40:                                 ; preds = %s2_conv1.ox255.end, %s2_conv1.oy254
-  %177 = mul nsw i64 %s2_conv1.oy25438, 2
-  %178 = add nsw i64 %177, %s2_conv1.ky2463
-  %179 = add nsw i64 %178, -1
-  %180 = icmp slt i64 %179, 0
-  br i1 %180, label %s2_conv1.then44, label %s2_conv1.endif45
+s2_conv1.endif40:                                 ; preds = %s2_conv1.ox251.end, %s2_conv1.oy250
+  %179 = mul nsw i64 %s2_conv1.oy25038, 2
+  %180 = add nsw i64 %179, %s2_conv1.ky2423
+  %181 = add nsw i64 %180, -1
+  %182 = icmp slt i64 %181, 0
+  br i1 %182, label %s2_conv1.then44, label %s2_conv1.endif45
 
-s2_conv1.ox255:                                   ; preds = %s2_conv1.ox255, %s2_conv1.then39
-  %s2_conv1.ox25541 = phi i64 [ 0, %s2_conv1.then39 ], [ %ox255.next, %s2_conv1.ox255 ]
-  %181 = mul nsw i64 %0, 16
-  %182 = add nsw i64 %181, %s2_conv1.j2441
-  %183 = mul nsw i64 %182, 16384
-  %184 = mul nsw i64 %1, 8
-  %185 = add nsw i64 %s2_conv1.c2452, %184
-  %186 = mul nsw i64 %185, 1024
-  %187 = add nsw i64 %183, %186
-  %188 = mul nsw i64 %s2_conv1.oy25438, 2
-  %189 = add nsw i64 %188, %s2_conv1.ky2463
-  %190 = add nsw i64 %189, -1
-  %191 = mul nsw i64 %190, 32
-  %192 = add nsw i64 %187, %191
-  %193 = mul nsw i64 %s2_conv1.ox25541, 2
-  %194 = add nsw i64 %193, 1
-  %195 = add nsw i64 %192, %194
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %195
-  %196 = load float, ptr %arena42, align 4
-  %197 = mul nsw i64 %1, 8
-  %198 = add nsw i64 %s2_conv1.c2452, %197
-  %199 = mul nsw i64 %198, 3
-  %200 = add nsw i64 %199, %s2_conv1.ky2463
-  %201 = mul nsw i64 %200, 3
-  %202 = add nsw i64 %201, 2
-  %203 = mul nsw i64 %202, 4112
-  %204 = add nsw i64 1572928, %203
-  %205 = mul nsw i64 %s2_conv1.j2441, 256
-  %206 = add nsw i64 %204, %205
-  %207 = mul nsw i64 %s2_conv1.oy25438, 16
-  %208 = add nsw i64 %207, %s2_conv1.ox25541
-  %209 = add nsw i64 %206, %208
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float %196, ptr %arena43, align 4
-  %ox255.next = add nsw i64 %s2_conv1.ox25541, 1
-  %210 = icmp slt i64 %ox255.next, 16
-  br i1 %210, label %s2_conv1.ox255, label %s2_conv1.ox255.end
+s2_conv1.ox251:                                   ; preds = %s2_conv1.ox251, %s2_conv1.then39
+  %s2_conv1.ox25141 = phi i64 [ 0, %s2_conv1.then39 ], [ %ox251.next, %s2_conv1.ox251 ]
+  %183 = mul nsw i64 %0, 16
+  %184 = add nsw i64 %183, %s2_conv1.j2401
+  %185 = mul nsw i64 %184, 16384
+  %186 = add nsw i64 2097184, %185
+  %187 = mul nsw i64 %1, 8
+  %188 = add nsw i64 %s2_conv1.c2412, %187
+  %189 = mul nsw i64 %188, 1024
+  %190 = add nsw i64 %186, %189
+  %191 = mul nsw i64 %s2_conv1.oy25038, 2
+  %192 = add nsw i64 %191, %s2_conv1.ky2423
+  %193 = add nsw i64 %192, -1
+  %194 = mul nsw i64 %193, 32
+  %195 = add nsw i64 %190, %194
+  %196 = mul nsw i64 %s2_conv1.ox25141, 2
+  %197 = add nsw i64 %196, 1
+  %198 = add nsw i64 %195, %197
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %198
+  %199 = load float, ptr %arena42, align 4
+  %200 = mul nsw i64 %1, 8
+  %201 = add nsw i64 %s2_conv1.c2412, %200
+  %202 = mul nsw i64 %201, 3
+  %203 = add nsw i64 %202, %s2_conv1.ky2423
+  %204 = mul nsw i64 %203, 3
+  %205 = add nsw i64 %204, 2
+  %206 = mul nsw i64 %205, 4112
+  %207 = add nsw i64 524352, %206
+  %208 = mul nsw i64 %s2_conv1.j2401, 256
+  %209 = add nsw i64 %207, %208
+  %210 = mul nsw i64 %s2_conv1.oy25038, 16
+  %211 = add nsw i64 %210, %s2_conv1.ox25141
+  %212 = add nsw i64 %209, %211
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %212
+  store float %199, ptr %arena43, align 4
+  %ox251.next = add nsw i64 %s2_conv1.ox25141, 1
+  %213 = icmp slt i64 %ox251.next, 16
+  br i1 %213, label %s2_conv1.ox251, label %s2_conv1.ox251.end
 
-s2_conv1.ox255.end:                               ; preds = %s2_conv1.ox255
+s2_conv1.ox251.end:                               ; preds = %s2_conv1.ox251
   br label %s2_conv1.endif40
 
 s2_conv1.then44:                                  ; preds = %s2_conv1.endif40
-  br label %s2_conv1.ox256
+  br label %s2_conv1.ox252
 
-s2_conv1.endif45:                                 ; preds = %s2_conv1.ox256.end, %s2_conv1.endif40
-  %211 = mul nsw i64 %s2_conv1.oy25438, 2
-  %212 = add nsw i64 %211, %s2_conv1.ky2463
-  %213 = add nsw i64 %212, -1
-  %214 = icmp slt i64 31, %213
-  br i1 %214, label %s2_conv1.then48, label %s2_conv1.endif49
+s2_conv1.endif45:                                 ; preds = %s2_conv1.ox252.end, %s2_conv1.endif40
+  %214 = mul nsw i64 %s2_conv1.oy25038, 2
+  %215 = add nsw i64 %214, %s2_conv1.ky2423
+  %216 = add nsw i64 %215, -1
+  %217 = icmp slt i64 31, %216
+  br i1 %217, label %s2_conv1.then48, label %s2_conv1.endif49
 
-s2_conv1.ox256:                                   ; preds = %s2_conv1.ox256, %s2_conv1.then44
-  %s2_conv1.ox25646 = phi i64 [ 0, %s2_conv1.then44 ], [ %ox256.next, %s2_conv1.ox256 ]
-  %215 = mul nsw i64 %1, 8
-  %216 = add nsw i64 %s2_conv1.c2452, %215
-  %217 = mul nsw i64 %216, 3
-  %218 = add nsw i64 %217, %s2_conv1.ky2463
-  %219 = mul nsw i64 %218, 3
-  %220 = add nsw i64 %219, 2
-  %221 = mul nsw i64 %220, 4112
-  %222 = add nsw i64 1572928, %221
-  %223 = mul nsw i64 %s2_conv1.j2441, 256
-  %224 = add nsw i64 %222, %223
-  %225 = mul nsw i64 %s2_conv1.oy25438, 16
-  %226 = add nsw i64 %225, %s2_conv1.ox25646
-  %227 = add nsw i64 %224, %226
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %227
+s2_conv1.ox252:                                   ; preds = %s2_conv1.ox252, %s2_conv1.then44
+  %s2_conv1.ox25246 = phi i64 [ 0, %s2_conv1.then44 ], [ %ox252.next, %s2_conv1.ox252 ]
+  %218 = mul nsw i64 %1, 8
+  %219 = add nsw i64 %s2_conv1.c2412, %218
+  %220 = mul nsw i64 %219, 3
+  %221 = add nsw i64 %220, %s2_conv1.ky2423
+  %222 = mul nsw i64 %221, 3
+  %223 = add nsw i64 %222, 2
+  %224 = mul nsw i64 %223, 4112
+  %225 = add nsw i64 524352, %224
+  %226 = mul nsw i64 %s2_conv1.j2401, 256
+  %227 = add nsw i64 %225, %226
+  %228 = mul nsw i64 %s2_conv1.oy25038, 16
+  %229 = add nsw i64 %228, %s2_conv1.ox25246
+  %230 = add nsw i64 %227, %229
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %230
   store float 0.000000e+00, ptr %arena47, align 4
-  %ox256.next = add nsw i64 %s2_conv1.ox25646, 1
-  %228 = icmp slt i64 %ox256.next, 16
-  br i1 %228, label %s2_conv1.ox256, label %s2_conv1.ox256.end
+  %ox252.next = add nsw i64 %s2_conv1.ox25246, 1
+  %231 = icmp slt i64 %ox252.next, 16
+  br i1 %231, label %s2_conv1.ox252, label %s2_conv1.ox252.end
 
-s2_conv1.ox256.end:                               ; preds = %s2_conv1.ox256
+s2_conv1.ox252.end:                               ; preds = %s2_conv1.ox252
   br label %s2_conv1.endif45
 
 s2_conv1.then48:                                  ; preds = %s2_conv1.endif45
-  br label %s2_conv1.ox25650
+  br label %s2_conv1.ox25250
 
-s2_conv1.endif49:                                 ; preds = %s2_conv1.ox256.end51, %s2_conv1.endif45
-  %oy254.next = add nsw i64 %s2_conv1.oy25438, 1
-  %229 = icmp slt i64 %oy254.next, 16
-  br i1 %229, label %s2_conv1.oy254, label %s2_conv1.oy254.end
+s2_conv1.endif49:                                 ; preds = %s2_conv1.ox252.end51, %s2_conv1.endif45
+  %oy250.next = add nsw i64 %s2_conv1.oy25038, 1
+  %232 = icmp slt i64 %oy250.next, 16
+  br i1 %232, label %s2_conv1.oy250, label %s2_conv1.oy250.end
 
-s2_conv1.ox25650:                                 ; preds = %s2_conv1.ox25650, %s2_conv1.then48
-  %s2_conv1.ox25652 = phi i64 [ 0, %s2_conv1.then48 ], [ %ox256.next54, %s2_conv1.ox25650 ]
-  %230 = mul nsw i64 %1, 8
-  %231 = add nsw i64 %s2_conv1.c2452, %230
-  %232 = mul nsw i64 %231, 3
-  %233 = add nsw i64 %232, %s2_conv1.ky2463
-  %234 = mul nsw i64 %233, 3
-  %235 = add nsw i64 %234, 2
-  %236 = mul nsw i64 %235, 4112
-  %237 = add nsw i64 1572928, %236
-  %238 = mul nsw i64 %s2_conv1.j2441, 256
-  %239 = add nsw i64 %237, %238
-  %240 = mul nsw i64 %s2_conv1.oy25438, 16
-  %241 = add nsw i64 %240, %s2_conv1.ox25652
-  %242 = add nsw i64 %239, %241
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %242
+s2_conv1.ox25250:                                 ; preds = %s2_conv1.ox25250, %s2_conv1.then48
+  %s2_conv1.ox25252 = phi i64 [ 0, %s2_conv1.then48 ], [ %ox252.next54, %s2_conv1.ox25250 ]
+  %233 = mul nsw i64 %1, 8
+  %234 = add nsw i64 %s2_conv1.c2412, %233
+  %235 = mul nsw i64 %234, 3
+  %236 = add nsw i64 %235, %s2_conv1.ky2423
+  %237 = mul nsw i64 %236, 3
+  %238 = add nsw i64 %237, 2
+  %239 = mul nsw i64 %238, 4112
+  %240 = add nsw i64 524352, %239
+  %241 = mul nsw i64 %s2_conv1.j2401, 256
+  %242 = add nsw i64 %240, %241
+  %243 = mul nsw i64 %s2_conv1.oy25038, 16
+  %244 = add nsw i64 %243, %s2_conv1.ox25252
+  %245 = add nsw i64 %242, %244
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %245
   store float 0.000000e+00, ptr %arena53, align 4
-  %ox256.next54 = add nsw i64 %s2_conv1.ox25652, 1
-  %243 = icmp slt i64 %ox256.next54, 16
-  br i1 %243, label %s2_conv1.ox25650, label %s2_conv1.ox256.end51
+  %ox252.next54 = add nsw i64 %s2_conv1.ox25252, 1
+  %246 = icmp slt i64 %ox252.next54, 16
+  br i1 %246, label %s2_conv1.ox25250, label %s2_conv1.ox252.end51
 
-s2_conv1.ox256.end51:                             ; preds = %s2_conv1.ox25650
+s2_conv1.ox252.end51:                             ; preds = %s2_conv1.ox25250
   br label %s2_conv1.endif49
 }
 
-define internal void @resnet8_infer_b64.k9.s2_conv1.part243.task(ptr %0, i64 %1) {
+define internal void @resnet8_infer_b64.k7.s2_conv1.part239.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -44072,681 +43881,679 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @resnet8_infer_b64.k9.s2_conv1.part243(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @resnet8_infer_b64.k7.s2_conv1.part239(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k9.s2_conv1.part257(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
+define internal void @resnet8_infer_b64.k7.s2_conv1.part253(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
 entry:
-  call void @resnet8_infer_b64.k9.s2_conv1.part257.gemm265(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
-  br label %s2_conv1.j266
+  call void @resnet8_infer_b64.k7.s2_conv1.part253.gemm261(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
+  br label %s2_conv1.j262
 
-s2_conv1.j266:                                    ; preds = %s2_conv1.f267.end, %entry
-  %s2_conv1.j2661 = phi i64 [ 0, %entry ], [ %j266.next, %s2_conv1.f267.end ]
-  br label %s2_conv1.f267
+s2_conv1.j262:                                    ; preds = %s2_conv1.f263.end, %entry
+  %s2_conv1.j2621 = phi i64 [ 0, %entry ], [ %j262.next, %s2_conv1.f263.end ]
+  br label %s2_conv1.f263
 
-s2_conv1.j266.end:                                ; preds = %s2_conv1.f267.end
+s2_conv1.j262.end:                                ; preds = %s2_conv1.f263.end
   ret void
 
-s2_conv1.f267:                                    ; preds = %s2_conv1.i268.end, %s2_conv1.j266
-  %s2_conv1.f2672 = phi i64 [ 0, %s2_conv1.j266 ], [ %f267.next, %s2_conv1.i268.end ]
-  br label %s2_conv1.i268
+s2_conv1.f263:                                    ; preds = %s2_conv1.i264.end, %s2_conv1.j262
+  %s2_conv1.f2632 = phi i64 [ 0, %s2_conv1.j262 ], [ %f263.next, %s2_conv1.i264.end ]
+  br label %s2_conv1.i264
 
-s2_conv1.f267.end:                                ; preds = %s2_conv1.i268.end
-  %j266.next = add nsw i64 %s2_conv1.j2661, 1
-  %2 = icmp slt i64 %j266.next, 16
-  br i1 %2, label %s2_conv1.j266, label %s2_conv1.j266.end
+s2_conv1.f263.end:                                ; preds = %s2_conv1.i264.end
+  %j262.next = add nsw i64 %s2_conv1.j2621, 1
+  %2 = icmp slt i64 %j262.next, 16
+  br i1 %2, label %s2_conv1.j262, label %s2_conv1.j262.end
 
-s2_conv1.i268:                                    ; preds = %s2_conv1.i268, %s2_conv1.f267
-  %s2_conv1.i2683 = phi i64 [ 0, %s2_conv1.f267 ], [ %i268.next, %s2_conv1.i268 ]
+s2_conv1.i264:                                    ; preds = %s2_conv1.i264, %s2_conv1.f263
+  %s2_conv1.i2643 = phi i64 [ 0, %s2_conv1.f263 ], [ %i264.next, %s2_conv1.i264 ]
   %3 = mul nsw i64 %1, 16
-  %4 = add nsw i64 %s2_conv1.f2672, %3
+  %4 = add nsw i64 %s2_conv1.f2632, %3
   %5 = mul nsw i64 %4, 4112
-  %6 = add nsw i64 2165056, %5
-  %7 = mul nsw i64 %s2_conv1.j2661, 256
+  %6 = add nsw i64 1116480, %5
+  %7 = mul nsw i64 %s2_conv1.j2621, 256
   %8 = add nsw i64 %6, %7
-  %9 = add nsw i64 %8, %s2_conv1.i2683
+  %9 = add nsw i64 %8, %s2_conv1.i2643
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load float, ptr %arena4, align 4
   %11 = mul nsw i64 %1, 16
-  %12 = add nsw i64 %s2_conv1.f2672, %11
-  %13 = add nsw i64 1048576, %12
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %13
-  %14 = load float, ptr %arena5, align 4
-  %15 = fmul float %10, %14
-  %16 = mul nsw i64 %1, 16
-  %17 = add nsw i64 %s2_conv1.f2672, %16
-  %18 = add nsw i64 1048608, %17
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %18
-  %19 = load float, ptr %arena6, align 4
-  %20 = fadd float %15, %19
-  %21 = fcmp ogt float %20, 0.000000e+00
-  %22 = mul nsw i64 %1, 16
-  %23 = add nsw i64 %s2_conv1.f2672, %22
-  %24 = mul nsw i64 %23, 4112
-  %25 = add nsw i64 2165056, %24
-  %26 = mul nsw i64 %s2_conv1.j2661, 256
-  %27 = add nsw i64 %25, %26
-  %28 = add nsw i64 %27, %s2_conv1.i2683
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %28
-  %29 = load float, ptr %arena7, align 4
-  %30 = mul nsw i64 %1, 16
-  %31 = add nsw i64 %s2_conv1.f2672, %30
-  %32 = add nsw i64 1048576, %31
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %32
-  %33 = load float, ptr %arena8, align 4
-  %34 = fmul float %29, %33
-  %35 = mul nsw i64 %1, 16
-  %36 = add nsw i64 %s2_conv1.f2672, %35
-  %37 = add nsw i64 1048608, %36
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %37
-  %38 = load float, ptr %arena9, align 4
-  %39 = fadd float %34, %38
-  %40 = select i1 %21, float %39, float 0.000000e+00
-  %41 = mul nsw i64 %0, 16
-  %42 = add nsw i64 %41, %s2_conv1.j2661
-  %43 = mul nsw i64 %42, 8192
-  %44 = add nsw i64 1048640, %43
-  %45 = mul nsw i64 %1, 16
-  %46 = add nsw i64 %s2_conv1.f2672, %45
-  %47 = mul nsw i64 %46, 256
-  %48 = add nsw i64 %44, %47
-  %49 = add nsw i64 %48, %s2_conv1.i2683
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %49
-  store float %40, ptr %arena10, align 4
-  %i268.next = add nsw i64 %s2_conv1.i2683, 1
-  %50 = icmp slt i64 %i268.next, 256
-  br i1 %50, label %s2_conv1.i268, label %s2_conv1.i268.end
+  %12 = add nsw i64 %s2_conv1.f2632, %11
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
+  %13 = load float, ptr %arena5, align 4
+  %14 = fmul float %10, %13
+  %15 = mul nsw i64 %1, 16
+  %16 = add nsw i64 %s2_conv1.f2632, %15
+  %17 = add nsw i64 32, %16
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %17
+  %18 = load float, ptr %arena6, align 4
+  %19 = fadd float %14, %18
+  %20 = fcmp ogt float %19, 0.000000e+00
+  %21 = mul nsw i64 %1, 16
+  %22 = add nsw i64 %s2_conv1.f2632, %21
+  %23 = mul nsw i64 %22, 4112
+  %24 = add nsw i64 1116480, %23
+  %25 = mul nsw i64 %s2_conv1.j2621, 256
+  %26 = add nsw i64 %24, %25
+  %27 = add nsw i64 %26, %s2_conv1.i2643
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %27
+  %28 = load float, ptr %arena7, align 4
+  %29 = mul nsw i64 %1, 16
+  %30 = add nsw i64 %s2_conv1.f2632, %29
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %30
+  %31 = load float, ptr %arena8, align 4
+  %32 = fmul float %28, %31
+  %33 = mul nsw i64 %1, 16
+  %34 = add nsw i64 %s2_conv1.f2632, %33
+  %35 = add nsw i64 32, %34
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %35
+  %36 = load float, ptr %arena9, align 4
+  %37 = fadd float %32, %36
+  %38 = select i1 %20, float %37, float 0.000000e+00
+  %39 = mul nsw i64 %0, 16
+  %40 = add nsw i64 %39, %s2_conv1.j2621
+  %41 = mul nsw i64 %40, 8192
+  %42 = mul nsw i64 %1, 16
+  %43 = add nsw i64 %s2_conv1.f2632, %42
+  %44 = mul nsw i64 %43, 256
+  %45 = add nsw i64 %41, %44
+  %46 = add nsw i64 %45, %s2_conv1.i2643
+  %47 = add nsw i64 64, %46
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %47
+  store float %38, ptr %arena10, align 4
+  %i264.next = add nsw i64 %s2_conv1.i2643, 1
+  %48 = icmp slt i64 %i264.next, 256
+  br i1 %48, label %s2_conv1.i264, label %s2_conv1.i264.end
 
-s2_conv1.i268.end:                                ; preds = %s2_conv1.i268
-  %f267.next = add nsw i64 %s2_conv1.f2672, 1
-  %51 = icmp slt i64 %f267.next, 16
-  br i1 %51, label %s2_conv1.f267, label %s2_conv1.f267.end
+s2_conv1.i264.end:                                ; preds = %s2_conv1.i264
+  %f263.next = add nsw i64 %s2_conv1.f2632, 1
+  %49 = icmp slt i64 %f263.next, 16
+  br i1 %49, label %s2_conv1.f263, label %s2_conv1.f263.end
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k9.s2_conv1.part257.gemm265(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
+define internal void @resnet8_infer_b64.k7.s2_conv1.part253.gemm261(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
 entry:
-  %s2_conv1.t263_a3 = alloca <8 x float>, align 32
-  %s2_conv1.t263_a2 = alloca <8 x float>, align 32
-  %s2_conv1.t263_a1 = alloca <8 x float>, align 32
-  %s2_conv1.t263_a0 = alloca <8 x float>, align 32
-  %s2_conv1.t263_b1 = alloca <8 x float>, align 32
-  %s2_conv1.t263_b0 = alloca <8 x float>, align 32
-  %s2_conv1.t263_c3_1 = alloca <8 x float>, align 32
-  %s2_conv1.t263_c3_0 = alloca <8 x float>, align 32
-  %s2_conv1.t263_c2_1 = alloca <8 x float>, align 32
-  %s2_conv1.t263_c2_0 = alloca <8 x float>, align 32
-  %s2_conv1.t263_c1_1 = alloca <8 x float>, align 32
-  %s2_conv1.t263_c1_0 = alloca <8 x float>, align 32
-  %s2_conv1.t263_c0_1 = alloca <8 x float>, align 32
-  %s2_conv1.t263_c0_0 = alloca <8 x float>, align 32
-  %s2_conv1.t260_a3 = alloca <8 x float>, align 32
-  %s2_conv1.t260_a2 = alloca <8 x float>, align 32
-  %s2_conv1.t260_a1 = alloca <8 x float>, align 32
-  %s2_conv1.t260_a0 = alloca <8 x float>, align 32
-  %s2_conv1.t260_b2 = alloca <8 x float>, align 32
-  %s2_conv1.t260_b1 = alloca <8 x float>, align 32
-  %s2_conv1.t260_b0 = alloca <8 x float>, align 32
-  %s2_conv1.t260_c3_2 = alloca <8 x float>, align 32
-  %s2_conv1.t260_c3_1 = alloca <8 x float>, align 32
-  %s2_conv1.t260_c3_0 = alloca <8 x float>, align 32
-  %s2_conv1.t260_c2_2 = alloca <8 x float>, align 32
-  %s2_conv1.t260_c2_1 = alloca <8 x float>, align 32
-  %s2_conv1.t260_c2_0 = alloca <8 x float>, align 32
-  %s2_conv1.t260_c1_2 = alloca <8 x float>, align 32
-  %s2_conv1.t260_c1_1 = alloca <8 x float>, align 32
-  %s2_conv1.t260_c1_0 = alloca <8 x float>, align 32
-  %s2_conv1.t260_c0_2 = alloca <8 x float>, align 32
-  %s2_conv1.t260_c0_1 = alloca <8 x float>, align 32
-  %s2_conv1.t260_c0_0 = alloca <8 x float>, align 32
-  br label %s2_conv1.nb258
+  %s2_conv1.t259_a3 = alloca <8 x float>, align 32
+  %s2_conv1.t259_a2 = alloca <8 x float>, align 32
+  %s2_conv1.t259_a1 = alloca <8 x float>, align 32
+  %s2_conv1.t259_a0 = alloca <8 x float>, align 32
+  %s2_conv1.t259_b1 = alloca <8 x float>, align 32
+  %s2_conv1.t259_b0 = alloca <8 x float>, align 32
+  %s2_conv1.t259_c3_1 = alloca <8 x float>, align 32
+  %s2_conv1.t259_c3_0 = alloca <8 x float>, align 32
+  %s2_conv1.t259_c2_1 = alloca <8 x float>, align 32
+  %s2_conv1.t259_c2_0 = alloca <8 x float>, align 32
+  %s2_conv1.t259_c1_1 = alloca <8 x float>, align 32
+  %s2_conv1.t259_c1_0 = alloca <8 x float>, align 32
+  %s2_conv1.t259_c0_1 = alloca <8 x float>, align 32
+  %s2_conv1.t259_c0_0 = alloca <8 x float>, align 32
+  %s2_conv1.t256_a3 = alloca <8 x float>, align 32
+  %s2_conv1.t256_a2 = alloca <8 x float>, align 32
+  %s2_conv1.t256_a1 = alloca <8 x float>, align 32
+  %s2_conv1.t256_a0 = alloca <8 x float>, align 32
+  %s2_conv1.t256_b2 = alloca <8 x float>, align 32
+  %s2_conv1.t256_b1 = alloca <8 x float>, align 32
+  %s2_conv1.t256_b0 = alloca <8 x float>, align 32
+  %s2_conv1.t256_c3_2 = alloca <8 x float>, align 32
+  %s2_conv1.t256_c3_1 = alloca <8 x float>, align 32
+  %s2_conv1.t256_c3_0 = alloca <8 x float>, align 32
+  %s2_conv1.t256_c2_2 = alloca <8 x float>, align 32
+  %s2_conv1.t256_c2_1 = alloca <8 x float>, align 32
+  %s2_conv1.t256_c2_0 = alloca <8 x float>, align 32
+  %s2_conv1.t256_c1_2 = alloca <8 x float>, align 32
+  %s2_conv1.t256_c1_1 = alloca <8 x float>, align 32
+  %s2_conv1.t256_c1_0 = alloca <8 x float>, align 32
+  %s2_conv1.t256_c0_2 = alloca <8 x float>, align 32
+  %s2_conv1.t256_c0_1 = alloca <8 x float>, align 32
+  %s2_conv1.t256_c0_0 = alloca <8 x float>, align 32
+  br label %s2_conv1.nb254
 
-s2_conv1.nb258:                                   ; preds = %s2_conv1.mb259.end, %entry
-  %s2_conv1.nb2581 = phi i64 [ 0, %entry ], [ %nb258.next, %s2_conv1.mb259.end ]
-  br label %s2_conv1.mb259
+s2_conv1.nb254:                                   ; preds = %s2_conv1.mb255.end, %entry
+  %s2_conv1.nb2541 = phi i64 [ 0, %entry ], [ %nb254.next, %s2_conv1.mb255.end ]
+  br label %s2_conv1.mb255
 
-s2_conv1.nb258.end:                               ; preds = %s2_conv1.mb259.end
-  br label %s2_conv1.mb262
+s2_conv1.nb254.end:                               ; preds = %s2_conv1.mb255.end
+  br label %s2_conv1.mb258
 
-s2_conv1.mb259:                                   ; preds = %s2_conv1.k261.end, %s2_conv1.nb258
-  %s2_conv1.mb2592 = phi i64 [ 0, %s2_conv1.nb258 ], [ %mb259.next, %s2_conv1.k261.end ]
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t260_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t260_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t260_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t260_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t260_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t260_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t260_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t260_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t260_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t260_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t260_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t260_c3_2, align 32
-  br label %s2_conv1.k261
+s2_conv1.mb255:                                   ; preds = %s2_conv1.k257.end, %s2_conv1.nb254
+  %s2_conv1.mb2552 = phi i64 [ 0, %s2_conv1.nb254 ], [ %mb255.next, %s2_conv1.k257.end ]
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t256_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t256_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t256_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t256_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t256_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t256_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t256_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t256_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t256_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t256_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t256_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t256_c3_2, align 32
+  br label %s2_conv1.k257
 
-s2_conv1.mb259.end:                               ; preds = %s2_conv1.k261.end
-  %nb258.next = add nsw i64 %s2_conv1.nb2581, 1
-  %1 = icmp slt i64 %nb258.next, 170
-  br i1 %1, label %s2_conv1.nb258, label %s2_conv1.nb258.end
+s2_conv1.mb255.end:                               ; preds = %s2_conv1.k257.end
+  %nb254.next = add nsw i64 %s2_conv1.nb2541, 1
+  %1 = icmp slt i64 %nb254.next, 170
+  br i1 %1, label %s2_conv1.nb254, label %s2_conv1.nb254.end
 
-s2_conv1.k261:                                    ; preds = %s2_conv1.k261, %s2_conv1.mb259
-  %s2_conv1.k2613 = phi i64 [ 0, %s2_conv1.mb259 ], [ %k261.next, %s2_conv1.k261 ]
-  %2 = mul nsw i64 %s2_conv1.k2613, 4112
-  %3 = add nsw i64 1572928, %2
-  %4 = mul nsw i64 %s2_conv1.nb2581, 24
+s2_conv1.k257:                                    ; preds = %s2_conv1.k257, %s2_conv1.mb255
+  %s2_conv1.k2573 = phi i64 [ 0, %s2_conv1.mb255 ], [ %k257.next, %s2_conv1.k257 ]
+  %2 = mul nsw i64 %s2_conv1.k2573, 4112
+  %3 = add nsw i64 524352, %2
+  %4 = mul nsw i64 %s2_conv1.nb2541, 24
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %s2_conv1.t260_b0, align 32
-  %7 = mul nsw i64 %s2_conv1.k2613, 4112
-  %8 = add nsw i64 1572928, %7
-  %9 = mul nsw i64 %s2_conv1.nb2581, 24
+  store <8 x float> %6, ptr %s2_conv1.t256_b0, align 32
+  %7 = mul nsw i64 %s2_conv1.k2573, 4112
+  %8 = add nsw i64 524352, %7
+  %9 = mul nsw i64 %s2_conv1.nb2541, 24
   %10 = add nsw i64 %8, %9
   %11 = add nsw i64 %10, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %12, ptr %s2_conv1.t260_b1, align 32
-  %13 = mul nsw i64 %s2_conv1.k2613, 4112
-  %14 = add nsw i64 1572928, %13
-  %15 = mul nsw i64 %s2_conv1.nb2581, 24
+  store <8 x float> %12, ptr %s2_conv1.t256_b1, align 32
+  %13 = mul nsw i64 %s2_conv1.k2573, 4112
+  %14 = add nsw i64 524352, %13
+  %15 = mul nsw i64 %s2_conv1.nb2541, 24
   %16 = add nsw i64 %14, %15
   %17 = add nsw i64 %16, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %17
   %18 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %18, ptr %s2_conv1.t260_b2, align 32
+  store <8 x float> %18, ptr %s2_conv1.t256_b2, align 32
   %19 = mul nsw i64 %0, 16
   %20 = mul nsw i64 %19, 144
   %21 = add nsw i64 5136, %20
-  %22 = mul nsw i64 %s2_conv1.mb2592, 4
+  %22 = mul nsw i64 %s2_conv1.mb2552, 4
   %23 = mul nsw i64 %22, 144
   %24 = add nsw i64 %21, %23
-  %25 = add nsw i64 %24, %s2_conv1.k2613
+  %25 = add nsw i64 %24, %s2_conv1.k2573
   %params7 = getelementptr inbounds float, ptr %params, i64 %25
   %26 = load float, ptr %params7, align 4
   %27 = insertelement <8 x float> undef, float %26, i32 0
   %28 = shufflevector <8 x float> %27, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %28, ptr %s2_conv1.t260_a0, align 32
-  %t260_a0 = load <8 x float>, ptr %s2_conv1.t260_a0, align 32
-  %t260_b0 = load <8 x float>, ptr %s2_conv1.t260_b0, align 32
-  %t260_c0_0 = load <8 x float>, ptr %s2_conv1.t260_c0_0, align 32
-  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t260_a0, <8 x float> %t260_b0, <8 x float> %t260_c0_0)
-  store <8 x float> %29, ptr %s2_conv1.t260_c0_0, align 32
-  %t260_a08 = load <8 x float>, ptr %s2_conv1.t260_a0, align 32
-  %t260_b1 = load <8 x float>, ptr %s2_conv1.t260_b1, align 32
-  %t260_c0_1 = load <8 x float>, ptr %s2_conv1.t260_c0_1, align 32
-  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t260_a08, <8 x float> %t260_b1, <8 x float> %t260_c0_1)
-  store <8 x float> %30, ptr %s2_conv1.t260_c0_1, align 32
-  %t260_a09 = load <8 x float>, ptr %s2_conv1.t260_a0, align 32
-  %t260_b2 = load <8 x float>, ptr %s2_conv1.t260_b2, align 32
-  %t260_c0_2 = load <8 x float>, ptr %s2_conv1.t260_c0_2, align 32
-  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t260_a09, <8 x float> %t260_b2, <8 x float> %t260_c0_2)
-  store <8 x float> %31, ptr %s2_conv1.t260_c0_2, align 32
+  store <8 x float> %28, ptr %s2_conv1.t256_a0, align 32
+  %t256_a0 = load <8 x float>, ptr %s2_conv1.t256_a0, align 32
+  %t256_b0 = load <8 x float>, ptr %s2_conv1.t256_b0, align 32
+  %t256_c0_0 = load <8 x float>, ptr %s2_conv1.t256_c0_0, align 32
+  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t256_a0, <8 x float> %t256_b0, <8 x float> %t256_c0_0)
+  store <8 x float> %29, ptr %s2_conv1.t256_c0_0, align 32
+  %t256_a08 = load <8 x float>, ptr %s2_conv1.t256_a0, align 32
+  %t256_b1 = load <8 x float>, ptr %s2_conv1.t256_b1, align 32
+  %t256_c0_1 = load <8 x float>, ptr %s2_conv1.t256_c0_1, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t256_a08, <8 x float> %t256_b1, <8 x float> %t256_c0_1)
+  store <8 x float> %30, ptr %s2_conv1.t256_c0_1, align 32
+  %t256_a09 = load <8 x float>, ptr %s2_conv1.t256_a0, align 32
+  %t256_b2 = load <8 x float>, ptr %s2_conv1.t256_b2, align 32
+  %t256_c0_2 = load <8 x float>, ptr %s2_conv1.t256_c0_2, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t256_a09, <8 x float> %t256_b2, <8 x float> %t256_c0_2)
+  store <8 x float> %31, ptr %s2_conv1.t256_c0_2, align 32
   %32 = mul nsw i64 %0, 16
   %33 = mul nsw i64 %32, 144
   %34 = add nsw i64 5136, %33
-  %35 = mul nsw i64 %s2_conv1.mb2592, 4
+  %35 = mul nsw i64 %s2_conv1.mb2552, 4
   %36 = add nsw i64 %35, 1
   %37 = mul nsw i64 %36, 144
   %38 = add nsw i64 %34, %37
-  %39 = add nsw i64 %38, %s2_conv1.k2613
+  %39 = add nsw i64 %38, %s2_conv1.k2573
   %params10 = getelementptr inbounds float, ptr %params, i64 %39
   %40 = load float, ptr %params10, align 4
   %41 = insertelement <8 x float> undef, float %40, i32 0
   %42 = shufflevector <8 x float> %41, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %42, ptr %s2_conv1.t260_a1, align 32
-  %t260_a1 = load <8 x float>, ptr %s2_conv1.t260_a1, align 32
-  %t260_b011 = load <8 x float>, ptr %s2_conv1.t260_b0, align 32
-  %t260_c1_0 = load <8 x float>, ptr %s2_conv1.t260_c1_0, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t260_a1, <8 x float> %t260_b011, <8 x float> %t260_c1_0)
-  store <8 x float> %43, ptr %s2_conv1.t260_c1_0, align 32
-  %t260_a112 = load <8 x float>, ptr %s2_conv1.t260_a1, align 32
-  %t260_b113 = load <8 x float>, ptr %s2_conv1.t260_b1, align 32
-  %t260_c1_1 = load <8 x float>, ptr %s2_conv1.t260_c1_1, align 32
-  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t260_a112, <8 x float> %t260_b113, <8 x float> %t260_c1_1)
-  store <8 x float> %44, ptr %s2_conv1.t260_c1_1, align 32
-  %t260_a114 = load <8 x float>, ptr %s2_conv1.t260_a1, align 32
-  %t260_b215 = load <8 x float>, ptr %s2_conv1.t260_b2, align 32
-  %t260_c1_2 = load <8 x float>, ptr %s2_conv1.t260_c1_2, align 32
-  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t260_a114, <8 x float> %t260_b215, <8 x float> %t260_c1_2)
-  store <8 x float> %45, ptr %s2_conv1.t260_c1_2, align 32
+  store <8 x float> %42, ptr %s2_conv1.t256_a1, align 32
+  %t256_a1 = load <8 x float>, ptr %s2_conv1.t256_a1, align 32
+  %t256_b011 = load <8 x float>, ptr %s2_conv1.t256_b0, align 32
+  %t256_c1_0 = load <8 x float>, ptr %s2_conv1.t256_c1_0, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t256_a1, <8 x float> %t256_b011, <8 x float> %t256_c1_0)
+  store <8 x float> %43, ptr %s2_conv1.t256_c1_0, align 32
+  %t256_a112 = load <8 x float>, ptr %s2_conv1.t256_a1, align 32
+  %t256_b113 = load <8 x float>, ptr %s2_conv1.t256_b1, align 32
+  %t256_c1_1 = load <8 x float>, ptr %s2_conv1.t256_c1_1, align 32
+  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t256_a112, <8 x float> %t256_b113, <8 x float> %t256_c1_1)
+  store <8 x float> %44, ptr %s2_conv1.t256_c1_1, align 32
+  %t256_a114 = load <8 x float>, ptr %s2_conv1.t256_a1, align 32
+  %t256_b215 = load <8 x float>, ptr %s2_conv1.t256_b2, align 32
+  %t256_c1_2 = load <8 x float>, ptr %s2_conv1.t256_c1_2, align 32
+  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t256_a114, <8 x float> %t256_b215, <8 x float> %t256_c1_2)
+  store <8 x float> %45, ptr %s2_conv1.t256_c1_2, align 32
   %46 = mul nsw i64 %0, 16
   %47 = mul nsw i64 %46, 144
   %48 = add nsw i64 5136, %47
-  %49 = mul nsw i64 %s2_conv1.mb2592, 4
+  %49 = mul nsw i64 %s2_conv1.mb2552, 4
   %50 = add nsw i64 %49, 2
   %51 = mul nsw i64 %50, 144
   %52 = add nsw i64 %48, %51
-  %53 = add nsw i64 %52, %s2_conv1.k2613
+  %53 = add nsw i64 %52, %s2_conv1.k2573
   %params16 = getelementptr inbounds float, ptr %params, i64 %53
   %54 = load float, ptr %params16, align 4
   %55 = insertelement <8 x float> undef, float %54, i32 0
   %56 = shufflevector <8 x float> %55, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %56, ptr %s2_conv1.t260_a2, align 32
-  %t260_a2 = load <8 x float>, ptr %s2_conv1.t260_a2, align 32
-  %t260_b017 = load <8 x float>, ptr %s2_conv1.t260_b0, align 32
-  %t260_c2_0 = load <8 x float>, ptr %s2_conv1.t260_c2_0, align 32
-  %57 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t260_a2, <8 x float> %t260_b017, <8 x float> %t260_c2_0)
-  store <8 x float> %57, ptr %s2_conv1.t260_c2_0, align 32
-  %t260_a218 = load <8 x float>, ptr %s2_conv1.t260_a2, align 32
-  %t260_b119 = load <8 x float>, ptr %s2_conv1.t260_b1, align 32
-  %t260_c2_1 = load <8 x float>, ptr %s2_conv1.t260_c2_1, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t260_a218, <8 x float> %t260_b119, <8 x float> %t260_c2_1)
-  store <8 x float> %58, ptr %s2_conv1.t260_c2_1, align 32
-  %t260_a220 = load <8 x float>, ptr %s2_conv1.t260_a2, align 32
-  %t260_b221 = load <8 x float>, ptr %s2_conv1.t260_b2, align 32
-  %t260_c2_2 = load <8 x float>, ptr %s2_conv1.t260_c2_2, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t260_a220, <8 x float> %t260_b221, <8 x float> %t260_c2_2)
-  store <8 x float> %59, ptr %s2_conv1.t260_c2_2, align 32
+  store <8 x float> %56, ptr %s2_conv1.t256_a2, align 32
+  %t256_a2 = load <8 x float>, ptr %s2_conv1.t256_a2, align 32
+  %t256_b017 = load <8 x float>, ptr %s2_conv1.t256_b0, align 32
+  %t256_c2_0 = load <8 x float>, ptr %s2_conv1.t256_c2_0, align 32
+  %57 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t256_a2, <8 x float> %t256_b017, <8 x float> %t256_c2_0)
+  store <8 x float> %57, ptr %s2_conv1.t256_c2_0, align 32
+  %t256_a218 = load <8 x float>, ptr %s2_conv1.t256_a2, align 32
+  %t256_b119 = load <8 x float>, ptr %s2_conv1.t256_b1, align 32
+  %t256_c2_1 = load <8 x float>, ptr %s2_conv1.t256_c2_1, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t256_a218, <8 x float> %t256_b119, <8 x float> %t256_c2_1)
+  store <8 x float> %58, ptr %s2_conv1.t256_c2_1, align 32
+  %t256_a220 = load <8 x float>, ptr %s2_conv1.t256_a2, align 32
+  %t256_b221 = load <8 x float>, ptr %s2_conv1.t256_b2, align 32
+  %t256_c2_2 = load <8 x float>, ptr %s2_conv1.t256_c2_2, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t256_a220, <8 x float> %t256_b221, <8 x float> %t256_c2_2)
+  store <8 x float> %59, ptr %s2_conv1.t256_c2_2, align 32
   %60 = mul nsw i64 %0, 16
   %61 = mul nsw i64 %60, 144
   %62 = add nsw i64 5136, %61
-  %63 = mul nsw i64 %s2_conv1.mb2592, 4
+  %63 = mul nsw i64 %s2_conv1.mb2552, 4
   %64 = add nsw i64 %63, 3
   %65 = mul nsw i64 %64, 144
   %66 = add nsw i64 %62, %65
-  %67 = add nsw i64 %66, %s2_conv1.k2613
+  %67 = add nsw i64 %66, %s2_conv1.k2573
   %params22 = getelementptr inbounds float, ptr %params, i64 %67
   %68 = load float, ptr %params22, align 4
   %69 = insertelement <8 x float> undef, float %68, i32 0
   %70 = shufflevector <8 x float> %69, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %70, ptr %s2_conv1.t260_a3, align 32
-  %t260_a3 = load <8 x float>, ptr %s2_conv1.t260_a3, align 32
-  %t260_b023 = load <8 x float>, ptr %s2_conv1.t260_b0, align 32
-  %t260_c3_0 = load <8 x float>, ptr %s2_conv1.t260_c3_0, align 32
-  %71 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t260_a3, <8 x float> %t260_b023, <8 x float> %t260_c3_0)
-  store <8 x float> %71, ptr %s2_conv1.t260_c3_0, align 32
-  %t260_a324 = load <8 x float>, ptr %s2_conv1.t260_a3, align 32
-  %t260_b125 = load <8 x float>, ptr %s2_conv1.t260_b1, align 32
-  %t260_c3_1 = load <8 x float>, ptr %s2_conv1.t260_c3_1, align 32
-  %72 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t260_a324, <8 x float> %t260_b125, <8 x float> %t260_c3_1)
-  store <8 x float> %72, ptr %s2_conv1.t260_c3_1, align 32
-  %t260_a326 = load <8 x float>, ptr %s2_conv1.t260_a3, align 32
-  %t260_b227 = load <8 x float>, ptr %s2_conv1.t260_b2, align 32
-  %t260_c3_2 = load <8 x float>, ptr %s2_conv1.t260_c3_2, align 32
-  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t260_a326, <8 x float> %t260_b227, <8 x float> %t260_c3_2)
-  store <8 x float> %73, ptr %s2_conv1.t260_c3_2, align 32
-  %k261.next = add nsw i64 %s2_conv1.k2613, 1
-  %74 = icmp slt i64 %k261.next, 144
-  br i1 %74, label %s2_conv1.k261, label %s2_conv1.k261.end
+  store <8 x float> %70, ptr %s2_conv1.t256_a3, align 32
+  %t256_a3 = load <8 x float>, ptr %s2_conv1.t256_a3, align 32
+  %t256_b023 = load <8 x float>, ptr %s2_conv1.t256_b0, align 32
+  %t256_c3_0 = load <8 x float>, ptr %s2_conv1.t256_c3_0, align 32
+  %71 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t256_a3, <8 x float> %t256_b023, <8 x float> %t256_c3_0)
+  store <8 x float> %71, ptr %s2_conv1.t256_c3_0, align 32
+  %t256_a324 = load <8 x float>, ptr %s2_conv1.t256_a3, align 32
+  %t256_b125 = load <8 x float>, ptr %s2_conv1.t256_b1, align 32
+  %t256_c3_1 = load <8 x float>, ptr %s2_conv1.t256_c3_1, align 32
+  %72 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t256_a324, <8 x float> %t256_b125, <8 x float> %t256_c3_1)
+  store <8 x float> %72, ptr %s2_conv1.t256_c3_1, align 32
+  %t256_a326 = load <8 x float>, ptr %s2_conv1.t256_a3, align 32
+  %t256_b227 = load <8 x float>, ptr %s2_conv1.t256_b2, align 32
+  %t256_c3_2 = load <8 x float>, ptr %s2_conv1.t256_c3_2, align 32
+  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t256_a326, <8 x float> %t256_b227, <8 x float> %t256_c3_2)
+  store <8 x float> %73, ptr %s2_conv1.t256_c3_2, align 32
+  %k257.next = add nsw i64 %s2_conv1.k2573, 1
+  %74 = icmp slt i64 %k257.next, 144
+  br i1 %74, label %s2_conv1.k257, label %s2_conv1.k257.end
 
-s2_conv1.k261.end:                                ; preds = %s2_conv1.k261
-  %t260_c0_028 = load <8 x float>, ptr %s2_conv1.t260_c0_0, align 32
+s2_conv1.k257.end:                                ; preds = %s2_conv1.k257
+  %t256_c0_028 = load <8 x float>, ptr %s2_conv1.t256_c0_0, align 32
   %75 = mul nsw i64 %0, 16
   %76 = mul nsw i64 %75, 4112
-  %77 = add nsw i64 2165056, %76
-  %78 = mul nsw i64 %s2_conv1.mb2592, 4
+  %77 = add nsw i64 1116480, %76
+  %78 = mul nsw i64 %s2_conv1.mb2552, 4
   %79 = mul nsw i64 %78, 4112
   %80 = add nsw i64 %77, %79
-  %81 = mul nsw i64 %s2_conv1.nb2581, 24
+  %81 = mul nsw i64 %s2_conv1.nb2541, 24
   %82 = add nsw i64 %80, %81
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %82
-  store <8 x float> %t260_c0_028, ptr %arena29, align 4
-  %t260_c0_130 = load <8 x float>, ptr %s2_conv1.t260_c0_1, align 32
+  store <8 x float> %t256_c0_028, ptr %arena29, align 4
+  %t256_c0_130 = load <8 x float>, ptr %s2_conv1.t256_c0_1, align 32
   %83 = mul nsw i64 %0, 16
   %84 = mul nsw i64 %83, 4112
-  %85 = add nsw i64 2165056, %84
-  %86 = mul nsw i64 %s2_conv1.mb2592, 4
+  %85 = add nsw i64 1116480, %84
+  %86 = mul nsw i64 %s2_conv1.mb2552, 4
   %87 = mul nsw i64 %86, 4112
   %88 = add nsw i64 %85, %87
-  %89 = mul nsw i64 %s2_conv1.nb2581, 24
+  %89 = mul nsw i64 %s2_conv1.nb2541, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t260_c0_130, ptr %arena31, align 4
-  %t260_c0_232 = load <8 x float>, ptr %s2_conv1.t260_c0_2, align 32
+  store <8 x float> %t256_c0_130, ptr %arena31, align 4
+  %t256_c0_232 = load <8 x float>, ptr %s2_conv1.t256_c0_2, align 32
   %92 = mul nsw i64 %0, 16
   %93 = mul nsw i64 %92, 4112
-  %94 = add nsw i64 2165056, %93
-  %95 = mul nsw i64 %s2_conv1.mb2592, 4
+  %94 = add nsw i64 1116480, %93
+  %95 = mul nsw i64 %s2_conv1.mb2552, 4
   %96 = mul nsw i64 %95, 4112
   %97 = add nsw i64 %94, %96
-  %98 = mul nsw i64 %s2_conv1.nb2581, 24
+  %98 = mul nsw i64 %s2_conv1.nb2541, 24
   %99 = add nsw i64 %97, %98
   %100 = add nsw i64 %99, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %100
-  store <8 x float> %t260_c0_232, ptr %arena33, align 4
-  %t260_c1_034 = load <8 x float>, ptr %s2_conv1.t260_c1_0, align 32
+  store <8 x float> %t256_c0_232, ptr %arena33, align 4
+  %t256_c1_034 = load <8 x float>, ptr %s2_conv1.t256_c1_0, align 32
   %101 = mul nsw i64 %0, 16
   %102 = mul nsw i64 %101, 4112
-  %103 = add nsw i64 2165056, %102
-  %104 = mul nsw i64 %s2_conv1.mb2592, 4
+  %103 = add nsw i64 1116480, %102
+  %104 = mul nsw i64 %s2_conv1.mb2552, 4
   %105 = add nsw i64 %104, 1
   %106 = mul nsw i64 %105, 4112
   %107 = add nsw i64 %103, %106
-  %108 = mul nsw i64 %s2_conv1.nb2581, 24
+  %108 = mul nsw i64 %s2_conv1.nb2541, 24
   %109 = add nsw i64 %107, %108
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %109
-  store <8 x float> %t260_c1_034, ptr %arena35, align 4
-  %t260_c1_136 = load <8 x float>, ptr %s2_conv1.t260_c1_1, align 32
+  store <8 x float> %t256_c1_034, ptr %arena35, align 4
+  %t256_c1_136 = load <8 x float>, ptr %s2_conv1.t256_c1_1, align 32
   %110 = mul nsw i64 %0, 16
   %111 = mul nsw i64 %110, 4112
-  %112 = add nsw i64 2165056, %111
-  %113 = mul nsw i64 %s2_conv1.mb2592, 4
+  %112 = add nsw i64 1116480, %111
+  %113 = mul nsw i64 %s2_conv1.mb2552, 4
   %114 = add nsw i64 %113, 1
   %115 = mul nsw i64 %114, 4112
   %116 = add nsw i64 %112, %115
-  %117 = mul nsw i64 %s2_conv1.nb2581, 24
+  %117 = mul nsw i64 %s2_conv1.nb2541, 24
   %118 = add nsw i64 %116, %117
   %119 = add nsw i64 %118, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %119
-  store <8 x float> %t260_c1_136, ptr %arena37, align 4
-  %t260_c1_238 = load <8 x float>, ptr %s2_conv1.t260_c1_2, align 32
+  store <8 x float> %t256_c1_136, ptr %arena37, align 4
+  %t256_c1_238 = load <8 x float>, ptr %s2_conv1.t256_c1_2, align 32
   %120 = mul nsw i64 %0, 16
   %121 = mul nsw i64 %120, 4112
-  %122 = add nsw i64 2165056, %121
-  %123 = mul nsw i64 %s2_conv1.mb2592, 4
+  %122 = add nsw i64 1116480, %121
+  %123 = mul nsw i64 %s2_conv1.mb2552, 4
   %124 = add nsw i64 %123, 1
   %125 = mul nsw i64 %124, 4112
   %126 = add nsw i64 %122, %125
-  %127 = mul nsw i64 %s2_conv1.nb2581, 24
+  %127 = mul nsw i64 %s2_conv1.nb2541, 24
   %128 = add nsw i64 %126, %127
   %129 = add nsw i64 %128, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %129
-  store <8 x float> %t260_c1_238, ptr %arena39, align 4
-  %t260_c2_040 = load <8 x float>, ptr %s2_conv1.t260_c2_0, align 32
+  store <8 x float> %t256_c1_238, ptr %arena39, align 4
+  %t256_c2_040 = load <8 x float>, ptr %s2_conv1.t256_c2_0, align 32
   %130 = mul nsw i64 %0, 16
   %131 = mul nsw i64 %130, 4112
-  %132 = add nsw i64 2165056, %131
-  %133 = mul nsw i64 %s2_conv1.mb2592, 4
+  %132 = add nsw i64 1116480, %131
+  %133 = mul nsw i64 %s2_conv1.mb2552, 4
   %134 = add nsw i64 %133, 2
   %135 = mul nsw i64 %134, 4112
   %136 = add nsw i64 %132, %135
-  %137 = mul nsw i64 %s2_conv1.nb2581, 24
+  %137 = mul nsw i64 %s2_conv1.nb2541, 24
   %138 = add nsw i64 %136, %137
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t260_c2_040, ptr %arena41, align 4
-  %t260_c2_142 = load <8 x float>, ptr %s2_conv1.t260_c2_1, align 32
+  store <8 x float> %t256_c2_040, ptr %arena41, align 4
+  %t256_c2_142 = load <8 x float>, ptr %s2_conv1.t256_c2_1, align 32
   %139 = mul nsw i64 %0, 16
   %140 = mul nsw i64 %139, 4112
-  %141 = add nsw i64 2165056, %140
-  %142 = mul nsw i64 %s2_conv1.mb2592, 4
+  %141 = add nsw i64 1116480, %140
+  %142 = mul nsw i64 %s2_conv1.mb2552, 4
   %143 = add nsw i64 %142, 2
   %144 = mul nsw i64 %143, 4112
   %145 = add nsw i64 %141, %144
-  %146 = mul nsw i64 %s2_conv1.nb2581, 24
+  %146 = mul nsw i64 %s2_conv1.nb2541, 24
   %147 = add nsw i64 %145, %146
   %148 = add nsw i64 %147, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %148
-  store <8 x float> %t260_c2_142, ptr %arena43, align 4
-  %t260_c2_244 = load <8 x float>, ptr %s2_conv1.t260_c2_2, align 32
+  store <8 x float> %t256_c2_142, ptr %arena43, align 4
+  %t256_c2_244 = load <8 x float>, ptr %s2_conv1.t256_c2_2, align 32
   %149 = mul nsw i64 %0, 16
   %150 = mul nsw i64 %149, 4112
-  %151 = add nsw i64 2165056, %150
-  %152 = mul nsw i64 %s2_conv1.mb2592, 4
+  %151 = add nsw i64 1116480, %150
+  %152 = mul nsw i64 %s2_conv1.mb2552, 4
   %153 = add nsw i64 %152, 2
   %154 = mul nsw i64 %153, 4112
   %155 = add nsw i64 %151, %154
-  %156 = mul nsw i64 %s2_conv1.nb2581, 24
+  %156 = mul nsw i64 %s2_conv1.nb2541, 24
   %157 = add nsw i64 %155, %156
   %158 = add nsw i64 %157, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %158
-  store <8 x float> %t260_c2_244, ptr %arena45, align 4
-  %t260_c3_046 = load <8 x float>, ptr %s2_conv1.t260_c3_0, align 32
+  store <8 x float> %t256_c2_244, ptr %arena45, align 4
+  %t256_c3_046 = load <8 x float>, ptr %s2_conv1.t256_c3_0, align 32
   %159 = mul nsw i64 %0, 16
   %160 = mul nsw i64 %159, 4112
-  %161 = add nsw i64 2165056, %160
-  %162 = mul nsw i64 %s2_conv1.mb2592, 4
+  %161 = add nsw i64 1116480, %160
+  %162 = mul nsw i64 %s2_conv1.mb2552, 4
   %163 = add nsw i64 %162, 3
   %164 = mul nsw i64 %163, 4112
   %165 = add nsw i64 %161, %164
-  %166 = mul nsw i64 %s2_conv1.nb2581, 24
+  %166 = mul nsw i64 %s2_conv1.nb2541, 24
   %167 = add nsw i64 %165, %166
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %167
-  store <8 x float> %t260_c3_046, ptr %arena47, align 4
-  %t260_c3_148 = load <8 x float>, ptr %s2_conv1.t260_c3_1, align 32
+  store <8 x float> %t256_c3_046, ptr %arena47, align 4
+  %t256_c3_148 = load <8 x float>, ptr %s2_conv1.t256_c3_1, align 32
   %168 = mul nsw i64 %0, 16
   %169 = mul nsw i64 %168, 4112
-  %170 = add nsw i64 2165056, %169
-  %171 = mul nsw i64 %s2_conv1.mb2592, 4
+  %170 = add nsw i64 1116480, %169
+  %171 = mul nsw i64 %s2_conv1.mb2552, 4
   %172 = add nsw i64 %171, 3
   %173 = mul nsw i64 %172, 4112
   %174 = add nsw i64 %170, %173
-  %175 = mul nsw i64 %s2_conv1.nb2581, 24
+  %175 = mul nsw i64 %s2_conv1.nb2541, 24
   %176 = add nsw i64 %174, %175
   %177 = add nsw i64 %176, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %177
-  store <8 x float> %t260_c3_148, ptr %arena49, align 4
-  %t260_c3_250 = load <8 x float>, ptr %s2_conv1.t260_c3_2, align 32
+  store <8 x float> %t256_c3_148, ptr %arena49, align 4
+  %t256_c3_250 = load <8 x float>, ptr %s2_conv1.t256_c3_2, align 32
   %178 = mul nsw i64 %0, 16
   %179 = mul nsw i64 %178, 4112
-  %180 = add nsw i64 2165056, %179
-  %181 = mul nsw i64 %s2_conv1.mb2592, 4
+  %180 = add nsw i64 1116480, %179
+  %181 = mul nsw i64 %s2_conv1.mb2552, 4
   %182 = add nsw i64 %181, 3
   %183 = mul nsw i64 %182, 4112
   %184 = add nsw i64 %180, %183
-  %185 = mul nsw i64 %s2_conv1.nb2581, 24
+  %185 = mul nsw i64 %s2_conv1.nb2541, 24
   %186 = add nsw i64 %184, %185
   %187 = add nsw i64 %186, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %187
-  store <8 x float> %t260_c3_250, ptr %arena51, align 4
-  %mb259.next = add nsw i64 %s2_conv1.mb2592, 1
-  %188 = icmp slt i64 %mb259.next, 4
-  br i1 %188, label %s2_conv1.mb259, label %s2_conv1.mb259.end
+  store <8 x float> %t256_c3_250, ptr %arena51, align 4
+  %mb255.next = add nsw i64 %s2_conv1.mb2552, 1
+  %188 = icmp slt i64 %mb255.next, 4
+  br i1 %188, label %s2_conv1.mb255, label %s2_conv1.mb255.end
 
-s2_conv1.mb262:                                   ; preds = %s2_conv1.k264.end, %s2_conv1.nb258.end
-  %s2_conv1.mb26252 = phi i64 [ 0, %s2_conv1.nb258.end ], [ %mb262.next, %s2_conv1.k264.end ]
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t263_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t263_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t263_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t263_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t263_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t263_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t263_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t263_c3_1, align 32
-  br label %s2_conv1.k264
+s2_conv1.mb258:                                   ; preds = %s2_conv1.k260.end, %s2_conv1.nb254.end
+  %s2_conv1.mb25852 = phi i64 [ 0, %s2_conv1.nb254.end ], [ %mb258.next, %s2_conv1.k260.end ]
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t259_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t259_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t259_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t259_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t259_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t259_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t259_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t259_c3_1, align 32
+  br label %s2_conv1.k260
 
-s2_conv1.mb262.end:                               ; preds = %s2_conv1.k264.end
+s2_conv1.mb258.end:                               ; preds = %s2_conv1.k260.end
   ret void
 
-s2_conv1.k264:                                    ; preds = %s2_conv1.k264, %s2_conv1.mb262
-  %s2_conv1.k26453 = phi i64 [ 0, %s2_conv1.mb262 ], [ %k264.next, %s2_conv1.k264 ]
-  %189 = mul nsw i64 %s2_conv1.k26453, 4112
-  %190 = add nsw i64 1572928, %189
+s2_conv1.k260:                                    ; preds = %s2_conv1.k260, %s2_conv1.mb258
+  %s2_conv1.k26053 = phi i64 [ 0, %s2_conv1.mb258 ], [ %k260.next, %s2_conv1.k260 ]
+  %189 = mul nsw i64 %s2_conv1.k26053, 4112
+  %190 = add nsw i64 524352, %189
   %191 = add nsw i64 %190, 4080
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %191
   %192 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %192, ptr %s2_conv1.t263_b0, align 32
-  %193 = mul nsw i64 %s2_conv1.k26453, 4112
-  %194 = add nsw i64 1572928, %193
+  store <8 x float> %192, ptr %s2_conv1.t259_b0, align 32
+  %193 = mul nsw i64 %s2_conv1.k26053, 4112
+  %194 = add nsw i64 524352, %193
   %195 = add nsw i64 %194, 4080
   %196 = add nsw i64 %195, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %196
   %197 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %197, ptr %s2_conv1.t263_b1, align 32
+  store <8 x float> %197, ptr %s2_conv1.t259_b1, align 32
   %198 = mul nsw i64 %0, 16
   %199 = mul nsw i64 %198, 144
   %200 = add nsw i64 5136, %199
-  %201 = mul nsw i64 %s2_conv1.mb26252, 4
+  %201 = mul nsw i64 %s2_conv1.mb25852, 4
   %202 = mul nsw i64 %201, 144
   %203 = add nsw i64 %200, %202
-  %204 = add nsw i64 %203, %s2_conv1.k26453
+  %204 = add nsw i64 %203, %s2_conv1.k26053
   %params56 = getelementptr inbounds float, ptr %params, i64 %204
   %205 = load float, ptr %params56, align 4
   %206 = insertelement <8 x float> undef, float %205, i32 0
   %207 = shufflevector <8 x float> %206, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %207, ptr %s2_conv1.t263_a0, align 32
-  %t263_a0 = load <8 x float>, ptr %s2_conv1.t263_a0, align 32
-  %t263_b0 = load <8 x float>, ptr %s2_conv1.t263_b0, align 32
-  %t263_c0_0 = load <8 x float>, ptr %s2_conv1.t263_c0_0, align 32
-  %208 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t263_a0, <8 x float> %t263_b0, <8 x float> %t263_c0_0)
-  store <8 x float> %208, ptr %s2_conv1.t263_c0_0, align 32
-  %t263_a057 = load <8 x float>, ptr %s2_conv1.t263_a0, align 32
-  %t263_b1 = load <8 x float>, ptr %s2_conv1.t263_b1, align 32
-  %t263_c0_1 = load <8 x float>, ptr %s2_conv1.t263_c0_1, align 32
-  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t263_a057, <8 x float> %t263_b1, <8 x float> %t263_c0_1)
-  store <8 x float> %209, ptr %s2_conv1.t263_c0_1, align 32
+  store <8 x float> %207, ptr %s2_conv1.t259_a0, align 32
+  %t259_a0 = load <8 x float>, ptr %s2_conv1.t259_a0, align 32
+  %t259_b0 = load <8 x float>, ptr %s2_conv1.t259_b0, align 32
+  %t259_c0_0 = load <8 x float>, ptr %s2_conv1.t259_c0_0, align 32
+  %208 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t259_a0, <8 x float> %t259_b0, <8 x float> %t259_c0_0)
+  store <8 x float> %208, ptr %s2_conv1.t259_c0_0, align 32
+  %t259_a057 = load <8 x float>, ptr %s2_conv1.t259_a0, align 32
+  %t259_b1 = load <8 x float>, ptr %s2_conv1.t259_b1, align 32
+  %t259_c0_1 = load <8 x float>, ptr %s2_conv1.t259_c0_1, align 32
+  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t259_a057, <8 x float> %t259_b1, <8 x float> %t259_c0_1)
+  store <8 x float> %209, ptr %s2_conv1.t259_c0_1, align 32
   %210 = mul nsw i64 %0, 16
   %211 = mul nsw i64 %210, 144
   %212 = add nsw i64 5136, %211
-  %213 = mul nsw i64 %s2_conv1.mb26252, 4
+  %213 = mul nsw i64 %s2_conv1.mb25852, 4
   %214 = add nsw i64 %213, 1
   %215 = mul nsw i64 %214, 144
   %216 = add nsw i64 %212, %215
-  %217 = add nsw i64 %216, %s2_conv1.k26453
+  %217 = add nsw i64 %216, %s2_conv1.k26053
   %params58 = getelementptr inbounds float, ptr %params, i64 %217
   %218 = load float, ptr %params58, align 4
   %219 = insertelement <8 x float> undef, float %218, i32 0
   %220 = shufflevector <8 x float> %219, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %220, ptr %s2_conv1.t263_a1, align 32
-  %t263_a1 = load <8 x float>, ptr %s2_conv1.t263_a1, align 32
-  %t263_b059 = load <8 x float>, ptr %s2_conv1.t263_b0, align 32
-  %t263_c1_0 = load <8 x float>, ptr %s2_conv1.t263_c1_0, align 32
-  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t263_a1, <8 x float> %t263_b059, <8 x float> %t263_c1_0)
-  store <8 x float> %221, ptr %s2_conv1.t263_c1_0, align 32
-  %t263_a160 = load <8 x float>, ptr %s2_conv1.t263_a1, align 32
-  %t263_b161 = load <8 x float>, ptr %s2_conv1.t263_b1, align 32
-  %t263_c1_1 = load <8 x float>, ptr %s2_conv1.t263_c1_1, align 32
-  %222 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t263_a160, <8 x float> %t263_b161, <8 x float> %t263_c1_1)
-  store <8 x float> %222, ptr %s2_conv1.t263_c1_1, align 32
+  store <8 x float> %220, ptr %s2_conv1.t259_a1, align 32
+  %t259_a1 = load <8 x float>, ptr %s2_conv1.t259_a1, align 32
+  %t259_b059 = load <8 x float>, ptr %s2_conv1.t259_b0, align 32
+  %t259_c1_0 = load <8 x float>, ptr %s2_conv1.t259_c1_0, align 32
+  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t259_a1, <8 x float> %t259_b059, <8 x float> %t259_c1_0)
+  store <8 x float> %221, ptr %s2_conv1.t259_c1_0, align 32
+  %t259_a160 = load <8 x float>, ptr %s2_conv1.t259_a1, align 32
+  %t259_b161 = load <8 x float>, ptr %s2_conv1.t259_b1, align 32
+  %t259_c1_1 = load <8 x float>, ptr %s2_conv1.t259_c1_1, align 32
+  %222 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t259_a160, <8 x float> %t259_b161, <8 x float> %t259_c1_1)
+  store <8 x float> %222, ptr %s2_conv1.t259_c1_1, align 32
   %223 = mul nsw i64 %0, 16
   %224 = mul nsw i64 %223, 144
   %225 = add nsw i64 5136, %224
-  %226 = mul nsw i64 %s2_conv1.mb26252, 4
+  %226 = mul nsw i64 %s2_conv1.mb25852, 4
   %227 = add nsw i64 %226, 2
   %228 = mul nsw i64 %227, 144
   %229 = add nsw i64 %225, %228
-  %230 = add nsw i64 %229, %s2_conv1.k26453
+  %230 = add nsw i64 %229, %s2_conv1.k26053
   %params62 = getelementptr inbounds float, ptr %params, i64 %230
   %231 = load float, ptr %params62, align 4
   %232 = insertelement <8 x float> undef, float %231, i32 0
   %233 = shufflevector <8 x float> %232, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %233, ptr %s2_conv1.t263_a2, align 32
-  %t263_a2 = load <8 x float>, ptr %s2_conv1.t263_a2, align 32
-  %t263_b063 = load <8 x float>, ptr %s2_conv1.t263_b0, align 32
-  %t263_c2_0 = load <8 x float>, ptr %s2_conv1.t263_c2_0, align 32
-  %234 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t263_a2, <8 x float> %t263_b063, <8 x float> %t263_c2_0)
-  store <8 x float> %234, ptr %s2_conv1.t263_c2_0, align 32
-  %t263_a264 = load <8 x float>, ptr %s2_conv1.t263_a2, align 32
-  %t263_b165 = load <8 x float>, ptr %s2_conv1.t263_b1, align 32
-  %t263_c2_1 = load <8 x float>, ptr %s2_conv1.t263_c2_1, align 32
-  %235 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t263_a264, <8 x float> %t263_b165, <8 x float> %t263_c2_1)
-  store <8 x float> %235, ptr %s2_conv1.t263_c2_1, align 32
+  store <8 x float> %233, ptr %s2_conv1.t259_a2, align 32
+  %t259_a2 = load <8 x float>, ptr %s2_conv1.t259_a2, align 32
+  %t259_b063 = load <8 x float>, ptr %s2_conv1.t259_b0, align 32
+  %t259_c2_0 = load <8 x float>, ptr %s2_conv1.t259_c2_0, align 32
+  %234 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t259_a2, <8 x float> %t259_b063, <8 x float> %t259_c2_0)
+  store <8 x float> %234, ptr %s2_conv1.t259_c2_0, align 32
+  %t259_a264 = load <8 x float>, ptr %s2_conv1.t259_a2, align 32
+  %t259_b165 = load <8 x float>, ptr %s2_conv1.t259_b1, align 32
+  %t259_c2_1 = load <8 x float>, ptr %s2_conv1.t259_c2_1, align 32
+  %235 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t259_a264, <8 x float> %t259_b165, <8 x float> %t259_c2_1)
+  store <8 x float> %235, ptr %s2_conv1.t259_c2_1, align 32
   %236 = mul nsw i64 %0, 16
   %237 = mul nsw i64 %236, 144
   %238 = add nsw i64 5136, %237
-  %239 = mul nsw i64 %s2_conv1.mb26252, 4
+  %239 = mul nsw i64 %s2_conv1.mb25852, 4
   %240 = add nsw i64 %239, 3
   %241 = mul nsw i64 %240, 144
   %242 = add nsw i64 %238, %241
-  %243 = add nsw i64 %242, %s2_conv1.k26453
+  %243 = add nsw i64 %242, %s2_conv1.k26053
   %params66 = getelementptr inbounds float, ptr %params, i64 %243
   %244 = load float, ptr %params66, align 4
   %245 = insertelement <8 x float> undef, float %244, i32 0
   %246 = shufflevector <8 x float> %245, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %246, ptr %s2_conv1.t263_a3, align 32
-  %t263_a3 = load <8 x float>, ptr %s2_conv1.t263_a3, align 32
-  %t263_b067 = load <8 x float>, ptr %s2_conv1.t263_b0, align 32
-  %t263_c3_0 = load <8 x float>, ptr %s2_conv1.t263_c3_0, align 32
-  %247 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t263_a3, <8 x float> %t263_b067, <8 x float> %t263_c3_0)
-  store <8 x float> %247, ptr %s2_conv1.t263_c3_0, align 32
-  %t263_a368 = load <8 x float>, ptr %s2_conv1.t263_a3, align 32
-  %t263_b169 = load <8 x float>, ptr %s2_conv1.t263_b1, align 32
-  %t263_c3_1 = load <8 x float>, ptr %s2_conv1.t263_c3_1, align 32
-  %248 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t263_a368, <8 x float> %t263_b169, <8 x float> %t263_c3_1)
-  store <8 x float> %248, ptr %s2_conv1.t263_c3_1, align 32
-  %k264.next = add nsw i64 %s2_conv1.k26453, 1
-  %249 = icmp slt i64 %k264.next, 144
-  br i1 %249, label %s2_conv1.k264, label %s2_conv1.k264.end
+  store <8 x float> %246, ptr %s2_conv1.t259_a3, align 32
+  %t259_a3 = load <8 x float>, ptr %s2_conv1.t259_a3, align 32
+  %t259_b067 = load <8 x float>, ptr %s2_conv1.t259_b0, align 32
+  %t259_c3_0 = load <8 x float>, ptr %s2_conv1.t259_c3_0, align 32
+  %247 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t259_a3, <8 x float> %t259_b067, <8 x float> %t259_c3_0)
+  store <8 x float> %247, ptr %s2_conv1.t259_c3_0, align 32
+  %t259_a368 = load <8 x float>, ptr %s2_conv1.t259_a3, align 32
+  %t259_b169 = load <8 x float>, ptr %s2_conv1.t259_b1, align 32
+  %t259_c3_1 = load <8 x float>, ptr %s2_conv1.t259_c3_1, align 32
+  %248 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t259_a368, <8 x float> %t259_b169, <8 x float> %t259_c3_1)
+  store <8 x float> %248, ptr %s2_conv1.t259_c3_1, align 32
+  %k260.next = add nsw i64 %s2_conv1.k26053, 1
+  %249 = icmp slt i64 %k260.next, 144
+  br i1 %249, label %s2_conv1.k260, label %s2_conv1.k260.end
 
-s2_conv1.k264.end:                                ; preds = %s2_conv1.k264
-  %t263_c0_070 = load <8 x float>, ptr %s2_conv1.t263_c0_0, align 32
+s2_conv1.k260.end:                                ; preds = %s2_conv1.k260
+  %t259_c0_070 = load <8 x float>, ptr %s2_conv1.t259_c0_0, align 32
   %250 = mul nsw i64 %0, 16
   %251 = mul nsw i64 %250, 4112
-  %252 = add nsw i64 2165056, %251
-  %253 = mul nsw i64 %s2_conv1.mb26252, 4
+  %252 = add nsw i64 1116480, %251
+  %253 = mul nsw i64 %s2_conv1.mb25852, 4
   %254 = mul nsw i64 %253, 4112
   %255 = add nsw i64 %252, %254
   %256 = add nsw i64 %255, 4080
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %256
-  store <8 x float> %t263_c0_070, ptr %arena71, align 4
-  %t263_c0_172 = load <8 x float>, ptr %s2_conv1.t263_c0_1, align 32
+  store <8 x float> %t259_c0_070, ptr %arena71, align 4
+  %t259_c0_172 = load <8 x float>, ptr %s2_conv1.t259_c0_1, align 32
   %257 = mul nsw i64 %0, 16
   %258 = mul nsw i64 %257, 4112
-  %259 = add nsw i64 2165056, %258
-  %260 = mul nsw i64 %s2_conv1.mb26252, 4
+  %259 = add nsw i64 1116480, %258
+  %260 = mul nsw i64 %s2_conv1.mb25852, 4
   %261 = mul nsw i64 %260, 4112
   %262 = add nsw i64 %259, %261
   %263 = add nsw i64 %262, 4080
   %264 = add nsw i64 %263, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %264
-  store <8 x float> %t263_c0_172, ptr %arena73, align 4
-  %t263_c1_074 = load <8 x float>, ptr %s2_conv1.t263_c1_0, align 32
+  store <8 x float> %t259_c0_172, ptr %arena73, align 4
+  %t259_c1_074 = load <8 x float>, ptr %s2_conv1.t259_c1_0, align 32
   %265 = mul nsw i64 %0, 16
   %266 = mul nsw i64 %265, 4112
-  %267 = add nsw i64 2165056, %266
-  %268 = mul nsw i64 %s2_conv1.mb26252, 4
+  %267 = add nsw i64 1116480, %266
+  %268 = mul nsw i64 %s2_conv1.mb25852, 4
   %269 = add nsw i64 %268, 1
   %270 = mul nsw i64 %269, 4112
   %271 = add nsw i64 %267, %270
   %272 = add nsw i64 %271, 4080
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %272
-  store <8 x float> %t263_c1_074, ptr %arena75, align 4
-  %t263_c1_176 = load <8 x float>, ptr %s2_conv1.t263_c1_1, align 32
+  store <8 x float> %t259_c1_074, ptr %arena75, align 4
+  %t259_c1_176 = load <8 x float>, ptr %s2_conv1.t259_c1_1, align 32
   %273 = mul nsw i64 %0, 16
   %274 = mul nsw i64 %273, 4112
-  %275 = add nsw i64 2165056, %274
-  %276 = mul nsw i64 %s2_conv1.mb26252, 4
+  %275 = add nsw i64 1116480, %274
+  %276 = mul nsw i64 %s2_conv1.mb25852, 4
   %277 = add nsw i64 %276, 1
   %278 = mul nsw i64 %277, 4112
   %279 = add nsw i64 %275, %278
   %280 = add nsw i64 %279, 4080
   %281 = add nsw i64 %280, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %281
-  store <8 x float> %t263_c1_176, ptr %arena77, align 4
-  %t263_c2_078 = load <8 x float>, ptr %s2_conv1.t263_c2_0, align 32
+  store <8 x float> %t259_c1_176, ptr %arena77, align 4
+  %t259_c2_078 = load <8 x float>, ptr %s2_conv1.t259_c2_0, align 32
   %282 = mul nsw i64 %0, 16
   %283 = mul nsw i64 %282, 4112
-  %284 = add nsw i64 2165056, %283
-  %285 = mul nsw i64 %s2_conv1.mb26252, 4
+  %284 = add nsw i64 1116480, %283
+  %285 = mul nsw i64 %s2_conv1.mb25852, 4
   %286 = add nsw i64 %285, 2
   %287 = mul nsw i64 %286, 4112
   %288 = add nsw i64 %284, %287
   %289 = add nsw i64 %288, 4080
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %289
-  store <8 x float> %t263_c2_078, ptr %arena79, align 4
-  %t263_c2_180 = load <8 x float>, ptr %s2_conv1.t263_c2_1, align 32
+  store <8 x float> %t259_c2_078, ptr %arena79, align 4
+  %t259_c2_180 = load <8 x float>, ptr %s2_conv1.t259_c2_1, align 32
   %290 = mul nsw i64 %0, 16
   %291 = mul nsw i64 %290, 4112
-  %292 = add nsw i64 2165056, %291
-  %293 = mul nsw i64 %s2_conv1.mb26252, 4
+  %292 = add nsw i64 1116480, %291
+  %293 = mul nsw i64 %s2_conv1.mb25852, 4
   %294 = add nsw i64 %293, 2
   %295 = mul nsw i64 %294, 4112
   %296 = add nsw i64 %292, %295
   %297 = add nsw i64 %296, 4080
   %298 = add nsw i64 %297, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t263_c2_180, ptr %arena81, align 4
-  %t263_c3_082 = load <8 x float>, ptr %s2_conv1.t263_c3_0, align 32
+  store <8 x float> %t259_c2_180, ptr %arena81, align 4
+  %t259_c3_082 = load <8 x float>, ptr %s2_conv1.t259_c3_0, align 32
   %299 = mul nsw i64 %0, 16
   %300 = mul nsw i64 %299, 4112
-  %301 = add nsw i64 2165056, %300
-  %302 = mul nsw i64 %s2_conv1.mb26252, 4
+  %301 = add nsw i64 1116480, %300
+  %302 = mul nsw i64 %s2_conv1.mb25852, 4
   %303 = add nsw i64 %302, 3
   %304 = mul nsw i64 %303, 4112
   %305 = add nsw i64 %301, %304
   %306 = add nsw i64 %305, 4080
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %306
-  store <8 x float> %t263_c3_082, ptr %arena83, align 4
-  %t263_c3_184 = load <8 x float>, ptr %s2_conv1.t263_c3_1, align 32
+  store <8 x float> %t259_c3_082, ptr %arena83, align 4
+  %t259_c3_184 = load <8 x float>, ptr %s2_conv1.t259_c3_1, align 32
   %307 = mul nsw i64 %0, 16
   %308 = mul nsw i64 %307, 4112
-  %309 = add nsw i64 2165056, %308
-  %310 = mul nsw i64 %s2_conv1.mb26252, 4
+  %309 = add nsw i64 1116480, %308
+  %310 = mul nsw i64 %s2_conv1.mb25852, 4
   %311 = add nsw i64 %310, 3
   %312 = mul nsw i64 %311, 4112
   %313 = add nsw i64 %309, %312
   %314 = add nsw i64 %313, 4080
   %315 = add nsw i64 %314, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %315
-  store <8 x float> %t263_c3_184, ptr %arena85, align 4
-  %mb262.next = add nsw i64 %s2_conv1.mb26252, 1
-  %316 = icmp slt i64 %mb262.next, 4
-  br i1 %316, label %s2_conv1.mb262, label %s2_conv1.mb262.end
+  store <8 x float> %t259_c3_184, ptr %arena85, align 4
+  %mb258.next = add nsw i64 %s2_conv1.mb25852, 1
+  %316 = icmp slt i64 %mb258.next, 4
+  br i1 %316, label %s2_conv1.mb258, label %s2_conv1.mb258.end
 }
 
-define internal void @resnet8_infer_b64.k9.s2_conv1.part257.task(ptr %0, i64 %1) {
+define internal void @resnet8_infer_b64.k7.s2_conv1.part253.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -44772,57 +44579,1011 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @resnet8_infer_b64.k9.s2_conv1.part257(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @resnet8_infer_b64.k7.s2_conv1.part253(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k10.s2_bn2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define internal void @resnet8_infer_b64.k8.s2_bn2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %s2_bn2.scale270 = alloca float, align 4
-  br label %s2_bn2.c269
+  %s2_bn2.scale266 = alloca float, align 4
+  br label %s2_bn2.c265
 
-s2_bn2.c269:                                      ; preds = %s2_bn2.c269, %entry
-  %s2_bn2.c2691 = phi i64 [ 0, %entry ], [ %c269.next, %s2_bn2.c269 ]
-  %0 = add nsw i64 19024, %s2_bn2.c2691
+s2_bn2.c265:                                      ; preds = %s2_bn2.c265, %entry
+  %s2_bn2.c2651 = phi i64 [ 0, %entry ], [ %c265.next, %s2_bn2.c265 ]
+  %0 = add nsw i64 19024, %s2_bn2.c2651
   %params2 = getelementptr inbounds float, ptr %params, i64 %0
   %1 = load float, ptr %params2, align 4
-  %2 = add nsw i64 78234, %s2_bn2.c2691
+  %2 = add nsw i64 78234, %s2_bn2.c2651
   %params3 = getelementptr inbounds float, ptr %params, i64 %2
   %3 = load float, ptr %params3, align 4
   %4 = fadd float %3, 0x3EE4F8B580000000
   %5 = call float @llvm.sqrt.f32(float %4)
   %6 = fdiv float 1.000000e+00, %5
   %7 = fmul float %1, %6
-  store float %7, ptr %s2_bn2.scale270, align 4
-  %scale270 = load float, ptr %s2_bn2.scale270, align 4
-  %8 = add nsw i64 1048576, %s2_bn2.c2691
+  store float %7, ptr %s2_bn2.scale266, align 4
+  %scale266 = load float, ptr %s2_bn2.scale266, align 4
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %s2_bn2.c2651
+  store float %scale266, ptr %arena4, align 4
+  %8 = add nsw i64 19056, %s2_bn2.c2651
+  %params5 = getelementptr inbounds float, ptr %params, i64 %8
+  %9 = load float, ptr %params5, align 4
+  %10 = add nsw i64 78202, %s2_bn2.c2651
+  %params6 = getelementptr inbounds float, ptr %params, i64 %10
+  %11 = load float, ptr %params6, align 4
+  %scale2667 = load float, ptr %s2_bn2.scale266, align 4
+  %12 = fmul float %11, %scale2667
+  %13 = fsub float %9, %12
+  %14 = add nsw i64 32, %s2_bn2.c2651
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %14
+  store float %13, ptr %arena8, align 4
+  %c265.next = add nsw i64 %s2_bn2.c2651, 1
+  %15 = icmp slt i64 %c265.next, 32
+  br i1 %15, label %s2_bn2.c265, label %s2_bn2.c265.end
+
+s2_bn2.c265.end:                                  ; preds = %s2_bn2.c265
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @resnet8_infer_b64.k9.s2_pbn(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+entry:
+  %s2_pbn.scale268 = alloca float, align 4
+  br label %s2_pbn.c267
+
+s2_pbn.c267:                                      ; preds = %s2_pbn.c267, %entry
+  %s2_pbn.c2671 = phi i64 [ 0, %entry ], [ %c267.next, %s2_pbn.c267 ]
+  %0 = add nsw i64 19600, %s2_pbn.c2671
+  %params2 = getelementptr inbounds float, ptr %params, i64 %0
+  %1 = load float, ptr %params2, align 4
+  %2 = add nsw i64 78298, %s2_pbn.c2671
+  %params3 = getelementptr inbounds float, ptr %params, i64 %2
+  %3 = load float, ptr %params3, align 4
+  %4 = fadd float %3, 0x3EE4F8B580000000
+  %5 = call float @llvm.sqrt.f32(float %4)
+  %6 = fdiv float 1.000000e+00, %5
+  %7 = fmul float %1, %6
+  store float %7, ptr %s2_pbn.scale268, align 4
+  %scale268 = load float, ptr %s2_pbn.scale268, align 4
+  %8 = add nsw i64 524352, %s2_pbn.c2671
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %8
-  store float %scale270, ptr %arena4, align 4
-  %9 = add nsw i64 19056, %s2_bn2.c2691
+  store float %scale268, ptr %arena4, align 4
+  %9 = add nsw i64 19632, %s2_pbn.c2671
   %params5 = getelementptr inbounds float, ptr %params, i64 %9
   %10 = load float, ptr %params5, align 4
-  %11 = add nsw i64 78202, %s2_bn2.c2691
+  %11 = add nsw i64 78266, %s2_pbn.c2671
   %params6 = getelementptr inbounds float, ptr %params, i64 %11
   %12 = load float, ptr %params6, align 4
-  %scale2707 = load float, ptr %s2_bn2.scale270, align 4
-  %13 = fmul float %12, %scale2707
+  %scale2687 = load float, ptr %s2_pbn.scale268, align 4
+  %13 = fmul float %12, %scale2687
   %14 = fsub float %10, %13
-  %15 = add nsw i64 1048608, %s2_bn2.c2691
+  %15 = add nsw i64 524384, %s2_pbn.c2671
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %15
   store float %14, ptr %arena8, align 4
-  %c269.next = add nsw i64 %s2_bn2.c2691, 1
-  %16 = icmp slt i64 %c269.next, 32
-  br i1 %16, label %s2_bn2.c269, label %s2_bn2.c269.end
+  %c267.next = add nsw i64 %s2_pbn.c2671, 1
+  %16 = icmp slt i64 %c267.next, 32
+  br i1 %16, label %s2_pbn.c267, label %s2_pbn.c267.end
 
-s2_bn2.c269.end:                                  ; preds = %s2_bn2.c269
+s2_pbn.c267.end:                                  ; preds = %s2_pbn.c267
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @resnet8_infer_b64.k10.s2_proj(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+entry:
+  %part276.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part270.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  br label %s2_proj.g269
+
+s2_proj.g269:                                     ; preds = %s2_proj.part276.done, %entry
+  %s2_proj.g2691 = phi i64 [ 0, %entry ], [ %g269.next, %s2_proj.part276.done ]
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part270.context, i32 0, i32 0
+  store ptr %params, ptr %0, align 8
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part270.context, i32 0, i32 1
+  store ptr %grads, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part270.context, i32 0, i32 2
+  store ptr %m, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part270.context, i32 0, i32 3
+  store ptr %v, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part270.context, i32 0, i32 4
+  store ptr %arena, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part270.context, i32 0, i32 5
+  store ptr %images, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part270.context, i32 0, i32 6
+  store ptr %labels, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part270.context, i32 0, i32 7
+  store float %lr, ptr %7, align 4
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part270.context, i32 0, i32 8
+  store i64 %step, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part270.context, i32 0, i32 9
+  store i64 %seed, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part270.context, i32 0, i32 10
+  store ptr %pool, ptr %10, align 8
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part270.context, i32 0, i32 11
+  store i64 %s2_proj.g2691, ptr %11, align 4
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %s2_proj.part270.serial, label %s2_proj.part270.pool
+
+s2_proj.g269.end:                                 ; preds = %s2_proj.part276.done
+  ret void
+
+s2_proj.part270.pool:                             ; preds = %s2_proj.g269
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @resnet8_infer_b64.k10.s2_proj.part270.task, ptr %part270.context, i64 2)
+  br label %s2_proj.part270.done
+
+s2_proj.part270.serial:                           ; preds = %s2_proj.g269
+  br label %s2_proj.part270
+
+s2_proj.part270.done:                             ; preds = %s2_proj.part270.end, %s2_proj.part270.pool
+  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part276.context, i32 0, i32 0
+  store ptr %params, ptr %13, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part276.context, i32 0, i32 1
+  store ptr %grads, ptr %14, align 8
+  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part276.context, i32 0, i32 2
+  store ptr %m, ptr %15, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part276.context, i32 0, i32 3
+  store ptr %v, ptr %16, align 8
+  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part276.context, i32 0, i32 4
+  store ptr %arena, ptr %17, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part276.context, i32 0, i32 5
+  store ptr %images, ptr %18, align 8
+  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part276.context, i32 0, i32 6
+  store ptr %labels, ptr %19, align 8
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part276.context, i32 0, i32 7
+  store float %lr, ptr %20, align 4
+  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part276.context, i32 0, i32 8
+  store i64 %step, ptr %21, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part276.context, i32 0, i32 9
+  store i64 %seed, ptr %22, align 4
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part276.context, i32 0, i32 10
+  store ptr %pool, ptr %23, align 8
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part276.context, i32 0, i32 11
+  store i64 %s2_proj.g2691, ptr %24, align 4
+  %25 = icmp eq ptr %pool, null
+  br i1 %25, label %s2_proj.part276.serial, label %s2_proj.part276.pool
+
+s2_proj.part270:                                  ; preds = %s2_proj.part270, %s2_proj.part270.serial
+  %s2_proj.part2702 = phi i64 [ 0, %s2_proj.part270.serial ], [ %part270.next, %s2_proj.part270 ]
+  call void @resnet8_infer_b64.k10.s2_proj.part270(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s2_proj.g2691, i64 %s2_proj.part2702)
+  %part270.next = add nsw i64 %s2_proj.part2702, 1
+  %26 = icmp slt i64 %part270.next, 2
+  br i1 %26, label %s2_proj.part270, label %s2_proj.part270.end
+
+s2_proj.part270.end:                              ; preds = %s2_proj.part270
+  br label %s2_proj.part270.done
+
+s2_proj.part276.pool:                             ; preds = %s2_proj.part270.done
+  %run3 = load ptr, ptr %pool, align 8
+  call void %run3(ptr %pool, ptr @resnet8_infer_b64.k10.s2_proj.part276.task, ptr %part276.context, i64 2)
+  br label %s2_proj.part276.done
+
+s2_proj.part276.serial:                           ; preds = %s2_proj.part270.done
+  br label %s2_proj.part276
+
+s2_proj.part276.done:                             ; preds = %s2_proj.part276.end, %s2_proj.part276.pool
+  %g269.next = add nsw i64 %s2_proj.g2691, 1
+  %27 = icmp slt i64 %g269.next, 4
+  br i1 %27, label %s2_proj.g269, label %s2_proj.g269.end
+
+s2_proj.part276:                                  ; preds = %s2_proj.part276, %s2_proj.part276.serial
+  %s2_proj.part2764 = phi i64 [ 0, %s2_proj.part276.serial ], [ %part276.next, %s2_proj.part276 ]
+  call void @resnet8_infer_b64.k10.s2_proj.part276(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s2_proj.g2691, i64 %s2_proj.part2764)
+  %part276.next = add nsw i64 %s2_proj.part2764, 1
+  %28 = icmp slt i64 %part276.next, 2
+  br i1 %28, label %s2_proj.part276, label %s2_proj.part276.end
+
+s2_proj.part276.end:                              ; preds = %s2_proj.part276
+  br label %s2_proj.part276.done
+}
+
+; Function Attrs: noinline
+define internal void @resnet8_infer_b64.k10.s2_proj.part270(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
+entry:
+  br label %s2_proj.j271
+
+s2_proj.j271:                                     ; preds = %s2_proj.c272.end, %entry
+  %s2_proj.j2711 = phi i64 [ 0, %entry ], [ %j271.next, %s2_proj.c272.end ]
+  br label %s2_proj.c272
+
+s2_proj.j271.end:                                 ; preds = %s2_proj.c272.end
+  ret void
+
+s2_proj.c272:                                     ; preds = %s2_proj.ky273.end, %s2_proj.j271
+  %s2_proj.c2722 = phi i64 [ 0, %s2_proj.j271 ], [ %c272.next, %s2_proj.ky273.end ]
+  br label %s2_proj.ky273
+
+s2_proj.c272.end:                                 ; preds = %s2_proj.ky273.end
+  %j271.next = add nsw i64 %s2_proj.j2711, 1
+  %2 = icmp slt i64 %j271.next, 16
+  br i1 %2, label %s2_proj.j271, label %s2_proj.j271.end
+
+s2_proj.ky273:                                    ; preds = %s2_proj.oy274.end, %s2_proj.c272
+  %s2_proj.ky2733 = phi i64 [ 0, %s2_proj.c272 ], [ %ky273.next, %s2_proj.oy274.end ]
+  br label %s2_proj.oy274
+
+s2_proj.ky273.end:                                ; preds = %s2_proj.oy274.end
+  %c272.next = add nsw i64 %s2_proj.c2722, 1
+  %3 = icmp slt i64 %c272.next, 8
+  br i1 %3, label %s2_proj.c272, label %s2_proj.c272.end
+
+s2_proj.oy274:                                    ; preds = %s2_proj.ox275.end, %s2_proj.ky273
+  %s2_proj.oy2744 = phi i64 [ 0, %s2_proj.ky273 ], [ %oy274.next, %s2_proj.ox275.end ]
+  br label %s2_proj.ox275
+
+s2_proj.oy274.end:                                ; preds = %s2_proj.ox275.end
+  %ky273.next = add nsw i64 %s2_proj.ky2733, 1
+  %4 = icmp slt i64 %ky273.next, 1
+  br i1 %4, label %s2_proj.ky273, label %s2_proj.ky273.end
+
+s2_proj.ox275:                                    ; preds = %s2_proj.ox275, %s2_proj.oy274
+  %s2_proj.ox2755 = phi i64 [ 0, %s2_proj.oy274 ], [ %ox275.next, %s2_proj.ox275 ]
+  %5 = mul nsw i64 %0, 16
+  %6 = add nsw i64 %5, %s2_proj.j2711
+  %7 = mul nsw i64 %6, 16384
+  %8 = add nsw i64 2097184, %7
+  %9 = mul nsw i64 %1, 8
+  %10 = add nsw i64 %s2_proj.c2722, %9
+  %11 = mul nsw i64 %10, 1024
+  %12 = add nsw i64 %8, %11
+  %13 = mul nsw i64 %s2_proj.oy2744, 2
+  %14 = add nsw i64 %13, %s2_proj.ky2733
+  %15 = mul nsw i64 %14, 32
+  %16 = add nsw i64 %12, %15
+  %17 = mul nsw i64 %s2_proj.ox2755, 2
+  %18 = add nsw i64 %16, %17
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %18
+  %19 = load float, ptr %arena6, align 4
+  %20 = mul nsw i64 %1, 8
+  %21 = add nsw i64 %s2_proj.c2722, %20
+  %22 = add nsw i64 %21, %s2_proj.ky2733
+  %23 = mul nsw i64 %22, 4112
+  %24 = add nsw i64 1048704, %23
+  %25 = mul nsw i64 %s2_proj.j2711, 256
+  %26 = add nsw i64 %24, %25
+  %27 = mul nsw i64 %s2_proj.oy2744, 16
+  %28 = add nsw i64 %27, %s2_proj.ox2755
+  %29 = add nsw i64 %26, %28
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %29
+  store float %19, ptr %arena7, align 4
+  %ox275.next = add nsw i64 %s2_proj.ox2755, 1
+  %30 = icmp slt i64 %ox275.next, 16
+  br i1 %30, label %s2_proj.ox275, label %s2_proj.ox275.end
+
+s2_proj.ox275.end:                                ; preds = %s2_proj.ox275
+  %oy274.next = add nsw i64 %s2_proj.oy2744, 1
+  %31 = icmp slt i64 %oy274.next, 16
+  br i1 %31, label %s2_proj.oy274, label %s2_proj.oy274.end
+}
+
+define internal void @resnet8_infer_b64.k10.s2_proj.part270.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load i64, ptr %24, align 4
+  call void @resnet8_infer_b64.k10.s2_proj.part270(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @resnet8_infer_b64.k10.s2_proj.part276(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
+entry:
+  call void @resnet8_infer_b64.k10.s2_proj.part276.gemm284(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
+  br label %s2_proj.j285
+
+s2_proj.j285:                                     ; preds = %s2_proj.f286.end, %entry
+  %s2_proj.j2851 = phi i64 [ 0, %entry ], [ %j285.next, %s2_proj.f286.end ]
+  br label %s2_proj.f286
+
+s2_proj.j285.end:                                 ; preds = %s2_proj.f286.end
+  ret void
+
+s2_proj.f286:                                     ; preds = %s2_proj.i287.end, %s2_proj.j285
+  %s2_proj.f2862 = phi i64 [ 0, %s2_proj.j285 ], [ %f286.next, %s2_proj.i287.end ]
+  br label %s2_proj.i287
+
+s2_proj.f286.end:                                 ; preds = %s2_proj.i287.end
+  %j285.next = add nsw i64 %s2_proj.j2851, 1
+  %2 = icmp slt i64 %j285.next, 16
+  br i1 %2, label %s2_proj.j285, label %s2_proj.j285.end
+
+s2_proj.i287:                                     ; preds = %s2_proj.i287, %s2_proj.f286
+  %s2_proj.i2873 = phi i64 [ 0, %s2_proj.f286 ], [ %i287.next, %s2_proj.i287 ]
+  %3 = mul nsw i64 %1, 16
+  %4 = add nsw i64 %s2_proj.f2862, %3
+  %5 = mul nsw i64 %4, 4112
+  %6 = add nsw i64 1114496, %5
+  %7 = mul nsw i64 %s2_proj.j2851, 256
+  %8 = add nsw i64 %6, %7
+  %9 = add nsw i64 %8, %s2_proj.i2873
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
+  %10 = load float, ptr %arena4, align 4
+  %11 = mul nsw i64 %1, 16
+  %12 = add nsw i64 %s2_proj.f2862, %11
+  %13 = add nsw i64 524352, %12
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %13
+  %14 = load float, ptr %arena5, align 4
+  %15 = fmul float %10, %14
+  %16 = mul nsw i64 %1, 16
+  %17 = add nsw i64 %s2_proj.f2862, %16
+  %18 = add nsw i64 524384, %17
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %18
+  %19 = load float, ptr %arena6, align 4
+  %20 = fadd float %15, %19
+  %21 = mul nsw i64 %0, 16
+  %22 = add nsw i64 %21, %s2_proj.j2851
+  %23 = mul nsw i64 %22, 8192
+  %24 = mul nsw i64 %1, 16
+  %25 = add nsw i64 %s2_proj.f2862, %24
+  %26 = mul nsw i64 %25, 256
+  %27 = add nsw i64 %23, %26
+  %28 = add nsw i64 %27, %s2_proj.i2873
+  %29 = add nsw i64 524416, %28
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %29
+  store float %20, ptr %arena7, align 4
+  %i287.next = add nsw i64 %s2_proj.i2873, 1
+  %30 = icmp slt i64 %i287.next, 256
+  br i1 %30, label %s2_proj.i287, label %s2_proj.i287.end
+
+s2_proj.i287.end:                                 ; preds = %s2_proj.i287
+  %f286.next = add nsw i64 %s2_proj.f2862, 1
+  %31 = icmp slt i64 %f286.next, 16
+  br i1 %31, label %s2_proj.f286, label %s2_proj.f286.end
+}
+
+; Function Attrs: noinline
+define internal void @resnet8_infer_b64.k10.s2_proj.part276.gemm284(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
+entry:
+  %s2_proj.t282_a3 = alloca <8 x float>, align 32
+  %s2_proj.t282_a2 = alloca <8 x float>, align 32
+  %s2_proj.t282_a1 = alloca <8 x float>, align 32
+  %s2_proj.t282_a0 = alloca <8 x float>, align 32
+  %s2_proj.t282_b1 = alloca <8 x float>, align 32
+  %s2_proj.t282_b0 = alloca <8 x float>, align 32
+  %s2_proj.t282_c3_1 = alloca <8 x float>, align 32
+  %s2_proj.t282_c3_0 = alloca <8 x float>, align 32
+  %s2_proj.t282_c2_1 = alloca <8 x float>, align 32
+  %s2_proj.t282_c2_0 = alloca <8 x float>, align 32
+  %s2_proj.t282_c1_1 = alloca <8 x float>, align 32
+  %s2_proj.t282_c1_0 = alloca <8 x float>, align 32
+  %s2_proj.t282_c0_1 = alloca <8 x float>, align 32
+  %s2_proj.t282_c0_0 = alloca <8 x float>, align 32
+  %s2_proj.t279_a3 = alloca <8 x float>, align 32
+  %s2_proj.t279_a2 = alloca <8 x float>, align 32
+  %s2_proj.t279_a1 = alloca <8 x float>, align 32
+  %s2_proj.t279_a0 = alloca <8 x float>, align 32
+  %s2_proj.t279_b2 = alloca <8 x float>, align 32
+  %s2_proj.t279_b1 = alloca <8 x float>, align 32
+  %s2_proj.t279_b0 = alloca <8 x float>, align 32
+  %s2_proj.t279_c3_2 = alloca <8 x float>, align 32
+  %s2_proj.t279_c3_1 = alloca <8 x float>, align 32
+  %s2_proj.t279_c3_0 = alloca <8 x float>, align 32
+  %s2_proj.t279_c2_2 = alloca <8 x float>, align 32
+  %s2_proj.t279_c2_1 = alloca <8 x float>, align 32
+  %s2_proj.t279_c2_0 = alloca <8 x float>, align 32
+  %s2_proj.t279_c1_2 = alloca <8 x float>, align 32
+  %s2_proj.t279_c1_1 = alloca <8 x float>, align 32
+  %s2_proj.t279_c1_0 = alloca <8 x float>, align 32
+  %s2_proj.t279_c0_2 = alloca <8 x float>, align 32
+  %s2_proj.t279_c0_1 = alloca <8 x float>, align 32
+  %s2_proj.t279_c0_0 = alloca <8 x float>, align 32
+  br label %s2_proj.nb277
+
+s2_proj.nb277:                                    ; preds = %s2_proj.mb278.end, %entry
+  %s2_proj.nb2771 = phi i64 [ 0, %entry ], [ %nb277.next, %s2_proj.mb278.end ]
+  br label %s2_proj.mb278
+
+s2_proj.nb277.end:                                ; preds = %s2_proj.mb278.end
+  br label %s2_proj.mb281
+
+s2_proj.mb278:                                    ; preds = %s2_proj.k280.end, %s2_proj.nb277
+  %s2_proj.mb2782 = phi i64 [ 0, %s2_proj.nb277 ], [ %mb278.next, %s2_proj.k280.end ]
+  store <8 x float> zeroinitializer, ptr %s2_proj.t279_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t279_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t279_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t279_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t279_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t279_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t279_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t279_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t279_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t279_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t279_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t279_c3_2, align 32
+  br label %s2_proj.k280
+
+s2_proj.mb278.end:                                ; preds = %s2_proj.k280.end
+  %nb277.next = add nsw i64 %s2_proj.nb2771, 1
+  %1 = icmp slt i64 %nb277.next, 170
+  br i1 %1, label %s2_proj.nb277, label %s2_proj.nb277.end
+
+s2_proj.k280:                                     ; preds = %s2_proj.k280, %s2_proj.mb278
+  %s2_proj.k2803 = phi i64 [ 0, %s2_proj.mb278 ], [ %k280.next, %s2_proj.k280 ]
+  %2 = mul nsw i64 %s2_proj.k2803, 4112
+  %3 = add nsw i64 1048704, %2
+  %4 = mul nsw i64 %s2_proj.nb2771, 24
+  %5 = add nsw i64 %3, %4
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
+  %6 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %6, ptr %s2_proj.t279_b0, align 32
+  %7 = mul nsw i64 %s2_proj.k2803, 4112
+  %8 = add nsw i64 1048704, %7
+  %9 = mul nsw i64 %s2_proj.nb2771, 24
+  %10 = add nsw i64 %8, %9
+  %11 = add nsw i64 %10, 8
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
+  %12 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %12, ptr %s2_proj.t279_b1, align 32
+  %13 = mul nsw i64 %s2_proj.k2803, 4112
+  %14 = add nsw i64 1048704, %13
+  %15 = mul nsw i64 %s2_proj.nb2771, 24
+  %16 = add nsw i64 %14, %15
+  %17 = add nsw i64 %16, 16
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %17
+  %18 = load <8 x float>, ptr %arena6, align 4
+  store <8 x float> %18, ptr %s2_proj.t279_b2, align 32
+  %19 = mul nsw i64 %0, 16
+  %20 = mul nsw i64 %19, 16
+  %21 = add nsw i64 19088, %20
+  %22 = mul nsw i64 %s2_proj.mb2782, 4
+  %23 = mul nsw i64 %22, 16
+  %24 = add nsw i64 %21, %23
+  %25 = add nsw i64 %24, %s2_proj.k2803
+  %params7 = getelementptr inbounds float, ptr %params, i64 %25
+  %26 = load float, ptr %params7, align 4
+  %27 = insertelement <8 x float> undef, float %26, i32 0
+  %28 = shufflevector <8 x float> %27, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %28, ptr %s2_proj.t279_a0, align 32
+  %t279_a0 = load <8 x float>, ptr %s2_proj.t279_a0, align 32
+  %t279_b0 = load <8 x float>, ptr %s2_proj.t279_b0, align 32
+  %t279_c0_0 = load <8 x float>, ptr %s2_proj.t279_c0_0, align 32
+  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t279_a0, <8 x float> %t279_b0, <8 x float> %t279_c0_0)
+  store <8 x float> %29, ptr %s2_proj.t279_c0_0, align 32
+  %t279_a08 = load <8 x float>, ptr %s2_proj.t279_a0, align 32
+  %t279_b1 = load <8 x float>, ptr %s2_proj.t279_b1, align 32
+  %t279_c0_1 = load <8 x float>, ptr %s2_proj.t279_c0_1, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t279_a08, <8 x float> %t279_b1, <8 x float> %t279_c0_1)
+  store <8 x float> %30, ptr %s2_proj.t279_c0_1, align 32
+  %t279_a09 = load <8 x float>, ptr %s2_proj.t279_a0, align 32
+  %t279_b2 = load <8 x float>, ptr %s2_proj.t279_b2, align 32
+  %t279_c0_2 = load <8 x float>, ptr %s2_proj.t279_c0_2, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t279_a09, <8 x float> %t279_b2, <8 x float> %t279_c0_2)
+  store <8 x float> %31, ptr %s2_proj.t279_c0_2, align 32
+  %32 = mul nsw i64 %0, 16
+  %33 = mul nsw i64 %32, 16
+  %34 = add nsw i64 19088, %33
+  %35 = mul nsw i64 %s2_proj.mb2782, 4
+  %36 = add nsw i64 %35, 1
+  %37 = mul nsw i64 %36, 16
+  %38 = add nsw i64 %34, %37
+  %39 = add nsw i64 %38, %s2_proj.k2803
+  %params10 = getelementptr inbounds float, ptr %params, i64 %39
+  %40 = load float, ptr %params10, align 4
+  %41 = insertelement <8 x float> undef, float %40, i32 0
+  %42 = shufflevector <8 x float> %41, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %42, ptr %s2_proj.t279_a1, align 32
+  %t279_a1 = load <8 x float>, ptr %s2_proj.t279_a1, align 32
+  %t279_b011 = load <8 x float>, ptr %s2_proj.t279_b0, align 32
+  %t279_c1_0 = load <8 x float>, ptr %s2_proj.t279_c1_0, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t279_a1, <8 x float> %t279_b011, <8 x float> %t279_c1_0)
+  store <8 x float> %43, ptr %s2_proj.t279_c1_0, align 32
+  %t279_a112 = load <8 x float>, ptr %s2_proj.t279_a1, align 32
+  %t279_b113 = load <8 x float>, ptr %s2_proj.t279_b1, align 32
+  %t279_c1_1 = load <8 x float>, ptr %s2_proj.t279_c1_1, align 32
+  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t279_a112, <8 x float> %t279_b113, <8 x float> %t279_c1_1)
+  store <8 x float> %44, ptr %s2_proj.t279_c1_1, align 32
+  %t279_a114 = load <8 x float>, ptr %s2_proj.t279_a1, align 32
+  %t279_b215 = load <8 x float>, ptr %s2_proj.t279_b2, align 32
+  %t279_c1_2 = load <8 x float>, ptr %s2_proj.t279_c1_2, align 32
+  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t279_a114, <8 x float> %t279_b215, <8 x float> %t279_c1_2)
+  store <8 x float> %45, ptr %s2_proj.t279_c1_2, align 32
+  %46 = mul nsw i64 %0, 16
+  %47 = mul nsw i64 %46, 16
+  %48 = add nsw i64 19088, %47
+  %49 = mul nsw i64 %s2_proj.mb2782, 4
+  %50 = add nsw i64 %49, 2
+  %51 = mul nsw i64 %50, 16
+  %52 = add nsw i64 %48, %51
+  %53 = add nsw i64 %52, %s2_proj.k2803
+  %params16 = getelementptr inbounds float, ptr %params, i64 %53
+  %54 = load float, ptr %params16, align 4
+  %55 = insertelement <8 x float> undef, float %54, i32 0
+  %56 = shufflevector <8 x float> %55, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %56, ptr %s2_proj.t279_a2, align 32
+  %t279_a2 = load <8 x float>, ptr %s2_proj.t279_a2, align 32
+  %t279_b017 = load <8 x float>, ptr %s2_proj.t279_b0, align 32
+  %t279_c2_0 = load <8 x float>, ptr %s2_proj.t279_c2_0, align 32
+  %57 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t279_a2, <8 x float> %t279_b017, <8 x float> %t279_c2_0)
+  store <8 x float> %57, ptr %s2_proj.t279_c2_0, align 32
+  %t279_a218 = load <8 x float>, ptr %s2_proj.t279_a2, align 32
+  %t279_b119 = load <8 x float>, ptr %s2_proj.t279_b1, align 32
+  %t279_c2_1 = load <8 x float>, ptr %s2_proj.t279_c2_1, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t279_a218, <8 x float> %t279_b119, <8 x float> %t279_c2_1)
+  store <8 x float> %58, ptr %s2_proj.t279_c2_1, align 32
+  %t279_a220 = load <8 x float>, ptr %s2_proj.t279_a2, align 32
+  %t279_b221 = load <8 x float>, ptr %s2_proj.t279_b2, align 32
+  %t279_c2_2 = load <8 x float>, ptr %s2_proj.t279_c2_2, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t279_a220, <8 x float> %t279_b221, <8 x float> %t279_c2_2)
+  store <8 x float> %59, ptr %s2_proj.t279_c2_2, align 32
+  %60 = mul nsw i64 %0, 16
+  %61 = mul nsw i64 %60, 16
+  %62 = add nsw i64 19088, %61
+  %63 = mul nsw i64 %s2_proj.mb2782, 4
+  %64 = add nsw i64 %63, 3
+  %65 = mul nsw i64 %64, 16
+  %66 = add nsw i64 %62, %65
+  %67 = add nsw i64 %66, %s2_proj.k2803
+  %params22 = getelementptr inbounds float, ptr %params, i64 %67
+  %68 = load float, ptr %params22, align 4
+  %69 = insertelement <8 x float> undef, float %68, i32 0
+  %70 = shufflevector <8 x float> %69, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %70, ptr %s2_proj.t279_a3, align 32
+  %t279_a3 = load <8 x float>, ptr %s2_proj.t279_a3, align 32
+  %t279_b023 = load <8 x float>, ptr %s2_proj.t279_b0, align 32
+  %t279_c3_0 = load <8 x float>, ptr %s2_proj.t279_c3_0, align 32
+  %71 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t279_a3, <8 x float> %t279_b023, <8 x float> %t279_c3_0)
+  store <8 x float> %71, ptr %s2_proj.t279_c3_0, align 32
+  %t279_a324 = load <8 x float>, ptr %s2_proj.t279_a3, align 32
+  %t279_b125 = load <8 x float>, ptr %s2_proj.t279_b1, align 32
+  %t279_c3_1 = load <8 x float>, ptr %s2_proj.t279_c3_1, align 32
+  %72 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t279_a324, <8 x float> %t279_b125, <8 x float> %t279_c3_1)
+  store <8 x float> %72, ptr %s2_proj.t279_c3_1, align 32
+  %t279_a326 = load <8 x float>, ptr %s2_proj.t279_a3, align 32
+  %t279_b227 = load <8 x float>, ptr %s2_proj.t279_b2, align 32
+  %t279_c3_2 = load <8 x float>, ptr %s2_proj.t279_c3_2, align 32
+  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t279_a326, <8 x float> %t279_b227, <8 x float> %t279_c3_2)
+  store <8 x float> %73, ptr %s2_proj.t279_c3_2, align 32
+  %k280.next = add nsw i64 %s2_proj.k2803, 1
+  %74 = icmp slt i64 %k280.next, 16
+  br i1 %74, label %s2_proj.k280, label %s2_proj.k280.end
+
+s2_proj.k280.end:                                 ; preds = %s2_proj.k280
+  %t279_c0_028 = load <8 x float>, ptr %s2_proj.t279_c0_0, align 32
+  %75 = mul nsw i64 %0, 16
+  %76 = mul nsw i64 %75, 4112
+  %77 = add nsw i64 1114496, %76
+  %78 = mul nsw i64 %s2_proj.mb2782, 4
+  %79 = mul nsw i64 %78, 4112
+  %80 = add nsw i64 %77, %79
+  %81 = mul nsw i64 %s2_proj.nb2771, 24
+  %82 = add nsw i64 %80, %81
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %82
+  store <8 x float> %t279_c0_028, ptr %arena29, align 4
+  %t279_c0_130 = load <8 x float>, ptr %s2_proj.t279_c0_1, align 32
+  %83 = mul nsw i64 %0, 16
+  %84 = mul nsw i64 %83, 4112
+  %85 = add nsw i64 1114496, %84
+  %86 = mul nsw i64 %s2_proj.mb2782, 4
+  %87 = mul nsw i64 %86, 4112
+  %88 = add nsw i64 %85, %87
+  %89 = mul nsw i64 %s2_proj.nb2771, 24
+  %90 = add nsw i64 %88, %89
+  %91 = add nsw i64 %90, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %91
+  store <8 x float> %t279_c0_130, ptr %arena31, align 4
+  %t279_c0_232 = load <8 x float>, ptr %s2_proj.t279_c0_2, align 32
+  %92 = mul nsw i64 %0, 16
+  %93 = mul nsw i64 %92, 4112
+  %94 = add nsw i64 1114496, %93
+  %95 = mul nsw i64 %s2_proj.mb2782, 4
+  %96 = mul nsw i64 %95, 4112
+  %97 = add nsw i64 %94, %96
+  %98 = mul nsw i64 %s2_proj.nb2771, 24
+  %99 = add nsw i64 %97, %98
+  %100 = add nsw i64 %99, 16
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %100
+  store <8 x float> %t279_c0_232, ptr %arena33, align 4
+  %t279_c1_034 = load <8 x float>, ptr %s2_proj.t279_c1_0, align 32
+  %101 = mul nsw i64 %0, 16
+  %102 = mul nsw i64 %101, 4112
+  %103 = add nsw i64 1114496, %102
+  %104 = mul nsw i64 %s2_proj.mb2782, 4
+  %105 = add nsw i64 %104, 1
+  %106 = mul nsw i64 %105, 4112
+  %107 = add nsw i64 %103, %106
+  %108 = mul nsw i64 %s2_proj.nb2771, 24
+  %109 = add nsw i64 %107, %108
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %109
+  store <8 x float> %t279_c1_034, ptr %arena35, align 4
+  %t279_c1_136 = load <8 x float>, ptr %s2_proj.t279_c1_1, align 32
+  %110 = mul nsw i64 %0, 16
+  %111 = mul nsw i64 %110, 4112
+  %112 = add nsw i64 1114496, %111
+  %113 = mul nsw i64 %s2_proj.mb2782, 4
+  %114 = add nsw i64 %113, 1
+  %115 = mul nsw i64 %114, 4112
+  %116 = add nsw i64 %112, %115
+  %117 = mul nsw i64 %s2_proj.nb2771, 24
+  %118 = add nsw i64 %116, %117
+  %119 = add nsw i64 %118, 8
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %119
+  store <8 x float> %t279_c1_136, ptr %arena37, align 4
+  %t279_c1_238 = load <8 x float>, ptr %s2_proj.t279_c1_2, align 32
+  %120 = mul nsw i64 %0, 16
+  %121 = mul nsw i64 %120, 4112
+  %122 = add nsw i64 1114496, %121
+  %123 = mul nsw i64 %s2_proj.mb2782, 4
+  %124 = add nsw i64 %123, 1
+  %125 = mul nsw i64 %124, 4112
+  %126 = add nsw i64 %122, %125
+  %127 = mul nsw i64 %s2_proj.nb2771, 24
+  %128 = add nsw i64 %126, %127
+  %129 = add nsw i64 %128, 16
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %129
+  store <8 x float> %t279_c1_238, ptr %arena39, align 4
+  %t279_c2_040 = load <8 x float>, ptr %s2_proj.t279_c2_0, align 32
+  %130 = mul nsw i64 %0, 16
+  %131 = mul nsw i64 %130, 4112
+  %132 = add nsw i64 1114496, %131
+  %133 = mul nsw i64 %s2_proj.mb2782, 4
+  %134 = add nsw i64 %133, 2
+  %135 = mul nsw i64 %134, 4112
+  %136 = add nsw i64 %132, %135
+  %137 = mul nsw i64 %s2_proj.nb2771, 24
+  %138 = add nsw i64 %136, %137
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %138
+  store <8 x float> %t279_c2_040, ptr %arena41, align 4
+  %t279_c2_142 = load <8 x float>, ptr %s2_proj.t279_c2_1, align 32
+  %139 = mul nsw i64 %0, 16
+  %140 = mul nsw i64 %139, 4112
+  %141 = add nsw i64 1114496, %140
+  %142 = mul nsw i64 %s2_proj.mb2782, 4
+  %143 = add nsw i64 %142, 2
+  %144 = mul nsw i64 %143, 4112
+  %145 = add nsw i64 %141, %144
+  %146 = mul nsw i64 %s2_proj.nb2771, 24
+  %147 = add nsw i64 %145, %146
+  %148 = add nsw i64 %147, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %148
+  store <8 x float> %t279_c2_142, ptr %arena43, align 4
+  %t279_c2_244 = load <8 x float>, ptr %s2_proj.t279_c2_2, align 32
+  %149 = mul nsw i64 %0, 16
+  %150 = mul nsw i64 %149, 4112
+  %151 = add nsw i64 1114496, %150
+  %152 = mul nsw i64 %s2_proj.mb2782, 4
+  %153 = add nsw i64 %152, 2
+  %154 = mul nsw i64 %153, 4112
+  %155 = add nsw i64 %151, %154
+  %156 = mul nsw i64 %s2_proj.nb2771, 24
+  %157 = add nsw i64 %155, %156
+  %158 = add nsw i64 %157, 16
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %158
+  store <8 x float> %t279_c2_244, ptr %arena45, align 4
+  %t279_c3_046 = load <8 x float>, ptr %s2_proj.t279_c3_0, align 32
+  %159 = mul nsw i64 %0, 16
+  %160 = mul nsw i64 %159, 4112
+  %161 = add nsw i64 1114496, %160
+  %162 = mul nsw i64 %s2_proj.mb2782, 4
+  %163 = add nsw i64 %162, 3
+  %164 = mul nsw i64 %163, 4112
+  %165 = add nsw i64 %161, %164
+  %166 = mul nsw i64 %s2_proj.nb2771, 24
+  %167 = add nsw i64 %165, %166
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %167
+  store <8 x float> %t279_c3_046, ptr %arena47, align 4
+  %t279_c3_148 = load <8 x float>, ptr %s2_proj.t279_c3_1, align 32
+  %168 = mul nsw i64 %0, 16
+  %169 = mul nsw i64 %168, 4112
+  %170 = add nsw i64 1114496, %169
+  %171 = mul nsw i64 %s2_proj.mb2782, 4
+  %172 = add nsw i64 %171, 3
+  %173 = mul nsw i64 %172, 4112
+  %174 = add nsw i64 %170, %173
+  %175 = mul nsw i64 %s2_proj.nb2771, 24
+  %176 = add nsw i64 %174, %175
+  %177 = add nsw i64 %176, 8
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %177
+  store <8 x float> %t279_c3_148, ptr %arena49, align 4
+  %t279_c3_250 = load <8 x float>, ptr %s2_proj.t279_c3_2, align 32
+  %178 = mul nsw i64 %0, 16
+  %179 = mul nsw i64 %178, 4112
+  %180 = add nsw i64 1114496, %179
+  %181 = mul nsw i64 %s2_proj.mb2782, 4
+  %182 = add nsw i64 %181, 3
+  %183 = mul nsw i64 %182, 4112
+  %184 = add nsw i64 %180, %183
+  %185 = mul nsw i64 %s2_proj.nb2771, 24
+  %186 = add nsw i64 %184, %185
+  %187 = add nsw i64 %186, 16
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %187
+  store <8 x float> %t279_c3_250, ptr %arena51, align 4
+  %mb278.next = add nsw i64 %s2_proj.mb2782, 1
+  %188 = icmp slt i64 %mb278.next, 4
+  br i1 %188, label %s2_proj.mb278, label %s2_proj.mb278.end
+
+s2_proj.mb281:                                    ; preds = %s2_proj.k283.end, %s2_proj.nb277.end
+  %s2_proj.mb28152 = phi i64 [ 0, %s2_proj.nb277.end ], [ %mb281.next, %s2_proj.k283.end ]
+  store <8 x float> zeroinitializer, ptr %s2_proj.t282_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t282_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t282_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t282_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t282_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t282_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t282_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t282_c3_1, align 32
+  br label %s2_proj.k283
+
+s2_proj.mb281.end:                                ; preds = %s2_proj.k283.end
+  ret void
+
+s2_proj.k283:                                     ; preds = %s2_proj.k283, %s2_proj.mb281
+  %s2_proj.k28353 = phi i64 [ 0, %s2_proj.mb281 ], [ %k283.next, %s2_proj.k283 ]
+  %189 = mul nsw i64 %s2_proj.k28353, 4112
+  %190 = add nsw i64 1048704, %189
+  %191 = add nsw i64 %190, 4080
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %191
+  %192 = load <8 x float>, ptr %arena54, align 4
+  store <8 x float> %192, ptr %s2_proj.t282_b0, align 32
+  %193 = mul nsw i64 %s2_proj.k28353, 4112
+  %194 = add nsw i64 1048704, %193
+  %195 = add nsw i64 %194, 4080
+  %196 = add nsw i64 %195, 8
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %196
+  %197 = load <8 x float>, ptr %arena55, align 4
+  store <8 x float> %197, ptr %s2_proj.t282_b1, align 32
+  %198 = mul nsw i64 %0, 16
+  %199 = mul nsw i64 %198, 16
+  %200 = add nsw i64 19088, %199
+  %201 = mul nsw i64 %s2_proj.mb28152, 4
+  %202 = mul nsw i64 %201, 16
+  %203 = add nsw i64 %200, %202
+  %204 = add nsw i64 %203, %s2_proj.k28353
+  %params56 = getelementptr inbounds float, ptr %params, i64 %204
+  %205 = load float, ptr %params56, align 4
+  %206 = insertelement <8 x float> undef, float %205, i32 0
+  %207 = shufflevector <8 x float> %206, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %207, ptr %s2_proj.t282_a0, align 32
+  %t282_a0 = load <8 x float>, ptr %s2_proj.t282_a0, align 32
+  %t282_b0 = load <8 x float>, ptr %s2_proj.t282_b0, align 32
+  %t282_c0_0 = load <8 x float>, ptr %s2_proj.t282_c0_0, align 32
+  %208 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t282_a0, <8 x float> %t282_b0, <8 x float> %t282_c0_0)
+  store <8 x float> %208, ptr %s2_proj.t282_c0_0, align 32
+  %t282_a057 = load <8 x float>, ptr %s2_proj.t282_a0, align 32
+  %t282_b1 = load <8 x float>, ptr %s2_proj.t282_b1, align 32
+  %t282_c0_1 = load <8 x float>, ptr %s2_proj.t282_c0_1, align 32
+  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t282_a057, <8 x float> %t282_b1, <8 x float> %t282_c0_1)
+  store <8 x float> %209, ptr %s2_proj.t282_c0_1, align 32
+  %210 = mul nsw i64 %0, 16
+  %211 = mul nsw i64 %210, 16
+  %212 = add nsw i64 19088, %211
+  %213 = mul nsw i64 %s2_proj.mb28152, 4
+  %214 = add nsw i64 %213, 1
+  %215 = mul nsw i64 %214, 16
+  %216 = add nsw i64 %212, %215
+  %217 = add nsw i64 %216, %s2_proj.k28353
+  %params58 = getelementptr inbounds float, ptr %params, i64 %217
+  %218 = load float, ptr %params58, align 4
+  %219 = insertelement <8 x float> undef, float %218, i32 0
+  %220 = shufflevector <8 x float> %219, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %220, ptr %s2_proj.t282_a1, align 32
+  %t282_a1 = load <8 x float>, ptr %s2_proj.t282_a1, align 32
+  %t282_b059 = load <8 x float>, ptr %s2_proj.t282_b0, align 32
+  %t282_c1_0 = load <8 x float>, ptr %s2_proj.t282_c1_0, align 32
+  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t282_a1, <8 x float> %t282_b059, <8 x float> %t282_c1_0)
+  store <8 x float> %221, ptr %s2_proj.t282_c1_0, align 32
+  %t282_a160 = load <8 x float>, ptr %s2_proj.t282_a1, align 32
+  %t282_b161 = load <8 x float>, ptr %s2_proj.t282_b1, align 32
+  %t282_c1_1 = load <8 x float>, ptr %s2_proj.t282_c1_1, align 32
+  %222 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t282_a160, <8 x float> %t282_b161, <8 x float> %t282_c1_1)
+  store <8 x float> %222, ptr %s2_proj.t282_c1_1, align 32
+  %223 = mul nsw i64 %0, 16
+  %224 = mul nsw i64 %223, 16
+  %225 = add nsw i64 19088, %224
+  %226 = mul nsw i64 %s2_proj.mb28152, 4
+  %227 = add nsw i64 %226, 2
+  %228 = mul nsw i64 %227, 16
+  %229 = add nsw i64 %225, %228
+  %230 = add nsw i64 %229, %s2_proj.k28353
+  %params62 = getelementptr inbounds float, ptr %params, i64 %230
+  %231 = load float, ptr %params62, align 4
+  %232 = insertelement <8 x float> undef, float %231, i32 0
+  %233 = shufflevector <8 x float> %232, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %233, ptr %s2_proj.t282_a2, align 32
+  %t282_a2 = load <8 x float>, ptr %s2_proj.t282_a2, align 32
+  %t282_b063 = load <8 x float>, ptr %s2_proj.t282_b0, align 32
+  %t282_c2_0 = load <8 x float>, ptr %s2_proj.t282_c2_0, align 32
+  %234 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t282_a2, <8 x float> %t282_b063, <8 x float> %t282_c2_0)
+  store <8 x float> %234, ptr %s2_proj.t282_c2_0, align 32
+  %t282_a264 = load <8 x float>, ptr %s2_proj.t282_a2, align 32
+  %t282_b165 = load <8 x float>, ptr %s2_proj.t282_b1, align 32
+  %t282_c2_1 = load <8 x float>, ptr %s2_proj.t282_c2_1, align 32
+  %235 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t282_a264, <8 x float> %t282_b165, <8 x float> %t282_c2_1)
+  store <8 x float> %235, ptr %s2_proj.t282_c2_1, align 32
+  %236 = mul nsw i64 %0, 16
+  %237 = mul nsw i64 %236, 16
+  %238 = add nsw i64 19088, %237
+  %239 = mul nsw i64 %s2_proj.mb28152, 4
+  %240 = add nsw i64 %239, 3
+  %241 = mul nsw i64 %240, 16
+  %242 = add nsw i64 %238, %241
+  %243 = add nsw i64 %242, %s2_proj.k28353
+  %params66 = getelementptr inbounds float, ptr %params, i64 %243
+  %244 = load float, ptr %params66, align 4
+  %245 = insertelement <8 x float> undef, float %244, i32 0
+  %246 = shufflevector <8 x float> %245, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %246, ptr %s2_proj.t282_a3, align 32
+  %t282_a3 = load <8 x float>, ptr %s2_proj.t282_a3, align 32
+  %t282_b067 = load <8 x float>, ptr %s2_proj.t282_b0, align 32
+  %t282_c3_0 = load <8 x float>, ptr %s2_proj.t282_c3_0, align 32
+  %247 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t282_a3, <8 x float> %t282_b067, <8 x float> %t282_c3_0)
+  store <8 x float> %247, ptr %s2_proj.t282_c3_0, align 32
+  %t282_a368 = load <8 x float>, ptr %s2_proj.t282_a3, align 32
+  %t282_b169 = load <8 x float>, ptr %s2_proj.t282_b1, align 32
+  %t282_c3_1 = load <8 x float>, ptr %s2_proj.t282_c3_1, align 32
+  %248 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t282_a368, <8 x float> %t282_b169, <8 x float> %t282_c3_1)
+  store <8 x float> %248, ptr %s2_proj.t282_c3_1, align 32
+  %k283.next = add nsw i64 %s2_proj.k28353, 1
+  %249 = icmp slt i64 %k283.next, 16
+  br i1 %249, label %s2_proj.k283, label %s2_proj.k283.end
+
+s2_proj.k283.end:                                 ; preds = %s2_proj.k283
+  %t282_c0_070 = load <8 x float>, ptr %s2_proj.t282_c0_0, align 32
+  %250 = mul nsw i64 %0, 16
+  %251 = mul nsw i64 %250, 4112
+  %252 = add nsw i64 1114496, %251
+  %253 = mul nsw i64 %s2_proj.mb28152, 4
+  %254 = mul nsw i64 %253, 4112
+  %255 = add nsw i64 %252, %254
+  %256 = add nsw i64 %255, 4080
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %256
+  store <8 x float> %t282_c0_070, ptr %arena71, align 4
+  %t282_c0_172 = load <8 x float>, ptr %s2_proj.t282_c0_1, align 32
+  %257 = mul nsw i64 %0, 16
+  %258 = mul nsw i64 %257, 4112
+  %259 = add nsw i64 1114496, %258
+  %260 = mul nsw i64 %s2_proj.mb28152, 4
+  %261 = mul nsw i64 %260, 4112
+  %262 = add nsw i64 %259, %261
+  %263 = add nsw i64 %262, 4080
+  %264 = add nsw i64 %263, 8
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %264
+  store <8 x float> %t282_c0_172, ptr %arena73, align 4
+  %t282_c1_074 = load <8 x float>, ptr %s2_proj.t282_c1_0, align 32
+  %265 = mul nsw i64 %0, 16
+  %266 = mul nsw i64 %265, 4112
+  %267 = add nsw i64 1114496, %266
+  %268 = mul nsw i64 %s2_proj.mb28152, 4
+  %269 = add nsw i64 %268, 1
+  %270 = mul nsw i64 %269, 4112
+  %271 = add nsw i64 %267, %270
+  %272 = add nsw i64 %271, 4080
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %272
+  store <8 x float> %t282_c1_074, ptr %arena75, align 4
+  %t282_c1_176 = load <8 x float>, ptr %s2_proj.t282_c1_1, align 32
+  %273 = mul nsw i64 %0, 16
+  %274 = mul nsw i64 %273, 4112
+  %275 = add nsw i64 1114496, %274
+  %276 = mul nsw i64 %s2_proj.mb28152, 4
+  %277 = add nsw i64 %276, 1
+  %278 = mul nsw i64 %277, 4112
+  %279 = add nsw i64 %275, %278
+  %280 = add nsw i64 %279, 4080
+  %281 = add nsw i64 %280, 8
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %281
+  store <8 x float> %t282_c1_176, ptr %arena77, align 4
+  %t282_c2_078 = load <8 x float>, ptr %s2_proj.t282_c2_0, align 32
+  %282 = mul nsw i64 %0, 16
+  %283 = mul nsw i64 %282, 4112
+  %284 = add nsw i64 1114496, %283
+  %285 = mul nsw i64 %s2_proj.mb28152, 4
+  %286 = add nsw i64 %285, 2
+  %287 = mul nsw i64 %286, 4112
+  %288 = add nsw i64 %284, %287
+  %289 = add nsw i64 %288, 4080
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %289
+  store <8 x float> %t282_c2_078, ptr %arena79, align 4
+  %t282_c2_180 = load <8 x float>, ptr %s2_proj.t282_c2_1, align 32
+  %290 = mul nsw i64 %0, 16
+  %291 = mul nsw i64 %290, 4112
+  %292 = add nsw i64 1114496, %291
+  %293 = mul nsw i64 %s2_proj.mb28152, 4
+  %294 = add nsw i64 %293, 2
+  %295 = mul nsw i64 %294, 4112
+  %296 = add nsw i64 %292, %295
+  %297 = add nsw i64 %296, 4080
+  %298 = add nsw i64 %297, 8
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %298
+  store <8 x float> %t282_c2_180, ptr %arena81, align 4
+  %t282_c3_082 = load <8 x float>, ptr %s2_proj.t282_c3_0, align 32
+  %299 = mul nsw i64 %0, 16
+  %300 = mul nsw i64 %299, 4112
+  %301 = add nsw i64 1114496, %300
+  %302 = mul nsw i64 %s2_proj.mb28152, 4
+  %303 = add nsw i64 %302, 3
+  %304 = mul nsw i64 %303, 4112
+  %305 = add nsw i64 %301, %304
+  %306 = add nsw i64 %305, 4080
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %306
+  store <8 x float> %t282_c3_082, ptr %arena83, align 4
+  %t282_c3_184 = load <8 x float>, ptr %s2_proj.t282_c3_1, align 32
+  %307 = mul nsw i64 %0, 16
+  %308 = mul nsw i64 %307, 4112
+  %309 = add nsw i64 1114496, %308
+  %310 = mul nsw i64 %s2_proj.mb28152, 4
+  %311 = add nsw i64 %310, 3
+  %312 = mul nsw i64 %311, 4112
+  %313 = add nsw i64 %309, %312
+  %314 = add nsw i64 %313, 4080
+  %315 = add nsw i64 %314, 8
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %315
+  store <8 x float> %t282_c3_184, ptr %arena85, align 4
+  %mb281.next = add nsw i64 %s2_proj.mb28152, 1
+  %316 = icmp slt i64 %mb281.next, 4
+  br i1 %316, label %s2_proj.mb281, label %s2_proj.mb281.end
+}
+
+define internal void @resnet8_infer_b64.k10.s2_proj.part276.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load i64, ptr %24, align 4
+  call void @resnet8_infer_b64.k10.s2_proj.part276(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @resnet8_infer_b64.k11.s2_conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %part344.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part361.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %s2_conv2.w360 = alloca <8 x float>, align 32
+  %s2_conv2.w359 = alloca <8 x float>, align 32
+  %s2_conv2.w358 = alloca <8 x float>, align 32
+  %s2_conv2.w357 = alloca <8 x float>, align 32
+  %s2_conv2.w356 = alloca <8 x float>, align 32
+  %s2_conv2.w355 = alloca <8 x float>, align 32
+  %s2_conv2.w354 = alloca <8 x float>, align 32
+  %s2_conv2.w353 = alloca <8 x float>, align 32
+  %s2_conv2.w352 = alloca <8 x float>, align 32
+  %s2_conv2.w351 = alloca <8 x float>, align 32
+  %s2_conv2.w350 = alloca <8 x float>, align 32
+  %s2_conv2.w349 = alloca <8 x float>, align 32
+  %s2_conv2.w348 = alloca <8 x float>, align 32
+  %s2_conv2.w347 = alloca <8 x float>, align 32
+  %s2_conv2.w346 = alloca <8 x float>, align 32
+  %s2_conv2.w345 = alloca <8 x float>, align 32
+  %s2_conv2.w344 = alloca <8 x float>, align 32
   %s2_conv2.w343 = alloca <8 x float>, align 32
   %s2_conv2.w342 = alloca <8 x float>, align 32
   %s2_conv2.w341 = alloca <8 x float>, align 32
@@ -44838,942 +45599,942 @@ entry:
   %s2_conv2.w331 = alloca <8 x float>, align 32
   %s2_conv2.w330 = alloca <8 x float>, align 32
   %s2_conv2.w329 = alloca <8 x float>, align 32
-  %s2_conv2.w328 = alloca <8 x float>, align 32
-  %s2_conv2.w327 = alloca <8 x float>, align 32
-  %s2_conv2.w326 = alloca <8 x float>, align 32
-  %s2_conv2.w325 = alloca <8 x float>, align 32
-  %s2_conv2.w324 = alloca <8 x float>, align 32
-  %s2_conv2.w323 = alloca <8 x float>, align 32
-  %s2_conv2.w322 = alloca <8 x float>, align 32
-  %s2_conv2.w321 = alloca <8 x float>, align 32
-  %s2_conv2.w320 = alloca <8 x float>, align 32
-  %s2_conv2.w319 = alloca <8 x float>, align 32
-  %s2_conv2.w318 = alloca <8 x float>, align 32
-  %s2_conv2.w317 = alloca <8 x float>, align 32
-  %s2_conv2.w316 = alloca <8 x float>, align 32
-  %s2_conv2.w315 = alloca <8 x float>, align 32
-  %s2_conv2.w314 = alloca <8 x float>, align 32
-  %s2_conv2.w313 = alloca <8 x float>, align 32
-  %s2_conv2.w312 = alloca <8 x float>, align 32
-  %part271.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part271.context, i32 0, i32 0
+  %part288.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part288.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part271.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part288.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part271.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part288.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part271.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part288.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part271.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part288.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part271.context, i32 0, i32 5
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part288.context, i32 0, i32 5
   store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part271.context, i32 0, i32 6
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part288.context, i32 0, i32 6
   store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part271.context, i32 0, i32 7
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part288.context, i32 0, i32 7
   store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part271.context, i32 0, i32 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part288.context, i32 0, i32 8
   store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part271.context, i32 0, i32 9
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part288.context, i32 0, i32 9
   store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part271.context, i32 0, i32 10
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part288.context, i32 0, i32 10
   store ptr %pool, ptr %10, align 8
   %11 = icmp eq ptr %pool, null
-  br i1 %11, label %s2_conv2.part271.serial, label %s2_conv2.part271.pool
+  br i1 %11, label %s2_conv2.part288.serial, label %s2_conv2.part288.pool
 
-s2_conv2.part271.pool:                            ; preds = %entry
+s2_conv2.part288.pool:                            ; preds = %entry
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @resnet8_infer_b64.k11.s2_conv2.part271.task, ptr %part271.context, i64 2)
-  br label %s2_conv2.part271.done
+  call void %run(ptr %pool, ptr @resnet8_infer_b64.k11.s2_conv2.part288.task, ptr %part288.context, i64 2)
+  br label %s2_conv2.part288.done
 
-s2_conv2.part271.serial:                          ; preds = %entry
-  br label %s2_conv2.part271
+s2_conv2.part288.serial:                          ; preds = %entry
+  br label %s2_conv2.part288
 
-s2_conv2.part271.done:                            ; preds = %s2_conv2.part271.end, %s2_conv2.part271.pool
-  br label %s2_conv2.i302
+s2_conv2.part288.done:                            ; preds = %s2_conv2.part288.end, %s2_conv2.part288.pool
+  br label %s2_conv2.i319
 
-s2_conv2.part271:                                 ; preds = %s2_conv2.part271, %s2_conv2.part271.serial
-  %s2_conv2.part2711 = phi i64 [ 0, %s2_conv2.part271.serial ], [ %part271.next, %s2_conv2.part271 ]
-  call void @resnet8_infer_b64.k11.s2_conv2.part271(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s2_conv2.part2711)
-  %part271.next = add nsw i64 %s2_conv2.part2711, 1
-  %12 = icmp slt i64 %part271.next, 2
-  br i1 %12, label %s2_conv2.part271, label %s2_conv2.part271.end
+s2_conv2.part288:                                 ; preds = %s2_conv2.part288, %s2_conv2.part288.serial
+  %s2_conv2.part2881 = phi i64 [ 0, %s2_conv2.part288.serial ], [ %part288.next, %s2_conv2.part288 ]
+  call void @resnet8_infer_b64.k11.s2_conv2.part288(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s2_conv2.part2881)
+  %part288.next = add nsw i64 %s2_conv2.part2881, 1
+  %12 = icmp slt i64 %part288.next, 2
+  br i1 %12, label %s2_conv2.part288, label %s2_conv2.part288.end
 
-s2_conv2.part271.end:                             ; preds = %s2_conv2.part271
-  br label %s2_conv2.part271.done
+s2_conv2.part288.end:                             ; preds = %s2_conv2.part288
+  br label %s2_conv2.part288.done
 
-s2_conv2.i302:                                    ; preds = %s2_conv2.i302, %s2_conv2.part271.done
-  %s2_conv2.i3022 = phi i64 [ 0, %s2_conv2.part271.done ], [ %i302.next, %s2_conv2.i302 ]
-  %13 = add nsw i64 2113600, %s2_conv2.i3022
+s2_conv2.i319:                                    ; preds = %s2_conv2.i319, %s2_conv2.part288.done
+  %s2_conv2.i3192 = phi i64 [ 0, %s2_conv2.part288.done ], [ %i319.next, %s2_conv2.i319 ]
+  %13 = add nsw i64 1589376, %s2_conv2.i3192
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %13
   store float 0.000000e+00, ptr %arena3, align 4
-  %i302.next = add nsw i64 %s2_conv2.i3022, 1
-  %14 = icmp slt i64 %i302.next, 10368
-  br i1 %14, label %s2_conv2.i302, label %s2_conv2.i302.end
+  %i319.next = add nsw i64 %s2_conv2.i3192, 1
+  %14 = icmp slt i64 %i319.next, 10368
+  br i1 %14, label %s2_conv2.i319, label %s2_conv2.i319.end
 
-s2_conv2.i302.end:                                ; preds = %s2_conv2.i302
-  br label %s2_conv2.g303
+s2_conv2.i319.end:                                ; preds = %s2_conv2.i319
+  br label %s2_conv2.g320
 
-s2_conv2.g303:                                    ; preds = %s2_conv2.part344.done, %s2_conv2.i302.end
-  %s2_conv2.g3034 = phi i64 [ 0, %s2_conv2.i302.end ], [ %g303.next, %s2_conv2.part344.done ]
-  br label %s2_conv2.j304
+s2_conv2.g320:                                    ; preds = %s2_conv2.part361.done, %s2_conv2.i319.end
+  %s2_conv2.g3204 = phi i64 [ 0, %s2_conv2.i319.end ], [ %g320.next, %s2_conv2.part361.done ]
+  br label %s2_conv2.j321
 
-s2_conv2.g303.end:                                ; preds = %s2_conv2.part344.done
+s2_conv2.g320.end:                                ; preds = %s2_conv2.part361.done
   ret void
 
-s2_conv2.j304:                                    ; preds = %s2_conv2.c305.end, %s2_conv2.g303
-  %s2_conv2.j3045 = phi i64 [ 0, %s2_conv2.g303 ], [ %j304.next, %s2_conv2.c305.end ]
-  br label %s2_conv2.c305
+s2_conv2.j321:                                    ; preds = %s2_conv2.c322.end, %s2_conv2.g320
+  %s2_conv2.j3215 = phi i64 [ 0, %s2_conv2.g320 ], [ %j321.next, %s2_conv2.c322.end ]
+  br label %s2_conv2.c322
 
-s2_conv2.j304.end:                                ; preds = %s2_conv2.c305.end
-  br label %s2_conv2.j308
+s2_conv2.j321.end:                                ; preds = %s2_conv2.c322.end
+  br label %s2_conv2.j325
 
-s2_conv2.c305:                                    ; preds = %s2_conv2.iy306.end, %s2_conv2.j304
-  %s2_conv2.c3056 = phi i64 [ 0, %s2_conv2.j304 ], [ %c305.next, %s2_conv2.iy306.end ]
-  br label %s2_conv2.iy306
+s2_conv2.c322:                                    ; preds = %s2_conv2.iy323.end, %s2_conv2.j321
+  %s2_conv2.c3226 = phi i64 [ 0, %s2_conv2.j321 ], [ %c322.next, %s2_conv2.iy323.end ]
+  br label %s2_conv2.iy323
 
-s2_conv2.c305.end:                                ; preds = %s2_conv2.iy306.end
-  %j304.next = add nsw i64 %s2_conv2.j3045, 1
-  %15 = icmp slt i64 %j304.next, 1
-  br i1 %15, label %s2_conv2.j304, label %s2_conv2.j304.end
+s2_conv2.c322.end:                                ; preds = %s2_conv2.iy323.end
+  %j321.next = add nsw i64 %s2_conv2.j3215, 1
+  %15 = icmp slt i64 %j321.next, 1
+  br i1 %15, label %s2_conv2.j321, label %s2_conv2.j321.end
 
-s2_conv2.iy306:                                   ; preds = %s2_conv2.ix307.end, %s2_conv2.c305
-  %s2_conv2.iy3067 = phi i64 [ 0, %s2_conv2.c305 ], [ %iy306.next, %s2_conv2.ix307.end ]
-  br label %s2_conv2.ix307
+s2_conv2.iy323:                                   ; preds = %s2_conv2.ix324.end, %s2_conv2.c322
+  %s2_conv2.iy3237 = phi i64 [ 0, %s2_conv2.c322 ], [ %iy323.next, %s2_conv2.ix324.end ]
+  br label %s2_conv2.ix324
 
-s2_conv2.iy306.end:                               ; preds = %s2_conv2.ix307.end
-  %c305.next = add nsw i64 %s2_conv2.c3056, 1
-  %16 = icmp slt i64 %c305.next, 32
-  br i1 %16, label %s2_conv2.c305, label %s2_conv2.c305.end
+s2_conv2.iy323.end:                               ; preds = %s2_conv2.ix324.end
+  %c322.next = add nsw i64 %s2_conv2.c3226, 1
+  %16 = icmp slt i64 %c322.next, 32
+  br i1 %16, label %s2_conv2.c322, label %s2_conv2.c322.end
 
-s2_conv2.ix307:                                   ; preds = %s2_conv2.ix307, %s2_conv2.iy306
-  %s2_conv2.ix3078 = phi i64 [ 0, %s2_conv2.iy306 ], [ %ix307.next, %s2_conv2.ix307 ]
-  %17 = add nsw i64 %s2_conv2.g3034, %s2_conv2.j3045
+s2_conv2.ix324:                                   ; preds = %s2_conv2.ix324, %s2_conv2.iy323
+  %s2_conv2.ix3248 = phi i64 [ 0, %s2_conv2.iy323 ], [ %ix324.next, %s2_conv2.ix324 ]
+  %17 = add nsw i64 %s2_conv2.g3204, %s2_conv2.j3215
   %18 = mul nsw i64 %17, 8192
-  %19 = add nsw i64 1048640, %18
-  %20 = mul nsw i64 %s2_conv2.c3056, 256
+  %19 = add nsw i64 64, %18
+  %20 = mul nsw i64 %s2_conv2.c3226, 256
   %21 = add nsw i64 %19, %20
-  %22 = mul nsw i64 %s2_conv2.iy3067, 16
+  %22 = mul nsw i64 %s2_conv2.iy3237, 16
   %23 = add nsw i64 %21, %22
-  %24 = add nsw i64 %23, %s2_conv2.ix3078
+  %24 = add nsw i64 %23, %s2_conv2.ix3248
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %24
   %25 = load float, ptr %arena9, align 4
-  %26 = mul nsw i64 %s2_conv2.j3045, 10368
-  %27 = add nsw i64 %s2_conv2.iy3067, 1
+  %26 = mul nsw i64 %s2_conv2.j3215, 10368
+  %27 = add nsw i64 %s2_conv2.iy3237, 1
   %28 = mul nsw i64 %27, 576
   %29 = add nsw i64 %26, %28
-  %30 = add nsw i64 %s2_conv2.ix3078, 1
+  %30 = add nsw i64 %s2_conv2.ix3248, 1
   %31 = mul nsw i64 %30, 32
   %32 = add nsw i64 %29, %31
-  %33 = add nsw i64 %32, %s2_conv2.c3056
-  %34 = add nsw i64 2113600, %33
+  %33 = add nsw i64 %32, %s2_conv2.c3226
+  %34 = add nsw i64 1589376, %33
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %34
   store float %25, ptr %arena10, align 4
-  %ix307.next = add nsw i64 %s2_conv2.ix3078, 1
-  %35 = icmp slt i64 %ix307.next, 16
-  br i1 %35, label %s2_conv2.ix307, label %s2_conv2.ix307.end
+  %ix324.next = add nsw i64 %s2_conv2.ix3248, 1
+  %35 = icmp slt i64 %ix324.next, 16
+  br i1 %35, label %s2_conv2.ix324, label %s2_conv2.ix324.end
 
-s2_conv2.ix307.end:                               ; preds = %s2_conv2.ix307
-  %iy306.next = add nsw i64 %s2_conv2.iy3067, 1
-  %36 = icmp slt i64 %iy306.next, 16
-  br i1 %36, label %s2_conv2.iy306, label %s2_conv2.iy306.end
+s2_conv2.ix324.end:                               ; preds = %s2_conv2.ix324
+  %iy323.next = add nsw i64 %s2_conv2.iy3237, 1
+  %36 = icmp slt i64 %iy323.next, 16
+  br i1 %36, label %s2_conv2.iy323, label %s2_conv2.iy323.end
 
-s2_conv2.j308:                                    ; preds = %s2_conv2.ty309.end, %s2_conv2.j304.end
-  %s2_conv2.j30811 = phi i64 [ 0, %s2_conv2.j304.end ], [ %j308.next, %s2_conv2.ty309.end ]
-  br label %s2_conv2.ty309
+s2_conv2.j325:                                    ; preds = %s2_conv2.ty326.end, %s2_conv2.j321.end
+  %s2_conv2.j32511 = phi i64 [ 0, %s2_conv2.j321.end ], [ %j325.next, %s2_conv2.ty326.end ]
+  br label %s2_conv2.ty326
 
-s2_conv2.j308.end:                                ; preds = %s2_conv2.ty309.end
-  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part344.context, i32 0, i32 0
+s2_conv2.j325.end:                                ; preds = %s2_conv2.ty326.end
+  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part361.context, i32 0, i32 0
   store ptr %params, ptr %37, align 8
-  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part344.context, i32 0, i32 1
+  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part361.context, i32 0, i32 1
   store ptr %grads, ptr %38, align 8
-  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part344.context, i32 0, i32 2
+  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part361.context, i32 0, i32 2
   store ptr %m, ptr %39, align 8
-  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part344.context, i32 0, i32 3
+  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part361.context, i32 0, i32 3
   store ptr %v, ptr %40, align 8
-  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part344.context, i32 0, i32 4
+  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part361.context, i32 0, i32 4
   store ptr %arena, ptr %41, align 8
-  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part344.context, i32 0, i32 5
+  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part361.context, i32 0, i32 5
   store ptr %images, ptr %42, align 8
-  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part344.context, i32 0, i32 6
+  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part361.context, i32 0, i32 6
   store ptr %labels, ptr %43, align 8
-  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part344.context, i32 0, i32 7
+  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part361.context, i32 0, i32 7
   store float %lr, ptr %44, align 4
-  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part344.context, i32 0, i32 8
+  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part361.context, i32 0, i32 8
   store i64 %step, ptr %45, align 4
-  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part344.context, i32 0, i32 9
+  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part361.context, i32 0, i32 9
   store i64 %seed, ptr %46, align 4
-  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part344.context, i32 0, i32 10
+  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part361.context, i32 0, i32 10
   store ptr %pool, ptr %47, align 8
-  %48 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part344.context, i32 0, i32 11
-  store i64 %s2_conv2.g3034, ptr %48, align 4
+  %48 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part361.context, i32 0, i32 11
+  store i64 %s2_conv2.g3204, ptr %48, align 4
   %49 = icmp eq ptr %pool, null
-  br i1 %49, label %s2_conv2.part344.serial, label %s2_conv2.part344.pool
+  br i1 %49, label %s2_conv2.part361.serial, label %s2_conv2.part361.pool
 
-s2_conv2.ty309:                                   ; preds = %s2_conv2.tx310.end, %s2_conv2.j308
-  %s2_conv2.ty30912 = phi i64 [ 0, %s2_conv2.j308 ], [ %ty309.next, %s2_conv2.tx310.end ]
-  br label %s2_conv2.tx310
+s2_conv2.ty326:                                   ; preds = %s2_conv2.tx327.end, %s2_conv2.j325
+  %s2_conv2.ty32612 = phi i64 [ 0, %s2_conv2.j325 ], [ %ty326.next, %s2_conv2.tx327.end ]
+  br label %s2_conv2.tx327
 
-s2_conv2.ty309.end:                               ; preds = %s2_conv2.tx310.end
-  %j308.next = add nsw i64 %s2_conv2.j30811, 1
-  %50 = icmp slt i64 %j308.next, 1
-  br i1 %50, label %s2_conv2.j308, label %s2_conv2.j308.end
+s2_conv2.ty326.end:                               ; preds = %s2_conv2.tx327.end
+  %j325.next = add nsw i64 %s2_conv2.j32511, 1
+  %50 = icmp slt i64 %j325.next, 1
+  br i1 %50, label %s2_conv2.j325, label %s2_conv2.j325.end
 
-s2_conv2.tx310:                                   ; preds = %s2_conv2.cv311.end, %s2_conv2.ty309
-  %s2_conv2.tx31013 = phi i64 [ 0, %s2_conv2.ty309 ], [ %tx310.next, %s2_conv2.cv311.end ]
-  br label %s2_conv2.cv311
+s2_conv2.tx327:                                   ; preds = %s2_conv2.cv328.end, %s2_conv2.ty326
+  %s2_conv2.tx32713 = phi i64 [ 0, %s2_conv2.ty326 ], [ %tx327.next, %s2_conv2.cv328.end ]
+  br label %s2_conv2.cv328
 
-s2_conv2.tx310.end:                               ; preds = %s2_conv2.cv311.end
-  %ty309.next = add nsw i64 %s2_conv2.ty30912, 1
-  %51 = icmp slt i64 %ty309.next, 8
-  br i1 %51, label %s2_conv2.ty309, label %s2_conv2.ty309.end
+s2_conv2.tx327.end:                               ; preds = %s2_conv2.cv328.end
+  %ty326.next = add nsw i64 %s2_conv2.ty32612, 1
+  %51 = icmp slt i64 %ty326.next, 8
+  br i1 %51, label %s2_conv2.ty326, label %s2_conv2.ty326.end
 
-s2_conv2.cv311:                                   ; preds = %s2_conv2.cv311, %s2_conv2.tx310
-  %s2_conv2.cv31114 = phi i64 [ 0, %s2_conv2.tx310 ], [ %cv311.next, %s2_conv2.cv311 ]
-  %52 = mul nsw i64 %s2_conv2.j30811, 10368
-  %53 = mul nsw i64 %s2_conv2.ty30912, 2
+s2_conv2.cv328:                                   ; preds = %s2_conv2.cv328, %s2_conv2.tx327
+  %s2_conv2.cv32814 = phi i64 [ 0, %s2_conv2.tx327 ], [ %cv328.next, %s2_conv2.cv328 ]
+  %52 = mul nsw i64 %s2_conv2.j32511, 10368
+  %53 = mul nsw i64 %s2_conv2.ty32612, 2
   %54 = mul nsw i64 %53, 576
   %55 = add nsw i64 %52, %54
-  %56 = mul nsw i64 %s2_conv2.tx31013, 2
+  %56 = mul nsw i64 %s2_conv2.tx32713, 2
   %57 = mul nsw i64 %56, 32
   %58 = add nsw i64 %55, %57
-  %59 = mul nsw i64 %s2_conv2.cv31114, 8
+  %59 = mul nsw i64 %s2_conv2.cv32814, 8
   %60 = add nsw i64 %58, %59
-  %61 = add nsw i64 2113600, %60
+  %61 = add nsw i64 1589376, %60
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena15, align 4
-  %63 = mul nsw i64 %s2_conv2.j30811, 10368
-  %64 = mul nsw i64 %s2_conv2.ty30912, 2
+  %63 = mul nsw i64 %s2_conv2.j32511, 10368
+  %64 = mul nsw i64 %s2_conv2.ty32612, 2
   %65 = add nsw i64 %64, 2
   %66 = mul nsw i64 %65, 576
   %67 = add nsw i64 %63, %66
-  %68 = mul nsw i64 %s2_conv2.tx31013, 2
+  %68 = mul nsw i64 %s2_conv2.tx32713, 2
   %69 = mul nsw i64 %68, 32
   %70 = add nsw i64 %67, %69
-  %71 = mul nsw i64 %s2_conv2.cv31114, 8
+  %71 = mul nsw i64 %s2_conv2.cv32814, 8
   %72 = add nsw i64 %70, %71
-  %73 = add nsw i64 2113600, %72
+  %73 = add nsw i64 1589376, %72
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %73
   %74 = load <8 x float>, ptr %arena16, align 4
   %75 = fsub <8 x float> %62, %74
-  store <8 x float> %75, ptr %s2_conv2.w312, align 32
-  %76 = mul nsw i64 %s2_conv2.j30811, 10368
-  %77 = mul nsw i64 %s2_conv2.ty30912, 2
+  store <8 x float> %75, ptr %s2_conv2.w329, align 32
+  %76 = mul nsw i64 %s2_conv2.j32511, 10368
+  %77 = mul nsw i64 %s2_conv2.ty32612, 2
   %78 = add nsw i64 %77, 1
   %79 = mul nsw i64 %78, 576
   %80 = add nsw i64 %76, %79
-  %81 = mul nsw i64 %s2_conv2.tx31013, 2
+  %81 = mul nsw i64 %s2_conv2.tx32713, 2
   %82 = mul nsw i64 %81, 32
   %83 = add nsw i64 %80, %82
-  %84 = mul nsw i64 %s2_conv2.cv31114, 8
+  %84 = mul nsw i64 %s2_conv2.cv32814, 8
   %85 = add nsw i64 %83, %84
-  %86 = add nsw i64 2113600, %85
+  %86 = add nsw i64 1589376, %85
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load <8 x float>, ptr %arena17, align 4
-  %88 = mul nsw i64 %s2_conv2.j30811, 10368
-  %89 = mul nsw i64 %s2_conv2.ty30912, 2
+  %88 = mul nsw i64 %s2_conv2.j32511, 10368
+  %89 = mul nsw i64 %s2_conv2.ty32612, 2
   %90 = add nsw i64 %89, 2
   %91 = mul nsw i64 %90, 576
   %92 = add nsw i64 %88, %91
-  %93 = mul nsw i64 %s2_conv2.tx31013, 2
+  %93 = mul nsw i64 %s2_conv2.tx32713, 2
   %94 = mul nsw i64 %93, 32
   %95 = add nsw i64 %92, %94
-  %96 = mul nsw i64 %s2_conv2.cv31114, 8
+  %96 = mul nsw i64 %s2_conv2.cv32814, 8
   %97 = add nsw i64 %95, %96
-  %98 = add nsw i64 2113600, %97
+  %98 = add nsw i64 1589376, %97
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %98
   %99 = load <8 x float>, ptr %arena18, align 4
   %100 = fadd <8 x float> %87, %99
-  store <8 x float> %100, ptr %s2_conv2.w313, align 32
-  %101 = mul nsw i64 %s2_conv2.j30811, 10368
-  %102 = mul nsw i64 %s2_conv2.ty30912, 2
+  store <8 x float> %100, ptr %s2_conv2.w330, align 32
+  %101 = mul nsw i64 %s2_conv2.j32511, 10368
+  %102 = mul nsw i64 %s2_conv2.ty32612, 2
   %103 = add nsw i64 %102, 2
   %104 = mul nsw i64 %103, 576
   %105 = add nsw i64 %101, %104
-  %106 = mul nsw i64 %s2_conv2.tx31013, 2
+  %106 = mul nsw i64 %s2_conv2.tx32713, 2
   %107 = mul nsw i64 %106, 32
   %108 = add nsw i64 %105, %107
-  %109 = mul nsw i64 %s2_conv2.cv31114, 8
+  %109 = mul nsw i64 %s2_conv2.cv32814, 8
   %110 = add nsw i64 %108, %109
-  %111 = add nsw i64 2113600, %110
+  %111 = add nsw i64 1589376, %110
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %111
   %112 = load <8 x float>, ptr %arena19, align 4
-  %113 = mul nsw i64 %s2_conv2.j30811, 10368
-  %114 = mul nsw i64 %s2_conv2.ty30912, 2
+  %113 = mul nsw i64 %s2_conv2.j32511, 10368
+  %114 = mul nsw i64 %s2_conv2.ty32612, 2
   %115 = add nsw i64 %114, 1
   %116 = mul nsw i64 %115, 576
   %117 = add nsw i64 %113, %116
-  %118 = mul nsw i64 %s2_conv2.tx31013, 2
+  %118 = mul nsw i64 %s2_conv2.tx32713, 2
   %119 = mul nsw i64 %118, 32
   %120 = add nsw i64 %117, %119
-  %121 = mul nsw i64 %s2_conv2.cv31114, 8
+  %121 = mul nsw i64 %s2_conv2.cv32814, 8
   %122 = add nsw i64 %120, %121
-  %123 = add nsw i64 2113600, %122
+  %123 = add nsw i64 1589376, %122
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %123
   %124 = load <8 x float>, ptr %arena20, align 4
   %125 = fsub <8 x float> %112, %124
-  store <8 x float> %125, ptr %s2_conv2.w314, align 32
-  %126 = mul nsw i64 %s2_conv2.j30811, 10368
-  %127 = mul nsw i64 %s2_conv2.ty30912, 2
+  store <8 x float> %125, ptr %s2_conv2.w331, align 32
+  %126 = mul nsw i64 %s2_conv2.j32511, 10368
+  %127 = mul nsw i64 %s2_conv2.ty32612, 2
   %128 = add nsw i64 %127, 1
   %129 = mul nsw i64 %128, 576
   %130 = add nsw i64 %126, %129
-  %131 = mul nsw i64 %s2_conv2.tx31013, 2
+  %131 = mul nsw i64 %s2_conv2.tx32713, 2
   %132 = mul nsw i64 %131, 32
   %133 = add nsw i64 %130, %132
-  %134 = mul nsw i64 %s2_conv2.cv31114, 8
+  %134 = mul nsw i64 %s2_conv2.cv32814, 8
   %135 = add nsw i64 %133, %134
-  %136 = add nsw i64 2113600, %135
+  %136 = add nsw i64 1589376, %135
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %136
   %137 = load <8 x float>, ptr %arena21, align 4
-  %138 = mul nsw i64 %s2_conv2.j30811, 10368
-  %139 = mul nsw i64 %s2_conv2.ty30912, 2
+  %138 = mul nsw i64 %s2_conv2.j32511, 10368
+  %139 = mul nsw i64 %s2_conv2.ty32612, 2
   %140 = add nsw i64 %139, 3
   %141 = mul nsw i64 %140, 576
   %142 = add nsw i64 %138, %141
-  %143 = mul nsw i64 %s2_conv2.tx31013, 2
+  %143 = mul nsw i64 %s2_conv2.tx32713, 2
   %144 = mul nsw i64 %143, 32
   %145 = add nsw i64 %142, %144
-  %146 = mul nsw i64 %s2_conv2.cv31114, 8
+  %146 = mul nsw i64 %s2_conv2.cv32814, 8
   %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 2113600, %147
+  %148 = add nsw i64 1589376, %147
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %148
   %149 = load <8 x float>, ptr %arena22, align 4
   %150 = fsub <8 x float> %137, %149
-  store <8 x float> %150, ptr %s2_conv2.w315, align 32
-  %151 = mul nsw i64 %s2_conv2.j30811, 10368
-  %152 = mul nsw i64 %s2_conv2.ty30912, 2
+  store <8 x float> %150, ptr %s2_conv2.w332, align 32
+  %151 = mul nsw i64 %s2_conv2.j32511, 10368
+  %152 = mul nsw i64 %s2_conv2.ty32612, 2
   %153 = mul nsw i64 %152, 576
   %154 = add nsw i64 %151, %153
-  %155 = mul nsw i64 %s2_conv2.tx31013, 2
+  %155 = mul nsw i64 %s2_conv2.tx32713, 2
   %156 = add nsw i64 %155, 1
   %157 = mul nsw i64 %156, 32
   %158 = add nsw i64 %154, %157
-  %159 = mul nsw i64 %s2_conv2.cv31114, 8
+  %159 = mul nsw i64 %s2_conv2.cv32814, 8
   %160 = add nsw i64 %158, %159
-  %161 = add nsw i64 2113600, %160
+  %161 = add nsw i64 1589376, %160
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %161
   %162 = load <8 x float>, ptr %arena23, align 4
-  %163 = mul nsw i64 %s2_conv2.j30811, 10368
-  %164 = mul nsw i64 %s2_conv2.ty30912, 2
+  %163 = mul nsw i64 %s2_conv2.j32511, 10368
+  %164 = mul nsw i64 %s2_conv2.ty32612, 2
   %165 = add nsw i64 %164, 2
   %166 = mul nsw i64 %165, 576
   %167 = add nsw i64 %163, %166
-  %168 = mul nsw i64 %s2_conv2.tx31013, 2
+  %168 = mul nsw i64 %s2_conv2.tx32713, 2
   %169 = add nsw i64 %168, 1
   %170 = mul nsw i64 %169, 32
   %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %s2_conv2.cv31114, 8
+  %172 = mul nsw i64 %s2_conv2.cv32814, 8
   %173 = add nsw i64 %171, %172
-  %174 = add nsw i64 2113600, %173
+  %174 = add nsw i64 1589376, %173
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %174
   %175 = load <8 x float>, ptr %arena24, align 4
   %176 = fsub <8 x float> %162, %175
-  store <8 x float> %176, ptr %s2_conv2.w316, align 32
-  %177 = mul nsw i64 %s2_conv2.j30811, 10368
-  %178 = mul nsw i64 %s2_conv2.ty30912, 2
+  store <8 x float> %176, ptr %s2_conv2.w333, align 32
+  %177 = mul nsw i64 %s2_conv2.j32511, 10368
+  %178 = mul nsw i64 %s2_conv2.ty32612, 2
   %179 = add nsw i64 %178, 1
   %180 = mul nsw i64 %179, 576
   %181 = add nsw i64 %177, %180
-  %182 = mul nsw i64 %s2_conv2.tx31013, 2
+  %182 = mul nsw i64 %s2_conv2.tx32713, 2
   %183 = add nsw i64 %182, 1
   %184 = mul nsw i64 %183, 32
   %185 = add nsw i64 %181, %184
-  %186 = mul nsw i64 %s2_conv2.cv31114, 8
+  %186 = mul nsw i64 %s2_conv2.cv32814, 8
   %187 = add nsw i64 %185, %186
-  %188 = add nsw i64 2113600, %187
+  %188 = add nsw i64 1589376, %187
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %188
   %189 = load <8 x float>, ptr %arena25, align 4
-  %190 = mul nsw i64 %s2_conv2.j30811, 10368
-  %191 = mul nsw i64 %s2_conv2.ty30912, 2
+  %190 = mul nsw i64 %s2_conv2.j32511, 10368
+  %191 = mul nsw i64 %s2_conv2.ty32612, 2
   %192 = add nsw i64 %191, 2
   %193 = mul nsw i64 %192, 576
   %194 = add nsw i64 %190, %193
-  %195 = mul nsw i64 %s2_conv2.tx31013, 2
+  %195 = mul nsw i64 %s2_conv2.tx32713, 2
   %196 = add nsw i64 %195, 1
   %197 = mul nsw i64 %196, 32
   %198 = add nsw i64 %194, %197
-  %199 = mul nsw i64 %s2_conv2.cv31114, 8
+  %199 = mul nsw i64 %s2_conv2.cv32814, 8
   %200 = add nsw i64 %198, %199
-  %201 = add nsw i64 2113600, %200
+  %201 = add nsw i64 1589376, %200
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %201
   %202 = load <8 x float>, ptr %arena26, align 4
   %203 = fadd <8 x float> %189, %202
-  store <8 x float> %203, ptr %s2_conv2.w317, align 32
-  %204 = mul nsw i64 %s2_conv2.j30811, 10368
-  %205 = mul nsw i64 %s2_conv2.ty30912, 2
+  store <8 x float> %203, ptr %s2_conv2.w334, align 32
+  %204 = mul nsw i64 %s2_conv2.j32511, 10368
+  %205 = mul nsw i64 %s2_conv2.ty32612, 2
   %206 = add nsw i64 %205, 2
   %207 = mul nsw i64 %206, 576
   %208 = add nsw i64 %204, %207
-  %209 = mul nsw i64 %s2_conv2.tx31013, 2
+  %209 = mul nsw i64 %s2_conv2.tx32713, 2
   %210 = add nsw i64 %209, 1
   %211 = mul nsw i64 %210, 32
   %212 = add nsw i64 %208, %211
-  %213 = mul nsw i64 %s2_conv2.cv31114, 8
+  %213 = mul nsw i64 %s2_conv2.cv32814, 8
   %214 = add nsw i64 %212, %213
-  %215 = add nsw i64 2113600, %214
+  %215 = add nsw i64 1589376, %214
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %215
   %216 = load <8 x float>, ptr %arena27, align 4
-  %217 = mul nsw i64 %s2_conv2.j30811, 10368
-  %218 = mul nsw i64 %s2_conv2.ty30912, 2
+  %217 = mul nsw i64 %s2_conv2.j32511, 10368
+  %218 = mul nsw i64 %s2_conv2.ty32612, 2
   %219 = add nsw i64 %218, 1
   %220 = mul nsw i64 %219, 576
   %221 = add nsw i64 %217, %220
-  %222 = mul nsw i64 %s2_conv2.tx31013, 2
+  %222 = mul nsw i64 %s2_conv2.tx32713, 2
   %223 = add nsw i64 %222, 1
   %224 = mul nsw i64 %223, 32
   %225 = add nsw i64 %221, %224
-  %226 = mul nsw i64 %s2_conv2.cv31114, 8
+  %226 = mul nsw i64 %s2_conv2.cv32814, 8
   %227 = add nsw i64 %225, %226
-  %228 = add nsw i64 2113600, %227
+  %228 = add nsw i64 1589376, %227
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %228
   %229 = load <8 x float>, ptr %arena28, align 4
   %230 = fsub <8 x float> %216, %229
-  store <8 x float> %230, ptr %s2_conv2.w318, align 32
-  %231 = mul nsw i64 %s2_conv2.j30811, 10368
-  %232 = mul nsw i64 %s2_conv2.ty30912, 2
+  store <8 x float> %230, ptr %s2_conv2.w335, align 32
+  %231 = mul nsw i64 %s2_conv2.j32511, 10368
+  %232 = mul nsw i64 %s2_conv2.ty32612, 2
   %233 = add nsw i64 %232, 1
   %234 = mul nsw i64 %233, 576
   %235 = add nsw i64 %231, %234
-  %236 = mul nsw i64 %s2_conv2.tx31013, 2
+  %236 = mul nsw i64 %s2_conv2.tx32713, 2
   %237 = add nsw i64 %236, 1
   %238 = mul nsw i64 %237, 32
   %239 = add nsw i64 %235, %238
-  %240 = mul nsw i64 %s2_conv2.cv31114, 8
+  %240 = mul nsw i64 %s2_conv2.cv32814, 8
   %241 = add nsw i64 %239, %240
-  %242 = add nsw i64 2113600, %241
+  %242 = add nsw i64 1589376, %241
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %242
   %243 = load <8 x float>, ptr %arena29, align 4
-  %244 = mul nsw i64 %s2_conv2.j30811, 10368
-  %245 = mul nsw i64 %s2_conv2.ty30912, 2
+  %244 = mul nsw i64 %s2_conv2.j32511, 10368
+  %245 = mul nsw i64 %s2_conv2.ty32612, 2
   %246 = add nsw i64 %245, 3
   %247 = mul nsw i64 %246, 576
   %248 = add nsw i64 %244, %247
-  %249 = mul nsw i64 %s2_conv2.tx31013, 2
+  %249 = mul nsw i64 %s2_conv2.tx32713, 2
   %250 = add nsw i64 %249, 1
   %251 = mul nsw i64 %250, 32
   %252 = add nsw i64 %248, %251
-  %253 = mul nsw i64 %s2_conv2.cv31114, 8
+  %253 = mul nsw i64 %s2_conv2.cv32814, 8
   %254 = add nsw i64 %252, %253
-  %255 = add nsw i64 2113600, %254
+  %255 = add nsw i64 1589376, %254
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %255
   %256 = load <8 x float>, ptr %arena30, align 4
   %257 = fsub <8 x float> %243, %256
-  store <8 x float> %257, ptr %s2_conv2.w319, align 32
-  %258 = mul nsw i64 %s2_conv2.j30811, 10368
-  %259 = mul nsw i64 %s2_conv2.ty30912, 2
+  store <8 x float> %257, ptr %s2_conv2.w336, align 32
+  %258 = mul nsw i64 %s2_conv2.j32511, 10368
+  %259 = mul nsw i64 %s2_conv2.ty32612, 2
   %260 = mul nsw i64 %259, 576
   %261 = add nsw i64 %258, %260
-  %262 = mul nsw i64 %s2_conv2.tx31013, 2
+  %262 = mul nsw i64 %s2_conv2.tx32713, 2
   %263 = add nsw i64 %262, 2
   %264 = mul nsw i64 %263, 32
   %265 = add nsw i64 %261, %264
-  %266 = mul nsw i64 %s2_conv2.cv31114, 8
+  %266 = mul nsw i64 %s2_conv2.cv32814, 8
   %267 = add nsw i64 %265, %266
-  %268 = add nsw i64 2113600, %267
+  %268 = add nsw i64 1589376, %267
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %268
   %269 = load <8 x float>, ptr %arena31, align 4
-  %270 = mul nsw i64 %s2_conv2.j30811, 10368
-  %271 = mul nsw i64 %s2_conv2.ty30912, 2
+  %270 = mul nsw i64 %s2_conv2.j32511, 10368
+  %271 = mul nsw i64 %s2_conv2.ty32612, 2
   %272 = add nsw i64 %271, 2
   %273 = mul nsw i64 %272, 576
   %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %s2_conv2.tx31013, 2
+  %275 = mul nsw i64 %s2_conv2.tx32713, 2
   %276 = add nsw i64 %275, 2
   %277 = mul nsw i64 %276, 32
   %278 = add nsw i64 %274, %277
-  %279 = mul nsw i64 %s2_conv2.cv31114, 8
+  %279 = mul nsw i64 %s2_conv2.cv32814, 8
   %280 = add nsw i64 %278, %279
-  %281 = add nsw i64 2113600, %280
+  %281 = add nsw i64 1589376, %280
   %arena32 = getelementptr inbounds float, ptr %arena, i64 %281
   %282 = load <8 x float>, ptr %arena32, align 4
   %283 = fsub <8 x float> %269, %282
-  store <8 x float> %283, ptr %s2_conv2.w320, align 32
-  %284 = mul nsw i64 %s2_conv2.j30811, 10368
-  %285 = mul nsw i64 %s2_conv2.ty30912, 2
+  store <8 x float> %283, ptr %s2_conv2.w337, align 32
+  %284 = mul nsw i64 %s2_conv2.j32511, 10368
+  %285 = mul nsw i64 %s2_conv2.ty32612, 2
   %286 = add nsw i64 %285, 1
   %287 = mul nsw i64 %286, 576
   %288 = add nsw i64 %284, %287
-  %289 = mul nsw i64 %s2_conv2.tx31013, 2
+  %289 = mul nsw i64 %s2_conv2.tx32713, 2
   %290 = add nsw i64 %289, 2
   %291 = mul nsw i64 %290, 32
   %292 = add nsw i64 %288, %291
-  %293 = mul nsw i64 %s2_conv2.cv31114, 8
+  %293 = mul nsw i64 %s2_conv2.cv32814, 8
   %294 = add nsw i64 %292, %293
-  %295 = add nsw i64 2113600, %294
+  %295 = add nsw i64 1589376, %294
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %295
   %296 = load <8 x float>, ptr %arena33, align 4
-  %297 = mul nsw i64 %s2_conv2.j30811, 10368
-  %298 = mul nsw i64 %s2_conv2.ty30912, 2
+  %297 = mul nsw i64 %s2_conv2.j32511, 10368
+  %298 = mul nsw i64 %s2_conv2.ty32612, 2
   %299 = add nsw i64 %298, 2
   %300 = mul nsw i64 %299, 576
   %301 = add nsw i64 %297, %300
-  %302 = mul nsw i64 %s2_conv2.tx31013, 2
+  %302 = mul nsw i64 %s2_conv2.tx32713, 2
   %303 = add nsw i64 %302, 2
   %304 = mul nsw i64 %303, 32
   %305 = add nsw i64 %301, %304
-  %306 = mul nsw i64 %s2_conv2.cv31114, 8
+  %306 = mul nsw i64 %s2_conv2.cv32814, 8
   %307 = add nsw i64 %305, %306
-  %308 = add nsw i64 2113600, %307
+  %308 = add nsw i64 1589376, %307
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %308
   %309 = load <8 x float>, ptr %arena34, align 4
   %310 = fadd <8 x float> %296, %309
-  store <8 x float> %310, ptr %s2_conv2.w321, align 32
-  %311 = mul nsw i64 %s2_conv2.j30811, 10368
-  %312 = mul nsw i64 %s2_conv2.ty30912, 2
+  store <8 x float> %310, ptr %s2_conv2.w338, align 32
+  %311 = mul nsw i64 %s2_conv2.j32511, 10368
+  %312 = mul nsw i64 %s2_conv2.ty32612, 2
   %313 = add nsw i64 %312, 2
   %314 = mul nsw i64 %313, 576
   %315 = add nsw i64 %311, %314
-  %316 = mul nsw i64 %s2_conv2.tx31013, 2
+  %316 = mul nsw i64 %s2_conv2.tx32713, 2
   %317 = add nsw i64 %316, 2
   %318 = mul nsw i64 %317, 32
   %319 = add nsw i64 %315, %318
-  %320 = mul nsw i64 %s2_conv2.cv31114, 8
+  %320 = mul nsw i64 %s2_conv2.cv32814, 8
   %321 = add nsw i64 %319, %320
-  %322 = add nsw i64 2113600, %321
+  %322 = add nsw i64 1589376, %321
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %322
   %323 = load <8 x float>, ptr %arena35, align 4
-  %324 = mul nsw i64 %s2_conv2.j30811, 10368
-  %325 = mul nsw i64 %s2_conv2.ty30912, 2
+  %324 = mul nsw i64 %s2_conv2.j32511, 10368
+  %325 = mul nsw i64 %s2_conv2.ty32612, 2
   %326 = add nsw i64 %325, 1
   %327 = mul nsw i64 %326, 576
   %328 = add nsw i64 %324, %327
-  %329 = mul nsw i64 %s2_conv2.tx31013, 2
+  %329 = mul nsw i64 %s2_conv2.tx32713, 2
   %330 = add nsw i64 %329, 2
   %331 = mul nsw i64 %330, 32
   %332 = add nsw i64 %328, %331
-  %333 = mul nsw i64 %s2_conv2.cv31114, 8
+  %333 = mul nsw i64 %s2_conv2.cv32814, 8
   %334 = add nsw i64 %332, %333
-  %335 = add nsw i64 2113600, %334
+  %335 = add nsw i64 1589376, %334
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %335
   %336 = load <8 x float>, ptr %arena36, align 4
   %337 = fsub <8 x float> %323, %336
-  store <8 x float> %337, ptr %s2_conv2.w322, align 32
-  %338 = mul nsw i64 %s2_conv2.j30811, 10368
-  %339 = mul nsw i64 %s2_conv2.ty30912, 2
+  store <8 x float> %337, ptr %s2_conv2.w339, align 32
+  %338 = mul nsw i64 %s2_conv2.j32511, 10368
+  %339 = mul nsw i64 %s2_conv2.ty32612, 2
   %340 = add nsw i64 %339, 1
   %341 = mul nsw i64 %340, 576
   %342 = add nsw i64 %338, %341
-  %343 = mul nsw i64 %s2_conv2.tx31013, 2
+  %343 = mul nsw i64 %s2_conv2.tx32713, 2
   %344 = add nsw i64 %343, 2
   %345 = mul nsw i64 %344, 32
   %346 = add nsw i64 %342, %345
-  %347 = mul nsw i64 %s2_conv2.cv31114, 8
+  %347 = mul nsw i64 %s2_conv2.cv32814, 8
   %348 = add nsw i64 %346, %347
-  %349 = add nsw i64 2113600, %348
+  %349 = add nsw i64 1589376, %348
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %349
   %350 = load <8 x float>, ptr %arena37, align 4
-  %351 = mul nsw i64 %s2_conv2.j30811, 10368
-  %352 = mul nsw i64 %s2_conv2.ty30912, 2
+  %351 = mul nsw i64 %s2_conv2.j32511, 10368
+  %352 = mul nsw i64 %s2_conv2.ty32612, 2
   %353 = add nsw i64 %352, 3
   %354 = mul nsw i64 %353, 576
   %355 = add nsw i64 %351, %354
-  %356 = mul nsw i64 %s2_conv2.tx31013, 2
+  %356 = mul nsw i64 %s2_conv2.tx32713, 2
   %357 = add nsw i64 %356, 2
   %358 = mul nsw i64 %357, 32
   %359 = add nsw i64 %355, %358
-  %360 = mul nsw i64 %s2_conv2.cv31114, 8
+  %360 = mul nsw i64 %s2_conv2.cv32814, 8
   %361 = add nsw i64 %359, %360
-  %362 = add nsw i64 2113600, %361
+  %362 = add nsw i64 1589376, %361
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %362
   %363 = load <8 x float>, ptr %arena38, align 4
   %364 = fsub <8 x float> %350, %363
-  store <8 x float> %364, ptr %s2_conv2.w323, align 32
-  %365 = mul nsw i64 %s2_conv2.j30811, 10368
-  %366 = mul nsw i64 %s2_conv2.ty30912, 2
+  store <8 x float> %364, ptr %s2_conv2.w340, align 32
+  %365 = mul nsw i64 %s2_conv2.j32511, 10368
+  %366 = mul nsw i64 %s2_conv2.ty32612, 2
   %367 = mul nsw i64 %366, 576
   %368 = add nsw i64 %365, %367
-  %369 = mul nsw i64 %s2_conv2.tx31013, 2
+  %369 = mul nsw i64 %s2_conv2.tx32713, 2
   %370 = add nsw i64 %369, 3
   %371 = mul nsw i64 %370, 32
   %372 = add nsw i64 %368, %371
-  %373 = mul nsw i64 %s2_conv2.cv31114, 8
+  %373 = mul nsw i64 %s2_conv2.cv32814, 8
   %374 = add nsw i64 %372, %373
-  %375 = add nsw i64 2113600, %374
+  %375 = add nsw i64 1589376, %374
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %375
   %376 = load <8 x float>, ptr %arena39, align 4
-  %377 = mul nsw i64 %s2_conv2.j30811, 10368
-  %378 = mul nsw i64 %s2_conv2.ty30912, 2
+  %377 = mul nsw i64 %s2_conv2.j32511, 10368
+  %378 = mul nsw i64 %s2_conv2.ty32612, 2
   %379 = add nsw i64 %378, 2
   %380 = mul nsw i64 %379, 576
   %381 = add nsw i64 %377, %380
-  %382 = mul nsw i64 %s2_conv2.tx31013, 2
+  %382 = mul nsw i64 %s2_conv2.tx32713, 2
   %383 = add nsw i64 %382, 3
   %384 = mul nsw i64 %383, 32
   %385 = add nsw i64 %381, %384
-  %386 = mul nsw i64 %s2_conv2.cv31114, 8
+  %386 = mul nsw i64 %s2_conv2.cv32814, 8
   %387 = add nsw i64 %385, %386
-  %388 = add nsw i64 2113600, %387
+  %388 = add nsw i64 1589376, %387
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %388
   %389 = load <8 x float>, ptr %arena40, align 4
   %390 = fsub <8 x float> %376, %389
-  store <8 x float> %390, ptr %s2_conv2.w324, align 32
-  %391 = mul nsw i64 %s2_conv2.j30811, 10368
-  %392 = mul nsw i64 %s2_conv2.ty30912, 2
+  store <8 x float> %390, ptr %s2_conv2.w341, align 32
+  %391 = mul nsw i64 %s2_conv2.j32511, 10368
+  %392 = mul nsw i64 %s2_conv2.ty32612, 2
   %393 = add nsw i64 %392, 1
   %394 = mul nsw i64 %393, 576
   %395 = add nsw i64 %391, %394
-  %396 = mul nsw i64 %s2_conv2.tx31013, 2
+  %396 = mul nsw i64 %s2_conv2.tx32713, 2
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 32
   %399 = add nsw i64 %395, %398
-  %400 = mul nsw i64 %s2_conv2.cv31114, 8
+  %400 = mul nsw i64 %s2_conv2.cv32814, 8
   %401 = add nsw i64 %399, %400
-  %402 = add nsw i64 2113600, %401
+  %402 = add nsw i64 1589376, %401
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %402
   %403 = load <8 x float>, ptr %arena41, align 4
-  %404 = mul nsw i64 %s2_conv2.j30811, 10368
-  %405 = mul nsw i64 %s2_conv2.ty30912, 2
+  %404 = mul nsw i64 %s2_conv2.j32511, 10368
+  %405 = mul nsw i64 %s2_conv2.ty32612, 2
   %406 = add nsw i64 %405, 2
   %407 = mul nsw i64 %406, 576
   %408 = add nsw i64 %404, %407
-  %409 = mul nsw i64 %s2_conv2.tx31013, 2
+  %409 = mul nsw i64 %s2_conv2.tx32713, 2
   %410 = add nsw i64 %409, 3
   %411 = mul nsw i64 %410, 32
   %412 = add nsw i64 %408, %411
-  %413 = mul nsw i64 %s2_conv2.cv31114, 8
+  %413 = mul nsw i64 %s2_conv2.cv32814, 8
   %414 = add nsw i64 %412, %413
-  %415 = add nsw i64 2113600, %414
+  %415 = add nsw i64 1589376, %414
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %415
   %416 = load <8 x float>, ptr %arena42, align 4
   %417 = fadd <8 x float> %403, %416
-  store <8 x float> %417, ptr %s2_conv2.w325, align 32
-  %418 = mul nsw i64 %s2_conv2.j30811, 10368
-  %419 = mul nsw i64 %s2_conv2.ty30912, 2
+  store <8 x float> %417, ptr %s2_conv2.w342, align 32
+  %418 = mul nsw i64 %s2_conv2.j32511, 10368
+  %419 = mul nsw i64 %s2_conv2.ty32612, 2
   %420 = add nsw i64 %419, 2
   %421 = mul nsw i64 %420, 576
   %422 = add nsw i64 %418, %421
-  %423 = mul nsw i64 %s2_conv2.tx31013, 2
+  %423 = mul nsw i64 %s2_conv2.tx32713, 2
   %424 = add nsw i64 %423, 3
   %425 = mul nsw i64 %424, 32
   %426 = add nsw i64 %422, %425
-  %427 = mul nsw i64 %s2_conv2.cv31114, 8
+  %427 = mul nsw i64 %s2_conv2.cv32814, 8
   %428 = add nsw i64 %426, %427
-  %429 = add nsw i64 2113600, %428
+  %429 = add nsw i64 1589376, %428
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %429
   %430 = load <8 x float>, ptr %arena43, align 4
-  %431 = mul nsw i64 %s2_conv2.j30811, 10368
-  %432 = mul nsw i64 %s2_conv2.ty30912, 2
+  %431 = mul nsw i64 %s2_conv2.j32511, 10368
+  %432 = mul nsw i64 %s2_conv2.ty32612, 2
   %433 = add nsw i64 %432, 1
   %434 = mul nsw i64 %433, 576
   %435 = add nsw i64 %431, %434
-  %436 = mul nsw i64 %s2_conv2.tx31013, 2
+  %436 = mul nsw i64 %s2_conv2.tx32713, 2
   %437 = add nsw i64 %436, 3
   %438 = mul nsw i64 %437, 32
   %439 = add nsw i64 %435, %438
-  %440 = mul nsw i64 %s2_conv2.cv31114, 8
+  %440 = mul nsw i64 %s2_conv2.cv32814, 8
   %441 = add nsw i64 %439, %440
-  %442 = add nsw i64 2113600, %441
+  %442 = add nsw i64 1589376, %441
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %442
   %443 = load <8 x float>, ptr %arena44, align 4
   %444 = fsub <8 x float> %430, %443
-  store <8 x float> %444, ptr %s2_conv2.w326, align 32
-  %445 = mul nsw i64 %s2_conv2.j30811, 10368
-  %446 = mul nsw i64 %s2_conv2.ty30912, 2
+  store <8 x float> %444, ptr %s2_conv2.w343, align 32
+  %445 = mul nsw i64 %s2_conv2.j32511, 10368
+  %446 = mul nsw i64 %s2_conv2.ty32612, 2
   %447 = add nsw i64 %446, 1
   %448 = mul nsw i64 %447, 576
   %449 = add nsw i64 %445, %448
-  %450 = mul nsw i64 %s2_conv2.tx31013, 2
+  %450 = mul nsw i64 %s2_conv2.tx32713, 2
   %451 = add nsw i64 %450, 3
   %452 = mul nsw i64 %451, 32
   %453 = add nsw i64 %449, %452
-  %454 = mul nsw i64 %s2_conv2.cv31114, 8
+  %454 = mul nsw i64 %s2_conv2.cv32814, 8
   %455 = add nsw i64 %453, %454
-  %456 = add nsw i64 2113600, %455
+  %456 = add nsw i64 1589376, %455
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %456
   %457 = load <8 x float>, ptr %arena45, align 4
-  %458 = mul nsw i64 %s2_conv2.j30811, 10368
-  %459 = mul nsw i64 %s2_conv2.ty30912, 2
+  %458 = mul nsw i64 %s2_conv2.j32511, 10368
+  %459 = mul nsw i64 %s2_conv2.ty32612, 2
   %460 = add nsw i64 %459, 3
   %461 = mul nsw i64 %460, 576
   %462 = add nsw i64 %458, %461
-  %463 = mul nsw i64 %s2_conv2.tx31013, 2
+  %463 = mul nsw i64 %s2_conv2.tx32713, 2
   %464 = add nsw i64 %463, 3
   %465 = mul nsw i64 %464, 32
   %466 = add nsw i64 %462, %465
-  %467 = mul nsw i64 %s2_conv2.cv31114, 8
+  %467 = mul nsw i64 %s2_conv2.cv32814, 8
   %468 = add nsw i64 %466, %467
-  %469 = add nsw i64 2113600, %468
+  %469 = add nsw i64 1589376, %468
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %469
   %470 = load <8 x float>, ptr %arena46, align 4
   %471 = fsub <8 x float> %457, %470
-  store <8 x float> %471, ptr %s2_conv2.w327, align 32
-  %w312 = load <8 x float>, ptr %s2_conv2.w312, align 32
-  %w320 = load <8 x float>, ptr %s2_conv2.w320, align 32
-  %472 = fsub <8 x float> %w312, %w320
-  store <8 x float> %472, ptr %s2_conv2.w328, align 32
-  %w316 = load <8 x float>, ptr %s2_conv2.w316, align 32
-  %w32047 = load <8 x float>, ptr %s2_conv2.w320, align 32
-  %473 = fadd <8 x float> %w316, %w32047
-  store <8 x float> %473, ptr %s2_conv2.w329, align 32
-  %w32048 = load <8 x float>, ptr %s2_conv2.w320, align 32
-  %w31649 = load <8 x float>, ptr %s2_conv2.w316, align 32
-  %474 = fsub <8 x float> %w32048, %w31649
-  store <8 x float> %474, ptr %s2_conv2.w330, align 32
-  %w31650 = load <8 x float>, ptr %s2_conv2.w316, align 32
-  %w324 = load <8 x float>, ptr %s2_conv2.w324, align 32
-  %475 = fsub <8 x float> %w31650, %w324
-  store <8 x float> %475, ptr %s2_conv2.w331, align 32
-  %w313 = load <8 x float>, ptr %s2_conv2.w313, align 32
-  %w321 = load <8 x float>, ptr %s2_conv2.w321, align 32
-  %476 = fsub <8 x float> %w313, %w321
-  store <8 x float> %476, ptr %s2_conv2.w332, align 32
-  %w317 = load <8 x float>, ptr %s2_conv2.w317, align 32
-  %w32151 = load <8 x float>, ptr %s2_conv2.w321, align 32
-  %477 = fadd <8 x float> %w317, %w32151
-  store <8 x float> %477, ptr %s2_conv2.w333, align 32
-  %w32152 = load <8 x float>, ptr %s2_conv2.w321, align 32
-  %w31753 = load <8 x float>, ptr %s2_conv2.w317, align 32
-  %478 = fsub <8 x float> %w32152, %w31753
-  store <8 x float> %478, ptr %s2_conv2.w334, align 32
-  %w31754 = load <8 x float>, ptr %s2_conv2.w317, align 32
-  %w325 = load <8 x float>, ptr %s2_conv2.w325, align 32
-  %479 = fsub <8 x float> %w31754, %w325
-  store <8 x float> %479, ptr %s2_conv2.w335, align 32
-  %w314 = load <8 x float>, ptr %s2_conv2.w314, align 32
-  %w322 = load <8 x float>, ptr %s2_conv2.w322, align 32
-  %480 = fsub <8 x float> %w314, %w322
-  store <8 x float> %480, ptr %s2_conv2.w336, align 32
-  %w318 = load <8 x float>, ptr %s2_conv2.w318, align 32
-  %w32255 = load <8 x float>, ptr %s2_conv2.w322, align 32
-  %481 = fadd <8 x float> %w318, %w32255
-  store <8 x float> %481, ptr %s2_conv2.w337, align 32
-  %w32256 = load <8 x float>, ptr %s2_conv2.w322, align 32
-  %w31857 = load <8 x float>, ptr %s2_conv2.w318, align 32
-  %482 = fsub <8 x float> %w32256, %w31857
-  store <8 x float> %482, ptr %s2_conv2.w338, align 32
-  %w31858 = load <8 x float>, ptr %s2_conv2.w318, align 32
-  %w326 = load <8 x float>, ptr %s2_conv2.w326, align 32
-  %483 = fsub <8 x float> %w31858, %w326
-  store <8 x float> %483, ptr %s2_conv2.w339, align 32
-  %w315 = load <8 x float>, ptr %s2_conv2.w315, align 32
-  %w323 = load <8 x float>, ptr %s2_conv2.w323, align 32
-  %484 = fsub <8 x float> %w315, %w323
-  store <8 x float> %484, ptr %s2_conv2.w340, align 32
-  %w319 = load <8 x float>, ptr %s2_conv2.w319, align 32
-  %w32359 = load <8 x float>, ptr %s2_conv2.w323, align 32
-  %485 = fadd <8 x float> %w319, %w32359
-  store <8 x float> %485, ptr %s2_conv2.w341, align 32
-  %w32360 = load <8 x float>, ptr %s2_conv2.w323, align 32
-  %w31961 = load <8 x float>, ptr %s2_conv2.w319, align 32
-  %486 = fsub <8 x float> %w32360, %w31961
-  store <8 x float> %486, ptr %s2_conv2.w342, align 32
-  %w31962 = load <8 x float>, ptr %s2_conv2.w319, align 32
-  %w327 = load <8 x float>, ptr %s2_conv2.w327, align 32
-  %487 = fsub <8 x float> %w31962, %w327
-  store <8 x float> %487, ptr %s2_conv2.w343, align 32
-  %w328 = load <8 x float>, ptr %s2_conv2.w328, align 32
-  %488 = mul nsw i64 %s2_conv2.j30811, 64
-  %489 = mul nsw i64 %s2_conv2.ty30912, 8
+  store <8 x float> %471, ptr %s2_conv2.w344, align 32
+  %w329 = load <8 x float>, ptr %s2_conv2.w329, align 32
+  %w337 = load <8 x float>, ptr %s2_conv2.w337, align 32
+  %472 = fsub <8 x float> %w329, %w337
+  store <8 x float> %472, ptr %s2_conv2.w345, align 32
+  %w333 = load <8 x float>, ptr %s2_conv2.w333, align 32
+  %w33747 = load <8 x float>, ptr %s2_conv2.w337, align 32
+  %473 = fadd <8 x float> %w333, %w33747
+  store <8 x float> %473, ptr %s2_conv2.w346, align 32
+  %w33748 = load <8 x float>, ptr %s2_conv2.w337, align 32
+  %w33349 = load <8 x float>, ptr %s2_conv2.w333, align 32
+  %474 = fsub <8 x float> %w33748, %w33349
+  store <8 x float> %474, ptr %s2_conv2.w347, align 32
+  %w33350 = load <8 x float>, ptr %s2_conv2.w333, align 32
+  %w341 = load <8 x float>, ptr %s2_conv2.w341, align 32
+  %475 = fsub <8 x float> %w33350, %w341
+  store <8 x float> %475, ptr %s2_conv2.w348, align 32
+  %w330 = load <8 x float>, ptr %s2_conv2.w330, align 32
+  %w338 = load <8 x float>, ptr %s2_conv2.w338, align 32
+  %476 = fsub <8 x float> %w330, %w338
+  store <8 x float> %476, ptr %s2_conv2.w349, align 32
+  %w334 = load <8 x float>, ptr %s2_conv2.w334, align 32
+  %w33851 = load <8 x float>, ptr %s2_conv2.w338, align 32
+  %477 = fadd <8 x float> %w334, %w33851
+  store <8 x float> %477, ptr %s2_conv2.w350, align 32
+  %w33852 = load <8 x float>, ptr %s2_conv2.w338, align 32
+  %w33453 = load <8 x float>, ptr %s2_conv2.w334, align 32
+  %478 = fsub <8 x float> %w33852, %w33453
+  store <8 x float> %478, ptr %s2_conv2.w351, align 32
+  %w33454 = load <8 x float>, ptr %s2_conv2.w334, align 32
+  %w342 = load <8 x float>, ptr %s2_conv2.w342, align 32
+  %479 = fsub <8 x float> %w33454, %w342
+  store <8 x float> %479, ptr %s2_conv2.w352, align 32
+  %w331 = load <8 x float>, ptr %s2_conv2.w331, align 32
+  %w339 = load <8 x float>, ptr %s2_conv2.w339, align 32
+  %480 = fsub <8 x float> %w331, %w339
+  store <8 x float> %480, ptr %s2_conv2.w353, align 32
+  %w335 = load <8 x float>, ptr %s2_conv2.w335, align 32
+  %w33955 = load <8 x float>, ptr %s2_conv2.w339, align 32
+  %481 = fadd <8 x float> %w335, %w33955
+  store <8 x float> %481, ptr %s2_conv2.w354, align 32
+  %w33956 = load <8 x float>, ptr %s2_conv2.w339, align 32
+  %w33557 = load <8 x float>, ptr %s2_conv2.w335, align 32
+  %482 = fsub <8 x float> %w33956, %w33557
+  store <8 x float> %482, ptr %s2_conv2.w355, align 32
+  %w33558 = load <8 x float>, ptr %s2_conv2.w335, align 32
+  %w343 = load <8 x float>, ptr %s2_conv2.w343, align 32
+  %483 = fsub <8 x float> %w33558, %w343
+  store <8 x float> %483, ptr %s2_conv2.w356, align 32
+  %w332 = load <8 x float>, ptr %s2_conv2.w332, align 32
+  %w340 = load <8 x float>, ptr %s2_conv2.w340, align 32
+  %484 = fsub <8 x float> %w332, %w340
+  store <8 x float> %484, ptr %s2_conv2.w357, align 32
+  %w336 = load <8 x float>, ptr %s2_conv2.w336, align 32
+  %w34059 = load <8 x float>, ptr %s2_conv2.w340, align 32
+  %485 = fadd <8 x float> %w336, %w34059
+  store <8 x float> %485, ptr %s2_conv2.w358, align 32
+  %w34060 = load <8 x float>, ptr %s2_conv2.w340, align 32
+  %w33661 = load <8 x float>, ptr %s2_conv2.w336, align 32
+  %486 = fsub <8 x float> %w34060, %w33661
+  store <8 x float> %486, ptr %s2_conv2.w359, align 32
+  %w33662 = load <8 x float>, ptr %s2_conv2.w336, align 32
+  %w344 = load <8 x float>, ptr %s2_conv2.w344, align 32
+  %487 = fsub <8 x float> %w33662, %w344
+  store <8 x float> %487, ptr %s2_conv2.w360, align 32
+  %w345 = load <8 x float>, ptr %s2_conv2.w345, align 32
+  %488 = mul nsw i64 %s2_conv2.j32511, 64
+  %489 = mul nsw i64 %s2_conv2.ty32612, 8
   %490 = add nsw i64 %488, %489
-  %491 = add nsw i64 %490, %s2_conv2.tx31013
+  %491 = add nsw i64 %490, %s2_conv2.tx32713
   %492 = mul nsw i64 %491, 32
-  %493 = add nsw i64 2123968, %492
-  %494 = mul nsw i64 %s2_conv2.cv31114, 8
+  %493 = add nsw i64 1599744, %492
+  %494 = mul nsw i64 %s2_conv2.cv32814, 8
   %495 = add nsw i64 %493, %494
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %495
-  store <8 x float> %w328, ptr %arena63, align 4
-  %w329 = load <8 x float>, ptr %s2_conv2.w329, align 32
-  %496 = mul nsw i64 %s2_conv2.j30811, 64
-  %497 = mul nsw i64 %s2_conv2.ty30912, 8
+  store <8 x float> %w345, ptr %arena63, align 4
+  %w346 = load <8 x float>, ptr %s2_conv2.w346, align 32
+  %496 = mul nsw i64 %s2_conv2.j32511, 64
+  %497 = mul nsw i64 %s2_conv2.ty32612, 8
   %498 = add nsw i64 %496, %497
-  %499 = add nsw i64 %498, %s2_conv2.tx31013
+  %499 = add nsw i64 %498, %s2_conv2.tx32713
   %500 = mul nsw i64 %499, 32
-  %501 = add nsw i64 2126016, %500
-  %502 = mul nsw i64 %s2_conv2.cv31114, 8
+  %501 = add nsw i64 1601792, %500
+  %502 = mul nsw i64 %s2_conv2.cv32814, 8
   %503 = add nsw i64 %501, %502
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %503
-  store <8 x float> %w329, ptr %arena64, align 4
-  %w330 = load <8 x float>, ptr %s2_conv2.w330, align 32
-  %504 = mul nsw i64 %s2_conv2.j30811, 64
-  %505 = mul nsw i64 %s2_conv2.ty30912, 8
+  store <8 x float> %w346, ptr %arena64, align 4
+  %w347 = load <8 x float>, ptr %s2_conv2.w347, align 32
+  %504 = mul nsw i64 %s2_conv2.j32511, 64
+  %505 = mul nsw i64 %s2_conv2.ty32612, 8
   %506 = add nsw i64 %504, %505
-  %507 = add nsw i64 %506, %s2_conv2.tx31013
+  %507 = add nsw i64 %506, %s2_conv2.tx32713
   %508 = mul nsw i64 %507, 32
-  %509 = add nsw i64 2128064, %508
-  %510 = mul nsw i64 %s2_conv2.cv31114, 8
+  %509 = add nsw i64 1603840, %508
+  %510 = mul nsw i64 %s2_conv2.cv32814, 8
   %511 = add nsw i64 %509, %510
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %511
-  store <8 x float> %w330, ptr %arena65, align 4
-  %w331 = load <8 x float>, ptr %s2_conv2.w331, align 32
-  %512 = mul nsw i64 %s2_conv2.j30811, 64
-  %513 = mul nsw i64 %s2_conv2.ty30912, 8
+  store <8 x float> %w347, ptr %arena65, align 4
+  %w348 = load <8 x float>, ptr %s2_conv2.w348, align 32
+  %512 = mul nsw i64 %s2_conv2.j32511, 64
+  %513 = mul nsw i64 %s2_conv2.ty32612, 8
   %514 = add nsw i64 %512, %513
-  %515 = add nsw i64 %514, %s2_conv2.tx31013
+  %515 = add nsw i64 %514, %s2_conv2.tx32713
   %516 = mul nsw i64 %515, 32
-  %517 = add nsw i64 2130112, %516
-  %518 = mul nsw i64 %s2_conv2.cv31114, 8
+  %517 = add nsw i64 1605888, %516
+  %518 = mul nsw i64 %s2_conv2.cv32814, 8
   %519 = add nsw i64 %517, %518
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %519
-  store <8 x float> %w331, ptr %arena66, align 4
-  %w332 = load <8 x float>, ptr %s2_conv2.w332, align 32
-  %520 = mul nsw i64 %s2_conv2.j30811, 64
-  %521 = mul nsw i64 %s2_conv2.ty30912, 8
+  store <8 x float> %w348, ptr %arena66, align 4
+  %w349 = load <8 x float>, ptr %s2_conv2.w349, align 32
+  %520 = mul nsw i64 %s2_conv2.j32511, 64
+  %521 = mul nsw i64 %s2_conv2.ty32612, 8
   %522 = add nsw i64 %520, %521
-  %523 = add nsw i64 %522, %s2_conv2.tx31013
+  %523 = add nsw i64 %522, %s2_conv2.tx32713
   %524 = mul nsw i64 %523, 32
-  %525 = add nsw i64 2132160, %524
-  %526 = mul nsw i64 %s2_conv2.cv31114, 8
+  %525 = add nsw i64 1607936, %524
+  %526 = mul nsw i64 %s2_conv2.cv32814, 8
   %527 = add nsw i64 %525, %526
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %527
-  store <8 x float> %w332, ptr %arena67, align 4
-  %w333 = load <8 x float>, ptr %s2_conv2.w333, align 32
-  %528 = mul nsw i64 %s2_conv2.j30811, 64
-  %529 = mul nsw i64 %s2_conv2.ty30912, 8
+  store <8 x float> %w349, ptr %arena67, align 4
+  %w350 = load <8 x float>, ptr %s2_conv2.w350, align 32
+  %528 = mul nsw i64 %s2_conv2.j32511, 64
+  %529 = mul nsw i64 %s2_conv2.ty32612, 8
   %530 = add nsw i64 %528, %529
-  %531 = add nsw i64 %530, %s2_conv2.tx31013
+  %531 = add nsw i64 %530, %s2_conv2.tx32713
   %532 = mul nsw i64 %531, 32
-  %533 = add nsw i64 2134208, %532
-  %534 = mul nsw i64 %s2_conv2.cv31114, 8
+  %533 = add nsw i64 1609984, %532
+  %534 = mul nsw i64 %s2_conv2.cv32814, 8
   %535 = add nsw i64 %533, %534
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %535
-  store <8 x float> %w333, ptr %arena68, align 4
-  %w334 = load <8 x float>, ptr %s2_conv2.w334, align 32
-  %536 = mul nsw i64 %s2_conv2.j30811, 64
-  %537 = mul nsw i64 %s2_conv2.ty30912, 8
+  store <8 x float> %w350, ptr %arena68, align 4
+  %w351 = load <8 x float>, ptr %s2_conv2.w351, align 32
+  %536 = mul nsw i64 %s2_conv2.j32511, 64
+  %537 = mul nsw i64 %s2_conv2.ty32612, 8
   %538 = add nsw i64 %536, %537
-  %539 = add nsw i64 %538, %s2_conv2.tx31013
+  %539 = add nsw i64 %538, %s2_conv2.tx32713
   %540 = mul nsw i64 %539, 32
-  %541 = add nsw i64 2136256, %540
-  %542 = mul nsw i64 %s2_conv2.cv31114, 8
+  %541 = add nsw i64 1612032, %540
+  %542 = mul nsw i64 %s2_conv2.cv32814, 8
   %543 = add nsw i64 %541, %542
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %543
-  store <8 x float> %w334, ptr %arena69, align 4
-  %w335 = load <8 x float>, ptr %s2_conv2.w335, align 32
-  %544 = mul nsw i64 %s2_conv2.j30811, 64
-  %545 = mul nsw i64 %s2_conv2.ty30912, 8
+  store <8 x float> %w351, ptr %arena69, align 4
+  %w352 = load <8 x float>, ptr %s2_conv2.w352, align 32
+  %544 = mul nsw i64 %s2_conv2.j32511, 64
+  %545 = mul nsw i64 %s2_conv2.ty32612, 8
   %546 = add nsw i64 %544, %545
-  %547 = add nsw i64 %546, %s2_conv2.tx31013
+  %547 = add nsw i64 %546, %s2_conv2.tx32713
   %548 = mul nsw i64 %547, 32
-  %549 = add nsw i64 2138304, %548
-  %550 = mul nsw i64 %s2_conv2.cv31114, 8
+  %549 = add nsw i64 1614080, %548
+  %550 = mul nsw i64 %s2_conv2.cv32814, 8
   %551 = add nsw i64 %549, %550
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %551
-  store <8 x float> %w335, ptr %arena70, align 4
-  %w336 = load <8 x float>, ptr %s2_conv2.w336, align 32
-  %552 = mul nsw i64 %s2_conv2.j30811, 64
-  %553 = mul nsw i64 %s2_conv2.ty30912, 8
+  store <8 x float> %w352, ptr %arena70, align 4
+  %w353 = load <8 x float>, ptr %s2_conv2.w353, align 32
+  %552 = mul nsw i64 %s2_conv2.j32511, 64
+  %553 = mul nsw i64 %s2_conv2.ty32612, 8
   %554 = add nsw i64 %552, %553
-  %555 = add nsw i64 %554, %s2_conv2.tx31013
+  %555 = add nsw i64 %554, %s2_conv2.tx32713
   %556 = mul nsw i64 %555, 32
-  %557 = add nsw i64 2140352, %556
-  %558 = mul nsw i64 %s2_conv2.cv31114, 8
+  %557 = add nsw i64 1616128, %556
+  %558 = mul nsw i64 %s2_conv2.cv32814, 8
   %559 = add nsw i64 %557, %558
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %559
-  store <8 x float> %w336, ptr %arena71, align 4
-  %w337 = load <8 x float>, ptr %s2_conv2.w337, align 32
-  %560 = mul nsw i64 %s2_conv2.j30811, 64
-  %561 = mul nsw i64 %s2_conv2.ty30912, 8
+  store <8 x float> %w353, ptr %arena71, align 4
+  %w354 = load <8 x float>, ptr %s2_conv2.w354, align 32
+  %560 = mul nsw i64 %s2_conv2.j32511, 64
+  %561 = mul nsw i64 %s2_conv2.ty32612, 8
   %562 = add nsw i64 %560, %561
-  %563 = add nsw i64 %562, %s2_conv2.tx31013
+  %563 = add nsw i64 %562, %s2_conv2.tx32713
   %564 = mul nsw i64 %563, 32
-  %565 = add nsw i64 2142400, %564
-  %566 = mul nsw i64 %s2_conv2.cv31114, 8
+  %565 = add nsw i64 1618176, %564
+  %566 = mul nsw i64 %s2_conv2.cv32814, 8
   %567 = add nsw i64 %565, %566
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %567
-  store <8 x float> %w337, ptr %arena72, align 4
-  %w338 = load <8 x float>, ptr %s2_conv2.w338, align 32
-  %568 = mul nsw i64 %s2_conv2.j30811, 64
-  %569 = mul nsw i64 %s2_conv2.ty30912, 8
+  store <8 x float> %w354, ptr %arena72, align 4
+  %w355 = load <8 x float>, ptr %s2_conv2.w355, align 32
+  %568 = mul nsw i64 %s2_conv2.j32511, 64
+  %569 = mul nsw i64 %s2_conv2.ty32612, 8
   %570 = add nsw i64 %568, %569
-  %571 = add nsw i64 %570, %s2_conv2.tx31013
+  %571 = add nsw i64 %570, %s2_conv2.tx32713
   %572 = mul nsw i64 %571, 32
-  %573 = add nsw i64 2144448, %572
-  %574 = mul nsw i64 %s2_conv2.cv31114, 8
+  %573 = add nsw i64 1620224, %572
+  %574 = mul nsw i64 %s2_conv2.cv32814, 8
   %575 = add nsw i64 %573, %574
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %575
-  store <8 x float> %w338, ptr %arena73, align 4
-  %w339 = load <8 x float>, ptr %s2_conv2.w339, align 32
-  %576 = mul nsw i64 %s2_conv2.j30811, 64
-  %577 = mul nsw i64 %s2_conv2.ty30912, 8
+  store <8 x float> %w355, ptr %arena73, align 4
+  %w356 = load <8 x float>, ptr %s2_conv2.w356, align 32
+  %576 = mul nsw i64 %s2_conv2.j32511, 64
+  %577 = mul nsw i64 %s2_conv2.ty32612, 8
   %578 = add nsw i64 %576, %577
-  %579 = add nsw i64 %578, %s2_conv2.tx31013
+  %579 = add nsw i64 %578, %s2_conv2.tx32713
   %580 = mul nsw i64 %579, 32
-  %581 = add nsw i64 2146496, %580
-  %582 = mul nsw i64 %s2_conv2.cv31114, 8
+  %581 = add nsw i64 1622272, %580
+  %582 = mul nsw i64 %s2_conv2.cv32814, 8
   %583 = add nsw i64 %581, %582
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %583
-  store <8 x float> %w339, ptr %arena74, align 4
-  %w340 = load <8 x float>, ptr %s2_conv2.w340, align 32
-  %584 = mul nsw i64 %s2_conv2.j30811, 64
-  %585 = mul nsw i64 %s2_conv2.ty30912, 8
+  store <8 x float> %w356, ptr %arena74, align 4
+  %w357 = load <8 x float>, ptr %s2_conv2.w357, align 32
+  %584 = mul nsw i64 %s2_conv2.j32511, 64
+  %585 = mul nsw i64 %s2_conv2.ty32612, 8
   %586 = add nsw i64 %584, %585
-  %587 = add nsw i64 %586, %s2_conv2.tx31013
+  %587 = add nsw i64 %586, %s2_conv2.tx32713
   %588 = mul nsw i64 %587, 32
-  %589 = add nsw i64 2148544, %588
-  %590 = mul nsw i64 %s2_conv2.cv31114, 8
+  %589 = add nsw i64 1624320, %588
+  %590 = mul nsw i64 %s2_conv2.cv32814, 8
   %591 = add nsw i64 %589, %590
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %591
-  store <8 x float> %w340, ptr %arena75, align 4
-  %w341 = load <8 x float>, ptr %s2_conv2.w341, align 32
-  %592 = mul nsw i64 %s2_conv2.j30811, 64
-  %593 = mul nsw i64 %s2_conv2.ty30912, 8
+  store <8 x float> %w357, ptr %arena75, align 4
+  %w358 = load <8 x float>, ptr %s2_conv2.w358, align 32
+  %592 = mul nsw i64 %s2_conv2.j32511, 64
+  %593 = mul nsw i64 %s2_conv2.ty32612, 8
   %594 = add nsw i64 %592, %593
-  %595 = add nsw i64 %594, %s2_conv2.tx31013
+  %595 = add nsw i64 %594, %s2_conv2.tx32713
   %596 = mul nsw i64 %595, 32
-  %597 = add nsw i64 2150592, %596
-  %598 = mul nsw i64 %s2_conv2.cv31114, 8
+  %597 = add nsw i64 1626368, %596
+  %598 = mul nsw i64 %s2_conv2.cv32814, 8
   %599 = add nsw i64 %597, %598
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %599
-  store <8 x float> %w341, ptr %arena76, align 4
-  %w342 = load <8 x float>, ptr %s2_conv2.w342, align 32
-  %600 = mul nsw i64 %s2_conv2.j30811, 64
-  %601 = mul nsw i64 %s2_conv2.ty30912, 8
+  store <8 x float> %w358, ptr %arena76, align 4
+  %w359 = load <8 x float>, ptr %s2_conv2.w359, align 32
+  %600 = mul nsw i64 %s2_conv2.j32511, 64
+  %601 = mul nsw i64 %s2_conv2.ty32612, 8
   %602 = add nsw i64 %600, %601
-  %603 = add nsw i64 %602, %s2_conv2.tx31013
+  %603 = add nsw i64 %602, %s2_conv2.tx32713
   %604 = mul nsw i64 %603, 32
-  %605 = add nsw i64 2152640, %604
-  %606 = mul nsw i64 %s2_conv2.cv31114, 8
+  %605 = add nsw i64 1628416, %604
+  %606 = mul nsw i64 %s2_conv2.cv32814, 8
   %607 = add nsw i64 %605, %606
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %607
-  store <8 x float> %w342, ptr %arena77, align 4
-  %w343 = load <8 x float>, ptr %s2_conv2.w343, align 32
-  %608 = mul nsw i64 %s2_conv2.j30811, 64
-  %609 = mul nsw i64 %s2_conv2.ty30912, 8
+  store <8 x float> %w359, ptr %arena77, align 4
+  %w360 = load <8 x float>, ptr %s2_conv2.w360, align 32
+  %608 = mul nsw i64 %s2_conv2.j32511, 64
+  %609 = mul nsw i64 %s2_conv2.ty32612, 8
   %610 = add nsw i64 %608, %609
-  %611 = add nsw i64 %610, %s2_conv2.tx31013
+  %611 = add nsw i64 %610, %s2_conv2.tx32713
   %612 = mul nsw i64 %611, 32
-  %613 = add nsw i64 2154688, %612
-  %614 = mul nsw i64 %s2_conv2.cv31114, 8
+  %613 = add nsw i64 1630464, %612
+  %614 = mul nsw i64 %s2_conv2.cv32814, 8
   %615 = add nsw i64 %613, %614
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %615
-  store <8 x float> %w343, ptr %arena78, align 4
-  %cv311.next = add nsw i64 %s2_conv2.cv31114, 1
-  %616 = icmp slt i64 %cv311.next, 4
-  br i1 %616, label %s2_conv2.cv311, label %s2_conv2.cv311.end
+  store <8 x float> %w360, ptr %arena78, align 4
+  %cv328.next = add nsw i64 %s2_conv2.cv32814, 1
+  %616 = icmp slt i64 %cv328.next, 4
+  br i1 %616, label %s2_conv2.cv328, label %s2_conv2.cv328.end
 
-s2_conv2.cv311.end:                               ; preds = %s2_conv2.cv311
-  %tx310.next = add nsw i64 %s2_conv2.tx31013, 1
-  %617 = icmp slt i64 %tx310.next, 8
-  br i1 %617, label %s2_conv2.tx310, label %s2_conv2.tx310.end
+s2_conv2.cv328.end:                               ; preds = %s2_conv2.cv328
+  %tx327.next = add nsw i64 %s2_conv2.tx32713, 1
+  %617 = icmp slt i64 %tx327.next, 8
+  br i1 %617, label %s2_conv2.tx327, label %s2_conv2.tx327.end
 
-s2_conv2.part344.pool:                            ; preds = %s2_conv2.j308.end
+s2_conv2.part361.pool:                            ; preds = %s2_conv2.j325.end
   %run79 = load ptr, ptr %pool, align 8
-  call void %run79(ptr %pool, ptr @resnet8_infer_b64.k11.s2_conv2.part344.task, ptr %part344.context, i64 2)
-  br label %s2_conv2.part344.done
+  call void %run79(ptr %pool, ptr @resnet8_infer_b64.k11.s2_conv2.part361.task, ptr %part361.context, i64 2)
+  br label %s2_conv2.part361.done
 
-s2_conv2.part344.serial:                          ; preds = %s2_conv2.j308.end
-  br label %s2_conv2.part344
+s2_conv2.part361.serial:                          ; preds = %s2_conv2.j325.end
+  br label %s2_conv2.part361
 
-s2_conv2.part344.done:                            ; preds = %s2_conv2.part344.end, %s2_conv2.part344.pool
-  %g303.next = add nsw i64 %s2_conv2.g3034, 1
-  %618 = icmp slt i64 %g303.next, 64
-  br i1 %618, label %s2_conv2.g303, label %s2_conv2.g303.end
+s2_conv2.part361.done:                            ; preds = %s2_conv2.part361.end, %s2_conv2.part361.pool
+  %g320.next = add nsw i64 %s2_conv2.g3204, 1
+  %618 = icmp slt i64 %g320.next, 64
+  br i1 %618, label %s2_conv2.g320, label %s2_conv2.g320.end
 
-s2_conv2.part344:                                 ; preds = %s2_conv2.part344, %s2_conv2.part344.serial
-  %s2_conv2.part34480 = phi i64 [ 0, %s2_conv2.part344.serial ], [ %part344.next, %s2_conv2.part344 ]
-  call void @resnet8_infer_b64.k11.s2_conv2.part344(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s2_conv2.g3034, i64 %s2_conv2.part34480)
-  %part344.next = add nsw i64 %s2_conv2.part34480, 1
-  %619 = icmp slt i64 %part344.next, 2
-  br i1 %619, label %s2_conv2.part344, label %s2_conv2.part344.end
+s2_conv2.part361:                                 ; preds = %s2_conv2.part361, %s2_conv2.part361.serial
+  %s2_conv2.part36180 = phi i64 [ 0, %s2_conv2.part361.serial ], [ %part361.next, %s2_conv2.part361 ]
+  call void @resnet8_infer_b64.k11.s2_conv2.part361(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s2_conv2.g3204, i64 %s2_conv2.part36180)
+  %part361.next = add nsw i64 %s2_conv2.part36180, 1
+  %619 = icmp slt i64 %part361.next, 2
+  br i1 %619, label %s2_conv2.part361, label %s2_conv2.part361.end
 
-s2_conv2.part344.end:                             ; preds = %s2_conv2.part344
-  br label %s2_conv2.part344.done
+s2_conv2.part361.end:                             ; preds = %s2_conv2.part361
+  br label %s2_conv2.part361.done
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k11.s2_conv2.part271(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
+define internal void @resnet8_infer_b64.k11.s2_conv2.part288(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
 entry:
+  %s2_conv2.w318 = alloca float, align 4
+  %s2_conv2.w317 = alloca float, align 4
+  %s2_conv2.w316 = alloca float, align 4
+  %s2_conv2.w315 = alloca float, align 4
+  %s2_conv2.w314 = alloca float, align 4
+  %s2_conv2.w313 = alloca float, align 4
+  %s2_conv2.w312 = alloca float, align 4
+  %s2_conv2.w311 = alloca float, align 4
+  %s2_conv2.w310 = alloca float, align 4
+  %s2_conv2.w309 = alloca float, align 4
+  %s2_conv2.w308 = alloca float, align 4
+  %s2_conv2.w307 = alloca float, align 4
+  %s2_conv2.w306 = alloca float, align 4
+  %s2_conv2.w305 = alloca float, align 4
+  %s2_conv2.w304 = alloca float, align 4
+  %s2_conv2.w303 = alloca float, align 4
+  %s2_conv2.w302 = alloca float, align 4
   %s2_conv2.w301 = alloca float, align 4
   %s2_conv2.w300 = alloca float, align 4
   %s2_conv2.w299 = alloca float, align 4
@@ -45785,55 +46546,38 @@ entry:
   %s2_conv2.w293 = alloca float, align 4
   %s2_conv2.w292 = alloca float, align 4
   %s2_conv2.w291 = alloca float, align 4
-  %s2_conv2.w290 = alloca float, align 4
-  %s2_conv2.w289 = alloca float, align 4
-  %s2_conv2.w288 = alloca float, align 4
-  %s2_conv2.w287 = alloca float, align 4
-  %s2_conv2.w286 = alloca float, align 4
-  %s2_conv2.w285 = alloca float, align 4
-  %s2_conv2.w284 = alloca float, align 4
-  %s2_conv2.w283 = alloca float, align 4
-  %s2_conv2.w282 = alloca float, align 4
-  %s2_conv2.w281 = alloca float, align 4
-  %s2_conv2.w280 = alloca float, align 4
-  %s2_conv2.w279 = alloca float, align 4
-  %s2_conv2.w278 = alloca float, align 4
-  %s2_conv2.w277 = alloca float, align 4
-  %s2_conv2.w276 = alloca float, align 4
-  %s2_conv2.w275 = alloca float, align 4
-  %s2_conv2.w274 = alloca float, align 4
-  br label %s2_conv2.ci272
+  br label %s2_conv2.ci289
 
-s2_conv2.ci272:                                   ; preds = %s2_conv2.co273.end, %entry
-  %s2_conv2.ci2721 = phi i64 [ 0, %entry ], [ %ci272.next, %s2_conv2.co273.end ]
-  br label %s2_conv2.co273
+s2_conv2.ci289:                                   ; preds = %s2_conv2.co290.end, %entry
+  %s2_conv2.ci2891 = phi i64 [ 0, %entry ], [ %ci289.next, %s2_conv2.co290.end ]
+  br label %s2_conv2.co290
 
-s2_conv2.ci272.end:                               ; preds = %s2_conv2.co273.end
+s2_conv2.ci289.end:                               ; preds = %s2_conv2.co290.end
   ret void
 
-s2_conv2.co273:                                   ; preds = %s2_conv2.co273, %s2_conv2.ci272
-  %s2_conv2.co2732 = phi i64 [ 0, %s2_conv2.ci272 ], [ %co273.next, %s2_conv2.co273 ]
+s2_conv2.co290:                                   ; preds = %s2_conv2.co290, %s2_conv2.ci289
+  %s2_conv2.co2902 = phi i64 [ 0, %s2_conv2.ci289 ], [ %co290.next, %s2_conv2.co290 ]
   %1 = mul nsw i64 %0, 16
-  %2 = add nsw i64 %1, %s2_conv2.co2732
+  %2 = add nsw i64 %1, %s2_conv2.co2902
   %3 = mul nsw i64 %2, 32
-  %4 = add nsw i64 %3, %s2_conv2.ci2721
+  %4 = add nsw i64 %3, %s2_conv2.ci2891
   %5 = mul nsw i64 %4, 9
   %6 = add nsw i64 9808, %5
   %params3 = getelementptr inbounds float, ptr %params, i64 %6
   %7 = load float, ptr %params3, align 4
-  store float %7, ptr %s2_conv2.w274, align 4
+  store float %7, ptr %s2_conv2.w291, align 4
   %8 = mul nsw i64 %0, 16
-  %9 = add nsw i64 %8, %s2_conv2.co2732
+  %9 = add nsw i64 %8, %s2_conv2.co2902
   %10 = mul nsw i64 %9, 32
-  %11 = add nsw i64 %10, %s2_conv2.ci2721
+  %11 = add nsw i64 %10, %s2_conv2.ci2891
   %12 = mul nsw i64 %11, 9
   %13 = add nsw i64 9808, %12
   %params4 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params4, align 4
   %15 = mul nsw i64 %0, 16
-  %16 = add nsw i64 %15, %s2_conv2.co2732
+  %16 = add nsw i64 %15, %s2_conv2.co2902
   %17 = mul nsw i64 %16, 32
-  %18 = add nsw i64 %17, %s2_conv2.ci2721
+  %18 = add nsw i64 %17, %s2_conv2.ci2891
   %19 = mul nsw i64 %18, 9
   %20 = add nsw i64 9808, %19
   %21 = add nsw i64 %20, 3
@@ -45841,9 +46585,9 @@ s2_conv2.co273:                                   ; preds = %s2_conv2.co273, %s2
   %22 = load float, ptr %params5, align 4
   %23 = fadd float %14, %22
   %24 = mul nsw i64 %0, 16
-  %25 = add nsw i64 %24, %s2_conv2.co2732
+  %25 = add nsw i64 %24, %s2_conv2.co2902
   %26 = mul nsw i64 %25, 32
-  %27 = add nsw i64 %26, %s2_conv2.ci2721
+  %27 = add nsw i64 %26, %s2_conv2.ci2891
   %28 = mul nsw i64 %27, 9
   %29 = add nsw i64 9808, %28
   %30 = add nsw i64 %29, 6
@@ -45851,19 +46595,19 @@ s2_conv2.co273:                                   ; preds = %s2_conv2.co273, %s2
   %31 = load float, ptr %params6, align 4
   %32 = fadd float %23, %31
   %33 = fmul float %32, 5.000000e-01
-  store float %33, ptr %s2_conv2.w275, align 4
+  store float %33, ptr %s2_conv2.w292, align 4
   %34 = mul nsw i64 %0, 16
-  %35 = add nsw i64 %34, %s2_conv2.co2732
+  %35 = add nsw i64 %34, %s2_conv2.co2902
   %36 = mul nsw i64 %35, 32
-  %37 = add nsw i64 %36, %s2_conv2.ci2721
+  %37 = add nsw i64 %36, %s2_conv2.ci2891
   %38 = mul nsw i64 %37, 9
   %39 = add nsw i64 9808, %38
   %params7 = getelementptr inbounds float, ptr %params, i64 %39
   %40 = load float, ptr %params7, align 4
   %41 = mul nsw i64 %0, 16
-  %42 = add nsw i64 %41, %s2_conv2.co2732
+  %42 = add nsw i64 %41, %s2_conv2.co2902
   %43 = mul nsw i64 %42, 32
-  %44 = add nsw i64 %43, %s2_conv2.ci2721
+  %44 = add nsw i64 %43, %s2_conv2.ci2891
   %45 = mul nsw i64 %44, 9
   %46 = add nsw i64 9808, %45
   %47 = add nsw i64 %46, 6
@@ -45871,9 +46615,9 @@ s2_conv2.co273:                                   ; preds = %s2_conv2.co273, %s2
   %48 = load float, ptr %params8, align 4
   %49 = fadd float %40, %48
   %50 = mul nsw i64 %0, 16
-  %51 = add nsw i64 %50, %s2_conv2.co2732
+  %51 = add nsw i64 %50, %s2_conv2.co2902
   %52 = mul nsw i64 %51, 32
-  %53 = add nsw i64 %52, %s2_conv2.ci2721
+  %53 = add nsw i64 %52, %s2_conv2.ci2891
   %54 = mul nsw i64 %53, 9
   %55 = add nsw i64 9808, %54
   %56 = add nsw i64 %55, 3
@@ -45881,40 +46625,40 @@ s2_conv2.co273:                                   ; preds = %s2_conv2.co273, %s2
   %57 = load float, ptr %params9, align 4
   %58 = fsub float %49, %57
   %59 = fmul float %58, 5.000000e-01
-  store float %59, ptr %s2_conv2.w276, align 4
+  store float %59, ptr %s2_conv2.w293, align 4
   %60 = mul nsw i64 %0, 16
-  %61 = add nsw i64 %60, %s2_conv2.co2732
+  %61 = add nsw i64 %60, %s2_conv2.co2902
   %62 = mul nsw i64 %61, 32
-  %63 = add nsw i64 %62, %s2_conv2.ci2721
+  %63 = add nsw i64 %62, %s2_conv2.ci2891
   %64 = mul nsw i64 %63, 9
   %65 = add nsw i64 9808, %64
   %66 = add nsw i64 %65, 6
   %params10 = getelementptr inbounds float, ptr %params, i64 %66
   %67 = load float, ptr %params10, align 4
-  store float %67, ptr %s2_conv2.w277, align 4
+  store float %67, ptr %s2_conv2.w294, align 4
   %68 = mul nsw i64 %0, 16
-  %69 = add nsw i64 %68, %s2_conv2.co2732
+  %69 = add nsw i64 %68, %s2_conv2.co2902
   %70 = mul nsw i64 %69, 32
-  %71 = add nsw i64 %70, %s2_conv2.ci2721
+  %71 = add nsw i64 %70, %s2_conv2.ci2891
   %72 = mul nsw i64 %71, 9
   %73 = add nsw i64 9808, %72
   %74 = add nsw i64 %73, 1
   %params11 = getelementptr inbounds float, ptr %params, i64 %74
   %75 = load float, ptr %params11, align 4
-  store float %75, ptr %s2_conv2.w278, align 4
+  store float %75, ptr %s2_conv2.w295, align 4
   %76 = mul nsw i64 %0, 16
-  %77 = add nsw i64 %76, %s2_conv2.co2732
+  %77 = add nsw i64 %76, %s2_conv2.co2902
   %78 = mul nsw i64 %77, 32
-  %79 = add nsw i64 %78, %s2_conv2.ci2721
+  %79 = add nsw i64 %78, %s2_conv2.ci2891
   %80 = mul nsw i64 %79, 9
   %81 = add nsw i64 9808, %80
   %82 = add nsw i64 %81, 1
   %params12 = getelementptr inbounds float, ptr %params, i64 %82
   %83 = load float, ptr %params12, align 4
   %84 = mul nsw i64 %0, 16
-  %85 = add nsw i64 %84, %s2_conv2.co2732
+  %85 = add nsw i64 %84, %s2_conv2.co2902
   %86 = mul nsw i64 %85, 32
-  %87 = add nsw i64 %86, %s2_conv2.ci2721
+  %87 = add nsw i64 %86, %s2_conv2.ci2891
   %88 = mul nsw i64 %87, 9
   %89 = add nsw i64 9808, %88
   %90 = add nsw i64 %89, 4
@@ -45922,9 +46666,9 @@ s2_conv2.co273:                                   ; preds = %s2_conv2.co273, %s2
   %91 = load float, ptr %params13, align 4
   %92 = fadd float %83, %91
   %93 = mul nsw i64 %0, 16
-  %94 = add nsw i64 %93, %s2_conv2.co2732
+  %94 = add nsw i64 %93, %s2_conv2.co2902
   %95 = mul nsw i64 %94, 32
-  %96 = add nsw i64 %95, %s2_conv2.ci2721
+  %96 = add nsw i64 %95, %s2_conv2.ci2891
   %97 = mul nsw i64 %96, 9
   %98 = add nsw i64 9808, %97
   %99 = add nsw i64 %98, 7
@@ -45932,20 +46676,20 @@ s2_conv2.co273:                                   ; preds = %s2_conv2.co273, %s2
   %100 = load float, ptr %params14, align 4
   %101 = fadd float %92, %100
   %102 = fmul float %101, 5.000000e-01
-  store float %102, ptr %s2_conv2.w279, align 4
+  store float %102, ptr %s2_conv2.w296, align 4
   %103 = mul nsw i64 %0, 16
-  %104 = add nsw i64 %103, %s2_conv2.co2732
+  %104 = add nsw i64 %103, %s2_conv2.co2902
   %105 = mul nsw i64 %104, 32
-  %106 = add nsw i64 %105, %s2_conv2.ci2721
+  %106 = add nsw i64 %105, %s2_conv2.ci2891
   %107 = mul nsw i64 %106, 9
   %108 = add nsw i64 9808, %107
   %109 = add nsw i64 %108, 1
   %params15 = getelementptr inbounds float, ptr %params, i64 %109
   %110 = load float, ptr %params15, align 4
   %111 = mul nsw i64 %0, 16
-  %112 = add nsw i64 %111, %s2_conv2.co2732
+  %112 = add nsw i64 %111, %s2_conv2.co2902
   %113 = mul nsw i64 %112, 32
-  %114 = add nsw i64 %113, %s2_conv2.ci2721
+  %114 = add nsw i64 %113, %s2_conv2.ci2891
   %115 = mul nsw i64 %114, 9
   %116 = add nsw i64 9808, %115
   %117 = add nsw i64 %116, 7
@@ -45953,9 +46697,9 @@ s2_conv2.co273:                                   ; preds = %s2_conv2.co273, %s2
   %118 = load float, ptr %params16, align 4
   %119 = fadd float %110, %118
   %120 = mul nsw i64 %0, 16
-  %121 = add nsw i64 %120, %s2_conv2.co2732
+  %121 = add nsw i64 %120, %s2_conv2.co2902
   %122 = mul nsw i64 %121, 32
-  %123 = add nsw i64 %122, %s2_conv2.ci2721
+  %123 = add nsw i64 %122, %s2_conv2.ci2891
   %124 = mul nsw i64 %123, 9
   %125 = add nsw i64 9808, %124
   %126 = add nsw i64 %125, 4
@@ -45963,40 +46707,40 @@ s2_conv2.co273:                                   ; preds = %s2_conv2.co273, %s2
   %127 = load float, ptr %params17, align 4
   %128 = fsub float %119, %127
   %129 = fmul float %128, 5.000000e-01
-  store float %129, ptr %s2_conv2.w280, align 4
+  store float %129, ptr %s2_conv2.w297, align 4
   %130 = mul nsw i64 %0, 16
-  %131 = add nsw i64 %130, %s2_conv2.co2732
+  %131 = add nsw i64 %130, %s2_conv2.co2902
   %132 = mul nsw i64 %131, 32
-  %133 = add nsw i64 %132, %s2_conv2.ci2721
+  %133 = add nsw i64 %132, %s2_conv2.ci2891
   %134 = mul nsw i64 %133, 9
   %135 = add nsw i64 9808, %134
   %136 = add nsw i64 %135, 7
   %params18 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params18, align 4
-  store float %137, ptr %s2_conv2.w281, align 4
+  store float %137, ptr %s2_conv2.w298, align 4
   %138 = mul nsw i64 %0, 16
-  %139 = add nsw i64 %138, %s2_conv2.co2732
+  %139 = add nsw i64 %138, %s2_conv2.co2902
   %140 = mul nsw i64 %139, 32
-  %141 = add nsw i64 %140, %s2_conv2.ci2721
+  %141 = add nsw i64 %140, %s2_conv2.ci2891
   %142 = mul nsw i64 %141, 9
   %143 = add nsw i64 9808, %142
   %144 = add nsw i64 %143, 2
   %params19 = getelementptr inbounds float, ptr %params, i64 %144
   %145 = load float, ptr %params19, align 4
-  store float %145, ptr %s2_conv2.w282, align 4
+  store float %145, ptr %s2_conv2.w299, align 4
   %146 = mul nsw i64 %0, 16
-  %147 = add nsw i64 %146, %s2_conv2.co2732
+  %147 = add nsw i64 %146, %s2_conv2.co2902
   %148 = mul nsw i64 %147, 32
-  %149 = add nsw i64 %148, %s2_conv2.ci2721
+  %149 = add nsw i64 %148, %s2_conv2.ci2891
   %150 = mul nsw i64 %149, 9
   %151 = add nsw i64 9808, %150
   %152 = add nsw i64 %151, 2
   %params20 = getelementptr inbounds float, ptr %params, i64 %152
   %153 = load float, ptr %params20, align 4
   %154 = mul nsw i64 %0, 16
-  %155 = add nsw i64 %154, %s2_conv2.co2732
+  %155 = add nsw i64 %154, %s2_conv2.co2902
   %156 = mul nsw i64 %155, 32
-  %157 = add nsw i64 %156, %s2_conv2.ci2721
+  %157 = add nsw i64 %156, %s2_conv2.ci2891
   %158 = mul nsw i64 %157, 9
   %159 = add nsw i64 9808, %158
   %160 = add nsw i64 %159, 5
@@ -46004,9 +46748,9 @@ s2_conv2.co273:                                   ; preds = %s2_conv2.co273, %s2
   %161 = load float, ptr %params21, align 4
   %162 = fadd float %153, %161
   %163 = mul nsw i64 %0, 16
-  %164 = add nsw i64 %163, %s2_conv2.co2732
+  %164 = add nsw i64 %163, %s2_conv2.co2902
   %165 = mul nsw i64 %164, 32
-  %166 = add nsw i64 %165, %s2_conv2.ci2721
+  %166 = add nsw i64 %165, %s2_conv2.ci2891
   %167 = mul nsw i64 %166, 9
   %168 = add nsw i64 9808, %167
   %169 = add nsw i64 %168, 8
@@ -46014,20 +46758,20 @@ s2_conv2.co273:                                   ; preds = %s2_conv2.co273, %s2
   %170 = load float, ptr %params22, align 4
   %171 = fadd float %162, %170
   %172 = fmul float %171, 5.000000e-01
-  store float %172, ptr %s2_conv2.w283, align 4
+  store float %172, ptr %s2_conv2.w300, align 4
   %173 = mul nsw i64 %0, 16
-  %174 = add nsw i64 %173, %s2_conv2.co2732
+  %174 = add nsw i64 %173, %s2_conv2.co2902
   %175 = mul nsw i64 %174, 32
-  %176 = add nsw i64 %175, %s2_conv2.ci2721
+  %176 = add nsw i64 %175, %s2_conv2.ci2891
   %177 = mul nsw i64 %176, 9
   %178 = add nsw i64 9808, %177
   %179 = add nsw i64 %178, 2
   %params23 = getelementptr inbounds float, ptr %params, i64 %179
   %180 = load float, ptr %params23, align 4
   %181 = mul nsw i64 %0, 16
-  %182 = add nsw i64 %181, %s2_conv2.co2732
+  %182 = add nsw i64 %181, %s2_conv2.co2902
   %183 = mul nsw i64 %182, 32
-  %184 = add nsw i64 %183, %s2_conv2.ci2721
+  %184 = add nsw i64 %183, %s2_conv2.ci2891
   %185 = mul nsw i64 %184, 9
   %186 = add nsw i64 9808, %185
   %187 = add nsw i64 %186, 8
@@ -46035,9 +46779,9 @@ s2_conv2.co273:                                   ; preds = %s2_conv2.co273, %s2
   %188 = load float, ptr %params24, align 4
   %189 = fadd float %180, %188
   %190 = mul nsw i64 %0, 16
-  %191 = add nsw i64 %190, %s2_conv2.co2732
+  %191 = add nsw i64 %190, %s2_conv2.co2902
   %192 = mul nsw i64 %191, 32
-  %193 = add nsw i64 %192, %s2_conv2.ci2721
+  %193 = add nsw i64 %192, %s2_conv2.ci2891
   %194 = mul nsw i64 %193, 9
   %195 = add nsw i64 9808, %194
   %196 = add nsw i64 %195, 5
@@ -46045,228 +46789,228 @@ s2_conv2.co273:                                   ; preds = %s2_conv2.co273, %s2
   %197 = load float, ptr %params25, align 4
   %198 = fsub float %189, %197
   %199 = fmul float %198, 5.000000e-01
-  store float %199, ptr %s2_conv2.w284, align 4
+  store float %199, ptr %s2_conv2.w301, align 4
   %200 = mul nsw i64 %0, 16
-  %201 = add nsw i64 %200, %s2_conv2.co2732
+  %201 = add nsw i64 %200, %s2_conv2.co2902
   %202 = mul nsw i64 %201, 32
-  %203 = add nsw i64 %202, %s2_conv2.ci2721
+  %203 = add nsw i64 %202, %s2_conv2.ci2891
   %204 = mul nsw i64 %203, 9
   %205 = add nsw i64 9808, %204
   %206 = add nsw i64 %205, 8
   %params26 = getelementptr inbounds float, ptr %params, i64 %206
   %207 = load float, ptr %params26, align 4
-  store float %207, ptr %s2_conv2.w285, align 4
-  %w274 = load float, ptr %s2_conv2.w274, align 4
-  store float %w274, ptr %s2_conv2.w286, align 4
-  %w27427 = load float, ptr %s2_conv2.w274, align 4
-  %w278 = load float, ptr %s2_conv2.w278, align 4
-  %208 = fadd float %w27427, %w278
-  %w282 = load float, ptr %s2_conv2.w282, align 4
-  %209 = fadd float %208, %w282
+  store float %207, ptr %s2_conv2.w302, align 4
+  %w291 = load float, ptr %s2_conv2.w291, align 4
+  store float %w291, ptr %s2_conv2.w303, align 4
+  %w29127 = load float, ptr %s2_conv2.w291, align 4
+  %w295 = load float, ptr %s2_conv2.w295, align 4
+  %208 = fadd float %w29127, %w295
+  %w299 = load float, ptr %s2_conv2.w299, align 4
+  %209 = fadd float %208, %w299
   %210 = fmul float %209, 5.000000e-01
-  store float %210, ptr %s2_conv2.w287, align 4
-  %w27428 = load float, ptr %s2_conv2.w274, align 4
-  %w28229 = load float, ptr %s2_conv2.w282, align 4
-  %211 = fadd float %w27428, %w28229
-  %w27830 = load float, ptr %s2_conv2.w278, align 4
-  %212 = fsub float %211, %w27830
+  store float %210, ptr %s2_conv2.w304, align 4
+  %w29128 = load float, ptr %s2_conv2.w291, align 4
+  %w29929 = load float, ptr %s2_conv2.w299, align 4
+  %211 = fadd float %w29128, %w29929
+  %w29530 = load float, ptr %s2_conv2.w295, align 4
+  %212 = fsub float %211, %w29530
   %213 = fmul float %212, 5.000000e-01
-  store float %213, ptr %s2_conv2.w288, align 4
-  %w28231 = load float, ptr %s2_conv2.w282, align 4
-  store float %w28231, ptr %s2_conv2.w289, align 4
-  %w275 = load float, ptr %s2_conv2.w275, align 4
-  store float %w275, ptr %s2_conv2.w290, align 4
-  %w27532 = load float, ptr %s2_conv2.w275, align 4
-  %w279 = load float, ptr %s2_conv2.w279, align 4
-  %214 = fadd float %w27532, %w279
-  %w283 = load float, ptr %s2_conv2.w283, align 4
-  %215 = fadd float %214, %w283
+  store float %213, ptr %s2_conv2.w305, align 4
+  %w29931 = load float, ptr %s2_conv2.w299, align 4
+  store float %w29931, ptr %s2_conv2.w306, align 4
+  %w292 = load float, ptr %s2_conv2.w292, align 4
+  store float %w292, ptr %s2_conv2.w307, align 4
+  %w29232 = load float, ptr %s2_conv2.w292, align 4
+  %w296 = load float, ptr %s2_conv2.w296, align 4
+  %214 = fadd float %w29232, %w296
+  %w300 = load float, ptr %s2_conv2.w300, align 4
+  %215 = fadd float %214, %w300
   %216 = fmul float %215, 5.000000e-01
-  store float %216, ptr %s2_conv2.w291, align 4
-  %w27533 = load float, ptr %s2_conv2.w275, align 4
-  %w28334 = load float, ptr %s2_conv2.w283, align 4
-  %217 = fadd float %w27533, %w28334
-  %w27935 = load float, ptr %s2_conv2.w279, align 4
-  %218 = fsub float %217, %w27935
+  store float %216, ptr %s2_conv2.w308, align 4
+  %w29233 = load float, ptr %s2_conv2.w292, align 4
+  %w30034 = load float, ptr %s2_conv2.w300, align 4
+  %217 = fadd float %w29233, %w30034
+  %w29635 = load float, ptr %s2_conv2.w296, align 4
+  %218 = fsub float %217, %w29635
   %219 = fmul float %218, 5.000000e-01
-  store float %219, ptr %s2_conv2.w292, align 4
-  %w28336 = load float, ptr %s2_conv2.w283, align 4
-  store float %w28336, ptr %s2_conv2.w293, align 4
-  %w276 = load float, ptr %s2_conv2.w276, align 4
-  store float %w276, ptr %s2_conv2.w294, align 4
-  %w27637 = load float, ptr %s2_conv2.w276, align 4
-  %w280 = load float, ptr %s2_conv2.w280, align 4
-  %220 = fadd float %w27637, %w280
-  %w284 = load float, ptr %s2_conv2.w284, align 4
-  %221 = fadd float %220, %w284
+  store float %219, ptr %s2_conv2.w309, align 4
+  %w30036 = load float, ptr %s2_conv2.w300, align 4
+  store float %w30036, ptr %s2_conv2.w310, align 4
+  %w293 = load float, ptr %s2_conv2.w293, align 4
+  store float %w293, ptr %s2_conv2.w311, align 4
+  %w29337 = load float, ptr %s2_conv2.w293, align 4
+  %w297 = load float, ptr %s2_conv2.w297, align 4
+  %220 = fadd float %w29337, %w297
+  %w301 = load float, ptr %s2_conv2.w301, align 4
+  %221 = fadd float %220, %w301
   %222 = fmul float %221, 5.000000e-01
-  store float %222, ptr %s2_conv2.w295, align 4
-  %w27638 = load float, ptr %s2_conv2.w276, align 4
-  %w28439 = load float, ptr %s2_conv2.w284, align 4
-  %223 = fadd float %w27638, %w28439
-  %w28040 = load float, ptr %s2_conv2.w280, align 4
-  %224 = fsub float %223, %w28040
+  store float %222, ptr %s2_conv2.w312, align 4
+  %w29338 = load float, ptr %s2_conv2.w293, align 4
+  %w30139 = load float, ptr %s2_conv2.w301, align 4
+  %223 = fadd float %w29338, %w30139
+  %w29740 = load float, ptr %s2_conv2.w297, align 4
+  %224 = fsub float %223, %w29740
   %225 = fmul float %224, 5.000000e-01
-  store float %225, ptr %s2_conv2.w296, align 4
-  %w28441 = load float, ptr %s2_conv2.w284, align 4
-  store float %w28441, ptr %s2_conv2.w297, align 4
-  %w277 = load float, ptr %s2_conv2.w277, align 4
-  store float %w277, ptr %s2_conv2.w298, align 4
-  %w27742 = load float, ptr %s2_conv2.w277, align 4
-  %w281 = load float, ptr %s2_conv2.w281, align 4
-  %226 = fadd float %w27742, %w281
-  %w285 = load float, ptr %s2_conv2.w285, align 4
-  %227 = fadd float %226, %w285
+  store float %225, ptr %s2_conv2.w313, align 4
+  %w30141 = load float, ptr %s2_conv2.w301, align 4
+  store float %w30141, ptr %s2_conv2.w314, align 4
+  %w294 = load float, ptr %s2_conv2.w294, align 4
+  store float %w294, ptr %s2_conv2.w315, align 4
+  %w29442 = load float, ptr %s2_conv2.w294, align 4
+  %w298 = load float, ptr %s2_conv2.w298, align 4
+  %226 = fadd float %w29442, %w298
+  %w302 = load float, ptr %s2_conv2.w302, align 4
+  %227 = fadd float %226, %w302
   %228 = fmul float %227, 5.000000e-01
-  store float %228, ptr %s2_conv2.w299, align 4
-  %w27743 = load float, ptr %s2_conv2.w277, align 4
-  %w28544 = load float, ptr %s2_conv2.w285, align 4
-  %229 = fadd float %w27743, %w28544
-  %w28145 = load float, ptr %s2_conv2.w281, align 4
-  %230 = fsub float %229, %w28145
+  store float %228, ptr %s2_conv2.w316, align 4
+  %w29443 = load float, ptr %s2_conv2.w294, align 4
+  %w30244 = load float, ptr %s2_conv2.w302, align 4
+  %229 = fadd float %w29443, %w30244
+  %w29845 = load float, ptr %s2_conv2.w298, align 4
+  %230 = fsub float %229, %w29845
   %231 = fmul float %230, 5.000000e-01
-  store float %231, ptr %s2_conv2.w300, align 4
-  %w28546 = load float, ptr %s2_conv2.w285, align 4
-  store float %w28546, ptr %s2_conv2.w301, align 4
-  %w286 = load float, ptr %s2_conv2.w286, align 4
-  %232 = mul nsw i64 %s2_conv2.ci2721, 32
-  %233 = add nsw i64 2097216, %232
+  store float %231, ptr %s2_conv2.w317, align 4
+  %w30246 = load float, ptr %s2_conv2.w302, align 4
+  store float %w30246, ptr %s2_conv2.w318, align 4
+  %w303 = load float, ptr %s2_conv2.w303, align 4
+  %232 = mul nsw i64 %s2_conv2.ci2891, 32
+  %233 = add nsw i64 1572992, %232
   %234 = mul nsw i64 %0, 16
-  %235 = add nsw i64 %234, %s2_conv2.co2732
+  %235 = add nsw i64 %234, %s2_conv2.co2902
   %236 = add nsw i64 %233, %235
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w286, ptr %arena47, align 4
-  %w287 = load float, ptr %s2_conv2.w287, align 4
-  %237 = mul nsw i64 %s2_conv2.ci2721, 32
-  %238 = add nsw i64 2098240, %237
+  store float %w303, ptr %arena47, align 4
+  %w304 = load float, ptr %s2_conv2.w304, align 4
+  %237 = mul nsw i64 %s2_conv2.ci2891, 32
+  %238 = add nsw i64 1574016, %237
   %239 = mul nsw i64 %0, 16
-  %240 = add nsw i64 %239, %s2_conv2.co2732
+  %240 = add nsw i64 %239, %s2_conv2.co2902
   %241 = add nsw i64 %238, %240
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w287, ptr %arena48, align 4
-  %w288 = load float, ptr %s2_conv2.w288, align 4
-  %242 = mul nsw i64 %s2_conv2.ci2721, 32
-  %243 = add nsw i64 2099264, %242
+  store float %w304, ptr %arena48, align 4
+  %w305 = load float, ptr %s2_conv2.w305, align 4
+  %242 = mul nsw i64 %s2_conv2.ci2891, 32
+  %243 = add nsw i64 1575040, %242
   %244 = mul nsw i64 %0, 16
-  %245 = add nsw i64 %244, %s2_conv2.co2732
+  %245 = add nsw i64 %244, %s2_conv2.co2902
   %246 = add nsw i64 %243, %245
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w288, ptr %arena49, align 4
-  %w289 = load float, ptr %s2_conv2.w289, align 4
-  %247 = mul nsw i64 %s2_conv2.ci2721, 32
-  %248 = add nsw i64 2100288, %247
+  store float %w305, ptr %arena49, align 4
+  %w306 = load float, ptr %s2_conv2.w306, align 4
+  %247 = mul nsw i64 %s2_conv2.ci2891, 32
+  %248 = add nsw i64 1576064, %247
   %249 = mul nsw i64 %0, 16
-  %250 = add nsw i64 %249, %s2_conv2.co2732
+  %250 = add nsw i64 %249, %s2_conv2.co2902
   %251 = add nsw i64 %248, %250
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w289, ptr %arena50, align 4
-  %w290 = load float, ptr %s2_conv2.w290, align 4
-  %252 = mul nsw i64 %s2_conv2.ci2721, 32
-  %253 = add nsw i64 2101312, %252
+  store float %w306, ptr %arena50, align 4
+  %w307 = load float, ptr %s2_conv2.w307, align 4
+  %252 = mul nsw i64 %s2_conv2.ci2891, 32
+  %253 = add nsw i64 1577088, %252
   %254 = mul nsw i64 %0, 16
-  %255 = add nsw i64 %254, %s2_conv2.co2732
+  %255 = add nsw i64 %254, %s2_conv2.co2902
   %256 = add nsw i64 %253, %255
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w290, ptr %arena51, align 4
-  %w291 = load float, ptr %s2_conv2.w291, align 4
-  %257 = mul nsw i64 %s2_conv2.ci2721, 32
-  %258 = add nsw i64 2102336, %257
+  store float %w307, ptr %arena51, align 4
+  %w308 = load float, ptr %s2_conv2.w308, align 4
+  %257 = mul nsw i64 %s2_conv2.ci2891, 32
+  %258 = add nsw i64 1578112, %257
   %259 = mul nsw i64 %0, 16
-  %260 = add nsw i64 %259, %s2_conv2.co2732
+  %260 = add nsw i64 %259, %s2_conv2.co2902
   %261 = add nsw i64 %258, %260
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w291, ptr %arena52, align 4
-  %w292 = load float, ptr %s2_conv2.w292, align 4
-  %262 = mul nsw i64 %s2_conv2.ci2721, 32
-  %263 = add nsw i64 2103360, %262
+  store float %w308, ptr %arena52, align 4
+  %w309 = load float, ptr %s2_conv2.w309, align 4
+  %262 = mul nsw i64 %s2_conv2.ci2891, 32
+  %263 = add nsw i64 1579136, %262
   %264 = mul nsw i64 %0, 16
-  %265 = add nsw i64 %264, %s2_conv2.co2732
+  %265 = add nsw i64 %264, %s2_conv2.co2902
   %266 = add nsw i64 %263, %265
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w292, ptr %arena53, align 4
-  %w293 = load float, ptr %s2_conv2.w293, align 4
-  %267 = mul nsw i64 %s2_conv2.ci2721, 32
-  %268 = add nsw i64 2104384, %267
+  store float %w309, ptr %arena53, align 4
+  %w310 = load float, ptr %s2_conv2.w310, align 4
+  %267 = mul nsw i64 %s2_conv2.ci2891, 32
+  %268 = add nsw i64 1580160, %267
   %269 = mul nsw i64 %0, 16
-  %270 = add nsw i64 %269, %s2_conv2.co2732
+  %270 = add nsw i64 %269, %s2_conv2.co2902
   %271 = add nsw i64 %268, %270
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w293, ptr %arena54, align 4
-  %w294 = load float, ptr %s2_conv2.w294, align 4
-  %272 = mul nsw i64 %s2_conv2.ci2721, 32
-  %273 = add nsw i64 2105408, %272
+  store float %w310, ptr %arena54, align 4
+  %w311 = load float, ptr %s2_conv2.w311, align 4
+  %272 = mul nsw i64 %s2_conv2.ci2891, 32
+  %273 = add nsw i64 1581184, %272
   %274 = mul nsw i64 %0, 16
-  %275 = add nsw i64 %274, %s2_conv2.co2732
+  %275 = add nsw i64 %274, %s2_conv2.co2902
   %276 = add nsw i64 %273, %275
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w294, ptr %arena55, align 4
-  %w295 = load float, ptr %s2_conv2.w295, align 4
-  %277 = mul nsw i64 %s2_conv2.ci2721, 32
-  %278 = add nsw i64 2106432, %277
+  store float %w311, ptr %arena55, align 4
+  %w312 = load float, ptr %s2_conv2.w312, align 4
+  %277 = mul nsw i64 %s2_conv2.ci2891, 32
+  %278 = add nsw i64 1582208, %277
   %279 = mul nsw i64 %0, 16
-  %280 = add nsw i64 %279, %s2_conv2.co2732
+  %280 = add nsw i64 %279, %s2_conv2.co2902
   %281 = add nsw i64 %278, %280
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w295, ptr %arena56, align 4
-  %w296 = load float, ptr %s2_conv2.w296, align 4
-  %282 = mul nsw i64 %s2_conv2.ci2721, 32
-  %283 = add nsw i64 2107456, %282
+  store float %w312, ptr %arena56, align 4
+  %w313 = load float, ptr %s2_conv2.w313, align 4
+  %282 = mul nsw i64 %s2_conv2.ci2891, 32
+  %283 = add nsw i64 1583232, %282
   %284 = mul nsw i64 %0, 16
-  %285 = add nsw i64 %284, %s2_conv2.co2732
+  %285 = add nsw i64 %284, %s2_conv2.co2902
   %286 = add nsw i64 %283, %285
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w296, ptr %arena57, align 4
-  %w297 = load float, ptr %s2_conv2.w297, align 4
-  %287 = mul nsw i64 %s2_conv2.ci2721, 32
-  %288 = add nsw i64 2108480, %287
+  store float %w313, ptr %arena57, align 4
+  %w314 = load float, ptr %s2_conv2.w314, align 4
+  %287 = mul nsw i64 %s2_conv2.ci2891, 32
+  %288 = add nsw i64 1584256, %287
   %289 = mul nsw i64 %0, 16
-  %290 = add nsw i64 %289, %s2_conv2.co2732
+  %290 = add nsw i64 %289, %s2_conv2.co2902
   %291 = add nsw i64 %288, %290
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w297, ptr %arena58, align 4
-  %w298 = load float, ptr %s2_conv2.w298, align 4
-  %292 = mul nsw i64 %s2_conv2.ci2721, 32
-  %293 = add nsw i64 2109504, %292
+  store float %w314, ptr %arena58, align 4
+  %w315 = load float, ptr %s2_conv2.w315, align 4
+  %292 = mul nsw i64 %s2_conv2.ci2891, 32
+  %293 = add nsw i64 1585280, %292
   %294 = mul nsw i64 %0, 16
-  %295 = add nsw i64 %294, %s2_conv2.co2732
+  %295 = add nsw i64 %294, %s2_conv2.co2902
   %296 = add nsw i64 %293, %295
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w298, ptr %arena59, align 4
-  %w299 = load float, ptr %s2_conv2.w299, align 4
-  %297 = mul nsw i64 %s2_conv2.ci2721, 32
-  %298 = add nsw i64 2110528, %297
+  store float %w315, ptr %arena59, align 4
+  %w316 = load float, ptr %s2_conv2.w316, align 4
+  %297 = mul nsw i64 %s2_conv2.ci2891, 32
+  %298 = add nsw i64 1586304, %297
   %299 = mul nsw i64 %0, 16
-  %300 = add nsw i64 %299, %s2_conv2.co2732
+  %300 = add nsw i64 %299, %s2_conv2.co2902
   %301 = add nsw i64 %298, %300
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w299, ptr %arena60, align 4
-  %w300 = load float, ptr %s2_conv2.w300, align 4
-  %302 = mul nsw i64 %s2_conv2.ci2721, 32
-  %303 = add nsw i64 2111552, %302
+  store float %w316, ptr %arena60, align 4
+  %w317 = load float, ptr %s2_conv2.w317, align 4
+  %302 = mul nsw i64 %s2_conv2.ci2891, 32
+  %303 = add nsw i64 1587328, %302
   %304 = mul nsw i64 %0, 16
-  %305 = add nsw i64 %304, %s2_conv2.co2732
+  %305 = add nsw i64 %304, %s2_conv2.co2902
   %306 = add nsw i64 %303, %305
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w300, ptr %arena61, align 4
-  %w301 = load float, ptr %s2_conv2.w301, align 4
-  %307 = mul nsw i64 %s2_conv2.ci2721, 32
-  %308 = add nsw i64 2112576, %307
+  store float %w317, ptr %arena61, align 4
+  %w318 = load float, ptr %s2_conv2.w318, align 4
+  %307 = mul nsw i64 %s2_conv2.ci2891, 32
+  %308 = add nsw i64 1588352, %307
   %309 = mul nsw i64 %0, 16
-  %310 = add nsw i64 %309, %s2_conv2.co2732
+  %310 = add nsw i64 %309, %s2_conv2.co2902
   %311 = add nsw i64 %308, %310
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w301, ptr %arena62, align 4
-  %co273.next = add nsw i64 %s2_conv2.co2732, 1
-  %312 = icmp slt i64 %co273.next, 16
-  br i1 %312, label %s2_conv2.co273, label %s2_conv2.co273.end
+  store float %w318, ptr %arena62, align 4
+  %co290.next = add nsw i64 %s2_conv2.co2902, 1
+  %312 = icmp slt i64 %co290.next, 16
+  br i1 %312, label %s2_conv2.co290, label %s2_conv2.co290.end
 
-s2_conv2.co273.end:                               ; preds = %s2_conv2.co273
-  %ci272.next = add nsw i64 %s2_conv2.ci2721, 1
-  %313 = icmp slt i64 %ci272.next, 32
-  br i1 %313, label %s2_conv2.ci272, label %s2_conv2.ci272.end
+s2_conv2.co290.end:                               ; preds = %s2_conv2.co290
+  %ci289.next = add nsw i64 %s2_conv2.ci2891, 1
+  %313 = icmp slt i64 %ci289.next, 32
+  br i1 %313, label %s2_conv2.ci289, label %s2_conv2.ci289.end
 }
 
-define internal void @resnet8_infer_b64.k11.s2_conv2.part271.task(ptr %0, i64 %1) {
+define internal void @resnet8_infer_b64.k11.s2_conv2.part288.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -46290,1170 +47034,1199 @@ entry:
   %21 = load i64, ptr %20, align 4
   %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
   %23 = load ptr, ptr %22, align 8
-  call void @resnet8_infer_b64.k11.s2_conv2.part271(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  call void @resnet8_infer_b64.k11.s2_conv2.part288(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k11.s2_conv2.part344(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
+define internal void @resnet8_infer_b64.k11.s2_conv2.part361(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
 entry:
-  %s2_conv2.w368 = alloca <8 x float>, align 32
-  %s2_conv2.w367 = alloca <8 x float>, align 32
-  %s2_conv2.w366 = alloca <8 x float>, align 32
-  %s2_conv2.w365 = alloca <8 x float>, align 32
-  %s2_conv2.w364 = alloca <8 x float>, align 32
-  %s2_conv2.w363 = alloca <8 x float>, align 32
-  %s2_conv2.w362 = alloca <8 x float>, align 32
-  %s2_conv2.w361 = alloca <8 x float>, align 32
-  %s2_conv2.w360 = alloca <8 x float>, align 32
-  %s2_conv2.w359 = alloca <8 x float>, align 32
-  %s2_conv2.w358 = alloca <8 x float>, align 32
-  %s2_conv2.w357 = alloca <8 x float>, align 32
-  br label %s2_conv2.xi345
+  %s2_conv2.w385 = alloca <8 x float>, align 32
+  %s2_conv2.w384 = alloca <8 x float>, align 32
+  %s2_conv2.w383 = alloca <8 x float>, align 32
+  %s2_conv2.w382 = alloca <8 x float>, align 32
+  %s2_conv2.w381 = alloca <8 x float>, align 32
+  %s2_conv2.w380 = alloca <8 x float>, align 32
+  %s2_conv2.w379 = alloca <8 x float>, align 32
+  %s2_conv2.w378 = alloca <8 x float>, align 32
+  %s2_conv2.w377 = alloca <8 x float>, align 32
+  %s2_conv2.w376 = alloca <8 x float>, align 32
+  %s2_conv2.w375 = alloca <8 x float>, align 32
+  %s2_conv2.w374 = alloca <8 x float>, align 32
+  br label %s2_conv2.xi362
 
-s2_conv2.xi345:                                   ; preds = %s2_conv2.xi345, %entry
-  %s2_conv2.xi3451 = phi i64 [ 0, %entry ], [ %xi345.next, %s2_conv2.xi345 ]
-  call void @resnet8_infer_b64.k11.s2_conv2.part344.gemm352(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s2_conv2.xi3451, i64 %1)
-  %xi345.next = add nsw i64 %s2_conv2.xi3451, 1
-  %2 = icmp slt i64 %xi345.next, 16
-  br i1 %2, label %s2_conv2.xi345, label %s2_conv2.xi345.end
+s2_conv2.xi362:                                   ; preds = %s2_conv2.xi362, %entry
+  %s2_conv2.xi3621 = phi i64 [ 0, %entry ], [ %xi362.next, %s2_conv2.xi362 ]
+  call void @resnet8_infer_b64.k11.s2_conv2.part361.gemm369(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s2_conv2.xi3621, i64 %1)
+  %xi362.next = add nsw i64 %s2_conv2.xi3621, 1
+  %2 = icmp slt i64 %xi362.next, 16
+  br i1 %2, label %s2_conv2.xi362, label %s2_conv2.xi362.end
 
-s2_conv2.xi345.end:                               ; preds = %s2_conv2.xi345
-  br label %s2_conv2.j353
+s2_conv2.xi362.end:                               ; preds = %s2_conv2.xi362
+  br label %s2_conv2.j370
 
-s2_conv2.j353:                                    ; preds = %s2_conv2.ty354.end, %s2_conv2.xi345.end
-  %s2_conv2.j3532 = phi i64 [ 0, %s2_conv2.xi345.end ], [ %j353.next, %s2_conv2.ty354.end ]
-  br label %s2_conv2.ty354
+s2_conv2.j370:                                    ; preds = %s2_conv2.ty371.end, %s2_conv2.xi362.end
+  %s2_conv2.j3702 = phi i64 [ 0, %s2_conv2.xi362.end ], [ %j370.next, %s2_conv2.ty371.end ]
+  br label %s2_conv2.ty371
 
-s2_conv2.j353.end:                                ; preds = %s2_conv2.ty354.end
-  br label %s2_conv2.j369
+s2_conv2.j370.end:                                ; preds = %s2_conv2.ty371.end
+  br label %s2_conv2.j386
 
-s2_conv2.ty354:                                   ; preds = %s2_conv2.tx355.end, %s2_conv2.j353
-  %s2_conv2.ty3543 = phi i64 [ 0, %s2_conv2.j353 ], [ %ty354.next, %s2_conv2.tx355.end ]
-  br label %s2_conv2.tx355
+s2_conv2.ty371:                                   ; preds = %s2_conv2.tx372.end, %s2_conv2.j370
+  %s2_conv2.ty3713 = phi i64 [ 0, %s2_conv2.j370 ], [ %ty371.next, %s2_conv2.tx372.end ]
+  br label %s2_conv2.tx372
 
-s2_conv2.ty354.end:                               ; preds = %s2_conv2.tx355.end
-  %j353.next = add nsw i64 %s2_conv2.j3532, 1
-  %3 = icmp slt i64 %j353.next, 1
-  br i1 %3, label %s2_conv2.j353, label %s2_conv2.j353.end
+s2_conv2.ty371.end:                               ; preds = %s2_conv2.tx372.end
+  %j370.next = add nsw i64 %s2_conv2.j3702, 1
+  %3 = icmp slt i64 %j370.next, 1
+  br i1 %3, label %s2_conv2.j370, label %s2_conv2.j370.end
 
-s2_conv2.tx355:                                   ; preds = %s2_conv2.cv356.end, %s2_conv2.ty354
-  %s2_conv2.tx3554 = phi i64 [ 0, %s2_conv2.ty354 ], [ %tx355.next, %s2_conv2.cv356.end ]
-  br label %s2_conv2.cv356
+s2_conv2.tx372:                                   ; preds = %s2_conv2.cv373.end, %s2_conv2.ty371
+  %s2_conv2.tx3724 = phi i64 [ 0, %s2_conv2.ty371 ], [ %tx372.next, %s2_conv2.cv373.end ]
+  br label %s2_conv2.cv373
 
-s2_conv2.tx355.end:                               ; preds = %s2_conv2.cv356.end
-  %ty354.next = add nsw i64 %s2_conv2.ty3543, 1
-  %4 = icmp slt i64 %ty354.next, 8
-  br i1 %4, label %s2_conv2.ty354, label %s2_conv2.ty354.end
+s2_conv2.tx372.end:                               ; preds = %s2_conv2.cv373.end
+  %ty371.next = add nsw i64 %s2_conv2.ty3713, 1
+  %4 = icmp slt i64 %ty371.next, 8
+  br i1 %4, label %s2_conv2.ty371, label %s2_conv2.ty371.end
 
-s2_conv2.cv356:                                   ; preds = %s2_conv2.cv356, %s2_conv2.tx355
-  %s2_conv2.cv3565 = phi i64 [ 0, %s2_conv2.tx355 ], [ %cv356.next, %s2_conv2.cv356 ]
-  %5 = mul nsw i64 %s2_conv2.j3532, 64
-  %6 = mul nsw i64 %s2_conv2.ty3543, 8
+s2_conv2.cv373:                                   ; preds = %s2_conv2.cv373, %s2_conv2.tx372
+  %s2_conv2.cv3735 = phi i64 [ 0, %s2_conv2.tx372 ], [ %cv373.next, %s2_conv2.cv373 ]
+  %5 = mul nsw i64 %s2_conv2.j3702, 64
+  %6 = mul nsw i64 %s2_conv2.ty3713, 8
   %7 = add nsw i64 %5, %6
-  %8 = add nsw i64 %7, %s2_conv2.tx3554
+  %8 = add nsw i64 %7, %s2_conv2.tx3724
   %9 = mul nsw i64 %8, 32
-  %10 = add nsw i64 2156736, %9
+  %10 = add nsw i64 1632512, %9
   %11 = mul nsw i64 %1, 16
-  %12 = mul nsw i64 %s2_conv2.cv3565, 8
+  %12 = mul nsw i64 %s2_conv2.cv3735, 8
   %13 = add nsw i64 %11, %12
   %14 = add nsw i64 %10, %13
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load <8 x float>, ptr %arena6, align 4
-  %16 = mul nsw i64 %s2_conv2.j3532, 64
-  %17 = mul nsw i64 %s2_conv2.ty3543, 8
+  %16 = mul nsw i64 %s2_conv2.j3702, 64
+  %17 = mul nsw i64 %s2_conv2.ty3713, 8
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %18, %s2_conv2.tx3554
+  %19 = add nsw i64 %18, %s2_conv2.tx3724
   %20 = mul nsw i64 %19, 32
-  %21 = add nsw i64 2164928, %20
+  %21 = add nsw i64 1640704, %20
   %22 = mul nsw i64 %1, 16
-  %23 = mul nsw i64 %s2_conv2.cv3565, 8
+  %23 = mul nsw i64 %s2_conv2.cv3735, 8
   %24 = add nsw i64 %22, %23
   %25 = add nsw i64 %21, %24
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
   %26 = load <8 x float>, ptr %arena7, align 4
   %27 = fadd <8 x float> %15, %26
-  %28 = mul nsw i64 %s2_conv2.j3532, 64
-  %29 = mul nsw i64 %s2_conv2.ty3543, 8
+  %28 = mul nsw i64 %s2_conv2.j3702, 64
+  %29 = mul nsw i64 %s2_conv2.ty3713, 8
   %30 = add nsw i64 %28, %29
-  %31 = add nsw i64 %30, %s2_conv2.tx3554
+  %31 = add nsw i64 %30, %s2_conv2.tx3724
   %32 = mul nsw i64 %31, 32
-  %33 = add nsw i64 2173120, %32
+  %33 = add nsw i64 1648896, %32
   %34 = mul nsw i64 %1, 16
-  %35 = mul nsw i64 %s2_conv2.cv3565, 8
+  %35 = mul nsw i64 %s2_conv2.cv3735, 8
   %36 = add nsw i64 %34, %35
   %37 = add nsw i64 %33, %36
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
   %38 = load <8 x float>, ptr %arena8, align 4
   %39 = fadd <8 x float> %27, %38
-  store <8 x float> %39, ptr %s2_conv2.w357, align 32
-  %40 = mul nsw i64 %s2_conv2.j3532, 64
-  %41 = mul nsw i64 %s2_conv2.ty3543, 8
+  store <8 x float> %39, ptr %s2_conv2.w374, align 32
+  %40 = mul nsw i64 %s2_conv2.j3702, 64
+  %41 = mul nsw i64 %s2_conv2.ty3713, 8
   %42 = add nsw i64 %40, %41
-  %43 = add nsw i64 %42, %s2_conv2.tx3554
+  %43 = add nsw i64 %42, %s2_conv2.tx3724
   %44 = mul nsw i64 %43, 32
-  %45 = add nsw i64 2164928, %44
+  %45 = add nsw i64 1640704, %44
   %46 = mul nsw i64 %1, 16
-  %47 = mul nsw i64 %s2_conv2.cv3565, 8
+  %47 = mul nsw i64 %s2_conv2.cv3735, 8
   %48 = add nsw i64 %46, %47
   %49 = add nsw i64 %45, %48
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena9, align 4
-  %51 = mul nsw i64 %s2_conv2.j3532, 64
-  %52 = mul nsw i64 %s2_conv2.ty3543, 8
+  %51 = mul nsw i64 %s2_conv2.j3702, 64
+  %52 = mul nsw i64 %s2_conv2.ty3713, 8
   %53 = add nsw i64 %51, %52
-  %54 = add nsw i64 %53, %s2_conv2.tx3554
+  %54 = add nsw i64 %53, %s2_conv2.tx3724
   %55 = mul nsw i64 %54, 32
-  %56 = add nsw i64 2173120, %55
+  %56 = add nsw i64 1648896, %55
   %57 = mul nsw i64 %1, 16
-  %58 = mul nsw i64 %s2_conv2.cv3565, 8
+  %58 = mul nsw i64 %s2_conv2.cv3735, 8
   %59 = add nsw i64 %57, %58
   %60 = add nsw i64 %56, %59
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
   %61 = load <8 x float>, ptr %arena10, align 4
   %62 = fsub <8 x float> %50, %61
-  %63 = mul nsw i64 %s2_conv2.j3532, 64
-  %64 = mul nsw i64 %s2_conv2.ty3543, 8
+  %63 = mul nsw i64 %s2_conv2.j3702, 64
+  %64 = mul nsw i64 %s2_conv2.ty3713, 8
   %65 = add nsw i64 %63, %64
-  %66 = add nsw i64 %65, %s2_conv2.tx3554
+  %66 = add nsw i64 %65, %s2_conv2.tx3724
   %67 = mul nsw i64 %66, 32
-  %68 = add nsw i64 2181312, %67
+  %68 = add nsw i64 1657088, %67
   %69 = mul nsw i64 %1, 16
-  %70 = mul nsw i64 %s2_conv2.cv3565, 8
+  %70 = mul nsw i64 %s2_conv2.cv3735, 8
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %68, %71
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena11, align 4
   %74 = fsub <8 x float> %62, %73
-  store <8 x float> %74, ptr %s2_conv2.w358, align 32
-  %75 = mul nsw i64 %s2_conv2.j3532, 64
-  %76 = mul nsw i64 %s2_conv2.ty3543, 8
+  store <8 x float> %74, ptr %s2_conv2.w375, align 32
+  %75 = mul nsw i64 %s2_conv2.j3702, 64
+  %76 = mul nsw i64 %s2_conv2.ty3713, 8
   %77 = add nsw i64 %75, %76
-  %78 = add nsw i64 %77, %s2_conv2.tx3554
+  %78 = add nsw i64 %77, %s2_conv2.tx3724
   %79 = mul nsw i64 %78, 32
-  %80 = add nsw i64 2158784, %79
+  %80 = add nsw i64 1634560, %79
   %81 = mul nsw i64 %1, 16
-  %82 = mul nsw i64 %s2_conv2.cv3565, 8
+  %82 = mul nsw i64 %s2_conv2.cv3735, 8
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %80, %83
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena12, align 4
-  %86 = mul nsw i64 %s2_conv2.j3532, 64
-  %87 = mul nsw i64 %s2_conv2.ty3543, 8
+  %86 = mul nsw i64 %s2_conv2.j3702, 64
+  %87 = mul nsw i64 %s2_conv2.ty3713, 8
   %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %88, %s2_conv2.tx3554
+  %89 = add nsw i64 %88, %s2_conv2.tx3724
   %90 = mul nsw i64 %89, 32
-  %91 = add nsw i64 2166976, %90
+  %91 = add nsw i64 1642752, %90
   %92 = mul nsw i64 %1, 16
-  %93 = mul nsw i64 %s2_conv2.cv3565, 8
+  %93 = mul nsw i64 %s2_conv2.cv3735, 8
   %94 = add nsw i64 %92, %93
   %95 = add nsw i64 %91, %94
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %95
   %96 = load <8 x float>, ptr %arena13, align 4
   %97 = fadd <8 x float> %85, %96
-  %98 = mul nsw i64 %s2_conv2.j3532, 64
-  %99 = mul nsw i64 %s2_conv2.ty3543, 8
+  %98 = mul nsw i64 %s2_conv2.j3702, 64
+  %99 = mul nsw i64 %s2_conv2.ty3713, 8
   %100 = add nsw i64 %98, %99
-  %101 = add nsw i64 %100, %s2_conv2.tx3554
+  %101 = add nsw i64 %100, %s2_conv2.tx3724
   %102 = mul nsw i64 %101, 32
-  %103 = add nsw i64 2175168, %102
+  %103 = add nsw i64 1650944, %102
   %104 = mul nsw i64 %1, 16
-  %105 = mul nsw i64 %s2_conv2.cv3565, 8
+  %105 = mul nsw i64 %s2_conv2.cv3735, 8
   %106 = add nsw i64 %104, %105
   %107 = add nsw i64 %103, %106
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena14, align 4
   %109 = fadd <8 x float> %97, %108
-  store <8 x float> %109, ptr %s2_conv2.w359, align 32
-  %110 = mul nsw i64 %s2_conv2.j3532, 64
-  %111 = mul nsw i64 %s2_conv2.ty3543, 8
+  store <8 x float> %109, ptr %s2_conv2.w376, align 32
+  %110 = mul nsw i64 %s2_conv2.j3702, 64
+  %111 = mul nsw i64 %s2_conv2.ty3713, 8
   %112 = add nsw i64 %110, %111
-  %113 = add nsw i64 %112, %s2_conv2.tx3554
+  %113 = add nsw i64 %112, %s2_conv2.tx3724
   %114 = mul nsw i64 %113, 32
-  %115 = add nsw i64 2166976, %114
+  %115 = add nsw i64 1642752, %114
   %116 = mul nsw i64 %1, 16
-  %117 = mul nsw i64 %s2_conv2.cv3565, 8
+  %117 = mul nsw i64 %s2_conv2.cv3735, 8
   %118 = add nsw i64 %116, %117
   %119 = add nsw i64 %115, %118
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %119
   %120 = load <8 x float>, ptr %arena15, align 4
-  %121 = mul nsw i64 %s2_conv2.j3532, 64
-  %122 = mul nsw i64 %s2_conv2.ty3543, 8
+  %121 = mul nsw i64 %s2_conv2.j3702, 64
+  %122 = mul nsw i64 %s2_conv2.ty3713, 8
   %123 = add nsw i64 %121, %122
-  %124 = add nsw i64 %123, %s2_conv2.tx3554
+  %124 = add nsw i64 %123, %s2_conv2.tx3724
   %125 = mul nsw i64 %124, 32
-  %126 = add nsw i64 2175168, %125
+  %126 = add nsw i64 1650944, %125
   %127 = mul nsw i64 %1, 16
-  %128 = mul nsw i64 %s2_conv2.cv3565, 8
+  %128 = mul nsw i64 %s2_conv2.cv3735, 8
   %129 = add nsw i64 %127, %128
   %130 = add nsw i64 %126, %129
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %130
   %131 = load <8 x float>, ptr %arena16, align 4
   %132 = fsub <8 x float> %120, %131
-  %133 = mul nsw i64 %s2_conv2.j3532, 64
-  %134 = mul nsw i64 %s2_conv2.ty3543, 8
+  %133 = mul nsw i64 %s2_conv2.j3702, 64
+  %134 = mul nsw i64 %s2_conv2.ty3713, 8
   %135 = add nsw i64 %133, %134
-  %136 = add nsw i64 %135, %s2_conv2.tx3554
+  %136 = add nsw i64 %135, %s2_conv2.tx3724
   %137 = mul nsw i64 %136, 32
-  %138 = add nsw i64 2183360, %137
+  %138 = add nsw i64 1659136, %137
   %139 = mul nsw i64 %1, 16
-  %140 = mul nsw i64 %s2_conv2.cv3565, 8
+  %140 = mul nsw i64 %s2_conv2.cv3735, 8
   %141 = add nsw i64 %139, %140
   %142 = add nsw i64 %138, %141
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena17, align 4
   %144 = fsub <8 x float> %132, %143
-  store <8 x float> %144, ptr %s2_conv2.w360, align 32
-  %145 = mul nsw i64 %s2_conv2.j3532, 64
-  %146 = mul nsw i64 %s2_conv2.ty3543, 8
+  store <8 x float> %144, ptr %s2_conv2.w377, align 32
+  %145 = mul nsw i64 %s2_conv2.j3702, 64
+  %146 = mul nsw i64 %s2_conv2.ty3713, 8
   %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 %147, %s2_conv2.tx3554
+  %148 = add nsw i64 %147, %s2_conv2.tx3724
   %149 = mul nsw i64 %148, 32
-  %150 = add nsw i64 2160832, %149
+  %150 = add nsw i64 1636608, %149
   %151 = mul nsw i64 %1, 16
-  %152 = mul nsw i64 %s2_conv2.cv3565, 8
+  %152 = mul nsw i64 %s2_conv2.cv3735, 8
   %153 = add nsw i64 %151, %152
   %154 = add nsw i64 %150, %153
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load <8 x float>, ptr %arena18, align 4
-  %156 = mul nsw i64 %s2_conv2.j3532, 64
-  %157 = mul nsw i64 %s2_conv2.ty3543, 8
+  %156 = mul nsw i64 %s2_conv2.j3702, 64
+  %157 = mul nsw i64 %s2_conv2.ty3713, 8
   %158 = add nsw i64 %156, %157
-  %159 = add nsw i64 %158, %s2_conv2.tx3554
+  %159 = add nsw i64 %158, %s2_conv2.tx3724
   %160 = mul nsw i64 %159, 32
-  %161 = add nsw i64 2169024, %160
+  %161 = add nsw i64 1644800, %160
   %162 = mul nsw i64 %1, 16
-  %163 = mul nsw i64 %s2_conv2.cv3565, 8
+  %163 = mul nsw i64 %s2_conv2.cv3735, 8
   %164 = add nsw i64 %162, %163
   %165 = add nsw i64 %161, %164
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load <8 x float>, ptr %arena19, align 4
   %167 = fadd <8 x float> %155, %166
-  %168 = mul nsw i64 %s2_conv2.j3532, 64
-  %169 = mul nsw i64 %s2_conv2.ty3543, 8
+  %168 = mul nsw i64 %s2_conv2.j3702, 64
+  %169 = mul nsw i64 %s2_conv2.ty3713, 8
   %170 = add nsw i64 %168, %169
-  %171 = add nsw i64 %170, %s2_conv2.tx3554
+  %171 = add nsw i64 %170, %s2_conv2.tx3724
   %172 = mul nsw i64 %171, 32
-  %173 = add nsw i64 2177216, %172
+  %173 = add nsw i64 1652992, %172
   %174 = mul nsw i64 %1, 16
-  %175 = mul nsw i64 %s2_conv2.cv3565, 8
+  %175 = mul nsw i64 %s2_conv2.cv3735, 8
   %176 = add nsw i64 %174, %175
   %177 = add nsw i64 %173, %176
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %177
   %178 = load <8 x float>, ptr %arena20, align 4
   %179 = fadd <8 x float> %167, %178
-  store <8 x float> %179, ptr %s2_conv2.w361, align 32
-  %180 = mul nsw i64 %s2_conv2.j3532, 64
-  %181 = mul nsw i64 %s2_conv2.ty3543, 8
+  store <8 x float> %179, ptr %s2_conv2.w378, align 32
+  %180 = mul nsw i64 %s2_conv2.j3702, 64
+  %181 = mul nsw i64 %s2_conv2.ty3713, 8
   %182 = add nsw i64 %180, %181
-  %183 = add nsw i64 %182, %s2_conv2.tx3554
+  %183 = add nsw i64 %182, %s2_conv2.tx3724
   %184 = mul nsw i64 %183, 32
-  %185 = add nsw i64 2169024, %184
+  %185 = add nsw i64 1644800, %184
   %186 = mul nsw i64 %1, 16
-  %187 = mul nsw i64 %s2_conv2.cv3565, 8
+  %187 = mul nsw i64 %s2_conv2.cv3735, 8
   %188 = add nsw i64 %186, %187
   %189 = add nsw i64 %185, %188
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %189
   %190 = load <8 x float>, ptr %arena21, align 4
-  %191 = mul nsw i64 %s2_conv2.j3532, 64
-  %192 = mul nsw i64 %s2_conv2.ty3543, 8
+  %191 = mul nsw i64 %s2_conv2.j3702, 64
+  %192 = mul nsw i64 %s2_conv2.ty3713, 8
   %193 = add nsw i64 %191, %192
-  %194 = add nsw i64 %193, %s2_conv2.tx3554
+  %194 = add nsw i64 %193, %s2_conv2.tx3724
   %195 = mul nsw i64 %194, 32
-  %196 = add nsw i64 2177216, %195
+  %196 = add nsw i64 1652992, %195
   %197 = mul nsw i64 %1, 16
-  %198 = mul nsw i64 %s2_conv2.cv3565, 8
+  %198 = mul nsw i64 %s2_conv2.cv3735, 8
   %199 = add nsw i64 %197, %198
   %200 = add nsw i64 %196, %199
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %200
   %201 = load <8 x float>, ptr %arena22, align 4
   %202 = fsub <8 x float> %190, %201
-  %203 = mul nsw i64 %s2_conv2.j3532, 64
-  %204 = mul nsw i64 %s2_conv2.ty3543, 8
+  %203 = mul nsw i64 %s2_conv2.j3702, 64
+  %204 = mul nsw i64 %s2_conv2.ty3713, 8
   %205 = add nsw i64 %203, %204
-  %206 = add nsw i64 %205, %s2_conv2.tx3554
+  %206 = add nsw i64 %205, %s2_conv2.tx3724
   %207 = mul nsw i64 %206, 32
-  %208 = add nsw i64 2185408, %207
+  %208 = add nsw i64 1661184, %207
   %209 = mul nsw i64 %1, 16
-  %210 = mul nsw i64 %s2_conv2.cv3565, 8
+  %210 = mul nsw i64 %s2_conv2.cv3735, 8
   %211 = add nsw i64 %209, %210
   %212 = add nsw i64 %208, %211
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %212
   %213 = load <8 x float>, ptr %arena23, align 4
   %214 = fsub <8 x float> %202, %213
-  store <8 x float> %214, ptr %s2_conv2.w362, align 32
-  %215 = mul nsw i64 %s2_conv2.j3532, 64
-  %216 = mul nsw i64 %s2_conv2.ty3543, 8
+  store <8 x float> %214, ptr %s2_conv2.w379, align 32
+  %215 = mul nsw i64 %s2_conv2.j3702, 64
+  %216 = mul nsw i64 %s2_conv2.ty3713, 8
   %217 = add nsw i64 %215, %216
-  %218 = add nsw i64 %217, %s2_conv2.tx3554
+  %218 = add nsw i64 %217, %s2_conv2.tx3724
   %219 = mul nsw i64 %218, 32
-  %220 = add nsw i64 2162880, %219
+  %220 = add nsw i64 1638656, %219
   %221 = mul nsw i64 %1, 16
-  %222 = mul nsw i64 %s2_conv2.cv3565, 8
+  %222 = mul nsw i64 %s2_conv2.cv3735, 8
   %223 = add nsw i64 %221, %222
   %224 = add nsw i64 %220, %223
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %224
   %225 = load <8 x float>, ptr %arena24, align 4
-  %226 = mul nsw i64 %s2_conv2.j3532, 64
-  %227 = mul nsw i64 %s2_conv2.ty3543, 8
+  %226 = mul nsw i64 %s2_conv2.j3702, 64
+  %227 = mul nsw i64 %s2_conv2.ty3713, 8
   %228 = add nsw i64 %226, %227
-  %229 = add nsw i64 %228, %s2_conv2.tx3554
+  %229 = add nsw i64 %228, %s2_conv2.tx3724
   %230 = mul nsw i64 %229, 32
-  %231 = add nsw i64 2171072, %230
+  %231 = add nsw i64 1646848, %230
   %232 = mul nsw i64 %1, 16
-  %233 = mul nsw i64 %s2_conv2.cv3565, 8
+  %233 = mul nsw i64 %s2_conv2.cv3735, 8
   %234 = add nsw i64 %232, %233
   %235 = add nsw i64 %231, %234
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %235
   %236 = load <8 x float>, ptr %arena25, align 4
   %237 = fadd <8 x float> %225, %236
-  %238 = mul nsw i64 %s2_conv2.j3532, 64
-  %239 = mul nsw i64 %s2_conv2.ty3543, 8
+  %238 = mul nsw i64 %s2_conv2.j3702, 64
+  %239 = mul nsw i64 %s2_conv2.ty3713, 8
   %240 = add nsw i64 %238, %239
-  %241 = add nsw i64 %240, %s2_conv2.tx3554
+  %241 = add nsw i64 %240, %s2_conv2.tx3724
   %242 = mul nsw i64 %241, 32
-  %243 = add nsw i64 2179264, %242
+  %243 = add nsw i64 1655040, %242
   %244 = mul nsw i64 %1, 16
-  %245 = mul nsw i64 %s2_conv2.cv3565, 8
+  %245 = mul nsw i64 %s2_conv2.cv3735, 8
   %246 = add nsw i64 %244, %245
   %247 = add nsw i64 %243, %246
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %247
   %248 = load <8 x float>, ptr %arena26, align 4
   %249 = fadd <8 x float> %237, %248
-  store <8 x float> %249, ptr %s2_conv2.w363, align 32
-  %250 = mul nsw i64 %s2_conv2.j3532, 64
-  %251 = mul nsw i64 %s2_conv2.ty3543, 8
+  store <8 x float> %249, ptr %s2_conv2.w380, align 32
+  %250 = mul nsw i64 %s2_conv2.j3702, 64
+  %251 = mul nsw i64 %s2_conv2.ty3713, 8
   %252 = add nsw i64 %250, %251
-  %253 = add nsw i64 %252, %s2_conv2.tx3554
+  %253 = add nsw i64 %252, %s2_conv2.tx3724
   %254 = mul nsw i64 %253, 32
-  %255 = add nsw i64 2171072, %254
+  %255 = add nsw i64 1646848, %254
   %256 = mul nsw i64 %1, 16
-  %257 = mul nsw i64 %s2_conv2.cv3565, 8
+  %257 = mul nsw i64 %s2_conv2.cv3735, 8
   %258 = add nsw i64 %256, %257
   %259 = add nsw i64 %255, %258
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %259
   %260 = load <8 x float>, ptr %arena27, align 4
-  %261 = mul nsw i64 %s2_conv2.j3532, 64
-  %262 = mul nsw i64 %s2_conv2.ty3543, 8
+  %261 = mul nsw i64 %s2_conv2.j3702, 64
+  %262 = mul nsw i64 %s2_conv2.ty3713, 8
   %263 = add nsw i64 %261, %262
-  %264 = add nsw i64 %263, %s2_conv2.tx3554
+  %264 = add nsw i64 %263, %s2_conv2.tx3724
   %265 = mul nsw i64 %264, 32
-  %266 = add nsw i64 2179264, %265
+  %266 = add nsw i64 1655040, %265
   %267 = mul nsw i64 %1, 16
-  %268 = mul nsw i64 %s2_conv2.cv3565, 8
+  %268 = mul nsw i64 %s2_conv2.cv3735, 8
   %269 = add nsw i64 %267, %268
   %270 = add nsw i64 %266, %269
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena28, align 4
   %272 = fsub <8 x float> %260, %271
-  %273 = mul nsw i64 %s2_conv2.j3532, 64
-  %274 = mul nsw i64 %s2_conv2.ty3543, 8
+  %273 = mul nsw i64 %s2_conv2.j3702, 64
+  %274 = mul nsw i64 %s2_conv2.ty3713, 8
   %275 = add nsw i64 %273, %274
-  %276 = add nsw i64 %275, %s2_conv2.tx3554
+  %276 = add nsw i64 %275, %s2_conv2.tx3724
   %277 = mul nsw i64 %276, 32
-  %278 = add nsw i64 2187456, %277
+  %278 = add nsw i64 1663232, %277
   %279 = mul nsw i64 %1, 16
-  %280 = mul nsw i64 %s2_conv2.cv3565, 8
+  %280 = mul nsw i64 %s2_conv2.cv3735, 8
   %281 = add nsw i64 %279, %280
   %282 = add nsw i64 %278, %281
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %282
   %283 = load <8 x float>, ptr %arena29, align 4
   %284 = fsub <8 x float> %272, %283
-  store <8 x float> %284, ptr %s2_conv2.w364, align 32
-  %w357 = load <8 x float>, ptr %s2_conv2.w357, align 32
-  %w359 = load <8 x float>, ptr %s2_conv2.w359, align 32
-  %285 = fadd <8 x float> %w357, %w359
-  %w361 = load <8 x float>, ptr %s2_conv2.w361, align 32
-  %286 = fadd <8 x float> %285, %w361
-  store <8 x float> %286, ptr %s2_conv2.w365, align 32
-  %w35930 = load <8 x float>, ptr %s2_conv2.w359, align 32
-  %w36131 = load <8 x float>, ptr %s2_conv2.w361, align 32
-  %287 = fsub <8 x float> %w35930, %w36131
-  %w363 = load <8 x float>, ptr %s2_conv2.w363, align 32
-  %288 = fsub <8 x float> %287, %w363
-  store <8 x float> %288, ptr %s2_conv2.w366, align 32
-  %w358 = load <8 x float>, ptr %s2_conv2.w358, align 32
-  %w360 = load <8 x float>, ptr %s2_conv2.w360, align 32
-  %289 = fadd <8 x float> %w358, %w360
-  %w362 = load <8 x float>, ptr %s2_conv2.w362, align 32
-  %290 = fadd <8 x float> %289, %w362
-  store <8 x float> %290, ptr %s2_conv2.w367, align 32
-  %w36032 = load <8 x float>, ptr %s2_conv2.w360, align 32
-  %w36233 = load <8 x float>, ptr %s2_conv2.w362, align 32
-  %291 = fsub <8 x float> %w36032, %w36233
-  %w364 = load <8 x float>, ptr %s2_conv2.w364, align 32
-  %292 = fsub <8 x float> %291, %w364
-  store <8 x float> %292, ptr %s2_conv2.w368, align 32
-  %w365 = load <8 x float>, ptr %s2_conv2.w365, align 32
+  store <8 x float> %284, ptr %s2_conv2.w381, align 32
+  %w374 = load <8 x float>, ptr %s2_conv2.w374, align 32
+  %w376 = load <8 x float>, ptr %s2_conv2.w376, align 32
+  %285 = fadd <8 x float> %w374, %w376
+  %w378 = load <8 x float>, ptr %s2_conv2.w378, align 32
+  %286 = fadd <8 x float> %285, %w378
+  store <8 x float> %286, ptr %s2_conv2.w382, align 32
+  %w37630 = load <8 x float>, ptr %s2_conv2.w376, align 32
+  %w37831 = load <8 x float>, ptr %s2_conv2.w378, align 32
+  %287 = fsub <8 x float> %w37630, %w37831
+  %w380 = load <8 x float>, ptr %s2_conv2.w380, align 32
+  %288 = fsub <8 x float> %287, %w380
+  store <8 x float> %288, ptr %s2_conv2.w383, align 32
+  %w375 = load <8 x float>, ptr %s2_conv2.w375, align 32
+  %w377 = load <8 x float>, ptr %s2_conv2.w377, align 32
+  %289 = fadd <8 x float> %w375, %w377
+  %w379 = load <8 x float>, ptr %s2_conv2.w379, align 32
+  %290 = fadd <8 x float> %289, %w379
+  store <8 x float> %290, ptr %s2_conv2.w384, align 32
+  %w37732 = load <8 x float>, ptr %s2_conv2.w377, align 32
+  %w37933 = load <8 x float>, ptr %s2_conv2.w379, align 32
+  %291 = fsub <8 x float> %w37732, %w37933
+  %w381 = load <8 x float>, ptr %s2_conv2.w381, align 32
+  %292 = fsub <8 x float> %291, %w381
+  store <8 x float> %292, ptr %s2_conv2.w385, align 32
+  %w382 = load <8 x float>, ptr %s2_conv2.w382, align 32
   %293 = mul nsw i64 %1, 16
-  %294 = mul nsw i64 %s2_conv2.cv3565, 8
+  %294 = mul nsw i64 %s2_conv2.cv3735, 8
   %295 = add nsw i64 %293, %294
-  %296 = add nsw i64 1048576, %295
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %296
-  %297 = load <8 x float>, ptr %arena34, align 4
-  %298 = fmul <8 x float> %w365, %297
-  %299 = mul nsw i64 %1, 16
-  %300 = mul nsw i64 %s2_conv2.cv3565, 8
-  %301 = add nsw i64 %299, %300
-  %302 = add nsw i64 1048608, %301
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %302
-  %303 = load <8 x float>, ptr %arena35, align 4
-  %304 = fadd <8 x float> %298, %303
-  %305 = mul nsw i64 %s2_conv2.j3532, 16
-  %306 = mul nsw i64 %s2_conv2.ty3543, 2
-  %307 = add nsw i64 %305, %306
-  %308 = mul nsw i64 %307, 16
-  %309 = mul nsw i64 %s2_conv2.tx3554, 2
-  %310 = add nsw i64 %308, %309
-  %311 = mul nsw i64 %310, 32
-  %312 = add nsw i64 2189504, %311
-  %313 = mul nsw i64 %1, 16
-  %314 = mul nsw i64 %s2_conv2.cv3565, 8
-  %315 = add nsw i64 %313, %314
-  %316 = add nsw i64 %312, %315
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %316
-  store <8 x float> %304, ptr %arena36, align 4
-  %w366 = load <8 x float>, ptr %s2_conv2.w366, align 32
-  %317 = mul nsw i64 %1, 16
-  %318 = mul nsw i64 %s2_conv2.cv3565, 8
-  %319 = add nsw i64 %317, %318
-  %320 = add nsw i64 1048576, %319
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %320
-  %321 = load <8 x float>, ptr %arena37, align 4
-  %322 = fmul <8 x float> %w366, %321
-  %323 = mul nsw i64 %1, 16
-  %324 = mul nsw i64 %s2_conv2.cv3565, 8
-  %325 = add nsw i64 %323, %324
-  %326 = add nsw i64 1048608, %325
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %326
-  %327 = load <8 x float>, ptr %arena38, align 4
-  %328 = fadd <8 x float> %322, %327
-  %329 = mul nsw i64 %s2_conv2.j3532, 16
-  %330 = mul nsw i64 %s2_conv2.ty3543, 2
-  %331 = add nsw i64 %329, %330
-  %332 = mul nsw i64 %331, 16
-  %333 = mul nsw i64 %s2_conv2.tx3554, 2
-  %334 = add nsw i64 %332, %333
-  %335 = add nsw i64 %334, 1
-  %336 = mul nsw i64 %335, 32
-  %337 = add nsw i64 2189504, %336
-  %338 = mul nsw i64 %1, 16
-  %339 = mul nsw i64 %s2_conv2.cv3565, 8
-  %340 = add nsw i64 %338, %339
-  %341 = add nsw i64 %337, %340
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %341
-  store <8 x float> %328, ptr %arena39, align 4
-  %w367 = load <8 x float>, ptr %s2_conv2.w367, align 32
-  %342 = mul nsw i64 %1, 16
-  %343 = mul nsw i64 %s2_conv2.cv3565, 8
-  %344 = add nsw i64 %342, %343
-  %345 = add nsw i64 1048576, %344
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %345
-  %346 = load <8 x float>, ptr %arena40, align 4
-  %347 = fmul <8 x float> %w367, %346
-  %348 = mul nsw i64 %1, 16
-  %349 = mul nsw i64 %s2_conv2.cv3565, 8
-  %350 = add nsw i64 %348, %349
-  %351 = add nsw i64 1048608, %350
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %351
-  %352 = load <8 x float>, ptr %arena41, align 4
-  %353 = fadd <8 x float> %347, %352
-  %354 = mul nsw i64 %s2_conv2.j3532, 16
-  %355 = mul nsw i64 %s2_conv2.ty3543, 2
-  %356 = add nsw i64 %354, %355
-  %357 = add nsw i64 %356, 1
-  %358 = mul nsw i64 %357, 16
-  %359 = mul nsw i64 %s2_conv2.tx3554, 2
-  %360 = add nsw i64 %358, %359
-  %361 = mul nsw i64 %360, 32
-  %362 = add nsw i64 2189504, %361
-  %363 = mul nsw i64 %1, 16
-  %364 = mul nsw i64 %s2_conv2.cv3565, 8
-  %365 = add nsw i64 %363, %364
-  %366 = add nsw i64 %362, %365
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %366
-  store <8 x float> %353, ptr %arena42, align 4
-  %w368 = load <8 x float>, ptr %s2_conv2.w368, align 32
-  %367 = mul nsw i64 %1, 16
-  %368 = mul nsw i64 %s2_conv2.cv3565, 8
-  %369 = add nsw i64 %367, %368
-  %370 = add nsw i64 1048576, %369
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %370
-  %371 = load <8 x float>, ptr %arena43, align 4
-  %372 = fmul <8 x float> %w368, %371
-  %373 = mul nsw i64 %1, 16
-  %374 = mul nsw i64 %s2_conv2.cv3565, 8
-  %375 = add nsw i64 %373, %374
-  %376 = add nsw i64 1048608, %375
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %376
-  %377 = load <8 x float>, ptr %arena44, align 4
-  %378 = fadd <8 x float> %372, %377
-  %379 = mul nsw i64 %s2_conv2.j3532, 16
-  %380 = mul nsw i64 %s2_conv2.ty3543, 2
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %295
+  %296 = load <8 x float>, ptr %arena34, align 4
+  %297 = fmul <8 x float> %w382, %296
+  %298 = mul nsw i64 %1, 16
+  %299 = mul nsw i64 %s2_conv2.cv3735, 8
+  %300 = add nsw i64 %298, %299
+  %301 = add nsw i64 32, %300
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %301
+  %302 = load <8 x float>, ptr %arena35, align 4
+  %303 = fadd <8 x float> %297, %302
+  %304 = mul nsw i64 %s2_conv2.j3702, 16
+  %305 = mul nsw i64 %s2_conv2.ty3713, 2
+  %306 = add nsw i64 %304, %305
+  %307 = mul nsw i64 %306, 16
+  %308 = mul nsw i64 %s2_conv2.tx3724, 2
+  %309 = add nsw i64 %307, %308
+  %310 = mul nsw i64 %309, 32
+  %311 = add nsw i64 1665280, %310
+  %312 = mul nsw i64 %1, 16
+  %313 = mul nsw i64 %s2_conv2.cv3735, 8
+  %314 = add nsw i64 %312, %313
+  %315 = add nsw i64 %311, %314
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %315
+  store <8 x float> %303, ptr %arena36, align 4
+  %w383 = load <8 x float>, ptr %s2_conv2.w383, align 32
+  %316 = mul nsw i64 %1, 16
+  %317 = mul nsw i64 %s2_conv2.cv3735, 8
+  %318 = add nsw i64 %316, %317
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %318
+  %319 = load <8 x float>, ptr %arena37, align 4
+  %320 = fmul <8 x float> %w383, %319
+  %321 = mul nsw i64 %1, 16
+  %322 = mul nsw i64 %s2_conv2.cv3735, 8
+  %323 = add nsw i64 %321, %322
+  %324 = add nsw i64 32, %323
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %324
+  %325 = load <8 x float>, ptr %arena38, align 4
+  %326 = fadd <8 x float> %320, %325
+  %327 = mul nsw i64 %s2_conv2.j3702, 16
+  %328 = mul nsw i64 %s2_conv2.ty3713, 2
+  %329 = add nsw i64 %327, %328
+  %330 = mul nsw i64 %329, 16
+  %331 = mul nsw i64 %s2_conv2.tx3724, 2
+  %332 = add nsw i64 %330, %331
+  %333 = add nsw i64 %332, 1
+  %334 = mul nsw i64 %333, 32
+  %335 = add nsw i64 1665280, %334
+  %336 = mul nsw i64 %1, 16
+  %337 = mul nsw i64 %s2_conv2.cv3735, 8
+  %338 = add nsw i64 %336, %337
+  %339 = add nsw i64 %335, %338
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %339
+  store <8 x float> %326, ptr %arena39, align 4
+  %w384 = load <8 x float>, ptr %s2_conv2.w384, align 32
+  %340 = mul nsw i64 %1, 16
+  %341 = mul nsw i64 %s2_conv2.cv3735, 8
+  %342 = add nsw i64 %340, %341
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %342
+  %343 = load <8 x float>, ptr %arena40, align 4
+  %344 = fmul <8 x float> %w384, %343
+  %345 = mul nsw i64 %1, 16
+  %346 = mul nsw i64 %s2_conv2.cv3735, 8
+  %347 = add nsw i64 %345, %346
+  %348 = add nsw i64 32, %347
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %348
+  %349 = load <8 x float>, ptr %arena41, align 4
+  %350 = fadd <8 x float> %344, %349
+  %351 = mul nsw i64 %s2_conv2.j3702, 16
+  %352 = mul nsw i64 %s2_conv2.ty3713, 2
+  %353 = add nsw i64 %351, %352
+  %354 = add nsw i64 %353, 1
+  %355 = mul nsw i64 %354, 16
+  %356 = mul nsw i64 %s2_conv2.tx3724, 2
+  %357 = add nsw i64 %355, %356
+  %358 = mul nsw i64 %357, 32
+  %359 = add nsw i64 1665280, %358
+  %360 = mul nsw i64 %1, 16
+  %361 = mul nsw i64 %s2_conv2.cv3735, 8
+  %362 = add nsw i64 %360, %361
+  %363 = add nsw i64 %359, %362
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %363
+  store <8 x float> %350, ptr %arena42, align 4
+  %w385 = load <8 x float>, ptr %s2_conv2.w385, align 32
+  %364 = mul nsw i64 %1, 16
+  %365 = mul nsw i64 %s2_conv2.cv3735, 8
+  %366 = add nsw i64 %364, %365
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %366
+  %367 = load <8 x float>, ptr %arena43, align 4
+  %368 = fmul <8 x float> %w385, %367
+  %369 = mul nsw i64 %1, 16
+  %370 = mul nsw i64 %s2_conv2.cv3735, 8
+  %371 = add nsw i64 %369, %370
+  %372 = add nsw i64 32, %371
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %372
+  %373 = load <8 x float>, ptr %arena44, align 4
+  %374 = fadd <8 x float> %368, %373
+  %375 = mul nsw i64 %s2_conv2.j3702, 16
+  %376 = mul nsw i64 %s2_conv2.ty3713, 2
+  %377 = add nsw i64 %375, %376
+  %378 = add nsw i64 %377, 1
+  %379 = mul nsw i64 %378, 16
+  %380 = mul nsw i64 %s2_conv2.tx3724, 2
   %381 = add nsw i64 %379, %380
   %382 = add nsw i64 %381, 1
-  %383 = mul nsw i64 %382, 16
-  %384 = mul nsw i64 %s2_conv2.tx3554, 2
-  %385 = add nsw i64 %383, %384
-  %386 = add nsw i64 %385, 1
-  %387 = mul nsw i64 %386, 32
-  %388 = add nsw i64 2189504, %387
-  %389 = mul nsw i64 %1, 16
-  %390 = mul nsw i64 %s2_conv2.cv3565, 8
-  %391 = add nsw i64 %389, %390
-  %392 = add nsw i64 %388, %391
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %392
-  store <8 x float> %378, ptr %arena45, align 4
-  %cv356.next = add nsw i64 %s2_conv2.cv3565, 1
-  %393 = icmp slt i64 %cv356.next, 2
-  br i1 %393, label %s2_conv2.cv356, label %s2_conv2.cv356.end
+  %383 = mul nsw i64 %382, 32
+  %384 = add nsw i64 1665280, %383
+  %385 = mul nsw i64 %1, 16
+  %386 = mul nsw i64 %s2_conv2.cv3735, 8
+  %387 = add nsw i64 %385, %386
+  %388 = add nsw i64 %384, %387
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %388
+  store <8 x float> %374, ptr %arena45, align 4
+  %cv373.next = add nsw i64 %s2_conv2.cv3735, 1
+  %389 = icmp slt i64 %cv373.next, 2
+  br i1 %389, label %s2_conv2.cv373, label %s2_conv2.cv373.end
 
-s2_conv2.cv356.end:                               ; preds = %s2_conv2.cv356
-  %tx355.next = add nsw i64 %s2_conv2.tx3554, 1
-  %394 = icmp slt i64 %tx355.next, 8
-  br i1 %394, label %s2_conv2.tx355, label %s2_conv2.tx355.end
+s2_conv2.cv373.end:                               ; preds = %s2_conv2.cv373
+  %tx372.next = add nsw i64 %s2_conv2.tx3724, 1
+  %390 = icmp slt i64 %tx372.next, 8
+  br i1 %390, label %s2_conv2.tx372, label %s2_conv2.tx372.end
 
-s2_conv2.j369:                                    ; preds = %s2_conv2.c370.end, %s2_conv2.j353.end
-  %s2_conv2.j36946 = phi i64 [ 0, %s2_conv2.j353.end ], [ %j369.next, %s2_conv2.c370.end ]
-  br label %s2_conv2.c370
+s2_conv2.j386:                                    ; preds = %s2_conv2.c387.end, %s2_conv2.j370.end
+  %s2_conv2.j38646 = phi i64 [ 0, %s2_conv2.j370.end ], [ %j386.next, %s2_conv2.c387.end ]
+  br label %s2_conv2.c387
 
-s2_conv2.j369.end:                                ; preds = %s2_conv2.c370.end
+s2_conv2.j386.end:                                ; preds = %s2_conv2.c387.end
   ret void
 
-s2_conv2.c370:                                    ; preds = %s2_conv2.q371.end, %s2_conv2.j369
-  %s2_conv2.c37047 = phi i64 [ 0, %s2_conv2.j369 ], [ %c370.next, %s2_conv2.q371.end ]
-  br label %s2_conv2.q371
+s2_conv2.c387:                                    ; preds = %s2_conv2.q388.end, %s2_conv2.j386
+  %s2_conv2.c38747 = phi i64 [ 0, %s2_conv2.j386 ], [ %c387.next, %s2_conv2.q388.end ]
+  br label %s2_conv2.q388
 
-s2_conv2.c370.end:                                ; preds = %s2_conv2.q371.end
-  %j369.next = add nsw i64 %s2_conv2.j36946, 1
-  %395 = icmp slt i64 %j369.next, 1
-  br i1 %395, label %s2_conv2.j369, label %s2_conv2.j369.end
+s2_conv2.c387.end:                                ; preds = %s2_conv2.q388.end
+  %j386.next = add nsw i64 %s2_conv2.j38646, 1
+  %391 = icmp slt i64 %j386.next, 1
+  br i1 %391, label %s2_conv2.j386, label %s2_conv2.j386.end
 
-s2_conv2.q371:                                    ; preds = %s2_conv2.q371, %s2_conv2.c370
-  %s2_conv2.q37148 = phi i64 [ 0, %s2_conv2.c370 ], [ %q371.next, %s2_conv2.q371 ]
-  %396 = mul nsw i64 %s2_conv2.j36946, 256
-  %397 = add nsw i64 %396, %s2_conv2.q37148
-  %398 = mul nsw i64 %397, 32
-  %399 = add nsw i64 2189504, %398
-  %400 = mul nsw i64 %1, 16
-  %401 = add nsw i64 %400, %s2_conv2.c37047
-  %402 = add nsw i64 %399, %401
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %402
-  %403 = load float, ptr %arena49, align 4
-  %404 = add nsw i64 %0, %s2_conv2.j36946
-  %405 = mul nsw i64 %404, 8192
-  %406 = add nsw i64 1572928, %405
-  %407 = mul nsw i64 %1, 16
-  %408 = add nsw i64 %407, %s2_conv2.c37047
-  %409 = mul nsw i64 %408, 256
-  %410 = add nsw i64 %406, %409
-  %411 = add nsw i64 %410, %s2_conv2.q37148
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %411
-  store float %403, ptr %arena50, align 4
-  %q371.next = add nsw i64 %s2_conv2.q37148, 1
-  %412 = icmp slt i64 %q371.next, 256
-  br i1 %412, label %s2_conv2.q371, label %s2_conv2.q371.end
+s2_conv2.q388:                                    ; preds = %s2_conv2.q388, %s2_conv2.c387
+  %s2_conv2.q38848 = phi i64 [ 0, %s2_conv2.c387 ], [ %q388.next, %s2_conv2.q388 ]
+  %392 = mul nsw i64 %s2_conv2.j38646, 256
+  %393 = add nsw i64 %392, %s2_conv2.q38848
+  %394 = mul nsw i64 %393, 32
+  %395 = add nsw i64 1665280, %394
+  %396 = mul nsw i64 %1, 16
+  %397 = add nsw i64 %396, %s2_conv2.c38747
+  %398 = add nsw i64 %395, %397
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %398
+  %399 = load float, ptr %arena49, align 4
+  %400 = add nsw i64 %0, %s2_conv2.j38646
+  %401 = mul nsw i64 %400, 8192
+  %402 = mul nsw i64 %1, 16
+  %403 = add nsw i64 %402, %s2_conv2.c38747
+  %404 = mul nsw i64 %403, 256
+  %405 = add nsw i64 %401, %404
+  %406 = add nsw i64 %405, %s2_conv2.q38848
+  %407 = add nsw i64 524416, %406
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %407
+  %408 = load float, ptr %arena50, align 4
+  %409 = fadd float %399, %408
+  %410 = fcmp ogt float %409, 0.000000e+00
+  %411 = mul nsw i64 %s2_conv2.j38646, 256
+  %412 = add nsw i64 %411, %s2_conv2.q38848
+  %413 = mul nsw i64 %412, 32
+  %414 = add nsw i64 1665280, %413
+  %415 = mul nsw i64 %1, 16
+  %416 = add nsw i64 %415, %s2_conv2.c38747
+  %417 = add nsw i64 %414, %416
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %417
+  %418 = load float, ptr %arena51, align 4
+  %419 = add nsw i64 %0, %s2_conv2.j38646
+  %420 = mul nsw i64 %419, 8192
+  %421 = mul nsw i64 %1, 16
+  %422 = add nsw i64 %421, %s2_conv2.c38747
+  %423 = mul nsw i64 %422, 256
+  %424 = add nsw i64 %420, %423
+  %425 = add nsw i64 %424, %s2_conv2.q38848
+  %426 = add nsw i64 524416, %425
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %426
+  %427 = load float, ptr %arena52, align 4
+  %428 = fadd float %418, %427
+  %429 = select i1 %410, float %428, float 0.000000e+00
+  %430 = add nsw i64 %0, %s2_conv2.j38646
+  %431 = mul nsw i64 %430, 8192
+  %432 = mul nsw i64 %1, 16
+  %433 = add nsw i64 %432, %s2_conv2.c38747
+  %434 = mul nsw i64 %433, 256
+  %435 = add nsw i64 %431, %434
+  %436 = add nsw i64 %435, %s2_conv2.q38848
+  %437 = add nsw i64 1048704, %436
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %437
+  store float %429, ptr %arena53, align 4
+  %q388.next = add nsw i64 %s2_conv2.q38848, 1
+  %438 = icmp slt i64 %q388.next, 256
+  br i1 %438, label %s2_conv2.q388, label %s2_conv2.q388.end
 
-s2_conv2.q371.end:                                ; preds = %s2_conv2.q371
-  %c370.next = add nsw i64 %s2_conv2.c37047, 1
-  %413 = icmp slt i64 %c370.next, 16
-  br i1 %413, label %s2_conv2.c370, label %s2_conv2.c370.end
+s2_conv2.q388.end:                                ; preds = %s2_conv2.q388
+  %c387.next = add nsw i64 %s2_conv2.c38747, 1
+  %439 = icmp slt i64 %c387.next, 16
+  br i1 %439, label %s2_conv2.c387, label %s2_conv2.c387.end
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k11.s2_conv2.part344.gemm352(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
+define internal void @resnet8_infer_b64.k11.s2_conv2.part361.gemm369(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
 entry:
-  %s2_conv2.t350_a3 = alloca <8 x float>, align 32
-  %s2_conv2.t350_a2 = alloca <8 x float>, align 32
-  %s2_conv2.t350_a1 = alloca <8 x float>, align 32
-  %s2_conv2.t350_a0 = alloca <8 x float>, align 32
-  %s2_conv2.t350_b1 = alloca <8 x float>, align 32
-  %s2_conv2.t350_b0 = alloca <8 x float>, align 32
-  %s2_conv2.t350_c3_1 = alloca <8 x float>, align 32
-  %s2_conv2.t350_c3_0 = alloca <8 x float>, align 32
-  %s2_conv2.t350_c2_1 = alloca <8 x float>, align 32
-  %s2_conv2.t350_c2_0 = alloca <8 x float>, align 32
-  %s2_conv2.t350_c1_1 = alloca <8 x float>, align 32
-  %s2_conv2.t350_c1_0 = alloca <8 x float>, align 32
-  %s2_conv2.t350_c0_1 = alloca <8 x float>, align 32
-  %s2_conv2.t350_c0_0 = alloca <8 x float>, align 32
-  %s2_conv2.t348_a5 = alloca <8 x float>, align 32
-  %s2_conv2.t348_a4 = alloca <8 x float>, align 32
-  %s2_conv2.t348_a3 = alloca <8 x float>, align 32
-  %s2_conv2.t348_a2 = alloca <8 x float>, align 32
-  %s2_conv2.t348_a1 = alloca <8 x float>, align 32
-  %s2_conv2.t348_a0 = alloca <8 x float>, align 32
-  %s2_conv2.t348_b1 = alloca <8 x float>, align 32
-  %s2_conv2.t348_b0 = alloca <8 x float>, align 32
-  %s2_conv2.t348_c5_1 = alloca <8 x float>, align 32
-  %s2_conv2.t348_c5_0 = alloca <8 x float>, align 32
-  %s2_conv2.t348_c4_1 = alloca <8 x float>, align 32
-  %s2_conv2.t348_c4_0 = alloca <8 x float>, align 32
-  %s2_conv2.t348_c3_1 = alloca <8 x float>, align 32
-  %s2_conv2.t348_c3_0 = alloca <8 x float>, align 32
-  %s2_conv2.t348_c2_1 = alloca <8 x float>, align 32
-  %s2_conv2.t348_c2_0 = alloca <8 x float>, align 32
-  %s2_conv2.t348_c1_1 = alloca <8 x float>, align 32
-  %s2_conv2.t348_c1_0 = alloca <8 x float>, align 32
-  %s2_conv2.t348_c0_1 = alloca <8 x float>, align 32
-  %s2_conv2.t348_c0_0 = alloca <8 x float>, align 32
-  br label %s2_conv2.nb346
+  %s2_conv2.t367_a3 = alloca <8 x float>, align 32
+  %s2_conv2.t367_a2 = alloca <8 x float>, align 32
+  %s2_conv2.t367_a1 = alloca <8 x float>, align 32
+  %s2_conv2.t367_a0 = alloca <8 x float>, align 32
+  %s2_conv2.t367_b1 = alloca <8 x float>, align 32
+  %s2_conv2.t367_b0 = alloca <8 x float>, align 32
+  %s2_conv2.t367_c3_1 = alloca <8 x float>, align 32
+  %s2_conv2.t367_c3_0 = alloca <8 x float>, align 32
+  %s2_conv2.t367_c2_1 = alloca <8 x float>, align 32
+  %s2_conv2.t367_c2_0 = alloca <8 x float>, align 32
+  %s2_conv2.t367_c1_1 = alloca <8 x float>, align 32
+  %s2_conv2.t367_c1_0 = alloca <8 x float>, align 32
+  %s2_conv2.t367_c0_1 = alloca <8 x float>, align 32
+  %s2_conv2.t367_c0_0 = alloca <8 x float>, align 32
+  %s2_conv2.t365_a5 = alloca <8 x float>, align 32
+  %s2_conv2.t365_a4 = alloca <8 x float>, align 32
+  %s2_conv2.t365_a3 = alloca <8 x float>, align 32
+  %s2_conv2.t365_a2 = alloca <8 x float>, align 32
+  %s2_conv2.t365_a1 = alloca <8 x float>, align 32
+  %s2_conv2.t365_a0 = alloca <8 x float>, align 32
+  %s2_conv2.t365_b1 = alloca <8 x float>, align 32
+  %s2_conv2.t365_b0 = alloca <8 x float>, align 32
+  %s2_conv2.t365_c5_1 = alloca <8 x float>, align 32
+  %s2_conv2.t365_c5_0 = alloca <8 x float>, align 32
+  %s2_conv2.t365_c4_1 = alloca <8 x float>, align 32
+  %s2_conv2.t365_c4_0 = alloca <8 x float>, align 32
+  %s2_conv2.t365_c3_1 = alloca <8 x float>, align 32
+  %s2_conv2.t365_c3_0 = alloca <8 x float>, align 32
+  %s2_conv2.t365_c2_1 = alloca <8 x float>, align 32
+  %s2_conv2.t365_c2_0 = alloca <8 x float>, align 32
+  %s2_conv2.t365_c1_1 = alloca <8 x float>, align 32
+  %s2_conv2.t365_c1_0 = alloca <8 x float>, align 32
+  %s2_conv2.t365_c0_1 = alloca <8 x float>, align 32
+  %s2_conv2.t365_c0_0 = alloca <8 x float>, align 32
+  br label %s2_conv2.nb363
 
-s2_conv2.nb346:                                   ; preds = %s2_conv2.k351.end, %entry
-  %s2_conv2.nb3461 = phi i64 [ 0, %entry ], [ %nb346.next, %s2_conv2.k351.end ]
-  br label %s2_conv2.mb347
+s2_conv2.nb363:                                   ; preds = %s2_conv2.k368.end, %entry
+  %s2_conv2.nb3631 = phi i64 [ 0, %entry ], [ %nb363.next, %s2_conv2.k368.end ]
+  br label %s2_conv2.mb364
 
-s2_conv2.nb346.end:                               ; preds = %s2_conv2.k351.end
+s2_conv2.nb363.end:                               ; preds = %s2_conv2.k368.end
   ret void
 
-s2_conv2.mb347:                                   ; preds = %s2_conv2.k349.end, %s2_conv2.nb346
-  %s2_conv2.mb3472 = phi i64 [ 0, %s2_conv2.nb346 ], [ %mb347.next, %s2_conv2.k349.end ]
-  store <8 x float> zeroinitializer, ptr %s2_conv2.t348_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv2.t348_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv2.t348_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv2.t348_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv2.t348_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv2.t348_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv2.t348_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv2.t348_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv2.t348_c4_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv2.t348_c4_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv2.t348_c5_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv2.t348_c5_1, align 32
-  br label %s2_conv2.k349
+s2_conv2.mb364:                                   ; preds = %s2_conv2.k366.end, %s2_conv2.nb363
+  %s2_conv2.mb3642 = phi i64 [ 0, %s2_conv2.nb363 ], [ %mb364.next, %s2_conv2.k366.end ]
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t365_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t365_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t365_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t365_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t365_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t365_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t365_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t365_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t365_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t365_c4_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t365_c5_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t365_c5_1, align 32
+  br label %s2_conv2.k366
 
-s2_conv2.mb347.end:                               ; preds = %s2_conv2.k349.end
-  store <8 x float> zeroinitializer, ptr %s2_conv2.t350_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv2.t350_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv2.t350_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv2.t350_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv2.t350_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv2.t350_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv2.t350_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv2.t350_c3_1, align 32
-  br label %s2_conv2.k351
+s2_conv2.mb364.end:                               ; preds = %s2_conv2.k366.end
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t367_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t367_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t367_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t367_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t367_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t367_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t367_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t367_c3_1, align 32
+  br label %s2_conv2.k368
 
-s2_conv2.k349:                                    ; preds = %s2_conv2.k349, %s2_conv2.mb347
-  %s2_conv2.k3493 = phi i64 [ 0, %s2_conv2.mb347 ], [ %k349.next, %s2_conv2.k349 ]
+s2_conv2.k366:                                    ; preds = %s2_conv2.k366, %s2_conv2.mb364
+  %s2_conv2.k3663 = phi i64 [ 0, %s2_conv2.mb364 ], [ %k366.next, %s2_conv2.k366 ]
   %2 = mul nsw i64 %0, 1024
-  %3 = add nsw i64 2097216, %2
+  %3 = add nsw i64 1572992, %2
   %4 = mul nsw i64 %1, 16
   %5 = add nsw i64 %3, %4
-  %6 = mul nsw i64 %s2_conv2.k3493, 32
+  %6 = mul nsw i64 %s2_conv2.k3663, 32
   %7 = add nsw i64 %5, %6
-  %8 = mul nsw i64 %s2_conv2.nb3461, 16
+  %8 = mul nsw i64 %s2_conv2.nb3631, 16
   %9 = add nsw i64 %7, %8
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %10, ptr %s2_conv2.t348_b0, align 32
+  store <8 x float> %10, ptr %s2_conv2.t365_b0, align 32
   %11 = mul nsw i64 %0, 1024
-  %12 = add nsw i64 2097216, %11
+  %12 = add nsw i64 1572992, %11
   %13 = mul nsw i64 %1, 16
   %14 = add nsw i64 %12, %13
-  %15 = mul nsw i64 %s2_conv2.k3493, 32
+  %15 = mul nsw i64 %s2_conv2.k3663, 32
   %16 = add nsw i64 %14, %15
-  %17 = mul nsw i64 %s2_conv2.nb3461, 16
+  %17 = mul nsw i64 %s2_conv2.nb3631, 16
   %18 = add nsw i64 %16, %17
   %19 = add nsw i64 %18, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %20, ptr %s2_conv2.t348_b1, align 32
+  store <8 x float> %20, ptr %s2_conv2.t365_b1, align 32
   %21 = mul nsw i64 %0, 2048
-  %22 = add nsw i64 2123968, %21
-  %23 = mul nsw i64 %s2_conv2.mb3472, 6
+  %22 = add nsw i64 1599744, %21
+  %23 = mul nsw i64 %s2_conv2.mb3642, 6
   %24 = mul nsw i64 %23, 32
   %25 = add nsw i64 %22, %24
-  %26 = add nsw i64 %25, %s2_conv2.k3493
+  %26 = add nsw i64 %25, %s2_conv2.k3663
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
   %27 = load float, ptr %arena6, align 4
   %28 = insertelement <8 x float> undef, float %27, i32 0
   %29 = shufflevector <8 x float> %28, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %29, ptr %s2_conv2.t348_a0, align 32
-  %t348_a0 = load <8 x float>, ptr %s2_conv2.t348_a0, align 32
-  %t348_b0 = load <8 x float>, ptr %s2_conv2.t348_b0, align 32
-  %t348_c0_0 = load <8 x float>, ptr %s2_conv2.t348_c0_0, align 32
-  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t348_a0, <8 x float> %t348_b0, <8 x float> %t348_c0_0)
-  store <8 x float> %30, ptr %s2_conv2.t348_c0_0, align 32
-  %t348_a07 = load <8 x float>, ptr %s2_conv2.t348_a0, align 32
-  %t348_b1 = load <8 x float>, ptr %s2_conv2.t348_b1, align 32
-  %t348_c0_1 = load <8 x float>, ptr %s2_conv2.t348_c0_1, align 32
-  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t348_a07, <8 x float> %t348_b1, <8 x float> %t348_c0_1)
-  store <8 x float> %31, ptr %s2_conv2.t348_c0_1, align 32
+  store <8 x float> %29, ptr %s2_conv2.t365_a0, align 32
+  %t365_a0 = load <8 x float>, ptr %s2_conv2.t365_a0, align 32
+  %t365_b0 = load <8 x float>, ptr %s2_conv2.t365_b0, align 32
+  %t365_c0_0 = load <8 x float>, ptr %s2_conv2.t365_c0_0, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a0, <8 x float> %t365_b0, <8 x float> %t365_c0_0)
+  store <8 x float> %30, ptr %s2_conv2.t365_c0_0, align 32
+  %t365_a07 = load <8 x float>, ptr %s2_conv2.t365_a0, align 32
+  %t365_b1 = load <8 x float>, ptr %s2_conv2.t365_b1, align 32
+  %t365_c0_1 = load <8 x float>, ptr %s2_conv2.t365_c0_1, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a07, <8 x float> %t365_b1, <8 x float> %t365_c0_1)
+  store <8 x float> %31, ptr %s2_conv2.t365_c0_1, align 32
   %32 = mul nsw i64 %0, 2048
-  %33 = add nsw i64 2123968, %32
-  %34 = mul nsw i64 %s2_conv2.mb3472, 6
+  %33 = add nsw i64 1599744, %32
+  %34 = mul nsw i64 %s2_conv2.mb3642, 6
   %35 = add nsw i64 %34, 1
   %36 = mul nsw i64 %35, 32
   %37 = add nsw i64 %33, %36
-  %38 = add nsw i64 %37, %s2_conv2.k3493
+  %38 = add nsw i64 %37, %s2_conv2.k3663
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load float, ptr %arena8, align 4
   %40 = insertelement <8 x float> undef, float %39, i32 0
   %41 = shufflevector <8 x float> %40, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %41, ptr %s2_conv2.t348_a1, align 32
-  %t348_a1 = load <8 x float>, ptr %s2_conv2.t348_a1, align 32
-  %t348_b09 = load <8 x float>, ptr %s2_conv2.t348_b0, align 32
-  %t348_c1_0 = load <8 x float>, ptr %s2_conv2.t348_c1_0, align 32
-  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t348_a1, <8 x float> %t348_b09, <8 x float> %t348_c1_0)
-  store <8 x float> %42, ptr %s2_conv2.t348_c1_0, align 32
-  %t348_a110 = load <8 x float>, ptr %s2_conv2.t348_a1, align 32
-  %t348_b111 = load <8 x float>, ptr %s2_conv2.t348_b1, align 32
-  %t348_c1_1 = load <8 x float>, ptr %s2_conv2.t348_c1_1, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t348_a110, <8 x float> %t348_b111, <8 x float> %t348_c1_1)
-  store <8 x float> %43, ptr %s2_conv2.t348_c1_1, align 32
+  store <8 x float> %41, ptr %s2_conv2.t365_a1, align 32
+  %t365_a1 = load <8 x float>, ptr %s2_conv2.t365_a1, align 32
+  %t365_b09 = load <8 x float>, ptr %s2_conv2.t365_b0, align 32
+  %t365_c1_0 = load <8 x float>, ptr %s2_conv2.t365_c1_0, align 32
+  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a1, <8 x float> %t365_b09, <8 x float> %t365_c1_0)
+  store <8 x float> %42, ptr %s2_conv2.t365_c1_0, align 32
+  %t365_a110 = load <8 x float>, ptr %s2_conv2.t365_a1, align 32
+  %t365_b111 = load <8 x float>, ptr %s2_conv2.t365_b1, align 32
+  %t365_c1_1 = load <8 x float>, ptr %s2_conv2.t365_c1_1, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a110, <8 x float> %t365_b111, <8 x float> %t365_c1_1)
+  store <8 x float> %43, ptr %s2_conv2.t365_c1_1, align 32
   %44 = mul nsw i64 %0, 2048
-  %45 = add nsw i64 2123968, %44
-  %46 = mul nsw i64 %s2_conv2.mb3472, 6
+  %45 = add nsw i64 1599744, %44
+  %46 = mul nsw i64 %s2_conv2.mb3642, 6
   %47 = add nsw i64 %46, 2
   %48 = mul nsw i64 %47, 32
   %49 = add nsw i64 %45, %48
-  %50 = add nsw i64 %49, %s2_conv2.k3493
+  %50 = add nsw i64 %49, %s2_conv2.k3663
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %50
   %51 = load float, ptr %arena12, align 4
   %52 = insertelement <8 x float> undef, float %51, i32 0
   %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %53, ptr %s2_conv2.t348_a2, align 32
-  %t348_a2 = load <8 x float>, ptr %s2_conv2.t348_a2, align 32
-  %t348_b013 = load <8 x float>, ptr %s2_conv2.t348_b0, align 32
-  %t348_c2_0 = load <8 x float>, ptr %s2_conv2.t348_c2_0, align 32
-  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t348_a2, <8 x float> %t348_b013, <8 x float> %t348_c2_0)
-  store <8 x float> %54, ptr %s2_conv2.t348_c2_0, align 32
-  %t348_a214 = load <8 x float>, ptr %s2_conv2.t348_a2, align 32
-  %t348_b115 = load <8 x float>, ptr %s2_conv2.t348_b1, align 32
-  %t348_c2_1 = load <8 x float>, ptr %s2_conv2.t348_c2_1, align 32
-  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t348_a214, <8 x float> %t348_b115, <8 x float> %t348_c2_1)
-  store <8 x float> %55, ptr %s2_conv2.t348_c2_1, align 32
+  store <8 x float> %53, ptr %s2_conv2.t365_a2, align 32
+  %t365_a2 = load <8 x float>, ptr %s2_conv2.t365_a2, align 32
+  %t365_b013 = load <8 x float>, ptr %s2_conv2.t365_b0, align 32
+  %t365_c2_0 = load <8 x float>, ptr %s2_conv2.t365_c2_0, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a2, <8 x float> %t365_b013, <8 x float> %t365_c2_0)
+  store <8 x float> %54, ptr %s2_conv2.t365_c2_0, align 32
+  %t365_a214 = load <8 x float>, ptr %s2_conv2.t365_a2, align 32
+  %t365_b115 = load <8 x float>, ptr %s2_conv2.t365_b1, align 32
+  %t365_c2_1 = load <8 x float>, ptr %s2_conv2.t365_c2_1, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a214, <8 x float> %t365_b115, <8 x float> %t365_c2_1)
+  store <8 x float> %55, ptr %s2_conv2.t365_c2_1, align 32
   %56 = mul nsw i64 %0, 2048
-  %57 = add nsw i64 2123968, %56
-  %58 = mul nsw i64 %s2_conv2.mb3472, 6
+  %57 = add nsw i64 1599744, %56
+  %58 = mul nsw i64 %s2_conv2.mb3642, 6
   %59 = add nsw i64 %58, 3
   %60 = mul nsw i64 %59, 32
   %61 = add nsw i64 %57, %60
-  %62 = add nsw i64 %61, %s2_conv2.k3493
+  %62 = add nsw i64 %61, %s2_conv2.k3663
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %62
   %63 = load float, ptr %arena16, align 4
   %64 = insertelement <8 x float> undef, float %63, i32 0
   %65 = shufflevector <8 x float> %64, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %65, ptr %s2_conv2.t348_a3, align 32
-  %t348_a3 = load <8 x float>, ptr %s2_conv2.t348_a3, align 32
-  %t348_b017 = load <8 x float>, ptr %s2_conv2.t348_b0, align 32
-  %t348_c3_0 = load <8 x float>, ptr %s2_conv2.t348_c3_0, align 32
-  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t348_a3, <8 x float> %t348_b017, <8 x float> %t348_c3_0)
-  store <8 x float> %66, ptr %s2_conv2.t348_c3_0, align 32
-  %t348_a318 = load <8 x float>, ptr %s2_conv2.t348_a3, align 32
-  %t348_b119 = load <8 x float>, ptr %s2_conv2.t348_b1, align 32
-  %t348_c3_1 = load <8 x float>, ptr %s2_conv2.t348_c3_1, align 32
-  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t348_a318, <8 x float> %t348_b119, <8 x float> %t348_c3_1)
-  store <8 x float> %67, ptr %s2_conv2.t348_c3_1, align 32
+  store <8 x float> %65, ptr %s2_conv2.t365_a3, align 32
+  %t365_a3 = load <8 x float>, ptr %s2_conv2.t365_a3, align 32
+  %t365_b017 = load <8 x float>, ptr %s2_conv2.t365_b0, align 32
+  %t365_c3_0 = load <8 x float>, ptr %s2_conv2.t365_c3_0, align 32
+  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a3, <8 x float> %t365_b017, <8 x float> %t365_c3_0)
+  store <8 x float> %66, ptr %s2_conv2.t365_c3_0, align 32
+  %t365_a318 = load <8 x float>, ptr %s2_conv2.t365_a3, align 32
+  %t365_b119 = load <8 x float>, ptr %s2_conv2.t365_b1, align 32
+  %t365_c3_1 = load <8 x float>, ptr %s2_conv2.t365_c3_1, align 32
+  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a318, <8 x float> %t365_b119, <8 x float> %t365_c3_1)
+  store <8 x float> %67, ptr %s2_conv2.t365_c3_1, align 32
   %68 = mul nsw i64 %0, 2048
-  %69 = add nsw i64 2123968, %68
-  %70 = mul nsw i64 %s2_conv2.mb3472, 6
+  %69 = add nsw i64 1599744, %68
+  %70 = mul nsw i64 %s2_conv2.mb3642, 6
   %71 = add nsw i64 %70, 4
   %72 = mul nsw i64 %71, 32
   %73 = add nsw i64 %69, %72
-  %74 = add nsw i64 %73, %s2_conv2.k3493
+  %74 = add nsw i64 %73, %s2_conv2.k3663
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %74
   %75 = load float, ptr %arena20, align 4
   %76 = insertelement <8 x float> undef, float %75, i32 0
   %77 = shufflevector <8 x float> %76, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %77, ptr %s2_conv2.t348_a4, align 32
-  %t348_a4 = load <8 x float>, ptr %s2_conv2.t348_a4, align 32
-  %t348_b021 = load <8 x float>, ptr %s2_conv2.t348_b0, align 32
-  %t348_c4_0 = load <8 x float>, ptr %s2_conv2.t348_c4_0, align 32
-  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t348_a4, <8 x float> %t348_b021, <8 x float> %t348_c4_0)
-  store <8 x float> %78, ptr %s2_conv2.t348_c4_0, align 32
-  %t348_a422 = load <8 x float>, ptr %s2_conv2.t348_a4, align 32
-  %t348_b123 = load <8 x float>, ptr %s2_conv2.t348_b1, align 32
-  %t348_c4_1 = load <8 x float>, ptr %s2_conv2.t348_c4_1, align 32
-  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t348_a422, <8 x float> %t348_b123, <8 x float> %t348_c4_1)
-  store <8 x float> %79, ptr %s2_conv2.t348_c4_1, align 32
+  store <8 x float> %77, ptr %s2_conv2.t365_a4, align 32
+  %t365_a4 = load <8 x float>, ptr %s2_conv2.t365_a4, align 32
+  %t365_b021 = load <8 x float>, ptr %s2_conv2.t365_b0, align 32
+  %t365_c4_0 = load <8 x float>, ptr %s2_conv2.t365_c4_0, align 32
+  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a4, <8 x float> %t365_b021, <8 x float> %t365_c4_0)
+  store <8 x float> %78, ptr %s2_conv2.t365_c4_0, align 32
+  %t365_a422 = load <8 x float>, ptr %s2_conv2.t365_a4, align 32
+  %t365_b123 = load <8 x float>, ptr %s2_conv2.t365_b1, align 32
+  %t365_c4_1 = load <8 x float>, ptr %s2_conv2.t365_c4_1, align 32
+  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a422, <8 x float> %t365_b123, <8 x float> %t365_c4_1)
+  store <8 x float> %79, ptr %s2_conv2.t365_c4_1, align 32
   %80 = mul nsw i64 %0, 2048
-  %81 = add nsw i64 2123968, %80
-  %82 = mul nsw i64 %s2_conv2.mb3472, 6
+  %81 = add nsw i64 1599744, %80
+  %82 = mul nsw i64 %s2_conv2.mb3642, 6
   %83 = add nsw i64 %82, 5
   %84 = mul nsw i64 %83, 32
   %85 = add nsw i64 %81, %84
-  %86 = add nsw i64 %85, %s2_conv2.k3493
+  %86 = add nsw i64 %85, %s2_conv2.k3663
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load float, ptr %arena24, align 4
   %88 = insertelement <8 x float> undef, float %87, i32 0
   %89 = shufflevector <8 x float> %88, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %89, ptr %s2_conv2.t348_a5, align 32
-  %t348_a5 = load <8 x float>, ptr %s2_conv2.t348_a5, align 32
-  %t348_b025 = load <8 x float>, ptr %s2_conv2.t348_b0, align 32
-  %t348_c5_0 = load <8 x float>, ptr %s2_conv2.t348_c5_0, align 32
-  %90 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t348_a5, <8 x float> %t348_b025, <8 x float> %t348_c5_0)
-  store <8 x float> %90, ptr %s2_conv2.t348_c5_0, align 32
-  %t348_a526 = load <8 x float>, ptr %s2_conv2.t348_a5, align 32
-  %t348_b127 = load <8 x float>, ptr %s2_conv2.t348_b1, align 32
-  %t348_c5_1 = load <8 x float>, ptr %s2_conv2.t348_c5_1, align 32
-  %91 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t348_a526, <8 x float> %t348_b127, <8 x float> %t348_c5_1)
-  store <8 x float> %91, ptr %s2_conv2.t348_c5_1, align 32
-  %k349.next = add nsw i64 %s2_conv2.k3493, 1
-  %92 = icmp slt i64 %k349.next, 32
-  br i1 %92, label %s2_conv2.k349, label %s2_conv2.k349.end
+  store <8 x float> %89, ptr %s2_conv2.t365_a5, align 32
+  %t365_a5 = load <8 x float>, ptr %s2_conv2.t365_a5, align 32
+  %t365_b025 = load <8 x float>, ptr %s2_conv2.t365_b0, align 32
+  %t365_c5_0 = load <8 x float>, ptr %s2_conv2.t365_c5_0, align 32
+  %90 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a5, <8 x float> %t365_b025, <8 x float> %t365_c5_0)
+  store <8 x float> %90, ptr %s2_conv2.t365_c5_0, align 32
+  %t365_a526 = load <8 x float>, ptr %s2_conv2.t365_a5, align 32
+  %t365_b127 = load <8 x float>, ptr %s2_conv2.t365_b1, align 32
+  %t365_c5_1 = load <8 x float>, ptr %s2_conv2.t365_c5_1, align 32
+  %91 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a526, <8 x float> %t365_b127, <8 x float> %t365_c5_1)
+  store <8 x float> %91, ptr %s2_conv2.t365_c5_1, align 32
+  %k366.next = add nsw i64 %s2_conv2.k3663, 1
+  %92 = icmp slt i64 %k366.next, 32
+  br i1 %92, label %s2_conv2.k366, label %s2_conv2.k366.end
 
-s2_conv2.k349.end:                                ; preds = %s2_conv2.k349
-  %t348_c0_028 = load <8 x float>, ptr %s2_conv2.t348_c0_0, align 32
+s2_conv2.k366.end:                                ; preds = %s2_conv2.k366
+  %t365_c0_028 = load <8 x float>, ptr %s2_conv2.t365_c0_0, align 32
   %93 = mul nsw i64 %0, 2048
-  %94 = add nsw i64 2156736, %93
+  %94 = add nsw i64 1632512, %93
   %95 = mul nsw i64 %1, 16
   %96 = add nsw i64 %94, %95
-  %97 = mul nsw i64 %s2_conv2.mb3472, 6
+  %97 = mul nsw i64 %s2_conv2.mb3642, 6
   %98 = mul nsw i64 %97, 32
   %99 = add nsw i64 %96, %98
-  %100 = mul nsw i64 %s2_conv2.nb3461, 16
+  %100 = mul nsw i64 %s2_conv2.nb3631, 16
   %101 = add nsw i64 %99, %100
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %101
-  store <8 x float> %t348_c0_028, ptr %arena29, align 4
-  %t348_c0_130 = load <8 x float>, ptr %s2_conv2.t348_c0_1, align 32
+  store <8 x float> %t365_c0_028, ptr %arena29, align 4
+  %t365_c0_130 = load <8 x float>, ptr %s2_conv2.t365_c0_1, align 32
   %102 = mul nsw i64 %0, 2048
-  %103 = add nsw i64 2156736, %102
+  %103 = add nsw i64 1632512, %102
   %104 = mul nsw i64 %1, 16
   %105 = add nsw i64 %103, %104
-  %106 = mul nsw i64 %s2_conv2.mb3472, 6
+  %106 = mul nsw i64 %s2_conv2.mb3642, 6
   %107 = mul nsw i64 %106, 32
   %108 = add nsw i64 %105, %107
-  %109 = mul nsw i64 %s2_conv2.nb3461, 16
+  %109 = mul nsw i64 %s2_conv2.nb3631, 16
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t348_c0_130, ptr %arena31, align 4
-  %t348_c1_032 = load <8 x float>, ptr %s2_conv2.t348_c1_0, align 32
+  store <8 x float> %t365_c0_130, ptr %arena31, align 4
+  %t365_c1_032 = load <8 x float>, ptr %s2_conv2.t365_c1_0, align 32
   %112 = mul nsw i64 %0, 2048
-  %113 = add nsw i64 2156736, %112
+  %113 = add nsw i64 1632512, %112
   %114 = mul nsw i64 %1, 16
   %115 = add nsw i64 %113, %114
-  %116 = mul nsw i64 %s2_conv2.mb3472, 6
+  %116 = mul nsw i64 %s2_conv2.mb3642, 6
   %117 = add nsw i64 %116, 1
   %118 = mul nsw i64 %117, 32
   %119 = add nsw i64 %115, %118
-  %120 = mul nsw i64 %s2_conv2.nb3461, 16
+  %120 = mul nsw i64 %s2_conv2.nb3631, 16
   %121 = add nsw i64 %119, %120
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %121
-  store <8 x float> %t348_c1_032, ptr %arena33, align 4
-  %t348_c1_134 = load <8 x float>, ptr %s2_conv2.t348_c1_1, align 32
+  store <8 x float> %t365_c1_032, ptr %arena33, align 4
+  %t365_c1_134 = load <8 x float>, ptr %s2_conv2.t365_c1_1, align 32
   %122 = mul nsw i64 %0, 2048
-  %123 = add nsw i64 2156736, %122
+  %123 = add nsw i64 1632512, %122
   %124 = mul nsw i64 %1, 16
   %125 = add nsw i64 %123, %124
-  %126 = mul nsw i64 %s2_conv2.mb3472, 6
+  %126 = mul nsw i64 %s2_conv2.mb3642, 6
   %127 = add nsw i64 %126, 1
   %128 = mul nsw i64 %127, 32
   %129 = add nsw i64 %125, %128
-  %130 = mul nsw i64 %s2_conv2.nb3461, 16
+  %130 = mul nsw i64 %s2_conv2.nb3631, 16
   %131 = add nsw i64 %129, %130
   %132 = add nsw i64 %131, 8
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %132
-  store <8 x float> %t348_c1_134, ptr %arena35, align 4
-  %t348_c2_036 = load <8 x float>, ptr %s2_conv2.t348_c2_0, align 32
+  store <8 x float> %t365_c1_134, ptr %arena35, align 4
+  %t365_c2_036 = load <8 x float>, ptr %s2_conv2.t365_c2_0, align 32
   %133 = mul nsw i64 %0, 2048
-  %134 = add nsw i64 2156736, %133
+  %134 = add nsw i64 1632512, %133
   %135 = mul nsw i64 %1, 16
   %136 = add nsw i64 %134, %135
-  %137 = mul nsw i64 %s2_conv2.mb3472, 6
+  %137 = mul nsw i64 %s2_conv2.mb3642, 6
   %138 = add nsw i64 %137, 2
   %139 = mul nsw i64 %138, 32
   %140 = add nsw i64 %136, %139
-  %141 = mul nsw i64 %s2_conv2.nb3461, 16
+  %141 = mul nsw i64 %s2_conv2.nb3631, 16
   %142 = add nsw i64 %140, %141
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %142
-  store <8 x float> %t348_c2_036, ptr %arena37, align 4
-  %t348_c2_138 = load <8 x float>, ptr %s2_conv2.t348_c2_1, align 32
+  store <8 x float> %t365_c2_036, ptr %arena37, align 4
+  %t365_c2_138 = load <8 x float>, ptr %s2_conv2.t365_c2_1, align 32
   %143 = mul nsw i64 %0, 2048
-  %144 = add nsw i64 2156736, %143
+  %144 = add nsw i64 1632512, %143
   %145 = mul nsw i64 %1, 16
   %146 = add nsw i64 %144, %145
-  %147 = mul nsw i64 %s2_conv2.mb3472, 6
+  %147 = mul nsw i64 %s2_conv2.mb3642, 6
   %148 = add nsw i64 %147, 2
   %149 = mul nsw i64 %148, 32
   %150 = add nsw i64 %146, %149
-  %151 = mul nsw i64 %s2_conv2.nb3461, 16
+  %151 = mul nsw i64 %s2_conv2.nb3631, 16
   %152 = add nsw i64 %150, %151
   %153 = add nsw i64 %152, 8
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %153
-  store <8 x float> %t348_c2_138, ptr %arena39, align 4
-  %t348_c3_040 = load <8 x float>, ptr %s2_conv2.t348_c3_0, align 32
+  store <8 x float> %t365_c2_138, ptr %arena39, align 4
+  %t365_c3_040 = load <8 x float>, ptr %s2_conv2.t365_c3_0, align 32
   %154 = mul nsw i64 %0, 2048
-  %155 = add nsw i64 2156736, %154
+  %155 = add nsw i64 1632512, %154
   %156 = mul nsw i64 %1, 16
   %157 = add nsw i64 %155, %156
-  %158 = mul nsw i64 %s2_conv2.mb3472, 6
+  %158 = mul nsw i64 %s2_conv2.mb3642, 6
   %159 = add nsw i64 %158, 3
   %160 = mul nsw i64 %159, 32
   %161 = add nsw i64 %157, %160
-  %162 = mul nsw i64 %s2_conv2.nb3461, 16
+  %162 = mul nsw i64 %s2_conv2.nb3631, 16
   %163 = add nsw i64 %161, %162
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %163
-  store <8 x float> %t348_c3_040, ptr %arena41, align 4
-  %t348_c3_142 = load <8 x float>, ptr %s2_conv2.t348_c3_1, align 32
+  store <8 x float> %t365_c3_040, ptr %arena41, align 4
+  %t365_c3_142 = load <8 x float>, ptr %s2_conv2.t365_c3_1, align 32
   %164 = mul nsw i64 %0, 2048
-  %165 = add nsw i64 2156736, %164
+  %165 = add nsw i64 1632512, %164
   %166 = mul nsw i64 %1, 16
   %167 = add nsw i64 %165, %166
-  %168 = mul nsw i64 %s2_conv2.mb3472, 6
+  %168 = mul nsw i64 %s2_conv2.mb3642, 6
   %169 = add nsw i64 %168, 3
   %170 = mul nsw i64 %169, 32
   %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %s2_conv2.nb3461, 16
+  %172 = mul nsw i64 %s2_conv2.nb3631, 16
   %173 = add nsw i64 %171, %172
   %174 = add nsw i64 %173, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t348_c3_142, ptr %arena43, align 4
-  %t348_c4_044 = load <8 x float>, ptr %s2_conv2.t348_c4_0, align 32
+  store <8 x float> %t365_c3_142, ptr %arena43, align 4
+  %t365_c4_044 = load <8 x float>, ptr %s2_conv2.t365_c4_0, align 32
   %175 = mul nsw i64 %0, 2048
-  %176 = add nsw i64 2156736, %175
+  %176 = add nsw i64 1632512, %175
   %177 = mul nsw i64 %1, 16
   %178 = add nsw i64 %176, %177
-  %179 = mul nsw i64 %s2_conv2.mb3472, 6
+  %179 = mul nsw i64 %s2_conv2.mb3642, 6
   %180 = add nsw i64 %179, 4
   %181 = mul nsw i64 %180, 32
   %182 = add nsw i64 %178, %181
-  %183 = mul nsw i64 %s2_conv2.nb3461, 16
+  %183 = mul nsw i64 %s2_conv2.nb3631, 16
   %184 = add nsw i64 %182, %183
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %184
-  store <8 x float> %t348_c4_044, ptr %arena45, align 4
-  %t348_c4_146 = load <8 x float>, ptr %s2_conv2.t348_c4_1, align 32
+  store <8 x float> %t365_c4_044, ptr %arena45, align 4
+  %t365_c4_146 = load <8 x float>, ptr %s2_conv2.t365_c4_1, align 32
   %185 = mul nsw i64 %0, 2048
-  %186 = add nsw i64 2156736, %185
+  %186 = add nsw i64 1632512, %185
   %187 = mul nsw i64 %1, 16
   %188 = add nsw i64 %186, %187
-  %189 = mul nsw i64 %s2_conv2.mb3472, 6
+  %189 = mul nsw i64 %s2_conv2.mb3642, 6
   %190 = add nsw i64 %189, 4
   %191 = mul nsw i64 %190, 32
   %192 = add nsw i64 %188, %191
-  %193 = mul nsw i64 %s2_conv2.nb3461, 16
+  %193 = mul nsw i64 %s2_conv2.nb3631, 16
   %194 = add nsw i64 %192, %193
   %195 = add nsw i64 %194, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %195
-  store <8 x float> %t348_c4_146, ptr %arena47, align 4
-  %t348_c5_048 = load <8 x float>, ptr %s2_conv2.t348_c5_0, align 32
+  store <8 x float> %t365_c4_146, ptr %arena47, align 4
+  %t365_c5_048 = load <8 x float>, ptr %s2_conv2.t365_c5_0, align 32
   %196 = mul nsw i64 %0, 2048
-  %197 = add nsw i64 2156736, %196
+  %197 = add nsw i64 1632512, %196
   %198 = mul nsw i64 %1, 16
   %199 = add nsw i64 %197, %198
-  %200 = mul nsw i64 %s2_conv2.mb3472, 6
+  %200 = mul nsw i64 %s2_conv2.mb3642, 6
   %201 = add nsw i64 %200, 5
   %202 = mul nsw i64 %201, 32
   %203 = add nsw i64 %199, %202
-  %204 = mul nsw i64 %s2_conv2.nb3461, 16
+  %204 = mul nsw i64 %s2_conv2.nb3631, 16
   %205 = add nsw i64 %203, %204
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %205
-  store <8 x float> %t348_c5_048, ptr %arena49, align 4
-  %t348_c5_150 = load <8 x float>, ptr %s2_conv2.t348_c5_1, align 32
+  store <8 x float> %t365_c5_048, ptr %arena49, align 4
+  %t365_c5_150 = load <8 x float>, ptr %s2_conv2.t365_c5_1, align 32
   %206 = mul nsw i64 %0, 2048
-  %207 = add nsw i64 2156736, %206
+  %207 = add nsw i64 1632512, %206
   %208 = mul nsw i64 %1, 16
   %209 = add nsw i64 %207, %208
-  %210 = mul nsw i64 %s2_conv2.mb3472, 6
+  %210 = mul nsw i64 %s2_conv2.mb3642, 6
   %211 = add nsw i64 %210, 5
   %212 = mul nsw i64 %211, 32
   %213 = add nsw i64 %209, %212
-  %214 = mul nsw i64 %s2_conv2.nb3461, 16
+  %214 = mul nsw i64 %s2_conv2.nb3631, 16
   %215 = add nsw i64 %213, %214
   %216 = add nsw i64 %215, 8
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %216
-  store <8 x float> %t348_c5_150, ptr %arena51, align 4
-  %mb347.next = add nsw i64 %s2_conv2.mb3472, 1
-  %217 = icmp slt i64 %mb347.next, 10
-  br i1 %217, label %s2_conv2.mb347, label %s2_conv2.mb347.end
+  store <8 x float> %t365_c5_150, ptr %arena51, align 4
+  %mb364.next = add nsw i64 %s2_conv2.mb3642, 1
+  %217 = icmp slt i64 %mb364.next, 10
+  br i1 %217, label %s2_conv2.mb364, label %s2_conv2.mb364.end
 
-s2_conv2.k351:                                    ; preds = %s2_conv2.k351, %s2_conv2.mb347.end
-  %s2_conv2.k35152 = phi i64 [ 0, %s2_conv2.mb347.end ], [ %k351.next, %s2_conv2.k351 ]
+s2_conv2.k368:                                    ; preds = %s2_conv2.k368, %s2_conv2.mb364.end
+  %s2_conv2.k36852 = phi i64 [ 0, %s2_conv2.mb364.end ], [ %k368.next, %s2_conv2.k368 ]
   %218 = mul nsw i64 %0, 1024
-  %219 = add nsw i64 2097216, %218
+  %219 = add nsw i64 1572992, %218
   %220 = mul nsw i64 %1, 16
   %221 = add nsw i64 %219, %220
-  %222 = mul nsw i64 %s2_conv2.k35152, 32
+  %222 = mul nsw i64 %s2_conv2.k36852, 32
   %223 = add nsw i64 %221, %222
-  %224 = mul nsw i64 %s2_conv2.nb3461, 16
+  %224 = mul nsw i64 %s2_conv2.nb3631, 16
   %225 = add nsw i64 %223, %224
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %225
   %226 = load <8 x float>, ptr %arena53, align 4
-  store <8 x float> %226, ptr %s2_conv2.t350_b0, align 32
+  store <8 x float> %226, ptr %s2_conv2.t367_b0, align 32
   %227 = mul nsw i64 %0, 1024
-  %228 = add nsw i64 2097216, %227
+  %228 = add nsw i64 1572992, %227
   %229 = mul nsw i64 %1, 16
   %230 = add nsw i64 %228, %229
-  %231 = mul nsw i64 %s2_conv2.k35152, 32
+  %231 = mul nsw i64 %s2_conv2.k36852, 32
   %232 = add nsw i64 %230, %231
-  %233 = mul nsw i64 %s2_conv2.nb3461, 16
+  %233 = mul nsw i64 %s2_conv2.nb3631, 16
   %234 = add nsw i64 %232, %233
   %235 = add nsw i64 %234, 8
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %235
   %236 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %236, ptr %s2_conv2.t350_b1, align 32
+  store <8 x float> %236, ptr %s2_conv2.t367_b1, align 32
   %237 = mul nsw i64 %0, 2048
-  %238 = add nsw i64 2123968, %237
+  %238 = add nsw i64 1599744, %237
   %239 = add nsw i64 %238, 1920
-  %240 = add nsw i64 %239, %s2_conv2.k35152
+  %240 = add nsw i64 %239, %s2_conv2.k36852
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %240
   %241 = load float, ptr %arena55, align 4
   %242 = insertelement <8 x float> undef, float %241, i32 0
   %243 = shufflevector <8 x float> %242, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %243, ptr %s2_conv2.t350_a0, align 32
-  %t350_a0 = load <8 x float>, ptr %s2_conv2.t350_a0, align 32
-  %t350_b0 = load <8 x float>, ptr %s2_conv2.t350_b0, align 32
-  %t350_c0_0 = load <8 x float>, ptr %s2_conv2.t350_c0_0, align 32
-  %244 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t350_a0, <8 x float> %t350_b0, <8 x float> %t350_c0_0)
-  store <8 x float> %244, ptr %s2_conv2.t350_c0_0, align 32
-  %t350_a056 = load <8 x float>, ptr %s2_conv2.t350_a0, align 32
-  %t350_b1 = load <8 x float>, ptr %s2_conv2.t350_b1, align 32
-  %t350_c0_1 = load <8 x float>, ptr %s2_conv2.t350_c0_1, align 32
-  %245 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t350_a056, <8 x float> %t350_b1, <8 x float> %t350_c0_1)
-  store <8 x float> %245, ptr %s2_conv2.t350_c0_1, align 32
+  store <8 x float> %243, ptr %s2_conv2.t367_a0, align 32
+  %t367_a0 = load <8 x float>, ptr %s2_conv2.t367_a0, align 32
+  %t367_b0 = load <8 x float>, ptr %s2_conv2.t367_b0, align 32
+  %t367_c0_0 = load <8 x float>, ptr %s2_conv2.t367_c0_0, align 32
+  %244 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t367_a0, <8 x float> %t367_b0, <8 x float> %t367_c0_0)
+  store <8 x float> %244, ptr %s2_conv2.t367_c0_0, align 32
+  %t367_a056 = load <8 x float>, ptr %s2_conv2.t367_a0, align 32
+  %t367_b1 = load <8 x float>, ptr %s2_conv2.t367_b1, align 32
+  %t367_c0_1 = load <8 x float>, ptr %s2_conv2.t367_c0_1, align 32
+  %245 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t367_a056, <8 x float> %t367_b1, <8 x float> %t367_c0_1)
+  store <8 x float> %245, ptr %s2_conv2.t367_c0_1, align 32
   %246 = mul nsw i64 %0, 2048
-  %247 = add nsw i64 2123968, %246
+  %247 = add nsw i64 1599744, %246
   %248 = add nsw i64 %247, 1952
-  %249 = add nsw i64 %248, %s2_conv2.k35152
+  %249 = add nsw i64 %248, %s2_conv2.k36852
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %249
   %250 = load float, ptr %arena57, align 4
   %251 = insertelement <8 x float> undef, float %250, i32 0
   %252 = shufflevector <8 x float> %251, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %252, ptr %s2_conv2.t350_a1, align 32
-  %t350_a1 = load <8 x float>, ptr %s2_conv2.t350_a1, align 32
-  %t350_b058 = load <8 x float>, ptr %s2_conv2.t350_b0, align 32
-  %t350_c1_0 = load <8 x float>, ptr %s2_conv2.t350_c1_0, align 32
-  %253 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t350_a1, <8 x float> %t350_b058, <8 x float> %t350_c1_0)
-  store <8 x float> %253, ptr %s2_conv2.t350_c1_0, align 32
-  %t350_a159 = load <8 x float>, ptr %s2_conv2.t350_a1, align 32
-  %t350_b160 = load <8 x float>, ptr %s2_conv2.t350_b1, align 32
-  %t350_c1_1 = load <8 x float>, ptr %s2_conv2.t350_c1_1, align 32
-  %254 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t350_a159, <8 x float> %t350_b160, <8 x float> %t350_c1_1)
-  store <8 x float> %254, ptr %s2_conv2.t350_c1_1, align 32
+  store <8 x float> %252, ptr %s2_conv2.t367_a1, align 32
+  %t367_a1 = load <8 x float>, ptr %s2_conv2.t367_a1, align 32
+  %t367_b058 = load <8 x float>, ptr %s2_conv2.t367_b0, align 32
+  %t367_c1_0 = load <8 x float>, ptr %s2_conv2.t367_c1_0, align 32
+  %253 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t367_a1, <8 x float> %t367_b058, <8 x float> %t367_c1_0)
+  store <8 x float> %253, ptr %s2_conv2.t367_c1_0, align 32
+  %t367_a159 = load <8 x float>, ptr %s2_conv2.t367_a1, align 32
+  %t367_b160 = load <8 x float>, ptr %s2_conv2.t367_b1, align 32
+  %t367_c1_1 = load <8 x float>, ptr %s2_conv2.t367_c1_1, align 32
+  %254 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t367_a159, <8 x float> %t367_b160, <8 x float> %t367_c1_1)
+  store <8 x float> %254, ptr %s2_conv2.t367_c1_1, align 32
   %255 = mul nsw i64 %0, 2048
-  %256 = add nsw i64 2123968, %255
+  %256 = add nsw i64 1599744, %255
   %257 = add nsw i64 %256, 1984
-  %258 = add nsw i64 %257, %s2_conv2.k35152
+  %258 = add nsw i64 %257, %s2_conv2.k36852
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %258
   %259 = load float, ptr %arena61, align 4
   %260 = insertelement <8 x float> undef, float %259, i32 0
   %261 = shufflevector <8 x float> %260, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %261, ptr %s2_conv2.t350_a2, align 32
-  %t350_a2 = load <8 x float>, ptr %s2_conv2.t350_a2, align 32
-  %t350_b062 = load <8 x float>, ptr %s2_conv2.t350_b0, align 32
-  %t350_c2_0 = load <8 x float>, ptr %s2_conv2.t350_c2_0, align 32
-  %262 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t350_a2, <8 x float> %t350_b062, <8 x float> %t350_c2_0)
-  store <8 x float> %262, ptr %s2_conv2.t350_c2_0, align 32
-  %t350_a263 = load <8 x float>, ptr %s2_conv2.t350_a2, align 32
-  %t350_b164 = load <8 x float>, ptr %s2_conv2.t350_b1, align 32
-  %t350_c2_1 = load <8 x float>, ptr %s2_conv2.t350_c2_1, align 32
-  %263 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t350_a263, <8 x float> %t350_b164, <8 x float> %t350_c2_1)
-  store <8 x float> %263, ptr %s2_conv2.t350_c2_1, align 32
+  store <8 x float> %261, ptr %s2_conv2.t367_a2, align 32
+  %t367_a2 = load <8 x float>, ptr %s2_conv2.t367_a2, align 32
+  %t367_b062 = load <8 x float>, ptr %s2_conv2.t367_b0, align 32
+  %t367_c2_0 = load <8 x float>, ptr %s2_conv2.t367_c2_0, align 32
+  %262 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t367_a2, <8 x float> %t367_b062, <8 x float> %t367_c2_0)
+  store <8 x float> %262, ptr %s2_conv2.t367_c2_0, align 32
+  %t367_a263 = load <8 x float>, ptr %s2_conv2.t367_a2, align 32
+  %t367_b164 = load <8 x float>, ptr %s2_conv2.t367_b1, align 32
+  %t367_c2_1 = load <8 x float>, ptr %s2_conv2.t367_c2_1, align 32
+  %263 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t367_a263, <8 x float> %t367_b164, <8 x float> %t367_c2_1)
+  store <8 x float> %263, ptr %s2_conv2.t367_c2_1, align 32
   %264 = mul nsw i64 %0, 2048
-  %265 = add nsw i64 2123968, %264
+  %265 = add nsw i64 1599744, %264
   %266 = add nsw i64 %265, 2016
-  %267 = add nsw i64 %266, %s2_conv2.k35152
+  %267 = add nsw i64 %266, %s2_conv2.k36852
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %267
   %268 = load float, ptr %arena65, align 4
   %269 = insertelement <8 x float> undef, float %268, i32 0
   %270 = shufflevector <8 x float> %269, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %270, ptr %s2_conv2.t350_a3, align 32
-  %t350_a3 = load <8 x float>, ptr %s2_conv2.t350_a3, align 32
-  %t350_b066 = load <8 x float>, ptr %s2_conv2.t350_b0, align 32
-  %t350_c3_0 = load <8 x float>, ptr %s2_conv2.t350_c3_0, align 32
-  %271 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t350_a3, <8 x float> %t350_b066, <8 x float> %t350_c3_0)
-  store <8 x float> %271, ptr %s2_conv2.t350_c3_0, align 32
-  %t350_a367 = load <8 x float>, ptr %s2_conv2.t350_a3, align 32
-  %t350_b168 = load <8 x float>, ptr %s2_conv2.t350_b1, align 32
-  %t350_c3_1 = load <8 x float>, ptr %s2_conv2.t350_c3_1, align 32
-  %272 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t350_a367, <8 x float> %t350_b168, <8 x float> %t350_c3_1)
-  store <8 x float> %272, ptr %s2_conv2.t350_c3_1, align 32
-  %k351.next = add nsw i64 %s2_conv2.k35152, 1
-  %273 = icmp slt i64 %k351.next, 32
-  br i1 %273, label %s2_conv2.k351, label %s2_conv2.k351.end
+  store <8 x float> %270, ptr %s2_conv2.t367_a3, align 32
+  %t367_a3 = load <8 x float>, ptr %s2_conv2.t367_a3, align 32
+  %t367_b066 = load <8 x float>, ptr %s2_conv2.t367_b0, align 32
+  %t367_c3_0 = load <8 x float>, ptr %s2_conv2.t367_c3_0, align 32
+  %271 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t367_a3, <8 x float> %t367_b066, <8 x float> %t367_c3_0)
+  store <8 x float> %271, ptr %s2_conv2.t367_c3_0, align 32
+  %t367_a367 = load <8 x float>, ptr %s2_conv2.t367_a3, align 32
+  %t367_b168 = load <8 x float>, ptr %s2_conv2.t367_b1, align 32
+  %t367_c3_1 = load <8 x float>, ptr %s2_conv2.t367_c3_1, align 32
+  %272 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t367_a367, <8 x float> %t367_b168, <8 x float> %t367_c3_1)
+  store <8 x float> %272, ptr %s2_conv2.t367_c3_1, align 32
+  %k368.next = add nsw i64 %s2_conv2.k36852, 1
+  %273 = icmp slt i64 %k368.next, 32
+  br i1 %273, label %s2_conv2.k368, label %s2_conv2.k368.end
 
-s2_conv2.k351.end:                                ; preds = %s2_conv2.k351
-  %t350_c0_069 = load <8 x float>, ptr %s2_conv2.t350_c0_0, align 32
+s2_conv2.k368.end:                                ; preds = %s2_conv2.k368
+  %t367_c0_069 = load <8 x float>, ptr %s2_conv2.t367_c0_0, align 32
   %274 = mul nsw i64 %0, 2048
-  %275 = add nsw i64 2156736, %274
+  %275 = add nsw i64 1632512, %274
   %276 = mul nsw i64 %1, 16
   %277 = add nsw i64 %275, %276
   %278 = add nsw i64 %277, 1920
-  %279 = mul nsw i64 %s2_conv2.nb3461, 16
+  %279 = mul nsw i64 %s2_conv2.nb3631, 16
   %280 = add nsw i64 %278, %279
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %280
-  store <8 x float> %t350_c0_069, ptr %arena70, align 4
-  %t350_c0_171 = load <8 x float>, ptr %s2_conv2.t350_c0_1, align 32
+  store <8 x float> %t367_c0_069, ptr %arena70, align 4
+  %t367_c0_171 = load <8 x float>, ptr %s2_conv2.t367_c0_1, align 32
   %281 = mul nsw i64 %0, 2048
-  %282 = add nsw i64 2156736, %281
+  %282 = add nsw i64 1632512, %281
   %283 = mul nsw i64 %1, 16
   %284 = add nsw i64 %282, %283
   %285 = add nsw i64 %284, 1920
-  %286 = mul nsw i64 %s2_conv2.nb3461, 16
+  %286 = mul nsw i64 %s2_conv2.nb3631, 16
   %287 = add nsw i64 %285, %286
   %288 = add nsw i64 %287, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %288
-  store <8 x float> %t350_c0_171, ptr %arena72, align 4
-  %t350_c1_073 = load <8 x float>, ptr %s2_conv2.t350_c1_0, align 32
+  store <8 x float> %t367_c0_171, ptr %arena72, align 4
+  %t367_c1_073 = load <8 x float>, ptr %s2_conv2.t367_c1_0, align 32
   %289 = mul nsw i64 %0, 2048
-  %290 = add nsw i64 2156736, %289
+  %290 = add nsw i64 1632512, %289
   %291 = mul nsw i64 %1, 16
   %292 = add nsw i64 %290, %291
   %293 = add nsw i64 %292, 1952
-  %294 = mul nsw i64 %s2_conv2.nb3461, 16
+  %294 = mul nsw i64 %s2_conv2.nb3631, 16
   %295 = add nsw i64 %293, %294
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %295
-  store <8 x float> %t350_c1_073, ptr %arena74, align 4
-  %t350_c1_175 = load <8 x float>, ptr %s2_conv2.t350_c1_1, align 32
+  store <8 x float> %t367_c1_073, ptr %arena74, align 4
+  %t367_c1_175 = load <8 x float>, ptr %s2_conv2.t367_c1_1, align 32
   %296 = mul nsw i64 %0, 2048
-  %297 = add nsw i64 2156736, %296
+  %297 = add nsw i64 1632512, %296
   %298 = mul nsw i64 %1, 16
   %299 = add nsw i64 %297, %298
   %300 = add nsw i64 %299, 1952
-  %301 = mul nsw i64 %s2_conv2.nb3461, 16
+  %301 = mul nsw i64 %s2_conv2.nb3631, 16
   %302 = add nsw i64 %300, %301
   %303 = add nsw i64 %302, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %303
-  store <8 x float> %t350_c1_175, ptr %arena76, align 4
-  %t350_c2_077 = load <8 x float>, ptr %s2_conv2.t350_c2_0, align 32
+  store <8 x float> %t367_c1_175, ptr %arena76, align 4
+  %t367_c2_077 = load <8 x float>, ptr %s2_conv2.t367_c2_0, align 32
   %304 = mul nsw i64 %0, 2048
-  %305 = add nsw i64 2156736, %304
+  %305 = add nsw i64 1632512, %304
   %306 = mul nsw i64 %1, 16
   %307 = add nsw i64 %305, %306
   %308 = add nsw i64 %307, 1984
-  %309 = mul nsw i64 %s2_conv2.nb3461, 16
+  %309 = mul nsw i64 %s2_conv2.nb3631, 16
   %310 = add nsw i64 %308, %309
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %310
-  store <8 x float> %t350_c2_077, ptr %arena78, align 4
-  %t350_c2_179 = load <8 x float>, ptr %s2_conv2.t350_c2_1, align 32
+  store <8 x float> %t367_c2_077, ptr %arena78, align 4
+  %t367_c2_179 = load <8 x float>, ptr %s2_conv2.t367_c2_1, align 32
   %311 = mul nsw i64 %0, 2048
-  %312 = add nsw i64 2156736, %311
+  %312 = add nsw i64 1632512, %311
   %313 = mul nsw i64 %1, 16
   %314 = add nsw i64 %312, %313
   %315 = add nsw i64 %314, 1984
-  %316 = mul nsw i64 %s2_conv2.nb3461, 16
+  %316 = mul nsw i64 %s2_conv2.nb3631, 16
   %317 = add nsw i64 %315, %316
   %318 = add nsw i64 %317, 8
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %318
-  store <8 x float> %t350_c2_179, ptr %arena80, align 4
-  %t350_c3_081 = load <8 x float>, ptr %s2_conv2.t350_c3_0, align 32
+  store <8 x float> %t367_c2_179, ptr %arena80, align 4
+  %t367_c3_081 = load <8 x float>, ptr %s2_conv2.t367_c3_0, align 32
   %319 = mul nsw i64 %0, 2048
-  %320 = add nsw i64 2156736, %319
+  %320 = add nsw i64 1632512, %319
   %321 = mul nsw i64 %1, 16
   %322 = add nsw i64 %320, %321
   %323 = add nsw i64 %322, 2016
-  %324 = mul nsw i64 %s2_conv2.nb3461, 16
+  %324 = mul nsw i64 %s2_conv2.nb3631, 16
   %325 = add nsw i64 %323, %324
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %325
-  store <8 x float> %t350_c3_081, ptr %arena82, align 4
-  %t350_c3_183 = load <8 x float>, ptr %s2_conv2.t350_c3_1, align 32
+  store <8 x float> %t367_c3_081, ptr %arena82, align 4
+  %t367_c3_183 = load <8 x float>, ptr %s2_conv2.t367_c3_1, align 32
   %326 = mul nsw i64 %0, 2048
-  %327 = add nsw i64 2156736, %326
+  %327 = add nsw i64 1632512, %326
   %328 = mul nsw i64 %1, 16
   %329 = add nsw i64 %327, %328
   %330 = add nsw i64 %329, 2016
-  %331 = mul nsw i64 %s2_conv2.nb3461, 16
+  %331 = mul nsw i64 %s2_conv2.nb3631, 16
   %332 = add nsw i64 %330, %331
   %333 = add nsw i64 %332, 8
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %333
-  store <8 x float> %t350_c3_183, ptr %arena84, align 4
-  %nb346.next = add nsw i64 %s2_conv2.nb3461, 1
-  %334 = icmp slt i64 %nb346.next, 1
-  br i1 %334, label %s2_conv2.nb346, label %s2_conv2.nb346.end
+  store <8 x float> %t367_c3_183, ptr %arena84, align 4
+  %nb363.next = add nsw i64 %s2_conv2.nb3631, 1
+  %334 = icmp slt i64 %nb363.next, 1
+  br i1 %334, label %s2_conv2.nb363, label %s2_conv2.nb363.end
 }
 
-define internal void @resnet8_infer_b64.k11.s2_conv2.part344.task(ptr %0, i64 %1) {
+define internal void @resnet8_infer_b64.k11.s2_conv2.part361.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -47479,1773 +48252,618 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @resnet8_infer_b64.k11.s2_conv2.part344(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @resnet8_infer_b64.k11.s2_conv2.part361(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k12.s2_pbn(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define internal void @resnet8_infer_b64.k12.s3_bn1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %s2_pbn.scale373 = alloca float, align 4
-  br label %s2_pbn.c372
+  %s3_bn1.scale390 = alloca float, align 4
+  br label %s3_bn1.c389
 
-s2_pbn.c372:                                      ; preds = %s2_pbn.c372, %entry
-  %s2_pbn.c3721 = phi i64 [ 0, %entry ], [ %c372.next, %s2_pbn.c372 ]
-  %0 = add nsw i64 19600, %s2_pbn.c3721
+s3_bn1.c389:                                      ; preds = %s3_bn1.c389, %entry
+  %s3_bn1.c3891 = phi i64 [ 0, %entry ], [ %c389.next, %s3_bn1.c389 ]
+  %0 = add nsw i64 38096, %s3_bn1.c3891
   %params2 = getelementptr inbounds float, ptr %params, i64 %0
   %1 = load float, ptr %params2, align 4
-  %2 = add nsw i64 78298, %s2_pbn.c3721
+  %2 = add nsw i64 78394, %s3_bn1.c3891
   %params3 = getelementptr inbounds float, ptr %params, i64 %2
   %3 = load float, ptr %params3, align 4
   %4 = fadd float %3, 0x3EE4F8B580000000
   %5 = call float @llvm.sqrt.f32(float %4)
   %6 = fdiv float 1.000000e+00, %5
   %7 = fmul float %1, %6
-  store float %7, ptr %s2_pbn.scale373, align 4
-  %scale373 = load float, ptr %s2_pbn.scale373, align 4
-  %8 = add nsw i64 1048576, %s2_pbn.c3721
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %8
-  store float %scale373, ptr %arena4, align 4
-  %9 = add nsw i64 19632, %s2_pbn.c3721
-  %params5 = getelementptr inbounds float, ptr %params, i64 %9
-  %10 = load float, ptr %params5, align 4
-  %11 = add nsw i64 78266, %s2_pbn.c3721
-  %params6 = getelementptr inbounds float, ptr %params, i64 %11
-  %12 = load float, ptr %params6, align 4
-  %scale3737 = load float, ptr %s2_pbn.scale373, align 4
-  %13 = fmul float %12, %scale3737
-  %14 = fsub float %10, %13
-  %15 = add nsw i64 1048608, %s2_pbn.c3721
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %15
-  store float %14, ptr %arena8, align 4
-  %c372.next = add nsw i64 %s2_pbn.c3721, 1
-  %16 = icmp slt i64 %c372.next, 32
-  br i1 %16, label %s2_pbn.c372, label %s2_pbn.c372.end
-
-s2_pbn.c372.end:                                  ; preds = %s2_pbn.c372
-  ret void
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k13.s2_proj(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
-entry:
-  %part381.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  %part375.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  br label %s2_proj.g374
-
-s2_proj.g374:                                     ; preds = %s2_proj.part381.done, %entry
-  %s2_proj.g3741 = phi i64 [ 0, %entry ], [ %g374.next, %s2_proj.part381.done ]
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part375.context, i32 0, i32 0
-  store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part375.context, i32 0, i32 1
-  store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part375.context, i32 0, i32 2
-  store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part375.context, i32 0, i32 3
-  store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part375.context, i32 0, i32 4
-  store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part375.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part375.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part375.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part375.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part375.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part375.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part375.context, i32 0, i32 11
-  store i64 %s2_proj.g3741, ptr %11, align 4
-  %12 = icmp eq ptr %pool, null
-  br i1 %12, label %s2_proj.part375.serial, label %s2_proj.part375.pool
-
-s2_proj.g374.end:                                 ; preds = %s2_proj.part381.done
-  ret void
-
-s2_proj.part375.pool:                             ; preds = %s2_proj.g374
-  %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @resnet8_infer_b64.k13.s2_proj.part375.task, ptr %part375.context, i64 2)
-  br label %s2_proj.part375.done
-
-s2_proj.part375.serial:                           ; preds = %s2_proj.g374
-  br label %s2_proj.part375
-
-s2_proj.part375.done:                             ; preds = %s2_proj.part375.end, %s2_proj.part375.pool
-  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part381.context, i32 0, i32 0
-  store ptr %params, ptr %13, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part381.context, i32 0, i32 1
-  store ptr %grads, ptr %14, align 8
-  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part381.context, i32 0, i32 2
-  store ptr %m, ptr %15, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part381.context, i32 0, i32 3
-  store ptr %v, ptr %16, align 8
-  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part381.context, i32 0, i32 4
-  store ptr %arena, ptr %17, align 8
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part381.context, i32 0, i32 5
-  store ptr %images, ptr %18, align 8
-  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part381.context, i32 0, i32 6
-  store ptr %labels, ptr %19, align 8
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part381.context, i32 0, i32 7
-  store float %lr, ptr %20, align 4
-  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part381.context, i32 0, i32 8
-  store i64 %step, ptr %21, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part381.context, i32 0, i32 9
-  store i64 %seed, ptr %22, align 4
-  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part381.context, i32 0, i32 10
-  store ptr %pool, ptr %23, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part381.context, i32 0, i32 11
-  store i64 %s2_proj.g3741, ptr %24, align 4
-  %25 = icmp eq ptr %pool, null
-  br i1 %25, label %s2_proj.part381.serial, label %s2_proj.part381.pool
-
-s2_proj.part375:                                  ; preds = %s2_proj.part375, %s2_proj.part375.serial
-  %s2_proj.part3752 = phi i64 [ 0, %s2_proj.part375.serial ], [ %part375.next, %s2_proj.part375 ]
-  call void @resnet8_infer_b64.k13.s2_proj.part375(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s2_proj.g3741, i64 %s2_proj.part3752)
-  %part375.next = add nsw i64 %s2_proj.part3752, 1
-  %26 = icmp slt i64 %part375.next, 2
-  br i1 %26, label %s2_proj.part375, label %s2_proj.part375.end
-
-s2_proj.part375.end:                              ; preds = %s2_proj.part375
-  br label %s2_proj.part375.done
-
-s2_proj.part381.pool:                             ; preds = %s2_proj.part375.done
-  %run3 = load ptr, ptr %pool, align 8
-  call void %run3(ptr %pool, ptr @resnet8_infer_b64.k13.s2_proj.part381.task, ptr %part381.context, i64 2)
-  br label %s2_proj.part381.done
-
-s2_proj.part381.serial:                           ; preds = %s2_proj.part375.done
-  br label %s2_proj.part381
-
-s2_proj.part381.done:                             ; preds = %s2_proj.part381.end, %s2_proj.part381.pool
-  %g374.next = add nsw i64 %s2_proj.g3741, 1
-  %27 = icmp slt i64 %g374.next, 4
-  br i1 %27, label %s2_proj.g374, label %s2_proj.g374.end
-
-s2_proj.part381:                                  ; preds = %s2_proj.part381, %s2_proj.part381.serial
-  %s2_proj.part3814 = phi i64 [ 0, %s2_proj.part381.serial ], [ %part381.next, %s2_proj.part381 ]
-  call void @resnet8_infer_b64.k13.s2_proj.part381(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s2_proj.g3741, i64 %s2_proj.part3814)
-  %part381.next = add nsw i64 %s2_proj.part3814, 1
-  %28 = icmp slt i64 %part381.next, 2
-  br i1 %28, label %s2_proj.part381, label %s2_proj.part381.end
-
-s2_proj.part381.end:                              ; preds = %s2_proj.part381
-  br label %s2_proj.part381.done
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k13.s2_proj.part375(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
-entry:
-  br label %s2_proj.j376
-
-s2_proj.j376:                                     ; preds = %s2_proj.c377.end, %entry
-  %s2_proj.j3761 = phi i64 [ 0, %entry ], [ %j376.next, %s2_proj.c377.end ]
-  br label %s2_proj.c377
-
-s2_proj.j376.end:                                 ; preds = %s2_proj.c377.end
-  ret void
-
-s2_proj.c377:                                     ; preds = %s2_proj.ky378.end, %s2_proj.j376
-  %s2_proj.c3772 = phi i64 [ 0, %s2_proj.j376 ], [ %c377.next, %s2_proj.ky378.end ]
-  br label %s2_proj.ky378
-
-s2_proj.c377.end:                                 ; preds = %s2_proj.ky378.end
-  %j376.next = add nsw i64 %s2_proj.j3761, 1
-  %2 = icmp slt i64 %j376.next, 16
-  br i1 %2, label %s2_proj.j376, label %s2_proj.j376.end
-
-s2_proj.ky378:                                    ; preds = %s2_proj.oy379.end, %s2_proj.c377
-  %s2_proj.ky3783 = phi i64 [ 0, %s2_proj.c377 ], [ %ky378.next, %s2_proj.oy379.end ]
-  br label %s2_proj.oy379
-
-s2_proj.ky378.end:                                ; preds = %s2_proj.oy379.end
-  %c377.next = add nsw i64 %s2_proj.c3772, 1
-  %3 = icmp slt i64 %c377.next, 8
-  br i1 %3, label %s2_proj.c377, label %s2_proj.c377.end
-
-s2_proj.oy379:                                    ; preds = %s2_proj.ox380.end, %s2_proj.ky378
-  %s2_proj.oy3794 = phi i64 [ 0, %s2_proj.ky378 ], [ %oy379.next, %s2_proj.ox380.end ]
-  br label %s2_proj.ox380
-
-s2_proj.oy379.end:                                ; preds = %s2_proj.ox380.end
-  %ky378.next = add nsw i64 %s2_proj.ky3783, 1
-  %4 = icmp slt i64 %ky378.next, 1
-  br i1 %4, label %s2_proj.ky378, label %s2_proj.ky378.end
-
-s2_proj.ox380:                                    ; preds = %s2_proj.ox380, %s2_proj.oy379
-  %s2_proj.ox3805 = phi i64 [ 0, %s2_proj.oy379 ], [ %ox380.next, %s2_proj.ox380 ]
-  %5 = mul nsw i64 %0, 16
-  %6 = add nsw i64 %5, %s2_proj.j3761
-  %7 = mul nsw i64 %6, 16384
-  %8 = mul nsw i64 %1, 8
-  %9 = add nsw i64 %s2_proj.c3772, %8
-  %10 = mul nsw i64 %9, 1024
-  %11 = add nsw i64 %7, %10
-  %12 = mul nsw i64 %s2_proj.oy3794, 2
-  %13 = add nsw i64 %12, %s2_proj.ky3783
-  %14 = mul nsw i64 %13, 32
-  %15 = add nsw i64 %11, %14
-  %16 = mul nsw i64 %s2_proj.ox3805, 2
-  %17 = add nsw i64 %15, %16
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %17
-  %18 = load float, ptr %arena6, align 4
-  %19 = mul nsw i64 %1, 8
-  %20 = add nsw i64 %s2_proj.c3772, %19
-  %21 = add nsw i64 %20, %s2_proj.ky3783
-  %22 = mul nsw i64 %21, 4112
-  %23 = add nsw i64 2097216, %22
-  %24 = mul nsw i64 %s2_proj.j3761, 256
-  %25 = add nsw i64 %23, %24
-  %26 = mul nsw i64 %s2_proj.oy3794, 16
-  %27 = add nsw i64 %26, %s2_proj.ox3805
-  %28 = add nsw i64 %25, %27
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %28
-  store float %18, ptr %arena7, align 4
-  %ox380.next = add nsw i64 %s2_proj.ox3805, 1
-  %29 = icmp slt i64 %ox380.next, 16
-  br i1 %29, label %s2_proj.ox380, label %s2_proj.ox380.end
-
-s2_proj.ox380.end:                                ; preds = %s2_proj.ox380
-  %oy379.next = add nsw i64 %s2_proj.oy3794, 1
-  %30 = icmp slt i64 %oy379.next, 16
-  br i1 %30, label %s2_proj.oy379, label %s2_proj.oy379.end
-}
-
-define internal void @resnet8_infer_b64.k13.s2_proj.part375.task(ptr %0, i64 %1) {
-entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
-  %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
-  %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
-  %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
-  %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
-  %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
-  %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
-  %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
-  %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
-  %25 = load i64, ptr %24, align 4
-  call void @resnet8_infer_b64.k13.s2_proj.part375(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
-  ret void
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k13.s2_proj.part381(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
-entry:
-  call void @resnet8_infer_b64.k13.s2_proj.part381.gemm389(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
-  br label %s2_proj.j390
-
-s2_proj.j390:                                     ; preds = %s2_proj.f391.end, %entry
-  %s2_proj.j3901 = phi i64 [ 0, %entry ], [ %j390.next, %s2_proj.f391.end ]
-  br label %s2_proj.f391
-
-s2_proj.j390.end:                                 ; preds = %s2_proj.f391.end
-  ret void
-
-s2_proj.f391:                                     ; preds = %s2_proj.i392.end, %s2_proj.j390
-  %s2_proj.f3912 = phi i64 [ 0, %s2_proj.j390 ], [ %f391.next, %s2_proj.i392.end ]
-  br label %s2_proj.i392
-
-s2_proj.f391.end:                                 ; preds = %s2_proj.i392.end
-  %j390.next = add nsw i64 %s2_proj.j3901, 1
-  %2 = icmp slt i64 %j390.next, 16
-  br i1 %2, label %s2_proj.j390, label %s2_proj.j390.end
-
-s2_proj.i392:                                     ; preds = %s2_proj.i392, %s2_proj.f391
-  %s2_proj.i3923 = phi i64 [ 0, %s2_proj.f391 ], [ %i392.next, %s2_proj.i392 ]
-  %3 = mul nsw i64 %1, 16
-  %4 = add nsw i64 %s2_proj.f3912, %3
-  %5 = mul nsw i64 %4, 4112
-  %6 = add nsw i64 2163008, %5
-  %7 = mul nsw i64 %s2_proj.j3901, 256
-  %8 = add nsw i64 %6, %7
-  %9 = add nsw i64 %8, %s2_proj.i3923
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
-  %10 = load float, ptr %arena4, align 4
-  %11 = mul nsw i64 %1, 16
-  %12 = add nsw i64 %s2_proj.f3912, %11
-  %13 = add nsw i64 1048576, %12
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %13
-  %14 = load float, ptr %arena5, align 4
-  %15 = fmul float %10, %14
-  %16 = mul nsw i64 %1, 16
-  %17 = add nsw i64 %s2_proj.f3912, %16
-  %18 = add nsw i64 1048608, %17
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %18
-  %19 = load float, ptr %arena6, align 4
-  %20 = fadd float %15, %19
-  %21 = mul nsw i64 %0, 16
-  %22 = add nsw i64 %21, %s2_proj.j3901
-  %23 = mul nsw i64 %22, 8192
-  %24 = add nsw i64 1048640, %23
-  %25 = mul nsw i64 %1, 16
-  %26 = add nsw i64 %s2_proj.f3912, %25
-  %27 = mul nsw i64 %26, 256
-  %28 = add nsw i64 %24, %27
-  %29 = add nsw i64 %28, %s2_proj.i3923
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %29
-  store float %20, ptr %arena7, align 4
-  %i392.next = add nsw i64 %s2_proj.i3923, 1
-  %30 = icmp slt i64 %i392.next, 256
-  br i1 %30, label %s2_proj.i392, label %s2_proj.i392.end
-
-s2_proj.i392.end:                                 ; preds = %s2_proj.i392
-  %f391.next = add nsw i64 %s2_proj.f3912, 1
-  %31 = icmp slt i64 %f391.next, 16
-  br i1 %31, label %s2_proj.f391, label %s2_proj.f391.end
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k13.s2_proj.part381.gemm389(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
-entry:
-  %s2_proj.t387_a3 = alloca <8 x float>, align 32
-  %s2_proj.t387_a2 = alloca <8 x float>, align 32
-  %s2_proj.t387_a1 = alloca <8 x float>, align 32
-  %s2_proj.t387_a0 = alloca <8 x float>, align 32
-  %s2_proj.t387_b1 = alloca <8 x float>, align 32
-  %s2_proj.t387_b0 = alloca <8 x float>, align 32
-  %s2_proj.t387_c3_1 = alloca <8 x float>, align 32
-  %s2_proj.t387_c3_0 = alloca <8 x float>, align 32
-  %s2_proj.t387_c2_1 = alloca <8 x float>, align 32
-  %s2_proj.t387_c2_0 = alloca <8 x float>, align 32
-  %s2_proj.t387_c1_1 = alloca <8 x float>, align 32
-  %s2_proj.t387_c1_0 = alloca <8 x float>, align 32
-  %s2_proj.t387_c0_1 = alloca <8 x float>, align 32
-  %s2_proj.t387_c0_0 = alloca <8 x float>, align 32
-  %s2_proj.t384_a3 = alloca <8 x float>, align 32
-  %s2_proj.t384_a2 = alloca <8 x float>, align 32
-  %s2_proj.t384_a1 = alloca <8 x float>, align 32
-  %s2_proj.t384_a0 = alloca <8 x float>, align 32
-  %s2_proj.t384_b2 = alloca <8 x float>, align 32
-  %s2_proj.t384_b1 = alloca <8 x float>, align 32
-  %s2_proj.t384_b0 = alloca <8 x float>, align 32
-  %s2_proj.t384_c3_2 = alloca <8 x float>, align 32
-  %s2_proj.t384_c3_1 = alloca <8 x float>, align 32
-  %s2_proj.t384_c3_0 = alloca <8 x float>, align 32
-  %s2_proj.t384_c2_2 = alloca <8 x float>, align 32
-  %s2_proj.t384_c2_1 = alloca <8 x float>, align 32
-  %s2_proj.t384_c2_0 = alloca <8 x float>, align 32
-  %s2_proj.t384_c1_2 = alloca <8 x float>, align 32
-  %s2_proj.t384_c1_1 = alloca <8 x float>, align 32
-  %s2_proj.t384_c1_0 = alloca <8 x float>, align 32
-  %s2_proj.t384_c0_2 = alloca <8 x float>, align 32
-  %s2_proj.t384_c0_1 = alloca <8 x float>, align 32
-  %s2_proj.t384_c0_0 = alloca <8 x float>, align 32
-  br label %s2_proj.nb382
-
-s2_proj.nb382:                                    ; preds = %s2_proj.mb383.end, %entry
-  %s2_proj.nb3821 = phi i64 [ 0, %entry ], [ %nb382.next, %s2_proj.mb383.end ]
-  br label %s2_proj.mb383
-
-s2_proj.nb382.end:                                ; preds = %s2_proj.mb383.end
-  br label %s2_proj.mb386
-
-s2_proj.mb383:                                    ; preds = %s2_proj.k385.end, %s2_proj.nb382
-  %s2_proj.mb3832 = phi i64 [ 0, %s2_proj.nb382 ], [ %mb383.next, %s2_proj.k385.end ]
-  store <8 x float> zeroinitializer, ptr %s2_proj.t384_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t384_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t384_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t384_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t384_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t384_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t384_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t384_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t384_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t384_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t384_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t384_c3_2, align 32
-  br label %s2_proj.k385
-
-s2_proj.mb383.end:                                ; preds = %s2_proj.k385.end
-  %nb382.next = add nsw i64 %s2_proj.nb3821, 1
-  %1 = icmp slt i64 %nb382.next, 170
-  br i1 %1, label %s2_proj.nb382, label %s2_proj.nb382.end
-
-s2_proj.k385:                                     ; preds = %s2_proj.k385, %s2_proj.mb383
-  %s2_proj.k3853 = phi i64 [ 0, %s2_proj.mb383 ], [ %k385.next, %s2_proj.k385 ]
-  %2 = mul nsw i64 %s2_proj.k3853, 4112
-  %3 = add nsw i64 2097216, %2
-  %4 = mul nsw i64 %s2_proj.nb3821, 24
-  %5 = add nsw i64 %3, %4
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
-  %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %s2_proj.t384_b0, align 32
-  %7 = mul nsw i64 %s2_proj.k3853, 4112
-  %8 = add nsw i64 2097216, %7
-  %9 = mul nsw i64 %s2_proj.nb3821, 24
-  %10 = add nsw i64 %8, %9
-  %11 = add nsw i64 %10, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
-  %12 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %12, ptr %s2_proj.t384_b1, align 32
-  %13 = mul nsw i64 %s2_proj.k3853, 4112
-  %14 = add nsw i64 2097216, %13
-  %15 = mul nsw i64 %s2_proj.nb3821, 24
-  %16 = add nsw i64 %14, %15
-  %17 = add nsw i64 %16, 16
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %17
-  %18 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %18, ptr %s2_proj.t384_b2, align 32
-  %19 = mul nsw i64 %0, 16
-  %20 = mul nsw i64 %19, 16
-  %21 = add nsw i64 19088, %20
-  %22 = mul nsw i64 %s2_proj.mb3832, 4
-  %23 = mul nsw i64 %22, 16
-  %24 = add nsw i64 %21, %23
-  %25 = add nsw i64 %24, %s2_proj.k3853
-  %params7 = getelementptr inbounds float, ptr %params, i64 %25
-  %26 = load float, ptr %params7, align 4
-  %27 = insertelement <8 x float> undef, float %26, i32 0
-  %28 = shufflevector <8 x float> %27, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %28, ptr %s2_proj.t384_a0, align 32
-  %t384_a0 = load <8 x float>, ptr %s2_proj.t384_a0, align 32
-  %t384_b0 = load <8 x float>, ptr %s2_proj.t384_b0, align 32
-  %t384_c0_0 = load <8 x float>, ptr %s2_proj.t384_c0_0, align 32
-  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a0, <8 x float> %t384_b0, <8 x float> %t384_c0_0)
-  store <8 x float> %29, ptr %s2_proj.t384_c0_0, align 32
-  %t384_a08 = load <8 x float>, ptr %s2_proj.t384_a0, align 32
-  %t384_b1 = load <8 x float>, ptr %s2_proj.t384_b1, align 32
-  %t384_c0_1 = load <8 x float>, ptr %s2_proj.t384_c0_1, align 32
-  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a08, <8 x float> %t384_b1, <8 x float> %t384_c0_1)
-  store <8 x float> %30, ptr %s2_proj.t384_c0_1, align 32
-  %t384_a09 = load <8 x float>, ptr %s2_proj.t384_a0, align 32
-  %t384_b2 = load <8 x float>, ptr %s2_proj.t384_b2, align 32
-  %t384_c0_2 = load <8 x float>, ptr %s2_proj.t384_c0_2, align 32
-  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a09, <8 x float> %t384_b2, <8 x float> %t384_c0_2)
-  store <8 x float> %31, ptr %s2_proj.t384_c0_2, align 32
-  %32 = mul nsw i64 %0, 16
-  %33 = mul nsw i64 %32, 16
-  %34 = add nsw i64 19088, %33
-  %35 = mul nsw i64 %s2_proj.mb3832, 4
-  %36 = add nsw i64 %35, 1
-  %37 = mul nsw i64 %36, 16
-  %38 = add nsw i64 %34, %37
-  %39 = add nsw i64 %38, %s2_proj.k3853
-  %params10 = getelementptr inbounds float, ptr %params, i64 %39
-  %40 = load float, ptr %params10, align 4
-  %41 = insertelement <8 x float> undef, float %40, i32 0
-  %42 = shufflevector <8 x float> %41, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %42, ptr %s2_proj.t384_a1, align 32
-  %t384_a1 = load <8 x float>, ptr %s2_proj.t384_a1, align 32
-  %t384_b011 = load <8 x float>, ptr %s2_proj.t384_b0, align 32
-  %t384_c1_0 = load <8 x float>, ptr %s2_proj.t384_c1_0, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a1, <8 x float> %t384_b011, <8 x float> %t384_c1_0)
-  store <8 x float> %43, ptr %s2_proj.t384_c1_0, align 32
-  %t384_a112 = load <8 x float>, ptr %s2_proj.t384_a1, align 32
-  %t384_b113 = load <8 x float>, ptr %s2_proj.t384_b1, align 32
-  %t384_c1_1 = load <8 x float>, ptr %s2_proj.t384_c1_1, align 32
-  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a112, <8 x float> %t384_b113, <8 x float> %t384_c1_1)
-  store <8 x float> %44, ptr %s2_proj.t384_c1_1, align 32
-  %t384_a114 = load <8 x float>, ptr %s2_proj.t384_a1, align 32
-  %t384_b215 = load <8 x float>, ptr %s2_proj.t384_b2, align 32
-  %t384_c1_2 = load <8 x float>, ptr %s2_proj.t384_c1_2, align 32
-  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a114, <8 x float> %t384_b215, <8 x float> %t384_c1_2)
-  store <8 x float> %45, ptr %s2_proj.t384_c1_2, align 32
-  %46 = mul nsw i64 %0, 16
-  %47 = mul nsw i64 %46, 16
-  %48 = add nsw i64 19088, %47
-  %49 = mul nsw i64 %s2_proj.mb3832, 4
-  %50 = add nsw i64 %49, 2
-  %51 = mul nsw i64 %50, 16
-  %52 = add nsw i64 %48, %51
-  %53 = add nsw i64 %52, %s2_proj.k3853
-  %params16 = getelementptr inbounds float, ptr %params, i64 %53
-  %54 = load float, ptr %params16, align 4
-  %55 = insertelement <8 x float> undef, float %54, i32 0
-  %56 = shufflevector <8 x float> %55, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %56, ptr %s2_proj.t384_a2, align 32
-  %t384_a2 = load <8 x float>, ptr %s2_proj.t384_a2, align 32
-  %t384_b017 = load <8 x float>, ptr %s2_proj.t384_b0, align 32
-  %t384_c2_0 = load <8 x float>, ptr %s2_proj.t384_c2_0, align 32
-  %57 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a2, <8 x float> %t384_b017, <8 x float> %t384_c2_0)
-  store <8 x float> %57, ptr %s2_proj.t384_c2_0, align 32
-  %t384_a218 = load <8 x float>, ptr %s2_proj.t384_a2, align 32
-  %t384_b119 = load <8 x float>, ptr %s2_proj.t384_b1, align 32
-  %t384_c2_1 = load <8 x float>, ptr %s2_proj.t384_c2_1, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a218, <8 x float> %t384_b119, <8 x float> %t384_c2_1)
-  store <8 x float> %58, ptr %s2_proj.t384_c2_1, align 32
-  %t384_a220 = load <8 x float>, ptr %s2_proj.t384_a2, align 32
-  %t384_b221 = load <8 x float>, ptr %s2_proj.t384_b2, align 32
-  %t384_c2_2 = load <8 x float>, ptr %s2_proj.t384_c2_2, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a220, <8 x float> %t384_b221, <8 x float> %t384_c2_2)
-  store <8 x float> %59, ptr %s2_proj.t384_c2_2, align 32
-  %60 = mul nsw i64 %0, 16
-  %61 = mul nsw i64 %60, 16
-  %62 = add nsw i64 19088, %61
-  %63 = mul nsw i64 %s2_proj.mb3832, 4
-  %64 = add nsw i64 %63, 3
-  %65 = mul nsw i64 %64, 16
-  %66 = add nsw i64 %62, %65
-  %67 = add nsw i64 %66, %s2_proj.k3853
-  %params22 = getelementptr inbounds float, ptr %params, i64 %67
-  %68 = load float, ptr %params22, align 4
-  %69 = insertelement <8 x float> undef, float %68, i32 0
-  %70 = shufflevector <8 x float> %69, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %70, ptr %s2_proj.t384_a3, align 32
-  %t384_a3 = load <8 x float>, ptr %s2_proj.t384_a3, align 32
-  %t384_b023 = load <8 x float>, ptr %s2_proj.t384_b0, align 32
-  %t384_c3_0 = load <8 x float>, ptr %s2_proj.t384_c3_0, align 32
-  %71 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a3, <8 x float> %t384_b023, <8 x float> %t384_c3_0)
-  store <8 x float> %71, ptr %s2_proj.t384_c3_0, align 32
-  %t384_a324 = load <8 x float>, ptr %s2_proj.t384_a3, align 32
-  %t384_b125 = load <8 x float>, ptr %s2_proj.t384_b1, align 32
-  %t384_c3_1 = load <8 x float>, ptr %s2_proj.t384_c3_1, align 32
-  %72 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a324, <8 x float> %t384_b125, <8 x float> %t384_c3_1)
-  store <8 x float> %72, ptr %s2_proj.t384_c3_1, align 32
-  %t384_a326 = load <8 x float>, ptr %s2_proj.t384_a3, align 32
-  %t384_b227 = load <8 x float>, ptr %s2_proj.t384_b2, align 32
-  %t384_c3_2 = load <8 x float>, ptr %s2_proj.t384_c3_2, align 32
-  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a326, <8 x float> %t384_b227, <8 x float> %t384_c3_2)
-  store <8 x float> %73, ptr %s2_proj.t384_c3_2, align 32
-  %k385.next = add nsw i64 %s2_proj.k3853, 1
-  %74 = icmp slt i64 %k385.next, 16
-  br i1 %74, label %s2_proj.k385, label %s2_proj.k385.end
-
-s2_proj.k385.end:                                 ; preds = %s2_proj.k385
-  %t384_c0_028 = load <8 x float>, ptr %s2_proj.t384_c0_0, align 32
-  %75 = mul nsw i64 %0, 16
-  %76 = mul nsw i64 %75, 4112
-  %77 = add nsw i64 2163008, %76
-  %78 = mul nsw i64 %s2_proj.mb3832, 4
-  %79 = mul nsw i64 %78, 4112
-  %80 = add nsw i64 %77, %79
-  %81 = mul nsw i64 %s2_proj.nb3821, 24
-  %82 = add nsw i64 %80, %81
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %82
-  store <8 x float> %t384_c0_028, ptr %arena29, align 4
-  %t384_c0_130 = load <8 x float>, ptr %s2_proj.t384_c0_1, align 32
-  %83 = mul nsw i64 %0, 16
-  %84 = mul nsw i64 %83, 4112
-  %85 = add nsw i64 2163008, %84
-  %86 = mul nsw i64 %s2_proj.mb3832, 4
-  %87 = mul nsw i64 %86, 4112
-  %88 = add nsw i64 %85, %87
-  %89 = mul nsw i64 %s2_proj.nb3821, 24
-  %90 = add nsw i64 %88, %89
-  %91 = add nsw i64 %90, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t384_c0_130, ptr %arena31, align 4
-  %t384_c0_232 = load <8 x float>, ptr %s2_proj.t384_c0_2, align 32
-  %92 = mul nsw i64 %0, 16
-  %93 = mul nsw i64 %92, 4112
-  %94 = add nsw i64 2163008, %93
-  %95 = mul nsw i64 %s2_proj.mb3832, 4
-  %96 = mul nsw i64 %95, 4112
-  %97 = add nsw i64 %94, %96
-  %98 = mul nsw i64 %s2_proj.nb3821, 24
-  %99 = add nsw i64 %97, %98
-  %100 = add nsw i64 %99, 16
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %100
-  store <8 x float> %t384_c0_232, ptr %arena33, align 4
-  %t384_c1_034 = load <8 x float>, ptr %s2_proj.t384_c1_0, align 32
-  %101 = mul nsw i64 %0, 16
-  %102 = mul nsw i64 %101, 4112
-  %103 = add nsw i64 2163008, %102
-  %104 = mul nsw i64 %s2_proj.mb3832, 4
-  %105 = add nsw i64 %104, 1
-  %106 = mul nsw i64 %105, 4112
-  %107 = add nsw i64 %103, %106
-  %108 = mul nsw i64 %s2_proj.nb3821, 24
-  %109 = add nsw i64 %107, %108
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %109
-  store <8 x float> %t384_c1_034, ptr %arena35, align 4
-  %t384_c1_136 = load <8 x float>, ptr %s2_proj.t384_c1_1, align 32
-  %110 = mul nsw i64 %0, 16
-  %111 = mul nsw i64 %110, 4112
-  %112 = add nsw i64 2163008, %111
-  %113 = mul nsw i64 %s2_proj.mb3832, 4
-  %114 = add nsw i64 %113, 1
-  %115 = mul nsw i64 %114, 4112
-  %116 = add nsw i64 %112, %115
-  %117 = mul nsw i64 %s2_proj.nb3821, 24
-  %118 = add nsw i64 %116, %117
-  %119 = add nsw i64 %118, 8
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %119
-  store <8 x float> %t384_c1_136, ptr %arena37, align 4
-  %t384_c1_238 = load <8 x float>, ptr %s2_proj.t384_c1_2, align 32
-  %120 = mul nsw i64 %0, 16
-  %121 = mul nsw i64 %120, 4112
-  %122 = add nsw i64 2163008, %121
-  %123 = mul nsw i64 %s2_proj.mb3832, 4
-  %124 = add nsw i64 %123, 1
-  %125 = mul nsw i64 %124, 4112
-  %126 = add nsw i64 %122, %125
-  %127 = mul nsw i64 %s2_proj.nb3821, 24
-  %128 = add nsw i64 %126, %127
-  %129 = add nsw i64 %128, 16
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %129
-  store <8 x float> %t384_c1_238, ptr %arena39, align 4
-  %t384_c2_040 = load <8 x float>, ptr %s2_proj.t384_c2_0, align 32
-  %130 = mul nsw i64 %0, 16
-  %131 = mul nsw i64 %130, 4112
-  %132 = add nsw i64 2163008, %131
-  %133 = mul nsw i64 %s2_proj.mb3832, 4
-  %134 = add nsw i64 %133, 2
-  %135 = mul nsw i64 %134, 4112
-  %136 = add nsw i64 %132, %135
-  %137 = mul nsw i64 %s2_proj.nb3821, 24
-  %138 = add nsw i64 %136, %137
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t384_c2_040, ptr %arena41, align 4
-  %t384_c2_142 = load <8 x float>, ptr %s2_proj.t384_c2_1, align 32
-  %139 = mul nsw i64 %0, 16
-  %140 = mul nsw i64 %139, 4112
-  %141 = add nsw i64 2163008, %140
-  %142 = mul nsw i64 %s2_proj.mb3832, 4
-  %143 = add nsw i64 %142, 2
-  %144 = mul nsw i64 %143, 4112
-  %145 = add nsw i64 %141, %144
-  %146 = mul nsw i64 %s2_proj.nb3821, 24
-  %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 %147, 8
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %148
-  store <8 x float> %t384_c2_142, ptr %arena43, align 4
-  %t384_c2_244 = load <8 x float>, ptr %s2_proj.t384_c2_2, align 32
-  %149 = mul nsw i64 %0, 16
-  %150 = mul nsw i64 %149, 4112
-  %151 = add nsw i64 2163008, %150
-  %152 = mul nsw i64 %s2_proj.mb3832, 4
-  %153 = add nsw i64 %152, 2
-  %154 = mul nsw i64 %153, 4112
-  %155 = add nsw i64 %151, %154
-  %156 = mul nsw i64 %s2_proj.nb3821, 24
-  %157 = add nsw i64 %155, %156
-  %158 = add nsw i64 %157, 16
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %158
-  store <8 x float> %t384_c2_244, ptr %arena45, align 4
-  %t384_c3_046 = load <8 x float>, ptr %s2_proj.t384_c3_0, align 32
-  %159 = mul nsw i64 %0, 16
-  %160 = mul nsw i64 %159, 4112
-  %161 = add nsw i64 2163008, %160
-  %162 = mul nsw i64 %s2_proj.mb3832, 4
-  %163 = add nsw i64 %162, 3
-  %164 = mul nsw i64 %163, 4112
-  %165 = add nsw i64 %161, %164
-  %166 = mul nsw i64 %s2_proj.nb3821, 24
-  %167 = add nsw i64 %165, %166
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %167
-  store <8 x float> %t384_c3_046, ptr %arena47, align 4
-  %t384_c3_148 = load <8 x float>, ptr %s2_proj.t384_c3_1, align 32
-  %168 = mul nsw i64 %0, 16
-  %169 = mul nsw i64 %168, 4112
-  %170 = add nsw i64 2163008, %169
-  %171 = mul nsw i64 %s2_proj.mb3832, 4
-  %172 = add nsw i64 %171, 3
-  %173 = mul nsw i64 %172, 4112
-  %174 = add nsw i64 %170, %173
-  %175 = mul nsw i64 %s2_proj.nb3821, 24
-  %176 = add nsw i64 %174, %175
-  %177 = add nsw i64 %176, 8
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %177
-  store <8 x float> %t384_c3_148, ptr %arena49, align 4
-  %t384_c3_250 = load <8 x float>, ptr %s2_proj.t384_c3_2, align 32
-  %178 = mul nsw i64 %0, 16
-  %179 = mul nsw i64 %178, 4112
-  %180 = add nsw i64 2163008, %179
-  %181 = mul nsw i64 %s2_proj.mb3832, 4
-  %182 = add nsw i64 %181, 3
-  %183 = mul nsw i64 %182, 4112
-  %184 = add nsw i64 %180, %183
-  %185 = mul nsw i64 %s2_proj.nb3821, 24
-  %186 = add nsw i64 %184, %185
-  %187 = add nsw i64 %186, 16
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %187
-  store <8 x float> %t384_c3_250, ptr %arena51, align 4
-  %mb383.next = add nsw i64 %s2_proj.mb3832, 1
-  %188 = icmp slt i64 %mb383.next, 4
-  br i1 %188, label %s2_proj.mb383, label %s2_proj.mb383.end
-
-s2_proj.mb386:                                    ; preds = %s2_proj.k388.end, %s2_proj.nb382.end
-  %s2_proj.mb38652 = phi i64 [ 0, %s2_proj.nb382.end ], [ %mb386.next, %s2_proj.k388.end ]
-  store <8 x float> zeroinitializer, ptr %s2_proj.t387_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t387_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t387_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t387_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t387_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t387_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t387_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t387_c3_1, align 32
-  br label %s2_proj.k388
-
-s2_proj.mb386.end:                                ; preds = %s2_proj.k388.end
-  ret void
-
-s2_proj.k388:                                     ; preds = %s2_proj.k388, %s2_proj.mb386
-  %s2_proj.k38853 = phi i64 [ 0, %s2_proj.mb386 ], [ %k388.next, %s2_proj.k388 ]
-  %189 = mul nsw i64 %s2_proj.k38853, 4112
-  %190 = add nsw i64 2097216, %189
-  %191 = add nsw i64 %190, 4080
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %191
-  %192 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %192, ptr %s2_proj.t387_b0, align 32
-  %193 = mul nsw i64 %s2_proj.k38853, 4112
-  %194 = add nsw i64 2097216, %193
-  %195 = add nsw i64 %194, 4080
-  %196 = add nsw i64 %195, 8
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %196
-  %197 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %197, ptr %s2_proj.t387_b1, align 32
-  %198 = mul nsw i64 %0, 16
-  %199 = mul nsw i64 %198, 16
-  %200 = add nsw i64 19088, %199
-  %201 = mul nsw i64 %s2_proj.mb38652, 4
-  %202 = mul nsw i64 %201, 16
-  %203 = add nsw i64 %200, %202
-  %204 = add nsw i64 %203, %s2_proj.k38853
-  %params56 = getelementptr inbounds float, ptr %params, i64 %204
-  %205 = load float, ptr %params56, align 4
-  %206 = insertelement <8 x float> undef, float %205, i32 0
-  %207 = shufflevector <8 x float> %206, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %207, ptr %s2_proj.t387_a0, align 32
-  %t387_a0 = load <8 x float>, ptr %s2_proj.t387_a0, align 32
-  %t387_b0 = load <8 x float>, ptr %s2_proj.t387_b0, align 32
-  %t387_c0_0 = load <8 x float>, ptr %s2_proj.t387_c0_0, align 32
-  %208 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t387_a0, <8 x float> %t387_b0, <8 x float> %t387_c0_0)
-  store <8 x float> %208, ptr %s2_proj.t387_c0_0, align 32
-  %t387_a057 = load <8 x float>, ptr %s2_proj.t387_a0, align 32
-  %t387_b1 = load <8 x float>, ptr %s2_proj.t387_b1, align 32
-  %t387_c0_1 = load <8 x float>, ptr %s2_proj.t387_c0_1, align 32
-  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t387_a057, <8 x float> %t387_b1, <8 x float> %t387_c0_1)
-  store <8 x float> %209, ptr %s2_proj.t387_c0_1, align 32
-  %210 = mul nsw i64 %0, 16
-  %211 = mul nsw i64 %210, 16
-  %212 = add nsw i64 19088, %211
-  %213 = mul nsw i64 %s2_proj.mb38652, 4
-  %214 = add nsw i64 %213, 1
-  %215 = mul nsw i64 %214, 16
-  %216 = add nsw i64 %212, %215
-  %217 = add nsw i64 %216, %s2_proj.k38853
-  %params58 = getelementptr inbounds float, ptr %params, i64 %217
-  %218 = load float, ptr %params58, align 4
-  %219 = insertelement <8 x float> undef, float %218, i32 0
-  %220 = shufflevector <8 x float> %219, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %220, ptr %s2_proj.t387_a1, align 32
-  %t387_a1 = load <8 x float>, ptr %s2_proj.t387_a1, align 32
-  %t387_b059 = load <8 x float>, ptr %s2_proj.t387_b0, align 32
-  %t387_c1_0 = load <8 x float>, ptr %s2_proj.t387_c1_0, align 32
-  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t387_a1, <8 x float> %t387_b059, <8 x float> %t387_c1_0)
-  store <8 x float> %221, ptr %s2_proj.t387_c1_0, align 32
-  %t387_a160 = load <8 x float>, ptr %s2_proj.t387_a1, align 32
-  %t387_b161 = load <8 x float>, ptr %s2_proj.t387_b1, align 32
-  %t387_c1_1 = load <8 x float>, ptr %s2_proj.t387_c1_1, align 32
-  %222 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t387_a160, <8 x float> %t387_b161, <8 x float> %t387_c1_1)
-  store <8 x float> %222, ptr %s2_proj.t387_c1_1, align 32
-  %223 = mul nsw i64 %0, 16
-  %224 = mul nsw i64 %223, 16
-  %225 = add nsw i64 19088, %224
-  %226 = mul nsw i64 %s2_proj.mb38652, 4
-  %227 = add nsw i64 %226, 2
-  %228 = mul nsw i64 %227, 16
-  %229 = add nsw i64 %225, %228
-  %230 = add nsw i64 %229, %s2_proj.k38853
-  %params62 = getelementptr inbounds float, ptr %params, i64 %230
-  %231 = load float, ptr %params62, align 4
-  %232 = insertelement <8 x float> undef, float %231, i32 0
-  %233 = shufflevector <8 x float> %232, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %233, ptr %s2_proj.t387_a2, align 32
-  %t387_a2 = load <8 x float>, ptr %s2_proj.t387_a2, align 32
-  %t387_b063 = load <8 x float>, ptr %s2_proj.t387_b0, align 32
-  %t387_c2_0 = load <8 x float>, ptr %s2_proj.t387_c2_0, align 32
-  %234 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t387_a2, <8 x float> %t387_b063, <8 x float> %t387_c2_0)
-  store <8 x float> %234, ptr %s2_proj.t387_c2_0, align 32
-  %t387_a264 = load <8 x float>, ptr %s2_proj.t387_a2, align 32
-  %t387_b165 = load <8 x float>, ptr %s2_proj.t387_b1, align 32
-  %t387_c2_1 = load <8 x float>, ptr %s2_proj.t387_c2_1, align 32
-  %235 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t387_a264, <8 x float> %t387_b165, <8 x float> %t387_c2_1)
-  store <8 x float> %235, ptr %s2_proj.t387_c2_1, align 32
-  %236 = mul nsw i64 %0, 16
-  %237 = mul nsw i64 %236, 16
-  %238 = add nsw i64 19088, %237
-  %239 = mul nsw i64 %s2_proj.mb38652, 4
-  %240 = add nsw i64 %239, 3
-  %241 = mul nsw i64 %240, 16
-  %242 = add nsw i64 %238, %241
-  %243 = add nsw i64 %242, %s2_proj.k38853
-  %params66 = getelementptr inbounds float, ptr %params, i64 %243
-  %244 = load float, ptr %params66, align 4
-  %245 = insertelement <8 x float> undef, float %244, i32 0
-  %246 = shufflevector <8 x float> %245, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %246, ptr %s2_proj.t387_a3, align 32
-  %t387_a3 = load <8 x float>, ptr %s2_proj.t387_a3, align 32
-  %t387_b067 = load <8 x float>, ptr %s2_proj.t387_b0, align 32
-  %t387_c3_0 = load <8 x float>, ptr %s2_proj.t387_c3_0, align 32
-  %247 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t387_a3, <8 x float> %t387_b067, <8 x float> %t387_c3_0)
-  store <8 x float> %247, ptr %s2_proj.t387_c3_0, align 32
-  %t387_a368 = load <8 x float>, ptr %s2_proj.t387_a3, align 32
-  %t387_b169 = load <8 x float>, ptr %s2_proj.t387_b1, align 32
-  %t387_c3_1 = load <8 x float>, ptr %s2_proj.t387_c3_1, align 32
-  %248 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t387_a368, <8 x float> %t387_b169, <8 x float> %t387_c3_1)
-  store <8 x float> %248, ptr %s2_proj.t387_c3_1, align 32
-  %k388.next = add nsw i64 %s2_proj.k38853, 1
-  %249 = icmp slt i64 %k388.next, 16
-  br i1 %249, label %s2_proj.k388, label %s2_proj.k388.end
-
-s2_proj.k388.end:                                 ; preds = %s2_proj.k388
-  %t387_c0_070 = load <8 x float>, ptr %s2_proj.t387_c0_0, align 32
-  %250 = mul nsw i64 %0, 16
-  %251 = mul nsw i64 %250, 4112
-  %252 = add nsw i64 2163008, %251
-  %253 = mul nsw i64 %s2_proj.mb38652, 4
-  %254 = mul nsw i64 %253, 4112
-  %255 = add nsw i64 %252, %254
-  %256 = add nsw i64 %255, 4080
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %256
-  store <8 x float> %t387_c0_070, ptr %arena71, align 4
-  %t387_c0_172 = load <8 x float>, ptr %s2_proj.t387_c0_1, align 32
-  %257 = mul nsw i64 %0, 16
-  %258 = mul nsw i64 %257, 4112
-  %259 = add nsw i64 2163008, %258
-  %260 = mul nsw i64 %s2_proj.mb38652, 4
-  %261 = mul nsw i64 %260, 4112
-  %262 = add nsw i64 %259, %261
-  %263 = add nsw i64 %262, 4080
-  %264 = add nsw i64 %263, 8
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %264
-  store <8 x float> %t387_c0_172, ptr %arena73, align 4
-  %t387_c1_074 = load <8 x float>, ptr %s2_proj.t387_c1_0, align 32
-  %265 = mul nsw i64 %0, 16
-  %266 = mul nsw i64 %265, 4112
-  %267 = add nsw i64 2163008, %266
-  %268 = mul nsw i64 %s2_proj.mb38652, 4
-  %269 = add nsw i64 %268, 1
-  %270 = mul nsw i64 %269, 4112
-  %271 = add nsw i64 %267, %270
-  %272 = add nsw i64 %271, 4080
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %272
-  store <8 x float> %t387_c1_074, ptr %arena75, align 4
-  %t387_c1_176 = load <8 x float>, ptr %s2_proj.t387_c1_1, align 32
-  %273 = mul nsw i64 %0, 16
-  %274 = mul nsw i64 %273, 4112
-  %275 = add nsw i64 2163008, %274
-  %276 = mul nsw i64 %s2_proj.mb38652, 4
-  %277 = add nsw i64 %276, 1
-  %278 = mul nsw i64 %277, 4112
-  %279 = add nsw i64 %275, %278
-  %280 = add nsw i64 %279, 4080
-  %281 = add nsw i64 %280, 8
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %281
-  store <8 x float> %t387_c1_176, ptr %arena77, align 4
-  %t387_c2_078 = load <8 x float>, ptr %s2_proj.t387_c2_0, align 32
-  %282 = mul nsw i64 %0, 16
-  %283 = mul nsw i64 %282, 4112
-  %284 = add nsw i64 2163008, %283
-  %285 = mul nsw i64 %s2_proj.mb38652, 4
-  %286 = add nsw i64 %285, 2
-  %287 = mul nsw i64 %286, 4112
-  %288 = add nsw i64 %284, %287
-  %289 = add nsw i64 %288, 4080
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %289
-  store <8 x float> %t387_c2_078, ptr %arena79, align 4
-  %t387_c2_180 = load <8 x float>, ptr %s2_proj.t387_c2_1, align 32
-  %290 = mul nsw i64 %0, 16
-  %291 = mul nsw i64 %290, 4112
-  %292 = add nsw i64 2163008, %291
-  %293 = mul nsw i64 %s2_proj.mb38652, 4
-  %294 = add nsw i64 %293, 2
-  %295 = mul nsw i64 %294, 4112
-  %296 = add nsw i64 %292, %295
-  %297 = add nsw i64 %296, 4080
-  %298 = add nsw i64 %297, 8
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t387_c2_180, ptr %arena81, align 4
-  %t387_c3_082 = load <8 x float>, ptr %s2_proj.t387_c3_0, align 32
-  %299 = mul nsw i64 %0, 16
-  %300 = mul nsw i64 %299, 4112
-  %301 = add nsw i64 2163008, %300
-  %302 = mul nsw i64 %s2_proj.mb38652, 4
-  %303 = add nsw i64 %302, 3
-  %304 = mul nsw i64 %303, 4112
-  %305 = add nsw i64 %301, %304
-  %306 = add nsw i64 %305, 4080
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %306
-  store <8 x float> %t387_c3_082, ptr %arena83, align 4
-  %t387_c3_184 = load <8 x float>, ptr %s2_proj.t387_c3_1, align 32
-  %307 = mul nsw i64 %0, 16
-  %308 = mul nsw i64 %307, 4112
-  %309 = add nsw i64 2163008, %308
-  %310 = mul nsw i64 %s2_proj.mb38652, 4
-  %311 = add nsw i64 %310, 3
-  %312 = mul nsw i64 %311, 4112
-  %313 = add nsw i64 %309, %312
-  %314 = add nsw i64 %313, 4080
-  %315 = add nsw i64 %314, 8
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %315
-  store <8 x float> %t387_c3_184, ptr %arena85, align 4
-  %mb386.next = add nsw i64 %s2_proj.mb38652, 1
-  %316 = icmp slt i64 %mb386.next, 4
-  br i1 %316, label %s2_proj.mb386, label %s2_proj.mb386.end
-}
-
-define internal void @resnet8_infer_b64.k13.s2_proj.part381.task(ptr %0, i64 %1) {
-entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
-  %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
-  %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
-  %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
-  %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
-  %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
-  %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
-  %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
-  %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
-  %25 = load i64, ptr %24, align 4
-  call void @resnet8_infer_b64.k13.s2_proj.part381(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
-  ret void
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k14.s2_sum(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
-entry:
-  %part393.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part393.context, i32 0, i32 0
-  store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part393.context, i32 0, i32 1
-  store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part393.context, i32 0, i32 2
-  store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part393.context, i32 0, i32 3
-  store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part393.context, i32 0, i32 4
-  store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part393.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part393.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part393.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part393.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part393.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part393.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = icmp eq ptr %pool, null
-  br i1 %11, label %s2_sum.part393.serial, label %s2_sum.part393.pool
-
-s2_sum.part393.pool:                              ; preds = %entry
-  %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @resnet8_infer_b64.k14.s2_sum.part393.task, ptr %part393.context, i64 2)
-  br label %s2_sum.part393.done
-
-s2_sum.part393.serial:                            ; preds = %entry
-  br label %s2_sum.part393
-
-s2_sum.part393.done:                              ; preds = %s2_sum.part393.end, %s2_sum.part393.pool
-  ret void
-
-s2_sum.part393:                                   ; preds = %s2_sum.part393, %s2_sum.part393.serial
-  %s2_sum.part3931 = phi i64 [ 0, %s2_sum.part393.serial ], [ %part393.next, %s2_sum.part393 ]
-  call void @resnet8_infer_b64.k14.s2_sum.part393(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s2_sum.part3931)
-  %part393.next = add nsw i64 %s2_sum.part3931, 1
-  %12 = icmp slt i64 %part393.next, 2
-  br i1 %12, label %s2_sum.part393, label %s2_sum.part393.end
-
-s2_sum.part393.end:                               ; preds = %s2_sum.part393
-  br label %s2_sum.part393.done
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k14.s2_sum.part393(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
-entry:
-  br label %s2_sum.i394
-
-s2_sum.i394:                                      ; preds = %s2_sum.i394, %entry
-  %s2_sum.i3941 = phi i64 [ 0, %entry ], [ %i394.next, %s2_sum.i394 ]
-  %1 = mul nsw i64 %0, 262144
-  %2 = add nsw i64 %s2_sum.i3941, %1
-  %3 = add nsw i64 1572928, %2
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %3
-  %4 = load float, ptr %arena2, align 4
-  %5 = mul nsw i64 %0, 262144
-  %6 = add nsw i64 %s2_sum.i3941, %5
-  %7 = add nsw i64 1048640, %6
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %7
-  %8 = load float, ptr %arena3, align 4
-  %9 = fadd float %4, %8
-  %10 = mul nsw i64 %0, 262144
-  %11 = add nsw i64 %s2_sum.i3941, %10
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %11
-  store float %9, ptr %arena4, align 4
-  %i394.next = add nsw i64 %s2_sum.i3941, 1
-  %12 = icmp slt i64 %i394.next, 262144
-  br i1 %12, label %s2_sum.i394, label %s2_sum.i394.end
-
-s2_sum.i394.end:                                  ; preds = %s2_sum.i394
-  ret void
-}
-
-define internal void @resnet8_infer_b64.k14.s2_sum.part393.task(ptr %0, i64 %1) {
-entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
-  %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
-  %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
-  %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
-  %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
-  %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
-  %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
-  %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
-  %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @resnet8_infer_b64.k14.s2_sum.part393(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
-  ret void
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k15.x2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
-entry:
-  %part395.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part395.context, i32 0, i32 0
-  store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part395.context, i32 0, i32 1
-  store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part395.context, i32 0, i32 2
-  store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part395.context, i32 0, i32 3
-  store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part395.context, i32 0, i32 4
-  store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part395.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part395.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part395.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part395.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part395.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part395.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = icmp eq ptr %pool, null
-  br i1 %11, label %x2.part395.serial, label %x2.part395.pool
-
-x2.part395.pool:                                  ; preds = %entry
-  %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @resnet8_infer_b64.k15.x2.part395.task, ptr %part395.context, i64 2)
-  br label %x2.part395.done
-
-x2.part395.serial:                                ; preds = %entry
-  br label %x2.part395
-
-x2.part395.done:                                  ; preds = %x2.part395.end, %x2.part395.pool
-  ret void
-
-x2.part395:                                       ; preds = %x2.part395, %x2.part395.serial
-  %x2.part3951 = phi i64 [ 0, %x2.part395.serial ], [ %part395.next, %x2.part395 ]
-  call void @resnet8_infer_b64.k15.x2.part395(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %x2.part3951)
-  %part395.next = add nsw i64 %x2.part3951, 1
-  %12 = icmp slt i64 %part395.next, 2
-  br i1 %12, label %x2.part395, label %x2.part395.end
-
-x2.part395.end:                                   ; preds = %x2.part395
-  br label %x2.part395.done
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k15.x2.part395(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
-entry:
-  br label %x2.i396
-
-x2.i396:                                          ; preds = %x2.i396, %entry
-  %x2.i3961 = phi i64 [ 0, %entry ], [ %i396.next, %x2.i396 ]
-  %1 = mul nsw i64 %0, 262144
-  %2 = add nsw i64 %x2.i3961, %1
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %2
-  %3 = load float, ptr %arena2, align 4
-  %4 = fcmp ogt float %3, 0.000000e+00
-  %5 = mul nsw i64 %0, 262144
-  %6 = add nsw i64 %x2.i3961, %5
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %6
-  %7 = load float, ptr %arena3, align 4
-  %8 = select i1 %4, float %7, float 0.000000e+00
-  %9 = mul nsw i64 %0, 262144
-  %10 = add nsw i64 %x2.i3961, %9
-  %11 = add nsw i64 524288, %10
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %11
-  store float %8, ptr %arena4, align 4
-  %i396.next = add nsw i64 %x2.i3961, 1
-  %12 = icmp slt i64 %i396.next, 262144
-  br i1 %12, label %x2.i396, label %x2.i396.end
-
-x2.i396.end:                                      ; preds = %x2.i396
-  ret void
-}
-
-define internal void @resnet8_infer_b64.k15.x2.part395.task(ptr %0, i64 %1) {
-entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
-  %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
-  %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
-  %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
-  %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
-  %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
-  %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
-  %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
-  %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @resnet8_infer_b64.k15.x2.part395(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
-  ret void
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k16.s3_bn1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
-entry:
-  %s3_bn1.scale398 = alloca float, align 4
-  br label %s3_bn1.c397
-
-s3_bn1.c397:                                      ; preds = %s3_bn1.c397, %entry
-  %s3_bn1.c3971 = phi i64 [ 0, %entry ], [ %c397.next, %s3_bn1.c397 ]
-  %0 = add nsw i64 38096, %s3_bn1.c3971
-  %params2 = getelementptr inbounds float, ptr %params, i64 %0
-  %1 = load float, ptr %params2, align 4
-  %2 = add nsw i64 78394, %s3_bn1.c3971
-  %params3 = getelementptr inbounds float, ptr %params, i64 %2
-  %3 = load float, ptr %params3, align 4
-  %4 = fadd float %3, 0x3EE4F8B580000000
-  %5 = call float @llvm.sqrt.f32(float %4)
-  %6 = fdiv float 1.000000e+00, %5
-  %7 = fmul float %1, %6
-  store float %7, ptr %s3_bn1.scale398, align 4
-  %scale398 = load float, ptr %s3_bn1.scale398, align 4
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %s3_bn1.c3971
-  store float %scale398, ptr %arena4, align 4
-  %8 = add nsw i64 38160, %s3_bn1.c3971
+  store float %7, ptr %s3_bn1.scale390, align 4
+  %scale390 = load float, ptr %s3_bn1.scale390, align 4
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %s3_bn1.c3891
+  store float %scale390, ptr %arena4, align 4
+  %8 = add nsw i64 38160, %s3_bn1.c3891
   %params5 = getelementptr inbounds float, ptr %params, i64 %8
   %9 = load float, ptr %params5, align 4
-  %10 = add nsw i64 78330, %s3_bn1.c3971
+  %10 = add nsw i64 78330, %s3_bn1.c3891
   %params6 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load float, ptr %params6, align 4
-  %scale3987 = load float, ptr %s3_bn1.scale398, align 4
-  %12 = fmul float %11, %scale3987
+  %scale3907 = load float, ptr %s3_bn1.scale390, align 4
+  %12 = fmul float %11, %scale3907
   %13 = fsub float %9, %12
-  %14 = add nsw i64 64, %s3_bn1.c3971
+  %14 = add nsw i64 64, %s3_bn1.c3891
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %14
   store float %13, ptr %arena8, align 4
-  %c397.next = add nsw i64 %s3_bn1.c3971, 1
-  %15 = icmp slt i64 %c397.next, 64
-  br i1 %15, label %s3_bn1.c397, label %s3_bn1.c397.end
+  %c389.next = add nsw i64 %s3_bn1.c3891, 1
+  %15 = icmp slt i64 %c389.next, 64
+  br i1 %15, label %s3_bn1.c389, label %s3_bn1.c389.end
 
-s3_bn1.c397.end:                                  ; preds = %s3_bn1.c397
+s3_bn1.c389.end:                                  ; preds = %s3_bn1.c389
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k17.s3_conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define internal void @resnet8_infer_b64.k13.s3_conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %part414.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  %part400.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  br label %s3_conv1.g399
+  %part406.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part392.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  br label %s3_conv1.g391
 
-s3_conv1.g399:                                    ; preds = %s3_conv1.part414.done, %entry
-  %s3_conv1.g3991 = phi i64 [ 0, %entry ], [ %g399.next, %s3_conv1.part414.done ]
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part400.context, i32 0, i32 0
+s3_conv1.g391:                                    ; preds = %s3_conv1.part406.done, %entry
+  %s3_conv1.g3911 = phi i64 [ 0, %entry ], [ %g391.next, %s3_conv1.part406.done ]
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part392.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part400.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part392.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part400.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part392.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part400.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part392.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part400.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part392.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part400.context, i32 0, i32 5
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part392.context, i32 0, i32 5
   store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part400.context, i32 0, i32 6
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part392.context, i32 0, i32 6
   store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part400.context, i32 0, i32 7
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part392.context, i32 0, i32 7
   store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part400.context, i32 0, i32 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part392.context, i32 0, i32 8
   store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part400.context, i32 0, i32 9
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part392.context, i32 0, i32 9
   store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part400.context, i32 0, i32 10
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part392.context, i32 0, i32 10
   store ptr %pool, ptr %10, align 8
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part400.context, i32 0, i32 11
-  store i64 %s3_conv1.g3991, ptr %11, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part392.context, i32 0, i32 11
+  store i64 %s3_conv1.g3911, ptr %11, align 4
   %12 = icmp eq ptr %pool, null
-  br i1 %12, label %s3_conv1.part400.serial, label %s3_conv1.part400.pool
+  br i1 %12, label %s3_conv1.part392.serial, label %s3_conv1.part392.pool
 
-s3_conv1.g399.end:                                ; preds = %s3_conv1.part414.done
+s3_conv1.g391.end:                                ; preds = %s3_conv1.part406.done
   ret void
 
-s3_conv1.part400.pool:                            ; preds = %s3_conv1.g399
+s3_conv1.part392.pool:                            ; preds = %s3_conv1.g391
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @resnet8_infer_b64.k17.s3_conv1.part400.task, ptr %part400.context, i64 2)
-  br label %s3_conv1.part400.done
+  call void %run(ptr %pool, ptr @resnet8_infer_b64.k13.s3_conv1.part392.task, ptr %part392.context, i64 2)
+  br label %s3_conv1.part392.done
 
-s3_conv1.part400.serial:                          ; preds = %s3_conv1.g399
-  br label %s3_conv1.part400
+s3_conv1.part392.serial:                          ; preds = %s3_conv1.g391
+  br label %s3_conv1.part392
 
-s3_conv1.part400.done:                            ; preds = %s3_conv1.part400.end, %s3_conv1.part400.pool
-  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part414.context, i32 0, i32 0
+s3_conv1.part392.done:                            ; preds = %s3_conv1.part392.end, %s3_conv1.part392.pool
+  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part406.context, i32 0, i32 0
   store ptr %params, ptr %13, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part414.context, i32 0, i32 1
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part406.context, i32 0, i32 1
   store ptr %grads, ptr %14, align 8
-  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part414.context, i32 0, i32 2
+  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part406.context, i32 0, i32 2
   store ptr %m, ptr %15, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part414.context, i32 0, i32 3
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part406.context, i32 0, i32 3
   store ptr %v, ptr %16, align 8
-  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part414.context, i32 0, i32 4
+  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part406.context, i32 0, i32 4
   store ptr %arena, ptr %17, align 8
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part414.context, i32 0, i32 5
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part406.context, i32 0, i32 5
   store ptr %images, ptr %18, align 8
-  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part414.context, i32 0, i32 6
+  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part406.context, i32 0, i32 6
   store ptr %labels, ptr %19, align 8
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part414.context, i32 0, i32 7
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part406.context, i32 0, i32 7
   store float %lr, ptr %20, align 4
-  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part414.context, i32 0, i32 8
+  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part406.context, i32 0, i32 8
   store i64 %step, ptr %21, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part414.context, i32 0, i32 9
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part406.context, i32 0, i32 9
   store i64 %seed, ptr %22, align 4
-  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part414.context, i32 0, i32 10
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part406.context, i32 0, i32 10
   store ptr %pool, ptr %23, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part414.context, i32 0, i32 11
-  store i64 %s3_conv1.g3991, ptr %24, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part406.context, i32 0, i32 11
+  store i64 %s3_conv1.g3911, ptr %24, align 4
   %25 = icmp eq ptr %pool, null
-  br i1 %25, label %s3_conv1.part414.serial, label %s3_conv1.part414.pool
+  br i1 %25, label %s3_conv1.part406.serial, label %s3_conv1.part406.pool
 
-s3_conv1.part400:                                 ; preds = %s3_conv1.part400, %s3_conv1.part400.serial
-  %s3_conv1.part4002 = phi i64 [ 0, %s3_conv1.part400.serial ], [ %part400.next, %s3_conv1.part400 ]
-  call void @resnet8_infer_b64.k17.s3_conv1.part400(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_conv1.g3991, i64 %s3_conv1.part4002)
-  %part400.next = add nsw i64 %s3_conv1.part4002, 1
-  %26 = icmp slt i64 %part400.next, 2
-  br i1 %26, label %s3_conv1.part400, label %s3_conv1.part400.end
+s3_conv1.part392:                                 ; preds = %s3_conv1.part392, %s3_conv1.part392.serial
+  %s3_conv1.part3922 = phi i64 [ 0, %s3_conv1.part392.serial ], [ %part392.next, %s3_conv1.part392 ]
+  call void @resnet8_infer_b64.k13.s3_conv1.part392(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_conv1.g3911, i64 %s3_conv1.part3922)
+  %part392.next = add nsw i64 %s3_conv1.part3922, 1
+  %26 = icmp slt i64 %part392.next, 2
+  br i1 %26, label %s3_conv1.part392, label %s3_conv1.part392.end
 
-s3_conv1.part400.end:                             ; preds = %s3_conv1.part400
-  br label %s3_conv1.part400.done
+s3_conv1.part392.end:                             ; preds = %s3_conv1.part392
+  br label %s3_conv1.part392.done
 
-s3_conv1.part414.pool:                            ; preds = %s3_conv1.part400.done
+s3_conv1.part406.pool:                            ; preds = %s3_conv1.part392.done
   %run3 = load ptr, ptr %pool, align 8
-  call void %run3(ptr %pool, ptr @resnet8_infer_b64.k17.s3_conv1.part414.task, ptr %part414.context, i64 2)
-  br label %s3_conv1.part414.done
+  call void %run3(ptr %pool, ptr @resnet8_infer_b64.k13.s3_conv1.part406.task, ptr %part406.context, i64 2)
+  br label %s3_conv1.part406.done
 
-s3_conv1.part414.serial:                          ; preds = %s3_conv1.part400.done
-  br label %s3_conv1.part414
+s3_conv1.part406.serial:                          ; preds = %s3_conv1.part392.done
+  br label %s3_conv1.part406
 
-s3_conv1.part414.done:                            ; preds = %s3_conv1.part414.end, %s3_conv1.part414.pool
-  %g399.next = add nsw i64 %s3_conv1.g3991, 1
-  %27 = icmp slt i64 %g399.next, 4
-  br i1 %27, label %s3_conv1.g399, label %s3_conv1.g399.end
+s3_conv1.part406.done:                            ; preds = %s3_conv1.part406.end, %s3_conv1.part406.pool
+  %g391.next = add nsw i64 %s3_conv1.g3911, 1
+  %27 = icmp slt i64 %g391.next, 4
+  br i1 %27, label %s3_conv1.g391, label %s3_conv1.g391.end
 
-s3_conv1.part414:                                 ; preds = %s3_conv1.part414, %s3_conv1.part414.serial
-  %s3_conv1.part4144 = phi i64 [ 0, %s3_conv1.part414.serial ], [ %part414.next, %s3_conv1.part414 ]
-  call void @resnet8_infer_b64.k17.s3_conv1.part414(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_conv1.g3991, i64 %s3_conv1.part4144)
-  %part414.next = add nsw i64 %s3_conv1.part4144, 1
-  %28 = icmp slt i64 %part414.next, 2
-  br i1 %28, label %s3_conv1.part414, label %s3_conv1.part414.end
+s3_conv1.part406:                                 ; preds = %s3_conv1.part406, %s3_conv1.part406.serial
+  %s3_conv1.part4064 = phi i64 [ 0, %s3_conv1.part406.serial ], [ %part406.next, %s3_conv1.part406 ]
+  call void @resnet8_infer_b64.k13.s3_conv1.part406(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_conv1.g3911, i64 %s3_conv1.part4064)
+  %part406.next = add nsw i64 %s3_conv1.part4064, 1
+  %28 = icmp slt i64 %part406.next, 2
+  br i1 %28, label %s3_conv1.part406, label %s3_conv1.part406.end
 
-s3_conv1.part414.end:                             ; preds = %s3_conv1.part414
-  br label %s3_conv1.part414.done
+s3_conv1.part406.end:                             ; preds = %s3_conv1.part406
+  br label %s3_conv1.part406.done
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k17.s3_conv1.part400(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
+define internal void @resnet8_infer_b64.k13.s3_conv1.part392(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
 entry:
-  br label %s3_conv1.j401
+  br label %s3_conv1.j393
 
-s3_conv1.j401:                                    ; preds = %s3_conv1.c402.end, %entry
-  %s3_conv1.j4011 = phi i64 [ 0, %entry ], [ %j401.next, %s3_conv1.c402.end ]
-  br label %s3_conv1.c402
+s3_conv1.j393:                                    ; preds = %s3_conv1.c394.end, %entry
+  %s3_conv1.j3931 = phi i64 [ 0, %entry ], [ %j393.next, %s3_conv1.c394.end ]
+  br label %s3_conv1.c394
 
-s3_conv1.j401.end:                                ; preds = %s3_conv1.c402.end
+s3_conv1.j393.end:                                ; preds = %s3_conv1.c394.end
   ret void
 
-s3_conv1.c402:                                    ; preds = %s3_conv1.ky403.end, %s3_conv1.j401
-  %s3_conv1.c4022 = phi i64 [ 0, %s3_conv1.j401 ], [ %c402.next, %s3_conv1.ky403.end ]
-  br label %s3_conv1.ky403
+s3_conv1.c394:                                    ; preds = %s3_conv1.ky395.end, %s3_conv1.j393
+  %s3_conv1.c3942 = phi i64 [ 0, %s3_conv1.j393 ], [ %c394.next, %s3_conv1.ky395.end ]
+  br label %s3_conv1.ky395
 
-s3_conv1.c402.end:                                ; preds = %s3_conv1.ky403.end
-  %j401.next = add nsw i64 %s3_conv1.j4011, 1
-  %2 = icmp slt i64 %j401.next, 16
-  br i1 %2, label %s3_conv1.j401, label %s3_conv1.j401.end
+s3_conv1.c394.end:                                ; preds = %s3_conv1.ky395.end
+  %j393.next = add nsw i64 %s3_conv1.j3931, 1
+  %2 = icmp slt i64 %j393.next, 16
+  br i1 %2, label %s3_conv1.j393, label %s3_conv1.j393.end
 
-s3_conv1.ky403:                                   ; preds = %s3_conv1.oy411.end, %s3_conv1.c402
-  %s3_conv1.ky4033 = phi i64 [ 0, %s3_conv1.c402 ], [ %ky403.next, %s3_conv1.oy411.end ]
-  br label %s3_conv1.oy404
+s3_conv1.ky395:                                   ; preds = %s3_conv1.oy403.end, %s3_conv1.c394
+  %s3_conv1.ky3953 = phi i64 [ 0, %s3_conv1.c394 ], [ %ky395.next, %s3_conv1.oy403.end ]
+  br label %s3_conv1.oy396
 
-s3_conv1.ky403.end:                               ; preds = %s3_conv1.oy411.end
-  %c402.next = add nsw i64 %s3_conv1.c4022, 1
-  %3 = icmp slt i64 %c402.next, 16
-  br i1 %3, label %s3_conv1.c402, label %s3_conv1.c402.end
+s3_conv1.ky395.end:                               ; preds = %s3_conv1.oy403.end
+  %c394.next = add nsw i64 %s3_conv1.c3942, 1
+  %3 = icmp slt i64 %c394.next, 16
+  br i1 %3, label %s3_conv1.c394, label %s3_conv1.c394.end
 
-s3_conv1.oy404:                                   ; preds = %s3_conv1.endif15, %s3_conv1.ky403
-  %s3_conv1.oy4044 = phi i64 [ 0, %s3_conv1.ky403 ], [ %oy404.next, %s3_conv1.endif15 ]
-  %4 = mul nsw i64 %s3_conv1.oy4044, 2
-  %5 = add nsw i64 %4, %s3_conv1.ky4033
+s3_conv1.oy396:                                   ; preds = %s3_conv1.endif15, %s3_conv1.ky395
+  %s3_conv1.oy3964 = phi i64 [ 0, %s3_conv1.ky395 ], [ %oy396.next, %s3_conv1.endif15 ]
+  %4 = mul nsw i64 %s3_conv1.oy3964, 2
+  %5 = add nsw i64 %4, %s3_conv1.ky3953
   %6 = add nsw i64 %5, -1
   %7 = icmp slt i64 -1, %6
-  %8 = mul nsw i64 %s3_conv1.oy4044, 2
-  %9 = add nsw i64 %8, %s3_conv1.ky4033
+  %8 = mul nsw i64 %s3_conv1.oy3964, 2
+  %9 = add nsw i64 %8, %s3_conv1.ky3953
   %10 = add nsw i64 %9, -1
   %11 = icmp slt i64 %10, 16
   %12 = and i1 %7, %11
   br i1 %12, label %s3_conv1.then, label %s3_conv1.endif
 
-s3_conv1.oy404.end:                               ; preds = %s3_conv1.endif15
-  br label %s3_conv1.oy408
+s3_conv1.oy396.end:                               ; preds = %s3_conv1.endif15
+  br label %s3_conv1.oy400
 
-s3_conv1.then:                                    ; preds = %s3_conv1.oy404
-  br label %s3_conv1.ox405
+s3_conv1.then:                                    ; preds = %s3_conv1.oy396
+  br label %s3_conv1.ox397
 
-s3_conv1.endif:                                   ; preds = %s3_conv1.ox406.end, %s3_conv1.oy404
-  %13 = mul nsw i64 %s3_conv1.oy4044, 2
-  %14 = add nsw i64 %13, %s3_conv1.ky4033
+s3_conv1.endif:                                   ; preds = %s3_conv1.ox398.end, %s3_conv1.oy396
+  %13 = mul nsw i64 %s3_conv1.oy3964, 2
+  %14 = add nsw i64 %13, %s3_conv1.ky3953
   %15 = add nsw i64 %14, -1
   %16 = icmp slt i64 %15, 0
   br i1 %16, label %s3_conv1.then10, label %s3_conv1.endif11
 
-s3_conv1.ox405:                                   ; preds = %s3_conv1.ox405, %s3_conv1.then
-  %s3_conv1.ox4055 = phi i64 [ 0, %s3_conv1.then ], [ %ox405.next, %s3_conv1.ox405 ]
+s3_conv1.ox397:                                   ; preds = %s3_conv1.ox397, %s3_conv1.then
+  %s3_conv1.ox3975 = phi i64 [ 0, %s3_conv1.then ], [ %ox397.next, %s3_conv1.ox397 ]
   %17 = mul nsw i64 %0, 16
-  %18 = add nsw i64 %17, %s3_conv1.j4011
+  %18 = add nsw i64 %17, %s3_conv1.j3931
   %19 = mul nsw i64 %18, 8192
-  %20 = add nsw i64 524288, %19
+  %20 = add nsw i64 1048704, %19
   %21 = mul nsw i64 %1, 16
-  %22 = add nsw i64 %s3_conv1.c4022, %21
+  %22 = add nsw i64 %s3_conv1.c3942, %21
   %23 = mul nsw i64 %22, 256
   %24 = add nsw i64 %20, %23
-  %25 = mul nsw i64 %s3_conv1.oy4044, 2
-  %26 = add nsw i64 %25, %s3_conv1.ky4033
+  %25 = mul nsw i64 %s3_conv1.oy3964, 2
+  %26 = add nsw i64 %25, %s3_conv1.ky3953
   %27 = add nsw i64 %26, -1
   %28 = mul nsw i64 %27, 16
   %29 = add nsw i64 %24, %28
-  %30 = add nsw i64 %s3_conv1.ox4055, 1
+  %30 = add nsw i64 %s3_conv1.ox3975, 1
   %31 = mul nsw i64 %30, 2
   %32 = add nsw i64 %31, -1
   %33 = add nsw i64 %29, %32
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %33
   %34 = load float, ptr %arena6, align 4
   %35 = mul nsw i64 %1, 16
-  %36 = add nsw i64 %s3_conv1.c4022, %35
+  %36 = add nsw i64 %s3_conv1.c3942, %35
   %37 = mul nsw i64 %36, 3
-  %38 = add nsw i64 %37, %s3_conv1.ky4033
+  %38 = add nsw i64 %37, %s3_conv1.ky3953
   %39 = mul nsw i64 %38, 3
   %40 = mul nsw i64 %39, 1040
-  %41 = add nsw i64 1048576, %40
-  %42 = mul nsw i64 %s3_conv1.j4011, 64
+  %41 = add nsw i64 262272, %40
+  %42 = mul nsw i64 %s3_conv1.j3931, 64
   %43 = add nsw i64 %41, %42
-  %44 = mul nsw i64 %s3_conv1.oy4044, 8
-  %45 = add nsw i64 %s3_conv1.ox4055, 1
+  %44 = mul nsw i64 %s3_conv1.oy3964, 8
+  %45 = add nsw i64 %s3_conv1.ox3975, 1
   %46 = add nsw i64 %44, %45
   %47 = add nsw i64 %43, %46
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %47
   store float %34, ptr %arena7, align 4
-  %ox405.next = add nsw i64 %s3_conv1.ox4055, 1
-  %48 = icmp slt i64 %ox405.next, 7
-  br i1 %48, label %s3_conv1.ox405, label %s3_conv1.ox405.end
+  %ox397.next = add nsw i64 %s3_conv1.ox3975, 1
+  %48 = icmp slt i64 %ox397.next, 7
+  br i1 %48, label %s3_conv1.ox397, label %s3_conv1.ox397.end
 
-s3_conv1.ox405.end:                               ; preds = %s3_conv1.ox405
-  br label %s3_conv1.ox406
+s3_conv1.ox397.end:                               ; preds = %s3_conv1.ox397
+  br label %s3_conv1.ox398
 
-s3_conv1.ox406:                                   ; preds = %s3_conv1.ox406, %s3_conv1.ox405.end
-  %s3_conv1.ox4068 = phi i64 [ 0, %s3_conv1.ox405.end ], [ %ox406.next, %s3_conv1.ox406 ]
+s3_conv1.ox398:                                   ; preds = %s3_conv1.ox398, %s3_conv1.ox397.end
+  %s3_conv1.ox3988 = phi i64 [ 0, %s3_conv1.ox397.end ], [ %ox398.next, %s3_conv1.ox398 ]
   %49 = mul nsw i64 %1, 16
-  %50 = add nsw i64 %s3_conv1.c4022, %49
+  %50 = add nsw i64 %s3_conv1.c3942, %49
   %51 = mul nsw i64 %50, 3
-  %52 = add nsw i64 %51, %s3_conv1.ky4033
+  %52 = add nsw i64 %51, %s3_conv1.ky3953
   %53 = mul nsw i64 %52, 3
   %54 = mul nsw i64 %53, 1040
-  %55 = add nsw i64 1048576, %54
-  %56 = mul nsw i64 %s3_conv1.j4011, 64
+  %55 = add nsw i64 262272, %54
+  %56 = mul nsw i64 %s3_conv1.j3931, 64
   %57 = add nsw i64 %55, %56
-  %58 = mul nsw i64 %s3_conv1.oy4044, 8
-  %59 = add nsw i64 %58, %s3_conv1.ox4068
+  %58 = mul nsw i64 %s3_conv1.oy3964, 8
+  %59 = add nsw i64 %58, %s3_conv1.ox3988
   %60 = add nsw i64 %57, %59
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %60
   store float 0.000000e+00, ptr %arena9, align 4
-  %ox406.next = add nsw i64 %s3_conv1.ox4068, 1
-  %61 = icmp slt i64 %ox406.next, 1
-  br i1 %61, label %s3_conv1.ox406, label %s3_conv1.ox406.end
+  %ox398.next = add nsw i64 %s3_conv1.ox3988, 1
+  %61 = icmp slt i64 %ox398.next, 1
+  br i1 %61, label %s3_conv1.ox398, label %s3_conv1.ox398.end
 
-s3_conv1.ox406.end:                               ; preds = %s3_conv1.ox406
+s3_conv1.ox398.end:                               ; preds = %s3_conv1.ox398
   br label %s3_conv1.endif
 
 s3_conv1.then10:                                  ; preds = %s3_conv1.endif
-  br label %s3_conv1.ox407
+  br label %s3_conv1.ox399
 
-s3_conv1.endif11:                                 ; preds = %s3_conv1.ox407.end, %s3_conv1.endif
-  %62 = mul nsw i64 %s3_conv1.oy4044, 2
-  %63 = add nsw i64 %62, %s3_conv1.ky4033
+s3_conv1.endif11:                                 ; preds = %s3_conv1.ox399.end, %s3_conv1.endif
+  %62 = mul nsw i64 %s3_conv1.oy3964, 2
+  %63 = add nsw i64 %62, %s3_conv1.ky3953
   %64 = add nsw i64 %63, -1
   %65 = icmp slt i64 15, %64
   br i1 %65, label %s3_conv1.then14, label %s3_conv1.endif15
 
-s3_conv1.ox407:                                   ; preds = %s3_conv1.ox407, %s3_conv1.then10
-  %s3_conv1.ox40712 = phi i64 [ 0, %s3_conv1.then10 ], [ %ox407.next, %s3_conv1.ox407 ]
+s3_conv1.ox399:                                   ; preds = %s3_conv1.ox399, %s3_conv1.then10
+  %s3_conv1.ox39912 = phi i64 [ 0, %s3_conv1.then10 ], [ %ox399.next, %s3_conv1.ox399 ]
   %66 = mul nsw i64 %1, 16
-  %67 = add nsw i64 %s3_conv1.c4022, %66
+  %67 = add nsw i64 %s3_conv1.c3942, %66
   %68 = mul nsw i64 %67, 3
-  %69 = add nsw i64 %68, %s3_conv1.ky4033
+  %69 = add nsw i64 %68, %s3_conv1.ky3953
   %70 = mul nsw i64 %69, 3
   %71 = mul nsw i64 %70, 1040
-  %72 = add nsw i64 1048576, %71
-  %73 = mul nsw i64 %s3_conv1.j4011, 64
+  %72 = add nsw i64 262272, %71
+  %73 = mul nsw i64 %s3_conv1.j3931, 64
   %74 = add nsw i64 %72, %73
-  %75 = mul nsw i64 %s3_conv1.oy4044, 8
-  %76 = add nsw i64 %75, %s3_conv1.ox40712
+  %75 = mul nsw i64 %s3_conv1.oy3964, 8
+  %76 = add nsw i64 %75, %s3_conv1.ox39912
   %77 = add nsw i64 %74, %76
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %77
   store float 0.000000e+00, ptr %arena13, align 4
-  %ox407.next = add nsw i64 %s3_conv1.ox40712, 1
-  %78 = icmp slt i64 %ox407.next, 8
-  br i1 %78, label %s3_conv1.ox407, label %s3_conv1.ox407.end
+  %ox399.next = add nsw i64 %s3_conv1.ox39912, 1
+  %78 = icmp slt i64 %ox399.next, 8
+  br i1 %78, label %s3_conv1.ox399, label %s3_conv1.ox399.end
 
-s3_conv1.ox407.end:                               ; preds = %s3_conv1.ox407
+s3_conv1.ox399.end:                               ; preds = %s3_conv1.ox399
   br label %s3_conv1.endif11
 
 s3_conv1.then14:                                  ; preds = %s3_conv1.endif11
-  br label %s3_conv1.ox40716
+  br label %s3_conv1.ox39916
 
-s3_conv1.endif15:                                 ; preds = %s3_conv1.ox407.end17, %s3_conv1.endif11
-  %oy404.next = add nsw i64 %s3_conv1.oy4044, 1
-  %79 = icmp slt i64 %oy404.next, 8
-  br i1 %79, label %s3_conv1.oy404, label %s3_conv1.oy404.end
+s3_conv1.endif15:                                 ; preds = %s3_conv1.ox399.end17, %s3_conv1.endif11
+  %oy396.next = add nsw i64 %s3_conv1.oy3964, 1
+  %79 = icmp slt i64 %oy396.next, 8
+  br i1 %79, label %s3_conv1.oy396, label %s3_conv1.oy396.end
 
-s3_conv1.ox40716:                                 ; preds = %s3_conv1.ox40716, %s3_conv1.then14
-  %s3_conv1.ox40718 = phi i64 [ 0, %s3_conv1.then14 ], [ %ox407.next20, %s3_conv1.ox40716 ]
+s3_conv1.ox39916:                                 ; preds = %s3_conv1.ox39916, %s3_conv1.then14
+  %s3_conv1.ox39918 = phi i64 [ 0, %s3_conv1.then14 ], [ %ox399.next20, %s3_conv1.ox39916 ]
   %80 = mul nsw i64 %1, 16
-  %81 = add nsw i64 %s3_conv1.c4022, %80
+  %81 = add nsw i64 %s3_conv1.c3942, %80
   %82 = mul nsw i64 %81, 3
-  %83 = add nsw i64 %82, %s3_conv1.ky4033
+  %83 = add nsw i64 %82, %s3_conv1.ky3953
   %84 = mul nsw i64 %83, 3
   %85 = mul nsw i64 %84, 1040
-  %86 = add nsw i64 1048576, %85
-  %87 = mul nsw i64 %s3_conv1.j4011, 64
+  %86 = add nsw i64 262272, %85
+  %87 = mul nsw i64 %s3_conv1.j3931, 64
   %88 = add nsw i64 %86, %87
-  %89 = mul nsw i64 %s3_conv1.oy4044, 8
-  %90 = add nsw i64 %89, %s3_conv1.ox40718
+  %89 = mul nsw i64 %s3_conv1.oy3964, 8
+  %90 = add nsw i64 %89, %s3_conv1.ox39918
   %91 = add nsw i64 %88, %90
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %91
   store float 0.000000e+00, ptr %arena19, align 4
-  %ox407.next20 = add nsw i64 %s3_conv1.ox40718, 1
-  %92 = icmp slt i64 %ox407.next20, 8
-  br i1 %92, label %s3_conv1.ox40716, label %s3_conv1.ox407.end17
+  %ox399.next20 = add nsw i64 %s3_conv1.ox39918, 1
+  %92 = icmp slt i64 %ox399.next20, 8
+  br i1 %92, label %s3_conv1.ox39916, label %s3_conv1.ox399.end17
 
-s3_conv1.ox407.end17:                             ; preds = %s3_conv1.ox40716
+s3_conv1.ox399.end17:                             ; preds = %s3_conv1.ox39916
   br label %s3_conv1.endif15
 
-s3_conv1.oy408:                                   ; preds = %s3_conv1.endif32, %s3_conv1.oy404.end
-  %s3_conv1.oy40821 = phi i64 [ 0, %s3_conv1.oy404.end ], [ %oy408.next, %s3_conv1.endif32 ]
-  %93 = mul nsw i64 %s3_conv1.oy40821, 2
-  %94 = add nsw i64 %93, %s3_conv1.ky4033
+s3_conv1.oy400:                                   ; preds = %s3_conv1.endif32, %s3_conv1.oy396.end
+  %s3_conv1.oy40021 = phi i64 [ 0, %s3_conv1.oy396.end ], [ %oy400.next, %s3_conv1.endif32 ]
+  %93 = mul nsw i64 %s3_conv1.oy40021, 2
+  %94 = add nsw i64 %93, %s3_conv1.ky3953
   %95 = add nsw i64 %94, -1
   %96 = icmp slt i64 -1, %95
-  %97 = mul nsw i64 %s3_conv1.oy40821, 2
-  %98 = add nsw i64 %97, %s3_conv1.ky4033
+  %97 = mul nsw i64 %s3_conv1.oy40021, 2
+  %98 = add nsw i64 %97, %s3_conv1.ky3953
   %99 = add nsw i64 %98, -1
   %100 = icmp slt i64 %99, 16
   %101 = and i1 %96, %100
   br i1 %101, label %s3_conv1.then22, label %s3_conv1.endif23
 
-s3_conv1.oy408.end:                               ; preds = %s3_conv1.endif32
-  br label %s3_conv1.oy411
+s3_conv1.oy400.end:                               ; preds = %s3_conv1.endif32
+  br label %s3_conv1.oy403
 
-s3_conv1.then22:                                  ; preds = %s3_conv1.oy408
-  br label %s3_conv1.ox409
+s3_conv1.then22:                                  ; preds = %s3_conv1.oy400
+  br label %s3_conv1.ox401
 
-s3_conv1.endif23:                                 ; preds = %s3_conv1.ox409.end, %s3_conv1.oy408
-  %102 = mul nsw i64 %s3_conv1.oy40821, 2
-  %103 = add nsw i64 %102, %s3_conv1.ky4033
+s3_conv1.endif23:                                 ; preds = %s3_conv1.ox401.end, %s3_conv1.oy400
+  %102 = mul nsw i64 %s3_conv1.oy40021, 2
+  %103 = add nsw i64 %102, %s3_conv1.ky3953
   %104 = add nsw i64 %103, -1
   %105 = icmp slt i64 %104, 0
   br i1 %105, label %s3_conv1.then27, label %s3_conv1.endif28
 
-s3_conv1.ox409:                                   ; preds = %s3_conv1.ox409, %s3_conv1.then22
-  %s3_conv1.ox40924 = phi i64 [ 0, %s3_conv1.then22 ], [ %ox409.next, %s3_conv1.ox409 ]
+s3_conv1.ox401:                                   ; preds = %s3_conv1.ox401, %s3_conv1.then22
+  %s3_conv1.ox40124 = phi i64 [ 0, %s3_conv1.then22 ], [ %ox401.next, %s3_conv1.ox401 ]
   %106 = mul nsw i64 %0, 16
-  %107 = add nsw i64 %106, %s3_conv1.j4011
+  %107 = add nsw i64 %106, %s3_conv1.j3931
   %108 = mul nsw i64 %107, 8192
-  %109 = add nsw i64 524288, %108
+  %109 = add nsw i64 1048704, %108
   %110 = mul nsw i64 %1, 16
-  %111 = add nsw i64 %s3_conv1.c4022, %110
+  %111 = add nsw i64 %s3_conv1.c3942, %110
   %112 = mul nsw i64 %111, 256
   %113 = add nsw i64 %109, %112
-  %114 = mul nsw i64 %s3_conv1.oy40821, 2
-  %115 = add nsw i64 %114, %s3_conv1.ky4033
+  %114 = mul nsw i64 %s3_conv1.oy40021, 2
+  %115 = add nsw i64 %114, %s3_conv1.ky3953
   %116 = add nsw i64 %115, -1
   %117 = mul nsw i64 %116, 16
   %118 = add nsw i64 %113, %117
-  %119 = mul nsw i64 %s3_conv1.ox40924, 2
+  %119 = mul nsw i64 %s3_conv1.ox40124, 2
   %120 = add nsw i64 %118, %119
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %120
   %121 = load float, ptr %arena25, align 4
   %122 = mul nsw i64 %1, 16
-  %123 = add nsw i64 %s3_conv1.c4022, %122
+  %123 = add nsw i64 %s3_conv1.c3942, %122
   %124 = mul nsw i64 %123, 3
-  %125 = add nsw i64 %124, %s3_conv1.ky4033
+  %125 = add nsw i64 %124, %s3_conv1.ky3953
   %126 = mul nsw i64 %125, 3
   %127 = add nsw i64 %126, 1
   %128 = mul nsw i64 %127, 1040
-  %129 = add nsw i64 1048576, %128
-  %130 = mul nsw i64 %s3_conv1.j4011, 64
+  %129 = add nsw i64 262272, %128
+  %130 = mul nsw i64 %s3_conv1.j3931, 64
   %131 = add nsw i64 %129, %130
-  %132 = mul nsw i64 %s3_conv1.oy40821, 8
-  %133 = add nsw i64 %132, %s3_conv1.ox40924
+  %132 = mul nsw i64 %s3_conv1.oy40021, 8
+  %133 = add nsw i64 %132, %s3_conv1.ox40124
   %134 = add nsw i64 %131, %133
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %134
   store float %121, ptr %arena26, align 4
-  %ox409.next = add nsw i64 %s3_conv1.ox40924, 1
-  %135 = icmp slt i64 %ox409.next, 8
-  br i1 %135, label %s3_conv1.ox409, label %s3_conv1.ox409.end
+  %ox401.next = add nsw i64 %s3_conv1.ox40124, 1
+  %135 = icmp slt i64 %ox401.next, 8
+  br i1 %135, label %s3_conv1.ox401, label %s3_conv1.ox401.end
 
-s3_conv1.ox409.end:                               ; preds = %s3_conv1.ox409
+s3_conv1.ox401.end:                               ; preds = %s3_conv1.ox401
   br label %s3_conv1.endif23
 
 s3_conv1.then27:                                  ; preds = %s3_conv1.endif23
-  br label %s3_conv1.ox410
+  br label %s3_conv1.ox402
 
-s3_conv1.endif28:                                 ; preds = %s3_conv1.ox410.end, %s3_conv1.endif23
-  %136 = mul nsw i64 %s3_conv1.oy40821, 2
-  %137 = add nsw i64 %136, %s3_conv1.ky4033
+s3_conv1.endif28:                                 ; preds = %s3_conv1.ox402.end, %s3_conv1.endif23
+  %136 = mul nsw i64 %s3_conv1.oy40021, 2
+  %137 = add nsw i64 %136, %s3_conv1.ky3953
   %138 = add nsw i64 %137, -1
   %139 = icmp slt i64 15, %138
   br i1 %139, label %s3_conv1.then31, label %s3_conv1.endif32
 
-s3_conv1.ox410:                                   ; preds = %s3_conv1.ox410, %s3_conv1.then27
-  %s3_conv1.ox41029 = phi i64 [ 0, %s3_conv1.then27 ], [ %ox410.next, %s3_conv1.ox410 ]
+s3_conv1.ox402:                                   ; preds = %s3_conv1.ox402, %s3_conv1.then27
+  %s3_conv1.ox40229 = phi i64 [ 0, %s3_conv1.then27 ], [ %ox402.next, %s3_conv1.ox402 ]
   %140 = mul nsw i64 %1, 16
-  %141 = add nsw i64 %s3_conv1.c4022, %140
+  %141 = add nsw i64 %s3_conv1.c3942, %140
   %142 = mul nsw i64 %141, 3
-  %143 = add nsw i64 %142, %s3_conv1.ky4033
+  %143 = add nsw i64 %142, %s3_conv1.ky3953
   %144 = mul nsw i64 %143, 3
   %145 = add nsw i64 %144, 1
   %146 = mul nsw i64 %145, 1040
-  %147 = add nsw i64 1048576, %146
-  %148 = mul nsw i64 %s3_conv1.j4011, 64
+  %147 = add nsw i64 262272, %146
+  %148 = mul nsw i64 %s3_conv1.j3931, 64
   %149 = add nsw i64 %147, %148
-  %150 = mul nsw i64 %s3_conv1.oy40821, 8
-  %151 = add nsw i64 %150, %s3_conv1.ox41029
+  %150 = mul nsw i64 %s3_conv1.oy40021, 8
+  %151 = add nsw i64 %150, %s3_conv1.ox40229
   %152 = add nsw i64 %149, %151
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %152
   store float 0.000000e+00, ptr %arena30, align 4
-  %ox410.next = add nsw i64 %s3_conv1.ox41029, 1
-  %153 = icmp slt i64 %ox410.next, 8
-  br i1 %153, label %s3_conv1.ox410, label %s3_conv1.ox410.end
+  %ox402.next = add nsw i64 %s3_conv1.ox40229, 1
+  %153 = icmp slt i64 %ox402.next, 8
+  br i1 %153, label %s3_conv1.ox402, label %s3_conv1.ox402.end
 
-s3_conv1.ox410.end:                               ; preds = %s3_conv1.ox410
+s3_conv1.ox402.end:                               ; preds = %s3_conv1.ox402
   br label %s3_conv1.endif28
 
 s3_conv1.then31:                                  ; preds = %s3_conv1.endif28
-  br label %s3_conv1.ox41033
+  br label %s3_conv1.ox40233
 
-s3_conv1.endif32:                                 ; preds = %s3_conv1.ox410.end34, %s3_conv1.endif28
-  %oy408.next = add nsw i64 %s3_conv1.oy40821, 1
-  %154 = icmp slt i64 %oy408.next, 8
-  br i1 %154, label %s3_conv1.oy408, label %s3_conv1.oy408.end
+s3_conv1.endif32:                                 ; preds = %s3_conv1.ox402.end34, %s3_conv1.endif28
+  %oy400.next = add nsw i64 %s3_conv1.oy40021, 1
+  %154 = icmp slt i64 %oy400.next, 8
+  br i1 %154, label %s3_conv1.oy400, label %s3_conv1.oy400.end
 
-s3_conv1.ox41033:                                 ; preds = %s3_conv1.ox41033, %s3_conv1.then31
-  %s3_conv1.ox41035 = phi i64 [ 0, %s3_conv1.then31 ], [ %ox410.next37, %s3_conv1.ox41033 ]
+s3_conv1.ox40233:                                 ; preds = %s3_conv1.ox40233, %s3_conv1.then31
+  %s3_conv1.ox40235 = phi i64 [ 0, %s3_conv1.then31 ], [ %ox402.next37, %s3_conv1.ox40233 ]
   %155 = mul nsw i64 %1, 16
-  %156 = add nsw i64 %s3_conv1.c4022, %155
+  %156 = add nsw i64 %s3_conv1.c3942, %155
   %157 = mul nsw i64 %156, 3
-  %158 = add nsw i64 %157, %s3_conv1.ky4033
+  %158 = add nsw i64 %157, %s3_conv1.ky3953
   %159 = mul nsw i64 %158, 3
   %160 = add nsw i64 %159, 1
   %161 = mul nsw i64 %160, 1040
-  %162 = add nsw i64 1048576, %161
-  %163 = mul nsw i64 %s3_conv1.j4011, 64
+  %162 = add nsw i64 262272, %161
+  %163 = mul nsw i64 %s3_conv1.j3931, 64
   %164 = add nsw i64 %162, %163
-  %165 = mul nsw i64 %s3_conv1.oy40821, 8
-  %166 = add nsw i64 %165, %s3_conv1.ox41035
+  %165 = mul nsw i64 %s3_conv1.oy40021, 8
+  %166 = add nsw i64 %165, %s3_conv1.ox40235
   %167 = add nsw i64 %164, %166
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %167
   store float 0.000000e+00, ptr %arena36, align 4
-  %ox410.next37 = add nsw i64 %s3_conv1.ox41035, 1
-  %168 = icmp slt i64 %ox410.next37, 8
-  br i1 %168, label %s3_conv1.ox41033, label %s3_conv1.ox410.end34
+  %ox402.next37 = add nsw i64 %s3_conv1.ox40235, 1
+  %168 = icmp slt i64 %ox402.next37, 8
+  br i1 %168, label %s3_conv1.ox40233, label %s3_conv1.ox402.end34
 
-s3_conv1.ox410.end34:                             ; preds = %s3_conv1.ox41033
+s3_conv1.ox402.end34:                             ; preds = %s3_conv1.ox40233
   br label %s3_conv1.endif32
 
-s3_conv1.oy411:                                   ; preds = %s3_conv1.endif49, %s3_conv1.oy408.end
-  %s3_conv1.oy41138 = phi i64 [ 0, %s3_conv1.oy408.end ], [ %oy411.next, %s3_conv1.endif49 ]
-  %169 = mul nsw i64 %s3_conv1.oy41138, 2
-  %170 = add nsw i64 %169, %s3_conv1.ky4033
+s3_conv1.oy403:                                   ; preds = %s3_conv1.endif49, %s3_conv1.oy400.end
+  %s3_conv1.oy40338 = phi i64 [ 0, %s3_conv1.oy400.end ], [ %oy403.next, %s3_conv1.endif49 ]
+  %169 = mul nsw i64 %s3_conv1.oy40338, 2
+  %170 = add nsw i64 %169, %s3_conv1.ky3953
   %171 = add nsw i64 %170, -1
   %172 = icmp slt i64 -1, %171
-  %173 = mul nsw i64 %s3_conv1.oy41138, 2
-  %174 = add nsw i64 %173, %s3_conv1.ky4033
+  %173 = mul nsw i64 %s3_conv1.oy40338, 2
+  %174 = add nsw i64 %173, %s3_conv1.ky3953
   %175 = add nsw i64 %174, -1
   %176 = icmp slt i64 %175, 16
   %177 = and i1 %172, %176
   br i1 %177, label %s3_conv1.then39, label %s3_conv1.endif40
 
-s3_conv1.oy411.end:                               ; preds = %s3_conv1.endif49
-  %ky403.next = add nsw i64 %s3_conv1.ky4033, 1
-  %178 = icmp slt i64 %ky403.next, 3
-  br i1 %178, label %s3_conv1.ky403, label %s3_conv1.ky403.end
+s3_conv1.oy403.end:                               ; preds = %s3_conv1.endif49
+  %ky395.next = add nsw i64 %s3_conv1.ky3953, 1
+  %178 = icmp slt i64 %ky395.next, 3
+  br i1 %178, label %s3_conv1.ky395, label %s3_conv1.ky395.end
 
-s3_conv1.then39:                                  ; preds = %s3_conv1.oy411
-  br label %s3_conv1.ox412
+s3_conv1.then39:                                  ; preds = %s3_conv1.oy403
+  br label %s3_conv1.ox404
 
-s3_conv1.endif40:                                 ; preds = %s3_conv1.ox412.end, %s3_conv1.oy411
-  %179 = mul nsw i64 %s3_conv1.oy41138, 2
-  %180 = add nsw i64 %179, %s3_conv1.ky4033
+s3_conv1.endif40:                                 ; preds = %s3_conv1.ox404.end, %s3_conv1.oy403
+  %179 = mul nsw i64 %s3_conv1.oy40338, 2
+  %180 = add nsw i64 %179, %s3_conv1.ky3953
   %181 = add nsw i64 %180, -1
   %182 = icmp slt i64 %181, 0
   br i1 %182, label %s3_conv1.then44, label %s3_conv1.endif45
 
-s3_conv1.ox412:                                   ; preds = %s3_conv1.ox412, %s3_conv1.then39
-  %s3_conv1.ox41241 = phi i64 [ 0, %s3_conv1.then39 ], [ %ox412.next, %s3_conv1.ox412 ]
+s3_conv1.ox404:                                   ; preds = %s3_conv1.ox404, %s3_conv1.then39
+  %s3_conv1.ox40441 = phi i64 [ 0, %s3_conv1.then39 ], [ %ox404.next, %s3_conv1.ox404 ]
   %183 = mul nsw i64 %0, 16
-  %184 = add nsw i64 %183, %s3_conv1.j4011
+  %184 = add nsw i64 %183, %s3_conv1.j3931
   %185 = mul nsw i64 %184, 8192
-  %186 = add nsw i64 524288, %185
+  %186 = add nsw i64 1048704, %185
   %187 = mul nsw i64 %1, 16
-  %188 = add nsw i64 %s3_conv1.c4022, %187
+  %188 = add nsw i64 %s3_conv1.c3942, %187
   %189 = mul nsw i64 %188, 256
   %190 = add nsw i64 %186, %189
-  %191 = mul nsw i64 %s3_conv1.oy41138, 2
-  %192 = add nsw i64 %191, %s3_conv1.ky4033
+  %191 = mul nsw i64 %s3_conv1.oy40338, 2
+  %192 = add nsw i64 %191, %s3_conv1.ky3953
   %193 = add nsw i64 %192, -1
   %194 = mul nsw i64 %193, 16
   %195 = add nsw i64 %190, %194
-  %196 = mul nsw i64 %s3_conv1.ox41241, 2
+  %196 = mul nsw i64 %s3_conv1.ox40441, 2
   %197 = add nsw i64 %196, 1
   %198 = add nsw i64 %195, %197
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %198
   %199 = load float, ptr %arena42, align 4
   %200 = mul nsw i64 %1, 16
-  %201 = add nsw i64 %s3_conv1.c4022, %200
+  %201 = add nsw i64 %s3_conv1.c3942, %200
   %202 = mul nsw i64 %201, 3
-  %203 = add nsw i64 %202, %s3_conv1.ky4033
+  %203 = add nsw i64 %202, %s3_conv1.ky3953
   %204 = mul nsw i64 %203, 3
   %205 = add nsw i64 %204, 2
   %206 = mul nsw i64 %205, 1040
-  %207 = add nsw i64 1048576, %206
-  %208 = mul nsw i64 %s3_conv1.j4011, 64
+  %207 = add nsw i64 262272, %206
+  %208 = mul nsw i64 %s3_conv1.j3931, 64
   %209 = add nsw i64 %207, %208
-  %210 = mul nsw i64 %s3_conv1.oy41138, 8
-  %211 = add nsw i64 %210, %s3_conv1.ox41241
+  %210 = mul nsw i64 %s3_conv1.oy40338, 8
+  %211 = add nsw i64 %210, %s3_conv1.ox40441
   %212 = add nsw i64 %209, %211
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %212
   store float %199, ptr %arena43, align 4
-  %ox412.next = add nsw i64 %s3_conv1.ox41241, 1
-  %213 = icmp slt i64 %ox412.next, 8
-  br i1 %213, label %s3_conv1.ox412, label %s3_conv1.ox412.end
+  %ox404.next = add nsw i64 %s3_conv1.ox40441, 1
+  %213 = icmp slt i64 %ox404.next, 8
+  br i1 %213, label %s3_conv1.ox404, label %s3_conv1.ox404.end
 
-s3_conv1.ox412.end:                               ; preds = %s3_conv1.ox412
+s3_conv1.ox404.end:                               ; preds = %s3_conv1.ox404
   br label %s3_conv1.endif40
 
 s3_conv1.then44:                                  ; preds = %s3_conv1.endif40
-  br label %s3_conv1.ox413
+  br label %s3_conv1.ox405
 
-s3_conv1.endif45:                                 ; preds = %s3_conv1.ox413.end, %s3_conv1.endif40
-  %214 = mul nsw i64 %s3_conv1.oy41138, 2
-  %215 = add nsw i64 %214, %s3_conv1.ky4033
+s3_conv1.endif45:                                 ; preds = %s3_conv1.ox405.end, %s3_conv1.endif40
+  %214 = mul nsw i64 %s3_conv1.oy40338, 2
+  %215 = add nsw i64 %214, %s3_conv1.ky3953
   %216 = add nsw i64 %215, -1
   %217 = icmp slt i64 15, %216
   br i1 %217, label %s3_conv1.then48, label %s3_conv1.endif49
 
-s3_conv1.ox413:                                   ; preds = %s3_conv1.ox413, %s3_conv1.then44
-  %s3_conv1.ox41346 = phi i64 [ 0, %s3_conv1.then44 ], [ %ox413.next, %s3_conv1.ox413 ]
+s3_conv1.ox405:                                   ; preds = %s3_conv1.ox405, %s3_conv1.then44
+  %s3_conv1.ox40546 = phi i64 [ 0, %s3_conv1.then44 ], [ %ox405.next, %s3_conv1.ox405 ]
   %218 = mul nsw i64 %1, 16
-  %219 = add nsw i64 %s3_conv1.c4022, %218
+  %219 = add nsw i64 %s3_conv1.c3942, %218
   %220 = mul nsw i64 %219, 3
-  %221 = add nsw i64 %220, %s3_conv1.ky4033
+  %221 = add nsw i64 %220, %s3_conv1.ky3953
   %222 = mul nsw i64 %221, 3
   %223 = add nsw i64 %222, 2
   %224 = mul nsw i64 %223, 1040
-  %225 = add nsw i64 1048576, %224
-  %226 = mul nsw i64 %s3_conv1.j4011, 64
+  %225 = add nsw i64 262272, %224
+  %226 = mul nsw i64 %s3_conv1.j3931, 64
   %227 = add nsw i64 %225, %226
-  %228 = mul nsw i64 %s3_conv1.oy41138, 8
-  %229 = add nsw i64 %228, %s3_conv1.ox41346
+  %228 = mul nsw i64 %s3_conv1.oy40338, 8
+  %229 = add nsw i64 %228, %s3_conv1.ox40546
   %230 = add nsw i64 %227, %229
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %230
   store float 0.000000e+00, ptr %arena47, align 4
-  %ox413.next = add nsw i64 %s3_conv1.ox41346, 1
-  %231 = icmp slt i64 %ox413.next, 8
-  br i1 %231, label %s3_conv1.ox413, label %s3_conv1.ox413.end
+  %ox405.next = add nsw i64 %s3_conv1.ox40546, 1
+  %231 = icmp slt i64 %ox405.next, 8
+  br i1 %231, label %s3_conv1.ox405, label %s3_conv1.ox405.end
 
-s3_conv1.ox413.end:                               ; preds = %s3_conv1.ox413
+s3_conv1.ox405.end:                               ; preds = %s3_conv1.ox405
   br label %s3_conv1.endif45
 
 s3_conv1.then48:                                  ; preds = %s3_conv1.endif45
-  br label %s3_conv1.ox41350
+  br label %s3_conv1.ox40550
 
-s3_conv1.endif49:                                 ; preds = %s3_conv1.ox413.end51, %s3_conv1.endif45
-  %oy411.next = add nsw i64 %s3_conv1.oy41138, 1
-  %232 = icmp slt i64 %oy411.next, 8
-  br i1 %232, label %s3_conv1.oy411, label %s3_conv1.oy411.end
+s3_conv1.endif49:                                 ; preds = %s3_conv1.ox405.end51, %s3_conv1.endif45
+  %oy403.next = add nsw i64 %s3_conv1.oy40338, 1
+  %232 = icmp slt i64 %oy403.next, 8
+  br i1 %232, label %s3_conv1.oy403, label %s3_conv1.oy403.end
 
-s3_conv1.ox41350:                                 ; preds = %s3_conv1.ox41350, %s3_conv1.then48
-  %s3_conv1.ox41352 = phi i64 [ 0, %s3_conv1.then48 ], [ %ox413.next54, %s3_conv1.ox41350 ]
+s3_conv1.ox40550:                                 ; preds = %s3_conv1.ox40550, %s3_conv1.then48
+  %s3_conv1.ox40552 = phi i64 [ 0, %s3_conv1.then48 ], [ %ox405.next54, %s3_conv1.ox40550 ]
   %233 = mul nsw i64 %1, 16
-  %234 = add nsw i64 %s3_conv1.c4022, %233
+  %234 = add nsw i64 %s3_conv1.c3942, %233
   %235 = mul nsw i64 %234, 3
-  %236 = add nsw i64 %235, %s3_conv1.ky4033
+  %236 = add nsw i64 %235, %s3_conv1.ky3953
   %237 = mul nsw i64 %236, 3
   %238 = add nsw i64 %237, 2
   %239 = mul nsw i64 %238, 1040
-  %240 = add nsw i64 1048576, %239
-  %241 = mul nsw i64 %s3_conv1.j4011, 64
+  %240 = add nsw i64 262272, %239
+  %241 = mul nsw i64 %s3_conv1.j3931, 64
   %242 = add nsw i64 %240, %241
-  %243 = mul nsw i64 %s3_conv1.oy41138, 8
-  %244 = add nsw i64 %243, %s3_conv1.ox41352
+  %243 = mul nsw i64 %s3_conv1.oy40338, 8
+  %244 = add nsw i64 %243, %s3_conv1.ox40552
   %245 = add nsw i64 %242, %244
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %245
   store float 0.000000e+00, ptr %arena53, align 4
-  %ox413.next54 = add nsw i64 %s3_conv1.ox41352, 1
-  %246 = icmp slt i64 %ox413.next54, 8
-  br i1 %246, label %s3_conv1.ox41350, label %s3_conv1.ox413.end51
+  %ox405.next54 = add nsw i64 %s3_conv1.ox40552, 1
+  %246 = icmp slt i64 %ox405.next54, 8
+  br i1 %246, label %s3_conv1.ox40550, label %s3_conv1.ox405.end51
 
-s3_conv1.ox413.end51:                             ; preds = %s3_conv1.ox41350
+s3_conv1.ox405.end51:                             ; preds = %s3_conv1.ox40550
   br label %s3_conv1.endif49
 }
 
-define internal void @resnet8_infer_b64.k17.s3_conv1.part400.task(ptr %0, i64 %1) {
+define internal void @resnet8_infer_b64.k13.s3_conv1.part392.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -49271,679 +48889,679 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @resnet8_infer_b64.k17.s3_conv1.part400(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @resnet8_infer_b64.k13.s3_conv1.part392(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k17.s3_conv1.part414(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
+define internal void @resnet8_infer_b64.k13.s3_conv1.part406(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
 entry:
-  call void @resnet8_infer_b64.k17.s3_conv1.part414.gemm422(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
-  br label %s3_conv1.j423
+  call void @resnet8_infer_b64.k13.s3_conv1.part406.gemm414(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
+  br label %s3_conv1.j415
 
-s3_conv1.j423:                                    ; preds = %s3_conv1.f424.end, %entry
-  %s3_conv1.j4231 = phi i64 [ 0, %entry ], [ %j423.next, %s3_conv1.f424.end ]
-  br label %s3_conv1.f424
+s3_conv1.j415:                                    ; preds = %s3_conv1.f416.end, %entry
+  %s3_conv1.j4151 = phi i64 [ 0, %entry ], [ %j415.next, %s3_conv1.f416.end ]
+  br label %s3_conv1.f416
 
-s3_conv1.j423.end:                                ; preds = %s3_conv1.f424.end
+s3_conv1.j415.end:                                ; preds = %s3_conv1.f416.end
   ret void
 
-s3_conv1.f424:                                    ; preds = %s3_conv1.i425.end, %s3_conv1.j423
-  %s3_conv1.f4242 = phi i64 [ 0, %s3_conv1.j423 ], [ %f424.next, %s3_conv1.i425.end ]
-  br label %s3_conv1.i425
+s3_conv1.f416:                                    ; preds = %s3_conv1.i417.end, %s3_conv1.j415
+  %s3_conv1.f4162 = phi i64 [ 0, %s3_conv1.j415 ], [ %f416.next, %s3_conv1.i417.end ]
+  br label %s3_conv1.i417
 
-s3_conv1.f424.end:                                ; preds = %s3_conv1.i425.end
-  %j423.next = add nsw i64 %s3_conv1.j4231, 1
-  %2 = icmp slt i64 %j423.next, 16
-  br i1 %2, label %s3_conv1.j423, label %s3_conv1.j423.end
+s3_conv1.f416.end:                                ; preds = %s3_conv1.i417.end
+  %j415.next = add nsw i64 %s3_conv1.j4151, 1
+  %2 = icmp slt i64 %j415.next, 16
+  br i1 %2, label %s3_conv1.j415, label %s3_conv1.j415.end
 
-s3_conv1.i425:                                    ; preds = %s3_conv1.i425, %s3_conv1.f424
-  %s3_conv1.i4253 = phi i64 [ 0, %s3_conv1.f424 ], [ %i425.next, %s3_conv1.i425 ]
+s3_conv1.i417:                                    ; preds = %s3_conv1.i417, %s3_conv1.f416
+  %s3_conv1.i4173 = phi i64 [ 0, %s3_conv1.f416 ], [ %i417.next, %s3_conv1.i417 ]
   %3 = mul nsw i64 %1, 32
-  %4 = add nsw i64 %s3_conv1.f4242, %3
+  %4 = add nsw i64 %s3_conv1.f4162, %3
   %5 = mul nsw i64 %4, 1040
-  %6 = add nsw i64 1348096, %5
-  %7 = mul nsw i64 %s3_conv1.j4231, 64
+  %6 = add nsw i64 561792, %5
+  %7 = mul nsw i64 %s3_conv1.j4151, 64
   %8 = add nsw i64 %6, %7
-  %9 = add nsw i64 %8, %s3_conv1.i4253
+  %9 = add nsw i64 %8, %s3_conv1.i4173
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load float, ptr %arena4, align 4
   %11 = mul nsw i64 %1, 32
-  %12 = add nsw i64 %s3_conv1.f4242, %11
+  %12 = add nsw i64 %s3_conv1.f4162, %11
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena5, align 4
   %14 = fmul float %10, %13
   %15 = mul nsw i64 %1, 32
-  %16 = add nsw i64 %s3_conv1.f4242, %15
+  %16 = add nsw i64 %s3_conv1.f4162, %15
   %17 = add nsw i64 64, %16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %17
   %18 = load float, ptr %arena6, align 4
   %19 = fadd float %14, %18
   %20 = fcmp ogt float %19, 0.000000e+00
   %21 = mul nsw i64 %1, 32
-  %22 = add nsw i64 %s3_conv1.f4242, %21
+  %22 = add nsw i64 %s3_conv1.f4162, %21
   %23 = mul nsw i64 %22, 1040
-  %24 = add nsw i64 1348096, %23
-  %25 = mul nsw i64 %s3_conv1.j4231, 64
+  %24 = add nsw i64 561792, %23
+  %25 = mul nsw i64 %s3_conv1.j4151, 64
   %26 = add nsw i64 %24, %25
-  %27 = add nsw i64 %26, %s3_conv1.i4253
+  %27 = add nsw i64 %26, %s3_conv1.i4173
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load float, ptr %arena7, align 4
   %29 = mul nsw i64 %1, 32
-  %30 = add nsw i64 %s3_conv1.f4242, %29
+  %30 = add nsw i64 %s3_conv1.f4162, %29
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena8, align 4
   %32 = fmul float %28, %31
   %33 = mul nsw i64 %1, 32
-  %34 = add nsw i64 %s3_conv1.f4242, %33
+  %34 = add nsw i64 %s3_conv1.f4162, %33
   %35 = add nsw i64 64, %34
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %35
   %36 = load float, ptr %arena9, align 4
   %37 = fadd float %32, %36
   %38 = select i1 %20, float %37, float 0.000000e+00
   %39 = mul nsw i64 %0, 16
-  %40 = add nsw i64 %39, %s3_conv1.j4231
+  %40 = add nsw i64 %39, %s3_conv1.j4151
   %41 = mul nsw i64 %40, 4096
-  %42 = add nsw i64 128, %41
-  %43 = mul nsw i64 %1, 32
-  %44 = add nsw i64 %s3_conv1.f4242, %43
-  %45 = mul nsw i64 %44, 64
-  %46 = add nsw i64 %42, %45
-  %47 = add nsw i64 %46, %s3_conv1.i4253
+  %42 = mul nsw i64 %1, 32
+  %43 = add nsw i64 %s3_conv1.f4162, %42
+  %44 = mul nsw i64 %43, 64
+  %45 = add nsw i64 %41, %44
+  %46 = add nsw i64 %45, %s3_conv1.i4173
+  %47 = add nsw i64 128, %46
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %47
   store float %38, ptr %arena10, align 4
-  %i425.next = add nsw i64 %s3_conv1.i4253, 1
-  %48 = icmp slt i64 %i425.next, 64
-  br i1 %48, label %s3_conv1.i425, label %s3_conv1.i425.end
+  %i417.next = add nsw i64 %s3_conv1.i4173, 1
+  %48 = icmp slt i64 %i417.next, 64
+  br i1 %48, label %s3_conv1.i417, label %s3_conv1.i417.end
 
-s3_conv1.i425.end:                                ; preds = %s3_conv1.i425
-  %f424.next = add nsw i64 %s3_conv1.f4242, 1
-  %49 = icmp slt i64 %f424.next, 32
-  br i1 %49, label %s3_conv1.f424, label %s3_conv1.f424.end
+s3_conv1.i417.end:                                ; preds = %s3_conv1.i417
+  %f416.next = add nsw i64 %s3_conv1.f4162, 1
+  %49 = icmp slt i64 %f416.next, 32
+  br i1 %49, label %s3_conv1.f416, label %s3_conv1.f416.end
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k17.s3_conv1.part414.gemm422(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
+define internal void @resnet8_infer_b64.k13.s3_conv1.part406.gemm414(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
 entry:
-  %s3_conv1.t420_a3 = alloca <8 x float>, align 32
-  %s3_conv1.t420_a2 = alloca <8 x float>, align 32
-  %s3_conv1.t420_a1 = alloca <8 x float>, align 32
-  %s3_conv1.t420_a0 = alloca <8 x float>, align 32
-  %s3_conv1.t420_b1 = alloca <8 x float>, align 32
-  %s3_conv1.t420_b0 = alloca <8 x float>, align 32
-  %s3_conv1.t420_c3_1 = alloca <8 x float>, align 32
-  %s3_conv1.t420_c3_0 = alloca <8 x float>, align 32
-  %s3_conv1.t420_c2_1 = alloca <8 x float>, align 32
-  %s3_conv1.t420_c2_0 = alloca <8 x float>, align 32
-  %s3_conv1.t420_c1_1 = alloca <8 x float>, align 32
-  %s3_conv1.t420_c1_0 = alloca <8 x float>, align 32
-  %s3_conv1.t420_c0_1 = alloca <8 x float>, align 32
-  %s3_conv1.t420_c0_0 = alloca <8 x float>, align 32
-  %s3_conv1.t417_a3 = alloca <8 x float>, align 32
-  %s3_conv1.t417_a2 = alloca <8 x float>, align 32
-  %s3_conv1.t417_a1 = alloca <8 x float>, align 32
-  %s3_conv1.t417_a0 = alloca <8 x float>, align 32
-  %s3_conv1.t417_b2 = alloca <8 x float>, align 32
-  %s3_conv1.t417_b1 = alloca <8 x float>, align 32
-  %s3_conv1.t417_b0 = alloca <8 x float>, align 32
-  %s3_conv1.t417_c3_2 = alloca <8 x float>, align 32
-  %s3_conv1.t417_c3_1 = alloca <8 x float>, align 32
-  %s3_conv1.t417_c3_0 = alloca <8 x float>, align 32
-  %s3_conv1.t417_c2_2 = alloca <8 x float>, align 32
-  %s3_conv1.t417_c2_1 = alloca <8 x float>, align 32
-  %s3_conv1.t417_c2_0 = alloca <8 x float>, align 32
-  %s3_conv1.t417_c1_2 = alloca <8 x float>, align 32
-  %s3_conv1.t417_c1_1 = alloca <8 x float>, align 32
-  %s3_conv1.t417_c1_0 = alloca <8 x float>, align 32
-  %s3_conv1.t417_c0_2 = alloca <8 x float>, align 32
-  %s3_conv1.t417_c0_1 = alloca <8 x float>, align 32
-  %s3_conv1.t417_c0_0 = alloca <8 x float>, align 32
-  br label %s3_conv1.nb415
+  %s3_conv1.t412_a3 = alloca <8 x float>, align 32
+  %s3_conv1.t412_a2 = alloca <8 x float>, align 32
+  %s3_conv1.t412_a1 = alloca <8 x float>, align 32
+  %s3_conv1.t412_a0 = alloca <8 x float>, align 32
+  %s3_conv1.t412_b1 = alloca <8 x float>, align 32
+  %s3_conv1.t412_b0 = alloca <8 x float>, align 32
+  %s3_conv1.t412_c3_1 = alloca <8 x float>, align 32
+  %s3_conv1.t412_c3_0 = alloca <8 x float>, align 32
+  %s3_conv1.t412_c2_1 = alloca <8 x float>, align 32
+  %s3_conv1.t412_c2_0 = alloca <8 x float>, align 32
+  %s3_conv1.t412_c1_1 = alloca <8 x float>, align 32
+  %s3_conv1.t412_c1_0 = alloca <8 x float>, align 32
+  %s3_conv1.t412_c0_1 = alloca <8 x float>, align 32
+  %s3_conv1.t412_c0_0 = alloca <8 x float>, align 32
+  %s3_conv1.t409_a3 = alloca <8 x float>, align 32
+  %s3_conv1.t409_a2 = alloca <8 x float>, align 32
+  %s3_conv1.t409_a1 = alloca <8 x float>, align 32
+  %s3_conv1.t409_a0 = alloca <8 x float>, align 32
+  %s3_conv1.t409_b2 = alloca <8 x float>, align 32
+  %s3_conv1.t409_b1 = alloca <8 x float>, align 32
+  %s3_conv1.t409_b0 = alloca <8 x float>, align 32
+  %s3_conv1.t409_c3_2 = alloca <8 x float>, align 32
+  %s3_conv1.t409_c3_1 = alloca <8 x float>, align 32
+  %s3_conv1.t409_c3_0 = alloca <8 x float>, align 32
+  %s3_conv1.t409_c2_2 = alloca <8 x float>, align 32
+  %s3_conv1.t409_c2_1 = alloca <8 x float>, align 32
+  %s3_conv1.t409_c2_0 = alloca <8 x float>, align 32
+  %s3_conv1.t409_c1_2 = alloca <8 x float>, align 32
+  %s3_conv1.t409_c1_1 = alloca <8 x float>, align 32
+  %s3_conv1.t409_c1_0 = alloca <8 x float>, align 32
+  %s3_conv1.t409_c0_2 = alloca <8 x float>, align 32
+  %s3_conv1.t409_c0_1 = alloca <8 x float>, align 32
+  %s3_conv1.t409_c0_0 = alloca <8 x float>, align 32
+  br label %s3_conv1.nb407
 
-s3_conv1.nb415:                                   ; preds = %s3_conv1.mb416.end, %entry
-  %s3_conv1.nb4151 = phi i64 [ 0, %entry ], [ %nb415.next, %s3_conv1.mb416.end ]
-  br label %s3_conv1.mb416
+s3_conv1.nb407:                                   ; preds = %s3_conv1.mb408.end, %entry
+  %s3_conv1.nb4071 = phi i64 [ 0, %entry ], [ %nb407.next, %s3_conv1.mb408.end ]
+  br label %s3_conv1.mb408
 
-s3_conv1.nb415.end:                               ; preds = %s3_conv1.mb416.end
-  br label %s3_conv1.mb419
+s3_conv1.nb407.end:                               ; preds = %s3_conv1.mb408.end
+  br label %s3_conv1.mb411
 
-s3_conv1.mb416:                                   ; preds = %s3_conv1.k418.end, %s3_conv1.nb415
-  %s3_conv1.mb4162 = phi i64 [ 0, %s3_conv1.nb415 ], [ %mb416.next, %s3_conv1.k418.end ]
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t417_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t417_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t417_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t417_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t417_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t417_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t417_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t417_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t417_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t417_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t417_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t417_c3_2, align 32
-  br label %s3_conv1.k418
+s3_conv1.mb408:                                   ; preds = %s3_conv1.k410.end, %s3_conv1.nb407
+  %s3_conv1.mb4082 = phi i64 [ 0, %s3_conv1.nb407 ], [ %mb408.next, %s3_conv1.k410.end ]
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t409_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t409_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t409_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t409_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t409_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t409_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t409_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t409_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t409_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t409_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t409_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t409_c3_2, align 32
+  br label %s3_conv1.k410
 
-s3_conv1.mb416.end:                               ; preds = %s3_conv1.k418.end
-  %nb415.next = add nsw i64 %s3_conv1.nb4151, 1
-  %1 = icmp slt i64 %nb415.next, 42
-  br i1 %1, label %s3_conv1.nb415, label %s3_conv1.nb415.end
+s3_conv1.mb408.end:                               ; preds = %s3_conv1.k410.end
+  %nb407.next = add nsw i64 %s3_conv1.nb4071, 1
+  %1 = icmp slt i64 %nb407.next, 42
+  br i1 %1, label %s3_conv1.nb407, label %s3_conv1.nb407.end
 
-s3_conv1.k418:                                    ; preds = %s3_conv1.k418, %s3_conv1.mb416
-  %s3_conv1.k4183 = phi i64 [ 0, %s3_conv1.mb416 ], [ %k418.next, %s3_conv1.k418 ]
-  %2 = mul nsw i64 %s3_conv1.k4183, 1040
-  %3 = add nsw i64 1048576, %2
-  %4 = mul nsw i64 %s3_conv1.nb4151, 24
+s3_conv1.k410:                                    ; preds = %s3_conv1.k410, %s3_conv1.mb408
+  %s3_conv1.k4103 = phi i64 [ 0, %s3_conv1.mb408 ], [ %k410.next, %s3_conv1.k410 ]
+  %2 = mul nsw i64 %s3_conv1.k4103, 1040
+  %3 = add nsw i64 262272, %2
+  %4 = mul nsw i64 %s3_conv1.nb4071, 24
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %s3_conv1.t417_b0, align 32
-  %7 = mul nsw i64 %s3_conv1.k4183, 1040
-  %8 = add nsw i64 1048576, %7
-  %9 = mul nsw i64 %s3_conv1.nb4151, 24
+  store <8 x float> %6, ptr %s3_conv1.t409_b0, align 32
+  %7 = mul nsw i64 %s3_conv1.k4103, 1040
+  %8 = add nsw i64 262272, %7
+  %9 = mul nsw i64 %s3_conv1.nb4071, 24
   %10 = add nsw i64 %8, %9
   %11 = add nsw i64 %10, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %12, ptr %s3_conv1.t417_b1, align 32
-  %13 = mul nsw i64 %s3_conv1.k4183, 1040
-  %14 = add nsw i64 1048576, %13
-  %15 = mul nsw i64 %s3_conv1.nb4151, 24
+  store <8 x float> %12, ptr %s3_conv1.t409_b1, align 32
+  %13 = mul nsw i64 %s3_conv1.k4103, 1040
+  %14 = add nsw i64 262272, %13
+  %15 = mul nsw i64 %s3_conv1.nb4071, 24
   %16 = add nsw i64 %14, %15
   %17 = add nsw i64 %16, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %17
   %18 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %18, ptr %s3_conv1.t417_b2, align 32
+  store <8 x float> %18, ptr %s3_conv1.t409_b2, align 32
   %19 = mul nsw i64 %0, 32
   %20 = mul nsw i64 %19, 288
   %21 = add nsw i64 19664, %20
-  %22 = mul nsw i64 %s3_conv1.mb4162, 4
+  %22 = mul nsw i64 %s3_conv1.mb4082, 4
   %23 = mul nsw i64 %22, 288
   %24 = add nsw i64 %21, %23
-  %25 = add nsw i64 %24, %s3_conv1.k4183
+  %25 = add nsw i64 %24, %s3_conv1.k4103
   %params7 = getelementptr inbounds float, ptr %params, i64 %25
   %26 = load float, ptr %params7, align 4
   %27 = insertelement <8 x float> undef, float %26, i32 0
   %28 = shufflevector <8 x float> %27, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %28, ptr %s3_conv1.t417_a0, align 32
-  %t417_a0 = load <8 x float>, ptr %s3_conv1.t417_a0, align 32
-  %t417_b0 = load <8 x float>, ptr %s3_conv1.t417_b0, align 32
-  %t417_c0_0 = load <8 x float>, ptr %s3_conv1.t417_c0_0, align 32
-  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t417_a0, <8 x float> %t417_b0, <8 x float> %t417_c0_0)
-  store <8 x float> %29, ptr %s3_conv1.t417_c0_0, align 32
-  %t417_a08 = load <8 x float>, ptr %s3_conv1.t417_a0, align 32
-  %t417_b1 = load <8 x float>, ptr %s3_conv1.t417_b1, align 32
-  %t417_c0_1 = load <8 x float>, ptr %s3_conv1.t417_c0_1, align 32
-  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t417_a08, <8 x float> %t417_b1, <8 x float> %t417_c0_1)
-  store <8 x float> %30, ptr %s3_conv1.t417_c0_1, align 32
-  %t417_a09 = load <8 x float>, ptr %s3_conv1.t417_a0, align 32
-  %t417_b2 = load <8 x float>, ptr %s3_conv1.t417_b2, align 32
-  %t417_c0_2 = load <8 x float>, ptr %s3_conv1.t417_c0_2, align 32
-  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t417_a09, <8 x float> %t417_b2, <8 x float> %t417_c0_2)
-  store <8 x float> %31, ptr %s3_conv1.t417_c0_2, align 32
+  store <8 x float> %28, ptr %s3_conv1.t409_a0, align 32
+  %t409_a0 = load <8 x float>, ptr %s3_conv1.t409_a0, align 32
+  %t409_b0 = load <8 x float>, ptr %s3_conv1.t409_b0, align 32
+  %t409_c0_0 = load <8 x float>, ptr %s3_conv1.t409_c0_0, align 32
+  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a0, <8 x float> %t409_b0, <8 x float> %t409_c0_0)
+  store <8 x float> %29, ptr %s3_conv1.t409_c0_0, align 32
+  %t409_a08 = load <8 x float>, ptr %s3_conv1.t409_a0, align 32
+  %t409_b1 = load <8 x float>, ptr %s3_conv1.t409_b1, align 32
+  %t409_c0_1 = load <8 x float>, ptr %s3_conv1.t409_c0_1, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a08, <8 x float> %t409_b1, <8 x float> %t409_c0_1)
+  store <8 x float> %30, ptr %s3_conv1.t409_c0_1, align 32
+  %t409_a09 = load <8 x float>, ptr %s3_conv1.t409_a0, align 32
+  %t409_b2 = load <8 x float>, ptr %s3_conv1.t409_b2, align 32
+  %t409_c0_2 = load <8 x float>, ptr %s3_conv1.t409_c0_2, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a09, <8 x float> %t409_b2, <8 x float> %t409_c0_2)
+  store <8 x float> %31, ptr %s3_conv1.t409_c0_2, align 32
   %32 = mul nsw i64 %0, 32
   %33 = mul nsw i64 %32, 288
   %34 = add nsw i64 19664, %33
-  %35 = mul nsw i64 %s3_conv1.mb4162, 4
+  %35 = mul nsw i64 %s3_conv1.mb4082, 4
   %36 = add nsw i64 %35, 1
   %37 = mul nsw i64 %36, 288
   %38 = add nsw i64 %34, %37
-  %39 = add nsw i64 %38, %s3_conv1.k4183
+  %39 = add nsw i64 %38, %s3_conv1.k4103
   %params10 = getelementptr inbounds float, ptr %params, i64 %39
   %40 = load float, ptr %params10, align 4
   %41 = insertelement <8 x float> undef, float %40, i32 0
   %42 = shufflevector <8 x float> %41, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %42, ptr %s3_conv1.t417_a1, align 32
-  %t417_a1 = load <8 x float>, ptr %s3_conv1.t417_a1, align 32
-  %t417_b011 = load <8 x float>, ptr %s3_conv1.t417_b0, align 32
-  %t417_c1_0 = load <8 x float>, ptr %s3_conv1.t417_c1_0, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t417_a1, <8 x float> %t417_b011, <8 x float> %t417_c1_0)
-  store <8 x float> %43, ptr %s3_conv1.t417_c1_0, align 32
-  %t417_a112 = load <8 x float>, ptr %s3_conv1.t417_a1, align 32
-  %t417_b113 = load <8 x float>, ptr %s3_conv1.t417_b1, align 32
-  %t417_c1_1 = load <8 x float>, ptr %s3_conv1.t417_c1_1, align 32
-  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t417_a112, <8 x float> %t417_b113, <8 x float> %t417_c1_1)
-  store <8 x float> %44, ptr %s3_conv1.t417_c1_1, align 32
-  %t417_a114 = load <8 x float>, ptr %s3_conv1.t417_a1, align 32
-  %t417_b215 = load <8 x float>, ptr %s3_conv1.t417_b2, align 32
-  %t417_c1_2 = load <8 x float>, ptr %s3_conv1.t417_c1_2, align 32
-  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t417_a114, <8 x float> %t417_b215, <8 x float> %t417_c1_2)
-  store <8 x float> %45, ptr %s3_conv1.t417_c1_2, align 32
+  store <8 x float> %42, ptr %s3_conv1.t409_a1, align 32
+  %t409_a1 = load <8 x float>, ptr %s3_conv1.t409_a1, align 32
+  %t409_b011 = load <8 x float>, ptr %s3_conv1.t409_b0, align 32
+  %t409_c1_0 = load <8 x float>, ptr %s3_conv1.t409_c1_0, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a1, <8 x float> %t409_b011, <8 x float> %t409_c1_0)
+  store <8 x float> %43, ptr %s3_conv1.t409_c1_0, align 32
+  %t409_a112 = load <8 x float>, ptr %s3_conv1.t409_a1, align 32
+  %t409_b113 = load <8 x float>, ptr %s3_conv1.t409_b1, align 32
+  %t409_c1_1 = load <8 x float>, ptr %s3_conv1.t409_c1_1, align 32
+  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a112, <8 x float> %t409_b113, <8 x float> %t409_c1_1)
+  store <8 x float> %44, ptr %s3_conv1.t409_c1_1, align 32
+  %t409_a114 = load <8 x float>, ptr %s3_conv1.t409_a1, align 32
+  %t409_b215 = load <8 x float>, ptr %s3_conv1.t409_b2, align 32
+  %t409_c1_2 = load <8 x float>, ptr %s3_conv1.t409_c1_2, align 32
+  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a114, <8 x float> %t409_b215, <8 x float> %t409_c1_2)
+  store <8 x float> %45, ptr %s3_conv1.t409_c1_2, align 32
   %46 = mul nsw i64 %0, 32
   %47 = mul nsw i64 %46, 288
   %48 = add nsw i64 19664, %47
-  %49 = mul nsw i64 %s3_conv1.mb4162, 4
+  %49 = mul nsw i64 %s3_conv1.mb4082, 4
   %50 = add nsw i64 %49, 2
   %51 = mul nsw i64 %50, 288
   %52 = add nsw i64 %48, %51
-  %53 = add nsw i64 %52, %s3_conv1.k4183
+  %53 = add nsw i64 %52, %s3_conv1.k4103
   %params16 = getelementptr inbounds float, ptr %params, i64 %53
   %54 = load float, ptr %params16, align 4
   %55 = insertelement <8 x float> undef, float %54, i32 0
   %56 = shufflevector <8 x float> %55, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %56, ptr %s3_conv1.t417_a2, align 32
-  %t417_a2 = load <8 x float>, ptr %s3_conv1.t417_a2, align 32
-  %t417_b017 = load <8 x float>, ptr %s3_conv1.t417_b0, align 32
-  %t417_c2_0 = load <8 x float>, ptr %s3_conv1.t417_c2_0, align 32
-  %57 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t417_a2, <8 x float> %t417_b017, <8 x float> %t417_c2_0)
-  store <8 x float> %57, ptr %s3_conv1.t417_c2_0, align 32
-  %t417_a218 = load <8 x float>, ptr %s3_conv1.t417_a2, align 32
-  %t417_b119 = load <8 x float>, ptr %s3_conv1.t417_b1, align 32
-  %t417_c2_1 = load <8 x float>, ptr %s3_conv1.t417_c2_1, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t417_a218, <8 x float> %t417_b119, <8 x float> %t417_c2_1)
-  store <8 x float> %58, ptr %s3_conv1.t417_c2_1, align 32
-  %t417_a220 = load <8 x float>, ptr %s3_conv1.t417_a2, align 32
-  %t417_b221 = load <8 x float>, ptr %s3_conv1.t417_b2, align 32
-  %t417_c2_2 = load <8 x float>, ptr %s3_conv1.t417_c2_2, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t417_a220, <8 x float> %t417_b221, <8 x float> %t417_c2_2)
-  store <8 x float> %59, ptr %s3_conv1.t417_c2_2, align 32
+  store <8 x float> %56, ptr %s3_conv1.t409_a2, align 32
+  %t409_a2 = load <8 x float>, ptr %s3_conv1.t409_a2, align 32
+  %t409_b017 = load <8 x float>, ptr %s3_conv1.t409_b0, align 32
+  %t409_c2_0 = load <8 x float>, ptr %s3_conv1.t409_c2_0, align 32
+  %57 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a2, <8 x float> %t409_b017, <8 x float> %t409_c2_0)
+  store <8 x float> %57, ptr %s3_conv1.t409_c2_0, align 32
+  %t409_a218 = load <8 x float>, ptr %s3_conv1.t409_a2, align 32
+  %t409_b119 = load <8 x float>, ptr %s3_conv1.t409_b1, align 32
+  %t409_c2_1 = load <8 x float>, ptr %s3_conv1.t409_c2_1, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a218, <8 x float> %t409_b119, <8 x float> %t409_c2_1)
+  store <8 x float> %58, ptr %s3_conv1.t409_c2_1, align 32
+  %t409_a220 = load <8 x float>, ptr %s3_conv1.t409_a2, align 32
+  %t409_b221 = load <8 x float>, ptr %s3_conv1.t409_b2, align 32
+  %t409_c2_2 = load <8 x float>, ptr %s3_conv1.t409_c2_2, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a220, <8 x float> %t409_b221, <8 x float> %t409_c2_2)
+  store <8 x float> %59, ptr %s3_conv1.t409_c2_2, align 32
   %60 = mul nsw i64 %0, 32
   %61 = mul nsw i64 %60, 288
   %62 = add nsw i64 19664, %61
-  %63 = mul nsw i64 %s3_conv1.mb4162, 4
+  %63 = mul nsw i64 %s3_conv1.mb4082, 4
   %64 = add nsw i64 %63, 3
   %65 = mul nsw i64 %64, 288
   %66 = add nsw i64 %62, %65
-  %67 = add nsw i64 %66, %s3_conv1.k4183
+  %67 = add nsw i64 %66, %s3_conv1.k4103
   %params22 = getelementptr inbounds float, ptr %params, i64 %67
   %68 = load float, ptr %params22, align 4
   %69 = insertelement <8 x float> undef, float %68, i32 0
   %70 = shufflevector <8 x float> %69, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %70, ptr %s3_conv1.t417_a3, align 32
-  %t417_a3 = load <8 x float>, ptr %s3_conv1.t417_a3, align 32
-  %t417_b023 = load <8 x float>, ptr %s3_conv1.t417_b0, align 32
-  %t417_c3_0 = load <8 x float>, ptr %s3_conv1.t417_c3_0, align 32
-  %71 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t417_a3, <8 x float> %t417_b023, <8 x float> %t417_c3_0)
-  store <8 x float> %71, ptr %s3_conv1.t417_c3_0, align 32
-  %t417_a324 = load <8 x float>, ptr %s3_conv1.t417_a3, align 32
-  %t417_b125 = load <8 x float>, ptr %s3_conv1.t417_b1, align 32
-  %t417_c3_1 = load <8 x float>, ptr %s3_conv1.t417_c3_1, align 32
-  %72 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t417_a324, <8 x float> %t417_b125, <8 x float> %t417_c3_1)
-  store <8 x float> %72, ptr %s3_conv1.t417_c3_1, align 32
-  %t417_a326 = load <8 x float>, ptr %s3_conv1.t417_a3, align 32
-  %t417_b227 = load <8 x float>, ptr %s3_conv1.t417_b2, align 32
-  %t417_c3_2 = load <8 x float>, ptr %s3_conv1.t417_c3_2, align 32
-  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t417_a326, <8 x float> %t417_b227, <8 x float> %t417_c3_2)
-  store <8 x float> %73, ptr %s3_conv1.t417_c3_2, align 32
-  %k418.next = add nsw i64 %s3_conv1.k4183, 1
-  %74 = icmp slt i64 %k418.next, 288
-  br i1 %74, label %s3_conv1.k418, label %s3_conv1.k418.end
+  store <8 x float> %70, ptr %s3_conv1.t409_a3, align 32
+  %t409_a3 = load <8 x float>, ptr %s3_conv1.t409_a3, align 32
+  %t409_b023 = load <8 x float>, ptr %s3_conv1.t409_b0, align 32
+  %t409_c3_0 = load <8 x float>, ptr %s3_conv1.t409_c3_0, align 32
+  %71 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a3, <8 x float> %t409_b023, <8 x float> %t409_c3_0)
+  store <8 x float> %71, ptr %s3_conv1.t409_c3_0, align 32
+  %t409_a324 = load <8 x float>, ptr %s3_conv1.t409_a3, align 32
+  %t409_b125 = load <8 x float>, ptr %s3_conv1.t409_b1, align 32
+  %t409_c3_1 = load <8 x float>, ptr %s3_conv1.t409_c3_1, align 32
+  %72 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a324, <8 x float> %t409_b125, <8 x float> %t409_c3_1)
+  store <8 x float> %72, ptr %s3_conv1.t409_c3_1, align 32
+  %t409_a326 = load <8 x float>, ptr %s3_conv1.t409_a3, align 32
+  %t409_b227 = load <8 x float>, ptr %s3_conv1.t409_b2, align 32
+  %t409_c3_2 = load <8 x float>, ptr %s3_conv1.t409_c3_2, align 32
+  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a326, <8 x float> %t409_b227, <8 x float> %t409_c3_2)
+  store <8 x float> %73, ptr %s3_conv1.t409_c3_2, align 32
+  %k410.next = add nsw i64 %s3_conv1.k4103, 1
+  %74 = icmp slt i64 %k410.next, 288
+  br i1 %74, label %s3_conv1.k410, label %s3_conv1.k410.end
 
-s3_conv1.k418.end:                                ; preds = %s3_conv1.k418
-  %t417_c0_028 = load <8 x float>, ptr %s3_conv1.t417_c0_0, align 32
+s3_conv1.k410.end:                                ; preds = %s3_conv1.k410
+  %t409_c0_028 = load <8 x float>, ptr %s3_conv1.t409_c0_0, align 32
   %75 = mul nsw i64 %0, 32
   %76 = mul nsw i64 %75, 1040
-  %77 = add nsw i64 1348096, %76
-  %78 = mul nsw i64 %s3_conv1.mb4162, 4
+  %77 = add nsw i64 561792, %76
+  %78 = mul nsw i64 %s3_conv1.mb4082, 4
   %79 = mul nsw i64 %78, 1040
   %80 = add nsw i64 %77, %79
-  %81 = mul nsw i64 %s3_conv1.nb4151, 24
+  %81 = mul nsw i64 %s3_conv1.nb4071, 24
   %82 = add nsw i64 %80, %81
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %82
-  store <8 x float> %t417_c0_028, ptr %arena29, align 4
-  %t417_c0_130 = load <8 x float>, ptr %s3_conv1.t417_c0_1, align 32
+  store <8 x float> %t409_c0_028, ptr %arena29, align 4
+  %t409_c0_130 = load <8 x float>, ptr %s3_conv1.t409_c0_1, align 32
   %83 = mul nsw i64 %0, 32
   %84 = mul nsw i64 %83, 1040
-  %85 = add nsw i64 1348096, %84
-  %86 = mul nsw i64 %s3_conv1.mb4162, 4
+  %85 = add nsw i64 561792, %84
+  %86 = mul nsw i64 %s3_conv1.mb4082, 4
   %87 = mul nsw i64 %86, 1040
   %88 = add nsw i64 %85, %87
-  %89 = mul nsw i64 %s3_conv1.nb4151, 24
+  %89 = mul nsw i64 %s3_conv1.nb4071, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t417_c0_130, ptr %arena31, align 4
-  %t417_c0_232 = load <8 x float>, ptr %s3_conv1.t417_c0_2, align 32
+  store <8 x float> %t409_c0_130, ptr %arena31, align 4
+  %t409_c0_232 = load <8 x float>, ptr %s3_conv1.t409_c0_2, align 32
   %92 = mul nsw i64 %0, 32
   %93 = mul nsw i64 %92, 1040
-  %94 = add nsw i64 1348096, %93
-  %95 = mul nsw i64 %s3_conv1.mb4162, 4
+  %94 = add nsw i64 561792, %93
+  %95 = mul nsw i64 %s3_conv1.mb4082, 4
   %96 = mul nsw i64 %95, 1040
   %97 = add nsw i64 %94, %96
-  %98 = mul nsw i64 %s3_conv1.nb4151, 24
+  %98 = mul nsw i64 %s3_conv1.nb4071, 24
   %99 = add nsw i64 %97, %98
   %100 = add nsw i64 %99, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %100
-  store <8 x float> %t417_c0_232, ptr %arena33, align 4
-  %t417_c1_034 = load <8 x float>, ptr %s3_conv1.t417_c1_0, align 32
+  store <8 x float> %t409_c0_232, ptr %arena33, align 4
+  %t409_c1_034 = load <8 x float>, ptr %s3_conv1.t409_c1_0, align 32
   %101 = mul nsw i64 %0, 32
   %102 = mul nsw i64 %101, 1040
-  %103 = add nsw i64 1348096, %102
-  %104 = mul nsw i64 %s3_conv1.mb4162, 4
+  %103 = add nsw i64 561792, %102
+  %104 = mul nsw i64 %s3_conv1.mb4082, 4
   %105 = add nsw i64 %104, 1
   %106 = mul nsw i64 %105, 1040
   %107 = add nsw i64 %103, %106
-  %108 = mul nsw i64 %s3_conv1.nb4151, 24
+  %108 = mul nsw i64 %s3_conv1.nb4071, 24
   %109 = add nsw i64 %107, %108
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %109
-  store <8 x float> %t417_c1_034, ptr %arena35, align 4
-  %t417_c1_136 = load <8 x float>, ptr %s3_conv1.t417_c1_1, align 32
+  store <8 x float> %t409_c1_034, ptr %arena35, align 4
+  %t409_c1_136 = load <8 x float>, ptr %s3_conv1.t409_c1_1, align 32
   %110 = mul nsw i64 %0, 32
   %111 = mul nsw i64 %110, 1040
-  %112 = add nsw i64 1348096, %111
-  %113 = mul nsw i64 %s3_conv1.mb4162, 4
+  %112 = add nsw i64 561792, %111
+  %113 = mul nsw i64 %s3_conv1.mb4082, 4
   %114 = add nsw i64 %113, 1
   %115 = mul nsw i64 %114, 1040
   %116 = add nsw i64 %112, %115
-  %117 = mul nsw i64 %s3_conv1.nb4151, 24
+  %117 = mul nsw i64 %s3_conv1.nb4071, 24
   %118 = add nsw i64 %116, %117
   %119 = add nsw i64 %118, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %119
-  store <8 x float> %t417_c1_136, ptr %arena37, align 4
-  %t417_c1_238 = load <8 x float>, ptr %s3_conv1.t417_c1_2, align 32
+  store <8 x float> %t409_c1_136, ptr %arena37, align 4
+  %t409_c1_238 = load <8 x float>, ptr %s3_conv1.t409_c1_2, align 32
   %120 = mul nsw i64 %0, 32
   %121 = mul nsw i64 %120, 1040
-  %122 = add nsw i64 1348096, %121
-  %123 = mul nsw i64 %s3_conv1.mb4162, 4
+  %122 = add nsw i64 561792, %121
+  %123 = mul nsw i64 %s3_conv1.mb4082, 4
   %124 = add nsw i64 %123, 1
   %125 = mul nsw i64 %124, 1040
   %126 = add nsw i64 %122, %125
-  %127 = mul nsw i64 %s3_conv1.nb4151, 24
+  %127 = mul nsw i64 %s3_conv1.nb4071, 24
   %128 = add nsw i64 %126, %127
   %129 = add nsw i64 %128, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %129
-  store <8 x float> %t417_c1_238, ptr %arena39, align 4
-  %t417_c2_040 = load <8 x float>, ptr %s3_conv1.t417_c2_0, align 32
+  store <8 x float> %t409_c1_238, ptr %arena39, align 4
+  %t409_c2_040 = load <8 x float>, ptr %s3_conv1.t409_c2_0, align 32
   %130 = mul nsw i64 %0, 32
   %131 = mul nsw i64 %130, 1040
-  %132 = add nsw i64 1348096, %131
-  %133 = mul nsw i64 %s3_conv1.mb4162, 4
+  %132 = add nsw i64 561792, %131
+  %133 = mul nsw i64 %s3_conv1.mb4082, 4
   %134 = add nsw i64 %133, 2
   %135 = mul nsw i64 %134, 1040
   %136 = add nsw i64 %132, %135
-  %137 = mul nsw i64 %s3_conv1.nb4151, 24
+  %137 = mul nsw i64 %s3_conv1.nb4071, 24
   %138 = add nsw i64 %136, %137
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t417_c2_040, ptr %arena41, align 4
-  %t417_c2_142 = load <8 x float>, ptr %s3_conv1.t417_c2_1, align 32
+  store <8 x float> %t409_c2_040, ptr %arena41, align 4
+  %t409_c2_142 = load <8 x float>, ptr %s3_conv1.t409_c2_1, align 32
   %139 = mul nsw i64 %0, 32
   %140 = mul nsw i64 %139, 1040
-  %141 = add nsw i64 1348096, %140
-  %142 = mul nsw i64 %s3_conv1.mb4162, 4
+  %141 = add nsw i64 561792, %140
+  %142 = mul nsw i64 %s3_conv1.mb4082, 4
   %143 = add nsw i64 %142, 2
   %144 = mul nsw i64 %143, 1040
   %145 = add nsw i64 %141, %144
-  %146 = mul nsw i64 %s3_conv1.nb4151, 24
+  %146 = mul nsw i64 %s3_conv1.nb4071, 24
   %147 = add nsw i64 %145, %146
   %148 = add nsw i64 %147, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %148
-  store <8 x float> %t417_c2_142, ptr %arena43, align 4
-  %t417_c2_244 = load <8 x float>, ptr %s3_conv1.t417_c2_2, align 32
+  store <8 x float> %t409_c2_142, ptr %arena43, align 4
+  %t409_c2_244 = load <8 x float>, ptr %s3_conv1.t409_c2_2, align 32
   %149 = mul nsw i64 %0, 32
   %150 = mul nsw i64 %149, 1040
-  %151 = add nsw i64 1348096, %150
-  %152 = mul nsw i64 %s3_conv1.mb4162, 4
+  %151 = add nsw i64 561792, %150
+  %152 = mul nsw i64 %s3_conv1.mb4082, 4
   %153 = add nsw i64 %152, 2
   %154 = mul nsw i64 %153, 1040
   %155 = add nsw i64 %151, %154
-  %156 = mul nsw i64 %s3_conv1.nb4151, 24
+  %156 = mul nsw i64 %s3_conv1.nb4071, 24
   %157 = add nsw i64 %155, %156
   %158 = add nsw i64 %157, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %158
-  store <8 x float> %t417_c2_244, ptr %arena45, align 4
-  %t417_c3_046 = load <8 x float>, ptr %s3_conv1.t417_c3_0, align 32
+  store <8 x float> %t409_c2_244, ptr %arena45, align 4
+  %t409_c3_046 = load <8 x float>, ptr %s3_conv1.t409_c3_0, align 32
   %159 = mul nsw i64 %0, 32
   %160 = mul nsw i64 %159, 1040
-  %161 = add nsw i64 1348096, %160
-  %162 = mul nsw i64 %s3_conv1.mb4162, 4
+  %161 = add nsw i64 561792, %160
+  %162 = mul nsw i64 %s3_conv1.mb4082, 4
   %163 = add nsw i64 %162, 3
   %164 = mul nsw i64 %163, 1040
   %165 = add nsw i64 %161, %164
-  %166 = mul nsw i64 %s3_conv1.nb4151, 24
+  %166 = mul nsw i64 %s3_conv1.nb4071, 24
   %167 = add nsw i64 %165, %166
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %167
-  store <8 x float> %t417_c3_046, ptr %arena47, align 4
-  %t417_c3_148 = load <8 x float>, ptr %s3_conv1.t417_c3_1, align 32
+  store <8 x float> %t409_c3_046, ptr %arena47, align 4
+  %t409_c3_148 = load <8 x float>, ptr %s3_conv1.t409_c3_1, align 32
   %168 = mul nsw i64 %0, 32
   %169 = mul nsw i64 %168, 1040
-  %170 = add nsw i64 1348096, %169
-  %171 = mul nsw i64 %s3_conv1.mb4162, 4
+  %170 = add nsw i64 561792, %169
+  %171 = mul nsw i64 %s3_conv1.mb4082, 4
   %172 = add nsw i64 %171, 3
   %173 = mul nsw i64 %172, 1040
   %174 = add nsw i64 %170, %173
-  %175 = mul nsw i64 %s3_conv1.nb4151, 24
+  %175 = mul nsw i64 %s3_conv1.nb4071, 24
   %176 = add nsw i64 %174, %175
   %177 = add nsw i64 %176, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %177
-  store <8 x float> %t417_c3_148, ptr %arena49, align 4
-  %t417_c3_250 = load <8 x float>, ptr %s3_conv1.t417_c3_2, align 32
+  store <8 x float> %t409_c3_148, ptr %arena49, align 4
+  %t409_c3_250 = load <8 x float>, ptr %s3_conv1.t409_c3_2, align 32
   %178 = mul nsw i64 %0, 32
   %179 = mul nsw i64 %178, 1040
-  %180 = add nsw i64 1348096, %179
-  %181 = mul nsw i64 %s3_conv1.mb4162, 4
+  %180 = add nsw i64 561792, %179
+  %181 = mul nsw i64 %s3_conv1.mb4082, 4
   %182 = add nsw i64 %181, 3
   %183 = mul nsw i64 %182, 1040
   %184 = add nsw i64 %180, %183
-  %185 = mul nsw i64 %s3_conv1.nb4151, 24
+  %185 = mul nsw i64 %s3_conv1.nb4071, 24
   %186 = add nsw i64 %184, %185
   %187 = add nsw i64 %186, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %187
-  store <8 x float> %t417_c3_250, ptr %arena51, align 4
-  %mb416.next = add nsw i64 %s3_conv1.mb4162, 1
-  %188 = icmp slt i64 %mb416.next, 8
-  br i1 %188, label %s3_conv1.mb416, label %s3_conv1.mb416.end
+  store <8 x float> %t409_c3_250, ptr %arena51, align 4
+  %mb408.next = add nsw i64 %s3_conv1.mb4082, 1
+  %188 = icmp slt i64 %mb408.next, 8
+  br i1 %188, label %s3_conv1.mb408, label %s3_conv1.mb408.end
 
-s3_conv1.mb419:                                   ; preds = %s3_conv1.k421.end, %s3_conv1.nb415.end
-  %s3_conv1.mb41952 = phi i64 [ 0, %s3_conv1.nb415.end ], [ %mb419.next, %s3_conv1.k421.end ]
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t420_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t420_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t420_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t420_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t420_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t420_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t420_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t420_c3_1, align 32
-  br label %s3_conv1.k421
+s3_conv1.mb411:                                   ; preds = %s3_conv1.k413.end, %s3_conv1.nb407.end
+  %s3_conv1.mb41152 = phi i64 [ 0, %s3_conv1.nb407.end ], [ %mb411.next, %s3_conv1.k413.end ]
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t412_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t412_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t412_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t412_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t412_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t412_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t412_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t412_c3_1, align 32
+  br label %s3_conv1.k413
 
-s3_conv1.mb419.end:                               ; preds = %s3_conv1.k421.end
+s3_conv1.mb411.end:                               ; preds = %s3_conv1.k413.end
   ret void
 
-s3_conv1.k421:                                    ; preds = %s3_conv1.k421, %s3_conv1.mb419
-  %s3_conv1.k42153 = phi i64 [ 0, %s3_conv1.mb419 ], [ %k421.next, %s3_conv1.k421 ]
-  %189 = mul nsw i64 %s3_conv1.k42153, 1040
-  %190 = add nsw i64 1048576, %189
+s3_conv1.k413:                                    ; preds = %s3_conv1.k413, %s3_conv1.mb411
+  %s3_conv1.k41353 = phi i64 [ 0, %s3_conv1.mb411 ], [ %k413.next, %s3_conv1.k413 ]
+  %189 = mul nsw i64 %s3_conv1.k41353, 1040
+  %190 = add nsw i64 262272, %189
   %191 = add nsw i64 %190, 1008
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %191
   %192 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %192, ptr %s3_conv1.t420_b0, align 32
-  %193 = mul nsw i64 %s3_conv1.k42153, 1040
-  %194 = add nsw i64 1048576, %193
+  store <8 x float> %192, ptr %s3_conv1.t412_b0, align 32
+  %193 = mul nsw i64 %s3_conv1.k41353, 1040
+  %194 = add nsw i64 262272, %193
   %195 = add nsw i64 %194, 1008
   %196 = add nsw i64 %195, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %196
   %197 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %197, ptr %s3_conv1.t420_b1, align 32
+  store <8 x float> %197, ptr %s3_conv1.t412_b1, align 32
   %198 = mul nsw i64 %0, 32
   %199 = mul nsw i64 %198, 288
   %200 = add nsw i64 19664, %199
-  %201 = mul nsw i64 %s3_conv1.mb41952, 4
+  %201 = mul nsw i64 %s3_conv1.mb41152, 4
   %202 = mul nsw i64 %201, 288
   %203 = add nsw i64 %200, %202
-  %204 = add nsw i64 %203, %s3_conv1.k42153
+  %204 = add nsw i64 %203, %s3_conv1.k41353
   %params56 = getelementptr inbounds float, ptr %params, i64 %204
   %205 = load float, ptr %params56, align 4
   %206 = insertelement <8 x float> undef, float %205, i32 0
   %207 = shufflevector <8 x float> %206, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %207, ptr %s3_conv1.t420_a0, align 32
-  %t420_a0 = load <8 x float>, ptr %s3_conv1.t420_a0, align 32
-  %t420_b0 = load <8 x float>, ptr %s3_conv1.t420_b0, align 32
-  %t420_c0_0 = load <8 x float>, ptr %s3_conv1.t420_c0_0, align 32
-  %208 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t420_a0, <8 x float> %t420_b0, <8 x float> %t420_c0_0)
-  store <8 x float> %208, ptr %s3_conv1.t420_c0_0, align 32
-  %t420_a057 = load <8 x float>, ptr %s3_conv1.t420_a0, align 32
-  %t420_b1 = load <8 x float>, ptr %s3_conv1.t420_b1, align 32
-  %t420_c0_1 = load <8 x float>, ptr %s3_conv1.t420_c0_1, align 32
-  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t420_a057, <8 x float> %t420_b1, <8 x float> %t420_c0_1)
-  store <8 x float> %209, ptr %s3_conv1.t420_c0_1, align 32
+  store <8 x float> %207, ptr %s3_conv1.t412_a0, align 32
+  %t412_a0 = load <8 x float>, ptr %s3_conv1.t412_a0, align 32
+  %t412_b0 = load <8 x float>, ptr %s3_conv1.t412_b0, align 32
+  %t412_c0_0 = load <8 x float>, ptr %s3_conv1.t412_c0_0, align 32
+  %208 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t412_a0, <8 x float> %t412_b0, <8 x float> %t412_c0_0)
+  store <8 x float> %208, ptr %s3_conv1.t412_c0_0, align 32
+  %t412_a057 = load <8 x float>, ptr %s3_conv1.t412_a0, align 32
+  %t412_b1 = load <8 x float>, ptr %s3_conv1.t412_b1, align 32
+  %t412_c0_1 = load <8 x float>, ptr %s3_conv1.t412_c0_1, align 32
+  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t412_a057, <8 x float> %t412_b1, <8 x float> %t412_c0_1)
+  store <8 x float> %209, ptr %s3_conv1.t412_c0_1, align 32
   %210 = mul nsw i64 %0, 32
   %211 = mul nsw i64 %210, 288
   %212 = add nsw i64 19664, %211
-  %213 = mul nsw i64 %s3_conv1.mb41952, 4
+  %213 = mul nsw i64 %s3_conv1.mb41152, 4
   %214 = add nsw i64 %213, 1
   %215 = mul nsw i64 %214, 288
   %216 = add nsw i64 %212, %215
-  %217 = add nsw i64 %216, %s3_conv1.k42153
+  %217 = add nsw i64 %216, %s3_conv1.k41353
   %params58 = getelementptr inbounds float, ptr %params, i64 %217
   %218 = load float, ptr %params58, align 4
   %219 = insertelement <8 x float> undef, float %218, i32 0
   %220 = shufflevector <8 x float> %219, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %220, ptr %s3_conv1.t420_a1, align 32
-  %t420_a1 = load <8 x float>, ptr %s3_conv1.t420_a1, align 32
-  %t420_b059 = load <8 x float>, ptr %s3_conv1.t420_b0, align 32
-  %t420_c1_0 = load <8 x float>, ptr %s3_conv1.t420_c1_0, align 32
-  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t420_a1, <8 x float> %t420_b059, <8 x float> %t420_c1_0)
-  store <8 x float> %221, ptr %s3_conv1.t420_c1_0, align 32
-  %t420_a160 = load <8 x float>, ptr %s3_conv1.t420_a1, align 32
-  %t420_b161 = load <8 x float>, ptr %s3_conv1.t420_b1, align 32
-  %t420_c1_1 = load <8 x float>, ptr %s3_conv1.t420_c1_1, align 32
-  %222 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t420_a160, <8 x float> %t420_b161, <8 x float> %t420_c1_1)
-  store <8 x float> %222, ptr %s3_conv1.t420_c1_1, align 32
+  store <8 x float> %220, ptr %s3_conv1.t412_a1, align 32
+  %t412_a1 = load <8 x float>, ptr %s3_conv1.t412_a1, align 32
+  %t412_b059 = load <8 x float>, ptr %s3_conv1.t412_b0, align 32
+  %t412_c1_0 = load <8 x float>, ptr %s3_conv1.t412_c1_0, align 32
+  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t412_a1, <8 x float> %t412_b059, <8 x float> %t412_c1_0)
+  store <8 x float> %221, ptr %s3_conv1.t412_c1_0, align 32
+  %t412_a160 = load <8 x float>, ptr %s3_conv1.t412_a1, align 32
+  %t412_b161 = load <8 x float>, ptr %s3_conv1.t412_b1, align 32
+  %t412_c1_1 = load <8 x float>, ptr %s3_conv1.t412_c1_1, align 32
+  %222 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t412_a160, <8 x float> %t412_b161, <8 x float> %t412_c1_1)
+  store <8 x float> %222, ptr %s3_conv1.t412_c1_1, align 32
   %223 = mul nsw i64 %0, 32
   %224 = mul nsw i64 %223, 288
   %225 = add nsw i64 19664, %224
-  %226 = mul nsw i64 %s3_conv1.mb41952, 4
+  %226 = mul nsw i64 %s3_conv1.mb41152, 4
   %227 = add nsw i64 %226, 2
   %228 = mul nsw i64 %227, 288
   %229 = add nsw i64 %225, %228
-  %230 = add nsw i64 %229, %s3_conv1.k42153
+  %230 = add nsw i64 %229, %s3_conv1.k41353
   %params62 = getelementptr inbounds float, ptr %params, i64 %230
   %231 = load float, ptr %params62, align 4
   %232 = insertelement <8 x float> undef, float %231, i32 0
   %233 = shufflevector <8 x float> %232, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %233, ptr %s3_conv1.t420_a2, align 32
-  %t420_a2 = load <8 x float>, ptr %s3_conv1.t420_a2, align 32
-  %t420_b063 = load <8 x float>, ptr %s3_conv1.t420_b0, align 32
-  %t420_c2_0 = load <8 x float>, ptr %s3_conv1.t420_c2_0, align 32
-  %234 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t420_a2, <8 x float> %t420_b063, <8 x float> %t420_c2_0)
-  store <8 x float> %234, ptr %s3_conv1.t420_c2_0, align 32
-  %t420_a264 = load <8 x float>, ptr %s3_conv1.t420_a2, align 32
-  %t420_b165 = load <8 x float>, ptr %s3_conv1.t420_b1, align 32
-  %t420_c2_1 = load <8 x float>, ptr %s3_conv1.t420_c2_1, align 32
-  %235 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t420_a264, <8 x float> %t420_b165, <8 x float> %t420_c2_1)
-  store <8 x float> %235, ptr %s3_conv1.t420_c2_1, align 32
+  store <8 x float> %233, ptr %s3_conv1.t412_a2, align 32
+  %t412_a2 = load <8 x float>, ptr %s3_conv1.t412_a2, align 32
+  %t412_b063 = load <8 x float>, ptr %s3_conv1.t412_b0, align 32
+  %t412_c2_0 = load <8 x float>, ptr %s3_conv1.t412_c2_0, align 32
+  %234 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t412_a2, <8 x float> %t412_b063, <8 x float> %t412_c2_0)
+  store <8 x float> %234, ptr %s3_conv1.t412_c2_0, align 32
+  %t412_a264 = load <8 x float>, ptr %s3_conv1.t412_a2, align 32
+  %t412_b165 = load <8 x float>, ptr %s3_conv1.t412_b1, align 32
+  %t412_c2_1 = load <8 x float>, ptr %s3_conv1.t412_c2_1, align 32
+  %235 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t412_a264, <8 x float> %t412_b165, <8 x float> %t412_c2_1)
+  store <8 x float> %235, ptr %s3_conv1.t412_c2_1, align 32
   %236 = mul nsw i64 %0, 32
   %237 = mul nsw i64 %236, 288
   %238 = add nsw i64 19664, %237
-  %239 = mul nsw i64 %s3_conv1.mb41952, 4
+  %239 = mul nsw i64 %s3_conv1.mb41152, 4
   %240 = add nsw i64 %239, 3
   %241 = mul nsw i64 %240, 288
   %242 = add nsw i64 %238, %241
-  %243 = add nsw i64 %242, %s3_conv1.k42153
+  %243 = add nsw i64 %242, %s3_conv1.k41353
   %params66 = getelementptr inbounds float, ptr %params, i64 %243
   %244 = load float, ptr %params66, align 4
   %245 = insertelement <8 x float> undef, float %244, i32 0
   %246 = shufflevector <8 x float> %245, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %246, ptr %s3_conv1.t420_a3, align 32
-  %t420_a3 = load <8 x float>, ptr %s3_conv1.t420_a3, align 32
-  %t420_b067 = load <8 x float>, ptr %s3_conv1.t420_b0, align 32
-  %t420_c3_0 = load <8 x float>, ptr %s3_conv1.t420_c3_0, align 32
-  %247 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t420_a3, <8 x float> %t420_b067, <8 x float> %t420_c3_0)
-  store <8 x float> %247, ptr %s3_conv1.t420_c3_0, align 32
-  %t420_a368 = load <8 x float>, ptr %s3_conv1.t420_a3, align 32
-  %t420_b169 = load <8 x float>, ptr %s3_conv1.t420_b1, align 32
-  %t420_c3_1 = load <8 x float>, ptr %s3_conv1.t420_c3_1, align 32
-  %248 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t420_a368, <8 x float> %t420_b169, <8 x float> %t420_c3_1)
-  store <8 x float> %248, ptr %s3_conv1.t420_c3_1, align 32
-  %k421.next = add nsw i64 %s3_conv1.k42153, 1
-  %249 = icmp slt i64 %k421.next, 288
-  br i1 %249, label %s3_conv1.k421, label %s3_conv1.k421.end
+  store <8 x float> %246, ptr %s3_conv1.t412_a3, align 32
+  %t412_a3 = load <8 x float>, ptr %s3_conv1.t412_a3, align 32
+  %t412_b067 = load <8 x float>, ptr %s3_conv1.t412_b0, align 32
+  %t412_c3_0 = load <8 x float>, ptr %s3_conv1.t412_c3_0, align 32
+  %247 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t412_a3, <8 x float> %t412_b067, <8 x float> %t412_c3_0)
+  store <8 x float> %247, ptr %s3_conv1.t412_c3_0, align 32
+  %t412_a368 = load <8 x float>, ptr %s3_conv1.t412_a3, align 32
+  %t412_b169 = load <8 x float>, ptr %s3_conv1.t412_b1, align 32
+  %t412_c3_1 = load <8 x float>, ptr %s3_conv1.t412_c3_1, align 32
+  %248 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t412_a368, <8 x float> %t412_b169, <8 x float> %t412_c3_1)
+  store <8 x float> %248, ptr %s3_conv1.t412_c3_1, align 32
+  %k413.next = add nsw i64 %s3_conv1.k41353, 1
+  %249 = icmp slt i64 %k413.next, 288
+  br i1 %249, label %s3_conv1.k413, label %s3_conv1.k413.end
 
-s3_conv1.k421.end:                                ; preds = %s3_conv1.k421
-  %t420_c0_070 = load <8 x float>, ptr %s3_conv1.t420_c0_0, align 32
+s3_conv1.k413.end:                                ; preds = %s3_conv1.k413
+  %t412_c0_070 = load <8 x float>, ptr %s3_conv1.t412_c0_0, align 32
   %250 = mul nsw i64 %0, 32
   %251 = mul nsw i64 %250, 1040
-  %252 = add nsw i64 1348096, %251
-  %253 = mul nsw i64 %s3_conv1.mb41952, 4
+  %252 = add nsw i64 561792, %251
+  %253 = mul nsw i64 %s3_conv1.mb41152, 4
   %254 = mul nsw i64 %253, 1040
   %255 = add nsw i64 %252, %254
   %256 = add nsw i64 %255, 1008
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %256
-  store <8 x float> %t420_c0_070, ptr %arena71, align 4
-  %t420_c0_172 = load <8 x float>, ptr %s3_conv1.t420_c0_1, align 32
+  store <8 x float> %t412_c0_070, ptr %arena71, align 4
+  %t412_c0_172 = load <8 x float>, ptr %s3_conv1.t412_c0_1, align 32
   %257 = mul nsw i64 %0, 32
   %258 = mul nsw i64 %257, 1040
-  %259 = add nsw i64 1348096, %258
-  %260 = mul nsw i64 %s3_conv1.mb41952, 4
+  %259 = add nsw i64 561792, %258
+  %260 = mul nsw i64 %s3_conv1.mb41152, 4
   %261 = mul nsw i64 %260, 1040
   %262 = add nsw i64 %259, %261
   %263 = add nsw i64 %262, 1008
   %264 = add nsw i64 %263, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %264
-  store <8 x float> %t420_c0_172, ptr %arena73, align 4
-  %t420_c1_074 = load <8 x float>, ptr %s3_conv1.t420_c1_0, align 32
+  store <8 x float> %t412_c0_172, ptr %arena73, align 4
+  %t412_c1_074 = load <8 x float>, ptr %s3_conv1.t412_c1_0, align 32
   %265 = mul nsw i64 %0, 32
   %266 = mul nsw i64 %265, 1040
-  %267 = add nsw i64 1348096, %266
-  %268 = mul nsw i64 %s3_conv1.mb41952, 4
+  %267 = add nsw i64 561792, %266
+  %268 = mul nsw i64 %s3_conv1.mb41152, 4
   %269 = add nsw i64 %268, 1
   %270 = mul nsw i64 %269, 1040
   %271 = add nsw i64 %267, %270
   %272 = add nsw i64 %271, 1008
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %272
-  store <8 x float> %t420_c1_074, ptr %arena75, align 4
-  %t420_c1_176 = load <8 x float>, ptr %s3_conv1.t420_c1_1, align 32
+  store <8 x float> %t412_c1_074, ptr %arena75, align 4
+  %t412_c1_176 = load <8 x float>, ptr %s3_conv1.t412_c1_1, align 32
   %273 = mul nsw i64 %0, 32
   %274 = mul nsw i64 %273, 1040
-  %275 = add nsw i64 1348096, %274
-  %276 = mul nsw i64 %s3_conv1.mb41952, 4
+  %275 = add nsw i64 561792, %274
+  %276 = mul nsw i64 %s3_conv1.mb41152, 4
   %277 = add nsw i64 %276, 1
   %278 = mul nsw i64 %277, 1040
   %279 = add nsw i64 %275, %278
   %280 = add nsw i64 %279, 1008
   %281 = add nsw i64 %280, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %281
-  store <8 x float> %t420_c1_176, ptr %arena77, align 4
-  %t420_c2_078 = load <8 x float>, ptr %s3_conv1.t420_c2_0, align 32
+  store <8 x float> %t412_c1_176, ptr %arena77, align 4
+  %t412_c2_078 = load <8 x float>, ptr %s3_conv1.t412_c2_0, align 32
   %282 = mul nsw i64 %0, 32
   %283 = mul nsw i64 %282, 1040
-  %284 = add nsw i64 1348096, %283
-  %285 = mul nsw i64 %s3_conv1.mb41952, 4
+  %284 = add nsw i64 561792, %283
+  %285 = mul nsw i64 %s3_conv1.mb41152, 4
   %286 = add nsw i64 %285, 2
   %287 = mul nsw i64 %286, 1040
   %288 = add nsw i64 %284, %287
   %289 = add nsw i64 %288, 1008
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %289
-  store <8 x float> %t420_c2_078, ptr %arena79, align 4
-  %t420_c2_180 = load <8 x float>, ptr %s3_conv1.t420_c2_1, align 32
+  store <8 x float> %t412_c2_078, ptr %arena79, align 4
+  %t412_c2_180 = load <8 x float>, ptr %s3_conv1.t412_c2_1, align 32
   %290 = mul nsw i64 %0, 32
   %291 = mul nsw i64 %290, 1040
-  %292 = add nsw i64 1348096, %291
-  %293 = mul nsw i64 %s3_conv1.mb41952, 4
+  %292 = add nsw i64 561792, %291
+  %293 = mul nsw i64 %s3_conv1.mb41152, 4
   %294 = add nsw i64 %293, 2
   %295 = mul nsw i64 %294, 1040
   %296 = add nsw i64 %292, %295
   %297 = add nsw i64 %296, 1008
   %298 = add nsw i64 %297, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t420_c2_180, ptr %arena81, align 4
-  %t420_c3_082 = load <8 x float>, ptr %s3_conv1.t420_c3_0, align 32
+  store <8 x float> %t412_c2_180, ptr %arena81, align 4
+  %t412_c3_082 = load <8 x float>, ptr %s3_conv1.t412_c3_0, align 32
   %299 = mul nsw i64 %0, 32
   %300 = mul nsw i64 %299, 1040
-  %301 = add nsw i64 1348096, %300
-  %302 = mul nsw i64 %s3_conv1.mb41952, 4
+  %301 = add nsw i64 561792, %300
+  %302 = mul nsw i64 %s3_conv1.mb41152, 4
   %303 = add nsw i64 %302, 3
   %304 = mul nsw i64 %303, 1040
   %305 = add nsw i64 %301, %304
   %306 = add nsw i64 %305, 1008
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %306
-  store <8 x float> %t420_c3_082, ptr %arena83, align 4
-  %t420_c3_184 = load <8 x float>, ptr %s3_conv1.t420_c3_1, align 32
+  store <8 x float> %t412_c3_082, ptr %arena83, align 4
+  %t412_c3_184 = load <8 x float>, ptr %s3_conv1.t412_c3_1, align 32
   %307 = mul nsw i64 %0, 32
   %308 = mul nsw i64 %307, 1040
-  %309 = add nsw i64 1348096, %308
-  %310 = mul nsw i64 %s3_conv1.mb41952, 4
+  %309 = add nsw i64 561792, %308
+  %310 = mul nsw i64 %s3_conv1.mb41152, 4
   %311 = add nsw i64 %310, 3
   %312 = mul nsw i64 %311, 1040
   %313 = add nsw i64 %309, %312
   %314 = add nsw i64 %313, 1008
   %315 = add nsw i64 %314, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %315
-  store <8 x float> %t420_c3_184, ptr %arena85, align 4
-  %mb419.next = add nsw i64 %s3_conv1.mb41952, 1
-  %316 = icmp slt i64 %mb419.next, 8
-  br i1 %316, label %s3_conv1.mb419, label %s3_conv1.mb419.end
+  store <8 x float> %t412_c3_184, ptr %arena85, align 4
+  %mb411.next = add nsw i64 %s3_conv1.mb41152, 1
+  %316 = icmp slt i64 %mb411.next, 8
+  br i1 %316, label %s3_conv1.mb411, label %s3_conv1.mb411.end
 }
 
-define internal void @resnet8_infer_b64.k17.s3_conv1.part414.task(ptr %0, i64 %1) {
+define internal void @resnet8_infer_b64.k13.s3_conv1.part406.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -49969,56 +49587,1007 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @resnet8_infer_b64.k17.s3_conv1.part414(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @resnet8_infer_b64.k13.s3_conv1.part406(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k18.s3_bn2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define internal void @resnet8_infer_b64.k14.s3_bn2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %s3_bn2.scale427 = alloca float, align 4
-  br label %s3_bn2.c426
+  %s3_bn2.scale419 = alloca float, align 4
+  br label %s3_bn2.c418
 
-s3_bn2.c426:                                      ; preds = %s3_bn2.c426, %entry
-  %s3_bn2.c4261 = phi i64 [ 0, %entry ], [ %c426.next, %s3_bn2.c426 ]
-  %0 = add nsw i64 75088, %s3_bn2.c4261
+s3_bn2.c418:                                      ; preds = %s3_bn2.c418, %entry
+  %s3_bn2.c4181 = phi i64 [ 0, %entry ], [ %c418.next, %s3_bn2.c418 ]
+  %0 = add nsw i64 75088, %s3_bn2.c4181
   %params2 = getelementptr inbounds float, ptr %params, i64 %0
   %1 = load float, ptr %params2, align 4
-  %2 = add nsw i64 78522, %s3_bn2.c4261
+  %2 = add nsw i64 78522, %s3_bn2.c4181
   %params3 = getelementptr inbounds float, ptr %params, i64 %2
   %3 = load float, ptr %params3, align 4
   %4 = fadd float %3, 0x3EE4F8B580000000
   %5 = call float @llvm.sqrt.f32(float %4)
   %6 = fdiv float 1.000000e+00, %5
   %7 = fmul float %1, %6
-  store float %7, ptr %s3_bn2.scale427, align 4
-  %scale427 = load float, ptr %s3_bn2.scale427, align 4
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %s3_bn2.c4261
-  store float %scale427, ptr %arena4, align 4
-  %8 = add nsw i64 75152, %s3_bn2.c4261
+  store float %7, ptr %s3_bn2.scale419, align 4
+  %scale419 = load float, ptr %s3_bn2.scale419, align 4
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %s3_bn2.c4181
+  store float %scale419, ptr %arena4, align 4
+  %8 = add nsw i64 75152, %s3_bn2.c4181
   %params5 = getelementptr inbounds float, ptr %params, i64 %8
   %9 = load float, ptr %params5, align 4
-  %10 = add nsw i64 78458, %s3_bn2.c4261
+  %10 = add nsw i64 78458, %s3_bn2.c4181
   %params6 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load float, ptr %params6, align 4
-  %scale4277 = load float, ptr %s3_bn2.scale427, align 4
-  %12 = fmul float %11, %scale4277
+  %scale4197 = load float, ptr %s3_bn2.scale419, align 4
+  %12 = fmul float %11, %scale4197
   %13 = fsub float %9, %12
-  %14 = add nsw i64 64, %s3_bn2.c4261
+  %14 = add nsw i64 64, %s3_bn2.c4181
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %14
   store float %13, ptr %arena8, align 4
-  %c426.next = add nsw i64 %s3_bn2.c4261, 1
-  %15 = icmp slt i64 %c426.next, 64
-  br i1 %15, label %s3_bn2.c426, label %s3_bn2.c426.end
+  %c418.next = add nsw i64 %s3_bn2.c4181, 1
+  %15 = icmp slt i64 %c418.next, 64
+  br i1 %15, label %s3_bn2.c418, label %s3_bn2.c418.end
 
-s3_bn2.c426.end:                                  ; preds = %s3_bn2.c426
+s3_bn2.c418.end:                                  ; preds = %s3_bn2.c418
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k19.s3_conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define internal void @resnet8_infer_b64.k15.s3_pbn(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %part501.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %s3_pbn.scale421 = alloca float, align 4
+  br label %s3_pbn.c420
+
+s3_pbn.c420:                                      ; preds = %s3_pbn.c420, %entry
+  %s3_pbn.c4201 = phi i64 [ 0, %entry ], [ %c420.next, %s3_pbn.c420 ]
+  %0 = add nsw i64 77264, %s3_pbn.c4201
+  %params2 = getelementptr inbounds float, ptr %params, i64 %0
+  %1 = load float, ptr %params2, align 4
+  %2 = add nsw i64 78650, %s3_pbn.c4201
+  %params3 = getelementptr inbounds float, ptr %params, i64 %2
+  %3 = load float, ptr %params3, align 4
+  %4 = fadd float %3, 0x3EE4F8B580000000
+  %5 = call float @llvm.sqrt.f32(float %4)
+  %6 = fdiv float 1.000000e+00, %5
+  %7 = fmul float %1, %6
+  store float %7, ptr %s3_pbn.scale421, align 4
+  %scale421 = load float, ptr %s3_pbn.scale421, align 4
+  %8 = add nsw i64 262272, %s3_pbn.c4201
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %8
+  store float %scale421, ptr %arena4, align 4
+  %9 = add nsw i64 77328, %s3_pbn.c4201
+  %params5 = getelementptr inbounds float, ptr %params, i64 %9
+  %10 = load float, ptr %params5, align 4
+  %11 = add nsw i64 78586, %s3_pbn.c4201
+  %params6 = getelementptr inbounds float, ptr %params, i64 %11
+  %12 = load float, ptr %params6, align 4
+  %scale4217 = load float, ptr %s3_pbn.scale421, align 4
+  %13 = fmul float %12, %scale4217
+  %14 = fsub float %10, %13
+  %15 = add nsw i64 262336, %s3_pbn.c4201
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %15
+  store float %14, ptr %arena8, align 4
+  %c420.next = add nsw i64 %s3_pbn.c4201, 1
+  %16 = icmp slt i64 %c420.next, 64
+  br i1 %16, label %s3_pbn.c420, label %s3_pbn.c420.end
+
+s3_pbn.c420.end:                                  ; preds = %s3_pbn.c420
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @resnet8_infer_b64.k16.s3_proj(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+entry:
+  %part429.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part423.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  br label %s3_proj.g422
+
+s3_proj.g422:                                     ; preds = %s3_proj.part429.done, %entry
+  %s3_proj.g4221 = phi i64 [ 0, %entry ], [ %g422.next, %s3_proj.part429.done ]
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part423.context, i32 0, i32 0
+  store ptr %params, ptr %0, align 8
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part423.context, i32 0, i32 1
+  store ptr %grads, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part423.context, i32 0, i32 2
+  store ptr %m, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part423.context, i32 0, i32 3
+  store ptr %v, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part423.context, i32 0, i32 4
+  store ptr %arena, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part423.context, i32 0, i32 5
+  store ptr %images, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part423.context, i32 0, i32 6
+  store ptr %labels, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part423.context, i32 0, i32 7
+  store float %lr, ptr %7, align 4
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part423.context, i32 0, i32 8
+  store i64 %step, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part423.context, i32 0, i32 9
+  store i64 %seed, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part423.context, i32 0, i32 10
+  store ptr %pool, ptr %10, align 8
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part423.context, i32 0, i32 11
+  store i64 %s3_proj.g4221, ptr %11, align 4
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %s3_proj.part423.serial, label %s3_proj.part423.pool
+
+s3_proj.g422.end:                                 ; preds = %s3_proj.part429.done
+  ret void
+
+s3_proj.part423.pool:                             ; preds = %s3_proj.g422
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @resnet8_infer_b64.k16.s3_proj.part423.task, ptr %part423.context, i64 2)
+  br label %s3_proj.part423.done
+
+s3_proj.part423.serial:                           ; preds = %s3_proj.g422
+  br label %s3_proj.part423
+
+s3_proj.part423.done:                             ; preds = %s3_proj.part423.end, %s3_proj.part423.pool
+  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part429.context, i32 0, i32 0
+  store ptr %params, ptr %13, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part429.context, i32 0, i32 1
+  store ptr %grads, ptr %14, align 8
+  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part429.context, i32 0, i32 2
+  store ptr %m, ptr %15, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part429.context, i32 0, i32 3
+  store ptr %v, ptr %16, align 8
+  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part429.context, i32 0, i32 4
+  store ptr %arena, ptr %17, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part429.context, i32 0, i32 5
+  store ptr %images, ptr %18, align 8
+  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part429.context, i32 0, i32 6
+  store ptr %labels, ptr %19, align 8
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part429.context, i32 0, i32 7
+  store float %lr, ptr %20, align 4
+  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part429.context, i32 0, i32 8
+  store i64 %step, ptr %21, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part429.context, i32 0, i32 9
+  store i64 %seed, ptr %22, align 4
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part429.context, i32 0, i32 10
+  store ptr %pool, ptr %23, align 8
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part429.context, i32 0, i32 11
+  store i64 %s3_proj.g4221, ptr %24, align 4
+  %25 = icmp eq ptr %pool, null
+  br i1 %25, label %s3_proj.part429.serial, label %s3_proj.part429.pool
+
+s3_proj.part423:                                  ; preds = %s3_proj.part423, %s3_proj.part423.serial
+  %s3_proj.part4232 = phi i64 [ 0, %s3_proj.part423.serial ], [ %part423.next, %s3_proj.part423 ]
+  call void @resnet8_infer_b64.k16.s3_proj.part423(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_proj.g4221, i64 %s3_proj.part4232)
+  %part423.next = add nsw i64 %s3_proj.part4232, 1
+  %26 = icmp slt i64 %part423.next, 2
+  br i1 %26, label %s3_proj.part423, label %s3_proj.part423.end
+
+s3_proj.part423.end:                              ; preds = %s3_proj.part423
+  br label %s3_proj.part423.done
+
+s3_proj.part429.pool:                             ; preds = %s3_proj.part423.done
+  %run3 = load ptr, ptr %pool, align 8
+  call void %run3(ptr %pool, ptr @resnet8_infer_b64.k16.s3_proj.part429.task, ptr %part429.context, i64 2)
+  br label %s3_proj.part429.done
+
+s3_proj.part429.serial:                           ; preds = %s3_proj.part423.done
+  br label %s3_proj.part429
+
+s3_proj.part429.done:                             ; preds = %s3_proj.part429.end, %s3_proj.part429.pool
+  %g422.next = add nsw i64 %s3_proj.g4221, 1
+  %27 = icmp slt i64 %g422.next, 4
+  br i1 %27, label %s3_proj.g422, label %s3_proj.g422.end
+
+s3_proj.part429:                                  ; preds = %s3_proj.part429, %s3_proj.part429.serial
+  %s3_proj.part4294 = phi i64 [ 0, %s3_proj.part429.serial ], [ %part429.next, %s3_proj.part429 ]
+  call void @resnet8_infer_b64.k16.s3_proj.part429(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_proj.g4221, i64 %s3_proj.part4294)
+  %part429.next = add nsw i64 %s3_proj.part4294, 1
+  %28 = icmp slt i64 %part429.next, 2
+  br i1 %28, label %s3_proj.part429, label %s3_proj.part429.end
+
+s3_proj.part429.end:                              ; preds = %s3_proj.part429
+  br label %s3_proj.part429.done
+}
+
+; Function Attrs: noinline
+define internal void @resnet8_infer_b64.k16.s3_proj.part423(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
+entry:
+  br label %s3_proj.j424
+
+s3_proj.j424:                                     ; preds = %s3_proj.c425.end, %entry
+  %s3_proj.j4241 = phi i64 [ 0, %entry ], [ %j424.next, %s3_proj.c425.end ]
+  br label %s3_proj.c425
+
+s3_proj.j424.end:                                 ; preds = %s3_proj.c425.end
+  ret void
+
+s3_proj.c425:                                     ; preds = %s3_proj.ky426.end, %s3_proj.j424
+  %s3_proj.c4252 = phi i64 [ 0, %s3_proj.j424 ], [ %c425.next, %s3_proj.ky426.end ]
+  br label %s3_proj.ky426
+
+s3_proj.c425.end:                                 ; preds = %s3_proj.ky426.end
+  %j424.next = add nsw i64 %s3_proj.j4241, 1
+  %2 = icmp slt i64 %j424.next, 16
+  br i1 %2, label %s3_proj.j424, label %s3_proj.j424.end
+
+s3_proj.ky426:                                    ; preds = %s3_proj.oy427.end, %s3_proj.c425
+  %s3_proj.ky4263 = phi i64 [ 0, %s3_proj.c425 ], [ %ky426.next, %s3_proj.oy427.end ]
+  br label %s3_proj.oy427
+
+s3_proj.ky426.end:                                ; preds = %s3_proj.oy427.end
+  %c425.next = add nsw i64 %s3_proj.c4252, 1
+  %3 = icmp slt i64 %c425.next, 16
+  br i1 %3, label %s3_proj.c425, label %s3_proj.c425.end
+
+s3_proj.oy427:                                    ; preds = %s3_proj.ox428.end, %s3_proj.ky426
+  %s3_proj.oy4274 = phi i64 [ 0, %s3_proj.ky426 ], [ %oy427.next, %s3_proj.ox428.end ]
+  br label %s3_proj.ox428
+
+s3_proj.oy427.end:                                ; preds = %s3_proj.ox428.end
+  %ky426.next = add nsw i64 %s3_proj.ky4263, 1
+  %4 = icmp slt i64 %ky426.next, 1
+  br i1 %4, label %s3_proj.ky426, label %s3_proj.ky426.end
+
+s3_proj.ox428:                                    ; preds = %s3_proj.ox428, %s3_proj.oy427
+  %s3_proj.ox4285 = phi i64 [ 0, %s3_proj.oy427 ], [ %ox428.next, %s3_proj.ox428 ]
+  %5 = mul nsw i64 %0, 16
+  %6 = add nsw i64 %5, %s3_proj.j4241
+  %7 = mul nsw i64 %6, 8192
+  %8 = add nsw i64 1048704, %7
+  %9 = mul nsw i64 %1, 16
+  %10 = add nsw i64 %s3_proj.c4252, %9
+  %11 = mul nsw i64 %10, 256
+  %12 = add nsw i64 %8, %11
+  %13 = mul nsw i64 %s3_proj.oy4274, 2
+  %14 = add nsw i64 %13, %s3_proj.ky4263
+  %15 = mul nsw i64 %14, 16
+  %16 = add nsw i64 %12, %15
+  %17 = mul nsw i64 %s3_proj.ox4285, 2
+  %18 = add nsw i64 %16, %17
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %18
+  %19 = load float, ptr %arena6, align 4
+  %20 = mul nsw i64 %1, 16
+  %21 = add nsw i64 %s3_proj.c4252, %20
+  %22 = add nsw i64 %21, %s3_proj.ky4263
+  %23 = mul nsw i64 %22, 1040
+  %24 = add nsw i64 524544, %23
+  %25 = mul nsw i64 %s3_proj.j4241, 64
+  %26 = add nsw i64 %24, %25
+  %27 = mul nsw i64 %s3_proj.oy4274, 8
+  %28 = add nsw i64 %27, %s3_proj.ox4285
+  %29 = add nsw i64 %26, %28
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %29
+  store float %19, ptr %arena7, align 4
+  %ox428.next = add nsw i64 %s3_proj.ox4285, 1
+  %30 = icmp slt i64 %ox428.next, 8
+  br i1 %30, label %s3_proj.ox428, label %s3_proj.ox428.end
+
+s3_proj.ox428.end:                                ; preds = %s3_proj.ox428
+  %oy427.next = add nsw i64 %s3_proj.oy4274, 1
+  %31 = icmp slt i64 %oy427.next, 8
+  br i1 %31, label %s3_proj.oy427, label %s3_proj.oy427.end
+}
+
+define internal void @resnet8_infer_b64.k16.s3_proj.part423.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load i64, ptr %24, align 4
+  call void @resnet8_infer_b64.k16.s3_proj.part423(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @resnet8_infer_b64.k16.s3_proj.part429(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
+entry:
+  call void @resnet8_infer_b64.k16.s3_proj.part429.gemm437(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
+  br label %s3_proj.j438
+
+s3_proj.j438:                                     ; preds = %s3_proj.f439.end, %entry
+  %s3_proj.j4381 = phi i64 [ 0, %entry ], [ %j438.next, %s3_proj.f439.end ]
+  br label %s3_proj.f439
+
+s3_proj.j438.end:                                 ; preds = %s3_proj.f439.end
+  ret void
+
+s3_proj.f439:                                     ; preds = %s3_proj.i440.end, %s3_proj.j438
+  %s3_proj.f4392 = phi i64 [ 0, %s3_proj.j438 ], [ %f439.next, %s3_proj.i440.end ]
+  br label %s3_proj.i440
+
+s3_proj.f439.end:                                 ; preds = %s3_proj.i440.end
+  %j438.next = add nsw i64 %s3_proj.j4381, 1
+  %2 = icmp slt i64 %j438.next, 16
+  br i1 %2, label %s3_proj.j438, label %s3_proj.j438.end
+
+s3_proj.i440:                                     ; preds = %s3_proj.i440, %s3_proj.f439
+  %s3_proj.i4403 = phi i64 [ 0, %s3_proj.f439 ], [ %i440.next, %s3_proj.i440 ]
+  %3 = mul nsw i64 %1, 32
+  %4 = add nsw i64 %s3_proj.f4392, %3
+  %5 = mul nsw i64 %4, 1040
+  %6 = add nsw i64 557824, %5
+  %7 = mul nsw i64 %s3_proj.j4381, 64
+  %8 = add nsw i64 %6, %7
+  %9 = add nsw i64 %8, %s3_proj.i4403
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
+  %10 = load float, ptr %arena4, align 4
+  %11 = mul nsw i64 %1, 32
+  %12 = add nsw i64 %s3_proj.f4392, %11
+  %13 = add nsw i64 262272, %12
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %13
+  %14 = load float, ptr %arena5, align 4
+  %15 = fmul float %10, %14
+  %16 = mul nsw i64 %1, 32
+  %17 = add nsw i64 %s3_proj.f4392, %16
+  %18 = add nsw i64 262336, %17
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %18
+  %19 = load float, ptr %arena6, align 4
+  %20 = fadd float %15, %19
+  %21 = mul nsw i64 %0, 16
+  %22 = add nsw i64 %21, %s3_proj.j4381
+  %23 = mul nsw i64 %22, 4096
+  %24 = mul nsw i64 %1, 32
+  %25 = add nsw i64 %s3_proj.f4392, %24
+  %26 = mul nsw i64 %25, 64
+  %27 = add nsw i64 %23, %26
+  %28 = add nsw i64 %27, %s3_proj.i4403
+  %29 = add nsw i64 262400, %28
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %29
+  store float %20, ptr %arena7, align 4
+  %i440.next = add nsw i64 %s3_proj.i4403, 1
+  %30 = icmp slt i64 %i440.next, 64
+  br i1 %30, label %s3_proj.i440, label %s3_proj.i440.end
+
+s3_proj.i440.end:                                 ; preds = %s3_proj.i440
+  %f439.next = add nsw i64 %s3_proj.f4392, 1
+  %31 = icmp slt i64 %f439.next, 32
+  br i1 %31, label %s3_proj.f439, label %s3_proj.f439.end
+}
+
+; Function Attrs: noinline
+define internal void @resnet8_infer_b64.k16.s3_proj.part429.gemm437(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
+entry:
+  %s3_proj.t435_a3 = alloca <8 x float>, align 32
+  %s3_proj.t435_a2 = alloca <8 x float>, align 32
+  %s3_proj.t435_a1 = alloca <8 x float>, align 32
+  %s3_proj.t435_a0 = alloca <8 x float>, align 32
+  %s3_proj.t435_b1 = alloca <8 x float>, align 32
+  %s3_proj.t435_b0 = alloca <8 x float>, align 32
+  %s3_proj.t435_c3_1 = alloca <8 x float>, align 32
+  %s3_proj.t435_c3_0 = alloca <8 x float>, align 32
+  %s3_proj.t435_c2_1 = alloca <8 x float>, align 32
+  %s3_proj.t435_c2_0 = alloca <8 x float>, align 32
+  %s3_proj.t435_c1_1 = alloca <8 x float>, align 32
+  %s3_proj.t435_c1_0 = alloca <8 x float>, align 32
+  %s3_proj.t435_c0_1 = alloca <8 x float>, align 32
+  %s3_proj.t435_c0_0 = alloca <8 x float>, align 32
+  %s3_proj.t432_a3 = alloca <8 x float>, align 32
+  %s3_proj.t432_a2 = alloca <8 x float>, align 32
+  %s3_proj.t432_a1 = alloca <8 x float>, align 32
+  %s3_proj.t432_a0 = alloca <8 x float>, align 32
+  %s3_proj.t432_b2 = alloca <8 x float>, align 32
+  %s3_proj.t432_b1 = alloca <8 x float>, align 32
+  %s3_proj.t432_b0 = alloca <8 x float>, align 32
+  %s3_proj.t432_c3_2 = alloca <8 x float>, align 32
+  %s3_proj.t432_c3_1 = alloca <8 x float>, align 32
+  %s3_proj.t432_c3_0 = alloca <8 x float>, align 32
+  %s3_proj.t432_c2_2 = alloca <8 x float>, align 32
+  %s3_proj.t432_c2_1 = alloca <8 x float>, align 32
+  %s3_proj.t432_c2_0 = alloca <8 x float>, align 32
+  %s3_proj.t432_c1_2 = alloca <8 x float>, align 32
+  %s3_proj.t432_c1_1 = alloca <8 x float>, align 32
+  %s3_proj.t432_c1_0 = alloca <8 x float>, align 32
+  %s3_proj.t432_c0_2 = alloca <8 x float>, align 32
+  %s3_proj.t432_c0_1 = alloca <8 x float>, align 32
+  %s3_proj.t432_c0_0 = alloca <8 x float>, align 32
+  br label %s3_proj.nb430
+
+s3_proj.nb430:                                    ; preds = %s3_proj.mb431.end, %entry
+  %s3_proj.nb4301 = phi i64 [ 0, %entry ], [ %nb430.next, %s3_proj.mb431.end ]
+  br label %s3_proj.mb431
+
+s3_proj.nb430.end:                                ; preds = %s3_proj.mb431.end
+  br label %s3_proj.mb434
+
+s3_proj.mb431:                                    ; preds = %s3_proj.k433.end, %s3_proj.nb430
+  %s3_proj.mb4312 = phi i64 [ 0, %s3_proj.nb430 ], [ %mb431.next, %s3_proj.k433.end ]
+  store <8 x float> zeroinitializer, ptr %s3_proj.t432_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t432_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t432_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t432_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t432_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t432_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t432_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t432_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t432_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t432_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t432_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t432_c3_2, align 32
+  br label %s3_proj.k433
+
+s3_proj.mb431.end:                                ; preds = %s3_proj.k433.end
+  %nb430.next = add nsw i64 %s3_proj.nb4301, 1
+  %1 = icmp slt i64 %nb430.next, 42
+  br i1 %1, label %s3_proj.nb430, label %s3_proj.nb430.end
+
+s3_proj.k433:                                     ; preds = %s3_proj.k433, %s3_proj.mb431
+  %s3_proj.k4333 = phi i64 [ 0, %s3_proj.mb431 ], [ %k433.next, %s3_proj.k433 ]
+  %2 = mul nsw i64 %s3_proj.k4333, 1040
+  %3 = add nsw i64 524544, %2
+  %4 = mul nsw i64 %s3_proj.nb4301, 24
+  %5 = add nsw i64 %3, %4
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
+  %6 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %6, ptr %s3_proj.t432_b0, align 32
+  %7 = mul nsw i64 %s3_proj.k4333, 1040
+  %8 = add nsw i64 524544, %7
+  %9 = mul nsw i64 %s3_proj.nb4301, 24
+  %10 = add nsw i64 %8, %9
+  %11 = add nsw i64 %10, 8
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
+  %12 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %12, ptr %s3_proj.t432_b1, align 32
+  %13 = mul nsw i64 %s3_proj.k4333, 1040
+  %14 = add nsw i64 524544, %13
+  %15 = mul nsw i64 %s3_proj.nb4301, 24
+  %16 = add nsw i64 %14, %15
+  %17 = add nsw i64 %16, 16
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %17
+  %18 = load <8 x float>, ptr %arena6, align 4
+  store <8 x float> %18, ptr %s3_proj.t432_b2, align 32
+  %19 = mul nsw i64 %0, 32
+  %20 = mul nsw i64 %19, 32
+  %21 = add nsw i64 75216, %20
+  %22 = mul nsw i64 %s3_proj.mb4312, 4
+  %23 = mul nsw i64 %22, 32
+  %24 = add nsw i64 %21, %23
+  %25 = add nsw i64 %24, %s3_proj.k4333
+  %params7 = getelementptr inbounds float, ptr %params, i64 %25
+  %26 = load float, ptr %params7, align 4
+  %27 = insertelement <8 x float> undef, float %26, i32 0
+  %28 = shufflevector <8 x float> %27, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %28, ptr %s3_proj.t432_a0, align 32
+  %t432_a0 = load <8 x float>, ptr %s3_proj.t432_a0, align 32
+  %t432_b0 = load <8 x float>, ptr %s3_proj.t432_b0, align 32
+  %t432_c0_0 = load <8 x float>, ptr %s3_proj.t432_c0_0, align 32
+  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t432_a0, <8 x float> %t432_b0, <8 x float> %t432_c0_0)
+  store <8 x float> %29, ptr %s3_proj.t432_c0_0, align 32
+  %t432_a08 = load <8 x float>, ptr %s3_proj.t432_a0, align 32
+  %t432_b1 = load <8 x float>, ptr %s3_proj.t432_b1, align 32
+  %t432_c0_1 = load <8 x float>, ptr %s3_proj.t432_c0_1, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t432_a08, <8 x float> %t432_b1, <8 x float> %t432_c0_1)
+  store <8 x float> %30, ptr %s3_proj.t432_c0_1, align 32
+  %t432_a09 = load <8 x float>, ptr %s3_proj.t432_a0, align 32
+  %t432_b2 = load <8 x float>, ptr %s3_proj.t432_b2, align 32
+  %t432_c0_2 = load <8 x float>, ptr %s3_proj.t432_c0_2, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t432_a09, <8 x float> %t432_b2, <8 x float> %t432_c0_2)
+  store <8 x float> %31, ptr %s3_proj.t432_c0_2, align 32
+  %32 = mul nsw i64 %0, 32
+  %33 = mul nsw i64 %32, 32
+  %34 = add nsw i64 75216, %33
+  %35 = mul nsw i64 %s3_proj.mb4312, 4
+  %36 = add nsw i64 %35, 1
+  %37 = mul nsw i64 %36, 32
+  %38 = add nsw i64 %34, %37
+  %39 = add nsw i64 %38, %s3_proj.k4333
+  %params10 = getelementptr inbounds float, ptr %params, i64 %39
+  %40 = load float, ptr %params10, align 4
+  %41 = insertelement <8 x float> undef, float %40, i32 0
+  %42 = shufflevector <8 x float> %41, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %42, ptr %s3_proj.t432_a1, align 32
+  %t432_a1 = load <8 x float>, ptr %s3_proj.t432_a1, align 32
+  %t432_b011 = load <8 x float>, ptr %s3_proj.t432_b0, align 32
+  %t432_c1_0 = load <8 x float>, ptr %s3_proj.t432_c1_0, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t432_a1, <8 x float> %t432_b011, <8 x float> %t432_c1_0)
+  store <8 x float> %43, ptr %s3_proj.t432_c1_0, align 32
+  %t432_a112 = load <8 x float>, ptr %s3_proj.t432_a1, align 32
+  %t432_b113 = load <8 x float>, ptr %s3_proj.t432_b1, align 32
+  %t432_c1_1 = load <8 x float>, ptr %s3_proj.t432_c1_1, align 32
+  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t432_a112, <8 x float> %t432_b113, <8 x float> %t432_c1_1)
+  store <8 x float> %44, ptr %s3_proj.t432_c1_1, align 32
+  %t432_a114 = load <8 x float>, ptr %s3_proj.t432_a1, align 32
+  %t432_b215 = load <8 x float>, ptr %s3_proj.t432_b2, align 32
+  %t432_c1_2 = load <8 x float>, ptr %s3_proj.t432_c1_2, align 32
+  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t432_a114, <8 x float> %t432_b215, <8 x float> %t432_c1_2)
+  store <8 x float> %45, ptr %s3_proj.t432_c1_2, align 32
+  %46 = mul nsw i64 %0, 32
+  %47 = mul nsw i64 %46, 32
+  %48 = add nsw i64 75216, %47
+  %49 = mul nsw i64 %s3_proj.mb4312, 4
+  %50 = add nsw i64 %49, 2
+  %51 = mul nsw i64 %50, 32
+  %52 = add nsw i64 %48, %51
+  %53 = add nsw i64 %52, %s3_proj.k4333
+  %params16 = getelementptr inbounds float, ptr %params, i64 %53
+  %54 = load float, ptr %params16, align 4
+  %55 = insertelement <8 x float> undef, float %54, i32 0
+  %56 = shufflevector <8 x float> %55, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %56, ptr %s3_proj.t432_a2, align 32
+  %t432_a2 = load <8 x float>, ptr %s3_proj.t432_a2, align 32
+  %t432_b017 = load <8 x float>, ptr %s3_proj.t432_b0, align 32
+  %t432_c2_0 = load <8 x float>, ptr %s3_proj.t432_c2_0, align 32
+  %57 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t432_a2, <8 x float> %t432_b017, <8 x float> %t432_c2_0)
+  store <8 x float> %57, ptr %s3_proj.t432_c2_0, align 32
+  %t432_a218 = load <8 x float>, ptr %s3_proj.t432_a2, align 32
+  %t432_b119 = load <8 x float>, ptr %s3_proj.t432_b1, align 32
+  %t432_c2_1 = load <8 x float>, ptr %s3_proj.t432_c2_1, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t432_a218, <8 x float> %t432_b119, <8 x float> %t432_c2_1)
+  store <8 x float> %58, ptr %s3_proj.t432_c2_1, align 32
+  %t432_a220 = load <8 x float>, ptr %s3_proj.t432_a2, align 32
+  %t432_b221 = load <8 x float>, ptr %s3_proj.t432_b2, align 32
+  %t432_c2_2 = load <8 x float>, ptr %s3_proj.t432_c2_2, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t432_a220, <8 x float> %t432_b221, <8 x float> %t432_c2_2)
+  store <8 x float> %59, ptr %s3_proj.t432_c2_2, align 32
+  %60 = mul nsw i64 %0, 32
+  %61 = mul nsw i64 %60, 32
+  %62 = add nsw i64 75216, %61
+  %63 = mul nsw i64 %s3_proj.mb4312, 4
+  %64 = add nsw i64 %63, 3
+  %65 = mul nsw i64 %64, 32
+  %66 = add nsw i64 %62, %65
+  %67 = add nsw i64 %66, %s3_proj.k4333
+  %params22 = getelementptr inbounds float, ptr %params, i64 %67
+  %68 = load float, ptr %params22, align 4
+  %69 = insertelement <8 x float> undef, float %68, i32 0
+  %70 = shufflevector <8 x float> %69, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %70, ptr %s3_proj.t432_a3, align 32
+  %t432_a3 = load <8 x float>, ptr %s3_proj.t432_a3, align 32
+  %t432_b023 = load <8 x float>, ptr %s3_proj.t432_b0, align 32
+  %t432_c3_0 = load <8 x float>, ptr %s3_proj.t432_c3_0, align 32
+  %71 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t432_a3, <8 x float> %t432_b023, <8 x float> %t432_c3_0)
+  store <8 x float> %71, ptr %s3_proj.t432_c3_0, align 32
+  %t432_a324 = load <8 x float>, ptr %s3_proj.t432_a3, align 32
+  %t432_b125 = load <8 x float>, ptr %s3_proj.t432_b1, align 32
+  %t432_c3_1 = load <8 x float>, ptr %s3_proj.t432_c3_1, align 32
+  %72 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t432_a324, <8 x float> %t432_b125, <8 x float> %t432_c3_1)
+  store <8 x float> %72, ptr %s3_proj.t432_c3_1, align 32
+  %t432_a326 = load <8 x float>, ptr %s3_proj.t432_a3, align 32
+  %t432_b227 = load <8 x float>, ptr %s3_proj.t432_b2, align 32
+  %t432_c3_2 = load <8 x float>, ptr %s3_proj.t432_c3_2, align 32
+  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t432_a326, <8 x float> %t432_b227, <8 x float> %t432_c3_2)
+  store <8 x float> %73, ptr %s3_proj.t432_c3_2, align 32
+  %k433.next = add nsw i64 %s3_proj.k4333, 1
+  %74 = icmp slt i64 %k433.next, 32
+  br i1 %74, label %s3_proj.k433, label %s3_proj.k433.end
+
+s3_proj.k433.end:                                 ; preds = %s3_proj.k433
+  %t432_c0_028 = load <8 x float>, ptr %s3_proj.t432_c0_0, align 32
+  %75 = mul nsw i64 %0, 32
+  %76 = mul nsw i64 %75, 1040
+  %77 = add nsw i64 557824, %76
+  %78 = mul nsw i64 %s3_proj.mb4312, 4
+  %79 = mul nsw i64 %78, 1040
+  %80 = add nsw i64 %77, %79
+  %81 = mul nsw i64 %s3_proj.nb4301, 24
+  %82 = add nsw i64 %80, %81
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %82
+  store <8 x float> %t432_c0_028, ptr %arena29, align 4
+  %t432_c0_130 = load <8 x float>, ptr %s3_proj.t432_c0_1, align 32
+  %83 = mul nsw i64 %0, 32
+  %84 = mul nsw i64 %83, 1040
+  %85 = add nsw i64 557824, %84
+  %86 = mul nsw i64 %s3_proj.mb4312, 4
+  %87 = mul nsw i64 %86, 1040
+  %88 = add nsw i64 %85, %87
+  %89 = mul nsw i64 %s3_proj.nb4301, 24
+  %90 = add nsw i64 %88, %89
+  %91 = add nsw i64 %90, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %91
+  store <8 x float> %t432_c0_130, ptr %arena31, align 4
+  %t432_c0_232 = load <8 x float>, ptr %s3_proj.t432_c0_2, align 32
+  %92 = mul nsw i64 %0, 32
+  %93 = mul nsw i64 %92, 1040
+  %94 = add nsw i64 557824, %93
+  %95 = mul nsw i64 %s3_proj.mb4312, 4
+  %96 = mul nsw i64 %95, 1040
+  %97 = add nsw i64 %94, %96
+  %98 = mul nsw i64 %s3_proj.nb4301, 24
+  %99 = add nsw i64 %97, %98
+  %100 = add nsw i64 %99, 16
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %100
+  store <8 x float> %t432_c0_232, ptr %arena33, align 4
+  %t432_c1_034 = load <8 x float>, ptr %s3_proj.t432_c1_0, align 32
+  %101 = mul nsw i64 %0, 32
+  %102 = mul nsw i64 %101, 1040
+  %103 = add nsw i64 557824, %102
+  %104 = mul nsw i64 %s3_proj.mb4312, 4
+  %105 = add nsw i64 %104, 1
+  %106 = mul nsw i64 %105, 1040
+  %107 = add nsw i64 %103, %106
+  %108 = mul nsw i64 %s3_proj.nb4301, 24
+  %109 = add nsw i64 %107, %108
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %109
+  store <8 x float> %t432_c1_034, ptr %arena35, align 4
+  %t432_c1_136 = load <8 x float>, ptr %s3_proj.t432_c1_1, align 32
+  %110 = mul nsw i64 %0, 32
+  %111 = mul nsw i64 %110, 1040
+  %112 = add nsw i64 557824, %111
+  %113 = mul nsw i64 %s3_proj.mb4312, 4
+  %114 = add nsw i64 %113, 1
+  %115 = mul nsw i64 %114, 1040
+  %116 = add nsw i64 %112, %115
+  %117 = mul nsw i64 %s3_proj.nb4301, 24
+  %118 = add nsw i64 %116, %117
+  %119 = add nsw i64 %118, 8
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %119
+  store <8 x float> %t432_c1_136, ptr %arena37, align 4
+  %t432_c1_238 = load <8 x float>, ptr %s3_proj.t432_c1_2, align 32
+  %120 = mul nsw i64 %0, 32
+  %121 = mul nsw i64 %120, 1040
+  %122 = add nsw i64 557824, %121
+  %123 = mul nsw i64 %s3_proj.mb4312, 4
+  %124 = add nsw i64 %123, 1
+  %125 = mul nsw i64 %124, 1040
+  %126 = add nsw i64 %122, %125
+  %127 = mul nsw i64 %s3_proj.nb4301, 24
+  %128 = add nsw i64 %126, %127
+  %129 = add nsw i64 %128, 16
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %129
+  store <8 x float> %t432_c1_238, ptr %arena39, align 4
+  %t432_c2_040 = load <8 x float>, ptr %s3_proj.t432_c2_0, align 32
+  %130 = mul nsw i64 %0, 32
+  %131 = mul nsw i64 %130, 1040
+  %132 = add nsw i64 557824, %131
+  %133 = mul nsw i64 %s3_proj.mb4312, 4
+  %134 = add nsw i64 %133, 2
+  %135 = mul nsw i64 %134, 1040
+  %136 = add nsw i64 %132, %135
+  %137 = mul nsw i64 %s3_proj.nb4301, 24
+  %138 = add nsw i64 %136, %137
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %138
+  store <8 x float> %t432_c2_040, ptr %arena41, align 4
+  %t432_c2_142 = load <8 x float>, ptr %s3_proj.t432_c2_1, align 32
+  %139 = mul nsw i64 %0, 32
+  %140 = mul nsw i64 %139, 1040
+  %141 = add nsw i64 557824, %140
+  %142 = mul nsw i64 %s3_proj.mb4312, 4
+  %143 = add nsw i64 %142, 2
+  %144 = mul nsw i64 %143, 1040
+  %145 = add nsw i64 %141, %144
+  %146 = mul nsw i64 %s3_proj.nb4301, 24
+  %147 = add nsw i64 %145, %146
+  %148 = add nsw i64 %147, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %148
+  store <8 x float> %t432_c2_142, ptr %arena43, align 4
+  %t432_c2_244 = load <8 x float>, ptr %s3_proj.t432_c2_2, align 32
+  %149 = mul nsw i64 %0, 32
+  %150 = mul nsw i64 %149, 1040
+  %151 = add nsw i64 557824, %150
+  %152 = mul nsw i64 %s3_proj.mb4312, 4
+  %153 = add nsw i64 %152, 2
+  %154 = mul nsw i64 %153, 1040
+  %155 = add nsw i64 %151, %154
+  %156 = mul nsw i64 %s3_proj.nb4301, 24
+  %157 = add nsw i64 %155, %156
+  %158 = add nsw i64 %157, 16
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %158
+  store <8 x float> %t432_c2_244, ptr %arena45, align 4
+  %t432_c3_046 = load <8 x float>, ptr %s3_proj.t432_c3_0, align 32
+  %159 = mul nsw i64 %0, 32
+  %160 = mul nsw i64 %159, 1040
+  %161 = add nsw i64 557824, %160
+  %162 = mul nsw i64 %s3_proj.mb4312, 4
+  %163 = add nsw i64 %162, 3
+  %164 = mul nsw i64 %163, 1040
+  %165 = add nsw i64 %161, %164
+  %166 = mul nsw i64 %s3_proj.nb4301, 24
+  %167 = add nsw i64 %165, %166
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %167
+  store <8 x float> %t432_c3_046, ptr %arena47, align 4
+  %t432_c3_148 = load <8 x float>, ptr %s3_proj.t432_c3_1, align 32
+  %168 = mul nsw i64 %0, 32
+  %169 = mul nsw i64 %168, 1040
+  %170 = add nsw i64 557824, %169
+  %171 = mul nsw i64 %s3_proj.mb4312, 4
+  %172 = add nsw i64 %171, 3
+  %173 = mul nsw i64 %172, 1040
+  %174 = add nsw i64 %170, %173
+  %175 = mul nsw i64 %s3_proj.nb4301, 24
+  %176 = add nsw i64 %174, %175
+  %177 = add nsw i64 %176, 8
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %177
+  store <8 x float> %t432_c3_148, ptr %arena49, align 4
+  %t432_c3_250 = load <8 x float>, ptr %s3_proj.t432_c3_2, align 32
+  %178 = mul nsw i64 %0, 32
+  %179 = mul nsw i64 %178, 1040
+  %180 = add nsw i64 557824, %179
+  %181 = mul nsw i64 %s3_proj.mb4312, 4
+  %182 = add nsw i64 %181, 3
+  %183 = mul nsw i64 %182, 1040
+  %184 = add nsw i64 %180, %183
+  %185 = mul nsw i64 %s3_proj.nb4301, 24
+  %186 = add nsw i64 %184, %185
+  %187 = add nsw i64 %186, 16
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %187
+  store <8 x float> %t432_c3_250, ptr %arena51, align 4
+  %mb431.next = add nsw i64 %s3_proj.mb4312, 1
+  %188 = icmp slt i64 %mb431.next, 8
+  br i1 %188, label %s3_proj.mb431, label %s3_proj.mb431.end
+
+s3_proj.mb434:                                    ; preds = %s3_proj.k436.end, %s3_proj.nb430.end
+  %s3_proj.mb43452 = phi i64 [ 0, %s3_proj.nb430.end ], [ %mb434.next, %s3_proj.k436.end ]
+  store <8 x float> zeroinitializer, ptr %s3_proj.t435_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t435_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t435_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t435_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t435_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t435_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t435_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t435_c3_1, align 32
+  br label %s3_proj.k436
+
+s3_proj.mb434.end:                                ; preds = %s3_proj.k436.end
+  ret void
+
+s3_proj.k436:                                     ; preds = %s3_proj.k436, %s3_proj.mb434
+  %s3_proj.k43653 = phi i64 [ 0, %s3_proj.mb434 ], [ %k436.next, %s3_proj.k436 ]
+  %189 = mul nsw i64 %s3_proj.k43653, 1040
+  %190 = add nsw i64 524544, %189
+  %191 = add nsw i64 %190, 1008
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %191
+  %192 = load <8 x float>, ptr %arena54, align 4
+  store <8 x float> %192, ptr %s3_proj.t435_b0, align 32
+  %193 = mul nsw i64 %s3_proj.k43653, 1040
+  %194 = add nsw i64 524544, %193
+  %195 = add nsw i64 %194, 1008
+  %196 = add nsw i64 %195, 8
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %196
+  %197 = load <8 x float>, ptr %arena55, align 4
+  store <8 x float> %197, ptr %s3_proj.t435_b1, align 32
+  %198 = mul nsw i64 %0, 32
+  %199 = mul nsw i64 %198, 32
+  %200 = add nsw i64 75216, %199
+  %201 = mul nsw i64 %s3_proj.mb43452, 4
+  %202 = mul nsw i64 %201, 32
+  %203 = add nsw i64 %200, %202
+  %204 = add nsw i64 %203, %s3_proj.k43653
+  %params56 = getelementptr inbounds float, ptr %params, i64 %204
+  %205 = load float, ptr %params56, align 4
+  %206 = insertelement <8 x float> undef, float %205, i32 0
+  %207 = shufflevector <8 x float> %206, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %207, ptr %s3_proj.t435_a0, align 32
+  %t435_a0 = load <8 x float>, ptr %s3_proj.t435_a0, align 32
+  %t435_b0 = load <8 x float>, ptr %s3_proj.t435_b0, align 32
+  %t435_c0_0 = load <8 x float>, ptr %s3_proj.t435_c0_0, align 32
+  %208 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t435_a0, <8 x float> %t435_b0, <8 x float> %t435_c0_0)
+  store <8 x float> %208, ptr %s3_proj.t435_c0_0, align 32
+  %t435_a057 = load <8 x float>, ptr %s3_proj.t435_a0, align 32
+  %t435_b1 = load <8 x float>, ptr %s3_proj.t435_b1, align 32
+  %t435_c0_1 = load <8 x float>, ptr %s3_proj.t435_c0_1, align 32
+  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t435_a057, <8 x float> %t435_b1, <8 x float> %t435_c0_1)
+  store <8 x float> %209, ptr %s3_proj.t435_c0_1, align 32
+  %210 = mul nsw i64 %0, 32
+  %211 = mul nsw i64 %210, 32
+  %212 = add nsw i64 75216, %211
+  %213 = mul nsw i64 %s3_proj.mb43452, 4
+  %214 = add nsw i64 %213, 1
+  %215 = mul nsw i64 %214, 32
+  %216 = add nsw i64 %212, %215
+  %217 = add nsw i64 %216, %s3_proj.k43653
+  %params58 = getelementptr inbounds float, ptr %params, i64 %217
+  %218 = load float, ptr %params58, align 4
+  %219 = insertelement <8 x float> undef, float %218, i32 0
+  %220 = shufflevector <8 x float> %219, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %220, ptr %s3_proj.t435_a1, align 32
+  %t435_a1 = load <8 x float>, ptr %s3_proj.t435_a1, align 32
+  %t435_b059 = load <8 x float>, ptr %s3_proj.t435_b0, align 32
+  %t435_c1_0 = load <8 x float>, ptr %s3_proj.t435_c1_0, align 32
+  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t435_a1, <8 x float> %t435_b059, <8 x float> %t435_c1_0)
+  store <8 x float> %221, ptr %s3_proj.t435_c1_0, align 32
+  %t435_a160 = load <8 x float>, ptr %s3_proj.t435_a1, align 32
+  %t435_b161 = load <8 x float>, ptr %s3_proj.t435_b1, align 32
+  %t435_c1_1 = load <8 x float>, ptr %s3_proj.t435_c1_1, align 32
+  %222 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t435_a160, <8 x float> %t435_b161, <8 x float> %t435_c1_1)
+  store <8 x float> %222, ptr %s3_proj.t435_c1_1, align 32
+  %223 = mul nsw i64 %0, 32
+  %224 = mul nsw i64 %223, 32
+  %225 = add nsw i64 75216, %224
+  %226 = mul nsw i64 %s3_proj.mb43452, 4
+  %227 = add nsw i64 %226, 2
+  %228 = mul nsw i64 %227, 32
+  %229 = add nsw i64 %225, %228
+  %230 = add nsw i64 %229, %s3_proj.k43653
+  %params62 = getelementptr inbounds float, ptr %params, i64 %230
+  %231 = load float, ptr %params62, align 4
+  %232 = insertelement <8 x float> undef, float %231, i32 0
+  %233 = shufflevector <8 x float> %232, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %233, ptr %s3_proj.t435_a2, align 32
+  %t435_a2 = load <8 x float>, ptr %s3_proj.t435_a2, align 32
+  %t435_b063 = load <8 x float>, ptr %s3_proj.t435_b0, align 32
+  %t435_c2_0 = load <8 x float>, ptr %s3_proj.t435_c2_0, align 32
+  %234 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t435_a2, <8 x float> %t435_b063, <8 x float> %t435_c2_0)
+  store <8 x float> %234, ptr %s3_proj.t435_c2_0, align 32
+  %t435_a264 = load <8 x float>, ptr %s3_proj.t435_a2, align 32
+  %t435_b165 = load <8 x float>, ptr %s3_proj.t435_b1, align 32
+  %t435_c2_1 = load <8 x float>, ptr %s3_proj.t435_c2_1, align 32
+  %235 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t435_a264, <8 x float> %t435_b165, <8 x float> %t435_c2_1)
+  store <8 x float> %235, ptr %s3_proj.t435_c2_1, align 32
+  %236 = mul nsw i64 %0, 32
+  %237 = mul nsw i64 %236, 32
+  %238 = add nsw i64 75216, %237
+  %239 = mul nsw i64 %s3_proj.mb43452, 4
+  %240 = add nsw i64 %239, 3
+  %241 = mul nsw i64 %240, 32
+  %242 = add nsw i64 %238, %241
+  %243 = add nsw i64 %242, %s3_proj.k43653
+  %params66 = getelementptr inbounds float, ptr %params, i64 %243
+  %244 = load float, ptr %params66, align 4
+  %245 = insertelement <8 x float> undef, float %244, i32 0
+  %246 = shufflevector <8 x float> %245, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %246, ptr %s3_proj.t435_a3, align 32
+  %t435_a3 = load <8 x float>, ptr %s3_proj.t435_a3, align 32
+  %t435_b067 = load <8 x float>, ptr %s3_proj.t435_b0, align 32
+  %t435_c3_0 = load <8 x float>, ptr %s3_proj.t435_c3_0, align 32
+  %247 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t435_a3, <8 x float> %t435_b067, <8 x float> %t435_c3_0)
+  store <8 x float> %247, ptr %s3_proj.t435_c3_0, align 32
+  %t435_a368 = load <8 x float>, ptr %s3_proj.t435_a3, align 32
+  %t435_b169 = load <8 x float>, ptr %s3_proj.t435_b1, align 32
+  %t435_c3_1 = load <8 x float>, ptr %s3_proj.t435_c3_1, align 32
+  %248 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t435_a368, <8 x float> %t435_b169, <8 x float> %t435_c3_1)
+  store <8 x float> %248, ptr %s3_proj.t435_c3_1, align 32
+  %k436.next = add nsw i64 %s3_proj.k43653, 1
+  %249 = icmp slt i64 %k436.next, 32
+  br i1 %249, label %s3_proj.k436, label %s3_proj.k436.end
+
+s3_proj.k436.end:                                 ; preds = %s3_proj.k436
+  %t435_c0_070 = load <8 x float>, ptr %s3_proj.t435_c0_0, align 32
+  %250 = mul nsw i64 %0, 32
+  %251 = mul nsw i64 %250, 1040
+  %252 = add nsw i64 557824, %251
+  %253 = mul nsw i64 %s3_proj.mb43452, 4
+  %254 = mul nsw i64 %253, 1040
+  %255 = add nsw i64 %252, %254
+  %256 = add nsw i64 %255, 1008
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %256
+  store <8 x float> %t435_c0_070, ptr %arena71, align 4
+  %t435_c0_172 = load <8 x float>, ptr %s3_proj.t435_c0_1, align 32
+  %257 = mul nsw i64 %0, 32
+  %258 = mul nsw i64 %257, 1040
+  %259 = add nsw i64 557824, %258
+  %260 = mul nsw i64 %s3_proj.mb43452, 4
+  %261 = mul nsw i64 %260, 1040
+  %262 = add nsw i64 %259, %261
+  %263 = add nsw i64 %262, 1008
+  %264 = add nsw i64 %263, 8
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %264
+  store <8 x float> %t435_c0_172, ptr %arena73, align 4
+  %t435_c1_074 = load <8 x float>, ptr %s3_proj.t435_c1_0, align 32
+  %265 = mul nsw i64 %0, 32
+  %266 = mul nsw i64 %265, 1040
+  %267 = add nsw i64 557824, %266
+  %268 = mul nsw i64 %s3_proj.mb43452, 4
+  %269 = add nsw i64 %268, 1
+  %270 = mul nsw i64 %269, 1040
+  %271 = add nsw i64 %267, %270
+  %272 = add nsw i64 %271, 1008
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %272
+  store <8 x float> %t435_c1_074, ptr %arena75, align 4
+  %t435_c1_176 = load <8 x float>, ptr %s3_proj.t435_c1_1, align 32
+  %273 = mul nsw i64 %0, 32
+  %274 = mul nsw i64 %273, 1040
+  %275 = add nsw i64 557824, %274
+  %276 = mul nsw i64 %s3_proj.mb43452, 4
+  %277 = add nsw i64 %276, 1
+  %278 = mul nsw i64 %277, 1040
+  %279 = add nsw i64 %275, %278
+  %280 = add nsw i64 %279, 1008
+  %281 = add nsw i64 %280, 8
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %281
+  store <8 x float> %t435_c1_176, ptr %arena77, align 4
+  %t435_c2_078 = load <8 x float>, ptr %s3_proj.t435_c2_0, align 32
+  %282 = mul nsw i64 %0, 32
+  %283 = mul nsw i64 %282, 1040
+  %284 = add nsw i64 557824, %283
+  %285 = mul nsw i64 %s3_proj.mb43452, 4
+  %286 = add nsw i64 %285, 2
+  %287 = mul nsw i64 %286, 1040
+  %288 = add nsw i64 %284, %287
+  %289 = add nsw i64 %288, 1008
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %289
+  store <8 x float> %t435_c2_078, ptr %arena79, align 4
+  %t435_c2_180 = load <8 x float>, ptr %s3_proj.t435_c2_1, align 32
+  %290 = mul nsw i64 %0, 32
+  %291 = mul nsw i64 %290, 1040
+  %292 = add nsw i64 557824, %291
+  %293 = mul nsw i64 %s3_proj.mb43452, 4
+  %294 = add nsw i64 %293, 2
+  %295 = mul nsw i64 %294, 1040
+  %296 = add nsw i64 %292, %295
+  %297 = add nsw i64 %296, 1008
+  %298 = add nsw i64 %297, 8
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %298
+  store <8 x float> %t435_c2_180, ptr %arena81, align 4
+  %t435_c3_082 = load <8 x float>, ptr %s3_proj.t435_c3_0, align 32
+  %299 = mul nsw i64 %0, 32
+  %300 = mul nsw i64 %299, 1040
+  %301 = add nsw i64 557824, %300
+  %302 = mul nsw i64 %s3_proj.mb43452, 4
+  %303 = add nsw i64 %302, 3
+  %304 = mul nsw i64 %303, 1040
+  %305 = add nsw i64 %301, %304
+  %306 = add nsw i64 %305, 1008
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %306
+  store <8 x float> %t435_c3_082, ptr %arena83, align 4
+  %t435_c3_184 = load <8 x float>, ptr %s3_proj.t435_c3_1, align 32
+  %307 = mul nsw i64 %0, 32
+  %308 = mul nsw i64 %307, 1040
+  %309 = add nsw i64 557824, %308
+  %310 = mul nsw i64 %s3_proj.mb43452, 4
+  %311 = add nsw i64 %310, 3
+  %312 = mul nsw i64 %311, 1040
+  %313 = add nsw i64 %309, %312
+  %314 = add nsw i64 %313, 1008
+  %315 = add nsw i64 %314, 8
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %315
+  store <8 x float> %t435_c3_184, ptr %arena85, align 4
+  %mb434.next = add nsw i64 %s3_proj.mb43452, 1
+  %316 = icmp slt i64 %mb434.next, 8
+  br i1 %316, label %s3_proj.mb434, label %s3_proj.mb434.end
+}
+
+define internal void @resnet8_infer_b64.k16.s3_proj.part429.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load i64, ptr %24, align 4
+  call void @resnet8_infer_b64.k16.s3_proj.part429(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @resnet8_infer_b64.k17.s3_conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+entry:
+  %part514.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %s3_conv2.w513 = alloca <8 x float>, align 32
+  %s3_conv2.w512 = alloca <8 x float>, align 32
+  %s3_conv2.w511 = alloca <8 x float>, align 32
+  %s3_conv2.w510 = alloca <8 x float>, align 32
+  %s3_conv2.w509 = alloca <8 x float>, align 32
+  %s3_conv2.w508 = alloca <8 x float>, align 32
+  %s3_conv2.w507 = alloca <8 x float>, align 32
+  %s3_conv2.w506 = alloca <8 x float>, align 32
+  %s3_conv2.w505 = alloca <8 x float>, align 32
+  %s3_conv2.w504 = alloca <8 x float>, align 32
+  %s3_conv2.w503 = alloca <8 x float>, align 32
+  %s3_conv2.w502 = alloca <8 x float>, align 32
+  %s3_conv2.w501 = alloca <8 x float>, align 32
   %s3_conv2.w500 = alloca <8 x float>, align 32
   %s3_conv2.w499 = alloca <8 x float>, align 32
   %s3_conv2.w498 = alloca <8 x float>, align 32
@@ -50038,938 +50607,938 @@ entry:
   %s3_conv2.w484 = alloca <8 x float>, align 32
   %s3_conv2.w483 = alloca <8 x float>, align 32
   %s3_conv2.w482 = alloca <8 x float>, align 32
-  %s3_conv2.w481 = alloca <8 x float>, align 32
-  %s3_conv2.w480 = alloca <8 x float>, align 32
-  %s3_conv2.w479 = alloca <8 x float>, align 32
-  %s3_conv2.w478 = alloca <8 x float>, align 32
-  %s3_conv2.w477 = alloca <8 x float>, align 32
-  %s3_conv2.w476 = alloca <8 x float>, align 32
-  %s3_conv2.w475 = alloca <8 x float>, align 32
-  %s3_conv2.w474 = alloca <8 x float>, align 32
-  %s3_conv2.w473 = alloca <8 x float>, align 32
-  %s3_conv2.w472 = alloca <8 x float>, align 32
-  %s3_conv2.w471 = alloca <8 x float>, align 32
-  %s3_conv2.w470 = alloca <8 x float>, align 32
-  %s3_conv2.w469 = alloca <8 x float>, align 32
-  %part428.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part428.context, i32 0, i32 0
+  %part441.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part441.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part428.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part441.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part428.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part441.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part428.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part441.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part428.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part441.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part428.context, i32 0, i32 5
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part441.context, i32 0, i32 5
   store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part428.context, i32 0, i32 6
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part441.context, i32 0, i32 6
   store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part428.context, i32 0, i32 7
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part441.context, i32 0, i32 7
   store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part428.context, i32 0, i32 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part441.context, i32 0, i32 8
   store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part428.context, i32 0, i32 9
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part441.context, i32 0, i32 9
   store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part428.context, i32 0, i32 10
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part441.context, i32 0, i32 10
   store ptr %pool, ptr %10, align 8
   %11 = icmp eq ptr %pool, null
-  br i1 %11, label %s3_conv2.part428.serial, label %s3_conv2.part428.pool
+  br i1 %11, label %s3_conv2.part441.serial, label %s3_conv2.part441.pool
 
-s3_conv2.part428.pool:                            ; preds = %entry
+s3_conv2.part441.pool:                            ; preds = %entry
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @resnet8_infer_b64.k19.s3_conv2.part428.task, ptr %part428.context, i64 2)
-  br label %s3_conv2.part428.done
+  call void %run(ptr %pool, ptr @resnet8_infer_b64.k17.s3_conv2.part441.task, ptr %part441.context, i64 2)
+  br label %s3_conv2.part441.done
 
-s3_conv2.part428.serial:                          ; preds = %entry
-  br label %s3_conv2.part428
+s3_conv2.part441.serial:                          ; preds = %entry
+  br label %s3_conv2.part441
 
-s3_conv2.part428.done:                            ; preds = %s3_conv2.part428.end, %s3_conv2.part428.pool
-  br label %s3_conv2.i459
+s3_conv2.part441.done:                            ; preds = %s3_conv2.part441.end, %s3_conv2.part441.pool
+  br label %s3_conv2.i472
 
-s3_conv2.part428:                                 ; preds = %s3_conv2.part428, %s3_conv2.part428.serial
-  %s3_conv2.part4281 = phi i64 [ 0, %s3_conv2.part428.serial ], [ %part428.next, %s3_conv2.part428 ]
-  call void @resnet8_infer_b64.k19.s3_conv2.part428(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_conv2.part4281)
-  %part428.next = add nsw i64 %s3_conv2.part4281, 1
-  %12 = icmp slt i64 %part428.next, 2
-  br i1 %12, label %s3_conv2.part428, label %s3_conv2.part428.end
+s3_conv2.part441:                                 ; preds = %s3_conv2.part441, %s3_conv2.part441.serial
+  %s3_conv2.part4411 = phi i64 [ 0, %s3_conv2.part441.serial ], [ %part441.next, %s3_conv2.part441 ]
+  call void @resnet8_infer_b64.k17.s3_conv2.part441(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_conv2.part4411)
+  %part441.next = add nsw i64 %s3_conv2.part4411, 1
+  %12 = icmp slt i64 %part441.next, 2
+  br i1 %12, label %s3_conv2.part441, label %s3_conv2.part441.end
 
-s3_conv2.part428.end:                             ; preds = %s3_conv2.part428
-  br label %s3_conv2.part428.done
+s3_conv2.part441.end:                             ; preds = %s3_conv2.part441
+  br label %s3_conv2.part441.done
 
-s3_conv2.i459:                                    ; preds = %s3_conv2.i459, %s3_conv2.part428.done
-  %s3_conv2.i4592 = phi i64 [ 0, %s3_conv2.part428.done ], [ %i459.next, %s3_conv2.i459 ]
-  %13 = add nsw i64 327808, %s3_conv2.i4592
+s3_conv2.i472:                                    ; preds = %s3_conv2.i472, %s3_conv2.part441.done
+  %s3_conv2.i4722 = phi i64 [ 0, %s3_conv2.part441.done ], [ %i472.next, %s3_conv2.i472 ]
+  %13 = add nsw i64 852224, %s3_conv2.i4722
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %13
   store float 0.000000e+00, ptr %arena3, align 4
-  %i459.next = add nsw i64 %s3_conv2.i4592, 1
-  %14 = icmp slt i64 %i459.next, 6400
-  br i1 %14, label %s3_conv2.i459, label %s3_conv2.i459.end
+  %i472.next = add nsw i64 %s3_conv2.i4722, 1
+  %14 = icmp slt i64 %i472.next, 6400
+  br i1 %14, label %s3_conv2.i472, label %s3_conv2.i472.end
 
-s3_conv2.i459.end:                                ; preds = %s3_conv2.i459
-  br label %s3_conv2.g460
+s3_conv2.i472.end:                                ; preds = %s3_conv2.i472
+  br label %s3_conv2.g473
 
-s3_conv2.g460:                                    ; preds = %s3_conv2.part501.done, %s3_conv2.i459.end
-  %s3_conv2.g4604 = phi i64 [ 0, %s3_conv2.i459.end ], [ %g460.next, %s3_conv2.part501.done ]
-  br label %s3_conv2.j461
+s3_conv2.g473:                                    ; preds = %s3_conv2.part514.done, %s3_conv2.i472.end
+  %s3_conv2.g4734 = phi i64 [ 0, %s3_conv2.i472.end ], [ %g473.next, %s3_conv2.part514.done ]
+  br label %s3_conv2.j474
 
-s3_conv2.g460.end:                                ; preds = %s3_conv2.part501.done
+s3_conv2.g473.end:                                ; preds = %s3_conv2.part514.done
   ret void
 
-s3_conv2.j461:                                    ; preds = %s3_conv2.c462.end, %s3_conv2.g460
-  %s3_conv2.j4615 = phi i64 [ 0, %s3_conv2.g460 ], [ %j461.next, %s3_conv2.c462.end ]
-  br label %s3_conv2.c462
+s3_conv2.j474:                                    ; preds = %s3_conv2.c475.end, %s3_conv2.g473
+  %s3_conv2.j4745 = phi i64 [ 0, %s3_conv2.g473 ], [ %j474.next, %s3_conv2.c475.end ]
+  br label %s3_conv2.c475
 
-s3_conv2.j461.end:                                ; preds = %s3_conv2.c462.end
-  br label %s3_conv2.j465
+s3_conv2.j474.end:                                ; preds = %s3_conv2.c475.end
+  br label %s3_conv2.j478
 
-s3_conv2.c462:                                    ; preds = %s3_conv2.iy463.end, %s3_conv2.j461
-  %s3_conv2.c4626 = phi i64 [ 0, %s3_conv2.j461 ], [ %c462.next, %s3_conv2.iy463.end ]
-  br label %s3_conv2.iy463
+s3_conv2.c475:                                    ; preds = %s3_conv2.iy476.end, %s3_conv2.j474
+  %s3_conv2.c4756 = phi i64 [ 0, %s3_conv2.j474 ], [ %c475.next, %s3_conv2.iy476.end ]
+  br label %s3_conv2.iy476
 
-s3_conv2.c462.end:                                ; preds = %s3_conv2.iy463.end
-  %j461.next = add nsw i64 %s3_conv2.j4615, 1
-  %15 = icmp slt i64 %j461.next, 1
-  br i1 %15, label %s3_conv2.j461, label %s3_conv2.j461.end
+s3_conv2.c475.end:                                ; preds = %s3_conv2.iy476.end
+  %j474.next = add nsw i64 %s3_conv2.j4745, 1
+  %15 = icmp slt i64 %j474.next, 1
+  br i1 %15, label %s3_conv2.j474, label %s3_conv2.j474.end
 
-s3_conv2.iy463:                                   ; preds = %s3_conv2.ix464.end, %s3_conv2.c462
-  %s3_conv2.iy4637 = phi i64 [ 0, %s3_conv2.c462 ], [ %iy463.next, %s3_conv2.ix464.end ]
-  br label %s3_conv2.ix464
+s3_conv2.iy476:                                   ; preds = %s3_conv2.ix477.end, %s3_conv2.c475
+  %s3_conv2.iy4767 = phi i64 [ 0, %s3_conv2.c475 ], [ %iy476.next, %s3_conv2.ix477.end ]
+  br label %s3_conv2.ix477
 
-s3_conv2.iy463.end:                               ; preds = %s3_conv2.ix464.end
-  %c462.next = add nsw i64 %s3_conv2.c4626, 1
-  %16 = icmp slt i64 %c462.next, 64
-  br i1 %16, label %s3_conv2.c462, label %s3_conv2.c462.end
+s3_conv2.iy476.end:                               ; preds = %s3_conv2.ix477.end
+  %c475.next = add nsw i64 %s3_conv2.c4756, 1
+  %16 = icmp slt i64 %c475.next, 64
+  br i1 %16, label %s3_conv2.c475, label %s3_conv2.c475.end
 
-s3_conv2.ix464:                                   ; preds = %s3_conv2.ix464, %s3_conv2.iy463
-  %s3_conv2.ix4648 = phi i64 [ 0, %s3_conv2.iy463 ], [ %ix464.next, %s3_conv2.ix464 ]
-  %17 = add nsw i64 %s3_conv2.g4604, %s3_conv2.j4615
+s3_conv2.ix477:                                   ; preds = %s3_conv2.ix477, %s3_conv2.iy476
+  %s3_conv2.ix4778 = phi i64 [ 0, %s3_conv2.iy476 ], [ %ix477.next, %s3_conv2.ix477 ]
+  %17 = add nsw i64 %s3_conv2.g4734, %s3_conv2.j4745
   %18 = mul nsw i64 %17, 4096
   %19 = add nsw i64 128, %18
-  %20 = mul nsw i64 %s3_conv2.c4626, 64
+  %20 = mul nsw i64 %s3_conv2.c4756, 64
   %21 = add nsw i64 %19, %20
-  %22 = mul nsw i64 %s3_conv2.iy4637, 8
+  %22 = mul nsw i64 %s3_conv2.iy4767, 8
   %23 = add nsw i64 %21, %22
-  %24 = add nsw i64 %23, %s3_conv2.ix4648
+  %24 = add nsw i64 %23, %s3_conv2.ix4778
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %24
   %25 = load float, ptr %arena9, align 4
-  %26 = mul nsw i64 %s3_conv2.j4615, 6400
-  %27 = add nsw i64 %s3_conv2.iy4637, 1
+  %26 = mul nsw i64 %s3_conv2.j4745, 6400
+  %27 = add nsw i64 %s3_conv2.iy4767, 1
   %28 = mul nsw i64 %27, 640
   %29 = add nsw i64 %26, %28
-  %30 = add nsw i64 %s3_conv2.ix4648, 1
+  %30 = add nsw i64 %s3_conv2.ix4778, 1
   %31 = mul nsw i64 %30, 64
   %32 = add nsw i64 %29, %31
-  %33 = add nsw i64 %32, %s3_conv2.c4626
-  %34 = add nsw i64 327808, %33
+  %33 = add nsw i64 %32, %s3_conv2.c4756
+  %34 = add nsw i64 852224, %33
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %34
   store float %25, ptr %arena10, align 4
-  %ix464.next = add nsw i64 %s3_conv2.ix4648, 1
-  %35 = icmp slt i64 %ix464.next, 8
-  br i1 %35, label %s3_conv2.ix464, label %s3_conv2.ix464.end
+  %ix477.next = add nsw i64 %s3_conv2.ix4778, 1
+  %35 = icmp slt i64 %ix477.next, 8
+  br i1 %35, label %s3_conv2.ix477, label %s3_conv2.ix477.end
 
-s3_conv2.ix464.end:                               ; preds = %s3_conv2.ix464
-  %iy463.next = add nsw i64 %s3_conv2.iy4637, 1
-  %36 = icmp slt i64 %iy463.next, 8
-  br i1 %36, label %s3_conv2.iy463, label %s3_conv2.iy463.end
+s3_conv2.ix477.end:                               ; preds = %s3_conv2.ix477
+  %iy476.next = add nsw i64 %s3_conv2.iy4767, 1
+  %36 = icmp slt i64 %iy476.next, 8
+  br i1 %36, label %s3_conv2.iy476, label %s3_conv2.iy476.end
 
-s3_conv2.j465:                                    ; preds = %s3_conv2.ty466.end, %s3_conv2.j461.end
-  %s3_conv2.j46511 = phi i64 [ 0, %s3_conv2.j461.end ], [ %j465.next, %s3_conv2.ty466.end ]
-  br label %s3_conv2.ty466
+s3_conv2.j478:                                    ; preds = %s3_conv2.ty479.end, %s3_conv2.j474.end
+  %s3_conv2.j47811 = phi i64 [ 0, %s3_conv2.j474.end ], [ %j478.next, %s3_conv2.ty479.end ]
+  br label %s3_conv2.ty479
 
-s3_conv2.j465.end:                                ; preds = %s3_conv2.ty466.end
-  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part501.context, i32 0, i32 0
+s3_conv2.j478.end:                                ; preds = %s3_conv2.ty479.end
+  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part514.context, i32 0, i32 0
   store ptr %params, ptr %37, align 8
-  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part501.context, i32 0, i32 1
+  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part514.context, i32 0, i32 1
   store ptr %grads, ptr %38, align 8
-  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part501.context, i32 0, i32 2
+  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part514.context, i32 0, i32 2
   store ptr %m, ptr %39, align 8
-  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part501.context, i32 0, i32 3
+  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part514.context, i32 0, i32 3
   store ptr %v, ptr %40, align 8
-  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part501.context, i32 0, i32 4
+  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part514.context, i32 0, i32 4
   store ptr %arena, ptr %41, align 8
-  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part501.context, i32 0, i32 5
+  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part514.context, i32 0, i32 5
   store ptr %images, ptr %42, align 8
-  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part501.context, i32 0, i32 6
+  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part514.context, i32 0, i32 6
   store ptr %labels, ptr %43, align 8
-  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part501.context, i32 0, i32 7
+  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part514.context, i32 0, i32 7
   store float %lr, ptr %44, align 4
-  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part501.context, i32 0, i32 8
+  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part514.context, i32 0, i32 8
   store i64 %step, ptr %45, align 4
-  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part501.context, i32 0, i32 9
+  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part514.context, i32 0, i32 9
   store i64 %seed, ptr %46, align 4
-  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part501.context, i32 0, i32 10
+  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part514.context, i32 0, i32 10
   store ptr %pool, ptr %47, align 8
-  %48 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part501.context, i32 0, i32 11
-  store i64 %s3_conv2.g4604, ptr %48, align 4
+  %48 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part514.context, i32 0, i32 11
+  store i64 %s3_conv2.g4734, ptr %48, align 4
   %49 = icmp eq ptr %pool, null
-  br i1 %49, label %s3_conv2.part501.serial, label %s3_conv2.part501.pool
+  br i1 %49, label %s3_conv2.part514.serial, label %s3_conv2.part514.pool
 
-s3_conv2.ty466:                                   ; preds = %s3_conv2.tx467.end, %s3_conv2.j465
-  %s3_conv2.ty46612 = phi i64 [ 0, %s3_conv2.j465 ], [ %ty466.next, %s3_conv2.tx467.end ]
-  br label %s3_conv2.tx467
+s3_conv2.ty479:                                   ; preds = %s3_conv2.tx480.end, %s3_conv2.j478
+  %s3_conv2.ty47912 = phi i64 [ 0, %s3_conv2.j478 ], [ %ty479.next, %s3_conv2.tx480.end ]
+  br label %s3_conv2.tx480
 
-s3_conv2.ty466.end:                               ; preds = %s3_conv2.tx467.end
-  %j465.next = add nsw i64 %s3_conv2.j46511, 1
-  %50 = icmp slt i64 %j465.next, 1
-  br i1 %50, label %s3_conv2.j465, label %s3_conv2.j465.end
+s3_conv2.ty479.end:                               ; preds = %s3_conv2.tx480.end
+  %j478.next = add nsw i64 %s3_conv2.j47811, 1
+  %50 = icmp slt i64 %j478.next, 1
+  br i1 %50, label %s3_conv2.j478, label %s3_conv2.j478.end
 
-s3_conv2.tx467:                                   ; preds = %s3_conv2.cv468.end, %s3_conv2.ty466
-  %s3_conv2.tx46713 = phi i64 [ 0, %s3_conv2.ty466 ], [ %tx467.next, %s3_conv2.cv468.end ]
-  br label %s3_conv2.cv468
+s3_conv2.tx480:                                   ; preds = %s3_conv2.cv481.end, %s3_conv2.ty479
+  %s3_conv2.tx48013 = phi i64 [ 0, %s3_conv2.ty479 ], [ %tx480.next, %s3_conv2.cv481.end ]
+  br label %s3_conv2.cv481
 
-s3_conv2.tx467.end:                               ; preds = %s3_conv2.cv468.end
-  %ty466.next = add nsw i64 %s3_conv2.ty46612, 1
-  %51 = icmp slt i64 %ty466.next, 4
-  br i1 %51, label %s3_conv2.ty466, label %s3_conv2.ty466.end
+s3_conv2.tx480.end:                               ; preds = %s3_conv2.cv481.end
+  %ty479.next = add nsw i64 %s3_conv2.ty47912, 1
+  %51 = icmp slt i64 %ty479.next, 4
+  br i1 %51, label %s3_conv2.ty479, label %s3_conv2.ty479.end
 
-s3_conv2.cv468:                                   ; preds = %s3_conv2.cv468, %s3_conv2.tx467
-  %s3_conv2.cv46814 = phi i64 [ 0, %s3_conv2.tx467 ], [ %cv468.next, %s3_conv2.cv468 ]
-  %52 = mul nsw i64 %s3_conv2.j46511, 6400
-  %53 = mul nsw i64 %s3_conv2.ty46612, 2
+s3_conv2.cv481:                                   ; preds = %s3_conv2.cv481, %s3_conv2.tx480
+  %s3_conv2.cv48114 = phi i64 [ 0, %s3_conv2.tx480 ], [ %cv481.next, %s3_conv2.cv481 ]
+  %52 = mul nsw i64 %s3_conv2.j47811, 6400
+  %53 = mul nsw i64 %s3_conv2.ty47912, 2
   %54 = mul nsw i64 %53, 640
   %55 = add nsw i64 %52, %54
-  %56 = mul nsw i64 %s3_conv2.tx46713, 2
+  %56 = mul nsw i64 %s3_conv2.tx48013, 2
   %57 = mul nsw i64 %56, 64
   %58 = add nsw i64 %55, %57
-  %59 = mul nsw i64 %s3_conv2.cv46814, 8
+  %59 = mul nsw i64 %s3_conv2.cv48114, 8
   %60 = add nsw i64 %58, %59
-  %61 = add nsw i64 327808, %60
+  %61 = add nsw i64 852224, %60
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena15, align 4
-  %63 = mul nsw i64 %s3_conv2.j46511, 6400
-  %64 = mul nsw i64 %s3_conv2.ty46612, 2
+  %63 = mul nsw i64 %s3_conv2.j47811, 6400
+  %64 = mul nsw i64 %s3_conv2.ty47912, 2
   %65 = add nsw i64 %64, 2
   %66 = mul nsw i64 %65, 640
   %67 = add nsw i64 %63, %66
-  %68 = mul nsw i64 %s3_conv2.tx46713, 2
+  %68 = mul nsw i64 %s3_conv2.tx48013, 2
   %69 = mul nsw i64 %68, 64
   %70 = add nsw i64 %67, %69
-  %71 = mul nsw i64 %s3_conv2.cv46814, 8
+  %71 = mul nsw i64 %s3_conv2.cv48114, 8
   %72 = add nsw i64 %70, %71
-  %73 = add nsw i64 327808, %72
+  %73 = add nsw i64 852224, %72
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %73
   %74 = load <8 x float>, ptr %arena16, align 4
   %75 = fsub <8 x float> %62, %74
-  store <8 x float> %75, ptr %s3_conv2.w469, align 32
-  %76 = mul nsw i64 %s3_conv2.j46511, 6400
-  %77 = mul nsw i64 %s3_conv2.ty46612, 2
+  store <8 x float> %75, ptr %s3_conv2.w482, align 32
+  %76 = mul nsw i64 %s3_conv2.j47811, 6400
+  %77 = mul nsw i64 %s3_conv2.ty47912, 2
   %78 = add nsw i64 %77, 1
   %79 = mul nsw i64 %78, 640
   %80 = add nsw i64 %76, %79
-  %81 = mul nsw i64 %s3_conv2.tx46713, 2
+  %81 = mul nsw i64 %s3_conv2.tx48013, 2
   %82 = mul nsw i64 %81, 64
   %83 = add nsw i64 %80, %82
-  %84 = mul nsw i64 %s3_conv2.cv46814, 8
+  %84 = mul nsw i64 %s3_conv2.cv48114, 8
   %85 = add nsw i64 %83, %84
-  %86 = add nsw i64 327808, %85
+  %86 = add nsw i64 852224, %85
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load <8 x float>, ptr %arena17, align 4
-  %88 = mul nsw i64 %s3_conv2.j46511, 6400
-  %89 = mul nsw i64 %s3_conv2.ty46612, 2
+  %88 = mul nsw i64 %s3_conv2.j47811, 6400
+  %89 = mul nsw i64 %s3_conv2.ty47912, 2
   %90 = add nsw i64 %89, 2
   %91 = mul nsw i64 %90, 640
   %92 = add nsw i64 %88, %91
-  %93 = mul nsw i64 %s3_conv2.tx46713, 2
+  %93 = mul nsw i64 %s3_conv2.tx48013, 2
   %94 = mul nsw i64 %93, 64
   %95 = add nsw i64 %92, %94
-  %96 = mul nsw i64 %s3_conv2.cv46814, 8
+  %96 = mul nsw i64 %s3_conv2.cv48114, 8
   %97 = add nsw i64 %95, %96
-  %98 = add nsw i64 327808, %97
+  %98 = add nsw i64 852224, %97
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %98
   %99 = load <8 x float>, ptr %arena18, align 4
   %100 = fadd <8 x float> %87, %99
-  store <8 x float> %100, ptr %s3_conv2.w470, align 32
-  %101 = mul nsw i64 %s3_conv2.j46511, 6400
-  %102 = mul nsw i64 %s3_conv2.ty46612, 2
+  store <8 x float> %100, ptr %s3_conv2.w483, align 32
+  %101 = mul nsw i64 %s3_conv2.j47811, 6400
+  %102 = mul nsw i64 %s3_conv2.ty47912, 2
   %103 = add nsw i64 %102, 2
   %104 = mul nsw i64 %103, 640
   %105 = add nsw i64 %101, %104
-  %106 = mul nsw i64 %s3_conv2.tx46713, 2
+  %106 = mul nsw i64 %s3_conv2.tx48013, 2
   %107 = mul nsw i64 %106, 64
   %108 = add nsw i64 %105, %107
-  %109 = mul nsw i64 %s3_conv2.cv46814, 8
+  %109 = mul nsw i64 %s3_conv2.cv48114, 8
   %110 = add nsw i64 %108, %109
-  %111 = add nsw i64 327808, %110
+  %111 = add nsw i64 852224, %110
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %111
   %112 = load <8 x float>, ptr %arena19, align 4
-  %113 = mul nsw i64 %s3_conv2.j46511, 6400
-  %114 = mul nsw i64 %s3_conv2.ty46612, 2
+  %113 = mul nsw i64 %s3_conv2.j47811, 6400
+  %114 = mul nsw i64 %s3_conv2.ty47912, 2
   %115 = add nsw i64 %114, 1
   %116 = mul nsw i64 %115, 640
   %117 = add nsw i64 %113, %116
-  %118 = mul nsw i64 %s3_conv2.tx46713, 2
+  %118 = mul nsw i64 %s3_conv2.tx48013, 2
   %119 = mul nsw i64 %118, 64
   %120 = add nsw i64 %117, %119
-  %121 = mul nsw i64 %s3_conv2.cv46814, 8
+  %121 = mul nsw i64 %s3_conv2.cv48114, 8
   %122 = add nsw i64 %120, %121
-  %123 = add nsw i64 327808, %122
+  %123 = add nsw i64 852224, %122
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %123
   %124 = load <8 x float>, ptr %arena20, align 4
   %125 = fsub <8 x float> %112, %124
-  store <8 x float> %125, ptr %s3_conv2.w471, align 32
-  %126 = mul nsw i64 %s3_conv2.j46511, 6400
-  %127 = mul nsw i64 %s3_conv2.ty46612, 2
+  store <8 x float> %125, ptr %s3_conv2.w484, align 32
+  %126 = mul nsw i64 %s3_conv2.j47811, 6400
+  %127 = mul nsw i64 %s3_conv2.ty47912, 2
   %128 = add nsw i64 %127, 1
   %129 = mul nsw i64 %128, 640
   %130 = add nsw i64 %126, %129
-  %131 = mul nsw i64 %s3_conv2.tx46713, 2
+  %131 = mul nsw i64 %s3_conv2.tx48013, 2
   %132 = mul nsw i64 %131, 64
   %133 = add nsw i64 %130, %132
-  %134 = mul nsw i64 %s3_conv2.cv46814, 8
+  %134 = mul nsw i64 %s3_conv2.cv48114, 8
   %135 = add nsw i64 %133, %134
-  %136 = add nsw i64 327808, %135
+  %136 = add nsw i64 852224, %135
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %136
   %137 = load <8 x float>, ptr %arena21, align 4
-  %138 = mul nsw i64 %s3_conv2.j46511, 6400
-  %139 = mul nsw i64 %s3_conv2.ty46612, 2
+  %138 = mul nsw i64 %s3_conv2.j47811, 6400
+  %139 = mul nsw i64 %s3_conv2.ty47912, 2
   %140 = add nsw i64 %139, 3
   %141 = mul nsw i64 %140, 640
   %142 = add nsw i64 %138, %141
-  %143 = mul nsw i64 %s3_conv2.tx46713, 2
+  %143 = mul nsw i64 %s3_conv2.tx48013, 2
   %144 = mul nsw i64 %143, 64
   %145 = add nsw i64 %142, %144
-  %146 = mul nsw i64 %s3_conv2.cv46814, 8
+  %146 = mul nsw i64 %s3_conv2.cv48114, 8
   %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 327808, %147
+  %148 = add nsw i64 852224, %147
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %148
   %149 = load <8 x float>, ptr %arena22, align 4
   %150 = fsub <8 x float> %137, %149
-  store <8 x float> %150, ptr %s3_conv2.w472, align 32
-  %151 = mul nsw i64 %s3_conv2.j46511, 6400
-  %152 = mul nsw i64 %s3_conv2.ty46612, 2
+  store <8 x float> %150, ptr %s3_conv2.w485, align 32
+  %151 = mul nsw i64 %s3_conv2.j47811, 6400
+  %152 = mul nsw i64 %s3_conv2.ty47912, 2
   %153 = mul nsw i64 %152, 640
   %154 = add nsw i64 %151, %153
-  %155 = mul nsw i64 %s3_conv2.tx46713, 2
+  %155 = mul nsw i64 %s3_conv2.tx48013, 2
   %156 = add nsw i64 %155, 1
   %157 = mul nsw i64 %156, 64
   %158 = add nsw i64 %154, %157
-  %159 = mul nsw i64 %s3_conv2.cv46814, 8
+  %159 = mul nsw i64 %s3_conv2.cv48114, 8
   %160 = add nsw i64 %158, %159
-  %161 = add nsw i64 327808, %160
+  %161 = add nsw i64 852224, %160
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %161
   %162 = load <8 x float>, ptr %arena23, align 4
-  %163 = mul nsw i64 %s3_conv2.j46511, 6400
-  %164 = mul nsw i64 %s3_conv2.ty46612, 2
+  %163 = mul nsw i64 %s3_conv2.j47811, 6400
+  %164 = mul nsw i64 %s3_conv2.ty47912, 2
   %165 = add nsw i64 %164, 2
   %166 = mul nsw i64 %165, 640
   %167 = add nsw i64 %163, %166
-  %168 = mul nsw i64 %s3_conv2.tx46713, 2
+  %168 = mul nsw i64 %s3_conv2.tx48013, 2
   %169 = add nsw i64 %168, 1
   %170 = mul nsw i64 %169, 64
   %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %s3_conv2.cv46814, 8
+  %172 = mul nsw i64 %s3_conv2.cv48114, 8
   %173 = add nsw i64 %171, %172
-  %174 = add nsw i64 327808, %173
+  %174 = add nsw i64 852224, %173
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %174
   %175 = load <8 x float>, ptr %arena24, align 4
   %176 = fsub <8 x float> %162, %175
-  store <8 x float> %176, ptr %s3_conv2.w473, align 32
-  %177 = mul nsw i64 %s3_conv2.j46511, 6400
-  %178 = mul nsw i64 %s3_conv2.ty46612, 2
+  store <8 x float> %176, ptr %s3_conv2.w486, align 32
+  %177 = mul nsw i64 %s3_conv2.j47811, 6400
+  %178 = mul nsw i64 %s3_conv2.ty47912, 2
   %179 = add nsw i64 %178, 1
   %180 = mul nsw i64 %179, 640
   %181 = add nsw i64 %177, %180
-  %182 = mul nsw i64 %s3_conv2.tx46713, 2
+  %182 = mul nsw i64 %s3_conv2.tx48013, 2
   %183 = add nsw i64 %182, 1
   %184 = mul nsw i64 %183, 64
   %185 = add nsw i64 %181, %184
-  %186 = mul nsw i64 %s3_conv2.cv46814, 8
+  %186 = mul nsw i64 %s3_conv2.cv48114, 8
   %187 = add nsw i64 %185, %186
-  %188 = add nsw i64 327808, %187
+  %188 = add nsw i64 852224, %187
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %188
   %189 = load <8 x float>, ptr %arena25, align 4
-  %190 = mul nsw i64 %s3_conv2.j46511, 6400
-  %191 = mul nsw i64 %s3_conv2.ty46612, 2
+  %190 = mul nsw i64 %s3_conv2.j47811, 6400
+  %191 = mul nsw i64 %s3_conv2.ty47912, 2
   %192 = add nsw i64 %191, 2
   %193 = mul nsw i64 %192, 640
   %194 = add nsw i64 %190, %193
-  %195 = mul nsw i64 %s3_conv2.tx46713, 2
+  %195 = mul nsw i64 %s3_conv2.tx48013, 2
   %196 = add nsw i64 %195, 1
   %197 = mul nsw i64 %196, 64
   %198 = add nsw i64 %194, %197
-  %199 = mul nsw i64 %s3_conv2.cv46814, 8
+  %199 = mul nsw i64 %s3_conv2.cv48114, 8
   %200 = add nsw i64 %198, %199
-  %201 = add nsw i64 327808, %200
+  %201 = add nsw i64 852224, %200
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %201
   %202 = load <8 x float>, ptr %arena26, align 4
   %203 = fadd <8 x float> %189, %202
-  store <8 x float> %203, ptr %s3_conv2.w474, align 32
-  %204 = mul nsw i64 %s3_conv2.j46511, 6400
-  %205 = mul nsw i64 %s3_conv2.ty46612, 2
+  store <8 x float> %203, ptr %s3_conv2.w487, align 32
+  %204 = mul nsw i64 %s3_conv2.j47811, 6400
+  %205 = mul nsw i64 %s3_conv2.ty47912, 2
   %206 = add nsw i64 %205, 2
   %207 = mul nsw i64 %206, 640
   %208 = add nsw i64 %204, %207
-  %209 = mul nsw i64 %s3_conv2.tx46713, 2
+  %209 = mul nsw i64 %s3_conv2.tx48013, 2
   %210 = add nsw i64 %209, 1
   %211 = mul nsw i64 %210, 64
   %212 = add nsw i64 %208, %211
-  %213 = mul nsw i64 %s3_conv2.cv46814, 8
+  %213 = mul nsw i64 %s3_conv2.cv48114, 8
   %214 = add nsw i64 %212, %213
-  %215 = add nsw i64 327808, %214
+  %215 = add nsw i64 852224, %214
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %215
   %216 = load <8 x float>, ptr %arena27, align 4
-  %217 = mul nsw i64 %s3_conv2.j46511, 6400
-  %218 = mul nsw i64 %s3_conv2.ty46612, 2
+  %217 = mul nsw i64 %s3_conv2.j47811, 6400
+  %218 = mul nsw i64 %s3_conv2.ty47912, 2
   %219 = add nsw i64 %218, 1
   %220 = mul nsw i64 %219, 640
   %221 = add nsw i64 %217, %220
-  %222 = mul nsw i64 %s3_conv2.tx46713, 2
+  %222 = mul nsw i64 %s3_conv2.tx48013, 2
   %223 = add nsw i64 %222, 1
   %224 = mul nsw i64 %223, 64
   %225 = add nsw i64 %221, %224
-  %226 = mul nsw i64 %s3_conv2.cv46814, 8
+  %226 = mul nsw i64 %s3_conv2.cv48114, 8
   %227 = add nsw i64 %225, %226
-  %228 = add nsw i64 327808, %227
+  %228 = add nsw i64 852224, %227
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %228
   %229 = load <8 x float>, ptr %arena28, align 4
   %230 = fsub <8 x float> %216, %229
-  store <8 x float> %230, ptr %s3_conv2.w475, align 32
-  %231 = mul nsw i64 %s3_conv2.j46511, 6400
-  %232 = mul nsw i64 %s3_conv2.ty46612, 2
+  store <8 x float> %230, ptr %s3_conv2.w488, align 32
+  %231 = mul nsw i64 %s3_conv2.j47811, 6400
+  %232 = mul nsw i64 %s3_conv2.ty47912, 2
   %233 = add nsw i64 %232, 1
   %234 = mul nsw i64 %233, 640
   %235 = add nsw i64 %231, %234
-  %236 = mul nsw i64 %s3_conv2.tx46713, 2
+  %236 = mul nsw i64 %s3_conv2.tx48013, 2
   %237 = add nsw i64 %236, 1
   %238 = mul nsw i64 %237, 64
   %239 = add nsw i64 %235, %238
-  %240 = mul nsw i64 %s3_conv2.cv46814, 8
+  %240 = mul nsw i64 %s3_conv2.cv48114, 8
   %241 = add nsw i64 %239, %240
-  %242 = add nsw i64 327808, %241
+  %242 = add nsw i64 852224, %241
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %242
   %243 = load <8 x float>, ptr %arena29, align 4
-  %244 = mul nsw i64 %s3_conv2.j46511, 6400
-  %245 = mul nsw i64 %s3_conv2.ty46612, 2
+  %244 = mul nsw i64 %s3_conv2.j47811, 6400
+  %245 = mul nsw i64 %s3_conv2.ty47912, 2
   %246 = add nsw i64 %245, 3
   %247 = mul nsw i64 %246, 640
   %248 = add nsw i64 %244, %247
-  %249 = mul nsw i64 %s3_conv2.tx46713, 2
+  %249 = mul nsw i64 %s3_conv2.tx48013, 2
   %250 = add nsw i64 %249, 1
   %251 = mul nsw i64 %250, 64
   %252 = add nsw i64 %248, %251
-  %253 = mul nsw i64 %s3_conv2.cv46814, 8
+  %253 = mul nsw i64 %s3_conv2.cv48114, 8
   %254 = add nsw i64 %252, %253
-  %255 = add nsw i64 327808, %254
+  %255 = add nsw i64 852224, %254
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %255
   %256 = load <8 x float>, ptr %arena30, align 4
   %257 = fsub <8 x float> %243, %256
-  store <8 x float> %257, ptr %s3_conv2.w476, align 32
-  %258 = mul nsw i64 %s3_conv2.j46511, 6400
-  %259 = mul nsw i64 %s3_conv2.ty46612, 2
+  store <8 x float> %257, ptr %s3_conv2.w489, align 32
+  %258 = mul nsw i64 %s3_conv2.j47811, 6400
+  %259 = mul nsw i64 %s3_conv2.ty47912, 2
   %260 = mul nsw i64 %259, 640
   %261 = add nsw i64 %258, %260
-  %262 = mul nsw i64 %s3_conv2.tx46713, 2
+  %262 = mul nsw i64 %s3_conv2.tx48013, 2
   %263 = add nsw i64 %262, 2
   %264 = mul nsw i64 %263, 64
   %265 = add nsw i64 %261, %264
-  %266 = mul nsw i64 %s3_conv2.cv46814, 8
+  %266 = mul nsw i64 %s3_conv2.cv48114, 8
   %267 = add nsw i64 %265, %266
-  %268 = add nsw i64 327808, %267
+  %268 = add nsw i64 852224, %267
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %268
   %269 = load <8 x float>, ptr %arena31, align 4
-  %270 = mul nsw i64 %s3_conv2.j46511, 6400
-  %271 = mul nsw i64 %s3_conv2.ty46612, 2
+  %270 = mul nsw i64 %s3_conv2.j47811, 6400
+  %271 = mul nsw i64 %s3_conv2.ty47912, 2
   %272 = add nsw i64 %271, 2
   %273 = mul nsw i64 %272, 640
   %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %s3_conv2.tx46713, 2
+  %275 = mul nsw i64 %s3_conv2.tx48013, 2
   %276 = add nsw i64 %275, 2
   %277 = mul nsw i64 %276, 64
   %278 = add nsw i64 %274, %277
-  %279 = mul nsw i64 %s3_conv2.cv46814, 8
+  %279 = mul nsw i64 %s3_conv2.cv48114, 8
   %280 = add nsw i64 %278, %279
-  %281 = add nsw i64 327808, %280
+  %281 = add nsw i64 852224, %280
   %arena32 = getelementptr inbounds float, ptr %arena, i64 %281
   %282 = load <8 x float>, ptr %arena32, align 4
   %283 = fsub <8 x float> %269, %282
-  store <8 x float> %283, ptr %s3_conv2.w477, align 32
-  %284 = mul nsw i64 %s3_conv2.j46511, 6400
-  %285 = mul nsw i64 %s3_conv2.ty46612, 2
+  store <8 x float> %283, ptr %s3_conv2.w490, align 32
+  %284 = mul nsw i64 %s3_conv2.j47811, 6400
+  %285 = mul nsw i64 %s3_conv2.ty47912, 2
   %286 = add nsw i64 %285, 1
   %287 = mul nsw i64 %286, 640
   %288 = add nsw i64 %284, %287
-  %289 = mul nsw i64 %s3_conv2.tx46713, 2
+  %289 = mul nsw i64 %s3_conv2.tx48013, 2
   %290 = add nsw i64 %289, 2
   %291 = mul nsw i64 %290, 64
   %292 = add nsw i64 %288, %291
-  %293 = mul nsw i64 %s3_conv2.cv46814, 8
+  %293 = mul nsw i64 %s3_conv2.cv48114, 8
   %294 = add nsw i64 %292, %293
-  %295 = add nsw i64 327808, %294
+  %295 = add nsw i64 852224, %294
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %295
   %296 = load <8 x float>, ptr %arena33, align 4
-  %297 = mul nsw i64 %s3_conv2.j46511, 6400
-  %298 = mul nsw i64 %s3_conv2.ty46612, 2
+  %297 = mul nsw i64 %s3_conv2.j47811, 6400
+  %298 = mul nsw i64 %s3_conv2.ty47912, 2
   %299 = add nsw i64 %298, 2
   %300 = mul nsw i64 %299, 640
   %301 = add nsw i64 %297, %300
-  %302 = mul nsw i64 %s3_conv2.tx46713, 2
+  %302 = mul nsw i64 %s3_conv2.tx48013, 2
   %303 = add nsw i64 %302, 2
   %304 = mul nsw i64 %303, 64
   %305 = add nsw i64 %301, %304
-  %306 = mul nsw i64 %s3_conv2.cv46814, 8
+  %306 = mul nsw i64 %s3_conv2.cv48114, 8
   %307 = add nsw i64 %305, %306
-  %308 = add nsw i64 327808, %307
+  %308 = add nsw i64 852224, %307
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %308
   %309 = load <8 x float>, ptr %arena34, align 4
   %310 = fadd <8 x float> %296, %309
-  store <8 x float> %310, ptr %s3_conv2.w478, align 32
-  %311 = mul nsw i64 %s3_conv2.j46511, 6400
-  %312 = mul nsw i64 %s3_conv2.ty46612, 2
+  store <8 x float> %310, ptr %s3_conv2.w491, align 32
+  %311 = mul nsw i64 %s3_conv2.j47811, 6400
+  %312 = mul nsw i64 %s3_conv2.ty47912, 2
   %313 = add nsw i64 %312, 2
   %314 = mul nsw i64 %313, 640
   %315 = add nsw i64 %311, %314
-  %316 = mul nsw i64 %s3_conv2.tx46713, 2
+  %316 = mul nsw i64 %s3_conv2.tx48013, 2
   %317 = add nsw i64 %316, 2
   %318 = mul nsw i64 %317, 64
   %319 = add nsw i64 %315, %318
-  %320 = mul nsw i64 %s3_conv2.cv46814, 8
+  %320 = mul nsw i64 %s3_conv2.cv48114, 8
   %321 = add nsw i64 %319, %320
-  %322 = add nsw i64 327808, %321
+  %322 = add nsw i64 852224, %321
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %322
   %323 = load <8 x float>, ptr %arena35, align 4
-  %324 = mul nsw i64 %s3_conv2.j46511, 6400
-  %325 = mul nsw i64 %s3_conv2.ty46612, 2
+  %324 = mul nsw i64 %s3_conv2.j47811, 6400
+  %325 = mul nsw i64 %s3_conv2.ty47912, 2
   %326 = add nsw i64 %325, 1
   %327 = mul nsw i64 %326, 640
   %328 = add nsw i64 %324, %327
-  %329 = mul nsw i64 %s3_conv2.tx46713, 2
+  %329 = mul nsw i64 %s3_conv2.tx48013, 2
   %330 = add nsw i64 %329, 2
   %331 = mul nsw i64 %330, 64
   %332 = add nsw i64 %328, %331
-  %333 = mul nsw i64 %s3_conv2.cv46814, 8
+  %333 = mul nsw i64 %s3_conv2.cv48114, 8
   %334 = add nsw i64 %332, %333
-  %335 = add nsw i64 327808, %334
+  %335 = add nsw i64 852224, %334
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %335
   %336 = load <8 x float>, ptr %arena36, align 4
   %337 = fsub <8 x float> %323, %336
-  store <8 x float> %337, ptr %s3_conv2.w479, align 32
-  %338 = mul nsw i64 %s3_conv2.j46511, 6400
-  %339 = mul nsw i64 %s3_conv2.ty46612, 2
+  store <8 x float> %337, ptr %s3_conv2.w492, align 32
+  %338 = mul nsw i64 %s3_conv2.j47811, 6400
+  %339 = mul nsw i64 %s3_conv2.ty47912, 2
   %340 = add nsw i64 %339, 1
   %341 = mul nsw i64 %340, 640
   %342 = add nsw i64 %338, %341
-  %343 = mul nsw i64 %s3_conv2.tx46713, 2
+  %343 = mul nsw i64 %s3_conv2.tx48013, 2
   %344 = add nsw i64 %343, 2
   %345 = mul nsw i64 %344, 64
   %346 = add nsw i64 %342, %345
-  %347 = mul nsw i64 %s3_conv2.cv46814, 8
+  %347 = mul nsw i64 %s3_conv2.cv48114, 8
   %348 = add nsw i64 %346, %347
-  %349 = add nsw i64 327808, %348
+  %349 = add nsw i64 852224, %348
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %349
   %350 = load <8 x float>, ptr %arena37, align 4
-  %351 = mul nsw i64 %s3_conv2.j46511, 6400
-  %352 = mul nsw i64 %s3_conv2.ty46612, 2
+  %351 = mul nsw i64 %s3_conv2.j47811, 6400
+  %352 = mul nsw i64 %s3_conv2.ty47912, 2
   %353 = add nsw i64 %352, 3
   %354 = mul nsw i64 %353, 640
   %355 = add nsw i64 %351, %354
-  %356 = mul nsw i64 %s3_conv2.tx46713, 2
+  %356 = mul nsw i64 %s3_conv2.tx48013, 2
   %357 = add nsw i64 %356, 2
   %358 = mul nsw i64 %357, 64
   %359 = add nsw i64 %355, %358
-  %360 = mul nsw i64 %s3_conv2.cv46814, 8
+  %360 = mul nsw i64 %s3_conv2.cv48114, 8
   %361 = add nsw i64 %359, %360
-  %362 = add nsw i64 327808, %361
+  %362 = add nsw i64 852224, %361
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %362
   %363 = load <8 x float>, ptr %arena38, align 4
   %364 = fsub <8 x float> %350, %363
-  store <8 x float> %364, ptr %s3_conv2.w480, align 32
-  %365 = mul nsw i64 %s3_conv2.j46511, 6400
-  %366 = mul nsw i64 %s3_conv2.ty46612, 2
+  store <8 x float> %364, ptr %s3_conv2.w493, align 32
+  %365 = mul nsw i64 %s3_conv2.j47811, 6400
+  %366 = mul nsw i64 %s3_conv2.ty47912, 2
   %367 = mul nsw i64 %366, 640
   %368 = add nsw i64 %365, %367
-  %369 = mul nsw i64 %s3_conv2.tx46713, 2
+  %369 = mul nsw i64 %s3_conv2.tx48013, 2
   %370 = add nsw i64 %369, 3
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 %368, %371
-  %373 = mul nsw i64 %s3_conv2.cv46814, 8
+  %373 = mul nsw i64 %s3_conv2.cv48114, 8
   %374 = add nsw i64 %372, %373
-  %375 = add nsw i64 327808, %374
+  %375 = add nsw i64 852224, %374
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %375
   %376 = load <8 x float>, ptr %arena39, align 4
-  %377 = mul nsw i64 %s3_conv2.j46511, 6400
-  %378 = mul nsw i64 %s3_conv2.ty46612, 2
+  %377 = mul nsw i64 %s3_conv2.j47811, 6400
+  %378 = mul nsw i64 %s3_conv2.ty47912, 2
   %379 = add nsw i64 %378, 2
   %380 = mul nsw i64 %379, 640
   %381 = add nsw i64 %377, %380
-  %382 = mul nsw i64 %s3_conv2.tx46713, 2
+  %382 = mul nsw i64 %s3_conv2.tx48013, 2
   %383 = add nsw i64 %382, 3
   %384 = mul nsw i64 %383, 64
   %385 = add nsw i64 %381, %384
-  %386 = mul nsw i64 %s3_conv2.cv46814, 8
+  %386 = mul nsw i64 %s3_conv2.cv48114, 8
   %387 = add nsw i64 %385, %386
-  %388 = add nsw i64 327808, %387
+  %388 = add nsw i64 852224, %387
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %388
   %389 = load <8 x float>, ptr %arena40, align 4
   %390 = fsub <8 x float> %376, %389
-  store <8 x float> %390, ptr %s3_conv2.w481, align 32
-  %391 = mul nsw i64 %s3_conv2.j46511, 6400
-  %392 = mul nsw i64 %s3_conv2.ty46612, 2
+  store <8 x float> %390, ptr %s3_conv2.w494, align 32
+  %391 = mul nsw i64 %s3_conv2.j47811, 6400
+  %392 = mul nsw i64 %s3_conv2.ty47912, 2
   %393 = add nsw i64 %392, 1
   %394 = mul nsw i64 %393, 640
   %395 = add nsw i64 %391, %394
-  %396 = mul nsw i64 %s3_conv2.tx46713, 2
+  %396 = mul nsw i64 %s3_conv2.tx48013, 2
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 %395, %398
-  %400 = mul nsw i64 %s3_conv2.cv46814, 8
+  %400 = mul nsw i64 %s3_conv2.cv48114, 8
   %401 = add nsw i64 %399, %400
-  %402 = add nsw i64 327808, %401
+  %402 = add nsw i64 852224, %401
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %402
   %403 = load <8 x float>, ptr %arena41, align 4
-  %404 = mul nsw i64 %s3_conv2.j46511, 6400
-  %405 = mul nsw i64 %s3_conv2.ty46612, 2
+  %404 = mul nsw i64 %s3_conv2.j47811, 6400
+  %405 = mul nsw i64 %s3_conv2.ty47912, 2
   %406 = add nsw i64 %405, 2
   %407 = mul nsw i64 %406, 640
   %408 = add nsw i64 %404, %407
-  %409 = mul nsw i64 %s3_conv2.tx46713, 2
+  %409 = mul nsw i64 %s3_conv2.tx48013, 2
   %410 = add nsw i64 %409, 3
   %411 = mul nsw i64 %410, 64
   %412 = add nsw i64 %408, %411
-  %413 = mul nsw i64 %s3_conv2.cv46814, 8
+  %413 = mul nsw i64 %s3_conv2.cv48114, 8
   %414 = add nsw i64 %412, %413
-  %415 = add nsw i64 327808, %414
+  %415 = add nsw i64 852224, %414
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %415
   %416 = load <8 x float>, ptr %arena42, align 4
   %417 = fadd <8 x float> %403, %416
-  store <8 x float> %417, ptr %s3_conv2.w482, align 32
-  %418 = mul nsw i64 %s3_conv2.j46511, 6400
-  %419 = mul nsw i64 %s3_conv2.ty46612, 2
+  store <8 x float> %417, ptr %s3_conv2.w495, align 32
+  %418 = mul nsw i64 %s3_conv2.j47811, 6400
+  %419 = mul nsw i64 %s3_conv2.ty47912, 2
   %420 = add nsw i64 %419, 2
   %421 = mul nsw i64 %420, 640
   %422 = add nsw i64 %418, %421
-  %423 = mul nsw i64 %s3_conv2.tx46713, 2
+  %423 = mul nsw i64 %s3_conv2.tx48013, 2
   %424 = add nsw i64 %423, 3
   %425 = mul nsw i64 %424, 64
   %426 = add nsw i64 %422, %425
-  %427 = mul nsw i64 %s3_conv2.cv46814, 8
+  %427 = mul nsw i64 %s3_conv2.cv48114, 8
   %428 = add nsw i64 %426, %427
-  %429 = add nsw i64 327808, %428
+  %429 = add nsw i64 852224, %428
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %429
   %430 = load <8 x float>, ptr %arena43, align 4
-  %431 = mul nsw i64 %s3_conv2.j46511, 6400
-  %432 = mul nsw i64 %s3_conv2.ty46612, 2
+  %431 = mul nsw i64 %s3_conv2.j47811, 6400
+  %432 = mul nsw i64 %s3_conv2.ty47912, 2
   %433 = add nsw i64 %432, 1
   %434 = mul nsw i64 %433, 640
   %435 = add nsw i64 %431, %434
-  %436 = mul nsw i64 %s3_conv2.tx46713, 2
+  %436 = mul nsw i64 %s3_conv2.tx48013, 2
   %437 = add nsw i64 %436, 3
   %438 = mul nsw i64 %437, 64
   %439 = add nsw i64 %435, %438
-  %440 = mul nsw i64 %s3_conv2.cv46814, 8
+  %440 = mul nsw i64 %s3_conv2.cv48114, 8
   %441 = add nsw i64 %439, %440
-  %442 = add nsw i64 327808, %441
+  %442 = add nsw i64 852224, %441
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %442
   %443 = load <8 x float>, ptr %arena44, align 4
   %444 = fsub <8 x float> %430, %443
-  store <8 x float> %444, ptr %s3_conv2.w483, align 32
-  %445 = mul nsw i64 %s3_conv2.j46511, 6400
-  %446 = mul nsw i64 %s3_conv2.ty46612, 2
+  store <8 x float> %444, ptr %s3_conv2.w496, align 32
+  %445 = mul nsw i64 %s3_conv2.j47811, 6400
+  %446 = mul nsw i64 %s3_conv2.ty47912, 2
   %447 = add nsw i64 %446, 1
   %448 = mul nsw i64 %447, 640
   %449 = add nsw i64 %445, %448
-  %450 = mul nsw i64 %s3_conv2.tx46713, 2
+  %450 = mul nsw i64 %s3_conv2.tx48013, 2
   %451 = add nsw i64 %450, 3
   %452 = mul nsw i64 %451, 64
   %453 = add nsw i64 %449, %452
-  %454 = mul nsw i64 %s3_conv2.cv46814, 8
+  %454 = mul nsw i64 %s3_conv2.cv48114, 8
   %455 = add nsw i64 %453, %454
-  %456 = add nsw i64 327808, %455
+  %456 = add nsw i64 852224, %455
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %456
   %457 = load <8 x float>, ptr %arena45, align 4
-  %458 = mul nsw i64 %s3_conv2.j46511, 6400
-  %459 = mul nsw i64 %s3_conv2.ty46612, 2
+  %458 = mul nsw i64 %s3_conv2.j47811, 6400
+  %459 = mul nsw i64 %s3_conv2.ty47912, 2
   %460 = add nsw i64 %459, 3
   %461 = mul nsw i64 %460, 640
   %462 = add nsw i64 %458, %461
-  %463 = mul nsw i64 %s3_conv2.tx46713, 2
+  %463 = mul nsw i64 %s3_conv2.tx48013, 2
   %464 = add nsw i64 %463, 3
   %465 = mul nsw i64 %464, 64
   %466 = add nsw i64 %462, %465
-  %467 = mul nsw i64 %s3_conv2.cv46814, 8
+  %467 = mul nsw i64 %s3_conv2.cv48114, 8
   %468 = add nsw i64 %466, %467
-  %469 = add nsw i64 327808, %468
+  %469 = add nsw i64 852224, %468
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %469
   %470 = load <8 x float>, ptr %arena46, align 4
   %471 = fsub <8 x float> %457, %470
-  store <8 x float> %471, ptr %s3_conv2.w484, align 32
-  %w469 = load <8 x float>, ptr %s3_conv2.w469, align 32
-  %w477 = load <8 x float>, ptr %s3_conv2.w477, align 32
-  %472 = fsub <8 x float> %w469, %w477
-  store <8 x float> %472, ptr %s3_conv2.w485, align 32
-  %w473 = load <8 x float>, ptr %s3_conv2.w473, align 32
-  %w47747 = load <8 x float>, ptr %s3_conv2.w477, align 32
-  %473 = fadd <8 x float> %w473, %w47747
-  store <8 x float> %473, ptr %s3_conv2.w486, align 32
-  %w47748 = load <8 x float>, ptr %s3_conv2.w477, align 32
-  %w47349 = load <8 x float>, ptr %s3_conv2.w473, align 32
-  %474 = fsub <8 x float> %w47748, %w47349
-  store <8 x float> %474, ptr %s3_conv2.w487, align 32
-  %w47350 = load <8 x float>, ptr %s3_conv2.w473, align 32
-  %w481 = load <8 x float>, ptr %s3_conv2.w481, align 32
-  %475 = fsub <8 x float> %w47350, %w481
-  store <8 x float> %475, ptr %s3_conv2.w488, align 32
-  %w470 = load <8 x float>, ptr %s3_conv2.w470, align 32
-  %w478 = load <8 x float>, ptr %s3_conv2.w478, align 32
-  %476 = fsub <8 x float> %w470, %w478
-  store <8 x float> %476, ptr %s3_conv2.w489, align 32
-  %w474 = load <8 x float>, ptr %s3_conv2.w474, align 32
-  %w47851 = load <8 x float>, ptr %s3_conv2.w478, align 32
-  %477 = fadd <8 x float> %w474, %w47851
-  store <8 x float> %477, ptr %s3_conv2.w490, align 32
-  %w47852 = load <8 x float>, ptr %s3_conv2.w478, align 32
-  %w47453 = load <8 x float>, ptr %s3_conv2.w474, align 32
-  %478 = fsub <8 x float> %w47852, %w47453
-  store <8 x float> %478, ptr %s3_conv2.w491, align 32
-  %w47454 = load <8 x float>, ptr %s3_conv2.w474, align 32
+  store <8 x float> %471, ptr %s3_conv2.w497, align 32
   %w482 = load <8 x float>, ptr %s3_conv2.w482, align 32
-  %479 = fsub <8 x float> %w47454, %w482
-  store <8 x float> %479, ptr %s3_conv2.w492, align 32
-  %w471 = load <8 x float>, ptr %s3_conv2.w471, align 32
-  %w479 = load <8 x float>, ptr %s3_conv2.w479, align 32
-  %480 = fsub <8 x float> %w471, %w479
-  store <8 x float> %480, ptr %s3_conv2.w493, align 32
-  %w475 = load <8 x float>, ptr %s3_conv2.w475, align 32
-  %w47955 = load <8 x float>, ptr %s3_conv2.w479, align 32
-  %481 = fadd <8 x float> %w475, %w47955
-  store <8 x float> %481, ptr %s3_conv2.w494, align 32
-  %w47956 = load <8 x float>, ptr %s3_conv2.w479, align 32
-  %w47557 = load <8 x float>, ptr %s3_conv2.w475, align 32
-  %482 = fsub <8 x float> %w47956, %w47557
-  store <8 x float> %482, ptr %s3_conv2.w495, align 32
-  %w47558 = load <8 x float>, ptr %s3_conv2.w475, align 32
+  %w490 = load <8 x float>, ptr %s3_conv2.w490, align 32
+  %472 = fsub <8 x float> %w482, %w490
+  store <8 x float> %472, ptr %s3_conv2.w498, align 32
+  %w486 = load <8 x float>, ptr %s3_conv2.w486, align 32
+  %w49047 = load <8 x float>, ptr %s3_conv2.w490, align 32
+  %473 = fadd <8 x float> %w486, %w49047
+  store <8 x float> %473, ptr %s3_conv2.w499, align 32
+  %w49048 = load <8 x float>, ptr %s3_conv2.w490, align 32
+  %w48649 = load <8 x float>, ptr %s3_conv2.w486, align 32
+  %474 = fsub <8 x float> %w49048, %w48649
+  store <8 x float> %474, ptr %s3_conv2.w500, align 32
+  %w48650 = load <8 x float>, ptr %s3_conv2.w486, align 32
+  %w494 = load <8 x float>, ptr %s3_conv2.w494, align 32
+  %475 = fsub <8 x float> %w48650, %w494
+  store <8 x float> %475, ptr %s3_conv2.w501, align 32
   %w483 = load <8 x float>, ptr %s3_conv2.w483, align 32
-  %483 = fsub <8 x float> %w47558, %w483
-  store <8 x float> %483, ptr %s3_conv2.w496, align 32
-  %w472 = load <8 x float>, ptr %s3_conv2.w472, align 32
-  %w480 = load <8 x float>, ptr %s3_conv2.w480, align 32
-  %484 = fsub <8 x float> %w472, %w480
-  store <8 x float> %484, ptr %s3_conv2.w497, align 32
-  %w476 = load <8 x float>, ptr %s3_conv2.w476, align 32
-  %w48059 = load <8 x float>, ptr %s3_conv2.w480, align 32
-  %485 = fadd <8 x float> %w476, %w48059
-  store <8 x float> %485, ptr %s3_conv2.w498, align 32
-  %w48060 = load <8 x float>, ptr %s3_conv2.w480, align 32
-  %w47661 = load <8 x float>, ptr %s3_conv2.w476, align 32
-  %486 = fsub <8 x float> %w48060, %w47661
-  store <8 x float> %486, ptr %s3_conv2.w499, align 32
-  %w47662 = load <8 x float>, ptr %s3_conv2.w476, align 32
+  %w491 = load <8 x float>, ptr %s3_conv2.w491, align 32
+  %476 = fsub <8 x float> %w483, %w491
+  store <8 x float> %476, ptr %s3_conv2.w502, align 32
+  %w487 = load <8 x float>, ptr %s3_conv2.w487, align 32
+  %w49151 = load <8 x float>, ptr %s3_conv2.w491, align 32
+  %477 = fadd <8 x float> %w487, %w49151
+  store <8 x float> %477, ptr %s3_conv2.w503, align 32
+  %w49152 = load <8 x float>, ptr %s3_conv2.w491, align 32
+  %w48753 = load <8 x float>, ptr %s3_conv2.w487, align 32
+  %478 = fsub <8 x float> %w49152, %w48753
+  store <8 x float> %478, ptr %s3_conv2.w504, align 32
+  %w48754 = load <8 x float>, ptr %s3_conv2.w487, align 32
+  %w495 = load <8 x float>, ptr %s3_conv2.w495, align 32
+  %479 = fsub <8 x float> %w48754, %w495
+  store <8 x float> %479, ptr %s3_conv2.w505, align 32
   %w484 = load <8 x float>, ptr %s3_conv2.w484, align 32
-  %487 = fsub <8 x float> %w47662, %w484
-  store <8 x float> %487, ptr %s3_conv2.w500, align 32
+  %w492 = load <8 x float>, ptr %s3_conv2.w492, align 32
+  %480 = fsub <8 x float> %w484, %w492
+  store <8 x float> %480, ptr %s3_conv2.w506, align 32
+  %w488 = load <8 x float>, ptr %s3_conv2.w488, align 32
+  %w49255 = load <8 x float>, ptr %s3_conv2.w492, align 32
+  %481 = fadd <8 x float> %w488, %w49255
+  store <8 x float> %481, ptr %s3_conv2.w507, align 32
+  %w49256 = load <8 x float>, ptr %s3_conv2.w492, align 32
+  %w48857 = load <8 x float>, ptr %s3_conv2.w488, align 32
+  %482 = fsub <8 x float> %w49256, %w48857
+  store <8 x float> %482, ptr %s3_conv2.w508, align 32
+  %w48858 = load <8 x float>, ptr %s3_conv2.w488, align 32
+  %w496 = load <8 x float>, ptr %s3_conv2.w496, align 32
+  %483 = fsub <8 x float> %w48858, %w496
+  store <8 x float> %483, ptr %s3_conv2.w509, align 32
   %w485 = load <8 x float>, ptr %s3_conv2.w485, align 32
-  %488 = mul nsw i64 %s3_conv2.j46511, 16
-  %489 = mul nsw i64 %s3_conv2.ty46612, 4
+  %w493 = load <8 x float>, ptr %s3_conv2.w493, align 32
+  %484 = fsub <8 x float> %w485, %w493
+  store <8 x float> %484, ptr %s3_conv2.w510, align 32
+  %w489 = load <8 x float>, ptr %s3_conv2.w489, align 32
+  %w49359 = load <8 x float>, ptr %s3_conv2.w493, align 32
+  %485 = fadd <8 x float> %w489, %w49359
+  store <8 x float> %485, ptr %s3_conv2.w511, align 32
+  %w49360 = load <8 x float>, ptr %s3_conv2.w493, align 32
+  %w48961 = load <8 x float>, ptr %s3_conv2.w489, align 32
+  %486 = fsub <8 x float> %w49360, %w48961
+  store <8 x float> %486, ptr %s3_conv2.w512, align 32
+  %w48962 = load <8 x float>, ptr %s3_conv2.w489, align 32
+  %w497 = load <8 x float>, ptr %s3_conv2.w497, align 32
+  %487 = fsub <8 x float> %w48962, %w497
+  store <8 x float> %487, ptr %s3_conv2.w513, align 32
+  %w498 = load <8 x float>, ptr %s3_conv2.w498, align 32
+  %488 = mul nsw i64 %s3_conv2.j47811, 16
+  %489 = mul nsw i64 %s3_conv2.ty47912, 4
   %490 = add nsw i64 %488, %489
-  %491 = add nsw i64 %490, %s3_conv2.tx46713
+  %491 = add nsw i64 %490, %s3_conv2.tx48013
   %492 = mul nsw i64 %491, 64
-  %493 = add nsw i64 334208, %492
-  %494 = mul nsw i64 %s3_conv2.cv46814, 8
+  %493 = add nsw i64 858624, %492
+  %494 = mul nsw i64 %s3_conv2.cv48114, 8
   %495 = add nsw i64 %493, %494
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %495
-  store <8 x float> %w485, ptr %arena63, align 4
-  %w486 = load <8 x float>, ptr %s3_conv2.w486, align 32
-  %496 = mul nsw i64 %s3_conv2.j46511, 16
-  %497 = mul nsw i64 %s3_conv2.ty46612, 4
+  store <8 x float> %w498, ptr %arena63, align 4
+  %w499 = load <8 x float>, ptr %s3_conv2.w499, align 32
+  %496 = mul nsw i64 %s3_conv2.j47811, 16
+  %497 = mul nsw i64 %s3_conv2.ty47912, 4
   %498 = add nsw i64 %496, %497
-  %499 = add nsw i64 %498, %s3_conv2.tx46713
+  %499 = add nsw i64 %498, %s3_conv2.tx48013
   %500 = mul nsw i64 %499, 64
-  %501 = add nsw i64 335232, %500
-  %502 = mul nsw i64 %s3_conv2.cv46814, 8
+  %501 = add nsw i64 859648, %500
+  %502 = mul nsw i64 %s3_conv2.cv48114, 8
   %503 = add nsw i64 %501, %502
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %503
-  store <8 x float> %w486, ptr %arena64, align 4
-  %w487 = load <8 x float>, ptr %s3_conv2.w487, align 32
-  %504 = mul nsw i64 %s3_conv2.j46511, 16
-  %505 = mul nsw i64 %s3_conv2.ty46612, 4
+  store <8 x float> %w499, ptr %arena64, align 4
+  %w500 = load <8 x float>, ptr %s3_conv2.w500, align 32
+  %504 = mul nsw i64 %s3_conv2.j47811, 16
+  %505 = mul nsw i64 %s3_conv2.ty47912, 4
   %506 = add nsw i64 %504, %505
-  %507 = add nsw i64 %506, %s3_conv2.tx46713
+  %507 = add nsw i64 %506, %s3_conv2.tx48013
   %508 = mul nsw i64 %507, 64
-  %509 = add nsw i64 336256, %508
-  %510 = mul nsw i64 %s3_conv2.cv46814, 8
+  %509 = add nsw i64 860672, %508
+  %510 = mul nsw i64 %s3_conv2.cv48114, 8
   %511 = add nsw i64 %509, %510
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %511
-  store <8 x float> %w487, ptr %arena65, align 4
-  %w488 = load <8 x float>, ptr %s3_conv2.w488, align 32
-  %512 = mul nsw i64 %s3_conv2.j46511, 16
-  %513 = mul nsw i64 %s3_conv2.ty46612, 4
+  store <8 x float> %w500, ptr %arena65, align 4
+  %w501 = load <8 x float>, ptr %s3_conv2.w501, align 32
+  %512 = mul nsw i64 %s3_conv2.j47811, 16
+  %513 = mul nsw i64 %s3_conv2.ty47912, 4
   %514 = add nsw i64 %512, %513
-  %515 = add nsw i64 %514, %s3_conv2.tx46713
+  %515 = add nsw i64 %514, %s3_conv2.tx48013
   %516 = mul nsw i64 %515, 64
-  %517 = add nsw i64 337280, %516
-  %518 = mul nsw i64 %s3_conv2.cv46814, 8
+  %517 = add nsw i64 861696, %516
+  %518 = mul nsw i64 %s3_conv2.cv48114, 8
   %519 = add nsw i64 %517, %518
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %519
-  store <8 x float> %w488, ptr %arena66, align 4
-  %w489 = load <8 x float>, ptr %s3_conv2.w489, align 32
-  %520 = mul nsw i64 %s3_conv2.j46511, 16
-  %521 = mul nsw i64 %s3_conv2.ty46612, 4
+  store <8 x float> %w501, ptr %arena66, align 4
+  %w502 = load <8 x float>, ptr %s3_conv2.w502, align 32
+  %520 = mul nsw i64 %s3_conv2.j47811, 16
+  %521 = mul nsw i64 %s3_conv2.ty47912, 4
   %522 = add nsw i64 %520, %521
-  %523 = add nsw i64 %522, %s3_conv2.tx46713
+  %523 = add nsw i64 %522, %s3_conv2.tx48013
   %524 = mul nsw i64 %523, 64
-  %525 = add nsw i64 338304, %524
-  %526 = mul nsw i64 %s3_conv2.cv46814, 8
+  %525 = add nsw i64 862720, %524
+  %526 = mul nsw i64 %s3_conv2.cv48114, 8
   %527 = add nsw i64 %525, %526
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %527
-  store <8 x float> %w489, ptr %arena67, align 4
-  %w490 = load <8 x float>, ptr %s3_conv2.w490, align 32
-  %528 = mul nsw i64 %s3_conv2.j46511, 16
-  %529 = mul nsw i64 %s3_conv2.ty46612, 4
+  store <8 x float> %w502, ptr %arena67, align 4
+  %w503 = load <8 x float>, ptr %s3_conv2.w503, align 32
+  %528 = mul nsw i64 %s3_conv2.j47811, 16
+  %529 = mul nsw i64 %s3_conv2.ty47912, 4
   %530 = add nsw i64 %528, %529
-  %531 = add nsw i64 %530, %s3_conv2.tx46713
+  %531 = add nsw i64 %530, %s3_conv2.tx48013
   %532 = mul nsw i64 %531, 64
-  %533 = add nsw i64 339328, %532
-  %534 = mul nsw i64 %s3_conv2.cv46814, 8
+  %533 = add nsw i64 863744, %532
+  %534 = mul nsw i64 %s3_conv2.cv48114, 8
   %535 = add nsw i64 %533, %534
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %535
-  store <8 x float> %w490, ptr %arena68, align 4
-  %w491 = load <8 x float>, ptr %s3_conv2.w491, align 32
-  %536 = mul nsw i64 %s3_conv2.j46511, 16
-  %537 = mul nsw i64 %s3_conv2.ty46612, 4
+  store <8 x float> %w503, ptr %arena68, align 4
+  %w504 = load <8 x float>, ptr %s3_conv2.w504, align 32
+  %536 = mul nsw i64 %s3_conv2.j47811, 16
+  %537 = mul nsw i64 %s3_conv2.ty47912, 4
   %538 = add nsw i64 %536, %537
-  %539 = add nsw i64 %538, %s3_conv2.tx46713
+  %539 = add nsw i64 %538, %s3_conv2.tx48013
   %540 = mul nsw i64 %539, 64
-  %541 = add nsw i64 340352, %540
-  %542 = mul nsw i64 %s3_conv2.cv46814, 8
+  %541 = add nsw i64 864768, %540
+  %542 = mul nsw i64 %s3_conv2.cv48114, 8
   %543 = add nsw i64 %541, %542
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %543
-  store <8 x float> %w491, ptr %arena69, align 4
-  %w492 = load <8 x float>, ptr %s3_conv2.w492, align 32
-  %544 = mul nsw i64 %s3_conv2.j46511, 16
-  %545 = mul nsw i64 %s3_conv2.ty46612, 4
+  store <8 x float> %w504, ptr %arena69, align 4
+  %w505 = load <8 x float>, ptr %s3_conv2.w505, align 32
+  %544 = mul nsw i64 %s3_conv2.j47811, 16
+  %545 = mul nsw i64 %s3_conv2.ty47912, 4
   %546 = add nsw i64 %544, %545
-  %547 = add nsw i64 %546, %s3_conv2.tx46713
+  %547 = add nsw i64 %546, %s3_conv2.tx48013
   %548 = mul nsw i64 %547, 64
-  %549 = add nsw i64 341376, %548
-  %550 = mul nsw i64 %s3_conv2.cv46814, 8
+  %549 = add nsw i64 865792, %548
+  %550 = mul nsw i64 %s3_conv2.cv48114, 8
   %551 = add nsw i64 %549, %550
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %551
-  store <8 x float> %w492, ptr %arena70, align 4
-  %w493 = load <8 x float>, ptr %s3_conv2.w493, align 32
-  %552 = mul nsw i64 %s3_conv2.j46511, 16
-  %553 = mul nsw i64 %s3_conv2.ty46612, 4
+  store <8 x float> %w505, ptr %arena70, align 4
+  %w506 = load <8 x float>, ptr %s3_conv2.w506, align 32
+  %552 = mul nsw i64 %s3_conv2.j47811, 16
+  %553 = mul nsw i64 %s3_conv2.ty47912, 4
   %554 = add nsw i64 %552, %553
-  %555 = add nsw i64 %554, %s3_conv2.tx46713
+  %555 = add nsw i64 %554, %s3_conv2.tx48013
   %556 = mul nsw i64 %555, 64
-  %557 = add nsw i64 342400, %556
-  %558 = mul nsw i64 %s3_conv2.cv46814, 8
+  %557 = add nsw i64 866816, %556
+  %558 = mul nsw i64 %s3_conv2.cv48114, 8
   %559 = add nsw i64 %557, %558
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %559
-  store <8 x float> %w493, ptr %arena71, align 4
-  %w494 = load <8 x float>, ptr %s3_conv2.w494, align 32
-  %560 = mul nsw i64 %s3_conv2.j46511, 16
-  %561 = mul nsw i64 %s3_conv2.ty46612, 4
+  store <8 x float> %w506, ptr %arena71, align 4
+  %w507 = load <8 x float>, ptr %s3_conv2.w507, align 32
+  %560 = mul nsw i64 %s3_conv2.j47811, 16
+  %561 = mul nsw i64 %s3_conv2.ty47912, 4
   %562 = add nsw i64 %560, %561
-  %563 = add nsw i64 %562, %s3_conv2.tx46713
+  %563 = add nsw i64 %562, %s3_conv2.tx48013
   %564 = mul nsw i64 %563, 64
-  %565 = add nsw i64 343424, %564
-  %566 = mul nsw i64 %s3_conv2.cv46814, 8
+  %565 = add nsw i64 867840, %564
+  %566 = mul nsw i64 %s3_conv2.cv48114, 8
   %567 = add nsw i64 %565, %566
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %567
-  store <8 x float> %w494, ptr %arena72, align 4
-  %w495 = load <8 x float>, ptr %s3_conv2.w495, align 32
-  %568 = mul nsw i64 %s3_conv2.j46511, 16
-  %569 = mul nsw i64 %s3_conv2.ty46612, 4
+  store <8 x float> %w507, ptr %arena72, align 4
+  %w508 = load <8 x float>, ptr %s3_conv2.w508, align 32
+  %568 = mul nsw i64 %s3_conv2.j47811, 16
+  %569 = mul nsw i64 %s3_conv2.ty47912, 4
   %570 = add nsw i64 %568, %569
-  %571 = add nsw i64 %570, %s3_conv2.tx46713
+  %571 = add nsw i64 %570, %s3_conv2.tx48013
   %572 = mul nsw i64 %571, 64
-  %573 = add nsw i64 344448, %572
-  %574 = mul nsw i64 %s3_conv2.cv46814, 8
+  %573 = add nsw i64 868864, %572
+  %574 = mul nsw i64 %s3_conv2.cv48114, 8
   %575 = add nsw i64 %573, %574
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %575
-  store <8 x float> %w495, ptr %arena73, align 4
-  %w496 = load <8 x float>, ptr %s3_conv2.w496, align 32
-  %576 = mul nsw i64 %s3_conv2.j46511, 16
-  %577 = mul nsw i64 %s3_conv2.ty46612, 4
+  store <8 x float> %w508, ptr %arena73, align 4
+  %w509 = load <8 x float>, ptr %s3_conv2.w509, align 32
+  %576 = mul nsw i64 %s3_conv2.j47811, 16
+  %577 = mul nsw i64 %s3_conv2.ty47912, 4
   %578 = add nsw i64 %576, %577
-  %579 = add nsw i64 %578, %s3_conv2.tx46713
+  %579 = add nsw i64 %578, %s3_conv2.tx48013
   %580 = mul nsw i64 %579, 64
-  %581 = add nsw i64 345472, %580
-  %582 = mul nsw i64 %s3_conv2.cv46814, 8
+  %581 = add nsw i64 869888, %580
+  %582 = mul nsw i64 %s3_conv2.cv48114, 8
   %583 = add nsw i64 %581, %582
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %583
-  store <8 x float> %w496, ptr %arena74, align 4
-  %w497 = load <8 x float>, ptr %s3_conv2.w497, align 32
-  %584 = mul nsw i64 %s3_conv2.j46511, 16
-  %585 = mul nsw i64 %s3_conv2.ty46612, 4
+  store <8 x float> %w509, ptr %arena74, align 4
+  %w510 = load <8 x float>, ptr %s3_conv2.w510, align 32
+  %584 = mul nsw i64 %s3_conv2.j47811, 16
+  %585 = mul nsw i64 %s3_conv2.ty47912, 4
   %586 = add nsw i64 %584, %585
-  %587 = add nsw i64 %586, %s3_conv2.tx46713
+  %587 = add nsw i64 %586, %s3_conv2.tx48013
   %588 = mul nsw i64 %587, 64
-  %589 = add nsw i64 346496, %588
-  %590 = mul nsw i64 %s3_conv2.cv46814, 8
+  %589 = add nsw i64 870912, %588
+  %590 = mul nsw i64 %s3_conv2.cv48114, 8
   %591 = add nsw i64 %589, %590
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %591
-  store <8 x float> %w497, ptr %arena75, align 4
-  %w498 = load <8 x float>, ptr %s3_conv2.w498, align 32
-  %592 = mul nsw i64 %s3_conv2.j46511, 16
-  %593 = mul nsw i64 %s3_conv2.ty46612, 4
+  store <8 x float> %w510, ptr %arena75, align 4
+  %w511 = load <8 x float>, ptr %s3_conv2.w511, align 32
+  %592 = mul nsw i64 %s3_conv2.j47811, 16
+  %593 = mul nsw i64 %s3_conv2.ty47912, 4
   %594 = add nsw i64 %592, %593
-  %595 = add nsw i64 %594, %s3_conv2.tx46713
+  %595 = add nsw i64 %594, %s3_conv2.tx48013
   %596 = mul nsw i64 %595, 64
-  %597 = add nsw i64 347520, %596
-  %598 = mul nsw i64 %s3_conv2.cv46814, 8
+  %597 = add nsw i64 871936, %596
+  %598 = mul nsw i64 %s3_conv2.cv48114, 8
   %599 = add nsw i64 %597, %598
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %599
-  store <8 x float> %w498, ptr %arena76, align 4
-  %w499 = load <8 x float>, ptr %s3_conv2.w499, align 32
-  %600 = mul nsw i64 %s3_conv2.j46511, 16
-  %601 = mul nsw i64 %s3_conv2.ty46612, 4
+  store <8 x float> %w511, ptr %arena76, align 4
+  %w512 = load <8 x float>, ptr %s3_conv2.w512, align 32
+  %600 = mul nsw i64 %s3_conv2.j47811, 16
+  %601 = mul nsw i64 %s3_conv2.ty47912, 4
   %602 = add nsw i64 %600, %601
-  %603 = add nsw i64 %602, %s3_conv2.tx46713
+  %603 = add nsw i64 %602, %s3_conv2.tx48013
   %604 = mul nsw i64 %603, 64
-  %605 = add nsw i64 348544, %604
-  %606 = mul nsw i64 %s3_conv2.cv46814, 8
+  %605 = add nsw i64 872960, %604
+  %606 = mul nsw i64 %s3_conv2.cv48114, 8
   %607 = add nsw i64 %605, %606
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %607
-  store <8 x float> %w499, ptr %arena77, align 4
-  %w500 = load <8 x float>, ptr %s3_conv2.w500, align 32
-  %608 = mul nsw i64 %s3_conv2.j46511, 16
-  %609 = mul nsw i64 %s3_conv2.ty46612, 4
+  store <8 x float> %w512, ptr %arena77, align 4
+  %w513 = load <8 x float>, ptr %s3_conv2.w513, align 32
+  %608 = mul nsw i64 %s3_conv2.j47811, 16
+  %609 = mul nsw i64 %s3_conv2.ty47912, 4
   %610 = add nsw i64 %608, %609
-  %611 = add nsw i64 %610, %s3_conv2.tx46713
+  %611 = add nsw i64 %610, %s3_conv2.tx48013
   %612 = mul nsw i64 %611, 64
-  %613 = add nsw i64 349568, %612
-  %614 = mul nsw i64 %s3_conv2.cv46814, 8
+  %613 = add nsw i64 873984, %612
+  %614 = mul nsw i64 %s3_conv2.cv48114, 8
   %615 = add nsw i64 %613, %614
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %615
-  store <8 x float> %w500, ptr %arena78, align 4
-  %cv468.next = add nsw i64 %s3_conv2.cv46814, 1
-  %616 = icmp slt i64 %cv468.next, 8
-  br i1 %616, label %s3_conv2.cv468, label %s3_conv2.cv468.end
+  store <8 x float> %w513, ptr %arena78, align 4
+  %cv481.next = add nsw i64 %s3_conv2.cv48114, 1
+  %616 = icmp slt i64 %cv481.next, 8
+  br i1 %616, label %s3_conv2.cv481, label %s3_conv2.cv481.end
 
-s3_conv2.cv468.end:                               ; preds = %s3_conv2.cv468
-  %tx467.next = add nsw i64 %s3_conv2.tx46713, 1
-  %617 = icmp slt i64 %tx467.next, 4
-  br i1 %617, label %s3_conv2.tx467, label %s3_conv2.tx467.end
+s3_conv2.cv481.end:                               ; preds = %s3_conv2.cv481
+  %tx480.next = add nsw i64 %s3_conv2.tx48013, 1
+  %617 = icmp slt i64 %tx480.next, 4
+  br i1 %617, label %s3_conv2.tx480, label %s3_conv2.tx480.end
 
-s3_conv2.part501.pool:                            ; preds = %s3_conv2.j465.end
+s3_conv2.part514.pool:                            ; preds = %s3_conv2.j478.end
   %run79 = load ptr, ptr %pool, align 8
-  call void %run79(ptr %pool, ptr @resnet8_infer_b64.k19.s3_conv2.part501.task, ptr %part501.context, i64 2)
-  br label %s3_conv2.part501.done
+  call void %run79(ptr %pool, ptr @resnet8_infer_b64.k17.s3_conv2.part514.task, ptr %part514.context, i64 2)
+  br label %s3_conv2.part514.done
 
-s3_conv2.part501.serial:                          ; preds = %s3_conv2.j465.end
-  br label %s3_conv2.part501
+s3_conv2.part514.serial:                          ; preds = %s3_conv2.j478.end
+  br label %s3_conv2.part514
 
-s3_conv2.part501.done:                            ; preds = %s3_conv2.part501.end, %s3_conv2.part501.pool
-  %g460.next = add nsw i64 %s3_conv2.g4604, 1
-  %618 = icmp slt i64 %g460.next, 64
-  br i1 %618, label %s3_conv2.g460, label %s3_conv2.g460.end
+s3_conv2.part514.done:                            ; preds = %s3_conv2.part514.end, %s3_conv2.part514.pool
+  %g473.next = add nsw i64 %s3_conv2.g4734, 1
+  %618 = icmp slt i64 %g473.next, 64
+  br i1 %618, label %s3_conv2.g473, label %s3_conv2.g473.end
 
-s3_conv2.part501:                                 ; preds = %s3_conv2.part501, %s3_conv2.part501.serial
-  %s3_conv2.part50180 = phi i64 [ 0, %s3_conv2.part501.serial ], [ %part501.next, %s3_conv2.part501 ]
-  call void @resnet8_infer_b64.k19.s3_conv2.part501(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_conv2.g4604, i64 %s3_conv2.part50180)
-  %part501.next = add nsw i64 %s3_conv2.part50180, 1
-  %619 = icmp slt i64 %part501.next, 2
-  br i1 %619, label %s3_conv2.part501, label %s3_conv2.part501.end
+s3_conv2.part514:                                 ; preds = %s3_conv2.part514, %s3_conv2.part514.serial
+  %s3_conv2.part51480 = phi i64 [ 0, %s3_conv2.part514.serial ], [ %part514.next, %s3_conv2.part514 ]
+  call void @resnet8_infer_b64.k17.s3_conv2.part514(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_conv2.g4734, i64 %s3_conv2.part51480)
+  %part514.next = add nsw i64 %s3_conv2.part51480, 1
+  %619 = icmp slt i64 %part514.next, 2
+  br i1 %619, label %s3_conv2.part514, label %s3_conv2.part514.end
 
-s3_conv2.part501.end:                             ; preds = %s3_conv2.part501
-  br label %s3_conv2.part501.done
+s3_conv2.part514.end:                             ; preds = %s3_conv2.part514
+  br label %s3_conv2.part514.done
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k19.s3_conv2.part428(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
+define internal void @resnet8_infer_b64.k17.s3_conv2.part441(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
 entry:
+  %s3_conv2.w471 = alloca float, align 4
+  %s3_conv2.w470 = alloca float, align 4
+  %s3_conv2.w469 = alloca float, align 4
+  %s3_conv2.w468 = alloca float, align 4
+  %s3_conv2.w467 = alloca float, align 4
+  %s3_conv2.w466 = alloca float, align 4
+  %s3_conv2.w465 = alloca float, align 4
+  %s3_conv2.w464 = alloca float, align 4
+  %s3_conv2.w463 = alloca float, align 4
+  %s3_conv2.w462 = alloca float, align 4
+  %s3_conv2.w461 = alloca float, align 4
+  %s3_conv2.w460 = alloca float, align 4
+  %s3_conv2.w459 = alloca float, align 4
   %s3_conv2.w458 = alloca float, align 4
   %s3_conv2.w457 = alloca float, align 4
   %s3_conv2.w456 = alloca float, align 4
@@ -50985,51 +51554,38 @@ entry:
   %s3_conv2.w446 = alloca float, align 4
   %s3_conv2.w445 = alloca float, align 4
   %s3_conv2.w444 = alloca float, align 4
-  %s3_conv2.w443 = alloca float, align 4
-  %s3_conv2.w442 = alloca float, align 4
-  %s3_conv2.w441 = alloca float, align 4
-  %s3_conv2.w440 = alloca float, align 4
-  %s3_conv2.w439 = alloca float, align 4
-  %s3_conv2.w438 = alloca float, align 4
-  %s3_conv2.w437 = alloca float, align 4
-  %s3_conv2.w436 = alloca float, align 4
-  %s3_conv2.w435 = alloca float, align 4
-  %s3_conv2.w434 = alloca float, align 4
-  %s3_conv2.w433 = alloca float, align 4
-  %s3_conv2.w432 = alloca float, align 4
-  %s3_conv2.w431 = alloca float, align 4
-  br label %s3_conv2.ci429
+  br label %s3_conv2.ci442
 
-s3_conv2.ci429:                                   ; preds = %s3_conv2.co430.end, %entry
-  %s3_conv2.ci4291 = phi i64 [ 0, %entry ], [ %ci429.next, %s3_conv2.co430.end ]
-  br label %s3_conv2.co430
+s3_conv2.ci442:                                   ; preds = %s3_conv2.co443.end, %entry
+  %s3_conv2.ci4421 = phi i64 [ 0, %entry ], [ %ci442.next, %s3_conv2.co443.end ]
+  br label %s3_conv2.co443
 
-s3_conv2.ci429.end:                               ; preds = %s3_conv2.co430.end
+s3_conv2.ci442.end:                               ; preds = %s3_conv2.co443.end
   ret void
 
-s3_conv2.co430:                                   ; preds = %s3_conv2.co430, %s3_conv2.ci429
-  %s3_conv2.co4302 = phi i64 [ 0, %s3_conv2.ci429 ], [ %co430.next, %s3_conv2.co430 ]
+s3_conv2.co443:                                   ; preds = %s3_conv2.co443, %s3_conv2.ci442
+  %s3_conv2.co4432 = phi i64 [ 0, %s3_conv2.ci442 ], [ %co443.next, %s3_conv2.co443 ]
   %1 = mul nsw i64 %0, 32
-  %2 = add nsw i64 %1, %s3_conv2.co4302
+  %2 = add nsw i64 %1, %s3_conv2.co4432
   %3 = mul nsw i64 %2, 64
-  %4 = add nsw i64 %3, %s3_conv2.ci4291
+  %4 = add nsw i64 %3, %s3_conv2.ci4421
   %5 = mul nsw i64 %4, 9
   %6 = add nsw i64 38224, %5
   %params3 = getelementptr inbounds float, ptr %params, i64 %6
   %7 = load float, ptr %params3, align 4
-  store float %7, ptr %s3_conv2.w431, align 4
+  store float %7, ptr %s3_conv2.w444, align 4
   %8 = mul nsw i64 %0, 32
-  %9 = add nsw i64 %8, %s3_conv2.co4302
+  %9 = add nsw i64 %8, %s3_conv2.co4432
   %10 = mul nsw i64 %9, 64
-  %11 = add nsw i64 %10, %s3_conv2.ci4291
+  %11 = add nsw i64 %10, %s3_conv2.ci4421
   %12 = mul nsw i64 %11, 9
   %13 = add nsw i64 38224, %12
   %params4 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params4, align 4
   %15 = mul nsw i64 %0, 32
-  %16 = add nsw i64 %15, %s3_conv2.co4302
+  %16 = add nsw i64 %15, %s3_conv2.co4432
   %17 = mul nsw i64 %16, 64
-  %18 = add nsw i64 %17, %s3_conv2.ci4291
+  %18 = add nsw i64 %17, %s3_conv2.ci4421
   %19 = mul nsw i64 %18, 9
   %20 = add nsw i64 38224, %19
   %21 = add nsw i64 %20, 3
@@ -51037,9 +51593,9 @@ s3_conv2.co430:                                   ; preds = %s3_conv2.co430, %s3
   %22 = load float, ptr %params5, align 4
   %23 = fadd float %14, %22
   %24 = mul nsw i64 %0, 32
-  %25 = add nsw i64 %24, %s3_conv2.co4302
+  %25 = add nsw i64 %24, %s3_conv2.co4432
   %26 = mul nsw i64 %25, 64
-  %27 = add nsw i64 %26, %s3_conv2.ci4291
+  %27 = add nsw i64 %26, %s3_conv2.ci4421
   %28 = mul nsw i64 %27, 9
   %29 = add nsw i64 38224, %28
   %30 = add nsw i64 %29, 6
@@ -51047,19 +51603,19 @@ s3_conv2.co430:                                   ; preds = %s3_conv2.co430, %s3
   %31 = load float, ptr %params6, align 4
   %32 = fadd float %23, %31
   %33 = fmul float %32, 5.000000e-01
-  store float %33, ptr %s3_conv2.w432, align 4
+  store float %33, ptr %s3_conv2.w445, align 4
   %34 = mul nsw i64 %0, 32
-  %35 = add nsw i64 %34, %s3_conv2.co4302
+  %35 = add nsw i64 %34, %s3_conv2.co4432
   %36 = mul nsw i64 %35, 64
-  %37 = add nsw i64 %36, %s3_conv2.ci4291
+  %37 = add nsw i64 %36, %s3_conv2.ci4421
   %38 = mul nsw i64 %37, 9
   %39 = add nsw i64 38224, %38
   %params7 = getelementptr inbounds float, ptr %params, i64 %39
   %40 = load float, ptr %params7, align 4
   %41 = mul nsw i64 %0, 32
-  %42 = add nsw i64 %41, %s3_conv2.co4302
+  %42 = add nsw i64 %41, %s3_conv2.co4432
   %43 = mul nsw i64 %42, 64
-  %44 = add nsw i64 %43, %s3_conv2.ci4291
+  %44 = add nsw i64 %43, %s3_conv2.ci4421
   %45 = mul nsw i64 %44, 9
   %46 = add nsw i64 38224, %45
   %47 = add nsw i64 %46, 6
@@ -51067,9 +51623,9 @@ s3_conv2.co430:                                   ; preds = %s3_conv2.co430, %s3
   %48 = load float, ptr %params8, align 4
   %49 = fadd float %40, %48
   %50 = mul nsw i64 %0, 32
-  %51 = add nsw i64 %50, %s3_conv2.co4302
+  %51 = add nsw i64 %50, %s3_conv2.co4432
   %52 = mul nsw i64 %51, 64
-  %53 = add nsw i64 %52, %s3_conv2.ci4291
+  %53 = add nsw i64 %52, %s3_conv2.ci4421
   %54 = mul nsw i64 %53, 9
   %55 = add nsw i64 38224, %54
   %56 = add nsw i64 %55, 3
@@ -51077,40 +51633,40 @@ s3_conv2.co430:                                   ; preds = %s3_conv2.co430, %s3
   %57 = load float, ptr %params9, align 4
   %58 = fsub float %49, %57
   %59 = fmul float %58, 5.000000e-01
-  store float %59, ptr %s3_conv2.w433, align 4
+  store float %59, ptr %s3_conv2.w446, align 4
   %60 = mul nsw i64 %0, 32
-  %61 = add nsw i64 %60, %s3_conv2.co4302
+  %61 = add nsw i64 %60, %s3_conv2.co4432
   %62 = mul nsw i64 %61, 64
-  %63 = add nsw i64 %62, %s3_conv2.ci4291
+  %63 = add nsw i64 %62, %s3_conv2.ci4421
   %64 = mul nsw i64 %63, 9
   %65 = add nsw i64 38224, %64
   %66 = add nsw i64 %65, 6
   %params10 = getelementptr inbounds float, ptr %params, i64 %66
   %67 = load float, ptr %params10, align 4
-  store float %67, ptr %s3_conv2.w434, align 4
+  store float %67, ptr %s3_conv2.w447, align 4
   %68 = mul nsw i64 %0, 32
-  %69 = add nsw i64 %68, %s3_conv2.co4302
+  %69 = add nsw i64 %68, %s3_conv2.co4432
   %70 = mul nsw i64 %69, 64
-  %71 = add nsw i64 %70, %s3_conv2.ci4291
+  %71 = add nsw i64 %70, %s3_conv2.ci4421
   %72 = mul nsw i64 %71, 9
   %73 = add nsw i64 38224, %72
   %74 = add nsw i64 %73, 1
   %params11 = getelementptr inbounds float, ptr %params, i64 %74
   %75 = load float, ptr %params11, align 4
-  store float %75, ptr %s3_conv2.w435, align 4
+  store float %75, ptr %s3_conv2.w448, align 4
   %76 = mul nsw i64 %0, 32
-  %77 = add nsw i64 %76, %s3_conv2.co4302
+  %77 = add nsw i64 %76, %s3_conv2.co4432
   %78 = mul nsw i64 %77, 64
-  %79 = add nsw i64 %78, %s3_conv2.ci4291
+  %79 = add nsw i64 %78, %s3_conv2.ci4421
   %80 = mul nsw i64 %79, 9
   %81 = add nsw i64 38224, %80
   %82 = add nsw i64 %81, 1
   %params12 = getelementptr inbounds float, ptr %params, i64 %82
   %83 = load float, ptr %params12, align 4
   %84 = mul nsw i64 %0, 32
-  %85 = add nsw i64 %84, %s3_conv2.co4302
+  %85 = add nsw i64 %84, %s3_conv2.co4432
   %86 = mul nsw i64 %85, 64
-  %87 = add nsw i64 %86, %s3_conv2.ci4291
+  %87 = add nsw i64 %86, %s3_conv2.ci4421
   %88 = mul nsw i64 %87, 9
   %89 = add nsw i64 38224, %88
   %90 = add nsw i64 %89, 4
@@ -51118,9 +51674,9 @@ s3_conv2.co430:                                   ; preds = %s3_conv2.co430, %s3
   %91 = load float, ptr %params13, align 4
   %92 = fadd float %83, %91
   %93 = mul nsw i64 %0, 32
-  %94 = add nsw i64 %93, %s3_conv2.co4302
+  %94 = add nsw i64 %93, %s3_conv2.co4432
   %95 = mul nsw i64 %94, 64
-  %96 = add nsw i64 %95, %s3_conv2.ci4291
+  %96 = add nsw i64 %95, %s3_conv2.ci4421
   %97 = mul nsw i64 %96, 9
   %98 = add nsw i64 38224, %97
   %99 = add nsw i64 %98, 7
@@ -51128,20 +51684,20 @@ s3_conv2.co430:                                   ; preds = %s3_conv2.co430, %s3
   %100 = load float, ptr %params14, align 4
   %101 = fadd float %92, %100
   %102 = fmul float %101, 5.000000e-01
-  store float %102, ptr %s3_conv2.w436, align 4
+  store float %102, ptr %s3_conv2.w449, align 4
   %103 = mul nsw i64 %0, 32
-  %104 = add nsw i64 %103, %s3_conv2.co4302
+  %104 = add nsw i64 %103, %s3_conv2.co4432
   %105 = mul nsw i64 %104, 64
-  %106 = add nsw i64 %105, %s3_conv2.ci4291
+  %106 = add nsw i64 %105, %s3_conv2.ci4421
   %107 = mul nsw i64 %106, 9
   %108 = add nsw i64 38224, %107
   %109 = add nsw i64 %108, 1
   %params15 = getelementptr inbounds float, ptr %params, i64 %109
   %110 = load float, ptr %params15, align 4
   %111 = mul nsw i64 %0, 32
-  %112 = add nsw i64 %111, %s3_conv2.co4302
+  %112 = add nsw i64 %111, %s3_conv2.co4432
   %113 = mul nsw i64 %112, 64
-  %114 = add nsw i64 %113, %s3_conv2.ci4291
+  %114 = add nsw i64 %113, %s3_conv2.ci4421
   %115 = mul nsw i64 %114, 9
   %116 = add nsw i64 38224, %115
   %117 = add nsw i64 %116, 7
@@ -51149,9 +51705,9 @@ s3_conv2.co430:                                   ; preds = %s3_conv2.co430, %s3
   %118 = load float, ptr %params16, align 4
   %119 = fadd float %110, %118
   %120 = mul nsw i64 %0, 32
-  %121 = add nsw i64 %120, %s3_conv2.co4302
+  %121 = add nsw i64 %120, %s3_conv2.co4432
   %122 = mul nsw i64 %121, 64
-  %123 = add nsw i64 %122, %s3_conv2.ci4291
+  %123 = add nsw i64 %122, %s3_conv2.ci4421
   %124 = mul nsw i64 %123, 9
   %125 = add nsw i64 38224, %124
   %126 = add nsw i64 %125, 4
@@ -51159,40 +51715,40 @@ s3_conv2.co430:                                   ; preds = %s3_conv2.co430, %s3
   %127 = load float, ptr %params17, align 4
   %128 = fsub float %119, %127
   %129 = fmul float %128, 5.000000e-01
-  store float %129, ptr %s3_conv2.w437, align 4
+  store float %129, ptr %s3_conv2.w450, align 4
   %130 = mul nsw i64 %0, 32
-  %131 = add nsw i64 %130, %s3_conv2.co4302
+  %131 = add nsw i64 %130, %s3_conv2.co4432
   %132 = mul nsw i64 %131, 64
-  %133 = add nsw i64 %132, %s3_conv2.ci4291
+  %133 = add nsw i64 %132, %s3_conv2.ci4421
   %134 = mul nsw i64 %133, 9
   %135 = add nsw i64 38224, %134
   %136 = add nsw i64 %135, 7
   %params18 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params18, align 4
-  store float %137, ptr %s3_conv2.w438, align 4
+  store float %137, ptr %s3_conv2.w451, align 4
   %138 = mul nsw i64 %0, 32
-  %139 = add nsw i64 %138, %s3_conv2.co4302
+  %139 = add nsw i64 %138, %s3_conv2.co4432
   %140 = mul nsw i64 %139, 64
-  %141 = add nsw i64 %140, %s3_conv2.ci4291
+  %141 = add nsw i64 %140, %s3_conv2.ci4421
   %142 = mul nsw i64 %141, 9
   %143 = add nsw i64 38224, %142
   %144 = add nsw i64 %143, 2
   %params19 = getelementptr inbounds float, ptr %params, i64 %144
   %145 = load float, ptr %params19, align 4
-  store float %145, ptr %s3_conv2.w439, align 4
+  store float %145, ptr %s3_conv2.w452, align 4
   %146 = mul nsw i64 %0, 32
-  %147 = add nsw i64 %146, %s3_conv2.co4302
+  %147 = add nsw i64 %146, %s3_conv2.co4432
   %148 = mul nsw i64 %147, 64
-  %149 = add nsw i64 %148, %s3_conv2.ci4291
+  %149 = add nsw i64 %148, %s3_conv2.ci4421
   %150 = mul nsw i64 %149, 9
   %151 = add nsw i64 38224, %150
   %152 = add nsw i64 %151, 2
   %params20 = getelementptr inbounds float, ptr %params, i64 %152
   %153 = load float, ptr %params20, align 4
   %154 = mul nsw i64 %0, 32
-  %155 = add nsw i64 %154, %s3_conv2.co4302
+  %155 = add nsw i64 %154, %s3_conv2.co4432
   %156 = mul nsw i64 %155, 64
-  %157 = add nsw i64 %156, %s3_conv2.ci4291
+  %157 = add nsw i64 %156, %s3_conv2.ci4421
   %158 = mul nsw i64 %157, 9
   %159 = add nsw i64 38224, %158
   %160 = add nsw i64 %159, 5
@@ -51200,9 +51756,9 @@ s3_conv2.co430:                                   ; preds = %s3_conv2.co430, %s3
   %161 = load float, ptr %params21, align 4
   %162 = fadd float %153, %161
   %163 = mul nsw i64 %0, 32
-  %164 = add nsw i64 %163, %s3_conv2.co4302
+  %164 = add nsw i64 %163, %s3_conv2.co4432
   %165 = mul nsw i64 %164, 64
-  %166 = add nsw i64 %165, %s3_conv2.ci4291
+  %166 = add nsw i64 %165, %s3_conv2.ci4421
   %167 = mul nsw i64 %166, 9
   %168 = add nsw i64 38224, %167
   %169 = add nsw i64 %168, 8
@@ -51210,20 +51766,20 @@ s3_conv2.co430:                                   ; preds = %s3_conv2.co430, %s3
   %170 = load float, ptr %params22, align 4
   %171 = fadd float %162, %170
   %172 = fmul float %171, 5.000000e-01
-  store float %172, ptr %s3_conv2.w440, align 4
+  store float %172, ptr %s3_conv2.w453, align 4
   %173 = mul nsw i64 %0, 32
-  %174 = add nsw i64 %173, %s3_conv2.co4302
+  %174 = add nsw i64 %173, %s3_conv2.co4432
   %175 = mul nsw i64 %174, 64
-  %176 = add nsw i64 %175, %s3_conv2.ci4291
+  %176 = add nsw i64 %175, %s3_conv2.ci4421
   %177 = mul nsw i64 %176, 9
   %178 = add nsw i64 38224, %177
   %179 = add nsw i64 %178, 2
   %params23 = getelementptr inbounds float, ptr %params, i64 %179
   %180 = load float, ptr %params23, align 4
   %181 = mul nsw i64 %0, 32
-  %182 = add nsw i64 %181, %s3_conv2.co4302
+  %182 = add nsw i64 %181, %s3_conv2.co4432
   %183 = mul nsw i64 %182, 64
-  %184 = add nsw i64 %183, %s3_conv2.ci4291
+  %184 = add nsw i64 %183, %s3_conv2.ci4421
   %185 = mul nsw i64 %184, 9
   %186 = add nsw i64 38224, %185
   %187 = add nsw i64 %186, 8
@@ -51231,9 +51787,9 @@ s3_conv2.co430:                                   ; preds = %s3_conv2.co430, %s3
   %188 = load float, ptr %params24, align 4
   %189 = fadd float %180, %188
   %190 = mul nsw i64 %0, 32
-  %191 = add nsw i64 %190, %s3_conv2.co4302
+  %191 = add nsw i64 %190, %s3_conv2.co4432
   %192 = mul nsw i64 %191, 64
-  %193 = add nsw i64 %192, %s3_conv2.ci4291
+  %193 = add nsw i64 %192, %s3_conv2.ci4421
   %194 = mul nsw i64 %193, 9
   %195 = add nsw i64 38224, %194
   %196 = add nsw i64 %195, 5
@@ -51241,228 +51797,228 @@ s3_conv2.co430:                                   ; preds = %s3_conv2.co430, %s3
   %197 = load float, ptr %params25, align 4
   %198 = fsub float %189, %197
   %199 = fmul float %198, 5.000000e-01
-  store float %199, ptr %s3_conv2.w441, align 4
+  store float %199, ptr %s3_conv2.w454, align 4
   %200 = mul nsw i64 %0, 32
-  %201 = add nsw i64 %200, %s3_conv2.co4302
+  %201 = add nsw i64 %200, %s3_conv2.co4432
   %202 = mul nsw i64 %201, 64
-  %203 = add nsw i64 %202, %s3_conv2.ci4291
+  %203 = add nsw i64 %202, %s3_conv2.ci4421
   %204 = mul nsw i64 %203, 9
   %205 = add nsw i64 38224, %204
   %206 = add nsw i64 %205, 8
   %params26 = getelementptr inbounds float, ptr %params, i64 %206
   %207 = load float, ptr %params26, align 4
-  store float %207, ptr %s3_conv2.w442, align 4
-  %w431 = load float, ptr %s3_conv2.w431, align 4
-  store float %w431, ptr %s3_conv2.w443, align 4
-  %w43127 = load float, ptr %s3_conv2.w431, align 4
-  %w435 = load float, ptr %s3_conv2.w435, align 4
-  %208 = fadd float %w43127, %w435
-  %w439 = load float, ptr %s3_conv2.w439, align 4
-  %209 = fadd float %208, %w439
+  store float %207, ptr %s3_conv2.w455, align 4
+  %w444 = load float, ptr %s3_conv2.w444, align 4
+  store float %w444, ptr %s3_conv2.w456, align 4
+  %w44427 = load float, ptr %s3_conv2.w444, align 4
+  %w448 = load float, ptr %s3_conv2.w448, align 4
+  %208 = fadd float %w44427, %w448
+  %w452 = load float, ptr %s3_conv2.w452, align 4
+  %209 = fadd float %208, %w452
   %210 = fmul float %209, 5.000000e-01
-  store float %210, ptr %s3_conv2.w444, align 4
-  %w43128 = load float, ptr %s3_conv2.w431, align 4
-  %w43929 = load float, ptr %s3_conv2.w439, align 4
-  %211 = fadd float %w43128, %w43929
-  %w43530 = load float, ptr %s3_conv2.w435, align 4
-  %212 = fsub float %211, %w43530
+  store float %210, ptr %s3_conv2.w457, align 4
+  %w44428 = load float, ptr %s3_conv2.w444, align 4
+  %w45229 = load float, ptr %s3_conv2.w452, align 4
+  %211 = fadd float %w44428, %w45229
+  %w44830 = load float, ptr %s3_conv2.w448, align 4
+  %212 = fsub float %211, %w44830
   %213 = fmul float %212, 5.000000e-01
-  store float %213, ptr %s3_conv2.w445, align 4
-  %w43931 = load float, ptr %s3_conv2.w439, align 4
-  store float %w43931, ptr %s3_conv2.w446, align 4
-  %w432 = load float, ptr %s3_conv2.w432, align 4
-  store float %w432, ptr %s3_conv2.w447, align 4
-  %w43232 = load float, ptr %s3_conv2.w432, align 4
-  %w436 = load float, ptr %s3_conv2.w436, align 4
-  %214 = fadd float %w43232, %w436
-  %w440 = load float, ptr %s3_conv2.w440, align 4
-  %215 = fadd float %214, %w440
+  store float %213, ptr %s3_conv2.w458, align 4
+  %w45231 = load float, ptr %s3_conv2.w452, align 4
+  store float %w45231, ptr %s3_conv2.w459, align 4
+  %w445 = load float, ptr %s3_conv2.w445, align 4
+  store float %w445, ptr %s3_conv2.w460, align 4
+  %w44532 = load float, ptr %s3_conv2.w445, align 4
+  %w449 = load float, ptr %s3_conv2.w449, align 4
+  %214 = fadd float %w44532, %w449
+  %w453 = load float, ptr %s3_conv2.w453, align 4
+  %215 = fadd float %214, %w453
   %216 = fmul float %215, 5.000000e-01
-  store float %216, ptr %s3_conv2.w448, align 4
-  %w43233 = load float, ptr %s3_conv2.w432, align 4
-  %w44034 = load float, ptr %s3_conv2.w440, align 4
-  %217 = fadd float %w43233, %w44034
-  %w43635 = load float, ptr %s3_conv2.w436, align 4
-  %218 = fsub float %217, %w43635
+  store float %216, ptr %s3_conv2.w461, align 4
+  %w44533 = load float, ptr %s3_conv2.w445, align 4
+  %w45334 = load float, ptr %s3_conv2.w453, align 4
+  %217 = fadd float %w44533, %w45334
+  %w44935 = load float, ptr %s3_conv2.w449, align 4
+  %218 = fsub float %217, %w44935
   %219 = fmul float %218, 5.000000e-01
-  store float %219, ptr %s3_conv2.w449, align 4
-  %w44036 = load float, ptr %s3_conv2.w440, align 4
-  store float %w44036, ptr %s3_conv2.w450, align 4
-  %w433 = load float, ptr %s3_conv2.w433, align 4
-  store float %w433, ptr %s3_conv2.w451, align 4
-  %w43337 = load float, ptr %s3_conv2.w433, align 4
-  %w437 = load float, ptr %s3_conv2.w437, align 4
-  %220 = fadd float %w43337, %w437
-  %w441 = load float, ptr %s3_conv2.w441, align 4
-  %221 = fadd float %220, %w441
+  store float %219, ptr %s3_conv2.w462, align 4
+  %w45336 = load float, ptr %s3_conv2.w453, align 4
+  store float %w45336, ptr %s3_conv2.w463, align 4
+  %w446 = load float, ptr %s3_conv2.w446, align 4
+  store float %w446, ptr %s3_conv2.w464, align 4
+  %w44637 = load float, ptr %s3_conv2.w446, align 4
+  %w450 = load float, ptr %s3_conv2.w450, align 4
+  %220 = fadd float %w44637, %w450
+  %w454 = load float, ptr %s3_conv2.w454, align 4
+  %221 = fadd float %220, %w454
   %222 = fmul float %221, 5.000000e-01
-  store float %222, ptr %s3_conv2.w452, align 4
-  %w43338 = load float, ptr %s3_conv2.w433, align 4
-  %w44139 = load float, ptr %s3_conv2.w441, align 4
-  %223 = fadd float %w43338, %w44139
-  %w43740 = load float, ptr %s3_conv2.w437, align 4
-  %224 = fsub float %223, %w43740
+  store float %222, ptr %s3_conv2.w465, align 4
+  %w44638 = load float, ptr %s3_conv2.w446, align 4
+  %w45439 = load float, ptr %s3_conv2.w454, align 4
+  %223 = fadd float %w44638, %w45439
+  %w45040 = load float, ptr %s3_conv2.w450, align 4
+  %224 = fsub float %223, %w45040
   %225 = fmul float %224, 5.000000e-01
-  store float %225, ptr %s3_conv2.w453, align 4
-  %w44141 = load float, ptr %s3_conv2.w441, align 4
-  store float %w44141, ptr %s3_conv2.w454, align 4
-  %w434 = load float, ptr %s3_conv2.w434, align 4
-  store float %w434, ptr %s3_conv2.w455, align 4
-  %w43442 = load float, ptr %s3_conv2.w434, align 4
-  %w438 = load float, ptr %s3_conv2.w438, align 4
-  %226 = fadd float %w43442, %w438
-  %w442 = load float, ptr %s3_conv2.w442, align 4
-  %227 = fadd float %226, %w442
+  store float %225, ptr %s3_conv2.w466, align 4
+  %w45441 = load float, ptr %s3_conv2.w454, align 4
+  store float %w45441, ptr %s3_conv2.w467, align 4
+  %w447 = load float, ptr %s3_conv2.w447, align 4
+  store float %w447, ptr %s3_conv2.w468, align 4
+  %w44742 = load float, ptr %s3_conv2.w447, align 4
+  %w451 = load float, ptr %s3_conv2.w451, align 4
+  %226 = fadd float %w44742, %w451
+  %w455 = load float, ptr %s3_conv2.w455, align 4
+  %227 = fadd float %226, %w455
   %228 = fmul float %227, 5.000000e-01
-  store float %228, ptr %s3_conv2.w456, align 4
-  %w43443 = load float, ptr %s3_conv2.w434, align 4
-  %w44244 = load float, ptr %s3_conv2.w442, align 4
-  %229 = fadd float %w43443, %w44244
-  %w43845 = load float, ptr %s3_conv2.w438, align 4
-  %230 = fsub float %229, %w43845
+  store float %228, ptr %s3_conv2.w469, align 4
+  %w44743 = load float, ptr %s3_conv2.w447, align 4
+  %w45544 = load float, ptr %s3_conv2.w455, align 4
+  %229 = fadd float %w44743, %w45544
+  %w45145 = load float, ptr %s3_conv2.w451, align 4
+  %230 = fsub float %229, %w45145
   %231 = fmul float %230, 5.000000e-01
-  store float %231, ptr %s3_conv2.w457, align 4
-  %w44246 = load float, ptr %s3_conv2.w442, align 4
-  store float %w44246, ptr %s3_conv2.w458, align 4
-  %w443 = load float, ptr %s3_conv2.w443, align 4
-  %232 = mul nsw i64 %s3_conv2.ci4291, 64
-  %233 = add nsw i64 262272, %232
+  store float %231, ptr %s3_conv2.w470, align 4
+  %w45546 = load float, ptr %s3_conv2.w455, align 4
+  store float %w45546, ptr %s3_conv2.w471, align 4
+  %w456 = load float, ptr %s3_conv2.w456, align 4
+  %232 = mul nsw i64 %s3_conv2.ci4421, 64
+  %233 = add nsw i64 786688, %232
   %234 = mul nsw i64 %0, 32
-  %235 = add nsw i64 %234, %s3_conv2.co4302
+  %235 = add nsw i64 %234, %s3_conv2.co4432
   %236 = add nsw i64 %233, %235
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w443, ptr %arena47, align 4
-  %w444 = load float, ptr %s3_conv2.w444, align 4
-  %237 = mul nsw i64 %s3_conv2.ci4291, 64
-  %238 = add nsw i64 266368, %237
+  store float %w456, ptr %arena47, align 4
+  %w457 = load float, ptr %s3_conv2.w457, align 4
+  %237 = mul nsw i64 %s3_conv2.ci4421, 64
+  %238 = add nsw i64 790784, %237
   %239 = mul nsw i64 %0, 32
-  %240 = add nsw i64 %239, %s3_conv2.co4302
+  %240 = add nsw i64 %239, %s3_conv2.co4432
   %241 = add nsw i64 %238, %240
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w444, ptr %arena48, align 4
-  %w445 = load float, ptr %s3_conv2.w445, align 4
-  %242 = mul nsw i64 %s3_conv2.ci4291, 64
-  %243 = add nsw i64 270464, %242
+  store float %w457, ptr %arena48, align 4
+  %w458 = load float, ptr %s3_conv2.w458, align 4
+  %242 = mul nsw i64 %s3_conv2.ci4421, 64
+  %243 = add nsw i64 794880, %242
   %244 = mul nsw i64 %0, 32
-  %245 = add nsw i64 %244, %s3_conv2.co4302
+  %245 = add nsw i64 %244, %s3_conv2.co4432
   %246 = add nsw i64 %243, %245
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w445, ptr %arena49, align 4
-  %w446 = load float, ptr %s3_conv2.w446, align 4
-  %247 = mul nsw i64 %s3_conv2.ci4291, 64
-  %248 = add nsw i64 274560, %247
+  store float %w458, ptr %arena49, align 4
+  %w459 = load float, ptr %s3_conv2.w459, align 4
+  %247 = mul nsw i64 %s3_conv2.ci4421, 64
+  %248 = add nsw i64 798976, %247
   %249 = mul nsw i64 %0, 32
-  %250 = add nsw i64 %249, %s3_conv2.co4302
+  %250 = add nsw i64 %249, %s3_conv2.co4432
   %251 = add nsw i64 %248, %250
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w446, ptr %arena50, align 4
-  %w447 = load float, ptr %s3_conv2.w447, align 4
-  %252 = mul nsw i64 %s3_conv2.ci4291, 64
-  %253 = add nsw i64 278656, %252
+  store float %w459, ptr %arena50, align 4
+  %w460 = load float, ptr %s3_conv2.w460, align 4
+  %252 = mul nsw i64 %s3_conv2.ci4421, 64
+  %253 = add nsw i64 803072, %252
   %254 = mul nsw i64 %0, 32
-  %255 = add nsw i64 %254, %s3_conv2.co4302
+  %255 = add nsw i64 %254, %s3_conv2.co4432
   %256 = add nsw i64 %253, %255
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w447, ptr %arena51, align 4
-  %w448 = load float, ptr %s3_conv2.w448, align 4
-  %257 = mul nsw i64 %s3_conv2.ci4291, 64
-  %258 = add nsw i64 282752, %257
+  store float %w460, ptr %arena51, align 4
+  %w461 = load float, ptr %s3_conv2.w461, align 4
+  %257 = mul nsw i64 %s3_conv2.ci4421, 64
+  %258 = add nsw i64 807168, %257
   %259 = mul nsw i64 %0, 32
-  %260 = add nsw i64 %259, %s3_conv2.co4302
+  %260 = add nsw i64 %259, %s3_conv2.co4432
   %261 = add nsw i64 %258, %260
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w448, ptr %arena52, align 4
-  %w449 = load float, ptr %s3_conv2.w449, align 4
-  %262 = mul nsw i64 %s3_conv2.ci4291, 64
-  %263 = add nsw i64 286848, %262
+  store float %w461, ptr %arena52, align 4
+  %w462 = load float, ptr %s3_conv2.w462, align 4
+  %262 = mul nsw i64 %s3_conv2.ci4421, 64
+  %263 = add nsw i64 811264, %262
   %264 = mul nsw i64 %0, 32
-  %265 = add nsw i64 %264, %s3_conv2.co4302
+  %265 = add nsw i64 %264, %s3_conv2.co4432
   %266 = add nsw i64 %263, %265
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w449, ptr %arena53, align 4
-  %w450 = load float, ptr %s3_conv2.w450, align 4
-  %267 = mul nsw i64 %s3_conv2.ci4291, 64
-  %268 = add nsw i64 290944, %267
+  store float %w462, ptr %arena53, align 4
+  %w463 = load float, ptr %s3_conv2.w463, align 4
+  %267 = mul nsw i64 %s3_conv2.ci4421, 64
+  %268 = add nsw i64 815360, %267
   %269 = mul nsw i64 %0, 32
-  %270 = add nsw i64 %269, %s3_conv2.co4302
+  %270 = add nsw i64 %269, %s3_conv2.co4432
   %271 = add nsw i64 %268, %270
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w450, ptr %arena54, align 4
-  %w451 = load float, ptr %s3_conv2.w451, align 4
-  %272 = mul nsw i64 %s3_conv2.ci4291, 64
-  %273 = add nsw i64 295040, %272
+  store float %w463, ptr %arena54, align 4
+  %w464 = load float, ptr %s3_conv2.w464, align 4
+  %272 = mul nsw i64 %s3_conv2.ci4421, 64
+  %273 = add nsw i64 819456, %272
   %274 = mul nsw i64 %0, 32
-  %275 = add nsw i64 %274, %s3_conv2.co4302
+  %275 = add nsw i64 %274, %s3_conv2.co4432
   %276 = add nsw i64 %273, %275
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w451, ptr %arena55, align 4
-  %w452 = load float, ptr %s3_conv2.w452, align 4
-  %277 = mul nsw i64 %s3_conv2.ci4291, 64
-  %278 = add nsw i64 299136, %277
+  store float %w464, ptr %arena55, align 4
+  %w465 = load float, ptr %s3_conv2.w465, align 4
+  %277 = mul nsw i64 %s3_conv2.ci4421, 64
+  %278 = add nsw i64 823552, %277
   %279 = mul nsw i64 %0, 32
-  %280 = add nsw i64 %279, %s3_conv2.co4302
+  %280 = add nsw i64 %279, %s3_conv2.co4432
   %281 = add nsw i64 %278, %280
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w452, ptr %arena56, align 4
-  %w453 = load float, ptr %s3_conv2.w453, align 4
-  %282 = mul nsw i64 %s3_conv2.ci4291, 64
-  %283 = add nsw i64 303232, %282
+  store float %w465, ptr %arena56, align 4
+  %w466 = load float, ptr %s3_conv2.w466, align 4
+  %282 = mul nsw i64 %s3_conv2.ci4421, 64
+  %283 = add nsw i64 827648, %282
   %284 = mul nsw i64 %0, 32
-  %285 = add nsw i64 %284, %s3_conv2.co4302
+  %285 = add nsw i64 %284, %s3_conv2.co4432
   %286 = add nsw i64 %283, %285
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w453, ptr %arena57, align 4
-  %w454 = load float, ptr %s3_conv2.w454, align 4
-  %287 = mul nsw i64 %s3_conv2.ci4291, 64
-  %288 = add nsw i64 307328, %287
+  store float %w466, ptr %arena57, align 4
+  %w467 = load float, ptr %s3_conv2.w467, align 4
+  %287 = mul nsw i64 %s3_conv2.ci4421, 64
+  %288 = add nsw i64 831744, %287
   %289 = mul nsw i64 %0, 32
-  %290 = add nsw i64 %289, %s3_conv2.co4302
+  %290 = add nsw i64 %289, %s3_conv2.co4432
   %291 = add nsw i64 %288, %290
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w454, ptr %arena58, align 4
-  %w455 = load float, ptr %s3_conv2.w455, align 4
-  %292 = mul nsw i64 %s3_conv2.ci4291, 64
-  %293 = add nsw i64 311424, %292
+  store float %w467, ptr %arena58, align 4
+  %w468 = load float, ptr %s3_conv2.w468, align 4
+  %292 = mul nsw i64 %s3_conv2.ci4421, 64
+  %293 = add nsw i64 835840, %292
   %294 = mul nsw i64 %0, 32
-  %295 = add nsw i64 %294, %s3_conv2.co4302
+  %295 = add nsw i64 %294, %s3_conv2.co4432
   %296 = add nsw i64 %293, %295
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w455, ptr %arena59, align 4
-  %w456 = load float, ptr %s3_conv2.w456, align 4
-  %297 = mul nsw i64 %s3_conv2.ci4291, 64
-  %298 = add nsw i64 315520, %297
+  store float %w468, ptr %arena59, align 4
+  %w469 = load float, ptr %s3_conv2.w469, align 4
+  %297 = mul nsw i64 %s3_conv2.ci4421, 64
+  %298 = add nsw i64 839936, %297
   %299 = mul nsw i64 %0, 32
-  %300 = add nsw i64 %299, %s3_conv2.co4302
+  %300 = add nsw i64 %299, %s3_conv2.co4432
   %301 = add nsw i64 %298, %300
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w456, ptr %arena60, align 4
-  %w457 = load float, ptr %s3_conv2.w457, align 4
-  %302 = mul nsw i64 %s3_conv2.ci4291, 64
-  %303 = add nsw i64 319616, %302
+  store float %w469, ptr %arena60, align 4
+  %w470 = load float, ptr %s3_conv2.w470, align 4
+  %302 = mul nsw i64 %s3_conv2.ci4421, 64
+  %303 = add nsw i64 844032, %302
   %304 = mul nsw i64 %0, 32
-  %305 = add nsw i64 %304, %s3_conv2.co4302
+  %305 = add nsw i64 %304, %s3_conv2.co4432
   %306 = add nsw i64 %303, %305
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w457, ptr %arena61, align 4
-  %w458 = load float, ptr %s3_conv2.w458, align 4
-  %307 = mul nsw i64 %s3_conv2.ci4291, 64
-  %308 = add nsw i64 323712, %307
+  store float %w470, ptr %arena61, align 4
+  %w471 = load float, ptr %s3_conv2.w471, align 4
+  %307 = mul nsw i64 %s3_conv2.ci4421, 64
+  %308 = add nsw i64 848128, %307
   %309 = mul nsw i64 %0, 32
-  %310 = add nsw i64 %309, %s3_conv2.co4302
+  %310 = add nsw i64 %309, %s3_conv2.co4432
   %311 = add nsw i64 %308, %310
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w458, ptr %arena62, align 4
-  %co430.next = add nsw i64 %s3_conv2.co4302, 1
-  %312 = icmp slt i64 %co430.next, 32
-  br i1 %312, label %s3_conv2.co430, label %s3_conv2.co430.end
+  store float %w471, ptr %arena62, align 4
+  %co443.next = add nsw i64 %s3_conv2.co4432, 1
+  %312 = icmp slt i64 %co443.next, 32
+  br i1 %312, label %s3_conv2.co443, label %s3_conv2.co443.end
 
-s3_conv2.co430.end:                               ; preds = %s3_conv2.co430
-  %ci429.next = add nsw i64 %s3_conv2.ci4291, 1
-  %313 = icmp slt i64 %ci429.next, 64
-  br i1 %313, label %s3_conv2.ci429, label %s3_conv2.ci429.end
+s3_conv2.co443.end:                               ; preds = %s3_conv2.co443
+  %ci442.next = add nsw i64 %s3_conv2.ci4421, 1
+  %313 = icmp slt i64 %ci442.next, 64
+  br i1 %313, label %s3_conv2.ci442, label %s3_conv2.ci442.end
 }
 
-define internal void @resnet8_infer_b64.k19.s3_conv2.part428.task(ptr %0, i64 %1) {
+define internal void @resnet8_infer_b64.k17.s3_conv2.part441.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -51486,1166 +52042,1199 @@ entry:
   %21 = load i64, ptr %20, align 4
   %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
   %23 = load ptr, ptr %22, align 8
-  call void @resnet8_infer_b64.k19.s3_conv2.part428(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  call void @resnet8_infer_b64.k17.s3_conv2.part441(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k19.s3_conv2.part501(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
+define internal void @resnet8_infer_b64.k17.s3_conv2.part514(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
 entry:
-  %s3_conv2.w525 = alloca <8 x float>, align 32
-  %s3_conv2.w524 = alloca <8 x float>, align 32
-  %s3_conv2.w523 = alloca <8 x float>, align 32
-  %s3_conv2.w522 = alloca <8 x float>, align 32
-  %s3_conv2.w521 = alloca <8 x float>, align 32
-  %s3_conv2.w520 = alloca <8 x float>, align 32
-  %s3_conv2.w519 = alloca <8 x float>, align 32
-  %s3_conv2.w518 = alloca <8 x float>, align 32
-  %s3_conv2.w517 = alloca <8 x float>, align 32
-  %s3_conv2.w516 = alloca <8 x float>, align 32
-  %s3_conv2.w515 = alloca <8 x float>, align 32
-  %s3_conv2.w514 = alloca <8 x float>, align 32
-  br label %s3_conv2.xi502
+  %s3_conv2.w538 = alloca <8 x float>, align 32
+  %s3_conv2.w537 = alloca <8 x float>, align 32
+  %s3_conv2.w536 = alloca <8 x float>, align 32
+  %s3_conv2.w535 = alloca <8 x float>, align 32
+  %s3_conv2.w534 = alloca <8 x float>, align 32
+  %s3_conv2.w533 = alloca <8 x float>, align 32
+  %s3_conv2.w532 = alloca <8 x float>, align 32
+  %s3_conv2.w531 = alloca <8 x float>, align 32
+  %s3_conv2.w530 = alloca <8 x float>, align 32
+  %s3_conv2.w529 = alloca <8 x float>, align 32
+  %s3_conv2.w528 = alloca <8 x float>, align 32
+  %s3_conv2.w527 = alloca <8 x float>, align 32
+  br label %s3_conv2.xi515
 
-s3_conv2.xi502:                                   ; preds = %s3_conv2.xi502, %entry
-  %s3_conv2.xi5021 = phi i64 [ 0, %entry ], [ %xi502.next, %s3_conv2.xi502 ]
-  call void @resnet8_infer_b64.k19.s3_conv2.part501.gemm509(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_conv2.xi5021, i64 %1)
-  %xi502.next = add nsw i64 %s3_conv2.xi5021, 1
-  %2 = icmp slt i64 %xi502.next, 16
-  br i1 %2, label %s3_conv2.xi502, label %s3_conv2.xi502.end
+s3_conv2.xi515:                                   ; preds = %s3_conv2.xi515, %entry
+  %s3_conv2.xi5151 = phi i64 [ 0, %entry ], [ %xi515.next, %s3_conv2.xi515 ]
+  call void @resnet8_infer_b64.k17.s3_conv2.part514.gemm522(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_conv2.xi5151, i64 %1)
+  %xi515.next = add nsw i64 %s3_conv2.xi5151, 1
+  %2 = icmp slt i64 %xi515.next, 16
+  br i1 %2, label %s3_conv2.xi515, label %s3_conv2.xi515.end
 
-s3_conv2.xi502.end:                               ; preds = %s3_conv2.xi502
-  br label %s3_conv2.j510
+s3_conv2.xi515.end:                               ; preds = %s3_conv2.xi515
+  br label %s3_conv2.j523
 
-s3_conv2.j510:                                    ; preds = %s3_conv2.ty511.end, %s3_conv2.xi502.end
-  %s3_conv2.j5102 = phi i64 [ 0, %s3_conv2.xi502.end ], [ %j510.next, %s3_conv2.ty511.end ]
-  br label %s3_conv2.ty511
+s3_conv2.j523:                                    ; preds = %s3_conv2.ty524.end, %s3_conv2.xi515.end
+  %s3_conv2.j5232 = phi i64 [ 0, %s3_conv2.xi515.end ], [ %j523.next, %s3_conv2.ty524.end ]
+  br label %s3_conv2.ty524
 
-s3_conv2.j510.end:                                ; preds = %s3_conv2.ty511.end
-  br label %s3_conv2.j526
+s3_conv2.j523.end:                                ; preds = %s3_conv2.ty524.end
+  br label %s3_conv2.j539
 
-s3_conv2.ty511:                                   ; preds = %s3_conv2.tx512.end, %s3_conv2.j510
-  %s3_conv2.ty5113 = phi i64 [ 0, %s3_conv2.j510 ], [ %ty511.next, %s3_conv2.tx512.end ]
-  br label %s3_conv2.tx512
+s3_conv2.ty524:                                   ; preds = %s3_conv2.tx525.end, %s3_conv2.j523
+  %s3_conv2.ty5243 = phi i64 [ 0, %s3_conv2.j523 ], [ %ty524.next, %s3_conv2.tx525.end ]
+  br label %s3_conv2.tx525
 
-s3_conv2.ty511.end:                               ; preds = %s3_conv2.tx512.end
-  %j510.next = add nsw i64 %s3_conv2.j5102, 1
-  %3 = icmp slt i64 %j510.next, 1
-  br i1 %3, label %s3_conv2.j510, label %s3_conv2.j510.end
+s3_conv2.ty524.end:                               ; preds = %s3_conv2.tx525.end
+  %j523.next = add nsw i64 %s3_conv2.j5232, 1
+  %3 = icmp slt i64 %j523.next, 1
+  br i1 %3, label %s3_conv2.j523, label %s3_conv2.j523.end
 
-s3_conv2.tx512:                                   ; preds = %s3_conv2.cv513.end, %s3_conv2.ty511
-  %s3_conv2.tx5124 = phi i64 [ 0, %s3_conv2.ty511 ], [ %tx512.next, %s3_conv2.cv513.end ]
-  br label %s3_conv2.cv513
+s3_conv2.tx525:                                   ; preds = %s3_conv2.cv526.end, %s3_conv2.ty524
+  %s3_conv2.tx5254 = phi i64 [ 0, %s3_conv2.ty524 ], [ %tx525.next, %s3_conv2.cv526.end ]
+  br label %s3_conv2.cv526
 
-s3_conv2.tx512.end:                               ; preds = %s3_conv2.cv513.end
-  %ty511.next = add nsw i64 %s3_conv2.ty5113, 1
-  %4 = icmp slt i64 %ty511.next, 4
-  br i1 %4, label %s3_conv2.ty511, label %s3_conv2.ty511.end
+s3_conv2.tx525.end:                               ; preds = %s3_conv2.cv526.end
+  %ty524.next = add nsw i64 %s3_conv2.ty5243, 1
+  %4 = icmp slt i64 %ty524.next, 4
+  br i1 %4, label %s3_conv2.ty524, label %s3_conv2.ty524.end
 
-s3_conv2.cv513:                                   ; preds = %s3_conv2.cv513, %s3_conv2.tx512
-  %s3_conv2.cv5135 = phi i64 [ 0, %s3_conv2.tx512 ], [ %cv513.next, %s3_conv2.cv513 ]
-  %5 = mul nsw i64 %s3_conv2.j5102, 16
-  %6 = mul nsw i64 %s3_conv2.ty5113, 4
+s3_conv2.cv526:                                   ; preds = %s3_conv2.cv526, %s3_conv2.tx525
+  %s3_conv2.cv5265 = phi i64 [ 0, %s3_conv2.tx525 ], [ %cv526.next, %s3_conv2.cv526 ]
+  %5 = mul nsw i64 %s3_conv2.j5232, 16
+  %6 = mul nsw i64 %s3_conv2.ty5243, 4
   %7 = add nsw i64 %5, %6
-  %8 = add nsw i64 %7, %s3_conv2.tx5124
+  %8 = add nsw i64 %7, %s3_conv2.tx5254
   %9 = mul nsw i64 %8, 64
-  %10 = add nsw i64 350592, %9
+  %10 = add nsw i64 875008, %9
   %11 = mul nsw i64 %1, 32
-  %12 = mul nsw i64 %s3_conv2.cv5135, 8
+  %12 = mul nsw i64 %s3_conv2.cv5265, 8
   %13 = add nsw i64 %11, %12
   %14 = add nsw i64 %10, %13
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load <8 x float>, ptr %arena6, align 4
-  %16 = mul nsw i64 %s3_conv2.j5102, 16
-  %17 = mul nsw i64 %s3_conv2.ty5113, 4
+  %16 = mul nsw i64 %s3_conv2.j5232, 16
+  %17 = mul nsw i64 %s3_conv2.ty5243, 4
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %18, %s3_conv2.tx5124
+  %19 = add nsw i64 %18, %s3_conv2.tx5254
   %20 = mul nsw i64 %19, 64
-  %21 = add nsw i64 354688, %20
+  %21 = add nsw i64 879104, %20
   %22 = mul nsw i64 %1, 32
-  %23 = mul nsw i64 %s3_conv2.cv5135, 8
+  %23 = mul nsw i64 %s3_conv2.cv5265, 8
   %24 = add nsw i64 %22, %23
   %25 = add nsw i64 %21, %24
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
   %26 = load <8 x float>, ptr %arena7, align 4
   %27 = fadd <8 x float> %15, %26
-  %28 = mul nsw i64 %s3_conv2.j5102, 16
-  %29 = mul nsw i64 %s3_conv2.ty5113, 4
+  %28 = mul nsw i64 %s3_conv2.j5232, 16
+  %29 = mul nsw i64 %s3_conv2.ty5243, 4
   %30 = add nsw i64 %28, %29
-  %31 = add nsw i64 %30, %s3_conv2.tx5124
+  %31 = add nsw i64 %30, %s3_conv2.tx5254
   %32 = mul nsw i64 %31, 64
-  %33 = add nsw i64 358784, %32
+  %33 = add nsw i64 883200, %32
   %34 = mul nsw i64 %1, 32
-  %35 = mul nsw i64 %s3_conv2.cv5135, 8
+  %35 = mul nsw i64 %s3_conv2.cv5265, 8
   %36 = add nsw i64 %34, %35
   %37 = add nsw i64 %33, %36
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
   %38 = load <8 x float>, ptr %arena8, align 4
   %39 = fadd <8 x float> %27, %38
-  store <8 x float> %39, ptr %s3_conv2.w514, align 32
-  %40 = mul nsw i64 %s3_conv2.j5102, 16
-  %41 = mul nsw i64 %s3_conv2.ty5113, 4
+  store <8 x float> %39, ptr %s3_conv2.w527, align 32
+  %40 = mul nsw i64 %s3_conv2.j5232, 16
+  %41 = mul nsw i64 %s3_conv2.ty5243, 4
   %42 = add nsw i64 %40, %41
-  %43 = add nsw i64 %42, %s3_conv2.tx5124
+  %43 = add nsw i64 %42, %s3_conv2.tx5254
   %44 = mul nsw i64 %43, 64
-  %45 = add nsw i64 354688, %44
+  %45 = add nsw i64 879104, %44
   %46 = mul nsw i64 %1, 32
-  %47 = mul nsw i64 %s3_conv2.cv5135, 8
+  %47 = mul nsw i64 %s3_conv2.cv5265, 8
   %48 = add nsw i64 %46, %47
   %49 = add nsw i64 %45, %48
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena9, align 4
-  %51 = mul nsw i64 %s3_conv2.j5102, 16
-  %52 = mul nsw i64 %s3_conv2.ty5113, 4
+  %51 = mul nsw i64 %s3_conv2.j5232, 16
+  %52 = mul nsw i64 %s3_conv2.ty5243, 4
   %53 = add nsw i64 %51, %52
-  %54 = add nsw i64 %53, %s3_conv2.tx5124
+  %54 = add nsw i64 %53, %s3_conv2.tx5254
   %55 = mul nsw i64 %54, 64
-  %56 = add nsw i64 358784, %55
+  %56 = add nsw i64 883200, %55
   %57 = mul nsw i64 %1, 32
-  %58 = mul nsw i64 %s3_conv2.cv5135, 8
+  %58 = mul nsw i64 %s3_conv2.cv5265, 8
   %59 = add nsw i64 %57, %58
   %60 = add nsw i64 %56, %59
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
   %61 = load <8 x float>, ptr %arena10, align 4
   %62 = fsub <8 x float> %50, %61
-  %63 = mul nsw i64 %s3_conv2.j5102, 16
-  %64 = mul nsw i64 %s3_conv2.ty5113, 4
+  %63 = mul nsw i64 %s3_conv2.j5232, 16
+  %64 = mul nsw i64 %s3_conv2.ty5243, 4
   %65 = add nsw i64 %63, %64
-  %66 = add nsw i64 %65, %s3_conv2.tx5124
+  %66 = add nsw i64 %65, %s3_conv2.tx5254
   %67 = mul nsw i64 %66, 64
-  %68 = add nsw i64 362880, %67
+  %68 = add nsw i64 887296, %67
   %69 = mul nsw i64 %1, 32
-  %70 = mul nsw i64 %s3_conv2.cv5135, 8
+  %70 = mul nsw i64 %s3_conv2.cv5265, 8
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %68, %71
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena11, align 4
   %74 = fsub <8 x float> %62, %73
-  store <8 x float> %74, ptr %s3_conv2.w515, align 32
-  %75 = mul nsw i64 %s3_conv2.j5102, 16
-  %76 = mul nsw i64 %s3_conv2.ty5113, 4
+  store <8 x float> %74, ptr %s3_conv2.w528, align 32
+  %75 = mul nsw i64 %s3_conv2.j5232, 16
+  %76 = mul nsw i64 %s3_conv2.ty5243, 4
   %77 = add nsw i64 %75, %76
-  %78 = add nsw i64 %77, %s3_conv2.tx5124
+  %78 = add nsw i64 %77, %s3_conv2.tx5254
   %79 = mul nsw i64 %78, 64
-  %80 = add nsw i64 351616, %79
+  %80 = add nsw i64 876032, %79
   %81 = mul nsw i64 %1, 32
-  %82 = mul nsw i64 %s3_conv2.cv5135, 8
+  %82 = mul nsw i64 %s3_conv2.cv5265, 8
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %80, %83
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena12, align 4
-  %86 = mul nsw i64 %s3_conv2.j5102, 16
-  %87 = mul nsw i64 %s3_conv2.ty5113, 4
+  %86 = mul nsw i64 %s3_conv2.j5232, 16
+  %87 = mul nsw i64 %s3_conv2.ty5243, 4
   %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %88, %s3_conv2.tx5124
+  %89 = add nsw i64 %88, %s3_conv2.tx5254
   %90 = mul nsw i64 %89, 64
-  %91 = add nsw i64 355712, %90
+  %91 = add nsw i64 880128, %90
   %92 = mul nsw i64 %1, 32
-  %93 = mul nsw i64 %s3_conv2.cv5135, 8
+  %93 = mul nsw i64 %s3_conv2.cv5265, 8
   %94 = add nsw i64 %92, %93
   %95 = add nsw i64 %91, %94
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %95
   %96 = load <8 x float>, ptr %arena13, align 4
   %97 = fadd <8 x float> %85, %96
-  %98 = mul nsw i64 %s3_conv2.j5102, 16
-  %99 = mul nsw i64 %s3_conv2.ty5113, 4
+  %98 = mul nsw i64 %s3_conv2.j5232, 16
+  %99 = mul nsw i64 %s3_conv2.ty5243, 4
   %100 = add nsw i64 %98, %99
-  %101 = add nsw i64 %100, %s3_conv2.tx5124
+  %101 = add nsw i64 %100, %s3_conv2.tx5254
   %102 = mul nsw i64 %101, 64
-  %103 = add nsw i64 359808, %102
+  %103 = add nsw i64 884224, %102
   %104 = mul nsw i64 %1, 32
-  %105 = mul nsw i64 %s3_conv2.cv5135, 8
+  %105 = mul nsw i64 %s3_conv2.cv5265, 8
   %106 = add nsw i64 %104, %105
   %107 = add nsw i64 %103, %106
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena14, align 4
   %109 = fadd <8 x float> %97, %108
-  store <8 x float> %109, ptr %s3_conv2.w516, align 32
-  %110 = mul nsw i64 %s3_conv2.j5102, 16
-  %111 = mul nsw i64 %s3_conv2.ty5113, 4
+  store <8 x float> %109, ptr %s3_conv2.w529, align 32
+  %110 = mul nsw i64 %s3_conv2.j5232, 16
+  %111 = mul nsw i64 %s3_conv2.ty5243, 4
   %112 = add nsw i64 %110, %111
-  %113 = add nsw i64 %112, %s3_conv2.tx5124
+  %113 = add nsw i64 %112, %s3_conv2.tx5254
   %114 = mul nsw i64 %113, 64
-  %115 = add nsw i64 355712, %114
+  %115 = add nsw i64 880128, %114
   %116 = mul nsw i64 %1, 32
-  %117 = mul nsw i64 %s3_conv2.cv5135, 8
+  %117 = mul nsw i64 %s3_conv2.cv5265, 8
   %118 = add nsw i64 %116, %117
   %119 = add nsw i64 %115, %118
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %119
   %120 = load <8 x float>, ptr %arena15, align 4
-  %121 = mul nsw i64 %s3_conv2.j5102, 16
-  %122 = mul nsw i64 %s3_conv2.ty5113, 4
+  %121 = mul nsw i64 %s3_conv2.j5232, 16
+  %122 = mul nsw i64 %s3_conv2.ty5243, 4
   %123 = add nsw i64 %121, %122
-  %124 = add nsw i64 %123, %s3_conv2.tx5124
+  %124 = add nsw i64 %123, %s3_conv2.tx5254
   %125 = mul nsw i64 %124, 64
-  %126 = add nsw i64 359808, %125
+  %126 = add nsw i64 884224, %125
   %127 = mul nsw i64 %1, 32
-  %128 = mul nsw i64 %s3_conv2.cv5135, 8
+  %128 = mul nsw i64 %s3_conv2.cv5265, 8
   %129 = add nsw i64 %127, %128
   %130 = add nsw i64 %126, %129
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %130
   %131 = load <8 x float>, ptr %arena16, align 4
   %132 = fsub <8 x float> %120, %131
-  %133 = mul nsw i64 %s3_conv2.j5102, 16
-  %134 = mul nsw i64 %s3_conv2.ty5113, 4
+  %133 = mul nsw i64 %s3_conv2.j5232, 16
+  %134 = mul nsw i64 %s3_conv2.ty5243, 4
   %135 = add nsw i64 %133, %134
-  %136 = add nsw i64 %135, %s3_conv2.tx5124
+  %136 = add nsw i64 %135, %s3_conv2.tx5254
   %137 = mul nsw i64 %136, 64
-  %138 = add nsw i64 363904, %137
+  %138 = add nsw i64 888320, %137
   %139 = mul nsw i64 %1, 32
-  %140 = mul nsw i64 %s3_conv2.cv5135, 8
+  %140 = mul nsw i64 %s3_conv2.cv5265, 8
   %141 = add nsw i64 %139, %140
   %142 = add nsw i64 %138, %141
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena17, align 4
   %144 = fsub <8 x float> %132, %143
-  store <8 x float> %144, ptr %s3_conv2.w517, align 32
-  %145 = mul nsw i64 %s3_conv2.j5102, 16
-  %146 = mul nsw i64 %s3_conv2.ty5113, 4
+  store <8 x float> %144, ptr %s3_conv2.w530, align 32
+  %145 = mul nsw i64 %s3_conv2.j5232, 16
+  %146 = mul nsw i64 %s3_conv2.ty5243, 4
   %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 %147, %s3_conv2.tx5124
+  %148 = add nsw i64 %147, %s3_conv2.tx5254
   %149 = mul nsw i64 %148, 64
-  %150 = add nsw i64 352640, %149
+  %150 = add nsw i64 877056, %149
   %151 = mul nsw i64 %1, 32
-  %152 = mul nsw i64 %s3_conv2.cv5135, 8
+  %152 = mul nsw i64 %s3_conv2.cv5265, 8
   %153 = add nsw i64 %151, %152
   %154 = add nsw i64 %150, %153
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load <8 x float>, ptr %arena18, align 4
-  %156 = mul nsw i64 %s3_conv2.j5102, 16
-  %157 = mul nsw i64 %s3_conv2.ty5113, 4
+  %156 = mul nsw i64 %s3_conv2.j5232, 16
+  %157 = mul nsw i64 %s3_conv2.ty5243, 4
   %158 = add nsw i64 %156, %157
-  %159 = add nsw i64 %158, %s3_conv2.tx5124
+  %159 = add nsw i64 %158, %s3_conv2.tx5254
   %160 = mul nsw i64 %159, 64
-  %161 = add nsw i64 356736, %160
+  %161 = add nsw i64 881152, %160
   %162 = mul nsw i64 %1, 32
-  %163 = mul nsw i64 %s3_conv2.cv5135, 8
+  %163 = mul nsw i64 %s3_conv2.cv5265, 8
   %164 = add nsw i64 %162, %163
   %165 = add nsw i64 %161, %164
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load <8 x float>, ptr %arena19, align 4
   %167 = fadd <8 x float> %155, %166
-  %168 = mul nsw i64 %s3_conv2.j5102, 16
-  %169 = mul nsw i64 %s3_conv2.ty5113, 4
+  %168 = mul nsw i64 %s3_conv2.j5232, 16
+  %169 = mul nsw i64 %s3_conv2.ty5243, 4
   %170 = add nsw i64 %168, %169
-  %171 = add nsw i64 %170, %s3_conv2.tx5124
+  %171 = add nsw i64 %170, %s3_conv2.tx5254
   %172 = mul nsw i64 %171, 64
-  %173 = add nsw i64 360832, %172
+  %173 = add nsw i64 885248, %172
   %174 = mul nsw i64 %1, 32
-  %175 = mul nsw i64 %s3_conv2.cv5135, 8
+  %175 = mul nsw i64 %s3_conv2.cv5265, 8
   %176 = add nsw i64 %174, %175
   %177 = add nsw i64 %173, %176
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %177
   %178 = load <8 x float>, ptr %arena20, align 4
   %179 = fadd <8 x float> %167, %178
-  store <8 x float> %179, ptr %s3_conv2.w518, align 32
-  %180 = mul nsw i64 %s3_conv2.j5102, 16
-  %181 = mul nsw i64 %s3_conv2.ty5113, 4
+  store <8 x float> %179, ptr %s3_conv2.w531, align 32
+  %180 = mul nsw i64 %s3_conv2.j5232, 16
+  %181 = mul nsw i64 %s3_conv2.ty5243, 4
   %182 = add nsw i64 %180, %181
-  %183 = add nsw i64 %182, %s3_conv2.tx5124
+  %183 = add nsw i64 %182, %s3_conv2.tx5254
   %184 = mul nsw i64 %183, 64
-  %185 = add nsw i64 356736, %184
+  %185 = add nsw i64 881152, %184
   %186 = mul nsw i64 %1, 32
-  %187 = mul nsw i64 %s3_conv2.cv5135, 8
+  %187 = mul nsw i64 %s3_conv2.cv5265, 8
   %188 = add nsw i64 %186, %187
   %189 = add nsw i64 %185, %188
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %189
   %190 = load <8 x float>, ptr %arena21, align 4
-  %191 = mul nsw i64 %s3_conv2.j5102, 16
-  %192 = mul nsw i64 %s3_conv2.ty5113, 4
+  %191 = mul nsw i64 %s3_conv2.j5232, 16
+  %192 = mul nsw i64 %s3_conv2.ty5243, 4
   %193 = add nsw i64 %191, %192
-  %194 = add nsw i64 %193, %s3_conv2.tx5124
+  %194 = add nsw i64 %193, %s3_conv2.tx5254
   %195 = mul nsw i64 %194, 64
-  %196 = add nsw i64 360832, %195
+  %196 = add nsw i64 885248, %195
   %197 = mul nsw i64 %1, 32
-  %198 = mul nsw i64 %s3_conv2.cv5135, 8
+  %198 = mul nsw i64 %s3_conv2.cv5265, 8
   %199 = add nsw i64 %197, %198
   %200 = add nsw i64 %196, %199
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %200
   %201 = load <8 x float>, ptr %arena22, align 4
   %202 = fsub <8 x float> %190, %201
-  %203 = mul nsw i64 %s3_conv2.j5102, 16
-  %204 = mul nsw i64 %s3_conv2.ty5113, 4
+  %203 = mul nsw i64 %s3_conv2.j5232, 16
+  %204 = mul nsw i64 %s3_conv2.ty5243, 4
   %205 = add nsw i64 %203, %204
-  %206 = add nsw i64 %205, %s3_conv2.tx5124
+  %206 = add nsw i64 %205, %s3_conv2.tx5254
   %207 = mul nsw i64 %206, 64
-  %208 = add nsw i64 364928, %207
+  %208 = add nsw i64 889344, %207
   %209 = mul nsw i64 %1, 32
-  %210 = mul nsw i64 %s3_conv2.cv5135, 8
+  %210 = mul nsw i64 %s3_conv2.cv5265, 8
   %211 = add nsw i64 %209, %210
   %212 = add nsw i64 %208, %211
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %212
   %213 = load <8 x float>, ptr %arena23, align 4
   %214 = fsub <8 x float> %202, %213
-  store <8 x float> %214, ptr %s3_conv2.w519, align 32
-  %215 = mul nsw i64 %s3_conv2.j5102, 16
-  %216 = mul nsw i64 %s3_conv2.ty5113, 4
+  store <8 x float> %214, ptr %s3_conv2.w532, align 32
+  %215 = mul nsw i64 %s3_conv2.j5232, 16
+  %216 = mul nsw i64 %s3_conv2.ty5243, 4
   %217 = add nsw i64 %215, %216
-  %218 = add nsw i64 %217, %s3_conv2.tx5124
+  %218 = add nsw i64 %217, %s3_conv2.tx5254
   %219 = mul nsw i64 %218, 64
-  %220 = add nsw i64 353664, %219
+  %220 = add nsw i64 878080, %219
   %221 = mul nsw i64 %1, 32
-  %222 = mul nsw i64 %s3_conv2.cv5135, 8
+  %222 = mul nsw i64 %s3_conv2.cv5265, 8
   %223 = add nsw i64 %221, %222
   %224 = add nsw i64 %220, %223
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %224
   %225 = load <8 x float>, ptr %arena24, align 4
-  %226 = mul nsw i64 %s3_conv2.j5102, 16
-  %227 = mul nsw i64 %s3_conv2.ty5113, 4
+  %226 = mul nsw i64 %s3_conv2.j5232, 16
+  %227 = mul nsw i64 %s3_conv2.ty5243, 4
   %228 = add nsw i64 %226, %227
-  %229 = add nsw i64 %228, %s3_conv2.tx5124
+  %229 = add nsw i64 %228, %s3_conv2.tx5254
   %230 = mul nsw i64 %229, 64
-  %231 = add nsw i64 357760, %230
+  %231 = add nsw i64 882176, %230
   %232 = mul nsw i64 %1, 32
-  %233 = mul nsw i64 %s3_conv2.cv5135, 8
+  %233 = mul nsw i64 %s3_conv2.cv5265, 8
   %234 = add nsw i64 %232, %233
   %235 = add nsw i64 %231, %234
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %235
   %236 = load <8 x float>, ptr %arena25, align 4
   %237 = fadd <8 x float> %225, %236
-  %238 = mul nsw i64 %s3_conv2.j5102, 16
-  %239 = mul nsw i64 %s3_conv2.ty5113, 4
+  %238 = mul nsw i64 %s3_conv2.j5232, 16
+  %239 = mul nsw i64 %s3_conv2.ty5243, 4
   %240 = add nsw i64 %238, %239
-  %241 = add nsw i64 %240, %s3_conv2.tx5124
+  %241 = add nsw i64 %240, %s3_conv2.tx5254
   %242 = mul nsw i64 %241, 64
-  %243 = add nsw i64 361856, %242
+  %243 = add nsw i64 886272, %242
   %244 = mul nsw i64 %1, 32
-  %245 = mul nsw i64 %s3_conv2.cv5135, 8
+  %245 = mul nsw i64 %s3_conv2.cv5265, 8
   %246 = add nsw i64 %244, %245
   %247 = add nsw i64 %243, %246
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %247
   %248 = load <8 x float>, ptr %arena26, align 4
   %249 = fadd <8 x float> %237, %248
-  store <8 x float> %249, ptr %s3_conv2.w520, align 32
-  %250 = mul nsw i64 %s3_conv2.j5102, 16
-  %251 = mul nsw i64 %s3_conv2.ty5113, 4
+  store <8 x float> %249, ptr %s3_conv2.w533, align 32
+  %250 = mul nsw i64 %s3_conv2.j5232, 16
+  %251 = mul nsw i64 %s3_conv2.ty5243, 4
   %252 = add nsw i64 %250, %251
-  %253 = add nsw i64 %252, %s3_conv2.tx5124
+  %253 = add nsw i64 %252, %s3_conv2.tx5254
   %254 = mul nsw i64 %253, 64
-  %255 = add nsw i64 357760, %254
+  %255 = add nsw i64 882176, %254
   %256 = mul nsw i64 %1, 32
-  %257 = mul nsw i64 %s3_conv2.cv5135, 8
+  %257 = mul nsw i64 %s3_conv2.cv5265, 8
   %258 = add nsw i64 %256, %257
   %259 = add nsw i64 %255, %258
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %259
   %260 = load <8 x float>, ptr %arena27, align 4
-  %261 = mul nsw i64 %s3_conv2.j5102, 16
-  %262 = mul nsw i64 %s3_conv2.ty5113, 4
+  %261 = mul nsw i64 %s3_conv2.j5232, 16
+  %262 = mul nsw i64 %s3_conv2.ty5243, 4
   %263 = add nsw i64 %261, %262
-  %264 = add nsw i64 %263, %s3_conv2.tx5124
+  %264 = add nsw i64 %263, %s3_conv2.tx5254
   %265 = mul nsw i64 %264, 64
-  %266 = add nsw i64 361856, %265
+  %266 = add nsw i64 886272, %265
   %267 = mul nsw i64 %1, 32
-  %268 = mul nsw i64 %s3_conv2.cv5135, 8
+  %268 = mul nsw i64 %s3_conv2.cv5265, 8
   %269 = add nsw i64 %267, %268
   %270 = add nsw i64 %266, %269
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena28, align 4
   %272 = fsub <8 x float> %260, %271
-  %273 = mul nsw i64 %s3_conv2.j5102, 16
-  %274 = mul nsw i64 %s3_conv2.ty5113, 4
+  %273 = mul nsw i64 %s3_conv2.j5232, 16
+  %274 = mul nsw i64 %s3_conv2.ty5243, 4
   %275 = add nsw i64 %273, %274
-  %276 = add nsw i64 %275, %s3_conv2.tx5124
+  %276 = add nsw i64 %275, %s3_conv2.tx5254
   %277 = mul nsw i64 %276, 64
-  %278 = add nsw i64 365952, %277
+  %278 = add nsw i64 890368, %277
   %279 = mul nsw i64 %1, 32
-  %280 = mul nsw i64 %s3_conv2.cv5135, 8
+  %280 = mul nsw i64 %s3_conv2.cv5265, 8
   %281 = add nsw i64 %279, %280
   %282 = add nsw i64 %278, %281
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %282
   %283 = load <8 x float>, ptr %arena29, align 4
   %284 = fsub <8 x float> %272, %283
-  store <8 x float> %284, ptr %s3_conv2.w521, align 32
-  %w514 = load <8 x float>, ptr %s3_conv2.w514, align 32
-  %w516 = load <8 x float>, ptr %s3_conv2.w516, align 32
-  %285 = fadd <8 x float> %w514, %w516
-  %w518 = load <8 x float>, ptr %s3_conv2.w518, align 32
-  %286 = fadd <8 x float> %285, %w518
-  store <8 x float> %286, ptr %s3_conv2.w522, align 32
-  %w51630 = load <8 x float>, ptr %s3_conv2.w516, align 32
-  %w51831 = load <8 x float>, ptr %s3_conv2.w518, align 32
-  %287 = fsub <8 x float> %w51630, %w51831
-  %w520 = load <8 x float>, ptr %s3_conv2.w520, align 32
-  %288 = fsub <8 x float> %287, %w520
-  store <8 x float> %288, ptr %s3_conv2.w523, align 32
-  %w515 = load <8 x float>, ptr %s3_conv2.w515, align 32
-  %w517 = load <8 x float>, ptr %s3_conv2.w517, align 32
-  %289 = fadd <8 x float> %w515, %w517
-  %w519 = load <8 x float>, ptr %s3_conv2.w519, align 32
-  %290 = fadd <8 x float> %289, %w519
-  store <8 x float> %290, ptr %s3_conv2.w524, align 32
-  %w51732 = load <8 x float>, ptr %s3_conv2.w517, align 32
-  %w51933 = load <8 x float>, ptr %s3_conv2.w519, align 32
-  %291 = fsub <8 x float> %w51732, %w51933
-  %w521 = load <8 x float>, ptr %s3_conv2.w521, align 32
-  %292 = fsub <8 x float> %291, %w521
-  store <8 x float> %292, ptr %s3_conv2.w525, align 32
-  %w522 = load <8 x float>, ptr %s3_conv2.w522, align 32
+  store <8 x float> %284, ptr %s3_conv2.w534, align 32
+  %w527 = load <8 x float>, ptr %s3_conv2.w527, align 32
+  %w529 = load <8 x float>, ptr %s3_conv2.w529, align 32
+  %285 = fadd <8 x float> %w527, %w529
+  %w531 = load <8 x float>, ptr %s3_conv2.w531, align 32
+  %286 = fadd <8 x float> %285, %w531
+  store <8 x float> %286, ptr %s3_conv2.w535, align 32
+  %w52930 = load <8 x float>, ptr %s3_conv2.w529, align 32
+  %w53131 = load <8 x float>, ptr %s3_conv2.w531, align 32
+  %287 = fsub <8 x float> %w52930, %w53131
+  %w533 = load <8 x float>, ptr %s3_conv2.w533, align 32
+  %288 = fsub <8 x float> %287, %w533
+  store <8 x float> %288, ptr %s3_conv2.w536, align 32
+  %w528 = load <8 x float>, ptr %s3_conv2.w528, align 32
+  %w530 = load <8 x float>, ptr %s3_conv2.w530, align 32
+  %289 = fadd <8 x float> %w528, %w530
+  %w532 = load <8 x float>, ptr %s3_conv2.w532, align 32
+  %290 = fadd <8 x float> %289, %w532
+  store <8 x float> %290, ptr %s3_conv2.w537, align 32
+  %w53032 = load <8 x float>, ptr %s3_conv2.w530, align 32
+  %w53233 = load <8 x float>, ptr %s3_conv2.w532, align 32
+  %291 = fsub <8 x float> %w53032, %w53233
+  %w534 = load <8 x float>, ptr %s3_conv2.w534, align 32
+  %292 = fsub <8 x float> %291, %w534
+  store <8 x float> %292, ptr %s3_conv2.w538, align 32
+  %w535 = load <8 x float>, ptr %s3_conv2.w535, align 32
   %293 = mul nsw i64 %1, 32
-  %294 = mul nsw i64 %s3_conv2.cv5135, 8
+  %294 = mul nsw i64 %s3_conv2.cv5265, 8
   %295 = add nsw i64 %293, %294
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %295
   %296 = load <8 x float>, ptr %arena34, align 4
-  %297 = fmul <8 x float> %w522, %296
+  %297 = fmul <8 x float> %w535, %296
   %298 = mul nsw i64 %1, 32
-  %299 = mul nsw i64 %s3_conv2.cv5135, 8
+  %299 = mul nsw i64 %s3_conv2.cv5265, 8
   %300 = add nsw i64 %298, %299
   %301 = add nsw i64 64, %300
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %301
   %302 = load <8 x float>, ptr %arena35, align 4
   %303 = fadd <8 x float> %297, %302
-  %304 = mul nsw i64 %s3_conv2.j5102, 8
-  %305 = mul nsw i64 %s3_conv2.ty5113, 2
+  %304 = mul nsw i64 %s3_conv2.j5232, 8
+  %305 = mul nsw i64 %s3_conv2.ty5243, 2
   %306 = add nsw i64 %304, %305
   %307 = mul nsw i64 %306, 8
-  %308 = mul nsw i64 %s3_conv2.tx5124, 2
+  %308 = mul nsw i64 %s3_conv2.tx5254, 2
   %309 = add nsw i64 %307, %308
   %310 = mul nsw i64 %309, 64
-  %311 = add nsw i64 366976, %310
+  %311 = add nsw i64 891392, %310
   %312 = mul nsw i64 %1, 32
-  %313 = mul nsw i64 %s3_conv2.cv5135, 8
+  %313 = mul nsw i64 %s3_conv2.cv5265, 8
   %314 = add nsw i64 %312, %313
   %315 = add nsw i64 %311, %314
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %315
   store <8 x float> %303, ptr %arena36, align 4
-  %w523 = load <8 x float>, ptr %s3_conv2.w523, align 32
+  %w536 = load <8 x float>, ptr %s3_conv2.w536, align 32
   %316 = mul nsw i64 %1, 32
-  %317 = mul nsw i64 %s3_conv2.cv5135, 8
+  %317 = mul nsw i64 %s3_conv2.cv5265, 8
   %318 = add nsw i64 %316, %317
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %318
   %319 = load <8 x float>, ptr %arena37, align 4
-  %320 = fmul <8 x float> %w523, %319
+  %320 = fmul <8 x float> %w536, %319
   %321 = mul nsw i64 %1, 32
-  %322 = mul nsw i64 %s3_conv2.cv5135, 8
+  %322 = mul nsw i64 %s3_conv2.cv5265, 8
   %323 = add nsw i64 %321, %322
   %324 = add nsw i64 64, %323
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %324
   %325 = load <8 x float>, ptr %arena38, align 4
   %326 = fadd <8 x float> %320, %325
-  %327 = mul nsw i64 %s3_conv2.j5102, 8
-  %328 = mul nsw i64 %s3_conv2.ty5113, 2
+  %327 = mul nsw i64 %s3_conv2.j5232, 8
+  %328 = mul nsw i64 %s3_conv2.ty5243, 2
   %329 = add nsw i64 %327, %328
   %330 = mul nsw i64 %329, 8
-  %331 = mul nsw i64 %s3_conv2.tx5124, 2
+  %331 = mul nsw i64 %s3_conv2.tx5254, 2
   %332 = add nsw i64 %330, %331
   %333 = add nsw i64 %332, 1
   %334 = mul nsw i64 %333, 64
-  %335 = add nsw i64 366976, %334
+  %335 = add nsw i64 891392, %334
   %336 = mul nsw i64 %1, 32
-  %337 = mul nsw i64 %s3_conv2.cv5135, 8
+  %337 = mul nsw i64 %s3_conv2.cv5265, 8
   %338 = add nsw i64 %336, %337
   %339 = add nsw i64 %335, %338
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %339
   store <8 x float> %326, ptr %arena39, align 4
-  %w524 = load <8 x float>, ptr %s3_conv2.w524, align 32
+  %w537 = load <8 x float>, ptr %s3_conv2.w537, align 32
   %340 = mul nsw i64 %1, 32
-  %341 = mul nsw i64 %s3_conv2.cv5135, 8
+  %341 = mul nsw i64 %s3_conv2.cv5265, 8
   %342 = add nsw i64 %340, %341
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %342
   %343 = load <8 x float>, ptr %arena40, align 4
-  %344 = fmul <8 x float> %w524, %343
+  %344 = fmul <8 x float> %w537, %343
   %345 = mul nsw i64 %1, 32
-  %346 = mul nsw i64 %s3_conv2.cv5135, 8
+  %346 = mul nsw i64 %s3_conv2.cv5265, 8
   %347 = add nsw i64 %345, %346
   %348 = add nsw i64 64, %347
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %348
   %349 = load <8 x float>, ptr %arena41, align 4
   %350 = fadd <8 x float> %344, %349
-  %351 = mul nsw i64 %s3_conv2.j5102, 8
-  %352 = mul nsw i64 %s3_conv2.ty5113, 2
+  %351 = mul nsw i64 %s3_conv2.j5232, 8
+  %352 = mul nsw i64 %s3_conv2.ty5243, 2
   %353 = add nsw i64 %351, %352
   %354 = add nsw i64 %353, 1
   %355 = mul nsw i64 %354, 8
-  %356 = mul nsw i64 %s3_conv2.tx5124, 2
+  %356 = mul nsw i64 %s3_conv2.tx5254, 2
   %357 = add nsw i64 %355, %356
   %358 = mul nsw i64 %357, 64
-  %359 = add nsw i64 366976, %358
+  %359 = add nsw i64 891392, %358
   %360 = mul nsw i64 %1, 32
-  %361 = mul nsw i64 %s3_conv2.cv5135, 8
+  %361 = mul nsw i64 %s3_conv2.cv5265, 8
   %362 = add nsw i64 %360, %361
   %363 = add nsw i64 %359, %362
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %363
   store <8 x float> %350, ptr %arena42, align 4
-  %w525 = load <8 x float>, ptr %s3_conv2.w525, align 32
+  %w538 = load <8 x float>, ptr %s3_conv2.w538, align 32
   %364 = mul nsw i64 %1, 32
-  %365 = mul nsw i64 %s3_conv2.cv5135, 8
+  %365 = mul nsw i64 %s3_conv2.cv5265, 8
   %366 = add nsw i64 %364, %365
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %366
   %367 = load <8 x float>, ptr %arena43, align 4
-  %368 = fmul <8 x float> %w525, %367
+  %368 = fmul <8 x float> %w538, %367
   %369 = mul nsw i64 %1, 32
-  %370 = mul nsw i64 %s3_conv2.cv5135, 8
+  %370 = mul nsw i64 %s3_conv2.cv5265, 8
   %371 = add nsw i64 %369, %370
   %372 = add nsw i64 64, %371
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %372
   %373 = load <8 x float>, ptr %arena44, align 4
   %374 = fadd <8 x float> %368, %373
-  %375 = mul nsw i64 %s3_conv2.j5102, 8
-  %376 = mul nsw i64 %s3_conv2.ty5113, 2
+  %375 = mul nsw i64 %s3_conv2.j5232, 8
+  %376 = mul nsw i64 %s3_conv2.ty5243, 2
   %377 = add nsw i64 %375, %376
   %378 = add nsw i64 %377, 1
   %379 = mul nsw i64 %378, 8
-  %380 = mul nsw i64 %s3_conv2.tx5124, 2
+  %380 = mul nsw i64 %s3_conv2.tx5254, 2
   %381 = add nsw i64 %379, %380
   %382 = add nsw i64 %381, 1
   %383 = mul nsw i64 %382, 64
-  %384 = add nsw i64 366976, %383
+  %384 = add nsw i64 891392, %383
   %385 = mul nsw i64 %1, 32
-  %386 = mul nsw i64 %s3_conv2.cv5135, 8
+  %386 = mul nsw i64 %s3_conv2.cv5265, 8
   %387 = add nsw i64 %385, %386
   %388 = add nsw i64 %384, %387
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %388
   store <8 x float> %374, ptr %arena45, align 4
-  %cv513.next = add nsw i64 %s3_conv2.cv5135, 1
-  %389 = icmp slt i64 %cv513.next, 4
-  br i1 %389, label %s3_conv2.cv513, label %s3_conv2.cv513.end
+  %cv526.next = add nsw i64 %s3_conv2.cv5265, 1
+  %389 = icmp slt i64 %cv526.next, 4
+  br i1 %389, label %s3_conv2.cv526, label %s3_conv2.cv526.end
 
-s3_conv2.cv513.end:                               ; preds = %s3_conv2.cv513
-  %tx512.next = add nsw i64 %s3_conv2.tx5124, 1
-  %390 = icmp slt i64 %tx512.next, 4
-  br i1 %390, label %s3_conv2.tx512, label %s3_conv2.tx512.end
+s3_conv2.cv526.end:                               ; preds = %s3_conv2.cv526
+  %tx525.next = add nsw i64 %s3_conv2.tx5254, 1
+  %390 = icmp slt i64 %tx525.next, 4
+  br i1 %390, label %s3_conv2.tx525, label %s3_conv2.tx525.end
 
-s3_conv2.j526:                                    ; preds = %s3_conv2.c527.end, %s3_conv2.j510.end
-  %s3_conv2.j52646 = phi i64 [ 0, %s3_conv2.j510.end ], [ %j526.next, %s3_conv2.c527.end ]
-  br label %s3_conv2.c527
+s3_conv2.j539:                                    ; preds = %s3_conv2.c540.end, %s3_conv2.j523.end
+  %s3_conv2.j53946 = phi i64 [ 0, %s3_conv2.j523.end ], [ %j539.next, %s3_conv2.c540.end ]
+  br label %s3_conv2.c540
 
-s3_conv2.j526.end:                                ; preds = %s3_conv2.c527.end
+s3_conv2.j539.end:                                ; preds = %s3_conv2.c540.end
   ret void
 
-s3_conv2.c527:                                    ; preds = %s3_conv2.q528.end, %s3_conv2.j526
-  %s3_conv2.c52747 = phi i64 [ 0, %s3_conv2.j526 ], [ %c527.next, %s3_conv2.q528.end ]
-  br label %s3_conv2.q528
+s3_conv2.c540:                                    ; preds = %s3_conv2.q541.end, %s3_conv2.j539
+  %s3_conv2.c54047 = phi i64 [ 0, %s3_conv2.j539 ], [ %c540.next, %s3_conv2.q541.end ]
+  br label %s3_conv2.q541
 
-s3_conv2.c527.end:                                ; preds = %s3_conv2.q528.end
-  %j526.next = add nsw i64 %s3_conv2.j52646, 1
-  %391 = icmp slt i64 %j526.next, 1
-  br i1 %391, label %s3_conv2.j526, label %s3_conv2.j526.end
+s3_conv2.c540.end:                                ; preds = %s3_conv2.q541.end
+  %j539.next = add nsw i64 %s3_conv2.j53946, 1
+  %391 = icmp slt i64 %j539.next, 1
+  br i1 %391, label %s3_conv2.j539, label %s3_conv2.j539.end
 
-s3_conv2.q528:                                    ; preds = %s3_conv2.q528, %s3_conv2.c527
-  %s3_conv2.q52848 = phi i64 [ 0, %s3_conv2.c527 ], [ %q528.next, %s3_conv2.q528 ]
-  %392 = mul nsw i64 %s3_conv2.j52646, 64
-  %393 = add nsw i64 %392, %s3_conv2.q52848
+s3_conv2.q541:                                    ; preds = %s3_conv2.q541, %s3_conv2.c540
+  %s3_conv2.q54148 = phi i64 [ 0, %s3_conv2.c540 ], [ %q541.next, %s3_conv2.q541 ]
+  %392 = mul nsw i64 %s3_conv2.j53946, 64
+  %393 = add nsw i64 %392, %s3_conv2.q54148
   %394 = mul nsw i64 %393, 64
-  %395 = add nsw i64 366976, %394
+  %395 = add nsw i64 891392, %394
   %396 = mul nsw i64 %1, 32
-  %397 = add nsw i64 %396, %s3_conv2.c52747
+  %397 = add nsw i64 %396, %s3_conv2.c54047
   %398 = add nsw i64 %395, %397
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %398
   %399 = load float, ptr %arena49, align 4
-  %400 = add nsw i64 %0, %s3_conv2.j52646
+  %400 = add nsw i64 %0, %s3_conv2.j53946
   %401 = mul nsw i64 %400, 4096
-  %402 = add nsw i64 1048576, %401
-  %403 = mul nsw i64 %1, 32
-  %404 = add nsw i64 %403, %s3_conv2.c52747
-  %405 = mul nsw i64 %404, 64
-  %406 = add nsw i64 %402, %405
-  %407 = add nsw i64 %406, %s3_conv2.q52848
+  %402 = mul nsw i64 %1, 32
+  %403 = add nsw i64 %402, %s3_conv2.c54047
+  %404 = mul nsw i64 %403, 64
+  %405 = add nsw i64 %401, %404
+  %406 = add nsw i64 %405, %s3_conv2.q54148
+  %407 = add nsw i64 262400, %406
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %407
-  store float %399, ptr %arena50, align 4
-  %q528.next = add nsw i64 %s3_conv2.q52848, 1
-  %408 = icmp slt i64 %q528.next, 64
-  br i1 %408, label %s3_conv2.q528, label %s3_conv2.q528.end
+  %408 = load float, ptr %arena50, align 4
+  %409 = fadd float %399, %408
+  %410 = fcmp ogt float %409, 0.000000e+00
+  %411 = mul nsw i64 %s3_conv2.j53946, 64
+  %412 = add nsw i64 %411, %s3_conv2.q54148
+  %413 = mul nsw i64 %412, 64
+  %414 = add nsw i64 891392, %413
+  %415 = mul nsw i64 %1, 32
+  %416 = add nsw i64 %415, %s3_conv2.c54047
+  %417 = add nsw i64 %414, %416
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %417
+  %418 = load float, ptr %arena51, align 4
+  %419 = add nsw i64 %0, %s3_conv2.j53946
+  %420 = mul nsw i64 %419, 4096
+  %421 = mul nsw i64 %1, 32
+  %422 = add nsw i64 %421, %s3_conv2.c54047
+  %423 = mul nsw i64 %422, 64
+  %424 = add nsw i64 %420, %423
+  %425 = add nsw i64 %424, %s3_conv2.q54148
+  %426 = add nsw i64 262400, %425
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %426
+  %427 = load float, ptr %arena52, align 4
+  %428 = fadd float %418, %427
+  %429 = select i1 %410, float %428, float 0.000000e+00
+  %430 = add nsw i64 %0, %s3_conv2.j53946
+  %431 = mul nsw i64 %430, 4096
+  %432 = mul nsw i64 %1, 32
+  %433 = add nsw i64 %432, %s3_conv2.c54047
+  %434 = mul nsw i64 %433, 64
+  %435 = add nsw i64 %431, %434
+  %436 = add nsw i64 %435, %s3_conv2.q54148
+  %437 = add nsw i64 524544, %436
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %437
+  store float %429, ptr %arena53, align 4
+  %q541.next = add nsw i64 %s3_conv2.q54148, 1
+  %438 = icmp slt i64 %q541.next, 64
+  br i1 %438, label %s3_conv2.q541, label %s3_conv2.q541.end
 
-s3_conv2.q528.end:                                ; preds = %s3_conv2.q528
-  %c527.next = add nsw i64 %s3_conv2.c52747, 1
-  %409 = icmp slt i64 %c527.next, 32
-  br i1 %409, label %s3_conv2.c527, label %s3_conv2.c527.end
+s3_conv2.q541.end:                                ; preds = %s3_conv2.q541
+  %c540.next = add nsw i64 %s3_conv2.c54047, 1
+  %439 = icmp slt i64 %c540.next, 32
+  br i1 %439, label %s3_conv2.c540, label %s3_conv2.c540.end
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k19.s3_conv2.part501.gemm509(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
+define internal void @resnet8_infer_b64.k17.s3_conv2.part514.gemm522(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
 entry:
-  %s3_conv2.t507_a3 = alloca <8 x float>, align 32
-  %s3_conv2.t507_a2 = alloca <8 x float>, align 32
-  %s3_conv2.t507_a1 = alloca <8 x float>, align 32
-  %s3_conv2.t507_a0 = alloca <8 x float>, align 32
-  %s3_conv2.t507_b1 = alloca <8 x float>, align 32
-  %s3_conv2.t507_b0 = alloca <8 x float>, align 32
-  %s3_conv2.t507_c3_1 = alloca <8 x float>, align 32
-  %s3_conv2.t507_c3_0 = alloca <8 x float>, align 32
-  %s3_conv2.t507_c2_1 = alloca <8 x float>, align 32
-  %s3_conv2.t507_c2_0 = alloca <8 x float>, align 32
-  %s3_conv2.t507_c1_1 = alloca <8 x float>, align 32
-  %s3_conv2.t507_c1_0 = alloca <8 x float>, align 32
-  %s3_conv2.t507_c0_1 = alloca <8 x float>, align 32
-  %s3_conv2.t507_c0_0 = alloca <8 x float>, align 32
-  %s3_conv2.t505_a5 = alloca <8 x float>, align 32
-  %s3_conv2.t505_a4 = alloca <8 x float>, align 32
-  %s3_conv2.t505_a3 = alloca <8 x float>, align 32
-  %s3_conv2.t505_a2 = alloca <8 x float>, align 32
-  %s3_conv2.t505_a1 = alloca <8 x float>, align 32
-  %s3_conv2.t505_a0 = alloca <8 x float>, align 32
-  %s3_conv2.t505_b1 = alloca <8 x float>, align 32
-  %s3_conv2.t505_b0 = alloca <8 x float>, align 32
-  %s3_conv2.t505_c5_1 = alloca <8 x float>, align 32
-  %s3_conv2.t505_c5_0 = alloca <8 x float>, align 32
-  %s3_conv2.t505_c4_1 = alloca <8 x float>, align 32
-  %s3_conv2.t505_c4_0 = alloca <8 x float>, align 32
-  %s3_conv2.t505_c3_1 = alloca <8 x float>, align 32
-  %s3_conv2.t505_c3_0 = alloca <8 x float>, align 32
-  %s3_conv2.t505_c2_1 = alloca <8 x float>, align 32
-  %s3_conv2.t505_c2_0 = alloca <8 x float>, align 32
-  %s3_conv2.t505_c1_1 = alloca <8 x float>, align 32
-  %s3_conv2.t505_c1_0 = alloca <8 x float>, align 32
-  %s3_conv2.t505_c0_1 = alloca <8 x float>, align 32
-  %s3_conv2.t505_c0_0 = alloca <8 x float>, align 32
-  br label %s3_conv2.nb503
+  %s3_conv2.t520_a3 = alloca <8 x float>, align 32
+  %s3_conv2.t520_a2 = alloca <8 x float>, align 32
+  %s3_conv2.t520_a1 = alloca <8 x float>, align 32
+  %s3_conv2.t520_a0 = alloca <8 x float>, align 32
+  %s3_conv2.t520_b1 = alloca <8 x float>, align 32
+  %s3_conv2.t520_b0 = alloca <8 x float>, align 32
+  %s3_conv2.t520_c3_1 = alloca <8 x float>, align 32
+  %s3_conv2.t520_c3_0 = alloca <8 x float>, align 32
+  %s3_conv2.t520_c2_1 = alloca <8 x float>, align 32
+  %s3_conv2.t520_c2_0 = alloca <8 x float>, align 32
+  %s3_conv2.t520_c1_1 = alloca <8 x float>, align 32
+  %s3_conv2.t520_c1_0 = alloca <8 x float>, align 32
+  %s3_conv2.t520_c0_1 = alloca <8 x float>, align 32
+  %s3_conv2.t520_c0_0 = alloca <8 x float>, align 32
+  %s3_conv2.t518_a5 = alloca <8 x float>, align 32
+  %s3_conv2.t518_a4 = alloca <8 x float>, align 32
+  %s3_conv2.t518_a3 = alloca <8 x float>, align 32
+  %s3_conv2.t518_a2 = alloca <8 x float>, align 32
+  %s3_conv2.t518_a1 = alloca <8 x float>, align 32
+  %s3_conv2.t518_a0 = alloca <8 x float>, align 32
+  %s3_conv2.t518_b1 = alloca <8 x float>, align 32
+  %s3_conv2.t518_b0 = alloca <8 x float>, align 32
+  %s3_conv2.t518_c5_1 = alloca <8 x float>, align 32
+  %s3_conv2.t518_c5_0 = alloca <8 x float>, align 32
+  %s3_conv2.t518_c4_1 = alloca <8 x float>, align 32
+  %s3_conv2.t518_c4_0 = alloca <8 x float>, align 32
+  %s3_conv2.t518_c3_1 = alloca <8 x float>, align 32
+  %s3_conv2.t518_c3_0 = alloca <8 x float>, align 32
+  %s3_conv2.t518_c2_1 = alloca <8 x float>, align 32
+  %s3_conv2.t518_c2_0 = alloca <8 x float>, align 32
+  %s3_conv2.t518_c1_1 = alloca <8 x float>, align 32
+  %s3_conv2.t518_c1_0 = alloca <8 x float>, align 32
+  %s3_conv2.t518_c0_1 = alloca <8 x float>, align 32
+  %s3_conv2.t518_c0_0 = alloca <8 x float>, align 32
+  br label %s3_conv2.nb516
 
-s3_conv2.nb503:                                   ; preds = %s3_conv2.k508.end, %entry
-  %s3_conv2.nb5031 = phi i64 [ 0, %entry ], [ %nb503.next, %s3_conv2.k508.end ]
-  br label %s3_conv2.mb504
+s3_conv2.nb516:                                   ; preds = %s3_conv2.k521.end, %entry
+  %s3_conv2.nb5161 = phi i64 [ 0, %entry ], [ %nb516.next, %s3_conv2.k521.end ]
+  br label %s3_conv2.mb517
 
-s3_conv2.nb503.end:                               ; preds = %s3_conv2.k508.end
+s3_conv2.nb516.end:                               ; preds = %s3_conv2.k521.end
   ret void
 
-s3_conv2.mb504:                                   ; preds = %s3_conv2.k506.end, %s3_conv2.nb503
-  %s3_conv2.mb5042 = phi i64 [ 0, %s3_conv2.nb503 ], [ %mb504.next, %s3_conv2.k506.end ]
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t505_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t505_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t505_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t505_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t505_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t505_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t505_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t505_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t505_c4_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t505_c4_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t505_c5_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t505_c5_1, align 32
-  br label %s3_conv2.k506
+s3_conv2.mb517:                                   ; preds = %s3_conv2.k519.end, %s3_conv2.nb516
+  %s3_conv2.mb5172 = phi i64 [ 0, %s3_conv2.nb516 ], [ %mb517.next, %s3_conv2.k519.end ]
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t518_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t518_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t518_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t518_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t518_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t518_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t518_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t518_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t518_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t518_c4_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t518_c5_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t518_c5_1, align 32
+  br label %s3_conv2.k519
 
-s3_conv2.mb504.end:                               ; preds = %s3_conv2.k506.end
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t507_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t507_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t507_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t507_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t507_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t507_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t507_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t507_c3_1, align 32
-  br label %s3_conv2.k508
+s3_conv2.mb517.end:                               ; preds = %s3_conv2.k519.end
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t520_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t520_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t520_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t520_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t520_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t520_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t520_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t520_c3_1, align 32
+  br label %s3_conv2.k521
 
-s3_conv2.k506:                                    ; preds = %s3_conv2.k506, %s3_conv2.mb504
-  %s3_conv2.k5063 = phi i64 [ 0, %s3_conv2.mb504 ], [ %k506.next, %s3_conv2.k506 ]
+s3_conv2.k519:                                    ; preds = %s3_conv2.k519, %s3_conv2.mb517
+  %s3_conv2.k5193 = phi i64 [ 0, %s3_conv2.mb517 ], [ %k519.next, %s3_conv2.k519 ]
   %2 = mul nsw i64 %0, 4096
-  %3 = add nsw i64 262272, %2
+  %3 = add nsw i64 786688, %2
   %4 = mul nsw i64 %1, 32
   %5 = add nsw i64 %3, %4
-  %6 = mul nsw i64 %s3_conv2.k5063, 64
+  %6 = mul nsw i64 %s3_conv2.k5193, 64
   %7 = add nsw i64 %5, %6
-  %8 = mul nsw i64 %s3_conv2.nb5031, 16
+  %8 = mul nsw i64 %s3_conv2.nb5161, 16
   %9 = add nsw i64 %7, %8
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %10, ptr %s3_conv2.t505_b0, align 32
+  store <8 x float> %10, ptr %s3_conv2.t518_b0, align 32
   %11 = mul nsw i64 %0, 4096
-  %12 = add nsw i64 262272, %11
+  %12 = add nsw i64 786688, %11
   %13 = mul nsw i64 %1, 32
   %14 = add nsw i64 %12, %13
-  %15 = mul nsw i64 %s3_conv2.k5063, 64
+  %15 = mul nsw i64 %s3_conv2.k5193, 64
   %16 = add nsw i64 %14, %15
-  %17 = mul nsw i64 %s3_conv2.nb5031, 16
+  %17 = mul nsw i64 %s3_conv2.nb5161, 16
   %18 = add nsw i64 %16, %17
   %19 = add nsw i64 %18, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %20, ptr %s3_conv2.t505_b1, align 32
+  store <8 x float> %20, ptr %s3_conv2.t518_b1, align 32
   %21 = mul nsw i64 %0, 1024
-  %22 = add nsw i64 334208, %21
-  %23 = mul nsw i64 %s3_conv2.mb5042, 6
+  %22 = add nsw i64 858624, %21
+  %23 = mul nsw i64 %s3_conv2.mb5172, 6
   %24 = mul nsw i64 %23, 64
   %25 = add nsw i64 %22, %24
-  %26 = add nsw i64 %25, %s3_conv2.k5063
+  %26 = add nsw i64 %25, %s3_conv2.k5193
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
   %27 = load float, ptr %arena6, align 4
   %28 = insertelement <8 x float> undef, float %27, i32 0
   %29 = shufflevector <8 x float> %28, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %29, ptr %s3_conv2.t505_a0, align 32
-  %t505_a0 = load <8 x float>, ptr %s3_conv2.t505_a0, align 32
-  %t505_b0 = load <8 x float>, ptr %s3_conv2.t505_b0, align 32
-  %t505_c0_0 = load <8 x float>, ptr %s3_conv2.t505_c0_0, align 32
-  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t505_a0, <8 x float> %t505_b0, <8 x float> %t505_c0_0)
-  store <8 x float> %30, ptr %s3_conv2.t505_c0_0, align 32
-  %t505_a07 = load <8 x float>, ptr %s3_conv2.t505_a0, align 32
-  %t505_b1 = load <8 x float>, ptr %s3_conv2.t505_b1, align 32
-  %t505_c0_1 = load <8 x float>, ptr %s3_conv2.t505_c0_1, align 32
-  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t505_a07, <8 x float> %t505_b1, <8 x float> %t505_c0_1)
-  store <8 x float> %31, ptr %s3_conv2.t505_c0_1, align 32
+  store <8 x float> %29, ptr %s3_conv2.t518_a0, align 32
+  %t518_a0 = load <8 x float>, ptr %s3_conv2.t518_a0, align 32
+  %t518_b0 = load <8 x float>, ptr %s3_conv2.t518_b0, align 32
+  %t518_c0_0 = load <8 x float>, ptr %s3_conv2.t518_c0_0, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t518_a0, <8 x float> %t518_b0, <8 x float> %t518_c0_0)
+  store <8 x float> %30, ptr %s3_conv2.t518_c0_0, align 32
+  %t518_a07 = load <8 x float>, ptr %s3_conv2.t518_a0, align 32
+  %t518_b1 = load <8 x float>, ptr %s3_conv2.t518_b1, align 32
+  %t518_c0_1 = load <8 x float>, ptr %s3_conv2.t518_c0_1, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t518_a07, <8 x float> %t518_b1, <8 x float> %t518_c0_1)
+  store <8 x float> %31, ptr %s3_conv2.t518_c0_1, align 32
   %32 = mul nsw i64 %0, 1024
-  %33 = add nsw i64 334208, %32
-  %34 = mul nsw i64 %s3_conv2.mb5042, 6
+  %33 = add nsw i64 858624, %32
+  %34 = mul nsw i64 %s3_conv2.mb5172, 6
   %35 = add nsw i64 %34, 1
   %36 = mul nsw i64 %35, 64
   %37 = add nsw i64 %33, %36
-  %38 = add nsw i64 %37, %s3_conv2.k5063
+  %38 = add nsw i64 %37, %s3_conv2.k5193
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load float, ptr %arena8, align 4
   %40 = insertelement <8 x float> undef, float %39, i32 0
   %41 = shufflevector <8 x float> %40, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %41, ptr %s3_conv2.t505_a1, align 32
-  %t505_a1 = load <8 x float>, ptr %s3_conv2.t505_a1, align 32
-  %t505_b09 = load <8 x float>, ptr %s3_conv2.t505_b0, align 32
-  %t505_c1_0 = load <8 x float>, ptr %s3_conv2.t505_c1_0, align 32
-  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t505_a1, <8 x float> %t505_b09, <8 x float> %t505_c1_0)
-  store <8 x float> %42, ptr %s3_conv2.t505_c1_0, align 32
-  %t505_a110 = load <8 x float>, ptr %s3_conv2.t505_a1, align 32
-  %t505_b111 = load <8 x float>, ptr %s3_conv2.t505_b1, align 32
-  %t505_c1_1 = load <8 x float>, ptr %s3_conv2.t505_c1_1, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t505_a110, <8 x float> %t505_b111, <8 x float> %t505_c1_1)
-  store <8 x float> %43, ptr %s3_conv2.t505_c1_1, align 32
+  store <8 x float> %41, ptr %s3_conv2.t518_a1, align 32
+  %t518_a1 = load <8 x float>, ptr %s3_conv2.t518_a1, align 32
+  %t518_b09 = load <8 x float>, ptr %s3_conv2.t518_b0, align 32
+  %t518_c1_0 = load <8 x float>, ptr %s3_conv2.t518_c1_0, align 32
+  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t518_a1, <8 x float> %t518_b09, <8 x float> %t518_c1_0)
+  store <8 x float> %42, ptr %s3_conv2.t518_c1_0, align 32
+  %t518_a110 = load <8 x float>, ptr %s3_conv2.t518_a1, align 32
+  %t518_b111 = load <8 x float>, ptr %s3_conv2.t518_b1, align 32
+  %t518_c1_1 = load <8 x float>, ptr %s3_conv2.t518_c1_1, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t518_a110, <8 x float> %t518_b111, <8 x float> %t518_c1_1)
+  store <8 x float> %43, ptr %s3_conv2.t518_c1_1, align 32
   %44 = mul nsw i64 %0, 1024
-  %45 = add nsw i64 334208, %44
-  %46 = mul nsw i64 %s3_conv2.mb5042, 6
+  %45 = add nsw i64 858624, %44
+  %46 = mul nsw i64 %s3_conv2.mb5172, 6
   %47 = add nsw i64 %46, 2
   %48 = mul nsw i64 %47, 64
   %49 = add nsw i64 %45, %48
-  %50 = add nsw i64 %49, %s3_conv2.k5063
+  %50 = add nsw i64 %49, %s3_conv2.k5193
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %50
   %51 = load float, ptr %arena12, align 4
   %52 = insertelement <8 x float> undef, float %51, i32 0
   %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %53, ptr %s3_conv2.t505_a2, align 32
-  %t505_a2 = load <8 x float>, ptr %s3_conv2.t505_a2, align 32
-  %t505_b013 = load <8 x float>, ptr %s3_conv2.t505_b0, align 32
-  %t505_c2_0 = load <8 x float>, ptr %s3_conv2.t505_c2_0, align 32
-  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t505_a2, <8 x float> %t505_b013, <8 x float> %t505_c2_0)
-  store <8 x float> %54, ptr %s3_conv2.t505_c2_0, align 32
-  %t505_a214 = load <8 x float>, ptr %s3_conv2.t505_a2, align 32
-  %t505_b115 = load <8 x float>, ptr %s3_conv2.t505_b1, align 32
-  %t505_c2_1 = load <8 x float>, ptr %s3_conv2.t505_c2_1, align 32
-  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t505_a214, <8 x float> %t505_b115, <8 x float> %t505_c2_1)
-  store <8 x float> %55, ptr %s3_conv2.t505_c2_1, align 32
+  store <8 x float> %53, ptr %s3_conv2.t518_a2, align 32
+  %t518_a2 = load <8 x float>, ptr %s3_conv2.t518_a2, align 32
+  %t518_b013 = load <8 x float>, ptr %s3_conv2.t518_b0, align 32
+  %t518_c2_0 = load <8 x float>, ptr %s3_conv2.t518_c2_0, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t518_a2, <8 x float> %t518_b013, <8 x float> %t518_c2_0)
+  store <8 x float> %54, ptr %s3_conv2.t518_c2_0, align 32
+  %t518_a214 = load <8 x float>, ptr %s3_conv2.t518_a2, align 32
+  %t518_b115 = load <8 x float>, ptr %s3_conv2.t518_b1, align 32
+  %t518_c2_1 = load <8 x float>, ptr %s3_conv2.t518_c2_1, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t518_a214, <8 x float> %t518_b115, <8 x float> %t518_c2_1)
+  store <8 x float> %55, ptr %s3_conv2.t518_c2_1, align 32
   %56 = mul nsw i64 %0, 1024
-  %57 = add nsw i64 334208, %56
-  %58 = mul nsw i64 %s3_conv2.mb5042, 6
+  %57 = add nsw i64 858624, %56
+  %58 = mul nsw i64 %s3_conv2.mb5172, 6
   %59 = add nsw i64 %58, 3
   %60 = mul nsw i64 %59, 64
   %61 = add nsw i64 %57, %60
-  %62 = add nsw i64 %61, %s3_conv2.k5063
+  %62 = add nsw i64 %61, %s3_conv2.k5193
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %62
   %63 = load float, ptr %arena16, align 4
   %64 = insertelement <8 x float> undef, float %63, i32 0
   %65 = shufflevector <8 x float> %64, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %65, ptr %s3_conv2.t505_a3, align 32
-  %t505_a3 = load <8 x float>, ptr %s3_conv2.t505_a3, align 32
-  %t505_b017 = load <8 x float>, ptr %s3_conv2.t505_b0, align 32
-  %t505_c3_0 = load <8 x float>, ptr %s3_conv2.t505_c3_0, align 32
-  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t505_a3, <8 x float> %t505_b017, <8 x float> %t505_c3_0)
-  store <8 x float> %66, ptr %s3_conv2.t505_c3_0, align 32
-  %t505_a318 = load <8 x float>, ptr %s3_conv2.t505_a3, align 32
-  %t505_b119 = load <8 x float>, ptr %s3_conv2.t505_b1, align 32
-  %t505_c3_1 = load <8 x float>, ptr %s3_conv2.t505_c3_1, align 32
-  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t505_a318, <8 x float> %t505_b119, <8 x float> %t505_c3_1)
-  store <8 x float> %67, ptr %s3_conv2.t505_c3_1, align 32
+  store <8 x float> %65, ptr %s3_conv2.t518_a3, align 32
+  %t518_a3 = load <8 x float>, ptr %s3_conv2.t518_a3, align 32
+  %t518_b017 = load <8 x float>, ptr %s3_conv2.t518_b0, align 32
+  %t518_c3_0 = load <8 x float>, ptr %s3_conv2.t518_c3_0, align 32
+  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t518_a3, <8 x float> %t518_b017, <8 x float> %t518_c3_0)
+  store <8 x float> %66, ptr %s3_conv2.t518_c3_0, align 32
+  %t518_a318 = load <8 x float>, ptr %s3_conv2.t518_a3, align 32
+  %t518_b119 = load <8 x float>, ptr %s3_conv2.t518_b1, align 32
+  %t518_c3_1 = load <8 x float>, ptr %s3_conv2.t518_c3_1, align 32
+  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t518_a318, <8 x float> %t518_b119, <8 x float> %t518_c3_1)
+  store <8 x float> %67, ptr %s3_conv2.t518_c3_1, align 32
   %68 = mul nsw i64 %0, 1024
-  %69 = add nsw i64 334208, %68
-  %70 = mul nsw i64 %s3_conv2.mb5042, 6
+  %69 = add nsw i64 858624, %68
+  %70 = mul nsw i64 %s3_conv2.mb5172, 6
   %71 = add nsw i64 %70, 4
   %72 = mul nsw i64 %71, 64
   %73 = add nsw i64 %69, %72
-  %74 = add nsw i64 %73, %s3_conv2.k5063
+  %74 = add nsw i64 %73, %s3_conv2.k5193
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %74
   %75 = load float, ptr %arena20, align 4
   %76 = insertelement <8 x float> undef, float %75, i32 0
   %77 = shufflevector <8 x float> %76, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %77, ptr %s3_conv2.t505_a4, align 32
-  %t505_a4 = load <8 x float>, ptr %s3_conv2.t505_a4, align 32
-  %t505_b021 = load <8 x float>, ptr %s3_conv2.t505_b0, align 32
-  %t505_c4_0 = load <8 x float>, ptr %s3_conv2.t505_c4_0, align 32
-  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t505_a4, <8 x float> %t505_b021, <8 x float> %t505_c4_0)
-  store <8 x float> %78, ptr %s3_conv2.t505_c4_0, align 32
-  %t505_a422 = load <8 x float>, ptr %s3_conv2.t505_a4, align 32
-  %t505_b123 = load <8 x float>, ptr %s3_conv2.t505_b1, align 32
-  %t505_c4_1 = load <8 x float>, ptr %s3_conv2.t505_c4_1, align 32
-  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t505_a422, <8 x float> %t505_b123, <8 x float> %t505_c4_1)
-  store <8 x float> %79, ptr %s3_conv2.t505_c4_1, align 32
+  store <8 x float> %77, ptr %s3_conv2.t518_a4, align 32
+  %t518_a4 = load <8 x float>, ptr %s3_conv2.t518_a4, align 32
+  %t518_b021 = load <8 x float>, ptr %s3_conv2.t518_b0, align 32
+  %t518_c4_0 = load <8 x float>, ptr %s3_conv2.t518_c4_0, align 32
+  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t518_a4, <8 x float> %t518_b021, <8 x float> %t518_c4_0)
+  store <8 x float> %78, ptr %s3_conv2.t518_c4_0, align 32
+  %t518_a422 = load <8 x float>, ptr %s3_conv2.t518_a4, align 32
+  %t518_b123 = load <8 x float>, ptr %s3_conv2.t518_b1, align 32
+  %t518_c4_1 = load <8 x float>, ptr %s3_conv2.t518_c4_1, align 32
+  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t518_a422, <8 x float> %t518_b123, <8 x float> %t518_c4_1)
+  store <8 x float> %79, ptr %s3_conv2.t518_c4_1, align 32
   %80 = mul nsw i64 %0, 1024
-  %81 = add nsw i64 334208, %80
-  %82 = mul nsw i64 %s3_conv2.mb5042, 6
+  %81 = add nsw i64 858624, %80
+  %82 = mul nsw i64 %s3_conv2.mb5172, 6
   %83 = add nsw i64 %82, 5
   %84 = mul nsw i64 %83, 64
   %85 = add nsw i64 %81, %84
-  %86 = add nsw i64 %85, %s3_conv2.k5063
+  %86 = add nsw i64 %85, %s3_conv2.k5193
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load float, ptr %arena24, align 4
   %88 = insertelement <8 x float> undef, float %87, i32 0
   %89 = shufflevector <8 x float> %88, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %89, ptr %s3_conv2.t505_a5, align 32
-  %t505_a5 = load <8 x float>, ptr %s3_conv2.t505_a5, align 32
-  %t505_b025 = load <8 x float>, ptr %s3_conv2.t505_b0, align 32
-  %t505_c5_0 = load <8 x float>, ptr %s3_conv2.t505_c5_0, align 32
-  %90 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t505_a5, <8 x float> %t505_b025, <8 x float> %t505_c5_0)
-  store <8 x float> %90, ptr %s3_conv2.t505_c5_0, align 32
-  %t505_a526 = load <8 x float>, ptr %s3_conv2.t505_a5, align 32
-  %t505_b127 = load <8 x float>, ptr %s3_conv2.t505_b1, align 32
-  %t505_c5_1 = load <8 x float>, ptr %s3_conv2.t505_c5_1, align 32
-  %91 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t505_a526, <8 x float> %t505_b127, <8 x float> %t505_c5_1)
-  store <8 x float> %91, ptr %s3_conv2.t505_c5_1, align 32
-  %k506.next = add nsw i64 %s3_conv2.k5063, 1
-  %92 = icmp slt i64 %k506.next, 64
-  br i1 %92, label %s3_conv2.k506, label %s3_conv2.k506.end
+  store <8 x float> %89, ptr %s3_conv2.t518_a5, align 32
+  %t518_a5 = load <8 x float>, ptr %s3_conv2.t518_a5, align 32
+  %t518_b025 = load <8 x float>, ptr %s3_conv2.t518_b0, align 32
+  %t518_c5_0 = load <8 x float>, ptr %s3_conv2.t518_c5_0, align 32
+  %90 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t518_a5, <8 x float> %t518_b025, <8 x float> %t518_c5_0)
+  store <8 x float> %90, ptr %s3_conv2.t518_c5_0, align 32
+  %t518_a526 = load <8 x float>, ptr %s3_conv2.t518_a5, align 32
+  %t518_b127 = load <8 x float>, ptr %s3_conv2.t518_b1, align 32
+  %t518_c5_1 = load <8 x float>, ptr %s3_conv2.t518_c5_1, align 32
+  %91 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t518_a526, <8 x float> %t518_b127, <8 x float> %t518_c5_1)
+  store <8 x float> %91, ptr %s3_conv2.t518_c5_1, align 32
+  %k519.next = add nsw i64 %s3_conv2.k5193, 1
+  %92 = icmp slt i64 %k519.next, 64
+  br i1 %92, label %s3_conv2.k519, label %s3_conv2.k519.end
 
-s3_conv2.k506.end:                                ; preds = %s3_conv2.k506
-  %t505_c0_028 = load <8 x float>, ptr %s3_conv2.t505_c0_0, align 32
+s3_conv2.k519.end:                                ; preds = %s3_conv2.k519
+  %t518_c0_028 = load <8 x float>, ptr %s3_conv2.t518_c0_0, align 32
   %93 = mul nsw i64 %0, 1024
-  %94 = add nsw i64 350592, %93
+  %94 = add nsw i64 875008, %93
   %95 = mul nsw i64 %1, 32
   %96 = add nsw i64 %94, %95
-  %97 = mul nsw i64 %s3_conv2.mb5042, 6
+  %97 = mul nsw i64 %s3_conv2.mb5172, 6
   %98 = mul nsw i64 %97, 64
   %99 = add nsw i64 %96, %98
-  %100 = mul nsw i64 %s3_conv2.nb5031, 16
+  %100 = mul nsw i64 %s3_conv2.nb5161, 16
   %101 = add nsw i64 %99, %100
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %101
-  store <8 x float> %t505_c0_028, ptr %arena29, align 4
-  %t505_c0_130 = load <8 x float>, ptr %s3_conv2.t505_c0_1, align 32
+  store <8 x float> %t518_c0_028, ptr %arena29, align 4
+  %t518_c0_130 = load <8 x float>, ptr %s3_conv2.t518_c0_1, align 32
   %102 = mul nsw i64 %0, 1024
-  %103 = add nsw i64 350592, %102
+  %103 = add nsw i64 875008, %102
   %104 = mul nsw i64 %1, 32
   %105 = add nsw i64 %103, %104
-  %106 = mul nsw i64 %s3_conv2.mb5042, 6
+  %106 = mul nsw i64 %s3_conv2.mb5172, 6
   %107 = mul nsw i64 %106, 64
   %108 = add nsw i64 %105, %107
-  %109 = mul nsw i64 %s3_conv2.nb5031, 16
+  %109 = mul nsw i64 %s3_conv2.nb5161, 16
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t505_c0_130, ptr %arena31, align 4
-  %t505_c1_032 = load <8 x float>, ptr %s3_conv2.t505_c1_0, align 32
+  store <8 x float> %t518_c0_130, ptr %arena31, align 4
+  %t518_c1_032 = load <8 x float>, ptr %s3_conv2.t518_c1_0, align 32
   %112 = mul nsw i64 %0, 1024
-  %113 = add nsw i64 350592, %112
+  %113 = add nsw i64 875008, %112
   %114 = mul nsw i64 %1, 32
   %115 = add nsw i64 %113, %114
-  %116 = mul nsw i64 %s3_conv2.mb5042, 6
+  %116 = mul nsw i64 %s3_conv2.mb5172, 6
   %117 = add nsw i64 %116, 1
   %118 = mul nsw i64 %117, 64
   %119 = add nsw i64 %115, %118
-  %120 = mul nsw i64 %s3_conv2.nb5031, 16
+  %120 = mul nsw i64 %s3_conv2.nb5161, 16
   %121 = add nsw i64 %119, %120
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %121
-  store <8 x float> %t505_c1_032, ptr %arena33, align 4
-  %t505_c1_134 = load <8 x float>, ptr %s3_conv2.t505_c1_1, align 32
+  store <8 x float> %t518_c1_032, ptr %arena33, align 4
+  %t518_c1_134 = load <8 x float>, ptr %s3_conv2.t518_c1_1, align 32
   %122 = mul nsw i64 %0, 1024
-  %123 = add nsw i64 350592, %122
+  %123 = add nsw i64 875008, %122
   %124 = mul nsw i64 %1, 32
   %125 = add nsw i64 %123, %124
-  %126 = mul nsw i64 %s3_conv2.mb5042, 6
+  %126 = mul nsw i64 %s3_conv2.mb5172, 6
   %127 = add nsw i64 %126, 1
   %128 = mul nsw i64 %127, 64
   %129 = add nsw i64 %125, %128
-  %130 = mul nsw i64 %s3_conv2.nb5031, 16
+  %130 = mul nsw i64 %s3_conv2.nb5161, 16
   %131 = add nsw i64 %129, %130
   %132 = add nsw i64 %131, 8
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %132
-  store <8 x float> %t505_c1_134, ptr %arena35, align 4
-  %t505_c2_036 = load <8 x float>, ptr %s3_conv2.t505_c2_0, align 32
+  store <8 x float> %t518_c1_134, ptr %arena35, align 4
+  %t518_c2_036 = load <8 x float>, ptr %s3_conv2.t518_c2_0, align 32
   %133 = mul nsw i64 %0, 1024
-  %134 = add nsw i64 350592, %133
+  %134 = add nsw i64 875008, %133
   %135 = mul nsw i64 %1, 32
   %136 = add nsw i64 %134, %135
-  %137 = mul nsw i64 %s3_conv2.mb5042, 6
+  %137 = mul nsw i64 %s3_conv2.mb5172, 6
   %138 = add nsw i64 %137, 2
   %139 = mul nsw i64 %138, 64
   %140 = add nsw i64 %136, %139
-  %141 = mul nsw i64 %s3_conv2.nb5031, 16
+  %141 = mul nsw i64 %s3_conv2.nb5161, 16
   %142 = add nsw i64 %140, %141
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %142
-  store <8 x float> %t505_c2_036, ptr %arena37, align 4
-  %t505_c2_138 = load <8 x float>, ptr %s3_conv2.t505_c2_1, align 32
+  store <8 x float> %t518_c2_036, ptr %arena37, align 4
+  %t518_c2_138 = load <8 x float>, ptr %s3_conv2.t518_c2_1, align 32
   %143 = mul nsw i64 %0, 1024
-  %144 = add nsw i64 350592, %143
+  %144 = add nsw i64 875008, %143
   %145 = mul nsw i64 %1, 32
   %146 = add nsw i64 %144, %145
-  %147 = mul nsw i64 %s3_conv2.mb5042, 6
+  %147 = mul nsw i64 %s3_conv2.mb5172, 6
   %148 = add nsw i64 %147, 2
   %149 = mul nsw i64 %148, 64
   %150 = add nsw i64 %146, %149
-  %151 = mul nsw i64 %s3_conv2.nb5031, 16
+  %151 = mul nsw i64 %s3_conv2.nb5161, 16
   %152 = add nsw i64 %150, %151
   %153 = add nsw i64 %152, 8
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %153
-  store <8 x float> %t505_c2_138, ptr %arena39, align 4
-  %t505_c3_040 = load <8 x float>, ptr %s3_conv2.t505_c3_0, align 32
+  store <8 x float> %t518_c2_138, ptr %arena39, align 4
+  %t518_c3_040 = load <8 x float>, ptr %s3_conv2.t518_c3_0, align 32
   %154 = mul nsw i64 %0, 1024
-  %155 = add nsw i64 350592, %154
+  %155 = add nsw i64 875008, %154
   %156 = mul nsw i64 %1, 32
   %157 = add nsw i64 %155, %156
-  %158 = mul nsw i64 %s3_conv2.mb5042, 6
+  %158 = mul nsw i64 %s3_conv2.mb5172, 6
   %159 = add nsw i64 %158, 3
   %160 = mul nsw i64 %159, 64
   %161 = add nsw i64 %157, %160
-  %162 = mul nsw i64 %s3_conv2.nb5031, 16
+  %162 = mul nsw i64 %s3_conv2.nb5161, 16
   %163 = add nsw i64 %161, %162
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %163
-  store <8 x float> %t505_c3_040, ptr %arena41, align 4
-  %t505_c3_142 = load <8 x float>, ptr %s3_conv2.t505_c3_1, align 32
+  store <8 x float> %t518_c3_040, ptr %arena41, align 4
+  %t518_c3_142 = load <8 x float>, ptr %s3_conv2.t518_c3_1, align 32
   %164 = mul nsw i64 %0, 1024
-  %165 = add nsw i64 350592, %164
+  %165 = add nsw i64 875008, %164
   %166 = mul nsw i64 %1, 32
   %167 = add nsw i64 %165, %166
-  %168 = mul nsw i64 %s3_conv2.mb5042, 6
+  %168 = mul nsw i64 %s3_conv2.mb5172, 6
   %169 = add nsw i64 %168, 3
   %170 = mul nsw i64 %169, 64
   %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %s3_conv2.nb5031, 16
+  %172 = mul nsw i64 %s3_conv2.nb5161, 16
   %173 = add nsw i64 %171, %172
   %174 = add nsw i64 %173, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t505_c3_142, ptr %arena43, align 4
-  %t505_c4_044 = load <8 x float>, ptr %s3_conv2.t505_c4_0, align 32
+  store <8 x float> %t518_c3_142, ptr %arena43, align 4
+  %t518_c4_044 = load <8 x float>, ptr %s3_conv2.t518_c4_0, align 32
   %175 = mul nsw i64 %0, 1024
-  %176 = add nsw i64 350592, %175
+  %176 = add nsw i64 875008, %175
   %177 = mul nsw i64 %1, 32
   %178 = add nsw i64 %176, %177
-  %179 = mul nsw i64 %s3_conv2.mb5042, 6
+  %179 = mul nsw i64 %s3_conv2.mb5172, 6
   %180 = add nsw i64 %179, 4
   %181 = mul nsw i64 %180, 64
   %182 = add nsw i64 %178, %181
-  %183 = mul nsw i64 %s3_conv2.nb5031, 16
+  %183 = mul nsw i64 %s3_conv2.nb5161, 16
   %184 = add nsw i64 %182, %183
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %184
-  store <8 x float> %t505_c4_044, ptr %arena45, align 4
-  %t505_c4_146 = load <8 x float>, ptr %s3_conv2.t505_c4_1, align 32
+  store <8 x float> %t518_c4_044, ptr %arena45, align 4
+  %t518_c4_146 = load <8 x float>, ptr %s3_conv2.t518_c4_1, align 32
   %185 = mul nsw i64 %0, 1024
-  %186 = add nsw i64 350592, %185
+  %186 = add nsw i64 875008, %185
   %187 = mul nsw i64 %1, 32
   %188 = add nsw i64 %186, %187
-  %189 = mul nsw i64 %s3_conv2.mb5042, 6
+  %189 = mul nsw i64 %s3_conv2.mb5172, 6
   %190 = add nsw i64 %189, 4
   %191 = mul nsw i64 %190, 64
   %192 = add nsw i64 %188, %191
-  %193 = mul nsw i64 %s3_conv2.nb5031, 16
+  %193 = mul nsw i64 %s3_conv2.nb5161, 16
   %194 = add nsw i64 %192, %193
   %195 = add nsw i64 %194, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %195
-  store <8 x float> %t505_c4_146, ptr %arena47, align 4
-  %t505_c5_048 = load <8 x float>, ptr %s3_conv2.t505_c5_0, align 32
+  store <8 x float> %t518_c4_146, ptr %arena47, align 4
+  %t518_c5_048 = load <8 x float>, ptr %s3_conv2.t518_c5_0, align 32
   %196 = mul nsw i64 %0, 1024
-  %197 = add nsw i64 350592, %196
+  %197 = add nsw i64 875008, %196
   %198 = mul nsw i64 %1, 32
   %199 = add nsw i64 %197, %198
-  %200 = mul nsw i64 %s3_conv2.mb5042, 6
+  %200 = mul nsw i64 %s3_conv2.mb5172, 6
   %201 = add nsw i64 %200, 5
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 %199, %202
-  %204 = mul nsw i64 %s3_conv2.nb5031, 16
+  %204 = mul nsw i64 %s3_conv2.nb5161, 16
   %205 = add nsw i64 %203, %204
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %205
-  store <8 x float> %t505_c5_048, ptr %arena49, align 4
-  %t505_c5_150 = load <8 x float>, ptr %s3_conv2.t505_c5_1, align 32
+  store <8 x float> %t518_c5_048, ptr %arena49, align 4
+  %t518_c5_150 = load <8 x float>, ptr %s3_conv2.t518_c5_1, align 32
   %206 = mul nsw i64 %0, 1024
-  %207 = add nsw i64 350592, %206
+  %207 = add nsw i64 875008, %206
   %208 = mul nsw i64 %1, 32
   %209 = add nsw i64 %207, %208
-  %210 = mul nsw i64 %s3_conv2.mb5042, 6
+  %210 = mul nsw i64 %s3_conv2.mb5172, 6
   %211 = add nsw i64 %210, 5
   %212 = mul nsw i64 %211, 64
   %213 = add nsw i64 %209, %212
-  %214 = mul nsw i64 %s3_conv2.nb5031, 16
+  %214 = mul nsw i64 %s3_conv2.nb5161, 16
   %215 = add nsw i64 %213, %214
   %216 = add nsw i64 %215, 8
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %216
-  store <8 x float> %t505_c5_150, ptr %arena51, align 4
-  %mb504.next = add nsw i64 %s3_conv2.mb5042, 1
-  %217 = icmp slt i64 %mb504.next, 2
-  br i1 %217, label %s3_conv2.mb504, label %s3_conv2.mb504.end
+  store <8 x float> %t518_c5_150, ptr %arena51, align 4
+  %mb517.next = add nsw i64 %s3_conv2.mb5172, 1
+  %217 = icmp slt i64 %mb517.next, 2
+  br i1 %217, label %s3_conv2.mb517, label %s3_conv2.mb517.end
 
-s3_conv2.k508:                                    ; preds = %s3_conv2.k508, %s3_conv2.mb504.end
-  %s3_conv2.k50852 = phi i64 [ 0, %s3_conv2.mb504.end ], [ %k508.next, %s3_conv2.k508 ]
+s3_conv2.k521:                                    ; preds = %s3_conv2.k521, %s3_conv2.mb517.end
+  %s3_conv2.k52152 = phi i64 [ 0, %s3_conv2.mb517.end ], [ %k521.next, %s3_conv2.k521 ]
   %218 = mul nsw i64 %0, 4096
-  %219 = add nsw i64 262272, %218
+  %219 = add nsw i64 786688, %218
   %220 = mul nsw i64 %1, 32
   %221 = add nsw i64 %219, %220
-  %222 = mul nsw i64 %s3_conv2.k50852, 64
+  %222 = mul nsw i64 %s3_conv2.k52152, 64
   %223 = add nsw i64 %221, %222
-  %224 = mul nsw i64 %s3_conv2.nb5031, 16
+  %224 = mul nsw i64 %s3_conv2.nb5161, 16
   %225 = add nsw i64 %223, %224
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %225
   %226 = load <8 x float>, ptr %arena53, align 4
-  store <8 x float> %226, ptr %s3_conv2.t507_b0, align 32
+  store <8 x float> %226, ptr %s3_conv2.t520_b0, align 32
   %227 = mul nsw i64 %0, 4096
-  %228 = add nsw i64 262272, %227
+  %228 = add nsw i64 786688, %227
   %229 = mul nsw i64 %1, 32
   %230 = add nsw i64 %228, %229
-  %231 = mul nsw i64 %s3_conv2.k50852, 64
+  %231 = mul nsw i64 %s3_conv2.k52152, 64
   %232 = add nsw i64 %230, %231
-  %233 = mul nsw i64 %s3_conv2.nb5031, 16
+  %233 = mul nsw i64 %s3_conv2.nb5161, 16
   %234 = add nsw i64 %232, %233
   %235 = add nsw i64 %234, 8
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %235
   %236 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %236, ptr %s3_conv2.t507_b1, align 32
+  store <8 x float> %236, ptr %s3_conv2.t520_b1, align 32
   %237 = mul nsw i64 %0, 1024
-  %238 = add nsw i64 334208, %237
+  %238 = add nsw i64 858624, %237
   %239 = add nsw i64 %238, 768
-  %240 = add nsw i64 %239, %s3_conv2.k50852
+  %240 = add nsw i64 %239, %s3_conv2.k52152
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %240
   %241 = load float, ptr %arena55, align 4
   %242 = insertelement <8 x float> undef, float %241, i32 0
   %243 = shufflevector <8 x float> %242, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %243, ptr %s3_conv2.t507_a0, align 32
-  %t507_a0 = load <8 x float>, ptr %s3_conv2.t507_a0, align 32
-  %t507_b0 = load <8 x float>, ptr %s3_conv2.t507_b0, align 32
-  %t507_c0_0 = load <8 x float>, ptr %s3_conv2.t507_c0_0, align 32
-  %244 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t507_a0, <8 x float> %t507_b0, <8 x float> %t507_c0_0)
-  store <8 x float> %244, ptr %s3_conv2.t507_c0_0, align 32
-  %t507_a056 = load <8 x float>, ptr %s3_conv2.t507_a0, align 32
-  %t507_b1 = load <8 x float>, ptr %s3_conv2.t507_b1, align 32
-  %t507_c0_1 = load <8 x float>, ptr %s3_conv2.t507_c0_1, align 32
-  %245 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t507_a056, <8 x float> %t507_b1, <8 x float> %t507_c0_1)
-  store <8 x float> %245, ptr %s3_conv2.t507_c0_1, align 32
+  store <8 x float> %243, ptr %s3_conv2.t520_a0, align 32
+  %t520_a0 = load <8 x float>, ptr %s3_conv2.t520_a0, align 32
+  %t520_b0 = load <8 x float>, ptr %s3_conv2.t520_b0, align 32
+  %t520_c0_0 = load <8 x float>, ptr %s3_conv2.t520_c0_0, align 32
+  %244 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t520_a0, <8 x float> %t520_b0, <8 x float> %t520_c0_0)
+  store <8 x float> %244, ptr %s3_conv2.t520_c0_0, align 32
+  %t520_a056 = load <8 x float>, ptr %s3_conv2.t520_a0, align 32
+  %t520_b1 = load <8 x float>, ptr %s3_conv2.t520_b1, align 32
+  %t520_c0_1 = load <8 x float>, ptr %s3_conv2.t520_c0_1, align 32
+  %245 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t520_a056, <8 x float> %t520_b1, <8 x float> %t520_c0_1)
+  store <8 x float> %245, ptr %s3_conv2.t520_c0_1, align 32
   %246 = mul nsw i64 %0, 1024
-  %247 = add nsw i64 334208, %246
+  %247 = add nsw i64 858624, %246
   %248 = add nsw i64 %247, 832
-  %249 = add nsw i64 %248, %s3_conv2.k50852
+  %249 = add nsw i64 %248, %s3_conv2.k52152
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %249
   %250 = load float, ptr %arena57, align 4
   %251 = insertelement <8 x float> undef, float %250, i32 0
   %252 = shufflevector <8 x float> %251, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %252, ptr %s3_conv2.t507_a1, align 32
-  %t507_a1 = load <8 x float>, ptr %s3_conv2.t507_a1, align 32
-  %t507_b058 = load <8 x float>, ptr %s3_conv2.t507_b0, align 32
-  %t507_c1_0 = load <8 x float>, ptr %s3_conv2.t507_c1_0, align 32
-  %253 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t507_a1, <8 x float> %t507_b058, <8 x float> %t507_c1_0)
-  store <8 x float> %253, ptr %s3_conv2.t507_c1_0, align 32
-  %t507_a159 = load <8 x float>, ptr %s3_conv2.t507_a1, align 32
-  %t507_b160 = load <8 x float>, ptr %s3_conv2.t507_b1, align 32
-  %t507_c1_1 = load <8 x float>, ptr %s3_conv2.t507_c1_1, align 32
-  %254 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t507_a159, <8 x float> %t507_b160, <8 x float> %t507_c1_1)
-  store <8 x float> %254, ptr %s3_conv2.t507_c1_1, align 32
+  store <8 x float> %252, ptr %s3_conv2.t520_a1, align 32
+  %t520_a1 = load <8 x float>, ptr %s3_conv2.t520_a1, align 32
+  %t520_b058 = load <8 x float>, ptr %s3_conv2.t520_b0, align 32
+  %t520_c1_0 = load <8 x float>, ptr %s3_conv2.t520_c1_0, align 32
+  %253 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t520_a1, <8 x float> %t520_b058, <8 x float> %t520_c1_0)
+  store <8 x float> %253, ptr %s3_conv2.t520_c1_0, align 32
+  %t520_a159 = load <8 x float>, ptr %s3_conv2.t520_a1, align 32
+  %t520_b160 = load <8 x float>, ptr %s3_conv2.t520_b1, align 32
+  %t520_c1_1 = load <8 x float>, ptr %s3_conv2.t520_c1_1, align 32
+  %254 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t520_a159, <8 x float> %t520_b160, <8 x float> %t520_c1_1)
+  store <8 x float> %254, ptr %s3_conv2.t520_c1_1, align 32
   %255 = mul nsw i64 %0, 1024
-  %256 = add nsw i64 334208, %255
+  %256 = add nsw i64 858624, %255
   %257 = add nsw i64 %256, 896
-  %258 = add nsw i64 %257, %s3_conv2.k50852
+  %258 = add nsw i64 %257, %s3_conv2.k52152
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %258
   %259 = load float, ptr %arena61, align 4
   %260 = insertelement <8 x float> undef, float %259, i32 0
   %261 = shufflevector <8 x float> %260, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %261, ptr %s3_conv2.t507_a2, align 32
-  %t507_a2 = load <8 x float>, ptr %s3_conv2.t507_a2, align 32
-  %t507_b062 = load <8 x float>, ptr %s3_conv2.t507_b0, align 32
-  %t507_c2_0 = load <8 x float>, ptr %s3_conv2.t507_c2_0, align 32
-  %262 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t507_a2, <8 x float> %t507_b062, <8 x float> %t507_c2_0)
-  store <8 x float> %262, ptr %s3_conv2.t507_c2_0, align 32
-  %t507_a263 = load <8 x float>, ptr %s3_conv2.t507_a2, align 32
-  %t507_b164 = load <8 x float>, ptr %s3_conv2.t507_b1, align 32
-  %t507_c2_1 = load <8 x float>, ptr %s3_conv2.t507_c2_1, align 32
-  %263 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t507_a263, <8 x float> %t507_b164, <8 x float> %t507_c2_1)
-  store <8 x float> %263, ptr %s3_conv2.t507_c2_1, align 32
+  store <8 x float> %261, ptr %s3_conv2.t520_a2, align 32
+  %t520_a2 = load <8 x float>, ptr %s3_conv2.t520_a2, align 32
+  %t520_b062 = load <8 x float>, ptr %s3_conv2.t520_b0, align 32
+  %t520_c2_0 = load <8 x float>, ptr %s3_conv2.t520_c2_0, align 32
+  %262 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t520_a2, <8 x float> %t520_b062, <8 x float> %t520_c2_0)
+  store <8 x float> %262, ptr %s3_conv2.t520_c2_0, align 32
+  %t520_a263 = load <8 x float>, ptr %s3_conv2.t520_a2, align 32
+  %t520_b164 = load <8 x float>, ptr %s3_conv2.t520_b1, align 32
+  %t520_c2_1 = load <8 x float>, ptr %s3_conv2.t520_c2_1, align 32
+  %263 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t520_a263, <8 x float> %t520_b164, <8 x float> %t520_c2_1)
+  store <8 x float> %263, ptr %s3_conv2.t520_c2_1, align 32
   %264 = mul nsw i64 %0, 1024
-  %265 = add nsw i64 334208, %264
+  %265 = add nsw i64 858624, %264
   %266 = add nsw i64 %265, 960
-  %267 = add nsw i64 %266, %s3_conv2.k50852
+  %267 = add nsw i64 %266, %s3_conv2.k52152
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %267
   %268 = load float, ptr %arena65, align 4
   %269 = insertelement <8 x float> undef, float %268, i32 0
   %270 = shufflevector <8 x float> %269, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %270, ptr %s3_conv2.t507_a3, align 32
-  %t507_a3 = load <8 x float>, ptr %s3_conv2.t507_a3, align 32
-  %t507_b066 = load <8 x float>, ptr %s3_conv2.t507_b0, align 32
-  %t507_c3_0 = load <8 x float>, ptr %s3_conv2.t507_c3_0, align 32
-  %271 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t507_a3, <8 x float> %t507_b066, <8 x float> %t507_c3_0)
-  store <8 x float> %271, ptr %s3_conv2.t507_c3_0, align 32
-  %t507_a367 = load <8 x float>, ptr %s3_conv2.t507_a3, align 32
-  %t507_b168 = load <8 x float>, ptr %s3_conv2.t507_b1, align 32
-  %t507_c3_1 = load <8 x float>, ptr %s3_conv2.t507_c3_1, align 32
-  %272 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t507_a367, <8 x float> %t507_b168, <8 x float> %t507_c3_1)
-  store <8 x float> %272, ptr %s3_conv2.t507_c3_1, align 32
-  %k508.next = add nsw i64 %s3_conv2.k50852, 1
-  %273 = icmp slt i64 %k508.next, 64
-  br i1 %273, label %s3_conv2.k508, label %s3_conv2.k508.end
+  store <8 x float> %270, ptr %s3_conv2.t520_a3, align 32
+  %t520_a3 = load <8 x float>, ptr %s3_conv2.t520_a3, align 32
+  %t520_b066 = load <8 x float>, ptr %s3_conv2.t520_b0, align 32
+  %t520_c3_0 = load <8 x float>, ptr %s3_conv2.t520_c3_0, align 32
+  %271 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t520_a3, <8 x float> %t520_b066, <8 x float> %t520_c3_0)
+  store <8 x float> %271, ptr %s3_conv2.t520_c3_0, align 32
+  %t520_a367 = load <8 x float>, ptr %s3_conv2.t520_a3, align 32
+  %t520_b168 = load <8 x float>, ptr %s3_conv2.t520_b1, align 32
+  %t520_c3_1 = load <8 x float>, ptr %s3_conv2.t520_c3_1, align 32
+  %272 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t520_a367, <8 x float> %t520_b168, <8 x float> %t520_c3_1)
+  store <8 x float> %272, ptr %s3_conv2.t520_c3_1, align 32
+  %k521.next = add nsw i64 %s3_conv2.k52152, 1
+  %273 = icmp slt i64 %k521.next, 64
+  br i1 %273, label %s3_conv2.k521, label %s3_conv2.k521.end
 
-s3_conv2.k508.end:                                ; preds = %s3_conv2.k508
-  %t507_c0_069 = load <8 x float>, ptr %s3_conv2.t507_c0_0, align 32
+s3_conv2.k521.end:                                ; preds = %s3_conv2.k521
+  %t520_c0_069 = load <8 x float>, ptr %s3_conv2.t520_c0_0, align 32
   %274 = mul nsw i64 %0, 1024
-  %275 = add nsw i64 350592, %274
+  %275 = add nsw i64 875008, %274
   %276 = mul nsw i64 %1, 32
   %277 = add nsw i64 %275, %276
   %278 = add nsw i64 %277, 768
-  %279 = mul nsw i64 %s3_conv2.nb5031, 16
+  %279 = mul nsw i64 %s3_conv2.nb5161, 16
   %280 = add nsw i64 %278, %279
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %280
-  store <8 x float> %t507_c0_069, ptr %arena70, align 4
-  %t507_c0_171 = load <8 x float>, ptr %s3_conv2.t507_c0_1, align 32
+  store <8 x float> %t520_c0_069, ptr %arena70, align 4
+  %t520_c0_171 = load <8 x float>, ptr %s3_conv2.t520_c0_1, align 32
   %281 = mul nsw i64 %0, 1024
-  %282 = add nsw i64 350592, %281
+  %282 = add nsw i64 875008, %281
   %283 = mul nsw i64 %1, 32
   %284 = add nsw i64 %282, %283
   %285 = add nsw i64 %284, 768
-  %286 = mul nsw i64 %s3_conv2.nb5031, 16
+  %286 = mul nsw i64 %s3_conv2.nb5161, 16
   %287 = add nsw i64 %285, %286
   %288 = add nsw i64 %287, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %288
-  store <8 x float> %t507_c0_171, ptr %arena72, align 4
-  %t507_c1_073 = load <8 x float>, ptr %s3_conv2.t507_c1_0, align 32
+  store <8 x float> %t520_c0_171, ptr %arena72, align 4
+  %t520_c1_073 = load <8 x float>, ptr %s3_conv2.t520_c1_0, align 32
   %289 = mul nsw i64 %0, 1024
-  %290 = add nsw i64 350592, %289
+  %290 = add nsw i64 875008, %289
   %291 = mul nsw i64 %1, 32
   %292 = add nsw i64 %290, %291
   %293 = add nsw i64 %292, 832
-  %294 = mul nsw i64 %s3_conv2.nb5031, 16
+  %294 = mul nsw i64 %s3_conv2.nb5161, 16
   %295 = add nsw i64 %293, %294
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %295
-  store <8 x float> %t507_c1_073, ptr %arena74, align 4
-  %t507_c1_175 = load <8 x float>, ptr %s3_conv2.t507_c1_1, align 32
+  store <8 x float> %t520_c1_073, ptr %arena74, align 4
+  %t520_c1_175 = load <8 x float>, ptr %s3_conv2.t520_c1_1, align 32
   %296 = mul nsw i64 %0, 1024
-  %297 = add nsw i64 350592, %296
+  %297 = add nsw i64 875008, %296
   %298 = mul nsw i64 %1, 32
   %299 = add nsw i64 %297, %298
   %300 = add nsw i64 %299, 832
-  %301 = mul nsw i64 %s3_conv2.nb5031, 16
+  %301 = mul nsw i64 %s3_conv2.nb5161, 16
   %302 = add nsw i64 %300, %301
   %303 = add nsw i64 %302, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %303
-  store <8 x float> %t507_c1_175, ptr %arena76, align 4
-  %t507_c2_077 = load <8 x float>, ptr %s3_conv2.t507_c2_0, align 32
+  store <8 x float> %t520_c1_175, ptr %arena76, align 4
+  %t520_c2_077 = load <8 x float>, ptr %s3_conv2.t520_c2_0, align 32
   %304 = mul nsw i64 %0, 1024
-  %305 = add nsw i64 350592, %304
+  %305 = add nsw i64 875008, %304
   %306 = mul nsw i64 %1, 32
   %307 = add nsw i64 %305, %306
   %308 = add nsw i64 %307, 896
-  %309 = mul nsw i64 %s3_conv2.nb5031, 16
+  %309 = mul nsw i64 %s3_conv2.nb5161, 16
   %310 = add nsw i64 %308, %309
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %310
-  store <8 x float> %t507_c2_077, ptr %arena78, align 4
-  %t507_c2_179 = load <8 x float>, ptr %s3_conv2.t507_c2_1, align 32
+  store <8 x float> %t520_c2_077, ptr %arena78, align 4
+  %t520_c2_179 = load <8 x float>, ptr %s3_conv2.t520_c2_1, align 32
   %311 = mul nsw i64 %0, 1024
-  %312 = add nsw i64 350592, %311
+  %312 = add nsw i64 875008, %311
   %313 = mul nsw i64 %1, 32
   %314 = add nsw i64 %312, %313
   %315 = add nsw i64 %314, 896
-  %316 = mul nsw i64 %s3_conv2.nb5031, 16
+  %316 = mul nsw i64 %s3_conv2.nb5161, 16
   %317 = add nsw i64 %315, %316
   %318 = add nsw i64 %317, 8
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %318
-  store <8 x float> %t507_c2_179, ptr %arena80, align 4
-  %t507_c3_081 = load <8 x float>, ptr %s3_conv2.t507_c3_0, align 32
+  store <8 x float> %t520_c2_179, ptr %arena80, align 4
+  %t520_c3_081 = load <8 x float>, ptr %s3_conv2.t520_c3_0, align 32
   %319 = mul nsw i64 %0, 1024
-  %320 = add nsw i64 350592, %319
+  %320 = add nsw i64 875008, %319
   %321 = mul nsw i64 %1, 32
   %322 = add nsw i64 %320, %321
   %323 = add nsw i64 %322, 960
-  %324 = mul nsw i64 %s3_conv2.nb5031, 16
+  %324 = mul nsw i64 %s3_conv2.nb5161, 16
   %325 = add nsw i64 %323, %324
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %325
-  store <8 x float> %t507_c3_081, ptr %arena82, align 4
-  %t507_c3_183 = load <8 x float>, ptr %s3_conv2.t507_c3_1, align 32
+  store <8 x float> %t520_c3_081, ptr %arena82, align 4
+  %t520_c3_183 = load <8 x float>, ptr %s3_conv2.t520_c3_1, align 32
   %326 = mul nsw i64 %0, 1024
-  %327 = add nsw i64 350592, %326
+  %327 = add nsw i64 875008, %326
   %328 = mul nsw i64 %1, 32
   %329 = add nsw i64 %327, %328
   %330 = add nsw i64 %329, 960
-  %331 = mul nsw i64 %s3_conv2.nb5031, 16
+  %331 = mul nsw i64 %s3_conv2.nb5161, 16
   %332 = add nsw i64 %330, %331
   %333 = add nsw i64 %332, 8
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %333
-  store <8 x float> %t507_c3_183, ptr %arena84, align 4
-  %nb503.next = add nsw i64 %s3_conv2.nb5031, 1
-  %334 = icmp slt i64 %nb503.next, 2
-  br i1 %334, label %s3_conv2.nb503, label %s3_conv2.nb503.end
+  store <8 x float> %t520_c3_183, ptr %arena84, align 4
+  %nb516.next = add nsw i64 %s3_conv2.nb5161, 1
+  %334 = icmp slt i64 %nb516.next, 2
+  br i1 %334, label %s3_conv2.nb516, label %s3_conv2.nb516.end
 }
 
-define internal void @resnet8_infer_b64.k19.s3_conv2.part501.task(ptr %0, i64 %1) {
+define internal void @resnet8_infer_b64.k17.s3_conv2.part514.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -52671,1029 +53260,104 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @resnet8_infer_b64.k19.s3_conv2.part501(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @resnet8_infer_b64.k17.s3_conv2.part514(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k20.s3_pbn(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define internal void @resnet8_infer_b64.k18.gap(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %s3_pbn.scale530 = alloca float, align 4
-  br label %s3_pbn.c529
-
-s3_pbn.c529:                                      ; preds = %s3_pbn.c529, %entry
-  %s3_pbn.c5291 = phi i64 [ 0, %entry ], [ %c529.next, %s3_pbn.c529 ]
-  %0 = add nsw i64 77264, %s3_pbn.c5291
-  %params2 = getelementptr inbounds float, ptr %params, i64 %0
-  %1 = load float, ptr %params2, align 4
-  %2 = add nsw i64 78650, %s3_pbn.c5291
-  %params3 = getelementptr inbounds float, ptr %params, i64 %2
-  %3 = load float, ptr %params3, align 4
-  %4 = fadd float %3, 0x3EE4F8B580000000
-  %5 = call float @llvm.sqrt.f32(float %4)
-  %6 = fdiv float 1.000000e+00, %5
-  %7 = fmul float %1, %6
-  store float %7, ptr %s3_pbn.scale530, align 4
-  %scale530 = load float, ptr %s3_pbn.scale530, align 4
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %s3_pbn.c5291
-  store float %scale530, ptr %arena4, align 4
-  %8 = add nsw i64 77328, %s3_pbn.c5291
-  %params5 = getelementptr inbounds float, ptr %params, i64 %8
-  %9 = load float, ptr %params5, align 4
-  %10 = add nsw i64 78586, %s3_pbn.c5291
-  %params6 = getelementptr inbounds float, ptr %params, i64 %10
-  %11 = load float, ptr %params6, align 4
-  %scale5307 = load float, ptr %s3_pbn.scale530, align 4
-  %12 = fmul float %11, %scale5307
-  %13 = fsub float %9, %12
-  %14 = add nsw i64 64, %s3_pbn.c5291
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %14
-  store float %13, ptr %arena8, align 4
-  %c529.next = add nsw i64 %s3_pbn.c5291, 1
-  %15 = icmp slt i64 %c529.next, 64
-  br i1 %15, label %s3_pbn.c529, label %s3_pbn.c529.end
-
-s3_pbn.c529.end:                                  ; preds = %s3_pbn.c529
-  ret void
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k21.s3_proj(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
-entry:
-  %part538.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  %part532.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  br label %s3_proj.g531
-
-s3_proj.g531:                                     ; preds = %s3_proj.part538.done, %entry
-  %s3_proj.g5311 = phi i64 [ 0, %entry ], [ %g531.next, %s3_proj.part538.done ]
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part532.context, i32 0, i32 0
+  %part542.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part542.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part532.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part542.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part532.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part542.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part532.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part542.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part532.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part542.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part532.context, i32 0, i32 5
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part542.context, i32 0, i32 5
   store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part532.context, i32 0, i32 6
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part542.context, i32 0, i32 6
   store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part532.context, i32 0, i32 7
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part542.context, i32 0, i32 7
   store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part532.context, i32 0, i32 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part542.context, i32 0, i32 8
   store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part532.context, i32 0, i32 9
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part542.context, i32 0, i32 9
   store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part532.context, i32 0, i32 10
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part542.context, i32 0, i32 10
   store ptr %pool, ptr %10, align 8
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part532.context, i32 0, i32 11
-  store i64 %s3_proj.g5311, ptr %11, align 4
-  %12 = icmp eq ptr %pool, null
-  br i1 %12, label %s3_proj.part532.serial, label %s3_proj.part532.pool
+  %11 = icmp eq ptr %pool, null
+  br i1 %11, label %gap.part542.serial, label %gap.part542.pool
 
-s3_proj.g531.end:                                 ; preds = %s3_proj.part538.done
-  ret void
-
-s3_proj.part532.pool:                             ; preds = %s3_proj.g531
+gap.part542.pool:                                 ; preds = %entry
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @resnet8_infer_b64.k21.s3_proj.part532.task, ptr %part532.context, i64 2)
-  br label %s3_proj.part532.done
+  call void %run(ptr %pool, ptr @resnet8_infer_b64.k18.gap.part542.task, ptr %part542.context, i64 2)
+  br label %gap.part542.done
 
-s3_proj.part532.serial:                           ; preds = %s3_proj.g531
-  br label %s3_proj.part532
+gap.part542.serial:                               ; preds = %entry
+  br label %gap.part542
 
-s3_proj.part532.done:                             ; preds = %s3_proj.part532.end, %s3_proj.part532.pool
-  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part538.context, i32 0, i32 0
-  store ptr %params, ptr %13, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part538.context, i32 0, i32 1
-  store ptr %grads, ptr %14, align 8
-  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part538.context, i32 0, i32 2
-  store ptr %m, ptr %15, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part538.context, i32 0, i32 3
-  store ptr %v, ptr %16, align 8
-  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part538.context, i32 0, i32 4
-  store ptr %arena, ptr %17, align 8
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part538.context, i32 0, i32 5
-  store ptr %images, ptr %18, align 8
-  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part538.context, i32 0, i32 6
-  store ptr %labels, ptr %19, align 8
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part538.context, i32 0, i32 7
-  store float %lr, ptr %20, align 4
-  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part538.context, i32 0, i32 8
-  store i64 %step, ptr %21, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part538.context, i32 0, i32 9
-  store i64 %seed, ptr %22, align 4
-  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part538.context, i32 0, i32 10
-  store ptr %pool, ptr %23, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part538.context, i32 0, i32 11
-  store i64 %s3_proj.g5311, ptr %24, align 4
-  %25 = icmp eq ptr %pool, null
-  br i1 %25, label %s3_proj.part538.serial, label %s3_proj.part538.pool
+gap.part542.done:                                 ; preds = %gap.part542.end, %gap.part542.pool
+  ret void
 
-s3_proj.part532:                                  ; preds = %s3_proj.part532, %s3_proj.part532.serial
-  %s3_proj.part5322 = phi i64 [ 0, %s3_proj.part532.serial ], [ %part532.next, %s3_proj.part532 ]
-  call void @resnet8_infer_b64.k21.s3_proj.part532(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_proj.g5311, i64 %s3_proj.part5322)
-  %part532.next = add nsw i64 %s3_proj.part5322, 1
-  %26 = icmp slt i64 %part532.next, 2
-  br i1 %26, label %s3_proj.part532, label %s3_proj.part532.end
+gap.part542:                                      ; preds = %gap.part542, %gap.part542.serial
+  %gap.part5421 = phi i64 [ 0, %gap.part542.serial ], [ %part542.next, %gap.part542 ]
+  call void @resnet8_infer_b64.k18.gap.part542(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %gap.part5421)
+  %part542.next = add nsw i64 %gap.part5421, 1
+  %12 = icmp slt i64 %part542.next, 2
+  br i1 %12, label %gap.part542, label %gap.part542.end
 
-s3_proj.part532.end:                              ; preds = %s3_proj.part532
-  br label %s3_proj.part532.done
-
-s3_proj.part538.pool:                             ; preds = %s3_proj.part532.done
-  %run3 = load ptr, ptr %pool, align 8
-  call void %run3(ptr %pool, ptr @resnet8_infer_b64.k21.s3_proj.part538.task, ptr %part538.context, i64 2)
-  br label %s3_proj.part538.done
-
-s3_proj.part538.serial:                           ; preds = %s3_proj.part532.done
-  br label %s3_proj.part538
-
-s3_proj.part538.done:                             ; preds = %s3_proj.part538.end, %s3_proj.part538.pool
-  %g531.next = add nsw i64 %s3_proj.g5311, 1
-  %27 = icmp slt i64 %g531.next, 4
-  br i1 %27, label %s3_proj.g531, label %s3_proj.g531.end
-
-s3_proj.part538:                                  ; preds = %s3_proj.part538, %s3_proj.part538.serial
-  %s3_proj.part5384 = phi i64 [ 0, %s3_proj.part538.serial ], [ %part538.next, %s3_proj.part538 ]
-  call void @resnet8_infer_b64.k21.s3_proj.part538(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_proj.g5311, i64 %s3_proj.part5384)
-  %part538.next = add nsw i64 %s3_proj.part5384, 1
-  %28 = icmp slt i64 %part538.next, 2
-  br i1 %28, label %s3_proj.part538, label %s3_proj.part538.end
-
-s3_proj.part538.end:                              ; preds = %s3_proj.part538
-  br label %s3_proj.part538.done
+gap.part542.end:                                  ; preds = %gap.part542
+  br label %gap.part542.done
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k21.s3_proj.part532(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
+define internal void @resnet8_infer_b64.k18.gap.part542(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
 entry:
-  br label %s3_proj.j533
+  %gap.acc544 = alloca float, align 4
+  br label %gap.q543
 
-s3_proj.j533:                                     ; preds = %s3_proj.c534.end, %entry
-  %s3_proj.j5331 = phi i64 [ 0, %entry ], [ %j533.next, %s3_proj.c534.end ]
-  br label %s3_proj.c534
+gap.q543:                                         ; preds = %gap.i545.end, %entry
+  %gap.q5431 = phi i64 [ 0, %entry ], [ %q543.next, %gap.i545.end ]
+  store float 0.000000e+00, ptr %gap.acc544, align 4
+  br label %gap.i545
 
-s3_proj.j533.end:                                 ; preds = %s3_proj.c534.end
+gap.q543.end:                                     ; preds = %gap.i545.end
   ret void
 
-s3_proj.c534:                                     ; preds = %s3_proj.ky535.end, %s3_proj.j533
-  %s3_proj.c5342 = phi i64 [ 0, %s3_proj.j533 ], [ %c534.next, %s3_proj.ky535.end ]
-  br label %s3_proj.ky535
+gap.i545:                                         ; preds = %gap.i545, %gap.q543
+  %gap.i5452 = phi i64 [ 0, %gap.q543 ], [ %i545.next, %gap.i545 ]
+  %acc544 = load float, ptr %gap.acc544, align 4
+  %1 = mul nsw i64 %0, 2048
+  %2 = add nsw i64 %gap.q5431, %1
+  %3 = mul nsw i64 %2, 64
+  %4 = add nsw i64 524544, %3
+  %5 = add nsw i64 %4, %gap.i5452
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
+  %6 = load float, ptr %arena3, align 4
+  %7 = fadd float %acc544, %6
+  store float %7, ptr %gap.acc544, align 4
+  %i545.next = add nsw i64 %gap.i5452, 1
+  %8 = icmp slt i64 %i545.next, 64
+  br i1 %8, label %gap.i545, label %gap.i545.end
 
-s3_proj.c534.end:                                 ; preds = %s3_proj.ky535.end
-  %j533.next = add nsw i64 %s3_proj.j5331, 1
-  %2 = icmp slt i64 %j533.next, 16
-  br i1 %2, label %s3_proj.j533, label %s3_proj.j533.end
-
-s3_proj.ky535:                                    ; preds = %s3_proj.oy536.end, %s3_proj.c534
-  %s3_proj.ky5353 = phi i64 [ 0, %s3_proj.c534 ], [ %ky535.next, %s3_proj.oy536.end ]
-  br label %s3_proj.oy536
-
-s3_proj.ky535.end:                                ; preds = %s3_proj.oy536.end
-  %c534.next = add nsw i64 %s3_proj.c5342, 1
-  %3 = icmp slt i64 %c534.next, 16
-  br i1 %3, label %s3_proj.c534, label %s3_proj.c534.end
-
-s3_proj.oy536:                                    ; preds = %s3_proj.ox537.end, %s3_proj.ky535
-  %s3_proj.oy5364 = phi i64 [ 0, %s3_proj.ky535 ], [ %oy536.next, %s3_proj.ox537.end ]
-  br label %s3_proj.ox537
-
-s3_proj.oy536.end:                                ; preds = %s3_proj.ox537.end
-  %ky535.next = add nsw i64 %s3_proj.ky5353, 1
-  %4 = icmp slt i64 %ky535.next, 1
-  br i1 %4, label %s3_proj.ky535, label %s3_proj.ky535.end
-
-s3_proj.ox537:                                    ; preds = %s3_proj.ox537, %s3_proj.oy536
-  %s3_proj.ox5375 = phi i64 [ 0, %s3_proj.oy536 ], [ %ox537.next, %s3_proj.ox537 ]
-  %5 = mul nsw i64 %0, 16
-  %6 = add nsw i64 %5, %s3_proj.j5331
-  %7 = mul nsw i64 %6, 8192
-  %8 = add nsw i64 524288, %7
-  %9 = mul nsw i64 %1, 16
-  %10 = add nsw i64 %s3_proj.c5342, %9
-  %11 = mul nsw i64 %10, 256
-  %12 = add nsw i64 %8, %11
-  %13 = mul nsw i64 %s3_proj.oy5364, 2
-  %14 = add nsw i64 %13, %s3_proj.ky5353
-  %15 = mul nsw i64 %14, 16
-  %16 = add nsw i64 %12, %15
-  %17 = mul nsw i64 %s3_proj.ox5375, 2
-  %18 = add nsw i64 %16, %17
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %18
-  %19 = load float, ptr %arena6, align 4
-  %20 = mul nsw i64 %1, 16
-  %21 = add nsw i64 %s3_proj.c5342, %20
-  %22 = add nsw i64 %21, %s3_proj.ky5353
-  %23 = mul nsw i64 %22, 1040
-  %24 = add nsw i64 262272, %23
-  %25 = mul nsw i64 %s3_proj.j5331, 64
-  %26 = add nsw i64 %24, %25
-  %27 = mul nsw i64 %s3_proj.oy5364, 8
-  %28 = add nsw i64 %27, %s3_proj.ox5375
-  %29 = add nsw i64 %26, %28
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %29
-  store float %19, ptr %arena7, align 4
-  %ox537.next = add nsw i64 %s3_proj.ox5375, 1
-  %30 = icmp slt i64 %ox537.next, 8
-  br i1 %30, label %s3_proj.ox537, label %s3_proj.ox537.end
-
-s3_proj.ox537.end:                                ; preds = %s3_proj.ox537
-  %oy536.next = add nsw i64 %s3_proj.oy5364, 1
-  %31 = icmp slt i64 %oy536.next, 8
-  br i1 %31, label %s3_proj.oy536, label %s3_proj.oy536.end
-}
-
-define internal void @resnet8_infer_b64.k21.s3_proj.part532.task(ptr %0, i64 %1) {
-entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
-  %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
-  %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
-  %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
-  %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
-  %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
-  %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
-  %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
-  %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
-  %25 = load i64, ptr %24, align 4
-  call void @resnet8_infer_b64.k21.s3_proj.part532(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
-  ret void
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k21.s3_proj.part538(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
-entry:
-  call void @resnet8_infer_b64.k21.s3_proj.part538.gemm546(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
-  br label %s3_proj.j547
-
-s3_proj.j547:                                     ; preds = %s3_proj.f548.end, %entry
-  %s3_proj.j5471 = phi i64 [ 0, %entry ], [ %j547.next, %s3_proj.f548.end ]
-  br label %s3_proj.f548
-
-s3_proj.j547.end:                                 ; preds = %s3_proj.f548.end
-  ret void
-
-s3_proj.f548:                                     ; preds = %s3_proj.i549.end, %s3_proj.j547
-  %s3_proj.f5482 = phi i64 [ 0, %s3_proj.j547 ], [ %f548.next, %s3_proj.i549.end ]
-  br label %s3_proj.i549
-
-s3_proj.f548.end:                                 ; preds = %s3_proj.i549.end
-  %j547.next = add nsw i64 %s3_proj.j5471, 1
-  %2 = icmp slt i64 %j547.next, 16
-  br i1 %2, label %s3_proj.j547, label %s3_proj.j547.end
-
-s3_proj.i549:                                     ; preds = %s3_proj.i549, %s3_proj.f548
-  %s3_proj.i5493 = phi i64 [ 0, %s3_proj.f548 ], [ %i549.next, %s3_proj.i549 ]
-  %3 = mul nsw i64 %1, 32
-  %4 = add nsw i64 %s3_proj.f5482, %3
-  %5 = mul nsw i64 %4, 1040
-  %6 = add nsw i64 295552, %5
-  %7 = mul nsw i64 %s3_proj.j5471, 64
-  %8 = add nsw i64 %6, %7
-  %9 = add nsw i64 %8, %s3_proj.i5493
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
-  %10 = load float, ptr %arena4, align 4
-  %11 = mul nsw i64 %1, 32
-  %12 = add nsw i64 %s3_proj.f5482, %11
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
-  %13 = load float, ptr %arena5, align 4
-  %14 = fmul float %10, %13
-  %15 = mul nsw i64 %1, 32
-  %16 = add nsw i64 %s3_proj.f5482, %15
-  %17 = add nsw i64 64, %16
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %17
-  %18 = load float, ptr %arena6, align 4
-  %19 = fadd float %14, %18
-  %20 = mul nsw i64 %0, 16
-  %21 = add nsw i64 %20, %s3_proj.j5471
-  %22 = mul nsw i64 %21, 4096
-  %23 = add nsw i64 128, %22
-  %24 = mul nsw i64 %1, 32
-  %25 = add nsw i64 %s3_proj.f5482, %24
-  %26 = mul nsw i64 %25, 64
-  %27 = add nsw i64 %23, %26
-  %28 = add nsw i64 %27, %s3_proj.i5493
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %28
-  store float %19, ptr %arena7, align 4
-  %i549.next = add nsw i64 %s3_proj.i5493, 1
-  %29 = icmp slt i64 %i549.next, 64
-  br i1 %29, label %s3_proj.i549, label %s3_proj.i549.end
-
-s3_proj.i549.end:                                 ; preds = %s3_proj.i549
-  %f548.next = add nsw i64 %s3_proj.f5482, 1
-  %30 = icmp slt i64 %f548.next, 32
-  br i1 %30, label %s3_proj.f548, label %s3_proj.f548.end
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k21.s3_proj.part538.gemm546(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
-entry:
-  %s3_proj.t544_a3 = alloca <8 x float>, align 32
-  %s3_proj.t544_a2 = alloca <8 x float>, align 32
-  %s3_proj.t544_a1 = alloca <8 x float>, align 32
-  %s3_proj.t544_a0 = alloca <8 x float>, align 32
-  %s3_proj.t544_b1 = alloca <8 x float>, align 32
-  %s3_proj.t544_b0 = alloca <8 x float>, align 32
-  %s3_proj.t544_c3_1 = alloca <8 x float>, align 32
-  %s3_proj.t544_c3_0 = alloca <8 x float>, align 32
-  %s3_proj.t544_c2_1 = alloca <8 x float>, align 32
-  %s3_proj.t544_c2_0 = alloca <8 x float>, align 32
-  %s3_proj.t544_c1_1 = alloca <8 x float>, align 32
-  %s3_proj.t544_c1_0 = alloca <8 x float>, align 32
-  %s3_proj.t544_c0_1 = alloca <8 x float>, align 32
-  %s3_proj.t544_c0_0 = alloca <8 x float>, align 32
-  %s3_proj.t541_a3 = alloca <8 x float>, align 32
-  %s3_proj.t541_a2 = alloca <8 x float>, align 32
-  %s3_proj.t541_a1 = alloca <8 x float>, align 32
-  %s3_proj.t541_a0 = alloca <8 x float>, align 32
-  %s3_proj.t541_b2 = alloca <8 x float>, align 32
-  %s3_proj.t541_b1 = alloca <8 x float>, align 32
-  %s3_proj.t541_b0 = alloca <8 x float>, align 32
-  %s3_proj.t541_c3_2 = alloca <8 x float>, align 32
-  %s3_proj.t541_c3_1 = alloca <8 x float>, align 32
-  %s3_proj.t541_c3_0 = alloca <8 x float>, align 32
-  %s3_proj.t541_c2_2 = alloca <8 x float>, align 32
-  %s3_proj.t541_c2_1 = alloca <8 x float>, align 32
-  %s3_proj.t541_c2_0 = alloca <8 x float>, align 32
-  %s3_proj.t541_c1_2 = alloca <8 x float>, align 32
-  %s3_proj.t541_c1_1 = alloca <8 x float>, align 32
-  %s3_proj.t541_c1_0 = alloca <8 x float>, align 32
-  %s3_proj.t541_c0_2 = alloca <8 x float>, align 32
-  %s3_proj.t541_c0_1 = alloca <8 x float>, align 32
-  %s3_proj.t541_c0_0 = alloca <8 x float>, align 32
-  br label %s3_proj.nb539
-
-s3_proj.nb539:                                    ; preds = %s3_proj.mb540.end, %entry
-  %s3_proj.nb5391 = phi i64 [ 0, %entry ], [ %nb539.next, %s3_proj.mb540.end ]
-  br label %s3_proj.mb540
-
-s3_proj.nb539.end:                                ; preds = %s3_proj.mb540.end
-  br label %s3_proj.mb543
-
-s3_proj.mb540:                                    ; preds = %s3_proj.k542.end, %s3_proj.nb539
-  %s3_proj.mb5402 = phi i64 [ 0, %s3_proj.nb539 ], [ %mb540.next, %s3_proj.k542.end ]
-  store <8 x float> zeroinitializer, ptr %s3_proj.t541_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t541_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t541_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t541_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t541_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t541_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t541_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t541_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t541_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t541_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t541_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t541_c3_2, align 32
-  br label %s3_proj.k542
-
-s3_proj.mb540.end:                                ; preds = %s3_proj.k542.end
-  %nb539.next = add nsw i64 %s3_proj.nb5391, 1
-  %1 = icmp slt i64 %nb539.next, 42
-  br i1 %1, label %s3_proj.nb539, label %s3_proj.nb539.end
-
-s3_proj.k542:                                     ; preds = %s3_proj.k542, %s3_proj.mb540
-  %s3_proj.k5423 = phi i64 [ 0, %s3_proj.mb540 ], [ %k542.next, %s3_proj.k542 ]
-  %2 = mul nsw i64 %s3_proj.k5423, 1040
-  %3 = add nsw i64 262272, %2
-  %4 = mul nsw i64 %s3_proj.nb5391, 24
-  %5 = add nsw i64 %3, %4
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
-  %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %s3_proj.t541_b0, align 32
-  %7 = mul nsw i64 %s3_proj.k5423, 1040
-  %8 = add nsw i64 262272, %7
-  %9 = mul nsw i64 %s3_proj.nb5391, 24
-  %10 = add nsw i64 %8, %9
-  %11 = add nsw i64 %10, 8
+gap.i545.end:                                     ; preds = %gap.i545
+  %acc5444 = load float, ptr %gap.acc544, align 4
+  %9 = fdiv float %acc5444, 6.400000e+01
+  %10 = mul nsw i64 %0, 2048
+  %11 = add nsw i64 %gap.q5431, %10
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
-  %12 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %12, ptr %s3_proj.t541_b1, align 32
-  %13 = mul nsw i64 %s3_proj.k5423, 1040
-  %14 = add nsw i64 262272, %13
-  %15 = mul nsw i64 %s3_proj.nb5391, 24
-  %16 = add nsw i64 %14, %15
-  %17 = add nsw i64 %16, 16
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %17
-  %18 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %18, ptr %s3_proj.t541_b2, align 32
-  %19 = mul nsw i64 %0, 32
-  %20 = mul nsw i64 %19, 32
-  %21 = add nsw i64 75216, %20
-  %22 = mul nsw i64 %s3_proj.mb5402, 4
-  %23 = mul nsw i64 %22, 32
-  %24 = add nsw i64 %21, %23
-  %25 = add nsw i64 %24, %s3_proj.k5423
-  %params7 = getelementptr inbounds float, ptr %params, i64 %25
-  %26 = load float, ptr %params7, align 4
-  %27 = insertelement <8 x float> undef, float %26, i32 0
-  %28 = shufflevector <8 x float> %27, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %28, ptr %s3_proj.t541_a0, align 32
-  %t541_a0 = load <8 x float>, ptr %s3_proj.t541_a0, align 32
-  %t541_b0 = load <8 x float>, ptr %s3_proj.t541_b0, align 32
-  %t541_c0_0 = load <8 x float>, ptr %s3_proj.t541_c0_0, align 32
-  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t541_a0, <8 x float> %t541_b0, <8 x float> %t541_c0_0)
-  store <8 x float> %29, ptr %s3_proj.t541_c0_0, align 32
-  %t541_a08 = load <8 x float>, ptr %s3_proj.t541_a0, align 32
-  %t541_b1 = load <8 x float>, ptr %s3_proj.t541_b1, align 32
-  %t541_c0_1 = load <8 x float>, ptr %s3_proj.t541_c0_1, align 32
-  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t541_a08, <8 x float> %t541_b1, <8 x float> %t541_c0_1)
-  store <8 x float> %30, ptr %s3_proj.t541_c0_1, align 32
-  %t541_a09 = load <8 x float>, ptr %s3_proj.t541_a0, align 32
-  %t541_b2 = load <8 x float>, ptr %s3_proj.t541_b2, align 32
-  %t541_c0_2 = load <8 x float>, ptr %s3_proj.t541_c0_2, align 32
-  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t541_a09, <8 x float> %t541_b2, <8 x float> %t541_c0_2)
-  store <8 x float> %31, ptr %s3_proj.t541_c0_2, align 32
-  %32 = mul nsw i64 %0, 32
-  %33 = mul nsw i64 %32, 32
-  %34 = add nsw i64 75216, %33
-  %35 = mul nsw i64 %s3_proj.mb5402, 4
-  %36 = add nsw i64 %35, 1
-  %37 = mul nsw i64 %36, 32
-  %38 = add nsw i64 %34, %37
-  %39 = add nsw i64 %38, %s3_proj.k5423
-  %params10 = getelementptr inbounds float, ptr %params, i64 %39
-  %40 = load float, ptr %params10, align 4
-  %41 = insertelement <8 x float> undef, float %40, i32 0
-  %42 = shufflevector <8 x float> %41, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %42, ptr %s3_proj.t541_a1, align 32
-  %t541_a1 = load <8 x float>, ptr %s3_proj.t541_a1, align 32
-  %t541_b011 = load <8 x float>, ptr %s3_proj.t541_b0, align 32
-  %t541_c1_0 = load <8 x float>, ptr %s3_proj.t541_c1_0, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t541_a1, <8 x float> %t541_b011, <8 x float> %t541_c1_0)
-  store <8 x float> %43, ptr %s3_proj.t541_c1_0, align 32
-  %t541_a112 = load <8 x float>, ptr %s3_proj.t541_a1, align 32
-  %t541_b113 = load <8 x float>, ptr %s3_proj.t541_b1, align 32
-  %t541_c1_1 = load <8 x float>, ptr %s3_proj.t541_c1_1, align 32
-  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t541_a112, <8 x float> %t541_b113, <8 x float> %t541_c1_1)
-  store <8 x float> %44, ptr %s3_proj.t541_c1_1, align 32
-  %t541_a114 = load <8 x float>, ptr %s3_proj.t541_a1, align 32
-  %t541_b215 = load <8 x float>, ptr %s3_proj.t541_b2, align 32
-  %t541_c1_2 = load <8 x float>, ptr %s3_proj.t541_c1_2, align 32
-  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t541_a114, <8 x float> %t541_b215, <8 x float> %t541_c1_2)
-  store <8 x float> %45, ptr %s3_proj.t541_c1_2, align 32
-  %46 = mul nsw i64 %0, 32
-  %47 = mul nsw i64 %46, 32
-  %48 = add nsw i64 75216, %47
-  %49 = mul nsw i64 %s3_proj.mb5402, 4
-  %50 = add nsw i64 %49, 2
-  %51 = mul nsw i64 %50, 32
-  %52 = add nsw i64 %48, %51
-  %53 = add nsw i64 %52, %s3_proj.k5423
-  %params16 = getelementptr inbounds float, ptr %params, i64 %53
-  %54 = load float, ptr %params16, align 4
-  %55 = insertelement <8 x float> undef, float %54, i32 0
-  %56 = shufflevector <8 x float> %55, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %56, ptr %s3_proj.t541_a2, align 32
-  %t541_a2 = load <8 x float>, ptr %s3_proj.t541_a2, align 32
-  %t541_b017 = load <8 x float>, ptr %s3_proj.t541_b0, align 32
-  %t541_c2_0 = load <8 x float>, ptr %s3_proj.t541_c2_0, align 32
-  %57 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t541_a2, <8 x float> %t541_b017, <8 x float> %t541_c2_0)
-  store <8 x float> %57, ptr %s3_proj.t541_c2_0, align 32
-  %t541_a218 = load <8 x float>, ptr %s3_proj.t541_a2, align 32
-  %t541_b119 = load <8 x float>, ptr %s3_proj.t541_b1, align 32
-  %t541_c2_1 = load <8 x float>, ptr %s3_proj.t541_c2_1, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t541_a218, <8 x float> %t541_b119, <8 x float> %t541_c2_1)
-  store <8 x float> %58, ptr %s3_proj.t541_c2_1, align 32
-  %t541_a220 = load <8 x float>, ptr %s3_proj.t541_a2, align 32
-  %t541_b221 = load <8 x float>, ptr %s3_proj.t541_b2, align 32
-  %t541_c2_2 = load <8 x float>, ptr %s3_proj.t541_c2_2, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t541_a220, <8 x float> %t541_b221, <8 x float> %t541_c2_2)
-  store <8 x float> %59, ptr %s3_proj.t541_c2_2, align 32
-  %60 = mul nsw i64 %0, 32
-  %61 = mul nsw i64 %60, 32
-  %62 = add nsw i64 75216, %61
-  %63 = mul nsw i64 %s3_proj.mb5402, 4
-  %64 = add nsw i64 %63, 3
-  %65 = mul nsw i64 %64, 32
-  %66 = add nsw i64 %62, %65
-  %67 = add nsw i64 %66, %s3_proj.k5423
-  %params22 = getelementptr inbounds float, ptr %params, i64 %67
-  %68 = load float, ptr %params22, align 4
-  %69 = insertelement <8 x float> undef, float %68, i32 0
-  %70 = shufflevector <8 x float> %69, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %70, ptr %s3_proj.t541_a3, align 32
-  %t541_a3 = load <8 x float>, ptr %s3_proj.t541_a3, align 32
-  %t541_b023 = load <8 x float>, ptr %s3_proj.t541_b0, align 32
-  %t541_c3_0 = load <8 x float>, ptr %s3_proj.t541_c3_0, align 32
-  %71 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t541_a3, <8 x float> %t541_b023, <8 x float> %t541_c3_0)
-  store <8 x float> %71, ptr %s3_proj.t541_c3_0, align 32
-  %t541_a324 = load <8 x float>, ptr %s3_proj.t541_a3, align 32
-  %t541_b125 = load <8 x float>, ptr %s3_proj.t541_b1, align 32
-  %t541_c3_1 = load <8 x float>, ptr %s3_proj.t541_c3_1, align 32
-  %72 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t541_a324, <8 x float> %t541_b125, <8 x float> %t541_c3_1)
-  store <8 x float> %72, ptr %s3_proj.t541_c3_1, align 32
-  %t541_a326 = load <8 x float>, ptr %s3_proj.t541_a3, align 32
-  %t541_b227 = load <8 x float>, ptr %s3_proj.t541_b2, align 32
-  %t541_c3_2 = load <8 x float>, ptr %s3_proj.t541_c3_2, align 32
-  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t541_a326, <8 x float> %t541_b227, <8 x float> %t541_c3_2)
-  store <8 x float> %73, ptr %s3_proj.t541_c3_2, align 32
-  %k542.next = add nsw i64 %s3_proj.k5423, 1
-  %74 = icmp slt i64 %k542.next, 32
-  br i1 %74, label %s3_proj.k542, label %s3_proj.k542.end
-
-s3_proj.k542.end:                                 ; preds = %s3_proj.k542
-  %t541_c0_028 = load <8 x float>, ptr %s3_proj.t541_c0_0, align 32
-  %75 = mul nsw i64 %0, 32
-  %76 = mul nsw i64 %75, 1040
-  %77 = add nsw i64 295552, %76
-  %78 = mul nsw i64 %s3_proj.mb5402, 4
-  %79 = mul nsw i64 %78, 1040
-  %80 = add nsw i64 %77, %79
-  %81 = mul nsw i64 %s3_proj.nb5391, 24
-  %82 = add nsw i64 %80, %81
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %82
-  store <8 x float> %t541_c0_028, ptr %arena29, align 4
-  %t541_c0_130 = load <8 x float>, ptr %s3_proj.t541_c0_1, align 32
-  %83 = mul nsw i64 %0, 32
-  %84 = mul nsw i64 %83, 1040
-  %85 = add nsw i64 295552, %84
-  %86 = mul nsw i64 %s3_proj.mb5402, 4
-  %87 = mul nsw i64 %86, 1040
-  %88 = add nsw i64 %85, %87
-  %89 = mul nsw i64 %s3_proj.nb5391, 24
-  %90 = add nsw i64 %88, %89
-  %91 = add nsw i64 %90, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t541_c0_130, ptr %arena31, align 4
-  %t541_c0_232 = load <8 x float>, ptr %s3_proj.t541_c0_2, align 32
-  %92 = mul nsw i64 %0, 32
-  %93 = mul nsw i64 %92, 1040
-  %94 = add nsw i64 295552, %93
-  %95 = mul nsw i64 %s3_proj.mb5402, 4
-  %96 = mul nsw i64 %95, 1040
-  %97 = add nsw i64 %94, %96
-  %98 = mul nsw i64 %s3_proj.nb5391, 24
-  %99 = add nsw i64 %97, %98
-  %100 = add nsw i64 %99, 16
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %100
-  store <8 x float> %t541_c0_232, ptr %arena33, align 4
-  %t541_c1_034 = load <8 x float>, ptr %s3_proj.t541_c1_0, align 32
-  %101 = mul nsw i64 %0, 32
-  %102 = mul nsw i64 %101, 1040
-  %103 = add nsw i64 295552, %102
-  %104 = mul nsw i64 %s3_proj.mb5402, 4
-  %105 = add nsw i64 %104, 1
-  %106 = mul nsw i64 %105, 1040
-  %107 = add nsw i64 %103, %106
-  %108 = mul nsw i64 %s3_proj.nb5391, 24
-  %109 = add nsw i64 %107, %108
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %109
-  store <8 x float> %t541_c1_034, ptr %arena35, align 4
-  %t541_c1_136 = load <8 x float>, ptr %s3_proj.t541_c1_1, align 32
-  %110 = mul nsw i64 %0, 32
-  %111 = mul nsw i64 %110, 1040
-  %112 = add nsw i64 295552, %111
-  %113 = mul nsw i64 %s3_proj.mb5402, 4
-  %114 = add nsw i64 %113, 1
-  %115 = mul nsw i64 %114, 1040
-  %116 = add nsw i64 %112, %115
-  %117 = mul nsw i64 %s3_proj.nb5391, 24
-  %118 = add nsw i64 %116, %117
-  %119 = add nsw i64 %118, 8
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %119
-  store <8 x float> %t541_c1_136, ptr %arena37, align 4
-  %t541_c1_238 = load <8 x float>, ptr %s3_proj.t541_c1_2, align 32
-  %120 = mul nsw i64 %0, 32
-  %121 = mul nsw i64 %120, 1040
-  %122 = add nsw i64 295552, %121
-  %123 = mul nsw i64 %s3_proj.mb5402, 4
-  %124 = add nsw i64 %123, 1
-  %125 = mul nsw i64 %124, 1040
-  %126 = add nsw i64 %122, %125
-  %127 = mul nsw i64 %s3_proj.nb5391, 24
-  %128 = add nsw i64 %126, %127
-  %129 = add nsw i64 %128, 16
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %129
-  store <8 x float> %t541_c1_238, ptr %arena39, align 4
-  %t541_c2_040 = load <8 x float>, ptr %s3_proj.t541_c2_0, align 32
-  %130 = mul nsw i64 %0, 32
-  %131 = mul nsw i64 %130, 1040
-  %132 = add nsw i64 295552, %131
-  %133 = mul nsw i64 %s3_proj.mb5402, 4
-  %134 = add nsw i64 %133, 2
-  %135 = mul nsw i64 %134, 1040
-  %136 = add nsw i64 %132, %135
-  %137 = mul nsw i64 %s3_proj.nb5391, 24
-  %138 = add nsw i64 %136, %137
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t541_c2_040, ptr %arena41, align 4
-  %t541_c2_142 = load <8 x float>, ptr %s3_proj.t541_c2_1, align 32
-  %139 = mul nsw i64 %0, 32
-  %140 = mul nsw i64 %139, 1040
-  %141 = add nsw i64 295552, %140
-  %142 = mul nsw i64 %s3_proj.mb5402, 4
-  %143 = add nsw i64 %142, 2
-  %144 = mul nsw i64 %143, 1040
-  %145 = add nsw i64 %141, %144
-  %146 = mul nsw i64 %s3_proj.nb5391, 24
-  %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 %147, 8
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %148
-  store <8 x float> %t541_c2_142, ptr %arena43, align 4
-  %t541_c2_244 = load <8 x float>, ptr %s3_proj.t541_c2_2, align 32
-  %149 = mul nsw i64 %0, 32
-  %150 = mul nsw i64 %149, 1040
-  %151 = add nsw i64 295552, %150
-  %152 = mul nsw i64 %s3_proj.mb5402, 4
-  %153 = add nsw i64 %152, 2
-  %154 = mul nsw i64 %153, 1040
-  %155 = add nsw i64 %151, %154
-  %156 = mul nsw i64 %s3_proj.nb5391, 24
-  %157 = add nsw i64 %155, %156
-  %158 = add nsw i64 %157, 16
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %158
-  store <8 x float> %t541_c2_244, ptr %arena45, align 4
-  %t541_c3_046 = load <8 x float>, ptr %s3_proj.t541_c3_0, align 32
-  %159 = mul nsw i64 %0, 32
-  %160 = mul nsw i64 %159, 1040
-  %161 = add nsw i64 295552, %160
-  %162 = mul nsw i64 %s3_proj.mb5402, 4
-  %163 = add nsw i64 %162, 3
-  %164 = mul nsw i64 %163, 1040
-  %165 = add nsw i64 %161, %164
-  %166 = mul nsw i64 %s3_proj.nb5391, 24
-  %167 = add nsw i64 %165, %166
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %167
-  store <8 x float> %t541_c3_046, ptr %arena47, align 4
-  %t541_c3_148 = load <8 x float>, ptr %s3_proj.t541_c3_1, align 32
-  %168 = mul nsw i64 %0, 32
-  %169 = mul nsw i64 %168, 1040
-  %170 = add nsw i64 295552, %169
-  %171 = mul nsw i64 %s3_proj.mb5402, 4
-  %172 = add nsw i64 %171, 3
-  %173 = mul nsw i64 %172, 1040
-  %174 = add nsw i64 %170, %173
-  %175 = mul nsw i64 %s3_proj.nb5391, 24
-  %176 = add nsw i64 %174, %175
-  %177 = add nsw i64 %176, 8
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %177
-  store <8 x float> %t541_c3_148, ptr %arena49, align 4
-  %t541_c3_250 = load <8 x float>, ptr %s3_proj.t541_c3_2, align 32
-  %178 = mul nsw i64 %0, 32
-  %179 = mul nsw i64 %178, 1040
-  %180 = add nsw i64 295552, %179
-  %181 = mul nsw i64 %s3_proj.mb5402, 4
-  %182 = add nsw i64 %181, 3
-  %183 = mul nsw i64 %182, 1040
-  %184 = add nsw i64 %180, %183
-  %185 = mul nsw i64 %s3_proj.nb5391, 24
-  %186 = add nsw i64 %184, %185
-  %187 = add nsw i64 %186, 16
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %187
-  store <8 x float> %t541_c3_250, ptr %arena51, align 4
-  %mb540.next = add nsw i64 %s3_proj.mb5402, 1
-  %188 = icmp slt i64 %mb540.next, 8
-  br i1 %188, label %s3_proj.mb540, label %s3_proj.mb540.end
-
-s3_proj.mb543:                                    ; preds = %s3_proj.k545.end, %s3_proj.nb539.end
-  %s3_proj.mb54352 = phi i64 [ 0, %s3_proj.nb539.end ], [ %mb543.next, %s3_proj.k545.end ]
-  store <8 x float> zeroinitializer, ptr %s3_proj.t544_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t544_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t544_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t544_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t544_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t544_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t544_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t544_c3_1, align 32
-  br label %s3_proj.k545
-
-s3_proj.mb543.end:                                ; preds = %s3_proj.k545.end
-  ret void
-
-s3_proj.k545:                                     ; preds = %s3_proj.k545, %s3_proj.mb543
-  %s3_proj.k54553 = phi i64 [ 0, %s3_proj.mb543 ], [ %k545.next, %s3_proj.k545 ]
-  %189 = mul nsw i64 %s3_proj.k54553, 1040
-  %190 = add nsw i64 262272, %189
-  %191 = add nsw i64 %190, 1008
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %191
-  %192 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %192, ptr %s3_proj.t544_b0, align 32
-  %193 = mul nsw i64 %s3_proj.k54553, 1040
-  %194 = add nsw i64 262272, %193
-  %195 = add nsw i64 %194, 1008
-  %196 = add nsw i64 %195, 8
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %196
-  %197 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %197, ptr %s3_proj.t544_b1, align 32
-  %198 = mul nsw i64 %0, 32
-  %199 = mul nsw i64 %198, 32
-  %200 = add nsw i64 75216, %199
-  %201 = mul nsw i64 %s3_proj.mb54352, 4
-  %202 = mul nsw i64 %201, 32
-  %203 = add nsw i64 %200, %202
-  %204 = add nsw i64 %203, %s3_proj.k54553
-  %params56 = getelementptr inbounds float, ptr %params, i64 %204
-  %205 = load float, ptr %params56, align 4
-  %206 = insertelement <8 x float> undef, float %205, i32 0
-  %207 = shufflevector <8 x float> %206, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %207, ptr %s3_proj.t544_a0, align 32
-  %t544_a0 = load <8 x float>, ptr %s3_proj.t544_a0, align 32
-  %t544_b0 = load <8 x float>, ptr %s3_proj.t544_b0, align 32
-  %t544_c0_0 = load <8 x float>, ptr %s3_proj.t544_c0_0, align 32
-  %208 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t544_a0, <8 x float> %t544_b0, <8 x float> %t544_c0_0)
-  store <8 x float> %208, ptr %s3_proj.t544_c0_0, align 32
-  %t544_a057 = load <8 x float>, ptr %s3_proj.t544_a0, align 32
-  %t544_b1 = load <8 x float>, ptr %s3_proj.t544_b1, align 32
-  %t544_c0_1 = load <8 x float>, ptr %s3_proj.t544_c0_1, align 32
-  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t544_a057, <8 x float> %t544_b1, <8 x float> %t544_c0_1)
-  store <8 x float> %209, ptr %s3_proj.t544_c0_1, align 32
-  %210 = mul nsw i64 %0, 32
-  %211 = mul nsw i64 %210, 32
-  %212 = add nsw i64 75216, %211
-  %213 = mul nsw i64 %s3_proj.mb54352, 4
-  %214 = add nsw i64 %213, 1
-  %215 = mul nsw i64 %214, 32
-  %216 = add nsw i64 %212, %215
-  %217 = add nsw i64 %216, %s3_proj.k54553
-  %params58 = getelementptr inbounds float, ptr %params, i64 %217
-  %218 = load float, ptr %params58, align 4
-  %219 = insertelement <8 x float> undef, float %218, i32 0
-  %220 = shufflevector <8 x float> %219, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %220, ptr %s3_proj.t544_a1, align 32
-  %t544_a1 = load <8 x float>, ptr %s3_proj.t544_a1, align 32
-  %t544_b059 = load <8 x float>, ptr %s3_proj.t544_b0, align 32
-  %t544_c1_0 = load <8 x float>, ptr %s3_proj.t544_c1_0, align 32
-  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t544_a1, <8 x float> %t544_b059, <8 x float> %t544_c1_0)
-  store <8 x float> %221, ptr %s3_proj.t544_c1_0, align 32
-  %t544_a160 = load <8 x float>, ptr %s3_proj.t544_a1, align 32
-  %t544_b161 = load <8 x float>, ptr %s3_proj.t544_b1, align 32
-  %t544_c1_1 = load <8 x float>, ptr %s3_proj.t544_c1_1, align 32
-  %222 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t544_a160, <8 x float> %t544_b161, <8 x float> %t544_c1_1)
-  store <8 x float> %222, ptr %s3_proj.t544_c1_1, align 32
-  %223 = mul nsw i64 %0, 32
-  %224 = mul nsw i64 %223, 32
-  %225 = add nsw i64 75216, %224
-  %226 = mul nsw i64 %s3_proj.mb54352, 4
-  %227 = add nsw i64 %226, 2
-  %228 = mul nsw i64 %227, 32
-  %229 = add nsw i64 %225, %228
-  %230 = add nsw i64 %229, %s3_proj.k54553
-  %params62 = getelementptr inbounds float, ptr %params, i64 %230
-  %231 = load float, ptr %params62, align 4
-  %232 = insertelement <8 x float> undef, float %231, i32 0
-  %233 = shufflevector <8 x float> %232, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %233, ptr %s3_proj.t544_a2, align 32
-  %t544_a2 = load <8 x float>, ptr %s3_proj.t544_a2, align 32
-  %t544_b063 = load <8 x float>, ptr %s3_proj.t544_b0, align 32
-  %t544_c2_0 = load <8 x float>, ptr %s3_proj.t544_c2_0, align 32
-  %234 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t544_a2, <8 x float> %t544_b063, <8 x float> %t544_c2_0)
-  store <8 x float> %234, ptr %s3_proj.t544_c2_0, align 32
-  %t544_a264 = load <8 x float>, ptr %s3_proj.t544_a2, align 32
-  %t544_b165 = load <8 x float>, ptr %s3_proj.t544_b1, align 32
-  %t544_c2_1 = load <8 x float>, ptr %s3_proj.t544_c2_1, align 32
-  %235 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t544_a264, <8 x float> %t544_b165, <8 x float> %t544_c2_1)
-  store <8 x float> %235, ptr %s3_proj.t544_c2_1, align 32
-  %236 = mul nsw i64 %0, 32
-  %237 = mul nsw i64 %236, 32
-  %238 = add nsw i64 75216, %237
-  %239 = mul nsw i64 %s3_proj.mb54352, 4
-  %240 = add nsw i64 %239, 3
-  %241 = mul nsw i64 %240, 32
-  %242 = add nsw i64 %238, %241
-  %243 = add nsw i64 %242, %s3_proj.k54553
-  %params66 = getelementptr inbounds float, ptr %params, i64 %243
-  %244 = load float, ptr %params66, align 4
-  %245 = insertelement <8 x float> undef, float %244, i32 0
-  %246 = shufflevector <8 x float> %245, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %246, ptr %s3_proj.t544_a3, align 32
-  %t544_a3 = load <8 x float>, ptr %s3_proj.t544_a3, align 32
-  %t544_b067 = load <8 x float>, ptr %s3_proj.t544_b0, align 32
-  %t544_c3_0 = load <8 x float>, ptr %s3_proj.t544_c3_0, align 32
-  %247 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t544_a3, <8 x float> %t544_b067, <8 x float> %t544_c3_0)
-  store <8 x float> %247, ptr %s3_proj.t544_c3_0, align 32
-  %t544_a368 = load <8 x float>, ptr %s3_proj.t544_a3, align 32
-  %t544_b169 = load <8 x float>, ptr %s3_proj.t544_b1, align 32
-  %t544_c3_1 = load <8 x float>, ptr %s3_proj.t544_c3_1, align 32
-  %248 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t544_a368, <8 x float> %t544_b169, <8 x float> %t544_c3_1)
-  store <8 x float> %248, ptr %s3_proj.t544_c3_1, align 32
-  %k545.next = add nsw i64 %s3_proj.k54553, 1
-  %249 = icmp slt i64 %k545.next, 32
-  br i1 %249, label %s3_proj.k545, label %s3_proj.k545.end
-
-s3_proj.k545.end:                                 ; preds = %s3_proj.k545
-  %t544_c0_070 = load <8 x float>, ptr %s3_proj.t544_c0_0, align 32
-  %250 = mul nsw i64 %0, 32
-  %251 = mul nsw i64 %250, 1040
-  %252 = add nsw i64 295552, %251
-  %253 = mul nsw i64 %s3_proj.mb54352, 4
-  %254 = mul nsw i64 %253, 1040
-  %255 = add nsw i64 %252, %254
-  %256 = add nsw i64 %255, 1008
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %256
-  store <8 x float> %t544_c0_070, ptr %arena71, align 4
-  %t544_c0_172 = load <8 x float>, ptr %s3_proj.t544_c0_1, align 32
-  %257 = mul nsw i64 %0, 32
-  %258 = mul nsw i64 %257, 1040
-  %259 = add nsw i64 295552, %258
-  %260 = mul nsw i64 %s3_proj.mb54352, 4
-  %261 = mul nsw i64 %260, 1040
-  %262 = add nsw i64 %259, %261
-  %263 = add nsw i64 %262, 1008
-  %264 = add nsw i64 %263, 8
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %264
-  store <8 x float> %t544_c0_172, ptr %arena73, align 4
-  %t544_c1_074 = load <8 x float>, ptr %s3_proj.t544_c1_0, align 32
-  %265 = mul nsw i64 %0, 32
-  %266 = mul nsw i64 %265, 1040
-  %267 = add nsw i64 295552, %266
-  %268 = mul nsw i64 %s3_proj.mb54352, 4
-  %269 = add nsw i64 %268, 1
-  %270 = mul nsw i64 %269, 1040
-  %271 = add nsw i64 %267, %270
-  %272 = add nsw i64 %271, 1008
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %272
-  store <8 x float> %t544_c1_074, ptr %arena75, align 4
-  %t544_c1_176 = load <8 x float>, ptr %s3_proj.t544_c1_1, align 32
-  %273 = mul nsw i64 %0, 32
-  %274 = mul nsw i64 %273, 1040
-  %275 = add nsw i64 295552, %274
-  %276 = mul nsw i64 %s3_proj.mb54352, 4
-  %277 = add nsw i64 %276, 1
-  %278 = mul nsw i64 %277, 1040
-  %279 = add nsw i64 %275, %278
-  %280 = add nsw i64 %279, 1008
-  %281 = add nsw i64 %280, 8
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %281
-  store <8 x float> %t544_c1_176, ptr %arena77, align 4
-  %t544_c2_078 = load <8 x float>, ptr %s3_proj.t544_c2_0, align 32
-  %282 = mul nsw i64 %0, 32
-  %283 = mul nsw i64 %282, 1040
-  %284 = add nsw i64 295552, %283
-  %285 = mul nsw i64 %s3_proj.mb54352, 4
-  %286 = add nsw i64 %285, 2
-  %287 = mul nsw i64 %286, 1040
-  %288 = add nsw i64 %284, %287
-  %289 = add nsw i64 %288, 1008
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %289
-  store <8 x float> %t544_c2_078, ptr %arena79, align 4
-  %t544_c2_180 = load <8 x float>, ptr %s3_proj.t544_c2_1, align 32
-  %290 = mul nsw i64 %0, 32
-  %291 = mul nsw i64 %290, 1040
-  %292 = add nsw i64 295552, %291
-  %293 = mul nsw i64 %s3_proj.mb54352, 4
-  %294 = add nsw i64 %293, 2
-  %295 = mul nsw i64 %294, 1040
-  %296 = add nsw i64 %292, %295
-  %297 = add nsw i64 %296, 1008
-  %298 = add nsw i64 %297, 8
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t544_c2_180, ptr %arena81, align 4
-  %t544_c3_082 = load <8 x float>, ptr %s3_proj.t544_c3_0, align 32
-  %299 = mul nsw i64 %0, 32
-  %300 = mul nsw i64 %299, 1040
-  %301 = add nsw i64 295552, %300
-  %302 = mul nsw i64 %s3_proj.mb54352, 4
-  %303 = add nsw i64 %302, 3
-  %304 = mul nsw i64 %303, 1040
-  %305 = add nsw i64 %301, %304
-  %306 = add nsw i64 %305, 1008
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %306
-  store <8 x float> %t544_c3_082, ptr %arena83, align 4
-  %t544_c3_184 = load <8 x float>, ptr %s3_proj.t544_c3_1, align 32
-  %307 = mul nsw i64 %0, 32
-  %308 = mul nsw i64 %307, 1040
-  %309 = add nsw i64 295552, %308
-  %310 = mul nsw i64 %s3_proj.mb54352, 4
-  %311 = add nsw i64 %310, 3
-  %312 = mul nsw i64 %311, 1040
-  %313 = add nsw i64 %309, %312
-  %314 = add nsw i64 %313, 1008
-  %315 = add nsw i64 %314, 8
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %315
-  store <8 x float> %t544_c3_184, ptr %arena85, align 4
-  %mb543.next = add nsw i64 %s3_proj.mb54352, 1
-  %316 = icmp slt i64 %mb543.next, 8
-  br i1 %316, label %s3_proj.mb543, label %s3_proj.mb543.end
+  store float %9, ptr %arena5, align 4
+  %q543.next = add nsw i64 %gap.q5431, 1
+  %12 = icmp slt i64 %q543.next, 2048
+  br i1 %12, label %gap.q543, label %gap.q543.end
 }
 
-define internal void @resnet8_infer_b64.k21.s3_proj.part538.task(ptr %0, i64 %1) {
-entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
-  %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
-  %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
-  %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
-  %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
-  %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
-  %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
-  %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
-  %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
-  %25 = load i64, ptr %24, align 4
-  call void @resnet8_infer_b64.k21.s3_proj.part538(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
-  ret void
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k22.s3_sum(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
-entry:
-  %part550.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part550.context, i32 0, i32 0
-  store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part550.context, i32 0, i32 1
-  store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part550.context, i32 0, i32 2
-  store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part550.context, i32 0, i32 3
-  store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part550.context, i32 0, i32 4
-  store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part550.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part550.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part550.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part550.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part550.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part550.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = icmp eq ptr %pool, null
-  br i1 %11, label %s3_sum.part550.serial, label %s3_sum.part550.pool
-
-s3_sum.part550.pool:                              ; preds = %entry
-  %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @resnet8_infer_b64.k22.s3_sum.part550.task, ptr %part550.context, i64 2)
-  br label %s3_sum.part550.done
-
-s3_sum.part550.serial:                            ; preds = %entry
-  br label %s3_sum.part550
-
-s3_sum.part550.done:                              ; preds = %s3_sum.part550.end, %s3_sum.part550.pool
-  ret void
-
-s3_sum.part550:                                   ; preds = %s3_sum.part550, %s3_sum.part550.serial
-  %s3_sum.part5501 = phi i64 [ 0, %s3_sum.part550.serial ], [ %part550.next, %s3_sum.part550 ]
-  call void @resnet8_infer_b64.k22.s3_sum.part550(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_sum.part5501)
-  %part550.next = add nsw i64 %s3_sum.part5501, 1
-  %12 = icmp slt i64 %part550.next, 2
-  br i1 %12, label %s3_sum.part550, label %s3_sum.part550.end
-
-s3_sum.part550.end:                               ; preds = %s3_sum.part550
-  br label %s3_sum.part550.done
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k22.s3_sum.part550(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
-entry:
-  br label %s3_sum.i551
-
-s3_sum.i551:                                      ; preds = %s3_sum.i551, %entry
-  %s3_sum.i5511 = phi i64 [ 0, %entry ], [ %i551.next, %s3_sum.i551 ]
-  %1 = mul nsw i64 %0, 131072
-  %2 = add nsw i64 %s3_sum.i5511, %1
-  %3 = add nsw i64 1048576, %2
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %3
-  %4 = load float, ptr %arena2, align 4
-  %5 = mul nsw i64 %0, 131072
-  %6 = add nsw i64 %s3_sum.i5511, %5
-  %7 = add nsw i64 128, %6
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %7
-  %8 = load float, ptr %arena3, align 4
-  %9 = fadd float %4, %8
-  %10 = mul nsw i64 %0, 131072
-  %11 = add nsw i64 %s3_sum.i5511, %10
-  %12 = add nsw i64 262272, %11
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %12
-  store float %9, ptr %arena4, align 4
-  %i551.next = add nsw i64 %s3_sum.i5511, 1
-  %13 = icmp slt i64 %i551.next, 131072
-  br i1 %13, label %s3_sum.i551, label %s3_sum.i551.end
-
-s3_sum.i551.end:                                  ; preds = %s3_sum.i551
-  ret void
-}
-
-define internal void @resnet8_infer_b64.k22.s3_sum.part550.task(ptr %0, i64 %1) {
+define internal void @resnet8_infer_b64.k18.gap.part542.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -53717,202 +53381,56 @@ entry:
   %21 = load i64, ptr %20, align 4
   %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
   %23 = load ptr, ptr %22, align 8
-  call void @resnet8_infer_b64.k22.s3_sum.part550(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  call void @resnet8_infer_b64.k18.gap.part542(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k23.x3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
-entry:
-  %part552.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part552.context, i32 0, i32 0
-  store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part552.context, i32 0, i32 1
-  store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part552.context, i32 0, i32 2
-  store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part552.context, i32 0, i32 3
-  store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part552.context, i32 0, i32 4
-  store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part552.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part552.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part552.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part552.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part552.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part552.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = icmp eq ptr %pool, null
-  br i1 %11, label %x3.part552.serial, label %x3.part552.pool
-
-x3.part552.pool:                                  ; preds = %entry
-  %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @resnet8_infer_b64.k23.x3.part552.task, ptr %part552.context, i64 2)
-  br label %x3.part552.done
-
-x3.part552.serial:                                ; preds = %entry
-  br label %x3.part552
-
-x3.part552.done:                                  ; preds = %x3.part552.end, %x3.part552.pool
-  ret void
-
-x3.part552:                                       ; preds = %x3.part552, %x3.part552.serial
-  %x3.part5521 = phi i64 [ 0, %x3.part552.serial ], [ %part552.next, %x3.part552 ]
-  call void @resnet8_infer_b64.k23.x3.part552(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %x3.part5521)
-  %part552.next = add nsw i64 %x3.part5521, 1
-  %12 = icmp slt i64 %part552.next, 2
-  br i1 %12, label %x3.part552, label %x3.part552.end
-
-x3.part552.end:                                   ; preds = %x3.part552
-  br label %x3.part552.done
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k23.x3.part552(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
-entry:
-  br label %x3.i553
-
-x3.i553:                                          ; preds = %x3.i553, %entry
-  %x3.i5531 = phi i64 [ 0, %entry ], [ %i553.next, %x3.i553 ]
-  %1 = mul nsw i64 %0, 131072
-  %2 = add nsw i64 %x3.i5531, %1
-  %3 = add nsw i64 262272, %2
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %3
-  %4 = load float, ptr %arena2, align 4
-  %5 = fcmp ogt float %4, 0.000000e+00
-  %6 = mul nsw i64 %0, 131072
-  %7 = add nsw i64 %x3.i5531, %6
-  %8 = add nsw i64 262272, %7
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %8
-  %9 = load float, ptr %arena3, align 4
-  %10 = select i1 %5, float %9, float 0.000000e+00
-  %11 = mul nsw i64 %0, 131072
-  %12 = add nsw i64 %x3.i5531, %11
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %12
-  store float %10, ptr %arena4, align 4
-  %i553.next = add nsw i64 %x3.i5531, 1
-  %13 = icmp slt i64 %i553.next, 131072
-  br i1 %13, label %x3.i553, label %x3.i553.end
-
-x3.i553.end:                                      ; preds = %x3.i553
-  ret void
-}
-
-define internal void @resnet8_infer_b64.k23.x3.part552.task(ptr %0, i64 %1) {
-entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
-  %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
-  %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
-  %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
-  %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
-  %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
-  %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
-  %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
-  %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @resnet8_infer_b64.k23.x3.part552(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
-  ret void
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k24.gap(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
-entry:
-  %gap.acc555 = alloca float, align 4
-  br label %gap.q554
-
-gap.q554:                                         ; preds = %gap.i556.end, %entry
-  %gap.q5541 = phi i64 [ 0, %entry ], [ %q554.next, %gap.i556.end ]
-  store float 0.000000e+00, ptr %gap.acc555, align 4
-  br label %gap.i556
-
-gap.q554.end:                                     ; preds = %gap.i556.end
-  ret void
-
-gap.i556:                                         ; preds = %gap.i556, %gap.q554
-  %gap.i5562 = phi i64 [ 0, %gap.q554 ], [ %i556.next, %gap.i556 ]
-  %acc555 = load float, ptr %gap.acc555, align 4
-  %0 = mul nsw i64 %gap.q5541, 64
-  %1 = add nsw i64 %0, %gap.i5562
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %1
-  %2 = load float, ptr %arena3, align 4
-  %3 = fadd float %acc555, %2
-  store float %3, ptr %gap.acc555, align 4
-  %i556.next = add nsw i64 %gap.i5562, 1
-  %4 = icmp slt i64 %i556.next, 64
-  br i1 %4, label %gap.i556, label %gap.i556.end
-
-gap.i556.end:                                     ; preds = %gap.i556
-  %acc5554 = load float, ptr %gap.acc555, align 4
-  %5 = fdiv float %acc5554, 6.400000e+01
-  %6 = add nsw i64 262144, %gap.q5541
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %6
-  store float %5, ptr %arena5, align 4
-  %q554.next = add nsw i64 %gap.q5541, 1
-  %7 = icmp slt i64 %q554.next, 4096
-  br i1 %7, label %gap.q554, label %gap.q554.end
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k25.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define internal void @resnet8_infer_b64.k19.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k26.fc(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define internal void @resnet8_infer_b64.k20.fc(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %arena1 = getelementptr inbounds float, ptr %arena, i64 262144
+  %arena1 = getelementptr inbounds float, ptr %arena, i64 0
   %params2 = getelementptr inbounds float, ptr %params, i64 77392
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 0
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 4096
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 64, float 1.000000e+00, ptr %arena1, i32 64, ptr %params2, i32 64, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc.n557
+  br label %fc.n546
 
-fc.n557:                                          ; preds = %fc.u558.end, %entry
-  %fc.n5574 = phi i64 [ 0, %entry ], [ %n557.next, %fc.u558.end ]
-  br label %fc.u558
+fc.n546:                                          ; preds = %fc.u547.end, %entry
+  %fc.n5464 = phi i64 [ 0, %entry ], [ %n546.next, %fc.u547.end ]
+  br label %fc.u547
 
-fc.n557.end:                                      ; preds = %fc.u558.end
+fc.n546.end:                                      ; preds = %fc.u547.end
   ret void
 
-fc.u558:                                          ; preds = %fc.u558, %fc.n557
-  %fc.u5585 = phi i64 [ 0, %fc.n557 ], [ %u558.next, %fc.u558 ]
-  %0 = mul nsw i64 %fc.n5574, 10
-  %1 = add nsw i64 %0, %fc.u5585
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %1
-  %2 = load float, ptr %arena6, align 4
-  %3 = add nsw i64 78032, %fc.u5585
-  %params7 = getelementptr inbounds float, ptr %params, i64 %3
-  %4 = load float, ptr %params7, align 4
-  %5 = fadd float %2, %4
-  %6 = mul nsw i64 %fc.n5574, 10
-  %7 = add nsw i64 %6, %fc.u5585
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %7
-  store float %5, ptr %arena8, align 4
-  %u558.next = add nsw i64 %fc.u5585, 1
-  %8 = icmp slt i64 %u558.next, 10
-  br i1 %8, label %fc.u558, label %fc.u558.end
+fc.u547:                                          ; preds = %fc.u547, %fc.n546
+  %fc.u5475 = phi i64 [ 0, %fc.n546 ], [ %u547.next, %fc.u547 ]
+  %0 = mul nsw i64 %fc.n5464, 10
+  %1 = add nsw i64 4096, %0
+  %2 = add nsw i64 %1, %fc.u5475
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
+  %3 = load float, ptr %arena6, align 4
+  %4 = add nsw i64 78032, %fc.u5475
+  %params7 = getelementptr inbounds float, ptr %params, i64 %4
+  %5 = load float, ptr %params7, align 4
+  %6 = fadd float %3, %5
+  %7 = mul nsw i64 %fc.n5464, 10
+  %8 = add nsw i64 4096, %7
+  %9 = add nsw i64 %8, %fc.u5475
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
+  store float %6, ptr %arena8, align 4
+  %u547.next = add nsw i64 %fc.u5475, 1
+  %10 = icmp slt i64 %u547.next, 10
+  br i1 %10, label %fc.u547, label %fc.u547.end
 
-fc.u558.end:                                      ; preds = %fc.u558
-  %n557.next = add nsw i64 %fc.n5574, 1
-  %9 = icmp slt i64 %n557.next, 64
-  br i1 %9, label %fc.n557, label %fc.n557.end
+fc.u547.end:                                      ; preds = %fc.u547
+  %n546.next = add nsw i64 %fc.n5464, 1
+  %11 = icmp slt i64 %n546.next, 64
+  br i1 %11, label %fc.n546, label %fc.n546.end
 }
 
 attributes #0 = { noinline "target-cpu"="x86-64-v3" }

@@ -5,11 +5,13 @@ public enum AttrValue: Equatable, Sendable {
   case int(Int)
   case float(Double)
   case bool(Bool)
+  /// A bare name (an activation's spelling).
+  case name(String)
 }
 
 /// An attribute the op accepts, and whether it must be given.
 public struct AttrSpec: Sendable {
-  public enum Kind: String, Sendable { case int = "an integer", float = "a number", bool = "true or false" }
+  public enum Kind: String, Sendable { case int = "an integer", float = "a number", bool = "true or false", name = "a name" }
   public var name: String
   public var kind: Kind
   public var required: Bool
@@ -69,6 +71,12 @@ public struct Attributes: Sendable {
       throw AttrError(attribute: name, message: "'\(name)' must be \(min == 0 ? "non-negative" : "at least \(min)"), got \(v)")
     }
     return v
+  }
+
+  /// A name attribute, or nil when absent.
+  public func name(_ name: String) -> String? {
+    if case .name(let v)? = values[name] { return v }
+    return nil
   }
 
   /// A boolean attribute, true by default.

@@ -201,6 +201,8 @@ public enum Op: Equatable, Hashable, Sendable {
   case conv2dReLU(Conv2DAttrs)
   /// (x): maxpool(relu(conv2d(x))); also defines `NAME.argmax`, the window position of each maximum.
   case conv2dReLUMaxPool(Conv2DAttrs, PoolAttrs)
+  /// (x[, scale][, residual]): act(conv2d(x) + residual), activation and residual each optional.
+  indirect case conv2dAct(Conv2DAttrs, activation: Op?, residual: Bool)
   /// (x): relu(dense(x)).
   case denseReLU(DenseAttrs)
   /// (dy, y, y.argmax): maxpool_grad and relu_grad in one pass, reading the saved argmax.
@@ -268,6 +270,7 @@ public enum Op: Equatable, Hashable, Sendable {
     case .crossEntropyGrad: CrossEntropyGradOp()
     case .conv2dReLU(let a): Conv2DReLUOp(a)
     case .conv2dReLUMaxPool(let a, let p): Conv2DReLUMaxPoolOp(a, p)
+    case .conv2dAct(let a, let act, let residual): Conv2DActOp(a, activation: act, residual: residual)
     case .denseReLU(let a): DenseReLUOp(a)
     case .reluMaxPoolGrad(let a): ReLUMaxPoolGradOp(a)
     case .batchNormFold(let a): BatchNormFoldOp(a)
@@ -283,7 +286,7 @@ public enum Op: Equatable, Hashable, Sendable {
     DropoutGradOp.self, SoftmaxGradOp.self, CrossEntropyGradOp.self, GlobalAvgPoolGradOp.self, LeakyReLUGradOp.self,
     SigmoidGradOp.self, TanhGradOp.self, BatchNormGradInputOp.self, BatchNormGradInputUnscaledOp.self, BatchNormGradWeightOp.self,
     BatchNormGradBiasOp.self, ClipGradOp.self, HardSigmoidGradOp.self, HardSwishGradOp.self, SiLUGradOp.self, GELUGradOp.self, ConcatGradOp.self, MulGradOp.self, AddGradOp.self, ChunkGradOp.self, ChannelShuffleGradOp.self,
-    Conv2DReLUOp.self, Conv2DReLUMaxPoolOp.self, DenseReLUOp.self, ReLUMaxPoolGradOp.self, BatchNormFoldOp.self,
+    Conv2DReLUOp.self, Conv2DReLUMaxPoolOp.self, Conv2DActOp.self, DenseReLUOp.self, ReLUMaxPoolGradOp.self, BatchNormFoldOp.self,
   ]
 
   /// The op's name as written in `.graph` files.

@@ -455,8 +455,9 @@ private struct ParserState {
       return .float(v)
     case .identifier("true"): return .bool(true)
     case .identifier("false"): return .bool(false)
+    case .identifier(let s): return .name(s)
     default:
-      error("expected an attribute value (a number, true or false), found \(describe(token))", at: token.range)
+      error("expected an attribute value (a number, true or false, or a name), found \(describe(token))", at: token.range)
       throw SyntaxError()
     }
   }
@@ -486,7 +487,7 @@ private struct ParserState {
       }
       seen[key] = keyRange
       switch (spec.kind, value) {
-      case (.int, .int), (.bool, .bool), (.float, .float): values[key] = value
+      case (.int, .int), (.bool, .bool), (.float, .float), (.name, .name): values[key] = value
       case (.float, .int(let v)): values[key] = .float(Double(v))
       default:
         error("attribute '\(key)' of \(opName) must be \(spec.kind.rawValue)", at: valueRange)

@@ -17,7 +17,8 @@ public enum Stage: String, CaseIterable, Comparable, Sendable {
   /// The backward graph appended (training only; inference stays as shaped).
   case grad
   /// conv+relu+maxpool and friends fused (see `fuseConvReLUPool`); in inference, batch norms first
-  /// folded into the conv or dense before them (see `foldBatchNorm`).
+  /// folded into the conv or dense before them (see `foldBatchNorm`), and activations and residual adds
+  /// after into the conv's epilogue (see `fuseConvEpilogues`).
   case fused
 
   public static func < (a: Stage, b: Stage) -> Bool { allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)! }
@@ -59,7 +60,8 @@ public struct Pipeline: Sendable {
         t = TypedGraph(graph: g, shapes: try inferShapes(g, batch: batch))
       }
       // Fusion renames and retypes nodes (a fused conv takes its pool's shape), so its types are inferred anew.
-      let g = fuseConvReLUPool(t.graph, shapes: t.shapes)
+      var g = fuseConvReLUPool(t.graph, shapes: t.shapes)
+      if purpose == .inference { g = fuseConvEpilogues(g, shapes: try inferShapes(g, batch: batch)) }
       t = TypedGraph(graph: g, shapes: try inferShapes(g, batch: batch))
     }
     return t

@@ -2,6 +2,7 @@ import CNNCTestSupport
 import Foundation
 import GraphIR
 import LLVMBackend
+import Lowering
 import Runtime
 import SwiftBackend
 import Testing
@@ -309,6 +310,57 @@ import Testing
       let b = try CompiledBackend(inferenceOf: d.graph, compiler: try JITCompiler(target: try TestTargets.resolve(target)), inferenceCalls: [batch])
       try b.loadParameters(d.parameters)
       expectClose(try interp.infer(images: d.images, count: batch), try b.infer(images: d.images, count: batch), "1x1 convs at batch \(batch) on \(target)")
+    }
+  }
+
+  /// Inference layers large enough to split over the pool (an im2col conv, a depthwise conv, a Winograd conv,
+  /// 1x1 convs, elementwise passes, pools), with every conv epilogue `fuseConvEpilogues` forms: clip,
+  /// hardswish on a depthwise conv, a residual add then relu through Winograd, a residual before the conv
+  /// then SiLU, an add of two convs, a sigmoid. Batch 1 and 2 against the interpreter, on each target, with
+  /// one thread and with two (the same bits).
+  @Test(arguments: TestTargets.names) func splitLayersAndEpiloguesMatch(_ target: String) throws {
+    let source = """
+      input x: f32[N, 4, 40, 40]
+      input y: i32[N]
+      c1 = conv2d(x, filters: 32, kernel: 3, padding: 1)
+      r1 = clip(c1, min: 0.0, max: 6.0)
+      d1 = conv2d(r1, filters: 32, kernel: 3, padding: 1, groups: 32)
+      h1 = hardswish(d1)
+      c2 = conv2d(h1, filters: 32, kernel: 3, padding: 1)
+      a2 = add(c2, h1)
+      r2 = relu(a2)
+      c3 = conv2d(r2, filters: 32, kernel: 1)
+      a3 = add(r2, c3)
+      s3 = silu(a3)
+      c4 = conv2d(s3, filters: 32, kernel: 1)
+      c5 = conv2d(s3, filters: 32, kernel: 3, padding: 1, bias: false)
+      a4 = add(c4, c5)
+      m = maxpool(a4, size: 2)
+      c6 = conv2d(m, filters: 16, kernel: 1, stride: 2)
+      s6 = sigmoid(c6)
+      p = global_avgpool(s6)
+      f = flatten(p)
+      o = dense(f, units: 5)
+      loss = cross_entropy(o, y)
+      output o
+      minimize loss
+      """
+    for batch in [1, 2] {
+      let d = try Differential(source: source, batch: batch)
+      var interp = try InterpreterBackend(graph: d.graph)
+      interp.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
+      let expected = try interp.infer(images: d.images, count: batch)
+      let program = try lower(d.graph, batch: batch, mode: .infer, target: try TestTargets.resolve(target))
+      #expect(Set(program.splits.map(\.node)).count >= 6, "layers split at batch \(batch): \(program.splits.map(\.node))")
+      var results: [[Float]] = []
+      for threads in [1, 2] {
+        let b = try CompiledBackend(inferenceOf: d.graph, compiler: try JITCompiler(target: try TestTargets.resolve(target)), inferenceCalls: [batch],
+                                    threads: threads)
+        try b.loadParameters(d.parameters)
+        results.append(try b.infer(images: d.images, count: batch))
+        expectClose(expected, results.last!, "split layers and epilogues at batch \(batch), \(threads) threads, on \(target)")
+      }
+      #expect(results[0] == results[1], "one and two threads give the same bits at batch \(batch) on \(target)")
     }
   }
 

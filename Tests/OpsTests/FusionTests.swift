@@ -1,4 +1,5 @@
 import CNNCTestSupport
+import Foundation
 import GraphIR
 import Passes
 import Runtime
@@ -48,5 +49,21 @@ import Testing
     let b = try Interpreter<Double>(graph: folded.graph, shapes: folded.shapes).run(inputs: check.inputs, parameters: check.parameters, context: context)
     let (x, y) = (a[plain.graph.output!]!.tensor!.data, b[folded.graph.output!]!.tensor!.data)
     #expect(x.count == y.count && zip(x, y).allSatisfy { abs($0 - $1) <= 1e-12 * max(1, abs($0)) })
+  }
+
+  /// Conv epilogues at inference (`fuseConvEpilogues`: activations, residual adds before and after the conv, an
+  /// add of two convs) compute, in Double, what the unfused inference graph computes.
+  @Test func fusedEpiloguesEqualUnfused() throws {
+    let url = Fixtures.root.appendingPathComponent("Tests/Fixtures/epilogues.graph")
+    let g = try Fixtures.parse(url)
+    let check = try GradCheck(source: try String(contentsOf: url, encoding: .utf8), batch: 2)
+    let plain = try Pipeline(batch: 2, purpose: .inference, fuse: false).run(g, to: .fused)
+    let fused = try Pipeline(batch: 2, purpose: .inference).run(g, to: .fused)
+    #expect(fused.graph.nodes.filter { if case .conv2dAct = $0.op { true } else { false } }.count == 4)
+    let context = ReferenceContext(training: false)
+    let a = try Interpreter<Double>(graph: plain.graph, shapes: plain.shapes).run(inputs: check.inputs, parameters: check.parameters, context: context)
+    let b = try Interpreter<Double>(graph: fused.graph, shapes: fused.shapes).run(inputs: check.inputs, parameters: check.parameters, context: context)
+    let (x, y) = (a[plain.graph.output!]!.tensor!.data, b[fused.graph.output!]!.tensor!.data)
+    #expect(x.count == 6 && zip(x, y).allSatisfy { abs($0 - $1) <= 1e-12 * max(1, abs($0)) })
   }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import GraphIR
 import Passes
 import Testing
@@ -124,5 +125,25 @@ import Testing
     let training = try Pipeline(batch: 2, purpose: .training).run(g, to: .fused)
     #expect(training.graph.nodes.filter { if case .batchNorm = $0.op { true } else { false } }.count == 3)
     #expect(!training.graph.nodes.contains { if case .batchNormFold = $0.op { true } else { false } })
+  }
+
+  /// At inference a conv takes in the activation that is its only reader, or the residual add that is (and the
+  /// activation after it), standing where the last of them stood; an add of two convs fuses into the first; a
+  /// per-channel add and an add of a value to itself do not fuse. The result re-parses; training graphs keep
+  /// their activations (`FusionTests` checks the fused graph computes what the unfused one does).
+  @Test func inferenceEpiloguesFuseIntoTheConv() throws {
+    let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures/epilogues.graph")
+    let g = try Self.parse(try String(contentsOf: url, encoding: .utf8))
+    let t = try Pipeline(batch: 2, purpose: .inference).run(g, to: .fused)
+    let printed = Printer.print(t.graph)
+    #expect(printed.contains("a     = conv2d_act(x, filters: 4, kernel: 3, padding: 1, act: clip, min: 0.0, max: 6.0)\n"), "\(printed)")
+    #expect(printed.contains("b     = conv2d_act(a, x, filters: 4, kernel: 1, act: relu, residual: true)\n"), "\(printed)")
+    #expect(printed.contains("d     = conv2d(b, filters: 4, kernel: 3, padding: 1)\nc     = conv2d_act(b, d, filters: 4, kernel: 1, residual: true)\n"), "\(printed)")
+    #expect(printed.contains("gate  = conv2d_act(p, filters: 4, kernel: 1, act: hardsigmoid)\nm     = mul(c, gate)\ne     = conv2d(m, filters: 4, kernel: 1)\nbc    = add(e, p)\n"), "\(printed)")
+    #expect(printed.contains("sq    = add(twice, twice)"), "\(printed)")
+    try Verifier.verify(t.graph)
+    #expect(try Self.parse(printed) == t.graph)
+    let training = try Pipeline(batch: 2, purpose: .training).run(g, to: .fused)
+    #expect(!training.graph.nodes.contains { if case .conv2dAct = $0.op { true } else { false } })
   }
 }

@@ -49,6 +49,63 @@ public struct Conv2DReLUMaxPoolOp: FusedOp {
   }
 }
 
+/// `conv2d_act(x[, scale][, residual])`: act(conv2d(x) + residual), the conv's epilogue applying an activation (`act`,
+/// with its own attributes) and adding a residual of the conv's shape (`residual: true`, the last operand) as
+/// it stores. Formed for inference by `fuseConvEpilogues`; without either it is a conv (which it never is).
+public struct Conv2DActOp: FusedOp {
+  public var attrs: Conv2DAttrs
+  /// The activation applied last (an `Activation`'s op), or nil.
+  public var activation: Op?
+  public var residual: Bool
+  public init(_ attrs: Conv2DAttrs, activation: Op?, residual: Bool) {
+    (self.attrs, self.activation, self.residual) = (attrs, activation, residual)
+  }
+
+  /// The activations an epilogue applies, by their `.graph` spelling.
+  public static let activations: [any Activation.Type] = [
+    ReLUOp.self, LeakyReLUOp.self, SigmoidOp.self, TanhOp.self, ClipOp.self, HardSigmoidOp.self, HardSwishOp.self, SiLUOp.self, GELUOp.self,
+  ]
+  /// The attributes of every epilogue activation, once each and optional here (the activation's own syntax
+  /// checks what it requires).
+  static let activationAttrs: [AttrSpec] = activations.flatMap { $0.syntax.attrs }.reduce(into: []) { all, a in
+    if !all.contains(where: { $0.name == a.name }) { all.append(AttrSpec(a.name, a.kind)) }
+  }
+
+  public static let syntax = OpSyntax("conv2d_act", operands: ["x"], attrs: Conv2DAttrs.syntax + [
+    AttrSpec("act", .name), AttrSpec("residual", .bool),
+  ] + activationAttrs) { a throws(AttrError) in
+    var activation: Op?
+    if let name = a.name("act") {
+      guard let kind = activations.first(where: { $0.syntax.name == name }) else {
+        throw AttrError(attribute: "act", message: "'act' must name an activation (\(activations.map { $0.syntax.name }.joined(separator: ", "))), got '\(name)'")
+      }
+      activation = try kind.syntax.make(a)
+    }
+    return .conv2dAct(try Conv2DAttrs(a), activation: activation, residual: a.flag("residual"))
+  }
+  public static let replaces = "conv2d followed by an activation, or by an add of a residual (and an activation)"
+  public var printedAttributes: [(String, String)] {
+    attrs.printed + (activation.map { [("act", $0.spelling)] + $0.definition.printedAttributes } ?? []) + (residual ? [("residual", "true")] : [])
+  }
+  public var parameterSuffixes: [String] { Conv2DOp(attrs).parameterSuffixes }
+  public var operandNames: [String] { attrs.operandNames + (residual ? ["residual"] : []) }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType {
+    let y = try Conv2D.scaledResultType(spelling, attrs, Array(x.prefix(attrs.operandNames.count)))
+    if residual, x.count > attrs.operandNames.count { return try sameShape(spelling, y, x[attrs.operandNames.count]) }
+    return y
+  }
+  public func parameterTypes(_ x: [TensorType]) -> [TensorType] { Conv2D.parameterTypes(attrs, x[0]) }
+  public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { Conv2D.flopsPerImage(attrs, x[0], result: result) }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    var values = x.values
+    let r = residual ? values.remove(at: attrs.operandNames.count) : nil
+    var y = try Conv2D.apply(attrs, Operands(x.node, values))
+    if let r, case .f32(let t) = r { for i in y.data.indices { y.data[i] += t.data[i] } }
+    if let f = activation?.definition as? any Activation { y.data = y.data.map { f.value($0) } }
+    return [y]
+  }
+}
+
 /// `dense_relu(x)`: relu(dense(x)).
 public struct DenseReLUOp: FusedOp {
   public var attrs: DenseAttrs

@@ -23,12 +23,12 @@ extension Emitter {
     func read(_ p: Placement, full: Bool, _ q: IExpr, _ first: IExpr, _ lanes: Int) -> VExpr {
       full ? .load(p.base, .c(p.offset) + q * plane + first, lanes: lanes) : .broadcast(.load(p.base, .c(p.offset) + q))
     }
-    body.append(loop("q", count / plane) { e, q in
+    body += planeLoop("q", count / plane, work: count * Self.elementwiseWeight) { e, q in
       e.vectorRuns(plane) { _, first, lanes in
         [.vstore(y.base, .c(y.offset) + q * plane + first, combine(read(pa, full: na == count, q, first, lanes), read(pb, full: nb == count, q, first, lanes)),
                  lanes: lanes)]
       }
-    })
+    }
   }
 }
 

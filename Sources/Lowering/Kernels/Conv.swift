@@ -238,6 +238,25 @@ extension Emitter {
     }
   }
 
+  /// What a conv's store applies after its bias, folded batch norm and relu (`conv2d_act`): a residual of the
+  /// output's shape added, then an activation. Applied as the value is stored, from the activation's one definition.
+  struct ConvTail {
+    var residual: Placement?
+    var activation: (any Activation)?
+    static let none = ConvTail(residual: nil, activation: nil)
+    var isEmpty: Bool { residual == nil && activation == nil }
+    /// `v`, the conv's value at output index `i`, with the residual and activation applied.
+    func apply(_ v: FExpr, at i: IExpr) -> FExpr {
+      let sum = residual.map { v + .load($0.base, .c($0.offset) + i) } ?? v
+      return activation.map { $0.value(sum) } ?? sum
+    }
+  }
+
+  /// The tail of a `conv2d_act` node: its residual operand (the last) and activation.
+  func convTail(_ n: Node, _ op: Conv2DActOp) -> ConvTail {
+    ConvTail(residual: op.residual ? at(n.args.last!) : nil, activation: op.activation?.definition as? any Activation)
+  }
+
   /// The [2, C] scale and shift of the batch norm folded into node `n`, when it is scaled.
   func foldOperand(_ n: Node, scaled: Bool) -> Placement? { scaled ? at(n.args[1]) : nil }
 
@@ -254,8 +273,8 @@ extension Emitter {
     a.kernel == 1 && a.stride == 1 && a.padding == 0 && s.group == 1 && window == 1
   }
 
-  mutating func convForward(_ n: Node, _ a: Conv2DAttrs, relu: Bool, pool: PoolAttrs?) {
-    if choosesWinograd(n, ConvCost.forward(a, x: dims(n.args[0]), target: target)) { return winogradForward(n, a, relu: relu, pool: pool) }
+  mutating func convForward(_ n: Node, _ a: Conv2DAttrs, relu: Bool, pool: PoolAttrs?, tail: ConvTail = .none) {
+    if choosesWinograd(n, ConvCost.forward(a, x: dims(n.args[0]), target: target)) { return winogradForward(n, a, relu: relu, pool: pool, tail: tail) }
     let x = at(n.args[0]), s = convShape(a, x: dims(n.args[0]))
     let w = at("\(n.name).weight")
     let scratch = plan.scratch[n.name]!
@@ -291,7 +310,7 @@ extension Emitter {
         } else if let p = pool {
           out.append(e.poolPlane(epilogue, p, g: g))
         } else {
-          out.append(e.storePlane(epilogue, relu: relu, g: g, filters: (f0, rows)))
+          out.append(e.storePlane(epilogue, relu: relu, g: g, filters: (f0, rows), tail: tail))
         }
         return out
       }
@@ -353,13 +372,16 @@ extension Emitter {
   }
 
   /// The biased conv plane (relu'd when fused) to the output in NCHW order.
-  mutating func storePlane(_ c: ConvEpilogue, relu: Bool, g: IExpr, filters: (first: IExpr, count: Int)) -> Stmt {
+  mutating func storePlane(_ c: ConvEpilogue, relu: Bool, g: IExpr, filters: (first: IExpr, count: Int), tail: ConvTail = .none) -> Stmt {
     let s = c.s
-    return loop("j", s.group) { e, j in [e.loop("f", filters.count) { e, fv in [e.loop("i", s.plane) { _, i in
+    return loop("j", s.group) { e, j in [e.loop("f", filters.count) { e, fv in [e.loop("i", s.plane) { e, i in
       let fi = fv + filters.first
       let v = c.biased(.load(.arena, .c(c.tmp) + fi * s.row + j * s.plane + i), fi)
-      return [.store(c.y.base, .c(c.y.offset) + (g * s.group + j) * (s.f * s.plane) + fi * s.plane + i,
-                     relu ? .select(.fgt(v, .c(0)), v, .c(0)) : v)]
+      let o = (g * s.group + j) * (s.f * s.plane) + fi * s.plane + i
+      let value = relu ? .select(.fgt(v, .c(0)), v, .c(0)) : v
+      guard !tail.isEmpty else { return [.store(c.y.base, .c(c.y.offset) + o, value)] }
+      let (bindings, shared) = SubexpressionSharing.share(tail.apply(value, at: o)) { e.fresh("t") }
+      return bindings + [.store(c.y.base, .c(c.y.offset) + o, shared)]
     }] }] }
   }
 
@@ -500,6 +522,14 @@ extension Conv2DOp: Lowerable {
     let columns = Emitter.readsInputInPlace(a, s, window: window) ? 0 : g.ckk * g.row
     return columns + g.f * g.row + g.cols + Emitter.phaseFloats(a, x: x, window: window, target: target)
   }
+}
+
+extension Conv2DActOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) {
+    let a = attrs.clamped(input: e.dims(n.args[0])), tail = e.convTail(n, self)
+    if a.isDirect { e.directConv(n, a, relu: false, tail: tail) } else { e.convForward(n, a, relu: false, pool: nil, tail: tail) }
+  }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { Conv2DOp(attrs).scratchFloats(n, shapes, target) }
 }
 
 extension Conv2DReLUOp: Lowerable {

@@ -19,14 +19,21 @@ extension Emitter {
 
   /// `body(first, count)` over 0..<total: at inference, when the pass is large, in equal parts of whole cache
   /// lines for the pool (the rest after them, on the calling thread); else once over everything.
-  mutating func inRanges(_ total: Int, _ body: (inout Emitter, IExpr, Int) -> [Stmt]) -> [Stmt] {
-    let line = 64 / MemoryLayout<Float>.size
-    let parts = total >= line * target.parallelParts ? parallelParts(macs: total * Self.elementwiseWeight) : 1
+  mutating func inRanges(_ total: Int, granule: Int = 64 / MemoryLayout<Float>.size, work: Int? = nil,
+                         _ body: (inout Emitter, IExpr, Int) -> [Stmt]) -> [Stmt] {
+    let line = granule
+    let parts = total >= line * target.parallelParts ? parallelParts(macs: work ?? total * Self.elementwiseWeight) : 1
     guard parts > 1 else { return body(&self, .c(0), total) }
     let each = total / parts / line * line
     var out = inParts(parts, of: "elements") { e, part in body(&e, part * each, each) }
     if total > each * parts { out += body(&self, .c(each * parts), total - each * parts) }
     return out
+  }
+
+  /// `body(q)` for each of `count` planes (or rows), split like `inRanges` when `work` (multiply-add
+  /// equivalents of the whole pass) is large.
+  mutating func planeLoop(_ hint: String, _ count: Int, work: Int, _ body: (inout Emitter, IExpr) -> [Stmt]) -> [Stmt] {
+    inRanges(count, granule: 1, work: work) { e, first, n in [e.loop(hint, n) { e, v in body(&e, v + first) }] }
   }
 
   /// An elementwise pass's work in multiply-add equivalents per element, for `Target.parallelWorkBelow`: moving

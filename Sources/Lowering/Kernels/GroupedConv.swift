@@ -76,7 +76,7 @@ extension Emitter {
   }
 
   /// The forward conv, with its bias, folded batch norm and (fused) relu applied to each vector of outputs.
-  mutating func directConv(_ n: Node, _ a: Conv2DAttrs, relu: Bool) {
+  mutating func directConv(_ n: Node, _ a: Conv2DAttrs, relu: Bool, tail: ConvTail = .none) {
     let s = Self.directConvShape(a, x: dims(n.args[0]))
     let x = at(n.args[0]), y = at(n.name), w = at("\(n.name).weight"), planes = plan.scratch[n.name]!.offset
     let bias = a.bias ? at("\(n.name).bias") : nil, fold = foldOperand(n, scaled: a.scaled)
@@ -101,9 +101,20 @@ extension Emitter {
           if relu { out.append(.vset(acc, .max(.zero, .local(acc)))) }
           out.append(.vstore(y.base, .c(y.offset) + ((b * s.f + o) * s.oh + oy) * s.ow + first, .local(acc), lanes: lanes))
           return out
-        }
+        } + e.applyTail(tail, to: y, row: ((b * s.f + o) * s.oh + oy) * s.ow, count: s.ow)
       }] }]
     }] } })
+  }
+
+  /// A conv tail applied in place to the `count` outputs from `row` just stored (still in L1), as a scalar
+  /// loop the back ends vectorise.
+  mutating func applyTail(_ tail: ConvTail, to y: Placement, row: IExpr, count: Int) -> [Stmt] {
+    guard !tail.isEmpty else { return [] }
+    return [loop("i", count) { e, i in
+      let o = row + i
+      let (bindings, v) = SubexpressionSharing.share(tail.apply(.load(y.base, .c(y.offset) + o), at: o)) { e.fresh("t") }
+      return bindings + [.store(y.base, .c(y.offset) + o, v)]
+    }]
   }
 
   /// The input gradient: each output gradient scattered to its taps in padded planes, whose interior then

@@ -11,7 +11,7 @@ extension Emitter {
   mutating func pool(_ n: Node, _ p: PoolAttrs, max isMax: Bool) {
     let x = at(n.args[0]), xd = dims(n.args[0]), y = at(n.name), yd = dims(n.name)
     let (h, w, oh, ow) = (xd[2], xd[3], yd[2], yd[3])
-    body.append(loop("q", xd[0] * xd[1]) { e, q in [e.loop("py", oh) { e, yy in [e.loop("px", ow) { e, xx in
+    body += planeLoop("q", xd[0] * xd[1], work: yd.reduce(1, *) * p.size * p.size) { e, q in [e.loop("py", oh) { e, yy in [e.loop("px", ow) { e, xx in
       let acc = e.fresh("acc")
       let start = IExpr.c(x.offset) + e.window(p, q: q, h: h, w: w, yy: yy, xx: xx)
       let initial: FExpr = isMax ? .load(x.base, start) : .c(0)
@@ -21,7 +21,7 @@ extension Emitter {
               } } + [
               .store(y.base, .c(y.offset) + q * (oh * ow) + yy * ow + xx,
                      isMax ? .local(acc) : .local(acc) * .c(1 / Float(p.size * p.size)))]
-    }] }] })
+    }] }] }
   }
 
   mutating func maxPoolGrad(_ n: Node, _ p: PoolAttrs) {
@@ -73,7 +73,7 @@ extension Emitter {
   mutating func paddedPool(_ n: Node, _ p: PoolAttrs, max isMax: Bool) {
     let x = at(n.args[0]), xd = dims(n.args[0]), y = at(n.name), yd = dims(n.name)
     let (h, w, oh, ow) = (xd[2], xd[3], yd[2], yd[3])
-    body.append(loop("q", xd[0] * xd[1]) { e, q in [e.loop("py", oh) { e, yy in [e.loop("px", ow) { e, xx in
+    body += planeLoop("q", xd[0] * xd[1], work: yd.reduce(1, *) * p.size * p.size) { e, q in [e.loop("py", oh) { e, yy in [e.loop("px", ow) { e, xx in
       let acc = e.fresh("acc"), count = e.fresh("count")
       let taps = e.paddedTaps(p, h: h, w: w, yy: yy, xx: xx) { _, i, inside, padded in
         let v = FExpr.load(x.base, .c(x.offset) + q * (h * w) + i)
@@ -83,7 +83,7 @@ extension Emitter {
       let result: FExpr = isMax ? .local(acc) : .local(acc) / .local(count)
       return [.local(acc, .c(isMax ? -Float.infinity : 0)), .local(count, .c(0))] + taps
         + [.store(y.base, .c(y.offset) + q * (oh * ow) + yy * ow + xx, result)]
-    }] }] })
+    }] }] }
   }
 
   /// The gradient of a padded or ceil-mode maxpool: dy to the first maximum among the window's input elements.
@@ -185,12 +185,12 @@ extension Emitter {
   mutating func globalAvgPool(_ n: Node) {
     let x = at(n.args[0]), xd = dims(n.args[0]), y = at(n.name)
     let hw = xd[2] * xd[3]
-    body.append(loop("q", xd[0] * xd[1]) { e, q in
+    body += planeLoop("q", xd[0] * xd[1], work: xd.reduce(1, *) * Self.elementwiseWeight) { e, q in
       let acc = e.fresh("acc")
       return [.local(acc, .c(0)),
               e.loop("i", hw) { _, i in [.set(acc, .local(acc) + .load(x.base, .c(x.offset) + q * hw + i))] },
               .store(y.base, .c(y.offset) + q, .local(acc) / .c(Float(hw)))]
-    })
+    }
   }
 
   /// dy / (H W) spread over each plane.

@@ -388,7 +388,7 @@ extension Emitter {
   }
 
   /// conv2d (with relu, max-pool) by Winograd; the epilogue as in `convForward`.
-  mutating func winogradForward(_ n: Node, _ a: Conv2DAttrs, relu: Bool, pool: PoolAttrs?) {
+  mutating func winogradForward(_ n: Node, _ a: Conv2DAttrs, relu: Bool, pool: PoolAttrs?, tail: ConvTail = .none) {
     let xd = dims(n.args[0]), x = at(n.args[0]), w = at("\(n.name).weight"), y = at(n.name)
     let s = WinogradShape.forward(a, x: xd, target: target)
     let scratch = plan.scratch[n.name]!.offset, tmp = scratch + s.forwardFloats
@@ -442,7 +442,8 @@ extension Emitter {
         Self.stageTile(s, j, t, ty, tx, c0, lanes, staging) { relued(biased($0, c0, lanes)) }
       }, after: { e, g, staging, range in
         [e.fromChannelsLast(staging, images: s.images, positions: plane, channels: s.cout, range: range) { j, c, q, v in
-          .store(y.base, .c(y.offset) + (g * s.images + j) * (s.cout * plane) + c * plane + q, v)
+          let o = (g * s.images + j) * (s.cout * plane) + c * plane + q
+          return .store(y.base, .c(y.offset) + o, tail.apply(v, at: o))
         }]
       })
     }
