@@ -5810,41 +5810,99 @@ act3.i232.end:                                    ; preds = %act3.i232
 ; Function Attrs: noinline
 define internal void @residual_train_b64.k8.gap(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %gap.acc234 = alloca float, align 4
+  %gap.sum242 = alloca float, align 4
+  %gap.sum241 = alloca float, align 4
+  %gap.sum240 = alloca float, align 4
+  %gap.sum239 = alloca float, align 4
+  %gap.sum238 = alloca float, align 4
+  %gap.sum237 = alloca float, align 4
+  %gap.sum236 = alloca float, align 4
+  %gap.acc234 = alloca <8 x float>, align 32
   br label %gap.q233
 
-gap.q233:                                         ; preds = %gap.i235.end, %entry
-  %gap.q2331 = phi i64 [ 0, %entry ], [ %q233.next, %gap.i235.end ]
-  store float 0.000000e+00, ptr %gap.acc234, align 4
-  br label %gap.i235
+gap.q233:                                         ; preds = %gap.cv235.end, %entry
+  %gap.q2331 = phi i64 [ 0, %entry ], [ %q233.next, %gap.cv235.end ]
+  store <8 x float> zeroinitializer, ptr %gap.acc234, align 32
+  br label %gap.cv235
 
-gap.q233.end:                                     ; preds = %gap.i235.end
+gap.q233.end:                                     ; preds = %gap.cv235.end
   ret void
 
-gap.i235:                                         ; preds = %gap.i235, %gap.q233
-  %gap.i2352 = phi i64 [ 0, %gap.q233 ], [ %i235.next, %gap.i235 ]
-  %acc234 = load float, ptr %gap.acc234, align 4
+gap.cv235:                                        ; preds = %gap.cv235, %gap.q233
+  %gap.cv2352 = phi i64 [ 0, %gap.q233 ], [ %cv235.next, %gap.cv235 ]
+  %acc234 = load <8 x float>, ptr %gap.acc234, align 32
   %0 = mul nsw i64 %gap.q2331, 196
   %1 = add nsw i64 3813376, %0
-  %2 = add nsw i64 %1, %gap.i2352
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
-  %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc234, %3
-  store float %4, ptr %gap.acc234, align 4
-  %i235.next = add nsw i64 %gap.i2352, 1
-  %5 = icmp slt i64 %i235.next, 196
-  br i1 %5, label %gap.i235, label %gap.i235.end
+  %2 = mul nsw i64 %gap.cv2352, 8
+  %3 = add nsw i64 %1, %2
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
+  %4 = load <8 x float>, ptr %arena3, align 4
+  %5 = fadd <8 x float> %acc234, %4
+  store <8 x float> %5, ptr %gap.acc234, align 32
+  %cv235.next = add nsw i64 %gap.cv2352, 1
+  %6 = icmp slt i64 %cv235.next, 24
+  br i1 %6, label %gap.cv235, label %gap.cv235.end
 
-gap.i235.end:                                     ; preds = %gap.i235
-  %acc2344 = load float, ptr %gap.acc234, align 4
-  %6 = fdiv float %acc2344, 1.960000e+02
-  %7 = add nsw i64 3411968, %gap.q2331
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %7
-  store float %6, ptr %arena5, align 4
+gap.cv235.end:                                    ; preds = %gap.cv235
+  %acc2344 = load <8 x float>, ptr %gap.acc234, align 32
+  %7 = mul nsw i64 %gap.q2331, 196
+  %8 = add nsw i64 3813376, %7
+  %9 = add nsw i64 %8, 192
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %9
+  %10 = call <8 x float> @llvm.masked.load.v8f32.p0(ptr %arena5, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false>, <8 x float> zeroinitializer)
+  %11 = fadd <8 x float> %acc2344, %10
+  store <8 x float> %11, ptr %gap.acc234, align 32
+  %acc2346 = load <8 x float>, ptr %gap.acc234, align 32
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 3414016
+  store <8 x float> %acc2346, ptr %arena7, align 4
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 3414016
+  %12 = load float, ptr %arena8, align 4
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 3414017
+  %13 = load float, ptr %arena9, align 4
+  %14 = fadd float %12, %13
+  store float %14, ptr %gap.sum236, align 4
+  %sum236 = load float, ptr %gap.sum236, align 4
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 3414018
+  %15 = load float, ptr %arena10, align 4
+  %16 = fadd float %sum236, %15
+  store float %16, ptr %gap.sum237, align 4
+  %sum237 = load float, ptr %gap.sum237, align 4
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 3414019
+  %17 = load float, ptr %arena11, align 4
+  %18 = fadd float %sum237, %17
+  store float %18, ptr %gap.sum238, align 4
+  %sum238 = load float, ptr %gap.sum238, align 4
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 3414020
+  %19 = load float, ptr %arena12, align 4
+  %20 = fadd float %sum238, %19
+  store float %20, ptr %gap.sum239, align 4
+  %sum239 = load float, ptr %gap.sum239, align 4
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 3414021
+  %21 = load float, ptr %arena13, align 4
+  %22 = fadd float %sum239, %21
+  store float %22, ptr %gap.sum240, align 4
+  %sum240 = load float, ptr %gap.sum240, align 4
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 3414022
+  %23 = load float, ptr %arena14, align 4
+  %24 = fadd float %sum240, %23
+  store float %24, ptr %gap.sum241, align 4
+  %sum241 = load float, ptr %gap.sum241, align 4
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 3414023
+  %25 = load float, ptr %arena15, align 4
+  %26 = fadd float %sum241, %25
+  store float %26, ptr %gap.sum242, align 4
+  %sum242 = load float, ptr %gap.sum242, align 4
+  %27 = fdiv float %sum242, 1.960000e+02
+  %28 = add nsw i64 3411968, %gap.q2331
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %28
+  store float %27, ptr %arena16, align 4
   %q233.next = add nsw i64 %gap.q2331, 1
-  %8 = icmp slt i64 %q233.next, 2048
-  br i1 %8, label %gap.q233, label %gap.q233.end
+  %29 = icmp slt i64 %q233.next, 2048
+  br i1 %29, label %gap.q233, label %gap.q233.end
 }
+
+; Function Attrs: nocallback nofree nosync nounwind willreturn memory(argmem: read)
+declare <8 x float> @llvm.masked.load.v8f32.p0(ptr nocapture, i32 immarg, <8 x i1>, <8 x float>) #3
 
 ; Function Attrs: noinline
 define internal void @residual_train_b64.k9.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
@@ -5859,39 +5917,39 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 7120
   %arena3 = getelementptr inbounds float, ptr %arena, i64 3414016
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 32, float 1.000000e+00, ptr %arena1, i32 32, ptr %params2, i32 32, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc.n236
+  br label %fc.n243
 
-fc.n236:                                          ; preds = %fc.u237.end, %entry
-  %fc.n2364 = phi i64 [ 0, %entry ], [ %n236.next, %fc.u237.end ]
-  br label %fc.u237
+fc.n243:                                          ; preds = %fc.u244.end, %entry
+  %fc.n2434 = phi i64 [ 0, %entry ], [ %n243.next, %fc.u244.end ]
+  br label %fc.u244
 
-fc.n236.end:                                      ; preds = %fc.u237.end
+fc.n243.end:                                      ; preds = %fc.u244.end
   ret void
 
-fc.u237:                                          ; preds = %fc.u237, %fc.n236
-  %fc.u2375 = phi i64 [ 0, %fc.n236 ], [ %u237.next, %fc.u237 ]
-  %0 = mul nsw i64 %fc.n2364, 10
+fc.u244:                                          ; preds = %fc.u244, %fc.n243
+  %fc.u2445 = phi i64 [ 0, %fc.n243 ], [ %u244.next, %fc.u244 ]
+  %0 = mul nsw i64 %fc.n2434, 10
   %1 = add nsw i64 3414016, %0
-  %2 = add nsw i64 %1, %fc.u2375
+  %2 = add nsw i64 %1, %fc.u2445
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 7440, %fc.u2375
+  %4 = add nsw i64 7440, %fc.u2445
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc.n2364, 10
+  %7 = mul nsw i64 %fc.n2434, 10
   %8 = add nsw i64 3414016, %7
-  %9 = add nsw i64 %8, %fc.u2375
+  %9 = add nsw i64 %8, %fc.u2445
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u237.next = add nsw i64 %fc.u2375, 1
-  %10 = icmp slt i64 %u237.next, 10
-  br i1 %10, label %fc.u237, label %fc.u237.end
+  %u244.next = add nsw i64 %fc.u2445, 1
+  %10 = icmp slt i64 %u244.next, 10
+  br i1 %10, label %fc.u244, label %fc.u244.end
 
-fc.u237.end:                                      ; preds = %fc.u237
-  %n236.next = add nsw i64 %fc.n2364, 1
-  %11 = icmp slt i64 %n236.next, 64
-  br i1 %11, label %fc.n236, label %fc.n236.end
+fc.u244.end:                                      ; preds = %fc.u244
+  %n243.next = add nsw i64 %fc.n2434, 1
+  %11 = icmp slt i64 %n243.next, 64
+  br i1 %11, label %fc.n243, label %fc.n243.end
 }
 
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
@@ -5899,57 +5957,57 @@ declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i3
 ; Function Attrs: noinline
 define internal void @residual_train_b64.k11.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %loss.s241 = alloca float, align 4
-  %loss.m240 = alloca float, align 4
-  %loss.total238 = alloca float, align 4
-  store float 0.000000e+00, ptr %loss.total238, align 4
-  br label %loss.n239
+  %loss.s248 = alloca float, align 4
+  %loss.m247 = alloca float, align 4
+  %loss.total245 = alloca float, align 4
+  store float 0.000000e+00, ptr %loss.total245, align 4
+  br label %loss.n246
 
-loss.n239:                                        ; preds = %loss.k243.end, %entry
-  %loss.n2391 = phi i64 [ 0, %entry ], [ %n239.next, %loss.k243.end ]
-  %0 = mul nsw i64 %loss.n2391, 10
+loss.n246:                                        ; preds = %loss.k250.end, %entry
+  %loss.n2461 = phi i64 [ 0, %entry ], [ %n246.next, %loss.k250.end ]
+  %0 = mul nsw i64 %loss.n2461, 10
   %1 = add nsw i64 3414016, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %loss.m240, align 4
-  br label %loss.k242
+  store float %2, ptr %loss.m247, align 4
+  br label %loss.k249
 
-loss.n239.end:                                    ; preds = %loss.k243.end
-  %total23812 = load float, ptr %loss.total238, align 4
-  %3 = fdiv float %total23812, 6.400000e+01
+loss.n246.end:                                    ; preds = %loss.k250.end
+  %total24512 = load float, ptr %loss.total245, align 4
+  %3 = fdiv float %total24512, 6.400000e+01
   %arena13 = getelementptr inbounds float, ptr %arena, i64 3414656
   store float %3, ptr %arena13, align 4
   ret void
 
-loss.k242:                                        ; preds = %loss.k242, %loss.n239
-  %loss.k2423 = phi i64 [ 0, %loss.n239 ], [ %k242.next, %loss.k242 ]
-  %m240 = load float, ptr %loss.m240, align 4
-  %4 = mul nsw i64 %loss.n2391, 10
+loss.k249:                                        ; preds = %loss.k249, %loss.n246
+  %loss.k2493 = phi i64 [ 0, %loss.n246 ], [ %k249.next, %loss.k249 ]
+  %m247 = load float, ptr %loss.m247, align 4
+  %4 = mul nsw i64 %loss.n2461, 10
   %5 = add nsw i64 3414016, %4
-  %6 = add nsw i64 %5, %loss.k2423
+  %6 = add nsw i64 %5, %loss.k2493
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load float, ptr %arena4, align 4
-  %8 = fcmp ogt float %7, %m240
-  %9 = select i1 %8, float %7, float %m240
-  store float %9, ptr %loss.m240, align 4
-  %k242.next = add nsw i64 %loss.k2423, 1
-  %10 = icmp slt i64 %k242.next, 10
-  br i1 %10, label %loss.k242, label %loss.k242.end
+  %8 = fcmp ogt float %7, %m247
+  %9 = select i1 %8, float %7, float %m247
+  store float %9, ptr %loss.m247, align 4
+  %k249.next = add nsw i64 %loss.k2493, 1
+  %10 = icmp slt i64 %k249.next, 10
+  br i1 %10, label %loss.k249, label %loss.k249.end
 
-loss.k242.end:                                    ; preds = %loss.k242
-  store float 0.000000e+00, ptr %loss.s241, align 4
-  br label %loss.k243
+loss.k249.end:                                    ; preds = %loss.k249
+  store float 0.000000e+00, ptr %loss.s248, align 4
+  br label %loss.k250
 
-loss.k243:                                        ; preds = %loss.k243, %loss.k242.end
-  %loss.k2435 = phi i64 [ 0, %loss.k242.end ], [ %k243.next, %loss.k243 ]
-  %s241 = load float, ptr %loss.s241, align 4
-  %11 = mul nsw i64 %loss.n2391, 10
+loss.k250:                                        ; preds = %loss.k250, %loss.k249.end
+  %loss.k2505 = phi i64 [ 0, %loss.k249.end ], [ %k250.next, %loss.k250 ]
+  %s248 = load float, ptr %loss.s248, align 4
+  %11 = mul nsw i64 %loss.n2461, 10
   %12 = add nsw i64 3414016, %11
-  %13 = add nsw i64 %12, %loss.k2435
+  %13 = add nsw i64 %12, %loss.k2505
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena6, align 4
-  %m2407 = load float, ptr %loss.m240, align 4
-  %15 = fsub float %14, %m2407
+  %m2477 = load float, ptr %loss.m247, align 4
+  %15 = fsub float %14, %m2477
   %16 = fcmp ogt float 0xC055A926E0000000, %15
   %17 = select i1 %16, float 0xC055A926E0000000, float %15
   %18 = fcmp ogt float %17, 0x40562E4300000000
@@ -5987,32 +6045,32 @@ loss.k243:                                        ; preds = %loss.k243, %loss.k2
   %50 = select i1 %49, float 0x7FF0000000000000, float %48
   %51 = fcmp uno float %15, %15
   %52 = select i1 %51, float %15, float %50
-  %53 = fadd float %s241, %52
-  store float %53, ptr %loss.s241, align 4
-  %k243.next = add nsw i64 %loss.k2435, 1
-  %54 = icmp slt i64 %k243.next, 10
-  br i1 %54, label %loss.k243, label %loss.k243.end
+  %53 = fadd float %s248, %52
+  store float %53, ptr %loss.s248, align 4
+  %k250.next = add nsw i64 %loss.k2505, 1
+  %54 = icmp slt i64 %k250.next, 10
+  br i1 %54, label %loss.k250, label %loss.k250.end
 
-loss.k243.end:                                    ; preds = %loss.k243
-  %total238 = load float, ptr %loss.total238, align 4
-  %m2408 = load float, ptr %loss.m240, align 4
-  %s2419 = load float, ptr %loss.s241, align 4
-  %55 = call float @llvm.log.f32(float %s2419)
-  %56 = fadd float %m2408, %55
-  %57 = mul nsw i64 %loss.n2391, 10
+loss.k250.end:                                    ; preds = %loss.k250
+  %total245 = load float, ptr %loss.total245, align 4
+  %m2478 = load float, ptr %loss.m247, align 4
+  %s2489 = load float, ptr %loss.s248, align 4
+  %55 = call float @llvm.log.f32(float %s2489)
+  %56 = fadd float %m2478, %55
+  %57 = mul nsw i64 %loss.n2461, 10
   %58 = add nsw i64 3414016, %57
-  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n2391
+  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n2461
   %label = load i32, ptr %labels10, align 4
   %59 = sext i32 %label to i64
   %60 = add nsw i64 %58, %59
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %60
   %61 = load float, ptr %arena11, align 4
   %62 = fsub float %56, %61
-  %63 = fadd float %total238, %62
-  store float %63, ptr %loss.total238, align 4
-  %n239.next = add nsw i64 %loss.n2391, 1
-  %64 = icmp slt i64 %n239.next, 64
-  br i1 %64, label %loss.n239, label %loss.n239.end
+  %63 = fadd float %total245, %62
+  store float %63, ptr %loss.total245, align 4
+  %n246.next = add nsw i64 %loss.n2461, 1
+  %64 = icmp slt i64 %n246.next, 64
+  br i1 %64, label %loss.n246, label %loss.n246.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
@@ -6021,51 +6079,51 @@ declare float @llvm.log.f32(float) #2
 ; Function Attrs: noinline
 define internal void @residual_train_b64.k12.fc_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc_grad.s246 = alloca float, align 4
-  %fc_grad.m245 = alloca float, align 4
-  br label %fc_grad.n244
+  %fc_grad.s253 = alloca float, align 4
+  %fc_grad.m252 = alloca float, align 4
+  br label %fc_grad.n251
 
-fc_grad.n244:                                     ; preds = %fc_grad.k249.end, %entry
-  %fc_grad.n2441 = phi i64 [ 0, %entry ], [ %n244.next, %fc_grad.k249.end ]
-  %0 = mul nsw i64 %fc_grad.n2441, 10
+fc_grad.n251:                                     ; preds = %fc_grad.k256.end, %entry
+  %fc_grad.n2511 = phi i64 [ 0, %entry ], [ %n251.next, %fc_grad.k256.end ]
+  %0 = mul nsw i64 %fc_grad.n2511, 10
   %1 = add nsw i64 3414016, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %fc_grad.m245, align 4
-  br label %fc_grad.k247
+  store float %2, ptr %fc_grad.m252, align 4
+  br label %fc_grad.k254
 
-fc_grad.n244.end:                                 ; preds = %fc_grad.k249.end
+fc_grad.n251.end:                                 ; preds = %fc_grad.k256.end
   ret void
 
-fc_grad.k247:                                     ; preds = %fc_grad.k247, %fc_grad.n244
-  %fc_grad.k2473 = phi i64 [ 0, %fc_grad.n244 ], [ %k247.next, %fc_grad.k247 ]
-  %m245 = load float, ptr %fc_grad.m245, align 4
-  %3 = mul nsw i64 %fc_grad.n2441, 10
+fc_grad.k254:                                     ; preds = %fc_grad.k254, %fc_grad.n251
+  %fc_grad.k2543 = phi i64 [ 0, %fc_grad.n251 ], [ %k254.next, %fc_grad.k254 ]
+  %m252 = load float, ptr %fc_grad.m252, align 4
+  %3 = mul nsw i64 %fc_grad.n2511, 10
   %4 = add nsw i64 3414016, %3
-  %5 = add nsw i64 %4, %fc_grad.k2473
+  %5 = add nsw i64 %4, %fc_grad.k2543
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m245
-  %8 = select i1 %7, float %6, float %m245
-  store float %8, ptr %fc_grad.m245, align 4
-  %k247.next = add nsw i64 %fc_grad.k2473, 1
-  %9 = icmp slt i64 %k247.next, 10
-  br i1 %9, label %fc_grad.k247, label %fc_grad.k247.end
+  %7 = fcmp ogt float %6, %m252
+  %8 = select i1 %7, float %6, float %m252
+  store float %8, ptr %fc_grad.m252, align 4
+  %k254.next = add nsw i64 %fc_grad.k2543, 1
+  %9 = icmp slt i64 %k254.next, 10
+  br i1 %9, label %fc_grad.k254, label %fc_grad.k254.end
 
-fc_grad.k247.end:                                 ; preds = %fc_grad.k247
-  store float 0.000000e+00, ptr %fc_grad.s246, align 4
-  br label %fc_grad.k248
+fc_grad.k254.end:                                 ; preds = %fc_grad.k254
+  store float 0.000000e+00, ptr %fc_grad.s253, align 4
+  br label %fc_grad.k255
 
-fc_grad.k248:                                     ; preds = %fc_grad.k248, %fc_grad.k247.end
-  %fc_grad.k2485 = phi i64 [ 0, %fc_grad.k247.end ], [ %k248.next, %fc_grad.k248 ]
-  %s246 = load float, ptr %fc_grad.s246, align 4
-  %10 = mul nsw i64 %fc_grad.n2441, 10
+fc_grad.k255:                                     ; preds = %fc_grad.k255, %fc_grad.k254.end
+  %fc_grad.k2555 = phi i64 [ 0, %fc_grad.k254.end ], [ %k255.next, %fc_grad.k255 ]
+  %s253 = load float, ptr %fc_grad.s253, align 4
+  %10 = mul nsw i64 %fc_grad.n2511, 10
   %11 = add nsw i64 3414016, %10
-  %12 = add nsw i64 %11, %fc_grad.k2485
+  %12 = add nsw i64 %11, %fc_grad.k2555
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m2457 = load float, ptr %fc_grad.m245, align 4
-  %14 = fsub float %13, %m2457
+  %m2527 = load float, ptr %fc_grad.m252, align 4
+  %14 = fsub float %13, %m2527
   %15 = fcmp ogt float 0xC055A926E0000000, %14
   %16 = select i1 %15, float 0xC055A926E0000000, float %14
   %17 = fcmp ogt float %16, 0x40562E4300000000
@@ -6103,28 +6161,28 @@ fc_grad.k248:                                     ; preds = %fc_grad.k248, %fc_g
   %49 = select i1 %48, float 0x7FF0000000000000, float %47
   %50 = fcmp uno float %14, %14
   %51 = select i1 %50, float %14, float %49
-  %52 = fadd float %s246, %51
-  store float %52, ptr %fc_grad.s246, align 4
-  %k248.next = add nsw i64 %fc_grad.k2485, 1
-  %53 = icmp slt i64 %k248.next, 10
-  br i1 %53, label %fc_grad.k248, label %fc_grad.k248.end
+  %52 = fadd float %s253, %51
+  store float %52, ptr %fc_grad.s253, align 4
+  %k255.next = add nsw i64 %fc_grad.k2555, 1
+  %53 = icmp slt i64 %k255.next, 10
+  br i1 %53, label %fc_grad.k255, label %fc_grad.k255.end
 
-fc_grad.k248.end:                                 ; preds = %fc_grad.k248
-  br label %fc_grad.k249
+fc_grad.k255.end:                                 ; preds = %fc_grad.k255
+  br label %fc_grad.k256
 
-fc_grad.k249:                                     ; preds = %fc_grad.k249, %fc_grad.k248.end
-  %fc_grad.k2498 = phi i64 [ 0, %fc_grad.k248.end ], [ %k249.next, %fc_grad.k249 ]
-  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc_grad.n2441
+fc_grad.k256:                                     ; preds = %fc_grad.k256, %fc_grad.k255.end
+  %fc_grad.k2568 = phi i64 [ 0, %fc_grad.k255.end ], [ %k256.next, %fc_grad.k256 ]
+  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc_grad.n2511
   %label = load i32, ptr %labels9, align 4
   %54 = sext i32 %label to i64
-  %55 = icmp eq i64 %fc_grad.k2498, %54
-  %56 = mul nsw i64 %fc_grad.n2441, 10
+  %55 = icmp eq i64 %fc_grad.k2568, %54
+  %56 = mul nsw i64 %fc_grad.n2511, 10
   %57 = add nsw i64 3414016, %56
-  %58 = add nsw i64 %57, %fc_grad.k2498
+  %58 = add nsw i64 %57, %fc_grad.k2568
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %58
   %59 = load float, ptr %arena10, align 4
-  %m24511 = load float, ptr %fc_grad.m245, align 4
-  %60 = fsub float %59, %m24511
+  %m25211 = load float, ptr %fc_grad.m252, align 4
+  %60 = fsub float %59, %m25211
   %61 = fcmp ogt float 0xC055A926E0000000, %60
   %62 = select i1 %61, float 0xC055A926E0000000, float %60
   %63 = fcmp ogt float %62, 0x40562E4300000000
@@ -6162,16 +6220,16 @@ fc_grad.k249:                                     ; preds = %fc_grad.k249, %fc_g
   %95 = select i1 %94, float 0x7FF0000000000000, float %93
   %96 = fcmp uno float %60, %60
   %97 = select i1 %96, float %60, float %95
-  %s24612 = load float, ptr %fc_grad.s246, align 4
-  %98 = fdiv float %97, %s24612
+  %s25312 = load float, ptr %fc_grad.s253, align 4
+  %98 = fdiv float %97, %s25312
   %99 = fsub float %98, 1.000000e+00
-  %100 = mul nsw i64 %fc_grad.n2441, 10
+  %100 = mul nsw i64 %fc_grad.n2511, 10
   %101 = add nsw i64 3414016, %100
-  %102 = add nsw i64 %101, %fc_grad.k2498
+  %102 = add nsw i64 %101, %fc_grad.k2568
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %102
   %103 = load float, ptr %arena13, align 4
-  %m24514 = load float, ptr %fc_grad.m245, align 4
-  %104 = fsub float %103, %m24514
+  %m25214 = load float, ptr %fc_grad.m252, align 4
+  %104 = fsub float %103, %m25214
   %105 = fcmp ogt float 0xC055A926E0000000, %104
   %106 = select i1 %105, float 0xC055A926E0000000, float %104
   %107 = fcmp ogt float %106, 0x40562E4300000000
@@ -6209,23 +6267,23 @@ fc_grad.k249:                                     ; preds = %fc_grad.k249, %fc_g
   %139 = select i1 %138, float 0x7FF0000000000000, float %137
   %140 = fcmp uno float %104, %104
   %141 = select i1 %140, float %104, float %139
-  %s24615 = load float, ptr %fc_grad.s246, align 4
-  %142 = fdiv float %141, %s24615
+  %s25315 = load float, ptr %fc_grad.s253, align 4
+  %142 = fdiv float %141, %s25315
   %143 = select i1 %55, float %99, float %142
   %144 = fdiv float %143, 6.400000e+01
-  %145 = mul nsw i64 %fc_grad.n2441, 10
+  %145 = mul nsw i64 %fc_grad.n2511, 10
   %146 = add nsw i64 3414672, %145
-  %147 = add nsw i64 %146, %fc_grad.k2498
+  %147 = add nsw i64 %146, %fc_grad.k2568
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %147
   store float %144, ptr %arena16, align 4
-  %k249.next = add nsw i64 %fc_grad.k2498, 1
-  %148 = icmp slt i64 %k249.next, 10
-  br i1 %148, label %fc_grad.k249, label %fc_grad.k249.end
+  %k256.next = add nsw i64 %fc_grad.k2568, 1
+  %148 = icmp slt i64 %k256.next, 10
+  br i1 %148, label %fc_grad.k256, label %fc_grad.k256.end
 
-fc_grad.k249.end:                                 ; preds = %fc_grad.k249
-  %n244.next = add nsw i64 %fc_grad.n2441, 1
-  %149 = icmp slt i64 %n244.next, 64
-  br i1 %149, label %fc_grad.n244, label %fc_grad.n244.end
+fc_grad.k256.end:                                 ; preds = %fc_grad.k256
+  %n251.next = add nsw i64 %fc_grad.n2511, 1
+  %149 = icmp slt i64 %n251.next, 64
+  br i1 %149, label %fc_grad.n251, label %fc_grad.n251.end
 }
 
 ; Function Attrs: noinline
@@ -6241,39 +6299,39 @@ entry:
 ; Function Attrs: noinline
 define internal void @residual_train_b64.k14.fc_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc_bias_grad.acc251 = alloca float, align 4
-  br label %fc_bias_grad.u250
+  %fc_bias_grad.acc258 = alloca float, align 4
+  br label %fc_bias_grad.u257
 
-fc_bias_grad.u250:                                ; preds = %fc_bias_grad.n252.end, %entry
-  %fc_bias_grad.u2501 = phi i64 [ 0, %entry ], [ %u250.next, %fc_bias_grad.n252.end ]
-  store float 0.000000e+00, ptr %fc_bias_grad.acc251, align 4
-  br label %fc_bias_grad.n252
+fc_bias_grad.u257:                                ; preds = %fc_bias_grad.n259.end, %entry
+  %fc_bias_grad.u2571 = phi i64 [ 0, %entry ], [ %u257.next, %fc_bias_grad.n259.end ]
+  store float 0.000000e+00, ptr %fc_bias_grad.acc258, align 4
+  br label %fc_bias_grad.n259
 
-fc_bias_grad.u250.end:                            ; preds = %fc_bias_grad.n252.end
+fc_bias_grad.u257.end:                            ; preds = %fc_bias_grad.n259.end
   ret void
 
-fc_bias_grad.n252:                                ; preds = %fc_bias_grad.n252, %fc_bias_grad.u250
-  %fc_bias_grad.n2522 = phi i64 [ 0, %fc_bias_grad.u250 ], [ %n252.next, %fc_bias_grad.n252 ]
-  %acc251 = load float, ptr %fc_bias_grad.acc251, align 4
-  %0 = mul nsw i64 %fc_bias_grad.n2522, 10
+fc_bias_grad.n259:                                ; preds = %fc_bias_grad.n259, %fc_bias_grad.u257
+  %fc_bias_grad.n2592 = phi i64 [ 0, %fc_bias_grad.u257 ], [ %n259.next, %fc_bias_grad.n259 ]
+  %acc258 = load float, ptr %fc_bias_grad.acc258, align 4
+  %0 = mul nsw i64 %fc_bias_grad.n2592, 10
   %1 = add nsw i64 3414672, %0
-  %2 = add nsw i64 %1, %fc_bias_grad.u2501
+  %2 = add nsw i64 %1, %fc_bias_grad.u2571
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc251, %3
-  store float %4, ptr %fc_bias_grad.acc251, align 4
-  %n252.next = add nsw i64 %fc_bias_grad.n2522, 1
-  %5 = icmp slt i64 %n252.next, 64
-  br i1 %5, label %fc_bias_grad.n252, label %fc_bias_grad.n252.end
+  %4 = fadd float %acc258, %3
+  store float %4, ptr %fc_bias_grad.acc258, align 4
+  %n259.next = add nsw i64 %fc_bias_grad.n2592, 1
+  %5 = icmp slt i64 %n259.next, 64
+  br i1 %5, label %fc_bias_grad.n259, label %fc_bias_grad.n259.end
 
-fc_bias_grad.n252.end:                            ; preds = %fc_bias_grad.n252
-  %acc2514 = load float, ptr %fc_bias_grad.acc251, align 4
-  %6 = add nsw i64 7440, %fc_bias_grad.u2501
+fc_bias_grad.n259.end:                            ; preds = %fc_bias_grad.n259
+  %acc2584 = load float, ptr %fc_bias_grad.acc258, align 4
+  %6 = add nsw i64 7440, %fc_bias_grad.u2571
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc2514, ptr %grads5, align 4
-  %u250.next = add nsw i64 %fc_bias_grad.u2501, 1
-  %7 = icmp slt i64 %u250.next, 10
-  br i1 %7, label %fc_bias_grad.u250, label %fc_bias_grad.u250.end
+  store float %acc2584, ptr %grads5, align 4
+  %u257.next = add nsw i64 %fc_bias_grad.u2571, 1
+  %7 = icmp slt i64 %u257.next, 10
+  br i1 %7, label %fc_bias_grad.u257, label %fc_bias_grad.u257.end
 }
 
 ; Function Attrs: noinline
@@ -6295,69 +6353,76 @@ entry:
 ; Function Attrs: noinline
 define internal void @residual_train_b64.k17.act3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %act3_grad.q253
+  br label %act3_grad.q260
 
-act3_grad.q253:                                   ; preds = %act3_grad.i254.end, %entry
-  %act3_grad.q2531 = phi i64 [ 0, %entry ], [ %q253.next, %act3_grad.i254.end ]
-  br label %act3_grad.i254
+act3_grad.q260:                                   ; preds = %act3_grad.i261.end, %entry
+  %act3_grad.q2601 = phi i64 [ 0, %entry ], [ %q260.next, %act3_grad.i261.end ]
+  br label %act3_grad.i261
 
-act3_grad.q253.end:                               ; preds = %act3_grad.i254.end
+act3_grad.q260.end:                               ; preds = %act3_grad.i261.end
   ret void
 
-act3_grad.i254:                                   ; preds = %act3_grad.i254, %act3_grad.q253
-  %act3_grad.i2542 = phi i64 [ 0, %act3_grad.q253 ], [ %i254.next, %act3_grad.i254 ]
-  %0 = add nsw i64 3415312, %act3_grad.q2531
+act3_grad.i261:                                   ; preds = %act3_grad.i261, %act3_grad.q260
+  %act3_grad.i2612 = phi i64 [ 0, %act3_grad.q260 ], [ %i261.next, %act3_grad.i261 ]
+  %0 = add nsw i64 3415312, %act3_grad.q2601
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena3, align 4
   %2 = fdiv float %1, 1.960000e+02
-  %3 = mul nsw i64 %act3_grad.q2531, 196
+  %3 = mul nsw i64 %act3_grad.q2601, 196
   %4 = add nsw i64 4214784, %3
-  %5 = add nsw i64 %4, %act3_grad.i2542
+  %5 = add nsw i64 %4, %act3_grad.i2612
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   store float %2, ptr %arena4, align 4
-  %i254.next = add nsw i64 %act3_grad.i2542, 1
-  %6 = icmp slt i64 %i254.next, 196
-  br i1 %6, label %act3_grad.i254, label %act3_grad.i254.end
+  %i261.next = add nsw i64 %act3_grad.i2612, 1
+  %6 = icmp slt i64 %i261.next, 196
+  br i1 %6, label %act3_grad.i261, label %act3_grad.i261.end
 
-act3_grad.i254.end:                               ; preds = %act3_grad.i254
-  %q253.next = add nsw i64 %act3_grad.q2531, 1
-  %7 = icmp slt i64 %q253.next, 2048
-  br i1 %7, label %act3_grad.q253, label %act3_grad.q253.end
+act3_grad.i261.end:                               ; preds = %act3_grad.i261
+  %q260.next = add nsw i64 %act3_grad.q2601, 1
+  %7 = icmp slt i64 %q260.next, 2048
+  br i1 %7, label %act3_grad.q260, label %act3_grad.q260.end
 }
 
 ; Function Attrs: noinline
 define internal void @residual_train_b64.k18.conv3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv3_grad.i255
+  br label %conv3_grad.i262
 
-conv3_grad.i255:                                  ; preds = %conv3_grad.i255, %entry
-  %conv3_grad.i2551 = phi i64 [ 0, %entry ], [ %i255.next, %conv3_grad.i255 ]
-  %0 = add nsw i64 4214784, %conv3_grad.i2551
+conv3_grad.i262:                                  ; preds = %conv3_grad.i262, %entry
+  %conv3_grad.i2621 = phi i64 [ 0, %entry ], [ %i262.next, %conv3_grad.i262 ]
+  %0 = add nsw i64 4214784, %conv3_grad.i2621
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
-  %2 = add nsw i64 3813376, %conv3_grad.i2551
+  %2 = add nsw i64 3813376, %conv3_grad.i2621
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
   %4 = fmul float %1, %3
-  %5 = add nsw i64 3813376, %conv3_grad.i2551
+  %5 = add nsw i64 3813376, %conv3_grad.i2621
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
   %7 = fsub float 1.000000e+00, %6
   %8 = fmul float %4, %7
-  %9 = add nsw i64 4616192, %conv3_grad.i2551
+  %9 = add nsw i64 4616192, %conv3_grad.i2621
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %8, ptr %arena5, align 4
-  %i255.next = add nsw i64 %conv3_grad.i2551, 1
-  %10 = icmp slt i64 %i255.next, 401408
-  br i1 %10, label %conv3_grad.i255, label %conv3_grad.i255.end
+  %i262.next = add nsw i64 %conv3_grad.i2621, 1
+  %10 = icmp slt i64 %i262.next, 401408
+  br i1 %10, label %conv3_grad.i262, label %conv3_grad.i262.end
 
-conv3_grad.i255.end:                              ; preds = %conv3_grad.i255
+conv3_grad.i262.end:                              ; preds = %conv3_grad.i262
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @residual_train_b64.k19.conv3_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %conv3_weight_grad.w362 = alloca float, align 4
+  %conv3_weight_grad.w361 = alloca float, align 4
+  %conv3_weight_grad.w360 = alloca float, align 4
+  %conv3_weight_grad.w359 = alloca float, align 4
+  %conv3_weight_grad.w358 = alloca float, align 4
+  %conv3_weight_grad.w357 = alloca float, align 4
+  %conv3_weight_grad.w356 = alloca float, align 4
   %conv3_weight_grad.w355 = alloca float, align 4
   %conv3_weight_grad.w354 = alloca float, align 4
   %conv3_weight_grad.w353 = alloca float, align 4
@@ -6372,13 +6437,13 @@ entry:
   %conv3_weight_grad.w344 = alloca float, align 4
   %conv3_weight_grad.w343 = alloca float, align 4
   %conv3_weight_grad.w342 = alloca float, align 4
-  %conv3_weight_grad.w341 = alloca float, align 4
-  %conv3_weight_grad.w340 = alloca float, align 4
-  %conv3_weight_grad.w339 = alloca float, align 4
-  %conv3_weight_grad.w338 = alloca float, align 4
-  %conv3_weight_grad.w337 = alloca float, align 4
-  %conv3_weight_grad.w336 = alloca float, align 4
-  %conv3_weight_grad.w335 = alloca float, align 4
+  %conv3_weight_grad.w338 = alloca <8 x float>, align 32
+  %conv3_weight_grad.w337 = alloca <8 x float>, align 32
+  %conv3_weight_grad.w336 = alloca <8 x float>, align 32
+  %conv3_weight_grad.w335 = alloca <8 x float>, align 32
+  %conv3_weight_grad.w334 = alloca <8 x float>, align 32
+  %conv3_weight_grad.w333 = alloca <8 x float>, align 32
+  %conv3_weight_grad.w332 = alloca <8 x float>, align 32
   %conv3_weight_grad.w331 = alloca <8 x float>, align 32
   %conv3_weight_grad.w330 = alloca <8 x float>, align 32
   %conv3_weight_grad.w329 = alloca <8 x float>, align 32
@@ -6396,13 +6461,13 @@ entry:
   %conv3_weight_grad.w317 = alloca <8 x float>, align 32
   %conv3_weight_grad.w316 = alloca <8 x float>, align 32
   %conv3_weight_grad.w315 = alloca <8 x float>, align 32
-  %conv3_weight_grad.w314 = alloca <8 x float>, align 32
-  %conv3_weight_grad.w313 = alloca <8 x float>, align 32
-  %conv3_weight_grad.w312 = alloca <8 x float>, align 32
-  %conv3_weight_grad.w311 = alloca <8 x float>, align 32
-  %conv3_weight_grad.w310 = alloca <8 x float>, align 32
-  %conv3_weight_grad.w309 = alloca <8 x float>, align 32
-  %conv3_weight_grad.w308 = alloca <8 x float>, align 32
+  %conv3_weight_grad.w306 = alloca <8 x float>, align 32
+  %conv3_weight_grad.w305 = alloca <8 x float>, align 32
+  %conv3_weight_grad.w304 = alloca <8 x float>, align 32
+  %conv3_weight_grad.w303 = alloca <8 x float>, align 32
+  %conv3_weight_grad.w302 = alloca <8 x float>, align 32
+  %conv3_weight_grad.w301 = alloca <8 x float>, align 32
+  %conv3_weight_grad.w300 = alloca <8 x float>, align 32
   %conv3_weight_grad.w299 = alloca <8 x float>, align 32
   %conv3_weight_grad.w298 = alloca <8 x float>, align 32
   %conv3_weight_grad.w297 = alloca <8 x float>, align 32
@@ -6428,1872 +6493,1869 @@ entry:
   %conv3_weight_grad.w277 = alloca <8 x float>, align 32
   %conv3_weight_grad.w276 = alloca <8 x float>, align 32
   %conv3_weight_grad.w275 = alloca <8 x float>, align 32
-  %conv3_weight_grad.w274 = alloca <8 x float>, align 32
-  %conv3_weight_grad.w273 = alloca <8 x float>, align 32
-  %conv3_weight_grad.w272 = alloca <8 x float>, align 32
-  %conv3_weight_grad.w271 = alloca <8 x float>, align 32
-  %conv3_weight_grad.w270 = alloca <8 x float>, align 32
-  %conv3_weight_grad.w269 = alloca <8 x float>, align 32
-  %conv3_weight_grad.w268 = alloca <8 x float>, align 32
-  br label %conv3_weight_grad.i256
+  br label %conv3_weight_grad.i263
 
-conv3_weight_grad.i256:                           ; preds = %conv3_weight_grad.i256, %entry
-  %conv3_weight_grad.i2561 = phi i64 [ 0, %entry ], [ %i256.next, %conv3_weight_grad.i256 ]
-  %0 = add nsw i64 3462672, %conv3_weight_grad.i2561
+conv3_weight_grad.i263:                           ; preds = %conv3_weight_grad.i263, %entry
+  %conv3_weight_grad.i2631 = phi i64 [ 0, %entry ], [ %i263.next, %conv3_weight_grad.i263 ]
+  %0 = add nsw i64 3462672, %conv3_weight_grad.i2631
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i256.next = add nsw i64 %conv3_weight_grad.i2561, 1
-  %1 = icmp slt i64 %i256.next, 8192
-  br i1 %1, label %conv3_weight_grad.i256, label %conv3_weight_grad.i256.end
+  %i263.next = add nsw i64 %conv3_weight_grad.i2631, 1
+  %1 = icmp slt i64 %i263.next, 8192
+  br i1 %1, label %conv3_weight_grad.i263, label %conv3_weight_grad.i263.end
 
-conv3_weight_grad.i256.end:                       ; preds = %conv3_weight_grad.i256
-  br label %conv3_weight_grad.i257
+conv3_weight_grad.i263.end:                       ; preds = %conv3_weight_grad.i263
+  br label %conv3_weight_grad.i264
 
-conv3_weight_grad.i257:                           ; preds = %conv3_weight_grad.i257, %conv3_weight_grad.i256.end
-  %conv3_weight_grad.i2573 = phi i64 [ 0, %conv3_weight_grad.i256.end ], [ %i257.next, %conv3_weight_grad.i257 ]
-  %2 = add nsw i64 3414672, %conv3_weight_grad.i2573
+conv3_weight_grad.i264:                           ; preds = %conv3_weight_grad.i264, %conv3_weight_grad.i263.end
+  %conv3_weight_grad.i2643 = phi i64 [ 0, %conv3_weight_grad.i263.end ], [ %i264.next, %conv3_weight_grad.i264 ]
+  %2 = add nsw i64 3414672, %conv3_weight_grad.i2643
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena4, align 4
-  %i257.next = add nsw i64 %conv3_weight_grad.i2573, 1
-  %3 = icmp slt i64 %i257.next, 4096
-  br i1 %3, label %conv3_weight_grad.i257, label %conv3_weight_grad.i257.end
+  %i264.next = add nsw i64 %conv3_weight_grad.i2643, 1
+  %3 = icmp slt i64 %i264.next, 4096
+  br i1 %3, label %conv3_weight_grad.i264, label %conv3_weight_grad.i264.end
 
-conv3_weight_grad.i257.end:                       ; preds = %conv3_weight_grad.i257
-  br label %conv3_weight_grad.i258
+conv3_weight_grad.i264.end:                       ; preds = %conv3_weight_grad.i264
+  br label %conv3_weight_grad.i265
 
-conv3_weight_grad.i258:                           ; preds = %conv3_weight_grad.i258, %conv3_weight_grad.i257.end
-  %conv3_weight_grad.i2585 = phi i64 [ 0, %conv3_weight_grad.i257.end ], [ %i258.next, %conv3_weight_grad.i258 ]
-  %4 = add nsw i64 3431312, %conv3_weight_grad.i2585
+conv3_weight_grad.i265:                           ; preds = %conv3_weight_grad.i265, %conv3_weight_grad.i264.end
+  %conv3_weight_grad.i2655 = phi i64 [ 0, %conv3_weight_grad.i264.end ], [ %i265.next, %conv3_weight_grad.i265 ]
+  %4 = add nsw i64 3431312, %conv3_weight_grad.i2655
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %4
   store float 0.000000e+00, ptr %arena6, align 4
-  %i258.next = add nsw i64 %conv3_weight_grad.i2585, 1
-  %5 = icmp slt i64 %i258.next, 6272
-  br i1 %5, label %conv3_weight_grad.i258, label %conv3_weight_grad.i258.end
+  %i265.next = add nsw i64 %conv3_weight_grad.i2655, 1
+  %5 = icmp slt i64 %i265.next, 6272
+  br i1 %5, label %conv3_weight_grad.i265, label %conv3_weight_grad.i265.end
 
-conv3_weight_grad.i258.end:                       ; preds = %conv3_weight_grad.i258
-  br label %conv3_weight_grad.g259
+conv3_weight_grad.i265.end:                       ; preds = %conv3_weight_grad.i265
+  br label %conv3_weight_grad.g266
 
-conv3_weight_grad.g259:                           ; preds = %conv3_weight_grad.xi332.end, %conv3_weight_grad.i258.end
-  %conv3_weight_grad.g2597 = phi i64 [ 0, %conv3_weight_grad.i258.end ], [ %g259.next, %conv3_weight_grad.xi332.end ]
-  br label %conv3_weight_grad.j260
+conv3_weight_grad.g266:                           ; preds = %conv3_weight_grad.xi339.end, %conv3_weight_grad.i265.end
+  %conv3_weight_grad.g2667 = phi i64 [ 0, %conv3_weight_grad.i265.end ], [ %g266.next, %conv3_weight_grad.xi339.end ]
+  br label %conv3_weight_grad.j267
 
-conv3_weight_grad.g259.end:                       ; preds = %conv3_weight_grad.xi332.end
-  br label %conv3_weight_grad.f333
+conv3_weight_grad.g266.end:                       ; preds = %conv3_weight_grad.xi339.end
+  br label %conv3_weight_grad.f340
 
-conv3_weight_grad.j260:                           ; preds = %conv3_weight_grad.c261.end, %conv3_weight_grad.g259
-  %conv3_weight_grad.j2608 = phi i64 [ 0, %conv3_weight_grad.g259 ], [ %j260.next, %conv3_weight_grad.c261.end ]
-  br label %conv3_weight_grad.c261
+conv3_weight_grad.j267:                           ; preds = %conv3_weight_grad.c268.end, %conv3_weight_grad.g266
+  %conv3_weight_grad.j2678 = phi i64 [ 0, %conv3_weight_grad.g266 ], [ %j267.next, %conv3_weight_grad.c268.end ]
+  br label %conv3_weight_grad.c268
 
-conv3_weight_grad.j260.end:                       ; preds = %conv3_weight_grad.c261.end
-  br label %conv3_weight_grad.j264
+conv3_weight_grad.j267.end:                       ; preds = %conv3_weight_grad.c268.end
+  br label %conv3_weight_grad.j271
 
-conv3_weight_grad.c261:                           ; preds = %conv3_weight_grad.iy262.end, %conv3_weight_grad.j260
-  %conv3_weight_grad.c2619 = phi i64 [ 0, %conv3_weight_grad.j260 ], [ %c261.next, %conv3_weight_grad.iy262.end ]
-  br label %conv3_weight_grad.iy262
+conv3_weight_grad.c268:                           ; preds = %conv3_weight_grad.iy269.end, %conv3_weight_grad.j267
+  %conv3_weight_grad.c2689 = phi i64 [ 0, %conv3_weight_grad.j267 ], [ %c268.next, %conv3_weight_grad.iy269.end ]
+  br label %conv3_weight_grad.iy269
 
-conv3_weight_grad.c261.end:                       ; preds = %conv3_weight_grad.iy262.end
-  %j260.next = add nsw i64 %conv3_weight_grad.j2608, 1
-  %6 = icmp slt i64 %j260.next, 1
-  br i1 %6, label %conv3_weight_grad.j260, label %conv3_weight_grad.j260.end
+conv3_weight_grad.c268.end:                       ; preds = %conv3_weight_grad.iy269.end
+  %j267.next = add nsw i64 %conv3_weight_grad.j2678, 1
+  %6 = icmp slt i64 %j267.next, 1
+  br i1 %6, label %conv3_weight_grad.j267, label %conv3_weight_grad.j267.end
 
-conv3_weight_grad.iy262:                          ; preds = %conv3_weight_grad.ix263.end, %conv3_weight_grad.c261
-  %conv3_weight_grad.iy26210 = phi i64 [ 0, %conv3_weight_grad.c261 ], [ %iy262.next, %conv3_weight_grad.ix263.end ]
-  br label %conv3_weight_grad.ix263
+conv3_weight_grad.iy269:                          ; preds = %conv3_weight_grad.ix270.end, %conv3_weight_grad.c268
+  %conv3_weight_grad.iy26910 = phi i64 [ 0, %conv3_weight_grad.c268 ], [ %iy269.next, %conv3_weight_grad.ix270.end ]
+  br label %conv3_weight_grad.ix270
 
-conv3_weight_grad.iy262.end:                      ; preds = %conv3_weight_grad.ix263.end
-  %c261.next = add nsw i64 %conv3_weight_grad.c2619, 1
-  %7 = icmp slt i64 %c261.next, 16
-  br i1 %7, label %conv3_weight_grad.c261, label %conv3_weight_grad.c261.end
+conv3_weight_grad.iy269.end:                      ; preds = %conv3_weight_grad.ix270.end
+  %c268.next = add nsw i64 %conv3_weight_grad.c2689, 1
+  %7 = icmp slt i64 %c268.next, 16
+  br i1 %7, label %conv3_weight_grad.c268, label %conv3_weight_grad.c268.end
 
-conv3_weight_grad.ix263:                          ; preds = %conv3_weight_grad.ix263, %conv3_weight_grad.iy262
-  %conv3_weight_grad.ix26311 = phi i64 [ 0, %conv3_weight_grad.iy262 ], [ %ix263.next, %conv3_weight_grad.ix263 ]
-  %8 = add nsw i64 %conv3_weight_grad.g2597, %conv3_weight_grad.j2608
+conv3_weight_grad.ix270:                          ; preds = %conv3_weight_grad.ix270, %conv3_weight_grad.iy269
+  %conv3_weight_grad.ix27011 = phi i64 [ 0, %conv3_weight_grad.iy269 ], [ %ix270.next, %conv3_weight_grad.ix270 ]
+  %8 = add nsw i64 %conv3_weight_grad.g2667, %conv3_weight_grad.j2678
   %9 = mul nsw i64 %8, 3136
   %10 = add nsw i64 3211264, %9
-  %11 = mul nsw i64 %conv3_weight_grad.c2619, 196
+  %11 = mul nsw i64 %conv3_weight_grad.c2689, 196
   %12 = add nsw i64 %10, %11
-  %13 = mul nsw i64 %conv3_weight_grad.iy26210, 14
+  %13 = mul nsw i64 %conv3_weight_grad.iy26910, 14
   %14 = add nsw i64 %12, %13
-  %15 = add nsw i64 %14, %conv3_weight_grad.ix26311
+  %15 = add nsw i64 %14, %conv3_weight_grad.ix27011
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %15
   %16 = load float, ptr %arena12, align 4
-  %17 = mul nsw i64 %conv3_weight_grad.j2608, 4096
-  %18 = add nsw i64 %conv3_weight_grad.iy26210, 1
+  %17 = mul nsw i64 %conv3_weight_grad.j2678, 4096
+  %18 = add nsw i64 %conv3_weight_grad.iy26910, 1
   %19 = mul nsw i64 %18, 256
   %20 = add nsw i64 %17, %19
-  %21 = add nsw i64 %conv3_weight_grad.ix26311, 1
+  %21 = add nsw i64 %conv3_weight_grad.ix27011, 1
   %22 = mul nsw i64 %21, 16
   %23 = add nsw i64 %20, %22
-  %24 = add nsw i64 %23, %conv3_weight_grad.c2619
+  %24 = add nsw i64 %23, %conv3_weight_grad.c2689
   %25 = add nsw i64 3414672, %24
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %25
   store float %16, ptr %arena13, align 4
-  %ix263.next = add nsw i64 %conv3_weight_grad.ix26311, 1
-  %26 = icmp slt i64 %ix263.next, 14
-  br i1 %26, label %conv3_weight_grad.ix263, label %conv3_weight_grad.ix263.end
+  %ix270.next = add nsw i64 %conv3_weight_grad.ix27011, 1
+  %26 = icmp slt i64 %ix270.next, 14
+  br i1 %26, label %conv3_weight_grad.ix270, label %conv3_weight_grad.ix270.end
 
-conv3_weight_grad.ix263.end:                      ; preds = %conv3_weight_grad.ix263
-  %iy262.next = add nsw i64 %conv3_weight_grad.iy26210, 1
-  %27 = icmp slt i64 %iy262.next, 14
-  br i1 %27, label %conv3_weight_grad.iy262, label %conv3_weight_grad.iy262.end
+conv3_weight_grad.ix270.end:                      ; preds = %conv3_weight_grad.ix270
+  %iy269.next = add nsw i64 %conv3_weight_grad.iy26910, 1
+  %27 = icmp slt i64 %iy269.next, 14
+  br i1 %27, label %conv3_weight_grad.iy269, label %conv3_weight_grad.iy269.end
 
-conv3_weight_grad.j264:                           ; preds = %conv3_weight_grad.ty265.end, %conv3_weight_grad.j260.end
-  %conv3_weight_grad.j26414 = phi i64 [ 0, %conv3_weight_grad.j260.end ], [ %j264.next, %conv3_weight_grad.ty265.end ]
-  br label %conv3_weight_grad.ty265
+conv3_weight_grad.j271:                           ; preds = %conv3_weight_grad.ty272.end, %conv3_weight_grad.j267.end
+  %conv3_weight_grad.j27114 = phi i64 [ 0, %conv3_weight_grad.j267.end ], [ %j271.next, %conv3_weight_grad.ty272.end ]
+  br label %conv3_weight_grad.ty272
 
-conv3_weight_grad.j264.end:                       ; preds = %conv3_weight_grad.ty265.end
-  br label %conv3_weight_grad.j300
+conv3_weight_grad.j271.end:                       ; preds = %conv3_weight_grad.ty272.end
+  br label %conv3_weight_grad.j307
 
-conv3_weight_grad.ty265:                          ; preds = %conv3_weight_grad.tx266.end, %conv3_weight_grad.j264
-  %conv3_weight_grad.ty26515 = phi i64 [ 0, %conv3_weight_grad.j264 ], [ %ty265.next, %conv3_weight_grad.tx266.end ]
-  br label %conv3_weight_grad.tx266
+conv3_weight_grad.ty272:                          ; preds = %conv3_weight_grad.tx273.end, %conv3_weight_grad.j271
+  %conv3_weight_grad.ty27215 = phi i64 [ 0, %conv3_weight_grad.j271 ], [ %ty272.next, %conv3_weight_grad.tx273.end ]
+  br label %conv3_weight_grad.tx273
 
-conv3_weight_grad.ty265.end:                      ; preds = %conv3_weight_grad.tx266.end
-  %j264.next = add nsw i64 %conv3_weight_grad.j26414, 1
-  %28 = icmp slt i64 %j264.next, 1
-  br i1 %28, label %conv3_weight_grad.j264, label %conv3_weight_grad.j264.end
+conv3_weight_grad.ty272.end:                      ; preds = %conv3_weight_grad.tx273.end
+  %j271.next = add nsw i64 %conv3_weight_grad.j27114, 1
+  %28 = icmp slt i64 %j271.next, 1
+  br i1 %28, label %conv3_weight_grad.j271, label %conv3_weight_grad.j271.end
 
-conv3_weight_grad.tx266:                          ; preds = %conv3_weight_grad.cv267.end, %conv3_weight_grad.ty265
-  %conv3_weight_grad.tx26616 = phi i64 [ 0, %conv3_weight_grad.ty265 ], [ %tx266.next, %conv3_weight_grad.cv267.end ]
-  br label %conv3_weight_grad.cv267
+conv3_weight_grad.tx273:                          ; preds = %conv3_weight_grad.cv274.end, %conv3_weight_grad.ty272
+  %conv3_weight_grad.tx27316 = phi i64 [ 0, %conv3_weight_grad.ty272 ], [ %tx273.next, %conv3_weight_grad.cv274.end ]
+  br label %conv3_weight_grad.cv274
 
-conv3_weight_grad.tx266.end:                      ; preds = %conv3_weight_grad.cv267.end
-  %ty265.next = add nsw i64 %conv3_weight_grad.ty26515, 1
-  %29 = icmp slt i64 %ty265.next, 7
-  br i1 %29, label %conv3_weight_grad.ty265, label %conv3_weight_grad.ty265.end
+conv3_weight_grad.tx273.end:                      ; preds = %conv3_weight_grad.cv274.end
+  %ty272.next = add nsw i64 %conv3_weight_grad.ty27215, 1
+  %29 = icmp slt i64 %ty272.next, 7
+  br i1 %29, label %conv3_weight_grad.ty272, label %conv3_weight_grad.ty272.end
 
-conv3_weight_grad.cv267:                          ; preds = %conv3_weight_grad.cv267, %conv3_weight_grad.tx266
-  %conv3_weight_grad.cv26717 = phi i64 [ 0, %conv3_weight_grad.tx266 ], [ %cv267.next, %conv3_weight_grad.cv267 ]
-  %30 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %31 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+conv3_weight_grad.cv274:                          ; preds = %conv3_weight_grad.cv274, %conv3_weight_grad.tx273
+  %conv3_weight_grad.cv27417 = phi i64 [ 0, %conv3_weight_grad.tx273 ], [ %cv274.next, %conv3_weight_grad.cv274 ]
+  %30 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %31 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %32 = mul nsw i64 %31, 256
   %33 = add nsw i64 %30, %32
-  %34 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %34 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %35 = mul nsw i64 %34, 16
   %36 = add nsw i64 %33, %35
-  %37 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %37 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %38 = add nsw i64 %36, %37
   %39 = add nsw i64 3414672, %38
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %39
   %40 = load <8 x float>, ptr %arena18, align 4
-  %41 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %42 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  %41 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %42 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %43 = add nsw i64 %42, 2
   %44 = mul nsw i64 %43, 256
   %45 = add nsw i64 %41, %44
-  %46 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %46 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %47 = mul nsw i64 %46, 16
   %48 = add nsw i64 %45, %47
-  %49 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %49 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %50 = add nsw i64 %48, %49
   %51 = add nsw i64 3414672, %50
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %51
   %52 = load <8 x float>, ptr %arena19, align 4
   %53 = fsub <8 x float> %40, %52
-  store <8 x float> %53, ptr %conv3_weight_grad.w268, align 32
-  %54 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %55 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  store <8 x float> %53, ptr %conv3_weight_grad.w275, align 32
+  %54 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %55 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %56 = add nsw i64 %55, 1
   %57 = mul nsw i64 %56, 256
   %58 = add nsw i64 %54, %57
-  %59 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %59 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %60 = mul nsw i64 %59, 16
   %61 = add nsw i64 %58, %60
-  %62 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %62 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %63 = add nsw i64 %61, %62
   %64 = add nsw i64 3414672, %63
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <8 x float>, ptr %arena20, align 4
-  %66 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %67 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  %66 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %67 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %68 = add nsw i64 %67, 2
   %69 = mul nsw i64 %68, 256
   %70 = add nsw i64 %66, %69
-  %71 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %71 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %72 = mul nsw i64 %71, 16
   %73 = add nsw i64 %70, %72
-  %74 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %74 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %75 = add nsw i64 %73, %74
   %76 = add nsw i64 3414672, %75
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena21, align 4
   %78 = fadd <8 x float> %65, %77
-  store <8 x float> %78, ptr %conv3_weight_grad.w269, align 32
-  %79 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %80 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  store <8 x float> %78, ptr %conv3_weight_grad.w276, align 32
+  %79 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %80 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %81 = add nsw i64 %80, 2
   %82 = mul nsw i64 %81, 256
   %83 = add nsw i64 %79, %82
-  %84 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %84 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %85 = mul nsw i64 %84, 16
   %86 = add nsw i64 %83, %85
-  %87 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %87 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %88 = add nsw i64 %86, %87
   %89 = add nsw i64 3414672, %88
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load <8 x float>, ptr %arena22, align 4
-  %91 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %92 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  %91 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %92 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 256
   %95 = add nsw i64 %91, %94
-  %96 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %96 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %97 = mul nsw i64 %96, 16
   %98 = add nsw i64 %95, %97
-  %99 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %99 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %100 = add nsw i64 %98, %99
   %101 = add nsw i64 3414672, %100
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %101
   %102 = load <8 x float>, ptr %arena23, align 4
   %103 = fsub <8 x float> %90, %102
-  store <8 x float> %103, ptr %conv3_weight_grad.w270, align 32
-  %104 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %105 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  store <8 x float> %103, ptr %conv3_weight_grad.w277, align 32
+  %104 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %105 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %106 = add nsw i64 %105, 1
   %107 = mul nsw i64 %106, 256
   %108 = add nsw i64 %104, %107
-  %109 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %109 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %110 = mul nsw i64 %109, 16
   %111 = add nsw i64 %108, %110
-  %112 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %112 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %113 = add nsw i64 %111, %112
   %114 = add nsw i64 3414672, %113
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %114
   %115 = load <8 x float>, ptr %arena24, align 4
-  %116 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %117 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  %116 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %117 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %118 = add nsw i64 %117, 3
   %119 = mul nsw i64 %118, 256
   %120 = add nsw i64 %116, %119
-  %121 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %121 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %122 = mul nsw i64 %121, 16
   %123 = add nsw i64 %120, %122
-  %124 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %124 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %125 = add nsw i64 %123, %124
   %126 = add nsw i64 3414672, %125
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %126
   %127 = load <8 x float>, ptr %arena25, align 4
   %128 = fsub <8 x float> %115, %127
-  store <8 x float> %128, ptr %conv3_weight_grad.w271, align 32
-  %129 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %130 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  store <8 x float> %128, ptr %conv3_weight_grad.w278, align 32
+  %129 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %130 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %131 = mul nsw i64 %130, 256
   %132 = add nsw i64 %129, %131
-  %133 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %133 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %134 = add nsw i64 %133, 1
   %135 = mul nsw i64 %134, 16
   %136 = add nsw i64 %132, %135
-  %137 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %137 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %138 = add nsw i64 %136, %137
   %139 = add nsw i64 3414672, %138
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %139
   %140 = load <8 x float>, ptr %arena26, align 4
-  %141 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %142 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  %141 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %142 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %143 = add nsw i64 %142, 2
   %144 = mul nsw i64 %143, 256
   %145 = add nsw i64 %141, %144
-  %146 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %146 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %147 = add nsw i64 %146, 1
   %148 = mul nsw i64 %147, 16
   %149 = add nsw i64 %145, %148
-  %150 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %150 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %151 = add nsw i64 %149, %150
   %152 = add nsw i64 3414672, %151
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %152
   %153 = load <8 x float>, ptr %arena27, align 4
   %154 = fsub <8 x float> %140, %153
-  store <8 x float> %154, ptr %conv3_weight_grad.w272, align 32
-  %155 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %156 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  store <8 x float> %154, ptr %conv3_weight_grad.w279, align 32
+  %155 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %156 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %157 = add nsw i64 %156, 1
   %158 = mul nsw i64 %157, 256
   %159 = add nsw i64 %155, %158
-  %160 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %160 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %161 = add nsw i64 %160, 1
   %162 = mul nsw i64 %161, 16
   %163 = add nsw i64 %159, %162
-  %164 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %164 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %165 = add nsw i64 %163, %164
   %166 = add nsw i64 3414672, %165
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %166
   %167 = load <8 x float>, ptr %arena28, align 4
-  %168 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %169 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  %168 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %169 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %170 = add nsw i64 %169, 2
   %171 = mul nsw i64 %170, 256
   %172 = add nsw i64 %168, %171
-  %173 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %173 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %174 = add nsw i64 %173, 1
   %175 = mul nsw i64 %174, 16
   %176 = add nsw i64 %172, %175
-  %177 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %177 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %178 = add nsw i64 %176, %177
   %179 = add nsw i64 3414672, %178
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %179
   %180 = load <8 x float>, ptr %arena29, align 4
   %181 = fadd <8 x float> %167, %180
-  store <8 x float> %181, ptr %conv3_weight_grad.w273, align 32
-  %182 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %183 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  store <8 x float> %181, ptr %conv3_weight_grad.w280, align 32
+  %182 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %183 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %184 = add nsw i64 %183, 2
   %185 = mul nsw i64 %184, 256
   %186 = add nsw i64 %182, %185
-  %187 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %187 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 16
   %190 = add nsw i64 %186, %189
-  %191 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %191 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %192 = add nsw i64 %190, %191
   %193 = add nsw i64 3414672, %192
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %193
   %194 = load <8 x float>, ptr %arena30, align 4
-  %195 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %196 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  %195 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %196 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %197 = add nsw i64 %196, 1
   %198 = mul nsw i64 %197, 256
   %199 = add nsw i64 %195, %198
-  %200 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %200 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 16
   %203 = add nsw i64 %199, %202
-  %204 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %204 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 3414672, %205
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %206
   %207 = load <8 x float>, ptr %arena31, align 4
   %208 = fsub <8 x float> %194, %207
-  store <8 x float> %208, ptr %conv3_weight_grad.w274, align 32
-  %209 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %210 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  store <8 x float> %208, ptr %conv3_weight_grad.w281, align 32
+  %209 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %210 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %211 = add nsw i64 %210, 1
   %212 = mul nsw i64 %211, 256
   %213 = add nsw i64 %209, %212
-  %214 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %214 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %215 = add nsw i64 %214, 1
   %216 = mul nsw i64 %215, 16
   %217 = add nsw i64 %213, %216
-  %218 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %218 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %219 = add nsw i64 %217, %218
   %220 = add nsw i64 3414672, %219
   %arena32 = getelementptr inbounds float, ptr %arena, i64 %220
   %221 = load <8 x float>, ptr %arena32, align 4
-  %222 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %223 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  %222 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %223 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %224 = add nsw i64 %223, 3
   %225 = mul nsw i64 %224, 256
   %226 = add nsw i64 %222, %225
-  %227 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %227 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %228 = add nsw i64 %227, 1
   %229 = mul nsw i64 %228, 16
   %230 = add nsw i64 %226, %229
-  %231 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %231 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %232 = add nsw i64 %230, %231
   %233 = add nsw i64 3414672, %232
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %233
   %234 = load <8 x float>, ptr %arena33, align 4
   %235 = fsub <8 x float> %221, %234
-  store <8 x float> %235, ptr %conv3_weight_grad.w275, align 32
-  %236 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %237 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  store <8 x float> %235, ptr %conv3_weight_grad.w282, align 32
+  %236 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %237 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %238 = mul nsw i64 %237, 256
   %239 = add nsw i64 %236, %238
-  %240 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %240 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %241 = add nsw i64 %240, 2
   %242 = mul nsw i64 %241, 16
   %243 = add nsw i64 %239, %242
-  %244 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %244 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 3414672, %245
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %246
   %247 = load <8 x float>, ptr %arena34, align 4
-  %248 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %249 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  %248 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %249 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %250 = add nsw i64 %249, 2
   %251 = mul nsw i64 %250, 256
   %252 = add nsw i64 %248, %251
-  %253 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %253 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %254 = add nsw i64 %253, 2
   %255 = mul nsw i64 %254, 16
   %256 = add nsw i64 %252, %255
-  %257 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %257 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %258 = add nsw i64 %256, %257
   %259 = add nsw i64 3414672, %258
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %259
   %260 = load <8 x float>, ptr %arena35, align 4
   %261 = fsub <8 x float> %247, %260
-  store <8 x float> %261, ptr %conv3_weight_grad.w276, align 32
-  %262 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %263 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  store <8 x float> %261, ptr %conv3_weight_grad.w283, align 32
+  %262 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %263 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %264 = add nsw i64 %263, 1
   %265 = mul nsw i64 %264, 256
   %266 = add nsw i64 %262, %265
-  %267 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %267 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %268 = add nsw i64 %267, 2
   %269 = mul nsw i64 %268, 16
   %270 = add nsw i64 %266, %269
-  %271 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %271 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %272 = add nsw i64 %270, %271
   %273 = add nsw i64 3414672, %272
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %273
   %274 = load <8 x float>, ptr %arena36, align 4
-  %275 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %276 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  %275 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %276 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %277 = add nsw i64 %276, 2
   %278 = mul nsw i64 %277, 256
   %279 = add nsw i64 %275, %278
-  %280 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %280 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %281 = add nsw i64 %280, 2
   %282 = mul nsw i64 %281, 16
   %283 = add nsw i64 %279, %282
-  %284 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %284 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %285 = add nsw i64 %283, %284
   %286 = add nsw i64 3414672, %285
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %286
   %287 = load <8 x float>, ptr %arena37, align 4
   %288 = fadd <8 x float> %274, %287
-  store <8 x float> %288, ptr %conv3_weight_grad.w277, align 32
-  %289 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %290 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  store <8 x float> %288, ptr %conv3_weight_grad.w284, align 32
+  %289 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %290 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %291 = add nsw i64 %290, 2
   %292 = mul nsw i64 %291, 256
   %293 = add nsw i64 %289, %292
-  %294 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %294 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %295 = add nsw i64 %294, 2
   %296 = mul nsw i64 %295, 16
   %297 = add nsw i64 %293, %296
-  %298 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %298 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %299 = add nsw i64 %297, %298
   %300 = add nsw i64 3414672, %299
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %300
   %301 = load <8 x float>, ptr %arena38, align 4
-  %302 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %303 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  %302 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %303 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %304 = add nsw i64 %303, 1
   %305 = mul nsw i64 %304, 256
   %306 = add nsw i64 %302, %305
-  %307 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %307 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %308 = add nsw i64 %307, 2
   %309 = mul nsw i64 %308, 16
   %310 = add nsw i64 %306, %309
-  %311 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %311 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %312 = add nsw i64 %310, %311
   %313 = add nsw i64 3414672, %312
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %313
   %314 = load <8 x float>, ptr %arena39, align 4
   %315 = fsub <8 x float> %301, %314
-  store <8 x float> %315, ptr %conv3_weight_grad.w278, align 32
-  %316 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %317 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  store <8 x float> %315, ptr %conv3_weight_grad.w285, align 32
+  %316 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %317 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %318 = add nsw i64 %317, 1
   %319 = mul nsw i64 %318, 256
   %320 = add nsw i64 %316, %319
-  %321 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %321 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %322 = add nsw i64 %321, 2
   %323 = mul nsw i64 %322, 16
   %324 = add nsw i64 %320, %323
-  %325 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %325 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %326 = add nsw i64 %324, %325
   %327 = add nsw i64 3414672, %326
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %327
   %328 = load <8 x float>, ptr %arena40, align 4
-  %329 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %330 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  %329 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %330 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %331 = add nsw i64 %330, 3
   %332 = mul nsw i64 %331, 256
   %333 = add nsw i64 %329, %332
-  %334 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %334 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %335 = add nsw i64 %334, 2
   %336 = mul nsw i64 %335, 16
   %337 = add nsw i64 %333, %336
-  %338 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %338 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %339 = add nsw i64 %337, %338
   %340 = add nsw i64 3414672, %339
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %340
   %341 = load <8 x float>, ptr %arena41, align 4
   %342 = fsub <8 x float> %328, %341
-  store <8 x float> %342, ptr %conv3_weight_grad.w279, align 32
-  %343 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %344 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  store <8 x float> %342, ptr %conv3_weight_grad.w286, align 32
+  %343 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %344 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %345 = mul nsw i64 %344, 256
   %346 = add nsw i64 %343, %345
-  %347 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %347 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 16
   %350 = add nsw i64 %346, %349
-  %351 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %351 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %352 = add nsw i64 %350, %351
   %353 = add nsw i64 3414672, %352
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %353
   %354 = load <8 x float>, ptr %arena42, align 4
-  %355 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %356 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  %355 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %356 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %357 = add nsw i64 %356, 2
   %358 = mul nsw i64 %357, 256
   %359 = add nsw i64 %355, %358
-  %360 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %360 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %361 = add nsw i64 %360, 3
   %362 = mul nsw i64 %361, 16
   %363 = add nsw i64 %359, %362
-  %364 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %364 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %365 = add nsw i64 %363, %364
   %366 = add nsw i64 3414672, %365
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %366
   %367 = load <8 x float>, ptr %arena43, align 4
   %368 = fsub <8 x float> %354, %367
-  store <8 x float> %368, ptr %conv3_weight_grad.w280, align 32
-  %369 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %370 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  store <8 x float> %368, ptr %conv3_weight_grad.w287, align 32
+  %369 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %370 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %371 = add nsw i64 %370, 1
   %372 = mul nsw i64 %371, 256
   %373 = add nsw i64 %369, %372
-  %374 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %374 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %375 = add nsw i64 %374, 3
   %376 = mul nsw i64 %375, 16
   %377 = add nsw i64 %373, %376
-  %378 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %378 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %379 = add nsw i64 %377, %378
   %380 = add nsw i64 3414672, %379
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %380
   %381 = load <8 x float>, ptr %arena44, align 4
-  %382 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %383 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  %382 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %383 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %384 = add nsw i64 %383, 2
   %385 = mul nsw i64 %384, 256
   %386 = add nsw i64 %382, %385
-  %387 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %387 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %388 = add nsw i64 %387, 3
   %389 = mul nsw i64 %388, 16
   %390 = add nsw i64 %386, %389
-  %391 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %391 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %392 = add nsw i64 %390, %391
   %393 = add nsw i64 3414672, %392
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %393
   %394 = load <8 x float>, ptr %arena45, align 4
   %395 = fadd <8 x float> %381, %394
-  store <8 x float> %395, ptr %conv3_weight_grad.w281, align 32
-  %396 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %397 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  store <8 x float> %395, ptr %conv3_weight_grad.w288, align 32
+  %396 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %397 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %398 = add nsw i64 %397, 2
   %399 = mul nsw i64 %398, 256
   %400 = add nsw i64 %396, %399
-  %401 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %401 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %402 = add nsw i64 %401, 3
   %403 = mul nsw i64 %402, 16
   %404 = add nsw i64 %400, %403
-  %405 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %405 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %406 = add nsw i64 %404, %405
   %407 = add nsw i64 3414672, %406
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %407
   %408 = load <8 x float>, ptr %arena46, align 4
-  %409 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %410 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  %409 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %410 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %411 = add nsw i64 %410, 1
   %412 = mul nsw i64 %411, 256
   %413 = add nsw i64 %409, %412
-  %414 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %414 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %415 = add nsw i64 %414, 3
   %416 = mul nsw i64 %415, 16
   %417 = add nsw i64 %413, %416
-  %418 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %418 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %419 = add nsw i64 %417, %418
   %420 = add nsw i64 3414672, %419
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %420
   %421 = load <8 x float>, ptr %arena47, align 4
   %422 = fsub <8 x float> %408, %421
-  store <8 x float> %422, ptr %conv3_weight_grad.w282, align 32
-  %423 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %424 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  store <8 x float> %422, ptr %conv3_weight_grad.w289, align 32
+  %423 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %424 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %425 = add nsw i64 %424, 1
   %426 = mul nsw i64 %425, 256
   %427 = add nsw i64 %423, %426
-  %428 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %428 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %429 = add nsw i64 %428, 3
   %430 = mul nsw i64 %429, 16
   %431 = add nsw i64 %427, %430
-  %432 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %432 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %433 = add nsw i64 %431, %432
   %434 = add nsw i64 3414672, %433
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %434
   %435 = load <8 x float>, ptr %arena48, align 4
-  %436 = mul nsw i64 %conv3_weight_grad.j26414, 4096
-  %437 = mul nsw i64 %conv3_weight_grad.ty26515, 2
+  %436 = mul nsw i64 %conv3_weight_grad.j27114, 4096
+  %437 = mul nsw i64 %conv3_weight_grad.ty27215, 2
   %438 = add nsw i64 %437, 3
   %439 = mul nsw i64 %438, 256
   %440 = add nsw i64 %436, %439
-  %441 = mul nsw i64 %conv3_weight_grad.tx26616, 2
+  %441 = mul nsw i64 %conv3_weight_grad.tx27316, 2
   %442 = add nsw i64 %441, 3
   %443 = mul nsw i64 %442, 16
   %444 = add nsw i64 %440, %443
-  %445 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %445 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %446 = add nsw i64 %444, %445
   %447 = add nsw i64 3414672, %446
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %447
   %448 = load <8 x float>, ptr %arena49, align 4
   %449 = fsub <8 x float> %435, %448
-  store <8 x float> %449, ptr %conv3_weight_grad.w283, align 32
-  %w268 = load <8 x float>, ptr %conv3_weight_grad.w268, align 32
-  %w276 = load <8 x float>, ptr %conv3_weight_grad.w276, align 32
-  %450 = fsub <8 x float> %w268, %w276
-  store <8 x float> %450, ptr %conv3_weight_grad.w284, align 32
-  %w272 = load <8 x float>, ptr %conv3_weight_grad.w272, align 32
-  %w27650 = load <8 x float>, ptr %conv3_weight_grad.w276, align 32
-  %451 = fadd <8 x float> %w272, %w27650
-  store <8 x float> %451, ptr %conv3_weight_grad.w285, align 32
-  %w27651 = load <8 x float>, ptr %conv3_weight_grad.w276, align 32
-  %w27252 = load <8 x float>, ptr %conv3_weight_grad.w272, align 32
-  %452 = fsub <8 x float> %w27651, %w27252
-  store <8 x float> %452, ptr %conv3_weight_grad.w286, align 32
-  %w27253 = load <8 x float>, ptr %conv3_weight_grad.w272, align 32
-  %w280 = load <8 x float>, ptr %conv3_weight_grad.w280, align 32
-  %453 = fsub <8 x float> %w27253, %w280
-  store <8 x float> %453, ptr %conv3_weight_grad.w287, align 32
-  %w269 = load <8 x float>, ptr %conv3_weight_grad.w269, align 32
-  %w277 = load <8 x float>, ptr %conv3_weight_grad.w277, align 32
-  %454 = fsub <8 x float> %w269, %w277
-  store <8 x float> %454, ptr %conv3_weight_grad.w288, align 32
-  %w273 = load <8 x float>, ptr %conv3_weight_grad.w273, align 32
-  %w27754 = load <8 x float>, ptr %conv3_weight_grad.w277, align 32
-  %455 = fadd <8 x float> %w273, %w27754
-  store <8 x float> %455, ptr %conv3_weight_grad.w289, align 32
-  %w27755 = load <8 x float>, ptr %conv3_weight_grad.w277, align 32
-  %w27356 = load <8 x float>, ptr %conv3_weight_grad.w273, align 32
-  %456 = fsub <8 x float> %w27755, %w27356
-  store <8 x float> %456, ptr %conv3_weight_grad.w290, align 32
-  %w27357 = load <8 x float>, ptr %conv3_weight_grad.w273, align 32
-  %w281 = load <8 x float>, ptr %conv3_weight_grad.w281, align 32
-  %457 = fsub <8 x float> %w27357, %w281
-  store <8 x float> %457, ptr %conv3_weight_grad.w291, align 32
-  %w270 = load <8 x float>, ptr %conv3_weight_grad.w270, align 32
-  %w278 = load <8 x float>, ptr %conv3_weight_grad.w278, align 32
-  %458 = fsub <8 x float> %w270, %w278
-  store <8 x float> %458, ptr %conv3_weight_grad.w292, align 32
-  %w274 = load <8 x float>, ptr %conv3_weight_grad.w274, align 32
-  %w27858 = load <8 x float>, ptr %conv3_weight_grad.w278, align 32
-  %459 = fadd <8 x float> %w274, %w27858
-  store <8 x float> %459, ptr %conv3_weight_grad.w293, align 32
-  %w27859 = load <8 x float>, ptr %conv3_weight_grad.w278, align 32
-  %w27460 = load <8 x float>, ptr %conv3_weight_grad.w274, align 32
-  %460 = fsub <8 x float> %w27859, %w27460
-  store <8 x float> %460, ptr %conv3_weight_grad.w294, align 32
-  %w27461 = load <8 x float>, ptr %conv3_weight_grad.w274, align 32
-  %w282 = load <8 x float>, ptr %conv3_weight_grad.w282, align 32
-  %461 = fsub <8 x float> %w27461, %w282
-  store <8 x float> %461, ptr %conv3_weight_grad.w295, align 32
-  %w271 = load <8 x float>, ptr %conv3_weight_grad.w271, align 32
-  %w279 = load <8 x float>, ptr %conv3_weight_grad.w279, align 32
-  %462 = fsub <8 x float> %w271, %w279
-  store <8 x float> %462, ptr %conv3_weight_grad.w296, align 32
+  store <8 x float> %449, ptr %conv3_weight_grad.w290, align 32
   %w275 = load <8 x float>, ptr %conv3_weight_grad.w275, align 32
-  %w27962 = load <8 x float>, ptr %conv3_weight_grad.w279, align 32
-  %463 = fadd <8 x float> %w275, %w27962
-  store <8 x float> %463, ptr %conv3_weight_grad.w297, align 32
-  %w27963 = load <8 x float>, ptr %conv3_weight_grad.w279, align 32
-  %w27564 = load <8 x float>, ptr %conv3_weight_grad.w275, align 32
-  %464 = fsub <8 x float> %w27963, %w27564
-  store <8 x float> %464, ptr %conv3_weight_grad.w298, align 32
-  %w27565 = load <8 x float>, ptr %conv3_weight_grad.w275, align 32
   %w283 = load <8 x float>, ptr %conv3_weight_grad.w283, align 32
-  %465 = fsub <8 x float> %w27565, %w283
-  store <8 x float> %465, ptr %conv3_weight_grad.w299, align 32
+  %450 = fsub <8 x float> %w275, %w283
+  store <8 x float> %450, ptr %conv3_weight_grad.w291, align 32
+  %w279 = load <8 x float>, ptr %conv3_weight_grad.w279, align 32
+  %w28350 = load <8 x float>, ptr %conv3_weight_grad.w283, align 32
+  %451 = fadd <8 x float> %w279, %w28350
+  store <8 x float> %451, ptr %conv3_weight_grad.w292, align 32
+  %w28351 = load <8 x float>, ptr %conv3_weight_grad.w283, align 32
+  %w27952 = load <8 x float>, ptr %conv3_weight_grad.w279, align 32
+  %452 = fsub <8 x float> %w28351, %w27952
+  store <8 x float> %452, ptr %conv3_weight_grad.w293, align 32
+  %w27953 = load <8 x float>, ptr %conv3_weight_grad.w279, align 32
+  %w287 = load <8 x float>, ptr %conv3_weight_grad.w287, align 32
+  %453 = fsub <8 x float> %w27953, %w287
+  store <8 x float> %453, ptr %conv3_weight_grad.w294, align 32
+  %w276 = load <8 x float>, ptr %conv3_weight_grad.w276, align 32
   %w284 = load <8 x float>, ptr %conv3_weight_grad.w284, align 32
-  %466 = mul nsw i64 %conv3_weight_grad.j26414, 49
-  %467 = mul nsw i64 %conv3_weight_grad.ty26515, 7
+  %454 = fsub <8 x float> %w276, %w284
+  store <8 x float> %454, ptr %conv3_weight_grad.w295, align 32
+  %w280 = load <8 x float>, ptr %conv3_weight_grad.w280, align 32
+  %w28454 = load <8 x float>, ptr %conv3_weight_grad.w284, align 32
+  %455 = fadd <8 x float> %w280, %w28454
+  store <8 x float> %455, ptr %conv3_weight_grad.w296, align 32
+  %w28455 = load <8 x float>, ptr %conv3_weight_grad.w284, align 32
+  %w28056 = load <8 x float>, ptr %conv3_weight_grad.w280, align 32
+  %456 = fsub <8 x float> %w28455, %w28056
+  store <8 x float> %456, ptr %conv3_weight_grad.w297, align 32
+  %w28057 = load <8 x float>, ptr %conv3_weight_grad.w280, align 32
+  %w288 = load <8 x float>, ptr %conv3_weight_grad.w288, align 32
+  %457 = fsub <8 x float> %w28057, %w288
+  store <8 x float> %457, ptr %conv3_weight_grad.w298, align 32
+  %w277 = load <8 x float>, ptr %conv3_weight_grad.w277, align 32
+  %w285 = load <8 x float>, ptr %conv3_weight_grad.w285, align 32
+  %458 = fsub <8 x float> %w277, %w285
+  store <8 x float> %458, ptr %conv3_weight_grad.w299, align 32
+  %w281 = load <8 x float>, ptr %conv3_weight_grad.w281, align 32
+  %w28558 = load <8 x float>, ptr %conv3_weight_grad.w285, align 32
+  %459 = fadd <8 x float> %w281, %w28558
+  store <8 x float> %459, ptr %conv3_weight_grad.w300, align 32
+  %w28559 = load <8 x float>, ptr %conv3_weight_grad.w285, align 32
+  %w28160 = load <8 x float>, ptr %conv3_weight_grad.w281, align 32
+  %460 = fsub <8 x float> %w28559, %w28160
+  store <8 x float> %460, ptr %conv3_weight_grad.w301, align 32
+  %w28161 = load <8 x float>, ptr %conv3_weight_grad.w281, align 32
+  %w289 = load <8 x float>, ptr %conv3_weight_grad.w289, align 32
+  %461 = fsub <8 x float> %w28161, %w289
+  store <8 x float> %461, ptr %conv3_weight_grad.w302, align 32
+  %w278 = load <8 x float>, ptr %conv3_weight_grad.w278, align 32
+  %w286 = load <8 x float>, ptr %conv3_weight_grad.w286, align 32
+  %462 = fsub <8 x float> %w278, %w286
+  store <8 x float> %462, ptr %conv3_weight_grad.w303, align 32
+  %w282 = load <8 x float>, ptr %conv3_weight_grad.w282, align 32
+  %w28662 = load <8 x float>, ptr %conv3_weight_grad.w286, align 32
+  %463 = fadd <8 x float> %w282, %w28662
+  store <8 x float> %463, ptr %conv3_weight_grad.w304, align 32
+  %w28663 = load <8 x float>, ptr %conv3_weight_grad.w286, align 32
+  %w28264 = load <8 x float>, ptr %conv3_weight_grad.w282, align 32
+  %464 = fsub <8 x float> %w28663, %w28264
+  store <8 x float> %464, ptr %conv3_weight_grad.w305, align 32
+  %w28265 = load <8 x float>, ptr %conv3_weight_grad.w282, align 32
+  %w290 = load <8 x float>, ptr %conv3_weight_grad.w290, align 32
+  %465 = fsub <8 x float> %w28265, %w290
+  store <8 x float> %465, ptr %conv3_weight_grad.w306, align 32
+  %w291 = load <8 x float>, ptr %conv3_weight_grad.w291, align 32
+  %466 = mul nsw i64 %conv3_weight_grad.j27114, 49
+  %467 = mul nsw i64 %conv3_weight_grad.ty27215, 7
   %468 = add nsw i64 %466, %467
-  %469 = add nsw i64 %468, %conv3_weight_grad.tx26616
+  %469 = add nsw i64 %468, %conv3_weight_grad.tx27316
   %470 = mul nsw i64 %469, 16
   %471 = add nsw i64 3418768, %470
-  %472 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %472 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %473 = add nsw i64 %471, %472
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %473
-  store <8 x float> %w284, ptr %arena66, align 4
-  %w285 = load <8 x float>, ptr %conv3_weight_grad.w285, align 32
-  %474 = mul nsw i64 %conv3_weight_grad.j26414, 49
-  %475 = mul nsw i64 %conv3_weight_grad.ty26515, 7
+  store <8 x float> %w291, ptr %arena66, align 4
+  %w292 = load <8 x float>, ptr %conv3_weight_grad.w292, align 32
+  %474 = mul nsw i64 %conv3_weight_grad.j27114, 49
+  %475 = mul nsw i64 %conv3_weight_grad.ty27215, 7
   %476 = add nsw i64 %474, %475
-  %477 = add nsw i64 %476, %conv3_weight_grad.tx26616
+  %477 = add nsw i64 %476, %conv3_weight_grad.tx27316
   %478 = mul nsw i64 %477, 16
   %479 = add nsw i64 3419552, %478
-  %480 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %480 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %481 = add nsw i64 %479, %480
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %481
-  store <8 x float> %w285, ptr %arena67, align 4
-  %w286 = load <8 x float>, ptr %conv3_weight_grad.w286, align 32
-  %482 = mul nsw i64 %conv3_weight_grad.j26414, 49
-  %483 = mul nsw i64 %conv3_weight_grad.ty26515, 7
+  store <8 x float> %w292, ptr %arena67, align 4
+  %w293 = load <8 x float>, ptr %conv3_weight_grad.w293, align 32
+  %482 = mul nsw i64 %conv3_weight_grad.j27114, 49
+  %483 = mul nsw i64 %conv3_weight_grad.ty27215, 7
   %484 = add nsw i64 %482, %483
-  %485 = add nsw i64 %484, %conv3_weight_grad.tx26616
+  %485 = add nsw i64 %484, %conv3_weight_grad.tx27316
   %486 = mul nsw i64 %485, 16
   %487 = add nsw i64 3420336, %486
-  %488 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %488 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %489 = add nsw i64 %487, %488
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %489
-  store <8 x float> %w286, ptr %arena68, align 4
-  %w287 = load <8 x float>, ptr %conv3_weight_grad.w287, align 32
-  %490 = mul nsw i64 %conv3_weight_grad.j26414, 49
-  %491 = mul nsw i64 %conv3_weight_grad.ty26515, 7
+  store <8 x float> %w293, ptr %arena68, align 4
+  %w294 = load <8 x float>, ptr %conv3_weight_grad.w294, align 32
+  %490 = mul nsw i64 %conv3_weight_grad.j27114, 49
+  %491 = mul nsw i64 %conv3_weight_grad.ty27215, 7
   %492 = add nsw i64 %490, %491
-  %493 = add nsw i64 %492, %conv3_weight_grad.tx26616
+  %493 = add nsw i64 %492, %conv3_weight_grad.tx27316
   %494 = mul nsw i64 %493, 16
   %495 = add nsw i64 3421120, %494
-  %496 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %496 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %497 = add nsw i64 %495, %496
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %497
-  store <8 x float> %w287, ptr %arena69, align 4
-  %w288 = load <8 x float>, ptr %conv3_weight_grad.w288, align 32
-  %498 = mul nsw i64 %conv3_weight_grad.j26414, 49
-  %499 = mul nsw i64 %conv3_weight_grad.ty26515, 7
+  store <8 x float> %w294, ptr %arena69, align 4
+  %w295 = load <8 x float>, ptr %conv3_weight_grad.w295, align 32
+  %498 = mul nsw i64 %conv3_weight_grad.j27114, 49
+  %499 = mul nsw i64 %conv3_weight_grad.ty27215, 7
   %500 = add nsw i64 %498, %499
-  %501 = add nsw i64 %500, %conv3_weight_grad.tx26616
+  %501 = add nsw i64 %500, %conv3_weight_grad.tx27316
   %502 = mul nsw i64 %501, 16
   %503 = add nsw i64 3421904, %502
-  %504 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %504 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %505 = add nsw i64 %503, %504
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %505
-  store <8 x float> %w288, ptr %arena70, align 4
-  %w289 = load <8 x float>, ptr %conv3_weight_grad.w289, align 32
-  %506 = mul nsw i64 %conv3_weight_grad.j26414, 49
-  %507 = mul nsw i64 %conv3_weight_grad.ty26515, 7
+  store <8 x float> %w295, ptr %arena70, align 4
+  %w296 = load <8 x float>, ptr %conv3_weight_grad.w296, align 32
+  %506 = mul nsw i64 %conv3_weight_grad.j27114, 49
+  %507 = mul nsw i64 %conv3_weight_grad.ty27215, 7
   %508 = add nsw i64 %506, %507
-  %509 = add nsw i64 %508, %conv3_weight_grad.tx26616
+  %509 = add nsw i64 %508, %conv3_weight_grad.tx27316
   %510 = mul nsw i64 %509, 16
   %511 = add nsw i64 3422688, %510
-  %512 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %512 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %513 = add nsw i64 %511, %512
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %513
-  store <8 x float> %w289, ptr %arena71, align 4
-  %w290 = load <8 x float>, ptr %conv3_weight_grad.w290, align 32
-  %514 = mul nsw i64 %conv3_weight_grad.j26414, 49
-  %515 = mul nsw i64 %conv3_weight_grad.ty26515, 7
+  store <8 x float> %w296, ptr %arena71, align 4
+  %w297 = load <8 x float>, ptr %conv3_weight_grad.w297, align 32
+  %514 = mul nsw i64 %conv3_weight_grad.j27114, 49
+  %515 = mul nsw i64 %conv3_weight_grad.ty27215, 7
   %516 = add nsw i64 %514, %515
-  %517 = add nsw i64 %516, %conv3_weight_grad.tx26616
+  %517 = add nsw i64 %516, %conv3_weight_grad.tx27316
   %518 = mul nsw i64 %517, 16
   %519 = add nsw i64 3423472, %518
-  %520 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %520 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %521 = add nsw i64 %519, %520
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %521
-  store <8 x float> %w290, ptr %arena72, align 4
-  %w291 = load <8 x float>, ptr %conv3_weight_grad.w291, align 32
-  %522 = mul nsw i64 %conv3_weight_grad.j26414, 49
-  %523 = mul nsw i64 %conv3_weight_grad.ty26515, 7
+  store <8 x float> %w297, ptr %arena72, align 4
+  %w298 = load <8 x float>, ptr %conv3_weight_grad.w298, align 32
+  %522 = mul nsw i64 %conv3_weight_grad.j27114, 49
+  %523 = mul nsw i64 %conv3_weight_grad.ty27215, 7
   %524 = add nsw i64 %522, %523
-  %525 = add nsw i64 %524, %conv3_weight_grad.tx26616
+  %525 = add nsw i64 %524, %conv3_weight_grad.tx27316
   %526 = mul nsw i64 %525, 16
   %527 = add nsw i64 3424256, %526
-  %528 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %528 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %529 = add nsw i64 %527, %528
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %529
-  store <8 x float> %w291, ptr %arena73, align 4
-  %w292 = load <8 x float>, ptr %conv3_weight_grad.w292, align 32
-  %530 = mul nsw i64 %conv3_weight_grad.j26414, 49
-  %531 = mul nsw i64 %conv3_weight_grad.ty26515, 7
+  store <8 x float> %w298, ptr %arena73, align 4
+  %w299 = load <8 x float>, ptr %conv3_weight_grad.w299, align 32
+  %530 = mul nsw i64 %conv3_weight_grad.j27114, 49
+  %531 = mul nsw i64 %conv3_weight_grad.ty27215, 7
   %532 = add nsw i64 %530, %531
-  %533 = add nsw i64 %532, %conv3_weight_grad.tx26616
+  %533 = add nsw i64 %532, %conv3_weight_grad.tx27316
   %534 = mul nsw i64 %533, 16
   %535 = add nsw i64 3425040, %534
-  %536 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %536 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %537 = add nsw i64 %535, %536
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %537
-  store <8 x float> %w292, ptr %arena74, align 4
-  %w293 = load <8 x float>, ptr %conv3_weight_grad.w293, align 32
-  %538 = mul nsw i64 %conv3_weight_grad.j26414, 49
-  %539 = mul nsw i64 %conv3_weight_grad.ty26515, 7
+  store <8 x float> %w299, ptr %arena74, align 4
+  %w300 = load <8 x float>, ptr %conv3_weight_grad.w300, align 32
+  %538 = mul nsw i64 %conv3_weight_grad.j27114, 49
+  %539 = mul nsw i64 %conv3_weight_grad.ty27215, 7
   %540 = add nsw i64 %538, %539
-  %541 = add nsw i64 %540, %conv3_weight_grad.tx26616
+  %541 = add nsw i64 %540, %conv3_weight_grad.tx27316
   %542 = mul nsw i64 %541, 16
   %543 = add nsw i64 3425824, %542
-  %544 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %544 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %545 = add nsw i64 %543, %544
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %545
-  store <8 x float> %w293, ptr %arena75, align 4
-  %w294 = load <8 x float>, ptr %conv3_weight_grad.w294, align 32
-  %546 = mul nsw i64 %conv3_weight_grad.j26414, 49
-  %547 = mul nsw i64 %conv3_weight_grad.ty26515, 7
+  store <8 x float> %w300, ptr %arena75, align 4
+  %w301 = load <8 x float>, ptr %conv3_weight_grad.w301, align 32
+  %546 = mul nsw i64 %conv3_weight_grad.j27114, 49
+  %547 = mul nsw i64 %conv3_weight_grad.ty27215, 7
   %548 = add nsw i64 %546, %547
-  %549 = add nsw i64 %548, %conv3_weight_grad.tx26616
+  %549 = add nsw i64 %548, %conv3_weight_grad.tx27316
   %550 = mul nsw i64 %549, 16
   %551 = add nsw i64 3426608, %550
-  %552 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %552 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %553 = add nsw i64 %551, %552
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %553
-  store <8 x float> %w294, ptr %arena76, align 4
-  %w295 = load <8 x float>, ptr %conv3_weight_grad.w295, align 32
-  %554 = mul nsw i64 %conv3_weight_grad.j26414, 49
-  %555 = mul nsw i64 %conv3_weight_grad.ty26515, 7
+  store <8 x float> %w301, ptr %arena76, align 4
+  %w302 = load <8 x float>, ptr %conv3_weight_grad.w302, align 32
+  %554 = mul nsw i64 %conv3_weight_grad.j27114, 49
+  %555 = mul nsw i64 %conv3_weight_grad.ty27215, 7
   %556 = add nsw i64 %554, %555
-  %557 = add nsw i64 %556, %conv3_weight_grad.tx26616
+  %557 = add nsw i64 %556, %conv3_weight_grad.tx27316
   %558 = mul nsw i64 %557, 16
   %559 = add nsw i64 3427392, %558
-  %560 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %560 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %561 = add nsw i64 %559, %560
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %561
-  store <8 x float> %w295, ptr %arena77, align 4
-  %w296 = load <8 x float>, ptr %conv3_weight_grad.w296, align 32
-  %562 = mul nsw i64 %conv3_weight_grad.j26414, 49
-  %563 = mul nsw i64 %conv3_weight_grad.ty26515, 7
+  store <8 x float> %w302, ptr %arena77, align 4
+  %w303 = load <8 x float>, ptr %conv3_weight_grad.w303, align 32
+  %562 = mul nsw i64 %conv3_weight_grad.j27114, 49
+  %563 = mul nsw i64 %conv3_weight_grad.ty27215, 7
   %564 = add nsw i64 %562, %563
-  %565 = add nsw i64 %564, %conv3_weight_grad.tx26616
+  %565 = add nsw i64 %564, %conv3_weight_grad.tx27316
   %566 = mul nsw i64 %565, 16
   %567 = add nsw i64 3428176, %566
-  %568 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %568 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %569 = add nsw i64 %567, %568
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %569
-  store <8 x float> %w296, ptr %arena78, align 4
-  %w297 = load <8 x float>, ptr %conv3_weight_grad.w297, align 32
-  %570 = mul nsw i64 %conv3_weight_grad.j26414, 49
-  %571 = mul nsw i64 %conv3_weight_grad.ty26515, 7
+  store <8 x float> %w303, ptr %arena78, align 4
+  %w304 = load <8 x float>, ptr %conv3_weight_grad.w304, align 32
+  %570 = mul nsw i64 %conv3_weight_grad.j27114, 49
+  %571 = mul nsw i64 %conv3_weight_grad.ty27215, 7
   %572 = add nsw i64 %570, %571
-  %573 = add nsw i64 %572, %conv3_weight_grad.tx26616
+  %573 = add nsw i64 %572, %conv3_weight_grad.tx27316
   %574 = mul nsw i64 %573, 16
   %575 = add nsw i64 3428960, %574
-  %576 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %576 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %577 = add nsw i64 %575, %576
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %577
-  store <8 x float> %w297, ptr %arena79, align 4
-  %w298 = load <8 x float>, ptr %conv3_weight_grad.w298, align 32
-  %578 = mul nsw i64 %conv3_weight_grad.j26414, 49
-  %579 = mul nsw i64 %conv3_weight_grad.ty26515, 7
+  store <8 x float> %w304, ptr %arena79, align 4
+  %w305 = load <8 x float>, ptr %conv3_weight_grad.w305, align 32
+  %578 = mul nsw i64 %conv3_weight_grad.j27114, 49
+  %579 = mul nsw i64 %conv3_weight_grad.ty27215, 7
   %580 = add nsw i64 %578, %579
-  %581 = add nsw i64 %580, %conv3_weight_grad.tx26616
+  %581 = add nsw i64 %580, %conv3_weight_grad.tx27316
   %582 = mul nsw i64 %581, 16
   %583 = add nsw i64 3429744, %582
-  %584 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %584 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %585 = add nsw i64 %583, %584
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %585
-  store <8 x float> %w298, ptr %arena80, align 4
-  %w299 = load <8 x float>, ptr %conv3_weight_grad.w299, align 32
-  %586 = mul nsw i64 %conv3_weight_grad.j26414, 49
-  %587 = mul nsw i64 %conv3_weight_grad.ty26515, 7
+  store <8 x float> %w305, ptr %arena80, align 4
+  %w306 = load <8 x float>, ptr %conv3_weight_grad.w306, align 32
+  %586 = mul nsw i64 %conv3_weight_grad.j27114, 49
+  %587 = mul nsw i64 %conv3_weight_grad.ty27215, 7
   %588 = add nsw i64 %586, %587
-  %589 = add nsw i64 %588, %conv3_weight_grad.tx26616
+  %589 = add nsw i64 %588, %conv3_weight_grad.tx27316
   %590 = mul nsw i64 %589, 16
   %591 = add nsw i64 3430528, %590
-  %592 = mul nsw i64 %conv3_weight_grad.cv26717, 8
+  %592 = mul nsw i64 %conv3_weight_grad.cv27417, 8
   %593 = add nsw i64 %591, %592
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %593
-  store <8 x float> %w299, ptr %arena81, align 4
-  %cv267.next = add nsw i64 %conv3_weight_grad.cv26717, 1
-  %594 = icmp slt i64 %cv267.next, 2
-  br i1 %594, label %conv3_weight_grad.cv267, label %conv3_weight_grad.cv267.end
+  store <8 x float> %w306, ptr %arena81, align 4
+  %cv274.next = add nsw i64 %conv3_weight_grad.cv27417, 1
+  %594 = icmp slt i64 %cv274.next, 2
+  br i1 %594, label %conv3_weight_grad.cv274, label %conv3_weight_grad.cv274.end
 
-conv3_weight_grad.cv267.end:                      ; preds = %conv3_weight_grad.cv267
-  %tx266.next = add nsw i64 %conv3_weight_grad.tx26616, 1
-  %595 = icmp slt i64 %tx266.next, 7
-  br i1 %595, label %conv3_weight_grad.tx266, label %conv3_weight_grad.tx266.end
+conv3_weight_grad.cv274.end:                      ; preds = %conv3_weight_grad.cv274
+  %tx273.next = add nsw i64 %conv3_weight_grad.tx27316, 1
+  %595 = icmp slt i64 %tx273.next, 7
+  br i1 %595, label %conv3_weight_grad.tx273, label %conv3_weight_grad.tx273.end
 
-conv3_weight_grad.j300:                           ; preds = %conv3_weight_grad.c301.end, %conv3_weight_grad.j264.end
-  %conv3_weight_grad.j30082 = phi i64 [ 0, %conv3_weight_grad.j264.end ], [ %j300.next, %conv3_weight_grad.c301.end ]
-  br label %conv3_weight_grad.c301
+conv3_weight_grad.j307:                           ; preds = %conv3_weight_grad.c308.end, %conv3_weight_grad.j271.end
+  %conv3_weight_grad.j30782 = phi i64 [ 0, %conv3_weight_grad.j271.end ], [ %j307.next, %conv3_weight_grad.c308.end ]
+  br label %conv3_weight_grad.c308
 
-conv3_weight_grad.j300.end:                       ; preds = %conv3_weight_grad.c301.end
-  br label %conv3_weight_grad.j304
+conv3_weight_grad.j307.end:                       ; preds = %conv3_weight_grad.c308.end
+  br label %conv3_weight_grad.j311
 
-conv3_weight_grad.c301:                           ; preds = %conv3_weight_grad.iy302.end, %conv3_weight_grad.j300
-  %conv3_weight_grad.c30183 = phi i64 [ 0, %conv3_weight_grad.j300 ], [ %c301.next, %conv3_weight_grad.iy302.end ]
-  br label %conv3_weight_grad.iy302
+conv3_weight_grad.c308:                           ; preds = %conv3_weight_grad.iy309.end, %conv3_weight_grad.j307
+  %conv3_weight_grad.c30883 = phi i64 [ 0, %conv3_weight_grad.j307 ], [ %c308.next, %conv3_weight_grad.iy309.end ]
+  br label %conv3_weight_grad.iy309
 
-conv3_weight_grad.c301.end:                       ; preds = %conv3_weight_grad.iy302.end
-  %j300.next = add nsw i64 %conv3_weight_grad.j30082, 1
-  %596 = icmp slt i64 %j300.next, 1
-  br i1 %596, label %conv3_weight_grad.j300, label %conv3_weight_grad.j300.end
+conv3_weight_grad.c308.end:                       ; preds = %conv3_weight_grad.iy309.end
+  %j307.next = add nsw i64 %conv3_weight_grad.j30782, 1
+  %596 = icmp slt i64 %j307.next, 1
+  br i1 %596, label %conv3_weight_grad.j307, label %conv3_weight_grad.j307.end
 
-conv3_weight_grad.iy302:                          ; preds = %conv3_weight_grad.ix303.end, %conv3_weight_grad.c301
-  %conv3_weight_grad.iy30284 = phi i64 [ 0, %conv3_weight_grad.c301 ], [ %iy302.next, %conv3_weight_grad.ix303.end ]
-  br label %conv3_weight_grad.ix303
+conv3_weight_grad.iy309:                          ; preds = %conv3_weight_grad.ix310.end, %conv3_weight_grad.c308
+  %conv3_weight_grad.iy30984 = phi i64 [ 0, %conv3_weight_grad.c308 ], [ %iy309.next, %conv3_weight_grad.ix310.end ]
+  br label %conv3_weight_grad.ix310
 
-conv3_weight_grad.iy302.end:                      ; preds = %conv3_weight_grad.ix303.end
-  %c301.next = add nsw i64 %conv3_weight_grad.c30183, 1
-  %597 = icmp slt i64 %c301.next, 32
-  br i1 %597, label %conv3_weight_grad.c301, label %conv3_weight_grad.c301.end
+conv3_weight_grad.iy309.end:                      ; preds = %conv3_weight_grad.ix310.end
+  %c308.next = add nsw i64 %conv3_weight_grad.c30883, 1
+  %597 = icmp slt i64 %c308.next, 32
+  br i1 %597, label %conv3_weight_grad.c308, label %conv3_weight_grad.c308.end
 
-conv3_weight_grad.ix303:                          ; preds = %conv3_weight_grad.ix303, %conv3_weight_grad.iy302
-  %conv3_weight_grad.ix30385 = phi i64 [ 0, %conv3_weight_grad.iy302 ], [ %ix303.next, %conv3_weight_grad.ix303 ]
-  %598 = add nsw i64 %conv3_weight_grad.g2597, %conv3_weight_grad.j30082
+conv3_weight_grad.ix310:                          ; preds = %conv3_weight_grad.ix310, %conv3_weight_grad.iy309
+  %conv3_weight_grad.ix31085 = phi i64 [ 0, %conv3_weight_grad.iy309 ], [ %ix310.next, %conv3_weight_grad.ix310 ]
+  %598 = add nsw i64 %conv3_weight_grad.g2667, %conv3_weight_grad.j30782
   %599 = mul nsw i64 %598, 6272
   %600 = add nsw i64 4616192, %599
-  %601 = mul nsw i64 %conv3_weight_grad.c30183, 196
+  %601 = mul nsw i64 %conv3_weight_grad.c30883, 196
   %602 = add nsw i64 %600, %601
-  %603 = mul nsw i64 %conv3_weight_grad.iy30284, 14
+  %603 = mul nsw i64 %conv3_weight_grad.iy30984, 14
   %604 = add nsw i64 %602, %603
-  %605 = add nsw i64 %604, %conv3_weight_grad.ix30385
+  %605 = add nsw i64 %604, %conv3_weight_grad.ix31085
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %605
   %606 = load float, ptr %arena86, align 4
-  %607 = mul nsw i64 %conv3_weight_grad.j30082, 6272
-  %608 = mul nsw i64 %conv3_weight_grad.iy30284, 448
+  %607 = mul nsw i64 %conv3_weight_grad.j30782, 6272
+  %608 = mul nsw i64 %conv3_weight_grad.iy30984, 448
   %609 = add nsw i64 %607, %608
-  %610 = mul nsw i64 %conv3_weight_grad.ix30385, 32
+  %610 = mul nsw i64 %conv3_weight_grad.ix31085, 32
   %611 = add nsw i64 %609, %610
-  %612 = add nsw i64 %611, %conv3_weight_grad.c30183
+  %612 = add nsw i64 %611, %conv3_weight_grad.c30883
   %613 = add nsw i64 3431312, %612
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %613
   store float %606, ptr %arena87, align 4
-  %ix303.next = add nsw i64 %conv3_weight_grad.ix30385, 1
-  %614 = icmp slt i64 %ix303.next, 14
-  br i1 %614, label %conv3_weight_grad.ix303, label %conv3_weight_grad.ix303.end
+  %ix310.next = add nsw i64 %conv3_weight_grad.ix31085, 1
+  %614 = icmp slt i64 %ix310.next, 14
+  br i1 %614, label %conv3_weight_grad.ix310, label %conv3_weight_grad.ix310.end
 
-conv3_weight_grad.ix303.end:                      ; preds = %conv3_weight_grad.ix303
-  %iy302.next = add nsw i64 %conv3_weight_grad.iy30284, 1
-  %615 = icmp slt i64 %iy302.next, 14
-  br i1 %615, label %conv3_weight_grad.iy302, label %conv3_weight_grad.iy302.end
+conv3_weight_grad.ix310.end:                      ; preds = %conv3_weight_grad.ix310
+  %iy309.next = add nsw i64 %conv3_weight_grad.iy30984, 1
+  %615 = icmp slt i64 %iy309.next, 14
+  br i1 %615, label %conv3_weight_grad.iy309, label %conv3_weight_grad.iy309.end
 
-conv3_weight_grad.j304:                           ; preds = %conv3_weight_grad.ty305.end, %conv3_weight_grad.j300.end
-  %conv3_weight_grad.j30488 = phi i64 [ 0, %conv3_weight_grad.j300.end ], [ %j304.next, %conv3_weight_grad.ty305.end ]
-  br label %conv3_weight_grad.ty305
+conv3_weight_grad.j311:                           ; preds = %conv3_weight_grad.ty312.end, %conv3_weight_grad.j307.end
+  %conv3_weight_grad.j31188 = phi i64 [ 0, %conv3_weight_grad.j307.end ], [ %j311.next, %conv3_weight_grad.ty312.end ]
+  br label %conv3_weight_grad.ty312
 
-conv3_weight_grad.j304.end:                       ; preds = %conv3_weight_grad.ty305.end
-  br label %conv3_weight_grad.xi332
+conv3_weight_grad.j311.end:                       ; preds = %conv3_weight_grad.ty312.end
+  br label %conv3_weight_grad.xi339
 
-conv3_weight_grad.ty305:                          ; preds = %conv3_weight_grad.tx306.end, %conv3_weight_grad.j304
-  %conv3_weight_grad.ty30589 = phi i64 [ 0, %conv3_weight_grad.j304 ], [ %ty305.next, %conv3_weight_grad.tx306.end ]
-  br label %conv3_weight_grad.tx306
+conv3_weight_grad.ty312:                          ; preds = %conv3_weight_grad.tx313.end, %conv3_weight_grad.j311
+  %conv3_weight_grad.ty31289 = phi i64 [ 0, %conv3_weight_grad.j311 ], [ %ty312.next, %conv3_weight_grad.tx313.end ]
+  br label %conv3_weight_grad.tx313
 
-conv3_weight_grad.ty305.end:                      ; preds = %conv3_weight_grad.tx306.end
-  %j304.next = add nsw i64 %conv3_weight_grad.j30488, 1
-  %616 = icmp slt i64 %j304.next, 1
-  br i1 %616, label %conv3_weight_grad.j304, label %conv3_weight_grad.j304.end
+conv3_weight_grad.ty312.end:                      ; preds = %conv3_weight_grad.tx313.end
+  %j311.next = add nsw i64 %conv3_weight_grad.j31188, 1
+  %616 = icmp slt i64 %j311.next, 1
+  br i1 %616, label %conv3_weight_grad.j311, label %conv3_weight_grad.j311.end
 
-conv3_weight_grad.tx306:                          ; preds = %conv3_weight_grad.cv307.end, %conv3_weight_grad.ty305
-  %conv3_weight_grad.tx30690 = phi i64 [ 0, %conv3_weight_grad.ty305 ], [ %tx306.next, %conv3_weight_grad.cv307.end ]
-  br label %conv3_weight_grad.cv307
+conv3_weight_grad.tx313:                          ; preds = %conv3_weight_grad.cv314.end, %conv3_weight_grad.ty312
+  %conv3_weight_grad.tx31390 = phi i64 [ 0, %conv3_weight_grad.ty312 ], [ %tx313.next, %conv3_weight_grad.cv314.end ]
+  br label %conv3_weight_grad.cv314
 
-conv3_weight_grad.tx306.end:                      ; preds = %conv3_weight_grad.cv307.end
-  %ty305.next = add nsw i64 %conv3_weight_grad.ty30589, 1
-  %617 = icmp slt i64 %ty305.next, 7
-  br i1 %617, label %conv3_weight_grad.ty305, label %conv3_weight_grad.ty305.end
+conv3_weight_grad.tx313.end:                      ; preds = %conv3_weight_grad.cv314.end
+  %ty312.next = add nsw i64 %conv3_weight_grad.ty31289, 1
+  %617 = icmp slt i64 %ty312.next, 7
+  br i1 %617, label %conv3_weight_grad.ty312, label %conv3_weight_grad.ty312.end
 
-conv3_weight_grad.cv307:                          ; preds = %conv3_weight_grad.cv307, %conv3_weight_grad.tx306
-  %conv3_weight_grad.cv30791 = phi i64 [ 0, %conv3_weight_grad.tx306 ], [ %cv307.next, %conv3_weight_grad.cv307 ]
-  %618 = mul nsw i64 %conv3_weight_grad.j30488, 6272
-  %619 = mul nsw i64 %conv3_weight_grad.ty30589, 2
+conv3_weight_grad.cv314:                          ; preds = %conv3_weight_grad.cv314, %conv3_weight_grad.tx313
+  %conv3_weight_grad.cv31491 = phi i64 [ 0, %conv3_weight_grad.tx313 ], [ %cv314.next, %conv3_weight_grad.cv314 ]
+  %618 = mul nsw i64 %conv3_weight_grad.j31188, 6272
+  %619 = mul nsw i64 %conv3_weight_grad.ty31289, 2
   %620 = mul nsw i64 %619, 448
   %621 = add nsw i64 %618, %620
-  %622 = mul nsw i64 %conv3_weight_grad.tx30690, 2
+  %622 = mul nsw i64 %conv3_weight_grad.tx31390, 2
   %623 = mul nsw i64 %622, 32
   %624 = add nsw i64 %621, %623
-  %625 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %625 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %626 = add nsw i64 %624, %625
   %627 = add nsw i64 3431312, %626
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %627
   %628 = load <8 x float>, ptr %arena92, align 4
-  store <8 x float> %628, ptr %conv3_weight_grad.w308, align 32
-  %629 = mul nsw i64 %conv3_weight_grad.j30488, 6272
-  %630 = mul nsw i64 %conv3_weight_grad.ty30589, 2
+  store <8 x float> %628, ptr %conv3_weight_grad.w315, align 32
+  %629 = mul nsw i64 %conv3_weight_grad.j31188, 6272
+  %630 = mul nsw i64 %conv3_weight_grad.ty31289, 2
   %631 = mul nsw i64 %630, 448
   %632 = add nsw i64 %629, %631
-  %633 = mul nsw i64 %conv3_weight_grad.tx30690, 2
+  %633 = mul nsw i64 %conv3_weight_grad.tx31390, 2
   %634 = mul nsw i64 %633, 32
   %635 = add nsw i64 %632, %634
-  %636 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %636 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %637 = add nsw i64 %635, %636
   %638 = add nsw i64 3431312, %637
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %638
   %639 = load <8 x float>, ptr %arena93, align 4
-  %640 = mul nsw i64 %conv3_weight_grad.j30488, 6272
-  %641 = mul nsw i64 %conv3_weight_grad.ty30589, 2
+  %640 = mul nsw i64 %conv3_weight_grad.j31188, 6272
+  %641 = mul nsw i64 %conv3_weight_grad.ty31289, 2
   %642 = add nsw i64 %641, 1
   %643 = mul nsw i64 %642, 448
   %644 = add nsw i64 %640, %643
-  %645 = mul nsw i64 %conv3_weight_grad.tx30690, 2
+  %645 = mul nsw i64 %conv3_weight_grad.tx31390, 2
   %646 = mul nsw i64 %645, 32
   %647 = add nsw i64 %644, %646
-  %648 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %648 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %649 = add nsw i64 %647, %648
   %650 = add nsw i64 3431312, %649
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %650
   %651 = load <8 x float>, ptr %arena94, align 4
   %652 = fadd <8 x float> %639, %651
-  store <8 x float> %652, ptr %conv3_weight_grad.w309, align 32
-  %653 = mul nsw i64 %conv3_weight_grad.j30488, 6272
-  %654 = mul nsw i64 %conv3_weight_grad.ty30589, 2
+  store <8 x float> %652, ptr %conv3_weight_grad.w316, align 32
+  %653 = mul nsw i64 %conv3_weight_grad.j31188, 6272
+  %654 = mul nsw i64 %conv3_weight_grad.ty31289, 2
   %655 = mul nsw i64 %654, 448
   %656 = add nsw i64 %653, %655
-  %657 = mul nsw i64 %conv3_weight_grad.tx30690, 2
+  %657 = mul nsw i64 %conv3_weight_grad.tx31390, 2
   %658 = mul nsw i64 %657, 32
   %659 = add nsw i64 %656, %658
-  %660 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %660 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %661 = add nsw i64 %659, %660
   %662 = add nsw i64 3431312, %661
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %662
   %663 = load <8 x float>, ptr %arena95, align 4
-  %664 = mul nsw i64 %conv3_weight_grad.j30488, 6272
-  %665 = mul nsw i64 %conv3_weight_grad.ty30589, 2
+  %664 = mul nsw i64 %conv3_weight_grad.j31188, 6272
+  %665 = mul nsw i64 %conv3_weight_grad.ty31289, 2
   %666 = add nsw i64 %665, 1
   %667 = mul nsw i64 %666, 448
   %668 = add nsw i64 %664, %667
-  %669 = mul nsw i64 %conv3_weight_grad.tx30690, 2
+  %669 = mul nsw i64 %conv3_weight_grad.tx31390, 2
   %670 = mul nsw i64 %669, 32
   %671 = add nsw i64 %668, %670
-  %672 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %672 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %673 = add nsw i64 %671, %672
   %674 = add nsw i64 3431312, %673
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %674
   %675 = load <8 x float>, ptr %arena96, align 4
   %676 = fsub <8 x float> %663, %675
-  store <8 x float> %676, ptr %conv3_weight_grad.w310, align 32
-  %677 = mul nsw i64 %conv3_weight_grad.j30488, 6272
-  %678 = mul nsw i64 %conv3_weight_grad.ty30589, 2
+  store <8 x float> %676, ptr %conv3_weight_grad.w317, align 32
+  %677 = mul nsw i64 %conv3_weight_grad.j31188, 6272
+  %678 = mul nsw i64 %conv3_weight_grad.ty31289, 2
   %679 = add nsw i64 %678, 1
   %680 = mul nsw i64 %679, 448
   %681 = add nsw i64 %677, %680
-  %682 = mul nsw i64 %conv3_weight_grad.tx30690, 2
+  %682 = mul nsw i64 %conv3_weight_grad.tx31390, 2
   %683 = mul nsw i64 %682, 32
   %684 = add nsw i64 %681, %683
-  %685 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %685 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %686 = add nsw i64 %684, %685
   %687 = add nsw i64 3431312, %686
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %687
   %688 = load <8 x float>, ptr %arena97, align 4
   %689 = fmul <8 x float> %688, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %689, ptr %conv3_weight_grad.w311, align 32
-  %690 = mul nsw i64 %conv3_weight_grad.j30488, 6272
-  %691 = mul nsw i64 %conv3_weight_grad.ty30589, 2
+  store <8 x float> %689, ptr %conv3_weight_grad.w318, align 32
+  %690 = mul nsw i64 %conv3_weight_grad.j31188, 6272
+  %691 = mul nsw i64 %conv3_weight_grad.ty31289, 2
   %692 = mul nsw i64 %691, 448
   %693 = add nsw i64 %690, %692
-  %694 = mul nsw i64 %conv3_weight_grad.tx30690, 2
+  %694 = mul nsw i64 %conv3_weight_grad.tx31390, 2
   %695 = add nsw i64 %694, 1
   %696 = mul nsw i64 %695, 32
   %697 = add nsw i64 %693, %696
-  %698 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %698 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %699 = add nsw i64 %697, %698
   %700 = add nsw i64 3431312, %699
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %700
   %701 = load <8 x float>, ptr %arena98, align 4
-  store <8 x float> %701, ptr %conv3_weight_grad.w312, align 32
-  %702 = mul nsw i64 %conv3_weight_grad.j30488, 6272
-  %703 = mul nsw i64 %conv3_weight_grad.ty30589, 2
+  store <8 x float> %701, ptr %conv3_weight_grad.w319, align 32
+  %702 = mul nsw i64 %conv3_weight_grad.j31188, 6272
+  %703 = mul nsw i64 %conv3_weight_grad.ty31289, 2
   %704 = mul nsw i64 %703, 448
   %705 = add nsw i64 %702, %704
-  %706 = mul nsw i64 %conv3_weight_grad.tx30690, 2
+  %706 = mul nsw i64 %conv3_weight_grad.tx31390, 2
   %707 = add nsw i64 %706, 1
   %708 = mul nsw i64 %707, 32
   %709 = add nsw i64 %705, %708
-  %710 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %710 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %711 = add nsw i64 %709, %710
   %712 = add nsw i64 3431312, %711
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %712
   %713 = load <8 x float>, ptr %arena99, align 4
-  %714 = mul nsw i64 %conv3_weight_grad.j30488, 6272
-  %715 = mul nsw i64 %conv3_weight_grad.ty30589, 2
+  %714 = mul nsw i64 %conv3_weight_grad.j31188, 6272
+  %715 = mul nsw i64 %conv3_weight_grad.ty31289, 2
   %716 = add nsw i64 %715, 1
   %717 = mul nsw i64 %716, 448
   %718 = add nsw i64 %714, %717
-  %719 = mul nsw i64 %conv3_weight_grad.tx30690, 2
+  %719 = mul nsw i64 %conv3_weight_grad.tx31390, 2
   %720 = add nsw i64 %719, 1
   %721 = mul nsw i64 %720, 32
   %722 = add nsw i64 %718, %721
-  %723 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %723 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %724 = add nsw i64 %722, %723
   %725 = add nsw i64 3431312, %724
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %725
   %726 = load <8 x float>, ptr %arena100, align 4
   %727 = fadd <8 x float> %713, %726
-  store <8 x float> %727, ptr %conv3_weight_grad.w313, align 32
-  %728 = mul nsw i64 %conv3_weight_grad.j30488, 6272
-  %729 = mul nsw i64 %conv3_weight_grad.ty30589, 2
+  store <8 x float> %727, ptr %conv3_weight_grad.w320, align 32
+  %728 = mul nsw i64 %conv3_weight_grad.j31188, 6272
+  %729 = mul nsw i64 %conv3_weight_grad.ty31289, 2
   %730 = mul nsw i64 %729, 448
   %731 = add nsw i64 %728, %730
-  %732 = mul nsw i64 %conv3_weight_grad.tx30690, 2
+  %732 = mul nsw i64 %conv3_weight_grad.tx31390, 2
   %733 = add nsw i64 %732, 1
   %734 = mul nsw i64 %733, 32
   %735 = add nsw i64 %731, %734
-  %736 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %736 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %737 = add nsw i64 %735, %736
   %738 = add nsw i64 3431312, %737
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %738
   %739 = load <8 x float>, ptr %arena101, align 4
-  %740 = mul nsw i64 %conv3_weight_grad.j30488, 6272
-  %741 = mul nsw i64 %conv3_weight_grad.ty30589, 2
+  %740 = mul nsw i64 %conv3_weight_grad.j31188, 6272
+  %741 = mul nsw i64 %conv3_weight_grad.ty31289, 2
   %742 = add nsw i64 %741, 1
   %743 = mul nsw i64 %742, 448
   %744 = add nsw i64 %740, %743
-  %745 = mul nsw i64 %conv3_weight_grad.tx30690, 2
+  %745 = mul nsw i64 %conv3_weight_grad.tx31390, 2
   %746 = add nsw i64 %745, 1
   %747 = mul nsw i64 %746, 32
   %748 = add nsw i64 %744, %747
-  %749 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %749 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %750 = add nsw i64 %748, %749
   %751 = add nsw i64 3431312, %750
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %751
   %752 = load <8 x float>, ptr %arena102, align 4
   %753 = fsub <8 x float> %739, %752
-  store <8 x float> %753, ptr %conv3_weight_grad.w314, align 32
-  %754 = mul nsw i64 %conv3_weight_grad.j30488, 6272
-  %755 = mul nsw i64 %conv3_weight_grad.ty30589, 2
+  store <8 x float> %753, ptr %conv3_weight_grad.w321, align 32
+  %754 = mul nsw i64 %conv3_weight_grad.j31188, 6272
+  %755 = mul nsw i64 %conv3_weight_grad.ty31289, 2
   %756 = add nsw i64 %755, 1
   %757 = mul nsw i64 %756, 448
   %758 = add nsw i64 %754, %757
-  %759 = mul nsw i64 %conv3_weight_grad.tx30690, 2
+  %759 = mul nsw i64 %conv3_weight_grad.tx31390, 2
   %760 = add nsw i64 %759, 1
   %761 = mul nsw i64 %760, 32
   %762 = add nsw i64 %758, %761
-  %763 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %763 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %764 = add nsw i64 %762, %763
   %765 = add nsw i64 3431312, %764
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %765
   %766 = load <8 x float>, ptr %arena103, align 4
   %767 = fmul <8 x float> %766, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %767, ptr %conv3_weight_grad.w315, align 32
-  %w308 = load <8 x float>, ptr %conv3_weight_grad.w308, align 32
-  store <8 x float> %w308, ptr %conv3_weight_grad.w316, align 32
-  %w308104 = load <8 x float>, ptr %conv3_weight_grad.w308, align 32
-  %w312 = load <8 x float>, ptr %conv3_weight_grad.w312, align 32
-  %768 = fadd <8 x float> %w308104, %w312
-  store <8 x float> %768, ptr %conv3_weight_grad.w317, align 32
-  %w308105 = load <8 x float>, ptr %conv3_weight_grad.w308, align 32
-  %w312106 = load <8 x float>, ptr %conv3_weight_grad.w312, align 32
-  %769 = fsub <8 x float> %w308105, %w312106
-  store <8 x float> %769, ptr %conv3_weight_grad.w318, align 32
-  %w312107 = load <8 x float>, ptr %conv3_weight_grad.w312, align 32
-  %770 = fmul <8 x float> %w312107, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %770, ptr %conv3_weight_grad.w319, align 32
-  %w309 = load <8 x float>, ptr %conv3_weight_grad.w309, align 32
-  store <8 x float> %w309, ptr %conv3_weight_grad.w320, align 32
-  %w309108 = load <8 x float>, ptr %conv3_weight_grad.w309, align 32
-  %w313 = load <8 x float>, ptr %conv3_weight_grad.w313, align 32
-  %771 = fadd <8 x float> %w309108, %w313
-  store <8 x float> %771, ptr %conv3_weight_grad.w321, align 32
-  %w309109 = load <8 x float>, ptr %conv3_weight_grad.w309, align 32
-  %w313110 = load <8 x float>, ptr %conv3_weight_grad.w313, align 32
-  %772 = fsub <8 x float> %w309109, %w313110
-  store <8 x float> %772, ptr %conv3_weight_grad.w322, align 32
-  %w313111 = load <8 x float>, ptr %conv3_weight_grad.w313, align 32
-  %773 = fmul <8 x float> %w313111, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %773, ptr %conv3_weight_grad.w323, align 32
-  %w310 = load <8 x float>, ptr %conv3_weight_grad.w310, align 32
-  store <8 x float> %w310, ptr %conv3_weight_grad.w324, align 32
-  %w310112 = load <8 x float>, ptr %conv3_weight_grad.w310, align 32
-  %w314 = load <8 x float>, ptr %conv3_weight_grad.w314, align 32
-  %774 = fadd <8 x float> %w310112, %w314
-  store <8 x float> %774, ptr %conv3_weight_grad.w325, align 32
-  %w310113 = load <8 x float>, ptr %conv3_weight_grad.w310, align 32
-  %w314114 = load <8 x float>, ptr %conv3_weight_grad.w314, align 32
-  %775 = fsub <8 x float> %w310113, %w314114
-  store <8 x float> %775, ptr %conv3_weight_grad.w326, align 32
-  %w314115 = load <8 x float>, ptr %conv3_weight_grad.w314, align 32
-  %776 = fmul <8 x float> %w314115, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %776, ptr %conv3_weight_grad.w327, align 32
-  %w311 = load <8 x float>, ptr %conv3_weight_grad.w311, align 32
-  store <8 x float> %w311, ptr %conv3_weight_grad.w328, align 32
-  %w311116 = load <8 x float>, ptr %conv3_weight_grad.w311, align 32
+  store <8 x float> %767, ptr %conv3_weight_grad.w322, align 32
   %w315 = load <8 x float>, ptr %conv3_weight_grad.w315, align 32
-  %777 = fadd <8 x float> %w311116, %w315
-  store <8 x float> %777, ptr %conv3_weight_grad.w329, align 32
-  %w311117 = load <8 x float>, ptr %conv3_weight_grad.w311, align 32
-  %w315118 = load <8 x float>, ptr %conv3_weight_grad.w315, align 32
-  %778 = fsub <8 x float> %w311117, %w315118
-  store <8 x float> %778, ptr %conv3_weight_grad.w330, align 32
-  %w315119 = load <8 x float>, ptr %conv3_weight_grad.w315, align 32
-  %779 = fmul <8 x float> %w315119, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %779, ptr %conv3_weight_grad.w331, align 32
+  store <8 x float> %w315, ptr %conv3_weight_grad.w323, align 32
+  %w315104 = load <8 x float>, ptr %conv3_weight_grad.w315, align 32
+  %w319 = load <8 x float>, ptr %conv3_weight_grad.w319, align 32
+  %768 = fadd <8 x float> %w315104, %w319
+  store <8 x float> %768, ptr %conv3_weight_grad.w324, align 32
+  %w315105 = load <8 x float>, ptr %conv3_weight_grad.w315, align 32
+  %w319106 = load <8 x float>, ptr %conv3_weight_grad.w319, align 32
+  %769 = fsub <8 x float> %w315105, %w319106
+  store <8 x float> %769, ptr %conv3_weight_grad.w325, align 32
+  %w319107 = load <8 x float>, ptr %conv3_weight_grad.w319, align 32
+  %770 = fmul <8 x float> %w319107, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %770, ptr %conv3_weight_grad.w326, align 32
   %w316 = load <8 x float>, ptr %conv3_weight_grad.w316, align 32
-  %780 = mul nsw i64 %conv3_weight_grad.j30488, 49
-  %781 = mul nsw i64 %conv3_weight_grad.ty30589, 7
+  store <8 x float> %w316, ptr %conv3_weight_grad.w327, align 32
+  %w316108 = load <8 x float>, ptr %conv3_weight_grad.w316, align 32
+  %w320 = load <8 x float>, ptr %conv3_weight_grad.w320, align 32
+  %771 = fadd <8 x float> %w316108, %w320
+  store <8 x float> %771, ptr %conv3_weight_grad.w328, align 32
+  %w316109 = load <8 x float>, ptr %conv3_weight_grad.w316, align 32
+  %w320110 = load <8 x float>, ptr %conv3_weight_grad.w320, align 32
+  %772 = fsub <8 x float> %w316109, %w320110
+  store <8 x float> %772, ptr %conv3_weight_grad.w329, align 32
+  %w320111 = load <8 x float>, ptr %conv3_weight_grad.w320, align 32
+  %773 = fmul <8 x float> %w320111, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %773, ptr %conv3_weight_grad.w330, align 32
+  %w317 = load <8 x float>, ptr %conv3_weight_grad.w317, align 32
+  store <8 x float> %w317, ptr %conv3_weight_grad.w331, align 32
+  %w317112 = load <8 x float>, ptr %conv3_weight_grad.w317, align 32
+  %w321 = load <8 x float>, ptr %conv3_weight_grad.w321, align 32
+  %774 = fadd <8 x float> %w317112, %w321
+  store <8 x float> %774, ptr %conv3_weight_grad.w332, align 32
+  %w317113 = load <8 x float>, ptr %conv3_weight_grad.w317, align 32
+  %w321114 = load <8 x float>, ptr %conv3_weight_grad.w321, align 32
+  %775 = fsub <8 x float> %w317113, %w321114
+  store <8 x float> %775, ptr %conv3_weight_grad.w333, align 32
+  %w321115 = load <8 x float>, ptr %conv3_weight_grad.w321, align 32
+  %776 = fmul <8 x float> %w321115, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %776, ptr %conv3_weight_grad.w334, align 32
+  %w318 = load <8 x float>, ptr %conv3_weight_grad.w318, align 32
+  store <8 x float> %w318, ptr %conv3_weight_grad.w335, align 32
+  %w318116 = load <8 x float>, ptr %conv3_weight_grad.w318, align 32
+  %w322 = load <8 x float>, ptr %conv3_weight_grad.w322, align 32
+  %777 = fadd <8 x float> %w318116, %w322
+  store <8 x float> %777, ptr %conv3_weight_grad.w336, align 32
+  %w318117 = load <8 x float>, ptr %conv3_weight_grad.w318, align 32
+  %w322118 = load <8 x float>, ptr %conv3_weight_grad.w322, align 32
+  %778 = fsub <8 x float> %w318117, %w322118
+  store <8 x float> %778, ptr %conv3_weight_grad.w337, align 32
+  %w322119 = load <8 x float>, ptr %conv3_weight_grad.w322, align 32
+  %779 = fmul <8 x float> %w322119, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %779, ptr %conv3_weight_grad.w338, align 32
+  %w323 = load <8 x float>, ptr %conv3_weight_grad.w323, align 32
+  %780 = mul nsw i64 %conv3_weight_grad.j31188, 49
+  %781 = mul nsw i64 %conv3_weight_grad.ty31289, 7
   %782 = add nsw i64 %780, %781
-  %783 = add nsw i64 %782, %conv3_weight_grad.tx30690
+  %783 = add nsw i64 %782, %conv3_weight_grad.tx31390
   %784 = mul nsw i64 %783, 32
   %785 = add nsw i64 3437584, %784
-  %786 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %786 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %787 = add nsw i64 %785, %786
   %arena120 = getelementptr inbounds float, ptr %arena, i64 %787
-  store <8 x float> %w316, ptr %arena120, align 4
-  %w317 = load <8 x float>, ptr %conv3_weight_grad.w317, align 32
-  %788 = mul nsw i64 %conv3_weight_grad.j30488, 49
-  %789 = mul nsw i64 %conv3_weight_grad.ty30589, 7
+  store <8 x float> %w323, ptr %arena120, align 4
+  %w324 = load <8 x float>, ptr %conv3_weight_grad.w324, align 32
+  %788 = mul nsw i64 %conv3_weight_grad.j31188, 49
+  %789 = mul nsw i64 %conv3_weight_grad.ty31289, 7
   %790 = add nsw i64 %788, %789
-  %791 = add nsw i64 %790, %conv3_weight_grad.tx30690
+  %791 = add nsw i64 %790, %conv3_weight_grad.tx31390
   %792 = mul nsw i64 %791, 32
   %793 = add nsw i64 3439152, %792
-  %794 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %794 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %795 = add nsw i64 %793, %794
   %arena121 = getelementptr inbounds float, ptr %arena, i64 %795
-  store <8 x float> %w317, ptr %arena121, align 4
-  %w318 = load <8 x float>, ptr %conv3_weight_grad.w318, align 32
-  %796 = mul nsw i64 %conv3_weight_grad.j30488, 49
-  %797 = mul nsw i64 %conv3_weight_grad.ty30589, 7
+  store <8 x float> %w324, ptr %arena121, align 4
+  %w325 = load <8 x float>, ptr %conv3_weight_grad.w325, align 32
+  %796 = mul nsw i64 %conv3_weight_grad.j31188, 49
+  %797 = mul nsw i64 %conv3_weight_grad.ty31289, 7
   %798 = add nsw i64 %796, %797
-  %799 = add nsw i64 %798, %conv3_weight_grad.tx30690
+  %799 = add nsw i64 %798, %conv3_weight_grad.tx31390
   %800 = mul nsw i64 %799, 32
   %801 = add nsw i64 3440720, %800
-  %802 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %802 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %803 = add nsw i64 %801, %802
   %arena122 = getelementptr inbounds float, ptr %arena, i64 %803
-  store <8 x float> %w318, ptr %arena122, align 4
-  %w319 = load <8 x float>, ptr %conv3_weight_grad.w319, align 32
-  %804 = mul nsw i64 %conv3_weight_grad.j30488, 49
-  %805 = mul nsw i64 %conv3_weight_grad.ty30589, 7
+  store <8 x float> %w325, ptr %arena122, align 4
+  %w326 = load <8 x float>, ptr %conv3_weight_grad.w326, align 32
+  %804 = mul nsw i64 %conv3_weight_grad.j31188, 49
+  %805 = mul nsw i64 %conv3_weight_grad.ty31289, 7
   %806 = add nsw i64 %804, %805
-  %807 = add nsw i64 %806, %conv3_weight_grad.tx30690
+  %807 = add nsw i64 %806, %conv3_weight_grad.tx31390
   %808 = mul nsw i64 %807, 32
   %809 = add nsw i64 3442288, %808
-  %810 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %810 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %811 = add nsw i64 %809, %810
   %arena123 = getelementptr inbounds float, ptr %arena, i64 %811
-  store <8 x float> %w319, ptr %arena123, align 4
-  %w320 = load <8 x float>, ptr %conv3_weight_grad.w320, align 32
-  %812 = mul nsw i64 %conv3_weight_grad.j30488, 49
-  %813 = mul nsw i64 %conv3_weight_grad.ty30589, 7
+  store <8 x float> %w326, ptr %arena123, align 4
+  %w327 = load <8 x float>, ptr %conv3_weight_grad.w327, align 32
+  %812 = mul nsw i64 %conv3_weight_grad.j31188, 49
+  %813 = mul nsw i64 %conv3_weight_grad.ty31289, 7
   %814 = add nsw i64 %812, %813
-  %815 = add nsw i64 %814, %conv3_weight_grad.tx30690
+  %815 = add nsw i64 %814, %conv3_weight_grad.tx31390
   %816 = mul nsw i64 %815, 32
   %817 = add nsw i64 3443856, %816
-  %818 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %818 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %819 = add nsw i64 %817, %818
   %arena124 = getelementptr inbounds float, ptr %arena, i64 %819
-  store <8 x float> %w320, ptr %arena124, align 4
-  %w321 = load <8 x float>, ptr %conv3_weight_grad.w321, align 32
-  %820 = mul nsw i64 %conv3_weight_grad.j30488, 49
-  %821 = mul nsw i64 %conv3_weight_grad.ty30589, 7
+  store <8 x float> %w327, ptr %arena124, align 4
+  %w328 = load <8 x float>, ptr %conv3_weight_grad.w328, align 32
+  %820 = mul nsw i64 %conv3_weight_grad.j31188, 49
+  %821 = mul nsw i64 %conv3_weight_grad.ty31289, 7
   %822 = add nsw i64 %820, %821
-  %823 = add nsw i64 %822, %conv3_weight_grad.tx30690
+  %823 = add nsw i64 %822, %conv3_weight_grad.tx31390
   %824 = mul nsw i64 %823, 32
   %825 = add nsw i64 3445424, %824
-  %826 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %826 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %827 = add nsw i64 %825, %826
   %arena125 = getelementptr inbounds float, ptr %arena, i64 %827
-  store <8 x float> %w321, ptr %arena125, align 4
-  %w322 = load <8 x float>, ptr %conv3_weight_grad.w322, align 32
-  %828 = mul nsw i64 %conv3_weight_grad.j30488, 49
-  %829 = mul nsw i64 %conv3_weight_grad.ty30589, 7
+  store <8 x float> %w328, ptr %arena125, align 4
+  %w329 = load <8 x float>, ptr %conv3_weight_grad.w329, align 32
+  %828 = mul nsw i64 %conv3_weight_grad.j31188, 49
+  %829 = mul nsw i64 %conv3_weight_grad.ty31289, 7
   %830 = add nsw i64 %828, %829
-  %831 = add nsw i64 %830, %conv3_weight_grad.tx30690
+  %831 = add nsw i64 %830, %conv3_weight_grad.tx31390
   %832 = mul nsw i64 %831, 32
   %833 = add nsw i64 3446992, %832
-  %834 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %834 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %835 = add nsw i64 %833, %834
   %arena126 = getelementptr inbounds float, ptr %arena, i64 %835
-  store <8 x float> %w322, ptr %arena126, align 4
-  %w323 = load <8 x float>, ptr %conv3_weight_grad.w323, align 32
-  %836 = mul nsw i64 %conv3_weight_grad.j30488, 49
-  %837 = mul nsw i64 %conv3_weight_grad.ty30589, 7
+  store <8 x float> %w329, ptr %arena126, align 4
+  %w330 = load <8 x float>, ptr %conv3_weight_grad.w330, align 32
+  %836 = mul nsw i64 %conv3_weight_grad.j31188, 49
+  %837 = mul nsw i64 %conv3_weight_grad.ty31289, 7
   %838 = add nsw i64 %836, %837
-  %839 = add nsw i64 %838, %conv3_weight_grad.tx30690
+  %839 = add nsw i64 %838, %conv3_weight_grad.tx31390
   %840 = mul nsw i64 %839, 32
   %841 = add nsw i64 3448560, %840
-  %842 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %842 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %843 = add nsw i64 %841, %842
   %arena127 = getelementptr inbounds float, ptr %arena, i64 %843
-  store <8 x float> %w323, ptr %arena127, align 4
-  %w324 = load <8 x float>, ptr %conv3_weight_grad.w324, align 32
-  %844 = mul nsw i64 %conv3_weight_grad.j30488, 49
-  %845 = mul nsw i64 %conv3_weight_grad.ty30589, 7
+  store <8 x float> %w330, ptr %arena127, align 4
+  %w331 = load <8 x float>, ptr %conv3_weight_grad.w331, align 32
+  %844 = mul nsw i64 %conv3_weight_grad.j31188, 49
+  %845 = mul nsw i64 %conv3_weight_grad.ty31289, 7
   %846 = add nsw i64 %844, %845
-  %847 = add nsw i64 %846, %conv3_weight_grad.tx30690
+  %847 = add nsw i64 %846, %conv3_weight_grad.tx31390
   %848 = mul nsw i64 %847, 32
   %849 = add nsw i64 3450128, %848
-  %850 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %850 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %851 = add nsw i64 %849, %850
   %arena128 = getelementptr inbounds float, ptr %arena, i64 %851
-  store <8 x float> %w324, ptr %arena128, align 4
-  %w325 = load <8 x float>, ptr %conv3_weight_grad.w325, align 32
-  %852 = mul nsw i64 %conv3_weight_grad.j30488, 49
-  %853 = mul nsw i64 %conv3_weight_grad.ty30589, 7
+  store <8 x float> %w331, ptr %arena128, align 4
+  %w332 = load <8 x float>, ptr %conv3_weight_grad.w332, align 32
+  %852 = mul nsw i64 %conv3_weight_grad.j31188, 49
+  %853 = mul nsw i64 %conv3_weight_grad.ty31289, 7
   %854 = add nsw i64 %852, %853
-  %855 = add nsw i64 %854, %conv3_weight_grad.tx30690
+  %855 = add nsw i64 %854, %conv3_weight_grad.tx31390
   %856 = mul nsw i64 %855, 32
   %857 = add nsw i64 3451696, %856
-  %858 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %858 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %859 = add nsw i64 %857, %858
   %arena129 = getelementptr inbounds float, ptr %arena, i64 %859
-  store <8 x float> %w325, ptr %arena129, align 4
-  %w326 = load <8 x float>, ptr %conv3_weight_grad.w326, align 32
-  %860 = mul nsw i64 %conv3_weight_grad.j30488, 49
-  %861 = mul nsw i64 %conv3_weight_grad.ty30589, 7
+  store <8 x float> %w332, ptr %arena129, align 4
+  %w333 = load <8 x float>, ptr %conv3_weight_grad.w333, align 32
+  %860 = mul nsw i64 %conv3_weight_grad.j31188, 49
+  %861 = mul nsw i64 %conv3_weight_grad.ty31289, 7
   %862 = add nsw i64 %860, %861
-  %863 = add nsw i64 %862, %conv3_weight_grad.tx30690
+  %863 = add nsw i64 %862, %conv3_weight_grad.tx31390
   %864 = mul nsw i64 %863, 32
   %865 = add nsw i64 3453264, %864
-  %866 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %866 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %867 = add nsw i64 %865, %866
   %arena130 = getelementptr inbounds float, ptr %arena, i64 %867
-  store <8 x float> %w326, ptr %arena130, align 4
-  %w327 = load <8 x float>, ptr %conv3_weight_grad.w327, align 32
-  %868 = mul nsw i64 %conv3_weight_grad.j30488, 49
-  %869 = mul nsw i64 %conv3_weight_grad.ty30589, 7
+  store <8 x float> %w333, ptr %arena130, align 4
+  %w334 = load <8 x float>, ptr %conv3_weight_grad.w334, align 32
+  %868 = mul nsw i64 %conv3_weight_grad.j31188, 49
+  %869 = mul nsw i64 %conv3_weight_grad.ty31289, 7
   %870 = add nsw i64 %868, %869
-  %871 = add nsw i64 %870, %conv3_weight_grad.tx30690
+  %871 = add nsw i64 %870, %conv3_weight_grad.tx31390
   %872 = mul nsw i64 %871, 32
   %873 = add nsw i64 3454832, %872
-  %874 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %874 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %875 = add nsw i64 %873, %874
   %arena131 = getelementptr inbounds float, ptr %arena, i64 %875
-  store <8 x float> %w327, ptr %arena131, align 4
-  %w328 = load <8 x float>, ptr %conv3_weight_grad.w328, align 32
-  %876 = mul nsw i64 %conv3_weight_grad.j30488, 49
-  %877 = mul nsw i64 %conv3_weight_grad.ty30589, 7
+  store <8 x float> %w334, ptr %arena131, align 4
+  %w335 = load <8 x float>, ptr %conv3_weight_grad.w335, align 32
+  %876 = mul nsw i64 %conv3_weight_grad.j31188, 49
+  %877 = mul nsw i64 %conv3_weight_grad.ty31289, 7
   %878 = add nsw i64 %876, %877
-  %879 = add nsw i64 %878, %conv3_weight_grad.tx30690
+  %879 = add nsw i64 %878, %conv3_weight_grad.tx31390
   %880 = mul nsw i64 %879, 32
   %881 = add nsw i64 3456400, %880
-  %882 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %882 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %883 = add nsw i64 %881, %882
   %arena132 = getelementptr inbounds float, ptr %arena, i64 %883
-  store <8 x float> %w328, ptr %arena132, align 4
-  %w329 = load <8 x float>, ptr %conv3_weight_grad.w329, align 32
-  %884 = mul nsw i64 %conv3_weight_grad.j30488, 49
-  %885 = mul nsw i64 %conv3_weight_grad.ty30589, 7
+  store <8 x float> %w335, ptr %arena132, align 4
+  %w336 = load <8 x float>, ptr %conv3_weight_grad.w336, align 32
+  %884 = mul nsw i64 %conv3_weight_grad.j31188, 49
+  %885 = mul nsw i64 %conv3_weight_grad.ty31289, 7
   %886 = add nsw i64 %884, %885
-  %887 = add nsw i64 %886, %conv3_weight_grad.tx30690
+  %887 = add nsw i64 %886, %conv3_weight_grad.tx31390
   %888 = mul nsw i64 %887, 32
   %889 = add nsw i64 3457968, %888
-  %890 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %890 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %891 = add nsw i64 %889, %890
   %arena133 = getelementptr inbounds float, ptr %arena, i64 %891
-  store <8 x float> %w329, ptr %arena133, align 4
-  %w330 = load <8 x float>, ptr %conv3_weight_grad.w330, align 32
-  %892 = mul nsw i64 %conv3_weight_grad.j30488, 49
-  %893 = mul nsw i64 %conv3_weight_grad.ty30589, 7
+  store <8 x float> %w336, ptr %arena133, align 4
+  %w337 = load <8 x float>, ptr %conv3_weight_grad.w337, align 32
+  %892 = mul nsw i64 %conv3_weight_grad.j31188, 49
+  %893 = mul nsw i64 %conv3_weight_grad.ty31289, 7
   %894 = add nsw i64 %892, %893
-  %895 = add nsw i64 %894, %conv3_weight_grad.tx30690
+  %895 = add nsw i64 %894, %conv3_weight_grad.tx31390
   %896 = mul nsw i64 %895, 32
   %897 = add nsw i64 3459536, %896
-  %898 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %898 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %899 = add nsw i64 %897, %898
   %arena134 = getelementptr inbounds float, ptr %arena, i64 %899
-  store <8 x float> %w330, ptr %arena134, align 4
-  %w331 = load <8 x float>, ptr %conv3_weight_grad.w331, align 32
-  %900 = mul nsw i64 %conv3_weight_grad.j30488, 49
-  %901 = mul nsw i64 %conv3_weight_grad.ty30589, 7
+  store <8 x float> %w337, ptr %arena134, align 4
+  %w338 = load <8 x float>, ptr %conv3_weight_grad.w338, align 32
+  %900 = mul nsw i64 %conv3_weight_grad.j31188, 49
+  %901 = mul nsw i64 %conv3_weight_grad.ty31289, 7
   %902 = add nsw i64 %900, %901
-  %903 = add nsw i64 %902, %conv3_weight_grad.tx30690
+  %903 = add nsw i64 %902, %conv3_weight_grad.tx31390
   %904 = mul nsw i64 %903, 32
   %905 = add nsw i64 3461104, %904
-  %906 = mul nsw i64 %conv3_weight_grad.cv30791, 8
+  %906 = mul nsw i64 %conv3_weight_grad.cv31491, 8
   %907 = add nsw i64 %905, %906
   %arena135 = getelementptr inbounds float, ptr %arena, i64 %907
-  store <8 x float> %w331, ptr %arena135, align 4
-  %cv307.next = add nsw i64 %conv3_weight_grad.cv30791, 1
-  %908 = icmp slt i64 %cv307.next, 4
-  br i1 %908, label %conv3_weight_grad.cv307, label %conv3_weight_grad.cv307.end
+  store <8 x float> %w338, ptr %arena135, align 4
+  %cv314.next = add nsw i64 %conv3_weight_grad.cv31491, 1
+  %908 = icmp slt i64 %cv314.next, 4
+  br i1 %908, label %conv3_weight_grad.cv314, label %conv3_weight_grad.cv314.end
 
-conv3_weight_grad.cv307.end:                      ; preds = %conv3_weight_grad.cv307
-  %tx306.next = add nsw i64 %conv3_weight_grad.tx30690, 1
-  %909 = icmp slt i64 %tx306.next, 7
-  br i1 %909, label %conv3_weight_grad.tx306, label %conv3_weight_grad.tx306.end
+conv3_weight_grad.cv314.end:                      ; preds = %conv3_weight_grad.cv314
+  %tx313.next = add nsw i64 %conv3_weight_grad.tx31390, 1
+  %909 = icmp slt i64 %tx313.next, 7
+  br i1 %909, label %conv3_weight_grad.tx313, label %conv3_weight_grad.tx313.end
 
-conv3_weight_grad.xi332:                          ; preds = %conv3_weight_grad.xi332, %conv3_weight_grad.j304.end
-  %conv3_weight_grad.xi332136 = phi i64 [ 0, %conv3_weight_grad.j304.end ], [ %xi332.next, %conv3_weight_grad.xi332 ]
-  %910 = mul nsw i64 %conv3_weight_grad.xi332136, 784
+conv3_weight_grad.xi339:                          ; preds = %conv3_weight_grad.xi339, %conv3_weight_grad.j311.end
+  %conv3_weight_grad.xi339136 = phi i64 [ 0, %conv3_weight_grad.j311.end ], [ %xi339.next, %conv3_weight_grad.xi339 ]
+  %910 = mul nsw i64 %conv3_weight_grad.xi339136, 784
   %911 = add nsw i64 3418768, %910
   %arena137 = getelementptr inbounds float, ptr %arena, i64 %911
-  %912 = mul nsw i64 %conv3_weight_grad.xi332136, 1568
+  %912 = mul nsw i64 %conv3_weight_grad.xi339136, 1568
   %913 = add nsw i64 3437584, %912
   %arena138 = getelementptr inbounds float, ptr %arena, i64 %913
-  %914 = mul nsw i64 %conv3_weight_grad.xi332136, 512
+  %914 = mul nsw i64 %conv3_weight_grad.xi339136, 512
   %915 = add nsw i64 3462672, %914
   %arena139 = getelementptr inbounds float, ptr %arena, i64 %915
   call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 16, i32 32, i32 49, float 1.000000e+00, ptr %arena137, i32 16, ptr %arena138, i32 32, float 1.000000e+00, ptr %arena139, i32 32)
-  %xi332.next = add nsw i64 %conv3_weight_grad.xi332136, 1
-  %916 = icmp slt i64 %xi332.next, 16
-  br i1 %916, label %conv3_weight_grad.xi332, label %conv3_weight_grad.xi332.end
+  %xi339.next = add nsw i64 %conv3_weight_grad.xi339136, 1
+  %916 = icmp slt i64 %xi339.next, 16
+  br i1 %916, label %conv3_weight_grad.xi339, label %conv3_weight_grad.xi339.end
 
-conv3_weight_grad.xi332.end:                      ; preds = %conv3_weight_grad.xi332
-  %g259.next = add nsw i64 %conv3_weight_grad.g2597, 1
-  %917 = icmp slt i64 %g259.next, 64
-  br i1 %917, label %conv3_weight_grad.g259, label %conv3_weight_grad.g259.end
+conv3_weight_grad.xi339.end:                      ; preds = %conv3_weight_grad.xi339
+  %g266.next = add nsw i64 %conv3_weight_grad.g2667, 1
+  %917 = icmp slt i64 %g266.next, 64
+  br i1 %917, label %conv3_weight_grad.g266, label %conv3_weight_grad.g266.end
 
-conv3_weight_grad.f333:                           ; preds = %conv3_weight_grad.c334.end, %conv3_weight_grad.g259.end
-  %conv3_weight_grad.f333140 = phi i64 [ 0, %conv3_weight_grad.g259.end ], [ %f333.next, %conv3_weight_grad.c334.end ]
-  br label %conv3_weight_grad.c334
+conv3_weight_grad.f340:                           ; preds = %conv3_weight_grad.c341.end, %conv3_weight_grad.g266.end
+  %conv3_weight_grad.f340140 = phi i64 [ 0, %conv3_weight_grad.g266.end ], [ %f340.next, %conv3_weight_grad.c341.end ]
+  br label %conv3_weight_grad.c341
 
-conv3_weight_grad.f333.end:                       ; preds = %conv3_weight_grad.c334.end
+conv3_weight_grad.f340.end:                       ; preds = %conv3_weight_grad.c341.end
   ret void
 
-conv3_weight_grad.c334:                           ; preds = %conv3_weight_grad.c334, %conv3_weight_grad.f333
-  %conv3_weight_grad.c334141 = phi i64 [ 0, %conv3_weight_grad.f333 ], [ %c334.next, %conv3_weight_grad.c334 ]
-  %918 = mul nsw i64 %conv3_weight_grad.c334141, 32
+conv3_weight_grad.c341:                           ; preds = %conv3_weight_grad.c341, %conv3_weight_grad.f340
+  %conv3_weight_grad.c341141 = phi i64 [ 0, %conv3_weight_grad.f340 ], [ %c341.next, %conv3_weight_grad.c341 ]
+  %918 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %919 = add nsw i64 3462672, %918
-  %920 = add nsw i64 %919, %conv3_weight_grad.f333140
+  %920 = add nsw i64 %919, %conv3_weight_grad.f340140
   %arena142 = getelementptr inbounds float, ptr %arena, i64 %920
   %921 = load float, ptr %arena142, align 4
   %922 = fmul float %921, 1.000000e+00
-  %923 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  %923 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %924 = add nsw i64 3464720, %923
-  %925 = add nsw i64 %924, %conv3_weight_grad.f333140
+  %925 = add nsw i64 %924, %conv3_weight_grad.f340140
   %arena143 = getelementptr inbounds float, ptr %arena, i64 %925
   %926 = load float, ptr %arena143, align 4
   %927 = fmul float %926, 5.000000e-01
   %928 = fadd float %922, %927
-  %929 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  %929 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %930 = add nsw i64 3466768, %929
-  %931 = add nsw i64 %930, %conv3_weight_grad.f333140
+  %931 = add nsw i64 %930, %conv3_weight_grad.f340140
   %arena144 = getelementptr inbounds float, ptr %arena, i64 %931
   %932 = load float, ptr %arena144, align 4
   %933 = fmul float %932, 5.000000e-01
   %934 = fadd float %928, %933
-  store float %934, ptr %conv3_weight_grad.w335, align 4
-  %935 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  store float %934, ptr %conv3_weight_grad.w342, align 4
+  %935 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %936 = add nsw i64 3464720, %935
-  %937 = add nsw i64 %936, %conv3_weight_grad.f333140
+  %937 = add nsw i64 %936, %conv3_weight_grad.f340140
   %arena145 = getelementptr inbounds float, ptr %arena, i64 %937
   %938 = load float, ptr %arena145, align 4
-  %939 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  %939 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %940 = add nsw i64 3466768, %939
-  %941 = add nsw i64 %940, %conv3_weight_grad.f333140
+  %941 = add nsw i64 %940, %conv3_weight_grad.f340140
   %arena146 = getelementptr inbounds float, ptr %arena, i64 %941
   %942 = load float, ptr %arena146, align 4
   %943 = fsub float %938, %942
   %944 = fmul float %943, 5.000000e-01
-  store float %944, ptr %conv3_weight_grad.w336, align 4
-  %945 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  store float %944, ptr %conv3_weight_grad.w343, align 4
+  %945 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %946 = add nsw i64 3464720, %945
-  %947 = add nsw i64 %946, %conv3_weight_grad.f333140
+  %947 = add nsw i64 %946, %conv3_weight_grad.f340140
   %arena147 = getelementptr inbounds float, ptr %arena, i64 %947
   %948 = load float, ptr %arena147, align 4
   %949 = fmul float %948, 5.000000e-01
-  %950 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  %950 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %951 = add nsw i64 3466768, %950
-  %952 = add nsw i64 %951, %conv3_weight_grad.f333140
+  %952 = add nsw i64 %951, %conv3_weight_grad.f340140
   %arena148 = getelementptr inbounds float, ptr %arena, i64 %952
   %953 = load float, ptr %arena148, align 4
   %954 = fmul float %953, 5.000000e-01
   %955 = fadd float %949, %954
-  %956 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  %956 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %957 = add nsw i64 3468816, %956
-  %958 = add nsw i64 %957, %conv3_weight_grad.f333140
+  %958 = add nsw i64 %957, %conv3_weight_grad.f340140
   %arena149 = getelementptr inbounds float, ptr %arena, i64 %958
   %959 = load float, ptr %arena149, align 4
   %960 = fmul float %959, 1.000000e+00
   %961 = fadd float %955, %960
-  store float %961, ptr %conv3_weight_grad.w337, align 4
-  %962 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  store float %961, ptr %conv3_weight_grad.w344, align 4
+  %962 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %963 = add nsw i64 3463184, %962
-  %964 = add nsw i64 %963, %conv3_weight_grad.f333140
+  %964 = add nsw i64 %963, %conv3_weight_grad.f340140
   %arena150 = getelementptr inbounds float, ptr %arena, i64 %964
   %965 = load float, ptr %arena150, align 4
   %966 = fmul float %965, 1.000000e+00
-  %967 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  %967 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %968 = add nsw i64 3465232, %967
-  %969 = add nsw i64 %968, %conv3_weight_grad.f333140
+  %969 = add nsw i64 %968, %conv3_weight_grad.f340140
   %arena151 = getelementptr inbounds float, ptr %arena, i64 %969
   %970 = load float, ptr %arena151, align 4
   %971 = fmul float %970, 5.000000e-01
   %972 = fadd float %966, %971
-  %973 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  %973 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %974 = add nsw i64 3467280, %973
-  %975 = add nsw i64 %974, %conv3_weight_grad.f333140
+  %975 = add nsw i64 %974, %conv3_weight_grad.f340140
   %arena152 = getelementptr inbounds float, ptr %arena, i64 %975
   %976 = load float, ptr %arena152, align 4
   %977 = fmul float %976, 5.000000e-01
   %978 = fadd float %972, %977
-  store float %978, ptr %conv3_weight_grad.w338, align 4
-  %979 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  store float %978, ptr %conv3_weight_grad.w345, align 4
+  %979 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %980 = add nsw i64 3465232, %979
-  %981 = add nsw i64 %980, %conv3_weight_grad.f333140
+  %981 = add nsw i64 %980, %conv3_weight_grad.f340140
   %arena153 = getelementptr inbounds float, ptr %arena, i64 %981
   %982 = load float, ptr %arena153, align 4
-  %983 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  %983 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %984 = add nsw i64 3467280, %983
-  %985 = add nsw i64 %984, %conv3_weight_grad.f333140
+  %985 = add nsw i64 %984, %conv3_weight_grad.f340140
   %arena154 = getelementptr inbounds float, ptr %arena, i64 %985
   %986 = load float, ptr %arena154, align 4
   %987 = fsub float %982, %986
   %988 = fmul float %987, 5.000000e-01
-  store float %988, ptr %conv3_weight_grad.w339, align 4
-  %989 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  store float %988, ptr %conv3_weight_grad.w346, align 4
+  %989 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %990 = add nsw i64 3465232, %989
-  %991 = add nsw i64 %990, %conv3_weight_grad.f333140
+  %991 = add nsw i64 %990, %conv3_weight_grad.f340140
   %arena155 = getelementptr inbounds float, ptr %arena, i64 %991
   %992 = load float, ptr %arena155, align 4
   %993 = fmul float %992, 5.000000e-01
-  %994 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  %994 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %995 = add nsw i64 3467280, %994
-  %996 = add nsw i64 %995, %conv3_weight_grad.f333140
+  %996 = add nsw i64 %995, %conv3_weight_grad.f340140
   %arena156 = getelementptr inbounds float, ptr %arena, i64 %996
   %997 = load float, ptr %arena156, align 4
   %998 = fmul float %997, 5.000000e-01
   %999 = fadd float %993, %998
-  %1000 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  %1000 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %1001 = add nsw i64 3469328, %1000
-  %1002 = add nsw i64 %1001, %conv3_weight_grad.f333140
+  %1002 = add nsw i64 %1001, %conv3_weight_grad.f340140
   %arena157 = getelementptr inbounds float, ptr %arena, i64 %1002
   %1003 = load float, ptr %arena157, align 4
   %1004 = fmul float %1003, 1.000000e+00
   %1005 = fadd float %999, %1004
-  store float %1005, ptr %conv3_weight_grad.w340, align 4
-  %1006 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  store float %1005, ptr %conv3_weight_grad.w347, align 4
+  %1006 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %1007 = add nsw i64 3463696, %1006
-  %1008 = add nsw i64 %1007, %conv3_weight_grad.f333140
+  %1008 = add nsw i64 %1007, %conv3_weight_grad.f340140
   %arena158 = getelementptr inbounds float, ptr %arena, i64 %1008
   %1009 = load float, ptr %arena158, align 4
   %1010 = fmul float %1009, 1.000000e+00
-  %1011 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  %1011 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %1012 = add nsw i64 3465744, %1011
-  %1013 = add nsw i64 %1012, %conv3_weight_grad.f333140
+  %1013 = add nsw i64 %1012, %conv3_weight_grad.f340140
   %arena159 = getelementptr inbounds float, ptr %arena, i64 %1013
   %1014 = load float, ptr %arena159, align 4
   %1015 = fmul float %1014, 5.000000e-01
   %1016 = fadd float %1010, %1015
-  %1017 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  %1017 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %1018 = add nsw i64 3467792, %1017
-  %1019 = add nsw i64 %1018, %conv3_weight_grad.f333140
+  %1019 = add nsw i64 %1018, %conv3_weight_grad.f340140
   %arena160 = getelementptr inbounds float, ptr %arena, i64 %1019
   %1020 = load float, ptr %arena160, align 4
   %1021 = fmul float %1020, 5.000000e-01
   %1022 = fadd float %1016, %1021
-  store float %1022, ptr %conv3_weight_grad.w341, align 4
-  %1023 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  store float %1022, ptr %conv3_weight_grad.w348, align 4
+  %1023 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %1024 = add nsw i64 3465744, %1023
-  %1025 = add nsw i64 %1024, %conv3_weight_grad.f333140
+  %1025 = add nsw i64 %1024, %conv3_weight_grad.f340140
   %arena161 = getelementptr inbounds float, ptr %arena, i64 %1025
   %1026 = load float, ptr %arena161, align 4
-  %1027 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  %1027 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %1028 = add nsw i64 3467792, %1027
-  %1029 = add nsw i64 %1028, %conv3_weight_grad.f333140
+  %1029 = add nsw i64 %1028, %conv3_weight_grad.f340140
   %arena162 = getelementptr inbounds float, ptr %arena, i64 %1029
   %1030 = load float, ptr %arena162, align 4
   %1031 = fsub float %1026, %1030
   %1032 = fmul float %1031, 5.000000e-01
-  store float %1032, ptr %conv3_weight_grad.w342, align 4
-  %1033 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  store float %1032, ptr %conv3_weight_grad.w349, align 4
+  %1033 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %1034 = add nsw i64 3465744, %1033
-  %1035 = add nsw i64 %1034, %conv3_weight_grad.f333140
+  %1035 = add nsw i64 %1034, %conv3_weight_grad.f340140
   %arena163 = getelementptr inbounds float, ptr %arena, i64 %1035
   %1036 = load float, ptr %arena163, align 4
   %1037 = fmul float %1036, 5.000000e-01
-  %1038 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  %1038 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %1039 = add nsw i64 3467792, %1038
-  %1040 = add nsw i64 %1039, %conv3_weight_grad.f333140
+  %1040 = add nsw i64 %1039, %conv3_weight_grad.f340140
   %arena164 = getelementptr inbounds float, ptr %arena, i64 %1040
   %1041 = load float, ptr %arena164, align 4
   %1042 = fmul float %1041, 5.000000e-01
   %1043 = fadd float %1037, %1042
-  %1044 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  %1044 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %1045 = add nsw i64 3469840, %1044
-  %1046 = add nsw i64 %1045, %conv3_weight_grad.f333140
+  %1046 = add nsw i64 %1045, %conv3_weight_grad.f340140
   %arena165 = getelementptr inbounds float, ptr %arena, i64 %1046
   %1047 = load float, ptr %arena165, align 4
   %1048 = fmul float %1047, 1.000000e+00
   %1049 = fadd float %1043, %1048
-  store float %1049, ptr %conv3_weight_grad.w343, align 4
-  %1050 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  store float %1049, ptr %conv3_weight_grad.w350, align 4
+  %1050 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %1051 = add nsw i64 3464208, %1050
-  %1052 = add nsw i64 %1051, %conv3_weight_grad.f333140
+  %1052 = add nsw i64 %1051, %conv3_weight_grad.f340140
   %arena166 = getelementptr inbounds float, ptr %arena, i64 %1052
   %1053 = load float, ptr %arena166, align 4
   %1054 = fmul float %1053, 1.000000e+00
-  %1055 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  %1055 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %1056 = add nsw i64 3466256, %1055
-  %1057 = add nsw i64 %1056, %conv3_weight_grad.f333140
+  %1057 = add nsw i64 %1056, %conv3_weight_grad.f340140
   %arena167 = getelementptr inbounds float, ptr %arena, i64 %1057
   %1058 = load float, ptr %arena167, align 4
   %1059 = fmul float %1058, 5.000000e-01
   %1060 = fadd float %1054, %1059
-  %1061 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  %1061 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %1062 = add nsw i64 3468304, %1061
-  %1063 = add nsw i64 %1062, %conv3_weight_grad.f333140
+  %1063 = add nsw i64 %1062, %conv3_weight_grad.f340140
   %arena168 = getelementptr inbounds float, ptr %arena, i64 %1063
   %1064 = load float, ptr %arena168, align 4
   %1065 = fmul float %1064, 5.000000e-01
   %1066 = fadd float %1060, %1065
-  store float %1066, ptr %conv3_weight_grad.w344, align 4
-  %1067 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  store float %1066, ptr %conv3_weight_grad.w351, align 4
+  %1067 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %1068 = add nsw i64 3466256, %1067
-  %1069 = add nsw i64 %1068, %conv3_weight_grad.f333140
+  %1069 = add nsw i64 %1068, %conv3_weight_grad.f340140
   %arena169 = getelementptr inbounds float, ptr %arena, i64 %1069
   %1070 = load float, ptr %arena169, align 4
-  %1071 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  %1071 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %1072 = add nsw i64 3468304, %1071
-  %1073 = add nsw i64 %1072, %conv3_weight_grad.f333140
+  %1073 = add nsw i64 %1072, %conv3_weight_grad.f340140
   %arena170 = getelementptr inbounds float, ptr %arena, i64 %1073
   %1074 = load float, ptr %arena170, align 4
   %1075 = fsub float %1070, %1074
   %1076 = fmul float %1075, 5.000000e-01
-  store float %1076, ptr %conv3_weight_grad.w345, align 4
-  %1077 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  store float %1076, ptr %conv3_weight_grad.w352, align 4
+  %1077 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %1078 = add nsw i64 3466256, %1077
-  %1079 = add nsw i64 %1078, %conv3_weight_grad.f333140
+  %1079 = add nsw i64 %1078, %conv3_weight_grad.f340140
   %arena171 = getelementptr inbounds float, ptr %arena, i64 %1079
   %1080 = load float, ptr %arena171, align 4
   %1081 = fmul float %1080, 5.000000e-01
-  %1082 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  %1082 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %1083 = add nsw i64 3468304, %1082
-  %1084 = add nsw i64 %1083, %conv3_weight_grad.f333140
+  %1084 = add nsw i64 %1083, %conv3_weight_grad.f340140
   %arena172 = getelementptr inbounds float, ptr %arena, i64 %1084
   %1085 = load float, ptr %arena172, align 4
   %1086 = fmul float %1085, 5.000000e-01
   %1087 = fadd float %1081, %1086
-  %1088 = mul nsw i64 %conv3_weight_grad.c334141, 32
+  %1088 = mul nsw i64 %conv3_weight_grad.c341141, 32
   %1089 = add nsw i64 3470352, %1088
-  %1090 = add nsw i64 %1089, %conv3_weight_grad.f333140
+  %1090 = add nsw i64 %1089, %conv3_weight_grad.f340140
   %arena173 = getelementptr inbounds float, ptr %arena, i64 %1090
   %1091 = load float, ptr %arena173, align 4
   %1092 = fmul float %1091, 1.000000e+00
   %1093 = fadd float %1087, %1092
-  store float %1093, ptr %conv3_weight_grad.w346, align 4
-  %w335 = load float, ptr %conv3_weight_grad.w335, align 4
-  %1094 = fmul float %w335, 1.000000e+00
-  %w338 = load float, ptr %conv3_weight_grad.w338, align 4
-  %1095 = fmul float %w338, 5.000000e-01
-  %1096 = fadd float %1094, %1095
-  %w341 = load float, ptr %conv3_weight_grad.w341, align 4
-  %1097 = fmul float %w341, 5.000000e-01
-  %1098 = fadd float %1096, %1097
-  store float %1098, ptr %conv3_weight_grad.w347, align 4
-  %w338174 = load float, ptr %conv3_weight_grad.w338, align 4
-  %w341175 = load float, ptr %conv3_weight_grad.w341, align 4
-  %1099 = fsub float %w338174, %w341175
-  %1100 = fmul float %1099, 5.000000e-01
-  store float %1100, ptr %conv3_weight_grad.w348, align 4
-  %w338176 = load float, ptr %conv3_weight_grad.w338, align 4
-  %1101 = fmul float %w338176, 5.000000e-01
-  %w341177 = load float, ptr %conv3_weight_grad.w341, align 4
-  %1102 = fmul float %w341177, 5.000000e-01
-  %1103 = fadd float %1101, %1102
-  %w344 = load float, ptr %conv3_weight_grad.w344, align 4
-  %1104 = fmul float %w344, 1.000000e+00
-  %1105 = fadd float %1103, %1104
-  store float %1105, ptr %conv3_weight_grad.w349, align 4
-  %w336 = load float, ptr %conv3_weight_grad.w336, align 4
-  %1106 = fmul float %w336, 1.000000e+00
-  %w339 = load float, ptr %conv3_weight_grad.w339, align 4
-  %1107 = fmul float %w339, 5.000000e-01
-  %1108 = fadd float %1106, %1107
+  store float %1093, ptr %conv3_weight_grad.w353, align 4
   %w342 = load float, ptr %conv3_weight_grad.w342, align 4
-  %1109 = fmul float %w342, 5.000000e-01
-  %1110 = fadd float %1108, %1109
-  store float %1110, ptr %conv3_weight_grad.w350, align 4
-  %w339178 = load float, ptr %conv3_weight_grad.w339, align 4
-  %w342179 = load float, ptr %conv3_weight_grad.w342, align 4
-  %1111 = fsub float %w339178, %w342179
-  %1112 = fmul float %1111, 5.000000e-01
-  store float %1112, ptr %conv3_weight_grad.w351, align 4
-  %w339180 = load float, ptr %conv3_weight_grad.w339, align 4
-  %1113 = fmul float %w339180, 5.000000e-01
-  %w342181 = load float, ptr %conv3_weight_grad.w342, align 4
-  %1114 = fmul float %w342181, 5.000000e-01
-  %1115 = fadd float %1113, %1114
+  %1094 = fmul float %w342, 1.000000e+00
   %w345 = load float, ptr %conv3_weight_grad.w345, align 4
-  %1116 = fmul float %w345, 1.000000e+00
-  %1117 = fadd float %1115, %1116
-  store float %1117, ptr %conv3_weight_grad.w352, align 4
-  %w337 = load float, ptr %conv3_weight_grad.w337, align 4
-  %1118 = fmul float %w337, 1.000000e+00
-  %w340 = load float, ptr %conv3_weight_grad.w340, align 4
-  %1119 = fmul float %w340, 5.000000e-01
-  %1120 = fadd float %1118, %1119
+  %1095 = fmul float %w345, 5.000000e-01
+  %1096 = fadd float %1094, %1095
+  %w348 = load float, ptr %conv3_weight_grad.w348, align 4
+  %1097 = fmul float %w348, 5.000000e-01
+  %1098 = fadd float %1096, %1097
+  store float %1098, ptr %conv3_weight_grad.w354, align 4
+  %w345174 = load float, ptr %conv3_weight_grad.w345, align 4
+  %w348175 = load float, ptr %conv3_weight_grad.w348, align 4
+  %1099 = fsub float %w345174, %w348175
+  %1100 = fmul float %1099, 5.000000e-01
+  store float %1100, ptr %conv3_weight_grad.w355, align 4
+  %w345176 = load float, ptr %conv3_weight_grad.w345, align 4
+  %1101 = fmul float %w345176, 5.000000e-01
+  %w348177 = load float, ptr %conv3_weight_grad.w348, align 4
+  %1102 = fmul float %w348177, 5.000000e-01
+  %1103 = fadd float %1101, %1102
+  %w351 = load float, ptr %conv3_weight_grad.w351, align 4
+  %1104 = fmul float %w351, 1.000000e+00
+  %1105 = fadd float %1103, %1104
+  store float %1105, ptr %conv3_weight_grad.w356, align 4
   %w343 = load float, ptr %conv3_weight_grad.w343, align 4
-  %1121 = fmul float %w343, 5.000000e-01
-  %1122 = fadd float %1120, %1121
-  store float %1122, ptr %conv3_weight_grad.w353, align 4
-  %w340182 = load float, ptr %conv3_weight_grad.w340, align 4
-  %w343183 = load float, ptr %conv3_weight_grad.w343, align 4
-  %1123 = fsub float %w340182, %w343183
-  %1124 = fmul float %1123, 5.000000e-01
-  store float %1124, ptr %conv3_weight_grad.w354, align 4
-  %w340184 = load float, ptr %conv3_weight_grad.w340, align 4
-  %1125 = fmul float %w340184, 5.000000e-01
-  %w343185 = load float, ptr %conv3_weight_grad.w343, align 4
-  %1126 = fmul float %w343185, 5.000000e-01
-  %1127 = fadd float %1125, %1126
+  %1106 = fmul float %w343, 1.000000e+00
   %w346 = load float, ptr %conv3_weight_grad.w346, align 4
-  %1128 = fmul float %w346, 1.000000e+00
-  %1129 = fadd float %1127, %1128
-  store float %1129, ptr %conv3_weight_grad.w355, align 4
+  %1107 = fmul float %w346, 5.000000e-01
+  %1108 = fadd float %1106, %1107
+  %w349 = load float, ptr %conv3_weight_grad.w349, align 4
+  %1109 = fmul float %w349, 5.000000e-01
+  %1110 = fadd float %1108, %1109
+  store float %1110, ptr %conv3_weight_grad.w357, align 4
+  %w346178 = load float, ptr %conv3_weight_grad.w346, align 4
+  %w349179 = load float, ptr %conv3_weight_grad.w349, align 4
+  %1111 = fsub float %w346178, %w349179
+  %1112 = fmul float %1111, 5.000000e-01
+  store float %1112, ptr %conv3_weight_grad.w358, align 4
+  %w346180 = load float, ptr %conv3_weight_grad.w346, align 4
+  %1113 = fmul float %w346180, 5.000000e-01
+  %w349181 = load float, ptr %conv3_weight_grad.w349, align 4
+  %1114 = fmul float %w349181, 5.000000e-01
+  %1115 = fadd float %1113, %1114
+  %w352 = load float, ptr %conv3_weight_grad.w352, align 4
+  %1116 = fmul float %w352, 1.000000e+00
+  %1117 = fadd float %1115, %1116
+  store float %1117, ptr %conv3_weight_grad.w359, align 4
+  %w344 = load float, ptr %conv3_weight_grad.w344, align 4
+  %1118 = fmul float %w344, 1.000000e+00
   %w347 = load float, ptr %conv3_weight_grad.w347, align 4
-  %1130 = mul nsw i64 %conv3_weight_grad.f333140, 16
-  %1131 = add nsw i64 %1130, %conv3_weight_grad.c334141
+  %1119 = fmul float %w347, 5.000000e-01
+  %1120 = fadd float %1118, %1119
+  %w350 = load float, ptr %conv3_weight_grad.w350, align 4
+  %1121 = fmul float %w350, 5.000000e-01
+  %1122 = fadd float %1120, %1121
+  store float %1122, ptr %conv3_weight_grad.w360, align 4
+  %w347182 = load float, ptr %conv3_weight_grad.w347, align 4
+  %w350183 = load float, ptr %conv3_weight_grad.w350, align 4
+  %1123 = fsub float %w347182, %w350183
+  %1124 = fmul float %1123, 5.000000e-01
+  store float %1124, ptr %conv3_weight_grad.w361, align 4
+  %w347184 = load float, ptr %conv3_weight_grad.w347, align 4
+  %1125 = fmul float %w347184, 5.000000e-01
+  %w350185 = load float, ptr %conv3_weight_grad.w350, align 4
+  %1126 = fmul float %w350185, 5.000000e-01
+  %1127 = fadd float %1125, %1126
+  %w353 = load float, ptr %conv3_weight_grad.w353, align 4
+  %1128 = fmul float %w353, 1.000000e+00
+  %1129 = fadd float %1127, %1128
+  store float %1129, ptr %conv3_weight_grad.w362, align 4
+  %w354 = load float, ptr %conv3_weight_grad.w354, align 4
+  %1130 = mul nsw i64 %conv3_weight_grad.f340140, 16
+  %1131 = add nsw i64 %1130, %conv3_weight_grad.c341141
   %1132 = mul nsw i64 %1131, 9
   %1133 = add nsw i64 2480, %1132
   %grads186 = getelementptr inbounds float, ptr %grads, i64 %1133
-  store float %w347, ptr %grads186, align 4
-  %w348 = load float, ptr %conv3_weight_grad.w348, align 4
-  %1134 = mul nsw i64 %conv3_weight_grad.f333140, 16
-  %1135 = add nsw i64 %1134, %conv3_weight_grad.c334141
+  store float %w354, ptr %grads186, align 4
+  %w355 = load float, ptr %conv3_weight_grad.w355, align 4
+  %1134 = mul nsw i64 %conv3_weight_grad.f340140, 16
+  %1135 = add nsw i64 %1134, %conv3_weight_grad.c341141
   %1136 = mul nsw i64 %1135, 9
   %1137 = add nsw i64 2480, %1136
   %1138 = add nsw i64 %1137, 1
   %grads187 = getelementptr inbounds float, ptr %grads, i64 %1138
-  store float %w348, ptr %grads187, align 4
-  %w349 = load float, ptr %conv3_weight_grad.w349, align 4
-  %1139 = mul nsw i64 %conv3_weight_grad.f333140, 16
-  %1140 = add nsw i64 %1139, %conv3_weight_grad.c334141
+  store float %w355, ptr %grads187, align 4
+  %w356 = load float, ptr %conv3_weight_grad.w356, align 4
+  %1139 = mul nsw i64 %conv3_weight_grad.f340140, 16
+  %1140 = add nsw i64 %1139, %conv3_weight_grad.c341141
   %1141 = mul nsw i64 %1140, 9
   %1142 = add nsw i64 2480, %1141
   %1143 = add nsw i64 %1142, 2
   %grads188 = getelementptr inbounds float, ptr %grads, i64 %1143
-  store float %w349, ptr %grads188, align 4
-  %w350 = load float, ptr %conv3_weight_grad.w350, align 4
-  %1144 = mul nsw i64 %conv3_weight_grad.f333140, 16
-  %1145 = add nsw i64 %1144, %conv3_weight_grad.c334141
+  store float %w356, ptr %grads188, align 4
+  %w357 = load float, ptr %conv3_weight_grad.w357, align 4
+  %1144 = mul nsw i64 %conv3_weight_grad.f340140, 16
+  %1145 = add nsw i64 %1144, %conv3_weight_grad.c341141
   %1146 = mul nsw i64 %1145, 9
   %1147 = add nsw i64 2480, %1146
   %1148 = add nsw i64 %1147, 3
   %grads189 = getelementptr inbounds float, ptr %grads, i64 %1148
-  store float %w350, ptr %grads189, align 4
-  %w351 = load float, ptr %conv3_weight_grad.w351, align 4
-  %1149 = mul nsw i64 %conv3_weight_grad.f333140, 16
-  %1150 = add nsw i64 %1149, %conv3_weight_grad.c334141
+  store float %w357, ptr %grads189, align 4
+  %w358 = load float, ptr %conv3_weight_grad.w358, align 4
+  %1149 = mul nsw i64 %conv3_weight_grad.f340140, 16
+  %1150 = add nsw i64 %1149, %conv3_weight_grad.c341141
   %1151 = mul nsw i64 %1150, 9
   %1152 = add nsw i64 2480, %1151
   %1153 = add nsw i64 %1152, 4
   %grads190 = getelementptr inbounds float, ptr %grads, i64 %1153
-  store float %w351, ptr %grads190, align 4
-  %w352 = load float, ptr %conv3_weight_grad.w352, align 4
-  %1154 = mul nsw i64 %conv3_weight_grad.f333140, 16
-  %1155 = add nsw i64 %1154, %conv3_weight_grad.c334141
+  store float %w358, ptr %grads190, align 4
+  %w359 = load float, ptr %conv3_weight_grad.w359, align 4
+  %1154 = mul nsw i64 %conv3_weight_grad.f340140, 16
+  %1155 = add nsw i64 %1154, %conv3_weight_grad.c341141
   %1156 = mul nsw i64 %1155, 9
   %1157 = add nsw i64 2480, %1156
   %1158 = add nsw i64 %1157, 5
   %grads191 = getelementptr inbounds float, ptr %grads, i64 %1158
-  store float %w352, ptr %grads191, align 4
-  %w353 = load float, ptr %conv3_weight_grad.w353, align 4
-  %1159 = mul nsw i64 %conv3_weight_grad.f333140, 16
-  %1160 = add nsw i64 %1159, %conv3_weight_grad.c334141
+  store float %w359, ptr %grads191, align 4
+  %w360 = load float, ptr %conv3_weight_grad.w360, align 4
+  %1159 = mul nsw i64 %conv3_weight_grad.f340140, 16
+  %1160 = add nsw i64 %1159, %conv3_weight_grad.c341141
   %1161 = mul nsw i64 %1160, 9
   %1162 = add nsw i64 2480, %1161
   %1163 = add nsw i64 %1162, 6
   %grads192 = getelementptr inbounds float, ptr %grads, i64 %1163
-  store float %w353, ptr %grads192, align 4
-  %w354 = load float, ptr %conv3_weight_grad.w354, align 4
-  %1164 = mul nsw i64 %conv3_weight_grad.f333140, 16
-  %1165 = add nsw i64 %1164, %conv3_weight_grad.c334141
+  store float %w360, ptr %grads192, align 4
+  %w361 = load float, ptr %conv3_weight_grad.w361, align 4
+  %1164 = mul nsw i64 %conv3_weight_grad.f340140, 16
+  %1165 = add nsw i64 %1164, %conv3_weight_grad.c341141
   %1166 = mul nsw i64 %1165, 9
   %1167 = add nsw i64 2480, %1166
   %1168 = add nsw i64 %1167, 7
   %grads193 = getelementptr inbounds float, ptr %grads, i64 %1168
-  store float %w354, ptr %grads193, align 4
-  %w355 = load float, ptr %conv3_weight_grad.w355, align 4
-  %1169 = mul nsw i64 %conv3_weight_grad.f333140, 16
-  %1170 = add nsw i64 %1169, %conv3_weight_grad.c334141
+  store float %w361, ptr %grads193, align 4
+  %w362 = load float, ptr %conv3_weight_grad.w362, align 4
+  %1169 = mul nsw i64 %conv3_weight_grad.f340140, 16
+  %1170 = add nsw i64 %1169, %conv3_weight_grad.c341141
   %1171 = mul nsw i64 %1170, 9
   %1172 = add nsw i64 2480, %1171
   %1173 = add nsw i64 %1172, 8
   %grads194 = getelementptr inbounds float, ptr %grads, i64 %1173
-  store float %w355, ptr %grads194, align 4
-  %c334.next = add nsw i64 %conv3_weight_grad.c334141, 1
-  %1174 = icmp slt i64 %c334.next, 16
-  br i1 %1174, label %conv3_weight_grad.c334, label %conv3_weight_grad.c334.end, !llvm.loop !5
+  store float %w362, ptr %grads194, align 4
+  %c341.next = add nsw i64 %conv3_weight_grad.c341141, 1
+  %1174 = icmp slt i64 %c341.next, 16
+  br i1 %1174, label %conv3_weight_grad.c341, label %conv3_weight_grad.c341.end, !llvm.loop !5
 
-conv3_weight_grad.c334.end:                       ; preds = %conv3_weight_grad.c334
-  %f333.next = add nsw i64 %conv3_weight_grad.f333140, 1
-  %1175 = icmp slt i64 %f333.next, 32
-  br i1 %1175, label %conv3_weight_grad.f333, label %conv3_weight_grad.f333.end, !llvm.loop !6
+conv3_weight_grad.c341.end:                       ; preds = %conv3_weight_grad.c341
+  %f340.next = add nsw i64 %conv3_weight_grad.f340140, 1
+  %1175 = icmp slt i64 %f340.next, 32
+  br i1 %1175, label %conv3_weight_grad.f340, label %conv3_weight_grad.f340.end, !llvm.loop !6
 }
 
 ; Function Attrs: noinline
 define internal void @residual_train_b64.k20.conv3_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv3_bias_grad.sum366 = alloca float, align 4
-  %conv3_bias_grad.sum365 = alloca float, align 4
-  %conv3_bias_grad.sum364 = alloca float, align 4
-  %conv3_bias_grad.sum363 = alloca float, align 4
-  %conv3_bias_grad.sum362 = alloca float, align 4
-  %conv3_bias_grad.sum361 = alloca float, align 4
-  %conv3_bias_grad.sum360 = alloca float, align 4
-  %conv3_bias_grad.acc357 = alloca <8 x float>, align 32
-  br label %conv3_bias_grad.f356
+  %conv3_bias_grad.sum373 = alloca float, align 4
+  %conv3_bias_grad.sum372 = alloca float, align 4
+  %conv3_bias_grad.sum371 = alloca float, align 4
+  %conv3_bias_grad.sum370 = alloca float, align 4
+  %conv3_bias_grad.sum369 = alloca float, align 4
+  %conv3_bias_grad.sum368 = alloca float, align 4
+  %conv3_bias_grad.sum367 = alloca float, align 4
+  %conv3_bias_grad.acc364 = alloca <8 x float>, align 32
+  br label %conv3_bias_grad.f363
 
-conv3_bias_grad.f356:                             ; preds = %conv3_bias_grad.img358.end, %entry
-  %conv3_bias_grad.f3561 = phi i64 [ 0, %entry ], [ %f356.next, %conv3_bias_grad.img358.end ]
-  store <8 x float> zeroinitializer, ptr %conv3_bias_grad.acc357, align 32
-  br label %conv3_bias_grad.img358
+conv3_bias_grad.f363:                             ; preds = %conv3_bias_grad.img365.end, %entry
+  %conv3_bias_grad.f3631 = phi i64 [ 0, %entry ], [ %f363.next, %conv3_bias_grad.img365.end ]
+  store <8 x float> zeroinitializer, ptr %conv3_bias_grad.acc364, align 32
+  br label %conv3_bias_grad.img365
 
-conv3_bias_grad.f356.end:                         ; preds = %conv3_bias_grad.img358.end
+conv3_bias_grad.f363.end:                         ; preds = %conv3_bias_grad.img365.end
   ret void
 
-conv3_bias_grad.img358:                           ; preds = %conv3_bias_grad.i359.end, %conv3_bias_grad.f356
-  %conv3_bias_grad.img3582 = phi i64 [ 0, %conv3_bias_grad.f356 ], [ %img358.next, %conv3_bias_grad.i359.end ]
-  br label %conv3_bias_grad.i359
+conv3_bias_grad.img365:                           ; preds = %conv3_bias_grad.i366.end, %conv3_bias_grad.f363
+  %conv3_bias_grad.img3652 = phi i64 [ 0, %conv3_bias_grad.f363 ], [ %img365.next, %conv3_bias_grad.i366.end ]
+  br label %conv3_bias_grad.i366
 
-conv3_bias_grad.img358.end:                       ; preds = %conv3_bias_grad.i359.end
-  %acc3577 = load <8 x float>, ptr %conv3_bias_grad.acc357, align 32
+conv3_bias_grad.img365.end:                       ; preds = %conv3_bias_grad.i366.end
+  %acc3647 = load <8 x float>, ptr %conv3_bias_grad.acc364, align 32
   %arena8 = getelementptr inbounds float, ptr %arena, i64 3411968
-  store <8 x float> %acc3577, ptr %arena8, align 4
+  store <8 x float> %acc3647, ptr %arena8, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 3411968
   %0 = load float, ptr %arena9, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 3411969
   %1 = load float, ptr %arena10, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv3_bias_grad.sum360, align 4
-  %sum360 = load float, ptr %conv3_bias_grad.sum360, align 4
+  store float %2, ptr %conv3_bias_grad.sum367, align 4
+  %sum367 = load float, ptr %conv3_bias_grad.sum367, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 3411970
   %3 = load float, ptr %arena11, align 4
-  %4 = fadd float %sum360, %3
-  store float %4, ptr %conv3_bias_grad.sum361, align 4
-  %sum361 = load float, ptr %conv3_bias_grad.sum361, align 4
+  %4 = fadd float %sum367, %3
+  store float %4, ptr %conv3_bias_grad.sum368, align 4
+  %sum368 = load float, ptr %conv3_bias_grad.sum368, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 3411971
   %5 = load float, ptr %arena12, align 4
-  %6 = fadd float %sum361, %5
-  store float %6, ptr %conv3_bias_grad.sum362, align 4
-  %sum362 = load float, ptr %conv3_bias_grad.sum362, align 4
+  %6 = fadd float %sum368, %5
+  store float %6, ptr %conv3_bias_grad.sum369, align 4
+  %sum369 = load float, ptr %conv3_bias_grad.sum369, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 3411972
   %7 = load float, ptr %arena13, align 4
-  %8 = fadd float %sum362, %7
-  store float %8, ptr %conv3_bias_grad.sum363, align 4
-  %sum363 = load float, ptr %conv3_bias_grad.sum363, align 4
+  %8 = fadd float %sum369, %7
+  store float %8, ptr %conv3_bias_grad.sum370, align 4
+  %sum370 = load float, ptr %conv3_bias_grad.sum370, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 3411973
   %9 = load float, ptr %arena14, align 4
-  %10 = fadd float %sum363, %9
-  store float %10, ptr %conv3_bias_grad.sum364, align 4
-  %sum364 = load float, ptr %conv3_bias_grad.sum364, align 4
+  %10 = fadd float %sum370, %9
+  store float %10, ptr %conv3_bias_grad.sum371, align 4
+  %sum371 = load float, ptr %conv3_bias_grad.sum371, align 4
   %arena15 = getelementptr inbounds float, ptr %arena, i64 3411974
   %11 = load float, ptr %arena15, align 4
-  %12 = fadd float %sum364, %11
-  store float %12, ptr %conv3_bias_grad.sum365, align 4
-  %sum365 = load float, ptr %conv3_bias_grad.sum365, align 4
+  %12 = fadd float %sum371, %11
+  store float %12, ptr %conv3_bias_grad.sum372, align 4
+  %sum372 = load float, ptr %conv3_bias_grad.sum372, align 4
   %arena16 = getelementptr inbounds float, ptr %arena, i64 3411975
   %13 = load float, ptr %arena16, align 4
-  %14 = fadd float %sum365, %13
-  store float %14, ptr %conv3_bias_grad.sum366, align 4
-  %sum366 = load float, ptr %conv3_bias_grad.sum366, align 4
-  %15 = add nsw i64 7088, %conv3_bias_grad.f3561
+  %14 = fadd float %sum372, %13
+  store float %14, ptr %conv3_bias_grad.sum373, align 4
+  %sum373 = load float, ptr %conv3_bias_grad.sum373, align 4
+  %15 = add nsw i64 7088, %conv3_bias_grad.f3631
   %grads17 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum366, ptr %grads17, align 4
-  %f356.next = add nsw i64 %conv3_bias_grad.f3561, 1
-  %16 = icmp slt i64 %f356.next, 32
-  br i1 %16, label %conv3_bias_grad.f356, label %conv3_bias_grad.f356.end
+  store float %sum373, ptr %grads17, align 4
+  %f363.next = add nsw i64 %conv3_bias_grad.f3631, 1
+  %16 = icmp slt i64 %f363.next, 32
+  br i1 %16, label %conv3_bias_grad.f363, label %conv3_bias_grad.f363.end
 
-conv3_bias_grad.i359:                             ; preds = %conv3_bias_grad.i359, %conv3_bias_grad.img358
-  %conv3_bias_grad.i3593 = phi i64 [ 0, %conv3_bias_grad.img358 ], [ %i359.next, %conv3_bias_grad.i359 ]
-  %17 = mul nsw i64 %conv3_bias_grad.img3582, 6272
+conv3_bias_grad.i366:                             ; preds = %conv3_bias_grad.i366, %conv3_bias_grad.img365
+  %conv3_bias_grad.i3663 = phi i64 [ 0, %conv3_bias_grad.img365 ], [ %i366.next, %conv3_bias_grad.i366 ]
+  %17 = mul nsw i64 %conv3_bias_grad.img3652, 6272
   %18 = add nsw i64 4616192, %17
-  %19 = mul nsw i64 %conv3_bias_grad.f3561, 196
+  %19 = mul nsw i64 %conv3_bias_grad.f3631, 196
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv3_bias_grad.i3593, 8
+  %21 = mul nsw i64 %conv3_bias_grad.i3663, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc357 = load <8 x float>, ptr %conv3_bias_grad.acc357, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc357)
-  store <8 x float> %24, ptr %conv3_bias_grad.acc357, align 32
-  %i359.next = add nsw i64 %conv3_bias_grad.i3593, 1
-  %25 = icmp slt i64 %i359.next, 24
-  br i1 %25, label %conv3_bias_grad.i359, label %conv3_bias_grad.i359.end
+  %acc364 = load <8 x float>, ptr %conv3_bias_grad.acc364, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc364)
+  store <8 x float> %24, ptr %conv3_bias_grad.acc364, align 32
+  %i366.next = add nsw i64 %conv3_bias_grad.i3663, 1
+  %25 = icmp slt i64 %i366.next, 24
+  br i1 %25, label %conv3_bias_grad.i366, label %conv3_bias_grad.i366.end
 
-conv3_bias_grad.i359.end:                         ; preds = %conv3_bias_grad.i359
-  %26 = mul nsw i64 %conv3_bias_grad.img3582, 6272
+conv3_bias_grad.i366.end:                         ; preds = %conv3_bias_grad.i366
+  %26 = mul nsw i64 %conv3_bias_grad.img3652, 6272
   %27 = add nsw i64 4616192, %26
-  %28 = mul nsw i64 %conv3_bias_grad.f3561, 196
+  %28 = mul nsw i64 %conv3_bias_grad.f3631, 196
   %29 = add nsw i64 %27, %28
   %30 = add nsw i64 %29, 192
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = call <8 x float> @llvm.masked.load.v8f32.p0(ptr %arena5, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false>, <8 x float> zeroinitializer)
-  %acc3576 = load <8 x float>, ptr %conv3_bias_grad.acc357, align 32
-  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %31, <8 x float> %acc3576)
-  store <8 x float> %32, ptr %conv3_bias_grad.acc357, align 32
-  %img358.next = add nsw i64 %conv3_bias_grad.img3582, 1
-  %33 = icmp slt i64 %img358.next, 64
-  br i1 %33, label %conv3_bias_grad.img358, label %conv3_bias_grad.img358.end
+  %acc3646 = load <8 x float>, ptr %conv3_bias_grad.acc364, align 32
+  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %31, <8 x float> %acc3646)
+  store <8 x float> %32, ptr %conv3_bias_grad.acc364, align 32
+  %img365.next = add nsw i64 %conv3_bias_grad.img3652, 1
+  %33 = icmp slt i64 %img365.next, 64
+  br i1 %33, label %conv3_bias_grad.img365, label %conv3_bias_grad.img365.end
 }
-
-; Function Attrs: nocallback nofree nosync nounwind willreturn memory(argmem: read)
-declare <8 x float> @llvm.masked.load.v8f32.p0(ptr nocapture, i32 immarg, <8 x i1>, <8 x float>) #3
 
 ; Function Attrs: noinline
 define internal void @residual_train_b64.k21.pool_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %pool_grad.w469 = alloca <8 x float>, align 32
+  %pool_grad.w468 = alloca <8 x float>, align 32
+  %pool_grad.w467 = alloca <8 x float>, align 32
+  %pool_grad.w466 = alloca <8 x float>, align 32
+  %pool_grad.w465 = alloca <8 x float>, align 32
+  %pool_grad.w464 = alloca <8 x float>, align 32
+  %pool_grad.w463 = alloca <8 x float>, align 32
   %pool_grad.w462 = alloca <8 x float>, align 32
   %pool_grad.w461 = alloca <8 x float>, align 32
   %pool_grad.w460 = alloca <8 x float>, align 32
   %pool_grad.w459 = alloca <8 x float>, align 32
   %pool_grad.w458 = alloca <8 x float>, align 32
-  %pool_grad.w457 = alloca <8 x float>, align 32
-  %pool_grad.w456 = alloca <8 x float>, align 32
-  %pool_grad.w455 = alloca <8 x float>, align 32
-  %pool_grad.w454 = alloca <8 x float>, align 32
-  %pool_grad.w453 = alloca <8 x float>, align 32
-  %pool_grad.w452 = alloca <8 x float>, align 32
-  %pool_grad.w451 = alloca <8 x float>, align 32
+  %pool_grad.w445 = alloca <8 x float>, align 32
+  %pool_grad.w444 = alloca <8 x float>, align 32
+  %pool_grad.w443 = alloca <8 x float>, align 32
+  %pool_grad.w442 = alloca <8 x float>, align 32
+  %pool_grad.w441 = alloca <8 x float>, align 32
+  %pool_grad.w440 = alloca <8 x float>, align 32
+  %pool_grad.w439 = alloca <8 x float>, align 32
   %pool_grad.w438 = alloca <8 x float>, align 32
   %pool_grad.w437 = alloca <8 x float>, align 32
   %pool_grad.w436 = alloca <8 x float>, align 32
@@ -8319,13 +8381,13 @@ entry:
   %pool_grad.w416 = alloca <8 x float>, align 32
   %pool_grad.w415 = alloca <8 x float>, align 32
   %pool_grad.w414 = alloca <8 x float>, align 32
-  %pool_grad.w413 = alloca <8 x float>, align 32
-  %pool_grad.w412 = alloca <8 x float>, align 32
-  %pool_grad.w411 = alloca <8 x float>, align 32
-  %pool_grad.w410 = alloca <8 x float>, align 32
-  %pool_grad.w409 = alloca <8 x float>, align 32
-  %pool_grad.w408 = alloca <8 x float>, align 32
-  %pool_grad.w407 = alloca <8 x float>, align 32
+  %pool_grad.w403 = alloca float, align 4
+  %pool_grad.w402 = alloca float, align 4
+  %pool_grad.w401 = alloca float, align 4
+  %pool_grad.w400 = alloca float, align 4
+  %pool_grad.w399 = alloca float, align 4
+  %pool_grad.w398 = alloca float, align 4
+  %pool_grad.w397 = alloca float, align 4
   %pool_grad.w396 = alloca float, align 4
   %pool_grad.w395 = alloca float, align 4
   %pool_grad.w394 = alloca float, align 4
@@ -8347,49 +8409,42 @@ entry:
   %pool_grad.w378 = alloca float, align 4
   %pool_grad.w377 = alloca float, align 4
   %pool_grad.w376 = alloca float, align 4
-  %pool_grad.w375 = alloca float, align 4
-  %pool_grad.w374 = alloca float, align 4
-  %pool_grad.w373 = alloca float, align 4
-  %pool_grad.w372 = alloca float, align 4
-  %pool_grad.w371 = alloca float, align 4
-  %pool_grad.w370 = alloca float, align 4
-  %pool_grad.w369 = alloca float, align 4
-  br label %pool_grad.ci367
+  br label %pool_grad.ci374
 
-pool_grad.ci367:                                  ; preds = %pool_grad.co368.end, %entry
-  %pool_grad.ci3671 = phi i64 [ 0, %entry ], [ %ci367.next, %pool_grad.co368.end ]
-  br label %pool_grad.co368
+pool_grad.ci374:                                  ; preds = %pool_grad.co375.end, %entry
+  %pool_grad.ci3741 = phi i64 [ 0, %entry ], [ %ci374.next, %pool_grad.co375.end ]
+  br label %pool_grad.co375
 
-pool_grad.ci367.end:                              ; preds = %pool_grad.co368.end
-  br label %pool_grad.i397
+pool_grad.ci374.end:                              ; preds = %pool_grad.co375.end
+  br label %pool_grad.i404
 
-pool_grad.co368:                                  ; preds = %pool_grad.co368, %pool_grad.ci367
-  %pool_grad.co3682 = phi i64 [ 0, %pool_grad.ci367 ], [ %co368.next, %pool_grad.co368 ]
-  %0 = mul nsw i64 %pool_grad.ci3671, 16
-  %1 = add nsw i64 %0, %pool_grad.co3682
+pool_grad.co375:                                  ; preds = %pool_grad.co375, %pool_grad.ci374
+  %pool_grad.co3752 = phi i64 [ 0, %pool_grad.ci374 ], [ %co375.next, %pool_grad.co375 ]
+  %0 = mul nsw i64 %pool_grad.ci3741, 16
+  %1 = add nsw i64 %0, %pool_grad.co3752
   %2 = mul nsw i64 %1, 9
   %3 = add nsw i64 2480, %2
   %4 = add nsw i64 %3, 8
   %params3 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params3, align 4
-  store float %5, ptr %pool_grad.w369, align 4
-  %6 = mul nsw i64 %pool_grad.ci3671, 16
-  %7 = add nsw i64 %6, %pool_grad.co3682
+  store float %5, ptr %pool_grad.w376, align 4
+  %6 = mul nsw i64 %pool_grad.ci3741, 16
+  %7 = add nsw i64 %6, %pool_grad.co3752
   %8 = mul nsw i64 %7, 9
   %9 = add nsw i64 2480, %8
   %10 = add nsw i64 %9, 8
   %params4 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load float, ptr %params4, align 4
-  %12 = mul nsw i64 %pool_grad.ci3671, 16
-  %13 = add nsw i64 %12, %pool_grad.co3682
+  %12 = mul nsw i64 %pool_grad.ci3741, 16
+  %13 = add nsw i64 %12, %pool_grad.co3752
   %14 = mul nsw i64 %13, 9
   %15 = add nsw i64 2480, %14
   %16 = add nsw i64 %15, 5
   %params5 = getelementptr inbounds float, ptr %params, i64 %16
   %17 = load float, ptr %params5, align 4
   %18 = fadd float %11, %17
-  %19 = mul nsw i64 %pool_grad.ci3671, 16
-  %20 = add nsw i64 %19, %pool_grad.co3682
+  %19 = mul nsw i64 %pool_grad.ci3741, 16
+  %20 = add nsw i64 %19, %pool_grad.co3752
   %21 = mul nsw i64 %20, 9
   %22 = add nsw i64 2480, %21
   %23 = add nsw i64 %22, 2
@@ -8397,24 +8452,24 @@ pool_grad.co368:                                  ; preds = %pool_grad.co368, %p
   %24 = load float, ptr %params6, align 4
   %25 = fadd float %18, %24
   %26 = fmul float %25, 5.000000e-01
-  store float %26, ptr %pool_grad.w370, align 4
-  %27 = mul nsw i64 %pool_grad.ci3671, 16
-  %28 = add nsw i64 %27, %pool_grad.co3682
+  store float %26, ptr %pool_grad.w377, align 4
+  %27 = mul nsw i64 %pool_grad.ci3741, 16
+  %28 = add nsw i64 %27, %pool_grad.co3752
   %29 = mul nsw i64 %28, 9
   %30 = add nsw i64 2480, %29
   %31 = add nsw i64 %30, 8
   %params7 = getelementptr inbounds float, ptr %params, i64 %31
   %32 = load float, ptr %params7, align 4
-  %33 = mul nsw i64 %pool_grad.ci3671, 16
-  %34 = add nsw i64 %33, %pool_grad.co3682
+  %33 = mul nsw i64 %pool_grad.ci3741, 16
+  %34 = add nsw i64 %33, %pool_grad.co3752
   %35 = mul nsw i64 %34, 9
   %36 = add nsw i64 2480, %35
   %37 = add nsw i64 %36, 2
   %params8 = getelementptr inbounds float, ptr %params, i64 %37
   %38 = load float, ptr %params8, align 4
   %39 = fadd float %32, %38
-  %40 = mul nsw i64 %pool_grad.ci3671, 16
-  %41 = add nsw i64 %40, %pool_grad.co3682
+  %40 = mul nsw i64 %pool_grad.ci3741, 16
+  %41 = add nsw i64 %40, %pool_grad.co3752
   %42 = mul nsw i64 %41, 9
   %43 = add nsw i64 2480, %42
   %44 = add nsw i64 %43, 5
@@ -8422,40 +8477,40 @@ pool_grad.co368:                                  ; preds = %pool_grad.co368, %p
   %45 = load float, ptr %params9, align 4
   %46 = fsub float %39, %45
   %47 = fmul float %46, 5.000000e-01
-  store float %47, ptr %pool_grad.w371, align 4
-  %48 = mul nsw i64 %pool_grad.ci3671, 16
-  %49 = add nsw i64 %48, %pool_grad.co3682
+  store float %47, ptr %pool_grad.w378, align 4
+  %48 = mul nsw i64 %pool_grad.ci3741, 16
+  %49 = add nsw i64 %48, %pool_grad.co3752
   %50 = mul nsw i64 %49, 9
   %51 = add nsw i64 2480, %50
   %52 = add nsw i64 %51, 2
   %params10 = getelementptr inbounds float, ptr %params, i64 %52
   %53 = load float, ptr %params10, align 4
-  store float %53, ptr %pool_grad.w372, align 4
-  %54 = mul nsw i64 %pool_grad.ci3671, 16
-  %55 = add nsw i64 %54, %pool_grad.co3682
+  store float %53, ptr %pool_grad.w379, align 4
+  %54 = mul nsw i64 %pool_grad.ci3741, 16
+  %55 = add nsw i64 %54, %pool_grad.co3752
   %56 = mul nsw i64 %55, 9
   %57 = add nsw i64 2480, %56
   %58 = add nsw i64 %57, 7
   %params11 = getelementptr inbounds float, ptr %params, i64 %58
   %59 = load float, ptr %params11, align 4
-  store float %59, ptr %pool_grad.w373, align 4
-  %60 = mul nsw i64 %pool_grad.ci3671, 16
-  %61 = add nsw i64 %60, %pool_grad.co3682
+  store float %59, ptr %pool_grad.w380, align 4
+  %60 = mul nsw i64 %pool_grad.ci3741, 16
+  %61 = add nsw i64 %60, %pool_grad.co3752
   %62 = mul nsw i64 %61, 9
   %63 = add nsw i64 2480, %62
   %64 = add nsw i64 %63, 7
   %params12 = getelementptr inbounds float, ptr %params, i64 %64
   %65 = load float, ptr %params12, align 4
-  %66 = mul nsw i64 %pool_grad.ci3671, 16
-  %67 = add nsw i64 %66, %pool_grad.co3682
+  %66 = mul nsw i64 %pool_grad.ci3741, 16
+  %67 = add nsw i64 %66, %pool_grad.co3752
   %68 = mul nsw i64 %67, 9
   %69 = add nsw i64 2480, %68
   %70 = add nsw i64 %69, 4
   %params13 = getelementptr inbounds float, ptr %params, i64 %70
   %71 = load float, ptr %params13, align 4
   %72 = fadd float %65, %71
-  %73 = mul nsw i64 %pool_grad.ci3671, 16
-  %74 = add nsw i64 %73, %pool_grad.co3682
+  %73 = mul nsw i64 %pool_grad.ci3741, 16
+  %74 = add nsw i64 %73, %pool_grad.co3752
   %75 = mul nsw i64 %74, 9
   %76 = add nsw i64 2480, %75
   %77 = add nsw i64 %76, 1
@@ -8463,24 +8518,24 @@ pool_grad.co368:                                  ; preds = %pool_grad.co368, %p
   %78 = load float, ptr %params14, align 4
   %79 = fadd float %72, %78
   %80 = fmul float %79, 5.000000e-01
-  store float %80, ptr %pool_grad.w374, align 4
-  %81 = mul nsw i64 %pool_grad.ci3671, 16
-  %82 = add nsw i64 %81, %pool_grad.co3682
+  store float %80, ptr %pool_grad.w381, align 4
+  %81 = mul nsw i64 %pool_grad.ci3741, 16
+  %82 = add nsw i64 %81, %pool_grad.co3752
   %83 = mul nsw i64 %82, 9
   %84 = add nsw i64 2480, %83
   %85 = add nsw i64 %84, 7
   %params15 = getelementptr inbounds float, ptr %params, i64 %85
   %86 = load float, ptr %params15, align 4
-  %87 = mul nsw i64 %pool_grad.ci3671, 16
-  %88 = add nsw i64 %87, %pool_grad.co3682
+  %87 = mul nsw i64 %pool_grad.ci3741, 16
+  %88 = add nsw i64 %87, %pool_grad.co3752
   %89 = mul nsw i64 %88, 9
   %90 = add nsw i64 2480, %89
   %91 = add nsw i64 %90, 1
   %params16 = getelementptr inbounds float, ptr %params, i64 %91
   %92 = load float, ptr %params16, align 4
   %93 = fadd float %86, %92
-  %94 = mul nsw i64 %pool_grad.ci3671, 16
-  %95 = add nsw i64 %94, %pool_grad.co3682
+  %94 = mul nsw i64 %pool_grad.ci3741, 16
+  %95 = add nsw i64 %94, %pool_grad.co3752
   %96 = mul nsw i64 %95, 9
   %97 = add nsw i64 2480, %96
   %98 = add nsw i64 %97, 4
@@ -8488,63 +8543,63 @@ pool_grad.co368:                                  ; preds = %pool_grad.co368, %p
   %99 = load float, ptr %params17, align 4
   %100 = fsub float %93, %99
   %101 = fmul float %100, 5.000000e-01
-  store float %101, ptr %pool_grad.w375, align 4
-  %102 = mul nsw i64 %pool_grad.ci3671, 16
-  %103 = add nsw i64 %102, %pool_grad.co3682
+  store float %101, ptr %pool_grad.w382, align 4
+  %102 = mul nsw i64 %pool_grad.ci3741, 16
+  %103 = add nsw i64 %102, %pool_grad.co3752
   %104 = mul nsw i64 %103, 9
   %105 = add nsw i64 2480, %104
   %106 = add nsw i64 %105, 1
   %params18 = getelementptr inbounds float, ptr %params, i64 %106
   %107 = load float, ptr %params18, align 4
-  store float %107, ptr %pool_grad.w376, align 4
-  %108 = mul nsw i64 %pool_grad.ci3671, 16
-  %109 = add nsw i64 %108, %pool_grad.co3682
+  store float %107, ptr %pool_grad.w383, align 4
+  %108 = mul nsw i64 %pool_grad.ci3741, 16
+  %109 = add nsw i64 %108, %pool_grad.co3752
   %110 = mul nsw i64 %109, 9
   %111 = add nsw i64 2480, %110
   %112 = add nsw i64 %111, 6
   %params19 = getelementptr inbounds float, ptr %params, i64 %112
   %113 = load float, ptr %params19, align 4
-  store float %113, ptr %pool_grad.w377, align 4
-  %114 = mul nsw i64 %pool_grad.ci3671, 16
-  %115 = add nsw i64 %114, %pool_grad.co3682
+  store float %113, ptr %pool_grad.w384, align 4
+  %114 = mul nsw i64 %pool_grad.ci3741, 16
+  %115 = add nsw i64 %114, %pool_grad.co3752
   %116 = mul nsw i64 %115, 9
   %117 = add nsw i64 2480, %116
   %118 = add nsw i64 %117, 6
   %params20 = getelementptr inbounds float, ptr %params, i64 %118
   %119 = load float, ptr %params20, align 4
-  %120 = mul nsw i64 %pool_grad.ci3671, 16
-  %121 = add nsw i64 %120, %pool_grad.co3682
+  %120 = mul nsw i64 %pool_grad.ci3741, 16
+  %121 = add nsw i64 %120, %pool_grad.co3752
   %122 = mul nsw i64 %121, 9
   %123 = add nsw i64 2480, %122
   %124 = add nsw i64 %123, 3
   %params21 = getelementptr inbounds float, ptr %params, i64 %124
   %125 = load float, ptr %params21, align 4
   %126 = fadd float %119, %125
-  %127 = mul nsw i64 %pool_grad.ci3671, 16
-  %128 = add nsw i64 %127, %pool_grad.co3682
+  %127 = mul nsw i64 %pool_grad.ci3741, 16
+  %128 = add nsw i64 %127, %pool_grad.co3752
   %129 = mul nsw i64 %128, 9
   %130 = add nsw i64 2480, %129
   %params22 = getelementptr inbounds float, ptr %params, i64 %130
   %131 = load float, ptr %params22, align 4
   %132 = fadd float %126, %131
   %133 = fmul float %132, 5.000000e-01
-  store float %133, ptr %pool_grad.w378, align 4
-  %134 = mul nsw i64 %pool_grad.ci3671, 16
-  %135 = add nsw i64 %134, %pool_grad.co3682
+  store float %133, ptr %pool_grad.w385, align 4
+  %134 = mul nsw i64 %pool_grad.ci3741, 16
+  %135 = add nsw i64 %134, %pool_grad.co3752
   %136 = mul nsw i64 %135, 9
   %137 = add nsw i64 2480, %136
   %138 = add nsw i64 %137, 6
   %params23 = getelementptr inbounds float, ptr %params, i64 %138
   %139 = load float, ptr %params23, align 4
-  %140 = mul nsw i64 %pool_grad.ci3671, 16
-  %141 = add nsw i64 %140, %pool_grad.co3682
+  %140 = mul nsw i64 %pool_grad.ci3741, 16
+  %141 = add nsw i64 %140, %pool_grad.co3752
   %142 = mul nsw i64 %141, 9
   %143 = add nsw i64 2480, %142
   %params24 = getelementptr inbounds float, ptr %params, i64 %143
   %144 = load float, ptr %params24, align 4
   %145 = fadd float %139, %144
-  %146 = mul nsw i64 %pool_grad.ci3671, 16
-  %147 = add nsw i64 %146, %pool_grad.co3682
+  %146 = mul nsw i64 %pool_grad.ci3741, 16
+  %147 = add nsw i64 %146, %pool_grad.co3752
   %148 = mul nsw i64 %147, 9
   %149 = add nsw i64 2480, %148
   %150 = add nsw i64 %149, 3
@@ -8552,2227 +8607,2234 @@ pool_grad.co368:                                  ; preds = %pool_grad.co368, %p
   %151 = load float, ptr %params25, align 4
   %152 = fsub float %145, %151
   %153 = fmul float %152, 5.000000e-01
-  store float %153, ptr %pool_grad.w379, align 4
-  %154 = mul nsw i64 %pool_grad.ci3671, 16
-  %155 = add nsw i64 %154, %pool_grad.co3682
+  store float %153, ptr %pool_grad.w386, align 4
+  %154 = mul nsw i64 %pool_grad.ci3741, 16
+  %155 = add nsw i64 %154, %pool_grad.co3752
   %156 = mul nsw i64 %155, 9
   %157 = add nsw i64 2480, %156
   %params26 = getelementptr inbounds float, ptr %params, i64 %157
   %158 = load float, ptr %params26, align 4
-  store float %158, ptr %pool_grad.w380, align 4
-  %w369 = load float, ptr %pool_grad.w369, align 4
-  store float %w369, ptr %pool_grad.w381, align 4
-  %w36927 = load float, ptr %pool_grad.w369, align 4
-  %w373 = load float, ptr %pool_grad.w373, align 4
-  %159 = fadd float %w36927, %w373
-  %w377 = load float, ptr %pool_grad.w377, align 4
-  %160 = fadd float %159, %w377
-  %161 = fmul float %160, 5.000000e-01
-  store float %161, ptr %pool_grad.w382, align 4
-  %w36928 = load float, ptr %pool_grad.w369, align 4
-  %w37729 = load float, ptr %pool_grad.w377, align 4
-  %162 = fadd float %w36928, %w37729
-  %w37330 = load float, ptr %pool_grad.w373, align 4
-  %163 = fsub float %162, %w37330
-  %164 = fmul float %163, 5.000000e-01
-  store float %164, ptr %pool_grad.w383, align 4
-  %w37731 = load float, ptr %pool_grad.w377, align 4
-  store float %w37731, ptr %pool_grad.w384, align 4
-  %w370 = load float, ptr %pool_grad.w370, align 4
-  store float %w370, ptr %pool_grad.w385, align 4
-  %w37032 = load float, ptr %pool_grad.w370, align 4
-  %w374 = load float, ptr %pool_grad.w374, align 4
-  %165 = fadd float %w37032, %w374
-  %w378 = load float, ptr %pool_grad.w378, align 4
-  %166 = fadd float %165, %w378
-  %167 = fmul float %166, 5.000000e-01
-  store float %167, ptr %pool_grad.w386, align 4
-  %w37033 = load float, ptr %pool_grad.w370, align 4
-  %w37834 = load float, ptr %pool_grad.w378, align 4
-  %168 = fadd float %w37033, %w37834
-  %w37435 = load float, ptr %pool_grad.w374, align 4
-  %169 = fsub float %168, %w37435
-  %170 = fmul float %169, 5.000000e-01
-  store float %170, ptr %pool_grad.w387, align 4
-  %w37836 = load float, ptr %pool_grad.w378, align 4
-  store float %w37836, ptr %pool_grad.w388, align 4
-  %w371 = load float, ptr %pool_grad.w371, align 4
-  store float %w371, ptr %pool_grad.w389, align 4
-  %w37137 = load float, ptr %pool_grad.w371, align 4
-  %w375 = load float, ptr %pool_grad.w375, align 4
-  %171 = fadd float %w37137, %w375
-  %w379 = load float, ptr %pool_grad.w379, align 4
-  %172 = fadd float %171, %w379
-  %173 = fmul float %172, 5.000000e-01
-  store float %173, ptr %pool_grad.w390, align 4
-  %w37138 = load float, ptr %pool_grad.w371, align 4
-  %w37939 = load float, ptr %pool_grad.w379, align 4
-  %174 = fadd float %w37138, %w37939
-  %w37540 = load float, ptr %pool_grad.w375, align 4
-  %175 = fsub float %174, %w37540
-  %176 = fmul float %175, 5.000000e-01
-  store float %176, ptr %pool_grad.w391, align 4
-  %w37941 = load float, ptr %pool_grad.w379, align 4
-  store float %w37941, ptr %pool_grad.w392, align 4
-  %w372 = load float, ptr %pool_grad.w372, align 4
-  store float %w372, ptr %pool_grad.w393, align 4
-  %w37242 = load float, ptr %pool_grad.w372, align 4
+  store float %158, ptr %pool_grad.w387, align 4
   %w376 = load float, ptr %pool_grad.w376, align 4
-  %177 = fadd float %w37242, %w376
+  store float %w376, ptr %pool_grad.w388, align 4
+  %w37627 = load float, ptr %pool_grad.w376, align 4
   %w380 = load float, ptr %pool_grad.w380, align 4
-  %178 = fadd float %177, %w380
-  %179 = fmul float %178, 5.000000e-01
-  store float %179, ptr %pool_grad.w394, align 4
-  %w37243 = load float, ptr %pool_grad.w372, align 4
-  %w38044 = load float, ptr %pool_grad.w380, align 4
-  %180 = fadd float %w37243, %w38044
-  %w37645 = load float, ptr %pool_grad.w376, align 4
-  %181 = fsub float %180, %w37645
-  %182 = fmul float %181, 5.000000e-01
-  store float %182, ptr %pool_grad.w395, align 4
-  %w38046 = load float, ptr %pool_grad.w380, align 4
-  store float %w38046, ptr %pool_grad.w396, align 4
-  %w381 = load float, ptr %pool_grad.w381, align 4
-  %183 = mul nsw i64 %pool_grad.ci3671, 16
-  %184 = add nsw i64 3615376, %183
-  %185 = add nsw i64 %184, %pool_grad.co3682
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
-  store float %w381, ptr %arena47, align 4
-  %w382 = load float, ptr %pool_grad.w382, align 4
-  %186 = mul nsw i64 %pool_grad.ci3671, 16
-  %187 = add nsw i64 3615888, %186
-  %188 = add nsw i64 %187, %pool_grad.co3682
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
-  store float %w382, ptr %arena48, align 4
-  %w383 = load float, ptr %pool_grad.w383, align 4
-  %189 = mul nsw i64 %pool_grad.ci3671, 16
-  %190 = add nsw i64 3616400, %189
-  %191 = add nsw i64 %190, %pool_grad.co3682
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
-  store float %w383, ptr %arena49, align 4
+  %159 = fadd float %w37627, %w380
   %w384 = load float, ptr %pool_grad.w384, align 4
-  %192 = mul nsw i64 %pool_grad.ci3671, 16
-  %193 = add nsw i64 3616912, %192
-  %194 = add nsw i64 %193, %pool_grad.co3682
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
-  store float %w384, ptr %arena50, align 4
+  %160 = fadd float %159, %w384
+  %161 = fmul float %160, 5.000000e-01
+  store float %161, ptr %pool_grad.w389, align 4
+  %w37628 = load float, ptr %pool_grad.w376, align 4
+  %w38429 = load float, ptr %pool_grad.w384, align 4
+  %162 = fadd float %w37628, %w38429
+  %w38030 = load float, ptr %pool_grad.w380, align 4
+  %163 = fsub float %162, %w38030
+  %164 = fmul float %163, 5.000000e-01
+  store float %164, ptr %pool_grad.w390, align 4
+  %w38431 = load float, ptr %pool_grad.w384, align 4
+  store float %w38431, ptr %pool_grad.w391, align 4
+  %w377 = load float, ptr %pool_grad.w377, align 4
+  store float %w377, ptr %pool_grad.w392, align 4
+  %w37732 = load float, ptr %pool_grad.w377, align 4
+  %w381 = load float, ptr %pool_grad.w381, align 4
+  %165 = fadd float %w37732, %w381
   %w385 = load float, ptr %pool_grad.w385, align 4
-  %195 = mul nsw i64 %pool_grad.ci3671, 16
-  %196 = add nsw i64 3617424, %195
-  %197 = add nsw i64 %196, %pool_grad.co3682
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
-  store float %w385, ptr %arena51, align 4
+  %166 = fadd float %165, %w385
+  %167 = fmul float %166, 5.000000e-01
+  store float %167, ptr %pool_grad.w393, align 4
+  %w37733 = load float, ptr %pool_grad.w377, align 4
+  %w38534 = load float, ptr %pool_grad.w385, align 4
+  %168 = fadd float %w37733, %w38534
+  %w38135 = load float, ptr %pool_grad.w381, align 4
+  %169 = fsub float %168, %w38135
+  %170 = fmul float %169, 5.000000e-01
+  store float %170, ptr %pool_grad.w394, align 4
+  %w38536 = load float, ptr %pool_grad.w385, align 4
+  store float %w38536, ptr %pool_grad.w395, align 4
+  %w378 = load float, ptr %pool_grad.w378, align 4
+  store float %w378, ptr %pool_grad.w396, align 4
+  %w37837 = load float, ptr %pool_grad.w378, align 4
+  %w382 = load float, ptr %pool_grad.w382, align 4
+  %171 = fadd float %w37837, %w382
   %w386 = load float, ptr %pool_grad.w386, align 4
-  %198 = mul nsw i64 %pool_grad.ci3671, 16
-  %199 = add nsw i64 3617936, %198
-  %200 = add nsw i64 %199, %pool_grad.co3682
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
-  store float %w386, ptr %arena52, align 4
+  %172 = fadd float %171, %w386
+  %173 = fmul float %172, 5.000000e-01
+  store float %173, ptr %pool_grad.w397, align 4
+  %w37838 = load float, ptr %pool_grad.w378, align 4
+  %w38639 = load float, ptr %pool_grad.w386, align 4
+  %174 = fadd float %w37838, %w38639
+  %w38240 = load float, ptr %pool_grad.w382, align 4
+  %175 = fsub float %174, %w38240
+  %176 = fmul float %175, 5.000000e-01
+  store float %176, ptr %pool_grad.w398, align 4
+  %w38641 = load float, ptr %pool_grad.w386, align 4
+  store float %w38641, ptr %pool_grad.w399, align 4
+  %w379 = load float, ptr %pool_grad.w379, align 4
+  store float %w379, ptr %pool_grad.w400, align 4
+  %w37942 = load float, ptr %pool_grad.w379, align 4
+  %w383 = load float, ptr %pool_grad.w383, align 4
+  %177 = fadd float %w37942, %w383
   %w387 = load float, ptr %pool_grad.w387, align 4
-  %201 = mul nsw i64 %pool_grad.ci3671, 16
-  %202 = add nsw i64 3618448, %201
-  %203 = add nsw i64 %202, %pool_grad.co3682
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
-  store float %w387, ptr %arena53, align 4
+  %178 = fadd float %177, %w387
+  %179 = fmul float %178, 5.000000e-01
+  store float %179, ptr %pool_grad.w401, align 4
+  %w37943 = load float, ptr %pool_grad.w379, align 4
+  %w38744 = load float, ptr %pool_grad.w387, align 4
+  %180 = fadd float %w37943, %w38744
+  %w38345 = load float, ptr %pool_grad.w383, align 4
+  %181 = fsub float %180, %w38345
+  %182 = fmul float %181, 5.000000e-01
+  store float %182, ptr %pool_grad.w402, align 4
+  %w38746 = load float, ptr %pool_grad.w387, align 4
+  store float %w38746, ptr %pool_grad.w403, align 4
   %w388 = load float, ptr %pool_grad.w388, align 4
-  %204 = mul nsw i64 %pool_grad.ci3671, 16
-  %205 = add nsw i64 3618960, %204
-  %206 = add nsw i64 %205, %pool_grad.co3682
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %w388, ptr %arena54, align 4
+  %183 = mul nsw i64 %pool_grad.ci3741, 16
+  %184 = add nsw i64 3615376, %183
+  %185 = add nsw i64 %184, %pool_grad.co3752
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
+  store float %w388, ptr %arena47, align 4
   %w389 = load float, ptr %pool_grad.w389, align 4
-  %207 = mul nsw i64 %pool_grad.ci3671, 16
-  %208 = add nsw i64 3619472, %207
-  %209 = add nsw i64 %208, %pool_grad.co3682
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float %w389, ptr %arena55, align 4
+  %186 = mul nsw i64 %pool_grad.ci3741, 16
+  %187 = add nsw i64 3615888, %186
+  %188 = add nsw i64 %187, %pool_grad.co3752
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
+  store float %w389, ptr %arena48, align 4
   %w390 = load float, ptr %pool_grad.w390, align 4
-  %210 = mul nsw i64 %pool_grad.ci3671, 16
-  %211 = add nsw i64 3619984, %210
-  %212 = add nsw i64 %211, %pool_grad.co3682
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
-  store float %w390, ptr %arena56, align 4
+  %189 = mul nsw i64 %pool_grad.ci3741, 16
+  %190 = add nsw i64 3616400, %189
+  %191 = add nsw i64 %190, %pool_grad.co3752
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
+  store float %w390, ptr %arena49, align 4
   %w391 = load float, ptr %pool_grad.w391, align 4
-  %213 = mul nsw i64 %pool_grad.ci3671, 16
-  %214 = add nsw i64 3620496, %213
-  %215 = add nsw i64 %214, %pool_grad.co3682
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %w391, ptr %arena57, align 4
+  %192 = mul nsw i64 %pool_grad.ci3741, 16
+  %193 = add nsw i64 3616912, %192
+  %194 = add nsw i64 %193, %pool_grad.co3752
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
+  store float %w391, ptr %arena50, align 4
   %w392 = load float, ptr %pool_grad.w392, align 4
-  %216 = mul nsw i64 %pool_grad.ci3671, 16
-  %217 = add nsw i64 3621008, %216
-  %218 = add nsw i64 %217, %pool_grad.co3682
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
-  store float %w392, ptr %arena58, align 4
+  %195 = mul nsw i64 %pool_grad.ci3741, 16
+  %196 = add nsw i64 3617424, %195
+  %197 = add nsw i64 %196, %pool_grad.co3752
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
+  store float %w392, ptr %arena51, align 4
   %w393 = load float, ptr %pool_grad.w393, align 4
-  %219 = mul nsw i64 %pool_grad.ci3671, 16
-  %220 = add nsw i64 3621520, %219
-  %221 = add nsw i64 %220, %pool_grad.co3682
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
-  store float %w393, ptr %arena59, align 4
+  %198 = mul nsw i64 %pool_grad.ci3741, 16
+  %199 = add nsw i64 3617936, %198
+  %200 = add nsw i64 %199, %pool_grad.co3752
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
+  store float %w393, ptr %arena52, align 4
   %w394 = load float, ptr %pool_grad.w394, align 4
-  %222 = mul nsw i64 %pool_grad.ci3671, 16
-  %223 = add nsw i64 3622032, %222
-  %224 = add nsw i64 %223, %pool_grad.co3682
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
-  store float %w394, ptr %arena60, align 4
+  %201 = mul nsw i64 %pool_grad.ci3741, 16
+  %202 = add nsw i64 3618448, %201
+  %203 = add nsw i64 %202, %pool_grad.co3752
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
+  store float %w394, ptr %arena53, align 4
   %w395 = load float, ptr %pool_grad.w395, align 4
-  %225 = mul nsw i64 %pool_grad.ci3671, 16
-  %226 = add nsw i64 3622544, %225
-  %227 = add nsw i64 %226, %pool_grad.co3682
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
-  store float %w395, ptr %arena61, align 4
+  %204 = mul nsw i64 %pool_grad.ci3741, 16
+  %205 = add nsw i64 3618960, %204
+  %206 = add nsw i64 %205, %pool_grad.co3752
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
+  store float %w395, ptr %arena54, align 4
   %w396 = load float, ptr %pool_grad.w396, align 4
-  %228 = mul nsw i64 %pool_grad.ci3671, 16
+  %207 = mul nsw i64 %pool_grad.ci3741, 16
+  %208 = add nsw i64 3619472, %207
+  %209 = add nsw i64 %208, %pool_grad.co3752
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
+  store float %w396, ptr %arena55, align 4
+  %w397 = load float, ptr %pool_grad.w397, align 4
+  %210 = mul nsw i64 %pool_grad.ci3741, 16
+  %211 = add nsw i64 3619984, %210
+  %212 = add nsw i64 %211, %pool_grad.co3752
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
+  store float %w397, ptr %arena56, align 4
+  %w398 = load float, ptr %pool_grad.w398, align 4
+  %213 = mul nsw i64 %pool_grad.ci3741, 16
+  %214 = add nsw i64 3620496, %213
+  %215 = add nsw i64 %214, %pool_grad.co3752
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
+  store float %w398, ptr %arena57, align 4
+  %w399 = load float, ptr %pool_grad.w399, align 4
+  %216 = mul nsw i64 %pool_grad.ci3741, 16
+  %217 = add nsw i64 3621008, %216
+  %218 = add nsw i64 %217, %pool_grad.co3752
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
+  store float %w399, ptr %arena58, align 4
+  %w400 = load float, ptr %pool_grad.w400, align 4
+  %219 = mul nsw i64 %pool_grad.ci3741, 16
+  %220 = add nsw i64 3621520, %219
+  %221 = add nsw i64 %220, %pool_grad.co3752
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
+  store float %w400, ptr %arena59, align 4
+  %w401 = load float, ptr %pool_grad.w401, align 4
+  %222 = mul nsw i64 %pool_grad.ci3741, 16
+  %223 = add nsw i64 3622032, %222
+  %224 = add nsw i64 %223, %pool_grad.co3752
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
+  store float %w401, ptr %arena60, align 4
+  %w402 = load float, ptr %pool_grad.w402, align 4
+  %225 = mul nsw i64 %pool_grad.ci3741, 16
+  %226 = add nsw i64 3622544, %225
+  %227 = add nsw i64 %226, %pool_grad.co3752
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
+  store float %w402, ptr %arena61, align 4
+  %w403 = load float, ptr %pool_grad.w403, align 4
+  %228 = mul nsw i64 %pool_grad.ci3741, 16
   %229 = add nsw i64 3623056, %228
-  %230 = add nsw i64 %229, %pool_grad.co3682
+  %230 = add nsw i64 %229, %pool_grad.co3752
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %230
-  store float %w396, ptr %arena62, align 4
-  %co368.next = add nsw i64 %pool_grad.co3682, 1
-  %231 = icmp slt i64 %co368.next, 16
-  br i1 %231, label %pool_grad.co368, label %pool_grad.co368.end, !llvm.loop !7
+  store float %w403, ptr %arena62, align 4
+  %co375.next = add nsw i64 %pool_grad.co3752, 1
+  %231 = icmp slt i64 %co375.next, 16
+  br i1 %231, label %pool_grad.co375, label %pool_grad.co375.end, !llvm.loop !7
 
-pool_grad.co368.end:                              ; preds = %pool_grad.co368
-  %ci367.next = add nsw i64 %pool_grad.ci3671, 1
-  %232 = icmp slt i64 %ci367.next, 32
-  br i1 %232, label %pool_grad.ci367, label %pool_grad.ci367.end, !llvm.loop !8
+pool_grad.co375.end:                              ; preds = %pool_grad.co375
+  %ci374.next = add nsw i64 %pool_grad.ci3741, 1
+  %232 = icmp slt i64 %ci374.next, 32
+  br i1 %232, label %pool_grad.ci374, label %pool_grad.ci374.end, !llvm.loop !8
 
-pool_grad.i397:                                   ; preds = %pool_grad.i397, %pool_grad.ci367.end
-  %pool_grad.i39763 = phi i64 [ 0, %pool_grad.ci367.end ], [ %i397.next, %pool_grad.i397 ]
-  %233 = add nsw i64 3623568, %pool_grad.i39763
+pool_grad.i404:                                   ; preds = %pool_grad.i404, %pool_grad.ci374.end
+  %pool_grad.i40463 = phi i64 [ 0, %pool_grad.ci374.end ], [ %i404.next, %pool_grad.i404 ]
+  %233 = add nsw i64 3623568, %pool_grad.i40463
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %233
   store float 0.000000e+00, ptr %arena64, align 4
-  %i397.next = add nsw i64 %pool_grad.i39763, 1
-  %234 = icmp slt i64 %i397.next, 8192
-  br i1 %234, label %pool_grad.i397, label %pool_grad.i397.end
+  %i404.next = add nsw i64 %pool_grad.i40463, 1
+  %234 = icmp slt i64 %i404.next, 8192
+  br i1 %234, label %pool_grad.i404, label %pool_grad.i404.end
 
-pool_grad.i397.end:                               ; preds = %pool_grad.i397
-  br label %pool_grad.g398
+pool_grad.i404.end:                               ; preds = %pool_grad.i404
+  br label %pool_grad.g405
 
-pool_grad.g398:                                   ; preds = %pool_grad.j463.end, %pool_grad.i397.end
-  %pool_grad.g39865 = phi i64 [ 0, %pool_grad.i397.end ], [ %g398.next, %pool_grad.j463.end ]
-  br label %pool_grad.j399
+pool_grad.g405:                                   ; preds = %pool_grad.j470.end, %pool_grad.i404.end
+  %pool_grad.g40565 = phi i64 [ 0, %pool_grad.i404.end ], [ %g405.next, %pool_grad.j470.end ]
+  br label %pool_grad.j406
 
-pool_grad.g398.end:                               ; preds = %pool_grad.j463.end
+pool_grad.g405.end:                               ; preds = %pool_grad.j470.end
   ret void
 
-pool_grad.j399:                                   ; preds = %pool_grad.c400.end, %pool_grad.g398
-  %pool_grad.j39966 = phi i64 [ 0, %pool_grad.g398 ], [ %j399.next, %pool_grad.c400.end ]
-  br label %pool_grad.c400
+pool_grad.j406:                                   ; preds = %pool_grad.c407.end, %pool_grad.g405
+  %pool_grad.j40666 = phi i64 [ 0, %pool_grad.g405 ], [ %j406.next, %pool_grad.c407.end ]
+  br label %pool_grad.c407
 
-pool_grad.j399.end:                               ; preds = %pool_grad.c400.end
-  br label %pool_grad.j403
+pool_grad.j406.end:                               ; preds = %pool_grad.c407.end
+  br label %pool_grad.j410
 
-pool_grad.c400:                                   ; preds = %pool_grad.iy401.end, %pool_grad.j399
-  %pool_grad.c40067 = phi i64 [ 0, %pool_grad.j399 ], [ %c400.next, %pool_grad.iy401.end ]
-  br label %pool_grad.iy401
+pool_grad.c407:                                   ; preds = %pool_grad.iy408.end, %pool_grad.j406
+  %pool_grad.c40767 = phi i64 [ 0, %pool_grad.j406 ], [ %c407.next, %pool_grad.iy408.end ]
+  br label %pool_grad.iy408
 
-pool_grad.c400.end:                               ; preds = %pool_grad.iy401.end
-  %j399.next = add nsw i64 %pool_grad.j39966, 1
-  %235 = icmp slt i64 %j399.next, 1
-  br i1 %235, label %pool_grad.j399, label %pool_grad.j399.end
+pool_grad.c407.end:                               ; preds = %pool_grad.iy408.end
+  %j406.next = add nsw i64 %pool_grad.j40666, 1
+  %235 = icmp slt i64 %j406.next, 1
+  br i1 %235, label %pool_grad.j406, label %pool_grad.j406.end
 
-pool_grad.iy401:                                  ; preds = %pool_grad.ix402.end, %pool_grad.c400
-  %pool_grad.iy40168 = phi i64 [ 0, %pool_grad.c400 ], [ %iy401.next, %pool_grad.ix402.end ]
-  br label %pool_grad.ix402
+pool_grad.iy408:                                  ; preds = %pool_grad.ix409.end, %pool_grad.c407
+  %pool_grad.iy40868 = phi i64 [ 0, %pool_grad.c407 ], [ %iy408.next, %pool_grad.ix409.end ]
+  br label %pool_grad.ix409
 
-pool_grad.iy401.end:                              ; preds = %pool_grad.ix402.end
-  %c400.next = add nsw i64 %pool_grad.c40067, 1
-  %236 = icmp slt i64 %c400.next, 32
-  br i1 %236, label %pool_grad.c400, label %pool_grad.c400.end
+pool_grad.iy408.end:                              ; preds = %pool_grad.ix409.end
+  %c407.next = add nsw i64 %pool_grad.c40767, 1
+  %236 = icmp slt i64 %c407.next, 32
+  br i1 %236, label %pool_grad.c407, label %pool_grad.c407.end
 
-pool_grad.ix402:                                  ; preds = %pool_grad.ix402, %pool_grad.iy401
-  %pool_grad.ix40269 = phi i64 [ 0, %pool_grad.iy401 ], [ %ix402.next, %pool_grad.ix402 ]
-  %237 = add nsw i64 %pool_grad.g39865, %pool_grad.j39966
+pool_grad.ix409:                                  ; preds = %pool_grad.ix409, %pool_grad.iy408
+  %pool_grad.ix40969 = phi i64 [ 0, %pool_grad.iy408 ], [ %ix409.next, %pool_grad.ix409 ]
+  %237 = add nsw i64 %pool_grad.g40565, %pool_grad.j40666
   %238 = mul nsw i64 %237, 6272
   %239 = add nsw i64 4616192, %238
-  %240 = mul nsw i64 %pool_grad.c40067, 196
+  %240 = mul nsw i64 %pool_grad.c40767, 196
   %241 = add nsw i64 %239, %240
-  %242 = mul nsw i64 %pool_grad.iy40168, 14
+  %242 = mul nsw i64 %pool_grad.iy40868, 14
   %243 = add nsw i64 %241, %242
-  %244 = add nsw i64 %243, %pool_grad.ix40269
+  %244 = add nsw i64 %243, %pool_grad.ix40969
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %244
   %245 = load float, ptr %arena70, align 4
-  %246 = mul nsw i64 %pool_grad.j39966, 8192
-  %247 = add nsw i64 %pool_grad.iy40168, 1
+  %246 = mul nsw i64 %pool_grad.j40666, 8192
+  %247 = add nsw i64 %pool_grad.iy40868, 1
   %248 = mul nsw i64 %247, 512
   %249 = add nsw i64 %246, %248
-  %250 = add nsw i64 %pool_grad.ix40269, 1
+  %250 = add nsw i64 %pool_grad.ix40969, 1
   %251 = mul nsw i64 %250, 32
   %252 = add nsw i64 %249, %251
-  %253 = add nsw i64 %252, %pool_grad.c40067
+  %253 = add nsw i64 %252, %pool_grad.c40767
   %254 = add nsw i64 3623568, %253
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %254
   store float %245, ptr %arena71, align 4
-  %ix402.next = add nsw i64 %pool_grad.ix40269, 1
-  %255 = icmp slt i64 %ix402.next, 14
-  br i1 %255, label %pool_grad.ix402, label %pool_grad.ix402.end
+  %ix409.next = add nsw i64 %pool_grad.ix40969, 1
+  %255 = icmp slt i64 %ix409.next, 14
+  br i1 %255, label %pool_grad.ix409, label %pool_grad.ix409.end
 
-pool_grad.ix402.end:                              ; preds = %pool_grad.ix402
-  %iy401.next = add nsw i64 %pool_grad.iy40168, 1
-  %256 = icmp slt i64 %iy401.next, 14
-  br i1 %256, label %pool_grad.iy401, label %pool_grad.iy401.end
+pool_grad.ix409.end:                              ; preds = %pool_grad.ix409
+  %iy408.next = add nsw i64 %pool_grad.iy40868, 1
+  %256 = icmp slt i64 %iy408.next, 14
+  br i1 %256, label %pool_grad.iy408, label %pool_grad.iy408.end
 
-pool_grad.j403:                                   ; preds = %pool_grad.ty404.end, %pool_grad.j399.end
-  %pool_grad.j40372 = phi i64 [ 0, %pool_grad.j399.end ], [ %j403.next, %pool_grad.ty404.end ]
-  br label %pool_grad.ty404
+pool_grad.j410:                                   ; preds = %pool_grad.ty411.end, %pool_grad.j406.end
+  %pool_grad.j41072 = phi i64 [ 0, %pool_grad.j406.end ], [ %j410.next, %pool_grad.ty411.end ]
+  br label %pool_grad.ty411
 
-pool_grad.j403.end:                               ; preds = %pool_grad.ty404.end
-  br label %pool_grad.xi439
+pool_grad.j410.end:                               ; preds = %pool_grad.ty411.end
+  br label %pool_grad.xi446
 
-pool_grad.ty404:                                  ; preds = %pool_grad.tx405.end, %pool_grad.j403
-  %pool_grad.ty40473 = phi i64 [ 0, %pool_grad.j403 ], [ %ty404.next, %pool_grad.tx405.end ]
-  br label %pool_grad.tx405
+pool_grad.ty411:                                  ; preds = %pool_grad.tx412.end, %pool_grad.j410
+  %pool_grad.ty41173 = phi i64 [ 0, %pool_grad.j410 ], [ %ty411.next, %pool_grad.tx412.end ]
+  br label %pool_grad.tx412
 
-pool_grad.ty404.end:                              ; preds = %pool_grad.tx405.end
-  %j403.next = add nsw i64 %pool_grad.j40372, 1
-  %257 = icmp slt i64 %j403.next, 1
-  br i1 %257, label %pool_grad.j403, label %pool_grad.j403.end
+pool_grad.ty411.end:                              ; preds = %pool_grad.tx412.end
+  %j410.next = add nsw i64 %pool_grad.j41072, 1
+  %257 = icmp slt i64 %j410.next, 1
+  br i1 %257, label %pool_grad.j410, label %pool_grad.j410.end
 
-pool_grad.tx405:                                  ; preds = %pool_grad.cv406.end, %pool_grad.ty404
-  %pool_grad.tx40574 = phi i64 [ 0, %pool_grad.ty404 ], [ %tx405.next, %pool_grad.cv406.end ]
-  br label %pool_grad.cv406
+pool_grad.tx412:                                  ; preds = %pool_grad.cv413.end, %pool_grad.ty411
+  %pool_grad.tx41274 = phi i64 [ 0, %pool_grad.ty411 ], [ %tx412.next, %pool_grad.cv413.end ]
+  br label %pool_grad.cv413
 
-pool_grad.tx405.end:                              ; preds = %pool_grad.cv406.end
-  %ty404.next = add nsw i64 %pool_grad.ty40473, 1
-  %258 = icmp slt i64 %ty404.next, 7
-  br i1 %258, label %pool_grad.ty404, label %pool_grad.ty404.end
+pool_grad.tx412.end:                              ; preds = %pool_grad.cv413.end
+  %ty411.next = add nsw i64 %pool_grad.ty41173, 1
+  %258 = icmp slt i64 %ty411.next, 7
+  br i1 %258, label %pool_grad.ty411, label %pool_grad.ty411.end
 
-pool_grad.cv406:                                  ; preds = %pool_grad.cv406, %pool_grad.tx405
-  %pool_grad.cv40675 = phi i64 [ 0, %pool_grad.tx405 ], [ %cv406.next, %pool_grad.cv406 ]
-  %259 = mul nsw i64 %pool_grad.j40372, 8192
-  %260 = mul nsw i64 %pool_grad.ty40473, 2
+pool_grad.cv413:                                  ; preds = %pool_grad.cv413, %pool_grad.tx412
+  %pool_grad.cv41375 = phi i64 [ 0, %pool_grad.tx412 ], [ %cv413.next, %pool_grad.cv413 ]
+  %259 = mul nsw i64 %pool_grad.j41072, 8192
+  %260 = mul nsw i64 %pool_grad.ty41173, 2
   %261 = mul nsw i64 %260, 512
   %262 = add nsw i64 %259, %261
-  %263 = mul nsw i64 %pool_grad.tx40574, 2
+  %263 = mul nsw i64 %pool_grad.tx41274, 2
   %264 = mul nsw i64 %263, 32
   %265 = add nsw i64 %262, %264
-  %266 = mul nsw i64 %pool_grad.cv40675, 8
+  %266 = mul nsw i64 %pool_grad.cv41375, 8
   %267 = add nsw i64 %265, %266
   %268 = add nsw i64 3623568, %267
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %268
   %269 = load <8 x float>, ptr %arena76, align 4
-  %270 = mul nsw i64 %pool_grad.j40372, 8192
-  %271 = mul nsw i64 %pool_grad.ty40473, 2
+  %270 = mul nsw i64 %pool_grad.j41072, 8192
+  %271 = mul nsw i64 %pool_grad.ty41173, 2
   %272 = add nsw i64 %271, 2
   %273 = mul nsw i64 %272, 512
   %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %pool_grad.tx40574, 2
+  %275 = mul nsw i64 %pool_grad.tx41274, 2
   %276 = mul nsw i64 %275, 32
   %277 = add nsw i64 %274, %276
-  %278 = mul nsw i64 %pool_grad.cv40675, 8
+  %278 = mul nsw i64 %pool_grad.cv41375, 8
   %279 = add nsw i64 %277, %278
   %280 = add nsw i64 3623568, %279
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %280
   %281 = load <8 x float>, ptr %arena77, align 4
   %282 = fsub <8 x float> %269, %281
-  store <8 x float> %282, ptr %pool_grad.w407, align 32
-  %283 = mul nsw i64 %pool_grad.j40372, 8192
-  %284 = mul nsw i64 %pool_grad.ty40473, 2
+  store <8 x float> %282, ptr %pool_grad.w414, align 32
+  %283 = mul nsw i64 %pool_grad.j41072, 8192
+  %284 = mul nsw i64 %pool_grad.ty41173, 2
   %285 = add nsw i64 %284, 1
   %286 = mul nsw i64 %285, 512
   %287 = add nsw i64 %283, %286
-  %288 = mul nsw i64 %pool_grad.tx40574, 2
+  %288 = mul nsw i64 %pool_grad.tx41274, 2
   %289 = mul nsw i64 %288, 32
   %290 = add nsw i64 %287, %289
-  %291 = mul nsw i64 %pool_grad.cv40675, 8
+  %291 = mul nsw i64 %pool_grad.cv41375, 8
   %292 = add nsw i64 %290, %291
   %293 = add nsw i64 3623568, %292
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %293
   %294 = load <8 x float>, ptr %arena78, align 4
-  %295 = mul nsw i64 %pool_grad.j40372, 8192
-  %296 = mul nsw i64 %pool_grad.ty40473, 2
+  %295 = mul nsw i64 %pool_grad.j41072, 8192
+  %296 = mul nsw i64 %pool_grad.ty41173, 2
   %297 = add nsw i64 %296, 2
   %298 = mul nsw i64 %297, 512
   %299 = add nsw i64 %295, %298
-  %300 = mul nsw i64 %pool_grad.tx40574, 2
+  %300 = mul nsw i64 %pool_grad.tx41274, 2
   %301 = mul nsw i64 %300, 32
   %302 = add nsw i64 %299, %301
-  %303 = mul nsw i64 %pool_grad.cv40675, 8
+  %303 = mul nsw i64 %pool_grad.cv41375, 8
   %304 = add nsw i64 %302, %303
   %305 = add nsw i64 3623568, %304
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %305
   %306 = load <8 x float>, ptr %arena79, align 4
   %307 = fadd <8 x float> %294, %306
-  store <8 x float> %307, ptr %pool_grad.w408, align 32
-  %308 = mul nsw i64 %pool_grad.j40372, 8192
-  %309 = mul nsw i64 %pool_grad.ty40473, 2
+  store <8 x float> %307, ptr %pool_grad.w415, align 32
+  %308 = mul nsw i64 %pool_grad.j41072, 8192
+  %309 = mul nsw i64 %pool_grad.ty41173, 2
   %310 = add nsw i64 %309, 2
   %311 = mul nsw i64 %310, 512
   %312 = add nsw i64 %308, %311
-  %313 = mul nsw i64 %pool_grad.tx40574, 2
+  %313 = mul nsw i64 %pool_grad.tx41274, 2
   %314 = mul nsw i64 %313, 32
   %315 = add nsw i64 %312, %314
-  %316 = mul nsw i64 %pool_grad.cv40675, 8
+  %316 = mul nsw i64 %pool_grad.cv41375, 8
   %317 = add nsw i64 %315, %316
   %318 = add nsw i64 3623568, %317
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %318
   %319 = load <8 x float>, ptr %arena80, align 4
-  %320 = mul nsw i64 %pool_grad.j40372, 8192
-  %321 = mul nsw i64 %pool_grad.ty40473, 2
+  %320 = mul nsw i64 %pool_grad.j41072, 8192
+  %321 = mul nsw i64 %pool_grad.ty41173, 2
   %322 = add nsw i64 %321, 1
   %323 = mul nsw i64 %322, 512
   %324 = add nsw i64 %320, %323
-  %325 = mul nsw i64 %pool_grad.tx40574, 2
+  %325 = mul nsw i64 %pool_grad.tx41274, 2
   %326 = mul nsw i64 %325, 32
   %327 = add nsw i64 %324, %326
-  %328 = mul nsw i64 %pool_grad.cv40675, 8
+  %328 = mul nsw i64 %pool_grad.cv41375, 8
   %329 = add nsw i64 %327, %328
   %330 = add nsw i64 3623568, %329
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %330
   %331 = load <8 x float>, ptr %arena81, align 4
   %332 = fsub <8 x float> %319, %331
-  store <8 x float> %332, ptr %pool_grad.w409, align 32
-  %333 = mul nsw i64 %pool_grad.j40372, 8192
-  %334 = mul nsw i64 %pool_grad.ty40473, 2
+  store <8 x float> %332, ptr %pool_grad.w416, align 32
+  %333 = mul nsw i64 %pool_grad.j41072, 8192
+  %334 = mul nsw i64 %pool_grad.ty41173, 2
   %335 = add nsw i64 %334, 1
   %336 = mul nsw i64 %335, 512
   %337 = add nsw i64 %333, %336
-  %338 = mul nsw i64 %pool_grad.tx40574, 2
+  %338 = mul nsw i64 %pool_grad.tx41274, 2
   %339 = mul nsw i64 %338, 32
   %340 = add nsw i64 %337, %339
-  %341 = mul nsw i64 %pool_grad.cv40675, 8
+  %341 = mul nsw i64 %pool_grad.cv41375, 8
   %342 = add nsw i64 %340, %341
   %343 = add nsw i64 3623568, %342
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %343
   %344 = load <8 x float>, ptr %arena82, align 4
-  %345 = mul nsw i64 %pool_grad.j40372, 8192
-  %346 = mul nsw i64 %pool_grad.ty40473, 2
+  %345 = mul nsw i64 %pool_grad.j41072, 8192
+  %346 = mul nsw i64 %pool_grad.ty41173, 2
   %347 = add nsw i64 %346, 3
   %348 = mul nsw i64 %347, 512
   %349 = add nsw i64 %345, %348
-  %350 = mul nsw i64 %pool_grad.tx40574, 2
+  %350 = mul nsw i64 %pool_grad.tx41274, 2
   %351 = mul nsw i64 %350, 32
   %352 = add nsw i64 %349, %351
-  %353 = mul nsw i64 %pool_grad.cv40675, 8
+  %353 = mul nsw i64 %pool_grad.cv41375, 8
   %354 = add nsw i64 %352, %353
   %355 = add nsw i64 3623568, %354
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %355
   %356 = load <8 x float>, ptr %arena83, align 4
   %357 = fsub <8 x float> %344, %356
-  store <8 x float> %357, ptr %pool_grad.w410, align 32
-  %358 = mul nsw i64 %pool_grad.j40372, 8192
-  %359 = mul nsw i64 %pool_grad.ty40473, 2
+  store <8 x float> %357, ptr %pool_grad.w417, align 32
+  %358 = mul nsw i64 %pool_grad.j41072, 8192
+  %359 = mul nsw i64 %pool_grad.ty41173, 2
   %360 = mul nsw i64 %359, 512
   %361 = add nsw i64 %358, %360
-  %362 = mul nsw i64 %pool_grad.tx40574, 2
+  %362 = mul nsw i64 %pool_grad.tx41274, 2
   %363 = add nsw i64 %362, 1
   %364 = mul nsw i64 %363, 32
   %365 = add nsw i64 %361, %364
-  %366 = mul nsw i64 %pool_grad.cv40675, 8
+  %366 = mul nsw i64 %pool_grad.cv41375, 8
   %367 = add nsw i64 %365, %366
   %368 = add nsw i64 3623568, %367
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %368
   %369 = load <8 x float>, ptr %arena84, align 4
-  %370 = mul nsw i64 %pool_grad.j40372, 8192
-  %371 = mul nsw i64 %pool_grad.ty40473, 2
+  %370 = mul nsw i64 %pool_grad.j41072, 8192
+  %371 = mul nsw i64 %pool_grad.ty41173, 2
   %372 = add nsw i64 %371, 2
   %373 = mul nsw i64 %372, 512
   %374 = add nsw i64 %370, %373
-  %375 = mul nsw i64 %pool_grad.tx40574, 2
+  %375 = mul nsw i64 %pool_grad.tx41274, 2
   %376 = add nsw i64 %375, 1
   %377 = mul nsw i64 %376, 32
   %378 = add nsw i64 %374, %377
-  %379 = mul nsw i64 %pool_grad.cv40675, 8
+  %379 = mul nsw i64 %pool_grad.cv41375, 8
   %380 = add nsw i64 %378, %379
   %381 = add nsw i64 3623568, %380
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %381
   %382 = load <8 x float>, ptr %arena85, align 4
   %383 = fsub <8 x float> %369, %382
-  store <8 x float> %383, ptr %pool_grad.w411, align 32
-  %384 = mul nsw i64 %pool_grad.j40372, 8192
-  %385 = mul nsw i64 %pool_grad.ty40473, 2
+  store <8 x float> %383, ptr %pool_grad.w418, align 32
+  %384 = mul nsw i64 %pool_grad.j41072, 8192
+  %385 = mul nsw i64 %pool_grad.ty41173, 2
   %386 = add nsw i64 %385, 1
   %387 = mul nsw i64 %386, 512
   %388 = add nsw i64 %384, %387
-  %389 = mul nsw i64 %pool_grad.tx40574, 2
+  %389 = mul nsw i64 %pool_grad.tx41274, 2
   %390 = add nsw i64 %389, 1
   %391 = mul nsw i64 %390, 32
   %392 = add nsw i64 %388, %391
-  %393 = mul nsw i64 %pool_grad.cv40675, 8
+  %393 = mul nsw i64 %pool_grad.cv41375, 8
   %394 = add nsw i64 %392, %393
   %395 = add nsw i64 3623568, %394
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %395
   %396 = load <8 x float>, ptr %arena86, align 4
-  %397 = mul nsw i64 %pool_grad.j40372, 8192
-  %398 = mul nsw i64 %pool_grad.ty40473, 2
+  %397 = mul nsw i64 %pool_grad.j41072, 8192
+  %398 = mul nsw i64 %pool_grad.ty41173, 2
   %399 = add nsw i64 %398, 2
   %400 = mul nsw i64 %399, 512
   %401 = add nsw i64 %397, %400
-  %402 = mul nsw i64 %pool_grad.tx40574, 2
+  %402 = mul nsw i64 %pool_grad.tx41274, 2
   %403 = add nsw i64 %402, 1
   %404 = mul nsw i64 %403, 32
   %405 = add nsw i64 %401, %404
-  %406 = mul nsw i64 %pool_grad.cv40675, 8
+  %406 = mul nsw i64 %pool_grad.cv41375, 8
   %407 = add nsw i64 %405, %406
   %408 = add nsw i64 3623568, %407
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %408
   %409 = load <8 x float>, ptr %arena87, align 4
   %410 = fadd <8 x float> %396, %409
-  store <8 x float> %410, ptr %pool_grad.w412, align 32
-  %411 = mul nsw i64 %pool_grad.j40372, 8192
-  %412 = mul nsw i64 %pool_grad.ty40473, 2
+  store <8 x float> %410, ptr %pool_grad.w419, align 32
+  %411 = mul nsw i64 %pool_grad.j41072, 8192
+  %412 = mul nsw i64 %pool_grad.ty41173, 2
   %413 = add nsw i64 %412, 2
   %414 = mul nsw i64 %413, 512
   %415 = add nsw i64 %411, %414
-  %416 = mul nsw i64 %pool_grad.tx40574, 2
+  %416 = mul nsw i64 %pool_grad.tx41274, 2
   %417 = add nsw i64 %416, 1
   %418 = mul nsw i64 %417, 32
   %419 = add nsw i64 %415, %418
-  %420 = mul nsw i64 %pool_grad.cv40675, 8
+  %420 = mul nsw i64 %pool_grad.cv41375, 8
   %421 = add nsw i64 %419, %420
   %422 = add nsw i64 3623568, %421
   %arena88 = getelementptr inbounds float, ptr %arena, i64 %422
   %423 = load <8 x float>, ptr %arena88, align 4
-  %424 = mul nsw i64 %pool_grad.j40372, 8192
-  %425 = mul nsw i64 %pool_grad.ty40473, 2
+  %424 = mul nsw i64 %pool_grad.j41072, 8192
+  %425 = mul nsw i64 %pool_grad.ty41173, 2
   %426 = add nsw i64 %425, 1
   %427 = mul nsw i64 %426, 512
   %428 = add nsw i64 %424, %427
-  %429 = mul nsw i64 %pool_grad.tx40574, 2
+  %429 = mul nsw i64 %pool_grad.tx41274, 2
   %430 = add nsw i64 %429, 1
   %431 = mul nsw i64 %430, 32
   %432 = add nsw i64 %428, %431
-  %433 = mul nsw i64 %pool_grad.cv40675, 8
+  %433 = mul nsw i64 %pool_grad.cv41375, 8
   %434 = add nsw i64 %432, %433
   %435 = add nsw i64 3623568, %434
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %435
   %436 = load <8 x float>, ptr %arena89, align 4
   %437 = fsub <8 x float> %423, %436
-  store <8 x float> %437, ptr %pool_grad.w413, align 32
-  %438 = mul nsw i64 %pool_grad.j40372, 8192
-  %439 = mul nsw i64 %pool_grad.ty40473, 2
+  store <8 x float> %437, ptr %pool_grad.w420, align 32
+  %438 = mul nsw i64 %pool_grad.j41072, 8192
+  %439 = mul nsw i64 %pool_grad.ty41173, 2
   %440 = add nsw i64 %439, 1
   %441 = mul nsw i64 %440, 512
   %442 = add nsw i64 %438, %441
-  %443 = mul nsw i64 %pool_grad.tx40574, 2
+  %443 = mul nsw i64 %pool_grad.tx41274, 2
   %444 = add nsw i64 %443, 1
   %445 = mul nsw i64 %444, 32
   %446 = add nsw i64 %442, %445
-  %447 = mul nsw i64 %pool_grad.cv40675, 8
+  %447 = mul nsw i64 %pool_grad.cv41375, 8
   %448 = add nsw i64 %446, %447
   %449 = add nsw i64 3623568, %448
   %arena90 = getelementptr inbounds float, ptr %arena, i64 %449
   %450 = load <8 x float>, ptr %arena90, align 4
-  %451 = mul nsw i64 %pool_grad.j40372, 8192
-  %452 = mul nsw i64 %pool_grad.ty40473, 2
+  %451 = mul nsw i64 %pool_grad.j41072, 8192
+  %452 = mul nsw i64 %pool_grad.ty41173, 2
   %453 = add nsw i64 %452, 3
   %454 = mul nsw i64 %453, 512
   %455 = add nsw i64 %451, %454
-  %456 = mul nsw i64 %pool_grad.tx40574, 2
+  %456 = mul nsw i64 %pool_grad.tx41274, 2
   %457 = add nsw i64 %456, 1
   %458 = mul nsw i64 %457, 32
   %459 = add nsw i64 %455, %458
-  %460 = mul nsw i64 %pool_grad.cv40675, 8
+  %460 = mul nsw i64 %pool_grad.cv41375, 8
   %461 = add nsw i64 %459, %460
   %462 = add nsw i64 3623568, %461
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %462
   %463 = load <8 x float>, ptr %arena91, align 4
   %464 = fsub <8 x float> %450, %463
-  store <8 x float> %464, ptr %pool_grad.w414, align 32
-  %465 = mul nsw i64 %pool_grad.j40372, 8192
-  %466 = mul nsw i64 %pool_grad.ty40473, 2
+  store <8 x float> %464, ptr %pool_grad.w421, align 32
+  %465 = mul nsw i64 %pool_grad.j41072, 8192
+  %466 = mul nsw i64 %pool_grad.ty41173, 2
   %467 = mul nsw i64 %466, 512
   %468 = add nsw i64 %465, %467
-  %469 = mul nsw i64 %pool_grad.tx40574, 2
+  %469 = mul nsw i64 %pool_grad.tx41274, 2
   %470 = add nsw i64 %469, 2
   %471 = mul nsw i64 %470, 32
   %472 = add nsw i64 %468, %471
-  %473 = mul nsw i64 %pool_grad.cv40675, 8
+  %473 = mul nsw i64 %pool_grad.cv41375, 8
   %474 = add nsw i64 %472, %473
   %475 = add nsw i64 3623568, %474
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %475
   %476 = load <8 x float>, ptr %arena92, align 4
-  %477 = mul nsw i64 %pool_grad.j40372, 8192
-  %478 = mul nsw i64 %pool_grad.ty40473, 2
+  %477 = mul nsw i64 %pool_grad.j41072, 8192
+  %478 = mul nsw i64 %pool_grad.ty41173, 2
   %479 = add nsw i64 %478, 2
   %480 = mul nsw i64 %479, 512
   %481 = add nsw i64 %477, %480
-  %482 = mul nsw i64 %pool_grad.tx40574, 2
+  %482 = mul nsw i64 %pool_grad.tx41274, 2
   %483 = add nsw i64 %482, 2
   %484 = mul nsw i64 %483, 32
   %485 = add nsw i64 %481, %484
-  %486 = mul nsw i64 %pool_grad.cv40675, 8
+  %486 = mul nsw i64 %pool_grad.cv41375, 8
   %487 = add nsw i64 %485, %486
   %488 = add nsw i64 3623568, %487
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %488
   %489 = load <8 x float>, ptr %arena93, align 4
   %490 = fsub <8 x float> %476, %489
-  store <8 x float> %490, ptr %pool_grad.w415, align 32
-  %491 = mul nsw i64 %pool_grad.j40372, 8192
-  %492 = mul nsw i64 %pool_grad.ty40473, 2
+  store <8 x float> %490, ptr %pool_grad.w422, align 32
+  %491 = mul nsw i64 %pool_grad.j41072, 8192
+  %492 = mul nsw i64 %pool_grad.ty41173, 2
   %493 = add nsw i64 %492, 1
   %494 = mul nsw i64 %493, 512
   %495 = add nsw i64 %491, %494
-  %496 = mul nsw i64 %pool_grad.tx40574, 2
+  %496 = mul nsw i64 %pool_grad.tx41274, 2
   %497 = add nsw i64 %496, 2
   %498 = mul nsw i64 %497, 32
   %499 = add nsw i64 %495, %498
-  %500 = mul nsw i64 %pool_grad.cv40675, 8
+  %500 = mul nsw i64 %pool_grad.cv41375, 8
   %501 = add nsw i64 %499, %500
   %502 = add nsw i64 3623568, %501
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %502
   %503 = load <8 x float>, ptr %arena94, align 4
-  %504 = mul nsw i64 %pool_grad.j40372, 8192
-  %505 = mul nsw i64 %pool_grad.ty40473, 2
+  %504 = mul nsw i64 %pool_grad.j41072, 8192
+  %505 = mul nsw i64 %pool_grad.ty41173, 2
   %506 = add nsw i64 %505, 2
   %507 = mul nsw i64 %506, 512
   %508 = add nsw i64 %504, %507
-  %509 = mul nsw i64 %pool_grad.tx40574, 2
+  %509 = mul nsw i64 %pool_grad.tx41274, 2
   %510 = add nsw i64 %509, 2
   %511 = mul nsw i64 %510, 32
   %512 = add nsw i64 %508, %511
-  %513 = mul nsw i64 %pool_grad.cv40675, 8
+  %513 = mul nsw i64 %pool_grad.cv41375, 8
   %514 = add nsw i64 %512, %513
   %515 = add nsw i64 3623568, %514
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %515
   %516 = load <8 x float>, ptr %arena95, align 4
   %517 = fadd <8 x float> %503, %516
-  store <8 x float> %517, ptr %pool_grad.w416, align 32
-  %518 = mul nsw i64 %pool_grad.j40372, 8192
-  %519 = mul nsw i64 %pool_grad.ty40473, 2
+  store <8 x float> %517, ptr %pool_grad.w423, align 32
+  %518 = mul nsw i64 %pool_grad.j41072, 8192
+  %519 = mul nsw i64 %pool_grad.ty41173, 2
   %520 = add nsw i64 %519, 2
   %521 = mul nsw i64 %520, 512
   %522 = add nsw i64 %518, %521
-  %523 = mul nsw i64 %pool_grad.tx40574, 2
+  %523 = mul nsw i64 %pool_grad.tx41274, 2
   %524 = add nsw i64 %523, 2
   %525 = mul nsw i64 %524, 32
   %526 = add nsw i64 %522, %525
-  %527 = mul nsw i64 %pool_grad.cv40675, 8
+  %527 = mul nsw i64 %pool_grad.cv41375, 8
   %528 = add nsw i64 %526, %527
   %529 = add nsw i64 3623568, %528
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %529
   %530 = load <8 x float>, ptr %arena96, align 4
-  %531 = mul nsw i64 %pool_grad.j40372, 8192
-  %532 = mul nsw i64 %pool_grad.ty40473, 2
+  %531 = mul nsw i64 %pool_grad.j41072, 8192
+  %532 = mul nsw i64 %pool_grad.ty41173, 2
   %533 = add nsw i64 %532, 1
   %534 = mul nsw i64 %533, 512
   %535 = add nsw i64 %531, %534
-  %536 = mul nsw i64 %pool_grad.tx40574, 2
+  %536 = mul nsw i64 %pool_grad.tx41274, 2
   %537 = add nsw i64 %536, 2
   %538 = mul nsw i64 %537, 32
   %539 = add nsw i64 %535, %538
-  %540 = mul nsw i64 %pool_grad.cv40675, 8
+  %540 = mul nsw i64 %pool_grad.cv41375, 8
   %541 = add nsw i64 %539, %540
   %542 = add nsw i64 3623568, %541
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %542
   %543 = load <8 x float>, ptr %arena97, align 4
   %544 = fsub <8 x float> %530, %543
-  store <8 x float> %544, ptr %pool_grad.w417, align 32
-  %545 = mul nsw i64 %pool_grad.j40372, 8192
-  %546 = mul nsw i64 %pool_grad.ty40473, 2
+  store <8 x float> %544, ptr %pool_grad.w424, align 32
+  %545 = mul nsw i64 %pool_grad.j41072, 8192
+  %546 = mul nsw i64 %pool_grad.ty41173, 2
   %547 = add nsw i64 %546, 1
   %548 = mul nsw i64 %547, 512
   %549 = add nsw i64 %545, %548
-  %550 = mul nsw i64 %pool_grad.tx40574, 2
+  %550 = mul nsw i64 %pool_grad.tx41274, 2
   %551 = add nsw i64 %550, 2
   %552 = mul nsw i64 %551, 32
   %553 = add nsw i64 %549, %552
-  %554 = mul nsw i64 %pool_grad.cv40675, 8
+  %554 = mul nsw i64 %pool_grad.cv41375, 8
   %555 = add nsw i64 %553, %554
   %556 = add nsw i64 3623568, %555
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %556
   %557 = load <8 x float>, ptr %arena98, align 4
-  %558 = mul nsw i64 %pool_grad.j40372, 8192
-  %559 = mul nsw i64 %pool_grad.ty40473, 2
+  %558 = mul nsw i64 %pool_grad.j41072, 8192
+  %559 = mul nsw i64 %pool_grad.ty41173, 2
   %560 = add nsw i64 %559, 3
   %561 = mul nsw i64 %560, 512
   %562 = add nsw i64 %558, %561
-  %563 = mul nsw i64 %pool_grad.tx40574, 2
+  %563 = mul nsw i64 %pool_grad.tx41274, 2
   %564 = add nsw i64 %563, 2
   %565 = mul nsw i64 %564, 32
   %566 = add nsw i64 %562, %565
-  %567 = mul nsw i64 %pool_grad.cv40675, 8
+  %567 = mul nsw i64 %pool_grad.cv41375, 8
   %568 = add nsw i64 %566, %567
   %569 = add nsw i64 3623568, %568
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %569
   %570 = load <8 x float>, ptr %arena99, align 4
   %571 = fsub <8 x float> %557, %570
-  store <8 x float> %571, ptr %pool_grad.w418, align 32
-  %572 = mul nsw i64 %pool_grad.j40372, 8192
-  %573 = mul nsw i64 %pool_grad.ty40473, 2
+  store <8 x float> %571, ptr %pool_grad.w425, align 32
+  %572 = mul nsw i64 %pool_grad.j41072, 8192
+  %573 = mul nsw i64 %pool_grad.ty41173, 2
   %574 = mul nsw i64 %573, 512
   %575 = add nsw i64 %572, %574
-  %576 = mul nsw i64 %pool_grad.tx40574, 2
+  %576 = mul nsw i64 %pool_grad.tx41274, 2
   %577 = add nsw i64 %576, 3
   %578 = mul nsw i64 %577, 32
   %579 = add nsw i64 %575, %578
-  %580 = mul nsw i64 %pool_grad.cv40675, 8
+  %580 = mul nsw i64 %pool_grad.cv41375, 8
   %581 = add nsw i64 %579, %580
   %582 = add nsw i64 3623568, %581
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %582
   %583 = load <8 x float>, ptr %arena100, align 4
-  %584 = mul nsw i64 %pool_grad.j40372, 8192
-  %585 = mul nsw i64 %pool_grad.ty40473, 2
+  %584 = mul nsw i64 %pool_grad.j41072, 8192
+  %585 = mul nsw i64 %pool_grad.ty41173, 2
   %586 = add nsw i64 %585, 2
   %587 = mul nsw i64 %586, 512
   %588 = add nsw i64 %584, %587
-  %589 = mul nsw i64 %pool_grad.tx40574, 2
+  %589 = mul nsw i64 %pool_grad.tx41274, 2
   %590 = add nsw i64 %589, 3
   %591 = mul nsw i64 %590, 32
   %592 = add nsw i64 %588, %591
-  %593 = mul nsw i64 %pool_grad.cv40675, 8
+  %593 = mul nsw i64 %pool_grad.cv41375, 8
   %594 = add nsw i64 %592, %593
   %595 = add nsw i64 3623568, %594
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %595
   %596 = load <8 x float>, ptr %arena101, align 4
   %597 = fsub <8 x float> %583, %596
-  store <8 x float> %597, ptr %pool_grad.w419, align 32
-  %598 = mul nsw i64 %pool_grad.j40372, 8192
-  %599 = mul nsw i64 %pool_grad.ty40473, 2
+  store <8 x float> %597, ptr %pool_grad.w426, align 32
+  %598 = mul nsw i64 %pool_grad.j41072, 8192
+  %599 = mul nsw i64 %pool_grad.ty41173, 2
   %600 = add nsw i64 %599, 1
   %601 = mul nsw i64 %600, 512
   %602 = add nsw i64 %598, %601
-  %603 = mul nsw i64 %pool_grad.tx40574, 2
+  %603 = mul nsw i64 %pool_grad.tx41274, 2
   %604 = add nsw i64 %603, 3
   %605 = mul nsw i64 %604, 32
   %606 = add nsw i64 %602, %605
-  %607 = mul nsw i64 %pool_grad.cv40675, 8
+  %607 = mul nsw i64 %pool_grad.cv41375, 8
   %608 = add nsw i64 %606, %607
   %609 = add nsw i64 3623568, %608
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %609
   %610 = load <8 x float>, ptr %arena102, align 4
-  %611 = mul nsw i64 %pool_grad.j40372, 8192
-  %612 = mul nsw i64 %pool_grad.ty40473, 2
+  %611 = mul nsw i64 %pool_grad.j41072, 8192
+  %612 = mul nsw i64 %pool_grad.ty41173, 2
   %613 = add nsw i64 %612, 2
   %614 = mul nsw i64 %613, 512
   %615 = add nsw i64 %611, %614
-  %616 = mul nsw i64 %pool_grad.tx40574, 2
+  %616 = mul nsw i64 %pool_grad.tx41274, 2
   %617 = add nsw i64 %616, 3
   %618 = mul nsw i64 %617, 32
   %619 = add nsw i64 %615, %618
-  %620 = mul nsw i64 %pool_grad.cv40675, 8
+  %620 = mul nsw i64 %pool_grad.cv41375, 8
   %621 = add nsw i64 %619, %620
   %622 = add nsw i64 3623568, %621
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %622
   %623 = load <8 x float>, ptr %arena103, align 4
   %624 = fadd <8 x float> %610, %623
-  store <8 x float> %624, ptr %pool_grad.w420, align 32
-  %625 = mul nsw i64 %pool_grad.j40372, 8192
-  %626 = mul nsw i64 %pool_grad.ty40473, 2
+  store <8 x float> %624, ptr %pool_grad.w427, align 32
+  %625 = mul nsw i64 %pool_grad.j41072, 8192
+  %626 = mul nsw i64 %pool_grad.ty41173, 2
   %627 = add nsw i64 %626, 2
   %628 = mul nsw i64 %627, 512
   %629 = add nsw i64 %625, %628
-  %630 = mul nsw i64 %pool_grad.tx40574, 2
+  %630 = mul nsw i64 %pool_grad.tx41274, 2
   %631 = add nsw i64 %630, 3
   %632 = mul nsw i64 %631, 32
   %633 = add nsw i64 %629, %632
-  %634 = mul nsw i64 %pool_grad.cv40675, 8
+  %634 = mul nsw i64 %pool_grad.cv41375, 8
   %635 = add nsw i64 %633, %634
   %636 = add nsw i64 3623568, %635
   %arena104 = getelementptr inbounds float, ptr %arena, i64 %636
   %637 = load <8 x float>, ptr %arena104, align 4
-  %638 = mul nsw i64 %pool_grad.j40372, 8192
-  %639 = mul nsw i64 %pool_grad.ty40473, 2
+  %638 = mul nsw i64 %pool_grad.j41072, 8192
+  %639 = mul nsw i64 %pool_grad.ty41173, 2
   %640 = add nsw i64 %639, 1
   %641 = mul nsw i64 %640, 512
   %642 = add nsw i64 %638, %641
-  %643 = mul nsw i64 %pool_grad.tx40574, 2
+  %643 = mul nsw i64 %pool_grad.tx41274, 2
   %644 = add nsw i64 %643, 3
   %645 = mul nsw i64 %644, 32
   %646 = add nsw i64 %642, %645
-  %647 = mul nsw i64 %pool_grad.cv40675, 8
+  %647 = mul nsw i64 %pool_grad.cv41375, 8
   %648 = add nsw i64 %646, %647
   %649 = add nsw i64 3623568, %648
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %649
   %650 = load <8 x float>, ptr %arena105, align 4
   %651 = fsub <8 x float> %637, %650
-  store <8 x float> %651, ptr %pool_grad.w421, align 32
-  %652 = mul nsw i64 %pool_grad.j40372, 8192
-  %653 = mul nsw i64 %pool_grad.ty40473, 2
+  store <8 x float> %651, ptr %pool_grad.w428, align 32
+  %652 = mul nsw i64 %pool_grad.j41072, 8192
+  %653 = mul nsw i64 %pool_grad.ty41173, 2
   %654 = add nsw i64 %653, 1
   %655 = mul nsw i64 %654, 512
   %656 = add nsw i64 %652, %655
-  %657 = mul nsw i64 %pool_grad.tx40574, 2
+  %657 = mul nsw i64 %pool_grad.tx41274, 2
   %658 = add nsw i64 %657, 3
   %659 = mul nsw i64 %658, 32
   %660 = add nsw i64 %656, %659
-  %661 = mul nsw i64 %pool_grad.cv40675, 8
+  %661 = mul nsw i64 %pool_grad.cv41375, 8
   %662 = add nsw i64 %660, %661
   %663 = add nsw i64 3623568, %662
   %arena106 = getelementptr inbounds float, ptr %arena, i64 %663
   %664 = load <8 x float>, ptr %arena106, align 4
-  %665 = mul nsw i64 %pool_grad.j40372, 8192
-  %666 = mul nsw i64 %pool_grad.ty40473, 2
+  %665 = mul nsw i64 %pool_grad.j41072, 8192
+  %666 = mul nsw i64 %pool_grad.ty41173, 2
   %667 = add nsw i64 %666, 3
   %668 = mul nsw i64 %667, 512
   %669 = add nsw i64 %665, %668
-  %670 = mul nsw i64 %pool_grad.tx40574, 2
+  %670 = mul nsw i64 %pool_grad.tx41274, 2
   %671 = add nsw i64 %670, 3
   %672 = mul nsw i64 %671, 32
   %673 = add nsw i64 %669, %672
-  %674 = mul nsw i64 %pool_grad.cv40675, 8
+  %674 = mul nsw i64 %pool_grad.cv41375, 8
   %675 = add nsw i64 %673, %674
   %676 = add nsw i64 3623568, %675
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %676
   %677 = load <8 x float>, ptr %arena107, align 4
   %678 = fsub <8 x float> %664, %677
-  store <8 x float> %678, ptr %pool_grad.w422, align 32
-  %w407 = load <8 x float>, ptr %pool_grad.w407, align 32
-  %w415 = load <8 x float>, ptr %pool_grad.w415, align 32
-  %679 = fsub <8 x float> %w407, %w415
-  store <8 x float> %679, ptr %pool_grad.w423, align 32
-  %w411 = load <8 x float>, ptr %pool_grad.w411, align 32
-  %w415108 = load <8 x float>, ptr %pool_grad.w415, align 32
-  %680 = fadd <8 x float> %w411, %w415108
-  store <8 x float> %680, ptr %pool_grad.w424, align 32
-  %w415109 = load <8 x float>, ptr %pool_grad.w415, align 32
-  %w411110 = load <8 x float>, ptr %pool_grad.w411, align 32
-  %681 = fsub <8 x float> %w415109, %w411110
-  store <8 x float> %681, ptr %pool_grad.w425, align 32
-  %w411111 = load <8 x float>, ptr %pool_grad.w411, align 32
-  %w419 = load <8 x float>, ptr %pool_grad.w419, align 32
-  %682 = fsub <8 x float> %w411111, %w419
-  store <8 x float> %682, ptr %pool_grad.w426, align 32
-  %w408 = load <8 x float>, ptr %pool_grad.w408, align 32
-  %w416 = load <8 x float>, ptr %pool_grad.w416, align 32
-  %683 = fsub <8 x float> %w408, %w416
-  store <8 x float> %683, ptr %pool_grad.w427, align 32
-  %w412 = load <8 x float>, ptr %pool_grad.w412, align 32
-  %w416112 = load <8 x float>, ptr %pool_grad.w416, align 32
-  %684 = fadd <8 x float> %w412, %w416112
-  store <8 x float> %684, ptr %pool_grad.w428, align 32
-  %w416113 = load <8 x float>, ptr %pool_grad.w416, align 32
-  %w412114 = load <8 x float>, ptr %pool_grad.w412, align 32
-  %685 = fsub <8 x float> %w416113, %w412114
-  store <8 x float> %685, ptr %pool_grad.w429, align 32
-  %w412115 = load <8 x float>, ptr %pool_grad.w412, align 32
-  %w420 = load <8 x float>, ptr %pool_grad.w420, align 32
-  %686 = fsub <8 x float> %w412115, %w420
-  store <8 x float> %686, ptr %pool_grad.w430, align 32
-  %w409 = load <8 x float>, ptr %pool_grad.w409, align 32
-  %w417 = load <8 x float>, ptr %pool_grad.w417, align 32
-  %687 = fsub <8 x float> %w409, %w417
-  store <8 x float> %687, ptr %pool_grad.w431, align 32
-  %w413 = load <8 x float>, ptr %pool_grad.w413, align 32
-  %w417116 = load <8 x float>, ptr %pool_grad.w417, align 32
-  %688 = fadd <8 x float> %w413, %w417116
-  store <8 x float> %688, ptr %pool_grad.w432, align 32
-  %w417117 = load <8 x float>, ptr %pool_grad.w417, align 32
-  %w413118 = load <8 x float>, ptr %pool_grad.w413, align 32
-  %689 = fsub <8 x float> %w417117, %w413118
-  store <8 x float> %689, ptr %pool_grad.w433, align 32
-  %w413119 = load <8 x float>, ptr %pool_grad.w413, align 32
-  %w421 = load <8 x float>, ptr %pool_grad.w421, align 32
-  %690 = fsub <8 x float> %w413119, %w421
-  store <8 x float> %690, ptr %pool_grad.w434, align 32
-  %w410 = load <8 x float>, ptr %pool_grad.w410, align 32
-  %w418 = load <8 x float>, ptr %pool_grad.w418, align 32
-  %691 = fsub <8 x float> %w410, %w418
-  store <8 x float> %691, ptr %pool_grad.w435, align 32
+  store <8 x float> %678, ptr %pool_grad.w429, align 32
   %w414 = load <8 x float>, ptr %pool_grad.w414, align 32
-  %w418120 = load <8 x float>, ptr %pool_grad.w418, align 32
-  %692 = fadd <8 x float> %w414, %w418120
-  store <8 x float> %692, ptr %pool_grad.w436, align 32
-  %w418121 = load <8 x float>, ptr %pool_grad.w418, align 32
-  %w414122 = load <8 x float>, ptr %pool_grad.w414, align 32
-  %693 = fsub <8 x float> %w418121, %w414122
-  store <8 x float> %693, ptr %pool_grad.w437, align 32
-  %w414123 = load <8 x float>, ptr %pool_grad.w414, align 32
   %w422 = load <8 x float>, ptr %pool_grad.w422, align 32
-  %694 = fsub <8 x float> %w414123, %w422
-  store <8 x float> %694, ptr %pool_grad.w438, align 32
+  %679 = fsub <8 x float> %w414, %w422
+  store <8 x float> %679, ptr %pool_grad.w430, align 32
+  %w418 = load <8 x float>, ptr %pool_grad.w418, align 32
+  %w422108 = load <8 x float>, ptr %pool_grad.w422, align 32
+  %680 = fadd <8 x float> %w418, %w422108
+  store <8 x float> %680, ptr %pool_grad.w431, align 32
+  %w422109 = load <8 x float>, ptr %pool_grad.w422, align 32
+  %w418110 = load <8 x float>, ptr %pool_grad.w418, align 32
+  %681 = fsub <8 x float> %w422109, %w418110
+  store <8 x float> %681, ptr %pool_grad.w432, align 32
+  %w418111 = load <8 x float>, ptr %pool_grad.w418, align 32
+  %w426 = load <8 x float>, ptr %pool_grad.w426, align 32
+  %682 = fsub <8 x float> %w418111, %w426
+  store <8 x float> %682, ptr %pool_grad.w433, align 32
+  %w415 = load <8 x float>, ptr %pool_grad.w415, align 32
   %w423 = load <8 x float>, ptr %pool_grad.w423, align 32
-  %695 = mul nsw i64 %pool_grad.j40372, 49
-  %696 = mul nsw i64 %pool_grad.ty40473, 7
+  %683 = fsub <8 x float> %w415, %w423
+  store <8 x float> %683, ptr %pool_grad.w434, align 32
+  %w419 = load <8 x float>, ptr %pool_grad.w419, align 32
+  %w423112 = load <8 x float>, ptr %pool_grad.w423, align 32
+  %684 = fadd <8 x float> %w419, %w423112
+  store <8 x float> %684, ptr %pool_grad.w435, align 32
+  %w423113 = load <8 x float>, ptr %pool_grad.w423, align 32
+  %w419114 = load <8 x float>, ptr %pool_grad.w419, align 32
+  %685 = fsub <8 x float> %w423113, %w419114
+  store <8 x float> %685, ptr %pool_grad.w436, align 32
+  %w419115 = load <8 x float>, ptr %pool_grad.w419, align 32
+  %w427 = load <8 x float>, ptr %pool_grad.w427, align 32
+  %686 = fsub <8 x float> %w419115, %w427
+  store <8 x float> %686, ptr %pool_grad.w437, align 32
+  %w416 = load <8 x float>, ptr %pool_grad.w416, align 32
+  %w424 = load <8 x float>, ptr %pool_grad.w424, align 32
+  %687 = fsub <8 x float> %w416, %w424
+  store <8 x float> %687, ptr %pool_grad.w438, align 32
+  %w420 = load <8 x float>, ptr %pool_grad.w420, align 32
+  %w424116 = load <8 x float>, ptr %pool_grad.w424, align 32
+  %688 = fadd <8 x float> %w420, %w424116
+  store <8 x float> %688, ptr %pool_grad.w439, align 32
+  %w424117 = load <8 x float>, ptr %pool_grad.w424, align 32
+  %w420118 = load <8 x float>, ptr %pool_grad.w420, align 32
+  %689 = fsub <8 x float> %w424117, %w420118
+  store <8 x float> %689, ptr %pool_grad.w440, align 32
+  %w420119 = load <8 x float>, ptr %pool_grad.w420, align 32
+  %w428 = load <8 x float>, ptr %pool_grad.w428, align 32
+  %690 = fsub <8 x float> %w420119, %w428
+  store <8 x float> %690, ptr %pool_grad.w441, align 32
+  %w417 = load <8 x float>, ptr %pool_grad.w417, align 32
+  %w425 = load <8 x float>, ptr %pool_grad.w425, align 32
+  %691 = fsub <8 x float> %w417, %w425
+  store <8 x float> %691, ptr %pool_grad.w442, align 32
+  %w421 = load <8 x float>, ptr %pool_grad.w421, align 32
+  %w425120 = load <8 x float>, ptr %pool_grad.w425, align 32
+  %692 = fadd <8 x float> %w421, %w425120
+  store <8 x float> %692, ptr %pool_grad.w443, align 32
+  %w425121 = load <8 x float>, ptr %pool_grad.w425, align 32
+  %w421122 = load <8 x float>, ptr %pool_grad.w421, align 32
+  %693 = fsub <8 x float> %w425121, %w421122
+  store <8 x float> %693, ptr %pool_grad.w444, align 32
+  %w421123 = load <8 x float>, ptr %pool_grad.w421, align 32
+  %w429 = load <8 x float>, ptr %pool_grad.w429, align 32
+  %694 = fsub <8 x float> %w421123, %w429
+  store <8 x float> %694, ptr %pool_grad.w445, align 32
+  %w430 = load <8 x float>, ptr %pool_grad.w430, align 32
+  %695 = mul nsw i64 %pool_grad.j41072, 49
+  %696 = mul nsw i64 %pool_grad.ty41173, 7
   %697 = add nsw i64 %695, %696
-  %698 = add nsw i64 %697, %pool_grad.tx40574
+  %698 = add nsw i64 %697, %pool_grad.tx41274
   %699 = mul nsw i64 %698, 32
   %700 = add nsw i64 3631760, %699
-  %701 = mul nsw i64 %pool_grad.cv40675, 8
+  %701 = mul nsw i64 %pool_grad.cv41375, 8
   %702 = add nsw i64 %700, %701
   %arena124 = getelementptr inbounds float, ptr %arena, i64 %702
-  store <8 x float> %w423, ptr %arena124, align 4
-  %w424 = load <8 x float>, ptr %pool_grad.w424, align 32
-  %703 = mul nsw i64 %pool_grad.j40372, 49
-  %704 = mul nsw i64 %pool_grad.ty40473, 7
+  store <8 x float> %w430, ptr %arena124, align 4
+  %w431 = load <8 x float>, ptr %pool_grad.w431, align 32
+  %703 = mul nsw i64 %pool_grad.j41072, 49
+  %704 = mul nsw i64 %pool_grad.ty41173, 7
   %705 = add nsw i64 %703, %704
-  %706 = add nsw i64 %705, %pool_grad.tx40574
+  %706 = add nsw i64 %705, %pool_grad.tx41274
   %707 = mul nsw i64 %706, 32
   %708 = add nsw i64 3633328, %707
-  %709 = mul nsw i64 %pool_grad.cv40675, 8
+  %709 = mul nsw i64 %pool_grad.cv41375, 8
   %710 = add nsw i64 %708, %709
   %arena125 = getelementptr inbounds float, ptr %arena, i64 %710
-  store <8 x float> %w424, ptr %arena125, align 4
-  %w425 = load <8 x float>, ptr %pool_grad.w425, align 32
-  %711 = mul nsw i64 %pool_grad.j40372, 49
-  %712 = mul nsw i64 %pool_grad.ty40473, 7
+  store <8 x float> %w431, ptr %arena125, align 4
+  %w432 = load <8 x float>, ptr %pool_grad.w432, align 32
+  %711 = mul nsw i64 %pool_grad.j41072, 49
+  %712 = mul nsw i64 %pool_grad.ty41173, 7
   %713 = add nsw i64 %711, %712
-  %714 = add nsw i64 %713, %pool_grad.tx40574
+  %714 = add nsw i64 %713, %pool_grad.tx41274
   %715 = mul nsw i64 %714, 32
   %716 = add nsw i64 3634896, %715
-  %717 = mul nsw i64 %pool_grad.cv40675, 8
+  %717 = mul nsw i64 %pool_grad.cv41375, 8
   %718 = add nsw i64 %716, %717
   %arena126 = getelementptr inbounds float, ptr %arena, i64 %718
-  store <8 x float> %w425, ptr %arena126, align 4
-  %w426 = load <8 x float>, ptr %pool_grad.w426, align 32
-  %719 = mul nsw i64 %pool_grad.j40372, 49
-  %720 = mul nsw i64 %pool_grad.ty40473, 7
+  store <8 x float> %w432, ptr %arena126, align 4
+  %w433 = load <8 x float>, ptr %pool_grad.w433, align 32
+  %719 = mul nsw i64 %pool_grad.j41072, 49
+  %720 = mul nsw i64 %pool_grad.ty41173, 7
   %721 = add nsw i64 %719, %720
-  %722 = add nsw i64 %721, %pool_grad.tx40574
+  %722 = add nsw i64 %721, %pool_grad.tx41274
   %723 = mul nsw i64 %722, 32
   %724 = add nsw i64 3636464, %723
-  %725 = mul nsw i64 %pool_grad.cv40675, 8
+  %725 = mul nsw i64 %pool_grad.cv41375, 8
   %726 = add nsw i64 %724, %725
   %arena127 = getelementptr inbounds float, ptr %arena, i64 %726
-  store <8 x float> %w426, ptr %arena127, align 4
-  %w427 = load <8 x float>, ptr %pool_grad.w427, align 32
-  %727 = mul nsw i64 %pool_grad.j40372, 49
-  %728 = mul nsw i64 %pool_grad.ty40473, 7
+  store <8 x float> %w433, ptr %arena127, align 4
+  %w434 = load <8 x float>, ptr %pool_grad.w434, align 32
+  %727 = mul nsw i64 %pool_grad.j41072, 49
+  %728 = mul nsw i64 %pool_grad.ty41173, 7
   %729 = add nsw i64 %727, %728
-  %730 = add nsw i64 %729, %pool_grad.tx40574
+  %730 = add nsw i64 %729, %pool_grad.tx41274
   %731 = mul nsw i64 %730, 32
   %732 = add nsw i64 3638032, %731
-  %733 = mul nsw i64 %pool_grad.cv40675, 8
+  %733 = mul nsw i64 %pool_grad.cv41375, 8
   %734 = add nsw i64 %732, %733
   %arena128 = getelementptr inbounds float, ptr %arena, i64 %734
-  store <8 x float> %w427, ptr %arena128, align 4
-  %w428 = load <8 x float>, ptr %pool_grad.w428, align 32
-  %735 = mul nsw i64 %pool_grad.j40372, 49
-  %736 = mul nsw i64 %pool_grad.ty40473, 7
+  store <8 x float> %w434, ptr %arena128, align 4
+  %w435 = load <8 x float>, ptr %pool_grad.w435, align 32
+  %735 = mul nsw i64 %pool_grad.j41072, 49
+  %736 = mul nsw i64 %pool_grad.ty41173, 7
   %737 = add nsw i64 %735, %736
-  %738 = add nsw i64 %737, %pool_grad.tx40574
+  %738 = add nsw i64 %737, %pool_grad.tx41274
   %739 = mul nsw i64 %738, 32
   %740 = add nsw i64 3639600, %739
-  %741 = mul nsw i64 %pool_grad.cv40675, 8
+  %741 = mul nsw i64 %pool_grad.cv41375, 8
   %742 = add nsw i64 %740, %741
   %arena129 = getelementptr inbounds float, ptr %arena, i64 %742
-  store <8 x float> %w428, ptr %arena129, align 4
-  %w429 = load <8 x float>, ptr %pool_grad.w429, align 32
-  %743 = mul nsw i64 %pool_grad.j40372, 49
-  %744 = mul nsw i64 %pool_grad.ty40473, 7
+  store <8 x float> %w435, ptr %arena129, align 4
+  %w436 = load <8 x float>, ptr %pool_grad.w436, align 32
+  %743 = mul nsw i64 %pool_grad.j41072, 49
+  %744 = mul nsw i64 %pool_grad.ty41173, 7
   %745 = add nsw i64 %743, %744
-  %746 = add nsw i64 %745, %pool_grad.tx40574
+  %746 = add nsw i64 %745, %pool_grad.tx41274
   %747 = mul nsw i64 %746, 32
   %748 = add nsw i64 3641168, %747
-  %749 = mul nsw i64 %pool_grad.cv40675, 8
+  %749 = mul nsw i64 %pool_grad.cv41375, 8
   %750 = add nsw i64 %748, %749
   %arena130 = getelementptr inbounds float, ptr %arena, i64 %750
-  store <8 x float> %w429, ptr %arena130, align 4
-  %w430 = load <8 x float>, ptr %pool_grad.w430, align 32
-  %751 = mul nsw i64 %pool_grad.j40372, 49
-  %752 = mul nsw i64 %pool_grad.ty40473, 7
+  store <8 x float> %w436, ptr %arena130, align 4
+  %w437 = load <8 x float>, ptr %pool_grad.w437, align 32
+  %751 = mul nsw i64 %pool_grad.j41072, 49
+  %752 = mul nsw i64 %pool_grad.ty41173, 7
   %753 = add nsw i64 %751, %752
-  %754 = add nsw i64 %753, %pool_grad.tx40574
+  %754 = add nsw i64 %753, %pool_grad.tx41274
   %755 = mul nsw i64 %754, 32
   %756 = add nsw i64 3642736, %755
-  %757 = mul nsw i64 %pool_grad.cv40675, 8
+  %757 = mul nsw i64 %pool_grad.cv41375, 8
   %758 = add nsw i64 %756, %757
   %arena131 = getelementptr inbounds float, ptr %arena, i64 %758
-  store <8 x float> %w430, ptr %arena131, align 4
-  %w431 = load <8 x float>, ptr %pool_grad.w431, align 32
-  %759 = mul nsw i64 %pool_grad.j40372, 49
-  %760 = mul nsw i64 %pool_grad.ty40473, 7
+  store <8 x float> %w437, ptr %arena131, align 4
+  %w438 = load <8 x float>, ptr %pool_grad.w438, align 32
+  %759 = mul nsw i64 %pool_grad.j41072, 49
+  %760 = mul nsw i64 %pool_grad.ty41173, 7
   %761 = add nsw i64 %759, %760
-  %762 = add nsw i64 %761, %pool_grad.tx40574
+  %762 = add nsw i64 %761, %pool_grad.tx41274
   %763 = mul nsw i64 %762, 32
   %764 = add nsw i64 3644304, %763
-  %765 = mul nsw i64 %pool_grad.cv40675, 8
+  %765 = mul nsw i64 %pool_grad.cv41375, 8
   %766 = add nsw i64 %764, %765
   %arena132 = getelementptr inbounds float, ptr %arena, i64 %766
-  store <8 x float> %w431, ptr %arena132, align 4
-  %w432 = load <8 x float>, ptr %pool_grad.w432, align 32
-  %767 = mul nsw i64 %pool_grad.j40372, 49
-  %768 = mul nsw i64 %pool_grad.ty40473, 7
+  store <8 x float> %w438, ptr %arena132, align 4
+  %w439 = load <8 x float>, ptr %pool_grad.w439, align 32
+  %767 = mul nsw i64 %pool_grad.j41072, 49
+  %768 = mul nsw i64 %pool_grad.ty41173, 7
   %769 = add nsw i64 %767, %768
-  %770 = add nsw i64 %769, %pool_grad.tx40574
+  %770 = add nsw i64 %769, %pool_grad.tx41274
   %771 = mul nsw i64 %770, 32
   %772 = add nsw i64 3645872, %771
-  %773 = mul nsw i64 %pool_grad.cv40675, 8
+  %773 = mul nsw i64 %pool_grad.cv41375, 8
   %774 = add nsw i64 %772, %773
   %arena133 = getelementptr inbounds float, ptr %arena, i64 %774
-  store <8 x float> %w432, ptr %arena133, align 4
-  %w433 = load <8 x float>, ptr %pool_grad.w433, align 32
-  %775 = mul nsw i64 %pool_grad.j40372, 49
-  %776 = mul nsw i64 %pool_grad.ty40473, 7
+  store <8 x float> %w439, ptr %arena133, align 4
+  %w440 = load <8 x float>, ptr %pool_grad.w440, align 32
+  %775 = mul nsw i64 %pool_grad.j41072, 49
+  %776 = mul nsw i64 %pool_grad.ty41173, 7
   %777 = add nsw i64 %775, %776
-  %778 = add nsw i64 %777, %pool_grad.tx40574
+  %778 = add nsw i64 %777, %pool_grad.tx41274
   %779 = mul nsw i64 %778, 32
   %780 = add nsw i64 3647440, %779
-  %781 = mul nsw i64 %pool_grad.cv40675, 8
+  %781 = mul nsw i64 %pool_grad.cv41375, 8
   %782 = add nsw i64 %780, %781
   %arena134 = getelementptr inbounds float, ptr %arena, i64 %782
-  store <8 x float> %w433, ptr %arena134, align 4
-  %w434 = load <8 x float>, ptr %pool_grad.w434, align 32
-  %783 = mul nsw i64 %pool_grad.j40372, 49
-  %784 = mul nsw i64 %pool_grad.ty40473, 7
+  store <8 x float> %w440, ptr %arena134, align 4
+  %w441 = load <8 x float>, ptr %pool_grad.w441, align 32
+  %783 = mul nsw i64 %pool_grad.j41072, 49
+  %784 = mul nsw i64 %pool_grad.ty41173, 7
   %785 = add nsw i64 %783, %784
-  %786 = add nsw i64 %785, %pool_grad.tx40574
+  %786 = add nsw i64 %785, %pool_grad.tx41274
   %787 = mul nsw i64 %786, 32
   %788 = add nsw i64 3649008, %787
-  %789 = mul nsw i64 %pool_grad.cv40675, 8
+  %789 = mul nsw i64 %pool_grad.cv41375, 8
   %790 = add nsw i64 %788, %789
   %arena135 = getelementptr inbounds float, ptr %arena, i64 %790
-  store <8 x float> %w434, ptr %arena135, align 4
-  %w435 = load <8 x float>, ptr %pool_grad.w435, align 32
-  %791 = mul nsw i64 %pool_grad.j40372, 49
-  %792 = mul nsw i64 %pool_grad.ty40473, 7
+  store <8 x float> %w441, ptr %arena135, align 4
+  %w442 = load <8 x float>, ptr %pool_grad.w442, align 32
+  %791 = mul nsw i64 %pool_grad.j41072, 49
+  %792 = mul nsw i64 %pool_grad.ty41173, 7
   %793 = add nsw i64 %791, %792
-  %794 = add nsw i64 %793, %pool_grad.tx40574
+  %794 = add nsw i64 %793, %pool_grad.tx41274
   %795 = mul nsw i64 %794, 32
   %796 = add nsw i64 3650576, %795
-  %797 = mul nsw i64 %pool_grad.cv40675, 8
+  %797 = mul nsw i64 %pool_grad.cv41375, 8
   %798 = add nsw i64 %796, %797
   %arena136 = getelementptr inbounds float, ptr %arena, i64 %798
-  store <8 x float> %w435, ptr %arena136, align 4
-  %w436 = load <8 x float>, ptr %pool_grad.w436, align 32
-  %799 = mul nsw i64 %pool_grad.j40372, 49
-  %800 = mul nsw i64 %pool_grad.ty40473, 7
+  store <8 x float> %w442, ptr %arena136, align 4
+  %w443 = load <8 x float>, ptr %pool_grad.w443, align 32
+  %799 = mul nsw i64 %pool_grad.j41072, 49
+  %800 = mul nsw i64 %pool_grad.ty41173, 7
   %801 = add nsw i64 %799, %800
-  %802 = add nsw i64 %801, %pool_grad.tx40574
+  %802 = add nsw i64 %801, %pool_grad.tx41274
   %803 = mul nsw i64 %802, 32
   %804 = add nsw i64 3652144, %803
-  %805 = mul nsw i64 %pool_grad.cv40675, 8
+  %805 = mul nsw i64 %pool_grad.cv41375, 8
   %806 = add nsw i64 %804, %805
   %arena137 = getelementptr inbounds float, ptr %arena, i64 %806
-  store <8 x float> %w436, ptr %arena137, align 4
-  %w437 = load <8 x float>, ptr %pool_grad.w437, align 32
-  %807 = mul nsw i64 %pool_grad.j40372, 49
-  %808 = mul nsw i64 %pool_grad.ty40473, 7
+  store <8 x float> %w443, ptr %arena137, align 4
+  %w444 = load <8 x float>, ptr %pool_grad.w444, align 32
+  %807 = mul nsw i64 %pool_grad.j41072, 49
+  %808 = mul nsw i64 %pool_grad.ty41173, 7
   %809 = add nsw i64 %807, %808
-  %810 = add nsw i64 %809, %pool_grad.tx40574
+  %810 = add nsw i64 %809, %pool_grad.tx41274
   %811 = mul nsw i64 %810, 32
   %812 = add nsw i64 3653712, %811
-  %813 = mul nsw i64 %pool_grad.cv40675, 8
+  %813 = mul nsw i64 %pool_grad.cv41375, 8
   %814 = add nsw i64 %812, %813
   %arena138 = getelementptr inbounds float, ptr %arena, i64 %814
-  store <8 x float> %w437, ptr %arena138, align 4
-  %w438 = load <8 x float>, ptr %pool_grad.w438, align 32
-  %815 = mul nsw i64 %pool_grad.j40372, 49
-  %816 = mul nsw i64 %pool_grad.ty40473, 7
+  store <8 x float> %w444, ptr %arena138, align 4
+  %w445 = load <8 x float>, ptr %pool_grad.w445, align 32
+  %815 = mul nsw i64 %pool_grad.j41072, 49
+  %816 = mul nsw i64 %pool_grad.ty41173, 7
   %817 = add nsw i64 %815, %816
-  %818 = add nsw i64 %817, %pool_grad.tx40574
+  %818 = add nsw i64 %817, %pool_grad.tx41274
   %819 = mul nsw i64 %818, 32
   %820 = add nsw i64 3655280, %819
-  %821 = mul nsw i64 %pool_grad.cv40675, 8
+  %821 = mul nsw i64 %pool_grad.cv41375, 8
   %822 = add nsw i64 %820, %821
   %arena139 = getelementptr inbounds float, ptr %arena, i64 %822
-  store <8 x float> %w438, ptr %arena139, align 4
-  %cv406.next = add nsw i64 %pool_grad.cv40675, 1
-  %823 = icmp slt i64 %cv406.next, 4
-  br i1 %823, label %pool_grad.cv406, label %pool_grad.cv406.end
+  store <8 x float> %w445, ptr %arena139, align 4
+  %cv413.next = add nsw i64 %pool_grad.cv41375, 1
+  %823 = icmp slt i64 %cv413.next, 4
+  br i1 %823, label %pool_grad.cv413, label %pool_grad.cv413.end
 
-pool_grad.cv406.end:                              ; preds = %pool_grad.cv406
-  %tx405.next = add nsw i64 %pool_grad.tx40574, 1
-  %824 = icmp slt i64 %tx405.next, 7
-  br i1 %824, label %pool_grad.tx405, label %pool_grad.tx405.end
+pool_grad.cv413.end:                              ; preds = %pool_grad.cv413
+  %tx412.next = add nsw i64 %pool_grad.tx41274, 1
+  %824 = icmp slt i64 %tx412.next, 7
+  br i1 %824, label %pool_grad.tx412, label %pool_grad.tx412.end
 
-pool_grad.xi439:                                  ; preds = %pool_grad.xi439, %pool_grad.j403.end
-  %pool_grad.xi439140 = phi i64 [ 0, %pool_grad.j403.end ], [ %xi439.next, %pool_grad.xi439 ]
-  call void @residual_train_b64.k21.pool_grad.gemm446(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool_grad.xi439140)
-  %xi439.next = add nsw i64 %pool_grad.xi439140, 1
-  %825 = icmp slt i64 %xi439.next, 16
-  br i1 %825, label %pool_grad.xi439, label %pool_grad.xi439.end
+pool_grad.xi446:                                  ; preds = %pool_grad.xi446, %pool_grad.j410.end
+  %pool_grad.xi446140 = phi i64 [ 0, %pool_grad.j410.end ], [ %xi446.next, %pool_grad.xi446 ]
+  call void @residual_train_b64.k21.pool_grad.gemm453(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool_grad.xi446140)
+  %xi446.next = add nsw i64 %pool_grad.xi446140, 1
+  %825 = icmp slt i64 %xi446.next, 16
+  br i1 %825, label %pool_grad.xi446, label %pool_grad.xi446.end
 
-pool_grad.xi439.end:                              ; preds = %pool_grad.xi439
-  br label %pool_grad.j447
+pool_grad.xi446.end:                              ; preds = %pool_grad.xi446
+  br label %pool_grad.j454
 
-pool_grad.j447:                                   ; preds = %pool_grad.ty448.end, %pool_grad.xi439.end
-  %pool_grad.j447141 = phi i64 [ 0, %pool_grad.xi439.end ], [ %j447.next, %pool_grad.ty448.end ]
-  br label %pool_grad.ty448
+pool_grad.j454:                                   ; preds = %pool_grad.ty455.end, %pool_grad.xi446.end
+  %pool_grad.j454141 = phi i64 [ 0, %pool_grad.xi446.end ], [ %j454.next, %pool_grad.ty455.end ]
+  br label %pool_grad.ty455
 
-pool_grad.j447.end:                               ; preds = %pool_grad.ty448.end
-  br label %pool_grad.j463
+pool_grad.j454.end:                               ; preds = %pool_grad.ty455.end
+  br label %pool_grad.j470
 
-pool_grad.ty448:                                  ; preds = %pool_grad.tx449.end, %pool_grad.j447
-  %pool_grad.ty448142 = phi i64 [ 0, %pool_grad.j447 ], [ %ty448.next, %pool_grad.tx449.end ]
-  br label %pool_grad.tx449
+pool_grad.ty455:                                  ; preds = %pool_grad.tx456.end, %pool_grad.j454
+  %pool_grad.ty455142 = phi i64 [ 0, %pool_grad.j454 ], [ %ty455.next, %pool_grad.tx456.end ]
+  br label %pool_grad.tx456
 
-pool_grad.ty448.end:                              ; preds = %pool_grad.tx449.end
-  %j447.next = add nsw i64 %pool_grad.j447141, 1
-  %826 = icmp slt i64 %j447.next, 1
-  br i1 %826, label %pool_grad.j447, label %pool_grad.j447.end
+pool_grad.ty455.end:                              ; preds = %pool_grad.tx456.end
+  %j454.next = add nsw i64 %pool_grad.j454141, 1
+  %826 = icmp slt i64 %j454.next, 1
+  br i1 %826, label %pool_grad.j454, label %pool_grad.j454.end
 
-pool_grad.tx449:                                  ; preds = %pool_grad.cv450.end, %pool_grad.ty448
-  %pool_grad.tx449143 = phi i64 [ 0, %pool_grad.ty448 ], [ %tx449.next, %pool_grad.cv450.end ]
-  br label %pool_grad.cv450
+pool_grad.tx456:                                  ; preds = %pool_grad.cv457.end, %pool_grad.ty455
+  %pool_grad.tx456143 = phi i64 [ 0, %pool_grad.ty455 ], [ %tx456.next, %pool_grad.cv457.end ]
+  br label %pool_grad.cv457
 
-pool_grad.tx449.end:                              ; preds = %pool_grad.cv450.end
-  %ty448.next = add nsw i64 %pool_grad.ty448142, 1
-  %827 = icmp slt i64 %ty448.next, 7
-  br i1 %827, label %pool_grad.ty448, label %pool_grad.ty448.end
+pool_grad.tx456.end:                              ; preds = %pool_grad.cv457.end
+  %ty455.next = add nsw i64 %pool_grad.ty455142, 1
+  %827 = icmp slt i64 %ty455.next, 7
+  br i1 %827, label %pool_grad.ty455, label %pool_grad.ty455.end
 
-pool_grad.cv450:                                  ; preds = %pool_grad.cv450, %pool_grad.tx449
-  %pool_grad.cv450144 = phi i64 [ 0, %pool_grad.tx449 ], [ %cv450.next, %pool_grad.cv450 ]
-  %828 = mul nsw i64 %pool_grad.j447141, 49
-  %829 = mul nsw i64 %pool_grad.ty448142, 7
+pool_grad.cv457:                                  ; preds = %pool_grad.cv457, %pool_grad.tx456
+  %pool_grad.cv457144 = phi i64 [ 0, %pool_grad.tx456 ], [ %cv457.next, %pool_grad.cv457 ]
+  %828 = mul nsw i64 %pool_grad.j454141, 49
+  %829 = mul nsw i64 %pool_grad.ty455142, 7
   %830 = add nsw i64 %828, %829
-  %831 = add nsw i64 %830, %pool_grad.tx449143
+  %831 = add nsw i64 %830, %pool_grad.tx456143
   %832 = mul nsw i64 %831, 16
   %833 = add nsw i64 3656848, %832
-  %834 = mul nsw i64 %pool_grad.cv450144, 8
+  %834 = mul nsw i64 %pool_grad.cv457144, 8
   %835 = add nsw i64 %833, %834
   %arena145 = getelementptr inbounds float, ptr %arena, i64 %835
   %836 = load <8 x float>, ptr %arena145, align 4
-  %837 = mul nsw i64 %pool_grad.j447141, 49
-  %838 = mul nsw i64 %pool_grad.ty448142, 7
+  %837 = mul nsw i64 %pool_grad.j454141, 49
+  %838 = mul nsw i64 %pool_grad.ty455142, 7
   %839 = add nsw i64 %837, %838
-  %840 = add nsw i64 %839, %pool_grad.tx449143
+  %840 = add nsw i64 %839, %pool_grad.tx456143
   %841 = mul nsw i64 %840, 16
   %842 = add nsw i64 3659984, %841
-  %843 = mul nsw i64 %pool_grad.cv450144, 8
+  %843 = mul nsw i64 %pool_grad.cv457144, 8
   %844 = add nsw i64 %842, %843
   %arena146 = getelementptr inbounds float, ptr %arena, i64 %844
   %845 = load <8 x float>, ptr %arena146, align 4
   %846 = fadd <8 x float> %836, %845
-  %847 = mul nsw i64 %pool_grad.j447141, 49
-  %848 = mul nsw i64 %pool_grad.ty448142, 7
+  %847 = mul nsw i64 %pool_grad.j454141, 49
+  %848 = mul nsw i64 %pool_grad.ty455142, 7
   %849 = add nsw i64 %847, %848
-  %850 = add nsw i64 %849, %pool_grad.tx449143
+  %850 = add nsw i64 %849, %pool_grad.tx456143
   %851 = mul nsw i64 %850, 16
   %852 = add nsw i64 3663120, %851
-  %853 = mul nsw i64 %pool_grad.cv450144, 8
+  %853 = mul nsw i64 %pool_grad.cv457144, 8
   %854 = add nsw i64 %852, %853
   %arena147 = getelementptr inbounds float, ptr %arena, i64 %854
   %855 = load <8 x float>, ptr %arena147, align 4
   %856 = fadd <8 x float> %846, %855
-  store <8 x float> %856, ptr %pool_grad.w451, align 32
-  %857 = mul nsw i64 %pool_grad.j447141, 49
-  %858 = mul nsw i64 %pool_grad.ty448142, 7
+  store <8 x float> %856, ptr %pool_grad.w458, align 32
+  %857 = mul nsw i64 %pool_grad.j454141, 49
+  %858 = mul nsw i64 %pool_grad.ty455142, 7
   %859 = add nsw i64 %857, %858
-  %860 = add nsw i64 %859, %pool_grad.tx449143
+  %860 = add nsw i64 %859, %pool_grad.tx456143
   %861 = mul nsw i64 %860, 16
   %862 = add nsw i64 3659984, %861
-  %863 = mul nsw i64 %pool_grad.cv450144, 8
+  %863 = mul nsw i64 %pool_grad.cv457144, 8
   %864 = add nsw i64 %862, %863
   %arena148 = getelementptr inbounds float, ptr %arena, i64 %864
   %865 = load <8 x float>, ptr %arena148, align 4
-  %866 = mul nsw i64 %pool_grad.j447141, 49
-  %867 = mul nsw i64 %pool_grad.ty448142, 7
+  %866 = mul nsw i64 %pool_grad.j454141, 49
+  %867 = mul nsw i64 %pool_grad.ty455142, 7
   %868 = add nsw i64 %866, %867
-  %869 = add nsw i64 %868, %pool_grad.tx449143
+  %869 = add nsw i64 %868, %pool_grad.tx456143
   %870 = mul nsw i64 %869, 16
   %871 = add nsw i64 3663120, %870
-  %872 = mul nsw i64 %pool_grad.cv450144, 8
+  %872 = mul nsw i64 %pool_grad.cv457144, 8
   %873 = add nsw i64 %871, %872
   %arena149 = getelementptr inbounds float, ptr %arena, i64 %873
   %874 = load <8 x float>, ptr %arena149, align 4
   %875 = fsub <8 x float> %865, %874
-  %876 = mul nsw i64 %pool_grad.j447141, 49
-  %877 = mul nsw i64 %pool_grad.ty448142, 7
+  %876 = mul nsw i64 %pool_grad.j454141, 49
+  %877 = mul nsw i64 %pool_grad.ty455142, 7
   %878 = add nsw i64 %876, %877
-  %879 = add nsw i64 %878, %pool_grad.tx449143
+  %879 = add nsw i64 %878, %pool_grad.tx456143
   %880 = mul nsw i64 %879, 16
   %881 = add nsw i64 3666256, %880
-  %882 = mul nsw i64 %pool_grad.cv450144, 8
+  %882 = mul nsw i64 %pool_grad.cv457144, 8
   %883 = add nsw i64 %881, %882
   %arena150 = getelementptr inbounds float, ptr %arena, i64 %883
   %884 = load <8 x float>, ptr %arena150, align 4
   %885 = fsub <8 x float> %875, %884
-  store <8 x float> %885, ptr %pool_grad.w452, align 32
-  %886 = mul nsw i64 %pool_grad.j447141, 49
-  %887 = mul nsw i64 %pool_grad.ty448142, 7
+  store <8 x float> %885, ptr %pool_grad.w459, align 32
+  %886 = mul nsw i64 %pool_grad.j454141, 49
+  %887 = mul nsw i64 %pool_grad.ty455142, 7
   %888 = add nsw i64 %886, %887
-  %889 = add nsw i64 %888, %pool_grad.tx449143
+  %889 = add nsw i64 %888, %pool_grad.tx456143
   %890 = mul nsw i64 %889, 16
   %891 = add nsw i64 3657632, %890
-  %892 = mul nsw i64 %pool_grad.cv450144, 8
+  %892 = mul nsw i64 %pool_grad.cv457144, 8
   %893 = add nsw i64 %891, %892
   %arena151 = getelementptr inbounds float, ptr %arena, i64 %893
   %894 = load <8 x float>, ptr %arena151, align 4
-  %895 = mul nsw i64 %pool_grad.j447141, 49
-  %896 = mul nsw i64 %pool_grad.ty448142, 7
+  %895 = mul nsw i64 %pool_grad.j454141, 49
+  %896 = mul nsw i64 %pool_grad.ty455142, 7
   %897 = add nsw i64 %895, %896
-  %898 = add nsw i64 %897, %pool_grad.tx449143
+  %898 = add nsw i64 %897, %pool_grad.tx456143
   %899 = mul nsw i64 %898, 16
   %900 = add nsw i64 3660768, %899
-  %901 = mul nsw i64 %pool_grad.cv450144, 8
+  %901 = mul nsw i64 %pool_grad.cv457144, 8
   %902 = add nsw i64 %900, %901
   %arena152 = getelementptr inbounds float, ptr %arena, i64 %902
   %903 = load <8 x float>, ptr %arena152, align 4
   %904 = fadd <8 x float> %894, %903
-  %905 = mul nsw i64 %pool_grad.j447141, 49
-  %906 = mul nsw i64 %pool_grad.ty448142, 7
+  %905 = mul nsw i64 %pool_grad.j454141, 49
+  %906 = mul nsw i64 %pool_grad.ty455142, 7
   %907 = add nsw i64 %905, %906
-  %908 = add nsw i64 %907, %pool_grad.tx449143
+  %908 = add nsw i64 %907, %pool_grad.tx456143
   %909 = mul nsw i64 %908, 16
   %910 = add nsw i64 3663904, %909
-  %911 = mul nsw i64 %pool_grad.cv450144, 8
+  %911 = mul nsw i64 %pool_grad.cv457144, 8
   %912 = add nsw i64 %910, %911
   %arena153 = getelementptr inbounds float, ptr %arena, i64 %912
   %913 = load <8 x float>, ptr %arena153, align 4
   %914 = fadd <8 x float> %904, %913
-  store <8 x float> %914, ptr %pool_grad.w453, align 32
-  %915 = mul nsw i64 %pool_grad.j447141, 49
-  %916 = mul nsw i64 %pool_grad.ty448142, 7
+  store <8 x float> %914, ptr %pool_grad.w460, align 32
+  %915 = mul nsw i64 %pool_grad.j454141, 49
+  %916 = mul nsw i64 %pool_grad.ty455142, 7
   %917 = add nsw i64 %915, %916
-  %918 = add nsw i64 %917, %pool_grad.tx449143
+  %918 = add nsw i64 %917, %pool_grad.tx456143
   %919 = mul nsw i64 %918, 16
   %920 = add nsw i64 3660768, %919
-  %921 = mul nsw i64 %pool_grad.cv450144, 8
+  %921 = mul nsw i64 %pool_grad.cv457144, 8
   %922 = add nsw i64 %920, %921
   %arena154 = getelementptr inbounds float, ptr %arena, i64 %922
   %923 = load <8 x float>, ptr %arena154, align 4
-  %924 = mul nsw i64 %pool_grad.j447141, 49
-  %925 = mul nsw i64 %pool_grad.ty448142, 7
+  %924 = mul nsw i64 %pool_grad.j454141, 49
+  %925 = mul nsw i64 %pool_grad.ty455142, 7
   %926 = add nsw i64 %924, %925
-  %927 = add nsw i64 %926, %pool_grad.tx449143
+  %927 = add nsw i64 %926, %pool_grad.tx456143
   %928 = mul nsw i64 %927, 16
   %929 = add nsw i64 3663904, %928
-  %930 = mul nsw i64 %pool_grad.cv450144, 8
+  %930 = mul nsw i64 %pool_grad.cv457144, 8
   %931 = add nsw i64 %929, %930
   %arena155 = getelementptr inbounds float, ptr %arena, i64 %931
   %932 = load <8 x float>, ptr %arena155, align 4
   %933 = fsub <8 x float> %923, %932
-  %934 = mul nsw i64 %pool_grad.j447141, 49
-  %935 = mul nsw i64 %pool_grad.ty448142, 7
+  %934 = mul nsw i64 %pool_grad.j454141, 49
+  %935 = mul nsw i64 %pool_grad.ty455142, 7
   %936 = add nsw i64 %934, %935
-  %937 = add nsw i64 %936, %pool_grad.tx449143
+  %937 = add nsw i64 %936, %pool_grad.tx456143
   %938 = mul nsw i64 %937, 16
   %939 = add nsw i64 3667040, %938
-  %940 = mul nsw i64 %pool_grad.cv450144, 8
+  %940 = mul nsw i64 %pool_grad.cv457144, 8
   %941 = add nsw i64 %939, %940
   %arena156 = getelementptr inbounds float, ptr %arena, i64 %941
   %942 = load <8 x float>, ptr %arena156, align 4
   %943 = fsub <8 x float> %933, %942
-  store <8 x float> %943, ptr %pool_grad.w454, align 32
-  %944 = mul nsw i64 %pool_grad.j447141, 49
-  %945 = mul nsw i64 %pool_grad.ty448142, 7
+  store <8 x float> %943, ptr %pool_grad.w461, align 32
+  %944 = mul nsw i64 %pool_grad.j454141, 49
+  %945 = mul nsw i64 %pool_grad.ty455142, 7
   %946 = add nsw i64 %944, %945
-  %947 = add nsw i64 %946, %pool_grad.tx449143
+  %947 = add nsw i64 %946, %pool_grad.tx456143
   %948 = mul nsw i64 %947, 16
   %949 = add nsw i64 3658416, %948
-  %950 = mul nsw i64 %pool_grad.cv450144, 8
+  %950 = mul nsw i64 %pool_grad.cv457144, 8
   %951 = add nsw i64 %949, %950
   %arena157 = getelementptr inbounds float, ptr %arena, i64 %951
   %952 = load <8 x float>, ptr %arena157, align 4
-  %953 = mul nsw i64 %pool_grad.j447141, 49
-  %954 = mul nsw i64 %pool_grad.ty448142, 7
+  %953 = mul nsw i64 %pool_grad.j454141, 49
+  %954 = mul nsw i64 %pool_grad.ty455142, 7
   %955 = add nsw i64 %953, %954
-  %956 = add nsw i64 %955, %pool_grad.tx449143
+  %956 = add nsw i64 %955, %pool_grad.tx456143
   %957 = mul nsw i64 %956, 16
   %958 = add nsw i64 3661552, %957
-  %959 = mul nsw i64 %pool_grad.cv450144, 8
+  %959 = mul nsw i64 %pool_grad.cv457144, 8
   %960 = add nsw i64 %958, %959
   %arena158 = getelementptr inbounds float, ptr %arena, i64 %960
   %961 = load <8 x float>, ptr %arena158, align 4
   %962 = fadd <8 x float> %952, %961
-  %963 = mul nsw i64 %pool_grad.j447141, 49
-  %964 = mul nsw i64 %pool_grad.ty448142, 7
+  %963 = mul nsw i64 %pool_grad.j454141, 49
+  %964 = mul nsw i64 %pool_grad.ty455142, 7
   %965 = add nsw i64 %963, %964
-  %966 = add nsw i64 %965, %pool_grad.tx449143
+  %966 = add nsw i64 %965, %pool_grad.tx456143
   %967 = mul nsw i64 %966, 16
   %968 = add nsw i64 3664688, %967
-  %969 = mul nsw i64 %pool_grad.cv450144, 8
+  %969 = mul nsw i64 %pool_grad.cv457144, 8
   %970 = add nsw i64 %968, %969
   %arena159 = getelementptr inbounds float, ptr %arena, i64 %970
   %971 = load <8 x float>, ptr %arena159, align 4
   %972 = fadd <8 x float> %962, %971
-  store <8 x float> %972, ptr %pool_grad.w455, align 32
-  %973 = mul nsw i64 %pool_grad.j447141, 49
-  %974 = mul nsw i64 %pool_grad.ty448142, 7
+  store <8 x float> %972, ptr %pool_grad.w462, align 32
+  %973 = mul nsw i64 %pool_grad.j454141, 49
+  %974 = mul nsw i64 %pool_grad.ty455142, 7
   %975 = add nsw i64 %973, %974
-  %976 = add nsw i64 %975, %pool_grad.tx449143
+  %976 = add nsw i64 %975, %pool_grad.tx456143
   %977 = mul nsw i64 %976, 16
   %978 = add nsw i64 3661552, %977
-  %979 = mul nsw i64 %pool_grad.cv450144, 8
+  %979 = mul nsw i64 %pool_grad.cv457144, 8
   %980 = add nsw i64 %978, %979
   %arena160 = getelementptr inbounds float, ptr %arena, i64 %980
   %981 = load <8 x float>, ptr %arena160, align 4
-  %982 = mul nsw i64 %pool_grad.j447141, 49
-  %983 = mul nsw i64 %pool_grad.ty448142, 7
+  %982 = mul nsw i64 %pool_grad.j454141, 49
+  %983 = mul nsw i64 %pool_grad.ty455142, 7
   %984 = add nsw i64 %982, %983
-  %985 = add nsw i64 %984, %pool_grad.tx449143
+  %985 = add nsw i64 %984, %pool_grad.tx456143
   %986 = mul nsw i64 %985, 16
   %987 = add nsw i64 3664688, %986
-  %988 = mul nsw i64 %pool_grad.cv450144, 8
+  %988 = mul nsw i64 %pool_grad.cv457144, 8
   %989 = add nsw i64 %987, %988
   %arena161 = getelementptr inbounds float, ptr %arena, i64 %989
   %990 = load <8 x float>, ptr %arena161, align 4
   %991 = fsub <8 x float> %981, %990
-  %992 = mul nsw i64 %pool_grad.j447141, 49
-  %993 = mul nsw i64 %pool_grad.ty448142, 7
+  %992 = mul nsw i64 %pool_grad.j454141, 49
+  %993 = mul nsw i64 %pool_grad.ty455142, 7
   %994 = add nsw i64 %992, %993
-  %995 = add nsw i64 %994, %pool_grad.tx449143
+  %995 = add nsw i64 %994, %pool_grad.tx456143
   %996 = mul nsw i64 %995, 16
   %997 = add nsw i64 3667824, %996
-  %998 = mul nsw i64 %pool_grad.cv450144, 8
+  %998 = mul nsw i64 %pool_grad.cv457144, 8
   %999 = add nsw i64 %997, %998
   %arena162 = getelementptr inbounds float, ptr %arena, i64 %999
   %1000 = load <8 x float>, ptr %arena162, align 4
   %1001 = fsub <8 x float> %991, %1000
-  store <8 x float> %1001, ptr %pool_grad.w456, align 32
-  %1002 = mul nsw i64 %pool_grad.j447141, 49
-  %1003 = mul nsw i64 %pool_grad.ty448142, 7
+  store <8 x float> %1001, ptr %pool_grad.w463, align 32
+  %1002 = mul nsw i64 %pool_grad.j454141, 49
+  %1003 = mul nsw i64 %pool_grad.ty455142, 7
   %1004 = add nsw i64 %1002, %1003
-  %1005 = add nsw i64 %1004, %pool_grad.tx449143
+  %1005 = add nsw i64 %1004, %pool_grad.tx456143
   %1006 = mul nsw i64 %1005, 16
   %1007 = add nsw i64 3659200, %1006
-  %1008 = mul nsw i64 %pool_grad.cv450144, 8
+  %1008 = mul nsw i64 %pool_grad.cv457144, 8
   %1009 = add nsw i64 %1007, %1008
   %arena163 = getelementptr inbounds float, ptr %arena, i64 %1009
   %1010 = load <8 x float>, ptr %arena163, align 4
-  %1011 = mul nsw i64 %pool_grad.j447141, 49
-  %1012 = mul nsw i64 %pool_grad.ty448142, 7
+  %1011 = mul nsw i64 %pool_grad.j454141, 49
+  %1012 = mul nsw i64 %pool_grad.ty455142, 7
   %1013 = add nsw i64 %1011, %1012
-  %1014 = add nsw i64 %1013, %pool_grad.tx449143
+  %1014 = add nsw i64 %1013, %pool_grad.tx456143
   %1015 = mul nsw i64 %1014, 16
   %1016 = add nsw i64 3662336, %1015
-  %1017 = mul nsw i64 %pool_grad.cv450144, 8
+  %1017 = mul nsw i64 %pool_grad.cv457144, 8
   %1018 = add nsw i64 %1016, %1017
   %arena164 = getelementptr inbounds float, ptr %arena, i64 %1018
   %1019 = load <8 x float>, ptr %arena164, align 4
   %1020 = fadd <8 x float> %1010, %1019
-  %1021 = mul nsw i64 %pool_grad.j447141, 49
-  %1022 = mul nsw i64 %pool_grad.ty448142, 7
+  %1021 = mul nsw i64 %pool_grad.j454141, 49
+  %1022 = mul nsw i64 %pool_grad.ty455142, 7
   %1023 = add nsw i64 %1021, %1022
-  %1024 = add nsw i64 %1023, %pool_grad.tx449143
+  %1024 = add nsw i64 %1023, %pool_grad.tx456143
   %1025 = mul nsw i64 %1024, 16
   %1026 = add nsw i64 3665472, %1025
-  %1027 = mul nsw i64 %pool_grad.cv450144, 8
+  %1027 = mul nsw i64 %pool_grad.cv457144, 8
   %1028 = add nsw i64 %1026, %1027
   %arena165 = getelementptr inbounds float, ptr %arena, i64 %1028
   %1029 = load <8 x float>, ptr %arena165, align 4
   %1030 = fadd <8 x float> %1020, %1029
-  store <8 x float> %1030, ptr %pool_grad.w457, align 32
-  %1031 = mul nsw i64 %pool_grad.j447141, 49
-  %1032 = mul nsw i64 %pool_grad.ty448142, 7
+  store <8 x float> %1030, ptr %pool_grad.w464, align 32
+  %1031 = mul nsw i64 %pool_grad.j454141, 49
+  %1032 = mul nsw i64 %pool_grad.ty455142, 7
   %1033 = add nsw i64 %1031, %1032
-  %1034 = add nsw i64 %1033, %pool_grad.tx449143
+  %1034 = add nsw i64 %1033, %pool_grad.tx456143
   %1035 = mul nsw i64 %1034, 16
   %1036 = add nsw i64 3662336, %1035
-  %1037 = mul nsw i64 %pool_grad.cv450144, 8
+  %1037 = mul nsw i64 %pool_grad.cv457144, 8
   %1038 = add nsw i64 %1036, %1037
   %arena166 = getelementptr inbounds float, ptr %arena, i64 %1038
   %1039 = load <8 x float>, ptr %arena166, align 4
-  %1040 = mul nsw i64 %pool_grad.j447141, 49
-  %1041 = mul nsw i64 %pool_grad.ty448142, 7
+  %1040 = mul nsw i64 %pool_grad.j454141, 49
+  %1041 = mul nsw i64 %pool_grad.ty455142, 7
   %1042 = add nsw i64 %1040, %1041
-  %1043 = add nsw i64 %1042, %pool_grad.tx449143
+  %1043 = add nsw i64 %1042, %pool_grad.tx456143
   %1044 = mul nsw i64 %1043, 16
   %1045 = add nsw i64 3665472, %1044
-  %1046 = mul nsw i64 %pool_grad.cv450144, 8
+  %1046 = mul nsw i64 %pool_grad.cv457144, 8
   %1047 = add nsw i64 %1045, %1046
   %arena167 = getelementptr inbounds float, ptr %arena, i64 %1047
   %1048 = load <8 x float>, ptr %arena167, align 4
   %1049 = fsub <8 x float> %1039, %1048
-  %1050 = mul nsw i64 %pool_grad.j447141, 49
-  %1051 = mul nsw i64 %pool_grad.ty448142, 7
+  %1050 = mul nsw i64 %pool_grad.j454141, 49
+  %1051 = mul nsw i64 %pool_grad.ty455142, 7
   %1052 = add nsw i64 %1050, %1051
-  %1053 = add nsw i64 %1052, %pool_grad.tx449143
+  %1053 = add nsw i64 %1052, %pool_grad.tx456143
   %1054 = mul nsw i64 %1053, 16
   %1055 = add nsw i64 3668608, %1054
-  %1056 = mul nsw i64 %pool_grad.cv450144, 8
+  %1056 = mul nsw i64 %pool_grad.cv457144, 8
   %1057 = add nsw i64 %1055, %1056
   %arena168 = getelementptr inbounds float, ptr %arena, i64 %1057
   %1058 = load <8 x float>, ptr %arena168, align 4
   %1059 = fsub <8 x float> %1049, %1058
-  store <8 x float> %1059, ptr %pool_grad.w458, align 32
-  %w451 = load <8 x float>, ptr %pool_grad.w451, align 32
-  %w453 = load <8 x float>, ptr %pool_grad.w453, align 32
-  %1060 = fadd <8 x float> %w451, %w453
-  %w455 = load <8 x float>, ptr %pool_grad.w455, align 32
-  %1061 = fadd <8 x float> %1060, %w455
-  store <8 x float> %1061, ptr %pool_grad.w459, align 32
-  %w453169 = load <8 x float>, ptr %pool_grad.w453, align 32
-  %w455170 = load <8 x float>, ptr %pool_grad.w455, align 32
-  %1062 = fsub <8 x float> %w453169, %w455170
-  %w457 = load <8 x float>, ptr %pool_grad.w457, align 32
-  %1063 = fsub <8 x float> %1062, %w457
-  store <8 x float> %1063, ptr %pool_grad.w460, align 32
-  %w452 = load <8 x float>, ptr %pool_grad.w452, align 32
-  %w454 = load <8 x float>, ptr %pool_grad.w454, align 32
-  %1064 = fadd <8 x float> %w452, %w454
-  %w456 = load <8 x float>, ptr %pool_grad.w456, align 32
-  %1065 = fadd <8 x float> %1064, %w456
-  store <8 x float> %1065, ptr %pool_grad.w461, align 32
-  %w454171 = load <8 x float>, ptr %pool_grad.w454, align 32
-  %w456172 = load <8 x float>, ptr %pool_grad.w456, align 32
-  %1066 = fsub <8 x float> %w454171, %w456172
+  store <8 x float> %1059, ptr %pool_grad.w465, align 32
   %w458 = load <8 x float>, ptr %pool_grad.w458, align 32
-  %1067 = fsub <8 x float> %1066, %w458
-  store <8 x float> %1067, ptr %pool_grad.w462, align 32
+  %w460 = load <8 x float>, ptr %pool_grad.w460, align 32
+  %1060 = fadd <8 x float> %w458, %w460
+  %w462 = load <8 x float>, ptr %pool_grad.w462, align 32
+  %1061 = fadd <8 x float> %1060, %w462
+  store <8 x float> %1061, ptr %pool_grad.w466, align 32
+  %w460169 = load <8 x float>, ptr %pool_grad.w460, align 32
+  %w462170 = load <8 x float>, ptr %pool_grad.w462, align 32
+  %1062 = fsub <8 x float> %w460169, %w462170
+  %w464 = load <8 x float>, ptr %pool_grad.w464, align 32
+  %1063 = fsub <8 x float> %1062, %w464
+  store <8 x float> %1063, ptr %pool_grad.w467, align 32
   %w459 = load <8 x float>, ptr %pool_grad.w459, align 32
-  %1068 = mul nsw i64 %pool_grad.j447141, 14
-  %1069 = mul nsw i64 %pool_grad.ty448142, 2
+  %w461 = load <8 x float>, ptr %pool_grad.w461, align 32
+  %1064 = fadd <8 x float> %w459, %w461
+  %w463 = load <8 x float>, ptr %pool_grad.w463, align 32
+  %1065 = fadd <8 x float> %1064, %w463
+  store <8 x float> %1065, ptr %pool_grad.w468, align 32
+  %w461171 = load <8 x float>, ptr %pool_grad.w461, align 32
+  %w463172 = load <8 x float>, ptr %pool_grad.w463, align 32
+  %1066 = fsub <8 x float> %w461171, %w463172
+  %w465 = load <8 x float>, ptr %pool_grad.w465, align 32
+  %1067 = fsub <8 x float> %1066, %w465
+  store <8 x float> %1067, ptr %pool_grad.w469, align 32
+  %w466 = load <8 x float>, ptr %pool_grad.w466, align 32
+  %1068 = mul nsw i64 %pool_grad.j454141, 14
+  %1069 = mul nsw i64 %pool_grad.ty455142, 2
   %1070 = add nsw i64 %1068, %1069
   %1071 = mul nsw i64 %1070, 14
-  %1072 = mul nsw i64 %pool_grad.tx449143, 2
+  %1072 = mul nsw i64 %pool_grad.tx456143, 2
   %1073 = add nsw i64 %1071, %1072
   %1074 = mul nsw i64 %1073, 16
   %1075 = add nsw i64 3669392, %1074
-  %1076 = mul nsw i64 %pool_grad.cv450144, 8
+  %1076 = mul nsw i64 %pool_grad.cv457144, 8
   %1077 = add nsw i64 %1075, %1076
   %arena173 = getelementptr inbounds float, ptr %arena, i64 %1077
-  store <8 x float> %w459, ptr %arena173, align 4
-  %w460 = load <8 x float>, ptr %pool_grad.w460, align 32
-  %1078 = mul nsw i64 %pool_grad.j447141, 14
-  %1079 = mul nsw i64 %pool_grad.ty448142, 2
+  store <8 x float> %w466, ptr %arena173, align 4
+  %w467 = load <8 x float>, ptr %pool_grad.w467, align 32
+  %1078 = mul nsw i64 %pool_grad.j454141, 14
+  %1079 = mul nsw i64 %pool_grad.ty455142, 2
   %1080 = add nsw i64 %1078, %1079
   %1081 = mul nsw i64 %1080, 14
-  %1082 = mul nsw i64 %pool_grad.tx449143, 2
+  %1082 = mul nsw i64 %pool_grad.tx456143, 2
   %1083 = add nsw i64 %1081, %1082
   %1084 = add nsw i64 %1083, 1
   %1085 = mul nsw i64 %1084, 16
   %1086 = add nsw i64 3669392, %1085
-  %1087 = mul nsw i64 %pool_grad.cv450144, 8
+  %1087 = mul nsw i64 %pool_grad.cv457144, 8
   %1088 = add nsw i64 %1086, %1087
   %arena174 = getelementptr inbounds float, ptr %arena, i64 %1088
-  store <8 x float> %w460, ptr %arena174, align 4
-  %w461 = load <8 x float>, ptr %pool_grad.w461, align 32
-  %1089 = mul nsw i64 %pool_grad.j447141, 14
-  %1090 = mul nsw i64 %pool_grad.ty448142, 2
+  store <8 x float> %w467, ptr %arena174, align 4
+  %w468 = load <8 x float>, ptr %pool_grad.w468, align 32
+  %1089 = mul nsw i64 %pool_grad.j454141, 14
+  %1090 = mul nsw i64 %pool_grad.ty455142, 2
   %1091 = add nsw i64 %1089, %1090
   %1092 = add nsw i64 %1091, 1
   %1093 = mul nsw i64 %1092, 14
-  %1094 = mul nsw i64 %pool_grad.tx449143, 2
+  %1094 = mul nsw i64 %pool_grad.tx456143, 2
   %1095 = add nsw i64 %1093, %1094
   %1096 = mul nsw i64 %1095, 16
   %1097 = add nsw i64 3669392, %1096
-  %1098 = mul nsw i64 %pool_grad.cv450144, 8
+  %1098 = mul nsw i64 %pool_grad.cv457144, 8
   %1099 = add nsw i64 %1097, %1098
   %arena175 = getelementptr inbounds float, ptr %arena, i64 %1099
-  store <8 x float> %w461, ptr %arena175, align 4
-  %w462 = load <8 x float>, ptr %pool_grad.w462, align 32
-  %1100 = mul nsw i64 %pool_grad.j447141, 14
-  %1101 = mul nsw i64 %pool_grad.ty448142, 2
+  store <8 x float> %w468, ptr %arena175, align 4
+  %w469 = load <8 x float>, ptr %pool_grad.w469, align 32
+  %1100 = mul nsw i64 %pool_grad.j454141, 14
+  %1101 = mul nsw i64 %pool_grad.ty455142, 2
   %1102 = add nsw i64 %1100, %1101
   %1103 = add nsw i64 %1102, 1
   %1104 = mul nsw i64 %1103, 14
-  %1105 = mul nsw i64 %pool_grad.tx449143, 2
+  %1105 = mul nsw i64 %pool_grad.tx456143, 2
   %1106 = add nsw i64 %1104, %1105
   %1107 = add nsw i64 %1106, 1
   %1108 = mul nsw i64 %1107, 16
   %1109 = add nsw i64 3669392, %1108
-  %1110 = mul nsw i64 %pool_grad.cv450144, 8
+  %1110 = mul nsw i64 %pool_grad.cv457144, 8
   %1111 = add nsw i64 %1109, %1110
   %arena176 = getelementptr inbounds float, ptr %arena, i64 %1111
-  store <8 x float> %w462, ptr %arena176, align 4
-  %cv450.next = add nsw i64 %pool_grad.cv450144, 1
-  %1112 = icmp slt i64 %cv450.next, 2
-  br i1 %1112, label %pool_grad.cv450, label %pool_grad.cv450.end
+  store <8 x float> %w469, ptr %arena176, align 4
+  %cv457.next = add nsw i64 %pool_grad.cv457144, 1
+  %1112 = icmp slt i64 %cv457.next, 2
+  br i1 %1112, label %pool_grad.cv457, label %pool_grad.cv457.end
 
-pool_grad.cv450.end:                              ; preds = %pool_grad.cv450
-  %tx449.next = add nsw i64 %pool_grad.tx449143, 1
-  %1113 = icmp slt i64 %tx449.next, 7
-  br i1 %1113, label %pool_grad.tx449, label %pool_grad.tx449.end
+pool_grad.cv457.end:                              ; preds = %pool_grad.cv457
+  %tx456.next = add nsw i64 %pool_grad.tx456143, 1
+  %1113 = icmp slt i64 %tx456.next, 7
+  br i1 %1113, label %pool_grad.tx456, label %pool_grad.tx456.end
 
-pool_grad.j463:                                   ; preds = %pool_grad.c464.end, %pool_grad.j447.end
-  %pool_grad.j463177 = phi i64 [ 0, %pool_grad.j447.end ], [ %j463.next, %pool_grad.c464.end ]
-  br label %pool_grad.c464
+pool_grad.j470:                                   ; preds = %pool_grad.c471.end, %pool_grad.j454.end
+  %pool_grad.j470177 = phi i64 [ 0, %pool_grad.j454.end ], [ %j470.next, %pool_grad.c471.end ]
+  br label %pool_grad.c471
 
-pool_grad.j463.end:                               ; preds = %pool_grad.c464.end
-  %g398.next = add nsw i64 %pool_grad.g39865, 1
-  %1114 = icmp slt i64 %g398.next, 64
-  br i1 %1114, label %pool_grad.g398, label %pool_grad.g398.end
+pool_grad.j470.end:                               ; preds = %pool_grad.c471.end
+  %g405.next = add nsw i64 %pool_grad.g40565, 1
+  %1114 = icmp slt i64 %g405.next, 64
+  br i1 %1114, label %pool_grad.g405, label %pool_grad.g405.end
 
-pool_grad.c464:                                   ; preds = %pool_grad.q465.end, %pool_grad.j463
-  %pool_grad.c464178 = phi i64 [ 0, %pool_grad.j463 ], [ %c464.next, %pool_grad.q465.end ]
-  br label %pool_grad.q465
+pool_grad.c471:                                   ; preds = %pool_grad.q472.end, %pool_grad.j470
+  %pool_grad.c471178 = phi i64 [ 0, %pool_grad.j470 ], [ %c471.next, %pool_grad.q472.end ]
+  br label %pool_grad.q472
 
-pool_grad.c464.end:                               ; preds = %pool_grad.q465.end
-  %j463.next = add nsw i64 %pool_grad.j463177, 1
-  %1115 = icmp slt i64 %j463.next, 1
-  br i1 %1115, label %pool_grad.j463, label %pool_grad.j463.end
+pool_grad.c471.end:                               ; preds = %pool_grad.q472.end
+  %j470.next = add nsw i64 %pool_grad.j470177, 1
+  %1115 = icmp slt i64 %j470.next, 1
+  br i1 %1115, label %pool_grad.j470, label %pool_grad.j470.end
 
-pool_grad.q465:                                   ; preds = %pool_grad.q465, %pool_grad.c464
-  %pool_grad.q465179 = phi i64 [ 0, %pool_grad.c464 ], [ %q465.next, %pool_grad.q465 ]
-  %1116 = mul nsw i64 %pool_grad.j463177, 196
-  %1117 = add nsw i64 %1116, %pool_grad.q465179
+pool_grad.q472:                                   ; preds = %pool_grad.q472, %pool_grad.c471
+  %pool_grad.q472179 = phi i64 [ 0, %pool_grad.c471 ], [ %q472.next, %pool_grad.q472 ]
+  %1116 = mul nsw i64 %pool_grad.j470177, 196
+  %1117 = add nsw i64 %1116, %pool_grad.q472179
   %1118 = mul nsw i64 %1117, 16
   %1119 = add nsw i64 3669392, %1118
-  %1120 = add nsw i64 %1119, %pool_grad.c464178
+  %1120 = add nsw i64 %1119, %pool_grad.c471178
   %arena180 = getelementptr inbounds float, ptr %arena, i64 %1120
   %1121 = load float, ptr %arena180, align 4
-  %1122 = add nsw i64 %pool_grad.g39865, %pool_grad.j463177
+  %1122 = add nsw i64 %pool_grad.g40565, %pool_grad.j470177
   %1123 = mul nsw i64 %1122, 3136
   %1124 = add nsw i64 3414672, %1123
-  %1125 = mul nsw i64 %pool_grad.c464178, 196
+  %1125 = mul nsw i64 %pool_grad.c471178, 196
   %1126 = add nsw i64 %1124, %1125
-  %1127 = add nsw i64 %1126, %pool_grad.q465179
+  %1127 = add nsw i64 %1126, %pool_grad.q472179
   %arena181 = getelementptr inbounds float, ptr %arena, i64 %1127
   store float %1121, ptr %arena181, align 4
-  %q465.next = add nsw i64 %pool_grad.q465179, 1
-  %1128 = icmp slt i64 %q465.next, 196
-  br i1 %1128, label %pool_grad.q465, label %pool_grad.q465.end
+  %q472.next = add nsw i64 %pool_grad.q472179, 1
+  %1128 = icmp slt i64 %q472.next, 196
+  br i1 %1128, label %pool_grad.q472, label %pool_grad.q472.end
 
-pool_grad.q465.end:                               ; preds = %pool_grad.q465
-  %c464.next = add nsw i64 %pool_grad.c464178, 1
-  %1129 = icmp slt i64 %c464.next, 16
-  br i1 %1129, label %pool_grad.c464, label %pool_grad.c464.end
+pool_grad.q472.end:                               ; preds = %pool_grad.q472
+  %c471.next = add nsw i64 %pool_grad.c471178, 1
+  %1129 = icmp slt i64 %c471.next, 16
+  br i1 %1129, label %pool_grad.c471, label %pool_grad.c471.end
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k21.pool_grad.gemm446(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @residual_train_b64.k21.pool_grad.gemm453(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
-  %pool_grad.t444_a3 = alloca <8 x float>, align 32
-  %pool_grad.t444_a2 = alloca <8 x float>, align 32
-  %pool_grad.t444_a1 = alloca <8 x float>, align 32
-  %pool_grad.t444_a0 = alloca <8 x float>, align 32
-  %pool_grad.t444_b1 = alloca <8 x float>, align 32
-  %pool_grad.t444_b0 = alloca <8 x float>, align 32
-  %pool_grad.t444_c3_1 = alloca <8 x float>, align 32
-  %pool_grad.t444_c3_0 = alloca <8 x float>, align 32
-  %pool_grad.t444_c2_1 = alloca <8 x float>, align 32
-  %pool_grad.t444_c2_0 = alloca <8 x float>, align 32
-  %pool_grad.t444_c1_1 = alloca <8 x float>, align 32
-  %pool_grad.t444_c1_0 = alloca <8 x float>, align 32
-  %pool_grad.t444_c0_1 = alloca <8 x float>, align 32
-  %pool_grad.t444_c0_0 = alloca <8 x float>, align 32
-  %pool_grad.t442_a4 = alloca <8 x float>, align 32
-  %pool_grad.t442_a3 = alloca <8 x float>, align 32
-  %pool_grad.t442_a2 = alloca <8 x float>, align 32
-  %pool_grad.t442_a1 = alloca <8 x float>, align 32
-  %pool_grad.t442_a0 = alloca <8 x float>, align 32
-  %pool_grad.t442_b1 = alloca <8 x float>, align 32
-  %pool_grad.t442_b0 = alloca <8 x float>, align 32
-  %pool_grad.t442_c4_1 = alloca <8 x float>, align 32
-  %pool_grad.t442_c4_0 = alloca <8 x float>, align 32
-  %pool_grad.t442_c3_1 = alloca <8 x float>, align 32
-  %pool_grad.t442_c3_0 = alloca <8 x float>, align 32
-  %pool_grad.t442_c2_1 = alloca <8 x float>, align 32
-  %pool_grad.t442_c2_0 = alloca <8 x float>, align 32
-  %pool_grad.t442_c1_1 = alloca <8 x float>, align 32
-  %pool_grad.t442_c1_0 = alloca <8 x float>, align 32
-  %pool_grad.t442_c0_1 = alloca <8 x float>, align 32
-  %pool_grad.t442_c0_0 = alloca <8 x float>, align 32
-  br label %pool_grad.nb440
+  %pool_grad.t451_a3 = alloca <8 x float>, align 32
+  %pool_grad.t451_a2 = alloca <8 x float>, align 32
+  %pool_grad.t451_a1 = alloca <8 x float>, align 32
+  %pool_grad.t451_a0 = alloca <8 x float>, align 32
+  %pool_grad.t451_b1 = alloca <8 x float>, align 32
+  %pool_grad.t451_b0 = alloca <8 x float>, align 32
+  %pool_grad.t451_c3_1 = alloca <8 x float>, align 32
+  %pool_grad.t451_c3_0 = alloca <8 x float>, align 32
+  %pool_grad.t451_c2_1 = alloca <8 x float>, align 32
+  %pool_grad.t451_c2_0 = alloca <8 x float>, align 32
+  %pool_grad.t451_c1_1 = alloca <8 x float>, align 32
+  %pool_grad.t451_c1_0 = alloca <8 x float>, align 32
+  %pool_grad.t451_c0_1 = alloca <8 x float>, align 32
+  %pool_grad.t451_c0_0 = alloca <8 x float>, align 32
+  %pool_grad.t449_a4 = alloca <8 x float>, align 32
+  %pool_grad.t449_a3 = alloca <8 x float>, align 32
+  %pool_grad.t449_a2 = alloca <8 x float>, align 32
+  %pool_grad.t449_a1 = alloca <8 x float>, align 32
+  %pool_grad.t449_a0 = alloca <8 x float>, align 32
+  %pool_grad.t449_b1 = alloca <8 x float>, align 32
+  %pool_grad.t449_b0 = alloca <8 x float>, align 32
+  %pool_grad.t449_c4_1 = alloca <8 x float>, align 32
+  %pool_grad.t449_c4_0 = alloca <8 x float>, align 32
+  %pool_grad.t449_c3_1 = alloca <8 x float>, align 32
+  %pool_grad.t449_c3_0 = alloca <8 x float>, align 32
+  %pool_grad.t449_c2_1 = alloca <8 x float>, align 32
+  %pool_grad.t449_c2_0 = alloca <8 x float>, align 32
+  %pool_grad.t449_c1_1 = alloca <8 x float>, align 32
+  %pool_grad.t449_c1_0 = alloca <8 x float>, align 32
+  %pool_grad.t449_c0_1 = alloca <8 x float>, align 32
+  %pool_grad.t449_c0_0 = alloca <8 x float>, align 32
+  br label %pool_grad.nb447
 
-pool_grad.nb440:                                  ; preds = %pool_grad.k445.end, %entry
-  %pool_grad.nb4401 = phi i64 [ 0, %entry ], [ %nb440.next, %pool_grad.k445.end ]
-  br label %pool_grad.mb441
+pool_grad.nb447:                                  ; preds = %pool_grad.k452.end, %entry
+  %pool_grad.nb4471 = phi i64 [ 0, %entry ], [ %nb447.next, %pool_grad.k452.end ]
+  br label %pool_grad.mb448
 
-pool_grad.nb440.end:                              ; preds = %pool_grad.k445.end
+pool_grad.nb447.end:                              ; preds = %pool_grad.k452.end
   ret void
 
-pool_grad.mb441:                                  ; preds = %pool_grad.k443.end, %pool_grad.nb440
-  %pool_grad.mb4412 = phi i64 [ 0, %pool_grad.nb440 ], [ %mb441.next, %pool_grad.k443.end ]
-  store <8 x float> zeroinitializer, ptr %pool_grad.t442_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool_grad.t442_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool_grad.t442_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool_grad.t442_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool_grad.t442_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool_grad.t442_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool_grad.t442_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool_grad.t442_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool_grad.t442_c4_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool_grad.t442_c4_1, align 32
-  br label %pool_grad.k443
+pool_grad.mb448:                                  ; preds = %pool_grad.k450.end, %pool_grad.nb447
+  %pool_grad.mb4482 = phi i64 [ 0, %pool_grad.nb447 ], [ %mb448.next, %pool_grad.k450.end ]
+  store <8 x float> zeroinitializer, ptr %pool_grad.t449_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool_grad.t449_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool_grad.t449_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool_grad.t449_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool_grad.t449_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool_grad.t449_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool_grad.t449_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool_grad.t449_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool_grad.t449_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool_grad.t449_c4_1, align 32
+  br label %pool_grad.k450
 
-pool_grad.mb441.end:                              ; preds = %pool_grad.k443.end
-  store <8 x float> zeroinitializer, ptr %pool_grad.t444_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool_grad.t444_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool_grad.t444_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool_grad.t444_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool_grad.t444_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool_grad.t444_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool_grad.t444_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool_grad.t444_c3_1, align 32
-  br label %pool_grad.k445
+pool_grad.mb448.end:                              ; preds = %pool_grad.k450.end
+  store <8 x float> zeroinitializer, ptr %pool_grad.t451_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool_grad.t451_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool_grad.t451_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool_grad.t451_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool_grad.t451_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool_grad.t451_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool_grad.t451_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool_grad.t451_c3_1, align 32
+  br label %pool_grad.k452
 
-pool_grad.k443:                                   ; preds = %pool_grad.k443, %pool_grad.mb441
-  %pool_grad.k4433 = phi i64 [ 0, %pool_grad.mb441 ], [ %k443.next, %pool_grad.k443 ]
+pool_grad.k450:                                   ; preds = %pool_grad.k450, %pool_grad.mb448
+  %pool_grad.k4503 = phi i64 [ 0, %pool_grad.mb448 ], [ %k450.next, %pool_grad.k450 ]
   %1 = mul nsw i64 %0, 512
   %2 = add nsw i64 3615376, %1
-  %3 = mul nsw i64 %pool_grad.k4433, 16
+  %3 = mul nsw i64 %pool_grad.k4503, 16
   %4 = add nsw i64 %2, %3
-  %5 = mul nsw i64 %pool_grad.nb4401, 16
+  %5 = mul nsw i64 %pool_grad.nb4471, 16
   %6 = add nsw i64 %4, %5
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %7, ptr %pool_grad.t442_b0, align 32
+  store <8 x float> %7, ptr %pool_grad.t449_b0, align 32
   %8 = mul nsw i64 %0, 512
   %9 = add nsw i64 3615376, %8
-  %10 = mul nsw i64 %pool_grad.k4433, 16
+  %10 = mul nsw i64 %pool_grad.k4503, 16
   %11 = add nsw i64 %9, %10
-  %12 = mul nsw i64 %pool_grad.nb4401, 16
+  %12 = mul nsw i64 %pool_grad.nb4471, 16
   %13 = add nsw i64 %11, %12
   %14 = add nsw i64 %13, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %15, ptr %pool_grad.t442_b1, align 32
+  store <8 x float> %15, ptr %pool_grad.t449_b1, align 32
   %16 = mul nsw i64 %0, 1568
   %17 = add nsw i64 3631760, %16
-  %18 = mul nsw i64 %pool_grad.mb4412, 5
+  %18 = mul nsw i64 %pool_grad.mb4482, 5
   %19 = mul nsw i64 %18, 32
   %20 = add nsw i64 %17, %19
-  %21 = add nsw i64 %20, %pool_grad.k4433
+  %21 = add nsw i64 %20, %pool_grad.k4503
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena6, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %pool_grad.t442_a0, align 32
-  %t442_a0 = load <8 x float>, ptr %pool_grad.t442_a0, align 32
-  %t442_b0 = load <8 x float>, ptr %pool_grad.t442_b0, align 32
-  %t442_c0_0 = load <8 x float>, ptr %pool_grad.t442_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t442_a0, <8 x float> %t442_b0, <8 x float> %t442_c0_0)
-  store <8 x float> %25, ptr %pool_grad.t442_c0_0, align 32
-  %t442_a07 = load <8 x float>, ptr %pool_grad.t442_a0, align 32
-  %t442_b1 = load <8 x float>, ptr %pool_grad.t442_b1, align 32
-  %t442_c0_1 = load <8 x float>, ptr %pool_grad.t442_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t442_a07, <8 x float> %t442_b1, <8 x float> %t442_c0_1)
-  store <8 x float> %26, ptr %pool_grad.t442_c0_1, align 32
+  store <8 x float> %24, ptr %pool_grad.t449_a0, align 32
+  %t449_a0 = load <8 x float>, ptr %pool_grad.t449_a0, align 32
+  %t449_b0 = load <8 x float>, ptr %pool_grad.t449_b0, align 32
+  %t449_c0_0 = load <8 x float>, ptr %pool_grad.t449_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t449_a0, <8 x float> %t449_b0, <8 x float> %t449_c0_0)
+  store <8 x float> %25, ptr %pool_grad.t449_c0_0, align 32
+  %t449_a07 = load <8 x float>, ptr %pool_grad.t449_a0, align 32
+  %t449_b1 = load <8 x float>, ptr %pool_grad.t449_b1, align 32
+  %t449_c0_1 = load <8 x float>, ptr %pool_grad.t449_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t449_a07, <8 x float> %t449_b1, <8 x float> %t449_c0_1)
+  store <8 x float> %26, ptr %pool_grad.t449_c0_1, align 32
   %27 = mul nsw i64 %0, 1568
   %28 = add nsw i64 3631760, %27
-  %29 = mul nsw i64 %pool_grad.mb4412, 5
+  %29 = mul nsw i64 %pool_grad.mb4482, 5
   %30 = add nsw i64 %29, 1
   %31 = mul nsw i64 %30, 32
   %32 = add nsw i64 %28, %31
-  %33 = add nsw i64 %32, %pool_grad.k4433
+  %33 = add nsw i64 %32, %pool_grad.k4503
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %33
   %34 = load float, ptr %arena8, align 4
   %35 = insertelement <8 x float> undef, float %34, i32 0
   %36 = shufflevector <8 x float> %35, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %36, ptr %pool_grad.t442_a1, align 32
-  %t442_a1 = load <8 x float>, ptr %pool_grad.t442_a1, align 32
-  %t442_b09 = load <8 x float>, ptr %pool_grad.t442_b0, align 32
-  %t442_c1_0 = load <8 x float>, ptr %pool_grad.t442_c1_0, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t442_a1, <8 x float> %t442_b09, <8 x float> %t442_c1_0)
-  store <8 x float> %37, ptr %pool_grad.t442_c1_0, align 32
-  %t442_a110 = load <8 x float>, ptr %pool_grad.t442_a1, align 32
-  %t442_b111 = load <8 x float>, ptr %pool_grad.t442_b1, align 32
-  %t442_c1_1 = load <8 x float>, ptr %pool_grad.t442_c1_1, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t442_a110, <8 x float> %t442_b111, <8 x float> %t442_c1_1)
-  store <8 x float> %38, ptr %pool_grad.t442_c1_1, align 32
+  store <8 x float> %36, ptr %pool_grad.t449_a1, align 32
+  %t449_a1 = load <8 x float>, ptr %pool_grad.t449_a1, align 32
+  %t449_b09 = load <8 x float>, ptr %pool_grad.t449_b0, align 32
+  %t449_c1_0 = load <8 x float>, ptr %pool_grad.t449_c1_0, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t449_a1, <8 x float> %t449_b09, <8 x float> %t449_c1_0)
+  store <8 x float> %37, ptr %pool_grad.t449_c1_0, align 32
+  %t449_a110 = load <8 x float>, ptr %pool_grad.t449_a1, align 32
+  %t449_b111 = load <8 x float>, ptr %pool_grad.t449_b1, align 32
+  %t449_c1_1 = load <8 x float>, ptr %pool_grad.t449_c1_1, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t449_a110, <8 x float> %t449_b111, <8 x float> %t449_c1_1)
+  store <8 x float> %38, ptr %pool_grad.t449_c1_1, align 32
   %39 = mul nsw i64 %0, 1568
   %40 = add nsw i64 3631760, %39
-  %41 = mul nsw i64 %pool_grad.mb4412, 5
+  %41 = mul nsw i64 %pool_grad.mb4482, 5
   %42 = add nsw i64 %41, 2
   %43 = mul nsw i64 %42, 32
   %44 = add nsw i64 %40, %43
-  %45 = add nsw i64 %44, %pool_grad.k4433
+  %45 = add nsw i64 %44, %pool_grad.k4503
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %45
   %46 = load float, ptr %arena12, align 4
   %47 = insertelement <8 x float> undef, float %46, i32 0
   %48 = shufflevector <8 x float> %47, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %48, ptr %pool_grad.t442_a2, align 32
-  %t442_a2 = load <8 x float>, ptr %pool_grad.t442_a2, align 32
-  %t442_b013 = load <8 x float>, ptr %pool_grad.t442_b0, align 32
-  %t442_c2_0 = load <8 x float>, ptr %pool_grad.t442_c2_0, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t442_a2, <8 x float> %t442_b013, <8 x float> %t442_c2_0)
-  store <8 x float> %49, ptr %pool_grad.t442_c2_0, align 32
-  %t442_a214 = load <8 x float>, ptr %pool_grad.t442_a2, align 32
-  %t442_b115 = load <8 x float>, ptr %pool_grad.t442_b1, align 32
-  %t442_c2_1 = load <8 x float>, ptr %pool_grad.t442_c2_1, align 32
-  %50 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t442_a214, <8 x float> %t442_b115, <8 x float> %t442_c2_1)
-  store <8 x float> %50, ptr %pool_grad.t442_c2_1, align 32
+  store <8 x float> %48, ptr %pool_grad.t449_a2, align 32
+  %t449_a2 = load <8 x float>, ptr %pool_grad.t449_a2, align 32
+  %t449_b013 = load <8 x float>, ptr %pool_grad.t449_b0, align 32
+  %t449_c2_0 = load <8 x float>, ptr %pool_grad.t449_c2_0, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t449_a2, <8 x float> %t449_b013, <8 x float> %t449_c2_0)
+  store <8 x float> %49, ptr %pool_grad.t449_c2_0, align 32
+  %t449_a214 = load <8 x float>, ptr %pool_grad.t449_a2, align 32
+  %t449_b115 = load <8 x float>, ptr %pool_grad.t449_b1, align 32
+  %t449_c2_1 = load <8 x float>, ptr %pool_grad.t449_c2_1, align 32
+  %50 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t449_a214, <8 x float> %t449_b115, <8 x float> %t449_c2_1)
+  store <8 x float> %50, ptr %pool_grad.t449_c2_1, align 32
   %51 = mul nsw i64 %0, 1568
   %52 = add nsw i64 3631760, %51
-  %53 = mul nsw i64 %pool_grad.mb4412, 5
+  %53 = mul nsw i64 %pool_grad.mb4482, 5
   %54 = add nsw i64 %53, 3
   %55 = mul nsw i64 %54, 32
   %56 = add nsw i64 %52, %55
-  %57 = add nsw i64 %56, %pool_grad.k4433
+  %57 = add nsw i64 %56, %pool_grad.k4503
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %57
   %58 = load float, ptr %arena16, align 4
   %59 = insertelement <8 x float> undef, float %58, i32 0
   %60 = shufflevector <8 x float> %59, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %60, ptr %pool_grad.t442_a3, align 32
-  %t442_a3 = load <8 x float>, ptr %pool_grad.t442_a3, align 32
-  %t442_b017 = load <8 x float>, ptr %pool_grad.t442_b0, align 32
-  %t442_c3_0 = load <8 x float>, ptr %pool_grad.t442_c3_0, align 32
-  %61 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t442_a3, <8 x float> %t442_b017, <8 x float> %t442_c3_0)
-  store <8 x float> %61, ptr %pool_grad.t442_c3_0, align 32
-  %t442_a318 = load <8 x float>, ptr %pool_grad.t442_a3, align 32
-  %t442_b119 = load <8 x float>, ptr %pool_grad.t442_b1, align 32
-  %t442_c3_1 = load <8 x float>, ptr %pool_grad.t442_c3_1, align 32
-  %62 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t442_a318, <8 x float> %t442_b119, <8 x float> %t442_c3_1)
-  store <8 x float> %62, ptr %pool_grad.t442_c3_1, align 32
+  store <8 x float> %60, ptr %pool_grad.t449_a3, align 32
+  %t449_a3 = load <8 x float>, ptr %pool_grad.t449_a3, align 32
+  %t449_b017 = load <8 x float>, ptr %pool_grad.t449_b0, align 32
+  %t449_c3_0 = load <8 x float>, ptr %pool_grad.t449_c3_0, align 32
+  %61 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t449_a3, <8 x float> %t449_b017, <8 x float> %t449_c3_0)
+  store <8 x float> %61, ptr %pool_grad.t449_c3_0, align 32
+  %t449_a318 = load <8 x float>, ptr %pool_grad.t449_a3, align 32
+  %t449_b119 = load <8 x float>, ptr %pool_grad.t449_b1, align 32
+  %t449_c3_1 = load <8 x float>, ptr %pool_grad.t449_c3_1, align 32
+  %62 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t449_a318, <8 x float> %t449_b119, <8 x float> %t449_c3_1)
+  store <8 x float> %62, ptr %pool_grad.t449_c3_1, align 32
   %63 = mul nsw i64 %0, 1568
   %64 = add nsw i64 3631760, %63
-  %65 = mul nsw i64 %pool_grad.mb4412, 5
+  %65 = mul nsw i64 %pool_grad.mb4482, 5
   %66 = add nsw i64 %65, 4
   %67 = mul nsw i64 %66, 32
   %68 = add nsw i64 %64, %67
-  %69 = add nsw i64 %68, %pool_grad.k4433
+  %69 = add nsw i64 %68, %pool_grad.k4503
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load float, ptr %arena20, align 4
   %71 = insertelement <8 x float> undef, float %70, i32 0
   %72 = shufflevector <8 x float> %71, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %72, ptr %pool_grad.t442_a4, align 32
-  %t442_a4 = load <8 x float>, ptr %pool_grad.t442_a4, align 32
-  %t442_b021 = load <8 x float>, ptr %pool_grad.t442_b0, align 32
-  %t442_c4_0 = load <8 x float>, ptr %pool_grad.t442_c4_0, align 32
-  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t442_a4, <8 x float> %t442_b021, <8 x float> %t442_c4_0)
-  store <8 x float> %73, ptr %pool_grad.t442_c4_0, align 32
-  %t442_a422 = load <8 x float>, ptr %pool_grad.t442_a4, align 32
-  %t442_b123 = load <8 x float>, ptr %pool_grad.t442_b1, align 32
-  %t442_c4_1 = load <8 x float>, ptr %pool_grad.t442_c4_1, align 32
-  %74 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t442_a422, <8 x float> %t442_b123, <8 x float> %t442_c4_1)
-  store <8 x float> %74, ptr %pool_grad.t442_c4_1, align 32
-  %k443.next = add nsw i64 %pool_grad.k4433, 1
-  %75 = icmp slt i64 %k443.next, 32
-  br i1 %75, label %pool_grad.k443, label %pool_grad.k443.end
+  store <8 x float> %72, ptr %pool_grad.t449_a4, align 32
+  %t449_a4 = load <8 x float>, ptr %pool_grad.t449_a4, align 32
+  %t449_b021 = load <8 x float>, ptr %pool_grad.t449_b0, align 32
+  %t449_c4_0 = load <8 x float>, ptr %pool_grad.t449_c4_0, align 32
+  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t449_a4, <8 x float> %t449_b021, <8 x float> %t449_c4_0)
+  store <8 x float> %73, ptr %pool_grad.t449_c4_0, align 32
+  %t449_a422 = load <8 x float>, ptr %pool_grad.t449_a4, align 32
+  %t449_b123 = load <8 x float>, ptr %pool_grad.t449_b1, align 32
+  %t449_c4_1 = load <8 x float>, ptr %pool_grad.t449_c4_1, align 32
+  %74 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t449_a422, <8 x float> %t449_b123, <8 x float> %t449_c4_1)
+  store <8 x float> %74, ptr %pool_grad.t449_c4_1, align 32
+  %k450.next = add nsw i64 %pool_grad.k4503, 1
+  %75 = icmp slt i64 %k450.next, 32
+  br i1 %75, label %pool_grad.k450, label %pool_grad.k450.end
 
-pool_grad.k443.end:                               ; preds = %pool_grad.k443
-  %t442_c0_024 = load <8 x float>, ptr %pool_grad.t442_c0_0, align 32
+pool_grad.k450.end:                               ; preds = %pool_grad.k450
+  %t449_c0_024 = load <8 x float>, ptr %pool_grad.t449_c0_0, align 32
   %76 = mul nsw i64 %0, 784
   %77 = add nsw i64 3656848, %76
-  %78 = mul nsw i64 %pool_grad.mb4412, 5
+  %78 = mul nsw i64 %pool_grad.mb4482, 5
   %79 = mul nsw i64 %78, 16
   %80 = add nsw i64 %77, %79
-  %81 = mul nsw i64 %pool_grad.nb4401, 16
+  %81 = mul nsw i64 %pool_grad.nb4471, 16
   %82 = add nsw i64 %80, %81
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %82
-  store <8 x float> %t442_c0_024, ptr %arena25, align 4
-  %t442_c0_126 = load <8 x float>, ptr %pool_grad.t442_c0_1, align 32
+  store <8 x float> %t449_c0_024, ptr %arena25, align 4
+  %t449_c0_126 = load <8 x float>, ptr %pool_grad.t449_c0_1, align 32
   %83 = mul nsw i64 %0, 784
   %84 = add nsw i64 3656848, %83
-  %85 = mul nsw i64 %pool_grad.mb4412, 5
+  %85 = mul nsw i64 %pool_grad.mb4482, 5
   %86 = mul nsw i64 %85, 16
   %87 = add nsw i64 %84, %86
-  %88 = mul nsw i64 %pool_grad.nb4401, 16
+  %88 = mul nsw i64 %pool_grad.nb4471, 16
   %89 = add nsw i64 %87, %88
   %90 = add nsw i64 %89, 8
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %90
-  store <8 x float> %t442_c0_126, ptr %arena27, align 4
-  %t442_c1_028 = load <8 x float>, ptr %pool_grad.t442_c1_0, align 32
+  store <8 x float> %t449_c0_126, ptr %arena27, align 4
+  %t449_c1_028 = load <8 x float>, ptr %pool_grad.t449_c1_0, align 32
   %91 = mul nsw i64 %0, 784
   %92 = add nsw i64 3656848, %91
-  %93 = mul nsw i64 %pool_grad.mb4412, 5
+  %93 = mul nsw i64 %pool_grad.mb4482, 5
   %94 = add nsw i64 %93, 1
   %95 = mul nsw i64 %94, 16
   %96 = add nsw i64 %92, %95
-  %97 = mul nsw i64 %pool_grad.nb4401, 16
+  %97 = mul nsw i64 %pool_grad.nb4471, 16
   %98 = add nsw i64 %96, %97
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t442_c1_028, ptr %arena29, align 4
-  %t442_c1_130 = load <8 x float>, ptr %pool_grad.t442_c1_1, align 32
+  store <8 x float> %t449_c1_028, ptr %arena29, align 4
+  %t449_c1_130 = load <8 x float>, ptr %pool_grad.t449_c1_1, align 32
   %99 = mul nsw i64 %0, 784
   %100 = add nsw i64 3656848, %99
-  %101 = mul nsw i64 %pool_grad.mb4412, 5
+  %101 = mul nsw i64 %pool_grad.mb4482, 5
   %102 = add nsw i64 %101, 1
   %103 = mul nsw i64 %102, 16
   %104 = add nsw i64 %100, %103
-  %105 = mul nsw i64 %pool_grad.nb4401, 16
+  %105 = mul nsw i64 %pool_grad.nb4471, 16
   %106 = add nsw i64 %104, %105
   %107 = add nsw i64 %106, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %107
-  store <8 x float> %t442_c1_130, ptr %arena31, align 4
-  %t442_c2_032 = load <8 x float>, ptr %pool_grad.t442_c2_0, align 32
+  store <8 x float> %t449_c1_130, ptr %arena31, align 4
+  %t449_c2_032 = load <8 x float>, ptr %pool_grad.t449_c2_0, align 32
   %108 = mul nsw i64 %0, 784
   %109 = add nsw i64 3656848, %108
-  %110 = mul nsw i64 %pool_grad.mb4412, 5
+  %110 = mul nsw i64 %pool_grad.mb4482, 5
   %111 = add nsw i64 %110, 2
   %112 = mul nsw i64 %111, 16
   %113 = add nsw i64 %109, %112
-  %114 = mul nsw i64 %pool_grad.nb4401, 16
+  %114 = mul nsw i64 %pool_grad.nb4471, 16
   %115 = add nsw i64 %113, %114
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %115
-  store <8 x float> %t442_c2_032, ptr %arena33, align 4
-  %t442_c2_134 = load <8 x float>, ptr %pool_grad.t442_c2_1, align 32
+  store <8 x float> %t449_c2_032, ptr %arena33, align 4
+  %t449_c2_134 = load <8 x float>, ptr %pool_grad.t449_c2_1, align 32
   %116 = mul nsw i64 %0, 784
   %117 = add nsw i64 3656848, %116
-  %118 = mul nsw i64 %pool_grad.mb4412, 5
+  %118 = mul nsw i64 %pool_grad.mb4482, 5
   %119 = add nsw i64 %118, 2
   %120 = mul nsw i64 %119, 16
   %121 = add nsw i64 %117, %120
-  %122 = mul nsw i64 %pool_grad.nb4401, 16
+  %122 = mul nsw i64 %pool_grad.nb4471, 16
   %123 = add nsw i64 %121, %122
   %124 = add nsw i64 %123, 8
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t442_c2_134, ptr %arena35, align 4
-  %t442_c3_036 = load <8 x float>, ptr %pool_grad.t442_c3_0, align 32
+  store <8 x float> %t449_c2_134, ptr %arena35, align 4
+  %t449_c3_036 = load <8 x float>, ptr %pool_grad.t449_c3_0, align 32
   %125 = mul nsw i64 %0, 784
   %126 = add nsw i64 3656848, %125
-  %127 = mul nsw i64 %pool_grad.mb4412, 5
+  %127 = mul nsw i64 %pool_grad.mb4482, 5
   %128 = add nsw i64 %127, 3
   %129 = mul nsw i64 %128, 16
   %130 = add nsw i64 %126, %129
-  %131 = mul nsw i64 %pool_grad.nb4401, 16
+  %131 = mul nsw i64 %pool_grad.nb4471, 16
   %132 = add nsw i64 %130, %131
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %132
-  store <8 x float> %t442_c3_036, ptr %arena37, align 4
-  %t442_c3_138 = load <8 x float>, ptr %pool_grad.t442_c3_1, align 32
+  store <8 x float> %t449_c3_036, ptr %arena37, align 4
+  %t449_c3_138 = load <8 x float>, ptr %pool_grad.t449_c3_1, align 32
   %133 = mul nsw i64 %0, 784
   %134 = add nsw i64 3656848, %133
-  %135 = mul nsw i64 %pool_grad.mb4412, 5
+  %135 = mul nsw i64 %pool_grad.mb4482, 5
   %136 = add nsw i64 %135, 3
   %137 = mul nsw i64 %136, 16
   %138 = add nsw i64 %134, %137
-  %139 = mul nsw i64 %pool_grad.nb4401, 16
+  %139 = mul nsw i64 %pool_grad.nb4471, 16
   %140 = add nsw i64 %138, %139
   %141 = add nsw i64 %140, 8
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %141
-  store <8 x float> %t442_c3_138, ptr %arena39, align 4
-  %t442_c4_040 = load <8 x float>, ptr %pool_grad.t442_c4_0, align 32
+  store <8 x float> %t449_c3_138, ptr %arena39, align 4
+  %t449_c4_040 = load <8 x float>, ptr %pool_grad.t449_c4_0, align 32
   %142 = mul nsw i64 %0, 784
   %143 = add nsw i64 3656848, %142
-  %144 = mul nsw i64 %pool_grad.mb4412, 5
+  %144 = mul nsw i64 %pool_grad.mb4482, 5
   %145 = add nsw i64 %144, 4
   %146 = mul nsw i64 %145, 16
   %147 = add nsw i64 %143, %146
-  %148 = mul nsw i64 %pool_grad.nb4401, 16
+  %148 = mul nsw i64 %pool_grad.nb4471, 16
   %149 = add nsw i64 %147, %148
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %149
-  store <8 x float> %t442_c4_040, ptr %arena41, align 4
-  %t442_c4_142 = load <8 x float>, ptr %pool_grad.t442_c4_1, align 32
+  store <8 x float> %t449_c4_040, ptr %arena41, align 4
+  %t449_c4_142 = load <8 x float>, ptr %pool_grad.t449_c4_1, align 32
   %150 = mul nsw i64 %0, 784
   %151 = add nsw i64 3656848, %150
-  %152 = mul nsw i64 %pool_grad.mb4412, 5
+  %152 = mul nsw i64 %pool_grad.mb4482, 5
   %153 = add nsw i64 %152, 4
   %154 = mul nsw i64 %153, 16
   %155 = add nsw i64 %151, %154
-  %156 = mul nsw i64 %pool_grad.nb4401, 16
+  %156 = mul nsw i64 %pool_grad.nb4471, 16
   %157 = add nsw i64 %155, %156
   %158 = add nsw i64 %157, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %158
-  store <8 x float> %t442_c4_142, ptr %arena43, align 4
-  %mb441.next = add nsw i64 %pool_grad.mb4412, 1
-  %159 = icmp slt i64 %mb441.next, 9
-  br i1 %159, label %pool_grad.mb441, label %pool_grad.mb441.end
+  store <8 x float> %t449_c4_142, ptr %arena43, align 4
+  %mb448.next = add nsw i64 %pool_grad.mb4482, 1
+  %159 = icmp slt i64 %mb448.next, 9
+  br i1 %159, label %pool_grad.mb448, label %pool_grad.mb448.end
 
-pool_grad.k445:                                   ; preds = %pool_grad.k445, %pool_grad.mb441.end
-  %pool_grad.k44544 = phi i64 [ 0, %pool_grad.mb441.end ], [ %k445.next, %pool_grad.k445 ]
+pool_grad.k452:                                   ; preds = %pool_grad.k452, %pool_grad.mb448.end
+  %pool_grad.k45244 = phi i64 [ 0, %pool_grad.mb448.end ], [ %k452.next, %pool_grad.k452 ]
   %160 = mul nsw i64 %0, 512
   %161 = add nsw i64 3615376, %160
-  %162 = mul nsw i64 %pool_grad.k44544, 16
+  %162 = mul nsw i64 %pool_grad.k45244, 16
   %163 = add nsw i64 %161, %162
-  %164 = mul nsw i64 %pool_grad.nb4401, 16
+  %164 = mul nsw i64 %pool_grad.nb4471, 16
   %165 = add nsw i64 %163, %164
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load <8 x float>, ptr %arena45, align 4
-  store <8 x float> %166, ptr %pool_grad.t444_b0, align 32
+  store <8 x float> %166, ptr %pool_grad.t451_b0, align 32
   %167 = mul nsw i64 %0, 512
   %168 = add nsw i64 3615376, %167
-  %169 = mul nsw i64 %pool_grad.k44544, 16
+  %169 = mul nsw i64 %pool_grad.k45244, 16
   %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %pool_grad.nb4401, 16
+  %171 = mul nsw i64 %pool_grad.nb4471, 16
   %172 = add nsw i64 %170, %171
   %173 = add nsw i64 %172, 8
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %173
   %174 = load <8 x float>, ptr %arena46, align 4
-  store <8 x float> %174, ptr %pool_grad.t444_b1, align 32
+  store <8 x float> %174, ptr %pool_grad.t451_b1, align 32
   %175 = mul nsw i64 %0, 1568
   %176 = add nsw i64 3631760, %175
   %177 = add nsw i64 %176, 1440
-  %178 = add nsw i64 %177, %pool_grad.k44544
+  %178 = add nsw i64 %177, %pool_grad.k45244
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %178
   %179 = load float, ptr %arena47, align 4
   %180 = insertelement <8 x float> undef, float %179, i32 0
   %181 = shufflevector <8 x float> %180, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %181, ptr %pool_grad.t444_a0, align 32
-  %t444_a0 = load <8 x float>, ptr %pool_grad.t444_a0, align 32
-  %t444_b0 = load <8 x float>, ptr %pool_grad.t444_b0, align 32
-  %t444_c0_0 = load <8 x float>, ptr %pool_grad.t444_c0_0, align 32
-  %182 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t444_a0, <8 x float> %t444_b0, <8 x float> %t444_c0_0)
-  store <8 x float> %182, ptr %pool_grad.t444_c0_0, align 32
-  %t444_a048 = load <8 x float>, ptr %pool_grad.t444_a0, align 32
-  %t444_b1 = load <8 x float>, ptr %pool_grad.t444_b1, align 32
-  %t444_c0_1 = load <8 x float>, ptr %pool_grad.t444_c0_1, align 32
-  %183 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t444_a048, <8 x float> %t444_b1, <8 x float> %t444_c0_1)
-  store <8 x float> %183, ptr %pool_grad.t444_c0_1, align 32
+  store <8 x float> %181, ptr %pool_grad.t451_a0, align 32
+  %t451_a0 = load <8 x float>, ptr %pool_grad.t451_a0, align 32
+  %t451_b0 = load <8 x float>, ptr %pool_grad.t451_b0, align 32
+  %t451_c0_0 = load <8 x float>, ptr %pool_grad.t451_c0_0, align 32
+  %182 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t451_a0, <8 x float> %t451_b0, <8 x float> %t451_c0_0)
+  store <8 x float> %182, ptr %pool_grad.t451_c0_0, align 32
+  %t451_a048 = load <8 x float>, ptr %pool_grad.t451_a0, align 32
+  %t451_b1 = load <8 x float>, ptr %pool_grad.t451_b1, align 32
+  %t451_c0_1 = load <8 x float>, ptr %pool_grad.t451_c0_1, align 32
+  %183 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t451_a048, <8 x float> %t451_b1, <8 x float> %t451_c0_1)
+  store <8 x float> %183, ptr %pool_grad.t451_c0_1, align 32
   %184 = mul nsw i64 %0, 1568
   %185 = add nsw i64 3631760, %184
   %186 = add nsw i64 %185, 1472
-  %187 = add nsw i64 %186, %pool_grad.k44544
+  %187 = add nsw i64 %186, %pool_grad.k45244
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %187
   %188 = load float, ptr %arena49, align 4
   %189 = insertelement <8 x float> undef, float %188, i32 0
   %190 = shufflevector <8 x float> %189, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %190, ptr %pool_grad.t444_a1, align 32
-  %t444_a1 = load <8 x float>, ptr %pool_grad.t444_a1, align 32
-  %t444_b050 = load <8 x float>, ptr %pool_grad.t444_b0, align 32
-  %t444_c1_0 = load <8 x float>, ptr %pool_grad.t444_c1_0, align 32
-  %191 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t444_a1, <8 x float> %t444_b050, <8 x float> %t444_c1_0)
-  store <8 x float> %191, ptr %pool_grad.t444_c1_0, align 32
-  %t444_a151 = load <8 x float>, ptr %pool_grad.t444_a1, align 32
-  %t444_b152 = load <8 x float>, ptr %pool_grad.t444_b1, align 32
-  %t444_c1_1 = load <8 x float>, ptr %pool_grad.t444_c1_1, align 32
-  %192 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t444_a151, <8 x float> %t444_b152, <8 x float> %t444_c1_1)
-  store <8 x float> %192, ptr %pool_grad.t444_c1_1, align 32
+  store <8 x float> %190, ptr %pool_grad.t451_a1, align 32
+  %t451_a1 = load <8 x float>, ptr %pool_grad.t451_a1, align 32
+  %t451_b050 = load <8 x float>, ptr %pool_grad.t451_b0, align 32
+  %t451_c1_0 = load <8 x float>, ptr %pool_grad.t451_c1_0, align 32
+  %191 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t451_a1, <8 x float> %t451_b050, <8 x float> %t451_c1_0)
+  store <8 x float> %191, ptr %pool_grad.t451_c1_0, align 32
+  %t451_a151 = load <8 x float>, ptr %pool_grad.t451_a1, align 32
+  %t451_b152 = load <8 x float>, ptr %pool_grad.t451_b1, align 32
+  %t451_c1_1 = load <8 x float>, ptr %pool_grad.t451_c1_1, align 32
+  %192 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t451_a151, <8 x float> %t451_b152, <8 x float> %t451_c1_1)
+  store <8 x float> %192, ptr %pool_grad.t451_c1_1, align 32
   %193 = mul nsw i64 %0, 1568
   %194 = add nsw i64 3631760, %193
   %195 = add nsw i64 %194, 1504
-  %196 = add nsw i64 %195, %pool_grad.k44544
+  %196 = add nsw i64 %195, %pool_grad.k45244
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %196
   %197 = load float, ptr %arena53, align 4
   %198 = insertelement <8 x float> undef, float %197, i32 0
   %199 = shufflevector <8 x float> %198, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %199, ptr %pool_grad.t444_a2, align 32
-  %t444_a2 = load <8 x float>, ptr %pool_grad.t444_a2, align 32
-  %t444_b054 = load <8 x float>, ptr %pool_grad.t444_b0, align 32
-  %t444_c2_0 = load <8 x float>, ptr %pool_grad.t444_c2_0, align 32
-  %200 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t444_a2, <8 x float> %t444_b054, <8 x float> %t444_c2_0)
-  store <8 x float> %200, ptr %pool_grad.t444_c2_0, align 32
-  %t444_a255 = load <8 x float>, ptr %pool_grad.t444_a2, align 32
-  %t444_b156 = load <8 x float>, ptr %pool_grad.t444_b1, align 32
-  %t444_c2_1 = load <8 x float>, ptr %pool_grad.t444_c2_1, align 32
-  %201 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t444_a255, <8 x float> %t444_b156, <8 x float> %t444_c2_1)
-  store <8 x float> %201, ptr %pool_grad.t444_c2_1, align 32
+  store <8 x float> %199, ptr %pool_grad.t451_a2, align 32
+  %t451_a2 = load <8 x float>, ptr %pool_grad.t451_a2, align 32
+  %t451_b054 = load <8 x float>, ptr %pool_grad.t451_b0, align 32
+  %t451_c2_0 = load <8 x float>, ptr %pool_grad.t451_c2_0, align 32
+  %200 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t451_a2, <8 x float> %t451_b054, <8 x float> %t451_c2_0)
+  store <8 x float> %200, ptr %pool_grad.t451_c2_0, align 32
+  %t451_a255 = load <8 x float>, ptr %pool_grad.t451_a2, align 32
+  %t451_b156 = load <8 x float>, ptr %pool_grad.t451_b1, align 32
+  %t451_c2_1 = load <8 x float>, ptr %pool_grad.t451_c2_1, align 32
+  %201 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t451_a255, <8 x float> %t451_b156, <8 x float> %t451_c2_1)
+  store <8 x float> %201, ptr %pool_grad.t451_c2_1, align 32
   %202 = mul nsw i64 %0, 1568
   %203 = add nsw i64 3631760, %202
   %204 = add nsw i64 %203, 1536
-  %205 = add nsw i64 %204, %pool_grad.k44544
+  %205 = add nsw i64 %204, %pool_grad.k45244
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %205
   %206 = load float, ptr %arena57, align 4
   %207 = insertelement <8 x float> undef, float %206, i32 0
   %208 = shufflevector <8 x float> %207, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %208, ptr %pool_grad.t444_a3, align 32
-  %t444_a3 = load <8 x float>, ptr %pool_grad.t444_a3, align 32
-  %t444_b058 = load <8 x float>, ptr %pool_grad.t444_b0, align 32
-  %t444_c3_0 = load <8 x float>, ptr %pool_grad.t444_c3_0, align 32
-  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t444_a3, <8 x float> %t444_b058, <8 x float> %t444_c3_0)
-  store <8 x float> %209, ptr %pool_grad.t444_c3_0, align 32
-  %t444_a359 = load <8 x float>, ptr %pool_grad.t444_a3, align 32
-  %t444_b160 = load <8 x float>, ptr %pool_grad.t444_b1, align 32
-  %t444_c3_1 = load <8 x float>, ptr %pool_grad.t444_c3_1, align 32
-  %210 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t444_a359, <8 x float> %t444_b160, <8 x float> %t444_c3_1)
-  store <8 x float> %210, ptr %pool_grad.t444_c3_1, align 32
-  %k445.next = add nsw i64 %pool_grad.k44544, 1
-  %211 = icmp slt i64 %k445.next, 32
-  br i1 %211, label %pool_grad.k445, label %pool_grad.k445.end
+  store <8 x float> %208, ptr %pool_grad.t451_a3, align 32
+  %t451_a3 = load <8 x float>, ptr %pool_grad.t451_a3, align 32
+  %t451_b058 = load <8 x float>, ptr %pool_grad.t451_b0, align 32
+  %t451_c3_0 = load <8 x float>, ptr %pool_grad.t451_c3_0, align 32
+  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t451_a3, <8 x float> %t451_b058, <8 x float> %t451_c3_0)
+  store <8 x float> %209, ptr %pool_grad.t451_c3_0, align 32
+  %t451_a359 = load <8 x float>, ptr %pool_grad.t451_a3, align 32
+  %t451_b160 = load <8 x float>, ptr %pool_grad.t451_b1, align 32
+  %t451_c3_1 = load <8 x float>, ptr %pool_grad.t451_c3_1, align 32
+  %210 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t451_a359, <8 x float> %t451_b160, <8 x float> %t451_c3_1)
+  store <8 x float> %210, ptr %pool_grad.t451_c3_1, align 32
+  %k452.next = add nsw i64 %pool_grad.k45244, 1
+  %211 = icmp slt i64 %k452.next, 32
+  br i1 %211, label %pool_grad.k452, label %pool_grad.k452.end
 
-pool_grad.k445.end:                               ; preds = %pool_grad.k445
-  %t444_c0_061 = load <8 x float>, ptr %pool_grad.t444_c0_0, align 32
+pool_grad.k452.end:                               ; preds = %pool_grad.k452
+  %t451_c0_061 = load <8 x float>, ptr %pool_grad.t451_c0_0, align 32
   %212 = mul nsw i64 %0, 784
   %213 = add nsw i64 3656848, %212
   %214 = add nsw i64 %213, 720
-  %215 = mul nsw i64 %pool_grad.nb4401, 16
+  %215 = mul nsw i64 %pool_grad.nb4471, 16
   %216 = add nsw i64 %214, %215
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %216
-  store <8 x float> %t444_c0_061, ptr %arena62, align 4
-  %t444_c0_163 = load <8 x float>, ptr %pool_grad.t444_c0_1, align 32
+  store <8 x float> %t451_c0_061, ptr %arena62, align 4
+  %t451_c0_163 = load <8 x float>, ptr %pool_grad.t451_c0_1, align 32
   %217 = mul nsw i64 %0, 784
   %218 = add nsw i64 3656848, %217
   %219 = add nsw i64 %218, 720
-  %220 = mul nsw i64 %pool_grad.nb4401, 16
+  %220 = mul nsw i64 %pool_grad.nb4471, 16
   %221 = add nsw i64 %219, %220
   %222 = add nsw i64 %221, 8
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %222
-  store <8 x float> %t444_c0_163, ptr %arena64, align 4
-  %t444_c1_065 = load <8 x float>, ptr %pool_grad.t444_c1_0, align 32
+  store <8 x float> %t451_c0_163, ptr %arena64, align 4
+  %t451_c1_065 = load <8 x float>, ptr %pool_grad.t451_c1_0, align 32
   %223 = mul nsw i64 %0, 784
   %224 = add nsw i64 3656848, %223
   %225 = add nsw i64 %224, 736
-  %226 = mul nsw i64 %pool_grad.nb4401, 16
+  %226 = mul nsw i64 %pool_grad.nb4471, 16
   %227 = add nsw i64 %225, %226
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t444_c1_065, ptr %arena66, align 4
-  %t444_c1_167 = load <8 x float>, ptr %pool_grad.t444_c1_1, align 32
+  store <8 x float> %t451_c1_065, ptr %arena66, align 4
+  %t451_c1_167 = load <8 x float>, ptr %pool_grad.t451_c1_1, align 32
   %228 = mul nsw i64 %0, 784
   %229 = add nsw i64 3656848, %228
   %230 = add nsw i64 %229, 736
-  %231 = mul nsw i64 %pool_grad.nb4401, 16
+  %231 = mul nsw i64 %pool_grad.nb4471, 16
   %232 = add nsw i64 %230, %231
   %233 = add nsw i64 %232, 8
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %233
-  store <8 x float> %t444_c1_167, ptr %arena68, align 4
-  %t444_c2_069 = load <8 x float>, ptr %pool_grad.t444_c2_0, align 32
+  store <8 x float> %t451_c1_167, ptr %arena68, align 4
+  %t451_c2_069 = load <8 x float>, ptr %pool_grad.t451_c2_0, align 32
   %234 = mul nsw i64 %0, 784
   %235 = add nsw i64 3656848, %234
   %236 = add nsw i64 %235, 752
-  %237 = mul nsw i64 %pool_grad.nb4401, 16
+  %237 = mul nsw i64 %pool_grad.nb4471, 16
   %238 = add nsw i64 %236, %237
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %238
-  store <8 x float> %t444_c2_069, ptr %arena70, align 4
-  %t444_c2_171 = load <8 x float>, ptr %pool_grad.t444_c2_1, align 32
+  store <8 x float> %t451_c2_069, ptr %arena70, align 4
+  %t451_c2_171 = load <8 x float>, ptr %pool_grad.t451_c2_1, align 32
   %239 = mul nsw i64 %0, 784
   %240 = add nsw i64 3656848, %239
   %241 = add nsw i64 %240, 752
-  %242 = mul nsw i64 %pool_grad.nb4401, 16
+  %242 = mul nsw i64 %pool_grad.nb4471, 16
   %243 = add nsw i64 %241, %242
   %244 = add nsw i64 %243, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %244
-  store <8 x float> %t444_c2_171, ptr %arena72, align 4
-  %t444_c3_073 = load <8 x float>, ptr %pool_grad.t444_c3_0, align 32
+  store <8 x float> %t451_c2_171, ptr %arena72, align 4
+  %t451_c3_073 = load <8 x float>, ptr %pool_grad.t451_c3_0, align 32
   %245 = mul nsw i64 %0, 784
   %246 = add nsw i64 3656848, %245
   %247 = add nsw i64 %246, 768
-  %248 = mul nsw i64 %pool_grad.nb4401, 16
+  %248 = mul nsw i64 %pool_grad.nb4471, 16
   %249 = add nsw i64 %247, %248
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %249
-  store <8 x float> %t444_c3_073, ptr %arena74, align 4
-  %t444_c3_175 = load <8 x float>, ptr %pool_grad.t444_c3_1, align 32
+  store <8 x float> %t451_c3_073, ptr %arena74, align 4
+  %t451_c3_175 = load <8 x float>, ptr %pool_grad.t451_c3_1, align 32
   %250 = mul nsw i64 %0, 784
   %251 = add nsw i64 3656848, %250
   %252 = add nsw i64 %251, 768
-  %253 = mul nsw i64 %pool_grad.nb4401, 16
+  %253 = mul nsw i64 %pool_grad.nb4471, 16
   %254 = add nsw i64 %252, %253
   %255 = add nsw i64 %254, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %255
-  store <8 x float> %t444_c3_175, ptr %arena76, align 4
-  %nb440.next = add nsw i64 %pool_grad.nb4401, 1
-  %256 = icmp slt i64 %nb440.next, 1
-  br i1 %256, label %pool_grad.nb440, label %pool_grad.nb440.end
+  store <8 x float> %t451_c3_175, ptr %arena76, align 4
+  %nb447.next = add nsw i64 %pool_grad.nb4471, 1
+  %256 = icmp slt i64 %nb447.next, 1
+  br i1 %256, label %pool_grad.nb447, label %pool_grad.nb447.end
 }
 
 ; Function Attrs: noinline
 define internal void @residual_train_b64.k22.res_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %res_grad.bi471 = alloca float, align 4
-  %res_grad.best470 = alloca float, align 4
-  br label %res_grad.i466
+  %res_grad.bi478 = alloca float, align 4
+  %res_grad.best477 = alloca float, align 4
+  br label %res_grad.i473
 
-res_grad.i466:                                    ; preds = %res_grad.i466, %entry
-  %res_grad.i4661 = phi i64 [ 0, %entry ], [ %i466.next, %res_grad.i466 ]
-  %0 = add nsw i64 3615376, %res_grad.i4661
+res_grad.i473:                                    ; preds = %res_grad.i473, %entry
+  %res_grad.i4731 = phi i64 [ 0, %entry ], [ %i473.next, %res_grad.i473 ]
+  %0 = add nsw i64 3615376, %res_grad.i4731
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i466.next = add nsw i64 %res_grad.i4661, 1
-  %1 = icmp slt i64 %i466.next, 802816
-  br i1 %1, label %res_grad.i466, label %res_grad.i466.end
+  %i473.next = add nsw i64 %res_grad.i4731, 1
+  %1 = icmp slt i64 %i473.next, 802816
+  br i1 %1, label %res_grad.i473, label %res_grad.i473.end
 
-res_grad.i466.end:                                ; preds = %res_grad.i466
-  br label %res_grad.q467
+res_grad.i473.end:                                ; preds = %res_grad.i473
+  br label %res_grad.q474
 
-res_grad.q467:                                    ; preds = %res_grad.py468.end, %res_grad.i466.end
-  %res_grad.q4673 = phi i64 [ 0, %res_grad.i466.end ], [ %q467.next, %res_grad.py468.end ]
-  br label %res_grad.py468
+res_grad.q474:                                    ; preds = %res_grad.py475.end, %res_grad.i473.end
+  %res_grad.q4743 = phi i64 [ 0, %res_grad.i473.end ], [ %q474.next, %res_grad.py475.end ]
+  br label %res_grad.py475
 
-res_grad.q467.end:                                ; preds = %res_grad.py468.end
+res_grad.q474.end:                                ; preds = %res_grad.py475.end
   ret void
 
-res_grad.py468:                                   ; preds = %res_grad.px469.end, %res_grad.q467
-  %res_grad.py4684 = phi i64 [ 0, %res_grad.q467 ], [ %py468.next, %res_grad.px469.end ]
-  br label %res_grad.px469
+res_grad.py475:                                   ; preds = %res_grad.px476.end, %res_grad.q474
+  %res_grad.py4754 = phi i64 [ 0, %res_grad.q474 ], [ %py475.next, %res_grad.px476.end ]
+  br label %res_grad.px476
 
-res_grad.py468.end:                               ; preds = %res_grad.px469.end
-  %q467.next = add nsw i64 %res_grad.q4673, 1
-  %2 = icmp slt i64 %q467.next, 1024
-  br i1 %2, label %res_grad.q467, label %res_grad.q467.end
+res_grad.py475.end:                               ; preds = %res_grad.px476.end
+  %q474.next = add nsw i64 %res_grad.q4743, 1
+  %2 = icmp slt i64 %q474.next, 1024
+  br i1 %2, label %res_grad.q474, label %res_grad.q474.end
 
-res_grad.px469:                                   ; preds = %res_grad.px469, %res_grad.py468
-  %res_grad.px4695 = phi i64 [ 0, %res_grad.py468 ], [ %px469.next, %res_grad.px469 ]
-  %3 = mul nsw i64 %res_grad.q4673, 784
-  %4 = mul nsw i64 %res_grad.py4684, 56
+res_grad.px476:                                   ; preds = %res_grad.px476, %res_grad.py475
+  %res_grad.px4765 = phi i64 [ 0, %res_grad.py475 ], [ %px476.next, %res_grad.px476 ]
+  %3 = mul nsw i64 %res_grad.q4743, 784
+  %4 = mul nsw i64 %res_grad.py4754, 56
   %5 = add nsw i64 %3, %4
-  %6 = mul nsw i64 %res_grad.px4695, 2
+  %6 = mul nsw i64 %res_grad.px4765, 2
   %7 = add nsw i64 %5, %6
   %8 = add nsw i64 1605632, %7
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %8
   %9 = load float, ptr %arena6, align 4
-  store float %9, ptr %res_grad.best470, align 4
-  %10 = mul nsw i64 %res_grad.q4673, 784
-  %11 = mul nsw i64 %res_grad.py4684, 56
+  store float %9, ptr %res_grad.best477, align 4
+  %10 = mul nsw i64 %res_grad.q4743, 784
+  %11 = mul nsw i64 %res_grad.py4754, 56
   %12 = add nsw i64 %10, %11
-  %13 = mul nsw i64 %res_grad.px4695, 2
+  %13 = mul nsw i64 %res_grad.px4765, 2
   %14 = add nsw i64 %12, %13
   %15 = sitofp i64 %14 to float
-  store float %15, ptr %res_grad.bi471, align 4
-  %16 = mul nsw i64 %res_grad.q4673, 784
-  %17 = mul nsw i64 %res_grad.py4684, 56
+  store float %15, ptr %res_grad.bi478, align 4
+  %16 = mul nsw i64 %res_grad.q4743, 784
+  %17 = mul nsw i64 %res_grad.py4754, 56
   %18 = add nsw i64 %16, %17
-  %19 = mul nsw i64 %res_grad.px4695, 2
+  %19 = mul nsw i64 %res_grad.px4765, 2
   %20 = add nsw i64 %18, %19
   %21 = add nsw i64 1605632, %20
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
-  %best470 = load float, ptr %res_grad.best470, align 4
-  %23 = fcmp ogt float %22, %best470
-  %24 = mul nsw i64 %res_grad.q4673, 784
-  %25 = mul nsw i64 %res_grad.py4684, 56
+  %best477 = load float, ptr %res_grad.best477, align 4
+  %23 = fcmp ogt float %22, %best477
+  %24 = mul nsw i64 %res_grad.q4743, 784
+  %25 = mul nsw i64 %res_grad.py4754, 56
   %26 = add nsw i64 %24, %25
-  %27 = mul nsw i64 %res_grad.px4695, 2
+  %27 = mul nsw i64 %res_grad.px4765, 2
   %28 = add nsw i64 %26, %27
   %29 = sitofp i64 %28 to float
-  %bi471 = load float, ptr %res_grad.bi471, align 4
-  %30 = select i1 %23, float %29, float %bi471
-  store float %30, ptr %res_grad.bi471, align 4
-  %31 = mul nsw i64 %res_grad.q4673, 784
-  %32 = mul nsw i64 %res_grad.py4684, 56
+  %bi478 = load float, ptr %res_grad.bi478, align 4
+  %30 = select i1 %23, float %29, float %bi478
+  store float %30, ptr %res_grad.bi478, align 4
+  %31 = mul nsw i64 %res_grad.q4743, 784
+  %32 = mul nsw i64 %res_grad.py4754, 56
   %33 = add nsw i64 %31, %32
-  %34 = mul nsw i64 %res_grad.px4695, 2
+  %34 = mul nsw i64 %res_grad.px4765, 2
   %35 = add nsw i64 %33, %34
   %36 = add nsw i64 1605632, %35
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %36
   %37 = load float, ptr %arena8, align 4
-  %best4709 = load float, ptr %res_grad.best470, align 4
-  %38 = fcmp ogt float %37, %best4709
-  %39 = mul nsw i64 %res_grad.q4673, 784
-  %40 = mul nsw i64 %res_grad.py4684, 56
+  %best4779 = load float, ptr %res_grad.best477, align 4
+  %38 = fcmp ogt float %37, %best4779
+  %39 = mul nsw i64 %res_grad.q4743, 784
+  %40 = mul nsw i64 %res_grad.py4754, 56
   %41 = add nsw i64 %39, %40
-  %42 = mul nsw i64 %res_grad.px4695, 2
+  %42 = mul nsw i64 %res_grad.px4765, 2
   %43 = add nsw i64 %41, %42
   %44 = add nsw i64 1605632, %43
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %44
   %45 = load float, ptr %arena10, align 4
-  %best47011 = load float, ptr %res_grad.best470, align 4
-  %46 = select i1 %38, float %45, float %best47011
-  store float %46, ptr %res_grad.best470, align 4
-  %47 = mul nsw i64 %res_grad.q4673, 784
-  %48 = mul nsw i64 %res_grad.py4684, 56
+  %best47711 = load float, ptr %res_grad.best477, align 4
+  %46 = select i1 %38, float %45, float %best47711
+  store float %46, ptr %res_grad.best477, align 4
+  %47 = mul nsw i64 %res_grad.q4743, 784
+  %48 = mul nsw i64 %res_grad.py4754, 56
   %49 = add nsw i64 %47, %48
-  %50 = mul nsw i64 %res_grad.px4695, 2
+  %50 = mul nsw i64 %res_grad.px4765, 2
   %51 = add nsw i64 %49, %50
   %52 = add nsw i64 %51, 1
   %53 = add nsw i64 1605632, %52
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load float, ptr %arena12, align 4
-  %best47013 = load float, ptr %res_grad.best470, align 4
-  %55 = fcmp ogt float %54, %best47013
-  %56 = mul nsw i64 %res_grad.q4673, 784
-  %57 = mul nsw i64 %res_grad.py4684, 56
+  %best47713 = load float, ptr %res_grad.best477, align 4
+  %55 = fcmp ogt float %54, %best47713
+  %56 = mul nsw i64 %res_grad.q4743, 784
+  %57 = mul nsw i64 %res_grad.py4754, 56
   %58 = add nsw i64 %56, %57
-  %59 = mul nsw i64 %res_grad.px4695, 2
+  %59 = mul nsw i64 %res_grad.px4765, 2
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 1
   %62 = sitofp i64 %61 to float
-  %bi47114 = load float, ptr %res_grad.bi471, align 4
-  %63 = select i1 %55, float %62, float %bi47114
-  store float %63, ptr %res_grad.bi471, align 4
-  %64 = mul nsw i64 %res_grad.q4673, 784
-  %65 = mul nsw i64 %res_grad.py4684, 56
+  %bi47814 = load float, ptr %res_grad.bi478, align 4
+  %63 = select i1 %55, float %62, float %bi47814
+  store float %63, ptr %res_grad.bi478, align 4
+  %64 = mul nsw i64 %res_grad.q4743, 784
+  %65 = mul nsw i64 %res_grad.py4754, 56
   %66 = add nsw i64 %64, %65
-  %67 = mul nsw i64 %res_grad.px4695, 2
+  %67 = mul nsw i64 %res_grad.px4765, 2
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 1
   %70 = add nsw i64 1605632, %69
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %70
   %71 = load float, ptr %arena15, align 4
-  %best47016 = load float, ptr %res_grad.best470, align 4
-  %72 = fcmp ogt float %71, %best47016
-  %73 = mul nsw i64 %res_grad.q4673, 784
-  %74 = mul nsw i64 %res_grad.py4684, 56
+  %best47716 = load float, ptr %res_grad.best477, align 4
+  %72 = fcmp ogt float %71, %best47716
+  %73 = mul nsw i64 %res_grad.q4743, 784
+  %74 = mul nsw i64 %res_grad.py4754, 56
   %75 = add nsw i64 %73, %74
-  %76 = mul nsw i64 %res_grad.px4695, 2
+  %76 = mul nsw i64 %res_grad.px4765, 2
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 1
   %79 = add nsw i64 1605632, %78
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load float, ptr %arena17, align 4
-  %best47018 = load float, ptr %res_grad.best470, align 4
-  %81 = select i1 %72, float %80, float %best47018
-  store float %81, ptr %res_grad.best470, align 4
-  %82 = mul nsw i64 %res_grad.q4673, 784
-  %83 = mul nsw i64 %res_grad.py4684, 56
+  %best47718 = load float, ptr %res_grad.best477, align 4
+  %81 = select i1 %72, float %80, float %best47718
+  store float %81, ptr %res_grad.best477, align 4
+  %82 = mul nsw i64 %res_grad.q4743, 784
+  %83 = mul nsw i64 %res_grad.py4754, 56
   %84 = add nsw i64 %82, %83
-  %85 = mul nsw i64 %res_grad.px4695, 2
+  %85 = mul nsw i64 %res_grad.px4765, 2
   %86 = add nsw i64 %84, %85
   %87 = add nsw i64 %86, 28
   %88 = add nsw i64 1605632, %87
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %88
   %89 = load float, ptr %arena19, align 4
-  %best47020 = load float, ptr %res_grad.best470, align 4
-  %90 = fcmp ogt float %89, %best47020
-  %91 = mul nsw i64 %res_grad.q4673, 784
-  %92 = mul nsw i64 %res_grad.py4684, 56
+  %best47720 = load float, ptr %res_grad.best477, align 4
+  %90 = fcmp ogt float %89, %best47720
+  %91 = mul nsw i64 %res_grad.q4743, 784
+  %92 = mul nsw i64 %res_grad.py4754, 56
   %93 = add nsw i64 %91, %92
-  %94 = mul nsw i64 %res_grad.px4695, 2
+  %94 = mul nsw i64 %res_grad.px4765, 2
   %95 = add nsw i64 %93, %94
   %96 = add nsw i64 %95, 28
   %97 = sitofp i64 %96 to float
-  %bi47121 = load float, ptr %res_grad.bi471, align 4
-  %98 = select i1 %90, float %97, float %bi47121
-  store float %98, ptr %res_grad.bi471, align 4
-  %99 = mul nsw i64 %res_grad.q4673, 784
-  %100 = mul nsw i64 %res_grad.py4684, 56
+  %bi47821 = load float, ptr %res_grad.bi478, align 4
+  %98 = select i1 %90, float %97, float %bi47821
+  store float %98, ptr %res_grad.bi478, align 4
+  %99 = mul nsw i64 %res_grad.q4743, 784
+  %100 = mul nsw i64 %res_grad.py4754, 56
   %101 = add nsw i64 %99, %100
-  %102 = mul nsw i64 %res_grad.px4695, 2
+  %102 = mul nsw i64 %res_grad.px4765, 2
   %103 = add nsw i64 %101, %102
   %104 = add nsw i64 %103, 28
   %105 = add nsw i64 1605632, %104
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %105
   %106 = load float, ptr %arena22, align 4
-  %best47023 = load float, ptr %res_grad.best470, align 4
-  %107 = fcmp ogt float %106, %best47023
-  %108 = mul nsw i64 %res_grad.q4673, 784
-  %109 = mul nsw i64 %res_grad.py4684, 56
+  %best47723 = load float, ptr %res_grad.best477, align 4
+  %107 = fcmp ogt float %106, %best47723
+  %108 = mul nsw i64 %res_grad.q4743, 784
+  %109 = mul nsw i64 %res_grad.py4754, 56
   %110 = add nsw i64 %108, %109
-  %111 = mul nsw i64 %res_grad.px4695, 2
+  %111 = mul nsw i64 %res_grad.px4765, 2
   %112 = add nsw i64 %110, %111
   %113 = add nsw i64 %112, 28
   %114 = add nsw i64 1605632, %113
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %114
   %115 = load float, ptr %arena24, align 4
-  %best47025 = load float, ptr %res_grad.best470, align 4
-  %116 = select i1 %107, float %115, float %best47025
-  store float %116, ptr %res_grad.best470, align 4
-  %117 = mul nsw i64 %res_grad.q4673, 784
-  %118 = mul nsw i64 %res_grad.py4684, 56
+  %best47725 = load float, ptr %res_grad.best477, align 4
+  %116 = select i1 %107, float %115, float %best47725
+  store float %116, ptr %res_grad.best477, align 4
+  %117 = mul nsw i64 %res_grad.q4743, 784
+  %118 = mul nsw i64 %res_grad.py4754, 56
   %119 = add nsw i64 %117, %118
-  %120 = mul nsw i64 %res_grad.px4695, 2
+  %120 = mul nsw i64 %res_grad.px4765, 2
   %121 = add nsw i64 %119, %120
   %122 = add nsw i64 %121, 28
   %123 = add nsw i64 %122, 1
   %124 = add nsw i64 1605632, %123
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %124
   %125 = load float, ptr %arena26, align 4
-  %best47027 = load float, ptr %res_grad.best470, align 4
-  %126 = fcmp ogt float %125, %best47027
-  %127 = mul nsw i64 %res_grad.q4673, 784
-  %128 = mul nsw i64 %res_grad.py4684, 56
+  %best47727 = load float, ptr %res_grad.best477, align 4
+  %126 = fcmp ogt float %125, %best47727
+  %127 = mul nsw i64 %res_grad.q4743, 784
+  %128 = mul nsw i64 %res_grad.py4754, 56
   %129 = add nsw i64 %127, %128
-  %130 = mul nsw i64 %res_grad.px4695, 2
+  %130 = mul nsw i64 %res_grad.px4765, 2
   %131 = add nsw i64 %129, %130
   %132 = add nsw i64 %131, 28
   %133 = add nsw i64 %132, 1
   %134 = sitofp i64 %133 to float
-  %bi47128 = load float, ptr %res_grad.bi471, align 4
-  %135 = select i1 %126, float %134, float %bi47128
-  store float %135, ptr %res_grad.bi471, align 4
-  %136 = mul nsw i64 %res_grad.q4673, 784
-  %137 = mul nsw i64 %res_grad.py4684, 56
+  %bi47828 = load float, ptr %res_grad.bi478, align 4
+  %135 = select i1 %126, float %134, float %bi47828
+  store float %135, ptr %res_grad.bi478, align 4
+  %136 = mul nsw i64 %res_grad.q4743, 784
+  %137 = mul nsw i64 %res_grad.py4754, 56
   %138 = add nsw i64 %136, %137
-  %139 = mul nsw i64 %res_grad.px4695, 2
+  %139 = mul nsw i64 %res_grad.px4765, 2
   %140 = add nsw i64 %138, %139
   %141 = add nsw i64 %140, 28
   %142 = add nsw i64 %141, 1
   %143 = add nsw i64 1605632, %142
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena29, align 4
-  %best47030 = load float, ptr %res_grad.best470, align 4
-  %145 = fcmp ogt float %144, %best47030
-  %146 = mul nsw i64 %res_grad.q4673, 784
-  %147 = mul nsw i64 %res_grad.py4684, 56
+  %best47730 = load float, ptr %res_grad.best477, align 4
+  %145 = fcmp ogt float %144, %best47730
+  %146 = mul nsw i64 %res_grad.q4743, 784
+  %147 = mul nsw i64 %res_grad.py4754, 56
   %148 = add nsw i64 %146, %147
-  %149 = mul nsw i64 %res_grad.px4695, 2
+  %149 = mul nsw i64 %res_grad.px4765, 2
   %150 = add nsw i64 %148, %149
   %151 = add nsw i64 %150, 28
   %152 = add nsw i64 %151, 1
   %153 = add nsw i64 1605632, %152
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %153
   %154 = load float, ptr %arena31, align 4
-  %best47032 = load float, ptr %res_grad.best470, align 4
-  %155 = select i1 %145, float %154, float %best47032
-  store float %155, ptr %res_grad.best470, align 4
-  %bi47133 = load float, ptr %res_grad.bi471, align 4
-  %156 = fptosi float %bi47133 to i64
+  %best47732 = load float, ptr %res_grad.best477, align 4
+  %155 = select i1 %145, float %154, float %best47732
+  store float %155, ptr %res_grad.best477, align 4
+  %bi47833 = load float, ptr %res_grad.bi478, align 4
+  %156 = fptosi float %bi47833 to i64
   %157 = add nsw i64 3615376, %156
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %157
   %158 = load float, ptr %arena34, align 4
-  %159 = mul nsw i64 %res_grad.q4673, 196
+  %159 = mul nsw i64 %res_grad.q4743, 196
   %160 = add nsw i64 3414672, %159
-  %161 = mul nsw i64 %res_grad.py4684, 14
+  %161 = mul nsw i64 %res_grad.py4754, 14
   %162 = add nsw i64 %160, %161
-  %163 = add nsw i64 %162, %res_grad.px4695
+  %163 = add nsw i64 %162, %res_grad.px4765
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %163
   %164 = load float, ptr %arena35, align 4
   %165 = fadd float %158, %164
   store float %165, ptr %arena34, align 4
-  %px469.next = add nsw i64 %res_grad.px4695, 1
-  %166 = icmp slt i64 %px469.next, 14
-  br i1 %166, label %res_grad.px469, label %res_grad.px469.end
+  %px476.next = add nsw i64 %res_grad.px4765, 1
+  %166 = icmp slt i64 %px476.next, 14
+  br i1 %166, label %res_grad.px476, label %res_grad.px476.end
 
-res_grad.px469.end:                               ; preds = %res_grad.px469
-  %py468.next = add nsw i64 %res_grad.py4684, 1
-  %167 = icmp slt i64 %py468.next, 14
-  br i1 %167, label %res_grad.py468, label %res_grad.py468.end
+res_grad.px476.end:                               ; preds = %res_grad.px476
+  %py475.next = add nsw i64 %res_grad.py4754, 1
+  %167 = icmp slt i64 %py475.next, 14
+  br i1 %167, label %res_grad.py475, label %res_grad.py475.end
 }
 
 ; Function Attrs: noinline
 define internal void @residual_train_b64.k23.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv2_grad.i472
+  br label %conv2_grad.i479
 
-conv2_grad.i472:                                  ; preds = %conv2_grad.i472, %entry
-  %conv2_grad.i4721 = phi i64 [ 0, %entry ], [ %i472.next, %conv2_grad.i472 ]
-  %0 = add nsw i64 3615376, %conv2_grad.i4721
+conv2_grad.i479:                                  ; preds = %conv2_grad.i479, %entry
+  %conv2_grad.i4791 = phi i64 [ 0, %entry ], [ %i479.next, %conv2_grad.i479 ]
+  %0 = add nsw i64 3615376, %conv2_grad.i4791
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
-  %2 = add nsw i64 2408448, %conv2_grad.i4721
+  %2 = add nsw i64 2408448, %conv2_grad.i4791
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = add nsw i64 2408448, %conv2_grad.i4721
+  %4 = add nsw i64 2408448, %conv2_grad.i4791
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load float, ptr %arena4, align 4
   %6 = fmul float %3, %5
   %7 = fsub float 1.000000e+00, %6
   %8 = fmul float %1, %7
-  %9 = add nsw i64 1605632, %conv2_grad.i4721
+  %9 = add nsw i64 1605632, %conv2_grad.i4791
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %8, ptr %arena5, align 4
-  %i472.next = add nsw i64 %conv2_grad.i4721, 1
-  %10 = icmp slt i64 %i472.next, 802816
-  br i1 %10, label %conv2_grad.i472, label %conv2_grad.i472.end
+  %i479.next = add nsw i64 %conv2_grad.i4791, 1
+  %10 = icmp slt i64 %i479.next, 802816
+  br i1 %10, label %conv2_grad.i479, label %conv2_grad.i479.end
 
-conv2_grad.i472.end:                              ; preds = %conv2_grad.i472
+conv2_grad.i479.end:                              ; preds = %conv2_grad.i479
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @residual_train_b64.k24.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %conv2_weight_grad.w579 = alloca float, align 4
+  %conv2_weight_grad.w578 = alloca float, align 4
+  %conv2_weight_grad.w577 = alloca float, align 4
+  %conv2_weight_grad.w576 = alloca float, align 4
+  %conv2_weight_grad.w575 = alloca float, align 4
+  %conv2_weight_grad.w574 = alloca float, align 4
+  %conv2_weight_grad.w573 = alloca float, align 4
   %conv2_weight_grad.w572 = alloca float, align 4
   %conv2_weight_grad.w571 = alloca float, align 4
   %conv2_weight_grad.w570 = alloca float, align 4
@@ -10787,13 +10849,13 @@ entry:
   %conv2_weight_grad.w561 = alloca float, align 4
   %conv2_weight_grad.w560 = alloca float, align 4
   %conv2_weight_grad.w559 = alloca float, align 4
-  %conv2_weight_grad.w558 = alloca float, align 4
-  %conv2_weight_grad.w557 = alloca float, align 4
-  %conv2_weight_grad.w556 = alloca float, align 4
-  %conv2_weight_grad.w555 = alloca float, align 4
-  %conv2_weight_grad.w554 = alloca float, align 4
-  %conv2_weight_grad.w553 = alloca float, align 4
-  %conv2_weight_grad.w552 = alloca float, align 4
+  %conv2_weight_grad.w555 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w554 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w553 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w552 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w551 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w550 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w549 = alloca <8 x float>, align 32
   %conv2_weight_grad.w548 = alloca <8 x float>, align 32
   %conv2_weight_grad.w547 = alloca <8 x float>, align 32
   %conv2_weight_grad.w546 = alloca <8 x float>, align 32
@@ -10811,13 +10873,13 @@ entry:
   %conv2_weight_grad.w534 = alloca <8 x float>, align 32
   %conv2_weight_grad.w533 = alloca <8 x float>, align 32
   %conv2_weight_grad.w532 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w531 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w530 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w529 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w528 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w527 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w526 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w525 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w523 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w522 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w521 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w520 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w519 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w518 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w517 = alloca <8 x float>, align 32
   %conv2_weight_grad.w516 = alloca <8 x float>, align 32
   %conv2_weight_grad.w515 = alloca <8 x float>, align 32
   %conv2_weight_grad.w514 = alloca <8 x float>, align 32
@@ -10843,1859 +10905,1859 @@ entry:
   %conv2_weight_grad.w494 = alloca <8 x float>, align 32
   %conv2_weight_grad.w493 = alloca <8 x float>, align 32
   %conv2_weight_grad.w492 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w491 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w490 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w489 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w488 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w487 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w486 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w485 = alloca <8 x float>, align 32
-  br label %conv2_weight_grad.i473
+  br label %conv2_weight_grad.i480
 
-conv2_weight_grad.i473:                           ; preds = %conv2_weight_grad.i473, %entry
-  %conv2_weight_grad.i4731 = phi i64 [ 0, %entry ], [ %i473.next, %conv2_weight_grad.i473 ]
-  %0 = add nsw i64 2535744, %conv2_weight_grad.i4731
+conv2_weight_grad.i480:                           ; preds = %conv2_weight_grad.i480, %entry
+  %conv2_weight_grad.i4801 = phi i64 [ 0, %entry ], [ %i480.next, %conv2_weight_grad.i480 ]
+  %0 = add nsw i64 2535744, %conv2_weight_grad.i4801
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i473.next = add nsw i64 %conv2_weight_grad.i4731, 1
-  %1 = icmp slt i64 %i473.next, 4096
-  br i1 %1, label %conv2_weight_grad.i473, label %conv2_weight_grad.i473.end
+  %i480.next = add nsw i64 %conv2_weight_grad.i4801, 1
+  %1 = icmp slt i64 %i480.next, 4096
+  br i1 %1, label %conv2_weight_grad.i480, label %conv2_weight_grad.i480.end
 
-conv2_weight_grad.i473.end:                       ; preds = %conv2_weight_grad.i473
-  br label %conv2_weight_grad.i474
+conv2_weight_grad.i480.end:                       ; preds = %conv2_weight_grad.i480
+  br label %conv2_weight_grad.i481
 
-conv2_weight_grad.i474:                           ; preds = %conv2_weight_grad.i474, %conv2_weight_grad.i473.end
-  %conv2_weight_grad.i4743 = phi i64 [ 0, %conv2_weight_grad.i473.end ], [ %i474.next, %conv2_weight_grad.i474 ]
-  %2 = add nsw i64 2408448, %conv2_weight_grad.i4743
+conv2_weight_grad.i481:                           ; preds = %conv2_weight_grad.i481, %conv2_weight_grad.i480.end
+  %conv2_weight_grad.i4813 = phi i64 [ 0, %conv2_weight_grad.i480.end ], [ %i481.next, %conv2_weight_grad.i481 ]
+  %2 = add nsw i64 2408448, %conv2_weight_grad.i4813
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena4, align 4
-  %i474.next = add nsw i64 %conv2_weight_grad.i4743, 1
-  %3 = icmp slt i64 %i474.next, 14400
-  br i1 %3, label %conv2_weight_grad.i474, label %conv2_weight_grad.i474.end
+  %i481.next = add nsw i64 %conv2_weight_grad.i4813, 1
+  %3 = icmp slt i64 %i481.next, 14400
+  br i1 %3, label %conv2_weight_grad.i481, label %conv2_weight_grad.i481.end
 
-conv2_weight_grad.i474.end:                       ; preds = %conv2_weight_grad.i474
-  br label %conv2_weight_grad.i475
+conv2_weight_grad.i481.end:                       ; preds = %conv2_weight_grad.i481
+  br label %conv2_weight_grad.i482
 
-conv2_weight_grad.i475:                           ; preds = %conv2_weight_grad.i475, %conv2_weight_grad.i474.end
-  %conv2_weight_grad.i4755 = phi i64 [ 0, %conv2_weight_grad.i474.end ], [ %i475.next, %conv2_weight_grad.i475 ]
-  %4 = add nsw i64 2473024, %conv2_weight_grad.i4755
+conv2_weight_grad.i482:                           ; preds = %conv2_weight_grad.i482, %conv2_weight_grad.i481.end
+  %conv2_weight_grad.i4825 = phi i64 [ 0, %conv2_weight_grad.i481.end ], [ %i482.next, %conv2_weight_grad.i482 ]
+  %4 = add nsw i64 2473024, %conv2_weight_grad.i4825
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %4
   store float 0.000000e+00, ptr %arena6, align 4
-  %i475.next = add nsw i64 %conv2_weight_grad.i4755, 1
-  %5 = icmp slt i64 %i475.next, 12544
-  br i1 %5, label %conv2_weight_grad.i475, label %conv2_weight_grad.i475.end
+  %i482.next = add nsw i64 %conv2_weight_grad.i4825, 1
+  %5 = icmp slt i64 %i482.next, 12544
+  br i1 %5, label %conv2_weight_grad.i482, label %conv2_weight_grad.i482.end
 
-conv2_weight_grad.i475.end:                       ; preds = %conv2_weight_grad.i475
-  br label %conv2_weight_grad.g476
+conv2_weight_grad.i482.end:                       ; preds = %conv2_weight_grad.i482
+  br label %conv2_weight_grad.g483
 
-conv2_weight_grad.g476:                           ; preds = %conv2_weight_grad.xi549.end, %conv2_weight_grad.i475.end
-  %conv2_weight_grad.g4767 = phi i64 [ 0, %conv2_weight_grad.i475.end ], [ %g476.next, %conv2_weight_grad.xi549.end ]
-  br label %conv2_weight_grad.j477
+conv2_weight_grad.g483:                           ; preds = %conv2_weight_grad.xi556.end, %conv2_weight_grad.i482.end
+  %conv2_weight_grad.g4837 = phi i64 [ 0, %conv2_weight_grad.i482.end ], [ %g483.next, %conv2_weight_grad.xi556.end ]
+  br label %conv2_weight_grad.j484
 
-conv2_weight_grad.g476.end:                       ; preds = %conv2_weight_grad.xi549.end
-  br label %conv2_weight_grad.f550
+conv2_weight_grad.g483.end:                       ; preds = %conv2_weight_grad.xi556.end
+  br label %conv2_weight_grad.f557
 
-conv2_weight_grad.j477:                           ; preds = %conv2_weight_grad.c478.end, %conv2_weight_grad.g476
-  %conv2_weight_grad.j4778 = phi i64 [ 0, %conv2_weight_grad.g476 ], [ %j477.next, %conv2_weight_grad.c478.end ]
-  br label %conv2_weight_grad.c478
+conv2_weight_grad.j484:                           ; preds = %conv2_weight_grad.c485.end, %conv2_weight_grad.g483
+  %conv2_weight_grad.j4848 = phi i64 [ 0, %conv2_weight_grad.g483 ], [ %j484.next, %conv2_weight_grad.c485.end ]
+  br label %conv2_weight_grad.c485
 
-conv2_weight_grad.j477.end:                       ; preds = %conv2_weight_grad.c478.end
-  br label %conv2_weight_grad.j481
+conv2_weight_grad.j484.end:                       ; preds = %conv2_weight_grad.c485.end
+  br label %conv2_weight_grad.j488
 
-conv2_weight_grad.c478:                           ; preds = %conv2_weight_grad.iy479.end, %conv2_weight_grad.j477
-  %conv2_weight_grad.c4789 = phi i64 [ 0, %conv2_weight_grad.j477 ], [ %c478.next, %conv2_weight_grad.iy479.end ]
-  br label %conv2_weight_grad.iy479
+conv2_weight_grad.c485:                           ; preds = %conv2_weight_grad.iy486.end, %conv2_weight_grad.j484
+  %conv2_weight_grad.c4859 = phi i64 [ 0, %conv2_weight_grad.j484 ], [ %c485.next, %conv2_weight_grad.iy486.end ]
+  br label %conv2_weight_grad.iy486
 
-conv2_weight_grad.c478.end:                       ; preds = %conv2_weight_grad.iy479.end
-  %j477.next = add nsw i64 %conv2_weight_grad.j4778, 1
-  %6 = icmp slt i64 %j477.next, 1
-  br i1 %6, label %conv2_weight_grad.j477, label %conv2_weight_grad.j477.end
+conv2_weight_grad.c485.end:                       ; preds = %conv2_weight_grad.iy486.end
+  %j484.next = add nsw i64 %conv2_weight_grad.j4848, 1
+  %6 = icmp slt i64 %j484.next, 1
+  br i1 %6, label %conv2_weight_grad.j484, label %conv2_weight_grad.j484.end
 
-conv2_weight_grad.iy479:                          ; preds = %conv2_weight_grad.ix480.end, %conv2_weight_grad.c478
-  %conv2_weight_grad.iy47910 = phi i64 [ 0, %conv2_weight_grad.c478 ], [ %iy479.next, %conv2_weight_grad.ix480.end ]
-  br label %conv2_weight_grad.ix480
+conv2_weight_grad.iy486:                          ; preds = %conv2_weight_grad.ix487.end, %conv2_weight_grad.c485
+  %conv2_weight_grad.iy48610 = phi i64 [ 0, %conv2_weight_grad.c485 ], [ %iy486.next, %conv2_weight_grad.ix487.end ]
+  br label %conv2_weight_grad.ix487
 
-conv2_weight_grad.iy479.end:                      ; preds = %conv2_weight_grad.ix480.end
-  %c478.next = add nsw i64 %conv2_weight_grad.c4789, 1
-  %7 = icmp slt i64 %c478.next, 16
-  br i1 %7, label %conv2_weight_grad.c478, label %conv2_weight_grad.c478.end
+conv2_weight_grad.iy486.end:                      ; preds = %conv2_weight_grad.ix487.end
+  %c485.next = add nsw i64 %conv2_weight_grad.c4859, 1
+  %7 = icmp slt i64 %c485.next, 16
+  br i1 %7, label %conv2_weight_grad.c485, label %conv2_weight_grad.c485.end
 
-conv2_weight_grad.ix480:                          ; preds = %conv2_weight_grad.ix480, %conv2_weight_grad.iy479
-  %conv2_weight_grad.ix48011 = phi i64 [ 0, %conv2_weight_grad.iy479 ], [ %ix480.next, %conv2_weight_grad.ix480 ]
-  %8 = add nsw i64 %conv2_weight_grad.g4767, %conv2_weight_grad.j4778
+conv2_weight_grad.ix487:                          ; preds = %conv2_weight_grad.ix487, %conv2_weight_grad.iy486
+  %conv2_weight_grad.ix48711 = phi i64 [ 0, %conv2_weight_grad.iy486 ], [ %ix487.next, %conv2_weight_grad.ix487 ]
+  %8 = add nsw i64 %conv2_weight_grad.g4837, %conv2_weight_grad.j4848
   %9 = mul nsw i64 %8, 12544
   %10 = add nsw i64 802816, %9
-  %11 = mul nsw i64 %conv2_weight_grad.c4789, 784
+  %11 = mul nsw i64 %conv2_weight_grad.c4859, 784
   %12 = add nsw i64 %10, %11
-  %13 = mul nsw i64 %conv2_weight_grad.iy47910, 28
+  %13 = mul nsw i64 %conv2_weight_grad.iy48610, 28
   %14 = add nsw i64 %12, %13
-  %15 = add nsw i64 %14, %conv2_weight_grad.ix48011
+  %15 = add nsw i64 %14, %conv2_weight_grad.ix48711
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %15
   %16 = load float, ptr %arena12, align 4
-  %17 = mul nsw i64 %conv2_weight_grad.j4778, 14400
-  %18 = add nsw i64 %conv2_weight_grad.iy47910, 1
+  %17 = mul nsw i64 %conv2_weight_grad.j4848, 14400
+  %18 = add nsw i64 %conv2_weight_grad.iy48610, 1
   %19 = mul nsw i64 %18, 480
   %20 = add nsw i64 %17, %19
-  %21 = add nsw i64 %conv2_weight_grad.ix48011, 1
+  %21 = add nsw i64 %conv2_weight_grad.ix48711, 1
   %22 = mul nsw i64 %21, 16
   %23 = add nsw i64 %20, %22
-  %24 = add nsw i64 %23, %conv2_weight_grad.c4789
+  %24 = add nsw i64 %23, %conv2_weight_grad.c4859
   %25 = add nsw i64 2408448, %24
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %25
   store float %16, ptr %arena13, align 4
-  %ix480.next = add nsw i64 %conv2_weight_grad.ix48011, 1
-  %26 = icmp slt i64 %ix480.next, 28
-  br i1 %26, label %conv2_weight_grad.ix480, label %conv2_weight_grad.ix480.end
+  %ix487.next = add nsw i64 %conv2_weight_grad.ix48711, 1
+  %26 = icmp slt i64 %ix487.next, 28
+  br i1 %26, label %conv2_weight_grad.ix487, label %conv2_weight_grad.ix487.end
 
-conv2_weight_grad.ix480.end:                      ; preds = %conv2_weight_grad.ix480
-  %iy479.next = add nsw i64 %conv2_weight_grad.iy47910, 1
-  %27 = icmp slt i64 %iy479.next, 28
-  br i1 %27, label %conv2_weight_grad.iy479, label %conv2_weight_grad.iy479.end
+conv2_weight_grad.ix487.end:                      ; preds = %conv2_weight_grad.ix487
+  %iy486.next = add nsw i64 %conv2_weight_grad.iy48610, 1
+  %27 = icmp slt i64 %iy486.next, 28
+  br i1 %27, label %conv2_weight_grad.iy486, label %conv2_weight_grad.iy486.end
 
-conv2_weight_grad.j481:                           ; preds = %conv2_weight_grad.ty482.end, %conv2_weight_grad.j477.end
-  %conv2_weight_grad.j48114 = phi i64 [ 0, %conv2_weight_grad.j477.end ], [ %j481.next, %conv2_weight_grad.ty482.end ]
-  br label %conv2_weight_grad.ty482
+conv2_weight_grad.j488:                           ; preds = %conv2_weight_grad.ty489.end, %conv2_weight_grad.j484.end
+  %conv2_weight_grad.j48814 = phi i64 [ 0, %conv2_weight_grad.j484.end ], [ %j488.next, %conv2_weight_grad.ty489.end ]
+  br label %conv2_weight_grad.ty489
 
-conv2_weight_grad.j481.end:                       ; preds = %conv2_weight_grad.ty482.end
-  br label %conv2_weight_grad.j517
+conv2_weight_grad.j488.end:                       ; preds = %conv2_weight_grad.ty489.end
+  br label %conv2_weight_grad.j524
 
-conv2_weight_grad.ty482:                          ; preds = %conv2_weight_grad.tx483.end, %conv2_weight_grad.j481
-  %conv2_weight_grad.ty48215 = phi i64 [ 0, %conv2_weight_grad.j481 ], [ %ty482.next, %conv2_weight_grad.tx483.end ]
-  br label %conv2_weight_grad.tx483
+conv2_weight_grad.ty489:                          ; preds = %conv2_weight_grad.tx490.end, %conv2_weight_grad.j488
+  %conv2_weight_grad.ty48915 = phi i64 [ 0, %conv2_weight_grad.j488 ], [ %ty489.next, %conv2_weight_grad.tx490.end ]
+  br label %conv2_weight_grad.tx490
 
-conv2_weight_grad.ty482.end:                      ; preds = %conv2_weight_grad.tx483.end
-  %j481.next = add nsw i64 %conv2_weight_grad.j48114, 1
-  %28 = icmp slt i64 %j481.next, 1
-  br i1 %28, label %conv2_weight_grad.j481, label %conv2_weight_grad.j481.end
+conv2_weight_grad.ty489.end:                      ; preds = %conv2_weight_grad.tx490.end
+  %j488.next = add nsw i64 %conv2_weight_grad.j48814, 1
+  %28 = icmp slt i64 %j488.next, 1
+  br i1 %28, label %conv2_weight_grad.j488, label %conv2_weight_grad.j488.end
 
-conv2_weight_grad.tx483:                          ; preds = %conv2_weight_grad.cv484.end, %conv2_weight_grad.ty482
-  %conv2_weight_grad.tx48316 = phi i64 [ 0, %conv2_weight_grad.ty482 ], [ %tx483.next, %conv2_weight_grad.cv484.end ]
-  br label %conv2_weight_grad.cv484
+conv2_weight_grad.tx490:                          ; preds = %conv2_weight_grad.cv491.end, %conv2_weight_grad.ty489
+  %conv2_weight_grad.tx49016 = phi i64 [ 0, %conv2_weight_grad.ty489 ], [ %tx490.next, %conv2_weight_grad.cv491.end ]
+  br label %conv2_weight_grad.cv491
 
-conv2_weight_grad.tx483.end:                      ; preds = %conv2_weight_grad.cv484.end
-  %ty482.next = add nsw i64 %conv2_weight_grad.ty48215, 1
-  %29 = icmp slt i64 %ty482.next, 14
-  br i1 %29, label %conv2_weight_grad.ty482, label %conv2_weight_grad.ty482.end
+conv2_weight_grad.tx490.end:                      ; preds = %conv2_weight_grad.cv491.end
+  %ty489.next = add nsw i64 %conv2_weight_grad.ty48915, 1
+  %29 = icmp slt i64 %ty489.next, 14
+  br i1 %29, label %conv2_weight_grad.ty489, label %conv2_weight_grad.ty489.end
 
-conv2_weight_grad.cv484:                          ; preds = %conv2_weight_grad.cv484, %conv2_weight_grad.tx483
-  %conv2_weight_grad.cv48417 = phi i64 [ 0, %conv2_weight_grad.tx483 ], [ %cv484.next, %conv2_weight_grad.cv484 ]
-  %30 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %31 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+conv2_weight_grad.cv491:                          ; preds = %conv2_weight_grad.cv491, %conv2_weight_grad.tx490
+  %conv2_weight_grad.cv49117 = phi i64 [ 0, %conv2_weight_grad.tx490 ], [ %cv491.next, %conv2_weight_grad.cv491 ]
+  %30 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %31 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %32 = mul nsw i64 %31, 480
   %33 = add nsw i64 %30, %32
-  %34 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %34 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %35 = mul nsw i64 %34, 16
   %36 = add nsw i64 %33, %35
-  %37 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %37 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %38 = add nsw i64 %36, %37
   %39 = add nsw i64 2408448, %38
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %39
   %40 = load <8 x float>, ptr %arena18, align 4
-  %41 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %42 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  %41 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %42 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %43 = add nsw i64 %42, 2
   %44 = mul nsw i64 %43, 480
   %45 = add nsw i64 %41, %44
-  %46 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %46 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %47 = mul nsw i64 %46, 16
   %48 = add nsw i64 %45, %47
-  %49 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %49 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %50 = add nsw i64 %48, %49
   %51 = add nsw i64 2408448, %50
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %51
   %52 = load <8 x float>, ptr %arena19, align 4
   %53 = fsub <8 x float> %40, %52
-  store <8 x float> %53, ptr %conv2_weight_grad.w485, align 32
-  %54 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %55 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  store <8 x float> %53, ptr %conv2_weight_grad.w492, align 32
+  %54 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %55 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %56 = add nsw i64 %55, 1
   %57 = mul nsw i64 %56, 480
   %58 = add nsw i64 %54, %57
-  %59 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %59 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %60 = mul nsw i64 %59, 16
   %61 = add nsw i64 %58, %60
-  %62 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %62 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %63 = add nsw i64 %61, %62
   %64 = add nsw i64 2408448, %63
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <8 x float>, ptr %arena20, align 4
-  %66 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %67 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  %66 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %67 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %68 = add nsw i64 %67, 2
   %69 = mul nsw i64 %68, 480
   %70 = add nsw i64 %66, %69
-  %71 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %71 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %72 = mul nsw i64 %71, 16
   %73 = add nsw i64 %70, %72
-  %74 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %74 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %75 = add nsw i64 %73, %74
   %76 = add nsw i64 2408448, %75
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena21, align 4
   %78 = fadd <8 x float> %65, %77
-  store <8 x float> %78, ptr %conv2_weight_grad.w486, align 32
-  %79 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %80 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  store <8 x float> %78, ptr %conv2_weight_grad.w493, align 32
+  %79 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %80 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %81 = add nsw i64 %80, 2
   %82 = mul nsw i64 %81, 480
   %83 = add nsw i64 %79, %82
-  %84 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %84 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %85 = mul nsw i64 %84, 16
   %86 = add nsw i64 %83, %85
-  %87 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %87 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %88 = add nsw i64 %86, %87
   %89 = add nsw i64 2408448, %88
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load <8 x float>, ptr %arena22, align 4
-  %91 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %92 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  %91 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %92 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 480
   %95 = add nsw i64 %91, %94
-  %96 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %96 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %97 = mul nsw i64 %96, 16
   %98 = add nsw i64 %95, %97
-  %99 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %99 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %100 = add nsw i64 %98, %99
   %101 = add nsw i64 2408448, %100
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %101
   %102 = load <8 x float>, ptr %arena23, align 4
   %103 = fsub <8 x float> %90, %102
-  store <8 x float> %103, ptr %conv2_weight_grad.w487, align 32
-  %104 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %105 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  store <8 x float> %103, ptr %conv2_weight_grad.w494, align 32
+  %104 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %105 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %106 = add nsw i64 %105, 1
   %107 = mul nsw i64 %106, 480
   %108 = add nsw i64 %104, %107
-  %109 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %109 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %110 = mul nsw i64 %109, 16
   %111 = add nsw i64 %108, %110
-  %112 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %112 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %113 = add nsw i64 %111, %112
   %114 = add nsw i64 2408448, %113
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %114
   %115 = load <8 x float>, ptr %arena24, align 4
-  %116 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %117 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  %116 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %117 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %118 = add nsw i64 %117, 3
   %119 = mul nsw i64 %118, 480
   %120 = add nsw i64 %116, %119
-  %121 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %121 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %122 = mul nsw i64 %121, 16
   %123 = add nsw i64 %120, %122
-  %124 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %124 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %125 = add nsw i64 %123, %124
   %126 = add nsw i64 2408448, %125
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %126
   %127 = load <8 x float>, ptr %arena25, align 4
   %128 = fsub <8 x float> %115, %127
-  store <8 x float> %128, ptr %conv2_weight_grad.w488, align 32
-  %129 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %130 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  store <8 x float> %128, ptr %conv2_weight_grad.w495, align 32
+  %129 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %130 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %131 = mul nsw i64 %130, 480
   %132 = add nsw i64 %129, %131
-  %133 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %133 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %134 = add nsw i64 %133, 1
   %135 = mul nsw i64 %134, 16
   %136 = add nsw i64 %132, %135
-  %137 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %137 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %138 = add nsw i64 %136, %137
   %139 = add nsw i64 2408448, %138
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %139
   %140 = load <8 x float>, ptr %arena26, align 4
-  %141 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %142 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  %141 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %142 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %143 = add nsw i64 %142, 2
   %144 = mul nsw i64 %143, 480
   %145 = add nsw i64 %141, %144
-  %146 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %146 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %147 = add nsw i64 %146, 1
   %148 = mul nsw i64 %147, 16
   %149 = add nsw i64 %145, %148
-  %150 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %150 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %151 = add nsw i64 %149, %150
   %152 = add nsw i64 2408448, %151
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %152
   %153 = load <8 x float>, ptr %arena27, align 4
   %154 = fsub <8 x float> %140, %153
-  store <8 x float> %154, ptr %conv2_weight_grad.w489, align 32
-  %155 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %156 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  store <8 x float> %154, ptr %conv2_weight_grad.w496, align 32
+  %155 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %156 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %157 = add nsw i64 %156, 1
   %158 = mul nsw i64 %157, 480
   %159 = add nsw i64 %155, %158
-  %160 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %160 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %161 = add nsw i64 %160, 1
   %162 = mul nsw i64 %161, 16
   %163 = add nsw i64 %159, %162
-  %164 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %164 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %165 = add nsw i64 %163, %164
   %166 = add nsw i64 2408448, %165
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %166
   %167 = load <8 x float>, ptr %arena28, align 4
-  %168 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %169 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  %168 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %169 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %170 = add nsw i64 %169, 2
   %171 = mul nsw i64 %170, 480
   %172 = add nsw i64 %168, %171
-  %173 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %173 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %174 = add nsw i64 %173, 1
   %175 = mul nsw i64 %174, 16
   %176 = add nsw i64 %172, %175
-  %177 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %177 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %178 = add nsw i64 %176, %177
   %179 = add nsw i64 2408448, %178
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %179
   %180 = load <8 x float>, ptr %arena29, align 4
   %181 = fadd <8 x float> %167, %180
-  store <8 x float> %181, ptr %conv2_weight_grad.w490, align 32
-  %182 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %183 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  store <8 x float> %181, ptr %conv2_weight_grad.w497, align 32
+  %182 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %183 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %184 = add nsw i64 %183, 2
   %185 = mul nsw i64 %184, 480
   %186 = add nsw i64 %182, %185
-  %187 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %187 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 16
   %190 = add nsw i64 %186, %189
-  %191 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %191 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %192 = add nsw i64 %190, %191
   %193 = add nsw i64 2408448, %192
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %193
   %194 = load <8 x float>, ptr %arena30, align 4
-  %195 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %196 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  %195 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %196 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %197 = add nsw i64 %196, 1
   %198 = mul nsw i64 %197, 480
   %199 = add nsw i64 %195, %198
-  %200 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %200 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 16
   %203 = add nsw i64 %199, %202
-  %204 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %204 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 2408448, %205
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %206
   %207 = load <8 x float>, ptr %arena31, align 4
   %208 = fsub <8 x float> %194, %207
-  store <8 x float> %208, ptr %conv2_weight_grad.w491, align 32
-  %209 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %210 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  store <8 x float> %208, ptr %conv2_weight_grad.w498, align 32
+  %209 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %210 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %211 = add nsw i64 %210, 1
   %212 = mul nsw i64 %211, 480
   %213 = add nsw i64 %209, %212
-  %214 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %214 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %215 = add nsw i64 %214, 1
   %216 = mul nsw i64 %215, 16
   %217 = add nsw i64 %213, %216
-  %218 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %218 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %219 = add nsw i64 %217, %218
   %220 = add nsw i64 2408448, %219
   %arena32 = getelementptr inbounds float, ptr %arena, i64 %220
   %221 = load <8 x float>, ptr %arena32, align 4
-  %222 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %223 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  %222 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %223 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %224 = add nsw i64 %223, 3
   %225 = mul nsw i64 %224, 480
   %226 = add nsw i64 %222, %225
-  %227 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %227 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %228 = add nsw i64 %227, 1
   %229 = mul nsw i64 %228, 16
   %230 = add nsw i64 %226, %229
-  %231 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %231 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %232 = add nsw i64 %230, %231
   %233 = add nsw i64 2408448, %232
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %233
   %234 = load <8 x float>, ptr %arena33, align 4
   %235 = fsub <8 x float> %221, %234
-  store <8 x float> %235, ptr %conv2_weight_grad.w492, align 32
-  %236 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %237 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  store <8 x float> %235, ptr %conv2_weight_grad.w499, align 32
+  %236 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %237 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %238 = mul nsw i64 %237, 480
   %239 = add nsw i64 %236, %238
-  %240 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %240 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %241 = add nsw i64 %240, 2
   %242 = mul nsw i64 %241, 16
   %243 = add nsw i64 %239, %242
-  %244 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %244 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 2408448, %245
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %246
   %247 = load <8 x float>, ptr %arena34, align 4
-  %248 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %249 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  %248 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %249 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %250 = add nsw i64 %249, 2
   %251 = mul nsw i64 %250, 480
   %252 = add nsw i64 %248, %251
-  %253 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %253 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %254 = add nsw i64 %253, 2
   %255 = mul nsw i64 %254, 16
   %256 = add nsw i64 %252, %255
-  %257 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %257 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %258 = add nsw i64 %256, %257
   %259 = add nsw i64 2408448, %258
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %259
   %260 = load <8 x float>, ptr %arena35, align 4
   %261 = fsub <8 x float> %247, %260
-  store <8 x float> %261, ptr %conv2_weight_grad.w493, align 32
-  %262 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %263 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  store <8 x float> %261, ptr %conv2_weight_grad.w500, align 32
+  %262 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %263 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %264 = add nsw i64 %263, 1
   %265 = mul nsw i64 %264, 480
   %266 = add nsw i64 %262, %265
-  %267 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %267 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %268 = add nsw i64 %267, 2
   %269 = mul nsw i64 %268, 16
   %270 = add nsw i64 %266, %269
-  %271 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %271 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %272 = add nsw i64 %270, %271
   %273 = add nsw i64 2408448, %272
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %273
   %274 = load <8 x float>, ptr %arena36, align 4
-  %275 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %276 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  %275 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %276 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %277 = add nsw i64 %276, 2
   %278 = mul nsw i64 %277, 480
   %279 = add nsw i64 %275, %278
-  %280 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %280 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %281 = add nsw i64 %280, 2
   %282 = mul nsw i64 %281, 16
   %283 = add nsw i64 %279, %282
-  %284 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %284 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %285 = add nsw i64 %283, %284
   %286 = add nsw i64 2408448, %285
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %286
   %287 = load <8 x float>, ptr %arena37, align 4
   %288 = fadd <8 x float> %274, %287
-  store <8 x float> %288, ptr %conv2_weight_grad.w494, align 32
-  %289 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %290 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  store <8 x float> %288, ptr %conv2_weight_grad.w501, align 32
+  %289 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %290 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %291 = add nsw i64 %290, 2
   %292 = mul nsw i64 %291, 480
   %293 = add nsw i64 %289, %292
-  %294 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %294 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %295 = add nsw i64 %294, 2
   %296 = mul nsw i64 %295, 16
   %297 = add nsw i64 %293, %296
-  %298 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %298 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %299 = add nsw i64 %297, %298
   %300 = add nsw i64 2408448, %299
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %300
   %301 = load <8 x float>, ptr %arena38, align 4
-  %302 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %303 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  %302 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %303 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %304 = add nsw i64 %303, 1
   %305 = mul nsw i64 %304, 480
   %306 = add nsw i64 %302, %305
-  %307 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %307 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %308 = add nsw i64 %307, 2
   %309 = mul nsw i64 %308, 16
   %310 = add nsw i64 %306, %309
-  %311 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %311 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %312 = add nsw i64 %310, %311
   %313 = add nsw i64 2408448, %312
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %313
   %314 = load <8 x float>, ptr %arena39, align 4
   %315 = fsub <8 x float> %301, %314
-  store <8 x float> %315, ptr %conv2_weight_grad.w495, align 32
-  %316 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %317 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  store <8 x float> %315, ptr %conv2_weight_grad.w502, align 32
+  %316 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %317 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %318 = add nsw i64 %317, 1
   %319 = mul nsw i64 %318, 480
   %320 = add nsw i64 %316, %319
-  %321 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %321 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %322 = add nsw i64 %321, 2
   %323 = mul nsw i64 %322, 16
   %324 = add nsw i64 %320, %323
-  %325 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %325 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %326 = add nsw i64 %324, %325
   %327 = add nsw i64 2408448, %326
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %327
   %328 = load <8 x float>, ptr %arena40, align 4
-  %329 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %330 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  %329 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %330 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %331 = add nsw i64 %330, 3
   %332 = mul nsw i64 %331, 480
   %333 = add nsw i64 %329, %332
-  %334 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %334 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %335 = add nsw i64 %334, 2
   %336 = mul nsw i64 %335, 16
   %337 = add nsw i64 %333, %336
-  %338 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %338 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %339 = add nsw i64 %337, %338
   %340 = add nsw i64 2408448, %339
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %340
   %341 = load <8 x float>, ptr %arena41, align 4
   %342 = fsub <8 x float> %328, %341
-  store <8 x float> %342, ptr %conv2_weight_grad.w496, align 32
-  %343 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %344 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  store <8 x float> %342, ptr %conv2_weight_grad.w503, align 32
+  %343 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %344 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %345 = mul nsw i64 %344, 480
   %346 = add nsw i64 %343, %345
-  %347 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %347 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 16
   %350 = add nsw i64 %346, %349
-  %351 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %351 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %352 = add nsw i64 %350, %351
   %353 = add nsw i64 2408448, %352
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %353
   %354 = load <8 x float>, ptr %arena42, align 4
-  %355 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %356 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  %355 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %356 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %357 = add nsw i64 %356, 2
   %358 = mul nsw i64 %357, 480
   %359 = add nsw i64 %355, %358
-  %360 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %360 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %361 = add nsw i64 %360, 3
   %362 = mul nsw i64 %361, 16
   %363 = add nsw i64 %359, %362
-  %364 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %364 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %365 = add nsw i64 %363, %364
   %366 = add nsw i64 2408448, %365
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %366
   %367 = load <8 x float>, ptr %arena43, align 4
   %368 = fsub <8 x float> %354, %367
-  store <8 x float> %368, ptr %conv2_weight_grad.w497, align 32
-  %369 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %370 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  store <8 x float> %368, ptr %conv2_weight_grad.w504, align 32
+  %369 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %370 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %371 = add nsw i64 %370, 1
   %372 = mul nsw i64 %371, 480
   %373 = add nsw i64 %369, %372
-  %374 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %374 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %375 = add nsw i64 %374, 3
   %376 = mul nsw i64 %375, 16
   %377 = add nsw i64 %373, %376
-  %378 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %378 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %379 = add nsw i64 %377, %378
   %380 = add nsw i64 2408448, %379
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %380
   %381 = load <8 x float>, ptr %arena44, align 4
-  %382 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %383 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  %382 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %383 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %384 = add nsw i64 %383, 2
   %385 = mul nsw i64 %384, 480
   %386 = add nsw i64 %382, %385
-  %387 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %387 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %388 = add nsw i64 %387, 3
   %389 = mul nsw i64 %388, 16
   %390 = add nsw i64 %386, %389
-  %391 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %391 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %392 = add nsw i64 %390, %391
   %393 = add nsw i64 2408448, %392
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %393
   %394 = load <8 x float>, ptr %arena45, align 4
   %395 = fadd <8 x float> %381, %394
-  store <8 x float> %395, ptr %conv2_weight_grad.w498, align 32
-  %396 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %397 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  store <8 x float> %395, ptr %conv2_weight_grad.w505, align 32
+  %396 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %397 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %398 = add nsw i64 %397, 2
   %399 = mul nsw i64 %398, 480
   %400 = add nsw i64 %396, %399
-  %401 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %401 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %402 = add nsw i64 %401, 3
   %403 = mul nsw i64 %402, 16
   %404 = add nsw i64 %400, %403
-  %405 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %405 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %406 = add nsw i64 %404, %405
   %407 = add nsw i64 2408448, %406
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %407
   %408 = load <8 x float>, ptr %arena46, align 4
-  %409 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %410 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  %409 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %410 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %411 = add nsw i64 %410, 1
   %412 = mul nsw i64 %411, 480
   %413 = add nsw i64 %409, %412
-  %414 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %414 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %415 = add nsw i64 %414, 3
   %416 = mul nsw i64 %415, 16
   %417 = add nsw i64 %413, %416
-  %418 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %418 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %419 = add nsw i64 %417, %418
   %420 = add nsw i64 2408448, %419
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %420
   %421 = load <8 x float>, ptr %arena47, align 4
   %422 = fsub <8 x float> %408, %421
-  store <8 x float> %422, ptr %conv2_weight_grad.w499, align 32
-  %423 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %424 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  store <8 x float> %422, ptr %conv2_weight_grad.w506, align 32
+  %423 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %424 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %425 = add nsw i64 %424, 1
   %426 = mul nsw i64 %425, 480
   %427 = add nsw i64 %423, %426
-  %428 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %428 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %429 = add nsw i64 %428, 3
   %430 = mul nsw i64 %429, 16
   %431 = add nsw i64 %427, %430
-  %432 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %432 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %433 = add nsw i64 %431, %432
   %434 = add nsw i64 2408448, %433
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %434
   %435 = load <8 x float>, ptr %arena48, align 4
-  %436 = mul nsw i64 %conv2_weight_grad.j48114, 14400
-  %437 = mul nsw i64 %conv2_weight_grad.ty48215, 2
+  %436 = mul nsw i64 %conv2_weight_grad.j48814, 14400
+  %437 = mul nsw i64 %conv2_weight_grad.ty48915, 2
   %438 = add nsw i64 %437, 3
   %439 = mul nsw i64 %438, 480
   %440 = add nsw i64 %436, %439
-  %441 = mul nsw i64 %conv2_weight_grad.tx48316, 2
+  %441 = mul nsw i64 %conv2_weight_grad.tx49016, 2
   %442 = add nsw i64 %441, 3
   %443 = mul nsw i64 %442, 16
   %444 = add nsw i64 %440, %443
-  %445 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %445 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %446 = add nsw i64 %444, %445
   %447 = add nsw i64 2408448, %446
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %447
   %448 = load <8 x float>, ptr %arena49, align 4
   %449 = fsub <8 x float> %435, %448
-  store <8 x float> %449, ptr %conv2_weight_grad.w500, align 32
-  %w485 = load <8 x float>, ptr %conv2_weight_grad.w485, align 32
-  %w493 = load <8 x float>, ptr %conv2_weight_grad.w493, align 32
-  %450 = fsub <8 x float> %w485, %w493
-  store <8 x float> %450, ptr %conv2_weight_grad.w501, align 32
-  %w489 = load <8 x float>, ptr %conv2_weight_grad.w489, align 32
-  %w49350 = load <8 x float>, ptr %conv2_weight_grad.w493, align 32
-  %451 = fadd <8 x float> %w489, %w49350
-  store <8 x float> %451, ptr %conv2_weight_grad.w502, align 32
-  %w49351 = load <8 x float>, ptr %conv2_weight_grad.w493, align 32
-  %w48952 = load <8 x float>, ptr %conv2_weight_grad.w489, align 32
-  %452 = fsub <8 x float> %w49351, %w48952
-  store <8 x float> %452, ptr %conv2_weight_grad.w503, align 32
-  %w48953 = load <8 x float>, ptr %conv2_weight_grad.w489, align 32
-  %w497 = load <8 x float>, ptr %conv2_weight_grad.w497, align 32
-  %453 = fsub <8 x float> %w48953, %w497
-  store <8 x float> %453, ptr %conv2_weight_grad.w504, align 32
-  %w486 = load <8 x float>, ptr %conv2_weight_grad.w486, align 32
-  %w494 = load <8 x float>, ptr %conv2_weight_grad.w494, align 32
-  %454 = fsub <8 x float> %w486, %w494
-  store <8 x float> %454, ptr %conv2_weight_grad.w505, align 32
-  %w490 = load <8 x float>, ptr %conv2_weight_grad.w490, align 32
-  %w49454 = load <8 x float>, ptr %conv2_weight_grad.w494, align 32
-  %455 = fadd <8 x float> %w490, %w49454
-  store <8 x float> %455, ptr %conv2_weight_grad.w506, align 32
-  %w49455 = load <8 x float>, ptr %conv2_weight_grad.w494, align 32
-  %w49056 = load <8 x float>, ptr %conv2_weight_grad.w490, align 32
-  %456 = fsub <8 x float> %w49455, %w49056
-  store <8 x float> %456, ptr %conv2_weight_grad.w507, align 32
-  %w49057 = load <8 x float>, ptr %conv2_weight_grad.w490, align 32
-  %w498 = load <8 x float>, ptr %conv2_weight_grad.w498, align 32
-  %457 = fsub <8 x float> %w49057, %w498
-  store <8 x float> %457, ptr %conv2_weight_grad.w508, align 32
-  %w487 = load <8 x float>, ptr %conv2_weight_grad.w487, align 32
-  %w495 = load <8 x float>, ptr %conv2_weight_grad.w495, align 32
-  %458 = fsub <8 x float> %w487, %w495
-  store <8 x float> %458, ptr %conv2_weight_grad.w509, align 32
-  %w491 = load <8 x float>, ptr %conv2_weight_grad.w491, align 32
-  %w49558 = load <8 x float>, ptr %conv2_weight_grad.w495, align 32
-  %459 = fadd <8 x float> %w491, %w49558
-  store <8 x float> %459, ptr %conv2_weight_grad.w510, align 32
-  %w49559 = load <8 x float>, ptr %conv2_weight_grad.w495, align 32
-  %w49160 = load <8 x float>, ptr %conv2_weight_grad.w491, align 32
-  %460 = fsub <8 x float> %w49559, %w49160
-  store <8 x float> %460, ptr %conv2_weight_grad.w511, align 32
-  %w49161 = load <8 x float>, ptr %conv2_weight_grad.w491, align 32
-  %w499 = load <8 x float>, ptr %conv2_weight_grad.w499, align 32
-  %461 = fsub <8 x float> %w49161, %w499
-  store <8 x float> %461, ptr %conv2_weight_grad.w512, align 32
-  %w488 = load <8 x float>, ptr %conv2_weight_grad.w488, align 32
-  %w496 = load <8 x float>, ptr %conv2_weight_grad.w496, align 32
-  %462 = fsub <8 x float> %w488, %w496
-  store <8 x float> %462, ptr %conv2_weight_grad.w513, align 32
+  store <8 x float> %449, ptr %conv2_weight_grad.w507, align 32
   %w492 = load <8 x float>, ptr %conv2_weight_grad.w492, align 32
-  %w49662 = load <8 x float>, ptr %conv2_weight_grad.w496, align 32
-  %463 = fadd <8 x float> %w492, %w49662
-  store <8 x float> %463, ptr %conv2_weight_grad.w514, align 32
-  %w49663 = load <8 x float>, ptr %conv2_weight_grad.w496, align 32
-  %w49264 = load <8 x float>, ptr %conv2_weight_grad.w492, align 32
-  %464 = fsub <8 x float> %w49663, %w49264
-  store <8 x float> %464, ptr %conv2_weight_grad.w515, align 32
-  %w49265 = load <8 x float>, ptr %conv2_weight_grad.w492, align 32
   %w500 = load <8 x float>, ptr %conv2_weight_grad.w500, align 32
-  %465 = fsub <8 x float> %w49265, %w500
-  store <8 x float> %465, ptr %conv2_weight_grad.w516, align 32
+  %450 = fsub <8 x float> %w492, %w500
+  store <8 x float> %450, ptr %conv2_weight_grad.w508, align 32
+  %w496 = load <8 x float>, ptr %conv2_weight_grad.w496, align 32
+  %w50050 = load <8 x float>, ptr %conv2_weight_grad.w500, align 32
+  %451 = fadd <8 x float> %w496, %w50050
+  store <8 x float> %451, ptr %conv2_weight_grad.w509, align 32
+  %w50051 = load <8 x float>, ptr %conv2_weight_grad.w500, align 32
+  %w49652 = load <8 x float>, ptr %conv2_weight_grad.w496, align 32
+  %452 = fsub <8 x float> %w50051, %w49652
+  store <8 x float> %452, ptr %conv2_weight_grad.w510, align 32
+  %w49653 = load <8 x float>, ptr %conv2_weight_grad.w496, align 32
+  %w504 = load <8 x float>, ptr %conv2_weight_grad.w504, align 32
+  %453 = fsub <8 x float> %w49653, %w504
+  store <8 x float> %453, ptr %conv2_weight_grad.w511, align 32
+  %w493 = load <8 x float>, ptr %conv2_weight_grad.w493, align 32
   %w501 = load <8 x float>, ptr %conv2_weight_grad.w501, align 32
-  %466 = mul nsw i64 %conv2_weight_grad.j48114, 196
-  %467 = mul nsw i64 %conv2_weight_grad.ty48215, 14
+  %454 = fsub <8 x float> %w493, %w501
+  store <8 x float> %454, ptr %conv2_weight_grad.w512, align 32
+  %w497 = load <8 x float>, ptr %conv2_weight_grad.w497, align 32
+  %w50154 = load <8 x float>, ptr %conv2_weight_grad.w501, align 32
+  %455 = fadd <8 x float> %w497, %w50154
+  store <8 x float> %455, ptr %conv2_weight_grad.w513, align 32
+  %w50155 = load <8 x float>, ptr %conv2_weight_grad.w501, align 32
+  %w49756 = load <8 x float>, ptr %conv2_weight_grad.w497, align 32
+  %456 = fsub <8 x float> %w50155, %w49756
+  store <8 x float> %456, ptr %conv2_weight_grad.w514, align 32
+  %w49757 = load <8 x float>, ptr %conv2_weight_grad.w497, align 32
+  %w505 = load <8 x float>, ptr %conv2_weight_grad.w505, align 32
+  %457 = fsub <8 x float> %w49757, %w505
+  store <8 x float> %457, ptr %conv2_weight_grad.w515, align 32
+  %w494 = load <8 x float>, ptr %conv2_weight_grad.w494, align 32
+  %w502 = load <8 x float>, ptr %conv2_weight_grad.w502, align 32
+  %458 = fsub <8 x float> %w494, %w502
+  store <8 x float> %458, ptr %conv2_weight_grad.w516, align 32
+  %w498 = load <8 x float>, ptr %conv2_weight_grad.w498, align 32
+  %w50258 = load <8 x float>, ptr %conv2_weight_grad.w502, align 32
+  %459 = fadd <8 x float> %w498, %w50258
+  store <8 x float> %459, ptr %conv2_weight_grad.w517, align 32
+  %w50259 = load <8 x float>, ptr %conv2_weight_grad.w502, align 32
+  %w49860 = load <8 x float>, ptr %conv2_weight_grad.w498, align 32
+  %460 = fsub <8 x float> %w50259, %w49860
+  store <8 x float> %460, ptr %conv2_weight_grad.w518, align 32
+  %w49861 = load <8 x float>, ptr %conv2_weight_grad.w498, align 32
+  %w506 = load <8 x float>, ptr %conv2_weight_grad.w506, align 32
+  %461 = fsub <8 x float> %w49861, %w506
+  store <8 x float> %461, ptr %conv2_weight_grad.w519, align 32
+  %w495 = load <8 x float>, ptr %conv2_weight_grad.w495, align 32
+  %w503 = load <8 x float>, ptr %conv2_weight_grad.w503, align 32
+  %462 = fsub <8 x float> %w495, %w503
+  store <8 x float> %462, ptr %conv2_weight_grad.w520, align 32
+  %w499 = load <8 x float>, ptr %conv2_weight_grad.w499, align 32
+  %w50362 = load <8 x float>, ptr %conv2_weight_grad.w503, align 32
+  %463 = fadd <8 x float> %w499, %w50362
+  store <8 x float> %463, ptr %conv2_weight_grad.w521, align 32
+  %w50363 = load <8 x float>, ptr %conv2_weight_grad.w503, align 32
+  %w49964 = load <8 x float>, ptr %conv2_weight_grad.w499, align 32
+  %464 = fsub <8 x float> %w50363, %w49964
+  store <8 x float> %464, ptr %conv2_weight_grad.w522, align 32
+  %w49965 = load <8 x float>, ptr %conv2_weight_grad.w499, align 32
+  %w507 = load <8 x float>, ptr %conv2_weight_grad.w507, align 32
+  %465 = fsub <8 x float> %w49965, %w507
+  store <8 x float> %465, ptr %conv2_weight_grad.w523, align 32
+  %w508 = load <8 x float>, ptr %conv2_weight_grad.w508, align 32
+  %466 = mul nsw i64 %conv2_weight_grad.j48814, 196
+  %467 = mul nsw i64 %conv2_weight_grad.ty48915, 14
   %468 = add nsw i64 %466, %467
-  %469 = add nsw i64 %468, %conv2_weight_grad.tx48316
+  %469 = add nsw i64 %468, %conv2_weight_grad.tx49016
   %470 = mul nsw i64 %469, 16
   %471 = add nsw i64 2422848, %470
-  %472 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %472 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %473 = add nsw i64 %471, %472
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %473
-  store <8 x float> %w501, ptr %arena66, align 4
-  %w502 = load <8 x float>, ptr %conv2_weight_grad.w502, align 32
-  %474 = mul nsw i64 %conv2_weight_grad.j48114, 196
-  %475 = mul nsw i64 %conv2_weight_grad.ty48215, 14
+  store <8 x float> %w508, ptr %arena66, align 4
+  %w509 = load <8 x float>, ptr %conv2_weight_grad.w509, align 32
+  %474 = mul nsw i64 %conv2_weight_grad.j48814, 196
+  %475 = mul nsw i64 %conv2_weight_grad.ty48915, 14
   %476 = add nsw i64 %474, %475
-  %477 = add nsw i64 %476, %conv2_weight_grad.tx48316
+  %477 = add nsw i64 %476, %conv2_weight_grad.tx49016
   %478 = mul nsw i64 %477, 16
   %479 = add nsw i64 2425984, %478
-  %480 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %480 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %481 = add nsw i64 %479, %480
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %481
-  store <8 x float> %w502, ptr %arena67, align 4
-  %w503 = load <8 x float>, ptr %conv2_weight_grad.w503, align 32
-  %482 = mul nsw i64 %conv2_weight_grad.j48114, 196
-  %483 = mul nsw i64 %conv2_weight_grad.ty48215, 14
+  store <8 x float> %w509, ptr %arena67, align 4
+  %w510 = load <8 x float>, ptr %conv2_weight_grad.w510, align 32
+  %482 = mul nsw i64 %conv2_weight_grad.j48814, 196
+  %483 = mul nsw i64 %conv2_weight_grad.ty48915, 14
   %484 = add nsw i64 %482, %483
-  %485 = add nsw i64 %484, %conv2_weight_grad.tx48316
+  %485 = add nsw i64 %484, %conv2_weight_grad.tx49016
   %486 = mul nsw i64 %485, 16
   %487 = add nsw i64 2429120, %486
-  %488 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %488 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %489 = add nsw i64 %487, %488
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %489
-  store <8 x float> %w503, ptr %arena68, align 4
-  %w504 = load <8 x float>, ptr %conv2_weight_grad.w504, align 32
-  %490 = mul nsw i64 %conv2_weight_grad.j48114, 196
-  %491 = mul nsw i64 %conv2_weight_grad.ty48215, 14
+  store <8 x float> %w510, ptr %arena68, align 4
+  %w511 = load <8 x float>, ptr %conv2_weight_grad.w511, align 32
+  %490 = mul nsw i64 %conv2_weight_grad.j48814, 196
+  %491 = mul nsw i64 %conv2_weight_grad.ty48915, 14
   %492 = add nsw i64 %490, %491
-  %493 = add nsw i64 %492, %conv2_weight_grad.tx48316
+  %493 = add nsw i64 %492, %conv2_weight_grad.tx49016
   %494 = mul nsw i64 %493, 16
   %495 = add nsw i64 2432256, %494
-  %496 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %496 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %497 = add nsw i64 %495, %496
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %497
-  store <8 x float> %w504, ptr %arena69, align 4
-  %w505 = load <8 x float>, ptr %conv2_weight_grad.w505, align 32
-  %498 = mul nsw i64 %conv2_weight_grad.j48114, 196
-  %499 = mul nsw i64 %conv2_weight_grad.ty48215, 14
+  store <8 x float> %w511, ptr %arena69, align 4
+  %w512 = load <8 x float>, ptr %conv2_weight_grad.w512, align 32
+  %498 = mul nsw i64 %conv2_weight_grad.j48814, 196
+  %499 = mul nsw i64 %conv2_weight_grad.ty48915, 14
   %500 = add nsw i64 %498, %499
-  %501 = add nsw i64 %500, %conv2_weight_grad.tx48316
+  %501 = add nsw i64 %500, %conv2_weight_grad.tx49016
   %502 = mul nsw i64 %501, 16
   %503 = add nsw i64 2435392, %502
-  %504 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %504 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %505 = add nsw i64 %503, %504
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %505
-  store <8 x float> %w505, ptr %arena70, align 4
-  %w506 = load <8 x float>, ptr %conv2_weight_grad.w506, align 32
-  %506 = mul nsw i64 %conv2_weight_grad.j48114, 196
-  %507 = mul nsw i64 %conv2_weight_grad.ty48215, 14
+  store <8 x float> %w512, ptr %arena70, align 4
+  %w513 = load <8 x float>, ptr %conv2_weight_grad.w513, align 32
+  %506 = mul nsw i64 %conv2_weight_grad.j48814, 196
+  %507 = mul nsw i64 %conv2_weight_grad.ty48915, 14
   %508 = add nsw i64 %506, %507
-  %509 = add nsw i64 %508, %conv2_weight_grad.tx48316
+  %509 = add nsw i64 %508, %conv2_weight_grad.tx49016
   %510 = mul nsw i64 %509, 16
   %511 = add nsw i64 2438528, %510
-  %512 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %512 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %513 = add nsw i64 %511, %512
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %513
-  store <8 x float> %w506, ptr %arena71, align 4
-  %w507 = load <8 x float>, ptr %conv2_weight_grad.w507, align 32
-  %514 = mul nsw i64 %conv2_weight_grad.j48114, 196
-  %515 = mul nsw i64 %conv2_weight_grad.ty48215, 14
+  store <8 x float> %w513, ptr %arena71, align 4
+  %w514 = load <8 x float>, ptr %conv2_weight_grad.w514, align 32
+  %514 = mul nsw i64 %conv2_weight_grad.j48814, 196
+  %515 = mul nsw i64 %conv2_weight_grad.ty48915, 14
   %516 = add nsw i64 %514, %515
-  %517 = add nsw i64 %516, %conv2_weight_grad.tx48316
+  %517 = add nsw i64 %516, %conv2_weight_grad.tx49016
   %518 = mul nsw i64 %517, 16
   %519 = add nsw i64 2441664, %518
-  %520 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %520 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %521 = add nsw i64 %519, %520
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %521
-  store <8 x float> %w507, ptr %arena72, align 4
-  %w508 = load <8 x float>, ptr %conv2_weight_grad.w508, align 32
-  %522 = mul nsw i64 %conv2_weight_grad.j48114, 196
-  %523 = mul nsw i64 %conv2_weight_grad.ty48215, 14
+  store <8 x float> %w514, ptr %arena72, align 4
+  %w515 = load <8 x float>, ptr %conv2_weight_grad.w515, align 32
+  %522 = mul nsw i64 %conv2_weight_grad.j48814, 196
+  %523 = mul nsw i64 %conv2_weight_grad.ty48915, 14
   %524 = add nsw i64 %522, %523
-  %525 = add nsw i64 %524, %conv2_weight_grad.tx48316
+  %525 = add nsw i64 %524, %conv2_weight_grad.tx49016
   %526 = mul nsw i64 %525, 16
   %527 = add nsw i64 2444800, %526
-  %528 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %528 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %529 = add nsw i64 %527, %528
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %529
-  store <8 x float> %w508, ptr %arena73, align 4
-  %w509 = load <8 x float>, ptr %conv2_weight_grad.w509, align 32
-  %530 = mul nsw i64 %conv2_weight_grad.j48114, 196
-  %531 = mul nsw i64 %conv2_weight_grad.ty48215, 14
+  store <8 x float> %w515, ptr %arena73, align 4
+  %w516 = load <8 x float>, ptr %conv2_weight_grad.w516, align 32
+  %530 = mul nsw i64 %conv2_weight_grad.j48814, 196
+  %531 = mul nsw i64 %conv2_weight_grad.ty48915, 14
   %532 = add nsw i64 %530, %531
-  %533 = add nsw i64 %532, %conv2_weight_grad.tx48316
+  %533 = add nsw i64 %532, %conv2_weight_grad.tx49016
   %534 = mul nsw i64 %533, 16
   %535 = add nsw i64 2447936, %534
-  %536 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %536 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %537 = add nsw i64 %535, %536
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %537
-  store <8 x float> %w509, ptr %arena74, align 4
-  %w510 = load <8 x float>, ptr %conv2_weight_grad.w510, align 32
-  %538 = mul nsw i64 %conv2_weight_grad.j48114, 196
-  %539 = mul nsw i64 %conv2_weight_grad.ty48215, 14
+  store <8 x float> %w516, ptr %arena74, align 4
+  %w517 = load <8 x float>, ptr %conv2_weight_grad.w517, align 32
+  %538 = mul nsw i64 %conv2_weight_grad.j48814, 196
+  %539 = mul nsw i64 %conv2_weight_grad.ty48915, 14
   %540 = add nsw i64 %538, %539
-  %541 = add nsw i64 %540, %conv2_weight_grad.tx48316
+  %541 = add nsw i64 %540, %conv2_weight_grad.tx49016
   %542 = mul nsw i64 %541, 16
   %543 = add nsw i64 2451072, %542
-  %544 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %544 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %545 = add nsw i64 %543, %544
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %545
-  store <8 x float> %w510, ptr %arena75, align 4
-  %w511 = load <8 x float>, ptr %conv2_weight_grad.w511, align 32
-  %546 = mul nsw i64 %conv2_weight_grad.j48114, 196
-  %547 = mul nsw i64 %conv2_weight_grad.ty48215, 14
+  store <8 x float> %w517, ptr %arena75, align 4
+  %w518 = load <8 x float>, ptr %conv2_weight_grad.w518, align 32
+  %546 = mul nsw i64 %conv2_weight_grad.j48814, 196
+  %547 = mul nsw i64 %conv2_weight_grad.ty48915, 14
   %548 = add nsw i64 %546, %547
-  %549 = add nsw i64 %548, %conv2_weight_grad.tx48316
+  %549 = add nsw i64 %548, %conv2_weight_grad.tx49016
   %550 = mul nsw i64 %549, 16
   %551 = add nsw i64 2454208, %550
-  %552 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %552 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %553 = add nsw i64 %551, %552
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %553
-  store <8 x float> %w511, ptr %arena76, align 4
-  %w512 = load <8 x float>, ptr %conv2_weight_grad.w512, align 32
-  %554 = mul nsw i64 %conv2_weight_grad.j48114, 196
-  %555 = mul nsw i64 %conv2_weight_grad.ty48215, 14
+  store <8 x float> %w518, ptr %arena76, align 4
+  %w519 = load <8 x float>, ptr %conv2_weight_grad.w519, align 32
+  %554 = mul nsw i64 %conv2_weight_grad.j48814, 196
+  %555 = mul nsw i64 %conv2_weight_grad.ty48915, 14
   %556 = add nsw i64 %554, %555
-  %557 = add nsw i64 %556, %conv2_weight_grad.tx48316
+  %557 = add nsw i64 %556, %conv2_weight_grad.tx49016
   %558 = mul nsw i64 %557, 16
   %559 = add nsw i64 2457344, %558
-  %560 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %560 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %561 = add nsw i64 %559, %560
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %561
-  store <8 x float> %w512, ptr %arena77, align 4
-  %w513 = load <8 x float>, ptr %conv2_weight_grad.w513, align 32
-  %562 = mul nsw i64 %conv2_weight_grad.j48114, 196
-  %563 = mul nsw i64 %conv2_weight_grad.ty48215, 14
+  store <8 x float> %w519, ptr %arena77, align 4
+  %w520 = load <8 x float>, ptr %conv2_weight_grad.w520, align 32
+  %562 = mul nsw i64 %conv2_weight_grad.j48814, 196
+  %563 = mul nsw i64 %conv2_weight_grad.ty48915, 14
   %564 = add nsw i64 %562, %563
-  %565 = add nsw i64 %564, %conv2_weight_grad.tx48316
+  %565 = add nsw i64 %564, %conv2_weight_grad.tx49016
   %566 = mul nsw i64 %565, 16
   %567 = add nsw i64 2460480, %566
-  %568 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %568 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %569 = add nsw i64 %567, %568
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %569
-  store <8 x float> %w513, ptr %arena78, align 4
-  %w514 = load <8 x float>, ptr %conv2_weight_grad.w514, align 32
-  %570 = mul nsw i64 %conv2_weight_grad.j48114, 196
-  %571 = mul nsw i64 %conv2_weight_grad.ty48215, 14
+  store <8 x float> %w520, ptr %arena78, align 4
+  %w521 = load <8 x float>, ptr %conv2_weight_grad.w521, align 32
+  %570 = mul nsw i64 %conv2_weight_grad.j48814, 196
+  %571 = mul nsw i64 %conv2_weight_grad.ty48915, 14
   %572 = add nsw i64 %570, %571
-  %573 = add nsw i64 %572, %conv2_weight_grad.tx48316
+  %573 = add nsw i64 %572, %conv2_weight_grad.tx49016
   %574 = mul nsw i64 %573, 16
   %575 = add nsw i64 2463616, %574
-  %576 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %576 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %577 = add nsw i64 %575, %576
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %577
-  store <8 x float> %w514, ptr %arena79, align 4
-  %w515 = load <8 x float>, ptr %conv2_weight_grad.w515, align 32
-  %578 = mul nsw i64 %conv2_weight_grad.j48114, 196
-  %579 = mul nsw i64 %conv2_weight_grad.ty48215, 14
+  store <8 x float> %w521, ptr %arena79, align 4
+  %w522 = load <8 x float>, ptr %conv2_weight_grad.w522, align 32
+  %578 = mul nsw i64 %conv2_weight_grad.j48814, 196
+  %579 = mul nsw i64 %conv2_weight_grad.ty48915, 14
   %580 = add nsw i64 %578, %579
-  %581 = add nsw i64 %580, %conv2_weight_grad.tx48316
+  %581 = add nsw i64 %580, %conv2_weight_grad.tx49016
   %582 = mul nsw i64 %581, 16
   %583 = add nsw i64 2466752, %582
-  %584 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %584 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %585 = add nsw i64 %583, %584
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %585
-  store <8 x float> %w515, ptr %arena80, align 4
-  %w516 = load <8 x float>, ptr %conv2_weight_grad.w516, align 32
-  %586 = mul nsw i64 %conv2_weight_grad.j48114, 196
-  %587 = mul nsw i64 %conv2_weight_grad.ty48215, 14
+  store <8 x float> %w522, ptr %arena80, align 4
+  %w523 = load <8 x float>, ptr %conv2_weight_grad.w523, align 32
+  %586 = mul nsw i64 %conv2_weight_grad.j48814, 196
+  %587 = mul nsw i64 %conv2_weight_grad.ty48915, 14
   %588 = add nsw i64 %586, %587
-  %589 = add nsw i64 %588, %conv2_weight_grad.tx48316
+  %589 = add nsw i64 %588, %conv2_weight_grad.tx49016
   %590 = mul nsw i64 %589, 16
   %591 = add nsw i64 2469888, %590
-  %592 = mul nsw i64 %conv2_weight_grad.cv48417, 8
+  %592 = mul nsw i64 %conv2_weight_grad.cv49117, 8
   %593 = add nsw i64 %591, %592
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %593
-  store <8 x float> %w516, ptr %arena81, align 4
-  %cv484.next = add nsw i64 %conv2_weight_grad.cv48417, 1
-  %594 = icmp slt i64 %cv484.next, 2
-  br i1 %594, label %conv2_weight_grad.cv484, label %conv2_weight_grad.cv484.end
+  store <8 x float> %w523, ptr %arena81, align 4
+  %cv491.next = add nsw i64 %conv2_weight_grad.cv49117, 1
+  %594 = icmp slt i64 %cv491.next, 2
+  br i1 %594, label %conv2_weight_grad.cv491, label %conv2_weight_grad.cv491.end
 
-conv2_weight_grad.cv484.end:                      ; preds = %conv2_weight_grad.cv484
-  %tx483.next = add nsw i64 %conv2_weight_grad.tx48316, 1
-  %595 = icmp slt i64 %tx483.next, 14
-  br i1 %595, label %conv2_weight_grad.tx483, label %conv2_weight_grad.tx483.end
+conv2_weight_grad.cv491.end:                      ; preds = %conv2_weight_grad.cv491
+  %tx490.next = add nsw i64 %conv2_weight_grad.tx49016, 1
+  %595 = icmp slt i64 %tx490.next, 14
+  br i1 %595, label %conv2_weight_grad.tx490, label %conv2_weight_grad.tx490.end
 
-conv2_weight_grad.j517:                           ; preds = %conv2_weight_grad.c518.end, %conv2_weight_grad.j481.end
-  %conv2_weight_grad.j51782 = phi i64 [ 0, %conv2_weight_grad.j481.end ], [ %j517.next, %conv2_weight_grad.c518.end ]
-  br label %conv2_weight_grad.c518
+conv2_weight_grad.j524:                           ; preds = %conv2_weight_grad.c525.end, %conv2_weight_grad.j488.end
+  %conv2_weight_grad.j52482 = phi i64 [ 0, %conv2_weight_grad.j488.end ], [ %j524.next, %conv2_weight_grad.c525.end ]
+  br label %conv2_weight_grad.c525
 
-conv2_weight_grad.j517.end:                       ; preds = %conv2_weight_grad.c518.end
-  br label %conv2_weight_grad.j521
+conv2_weight_grad.j524.end:                       ; preds = %conv2_weight_grad.c525.end
+  br label %conv2_weight_grad.j528
 
-conv2_weight_grad.c518:                           ; preds = %conv2_weight_grad.iy519.end, %conv2_weight_grad.j517
-  %conv2_weight_grad.c51883 = phi i64 [ 0, %conv2_weight_grad.j517 ], [ %c518.next, %conv2_weight_grad.iy519.end ]
-  br label %conv2_weight_grad.iy519
+conv2_weight_grad.c525:                           ; preds = %conv2_weight_grad.iy526.end, %conv2_weight_grad.j524
+  %conv2_weight_grad.c52583 = phi i64 [ 0, %conv2_weight_grad.j524 ], [ %c525.next, %conv2_weight_grad.iy526.end ]
+  br label %conv2_weight_grad.iy526
 
-conv2_weight_grad.c518.end:                       ; preds = %conv2_weight_grad.iy519.end
-  %j517.next = add nsw i64 %conv2_weight_grad.j51782, 1
-  %596 = icmp slt i64 %j517.next, 1
-  br i1 %596, label %conv2_weight_grad.j517, label %conv2_weight_grad.j517.end
+conv2_weight_grad.c525.end:                       ; preds = %conv2_weight_grad.iy526.end
+  %j524.next = add nsw i64 %conv2_weight_grad.j52482, 1
+  %596 = icmp slt i64 %j524.next, 1
+  br i1 %596, label %conv2_weight_grad.j524, label %conv2_weight_grad.j524.end
 
-conv2_weight_grad.iy519:                          ; preds = %conv2_weight_grad.ix520.end, %conv2_weight_grad.c518
-  %conv2_weight_grad.iy51984 = phi i64 [ 0, %conv2_weight_grad.c518 ], [ %iy519.next, %conv2_weight_grad.ix520.end ]
-  br label %conv2_weight_grad.ix520
+conv2_weight_grad.iy526:                          ; preds = %conv2_weight_grad.ix527.end, %conv2_weight_grad.c525
+  %conv2_weight_grad.iy52684 = phi i64 [ 0, %conv2_weight_grad.c525 ], [ %iy526.next, %conv2_weight_grad.ix527.end ]
+  br label %conv2_weight_grad.ix527
 
-conv2_weight_grad.iy519.end:                      ; preds = %conv2_weight_grad.ix520.end
-  %c518.next = add nsw i64 %conv2_weight_grad.c51883, 1
-  %597 = icmp slt i64 %c518.next, 16
-  br i1 %597, label %conv2_weight_grad.c518, label %conv2_weight_grad.c518.end
+conv2_weight_grad.iy526.end:                      ; preds = %conv2_weight_grad.ix527.end
+  %c525.next = add nsw i64 %conv2_weight_grad.c52583, 1
+  %597 = icmp slt i64 %c525.next, 16
+  br i1 %597, label %conv2_weight_grad.c525, label %conv2_weight_grad.c525.end
 
-conv2_weight_grad.ix520:                          ; preds = %conv2_weight_grad.ix520, %conv2_weight_grad.iy519
-  %conv2_weight_grad.ix52085 = phi i64 [ 0, %conv2_weight_grad.iy519 ], [ %ix520.next, %conv2_weight_grad.ix520 ]
-  %598 = add nsw i64 %conv2_weight_grad.g4767, %conv2_weight_grad.j51782
+conv2_weight_grad.ix527:                          ; preds = %conv2_weight_grad.ix527, %conv2_weight_grad.iy526
+  %conv2_weight_grad.ix52785 = phi i64 [ 0, %conv2_weight_grad.iy526 ], [ %ix527.next, %conv2_weight_grad.ix527 ]
+  %598 = add nsw i64 %conv2_weight_grad.g4837, %conv2_weight_grad.j52482
   %599 = mul nsw i64 %598, 12544
   %600 = add nsw i64 1605632, %599
-  %601 = mul nsw i64 %conv2_weight_grad.c51883, 784
+  %601 = mul nsw i64 %conv2_weight_grad.c52583, 784
   %602 = add nsw i64 %600, %601
-  %603 = mul nsw i64 %conv2_weight_grad.iy51984, 28
+  %603 = mul nsw i64 %conv2_weight_grad.iy52684, 28
   %604 = add nsw i64 %602, %603
-  %605 = add nsw i64 %604, %conv2_weight_grad.ix52085
+  %605 = add nsw i64 %604, %conv2_weight_grad.ix52785
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %605
   %606 = load float, ptr %arena86, align 4
-  %607 = mul nsw i64 %conv2_weight_grad.j51782, 12544
-  %608 = mul nsw i64 %conv2_weight_grad.iy51984, 448
+  %607 = mul nsw i64 %conv2_weight_grad.j52482, 12544
+  %608 = mul nsw i64 %conv2_weight_grad.iy52684, 448
   %609 = add nsw i64 %607, %608
-  %610 = mul nsw i64 %conv2_weight_grad.ix52085, 16
+  %610 = mul nsw i64 %conv2_weight_grad.ix52785, 16
   %611 = add nsw i64 %609, %610
-  %612 = add nsw i64 %611, %conv2_weight_grad.c51883
+  %612 = add nsw i64 %611, %conv2_weight_grad.c52583
   %613 = add nsw i64 2473024, %612
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %613
   store float %606, ptr %arena87, align 4
-  %ix520.next = add nsw i64 %conv2_weight_grad.ix52085, 1
-  %614 = icmp slt i64 %ix520.next, 28
-  br i1 %614, label %conv2_weight_grad.ix520, label %conv2_weight_grad.ix520.end
+  %ix527.next = add nsw i64 %conv2_weight_grad.ix52785, 1
+  %614 = icmp slt i64 %ix527.next, 28
+  br i1 %614, label %conv2_weight_grad.ix527, label %conv2_weight_grad.ix527.end
 
-conv2_weight_grad.ix520.end:                      ; preds = %conv2_weight_grad.ix520
-  %iy519.next = add nsw i64 %conv2_weight_grad.iy51984, 1
-  %615 = icmp slt i64 %iy519.next, 28
-  br i1 %615, label %conv2_weight_grad.iy519, label %conv2_weight_grad.iy519.end
+conv2_weight_grad.ix527.end:                      ; preds = %conv2_weight_grad.ix527
+  %iy526.next = add nsw i64 %conv2_weight_grad.iy52684, 1
+  %615 = icmp slt i64 %iy526.next, 28
+  br i1 %615, label %conv2_weight_grad.iy526, label %conv2_weight_grad.iy526.end
 
-conv2_weight_grad.j521:                           ; preds = %conv2_weight_grad.ty522.end, %conv2_weight_grad.j517.end
-  %conv2_weight_grad.j52188 = phi i64 [ 0, %conv2_weight_grad.j517.end ], [ %j521.next, %conv2_weight_grad.ty522.end ]
-  br label %conv2_weight_grad.ty522
+conv2_weight_grad.j528:                           ; preds = %conv2_weight_grad.ty529.end, %conv2_weight_grad.j524.end
+  %conv2_weight_grad.j52888 = phi i64 [ 0, %conv2_weight_grad.j524.end ], [ %j528.next, %conv2_weight_grad.ty529.end ]
+  br label %conv2_weight_grad.ty529
 
-conv2_weight_grad.j521.end:                       ; preds = %conv2_weight_grad.ty522.end
-  br label %conv2_weight_grad.xi549
+conv2_weight_grad.j528.end:                       ; preds = %conv2_weight_grad.ty529.end
+  br label %conv2_weight_grad.xi556
 
-conv2_weight_grad.ty522:                          ; preds = %conv2_weight_grad.tx523.end, %conv2_weight_grad.j521
-  %conv2_weight_grad.ty52289 = phi i64 [ 0, %conv2_weight_grad.j521 ], [ %ty522.next, %conv2_weight_grad.tx523.end ]
-  br label %conv2_weight_grad.tx523
+conv2_weight_grad.ty529:                          ; preds = %conv2_weight_grad.tx530.end, %conv2_weight_grad.j528
+  %conv2_weight_grad.ty52989 = phi i64 [ 0, %conv2_weight_grad.j528 ], [ %ty529.next, %conv2_weight_grad.tx530.end ]
+  br label %conv2_weight_grad.tx530
 
-conv2_weight_grad.ty522.end:                      ; preds = %conv2_weight_grad.tx523.end
-  %j521.next = add nsw i64 %conv2_weight_grad.j52188, 1
-  %616 = icmp slt i64 %j521.next, 1
-  br i1 %616, label %conv2_weight_grad.j521, label %conv2_weight_grad.j521.end
+conv2_weight_grad.ty529.end:                      ; preds = %conv2_weight_grad.tx530.end
+  %j528.next = add nsw i64 %conv2_weight_grad.j52888, 1
+  %616 = icmp slt i64 %j528.next, 1
+  br i1 %616, label %conv2_weight_grad.j528, label %conv2_weight_grad.j528.end
 
-conv2_weight_grad.tx523:                          ; preds = %conv2_weight_grad.cv524.end, %conv2_weight_grad.ty522
-  %conv2_weight_grad.tx52390 = phi i64 [ 0, %conv2_weight_grad.ty522 ], [ %tx523.next, %conv2_weight_grad.cv524.end ]
-  br label %conv2_weight_grad.cv524
+conv2_weight_grad.tx530:                          ; preds = %conv2_weight_grad.cv531.end, %conv2_weight_grad.ty529
+  %conv2_weight_grad.tx53090 = phi i64 [ 0, %conv2_weight_grad.ty529 ], [ %tx530.next, %conv2_weight_grad.cv531.end ]
+  br label %conv2_weight_grad.cv531
 
-conv2_weight_grad.tx523.end:                      ; preds = %conv2_weight_grad.cv524.end
-  %ty522.next = add nsw i64 %conv2_weight_grad.ty52289, 1
-  %617 = icmp slt i64 %ty522.next, 14
-  br i1 %617, label %conv2_weight_grad.ty522, label %conv2_weight_grad.ty522.end
+conv2_weight_grad.tx530.end:                      ; preds = %conv2_weight_grad.cv531.end
+  %ty529.next = add nsw i64 %conv2_weight_grad.ty52989, 1
+  %617 = icmp slt i64 %ty529.next, 14
+  br i1 %617, label %conv2_weight_grad.ty529, label %conv2_weight_grad.ty529.end
 
-conv2_weight_grad.cv524:                          ; preds = %conv2_weight_grad.cv524, %conv2_weight_grad.tx523
-  %conv2_weight_grad.cv52491 = phi i64 [ 0, %conv2_weight_grad.tx523 ], [ %cv524.next, %conv2_weight_grad.cv524 ]
-  %618 = mul nsw i64 %conv2_weight_grad.j52188, 12544
-  %619 = mul nsw i64 %conv2_weight_grad.ty52289, 2
+conv2_weight_grad.cv531:                          ; preds = %conv2_weight_grad.cv531, %conv2_weight_grad.tx530
+  %conv2_weight_grad.cv53191 = phi i64 [ 0, %conv2_weight_grad.tx530 ], [ %cv531.next, %conv2_weight_grad.cv531 ]
+  %618 = mul nsw i64 %conv2_weight_grad.j52888, 12544
+  %619 = mul nsw i64 %conv2_weight_grad.ty52989, 2
   %620 = mul nsw i64 %619, 448
   %621 = add nsw i64 %618, %620
-  %622 = mul nsw i64 %conv2_weight_grad.tx52390, 2
+  %622 = mul nsw i64 %conv2_weight_grad.tx53090, 2
   %623 = mul nsw i64 %622, 16
   %624 = add nsw i64 %621, %623
-  %625 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %625 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %626 = add nsw i64 %624, %625
   %627 = add nsw i64 2473024, %626
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %627
   %628 = load <8 x float>, ptr %arena92, align 4
-  store <8 x float> %628, ptr %conv2_weight_grad.w525, align 32
-  %629 = mul nsw i64 %conv2_weight_grad.j52188, 12544
-  %630 = mul nsw i64 %conv2_weight_grad.ty52289, 2
+  store <8 x float> %628, ptr %conv2_weight_grad.w532, align 32
+  %629 = mul nsw i64 %conv2_weight_grad.j52888, 12544
+  %630 = mul nsw i64 %conv2_weight_grad.ty52989, 2
   %631 = mul nsw i64 %630, 448
   %632 = add nsw i64 %629, %631
-  %633 = mul nsw i64 %conv2_weight_grad.tx52390, 2
+  %633 = mul nsw i64 %conv2_weight_grad.tx53090, 2
   %634 = mul nsw i64 %633, 16
   %635 = add nsw i64 %632, %634
-  %636 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %636 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %637 = add nsw i64 %635, %636
   %638 = add nsw i64 2473024, %637
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %638
   %639 = load <8 x float>, ptr %arena93, align 4
-  %640 = mul nsw i64 %conv2_weight_grad.j52188, 12544
-  %641 = mul nsw i64 %conv2_weight_grad.ty52289, 2
+  %640 = mul nsw i64 %conv2_weight_grad.j52888, 12544
+  %641 = mul nsw i64 %conv2_weight_grad.ty52989, 2
   %642 = add nsw i64 %641, 1
   %643 = mul nsw i64 %642, 448
   %644 = add nsw i64 %640, %643
-  %645 = mul nsw i64 %conv2_weight_grad.tx52390, 2
+  %645 = mul nsw i64 %conv2_weight_grad.tx53090, 2
   %646 = mul nsw i64 %645, 16
   %647 = add nsw i64 %644, %646
-  %648 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %648 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %649 = add nsw i64 %647, %648
   %650 = add nsw i64 2473024, %649
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %650
   %651 = load <8 x float>, ptr %arena94, align 4
   %652 = fadd <8 x float> %639, %651
-  store <8 x float> %652, ptr %conv2_weight_grad.w526, align 32
-  %653 = mul nsw i64 %conv2_weight_grad.j52188, 12544
-  %654 = mul nsw i64 %conv2_weight_grad.ty52289, 2
+  store <8 x float> %652, ptr %conv2_weight_grad.w533, align 32
+  %653 = mul nsw i64 %conv2_weight_grad.j52888, 12544
+  %654 = mul nsw i64 %conv2_weight_grad.ty52989, 2
   %655 = mul nsw i64 %654, 448
   %656 = add nsw i64 %653, %655
-  %657 = mul nsw i64 %conv2_weight_grad.tx52390, 2
+  %657 = mul nsw i64 %conv2_weight_grad.tx53090, 2
   %658 = mul nsw i64 %657, 16
   %659 = add nsw i64 %656, %658
-  %660 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %660 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %661 = add nsw i64 %659, %660
   %662 = add nsw i64 2473024, %661
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %662
   %663 = load <8 x float>, ptr %arena95, align 4
-  %664 = mul nsw i64 %conv2_weight_grad.j52188, 12544
-  %665 = mul nsw i64 %conv2_weight_grad.ty52289, 2
+  %664 = mul nsw i64 %conv2_weight_grad.j52888, 12544
+  %665 = mul nsw i64 %conv2_weight_grad.ty52989, 2
   %666 = add nsw i64 %665, 1
   %667 = mul nsw i64 %666, 448
   %668 = add nsw i64 %664, %667
-  %669 = mul nsw i64 %conv2_weight_grad.tx52390, 2
+  %669 = mul nsw i64 %conv2_weight_grad.tx53090, 2
   %670 = mul nsw i64 %669, 16
   %671 = add nsw i64 %668, %670
-  %672 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %672 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %673 = add nsw i64 %671, %672
   %674 = add nsw i64 2473024, %673
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %674
   %675 = load <8 x float>, ptr %arena96, align 4
   %676 = fsub <8 x float> %663, %675
-  store <8 x float> %676, ptr %conv2_weight_grad.w527, align 32
-  %677 = mul nsw i64 %conv2_weight_grad.j52188, 12544
-  %678 = mul nsw i64 %conv2_weight_grad.ty52289, 2
+  store <8 x float> %676, ptr %conv2_weight_grad.w534, align 32
+  %677 = mul nsw i64 %conv2_weight_grad.j52888, 12544
+  %678 = mul nsw i64 %conv2_weight_grad.ty52989, 2
   %679 = add nsw i64 %678, 1
   %680 = mul nsw i64 %679, 448
   %681 = add nsw i64 %677, %680
-  %682 = mul nsw i64 %conv2_weight_grad.tx52390, 2
+  %682 = mul nsw i64 %conv2_weight_grad.tx53090, 2
   %683 = mul nsw i64 %682, 16
   %684 = add nsw i64 %681, %683
-  %685 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %685 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %686 = add nsw i64 %684, %685
   %687 = add nsw i64 2473024, %686
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %687
   %688 = load <8 x float>, ptr %arena97, align 4
   %689 = fmul <8 x float> %688, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %689, ptr %conv2_weight_grad.w528, align 32
-  %690 = mul nsw i64 %conv2_weight_grad.j52188, 12544
-  %691 = mul nsw i64 %conv2_weight_grad.ty52289, 2
+  store <8 x float> %689, ptr %conv2_weight_grad.w535, align 32
+  %690 = mul nsw i64 %conv2_weight_grad.j52888, 12544
+  %691 = mul nsw i64 %conv2_weight_grad.ty52989, 2
   %692 = mul nsw i64 %691, 448
   %693 = add nsw i64 %690, %692
-  %694 = mul nsw i64 %conv2_weight_grad.tx52390, 2
+  %694 = mul nsw i64 %conv2_weight_grad.tx53090, 2
   %695 = add nsw i64 %694, 1
   %696 = mul nsw i64 %695, 16
   %697 = add nsw i64 %693, %696
-  %698 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %698 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %699 = add nsw i64 %697, %698
   %700 = add nsw i64 2473024, %699
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %700
   %701 = load <8 x float>, ptr %arena98, align 4
-  store <8 x float> %701, ptr %conv2_weight_grad.w529, align 32
-  %702 = mul nsw i64 %conv2_weight_grad.j52188, 12544
-  %703 = mul nsw i64 %conv2_weight_grad.ty52289, 2
+  store <8 x float> %701, ptr %conv2_weight_grad.w536, align 32
+  %702 = mul nsw i64 %conv2_weight_grad.j52888, 12544
+  %703 = mul nsw i64 %conv2_weight_grad.ty52989, 2
   %704 = mul nsw i64 %703, 448
   %705 = add nsw i64 %702, %704
-  %706 = mul nsw i64 %conv2_weight_grad.tx52390, 2
+  %706 = mul nsw i64 %conv2_weight_grad.tx53090, 2
   %707 = add nsw i64 %706, 1
   %708 = mul nsw i64 %707, 16
   %709 = add nsw i64 %705, %708
-  %710 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %710 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %711 = add nsw i64 %709, %710
   %712 = add nsw i64 2473024, %711
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %712
   %713 = load <8 x float>, ptr %arena99, align 4
-  %714 = mul nsw i64 %conv2_weight_grad.j52188, 12544
-  %715 = mul nsw i64 %conv2_weight_grad.ty52289, 2
+  %714 = mul nsw i64 %conv2_weight_grad.j52888, 12544
+  %715 = mul nsw i64 %conv2_weight_grad.ty52989, 2
   %716 = add nsw i64 %715, 1
   %717 = mul nsw i64 %716, 448
   %718 = add nsw i64 %714, %717
-  %719 = mul nsw i64 %conv2_weight_grad.tx52390, 2
+  %719 = mul nsw i64 %conv2_weight_grad.tx53090, 2
   %720 = add nsw i64 %719, 1
   %721 = mul nsw i64 %720, 16
   %722 = add nsw i64 %718, %721
-  %723 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %723 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %724 = add nsw i64 %722, %723
   %725 = add nsw i64 2473024, %724
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %725
   %726 = load <8 x float>, ptr %arena100, align 4
   %727 = fadd <8 x float> %713, %726
-  store <8 x float> %727, ptr %conv2_weight_grad.w530, align 32
-  %728 = mul nsw i64 %conv2_weight_grad.j52188, 12544
-  %729 = mul nsw i64 %conv2_weight_grad.ty52289, 2
+  store <8 x float> %727, ptr %conv2_weight_grad.w537, align 32
+  %728 = mul nsw i64 %conv2_weight_grad.j52888, 12544
+  %729 = mul nsw i64 %conv2_weight_grad.ty52989, 2
   %730 = mul nsw i64 %729, 448
   %731 = add nsw i64 %728, %730
-  %732 = mul nsw i64 %conv2_weight_grad.tx52390, 2
+  %732 = mul nsw i64 %conv2_weight_grad.tx53090, 2
   %733 = add nsw i64 %732, 1
   %734 = mul nsw i64 %733, 16
   %735 = add nsw i64 %731, %734
-  %736 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %736 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %737 = add nsw i64 %735, %736
   %738 = add nsw i64 2473024, %737
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %738
   %739 = load <8 x float>, ptr %arena101, align 4
-  %740 = mul nsw i64 %conv2_weight_grad.j52188, 12544
-  %741 = mul nsw i64 %conv2_weight_grad.ty52289, 2
+  %740 = mul nsw i64 %conv2_weight_grad.j52888, 12544
+  %741 = mul nsw i64 %conv2_weight_grad.ty52989, 2
   %742 = add nsw i64 %741, 1
   %743 = mul nsw i64 %742, 448
   %744 = add nsw i64 %740, %743
-  %745 = mul nsw i64 %conv2_weight_grad.tx52390, 2
+  %745 = mul nsw i64 %conv2_weight_grad.tx53090, 2
   %746 = add nsw i64 %745, 1
   %747 = mul nsw i64 %746, 16
   %748 = add nsw i64 %744, %747
-  %749 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %749 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %750 = add nsw i64 %748, %749
   %751 = add nsw i64 2473024, %750
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %751
   %752 = load <8 x float>, ptr %arena102, align 4
   %753 = fsub <8 x float> %739, %752
-  store <8 x float> %753, ptr %conv2_weight_grad.w531, align 32
-  %754 = mul nsw i64 %conv2_weight_grad.j52188, 12544
-  %755 = mul nsw i64 %conv2_weight_grad.ty52289, 2
+  store <8 x float> %753, ptr %conv2_weight_grad.w538, align 32
+  %754 = mul nsw i64 %conv2_weight_grad.j52888, 12544
+  %755 = mul nsw i64 %conv2_weight_grad.ty52989, 2
   %756 = add nsw i64 %755, 1
   %757 = mul nsw i64 %756, 448
   %758 = add nsw i64 %754, %757
-  %759 = mul nsw i64 %conv2_weight_grad.tx52390, 2
+  %759 = mul nsw i64 %conv2_weight_grad.tx53090, 2
   %760 = add nsw i64 %759, 1
   %761 = mul nsw i64 %760, 16
   %762 = add nsw i64 %758, %761
-  %763 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %763 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %764 = add nsw i64 %762, %763
   %765 = add nsw i64 2473024, %764
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %765
   %766 = load <8 x float>, ptr %arena103, align 4
   %767 = fmul <8 x float> %766, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %767, ptr %conv2_weight_grad.w532, align 32
-  %w525 = load <8 x float>, ptr %conv2_weight_grad.w525, align 32
-  store <8 x float> %w525, ptr %conv2_weight_grad.w533, align 32
-  %w525104 = load <8 x float>, ptr %conv2_weight_grad.w525, align 32
-  %w529 = load <8 x float>, ptr %conv2_weight_grad.w529, align 32
-  %768 = fadd <8 x float> %w525104, %w529
-  store <8 x float> %768, ptr %conv2_weight_grad.w534, align 32
-  %w525105 = load <8 x float>, ptr %conv2_weight_grad.w525, align 32
-  %w529106 = load <8 x float>, ptr %conv2_weight_grad.w529, align 32
-  %769 = fsub <8 x float> %w525105, %w529106
-  store <8 x float> %769, ptr %conv2_weight_grad.w535, align 32
-  %w529107 = load <8 x float>, ptr %conv2_weight_grad.w529, align 32
-  %770 = fmul <8 x float> %w529107, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %770, ptr %conv2_weight_grad.w536, align 32
-  %w526 = load <8 x float>, ptr %conv2_weight_grad.w526, align 32
-  store <8 x float> %w526, ptr %conv2_weight_grad.w537, align 32
-  %w526108 = load <8 x float>, ptr %conv2_weight_grad.w526, align 32
-  %w530 = load <8 x float>, ptr %conv2_weight_grad.w530, align 32
-  %771 = fadd <8 x float> %w526108, %w530
-  store <8 x float> %771, ptr %conv2_weight_grad.w538, align 32
-  %w526109 = load <8 x float>, ptr %conv2_weight_grad.w526, align 32
-  %w530110 = load <8 x float>, ptr %conv2_weight_grad.w530, align 32
-  %772 = fsub <8 x float> %w526109, %w530110
-  store <8 x float> %772, ptr %conv2_weight_grad.w539, align 32
-  %w530111 = load <8 x float>, ptr %conv2_weight_grad.w530, align 32
-  %773 = fmul <8 x float> %w530111, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %773, ptr %conv2_weight_grad.w540, align 32
-  %w527 = load <8 x float>, ptr %conv2_weight_grad.w527, align 32
-  store <8 x float> %w527, ptr %conv2_weight_grad.w541, align 32
-  %w527112 = load <8 x float>, ptr %conv2_weight_grad.w527, align 32
-  %w531 = load <8 x float>, ptr %conv2_weight_grad.w531, align 32
-  %774 = fadd <8 x float> %w527112, %w531
-  store <8 x float> %774, ptr %conv2_weight_grad.w542, align 32
-  %w527113 = load <8 x float>, ptr %conv2_weight_grad.w527, align 32
-  %w531114 = load <8 x float>, ptr %conv2_weight_grad.w531, align 32
-  %775 = fsub <8 x float> %w527113, %w531114
-  store <8 x float> %775, ptr %conv2_weight_grad.w543, align 32
-  %w531115 = load <8 x float>, ptr %conv2_weight_grad.w531, align 32
-  %776 = fmul <8 x float> %w531115, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %776, ptr %conv2_weight_grad.w544, align 32
-  %w528 = load <8 x float>, ptr %conv2_weight_grad.w528, align 32
-  store <8 x float> %w528, ptr %conv2_weight_grad.w545, align 32
-  %w528116 = load <8 x float>, ptr %conv2_weight_grad.w528, align 32
+  store <8 x float> %767, ptr %conv2_weight_grad.w539, align 32
   %w532 = load <8 x float>, ptr %conv2_weight_grad.w532, align 32
-  %777 = fadd <8 x float> %w528116, %w532
-  store <8 x float> %777, ptr %conv2_weight_grad.w546, align 32
-  %w528117 = load <8 x float>, ptr %conv2_weight_grad.w528, align 32
-  %w532118 = load <8 x float>, ptr %conv2_weight_grad.w532, align 32
-  %778 = fsub <8 x float> %w528117, %w532118
-  store <8 x float> %778, ptr %conv2_weight_grad.w547, align 32
-  %w532119 = load <8 x float>, ptr %conv2_weight_grad.w532, align 32
-  %779 = fmul <8 x float> %w532119, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %779, ptr %conv2_weight_grad.w548, align 32
+  store <8 x float> %w532, ptr %conv2_weight_grad.w540, align 32
+  %w532104 = load <8 x float>, ptr %conv2_weight_grad.w532, align 32
+  %w536 = load <8 x float>, ptr %conv2_weight_grad.w536, align 32
+  %768 = fadd <8 x float> %w532104, %w536
+  store <8 x float> %768, ptr %conv2_weight_grad.w541, align 32
+  %w532105 = load <8 x float>, ptr %conv2_weight_grad.w532, align 32
+  %w536106 = load <8 x float>, ptr %conv2_weight_grad.w536, align 32
+  %769 = fsub <8 x float> %w532105, %w536106
+  store <8 x float> %769, ptr %conv2_weight_grad.w542, align 32
+  %w536107 = load <8 x float>, ptr %conv2_weight_grad.w536, align 32
+  %770 = fmul <8 x float> %w536107, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %770, ptr %conv2_weight_grad.w543, align 32
   %w533 = load <8 x float>, ptr %conv2_weight_grad.w533, align 32
-  %780 = mul nsw i64 %conv2_weight_grad.j52188, 196
-  %781 = mul nsw i64 %conv2_weight_grad.ty52289, 14
+  store <8 x float> %w533, ptr %conv2_weight_grad.w544, align 32
+  %w533108 = load <8 x float>, ptr %conv2_weight_grad.w533, align 32
+  %w537 = load <8 x float>, ptr %conv2_weight_grad.w537, align 32
+  %771 = fadd <8 x float> %w533108, %w537
+  store <8 x float> %771, ptr %conv2_weight_grad.w545, align 32
+  %w533109 = load <8 x float>, ptr %conv2_weight_grad.w533, align 32
+  %w537110 = load <8 x float>, ptr %conv2_weight_grad.w537, align 32
+  %772 = fsub <8 x float> %w533109, %w537110
+  store <8 x float> %772, ptr %conv2_weight_grad.w546, align 32
+  %w537111 = load <8 x float>, ptr %conv2_weight_grad.w537, align 32
+  %773 = fmul <8 x float> %w537111, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %773, ptr %conv2_weight_grad.w547, align 32
+  %w534 = load <8 x float>, ptr %conv2_weight_grad.w534, align 32
+  store <8 x float> %w534, ptr %conv2_weight_grad.w548, align 32
+  %w534112 = load <8 x float>, ptr %conv2_weight_grad.w534, align 32
+  %w538 = load <8 x float>, ptr %conv2_weight_grad.w538, align 32
+  %774 = fadd <8 x float> %w534112, %w538
+  store <8 x float> %774, ptr %conv2_weight_grad.w549, align 32
+  %w534113 = load <8 x float>, ptr %conv2_weight_grad.w534, align 32
+  %w538114 = load <8 x float>, ptr %conv2_weight_grad.w538, align 32
+  %775 = fsub <8 x float> %w534113, %w538114
+  store <8 x float> %775, ptr %conv2_weight_grad.w550, align 32
+  %w538115 = load <8 x float>, ptr %conv2_weight_grad.w538, align 32
+  %776 = fmul <8 x float> %w538115, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %776, ptr %conv2_weight_grad.w551, align 32
+  %w535 = load <8 x float>, ptr %conv2_weight_grad.w535, align 32
+  store <8 x float> %w535, ptr %conv2_weight_grad.w552, align 32
+  %w535116 = load <8 x float>, ptr %conv2_weight_grad.w535, align 32
+  %w539 = load <8 x float>, ptr %conv2_weight_grad.w539, align 32
+  %777 = fadd <8 x float> %w535116, %w539
+  store <8 x float> %777, ptr %conv2_weight_grad.w553, align 32
+  %w535117 = load <8 x float>, ptr %conv2_weight_grad.w535, align 32
+  %w539118 = load <8 x float>, ptr %conv2_weight_grad.w539, align 32
+  %778 = fsub <8 x float> %w535117, %w539118
+  store <8 x float> %778, ptr %conv2_weight_grad.w554, align 32
+  %w539119 = load <8 x float>, ptr %conv2_weight_grad.w539, align 32
+  %779 = fmul <8 x float> %w539119, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %779, ptr %conv2_weight_grad.w555, align 32
+  %w540 = load <8 x float>, ptr %conv2_weight_grad.w540, align 32
+  %780 = mul nsw i64 %conv2_weight_grad.j52888, 196
+  %781 = mul nsw i64 %conv2_weight_grad.ty52989, 14
   %782 = add nsw i64 %780, %781
-  %783 = add nsw i64 %782, %conv2_weight_grad.tx52390
+  %783 = add nsw i64 %782, %conv2_weight_grad.tx53090
   %784 = mul nsw i64 %783, 16
   %785 = add nsw i64 2485568, %784
-  %786 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %786 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %787 = add nsw i64 %785, %786
   %arena120 = getelementptr inbounds float, ptr %arena, i64 %787
-  store <8 x float> %w533, ptr %arena120, align 4
-  %w534 = load <8 x float>, ptr %conv2_weight_grad.w534, align 32
-  %788 = mul nsw i64 %conv2_weight_grad.j52188, 196
-  %789 = mul nsw i64 %conv2_weight_grad.ty52289, 14
+  store <8 x float> %w540, ptr %arena120, align 4
+  %w541 = load <8 x float>, ptr %conv2_weight_grad.w541, align 32
+  %788 = mul nsw i64 %conv2_weight_grad.j52888, 196
+  %789 = mul nsw i64 %conv2_weight_grad.ty52989, 14
   %790 = add nsw i64 %788, %789
-  %791 = add nsw i64 %790, %conv2_weight_grad.tx52390
+  %791 = add nsw i64 %790, %conv2_weight_grad.tx53090
   %792 = mul nsw i64 %791, 16
   %793 = add nsw i64 2488704, %792
-  %794 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %794 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %795 = add nsw i64 %793, %794
   %arena121 = getelementptr inbounds float, ptr %arena, i64 %795
-  store <8 x float> %w534, ptr %arena121, align 4
-  %w535 = load <8 x float>, ptr %conv2_weight_grad.w535, align 32
-  %796 = mul nsw i64 %conv2_weight_grad.j52188, 196
-  %797 = mul nsw i64 %conv2_weight_grad.ty52289, 14
+  store <8 x float> %w541, ptr %arena121, align 4
+  %w542 = load <8 x float>, ptr %conv2_weight_grad.w542, align 32
+  %796 = mul nsw i64 %conv2_weight_grad.j52888, 196
+  %797 = mul nsw i64 %conv2_weight_grad.ty52989, 14
   %798 = add nsw i64 %796, %797
-  %799 = add nsw i64 %798, %conv2_weight_grad.tx52390
+  %799 = add nsw i64 %798, %conv2_weight_grad.tx53090
   %800 = mul nsw i64 %799, 16
   %801 = add nsw i64 2491840, %800
-  %802 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %802 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %803 = add nsw i64 %801, %802
   %arena122 = getelementptr inbounds float, ptr %arena, i64 %803
-  store <8 x float> %w535, ptr %arena122, align 4
-  %w536 = load <8 x float>, ptr %conv2_weight_grad.w536, align 32
-  %804 = mul nsw i64 %conv2_weight_grad.j52188, 196
-  %805 = mul nsw i64 %conv2_weight_grad.ty52289, 14
+  store <8 x float> %w542, ptr %arena122, align 4
+  %w543 = load <8 x float>, ptr %conv2_weight_grad.w543, align 32
+  %804 = mul nsw i64 %conv2_weight_grad.j52888, 196
+  %805 = mul nsw i64 %conv2_weight_grad.ty52989, 14
   %806 = add nsw i64 %804, %805
-  %807 = add nsw i64 %806, %conv2_weight_grad.tx52390
+  %807 = add nsw i64 %806, %conv2_weight_grad.tx53090
   %808 = mul nsw i64 %807, 16
   %809 = add nsw i64 2494976, %808
-  %810 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %810 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %811 = add nsw i64 %809, %810
   %arena123 = getelementptr inbounds float, ptr %arena, i64 %811
-  store <8 x float> %w536, ptr %arena123, align 4
-  %w537 = load <8 x float>, ptr %conv2_weight_grad.w537, align 32
-  %812 = mul nsw i64 %conv2_weight_grad.j52188, 196
-  %813 = mul nsw i64 %conv2_weight_grad.ty52289, 14
+  store <8 x float> %w543, ptr %arena123, align 4
+  %w544 = load <8 x float>, ptr %conv2_weight_grad.w544, align 32
+  %812 = mul nsw i64 %conv2_weight_grad.j52888, 196
+  %813 = mul nsw i64 %conv2_weight_grad.ty52989, 14
   %814 = add nsw i64 %812, %813
-  %815 = add nsw i64 %814, %conv2_weight_grad.tx52390
+  %815 = add nsw i64 %814, %conv2_weight_grad.tx53090
   %816 = mul nsw i64 %815, 16
   %817 = add nsw i64 2498112, %816
-  %818 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %818 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %819 = add nsw i64 %817, %818
   %arena124 = getelementptr inbounds float, ptr %arena, i64 %819
-  store <8 x float> %w537, ptr %arena124, align 4
-  %w538 = load <8 x float>, ptr %conv2_weight_grad.w538, align 32
-  %820 = mul nsw i64 %conv2_weight_grad.j52188, 196
-  %821 = mul nsw i64 %conv2_weight_grad.ty52289, 14
+  store <8 x float> %w544, ptr %arena124, align 4
+  %w545 = load <8 x float>, ptr %conv2_weight_grad.w545, align 32
+  %820 = mul nsw i64 %conv2_weight_grad.j52888, 196
+  %821 = mul nsw i64 %conv2_weight_grad.ty52989, 14
   %822 = add nsw i64 %820, %821
-  %823 = add nsw i64 %822, %conv2_weight_grad.tx52390
+  %823 = add nsw i64 %822, %conv2_weight_grad.tx53090
   %824 = mul nsw i64 %823, 16
   %825 = add nsw i64 2501248, %824
-  %826 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %826 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %827 = add nsw i64 %825, %826
   %arena125 = getelementptr inbounds float, ptr %arena, i64 %827
-  store <8 x float> %w538, ptr %arena125, align 4
-  %w539 = load <8 x float>, ptr %conv2_weight_grad.w539, align 32
-  %828 = mul nsw i64 %conv2_weight_grad.j52188, 196
-  %829 = mul nsw i64 %conv2_weight_grad.ty52289, 14
+  store <8 x float> %w545, ptr %arena125, align 4
+  %w546 = load <8 x float>, ptr %conv2_weight_grad.w546, align 32
+  %828 = mul nsw i64 %conv2_weight_grad.j52888, 196
+  %829 = mul nsw i64 %conv2_weight_grad.ty52989, 14
   %830 = add nsw i64 %828, %829
-  %831 = add nsw i64 %830, %conv2_weight_grad.tx52390
+  %831 = add nsw i64 %830, %conv2_weight_grad.tx53090
   %832 = mul nsw i64 %831, 16
   %833 = add nsw i64 2504384, %832
-  %834 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %834 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %835 = add nsw i64 %833, %834
   %arena126 = getelementptr inbounds float, ptr %arena, i64 %835
-  store <8 x float> %w539, ptr %arena126, align 4
-  %w540 = load <8 x float>, ptr %conv2_weight_grad.w540, align 32
-  %836 = mul nsw i64 %conv2_weight_grad.j52188, 196
-  %837 = mul nsw i64 %conv2_weight_grad.ty52289, 14
+  store <8 x float> %w546, ptr %arena126, align 4
+  %w547 = load <8 x float>, ptr %conv2_weight_grad.w547, align 32
+  %836 = mul nsw i64 %conv2_weight_grad.j52888, 196
+  %837 = mul nsw i64 %conv2_weight_grad.ty52989, 14
   %838 = add nsw i64 %836, %837
-  %839 = add nsw i64 %838, %conv2_weight_grad.tx52390
+  %839 = add nsw i64 %838, %conv2_weight_grad.tx53090
   %840 = mul nsw i64 %839, 16
   %841 = add nsw i64 2507520, %840
-  %842 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %842 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %843 = add nsw i64 %841, %842
   %arena127 = getelementptr inbounds float, ptr %arena, i64 %843
-  store <8 x float> %w540, ptr %arena127, align 4
-  %w541 = load <8 x float>, ptr %conv2_weight_grad.w541, align 32
-  %844 = mul nsw i64 %conv2_weight_grad.j52188, 196
-  %845 = mul nsw i64 %conv2_weight_grad.ty52289, 14
+  store <8 x float> %w547, ptr %arena127, align 4
+  %w548 = load <8 x float>, ptr %conv2_weight_grad.w548, align 32
+  %844 = mul nsw i64 %conv2_weight_grad.j52888, 196
+  %845 = mul nsw i64 %conv2_weight_grad.ty52989, 14
   %846 = add nsw i64 %844, %845
-  %847 = add nsw i64 %846, %conv2_weight_grad.tx52390
+  %847 = add nsw i64 %846, %conv2_weight_grad.tx53090
   %848 = mul nsw i64 %847, 16
   %849 = add nsw i64 2510656, %848
-  %850 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %850 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %851 = add nsw i64 %849, %850
   %arena128 = getelementptr inbounds float, ptr %arena, i64 %851
-  store <8 x float> %w541, ptr %arena128, align 4
-  %w542 = load <8 x float>, ptr %conv2_weight_grad.w542, align 32
-  %852 = mul nsw i64 %conv2_weight_grad.j52188, 196
-  %853 = mul nsw i64 %conv2_weight_grad.ty52289, 14
+  store <8 x float> %w548, ptr %arena128, align 4
+  %w549 = load <8 x float>, ptr %conv2_weight_grad.w549, align 32
+  %852 = mul nsw i64 %conv2_weight_grad.j52888, 196
+  %853 = mul nsw i64 %conv2_weight_grad.ty52989, 14
   %854 = add nsw i64 %852, %853
-  %855 = add nsw i64 %854, %conv2_weight_grad.tx52390
+  %855 = add nsw i64 %854, %conv2_weight_grad.tx53090
   %856 = mul nsw i64 %855, 16
   %857 = add nsw i64 2513792, %856
-  %858 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %858 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %859 = add nsw i64 %857, %858
   %arena129 = getelementptr inbounds float, ptr %arena, i64 %859
-  store <8 x float> %w542, ptr %arena129, align 4
-  %w543 = load <8 x float>, ptr %conv2_weight_grad.w543, align 32
-  %860 = mul nsw i64 %conv2_weight_grad.j52188, 196
-  %861 = mul nsw i64 %conv2_weight_grad.ty52289, 14
+  store <8 x float> %w549, ptr %arena129, align 4
+  %w550 = load <8 x float>, ptr %conv2_weight_grad.w550, align 32
+  %860 = mul nsw i64 %conv2_weight_grad.j52888, 196
+  %861 = mul nsw i64 %conv2_weight_grad.ty52989, 14
   %862 = add nsw i64 %860, %861
-  %863 = add nsw i64 %862, %conv2_weight_grad.tx52390
+  %863 = add nsw i64 %862, %conv2_weight_grad.tx53090
   %864 = mul nsw i64 %863, 16
   %865 = add nsw i64 2516928, %864
-  %866 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %866 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %867 = add nsw i64 %865, %866
   %arena130 = getelementptr inbounds float, ptr %arena, i64 %867
-  store <8 x float> %w543, ptr %arena130, align 4
-  %w544 = load <8 x float>, ptr %conv2_weight_grad.w544, align 32
-  %868 = mul nsw i64 %conv2_weight_grad.j52188, 196
-  %869 = mul nsw i64 %conv2_weight_grad.ty52289, 14
+  store <8 x float> %w550, ptr %arena130, align 4
+  %w551 = load <8 x float>, ptr %conv2_weight_grad.w551, align 32
+  %868 = mul nsw i64 %conv2_weight_grad.j52888, 196
+  %869 = mul nsw i64 %conv2_weight_grad.ty52989, 14
   %870 = add nsw i64 %868, %869
-  %871 = add nsw i64 %870, %conv2_weight_grad.tx52390
+  %871 = add nsw i64 %870, %conv2_weight_grad.tx53090
   %872 = mul nsw i64 %871, 16
   %873 = add nsw i64 2520064, %872
-  %874 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %874 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %875 = add nsw i64 %873, %874
   %arena131 = getelementptr inbounds float, ptr %arena, i64 %875
-  store <8 x float> %w544, ptr %arena131, align 4
-  %w545 = load <8 x float>, ptr %conv2_weight_grad.w545, align 32
-  %876 = mul nsw i64 %conv2_weight_grad.j52188, 196
-  %877 = mul nsw i64 %conv2_weight_grad.ty52289, 14
+  store <8 x float> %w551, ptr %arena131, align 4
+  %w552 = load <8 x float>, ptr %conv2_weight_grad.w552, align 32
+  %876 = mul nsw i64 %conv2_weight_grad.j52888, 196
+  %877 = mul nsw i64 %conv2_weight_grad.ty52989, 14
   %878 = add nsw i64 %876, %877
-  %879 = add nsw i64 %878, %conv2_weight_grad.tx52390
+  %879 = add nsw i64 %878, %conv2_weight_grad.tx53090
   %880 = mul nsw i64 %879, 16
   %881 = add nsw i64 2523200, %880
-  %882 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %882 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %883 = add nsw i64 %881, %882
   %arena132 = getelementptr inbounds float, ptr %arena, i64 %883
-  store <8 x float> %w545, ptr %arena132, align 4
-  %w546 = load <8 x float>, ptr %conv2_weight_grad.w546, align 32
-  %884 = mul nsw i64 %conv2_weight_grad.j52188, 196
-  %885 = mul nsw i64 %conv2_weight_grad.ty52289, 14
+  store <8 x float> %w552, ptr %arena132, align 4
+  %w553 = load <8 x float>, ptr %conv2_weight_grad.w553, align 32
+  %884 = mul nsw i64 %conv2_weight_grad.j52888, 196
+  %885 = mul nsw i64 %conv2_weight_grad.ty52989, 14
   %886 = add nsw i64 %884, %885
-  %887 = add nsw i64 %886, %conv2_weight_grad.tx52390
+  %887 = add nsw i64 %886, %conv2_weight_grad.tx53090
   %888 = mul nsw i64 %887, 16
   %889 = add nsw i64 2526336, %888
-  %890 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %890 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %891 = add nsw i64 %889, %890
   %arena133 = getelementptr inbounds float, ptr %arena, i64 %891
-  store <8 x float> %w546, ptr %arena133, align 4
-  %w547 = load <8 x float>, ptr %conv2_weight_grad.w547, align 32
-  %892 = mul nsw i64 %conv2_weight_grad.j52188, 196
-  %893 = mul nsw i64 %conv2_weight_grad.ty52289, 14
+  store <8 x float> %w553, ptr %arena133, align 4
+  %w554 = load <8 x float>, ptr %conv2_weight_grad.w554, align 32
+  %892 = mul nsw i64 %conv2_weight_grad.j52888, 196
+  %893 = mul nsw i64 %conv2_weight_grad.ty52989, 14
   %894 = add nsw i64 %892, %893
-  %895 = add nsw i64 %894, %conv2_weight_grad.tx52390
+  %895 = add nsw i64 %894, %conv2_weight_grad.tx53090
   %896 = mul nsw i64 %895, 16
   %897 = add nsw i64 2529472, %896
-  %898 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %898 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %899 = add nsw i64 %897, %898
   %arena134 = getelementptr inbounds float, ptr %arena, i64 %899
-  store <8 x float> %w547, ptr %arena134, align 4
-  %w548 = load <8 x float>, ptr %conv2_weight_grad.w548, align 32
-  %900 = mul nsw i64 %conv2_weight_grad.j52188, 196
-  %901 = mul nsw i64 %conv2_weight_grad.ty52289, 14
+  store <8 x float> %w554, ptr %arena134, align 4
+  %w555 = load <8 x float>, ptr %conv2_weight_grad.w555, align 32
+  %900 = mul nsw i64 %conv2_weight_grad.j52888, 196
+  %901 = mul nsw i64 %conv2_weight_grad.ty52989, 14
   %902 = add nsw i64 %900, %901
-  %903 = add nsw i64 %902, %conv2_weight_grad.tx52390
+  %903 = add nsw i64 %902, %conv2_weight_grad.tx53090
   %904 = mul nsw i64 %903, 16
   %905 = add nsw i64 2532608, %904
-  %906 = mul nsw i64 %conv2_weight_grad.cv52491, 8
+  %906 = mul nsw i64 %conv2_weight_grad.cv53191, 8
   %907 = add nsw i64 %905, %906
   %arena135 = getelementptr inbounds float, ptr %arena, i64 %907
-  store <8 x float> %w548, ptr %arena135, align 4
-  %cv524.next = add nsw i64 %conv2_weight_grad.cv52491, 1
-  %908 = icmp slt i64 %cv524.next, 2
-  br i1 %908, label %conv2_weight_grad.cv524, label %conv2_weight_grad.cv524.end
+  store <8 x float> %w555, ptr %arena135, align 4
+  %cv531.next = add nsw i64 %conv2_weight_grad.cv53191, 1
+  %908 = icmp slt i64 %cv531.next, 2
+  br i1 %908, label %conv2_weight_grad.cv531, label %conv2_weight_grad.cv531.end
 
-conv2_weight_grad.cv524.end:                      ; preds = %conv2_weight_grad.cv524
-  %tx523.next = add nsw i64 %conv2_weight_grad.tx52390, 1
-  %909 = icmp slt i64 %tx523.next, 14
-  br i1 %909, label %conv2_weight_grad.tx523, label %conv2_weight_grad.tx523.end
+conv2_weight_grad.cv531.end:                      ; preds = %conv2_weight_grad.cv531
+  %tx530.next = add nsw i64 %conv2_weight_grad.tx53090, 1
+  %909 = icmp slt i64 %tx530.next, 14
+  br i1 %909, label %conv2_weight_grad.tx530, label %conv2_weight_grad.tx530.end
 
-conv2_weight_grad.xi549:                          ; preds = %conv2_weight_grad.xi549, %conv2_weight_grad.j521.end
-  %conv2_weight_grad.xi549136 = phi i64 [ 0, %conv2_weight_grad.j521.end ], [ %xi549.next, %conv2_weight_grad.xi549 ]
-  %910 = mul nsw i64 %conv2_weight_grad.xi549136, 3136
+conv2_weight_grad.xi556:                          ; preds = %conv2_weight_grad.xi556, %conv2_weight_grad.j528.end
+  %conv2_weight_grad.xi556136 = phi i64 [ 0, %conv2_weight_grad.j528.end ], [ %xi556.next, %conv2_weight_grad.xi556 ]
+  %910 = mul nsw i64 %conv2_weight_grad.xi556136, 3136
   %911 = add nsw i64 2422848, %910
   %arena137 = getelementptr inbounds float, ptr %arena, i64 %911
-  %912 = mul nsw i64 %conv2_weight_grad.xi549136, 3136
+  %912 = mul nsw i64 %conv2_weight_grad.xi556136, 3136
   %913 = add nsw i64 2485568, %912
   %arena138 = getelementptr inbounds float, ptr %arena, i64 %913
-  %914 = mul nsw i64 %conv2_weight_grad.xi549136, 256
+  %914 = mul nsw i64 %conv2_weight_grad.xi556136, 256
   %915 = add nsw i64 2535744, %914
   %arena139 = getelementptr inbounds float, ptr %arena, i64 %915
   call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 16, i32 16, i32 196, float 1.000000e+00, ptr %arena137, i32 16, ptr %arena138, i32 16, float 1.000000e+00, ptr %arena139, i32 16)
-  %xi549.next = add nsw i64 %conv2_weight_grad.xi549136, 1
-  %916 = icmp slt i64 %xi549.next, 16
-  br i1 %916, label %conv2_weight_grad.xi549, label %conv2_weight_grad.xi549.end
+  %xi556.next = add nsw i64 %conv2_weight_grad.xi556136, 1
+  %916 = icmp slt i64 %xi556.next, 16
+  br i1 %916, label %conv2_weight_grad.xi556, label %conv2_weight_grad.xi556.end
 
-conv2_weight_grad.xi549.end:                      ; preds = %conv2_weight_grad.xi549
-  %g476.next = add nsw i64 %conv2_weight_grad.g4767, 1
-  %917 = icmp slt i64 %g476.next, 64
-  br i1 %917, label %conv2_weight_grad.g476, label %conv2_weight_grad.g476.end
+conv2_weight_grad.xi556.end:                      ; preds = %conv2_weight_grad.xi556
+  %g483.next = add nsw i64 %conv2_weight_grad.g4837, 1
+  %917 = icmp slt i64 %g483.next, 64
+  br i1 %917, label %conv2_weight_grad.g483, label %conv2_weight_grad.g483.end
 
-conv2_weight_grad.f550:                           ; preds = %conv2_weight_grad.c551.end, %conv2_weight_grad.g476.end
-  %conv2_weight_grad.f550140 = phi i64 [ 0, %conv2_weight_grad.g476.end ], [ %f550.next, %conv2_weight_grad.c551.end ]
-  br label %conv2_weight_grad.c551
+conv2_weight_grad.f557:                           ; preds = %conv2_weight_grad.c558.end, %conv2_weight_grad.g483.end
+  %conv2_weight_grad.f557140 = phi i64 [ 0, %conv2_weight_grad.g483.end ], [ %f557.next, %conv2_weight_grad.c558.end ]
+  br label %conv2_weight_grad.c558
 
-conv2_weight_grad.f550.end:                       ; preds = %conv2_weight_grad.c551.end
+conv2_weight_grad.f557.end:                       ; preds = %conv2_weight_grad.c558.end
   ret void
 
-conv2_weight_grad.c551:                           ; preds = %conv2_weight_grad.c551, %conv2_weight_grad.f550
-  %conv2_weight_grad.c551141 = phi i64 [ 0, %conv2_weight_grad.f550 ], [ %c551.next, %conv2_weight_grad.c551 ]
-  %918 = mul nsw i64 %conv2_weight_grad.c551141, 16
+conv2_weight_grad.c558:                           ; preds = %conv2_weight_grad.c558, %conv2_weight_grad.f557
+  %conv2_weight_grad.c558141 = phi i64 [ 0, %conv2_weight_grad.f557 ], [ %c558.next, %conv2_weight_grad.c558 ]
+  %918 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %919 = add nsw i64 2535744, %918
-  %920 = add nsw i64 %919, %conv2_weight_grad.f550140
+  %920 = add nsw i64 %919, %conv2_weight_grad.f557140
   %arena142 = getelementptr inbounds float, ptr %arena, i64 %920
   %921 = load float, ptr %arena142, align 4
   %922 = fmul float %921, 1.000000e+00
-  %923 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  %923 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %924 = add nsw i64 2536768, %923
-  %925 = add nsw i64 %924, %conv2_weight_grad.f550140
+  %925 = add nsw i64 %924, %conv2_weight_grad.f557140
   %arena143 = getelementptr inbounds float, ptr %arena, i64 %925
   %926 = load float, ptr %arena143, align 4
   %927 = fmul float %926, 5.000000e-01
   %928 = fadd float %922, %927
-  %929 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  %929 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %930 = add nsw i64 2537792, %929
-  %931 = add nsw i64 %930, %conv2_weight_grad.f550140
+  %931 = add nsw i64 %930, %conv2_weight_grad.f557140
   %arena144 = getelementptr inbounds float, ptr %arena, i64 %931
   %932 = load float, ptr %arena144, align 4
   %933 = fmul float %932, 5.000000e-01
   %934 = fadd float %928, %933
-  store float %934, ptr %conv2_weight_grad.w552, align 4
-  %935 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  store float %934, ptr %conv2_weight_grad.w559, align 4
+  %935 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %936 = add nsw i64 2536768, %935
-  %937 = add nsw i64 %936, %conv2_weight_grad.f550140
+  %937 = add nsw i64 %936, %conv2_weight_grad.f557140
   %arena145 = getelementptr inbounds float, ptr %arena, i64 %937
   %938 = load float, ptr %arena145, align 4
-  %939 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  %939 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %940 = add nsw i64 2537792, %939
-  %941 = add nsw i64 %940, %conv2_weight_grad.f550140
+  %941 = add nsw i64 %940, %conv2_weight_grad.f557140
   %arena146 = getelementptr inbounds float, ptr %arena, i64 %941
   %942 = load float, ptr %arena146, align 4
   %943 = fsub float %938, %942
   %944 = fmul float %943, 5.000000e-01
-  store float %944, ptr %conv2_weight_grad.w553, align 4
-  %945 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  store float %944, ptr %conv2_weight_grad.w560, align 4
+  %945 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %946 = add nsw i64 2536768, %945
-  %947 = add nsw i64 %946, %conv2_weight_grad.f550140
+  %947 = add nsw i64 %946, %conv2_weight_grad.f557140
   %arena147 = getelementptr inbounds float, ptr %arena, i64 %947
   %948 = load float, ptr %arena147, align 4
   %949 = fmul float %948, 5.000000e-01
-  %950 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  %950 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %951 = add nsw i64 2537792, %950
-  %952 = add nsw i64 %951, %conv2_weight_grad.f550140
+  %952 = add nsw i64 %951, %conv2_weight_grad.f557140
   %arena148 = getelementptr inbounds float, ptr %arena, i64 %952
   %953 = load float, ptr %arena148, align 4
   %954 = fmul float %953, 5.000000e-01
   %955 = fadd float %949, %954
-  %956 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  %956 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %957 = add nsw i64 2538816, %956
-  %958 = add nsw i64 %957, %conv2_weight_grad.f550140
+  %958 = add nsw i64 %957, %conv2_weight_grad.f557140
   %arena149 = getelementptr inbounds float, ptr %arena, i64 %958
   %959 = load float, ptr %arena149, align 4
   %960 = fmul float %959, 1.000000e+00
   %961 = fadd float %955, %960
-  store float %961, ptr %conv2_weight_grad.w554, align 4
-  %962 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  store float %961, ptr %conv2_weight_grad.w561, align 4
+  %962 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %963 = add nsw i64 2536000, %962
-  %964 = add nsw i64 %963, %conv2_weight_grad.f550140
+  %964 = add nsw i64 %963, %conv2_weight_grad.f557140
   %arena150 = getelementptr inbounds float, ptr %arena, i64 %964
   %965 = load float, ptr %arena150, align 4
   %966 = fmul float %965, 1.000000e+00
-  %967 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  %967 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %968 = add nsw i64 2537024, %967
-  %969 = add nsw i64 %968, %conv2_weight_grad.f550140
+  %969 = add nsw i64 %968, %conv2_weight_grad.f557140
   %arena151 = getelementptr inbounds float, ptr %arena, i64 %969
   %970 = load float, ptr %arena151, align 4
   %971 = fmul float %970, 5.000000e-01
   %972 = fadd float %966, %971
-  %973 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  %973 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %974 = add nsw i64 2538048, %973
-  %975 = add nsw i64 %974, %conv2_weight_grad.f550140
+  %975 = add nsw i64 %974, %conv2_weight_grad.f557140
   %arena152 = getelementptr inbounds float, ptr %arena, i64 %975
   %976 = load float, ptr %arena152, align 4
   %977 = fmul float %976, 5.000000e-01
   %978 = fadd float %972, %977
-  store float %978, ptr %conv2_weight_grad.w555, align 4
-  %979 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  store float %978, ptr %conv2_weight_grad.w562, align 4
+  %979 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %980 = add nsw i64 2537024, %979
-  %981 = add nsw i64 %980, %conv2_weight_grad.f550140
+  %981 = add nsw i64 %980, %conv2_weight_grad.f557140
   %arena153 = getelementptr inbounds float, ptr %arena, i64 %981
   %982 = load float, ptr %arena153, align 4
-  %983 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  %983 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %984 = add nsw i64 2538048, %983
-  %985 = add nsw i64 %984, %conv2_weight_grad.f550140
+  %985 = add nsw i64 %984, %conv2_weight_grad.f557140
   %arena154 = getelementptr inbounds float, ptr %arena, i64 %985
   %986 = load float, ptr %arena154, align 4
   %987 = fsub float %982, %986
   %988 = fmul float %987, 5.000000e-01
-  store float %988, ptr %conv2_weight_grad.w556, align 4
-  %989 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  store float %988, ptr %conv2_weight_grad.w563, align 4
+  %989 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %990 = add nsw i64 2537024, %989
-  %991 = add nsw i64 %990, %conv2_weight_grad.f550140
+  %991 = add nsw i64 %990, %conv2_weight_grad.f557140
   %arena155 = getelementptr inbounds float, ptr %arena, i64 %991
   %992 = load float, ptr %arena155, align 4
   %993 = fmul float %992, 5.000000e-01
-  %994 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  %994 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %995 = add nsw i64 2538048, %994
-  %996 = add nsw i64 %995, %conv2_weight_grad.f550140
+  %996 = add nsw i64 %995, %conv2_weight_grad.f557140
   %arena156 = getelementptr inbounds float, ptr %arena, i64 %996
   %997 = load float, ptr %arena156, align 4
   %998 = fmul float %997, 5.000000e-01
   %999 = fadd float %993, %998
-  %1000 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  %1000 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %1001 = add nsw i64 2539072, %1000
-  %1002 = add nsw i64 %1001, %conv2_weight_grad.f550140
+  %1002 = add nsw i64 %1001, %conv2_weight_grad.f557140
   %arena157 = getelementptr inbounds float, ptr %arena, i64 %1002
   %1003 = load float, ptr %arena157, align 4
   %1004 = fmul float %1003, 1.000000e+00
   %1005 = fadd float %999, %1004
-  store float %1005, ptr %conv2_weight_grad.w557, align 4
-  %1006 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  store float %1005, ptr %conv2_weight_grad.w564, align 4
+  %1006 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %1007 = add nsw i64 2536256, %1006
-  %1008 = add nsw i64 %1007, %conv2_weight_grad.f550140
+  %1008 = add nsw i64 %1007, %conv2_weight_grad.f557140
   %arena158 = getelementptr inbounds float, ptr %arena, i64 %1008
   %1009 = load float, ptr %arena158, align 4
   %1010 = fmul float %1009, 1.000000e+00
-  %1011 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  %1011 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %1012 = add nsw i64 2537280, %1011
-  %1013 = add nsw i64 %1012, %conv2_weight_grad.f550140
+  %1013 = add nsw i64 %1012, %conv2_weight_grad.f557140
   %arena159 = getelementptr inbounds float, ptr %arena, i64 %1013
   %1014 = load float, ptr %arena159, align 4
   %1015 = fmul float %1014, 5.000000e-01
   %1016 = fadd float %1010, %1015
-  %1017 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  %1017 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %1018 = add nsw i64 2538304, %1017
-  %1019 = add nsw i64 %1018, %conv2_weight_grad.f550140
+  %1019 = add nsw i64 %1018, %conv2_weight_grad.f557140
   %arena160 = getelementptr inbounds float, ptr %arena, i64 %1019
   %1020 = load float, ptr %arena160, align 4
   %1021 = fmul float %1020, 5.000000e-01
   %1022 = fadd float %1016, %1021
-  store float %1022, ptr %conv2_weight_grad.w558, align 4
-  %1023 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  store float %1022, ptr %conv2_weight_grad.w565, align 4
+  %1023 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %1024 = add nsw i64 2537280, %1023
-  %1025 = add nsw i64 %1024, %conv2_weight_grad.f550140
+  %1025 = add nsw i64 %1024, %conv2_weight_grad.f557140
   %arena161 = getelementptr inbounds float, ptr %arena, i64 %1025
   %1026 = load float, ptr %arena161, align 4
-  %1027 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  %1027 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %1028 = add nsw i64 2538304, %1027
-  %1029 = add nsw i64 %1028, %conv2_weight_grad.f550140
+  %1029 = add nsw i64 %1028, %conv2_weight_grad.f557140
   %arena162 = getelementptr inbounds float, ptr %arena, i64 %1029
   %1030 = load float, ptr %arena162, align 4
   %1031 = fsub float %1026, %1030
   %1032 = fmul float %1031, 5.000000e-01
-  store float %1032, ptr %conv2_weight_grad.w559, align 4
-  %1033 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  store float %1032, ptr %conv2_weight_grad.w566, align 4
+  %1033 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %1034 = add nsw i64 2537280, %1033
-  %1035 = add nsw i64 %1034, %conv2_weight_grad.f550140
+  %1035 = add nsw i64 %1034, %conv2_weight_grad.f557140
   %arena163 = getelementptr inbounds float, ptr %arena, i64 %1035
   %1036 = load float, ptr %arena163, align 4
   %1037 = fmul float %1036, 5.000000e-01
-  %1038 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  %1038 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %1039 = add nsw i64 2538304, %1038
-  %1040 = add nsw i64 %1039, %conv2_weight_grad.f550140
+  %1040 = add nsw i64 %1039, %conv2_weight_grad.f557140
   %arena164 = getelementptr inbounds float, ptr %arena, i64 %1040
   %1041 = load float, ptr %arena164, align 4
   %1042 = fmul float %1041, 5.000000e-01
   %1043 = fadd float %1037, %1042
-  %1044 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  %1044 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %1045 = add nsw i64 2539328, %1044
-  %1046 = add nsw i64 %1045, %conv2_weight_grad.f550140
+  %1046 = add nsw i64 %1045, %conv2_weight_grad.f557140
   %arena165 = getelementptr inbounds float, ptr %arena, i64 %1046
   %1047 = load float, ptr %arena165, align 4
   %1048 = fmul float %1047, 1.000000e+00
   %1049 = fadd float %1043, %1048
-  store float %1049, ptr %conv2_weight_grad.w560, align 4
-  %1050 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  store float %1049, ptr %conv2_weight_grad.w567, align 4
+  %1050 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %1051 = add nsw i64 2536512, %1050
-  %1052 = add nsw i64 %1051, %conv2_weight_grad.f550140
+  %1052 = add nsw i64 %1051, %conv2_weight_grad.f557140
   %arena166 = getelementptr inbounds float, ptr %arena, i64 %1052
   %1053 = load float, ptr %arena166, align 4
   %1054 = fmul float %1053, 1.000000e+00
-  %1055 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  %1055 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %1056 = add nsw i64 2537536, %1055
-  %1057 = add nsw i64 %1056, %conv2_weight_grad.f550140
+  %1057 = add nsw i64 %1056, %conv2_weight_grad.f557140
   %arena167 = getelementptr inbounds float, ptr %arena, i64 %1057
   %1058 = load float, ptr %arena167, align 4
   %1059 = fmul float %1058, 5.000000e-01
   %1060 = fadd float %1054, %1059
-  %1061 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  %1061 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %1062 = add nsw i64 2538560, %1061
-  %1063 = add nsw i64 %1062, %conv2_weight_grad.f550140
+  %1063 = add nsw i64 %1062, %conv2_weight_grad.f557140
   %arena168 = getelementptr inbounds float, ptr %arena, i64 %1063
   %1064 = load float, ptr %arena168, align 4
   %1065 = fmul float %1064, 5.000000e-01
   %1066 = fadd float %1060, %1065
-  store float %1066, ptr %conv2_weight_grad.w561, align 4
-  %1067 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  store float %1066, ptr %conv2_weight_grad.w568, align 4
+  %1067 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %1068 = add nsw i64 2537536, %1067
-  %1069 = add nsw i64 %1068, %conv2_weight_grad.f550140
+  %1069 = add nsw i64 %1068, %conv2_weight_grad.f557140
   %arena169 = getelementptr inbounds float, ptr %arena, i64 %1069
   %1070 = load float, ptr %arena169, align 4
-  %1071 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  %1071 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %1072 = add nsw i64 2538560, %1071
-  %1073 = add nsw i64 %1072, %conv2_weight_grad.f550140
+  %1073 = add nsw i64 %1072, %conv2_weight_grad.f557140
   %arena170 = getelementptr inbounds float, ptr %arena, i64 %1073
   %1074 = load float, ptr %arena170, align 4
   %1075 = fsub float %1070, %1074
   %1076 = fmul float %1075, 5.000000e-01
-  store float %1076, ptr %conv2_weight_grad.w562, align 4
-  %1077 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  store float %1076, ptr %conv2_weight_grad.w569, align 4
+  %1077 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %1078 = add nsw i64 2537536, %1077
-  %1079 = add nsw i64 %1078, %conv2_weight_grad.f550140
+  %1079 = add nsw i64 %1078, %conv2_weight_grad.f557140
   %arena171 = getelementptr inbounds float, ptr %arena, i64 %1079
   %1080 = load float, ptr %arena171, align 4
   %1081 = fmul float %1080, 5.000000e-01
-  %1082 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  %1082 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %1083 = add nsw i64 2538560, %1082
-  %1084 = add nsw i64 %1083, %conv2_weight_grad.f550140
+  %1084 = add nsw i64 %1083, %conv2_weight_grad.f557140
   %arena172 = getelementptr inbounds float, ptr %arena, i64 %1084
   %1085 = load float, ptr %arena172, align 4
   %1086 = fmul float %1085, 5.000000e-01
   %1087 = fadd float %1081, %1086
-  %1088 = mul nsw i64 %conv2_weight_grad.c551141, 16
+  %1088 = mul nsw i64 %conv2_weight_grad.c558141, 16
   %1089 = add nsw i64 2539584, %1088
-  %1090 = add nsw i64 %1089, %conv2_weight_grad.f550140
+  %1090 = add nsw i64 %1089, %conv2_weight_grad.f557140
   %arena173 = getelementptr inbounds float, ptr %arena, i64 %1090
   %1091 = load float, ptr %arena173, align 4
   %1092 = fmul float %1091, 1.000000e+00
   %1093 = fadd float %1087, %1092
-  store float %1093, ptr %conv2_weight_grad.w563, align 4
-  %w552 = load float, ptr %conv2_weight_grad.w552, align 4
-  %1094 = fmul float %w552, 1.000000e+00
-  %w555 = load float, ptr %conv2_weight_grad.w555, align 4
-  %1095 = fmul float %w555, 5.000000e-01
-  %1096 = fadd float %1094, %1095
-  %w558 = load float, ptr %conv2_weight_grad.w558, align 4
-  %1097 = fmul float %w558, 5.000000e-01
-  %1098 = fadd float %1096, %1097
-  store float %1098, ptr %conv2_weight_grad.w564, align 4
-  %w555174 = load float, ptr %conv2_weight_grad.w555, align 4
-  %w558175 = load float, ptr %conv2_weight_grad.w558, align 4
-  %1099 = fsub float %w555174, %w558175
-  %1100 = fmul float %1099, 5.000000e-01
-  store float %1100, ptr %conv2_weight_grad.w565, align 4
-  %w555176 = load float, ptr %conv2_weight_grad.w555, align 4
-  %1101 = fmul float %w555176, 5.000000e-01
-  %w558177 = load float, ptr %conv2_weight_grad.w558, align 4
-  %1102 = fmul float %w558177, 5.000000e-01
-  %1103 = fadd float %1101, %1102
-  %w561 = load float, ptr %conv2_weight_grad.w561, align 4
-  %1104 = fmul float %w561, 1.000000e+00
-  %1105 = fadd float %1103, %1104
-  store float %1105, ptr %conv2_weight_grad.w566, align 4
-  %w553 = load float, ptr %conv2_weight_grad.w553, align 4
-  %1106 = fmul float %w553, 1.000000e+00
-  %w556 = load float, ptr %conv2_weight_grad.w556, align 4
-  %1107 = fmul float %w556, 5.000000e-01
-  %1108 = fadd float %1106, %1107
+  store float %1093, ptr %conv2_weight_grad.w570, align 4
   %w559 = load float, ptr %conv2_weight_grad.w559, align 4
-  %1109 = fmul float %w559, 5.000000e-01
-  %1110 = fadd float %1108, %1109
-  store float %1110, ptr %conv2_weight_grad.w567, align 4
-  %w556178 = load float, ptr %conv2_weight_grad.w556, align 4
-  %w559179 = load float, ptr %conv2_weight_grad.w559, align 4
-  %1111 = fsub float %w556178, %w559179
-  %1112 = fmul float %1111, 5.000000e-01
-  store float %1112, ptr %conv2_weight_grad.w568, align 4
-  %w556180 = load float, ptr %conv2_weight_grad.w556, align 4
-  %1113 = fmul float %w556180, 5.000000e-01
-  %w559181 = load float, ptr %conv2_weight_grad.w559, align 4
-  %1114 = fmul float %w559181, 5.000000e-01
-  %1115 = fadd float %1113, %1114
+  %1094 = fmul float %w559, 1.000000e+00
   %w562 = load float, ptr %conv2_weight_grad.w562, align 4
-  %1116 = fmul float %w562, 1.000000e+00
-  %1117 = fadd float %1115, %1116
-  store float %1117, ptr %conv2_weight_grad.w569, align 4
-  %w554 = load float, ptr %conv2_weight_grad.w554, align 4
-  %1118 = fmul float %w554, 1.000000e+00
-  %w557 = load float, ptr %conv2_weight_grad.w557, align 4
-  %1119 = fmul float %w557, 5.000000e-01
-  %1120 = fadd float %1118, %1119
+  %1095 = fmul float %w562, 5.000000e-01
+  %1096 = fadd float %1094, %1095
+  %w565 = load float, ptr %conv2_weight_grad.w565, align 4
+  %1097 = fmul float %w565, 5.000000e-01
+  %1098 = fadd float %1096, %1097
+  store float %1098, ptr %conv2_weight_grad.w571, align 4
+  %w562174 = load float, ptr %conv2_weight_grad.w562, align 4
+  %w565175 = load float, ptr %conv2_weight_grad.w565, align 4
+  %1099 = fsub float %w562174, %w565175
+  %1100 = fmul float %1099, 5.000000e-01
+  store float %1100, ptr %conv2_weight_grad.w572, align 4
+  %w562176 = load float, ptr %conv2_weight_grad.w562, align 4
+  %1101 = fmul float %w562176, 5.000000e-01
+  %w565177 = load float, ptr %conv2_weight_grad.w565, align 4
+  %1102 = fmul float %w565177, 5.000000e-01
+  %1103 = fadd float %1101, %1102
+  %w568 = load float, ptr %conv2_weight_grad.w568, align 4
+  %1104 = fmul float %w568, 1.000000e+00
+  %1105 = fadd float %1103, %1104
+  store float %1105, ptr %conv2_weight_grad.w573, align 4
   %w560 = load float, ptr %conv2_weight_grad.w560, align 4
-  %1121 = fmul float %w560, 5.000000e-01
-  %1122 = fadd float %1120, %1121
-  store float %1122, ptr %conv2_weight_grad.w570, align 4
-  %w557182 = load float, ptr %conv2_weight_grad.w557, align 4
-  %w560183 = load float, ptr %conv2_weight_grad.w560, align 4
-  %1123 = fsub float %w557182, %w560183
-  %1124 = fmul float %1123, 5.000000e-01
-  store float %1124, ptr %conv2_weight_grad.w571, align 4
-  %w557184 = load float, ptr %conv2_weight_grad.w557, align 4
-  %1125 = fmul float %w557184, 5.000000e-01
-  %w560185 = load float, ptr %conv2_weight_grad.w560, align 4
-  %1126 = fmul float %w560185, 5.000000e-01
-  %1127 = fadd float %1125, %1126
+  %1106 = fmul float %w560, 1.000000e+00
   %w563 = load float, ptr %conv2_weight_grad.w563, align 4
-  %1128 = fmul float %w563, 1.000000e+00
-  %1129 = fadd float %1127, %1128
-  store float %1129, ptr %conv2_weight_grad.w572, align 4
+  %1107 = fmul float %w563, 5.000000e-01
+  %1108 = fadd float %1106, %1107
+  %w566 = load float, ptr %conv2_weight_grad.w566, align 4
+  %1109 = fmul float %w566, 5.000000e-01
+  %1110 = fadd float %1108, %1109
+  store float %1110, ptr %conv2_weight_grad.w574, align 4
+  %w563178 = load float, ptr %conv2_weight_grad.w563, align 4
+  %w566179 = load float, ptr %conv2_weight_grad.w566, align 4
+  %1111 = fsub float %w563178, %w566179
+  %1112 = fmul float %1111, 5.000000e-01
+  store float %1112, ptr %conv2_weight_grad.w575, align 4
+  %w563180 = load float, ptr %conv2_weight_grad.w563, align 4
+  %1113 = fmul float %w563180, 5.000000e-01
+  %w566181 = load float, ptr %conv2_weight_grad.w566, align 4
+  %1114 = fmul float %w566181, 5.000000e-01
+  %1115 = fadd float %1113, %1114
+  %w569 = load float, ptr %conv2_weight_grad.w569, align 4
+  %1116 = fmul float %w569, 1.000000e+00
+  %1117 = fadd float %1115, %1116
+  store float %1117, ptr %conv2_weight_grad.w576, align 4
+  %w561 = load float, ptr %conv2_weight_grad.w561, align 4
+  %1118 = fmul float %w561, 1.000000e+00
   %w564 = load float, ptr %conv2_weight_grad.w564, align 4
-  %1130 = mul nsw i64 %conv2_weight_grad.f550140, 16
-  %1131 = add nsw i64 %1130, %conv2_weight_grad.c551141
+  %1119 = fmul float %w564, 5.000000e-01
+  %1120 = fadd float %1118, %1119
+  %w567 = load float, ptr %conv2_weight_grad.w567, align 4
+  %1121 = fmul float %w567, 5.000000e-01
+  %1122 = fadd float %1120, %1121
+  store float %1122, ptr %conv2_weight_grad.w577, align 4
+  %w564182 = load float, ptr %conv2_weight_grad.w564, align 4
+  %w567183 = load float, ptr %conv2_weight_grad.w567, align 4
+  %1123 = fsub float %w564182, %w567183
+  %1124 = fmul float %1123, 5.000000e-01
+  store float %1124, ptr %conv2_weight_grad.w578, align 4
+  %w564184 = load float, ptr %conv2_weight_grad.w564, align 4
+  %1125 = fmul float %w564184, 5.000000e-01
+  %w567185 = load float, ptr %conv2_weight_grad.w567, align 4
+  %1126 = fmul float %w567185, 5.000000e-01
+  %1127 = fadd float %1125, %1126
+  %w570 = load float, ptr %conv2_weight_grad.w570, align 4
+  %1128 = fmul float %w570, 1.000000e+00
+  %1129 = fadd float %1127, %1128
+  store float %1129, ptr %conv2_weight_grad.w579, align 4
+  %w571 = load float, ptr %conv2_weight_grad.w571, align 4
+  %1130 = mul nsw i64 %conv2_weight_grad.f557140, 16
+  %1131 = add nsw i64 %1130, %conv2_weight_grad.c558141
   %1132 = mul nsw i64 %1131, 9
   %1133 = add nsw i64 160, %1132
   %grads186 = getelementptr inbounds float, ptr %grads, i64 %1133
-  store float %w564, ptr %grads186, align 4
-  %w565 = load float, ptr %conv2_weight_grad.w565, align 4
-  %1134 = mul nsw i64 %conv2_weight_grad.f550140, 16
-  %1135 = add nsw i64 %1134, %conv2_weight_grad.c551141
+  store float %w571, ptr %grads186, align 4
+  %w572 = load float, ptr %conv2_weight_grad.w572, align 4
+  %1134 = mul nsw i64 %conv2_weight_grad.f557140, 16
+  %1135 = add nsw i64 %1134, %conv2_weight_grad.c558141
   %1136 = mul nsw i64 %1135, 9
   %1137 = add nsw i64 160, %1136
   %1138 = add nsw i64 %1137, 1
   %grads187 = getelementptr inbounds float, ptr %grads, i64 %1138
-  store float %w565, ptr %grads187, align 4
-  %w566 = load float, ptr %conv2_weight_grad.w566, align 4
-  %1139 = mul nsw i64 %conv2_weight_grad.f550140, 16
-  %1140 = add nsw i64 %1139, %conv2_weight_grad.c551141
+  store float %w572, ptr %grads187, align 4
+  %w573 = load float, ptr %conv2_weight_grad.w573, align 4
+  %1139 = mul nsw i64 %conv2_weight_grad.f557140, 16
+  %1140 = add nsw i64 %1139, %conv2_weight_grad.c558141
   %1141 = mul nsw i64 %1140, 9
   %1142 = add nsw i64 160, %1141
   %1143 = add nsw i64 %1142, 2
   %grads188 = getelementptr inbounds float, ptr %grads, i64 %1143
-  store float %w566, ptr %grads188, align 4
-  %w567 = load float, ptr %conv2_weight_grad.w567, align 4
-  %1144 = mul nsw i64 %conv2_weight_grad.f550140, 16
-  %1145 = add nsw i64 %1144, %conv2_weight_grad.c551141
+  store float %w573, ptr %grads188, align 4
+  %w574 = load float, ptr %conv2_weight_grad.w574, align 4
+  %1144 = mul nsw i64 %conv2_weight_grad.f557140, 16
+  %1145 = add nsw i64 %1144, %conv2_weight_grad.c558141
   %1146 = mul nsw i64 %1145, 9
   %1147 = add nsw i64 160, %1146
   %1148 = add nsw i64 %1147, 3
   %grads189 = getelementptr inbounds float, ptr %grads, i64 %1148
-  store float %w567, ptr %grads189, align 4
-  %w568 = load float, ptr %conv2_weight_grad.w568, align 4
-  %1149 = mul nsw i64 %conv2_weight_grad.f550140, 16
-  %1150 = add nsw i64 %1149, %conv2_weight_grad.c551141
+  store float %w574, ptr %grads189, align 4
+  %w575 = load float, ptr %conv2_weight_grad.w575, align 4
+  %1149 = mul nsw i64 %conv2_weight_grad.f557140, 16
+  %1150 = add nsw i64 %1149, %conv2_weight_grad.c558141
   %1151 = mul nsw i64 %1150, 9
   %1152 = add nsw i64 160, %1151
   %1153 = add nsw i64 %1152, 4
   %grads190 = getelementptr inbounds float, ptr %grads, i64 %1153
-  store float %w568, ptr %grads190, align 4
-  %w569 = load float, ptr %conv2_weight_grad.w569, align 4
-  %1154 = mul nsw i64 %conv2_weight_grad.f550140, 16
-  %1155 = add nsw i64 %1154, %conv2_weight_grad.c551141
+  store float %w575, ptr %grads190, align 4
+  %w576 = load float, ptr %conv2_weight_grad.w576, align 4
+  %1154 = mul nsw i64 %conv2_weight_grad.f557140, 16
+  %1155 = add nsw i64 %1154, %conv2_weight_grad.c558141
   %1156 = mul nsw i64 %1155, 9
   %1157 = add nsw i64 160, %1156
   %1158 = add nsw i64 %1157, 5
   %grads191 = getelementptr inbounds float, ptr %grads, i64 %1158
-  store float %w569, ptr %grads191, align 4
-  %w570 = load float, ptr %conv2_weight_grad.w570, align 4
-  %1159 = mul nsw i64 %conv2_weight_grad.f550140, 16
-  %1160 = add nsw i64 %1159, %conv2_weight_grad.c551141
+  store float %w576, ptr %grads191, align 4
+  %w577 = load float, ptr %conv2_weight_grad.w577, align 4
+  %1159 = mul nsw i64 %conv2_weight_grad.f557140, 16
+  %1160 = add nsw i64 %1159, %conv2_weight_grad.c558141
   %1161 = mul nsw i64 %1160, 9
   %1162 = add nsw i64 160, %1161
   %1163 = add nsw i64 %1162, 6
   %grads192 = getelementptr inbounds float, ptr %grads, i64 %1163
-  store float %w570, ptr %grads192, align 4
-  %w571 = load float, ptr %conv2_weight_grad.w571, align 4
-  %1164 = mul nsw i64 %conv2_weight_grad.f550140, 16
-  %1165 = add nsw i64 %1164, %conv2_weight_grad.c551141
+  store float %w577, ptr %grads192, align 4
+  %w578 = load float, ptr %conv2_weight_grad.w578, align 4
+  %1164 = mul nsw i64 %conv2_weight_grad.f557140, 16
+  %1165 = add nsw i64 %1164, %conv2_weight_grad.c558141
   %1166 = mul nsw i64 %1165, 9
   %1167 = add nsw i64 160, %1166
   %1168 = add nsw i64 %1167, 7
   %grads193 = getelementptr inbounds float, ptr %grads, i64 %1168
-  store float %w571, ptr %grads193, align 4
-  %w572 = load float, ptr %conv2_weight_grad.w572, align 4
-  %1169 = mul nsw i64 %conv2_weight_grad.f550140, 16
-  %1170 = add nsw i64 %1169, %conv2_weight_grad.c551141
+  store float %w578, ptr %grads193, align 4
+  %w579 = load float, ptr %conv2_weight_grad.w579, align 4
+  %1169 = mul nsw i64 %conv2_weight_grad.f557140, 16
+  %1170 = add nsw i64 %1169, %conv2_weight_grad.c558141
   %1171 = mul nsw i64 %1170, 9
   %1172 = add nsw i64 160, %1171
   %1173 = add nsw i64 %1172, 8
   %grads194 = getelementptr inbounds float, ptr %grads, i64 %1173
-  store float %w572, ptr %grads194, align 4
-  %c551.next = add nsw i64 %conv2_weight_grad.c551141, 1
-  %1174 = icmp slt i64 %c551.next, 16
-  br i1 %1174, label %conv2_weight_grad.c551, label %conv2_weight_grad.c551.end, !llvm.loop !9
+  store float %w579, ptr %grads194, align 4
+  %c558.next = add nsw i64 %conv2_weight_grad.c558141, 1
+  %1174 = icmp slt i64 %c558.next, 16
+  br i1 %1174, label %conv2_weight_grad.c558, label %conv2_weight_grad.c558.end, !llvm.loop !9
 
-conv2_weight_grad.c551.end:                       ; preds = %conv2_weight_grad.c551
-  %f550.next = add nsw i64 %conv2_weight_grad.f550140, 1
-  %1175 = icmp slt i64 %f550.next, 16
-  br i1 %1175, label %conv2_weight_grad.f550, label %conv2_weight_grad.f550.end, !llvm.loop !10
+conv2_weight_grad.c558.end:                       ; preds = %conv2_weight_grad.c558
+  %f557.next = add nsw i64 %conv2_weight_grad.f557140, 1
+  %1175 = icmp slt i64 %f557.next, 16
+  br i1 %1175, label %conv2_weight_grad.f557, label %conv2_weight_grad.f557.end, !llvm.loop !10
 }
 
 ; Function Attrs: noinline
 define internal void @residual_train_b64.k25.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv2_bias_grad.sum583 = alloca float, align 4
-  %conv2_bias_grad.sum582 = alloca float, align 4
-  %conv2_bias_grad.sum581 = alloca float, align 4
-  %conv2_bias_grad.sum580 = alloca float, align 4
-  %conv2_bias_grad.sum579 = alloca float, align 4
-  %conv2_bias_grad.sum578 = alloca float, align 4
-  %conv2_bias_grad.sum577 = alloca float, align 4
-  %conv2_bias_grad.acc574 = alloca <8 x float>, align 32
-  br label %conv2_bias_grad.f573
+  %conv2_bias_grad.sum590 = alloca float, align 4
+  %conv2_bias_grad.sum589 = alloca float, align 4
+  %conv2_bias_grad.sum588 = alloca float, align 4
+  %conv2_bias_grad.sum587 = alloca float, align 4
+  %conv2_bias_grad.sum586 = alloca float, align 4
+  %conv2_bias_grad.sum585 = alloca float, align 4
+  %conv2_bias_grad.sum584 = alloca float, align 4
+  %conv2_bias_grad.acc581 = alloca <8 x float>, align 32
+  br label %conv2_bias_grad.f580
 
-conv2_bias_grad.f573:                             ; preds = %conv2_bias_grad.img575.end, %entry
-  %conv2_bias_grad.f5731 = phi i64 [ 0, %entry ], [ %f573.next, %conv2_bias_grad.img575.end ]
-  store <8 x float> zeroinitializer, ptr %conv2_bias_grad.acc574, align 32
-  br label %conv2_bias_grad.img575
+conv2_bias_grad.f580:                             ; preds = %conv2_bias_grad.img582.end, %entry
+  %conv2_bias_grad.f5801 = phi i64 [ 0, %entry ], [ %f580.next, %conv2_bias_grad.img582.end ]
+  store <8 x float> zeroinitializer, ptr %conv2_bias_grad.acc581, align 32
+  br label %conv2_bias_grad.img582
 
-conv2_bias_grad.f573.end:                         ; preds = %conv2_bias_grad.img575.end
+conv2_bias_grad.f580.end:                         ; preds = %conv2_bias_grad.img582.end
   ret void
 
-conv2_bias_grad.img575:                           ; preds = %conv2_bias_grad.i576.end, %conv2_bias_grad.f573
-  %conv2_bias_grad.img5752 = phi i64 [ 0, %conv2_bias_grad.f573 ], [ %img575.next, %conv2_bias_grad.i576.end ]
-  br label %conv2_bias_grad.i576
+conv2_bias_grad.img582:                           ; preds = %conv2_bias_grad.i583.end, %conv2_bias_grad.f580
+  %conv2_bias_grad.img5822 = phi i64 [ 0, %conv2_bias_grad.f580 ], [ %img582.next, %conv2_bias_grad.i583.end ]
+  br label %conv2_bias_grad.i583
 
-conv2_bias_grad.img575.end:                       ; preds = %conv2_bias_grad.i576.end
-  %acc5745 = load <8 x float>, ptr %conv2_bias_grad.acc574, align 32
+conv2_bias_grad.img582.end:                       ; preds = %conv2_bias_grad.i583.end
+  %acc5815 = load <8 x float>, ptr %conv2_bias_grad.acc581, align 32
   %arena6 = getelementptr inbounds float, ptr %arena, i64 2408448
-  store <8 x float> %acc5745, ptr %arena6, align 4
+  store <8 x float> %acc5815, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 2408448
   %0 = load float, ptr %arena7, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 2408449
   %1 = load float, ptr %arena8, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv2_bias_grad.sum577, align 4
-  %sum577 = load float, ptr %conv2_bias_grad.sum577, align 4
+  store float %2, ptr %conv2_bias_grad.sum584, align 4
+  %sum584 = load float, ptr %conv2_bias_grad.sum584, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 2408450
   %3 = load float, ptr %arena9, align 4
-  %4 = fadd float %sum577, %3
-  store float %4, ptr %conv2_bias_grad.sum578, align 4
-  %sum578 = load float, ptr %conv2_bias_grad.sum578, align 4
+  %4 = fadd float %sum584, %3
+  store float %4, ptr %conv2_bias_grad.sum585, align 4
+  %sum585 = load float, ptr %conv2_bias_grad.sum585, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 2408451
   %5 = load float, ptr %arena10, align 4
-  %6 = fadd float %sum578, %5
-  store float %6, ptr %conv2_bias_grad.sum579, align 4
-  %sum579 = load float, ptr %conv2_bias_grad.sum579, align 4
+  %6 = fadd float %sum585, %5
+  store float %6, ptr %conv2_bias_grad.sum586, align 4
+  %sum586 = load float, ptr %conv2_bias_grad.sum586, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 2408452
   %7 = load float, ptr %arena11, align 4
-  %8 = fadd float %sum579, %7
-  store float %8, ptr %conv2_bias_grad.sum580, align 4
-  %sum580 = load float, ptr %conv2_bias_grad.sum580, align 4
+  %8 = fadd float %sum586, %7
+  store float %8, ptr %conv2_bias_grad.sum587, align 4
+  %sum587 = load float, ptr %conv2_bias_grad.sum587, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 2408453
   %9 = load float, ptr %arena12, align 4
-  %10 = fadd float %sum580, %9
-  store float %10, ptr %conv2_bias_grad.sum581, align 4
-  %sum581 = load float, ptr %conv2_bias_grad.sum581, align 4
+  %10 = fadd float %sum587, %9
+  store float %10, ptr %conv2_bias_grad.sum588, align 4
+  %sum588 = load float, ptr %conv2_bias_grad.sum588, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 2408454
   %11 = load float, ptr %arena13, align 4
-  %12 = fadd float %sum581, %11
-  store float %12, ptr %conv2_bias_grad.sum582, align 4
-  %sum582 = load float, ptr %conv2_bias_grad.sum582, align 4
+  %12 = fadd float %sum588, %11
+  store float %12, ptr %conv2_bias_grad.sum589, align 4
+  %sum589 = load float, ptr %conv2_bias_grad.sum589, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 2408455
   %13 = load float, ptr %arena14, align 4
-  %14 = fadd float %sum582, %13
-  store float %14, ptr %conv2_bias_grad.sum583, align 4
-  %sum583 = load float, ptr %conv2_bias_grad.sum583, align 4
-  %15 = add nsw i64 2464, %conv2_bias_grad.f5731
+  %14 = fadd float %sum589, %13
+  store float %14, ptr %conv2_bias_grad.sum590, align 4
+  %sum590 = load float, ptr %conv2_bias_grad.sum590, align 4
+  %15 = add nsw i64 2464, %conv2_bias_grad.f5801
   %grads15 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum583, ptr %grads15, align 4
-  %f573.next = add nsw i64 %conv2_bias_grad.f5731, 1
-  %16 = icmp slt i64 %f573.next, 16
-  br i1 %16, label %conv2_bias_grad.f573, label %conv2_bias_grad.f573.end
+  store float %sum590, ptr %grads15, align 4
+  %f580.next = add nsw i64 %conv2_bias_grad.f5801, 1
+  %16 = icmp slt i64 %f580.next, 16
+  br i1 %16, label %conv2_bias_grad.f580, label %conv2_bias_grad.f580.end
 
-conv2_bias_grad.i576:                             ; preds = %conv2_bias_grad.i576, %conv2_bias_grad.img575
-  %conv2_bias_grad.i5763 = phi i64 [ 0, %conv2_bias_grad.img575 ], [ %i576.next, %conv2_bias_grad.i576 ]
-  %17 = mul nsw i64 %conv2_bias_grad.img5752, 12544
+conv2_bias_grad.i583:                             ; preds = %conv2_bias_grad.i583, %conv2_bias_grad.img582
+  %conv2_bias_grad.i5833 = phi i64 [ 0, %conv2_bias_grad.img582 ], [ %i583.next, %conv2_bias_grad.i583 ]
+  %17 = mul nsw i64 %conv2_bias_grad.img5822, 12544
   %18 = add nsw i64 1605632, %17
-  %19 = mul nsw i64 %conv2_bias_grad.f5731, 784
+  %19 = mul nsw i64 %conv2_bias_grad.f5801, 784
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv2_bias_grad.i5763, 8
+  %21 = mul nsw i64 %conv2_bias_grad.i5833, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc574 = load <8 x float>, ptr %conv2_bias_grad.acc574, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc574)
-  store <8 x float> %24, ptr %conv2_bias_grad.acc574, align 32
-  %i576.next = add nsw i64 %conv2_bias_grad.i5763, 1
-  %25 = icmp slt i64 %i576.next, 98
-  br i1 %25, label %conv2_bias_grad.i576, label %conv2_bias_grad.i576.end
+  %acc581 = load <8 x float>, ptr %conv2_bias_grad.acc581, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc581)
+  store <8 x float> %24, ptr %conv2_bias_grad.acc581, align 32
+  %i583.next = add nsw i64 %conv2_bias_grad.i5833, 1
+  %25 = icmp slt i64 %i583.next, 98
+  br i1 %25, label %conv2_bias_grad.i583, label %conv2_bias_grad.i583.end
 
-conv2_bias_grad.i576.end:                         ; preds = %conv2_bias_grad.i576
-  %img575.next = add nsw i64 %conv2_bias_grad.img5752, 1
-  %26 = icmp slt i64 %img575.next, 64
-  br i1 %26, label %conv2_bias_grad.img575, label %conv2_bias_grad.img575.end
+conv2_bias_grad.i583.end:                         ; preds = %conv2_bias_grad.i583
+  %img582.next = add nsw i64 %conv2_bias_grad.img5822, 1
+  %26 = icmp slt i64 %img582.next, 64
+  br i1 %26, label %conv2_bias_grad.img582, label %conv2_bias_grad.img582.end
 }
 
 ; Function Attrs: noinline
 define internal void @residual_train_b64.k26.act1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %act1_grad.w686 = alloca <8 x float>, align 32
+  %act1_grad.w685 = alloca <8 x float>, align 32
+  %act1_grad.w684 = alloca <8 x float>, align 32
+  %act1_grad.w683 = alloca <8 x float>, align 32
+  %act1_grad.w682 = alloca <8 x float>, align 32
+  %act1_grad.w681 = alloca <8 x float>, align 32
+  %act1_grad.w680 = alloca <8 x float>, align 32
   %act1_grad.w679 = alloca <8 x float>, align 32
   %act1_grad.w678 = alloca <8 x float>, align 32
   %act1_grad.w677 = alloca <8 x float>, align 32
   %act1_grad.w676 = alloca <8 x float>, align 32
   %act1_grad.w675 = alloca <8 x float>, align 32
-  %act1_grad.w674 = alloca <8 x float>, align 32
-  %act1_grad.w673 = alloca <8 x float>, align 32
-  %act1_grad.w672 = alloca <8 x float>, align 32
-  %act1_grad.w671 = alloca <8 x float>, align 32
-  %act1_grad.w670 = alloca <8 x float>, align 32
-  %act1_grad.w669 = alloca <8 x float>, align 32
-  %act1_grad.w668 = alloca <8 x float>, align 32
+  %act1_grad.w662 = alloca <8 x float>, align 32
+  %act1_grad.w661 = alloca <8 x float>, align 32
+  %act1_grad.w660 = alloca <8 x float>, align 32
+  %act1_grad.w659 = alloca <8 x float>, align 32
+  %act1_grad.w658 = alloca <8 x float>, align 32
+  %act1_grad.w657 = alloca <8 x float>, align 32
+  %act1_grad.w656 = alloca <8 x float>, align 32
   %act1_grad.w655 = alloca <8 x float>, align 32
   %act1_grad.w654 = alloca <8 x float>, align 32
   %act1_grad.w653 = alloca <8 x float>, align 32
@@ -12721,13 +12783,13 @@ entry:
   %act1_grad.w633 = alloca <8 x float>, align 32
   %act1_grad.w632 = alloca <8 x float>, align 32
   %act1_grad.w631 = alloca <8 x float>, align 32
-  %act1_grad.w630 = alloca <8 x float>, align 32
-  %act1_grad.w629 = alloca <8 x float>, align 32
-  %act1_grad.w628 = alloca <8 x float>, align 32
-  %act1_grad.w627 = alloca <8 x float>, align 32
-  %act1_grad.w626 = alloca <8 x float>, align 32
-  %act1_grad.w625 = alloca <8 x float>, align 32
-  %act1_grad.w624 = alloca <8 x float>, align 32
+  %act1_grad.w620 = alloca float, align 4
+  %act1_grad.w619 = alloca float, align 4
+  %act1_grad.w618 = alloca float, align 4
+  %act1_grad.w617 = alloca float, align 4
+  %act1_grad.w616 = alloca float, align 4
+  %act1_grad.w615 = alloca float, align 4
+  %act1_grad.w614 = alloca float, align 4
   %act1_grad.w613 = alloca float, align 4
   %act1_grad.w612 = alloca float, align 4
   %act1_grad.w611 = alloca float, align 4
@@ -12749,49 +12811,42 @@ entry:
   %act1_grad.w595 = alloca float, align 4
   %act1_grad.w594 = alloca float, align 4
   %act1_grad.w593 = alloca float, align 4
-  %act1_grad.w592 = alloca float, align 4
-  %act1_grad.w591 = alloca float, align 4
-  %act1_grad.w590 = alloca float, align 4
-  %act1_grad.w589 = alloca float, align 4
-  %act1_grad.w588 = alloca float, align 4
-  %act1_grad.w587 = alloca float, align 4
-  %act1_grad.w586 = alloca float, align 4
-  br label %act1_grad.ci584
+  br label %act1_grad.ci591
 
-act1_grad.ci584:                                  ; preds = %act1_grad.co585.end, %entry
-  %act1_grad.ci5841 = phi i64 [ 0, %entry ], [ %ci584.next, %act1_grad.co585.end ]
-  br label %act1_grad.co585
+act1_grad.ci591:                                  ; preds = %act1_grad.co592.end, %entry
+  %act1_grad.ci5911 = phi i64 [ 0, %entry ], [ %ci591.next, %act1_grad.co592.end ]
+  br label %act1_grad.co592
 
-act1_grad.ci584.end:                              ; preds = %act1_grad.co585.end
-  br label %act1_grad.i614
+act1_grad.ci591.end:                              ; preds = %act1_grad.co592.end
+  br label %act1_grad.i621
 
-act1_grad.co585:                                  ; preds = %act1_grad.co585, %act1_grad.ci584
-  %act1_grad.co5852 = phi i64 [ 0, %act1_grad.ci584 ], [ %co585.next, %act1_grad.co585 ]
-  %0 = mul nsw i64 %act1_grad.ci5841, 16
-  %1 = add nsw i64 %0, %act1_grad.co5852
+act1_grad.co592:                                  ; preds = %act1_grad.co592, %act1_grad.ci591
+  %act1_grad.co5922 = phi i64 [ 0, %act1_grad.ci591 ], [ %co592.next, %act1_grad.co592 ]
+  %0 = mul nsw i64 %act1_grad.ci5911, 16
+  %1 = add nsw i64 %0, %act1_grad.co5922
   %2 = mul nsw i64 %1, 9
   %3 = add nsw i64 160, %2
   %4 = add nsw i64 %3, 8
   %params3 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params3, align 4
-  store float %5, ptr %act1_grad.w586, align 4
-  %6 = mul nsw i64 %act1_grad.ci5841, 16
-  %7 = add nsw i64 %6, %act1_grad.co5852
+  store float %5, ptr %act1_grad.w593, align 4
+  %6 = mul nsw i64 %act1_grad.ci5911, 16
+  %7 = add nsw i64 %6, %act1_grad.co5922
   %8 = mul nsw i64 %7, 9
   %9 = add nsw i64 160, %8
   %10 = add nsw i64 %9, 8
   %params4 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load float, ptr %params4, align 4
-  %12 = mul nsw i64 %act1_grad.ci5841, 16
-  %13 = add nsw i64 %12, %act1_grad.co5852
+  %12 = mul nsw i64 %act1_grad.ci5911, 16
+  %13 = add nsw i64 %12, %act1_grad.co5922
   %14 = mul nsw i64 %13, 9
   %15 = add nsw i64 160, %14
   %16 = add nsw i64 %15, 5
   %params5 = getelementptr inbounds float, ptr %params, i64 %16
   %17 = load float, ptr %params5, align 4
   %18 = fadd float %11, %17
-  %19 = mul nsw i64 %act1_grad.ci5841, 16
-  %20 = add nsw i64 %19, %act1_grad.co5852
+  %19 = mul nsw i64 %act1_grad.ci5911, 16
+  %20 = add nsw i64 %19, %act1_grad.co5922
   %21 = mul nsw i64 %20, 9
   %22 = add nsw i64 160, %21
   %23 = add nsw i64 %22, 2
@@ -12799,24 +12854,24 @@ act1_grad.co585:                                  ; preds = %act1_grad.co585, %a
   %24 = load float, ptr %params6, align 4
   %25 = fadd float %18, %24
   %26 = fmul float %25, 5.000000e-01
-  store float %26, ptr %act1_grad.w587, align 4
-  %27 = mul nsw i64 %act1_grad.ci5841, 16
-  %28 = add nsw i64 %27, %act1_grad.co5852
+  store float %26, ptr %act1_grad.w594, align 4
+  %27 = mul nsw i64 %act1_grad.ci5911, 16
+  %28 = add nsw i64 %27, %act1_grad.co5922
   %29 = mul nsw i64 %28, 9
   %30 = add nsw i64 160, %29
   %31 = add nsw i64 %30, 8
   %params7 = getelementptr inbounds float, ptr %params, i64 %31
   %32 = load float, ptr %params7, align 4
-  %33 = mul nsw i64 %act1_grad.ci5841, 16
-  %34 = add nsw i64 %33, %act1_grad.co5852
+  %33 = mul nsw i64 %act1_grad.ci5911, 16
+  %34 = add nsw i64 %33, %act1_grad.co5922
   %35 = mul nsw i64 %34, 9
   %36 = add nsw i64 160, %35
   %37 = add nsw i64 %36, 2
   %params8 = getelementptr inbounds float, ptr %params, i64 %37
   %38 = load float, ptr %params8, align 4
   %39 = fadd float %32, %38
-  %40 = mul nsw i64 %act1_grad.ci5841, 16
-  %41 = add nsw i64 %40, %act1_grad.co5852
+  %40 = mul nsw i64 %act1_grad.ci5911, 16
+  %41 = add nsw i64 %40, %act1_grad.co5922
   %42 = mul nsw i64 %41, 9
   %43 = add nsw i64 160, %42
   %44 = add nsw i64 %43, 5
@@ -12824,40 +12879,40 @@ act1_grad.co585:                                  ; preds = %act1_grad.co585, %a
   %45 = load float, ptr %params9, align 4
   %46 = fsub float %39, %45
   %47 = fmul float %46, 5.000000e-01
-  store float %47, ptr %act1_grad.w588, align 4
-  %48 = mul nsw i64 %act1_grad.ci5841, 16
-  %49 = add nsw i64 %48, %act1_grad.co5852
+  store float %47, ptr %act1_grad.w595, align 4
+  %48 = mul nsw i64 %act1_grad.ci5911, 16
+  %49 = add nsw i64 %48, %act1_grad.co5922
   %50 = mul nsw i64 %49, 9
   %51 = add nsw i64 160, %50
   %52 = add nsw i64 %51, 2
   %params10 = getelementptr inbounds float, ptr %params, i64 %52
   %53 = load float, ptr %params10, align 4
-  store float %53, ptr %act1_grad.w589, align 4
-  %54 = mul nsw i64 %act1_grad.ci5841, 16
-  %55 = add nsw i64 %54, %act1_grad.co5852
+  store float %53, ptr %act1_grad.w596, align 4
+  %54 = mul nsw i64 %act1_grad.ci5911, 16
+  %55 = add nsw i64 %54, %act1_grad.co5922
   %56 = mul nsw i64 %55, 9
   %57 = add nsw i64 160, %56
   %58 = add nsw i64 %57, 7
   %params11 = getelementptr inbounds float, ptr %params, i64 %58
   %59 = load float, ptr %params11, align 4
-  store float %59, ptr %act1_grad.w590, align 4
-  %60 = mul nsw i64 %act1_grad.ci5841, 16
-  %61 = add nsw i64 %60, %act1_grad.co5852
+  store float %59, ptr %act1_grad.w597, align 4
+  %60 = mul nsw i64 %act1_grad.ci5911, 16
+  %61 = add nsw i64 %60, %act1_grad.co5922
   %62 = mul nsw i64 %61, 9
   %63 = add nsw i64 160, %62
   %64 = add nsw i64 %63, 7
   %params12 = getelementptr inbounds float, ptr %params, i64 %64
   %65 = load float, ptr %params12, align 4
-  %66 = mul nsw i64 %act1_grad.ci5841, 16
-  %67 = add nsw i64 %66, %act1_grad.co5852
+  %66 = mul nsw i64 %act1_grad.ci5911, 16
+  %67 = add nsw i64 %66, %act1_grad.co5922
   %68 = mul nsw i64 %67, 9
   %69 = add nsw i64 160, %68
   %70 = add nsw i64 %69, 4
   %params13 = getelementptr inbounds float, ptr %params, i64 %70
   %71 = load float, ptr %params13, align 4
   %72 = fadd float %65, %71
-  %73 = mul nsw i64 %act1_grad.ci5841, 16
-  %74 = add nsw i64 %73, %act1_grad.co5852
+  %73 = mul nsw i64 %act1_grad.ci5911, 16
+  %74 = add nsw i64 %73, %act1_grad.co5922
   %75 = mul nsw i64 %74, 9
   %76 = add nsw i64 160, %75
   %77 = add nsw i64 %76, 1
@@ -12865,24 +12920,24 @@ act1_grad.co585:                                  ; preds = %act1_grad.co585, %a
   %78 = load float, ptr %params14, align 4
   %79 = fadd float %72, %78
   %80 = fmul float %79, 5.000000e-01
-  store float %80, ptr %act1_grad.w591, align 4
-  %81 = mul nsw i64 %act1_grad.ci5841, 16
-  %82 = add nsw i64 %81, %act1_grad.co5852
+  store float %80, ptr %act1_grad.w598, align 4
+  %81 = mul nsw i64 %act1_grad.ci5911, 16
+  %82 = add nsw i64 %81, %act1_grad.co5922
   %83 = mul nsw i64 %82, 9
   %84 = add nsw i64 160, %83
   %85 = add nsw i64 %84, 7
   %params15 = getelementptr inbounds float, ptr %params, i64 %85
   %86 = load float, ptr %params15, align 4
-  %87 = mul nsw i64 %act1_grad.ci5841, 16
-  %88 = add nsw i64 %87, %act1_grad.co5852
+  %87 = mul nsw i64 %act1_grad.ci5911, 16
+  %88 = add nsw i64 %87, %act1_grad.co5922
   %89 = mul nsw i64 %88, 9
   %90 = add nsw i64 160, %89
   %91 = add nsw i64 %90, 1
   %params16 = getelementptr inbounds float, ptr %params, i64 %91
   %92 = load float, ptr %params16, align 4
   %93 = fadd float %86, %92
-  %94 = mul nsw i64 %act1_grad.ci5841, 16
-  %95 = add nsw i64 %94, %act1_grad.co5852
+  %94 = mul nsw i64 %act1_grad.ci5911, 16
+  %95 = add nsw i64 %94, %act1_grad.co5922
   %96 = mul nsw i64 %95, 9
   %97 = add nsw i64 160, %96
   %98 = add nsw i64 %97, 4
@@ -12890,63 +12945,63 @@ act1_grad.co585:                                  ; preds = %act1_grad.co585, %a
   %99 = load float, ptr %params17, align 4
   %100 = fsub float %93, %99
   %101 = fmul float %100, 5.000000e-01
-  store float %101, ptr %act1_grad.w592, align 4
-  %102 = mul nsw i64 %act1_grad.ci5841, 16
-  %103 = add nsw i64 %102, %act1_grad.co5852
+  store float %101, ptr %act1_grad.w599, align 4
+  %102 = mul nsw i64 %act1_grad.ci5911, 16
+  %103 = add nsw i64 %102, %act1_grad.co5922
   %104 = mul nsw i64 %103, 9
   %105 = add nsw i64 160, %104
   %106 = add nsw i64 %105, 1
   %params18 = getelementptr inbounds float, ptr %params, i64 %106
   %107 = load float, ptr %params18, align 4
-  store float %107, ptr %act1_grad.w593, align 4
-  %108 = mul nsw i64 %act1_grad.ci5841, 16
-  %109 = add nsw i64 %108, %act1_grad.co5852
+  store float %107, ptr %act1_grad.w600, align 4
+  %108 = mul nsw i64 %act1_grad.ci5911, 16
+  %109 = add nsw i64 %108, %act1_grad.co5922
   %110 = mul nsw i64 %109, 9
   %111 = add nsw i64 160, %110
   %112 = add nsw i64 %111, 6
   %params19 = getelementptr inbounds float, ptr %params, i64 %112
   %113 = load float, ptr %params19, align 4
-  store float %113, ptr %act1_grad.w594, align 4
-  %114 = mul nsw i64 %act1_grad.ci5841, 16
-  %115 = add nsw i64 %114, %act1_grad.co5852
+  store float %113, ptr %act1_grad.w601, align 4
+  %114 = mul nsw i64 %act1_grad.ci5911, 16
+  %115 = add nsw i64 %114, %act1_grad.co5922
   %116 = mul nsw i64 %115, 9
   %117 = add nsw i64 160, %116
   %118 = add nsw i64 %117, 6
   %params20 = getelementptr inbounds float, ptr %params, i64 %118
   %119 = load float, ptr %params20, align 4
-  %120 = mul nsw i64 %act1_grad.ci5841, 16
-  %121 = add nsw i64 %120, %act1_grad.co5852
+  %120 = mul nsw i64 %act1_grad.ci5911, 16
+  %121 = add nsw i64 %120, %act1_grad.co5922
   %122 = mul nsw i64 %121, 9
   %123 = add nsw i64 160, %122
   %124 = add nsw i64 %123, 3
   %params21 = getelementptr inbounds float, ptr %params, i64 %124
   %125 = load float, ptr %params21, align 4
   %126 = fadd float %119, %125
-  %127 = mul nsw i64 %act1_grad.ci5841, 16
-  %128 = add nsw i64 %127, %act1_grad.co5852
+  %127 = mul nsw i64 %act1_grad.ci5911, 16
+  %128 = add nsw i64 %127, %act1_grad.co5922
   %129 = mul nsw i64 %128, 9
   %130 = add nsw i64 160, %129
   %params22 = getelementptr inbounds float, ptr %params, i64 %130
   %131 = load float, ptr %params22, align 4
   %132 = fadd float %126, %131
   %133 = fmul float %132, 5.000000e-01
-  store float %133, ptr %act1_grad.w595, align 4
-  %134 = mul nsw i64 %act1_grad.ci5841, 16
-  %135 = add nsw i64 %134, %act1_grad.co5852
+  store float %133, ptr %act1_grad.w602, align 4
+  %134 = mul nsw i64 %act1_grad.ci5911, 16
+  %135 = add nsw i64 %134, %act1_grad.co5922
   %136 = mul nsw i64 %135, 9
   %137 = add nsw i64 160, %136
   %138 = add nsw i64 %137, 6
   %params23 = getelementptr inbounds float, ptr %params, i64 %138
   %139 = load float, ptr %params23, align 4
-  %140 = mul nsw i64 %act1_grad.ci5841, 16
-  %141 = add nsw i64 %140, %act1_grad.co5852
+  %140 = mul nsw i64 %act1_grad.ci5911, 16
+  %141 = add nsw i64 %140, %act1_grad.co5922
   %142 = mul nsw i64 %141, 9
   %143 = add nsw i64 160, %142
   %params24 = getelementptr inbounds float, ptr %params, i64 %143
   %144 = load float, ptr %params24, align 4
   %145 = fadd float %139, %144
-  %146 = mul nsw i64 %act1_grad.ci5841, 16
-  %147 = add nsw i64 %146, %act1_grad.co5852
+  %146 = mul nsw i64 %act1_grad.ci5911, 16
+  %147 = add nsw i64 %146, %act1_grad.co5922
   %148 = mul nsw i64 %147, 9
   %149 = add nsw i64 160, %148
   %150 = add nsw i64 %149, 3
@@ -12954,3222 +13009,3222 @@ act1_grad.co585:                                  ; preds = %act1_grad.co585, %a
   %151 = load float, ptr %params25, align 4
   %152 = fsub float %145, %151
   %153 = fmul float %152, 5.000000e-01
-  store float %153, ptr %act1_grad.w596, align 4
-  %154 = mul nsw i64 %act1_grad.ci5841, 16
-  %155 = add nsw i64 %154, %act1_grad.co5852
+  store float %153, ptr %act1_grad.w603, align 4
+  %154 = mul nsw i64 %act1_grad.ci5911, 16
+  %155 = add nsw i64 %154, %act1_grad.co5922
   %156 = mul nsw i64 %155, 9
   %157 = add nsw i64 160, %156
   %params26 = getelementptr inbounds float, ptr %params, i64 %157
   %158 = load float, ptr %params26, align 4
-  store float %158, ptr %act1_grad.w597, align 4
-  %w586 = load float, ptr %act1_grad.w586, align 4
-  store float %w586, ptr %act1_grad.w598, align 4
-  %w58627 = load float, ptr %act1_grad.w586, align 4
-  %w590 = load float, ptr %act1_grad.w590, align 4
-  %159 = fadd float %w58627, %w590
-  %w594 = load float, ptr %act1_grad.w594, align 4
-  %160 = fadd float %159, %w594
-  %161 = fmul float %160, 5.000000e-01
-  store float %161, ptr %act1_grad.w599, align 4
-  %w58628 = load float, ptr %act1_grad.w586, align 4
-  %w59429 = load float, ptr %act1_grad.w594, align 4
-  %162 = fadd float %w58628, %w59429
-  %w59030 = load float, ptr %act1_grad.w590, align 4
-  %163 = fsub float %162, %w59030
-  %164 = fmul float %163, 5.000000e-01
-  store float %164, ptr %act1_grad.w600, align 4
-  %w59431 = load float, ptr %act1_grad.w594, align 4
-  store float %w59431, ptr %act1_grad.w601, align 4
-  %w587 = load float, ptr %act1_grad.w587, align 4
-  store float %w587, ptr %act1_grad.w602, align 4
-  %w58732 = load float, ptr %act1_grad.w587, align 4
-  %w591 = load float, ptr %act1_grad.w591, align 4
-  %165 = fadd float %w58732, %w591
-  %w595 = load float, ptr %act1_grad.w595, align 4
-  %166 = fadd float %165, %w595
-  %167 = fmul float %166, 5.000000e-01
-  store float %167, ptr %act1_grad.w603, align 4
-  %w58733 = load float, ptr %act1_grad.w587, align 4
-  %w59534 = load float, ptr %act1_grad.w595, align 4
-  %168 = fadd float %w58733, %w59534
-  %w59135 = load float, ptr %act1_grad.w591, align 4
-  %169 = fsub float %168, %w59135
-  %170 = fmul float %169, 5.000000e-01
-  store float %170, ptr %act1_grad.w604, align 4
-  %w59536 = load float, ptr %act1_grad.w595, align 4
-  store float %w59536, ptr %act1_grad.w605, align 4
-  %w588 = load float, ptr %act1_grad.w588, align 4
-  store float %w588, ptr %act1_grad.w606, align 4
-  %w58837 = load float, ptr %act1_grad.w588, align 4
-  %w592 = load float, ptr %act1_grad.w592, align 4
-  %171 = fadd float %w58837, %w592
-  %w596 = load float, ptr %act1_grad.w596, align 4
-  %172 = fadd float %171, %w596
-  %173 = fmul float %172, 5.000000e-01
-  store float %173, ptr %act1_grad.w607, align 4
-  %w58838 = load float, ptr %act1_grad.w588, align 4
-  %w59639 = load float, ptr %act1_grad.w596, align 4
-  %174 = fadd float %w58838, %w59639
-  %w59240 = load float, ptr %act1_grad.w592, align 4
-  %175 = fsub float %174, %w59240
-  %176 = fmul float %175, 5.000000e-01
-  store float %176, ptr %act1_grad.w608, align 4
-  %w59641 = load float, ptr %act1_grad.w596, align 4
-  store float %w59641, ptr %act1_grad.w609, align 4
-  %w589 = load float, ptr %act1_grad.w589, align 4
-  store float %w589, ptr %act1_grad.w610, align 4
-  %w58942 = load float, ptr %act1_grad.w589, align 4
+  store float %158, ptr %act1_grad.w604, align 4
   %w593 = load float, ptr %act1_grad.w593, align 4
-  %177 = fadd float %w58942, %w593
+  store float %w593, ptr %act1_grad.w605, align 4
+  %w59327 = load float, ptr %act1_grad.w593, align 4
   %w597 = load float, ptr %act1_grad.w597, align 4
-  %178 = fadd float %177, %w597
-  %179 = fmul float %178, 5.000000e-01
-  store float %179, ptr %act1_grad.w611, align 4
-  %w58943 = load float, ptr %act1_grad.w589, align 4
-  %w59744 = load float, ptr %act1_grad.w597, align 4
-  %180 = fadd float %w58943, %w59744
-  %w59345 = load float, ptr %act1_grad.w593, align 4
-  %181 = fsub float %180, %w59345
-  %182 = fmul float %181, 5.000000e-01
-  store float %182, ptr %act1_grad.w612, align 4
-  %w59746 = load float, ptr %act1_grad.w597, align 4
-  store float %w59746, ptr %act1_grad.w613, align 4
-  %w598 = load float, ptr %act1_grad.w598, align 4
-  %183 = mul nsw i64 %act1_grad.ci5841, 16
-  %184 = add nsw i64 3211264, %183
-  %185 = add nsw i64 %184, %act1_grad.co5852
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
-  store float %w598, ptr %arena47, align 4
-  %w599 = load float, ptr %act1_grad.w599, align 4
-  %186 = mul nsw i64 %act1_grad.ci5841, 16
-  %187 = add nsw i64 3211520, %186
-  %188 = add nsw i64 %187, %act1_grad.co5852
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
-  store float %w599, ptr %arena48, align 4
-  %w600 = load float, ptr %act1_grad.w600, align 4
-  %189 = mul nsw i64 %act1_grad.ci5841, 16
-  %190 = add nsw i64 3211776, %189
-  %191 = add nsw i64 %190, %act1_grad.co5852
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
-  store float %w600, ptr %arena49, align 4
+  %159 = fadd float %w59327, %w597
   %w601 = load float, ptr %act1_grad.w601, align 4
-  %192 = mul nsw i64 %act1_grad.ci5841, 16
-  %193 = add nsw i64 3212032, %192
-  %194 = add nsw i64 %193, %act1_grad.co5852
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
-  store float %w601, ptr %arena50, align 4
+  %160 = fadd float %159, %w601
+  %161 = fmul float %160, 5.000000e-01
+  store float %161, ptr %act1_grad.w606, align 4
+  %w59328 = load float, ptr %act1_grad.w593, align 4
+  %w60129 = load float, ptr %act1_grad.w601, align 4
+  %162 = fadd float %w59328, %w60129
+  %w59730 = load float, ptr %act1_grad.w597, align 4
+  %163 = fsub float %162, %w59730
+  %164 = fmul float %163, 5.000000e-01
+  store float %164, ptr %act1_grad.w607, align 4
+  %w60131 = load float, ptr %act1_grad.w601, align 4
+  store float %w60131, ptr %act1_grad.w608, align 4
+  %w594 = load float, ptr %act1_grad.w594, align 4
+  store float %w594, ptr %act1_grad.w609, align 4
+  %w59432 = load float, ptr %act1_grad.w594, align 4
+  %w598 = load float, ptr %act1_grad.w598, align 4
+  %165 = fadd float %w59432, %w598
   %w602 = load float, ptr %act1_grad.w602, align 4
-  %195 = mul nsw i64 %act1_grad.ci5841, 16
-  %196 = add nsw i64 3212288, %195
-  %197 = add nsw i64 %196, %act1_grad.co5852
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
-  store float %w602, ptr %arena51, align 4
+  %166 = fadd float %165, %w602
+  %167 = fmul float %166, 5.000000e-01
+  store float %167, ptr %act1_grad.w610, align 4
+  %w59433 = load float, ptr %act1_grad.w594, align 4
+  %w60234 = load float, ptr %act1_grad.w602, align 4
+  %168 = fadd float %w59433, %w60234
+  %w59835 = load float, ptr %act1_grad.w598, align 4
+  %169 = fsub float %168, %w59835
+  %170 = fmul float %169, 5.000000e-01
+  store float %170, ptr %act1_grad.w611, align 4
+  %w60236 = load float, ptr %act1_grad.w602, align 4
+  store float %w60236, ptr %act1_grad.w612, align 4
+  %w595 = load float, ptr %act1_grad.w595, align 4
+  store float %w595, ptr %act1_grad.w613, align 4
+  %w59537 = load float, ptr %act1_grad.w595, align 4
+  %w599 = load float, ptr %act1_grad.w599, align 4
+  %171 = fadd float %w59537, %w599
   %w603 = load float, ptr %act1_grad.w603, align 4
-  %198 = mul nsw i64 %act1_grad.ci5841, 16
-  %199 = add nsw i64 3212544, %198
-  %200 = add nsw i64 %199, %act1_grad.co5852
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
-  store float %w603, ptr %arena52, align 4
+  %172 = fadd float %171, %w603
+  %173 = fmul float %172, 5.000000e-01
+  store float %173, ptr %act1_grad.w614, align 4
+  %w59538 = load float, ptr %act1_grad.w595, align 4
+  %w60339 = load float, ptr %act1_grad.w603, align 4
+  %174 = fadd float %w59538, %w60339
+  %w59940 = load float, ptr %act1_grad.w599, align 4
+  %175 = fsub float %174, %w59940
+  %176 = fmul float %175, 5.000000e-01
+  store float %176, ptr %act1_grad.w615, align 4
+  %w60341 = load float, ptr %act1_grad.w603, align 4
+  store float %w60341, ptr %act1_grad.w616, align 4
+  %w596 = load float, ptr %act1_grad.w596, align 4
+  store float %w596, ptr %act1_grad.w617, align 4
+  %w59642 = load float, ptr %act1_grad.w596, align 4
+  %w600 = load float, ptr %act1_grad.w600, align 4
+  %177 = fadd float %w59642, %w600
   %w604 = load float, ptr %act1_grad.w604, align 4
-  %201 = mul nsw i64 %act1_grad.ci5841, 16
-  %202 = add nsw i64 3212800, %201
-  %203 = add nsw i64 %202, %act1_grad.co5852
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
-  store float %w604, ptr %arena53, align 4
+  %178 = fadd float %177, %w604
+  %179 = fmul float %178, 5.000000e-01
+  store float %179, ptr %act1_grad.w618, align 4
+  %w59643 = load float, ptr %act1_grad.w596, align 4
+  %w60444 = load float, ptr %act1_grad.w604, align 4
+  %180 = fadd float %w59643, %w60444
+  %w60045 = load float, ptr %act1_grad.w600, align 4
+  %181 = fsub float %180, %w60045
+  %182 = fmul float %181, 5.000000e-01
+  store float %182, ptr %act1_grad.w619, align 4
+  %w60446 = load float, ptr %act1_grad.w604, align 4
+  store float %w60446, ptr %act1_grad.w620, align 4
   %w605 = load float, ptr %act1_grad.w605, align 4
-  %204 = mul nsw i64 %act1_grad.ci5841, 16
-  %205 = add nsw i64 3213056, %204
-  %206 = add nsw i64 %205, %act1_grad.co5852
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %w605, ptr %arena54, align 4
+  %183 = mul nsw i64 %act1_grad.ci5911, 16
+  %184 = add nsw i64 3211264, %183
+  %185 = add nsw i64 %184, %act1_grad.co5922
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
+  store float %w605, ptr %arena47, align 4
   %w606 = load float, ptr %act1_grad.w606, align 4
-  %207 = mul nsw i64 %act1_grad.ci5841, 16
-  %208 = add nsw i64 3213312, %207
-  %209 = add nsw i64 %208, %act1_grad.co5852
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float %w606, ptr %arena55, align 4
+  %186 = mul nsw i64 %act1_grad.ci5911, 16
+  %187 = add nsw i64 3211520, %186
+  %188 = add nsw i64 %187, %act1_grad.co5922
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
+  store float %w606, ptr %arena48, align 4
   %w607 = load float, ptr %act1_grad.w607, align 4
-  %210 = mul nsw i64 %act1_grad.ci5841, 16
-  %211 = add nsw i64 3213568, %210
-  %212 = add nsw i64 %211, %act1_grad.co5852
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
-  store float %w607, ptr %arena56, align 4
+  %189 = mul nsw i64 %act1_grad.ci5911, 16
+  %190 = add nsw i64 3211776, %189
+  %191 = add nsw i64 %190, %act1_grad.co5922
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
+  store float %w607, ptr %arena49, align 4
   %w608 = load float, ptr %act1_grad.w608, align 4
-  %213 = mul nsw i64 %act1_grad.ci5841, 16
-  %214 = add nsw i64 3213824, %213
-  %215 = add nsw i64 %214, %act1_grad.co5852
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %w608, ptr %arena57, align 4
+  %192 = mul nsw i64 %act1_grad.ci5911, 16
+  %193 = add nsw i64 3212032, %192
+  %194 = add nsw i64 %193, %act1_grad.co5922
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
+  store float %w608, ptr %arena50, align 4
   %w609 = load float, ptr %act1_grad.w609, align 4
-  %216 = mul nsw i64 %act1_grad.ci5841, 16
-  %217 = add nsw i64 3214080, %216
-  %218 = add nsw i64 %217, %act1_grad.co5852
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
-  store float %w609, ptr %arena58, align 4
+  %195 = mul nsw i64 %act1_grad.ci5911, 16
+  %196 = add nsw i64 3212288, %195
+  %197 = add nsw i64 %196, %act1_grad.co5922
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
+  store float %w609, ptr %arena51, align 4
   %w610 = load float, ptr %act1_grad.w610, align 4
-  %219 = mul nsw i64 %act1_grad.ci5841, 16
-  %220 = add nsw i64 3214336, %219
-  %221 = add nsw i64 %220, %act1_grad.co5852
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
-  store float %w610, ptr %arena59, align 4
+  %198 = mul nsw i64 %act1_grad.ci5911, 16
+  %199 = add nsw i64 3212544, %198
+  %200 = add nsw i64 %199, %act1_grad.co5922
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
+  store float %w610, ptr %arena52, align 4
   %w611 = load float, ptr %act1_grad.w611, align 4
-  %222 = mul nsw i64 %act1_grad.ci5841, 16
-  %223 = add nsw i64 3214592, %222
-  %224 = add nsw i64 %223, %act1_grad.co5852
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
-  store float %w611, ptr %arena60, align 4
+  %201 = mul nsw i64 %act1_grad.ci5911, 16
+  %202 = add nsw i64 3212800, %201
+  %203 = add nsw i64 %202, %act1_grad.co5922
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
+  store float %w611, ptr %arena53, align 4
   %w612 = load float, ptr %act1_grad.w612, align 4
-  %225 = mul nsw i64 %act1_grad.ci5841, 16
-  %226 = add nsw i64 3214848, %225
-  %227 = add nsw i64 %226, %act1_grad.co5852
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
-  store float %w612, ptr %arena61, align 4
+  %204 = mul nsw i64 %act1_grad.ci5911, 16
+  %205 = add nsw i64 3213056, %204
+  %206 = add nsw i64 %205, %act1_grad.co5922
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
+  store float %w612, ptr %arena54, align 4
   %w613 = load float, ptr %act1_grad.w613, align 4
-  %228 = mul nsw i64 %act1_grad.ci5841, 16
+  %207 = mul nsw i64 %act1_grad.ci5911, 16
+  %208 = add nsw i64 3213312, %207
+  %209 = add nsw i64 %208, %act1_grad.co5922
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
+  store float %w613, ptr %arena55, align 4
+  %w614 = load float, ptr %act1_grad.w614, align 4
+  %210 = mul nsw i64 %act1_grad.ci5911, 16
+  %211 = add nsw i64 3213568, %210
+  %212 = add nsw i64 %211, %act1_grad.co5922
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
+  store float %w614, ptr %arena56, align 4
+  %w615 = load float, ptr %act1_grad.w615, align 4
+  %213 = mul nsw i64 %act1_grad.ci5911, 16
+  %214 = add nsw i64 3213824, %213
+  %215 = add nsw i64 %214, %act1_grad.co5922
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
+  store float %w615, ptr %arena57, align 4
+  %w616 = load float, ptr %act1_grad.w616, align 4
+  %216 = mul nsw i64 %act1_grad.ci5911, 16
+  %217 = add nsw i64 3214080, %216
+  %218 = add nsw i64 %217, %act1_grad.co5922
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
+  store float %w616, ptr %arena58, align 4
+  %w617 = load float, ptr %act1_grad.w617, align 4
+  %219 = mul nsw i64 %act1_grad.ci5911, 16
+  %220 = add nsw i64 3214336, %219
+  %221 = add nsw i64 %220, %act1_grad.co5922
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
+  store float %w617, ptr %arena59, align 4
+  %w618 = load float, ptr %act1_grad.w618, align 4
+  %222 = mul nsw i64 %act1_grad.ci5911, 16
+  %223 = add nsw i64 3214592, %222
+  %224 = add nsw i64 %223, %act1_grad.co5922
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
+  store float %w618, ptr %arena60, align 4
+  %w619 = load float, ptr %act1_grad.w619, align 4
+  %225 = mul nsw i64 %act1_grad.ci5911, 16
+  %226 = add nsw i64 3214848, %225
+  %227 = add nsw i64 %226, %act1_grad.co5922
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
+  store float %w619, ptr %arena61, align 4
+  %w620 = load float, ptr %act1_grad.w620, align 4
+  %228 = mul nsw i64 %act1_grad.ci5911, 16
   %229 = add nsw i64 3215104, %228
-  %230 = add nsw i64 %229, %act1_grad.co5852
+  %230 = add nsw i64 %229, %act1_grad.co5922
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %230
-  store float %w613, ptr %arena62, align 4
-  %co585.next = add nsw i64 %act1_grad.co5852, 1
-  %231 = icmp slt i64 %co585.next, 16
-  br i1 %231, label %act1_grad.co585, label %act1_grad.co585.end, !llvm.loop !11
+  store float %w620, ptr %arena62, align 4
+  %co592.next = add nsw i64 %act1_grad.co5922, 1
+  %231 = icmp slt i64 %co592.next, 16
+  br i1 %231, label %act1_grad.co592, label %act1_grad.co592.end, !llvm.loop !11
 
-act1_grad.co585.end:                              ; preds = %act1_grad.co585
-  %ci584.next = add nsw i64 %act1_grad.ci5841, 1
-  %232 = icmp slt i64 %ci584.next, 16
-  br i1 %232, label %act1_grad.ci584, label %act1_grad.ci584.end, !llvm.loop !12
+act1_grad.co592.end:                              ; preds = %act1_grad.co592
+  %ci591.next = add nsw i64 %act1_grad.ci5911, 1
+  %232 = icmp slt i64 %ci591.next, 16
+  br i1 %232, label %act1_grad.ci591, label %act1_grad.ci591.end, !llvm.loop !12
 
-act1_grad.i614:                                   ; preds = %act1_grad.i614, %act1_grad.ci584.end
-  %act1_grad.i61463 = phi i64 [ 0, %act1_grad.ci584.end ], [ %i614.next, %act1_grad.i614 ]
-  %233 = add nsw i64 3215360, %act1_grad.i61463
+act1_grad.i621:                                   ; preds = %act1_grad.i621, %act1_grad.ci591.end
+  %act1_grad.i62163 = phi i64 [ 0, %act1_grad.ci591.end ], [ %i621.next, %act1_grad.i621 ]
+  %233 = add nsw i64 3215360, %act1_grad.i62163
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %233
   store float 0.000000e+00, ptr %arena64, align 4
-  %i614.next = add nsw i64 %act1_grad.i61463, 1
-  %234 = icmp slt i64 %i614.next, 14400
-  br i1 %234, label %act1_grad.i614, label %act1_grad.i614.end
+  %i621.next = add nsw i64 %act1_grad.i62163, 1
+  %234 = icmp slt i64 %i621.next, 14400
+  br i1 %234, label %act1_grad.i621, label %act1_grad.i621.end
 
-act1_grad.i614.end:                               ; preds = %act1_grad.i614
-  br label %act1_grad.g615
+act1_grad.i621.end:                               ; preds = %act1_grad.i621
+  br label %act1_grad.g622
 
-act1_grad.g615:                                   ; preds = %act1_grad.j680.end, %act1_grad.i614.end
-  %act1_grad.g61565 = phi i64 [ 0, %act1_grad.i614.end ], [ %g615.next, %act1_grad.j680.end ]
-  br label %act1_grad.j616
+act1_grad.g622:                                   ; preds = %act1_grad.j687.end, %act1_grad.i621.end
+  %act1_grad.g62265 = phi i64 [ 0, %act1_grad.i621.end ], [ %g622.next, %act1_grad.j687.end ]
+  br label %act1_grad.j623
 
-act1_grad.g615.end:                               ; preds = %act1_grad.j680.end
+act1_grad.g622.end:                               ; preds = %act1_grad.j687.end
   ret void
 
-act1_grad.j616:                                   ; preds = %act1_grad.c617.end, %act1_grad.g615
-  %act1_grad.j61666 = phi i64 [ 0, %act1_grad.g615 ], [ %j616.next, %act1_grad.c617.end ]
-  br label %act1_grad.c617
+act1_grad.j623:                                   ; preds = %act1_grad.c624.end, %act1_grad.g622
+  %act1_grad.j62366 = phi i64 [ 0, %act1_grad.g622 ], [ %j623.next, %act1_grad.c624.end ]
+  br label %act1_grad.c624
 
-act1_grad.j616.end:                               ; preds = %act1_grad.c617.end
-  br label %act1_grad.j620
+act1_grad.j623.end:                               ; preds = %act1_grad.c624.end
+  br label %act1_grad.j627
 
-act1_grad.c617:                                   ; preds = %act1_grad.iy618.end, %act1_grad.j616
-  %act1_grad.c61767 = phi i64 [ 0, %act1_grad.j616 ], [ %c617.next, %act1_grad.iy618.end ]
-  br label %act1_grad.iy618
+act1_grad.c624:                                   ; preds = %act1_grad.iy625.end, %act1_grad.j623
+  %act1_grad.c62467 = phi i64 [ 0, %act1_grad.j623 ], [ %c624.next, %act1_grad.iy625.end ]
+  br label %act1_grad.iy625
 
-act1_grad.c617.end:                               ; preds = %act1_grad.iy618.end
-  %j616.next = add nsw i64 %act1_grad.j61666, 1
-  %235 = icmp slt i64 %j616.next, 1
-  br i1 %235, label %act1_grad.j616, label %act1_grad.j616.end
+act1_grad.c624.end:                               ; preds = %act1_grad.iy625.end
+  %j623.next = add nsw i64 %act1_grad.j62366, 1
+  %235 = icmp slt i64 %j623.next, 1
+  br i1 %235, label %act1_grad.j623, label %act1_grad.j623.end
 
-act1_grad.iy618:                                  ; preds = %act1_grad.ix619.end, %act1_grad.c617
-  %act1_grad.iy61868 = phi i64 [ 0, %act1_grad.c617 ], [ %iy618.next, %act1_grad.ix619.end ]
-  br label %act1_grad.ix619
+act1_grad.iy625:                                  ; preds = %act1_grad.ix626.end, %act1_grad.c624
+  %act1_grad.iy62568 = phi i64 [ 0, %act1_grad.c624 ], [ %iy625.next, %act1_grad.ix626.end ]
+  br label %act1_grad.ix626
 
-act1_grad.iy618.end:                              ; preds = %act1_grad.ix619.end
-  %c617.next = add nsw i64 %act1_grad.c61767, 1
-  %236 = icmp slt i64 %c617.next, 16
-  br i1 %236, label %act1_grad.c617, label %act1_grad.c617.end
+act1_grad.iy625.end:                              ; preds = %act1_grad.ix626.end
+  %c624.next = add nsw i64 %act1_grad.c62467, 1
+  %236 = icmp slt i64 %c624.next, 16
+  br i1 %236, label %act1_grad.c624, label %act1_grad.c624.end
 
-act1_grad.ix619:                                  ; preds = %act1_grad.ix619, %act1_grad.iy618
-  %act1_grad.ix61969 = phi i64 [ 0, %act1_grad.iy618 ], [ %ix619.next, %act1_grad.ix619 ]
-  %237 = add nsw i64 %act1_grad.g61565, %act1_grad.j61666
+act1_grad.ix626:                                  ; preds = %act1_grad.ix626, %act1_grad.iy625
+  %act1_grad.ix62669 = phi i64 [ 0, %act1_grad.iy625 ], [ %ix626.next, %act1_grad.ix626 ]
+  %237 = add nsw i64 %act1_grad.g62265, %act1_grad.j62366
   %238 = mul nsw i64 %237, 12544
   %239 = add nsw i64 1605632, %238
-  %240 = mul nsw i64 %act1_grad.c61767, 784
+  %240 = mul nsw i64 %act1_grad.c62467, 784
   %241 = add nsw i64 %239, %240
-  %242 = mul nsw i64 %act1_grad.iy61868, 28
+  %242 = mul nsw i64 %act1_grad.iy62568, 28
   %243 = add nsw i64 %241, %242
-  %244 = add nsw i64 %243, %act1_grad.ix61969
+  %244 = add nsw i64 %243, %act1_grad.ix62669
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %244
   %245 = load float, ptr %arena70, align 4
-  %246 = mul nsw i64 %act1_grad.j61666, 14400
-  %247 = add nsw i64 %act1_grad.iy61868, 1
+  %246 = mul nsw i64 %act1_grad.j62366, 14400
+  %247 = add nsw i64 %act1_grad.iy62568, 1
   %248 = mul nsw i64 %247, 480
   %249 = add nsw i64 %246, %248
-  %250 = add nsw i64 %act1_grad.ix61969, 1
+  %250 = add nsw i64 %act1_grad.ix62669, 1
   %251 = mul nsw i64 %250, 16
   %252 = add nsw i64 %249, %251
-  %253 = add nsw i64 %252, %act1_grad.c61767
+  %253 = add nsw i64 %252, %act1_grad.c62467
   %254 = add nsw i64 3215360, %253
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %254
   store float %245, ptr %arena71, align 4
-  %ix619.next = add nsw i64 %act1_grad.ix61969, 1
-  %255 = icmp slt i64 %ix619.next, 28
-  br i1 %255, label %act1_grad.ix619, label %act1_grad.ix619.end
+  %ix626.next = add nsw i64 %act1_grad.ix62669, 1
+  %255 = icmp slt i64 %ix626.next, 28
+  br i1 %255, label %act1_grad.ix626, label %act1_grad.ix626.end
 
-act1_grad.ix619.end:                              ; preds = %act1_grad.ix619
-  %iy618.next = add nsw i64 %act1_grad.iy61868, 1
-  %256 = icmp slt i64 %iy618.next, 28
-  br i1 %256, label %act1_grad.iy618, label %act1_grad.iy618.end
+act1_grad.ix626.end:                              ; preds = %act1_grad.ix626
+  %iy625.next = add nsw i64 %act1_grad.iy62568, 1
+  %256 = icmp slt i64 %iy625.next, 28
+  br i1 %256, label %act1_grad.iy625, label %act1_grad.iy625.end
 
-act1_grad.j620:                                   ; preds = %act1_grad.ty621.end, %act1_grad.j616.end
-  %act1_grad.j62072 = phi i64 [ 0, %act1_grad.j616.end ], [ %j620.next, %act1_grad.ty621.end ]
-  br label %act1_grad.ty621
+act1_grad.j627:                                   ; preds = %act1_grad.ty628.end, %act1_grad.j623.end
+  %act1_grad.j62772 = phi i64 [ 0, %act1_grad.j623.end ], [ %j627.next, %act1_grad.ty628.end ]
+  br label %act1_grad.ty628
 
-act1_grad.j620.end:                               ; preds = %act1_grad.ty621.end
-  br label %act1_grad.xi656
+act1_grad.j627.end:                               ; preds = %act1_grad.ty628.end
+  br label %act1_grad.xi663
 
-act1_grad.ty621:                                  ; preds = %act1_grad.tx622.end, %act1_grad.j620
-  %act1_grad.ty62173 = phi i64 [ 0, %act1_grad.j620 ], [ %ty621.next, %act1_grad.tx622.end ]
-  br label %act1_grad.tx622
+act1_grad.ty628:                                  ; preds = %act1_grad.tx629.end, %act1_grad.j627
+  %act1_grad.ty62873 = phi i64 [ 0, %act1_grad.j627 ], [ %ty628.next, %act1_grad.tx629.end ]
+  br label %act1_grad.tx629
 
-act1_grad.ty621.end:                              ; preds = %act1_grad.tx622.end
-  %j620.next = add nsw i64 %act1_grad.j62072, 1
-  %257 = icmp slt i64 %j620.next, 1
-  br i1 %257, label %act1_grad.j620, label %act1_grad.j620.end
+act1_grad.ty628.end:                              ; preds = %act1_grad.tx629.end
+  %j627.next = add nsw i64 %act1_grad.j62772, 1
+  %257 = icmp slt i64 %j627.next, 1
+  br i1 %257, label %act1_grad.j627, label %act1_grad.j627.end
 
-act1_grad.tx622:                                  ; preds = %act1_grad.cv623.end, %act1_grad.ty621
-  %act1_grad.tx62274 = phi i64 [ 0, %act1_grad.ty621 ], [ %tx622.next, %act1_grad.cv623.end ]
-  br label %act1_grad.cv623
+act1_grad.tx629:                                  ; preds = %act1_grad.cv630.end, %act1_grad.ty628
+  %act1_grad.tx62974 = phi i64 [ 0, %act1_grad.ty628 ], [ %tx629.next, %act1_grad.cv630.end ]
+  br label %act1_grad.cv630
 
-act1_grad.tx622.end:                              ; preds = %act1_grad.cv623.end
-  %ty621.next = add nsw i64 %act1_grad.ty62173, 1
-  %258 = icmp slt i64 %ty621.next, 14
-  br i1 %258, label %act1_grad.ty621, label %act1_grad.ty621.end
+act1_grad.tx629.end:                              ; preds = %act1_grad.cv630.end
+  %ty628.next = add nsw i64 %act1_grad.ty62873, 1
+  %258 = icmp slt i64 %ty628.next, 14
+  br i1 %258, label %act1_grad.ty628, label %act1_grad.ty628.end
 
-act1_grad.cv623:                                  ; preds = %act1_grad.cv623, %act1_grad.tx622
-  %act1_grad.cv62375 = phi i64 [ 0, %act1_grad.tx622 ], [ %cv623.next, %act1_grad.cv623 ]
-  %259 = mul nsw i64 %act1_grad.j62072, 14400
-  %260 = mul nsw i64 %act1_grad.ty62173, 2
+act1_grad.cv630:                                  ; preds = %act1_grad.cv630, %act1_grad.tx629
+  %act1_grad.cv63075 = phi i64 [ 0, %act1_grad.tx629 ], [ %cv630.next, %act1_grad.cv630 ]
+  %259 = mul nsw i64 %act1_grad.j62772, 14400
+  %260 = mul nsw i64 %act1_grad.ty62873, 2
   %261 = mul nsw i64 %260, 480
   %262 = add nsw i64 %259, %261
-  %263 = mul nsw i64 %act1_grad.tx62274, 2
+  %263 = mul nsw i64 %act1_grad.tx62974, 2
   %264 = mul nsw i64 %263, 16
   %265 = add nsw i64 %262, %264
-  %266 = mul nsw i64 %act1_grad.cv62375, 8
+  %266 = mul nsw i64 %act1_grad.cv63075, 8
   %267 = add nsw i64 %265, %266
   %268 = add nsw i64 3215360, %267
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %268
   %269 = load <8 x float>, ptr %arena76, align 4
-  %270 = mul nsw i64 %act1_grad.j62072, 14400
-  %271 = mul nsw i64 %act1_grad.ty62173, 2
+  %270 = mul nsw i64 %act1_grad.j62772, 14400
+  %271 = mul nsw i64 %act1_grad.ty62873, 2
   %272 = add nsw i64 %271, 2
   %273 = mul nsw i64 %272, 480
   %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %act1_grad.tx62274, 2
+  %275 = mul nsw i64 %act1_grad.tx62974, 2
   %276 = mul nsw i64 %275, 16
   %277 = add nsw i64 %274, %276
-  %278 = mul nsw i64 %act1_grad.cv62375, 8
+  %278 = mul nsw i64 %act1_grad.cv63075, 8
   %279 = add nsw i64 %277, %278
   %280 = add nsw i64 3215360, %279
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %280
   %281 = load <8 x float>, ptr %arena77, align 4
   %282 = fsub <8 x float> %269, %281
-  store <8 x float> %282, ptr %act1_grad.w624, align 32
-  %283 = mul nsw i64 %act1_grad.j62072, 14400
-  %284 = mul nsw i64 %act1_grad.ty62173, 2
+  store <8 x float> %282, ptr %act1_grad.w631, align 32
+  %283 = mul nsw i64 %act1_grad.j62772, 14400
+  %284 = mul nsw i64 %act1_grad.ty62873, 2
   %285 = add nsw i64 %284, 1
   %286 = mul nsw i64 %285, 480
   %287 = add nsw i64 %283, %286
-  %288 = mul nsw i64 %act1_grad.tx62274, 2
+  %288 = mul nsw i64 %act1_grad.tx62974, 2
   %289 = mul nsw i64 %288, 16
   %290 = add nsw i64 %287, %289
-  %291 = mul nsw i64 %act1_grad.cv62375, 8
+  %291 = mul nsw i64 %act1_grad.cv63075, 8
   %292 = add nsw i64 %290, %291
   %293 = add nsw i64 3215360, %292
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %293
   %294 = load <8 x float>, ptr %arena78, align 4
-  %295 = mul nsw i64 %act1_grad.j62072, 14400
-  %296 = mul nsw i64 %act1_grad.ty62173, 2
+  %295 = mul nsw i64 %act1_grad.j62772, 14400
+  %296 = mul nsw i64 %act1_grad.ty62873, 2
   %297 = add nsw i64 %296, 2
   %298 = mul nsw i64 %297, 480
   %299 = add nsw i64 %295, %298
-  %300 = mul nsw i64 %act1_grad.tx62274, 2
+  %300 = mul nsw i64 %act1_grad.tx62974, 2
   %301 = mul nsw i64 %300, 16
   %302 = add nsw i64 %299, %301
-  %303 = mul nsw i64 %act1_grad.cv62375, 8
+  %303 = mul nsw i64 %act1_grad.cv63075, 8
   %304 = add nsw i64 %302, %303
   %305 = add nsw i64 3215360, %304
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %305
   %306 = load <8 x float>, ptr %arena79, align 4
   %307 = fadd <8 x float> %294, %306
-  store <8 x float> %307, ptr %act1_grad.w625, align 32
-  %308 = mul nsw i64 %act1_grad.j62072, 14400
-  %309 = mul nsw i64 %act1_grad.ty62173, 2
+  store <8 x float> %307, ptr %act1_grad.w632, align 32
+  %308 = mul nsw i64 %act1_grad.j62772, 14400
+  %309 = mul nsw i64 %act1_grad.ty62873, 2
   %310 = add nsw i64 %309, 2
   %311 = mul nsw i64 %310, 480
   %312 = add nsw i64 %308, %311
-  %313 = mul nsw i64 %act1_grad.tx62274, 2
+  %313 = mul nsw i64 %act1_grad.tx62974, 2
   %314 = mul nsw i64 %313, 16
   %315 = add nsw i64 %312, %314
-  %316 = mul nsw i64 %act1_grad.cv62375, 8
+  %316 = mul nsw i64 %act1_grad.cv63075, 8
   %317 = add nsw i64 %315, %316
   %318 = add nsw i64 3215360, %317
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %318
   %319 = load <8 x float>, ptr %arena80, align 4
-  %320 = mul nsw i64 %act1_grad.j62072, 14400
-  %321 = mul nsw i64 %act1_grad.ty62173, 2
+  %320 = mul nsw i64 %act1_grad.j62772, 14400
+  %321 = mul nsw i64 %act1_grad.ty62873, 2
   %322 = add nsw i64 %321, 1
   %323 = mul nsw i64 %322, 480
   %324 = add nsw i64 %320, %323
-  %325 = mul nsw i64 %act1_grad.tx62274, 2
+  %325 = mul nsw i64 %act1_grad.tx62974, 2
   %326 = mul nsw i64 %325, 16
   %327 = add nsw i64 %324, %326
-  %328 = mul nsw i64 %act1_grad.cv62375, 8
+  %328 = mul nsw i64 %act1_grad.cv63075, 8
   %329 = add nsw i64 %327, %328
   %330 = add nsw i64 3215360, %329
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %330
   %331 = load <8 x float>, ptr %arena81, align 4
   %332 = fsub <8 x float> %319, %331
-  store <8 x float> %332, ptr %act1_grad.w626, align 32
-  %333 = mul nsw i64 %act1_grad.j62072, 14400
-  %334 = mul nsw i64 %act1_grad.ty62173, 2
+  store <8 x float> %332, ptr %act1_grad.w633, align 32
+  %333 = mul nsw i64 %act1_grad.j62772, 14400
+  %334 = mul nsw i64 %act1_grad.ty62873, 2
   %335 = add nsw i64 %334, 1
   %336 = mul nsw i64 %335, 480
   %337 = add nsw i64 %333, %336
-  %338 = mul nsw i64 %act1_grad.tx62274, 2
+  %338 = mul nsw i64 %act1_grad.tx62974, 2
   %339 = mul nsw i64 %338, 16
   %340 = add nsw i64 %337, %339
-  %341 = mul nsw i64 %act1_grad.cv62375, 8
+  %341 = mul nsw i64 %act1_grad.cv63075, 8
   %342 = add nsw i64 %340, %341
   %343 = add nsw i64 3215360, %342
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %343
   %344 = load <8 x float>, ptr %arena82, align 4
-  %345 = mul nsw i64 %act1_grad.j62072, 14400
-  %346 = mul nsw i64 %act1_grad.ty62173, 2
+  %345 = mul nsw i64 %act1_grad.j62772, 14400
+  %346 = mul nsw i64 %act1_grad.ty62873, 2
   %347 = add nsw i64 %346, 3
   %348 = mul nsw i64 %347, 480
   %349 = add nsw i64 %345, %348
-  %350 = mul nsw i64 %act1_grad.tx62274, 2
+  %350 = mul nsw i64 %act1_grad.tx62974, 2
   %351 = mul nsw i64 %350, 16
   %352 = add nsw i64 %349, %351
-  %353 = mul nsw i64 %act1_grad.cv62375, 8
+  %353 = mul nsw i64 %act1_grad.cv63075, 8
   %354 = add nsw i64 %352, %353
   %355 = add nsw i64 3215360, %354
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %355
   %356 = load <8 x float>, ptr %arena83, align 4
   %357 = fsub <8 x float> %344, %356
-  store <8 x float> %357, ptr %act1_grad.w627, align 32
-  %358 = mul nsw i64 %act1_grad.j62072, 14400
-  %359 = mul nsw i64 %act1_grad.ty62173, 2
+  store <8 x float> %357, ptr %act1_grad.w634, align 32
+  %358 = mul nsw i64 %act1_grad.j62772, 14400
+  %359 = mul nsw i64 %act1_grad.ty62873, 2
   %360 = mul nsw i64 %359, 480
   %361 = add nsw i64 %358, %360
-  %362 = mul nsw i64 %act1_grad.tx62274, 2
+  %362 = mul nsw i64 %act1_grad.tx62974, 2
   %363 = add nsw i64 %362, 1
   %364 = mul nsw i64 %363, 16
   %365 = add nsw i64 %361, %364
-  %366 = mul nsw i64 %act1_grad.cv62375, 8
+  %366 = mul nsw i64 %act1_grad.cv63075, 8
   %367 = add nsw i64 %365, %366
   %368 = add nsw i64 3215360, %367
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %368
   %369 = load <8 x float>, ptr %arena84, align 4
-  %370 = mul nsw i64 %act1_grad.j62072, 14400
-  %371 = mul nsw i64 %act1_grad.ty62173, 2
+  %370 = mul nsw i64 %act1_grad.j62772, 14400
+  %371 = mul nsw i64 %act1_grad.ty62873, 2
   %372 = add nsw i64 %371, 2
   %373 = mul nsw i64 %372, 480
   %374 = add nsw i64 %370, %373
-  %375 = mul nsw i64 %act1_grad.tx62274, 2
+  %375 = mul nsw i64 %act1_grad.tx62974, 2
   %376 = add nsw i64 %375, 1
   %377 = mul nsw i64 %376, 16
   %378 = add nsw i64 %374, %377
-  %379 = mul nsw i64 %act1_grad.cv62375, 8
+  %379 = mul nsw i64 %act1_grad.cv63075, 8
   %380 = add nsw i64 %378, %379
   %381 = add nsw i64 3215360, %380
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %381
   %382 = load <8 x float>, ptr %arena85, align 4
   %383 = fsub <8 x float> %369, %382
-  store <8 x float> %383, ptr %act1_grad.w628, align 32
-  %384 = mul nsw i64 %act1_grad.j62072, 14400
-  %385 = mul nsw i64 %act1_grad.ty62173, 2
+  store <8 x float> %383, ptr %act1_grad.w635, align 32
+  %384 = mul nsw i64 %act1_grad.j62772, 14400
+  %385 = mul nsw i64 %act1_grad.ty62873, 2
   %386 = add nsw i64 %385, 1
   %387 = mul nsw i64 %386, 480
   %388 = add nsw i64 %384, %387
-  %389 = mul nsw i64 %act1_grad.tx62274, 2
+  %389 = mul nsw i64 %act1_grad.tx62974, 2
   %390 = add nsw i64 %389, 1
   %391 = mul nsw i64 %390, 16
   %392 = add nsw i64 %388, %391
-  %393 = mul nsw i64 %act1_grad.cv62375, 8
+  %393 = mul nsw i64 %act1_grad.cv63075, 8
   %394 = add nsw i64 %392, %393
   %395 = add nsw i64 3215360, %394
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %395
   %396 = load <8 x float>, ptr %arena86, align 4
-  %397 = mul nsw i64 %act1_grad.j62072, 14400
-  %398 = mul nsw i64 %act1_grad.ty62173, 2
+  %397 = mul nsw i64 %act1_grad.j62772, 14400
+  %398 = mul nsw i64 %act1_grad.ty62873, 2
   %399 = add nsw i64 %398, 2
   %400 = mul nsw i64 %399, 480
   %401 = add nsw i64 %397, %400
-  %402 = mul nsw i64 %act1_grad.tx62274, 2
+  %402 = mul nsw i64 %act1_grad.tx62974, 2
   %403 = add nsw i64 %402, 1
   %404 = mul nsw i64 %403, 16
   %405 = add nsw i64 %401, %404
-  %406 = mul nsw i64 %act1_grad.cv62375, 8
+  %406 = mul nsw i64 %act1_grad.cv63075, 8
   %407 = add nsw i64 %405, %406
   %408 = add nsw i64 3215360, %407
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %408
   %409 = load <8 x float>, ptr %arena87, align 4
   %410 = fadd <8 x float> %396, %409
-  store <8 x float> %410, ptr %act1_grad.w629, align 32
-  %411 = mul nsw i64 %act1_grad.j62072, 14400
-  %412 = mul nsw i64 %act1_grad.ty62173, 2
+  store <8 x float> %410, ptr %act1_grad.w636, align 32
+  %411 = mul nsw i64 %act1_grad.j62772, 14400
+  %412 = mul nsw i64 %act1_grad.ty62873, 2
   %413 = add nsw i64 %412, 2
   %414 = mul nsw i64 %413, 480
   %415 = add nsw i64 %411, %414
-  %416 = mul nsw i64 %act1_grad.tx62274, 2
+  %416 = mul nsw i64 %act1_grad.tx62974, 2
   %417 = add nsw i64 %416, 1
   %418 = mul nsw i64 %417, 16
   %419 = add nsw i64 %415, %418
-  %420 = mul nsw i64 %act1_grad.cv62375, 8
+  %420 = mul nsw i64 %act1_grad.cv63075, 8
   %421 = add nsw i64 %419, %420
   %422 = add nsw i64 3215360, %421
   %arena88 = getelementptr inbounds float, ptr %arena, i64 %422
   %423 = load <8 x float>, ptr %arena88, align 4
-  %424 = mul nsw i64 %act1_grad.j62072, 14400
-  %425 = mul nsw i64 %act1_grad.ty62173, 2
+  %424 = mul nsw i64 %act1_grad.j62772, 14400
+  %425 = mul nsw i64 %act1_grad.ty62873, 2
   %426 = add nsw i64 %425, 1
   %427 = mul nsw i64 %426, 480
   %428 = add nsw i64 %424, %427
-  %429 = mul nsw i64 %act1_grad.tx62274, 2
+  %429 = mul nsw i64 %act1_grad.tx62974, 2
   %430 = add nsw i64 %429, 1
   %431 = mul nsw i64 %430, 16
   %432 = add nsw i64 %428, %431
-  %433 = mul nsw i64 %act1_grad.cv62375, 8
+  %433 = mul nsw i64 %act1_grad.cv63075, 8
   %434 = add nsw i64 %432, %433
   %435 = add nsw i64 3215360, %434
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %435
   %436 = load <8 x float>, ptr %arena89, align 4
   %437 = fsub <8 x float> %423, %436
-  store <8 x float> %437, ptr %act1_grad.w630, align 32
-  %438 = mul nsw i64 %act1_grad.j62072, 14400
-  %439 = mul nsw i64 %act1_grad.ty62173, 2
+  store <8 x float> %437, ptr %act1_grad.w637, align 32
+  %438 = mul nsw i64 %act1_grad.j62772, 14400
+  %439 = mul nsw i64 %act1_grad.ty62873, 2
   %440 = add nsw i64 %439, 1
   %441 = mul nsw i64 %440, 480
   %442 = add nsw i64 %438, %441
-  %443 = mul nsw i64 %act1_grad.tx62274, 2
+  %443 = mul nsw i64 %act1_grad.tx62974, 2
   %444 = add nsw i64 %443, 1
   %445 = mul nsw i64 %444, 16
   %446 = add nsw i64 %442, %445
-  %447 = mul nsw i64 %act1_grad.cv62375, 8
+  %447 = mul nsw i64 %act1_grad.cv63075, 8
   %448 = add nsw i64 %446, %447
   %449 = add nsw i64 3215360, %448
   %arena90 = getelementptr inbounds float, ptr %arena, i64 %449
   %450 = load <8 x float>, ptr %arena90, align 4
-  %451 = mul nsw i64 %act1_grad.j62072, 14400
-  %452 = mul nsw i64 %act1_grad.ty62173, 2
+  %451 = mul nsw i64 %act1_grad.j62772, 14400
+  %452 = mul nsw i64 %act1_grad.ty62873, 2
   %453 = add nsw i64 %452, 3
   %454 = mul nsw i64 %453, 480
   %455 = add nsw i64 %451, %454
-  %456 = mul nsw i64 %act1_grad.tx62274, 2
+  %456 = mul nsw i64 %act1_grad.tx62974, 2
   %457 = add nsw i64 %456, 1
   %458 = mul nsw i64 %457, 16
   %459 = add nsw i64 %455, %458
-  %460 = mul nsw i64 %act1_grad.cv62375, 8
+  %460 = mul nsw i64 %act1_grad.cv63075, 8
   %461 = add nsw i64 %459, %460
   %462 = add nsw i64 3215360, %461
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %462
   %463 = load <8 x float>, ptr %arena91, align 4
   %464 = fsub <8 x float> %450, %463
-  store <8 x float> %464, ptr %act1_grad.w631, align 32
-  %465 = mul nsw i64 %act1_grad.j62072, 14400
-  %466 = mul nsw i64 %act1_grad.ty62173, 2
+  store <8 x float> %464, ptr %act1_grad.w638, align 32
+  %465 = mul nsw i64 %act1_grad.j62772, 14400
+  %466 = mul nsw i64 %act1_grad.ty62873, 2
   %467 = mul nsw i64 %466, 480
   %468 = add nsw i64 %465, %467
-  %469 = mul nsw i64 %act1_grad.tx62274, 2
+  %469 = mul nsw i64 %act1_grad.tx62974, 2
   %470 = add nsw i64 %469, 2
   %471 = mul nsw i64 %470, 16
   %472 = add nsw i64 %468, %471
-  %473 = mul nsw i64 %act1_grad.cv62375, 8
+  %473 = mul nsw i64 %act1_grad.cv63075, 8
   %474 = add nsw i64 %472, %473
   %475 = add nsw i64 3215360, %474
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %475
   %476 = load <8 x float>, ptr %arena92, align 4
-  %477 = mul nsw i64 %act1_grad.j62072, 14400
-  %478 = mul nsw i64 %act1_grad.ty62173, 2
+  %477 = mul nsw i64 %act1_grad.j62772, 14400
+  %478 = mul nsw i64 %act1_grad.ty62873, 2
   %479 = add nsw i64 %478, 2
   %480 = mul nsw i64 %479, 480
   %481 = add nsw i64 %477, %480
-  %482 = mul nsw i64 %act1_grad.tx62274, 2
+  %482 = mul nsw i64 %act1_grad.tx62974, 2
   %483 = add nsw i64 %482, 2
   %484 = mul nsw i64 %483, 16
   %485 = add nsw i64 %481, %484
-  %486 = mul nsw i64 %act1_grad.cv62375, 8
+  %486 = mul nsw i64 %act1_grad.cv63075, 8
   %487 = add nsw i64 %485, %486
   %488 = add nsw i64 3215360, %487
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %488
   %489 = load <8 x float>, ptr %arena93, align 4
   %490 = fsub <8 x float> %476, %489
-  store <8 x float> %490, ptr %act1_grad.w632, align 32
-  %491 = mul nsw i64 %act1_grad.j62072, 14400
-  %492 = mul nsw i64 %act1_grad.ty62173, 2
+  store <8 x float> %490, ptr %act1_grad.w639, align 32
+  %491 = mul nsw i64 %act1_grad.j62772, 14400
+  %492 = mul nsw i64 %act1_grad.ty62873, 2
   %493 = add nsw i64 %492, 1
   %494 = mul nsw i64 %493, 480
   %495 = add nsw i64 %491, %494
-  %496 = mul nsw i64 %act1_grad.tx62274, 2
+  %496 = mul nsw i64 %act1_grad.tx62974, 2
   %497 = add nsw i64 %496, 2
   %498 = mul nsw i64 %497, 16
   %499 = add nsw i64 %495, %498
-  %500 = mul nsw i64 %act1_grad.cv62375, 8
+  %500 = mul nsw i64 %act1_grad.cv63075, 8
   %501 = add nsw i64 %499, %500
   %502 = add nsw i64 3215360, %501
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %502
   %503 = load <8 x float>, ptr %arena94, align 4
-  %504 = mul nsw i64 %act1_grad.j62072, 14400
-  %505 = mul nsw i64 %act1_grad.ty62173, 2
+  %504 = mul nsw i64 %act1_grad.j62772, 14400
+  %505 = mul nsw i64 %act1_grad.ty62873, 2
   %506 = add nsw i64 %505, 2
   %507 = mul nsw i64 %506, 480
   %508 = add nsw i64 %504, %507
-  %509 = mul nsw i64 %act1_grad.tx62274, 2
+  %509 = mul nsw i64 %act1_grad.tx62974, 2
   %510 = add nsw i64 %509, 2
   %511 = mul nsw i64 %510, 16
   %512 = add nsw i64 %508, %511
-  %513 = mul nsw i64 %act1_grad.cv62375, 8
+  %513 = mul nsw i64 %act1_grad.cv63075, 8
   %514 = add nsw i64 %512, %513
   %515 = add nsw i64 3215360, %514
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %515
   %516 = load <8 x float>, ptr %arena95, align 4
   %517 = fadd <8 x float> %503, %516
-  store <8 x float> %517, ptr %act1_grad.w633, align 32
-  %518 = mul nsw i64 %act1_grad.j62072, 14400
-  %519 = mul nsw i64 %act1_grad.ty62173, 2
+  store <8 x float> %517, ptr %act1_grad.w640, align 32
+  %518 = mul nsw i64 %act1_grad.j62772, 14400
+  %519 = mul nsw i64 %act1_grad.ty62873, 2
   %520 = add nsw i64 %519, 2
   %521 = mul nsw i64 %520, 480
   %522 = add nsw i64 %518, %521
-  %523 = mul nsw i64 %act1_grad.tx62274, 2
+  %523 = mul nsw i64 %act1_grad.tx62974, 2
   %524 = add nsw i64 %523, 2
   %525 = mul nsw i64 %524, 16
   %526 = add nsw i64 %522, %525
-  %527 = mul nsw i64 %act1_grad.cv62375, 8
+  %527 = mul nsw i64 %act1_grad.cv63075, 8
   %528 = add nsw i64 %526, %527
   %529 = add nsw i64 3215360, %528
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %529
   %530 = load <8 x float>, ptr %arena96, align 4
-  %531 = mul nsw i64 %act1_grad.j62072, 14400
-  %532 = mul nsw i64 %act1_grad.ty62173, 2
+  %531 = mul nsw i64 %act1_grad.j62772, 14400
+  %532 = mul nsw i64 %act1_grad.ty62873, 2
   %533 = add nsw i64 %532, 1
   %534 = mul nsw i64 %533, 480
   %535 = add nsw i64 %531, %534
-  %536 = mul nsw i64 %act1_grad.tx62274, 2
+  %536 = mul nsw i64 %act1_grad.tx62974, 2
   %537 = add nsw i64 %536, 2
   %538 = mul nsw i64 %537, 16
   %539 = add nsw i64 %535, %538
-  %540 = mul nsw i64 %act1_grad.cv62375, 8
+  %540 = mul nsw i64 %act1_grad.cv63075, 8
   %541 = add nsw i64 %539, %540
   %542 = add nsw i64 3215360, %541
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %542
   %543 = load <8 x float>, ptr %arena97, align 4
   %544 = fsub <8 x float> %530, %543
-  store <8 x float> %544, ptr %act1_grad.w634, align 32
-  %545 = mul nsw i64 %act1_grad.j62072, 14400
-  %546 = mul nsw i64 %act1_grad.ty62173, 2
+  store <8 x float> %544, ptr %act1_grad.w641, align 32
+  %545 = mul nsw i64 %act1_grad.j62772, 14400
+  %546 = mul nsw i64 %act1_grad.ty62873, 2
   %547 = add nsw i64 %546, 1
   %548 = mul nsw i64 %547, 480
   %549 = add nsw i64 %545, %548
-  %550 = mul nsw i64 %act1_grad.tx62274, 2
+  %550 = mul nsw i64 %act1_grad.tx62974, 2
   %551 = add nsw i64 %550, 2
   %552 = mul nsw i64 %551, 16
   %553 = add nsw i64 %549, %552
-  %554 = mul nsw i64 %act1_grad.cv62375, 8
+  %554 = mul nsw i64 %act1_grad.cv63075, 8
   %555 = add nsw i64 %553, %554
   %556 = add nsw i64 3215360, %555
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %556
   %557 = load <8 x float>, ptr %arena98, align 4
-  %558 = mul nsw i64 %act1_grad.j62072, 14400
-  %559 = mul nsw i64 %act1_grad.ty62173, 2
+  %558 = mul nsw i64 %act1_grad.j62772, 14400
+  %559 = mul nsw i64 %act1_grad.ty62873, 2
   %560 = add nsw i64 %559, 3
   %561 = mul nsw i64 %560, 480
   %562 = add nsw i64 %558, %561
-  %563 = mul nsw i64 %act1_grad.tx62274, 2
+  %563 = mul nsw i64 %act1_grad.tx62974, 2
   %564 = add nsw i64 %563, 2
   %565 = mul nsw i64 %564, 16
   %566 = add nsw i64 %562, %565
-  %567 = mul nsw i64 %act1_grad.cv62375, 8
+  %567 = mul nsw i64 %act1_grad.cv63075, 8
   %568 = add nsw i64 %566, %567
   %569 = add nsw i64 3215360, %568
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %569
   %570 = load <8 x float>, ptr %arena99, align 4
   %571 = fsub <8 x float> %557, %570
-  store <8 x float> %571, ptr %act1_grad.w635, align 32
-  %572 = mul nsw i64 %act1_grad.j62072, 14400
-  %573 = mul nsw i64 %act1_grad.ty62173, 2
+  store <8 x float> %571, ptr %act1_grad.w642, align 32
+  %572 = mul nsw i64 %act1_grad.j62772, 14400
+  %573 = mul nsw i64 %act1_grad.ty62873, 2
   %574 = mul nsw i64 %573, 480
   %575 = add nsw i64 %572, %574
-  %576 = mul nsw i64 %act1_grad.tx62274, 2
+  %576 = mul nsw i64 %act1_grad.tx62974, 2
   %577 = add nsw i64 %576, 3
   %578 = mul nsw i64 %577, 16
   %579 = add nsw i64 %575, %578
-  %580 = mul nsw i64 %act1_grad.cv62375, 8
+  %580 = mul nsw i64 %act1_grad.cv63075, 8
   %581 = add nsw i64 %579, %580
   %582 = add nsw i64 3215360, %581
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %582
   %583 = load <8 x float>, ptr %arena100, align 4
-  %584 = mul nsw i64 %act1_grad.j62072, 14400
-  %585 = mul nsw i64 %act1_grad.ty62173, 2
+  %584 = mul nsw i64 %act1_grad.j62772, 14400
+  %585 = mul nsw i64 %act1_grad.ty62873, 2
   %586 = add nsw i64 %585, 2
   %587 = mul nsw i64 %586, 480
   %588 = add nsw i64 %584, %587
-  %589 = mul nsw i64 %act1_grad.tx62274, 2
+  %589 = mul nsw i64 %act1_grad.tx62974, 2
   %590 = add nsw i64 %589, 3
   %591 = mul nsw i64 %590, 16
   %592 = add nsw i64 %588, %591
-  %593 = mul nsw i64 %act1_grad.cv62375, 8
+  %593 = mul nsw i64 %act1_grad.cv63075, 8
   %594 = add nsw i64 %592, %593
   %595 = add nsw i64 3215360, %594
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %595
   %596 = load <8 x float>, ptr %arena101, align 4
   %597 = fsub <8 x float> %583, %596
-  store <8 x float> %597, ptr %act1_grad.w636, align 32
-  %598 = mul nsw i64 %act1_grad.j62072, 14400
-  %599 = mul nsw i64 %act1_grad.ty62173, 2
+  store <8 x float> %597, ptr %act1_grad.w643, align 32
+  %598 = mul nsw i64 %act1_grad.j62772, 14400
+  %599 = mul nsw i64 %act1_grad.ty62873, 2
   %600 = add nsw i64 %599, 1
   %601 = mul nsw i64 %600, 480
   %602 = add nsw i64 %598, %601
-  %603 = mul nsw i64 %act1_grad.tx62274, 2
+  %603 = mul nsw i64 %act1_grad.tx62974, 2
   %604 = add nsw i64 %603, 3
   %605 = mul nsw i64 %604, 16
   %606 = add nsw i64 %602, %605
-  %607 = mul nsw i64 %act1_grad.cv62375, 8
+  %607 = mul nsw i64 %act1_grad.cv63075, 8
   %608 = add nsw i64 %606, %607
   %609 = add nsw i64 3215360, %608
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %609
   %610 = load <8 x float>, ptr %arena102, align 4
-  %611 = mul nsw i64 %act1_grad.j62072, 14400
-  %612 = mul nsw i64 %act1_grad.ty62173, 2
+  %611 = mul nsw i64 %act1_grad.j62772, 14400
+  %612 = mul nsw i64 %act1_grad.ty62873, 2
   %613 = add nsw i64 %612, 2
   %614 = mul nsw i64 %613, 480
   %615 = add nsw i64 %611, %614
-  %616 = mul nsw i64 %act1_grad.tx62274, 2
+  %616 = mul nsw i64 %act1_grad.tx62974, 2
   %617 = add nsw i64 %616, 3
   %618 = mul nsw i64 %617, 16
   %619 = add nsw i64 %615, %618
-  %620 = mul nsw i64 %act1_grad.cv62375, 8
+  %620 = mul nsw i64 %act1_grad.cv63075, 8
   %621 = add nsw i64 %619, %620
   %622 = add nsw i64 3215360, %621
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %622
   %623 = load <8 x float>, ptr %arena103, align 4
   %624 = fadd <8 x float> %610, %623
-  store <8 x float> %624, ptr %act1_grad.w637, align 32
-  %625 = mul nsw i64 %act1_grad.j62072, 14400
-  %626 = mul nsw i64 %act1_grad.ty62173, 2
+  store <8 x float> %624, ptr %act1_grad.w644, align 32
+  %625 = mul nsw i64 %act1_grad.j62772, 14400
+  %626 = mul nsw i64 %act1_grad.ty62873, 2
   %627 = add nsw i64 %626, 2
   %628 = mul nsw i64 %627, 480
   %629 = add nsw i64 %625, %628
-  %630 = mul nsw i64 %act1_grad.tx62274, 2
+  %630 = mul nsw i64 %act1_grad.tx62974, 2
   %631 = add nsw i64 %630, 3
   %632 = mul nsw i64 %631, 16
   %633 = add nsw i64 %629, %632
-  %634 = mul nsw i64 %act1_grad.cv62375, 8
+  %634 = mul nsw i64 %act1_grad.cv63075, 8
   %635 = add nsw i64 %633, %634
   %636 = add nsw i64 3215360, %635
   %arena104 = getelementptr inbounds float, ptr %arena, i64 %636
   %637 = load <8 x float>, ptr %arena104, align 4
-  %638 = mul nsw i64 %act1_grad.j62072, 14400
-  %639 = mul nsw i64 %act1_grad.ty62173, 2
+  %638 = mul nsw i64 %act1_grad.j62772, 14400
+  %639 = mul nsw i64 %act1_grad.ty62873, 2
   %640 = add nsw i64 %639, 1
   %641 = mul nsw i64 %640, 480
   %642 = add nsw i64 %638, %641
-  %643 = mul nsw i64 %act1_grad.tx62274, 2
+  %643 = mul nsw i64 %act1_grad.tx62974, 2
   %644 = add nsw i64 %643, 3
   %645 = mul nsw i64 %644, 16
   %646 = add nsw i64 %642, %645
-  %647 = mul nsw i64 %act1_grad.cv62375, 8
+  %647 = mul nsw i64 %act1_grad.cv63075, 8
   %648 = add nsw i64 %646, %647
   %649 = add nsw i64 3215360, %648
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %649
   %650 = load <8 x float>, ptr %arena105, align 4
   %651 = fsub <8 x float> %637, %650
-  store <8 x float> %651, ptr %act1_grad.w638, align 32
-  %652 = mul nsw i64 %act1_grad.j62072, 14400
-  %653 = mul nsw i64 %act1_grad.ty62173, 2
+  store <8 x float> %651, ptr %act1_grad.w645, align 32
+  %652 = mul nsw i64 %act1_grad.j62772, 14400
+  %653 = mul nsw i64 %act1_grad.ty62873, 2
   %654 = add nsw i64 %653, 1
   %655 = mul nsw i64 %654, 480
   %656 = add nsw i64 %652, %655
-  %657 = mul nsw i64 %act1_grad.tx62274, 2
+  %657 = mul nsw i64 %act1_grad.tx62974, 2
   %658 = add nsw i64 %657, 3
   %659 = mul nsw i64 %658, 16
   %660 = add nsw i64 %656, %659
-  %661 = mul nsw i64 %act1_grad.cv62375, 8
+  %661 = mul nsw i64 %act1_grad.cv63075, 8
   %662 = add nsw i64 %660, %661
   %663 = add nsw i64 3215360, %662
   %arena106 = getelementptr inbounds float, ptr %arena, i64 %663
   %664 = load <8 x float>, ptr %arena106, align 4
-  %665 = mul nsw i64 %act1_grad.j62072, 14400
-  %666 = mul nsw i64 %act1_grad.ty62173, 2
+  %665 = mul nsw i64 %act1_grad.j62772, 14400
+  %666 = mul nsw i64 %act1_grad.ty62873, 2
   %667 = add nsw i64 %666, 3
   %668 = mul nsw i64 %667, 480
   %669 = add nsw i64 %665, %668
-  %670 = mul nsw i64 %act1_grad.tx62274, 2
+  %670 = mul nsw i64 %act1_grad.tx62974, 2
   %671 = add nsw i64 %670, 3
   %672 = mul nsw i64 %671, 16
   %673 = add nsw i64 %669, %672
-  %674 = mul nsw i64 %act1_grad.cv62375, 8
+  %674 = mul nsw i64 %act1_grad.cv63075, 8
   %675 = add nsw i64 %673, %674
   %676 = add nsw i64 3215360, %675
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %676
   %677 = load <8 x float>, ptr %arena107, align 4
   %678 = fsub <8 x float> %664, %677
-  store <8 x float> %678, ptr %act1_grad.w639, align 32
-  %w624 = load <8 x float>, ptr %act1_grad.w624, align 32
-  %w632 = load <8 x float>, ptr %act1_grad.w632, align 32
-  %679 = fsub <8 x float> %w624, %w632
-  store <8 x float> %679, ptr %act1_grad.w640, align 32
-  %w628 = load <8 x float>, ptr %act1_grad.w628, align 32
-  %w632108 = load <8 x float>, ptr %act1_grad.w632, align 32
-  %680 = fadd <8 x float> %w628, %w632108
-  store <8 x float> %680, ptr %act1_grad.w641, align 32
-  %w632109 = load <8 x float>, ptr %act1_grad.w632, align 32
-  %w628110 = load <8 x float>, ptr %act1_grad.w628, align 32
-  %681 = fsub <8 x float> %w632109, %w628110
-  store <8 x float> %681, ptr %act1_grad.w642, align 32
-  %w628111 = load <8 x float>, ptr %act1_grad.w628, align 32
-  %w636 = load <8 x float>, ptr %act1_grad.w636, align 32
-  %682 = fsub <8 x float> %w628111, %w636
-  store <8 x float> %682, ptr %act1_grad.w643, align 32
-  %w625 = load <8 x float>, ptr %act1_grad.w625, align 32
-  %w633 = load <8 x float>, ptr %act1_grad.w633, align 32
-  %683 = fsub <8 x float> %w625, %w633
-  store <8 x float> %683, ptr %act1_grad.w644, align 32
-  %w629 = load <8 x float>, ptr %act1_grad.w629, align 32
-  %w633112 = load <8 x float>, ptr %act1_grad.w633, align 32
-  %684 = fadd <8 x float> %w629, %w633112
-  store <8 x float> %684, ptr %act1_grad.w645, align 32
-  %w633113 = load <8 x float>, ptr %act1_grad.w633, align 32
-  %w629114 = load <8 x float>, ptr %act1_grad.w629, align 32
-  %685 = fsub <8 x float> %w633113, %w629114
-  store <8 x float> %685, ptr %act1_grad.w646, align 32
-  %w629115 = load <8 x float>, ptr %act1_grad.w629, align 32
-  %w637 = load <8 x float>, ptr %act1_grad.w637, align 32
-  %686 = fsub <8 x float> %w629115, %w637
-  store <8 x float> %686, ptr %act1_grad.w647, align 32
-  %w626 = load <8 x float>, ptr %act1_grad.w626, align 32
-  %w634 = load <8 x float>, ptr %act1_grad.w634, align 32
-  %687 = fsub <8 x float> %w626, %w634
-  store <8 x float> %687, ptr %act1_grad.w648, align 32
-  %w630 = load <8 x float>, ptr %act1_grad.w630, align 32
-  %w634116 = load <8 x float>, ptr %act1_grad.w634, align 32
-  %688 = fadd <8 x float> %w630, %w634116
-  store <8 x float> %688, ptr %act1_grad.w649, align 32
-  %w634117 = load <8 x float>, ptr %act1_grad.w634, align 32
-  %w630118 = load <8 x float>, ptr %act1_grad.w630, align 32
-  %689 = fsub <8 x float> %w634117, %w630118
-  store <8 x float> %689, ptr %act1_grad.w650, align 32
-  %w630119 = load <8 x float>, ptr %act1_grad.w630, align 32
-  %w638 = load <8 x float>, ptr %act1_grad.w638, align 32
-  %690 = fsub <8 x float> %w630119, %w638
-  store <8 x float> %690, ptr %act1_grad.w651, align 32
-  %w627 = load <8 x float>, ptr %act1_grad.w627, align 32
-  %w635 = load <8 x float>, ptr %act1_grad.w635, align 32
-  %691 = fsub <8 x float> %w627, %w635
-  store <8 x float> %691, ptr %act1_grad.w652, align 32
+  store <8 x float> %678, ptr %act1_grad.w646, align 32
   %w631 = load <8 x float>, ptr %act1_grad.w631, align 32
-  %w635120 = load <8 x float>, ptr %act1_grad.w635, align 32
-  %692 = fadd <8 x float> %w631, %w635120
-  store <8 x float> %692, ptr %act1_grad.w653, align 32
-  %w635121 = load <8 x float>, ptr %act1_grad.w635, align 32
-  %w631122 = load <8 x float>, ptr %act1_grad.w631, align 32
-  %693 = fsub <8 x float> %w635121, %w631122
-  store <8 x float> %693, ptr %act1_grad.w654, align 32
-  %w631123 = load <8 x float>, ptr %act1_grad.w631, align 32
   %w639 = load <8 x float>, ptr %act1_grad.w639, align 32
-  %694 = fsub <8 x float> %w631123, %w639
-  store <8 x float> %694, ptr %act1_grad.w655, align 32
+  %679 = fsub <8 x float> %w631, %w639
+  store <8 x float> %679, ptr %act1_grad.w647, align 32
+  %w635 = load <8 x float>, ptr %act1_grad.w635, align 32
+  %w639108 = load <8 x float>, ptr %act1_grad.w639, align 32
+  %680 = fadd <8 x float> %w635, %w639108
+  store <8 x float> %680, ptr %act1_grad.w648, align 32
+  %w639109 = load <8 x float>, ptr %act1_grad.w639, align 32
+  %w635110 = load <8 x float>, ptr %act1_grad.w635, align 32
+  %681 = fsub <8 x float> %w639109, %w635110
+  store <8 x float> %681, ptr %act1_grad.w649, align 32
+  %w635111 = load <8 x float>, ptr %act1_grad.w635, align 32
+  %w643 = load <8 x float>, ptr %act1_grad.w643, align 32
+  %682 = fsub <8 x float> %w635111, %w643
+  store <8 x float> %682, ptr %act1_grad.w650, align 32
+  %w632 = load <8 x float>, ptr %act1_grad.w632, align 32
   %w640 = load <8 x float>, ptr %act1_grad.w640, align 32
-  %695 = mul nsw i64 %act1_grad.j62072, 196
-  %696 = mul nsw i64 %act1_grad.ty62173, 14
+  %683 = fsub <8 x float> %w632, %w640
+  store <8 x float> %683, ptr %act1_grad.w651, align 32
+  %w636 = load <8 x float>, ptr %act1_grad.w636, align 32
+  %w640112 = load <8 x float>, ptr %act1_grad.w640, align 32
+  %684 = fadd <8 x float> %w636, %w640112
+  store <8 x float> %684, ptr %act1_grad.w652, align 32
+  %w640113 = load <8 x float>, ptr %act1_grad.w640, align 32
+  %w636114 = load <8 x float>, ptr %act1_grad.w636, align 32
+  %685 = fsub <8 x float> %w640113, %w636114
+  store <8 x float> %685, ptr %act1_grad.w653, align 32
+  %w636115 = load <8 x float>, ptr %act1_grad.w636, align 32
+  %w644 = load <8 x float>, ptr %act1_grad.w644, align 32
+  %686 = fsub <8 x float> %w636115, %w644
+  store <8 x float> %686, ptr %act1_grad.w654, align 32
+  %w633 = load <8 x float>, ptr %act1_grad.w633, align 32
+  %w641 = load <8 x float>, ptr %act1_grad.w641, align 32
+  %687 = fsub <8 x float> %w633, %w641
+  store <8 x float> %687, ptr %act1_grad.w655, align 32
+  %w637 = load <8 x float>, ptr %act1_grad.w637, align 32
+  %w641116 = load <8 x float>, ptr %act1_grad.w641, align 32
+  %688 = fadd <8 x float> %w637, %w641116
+  store <8 x float> %688, ptr %act1_grad.w656, align 32
+  %w641117 = load <8 x float>, ptr %act1_grad.w641, align 32
+  %w637118 = load <8 x float>, ptr %act1_grad.w637, align 32
+  %689 = fsub <8 x float> %w641117, %w637118
+  store <8 x float> %689, ptr %act1_grad.w657, align 32
+  %w637119 = load <8 x float>, ptr %act1_grad.w637, align 32
+  %w645 = load <8 x float>, ptr %act1_grad.w645, align 32
+  %690 = fsub <8 x float> %w637119, %w645
+  store <8 x float> %690, ptr %act1_grad.w658, align 32
+  %w634 = load <8 x float>, ptr %act1_grad.w634, align 32
+  %w642 = load <8 x float>, ptr %act1_grad.w642, align 32
+  %691 = fsub <8 x float> %w634, %w642
+  store <8 x float> %691, ptr %act1_grad.w659, align 32
+  %w638 = load <8 x float>, ptr %act1_grad.w638, align 32
+  %w642120 = load <8 x float>, ptr %act1_grad.w642, align 32
+  %692 = fadd <8 x float> %w638, %w642120
+  store <8 x float> %692, ptr %act1_grad.w660, align 32
+  %w642121 = load <8 x float>, ptr %act1_grad.w642, align 32
+  %w638122 = load <8 x float>, ptr %act1_grad.w638, align 32
+  %693 = fsub <8 x float> %w642121, %w638122
+  store <8 x float> %693, ptr %act1_grad.w661, align 32
+  %w638123 = load <8 x float>, ptr %act1_grad.w638, align 32
+  %w646 = load <8 x float>, ptr %act1_grad.w646, align 32
+  %694 = fsub <8 x float> %w638123, %w646
+  store <8 x float> %694, ptr %act1_grad.w662, align 32
+  %w647 = load <8 x float>, ptr %act1_grad.w647, align 32
+  %695 = mul nsw i64 %act1_grad.j62772, 196
+  %696 = mul nsw i64 %act1_grad.ty62873, 14
   %697 = add nsw i64 %695, %696
-  %698 = add nsw i64 %697, %act1_grad.tx62274
+  %698 = add nsw i64 %697, %act1_grad.tx62974
   %699 = mul nsw i64 %698, 16
   %700 = add nsw i64 3229760, %699
-  %701 = mul nsw i64 %act1_grad.cv62375, 8
+  %701 = mul nsw i64 %act1_grad.cv63075, 8
   %702 = add nsw i64 %700, %701
   %arena124 = getelementptr inbounds float, ptr %arena, i64 %702
-  store <8 x float> %w640, ptr %arena124, align 4
-  %w641 = load <8 x float>, ptr %act1_grad.w641, align 32
-  %703 = mul nsw i64 %act1_grad.j62072, 196
-  %704 = mul nsw i64 %act1_grad.ty62173, 14
+  store <8 x float> %w647, ptr %arena124, align 4
+  %w648 = load <8 x float>, ptr %act1_grad.w648, align 32
+  %703 = mul nsw i64 %act1_grad.j62772, 196
+  %704 = mul nsw i64 %act1_grad.ty62873, 14
   %705 = add nsw i64 %703, %704
-  %706 = add nsw i64 %705, %act1_grad.tx62274
+  %706 = add nsw i64 %705, %act1_grad.tx62974
   %707 = mul nsw i64 %706, 16
   %708 = add nsw i64 3232896, %707
-  %709 = mul nsw i64 %act1_grad.cv62375, 8
+  %709 = mul nsw i64 %act1_grad.cv63075, 8
   %710 = add nsw i64 %708, %709
   %arena125 = getelementptr inbounds float, ptr %arena, i64 %710
-  store <8 x float> %w641, ptr %arena125, align 4
-  %w642 = load <8 x float>, ptr %act1_grad.w642, align 32
-  %711 = mul nsw i64 %act1_grad.j62072, 196
-  %712 = mul nsw i64 %act1_grad.ty62173, 14
+  store <8 x float> %w648, ptr %arena125, align 4
+  %w649 = load <8 x float>, ptr %act1_grad.w649, align 32
+  %711 = mul nsw i64 %act1_grad.j62772, 196
+  %712 = mul nsw i64 %act1_grad.ty62873, 14
   %713 = add nsw i64 %711, %712
-  %714 = add nsw i64 %713, %act1_grad.tx62274
+  %714 = add nsw i64 %713, %act1_grad.tx62974
   %715 = mul nsw i64 %714, 16
   %716 = add nsw i64 3236032, %715
-  %717 = mul nsw i64 %act1_grad.cv62375, 8
+  %717 = mul nsw i64 %act1_grad.cv63075, 8
   %718 = add nsw i64 %716, %717
   %arena126 = getelementptr inbounds float, ptr %arena, i64 %718
-  store <8 x float> %w642, ptr %arena126, align 4
-  %w643 = load <8 x float>, ptr %act1_grad.w643, align 32
-  %719 = mul nsw i64 %act1_grad.j62072, 196
-  %720 = mul nsw i64 %act1_grad.ty62173, 14
+  store <8 x float> %w649, ptr %arena126, align 4
+  %w650 = load <8 x float>, ptr %act1_grad.w650, align 32
+  %719 = mul nsw i64 %act1_grad.j62772, 196
+  %720 = mul nsw i64 %act1_grad.ty62873, 14
   %721 = add nsw i64 %719, %720
-  %722 = add nsw i64 %721, %act1_grad.tx62274
+  %722 = add nsw i64 %721, %act1_grad.tx62974
   %723 = mul nsw i64 %722, 16
   %724 = add nsw i64 3239168, %723
-  %725 = mul nsw i64 %act1_grad.cv62375, 8
+  %725 = mul nsw i64 %act1_grad.cv63075, 8
   %726 = add nsw i64 %724, %725
   %arena127 = getelementptr inbounds float, ptr %arena, i64 %726
-  store <8 x float> %w643, ptr %arena127, align 4
-  %w644 = load <8 x float>, ptr %act1_grad.w644, align 32
-  %727 = mul nsw i64 %act1_grad.j62072, 196
-  %728 = mul nsw i64 %act1_grad.ty62173, 14
+  store <8 x float> %w650, ptr %arena127, align 4
+  %w651 = load <8 x float>, ptr %act1_grad.w651, align 32
+  %727 = mul nsw i64 %act1_grad.j62772, 196
+  %728 = mul nsw i64 %act1_grad.ty62873, 14
   %729 = add nsw i64 %727, %728
-  %730 = add nsw i64 %729, %act1_grad.tx62274
+  %730 = add nsw i64 %729, %act1_grad.tx62974
   %731 = mul nsw i64 %730, 16
   %732 = add nsw i64 3242304, %731
-  %733 = mul nsw i64 %act1_grad.cv62375, 8
+  %733 = mul nsw i64 %act1_grad.cv63075, 8
   %734 = add nsw i64 %732, %733
   %arena128 = getelementptr inbounds float, ptr %arena, i64 %734
-  store <8 x float> %w644, ptr %arena128, align 4
-  %w645 = load <8 x float>, ptr %act1_grad.w645, align 32
-  %735 = mul nsw i64 %act1_grad.j62072, 196
-  %736 = mul nsw i64 %act1_grad.ty62173, 14
+  store <8 x float> %w651, ptr %arena128, align 4
+  %w652 = load <8 x float>, ptr %act1_grad.w652, align 32
+  %735 = mul nsw i64 %act1_grad.j62772, 196
+  %736 = mul nsw i64 %act1_grad.ty62873, 14
   %737 = add nsw i64 %735, %736
-  %738 = add nsw i64 %737, %act1_grad.tx62274
+  %738 = add nsw i64 %737, %act1_grad.tx62974
   %739 = mul nsw i64 %738, 16
   %740 = add nsw i64 3245440, %739
-  %741 = mul nsw i64 %act1_grad.cv62375, 8
+  %741 = mul nsw i64 %act1_grad.cv63075, 8
   %742 = add nsw i64 %740, %741
   %arena129 = getelementptr inbounds float, ptr %arena, i64 %742
-  store <8 x float> %w645, ptr %arena129, align 4
-  %w646 = load <8 x float>, ptr %act1_grad.w646, align 32
-  %743 = mul nsw i64 %act1_grad.j62072, 196
-  %744 = mul nsw i64 %act1_grad.ty62173, 14
+  store <8 x float> %w652, ptr %arena129, align 4
+  %w653 = load <8 x float>, ptr %act1_grad.w653, align 32
+  %743 = mul nsw i64 %act1_grad.j62772, 196
+  %744 = mul nsw i64 %act1_grad.ty62873, 14
   %745 = add nsw i64 %743, %744
-  %746 = add nsw i64 %745, %act1_grad.tx62274
+  %746 = add nsw i64 %745, %act1_grad.tx62974
   %747 = mul nsw i64 %746, 16
   %748 = add nsw i64 3248576, %747
-  %749 = mul nsw i64 %act1_grad.cv62375, 8
+  %749 = mul nsw i64 %act1_grad.cv63075, 8
   %750 = add nsw i64 %748, %749
   %arena130 = getelementptr inbounds float, ptr %arena, i64 %750
-  store <8 x float> %w646, ptr %arena130, align 4
-  %w647 = load <8 x float>, ptr %act1_grad.w647, align 32
-  %751 = mul nsw i64 %act1_grad.j62072, 196
-  %752 = mul nsw i64 %act1_grad.ty62173, 14
+  store <8 x float> %w653, ptr %arena130, align 4
+  %w654 = load <8 x float>, ptr %act1_grad.w654, align 32
+  %751 = mul nsw i64 %act1_grad.j62772, 196
+  %752 = mul nsw i64 %act1_grad.ty62873, 14
   %753 = add nsw i64 %751, %752
-  %754 = add nsw i64 %753, %act1_grad.tx62274
+  %754 = add nsw i64 %753, %act1_grad.tx62974
   %755 = mul nsw i64 %754, 16
   %756 = add nsw i64 3251712, %755
-  %757 = mul nsw i64 %act1_grad.cv62375, 8
+  %757 = mul nsw i64 %act1_grad.cv63075, 8
   %758 = add nsw i64 %756, %757
   %arena131 = getelementptr inbounds float, ptr %arena, i64 %758
-  store <8 x float> %w647, ptr %arena131, align 4
-  %w648 = load <8 x float>, ptr %act1_grad.w648, align 32
-  %759 = mul nsw i64 %act1_grad.j62072, 196
-  %760 = mul nsw i64 %act1_grad.ty62173, 14
+  store <8 x float> %w654, ptr %arena131, align 4
+  %w655 = load <8 x float>, ptr %act1_grad.w655, align 32
+  %759 = mul nsw i64 %act1_grad.j62772, 196
+  %760 = mul nsw i64 %act1_grad.ty62873, 14
   %761 = add nsw i64 %759, %760
-  %762 = add nsw i64 %761, %act1_grad.tx62274
+  %762 = add nsw i64 %761, %act1_grad.tx62974
   %763 = mul nsw i64 %762, 16
   %764 = add nsw i64 3254848, %763
-  %765 = mul nsw i64 %act1_grad.cv62375, 8
+  %765 = mul nsw i64 %act1_grad.cv63075, 8
   %766 = add nsw i64 %764, %765
   %arena132 = getelementptr inbounds float, ptr %arena, i64 %766
-  store <8 x float> %w648, ptr %arena132, align 4
-  %w649 = load <8 x float>, ptr %act1_grad.w649, align 32
-  %767 = mul nsw i64 %act1_grad.j62072, 196
-  %768 = mul nsw i64 %act1_grad.ty62173, 14
+  store <8 x float> %w655, ptr %arena132, align 4
+  %w656 = load <8 x float>, ptr %act1_grad.w656, align 32
+  %767 = mul nsw i64 %act1_grad.j62772, 196
+  %768 = mul nsw i64 %act1_grad.ty62873, 14
   %769 = add nsw i64 %767, %768
-  %770 = add nsw i64 %769, %act1_grad.tx62274
+  %770 = add nsw i64 %769, %act1_grad.tx62974
   %771 = mul nsw i64 %770, 16
   %772 = add nsw i64 3257984, %771
-  %773 = mul nsw i64 %act1_grad.cv62375, 8
+  %773 = mul nsw i64 %act1_grad.cv63075, 8
   %774 = add nsw i64 %772, %773
   %arena133 = getelementptr inbounds float, ptr %arena, i64 %774
-  store <8 x float> %w649, ptr %arena133, align 4
-  %w650 = load <8 x float>, ptr %act1_grad.w650, align 32
-  %775 = mul nsw i64 %act1_grad.j62072, 196
-  %776 = mul nsw i64 %act1_grad.ty62173, 14
+  store <8 x float> %w656, ptr %arena133, align 4
+  %w657 = load <8 x float>, ptr %act1_grad.w657, align 32
+  %775 = mul nsw i64 %act1_grad.j62772, 196
+  %776 = mul nsw i64 %act1_grad.ty62873, 14
   %777 = add nsw i64 %775, %776
-  %778 = add nsw i64 %777, %act1_grad.tx62274
+  %778 = add nsw i64 %777, %act1_grad.tx62974
   %779 = mul nsw i64 %778, 16
   %780 = add nsw i64 3261120, %779
-  %781 = mul nsw i64 %act1_grad.cv62375, 8
+  %781 = mul nsw i64 %act1_grad.cv63075, 8
   %782 = add nsw i64 %780, %781
   %arena134 = getelementptr inbounds float, ptr %arena, i64 %782
-  store <8 x float> %w650, ptr %arena134, align 4
-  %w651 = load <8 x float>, ptr %act1_grad.w651, align 32
-  %783 = mul nsw i64 %act1_grad.j62072, 196
-  %784 = mul nsw i64 %act1_grad.ty62173, 14
+  store <8 x float> %w657, ptr %arena134, align 4
+  %w658 = load <8 x float>, ptr %act1_grad.w658, align 32
+  %783 = mul nsw i64 %act1_grad.j62772, 196
+  %784 = mul nsw i64 %act1_grad.ty62873, 14
   %785 = add nsw i64 %783, %784
-  %786 = add nsw i64 %785, %act1_grad.tx62274
+  %786 = add nsw i64 %785, %act1_grad.tx62974
   %787 = mul nsw i64 %786, 16
   %788 = add nsw i64 3264256, %787
-  %789 = mul nsw i64 %act1_grad.cv62375, 8
+  %789 = mul nsw i64 %act1_grad.cv63075, 8
   %790 = add nsw i64 %788, %789
   %arena135 = getelementptr inbounds float, ptr %arena, i64 %790
-  store <8 x float> %w651, ptr %arena135, align 4
-  %w652 = load <8 x float>, ptr %act1_grad.w652, align 32
-  %791 = mul nsw i64 %act1_grad.j62072, 196
-  %792 = mul nsw i64 %act1_grad.ty62173, 14
+  store <8 x float> %w658, ptr %arena135, align 4
+  %w659 = load <8 x float>, ptr %act1_grad.w659, align 32
+  %791 = mul nsw i64 %act1_grad.j62772, 196
+  %792 = mul nsw i64 %act1_grad.ty62873, 14
   %793 = add nsw i64 %791, %792
-  %794 = add nsw i64 %793, %act1_grad.tx62274
+  %794 = add nsw i64 %793, %act1_grad.tx62974
   %795 = mul nsw i64 %794, 16
   %796 = add nsw i64 3267392, %795
-  %797 = mul nsw i64 %act1_grad.cv62375, 8
+  %797 = mul nsw i64 %act1_grad.cv63075, 8
   %798 = add nsw i64 %796, %797
   %arena136 = getelementptr inbounds float, ptr %arena, i64 %798
-  store <8 x float> %w652, ptr %arena136, align 4
-  %w653 = load <8 x float>, ptr %act1_grad.w653, align 32
-  %799 = mul nsw i64 %act1_grad.j62072, 196
-  %800 = mul nsw i64 %act1_grad.ty62173, 14
+  store <8 x float> %w659, ptr %arena136, align 4
+  %w660 = load <8 x float>, ptr %act1_grad.w660, align 32
+  %799 = mul nsw i64 %act1_grad.j62772, 196
+  %800 = mul nsw i64 %act1_grad.ty62873, 14
   %801 = add nsw i64 %799, %800
-  %802 = add nsw i64 %801, %act1_grad.tx62274
+  %802 = add nsw i64 %801, %act1_grad.tx62974
   %803 = mul nsw i64 %802, 16
   %804 = add nsw i64 3270528, %803
-  %805 = mul nsw i64 %act1_grad.cv62375, 8
+  %805 = mul nsw i64 %act1_grad.cv63075, 8
   %806 = add nsw i64 %804, %805
   %arena137 = getelementptr inbounds float, ptr %arena, i64 %806
-  store <8 x float> %w653, ptr %arena137, align 4
-  %w654 = load <8 x float>, ptr %act1_grad.w654, align 32
-  %807 = mul nsw i64 %act1_grad.j62072, 196
-  %808 = mul nsw i64 %act1_grad.ty62173, 14
+  store <8 x float> %w660, ptr %arena137, align 4
+  %w661 = load <8 x float>, ptr %act1_grad.w661, align 32
+  %807 = mul nsw i64 %act1_grad.j62772, 196
+  %808 = mul nsw i64 %act1_grad.ty62873, 14
   %809 = add nsw i64 %807, %808
-  %810 = add nsw i64 %809, %act1_grad.tx62274
+  %810 = add nsw i64 %809, %act1_grad.tx62974
   %811 = mul nsw i64 %810, 16
   %812 = add nsw i64 3273664, %811
-  %813 = mul nsw i64 %act1_grad.cv62375, 8
+  %813 = mul nsw i64 %act1_grad.cv63075, 8
   %814 = add nsw i64 %812, %813
   %arena138 = getelementptr inbounds float, ptr %arena, i64 %814
-  store <8 x float> %w654, ptr %arena138, align 4
-  %w655 = load <8 x float>, ptr %act1_grad.w655, align 32
-  %815 = mul nsw i64 %act1_grad.j62072, 196
-  %816 = mul nsw i64 %act1_grad.ty62173, 14
+  store <8 x float> %w661, ptr %arena138, align 4
+  %w662 = load <8 x float>, ptr %act1_grad.w662, align 32
+  %815 = mul nsw i64 %act1_grad.j62772, 196
+  %816 = mul nsw i64 %act1_grad.ty62873, 14
   %817 = add nsw i64 %815, %816
-  %818 = add nsw i64 %817, %act1_grad.tx62274
+  %818 = add nsw i64 %817, %act1_grad.tx62974
   %819 = mul nsw i64 %818, 16
   %820 = add nsw i64 3276800, %819
-  %821 = mul nsw i64 %act1_grad.cv62375, 8
+  %821 = mul nsw i64 %act1_grad.cv63075, 8
   %822 = add nsw i64 %820, %821
   %arena139 = getelementptr inbounds float, ptr %arena, i64 %822
-  store <8 x float> %w655, ptr %arena139, align 4
-  %cv623.next = add nsw i64 %act1_grad.cv62375, 1
-  %823 = icmp slt i64 %cv623.next, 2
-  br i1 %823, label %act1_grad.cv623, label %act1_grad.cv623.end
+  store <8 x float> %w662, ptr %arena139, align 4
+  %cv630.next = add nsw i64 %act1_grad.cv63075, 1
+  %823 = icmp slt i64 %cv630.next, 2
+  br i1 %823, label %act1_grad.cv630, label %act1_grad.cv630.end
 
-act1_grad.cv623.end:                              ; preds = %act1_grad.cv623
-  %tx622.next = add nsw i64 %act1_grad.tx62274, 1
-  %824 = icmp slt i64 %tx622.next, 14
-  br i1 %824, label %act1_grad.tx622, label %act1_grad.tx622.end
+act1_grad.cv630.end:                              ; preds = %act1_grad.cv630
+  %tx629.next = add nsw i64 %act1_grad.tx62974, 1
+  %824 = icmp slt i64 %tx629.next, 14
+  br i1 %824, label %act1_grad.tx629, label %act1_grad.tx629.end
 
-act1_grad.xi656:                                  ; preds = %act1_grad.xi656, %act1_grad.j620.end
-  %act1_grad.xi656140 = phi i64 [ 0, %act1_grad.j620.end ], [ %xi656.next, %act1_grad.xi656 ]
-  call void @residual_train_b64.k26.act1_grad.gemm663(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %act1_grad.xi656140)
-  %xi656.next = add nsw i64 %act1_grad.xi656140, 1
-  %825 = icmp slt i64 %xi656.next, 16
-  br i1 %825, label %act1_grad.xi656, label %act1_grad.xi656.end
+act1_grad.xi663:                                  ; preds = %act1_grad.xi663, %act1_grad.j627.end
+  %act1_grad.xi663140 = phi i64 [ 0, %act1_grad.j627.end ], [ %xi663.next, %act1_grad.xi663 ]
+  call void @residual_train_b64.k26.act1_grad.gemm670(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %act1_grad.xi663140)
+  %xi663.next = add nsw i64 %act1_grad.xi663140, 1
+  %825 = icmp slt i64 %xi663.next, 16
+  br i1 %825, label %act1_grad.xi663, label %act1_grad.xi663.end
 
-act1_grad.xi656.end:                              ; preds = %act1_grad.xi656
-  br label %act1_grad.j664
+act1_grad.xi663.end:                              ; preds = %act1_grad.xi663
+  br label %act1_grad.j671
 
-act1_grad.j664:                                   ; preds = %act1_grad.ty665.end, %act1_grad.xi656.end
-  %act1_grad.j664141 = phi i64 [ 0, %act1_grad.xi656.end ], [ %j664.next, %act1_grad.ty665.end ]
-  br label %act1_grad.ty665
+act1_grad.j671:                                   ; preds = %act1_grad.ty672.end, %act1_grad.xi663.end
+  %act1_grad.j671141 = phi i64 [ 0, %act1_grad.xi663.end ], [ %j671.next, %act1_grad.ty672.end ]
+  br label %act1_grad.ty672
 
-act1_grad.j664.end:                               ; preds = %act1_grad.ty665.end
-  br label %act1_grad.j680
+act1_grad.j671.end:                               ; preds = %act1_grad.ty672.end
+  br label %act1_grad.j687
 
-act1_grad.ty665:                                  ; preds = %act1_grad.tx666.end, %act1_grad.j664
-  %act1_grad.ty665142 = phi i64 [ 0, %act1_grad.j664 ], [ %ty665.next, %act1_grad.tx666.end ]
-  br label %act1_grad.tx666
+act1_grad.ty672:                                  ; preds = %act1_grad.tx673.end, %act1_grad.j671
+  %act1_grad.ty672142 = phi i64 [ 0, %act1_grad.j671 ], [ %ty672.next, %act1_grad.tx673.end ]
+  br label %act1_grad.tx673
 
-act1_grad.ty665.end:                              ; preds = %act1_grad.tx666.end
-  %j664.next = add nsw i64 %act1_grad.j664141, 1
-  %826 = icmp slt i64 %j664.next, 1
-  br i1 %826, label %act1_grad.j664, label %act1_grad.j664.end
+act1_grad.ty672.end:                              ; preds = %act1_grad.tx673.end
+  %j671.next = add nsw i64 %act1_grad.j671141, 1
+  %826 = icmp slt i64 %j671.next, 1
+  br i1 %826, label %act1_grad.j671, label %act1_grad.j671.end
 
-act1_grad.tx666:                                  ; preds = %act1_grad.cv667.end, %act1_grad.ty665
-  %act1_grad.tx666143 = phi i64 [ 0, %act1_grad.ty665 ], [ %tx666.next, %act1_grad.cv667.end ]
-  br label %act1_grad.cv667
+act1_grad.tx673:                                  ; preds = %act1_grad.cv674.end, %act1_grad.ty672
+  %act1_grad.tx673143 = phi i64 [ 0, %act1_grad.ty672 ], [ %tx673.next, %act1_grad.cv674.end ]
+  br label %act1_grad.cv674
 
-act1_grad.tx666.end:                              ; preds = %act1_grad.cv667.end
-  %ty665.next = add nsw i64 %act1_grad.ty665142, 1
-  %827 = icmp slt i64 %ty665.next, 14
-  br i1 %827, label %act1_grad.ty665, label %act1_grad.ty665.end
+act1_grad.tx673.end:                              ; preds = %act1_grad.cv674.end
+  %ty672.next = add nsw i64 %act1_grad.ty672142, 1
+  %827 = icmp slt i64 %ty672.next, 14
+  br i1 %827, label %act1_grad.ty672, label %act1_grad.ty672.end
 
-act1_grad.cv667:                                  ; preds = %act1_grad.cv667, %act1_grad.tx666
-  %act1_grad.cv667144 = phi i64 [ 0, %act1_grad.tx666 ], [ %cv667.next, %act1_grad.cv667 ]
-  %828 = mul nsw i64 %act1_grad.j664141, 196
-  %829 = mul nsw i64 %act1_grad.ty665142, 14
+act1_grad.cv674:                                  ; preds = %act1_grad.cv674, %act1_grad.tx673
+  %act1_grad.cv674144 = phi i64 [ 0, %act1_grad.tx673 ], [ %cv674.next, %act1_grad.cv674 ]
+  %828 = mul nsw i64 %act1_grad.j671141, 196
+  %829 = mul nsw i64 %act1_grad.ty672142, 14
   %830 = add nsw i64 %828, %829
-  %831 = add nsw i64 %830, %act1_grad.tx666143
+  %831 = add nsw i64 %830, %act1_grad.tx673143
   %832 = mul nsw i64 %831, 16
   %833 = add nsw i64 3279936, %832
-  %834 = mul nsw i64 %act1_grad.cv667144, 8
+  %834 = mul nsw i64 %act1_grad.cv674144, 8
   %835 = add nsw i64 %833, %834
   %arena145 = getelementptr inbounds float, ptr %arena, i64 %835
   %836 = load <8 x float>, ptr %arena145, align 4
-  %837 = mul nsw i64 %act1_grad.j664141, 196
-  %838 = mul nsw i64 %act1_grad.ty665142, 14
+  %837 = mul nsw i64 %act1_grad.j671141, 196
+  %838 = mul nsw i64 %act1_grad.ty672142, 14
   %839 = add nsw i64 %837, %838
-  %840 = add nsw i64 %839, %act1_grad.tx666143
+  %840 = add nsw i64 %839, %act1_grad.tx673143
   %841 = mul nsw i64 %840, 16
   %842 = add nsw i64 3292480, %841
-  %843 = mul nsw i64 %act1_grad.cv667144, 8
+  %843 = mul nsw i64 %act1_grad.cv674144, 8
   %844 = add nsw i64 %842, %843
   %arena146 = getelementptr inbounds float, ptr %arena, i64 %844
   %845 = load <8 x float>, ptr %arena146, align 4
   %846 = fadd <8 x float> %836, %845
-  %847 = mul nsw i64 %act1_grad.j664141, 196
-  %848 = mul nsw i64 %act1_grad.ty665142, 14
+  %847 = mul nsw i64 %act1_grad.j671141, 196
+  %848 = mul nsw i64 %act1_grad.ty672142, 14
   %849 = add nsw i64 %847, %848
-  %850 = add nsw i64 %849, %act1_grad.tx666143
+  %850 = add nsw i64 %849, %act1_grad.tx673143
   %851 = mul nsw i64 %850, 16
   %852 = add nsw i64 3305024, %851
-  %853 = mul nsw i64 %act1_grad.cv667144, 8
+  %853 = mul nsw i64 %act1_grad.cv674144, 8
   %854 = add nsw i64 %852, %853
   %arena147 = getelementptr inbounds float, ptr %arena, i64 %854
   %855 = load <8 x float>, ptr %arena147, align 4
   %856 = fadd <8 x float> %846, %855
-  store <8 x float> %856, ptr %act1_grad.w668, align 32
-  %857 = mul nsw i64 %act1_grad.j664141, 196
-  %858 = mul nsw i64 %act1_grad.ty665142, 14
+  store <8 x float> %856, ptr %act1_grad.w675, align 32
+  %857 = mul nsw i64 %act1_grad.j671141, 196
+  %858 = mul nsw i64 %act1_grad.ty672142, 14
   %859 = add nsw i64 %857, %858
-  %860 = add nsw i64 %859, %act1_grad.tx666143
+  %860 = add nsw i64 %859, %act1_grad.tx673143
   %861 = mul nsw i64 %860, 16
   %862 = add nsw i64 3292480, %861
-  %863 = mul nsw i64 %act1_grad.cv667144, 8
+  %863 = mul nsw i64 %act1_grad.cv674144, 8
   %864 = add nsw i64 %862, %863
   %arena148 = getelementptr inbounds float, ptr %arena, i64 %864
   %865 = load <8 x float>, ptr %arena148, align 4
-  %866 = mul nsw i64 %act1_grad.j664141, 196
-  %867 = mul nsw i64 %act1_grad.ty665142, 14
+  %866 = mul nsw i64 %act1_grad.j671141, 196
+  %867 = mul nsw i64 %act1_grad.ty672142, 14
   %868 = add nsw i64 %866, %867
-  %869 = add nsw i64 %868, %act1_grad.tx666143
+  %869 = add nsw i64 %868, %act1_grad.tx673143
   %870 = mul nsw i64 %869, 16
   %871 = add nsw i64 3305024, %870
-  %872 = mul nsw i64 %act1_grad.cv667144, 8
+  %872 = mul nsw i64 %act1_grad.cv674144, 8
   %873 = add nsw i64 %871, %872
   %arena149 = getelementptr inbounds float, ptr %arena, i64 %873
   %874 = load <8 x float>, ptr %arena149, align 4
   %875 = fsub <8 x float> %865, %874
-  %876 = mul nsw i64 %act1_grad.j664141, 196
-  %877 = mul nsw i64 %act1_grad.ty665142, 14
+  %876 = mul nsw i64 %act1_grad.j671141, 196
+  %877 = mul nsw i64 %act1_grad.ty672142, 14
   %878 = add nsw i64 %876, %877
-  %879 = add nsw i64 %878, %act1_grad.tx666143
+  %879 = add nsw i64 %878, %act1_grad.tx673143
   %880 = mul nsw i64 %879, 16
   %881 = add nsw i64 3317568, %880
-  %882 = mul nsw i64 %act1_grad.cv667144, 8
+  %882 = mul nsw i64 %act1_grad.cv674144, 8
   %883 = add nsw i64 %881, %882
   %arena150 = getelementptr inbounds float, ptr %arena, i64 %883
   %884 = load <8 x float>, ptr %arena150, align 4
   %885 = fsub <8 x float> %875, %884
-  store <8 x float> %885, ptr %act1_grad.w669, align 32
-  %886 = mul nsw i64 %act1_grad.j664141, 196
-  %887 = mul nsw i64 %act1_grad.ty665142, 14
+  store <8 x float> %885, ptr %act1_grad.w676, align 32
+  %886 = mul nsw i64 %act1_grad.j671141, 196
+  %887 = mul nsw i64 %act1_grad.ty672142, 14
   %888 = add nsw i64 %886, %887
-  %889 = add nsw i64 %888, %act1_grad.tx666143
+  %889 = add nsw i64 %888, %act1_grad.tx673143
   %890 = mul nsw i64 %889, 16
   %891 = add nsw i64 3283072, %890
-  %892 = mul nsw i64 %act1_grad.cv667144, 8
+  %892 = mul nsw i64 %act1_grad.cv674144, 8
   %893 = add nsw i64 %891, %892
   %arena151 = getelementptr inbounds float, ptr %arena, i64 %893
   %894 = load <8 x float>, ptr %arena151, align 4
-  %895 = mul nsw i64 %act1_grad.j664141, 196
-  %896 = mul nsw i64 %act1_grad.ty665142, 14
+  %895 = mul nsw i64 %act1_grad.j671141, 196
+  %896 = mul nsw i64 %act1_grad.ty672142, 14
   %897 = add nsw i64 %895, %896
-  %898 = add nsw i64 %897, %act1_grad.tx666143
+  %898 = add nsw i64 %897, %act1_grad.tx673143
   %899 = mul nsw i64 %898, 16
   %900 = add nsw i64 3295616, %899
-  %901 = mul nsw i64 %act1_grad.cv667144, 8
+  %901 = mul nsw i64 %act1_grad.cv674144, 8
   %902 = add nsw i64 %900, %901
   %arena152 = getelementptr inbounds float, ptr %arena, i64 %902
   %903 = load <8 x float>, ptr %arena152, align 4
   %904 = fadd <8 x float> %894, %903
-  %905 = mul nsw i64 %act1_grad.j664141, 196
-  %906 = mul nsw i64 %act1_grad.ty665142, 14
+  %905 = mul nsw i64 %act1_grad.j671141, 196
+  %906 = mul nsw i64 %act1_grad.ty672142, 14
   %907 = add nsw i64 %905, %906
-  %908 = add nsw i64 %907, %act1_grad.tx666143
+  %908 = add nsw i64 %907, %act1_grad.tx673143
   %909 = mul nsw i64 %908, 16
   %910 = add nsw i64 3308160, %909
-  %911 = mul nsw i64 %act1_grad.cv667144, 8
+  %911 = mul nsw i64 %act1_grad.cv674144, 8
   %912 = add nsw i64 %910, %911
   %arena153 = getelementptr inbounds float, ptr %arena, i64 %912
   %913 = load <8 x float>, ptr %arena153, align 4
   %914 = fadd <8 x float> %904, %913
-  store <8 x float> %914, ptr %act1_grad.w670, align 32
-  %915 = mul nsw i64 %act1_grad.j664141, 196
-  %916 = mul nsw i64 %act1_grad.ty665142, 14
+  store <8 x float> %914, ptr %act1_grad.w677, align 32
+  %915 = mul nsw i64 %act1_grad.j671141, 196
+  %916 = mul nsw i64 %act1_grad.ty672142, 14
   %917 = add nsw i64 %915, %916
-  %918 = add nsw i64 %917, %act1_grad.tx666143
+  %918 = add nsw i64 %917, %act1_grad.tx673143
   %919 = mul nsw i64 %918, 16
   %920 = add nsw i64 3295616, %919
-  %921 = mul nsw i64 %act1_grad.cv667144, 8
+  %921 = mul nsw i64 %act1_grad.cv674144, 8
   %922 = add nsw i64 %920, %921
   %arena154 = getelementptr inbounds float, ptr %arena, i64 %922
   %923 = load <8 x float>, ptr %arena154, align 4
-  %924 = mul nsw i64 %act1_grad.j664141, 196
-  %925 = mul nsw i64 %act1_grad.ty665142, 14
+  %924 = mul nsw i64 %act1_grad.j671141, 196
+  %925 = mul nsw i64 %act1_grad.ty672142, 14
   %926 = add nsw i64 %924, %925
-  %927 = add nsw i64 %926, %act1_grad.tx666143
+  %927 = add nsw i64 %926, %act1_grad.tx673143
   %928 = mul nsw i64 %927, 16
   %929 = add nsw i64 3308160, %928
-  %930 = mul nsw i64 %act1_grad.cv667144, 8
+  %930 = mul nsw i64 %act1_grad.cv674144, 8
   %931 = add nsw i64 %929, %930
   %arena155 = getelementptr inbounds float, ptr %arena, i64 %931
   %932 = load <8 x float>, ptr %arena155, align 4
   %933 = fsub <8 x float> %923, %932
-  %934 = mul nsw i64 %act1_grad.j664141, 196
-  %935 = mul nsw i64 %act1_grad.ty665142, 14
+  %934 = mul nsw i64 %act1_grad.j671141, 196
+  %935 = mul nsw i64 %act1_grad.ty672142, 14
   %936 = add nsw i64 %934, %935
-  %937 = add nsw i64 %936, %act1_grad.tx666143
+  %937 = add nsw i64 %936, %act1_grad.tx673143
   %938 = mul nsw i64 %937, 16
   %939 = add nsw i64 3320704, %938
-  %940 = mul nsw i64 %act1_grad.cv667144, 8
+  %940 = mul nsw i64 %act1_grad.cv674144, 8
   %941 = add nsw i64 %939, %940
   %arena156 = getelementptr inbounds float, ptr %arena, i64 %941
   %942 = load <8 x float>, ptr %arena156, align 4
   %943 = fsub <8 x float> %933, %942
-  store <8 x float> %943, ptr %act1_grad.w671, align 32
-  %944 = mul nsw i64 %act1_grad.j664141, 196
-  %945 = mul nsw i64 %act1_grad.ty665142, 14
+  store <8 x float> %943, ptr %act1_grad.w678, align 32
+  %944 = mul nsw i64 %act1_grad.j671141, 196
+  %945 = mul nsw i64 %act1_grad.ty672142, 14
   %946 = add nsw i64 %944, %945
-  %947 = add nsw i64 %946, %act1_grad.tx666143
+  %947 = add nsw i64 %946, %act1_grad.tx673143
   %948 = mul nsw i64 %947, 16
   %949 = add nsw i64 3286208, %948
-  %950 = mul nsw i64 %act1_grad.cv667144, 8
+  %950 = mul nsw i64 %act1_grad.cv674144, 8
   %951 = add nsw i64 %949, %950
   %arena157 = getelementptr inbounds float, ptr %arena, i64 %951
   %952 = load <8 x float>, ptr %arena157, align 4
-  %953 = mul nsw i64 %act1_grad.j664141, 196
-  %954 = mul nsw i64 %act1_grad.ty665142, 14
+  %953 = mul nsw i64 %act1_grad.j671141, 196
+  %954 = mul nsw i64 %act1_grad.ty672142, 14
   %955 = add nsw i64 %953, %954
-  %956 = add nsw i64 %955, %act1_grad.tx666143
+  %956 = add nsw i64 %955, %act1_grad.tx673143
   %957 = mul nsw i64 %956, 16
   %958 = add nsw i64 3298752, %957
-  %959 = mul nsw i64 %act1_grad.cv667144, 8
+  %959 = mul nsw i64 %act1_grad.cv674144, 8
   %960 = add nsw i64 %958, %959
   %arena158 = getelementptr inbounds float, ptr %arena, i64 %960
   %961 = load <8 x float>, ptr %arena158, align 4
   %962 = fadd <8 x float> %952, %961
-  %963 = mul nsw i64 %act1_grad.j664141, 196
-  %964 = mul nsw i64 %act1_grad.ty665142, 14
+  %963 = mul nsw i64 %act1_grad.j671141, 196
+  %964 = mul nsw i64 %act1_grad.ty672142, 14
   %965 = add nsw i64 %963, %964
-  %966 = add nsw i64 %965, %act1_grad.tx666143
+  %966 = add nsw i64 %965, %act1_grad.tx673143
   %967 = mul nsw i64 %966, 16
   %968 = add nsw i64 3311296, %967
-  %969 = mul nsw i64 %act1_grad.cv667144, 8
+  %969 = mul nsw i64 %act1_grad.cv674144, 8
   %970 = add nsw i64 %968, %969
   %arena159 = getelementptr inbounds float, ptr %arena, i64 %970
   %971 = load <8 x float>, ptr %arena159, align 4
   %972 = fadd <8 x float> %962, %971
-  store <8 x float> %972, ptr %act1_grad.w672, align 32
-  %973 = mul nsw i64 %act1_grad.j664141, 196
-  %974 = mul nsw i64 %act1_grad.ty665142, 14
+  store <8 x float> %972, ptr %act1_grad.w679, align 32
+  %973 = mul nsw i64 %act1_grad.j671141, 196
+  %974 = mul nsw i64 %act1_grad.ty672142, 14
   %975 = add nsw i64 %973, %974
-  %976 = add nsw i64 %975, %act1_grad.tx666143
+  %976 = add nsw i64 %975, %act1_grad.tx673143
   %977 = mul nsw i64 %976, 16
   %978 = add nsw i64 3298752, %977
-  %979 = mul nsw i64 %act1_grad.cv667144, 8
+  %979 = mul nsw i64 %act1_grad.cv674144, 8
   %980 = add nsw i64 %978, %979
   %arena160 = getelementptr inbounds float, ptr %arena, i64 %980
   %981 = load <8 x float>, ptr %arena160, align 4
-  %982 = mul nsw i64 %act1_grad.j664141, 196
-  %983 = mul nsw i64 %act1_grad.ty665142, 14
+  %982 = mul nsw i64 %act1_grad.j671141, 196
+  %983 = mul nsw i64 %act1_grad.ty672142, 14
   %984 = add nsw i64 %982, %983
-  %985 = add nsw i64 %984, %act1_grad.tx666143
+  %985 = add nsw i64 %984, %act1_grad.tx673143
   %986 = mul nsw i64 %985, 16
   %987 = add nsw i64 3311296, %986
-  %988 = mul nsw i64 %act1_grad.cv667144, 8
+  %988 = mul nsw i64 %act1_grad.cv674144, 8
   %989 = add nsw i64 %987, %988
   %arena161 = getelementptr inbounds float, ptr %arena, i64 %989
   %990 = load <8 x float>, ptr %arena161, align 4
   %991 = fsub <8 x float> %981, %990
-  %992 = mul nsw i64 %act1_grad.j664141, 196
-  %993 = mul nsw i64 %act1_grad.ty665142, 14
+  %992 = mul nsw i64 %act1_grad.j671141, 196
+  %993 = mul nsw i64 %act1_grad.ty672142, 14
   %994 = add nsw i64 %992, %993
-  %995 = add nsw i64 %994, %act1_grad.tx666143
+  %995 = add nsw i64 %994, %act1_grad.tx673143
   %996 = mul nsw i64 %995, 16
   %997 = add nsw i64 3323840, %996
-  %998 = mul nsw i64 %act1_grad.cv667144, 8
+  %998 = mul nsw i64 %act1_grad.cv674144, 8
   %999 = add nsw i64 %997, %998
   %arena162 = getelementptr inbounds float, ptr %arena, i64 %999
   %1000 = load <8 x float>, ptr %arena162, align 4
   %1001 = fsub <8 x float> %991, %1000
-  store <8 x float> %1001, ptr %act1_grad.w673, align 32
-  %1002 = mul nsw i64 %act1_grad.j664141, 196
-  %1003 = mul nsw i64 %act1_grad.ty665142, 14
+  store <8 x float> %1001, ptr %act1_grad.w680, align 32
+  %1002 = mul nsw i64 %act1_grad.j671141, 196
+  %1003 = mul nsw i64 %act1_grad.ty672142, 14
   %1004 = add nsw i64 %1002, %1003
-  %1005 = add nsw i64 %1004, %act1_grad.tx666143
+  %1005 = add nsw i64 %1004, %act1_grad.tx673143
   %1006 = mul nsw i64 %1005, 16
   %1007 = add nsw i64 3289344, %1006
-  %1008 = mul nsw i64 %act1_grad.cv667144, 8
+  %1008 = mul nsw i64 %act1_grad.cv674144, 8
   %1009 = add nsw i64 %1007, %1008
   %arena163 = getelementptr inbounds float, ptr %arena, i64 %1009
   %1010 = load <8 x float>, ptr %arena163, align 4
-  %1011 = mul nsw i64 %act1_grad.j664141, 196
-  %1012 = mul nsw i64 %act1_grad.ty665142, 14
+  %1011 = mul nsw i64 %act1_grad.j671141, 196
+  %1012 = mul nsw i64 %act1_grad.ty672142, 14
   %1013 = add nsw i64 %1011, %1012
-  %1014 = add nsw i64 %1013, %act1_grad.tx666143
+  %1014 = add nsw i64 %1013, %act1_grad.tx673143
   %1015 = mul nsw i64 %1014, 16
   %1016 = add nsw i64 3301888, %1015
-  %1017 = mul nsw i64 %act1_grad.cv667144, 8
+  %1017 = mul nsw i64 %act1_grad.cv674144, 8
   %1018 = add nsw i64 %1016, %1017
   %arena164 = getelementptr inbounds float, ptr %arena, i64 %1018
   %1019 = load <8 x float>, ptr %arena164, align 4
   %1020 = fadd <8 x float> %1010, %1019
-  %1021 = mul nsw i64 %act1_grad.j664141, 196
-  %1022 = mul nsw i64 %act1_grad.ty665142, 14
+  %1021 = mul nsw i64 %act1_grad.j671141, 196
+  %1022 = mul nsw i64 %act1_grad.ty672142, 14
   %1023 = add nsw i64 %1021, %1022
-  %1024 = add nsw i64 %1023, %act1_grad.tx666143
+  %1024 = add nsw i64 %1023, %act1_grad.tx673143
   %1025 = mul nsw i64 %1024, 16
   %1026 = add nsw i64 3314432, %1025
-  %1027 = mul nsw i64 %act1_grad.cv667144, 8
+  %1027 = mul nsw i64 %act1_grad.cv674144, 8
   %1028 = add nsw i64 %1026, %1027
   %arena165 = getelementptr inbounds float, ptr %arena, i64 %1028
   %1029 = load <8 x float>, ptr %arena165, align 4
   %1030 = fadd <8 x float> %1020, %1029
-  store <8 x float> %1030, ptr %act1_grad.w674, align 32
-  %1031 = mul nsw i64 %act1_grad.j664141, 196
-  %1032 = mul nsw i64 %act1_grad.ty665142, 14
+  store <8 x float> %1030, ptr %act1_grad.w681, align 32
+  %1031 = mul nsw i64 %act1_grad.j671141, 196
+  %1032 = mul nsw i64 %act1_grad.ty672142, 14
   %1033 = add nsw i64 %1031, %1032
-  %1034 = add nsw i64 %1033, %act1_grad.tx666143
+  %1034 = add nsw i64 %1033, %act1_grad.tx673143
   %1035 = mul nsw i64 %1034, 16
   %1036 = add nsw i64 3301888, %1035
-  %1037 = mul nsw i64 %act1_grad.cv667144, 8
+  %1037 = mul nsw i64 %act1_grad.cv674144, 8
   %1038 = add nsw i64 %1036, %1037
   %arena166 = getelementptr inbounds float, ptr %arena, i64 %1038
   %1039 = load <8 x float>, ptr %arena166, align 4
-  %1040 = mul nsw i64 %act1_grad.j664141, 196
-  %1041 = mul nsw i64 %act1_grad.ty665142, 14
+  %1040 = mul nsw i64 %act1_grad.j671141, 196
+  %1041 = mul nsw i64 %act1_grad.ty672142, 14
   %1042 = add nsw i64 %1040, %1041
-  %1043 = add nsw i64 %1042, %act1_grad.tx666143
+  %1043 = add nsw i64 %1042, %act1_grad.tx673143
   %1044 = mul nsw i64 %1043, 16
   %1045 = add nsw i64 3314432, %1044
-  %1046 = mul nsw i64 %act1_grad.cv667144, 8
+  %1046 = mul nsw i64 %act1_grad.cv674144, 8
   %1047 = add nsw i64 %1045, %1046
   %arena167 = getelementptr inbounds float, ptr %arena, i64 %1047
   %1048 = load <8 x float>, ptr %arena167, align 4
   %1049 = fsub <8 x float> %1039, %1048
-  %1050 = mul nsw i64 %act1_grad.j664141, 196
-  %1051 = mul nsw i64 %act1_grad.ty665142, 14
+  %1050 = mul nsw i64 %act1_grad.j671141, 196
+  %1051 = mul nsw i64 %act1_grad.ty672142, 14
   %1052 = add nsw i64 %1050, %1051
-  %1053 = add nsw i64 %1052, %act1_grad.tx666143
+  %1053 = add nsw i64 %1052, %act1_grad.tx673143
   %1054 = mul nsw i64 %1053, 16
   %1055 = add nsw i64 3326976, %1054
-  %1056 = mul nsw i64 %act1_grad.cv667144, 8
+  %1056 = mul nsw i64 %act1_grad.cv674144, 8
   %1057 = add nsw i64 %1055, %1056
   %arena168 = getelementptr inbounds float, ptr %arena, i64 %1057
   %1058 = load <8 x float>, ptr %arena168, align 4
   %1059 = fsub <8 x float> %1049, %1058
-  store <8 x float> %1059, ptr %act1_grad.w675, align 32
-  %w668 = load <8 x float>, ptr %act1_grad.w668, align 32
-  %w670 = load <8 x float>, ptr %act1_grad.w670, align 32
-  %1060 = fadd <8 x float> %w668, %w670
-  %w672 = load <8 x float>, ptr %act1_grad.w672, align 32
-  %1061 = fadd <8 x float> %1060, %w672
-  store <8 x float> %1061, ptr %act1_grad.w676, align 32
-  %w670169 = load <8 x float>, ptr %act1_grad.w670, align 32
-  %w672170 = load <8 x float>, ptr %act1_grad.w672, align 32
-  %1062 = fsub <8 x float> %w670169, %w672170
-  %w674 = load <8 x float>, ptr %act1_grad.w674, align 32
-  %1063 = fsub <8 x float> %1062, %w674
-  store <8 x float> %1063, ptr %act1_grad.w677, align 32
-  %w669 = load <8 x float>, ptr %act1_grad.w669, align 32
-  %w671 = load <8 x float>, ptr %act1_grad.w671, align 32
-  %1064 = fadd <8 x float> %w669, %w671
-  %w673 = load <8 x float>, ptr %act1_grad.w673, align 32
-  %1065 = fadd <8 x float> %1064, %w673
-  store <8 x float> %1065, ptr %act1_grad.w678, align 32
-  %w671171 = load <8 x float>, ptr %act1_grad.w671, align 32
-  %w673172 = load <8 x float>, ptr %act1_grad.w673, align 32
-  %1066 = fsub <8 x float> %w671171, %w673172
+  store <8 x float> %1059, ptr %act1_grad.w682, align 32
   %w675 = load <8 x float>, ptr %act1_grad.w675, align 32
-  %1067 = fsub <8 x float> %1066, %w675
-  store <8 x float> %1067, ptr %act1_grad.w679, align 32
+  %w677 = load <8 x float>, ptr %act1_grad.w677, align 32
+  %1060 = fadd <8 x float> %w675, %w677
+  %w679 = load <8 x float>, ptr %act1_grad.w679, align 32
+  %1061 = fadd <8 x float> %1060, %w679
+  store <8 x float> %1061, ptr %act1_grad.w683, align 32
+  %w677169 = load <8 x float>, ptr %act1_grad.w677, align 32
+  %w679170 = load <8 x float>, ptr %act1_grad.w679, align 32
+  %1062 = fsub <8 x float> %w677169, %w679170
+  %w681 = load <8 x float>, ptr %act1_grad.w681, align 32
+  %1063 = fsub <8 x float> %1062, %w681
+  store <8 x float> %1063, ptr %act1_grad.w684, align 32
   %w676 = load <8 x float>, ptr %act1_grad.w676, align 32
-  %1068 = mul nsw i64 %act1_grad.j664141, 28
-  %1069 = mul nsw i64 %act1_grad.ty665142, 2
+  %w678 = load <8 x float>, ptr %act1_grad.w678, align 32
+  %1064 = fadd <8 x float> %w676, %w678
+  %w680 = load <8 x float>, ptr %act1_grad.w680, align 32
+  %1065 = fadd <8 x float> %1064, %w680
+  store <8 x float> %1065, ptr %act1_grad.w685, align 32
+  %w678171 = load <8 x float>, ptr %act1_grad.w678, align 32
+  %w680172 = load <8 x float>, ptr %act1_grad.w680, align 32
+  %1066 = fsub <8 x float> %w678171, %w680172
+  %w682 = load <8 x float>, ptr %act1_grad.w682, align 32
+  %1067 = fsub <8 x float> %1066, %w682
+  store <8 x float> %1067, ptr %act1_grad.w686, align 32
+  %w683 = load <8 x float>, ptr %act1_grad.w683, align 32
+  %1068 = mul nsw i64 %act1_grad.j671141, 28
+  %1069 = mul nsw i64 %act1_grad.ty672142, 2
   %1070 = add nsw i64 %1068, %1069
   %1071 = mul nsw i64 %1070, 28
-  %1072 = mul nsw i64 %act1_grad.tx666143, 2
+  %1072 = mul nsw i64 %act1_grad.tx673143, 2
   %1073 = add nsw i64 %1071, %1072
   %1074 = mul nsw i64 %1073, 16
   %1075 = add nsw i64 3330112, %1074
-  %1076 = mul nsw i64 %act1_grad.cv667144, 8
+  %1076 = mul nsw i64 %act1_grad.cv674144, 8
   %1077 = add nsw i64 %1075, %1076
   %arena173 = getelementptr inbounds float, ptr %arena, i64 %1077
-  store <8 x float> %w676, ptr %arena173, align 4
-  %w677 = load <8 x float>, ptr %act1_grad.w677, align 32
-  %1078 = mul nsw i64 %act1_grad.j664141, 28
-  %1079 = mul nsw i64 %act1_grad.ty665142, 2
+  store <8 x float> %w683, ptr %arena173, align 4
+  %w684 = load <8 x float>, ptr %act1_grad.w684, align 32
+  %1078 = mul nsw i64 %act1_grad.j671141, 28
+  %1079 = mul nsw i64 %act1_grad.ty672142, 2
   %1080 = add nsw i64 %1078, %1079
   %1081 = mul nsw i64 %1080, 28
-  %1082 = mul nsw i64 %act1_grad.tx666143, 2
+  %1082 = mul nsw i64 %act1_grad.tx673143, 2
   %1083 = add nsw i64 %1081, %1082
   %1084 = add nsw i64 %1083, 1
   %1085 = mul nsw i64 %1084, 16
   %1086 = add nsw i64 3330112, %1085
-  %1087 = mul nsw i64 %act1_grad.cv667144, 8
+  %1087 = mul nsw i64 %act1_grad.cv674144, 8
   %1088 = add nsw i64 %1086, %1087
   %arena174 = getelementptr inbounds float, ptr %arena, i64 %1088
-  store <8 x float> %w677, ptr %arena174, align 4
-  %w678 = load <8 x float>, ptr %act1_grad.w678, align 32
-  %1089 = mul nsw i64 %act1_grad.j664141, 28
-  %1090 = mul nsw i64 %act1_grad.ty665142, 2
+  store <8 x float> %w684, ptr %arena174, align 4
+  %w685 = load <8 x float>, ptr %act1_grad.w685, align 32
+  %1089 = mul nsw i64 %act1_grad.j671141, 28
+  %1090 = mul nsw i64 %act1_grad.ty672142, 2
   %1091 = add nsw i64 %1089, %1090
   %1092 = add nsw i64 %1091, 1
   %1093 = mul nsw i64 %1092, 28
-  %1094 = mul nsw i64 %act1_grad.tx666143, 2
+  %1094 = mul nsw i64 %act1_grad.tx673143, 2
   %1095 = add nsw i64 %1093, %1094
   %1096 = mul nsw i64 %1095, 16
   %1097 = add nsw i64 3330112, %1096
-  %1098 = mul nsw i64 %act1_grad.cv667144, 8
+  %1098 = mul nsw i64 %act1_grad.cv674144, 8
   %1099 = add nsw i64 %1097, %1098
   %arena175 = getelementptr inbounds float, ptr %arena, i64 %1099
-  store <8 x float> %w678, ptr %arena175, align 4
-  %w679 = load <8 x float>, ptr %act1_grad.w679, align 32
-  %1100 = mul nsw i64 %act1_grad.j664141, 28
-  %1101 = mul nsw i64 %act1_grad.ty665142, 2
+  store <8 x float> %w685, ptr %arena175, align 4
+  %w686 = load <8 x float>, ptr %act1_grad.w686, align 32
+  %1100 = mul nsw i64 %act1_grad.j671141, 28
+  %1101 = mul nsw i64 %act1_grad.ty672142, 2
   %1102 = add nsw i64 %1100, %1101
   %1103 = add nsw i64 %1102, 1
   %1104 = mul nsw i64 %1103, 28
-  %1105 = mul nsw i64 %act1_grad.tx666143, 2
+  %1105 = mul nsw i64 %act1_grad.tx673143, 2
   %1106 = add nsw i64 %1104, %1105
   %1107 = add nsw i64 %1106, 1
   %1108 = mul nsw i64 %1107, 16
   %1109 = add nsw i64 3330112, %1108
-  %1110 = mul nsw i64 %act1_grad.cv667144, 8
+  %1110 = mul nsw i64 %act1_grad.cv674144, 8
   %1111 = add nsw i64 %1109, %1110
   %arena176 = getelementptr inbounds float, ptr %arena, i64 %1111
-  store <8 x float> %w679, ptr %arena176, align 4
-  %cv667.next = add nsw i64 %act1_grad.cv667144, 1
-  %1112 = icmp slt i64 %cv667.next, 2
-  br i1 %1112, label %act1_grad.cv667, label %act1_grad.cv667.end
+  store <8 x float> %w686, ptr %arena176, align 4
+  %cv674.next = add nsw i64 %act1_grad.cv674144, 1
+  %1112 = icmp slt i64 %cv674.next, 2
+  br i1 %1112, label %act1_grad.cv674, label %act1_grad.cv674.end
 
-act1_grad.cv667.end:                              ; preds = %act1_grad.cv667
-  %tx666.next = add nsw i64 %act1_grad.tx666143, 1
-  %1113 = icmp slt i64 %tx666.next, 14
-  br i1 %1113, label %act1_grad.tx666, label %act1_grad.tx666.end
+act1_grad.cv674.end:                              ; preds = %act1_grad.cv674
+  %tx673.next = add nsw i64 %act1_grad.tx673143, 1
+  %1113 = icmp slt i64 %tx673.next, 14
+  br i1 %1113, label %act1_grad.tx673, label %act1_grad.tx673.end
 
-act1_grad.j680:                                   ; preds = %act1_grad.c681.end, %act1_grad.j664.end
-  %act1_grad.j680177 = phi i64 [ 0, %act1_grad.j664.end ], [ %j680.next, %act1_grad.c681.end ]
-  br label %act1_grad.c681
+act1_grad.j687:                                   ; preds = %act1_grad.c688.end, %act1_grad.j671.end
+  %act1_grad.j687177 = phi i64 [ 0, %act1_grad.j671.end ], [ %j687.next, %act1_grad.c688.end ]
+  br label %act1_grad.c688
 
-act1_grad.j680.end:                               ; preds = %act1_grad.c681.end
-  %g615.next = add nsw i64 %act1_grad.g61565, 1
-  %1114 = icmp slt i64 %g615.next, 64
-  br i1 %1114, label %act1_grad.g615, label %act1_grad.g615.end
+act1_grad.j687.end:                               ; preds = %act1_grad.c688.end
+  %g622.next = add nsw i64 %act1_grad.g62265, 1
+  %1114 = icmp slt i64 %g622.next, 64
+  br i1 %1114, label %act1_grad.g622, label %act1_grad.g622.end
 
-act1_grad.c681:                                   ; preds = %act1_grad.q682.end, %act1_grad.j680
-  %act1_grad.c681178 = phi i64 [ 0, %act1_grad.j680 ], [ %c681.next, %act1_grad.q682.end ]
-  br label %act1_grad.q682
+act1_grad.c688:                                   ; preds = %act1_grad.q689.end, %act1_grad.j687
+  %act1_grad.c688178 = phi i64 [ 0, %act1_grad.j687 ], [ %c688.next, %act1_grad.q689.end ]
+  br label %act1_grad.q689
 
-act1_grad.c681.end:                               ; preds = %act1_grad.q682.end
-  %j680.next = add nsw i64 %act1_grad.j680177, 1
-  %1115 = icmp slt i64 %j680.next, 1
-  br i1 %1115, label %act1_grad.j680, label %act1_grad.j680.end
+act1_grad.c688.end:                               ; preds = %act1_grad.q689.end
+  %j687.next = add nsw i64 %act1_grad.j687177, 1
+  %1115 = icmp slt i64 %j687.next, 1
+  br i1 %1115, label %act1_grad.j687, label %act1_grad.j687.end
 
-act1_grad.q682:                                   ; preds = %act1_grad.q682, %act1_grad.c681
-  %act1_grad.q682179 = phi i64 [ 0, %act1_grad.c681 ], [ %q682.next, %act1_grad.q682 ]
-  %1116 = mul nsw i64 %act1_grad.j680177, 784
-  %1117 = add nsw i64 %1116, %act1_grad.q682179
+act1_grad.q689:                                   ; preds = %act1_grad.q689, %act1_grad.c688
+  %act1_grad.q689179 = phi i64 [ 0, %act1_grad.c688 ], [ %q689.next, %act1_grad.q689 ]
+  %1116 = mul nsw i64 %act1_grad.j687177, 784
+  %1117 = add nsw i64 %1116, %act1_grad.q689179
   %1118 = mul nsw i64 %1117, 16
   %1119 = add nsw i64 3330112, %1118
-  %1120 = add nsw i64 %1119, %act1_grad.c681178
+  %1120 = add nsw i64 %1119, %act1_grad.c688178
   %arena180 = getelementptr inbounds float, ptr %arena, i64 %1120
   %1121 = load float, ptr %arena180, align 4
-  %1122 = add nsw i64 %act1_grad.g61565, %act1_grad.j680177
+  %1122 = add nsw i64 %act1_grad.g62265, %act1_grad.j687177
   %1123 = mul nsw i64 %1122, 12544
   %1124 = add nsw i64 2408448, %1123
-  %1125 = mul nsw i64 %act1_grad.c681178, 784
+  %1125 = mul nsw i64 %act1_grad.c688178, 784
   %1126 = add nsw i64 %1124, %1125
-  %1127 = add nsw i64 %1126, %act1_grad.q682179
+  %1127 = add nsw i64 %1126, %act1_grad.q689179
   %arena181 = getelementptr inbounds float, ptr %arena, i64 %1127
   store float %1121, ptr %arena181, align 4
-  %q682.next = add nsw i64 %act1_grad.q682179, 1
-  %1128 = icmp slt i64 %q682.next, 784
-  br i1 %1128, label %act1_grad.q682, label %act1_grad.q682.end
+  %q689.next = add nsw i64 %act1_grad.q689179, 1
+  %1128 = icmp slt i64 %q689.next, 784
+  br i1 %1128, label %act1_grad.q689, label %act1_grad.q689.end
 
-act1_grad.q682.end:                               ; preds = %act1_grad.q682
-  %c681.next = add nsw i64 %act1_grad.c681178, 1
-  %1129 = icmp slt i64 %c681.next, 16
-  br i1 %1129, label %act1_grad.c681, label %act1_grad.c681.end
+act1_grad.q689.end:                               ; preds = %act1_grad.q689
+  %c688.next = add nsw i64 %act1_grad.c688178, 1
+  %1129 = icmp slt i64 %c688.next, 16
+  br i1 %1129, label %act1_grad.c688, label %act1_grad.c688.end
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k26.act1_grad.gemm663(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @residual_train_b64.k26.act1_grad.gemm670(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
-  %act1_grad.t661_a3 = alloca <8 x float>, align 32
-  %act1_grad.t661_a2 = alloca <8 x float>, align 32
-  %act1_grad.t661_a1 = alloca <8 x float>, align 32
-  %act1_grad.t661_a0 = alloca <8 x float>, align 32
-  %act1_grad.t661_b1 = alloca <8 x float>, align 32
-  %act1_grad.t661_b0 = alloca <8 x float>, align 32
-  %act1_grad.t661_c3_1 = alloca <8 x float>, align 32
-  %act1_grad.t661_c3_0 = alloca <8 x float>, align 32
-  %act1_grad.t661_c2_1 = alloca <8 x float>, align 32
-  %act1_grad.t661_c2_0 = alloca <8 x float>, align 32
-  %act1_grad.t661_c1_1 = alloca <8 x float>, align 32
-  %act1_grad.t661_c1_0 = alloca <8 x float>, align 32
-  %act1_grad.t661_c0_1 = alloca <8 x float>, align 32
-  %act1_grad.t661_c0_0 = alloca <8 x float>, align 32
-  %act1_grad.t659_a5 = alloca <8 x float>, align 32
-  %act1_grad.t659_a4 = alloca <8 x float>, align 32
-  %act1_grad.t659_a3 = alloca <8 x float>, align 32
-  %act1_grad.t659_a2 = alloca <8 x float>, align 32
-  %act1_grad.t659_a1 = alloca <8 x float>, align 32
-  %act1_grad.t659_a0 = alloca <8 x float>, align 32
-  %act1_grad.t659_b1 = alloca <8 x float>, align 32
-  %act1_grad.t659_b0 = alloca <8 x float>, align 32
-  %act1_grad.t659_c5_1 = alloca <8 x float>, align 32
-  %act1_grad.t659_c5_0 = alloca <8 x float>, align 32
-  %act1_grad.t659_c4_1 = alloca <8 x float>, align 32
-  %act1_grad.t659_c4_0 = alloca <8 x float>, align 32
-  %act1_grad.t659_c3_1 = alloca <8 x float>, align 32
-  %act1_grad.t659_c3_0 = alloca <8 x float>, align 32
-  %act1_grad.t659_c2_1 = alloca <8 x float>, align 32
-  %act1_grad.t659_c2_0 = alloca <8 x float>, align 32
-  %act1_grad.t659_c1_1 = alloca <8 x float>, align 32
-  %act1_grad.t659_c1_0 = alloca <8 x float>, align 32
-  %act1_grad.t659_c0_1 = alloca <8 x float>, align 32
-  %act1_grad.t659_c0_0 = alloca <8 x float>, align 32
-  br label %act1_grad.nb657
+  %act1_grad.t668_a3 = alloca <8 x float>, align 32
+  %act1_grad.t668_a2 = alloca <8 x float>, align 32
+  %act1_grad.t668_a1 = alloca <8 x float>, align 32
+  %act1_grad.t668_a0 = alloca <8 x float>, align 32
+  %act1_grad.t668_b1 = alloca <8 x float>, align 32
+  %act1_grad.t668_b0 = alloca <8 x float>, align 32
+  %act1_grad.t668_c3_1 = alloca <8 x float>, align 32
+  %act1_grad.t668_c3_0 = alloca <8 x float>, align 32
+  %act1_grad.t668_c2_1 = alloca <8 x float>, align 32
+  %act1_grad.t668_c2_0 = alloca <8 x float>, align 32
+  %act1_grad.t668_c1_1 = alloca <8 x float>, align 32
+  %act1_grad.t668_c1_0 = alloca <8 x float>, align 32
+  %act1_grad.t668_c0_1 = alloca <8 x float>, align 32
+  %act1_grad.t668_c0_0 = alloca <8 x float>, align 32
+  %act1_grad.t666_a5 = alloca <8 x float>, align 32
+  %act1_grad.t666_a4 = alloca <8 x float>, align 32
+  %act1_grad.t666_a3 = alloca <8 x float>, align 32
+  %act1_grad.t666_a2 = alloca <8 x float>, align 32
+  %act1_grad.t666_a1 = alloca <8 x float>, align 32
+  %act1_grad.t666_a0 = alloca <8 x float>, align 32
+  %act1_grad.t666_b1 = alloca <8 x float>, align 32
+  %act1_grad.t666_b0 = alloca <8 x float>, align 32
+  %act1_grad.t666_c5_1 = alloca <8 x float>, align 32
+  %act1_grad.t666_c5_0 = alloca <8 x float>, align 32
+  %act1_grad.t666_c4_1 = alloca <8 x float>, align 32
+  %act1_grad.t666_c4_0 = alloca <8 x float>, align 32
+  %act1_grad.t666_c3_1 = alloca <8 x float>, align 32
+  %act1_grad.t666_c3_0 = alloca <8 x float>, align 32
+  %act1_grad.t666_c2_1 = alloca <8 x float>, align 32
+  %act1_grad.t666_c2_0 = alloca <8 x float>, align 32
+  %act1_grad.t666_c1_1 = alloca <8 x float>, align 32
+  %act1_grad.t666_c1_0 = alloca <8 x float>, align 32
+  %act1_grad.t666_c0_1 = alloca <8 x float>, align 32
+  %act1_grad.t666_c0_0 = alloca <8 x float>, align 32
+  br label %act1_grad.nb664
 
-act1_grad.nb657:                                  ; preds = %act1_grad.k662.end, %entry
-  %act1_grad.nb6571 = phi i64 [ 0, %entry ], [ %nb657.next, %act1_grad.k662.end ]
-  br label %act1_grad.mb658
+act1_grad.nb664:                                  ; preds = %act1_grad.k669.end, %entry
+  %act1_grad.nb6641 = phi i64 [ 0, %entry ], [ %nb664.next, %act1_grad.k669.end ]
+  br label %act1_grad.mb665
 
-act1_grad.nb657.end:                              ; preds = %act1_grad.k662.end
+act1_grad.nb664.end:                              ; preds = %act1_grad.k669.end
   ret void
 
-act1_grad.mb658:                                  ; preds = %act1_grad.k660.end, %act1_grad.nb657
-  %act1_grad.mb6582 = phi i64 [ 0, %act1_grad.nb657 ], [ %mb658.next, %act1_grad.k660.end ]
-  store <8 x float> zeroinitializer, ptr %act1_grad.t659_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %act1_grad.t659_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %act1_grad.t659_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %act1_grad.t659_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %act1_grad.t659_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %act1_grad.t659_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %act1_grad.t659_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %act1_grad.t659_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %act1_grad.t659_c4_0, align 32
-  store <8 x float> zeroinitializer, ptr %act1_grad.t659_c4_1, align 32
-  store <8 x float> zeroinitializer, ptr %act1_grad.t659_c5_0, align 32
-  store <8 x float> zeroinitializer, ptr %act1_grad.t659_c5_1, align 32
-  br label %act1_grad.k660
+act1_grad.mb665:                                  ; preds = %act1_grad.k667.end, %act1_grad.nb664
+  %act1_grad.mb6652 = phi i64 [ 0, %act1_grad.nb664 ], [ %mb665.next, %act1_grad.k667.end ]
+  store <8 x float> zeroinitializer, ptr %act1_grad.t666_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %act1_grad.t666_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %act1_grad.t666_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %act1_grad.t666_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %act1_grad.t666_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %act1_grad.t666_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %act1_grad.t666_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %act1_grad.t666_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %act1_grad.t666_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %act1_grad.t666_c4_1, align 32
+  store <8 x float> zeroinitializer, ptr %act1_grad.t666_c5_0, align 32
+  store <8 x float> zeroinitializer, ptr %act1_grad.t666_c5_1, align 32
+  br label %act1_grad.k667
 
-act1_grad.mb658.end:                              ; preds = %act1_grad.k660.end
-  store <8 x float> zeroinitializer, ptr %act1_grad.t661_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %act1_grad.t661_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %act1_grad.t661_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %act1_grad.t661_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %act1_grad.t661_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %act1_grad.t661_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %act1_grad.t661_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %act1_grad.t661_c3_1, align 32
-  br label %act1_grad.k662
+act1_grad.mb665.end:                              ; preds = %act1_grad.k667.end
+  store <8 x float> zeroinitializer, ptr %act1_grad.t668_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %act1_grad.t668_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %act1_grad.t668_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %act1_grad.t668_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %act1_grad.t668_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %act1_grad.t668_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %act1_grad.t668_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %act1_grad.t668_c3_1, align 32
+  br label %act1_grad.k669
 
-act1_grad.k660:                                   ; preds = %act1_grad.k660, %act1_grad.mb658
-  %act1_grad.k6603 = phi i64 [ 0, %act1_grad.mb658 ], [ %k660.next, %act1_grad.k660 ]
+act1_grad.k667:                                   ; preds = %act1_grad.k667, %act1_grad.mb665
+  %act1_grad.k6673 = phi i64 [ 0, %act1_grad.mb665 ], [ %k667.next, %act1_grad.k667 ]
   %1 = mul nsw i64 %0, 256
   %2 = add nsw i64 3211264, %1
-  %3 = mul nsw i64 %act1_grad.k6603, 16
+  %3 = mul nsw i64 %act1_grad.k6673, 16
   %4 = add nsw i64 %2, %3
-  %5 = mul nsw i64 %act1_grad.nb6571, 16
+  %5 = mul nsw i64 %act1_grad.nb6641, 16
   %6 = add nsw i64 %4, %5
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %7, ptr %act1_grad.t659_b0, align 32
+  store <8 x float> %7, ptr %act1_grad.t666_b0, align 32
   %8 = mul nsw i64 %0, 256
   %9 = add nsw i64 3211264, %8
-  %10 = mul nsw i64 %act1_grad.k6603, 16
+  %10 = mul nsw i64 %act1_grad.k6673, 16
   %11 = add nsw i64 %9, %10
-  %12 = mul nsw i64 %act1_grad.nb6571, 16
+  %12 = mul nsw i64 %act1_grad.nb6641, 16
   %13 = add nsw i64 %11, %12
   %14 = add nsw i64 %13, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %15, ptr %act1_grad.t659_b1, align 32
+  store <8 x float> %15, ptr %act1_grad.t666_b1, align 32
   %16 = mul nsw i64 %0, 3136
   %17 = add nsw i64 3229760, %16
-  %18 = mul nsw i64 %act1_grad.mb6582, 6
+  %18 = mul nsw i64 %act1_grad.mb6652, 6
   %19 = mul nsw i64 %18, 16
   %20 = add nsw i64 %17, %19
-  %21 = add nsw i64 %20, %act1_grad.k6603
+  %21 = add nsw i64 %20, %act1_grad.k6673
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena6, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %act1_grad.t659_a0, align 32
-  %t659_a0 = load <8 x float>, ptr %act1_grad.t659_a0, align 32
-  %t659_b0 = load <8 x float>, ptr %act1_grad.t659_b0, align 32
-  %t659_c0_0 = load <8 x float>, ptr %act1_grad.t659_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t659_a0, <8 x float> %t659_b0, <8 x float> %t659_c0_0)
-  store <8 x float> %25, ptr %act1_grad.t659_c0_0, align 32
-  %t659_a07 = load <8 x float>, ptr %act1_grad.t659_a0, align 32
-  %t659_b1 = load <8 x float>, ptr %act1_grad.t659_b1, align 32
-  %t659_c0_1 = load <8 x float>, ptr %act1_grad.t659_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t659_a07, <8 x float> %t659_b1, <8 x float> %t659_c0_1)
-  store <8 x float> %26, ptr %act1_grad.t659_c0_1, align 32
+  store <8 x float> %24, ptr %act1_grad.t666_a0, align 32
+  %t666_a0 = load <8 x float>, ptr %act1_grad.t666_a0, align 32
+  %t666_b0 = load <8 x float>, ptr %act1_grad.t666_b0, align 32
+  %t666_c0_0 = load <8 x float>, ptr %act1_grad.t666_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t666_a0, <8 x float> %t666_b0, <8 x float> %t666_c0_0)
+  store <8 x float> %25, ptr %act1_grad.t666_c0_0, align 32
+  %t666_a07 = load <8 x float>, ptr %act1_grad.t666_a0, align 32
+  %t666_b1 = load <8 x float>, ptr %act1_grad.t666_b1, align 32
+  %t666_c0_1 = load <8 x float>, ptr %act1_grad.t666_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t666_a07, <8 x float> %t666_b1, <8 x float> %t666_c0_1)
+  store <8 x float> %26, ptr %act1_grad.t666_c0_1, align 32
   %27 = mul nsw i64 %0, 3136
   %28 = add nsw i64 3229760, %27
-  %29 = mul nsw i64 %act1_grad.mb6582, 6
+  %29 = mul nsw i64 %act1_grad.mb6652, 6
   %30 = add nsw i64 %29, 1
   %31 = mul nsw i64 %30, 16
   %32 = add nsw i64 %28, %31
-  %33 = add nsw i64 %32, %act1_grad.k6603
+  %33 = add nsw i64 %32, %act1_grad.k6673
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %33
   %34 = load float, ptr %arena8, align 4
   %35 = insertelement <8 x float> undef, float %34, i32 0
   %36 = shufflevector <8 x float> %35, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %36, ptr %act1_grad.t659_a1, align 32
-  %t659_a1 = load <8 x float>, ptr %act1_grad.t659_a1, align 32
-  %t659_b09 = load <8 x float>, ptr %act1_grad.t659_b0, align 32
-  %t659_c1_0 = load <8 x float>, ptr %act1_grad.t659_c1_0, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t659_a1, <8 x float> %t659_b09, <8 x float> %t659_c1_0)
-  store <8 x float> %37, ptr %act1_grad.t659_c1_0, align 32
-  %t659_a110 = load <8 x float>, ptr %act1_grad.t659_a1, align 32
-  %t659_b111 = load <8 x float>, ptr %act1_grad.t659_b1, align 32
-  %t659_c1_1 = load <8 x float>, ptr %act1_grad.t659_c1_1, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t659_a110, <8 x float> %t659_b111, <8 x float> %t659_c1_1)
-  store <8 x float> %38, ptr %act1_grad.t659_c1_1, align 32
+  store <8 x float> %36, ptr %act1_grad.t666_a1, align 32
+  %t666_a1 = load <8 x float>, ptr %act1_grad.t666_a1, align 32
+  %t666_b09 = load <8 x float>, ptr %act1_grad.t666_b0, align 32
+  %t666_c1_0 = load <8 x float>, ptr %act1_grad.t666_c1_0, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t666_a1, <8 x float> %t666_b09, <8 x float> %t666_c1_0)
+  store <8 x float> %37, ptr %act1_grad.t666_c1_0, align 32
+  %t666_a110 = load <8 x float>, ptr %act1_grad.t666_a1, align 32
+  %t666_b111 = load <8 x float>, ptr %act1_grad.t666_b1, align 32
+  %t666_c1_1 = load <8 x float>, ptr %act1_grad.t666_c1_1, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t666_a110, <8 x float> %t666_b111, <8 x float> %t666_c1_1)
+  store <8 x float> %38, ptr %act1_grad.t666_c1_1, align 32
   %39 = mul nsw i64 %0, 3136
   %40 = add nsw i64 3229760, %39
-  %41 = mul nsw i64 %act1_grad.mb6582, 6
+  %41 = mul nsw i64 %act1_grad.mb6652, 6
   %42 = add nsw i64 %41, 2
   %43 = mul nsw i64 %42, 16
   %44 = add nsw i64 %40, %43
-  %45 = add nsw i64 %44, %act1_grad.k6603
+  %45 = add nsw i64 %44, %act1_grad.k6673
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %45
   %46 = load float, ptr %arena12, align 4
   %47 = insertelement <8 x float> undef, float %46, i32 0
   %48 = shufflevector <8 x float> %47, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %48, ptr %act1_grad.t659_a2, align 32
-  %t659_a2 = load <8 x float>, ptr %act1_grad.t659_a2, align 32
-  %t659_b013 = load <8 x float>, ptr %act1_grad.t659_b0, align 32
-  %t659_c2_0 = load <8 x float>, ptr %act1_grad.t659_c2_0, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t659_a2, <8 x float> %t659_b013, <8 x float> %t659_c2_0)
-  store <8 x float> %49, ptr %act1_grad.t659_c2_0, align 32
-  %t659_a214 = load <8 x float>, ptr %act1_grad.t659_a2, align 32
-  %t659_b115 = load <8 x float>, ptr %act1_grad.t659_b1, align 32
-  %t659_c2_1 = load <8 x float>, ptr %act1_grad.t659_c2_1, align 32
-  %50 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t659_a214, <8 x float> %t659_b115, <8 x float> %t659_c2_1)
-  store <8 x float> %50, ptr %act1_grad.t659_c2_1, align 32
+  store <8 x float> %48, ptr %act1_grad.t666_a2, align 32
+  %t666_a2 = load <8 x float>, ptr %act1_grad.t666_a2, align 32
+  %t666_b013 = load <8 x float>, ptr %act1_grad.t666_b0, align 32
+  %t666_c2_0 = load <8 x float>, ptr %act1_grad.t666_c2_0, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t666_a2, <8 x float> %t666_b013, <8 x float> %t666_c2_0)
+  store <8 x float> %49, ptr %act1_grad.t666_c2_0, align 32
+  %t666_a214 = load <8 x float>, ptr %act1_grad.t666_a2, align 32
+  %t666_b115 = load <8 x float>, ptr %act1_grad.t666_b1, align 32
+  %t666_c2_1 = load <8 x float>, ptr %act1_grad.t666_c2_1, align 32
+  %50 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t666_a214, <8 x float> %t666_b115, <8 x float> %t666_c2_1)
+  store <8 x float> %50, ptr %act1_grad.t666_c2_1, align 32
   %51 = mul nsw i64 %0, 3136
   %52 = add nsw i64 3229760, %51
-  %53 = mul nsw i64 %act1_grad.mb6582, 6
+  %53 = mul nsw i64 %act1_grad.mb6652, 6
   %54 = add nsw i64 %53, 3
   %55 = mul nsw i64 %54, 16
   %56 = add nsw i64 %52, %55
-  %57 = add nsw i64 %56, %act1_grad.k6603
+  %57 = add nsw i64 %56, %act1_grad.k6673
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %57
   %58 = load float, ptr %arena16, align 4
   %59 = insertelement <8 x float> undef, float %58, i32 0
   %60 = shufflevector <8 x float> %59, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %60, ptr %act1_grad.t659_a3, align 32
-  %t659_a3 = load <8 x float>, ptr %act1_grad.t659_a3, align 32
-  %t659_b017 = load <8 x float>, ptr %act1_grad.t659_b0, align 32
-  %t659_c3_0 = load <8 x float>, ptr %act1_grad.t659_c3_0, align 32
-  %61 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t659_a3, <8 x float> %t659_b017, <8 x float> %t659_c3_0)
-  store <8 x float> %61, ptr %act1_grad.t659_c3_0, align 32
-  %t659_a318 = load <8 x float>, ptr %act1_grad.t659_a3, align 32
-  %t659_b119 = load <8 x float>, ptr %act1_grad.t659_b1, align 32
-  %t659_c3_1 = load <8 x float>, ptr %act1_grad.t659_c3_1, align 32
-  %62 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t659_a318, <8 x float> %t659_b119, <8 x float> %t659_c3_1)
-  store <8 x float> %62, ptr %act1_grad.t659_c3_1, align 32
+  store <8 x float> %60, ptr %act1_grad.t666_a3, align 32
+  %t666_a3 = load <8 x float>, ptr %act1_grad.t666_a3, align 32
+  %t666_b017 = load <8 x float>, ptr %act1_grad.t666_b0, align 32
+  %t666_c3_0 = load <8 x float>, ptr %act1_grad.t666_c3_0, align 32
+  %61 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t666_a3, <8 x float> %t666_b017, <8 x float> %t666_c3_0)
+  store <8 x float> %61, ptr %act1_grad.t666_c3_0, align 32
+  %t666_a318 = load <8 x float>, ptr %act1_grad.t666_a3, align 32
+  %t666_b119 = load <8 x float>, ptr %act1_grad.t666_b1, align 32
+  %t666_c3_1 = load <8 x float>, ptr %act1_grad.t666_c3_1, align 32
+  %62 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t666_a318, <8 x float> %t666_b119, <8 x float> %t666_c3_1)
+  store <8 x float> %62, ptr %act1_grad.t666_c3_1, align 32
   %63 = mul nsw i64 %0, 3136
   %64 = add nsw i64 3229760, %63
-  %65 = mul nsw i64 %act1_grad.mb6582, 6
+  %65 = mul nsw i64 %act1_grad.mb6652, 6
   %66 = add nsw i64 %65, 4
   %67 = mul nsw i64 %66, 16
   %68 = add nsw i64 %64, %67
-  %69 = add nsw i64 %68, %act1_grad.k6603
+  %69 = add nsw i64 %68, %act1_grad.k6673
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load float, ptr %arena20, align 4
   %71 = insertelement <8 x float> undef, float %70, i32 0
   %72 = shufflevector <8 x float> %71, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %72, ptr %act1_grad.t659_a4, align 32
-  %t659_a4 = load <8 x float>, ptr %act1_grad.t659_a4, align 32
-  %t659_b021 = load <8 x float>, ptr %act1_grad.t659_b0, align 32
-  %t659_c4_0 = load <8 x float>, ptr %act1_grad.t659_c4_0, align 32
-  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t659_a4, <8 x float> %t659_b021, <8 x float> %t659_c4_0)
-  store <8 x float> %73, ptr %act1_grad.t659_c4_0, align 32
-  %t659_a422 = load <8 x float>, ptr %act1_grad.t659_a4, align 32
-  %t659_b123 = load <8 x float>, ptr %act1_grad.t659_b1, align 32
-  %t659_c4_1 = load <8 x float>, ptr %act1_grad.t659_c4_1, align 32
-  %74 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t659_a422, <8 x float> %t659_b123, <8 x float> %t659_c4_1)
-  store <8 x float> %74, ptr %act1_grad.t659_c4_1, align 32
+  store <8 x float> %72, ptr %act1_grad.t666_a4, align 32
+  %t666_a4 = load <8 x float>, ptr %act1_grad.t666_a4, align 32
+  %t666_b021 = load <8 x float>, ptr %act1_grad.t666_b0, align 32
+  %t666_c4_0 = load <8 x float>, ptr %act1_grad.t666_c4_0, align 32
+  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t666_a4, <8 x float> %t666_b021, <8 x float> %t666_c4_0)
+  store <8 x float> %73, ptr %act1_grad.t666_c4_0, align 32
+  %t666_a422 = load <8 x float>, ptr %act1_grad.t666_a4, align 32
+  %t666_b123 = load <8 x float>, ptr %act1_grad.t666_b1, align 32
+  %t666_c4_1 = load <8 x float>, ptr %act1_grad.t666_c4_1, align 32
+  %74 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t666_a422, <8 x float> %t666_b123, <8 x float> %t666_c4_1)
+  store <8 x float> %74, ptr %act1_grad.t666_c4_1, align 32
   %75 = mul nsw i64 %0, 3136
   %76 = add nsw i64 3229760, %75
-  %77 = mul nsw i64 %act1_grad.mb6582, 6
+  %77 = mul nsw i64 %act1_grad.mb6652, 6
   %78 = add nsw i64 %77, 5
   %79 = mul nsw i64 %78, 16
   %80 = add nsw i64 %76, %79
-  %81 = add nsw i64 %80, %act1_grad.k6603
+  %81 = add nsw i64 %80, %act1_grad.k6673
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %81
   %82 = load float, ptr %arena24, align 4
   %83 = insertelement <8 x float> undef, float %82, i32 0
   %84 = shufflevector <8 x float> %83, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %84, ptr %act1_grad.t659_a5, align 32
-  %t659_a5 = load <8 x float>, ptr %act1_grad.t659_a5, align 32
-  %t659_b025 = load <8 x float>, ptr %act1_grad.t659_b0, align 32
-  %t659_c5_0 = load <8 x float>, ptr %act1_grad.t659_c5_0, align 32
-  %85 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t659_a5, <8 x float> %t659_b025, <8 x float> %t659_c5_0)
-  store <8 x float> %85, ptr %act1_grad.t659_c5_0, align 32
-  %t659_a526 = load <8 x float>, ptr %act1_grad.t659_a5, align 32
-  %t659_b127 = load <8 x float>, ptr %act1_grad.t659_b1, align 32
-  %t659_c5_1 = load <8 x float>, ptr %act1_grad.t659_c5_1, align 32
-  %86 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t659_a526, <8 x float> %t659_b127, <8 x float> %t659_c5_1)
-  store <8 x float> %86, ptr %act1_grad.t659_c5_1, align 32
-  %k660.next = add nsw i64 %act1_grad.k6603, 1
-  %87 = icmp slt i64 %k660.next, 16
-  br i1 %87, label %act1_grad.k660, label %act1_grad.k660.end
+  store <8 x float> %84, ptr %act1_grad.t666_a5, align 32
+  %t666_a5 = load <8 x float>, ptr %act1_grad.t666_a5, align 32
+  %t666_b025 = load <8 x float>, ptr %act1_grad.t666_b0, align 32
+  %t666_c5_0 = load <8 x float>, ptr %act1_grad.t666_c5_0, align 32
+  %85 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t666_a5, <8 x float> %t666_b025, <8 x float> %t666_c5_0)
+  store <8 x float> %85, ptr %act1_grad.t666_c5_0, align 32
+  %t666_a526 = load <8 x float>, ptr %act1_grad.t666_a5, align 32
+  %t666_b127 = load <8 x float>, ptr %act1_grad.t666_b1, align 32
+  %t666_c5_1 = load <8 x float>, ptr %act1_grad.t666_c5_1, align 32
+  %86 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t666_a526, <8 x float> %t666_b127, <8 x float> %t666_c5_1)
+  store <8 x float> %86, ptr %act1_grad.t666_c5_1, align 32
+  %k667.next = add nsw i64 %act1_grad.k6673, 1
+  %87 = icmp slt i64 %k667.next, 16
+  br i1 %87, label %act1_grad.k667, label %act1_grad.k667.end
 
-act1_grad.k660.end:                               ; preds = %act1_grad.k660
-  %t659_c0_028 = load <8 x float>, ptr %act1_grad.t659_c0_0, align 32
+act1_grad.k667.end:                               ; preds = %act1_grad.k667
+  %t666_c0_028 = load <8 x float>, ptr %act1_grad.t666_c0_0, align 32
   %88 = mul nsw i64 %0, 3136
   %89 = add nsw i64 3279936, %88
-  %90 = mul nsw i64 %act1_grad.mb6582, 6
+  %90 = mul nsw i64 %act1_grad.mb6652, 6
   %91 = mul nsw i64 %90, 16
   %92 = add nsw i64 %89, %91
-  %93 = mul nsw i64 %act1_grad.nb6571, 16
+  %93 = mul nsw i64 %act1_grad.nb6641, 16
   %94 = add nsw i64 %92, %93
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %94
-  store <8 x float> %t659_c0_028, ptr %arena29, align 4
-  %t659_c0_130 = load <8 x float>, ptr %act1_grad.t659_c0_1, align 32
+  store <8 x float> %t666_c0_028, ptr %arena29, align 4
+  %t666_c0_130 = load <8 x float>, ptr %act1_grad.t666_c0_1, align 32
   %95 = mul nsw i64 %0, 3136
   %96 = add nsw i64 3279936, %95
-  %97 = mul nsw i64 %act1_grad.mb6582, 6
+  %97 = mul nsw i64 %act1_grad.mb6652, 6
   %98 = mul nsw i64 %97, 16
   %99 = add nsw i64 %96, %98
-  %100 = mul nsw i64 %act1_grad.nb6571, 16
+  %100 = mul nsw i64 %act1_grad.nb6641, 16
   %101 = add nsw i64 %99, %100
   %102 = add nsw i64 %101, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %102
-  store <8 x float> %t659_c0_130, ptr %arena31, align 4
-  %t659_c1_032 = load <8 x float>, ptr %act1_grad.t659_c1_0, align 32
+  store <8 x float> %t666_c0_130, ptr %arena31, align 4
+  %t666_c1_032 = load <8 x float>, ptr %act1_grad.t666_c1_0, align 32
   %103 = mul nsw i64 %0, 3136
   %104 = add nsw i64 3279936, %103
-  %105 = mul nsw i64 %act1_grad.mb6582, 6
+  %105 = mul nsw i64 %act1_grad.mb6652, 6
   %106 = add nsw i64 %105, 1
   %107 = mul nsw i64 %106, 16
   %108 = add nsw i64 %104, %107
-  %109 = mul nsw i64 %act1_grad.nb6571, 16
+  %109 = mul nsw i64 %act1_grad.nb6641, 16
   %110 = add nsw i64 %108, %109
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %110
-  store <8 x float> %t659_c1_032, ptr %arena33, align 4
-  %t659_c1_134 = load <8 x float>, ptr %act1_grad.t659_c1_1, align 32
+  store <8 x float> %t666_c1_032, ptr %arena33, align 4
+  %t666_c1_134 = load <8 x float>, ptr %act1_grad.t666_c1_1, align 32
   %111 = mul nsw i64 %0, 3136
   %112 = add nsw i64 3279936, %111
-  %113 = mul nsw i64 %act1_grad.mb6582, 6
+  %113 = mul nsw i64 %act1_grad.mb6652, 6
   %114 = add nsw i64 %113, 1
   %115 = mul nsw i64 %114, 16
   %116 = add nsw i64 %112, %115
-  %117 = mul nsw i64 %act1_grad.nb6571, 16
+  %117 = mul nsw i64 %act1_grad.nb6641, 16
   %118 = add nsw i64 %116, %117
   %119 = add nsw i64 %118, 8
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %119
-  store <8 x float> %t659_c1_134, ptr %arena35, align 4
-  %t659_c2_036 = load <8 x float>, ptr %act1_grad.t659_c2_0, align 32
+  store <8 x float> %t666_c1_134, ptr %arena35, align 4
+  %t666_c2_036 = load <8 x float>, ptr %act1_grad.t666_c2_0, align 32
   %120 = mul nsw i64 %0, 3136
   %121 = add nsw i64 3279936, %120
-  %122 = mul nsw i64 %act1_grad.mb6582, 6
+  %122 = mul nsw i64 %act1_grad.mb6652, 6
   %123 = add nsw i64 %122, 2
   %124 = mul nsw i64 %123, 16
   %125 = add nsw i64 %121, %124
-  %126 = mul nsw i64 %act1_grad.nb6571, 16
+  %126 = mul nsw i64 %act1_grad.nb6641, 16
   %127 = add nsw i64 %125, %126
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %127
-  store <8 x float> %t659_c2_036, ptr %arena37, align 4
-  %t659_c2_138 = load <8 x float>, ptr %act1_grad.t659_c2_1, align 32
+  store <8 x float> %t666_c2_036, ptr %arena37, align 4
+  %t666_c2_138 = load <8 x float>, ptr %act1_grad.t666_c2_1, align 32
   %128 = mul nsw i64 %0, 3136
   %129 = add nsw i64 3279936, %128
-  %130 = mul nsw i64 %act1_grad.mb6582, 6
+  %130 = mul nsw i64 %act1_grad.mb6652, 6
   %131 = add nsw i64 %130, 2
   %132 = mul nsw i64 %131, 16
   %133 = add nsw i64 %129, %132
-  %134 = mul nsw i64 %act1_grad.nb6571, 16
+  %134 = mul nsw i64 %act1_grad.nb6641, 16
   %135 = add nsw i64 %133, %134
   %136 = add nsw i64 %135, 8
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %136
-  store <8 x float> %t659_c2_138, ptr %arena39, align 4
-  %t659_c3_040 = load <8 x float>, ptr %act1_grad.t659_c3_0, align 32
+  store <8 x float> %t666_c2_138, ptr %arena39, align 4
+  %t666_c3_040 = load <8 x float>, ptr %act1_grad.t666_c3_0, align 32
   %137 = mul nsw i64 %0, 3136
   %138 = add nsw i64 3279936, %137
-  %139 = mul nsw i64 %act1_grad.mb6582, 6
+  %139 = mul nsw i64 %act1_grad.mb6652, 6
   %140 = add nsw i64 %139, 3
   %141 = mul nsw i64 %140, 16
   %142 = add nsw i64 %138, %141
-  %143 = mul nsw i64 %act1_grad.nb6571, 16
+  %143 = mul nsw i64 %act1_grad.nb6641, 16
   %144 = add nsw i64 %142, %143
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %144
-  store <8 x float> %t659_c3_040, ptr %arena41, align 4
-  %t659_c3_142 = load <8 x float>, ptr %act1_grad.t659_c3_1, align 32
+  store <8 x float> %t666_c3_040, ptr %arena41, align 4
+  %t666_c3_142 = load <8 x float>, ptr %act1_grad.t666_c3_1, align 32
   %145 = mul nsw i64 %0, 3136
   %146 = add nsw i64 3279936, %145
-  %147 = mul nsw i64 %act1_grad.mb6582, 6
+  %147 = mul nsw i64 %act1_grad.mb6652, 6
   %148 = add nsw i64 %147, 3
   %149 = mul nsw i64 %148, 16
   %150 = add nsw i64 %146, %149
-  %151 = mul nsw i64 %act1_grad.nb6571, 16
+  %151 = mul nsw i64 %act1_grad.nb6641, 16
   %152 = add nsw i64 %150, %151
   %153 = add nsw i64 %152, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %153
-  store <8 x float> %t659_c3_142, ptr %arena43, align 4
-  %t659_c4_044 = load <8 x float>, ptr %act1_grad.t659_c4_0, align 32
+  store <8 x float> %t666_c3_142, ptr %arena43, align 4
+  %t666_c4_044 = load <8 x float>, ptr %act1_grad.t666_c4_0, align 32
   %154 = mul nsw i64 %0, 3136
   %155 = add nsw i64 3279936, %154
-  %156 = mul nsw i64 %act1_grad.mb6582, 6
+  %156 = mul nsw i64 %act1_grad.mb6652, 6
   %157 = add nsw i64 %156, 4
   %158 = mul nsw i64 %157, 16
   %159 = add nsw i64 %155, %158
-  %160 = mul nsw i64 %act1_grad.nb6571, 16
+  %160 = mul nsw i64 %act1_grad.nb6641, 16
   %161 = add nsw i64 %159, %160
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %161
-  store <8 x float> %t659_c4_044, ptr %arena45, align 4
-  %t659_c4_146 = load <8 x float>, ptr %act1_grad.t659_c4_1, align 32
+  store <8 x float> %t666_c4_044, ptr %arena45, align 4
+  %t666_c4_146 = load <8 x float>, ptr %act1_grad.t666_c4_1, align 32
   %162 = mul nsw i64 %0, 3136
   %163 = add nsw i64 3279936, %162
-  %164 = mul nsw i64 %act1_grad.mb6582, 6
+  %164 = mul nsw i64 %act1_grad.mb6652, 6
   %165 = add nsw i64 %164, 4
   %166 = mul nsw i64 %165, 16
   %167 = add nsw i64 %163, %166
-  %168 = mul nsw i64 %act1_grad.nb6571, 16
+  %168 = mul nsw i64 %act1_grad.nb6641, 16
   %169 = add nsw i64 %167, %168
   %170 = add nsw i64 %169, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %170
-  store <8 x float> %t659_c4_146, ptr %arena47, align 4
-  %t659_c5_048 = load <8 x float>, ptr %act1_grad.t659_c5_0, align 32
+  store <8 x float> %t666_c4_146, ptr %arena47, align 4
+  %t666_c5_048 = load <8 x float>, ptr %act1_grad.t666_c5_0, align 32
   %171 = mul nsw i64 %0, 3136
   %172 = add nsw i64 3279936, %171
-  %173 = mul nsw i64 %act1_grad.mb6582, 6
+  %173 = mul nsw i64 %act1_grad.mb6652, 6
   %174 = add nsw i64 %173, 5
   %175 = mul nsw i64 %174, 16
   %176 = add nsw i64 %172, %175
-  %177 = mul nsw i64 %act1_grad.nb6571, 16
+  %177 = mul nsw i64 %act1_grad.nb6641, 16
   %178 = add nsw i64 %176, %177
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %178
-  store <8 x float> %t659_c5_048, ptr %arena49, align 4
-  %t659_c5_150 = load <8 x float>, ptr %act1_grad.t659_c5_1, align 32
+  store <8 x float> %t666_c5_048, ptr %arena49, align 4
+  %t666_c5_150 = load <8 x float>, ptr %act1_grad.t666_c5_1, align 32
   %179 = mul nsw i64 %0, 3136
   %180 = add nsw i64 3279936, %179
-  %181 = mul nsw i64 %act1_grad.mb6582, 6
+  %181 = mul nsw i64 %act1_grad.mb6652, 6
   %182 = add nsw i64 %181, 5
   %183 = mul nsw i64 %182, 16
   %184 = add nsw i64 %180, %183
-  %185 = mul nsw i64 %act1_grad.nb6571, 16
+  %185 = mul nsw i64 %act1_grad.nb6641, 16
   %186 = add nsw i64 %184, %185
   %187 = add nsw i64 %186, 8
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %187
-  store <8 x float> %t659_c5_150, ptr %arena51, align 4
-  %mb658.next = add nsw i64 %act1_grad.mb6582, 1
-  %188 = icmp slt i64 %mb658.next, 32
-  br i1 %188, label %act1_grad.mb658, label %act1_grad.mb658.end
+  store <8 x float> %t666_c5_150, ptr %arena51, align 4
+  %mb665.next = add nsw i64 %act1_grad.mb6652, 1
+  %188 = icmp slt i64 %mb665.next, 32
+  br i1 %188, label %act1_grad.mb665, label %act1_grad.mb665.end
 
-act1_grad.k662:                                   ; preds = %act1_grad.k662, %act1_grad.mb658.end
-  %act1_grad.k66252 = phi i64 [ 0, %act1_grad.mb658.end ], [ %k662.next, %act1_grad.k662 ]
+act1_grad.k669:                                   ; preds = %act1_grad.k669, %act1_grad.mb665.end
+  %act1_grad.k66952 = phi i64 [ 0, %act1_grad.mb665.end ], [ %k669.next, %act1_grad.k669 ]
   %189 = mul nsw i64 %0, 256
   %190 = add nsw i64 3211264, %189
-  %191 = mul nsw i64 %act1_grad.k66252, 16
+  %191 = mul nsw i64 %act1_grad.k66952, 16
   %192 = add nsw i64 %190, %191
-  %193 = mul nsw i64 %act1_grad.nb6571, 16
+  %193 = mul nsw i64 %act1_grad.nb6641, 16
   %194 = add nsw i64 %192, %193
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %194
   %195 = load <8 x float>, ptr %arena53, align 4
-  store <8 x float> %195, ptr %act1_grad.t661_b0, align 32
+  store <8 x float> %195, ptr %act1_grad.t668_b0, align 32
   %196 = mul nsw i64 %0, 256
   %197 = add nsw i64 3211264, %196
-  %198 = mul nsw i64 %act1_grad.k66252, 16
+  %198 = mul nsw i64 %act1_grad.k66952, 16
   %199 = add nsw i64 %197, %198
-  %200 = mul nsw i64 %act1_grad.nb6571, 16
+  %200 = mul nsw i64 %act1_grad.nb6641, 16
   %201 = add nsw i64 %199, %200
   %202 = add nsw i64 %201, 8
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %202
   %203 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %203, ptr %act1_grad.t661_b1, align 32
+  store <8 x float> %203, ptr %act1_grad.t668_b1, align 32
   %204 = mul nsw i64 %0, 3136
   %205 = add nsw i64 3229760, %204
   %206 = add nsw i64 %205, 3072
-  %207 = add nsw i64 %206, %act1_grad.k66252
+  %207 = add nsw i64 %206, %act1_grad.k66952
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %207
   %208 = load float, ptr %arena55, align 4
   %209 = insertelement <8 x float> undef, float %208, i32 0
   %210 = shufflevector <8 x float> %209, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %210, ptr %act1_grad.t661_a0, align 32
-  %t661_a0 = load <8 x float>, ptr %act1_grad.t661_a0, align 32
-  %t661_b0 = load <8 x float>, ptr %act1_grad.t661_b0, align 32
-  %t661_c0_0 = load <8 x float>, ptr %act1_grad.t661_c0_0, align 32
-  %211 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t661_a0, <8 x float> %t661_b0, <8 x float> %t661_c0_0)
-  store <8 x float> %211, ptr %act1_grad.t661_c0_0, align 32
-  %t661_a056 = load <8 x float>, ptr %act1_grad.t661_a0, align 32
-  %t661_b1 = load <8 x float>, ptr %act1_grad.t661_b1, align 32
-  %t661_c0_1 = load <8 x float>, ptr %act1_grad.t661_c0_1, align 32
-  %212 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t661_a056, <8 x float> %t661_b1, <8 x float> %t661_c0_1)
-  store <8 x float> %212, ptr %act1_grad.t661_c0_1, align 32
+  store <8 x float> %210, ptr %act1_grad.t668_a0, align 32
+  %t668_a0 = load <8 x float>, ptr %act1_grad.t668_a0, align 32
+  %t668_b0 = load <8 x float>, ptr %act1_grad.t668_b0, align 32
+  %t668_c0_0 = load <8 x float>, ptr %act1_grad.t668_c0_0, align 32
+  %211 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t668_a0, <8 x float> %t668_b0, <8 x float> %t668_c0_0)
+  store <8 x float> %211, ptr %act1_grad.t668_c0_0, align 32
+  %t668_a056 = load <8 x float>, ptr %act1_grad.t668_a0, align 32
+  %t668_b1 = load <8 x float>, ptr %act1_grad.t668_b1, align 32
+  %t668_c0_1 = load <8 x float>, ptr %act1_grad.t668_c0_1, align 32
+  %212 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t668_a056, <8 x float> %t668_b1, <8 x float> %t668_c0_1)
+  store <8 x float> %212, ptr %act1_grad.t668_c0_1, align 32
   %213 = mul nsw i64 %0, 3136
   %214 = add nsw i64 3229760, %213
   %215 = add nsw i64 %214, 3088
-  %216 = add nsw i64 %215, %act1_grad.k66252
+  %216 = add nsw i64 %215, %act1_grad.k66952
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %216
   %217 = load float, ptr %arena57, align 4
   %218 = insertelement <8 x float> undef, float %217, i32 0
   %219 = shufflevector <8 x float> %218, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %219, ptr %act1_grad.t661_a1, align 32
-  %t661_a1 = load <8 x float>, ptr %act1_grad.t661_a1, align 32
-  %t661_b058 = load <8 x float>, ptr %act1_grad.t661_b0, align 32
-  %t661_c1_0 = load <8 x float>, ptr %act1_grad.t661_c1_0, align 32
-  %220 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t661_a1, <8 x float> %t661_b058, <8 x float> %t661_c1_0)
-  store <8 x float> %220, ptr %act1_grad.t661_c1_0, align 32
-  %t661_a159 = load <8 x float>, ptr %act1_grad.t661_a1, align 32
-  %t661_b160 = load <8 x float>, ptr %act1_grad.t661_b1, align 32
-  %t661_c1_1 = load <8 x float>, ptr %act1_grad.t661_c1_1, align 32
-  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t661_a159, <8 x float> %t661_b160, <8 x float> %t661_c1_1)
-  store <8 x float> %221, ptr %act1_grad.t661_c1_1, align 32
+  store <8 x float> %219, ptr %act1_grad.t668_a1, align 32
+  %t668_a1 = load <8 x float>, ptr %act1_grad.t668_a1, align 32
+  %t668_b058 = load <8 x float>, ptr %act1_grad.t668_b0, align 32
+  %t668_c1_0 = load <8 x float>, ptr %act1_grad.t668_c1_0, align 32
+  %220 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t668_a1, <8 x float> %t668_b058, <8 x float> %t668_c1_0)
+  store <8 x float> %220, ptr %act1_grad.t668_c1_0, align 32
+  %t668_a159 = load <8 x float>, ptr %act1_grad.t668_a1, align 32
+  %t668_b160 = load <8 x float>, ptr %act1_grad.t668_b1, align 32
+  %t668_c1_1 = load <8 x float>, ptr %act1_grad.t668_c1_1, align 32
+  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t668_a159, <8 x float> %t668_b160, <8 x float> %t668_c1_1)
+  store <8 x float> %221, ptr %act1_grad.t668_c1_1, align 32
   %222 = mul nsw i64 %0, 3136
   %223 = add nsw i64 3229760, %222
   %224 = add nsw i64 %223, 3104
-  %225 = add nsw i64 %224, %act1_grad.k66252
+  %225 = add nsw i64 %224, %act1_grad.k66952
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %225
   %226 = load float, ptr %arena61, align 4
   %227 = insertelement <8 x float> undef, float %226, i32 0
   %228 = shufflevector <8 x float> %227, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %228, ptr %act1_grad.t661_a2, align 32
-  %t661_a2 = load <8 x float>, ptr %act1_grad.t661_a2, align 32
-  %t661_b062 = load <8 x float>, ptr %act1_grad.t661_b0, align 32
-  %t661_c2_0 = load <8 x float>, ptr %act1_grad.t661_c2_0, align 32
-  %229 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t661_a2, <8 x float> %t661_b062, <8 x float> %t661_c2_0)
-  store <8 x float> %229, ptr %act1_grad.t661_c2_0, align 32
-  %t661_a263 = load <8 x float>, ptr %act1_grad.t661_a2, align 32
-  %t661_b164 = load <8 x float>, ptr %act1_grad.t661_b1, align 32
-  %t661_c2_1 = load <8 x float>, ptr %act1_grad.t661_c2_1, align 32
-  %230 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t661_a263, <8 x float> %t661_b164, <8 x float> %t661_c2_1)
-  store <8 x float> %230, ptr %act1_grad.t661_c2_1, align 32
+  store <8 x float> %228, ptr %act1_grad.t668_a2, align 32
+  %t668_a2 = load <8 x float>, ptr %act1_grad.t668_a2, align 32
+  %t668_b062 = load <8 x float>, ptr %act1_grad.t668_b0, align 32
+  %t668_c2_0 = load <8 x float>, ptr %act1_grad.t668_c2_0, align 32
+  %229 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t668_a2, <8 x float> %t668_b062, <8 x float> %t668_c2_0)
+  store <8 x float> %229, ptr %act1_grad.t668_c2_0, align 32
+  %t668_a263 = load <8 x float>, ptr %act1_grad.t668_a2, align 32
+  %t668_b164 = load <8 x float>, ptr %act1_grad.t668_b1, align 32
+  %t668_c2_1 = load <8 x float>, ptr %act1_grad.t668_c2_1, align 32
+  %230 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t668_a263, <8 x float> %t668_b164, <8 x float> %t668_c2_1)
+  store <8 x float> %230, ptr %act1_grad.t668_c2_1, align 32
   %231 = mul nsw i64 %0, 3136
   %232 = add nsw i64 3229760, %231
   %233 = add nsw i64 %232, 3120
-  %234 = add nsw i64 %233, %act1_grad.k66252
+  %234 = add nsw i64 %233, %act1_grad.k66952
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %234
   %235 = load float, ptr %arena65, align 4
   %236 = insertelement <8 x float> undef, float %235, i32 0
   %237 = shufflevector <8 x float> %236, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %237, ptr %act1_grad.t661_a3, align 32
-  %t661_a3 = load <8 x float>, ptr %act1_grad.t661_a3, align 32
-  %t661_b066 = load <8 x float>, ptr %act1_grad.t661_b0, align 32
-  %t661_c3_0 = load <8 x float>, ptr %act1_grad.t661_c3_0, align 32
-  %238 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t661_a3, <8 x float> %t661_b066, <8 x float> %t661_c3_0)
-  store <8 x float> %238, ptr %act1_grad.t661_c3_0, align 32
-  %t661_a367 = load <8 x float>, ptr %act1_grad.t661_a3, align 32
-  %t661_b168 = load <8 x float>, ptr %act1_grad.t661_b1, align 32
-  %t661_c3_1 = load <8 x float>, ptr %act1_grad.t661_c3_1, align 32
-  %239 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t661_a367, <8 x float> %t661_b168, <8 x float> %t661_c3_1)
-  store <8 x float> %239, ptr %act1_grad.t661_c3_1, align 32
-  %k662.next = add nsw i64 %act1_grad.k66252, 1
-  %240 = icmp slt i64 %k662.next, 16
-  br i1 %240, label %act1_grad.k662, label %act1_grad.k662.end
+  store <8 x float> %237, ptr %act1_grad.t668_a3, align 32
+  %t668_a3 = load <8 x float>, ptr %act1_grad.t668_a3, align 32
+  %t668_b066 = load <8 x float>, ptr %act1_grad.t668_b0, align 32
+  %t668_c3_0 = load <8 x float>, ptr %act1_grad.t668_c3_0, align 32
+  %238 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t668_a3, <8 x float> %t668_b066, <8 x float> %t668_c3_0)
+  store <8 x float> %238, ptr %act1_grad.t668_c3_0, align 32
+  %t668_a367 = load <8 x float>, ptr %act1_grad.t668_a3, align 32
+  %t668_b168 = load <8 x float>, ptr %act1_grad.t668_b1, align 32
+  %t668_c3_1 = load <8 x float>, ptr %act1_grad.t668_c3_1, align 32
+  %239 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t668_a367, <8 x float> %t668_b168, <8 x float> %t668_c3_1)
+  store <8 x float> %239, ptr %act1_grad.t668_c3_1, align 32
+  %k669.next = add nsw i64 %act1_grad.k66952, 1
+  %240 = icmp slt i64 %k669.next, 16
+  br i1 %240, label %act1_grad.k669, label %act1_grad.k669.end
 
-act1_grad.k662.end:                               ; preds = %act1_grad.k662
-  %t661_c0_069 = load <8 x float>, ptr %act1_grad.t661_c0_0, align 32
+act1_grad.k669.end:                               ; preds = %act1_grad.k669
+  %t668_c0_069 = load <8 x float>, ptr %act1_grad.t668_c0_0, align 32
   %241 = mul nsw i64 %0, 3136
   %242 = add nsw i64 3279936, %241
   %243 = add nsw i64 %242, 3072
-  %244 = mul nsw i64 %act1_grad.nb6571, 16
+  %244 = mul nsw i64 %act1_grad.nb6641, 16
   %245 = add nsw i64 %243, %244
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %245
-  store <8 x float> %t661_c0_069, ptr %arena70, align 4
-  %t661_c0_171 = load <8 x float>, ptr %act1_grad.t661_c0_1, align 32
+  store <8 x float> %t668_c0_069, ptr %arena70, align 4
+  %t668_c0_171 = load <8 x float>, ptr %act1_grad.t668_c0_1, align 32
   %246 = mul nsw i64 %0, 3136
   %247 = add nsw i64 3279936, %246
   %248 = add nsw i64 %247, 3072
-  %249 = mul nsw i64 %act1_grad.nb6571, 16
+  %249 = mul nsw i64 %act1_grad.nb6641, 16
   %250 = add nsw i64 %248, %249
   %251 = add nsw i64 %250, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %251
-  store <8 x float> %t661_c0_171, ptr %arena72, align 4
-  %t661_c1_073 = load <8 x float>, ptr %act1_grad.t661_c1_0, align 32
+  store <8 x float> %t668_c0_171, ptr %arena72, align 4
+  %t668_c1_073 = load <8 x float>, ptr %act1_grad.t668_c1_0, align 32
   %252 = mul nsw i64 %0, 3136
   %253 = add nsw i64 3279936, %252
   %254 = add nsw i64 %253, 3088
-  %255 = mul nsw i64 %act1_grad.nb6571, 16
+  %255 = mul nsw i64 %act1_grad.nb6641, 16
   %256 = add nsw i64 %254, %255
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %256
-  store <8 x float> %t661_c1_073, ptr %arena74, align 4
-  %t661_c1_175 = load <8 x float>, ptr %act1_grad.t661_c1_1, align 32
+  store <8 x float> %t668_c1_073, ptr %arena74, align 4
+  %t668_c1_175 = load <8 x float>, ptr %act1_grad.t668_c1_1, align 32
   %257 = mul nsw i64 %0, 3136
   %258 = add nsw i64 3279936, %257
   %259 = add nsw i64 %258, 3088
-  %260 = mul nsw i64 %act1_grad.nb6571, 16
+  %260 = mul nsw i64 %act1_grad.nb6641, 16
   %261 = add nsw i64 %259, %260
   %262 = add nsw i64 %261, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %262
-  store <8 x float> %t661_c1_175, ptr %arena76, align 4
-  %t661_c2_077 = load <8 x float>, ptr %act1_grad.t661_c2_0, align 32
+  store <8 x float> %t668_c1_175, ptr %arena76, align 4
+  %t668_c2_077 = load <8 x float>, ptr %act1_grad.t668_c2_0, align 32
   %263 = mul nsw i64 %0, 3136
   %264 = add nsw i64 3279936, %263
   %265 = add nsw i64 %264, 3104
-  %266 = mul nsw i64 %act1_grad.nb6571, 16
+  %266 = mul nsw i64 %act1_grad.nb6641, 16
   %267 = add nsw i64 %265, %266
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %267
-  store <8 x float> %t661_c2_077, ptr %arena78, align 4
-  %t661_c2_179 = load <8 x float>, ptr %act1_grad.t661_c2_1, align 32
+  store <8 x float> %t668_c2_077, ptr %arena78, align 4
+  %t668_c2_179 = load <8 x float>, ptr %act1_grad.t668_c2_1, align 32
   %268 = mul nsw i64 %0, 3136
   %269 = add nsw i64 3279936, %268
   %270 = add nsw i64 %269, 3104
-  %271 = mul nsw i64 %act1_grad.nb6571, 16
+  %271 = mul nsw i64 %act1_grad.nb6641, 16
   %272 = add nsw i64 %270, %271
   %273 = add nsw i64 %272, 8
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %273
-  store <8 x float> %t661_c2_179, ptr %arena80, align 4
-  %t661_c3_081 = load <8 x float>, ptr %act1_grad.t661_c3_0, align 32
+  store <8 x float> %t668_c2_179, ptr %arena80, align 4
+  %t668_c3_081 = load <8 x float>, ptr %act1_grad.t668_c3_0, align 32
   %274 = mul nsw i64 %0, 3136
   %275 = add nsw i64 3279936, %274
   %276 = add nsw i64 %275, 3120
-  %277 = mul nsw i64 %act1_grad.nb6571, 16
+  %277 = mul nsw i64 %act1_grad.nb6641, 16
   %278 = add nsw i64 %276, %277
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %278
-  store <8 x float> %t661_c3_081, ptr %arena82, align 4
-  %t661_c3_183 = load <8 x float>, ptr %act1_grad.t661_c3_1, align 32
+  store <8 x float> %t668_c3_081, ptr %arena82, align 4
+  %t668_c3_183 = load <8 x float>, ptr %act1_grad.t668_c3_1, align 32
   %279 = mul nsw i64 %0, 3136
   %280 = add nsw i64 3279936, %279
   %281 = add nsw i64 %280, 3120
-  %282 = mul nsw i64 %act1_grad.nb6571, 16
+  %282 = mul nsw i64 %act1_grad.nb6641, 16
   %283 = add nsw i64 %281, %282
   %284 = add nsw i64 %283, 8
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %284
-  store <8 x float> %t661_c3_183, ptr %arena84, align 4
-  %nb657.next = add nsw i64 %act1_grad.nb6571, 1
-  %285 = icmp slt i64 %nb657.next, 1
-  br i1 %285, label %act1_grad.nb657, label %act1_grad.nb657.end
+  store <8 x float> %t668_c3_183, ptr %arena84, align 4
+  %nb664.next = add nsw i64 %act1_grad.nb6641, 1
+  %285 = icmp slt i64 %nb664.next, 1
+  br i1 %285, label %act1_grad.nb664, label %act1_grad.nb664.end
 }
 
 ; Function Attrs: noinline
 define internal void @residual_train_b64.k27.act1_grad_sum(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %act1_grad_sum.i683
+  br label %act1_grad_sum.i690
 
-act1_grad_sum.i683:                               ; preds = %act1_grad_sum.i683, %entry
-  %act1_grad_sum.i6831 = phi i64 [ 0, %entry ], [ %i683.next, %act1_grad_sum.i683 ]
-  %0 = add nsw i64 3615376, %act1_grad_sum.i6831
+act1_grad_sum.i690:                               ; preds = %act1_grad_sum.i690, %entry
+  %act1_grad_sum.i6901 = phi i64 [ 0, %entry ], [ %i690.next, %act1_grad_sum.i690 ]
+  %0 = add nsw i64 3615376, %act1_grad_sum.i6901
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
-  %2 = add nsw i64 2408448, %act1_grad_sum.i6831
+  %2 = add nsw i64 2408448, %act1_grad_sum.i6901
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
   %4 = fadd float %1, %3
-  %5 = add nsw i64 802816, %act1_grad_sum.i6831
+  %5 = add nsw i64 802816, %act1_grad_sum.i6901
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   store float %4, ptr %arena4, align 4
-  %i683.next = add nsw i64 %act1_grad_sum.i6831, 1
-  %6 = icmp slt i64 %i683.next, 802816
-  br i1 %6, label %act1_grad_sum.i683, label %act1_grad_sum.i683.end
+  %i690.next = add nsw i64 %act1_grad_sum.i6901, 1
+  %6 = icmp slt i64 %i690.next, 802816
+  br i1 %6, label %act1_grad_sum.i690, label %act1_grad_sum.i690.end
 
-act1_grad_sum.i683.end:                           ; preds = %act1_grad_sum.i683
+act1_grad_sum.i690.end:                           ; preds = %act1_grad_sum.i690
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @residual_train_b64.k28.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv1_grad.i684
+  br label %conv1_grad.i691
 
-conv1_grad.i684:                                  ; preds = %conv1_grad.i684, %entry
-  %conv1_grad.i6841 = phi i64 [ 0, %entry ], [ %i684.next, %conv1_grad.i684 ]
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i6841
+conv1_grad.i691:                                  ; preds = %conv1_grad.i691, %entry
+  %conv1_grad.i6911 = phi i64 [ 0, %entry ], [ %i691.next, %conv1_grad.i691 ]
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i6911
   %0 = load float, ptr %arena2, align 4
   %1 = fcmp ogt float %0, 0.000000e+00
-  %2 = add nsw i64 802816, %conv1_grad.i6841
+  %2 = add nsw i64 802816, %conv1_grad.i6911
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = add nsw i64 802816, %conv1_grad.i6841
+  %4 = add nsw i64 802816, %conv1_grad.i6911
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load float, ptr %arena4, align 4
   %6 = fmul float 0x3FB99999A0000000, %5
   %7 = select i1 %1, float %3, float %6
-  %8 = add nsw i64 1605632, %conv1_grad.i6841
+  %8 = add nsw i64 1605632, %conv1_grad.i6911
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %8
   store float %7, ptr %arena5, align 4
-  %i684.next = add nsw i64 %conv1_grad.i6841, 1
-  %9 = icmp slt i64 %i684.next, 802816
-  br i1 %9, label %conv1_grad.i684, label %conv1_grad.i684.end
+  %i691.next = add nsw i64 %conv1_grad.i6911, 1
+  %9 = icmp slt i64 %i691.next, 802816
+  br i1 %9, label %conv1_grad.i691, label %conv1_grad.i691.end
 
-conv1_grad.i684.end:                              ; preds = %conv1_grad.i684
+conv1_grad.i691.end:                              ; preds = %conv1_grad.i691
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @residual_train_b64.k29.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv1_weight_grad.i685
+  br label %conv1_weight_grad.i692
 
-conv1_weight_grad.i685:                           ; preds = %conv1_weight_grad.i685, %entry
-  %conv1_weight_grad.i6851 = phi i64 [ 0, %entry ], [ %i685.next, %conv1_weight_grad.i685 ]
-  %0 = add nsw i64 313744, %conv1_weight_grad.i6851
+conv1_weight_grad.i692:                           ; preds = %conv1_weight_grad.i692, %entry
+  %conv1_weight_grad.i6921 = phi i64 [ 0, %entry ], [ %i692.next, %conv1_weight_grad.i692 ]
+  %0 = add nsw i64 313744, %conv1_weight_grad.i6921
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i685.next = add nsw i64 %conv1_weight_grad.i6851, 1
-  %1 = icmp slt i64 %i685.next, 144
-  br i1 %1, label %conv1_weight_grad.i685, label %conv1_weight_grad.i685.end
+  %i692.next = add nsw i64 %conv1_weight_grad.i6921, 1
+  %1 = icmp slt i64 %i692.next, 144
+  br i1 %1, label %conv1_weight_grad.i692, label %conv1_weight_grad.i692.end
 
-conv1_weight_grad.i685.end:                       ; preds = %conv1_weight_grad.i685
-  br label %conv1_weight_grad.g686
+conv1_weight_grad.i692.end:                       ; preds = %conv1_weight_grad.i692
+  br label %conv1_weight_grad.g693
 
-conv1_weight_grad.g686:                           ; preds = %conv1_weight_grad.j701.end, %conv1_weight_grad.i685.end
-  %conv1_weight_grad.g6863 = phi i64 [ 0, %conv1_weight_grad.i685.end ], [ %g686.next, %conv1_weight_grad.j701.end ]
-  br label %conv1_weight_grad.j687
+conv1_weight_grad.g693:                           ; preds = %conv1_weight_grad.j708.end, %conv1_weight_grad.i692.end
+  %conv1_weight_grad.g6933 = phi i64 [ 0, %conv1_weight_grad.i692.end ], [ %g693.next, %conv1_weight_grad.j708.end ]
+  br label %conv1_weight_grad.j694
 
-conv1_weight_grad.g686.end:                       ; preds = %conv1_weight_grad.j701.end
-  br label %conv1_weight_grad.f712
+conv1_weight_grad.g693.end:                       ; preds = %conv1_weight_grad.j708.end
+  br label %conv1_weight_grad.f719
 
-conv1_weight_grad.j687:                           ; preds = %conv1_weight_grad.c688.end, %conv1_weight_grad.g686
-  %conv1_weight_grad.j6874 = phi i64 [ 0, %conv1_weight_grad.g686 ], [ %j687.next, %conv1_weight_grad.c688.end ]
-  br label %conv1_weight_grad.c688
+conv1_weight_grad.j694:                           ; preds = %conv1_weight_grad.c695.end, %conv1_weight_grad.g693
+  %conv1_weight_grad.j6944 = phi i64 [ 0, %conv1_weight_grad.g693 ], [ %j694.next, %conv1_weight_grad.c695.end ]
+  br label %conv1_weight_grad.c695
 
-conv1_weight_grad.j687.end:                       ; preds = %conv1_weight_grad.c688.end
-  br label %conv1_weight_grad.j701
+conv1_weight_grad.j694.end:                       ; preds = %conv1_weight_grad.c695.end
+  br label %conv1_weight_grad.j708
 
-conv1_weight_grad.c688:                           ; preds = %conv1_weight_grad.ky689.end, %conv1_weight_grad.j687
-  %conv1_weight_grad.c6885 = phi i64 [ 0, %conv1_weight_grad.j687 ], [ %c688.next, %conv1_weight_grad.ky689.end ]
-  br label %conv1_weight_grad.ky689
+conv1_weight_grad.c695:                           ; preds = %conv1_weight_grad.ky696.end, %conv1_weight_grad.j694
+  %conv1_weight_grad.c6955 = phi i64 [ 0, %conv1_weight_grad.j694 ], [ %c695.next, %conv1_weight_grad.ky696.end ]
+  br label %conv1_weight_grad.ky696
 
-conv1_weight_grad.c688.end:                       ; preds = %conv1_weight_grad.ky689.end
-  %j687.next = add nsw i64 %conv1_weight_grad.j6874, 1
-  %2 = icmp slt i64 %j687.next, 16
-  br i1 %2, label %conv1_weight_grad.j687, label %conv1_weight_grad.j687.end
+conv1_weight_grad.c695.end:                       ; preds = %conv1_weight_grad.ky696.end
+  %j694.next = add nsw i64 %conv1_weight_grad.j6944, 1
+  %2 = icmp slt i64 %j694.next, 16
+  br i1 %2, label %conv1_weight_grad.j694, label %conv1_weight_grad.j694.end
 
-conv1_weight_grad.ky689:                          ; preds = %conv1_weight_grad.oy697.end, %conv1_weight_grad.c688
-  %conv1_weight_grad.ky6896 = phi i64 [ 0, %conv1_weight_grad.c688 ], [ %ky689.next, %conv1_weight_grad.oy697.end ]
-  br label %conv1_weight_grad.oy690
+conv1_weight_grad.ky696:                          ; preds = %conv1_weight_grad.oy704.end, %conv1_weight_grad.c695
+  %conv1_weight_grad.ky6966 = phi i64 [ 0, %conv1_weight_grad.c695 ], [ %ky696.next, %conv1_weight_grad.oy704.end ]
+  br label %conv1_weight_grad.oy697
 
-conv1_weight_grad.ky689.end:                      ; preds = %conv1_weight_grad.oy697.end
-  %c688.next = add nsw i64 %conv1_weight_grad.c6885, 1
-  %3 = icmp slt i64 %c688.next, 1
-  br i1 %3, label %conv1_weight_grad.c688, label %conv1_weight_grad.c688.end
+conv1_weight_grad.ky696.end:                      ; preds = %conv1_weight_grad.oy704.end
+  %c695.next = add nsw i64 %conv1_weight_grad.c6955, 1
+  %3 = icmp slt i64 %c695.next, 1
+  br i1 %3, label %conv1_weight_grad.c695, label %conv1_weight_grad.c695.end
 
-conv1_weight_grad.oy690:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky689
-  %conv1_weight_grad.oy6907 = phi i64 [ 0, %conv1_weight_grad.ky689 ], [ %oy690.next, %conv1_weight_grad.endif18 ]
-  %4 = add nsw i64 %conv1_weight_grad.oy6907, %conv1_weight_grad.ky6896
+conv1_weight_grad.oy697:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky696
+  %conv1_weight_grad.oy6977 = phi i64 [ 0, %conv1_weight_grad.ky696 ], [ %oy697.next, %conv1_weight_grad.endif18 ]
+  %4 = add nsw i64 %conv1_weight_grad.oy6977, %conv1_weight_grad.ky6966
   %5 = add nsw i64 %4, -1
   %6 = icmp slt i64 -1, %5
-  %7 = add nsw i64 %conv1_weight_grad.oy6907, %conv1_weight_grad.ky6896
+  %7 = add nsw i64 %conv1_weight_grad.oy6977, %conv1_weight_grad.ky6966
   %8 = add nsw i64 %7, -1
   %9 = icmp slt i64 %8, 28
   %10 = and i1 %6, %9
   br i1 %10, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy690.end:                      ; preds = %conv1_weight_grad.endif18
-  br label %conv1_weight_grad.oy694
+conv1_weight_grad.oy697.end:                      ; preds = %conv1_weight_grad.endif18
+  br label %conv1_weight_grad.oy701
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy690
-  br label %conv1_weight_grad.ox691
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy697
+  br label %conv1_weight_grad.ox698
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox692.end, %conv1_weight_grad.oy690
-  %11 = add nsw i64 %conv1_weight_grad.oy6907, %conv1_weight_grad.ky6896
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox699.end, %conv1_weight_grad.oy697
+  %11 = add nsw i64 %conv1_weight_grad.oy6977, %conv1_weight_grad.ky6966
   %12 = add nsw i64 %11, -1
   %13 = icmp slt i64 %12, 0
   br i1 %13, label %conv1_weight_grad.then13, label %conv1_weight_grad.endif14
 
-conv1_weight_grad.ox691:                          ; preds = %conv1_weight_grad.ox691, %conv1_weight_grad.then
-  %conv1_weight_grad.ox6918 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox691.next, %conv1_weight_grad.ox691 ]
-  %14 = mul nsw i64 %conv1_weight_grad.g6863, 16
-  %15 = add nsw i64 %14, %conv1_weight_grad.j6874
+conv1_weight_grad.ox698:                          ; preds = %conv1_weight_grad.ox698, %conv1_weight_grad.then
+  %conv1_weight_grad.ox6988 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox698.next, %conv1_weight_grad.ox698 ]
+  %14 = mul nsw i64 %conv1_weight_grad.g6933, 16
+  %15 = add nsw i64 %14, %conv1_weight_grad.j6944
   %16 = mul nsw i64 %15, 784
-  %17 = mul nsw i64 %conv1_weight_grad.c6885, 784
+  %17 = mul nsw i64 %conv1_weight_grad.c6955, 784
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %conv1_weight_grad.oy6907, %conv1_weight_grad.ky6896
+  %19 = add nsw i64 %conv1_weight_grad.oy6977, %conv1_weight_grad.ky6966
   %20 = add nsw i64 %19, -1
   %21 = mul nsw i64 %20, 28
   %22 = add nsw i64 %18, %21
-  %23 = add nsw i64 %conv1_weight_grad.ox6918, 1
+  %23 = add nsw i64 %conv1_weight_grad.ox6988, 1
   %24 = add nsw i64 %23, -1
   %25 = add nsw i64 %22, %24
   %images9 = getelementptr inbounds float, ptr %images, i64 %25
   %26 = load float, ptr %images9, align 4
-  %27 = mul nsw i64 %conv1_weight_grad.c6885, 3
-  %28 = add nsw i64 %27, %conv1_weight_grad.ky6896
+  %27 = mul nsw i64 %conv1_weight_grad.c6955, 3
+  %28 = add nsw i64 %27, %conv1_weight_grad.ky6966
   %29 = mul nsw i64 %28, 3
   %30 = mul nsw i64 %29, 12560
-  %31 = mul nsw i64 %conv1_weight_grad.j6874, 784
+  %31 = mul nsw i64 %conv1_weight_grad.j6944, 784
   %32 = add nsw i64 %30, %31
-  %33 = mul nsw i64 %conv1_weight_grad.oy6907, 28
-  %34 = add nsw i64 %conv1_weight_grad.ox6918, 1
+  %33 = mul nsw i64 %conv1_weight_grad.oy6977, 28
+  %34 = add nsw i64 %conv1_weight_grad.ox6988, 1
   %35 = add nsw i64 %33, %34
   %36 = add nsw i64 %32, %35
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %36
   store float %26, ptr %arena10, align 4
-  %ox691.next = add nsw i64 %conv1_weight_grad.ox6918, 1
-  %37 = icmp slt i64 %ox691.next, 27
-  br i1 %37, label %conv1_weight_grad.ox691, label %conv1_weight_grad.ox691.end
-
-conv1_weight_grad.ox691.end:                      ; preds = %conv1_weight_grad.ox691
-  br label %conv1_weight_grad.ox692
-
-conv1_weight_grad.ox692:                          ; preds = %conv1_weight_grad.ox692, %conv1_weight_grad.ox691.end
-  %conv1_weight_grad.ox69211 = phi i64 [ 0, %conv1_weight_grad.ox691.end ], [ %ox692.next, %conv1_weight_grad.ox692 ]
-  %38 = mul nsw i64 %conv1_weight_grad.c6885, 3
-  %39 = add nsw i64 %38, %conv1_weight_grad.ky6896
-  %40 = mul nsw i64 %39, 3
-  %41 = mul nsw i64 %40, 12560
-  %42 = mul nsw i64 %conv1_weight_grad.j6874, 784
-  %43 = add nsw i64 %41, %42
-  %44 = mul nsw i64 %conv1_weight_grad.oy6907, 28
-  %45 = add nsw i64 %44, %conv1_weight_grad.ox69211
-  %46 = add nsw i64 %43, %45
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
-  store float 0.000000e+00, ptr %arena12, align 4
-  %ox692.next = add nsw i64 %conv1_weight_grad.ox69211, 1
-  %47 = icmp slt i64 %ox692.next, 1
-  br i1 %47, label %conv1_weight_grad.ox692, label %conv1_weight_grad.ox692.end
-
-conv1_weight_grad.ox692.end:                      ; preds = %conv1_weight_grad.ox692
-  br label %conv1_weight_grad.endif
-
-conv1_weight_grad.then13:                         ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox693
-
-conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox693.end, %conv1_weight_grad.endif
-  %48 = add nsw i64 %conv1_weight_grad.oy6907, %conv1_weight_grad.ky6896
-  %49 = add nsw i64 %48, -1
-  %50 = icmp slt i64 27, %49
-  br i1 %50, label %conv1_weight_grad.then17, label %conv1_weight_grad.endif18
-
-conv1_weight_grad.ox693:                          ; preds = %conv1_weight_grad.ox693, %conv1_weight_grad.then13
-  %conv1_weight_grad.ox69315 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox693.next, %conv1_weight_grad.ox693 ]
-  %51 = mul nsw i64 %conv1_weight_grad.c6885, 3
-  %52 = add nsw i64 %51, %conv1_weight_grad.ky6896
-  %53 = mul nsw i64 %52, 3
-  %54 = mul nsw i64 %53, 12560
-  %55 = mul nsw i64 %conv1_weight_grad.j6874, 784
-  %56 = add nsw i64 %54, %55
-  %57 = mul nsw i64 %conv1_weight_grad.oy6907, 28
-  %58 = add nsw i64 %57, %conv1_weight_grad.ox69315
-  %59 = add nsw i64 %56, %58
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %59
-  store float 0.000000e+00, ptr %arena16, align 4
-  %ox693.next = add nsw i64 %conv1_weight_grad.ox69315, 1
-  %60 = icmp slt i64 %ox693.next, 28
-  br i1 %60, label %conv1_weight_grad.ox693, label %conv1_weight_grad.ox693.end
-
-conv1_weight_grad.ox693.end:                      ; preds = %conv1_weight_grad.ox693
-  br label %conv1_weight_grad.endif14
-
-conv1_weight_grad.then17:                         ; preds = %conv1_weight_grad.endif14
-  br label %conv1_weight_grad.ox69319
-
-conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox693.end20, %conv1_weight_grad.endif14
-  %oy690.next = add nsw i64 %conv1_weight_grad.oy6907, 1
-  %61 = icmp slt i64 %oy690.next, 28
-  br i1 %61, label %conv1_weight_grad.oy690, label %conv1_weight_grad.oy690.end
-
-conv1_weight_grad.ox69319:                        ; preds = %conv1_weight_grad.ox69319, %conv1_weight_grad.then17
-  %conv1_weight_grad.ox69321 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox693.next23, %conv1_weight_grad.ox69319 ]
-  %62 = mul nsw i64 %conv1_weight_grad.c6885, 3
-  %63 = add nsw i64 %62, %conv1_weight_grad.ky6896
-  %64 = mul nsw i64 %63, 3
-  %65 = mul nsw i64 %64, 12560
-  %66 = mul nsw i64 %conv1_weight_grad.j6874, 784
-  %67 = add nsw i64 %65, %66
-  %68 = mul nsw i64 %conv1_weight_grad.oy6907, 28
-  %69 = add nsw i64 %68, %conv1_weight_grad.ox69321
-  %70 = add nsw i64 %67, %69
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %70
-  store float 0.000000e+00, ptr %arena22, align 4
-  %ox693.next23 = add nsw i64 %conv1_weight_grad.ox69321, 1
-  %71 = icmp slt i64 %ox693.next23, 28
-  br i1 %71, label %conv1_weight_grad.ox69319, label %conv1_weight_grad.ox693.end20
-
-conv1_weight_grad.ox693.end20:                    ; preds = %conv1_weight_grad.ox69319
-  br label %conv1_weight_grad.endif18
-
-conv1_weight_grad.oy694:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy690.end
-  %conv1_weight_grad.oy69424 = phi i64 [ 0, %conv1_weight_grad.oy690.end ], [ %oy694.next, %conv1_weight_grad.endif35 ]
-  %72 = add nsw i64 %conv1_weight_grad.oy69424, %conv1_weight_grad.ky6896
-  %73 = add nsw i64 %72, -1
-  %74 = icmp slt i64 -1, %73
-  %75 = add nsw i64 %conv1_weight_grad.oy69424, %conv1_weight_grad.ky6896
-  %76 = add nsw i64 %75, -1
-  %77 = icmp slt i64 %76, 28
-  %78 = and i1 %74, %77
-  br i1 %78, label %conv1_weight_grad.then25, label %conv1_weight_grad.endif26
-
-conv1_weight_grad.oy694.end:                      ; preds = %conv1_weight_grad.endif35
-  br label %conv1_weight_grad.oy697
-
-conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy694
-  br label %conv1_weight_grad.ox695
-
-conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox695.end, %conv1_weight_grad.oy694
-  %79 = add nsw i64 %conv1_weight_grad.oy69424, %conv1_weight_grad.ky6896
-  %80 = add nsw i64 %79, -1
-  %81 = icmp slt i64 %80, 0
-  br i1 %81, label %conv1_weight_grad.then30, label %conv1_weight_grad.endif31
-
-conv1_weight_grad.ox695:                          ; preds = %conv1_weight_grad.ox695, %conv1_weight_grad.then25
-  %conv1_weight_grad.ox69527 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox695.next, %conv1_weight_grad.ox695 ]
-  %82 = mul nsw i64 %conv1_weight_grad.g6863, 16
-  %83 = add nsw i64 %82, %conv1_weight_grad.j6874
-  %84 = mul nsw i64 %83, 784
-  %85 = mul nsw i64 %conv1_weight_grad.c6885, 784
-  %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %conv1_weight_grad.oy69424, %conv1_weight_grad.ky6896
-  %88 = add nsw i64 %87, -1
-  %89 = mul nsw i64 %88, 28
-  %90 = add nsw i64 %86, %89
-  %91 = add nsw i64 %90, %conv1_weight_grad.ox69527
-  %images28 = getelementptr inbounds float, ptr %images, i64 %91
-  %92 = load float, ptr %images28, align 4
-  %93 = mul nsw i64 %conv1_weight_grad.c6885, 3
-  %94 = add nsw i64 %93, %conv1_weight_grad.ky6896
-  %95 = mul nsw i64 %94, 3
-  %96 = add nsw i64 %95, 1
-  %97 = mul nsw i64 %96, 12560
-  %98 = mul nsw i64 %conv1_weight_grad.j6874, 784
-  %99 = add nsw i64 %97, %98
-  %100 = mul nsw i64 %conv1_weight_grad.oy69424, 28
-  %101 = add nsw i64 %100, %conv1_weight_grad.ox69527
-  %102 = add nsw i64 %99, %101
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %102
-  store float %92, ptr %arena29, align 4
-  %ox695.next = add nsw i64 %conv1_weight_grad.ox69527, 1
-  %103 = icmp slt i64 %ox695.next, 28
-  br i1 %103, label %conv1_weight_grad.ox695, label %conv1_weight_grad.ox695.end
-
-conv1_weight_grad.ox695.end:                      ; preds = %conv1_weight_grad.ox695
-  br label %conv1_weight_grad.endif26
-
-conv1_weight_grad.then30:                         ; preds = %conv1_weight_grad.endif26
-  br label %conv1_weight_grad.ox696
-
-conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox696.end, %conv1_weight_grad.endif26
-  %104 = add nsw i64 %conv1_weight_grad.oy69424, %conv1_weight_grad.ky6896
-  %105 = add nsw i64 %104, -1
-  %106 = icmp slt i64 27, %105
-  br i1 %106, label %conv1_weight_grad.then34, label %conv1_weight_grad.endif35
-
-conv1_weight_grad.ox696:                          ; preds = %conv1_weight_grad.ox696, %conv1_weight_grad.then30
-  %conv1_weight_grad.ox69632 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox696.next, %conv1_weight_grad.ox696 ]
-  %107 = mul nsw i64 %conv1_weight_grad.c6885, 3
-  %108 = add nsw i64 %107, %conv1_weight_grad.ky6896
-  %109 = mul nsw i64 %108, 3
-  %110 = add nsw i64 %109, 1
-  %111 = mul nsw i64 %110, 12560
-  %112 = mul nsw i64 %conv1_weight_grad.j6874, 784
-  %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %conv1_weight_grad.oy69424, 28
-  %115 = add nsw i64 %114, %conv1_weight_grad.ox69632
-  %116 = add nsw i64 %113, %115
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %116
-  store float 0.000000e+00, ptr %arena33, align 4
-  %ox696.next = add nsw i64 %conv1_weight_grad.ox69632, 1
-  %117 = icmp slt i64 %ox696.next, 28
-  br i1 %117, label %conv1_weight_grad.ox696, label %conv1_weight_grad.ox696.end
-
-conv1_weight_grad.ox696.end:                      ; preds = %conv1_weight_grad.ox696
-  br label %conv1_weight_grad.endif31
-
-conv1_weight_grad.then34:                         ; preds = %conv1_weight_grad.endif31
-  br label %conv1_weight_grad.ox69636
-
-conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox696.end37, %conv1_weight_grad.endif31
-  %oy694.next = add nsw i64 %conv1_weight_grad.oy69424, 1
-  %118 = icmp slt i64 %oy694.next, 28
-  br i1 %118, label %conv1_weight_grad.oy694, label %conv1_weight_grad.oy694.end
-
-conv1_weight_grad.ox69636:                        ; preds = %conv1_weight_grad.ox69636, %conv1_weight_grad.then34
-  %conv1_weight_grad.ox69638 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox696.next40, %conv1_weight_grad.ox69636 ]
-  %119 = mul nsw i64 %conv1_weight_grad.c6885, 3
-  %120 = add nsw i64 %119, %conv1_weight_grad.ky6896
-  %121 = mul nsw i64 %120, 3
-  %122 = add nsw i64 %121, 1
-  %123 = mul nsw i64 %122, 12560
-  %124 = mul nsw i64 %conv1_weight_grad.j6874, 784
-  %125 = add nsw i64 %123, %124
-  %126 = mul nsw i64 %conv1_weight_grad.oy69424, 28
-  %127 = add nsw i64 %126, %conv1_weight_grad.ox69638
-  %128 = add nsw i64 %125, %127
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %128
-  store float 0.000000e+00, ptr %arena39, align 4
-  %ox696.next40 = add nsw i64 %conv1_weight_grad.ox69638, 1
-  %129 = icmp slt i64 %ox696.next40, 28
-  br i1 %129, label %conv1_weight_grad.ox69636, label %conv1_weight_grad.ox696.end37
-
-conv1_weight_grad.ox696.end37:                    ; preds = %conv1_weight_grad.ox69636
-  br label %conv1_weight_grad.endif35
-
-conv1_weight_grad.oy697:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy694.end
-  %conv1_weight_grad.oy69741 = phi i64 [ 0, %conv1_weight_grad.oy694.end ], [ %oy697.next, %conv1_weight_grad.endif54 ]
-  %130 = add nsw i64 %conv1_weight_grad.oy69741, %conv1_weight_grad.ky6896
-  %131 = add nsw i64 %130, -1
-  %132 = icmp slt i64 -1, %131
-  %133 = add nsw i64 %conv1_weight_grad.oy69741, %conv1_weight_grad.ky6896
-  %134 = add nsw i64 %133, -1
-  %135 = icmp slt i64 %134, 28
-  %136 = and i1 %132, %135
-  br i1 %136, label %conv1_weight_grad.then42, label %conv1_weight_grad.endif43
-
-conv1_weight_grad.oy697.end:                      ; preds = %conv1_weight_grad.endif54
-  %ky689.next = add nsw i64 %conv1_weight_grad.ky6896, 1
-  %137 = icmp slt i64 %ky689.next, 3
-  br i1 %137, label %conv1_weight_grad.ky689, label %conv1_weight_grad.ky689.end
-
-conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy697
-  br label %conv1_weight_grad.ox698
-
-conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox699.end, %conv1_weight_grad.oy697
-  %138 = add nsw i64 %conv1_weight_grad.oy69741, %conv1_weight_grad.ky6896
-  %139 = add nsw i64 %138, -1
-  %140 = icmp slt i64 %139, 0
-  br i1 %140, label %conv1_weight_grad.then49, label %conv1_weight_grad.endif50
-
-conv1_weight_grad.ox698:                          ; preds = %conv1_weight_grad.ox698, %conv1_weight_grad.then42
-  %conv1_weight_grad.ox69844 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox698.next, %conv1_weight_grad.ox698 ]
-  %141 = mul nsw i64 %conv1_weight_grad.g6863, 16
-  %142 = add nsw i64 %141, %conv1_weight_grad.j6874
-  %143 = mul nsw i64 %142, 784
-  %144 = mul nsw i64 %conv1_weight_grad.c6885, 784
-  %145 = add nsw i64 %143, %144
-  %146 = add nsw i64 %conv1_weight_grad.oy69741, %conv1_weight_grad.ky6896
-  %147 = add nsw i64 %146, -1
-  %148 = mul nsw i64 %147, 28
-  %149 = add nsw i64 %145, %148
-  %150 = add nsw i64 %conv1_weight_grad.ox69844, 1
-  %151 = add nsw i64 %149, %150
-  %images45 = getelementptr inbounds float, ptr %images, i64 %151
-  %152 = load float, ptr %images45, align 4
-  %153 = mul nsw i64 %conv1_weight_grad.c6885, 3
-  %154 = add nsw i64 %153, %conv1_weight_grad.ky6896
-  %155 = mul nsw i64 %154, 3
-  %156 = add nsw i64 %155, 2
-  %157 = mul nsw i64 %156, 12560
-  %158 = mul nsw i64 %conv1_weight_grad.j6874, 784
-  %159 = add nsw i64 %157, %158
-  %160 = mul nsw i64 %conv1_weight_grad.oy69741, 28
-  %161 = add nsw i64 %160, %conv1_weight_grad.ox69844
-  %162 = add nsw i64 %159, %161
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %162
-  store float %152, ptr %arena46, align 4
-  %ox698.next = add nsw i64 %conv1_weight_grad.ox69844, 1
-  %163 = icmp slt i64 %ox698.next, 27
-  br i1 %163, label %conv1_weight_grad.ox698, label %conv1_weight_grad.ox698.end
+  %ox698.next = add nsw i64 %conv1_weight_grad.ox6988, 1
+  %37 = icmp slt i64 %ox698.next, 27
+  br i1 %37, label %conv1_weight_grad.ox698, label %conv1_weight_grad.ox698.end
 
 conv1_weight_grad.ox698.end:                      ; preds = %conv1_weight_grad.ox698
   br label %conv1_weight_grad.ox699
 
 conv1_weight_grad.ox699:                          ; preds = %conv1_weight_grad.ox699, %conv1_weight_grad.ox698.end
-  %conv1_weight_grad.ox69947 = phi i64 [ 0, %conv1_weight_grad.ox698.end ], [ %ox699.next, %conv1_weight_grad.ox699 ]
-  %164 = mul nsw i64 %conv1_weight_grad.c6885, 3
-  %165 = add nsw i64 %164, %conv1_weight_grad.ky6896
+  %conv1_weight_grad.ox69911 = phi i64 [ 0, %conv1_weight_grad.ox698.end ], [ %ox699.next, %conv1_weight_grad.ox699 ]
+  %38 = mul nsw i64 %conv1_weight_grad.c6955, 3
+  %39 = add nsw i64 %38, %conv1_weight_grad.ky6966
+  %40 = mul nsw i64 %39, 3
+  %41 = mul nsw i64 %40, 12560
+  %42 = mul nsw i64 %conv1_weight_grad.j6944, 784
+  %43 = add nsw i64 %41, %42
+  %44 = mul nsw i64 %conv1_weight_grad.oy6977, 28
+  %45 = add nsw i64 %44, %conv1_weight_grad.ox69911
+  %46 = add nsw i64 %43, %45
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
+  store float 0.000000e+00, ptr %arena12, align 4
+  %ox699.next = add nsw i64 %conv1_weight_grad.ox69911, 1
+  %47 = icmp slt i64 %ox699.next, 1
+  br i1 %47, label %conv1_weight_grad.ox699, label %conv1_weight_grad.ox699.end
+
+conv1_weight_grad.ox699.end:                      ; preds = %conv1_weight_grad.ox699
+  br label %conv1_weight_grad.endif
+
+conv1_weight_grad.then13:                         ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.ox700
+
+conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox700.end, %conv1_weight_grad.endif
+  %48 = add nsw i64 %conv1_weight_grad.oy6977, %conv1_weight_grad.ky6966
+  %49 = add nsw i64 %48, -1
+  %50 = icmp slt i64 27, %49
+  br i1 %50, label %conv1_weight_grad.then17, label %conv1_weight_grad.endif18
+
+conv1_weight_grad.ox700:                          ; preds = %conv1_weight_grad.ox700, %conv1_weight_grad.then13
+  %conv1_weight_grad.ox70015 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox700.next, %conv1_weight_grad.ox700 ]
+  %51 = mul nsw i64 %conv1_weight_grad.c6955, 3
+  %52 = add nsw i64 %51, %conv1_weight_grad.ky6966
+  %53 = mul nsw i64 %52, 3
+  %54 = mul nsw i64 %53, 12560
+  %55 = mul nsw i64 %conv1_weight_grad.j6944, 784
+  %56 = add nsw i64 %54, %55
+  %57 = mul nsw i64 %conv1_weight_grad.oy6977, 28
+  %58 = add nsw i64 %57, %conv1_weight_grad.ox70015
+  %59 = add nsw i64 %56, %58
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %59
+  store float 0.000000e+00, ptr %arena16, align 4
+  %ox700.next = add nsw i64 %conv1_weight_grad.ox70015, 1
+  %60 = icmp slt i64 %ox700.next, 28
+  br i1 %60, label %conv1_weight_grad.ox700, label %conv1_weight_grad.ox700.end
+
+conv1_weight_grad.ox700.end:                      ; preds = %conv1_weight_grad.ox700
+  br label %conv1_weight_grad.endif14
+
+conv1_weight_grad.then17:                         ; preds = %conv1_weight_grad.endif14
+  br label %conv1_weight_grad.ox70019
+
+conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox700.end20, %conv1_weight_grad.endif14
+  %oy697.next = add nsw i64 %conv1_weight_grad.oy6977, 1
+  %61 = icmp slt i64 %oy697.next, 28
+  br i1 %61, label %conv1_weight_grad.oy697, label %conv1_weight_grad.oy697.end
+
+conv1_weight_grad.ox70019:                        ; preds = %conv1_weight_grad.ox70019, %conv1_weight_grad.then17
+  %conv1_weight_grad.ox70021 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox700.next23, %conv1_weight_grad.ox70019 ]
+  %62 = mul nsw i64 %conv1_weight_grad.c6955, 3
+  %63 = add nsw i64 %62, %conv1_weight_grad.ky6966
+  %64 = mul nsw i64 %63, 3
+  %65 = mul nsw i64 %64, 12560
+  %66 = mul nsw i64 %conv1_weight_grad.j6944, 784
+  %67 = add nsw i64 %65, %66
+  %68 = mul nsw i64 %conv1_weight_grad.oy6977, 28
+  %69 = add nsw i64 %68, %conv1_weight_grad.ox70021
+  %70 = add nsw i64 %67, %69
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %70
+  store float 0.000000e+00, ptr %arena22, align 4
+  %ox700.next23 = add nsw i64 %conv1_weight_grad.ox70021, 1
+  %71 = icmp slt i64 %ox700.next23, 28
+  br i1 %71, label %conv1_weight_grad.ox70019, label %conv1_weight_grad.ox700.end20
+
+conv1_weight_grad.ox700.end20:                    ; preds = %conv1_weight_grad.ox70019
+  br label %conv1_weight_grad.endif18
+
+conv1_weight_grad.oy701:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy697.end
+  %conv1_weight_grad.oy70124 = phi i64 [ 0, %conv1_weight_grad.oy697.end ], [ %oy701.next, %conv1_weight_grad.endif35 ]
+  %72 = add nsw i64 %conv1_weight_grad.oy70124, %conv1_weight_grad.ky6966
+  %73 = add nsw i64 %72, -1
+  %74 = icmp slt i64 -1, %73
+  %75 = add nsw i64 %conv1_weight_grad.oy70124, %conv1_weight_grad.ky6966
+  %76 = add nsw i64 %75, -1
+  %77 = icmp slt i64 %76, 28
+  %78 = and i1 %74, %77
+  br i1 %78, label %conv1_weight_grad.then25, label %conv1_weight_grad.endif26
+
+conv1_weight_grad.oy701.end:                      ; preds = %conv1_weight_grad.endif35
+  br label %conv1_weight_grad.oy704
+
+conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy701
+  br label %conv1_weight_grad.ox702
+
+conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox702.end, %conv1_weight_grad.oy701
+  %79 = add nsw i64 %conv1_weight_grad.oy70124, %conv1_weight_grad.ky6966
+  %80 = add nsw i64 %79, -1
+  %81 = icmp slt i64 %80, 0
+  br i1 %81, label %conv1_weight_grad.then30, label %conv1_weight_grad.endif31
+
+conv1_weight_grad.ox702:                          ; preds = %conv1_weight_grad.ox702, %conv1_weight_grad.then25
+  %conv1_weight_grad.ox70227 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox702.next, %conv1_weight_grad.ox702 ]
+  %82 = mul nsw i64 %conv1_weight_grad.g6933, 16
+  %83 = add nsw i64 %82, %conv1_weight_grad.j6944
+  %84 = mul nsw i64 %83, 784
+  %85 = mul nsw i64 %conv1_weight_grad.c6955, 784
+  %86 = add nsw i64 %84, %85
+  %87 = add nsw i64 %conv1_weight_grad.oy70124, %conv1_weight_grad.ky6966
+  %88 = add nsw i64 %87, -1
+  %89 = mul nsw i64 %88, 28
+  %90 = add nsw i64 %86, %89
+  %91 = add nsw i64 %90, %conv1_weight_grad.ox70227
+  %images28 = getelementptr inbounds float, ptr %images, i64 %91
+  %92 = load float, ptr %images28, align 4
+  %93 = mul nsw i64 %conv1_weight_grad.c6955, 3
+  %94 = add nsw i64 %93, %conv1_weight_grad.ky6966
+  %95 = mul nsw i64 %94, 3
+  %96 = add nsw i64 %95, 1
+  %97 = mul nsw i64 %96, 12560
+  %98 = mul nsw i64 %conv1_weight_grad.j6944, 784
+  %99 = add nsw i64 %97, %98
+  %100 = mul nsw i64 %conv1_weight_grad.oy70124, 28
+  %101 = add nsw i64 %100, %conv1_weight_grad.ox70227
+  %102 = add nsw i64 %99, %101
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %102
+  store float %92, ptr %arena29, align 4
+  %ox702.next = add nsw i64 %conv1_weight_grad.ox70227, 1
+  %103 = icmp slt i64 %ox702.next, 28
+  br i1 %103, label %conv1_weight_grad.ox702, label %conv1_weight_grad.ox702.end
+
+conv1_weight_grad.ox702.end:                      ; preds = %conv1_weight_grad.ox702
+  br label %conv1_weight_grad.endif26
+
+conv1_weight_grad.then30:                         ; preds = %conv1_weight_grad.endif26
+  br label %conv1_weight_grad.ox703
+
+conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox703.end, %conv1_weight_grad.endif26
+  %104 = add nsw i64 %conv1_weight_grad.oy70124, %conv1_weight_grad.ky6966
+  %105 = add nsw i64 %104, -1
+  %106 = icmp slt i64 27, %105
+  br i1 %106, label %conv1_weight_grad.then34, label %conv1_weight_grad.endif35
+
+conv1_weight_grad.ox703:                          ; preds = %conv1_weight_grad.ox703, %conv1_weight_grad.then30
+  %conv1_weight_grad.ox70332 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox703.next, %conv1_weight_grad.ox703 ]
+  %107 = mul nsw i64 %conv1_weight_grad.c6955, 3
+  %108 = add nsw i64 %107, %conv1_weight_grad.ky6966
+  %109 = mul nsw i64 %108, 3
+  %110 = add nsw i64 %109, 1
+  %111 = mul nsw i64 %110, 12560
+  %112 = mul nsw i64 %conv1_weight_grad.j6944, 784
+  %113 = add nsw i64 %111, %112
+  %114 = mul nsw i64 %conv1_weight_grad.oy70124, 28
+  %115 = add nsw i64 %114, %conv1_weight_grad.ox70332
+  %116 = add nsw i64 %113, %115
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %116
+  store float 0.000000e+00, ptr %arena33, align 4
+  %ox703.next = add nsw i64 %conv1_weight_grad.ox70332, 1
+  %117 = icmp slt i64 %ox703.next, 28
+  br i1 %117, label %conv1_weight_grad.ox703, label %conv1_weight_grad.ox703.end
+
+conv1_weight_grad.ox703.end:                      ; preds = %conv1_weight_grad.ox703
+  br label %conv1_weight_grad.endif31
+
+conv1_weight_grad.then34:                         ; preds = %conv1_weight_grad.endif31
+  br label %conv1_weight_grad.ox70336
+
+conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox703.end37, %conv1_weight_grad.endif31
+  %oy701.next = add nsw i64 %conv1_weight_grad.oy70124, 1
+  %118 = icmp slt i64 %oy701.next, 28
+  br i1 %118, label %conv1_weight_grad.oy701, label %conv1_weight_grad.oy701.end
+
+conv1_weight_grad.ox70336:                        ; preds = %conv1_weight_grad.ox70336, %conv1_weight_grad.then34
+  %conv1_weight_grad.ox70338 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox703.next40, %conv1_weight_grad.ox70336 ]
+  %119 = mul nsw i64 %conv1_weight_grad.c6955, 3
+  %120 = add nsw i64 %119, %conv1_weight_grad.ky6966
+  %121 = mul nsw i64 %120, 3
+  %122 = add nsw i64 %121, 1
+  %123 = mul nsw i64 %122, 12560
+  %124 = mul nsw i64 %conv1_weight_grad.j6944, 784
+  %125 = add nsw i64 %123, %124
+  %126 = mul nsw i64 %conv1_weight_grad.oy70124, 28
+  %127 = add nsw i64 %126, %conv1_weight_grad.ox70338
+  %128 = add nsw i64 %125, %127
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %128
+  store float 0.000000e+00, ptr %arena39, align 4
+  %ox703.next40 = add nsw i64 %conv1_weight_grad.ox70338, 1
+  %129 = icmp slt i64 %ox703.next40, 28
+  br i1 %129, label %conv1_weight_grad.ox70336, label %conv1_weight_grad.ox703.end37
+
+conv1_weight_grad.ox703.end37:                    ; preds = %conv1_weight_grad.ox70336
+  br label %conv1_weight_grad.endif35
+
+conv1_weight_grad.oy704:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy701.end
+  %conv1_weight_grad.oy70441 = phi i64 [ 0, %conv1_weight_grad.oy701.end ], [ %oy704.next, %conv1_weight_grad.endif54 ]
+  %130 = add nsw i64 %conv1_weight_grad.oy70441, %conv1_weight_grad.ky6966
+  %131 = add nsw i64 %130, -1
+  %132 = icmp slt i64 -1, %131
+  %133 = add nsw i64 %conv1_weight_grad.oy70441, %conv1_weight_grad.ky6966
+  %134 = add nsw i64 %133, -1
+  %135 = icmp slt i64 %134, 28
+  %136 = and i1 %132, %135
+  br i1 %136, label %conv1_weight_grad.then42, label %conv1_weight_grad.endif43
+
+conv1_weight_grad.oy704.end:                      ; preds = %conv1_weight_grad.endif54
+  %ky696.next = add nsw i64 %conv1_weight_grad.ky6966, 1
+  %137 = icmp slt i64 %ky696.next, 3
+  br i1 %137, label %conv1_weight_grad.ky696, label %conv1_weight_grad.ky696.end
+
+conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy704
+  br label %conv1_weight_grad.ox705
+
+conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox706.end, %conv1_weight_grad.oy704
+  %138 = add nsw i64 %conv1_weight_grad.oy70441, %conv1_weight_grad.ky6966
+  %139 = add nsw i64 %138, -1
+  %140 = icmp slt i64 %139, 0
+  br i1 %140, label %conv1_weight_grad.then49, label %conv1_weight_grad.endif50
+
+conv1_weight_grad.ox705:                          ; preds = %conv1_weight_grad.ox705, %conv1_weight_grad.then42
+  %conv1_weight_grad.ox70544 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox705.next, %conv1_weight_grad.ox705 ]
+  %141 = mul nsw i64 %conv1_weight_grad.g6933, 16
+  %142 = add nsw i64 %141, %conv1_weight_grad.j6944
+  %143 = mul nsw i64 %142, 784
+  %144 = mul nsw i64 %conv1_weight_grad.c6955, 784
+  %145 = add nsw i64 %143, %144
+  %146 = add nsw i64 %conv1_weight_grad.oy70441, %conv1_weight_grad.ky6966
+  %147 = add nsw i64 %146, -1
+  %148 = mul nsw i64 %147, 28
+  %149 = add nsw i64 %145, %148
+  %150 = add nsw i64 %conv1_weight_grad.ox70544, 1
+  %151 = add nsw i64 %149, %150
+  %images45 = getelementptr inbounds float, ptr %images, i64 %151
+  %152 = load float, ptr %images45, align 4
+  %153 = mul nsw i64 %conv1_weight_grad.c6955, 3
+  %154 = add nsw i64 %153, %conv1_weight_grad.ky6966
+  %155 = mul nsw i64 %154, 3
+  %156 = add nsw i64 %155, 2
+  %157 = mul nsw i64 %156, 12560
+  %158 = mul nsw i64 %conv1_weight_grad.j6944, 784
+  %159 = add nsw i64 %157, %158
+  %160 = mul nsw i64 %conv1_weight_grad.oy70441, 28
+  %161 = add nsw i64 %160, %conv1_weight_grad.ox70544
+  %162 = add nsw i64 %159, %161
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %162
+  store float %152, ptr %arena46, align 4
+  %ox705.next = add nsw i64 %conv1_weight_grad.ox70544, 1
+  %163 = icmp slt i64 %ox705.next, 27
+  br i1 %163, label %conv1_weight_grad.ox705, label %conv1_weight_grad.ox705.end
+
+conv1_weight_grad.ox705.end:                      ; preds = %conv1_weight_grad.ox705
+  br label %conv1_weight_grad.ox706
+
+conv1_weight_grad.ox706:                          ; preds = %conv1_weight_grad.ox706, %conv1_weight_grad.ox705.end
+  %conv1_weight_grad.ox70647 = phi i64 [ 0, %conv1_weight_grad.ox705.end ], [ %ox706.next, %conv1_weight_grad.ox706 ]
+  %164 = mul nsw i64 %conv1_weight_grad.c6955, 3
+  %165 = add nsw i64 %164, %conv1_weight_grad.ky6966
   %166 = mul nsw i64 %165, 3
   %167 = add nsw i64 %166, 2
   %168 = mul nsw i64 %167, 12560
-  %169 = mul nsw i64 %conv1_weight_grad.j6874, 784
+  %169 = mul nsw i64 %conv1_weight_grad.j6944, 784
   %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %conv1_weight_grad.oy69741, 28
-  %172 = add nsw i64 %conv1_weight_grad.ox69947, 27
+  %171 = mul nsw i64 %conv1_weight_grad.oy70441, 28
+  %172 = add nsw i64 %conv1_weight_grad.ox70647, 27
   %173 = add nsw i64 %171, %172
   %174 = add nsw i64 %170, %173
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %174
   store float 0.000000e+00, ptr %arena48, align 4
-  %ox699.next = add nsw i64 %conv1_weight_grad.ox69947, 1
-  %175 = icmp slt i64 %ox699.next, 1
-  br i1 %175, label %conv1_weight_grad.ox699, label %conv1_weight_grad.ox699.end
+  %ox706.next = add nsw i64 %conv1_weight_grad.ox70647, 1
+  %175 = icmp slt i64 %ox706.next, 1
+  br i1 %175, label %conv1_weight_grad.ox706, label %conv1_weight_grad.ox706.end
 
-conv1_weight_grad.ox699.end:                      ; preds = %conv1_weight_grad.ox699
+conv1_weight_grad.ox706.end:                      ; preds = %conv1_weight_grad.ox706
   br label %conv1_weight_grad.endif43
 
 conv1_weight_grad.then49:                         ; preds = %conv1_weight_grad.endif43
-  br label %conv1_weight_grad.ox700
+  br label %conv1_weight_grad.ox707
 
-conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox700.end, %conv1_weight_grad.endif43
-  %176 = add nsw i64 %conv1_weight_grad.oy69741, %conv1_weight_grad.ky6896
+conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox707.end, %conv1_weight_grad.endif43
+  %176 = add nsw i64 %conv1_weight_grad.oy70441, %conv1_weight_grad.ky6966
   %177 = add nsw i64 %176, -1
   %178 = icmp slt i64 27, %177
   br i1 %178, label %conv1_weight_grad.then53, label %conv1_weight_grad.endif54
 
-conv1_weight_grad.ox700:                          ; preds = %conv1_weight_grad.ox700, %conv1_weight_grad.then49
-  %conv1_weight_grad.ox70051 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox700.next, %conv1_weight_grad.ox700 ]
-  %179 = mul nsw i64 %conv1_weight_grad.c6885, 3
-  %180 = add nsw i64 %179, %conv1_weight_grad.ky6896
+conv1_weight_grad.ox707:                          ; preds = %conv1_weight_grad.ox707, %conv1_weight_grad.then49
+  %conv1_weight_grad.ox70751 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox707.next, %conv1_weight_grad.ox707 ]
+  %179 = mul nsw i64 %conv1_weight_grad.c6955, 3
+  %180 = add nsw i64 %179, %conv1_weight_grad.ky6966
   %181 = mul nsw i64 %180, 3
   %182 = add nsw i64 %181, 2
   %183 = mul nsw i64 %182, 12560
-  %184 = mul nsw i64 %conv1_weight_grad.j6874, 784
+  %184 = mul nsw i64 %conv1_weight_grad.j6944, 784
   %185 = add nsw i64 %183, %184
-  %186 = mul nsw i64 %conv1_weight_grad.oy69741, 28
-  %187 = add nsw i64 %186, %conv1_weight_grad.ox70051
+  %186 = mul nsw i64 %conv1_weight_grad.oy70441, 28
+  %187 = add nsw i64 %186, %conv1_weight_grad.ox70751
   %188 = add nsw i64 %185, %187
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %188
   store float 0.000000e+00, ptr %arena52, align 4
-  %ox700.next = add nsw i64 %conv1_weight_grad.ox70051, 1
-  %189 = icmp slt i64 %ox700.next, 28
-  br i1 %189, label %conv1_weight_grad.ox700, label %conv1_weight_grad.ox700.end
+  %ox707.next = add nsw i64 %conv1_weight_grad.ox70751, 1
+  %189 = icmp slt i64 %ox707.next, 28
+  br i1 %189, label %conv1_weight_grad.ox707, label %conv1_weight_grad.ox707.end
 
-conv1_weight_grad.ox700.end:                      ; preds = %conv1_weight_grad.ox700
+conv1_weight_grad.ox707.end:                      ; preds = %conv1_weight_grad.ox707
   br label %conv1_weight_grad.endif50
 
 conv1_weight_grad.then53:                         ; preds = %conv1_weight_grad.endif50
-  br label %conv1_weight_grad.ox70055
+  br label %conv1_weight_grad.ox70755
 
-conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox700.end56, %conv1_weight_grad.endif50
-  %oy697.next = add nsw i64 %conv1_weight_grad.oy69741, 1
-  %190 = icmp slt i64 %oy697.next, 28
-  br i1 %190, label %conv1_weight_grad.oy697, label %conv1_weight_grad.oy697.end
+conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox707.end56, %conv1_weight_grad.endif50
+  %oy704.next = add nsw i64 %conv1_weight_grad.oy70441, 1
+  %190 = icmp slt i64 %oy704.next, 28
+  br i1 %190, label %conv1_weight_grad.oy704, label %conv1_weight_grad.oy704.end
 
-conv1_weight_grad.ox70055:                        ; preds = %conv1_weight_grad.ox70055, %conv1_weight_grad.then53
-  %conv1_weight_grad.ox70057 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox700.next59, %conv1_weight_grad.ox70055 ]
-  %191 = mul nsw i64 %conv1_weight_grad.c6885, 3
-  %192 = add nsw i64 %191, %conv1_weight_grad.ky6896
+conv1_weight_grad.ox70755:                        ; preds = %conv1_weight_grad.ox70755, %conv1_weight_grad.then53
+  %conv1_weight_grad.ox70757 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox707.next59, %conv1_weight_grad.ox70755 ]
+  %191 = mul nsw i64 %conv1_weight_grad.c6955, 3
+  %192 = add nsw i64 %191, %conv1_weight_grad.ky6966
   %193 = mul nsw i64 %192, 3
   %194 = add nsw i64 %193, 2
   %195 = mul nsw i64 %194, 12560
-  %196 = mul nsw i64 %conv1_weight_grad.j6874, 784
+  %196 = mul nsw i64 %conv1_weight_grad.j6944, 784
   %197 = add nsw i64 %195, %196
-  %198 = mul nsw i64 %conv1_weight_grad.oy69741, 28
-  %199 = add nsw i64 %198, %conv1_weight_grad.ox70057
+  %198 = mul nsw i64 %conv1_weight_grad.oy70441, 28
+  %199 = add nsw i64 %198, %conv1_weight_grad.ox70757
   %200 = add nsw i64 %197, %199
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %200
   store float 0.000000e+00, ptr %arena58, align 4
-  %ox700.next59 = add nsw i64 %conv1_weight_grad.ox70057, 1
-  %201 = icmp slt i64 %ox700.next59, 28
-  br i1 %201, label %conv1_weight_grad.ox70055, label %conv1_weight_grad.ox700.end56
+  %ox707.next59 = add nsw i64 %conv1_weight_grad.ox70757, 1
+  %201 = icmp slt i64 %ox707.next59, 28
+  br i1 %201, label %conv1_weight_grad.ox70755, label %conv1_weight_grad.ox707.end56
 
-conv1_weight_grad.ox700.end56:                    ; preds = %conv1_weight_grad.ox70055
+conv1_weight_grad.ox707.end56:                    ; preds = %conv1_weight_grad.ox70755
   br label %conv1_weight_grad.endif54
 
-conv1_weight_grad.j701:                           ; preds = %conv1_weight_grad.i702.end, %conv1_weight_grad.j687.end
-  %conv1_weight_grad.j70160 = phi i64 [ 0, %conv1_weight_grad.j687.end ], [ %j701.next, %conv1_weight_grad.i702.end ]
-  br label %conv1_weight_grad.i702
+conv1_weight_grad.j708:                           ; preds = %conv1_weight_grad.i709.end, %conv1_weight_grad.j694.end
+  %conv1_weight_grad.j70860 = phi i64 [ 0, %conv1_weight_grad.j694.end ], [ %j708.next, %conv1_weight_grad.i709.end ]
+  br label %conv1_weight_grad.i709
 
-conv1_weight_grad.j701.end:                       ; preds = %conv1_weight_grad.i702.end
-  call void @residual_train_b64.k29.conv1_weight_grad.gemm711(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  %g686.next = add nsw i64 %conv1_weight_grad.g6863, 1
-  %202 = icmp slt i64 %g686.next, 4
-  br i1 %202, label %conv1_weight_grad.g686, label %conv1_weight_grad.g686.end
+conv1_weight_grad.j708.end:                       ; preds = %conv1_weight_grad.i709.end
+  call void @residual_train_b64.k29.conv1_weight_grad.gemm718(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  %g693.next = add nsw i64 %conv1_weight_grad.g6933, 1
+  %202 = icmp slt i64 %g693.next, 4
+  br i1 %202, label %conv1_weight_grad.g693, label %conv1_weight_grad.g693.end
 
-conv1_weight_grad.i702:                           ; preds = %conv1_weight_grad.f703.end, %conv1_weight_grad.j701
-  %conv1_weight_grad.i70261 = phi i64 [ 0, %conv1_weight_grad.j701 ], [ %i702.next, %conv1_weight_grad.f703.end ]
-  br label %conv1_weight_grad.f703
+conv1_weight_grad.i709:                           ; preds = %conv1_weight_grad.f710.end, %conv1_weight_grad.j708
+  %conv1_weight_grad.i70961 = phi i64 [ 0, %conv1_weight_grad.j708 ], [ %i709.next, %conv1_weight_grad.f710.end ]
+  br label %conv1_weight_grad.f710
 
-conv1_weight_grad.i702.end:                       ; preds = %conv1_weight_grad.f703.end
-  %j701.next = add nsw i64 %conv1_weight_grad.j70160, 1
-  %203 = icmp slt i64 %j701.next, 16
-  br i1 %203, label %conv1_weight_grad.j701, label %conv1_weight_grad.j701.end
+conv1_weight_grad.i709.end:                       ; preds = %conv1_weight_grad.f710.end
+  %j708.next = add nsw i64 %conv1_weight_grad.j70860, 1
+  %203 = icmp slt i64 %j708.next, 16
+  br i1 %203, label %conv1_weight_grad.j708, label %conv1_weight_grad.j708.end
 
-conv1_weight_grad.f703:                           ; preds = %conv1_weight_grad.f703, %conv1_weight_grad.i702
-  %conv1_weight_grad.f70362 = phi i64 [ 0, %conv1_weight_grad.i702 ], [ %f703.next, %conv1_weight_grad.f703 ]
-  %204 = mul nsw i64 %conv1_weight_grad.g6863, 16
-  %205 = add nsw i64 %204, %conv1_weight_grad.j70160
+conv1_weight_grad.f710:                           ; preds = %conv1_weight_grad.f710, %conv1_weight_grad.i709
+  %conv1_weight_grad.f71062 = phi i64 [ 0, %conv1_weight_grad.i709 ], [ %f710.next, %conv1_weight_grad.f710 ]
+  %204 = mul nsw i64 %conv1_weight_grad.g6933, 16
+  %205 = add nsw i64 %204, %conv1_weight_grad.j70860
   %206 = mul nsw i64 %205, 12544
   %207 = add nsw i64 1605632, %206
-  %208 = mul nsw i64 %conv1_weight_grad.f70362, 784
+  %208 = mul nsw i64 %conv1_weight_grad.f71062, 784
   %209 = add nsw i64 %207, %208
-  %210 = add nsw i64 %209, %conv1_weight_grad.i70261
+  %210 = add nsw i64 %209, %conv1_weight_grad.i70961
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %210
   %211 = load float, ptr %arena63, align 4
-  %212 = mul nsw i64 %conv1_weight_grad.j70160, 784
-  %213 = add nsw i64 %212, %conv1_weight_grad.i70261
+  %212 = mul nsw i64 %conv1_weight_grad.j70860, 784
+  %213 = add nsw i64 %212, %conv1_weight_grad.i70961
   %214 = mul nsw i64 %213, 16
   %215 = add nsw i64 113040, %214
-  %216 = add nsw i64 %215, %conv1_weight_grad.f70362
+  %216 = add nsw i64 %215, %conv1_weight_grad.f71062
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %216
   store float %211, ptr %arena64, align 4
-  %f703.next = add nsw i64 %conv1_weight_grad.f70362, 1
-  %217 = icmp slt i64 %f703.next, 16
-  br i1 %217, label %conv1_weight_grad.f703, label %conv1_weight_grad.f703.end
+  %f710.next = add nsw i64 %conv1_weight_grad.f71062, 1
+  %217 = icmp slt i64 %f710.next, 16
+  br i1 %217, label %conv1_weight_grad.f710, label %conv1_weight_grad.f710.end
 
-conv1_weight_grad.f703.end:                       ; preds = %conv1_weight_grad.f703
-  %i702.next = add nsw i64 %conv1_weight_grad.i70261, 1
-  %218 = icmp slt i64 %i702.next, 784
-  br i1 %218, label %conv1_weight_grad.i702, label %conv1_weight_grad.i702.end
+conv1_weight_grad.f710.end:                       ; preds = %conv1_weight_grad.f710
+  %i709.next = add nsw i64 %conv1_weight_grad.i70961, 1
+  %218 = icmp slt i64 %i709.next, 784
+  br i1 %218, label %conv1_weight_grad.i709, label %conv1_weight_grad.i709.end
 
-conv1_weight_grad.f712:                           ; preds = %conv1_weight_grad.r713.end, %conv1_weight_grad.g686.end
-  %conv1_weight_grad.f71265 = phi i64 [ 0, %conv1_weight_grad.g686.end ], [ %f712.next, %conv1_weight_grad.r713.end ]
-  br label %conv1_weight_grad.r713
+conv1_weight_grad.f719:                           ; preds = %conv1_weight_grad.r720.end, %conv1_weight_grad.g693.end
+  %conv1_weight_grad.f71965 = phi i64 [ 0, %conv1_weight_grad.g693.end ], [ %f719.next, %conv1_weight_grad.r720.end ]
+  br label %conv1_weight_grad.r720
 
-conv1_weight_grad.f712.end:                       ; preds = %conv1_weight_grad.r713.end
+conv1_weight_grad.f719.end:                       ; preds = %conv1_weight_grad.r720.end
   ret void
 
-conv1_weight_grad.r713:                           ; preds = %conv1_weight_grad.r713, %conv1_weight_grad.f712
-  %conv1_weight_grad.r71366 = phi i64 [ 0, %conv1_weight_grad.f712 ], [ %r713.next, %conv1_weight_grad.r713 ]
-  %219 = mul nsw i64 %conv1_weight_grad.r71366, 16
+conv1_weight_grad.r720:                           ; preds = %conv1_weight_grad.r720, %conv1_weight_grad.f719
+  %conv1_weight_grad.r72066 = phi i64 [ 0, %conv1_weight_grad.f719 ], [ %r720.next, %conv1_weight_grad.r720 ]
+  %219 = mul nsw i64 %conv1_weight_grad.r72066, 16
   %220 = add nsw i64 313744, %219
-  %221 = add nsw i64 %220, %conv1_weight_grad.f71265
+  %221 = add nsw i64 %220, %conv1_weight_grad.f71965
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %221
   %222 = load float, ptr %arena67, align 4
-  %223 = mul nsw i64 %conv1_weight_grad.f71265, 9
-  %224 = add nsw i64 %223, %conv1_weight_grad.r71366
+  %223 = mul nsw i64 %conv1_weight_grad.f71965, 9
+  %224 = add nsw i64 %223, %conv1_weight_grad.r72066
   %grads68 = getelementptr inbounds float, ptr %grads, i64 %224
   store float %222, ptr %grads68, align 4
-  %r713.next = add nsw i64 %conv1_weight_grad.r71366, 1
-  %225 = icmp slt i64 %r713.next, 9
-  br i1 %225, label %conv1_weight_grad.r713, label %conv1_weight_grad.r713.end
+  %r720.next = add nsw i64 %conv1_weight_grad.r72066, 1
+  %225 = icmp slt i64 %r720.next, 9
+  br i1 %225, label %conv1_weight_grad.r720, label %conv1_weight_grad.r720.end
 
-conv1_weight_grad.r713.end:                       ; preds = %conv1_weight_grad.r713
-  %f712.next = add nsw i64 %conv1_weight_grad.f71265, 1
-  %226 = icmp slt i64 %f712.next, 16
-  br i1 %226, label %conv1_weight_grad.f712, label %conv1_weight_grad.f712.end
+conv1_weight_grad.r720.end:                       ; preds = %conv1_weight_grad.r720
+  %f719.next = add nsw i64 %conv1_weight_grad.f71965, 1
+  %226 = icmp slt i64 %f719.next, 16
+  br i1 %226, label %conv1_weight_grad.f719, label %conv1_weight_grad.f719.end
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k29.conv1_weight_grad.gemm711(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k29.conv1_weight_grad.gemm718(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1_weight_grad.t709_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t709_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t709_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t709_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t709_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t709_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t709_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t709_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t709_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t709_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t709_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t709_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t709_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t709_c0_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t707_a4 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t707_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t707_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t707_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t707_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t707_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t707_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t707_c4_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t707_c4_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t707_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t707_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t707_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t707_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t707_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t707_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t707_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t707_c0_0 = alloca <8 x float>, align 32
-  br label %conv1_weight_grad.kp704
+  %conv1_weight_grad.t716_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t716_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t716_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t716_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t716_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t716_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t716_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t716_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t716_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t716_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t716_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t716_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t716_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t716_c0_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t714_a4 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t714_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t714_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t714_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t714_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t714_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t714_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t714_c4_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t714_c4_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t714_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t714_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t714_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t714_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t714_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t714_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t714_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t714_c0_0 = alloca <8 x float>, align 32
+  br label %conv1_weight_grad.kp711
 
-conv1_weight_grad.kp704:                          ; preds = %conv1_weight_grad.nb705.end, %entry
-  %conv1_weight_grad.kp7041 = phi i64 [ 0, %entry ], [ %kp704.next, %conv1_weight_grad.nb705.end ]
-  br label %conv1_weight_grad.nb705
+conv1_weight_grad.kp711:                          ; preds = %conv1_weight_grad.nb712.end, %entry
+  %conv1_weight_grad.kp7111 = phi i64 [ 0, %entry ], [ %kp711.next, %conv1_weight_grad.nb712.end ]
+  br label %conv1_weight_grad.nb712
 
-conv1_weight_grad.kp704.end:                      ; preds = %conv1_weight_grad.nb705.end
+conv1_weight_grad.kp711.end:                      ; preds = %conv1_weight_grad.nb712.end
   ret void
 
-conv1_weight_grad.nb705:                          ; preds = %conv1_weight_grad.k710.end, %conv1_weight_grad.kp704
-  %conv1_weight_grad.nb7052 = phi i64 [ 0, %conv1_weight_grad.kp704 ], [ %nb705.next, %conv1_weight_grad.k710.end ]
-  br label %conv1_weight_grad.mb706
+conv1_weight_grad.nb712:                          ; preds = %conv1_weight_grad.k717.end, %conv1_weight_grad.kp711
+  %conv1_weight_grad.nb7122 = phi i64 [ 0, %conv1_weight_grad.kp711 ], [ %nb712.next, %conv1_weight_grad.k717.end ]
+  br label %conv1_weight_grad.mb713
 
-conv1_weight_grad.nb705.end:                      ; preds = %conv1_weight_grad.k710.end
-  %kp704.next = add nsw i64 %conv1_weight_grad.kp7041, 1
-  %0 = icmp slt i64 %kp704.next, 7
-  br i1 %0, label %conv1_weight_grad.kp704, label %conv1_weight_grad.kp704.end
+conv1_weight_grad.nb712.end:                      ; preds = %conv1_weight_grad.k717.end
+  %kp711.next = add nsw i64 %conv1_weight_grad.kp7111, 1
+  %0 = icmp slt i64 %kp711.next, 7
+  br i1 %0, label %conv1_weight_grad.kp711, label %conv1_weight_grad.kp711.end
 
-conv1_weight_grad.mb706:                          ; preds = %conv1_weight_grad.k708.end, %conv1_weight_grad.nb705
-  %conv1_weight_grad.mb7063 = phi i64 [ 0, %conv1_weight_grad.nb705 ], [ %mb706.next, %conv1_weight_grad.k708.end ]
-  %1 = mul nsw i64 %conv1_weight_grad.mb7063, 5
+conv1_weight_grad.mb713:                          ; preds = %conv1_weight_grad.k715.end, %conv1_weight_grad.nb712
+  %conv1_weight_grad.mb7133 = phi i64 [ 0, %conv1_weight_grad.nb712 ], [ %mb713.next, %conv1_weight_grad.k715.end ]
+  %1 = mul nsw i64 %conv1_weight_grad.mb7133, 5
   %2 = mul nsw i64 %1, 16
   %3 = add nsw i64 313744, %2
-  %4 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  %4 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %conv1_weight_grad.t707_c0_0, align 32
-  %7 = mul nsw i64 %conv1_weight_grad.mb7063, 5
+  store <8 x float> %6, ptr %conv1_weight_grad.t714_c0_0, align 32
+  %7 = mul nsw i64 %conv1_weight_grad.mb7133, 5
   %8 = mul nsw i64 %7, 16
   %9 = add nsw i64 313744, %8
-  %10 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  %10 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %11 = add nsw i64 %9, %10
   %12 = add nsw i64 %11, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %13, ptr %conv1_weight_grad.t707_c0_1, align 32
-  %14 = mul nsw i64 %conv1_weight_grad.mb7063, 5
+  store <8 x float> %13, ptr %conv1_weight_grad.t714_c0_1, align 32
+  %14 = mul nsw i64 %conv1_weight_grad.mb7133, 5
   %15 = add nsw i64 %14, 1
   %16 = mul nsw i64 %15, 16
   %17 = add nsw i64 313744, %16
-  %18 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  %18 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %19 = add nsw i64 %17, %18
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %20, ptr %conv1_weight_grad.t707_c1_0, align 32
-  %21 = mul nsw i64 %conv1_weight_grad.mb7063, 5
+  store <8 x float> %20, ptr %conv1_weight_grad.t714_c1_0, align 32
+  %21 = mul nsw i64 %conv1_weight_grad.mb7133, 5
   %22 = add nsw i64 %21, 1
   %23 = mul nsw i64 %22, 16
   %24 = add nsw i64 313744, %23
-  %25 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  %25 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %26 = add nsw i64 %24, %25
   %27 = add nsw i64 %26, 8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %28, ptr %conv1_weight_grad.t707_c1_1, align 32
-  %29 = mul nsw i64 %conv1_weight_grad.mb7063, 5
+  store <8 x float> %28, ptr %conv1_weight_grad.t714_c1_1, align 32
+  %29 = mul nsw i64 %conv1_weight_grad.mb7133, 5
   %30 = add nsw i64 %29, 2
   %31 = mul nsw i64 %30, 16
   %32 = add nsw i64 313744, %31
-  %33 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  %33 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %34 = add nsw i64 %32, %33
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %34
   %35 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %35, ptr %conv1_weight_grad.t707_c2_0, align 32
-  %36 = mul nsw i64 %conv1_weight_grad.mb7063, 5
+  store <8 x float> %35, ptr %conv1_weight_grad.t714_c2_0, align 32
+  %36 = mul nsw i64 %conv1_weight_grad.mb7133, 5
   %37 = add nsw i64 %36, 2
   %38 = mul nsw i64 %37, 16
   %39 = add nsw i64 313744, %38
-  %40 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  %40 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %41 = add nsw i64 %39, %40
   %42 = add nsw i64 %41, 8
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %42
   %43 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %43, ptr %conv1_weight_grad.t707_c2_1, align 32
-  %44 = mul nsw i64 %conv1_weight_grad.mb7063, 5
+  store <8 x float> %43, ptr %conv1_weight_grad.t714_c2_1, align 32
+  %44 = mul nsw i64 %conv1_weight_grad.mb7133, 5
   %45 = add nsw i64 %44, 3
   %46 = mul nsw i64 %45, 16
   %47 = add nsw i64 313744, %46
-  %48 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  %48 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %49 = add nsw i64 %47, %48
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %50, ptr %conv1_weight_grad.t707_c3_0, align 32
-  %51 = mul nsw i64 %conv1_weight_grad.mb7063, 5
+  store <8 x float> %50, ptr %conv1_weight_grad.t714_c3_0, align 32
+  %51 = mul nsw i64 %conv1_weight_grad.mb7133, 5
   %52 = add nsw i64 %51, 3
   %53 = mul nsw i64 %52, 16
   %54 = add nsw i64 313744, %53
-  %55 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  %55 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %56 = add nsw i64 %54, %55
   %57 = add nsw i64 %56, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %57
   %58 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %58, ptr %conv1_weight_grad.t707_c3_1, align 32
-  %59 = mul nsw i64 %conv1_weight_grad.mb7063, 5
+  store <8 x float> %58, ptr %conv1_weight_grad.t714_c3_1, align 32
+  %59 = mul nsw i64 %conv1_weight_grad.mb7133, 5
   %60 = add nsw i64 %59, 4
   %61 = mul nsw i64 %60, 16
   %62 = add nsw i64 313744, %61
-  %63 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  %63 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %64 = add nsw i64 %62, %63
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %65, ptr %conv1_weight_grad.t707_c4_0, align 32
-  %66 = mul nsw i64 %conv1_weight_grad.mb7063, 5
+  store <8 x float> %65, ptr %conv1_weight_grad.t714_c4_0, align 32
+  %66 = mul nsw i64 %conv1_weight_grad.mb7133, 5
   %67 = add nsw i64 %66, 4
   %68 = mul nsw i64 %67, 16
   %69 = add nsw i64 313744, %68
-  %70 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  %70 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %73, ptr %conv1_weight_grad.t707_c4_1, align 32
-  br label %conv1_weight_grad.k708
+  store <8 x float> %73, ptr %conv1_weight_grad.t714_c4_1, align 32
+  br label %conv1_weight_grad.k715
 
-conv1_weight_grad.mb706.end:                      ; preds = %conv1_weight_grad.k708.end
-  %74 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+conv1_weight_grad.mb713.end:                      ; preds = %conv1_weight_grad.k715.end
+  %74 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %75 = add nsw i64 313824, %74
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %75
   %76 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %76, ptr %conv1_weight_grad.t709_c0_0, align 32
-  %77 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  store <8 x float> %76, ptr %conv1_weight_grad.t716_c0_0, align 32
+  %77 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %78 = add nsw i64 313824, %77
   %79 = add nsw i64 %78, 8
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load <8 x float>, ptr %arena56, align 4
-  store <8 x float> %80, ptr %conv1_weight_grad.t709_c0_1, align 32
-  %81 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  store <8 x float> %80, ptr %conv1_weight_grad.t716_c0_1, align 32
+  %81 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %82 = add nsw i64 313840, %81
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %82
   %83 = load <8 x float>, ptr %arena57, align 4
-  store <8 x float> %83, ptr %conv1_weight_grad.t709_c1_0, align 32
-  %84 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  store <8 x float> %83, ptr %conv1_weight_grad.t716_c1_0, align 32
+  %84 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %85 = add nsw i64 313840, %84
   %86 = add nsw i64 %85, 8
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load <8 x float>, ptr %arena58, align 4
-  store <8 x float> %87, ptr %conv1_weight_grad.t709_c1_1, align 32
-  %88 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  store <8 x float> %87, ptr %conv1_weight_grad.t716_c1_1, align 32
+  %88 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %89 = add nsw i64 313856, %88
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load <8 x float>, ptr %arena59, align 4
-  store <8 x float> %90, ptr %conv1_weight_grad.t709_c2_0, align 32
-  %91 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  store <8 x float> %90, ptr %conv1_weight_grad.t716_c2_0, align 32
+  %91 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %92 = add nsw i64 313856, %91
   %93 = add nsw i64 %92, 8
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %93
   %94 = load <8 x float>, ptr %arena60, align 4
-  store <8 x float> %94, ptr %conv1_weight_grad.t709_c2_1, align 32
-  %95 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  store <8 x float> %94, ptr %conv1_weight_grad.t716_c2_1, align 32
+  %95 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %96 = add nsw i64 313872, %95
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %96
   %97 = load <8 x float>, ptr %arena61, align 4
-  store <8 x float> %97, ptr %conv1_weight_grad.t709_c3_0, align 32
-  %98 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  store <8 x float> %97, ptr %conv1_weight_grad.t716_c3_0, align 32
+  %98 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %99 = add nsw i64 313872, %98
   %100 = add nsw i64 %99, 8
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena62, align 4
-  store <8 x float> %101, ptr %conv1_weight_grad.t709_c3_1, align 32
-  br label %conv1_weight_grad.k710
+  store <8 x float> %101, ptr %conv1_weight_grad.t716_c3_1, align 32
+  br label %conv1_weight_grad.k717
 
-conv1_weight_grad.k708:                           ; preds = %conv1_weight_grad.k708, %conv1_weight_grad.mb706
-  %conv1_weight_grad.k70814 = phi i64 [ 0, %conv1_weight_grad.mb706 ], [ %k708.next, %conv1_weight_grad.k708 ]
-  %102 = mul nsw i64 %conv1_weight_grad.kp7041, 1792
-  %103 = add nsw i64 %conv1_weight_grad.k70814, %102
+conv1_weight_grad.k715:                           ; preds = %conv1_weight_grad.k715, %conv1_weight_grad.mb713
+  %conv1_weight_grad.k71514 = phi i64 [ 0, %conv1_weight_grad.mb713 ], [ %k715.next, %conv1_weight_grad.k715 ]
+  %102 = mul nsw i64 %conv1_weight_grad.kp7111, 1792
+  %103 = add nsw i64 %conv1_weight_grad.k71514, %102
   %104 = mul nsw i64 %103, 16
   %105 = add nsw i64 113040, %104
-  %106 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  %106 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %107 = add nsw i64 %105, %106
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %108, ptr %conv1_weight_grad.t707_b0, align 32
-  %109 = mul nsw i64 %conv1_weight_grad.kp7041, 1792
-  %110 = add nsw i64 %conv1_weight_grad.k70814, %109
+  store <8 x float> %108, ptr %conv1_weight_grad.t714_b0, align 32
+  %109 = mul nsw i64 %conv1_weight_grad.kp7111, 1792
+  %110 = add nsw i64 %conv1_weight_grad.k71514, %109
   %111 = mul nsw i64 %110, 16
   %112 = add nsw i64 113040, %111
-  %113 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  %113 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %114 = add nsw i64 %112, %113
   %115 = add nsw i64 %114, 8
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %115
   %116 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %116, ptr %conv1_weight_grad.t707_b1, align 32
-  %117 = mul nsw i64 %conv1_weight_grad.mb7063, 5
+  store <8 x float> %116, ptr %conv1_weight_grad.t714_b1, align 32
+  %117 = mul nsw i64 %conv1_weight_grad.mb7133, 5
   %118 = mul nsw i64 %117, 12560
-  %119 = mul nsw i64 %conv1_weight_grad.kp7041, 1792
-  %120 = add nsw i64 %conv1_weight_grad.k70814, %119
+  %119 = mul nsw i64 %conv1_weight_grad.kp7111, 1792
+  %120 = add nsw i64 %conv1_weight_grad.k71514, %119
   %121 = add nsw i64 %118, %120
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %121
   %122 = load float, ptr %arena17, align 4
   %123 = insertelement <8 x float> undef, float %122, i32 0
   %124 = shufflevector <8 x float> %123, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %124, ptr %conv1_weight_grad.t707_a0, align 32
-  %t707_a0 = load <8 x float>, ptr %conv1_weight_grad.t707_a0, align 32
-  %t707_b0 = load <8 x float>, ptr %conv1_weight_grad.t707_b0, align 32
-  %t707_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t707_c0_0, align 32
-  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t707_a0, <8 x float> %t707_b0, <8 x float> %t707_c0_0)
-  store <8 x float> %125, ptr %conv1_weight_grad.t707_c0_0, align 32
-  %t707_a018 = load <8 x float>, ptr %conv1_weight_grad.t707_a0, align 32
-  %t707_b1 = load <8 x float>, ptr %conv1_weight_grad.t707_b1, align 32
-  %t707_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t707_c0_1, align 32
-  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t707_a018, <8 x float> %t707_b1, <8 x float> %t707_c0_1)
-  store <8 x float> %126, ptr %conv1_weight_grad.t707_c0_1, align 32
-  %127 = mul nsw i64 %conv1_weight_grad.mb7063, 5
+  store <8 x float> %124, ptr %conv1_weight_grad.t714_a0, align 32
+  %t714_a0 = load <8 x float>, ptr %conv1_weight_grad.t714_a0, align 32
+  %t714_b0 = load <8 x float>, ptr %conv1_weight_grad.t714_b0, align 32
+  %t714_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t714_c0_0, align 32
+  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t714_a0, <8 x float> %t714_b0, <8 x float> %t714_c0_0)
+  store <8 x float> %125, ptr %conv1_weight_grad.t714_c0_0, align 32
+  %t714_a018 = load <8 x float>, ptr %conv1_weight_grad.t714_a0, align 32
+  %t714_b1 = load <8 x float>, ptr %conv1_weight_grad.t714_b1, align 32
+  %t714_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t714_c0_1, align 32
+  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t714_a018, <8 x float> %t714_b1, <8 x float> %t714_c0_1)
+  store <8 x float> %126, ptr %conv1_weight_grad.t714_c0_1, align 32
+  %127 = mul nsw i64 %conv1_weight_grad.mb7133, 5
   %128 = add nsw i64 %127, 1
   %129 = mul nsw i64 %128, 12560
-  %130 = mul nsw i64 %conv1_weight_grad.kp7041, 1792
-  %131 = add nsw i64 %conv1_weight_grad.k70814, %130
+  %130 = mul nsw i64 %conv1_weight_grad.kp7111, 1792
+  %131 = add nsw i64 %conv1_weight_grad.k71514, %130
   %132 = add nsw i64 %129, %131
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %132
   %133 = load float, ptr %arena19, align 4
   %134 = insertelement <8 x float> undef, float %133, i32 0
   %135 = shufflevector <8 x float> %134, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %135, ptr %conv1_weight_grad.t707_a1, align 32
-  %t707_a1 = load <8 x float>, ptr %conv1_weight_grad.t707_a1, align 32
-  %t707_b020 = load <8 x float>, ptr %conv1_weight_grad.t707_b0, align 32
-  %t707_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t707_c1_0, align 32
-  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t707_a1, <8 x float> %t707_b020, <8 x float> %t707_c1_0)
-  store <8 x float> %136, ptr %conv1_weight_grad.t707_c1_0, align 32
-  %t707_a121 = load <8 x float>, ptr %conv1_weight_grad.t707_a1, align 32
-  %t707_b122 = load <8 x float>, ptr %conv1_weight_grad.t707_b1, align 32
-  %t707_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t707_c1_1, align 32
-  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t707_a121, <8 x float> %t707_b122, <8 x float> %t707_c1_1)
-  store <8 x float> %137, ptr %conv1_weight_grad.t707_c1_1, align 32
-  %138 = mul nsw i64 %conv1_weight_grad.mb7063, 5
+  store <8 x float> %135, ptr %conv1_weight_grad.t714_a1, align 32
+  %t714_a1 = load <8 x float>, ptr %conv1_weight_grad.t714_a1, align 32
+  %t714_b020 = load <8 x float>, ptr %conv1_weight_grad.t714_b0, align 32
+  %t714_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t714_c1_0, align 32
+  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t714_a1, <8 x float> %t714_b020, <8 x float> %t714_c1_0)
+  store <8 x float> %136, ptr %conv1_weight_grad.t714_c1_0, align 32
+  %t714_a121 = load <8 x float>, ptr %conv1_weight_grad.t714_a1, align 32
+  %t714_b122 = load <8 x float>, ptr %conv1_weight_grad.t714_b1, align 32
+  %t714_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t714_c1_1, align 32
+  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t714_a121, <8 x float> %t714_b122, <8 x float> %t714_c1_1)
+  store <8 x float> %137, ptr %conv1_weight_grad.t714_c1_1, align 32
+  %138 = mul nsw i64 %conv1_weight_grad.mb7133, 5
   %139 = add nsw i64 %138, 2
   %140 = mul nsw i64 %139, 12560
-  %141 = mul nsw i64 %conv1_weight_grad.kp7041, 1792
-  %142 = add nsw i64 %conv1_weight_grad.k70814, %141
+  %141 = mul nsw i64 %conv1_weight_grad.kp7111, 1792
+  %142 = add nsw i64 %conv1_weight_grad.k71514, %141
   %143 = add nsw i64 %140, %142
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena23, align 4
   %145 = insertelement <8 x float> undef, float %144, i32 0
   %146 = shufflevector <8 x float> %145, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %146, ptr %conv1_weight_grad.t707_a2, align 32
-  %t707_a2 = load <8 x float>, ptr %conv1_weight_grad.t707_a2, align 32
-  %t707_b024 = load <8 x float>, ptr %conv1_weight_grad.t707_b0, align 32
-  %t707_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t707_c2_0, align 32
-  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t707_a2, <8 x float> %t707_b024, <8 x float> %t707_c2_0)
-  store <8 x float> %147, ptr %conv1_weight_grad.t707_c2_0, align 32
-  %t707_a225 = load <8 x float>, ptr %conv1_weight_grad.t707_a2, align 32
-  %t707_b126 = load <8 x float>, ptr %conv1_weight_grad.t707_b1, align 32
-  %t707_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t707_c2_1, align 32
-  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t707_a225, <8 x float> %t707_b126, <8 x float> %t707_c2_1)
-  store <8 x float> %148, ptr %conv1_weight_grad.t707_c2_1, align 32
-  %149 = mul nsw i64 %conv1_weight_grad.mb7063, 5
+  store <8 x float> %146, ptr %conv1_weight_grad.t714_a2, align 32
+  %t714_a2 = load <8 x float>, ptr %conv1_weight_grad.t714_a2, align 32
+  %t714_b024 = load <8 x float>, ptr %conv1_weight_grad.t714_b0, align 32
+  %t714_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t714_c2_0, align 32
+  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t714_a2, <8 x float> %t714_b024, <8 x float> %t714_c2_0)
+  store <8 x float> %147, ptr %conv1_weight_grad.t714_c2_0, align 32
+  %t714_a225 = load <8 x float>, ptr %conv1_weight_grad.t714_a2, align 32
+  %t714_b126 = load <8 x float>, ptr %conv1_weight_grad.t714_b1, align 32
+  %t714_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t714_c2_1, align 32
+  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t714_a225, <8 x float> %t714_b126, <8 x float> %t714_c2_1)
+  store <8 x float> %148, ptr %conv1_weight_grad.t714_c2_1, align 32
+  %149 = mul nsw i64 %conv1_weight_grad.mb7133, 5
   %150 = add nsw i64 %149, 3
   %151 = mul nsw i64 %150, 12560
-  %152 = mul nsw i64 %conv1_weight_grad.kp7041, 1792
-  %153 = add nsw i64 %conv1_weight_grad.k70814, %152
+  %152 = mul nsw i64 %conv1_weight_grad.kp7111, 1792
+  %153 = add nsw i64 %conv1_weight_grad.k71514, %152
   %154 = add nsw i64 %151, %153
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load float, ptr %arena27, align 4
   %156 = insertelement <8 x float> undef, float %155, i32 0
   %157 = shufflevector <8 x float> %156, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %157, ptr %conv1_weight_grad.t707_a3, align 32
-  %t707_a3 = load <8 x float>, ptr %conv1_weight_grad.t707_a3, align 32
-  %t707_b028 = load <8 x float>, ptr %conv1_weight_grad.t707_b0, align 32
-  %t707_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t707_c3_0, align 32
-  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t707_a3, <8 x float> %t707_b028, <8 x float> %t707_c3_0)
-  store <8 x float> %158, ptr %conv1_weight_grad.t707_c3_0, align 32
-  %t707_a329 = load <8 x float>, ptr %conv1_weight_grad.t707_a3, align 32
-  %t707_b130 = load <8 x float>, ptr %conv1_weight_grad.t707_b1, align 32
-  %t707_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t707_c3_1, align 32
-  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t707_a329, <8 x float> %t707_b130, <8 x float> %t707_c3_1)
-  store <8 x float> %159, ptr %conv1_weight_grad.t707_c3_1, align 32
-  %160 = mul nsw i64 %conv1_weight_grad.mb7063, 5
+  store <8 x float> %157, ptr %conv1_weight_grad.t714_a3, align 32
+  %t714_a3 = load <8 x float>, ptr %conv1_weight_grad.t714_a3, align 32
+  %t714_b028 = load <8 x float>, ptr %conv1_weight_grad.t714_b0, align 32
+  %t714_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t714_c3_0, align 32
+  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t714_a3, <8 x float> %t714_b028, <8 x float> %t714_c3_0)
+  store <8 x float> %158, ptr %conv1_weight_grad.t714_c3_0, align 32
+  %t714_a329 = load <8 x float>, ptr %conv1_weight_grad.t714_a3, align 32
+  %t714_b130 = load <8 x float>, ptr %conv1_weight_grad.t714_b1, align 32
+  %t714_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t714_c3_1, align 32
+  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t714_a329, <8 x float> %t714_b130, <8 x float> %t714_c3_1)
+  store <8 x float> %159, ptr %conv1_weight_grad.t714_c3_1, align 32
+  %160 = mul nsw i64 %conv1_weight_grad.mb7133, 5
   %161 = add nsw i64 %160, 4
   %162 = mul nsw i64 %161, 12560
-  %163 = mul nsw i64 %conv1_weight_grad.kp7041, 1792
-  %164 = add nsw i64 %conv1_weight_grad.k70814, %163
+  %163 = mul nsw i64 %conv1_weight_grad.kp7111, 1792
+  %164 = add nsw i64 %conv1_weight_grad.k71514, %163
   %165 = add nsw i64 %162, %164
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load float, ptr %arena31, align 4
   %167 = insertelement <8 x float> undef, float %166, i32 0
   %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %conv1_weight_grad.t707_a4, align 32
-  %t707_a4 = load <8 x float>, ptr %conv1_weight_grad.t707_a4, align 32
-  %t707_b032 = load <8 x float>, ptr %conv1_weight_grad.t707_b0, align 32
-  %t707_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t707_c4_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t707_a4, <8 x float> %t707_b032, <8 x float> %t707_c4_0)
-  store <8 x float> %169, ptr %conv1_weight_grad.t707_c4_0, align 32
-  %t707_a433 = load <8 x float>, ptr %conv1_weight_grad.t707_a4, align 32
-  %t707_b134 = load <8 x float>, ptr %conv1_weight_grad.t707_b1, align 32
-  %t707_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t707_c4_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t707_a433, <8 x float> %t707_b134, <8 x float> %t707_c4_1)
-  store <8 x float> %170, ptr %conv1_weight_grad.t707_c4_1, align 32
-  %k708.next = add nsw i64 %conv1_weight_grad.k70814, 1
-  %171 = icmp slt i64 %k708.next, 1792
-  br i1 %171, label %conv1_weight_grad.k708, label %conv1_weight_grad.k708.end
+  store <8 x float> %168, ptr %conv1_weight_grad.t714_a4, align 32
+  %t714_a4 = load <8 x float>, ptr %conv1_weight_grad.t714_a4, align 32
+  %t714_b032 = load <8 x float>, ptr %conv1_weight_grad.t714_b0, align 32
+  %t714_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t714_c4_0, align 32
+  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t714_a4, <8 x float> %t714_b032, <8 x float> %t714_c4_0)
+  store <8 x float> %169, ptr %conv1_weight_grad.t714_c4_0, align 32
+  %t714_a433 = load <8 x float>, ptr %conv1_weight_grad.t714_a4, align 32
+  %t714_b134 = load <8 x float>, ptr %conv1_weight_grad.t714_b1, align 32
+  %t714_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t714_c4_1, align 32
+  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t714_a433, <8 x float> %t714_b134, <8 x float> %t714_c4_1)
+  store <8 x float> %170, ptr %conv1_weight_grad.t714_c4_1, align 32
+  %k715.next = add nsw i64 %conv1_weight_grad.k71514, 1
+  %171 = icmp slt i64 %k715.next, 1792
+  br i1 %171, label %conv1_weight_grad.k715, label %conv1_weight_grad.k715.end
 
-conv1_weight_grad.k708.end:                       ; preds = %conv1_weight_grad.k708
-  %t707_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t707_c0_0, align 32
-  %172 = mul nsw i64 %conv1_weight_grad.mb7063, 5
+conv1_weight_grad.k715.end:                       ; preds = %conv1_weight_grad.k715
+  %t714_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t714_c0_0, align 32
+  %172 = mul nsw i64 %conv1_weight_grad.mb7133, 5
   %173 = mul nsw i64 %172, 16
   %174 = add nsw i64 313744, %173
-  %175 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  %175 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %176 = add nsw i64 %174, %175
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %176
-  store <8 x float> %t707_c0_035, ptr %arena36, align 4
-  %t707_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t707_c0_1, align 32
-  %177 = mul nsw i64 %conv1_weight_grad.mb7063, 5
+  store <8 x float> %t714_c0_035, ptr %arena36, align 4
+  %t714_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t714_c0_1, align 32
+  %177 = mul nsw i64 %conv1_weight_grad.mb7133, 5
   %178 = mul nsw i64 %177, 16
   %179 = add nsw i64 313744, %178
-  %180 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  %180 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %181 = add nsw i64 %179, %180
   %182 = add nsw i64 %181, 8
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %182
-  store <8 x float> %t707_c0_137, ptr %arena38, align 4
-  %t707_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t707_c1_0, align 32
-  %183 = mul nsw i64 %conv1_weight_grad.mb7063, 5
+  store <8 x float> %t714_c0_137, ptr %arena38, align 4
+  %t714_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t714_c1_0, align 32
+  %183 = mul nsw i64 %conv1_weight_grad.mb7133, 5
   %184 = add nsw i64 %183, 1
   %185 = mul nsw i64 %184, 16
   %186 = add nsw i64 313744, %185
-  %187 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  %187 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %188 = add nsw i64 %186, %187
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %188
-  store <8 x float> %t707_c1_039, ptr %arena40, align 4
-  %t707_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t707_c1_1, align 32
-  %189 = mul nsw i64 %conv1_weight_grad.mb7063, 5
+  store <8 x float> %t714_c1_039, ptr %arena40, align 4
+  %t714_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t714_c1_1, align 32
+  %189 = mul nsw i64 %conv1_weight_grad.mb7133, 5
   %190 = add nsw i64 %189, 1
   %191 = mul nsw i64 %190, 16
   %192 = add nsw i64 313744, %191
-  %193 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  %193 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %194 = add nsw i64 %192, %193
   %195 = add nsw i64 %194, 8
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %195
-  store <8 x float> %t707_c1_141, ptr %arena42, align 4
-  %t707_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t707_c2_0, align 32
-  %196 = mul nsw i64 %conv1_weight_grad.mb7063, 5
+  store <8 x float> %t714_c1_141, ptr %arena42, align 4
+  %t714_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t714_c2_0, align 32
+  %196 = mul nsw i64 %conv1_weight_grad.mb7133, 5
   %197 = add nsw i64 %196, 2
   %198 = mul nsw i64 %197, 16
   %199 = add nsw i64 313744, %198
-  %200 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  %200 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %201 = add nsw i64 %199, %200
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %201
-  store <8 x float> %t707_c2_043, ptr %arena44, align 4
-  %t707_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t707_c2_1, align 32
-  %202 = mul nsw i64 %conv1_weight_grad.mb7063, 5
+  store <8 x float> %t714_c2_043, ptr %arena44, align 4
+  %t714_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t714_c2_1, align 32
+  %202 = mul nsw i64 %conv1_weight_grad.mb7133, 5
   %203 = add nsw i64 %202, 2
   %204 = mul nsw i64 %203, 16
   %205 = add nsw i64 313744, %204
-  %206 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  %206 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %207 = add nsw i64 %205, %206
   %208 = add nsw i64 %207, 8
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t707_c2_145, ptr %arena46, align 4
-  %t707_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t707_c3_0, align 32
-  %209 = mul nsw i64 %conv1_weight_grad.mb7063, 5
+  store <8 x float> %t714_c2_145, ptr %arena46, align 4
+  %t714_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t714_c3_0, align 32
+  %209 = mul nsw i64 %conv1_weight_grad.mb7133, 5
   %210 = add nsw i64 %209, 3
   %211 = mul nsw i64 %210, 16
   %212 = add nsw i64 313744, %211
-  %213 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  %213 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %214 = add nsw i64 %212, %213
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %214
-  store <8 x float> %t707_c3_047, ptr %arena48, align 4
-  %t707_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t707_c3_1, align 32
-  %215 = mul nsw i64 %conv1_weight_grad.mb7063, 5
+  store <8 x float> %t714_c3_047, ptr %arena48, align 4
+  %t714_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t714_c3_1, align 32
+  %215 = mul nsw i64 %conv1_weight_grad.mb7133, 5
   %216 = add nsw i64 %215, 3
   %217 = mul nsw i64 %216, 16
   %218 = add nsw i64 313744, %217
-  %219 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  %219 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %220 = add nsw i64 %218, %219
   %221 = add nsw i64 %220, 8
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %221
-  store <8 x float> %t707_c3_149, ptr %arena50, align 4
-  %t707_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t707_c4_0, align 32
-  %222 = mul nsw i64 %conv1_weight_grad.mb7063, 5
+  store <8 x float> %t714_c3_149, ptr %arena50, align 4
+  %t714_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t714_c4_0, align 32
+  %222 = mul nsw i64 %conv1_weight_grad.mb7133, 5
   %223 = add nsw i64 %222, 4
   %224 = mul nsw i64 %223, 16
   %225 = add nsw i64 313744, %224
-  %226 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  %226 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %227 = add nsw i64 %225, %226
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t707_c4_051, ptr %arena52, align 4
-  %t707_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t707_c4_1, align 32
-  %228 = mul nsw i64 %conv1_weight_grad.mb7063, 5
+  store <8 x float> %t714_c4_051, ptr %arena52, align 4
+  %t714_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t714_c4_1, align 32
+  %228 = mul nsw i64 %conv1_weight_grad.mb7133, 5
   %229 = add nsw i64 %228, 4
   %230 = mul nsw i64 %229, 16
   %231 = add nsw i64 313744, %230
-  %232 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  %232 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %233 = add nsw i64 %231, %232
   %234 = add nsw i64 %233, 8
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <8 x float> %t707_c4_153, ptr %arena54, align 4
-  %mb706.next = add nsw i64 %conv1_weight_grad.mb7063, 1
-  %235 = icmp slt i64 %mb706.next, 1
-  br i1 %235, label %conv1_weight_grad.mb706, label %conv1_weight_grad.mb706.end
+  store <8 x float> %t714_c4_153, ptr %arena54, align 4
+  %mb713.next = add nsw i64 %conv1_weight_grad.mb7133, 1
+  %235 = icmp slt i64 %mb713.next, 1
+  br i1 %235, label %conv1_weight_grad.mb713, label %conv1_weight_grad.mb713.end
 
-conv1_weight_grad.k710:                           ; preds = %conv1_weight_grad.k710, %conv1_weight_grad.mb706.end
-  %conv1_weight_grad.k71063 = phi i64 [ 0, %conv1_weight_grad.mb706.end ], [ %k710.next, %conv1_weight_grad.k710 ]
-  %236 = mul nsw i64 %conv1_weight_grad.kp7041, 1792
-  %237 = add nsw i64 %conv1_weight_grad.k71063, %236
+conv1_weight_grad.k717:                           ; preds = %conv1_weight_grad.k717, %conv1_weight_grad.mb713.end
+  %conv1_weight_grad.k71763 = phi i64 [ 0, %conv1_weight_grad.mb713.end ], [ %k717.next, %conv1_weight_grad.k717 ]
+  %236 = mul nsw i64 %conv1_weight_grad.kp7111, 1792
+  %237 = add nsw i64 %conv1_weight_grad.k71763, %236
   %238 = mul nsw i64 %237, 16
   %239 = add nsw i64 113040, %238
-  %240 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  %240 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %241 = add nsw i64 %239, %240
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %241
   %242 = load <8 x float>, ptr %arena64, align 4
-  store <8 x float> %242, ptr %conv1_weight_grad.t709_b0, align 32
-  %243 = mul nsw i64 %conv1_weight_grad.kp7041, 1792
-  %244 = add nsw i64 %conv1_weight_grad.k71063, %243
+  store <8 x float> %242, ptr %conv1_weight_grad.t716_b0, align 32
+  %243 = mul nsw i64 %conv1_weight_grad.kp7111, 1792
+  %244 = add nsw i64 %conv1_weight_grad.k71763, %243
   %245 = mul nsw i64 %244, 16
   %246 = add nsw i64 113040, %245
-  %247 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  %247 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %248 = add nsw i64 %246, %247
   %249 = add nsw i64 %248, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %249
   %250 = load <8 x float>, ptr %arena65, align 4
-  store <8 x float> %250, ptr %conv1_weight_grad.t709_b1, align 32
-  %251 = mul nsw i64 %conv1_weight_grad.kp7041, 1792
-  %252 = add nsw i64 %conv1_weight_grad.k71063, %251
+  store <8 x float> %250, ptr %conv1_weight_grad.t716_b1, align 32
+  %251 = mul nsw i64 %conv1_weight_grad.kp7111, 1792
+  %252 = add nsw i64 %conv1_weight_grad.k71763, %251
   %253 = add nsw i64 62800, %252
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %253
   %254 = load float, ptr %arena66, align 4
   %255 = insertelement <8 x float> undef, float %254, i32 0
   %256 = shufflevector <8 x float> %255, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %256, ptr %conv1_weight_grad.t709_a0, align 32
-  %t709_a0 = load <8 x float>, ptr %conv1_weight_grad.t709_a0, align 32
-  %t709_b0 = load <8 x float>, ptr %conv1_weight_grad.t709_b0, align 32
-  %t709_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t709_c0_0, align 32
-  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t709_a0, <8 x float> %t709_b0, <8 x float> %t709_c0_0)
-  store <8 x float> %257, ptr %conv1_weight_grad.t709_c0_0, align 32
-  %t709_a067 = load <8 x float>, ptr %conv1_weight_grad.t709_a0, align 32
-  %t709_b1 = load <8 x float>, ptr %conv1_weight_grad.t709_b1, align 32
-  %t709_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t709_c0_1, align 32
-  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t709_a067, <8 x float> %t709_b1, <8 x float> %t709_c0_1)
-  store <8 x float> %258, ptr %conv1_weight_grad.t709_c0_1, align 32
-  %259 = mul nsw i64 %conv1_weight_grad.kp7041, 1792
-  %260 = add nsw i64 %conv1_weight_grad.k71063, %259
+  store <8 x float> %256, ptr %conv1_weight_grad.t716_a0, align 32
+  %t716_a0 = load <8 x float>, ptr %conv1_weight_grad.t716_a0, align 32
+  %t716_b0 = load <8 x float>, ptr %conv1_weight_grad.t716_b0, align 32
+  %t716_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t716_c0_0, align 32
+  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t716_a0, <8 x float> %t716_b0, <8 x float> %t716_c0_0)
+  store <8 x float> %257, ptr %conv1_weight_grad.t716_c0_0, align 32
+  %t716_a067 = load <8 x float>, ptr %conv1_weight_grad.t716_a0, align 32
+  %t716_b1 = load <8 x float>, ptr %conv1_weight_grad.t716_b1, align 32
+  %t716_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t716_c0_1, align 32
+  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t716_a067, <8 x float> %t716_b1, <8 x float> %t716_c0_1)
+  store <8 x float> %258, ptr %conv1_weight_grad.t716_c0_1, align 32
+  %259 = mul nsw i64 %conv1_weight_grad.kp7111, 1792
+  %260 = add nsw i64 %conv1_weight_grad.k71763, %259
   %261 = add nsw i64 75360, %260
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %261
   %262 = load float, ptr %arena68, align 4
   %263 = insertelement <8 x float> undef, float %262, i32 0
   %264 = shufflevector <8 x float> %263, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %264, ptr %conv1_weight_grad.t709_a1, align 32
-  %t709_a1 = load <8 x float>, ptr %conv1_weight_grad.t709_a1, align 32
-  %t709_b069 = load <8 x float>, ptr %conv1_weight_grad.t709_b0, align 32
-  %t709_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t709_c1_0, align 32
-  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t709_a1, <8 x float> %t709_b069, <8 x float> %t709_c1_0)
-  store <8 x float> %265, ptr %conv1_weight_grad.t709_c1_0, align 32
-  %t709_a170 = load <8 x float>, ptr %conv1_weight_grad.t709_a1, align 32
-  %t709_b171 = load <8 x float>, ptr %conv1_weight_grad.t709_b1, align 32
-  %t709_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t709_c1_1, align 32
-  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t709_a170, <8 x float> %t709_b171, <8 x float> %t709_c1_1)
-  store <8 x float> %266, ptr %conv1_weight_grad.t709_c1_1, align 32
-  %267 = mul nsw i64 %conv1_weight_grad.kp7041, 1792
-  %268 = add nsw i64 %conv1_weight_grad.k71063, %267
+  store <8 x float> %264, ptr %conv1_weight_grad.t716_a1, align 32
+  %t716_a1 = load <8 x float>, ptr %conv1_weight_grad.t716_a1, align 32
+  %t716_b069 = load <8 x float>, ptr %conv1_weight_grad.t716_b0, align 32
+  %t716_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t716_c1_0, align 32
+  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t716_a1, <8 x float> %t716_b069, <8 x float> %t716_c1_0)
+  store <8 x float> %265, ptr %conv1_weight_grad.t716_c1_0, align 32
+  %t716_a170 = load <8 x float>, ptr %conv1_weight_grad.t716_a1, align 32
+  %t716_b171 = load <8 x float>, ptr %conv1_weight_grad.t716_b1, align 32
+  %t716_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t716_c1_1, align 32
+  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t716_a170, <8 x float> %t716_b171, <8 x float> %t716_c1_1)
+  store <8 x float> %266, ptr %conv1_weight_grad.t716_c1_1, align 32
+  %267 = mul nsw i64 %conv1_weight_grad.kp7111, 1792
+  %268 = add nsw i64 %conv1_weight_grad.k71763, %267
   %269 = add nsw i64 87920, %268
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %269
   %270 = load float, ptr %arena72, align 4
   %271 = insertelement <8 x float> undef, float %270, i32 0
   %272 = shufflevector <8 x float> %271, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %272, ptr %conv1_weight_grad.t709_a2, align 32
-  %t709_a2 = load <8 x float>, ptr %conv1_weight_grad.t709_a2, align 32
-  %t709_b073 = load <8 x float>, ptr %conv1_weight_grad.t709_b0, align 32
-  %t709_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t709_c2_0, align 32
-  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t709_a2, <8 x float> %t709_b073, <8 x float> %t709_c2_0)
-  store <8 x float> %273, ptr %conv1_weight_grad.t709_c2_0, align 32
-  %t709_a274 = load <8 x float>, ptr %conv1_weight_grad.t709_a2, align 32
-  %t709_b175 = load <8 x float>, ptr %conv1_weight_grad.t709_b1, align 32
-  %t709_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t709_c2_1, align 32
-  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t709_a274, <8 x float> %t709_b175, <8 x float> %t709_c2_1)
-  store <8 x float> %274, ptr %conv1_weight_grad.t709_c2_1, align 32
-  %275 = mul nsw i64 %conv1_weight_grad.kp7041, 1792
-  %276 = add nsw i64 %conv1_weight_grad.k71063, %275
+  store <8 x float> %272, ptr %conv1_weight_grad.t716_a2, align 32
+  %t716_a2 = load <8 x float>, ptr %conv1_weight_grad.t716_a2, align 32
+  %t716_b073 = load <8 x float>, ptr %conv1_weight_grad.t716_b0, align 32
+  %t716_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t716_c2_0, align 32
+  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t716_a2, <8 x float> %t716_b073, <8 x float> %t716_c2_0)
+  store <8 x float> %273, ptr %conv1_weight_grad.t716_c2_0, align 32
+  %t716_a274 = load <8 x float>, ptr %conv1_weight_grad.t716_a2, align 32
+  %t716_b175 = load <8 x float>, ptr %conv1_weight_grad.t716_b1, align 32
+  %t716_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t716_c2_1, align 32
+  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t716_a274, <8 x float> %t716_b175, <8 x float> %t716_c2_1)
+  store <8 x float> %274, ptr %conv1_weight_grad.t716_c2_1, align 32
+  %275 = mul nsw i64 %conv1_weight_grad.kp7111, 1792
+  %276 = add nsw i64 %conv1_weight_grad.k71763, %275
   %277 = add nsw i64 100480, %276
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %277
   %278 = load float, ptr %arena76, align 4
   %279 = insertelement <8 x float> undef, float %278, i32 0
   %280 = shufflevector <8 x float> %279, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %280, ptr %conv1_weight_grad.t709_a3, align 32
-  %t709_a3 = load <8 x float>, ptr %conv1_weight_grad.t709_a3, align 32
-  %t709_b077 = load <8 x float>, ptr %conv1_weight_grad.t709_b0, align 32
-  %t709_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t709_c3_0, align 32
-  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t709_a3, <8 x float> %t709_b077, <8 x float> %t709_c3_0)
-  store <8 x float> %281, ptr %conv1_weight_grad.t709_c3_0, align 32
-  %t709_a378 = load <8 x float>, ptr %conv1_weight_grad.t709_a3, align 32
-  %t709_b179 = load <8 x float>, ptr %conv1_weight_grad.t709_b1, align 32
-  %t709_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t709_c3_1, align 32
-  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t709_a378, <8 x float> %t709_b179, <8 x float> %t709_c3_1)
-  store <8 x float> %282, ptr %conv1_weight_grad.t709_c3_1, align 32
-  %k710.next = add nsw i64 %conv1_weight_grad.k71063, 1
-  %283 = icmp slt i64 %k710.next, 1792
-  br i1 %283, label %conv1_weight_grad.k710, label %conv1_weight_grad.k710.end
+  store <8 x float> %280, ptr %conv1_weight_grad.t716_a3, align 32
+  %t716_a3 = load <8 x float>, ptr %conv1_weight_grad.t716_a3, align 32
+  %t716_b077 = load <8 x float>, ptr %conv1_weight_grad.t716_b0, align 32
+  %t716_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t716_c3_0, align 32
+  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t716_a3, <8 x float> %t716_b077, <8 x float> %t716_c3_0)
+  store <8 x float> %281, ptr %conv1_weight_grad.t716_c3_0, align 32
+  %t716_a378 = load <8 x float>, ptr %conv1_weight_grad.t716_a3, align 32
+  %t716_b179 = load <8 x float>, ptr %conv1_weight_grad.t716_b1, align 32
+  %t716_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t716_c3_1, align 32
+  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t716_a378, <8 x float> %t716_b179, <8 x float> %t716_c3_1)
+  store <8 x float> %282, ptr %conv1_weight_grad.t716_c3_1, align 32
+  %k717.next = add nsw i64 %conv1_weight_grad.k71763, 1
+  %283 = icmp slt i64 %k717.next, 1792
+  br i1 %283, label %conv1_weight_grad.k717, label %conv1_weight_grad.k717.end
 
-conv1_weight_grad.k710.end:                       ; preds = %conv1_weight_grad.k710
-  %t709_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t709_c0_0, align 32
-  %284 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+conv1_weight_grad.k717.end:                       ; preds = %conv1_weight_grad.k717
+  %t716_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t716_c0_0, align 32
+  %284 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %285 = add nsw i64 313824, %284
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %285
-  store <8 x float> %t709_c0_080, ptr %arena81, align 4
-  %t709_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t709_c0_1, align 32
-  %286 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  store <8 x float> %t716_c0_080, ptr %arena81, align 4
+  %t716_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t716_c0_1, align 32
+  %286 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %287 = add nsw i64 313824, %286
   %288 = add nsw i64 %287, 8
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %288
-  store <8 x float> %t709_c0_182, ptr %arena83, align 4
-  %t709_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t709_c1_0, align 32
-  %289 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  store <8 x float> %t716_c0_182, ptr %arena83, align 4
+  %t716_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t716_c1_0, align 32
+  %289 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %290 = add nsw i64 313840, %289
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %290
-  store <8 x float> %t709_c1_084, ptr %arena85, align 4
-  %t709_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t709_c1_1, align 32
-  %291 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  store <8 x float> %t716_c1_084, ptr %arena85, align 4
+  %t716_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t716_c1_1, align 32
+  %291 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %292 = add nsw i64 313840, %291
   %293 = add nsw i64 %292, 8
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %293
-  store <8 x float> %t709_c1_186, ptr %arena87, align 4
-  %t709_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t709_c2_0, align 32
-  %294 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  store <8 x float> %t716_c1_186, ptr %arena87, align 4
+  %t716_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t716_c2_0, align 32
+  %294 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %295 = add nsw i64 313856, %294
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %295
-  store <8 x float> %t709_c2_088, ptr %arena89, align 4
-  %t709_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t709_c2_1, align 32
-  %296 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  store <8 x float> %t716_c2_088, ptr %arena89, align 4
+  %t716_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t716_c2_1, align 32
+  %296 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %297 = add nsw i64 313856, %296
   %298 = add nsw i64 %297, 8
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t709_c2_190, ptr %arena91, align 4
-  %t709_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t709_c3_0, align 32
-  %299 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  store <8 x float> %t716_c2_190, ptr %arena91, align 4
+  %t716_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t716_c3_0, align 32
+  %299 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %300 = add nsw i64 313872, %299
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %300
-  store <8 x float> %t709_c3_092, ptr %arena93, align 4
-  %t709_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t709_c3_1, align 32
-  %301 = mul nsw i64 %conv1_weight_grad.nb7052, 16
+  store <8 x float> %t716_c3_092, ptr %arena93, align 4
+  %t716_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t716_c3_1, align 32
+  %301 = mul nsw i64 %conv1_weight_grad.nb7122, 16
   %302 = add nsw i64 313872, %301
   %303 = add nsw i64 %302, 8
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %303
-  store <8 x float> %t709_c3_194, ptr %arena95, align 4
-  %nb705.next = add nsw i64 %conv1_weight_grad.nb7052, 1
-  %304 = icmp slt i64 %nb705.next, 1
-  br i1 %304, label %conv1_weight_grad.nb705, label %conv1_weight_grad.nb705.end
+  store <8 x float> %t716_c3_194, ptr %arena95, align 4
+  %nb712.next = add nsw i64 %conv1_weight_grad.nb7122, 1
+  %304 = icmp slt i64 %nb712.next, 1
+  br i1 %304, label %conv1_weight_grad.nb712, label %conv1_weight_grad.nb712.end
 }
 
 ; Function Attrs: noinline
 define internal void @residual_train_b64.k30.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1_bias_grad.sum724 = alloca float, align 4
-  %conv1_bias_grad.sum723 = alloca float, align 4
-  %conv1_bias_grad.sum722 = alloca float, align 4
-  %conv1_bias_grad.sum721 = alloca float, align 4
-  %conv1_bias_grad.sum720 = alloca float, align 4
-  %conv1_bias_grad.sum719 = alloca float, align 4
-  %conv1_bias_grad.sum718 = alloca float, align 4
-  %conv1_bias_grad.acc715 = alloca <8 x float>, align 32
-  br label %conv1_bias_grad.f714
+  %conv1_bias_grad.sum731 = alloca float, align 4
+  %conv1_bias_grad.sum730 = alloca float, align 4
+  %conv1_bias_grad.sum729 = alloca float, align 4
+  %conv1_bias_grad.sum728 = alloca float, align 4
+  %conv1_bias_grad.sum727 = alloca float, align 4
+  %conv1_bias_grad.sum726 = alloca float, align 4
+  %conv1_bias_grad.sum725 = alloca float, align 4
+  %conv1_bias_grad.acc722 = alloca <8 x float>, align 32
+  br label %conv1_bias_grad.f721
 
-conv1_bias_grad.f714:                             ; preds = %conv1_bias_grad.img716.end, %entry
-  %conv1_bias_grad.f7141 = phi i64 [ 0, %entry ], [ %f714.next, %conv1_bias_grad.img716.end ]
-  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc715, align 32
-  br label %conv1_bias_grad.img716
+conv1_bias_grad.f721:                             ; preds = %conv1_bias_grad.img723.end, %entry
+  %conv1_bias_grad.f7211 = phi i64 [ 0, %entry ], [ %f721.next, %conv1_bias_grad.img723.end ]
+  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc722, align 32
+  br label %conv1_bias_grad.img723
 
-conv1_bias_grad.f714.end:                         ; preds = %conv1_bias_grad.img716.end
+conv1_bias_grad.f721.end:                         ; preds = %conv1_bias_grad.img723.end
   ret void
 
-conv1_bias_grad.img716:                           ; preds = %conv1_bias_grad.i717.end, %conv1_bias_grad.f714
-  %conv1_bias_grad.img7162 = phi i64 [ 0, %conv1_bias_grad.f714 ], [ %img716.next, %conv1_bias_grad.i717.end ]
-  br label %conv1_bias_grad.i717
+conv1_bias_grad.img723:                           ; preds = %conv1_bias_grad.i724.end, %conv1_bias_grad.f721
+  %conv1_bias_grad.img7232 = phi i64 [ 0, %conv1_bias_grad.f721 ], [ %img723.next, %conv1_bias_grad.i724.end ]
+  br label %conv1_bias_grad.i724
 
-conv1_bias_grad.img716.end:                       ; preds = %conv1_bias_grad.i717.end
-  %acc7155 = load <8 x float>, ptr %conv1_bias_grad.acc715, align 32
+conv1_bias_grad.img723.end:                       ; preds = %conv1_bias_grad.i724.end
+  %acc7225 = load <8 x float>, ptr %conv1_bias_grad.acc722, align 32
   %arena6 = getelementptr inbounds float, ptr %arena, i64 0
-  store <8 x float> %acc7155, ptr %arena6, align 4
+  store <8 x float> %acc7225, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 0
   %0 = load float, ptr %arena7, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 1
   %1 = load float, ptr %arena8, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv1_bias_grad.sum718, align 4
-  %sum718 = load float, ptr %conv1_bias_grad.sum718, align 4
+  store float %2, ptr %conv1_bias_grad.sum725, align 4
+  %sum725 = load float, ptr %conv1_bias_grad.sum725, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 2
   %3 = load float, ptr %arena9, align 4
-  %4 = fadd float %sum718, %3
-  store float %4, ptr %conv1_bias_grad.sum719, align 4
-  %sum719 = load float, ptr %conv1_bias_grad.sum719, align 4
+  %4 = fadd float %sum725, %3
+  store float %4, ptr %conv1_bias_grad.sum726, align 4
+  %sum726 = load float, ptr %conv1_bias_grad.sum726, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 3
   %5 = load float, ptr %arena10, align 4
-  %6 = fadd float %sum719, %5
-  store float %6, ptr %conv1_bias_grad.sum720, align 4
-  %sum720 = load float, ptr %conv1_bias_grad.sum720, align 4
+  %6 = fadd float %sum726, %5
+  store float %6, ptr %conv1_bias_grad.sum727, align 4
+  %sum727 = load float, ptr %conv1_bias_grad.sum727, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 4
   %7 = load float, ptr %arena11, align 4
-  %8 = fadd float %sum720, %7
-  store float %8, ptr %conv1_bias_grad.sum721, align 4
-  %sum721 = load float, ptr %conv1_bias_grad.sum721, align 4
+  %8 = fadd float %sum727, %7
+  store float %8, ptr %conv1_bias_grad.sum728, align 4
+  %sum728 = load float, ptr %conv1_bias_grad.sum728, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 5
   %9 = load float, ptr %arena12, align 4
-  %10 = fadd float %sum721, %9
-  store float %10, ptr %conv1_bias_grad.sum722, align 4
-  %sum722 = load float, ptr %conv1_bias_grad.sum722, align 4
+  %10 = fadd float %sum728, %9
+  store float %10, ptr %conv1_bias_grad.sum729, align 4
+  %sum729 = load float, ptr %conv1_bias_grad.sum729, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 6
   %11 = load float, ptr %arena13, align 4
-  %12 = fadd float %sum722, %11
-  store float %12, ptr %conv1_bias_grad.sum723, align 4
-  %sum723 = load float, ptr %conv1_bias_grad.sum723, align 4
+  %12 = fadd float %sum729, %11
+  store float %12, ptr %conv1_bias_grad.sum730, align 4
+  %sum730 = load float, ptr %conv1_bias_grad.sum730, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 7
   %13 = load float, ptr %arena14, align 4
-  %14 = fadd float %sum723, %13
-  store float %14, ptr %conv1_bias_grad.sum724, align 4
-  %sum724 = load float, ptr %conv1_bias_grad.sum724, align 4
-  %15 = add nsw i64 144, %conv1_bias_grad.f7141
+  %14 = fadd float %sum730, %13
+  store float %14, ptr %conv1_bias_grad.sum731, align 4
+  %sum731 = load float, ptr %conv1_bias_grad.sum731, align 4
+  %15 = add nsw i64 144, %conv1_bias_grad.f7211
   %grads15 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum724, ptr %grads15, align 4
-  %f714.next = add nsw i64 %conv1_bias_grad.f7141, 1
-  %16 = icmp slt i64 %f714.next, 16
-  br i1 %16, label %conv1_bias_grad.f714, label %conv1_bias_grad.f714.end
+  store float %sum731, ptr %grads15, align 4
+  %f721.next = add nsw i64 %conv1_bias_grad.f7211, 1
+  %16 = icmp slt i64 %f721.next, 16
+  br i1 %16, label %conv1_bias_grad.f721, label %conv1_bias_grad.f721.end
 
-conv1_bias_grad.i717:                             ; preds = %conv1_bias_grad.i717, %conv1_bias_grad.img716
-  %conv1_bias_grad.i7173 = phi i64 [ 0, %conv1_bias_grad.img716 ], [ %i717.next, %conv1_bias_grad.i717 ]
-  %17 = mul nsw i64 %conv1_bias_grad.img7162, 12544
+conv1_bias_grad.i724:                             ; preds = %conv1_bias_grad.i724, %conv1_bias_grad.img723
+  %conv1_bias_grad.i7243 = phi i64 [ 0, %conv1_bias_grad.img723 ], [ %i724.next, %conv1_bias_grad.i724 ]
+  %17 = mul nsw i64 %conv1_bias_grad.img7232, 12544
   %18 = add nsw i64 1605632, %17
-  %19 = mul nsw i64 %conv1_bias_grad.f7141, 784
+  %19 = mul nsw i64 %conv1_bias_grad.f7211, 784
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv1_bias_grad.i7173, 8
+  %21 = mul nsw i64 %conv1_bias_grad.i7243, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc715 = load <8 x float>, ptr %conv1_bias_grad.acc715, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc715)
-  store <8 x float> %24, ptr %conv1_bias_grad.acc715, align 32
-  %i717.next = add nsw i64 %conv1_bias_grad.i7173, 1
-  %25 = icmp slt i64 %i717.next, 98
-  br i1 %25, label %conv1_bias_grad.i717, label %conv1_bias_grad.i717.end
+  %acc722 = load <8 x float>, ptr %conv1_bias_grad.acc722, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc722)
+  store <8 x float> %24, ptr %conv1_bias_grad.acc722, align 32
+  %i724.next = add nsw i64 %conv1_bias_grad.i7243, 1
+  %25 = icmp slt i64 %i724.next, 98
+  br i1 %25, label %conv1_bias_grad.i724, label %conv1_bias_grad.i724.end
 
-conv1_bias_grad.i717.end:                         ; preds = %conv1_bias_grad.i717
-  %img716.next = add nsw i64 %conv1_bias_grad.img7162, 1
-  %26 = icmp slt i64 %img716.next, 64
-  br i1 %26, label %conv1_bias_grad.img716, label %conv1_bias_grad.img716.end
+conv1_bias_grad.i724.end:                         ; preds = %conv1_bias_grad.i724
+  %img723.next = add nsw i64 %conv1_bias_grad.img7232, 1
+  %26 = icmp slt i64 %img723.next, 64
+  br i1 %26, label %conv1_bias_grad.img723, label %conv1_bias_grad.img723.end
 }
 
 ; Function Attrs: noinline
@@ -16178,8 +16233,8 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt726 = alloca float, align 4
-  %adam.step_size725 = alloca float, align 4
+  %adam.bc2_sqrt733 = alloca float, align 4
+  %adam.step_size732 = alloca float, align 4
   %0 = sitofp i64 %step to float
   %1 = fmul float %0, 0xBFBAF8E8A0000000
   %2 = fcmp ogt float 0xC055A926E0000000, %1
@@ -16221,7 +16276,7 @@ entry:
   %38 = select i1 %37, float %1, float %36
   %39 = fsub float 1.000000e+00, %38
   %40 = fdiv float %lr, %39
-  store float %40, ptr %adam.step_size725, align 4
+  store float %40, ptr %adam.step_size732, align 4
   %41 = sitofp i64 %step to float
   %42 = fmul float %41, 0xBF50645940000000
   %43 = fcmp ogt float 0xC055A926E0000000, %42
@@ -16263,26 +16318,26 @@ entry:
   %79 = select i1 %78, float %42, float %77
   %80 = fsub float 1.000000e+00, %79
   %81 = call float @llvm.sqrt.f32(float %80)
-  store float %81, ptr %adam.bc2_sqrt726, align 4
-  br label %adam.i727
+  store float %81, ptr %adam.bc2_sqrt733, align 4
+  br label %adam.i734
 
-adam.i727:                                        ; preds = %adam.i727, %entry
-  %adam.i7271 = phi i64 [ 0, %entry ], [ %i727.next, %adam.i727 ]
-  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i7271
+adam.i734:                                        ; preds = %adam.i734, %entry
+  %adam.i7341 = phi i64 [ 0, %entry ], [ %i734.next, %adam.i734 ]
+  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i7341
   %82 = load float, ptr %grads2, align 4
-  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i7271
+  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i7341
   %83 = load float, ptr %params3, align 4
   %84 = fmul float 0.000000e+00, %83
   %85 = fadd float %82, %84
   store float %85, ptr %adam.g, align 4
-  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i7271
+  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i7341
   %86 = load float, ptr %m4, align 4
   %87 = fmul float 0x3FECCCCCC0000000, %86
   %g = load float, ptr %adam.g, align 4
   %88 = fmul float 0x3FB9999A00000000, %g
   %89 = fadd float %87, %88
   store float %89, ptr %adam.m_new, align 4
-  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i7271
+  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i7341
   %90 = load float, ptr %v5, align 4
   %91 = fmul float 0x3FEFF7CEE0000000, %90
   %g6 = load float, ptr %adam.g, align 4
@@ -16292,30 +16347,30 @@ adam.i727:                                        ; preds = %adam.i727, %entry
   %94 = fadd float %91, %93
   store float %94, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i7271
+  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i7341
   store float %m_new, ptr %m8, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i7271
+  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i7341
   store float %v_new, ptr %v9, align 4
-  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i7271
+  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i7341
   %95 = load float, ptr %params10, align 4
-  %step_size725 = load float, ptr %adam.step_size725, align 4
+  %step_size732 = load float, ptr %adam.step_size732, align 4
   %m_new11 = load float, ptr %adam.m_new, align 4
-  %96 = fmul float %step_size725, %m_new11
+  %96 = fmul float %step_size732, %m_new11
   %v_new12 = load float, ptr %adam.v_new, align 4
   %97 = call float @llvm.sqrt.f32(float %v_new12)
-  %bc2_sqrt726 = load float, ptr %adam.bc2_sqrt726, align 4
-  %98 = fdiv float %97, %bc2_sqrt726
+  %bc2_sqrt733 = load float, ptr %adam.bc2_sqrt733, align 4
+  %98 = fdiv float %97, %bc2_sqrt733
   %99 = fadd float %98, 0x3E45798EE0000000
   %100 = fdiv float %96, %99
   %101 = fsub float %95, %100
-  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i7271
+  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i7341
   store float %101, ptr %params13, align 4
-  %i727.next = add nsw i64 %adam.i7271, 1
-  %102 = icmp slt i64 %i727.next, 7450
-  br i1 %102, label %adam.i727, label %adam.i727.end
+  %i734.next = add nsw i64 %adam.i7341, 1
+  %102 = icmp slt i64 %i734.next, 7450
+  br i1 %102, label %adam.i734, label %adam.i734.end
 
-adam.i727.end:                                    ; preds = %adam.i727
+adam.i734.end:                                    ; preds = %adam.i734
   ret void
 }
 
@@ -23058,43 +23113,125 @@ gap.part236.end:                                  ; preds = %gap.part236
 ; Function Attrs: noinline
 define internal void @residual_infer_b64.k5.gap.part236(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
-  %gap.acc238 = alloca float, align 4
+  %gap.sum246 = alloca float, align 4
+  %gap.sum245 = alloca float, align 4
+  %gap.sum244 = alloca float, align 4
+  %gap.sum243 = alloca float, align 4
+  %gap.sum242 = alloca float, align 4
+  %gap.sum241 = alloca float, align 4
+  %gap.sum240 = alloca float, align 4
+  %gap.acc238 = alloca <8 x float>, align 32
   br label %gap.q237
 
-gap.q237:                                         ; preds = %gap.i239.end, %entry
-  %gap.q2371 = phi i64 [ 0, %entry ], [ %q237.next, %gap.i239.end ]
-  store float 0.000000e+00, ptr %gap.acc238, align 4
-  br label %gap.i239
+gap.q237:                                         ; preds = %gap.cv239.end, %entry
+  %gap.q2371 = phi i64 [ 0, %entry ], [ %q237.next, %gap.cv239.end ]
+  store <8 x float> zeroinitializer, ptr %gap.acc238, align 32
+  br label %gap.cv239
 
-gap.q237.end:                                     ; preds = %gap.i239.end
+gap.q237.end:                                     ; preds = %gap.cv239.end
   ret void
 
-gap.i239:                                         ; preds = %gap.i239, %gap.q237
-  %gap.i2392 = phi i64 [ 0, %gap.q237 ], [ %i239.next, %gap.i239 ]
-  %acc238 = load float, ptr %gap.acc238, align 4
+gap.cv239:                                        ; preds = %gap.cv239, %gap.q237
+  %gap.cv2392 = phi i64 [ 0, %gap.q237 ], [ %cv239.next, %gap.cv239 ]
+  %acc238 = load <8 x float>, ptr %gap.acc238, align 32
   %1 = mul nsw i64 %0, 1024
   %2 = add nsw i64 %gap.q2371, %1
   %3 = mul nsw i64 %2, 196
   %4 = add nsw i64 200704, %3
-  %5 = add nsw i64 %4, %gap.i2392
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
-  %6 = load float, ptr %arena3, align 4
-  %7 = fadd float %acc238, %6
-  store float %7, ptr %gap.acc238, align 4
-  %i239.next = add nsw i64 %gap.i2392, 1
-  %8 = icmp slt i64 %i239.next, 196
-  br i1 %8, label %gap.i239, label %gap.i239.end
+  %5 = mul nsw i64 %gap.cv2392, 8
+  %6 = add nsw i64 %4, %5
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %6
+  %7 = load <8 x float>, ptr %arena3, align 4
+  %8 = fadd <8 x float> %acc238, %7
+  store <8 x float> %8, ptr %gap.acc238, align 32
+  %cv239.next = add nsw i64 %gap.cv2392, 1
+  %9 = icmp slt i64 %cv239.next, 24
+  br i1 %9, label %gap.cv239, label %gap.cv239.end
 
-gap.i239.end:                                     ; preds = %gap.i239
-  %acc2384 = load float, ptr %gap.acc238, align 4
-  %9 = fdiv float %acc2384, 1.960000e+02
+gap.cv239.end:                                    ; preds = %gap.cv239
+  %acc2384 = load <8 x float>, ptr %gap.acc238, align 32
   %10 = mul nsw i64 %0, 1024
   %11 = add nsw i64 %gap.q2371, %10
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
-  store float %9, ptr %arena5, align 4
+  %12 = mul nsw i64 %11, 196
+  %13 = add nsw i64 200704, %12
+  %14 = add nsw i64 %13, 192
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %14
+  %15 = call <8 x float> @llvm.masked.load.v8f32.p0(ptr %arena5, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false>, <8 x float> zeroinitializer)
+  %16 = fadd <8 x float> %acc2384, %15
+  store <8 x float> %16, ptr %gap.acc238, align 32
+  %acc2386 = load <8 x float>, ptr %gap.acc238, align 32
+  %17 = mul nsw i64 %0, 8
+  %18 = add nsw i64 2048, %17
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %18
+  store <8 x float> %acc2386, ptr %arena7, align 4
+  %19 = mul nsw i64 %0, 8
+  %20 = add nsw i64 2048, %19
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %20
+  %21 = load float, ptr %arena8, align 4
+  %22 = mul nsw i64 %0, 8
+  %23 = add nsw i64 2048, %22
+  %24 = add nsw i64 %23, 1
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %24
+  %25 = load float, ptr %arena9, align 4
+  %26 = fadd float %21, %25
+  store float %26, ptr %gap.sum240, align 4
+  %sum240 = load float, ptr %gap.sum240, align 4
+  %27 = mul nsw i64 %0, 8
+  %28 = add nsw i64 2048, %27
+  %29 = add nsw i64 %28, 2
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %29
+  %30 = load float, ptr %arena10, align 4
+  %31 = fadd float %sum240, %30
+  store float %31, ptr %gap.sum241, align 4
+  %sum241 = load float, ptr %gap.sum241, align 4
+  %32 = mul nsw i64 %0, 8
+  %33 = add nsw i64 2048, %32
+  %34 = add nsw i64 %33, 3
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %34
+  %35 = load float, ptr %arena11, align 4
+  %36 = fadd float %sum241, %35
+  store float %36, ptr %gap.sum242, align 4
+  %sum242 = load float, ptr %gap.sum242, align 4
+  %37 = mul nsw i64 %0, 8
+  %38 = add nsw i64 2048, %37
+  %39 = add nsw i64 %38, 4
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %39
+  %40 = load float, ptr %arena12, align 4
+  %41 = fadd float %sum242, %40
+  store float %41, ptr %gap.sum243, align 4
+  %sum243 = load float, ptr %gap.sum243, align 4
+  %42 = mul nsw i64 %0, 8
+  %43 = add nsw i64 2048, %42
+  %44 = add nsw i64 %43, 5
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %44
+  %45 = load float, ptr %arena13, align 4
+  %46 = fadd float %sum243, %45
+  store float %46, ptr %gap.sum244, align 4
+  %sum244 = load float, ptr %gap.sum244, align 4
+  %47 = mul nsw i64 %0, 8
+  %48 = add nsw i64 2048, %47
+  %49 = add nsw i64 %48, 6
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %49
+  %50 = load float, ptr %arena14, align 4
+  %51 = fadd float %sum244, %50
+  store float %51, ptr %gap.sum245, align 4
+  %sum245 = load float, ptr %gap.sum245, align 4
+  %52 = mul nsw i64 %0, 8
+  %53 = add nsw i64 2048, %52
+  %54 = add nsw i64 %53, 7
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %54
+  %55 = load float, ptr %arena15, align 4
+  %56 = fadd float %sum245, %55
+  store float %56, ptr %gap.sum246, align 4
+  %sum246 = load float, ptr %gap.sum246, align 4
+  %57 = fdiv float %sum246, 1.960000e+02
+  %58 = mul nsw i64 %0, 1024
+  %59 = add nsw i64 %gap.q2371, %58
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %59
+  store float %57, ptr %arena16, align 4
   %q237.next = add nsw i64 %gap.q2371, 1
-  %12 = icmp slt i64 %q237.next, 1024
-  br i1 %12, label %gap.q237, label %gap.q237.end
+  %60 = icmp slt i64 %q237.next, 1024
+  br i1 %60, label %gap.q237, label %gap.q237.end
 }
 
 define internal void @residual_infer_b64.k5.gap.part236.task(ptr %0, i64 %1) {
@@ -23138,39 +23275,39 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 7120
   %arena3 = getelementptr inbounds float, ptr %arena, i64 2048
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 32, float 1.000000e+00, ptr %arena1, i32 32, ptr %params2, i32 32, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc.n240
+  br label %fc.n247
 
-fc.n240:                                          ; preds = %fc.u241.end, %entry
-  %fc.n2404 = phi i64 [ 0, %entry ], [ %n240.next, %fc.u241.end ]
-  br label %fc.u241
+fc.n247:                                          ; preds = %fc.u248.end, %entry
+  %fc.n2474 = phi i64 [ 0, %entry ], [ %n247.next, %fc.u248.end ]
+  br label %fc.u248
 
-fc.n240.end:                                      ; preds = %fc.u241.end
+fc.n247.end:                                      ; preds = %fc.u248.end
   ret void
 
-fc.u241:                                          ; preds = %fc.u241, %fc.n240
-  %fc.u2415 = phi i64 [ 0, %fc.n240 ], [ %u241.next, %fc.u241 ]
-  %0 = mul nsw i64 %fc.n2404, 10
+fc.u248:                                          ; preds = %fc.u248, %fc.n247
+  %fc.u2485 = phi i64 [ 0, %fc.n247 ], [ %u248.next, %fc.u248 ]
+  %0 = mul nsw i64 %fc.n2474, 10
   %1 = add nsw i64 2048, %0
-  %2 = add nsw i64 %1, %fc.u2415
+  %2 = add nsw i64 %1, %fc.u2485
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 7440, %fc.u2415
+  %4 = add nsw i64 7440, %fc.u2485
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc.n2404, 10
+  %7 = mul nsw i64 %fc.n2474, 10
   %8 = add nsw i64 2048, %7
-  %9 = add nsw i64 %8, %fc.u2415
+  %9 = add nsw i64 %8, %fc.u2485
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u241.next = add nsw i64 %fc.u2415, 1
-  %10 = icmp slt i64 %u241.next, 10
-  br i1 %10, label %fc.u241, label %fc.u241.end
+  %u248.next = add nsw i64 %fc.u2485, 1
+  %10 = icmp slt i64 %u248.next, 10
+  br i1 %10, label %fc.u248, label %fc.u248.end
 
-fc.u241.end:                                      ; preds = %fc.u241
-  %n240.next = add nsw i64 %fc.n2404, 1
-  %11 = icmp slt i64 %n240.next, 64
-  br i1 %11, label %fc.n240, label %fc.n240.end
+fc.u248.end:                                      ; preds = %fc.u248
+  %n247.next = add nsw i64 %fc.n2474, 1
+  %11 = icmp slt i64 %n247.next, 64
+  br i1 %11, label %fc.n247, label %fc.n247.end
 }
 
 attributes #0 = { "target-cpu"="x86-64-v3" }

@@ -749,1158 +749,1167 @@ public func residual_train_b64(
   }
   // gap = global_avgpool(act3)
   for q233 in 0..<2048 {
-    var acc234: Float = Float(0)
-    for i235 in 0..<196 {
-      acc234 = (acc234 + arena[((3813376 +% (q233 *% 196)) +% i235)])
+    var acc234 = Vector()
+    for cv235 in 0..<24 {
+      acc234 = (acc234 + loadVector(arena, ((3813376 +% (q233 *% 196)) +% (cv235 *% 8))))
     }
-    arena[(3411968 +% q233)] = (acc234 / Float(196))
+    acc234 = (acc234 + loadPartial(arena, ((3813376 +% (q233 *% 196)) +% 192), 4))
+    storeVector(arena, 3414016, acc234)
+    var sum236: Float = (arena[3414016] + arena[3414017])
+    var sum237: Float = (sum236 + arena[3414018])
+    var sum238: Float = (sum237 + arena[3414019])
+    var sum239: Float = (sum238 + arena[3414020])
+    var sum240: Float = (sum239 + arena[3414021])
+    var sum241: Float = (sum240 + arena[3414022])
+    var sum242: Float = (sum241 + arena[3414023])
+    arena[(3411968 +% q233)] = (sum242 / Float(196))
   }
   // flat = flatten(gap)
   // fc = dense(flat)
   sgemm(101, 111, 112, 64, 10, 32, 1, arena + 3411968, 32, params + 7120, 32, Float(bitPattern: 0x0), arena + 3414016, 10)
-  for n236 in 0..<64 {
-    for u237 in 0..<1 {
-      storeVector(arena, ((u237 *% 8) +% (3414016 +% (n236 *% 10))), (loadVector(arena, ((u237 *% 8) +% (3414016 +% (n236 *% 10)))) + loadVector(params, ((u237 *% 8) +% 7440))))
+  for n243 in 0..<64 {
+    for u244 in 0..<1 {
+      storeVector(arena, ((u244 *% 8) +% (3414016 +% (n243 *% 10))), (loadVector(arena, ((u244 *% 8) +% (3414016 +% (n243 *% 10)))) + loadVector(params, ((u244 *% 8) +% 7440))))
     }
-    for u237 in 0..<1 {
-      storePartial(arena, ((u237 +% 8) +% (3414016 +% (n236 *% 10))), (loadPartial(arena, ((u237 +% 8) +% (3414016 +% (n236 *% 10))), 2) + loadPartial(params, ((u237 +% 8) +% 7440), 2)), 2)
+    for u244 in 0..<1 {
+      storePartial(arena, ((u244 +% 8) +% (3414016 +% (n243 *% 10))), (loadPartial(arena, ((u244 +% 8) +% (3414016 +% (n243 *% 10))), 2) + loadPartial(params, ((u244 +% 8) +% 7440), 2)), 2)
     }
   }
   // loss = cross_entropy(fc, label)
-  var total238: Float = Float(0)
-  for n239 in 0..<64 {
-    var m240: Float = arena[(3414016 +% (n239 *% 10))]
-    for k242 in 0..<10 {
-      m240 = { let x = m240, y = arena[((3414016 +% (n239 *% 10)) +% k242)]; return y > x ? y : x }()
-    }
-    var s241: Float = Float(0)
-    for k243 in 0..<10 {
-      s241 = (s241 + exponential((arena[((3414016 +% (n239 *% 10)) +% k243)] - m240)))
-    }
-    total238 = (total238 + ((m240 + logf(s241)) - arena[((3414016 +% (n239 *% 10)) +% Int(labels[n239]))]))
-  }
-  arena[3414656] = (total238 / Float(64))
-  // fc_grad = cross_entropy_grad(fc, label)
-  for n244 in 0..<64 {
-    var m245: Float = arena[(3414016 +% (n244 *% 10))]
-    for k247 in 0..<10 {
-      m245 = { let x = m245, y = arena[((3414016 +% (n244 *% 10)) +% k247)]; return y > x ? y : x }()
-    }
-    var s246: Float = Float(0)
-    for k248 in 0..<10 {
-      s246 = (s246 + exponential((arena[((3414016 +% (n244 *% 10)) +% k248)] - m245)))
-    }
+  var total245: Float = Float(0)
+  for n246 in 0..<64 {
+    var m247: Float = arena[(3414016 +% (n246 *% 10))]
     for k249 in 0..<10 {
-      arena[((3414672 +% (n244 *% 10)) +% k249)] = ((k249 == Int(labels[n244]) ? ((exponential((arena[((3414016 +% (n244 *% 10)) +% k249)] - m245)) / s246) - Float(1)) : (exponential((arena[((3414016 +% (n244 *% 10)) +% k249)] - m245)) / s246)) / Float(64))
+      m247 = { let x = m247, y = arena[((3414016 +% (n246 *% 10)) +% k249)]; return y > x ? y : x }()
+    }
+    var s248: Float = Float(0)
+    for k250 in 0..<10 {
+      s248 = (s248 + exponential((arena[((3414016 +% (n246 *% 10)) +% k250)] - m247)))
+    }
+    total245 = (total245 + ((m247 + logf(s248)) - arena[((3414016 +% (n246 *% 10)) +% Int(labels[n246]))]))
+  }
+  arena[3414656] = (total245 / Float(64))
+  // fc_grad = cross_entropy_grad(fc, label)
+  for n251 in 0..<64 {
+    var m252: Float = arena[(3414016 +% (n251 *% 10))]
+    for k254 in 0..<10 {
+      m252 = { let x = m252, y = arena[((3414016 +% (n251 *% 10)) +% k254)]; return y > x ? y : x }()
+    }
+    var s253: Float = Float(0)
+    for k255 in 0..<10 {
+      s253 = (s253 + exponential((arena[((3414016 +% (n251 *% 10)) +% k255)] - m252)))
+    }
+    for k256 in 0..<10 {
+      arena[((3414672 +% (n251 *% 10)) +% k256)] = ((k256 == Int(labels[n251]) ? ((exponential((arena[((3414016 +% (n251 *% 10)) +% k256)] - m252)) / s253) - Float(1)) : (exponential((arena[((3414016 +% (n251 *% 10)) +% k256)] - m252)) / s253)) / Float(64))
     }
   }
   // fc_weight_grad = dense_grad_weight(fc_grad, flat)
   sgemm(101, 112, 111, 10, 32, 64, 1, arena + 3414672, 10, arena + 3411968, 32, Float(bitPattern: 0x0), grads + 7120, 32)
   // fc_bias_grad = dense_grad_bias(fc_grad)
-  for u250 in 0..<10 {
-    var acc251: Float = Float(0)
-    for n252 in 0..<64 {
-      acc251 = (acc251 + arena[((3414672 +% (n252 *% 10)) +% u250)])
+  for u257 in 0..<10 {
+    var acc258: Float = Float(0)
+    for n259 in 0..<64 {
+      acc258 = (acc258 + arena[((3414672 +% (n259 *% 10)) +% u257)])
     }
-    grads[(7440 +% u250)] = acc251
+    grads[(7440 +% u257)] = acc258
   }
   // flat_grad = dense_grad_input(fc_grad, fc.weight)
   sgemm(101, 111, 111, 64, 32, 10, 1, arena + 3414672, 10, params + 7120, 32, Float(bitPattern: 0x0), arena + 3415312, 32)
   // gap_grad = flatten_grad(flat_grad, gap)
   // act3_grad = global_avgpool_grad(gap_grad, act3)
-  for q253 in 0..<2048 {
-    for i254 in 0..<24 {
-      storeVector(arena, ((i254 *% 8) +% (4214784 +% (q253 *% 196))), (Vector(repeating: arena[(3415312 +% q253)]) / Vector(repeating: Float(196))))
+  for q260 in 0..<2048 {
+    for i261 in 0..<24 {
+      storeVector(arena, ((i261 *% 8) +% (4214784 +% (q260 *% 196))), (Vector(repeating: arena[(3415312 +% q260)]) / Vector(repeating: Float(196))))
     }
-    for i254 in 0..<1 {
-      storePartial(arena, ((i254 +% 192) +% (4214784 +% (q253 *% 196))), (Vector(repeating: arena[(3415312 +% q253)]) / Vector(repeating: Float(196))), 4)
+    for i261 in 0..<1 {
+      storePartial(arena, ((i261 +% 192) +% (4214784 +% (q260 *% 196))), (Vector(repeating: arena[(3415312 +% q260)]) / Vector(repeating: Float(196))), 4)
     }
   }
   // conv3_grad = sigmoid_grad(act3_grad, act3)
-  for i255 in 0..<50176 {
-    storeVector(arena, ((i255 *% 8) +% 4616192), ((loadVector(arena, ((i255 *% 8) +% 4214784)) * loadVector(arena, ((i255 *% 8) +% 3813376))) * (Vector(repeating: Float(1)) - loadVector(arena, ((i255 *% 8) +% 3813376)))))
+  for i262 in 0..<50176 {
+    storeVector(arena, ((i262 *% 8) +% 4616192), ((loadVector(arena, ((i262 *% 8) +% 4214784)) * loadVector(arena, ((i262 *% 8) +% 3813376))) * (Vector(repeating: Float(1)) - loadVector(arena, ((i262 *% 8) +% 3813376)))))
   }
   // conv3_weight_grad = conv2d_grad_weight(conv3_grad, pool)
-  for i256 in 0..<1024 {
-    storeVector(arena, ((i256 *% 8) +% 3462672), Vector(repeating: Float(0)))
+  for i263 in 0..<1024 {
+    storeVector(arena, ((i263 *% 8) +% 3462672), Vector(repeating: Float(0)))
   }
-  for i257 in 0..<512 {
-    storeVector(arena, ((i257 *% 8) +% 3414672), Vector(repeating: Float(0)))
+  for i264 in 0..<512 {
+    storeVector(arena, ((i264 *% 8) +% 3414672), Vector(repeating: Float(0)))
   }
-  for i258 in 0..<784 {
-    storeVector(arena, ((i258 *% 8) +% 3431312), Vector(repeating: Float(0)))
+  for i265 in 0..<784 {
+    storeVector(arena, ((i265 *% 8) +% 3431312), Vector(repeating: Float(0)))
   }
-  for g259 in 0..<64 {
-    for j260 in 0..<1 {
-      for c261 in 0..<16 {
-        for iy262 in 0..<14 {
-          for ix263 in 0..<14 {
-            arena[(3414672 +% ((((j260 *% 4096) +% ((iy262 +% 1) *% 256)) +% ((ix263 +% 1) *% 16)) +% c261))] = arena[((((3211264 +% ((g259 +% j260) *% 3136)) +% (c261 *% 196)) +% (iy262 *% 14)) +% ix263)]
+  for g266 in 0..<64 {
+    for j267 in 0..<1 {
+      for c268 in 0..<16 {
+        for iy269 in 0..<14 {
+          for ix270 in 0..<14 {
+            arena[(3414672 +% ((((j267 *% 4096) +% ((iy269 +% 1) *% 256)) +% ((ix270 +% 1) *% 16)) +% c268))] = arena[((((3211264 +% ((g266 +% j267) *% 3136)) +% (c268 *% 196)) +% (iy269 *% 14)) +% ix270)]
           }
         }
       }
     }
-    for j264 in 0..<1 {
-      for ty265 in 0..<7 {
-        for tx266 in 0..<7 {
-          for cv267 in 0..<2 {
-            let w268 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% ((ty265 *% 2) *% 256)) +% ((tx266 *% 2) *% 16)) +% (cv267 *% 8)))) - loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 2) *% 256)) +% ((tx266 *% 2) *% 16)) +% (cv267 *% 8)))))
-            let w269 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 1) *% 256)) +% ((tx266 *% 2) *% 16)) +% (cv267 *% 8)))) + loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 2) *% 256)) +% ((tx266 *% 2) *% 16)) +% (cv267 *% 8)))))
-            let w270 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 2) *% 256)) +% ((tx266 *% 2) *% 16)) +% (cv267 *% 8)))) - loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 1) *% 256)) +% ((tx266 *% 2) *% 16)) +% (cv267 *% 8)))))
-            let w271 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 1) *% 256)) +% ((tx266 *% 2) *% 16)) +% (cv267 *% 8)))) - loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 3) *% 256)) +% ((tx266 *% 2) *% 16)) +% (cv267 *% 8)))))
-            let w272 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% ((ty265 *% 2) *% 256)) +% (((tx266 *% 2) +% 1) *% 16)) +% (cv267 *% 8)))) - loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 2) *% 256)) +% (((tx266 *% 2) +% 1) *% 16)) +% (cv267 *% 8)))))
-            let w273 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 1) *% 256)) +% (((tx266 *% 2) +% 1) *% 16)) +% (cv267 *% 8)))) + loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 2) *% 256)) +% (((tx266 *% 2) +% 1) *% 16)) +% (cv267 *% 8)))))
-            let w274 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 2) *% 256)) +% (((tx266 *% 2) +% 1) *% 16)) +% (cv267 *% 8)))) - loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 1) *% 256)) +% (((tx266 *% 2) +% 1) *% 16)) +% (cv267 *% 8)))))
-            let w275 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 1) *% 256)) +% (((tx266 *% 2) +% 1) *% 16)) +% (cv267 *% 8)))) - loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 3) *% 256)) +% (((tx266 *% 2) +% 1) *% 16)) +% (cv267 *% 8)))))
-            let w276 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% ((ty265 *% 2) *% 256)) +% (((tx266 *% 2) +% 2) *% 16)) +% (cv267 *% 8)))) - loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 2) *% 256)) +% (((tx266 *% 2) +% 2) *% 16)) +% (cv267 *% 8)))))
-            let w277 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 1) *% 256)) +% (((tx266 *% 2) +% 2) *% 16)) +% (cv267 *% 8)))) + loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 2) *% 256)) +% (((tx266 *% 2) +% 2) *% 16)) +% (cv267 *% 8)))))
-            let w278 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 2) *% 256)) +% (((tx266 *% 2) +% 2) *% 16)) +% (cv267 *% 8)))) - loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 1) *% 256)) +% (((tx266 *% 2) +% 2) *% 16)) +% (cv267 *% 8)))))
-            let w279 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 1) *% 256)) +% (((tx266 *% 2) +% 2) *% 16)) +% (cv267 *% 8)))) - loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 3) *% 256)) +% (((tx266 *% 2) +% 2) *% 16)) +% (cv267 *% 8)))))
-            let w280 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% ((ty265 *% 2) *% 256)) +% (((tx266 *% 2) +% 3) *% 16)) +% (cv267 *% 8)))) - loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 2) *% 256)) +% (((tx266 *% 2) +% 3) *% 16)) +% (cv267 *% 8)))))
-            let w281 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 1) *% 256)) +% (((tx266 *% 2) +% 3) *% 16)) +% (cv267 *% 8)))) + loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 2) *% 256)) +% (((tx266 *% 2) +% 3) *% 16)) +% (cv267 *% 8)))))
-            let w282 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 2) *% 256)) +% (((tx266 *% 2) +% 3) *% 16)) +% (cv267 *% 8)))) - loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 1) *% 256)) +% (((tx266 *% 2) +% 3) *% 16)) +% (cv267 *% 8)))))
-            let w283 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 1) *% 256)) +% (((tx266 *% 2) +% 3) *% 16)) +% (cv267 *% 8)))) - loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 3) *% 256)) +% (((tx266 *% 2) +% 3) *% 16)) +% (cv267 *% 8)))))
-            let w284 = (w268 - w276)
-            let w285 = (w272 + w276)
-            let w286 = (w276 - w272)
-            let w287 = (w272 - w280)
-            let w288 = (w269 - w277)
-            let w289 = (w273 + w277)
-            let w290 = (w277 - w273)
-            let w291 = (w273 - w281)
-            let w292 = (w270 - w278)
-            let w293 = (w274 + w278)
-            let w294 = (w278 - w274)
-            let w295 = (w274 - w282)
-            let w296 = (w271 - w279)
-            let w297 = (w275 + w279)
-            let w298 = (w279 - w275)
-            let w299 = (w275 - w283)
-            storeVector(arena, ((3418768 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w284)
-            storeVector(arena, ((3419552 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w285)
-            storeVector(arena, ((3420336 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w286)
-            storeVector(arena, ((3421120 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w287)
-            storeVector(arena, ((3421904 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w288)
-            storeVector(arena, ((3422688 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w289)
-            storeVector(arena, ((3423472 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w290)
-            storeVector(arena, ((3424256 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w291)
-            storeVector(arena, ((3425040 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w292)
-            storeVector(arena, ((3425824 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w293)
-            storeVector(arena, ((3426608 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w294)
-            storeVector(arena, ((3427392 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w295)
-            storeVector(arena, ((3428176 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w296)
-            storeVector(arena, ((3428960 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w297)
-            storeVector(arena, ((3429744 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w298)
-            storeVector(arena, ((3430528 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w299)
+    for j271 in 0..<1 {
+      for ty272 in 0..<7 {
+        for tx273 in 0..<7 {
+          for cv274 in 0..<2 {
+            let w275 = (loadVector(arena, (3414672 +% ((((j271 *% 4096) +% ((ty272 *% 2) *% 256)) +% ((tx273 *% 2) *% 16)) +% (cv274 *% 8)))) - loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 2) *% 256)) +% ((tx273 *% 2) *% 16)) +% (cv274 *% 8)))))
+            let w276 = (loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 1) *% 256)) +% ((tx273 *% 2) *% 16)) +% (cv274 *% 8)))) + loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 2) *% 256)) +% ((tx273 *% 2) *% 16)) +% (cv274 *% 8)))))
+            let w277 = (loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 2) *% 256)) +% ((tx273 *% 2) *% 16)) +% (cv274 *% 8)))) - loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 1) *% 256)) +% ((tx273 *% 2) *% 16)) +% (cv274 *% 8)))))
+            let w278 = (loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 1) *% 256)) +% ((tx273 *% 2) *% 16)) +% (cv274 *% 8)))) - loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 3) *% 256)) +% ((tx273 *% 2) *% 16)) +% (cv274 *% 8)))))
+            let w279 = (loadVector(arena, (3414672 +% ((((j271 *% 4096) +% ((ty272 *% 2) *% 256)) +% (((tx273 *% 2) +% 1) *% 16)) +% (cv274 *% 8)))) - loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 2) *% 256)) +% (((tx273 *% 2) +% 1) *% 16)) +% (cv274 *% 8)))))
+            let w280 = (loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 1) *% 256)) +% (((tx273 *% 2) +% 1) *% 16)) +% (cv274 *% 8)))) + loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 2) *% 256)) +% (((tx273 *% 2) +% 1) *% 16)) +% (cv274 *% 8)))))
+            let w281 = (loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 2) *% 256)) +% (((tx273 *% 2) +% 1) *% 16)) +% (cv274 *% 8)))) - loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 1) *% 256)) +% (((tx273 *% 2) +% 1) *% 16)) +% (cv274 *% 8)))))
+            let w282 = (loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 1) *% 256)) +% (((tx273 *% 2) +% 1) *% 16)) +% (cv274 *% 8)))) - loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 3) *% 256)) +% (((tx273 *% 2) +% 1) *% 16)) +% (cv274 *% 8)))))
+            let w283 = (loadVector(arena, (3414672 +% ((((j271 *% 4096) +% ((ty272 *% 2) *% 256)) +% (((tx273 *% 2) +% 2) *% 16)) +% (cv274 *% 8)))) - loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 2) *% 256)) +% (((tx273 *% 2) +% 2) *% 16)) +% (cv274 *% 8)))))
+            let w284 = (loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 1) *% 256)) +% (((tx273 *% 2) +% 2) *% 16)) +% (cv274 *% 8)))) + loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 2) *% 256)) +% (((tx273 *% 2) +% 2) *% 16)) +% (cv274 *% 8)))))
+            let w285 = (loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 2) *% 256)) +% (((tx273 *% 2) +% 2) *% 16)) +% (cv274 *% 8)))) - loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 1) *% 256)) +% (((tx273 *% 2) +% 2) *% 16)) +% (cv274 *% 8)))))
+            let w286 = (loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 1) *% 256)) +% (((tx273 *% 2) +% 2) *% 16)) +% (cv274 *% 8)))) - loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 3) *% 256)) +% (((tx273 *% 2) +% 2) *% 16)) +% (cv274 *% 8)))))
+            let w287 = (loadVector(arena, (3414672 +% ((((j271 *% 4096) +% ((ty272 *% 2) *% 256)) +% (((tx273 *% 2) +% 3) *% 16)) +% (cv274 *% 8)))) - loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 2) *% 256)) +% (((tx273 *% 2) +% 3) *% 16)) +% (cv274 *% 8)))))
+            let w288 = (loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 1) *% 256)) +% (((tx273 *% 2) +% 3) *% 16)) +% (cv274 *% 8)))) + loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 2) *% 256)) +% (((tx273 *% 2) +% 3) *% 16)) +% (cv274 *% 8)))))
+            let w289 = (loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 2) *% 256)) +% (((tx273 *% 2) +% 3) *% 16)) +% (cv274 *% 8)))) - loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 1) *% 256)) +% (((tx273 *% 2) +% 3) *% 16)) +% (cv274 *% 8)))))
+            let w290 = (loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 1) *% 256)) +% (((tx273 *% 2) +% 3) *% 16)) +% (cv274 *% 8)))) - loadVector(arena, (3414672 +% ((((j271 *% 4096) +% (((ty272 *% 2) +% 3) *% 256)) +% (((tx273 *% 2) +% 3) *% 16)) +% (cv274 *% 8)))))
+            let w291 = (w275 - w283)
+            let w292 = (w279 + w283)
+            let w293 = (w283 - w279)
+            let w294 = (w279 - w287)
+            let w295 = (w276 - w284)
+            let w296 = (w280 + w284)
+            let w297 = (w284 - w280)
+            let w298 = (w280 - w288)
+            let w299 = (w277 - w285)
+            let w300 = (w281 + w285)
+            let w301 = (w285 - w281)
+            let w302 = (w281 - w289)
+            let w303 = (w278 - w286)
+            let w304 = (w282 + w286)
+            let w305 = (w286 - w282)
+            let w306 = (w282 - w290)
+            storeVector(arena, ((3418768 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 16)) +% (cv274 *% 8)), w291)
+            storeVector(arena, ((3419552 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 16)) +% (cv274 *% 8)), w292)
+            storeVector(arena, ((3420336 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 16)) +% (cv274 *% 8)), w293)
+            storeVector(arena, ((3421120 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 16)) +% (cv274 *% 8)), w294)
+            storeVector(arena, ((3421904 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 16)) +% (cv274 *% 8)), w295)
+            storeVector(arena, ((3422688 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 16)) +% (cv274 *% 8)), w296)
+            storeVector(arena, ((3423472 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 16)) +% (cv274 *% 8)), w297)
+            storeVector(arena, ((3424256 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 16)) +% (cv274 *% 8)), w298)
+            storeVector(arena, ((3425040 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 16)) +% (cv274 *% 8)), w299)
+            storeVector(arena, ((3425824 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 16)) +% (cv274 *% 8)), w300)
+            storeVector(arena, ((3426608 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 16)) +% (cv274 *% 8)), w301)
+            storeVector(arena, ((3427392 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 16)) +% (cv274 *% 8)), w302)
+            storeVector(arena, ((3428176 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 16)) +% (cv274 *% 8)), w303)
+            storeVector(arena, ((3428960 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 16)) +% (cv274 *% 8)), w304)
+            storeVector(arena, ((3429744 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 16)) +% (cv274 *% 8)), w305)
+            storeVector(arena, ((3430528 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 16)) +% (cv274 *% 8)), w306)
           }
         }
       }
     }
-    for j300 in 0..<1 {
-      for c301 in 0..<32 {
-        for iy302 in 0..<14 {
-          for ix303 in 0..<14 {
-            arena[(3431312 +% ((((j300 *% 6272) +% (iy302 *% 448)) +% (ix303 *% 32)) +% c301))] = arena[((((4616192 +% ((g259 +% j300) *% 6272)) +% (c301 *% 196)) +% (iy302 *% 14)) +% ix303)]
+    for j307 in 0..<1 {
+      for c308 in 0..<32 {
+        for iy309 in 0..<14 {
+          for ix310 in 0..<14 {
+            arena[(3431312 +% ((((j307 *% 6272) +% (iy309 *% 448)) +% (ix310 *% 32)) +% c308))] = arena[((((4616192 +% ((g266 +% j307) *% 6272)) +% (c308 *% 196)) +% (iy309 *% 14)) +% ix310)]
           }
         }
       }
     }
-    for j304 in 0..<1 {
-      for ty305 in 0..<7 {
-        for tx306 in 0..<7 {
-          for cv307 in 0..<4 {
-            let w308 = loadVector(arena, (3431312 +% ((((j304 *% 6272) +% ((ty305 *% 2) *% 448)) +% ((tx306 *% 2) *% 32)) +% (cv307 *% 8))))
-            let w309 = (loadVector(arena, (3431312 +% ((((j304 *% 6272) +% ((ty305 *% 2) *% 448)) +% ((tx306 *% 2) *% 32)) +% (cv307 *% 8)))) + loadVector(arena, (3431312 +% ((((j304 *% 6272) +% (((ty305 *% 2) +% 1) *% 448)) +% ((tx306 *% 2) *% 32)) +% (cv307 *% 8)))))
-            let w310 = (loadVector(arena, (3431312 +% ((((j304 *% 6272) +% ((ty305 *% 2) *% 448)) +% ((tx306 *% 2) *% 32)) +% (cv307 *% 8)))) - loadVector(arena, (3431312 +% ((((j304 *% 6272) +% (((ty305 *% 2) +% 1) *% 448)) +% ((tx306 *% 2) *% 32)) +% (cv307 *% 8)))))
-            let w311 = (loadVector(arena, (3431312 +% ((((j304 *% 6272) +% (((ty305 *% 2) +% 1) *% 448)) +% ((tx306 *% 2) *% 32)) +% (cv307 *% 8)))) * Vector(repeating: Float(-1)))
-            let w312 = loadVector(arena, (3431312 +% ((((j304 *% 6272) +% ((ty305 *% 2) *% 448)) +% (((tx306 *% 2) +% 1) *% 32)) +% (cv307 *% 8))))
-            let w313 = (loadVector(arena, (3431312 +% ((((j304 *% 6272) +% ((ty305 *% 2) *% 448)) +% (((tx306 *% 2) +% 1) *% 32)) +% (cv307 *% 8)))) + loadVector(arena, (3431312 +% ((((j304 *% 6272) +% (((ty305 *% 2) +% 1) *% 448)) +% (((tx306 *% 2) +% 1) *% 32)) +% (cv307 *% 8)))))
-            let w314 = (loadVector(arena, (3431312 +% ((((j304 *% 6272) +% ((ty305 *% 2) *% 448)) +% (((tx306 *% 2) +% 1) *% 32)) +% (cv307 *% 8)))) - loadVector(arena, (3431312 +% ((((j304 *% 6272) +% (((ty305 *% 2) +% 1) *% 448)) +% (((tx306 *% 2) +% 1) *% 32)) +% (cv307 *% 8)))))
-            let w315 = (loadVector(arena, (3431312 +% ((((j304 *% 6272) +% (((ty305 *% 2) +% 1) *% 448)) +% (((tx306 *% 2) +% 1) *% 32)) +% (cv307 *% 8)))) * Vector(repeating: Float(-1)))
-            let w316 = w308
-            let w317 = (w308 + w312)
-            let w318 = (w308 - w312)
-            let w319 = (w312 * Vector(repeating: Float(-1)))
-            let w320 = w309
-            let w321 = (w309 + w313)
-            let w322 = (w309 - w313)
-            let w323 = (w313 * Vector(repeating: Float(-1)))
-            let w324 = w310
-            let w325 = (w310 + w314)
-            let w326 = (w310 - w314)
-            let w327 = (w314 * Vector(repeating: Float(-1)))
-            let w328 = w311
-            let w329 = (w311 + w315)
-            let w330 = (w311 - w315)
-            let w331 = (w315 * Vector(repeating: Float(-1)))
-            storeVector(arena, ((3437584 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w316)
-            storeVector(arena, ((3439152 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w317)
-            storeVector(arena, ((3440720 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w318)
-            storeVector(arena, ((3442288 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w319)
-            storeVector(arena, ((3443856 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w320)
-            storeVector(arena, ((3445424 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w321)
-            storeVector(arena, ((3446992 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w322)
-            storeVector(arena, ((3448560 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w323)
-            storeVector(arena, ((3450128 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w324)
-            storeVector(arena, ((3451696 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w325)
-            storeVector(arena, ((3453264 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w326)
-            storeVector(arena, ((3454832 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w327)
-            storeVector(arena, ((3456400 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w328)
-            storeVector(arena, ((3457968 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w329)
-            storeVector(arena, ((3459536 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w330)
-            storeVector(arena, ((3461104 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w331)
+    for j311 in 0..<1 {
+      for ty312 in 0..<7 {
+        for tx313 in 0..<7 {
+          for cv314 in 0..<4 {
+            let w315 = loadVector(arena, (3431312 +% ((((j311 *% 6272) +% ((ty312 *% 2) *% 448)) +% ((tx313 *% 2) *% 32)) +% (cv314 *% 8))))
+            let w316 = (loadVector(arena, (3431312 +% ((((j311 *% 6272) +% ((ty312 *% 2) *% 448)) +% ((tx313 *% 2) *% 32)) +% (cv314 *% 8)))) + loadVector(arena, (3431312 +% ((((j311 *% 6272) +% (((ty312 *% 2) +% 1) *% 448)) +% ((tx313 *% 2) *% 32)) +% (cv314 *% 8)))))
+            let w317 = (loadVector(arena, (3431312 +% ((((j311 *% 6272) +% ((ty312 *% 2) *% 448)) +% ((tx313 *% 2) *% 32)) +% (cv314 *% 8)))) - loadVector(arena, (3431312 +% ((((j311 *% 6272) +% (((ty312 *% 2) +% 1) *% 448)) +% ((tx313 *% 2) *% 32)) +% (cv314 *% 8)))))
+            let w318 = (loadVector(arena, (3431312 +% ((((j311 *% 6272) +% (((ty312 *% 2) +% 1) *% 448)) +% ((tx313 *% 2) *% 32)) +% (cv314 *% 8)))) * Vector(repeating: Float(-1)))
+            let w319 = loadVector(arena, (3431312 +% ((((j311 *% 6272) +% ((ty312 *% 2) *% 448)) +% (((tx313 *% 2) +% 1) *% 32)) +% (cv314 *% 8))))
+            let w320 = (loadVector(arena, (3431312 +% ((((j311 *% 6272) +% ((ty312 *% 2) *% 448)) +% (((tx313 *% 2) +% 1) *% 32)) +% (cv314 *% 8)))) + loadVector(arena, (3431312 +% ((((j311 *% 6272) +% (((ty312 *% 2) +% 1) *% 448)) +% (((tx313 *% 2) +% 1) *% 32)) +% (cv314 *% 8)))))
+            let w321 = (loadVector(arena, (3431312 +% ((((j311 *% 6272) +% ((ty312 *% 2) *% 448)) +% (((tx313 *% 2) +% 1) *% 32)) +% (cv314 *% 8)))) - loadVector(arena, (3431312 +% ((((j311 *% 6272) +% (((ty312 *% 2) +% 1) *% 448)) +% (((tx313 *% 2) +% 1) *% 32)) +% (cv314 *% 8)))))
+            let w322 = (loadVector(arena, (3431312 +% ((((j311 *% 6272) +% (((ty312 *% 2) +% 1) *% 448)) +% (((tx313 *% 2) +% 1) *% 32)) +% (cv314 *% 8)))) * Vector(repeating: Float(-1)))
+            let w323 = w315
+            let w324 = (w315 + w319)
+            let w325 = (w315 - w319)
+            let w326 = (w319 * Vector(repeating: Float(-1)))
+            let w327 = w316
+            let w328 = (w316 + w320)
+            let w329 = (w316 - w320)
+            let w330 = (w320 * Vector(repeating: Float(-1)))
+            let w331 = w317
+            let w332 = (w317 + w321)
+            let w333 = (w317 - w321)
+            let w334 = (w321 * Vector(repeating: Float(-1)))
+            let w335 = w318
+            let w336 = (w318 + w322)
+            let w337 = (w318 - w322)
+            let w338 = (w322 * Vector(repeating: Float(-1)))
+            storeVector(arena, ((3437584 +% ((((j311 *% 49) +% (ty312 *% 7)) +% tx313) *% 32)) +% (cv314 *% 8)), w323)
+            storeVector(arena, ((3439152 +% ((((j311 *% 49) +% (ty312 *% 7)) +% tx313) *% 32)) +% (cv314 *% 8)), w324)
+            storeVector(arena, ((3440720 +% ((((j311 *% 49) +% (ty312 *% 7)) +% tx313) *% 32)) +% (cv314 *% 8)), w325)
+            storeVector(arena, ((3442288 +% ((((j311 *% 49) +% (ty312 *% 7)) +% tx313) *% 32)) +% (cv314 *% 8)), w326)
+            storeVector(arena, ((3443856 +% ((((j311 *% 49) +% (ty312 *% 7)) +% tx313) *% 32)) +% (cv314 *% 8)), w327)
+            storeVector(arena, ((3445424 +% ((((j311 *% 49) +% (ty312 *% 7)) +% tx313) *% 32)) +% (cv314 *% 8)), w328)
+            storeVector(arena, ((3446992 +% ((((j311 *% 49) +% (ty312 *% 7)) +% tx313) *% 32)) +% (cv314 *% 8)), w329)
+            storeVector(arena, ((3448560 +% ((((j311 *% 49) +% (ty312 *% 7)) +% tx313) *% 32)) +% (cv314 *% 8)), w330)
+            storeVector(arena, ((3450128 +% ((((j311 *% 49) +% (ty312 *% 7)) +% tx313) *% 32)) +% (cv314 *% 8)), w331)
+            storeVector(arena, ((3451696 +% ((((j311 *% 49) +% (ty312 *% 7)) +% tx313) *% 32)) +% (cv314 *% 8)), w332)
+            storeVector(arena, ((3453264 +% ((((j311 *% 49) +% (ty312 *% 7)) +% tx313) *% 32)) +% (cv314 *% 8)), w333)
+            storeVector(arena, ((3454832 +% ((((j311 *% 49) +% (ty312 *% 7)) +% tx313) *% 32)) +% (cv314 *% 8)), w334)
+            storeVector(arena, ((3456400 +% ((((j311 *% 49) +% (ty312 *% 7)) +% tx313) *% 32)) +% (cv314 *% 8)), w335)
+            storeVector(arena, ((3457968 +% ((((j311 *% 49) +% (ty312 *% 7)) +% tx313) *% 32)) +% (cv314 *% 8)), w336)
+            storeVector(arena, ((3459536 +% ((((j311 *% 49) +% (ty312 *% 7)) +% tx313) *% 32)) +% (cv314 *% 8)), w337)
+            storeVector(arena, ((3461104 +% ((((j311 *% 49) +% (ty312 *% 7)) +% tx313) *% 32)) +% (cv314 *% 8)), w338)
           }
         }
       }
     }
-    for xi332 in 0..<16 {
-      sgemm(101, 112, 111, 16, 32, 49, 1, arena + (3418768 +% (xi332 *% 784)), 16, arena + (3437584 +% (xi332 *% 1568)), 32, Float(bitPattern: 0x3f800000), arena + (3462672 +% (xi332 *% 512)), 32)
+    for xi339 in 0..<16 {
+      sgemm(101, 112, 111, 16, 32, 49, 1, arena + (3418768 +% (xi339 *% 784)), 16, arena + (3437584 +% (xi339 *% 1568)), 32, Float(bitPattern: 0x3f800000), arena + (3462672 +% (xi339 *% 512)), 32)
     }
   }
   do {  // scalar loops
-    for f333 in 0..<32 {
-      for c334 in 0..<16 {
-        var w335: Float = (((arena[((3462672 +% (c334 *% 32)) +% f333)] * Float(1)) + (arena[((3464720 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3466768 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)))
-        var w336: Float = ((arena[((3464720 +% (c334 *% 32)) +% f333)] - arena[((3466768 +% (c334 *% 32)) +% f333)]) * Float(bitPattern: 0x3f000000))
-        var w337: Float = (((arena[((3464720 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)) + (arena[((3466768 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3468816 +% (c334 *% 32)) +% f333)] * Float(1)))
-        var w338: Float = (((arena[((3463184 +% (c334 *% 32)) +% f333)] * Float(1)) + (arena[((3465232 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3467280 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)))
-        var w339: Float = ((arena[((3465232 +% (c334 *% 32)) +% f333)] - arena[((3467280 +% (c334 *% 32)) +% f333)]) * Float(bitPattern: 0x3f000000))
-        var w340: Float = (((arena[((3465232 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)) + (arena[((3467280 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3469328 +% (c334 *% 32)) +% f333)] * Float(1)))
-        var w341: Float = (((arena[((3463696 +% (c334 *% 32)) +% f333)] * Float(1)) + (arena[((3465744 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3467792 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)))
-        var w342: Float = ((arena[((3465744 +% (c334 *% 32)) +% f333)] - arena[((3467792 +% (c334 *% 32)) +% f333)]) * Float(bitPattern: 0x3f000000))
-        var w343: Float = (((arena[((3465744 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)) + (arena[((3467792 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3469840 +% (c334 *% 32)) +% f333)] * Float(1)))
-        var w344: Float = (((arena[((3464208 +% (c334 *% 32)) +% f333)] * Float(1)) + (arena[((3466256 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3468304 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)))
-        var w345: Float = ((arena[((3466256 +% (c334 *% 32)) +% f333)] - arena[((3468304 +% (c334 *% 32)) +% f333)]) * Float(bitPattern: 0x3f000000))
-        var w346: Float = (((arena[((3466256 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)) + (arena[((3468304 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3470352 +% (c334 *% 32)) +% f333)] * Float(1)))
-        var w347: Float = (((w335 * Float(1)) + (w338 * Float(bitPattern: 0x3f000000))) + (w341 * Float(bitPattern: 0x3f000000)))
-        var w348: Float = ((w338 - w341) * Float(bitPattern: 0x3f000000))
-        var w349: Float = (((w338 * Float(bitPattern: 0x3f000000)) + (w341 * Float(bitPattern: 0x3f000000))) + (w344 * Float(1)))
-        var w350: Float = (((w336 * Float(1)) + (w339 * Float(bitPattern: 0x3f000000))) + (w342 * Float(bitPattern: 0x3f000000)))
-        var w351: Float = ((w339 - w342) * Float(bitPattern: 0x3f000000))
-        var w352: Float = (((w339 * Float(bitPattern: 0x3f000000)) + (w342 * Float(bitPattern: 0x3f000000))) + (w345 * Float(1)))
-        var w353: Float = (((w337 * Float(1)) + (w340 * Float(bitPattern: 0x3f000000))) + (w343 * Float(bitPattern: 0x3f000000)))
-        var w354: Float = ((w340 - w343) * Float(bitPattern: 0x3f000000))
-        var w355: Float = (((w340 * Float(bitPattern: 0x3f000000)) + (w343 * Float(bitPattern: 0x3f000000))) + (w346 * Float(1)))
-        grads[(2480 +% (((f333 *% 16) +% c334) *% 9))] = w347
-        grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 1)] = w348
-        grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 2)] = w349
-        grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 3)] = w350
-        grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 4)] = w351
-        grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 5)] = w352
-        grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 6)] = w353
-        grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 7)] = w354
-        grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 8)] = w355
+    for f340 in 0..<32 {
+      for c341 in 0..<16 {
+        var w342: Float = (((arena[((3462672 +% (c341 *% 32)) +% f340)] * Float(1)) + (arena[((3464720 +% (c341 *% 32)) +% f340)] * Float(bitPattern: 0x3f000000))) + (arena[((3466768 +% (c341 *% 32)) +% f340)] * Float(bitPattern: 0x3f000000)))
+        var w343: Float = ((arena[((3464720 +% (c341 *% 32)) +% f340)] - arena[((3466768 +% (c341 *% 32)) +% f340)]) * Float(bitPattern: 0x3f000000))
+        var w344: Float = (((arena[((3464720 +% (c341 *% 32)) +% f340)] * Float(bitPattern: 0x3f000000)) + (arena[((3466768 +% (c341 *% 32)) +% f340)] * Float(bitPattern: 0x3f000000))) + (arena[((3468816 +% (c341 *% 32)) +% f340)] * Float(1)))
+        var w345: Float = (((arena[((3463184 +% (c341 *% 32)) +% f340)] * Float(1)) + (arena[((3465232 +% (c341 *% 32)) +% f340)] * Float(bitPattern: 0x3f000000))) + (arena[((3467280 +% (c341 *% 32)) +% f340)] * Float(bitPattern: 0x3f000000)))
+        var w346: Float = ((arena[((3465232 +% (c341 *% 32)) +% f340)] - arena[((3467280 +% (c341 *% 32)) +% f340)]) * Float(bitPattern: 0x3f000000))
+        var w347: Float = (((arena[((3465232 +% (c341 *% 32)) +% f340)] * Float(bitPattern: 0x3f000000)) + (arena[((3467280 +% (c341 *% 32)) +% f340)] * Float(bitPattern: 0x3f000000))) + (arena[((3469328 +% (c341 *% 32)) +% f340)] * Float(1)))
+        var w348: Float = (((arena[((3463696 +% (c341 *% 32)) +% f340)] * Float(1)) + (arena[((3465744 +% (c341 *% 32)) +% f340)] * Float(bitPattern: 0x3f000000))) + (arena[((3467792 +% (c341 *% 32)) +% f340)] * Float(bitPattern: 0x3f000000)))
+        var w349: Float = ((arena[((3465744 +% (c341 *% 32)) +% f340)] - arena[((3467792 +% (c341 *% 32)) +% f340)]) * Float(bitPattern: 0x3f000000))
+        var w350: Float = (((arena[((3465744 +% (c341 *% 32)) +% f340)] * Float(bitPattern: 0x3f000000)) + (arena[((3467792 +% (c341 *% 32)) +% f340)] * Float(bitPattern: 0x3f000000))) + (arena[((3469840 +% (c341 *% 32)) +% f340)] * Float(1)))
+        var w351: Float = (((arena[((3464208 +% (c341 *% 32)) +% f340)] * Float(1)) + (arena[((3466256 +% (c341 *% 32)) +% f340)] * Float(bitPattern: 0x3f000000))) + (arena[((3468304 +% (c341 *% 32)) +% f340)] * Float(bitPattern: 0x3f000000)))
+        var w352: Float = ((arena[((3466256 +% (c341 *% 32)) +% f340)] - arena[((3468304 +% (c341 *% 32)) +% f340)]) * Float(bitPattern: 0x3f000000))
+        var w353: Float = (((arena[((3466256 +% (c341 *% 32)) +% f340)] * Float(bitPattern: 0x3f000000)) + (arena[((3468304 +% (c341 *% 32)) +% f340)] * Float(bitPattern: 0x3f000000))) + (arena[((3470352 +% (c341 *% 32)) +% f340)] * Float(1)))
+        var w354: Float = (((w342 * Float(1)) + (w345 * Float(bitPattern: 0x3f000000))) + (w348 * Float(bitPattern: 0x3f000000)))
+        var w355: Float = ((w345 - w348) * Float(bitPattern: 0x3f000000))
+        var w356: Float = (((w345 * Float(bitPattern: 0x3f000000)) + (w348 * Float(bitPattern: 0x3f000000))) + (w351 * Float(1)))
+        var w357: Float = (((w343 * Float(1)) + (w346 * Float(bitPattern: 0x3f000000))) + (w349 * Float(bitPattern: 0x3f000000)))
+        var w358: Float = ((w346 - w349) * Float(bitPattern: 0x3f000000))
+        var w359: Float = (((w346 * Float(bitPattern: 0x3f000000)) + (w349 * Float(bitPattern: 0x3f000000))) + (w352 * Float(1)))
+        var w360: Float = (((w344 * Float(1)) + (w347 * Float(bitPattern: 0x3f000000))) + (w350 * Float(bitPattern: 0x3f000000)))
+        var w361: Float = ((w347 - w350) * Float(bitPattern: 0x3f000000))
+        var w362: Float = (((w347 * Float(bitPattern: 0x3f000000)) + (w350 * Float(bitPattern: 0x3f000000))) + (w353 * Float(1)))
+        grads[(2480 +% (((f340 *% 16) +% c341) *% 9))] = w354
+        grads[((2480 +% (((f340 *% 16) +% c341) *% 9)) +% 1)] = w355
+        grads[((2480 +% (((f340 *% 16) +% c341) *% 9)) +% 2)] = w356
+        grads[((2480 +% (((f340 *% 16) +% c341) *% 9)) +% 3)] = w357
+        grads[((2480 +% (((f340 *% 16) +% c341) *% 9)) +% 4)] = w358
+        grads[((2480 +% (((f340 *% 16) +% c341) *% 9)) +% 5)] = w359
+        grads[((2480 +% (((f340 *% 16) +% c341) *% 9)) +% 6)] = w360
+        grads[((2480 +% (((f340 *% 16) +% c341) *% 9)) +% 7)] = w361
+        grads[((2480 +% (((f340 *% 16) +% c341) *% 9)) +% 8)] = w362
       }
     }
   }
   // conv3_bias_grad = conv2d_grad_bias(conv3_grad)
-  for f356 in 0..<32 {
-    var acc357 = Vector()
-    for img358 in 0..<64 {
-      for i359 in 0..<24 {
-        acc357 = acc357.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((4616192 +% (img358 *% 6272)) +% (f356 *% 196)) +% (i359 *% 8))))
+  for f363 in 0..<32 {
+    var acc364 = Vector()
+    for img365 in 0..<64 {
+      for i366 in 0..<24 {
+        acc364 = acc364.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((4616192 +% (img365 *% 6272)) +% (f363 *% 196)) +% (i366 *% 8))))
       }
-      acc357 = acc357.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((4616192 +% (img358 *% 6272)) +% (f356 *% 196)) +% 192), 4))
+      acc364 = acc364.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((4616192 +% (img365 *% 6272)) +% (f363 *% 196)) +% 192), 4))
     }
-    storeVector(arena, 3411968, acc357)
-    var sum360: Float = (arena[3411968] + arena[3411969])
-    var sum361: Float = (sum360 + arena[3411970])
-    var sum362: Float = (sum361 + arena[3411971])
-    var sum363: Float = (sum362 + arena[3411972])
-    var sum364: Float = (sum363 + arena[3411973])
-    var sum365: Float = (sum364 + arena[3411974])
-    var sum366: Float = (sum365 + arena[3411975])
-    grads[(7088 +% f356)] = sum366
+    storeVector(arena, 3411968, acc364)
+    var sum367: Float = (arena[3411968] + arena[3411969])
+    var sum368: Float = (sum367 + arena[3411970])
+    var sum369: Float = (sum368 + arena[3411971])
+    var sum370: Float = (sum369 + arena[3411972])
+    var sum371: Float = (sum370 + arena[3411973])
+    var sum372: Float = (sum371 + arena[3411974])
+    var sum373: Float = (sum372 + arena[3411975])
+    grads[(7088 +% f363)] = sum373
   }
   // pool_grad = conv2d_grad_input(conv3_grad, conv3.weight, pool)
   do {  // scalar loops
-    for ci367 in 0..<32 {
-      for co368 in 0..<16 {
-        var w369: Float = params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 8)]
-        var w370: Float = (((params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 8)] + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 5)]) + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-        var w371: Float = (((params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 8)] + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 2)]) - params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w372: Float = params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 2)]
-        var w373: Float = params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 7)]
-        var w374: Float = (((params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 7)] + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 4)]) + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-        var w375: Float = (((params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 7)] + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 1)]) - params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w376: Float = params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 1)]
-        var w377: Float = params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 6)]
-        var w378: Float = (((params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 6)] + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 3)]) + params[(2480 +% (((ci367 *% 16) +% co368) *% 9))]) * Float(bitPattern: 0x3f000000))
-        var w379: Float = (((params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 6)] + params[(2480 +% (((ci367 *% 16) +% co368) *% 9))]) - params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w380: Float = params[(2480 +% (((ci367 *% 16) +% co368) *% 9))]
-        var w381: Float = w369
-        var w382: Float = (((w369 + w373) + w377) * Float(bitPattern: 0x3f000000))
-        var w383: Float = (((w369 + w377) - w373) * Float(bitPattern: 0x3f000000))
-        var w384: Float = w377
-        var w385: Float = w370
-        var w386: Float = (((w370 + w374) + w378) * Float(bitPattern: 0x3f000000))
-        var w387: Float = (((w370 + w378) - w374) * Float(bitPattern: 0x3f000000))
-        var w388: Float = w378
-        var w389: Float = w371
-        var w390: Float = (((w371 + w375) + w379) * Float(bitPattern: 0x3f000000))
-        var w391: Float = (((w371 + w379) - w375) * Float(bitPattern: 0x3f000000))
-        var w392: Float = w379
-        var w393: Float = w372
-        var w394: Float = (((w372 + w376) + w380) * Float(bitPattern: 0x3f000000))
-        var w395: Float = (((w372 + w380) - w376) * Float(bitPattern: 0x3f000000))
-        var w396: Float = w380
-        arena[((3615376 +% (ci367 *% 16)) +% co368)] = w381
-        arena[((3615888 +% (ci367 *% 16)) +% co368)] = w382
-        arena[((3616400 +% (ci367 *% 16)) +% co368)] = w383
-        arena[((3616912 +% (ci367 *% 16)) +% co368)] = w384
-        arena[((3617424 +% (ci367 *% 16)) +% co368)] = w385
-        arena[((3617936 +% (ci367 *% 16)) +% co368)] = w386
-        arena[((3618448 +% (ci367 *% 16)) +% co368)] = w387
-        arena[((3618960 +% (ci367 *% 16)) +% co368)] = w388
-        arena[((3619472 +% (ci367 *% 16)) +% co368)] = w389
-        arena[((3619984 +% (ci367 *% 16)) +% co368)] = w390
-        arena[((3620496 +% (ci367 *% 16)) +% co368)] = w391
-        arena[((3621008 +% (ci367 *% 16)) +% co368)] = w392
-        arena[((3621520 +% (ci367 *% 16)) +% co368)] = w393
-        arena[((3622032 +% (ci367 *% 16)) +% co368)] = w394
-        arena[((3622544 +% (ci367 *% 16)) +% co368)] = w395
-        arena[((3623056 +% (ci367 *% 16)) +% co368)] = w396
+    for ci374 in 0..<32 {
+      for co375 in 0..<16 {
+        var w376: Float = params[((2480 +% (((ci374 *% 16) +% co375) *% 9)) +% 8)]
+        var w377: Float = (((params[((2480 +% (((ci374 *% 16) +% co375) *% 9)) +% 8)] + params[((2480 +% (((ci374 *% 16) +% co375) *% 9)) +% 5)]) + params[((2480 +% (((ci374 *% 16) +% co375) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+        var w378: Float = (((params[((2480 +% (((ci374 *% 16) +% co375) *% 9)) +% 8)] + params[((2480 +% (((ci374 *% 16) +% co375) *% 9)) +% 2)]) - params[((2480 +% (((ci374 *% 16) +% co375) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w379: Float = params[((2480 +% (((ci374 *% 16) +% co375) *% 9)) +% 2)]
+        var w380: Float = params[((2480 +% (((ci374 *% 16) +% co375) *% 9)) +% 7)]
+        var w381: Float = (((params[((2480 +% (((ci374 *% 16) +% co375) *% 9)) +% 7)] + params[((2480 +% (((ci374 *% 16) +% co375) *% 9)) +% 4)]) + params[((2480 +% (((ci374 *% 16) +% co375) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+        var w382: Float = (((params[((2480 +% (((ci374 *% 16) +% co375) *% 9)) +% 7)] + params[((2480 +% (((ci374 *% 16) +% co375) *% 9)) +% 1)]) - params[((2480 +% (((ci374 *% 16) +% co375) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w383: Float = params[((2480 +% (((ci374 *% 16) +% co375) *% 9)) +% 1)]
+        var w384: Float = params[((2480 +% (((ci374 *% 16) +% co375) *% 9)) +% 6)]
+        var w385: Float = (((params[((2480 +% (((ci374 *% 16) +% co375) *% 9)) +% 6)] + params[((2480 +% (((ci374 *% 16) +% co375) *% 9)) +% 3)]) + params[(2480 +% (((ci374 *% 16) +% co375) *% 9))]) * Float(bitPattern: 0x3f000000))
+        var w386: Float = (((params[((2480 +% (((ci374 *% 16) +% co375) *% 9)) +% 6)] + params[(2480 +% (((ci374 *% 16) +% co375) *% 9))]) - params[((2480 +% (((ci374 *% 16) +% co375) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w387: Float = params[(2480 +% (((ci374 *% 16) +% co375) *% 9))]
+        var w388: Float = w376
+        var w389: Float = (((w376 + w380) + w384) * Float(bitPattern: 0x3f000000))
+        var w390: Float = (((w376 + w384) - w380) * Float(bitPattern: 0x3f000000))
+        var w391: Float = w384
+        var w392: Float = w377
+        var w393: Float = (((w377 + w381) + w385) * Float(bitPattern: 0x3f000000))
+        var w394: Float = (((w377 + w385) - w381) * Float(bitPattern: 0x3f000000))
+        var w395: Float = w385
+        var w396: Float = w378
+        var w397: Float = (((w378 + w382) + w386) * Float(bitPattern: 0x3f000000))
+        var w398: Float = (((w378 + w386) - w382) * Float(bitPattern: 0x3f000000))
+        var w399: Float = w386
+        var w400: Float = w379
+        var w401: Float = (((w379 + w383) + w387) * Float(bitPattern: 0x3f000000))
+        var w402: Float = (((w379 + w387) - w383) * Float(bitPattern: 0x3f000000))
+        var w403: Float = w387
+        arena[((3615376 +% (ci374 *% 16)) +% co375)] = w388
+        arena[((3615888 +% (ci374 *% 16)) +% co375)] = w389
+        arena[((3616400 +% (ci374 *% 16)) +% co375)] = w390
+        arena[((3616912 +% (ci374 *% 16)) +% co375)] = w391
+        arena[((3617424 +% (ci374 *% 16)) +% co375)] = w392
+        arena[((3617936 +% (ci374 *% 16)) +% co375)] = w393
+        arena[((3618448 +% (ci374 *% 16)) +% co375)] = w394
+        arena[((3618960 +% (ci374 *% 16)) +% co375)] = w395
+        arena[((3619472 +% (ci374 *% 16)) +% co375)] = w396
+        arena[((3619984 +% (ci374 *% 16)) +% co375)] = w397
+        arena[((3620496 +% (ci374 *% 16)) +% co375)] = w398
+        arena[((3621008 +% (ci374 *% 16)) +% co375)] = w399
+        arena[((3621520 +% (ci374 *% 16)) +% co375)] = w400
+        arena[((3622032 +% (ci374 *% 16)) +% co375)] = w401
+        arena[((3622544 +% (ci374 *% 16)) +% co375)] = w402
+        arena[((3623056 +% (ci374 *% 16)) +% co375)] = w403
       }
     }
   }
-  for i397 in 0..<1024 {
-    storeVector(arena, ((i397 *% 8) +% 3623568), Vector(repeating: Float(0)))
+  for i404 in 0..<1024 {
+    storeVector(arena, ((i404 *% 8) +% 3623568), Vector(repeating: Float(0)))
   }
-  for g398 in 0..<64 {
-    for j399 in 0..<1 {
-      for c400 in 0..<32 {
-        for iy401 in 0..<14 {
-          for ix402 in 0..<14 {
-            arena[(3623568 +% ((((j399 *% 8192) +% ((iy401 +% 1) *% 512)) +% ((ix402 +% 1) *% 32)) +% c400))] = arena[((((4616192 +% ((g398 +% j399) *% 6272)) +% (c400 *% 196)) +% (iy401 *% 14)) +% ix402)]
+  for g405 in 0..<64 {
+    for j406 in 0..<1 {
+      for c407 in 0..<32 {
+        for iy408 in 0..<14 {
+          for ix409 in 0..<14 {
+            arena[(3623568 +% ((((j406 *% 8192) +% ((iy408 +% 1) *% 512)) +% ((ix409 +% 1) *% 32)) +% c407))] = arena[((((4616192 +% ((g405 +% j406) *% 6272)) +% (c407 *% 196)) +% (iy408 *% 14)) +% ix409)]
           }
         }
       }
     }
-    for j403 in 0..<1 {
-      for ty404 in 0..<7 {
-        for tx405 in 0..<7 {
-          for cv406 in 0..<4 {
-            let w407 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% ((ty404 *% 2) *% 512)) +% ((tx405 *% 2) *% 32)) +% (cv406 *% 8)))) - loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 2) *% 512)) +% ((tx405 *% 2) *% 32)) +% (cv406 *% 8)))))
-            let w408 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 1) *% 512)) +% ((tx405 *% 2) *% 32)) +% (cv406 *% 8)))) + loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 2) *% 512)) +% ((tx405 *% 2) *% 32)) +% (cv406 *% 8)))))
-            let w409 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 2) *% 512)) +% ((tx405 *% 2) *% 32)) +% (cv406 *% 8)))) - loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 1) *% 512)) +% ((tx405 *% 2) *% 32)) +% (cv406 *% 8)))))
-            let w410 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 1) *% 512)) +% ((tx405 *% 2) *% 32)) +% (cv406 *% 8)))) - loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 3) *% 512)) +% ((tx405 *% 2) *% 32)) +% (cv406 *% 8)))))
-            let w411 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% ((ty404 *% 2) *% 512)) +% (((tx405 *% 2) +% 1) *% 32)) +% (cv406 *% 8)))) - loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 2) *% 512)) +% (((tx405 *% 2) +% 1) *% 32)) +% (cv406 *% 8)))))
-            let w412 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 1) *% 512)) +% (((tx405 *% 2) +% 1) *% 32)) +% (cv406 *% 8)))) + loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 2) *% 512)) +% (((tx405 *% 2) +% 1) *% 32)) +% (cv406 *% 8)))))
-            let w413 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 2) *% 512)) +% (((tx405 *% 2) +% 1) *% 32)) +% (cv406 *% 8)))) - loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 1) *% 512)) +% (((tx405 *% 2) +% 1) *% 32)) +% (cv406 *% 8)))))
-            let w414 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 1) *% 512)) +% (((tx405 *% 2) +% 1) *% 32)) +% (cv406 *% 8)))) - loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 3) *% 512)) +% (((tx405 *% 2) +% 1) *% 32)) +% (cv406 *% 8)))))
-            let w415 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% ((ty404 *% 2) *% 512)) +% (((tx405 *% 2) +% 2) *% 32)) +% (cv406 *% 8)))) - loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 2) *% 512)) +% (((tx405 *% 2) +% 2) *% 32)) +% (cv406 *% 8)))))
-            let w416 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 1) *% 512)) +% (((tx405 *% 2) +% 2) *% 32)) +% (cv406 *% 8)))) + loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 2) *% 512)) +% (((tx405 *% 2) +% 2) *% 32)) +% (cv406 *% 8)))))
-            let w417 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 2) *% 512)) +% (((tx405 *% 2) +% 2) *% 32)) +% (cv406 *% 8)))) - loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 1) *% 512)) +% (((tx405 *% 2) +% 2) *% 32)) +% (cv406 *% 8)))))
-            let w418 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 1) *% 512)) +% (((tx405 *% 2) +% 2) *% 32)) +% (cv406 *% 8)))) - loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 3) *% 512)) +% (((tx405 *% 2) +% 2) *% 32)) +% (cv406 *% 8)))))
-            let w419 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% ((ty404 *% 2) *% 512)) +% (((tx405 *% 2) +% 3) *% 32)) +% (cv406 *% 8)))) - loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 2) *% 512)) +% (((tx405 *% 2) +% 3) *% 32)) +% (cv406 *% 8)))))
-            let w420 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 1) *% 512)) +% (((tx405 *% 2) +% 3) *% 32)) +% (cv406 *% 8)))) + loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 2) *% 512)) +% (((tx405 *% 2) +% 3) *% 32)) +% (cv406 *% 8)))))
-            let w421 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 2) *% 512)) +% (((tx405 *% 2) +% 3) *% 32)) +% (cv406 *% 8)))) - loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 1) *% 512)) +% (((tx405 *% 2) +% 3) *% 32)) +% (cv406 *% 8)))))
-            let w422 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 1) *% 512)) +% (((tx405 *% 2) +% 3) *% 32)) +% (cv406 *% 8)))) - loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 3) *% 512)) +% (((tx405 *% 2) +% 3) *% 32)) +% (cv406 *% 8)))))
-            let w423 = (w407 - w415)
-            let w424 = (w411 + w415)
-            let w425 = (w415 - w411)
-            let w426 = (w411 - w419)
-            let w427 = (w408 - w416)
-            let w428 = (w412 + w416)
-            let w429 = (w416 - w412)
-            let w430 = (w412 - w420)
-            let w431 = (w409 - w417)
-            let w432 = (w413 + w417)
-            let w433 = (w417 - w413)
-            let w434 = (w413 - w421)
-            let w435 = (w410 - w418)
-            let w436 = (w414 + w418)
-            let w437 = (w418 - w414)
-            let w438 = (w414 - w422)
-            storeVector(arena, ((3631760 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w423)
-            storeVector(arena, ((3633328 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w424)
-            storeVector(arena, ((3634896 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w425)
-            storeVector(arena, ((3636464 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w426)
-            storeVector(arena, ((3638032 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w427)
-            storeVector(arena, ((3639600 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w428)
-            storeVector(arena, ((3641168 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w429)
-            storeVector(arena, ((3642736 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w430)
-            storeVector(arena, ((3644304 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w431)
-            storeVector(arena, ((3645872 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w432)
-            storeVector(arena, ((3647440 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w433)
-            storeVector(arena, ((3649008 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w434)
-            storeVector(arena, ((3650576 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w435)
-            storeVector(arena, ((3652144 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w436)
-            storeVector(arena, ((3653712 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w437)
-            storeVector(arena, ((3655280 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w438)
+    for j410 in 0..<1 {
+      for ty411 in 0..<7 {
+        for tx412 in 0..<7 {
+          for cv413 in 0..<4 {
+            let w414 = (loadVector(arena, (3623568 +% ((((j410 *% 8192) +% ((ty411 *% 2) *% 512)) +% ((tx412 *% 2) *% 32)) +% (cv413 *% 8)))) - loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 2) *% 512)) +% ((tx412 *% 2) *% 32)) +% (cv413 *% 8)))))
+            let w415 = (loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 1) *% 512)) +% ((tx412 *% 2) *% 32)) +% (cv413 *% 8)))) + loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 2) *% 512)) +% ((tx412 *% 2) *% 32)) +% (cv413 *% 8)))))
+            let w416 = (loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 2) *% 512)) +% ((tx412 *% 2) *% 32)) +% (cv413 *% 8)))) - loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 1) *% 512)) +% ((tx412 *% 2) *% 32)) +% (cv413 *% 8)))))
+            let w417 = (loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 1) *% 512)) +% ((tx412 *% 2) *% 32)) +% (cv413 *% 8)))) - loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 3) *% 512)) +% ((tx412 *% 2) *% 32)) +% (cv413 *% 8)))))
+            let w418 = (loadVector(arena, (3623568 +% ((((j410 *% 8192) +% ((ty411 *% 2) *% 512)) +% (((tx412 *% 2) +% 1) *% 32)) +% (cv413 *% 8)))) - loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 2) *% 512)) +% (((tx412 *% 2) +% 1) *% 32)) +% (cv413 *% 8)))))
+            let w419 = (loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 1) *% 512)) +% (((tx412 *% 2) +% 1) *% 32)) +% (cv413 *% 8)))) + loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 2) *% 512)) +% (((tx412 *% 2) +% 1) *% 32)) +% (cv413 *% 8)))))
+            let w420 = (loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 2) *% 512)) +% (((tx412 *% 2) +% 1) *% 32)) +% (cv413 *% 8)))) - loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 1) *% 512)) +% (((tx412 *% 2) +% 1) *% 32)) +% (cv413 *% 8)))))
+            let w421 = (loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 1) *% 512)) +% (((tx412 *% 2) +% 1) *% 32)) +% (cv413 *% 8)))) - loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 3) *% 512)) +% (((tx412 *% 2) +% 1) *% 32)) +% (cv413 *% 8)))))
+            let w422 = (loadVector(arena, (3623568 +% ((((j410 *% 8192) +% ((ty411 *% 2) *% 512)) +% (((tx412 *% 2) +% 2) *% 32)) +% (cv413 *% 8)))) - loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 2) *% 512)) +% (((tx412 *% 2) +% 2) *% 32)) +% (cv413 *% 8)))))
+            let w423 = (loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 1) *% 512)) +% (((tx412 *% 2) +% 2) *% 32)) +% (cv413 *% 8)))) + loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 2) *% 512)) +% (((tx412 *% 2) +% 2) *% 32)) +% (cv413 *% 8)))))
+            let w424 = (loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 2) *% 512)) +% (((tx412 *% 2) +% 2) *% 32)) +% (cv413 *% 8)))) - loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 1) *% 512)) +% (((tx412 *% 2) +% 2) *% 32)) +% (cv413 *% 8)))))
+            let w425 = (loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 1) *% 512)) +% (((tx412 *% 2) +% 2) *% 32)) +% (cv413 *% 8)))) - loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 3) *% 512)) +% (((tx412 *% 2) +% 2) *% 32)) +% (cv413 *% 8)))))
+            let w426 = (loadVector(arena, (3623568 +% ((((j410 *% 8192) +% ((ty411 *% 2) *% 512)) +% (((tx412 *% 2) +% 3) *% 32)) +% (cv413 *% 8)))) - loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 2) *% 512)) +% (((tx412 *% 2) +% 3) *% 32)) +% (cv413 *% 8)))))
+            let w427 = (loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 1) *% 512)) +% (((tx412 *% 2) +% 3) *% 32)) +% (cv413 *% 8)))) + loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 2) *% 512)) +% (((tx412 *% 2) +% 3) *% 32)) +% (cv413 *% 8)))))
+            let w428 = (loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 2) *% 512)) +% (((tx412 *% 2) +% 3) *% 32)) +% (cv413 *% 8)))) - loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 1) *% 512)) +% (((tx412 *% 2) +% 3) *% 32)) +% (cv413 *% 8)))))
+            let w429 = (loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 1) *% 512)) +% (((tx412 *% 2) +% 3) *% 32)) +% (cv413 *% 8)))) - loadVector(arena, (3623568 +% ((((j410 *% 8192) +% (((ty411 *% 2) +% 3) *% 512)) +% (((tx412 *% 2) +% 3) *% 32)) +% (cv413 *% 8)))))
+            let w430 = (w414 - w422)
+            let w431 = (w418 + w422)
+            let w432 = (w422 - w418)
+            let w433 = (w418 - w426)
+            let w434 = (w415 - w423)
+            let w435 = (w419 + w423)
+            let w436 = (w423 - w419)
+            let w437 = (w419 - w427)
+            let w438 = (w416 - w424)
+            let w439 = (w420 + w424)
+            let w440 = (w424 - w420)
+            let w441 = (w420 - w428)
+            let w442 = (w417 - w425)
+            let w443 = (w421 + w425)
+            let w444 = (w425 - w421)
+            let w445 = (w421 - w429)
+            storeVector(arena, ((3631760 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 32)) +% (cv413 *% 8)), w430)
+            storeVector(arena, ((3633328 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 32)) +% (cv413 *% 8)), w431)
+            storeVector(arena, ((3634896 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 32)) +% (cv413 *% 8)), w432)
+            storeVector(arena, ((3636464 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 32)) +% (cv413 *% 8)), w433)
+            storeVector(arena, ((3638032 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 32)) +% (cv413 *% 8)), w434)
+            storeVector(arena, ((3639600 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 32)) +% (cv413 *% 8)), w435)
+            storeVector(arena, ((3641168 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 32)) +% (cv413 *% 8)), w436)
+            storeVector(arena, ((3642736 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 32)) +% (cv413 *% 8)), w437)
+            storeVector(arena, ((3644304 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 32)) +% (cv413 *% 8)), w438)
+            storeVector(arena, ((3645872 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 32)) +% (cv413 *% 8)), w439)
+            storeVector(arena, ((3647440 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 32)) +% (cv413 *% 8)), w440)
+            storeVector(arena, ((3649008 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 32)) +% (cv413 *% 8)), w441)
+            storeVector(arena, ((3650576 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 32)) +% (cv413 *% 8)), w442)
+            storeVector(arena, ((3652144 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 32)) +% (cv413 *% 8)), w443)
+            storeVector(arena, ((3653712 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 32)) +% (cv413 *% 8)), w444)
+            storeVector(arena, ((3655280 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 32)) +% (cv413 *% 8)), w445)
           }
         }
       }
     }
-    for xi439 in 0..<16 {
-      do {  // gemm446
-        for nb440 in 0..<1 {
-          for mb441 in 0..<9 {
-            var t442_c0_0 = Vector()
-            var t442_c0_1 = Vector()
-            var t442_c1_0 = Vector()
-            var t442_c1_1 = Vector()
-            var t442_c2_0 = Vector()
-            var t442_c2_1 = Vector()
-            var t442_c3_0 = Vector()
-            var t442_c3_1 = Vector()
-            var t442_c4_0 = Vector()
-            var t442_c4_1 = Vector()
-            for k443 in 0..<32 {
-              let t442_b0 = loadVector(arena, (((3615376 +% (xi439 *% 512)) +% (k443 *% 16)) +% (nb440 *% 16)))
-              let t442_b1 = loadVector(arena, ((((3615376 +% (xi439 *% 512)) +% (k443 *% 16)) +% (nb440 *% 16)) +% 8))
-              let t442_a0 = Vector(repeating: arena[(((3631760 +% (xi439 *% 1568)) +% ((mb441 *% 5) *% 32)) +% k443)])
-              t442_c0_0 = t442_c0_0.addingProduct(t442_a0, t442_b0)
-              t442_c0_1 = t442_c0_1.addingProduct(t442_a0, t442_b1)
-              let t442_a1 = Vector(repeating: arena[(((3631760 +% (xi439 *% 1568)) +% (((mb441 *% 5) +% 1) *% 32)) +% k443)])
-              t442_c1_0 = t442_c1_0.addingProduct(t442_a1, t442_b0)
-              t442_c1_1 = t442_c1_1.addingProduct(t442_a1, t442_b1)
-              let t442_a2 = Vector(repeating: arena[(((3631760 +% (xi439 *% 1568)) +% (((mb441 *% 5) +% 2) *% 32)) +% k443)])
-              t442_c2_0 = t442_c2_0.addingProduct(t442_a2, t442_b0)
-              t442_c2_1 = t442_c2_1.addingProduct(t442_a2, t442_b1)
-              let t442_a3 = Vector(repeating: arena[(((3631760 +% (xi439 *% 1568)) +% (((mb441 *% 5) +% 3) *% 32)) +% k443)])
-              t442_c3_0 = t442_c3_0.addingProduct(t442_a3, t442_b0)
-              t442_c3_1 = t442_c3_1.addingProduct(t442_a3, t442_b1)
-              let t442_a4 = Vector(repeating: arena[(((3631760 +% (xi439 *% 1568)) +% (((mb441 *% 5) +% 4) *% 32)) +% k443)])
-              t442_c4_0 = t442_c4_0.addingProduct(t442_a4, t442_b0)
-              t442_c4_1 = t442_c4_1.addingProduct(t442_a4, t442_b1)
+    for xi446 in 0..<16 {
+      do {  // gemm453
+        for nb447 in 0..<1 {
+          for mb448 in 0..<9 {
+            var t449_c0_0 = Vector()
+            var t449_c0_1 = Vector()
+            var t449_c1_0 = Vector()
+            var t449_c1_1 = Vector()
+            var t449_c2_0 = Vector()
+            var t449_c2_1 = Vector()
+            var t449_c3_0 = Vector()
+            var t449_c3_1 = Vector()
+            var t449_c4_0 = Vector()
+            var t449_c4_1 = Vector()
+            for k450 in 0..<32 {
+              let t449_b0 = loadVector(arena, (((3615376 +% (xi446 *% 512)) +% (k450 *% 16)) +% (nb447 *% 16)))
+              let t449_b1 = loadVector(arena, ((((3615376 +% (xi446 *% 512)) +% (k450 *% 16)) +% (nb447 *% 16)) +% 8))
+              let t449_a0 = Vector(repeating: arena[(((3631760 +% (xi446 *% 1568)) +% ((mb448 *% 5) *% 32)) +% k450)])
+              t449_c0_0 = t449_c0_0.addingProduct(t449_a0, t449_b0)
+              t449_c0_1 = t449_c0_1.addingProduct(t449_a0, t449_b1)
+              let t449_a1 = Vector(repeating: arena[(((3631760 +% (xi446 *% 1568)) +% (((mb448 *% 5) +% 1) *% 32)) +% k450)])
+              t449_c1_0 = t449_c1_0.addingProduct(t449_a1, t449_b0)
+              t449_c1_1 = t449_c1_1.addingProduct(t449_a1, t449_b1)
+              let t449_a2 = Vector(repeating: arena[(((3631760 +% (xi446 *% 1568)) +% (((mb448 *% 5) +% 2) *% 32)) +% k450)])
+              t449_c2_0 = t449_c2_0.addingProduct(t449_a2, t449_b0)
+              t449_c2_1 = t449_c2_1.addingProduct(t449_a2, t449_b1)
+              let t449_a3 = Vector(repeating: arena[(((3631760 +% (xi446 *% 1568)) +% (((mb448 *% 5) +% 3) *% 32)) +% k450)])
+              t449_c3_0 = t449_c3_0.addingProduct(t449_a3, t449_b0)
+              t449_c3_1 = t449_c3_1.addingProduct(t449_a3, t449_b1)
+              let t449_a4 = Vector(repeating: arena[(((3631760 +% (xi446 *% 1568)) +% (((mb448 *% 5) +% 4) *% 32)) +% k450)])
+              t449_c4_0 = t449_c4_0.addingProduct(t449_a4, t449_b0)
+              t449_c4_1 = t449_c4_1.addingProduct(t449_a4, t449_b1)
             }
-            storeVector(arena, (((3656848 +% (xi439 *% 784)) +% ((mb441 *% 5) *% 16)) +% (nb440 *% 16)), t442_c0_0)
-            storeVector(arena, ((((3656848 +% (xi439 *% 784)) +% ((mb441 *% 5) *% 16)) +% (nb440 *% 16)) +% 8), t442_c0_1)
-            storeVector(arena, (((3656848 +% (xi439 *% 784)) +% (((mb441 *% 5) +% 1) *% 16)) +% (nb440 *% 16)), t442_c1_0)
-            storeVector(arena, ((((3656848 +% (xi439 *% 784)) +% (((mb441 *% 5) +% 1) *% 16)) +% (nb440 *% 16)) +% 8), t442_c1_1)
-            storeVector(arena, (((3656848 +% (xi439 *% 784)) +% (((mb441 *% 5) +% 2) *% 16)) +% (nb440 *% 16)), t442_c2_0)
-            storeVector(arena, ((((3656848 +% (xi439 *% 784)) +% (((mb441 *% 5) +% 2) *% 16)) +% (nb440 *% 16)) +% 8), t442_c2_1)
-            storeVector(arena, (((3656848 +% (xi439 *% 784)) +% (((mb441 *% 5) +% 3) *% 16)) +% (nb440 *% 16)), t442_c3_0)
-            storeVector(arena, ((((3656848 +% (xi439 *% 784)) +% (((mb441 *% 5) +% 3) *% 16)) +% (nb440 *% 16)) +% 8), t442_c3_1)
-            storeVector(arena, (((3656848 +% (xi439 *% 784)) +% (((mb441 *% 5) +% 4) *% 16)) +% (nb440 *% 16)), t442_c4_0)
-            storeVector(arena, ((((3656848 +% (xi439 *% 784)) +% (((mb441 *% 5) +% 4) *% 16)) +% (nb440 *% 16)) +% 8), t442_c4_1)
+            storeVector(arena, (((3656848 +% (xi446 *% 784)) +% ((mb448 *% 5) *% 16)) +% (nb447 *% 16)), t449_c0_0)
+            storeVector(arena, ((((3656848 +% (xi446 *% 784)) +% ((mb448 *% 5) *% 16)) +% (nb447 *% 16)) +% 8), t449_c0_1)
+            storeVector(arena, (((3656848 +% (xi446 *% 784)) +% (((mb448 *% 5) +% 1) *% 16)) +% (nb447 *% 16)), t449_c1_0)
+            storeVector(arena, ((((3656848 +% (xi446 *% 784)) +% (((mb448 *% 5) +% 1) *% 16)) +% (nb447 *% 16)) +% 8), t449_c1_1)
+            storeVector(arena, (((3656848 +% (xi446 *% 784)) +% (((mb448 *% 5) +% 2) *% 16)) +% (nb447 *% 16)), t449_c2_0)
+            storeVector(arena, ((((3656848 +% (xi446 *% 784)) +% (((mb448 *% 5) +% 2) *% 16)) +% (nb447 *% 16)) +% 8), t449_c2_1)
+            storeVector(arena, (((3656848 +% (xi446 *% 784)) +% (((mb448 *% 5) +% 3) *% 16)) +% (nb447 *% 16)), t449_c3_0)
+            storeVector(arena, ((((3656848 +% (xi446 *% 784)) +% (((mb448 *% 5) +% 3) *% 16)) +% (nb447 *% 16)) +% 8), t449_c3_1)
+            storeVector(arena, (((3656848 +% (xi446 *% 784)) +% (((mb448 *% 5) +% 4) *% 16)) +% (nb447 *% 16)), t449_c4_0)
+            storeVector(arena, ((((3656848 +% (xi446 *% 784)) +% (((mb448 *% 5) +% 4) *% 16)) +% (nb447 *% 16)) +% 8), t449_c4_1)
           }
-          var t444_c0_0 = Vector()
-          var t444_c0_1 = Vector()
-          var t444_c1_0 = Vector()
-          var t444_c1_1 = Vector()
-          var t444_c2_0 = Vector()
-          var t444_c2_1 = Vector()
-          var t444_c3_0 = Vector()
-          var t444_c3_1 = Vector()
-          for k445 in 0..<32 {
-            let t444_b0 = loadVector(arena, (((3615376 +% (xi439 *% 512)) +% (k445 *% 16)) +% (nb440 *% 16)))
-            let t444_b1 = loadVector(arena, ((((3615376 +% (xi439 *% 512)) +% (k445 *% 16)) +% (nb440 *% 16)) +% 8))
-            let t444_a0 = Vector(repeating: arena[(((3631760 +% (xi439 *% 1568)) +% 1440) +% k445)])
-            t444_c0_0 = t444_c0_0.addingProduct(t444_a0, t444_b0)
-            t444_c0_1 = t444_c0_1.addingProduct(t444_a0, t444_b1)
-            let t444_a1 = Vector(repeating: arena[(((3631760 +% (xi439 *% 1568)) +% 1472) +% k445)])
-            t444_c1_0 = t444_c1_0.addingProduct(t444_a1, t444_b0)
-            t444_c1_1 = t444_c1_1.addingProduct(t444_a1, t444_b1)
-            let t444_a2 = Vector(repeating: arena[(((3631760 +% (xi439 *% 1568)) +% 1504) +% k445)])
-            t444_c2_0 = t444_c2_0.addingProduct(t444_a2, t444_b0)
-            t444_c2_1 = t444_c2_1.addingProduct(t444_a2, t444_b1)
-            let t444_a3 = Vector(repeating: arena[(((3631760 +% (xi439 *% 1568)) +% 1536) +% k445)])
-            t444_c3_0 = t444_c3_0.addingProduct(t444_a3, t444_b0)
-            t444_c3_1 = t444_c3_1.addingProduct(t444_a3, t444_b1)
+          var t451_c0_0 = Vector()
+          var t451_c0_1 = Vector()
+          var t451_c1_0 = Vector()
+          var t451_c1_1 = Vector()
+          var t451_c2_0 = Vector()
+          var t451_c2_1 = Vector()
+          var t451_c3_0 = Vector()
+          var t451_c3_1 = Vector()
+          for k452 in 0..<32 {
+            let t451_b0 = loadVector(arena, (((3615376 +% (xi446 *% 512)) +% (k452 *% 16)) +% (nb447 *% 16)))
+            let t451_b1 = loadVector(arena, ((((3615376 +% (xi446 *% 512)) +% (k452 *% 16)) +% (nb447 *% 16)) +% 8))
+            let t451_a0 = Vector(repeating: arena[(((3631760 +% (xi446 *% 1568)) +% 1440) +% k452)])
+            t451_c0_0 = t451_c0_0.addingProduct(t451_a0, t451_b0)
+            t451_c0_1 = t451_c0_1.addingProduct(t451_a0, t451_b1)
+            let t451_a1 = Vector(repeating: arena[(((3631760 +% (xi446 *% 1568)) +% 1472) +% k452)])
+            t451_c1_0 = t451_c1_0.addingProduct(t451_a1, t451_b0)
+            t451_c1_1 = t451_c1_1.addingProduct(t451_a1, t451_b1)
+            let t451_a2 = Vector(repeating: arena[(((3631760 +% (xi446 *% 1568)) +% 1504) +% k452)])
+            t451_c2_0 = t451_c2_0.addingProduct(t451_a2, t451_b0)
+            t451_c2_1 = t451_c2_1.addingProduct(t451_a2, t451_b1)
+            let t451_a3 = Vector(repeating: arena[(((3631760 +% (xi446 *% 1568)) +% 1536) +% k452)])
+            t451_c3_0 = t451_c3_0.addingProduct(t451_a3, t451_b0)
+            t451_c3_1 = t451_c3_1.addingProduct(t451_a3, t451_b1)
           }
-          storeVector(arena, (((3656848 +% (xi439 *% 784)) +% 720) +% (nb440 *% 16)), t444_c0_0)
-          storeVector(arena, ((((3656848 +% (xi439 *% 784)) +% 720) +% (nb440 *% 16)) +% 8), t444_c0_1)
-          storeVector(arena, (((3656848 +% (xi439 *% 784)) +% 736) +% (nb440 *% 16)), t444_c1_0)
-          storeVector(arena, ((((3656848 +% (xi439 *% 784)) +% 736) +% (nb440 *% 16)) +% 8), t444_c1_1)
-          storeVector(arena, (((3656848 +% (xi439 *% 784)) +% 752) +% (nb440 *% 16)), t444_c2_0)
-          storeVector(arena, ((((3656848 +% (xi439 *% 784)) +% 752) +% (nb440 *% 16)) +% 8), t444_c2_1)
-          storeVector(arena, (((3656848 +% (xi439 *% 784)) +% 768) +% (nb440 *% 16)), t444_c3_0)
-          storeVector(arena, ((((3656848 +% (xi439 *% 784)) +% 768) +% (nb440 *% 16)) +% 8), t444_c3_1)
+          storeVector(arena, (((3656848 +% (xi446 *% 784)) +% 720) +% (nb447 *% 16)), t451_c0_0)
+          storeVector(arena, ((((3656848 +% (xi446 *% 784)) +% 720) +% (nb447 *% 16)) +% 8), t451_c0_1)
+          storeVector(arena, (((3656848 +% (xi446 *% 784)) +% 736) +% (nb447 *% 16)), t451_c1_0)
+          storeVector(arena, ((((3656848 +% (xi446 *% 784)) +% 736) +% (nb447 *% 16)) +% 8), t451_c1_1)
+          storeVector(arena, (((3656848 +% (xi446 *% 784)) +% 752) +% (nb447 *% 16)), t451_c2_0)
+          storeVector(arena, ((((3656848 +% (xi446 *% 784)) +% 752) +% (nb447 *% 16)) +% 8), t451_c2_1)
+          storeVector(arena, (((3656848 +% (xi446 *% 784)) +% 768) +% (nb447 *% 16)), t451_c3_0)
+          storeVector(arena, ((((3656848 +% (xi446 *% 784)) +% 768) +% (nb447 *% 16)) +% 8), t451_c3_1)
         }
       }
     }
-    for j447 in 0..<1 {
-      for ty448 in 0..<7 {
-        for tx449 in 0..<7 {
-          for cv450 in 0..<2 {
-            let w451 = ((loadVector(arena, ((3656848 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))) + loadVector(arena, ((3659984 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8)))) + loadVector(arena, ((3663120 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))))
-            let w452 = ((loadVector(arena, ((3659984 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))) - loadVector(arena, ((3663120 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8)))) - loadVector(arena, ((3666256 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))))
-            let w453 = ((loadVector(arena, ((3657632 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))) + loadVector(arena, ((3660768 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8)))) + loadVector(arena, ((3663904 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))))
-            let w454 = ((loadVector(arena, ((3660768 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))) - loadVector(arena, ((3663904 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8)))) - loadVector(arena, ((3667040 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))))
-            let w455 = ((loadVector(arena, ((3658416 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))) + loadVector(arena, ((3661552 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8)))) + loadVector(arena, ((3664688 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))))
-            let w456 = ((loadVector(arena, ((3661552 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))) - loadVector(arena, ((3664688 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8)))) - loadVector(arena, ((3667824 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))))
-            let w457 = ((loadVector(arena, ((3659200 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))) + loadVector(arena, ((3662336 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8)))) + loadVector(arena, ((3665472 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))))
-            let w458 = ((loadVector(arena, ((3662336 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))) - loadVector(arena, ((3665472 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8)))) - loadVector(arena, ((3668608 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))))
-            let w459 = ((w451 + w453) + w455)
-            let w460 = ((w453 - w455) - w457)
-            let w461 = ((w452 + w454) + w456)
-            let w462 = ((w454 - w456) - w458)
-            storeVector(arena, ((3669392 +% (((((j447 *% 14) +% (ty448 *% 2)) *% 14) +% (tx449 *% 2)) *% 16)) +% (cv450 *% 8)), w459)
-            storeVector(arena, ((3669392 +% ((((((j447 *% 14) +% (ty448 *% 2)) *% 14) +% (tx449 *% 2)) +% 1) *% 16)) +% (cv450 *% 8)), w460)
-            storeVector(arena, ((3669392 +% ((((((j447 *% 14) +% (ty448 *% 2)) +% 1) *% 14) +% (tx449 *% 2)) *% 16)) +% (cv450 *% 8)), w461)
-            storeVector(arena, ((3669392 +% (((((((j447 *% 14) +% (ty448 *% 2)) +% 1) *% 14) +% (tx449 *% 2)) +% 1) *% 16)) +% (cv450 *% 8)), w462)
+    for j454 in 0..<1 {
+      for ty455 in 0..<7 {
+        for tx456 in 0..<7 {
+          for cv457 in 0..<2 {
+            let w458 = ((loadVector(arena, ((3656848 +% ((((j454 *% 49) +% (ty455 *% 7)) +% tx456) *% 16)) +% (cv457 *% 8))) + loadVector(arena, ((3659984 +% ((((j454 *% 49) +% (ty455 *% 7)) +% tx456) *% 16)) +% (cv457 *% 8)))) + loadVector(arena, ((3663120 +% ((((j454 *% 49) +% (ty455 *% 7)) +% tx456) *% 16)) +% (cv457 *% 8))))
+            let w459 = ((loadVector(arena, ((3659984 +% ((((j454 *% 49) +% (ty455 *% 7)) +% tx456) *% 16)) +% (cv457 *% 8))) - loadVector(arena, ((3663120 +% ((((j454 *% 49) +% (ty455 *% 7)) +% tx456) *% 16)) +% (cv457 *% 8)))) - loadVector(arena, ((3666256 +% ((((j454 *% 49) +% (ty455 *% 7)) +% tx456) *% 16)) +% (cv457 *% 8))))
+            let w460 = ((loadVector(arena, ((3657632 +% ((((j454 *% 49) +% (ty455 *% 7)) +% tx456) *% 16)) +% (cv457 *% 8))) + loadVector(arena, ((3660768 +% ((((j454 *% 49) +% (ty455 *% 7)) +% tx456) *% 16)) +% (cv457 *% 8)))) + loadVector(arena, ((3663904 +% ((((j454 *% 49) +% (ty455 *% 7)) +% tx456) *% 16)) +% (cv457 *% 8))))
+            let w461 = ((loadVector(arena, ((3660768 +% ((((j454 *% 49) +% (ty455 *% 7)) +% tx456) *% 16)) +% (cv457 *% 8))) - loadVector(arena, ((3663904 +% ((((j454 *% 49) +% (ty455 *% 7)) +% tx456) *% 16)) +% (cv457 *% 8)))) - loadVector(arena, ((3667040 +% ((((j454 *% 49) +% (ty455 *% 7)) +% tx456) *% 16)) +% (cv457 *% 8))))
+            let w462 = ((loadVector(arena, ((3658416 +% ((((j454 *% 49) +% (ty455 *% 7)) +% tx456) *% 16)) +% (cv457 *% 8))) + loadVector(arena, ((3661552 +% ((((j454 *% 49) +% (ty455 *% 7)) +% tx456) *% 16)) +% (cv457 *% 8)))) + loadVector(arena, ((3664688 +% ((((j454 *% 49) +% (ty455 *% 7)) +% tx456) *% 16)) +% (cv457 *% 8))))
+            let w463 = ((loadVector(arena, ((3661552 +% ((((j454 *% 49) +% (ty455 *% 7)) +% tx456) *% 16)) +% (cv457 *% 8))) - loadVector(arena, ((3664688 +% ((((j454 *% 49) +% (ty455 *% 7)) +% tx456) *% 16)) +% (cv457 *% 8)))) - loadVector(arena, ((3667824 +% ((((j454 *% 49) +% (ty455 *% 7)) +% tx456) *% 16)) +% (cv457 *% 8))))
+            let w464 = ((loadVector(arena, ((3659200 +% ((((j454 *% 49) +% (ty455 *% 7)) +% tx456) *% 16)) +% (cv457 *% 8))) + loadVector(arena, ((3662336 +% ((((j454 *% 49) +% (ty455 *% 7)) +% tx456) *% 16)) +% (cv457 *% 8)))) + loadVector(arena, ((3665472 +% ((((j454 *% 49) +% (ty455 *% 7)) +% tx456) *% 16)) +% (cv457 *% 8))))
+            let w465 = ((loadVector(arena, ((3662336 +% ((((j454 *% 49) +% (ty455 *% 7)) +% tx456) *% 16)) +% (cv457 *% 8))) - loadVector(arena, ((3665472 +% ((((j454 *% 49) +% (ty455 *% 7)) +% tx456) *% 16)) +% (cv457 *% 8)))) - loadVector(arena, ((3668608 +% ((((j454 *% 49) +% (ty455 *% 7)) +% tx456) *% 16)) +% (cv457 *% 8))))
+            let w466 = ((w458 + w460) + w462)
+            let w467 = ((w460 - w462) - w464)
+            let w468 = ((w459 + w461) + w463)
+            let w469 = ((w461 - w463) - w465)
+            storeVector(arena, ((3669392 +% (((((j454 *% 14) +% (ty455 *% 2)) *% 14) +% (tx456 *% 2)) *% 16)) +% (cv457 *% 8)), w466)
+            storeVector(arena, ((3669392 +% ((((((j454 *% 14) +% (ty455 *% 2)) *% 14) +% (tx456 *% 2)) +% 1) *% 16)) +% (cv457 *% 8)), w467)
+            storeVector(arena, ((3669392 +% ((((((j454 *% 14) +% (ty455 *% 2)) +% 1) *% 14) +% (tx456 *% 2)) *% 16)) +% (cv457 *% 8)), w468)
+            storeVector(arena, ((3669392 +% (((((((j454 *% 14) +% (ty455 *% 2)) +% 1) *% 14) +% (tx456 *% 2)) +% 1) *% 16)) +% (cv457 *% 8)), w469)
           }
         }
       }
     }
-    for j463 in 0..<1 {
-      for c464 in 0..<16 {
-        for q465 in 0..<196 {
-          arena[(((3414672 +% ((g398 +% j463) *% 3136)) +% (c464 *% 196)) +% q465)] = arena[((3669392 +% (((j463 *% 196) +% q465) *% 16)) +% c464)]
+    for j470 in 0..<1 {
+      for c471 in 0..<16 {
+        for q472 in 0..<196 {
+          arena[(((3414672 +% ((g405 +% j470) *% 3136)) +% (c471 *% 196)) +% q472)] = arena[((3669392 +% (((j470 *% 196) +% q472) *% 16)) +% c471)]
         }
       }
     }
   }
   // res_grad = maxpool_grad(pool_grad, res)
-  for i466 in 0..<100352 {
-    storeVector(arena, ((i466 *% 8) +% 3615376), Vector(repeating: Float(0)))
+  for i473 in 0..<100352 {
+    storeVector(arena, ((i473 *% 8) +% 3615376), Vector(repeating: Float(0)))
   }
-  for q467 in 0..<1024 {
-    for py468 in 0..<14 {
-      for px469 in 0..<14 {
-        var best470: Float = arena[(1605632 +% (((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)))]
-        var bi471: Float = Float((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)))
-        bi471 = (arena[(1605632 +% (((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)))] > best470 ? Float((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2))) : bi471)
-        best470 = (arena[(1605632 +% (((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)))] > best470 ? arena[(1605632 +% (((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)))] : best470)
-        bi471 = (arena[(1605632 +% ((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)) +% 1))] > best470 ? Float(((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)) +% 1)) : bi471)
-        best470 = (arena[(1605632 +% ((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)) +% 1))] > best470 ? arena[(1605632 +% ((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)) +% 1))] : best470)
-        bi471 = (arena[(1605632 +% ((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)) +% 28))] > best470 ? Float(((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)) +% 28)) : bi471)
-        best470 = (arena[(1605632 +% ((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)) +% 28))] > best470 ? arena[(1605632 +% ((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)) +% 28))] : best470)
-        bi471 = (arena[(1605632 +% (((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)) +% 28) +% 1))] > best470 ? Float((((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)) +% 28) +% 1)) : bi471)
-        best470 = (arena[(1605632 +% (((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)) +% 28) +% 1))] > best470 ? arena[(1605632 +% (((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)) +% 28) +% 1))] : best470)
-        arena[(3615376 +% Int(bi471))] += arena[(((3414672 +% (q467 *% 196)) +% (py468 *% 14)) +% px469)]
+  for q474 in 0..<1024 {
+    for py475 in 0..<14 {
+      for px476 in 0..<14 {
+        var best477: Float = arena[(1605632 +% (((q474 *% 784) +% (py475 *% 56)) +% (px476 *% 2)))]
+        var bi478: Float = Float((((q474 *% 784) +% (py475 *% 56)) +% (px476 *% 2)))
+        bi478 = (arena[(1605632 +% (((q474 *% 784) +% (py475 *% 56)) +% (px476 *% 2)))] > best477 ? Float((((q474 *% 784) +% (py475 *% 56)) +% (px476 *% 2))) : bi478)
+        best477 = (arena[(1605632 +% (((q474 *% 784) +% (py475 *% 56)) +% (px476 *% 2)))] > best477 ? arena[(1605632 +% (((q474 *% 784) +% (py475 *% 56)) +% (px476 *% 2)))] : best477)
+        bi478 = (arena[(1605632 +% ((((q474 *% 784) +% (py475 *% 56)) +% (px476 *% 2)) +% 1))] > best477 ? Float(((((q474 *% 784) +% (py475 *% 56)) +% (px476 *% 2)) +% 1)) : bi478)
+        best477 = (arena[(1605632 +% ((((q474 *% 784) +% (py475 *% 56)) +% (px476 *% 2)) +% 1))] > best477 ? arena[(1605632 +% ((((q474 *% 784) +% (py475 *% 56)) +% (px476 *% 2)) +% 1))] : best477)
+        bi478 = (arena[(1605632 +% ((((q474 *% 784) +% (py475 *% 56)) +% (px476 *% 2)) +% 28))] > best477 ? Float(((((q474 *% 784) +% (py475 *% 56)) +% (px476 *% 2)) +% 28)) : bi478)
+        best477 = (arena[(1605632 +% ((((q474 *% 784) +% (py475 *% 56)) +% (px476 *% 2)) +% 28))] > best477 ? arena[(1605632 +% ((((q474 *% 784) +% (py475 *% 56)) +% (px476 *% 2)) +% 28))] : best477)
+        bi478 = (arena[(1605632 +% (((((q474 *% 784) +% (py475 *% 56)) +% (px476 *% 2)) +% 28) +% 1))] > best477 ? Float((((((q474 *% 784) +% (py475 *% 56)) +% (px476 *% 2)) +% 28) +% 1)) : bi478)
+        best477 = (arena[(1605632 +% (((((q474 *% 784) +% (py475 *% 56)) +% (px476 *% 2)) +% 28) +% 1))] > best477 ? arena[(1605632 +% (((((q474 *% 784) +% (py475 *% 56)) +% (px476 *% 2)) +% 28) +% 1))] : best477)
+        arena[(3615376 +% Int(bi478))] += arena[(((3414672 +% (q474 *% 196)) +% (py475 *% 14)) +% px476)]
       }
     }
   }
   // conv2_grad = tanh_grad(res_grad, act2)
-  for i472 in 0..<100352 {
-    storeVector(arena, ((i472 *% 8) +% 1605632), (loadVector(arena, ((i472 *% 8) +% 3615376)) * (Vector(repeating: Float(1)) - (loadVector(arena, ((i472 *% 8) +% 2408448)) * loadVector(arena, ((i472 *% 8) +% 2408448))))))
+  for i479 in 0..<100352 {
+    storeVector(arena, ((i479 *% 8) +% 1605632), (loadVector(arena, ((i479 *% 8) +% 3615376)) * (Vector(repeating: Float(1)) - (loadVector(arena, ((i479 *% 8) +% 2408448)) * loadVector(arena, ((i479 *% 8) +% 2408448))))))
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, act1)
-  for i473 in 0..<512 {
-    storeVector(arena, ((i473 *% 8) +% 2535744), Vector(repeating: Float(0)))
+  for i480 in 0..<512 {
+    storeVector(arena, ((i480 *% 8) +% 2535744), Vector(repeating: Float(0)))
   }
-  for i474 in 0..<1800 {
-    storeVector(arena, ((i474 *% 8) +% 2408448), Vector(repeating: Float(0)))
+  for i481 in 0..<1800 {
+    storeVector(arena, ((i481 *% 8) +% 2408448), Vector(repeating: Float(0)))
   }
-  for i475 in 0..<1568 {
-    storeVector(arena, ((i475 *% 8) +% 2473024), Vector(repeating: Float(0)))
+  for i482 in 0..<1568 {
+    storeVector(arena, ((i482 *% 8) +% 2473024), Vector(repeating: Float(0)))
   }
-  for g476 in 0..<64 {
-    for j477 in 0..<1 {
-      for c478 in 0..<16 {
-        for iy479 in 0..<28 {
-          for ix480 in 0..<28 {
-            arena[(2408448 +% ((((j477 *% 14400) +% ((iy479 +% 1) *% 480)) +% ((ix480 +% 1) *% 16)) +% c478))] = arena[((((802816 +% ((g476 +% j477) *% 12544)) +% (c478 *% 784)) +% (iy479 *% 28)) +% ix480)]
+  for g483 in 0..<64 {
+    for j484 in 0..<1 {
+      for c485 in 0..<16 {
+        for iy486 in 0..<28 {
+          for ix487 in 0..<28 {
+            arena[(2408448 +% ((((j484 *% 14400) +% ((iy486 +% 1) *% 480)) +% ((ix487 +% 1) *% 16)) +% c485))] = arena[((((802816 +% ((g483 +% j484) *% 12544)) +% (c485 *% 784)) +% (iy486 *% 28)) +% ix487)]
           }
         }
       }
     }
-    for j481 in 0..<1 {
-      for ty482 in 0..<14 {
-        for tx483 in 0..<14 {
-          for cv484 in 0..<2 {
-            let w485 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% ((ty482 *% 2) *% 480)) +% ((tx483 *% 2) *% 16)) +% (cv484 *% 8)))) - loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 2) *% 480)) +% ((tx483 *% 2) *% 16)) +% (cv484 *% 8)))))
-            let w486 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 1) *% 480)) +% ((tx483 *% 2) *% 16)) +% (cv484 *% 8)))) + loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 2) *% 480)) +% ((tx483 *% 2) *% 16)) +% (cv484 *% 8)))))
-            let w487 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 2) *% 480)) +% ((tx483 *% 2) *% 16)) +% (cv484 *% 8)))) - loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 1) *% 480)) +% ((tx483 *% 2) *% 16)) +% (cv484 *% 8)))))
-            let w488 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 1) *% 480)) +% ((tx483 *% 2) *% 16)) +% (cv484 *% 8)))) - loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 3) *% 480)) +% ((tx483 *% 2) *% 16)) +% (cv484 *% 8)))))
-            let w489 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% ((ty482 *% 2) *% 480)) +% (((tx483 *% 2) +% 1) *% 16)) +% (cv484 *% 8)))) - loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 2) *% 480)) +% (((tx483 *% 2) +% 1) *% 16)) +% (cv484 *% 8)))))
-            let w490 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 1) *% 480)) +% (((tx483 *% 2) +% 1) *% 16)) +% (cv484 *% 8)))) + loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 2) *% 480)) +% (((tx483 *% 2) +% 1) *% 16)) +% (cv484 *% 8)))))
-            let w491 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 2) *% 480)) +% (((tx483 *% 2) +% 1) *% 16)) +% (cv484 *% 8)))) - loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 1) *% 480)) +% (((tx483 *% 2) +% 1) *% 16)) +% (cv484 *% 8)))))
-            let w492 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 1) *% 480)) +% (((tx483 *% 2) +% 1) *% 16)) +% (cv484 *% 8)))) - loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 3) *% 480)) +% (((tx483 *% 2) +% 1) *% 16)) +% (cv484 *% 8)))))
-            let w493 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% ((ty482 *% 2) *% 480)) +% (((tx483 *% 2) +% 2) *% 16)) +% (cv484 *% 8)))) - loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 2) *% 480)) +% (((tx483 *% 2) +% 2) *% 16)) +% (cv484 *% 8)))))
-            let w494 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 1) *% 480)) +% (((tx483 *% 2) +% 2) *% 16)) +% (cv484 *% 8)))) + loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 2) *% 480)) +% (((tx483 *% 2) +% 2) *% 16)) +% (cv484 *% 8)))))
-            let w495 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 2) *% 480)) +% (((tx483 *% 2) +% 2) *% 16)) +% (cv484 *% 8)))) - loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 1) *% 480)) +% (((tx483 *% 2) +% 2) *% 16)) +% (cv484 *% 8)))))
-            let w496 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 1) *% 480)) +% (((tx483 *% 2) +% 2) *% 16)) +% (cv484 *% 8)))) - loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 3) *% 480)) +% (((tx483 *% 2) +% 2) *% 16)) +% (cv484 *% 8)))))
-            let w497 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% ((ty482 *% 2) *% 480)) +% (((tx483 *% 2) +% 3) *% 16)) +% (cv484 *% 8)))) - loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 2) *% 480)) +% (((tx483 *% 2) +% 3) *% 16)) +% (cv484 *% 8)))))
-            let w498 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 1) *% 480)) +% (((tx483 *% 2) +% 3) *% 16)) +% (cv484 *% 8)))) + loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 2) *% 480)) +% (((tx483 *% 2) +% 3) *% 16)) +% (cv484 *% 8)))))
-            let w499 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 2) *% 480)) +% (((tx483 *% 2) +% 3) *% 16)) +% (cv484 *% 8)))) - loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 1) *% 480)) +% (((tx483 *% 2) +% 3) *% 16)) +% (cv484 *% 8)))))
-            let w500 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 1) *% 480)) +% (((tx483 *% 2) +% 3) *% 16)) +% (cv484 *% 8)))) - loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 3) *% 480)) +% (((tx483 *% 2) +% 3) *% 16)) +% (cv484 *% 8)))))
-            let w501 = (w485 - w493)
-            let w502 = (w489 + w493)
-            let w503 = (w493 - w489)
-            let w504 = (w489 - w497)
-            let w505 = (w486 - w494)
-            let w506 = (w490 + w494)
-            let w507 = (w494 - w490)
-            let w508 = (w490 - w498)
-            let w509 = (w487 - w495)
-            let w510 = (w491 + w495)
-            let w511 = (w495 - w491)
-            let w512 = (w491 - w499)
-            let w513 = (w488 - w496)
-            let w514 = (w492 + w496)
-            let w515 = (w496 - w492)
-            let w516 = (w492 - w500)
-            storeVector(arena, ((2422848 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w501)
-            storeVector(arena, ((2425984 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w502)
-            storeVector(arena, ((2429120 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w503)
-            storeVector(arena, ((2432256 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w504)
-            storeVector(arena, ((2435392 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w505)
-            storeVector(arena, ((2438528 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w506)
-            storeVector(arena, ((2441664 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w507)
-            storeVector(arena, ((2444800 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w508)
-            storeVector(arena, ((2447936 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w509)
-            storeVector(arena, ((2451072 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w510)
-            storeVector(arena, ((2454208 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w511)
-            storeVector(arena, ((2457344 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w512)
-            storeVector(arena, ((2460480 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w513)
-            storeVector(arena, ((2463616 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w514)
-            storeVector(arena, ((2466752 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w515)
-            storeVector(arena, ((2469888 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w516)
+    for j488 in 0..<1 {
+      for ty489 in 0..<14 {
+        for tx490 in 0..<14 {
+          for cv491 in 0..<2 {
+            let w492 = (loadVector(arena, (2408448 +% ((((j488 *% 14400) +% ((ty489 *% 2) *% 480)) +% ((tx490 *% 2) *% 16)) +% (cv491 *% 8)))) - loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 2) *% 480)) +% ((tx490 *% 2) *% 16)) +% (cv491 *% 8)))))
+            let w493 = (loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 1) *% 480)) +% ((tx490 *% 2) *% 16)) +% (cv491 *% 8)))) + loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 2) *% 480)) +% ((tx490 *% 2) *% 16)) +% (cv491 *% 8)))))
+            let w494 = (loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 2) *% 480)) +% ((tx490 *% 2) *% 16)) +% (cv491 *% 8)))) - loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 1) *% 480)) +% ((tx490 *% 2) *% 16)) +% (cv491 *% 8)))))
+            let w495 = (loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 1) *% 480)) +% ((tx490 *% 2) *% 16)) +% (cv491 *% 8)))) - loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 3) *% 480)) +% ((tx490 *% 2) *% 16)) +% (cv491 *% 8)))))
+            let w496 = (loadVector(arena, (2408448 +% ((((j488 *% 14400) +% ((ty489 *% 2) *% 480)) +% (((tx490 *% 2) +% 1) *% 16)) +% (cv491 *% 8)))) - loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 2) *% 480)) +% (((tx490 *% 2) +% 1) *% 16)) +% (cv491 *% 8)))))
+            let w497 = (loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 1) *% 480)) +% (((tx490 *% 2) +% 1) *% 16)) +% (cv491 *% 8)))) + loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 2) *% 480)) +% (((tx490 *% 2) +% 1) *% 16)) +% (cv491 *% 8)))))
+            let w498 = (loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 2) *% 480)) +% (((tx490 *% 2) +% 1) *% 16)) +% (cv491 *% 8)))) - loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 1) *% 480)) +% (((tx490 *% 2) +% 1) *% 16)) +% (cv491 *% 8)))))
+            let w499 = (loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 1) *% 480)) +% (((tx490 *% 2) +% 1) *% 16)) +% (cv491 *% 8)))) - loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 3) *% 480)) +% (((tx490 *% 2) +% 1) *% 16)) +% (cv491 *% 8)))))
+            let w500 = (loadVector(arena, (2408448 +% ((((j488 *% 14400) +% ((ty489 *% 2) *% 480)) +% (((tx490 *% 2) +% 2) *% 16)) +% (cv491 *% 8)))) - loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 2) *% 480)) +% (((tx490 *% 2) +% 2) *% 16)) +% (cv491 *% 8)))))
+            let w501 = (loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 1) *% 480)) +% (((tx490 *% 2) +% 2) *% 16)) +% (cv491 *% 8)))) + loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 2) *% 480)) +% (((tx490 *% 2) +% 2) *% 16)) +% (cv491 *% 8)))))
+            let w502 = (loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 2) *% 480)) +% (((tx490 *% 2) +% 2) *% 16)) +% (cv491 *% 8)))) - loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 1) *% 480)) +% (((tx490 *% 2) +% 2) *% 16)) +% (cv491 *% 8)))))
+            let w503 = (loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 1) *% 480)) +% (((tx490 *% 2) +% 2) *% 16)) +% (cv491 *% 8)))) - loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 3) *% 480)) +% (((tx490 *% 2) +% 2) *% 16)) +% (cv491 *% 8)))))
+            let w504 = (loadVector(arena, (2408448 +% ((((j488 *% 14400) +% ((ty489 *% 2) *% 480)) +% (((tx490 *% 2) +% 3) *% 16)) +% (cv491 *% 8)))) - loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 2) *% 480)) +% (((tx490 *% 2) +% 3) *% 16)) +% (cv491 *% 8)))))
+            let w505 = (loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 1) *% 480)) +% (((tx490 *% 2) +% 3) *% 16)) +% (cv491 *% 8)))) + loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 2) *% 480)) +% (((tx490 *% 2) +% 3) *% 16)) +% (cv491 *% 8)))))
+            let w506 = (loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 2) *% 480)) +% (((tx490 *% 2) +% 3) *% 16)) +% (cv491 *% 8)))) - loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 1) *% 480)) +% (((tx490 *% 2) +% 3) *% 16)) +% (cv491 *% 8)))))
+            let w507 = (loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 1) *% 480)) +% (((tx490 *% 2) +% 3) *% 16)) +% (cv491 *% 8)))) - loadVector(arena, (2408448 +% ((((j488 *% 14400) +% (((ty489 *% 2) +% 3) *% 480)) +% (((tx490 *% 2) +% 3) *% 16)) +% (cv491 *% 8)))))
+            let w508 = (w492 - w500)
+            let w509 = (w496 + w500)
+            let w510 = (w500 - w496)
+            let w511 = (w496 - w504)
+            let w512 = (w493 - w501)
+            let w513 = (w497 + w501)
+            let w514 = (w501 - w497)
+            let w515 = (w497 - w505)
+            let w516 = (w494 - w502)
+            let w517 = (w498 + w502)
+            let w518 = (w502 - w498)
+            let w519 = (w498 - w506)
+            let w520 = (w495 - w503)
+            let w521 = (w499 + w503)
+            let w522 = (w503 - w499)
+            let w523 = (w499 - w507)
+            storeVector(arena, ((2422848 +% ((((j488 *% 196) +% (ty489 *% 14)) +% tx490) *% 16)) +% (cv491 *% 8)), w508)
+            storeVector(arena, ((2425984 +% ((((j488 *% 196) +% (ty489 *% 14)) +% tx490) *% 16)) +% (cv491 *% 8)), w509)
+            storeVector(arena, ((2429120 +% ((((j488 *% 196) +% (ty489 *% 14)) +% tx490) *% 16)) +% (cv491 *% 8)), w510)
+            storeVector(arena, ((2432256 +% ((((j488 *% 196) +% (ty489 *% 14)) +% tx490) *% 16)) +% (cv491 *% 8)), w511)
+            storeVector(arena, ((2435392 +% ((((j488 *% 196) +% (ty489 *% 14)) +% tx490) *% 16)) +% (cv491 *% 8)), w512)
+            storeVector(arena, ((2438528 +% ((((j488 *% 196) +% (ty489 *% 14)) +% tx490) *% 16)) +% (cv491 *% 8)), w513)
+            storeVector(arena, ((2441664 +% ((((j488 *% 196) +% (ty489 *% 14)) +% tx490) *% 16)) +% (cv491 *% 8)), w514)
+            storeVector(arena, ((2444800 +% ((((j488 *% 196) +% (ty489 *% 14)) +% tx490) *% 16)) +% (cv491 *% 8)), w515)
+            storeVector(arena, ((2447936 +% ((((j488 *% 196) +% (ty489 *% 14)) +% tx490) *% 16)) +% (cv491 *% 8)), w516)
+            storeVector(arena, ((2451072 +% ((((j488 *% 196) +% (ty489 *% 14)) +% tx490) *% 16)) +% (cv491 *% 8)), w517)
+            storeVector(arena, ((2454208 +% ((((j488 *% 196) +% (ty489 *% 14)) +% tx490) *% 16)) +% (cv491 *% 8)), w518)
+            storeVector(arena, ((2457344 +% ((((j488 *% 196) +% (ty489 *% 14)) +% tx490) *% 16)) +% (cv491 *% 8)), w519)
+            storeVector(arena, ((2460480 +% ((((j488 *% 196) +% (ty489 *% 14)) +% tx490) *% 16)) +% (cv491 *% 8)), w520)
+            storeVector(arena, ((2463616 +% ((((j488 *% 196) +% (ty489 *% 14)) +% tx490) *% 16)) +% (cv491 *% 8)), w521)
+            storeVector(arena, ((2466752 +% ((((j488 *% 196) +% (ty489 *% 14)) +% tx490) *% 16)) +% (cv491 *% 8)), w522)
+            storeVector(arena, ((2469888 +% ((((j488 *% 196) +% (ty489 *% 14)) +% tx490) *% 16)) +% (cv491 *% 8)), w523)
           }
         }
       }
     }
-    for j517 in 0..<1 {
-      for c518 in 0..<16 {
-        for iy519 in 0..<28 {
-          for ix520 in 0..<28 {
-            arena[(2473024 +% ((((j517 *% 12544) +% (iy519 *% 448)) +% (ix520 *% 16)) +% c518))] = arena[((((1605632 +% ((g476 +% j517) *% 12544)) +% (c518 *% 784)) +% (iy519 *% 28)) +% ix520)]
+    for j524 in 0..<1 {
+      for c525 in 0..<16 {
+        for iy526 in 0..<28 {
+          for ix527 in 0..<28 {
+            arena[(2473024 +% ((((j524 *% 12544) +% (iy526 *% 448)) +% (ix527 *% 16)) +% c525))] = arena[((((1605632 +% ((g483 +% j524) *% 12544)) +% (c525 *% 784)) +% (iy526 *% 28)) +% ix527)]
           }
         }
       }
     }
-    for j521 in 0..<1 {
-      for ty522 in 0..<14 {
-        for tx523 in 0..<14 {
-          for cv524 in 0..<2 {
-            let w525 = loadVector(arena, (2473024 +% ((((j521 *% 12544) +% ((ty522 *% 2) *% 448)) +% ((tx523 *% 2) *% 16)) +% (cv524 *% 8))))
-            let w526 = (loadVector(arena, (2473024 +% ((((j521 *% 12544) +% ((ty522 *% 2) *% 448)) +% ((tx523 *% 2) *% 16)) +% (cv524 *% 8)))) + loadVector(arena, (2473024 +% ((((j521 *% 12544) +% (((ty522 *% 2) +% 1) *% 448)) +% ((tx523 *% 2) *% 16)) +% (cv524 *% 8)))))
-            let w527 = (loadVector(arena, (2473024 +% ((((j521 *% 12544) +% ((ty522 *% 2) *% 448)) +% ((tx523 *% 2) *% 16)) +% (cv524 *% 8)))) - loadVector(arena, (2473024 +% ((((j521 *% 12544) +% (((ty522 *% 2) +% 1) *% 448)) +% ((tx523 *% 2) *% 16)) +% (cv524 *% 8)))))
-            let w528 = (loadVector(arena, (2473024 +% ((((j521 *% 12544) +% (((ty522 *% 2) +% 1) *% 448)) +% ((tx523 *% 2) *% 16)) +% (cv524 *% 8)))) * Vector(repeating: Float(-1)))
-            let w529 = loadVector(arena, (2473024 +% ((((j521 *% 12544) +% ((ty522 *% 2) *% 448)) +% (((tx523 *% 2) +% 1) *% 16)) +% (cv524 *% 8))))
-            let w530 = (loadVector(arena, (2473024 +% ((((j521 *% 12544) +% ((ty522 *% 2) *% 448)) +% (((tx523 *% 2) +% 1) *% 16)) +% (cv524 *% 8)))) + loadVector(arena, (2473024 +% ((((j521 *% 12544) +% (((ty522 *% 2) +% 1) *% 448)) +% (((tx523 *% 2) +% 1) *% 16)) +% (cv524 *% 8)))))
-            let w531 = (loadVector(arena, (2473024 +% ((((j521 *% 12544) +% ((ty522 *% 2) *% 448)) +% (((tx523 *% 2) +% 1) *% 16)) +% (cv524 *% 8)))) - loadVector(arena, (2473024 +% ((((j521 *% 12544) +% (((ty522 *% 2) +% 1) *% 448)) +% (((tx523 *% 2) +% 1) *% 16)) +% (cv524 *% 8)))))
-            let w532 = (loadVector(arena, (2473024 +% ((((j521 *% 12544) +% (((ty522 *% 2) +% 1) *% 448)) +% (((tx523 *% 2) +% 1) *% 16)) +% (cv524 *% 8)))) * Vector(repeating: Float(-1)))
-            let w533 = w525
-            let w534 = (w525 + w529)
-            let w535 = (w525 - w529)
-            let w536 = (w529 * Vector(repeating: Float(-1)))
-            let w537 = w526
-            let w538 = (w526 + w530)
-            let w539 = (w526 - w530)
-            let w540 = (w530 * Vector(repeating: Float(-1)))
-            let w541 = w527
-            let w542 = (w527 + w531)
-            let w543 = (w527 - w531)
-            let w544 = (w531 * Vector(repeating: Float(-1)))
-            let w545 = w528
-            let w546 = (w528 + w532)
-            let w547 = (w528 - w532)
-            let w548 = (w532 * Vector(repeating: Float(-1)))
-            storeVector(arena, ((2485568 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w533)
-            storeVector(arena, ((2488704 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w534)
-            storeVector(arena, ((2491840 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w535)
-            storeVector(arena, ((2494976 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w536)
-            storeVector(arena, ((2498112 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w537)
-            storeVector(arena, ((2501248 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w538)
-            storeVector(arena, ((2504384 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w539)
-            storeVector(arena, ((2507520 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w540)
-            storeVector(arena, ((2510656 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w541)
-            storeVector(arena, ((2513792 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w542)
-            storeVector(arena, ((2516928 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w543)
-            storeVector(arena, ((2520064 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w544)
-            storeVector(arena, ((2523200 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w545)
-            storeVector(arena, ((2526336 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w546)
-            storeVector(arena, ((2529472 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w547)
-            storeVector(arena, ((2532608 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w548)
+    for j528 in 0..<1 {
+      for ty529 in 0..<14 {
+        for tx530 in 0..<14 {
+          for cv531 in 0..<2 {
+            let w532 = loadVector(arena, (2473024 +% ((((j528 *% 12544) +% ((ty529 *% 2) *% 448)) +% ((tx530 *% 2) *% 16)) +% (cv531 *% 8))))
+            let w533 = (loadVector(arena, (2473024 +% ((((j528 *% 12544) +% ((ty529 *% 2) *% 448)) +% ((tx530 *% 2) *% 16)) +% (cv531 *% 8)))) + loadVector(arena, (2473024 +% ((((j528 *% 12544) +% (((ty529 *% 2) +% 1) *% 448)) +% ((tx530 *% 2) *% 16)) +% (cv531 *% 8)))))
+            let w534 = (loadVector(arena, (2473024 +% ((((j528 *% 12544) +% ((ty529 *% 2) *% 448)) +% ((tx530 *% 2) *% 16)) +% (cv531 *% 8)))) - loadVector(arena, (2473024 +% ((((j528 *% 12544) +% (((ty529 *% 2) +% 1) *% 448)) +% ((tx530 *% 2) *% 16)) +% (cv531 *% 8)))))
+            let w535 = (loadVector(arena, (2473024 +% ((((j528 *% 12544) +% (((ty529 *% 2) +% 1) *% 448)) +% ((tx530 *% 2) *% 16)) +% (cv531 *% 8)))) * Vector(repeating: Float(-1)))
+            let w536 = loadVector(arena, (2473024 +% ((((j528 *% 12544) +% ((ty529 *% 2) *% 448)) +% (((tx530 *% 2) +% 1) *% 16)) +% (cv531 *% 8))))
+            let w537 = (loadVector(arena, (2473024 +% ((((j528 *% 12544) +% ((ty529 *% 2) *% 448)) +% (((tx530 *% 2) +% 1) *% 16)) +% (cv531 *% 8)))) + loadVector(arena, (2473024 +% ((((j528 *% 12544) +% (((ty529 *% 2) +% 1) *% 448)) +% (((tx530 *% 2) +% 1) *% 16)) +% (cv531 *% 8)))))
+            let w538 = (loadVector(arena, (2473024 +% ((((j528 *% 12544) +% ((ty529 *% 2) *% 448)) +% (((tx530 *% 2) +% 1) *% 16)) +% (cv531 *% 8)))) - loadVector(arena, (2473024 +% ((((j528 *% 12544) +% (((ty529 *% 2) +% 1) *% 448)) +% (((tx530 *% 2) +% 1) *% 16)) +% (cv531 *% 8)))))
+            let w539 = (loadVector(arena, (2473024 +% ((((j528 *% 12544) +% (((ty529 *% 2) +% 1) *% 448)) +% (((tx530 *% 2) +% 1) *% 16)) +% (cv531 *% 8)))) * Vector(repeating: Float(-1)))
+            let w540 = w532
+            let w541 = (w532 + w536)
+            let w542 = (w532 - w536)
+            let w543 = (w536 * Vector(repeating: Float(-1)))
+            let w544 = w533
+            let w545 = (w533 + w537)
+            let w546 = (w533 - w537)
+            let w547 = (w537 * Vector(repeating: Float(-1)))
+            let w548 = w534
+            let w549 = (w534 + w538)
+            let w550 = (w534 - w538)
+            let w551 = (w538 * Vector(repeating: Float(-1)))
+            let w552 = w535
+            let w553 = (w535 + w539)
+            let w554 = (w535 - w539)
+            let w555 = (w539 * Vector(repeating: Float(-1)))
+            storeVector(arena, ((2485568 +% ((((j528 *% 196) +% (ty529 *% 14)) +% tx530) *% 16)) +% (cv531 *% 8)), w540)
+            storeVector(arena, ((2488704 +% ((((j528 *% 196) +% (ty529 *% 14)) +% tx530) *% 16)) +% (cv531 *% 8)), w541)
+            storeVector(arena, ((2491840 +% ((((j528 *% 196) +% (ty529 *% 14)) +% tx530) *% 16)) +% (cv531 *% 8)), w542)
+            storeVector(arena, ((2494976 +% ((((j528 *% 196) +% (ty529 *% 14)) +% tx530) *% 16)) +% (cv531 *% 8)), w543)
+            storeVector(arena, ((2498112 +% ((((j528 *% 196) +% (ty529 *% 14)) +% tx530) *% 16)) +% (cv531 *% 8)), w544)
+            storeVector(arena, ((2501248 +% ((((j528 *% 196) +% (ty529 *% 14)) +% tx530) *% 16)) +% (cv531 *% 8)), w545)
+            storeVector(arena, ((2504384 +% ((((j528 *% 196) +% (ty529 *% 14)) +% tx530) *% 16)) +% (cv531 *% 8)), w546)
+            storeVector(arena, ((2507520 +% ((((j528 *% 196) +% (ty529 *% 14)) +% tx530) *% 16)) +% (cv531 *% 8)), w547)
+            storeVector(arena, ((2510656 +% ((((j528 *% 196) +% (ty529 *% 14)) +% tx530) *% 16)) +% (cv531 *% 8)), w548)
+            storeVector(arena, ((2513792 +% ((((j528 *% 196) +% (ty529 *% 14)) +% tx530) *% 16)) +% (cv531 *% 8)), w549)
+            storeVector(arena, ((2516928 +% ((((j528 *% 196) +% (ty529 *% 14)) +% tx530) *% 16)) +% (cv531 *% 8)), w550)
+            storeVector(arena, ((2520064 +% ((((j528 *% 196) +% (ty529 *% 14)) +% tx530) *% 16)) +% (cv531 *% 8)), w551)
+            storeVector(arena, ((2523200 +% ((((j528 *% 196) +% (ty529 *% 14)) +% tx530) *% 16)) +% (cv531 *% 8)), w552)
+            storeVector(arena, ((2526336 +% ((((j528 *% 196) +% (ty529 *% 14)) +% tx530) *% 16)) +% (cv531 *% 8)), w553)
+            storeVector(arena, ((2529472 +% ((((j528 *% 196) +% (ty529 *% 14)) +% tx530) *% 16)) +% (cv531 *% 8)), w554)
+            storeVector(arena, ((2532608 +% ((((j528 *% 196) +% (ty529 *% 14)) +% tx530) *% 16)) +% (cv531 *% 8)), w555)
           }
         }
       }
     }
-    for xi549 in 0..<16 {
-      sgemm(101, 112, 111, 16, 16, 196, 1, arena + (2422848 +% (xi549 *% 3136)), 16, arena + (2485568 +% (xi549 *% 3136)), 16, Float(bitPattern: 0x3f800000), arena + (2535744 +% (xi549 *% 256)), 16)
+    for xi556 in 0..<16 {
+      sgemm(101, 112, 111, 16, 16, 196, 1, arena + (2422848 +% (xi556 *% 3136)), 16, arena + (2485568 +% (xi556 *% 3136)), 16, Float(bitPattern: 0x3f800000), arena + (2535744 +% (xi556 *% 256)), 16)
     }
   }
   do {  // scalar loops
-    for f550 in 0..<16 {
-      for c551 in 0..<16 {
-        var w552: Float = (((arena[((2535744 +% (c551 *% 16)) +% f550)] * Float(1)) + (arena[((2536768 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2537792 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)))
-        var w553: Float = ((arena[((2536768 +% (c551 *% 16)) +% f550)] - arena[((2537792 +% (c551 *% 16)) +% f550)]) * Float(bitPattern: 0x3f000000))
-        var w554: Float = (((arena[((2536768 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)) + (arena[((2537792 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2538816 +% (c551 *% 16)) +% f550)] * Float(1)))
-        var w555: Float = (((arena[((2536000 +% (c551 *% 16)) +% f550)] * Float(1)) + (arena[((2537024 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2538048 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)))
-        var w556: Float = ((arena[((2537024 +% (c551 *% 16)) +% f550)] - arena[((2538048 +% (c551 *% 16)) +% f550)]) * Float(bitPattern: 0x3f000000))
-        var w557: Float = (((arena[((2537024 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)) + (arena[((2538048 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2539072 +% (c551 *% 16)) +% f550)] * Float(1)))
-        var w558: Float = (((arena[((2536256 +% (c551 *% 16)) +% f550)] * Float(1)) + (arena[((2537280 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2538304 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)))
-        var w559: Float = ((arena[((2537280 +% (c551 *% 16)) +% f550)] - arena[((2538304 +% (c551 *% 16)) +% f550)]) * Float(bitPattern: 0x3f000000))
-        var w560: Float = (((arena[((2537280 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)) + (arena[((2538304 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2539328 +% (c551 *% 16)) +% f550)] * Float(1)))
-        var w561: Float = (((arena[((2536512 +% (c551 *% 16)) +% f550)] * Float(1)) + (arena[((2537536 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2538560 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)))
-        var w562: Float = ((arena[((2537536 +% (c551 *% 16)) +% f550)] - arena[((2538560 +% (c551 *% 16)) +% f550)]) * Float(bitPattern: 0x3f000000))
-        var w563: Float = (((arena[((2537536 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)) + (arena[((2538560 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2539584 +% (c551 *% 16)) +% f550)] * Float(1)))
-        var w564: Float = (((w552 * Float(1)) + (w555 * Float(bitPattern: 0x3f000000))) + (w558 * Float(bitPattern: 0x3f000000)))
-        var w565: Float = ((w555 - w558) * Float(bitPattern: 0x3f000000))
-        var w566: Float = (((w555 * Float(bitPattern: 0x3f000000)) + (w558 * Float(bitPattern: 0x3f000000))) + (w561 * Float(1)))
-        var w567: Float = (((w553 * Float(1)) + (w556 * Float(bitPattern: 0x3f000000))) + (w559 * Float(bitPattern: 0x3f000000)))
-        var w568: Float = ((w556 - w559) * Float(bitPattern: 0x3f000000))
-        var w569: Float = (((w556 * Float(bitPattern: 0x3f000000)) + (w559 * Float(bitPattern: 0x3f000000))) + (w562 * Float(1)))
-        var w570: Float = (((w554 * Float(1)) + (w557 * Float(bitPattern: 0x3f000000))) + (w560 * Float(bitPattern: 0x3f000000)))
-        var w571: Float = ((w557 - w560) * Float(bitPattern: 0x3f000000))
-        var w572: Float = (((w557 * Float(bitPattern: 0x3f000000)) + (w560 * Float(bitPattern: 0x3f000000))) + (w563 * Float(1)))
-        grads[(160 +% (((f550 *% 16) +% c551) *% 9))] = w564
-        grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 1)] = w565
-        grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 2)] = w566
-        grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 3)] = w567
-        grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 4)] = w568
-        grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 5)] = w569
-        grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 6)] = w570
-        grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 7)] = w571
-        grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 8)] = w572
+    for f557 in 0..<16 {
+      for c558 in 0..<16 {
+        var w559: Float = (((arena[((2535744 +% (c558 *% 16)) +% f557)] * Float(1)) + (arena[((2536768 +% (c558 *% 16)) +% f557)] * Float(bitPattern: 0x3f000000))) + (arena[((2537792 +% (c558 *% 16)) +% f557)] * Float(bitPattern: 0x3f000000)))
+        var w560: Float = ((arena[((2536768 +% (c558 *% 16)) +% f557)] - arena[((2537792 +% (c558 *% 16)) +% f557)]) * Float(bitPattern: 0x3f000000))
+        var w561: Float = (((arena[((2536768 +% (c558 *% 16)) +% f557)] * Float(bitPattern: 0x3f000000)) + (arena[((2537792 +% (c558 *% 16)) +% f557)] * Float(bitPattern: 0x3f000000))) + (arena[((2538816 +% (c558 *% 16)) +% f557)] * Float(1)))
+        var w562: Float = (((arena[((2536000 +% (c558 *% 16)) +% f557)] * Float(1)) + (arena[((2537024 +% (c558 *% 16)) +% f557)] * Float(bitPattern: 0x3f000000))) + (arena[((2538048 +% (c558 *% 16)) +% f557)] * Float(bitPattern: 0x3f000000)))
+        var w563: Float = ((arena[((2537024 +% (c558 *% 16)) +% f557)] - arena[((2538048 +% (c558 *% 16)) +% f557)]) * Float(bitPattern: 0x3f000000))
+        var w564: Float = (((arena[((2537024 +% (c558 *% 16)) +% f557)] * Float(bitPattern: 0x3f000000)) + (arena[((2538048 +% (c558 *% 16)) +% f557)] * Float(bitPattern: 0x3f000000))) + (arena[((2539072 +% (c558 *% 16)) +% f557)] * Float(1)))
+        var w565: Float = (((arena[((2536256 +% (c558 *% 16)) +% f557)] * Float(1)) + (arena[((2537280 +% (c558 *% 16)) +% f557)] * Float(bitPattern: 0x3f000000))) + (arena[((2538304 +% (c558 *% 16)) +% f557)] * Float(bitPattern: 0x3f000000)))
+        var w566: Float = ((arena[((2537280 +% (c558 *% 16)) +% f557)] - arena[((2538304 +% (c558 *% 16)) +% f557)]) * Float(bitPattern: 0x3f000000))
+        var w567: Float = (((arena[((2537280 +% (c558 *% 16)) +% f557)] * Float(bitPattern: 0x3f000000)) + (arena[((2538304 +% (c558 *% 16)) +% f557)] * Float(bitPattern: 0x3f000000))) + (arena[((2539328 +% (c558 *% 16)) +% f557)] * Float(1)))
+        var w568: Float = (((arena[((2536512 +% (c558 *% 16)) +% f557)] * Float(1)) + (arena[((2537536 +% (c558 *% 16)) +% f557)] * Float(bitPattern: 0x3f000000))) + (arena[((2538560 +% (c558 *% 16)) +% f557)] * Float(bitPattern: 0x3f000000)))
+        var w569: Float = ((arena[((2537536 +% (c558 *% 16)) +% f557)] - arena[((2538560 +% (c558 *% 16)) +% f557)]) * Float(bitPattern: 0x3f000000))
+        var w570: Float = (((arena[((2537536 +% (c558 *% 16)) +% f557)] * Float(bitPattern: 0x3f000000)) + (arena[((2538560 +% (c558 *% 16)) +% f557)] * Float(bitPattern: 0x3f000000))) + (arena[((2539584 +% (c558 *% 16)) +% f557)] * Float(1)))
+        var w571: Float = (((w559 * Float(1)) + (w562 * Float(bitPattern: 0x3f000000))) + (w565 * Float(bitPattern: 0x3f000000)))
+        var w572: Float = ((w562 - w565) * Float(bitPattern: 0x3f000000))
+        var w573: Float = (((w562 * Float(bitPattern: 0x3f000000)) + (w565 * Float(bitPattern: 0x3f000000))) + (w568 * Float(1)))
+        var w574: Float = (((w560 * Float(1)) + (w563 * Float(bitPattern: 0x3f000000))) + (w566 * Float(bitPattern: 0x3f000000)))
+        var w575: Float = ((w563 - w566) * Float(bitPattern: 0x3f000000))
+        var w576: Float = (((w563 * Float(bitPattern: 0x3f000000)) + (w566 * Float(bitPattern: 0x3f000000))) + (w569 * Float(1)))
+        var w577: Float = (((w561 * Float(1)) + (w564 * Float(bitPattern: 0x3f000000))) + (w567 * Float(bitPattern: 0x3f000000)))
+        var w578: Float = ((w564 - w567) * Float(bitPattern: 0x3f000000))
+        var w579: Float = (((w564 * Float(bitPattern: 0x3f000000)) + (w567 * Float(bitPattern: 0x3f000000))) + (w570 * Float(1)))
+        grads[(160 +% (((f557 *% 16) +% c558) *% 9))] = w571
+        grads[((160 +% (((f557 *% 16) +% c558) *% 9)) +% 1)] = w572
+        grads[((160 +% (((f557 *% 16) +% c558) *% 9)) +% 2)] = w573
+        grads[((160 +% (((f557 *% 16) +% c558) *% 9)) +% 3)] = w574
+        grads[((160 +% (((f557 *% 16) +% c558) *% 9)) +% 4)] = w575
+        grads[((160 +% (((f557 *% 16) +% c558) *% 9)) +% 5)] = w576
+        grads[((160 +% (((f557 *% 16) +% c558) *% 9)) +% 6)] = w577
+        grads[((160 +% (((f557 *% 16) +% c558) *% 9)) +% 7)] = w578
+        grads[((160 +% (((f557 *% 16) +% c558) *% 9)) +% 8)] = w579
       }
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f573 in 0..<16 {
-    var acc574 = Vector()
-    for img575 in 0..<64 {
-      for i576 in 0..<98 {
-        acc574 = acc574.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1605632 +% (img575 *% 12544)) +% (f573 *% 784)) +% (i576 *% 8))))
+  for f580 in 0..<16 {
+    var acc581 = Vector()
+    for img582 in 0..<64 {
+      for i583 in 0..<98 {
+        acc581 = acc581.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1605632 +% (img582 *% 12544)) +% (f580 *% 784)) +% (i583 *% 8))))
       }
     }
-    storeVector(arena, 2408448, acc574)
-    var sum577: Float = (arena[2408448] + arena[2408449])
-    var sum578: Float = (sum577 + arena[2408450])
-    var sum579: Float = (sum578 + arena[2408451])
-    var sum580: Float = (sum579 + arena[2408452])
-    var sum581: Float = (sum580 + arena[2408453])
-    var sum582: Float = (sum581 + arena[2408454])
-    var sum583: Float = (sum582 + arena[2408455])
-    grads[(2464 +% f573)] = sum583
+    storeVector(arena, 2408448, acc581)
+    var sum584: Float = (arena[2408448] + arena[2408449])
+    var sum585: Float = (sum584 + arena[2408450])
+    var sum586: Float = (sum585 + arena[2408451])
+    var sum587: Float = (sum586 + arena[2408452])
+    var sum588: Float = (sum587 + arena[2408453])
+    var sum589: Float = (sum588 + arena[2408454])
+    var sum590: Float = (sum589 + arena[2408455])
+    grads[(2464 +% f580)] = sum590
   }
   // act1_grad = conv2d_grad_input(conv2_grad, conv2.weight, act1)
   do {  // scalar loops
-    for ci584 in 0..<16 {
-      for co585 in 0..<16 {
-        var w586: Float = params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 8)]
-        var w587: Float = (((params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 8)] + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 5)]) + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-        var w588: Float = (((params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 8)] + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 2)]) - params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w589: Float = params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 2)]
-        var w590: Float = params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 7)]
-        var w591: Float = (((params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 7)] + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 4)]) + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-        var w592: Float = (((params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 7)] + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 1)]) - params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w593: Float = params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 1)]
-        var w594: Float = params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 6)]
-        var w595: Float = (((params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 6)] + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 3)]) + params[(160 +% (((ci584 *% 16) +% co585) *% 9))]) * Float(bitPattern: 0x3f000000))
-        var w596: Float = (((params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 6)] + params[(160 +% (((ci584 *% 16) +% co585) *% 9))]) - params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w597: Float = params[(160 +% (((ci584 *% 16) +% co585) *% 9))]
-        var w598: Float = w586
-        var w599: Float = (((w586 + w590) + w594) * Float(bitPattern: 0x3f000000))
-        var w600: Float = (((w586 + w594) - w590) * Float(bitPattern: 0x3f000000))
-        var w601: Float = w594
-        var w602: Float = w587
-        var w603: Float = (((w587 + w591) + w595) * Float(bitPattern: 0x3f000000))
-        var w604: Float = (((w587 + w595) - w591) * Float(bitPattern: 0x3f000000))
-        var w605: Float = w595
-        var w606: Float = w588
-        var w607: Float = (((w588 + w592) + w596) * Float(bitPattern: 0x3f000000))
-        var w608: Float = (((w588 + w596) - w592) * Float(bitPattern: 0x3f000000))
-        var w609: Float = w596
-        var w610: Float = w589
-        var w611: Float = (((w589 + w593) + w597) * Float(bitPattern: 0x3f000000))
-        var w612: Float = (((w589 + w597) - w593) * Float(bitPattern: 0x3f000000))
-        var w613: Float = w597
-        arena[((3211264 +% (ci584 *% 16)) +% co585)] = w598
-        arena[((3211520 +% (ci584 *% 16)) +% co585)] = w599
-        arena[((3211776 +% (ci584 *% 16)) +% co585)] = w600
-        arena[((3212032 +% (ci584 *% 16)) +% co585)] = w601
-        arena[((3212288 +% (ci584 *% 16)) +% co585)] = w602
-        arena[((3212544 +% (ci584 *% 16)) +% co585)] = w603
-        arena[((3212800 +% (ci584 *% 16)) +% co585)] = w604
-        arena[((3213056 +% (ci584 *% 16)) +% co585)] = w605
-        arena[((3213312 +% (ci584 *% 16)) +% co585)] = w606
-        arena[((3213568 +% (ci584 *% 16)) +% co585)] = w607
-        arena[((3213824 +% (ci584 *% 16)) +% co585)] = w608
-        arena[((3214080 +% (ci584 *% 16)) +% co585)] = w609
-        arena[((3214336 +% (ci584 *% 16)) +% co585)] = w610
-        arena[((3214592 +% (ci584 *% 16)) +% co585)] = w611
-        arena[((3214848 +% (ci584 *% 16)) +% co585)] = w612
-        arena[((3215104 +% (ci584 *% 16)) +% co585)] = w613
+    for ci591 in 0..<16 {
+      for co592 in 0..<16 {
+        var w593: Float = params[((160 +% (((ci591 *% 16) +% co592) *% 9)) +% 8)]
+        var w594: Float = (((params[((160 +% (((ci591 *% 16) +% co592) *% 9)) +% 8)] + params[((160 +% (((ci591 *% 16) +% co592) *% 9)) +% 5)]) + params[((160 +% (((ci591 *% 16) +% co592) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+        var w595: Float = (((params[((160 +% (((ci591 *% 16) +% co592) *% 9)) +% 8)] + params[((160 +% (((ci591 *% 16) +% co592) *% 9)) +% 2)]) - params[((160 +% (((ci591 *% 16) +% co592) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w596: Float = params[((160 +% (((ci591 *% 16) +% co592) *% 9)) +% 2)]
+        var w597: Float = params[((160 +% (((ci591 *% 16) +% co592) *% 9)) +% 7)]
+        var w598: Float = (((params[((160 +% (((ci591 *% 16) +% co592) *% 9)) +% 7)] + params[((160 +% (((ci591 *% 16) +% co592) *% 9)) +% 4)]) + params[((160 +% (((ci591 *% 16) +% co592) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+        var w599: Float = (((params[((160 +% (((ci591 *% 16) +% co592) *% 9)) +% 7)] + params[((160 +% (((ci591 *% 16) +% co592) *% 9)) +% 1)]) - params[((160 +% (((ci591 *% 16) +% co592) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w600: Float = params[((160 +% (((ci591 *% 16) +% co592) *% 9)) +% 1)]
+        var w601: Float = params[((160 +% (((ci591 *% 16) +% co592) *% 9)) +% 6)]
+        var w602: Float = (((params[((160 +% (((ci591 *% 16) +% co592) *% 9)) +% 6)] + params[((160 +% (((ci591 *% 16) +% co592) *% 9)) +% 3)]) + params[(160 +% (((ci591 *% 16) +% co592) *% 9))]) * Float(bitPattern: 0x3f000000))
+        var w603: Float = (((params[((160 +% (((ci591 *% 16) +% co592) *% 9)) +% 6)] + params[(160 +% (((ci591 *% 16) +% co592) *% 9))]) - params[((160 +% (((ci591 *% 16) +% co592) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w604: Float = params[(160 +% (((ci591 *% 16) +% co592) *% 9))]
+        var w605: Float = w593
+        var w606: Float = (((w593 + w597) + w601) * Float(bitPattern: 0x3f000000))
+        var w607: Float = (((w593 + w601) - w597) * Float(bitPattern: 0x3f000000))
+        var w608: Float = w601
+        var w609: Float = w594
+        var w610: Float = (((w594 + w598) + w602) * Float(bitPattern: 0x3f000000))
+        var w611: Float = (((w594 + w602) - w598) * Float(bitPattern: 0x3f000000))
+        var w612: Float = w602
+        var w613: Float = w595
+        var w614: Float = (((w595 + w599) + w603) * Float(bitPattern: 0x3f000000))
+        var w615: Float = (((w595 + w603) - w599) * Float(bitPattern: 0x3f000000))
+        var w616: Float = w603
+        var w617: Float = w596
+        var w618: Float = (((w596 + w600) + w604) * Float(bitPattern: 0x3f000000))
+        var w619: Float = (((w596 + w604) - w600) * Float(bitPattern: 0x3f000000))
+        var w620: Float = w604
+        arena[((3211264 +% (ci591 *% 16)) +% co592)] = w605
+        arena[((3211520 +% (ci591 *% 16)) +% co592)] = w606
+        arena[((3211776 +% (ci591 *% 16)) +% co592)] = w607
+        arena[((3212032 +% (ci591 *% 16)) +% co592)] = w608
+        arena[((3212288 +% (ci591 *% 16)) +% co592)] = w609
+        arena[((3212544 +% (ci591 *% 16)) +% co592)] = w610
+        arena[((3212800 +% (ci591 *% 16)) +% co592)] = w611
+        arena[((3213056 +% (ci591 *% 16)) +% co592)] = w612
+        arena[((3213312 +% (ci591 *% 16)) +% co592)] = w613
+        arena[((3213568 +% (ci591 *% 16)) +% co592)] = w614
+        arena[((3213824 +% (ci591 *% 16)) +% co592)] = w615
+        arena[((3214080 +% (ci591 *% 16)) +% co592)] = w616
+        arena[((3214336 +% (ci591 *% 16)) +% co592)] = w617
+        arena[((3214592 +% (ci591 *% 16)) +% co592)] = w618
+        arena[((3214848 +% (ci591 *% 16)) +% co592)] = w619
+        arena[((3215104 +% (ci591 *% 16)) +% co592)] = w620
       }
     }
   }
-  for i614 in 0..<1800 {
-    storeVector(arena, ((i614 *% 8) +% 3215360), Vector(repeating: Float(0)))
+  for i621 in 0..<1800 {
+    storeVector(arena, ((i621 *% 8) +% 3215360), Vector(repeating: Float(0)))
   }
-  for g615 in 0..<64 {
-    for j616 in 0..<1 {
-      for c617 in 0..<16 {
-        for iy618 in 0..<28 {
-          for ix619 in 0..<28 {
-            arena[(3215360 +% ((((j616 *% 14400) +% ((iy618 +% 1) *% 480)) +% ((ix619 +% 1) *% 16)) +% c617))] = arena[((((1605632 +% ((g615 +% j616) *% 12544)) +% (c617 *% 784)) +% (iy618 *% 28)) +% ix619)]
+  for g622 in 0..<64 {
+    for j623 in 0..<1 {
+      for c624 in 0..<16 {
+        for iy625 in 0..<28 {
+          for ix626 in 0..<28 {
+            arena[(3215360 +% ((((j623 *% 14400) +% ((iy625 +% 1) *% 480)) +% ((ix626 +% 1) *% 16)) +% c624))] = arena[((((1605632 +% ((g622 +% j623) *% 12544)) +% (c624 *% 784)) +% (iy625 *% 28)) +% ix626)]
           }
         }
       }
     }
-    for j620 in 0..<1 {
-      for ty621 in 0..<14 {
-        for tx622 in 0..<14 {
-          for cv623 in 0..<2 {
-            let w624 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% ((ty621 *% 2) *% 480)) +% ((tx622 *% 2) *% 16)) +% (cv623 *% 8)))) - loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 2) *% 480)) +% ((tx622 *% 2) *% 16)) +% (cv623 *% 8)))))
-            let w625 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 1) *% 480)) +% ((tx622 *% 2) *% 16)) +% (cv623 *% 8)))) + loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 2) *% 480)) +% ((tx622 *% 2) *% 16)) +% (cv623 *% 8)))))
-            let w626 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 2) *% 480)) +% ((tx622 *% 2) *% 16)) +% (cv623 *% 8)))) - loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 1) *% 480)) +% ((tx622 *% 2) *% 16)) +% (cv623 *% 8)))))
-            let w627 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 1) *% 480)) +% ((tx622 *% 2) *% 16)) +% (cv623 *% 8)))) - loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 3) *% 480)) +% ((tx622 *% 2) *% 16)) +% (cv623 *% 8)))))
-            let w628 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% ((ty621 *% 2) *% 480)) +% (((tx622 *% 2) +% 1) *% 16)) +% (cv623 *% 8)))) - loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 2) *% 480)) +% (((tx622 *% 2) +% 1) *% 16)) +% (cv623 *% 8)))))
-            let w629 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 1) *% 480)) +% (((tx622 *% 2) +% 1) *% 16)) +% (cv623 *% 8)))) + loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 2) *% 480)) +% (((tx622 *% 2) +% 1) *% 16)) +% (cv623 *% 8)))))
-            let w630 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 2) *% 480)) +% (((tx622 *% 2) +% 1) *% 16)) +% (cv623 *% 8)))) - loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 1) *% 480)) +% (((tx622 *% 2) +% 1) *% 16)) +% (cv623 *% 8)))))
-            let w631 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 1) *% 480)) +% (((tx622 *% 2) +% 1) *% 16)) +% (cv623 *% 8)))) - loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 3) *% 480)) +% (((tx622 *% 2) +% 1) *% 16)) +% (cv623 *% 8)))))
-            let w632 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% ((ty621 *% 2) *% 480)) +% (((tx622 *% 2) +% 2) *% 16)) +% (cv623 *% 8)))) - loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 2) *% 480)) +% (((tx622 *% 2) +% 2) *% 16)) +% (cv623 *% 8)))))
-            let w633 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 1) *% 480)) +% (((tx622 *% 2) +% 2) *% 16)) +% (cv623 *% 8)))) + loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 2) *% 480)) +% (((tx622 *% 2) +% 2) *% 16)) +% (cv623 *% 8)))))
-            let w634 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 2) *% 480)) +% (((tx622 *% 2) +% 2) *% 16)) +% (cv623 *% 8)))) - loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 1) *% 480)) +% (((tx622 *% 2) +% 2) *% 16)) +% (cv623 *% 8)))))
-            let w635 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 1) *% 480)) +% (((tx622 *% 2) +% 2) *% 16)) +% (cv623 *% 8)))) - loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 3) *% 480)) +% (((tx622 *% 2) +% 2) *% 16)) +% (cv623 *% 8)))))
-            let w636 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% ((ty621 *% 2) *% 480)) +% (((tx622 *% 2) +% 3) *% 16)) +% (cv623 *% 8)))) - loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 2) *% 480)) +% (((tx622 *% 2) +% 3) *% 16)) +% (cv623 *% 8)))))
-            let w637 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 1) *% 480)) +% (((tx622 *% 2) +% 3) *% 16)) +% (cv623 *% 8)))) + loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 2) *% 480)) +% (((tx622 *% 2) +% 3) *% 16)) +% (cv623 *% 8)))))
-            let w638 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 2) *% 480)) +% (((tx622 *% 2) +% 3) *% 16)) +% (cv623 *% 8)))) - loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 1) *% 480)) +% (((tx622 *% 2) +% 3) *% 16)) +% (cv623 *% 8)))))
-            let w639 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 1) *% 480)) +% (((tx622 *% 2) +% 3) *% 16)) +% (cv623 *% 8)))) - loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 3) *% 480)) +% (((tx622 *% 2) +% 3) *% 16)) +% (cv623 *% 8)))))
-            let w640 = (w624 - w632)
-            let w641 = (w628 + w632)
-            let w642 = (w632 - w628)
-            let w643 = (w628 - w636)
-            let w644 = (w625 - w633)
-            let w645 = (w629 + w633)
-            let w646 = (w633 - w629)
-            let w647 = (w629 - w637)
-            let w648 = (w626 - w634)
-            let w649 = (w630 + w634)
-            let w650 = (w634 - w630)
-            let w651 = (w630 - w638)
-            let w652 = (w627 - w635)
-            let w653 = (w631 + w635)
-            let w654 = (w635 - w631)
-            let w655 = (w631 - w639)
-            storeVector(arena, ((3229760 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w640)
-            storeVector(arena, ((3232896 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w641)
-            storeVector(arena, ((3236032 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w642)
-            storeVector(arena, ((3239168 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w643)
-            storeVector(arena, ((3242304 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w644)
-            storeVector(arena, ((3245440 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w645)
-            storeVector(arena, ((3248576 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w646)
-            storeVector(arena, ((3251712 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w647)
-            storeVector(arena, ((3254848 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w648)
-            storeVector(arena, ((3257984 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w649)
-            storeVector(arena, ((3261120 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w650)
-            storeVector(arena, ((3264256 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w651)
-            storeVector(arena, ((3267392 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w652)
-            storeVector(arena, ((3270528 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w653)
-            storeVector(arena, ((3273664 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w654)
-            storeVector(arena, ((3276800 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w655)
+    for j627 in 0..<1 {
+      for ty628 in 0..<14 {
+        for tx629 in 0..<14 {
+          for cv630 in 0..<2 {
+            let w631 = (loadVector(arena, (3215360 +% ((((j627 *% 14400) +% ((ty628 *% 2) *% 480)) +% ((tx629 *% 2) *% 16)) +% (cv630 *% 8)))) - loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 2) *% 480)) +% ((tx629 *% 2) *% 16)) +% (cv630 *% 8)))))
+            let w632 = (loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 1) *% 480)) +% ((tx629 *% 2) *% 16)) +% (cv630 *% 8)))) + loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 2) *% 480)) +% ((tx629 *% 2) *% 16)) +% (cv630 *% 8)))))
+            let w633 = (loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 2) *% 480)) +% ((tx629 *% 2) *% 16)) +% (cv630 *% 8)))) - loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 1) *% 480)) +% ((tx629 *% 2) *% 16)) +% (cv630 *% 8)))))
+            let w634 = (loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 1) *% 480)) +% ((tx629 *% 2) *% 16)) +% (cv630 *% 8)))) - loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 3) *% 480)) +% ((tx629 *% 2) *% 16)) +% (cv630 *% 8)))))
+            let w635 = (loadVector(arena, (3215360 +% ((((j627 *% 14400) +% ((ty628 *% 2) *% 480)) +% (((tx629 *% 2) +% 1) *% 16)) +% (cv630 *% 8)))) - loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 2) *% 480)) +% (((tx629 *% 2) +% 1) *% 16)) +% (cv630 *% 8)))))
+            let w636 = (loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 1) *% 480)) +% (((tx629 *% 2) +% 1) *% 16)) +% (cv630 *% 8)))) + loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 2) *% 480)) +% (((tx629 *% 2) +% 1) *% 16)) +% (cv630 *% 8)))))
+            let w637 = (loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 2) *% 480)) +% (((tx629 *% 2) +% 1) *% 16)) +% (cv630 *% 8)))) - loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 1) *% 480)) +% (((tx629 *% 2) +% 1) *% 16)) +% (cv630 *% 8)))))
+            let w638 = (loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 1) *% 480)) +% (((tx629 *% 2) +% 1) *% 16)) +% (cv630 *% 8)))) - loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 3) *% 480)) +% (((tx629 *% 2) +% 1) *% 16)) +% (cv630 *% 8)))))
+            let w639 = (loadVector(arena, (3215360 +% ((((j627 *% 14400) +% ((ty628 *% 2) *% 480)) +% (((tx629 *% 2) +% 2) *% 16)) +% (cv630 *% 8)))) - loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 2) *% 480)) +% (((tx629 *% 2) +% 2) *% 16)) +% (cv630 *% 8)))))
+            let w640 = (loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 1) *% 480)) +% (((tx629 *% 2) +% 2) *% 16)) +% (cv630 *% 8)))) + loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 2) *% 480)) +% (((tx629 *% 2) +% 2) *% 16)) +% (cv630 *% 8)))))
+            let w641 = (loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 2) *% 480)) +% (((tx629 *% 2) +% 2) *% 16)) +% (cv630 *% 8)))) - loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 1) *% 480)) +% (((tx629 *% 2) +% 2) *% 16)) +% (cv630 *% 8)))))
+            let w642 = (loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 1) *% 480)) +% (((tx629 *% 2) +% 2) *% 16)) +% (cv630 *% 8)))) - loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 3) *% 480)) +% (((tx629 *% 2) +% 2) *% 16)) +% (cv630 *% 8)))))
+            let w643 = (loadVector(arena, (3215360 +% ((((j627 *% 14400) +% ((ty628 *% 2) *% 480)) +% (((tx629 *% 2) +% 3) *% 16)) +% (cv630 *% 8)))) - loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 2) *% 480)) +% (((tx629 *% 2) +% 3) *% 16)) +% (cv630 *% 8)))))
+            let w644 = (loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 1) *% 480)) +% (((tx629 *% 2) +% 3) *% 16)) +% (cv630 *% 8)))) + loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 2) *% 480)) +% (((tx629 *% 2) +% 3) *% 16)) +% (cv630 *% 8)))))
+            let w645 = (loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 2) *% 480)) +% (((tx629 *% 2) +% 3) *% 16)) +% (cv630 *% 8)))) - loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 1) *% 480)) +% (((tx629 *% 2) +% 3) *% 16)) +% (cv630 *% 8)))))
+            let w646 = (loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 1) *% 480)) +% (((tx629 *% 2) +% 3) *% 16)) +% (cv630 *% 8)))) - loadVector(arena, (3215360 +% ((((j627 *% 14400) +% (((ty628 *% 2) +% 3) *% 480)) +% (((tx629 *% 2) +% 3) *% 16)) +% (cv630 *% 8)))))
+            let w647 = (w631 - w639)
+            let w648 = (w635 + w639)
+            let w649 = (w639 - w635)
+            let w650 = (w635 - w643)
+            let w651 = (w632 - w640)
+            let w652 = (w636 + w640)
+            let w653 = (w640 - w636)
+            let w654 = (w636 - w644)
+            let w655 = (w633 - w641)
+            let w656 = (w637 + w641)
+            let w657 = (w641 - w637)
+            let w658 = (w637 - w645)
+            let w659 = (w634 - w642)
+            let w660 = (w638 + w642)
+            let w661 = (w642 - w638)
+            let w662 = (w638 - w646)
+            storeVector(arena, ((3229760 +% ((((j627 *% 196) +% (ty628 *% 14)) +% tx629) *% 16)) +% (cv630 *% 8)), w647)
+            storeVector(arena, ((3232896 +% ((((j627 *% 196) +% (ty628 *% 14)) +% tx629) *% 16)) +% (cv630 *% 8)), w648)
+            storeVector(arena, ((3236032 +% ((((j627 *% 196) +% (ty628 *% 14)) +% tx629) *% 16)) +% (cv630 *% 8)), w649)
+            storeVector(arena, ((3239168 +% ((((j627 *% 196) +% (ty628 *% 14)) +% tx629) *% 16)) +% (cv630 *% 8)), w650)
+            storeVector(arena, ((3242304 +% ((((j627 *% 196) +% (ty628 *% 14)) +% tx629) *% 16)) +% (cv630 *% 8)), w651)
+            storeVector(arena, ((3245440 +% ((((j627 *% 196) +% (ty628 *% 14)) +% tx629) *% 16)) +% (cv630 *% 8)), w652)
+            storeVector(arena, ((3248576 +% ((((j627 *% 196) +% (ty628 *% 14)) +% tx629) *% 16)) +% (cv630 *% 8)), w653)
+            storeVector(arena, ((3251712 +% ((((j627 *% 196) +% (ty628 *% 14)) +% tx629) *% 16)) +% (cv630 *% 8)), w654)
+            storeVector(arena, ((3254848 +% ((((j627 *% 196) +% (ty628 *% 14)) +% tx629) *% 16)) +% (cv630 *% 8)), w655)
+            storeVector(arena, ((3257984 +% ((((j627 *% 196) +% (ty628 *% 14)) +% tx629) *% 16)) +% (cv630 *% 8)), w656)
+            storeVector(arena, ((3261120 +% ((((j627 *% 196) +% (ty628 *% 14)) +% tx629) *% 16)) +% (cv630 *% 8)), w657)
+            storeVector(arena, ((3264256 +% ((((j627 *% 196) +% (ty628 *% 14)) +% tx629) *% 16)) +% (cv630 *% 8)), w658)
+            storeVector(arena, ((3267392 +% ((((j627 *% 196) +% (ty628 *% 14)) +% tx629) *% 16)) +% (cv630 *% 8)), w659)
+            storeVector(arena, ((3270528 +% ((((j627 *% 196) +% (ty628 *% 14)) +% tx629) *% 16)) +% (cv630 *% 8)), w660)
+            storeVector(arena, ((3273664 +% ((((j627 *% 196) +% (ty628 *% 14)) +% tx629) *% 16)) +% (cv630 *% 8)), w661)
+            storeVector(arena, ((3276800 +% ((((j627 *% 196) +% (ty628 *% 14)) +% tx629) *% 16)) +% (cv630 *% 8)), w662)
           }
         }
       }
     }
-    for xi656 in 0..<16 {
-      do {  // gemm663
-        for nb657 in 0..<1 {
-          for mb658 in 0..<32 {
-            var t659_c0_0 = Vector()
-            var t659_c0_1 = Vector()
-            var t659_c1_0 = Vector()
-            var t659_c1_1 = Vector()
-            var t659_c2_0 = Vector()
-            var t659_c2_1 = Vector()
-            var t659_c3_0 = Vector()
-            var t659_c3_1 = Vector()
-            var t659_c4_0 = Vector()
-            var t659_c4_1 = Vector()
-            var t659_c5_0 = Vector()
-            var t659_c5_1 = Vector()
-            for k660 in 0..<16 {
-              let t659_b0 = loadVector(arena, (((3211264 +% (xi656 *% 256)) +% (k660 *% 16)) +% (nb657 *% 16)))
-              let t659_b1 = loadVector(arena, ((((3211264 +% (xi656 *% 256)) +% (k660 *% 16)) +% (nb657 *% 16)) +% 8))
-              let t659_a0 = Vector(repeating: arena[(((3229760 +% (xi656 *% 3136)) +% ((mb658 *% 6) *% 16)) +% k660)])
-              t659_c0_0 = t659_c0_0.addingProduct(t659_a0, t659_b0)
-              t659_c0_1 = t659_c0_1.addingProduct(t659_a0, t659_b1)
-              let t659_a1 = Vector(repeating: arena[(((3229760 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 1) *% 16)) +% k660)])
-              t659_c1_0 = t659_c1_0.addingProduct(t659_a1, t659_b0)
-              t659_c1_1 = t659_c1_1.addingProduct(t659_a1, t659_b1)
-              let t659_a2 = Vector(repeating: arena[(((3229760 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 2) *% 16)) +% k660)])
-              t659_c2_0 = t659_c2_0.addingProduct(t659_a2, t659_b0)
-              t659_c2_1 = t659_c2_1.addingProduct(t659_a2, t659_b1)
-              let t659_a3 = Vector(repeating: arena[(((3229760 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 3) *% 16)) +% k660)])
-              t659_c3_0 = t659_c3_0.addingProduct(t659_a3, t659_b0)
-              t659_c3_1 = t659_c3_1.addingProduct(t659_a3, t659_b1)
-              let t659_a4 = Vector(repeating: arena[(((3229760 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 4) *% 16)) +% k660)])
-              t659_c4_0 = t659_c4_0.addingProduct(t659_a4, t659_b0)
-              t659_c4_1 = t659_c4_1.addingProduct(t659_a4, t659_b1)
-              let t659_a5 = Vector(repeating: arena[(((3229760 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 5) *% 16)) +% k660)])
-              t659_c5_0 = t659_c5_0.addingProduct(t659_a5, t659_b0)
-              t659_c5_1 = t659_c5_1.addingProduct(t659_a5, t659_b1)
+    for xi663 in 0..<16 {
+      do {  // gemm670
+        for nb664 in 0..<1 {
+          for mb665 in 0..<32 {
+            var t666_c0_0 = Vector()
+            var t666_c0_1 = Vector()
+            var t666_c1_0 = Vector()
+            var t666_c1_1 = Vector()
+            var t666_c2_0 = Vector()
+            var t666_c2_1 = Vector()
+            var t666_c3_0 = Vector()
+            var t666_c3_1 = Vector()
+            var t666_c4_0 = Vector()
+            var t666_c4_1 = Vector()
+            var t666_c5_0 = Vector()
+            var t666_c5_1 = Vector()
+            for k667 in 0..<16 {
+              let t666_b0 = loadVector(arena, (((3211264 +% (xi663 *% 256)) +% (k667 *% 16)) +% (nb664 *% 16)))
+              let t666_b1 = loadVector(arena, ((((3211264 +% (xi663 *% 256)) +% (k667 *% 16)) +% (nb664 *% 16)) +% 8))
+              let t666_a0 = Vector(repeating: arena[(((3229760 +% (xi663 *% 3136)) +% ((mb665 *% 6) *% 16)) +% k667)])
+              t666_c0_0 = t666_c0_0.addingProduct(t666_a0, t666_b0)
+              t666_c0_1 = t666_c0_1.addingProduct(t666_a0, t666_b1)
+              let t666_a1 = Vector(repeating: arena[(((3229760 +% (xi663 *% 3136)) +% (((mb665 *% 6) +% 1) *% 16)) +% k667)])
+              t666_c1_0 = t666_c1_0.addingProduct(t666_a1, t666_b0)
+              t666_c1_1 = t666_c1_1.addingProduct(t666_a1, t666_b1)
+              let t666_a2 = Vector(repeating: arena[(((3229760 +% (xi663 *% 3136)) +% (((mb665 *% 6) +% 2) *% 16)) +% k667)])
+              t666_c2_0 = t666_c2_0.addingProduct(t666_a2, t666_b0)
+              t666_c2_1 = t666_c2_1.addingProduct(t666_a2, t666_b1)
+              let t666_a3 = Vector(repeating: arena[(((3229760 +% (xi663 *% 3136)) +% (((mb665 *% 6) +% 3) *% 16)) +% k667)])
+              t666_c3_0 = t666_c3_0.addingProduct(t666_a3, t666_b0)
+              t666_c3_1 = t666_c3_1.addingProduct(t666_a3, t666_b1)
+              let t666_a4 = Vector(repeating: arena[(((3229760 +% (xi663 *% 3136)) +% (((mb665 *% 6) +% 4) *% 16)) +% k667)])
+              t666_c4_0 = t666_c4_0.addingProduct(t666_a4, t666_b0)
+              t666_c4_1 = t666_c4_1.addingProduct(t666_a4, t666_b1)
+              let t666_a5 = Vector(repeating: arena[(((3229760 +% (xi663 *% 3136)) +% (((mb665 *% 6) +% 5) *% 16)) +% k667)])
+              t666_c5_0 = t666_c5_0.addingProduct(t666_a5, t666_b0)
+              t666_c5_1 = t666_c5_1.addingProduct(t666_a5, t666_b1)
             }
-            storeVector(arena, (((3279936 +% (xi656 *% 3136)) +% ((mb658 *% 6) *% 16)) +% (nb657 *% 16)), t659_c0_0)
-            storeVector(arena, ((((3279936 +% (xi656 *% 3136)) +% ((mb658 *% 6) *% 16)) +% (nb657 *% 16)) +% 8), t659_c0_1)
-            storeVector(arena, (((3279936 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 1) *% 16)) +% (nb657 *% 16)), t659_c1_0)
-            storeVector(arena, ((((3279936 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 1) *% 16)) +% (nb657 *% 16)) +% 8), t659_c1_1)
-            storeVector(arena, (((3279936 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 2) *% 16)) +% (nb657 *% 16)), t659_c2_0)
-            storeVector(arena, ((((3279936 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 2) *% 16)) +% (nb657 *% 16)) +% 8), t659_c2_1)
-            storeVector(arena, (((3279936 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 3) *% 16)) +% (nb657 *% 16)), t659_c3_0)
-            storeVector(arena, ((((3279936 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 3) *% 16)) +% (nb657 *% 16)) +% 8), t659_c3_1)
-            storeVector(arena, (((3279936 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 4) *% 16)) +% (nb657 *% 16)), t659_c4_0)
-            storeVector(arena, ((((3279936 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 4) *% 16)) +% (nb657 *% 16)) +% 8), t659_c4_1)
-            storeVector(arena, (((3279936 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 5) *% 16)) +% (nb657 *% 16)), t659_c5_0)
-            storeVector(arena, ((((3279936 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 5) *% 16)) +% (nb657 *% 16)) +% 8), t659_c5_1)
+            storeVector(arena, (((3279936 +% (xi663 *% 3136)) +% ((mb665 *% 6) *% 16)) +% (nb664 *% 16)), t666_c0_0)
+            storeVector(arena, ((((3279936 +% (xi663 *% 3136)) +% ((mb665 *% 6) *% 16)) +% (nb664 *% 16)) +% 8), t666_c0_1)
+            storeVector(arena, (((3279936 +% (xi663 *% 3136)) +% (((mb665 *% 6) +% 1) *% 16)) +% (nb664 *% 16)), t666_c1_0)
+            storeVector(arena, ((((3279936 +% (xi663 *% 3136)) +% (((mb665 *% 6) +% 1) *% 16)) +% (nb664 *% 16)) +% 8), t666_c1_1)
+            storeVector(arena, (((3279936 +% (xi663 *% 3136)) +% (((mb665 *% 6) +% 2) *% 16)) +% (nb664 *% 16)), t666_c2_0)
+            storeVector(arena, ((((3279936 +% (xi663 *% 3136)) +% (((mb665 *% 6) +% 2) *% 16)) +% (nb664 *% 16)) +% 8), t666_c2_1)
+            storeVector(arena, (((3279936 +% (xi663 *% 3136)) +% (((mb665 *% 6) +% 3) *% 16)) +% (nb664 *% 16)), t666_c3_0)
+            storeVector(arena, ((((3279936 +% (xi663 *% 3136)) +% (((mb665 *% 6) +% 3) *% 16)) +% (nb664 *% 16)) +% 8), t666_c3_1)
+            storeVector(arena, (((3279936 +% (xi663 *% 3136)) +% (((mb665 *% 6) +% 4) *% 16)) +% (nb664 *% 16)), t666_c4_0)
+            storeVector(arena, ((((3279936 +% (xi663 *% 3136)) +% (((mb665 *% 6) +% 4) *% 16)) +% (nb664 *% 16)) +% 8), t666_c4_1)
+            storeVector(arena, (((3279936 +% (xi663 *% 3136)) +% (((mb665 *% 6) +% 5) *% 16)) +% (nb664 *% 16)), t666_c5_0)
+            storeVector(arena, ((((3279936 +% (xi663 *% 3136)) +% (((mb665 *% 6) +% 5) *% 16)) +% (nb664 *% 16)) +% 8), t666_c5_1)
           }
-          var t661_c0_0 = Vector()
-          var t661_c0_1 = Vector()
-          var t661_c1_0 = Vector()
-          var t661_c1_1 = Vector()
-          var t661_c2_0 = Vector()
-          var t661_c2_1 = Vector()
-          var t661_c3_0 = Vector()
-          var t661_c3_1 = Vector()
-          for k662 in 0..<16 {
-            let t661_b0 = loadVector(arena, (((3211264 +% (xi656 *% 256)) +% (k662 *% 16)) +% (nb657 *% 16)))
-            let t661_b1 = loadVector(arena, ((((3211264 +% (xi656 *% 256)) +% (k662 *% 16)) +% (nb657 *% 16)) +% 8))
-            let t661_a0 = Vector(repeating: arena[(((3229760 +% (xi656 *% 3136)) +% 3072) +% k662)])
-            t661_c0_0 = t661_c0_0.addingProduct(t661_a0, t661_b0)
-            t661_c0_1 = t661_c0_1.addingProduct(t661_a0, t661_b1)
-            let t661_a1 = Vector(repeating: arena[(((3229760 +% (xi656 *% 3136)) +% 3088) +% k662)])
-            t661_c1_0 = t661_c1_0.addingProduct(t661_a1, t661_b0)
-            t661_c1_1 = t661_c1_1.addingProduct(t661_a1, t661_b1)
-            let t661_a2 = Vector(repeating: arena[(((3229760 +% (xi656 *% 3136)) +% 3104) +% k662)])
-            t661_c2_0 = t661_c2_0.addingProduct(t661_a2, t661_b0)
-            t661_c2_1 = t661_c2_1.addingProduct(t661_a2, t661_b1)
-            let t661_a3 = Vector(repeating: arena[(((3229760 +% (xi656 *% 3136)) +% 3120) +% k662)])
-            t661_c3_0 = t661_c3_0.addingProduct(t661_a3, t661_b0)
-            t661_c3_1 = t661_c3_1.addingProduct(t661_a3, t661_b1)
+          var t668_c0_0 = Vector()
+          var t668_c0_1 = Vector()
+          var t668_c1_0 = Vector()
+          var t668_c1_1 = Vector()
+          var t668_c2_0 = Vector()
+          var t668_c2_1 = Vector()
+          var t668_c3_0 = Vector()
+          var t668_c3_1 = Vector()
+          for k669 in 0..<16 {
+            let t668_b0 = loadVector(arena, (((3211264 +% (xi663 *% 256)) +% (k669 *% 16)) +% (nb664 *% 16)))
+            let t668_b1 = loadVector(arena, ((((3211264 +% (xi663 *% 256)) +% (k669 *% 16)) +% (nb664 *% 16)) +% 8))
+            let t668_a0 = Vector(repeating: arena[(((3229760 +% (xi663 *% 3136)) +% 3072) +% k669)])
+            t668_c0_0 = t668_c0_0.addingProduct(t668_a0, t668_b0)
+            t668_c0_1 = t668_c0_1.addingProduct(t668_a0, t668_b1)
+            let t668_a1 = Vector(repeating: arena[(((3229760 +% (xi663 *% 3136)) +% 3088) +% k669)])
+            t668_c1_0 = t668_c1_0.addingProduct(t668_a1, t668_b0)
+            t668_c1_1 = t668_c1_1.addingProduct(t668_a1, t668_b1)
+            let t668_a2 = Vector(repeating: arena[(((3229760 +% (xi663 *% 3136)) +% 3104) +% k669)])
+            t668_c2_0 = t668_c2_0.addingProduct(t668_a2, t668_b0)
+            t668_c2_1 = t668_c2_1.addingProduct(t668_a2, t668_b1)
+            let t668_a3 = Vector(repeating: arena[(((3229760 +% (xi663 *% 3136)) +% 3120) +% k669)])
+            t668_c3_0 = t668_c3_0.addingProduct(t668_a3, t668_b0)
+            t668_c3_1 = t668_c3_1.addingProduct(t668_a3, t668_b1)
           }
-          storeVector(arena, (((3279936 +% (xi656 *% 3136)) +% 3072) +% (nb657 *% 16)), t661_c0_0)
-          storeVector(arena, ((((3279936 +% (xi656 *% 3136)) +% 3072) +% (nb657 *% 16)) +% 8), t661_c0_1)
-          storeVector(arena, (((3279936 +% (xi656 *% 3136)) +% 3088) +% (nb657 *% 16)), t661_c1_0)
-          storeVector(arena, ((((3279936 +% (xi656 *% 3136)) +% 3088) +% (nb657 *% 16)) +% 8), t661_c1_1)
-          storeVector(arena, (((3279936 +% (xi656 *% 3136)) +% 3104) +% (nb657 *% 16)), t661_c2_0)
-          storeVector(arena, ((((3279936 +% (xi656 *% 3136)) +% 3104) +% (nb657 *% 16)) +% 8), t661_c2_1)
-          storeVector(arena, (((3279936 +% (xi656 *% 3136)) +% 3120) +% (nb657 *% 16)), t661_c3_0)
-          storeVector(arena, ((((3279936 +% (xi656 *% 3136)) +% 3120) +% (nb657 *% 16)) +% 8), t661_c3_1)
+          storeVector(arena, (((3279936 +% (xi663 *% 3136)) +% 3072) +% (nb664 *% 16)), t668_c0_0)
+          storeVector(arena, ((((3279936 +% (xi663 *% 3136)) +% 3072) +% (nb664 *% 16)) +% 8), t668_c0_1)
+          storeVector(arena, (((3279936 +% (xi663 *% 3136)) +% 3088) +% (nb664 *% 16)), t668_c1_0)
+          storeVector(arena, ((((3279936 +% (xi663 *% 3136)) +% 3088) +% (nb664 *% 16)) +% 8), t668_c1_1)
+          storeVector(arena, (((3279936 +% (xi663 *% 3136)) +% 3104) +% (nb664 *% 16)), t668_c2_0)
+          storeVector(arena, ((((3279936 +% (xi663 *% 3136)) +% 3104) +% (nb664 *% 16)) +% 8), t668_c2_1)
+          storeVector(arena, (((3279936 +% (xi663 *% 3136)) +% 3120) +% (nb664 *% 16)), t668_c3_0)
+          storeVector(arena, ((((3279936 +% (xi663 *% 3136)) +% 3120) +% (nb664 *% 16)) +% 8), t668_c3_1)
         }
       }
     }
-    for j664 in 0..<1 {
-      for ty665 in 0..<14 {
-        for tx666 in 0..<14 {
-          for cv667 in 0..<2 {
-            let w668 = ((loadVector(arena, ((3279936 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))) + loadVector(arena, ((3292480 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8)))) + loadVector(arena, ((3305024 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))))
-            let w669 = ((loadVector(arena, ((3292480 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))) - loadVector(arena, ((3305024 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8)))) - loadVector(arena, ((3317568 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))))
-            let w670 = ((loadVector(arena, ((3283072 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))) + loadVector(arena, ((3295616 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8)))) + loadVector(arena, ((3308160 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))))
-            let w671 = ((loadVector(arena, ((3295616 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))) - loadVector(arena, ((3308160 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8)))) - loadVector(arena, ((3320704 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))))
-            let w672 = ((loadVector(arena, ((3286208 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))) + loadVector(arena, ((3298752 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8)))) + loadVector(arena, ((3311296 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))))
-            let w673 = ((loadVector(arena, ((3298752 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))) - loadVector(arena, ((3311296 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8)))) - loadVector(arena, ((3323840 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))))
-            let w674 = ((loadVector(arena, ((3289344 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))) + loadVector(arena, ((3301888 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8)))) + loadVector(arena, ((3314432 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))))
-            let w675 = ((loadVector(arena, ((3301888 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))) - loadVector(arena, ((3314432 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8)))) - loadVector(arena, ((3326976 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))))
-            let w676 = ((w668 + w670) + w672)
-            let w677 = ((w670 - w672) - w674)
-            let w678 = ((w669 + w671) + w673)
-            let w679 = ((w671 - w673) - w675)
-            storeVector(arena, ((3330112 +% (((((j664 *% 28) +% (ty665 *% 2)) *% 28) +% (tx666 *% 2)) *% 16)) +% (cv667 *% 8)), w676)
-            storeVector(arena, ((3330112 +% ((((((j664 *% 28) +% (ty665 *% 2)) *% 28) +% (tx666 *% 2)) +% 1) *% 16)) +% (cv667 *% 8)), w677)
-            storeVector(arena, ((3330112 +% ((((((j664 *% 28) +% (ty665 *% 2)) +% 1) *% 28) +% (tx666 *% 2)) *% 16)) +% (cv667 *% 8)), w678)
-            storeVector(arena, ((3330112 +% (((((((j664 *% 28) +% (ty665 *% 2)) +% 1) *% 28) +% (tx666 *% 2)) +% 1) *% 16)) +% (cv667 *% 8)), w679)
+    for j671 in 0..<1 {
+      for ty672 in 0..<14 {
+        for tx673 in 0..<14 {
+          for cv674 in 0..<2 {
+            let w675 = ((loadVector(arena, ((3279936 +% ((((j671 *% 196) +% (ty672 *% 14)) +% tx673) *% 16)) +% (cv674 *% 8))) + loadVector(arena, ((3292480 +% ((((j671 *% 196) +% (ty672 *% 14)) +% tx673) *% 16)) +% (cv674 *% 8)))) + loadVector(arena, ((3305024 +% ((((j671 *% 196) +% (ty672 *% 14)) +% tx673) *% 16)) +% (cv674 *% 8))))
+            let w676 = ((loadVector(arena, ((3292480 +% ((((j671 *% 196) +% (ty672 *% 14)) +% tx673) *% 16)) +% (cv674 *% 8))) - loadVector(arena, ((3305024 +% ((((j671 *% 196) +% (ty672 *% 14)) +% tx673) *% 16)) +% (cv674 *% 8)))) - loadVector(arena, ((3317568 +% ((((j671 *% 196) +% (ty672 *% 14)) +% tx673) *% 16)) +% (cv674 *% 8))))
+            let w677 = ((loadVector(arena, ((3283072 +% ((((j671 *% 196) +% (ty672 *% 14)) +% tx673) *% 16)) +% (cv674 *% 8))) + loadVector(arena, ((3295616 +% ((((j671 *% 196) +% (ty672 *% 14)) +% tx673) *% 16)) +% (cv674 *% 8)))) + loadVector(arena, ((3308160 +% ((((j671 *% 196) +% (ty672 *% 14)) +% tx673) *% 16)) +% (cv674 *% 8))))
+            let w678 = ((loadVector(arena, ((3295616 +% ((((j671 *% 196) +% (ty672 *% 14)) +% tx673) *% 16)) +% (cv674 *% 8))) - loadVector(arena, ((3308160 +% ((((j671 *% 196) +% (ty672 *% 14)) +% tx673) *% 16)) +% (cv674 *% 8)))) - loadVector(arena, ((3320704 +% ((((j671 *% 196) +% (ty672 *% 14)) +% tx673) *% 16)) +% (cv674 *% 8))))
+            let w679 = ((loadVector(arena, ((3286208 +% ((((j671 *% 196) +% (ty672 *% 14)) +% tx673) *% 16)) +% (cv674 *% 8))) + loadVector(arena, ((3298752 +% ((((j671 *% 196) +% (ty672 *% 14)) +% tx673) *% 16)) +% (cv674 *% 8)))) + loadVector(arena, ((3311296 +% ((((j671 *% 196) +% (ty672 *% 14)) +% tx673) *% 16)) +% (cv674 *% 8))))
+            let w680 = ((loadVector(arena, ((3298752 +% ((((j671 *% 196) +% (ty672 *% 14)) +% tx673) *% 16)) +% (cv674 *% 8))) - loadVector(arena, ((3311296 +% ((((j671 *% 196) +% (ty672 *% 14)) +% tx673) *% 16)) +% (cv674 *% 8)))) - loadVector(arena, ((3323840 +% ((((j671 *% 196) +% (ty672 *% 14)) +% tx673) *% 16)) +% (cv674 *% 8))))
+            let w681 = ((loadVector(arena, ((3289344 +% ((((j671 *% 196) +% (ty672 *% 14)) +% tx673) *% 16)) +% (cv674 *% 8))) + loadVector(arena, ((3301888 +% ((((j671 *% 196) +% (ty672 *% 14)) +% tx673) *% 16)) +% (cv674 *% 8)))) + loadVector(arena, ((3314432 +% ((((j671 *% 196) +% (ty672 *% 14)) +% tx673) *% 16)) +% (cv674 *% 8))))
+            let w682 = ((loadVector(arena, ((3301888 +% ((((j671 *% 196) +% (ty672 *% 14)) +% tx673) *% 16)) +% (cv674 *% 8))) - loadVector(arena, ((3314432 +% ((((j671 *% 196) +% (ty672 *% 14)) +% tx673) *% 16)) +% (cv674 *% 8)))) - loadVector(arena, ((3326976 +% ((((j671 *% 196) +% (ty672 *% 14)) +% tx673) *% 16)) +% (cv674 *% 8))))
+            let w683 = ((w675 + w677) + w679)
+            let w684 = ((w677 - w679) - w681)
+            let w685 = ((w676 + w678) + w680)
+            let w686 = ((w678 - w680) - w682)
+            storeVector(arena, ((3330112 +% (((((j671 *% 28) +% (ty672 *% 2)) *% 28) +% (tx673 *% 2)) *% 16)) +% (cv674 *% 8)), w683)
+            storeVector(arena, ((3330112 +% ((((((j671 *% 28) +% (ty672 *% 2)) *% 28) +% (tx673 *% 2)) +% 1) *% 16)) +% (cv674 *% 8)), w684)
+            storeVector(arena, ((3330112 +% ((((((j671 *% 28) +% (ty672 *% 2)) +% 1) *% 28) +% (tx673 *% 2)) *% 16)) +% (cv674 *% 8)), w685)
+            storeVector(arena, ((3330112 +% (((((((j671 *% 28) +% (ty672 *% 2)) +% 1) *% 28) +% (tx673 *% 2)) +% 1) *% 16)) +% (cv674 *% 8)), w686)
           }
         }
       }
     }
-    for j680 in 0..<1 {
-      for c681 in 0..<16 {
-        for q682 in 0..<784 {
-          arena[(((2408448 +% ((g615 +% j680) *% 12544)) +% (c681 *% 784)) +% q682)] = arena[((3330112 +% (((j680 *% 784) +% q682) *% 16)) +% c681)]
+    for j687 in 0..<1 {
+      for c688 in 0..<16 {
+        for q689 in 0..<784 {
+          arena[(((2408448 +% ((g622 +% j687) *% 12544)) +% (c688 *% 784)) +% q689)] = arena[((3330112 +% (((j687 *% 784) +% q689) *% 16)) +% c688)]
         }
       }
     }
   }
   // act1_grad_sum = add(res_grad, act1_grad)
-  for i683 in 0..<100352 {
-    storeVector(arena, ((i683 *% 8) +% 802816), (loadVector(arena, ((i683 *% 8) +% 3615376)) + loadVector(arena, ((i683 *% 8) +% 2408448))))
+  for i690 in 0..<100352 {
+    storeVector(arena, ((i690 *% 8) +% 802816), (loadVector(arena, ((i690 *% 8) +% 3615376)) + loadVector(arena, ((i690 *% 8) +% 2408448))))
   }
   // conv1_grad = leaky_relu_grad(act1_grad_sum, conv1)
-  for i684 in 0..<100352 {
-    storeVector(arena, ((i684 *% 8) +% 1605632), (Vector(repeating: Float(bitPattern: 0x3dcccccd)) * loadVector(arena, ((i684 *% 8) +% 802816))).replacing(with: loadVector(arena, ((i684 *% 8) +% 802816)), where: loadVector(arena, (i684 *% 8)) .> Vector(repeating: Float(0))))
+  for i691 in 0..<100352 {
+    storeVector(arena, ((i691 *% 8) +% 1605632), (Vector(repeating: Float(bitPattern: 0x3dcccccd)) * loadVector(arena, ((i691 *% 8) +% 802816))).replacing(with: loadVector(arena, ((i691 *% 8) +% 802816)), where: loadVector(arena, (i691 *% 8)) .> Vector(repeating: Float(0))))
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i685 in 0..<18 {
-    storeVector(arena, ((i685 *% 8) +% 313744), Vector(repeating: Float(0)))
+  for i692 in 0..<18 {
+    storeVector(arena, ((i692 *% 8) +% 313744), Vector(repeating: Float(0)))
   }
-  for g686 in 0..<4 {
-    for j687 in 0..<16 {
-      for c688 in 0..<1 {
-        for ky689 in 0..<3 {
-          for oy690 in 0..<28 {
-            if (-1 < ((oy690 +% ky689) +% -1) && ((oy690 +% ky689) +% -1) < 28) {
-              for ox691 in 0..<27 {
-                arena[((((((c688 *% 3) +% ky689) *% 3) *% 12560) +% (j687 *% 784)) +% ((oy690 *% 28) +% (ox691 +% 1)))] = images[((((((g686 *% 16) +% j687) *% 784) +% (c688 *% 784)) +% (((oy690 +% ky689) +% -1) *% 28)) +% ((ox691 +% 1) +% -1))]
-              }
-              for ox692 in 0..<1 {
-                arena[((((((c688 *% 3) +% ky689) *% 3) *% 12560) +% (j687 *% 784)) +% ((oy690 *% 28) +% ox692))] = Float(0)
-              }
-            }
-            if ((oy690 +% ky689) +% -1) < 0 {
-              for ox693 in 0..<28 {
-                arena[((((((c688 *% 3) +% ky689) *% 3) *% 12560) +% (j687 *% 784)) +% ((oy690 *% 28) +% ox693))] = Float(0)
-              }
-            }
-            if 27 < ((oy690 +% ky689) +% -1) {
-              for ox693 in 0..<28 {
-                arena[((((((c688 *% 3) +% ky689) *% 3) *% 12560) +% (j687 *% 784)) +% ((oy690 *% 28) +% ox693))] = Float(0)
-              }
-            }
-          }
-          for oy694 in 0..<28 {
-            if (-1 < ((oy694 +% ky689) +% -1) && ((oy694 +% ky689) +% -1) < 28) {
-              for ox695 in 0..<28 {
-                arena[(((((((c688 *% 3) +% ky689) *% 3) +% 1) *% 12560) +% (j687 *% 784)) +% ((oy694 *% 28) +% ox695))] = images[((((((g686 *% 16) +% j687) *% 784) +% (c688 *% 784)) +% (((oy694 +% ky689) +% -1) *% 28)) +% ox695)]
-              }
-            }
-            if ((oy694 +% ky689) +% -1) < 0 {
-              for ox696 in 0..<28 {
-                arena[(((((((c688 *% 3) +% ky689) *% 3) +% 1) *% 12560) +% (j687 *% 784)) +% ((oy694 *% 28) +% ox696))] = Float(0)
-              }
-            }
-            if 27 < ((oy694 +% ky689) +% -1) {
-              for ox696 in 0..<28 {
-                arena[(((((((c688 *% 3) +% ky689) *% 3) +% 1) *% 12560) +% (j687 *% 784)) +% ((oy694 *% 28) +% ox696))] = Float(0)
-              }
-            }
-          }
+  for g693 in 0..<4 {
+    for j694 in 0..<16 {
+      for c695 in 0..<1 {
+        for ky696 in 0..<3 {
           for oy697 in 0..<28 {
-            if (-1 < ((oy697 +% ky689) +% -1) && ((oy697 +% ky689) +% -1) < 28) {
+            if (-1 < ((oy697 +% ky696) +% -1) && ((oy697 +% ky696) +% -1) < 28) {
               for ox698 in 0..<27 {
-                arena[(((((((c688 *% 3) +% ky689) *% 3) +% 2) *% 12560) +% (j687 *% 784)) +% ((oy697 *% 28) +% ox698))] = images[((((((g686 *% 16) +% j687) *% 784) +% (c688 *% 784)) +% (((oy697 +% ky689) +% -1) *% 28)) +% (ox698 +% 1))]
+                arena[((((((c695 *% 3) +% ky696) *% 3) *% 12560) +% (j694 *% 784)) +% ((oy697 *% 28) +% (ox698 +% 1)))] = images[((((((g693 *% 16) +% j694) *% 784) +% (c695 *% 784)) +% (((oy697 +% ky696) +% -1) *% 28)) +% ((ox698 +% 1) +% -1))]
               }
               for ox699 in 0..<1 {
-                arena[(((((((c688 *% 3) +% ky689) *% 3) +% 2) *% 12560) +% (j687 *% 784)) +% ((oy697 *% 28) +% (ox699 +% 27)))] = Float(0)
+                arena[((((((c695 *% 3) +% ky696) *% 3) *% 12560) +% (j694 *% 784)) +% ((oy697 *% 28) +% ox699))] = Float(0)
               }
             }
-            if ((oy697 +% ky689) +% -1) < 0 {
+            if ((oy697 +% ky696) +% -1) < 0 {
               for ox700 in 0..<28 {
-                arena[(((((((c688 *% 3) +% ky689) *% 3) +% 2) *% 12560) +% (j687 *% 784)) +% ((oy697 *% 28) +% ox700))] = Float(0)
+                arena[((((((c695 *% 3) +% ky696) *% 3) *% 12560) +% (j694 *% 784)) +% ((oy697 *% 28) +% ox700))] = Float(0)
               }
             }
-            if 27 < ((oy697 +% ky689) +% -1) {
+            if 27 < ((oy697 +% ky696) +% -1) {
               for ox700 in 0..<28 {
-                arena[(((((((c688 *% 3) +% ky689) *% 3) +% 2) *% 12560) +% (j687 *% 784)) +% ((oy697 *% 28) +% ox700))] = Float(0)
+                arena[((((((c695 *% 3) +% ky696) *% 3) *% 12560) +% (j694 *% 784)) +% ((oy697 *% 28) +% ox700))] = Float(0)
+              }
+            }
+          }
+          for oy701 in 0..<28 {
+            if (-1 < ((oy701 +% ky696) +% -1) && ((oy701 +% ky696) +% -1) < 28) {
+              for ox702 in 0..<28 {
+                arena[(((((((c695 *% 3) +% ky696) *% 3) +% 1) *% 12560) +% (j694 *% 784)) +% ((oy701 *% 28) +% ox702))] = images[((((((g693 *% 16) +% j694) *% 784) +% (c695 *% 784)) +% (((oy701 +% ky696) +% -1) *% 28)) +% ox702)]
+              }
+            }
+            if ((oy701 +% ky696) +% -1) < 0 {
+              for ox703 in 0..<28 {
+                arena[(((((((c695 *% 3) +% ky696) *% 3) +% 1) *% 12560) +% (j694 *% 784)) +% ((oy701 *% 28) +% ox703))] = Float(0)
+              }
+            }
+            if 27 < ((oy701 +% ky696) +% -1) {
+              for ox703 in 0..<28 {
+                arena[(((((((c695 *% 3) +% ky696) *% 3) +% 1) *% 12560) +% (j694 *% 784)) +% ((oy701 *% 28) +% ox703))] = Float(0)
+              }
+            }
+          }
+          for oy704 in 0..<28 {
+            if (-1 < ((oy704 +% ky696) +% -1) && ((oy704 +% ky696) +% -1) < 28) {
+              for ox705 in 0..<27 {
+                arena[(((((((c695 *% 3) +% ky696) *% 3) +% 2) *% 12560) +% (j694 *% 784)) +% ((oy704 *% 28) +% ox705))] = images[((((((g693 *% 16) +% j694) *% 784) +% (c695 *% 784)) +% (((oy704 +% ky696) +% -1) *% 28)) +% (ox705 +% 1))]
+              }
+              for ox706 in 0..<1 {
+                arena[(((((((c695 *% 3) +% ky696) *% 3) +% 2) *% 12560) +% (j694 *% 784)) +% ((oy704 *% 28) +% (ox706 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy704 +% ky696) +% -1) < 0 {
+              for ox707 in 0..<28 {
+                arena[(((((((c695 *% 3) +% ky696) *% 3) +% 2) *% 12560) +% (j694 *% 784)) +% ((oy704 *% 28) +% ox707))] = Float(0)
+              }
+            }
+            if 27 < ((oy704 +% ky696) +% -1) {
+              for ox707 in 0..<28 {
+                arena[(((((((c695 *% 3) +% ky696) *% 3) +% 2) *% 12560) +% (j694 *% 784)) +% ((oy704 *% 28) +% ox707))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j701 in 0..<16 {
-      for i702 in 0..<784 {
-        for f703 in 0..<16 {
-          arena[((113040 +% (((j701 *% 784) +% i702) *% 16)) +% f703)] = arena[(((1605632 +% (((g686 *% 16) +% j701) *% 12544)) +% (f703 *% 784)) +% i702)]
+    for j708 in 0..<16 {
+      for i709 in 0..<784 {
+        for f710 in 0..<16 {
+          arena[((113040 +% (((j708 *% 784) +% i709) *% 16)) +% f710)] = arena[(((1605632 +% (((g693 *% 16) +% j708) *% 12544)) +% (f710 *% 784)) +% i709)]
         }
       }
     }
-    do {  // gemm711
-      for kp704 in 0..<7 {
-        for nb705 in 0..<1 {
-          for mb706 in 0..<1 {
-            var t707_c0_0 = loadVector(arena, ((313744 +% ((mb706 *% 5) *% 16)) +% (nb705 *% 16)))
-            var t707_c0_1 = loadVector(arena, (((313744 +% ((mb706 *% 5) *% 16)) +% (nb705 *% 16)) +% 8))
-            var t707_c1_0 = loadVector(arena, ((313744 +% (((mb706 *% 5) +% 1) *% 16)) +% (nb705 *% 16)))
-            var t707_c1_1 = loadVector(arena, (((313744 +% (((mb706 *% 5) +% 1) *% 16)) +% (nb705 *% 16)) +% 8))
-            var t707_c2_0 = loadVector(arena, ((313744 +% (((mb706 *% 5) +% 2) *% 16)) +% (nb705 *% 16)))
-            var t707_c2_1 = loadVector(arena, (((313744 +% (((mb706 *% 5) +% 2) *% 16)) +% (nb705 *% 16)) +% 8))
-            var t707_c3_0 = loadVector(arena, ((313744 +% (((mb706 *% 5) +% 3) *% 16)) +% (nb705 *% 16)))
-            var t707_c3_1 = loadVector(arena, (((313744 +% (((mb706 *% 5) +% 3) *% 16)) +% (nb705 *% 16)) +% 8))
-            var t707_c4_0 = loadVector(arena, ((313744 +% (((mb706 *% 5) +% 4) *% 16)) +% (nb705 *% 16)))
-            var t707_c4_1 = loadVector(arena, (((313744 +% (((mb706 *% 5) +% 4) *% 16)) +% (nb705 *% 16)) +% 8))
-            for k708 in 0..<1792 {
-              let t707_b0 = loadVector(arena, ((113040 +% ((k708 +% (kp704 *% 1792)) *% 16)) +% (nb705 *% 16)))
-              let t707_b1 = loadVector(arena, (((113040 +% ((k708 +% (kp704 *% 1792)) *% 16)) +% (nb705 *% 16)) +% 8))
-              let t707_a0 = Vector(repeating: arena[(((mb706 *% 5) *% 12560) +% (k708 +% (kp704 *% 1792)))])
-              t707_c0_0 = t707_c0_0.addingProduct(t707_a0, t707_b0)
-              t707_c0_1 = t707_c0_1.addingProduct(t707_a0, t707_b1)
-              let t707_a1 = Vector(repeating: arena[((((mb706 *% 5) +% 1) *% 12560) +% (k708 +% (kp704 *% 1792)))])
-              t707_c1_0 = t707_c1_0.addingProduct(t707_a1, t707_b0)
-              t707_c1_1 = t707_c1_1.addingProduct(t707_a1, t707_b1)
-              let t707_a2 = Vector(repeating: arena[((((mb706 *% 5) +% 2) *% 12560) +% (k708 +% (kp704 *% 1792)))])
-              t707_c2_0 = t707_c2_0.addingProduct(t707_a2, t707_b0)
-              t707_c2_1 = t707_c2_1.addingProduct(t707_a2, t707_b1)
-              let t707_a3 = Vector(repeating: arena[((((mb706 *% 5) +% 3) *% 12560) +% (k708 +% (kp704 *% 1792)))])
-              t707_c3_0 = t707_c3_0.addingProduct(t707_a3, t707_b0)
-              t707_c3_1 = t707_c3_1.addingProduct(t707_a3, t707_b1)
-              let t707_a4 = Vector(repeating: arena[((((mb706 *% 5) +% 4) *% 12560) +% (k708 +% (kp704 *% 1792)))])
-              t707_c4_0 = t707_c4_0.addingProduct(t707_a4, t707_b0)
-              t707_c4_1 = t707_c4_1.addingProduct(t707_a4, t707_b1)
+    do {  // gemm718
+      for kp711 in 0..<7 {
+        for nb712 in 0..<1 {
+          for mb713 in 0..<1 {
+            var t714_c0_0 = loadVector(arena, ((313744 +% ((mb713 *% 5) *% 16)) +% (nb712 *% 16)))
+            var t714_c0_1 = loadVector(arena, (((313744 +% ((mb713 *% 5) *% 16)) +% (nb712 *% 16)) +% 8))
+            var t714_c1_0 = loadVector(arena, ((313744 +% (((mb713 *% 5) +% 1) *% 16)) +% (nb712 *% 16)))
+            var t714_c1_1 = loadVector(arena, (((313744 +% (((mb713 *% 5) +% 1) *% 16)) +% (nb712 *% 16)) +% 8))
+            var t714_c2_0 = loadVector(arena, ((313744 +% (((mb713 *% 5) +% 2) *% 16)) +% (nb712 *% 16)))
+            var t714_c2_1 = loadVector(arena, (((313744 +% (((mb713 *% 5) +% 2) *% 16)) +% (nb712 *% 16)) +% 8))
+            var t714_c3_0 = loadVector(arena, ((313744 +% (((mb713 *% 5) +% 3) *% 16)) +% (nb712 *% 16)))
+            var t714_c3_1 = loadVector(arena, (((313744 +% (((mb713 *% 5) +% 3) *% 16)) +% (nb712 *% 16)) +% 8))
+            var t714_c4_0 = loadVector(arena, ((313744 +% (((mb713 *% 5) +% 4) *% 16)) +% (nb712 *% 16)))
+            var t714_c4_1 = loadVector(arena, (((313744 +% (((mb713 *% 5) +% 4) *% 16)) +% (nb712 *% 16)) +% 8))
+            for k715 in 0..<1792 {
+              let t714_b0 = loadVector(arena, ((113040 +% ((k715 +% (kp711 *% 1792)) *% 16)) +% (nb712 *% 16)))
+              let t714_b1 = loadVector(arena, (((113040 +% ((k715 +% (kp711 *% 1792)) *% 16)) +% (nb712 *% 16)) +% 8))
+              let t714_a0 = Vector(repeating: arena[(((mb713 *% 5) *% 12560) +% (k715 +% (kp711 *% 1792)))])
+              t714_c0_0 = t714_c0_0.addingProduct(t714_a0, t714_b0)
+              t714_c0_1 = t714_c0_1.addingProduct(t714_a0, t714_b1)
+              let t714_a1 = Vector(repeating: arena[((((mb713 *% 5) +% 1) *% 12560) +% (k715 +% (kp711 *% 1792)))])
+              t714_c1_0 = t714_c1_0.addingProduct(t714_a1, t714_b0)
+              t714_c1_1 = t714_c1_1.addingProduct(t714_a1, t714_b1)
+              let t714_a2 = Vector(repeating: arena[((((mb713 *% 5) +% 2) *% 12560) +% (k715 +% (kp711 *% 1792)))])
+              t714_c2_0 = t714_c2_0.addingProduct(t714_a2, t714_b0)
+              t714_c2_1 = t714_c2_1.addingProduct(t714_a2, t714_b1)
+              let t714_a3 = Vector(repeating: arena[((((mb713 *% 5) +% 3) *% 12560) +% (k715 +% (kp711 *% 1792)))])
+              t714_c3_0 = t714_c3_0.addingProduct(t714_a3, t714_b0)
+              t714_c3_1 = t714_c3_1.addingProduct(t714_a3, t714_b1)
+              let t714_a4 = Vector(repeating: arena[((((mb713 *% 5) +% 4) *% 12560) +% (k715 +% (kp711 *% 1792)))])
+              t714_c4_0 = t714_c4_0.addingProduct(t714_a4, t714_b0)
+              t714_c4_1 = t714_c4_1.addingProduct(t714_a4, t714_b1)
             }
-            storeVector(arena, ((313744 +% ((mb706 *% 5) *% 16)) +% (nb705 *% 16)), t707_c0_0)
-            storeVector(arena, (((313744 +% ((mb706 *% 5) *% 16)) +% (nb705 *% 16)) +% 8), t707_c0_1)
-            storeVector(arena, ((313744 +% (((mb706 *% 5) +% 1) *% 16)) +% (nb705 *% 16)), t707_c1_0)
-            storeVector(arena, (((313744 +% (((mb706 *% 5) +% 1) *% 16)) +% (nb705 *% 16)) +% 8), t707_c1_1)
-            storeVector(arena, ((313744 +% (((mb706 *% 5) +% 2) *% 16)) +% (nb705 *% 16)), t707_c2_0)
-            storeVector(arena, (((313744 +% (((mb706 *% 5) +% 2) *% 16)) +% (nb705 *% 16)) +% 8), t707_c2_1)
-            storeVector(arena, ((313744 +% (((mb706 *% 5) +% 3) *% 16)) +% (nb705 *% 16)), t707_c3_0)
-            storeVector(arena, (((313744 +% (((mb706 *% 5) +% 3) *% 16)) +% (nb705 *% 16)) +% 8), t707_c3_1)
-            storeVector(arena, ((313744 +% (((mb706 *% 5) +% 4) *% 16)) +% (nb705 *% 16)), t707_c4_0)
-            storeVector(arena, (((313744 +% (((mb706 *% 5) +% 4) *% 16)) +% (nb705 *% 16)) +% 8), t707_c4_1)
+            storeVector(arena, ((313744 +% ((mb713 *% 5) *% 16)) +% (nb712 *% 16)), t714_c0_0)
+            storeVector(arena, (((313744 +% ((mb713 *% 5) *% 16)) +% (nb712 *% 16)) +% 8), t714_c0_1)
+            storeVector(arena, ((313744 +% (((mb713 *% 5) +% 1) *% 16)) +% (nb712 *% 16)), t714_c1_0)
+            storeVector(arena, (((313744 +% (((mb713 *% 5) +% 1) *% 16)) +% (nb712 *% 16)) +% 8), t714_c1_1)
+            storeVector(arena, ((313744 +% (((mb713 *% 5) +% 2) *% 16)) +% (nb712 *% 16)), t714_c2_0)
+            storeVector(arena, (((313744 +% (((mb713 *% 5) +% 2) *% 16)) +% (nb712 *% 16)) +% 8), t714_c2_1)
+            storeVector(arena, ((313744 +% (((mb713 *% 5) +% 3) *% 16)) +% (nb712 *% 16)), t714_c3_0)
+            storeVector(arena, (((313744 +% (((mb713 *% 5) +% 3) *% 16)) +% (nb712 *% 16)) +% 8), t714_c3_1)
+            storeVector(arena, ((313744 +% (((mb713 *% 5) +% 4) *% 16)) +% (nb712 *% 16)), t714_c4_0)
+            storeVector(arena, (((313744 +% (((mb713 *% 5) +% 4) *% 16)) +% (nb712 *% 16)) +% 8), t714_c4_1)
           }
-          var t709_c0_0 = loadVector(arena, (313824 +% (nb705 *% 16)))
-          var t709_c0_1 = loadVector(arena, ((313824 +% (nb705 *% 16)) +% 8))
-          var t709_c1_0 = loadVector(arena, (313840 +% (nb705 *% 16)))
-          var t709_c1_1 = loadVector(arena, ((313840 +% (nb705 *% 16)) +% 8))
-          var t709_c2_0 = loadVector(arena, (313856 +% (nb705 *% 16)))
-          var t709_c2_1 = loadVector(arena, ((313856 +% (nb705 *% 16)) +% 8))
-          var t709_c3_0 = loadVector(arena, (313872 +% (nb705 *% 16)))
-          var t709_c3_1 = loadVector(arena, ((313872 +% (nb705 *% 16)) +% 8))
-          for k710 in 0..<1792 {
-            let t709_b0 = loadVector(arena, ((113040 +% ((k710 +% (kp704 *% 1792)) *% 16)) +% (nb705 *% 16)))
-            let t709_b1 = loadVector(arena, (((113040 +% ((k710 +% (kp704 *% 1792)) *% 16)) +% (nb705 *% 16)) +% 8))
-            let t709_a0 = Vector(repeating: arena[(62800 +% (k710 +% (kp704 *% 1792)))])
-            t709_c0_0 = t709_c0_0.addingProduct(t709_a0, t709_b0)
-            t709_c0_1 = t709_c0_1.addingProduct(t709_a0, t709_b1)
-            let t709_a1 = Vector(repeating: arena[(75360 +% (k710 +% (kp704 *% 1792)))])
-            t709_c1_0 = t709_c1_0.addingProduct(t709_a1, t709_b0)
-            t709_c1_1 = t709_c1_1.addingProduct(t709_a1, t709_b1)
-            let t709_a2 = Vector(repeating: arena[(87920 +% (k710 +% (kp704 *% 1792)))])
-            t709_c2_0 = t709_c2_0.addingProduct(t709_a2, t709_b0)
-            t709_c2_1 = t709_c2_1.addingProduct(t709_a2, t709_b1)
-            let t709_a3 = Vector(repeating: arena[(100480 +% (k710 +% (kp704 *% 1792)))])
-            t709_c3_0 = t709_c3_0.addingProduct(t709_a3, t709_b0)
-            t709_c3_1 = t709_c3_1.addingProduct(t709_a3, t709_b1)
+          var t716_c0_0 = loadVector(arena, (313824 +% (nb712 *% 16)))
+          var t716_c0_1 = loadVector(arena, ((313824 +% (nb712 *% 16)) +% 8))
+          var t716_c1_0 = loadVector(arena, (313840 +% (nb712 *% 16)))
+          var t716_c1_1 = loadVector(arena, ((313840 +% (nb712 *% 16)) +% 8))
+          var t716_c2_0 = loadVector(arena, (313856 +% (nb712 *% 16)))
+          var t716_c2_1 = loadVector(arena, ((313856 +% (nb712 *% 16)) +% 8))
+          var t716_c3_0 = loadVector(arena, (313872 +% (nb712 *% 16)))
+          var t716_c3_1 = loadVector(arena, ((313872 +% (nb712 *% 16)) +% 8))
+          for k717 in 0..<1792 {
+            let t716_b0 = loadVector(arena, ((113040 +% ((k717 +% (kp711 *% 1792)) *% 16)) +% (nb712 *% 16)))
+            let t716_b1 = loadVector(arena, (((113040 +% ((k717 +% (kp711 *% 1792)) *% 16)) +% (nb712 *% 16)) +% 8))
+            let t716_a0 = Vector(repeating: arena[(62800 +% (k717 +% (kp711 *% 1792)))])
+            t716_c0_0 = t716_c0_0.addingProduct(t716_a0, t716_b0)
+            t716_c0_1 = t716_c0_1.addingProduct(t716_a0, t716_b1)
+            let t716_a1 = Vector(repeating: arena[(75360 +% (k717 +% (kp711 *% 1792)))])
+            t716_c1_0 = t716_c1_0.addingProduct(t716_a1, t716_b0)
+            t716_c1_1 = t716_c1_1.addingProduct(t716_a1, t716_b1)
+            let t716_a2 = Vector(repeating: arena[(87920 +% (k717 +% (kp711 *% 1792)))])
+            t716_c2_0 = t716_c2_0.addingProduct(t716_a2, t716_b0)
+            t716_c2_1 = t716_c2_1.addingProduct(t716_a2, t716_b1)
+            let t716_a3 = Vector(repeating: arena[(100480 +% (k717 +% (kp711 *% 1792)))])
+            t716_c3_0 = t716_c3_0.addingProduct(t716_a3, t716_b0)
+            t716_c3_1 = t716_c3_1.addingProduct(t716_a3, t716_b1)
           }
-          storeVector(arena, (313824 +% (nb705 *% 16)), t709_c0_0)
-          storeVector(arena, ((313824 +% (nb705 *% 16)) +% 8), t709_c0_1)
-          storeVector(arena, (313840 +% (nb705 *% 16)), t709_c1_0)
-          storeVector(arena, ((313840 +% (nb705 *% 16)) +% 8), t709_c1_1)
-          storeVector(arena, (313856 +% (nb705 *% 16)), t709_c2_0)
-          storeVector(arena, ((313856 +% (nb705 *% 16)) +% 8), t709_c2_1)
-          storeVector(arena, (313872 +% (nb705 *% 16)), t709_c3_0)
-          storeVector(arena, ((313872 +% (nb705 *% 16)) +% 8), t709_c3_1)
+          storeVector(arena, (313824 +% (nb712 *% 16)), t716_c0_0)
+          storeVector(arena, ((313824 +% (nb712 *% 16)) +% 8), t716_c0_1)
+          storeVector(arena, (313840 +% (nb712 *% 16)), t716_c1_0)
+          storeVector(arena, ((313840 +% (nb712 *% 16)) +% 8), t716_c1_1)
+          storeVector(arena, (313856 +% (nb712 *% 16)), t716_c2_0)
+          storeVector(arena, ((313856 +% (nb712 *% 16)) +% 8), t716_c2_1)
+          storeVector(arena, (313872 +% (nb712 *% 16)), t716_c3_0)
+          storeVector(arena, ((313872 +% (nb712 *% 16)) +% 8), t716_c3_1)
         }
       }
     }
   }
-  for f712 in 0..<16 {
-    for r713 in 0..<9 {
-      grads[((f712 *% 9) +% r713)] = arena[((313744 +% (r713 *% 16)) +% f712)]
+  for f719 in 0..<16 {
+    for r720 in 0..<9 {
+      grads[((f719 *% 9) +% r720)] = arena[((313744 +% (r720 *% 16)) +% f719)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f714 in 0..<16 {
-    var acc715 = Vector()
-    for img716 in 0..<64 {
-      for i717 in 0..<98 {
-        acc715 = acc715.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1605632 +% (img716 *% 12544)) +% (f714 *% 784)) +% (i717 *% 8))))
+  for f721 in 0..<16 {
+    var acc722 = Vector()
+    for img723 in 0..<64 {
+      for i724 in 0..<98 {
+        acc722 = acc722.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1605632 +% (img723 *% 12544)) +% (f721 *% 784)) +% (i724 *% 8))))
       }
     }
-    storeVector(arena, 0, acc715)
-    var sum718: Float = (arena[0] + arena[1])
-    var sum719: Float = (sum718 + arena[2])
-    var sum720: Float = (sum719 + arena[3])
-    var sum721: Float = (sum720 + arena[4])
-    var sum722: Float = (sum721 + arena[5])
-    var sum723: Float = (sum722 + arena[6])
-    var sum724: Float = (sum723 + arena[7])
-    grads[(144 +% f714)] = sum724
+    storeVector(arena, 0, acc722)
+    var sum725: Float = (arena[0] + arena[1])
+    var sum726: Float = (sum725 + arena[2])
+    var sum727: Float = (sum726 + arena[3])
+    var sum728: Float = (sum727 + arena[4])
+    var sum729: Float = (sum728 + arena[5])
+    var sum730: Float = (sum729 + arena[6])
+    var sum731: Float = (sum730 + arena[7])
+    grads[(144 +% f721)] = sum731
   }
   // adam = update of 7450 parameters
-  var step_size725: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt726: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i727 in 0..<931 {
-    let g_v = (loadVector(grads, (i727 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i727 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i727 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i727 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i727 *% 8), m_new_v)
-    storeVector(v, (i727 *% 8), v_new_v)
-    storeVector(params, (i727 *% 8), (loadVector(params, (i727 *% 8)) - ((Vector(repeating: step_size725) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt726)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size732: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt733: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i734 in 0..<931 {
+    let g_v = (loadVector(grads, (i734 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i734 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i734 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i734 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i734 *% 8), m_new_v)
+    storeVector(v, (i734 *% 8), v_new_v)
+    storeVector(params, (i734 *% 8), (loadVector(params, (i734 *% 8)) - ((Vector(repeating: step_size732) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt733)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i727 in 0..<1 {
-    let g_v = (loadPartial(grads, (i727 +% 7448), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i727 +% 7448), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i727 +% 7448), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i727 +% 7448), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i727 +% 7448), m_new_v, 2)
-    storePartial(v, (i727 +% 7448), v_new_v, 2)
-    storePartial(params, (i727 +% 7448), (loadPartial(params, (i727 +% 7448), 2) - ((Vector(repeating: step_size725) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt726)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i734 in 0..<1 {
+    let g_v = (loadPartial(grads, (i734 +% 7448), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i734 +% 7448), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i734 +% 7448), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i734 +% 7448), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i734 +% 7448), m_new_v, 2)
+    storePartial(v, (i734 +% 7448), v_new_v, 2)
+    storePartial(params, (i734 +% 7448), (loadPartial(params, (i734 +% 7448), 2) - ((Vector(repeating: step_size732) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt733)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 
@@ -2553,22 +2562,31 @@ public func residual_infer_b64(
   // gap = global_avgpool(conv3)
   parallelFor(pool, 2) { part236 in
     for q237 in 0..<1024 {
-      var acc238: Float = Float(0)
-      for i239 in 0..<196 {
-        acc238 = (acc238 + arena[((200704 +% ((q237 +% (part236 *% 1024)) *% 196)) +% i239)])
+      var acc238 = Vector()
+      for cv239 in 0..<24 {
+        acc238 = (acc238 + loadVector(arena, ((200704 +% ((q237 +% (part236 *% 1024)) *% 196)) +% (cv239 *% 8))))
       }
-      arena[(q237 +% (part236 *% 1024))] = (acc238 / Float(196))
+      acc238 = (acc238 + loadPartial(arena, ((200704 +% ((q237 +% (part236 *% 1024)) *% 196)) +% 192), 4))
+      storeVector(arena, (2048 +% (part236 *% 8)), acc238)
+      var sum240: Float = (arena[(2048 +% (part236 *% 8))] + arena[((2048 +% (part236 *% 8)) +% 1)])
+      var sum241: Float = (sum240 + arena[((2048 +% (part236 *% 8)) +% 2)])
+      var sum242: Float = (sum241 + arena[((2048 +% (part236 *% 8)) +% 3)])
+      var sum243: Float = (sum242 + arena[((2048 +% (part236 *% 8)) +% 4)])
+      var sum244: Float = (sum243 + arena[((2048 +% (part236 *% 8)) +% 5)])
+      var sum245: Float = (sum244 + arena[((2048 +% (part236 *% 8)) +% 6)])
+      var sum246: Float = (sum245 + arena[((2048 +% (part236 *% 8)) +% 7)])
+      arena[(q237 +% (part236 *% 1024))] = (sum246 / Float(196))
     }
   }
   // flat = flatten(gap)
   // fc = dense(flat)
   sgemm(101, 111, 112, 64, 10, 32, 1, arena + 0, 32, params + 7120, 32, Float(bitPattern: 0x0), arena + 2048, 10)
-  for n240 in 0..<64 {
-    for u241 in 0..<1 {
-      storeVector(arena, ((u241 *% 8) +% (2048 +% (n240 *% 10))), (loadVector(arena, ((u241 *% 8) +% (2048 +% (n240 *% 10)))) + loadVector(params, ((u241 *% 8) +% 7440))))
+  for n247 in 0..<64 {
+    for u248 in 0..<1 {
+      storeVector(arena, ((u248 *% 8) +% (2048 +% (n247 *% 10))), (loadVector(arena, ((u248 *% 8) +% (2048 +% (n247 *% 10)))) + loadVector(params, ((u248 *% 8) +% 7440))))
     }
-    for u241 in 0..<1 {
-      storePartial(arena, ((u241 +% 8) +% (2048 +% (n240 *% 10))), (loadPartial(arena, ((u241 +% 8) +% (2048 +% (n240 *% 10))), 2) + loadPartial(params, ((u241 +% 8) +% 7440), 2)), 2)
+    for u248 in 0..<1 {
+      storePartial(arena, ((u248 +% 8) +% (2048 +% (n247 *% 10))), (loadPartial(arena, ((u248 +% 8) +% (2048 +% (n247 *% 10))), 2) + loadPartial(params, ((u248 +% 8) +% 7440), 2)), 2)
     }
   }
 }

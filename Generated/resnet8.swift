@@ -2156,347 +2156,355 @@ public func resnet8_train_b64(
   }
   // gap = global_avgpool(x3)
   for q788 in 0..<4096 {
-    var acc789: Float = Float(0)
-    for i790 in 0..<64 {
-      acc789 = (acc789 + arena[((9699744 +% (q788 *% 64)) +% i790)])
+    var acc789 = Vector()
+    for cv790 in 0..<8 {
+      acc789 = (acc789 + loadVector(arena, ((9699744 +% (q788 *% 64)) +% (cv790 *% 8))))
     }
-    arena[(10224160 +% q788)] = (acc789 / Float(64))
+    storeVector(arena, 10228256, acc789)
+    var sum791: Float = (arena[10228256] + arena[10228257])
+    var sum792: Float = (sum791 + arena[10228258])
+    var sum793: Float = (sum792 + arena[10228259])
+    var sum794: Float = (sum793 + arena[10228260])
+    var sum795: Float = (sum794 + arena[10228261])
+    var sum796: Float = (sum795 + arena[10228262])
+    var sum797: Float = (sum796 + arena[10228263])
+    arena[(10224160 +% q788)] = (sum797 / Float(64))
   }
   // flat = flatten(gap)
   // fc = dense(flat)
   sgemm(101, 111, 112, 64, 10, 64, 1, arena + 10224160, 64, params + 77392, 64, Float(bitPattern: 0x0), arena + 10228256, 10)
-  for n791 in 0..<64 {
-    for u792 in 0..<1 {
-      storeVector(arena, ((u792 *% 8) +% (10228256 +% (n791 *% 10))), (loadVector(arena, ((u792 *% 8) +% (10228256 +% (n791 *% 10)))) + loadVector(params, ((u792 *% 8) +% 78032))))
+  for n798 in 0..<64 {
+    for u799 in 0..<1 {
+      storeVector(arena, ((u799 *% 8) +% (10228256 +% (n798 *% 10))), (loadVector(arena, ((u799 *% 8) +% (10228256 +% (n798 *% 10)))) + loadVector(params, ((u799 *% 8) +% 78032))))
     }
-    for u792 in 0..<1 {
-      storePartial(arena, ((u792 +% 8) +% (10228256 +% (n791 *% 10))), (loadPartial(arena, ((u792 +% 8) +% (10228256 +% (n791 *% 10))), 2) + loadPartial(params, ((u792 +% 8) +% 78032), 2)), 2)
+    for u799 in 0..<1 {
+      storePartial(arena, ((u799 +% 8) +% (10228256 +% (n798 *% 10))), (loadPartial(arena, ((u799 +% 8) +% (10228256 +% (n798 *% 10))), 2) + loadPartial(params, ((u799 +% 8) +% 78032), 2)), 2)
     }
   }
   // loss = cross_entropy(fc, label)
-  var total793: Float = Float(0)
-  for n794 in 0..<64 {
-    var m795: Float = arena[(10228256 +% (n794 *% 10))]
-    for k797 in 0..<10 {
-      m795 = { let x = m795, y = arena[((10228256 +% (n794 *% 10)) +% k797)]; return y > x ? y : x }()
-    }
-    var s796: Float = Float(0)
-    for k798 in 0..<10 {
-      s796 = (s796 + exponential((arena[((10228256 +% (n794 *% 10)) +% k798)] - m795)))
-    }
-    total793 = (total793 + ((m795 + logf(s796)) - arena[((10228256 +% (n794 *% 10)) +% Int(labels[n794]))]))
-  }
-  arena[10228896] = (total793 / Float(64))
-  // fc_grad = cross_entropy_grad(fc, label)
-  for n799 in 0..<64 {
-    var m800: Float = arena[(10228256 +% (n799 *% 10))]
-    for k802 in 0..<10 {
-      m800 = { let x = m800, y = arena[((10228256 +% (n799 *% 10)) +% k802)]; return y > x ? y : x }()
-    }
-    var s801: Float = Float(0)
-    for k803 in 0..<10 {
-      s801 = (s801 + exponential((arena[((10228256 +% (n799 *% 10)) +% k803)] - m800)))
-    }
+  var total800: Float = Float(0)
+  for n801 in 0..<64 {
+    var m802: Float = arena[(10228256 +% (n801 *% 10))]
     for k804 in 0..<10 {
-      arena[((10228912 +% (n799 *% 10)) +% k804)] = ((k804 == Int(labels[n799]) ? ((exponential((arena[((10228256 +% (n799 *% 10)) +% k804)] - m800)) / s801) - Float(1)) : (exponential((arena[((10228256 +% (n799 *% 10)) +% k804)] - m800)) / s801)) / Float(64))
+      m802 = { let x = m802, y = arena[((10228256 +% (n801 *% 10)) +% k804)]; return y > x ? y : x }()
+    }
+    var s803: Float = Float(0)
+    for k805 in 0..<10 {
+      s803 = (s803 + exponential((arena[((10228256 +% (n801 *% 10)) +% k805)] - m802)))
+    }
+    total800 = (total800 + ((m802 + logf(s803)) - arena[((10228256 +% (n801 *% 10)) +% Int(labels[n801]))]))
+  }
+  arena[10228896] = (total800 / Float(64))
+  // fc_grad = cross_entropy_grad(fc, label)
+  for n806 in 0..<64 {
+    var m807: Float = arena[(10228256 +% (n806 *% 10))]
+    for k809 in 0..<10 {
+      m807 = { let x = m807, y = arena[((10228256 +% (n806 *% 10)) +% k809)]; return y > x ? y : x }()
+    }
+    var s808: Float = Float(0)
+    for k810 in 0..<10 {
+      s808 = (s808 + exponential((arena[((10228256 +% (n806 *% 10)) +% k810)] - m807)))
+    }
+    for k811 in 0..<10 {
+      arena[((10228912 +% (n806 *% 10)) +% k811)] = ((k811 == Int(labels[n806]) ? ((exponential((arena[((10228256 +% (n806 *% 10)) +% k811)] - m807)) / s808) - Float(1)) : (exponential((arena[((10228256 +% (n806 *% 10)) +% k811)] - m807)) / s808)) / Float(64))
     }
   }
   // fc_weight_grad = dense_grad_weight(fc_grad, flat)
   sgemm(101, 112, 111, 10, 64, 64, 1, arena + 10228912, 10, arena + 10224160, 64, Float(bitPattern: 0x0), grads + 77392, 64)
   // fc_bias_grad = dense_grad_bias(fc_grad)
-  for u805 in 0..<10 {
-    var acc806: Float = Float(0)
-    for n807 in 0..<64 {
-      acc806 = (acc806 + arena[((10228912 +% (n807 *% 10)) +% u805)])
+  for u812 in 0..<10 {
+    var acc813: Float = Float(0)
+    for n814 in 0..<64 {
+      acc813 = (acc813 + arena[((10228912 +% (n814 *% 10)) +% u812)])
     }
-    grads[(78032 +% u805)] = acc806
+    grads[(78032 +% u812)] = acc813
   }
   // flat_grad = dense_grad_input(fc_grad, fc.weight)
   sgemm(101, 111, 111, 64, 64, 10, 1, arena + 10228912, 10, params + 77392, 64, Float(bitPattern: 0x0), arena + 10229552, 64)
   // gap_grad = flatten_grad(flat_grad, gap)
   // x3_grad = global_avgpool_grad(gap_grad, x3)
-  for q808 in 0..<4096 {
-    for i809 in 0..<8 {
-      storeVector(arena, ((i809 *% 8) +% (10486432 +% (q808 *% 64))), (Vector(repeating: arena[(10229552 +% q808)]) / Vector(repeating: Float(64))))
+  for q815 in 0..<4096 {
+    for i816 in 0..<8 {
+      storeVector(arena, ((i816 *% 8) +% (10486432 +% (q815 *% 64))), (Vector(repeating: arena[(10229552 +% q815)]) / Vector(repeating: Float(64))))
     }
   }
   // s3_sum_grad = relu_grad(x3_grad, x3)
-  for i810 in 0..<32768 {
-    storeVector(arena, ((i810 *% 8) +% 10748576), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i810 *% 8) +% 10486432)), where: loadVector(arena, ((i810 *% 8) +% 9699744)) .> Vector(repeating: Float(0))))
+  for i817 in 0..<32768 {
+    storeVector(arena, ((i817 *% 8) +% 10748576), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i817 *% 8) +% 10486432)), where: loadVector(arena, ((i817 *% 8) +% 9699744)) .> Vector(repeating: Float(0))))
   }
   // s3_pbn_weight_grad = batchnorm_grad_weight(s3_sum_grad, s3_proj, s3_pbn.mean, s3_pbn.var)
-  for c811 in 0..<64 {
-    var invstd813: Float = (Float(1) / sqrtf((arena[(10486368 +% c811)] + Float(bitPattern: 0x3727c5ac))))
-    var mean814: Float = arena[(10486304 +% c811)]
-    var acc815 = Vector()
-    var tail816: Float = Float(0)
-    for n817 in 0..<64 {
-      for v818 in 0..<8 {
-        acc815 = (acc815 + (loadVector(arena, (10748576 +% ((((n817 *% 64) +% c811) *% 64) +% (v818 *% 8)))) * ((loadVector(arena, (9962016 +% ((((n817 *% 64) +% c811) *% 64) +% (v818 *% 8)))) - Vector(repeating: mean814)) * Vector(repeating: invstd813))))
+  for c818 in 0..<64 {
+    var invstd820: Float = (Float(1) / sqrtf((arena[(10486368 +% c818)] + Float(bitPattern: 0x3727c5ac))))
+    var mean821: Float = arena[(10486304 +% c818)]
+    var acc822 = Vector()
+    var tail823: Float = Float(0)
+    for n824 in 0..<64 {
+      for v825 in 0..<8 {
+        acc822 = (acc822 + (loadVector(arena, (10748576 +% ((((n824 *% 64) +% c818) *% 64) +% (v825 *% 8)))) * ((loadVector(arena, (9962016 +% ((((n824 *% 64) +% c818) *% 64) +% (v825 *% 8)))) - Vector(repeating: mean821)) * Vector(repeating: invstd820))))
       }
     }
-    storeVector(arena, 9699744, acc815)
-    var sum819: Float = (arena[9699744] + arena[9699745])
-    var sum820: Float = (sum819 + arena[9699746])
-    var sum821: Float = (sum820 + arena[9699747])
-    var sum822: Float = (sum821 + arena[9699748])
-    var sum823: Float = (sum822 + arena[9699749])
-    var sum824: Float = (sum823 + arena[9699750])
-    var sum825: Float = (sum824 + arena[9699751])
-    var sum_x812: Float = (sum825 + tail816)
-    grads[(77264 +% c811)] = sum_x812
+    storeVector(arena, 9699744, acc822)
+    var sum826: Float = (arena[9699744] + arena[9699745])
+    var sum827: Float = (sum826 + arena[9699746])
+    var sum828: Float = (sum827 + arena[9699747])
+    var sum829: Float = (sum828 + arena[9699748])
+    var sum830: Float = (sum829 + arena[9699749])
+    var sum831: Float = (sum830 + arena[9699750])
+    var sum832: Float = (sum831 + arena[9699751])
+    var sum_x819: Float = (sum832 + tail823)
+    grads[(77264 +% c818)] = sum_x819
   }
   // s3_pbn_bias_grad = batchnorm_grad_bias(s3_sum_grad)
-  for c826 in 0..<64 {
-    var acc828 = Vector()
-    var tail829: Float = Float(0)
-    for n830 in 0..<64 {
-      for v831 in 0..<8 {
-        acc828 = (acc828 + loadVector(arena, (10748576 +% ((((n830 *% 64) +% c826) *% 64) +% (v831 *% 8)))))
+  for c833 in 0..<64 {
+    var acc835 = Vector()
+    var tail836: Float = Float(0)
+    for n837 in 0..<64 {
+      for v838 in 0..<8 {
+        acc835 = (acc835 + loadVector(arena, (10748576 +% ((((n837 *% 64) +% c833) *% 64) +% (v838 *% 8)))))
       }
     }
-    storeVector(arena, 9699744, acc828)
-    var sum832: Float = (arena[9699744] + arena[9699745])
-    var sum833: Float = (sum832 + arena[9699746])
-    var sum834: Float = (sum833 + arena[9699747])
-    var sum835: Float = (sum834 + arena[9699748])
-    var sum836: Float = (sum835 + arena[9699749])
-    var sum837: Float = (sum836 + arena[9699750])
-    var sum838: Float = (sum837 + arena[9699751])
-    var sum827: Float = (sum838 + tail829)
-    grads[(77328 +% c826)] = sum827
+    storeVector(arena, 9699744, acc835)
+    var sum839: Float = (arena[9699744] + arena[9699745])
+    var sum840: Float = (sum839 + arena[9699746])
+    var sum841: Float = (sum840 + arena[9699747])
+    var sum842: Float = (sum841 + arena[9699748])
+    var sum843: Float = (sum842 + arena[9699749])
+    var sum844: Float = (sum843 + arena[9699750])
+    var sum845: Float = (sum844 + arena[9699751])
+    var sum834: Float = (sum845 + tail836)
+    grads[(77328 +% c833)] = sum834
   }
   // s3_proj_grad = batchnorm_grad_input(s3_sum_grad, s3_proj, s3_pbn.mean, s3_pbn.var, s3_pbn.weight, s3_pbn_bias_grad, s3_pbn_weight_grad)
-  for c839 in 0..<64 {
-    var invstd842: Float = (Float(1) / sqrtf((arena[(10486368 +% c839)] + Float(bitPattern: 0x3727c5ac))))
-    var sum840: Float = grads[(77328 +% c839)]
-    var sum_x841: Float = grads[(77264 +% c839)]
-    var scale843: Float = (params[(77264 +% c839)] * invstd842)
-    var mean_dy844: Float = (sum840 / Float(4096))
-    var mean_dy_x845: Float = (sum_x841 / Float(4096))
-    for n846 in 0..<64 {
-      for i847 in 0..<64 {
-        arena[(9699744 +% ((((n846 *% 64) +% c839) *% 64) +% i847))] = (scale843 * ((arena[(10748576 +% ((((n846 *% 64) +% c839) *% 64) +% i847))] - mean_dy844) - (((arena[(9962016 +% ((((n846 *% 64) +% c839) *% 64) +% i847))] - arena[(10486304 +% c839)]) * invstd842) * mean_dy_x845)))
+  for c846 in 0..<64 {
+    var invstd849: Float = (Float(1) / sqrtf((arena[(10486368 +% c846)] + Float(bitPattern: 0x3727c5ac))))
+    var sum847: Float = grads[(77328 +% c846)]
+    var sum_x848: Float = grads[(77264 +% c846)]
+    var scale850: Float = (params[(77264 +% c846)] * invstd849)
+    var mean_dy851: Float = (sum847 / Float(4096))
+    var mean_dy_x852: Float = (sum_x848 / Float(4096))
+    for n853 in 0..<64 {
+      for i854 in 0..<64 {
+        arena[(9699744 +% ((((n853 *% 64) +% c846) *% 64) +% i854))] = (scale850 * ((arena[(10748576 +% ((((n853 *% 64) +% c846) *% 64) +% i854))] - mean_dy851) - (((arena[(9962016 +% ((((n853 *% 64) +% c846) *% 64) +% i854))] - arena[(10486304 +% c846)]) * invstd849) * mean_dy_x852)))
       }
     }
   }
   // s3_proj_weight_grad = conv2d_grad_weight(s3_proj_grad, x2)
-  for i848 in 0..<256 {
-    storeVector(arena, ((i848 *% 8) +% 10060832), Vector(repeating: Float(0)))
+  for i855 in 0..<256 {
+    storeVector(arena, ((i855 *% 8) +% 10060832), Vector(repeating: Float(0)))
   }
-  for g849 in 0..<4 {
-    for j850 in 0..<16 {
-      for c851 in 0..<32 {
-        for ky852 in 0..<1 {
-          for oy853 in 0..<8 {
-            for ox854 in 0..<8 {
-              arena[(((9962016 +% ((c851 +% ky852) *% 1040)) +% (j850 *% 64)) +% ((oy853 *% 8) +% ox854))] = arena[((((7864480 +% (((g849 *% 16) +% j850) *% 8192)) +% (c851 *% 256)) +% (((oy853 *% 2) +% ky852) *% 16)) +% (ox854 *% 2))]
+  for g856 in 0..<4 {
+    for j857 in 0..<16 {
+      for c858 in 0..<32 {
+        for ky859 in 0..<1 {
+          for oy860 in 0..<8 {
+            for ox861 in 0..<8 {
+              arena[(((9962016 +% ((c858 +% ky859) *% 1040)) +% (j857 *% 64)) +% ((oy860 *% 8) +% ox861))] = arena[((((7864480 +% (((g856 *% 16) +% j857) *% 8192)) +% (c858 *% 256)) +% (((oy860 *% 2) +% ky859) *% 16)) +% (ox861 *% 2))]
             }
           }
         }
       }
     }
-    for j855 in 0..<16 {
-      for i856 in 0..<64 {
-        for f857 in 0..<64 {
-          arena[((9995296 +% (((j855 *% 64) +% i856) *% 64)) +% f857)] = arena[(((9699744 +% (((g849 *% 16) +% j855) *% 4096)) +% (f857 *% 64)) +% i856)]
+    for j862 in 0..<16 {
+      for i863 in 0..<64 {
+        for f864 in 0..<64 {
+          arena[((9995296 +% (((j862 *% 64) +% i863) *% 64)) +% f864)] = arena[(((9699744 +% (((g856 *% 16) +% j862) *% 4096)) +% (f864 *% 64)) +% i863)]
         }
       }
     }
-    do {  // gemm865
-      for nb858 in 0..<2 {
-        for mb859 in 0..<8 {
-          var t860_c0_0 = loadVector(arena, ((10060832 +% ((mb859 *% 4) *% 64)) +% (nb858 *% 24)))
-          var t860_c0_1 = loadVector(arena, (((10060832 +% ((mb859 *% 4) *% 64)) +% (nb858 *% 24)) +% 8))
-          var t860_c0_2 = loadVector(arena, (((10060832 +% ((mb859 *% 4) *% 64)) +% (nb858 *% 24)) +% 16))
-          var t860_c1_0 = loadVector(arena, ((10060832 +% (((mb859 *% 4) +% 1) *% 64)) +% (nb858 *% 24)))
-          var t860_c1_1 = loadVector(arena, (((10060832 +% (((mb859 *% 4) +% 1) *% 64)) +% (nb858 *% 24)) +% 8))
-          var t860_c1_2 = loadVector(arena, (((10060832 +% (((mb859 *% 4) +% 1) *% 64)) +% (nb858 *% 24)) +% 16))
-          var t860_c2_0 = loadVector(arena, ((10060832 +% (((mb859 *% 4) +% 2) *% 64)) +% (nb858 *% 24)))
-          var t860_c2_1 = loadVector(arena, (((10060832 +% (((mb859 *% 4) +% 2) *% 64)) +% (nb858 *% 24)) +% 8))
-          var t860_c2_2 = loadVector(arena, (((10060832 +% (((mb859 *% 4) +% 2) *% 64)) +% (nb858 *% 24)) +% 16))
-          var t860_c3_0 = loadVector(arena, ((10060832 +% (((mb859 *% 4) +% 3) *% 64)) +% (nb858 *% 24)))
-          var t860_c3_1 = loadVector(arena, (((10060832 +% (((mb859 *% 4) +% 3) *% 64)) +% (nb858 *% 24)) +% 8))
-          var t860_c3_2 = loadVector(arena, (((10060832 +% (((mb859 *% 4) +% 3) *% 64)) +% (nb858 *% 24)) +% 16))
-          for k861 in 0..<1024 {
-            let t860_b0 = loadVector(arena, ((9995296 +% (k861 *% 64)) +% (nb858 *% 24)))
-            let t860_b1 = loadVector(arena, (((9995296 +% (k861 *% 64)) +% (nb858 *% 24)) +% 8))
-            let t860_b2 = loadVector(arena, (((9995296 +% (k861 *% 64)) +% (nb858 *% 24)) +% 16))
-            let t860_a0 = Vector(repeating: arena[((9962016 +% ((mb859 *% 4) *% 1040)) +% k861)])
-            t860_c0_0 = t860_c0_0.addingProduct(t860_a0, t860_b0)
-            t860_c0_1 = t860_c0_1.addingProduct(t860_a0, t860_b1)
-            t860_c0_2 = t860_c0_2.addingProduct(t860_a0, t860_b2)
-            let t860_a1 = Vector(repeating: arena[((9962016 +% (((mb859 *% 4) +% 1) *% 1040)) +% k861)])
-            t860_c1_0 = t860_c1_0.addingProduct(t860_a1, t860_b0)
-            t860_c1_1 = t860_c1_1.addingProduct(t860_a1, t860_b1)
-            t860_c1_2 = t860_c1_2.addingProduct(t860_a1, t860_b2)
-            let t860_a2 = Vector(repeating: arena[((9962016 +% (((mb859 *% 4) +% 2) *% 1040)) +% k861)])
-            t860_c2_0 = t860_c2_0.addingProduct(t860_a2, t860_b0)
-            t860_c2_1 = t860_c2_1.addingProduct(t860_a2, t860_b1)
-            t860_c2_2 = t860_c2_2.addingProduct(t860_a2, t860_b2)
-            let t860_a3 = Vector(repeating: arena[((9962016 +% (((mb859 *% 4) +% 3) *% 1040)) +% k861)])
-            t860_c3_0 = t860_c3_0.addingProduct(t860_a3, t860_b0)
-            t860_c3_1 = t860_c3_1.addingProduct(t860_a3, t860_b1)
-            t860_c3_2 = t860_c3_2.addingProduct(t860_a3, t860_b2)
+    do {  // gemm872
+      for nb865 in 0..<2 {
+        for mb866 in 0..<8 {
+          var t867_c0_0 = loadVector(arena, ((10060832 +% ((mb866 *% 4) *% 64)) +% (nb865 *% 24)))
+          var t867_c0_1 = loadVector(arena, (((10060832 +% ((mb866 *% 4) *% 64)) +% (nb865 *% 24)) +% 8))
+          var t867_c0_2 = loadVector(arena, (((10060832 +% ((mb866 *% 4) *% 64)) +% (nb865 *% 24)) +% 16))
+          var t867_c1_0 = loadVector(arena, ((10060832 +% (((mb866 *% 4) +% 1) *% 64)) +% (nb865 *% 24)))
+          var t867_c1_1 = loadVector(arena, (((10060832 +% (((mb866 *% 4) +% 1) *% 64)) +% (nb865 *% 24)) +% 8))
+          var t867_c1_2 = loadVector(arena, (((10060832 +% (((mb866 *% 4) +% 1) *% 64)) +% (nb865 *% 24)) +% 16))
+          var t867_c2_0 = loadVector(arena, ((10060832 +% (((mb866 *% 4) +% 2) *% 64)) +% (nb865 *% 24)))
+          var t867_c2_1 = loadVector(arena, (((10060832 +% (((mb866 *% 4) +% 2) *% 64)) +% (nb865 *% 24)) +% 8))
+          var t867_c2_2 = loadVector(arena, (((10060832 +% (((mb866 *% 4) +% 2) *% 64)) +% (nb865 *% 24)) +% 16))
+          var t867_c3_0 = loadVector(arena, ((10060832 +% (((mb866 *% 4) +% 3) *% 64)) +% (nb865 *% 24)))
+          var t867_c3_1 = loadVector(arena, (((10060832 +% (((mb866 *% 4) +% 3) *% 64)) +% (nb865 *% 24)) +% 8))
+          var t867_c3_2 = loadVector(arena, (((10060832 +% (((mb866 *% 4) +% 3) *% 64)) +% (nb865 *% 24)) +% 16))
+          for k868 in 0..<1024 {
+            let t867_b0 = loadVector(arena, ((9995296 +% (k868 *% 64)) +% (nb865 *% 24)))
+            let t867_b1 = loadVector(arena, (((9995296 +% (k868 *% 64)) +% (nb865 *% 24)) +% 8))
+            let t867_b2 = loadVector(arena, (((9995296 +% (k868 *% 64)) +% (nb865 *% 24)) +% 16))
+            let t867_a0 = Vector(repeating: arena[((9962016 +% ((mb866 *% 4) *% 1040)) +% k868)])
+            t867_c0_0 = t867_c0_0.addingProduct(t867_a0, t867_b0)
+            t867_c0_1 = t867_c0_1.addingProduct(t867_a0, t867_b1)
+            t867_c0_2 = t867_c0_2.addingProduct(t867_a0, t867_b2)
+            let t867_a1 = Vector(repeating: arena[((9962016 +% (((mb866 *% 4) +% 1) *% 1040)) +% k868)])
+            t867_c1_0 = t867_c1_0.addingProduct(t867_a1, t867_b0)
+            t867_c1_1 = t867_c1_1.addingProduct(t867_a1, t867_b1)
+            t867_c1_2 = t867_c1_2.addingProduct(t867_a1, t867_b2)
+            let t867_a2 = Vector(repeating: arena[((9962016 +% (((mb866 *% 4) +% 2) *% 1040)) +% k868)])
+            t867_c2_0 = t867_c2_0.addingProduct(t867_a2, t867_b0)
+            t867_c2_1 = t867_c2_1.addingProduct(t867_a2, t867_b1)
+            t867_c2_2 = t867_c2_2.addingProduct(t867_a2, t867_b2)
+            let t867_a3 = Vector(repeating: arena[((9962016 +% (((mb866 *% 4) +% 3) *% 1040)) +% k868)])
+            t867_c3_0 = t867_c3_0.addingProduct(t867_a3, t867_b0)
+            t867_c3_1 = t867_c3_1.addingProduct(t867_a3, t867_b1)
+            t867_c3_2 = t867_c3_2.addingProduct(t867_a3, t867_b2)
           }
-          storeVector(arena, ((10060832 +% ((mb859 *% 4) *% 64)) +% (nb858 *% 24)), t860_c0_0)
-          storeVector(arena, (((10060832 +% ((mb859 *% 4) *% 64)) +% (nb858 *% 24)) +% 8), t860_c0_1)
-          storeVector(arena, (((10060832 +% ((mb859 *% 4) *% 64)) +% (nb858 *% 24)) +% 16), t860_c0_2)
-          storeVector(arena, ((10060832 +% (((mb859 *% 4) +% 1) *% 64)) +% (nb858 *% 24)), t860_c1_0)
-          storeVector(arena, (((10060832 +% (((mb859 *% 4) +% 1) *% 64)) +% (nb858 *% 24)) +% 8), t860_c1_1)
-          storeVector(arena, (((10060832 +% (((mb859 *% 4) +% 1) *% 64)) +% (nb858 *% 24)) +% 16), t860_c1_2)
-          storeVector(arena, ((10060832 +% (((mb859 *% 4) +% 2) *% 64)) +% (nb858 *% 24)), t860_c2_0)
-          storeVector(arena, (((10060832 +% (((mb859 *% 4) +% 2) *% 64)) +% (nb858 *% 24)) +% 8), t860_c2_1)
-          storeVector(arena, (((10060832 +% (((mb859 *% 4) +% 2) *% 64)) +% (nb858 *% 24)) +% 16), t860_c2_2)
-          storeVector(arena, ((10060832 +% (((mb859 *% 4) +% 3) *% 64)) +% (nb858 *% 24)), t860_c3_0)
-          storeVector(arena, (((10060832 +% (((mb859 *% 4) +% 3) *% 64)) +% (nb858 *% 24)) +% 8), t860_c3_1)
-          storeVector(arena, (((10060832 +% (((mb859 *% 4) +% 3) *% 64)) +% (nb858 *% 24)) +% 16), t860_c3_2)
+          storeVector(arena, ((10060832 +% ((mb866 *% 4) *% 64)) +% (nb865 *% 24)), t867_c0_0)
+          storeVector(arena, (((10060832 +% ((mb866 *% 4) *% 64)) +% (nb865 *% 24)) +% 8), t867_c0_1)
+          storeVector(arena, (((10060832 +% ((mb866 *% 4) *% 64)) +% (nb865 *% 24)) +% 16), t867_c0_2)
+          storeVector(arena, ((10060832 +% (((mb866 *% 4) +% 1) *% 64)) +% (nb865 *% 24)), t867_c1_0)
+          storeVector(arena, (((10060832 +% (((mb866 *% 4) +% 1) *% 64)) +% (nb865 *% 24)) +% 8), t867_c1_1)
+          storeVector(arena, (((10060832 +% (((mb866 *% 4) +% 1) *% 64)) +% (nb865 *% 24)) +% 16), t867_c1_2)
+          storeVector(arena, ((10060832 +% (((mb866 *% 4) +% 2) *% 64)) +% (nb865 *% 24)), t867_c2_0)
+          storeVector(arena, (((10060832 +% (((mb866 *% 4) +% 2) *% 64)) +% (nb865 *% 24)) +% 8), t867_c2_1)
+          storeVector(arena, (((10060832 +% (((mb866 *% 4) +% 2) *% 64)) +% (nb865 *% 24)) +% 16), t867_c2_2)
+          storeVector(arena, ((10060832 +% (((mb866 *% 4) +% 3) *% 64)) +% (nb865 *% 24)), t867_c3_0)
+          storeVector(arena, (((10060832 +% (((mb866 *% 4) +% 3) *% 64)) +% (nb865 *% 24)) +% 8), t867_c3_1)
+          storeVector(arena, (((10060832 +% (((mb866 *% 4) +% 3) *% 64)) +% (nb865 *% 24)) +% 16), t867_c3_2)
         }
       }
-      for mb862 in 0..<8 {
-        var t863_c0_0 = loadVector(arena, ((10060832 +% ((mb862 *% 4) *% 64)) +% 48))
-        var t863_c0_1 = loadVector(arena, (((10060832 +% ((mb862 *% 4) *% 64)) +% 48) +% 8))
-        var t863_c1_0 = loadVector(arena, ((10060832 +% (((mb862 *% 4) +% 1) *% 64)) +% 48))
-        var t863_c1_1 = loadVector(arena, (((10060832 +% (((mb862 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t863_c2_0 = loadVector(arena, ((10060832 +% (((mb862 *% 4) +% 2) *% 64)) +% 48))
-        var t863_c2_1 = loadVector(arena, (((10060832 +% (((mb862 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t863_c3_0 = loadVector(arena, ((10060832 +% (((mb862 *% 4) +% 3) *% 64)) +% 48))
-        var t863_c3_1 = loadVector(arena, (((10060832 +% (((mb862 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k864 in 0..<1024 {
-          let t863_b0 = loadVector(arena, ((9995296 +% (k864 *% 64)) +% 48))
-          let t863_b1 = loadVector(arena, (((9995296 +% (k864 *% 64)) +% 48) +% 8))
-          let t863_a0 = Vector(repeating: arena[((9962016 +% ((mb862 *% 4) *% 1040)) +% k864)])
-          t863_c0_0 = t863_c0_0.addingProduct(t863_a0, t863_b0)
-          t863_c0_1 = t863_c0_1.addingProduct(t863_a0, t863_b1)
-          let t863_a1 = Vector(repeating: arena[((9962016 +% (((mb862 *% 4) +% 1) *% 1040)) +% k864)])
-          t863_c1_0 = t863_c1_0.addingProduct(t863_a1, t863_b0)
-          t863_c1_1 = t863_c1_1.addingProduct(t863_a1, t863_b1)
-          let t863_a2 = Vector(repeating: arena[((9962016 +% (((mb862 *% 4) +% 2) *% 1040)) +% k864)])
-          t863_c2_0 = t863_c2_0.addingProduct(t863_a2, t863_b0)
-          t863_c2_1 = t863_c2_1.addingProduct(t863_a2, t863_b1)
-          let t863_a3 = Vector(repeating: arena[((9962016 +% (((mb862 *% 4) +% 3) *% 1040)) +% k864)])
-          t863_c3_0 = t863_c3_0.addingProduct(t863_a3, t863_b0)
-          t863_c3_1 = t863_c3_1.addingProduct(t863_a3, t863_b1)
+      for mb869 in 0..<8 {
+        var t870_c0_0 = loadVector(arena, ((10060832 +% ((mb869 *% 4) *% 64)) +% 48))
+        var t870_c0_1 = loadVector(arena, (((10060832 +% ((mb869 *% 4) *% 64)) +% 48) +% 8))
+        var t870_c1_0 = loadVector(arena, ((10060832 +% (((mb869 *% 4) +% 1) *% 64)) +% 48))
+        var t870_c1_1 = loadVector(arena, (((10060832 +% (((mb869 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t870_c2_0 = loadVector(arena, ((10060832 +% (((mb869 *% 4) +% 2) *% 64)) +% 48))
+        var t870_c2_1 = loadVector(arena, (((10060832 +% (((mb869 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t870_c3_0 = loadVector(arena, ((10060832 +% (((mb869 *% 4) +% 3) *% 64)) +% 48))
+        var t870_c3_1 = loadVector(arena, (((10060832 +% (((mb869 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k871 in 0..<1024 {
+          let t870_b0 = loadVector(arena, ((9995296 +% (k871 *% 64)) +% 48))
+          let t870_b1 = loadVector(arena, (((9995296 +% (k871 *% 64)) +% 48) +% 8))
+          let t870_a0 = Vector(repeating: arena[((9962016 +% ((mb869 *% 4) *% 1040)) +% k871)])
+          t870_c0_0 = t870_c0_0.addingProduct(t870_a0, t870_b0)
+          t870_c0_1 = t870_c0_1.addingProduct(t870_a0, t870_b1)
+          let t870_a1 = Vector(repeating: arena[((9962016 +% (((mb869 *% 4) +% 1) *% 1040)) +% k871)])
+          t870_c1_0 = t870_c1_0.addingProduct(t870_a1, t870_b0)
+          t870_c1_1 = t870_c1_1.addingProduct(t870_a1, t870_b1)
+          let t870_a2 = Vector(repeating: arena[((9962016 +% (((mb869 *% 4) +% 2) *% 1040)) +% k871)])
+          t870_c2_0 = t870_c2_0.addingProduct(t870_a2, t870_b0)
+          t870_c2_1 = t870_c2_1.addingProduct(t870_a2, t870_b1)
+          let t870_a3 = Vector(repeating: arena[((9962016 +% (((mb869 *% 4) +% 3) *% 1040)) +% k871)])
+          t870_c3_0 = t870_c3_0.addingProduct(t870_a3, t870_b0)
+          t870_c3_1 = t870_c3_1.addingProduct(t870_a3, t870_b1)
         }
-        storeVector(arena, ((10060832 +% ((mb862 *% 4) *% 64)) +% 48), t863_c0_0)
-        storeVector(arena, (((10060832 +% ((mb862 *% 4) *% 64)) +% 48) +% 8), t863_c0_1)
-        storeVector(arena, ((10060832 +% (((mb862 *% 4) +% 1) *% 64)) +% 48), t863_c1_0)
-        storeVector(arena, (((10060832 +% (((mb862 *% 4) +% 1) *% 64)) +% 48) +% 8), t863_c1_1)
-        storeVector(arena, ((10060832 +% (((mb862 *% 4) +% 2) *% 64)) +% 48), t863_c2_0)
-        storeVector(arena, (((10060832 +% (((mb862 *% 4) +% 2) *% 64)) +% 48) +% 8), t863_c2_1)
-        storeVector(arena, ((10060832 +% (((mb862 *% 4) +% 3) *% 64)) +% 48), t863_c3_0)
-        storeVector(arena, (((10060832 +% (((mb862 *% 4) +% 3) *% 64)) +% 48) +% 8), t863_c3_1)
+        storeVector(arena, ((10060832 +% ((mb869 *% 4) *% 64)) +% 48), t870_c0_0)
+        storeVector(arena, (((10060832 +% ((mb869 *% 4) *% 64)) +% 48) +% 8), t870_c0_1)
+        storeVector(arena, ((10060832 +% (((mb869 *% 4) +% 1) *% 64)) +% 48), t870_c1_0)
+        storeVector(arena, (((10060832 +% (((mb869 *% 4) +% 1) *% 64)) +% 48) +% 8), t870_c1_1)
+        storeVector(arena, ((10060832 +% (((mb869 *% 4) +% 2) *% 64)) +% 48), t870_c2_0)
+        storeVector(arena, (((10060832 +% (((mb869 *% 4) +% 2) *% 64)) +% 48) +% 8), t870_c2_1)
+        storeVector(arena, ((10060832 +% (((mb869 *% 4) +% 3) *% 64)) +% 48), t870_c3_0)
+        storeVector(arena, (((10060832 +% (((mb869 *% 4) +% 3) *% 64)) +% 48) +% 8), t870_c3_1)
       }
     }
   }
-  for f866 in 0..<64 {
-    for r867 in 0..<32 {
-      grads[((75216 +% (f866 *% 32)) +% r867)] = arena[((10060832 +% (r867 *% 64)) +% f866)]
+  for f873 in 0..<64 {
+    for r874 in 0..<32 {
+      grads[((75216 +% (f873 *% 32)) +% r874)] = arena[((10060832 +% (r874 *% 64)) +% f873)]
     }
   }
   // x2_grad = conv2d_grad_input(s3_proj_grad, s3_proj.weight, x2)
-  for i868 in 0..<65536 {
-    storeVector(arena, ((i868 *% 8) +% 11010720), Vector(repeating: Float(0)))
+  for i875 in 0..<65536 {
+    storeVector(arena, ((i875 *% 8) +% 11010720), Vector(repeating: Float(0)))
   }
-  for g869 in 0..<4 {
-    for j870 in 0..<16 {
-      for f871 in 0..<64 {
-        for i872 in 0..<8 {
-          storeVector(arena, ((i872 *% 8) +% ((9995296 +% (f871 *% 1040)) +% (j870 *% 64))), loadVector(arena, ((i872 *% 8) +% ((9699744 +% (((g869 *% 16) +% j870) *% 4096)) +% (f871 *% 64)))))
+  for g876 in 0..<4 {
+    for j877 in 0..<16 {
+      for f878 in 0..<64 {
+        for i879 in 0..<8 {
+          storeVector(arena, ((i879 *% 8) +% ((9995296 +% (f878 *% 1040)) +% (j877 *% 64))), loadVector(arena, ((i879 *% 8) +% ((9699744 +% (((g876 *% 16) +% j877) *% 4096)) +% (f878 *% 64)))))
         }
       }
     }
-    do {  // gemm880
-      for nb873 in 0..<42 {
-        for mb874 in 0..<8 {
-          var t875_c0_0 = Vector()
-          var t875_c0_1 = Vector()
-          var t875_c0_2 = Vector()
-          var t875_c1_0 = Vector()
-          var t875_c1_1 = Vector()
-          var t875_c1_2 = Vector()
-          var t875_c2_0 = Vector()
-          var t875_c2_1 = Vector()
-          var t875_c2_2 = Vector()
-          var t875_c3_0 = Vector()
-          var t875_c3_1 = Vector()
-          var t875_c3_2 = Vector()
-          for k876 in 0..<64 {
-            let t875_b0 = loadVector(arena, ((9995296 +% (k876 *% 1040)) +% (nb873 *% 24)))
-            let t875_b1 = loadVector(arena, (((9995296 +% (k876 *% 1040)) +% (nb873 *% 24)) +% 8))
-            let t875_b2 = loadVector(arena, (((9995296 +% (k876 *% 1040)) +% (nb873 *% 24)) +% 16))
-            let t875_a0 = Vector(repeating: params[((75216 +% (mb874 *% 4)) +% (k876 *% 32))])
-            t875_c0_0 = t875_c0_0.addingProduct(t875_a0, t875_b0)
-            t875_c0_1 = t875_c0_1.addingProduct(t875_a0, t875_b1)
-            t875_c0_2 = t875_c0_2.addingProduct(t875_a0, t875_b2)
-            let t875_a1 = Vector(repeating: params[((75216 +% ((mb874 *% 4) +% 1)) +% (k876 *% 32))])
-            t875_c1_0 = t875_c1_0.addingProduct(t875_a1, t875_b0)
-            t875_c1_1 = t875_c1_1.addingProduct(t875_a1, t875_b1)
-            t875_c1_2 = t875_c1_2.addingProduct(t875_a1, t875_b2)
-            let t875_a2 = Vector(repeating: params[((75216 +% ((mb874 *% 4) +% 2)) +% (k876 *% 32))])
-            t875_c2_0 = t875_c2_0.addingProduct(t875_a2, t875_b0)
-            t875_c2_1 = t875_c2_1.addingProduct(t875_a2, t875_b1)
-            t875_c2_2 = t875_c2_2.addingProduct(t875_a2, t875_b2)
-            let t875_a3 = Vector(repeating: params[((75216 +% ((mb874 *% 4) +% 3)) +% (k876 *% 32))])
-            t875_c3_0 = t875_c3_0.addingProduct(t875_a3, t875_b0)
-            t875_c3_1 = t875_c3_1.addingProduct(t875_a3, t875_b1)
-            t875_c3_2 = t875_c3_2.addingProduct(t875_a3, t875_b2)
+    do {  // gemm887
+      for nb880 in 0..<42 {
+        for mb881 in 0..<8 {
+          var t882_c0_0 = Vector()
+          var t882_c0_1 = Vector()
+          var t882_c0_2 = Vector()
+          var t882_c1_0 = Vector()
+          var t882_c1_1 = Vector()
+          var t882_c1_2 = Vector()
+          var t882_c2_0 = Vector()
+          var t882_c2_1 = Vector()
+          var t882_c2_2 = Vector()
+          var t882_c3_0 = Vector()
+          var t882_c3_1 = Vector()
+          var t882_c3_2 = Vector()
+          for k883 in 0..<64 {
+            let t882_b0 = loadVector(arena, ((9995296 +% (k883 *% 1040)) +% (nb880 *% 24)))
+            let t882_b1 = loadVector(arena, (((9995296 +% (k883 *% 1040)) +% (nb880 *% 24)) +% 8))
+            let t882_b2 = loadVector(arena, (((9995296 +% (k883 *% 1040)) +% (nb880 *% 24)) +% 16))
+            let t882_a0 = Vector(repeating: params[((75216 +% (mb881 *% 4)) +% (k883 *% 32))])
+            t882_c0_0 = t882_c0_0.addingProduct(t882_a0, t882_b0)
+            t882_c0_1 = t882_c0_1.addingProduct(t882_a0, t882_b1)
+            t882_c0_2 = t882_c0_2.addingProduct(t882_a0, t882_b2)
+            let t882_a1 = Vector(repeating: params[((75216 +% ((mb881 *% 4) +% 1)) +% (k883 *% 32))])
+            t882_c1_0 = t882_c1_0.addingProduct(t882_a1, t882_b0)
+            t882_c1_1 = t882_c1_1.addingProduct(t882_a1, t882_b1)
+            t882_c1_2 = t882_c1_2.addingProduct(t882_a1, t882_b2)
+            let t882_a2 = Vector(repeating: params[((75216 +% ((mb881 *% 4) +% 2)) +% (k883 *% 32))])
+            t882_c2_0 = t882_c2_0.addingProduct(t882_a2, t882_b0)
+            t882_c2_1 = t882_c2_1.addingProduct(t882_a2, t882_b1)
+            t882_c2_2 = t882_c2_2.addingProduct(t882_a2, t882_b2)
+            let t882_a3 = Vector(repeating: params[((75216 +% ((mb881 *% 4) +% 3)) +% (k883 *% 32))])
+            t882_c3_0 = t882_c3_0.addingProduct(t882_a3, t882_b0)
+            t882_c3_1 = t882_c3_1.addingProduct(t882_a3, t882_b1)
+            t882_c3_2 = t882_c3_2.addingProduct(t882_a3, t882_b2)
           }
-          storeVector(arena, ((9962016 +% ((mb874 *% 4) *% 1040)) +% (nb873 *% 24)), t875_c0_0)
-          storeVector(arena, (((9962016 +% ((mb874 *% 4) *% 1040)) +% (nb873 *% 24)) +% 8), t875_c0_1)
-          storeVector(arena, (((9962016 +% ((mb874 *% 4) *% 1040)) +% (nb873 *% 24)) +% 16), t875_c0_2)
-          storeVector(arena, ((9962016 +% (((mb874 *% 4) +% 1) *% 1040)) +% (nb873 *% 24)), t875_c1_0)
-          storeVector(arena, (((9962016 +% (((mb874 *% 4) +% 1) *% 1040)) +% (nb873 *% 24)) +% 8), t875_c1_1)
-          storeVector(arena, (((9962016 +% (((mb874 *% 4) +% 1) *% 1040)) +% (nb873 *% 24)) +% 16), t875_c1_2)
-          storeVector(arena, ((9962016 +% (((mb874 *% 4) +% 2) *% 1040)) +% (nb873 *% 24)), t875_c2_0)
-          storeVector(arena, (((9962016 +% (((mb874 *% 4) +% 2) *% 1040)) +% (nb873 *% 24)) +% 8), t875_c2_1)
-          storeVector(arena, (((9962016 +% (((mb874 *% 4) +% 2) *% 1040)) +% (nb873 *% 24)) +% 16), t875_c2_2)
-          storeVector(arena, ((9962016 +% (((mb874 *% 4) +% 3) *% 1040)) +% (nb873 *% 24)), t875_c3_0)
-          storeVector(arena, (((9962016 +% (((mb874 *% 4) +% 3) *% 1040)) +% (nb873 *% 24)) +% 8), t875_c3_1)
-          storeVector(arena, (((9962016 +% (((mb874 *% 4) +% 3) *% 1040)) +% (nb873 *% 24)) +% 16), t875_c3_2)
+          storeVector(arena, ((9962016 +% ((mb881 *% 4) *% 1040)) +% (nb880 *% 24)), t882_c0_0)
+          storeVector(arena, (((9962016 +% ((mb881 *% 4) *% 1040)) +% (nb880 *% 24)) +% 8), t882_c0_1)
+          storeVector(arena, (((9962016 +% ((mb881 *% 4) *% 1040)) +% (nb880 *% 24)) +% 16), t882_c0_2)
+          storeVector(arena, ((9962016 +% (((mb881 *% 4) +% 1) *% 1040)) +% (nb880 *% 24)), t882_c1_0)
+          storeVector(arena, (((9962016 +% (((mb881 *% 4) +% 1) *% 1040)) +% (nb880 *% 24)) +% 8), t882_c1_1)
+          storeVector(arena, (((9962016 +% (((mb881 *% 4) +% 1) *% 1040)) +% (nb880 *% 24)) +% 16), t882_c1_2)
+          storeVector(arena, ((9962016 +% (((mb881 *% 4) +% 2) *% 1040)) +% (nb880 *% 24)), t882_c2_0)
+          storeVector(arena, (((9962016 +% (((mb881 *% 4) +% 2) *% 1040)) +% (nb880 *% 24)) +% 8), t882_c2_1)
+          storeVector(arena, (((9962016 +% (((mb881 *% 4) +% 2) *% 1040)) +% (nb880 *% 24)) +% 16), t882_c2_2)
+          storeVector(arena, ((9962016 +% (((mb881 *% 4) +% 3) *% 1040)) +% (nb880 *% 24)), t882_c3_0)
+          storeVector(arena, (((9962016 +% (((mb881 *% 4) +% 3) *% 1040)) +% (nb880 *% 24)) +% 8), t882_c3_1)
+          storeVector(arena, (((9962016 +% (((mb881 *% 4) +% 3) *% 1040)) +% (nb880 *% 24)) +% 16), t882_c3_2)
         }
       }
-      for mb877 in 0..<8 {
-        var t878_c0_0 = Vector()
-        var t878_c0_1 = Vector()
-        var t878_c1_0 = Vector()
-        var t878_c1_1 = Vector()
-        var t878_c2_0 = Vector()
-        var t878_c2_1 = Vector()
-        var t878_c3_0 = Vector()
-        var t878_c3_1 = Vector()
-        for k879 in 0..<64 {
-          let t878_b0 = loadVector(arena, ((9995296 +% (k879 *% 1040)) +% 1008))
-          let t878_b1 = loadVector(arena, (((9995296 +% (k879 *% 1040)) +% 1008) +% 8))
-          let t878_a0 = Vector(repeating: params[((75216 +% (mb877 *% 4)) +% (k879 *% 32))])
-          t878_c0_0 = t878_c0_0.addingProduct(t878_a0, t878_b0)
-          t878_c0_1 = t878_c0_1.addingProduct(t878_a0, t878_b1)
-          let t878_a1 = Vector(repeating: params[((75216 +% ((mb877 *% 4) +% 1)) +% (k879 *% 32))])
-          t878_c1_0 = t878_c1_0.addingProduct(t878_a1, t878_b0)
-          t878_c1_1 = t878_c1_1.addingProduct(t878_a1, t878_b1)
-          let t878_a2 = Vector(repeating: params[((75216 +% ((mb877 *% 4) +% 2)) +% (k879 *% 32))])
-          t878_c2_0 = t878_c2_0.addingProduct(t878_a2, t878_b0)
-          t878_c2_1 = t878_c2_1.addingProduct(t878_a2, t878_b1)
-          let t878_a3 = Vector(repeating: params[((75216 +% ((mb877 *% 4) +% 3)) +% (k879 *% 32))])
-          t878_c3_0 = t878_c3_0.addingProduct(t878_a3, t878_b0)
-          t878_c3_1 = t878_c3_1.addingProduct(t878_a3, t878_b1)
+      for mb884 in 0..<8 {
+        var t885_c0_0 = Vector()
+        var t885_c0_1 = Vector()
+        var t885_c1_0 = Vector()
+        var t885_c1_1 = Vector()
+        var t885_c2_0 = Vector()
+        var t885_c2_1 = Vector()
+        var t885_c3_0 = Vector()
+        var t885_c3_1 = Vector()
+        for k886 in 0..<64 {
+          let t885_b0 = loadVector(arena, ((9995296 +% (k886 *% 1040)) +% 1008))
+          let t885_b1 = loadVector(arena, (((9995296 +% (k886 *% 1040)) +% 1008) +% 8))
+          let t885_a0 = Vector(repeating: params[((75216 +% (mb884 *% 4)) +% (k886 *% 32))])
+          t885_c0_0 = t885_c0_0.addingProduct(t885_a0, t885_b0)
+          t885_c0_1 = t885_c0_1.addingProduct(t885_a0, t885_b1)
+          let t885_a1 = Vector(repeating: params[((75216 +% ((mb884 *% 4) +% 1)) +% (k886 *% 32))])
+          t885_c1_0 = t885_c1_0.addingProduct(t885_a1, t885_b0)
+          t885_c1_1 = t885_c1_1.addingProduct(t885_a1, t885_b1)
+          let t885_a2 = Vector(repeating: params[((75216 +% ((mb884 *% 4) +% 2)) +% (k886 *% 32))])
+          t885_c2_0 = t885_c2_0.addingProduct(t885_a2, t885_b0)
+          t885_c2_1 = t885_c2_1.addingProduct(t885_a2, t885_b1)
+          let t885_a3 = Vector(repeating: params[((75216 +% ((mb884 *% 4) +% 3)) +% (k886 *% 32))])
+          t885_c3_0 = t885_c3_0.addingProduct(t885_a3, t885_b0)
+          t885_c3_1 = t885_c3_1.addingProduct(t885_a3, t885_b1)
         }
-        storeVector(arena, ((9962016 +% ((mb877 *% 4) *% 1040)) +% 1008), t878_c0_0)
-        storeVector(arena, (((9962016 +% ((mb877 *% 4) *% 1040)) +% 1008) +% 8), t878_c0_1)
-        storeVector(arena, ((9962016 +% (((mb877 *% 4) +% 1) *% 1040)) +% 1008), t878_c1_0)
-        storeVector(arena, (((9962016 +% (((mb877 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t878_c1_1)
-        storeVector(arena, ((9962016 +% (((mb877 *% 4) +% 2) *% 1040)) +% 1008), t878_c2_0)
-        storeVector(arena, (((9962016 +% (((mb877 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t878_c2_1)
-        storeVector(arena, ((9962016 +% (((mb877 *% 4) +% 3) *% 1040)) +% 1008), t878_c3_0)
-        storeVector(arena, (((9962016 +% (((mb877 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t878_c3_1)
+        storeVector(arena, ((9962016 +% ((mb884 *% 4) *% 1040)) +% 1008), t885_c0_0)
+        storeVector(arena, (((9962016 +% ((mb884 *% 4) *% 1040)) +% 1008) +% 8), t885_c0_1)
+        storeVector(arena, ((9962016 +% (((mb884 *% 4) +% 1) *% 1040)) +% 1008), t885_c1_0)
+        storeVector(arena, (((9962016 +% (((mb884 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t885_c1_1)
+        storeVector(arena, ((9962016 +% (((mb884 *% 4) +% 2) *% 1040)) +% 1008), t885_c2_0)
+        storeVector(arena, (((9962016 +% (((mb884 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t885_c2_1)
+        storeVector(arena, ((9962016 +% (((mb884 *% 4) +% 3) *% 1040)) +% 1008), t885_c3_0)
+        storeVector(arena, (((9962016 +% (((mb884 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t885_c3_1)
       }
     }
-    for j881 in 0..<16 {
-      for c882 in 0..<32 {
-        for ky883 in 0..<1 {
-          for oy884 in 0..<8 {
-            for ox885 in 0..<8 {
-              arena[((((11010720 +% (((g869 *% 16) +% j881) *% 8192)) +% (c882 *% 256)) +% (((oy884 *% 2) +% ky883) *% 16)) +% (ox885 *% 2))] += arena[(((9962016 +% ((c882 +% ky883) *% 1040)) +% (j881 *% 64)) +% ((oy884 *% 8) +% ox885))]
+    for j888 in 0..<16 {
+      for c889 in 0..<32 {
+        for ky890 in 0..<1 {
+          for oy891 in 0..<8 {
+            for ox892 in 0..<8 {
+              arena[((((11010720 +% (((g876 *% 16) +% j888) *% 8192)) +% (c889 *% 256)) +% (((oy891 *% 2) +% ky890) *% 16)) +% (ox892 *% 2))] += arena[(((9962016 +% ((c889 +% ky890) *% 1040)) +% (j888 *% 64)) +% ((oy891 *% 8) +% ox892))]
             }
           }
         }
@@ -2504,814 +2512,814 @@ public func resnet8_train_b64(
     }
   }
   // s3_bn2_weight_grad = batchnorm_grad_weight(s3_sum_grad, s3_conv2, s3_bn2.mean, s3_bn2.var)
-  for c886 in 0..<64 {
-    var invstd888: Float = (Float(1) / sqrtf((arena[(9961952 +% c886)] + Float(bitPattern: 0x3727c5ac))))
-    var mean889: Float = arena[(9961888 +% c886)]
-    var acc890 = Vector()
-    var tail891: Float = Float(0)
-    for n892 in 0..<64 {
-      for v893 in 0..<8 {
-        acc890 = (acc890 + (loadVector(arena, (10748576 +% ((((n892 *% 64) +% c886) *% 64) +% (v893 *% 8)))) * ((loadVector(arena, (9175264 +% ((((n892 *% 64) +% c886) *% 64) +% (v893 *% 8)))) - Vector(repeating: mean889)) * Vector(repeating: invstd888))))
+  for c893 in 0..<64 {
+    var invstd895: Float = (Float(1) / sqrtf((arena[(9961952 +% c893)] + Float(bitPattern: 0x3727c5ac))))
+    var mean896: Float = arena[(9961888 +% c893)]
+    var acc897 = Vector()
+    var tail898: Float = Float(0)
+    for n899 in 0..<64 {
+      for v900 in 0..<8 {
+        acc897 = (acc897 + (loadVector(arena, (10748576 +% ((((n899 *% 64) +% c893) *% 64) +% (v900 *% 8)))) * ((loadVector(arena, (9175264 +% ((((n899 *% 64) +% c893) *% 64) +% (v900 *% 8)))) - Vector(repeating: mean896)) * Vector(repeating: invstd895))))
       }
     }
-    storeVector(arena, 9699744, acc890)
-    var sum894: Float = (arena[9699744] + arena[9699745])
-    var sum895: Float = (sum894 + arena[9699746])
-    var sum896: Float = (sum895 + arena[9699747])
-    var sum897: Float = (sum896 + arena[9699748])
-    var sum898: Float = (sum897 + arena[9699749])
-    var sum899: Float = (sum898 + arena[9699750])
-    var sum900: Float = (sum899 + arena[9699751])
-    var sum_x887: Float = (sum900 + tail891)
-    grads[(75088 +% c886)] = sum_x887
+    storeVector(arena, 9699744, acc897)
+    var sum901: Float = (arena[9699744] + arena[9699745])
+    var sum902: Float = (sum901 + arena[9699746])
+    var sum903: Float = (sum902 + arena[9699747])
+    var sum904: Float = (sum903 + arena[9699748])
+    var sum905: Float = (sum904 + arena[9699749])
+    var sum906: Float = (sum905 + arena[9699750])
+    var sum907: Float = (sum906 + arena[9699751])
+    var sum_x894: Float = (sum907 + tail898)
+    grads[(75088 +% c893)] = sum_x894
   }
   // s3_bn2_bias_grad = batchnorm_grad_bias(s3_sum_grad)
-  for c901 in 0..<64 {
-    var acc903 = Vector()
-    var tail904: Float = Float(0)
-    for n905 in 0..<64 {
-      for v906 in 0..<8 {
-        acc903 = (acc903 + loadVector(arena, (10748576 +% ((((n905 *% 64) +% c901) *% 64) +% (v906 *% 8)))))
+  for c908 in 0..<64 {
+    var acc910 = Vector()
+    var tail911: Float = Float(0)
+    for n912 in 0..<64 {
+      for v913 in 0..<8 {
+        acc910 = (acc910 + loadVector(arena, (10748576 +% ((((n912 *% 64) +% c908) *% 64) +% (v913 *% 8)))))
       }
     }
-    storeVector(arena, 9699744, acc903)
-    var sum907: Float = (arena[9699744] + arena[9699745])
-    var sum908: Float = (sum907 + arena[9699746])
-    var sum909: Float = (sum908 + arena[9699747])
-    var sum910: Float = (sum909 + arena[9699748])
-    var sum911: Float = (sum910 + arena[9699749])
-    var sum912: Float = (sum911 + arena[9699750])
-    var sum913: Float = (sum912 + arena[9699751])
-    var sum902: Float = (sum913 + tail904)
-    grads[(75152 +% c901)] = sum902
+    storeVector(arena, 9699744, acc910)
+    var sum914: Float = (arena[9699744] + arena[9699745])
+    var sum915: Float = (sum914 + arena[9699746])
+    var sum916: Float = (sum915 + arena[9699747])
+    var sum917: Float = (sum916 + arena[9699748])
+    var sum918: Float = (sum917 + arena[9699749])
+    var sum919: Float = (sum918 + arena[9699750])
+    var sum920: Float = (sum919 + arena[9699751])
+    var sum909: Float = (sum920 + tail911)
+    grads[(75152 +% c908)] = sum909
   }
   // s3_conv2_grad = batchnorm_grad_input(s3_sum_grad, s3_conv2, s3_bn2.mean, s3_bn2.var, s3_bn2.weight, s3_bn2_bias_grad, s3_bn2_weight_grad)
-  for c914 in 0..<64 {
-    var invstd917: Float = (Float(1) / sqrtf((arena[(9961952 +% c914)] + Float(bitPattern: 0x3727c5ac))))
-    var sum915: Float = grads[(75152 +% c914)]
-    var sum_x916: Float = grads[(75088 +% c914)]
-    var scale918: Float = (params[(75088 +% c914)] * invstd917)
-    var mean_dy919: Float = (sum915 / Float(4096))
-    var mean_dy_x920: Float = (sum_x916 / Float(4096))
-    for n921 in 0..<64 {
-      for i922 in 0..<64 {
-        arena[(9699744 +% ((((n921 *% 64) +% c914) *% 64) +% i922))] = (scale918 * ((arena[(10748576 +% ((((n921 *% 64) +% c914) *% 64) +% i922))] - mean_dy919) - (((arena[(9175264 +% ((((n921 *% 64) +% c914) *% 64) +% i922))] - arena[(9961888 +% c914)]) * invstd917) * mean_dy_x920)))
+  for c921 in 0..<64 {
+    var invstd924: Float = (Float(1) / sqrtf((arena[(9961952 +% c921)] + Float(bitPattern: 0x3727c5ac))))
+    var sum922: Float = grads[(75152 +% c921)]
+    var sum_x923: Float = grads[(75088 +% c921)]
+    var scale925: Float = (params[(75088 +% c921)] * invstd924)
+    var mean_dy926: Float = (sum922 / Float(4096))
+    var mean_dy_x927: Float = (sum_x923 / Float(4096))
+    for n928 in 0..<64 {
+      for i929 in 0..<64 {
+        arena[(9699744 +% ((((n928 *% 64) +% c921) *% 64) +% i929))] = (scale925 * ((arena[(10748576 +% ((((n928 *% 64) +% c921) *% 64) +% i929))] - mean_dy926) - (((arena[(9175264 +% ((((n928 *% 64) +% c921) *% 64) +% i929))] - arena[(9961888 +% c921)]) * invstd924) * mean_dy_x927)))
       }
     }
   }
   // s3_conv2_weight_grad = conv2d_grad_weight(s3_conv2_grad, s3_relu1)
-  for i923 in 0..<8192 {
-    storeVector(arena, ((i923 *% 8) +% 9218528), Vector(repeating: Float(0)))
+  for i930 in 0..<8192 {
+    storeVector(arena, ((i930 *% 8) +% 9218528), Vector(repeating: Float(0)))
   }
-  for i924 in 0..<800 {
-    storeVector(arena, ((i924 *% 8) +% 9175264), Vector(repeating: Float(0)))
+  for i931 in 0..<800 {
+    storeVector(arena, ((i931 *% 8) +% 9175264), Vector(repeating: Float(0)))
   }
-  for i925 in 0..<512 {
-    storeVector(arena, ((i925 *% 8) +% 9198048), Vector(repeating: Float(0)))
+  for i932 in 0..<512 {
+    storeVector(arena, ((i932 *% 8) +% 9198048), Vector(repeating: Float(0)))
   }
-  for g926 in 0..<64 {
-    for j927 in 0..<1 {
-      for c928 in 0..<64 {
-        for iy929 in 0..<8 {
-          for ix930 in 0..<8 {
-            arena[(9175264 +% ((((j927 *% 6400) +% ((iy929 +% 1) *% 640)) +% ((ix930 +% 1) *% 64)) +% c928))] = arena[((((9437600 +% ((g926 +% j927) *% 4096)) +% (c928 *% 64)) +% (iy929 *% 8)) +% ix930)]
+  for g933 in 0..<64 {
+    for j934 in 0..<1 {
+      for c935 in 0..<64 {
+        for iy936 in 0..<8 {
+          for ix937 in 0..<8 {
+            arena[(9175264 +% ((((j934 *% 6400) +% ((iy936 +% 1) *% 640)) +% ((ix937 +% 1) *% 64)) +% c935))] = arena[((((9437600 +% ((g933 +% j934) *% 4096)) +% (c935 *% 64)) +% (iy936 *% 8)) +% ix937)]
           }
         }
       }
     }
-    for j931 in 0..<1 {
-      for ty932 in 0..<4 {
-        for tx933 in 0..<4 {
-          for cv934 in 0..<8 {
-            let w935 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% ((ty932 *% 2) *% 640)) +% ((tx933 *% 2) *% 64)) +% (cv934 *% 8)))) - loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 2) *% 640)) +% ((tx933 *% 2) *% 64)) +% (cv934 *% 8)))))
-            let w936 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 1) *% 640)) +% ((tx933 *% 2) *% 64)) +% (cv934 *% 8)))) + loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 2) *% 640)) +% ((tx933 *% 2) *% 64)) +% (cv934 *% 8)))))
-            let w937 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 2) *% 640)) +% ((tx933 *% 2) *% 64)) +% (cv934 *% 8)))) - loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 1) *% 640)) +% ((tx933 *% 2) *% 64)) +% (cv934 *% 8)))))
-            let w938 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 1) *% 640)) +% ((tx933 *% 2) *% 64)) +% (cv934 *% 8)))) - loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 3) *% 640)) +% ((tx933 *% 2) *% 64)) +% (cv934 *% 8)))))
-            let w939 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% ((ty932 *% 2) *% 640)) +% (((tx933 *% 2) +% 1) *% 64)) +% (cv934 *% 8)))) - loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 2) *% 640)) +% (((tx933 *% 2) +% 1) *% 64)) +% (cv934 *% 8)))))
-            let w940 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 1) *% 640)) +% (((tx933 *% 2) +% 1) *% 64)) +% (cv934 *% 8)))) + loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 2) *% 640)) +% (((tx933 *% 2) +% 1) *% 64)) +% (cv934 *% 8)))))
-            let w941 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 2) *% 640)) +% (((tx933 *% 2) +% 1) *% 64)) +% (cv934 *% 8)))) - loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 1) *% 640)) +% (((tx933 *% 2) +% 1) *% 64)) +% (cv934 *% 8)))))
-            let w942 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 1) *% 640)) +% (((tx933 *% 2) +% 1) *% 64)) +% (cv934 *% 8)))) - loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 3) *% 640)) +% (((tx933 *% 2) +% 1) *% 64)) +% (cv934 *% 8)))))
-            let w943 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% ((ty932 *% 2) *% 640)) +% (((tx933 *% 2) +% 2) *% 64)) +% (cv934 *% 8)))) - loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 2) *% 640)) +% (((tx933 *% 2) +% 2) *% 64)) +% (cv934 *% 8)))))
-            let w944 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 1) *% 640)) +% (((tx933 *% 2) +% 2) *% 64)) +% (cv934 *% 8)))) + loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 2) *% 640)) +% (((tx933 *% 2) +% 2) *% 64)) +% (cv934 *% 8)))))
-            let w945 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 2) *% 640)) +% (((tx933 *% 2) +% 2) *% 64)) +% (cv934 *% 8)))) - loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 1) *% 640)) +% (((tx933 *% 2) +% 2) *% 64)) +% (cv934 *% 8)))))
-            let w946 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 1) *% 640)) +% (((tx933 *% 2) +% 2) *% 64)) +% (cv934 *% 8)))) - loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 3) *% 640)) +% (((tx933 *% 2) +% 2) *% 64)) +% (cv934 *% 8)))))
-            let w947 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% ((ty932 *% 2) *% 640)) +% (((tx933 *% 2) +% 3) *% 64)) +% (cv934 *% 8)))) - loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 2) *% 640)) +% (((tx933 *% 2) +% 3) *% 64)) +% (cv934 *% 8)))))
-            let w948 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 1) *% 640)) +% (((tx933 *% 2) +% 3) *% 64)) +% (cv934 *% 8)))) + loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 2) *% 640)) +% (((tx933 *% 2) +% 3) *% 64)) +% (cv934 *% 8)))))
-            let w949 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 2) *% 640)) +% (((tx933 *% 2) +% 3) *% 64)) +% (cv934 *% 8)))) - loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 1) *% 640)) +% (((tx933 *% 2) +% 3) *% 64)) +% (cv934 *% 8)))))
-            let w950 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 1) *% 640)) +% (((tx933 *% 2) +% 3) *% 64)) +% (cv934 *% 8)))) - loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 3) *% 640)) +% (((tx933 *% 2) +% 3) *% 64)) +% (cv934 *% 8)))))
-            let w951 = (w935 - w943)
-            let w952 = (w939 + w943)
-            let w953 = (w943 - w939)
-            let w954 = (w939 - w947)
-            let w955 = (w936 - w944)
-            let w956 = (w940 + w944)
-            let w957 = (w944 - w940)
-            let w958 = (w940 - w948)
-            let w959 = (w937 - w945)
-            let w960 = (w941 + w945)
-            let w961 = (w945 - w941)
-            let w962 = (w941 - w949)
-            let w963 = (w938 - w946)
-            let w964 = (w942 + w946)
-            let w965 = (w946 - w942)
-            let w966 = (w942 - w950)
-            storeVector(arena, ((9181664 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w951)
-            storeVector(arena, ((9182688 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w952)
-            storeVector(arena, ((9183712 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w953)
-            storeVector(arena, ((9184736 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w954)
-            storeVector(arena, ((9185760 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w955)
-            storeVector(arena, ((9186784 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w956)
-            storeVector(arena, ((9187808 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w957)
-            storeVector(arena, ((9188832 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w958)
-            storeVector(arena, ((9189856 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w959)
-            storeVector(arena, ((9190880 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w960)
-            storeVector(arena, ((9191904 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w961)
-            storeVector(arena, ((9192928 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w962)
-            storeVector(arena, ((9193952 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w963)
-            storeVector(arena, ((9194976 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w964)
-            storeVector(arena, ((9196000 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w965)
-            storeVector(arena, ((9197024 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w966)
+    for j938 in 0..<1 {
+      for ty939 in 0..<4 {
+        for tx940 in 0..<4 {
+          for cv941 in 0..<8 {
+            let w942 = (loadVector(arena, (9175264 +% ((((j938 *% 6400) +% ((ty939 *% 2) *% 640)) +% ((tx940 *% 2) *% 64)) +% (cv941 *% 8)))) - loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 2) *% 640)) +% ((tx940 *% 2) *% 64)) +% (cv941 *% 8)))))
+            let w943 = (loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 1) *% 640)) +% ((tx940 *% 2) *% 64)) +% (cv941 *% 8)))) + loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 2) *% 640)) +% ((tx940 *% 2) *% 64)) +% (cv941 *% 8)))))
+            let w944 = (loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 2) *% 640)) +% ((tx940 *% 2) *% 64)) +% (cv941 *% 8)))) - loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 1) *% 640)) +% ((tx940 *% 2) *% 64)) +% (cv941 *% 8)))))
+            let w945 = (loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 1) *% 640)) +% ((tx940 *% 2) *% 64)) +% (cv941 *% 8)))) - loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 3) *% 640)) +% ((tx940 *% 2) *% 64)) +% (cv941 *% 8)))))
+            let w946 = (loadVector(arena, (9175264 +% ((((j938 *% 6400) +% ((ty939 *% 2) *% 640)) +% (((tx940 *% 2) +% 1) *% 64)) +% (cv941 *% 8)))) - loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 2) *% 640)) +% (((tx940 *% 2) +% 1) *% 64)) +% (cv941 *% 8)))))
+            let w947 = (loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 1) *% 640)) +% (((tx940 *% 2) +% 1) *% 64)) +% (cv941 *% 8)))) + loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 2) *% 640)) +% (((tx940 *% 2) +% 1) *% 64)) +% (cv941 *% 8)))))
+            let w948 = (loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 2) *% 640)) +% (((tx940 *% 2) +% 1) *% 64)) +% (cv941 *% 8)))) - loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 1) *% 640)) +% (((tx940 *% 2) +% 1) *% 64)) +% (cv941 *% 8)))))
+            let w949 = (loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 1) *% 640)) +% (((tx940 *% 2) +% 1) *% 64)) +% (cv941 *% 8)))) - loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 3) *% 640)) +% (((tx940 *% 2) +% 1) *% 64)) +% (cv941 *% 8)))))
+            let w950 = (loadVector(arena, (9175264 +% ((((j938 *% 6400) +% ((ty939 *% 2) *% 640)) +% (((tx940 *% 2) +% 2) *% 64)) +% (cv941 *% 8)))) - loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 2) *% 640)) +% (((tx940 *% 2) +% 2) *% 64)) +% (cv941 *% 8)))))
+            let w951 = (loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 1) *% 640)) +% (((tx940 *% 2) +% 2) *% 64)) +% (cv941 *% 8)))) + loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 2) *% 640)) +% (((tx940 *% 2) +% 2) *% 64)) +% (cv941 *% 8)))))
+            let w952 = (loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 2) *% 640)) +% (((tx940 *% 2) +% 2) *% 64)) +% (cv941 *% 8)))) - loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 1) *% 640)) +% (((tx940 *% 2) +% 2) *% 64)) +% (cv941 *% 8)))))
+            let w953 = (loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 1) *% 640)) +% (((tx940 *% 2) +% 2) *% 64)) +% (cv941 *% 8)))) - loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 3) *% 640)) +% (((tx940 *% 2) +% 2) *% 64)) +% (cv941 *% 8)))))
+            let w954 = (loadVector(arena, (9175264 +% ((((j938 *% 6400) +% ((ty939 *% 2) *% 640)) +% (((tx940 *% 2) +% 3) *% 64)) +% (cv941 *% 8)))) - loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 2) *% 640)) +% (((tx940 *% 2) +% 3) *% 64)) +% (cv941 *% 8)))))
+            let w955 = (loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 1) *% 640)) +% (((tx940 *% 2) +% 3) *% 64)) +% (cv941 *% 8)))) + loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 2) *% 640)) +% (((tx940 *% 2) +% 3) *% 64)) +% (cv941 *% 8)))))
+            let w956 = (loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 2) *% 640)) +% (((tx940 *% 2) +% 3) *% 64)) +% (cv941 *% 8)))) - loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 1) *% 640)) +% (((tx940 *% 2) +% 3) *% 64)) +% (cv941 *% 8)))))
+            let w957 = (loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 1) *% 640)) +% (((tx940 *% 2) +% 3) *% 64)) +% (cv941 *% 8)))) - loadVector(arena, (9175264 +% ((((j938 *% 6400) +% (((ty939 *% 2) +% 3) *% 640)) +% (((tx940 *% 2) +% 3) *% 64)) +% (cv941 *% 8)))))
+            let w958 = (w942 - w950)
+            let w959 = (w946 + w950)
+            let w960 = (w950 - w946)
+            let w961 = (w946 - w954)
+            let w962 = (w943 - w951)
+            let w963 = (w947 + w951)
+            let w964 = (w951 - w947)
+            let w965 = (w947 - w955)
+            let w966 = (w944 - w952)
+            let w967 = (w948 + w952)
+            let w968 = (w952 - w948)
+            let w969 = (w948 - w956)
+            let w970 = (w945 - w953)
+            let w971 = (w949 + w953)
+            let w972 = (w953 - w949)
+            let w973 = (w949 - w957)
+            storeVector(arena, ((9181664 +% ((((j938 *% 16) +% (ty939 *% 4)) +% tx940) *% 64)) +% (cv941 *% 8)), w958)
+            storeVector(arena, ((9182688 +% ((((j938 *% 16) +% (ty939 *% 4)) +% tx940) *% 64)) +% (cv941 *% 8)), w959)
+            storeVector(arena, ((9183712 +% ((((j938 *% 16) +% (ty939 *% 4)) +% tx940) *% 64)) +% (cv941 *% 8)), w960)
+            storeVector(arena, ((9184736 +% ((((j938 *% 16) +% (ty939 *% 4)) +% tx940) *% 64)) +% (cv941 *% 8)), w961)
+            storeVector(arena, ((9185760 +% ((((j938 *% 16) +% (ty939 *% 4)) +% tx940) *% 64)) +% (cv941 *% 8)), w962)
+            storeVector(arena, ((9186784 +% ((((j938 *% 16) +% (ty939 *% 4)) +% tx940) *% 64)) +% (cv941 *% 8)), w963)
+            storeVector(arena, ((9187808 +% ((((j938 *% 16) +% (ty939 *% 4)) +% tx940) *% 64)) +% (cv941 *% 8)), w964)
+            storeVector(arena, ((9188832 +% ((((j938 *% 16) +% (ty939 *% 4)) +% tx940) *% 64)) +% (cv941 *% 8)), w965)
+            storeVector(arena, ((9189856 +% ((((j938 *% 16) +% (ty939 *% 4)) +% tx940) *% 64)) +% (cv941 *% 8)), w966)
+            storeVector(arena, ((9190880 +% ((((j938 *% 16) +% (ty939 *% 4)) +% tx940) *% 64)) +% (cv941 *% 8)), w967)
+            storeVector(arena, ((9191904 +% ((((j938 *% 16) +% (ty939 *% 4)) +% tx940) *% 64)) +% (cv941 *% 8)), w968)
+            storeVector(arena, ((9192928 +% ((((j938 *% 16) +% (ty939 *% 4)) +% tx940) *% 64)) +% (cv941 *% 8)), w969)
+            storeVector(arena, ((9193952 +% ((((j938 *% 16) +% (ty939 *% 4)) +% tx940) *% 64)) +% (cv941 *% 8)), w970)
+            storeVector(arena, ((9194976 +% ((((j938 *% 16) +% (ty939 *% 4)) +% tx940) *% 64)) +% (cv941 *% 8)), w971)
+            storeVector(arena, ((9196000 +% ((((j938 *% 16) +% (ty939 *% 4)) +% tx940) *% 64)) +% (cv941 *% 8)), w972)
+            storeVector(arena, ((9197024 +% ((((j938 *% 16) +% (ty939 *% 4)) +% tx940) *% 64)) +% (cv941 *% 8)), w973)
           }
         }
       }
     }
-    for j967 in 0..<1 {
-      for c968 in 0..<64 {
-        for iy969 in 0..<8 {
-          for ix970 in 0..<8 {
-            arena[(9198048 +% ((((j967 *% 4096) +% (iy969 *% 512)) +% (ix970 *% 64)) +% c968))] = arena[((((9699744 +% ((g926 +% j967) *% 4096)) +% (c968 *% 64)) +% (iy969 *% 8)) +% ix970)]
+    for j974 in 0..<1 {
+      for c975 in 0..<64 {
+        for iy976 in 0..<8 {
+          for ix977 in 0..<8 {
+            arena[(9198048 +% ((((j974 *% 4096) +% (iy976 *% 512)) +% (ix977 *% 64)) +% c975))] = arena[((((9699744 +% ((g933 +% j974) *% 4096)) +% (c975 *% 64)) +% (iy976 *% 8)) +% ix977)]
           }
         }
       }
     }
-    for j971 in 0..<1 {
-      for ty972 in 0..<4 {
-        for tx973 in 0..<4 {
-          for cv974 in 0..<8 {
-            let w975 = loadVector(arena, (9198048 +% ((((j971 *% 4096) +% ((ty972 *% 2) *% 512)) +% ((tx973 *% 2) *% 64)) +% (cv974 *% 8))))
-            let w976 = (loadVector(arena, (9198048 +% ((((j971 *% 4096) +% ((ty972 *% 2) *% 512)) +% ((tx973 *% 2) *% 64)) +% (cv974 *% 8)))) + loadVector(arena, (9198048 +% ((((j971 *% 4096) +% (((ty972 *% 2) +% 1) *% 512)) +% ((tx973 *% 2) *% 64)) +% (cv974 *% 8)))))
-            let w977 = (loadVector(arena, (9198048 +% ((((j971 *% 4096) +% ((ty972 *% 2) *% 512)) +% ((tx973 *% 2) *% 64)) +% (cv974 *% 8)))) - loadVector(arena, (9198048 +% ((((j971 *% 4096) +% (((ty972 *% 2) +% 1) *% 512)) +% ((tx973 *% 2) *% 64)) +% (cv974 *% 8)))))
-            let w978 = (loadVector(arena, (9198048 +% ((((j971 *% 4096) +% (((ty972 *% 2) +% 1) *% 512)) +% ((tx973 *% 2) *% 64)) +% (cv974 *% 8)))) * Vector(repeating: Float(-1)))
-            let w979 = loadVector(arena, (9198048 +% ((((j971 *% 4096) +% ((ty972 *% 2) *% 512)) +% (((tx973 *% 2) +% 1) *% 64)) +% (cv974 *% 8))))
-            let w980 = (loadVector(arena, (9198048 +% ((((j971 *% 4096) +% ((ty972 *% 2) *% 512)) +% (((tx973 *% 2) +% 1) *% 64)) +% (cv974 *% 8)))) + loadVector(arena, (9198048 +% ((((j971 *% 4096) +% (((ty972 *% 2) +% 1) *% 512)) +% (((tx973 *% 2) +% 1) *% 64)) +% (cv974 *% 8)))))
-            let w981 = (loadVector(arena, (9198048 +% ((((j971 *% 4096) +% ((ty972 *% 2) *% 512)) +% (((tx973 *% 2) +% 1) *% 64)) +% (cv974 *% 8)))) - loadVector(arena, (9198048 +% ((((j971 *% 4096) +% (((ty972 *% 2) +% 1) *% 512)) +% (((tx973 *% 2) +% 1) *% 64)) +% (cv974 *% 8)))))
-            let w982 = (loadVector(arena, (9198048 +% ((((j971 *% 4096) +% (((ty972 *% 2) +% 1) *% 512)) +% (((tx973 *% 2) +% 1) *% 64)) +% (cv974 *% 8)))) * Vector(repeating: Float(-1)))
-            let w983 = w975
-            let w984 = (w975 + w979)
-            let w985 = (w975 - w979)
-            let w986 = (w979 * Vector(repeating: Float(-1)))
-            let w987 = w976
-            let w988 = (w976 + w980)
-            let w989 = (w976 - w980)
-            let w990 = (w980 * Vector(repeating: Float(-1)))
-            let w991 = w977
-            let w992 = (w977 + w981)
-            let w993 = (w977 - w981)
-            let w994 = (w981 * Vector(repeating: Float(-1)))
-            let w995 = w978
-            let w996 = (w978 + w982)
-            let w997 = (w978 - w982)
-            let w998 = (w982 * Vector(repeating: Float(-1)))
-            storeVector(arena, ((9202144 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w983)
-            storeVector(arena, ((9203168 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w984)
-            storeVector(arena, ((9204192 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w985)
-            storeVector(arena, ((9205216 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w986)
-            storeVector(arena, ((9206240 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w987)
-            storeVector(arena, ((9207264 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w988)
-            storeVector(arena, ((9208288 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w989)
-            storeVector(arena, ((9209312 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w990)
-            storeVector(arena, ((9210336 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w991)
-            storeVector(arena, ((9211360 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w992)
-            storeVector(arena, ((9212384 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w993)
-            storeVector(arena, ((9213408 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w994)
-            storeVector(arena, ((9214432 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w995)
-            storeVector(arena, ((9215456 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w996)
-            storeVector(arena, ((9216480 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w997)
-            storeVector(arena, ((9217504 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w998)
+    for j978 in 0..<1 {
+      for ty979 in 0..<4 {
+        for tx980 in 0..<4 {
+          for cv981 in 0..<8 {
+            let w982 = loadVector(arena, (9198048 +% ((((j978 *% 4096) +% ((ty979 *% 2) *% 512)) +% ((tx980 *% 2) *% 64)) +% (cv981 *% 8))))
+            let w983 = (loadVector(arena, (9198048 +% ((((j978 *% 4096) +% ((ty979 *% 2) *% 512)) +% ((tx980 *% 2) *% 64)) +% (cv981 *% 8)))) + loadVector(arena, (9198048 +% ((((j978 *% 4096) +% (((ty979 *% 2) +% 1) *% 512)) +% ((tx980 *% 2) *% 64)) +% (cv981 *% 8)))))
+            let w984 = (loadVector(arena, (9198048 +% ((((j978 *% 4096) +% ((ty979 *% 2) *% 512)) +% ((tx980 *% 2) *% 64)) +% (cv981 *% 8)))) - loadVector(arena, (9198048 +% ((((j978 *% 4096) +% (((ty979 *% 2) +% 1) *% 512)) +% ((tx980 *% 2) *% 64)) +% (cv981 *% 8)))))
+            let w985 = (loadVector(arena, (9198048 +% ((((j978 *% 4096) +% (((ty979 *% 2) +% 1) *% 512)) +% ((tx980 *% 2) *% 64)) +% (cv981 *% 8)))) * Vector(repeating: Float(-1)))
+            let w986 = loadVector(arena, (9198048 +% ((((j978 *% 4096) +% ((ty979 *% 2) *% 512)) +% (((tx980 *% 2) +% 1) *% 64)) +% (cv981 *% 8))))
+            let w987 = (loadVector(arena, (9198048 +% ((((j978 *% 4096) +% ((ty979 *% 2) *% 512)) +% (((tx980 *% 2) +% 1) *% 64)) +% (cv981 *% 8)))) + loadVector(arena, (9198048 +% ((((j978 *% 4096) +% (((ty979 *% 2) +% 1) *% 512)) +% (((tx980 *% 2) +% 1) *% 64)) +% (cv981 *% 8)))))
+            let w988 = (loadVector(arena, (9198048 +% ((((j978 *% 4096) +% ((ty979 *% 2) *% 512)) +% (((tx980 *% 2) +% 1) *% 64)) +% (cv981 *% 8)))) - loadVector(arena, (9198048 +% ((((j978 *% 4096) +% (((ty979 *% 2) +% 1) *% 512)) +% (((tx980 *% 2) +% 1) *% 64)) +% (cv981 *% 8)))))
+            let w989 = (loadVector(arena, (9198048 +% ((((j978 *% 4096) +% (((ty979 *% 2) +% 1) *% 512)) +% (((tx980 *% 2) +% 1) *% 64)) +% (cv981 *% 8)))) * Vector(repeating: Float(-1)))
+            let w990 = w982
+            let w991 = (w982 + w986)
+            let w992 = (w982 - w986)
+            let w993 = (w986 * Vector(repeating: Float(-1)))
+            let w994 = w983
+            let w995 = (w983 + w987)
+            let w996 = (w983 - w987)
+            let w997 = (w987 * Vector(repeating: Float(-1)))
+            let w998 = w984
+            let w999 = (w984 + w988)
+            let w1000 = (w984 - w988)
+            let w1001 = (w988 * Vector(repeating: Float(-1)))
+            let w1002 = w985
+            let w1003 = (w985 + w989)
+            let w1004 = (w985 - w989)
+            let w1005 = (w989 * Vector(repeating: Float(-1)))
+            storeVector(arena, ((9202144 +% ((((j978 *% 16) +% (ty979 *% 4)) +% tx980) *% 64)) +% (cv981 *% 8)), w990)
+            storeVector(arena, ((9203168 +% ((((j978 *% 16) +% (ty979 *% 4)) +% tx980) *% 64)) +% (cv981 *% 8)), w991)
+            storeVector(arena, ((9204192 +% ((((j978 *% 16) +% (ty979 *% 4)) +% tx980) *% 64)) +% (cv981 *% 8)), w992)
+            storeVector(arena, ((9205216 +% ((((j978 *% 16) +% (ty979 *% 4)) +% tx980) *% 64)) +% (cv981 *% 8)), w993)
+            storeVector(arena, ((9206240 +% ((((j978 *% 16) +% (ty979 *% 4)) +% tx980) *% 64)) +% (cv981 *% 8)), w994)
+            storeVector(arena, ((9207264 +% ((((j978 *% 16) +% (ty979 *% 4)) +% tx980) *% 64)) +% (cv981 *% 8)), w995)
+            storeVector(arena, ((9208288 +% ((((j978 *% 16) +% (ty979 *% 4)) +% tx980) *% 64)) +% (cv981 *% 8)), w996)
+            storeVector(arena, ((9209312 +% ((((j978 *% 16) +% (ty979 *% 4)) +% tx980) *% 64)) +% (cv981 *% 8)), w997)
+            storeVector(arena, ((9210336 +% ((((j978 *% 16) +% (ty979 *% 4)) +% tx980) *% 64)) +% (cv981 *% 8)), w998)
+            storeVector(arena, ((9211360 +% ((((j978 *% 16) +% (ty979 *% 4)) +% tx980) *% 64)) +% (cv981 *% 8)), w999)
+            storeVector(arena, ((9212384 +% ((((j978 *% 16) +% (ty979 *% 4)) +% tx980) *% 64)) +% (cv981 *% 8)), w1000)
+            storeVector(arena, ((9213408 +% ((((j978 *% 16) +% (ty979 *% 4)) +% tx980) *% 64)) +% (cv981 *% 8)), w1001)
+            storeVector(arena, ((9214432 +% ((((j978 *% 16) +% (ty979 *% 4)) +% tx980) *% 64)) +% (cv981 *% 8)), w1002)
+            storeVector(arena, ((9215456 +% ((((j978 *% 16) +% (ty979 *% 4)) +% tx980) *% 64)) +% (cv981 *% 8)), w1003)
+            storeVector(arena, ((9216480 +% ((((j978 *% 16) +% (ty979 *% 4)) +% tx980) *% 64)) +% (cv981 *% 8)), w1004)
+            storeVector(arena, ((9217504 +% ((((j978 *% 16) +% (ty979 *% 4)) +% tx980) *% 64)) +% (cv981 *% 8)), w1005)
           }
         }
       }
     }
-    for xi999 in 0..<16 {
-      sgemm(101, 112, 111, 64, 64, 16, 1, arena + (9181664 +% (xi999 *% 1024)), 64, arena + (9202144 +% (xi999 *% 1024)), 64, Float(bitPattern: 0x3f800000), arena + (9218528 +% (xi999 *% 4096)), 64)
+    for xi1006 in 0..<16 {
+      sgemm(101, 112, 111, 64, 64, 16, 1, arena + (9181664 +% (xi1006 *% 1024)), 64, arena + (9202144 +% (xi1006 *% 1024)), 64, Float(bitPattern: 0x3f800000), arena + (9218528 +% (xi1006 *% 4096)), 64)
     }
   }
   do {  // scalar loops
-    for f1000 in 0..<64 {
-      for c1001 in 0..<64 {
-        var w1002: Float = (((arena[((9218528 +% (c1001 *% 64)) +% f1000)] * Float(1)) + (arena[((9234912 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9251296 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)))
-        var w1003: Float = ((arena[((9234912 +% (c1001 *% 64)) +% f1000)] - arena[((9251296 +% (c1001 *% 64)) +% f1000)]) * Float(bitPattern: 0x3f000000))
-        var w1004: Float = (((arena[((9234912 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)) + (arena[((9251296 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9267680 +% (c1001 *% 64)) +% f1000)] * Float(1)))
-        var w1005: Float = (((arena[((9222624 +% (c1001 *% 64)) +% f1000)] * Float(1)) + (arena[((9239008 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9255392 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)))
-        var w1006: Float = ((arena[((9239008 +% (c1001 *% 64)) +% f1000)] - arena[((9255392 +% (c1001 *% 64)) +% f1000)]) * Float(bitPattern: 0x3f000000))
-        var w1007: Float = (((arena[((9239008 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)) + (arena[((9255392 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9271776 +% (c1001 *% 64)) +% f1000)] * Float(1)))
-        var w1008: Float = (((arena[((9226720 +% (c1001 *% 64)) +% f1000)] * Float(1)) + (arena[((9243104 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9259488 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)))
-        var w1009: Float = ((arena[((9243104 +% (c1001 *% 64)) +% f1000)] - arena[((9259488 +% (c1001 *% 64)) +% f1000)]) * Float(bitPattern: 0x3f000000))
-        var w1010: Float = (((arena[((9243104 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)) + (arena[((9259488 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9275872 +% (c1001 *% 64)) +% f1000)] * Float(1)))
-        var w1011: Float = (((arena[((9230816 +% (c1001 *% 64)) +% f1000)] * Float(1)) + (arena[((9247200 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9263584 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)))
-        var w1012: Float = ((arena[((9247200 +% (c1001 *% 64)) +% f1000)] - arena[((9263584 +% (c1001 *% 64)) +% f1000)]) * Float(bitPattern: 0x3f000000))
-        var w1013: Float = (((arena[((9247200 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)) + (arena[((9263584 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9279968 +% (c1001 *% 64)) +% f1000)] * Float(1)))
-        var w1014: Float = (((w1002 * Float(1)) + (w1005 * Float(bitPattern: 0x3f000000))) + (w1008 * Float(bitPattern: 0x3f000000)))
-        var w1015: Float = ((w1005 - w1008) * Float(bitPattern: 0x3f000000))
-        var w1016: Float = (((w1005 * Float(bitPattern: 0x3f000000)) + (w1008 * Float(bitPattern: 0x3f000000))) + (w1011 * Float(1)))
-        var w1017: Float = (((w1003 * Float(1)) + (w1006 * Float(bitPattern: 0x3f000000))) + (w1009 * Float(bitPattern: 0x3f000000)))
-        var w1018: Float = ((w1006 - w1009) * Float(bitPattern: 0x3f000000))
-        var w1019: Float = (((w1006 * Float(bitPattern: 0x3f000000)) + (w1009 * Float(bitPattern: 0x3f000000))) + (w1012 * Float(1)))
-        var w1020: Float = (((w1004 * Float(1)) + (w1007 * Float(bitPattern: 0x3f000000))) + (w1010 * Float(bitPattern: 0x3f000000)))
-        var w1021: Float = ((w1007 - w1010) * Float(bitPattern: 0x3f000000))
-        var w1022: Float = (((w1007 * Float(bitPattern: 0x3f000000)) + (w1010 * Float(bitPattern: 0x3f000000))) + (w1013 * Float(1)))
-        grads[(38224 +% (((f1000 *% 64) +% c1001) *% 9))] = w1014
-        grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 1)] = w1015
-        grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 2)] = w1016
-        grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 3)] = w1017
-        grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 4)] = w1018
-        grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 5)] = w1019
-        grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 6)] = w1020
-        grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 7)] = w1021
-        grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 8)] = w1022
+    for f1007 in 0..<64 {
+      for c1008 in 0..<64 {
+        var w1009: Float = (((arena[((9218528 +% (c1008 *% 64)) +% f1007)] * Float(1)) + (arena[((9234912 +% (c1008 *% 64)) +% f1007)] * Float(bitPattern: 0x3f000000))) + (arena[((9251296 +% (c1008 *% 64)) +% f1007)] * Float(bitPattern: 0x3f000000)))
+        var w1010: Float = ((arena[((9234912 +% (c1008 *% 64)) +% f1007)] - arena[((9251296 +% (c1008 *% 64)) +% f1007)]) * Float(bitPattern: 0x3f000000))
+        var w1011: Float = (((arena[((9234912 +% (c1008 *% 64)) +% f1007)] * Float(bitPattern: 0x3f000000)) + (arena[((9251296 +% (c1008 *% 64)) +% f1007)] * Float(bitPattern: 0x3f000000))) + (arena[((9267680 +% (c1008 *% 64)) +% f1007)] * Float(1)))
+        var w1012: Float = (((arena[((9222624 +% (c1008 *% 64)) +% f1007)] * Float(1)) + (arena[((9239008 +% (c1008 *% 64)) +% f1007)] * Float(bitPattern: 0x3f000000))) + (arena[((9255392 +% (c1008 *% 64)) +% f1007)] * Float(bitPattern: 0x3f000000)))
+        var w1013: Float = ((arena[((9239008 +% (c1008 *% 64)) +% f1007)] - arena[((9255392 +% (c1008 *% 64)) +% f1007)]) * Float(bitPattern: 0x3f000000))
+        var w1014: Float = (((arena[((9239008 +% (c1008 *% 64)) +% f1007)] * Float(bitPattern: 0x3f000000)) + (arena[((9255392 +% (c1008 *% 64)) +% f1007)] * Float(bitPattern: 0x3f000000))) + (arena[((9271776 +% (c1008 *% 64)) +% f1007)] * Float(1)))
+        var w1015: Float = (((arena[((9226720 +% (c1008 *% 64)) +% f1007)] * Float(1)) + (arena[((9243104 +% (c1008 *% 64)) +% f1007)] * Float(bitPattern: 0x3f000000))) + (arena[((9259488 +% (c1008 *% 64)) +% f1007)] * Float(bitPattern: 0x3f000000)))
+        var w1016: Float = ((arena[((9243104 +% (c1008 *% 64)) +% f1007)] - arena[((9259488 +% (c1008 *% 64)) +% f1007)]) * Float(bitPattern: 0x3f000000))
+        var w1017: Float = (((arena[((9243104 +% (c1008 *% 64)) +% f1007)] * Float(bitPattern: 0x3f000000)) + (arena[((9259488 +% (c1008 *% 64)) +% f1007)] * Float(bitPattern: 0x3f000000))) + (arena[((9275872 +% (c1008 *% 64)) +% f1007)] * Float(1)))
+        var w1018: Float = (((arena[((9230816 +% (c1008 *% 64)) +% f1007)] * Float(1)) + (arena[((9247200 +% (c1008 *% 64)) +% f1007)] * Float(bitPattern: 0x3f000000))) + (arena[((9263584 +% (c1008 *% 64)) +% f1007)] * Float(bitPattern: 0x3f000000)))
+        var w1019: Float = ((arena[((9247200 +% (c1008 *% 64)) +% f1007)] - arena[((9263584 +% (c1008 *% 64)) +% f1007)]) * Float(bitPattern: 0x3f000000))
+        var w1020: Float = (((arena[((9247200 +% (c1008 *% 64)) +% f1007)] * Float(bitPattern: 0x3f000000)) + (arena[((9263584 +% (c1008 *% 64)) +% f1007)] * Float(bitPattern: 0x3f000000))) + (arena[((9279968 +% (c1008 *% 64)) +% f1007)] * Float(1)))
+        var w1021: Float = (((w1009 * Float(1)) + (w1012 * Float(bitPattern: 0x3f000000))) + (w1015 * Float(bitPattern: 0x3f000000)))
+        var w1022: Float = ((w1012 - w1015) * Float(bitPattern: 0x3f000000))
+        var w1023: Float = (((w1012 * Float(bitPattern: 0x3f000000)) + (w1015 * Float(bitPattern: 0x3f000000))) + (w1018 * Float(1)))
+        var w1024: Float = (((w1010 * Float(1)) + (w1013 * Float(bitPattern: 0x3f000000))) + (w1016 * Float(bitPattern: 0x3f000000)))
+        var w1025: Float = ((w1013 - w1016) * Float(bitPattern: 0x3f000000))
+        var w1026: Float = (((w1013 * Float(bitPattern: 0x3f000000)) + (w1016 * Float(bitPattern: 0x3f000000))) + (w1019 * Float(1)))
+        var w1027: Float = (((w1011 * Float(1)) + (w1014 * Float(bitPattern: 0x3f000000))) + (w1017 * Float(bitPattern: 0x3f000000)))
+        var w1028: Float = ((w1014 - w1017) * Float(bitPattern: 0x3f000000))
+        var w1029: Float = (((w1014 * Float(bitPattern: 0x3f000000)) + (w1017 * Float(bitPattern: 0x3f000000))) + (w1020 * Float(1)))
+        grads[(38224 +% (((f1007 *% 64) +% c1008) *% 9))] = w1021
+        grads[((38224 +% (((f1007 *% 64) +% c1008) *% 9)) +% 1)] = w1022
+        grads[((38224 +% (((f1007 *% 64) +% c1008) *% 9)) +% 2)] = w1023
+        grads[((38224 +% (((f1007 *% 64) +% c1008) *% 9)) +% 3)] = w1024
+        grads[((38224 +% (((f1007 *% 64) +% c1008) *% 9)) +% 4)] = w1025
+        grads[((38224 +% (((f1007 *% 64) +% c1008) *% 9)) +% 5)] = w1026
+        grads[((38224 +% (((f1007 *% 64) +% c1008) *% 9)) +% 6)] = w1027
+        grads[((38224 +% (((f1007 *% 64) +% c1008) *% 9)) +% 7)] = w1028
+        grads[((38224 +% (((f1007 *% 64) +% c1008) *% 9)) +% 8)] = w1029
       }
     }
   }
   // s3_relu1_grad = conv2d_grad_input(s3_conv2_grad, s3_conv2.weight, s3_relu1)
   do {  // scalar loops
-    for ci1023 in 0..<64 {
-      for co1024 in 0..<64 {
-        var w1025: Float = params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 8)]
-        var w1026: Float = (((params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 8)] + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 5)]) + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-        var w1027: Float = (((params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 8)] + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 2)]) - params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w1028: Float = params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 2)]
-        var w1029: Float = params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 7)]
-        var w1030: Float = (((params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 7)] + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 4)]) + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-        var w1031: Float = (((params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 7)] + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 1)]) - params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w1032: Float = params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 1)]
-        var w1033: Float = params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 6)]
-        var w1034: Float = (((params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 6)] + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 3)]) + params[(38224 +% (((ci1023 *% 64) +% co1024) *% 9))]) * Float(bitPattern: 0x3f000000))
-        var w1035: Float = (((params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 6)] + params[(38224 +% (((ci1023 *% 64) +% co1024) *% 9))]) - params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w1036: Float = params[(38224 +% (((ci1023 *% 64) +% co1024) *% 9))]
-        var w1037: Float = w1025
-        var w1038: Float = (((w1025 + w1029) + w1033) * Float(bitPattern: 0x3f000000))
-        var w1039: Float = (((w1025 + w1033) - w1029) * Float(bitPattern: 0x3f000000))
-        var w1040: Float = w1033
-        var w1041: Float = w1026
-        var w1042: Float = (((w1026 + w1030) + w1034) * Float(bitPattern: 0x3f000000))
-        var w1043: Float = (((w1026 + w1034) - w1030) * Float(bitPattern: 0x3f000000))
-        var w1044: Float = w1034
-        var w1045: Float = w1027
-        var w1046: Float = (((w1027 + w1031) + w1035) * Float(bitPattern: 0x3f000000))
-        var w1047: Float = (((w1027 + w1035) - w1031) * Float(bitPattern: 0x3f000000))
-        var w1048: Float = w1035
-        var w1049: Float = w1028
-        var w1050: Float = (((w1028 + w1032) + w1036) * Float(bitPattern: 0x3f000000))
-        var w1051: Float = (((w1028 + w1036) - w1032) * Float(bitPattern: 0x3f000000))
-        var w1052: Float = w1036
-        arena[((9962016 +% (ci1023 *% 64)) +% co1024)] = w1037
-        arena[((9966112 +% (ci1023 *% 64)) +% co1024)] = w1038
-        arena[((9970208 +% (ci1023 *% 64)) +% co1024)] = w1039
-        arena[((9974304 +% (ci1023 *% 64)) +% co1024)] = w1040
-        arena[((9978400 +% (ci1023 *% 64)) +% co1024)] = w1041
-        arena[((9982496 +% (ci1023 *% 64)) +% co1024)] = w1042
-        arena[((9986592 +% (ci1023 *% 64)) +% co1024)] = w1043
-        arena[((9990688 +% (ci1023 *% 64)) +% co1024)] = w1044
-        arena[((9994784 +% (ci1023 *% 64)) +% co1024)] = w1045
-        arena[((9998880 +% (ci1023 *% 64)) +% co1024)] = w1046
-        arena[((10002976 +% (ci1023 *% 64)) +% co1024)] = w1047
-        arena[((10007072 +% (ci1023 *% 64)) +% co1024)] = w1048
-        arena[((10011168 +% (ci1023 *% 64)) +% co1024)] = w1049
-        arena[((10015264 +% (ci1023 *% 64)) +% co1024)] = w1050
-        arena[((10019360 +% (ci1023 *% 64)) +% co1024)] = w1051
-        arena[((10023456 +% (ci1023 *% 64)) +% co1024)] = w1052
+    for ci1030 in 0..<64 {
+      for co1031 in 0..<64 {
+        var w1032: Float = params[((38224 +% (((ci1030 *% 64) +% co1031) *% 9)) +% 8)]
+        var w1033: Float = (((params[((38224 +% (((ci1030 *% 64) +% co1031) *% 9)) +% 8)] + params[((38224 +% (((ci1030 *% 64) +% co1031) *% 9)) +% 5)]) + params[((38224 +% (((ci1030 *% 64) +% co1031) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+        var w1034: Float = (((params[((38224 +% (((ci1030 *% 64) +% co1031) *% 9)) +% 8)] + params[((38224 +% (((ci1030 *% 64) +% co1031) *% 9)) +% 2)]) - params[((38224 +% (((ci1030 *% 64) +% co1031) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w1035: Float = params[((38224 +% (((ci1030 *% 64) +% co1031) *% 9)) +% 2)]
+        var w1036: Float = params[((38224 +% (((ci1030 *% 64) +% co1031) *% 9)) +% 7)]
+        var w1037: Float = (((params[((38224 +% (((ci1030 *% 64) +% co1031) *% 9)) +% 7)] + params[((38224 +% (((ci1030 *% 64) +% co1031) *% 9)) +% 4)]) + params[((38224 +% (((ci1030 *% 64) +% co1031) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+        var w1038: Float = (((params[((38224 +% (((ci1030 *% 64) +% co1031) *% 9)) +% 7)] + params[((38224 +% (((ci1030 *% 64) +% co1031) *% 9)) +% 1)]) - params[((38224 +% (((ci1030 *% 64) +% co1031) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w1039: Float = params[((38224 +% (((ci1030 *% 64) +% co1031) *% 9)) +% 1)]
+        var w1040: Float = params[((38224 +% (((ci1030 *% 64) +% co1031) *% 9)) +% 6)]
+        var w1041: Float = (((params[((38224 +% (((ci1030 *% 64) +% co1031) *% 9)) +% 6)] + params[((38224 +% (((ci1030 *% 64) +% co1031) *% 9)) +% 3)]) + params[(38224 +% (((ci1030 *% 64) +% co1031) *% 9))]) * Float(bitPattern: 0x3f000000))
+        var w1042: Float = (((params[((38224 +% (((ci1030 *% 64) +% co1031) *% 9)) +% 6)] + params[(38224 +% (((ci1030 *% 64) +% co1031) *% 9))]) - params[((38224 +% (((ci1030 *% 64) +% co1031) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w1043: Float = params[(38224 +% (((ci1030 *% 64) +% co1031) *% 9))]
+        var w1044: Float = w1032
+        var w1045: Float = (((w1032 + w1036) + w1040) * Float(bitPattern: 0x3f000000))
+        var w1046: Float = (((w1032 + w1040) - w1036) * Float(bitPattern: 0x3f000000))
+        var w1047: Float = w1040
+        var w1048: Float = w1033
+        var w1049: Float = (((w1033 + w1037) + w1041) * Float(bitPattern: 0x3f000000))
+        var w1050: Float = (((w1033 + w1041) - w1037) * Float(bitPattern: 0x3f000000))
+        var w1051: Float = w1041
+        var w1052: Float = w1034
+        var w1053: Float = (((w1034 + w1038) + w1042) * Float(bitPattern: 0x3f000000))
+        var w1054: Float = (((w1034 + w1042) - w1038) * Float(bitPattern: 0x3f000000))
+        var w1055: Float = w1042
+        var w1056: Float = w1035
+        var w1057: Float = (((w1035 + w1039) + w1043) * Float(bitPattern: 0x3f000000))
+        var w1058: Float = (((w1035 + w1043) - w1039) * Float(bitPattern: 0x3f000000))
+        var w1059: Float = w1043
+        arena[((9962016 +% (ci1030 *% 64)) +% co1031)] = w1044
+        arena[((9966112 +% (ci1030 *% 64)) +% co1031)] = w1045
+        arena[((9970208 +% (ci1030 *% 64)) +% co1031)] = w1046
+        arena[((9974304 +% (ci1030 *% 64)) +% co1031)] = w1047
+        arena[((9978400 +% (ci1030 *% 64)) +% co1031)] = w1048
+        arena[((9982496 +% (ci1030 *% 64)) +% co1031)] = w1049
+        arena[((9986592 +% (ci1030 *% 64)) +% co1031)] = w1050
+        arena[((9990688 +% (ci1030 *% 64)) +% co1031)] = w1051
+        arena[((9994784 +% (ci1030 *% 64)) +% co1031)] = w1052
+        arena[((9998880 +% (ci1030 *% 64)) +% co1031)] = w1053
+        arena[((10002976 +% (ci1030 *% 64)) +% co1031)] = w1054
+        arena[((10007072 +% (ci1030 *% 64)) +% co1031)] = w1055
+        arena[((10011168 +% (ci1030 *% 64)) +% co1031)] = w1056
+        arena[((10015264 +% (ci1030 *% 64)) +% co1031)] = w1057
+        arena[((10019360 +% (ci1030 *% 64)) +% co1031)] = w1058
+        arena[((10023456 +% (ci1030 *% 64)) +% co1031)] = w1059
       }
     }
   }
-  for i1053 in 0..<800 {
-    storeVector(arena, ((i1053 *% 8) +% 10027552), Vector(repeating: Float(0)))
+  for i1060 in 0..<800 {
+    storeVector(arena, ((i1060 *% 8) +% 10027552), Vector(repeating: Float(0)))
   }
-  for g1054 in 0..<64 {
-    for j1055 in 0..<1 {
-      for c1056 in 0..<64 {
-        for iy1057 in 0..<8 {
-          for ix1058 in 0..<8 {
-            arena[(10027552 +% ((((j1055 *% 6400) +% ((iy1057 +% 1) *% 640)) +% ((ix1058 +% 1) *% 64)) +% c1056))] = arena[((((9699744 +% ((g1054 +% j1055) *% 4096)) +% (c1056 *% 64)) +% (iy1057 *% 8)) +% ix1058)]
+  for g1061 in 0..<64 {
+    for j1062 in 0..<1 {
+      for c1063 in 0..<64 {
+        for iy1064 in 0..<8 {
+          for ix1065 in 0..<8 {
+            arena[(10027552 +% ((((j1062 *% 6400) +% ((iy1064 +% 1) *% 640)) +% ((ix1065 +% 1) *% 64)) +% c1063))] = arena[((((9699744 +% ((g1061 +% j1062) *% 4096)) +% (c1063 *% 64)) +% (iy1064 *% 8)) +% ix1065)]
           }
         }
       }
     }
-    for j1059 in 0..<1 {
-      for ty1060 in 0..<4 {
-        for tx1061 in 0..<4 {
-          for cv1062 in 0..<8 {
-            let w1063 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% ((ty1060 *% 2) *% 640)) +% ((tx1061 *% 2) *% 64)) +% (cv1062 *% 8)))) - loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 2) *% 640)) +% ((tx1061 *% 2) *% 64)) +% (cv1062 *% 8)))))
-            let w1064 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 1) *% 640)) +% ((tx1061 *% 2) *% 64)) +% (cv1062 *% 8)))) + loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 2) *% 640)) +% ((tx1061 *% 2) *% 64)) +% (cv1062 *% 8)))))
-            let w1065 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 2) *% 640)) +% ((tx1061 *% 2) *% 64)) +% (cv1062 *% 8)))) - loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 1) *% 640)) +% ((tx1061 *% 2) *% 64)) +% (cv1062 *% 8)))))
-            let w1066 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 1) *% 640)) +% ((tx1061 *% 2) *% 64)) +% (cv1062 *% 8)))) - loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 3) *% 640)) +% ((tx1061 *% 2) *% 64)) +% (cv1062 *% 8)))))
-            let w1067 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% ((ty1060 *% 2) *% 640)) +% (((tx1061 *% 2) +% 1) *% 64)) +% (cv1062 *% 8)))) - loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 2) *% 640)) +% (((tx1061 *% 2) +% 1) *% 64)) +% (cv1062 *% 8)))))
-            let w1068 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 1) *% 640)) +% (((tx1061 *% 2) +% 1) *% 64)) +% (cv1062 *% 8)))) + loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 2) *% 640)) +% (((tx1061 *% 2) +% 1) *% 64)) +% (cv1062 *% 8)))))
-            let w1069 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 2) *% 640)) +% (((tx1061 *% 2) +% 1) *% 64)) +% (cv1062 *% 8)))) - loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 1) *% 640)) +% (((tx1061 *% 2) +% 1) *% 64)) +% (cv1062 *% 8)))))
-            let w1070 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 1) *% 640)) +% (((tx1061 *% 2) +% 1) *% 64)) +% (cv1062 *% 8)))) - loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 3) *% 640)) +% (((tx1061 *% 2) +% 1) *% 64)) +% (cv1062 *% 8)))))
-            let w1071 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% ((ty1060 *% 2) *% 640)) +% (((tx1061 *% 2) +% 2) *% 64)) +% (cv1062 *% 8)))) - loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 2) *% 640)) +% (((tx1061 *% 2) +% 2) *% 64)) +% (cv1062 *% 8)))))
-            let w1072 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 1) *% 640)) +% (((tx1061 *% 2) +% 2) *% 64)) +% (cv1062 *% 8)))) + loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 2) *% 640)) +% (((tx1061 *% 2) +% 2) *% 64)) +% (cv1062 *% 8)))))
-            let w1073 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 2) *% 640)) +% (((tx1061 *% 2) +% 2) *% 64)) +% (cv1062 *% 8)))) - loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 1) *% 640)) +% (((tx1061 *% 2) +% 2) *% 64)) +% (cv1062 *% 8)))))
-            let w1074 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 1) *% 640)) +% (((tx1061 *% 2) +% 2) *% 64)) +% (cv1062 *% 8)))) - loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 3) *% 640)) +% (((tx1061 *% 2) +% 2) *% 64)) +% (cv1062 *% 8)))))
-            let w1075 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% ((ty1060 *% 2) *% 640)) +% (((tx1061 *% 2) +% 3) *% 64)) +% (cv1062 *% 8)))) - loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 2) *% 640)) +% (((tx1061 *% 2) +% 3) *% 64)) +% (cv1062 *% 8)))))
-            let w1076 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 1) *% 640)) +% (((tx1061 *% 2) +% 3) *% 64)) +% (cv1062 *% 8)))) + loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 2) *% 640)) +% (((tx1061 *% 2) +% 3) *% 64)) +% (cv1062 *% 8)))))
-            let w1077 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 2) *% 640)) +% (((tx1061 *% 2) +% 3) *% 64)) +% (cv1062 *% 8)))) - loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 1) *% 640)) +% (((tx1061 *% 2) +% 3) *% 64)) +% (cv1062 *% 8)))))
-            let w1078 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 1) *% 640)) +% (((tx1061 *% 2) +% 3) *% 64)) +% (cv1062 *% 8)))) - loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 3) *% 640)) +% (((tx1061 *% 2) +% 3) *% 64)) +% (cv1062 *% 8)))))
-            let w1079 = (w1063 - w1071)
-            let w1080 = (w1067 + w1071)
-            let w1081 = (w1071 - w1067)
-            let w1082 = (w1067 - w1075)
-            let w1083 = (w1064 - w1072)
-            let w1084 = (w1068 + w1072)
-            let w1085 = (w1072 - w1068)
-            let w1086 = (w1068 - w1076)
-            let w1087 = (w1065 - w1073)
-            let w1088 = (w1069 + w1073)
-            let w1089 = (w1073 - w1069)
-            let w1090 = (w1069 - w1077)
-            let w1091 = (w1066 - w1074)
-            let w1092 = (w1070 + w1074)
-            let w1093 = (w1074 - w1070)
-            let w1094 = (w1070 - w1078)
-            storeVector(arena, ((10033952 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1079)
-            storeVector(arena, ((10034976 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1080)
-            storeVector(arena, ((10036000 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1081)
-            storeVector(arena, ((10037024 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1082)
-            storeVector(arena, ((10038048 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1083)
-            storeVector(arena, ((10039072 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1084)
-            storeVector(arena, ((10040096 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1085)
-            storeVector(arena, ((10041120 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1086)
-            storeVector(arena, ((10042144 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1087)
-            storeVector(arena, ((10043168 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1088)
-            storeVector(arena, ((10044192 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1089)
-            storeVector(arena, ((10045216 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1090)
-            storeVector(arena, ((10046240 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1091)
-            storeVector(arena, ((10047264 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1092)
-            storeVector(arena, ((10048288 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1093)
-            storeVector(arena, ((10049312 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1094)
+    for j1066 in 0..<1 {
+      for ty1067 in 0..<4 {
+        for tx1068 in 0..<4 {
+          for cv1069 in 0..<8 {
+            let w1070 = (loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% ((ty1067 *% 2) *% 640)) +% ((tx1068 *% 2) *% 64)) +% (cv1069 *% 8)))) - loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 2) *% 640)) +% ((tx1068 *% 2) *% 64)) +% (cv1069 *% 8)))))
+            let w1071 = (loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 1) *% 640)) +% ((tx1068 *% 2) *% 64)) +% (cv1069 *% 8)))) + loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 2) *% 640)) +% ((tx1068 *% 2) *% 64)) +% (cv1069 *% 8)))))
+            let w1072 = (loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 2) *% 640)) +% ((tx1068 *% 2) *% 64)) +% (cv1069 *% 8)))) - loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 1) *% 640)) +% ((tx1068 *% 2) *% 64)) +% (cv1069 *% 8)))))
+            let w1073 = (loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 1) *% 640)) +% ((tx1068 *% 2) *% 64)) +% (cv1069 *% 8)))) - loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 3) *% 640)) +% ((tx1068 *% 2) *% 64)) +% (cv1069 *% 8)))))
+            let w1074 = (loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% ((ty1067 *% 2) *% 640)) +% (((tx1068 *% 2) +% 1) *% 64)) +% (cv1069 *% 8)))) - loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 2) *% 640)) +% (((tx1068 *% 2) +% 1) *% 64)) +% (cv1069 *% 8)))))
+            let w1075 = (loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 1) *% 640)) +% (((tx1068 *% 2) +% 1) *% 64)) +% (cv1069 *% 8)))) + loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 2) *% 640)) +% (((tx1068 *% 2) +% 1) *% 64)) +% (cv1069 *% 8)))))
+            let w1076 = (loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 2) *% 640)) +% (((tx1068 *% 2) +% 1) *% 64)) +% (cv1069 *% 8)))) - loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 1) *% 640)) +% (((tx1068 *% 2) +% 1) *% 64)) +% (cv1069 *% 8)))))
+            let w1077 = (loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 1) *% 640)) +% (((tx1068 *% 2) +% 1) *% 64)) +% (cv1069 *% 8)))) - loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 3) *% 640)) +% (((tx1068 *% 2) +% 1) *% 64)) +% (cv1069 *% 8)))))
+            let w1078 = (loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% ((ty1067 *% 2) *% 640)) +% (((tx1068 *% 2) +% 2) *% 64)) +% (cv1069 *% 8)))) - loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 2) *% 640)) +% (((tx1068 *% 2) +% 2) *% 64)) +% (cv1069 *% 8)))))
+            let w1079 = (loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 1) *% 640)) +% (((tx1068 *% 2) +% 2) *% 64)) +% (cv1069 *% 8)))) + loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 2) *% 640)) +% (((tx1068 *% 2) +% 2) *% 64)) +% (cv1069 *% 8)))))
+            let w1080 = (loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 2) *% 640)) +% (((tx1068 *% 2) +% 2) *% 64)) +% (cv1069 *% 8)))) - loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 1) *% 640)) +% (((tx1068 *% 2) +% 2) *% 64)) +% (cv1069 *% 8)))))
+            let w1081 = (loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 1) *% 640)) +% (((tx1068 *% 2) +% 2) *% 64)) +% (cv1069 *% 8)))) - loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 3) *% 640)) +% (((tx1068 *% 2) +% 2) *% 64)) +% (cv1069 *% 8)))))
+            let w1082 = (loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% ((ty1067 *% 2) *% 640)) +% (((tx1068 *% 2) +% 3) *% 64)) +% (cv1069 *% 8)))) - loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 2) *% 640)) +% (((tx1068 *% 2) +% 3) *% 64)) +% (cv1069 *% 8)))))
+            let w1083 = (loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 1) *% 640)) +% (((tx1068 *% 2) +% 3) *% 64)) +% (cv1069 *% 8)))) + loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 2) *% 640)) +% (((tx1068 *% 2) +% 3) *% 64)) +% (cv1069 *% 8)))))
+            let w1084 = (loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 2) *% 640)) +% (((tx1068 *% 2) +% 3) *% 64)) +% (cv1069 *% 8)))) - loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 1) *% 640)) +% (((tx1068 *% 2) +% 3) *% 64)) +% (cv1069 *% 8)))))
+            let w1085 = (loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 1) *% 640)) +% (((tx1068 *% 2) +% 3) *% 64)) +% (cv1069 *% 8)))) - loadVector(arena, (10027552 +% ((((j1066 *% 6400) +% (((ty1067 *% 2) +% 3) *% 640)) +% (((tx1068 *% 2) +% 3) *% 64)) +% (cv1069 *% 8)))))
+            let w1086 = (w1070 - w1078)
+            let w1087 = (w1074 + w1078)
+            let w1088 = (w1078 - w1074)
+            let w1089 = (w1074 - w1082)
+            let w1090 = (w1071 - w1079)
+            let w1091 = (w1075 + w1079)
+            let w1092 = (w1079 - w1075)
+            let w1093 = (w1075 - w1083)
+            let w1094 = (w1072 - w1080)
+            let w1095 = (w1076 + w1080)
+            let w1096 = (w1080 - w1076)
+            let w1097 = (w1076 - w1084)
+            let w1098 = (w1073 - w1081)
+            let w1099 = (w1077 + w1081)
+            let w1100 = (w1081 - w1077)
+            let w1101 = (w1077 - w1085)
+            storeVector(arena, ((10033952 +% ((((j1066 *% 16) +% (ty1067 *% 4)) +% tx1068) *% 64)) +% (cv1069 *% 8)), w1086)
+            storeVector(arena, ((10034976 +% ((((j1066 *% 16) +% (ty1067 *% 4)) +% tx1068) *% 64)) +% (cv1069 *% 8)), w1087)
+            storeVector(arena, ((10036000 +% ((((j1066 *% 16) +% (ty1067 *% 4)) +% tx1068) *% 64)) +% (cv1069 *% 8)), w1088)
+            storeVector(arena, ((10037024 +% ((((j1066 *% 16) +% (ty1067 *% 4)) +% tx1068) *% 64)) +% (cv1069 *% 8)), w1089)
+            storeVector(arena, ((10038048 +% ((((j1066 *% 16) +% (ty1067 *% 4)) +% tx1068) *% 64)) +% (cv1069 *% 8)), w1090)
+            storeVector(arena, ((10039072 +% ((((j1066 *% 16) +% (ty1067 *% 4)) +% tx1068) *% 64)) +% (cv1069 *% 8)), w1091)
+            storeVector(arena, ((10040096 +% ((((j1066 *% 16) +% (ty1067 *% 4)) +% tx1068) *% 64)) +% (cv1069 *% 8)), w1092)
+            storeVector(arena, ((10041120 +% ((((j1066 *% 16) +% (ty1067 *% 4)) +% tx1068) *% 64)) +% (cv1069 *% 8)), w1093)
+            storeVector(arena, ((10042144 +% ((((j1066 *% 16) +% (ty1067 *% 4)) +% tx1068) *% 64)) +% (cv1069 *% 8)), w1094)
+            storeVector(arena, ((10043168 +% ((((j1066 *% 16) +% (ty1067 *% 4)) +% tx1068) *% 64)) +% (cv1069 *% 8)), w1095)
+            storeVector(arena, ((10044192 +% ((((j1066 *% 16) +% (ty1067 *% 4)) +% tx1068) *% 64)) +% (cv1069 *% 8)), w1096)
+            storeVector(arena, ((10045216 +% ((((j1066 *% 16) +% (ty1067 *% 4)) +% tx1068) *% 64)) +% (cv1069 *% 8)), w1097)
+            storeVector(arena, ((10046240 +% ((((j1066 *% 16) +% (ty1067 *% 4)) +% tx1068) *% 64)) +% (cv1069 *% 8)), w1098)
+            storeVector(arena, ((10047264 +% ((((j1066 *% 16) +% (ty1067 *% 4)) +% tx1068) *% 64)) +% (cv1069 *% 8)), w1099)
+            storeVector(arena, ((10048288 +% ((((j1066 *% 16) +% (ty1067 *% 4)) +% tx1068) *% 64)) +% (cv1069 *% 8)), w1100)
+            storeVector(arena, ((10049312 +% ((((j1066 *% 16) +% (ty1067 *% 4)) +% tx1068) *% 64)) +% (cv1069 *% 8)), w1101)
           }
         }
       }
     }
-    for xi1095 in 0..<16 {
-      do {  // gemm1103
-        for nb1096 in 0..<2 {
-          for mb1097 in 0..<4 {
-            var t1098_c0_0 = Vector()
-            var t1098_c0_1 = Vector()
-            var t1098_c0_2 = Vector()
-            var t1098_c1_0 = Vector()
-            var t1098_c1_1 = Vector()
-            var t1098_c1_2 = Vector()
-            var t1098_c2_0 = Vector()
-            var t1098_c2_1 = Vector()
-            var t1098_c2_2 = Vector()
-            var t1098_c3_0 = Vector()
-            var t1098_c3_1 = Vector()
-            var t1098_c3_2 = Vector()
-            for k1099 in 0..<64 {
-              let t1098_b0 = loadVector(arena, (((9962016 +% (xi1095 *% 4096)) +% (k1099 *% 64)) +% (nb1096 *% 24)))
-              let t1098_b1 = loadVector(arena, ((((9962016 +% (xi1095 *% 4096)) +% (k1099 *% 64)) +% (nb1096 *% 24)) +% 8))
-              let t1098_b2 = loadVector(arena, ((((9962016 +% (xi1095 *% 4096)) +% (k1099 *% 64)) +% (nb1096 *% 24)) +% 16))
-              let t1098_a0 = Vector(repeating: arena[(((10033952 +% (xi1095 *% 1024)) +% ((mb1097 *% 4) *% 64)) +% k1099)])
-              t1098_c0_0 = t1098_c0_0.addingProduct(t1098_a0, t1098_b0)
-              t1098_c0_1 = t1098_c0_1.addingProduct(t1098_a0, t1098_b1)
-              t1098_c0_2 = t1098_c0_2.addingProduct(t1098_a0, t1098_b2)
-              let t1098_a1 = Vector(repeating: arena[(((10033952 +% (xi1095 *% 1024)) +% (((mb1097 *% 4) +% 1) *% 64)) +% k1099)])
-              t1098_c1_0 = t1098_c1_0.addingProduct(t1098_a1, t1098_b0)
-              t1098_c1_1 = t1098_c1_1.addingProduct(t1098_a1, t1098_b1)
-              t1098_c1_2 = t1098_c1_2.addingProduct(t1098_a1, t1098_b2)
-              let t1098_a2 = Vector(repeating: arena[(((10033952 +% (xi1095 *% 1024)) +% (((mb1097 *% 4) +% 2) *% 64)) +% k1099)])
-              t1098_c2_0 = t1098_c2_0.addingProduct(t1098_a2, t1098_b0)
-              t1098_c2_1 = t1098_c2_1.addingProduct(t1098_a2, t1098_b1)
-              t1098_c2_2 = t1098_c2_2.addingProduct(t1098_a2, t1098_b2)
-              let t1098_a3 = Vector(repeating: arena[(((10033952 +% (xi1095 *% 1024)) +% (((mb1097 *% 4) +% 3) *% 64)) +% k1099)])
-              t1098_c3_0 = t1098_c3_0.addingProduct(t1098_a3, t1098_b0)
-              t1098_c3_1 = t1098_c3_1.addingProduct(t1098_a3, t1098_b1)
-              t1098_c3_2 = t1098_c3_2.addingProduct(t1098_a3, t1098_b2)
+    for xi1102 in 0..<16 {
+      do {  // gemm1110
+        for nb1103 in 0..<2 {
+          for mb1104 in 0..<4 {
+            var t1105_c0_0 = Vector()
+            var t1105_c0_1 = Vector()
+            var t1105_c0_2 = Vector()
+            var t1105_c1_0 = Vector()
+            var t1105_c1_1 = Vector()
+            var t1105_c1_2 = Vector()
+            var t1105_c2_0 = Vector()
+            var t1105_c2_1 = Vector()
+            var t1105_c2_2 = Vector()
+            var t1105_c3_0 = Vector()
+            var t1105_c3_1 = Vector()
+            var t1105_c3_2 = Vector()
+            for k1106 in 0..<64 {
+              let t1105_b0 = loadVector(arena, (((9962016 +% (xi1102 *% 4096)) +% (k1106 *% 64)) +% (nb1103 *% 24)))
+              let t1105_b1 = loadVector(arena, ((((9962016 +% (xi1102 *% 4096)) +% (k1106 *% 64)) +% (nb1103 *% 24)) +% 8))
+              let t1105_b2 = loadVector(arena, ((((9962016 +% (xi1102 *% 4096)) +% (k1106 *% 64)) +% (nb1103 *% 24)) +% 16))
+              let t1105_a0 = Vector(repeating: arena[(((10033952 +% (xi1102 *% 1024)) +% ((mb1104 *% 4) *% 64)) +% k1106)])
+              t1105_c0_0 = t1105_c0_0.addingProduct(t1105_a0, t1105_b0)
+              t1105_c0_1 = t1105_c0_1.addingProduct(t1105_a0, t1105_b1)
+              t1105_c0_2 = t1105_c0_2.addingProduct(t1105_a0, t1105_b2)
+              let t1105_a1 = Vector(repeating: arena[(((10033952 +% (xi1102 *% 1024)) +% (((mb1104 *% 4) +% 1) *% 64)) +% k1106)])
+              t1105_c1_0 = t1105_c1_0.addingProduct(t1105_a1, t1105_b0)
+              t1105_c1_1 = t1105_c1_1.addingProduct(t1105_a1, t1105_b1)
+              t1105_c1_2 = t1105_c1_2.addingProduct(t1105_a1, t1105_b2)
+              let t1105_a2 = Vector(repeating: arena[(((10033952 +% (xi1102 *% 1024)) +% (((mb1104 *% 4) +% 2) *% 64)) +% k1106)])
+              t1105_c2_0 = t1105_c2_0.addingProduct(t1105_a2, t1105_b0)
+              t1105_c2_1 = t1105_c2_1.addingProduct(t1105_a2, t1105_b1)
+              t1105_c2_2 = t1105_c2_2.addingProduct(t1105_a2, t1105_b2)
+              let t1105_a3 = Vector(repeating: arena[(((10033952 +% (xi1102 *% 1024)) +% (((mb1104 *% 4) +% 3) *% 64)) +% k1106)])
+              t1105_c3_0 = t1105_c3_0.addingProduct(t1105_a3, t1105_b0)
+              t1105_c3_1 = t1105_c3_1.addingProduct(t1105_a3, t1105_b1)
+              t1105_c3_2 = t1105_c3_2.addingProduct(t1105_a3, t1105_b2)
             }
-            storeVector(arena, (((10050336 +% (xi1095 *% 1024)) +% ((mb1097 *% 4) *% 64)) +% (nb1096 *% 24)), t1098_c0_0)
-            storeVector(arena, ((((10050336 +% (xi1095 *% 1024)) +% ((mb1097 *% 4) *% 64)) +% (nb1096 *% 24)) +% 8), t1098_c0_1)
-            storeVector(arena, ((((10050336 +% (xi1095 *% 1024)) +% ((mb1097 *% 4) *% 64)) +% (nb1096 *% 24)) +% 16), t1098_c0_2)
-            storeVector(arena, (((10050336 +% (xi1095 *% 1024)) +% (((mb1097 *% 4) +% 1) *% 64)) +% (nb1096 *% 24)), t1098_c1_0)
-            storeVector(arena, ((((10050336 +% (xi1095 *% 1024)) +% (((mb1097 *% 4) +% 1) *% 64)) +% (nb1096 *% 24)) +% 8), t1098_c1_1)
-            storeVector(arena, ((((10050336 +% (xi1095 *% 1024)) +% (((mb1097 *% 4) +% 1) *% 64)) +% (nb1096 *% 24)) +% 16), t1098_c1_2)
-            storeVector(arena, (((10050336 +% (xi1095 *% 1024)) +% (((mb1097 *% 4) +% 2) *% 64)) +% (nb1096 *% 24)), t1098_c2_0)
-            storeVector(arena, ((((10050336 +% (xi1095 *% 1024)) +% (((mb1097 *% 4) +% 2) *% 64)) +% (nb1096 *% 24)) +% 8), t1098_c2_1)
-            storeVector(arena, ((((10050336 +% (xi1095 *% 1024)) +% (((mb1097 *% 4) +% 2) *% 64)) +% (nb1096 *% 24)) +% 16), t1098_c2_2)
-            storeVector(arena, (((10050336 +% (xi1095 *% 1024)) +% (((mb1097 *% 4) +% 3) *% 64)) +% (nb1096 *% 24)), t1098_c3_0)
-            storeVector(arena, ((((10050336 +% (xi1095 *% 1024)) +% (((mb1097 *% 4) +% 3) *% 64)) +% (nb1096 *% 24)) +% 8), t1098_c3_1)
-            storeVector(arena, ((((10050336 +% (xi1095 *% 1024)) +% (((mb1097 *% 4) +% 3) *% 64)) +% (nb1096 *% 24)) +% 16), t1098_c3_2)
+            storeVector(arena, (((10050336 +% (xi1102 *% 1024)) +% ((mb1104 *% 4) *% 64)) +% (nb1103 *% 24)), t1105_c0_0)
+            storeVector(arena, ((((10050336 +% (xi1102 *% 1024)) +% ((mb1104 *% 4) *% 64)) +% (nb1103 *% 24)) +% 8), t1105_c0_1)
+            storeVector(arena, ((((10050336 +% (xi1102 *% 1024)) +% ((mb1104 *% 4) *% 64)) +% (nb1103 *% 24)) +% 16), t1105_c0_2)
+            storeVector(arena, (((10050336 +% (xi1102 *% 1024)) +% (((mb1104 *% 4) +% 1) *% 64)) +% (nb1103 *% 24)), t1105_c1_0)
+            storeVector(arena, ((((10050336 +% (xi1102 *% 1024)) +% (((mb1104 *% 4) +% 1) *% 64)) +% (nb1103 *% 24)) +% 8), t1105_c1_1)
+            storeVector(arena, ((((10050336 +% (xi1102 *% 1024)) +% (((mb1104 *% 4) +% 1) *% 64)) +% (nb1103 *% 24)) +% 16), t1105_c1_2)
+            storeVector(arena, (((10050336 +% (xi1102 *% 1024)) +% (((mb1104 *% 4) +% 2) *% 64)) +% (nb1103 *% 24)), t1105_c2_0)
+            storeVector(arena, ((((10050336 +% (xi1102 *% 1024)) +% (((mb1104 *% 4) +% 2) *% 64)) +% (nb1103 *% 24)) +% 8), t1105_c2_1)
+            storeVector(arena, ((((10050336 +% (xi1102 *% 1024)) +% (((mb1104 *% 4) +% 2) *% 64)) +% (nb1103 *% 24)) +% 16), t1105_c2_2)
+            storeVector(arena, (((10050336 +% (xi1102 *% 1024)) +% (((mb1104 *% 4) +% 3) *% 64)) +% (nb1103 *% 24)), t1105_c3_0)
+            storeVector(arena, ((((10050336 +% (xi1102 *% 1024)) +% (((mb1104 *% 4) +% 3) *% 64)) +% (nb1103 *% 24)) +% 8), t1105_c3_1)
+            storeVector(arena, ((((10050336 +% (xi1102 *% 1024)) +% (((mb1104 *% 4) +% 3) *% 64)) +% (nb1103 *% 24)) +% 16), t1105_c3_2)
           }
         }
-        for mb1100 in 0..<4 {
-          var t1101_c0_0 = Vector()
-          var t1101_c0_1 = Vector()
-          var t1101_c1_0 = Vector()
-          var t1101_c1_1 = Vector()
-          var t1101_c2_0 = Vector()
-          var t1101_c2_1 = Vector()
-          var t1101_c3_0 = Vector()
-          var t1101_c3_1 = Vector()
-          for k1102 in 0..<64 {
-            let t1101_b0 = loadVector(arena, (((9962016 +% (xi1095 *% 4096)) +% (k1102 *% 64)) +% 48))
-            let t1101_b1 = loadVector(arena, ((((9962016 +% (xi1095 *% 4096)) +% (k1102 *% 64)) +% 48) +% 8))
-            let t1101_a0 = Vector(repeating: arena[(((10033952 +% (xi1095 *% 1024)) +% ((mb1100 *% 4) *% 64)) +% k1102)])
-            t1101_c0_0 = t1101_c0_0.addingProduct(t1101_a0, t1101_b0)
-            t1101_c0_1 = t1101_c0_1.addingProduct(t1101_a0, t1101_b1)
-            let t1101_a1 = Vector(repeating: arena[(((10033952 +% (xi1095 *% 1024)) +% (((mb1100 *% 4) +% 1) *% 64)) +% k1102)])
-            t1101_c1_0 = t1101_c1_0.addingProduct(t1101_a1, t1101_b0)
-            t1101_c1_1 = t1101_c1_1.addingProduct(t1101_a1, t1101_b1)
-            let t1101_a2 = Vector(repeating: arena[(((10033952 +% (xi1095 *% 1024)) +% (((mb1100 *% 4) +% 2) *% 64)) +% k1102)])
-            t1101_c2_0 = t1101_c2_0.addingProduct(t1101_a2, t1101_b0)
-            t1101_c2_1 = t1101_c2_1.addingProduct(t1101_a2, t1101_b1)
-            let t1101_a3 = Vector(repeating: arena[(((10033952 +% (xi1095 *% 1024)) +% (((mb1100 *% 4) +% 3) *% 64)) +% k1102)])
-            t1101_c3_0 = t1101_c3_0.addingProduct(t1101_a3, t1101_b0)
-            t1101_c3_1 = t1101_c3_1.addingProduct(t1101_a3, t1101_b1)
+        for mb1107 in 0..<4 {
+          var t1108_c0_0 = Vector()
+          var t1108_c0_1 = Vector()
+          var t1108_c1_0 = Vector()
+          var t1108_c1_1 = Vector()
+          var t1108_c2_0 = Vector()
+          var t1108_c2_1 = Vector()
+          var t1108_c3_0 = Vector()
+          var t1108_c3_1 = Vector()
+          for k1109 in 0..<64 {
+            let t1108_b0 = loadVector(arena, (((9962016 +% (xi1102 *% 4096)) +% (k1109 *% 64)) +% 48))
+            let t1108_b1 = loadVector(arena, ((((9962016 +% (xi1102 *% 4096)) +% (k1109 *% 64)) +% 48) +% 8))
+            let t1108_a0 = Vector(repeating: arena[(((10033952 +% (xi1102 *% 1024)) +% ((mb1107 *% 4) *% 64)) +% k1109)])
+            t1108_c0_0 = t1108_c0_0.addingProduct(t1108_a0, t1108_b0)
+            t1108_c0_1 = t1108_c0_1.addingProduct(t1108_a0, t1108_b1)
+            let t1108_a1 = Vector(repeating: arena[(((10033952 +% (xi1102 *% 1024)) +% (((mb1107 *% 4) +% 1) *% 64)) +% k1109)])
+            t1108_c1_0 = t1108_c1_0.addingProduct(t1108_a1, t1108_b0)
+            t1108_c1_1 = t1108_c1_1.addingProduct(t1108_a1, t1108_b1)
+            let t1108_a2 = Vector(repeating: arena[(((10033952 +% (xi1102 *% 1024)) +% (((mb1107 *% 4) +% 2) *% 64)) +% k1109)])
+            t1108_c2_0 = t1108_c2_0.addingProduct(t1108_a2, t1108_b0)
+            t1108_c2_1 = t1108_c2_1.addingProduct(t1108_a2, t1108_b1)
+            let t1108_a3 = Vector(repeating: arena[(((10033952 +% (xi1102 *% 1024)) +% (((mb1107 *% 4) +% 3) *% 64)) +% k1109)])
+            t1108_c3_0 = t1108_c3_0.addingProduct(t1108_a3, t1108_b0)
+            t1108_c3_1 = t1108_c3_1.addingProduct(t1108_a3, t1108_b1)
           }
-          storeVector(arena, (((10050336 +% (xi1095 *% 1024)) +% ((mb1100 *% 4) *% 64)) +% 48), t1101_c0_0)
-          storeVector(arena, ((((10050336 +% (xi1095 *% 1024)) +% ((mb1100 *% 4) *% 64)) +% 48) +% 8), t1101_c0_1)
-          storeVector(arena, (((10050336 +% (xi1095 *% 1024)) +% (((mb1100 *% 4) +% 1) *% 64)) +% 48), t1101_c1_0)
-          storeVector(arena, ((((10050336 +% (xi1095 *% 1024)) +% (((mb1100 *% 4) +% 1) *% 64)) +% 48) +% 8), t1101_c1_1)
-          storeVector(arena, (((10050336 +% (xi1095 *% 1024)) +% (((mb1100 *% 4) +% 2) *% 64)) +% 48), t1101_c2_0)
-          storeVector(arena, ((((10050336 +% (xi1095 *% 1024)) +% (((mb1100 *% 4) +% 2) *% 64)) +% 48) +% 8), t1101_c2_1)
-          storeVector(arena, (((10050336 +% (xi1095 *% 1024)) +% (((mb1100 *% 4) +% 3) *% 64)) +% 48), t1101_c3_0)
-          storeVector(arena, ((((10050336 +% (xi1095 *% 1024)) +% (((mb1100 *% 4) +% 3) *% 64)) +% 48) +% 8), t1101_c3_1)
-        }
-      }
-    }
-    for j1104 in 0..<1 {
-      for ty1105 in 0..<4 {
-        for tx1106 in 0..<4 {
-          for cv1107 in 0..<8 {
-            let w1108 = ((loadVector(arena, ((10050336 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))) + loadVector(arena, ((10054432 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8)))) + loadVector(arena, ((10058528 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))))
-            let w1109 = ((loadVector(arena, ((10054432 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))) - loadVector(arena, ((10058528 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8)))) - loadVector(arena, ((10062624 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))))
-            let w1110 = ((loadVector(arena, ((10051360 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))) + loadVector(arena, ((10055456 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8)))) + loadVector(arena, ((10059552 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))))
-            let w1111 = ((loadVector(arena, ((10055456 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))) - loadVector(arena, ((10059552 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8)))) - loadVector(arena, ((10063648 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))))
-            let w1112 = ((loadVector(arena, ((10052384 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))) + loadVector(arena, ((10056480 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8)))) + loadVector(arena, ((10060576 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))))
-            let w1113 = ((loadVector(arena, ((10056480 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))) - loadVector(arena, ((10060576 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8)))) - loadVector(arena, ((10064672 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))))
-            let w1114 = ((loadVector(arena, ((10053408 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))) + loadVector(arena, ((10057504 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8)))) + loadVector(arena, ((10061600 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))))
-            let w1115 = ((loadVector(arena, ((10057504 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))) - loadVector(arena, ((10061600 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8)))) - loadVector(arena, ((10065696 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))))
-            let w1116 = ((w1108 + w1110) + w1112)
-            let w1117 = ((w1110 - w1112) - w1114)
-            let w1118 = ((w1109 + w1111) + w1113)
-            let w1119 = ((w1111 - w1113) - w1115)
-            storeVector(arena, ((10066720 +% (((((j1104 *% 8) +% (ty1105 *% 2)) *% 8) +% (tx1106 *% 2)) *% 64)) +% (cv1107 *% 8)), w1116)
-            storeVector(arena, ((10066720 +% ((((((j1104 *% 8) +% (ty1105 *% 2)) *% 8) +% (tx1106 *% 2)) +% 1) *% 64)) +% (cv1107 *% 8)), w1117)
-            storeVector(arena, ((10066720 +% ((((((j1104 *% 8) +% (ty1105 *% 2)) +% 1) *% 8) +% (tx1106 *% 2)) *% 64)) +% (cv1107 *% 8)), w1118)
-            storeVector(arena, ((10066720 +% (((((((j1104 *% 8) +% (ty1105 *% 2)) +% 1) *% 8) +% (tx1106 *% 2)) +% 1) *% 64)) +% (cv1107 *% 8)), w1119)
-          }
+          storeVector(arena, (((10050336 +% (xi1102 *% 1024)) +% ((mb1107 *% 4) *% 64)) +% 48), t1108_c0_0)
+          storeVector(arena, ((((10050336 +% (xi1102 *% 1024)) +% ((mb1107 *% 4) *% 64)) +% 48) +% 8), t1108_c0_1)
+          storeVector(arena, (((10050336 +% (xi1102 *% 1024)) +% (((mb1107 *% 4) +% 1) *% 64)) +% 48), t1108_c1_0)
+          storeVector(arena, ((((10050336 +% (xi1102 *% 1024)) +% (((mb1107 *% 4) +% 1) *% 64)) +% 48) +% 8), t1108_c1_1)
+          storeVector(arena, (((10050336 +% (xi1102 *% 1024)) +% (((mb1107 *% 4) +% 2) *% 64)) +% 48), t1108_c2_0)
+          storeVector(arena, ((((10050336 +% (xi1102 *% 1024)) +% (((mb1107 *% 4) +% 2) *% 64)) +% 48) +% 8), t1108_c2_1)
+          storeVector(arena, (((10050336 +% (xi1102 *% 1024)) +% (((mb1107 *% 4) +% 3) *% 64)) +% 48), t1108_c3_0)
+          storeVector(arena, ((((10050336 +% (xi1102 *% 1024)) +% (((mb1107 *% 4) +% 3) *% 64)) +% 48) +% 8), t1108_c3_1)
         }
       }
     }
-    for j1120 in 0..<1 {
-      for c1121 in 0..<64 {
-        for q1122 in 0..<64 {
-          arena[(((9175264 +% ((g1054 +% j1120) *% 4096)) +% (c1121 *% 64)) +% q1122)] = arena[((10066720 +% (((j1120 *% 64) +% q1122) *% 64)) +% c1121)]
+    for j1111 in 0..<1 {
+      for ty1112 in 0..<4 {
+        for tx1113 in 0..<4 {
+          for cv1114 in 0..<8 {
+            let w1115 = ((loadVector(arena, ((10050336 +% ((((j1111 *% 16) +% (ty1112 *% 4)) +% tx1113) *% 64)) +% (cv1114 *% 8))) + loadVector(arena, ((10054432 +% ((((j1111 *% 16) +% (ty1112 *% 4)) +% tx1113) *% 64)) +% (cv1114 *% 8)))) + loadVector(arena, ((10058528 +% ((((j1111 *% 16) +% (ty1112 *% 4)) +% tx1113) *% 64)) +% (cv1114 *% 8))))
+            let w1116 = ((loadVector(arena, ((10054432 +% ((((j1111 *% 16) +% (ty1112 *% 4)) +% tx1113) *% 64)) +% (cv1114 *% 8))) - loadVector(arena, ((10058528 +% ((((j1111 *% 16) +% (ty1112 *% 4)) +% tx1113) *% 64)) +% (cv1114 *% 8)))) - loadVector(arena, ((10062624 +% ((((j1111 *% 16) +% (ty1112 *% 4)) +% tx1113) *% 64)) +% (cv1114 *% 8))))
+            let w1117 = ((loadVector(arena, ((10051360 +% ((((j1111 *% 16) +% (ty1112 *% 4)) +% tx1113) *% 64)) +% (cv1114 *% 8))) + loadVector(arena, ((10055456 +% ((((j1111 *% 16) +% (ty1112 *% 4)) +% tx1113) *% 64)) +% (cv1114 *% 8)))) + loadVector(arena, ((10059552 +% ((((j1111 *% 16) +% (ty1112 *% 4)) +% tx1113) *% 64)) +% (cv1114 *% 8))))
+            let w1118 = ((loadVector(arena, ((10055456 +% ((((j1111 *% 16) +% (ty1112 *% 4)) +% tx1113) *% 64)) +% (cv1114 *% 8))) - loadVector(arena, ((10059552 +% ((((j1111 *% 16) +% (ty1112 *% 4)) +% tx1113) *% 64)) +% (cv1114 *% 8)))) - loadVector(arena, ((10063648 +% ((((j1111 *% 16) +% (ty1112 *% 4)) +% tx1113) *% 64)) +% (cv1114 *% 8))))
+            let w1119 = ((loadVector(arena, ((10052384 +% ((((j1111 *% 16) +% (ty1112 *% 4)) +% tx1113) *% 64)) +% (cv1114 *% 8))) + loadVector(arena, ((10056480 +% ((((j1111 *% 16) +% (ty1112 *% 4)) +% tx1113) *% 64)) +% (cv1114 *% 8)))) + loadVector(arena, ((10060576 +% ((((j1111 *% 16) +% (ty1112 *% 4)) +% tx1113) *% 64)) +% (cv1114 *% 8))))
+            let w1120 = ((loadVector(arena, ((10056480 +% ((((j1111 *% 16) +% (ty1112 *% 4)) +% tx1113) *% 64)) +% (cv1114 *% 8))) - loadVector(arena, ((10060576 +% ((((j1111 *% 16) +% (ty1112 *% 4)) +% tx1113) *% 64)) +% (cv1114 *% 8)))) - loadVector(arena, ((10064672 +% ((((j1111 *% 16) +% (ty1112 *% 4)) +% tx1113) *% 64)) +% (cv1114 *% 8))))
+            let w1121 = ((loadVector(arena, ((10053408 +% ((((j1111 *% 16) +% (ty1112 *% 4)) +% tx1113) *% 64)) +% (cv1114 *% 8))) + loadVector(arena, ((10057504 +% ((((j1111 *% 16) +% (ty1112 *% 4)) +% tx1113) *% 64)) +% (cv1114 *% 8)))) + loadVector(arena, ((10061600 +% ((((j1111 *% 16) +% (ty1112 *% 4)) +% tx1113) *% 64)) +% (cv1114 *% 8))))
+            let w1122 = ((loadVector(arena, ((10057504 +% ((((j1111 *% 16) +% (ty1112 *% 4)) +% tx1113) *% 64)) +% (cv1114 *% 8))) - loadVector(arena, ((10061600 +% ((((j1111 *% 16) +% (ty1112 *% 4)) +% tx1113) *% 64)) +% (cv1114 *% 8)))) - loadVector(arena, ((10065696 +% ((((j1111 *% 16) +% (ty1112 *% 4)) +% tx1113) *% 64)) +% (cv1114 *% 8))))
+            let w1123 = ((w1115 + w1117) + w1119)
+            let w1124 = ((w1117 - w1119) - w1121)
+            let w1125 = ((w1116 + w1118) + w1120)
+            let w1126 = ((w1118 - w1120) - w1122)
+            storeVector(arena, ((10066720 +% (((((j1111 *% 8) +% (ty1112 *% 2)) *% 8) +% (tx1113 *% 2)) *% 64)) +% (cv1114 *% 8)), w1123)
+            storeVector(arena, ((10066720 +% ((((((j1111 *% 8) +% (ty1112 *% 2)) *% 8) +% (tx1113 *% 2)) +% 1) *% 64)) +% (cv1114 *% 8)), w1124)
+            storeVector(arena, ((10066720 +% ((((((j1111 *% 8) +% (ty1112 *% 2)) +% 1) *% 8) +% (tx1113 *% 2)) *% 64)) +% (cv1114 *% 8)), w1125)
+            storeVector(arena, ((10066720 +% (((((((j1111 *% 8) +% (ty1112 *% 2)) +% 1) *% 8) +% (tx1113 *% 2)) +% 1) *% 64)) +% (cv1114 *% 8)), w1126)
+          }
+        }
+      }
+    }
+    for j1127 in 0..<1 {
+      for c1128 in 0..<64 {
+        for q1129 in 0..<64 {
+          arena[(((9175264 +% ((g1061 +% j1127) *% 4096)) +% (c1128 *% 64)) +% q1129)] = arena[((10066720 +% (((j1127 *% 64) +% q1129) *% 64)) +% c1128)]
         }
       }
     }
   }
   // s3_bn1_grad = relu_grad(s3_relu1_grad, s3_relu1)
-  for i1123 in 0..<32768 {
-    storeVector(arena, ((i1123 *% 8) +% 9699744), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i1123 *% 8) +% 9175264)), where: loadVector(arena, ((i1123 *% 8) +% 9437600)) .> Vector(repeating: Float(0))))
+  for i1130 in 0..<32768 {
+    storeVector(arena, ((i1130 *% 8) +% 9699744), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i1130 *% 8) +% 9175264)), where: loadVector(arena, ((i1130 *% 8) +% 9437600)) .> Vector(repeating: Float(0))))
   }
   // s3_bn1_weight_grad = batchnorm_grad_weight(s3_bn1_grad, s3_conv1, s3_bn1.mean, s3_bn1.var)
-  for c1124 in 0..<64 {
-    var invstd1126: Float = (Float(1) / sqrtf((arena[(9437536 +% c1124)] + Float(bitPattern: 0x3727c5ac))))
-    var mean1127: Float = arena[(9437472 +% c1124)]
-    var acc1128 = Vector()
-    var tail1129: Float = Float(0)
-    for n1130 in 0..<64 {
-      for v1131 in 0..<8 {
-        acc1128 = (acc1128 + (loadVector(arena, (9699744 +% ((((n1130 *% 64) +% c1124) *% 64) +% (v1131 *% 8)))) * ((loadVector(arena, (8913120 +% ((((n1130 *% 64) +% c1124) *% 64) +% (v1131 *% 8)))) - Vector(repeating: mean1127)) * Vector(repeating: invstd1126))))
+  for c1131 in 0..<64 {
+    var invstd1133: Float = (Float(1) / sqrtf((arena[(9437536 +% c1131)] + Float(bitPattern: 0x3727c5ac))))
+    var mean1134: Float = arena[(9437472 +% c1131)]
+    var acc1135 = Vector()
+    var tail1136: Float = Float(0)
+    for n1137 in 0..<64 {
+      for v1138 in 0..<8 {
+        acc1135 = (acc1135 + (loadVector(arena, (9699744 +% ((((n1137 *% 64) +% c1131) *% 64) +% (v1138 *% 8)))) * ((loadVector(arena, (8913120 +% ((((n1137 *% 64) +% c1131) *% 64) +% (v1138 *% 8)))) - Vector(repeating: mean1134)) * Vector(repeating: invstd1133))))
       }
     }
-    storeVector(arena, 9175264, acc1128)
-    var sum1132: Float = (arena[9175264] + arena[9175265])
-    var sum1133: Float = (sum1132 + arena[9175266])
-    var sum1134: Float = (sum1133 + arena[9175267])
-    var sum1135: Float = (sum1134 + arena[9175268])
-    var sum1136: Float = (sum1135 + arena[9175269])
-    var sum1137: Float = (sum1136 + arena[9175270])
-    var sum1138: Float = (sum1137 + arena[9175271])
-    var sum_x1125: Float = (sum1138 + tail1129)
-    grads[(38096 +% c1124)] = sum_x1125
+    storeVector(arena, 9175264, acc1135)
+    var sum1139: Float = (arena[9175264] + arena[9175265])
+    var sum1140: Float = (sum1139 + arena[9175266])
+    var sum1141: Float = (sum1140 + arena[9175267])
+    var sum1142: Float = (sum1141 + arena[9175268])
+    var sum1143: Float = (sum1142 + arena[9175269])
+    var sum1144: Float = (sum1143 + arena[9175270])
+    var sum1145: Float = (sum1144 + arena[9175271])
+    var sum_x1132: Float = (sum1145 + tail1136)
+    grads[(38096 +% c1131)] = sum_x1132
   }
   // s3_bn1_bias_grad = batchnorm_grad_bias(s3_bn1_grad)
-  for c1139 in 0..<64 {
-    var acc1141 = Vector()
-    var tail1142: Float = Float(0)
-    for n1143 in 0..<64 {
-      for v1144 in 0..<8 {
-        acc1141 = (acc1141 + loadVector(arena, (9699744 +% ((((n1143 *% 64) +% c1139) *% 64) +% (v1144 *% 8)))))
+  for c1146 in 0..<64 {
+    var acc1148 = Vector()
+    var tail1149: Float = Float(0)
+    for n1150 in 0..<64 {
+      for v1151 in 0..<8 {
+        acc1148 = (acc1148 + loadVector(arena, (9699744 +% ((((n1150 *% 64) +% c1146) *% 64) +% (v1151 *% 8)))))
       }
     }
-    storeVector(arena, 9175264, acc1141)
-    var sum1145: Float = (arena[9175264] + arena[9175265])
-    var sum1146: Float = (sum1145 + arena[9175266])
-    var sum1147: Float = (sum1146 + arena[9175267])
-    var sum1148: Float = (sum1147 + arena[9175268])
-    var sum1149: Float = (sum1148 + arena[9175269])
-    var sum1150: Float = (sum1149 + arena[9175270])
-    var sum1151: Float = (sum1150 + arena[9175271])
-    var sum1140: Float = (sum1151 + tail1142)
-    grads[(38160 +% c1139)] = sum1140
+    storeVector(arena, 9175264, acc1148)
+    var sum1152: Float = (arena[9175264] + arena[9175265])
+    var sum1153: Float = (sum1152 + arena[9175266])
+    var sum1154: Float = (sum1153 + arena[9175267])
+    var sum1155: Float = (sum1154 + arena[9175268])
+    var sum1156: Float = (sum1155 + arena[9175269])
+    var sum1157: Float = (sum1156 + arena[9175270])
+    var sum1158: Float = (sum1157 + arena[9175271])
+    var sum1147: Float = (sum1158 + tail1149)
+    grads[(38160 +% c1146)] = sum1147
   }
   // s3_conv1_grad = batchnorm_grad_input(s3_bn1_grad, s3_conv1, s3_bn1.mean, s3_bn1.var, s3_bn1.weight, s3_bn1_bias_grad, s3_bn1_weight_grad)
-  for c1152 in 0..<64 {
-    var invstd1155: Float = (Float(1) / sqrtf((arena[(9437536 +% c1152)] + Float(bitPattern: 0x3727c5ac))))
-    var sum1153: Float = grads[(38160 +% c1152)]
-    var sum_x1154: Float = grads[(38096 +% c1152)]
-    var scale1156: Float = (params[(38096 +% c1152)] * invstd1155)
-    var mean_dy1157: Float = (sum1153 / Float(4096))
-    var mean_dy_x1158: Float = (sum_x1154 / Float(4096))
-    for n1159 in 0..<64 {
-      for i1160 in 0..<64 {
-        arena[(9175264 +% ((((n1159 *% 64) +% c1152) *% 64) +% i1160))] = (scale1156 * ((arena[(9699744 +% ((((n1159 *% 64) +% c1152) *% 64) +% i1160))] - mean_dy1157) - (((arena[(8913120 +% ((((n1159 *% 64) +% c1152) *% 64) +% i1160))] - arena[(9437472 +% c1152)]) * invstd1155) * mean_dy_x1158)))
+  for c1159 in 0..<64 {
+    var invstd1162: Float = (Float(1) / sqrtf((arena[(9437536 +% c1159)] + Float(bitPattern: 0x3727c5ac))))
+    var sum1160: Float = grads[(38160 +% c1159)]
+    var sum_x1161: Float = grads[(38096 +% c1159)]
+    var scale1163: Float = (params[(38096 +% c1159)] * invstd1162)
+    var mean_dy1164: Float = (sum1160 / Float(4096))
+    var mean_dy_x1165: Float = (sum_x1161 / Float(4096))
+    for n1166 in 0..<64 {
+      for i1167 in 0..<64 {
+        arena[(9175264 +% ((((n1166 *% 64) +% c1159) *% 64) +% i1167))] = (scale1163 * ((arena[(9699744 +% ((((n1166 *% 64) +% c1159) *% 64) +% i1167))] - mean_dy1164) - (((arena[(8913120 +% ((((n1166 *% 64) +% c1159) *% 64) +% i1167))] - arena[(9437472 +% c1159)]) * invstd1162) * mean_dy_x1165)))
       }
     }
   }
   // s3_conv1_weight_grad = conv2d_grad_weight(s3_conv1_grad, x2)
-  for i1161 in 0..<2304 {
-    storeVector(arena, ((i1161 *% 8) +% 9802656), Vector(repeating: Float(0)))
+  for i1168 in 0..<2304 {
+    storeVector(arena, ((i1168 *% 8) +% 9802656), Vector(repeating: Float(0)))
   }
-  for g1162 in 0..<4 {
-    for j1163 in 0..<16 {
-      for c1164 in 0..<32 {
-        for ky1165 in 0..<3 {
-          for oy1166 in 0..<8 {
-            if (-1 < (((oy1166 *% 2) +% ky1165) +% -1) && (((oy1166 *% 2) +% ky1165) +% -1) < 16) {
-              for ox1167 in 0..<7 {
-                arena[(((9437600 +% ((((c1164 *% 3) +% ky1165) *% 3) *% 1040)) +% (j1163 *% 64)) +% ((oy1166 *% 8) +% (ox1167 +% 1)))] = arena[((((7864480 +% (((g1162 *% 16) +% j1163) *% 8192)) +% (c1164 *% 256)) +% ((((oy1166 *% 2) +% ky1165) +% -1) *% 16)) +% (((ox1167 +% 1) *% 2) +% -1))]
-              }
-              for ox1168 in 0..<1 {
-                arena[(((9437600 +% ((((c1164 *% 3) +% ky1165) *% 3) *% 1040)) +% (j1163 *% 64)) +% ((oy1166 *% 8) +% ox1168))] = Float(0)
-              }
-            }
-            if (((oy1166 *% 2) +% ky1165) +% -1) < 0 {
-              for ox1169 in 0..<8 {
-                arena[(((9437600 +% ((((c1164 *% 3) +% ky1165) *% 3) *% 1040)) +% (j1163 *% 64)) +% ((oy1166 *% 8) +% ox1169))] = Float(0)
-              }
-            }
-            if 15 < (((oy1166 *% 2) +% ky1165) +% -1) {
-              for ox1169 in 0..<8 {
-                arena[(((9437600 +% ((((c1164 *% 3) +% ky1165) *% 3) *% 1040)) +% (j1163 *% 64)) +% ((oy1166 *% 8) +% ox1169))] = Float(0)
-              }
-            }
-          }
-          for oy1170 in 0..<8 {
-            if (-1 < (((oy1170 *% 2) +% ky1165) +% -1) && (((oy1170 *% 2) +% ky1165) +% -1) < 16) {
-              for ox1171 in 0..<8 {
-                arena[(((9437600 +% (((((c1164 *% 3) +% ky1165) *% 3) +% 1) *% 1040)) +% (j1163 *% 64)) +% ((oy1170 *% 8) +% ox1171))] = arena[((((7864480 +% (((g1162 *% 16) +% j1163) *% 8192)) +% (c1164 *% 256)) +% ((((oy1170 *% 2) +% ky1165) +% -1) *% 16)) +% (ox1171 *% 2))]
-              }
-            }
-            if (((oy1170 *% 2) +% ky1165) +% -1) < 0 {
-              for ox1172 in 0..<8 {
-                arena[(((9437600 +% (((((c1164 *% 3) +% ky1165) *% 3) +% 1) *% 1040)) +% (j1163 *% 64)) +% ((oy1170 *% 8) +% ox1172))] = Float(0)
-              }
-            }
-            if 15 < (((oy1170 *% 2) +% ky1165) +% -1) {
-              for ox1172 in 0..<8 {
-                arena[(((9437600 +% (((((c1164 *% 3) +% ky1165) *% 3) +% 1) *% 1040)) +% (j1163 *% 64)) +% ((oy1170 *% 8) +% ox1172))] = Float(0)
-              }
-            }
-          }
+  for g1169 in 0..<4 {
+    for j1170 in 0..<16 {
+      for c1171 in 0..<32 {
+        for ky1172 in 0..<3 {
           for oy1173 in 0..<8 {
-            if (-1 < (((oy1173 *% 2) +% ky1165) +% -1) && (((oy1173 *% 2) +% ky1165) +% -1) < 16) {
-              for ox1174 in 0..<8 {
-                arena[(((9437600 +% (((((c1164 *% 3) +% ky1165) *% 3) +% 2) *% 1040)) +% (j1163 *% 64)) +% ((oy1173 *% 8) +% ox1174))] = arena[((((7864480 +% (((g1162 *% 16) +% j1163) *% 8192)) +% (c1164 *% 256)) +% ((((oy1173 *% 2) +% ky1165) +% -1) *% 16)) +% ((ox1174 *% 2) +% 1))]
+            if (-1 < (((oy1173 *% 2) +% ky1172) +% -1) && (((oy1173 *% 2) +% ky1172) +% -1) < 16) {
+              for ox1174 in 0..<7 {
+                arena[(((9437600 +% ((((c1171 *% 3) +% ky1172) *% 3) *% 1040)) +% (j1170 *% 64)) +% ((oy1173 *% 8) +% (ox1174 +% 1)))] = arena[((((7864480 +% (((g1169 *% 16) +% j1170) *% 8192)) +% (c1171 *% 256)) +% ((((oy1173 *% 2) +% ky1172) +% -1) *% 16)) +% (((ox1174 +% 1) *% 2) +% -1))]
+              }
+              for ox1175 in 0..<1 {
+                arena[(((9437600 +% ((((c1171 *% 3) +% ky1172) *% 3) *% 1040)) +% (j1170 *% 64)) +% ((oy1173 *% 8) +% ox1175))] = Float(0)
               }
             }
-            if (((oy1173 *% 2) +% ky1165) +% -1) < 0 {
-              for ox1175 in 0..<8 {
-                arena[(((9437600 +% (((((c1164 *% 3) +% ky1165) *% 3) +% 2) *% 1040)) +% (j1163 *% 64)) +% ((oy1173 *% 8) +% ox1175))] = Float(0)
+            if (((oy1173 *% 2) +% ky1172) +% -1) < 0 {
+              for ox1176 in 0..<8 {
+                arena[(((9437600 +% ((((c1171 *% 3) +% ky1172) *% 3) *% 1040)) +% (j1170 *% 64)) +% ((oy1173 *% 8) +% ox1176))] = Float(0)
               }
             }
-            if 15 < (((oy1173 *% 2) +% ky1165) +% -1) {
-              for ox1175 in 0..<8 {
-                arena[(((9437600 +% (((((c1164 *% 3) +% ky1165) *% 3) +% 2) *% 1040)) +% (j1163 *% 64)) +% ((oy1173 *% 8) +% ox1175))] = Float(0)
+            if 15 < (((oy1173 *% 2) +% ky1172) +% -1) {
+              for ox1176 in 0..<8 {
+                arena[(((9437600 +% ((((c1171 *% 3) +% ky1172) *% 3) *% 1040)) +% (j1170 *% 64)) +% ((oy1173 *% 8) +% ox1176))] = Float(0)
+              }
+            }
+          }
+          for oy1177 in 0..<8 {
+            if (-1 < (((oy1177 *% 2) +% ky1172) +% -1) && (((oy1177 *% 2) +% ky1172) +% -1) < 16) {
+              for ox1178 in 0..<8 {
+                arena[(((9437600 +% (((((c1171 *% 3) +% ky1172) *% 3) +% 1) *% 1040)) +% (j1170 *% 64)) +% ((oy1177 *% 8) +% ox1178))] = arena[((((7864480 +% (((g1169 *% 16) +% j1170) *% 8192)) +% (c1171 *% 256)) +% ((((oy1177 *% 2) +% ky1172) +% -1) *% 16)) +% (ox1178 *% 2))]
+              }
+            }
+            if (((oy1177 *% 2) +% ky1172) +% -1) < 0 {
+              for ox1179 in 0..<8 {
+                arena[(((9437600 +% (((((c1171 *% 3) +% ky1172) *% 3) +% 1) *% 1040)) +% (j1170 *% 64)) +% ((oy1177 *% 8) +% ox1179))] = Float(0)
+              }
+            }
+            if 15 < (((oy1177 *% 2) +% ky1172) +% -1) {
+              for ox1179 in 0..<8 {
+                arena[(((9437600 +% (((((c1171 *% 3) +% ky1172) *% 3) +% 1) *% 1040)) +% (j1170 *% 64)) +% ((oy1177 *% 8) +% ox1179))] = Float(0)
+              }
+            }
+          }
+          for oy1180 in 0..<8 {
+            if (-1 < (((oy1180 *% 2) +% ky1172) +% -1) && (((oy1180 *% 2) +% ky1172) +% -1) < 16) {
+              for ox1181 in 0..<8 {
+                arena[(((9437600 +% (((((c1171 *% 3) +% ky1172) *% 3) +% 2) *% 1040)) +% (j1170 *% 64)) +% ((oy1180 *% 8) +% ox1181))] = arena[((((7864480 +% (((g1169 *% 16) +% j1170) *% 8192)) +% (c1171 *% 256)) +% ((((oy1180 *% 2) +% ky1172) +% -1) *% 16)) +% ((ox1181 *% 2) +% 1))]
+              }
+            }
+            if (((oy1180 *% 2) +% ky1172) +% -1) < 0 {
+              for ox1182 in 0..<8 {
+                arena[(((9437600 +% (((((c1171 *% 3) +% ky1172) *% 3) +% 2) *% 1040)) +% (j1170 *% 64)) +% ((oy1180 *% 8) +% ox1182))] = Float(0)
+              }
+            }
+            if 15 < (((oy1180 *% 2) +% ky1172) +% -1) {
+              for ox1182 in 0..<8 {
+                arena[(((9437600 +% (((((c1171 *% 3) +% ky1172) *% 3) +% 2) *% 1040)) +% (j1170 *% 64)) +% ((oy1180 *% 8) +% ox1182))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j1176 in 0..<16 {
-      for i1177 in 0..<64 {
-        for f1178 in 0..<64 {
-          arena[((9737120 +% (((j1176 *% 64) +% i1177) *% 64)) +% f1178)] = arena[(((9175264 +% (((g1162 *% 16) +% j1176) *% 4096)) +% (f1178 *% 64)) +% i1177)]
+    for j1183 in 0..<16 {
+      for i1184 in 0..<64 {
+        for f1185 in 0..<64 {
+          arena[((9737120 +% (((j1183 *% 64) +% i1184) *% 64)) +% f1185)] = arena[(((9175264 +% (((g1169 *% 16) +% j1183) *% 4096)) +% (f1185 *% 64)) +% i1184)]
         }
       }
     }
-    do {  // gemm1186
-      for nb1179 in 0..<2 {
-        for mb1180 in 0..<72 {
-          var t1181_c0_0 = loadVector(arena, ((9802656 +% ((mb1180 *% 4) *% 64)) +% (nb1179 *% 24)))
-          var t1181_c0_1 = loadVector(arena, (((9802656 +% ((mb1180 *% 4) *% 64)) +% (nb1179 *% 24)) +% 8))
-          var t1181_c0_2 = loadVector(arena, (((9802656 +% ((mb1180 *% 4) *% 64)) +% (nb1179 *% 24)) +% 16))
-          var t1181_c1_0 = loadVector(arena, ((9802656 +% (((mb1180 *% 4) +% 1) *% 64)) +% (nb1179 *% 24)))
-          var t1181_c1_1 = loadVector(arena, (((9802656 +% (((mb1180 *% 4) +% 1) *% 64)) +% (nb1179 *% 24)) +% 8))
-          var t1181_c1_2 = loadVector(arena, (((9802656 +% (((mb1180 *% 4) +% 1) *% 64)) +% (nb1179 *% 24)) +% 16))
-          var t1181_c2_0 = loadVector(arena, ((9802656 +% (((mb1180 *% 4) +% 2) *% 64)) +% (nb1179 *% 24)))
-          var t1181_c2_1 = loadVector(arena, (((9802656 +% (((mb1180 *% 4) +% 2) *% 64)) +% (nb1179 *% 24)) +% 8))
-          var t1181_c2_2 = loadVector(arena, (((9802656 +% (((mb1180 *% 4) +% 2) *% 64)) +% (nb1179 *% 24)) +% 16))
-          var t1181_c3_0 = loadVector(arena, ((9802656 +% (((mb1180 *% 4) +% 3) *% 64)) +% (nb1179 *% 24)))
-          var t1181_c3_1 = loadVector(arena, (((9802656 +% (((mb1180 *% 4) +% 3) *% 64)) +% (nb1179 *% 24)) +% 8))
-          var t1181_c3_2 = loadVector(arena, (((9802656 +% (((mb1180 *% 4) +% 3) *% 64)) +% (nb1179 *% 24)) +% 16))
-          for k1182 in 0..<1024 {
-            let t1181_b0 = loadVector(arena, ((9737120 +% (k1182 *% 64)) +% (nb1179 *% 24)))
-            let t1181_b1 = loadVector(arena, (((9737120 +% (k1182 *% 64)) +% (nb1179 *% 24)) +% 8))
-            let t1181_b2 = loadVector(arena, (((9737120 +% (k1182 *% 64)) +% (nb1179 *% 24)) +% 16))
-            let t1181_a0 = Vector(repeating: arena[((9437600 +% ((mb1180 *% 4) *% 1040)) +% k1182)])
-            t1181_c0_0 = t1181_c0_0.addingProduct(t1181_a0, t1181_b0)
-            t1181_c0_1 = t1181_c0_1.addingProduct(t1181_a0, t1181_b1)
-            t1181_c0_2 = t1181_c0_2.addingProduct(t1181_a0, t1181_b2)
-            let t1181_a1 = Vector(repeating: arena[((9437600 +% (((mb1180 *% 4) +% 1) *% 1040)) +% k1182)])
-            t1181_c1_0 = t1181_c1_0.addingProduct(t1181_a1, t1181_b0)
-            t1181_c1_1 = t1181_c1_1.addingProduct(t1181_a1, t1181_b1)
-            t1181_c1_2 = t1181_c1_2.addingProduct(t1181_a1, t1181_b2)
-            let t1181_a2 = Vector(repeating: arena[((9437600 +% (((mb1180 *% 4) +% 2) *% 1040)) +% k1182)])
-            t1181_c2_0 = t1181_c2_0.addingProduct(t1181_a2, t1181_b0)
-            t1181_c2_1 = t1181_c2_1.addingProduct(t1181_a2, t1181_b1)
-            t1181_c2_2 = t1181_c2_2.addingProduct(t1181_a2, t1181_b2)
-            let t1181_a3 = Vector(repeating: arena[((9437600 +% (((mb1180 *% 4) +% 3) *% 1040)) +% k1182)])
-            t1181_c3_0 = t1181_c3_0.addingProduct(t1181_a3, t1181_b0)
-            t1181_c3_1 = t1181_c3_1.addingProduct(t1181_a3, t1181_b1)
-            t1181_c3_2 = t1181_c3_2.addingProduct(t1181_a3, t1181_b2)
+    do {  // gemm1193
+      for nb1186 in 0..<2 {
+        for mb1187 in 0..<72 {
+          var t1188_c0_0 = loadVector(arena, ((9802656 +% ((mb1187 *% 4) *% 64)) +% (nb1186 *% 24)))
+          var t1188_c0_1 = loadVector(arena, (((9802656 +% ((mb1187 *% 4) *% 64)) +% (nb1186 *% 24)) +% 8))
+          var t1188_c0_2 = loadVector(arena, (((9802656 +% ((mb1187 *% 4) *% 64)) +% (nb1186 *% 24)) +% 16))
+          var t1188_c1_0 = loadVector(arena, ((9802656 +% (((mb1187 *% 4) +% 1) *% 64)) +% (nb1186 *% 24)))
+          var t1188_c1_1 = loadVector(arena, (((9802656 +% (((mb1187 *% 4) +% 1) *% 64)) +% (nb1186 *% 24)) +% 8))
+          var t1188_c1_2 = loadVector(arena, (((9802656 +% (((mb1187 *% 4) +% 1) *% 64)) +% (nb1186 *% 24)) +% 16))
+          var t1188_c2_0 = loadVector(arena, ((9802656 +% (((mb1187 *% 4) +% 2) *% 64)) +% (nb1186 *% 24)))
+          var t1188_c2_1 = loadVector(arena, (((9802656 +% (((mb1187 *% 4) +% 2) *% 64)) +% (nb1186 *% 24)) +% 8))
+          var t1188_c2_2 = loadVector(arena, (((9802656 +% (((mb1187 *% 4) +% 2) *% 64)) +% (nb1186 *% 24)) +% 16))
+          var t1188_c3_0 = loadVector(arena, ((9802656 +% (((mb1187 *% 4) +% 3) *% 64)) +% (nb1186 *% 24)))
+          var t1188_c3_1 = loadVector(arena, (((9802656 +% (((mb1187 *% 4) +% 3) *% 64)) +% (nb1186 *% 24)) +% 8))
+          var t1188_c3_2 = loadVector(arena, (((9802656 +% (((mb1187 *% 4) +% 3) *% 64)) +% (nb1186 *% 24)) +% 16))
+          for k1189 in 0..<1024 {
+            let t1188_b0 = loadVector(arena, ((9737120 +% (k1189 *% 64)) +% (nb1186 *% 24)))
+            let t1188_b1 = loadVector(arena, (((9737120 +% (k1189 *% 64)) +% (nb1186 *% 24)) +% 8))
+            let t1188_b2 = loadVector(arena, (((9737120 +% (k1189 *% 64)) +% (nb1186 *% 24)) +% 16))
+            let t1188_a0 = Vector(repeating: arena[((9437600 +% ((mb1187 *% 4) *% 1040)) +% k1189)])
+            t1188_c0_0 = t1188_c0_0.addingProduct(t1188_a0, t1188_b0)
+            t1188_c0_1 = t1188_c0_1.addingProduct(t1188_a0, t1188_b1)
+            t1188_c0_2 = t1188_c0_2.addingProduct(t1188_a0, t1188_b2)
+            let t1188_a1 = Vector(repeating: arena[((9437600 +% (((mb1187 *% 4) +% 1) *% 1040)) +% k1189)])
+            t1188_c1_0 = t1188_c1_0.addingProduct(t1188_a1, t1188_b0)
+            t1188_c1_1 = t1188_c1_1.addingProduct(t1188_a1, t1188_b1)
+            t1188_c1_2 = t1188_c1_2.addingProduct(t1188_a1, t1188_b2)
+            let t1188_a2 = Vector(repeating: arena[((9437600 +% (((mb1187 *% 4) +% 2) *% 1040)) +% k1189)])
+            t1188_c2_0 = t1188_c2_0.addingProduct(t1188_a2, t1188_b0)
+            t1188_c2_1 = t1188_c2_1.addingProduct(t1188_a2, t1188_b1)
+            t1188_c2_2 = t1188_c2_2.addingProduct(t1188_a2, t1188_b2)
+            let t1188_a3 = Vector(repeating: arena[((9437600 +% (((mb1187 *% 4) +% 3) *% 1040)) +% k1189)])
+            t1188_c3_0 = t1188_c3_0.addingProduct(t1188_a3, t1188_b0)
+            t1188_c3_1 = t1188_c3_1.addingProduct(t1188_a3, t1188_b1)
+            t1188_c3_2 = t1188_c3_2.addingProduct(t1188_a3, t1188_b2)
           }
-          storeVector(arena, ((9802656 +% ((mb1180 *% 4) *% 64)) +% (nb1179 *% 24)), t1181_c0_0)
-          storeVector(arena, (((9802656 +% ((mb1180 *% 4) *% 64)) +% (nb1179 *% 24)) +% 8), t1181_c0_1)
-          storeVector(arena, (((9802656 +% ((mb1180 *% 4) *% 64)) +% (nb1179 *% 24)) +% 16), t1181_c0_2)
-          storeVector(arena, ((9802656 +% (((mb1180 *% 4) +% 1) *% 64)) +% (nb1179 *% 24)), t1181_c1_0)
-          storeVector(arena, (((9802656 +% (((mb1180 *% 4) +% 1) *% 64)) +% (nb1179 *% 24)) +% 8), t1181_c1_1)
-          storeVector(arena, (((9802656 +% (((mb1180 *% 4) +% 1) *% 64)) +% (nb1179 *% 24)) +% 16), t1181_c1_2)
-          storeVector(arena, ((9802656 +% (((mb1180 *% 4) +% 2) *% 64)) +% (nb1179 *% 24)), t1181_c2_0)
-          storeVector(arena, (((9802656 +% (((mb1180 *% 4) +% 2) *% 64)) +% (nb1179 *% 24)) +% 8), t1181_c2_1)
-          storeVector(arena, (((9802656 +% (((mb1180 *% 4) +% 2) *% 64)) +% (nb1179 *% 24)) +% 16), t1181_c2_2)
-          storeVector(arena, ((9802656 +% (((mb1180 *% 4) +% 3) *% 64)) +% (nb1179 *% 24)), t1181_c3_0)
-          storeVector(arena, (((9802656 +% (((mb1180 *% 4) +% 3) *% 64)) +% (nb1179 *% 24)) +% 8), t1181_c3_1)
-          storeVector(arena, (((9802656 +% (((mb1180 *% 4) +% 3) *% 64)) +% (nb1179 *% 24)) +% 16), t1181_c3_2)
+          storeVector(arena, ((9802656 +% ((mb1187 *% 4) *% 64)) +% (nb1186 *% 24)), t1188_c0_0)
+          storeVector(arena, (((9802656 +% ((mb1187 *% 4) *% 64)) +% (nb1186 *% 24)) +% 8), t1188_c0_1)
+          storeVector(arena, (((9802656 +% ((mb1187 *% 4) *% 64)) +% (nb1186 *% 24)) +% 16), t1188_c0_2)
+          storeVector(arena, ((9802656 +% (((mb1187 *% 4) +% 1) *% 64)) +% (nb1186 *% 24)), t1188_c1_0)
+          storeVector(arena, (((9802656 +% (((mb1187 *% 4) +% 1) *% 64)) +% (nb1186 *% 24)) +% 8), t1188_c1_1)
+          storeVector(arena, (((9802656 +% (((mb1187 *% 4) +% 1) *% 64)) +% (nb1186 *% 24)) +% 16), t1188_c1_2)
+          storeVector(arena, ((9802656 +% (((mb1187 *% 4) +% 2) *% 64)) +% (nb1186 *% 24)), t1188_c2_0)
+          storeVector(arena, (((9802656 +% (((mb1187 *% 4) +% 2) *% 64)) +% (nb1186 *% 24)) +% 8), t1188_c2_1)
+          storeVector(arena, (((9802656 +% (((mb1187 *% 4) +% 2) *% 64)) +% (nb1186 *% 24)) +% 16), t1188_c2_2)
+          storeVector(arena, ((9802656 +% (((mb1187 *% 4) +% 3) *% 64)) +% (nb1186 *% 24)), t1188_c3_0)
+          storeVector(arena, (((9802656 +% (((mb1187 *% 4) +% 3) *% 64)) +% (nb1186 *% 24)) +% 8), t1188_c3_1)
+          storeVector(arena, (((9802656 +% (((mb1187 *% 4) +% 3) *% 64)) +% (nb1186 *% 24)) +% 16), t1188_c3_2)
         }
       }
-      for mb1183 in 0..<72 {
-        var t1184_c0_0 = loadVector(arena, ((9802656 +% ((mb1183 *% 4) *% 64)) +% 48))
-        var t1184_c0_1 = loadVector(arena, (((9802656 +% ((mb1183 *% 4) *% 64)) +% 48) +% 8))
-        var t1184_c1_0 = loadVector(arena, ((9802656 +% (((mb1183 *% 4) +% 1) *% 64)) +% 48))
-        var t1184_c1_1 = loadVector(arena, (((9802656 +% (((mb1183 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t1184_c2_0 = loadVector(arena, ((9802656 +% (((mb1183 *% 4) +% 2) *% 64)) +% 48))
-        var t1184_c2_1 = loadVector(arena, (((9802656 +% (((mb1183 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t1184_c3_0 = loadVector(arena, ((9802656 +% (((mb1183 *% 4) +% 3) *% 64)) +% 48))
-        var t1184_c3_1 = loadVector(arena, (((9802656 +% (((mb1183 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k1185 in 0..<1024 {
-          let t1184_b0 = loadVector(arena, ((9737120 +% (k1185 *% 64)) +% 48))
-          let t1184_b1 = loadVector(arena, (((9737120 +% (k1185 *% 64)) +% 48) +% 8))
-          let t1184_a0 = Vector(repeating: arena[((9437600 +% ((mb1183 *% 4) *% 1040)) +% k1185)])
-          t1184_c0_0 = t1184_c0_0.addingProduct(t1184_a0, t1184_b0)
-          t1184_c0_1 = t1184_c0_1.addingProduct(t1184_a0, t1184_b1)
-          let t1184_a1 = Vector(repeating: arena[((9437600 +% (((mb1183 *% 4) +% 1) *% 1040)) +% k1185)])
-          t1184_c1_0 = t1184_c1_0.addingProduct(t1184_a1, t1184_b0)
-          t1184_c1_1 = t1184_c1_1.addingProduct(t1184_a1, t1184_b1)
-          let t1184_a2 = Vector(repeating: arena[((9437600 +% (((mb1183 *% 4) +% 2) *% 1040)) +% k1185)])
-          t1184_c2_0 = t1184_c2_0.addingProduct(t1184_a2, t1184_b0)
-          t1184_c2_1 = t1184_c2_1.addingProduct(t1184_a2, t1184_b1)
-          let t1184_a3 = Vector(repeating: arena[((9437600 +% (((mb1183 *% 4) +% 3) *% 1040)) +% k1185)])
-          t1184_c3_0 = t1184_c3_0.addingProduct(t1184_a3, t1184_b0)
-          t1184_c3_1 = t1184_c3_1.addingProduct(t1184_a3, t1184_b1)
+      for mb1190 in 0..<72 {
+        var t1191_c0_0 = loadVector(arena, ((9802656 +% ((mb1190 *% 4) *% 64)) +% 48))
+        var t1191_c0_1 = loadVector(arena, (((9802656 +% ((mb1190 *% 4) *% 64)) +% 48) +% 8))
+        var t1191_c1_0 = loadVector(arena, ((9802656 +% (((mb1190 *% 4) +% 1) *% 64)) +% 48))
+        var t1191_c1_1 = loadVector(arena, (((9802656 +% (((mb1190 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t1191_c2_0 = loadVector(arena, ((9802656 +% (((mb1190 *% 4) +% 2) *% 64)) +% 48))
+        var t1191_c2_1 = loadVector(arena, (((9802656 +% (((mb1190 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t1191_c3_0 = loadVector(arena, ((9802656 +% (((mb1190 *% 4) +% 3) *% 64)) +% 48))
+        var t1191_c3_1 = loadVector(arena, (((9802656 +% (((mb1190 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k1192 in 0..<1024 {
+          let t1191_b0 = loadVector(arena, ((9737120 +% (k1192 *% 64)) +% 48))
+          let t1191_b1 = loadVector(arena, (((9737120 +% (k1192 *% 64)) +% 48) +% 8))
+          let t1191_a0 = Vector(repeating: arena[((9437600 +% ((mb1190 *% 4) *% 1040)) +% k1192)])
+          t1191_c0_0 = t1191_c0_0.addingProduct(t1191_a0, t1191_b0)
+          t1191_c0_1 = t1191_c0_1.addingProduct(t1191_a0, t1191_b1)
+          let t1191_a1 = Vector(repeating: arena[((9437600 +% (((mb1190 *% 4) +% 1) *% 1040)) +% k1192)])
+          t1191_c1_0 = t1191_c1_0.addingProduct(t1191_a1, t1191_b0)
+          t1191_c1_1 = t1191_c1_1.addingProduct(t1191_a1, t1191_b1)
+          let t1191_a2 = Vector(repeating: arena[((9437600 +% (((mb1190 *% 4) +% 2) *% 1040)) +% k1192)])
+          t1191_c2_0 = t1191_c2_0.addingProduct(t1191_a2, t1191_b0)
+          t1191_c2_1 = t1191_c2_1.addingProduct(t1191_a2, t1191_b1)
+          let t1191_a3 = Vector(repeating: arena[((9437600 +% (((mb1190 *% 4) +% 3) *% 1040)) +% k1192)])
+          t1191_c3_0 = t1191_c3_0.addingProduct(t1191_a3, t1191_b0)
+          t1191_c3_1 = t1191_c3_1.addingProduct(t1191_a3, t1191_b1)
         }
-        storeVector(arena, ((9802656 +% ((mb1183 *% 4) *% 64)) +% 48), t1184_c0_0)
-        storeVector(arena, (((9802656 +% ((mb1183 *% 4) *% 64)) +% 48) +% 8), t1184_c0_1)
-        storeVector(arena, ((9802656 +% (((mb1183 *% 4) +% 1) *% 64)) +% 48), t1184_c1_0)
-        storeVector(arena, (((9802656 +% (((mb1183 *% 4) +% 1) *% 64)) +% 48) +% 8), t1184_c1_1)
-        storeVector(arena, ((9802656 +% (((mb1183 *% 4) +% 2) *% 64)) +% 48), t1184_c2_0)
-        storeVector(arena, (((9802656 +% (((mb1183 *% 4) +% 2) *% 64)) +% 48) +% 8), t1184_c2_1)
-        storeVector(arena, ((9802656 +% (((mb1183 *% 4) +% 3) *% 64)) +% 48), t1184_c3_0)
-        storeVector(arena, (((9802656 +% (((mb1183 *% 4) +% 3) *% 64)) +% 48) +% 8), t1184_c3_1)
+        storeVector(arena, ((9802656 +% ((mb1190 *% 4) *% 64)) +% 48), t1191_c0_0)
+        storeVector(arena, (((9802656 +% ((mb1190 *% 4) *% 64)) +% 48) +% 8), t1191_c0_1)
+        storeVector(arena, ((9802656 +% (((mb1190 *% 4) +% 1) *% 64)) +% 48), t1191_c1_0)
+        storeVector(arena, (((9802656 +% (((mb1190 *% 4) +% 1) *% 64)) +% 48) +% 8), t1191_c1_1)
+        storeVector(arena, ((9802656 +% (((mb1190 *% 4) +% 2) *% 64)) +% 48), t1191_c2_0)
+        storeVector(arena, (((9802656 +% (((mb1190 *% 4) +% 2) *% 64)) +% 48) +% 8), t1191_c2_1)
+        storeVector(arena, ((9802656 +% (((mb1190 *% 4) +% 3) *% 64)) +% 48), t1191_c3_0)
+        storeVector(arena, (((9802656 +% (((mb1190 *% 4) +% 3) *% 64)) +% 48) +% 8), t1191_c3_1)
       }
     }
   }
-  for f1187 in 0..<64 {
-    for r1188 in 0..<288 {
-      grads[((19664 +% (f1187 *% 288)) +% r1188)] = arena[((9802656 +% (r1188 *% 64)) +% f1187)]
+  for f1194 in 0..<64 {
+    for r1195 in 0..<288 {
+      grads[((19664 +% (f1194 *% 288)) +% r1195)] = arena[((9802656 +% (r1195 *% 64)) +% f1194)]
     }
   }
   // x2_grad2 = conv2d_grad_input(s3_conv1_grad, s3_conv1.weight, x2)
-  for i1189 in 0..<65536 {
-    storeVector(arena, ((i1189 *% 8) +% 9437600), Vector(repeating: Float(0)))
+  for i1196 in 0..<65536 {
+    storeVector(arena, ((i1196 *% 8) +% 9437600), Vector(repeating: Float(0)))
   }
-  for g1190 in 0..<4 {
-    for j1191 in 0..<16 {
-      for f1192 in 0..<64 {
-        for i1193 in 0..<8 {
-          storeVector(arena, ((i1193 *% 8) +% ((10785952 +% (f1192 *% 1040)) +% (j1191 *% 64))), loadVector(arena, ((i1193 *% 8) +% ((9175264 +% (((g1190 *% 16) +% j1191) *% 4096)) +% (f1192 *% 64)))))
+  for g1197 in 0..<4 {
+    for j1198 in 0..<16 {
+      for f1199 in 0..<64 {
+        for i1200 in 0..<8 {
+          storeVector(arena, ((i1200 *% 8) +% ((10785952 +% (f1199 *% 1040)) +% (j1198 *% 64))), loadVector(arena, ((i1200 *% 8) +% ((9175264 +% (((g1197 *% 16) +% j1198) *% 4096)) +% (f1199 *% 64)))))
         }
       }
     }
-    do {  // gemm1201
-      for nb1194 in 0..<42 {
-        for mb1195 in 0..<72 {
-          var t1196_c0_0 = Vector()
-          var t1196_c0_1 = Vector()
-          var t1196_c0_2 = Vector()
-          var t1196_c1_0 = Vector()
-          var t1196_c1_1 = Vector()
-          var t1196_c1_2 = Vector()
-          var t1196_c2_0 = Vector()
-          var t1196_c2_1 = Vector()
-          var t1196_c2_2 = Vector()
-          var t1196_c3_0 = Vector()
-          var t1196_c3_1 = Vector()
-          var t1196_c3_2 = Vector()
-          for k1197 in 0..<64 {
-            let t1196_b0 = loadVector(arena, ((10785952 +% (k1197 *% 1040)) +% (nb1194 *% 24)))
-            let t1196_b1 = loadVector(arena, (((10785952 +% (k1197 *% 1040)) +% (nb1194 *% 24)) +% 8))
-            let t1196_b2 = loadVector(arena, (((10785952 +% (k1197 *% 1040)) +% (nb1194 *% 24)) +% 16))
-            let t1196_a0 = Vector(repeating: params[((19664 +% (mb1195 *% 4)) +% (k1197 *% 288))])
-            t1196_c0_0 = t1196_c0_0.addingProduct(t1196_a0, t1196_b0)
-            t1196_c0_1 = t1196_c0_1.addingProduct(t1196_a0, t1196_b1)
-            t1196_c0_2 = t1196_c0_2.addingProduct(t1196_a0, t1196_b2)
-            let t1196_a1 = Vector(repeating: params[((19664 +% ((mb1195 *% 4) +% 1)) +% (k1197 *% 288))])
-            t1196_c1_0 = t1196_c1_0.addingProduct(t1196_a1, t1196_b0)
-            t1196_c1_1 = t1196_c1_1.addingProduct(t1196_a1, t1196_b1)
-            t1196_c1_2 = t1196_c1_2.addingProduct(t1196_a1, t1196_b2)
-            let t1196_a2 = Vector(repeating: params[((19664 +% ((mb1195 *% 4) +% 2)) +% (k1197 *% 288))])
-            t1196_c2_0 = t1196_c2_0.addingProduct(t1196_a2, t1196_b0)
-            t1196_c2_1 = t1196_c2_1.addingProduct(t1196_a2, t1196_b1)
-            t1196_c2_2 = t1196_c2_2.addingProduct(t1196_a2, t1196_b2)
-            let t1196_a3 = Vector(repeating: params[((19664 +% ((mb1195 *% 4) +% 3)) +% (k1197 *% 288))])
-            t1196_c3_0 = t1196_c3_0.addingProduct(t1196_a3, t1196_b0)
-            t1196_c3_1 = t1196_c3_1.addingProduct(t1196_a3, t1196_b1)
-            t1196_c3_2 = t1196_c3_2.addingProduct(t1196_a3, t1196_b2)
+    do {  // gemm1208
+      for nb1201 in 0..<42 {
+        for mb1202 in 0..<72 {
+          var t1203_c0_0 = Vector()
+          var t1203_c0_1 = Vector()
+          var t1203_c0_2 = Vector()
+          var t1203_c1_0 = Vector()
+          var t1203_c1_1 = Vector()
+          var t1203_c1_2 = Vector()
+          var t1203_c2_0 = Vector()
+          var t1203_c2_1 = Vector()
+          var t1203_c2_2 = Vector()
+          var t1203_c3_0 = Vector()
+          var t1203_c3_1 = Vector()
+          var t1203_c3_2 = Vector()
+          for k1204 in 0..<64 {
+            let t1203_b0 = loadVector(arena, ((10785952 +% (k1204 *% 1040)) +% (nb1201 *% 24)))
+            let t1203_b1 = loadVector(arena, (((10785952 +% (k1204 *% 1040)) +% (nb1201 *% 24)) +% 8))
+            let t1203_b2 = loadVector(arena, (((10785952 +% (k1204 *% 1040)) +% (nb1201 *% 24)) +% 16))
+            let t1203_a0 = Vector(repeating: params[((19664 +% (mb1202 *% 4)) +% (k1204 *% 288))])
+            t1203_c0_0 = t1203_c0_0.addingProduct(t1203_a0, t1203_b0)
+            t1203_c0_1 = t1203_c0_1.addingProduct(t1203_a0, t1203_b1)
+            t1203_c0_2 = t1203_c0_2.addingProduct(t1203_a0, t1203_b2)
+            let t1203_a1 = Vector(repeating: params[((19664 +% ((mb1202 *% 4) +% 1)) +% (k1204 *% 288))])
+            t1203_c1_0 = t1203_c1_0.addingProduct(t1203_a1, t1203_b0)
+            t1203_c1_1 = t1203_c1_1.addingProduct(t1203_a1, t1203_b1)
+            t1203_c1_2 = t1203_c1_2.addingProduct(t1203_a1, t1203_b2)
+            let t1203_a2 = Vector(repeating: params[((19664 +% ((mb1202 *% 4) +% 2)) +% (k1204 *% 288))])
+            t1203_c2_0 = t1203_c2_0.addingProduct(t1203_a2, t1203_b0)
+            t1203_c2_1 = t1203_c2_1.addingProduct(t1203_a2, t1203_b1)
+            t1203_c2_2 = t1203_c2_2.addingProduct(t1203_a2, t1203_b2)
+            let t1203_a3 = Vector(repeating: params[((19664 +% ((mb1202 *% 4) +% 3)) +% (k1204 *% 288))])
+            t1203_c3_0 = t1203_c3_0.addingProduct(t1203_a3, t1203_b0)
+            t1203_c3_1 = t1203_c3_1.addingProduct(t1203_a3, t1203_b1)
+            t1203_c3_2 = t1203_c3_2.addingProduct(t1203_a3, t1203_b2)
           }
-          storeVector(arena, ((10486432 +% ((mb1195 *% 4) *% 1040)) +% (nb1194 *% 24)), t1196_c0_0)
-          storeVector(arena, (((10486432 +% ((mb1195 *% 4) *% 1040)) +% (nb1194 *% 24)) +% 8), t1196_c0_1)
-          storeVector(arena, (((10486432 +% ((mb1195 *% 4) *% 1040)) +% (nb1194 *% 24)) +% 16), t1196_c0_2)
-          storeVector(arena, ((10486432 +% (((mb1195 *% 4) +% 1) *% 1040)) +% (nb1194 *% 24)), t1196_c1_0)
-          storeVector(arena, (((10486432 +% (((mb1195 *% 4) +% 1) *% 1040)) +% (nb1194 *% 24)) +% 8), t1196_c1_1)
-          storeVector(arena, (((10486432 +% (((mb1195 *% 4) +% 1) *% 1040)) +% (nb1194 *% 24)) +% 16), t1196_c1_2)
-          storeVector(arena, ((10486432 +% (((mb1195 *% 4) +% 2) *% 1040)) +% (nb1194 *% 24)), t1196_c2_0)
-          storeVector(arena, (((10486432 +% (((mb1195 *% 4) +% 2) *% 1040)) +% (nb1194 *% 24)) +% 8), t1196_c2_1)
-          storeVector(arena, (((10486432 +% (((mb1195 *% 4) +% 2) *% 1040)) +% (nb1194 *% 24)) +% 16), t1196_c2_2)
-          storeVector(arena, ((10486432 +% (((mb1195 *% 4) +% 3) *% 1040)) +% (nb1194 *% 24)), t1196_c3_0)
-          storeVector(arena, (((10486432 +% (((mb1195 *% 4) +% 3) *% 1040)) +% (nb1194 *% 24)) +% 8), t1196_c3_1)
-          storeVector(arena, (((10486432 +% (((mb1195 *% 4) +% 3) *% 1040)) +% (nb1194 *% 24)) +% 16), t1196_c3_2)
+          storeVector(arena, ((10486432 +% ((mb1202 *% 4) *% 1040)) +% (nb1201 *% 24)), t1203_c0_0)
+          storeVector(arena, (((10486432 +% ((mb1202 *% 4) *% 1040)) +% (nb1201 *% 24)) +% 8), t1203_c0_1)
+          storeVector(arena, (((10486432 +% ((mb1202 *% 4) *% 1040)) +% (nb1201 *% 24)) +% 16), t1203_c0_2)
+          storeVector(arena, ((10486432 +% (((mb1202 *% 4) +% 1) *% 1040)) +% (nb1201 *% 24)), t1203_c1_0)
+          storeVector(arena, (((10486432 +% (((mb1202 *% 4) +% 1) *% 1040)) +% (nb1201 *% 24)) +% 8), t1203_c1_1)
+          storeVector(arena, (((10486432 +% (((mb1202 *% 4) +% 1) *% 1040)) +% (nb1201 *% 24)) +% 16), t1203_c1_2)
+          storeVector(arena, ((10486432 +% (((mb1202 *% 4) +% 2) *% 1040)) +% (nb1201 *% 24)), t1203_c2_0)
+          storeVector(arena, (((10486432 +% (((mb1202 *% 4) +% 2) *% 1040)) +% (nb1201 *% 24)) +% 8), t1203_c2_1)
+          storeVector(arena, (((10486432 +% (((mb1202 *% 4) +% 2) *% 1040)) +% (nb1201 *% 24)) +% 16), t1203_c2_2)
+          storeVector(arena, ((10486432 +% (((mb1202 *% 4) +% 3) *% 1040)) +% (nb1201 *% 24)), t1203_c3_0)
+          storeVector(arena, (((10486432 +% (((mb1202 *% 4) +% 3) *% 1040)) +% (nb1201 *% 24)) +% 8), t1203_c3_1)
+          storeVector(arena, (((10486432 +% (((mb1202 *% 4) +% 3) *% 1040)) +% (nb1201 *% 24)) +% 16), t1203_c3_2)
         }
       }
-      for mb1198 in 0..<72 {
-        var t1199_c0_0 = Vector()
-        var t1199_c0_1 = Vector()
-        var t1199_c1_0 = Vector()
-        var t1199_c1_1 = Vector()
-        var t1199_c2_0 = Vector()
-        var t1199_c2_1 = Vector()
-        var t1199_c3_0 = Vector()
-        var t1199_c3_1 = Vector()
-        for k1200 in 0..<64 {
-          let t1199_b0 = loadVector(arena, ((10785952 +% (k1200 *% 1040)) +% 1008))
-          let t1199_b1 = loadVector(arena, (((10785952 +% (k1200 *% 1040)) +% 1008) +% 8))
-          let t1199_a0 = Vector(repeating: params[((19664 +% (mb1198 *% 4)) +% (k1200 *% 288))])
-          t1199_c0_0 = t1199_c0_0.addingProduct(t1199_a0, t1199_b0)
-          t1199_c0_1 = t1199_c0_1.addingProduct(t1199_a0, t1199_b1)
-          let t1199_a1 = Vector(repeating: params[((19664 +% ((mb1198 *% 4) +% 1)) +% (k1200 *% 288))])
-          t1199_c1_0 = t1199_c1_0.addingProduct(t1199_a1, t1199_b0)
-          t1199_c1_1 = t1199_c1_1.addingProduct(t1199_a1, t1199_b1)
-          let t1199_a2 = Vector(repeating: params[((19664 +% ((mb1198 *% 4) +% 2)) +% (k1200 *% 288))])
-          t1199_c2_0 = t1199_c2_0.addingProduct(t1199_a2, t1199_b0)
-          t1199_c2_1 = t1199_c2_1.addingProduct(t1199_a2, t1199_b1)
-          let t1199_a3 = Vector(repeating: params[((19664 +% ((mb1198 *% 4) +% 3)) +% (k1200 *% 288))])
-          t1199_c3_0 = t1199_c3_0.addingProduct(t1199_a3, t1199_b0)
-          t1199_c3_1 = t1199_c3_1.addingProduct(t1199_a3, t1199_b1)
+      for mb1205 in 0..<72 {
+        var t1206_c0_0 = Vector()
+        var t1206_c0_1 = Vector()
+        var t1206_c1_0 = Vector()
+        var t1206_c1_1 = Vector()
+        var t1206_c2_0 = Vector()
+        var t1206_c2_1 = Vector()
+        var t1206_c3_0 = Vector()
+        var t1206_c3_1 = Vector()
+        for k1207 in 0..<64 {
+          let t1206_b0 = loadVector(arena, ((10785952 +% (k1207 *% 1040)) +% 1008))
+          let t1206_b1 = loadVector(arena, (((10785952 +% (k1207 *% 1040)) +% 1008) +% 8))
+          let t1206_a0 = Vector(repeating: params[((19664 +% (mb1205 *% 4)) +% (k1207 *% 288))])
+          t1206_c0_0 = t1206_c0_0.addingProduct(t1206_a0, t1206_b0)
+          t1206_c0_1 = t1206_c0_1.addingProduct(t1206_a0, t1206_b1)
+          let t1206_a1 = Vector(repeating: params[((19664 +% ((mb1205 *% 4) +% 1)) +% (k1207 *% 288))])
+          t1206_c1_0 = t1206_c1_0.addingProduct(t1206_a1, t1206_b0)
+          t1206_c1_1 = t1206_c1_1.addingProduct(t1206_a1, t1206_b1)
+          let t1206_a2 = Vector(repeating: params[((19664 +% ((mb1205 *% 4) +% 2)) +% (k1207 *% 288))])
+          t1206_c2_0 = t1206_c2_0.addingProduct(t1206_a2, t1206_b0)
+          t1206_c2_1 = t1206_c2_1.addingProduct(t1206_a2, t1206_b1)
+          let t1206_a3 = Vector(repeating: params[((19664 +% ((mb1205 *% 4) +% 3)) +% (k1207 *% 288))])
+          t1206_c3_0 = t1206_c3_0.addingProduct(t1206_a3, t1206_b0)
+          t1206_c3_1 = t1206_c3_1.addingProduct(t1206_a3, t1206_b1)
         }
-        storeVector(arena, ((10486432 +% ((mb1198 *% 4) *% 1040)) +% 1008), t1199_c0_0)
-        storeVector(arena, (((10486432 +% ((mb1198 *% 4) *% 1040)) +% 1008) +% 8), t1199_c0_1)
-        storeVector(arena, ((10486432 +% (((mb1198 *% 4) +% 1) *% 1040)) +% 1008), t1199_c1_0)
-        storeVector(arena, (((10486432 +% (((mb1198 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t1199_c1_1)
-        storeVector(arena, ((10486432 +% (((mb1198 *% 4) +% 2) *% 1040)) +% 1008), t1199_c2_0)
-        storeVector(arena, (((10486432 +% (((mb1198 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t1199_c2_1)
-        storeVector(arena, ((10486432 +% (((mb1198 *% 4) +% 3) *% 1040)) +% 1008), t1199_c3_0)
-        storeVector(arena, (((10486432 +% (((mb1198 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t1199_c3_1)
+        storeVector(arena, ((10486432 +% ((mb1205 *% 4) *% 1040)) +% 1008), t1206_c0_0)
+        storeVector(arena, (((10486432 +% ((mb1205 *% 4) *% 1040)) +% 1008) +% 8), t1206_c0_1)
+        storeVector(arena, ((10486432 +% (((mb1205 *% 4) +% 1) *% 1040)) +% 1008), t1206_c1_0)
+        storeVector(arena, (((10486432 +% (((mb1205 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t1206_c1_1)
+        storeVector(arena, ((10486432 +% (((mb1205 *% 4) +% 2) *% 1040)) +% 1008), t1206_c2_0)
+        storeVector(arena, (((10486432 +% (((mb1205 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t1206_c2_1)
+        storeVector(arena, ((10486432 +% (((mb1205 *% 4) +% 3) *% 1040)) +% 1008), t1206_c3_0)
+        storeVector(arena, (((10486432 +% (((mb1205 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t1206_c3_1)
       }
     }
-    for j1202 in 0..<16 {
-      for c1203 in 0..<32 {
-        for ky1204 in 0..<3 {
-          for oy1205 in 0..<8 {
-            if (-1 < (((oy1205 *% 2) +% ky1204) +% -1) && (((oy1205 *% 2) +% ky1204) +% -1) < 16) {
-              for ox1206 in 0..<7 {
-                arena[((((9437600 +% (((g1190 *% 16) +% j1202) *% 8192)) +% (c1203 *% 256)) +% ((((oy1205 *% 2) +% ky1204) +% -1) *% 16)) +% (((ox1206 +% 1) *% 2) +% -1))] += arena[(((10486432 +% ((((c1203 *% 3) +% ky1204) *% 3) *% 1040)) +% (j1202 *% 64)) +% ((oy1205 *% 8) +% (ox1206 +% 1)))]
+    for j1209 in 0..<16 {
+      for c1210 in 0..<32 {
+        for ky1211 in 0..<3 {
+          for oy1212 in 0..<8 {
+            if (-1 < (((oy1212 *% 2) +% ky1211) +% -1) && (((oy1212 *% 2) +% ky1211) +% -1) < 16) {
+              for ox1213 in 0..<7 {
+                arena[((((9437600 +% (((g1197 *% 16) +% j1209) *% 8192)) +% (c1210 *% 256)) +% ((((oy1212 *% 2) +% ky1211) +% -1) *% 16)) +% (((ox1213 +% 1) *% 2) +% -1))] += arena[(((10486432 +% ((((c1210 *% 3) +% ky1211) *% 3) *% 1040)) +% (j1209 *% 64)) +% ((oy1212 *% 8) +% (ox1213 +% 1)))]
               }
             }
           }
-          for oy1207 in 0..<8 {
-            if (-1 < (((oy1207 *% 2) +% ky1204) +% -1) && (((oy1207 *% 2) +% ky1204) +% -1) < 16) {
-              for ox1208 in 0..<8 {
-                arena[((((9437600 +% (((g1190 *% 16) +% j1202) *% 8192)) +% (c1203 *% 256)) +% ((((oy1207 *% 2) +% ky1204) +% -1) *% 16)) +% (ox1208 *% 2))] += arena[(((10486432 +% (((((c1203 *% 3) +% ky1204) *% 3) +% 1) *% 1040)) +% (j1202 *% 64)) +% ((oy1207 *% 8) +% ox1208))]
+          for oy1214 in 0..<8 {
+            if (-1 < (((oy1214 *% 2) +% ky1211) +% -1) && (((oy1214 *% 2) +% ky1211) +% -1) < 16) {
+              for ox1215 in 0..<8 {
+                arena[((((9437600 +% (((g1197 *% 16) +% j1209) *% 8192)) +% (c1210 *% 256)) +% ((((oy1214 *% 2) +% ky1211) +% -1) *% 16)) +% (ox1215 *% 2))] += arena[(((10486432 +% (((((c1210 *% 3) +% ky1211) *% 3) +% 1) *% 1040)) +% (j1209 *% 64)) +% ((oy1214 *% 8) +% ox1215))]
               }
             }
           }
-          for oy1209 in 0..<8 {
-            if (-1 < (((oy1209 *% 2) +% ky1204) +% -1) && (((oy1209 *% 2) +% ky1204) +% -1) < 16) {
-              for ox1210 in 0..<8 {
-                arena[((((9437600 +% (((g1190 *% 16) +% j1202) *% 8192)) +% (c1203 *% 256)) +% ((((oy1209 *% 2) +% ky1204) +% -1) *% 16)) +% ((ox1210 *% 2) +% 1))] += arena[(((10486432 +% (((((c1203 *% 3) +% ky1204) *% 3) +% 2) *% 1040)) +% (j1202 *% 64)) +% ((oy1209 *% 8) +% ox1210))]
+          for oy1216 in 0..<8 {
+            if (-1 < (((oy1216 *% 2) +% ky1211) +% -1) && (((oy1216 *% 2) +% ky1211) +% -1) < 16) {
+              for ox1217 in 0..<8 {
+                arena[((((9437600 +% (((g1197 *% 16) +% j1209) *% 8192)) +% (c1210 *% 256)) +% ((((oy1216 *% 2) +% ky1211) +% -1) *% 16)) +% ((ox1217 *% 2) +% 1))] += arena[(((10486432 +% (((((c1210 *% 3) +% ky1211) *% 3) +% 2) *% 1040)) +% (j1209 *% 64)) +% ((oy1216 *% 8) +% ox1217))]
               }
             }
           }
@@ -3320,287 +3328,287 @@ public func resnet8_train_b64(
     }
   }
   // x2_grad_sum = add(x2_grad, x2_grad2)
-  for i1211 in 0..<65536 {
-    storeVector(arena, ((i1211 *% 8) +% 8913120), (loadVector(arena, ((i1211 *% 8) +% 11010720)) + loadVector(arena, ((i1211 *% 8) +% 9437600))))
+  for i1218 in 0..<65536 {
+    storeVector(arena, ((i1218 *% 8) +% 8913120), (loadVector(arena, ((i1218 *% 8) +% 11010720)) + loadVector(arena, ((i1218 *% 8) +% 9437600))))
   }
   // s2_sum_grad = relu_grad(x2_grad_sum, x2)
-  for i1212 in 0..<65536 {
-    storeVector(arena, ((i1212 *% 8) +% 9437600), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i1212 *% 8) +% 8913120)), where: loadVector(arena, ((i1212 *% 8) +% 7864480)) .> Vector(repeating: Float(0))))
+  for i1219 in 0..<65536 {
+    storeVector(arena, ((i1219 *% 8) +% 9437600), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i1219 *% 8) +% 8913120)), where: loadVector(arena, ((i1219 *% 8) +% 7864480)) .> Vector(repeating: Float(0))))
   }
   // s2_pbn_weight_grad = batchnorm_grad_weight(s2_sum_grad, s2_proj, s2_pbn.mean, s2_pbn.var)
-  for c1213 in 0..<32 {
-    var invstd1215: Float = (Float(1) / sqrtf((arena[(9437440 +% c1213)] + Float(bitPattern: 0x3727c5ac))))
-    var mean1216: Float = arena[(9437408 +% c1213)]
-    var acc1217 = Vector()
-    var tail1218: Float = Float(0)
-    for n1219 in 0..<64 {
-      for v1220 in 0..<32 {
-        acc1217 = (acc1217 + (loadVector(arena, (9437600 +% ((((n1219 *% 32) +% c1213) *% 256) +% (v1220 *% 8)))) * ((loadVector(arena, (8388832 +% ((((n1219 *% 32) +% c1213) *% 256) +% (v1220 *% 8)))) - Vector(repeating: mean1216)) * Vector(repeating: invstd1215))))
+  for c1220 in 0..<32 {
+    var invstd1222: Float = (Float(1) / sqrtf((arena[(9437440 +% c1220)] + Float(bitPattern: 0x3727c5ac))))
+    var mean1223: Float = arena[(9437408 +% c1220)]
+    var acc1224 = Vector()
+    var tail1225: Float = Float(0)
+    for n1226 in 0..<64 {
+      for v1227 in 0..<32 {
+        acc1224 = (acc1224 + (loadVector(arena, (9437600 +% ((((n1226 *% 32) +% c1220) *% 256) +% (v1227 *% 8)))) * ((loadVector(arena, (8388832 +% ((((n1226 *% 32) +% c1220) *% 256) +% (v1227 *% 8)))) - Vector(repeating: mean1223)) * Vector(repeating: invstd1222))))
       }
     }
-    storeVector(arena, 7864480, acc1217)
-    var sum1221: Float = (arena[7864480] + arena[7864481])
-    var sum1222: Float = (sum1221 + arena[7864482])
-    var sum1223: Float = (sum1222 + arena[7864483])
-    var sum1224: Float = (sum1223 + arena[7864484])
-    var sum1225: Float = (sum1224 + arena[7864485])
-    var sum1226: Float = (sum1225 + arena[7864486])
-    var sum1227: Float = (sum1226 + arena[7864487])
-    var sum_x1214: Float = (sum1227 + tail1218)
-    grads[(19600 +% c1213)] = sum_x1214
+    storeVector(arena, 7864480, acc1224)
+    var sum1228: Float = (arena[7864480] + arena[7864481])
+    var sum1229: Float = (sum1228 + arena[7864482])
+    var sum1230: Float = (sum1229 + arena[7864483])
+    var sum1231: Float = (sum1230 + arena[7864484])
+    var sum1232: Float = (sum1231 + arena[7864485])
+    var sum1233: Float = (sum1232 + arena[7864486])
+    var sum1234: Float = (sum1233 + arena[7864487])
+    var sum_x1221: Float = (sum1234 + tail1225)
+    grads[(19600 +% c1220)] = sum_x1221
   }
   // s2_pbn_bias_grad = batchnorm_grad_bias(s2_sum_grad)
-  for c1228 in 0..<32 {
-    var acc1230 = Vector()
-    var tail1231: Float = Float(0)
-    for n1232 in 0..<64 {
-      for v1233 in 0..<32 {
-        acc1230 = (acc1230 + loadVector(arena, (9437600 +% ((((n1232 *% 32) +% c1228) *% 256) +% (v1233 *% 8)))))
+  for c1235 in 0..<32 {
+    var acc1237 = Vector()
+    var tail1238: Float = Float(0)
+    for n1239 in 0..<64 {
+      for v1240 in 0..<32 {
+        acc1237 = (acc1237 + loadVector(arena, (9437600 +% ((((n1239 *% 32) +% c1235) *% 256) +% (v1240 *% 8)))))
       }
     }
-    storeVector(arena, 7864480, acc1230)
-    var sum1234: Float = (arena[7864480] + arena[7864481])
-    var sum1235: Float = (sum1234 + arena[7864482])
-    var sum1236: Float = (sum1235 + arena[7864483])
-    var sum1237: Float = (sum1236 + arena[7864484])
-    var sum1238: Float = (sum1237 + arena[7864485])
-    var sum1239: Float = (sum1238 + arena[7864486])
-    var sum1240: Float = (sum1239 + arena[7864487])
-    var sum1229: Float = (sum1240 + tail1231)
-    grads[(19632 +% c1228)] = sum1229
+    storeVector(arena, 7864480, acc1237)
+    var sum1241: Float = (arena[7864480] + arena[7864481])
+    var sum1242: Float = (sum1241 + arena[7864482])
+    var sum1243: Float = (sum1242 + arena[7864483])
+    var sum1244: Float = (sum1243 + arena[7864484])
+    var sum1245: Float = (sum1244 + arena[7864485])
+    var sum1246: Float = (sum1245 + arena[7864486])
+    var sum1247: Float = (sum1246 + arena[7864487])
+    var sum1236: Float = (sum1247 + tail1238)
+    grads[(19632 +% c1235)] = sum1236
   }
   // s2_proj_grad = batchnorm_grad_input(s2_sum_grad, s2_proj, s2_pbn.mean, s2_pbn.var, s2_pbn.weight, s2_pbn_bias_grad, s2_pbn_weight_grad)
-  for c1241 in 0..<32 {
-    var invstd1244: Float = (Float(1) / sqrtf((arena[(9437440 +% c1241)] + Float(bitPattern: 0x3727c5ac))))
-    var sum1242: Float = grads[(19632 +% c1241)]
-    var sum_x1243: Float = grads[(19600 +% c1241)]
-    var scale1245: Float = (params[(19600 +% c1241)] * invstd1244)
-    var mean_dy1246: Float = (sum1242 / Float(16384))
-    var mean_dy_x1247: Float = (sum_x1243 / Float(16384))
-    for n1248 in 0..<64 {
-      for i1249 in 0..<256 {
-        arena[(7864480 +% ((((n1248 *% 32) +% c1241) *% 256) +% i1249))] = (scale1245 * ((arena[(9437600 +% ((((n1248 *% 32) +% c1241) *% 256) +% i1249))] - mean_dy1246) - (((arena[(8388832 +% ((((n1248 *% 32) +% c1241) *% 256) +% i1249))] - arena[(9437408 +% c1241)]) * invstd1244) * mean_dy_x1247)))
+  for c1248 in 0..<32 {
+    var invstd1251: Float = (Float(1) / sqrtf((arena[(9437440 +% c1248)] + Float(bitPattern: 0x3727c5ac))))
+    var sum1249: Float = grads[(19632 +% c1248)]
+    var sum_x1250: Float = grads[(19600 +% c1248)]
+    var scale1252: Float = (params[(19600 +% c1248)] * invstd1251)
+    var mean_dy1253: Float = (sum1249 / Float(16384))
+    var mean_dy_x1254: Float = (sum_x1250 / Float(16384))
+    for n1255 in 0..<64 {
+      for i1256 in 0..<256 {
+        arena[(7864480 +% ((((n1255 *% 32) +% c1248) *% 256) +% i1256))] = (scale1252 * ((arena[(9437600 +% ((((n1255 *% 32) +% c1248) *% 256) +% i1256))] - mean_dy1253) - (((arena[(8388832 +% ((((n1255 *% 32) +% c1248) *% 256) +% i1256))] - arena[(9437408 +% c1248)]) * invstd1251) * mean_dy_x1254)))
       }
     }
   }
   // s2_proj_weight_grad = conv2d_grad_weight(s2_proj_grad, x1)
-  for i1250 in 0..<64 {
-    storeVector(arena, ((i1250 *% 8) +% 8585696), Vector(repeating: Float(0)))
+  for i1257 in 0..<64 {
+    storeVector(arena, ((i1257 *% 8) +% 8585696), Vector(repeating: Float(0)))
   }
-  for g1251 in 0..<4 {
-    for j1252 in 0..<16 {
-      for c1253 in 0..<16 {
-        for ky1254 in 0..<1 {
-          for oy1255 in 0..<16 {
-            for ox1256 in 0..<16 {
-              arena[(((8388832 +% ((c1253 +% ky1254) *% 4112)) +% (j1252 *% 256)) +% ((oy1255 *% 16) +% ox1256))] = arena[((((5242944 +% (((g1251 *% 16) +% j1252) *% 16384)) +% (c1253 *% 1024)) +% (((oy1255 *% 2) +% ky1254) *% 32)) +% (ox1256 *% 2))]
+  for g1258 in 0..<4 {
+    for j1259 in 0..<16 {
+      for c1260 in 0..<16 {
+        for ky1261 in 0..<1 {
+          for oy1262 in 0..<16 {
+            for ox1263 in 0..<16 {
+              arena[(((8388832 +% ((c1260 +% ky1261) *% 4112)) +% (j1259 *% 256)) +% ((oy1262 *% 16) +% ox1263))] = arena[((((5242944 +% (((g1258 *% 16) +% j1259) *% 16384)) +% (c1260 *% 1024)) +% (((oy1262 *% 2) +% ky1261) *% 32)) +% (ox1263 *% 2))]
             }
           }
         }
       }
     }
-    for j1257 in 0..<16 {
-      for i1258 in 0..<256 {
-        for f1259 in 0..<32 {
-          arena[((8454624 +% (((j1257 *% 256) +% i1258) *% 32)) +% f1259)] = arena[(((7864480 +% (((g1251 *% 16) +% j1257) *% 8192)) +% (f1259 *% 256)) +% i1258)]
+    for j1264 in 0..<16 {
+      for i1265 in 0..<256 {
+        for f1266 in 0..<32 {
+          arena[((8454624 +% (((j1264 *% 256) +% i1265) *% 32)) +% f1266)] = arena[(((7864480 +% (((g1258 *% 16) +% j1264) *% 8192)) +% (f1266 *% 256)) +% i1265)]
         }
       }
     }
-    do {  // gemm1267
-      for kp1260 in 0..<2 {
-        for nb1261 in 0..<2 {
-          for mb1262 in 0..<2 {
-            var t1263_c0_0 = loadVector(arena, ((8585696 +% ((mb1262 *% 6) *% 32)) +% (nb1261 *% 16)))
-            var t1263_c0_1 = loadVector(arena, (((8585696 +% ((mb1262 *% 6) *% 32)) +% (nb1261 *% 16)) +% 8))
-            var t1263_c1_0 = loadVector(arena, ((8585696 +% (((mb1262 *% 6) +% 1) *% 32)) +% (nb1261 *% 16)))
-            var t1263_c1_1 = loadVector(arena, (((8585696 +% (((mb1262 *% 6) +% 1) *% 32)) +% (nb1261 *% 16)) +% 8))
-            var t1263_c2_0 = loadVector(arena, ((8585696 +% (((mb1262 *% 6) +% 2) *% 32)) +% (nb1261 *% 16)))
-            var t1263_c2_1 = loadVector(arena, (((8585696 +% (((mb1262 *% 6) +% 2) *% 32)) +% (nb1261 *% 16)) +% 8))
-            var t1263_c3_0 = loadVector(arena, ((8585696 +% (((mb1262 *% 6) +% 3) *% 32)) +% (nb1261 *% 16)))
-            var t1263_c3_1 = loadVector(arena, (((8585696 +% (((mb1262 *% 6) +% 3) *% 32)) +% (nb1261 *% 16)) +% 8))
-            var t1263_c4_0 = loadVector(arena, ((8585696 +% (((mb1262 *% 6) +% 4) *% 32)) +% (nb1261 *% 16)))
-            var t1263_c4_1 = loadVector(arena, (((8585696 +% (((mb1262 *% 6) +% 4) *% 32)) +% (nb1261 *% 16)) +% 8))
-            var t1263_c5_0 = loadVector(arena, ((8585696 +% (((mb1262 *% 6) +% 5) *% 32)) +% (nb1261 *% 16)))
-            var t1263_c5_1 = loadVector(arena, (((8585696 +% (((mb1262 *% 6) +% 5) *% 32)) +% (nb1261 *% 16)) +% 8))
-            for k1264 in 0..<2048 {
-              let t1263_b0 = loadVector(arena, ((8454624 +% ((k1264 +% (kp1260 *% 2048)) *% 32)) +% (nb1261 *% 16)))
-              let t1263_b1 = loadVector(arena, (((8454624 +% ((k1264 +% (kp1260 *% 2048)) *% 32)) +% (nb1261 *% 16)) +% 8))
-              let t1263_a0 = Vector(repeating: arena[((8388832 +% ((mb1262 *% 6) *% 4112)) +% (k1264 +% (kp1260 *% 2048)))])
-              t1263_c0_0 = t1263_c0_0.addingProduct(t1263_a0, t1263_b0)
-              t1263_c0_1 = t1263_c0_1.addingProduct(t1263_a0, t1263_b1)
-              let t1263_a1 = Vector(repeating: arena[((8388832 +% (((mb1262 *% 6) +% 1) *% 4112)) +% (k1264 +% (kp1260 *% 2048)))])
-              t1263_c1_0 = t1263_c1_0.addingProduct(t1263_a1, t1263_b0)
-              t1263_c1_1 = t1263_c1_1.addingProduct(t1263_a1, t1263_b1)
-              let t1263_a2 = Vector(repeating: arena[((8388832 +% (((mb1262 *% 6) +% 2) *% 4112)) +% (k1264 +% (kp1260 *% 2048)))])
-              t1263_c2_0 = t1263_c2_0.addingProduct(t1263_a2, t1263_b0)
-              t1263_c2_1 = t1263_c2_1.addingProduct(t1263_a2, t1263_b1)
-              let t1263_a3 = Vector(repeating: arena[((8388832 +% (((mb1262 *% 6) +% 3) *% 4112)) +% (k1264 +% (kp1260 *% 2048)))])
-              t1263_c3_0 = t1263_c3_0.addingProduct(t1263_a3, t1263_b0)
-              t1263_c3_1 = t1263_c3_1.addingProduct(t1263_a3, t1263_b1)
-              let t1263_a4 = Vector(repeating: arena[((8388832 +% (((mb1262 *% 6) +% 4) *% 4112)) +% (k1264 +% (kp1260 *% 2048)))])
-              t1263_c4_0 = t1263_c4_0.addingProduct(t1263_a4, t1263_b0)
-              t1263_c4_1 = t1263_c4_1.addingProduct(t1263_a4, t1263_b1)
-              let t1263_a5 = Vector(repeating: arena[((8388832 +% (((mb1262 *% 6) +% 5) *% 4112)) +% (k1264 +% (kp1260 *% 2048)))])
-              t1263_c5_0 = t1263_c5_0.addingProduct(t1263_a5, t1263_b0)
-              t1263_c5_1 = t1263_c5_1.addingProduct(t1263_a5, t1263_b1)
+    do {  // gemm1274
+      for kp1267 in 0..<2 {
+        for nb1268 in 0..<2 {
+          for mb1269 in 0..<2 {
+            var t1270_c0_0 = loadVector(arena, ((8585696 +% ((mb1269 *% 6) *% 32)) +% (nb1268 *% 16)))
+            var t1270_c0_1 = loadVector(arena, (((8585696 +% ((mb1269 *% 6) *% 32)) +% (nb1268 *% 16)) +% 8))
+            var t1270_c1_0 = loadVector(arena, ((8585696 +% (((mb1269 *% 6) +% 1) *% 32)) +% (nb1268 *% 16)))
+            var t1270_c1_1 = loadVector(arena, (((8585696 +% (((mb1269 *% 6) +% 1) *% 32)) +% (nb1268 *% 16)) +% 8))
+            var t1270_c2_0 = loadVector(arena, ((8585696 +% (((mb1269 *% 6) +% 2) *% 32)) +% (nb1268 *% 16)))
+            var t1270_c2_1 = loadVector(arena, (((8585696 +% (((mb1269 *% 6) +% 2) *% 32)) +% (nb1268 *% 16)) +% 8))
+            var t1270_c3_0 = loadVector(arena, ((8585696 +% (((mb1269 *% 6) +% 3) *% 32)) +% (nb1268 *% 16)))
+            var t1270_c3_1 = loadVector(arena, (((8585696 +% (((mb1269 *% 6) +% 3) *% 32)) +% (nb1268 *% 16)) +% 8))
+            var t1270_c4_0 = loadVector(arena, ((8585696 +% (((mb1269 *% 6) +% 4) *% 32)) +% (nb1268 *% 16)))
+            var t1270_c4_1 = loadVector(arena, (((8585696 +% (((mb1269 *% 6) +% 4) *% 32)) +% (nb1268 *% 16)) +% 8))
+            var t1270_c5_0 = loadVector(arena, ((8585696 +% (((mb1269 *% 6) +% 5) *% 32)) +% (nb1268 *% 16)))
+            var t1270_c5_1 = loadVector(arena, (((8585696 +% (((mb1269 *% 6) +% 5) *% 32)) +% (nb1268 *% 16)) +% 8))
+            for k1271 in 0..<2048 {
+              let t1270_b0 = loadVector(arena, ((8454624 +% ((k1271 +% (kp1267 *% 2048)) *% 32)) +% (nb1268 *% 16)))
+              let t1270_b1 = loadVector(arena, (((8454624 +% ((k1271 +% (kp1267 *% 2048)) *% 32)) +% (nb1268 *% 16)) +% 8))
+              let t1270_a0 = Vector(repeating: arena[((8388832 +% ((mb1269 *% 6) *% 4112)) +% (k1271 +% (kp1267 *% 2048)))])
+              t1270_c0_0 = t1270_c0_0.addingProduct(t1270_a0, t1270_b0)
+              t1270_c0_1 = t1270_c0_1.addingProduct(t1270_a0, t1270_b1)
+              let t1270_a1 = Vector(repeating: arena[((8388832 +% (((mb1269 *% 6) +% 1) *% 4112)) +% (k1271 +% (kp1267 *% 2048)))])
+              t1270_c1_0 = t1270_c1_0.addingProduct(t1270_a1, t1270_b0)
+              t1270_c1_1 = t1270_c1_1.addingProduct(t1270_a1, t1270_b1)
+              let t1270_a2 = Vector(repeating: arena[((8388832 +% (((mb1269 *% 6) +% 2) *% 4112)) +% (k1271 +% (kp1267 *% 2048)))])
+              t1270_c2_0 = t1270_c2_0.addingProduct(t1270_a2, t1270_b0)
+              t1270_c2_1 = t1270_c2_1.addingProduct(t1270_a2, t1270_b1)
+              let t1270_a3 = Vector(repeating: arena[((8388832 +% (((mb1269 *% 6) +% 3) *% 4112)) +% (k1271 +% (kp1267 *% 2048)))])
+              t1270_c3_0 = t1270_c3_0.addingProduct(t1270_a3, t1270_b0)
+              t1270_c3_1 = t1270_c3_1.addingProduct(t1270_a3, t1270_b1)
+              let t1270_a4 = Vector(repeating: arena[((8388832 +% (((mb1269 *% 6) +% 4) *% 4112)) +% (k1271 +% (kp1267 *% 2048)))])
+              t1270_c4_0 = t1270_c4_0.addingProduct(t1270_a4, t1270_b0)
+              t1270_c4_1 = t1270_c4_1.addingProduct(t1270_a4, t1270_b1)
+              let t1270_a5 = Vector(repeating: arena[((8388832 +% (((mb1269 *% 6) +% 5) *% 4112)) +% (k1271 +% (kp1267 *% 2048)))])
+              t1270_c5_0 = t1270_c5_0.addingProduct(t1270_a5, t1270_b0)
+              t1270_c5_1 = t1270_c5_1.addingProduct(t1270_a5, t1270_b1)
             }
-            storeVector(arena, ((8585696 +% ((mb1262 *% 6) *% 32)) +% (nb1261 *% 16)), t1263_c0_0)
-            storeVector(arena, (((8585696 +% ((mb1262 *% 6) *% 32)) +% (nb1261 *% 16)) +% 8), t1263_c0_1)
-            storeVector(arena, ((8585696 +% (((mb1262 *% 6) +% 1) *% 32)) +% (nb1261 *% 16)), t1263_c1_0)
-            storeVector(arena, (((8585696 +% (((mb1262 *% 6) +% 1) *% 32)) +% (nb1261 *% 16)) +% 8), t1263_c1_1)
-            storeVector(arena, ((8585696 +% (((mb1262 *% 6) +% 2) *% 32)) +% (nb1261 *% 16)), t1263_c2_0)
-            storeVector(arena, (((8585696 +% (((mb1262 *% 6) +% 2) *% 32)) +% (nb1261 *% 16)) +% 8), t1263_c2_1)
-            storeVector(arena, ((8585696 +% (((mb1262 *% 6) +% 3) *% 32)) +% (nb1261 *% 16)), t1263_c3_0)
-            storeVector(arena, (((8585696 +% (((mb1262 *% 6) +% 3) *% 32)) +% (nb1261 *% 16)) +% 8), t1263_c3_1)
-            storeVector(arena, ((8585696 +% (((mb1262 *% 6) +% 4) *% 32)) +% (nb1261 *% 16)), t1263_c4_0)
-            storeVector(arena, (((8585696 +% (((mb1262 *% 6) +% 4) *% 32)) +% (nb1261 *% 16)) +% 8), t1263_c4_1)
-            storeVector(arena, ((8585696 +% (((mb1262 *% 6) +% 5) *% 32)) +% (nb1261 *% 16)), t1263_c5_0)
-            storeVector(arena, (((8585696 +% (((mb1262 *% 6) +% 5) *% 32)) +% (nb1261 *% 16)) +% 8), t1263_c5_1)
+            storeVector(arena, ((8585696 +% ((mb1269 *% 6) *% 32)) +% (nb1268 *% 16)), t1270_c0_0)
+            storeVector(arena, (((8585696 +% ((mb1269 *% 6) *% 32)) +% (nb1268 *% 16)) +% 8), t1270_c0_1)
+            storeVector(arena, ((8585696 +% (((mb1269 *% 6) +% 1) *% 32)) +% (nb1268 *% 16)), t1270_c1_0)
+            storeVector(arena, (((8585696 +% (((mb1269 *% 6) +% 1) *% 32)) +% (nb1268 *% 16)) +% 8), t1270_c1_1)
+            storeVector(arena, ((8585696 +% (((mb1269 *% 6) +% 2) *% 32)) +% (nb1268 *% 16)), t1270_c2_0)
+            storeVector(arena, (((8585696 +% (((mb1269 *% 6) +% 2) *% 32)) +% (nb1268 *% 16)) +% 8), t1270_c2_1)
+            storeVector(arena, ((8585696 +% (((mb1269 *% 6) +% 3) *% 32)) +% (nb1268 *% 16)), t1270_c3_0)
+            storeVector(arena, (((8585696 +% (((mb1269 *% 6) +% 3) *% 32)) +% (nb1268 *% 16)) +% 8), t1270_c3_1)
+            storeVector(arena, ((8585696 +% (((mb1269 *% 6) +% 4) *% 32)) +% (nb1268 *% 16)), t1270_c4_0)
+            storeVector(arena, (((8585696 +% (((mb1269 *% 6) +% 4) *% 32)) +% (nb1268 *% 16)) +% 8), t1270_c4_1)
+            storeVector(arena, ((8585696 +% (((mb1269 *% 6) +% 5) *% 32)) +% (nb1268 *% 16)), t1270_c5_0)
+            storeVector(arena, (((8585696 +% (((mb1269 *% 6) +% 5) *% 32)) +% (nb1268 *% 16)) +% 8), t1270_c5_1)
           }
-          var t1265_c0_0 = loadVector(arena, (8586080 +% (nb1261 *% 16)))
-          var t1265_c0_1 = loadVector(arena, ((8586080 +% (nb1261 *% 16)) +% 8))
-          var t1265_c1_0 = loadVector(arena, (8586112 +% (nb1261 *% 16)))
-          var t1265_c1_1 = loadVector(arena, ((8586112 +% (nb1261 *% 16)) +% 8))
-          var t1265_c2_0 = loadVector(arena, (8586144 +% (nb1261 *% 16)))
-          var t1265_c2_1 = loadVector(arena, ((8586144 +% (nb1261 *% 16)) +% 8))
-          var t1265_c3_0 = loadVector(arena, (8586176 +% (nb1261 *% 16)))
-          var t1265_c3_1 = loadVector(arena, ((8586176 +% (nb1261 *% 16)) +% 8))
-          for k1266 in 0..<2048 {
-            let t1265_b0 = loadVector(arena, ((8454624 +% ((k1266 +% (kp1260 *% 2048)) *% 32)) +% (nb1261 *% 16)))
-            let t1265_b1 = loadVector(arena, (((8454624 +% ((k1266 +% (kp1260 *% 2048)) *% 32)) +% (nb1261 *% 16)) +% 8))
-            let t1265_a0 = Vector(repeating: arena[(8438176 +% (k1266 +% (kp1260 *% 2048)))])
-            t1265_c0_0 = t1265_c0_0.addingProduct(t1265_a0, t1265_b0)
-            t1265_c0_1 = t1265_c0_1.addingProduct(t1265_a0, t1265_b1)
-            let t1265_a1 = Vector(repeating: arena[(8442288 +% (k1266 +% (kp1260 *% 2048)))])
-            t1265_c1_0 = t1265_c1_0.addingProduct(t1265_a1, t1265_b0)
-            t1265_c1_1 = t1265_c1_1.addingProduct(t1265_a1, t1265_b1)
-            let t1265_a2 = Vector(repeating: arena[(8446400 +% (k1266 +% (kp1260 *% 2048)))])
-            t1265_c2_0 = t1265_c2_0.addingProduct(t1265_a2, t1265_b0)
-            t1265_c2_1 = t1265_c2_1.addingProduct(t1265_a2, t1265_b1)
-            let t1265_a3 = Vector(repeating: arena[(8450512 +% (k1266 +% (kp1260 *% 2048)))])
-            t1265_c3_0 = t1265_c3_0.addingProduct(t1265_a3, t1265_b0)
-            t1265_c3_1 = t1265_c3_1.addingProduct(t1265_a3, t1265_b1)
+          var t1272_c0_0 = loadVector(arena, (8586080 +% (nb1268 *% 16)))
+          var t1272_c0_1 = loadVector(arena, ((8586080 +% (nb1268 *% 16)) +% 8))
+          var t1272_c1_0 = loadVector(arena, (8586112 +% (nb1268 *% 16)))
+          var t1272_c1_1 = loadVector(arena, ((8586112 +% (nb1268 *% 16)) +% 8))
+          var t1272_c2_0 = loadVector(arena, (8586144 +% (nb1268 *% 16)))
+          var t1272_c2_1 = loadVector(arena, ((8586144 +% (nb1268 *% 16)) +% 8))
+          var t1272_c3_0 = loadVector(arena, (8586176 +% (nb1268 *% 16)))
+          var t1272_c3_1 = loadVector(arena, ((8586176 +% (nb1268 *% 16)) +% 8))
+          for k1273 in 0..<2048 {
+            let t1272_b0 = loadVector(arena, ((8454624 +% ((k1273 +% (kp1267 *% 2048)) *% 32)) +% (nb1268 *% 16)))
+            let t1272_b1 = loadVector(arena, (((8454624 +% ((k1273 +% (kp1267 *% 2048)) *% 32)) +% (nb1268 *% 16)) +% 8))
+            let t1272_a0 = Vector(repeating: arena[(8438176 +% (k1273 +% (kp1267 *% 2048)))])
+            t1272_c0_0 = t1272_c0_0.addingProduct(t1272_a0, t1272_b0)
+            t1272_c0_1 = t1272_c0_1.addingProduct(t1272_a0, t1272_b1)
+            let t1272_a1 = Vector(repeating: arena[(8442288 +% (k1273 +% (kp1267 *% 2048)))])
+            t1272_c1_0 = t1272_c1_0.addingProduct(t1272_a1, t1272_b0)
+            t1272_c1_1 = t1272_c1_1.addingProduct(t1272_a1, t1272_b1)
+            let t1272_a2 = Vector(repeating: arena[(8446400 +% (k1273 +% (kp1267 *% 2048)))])
+            t1272_c2_0 = t1272_c2_0.addingProduct(t1272_a2, t1272_b0)
+            t1272_c2_1 = t1272_c2_1.addingProduct(t1272_a2, t1272_b1)
+            let t1272_a3 = Vector(repeating: arena[(8450512 +% (k1273 +% (kp1267 *% 2048)))])
+            t1272_c3_0 = t1272_c3_0.addingProduct(t1272_a3, t1272_b0)
+            t1272_c3_1 = t1272_c3_1.addingProduct(t1272_a3, t1272_b1)
           }
-          storeVector(arena, (8586080 +% (nb1261 *% 16)), t1265_c0_0)
-          storeVector(arena, ((8586080 +% (nb1261 *% 16)) +% 8), t1265_c0_1)
-          storeVector(arena, (8586112 +% (nb1261 *% 16)), t1265_c1_0)
-          storeVector(arena, ((8586112 +% (nb1261 *% 16)) +% 8), t1265_c1_1)
-          storeVector(arena, (8586144 +% (nb1261 *% 16)), t1265_c2_0)
-          storeVector(arena, ((8586144 +% (nb1261 *% 16)) +% 8), t1265_c2_1)
-          storeVector(arena, (8586176 +% (nb1261 *% 16)), t1265_c3_0)
-          storeVector(arena, ((8586176 +% (nb1261 *% 16)) +% 8), t1265_c3_1)
+          storeVector(arena, (8586080 +% (nb1268 *% 16)), t1272_c0_0)
+          storeVector(arena, ((8586080 +% (nb1268 *% 16)) +% 8), t1272_c0_1)
+          storeVector(arena, (8586112 +% (nb1268 *% 16)), t1272_c1_0)
+          storeVector(arena, ((8586112 +% (nb1268 *% 16)) +% 8), t1272_c1_1)
+          storeVector(arena, (8586144 +% (nb1268 *% 16)), t1272_c2_0)
+          storeVector(arena, ((8586144 +% (nb1268 *% 16)) +% 8), t1272_c2_1)
+          storeVector(arena, (8586176 +% (nb1268 *% 16)), t1272_c3_0)
+          storeVector(arena, ((8586176 +% (nb1268 *% 16)) +% 8), t1272_c3_1)
         }
       }
     }
   }
-  for f1268 in 0..<32 {
-    for r1269 in 0..<16 {
-      grads[((19088 +% (f1268 *% 16)) +% r1269)] = arena[((8585696 +% (r1269 *% 32)) +% f1268)]
+  for f1275 in 0..<32 {
+    for r1276 in 0..<16 {
+      grads[((19088 +% (f1275 *% 16)) +% r1276)] = arena[((8585696 +% (r1276 *% 32)) +% f1275)]
     }
   }
   // x1_grad = conv2d_grad_input(s2_proj_grad, s2_proj.weight, x1)
-  for i1270 in 0..<131072 {
-    storeVector(arena, ((i1270 *% 8) +% 8388832), Vector(repeating: Float(0)))
+  for i1277 in 0..<131072 {
+    storeVector(arena, ((i1277 *% 8) +% 8388832), Vector(repeating: Float(0)))
   }
-  for g1271 in 0..<4 {
-    for j1272 in 0..<16 {
-      for f1273 in 0..<32 {
-        for i1274 in 0..<32 {
-          storeVector(arena, ((i1274 *% 8) +% ((10027808 +% (f1273 *% 4112)) +% (j1272 *% 256))), loadVector(arena, ((i1274 *% 8) +% ((7864480 +% (((g1271 *% 16) +% j1272) *% 8192)) +% (f1273 *% 256)))))
+  for g1278 in 0..<4 {
+    for j1279 in 0..<16 {
+      for f1280 in 0..<32 {
+        for i1281 in 0..<32 {
+          storeVector(arena, ((i1281 *% 8) +% ((10027808 +% (f1280 *% 4112)) +% (j1279 *% 256))), loadVector(arena, ((i1281 *% 8) +% ((7864480 +% (((g1278 *% 16) +% j1279) *% 8192)) +% (f1280 *% 256)))))
         }
       }
     }
-    do {  // gemm1282
-      for nb1275 in 0..<170 {
-        for mb1276 in 0..<4 {
-          var t1277_c0_0 = Vector()
-          var t1277_c0_1 = Vector()
-          var t1277_c0_2 = Vector()
-          var t1277_c1_0 = Vector()
-          var t1277_c1_1 = Vector()
-          var t1277_c1_2 = Vector()
-          var t1277_c2_0 = Vector()
-          var t1277_c2_1 = Vector()
-          var t1277_c2_2 = Vector()
-          var t1277_c3_0 = Vector()
-          var t1277_c3_1 = Vector()
-          var t1277_c3_2 = Vector()
-          for k1278 in 0..<32 {
-            let t1277_b0 = loadVector(arena, ((10027808 +% (k1278 *% 4112)) +% (nb1275 *% 24)))
-            let t1277_b1 = loadVector(arena, (((10027808 +% (k1278 *% 4112)) +% (nb1275 *% 24)) +% 8))
-            let t1277_b2 = loadVector(arena, (((10027808 +% (k1278 *% 4112)) +% (nb1275 *% 24)) +% 16))
-            let t1277_a0 = Vector(repeating: params[((19088 +% (mb1276 *% 4)) +% (k1278 *% 16))])
-            t1277_c0_0 = t1277_c0_0.addingProduct(t1277_a0, t1277_b0)
-            t1277_c0_1 = t1277_c0_1.addingProduct(t1277_a0, t1277_b1)
-            t1277_c0_2 = t1277_c0_2.addingProduct(t1277_a0, t1277_b2)
-            let t1277_a1 = Vector(repeating: params[((19088 +% ((mb1276 *% 4) +% 1)) +% (k1278 *% 16))])
-            t1277_c1_0 = t1277_c1_0.addingProduct(t1277_a1, t1277_b0)
-            t1277_c1_1 = t1277_c1_1.addingProduct(t1277_a1, t1277_b1)
-            t1277_c1_2 = t1277_c1_2.addingProduct(t1277_a1, t1277_b2)
-            let t1277_a2 = Vector(repeating: params[((19088 +% ((mb1276 *% 4) +% 2)) +% (k1278 *% 16))])
-            t1277_c2_0 = t1277_c2_0.addingProduct(t1277_a2, t1277_b0)
-            t1277_c2_1 = t1277_c2_1.addingProduct(t1277_a2, t1277_b1)
-            t1277_c2_2 = t1277_c2_2.addingProduct(t1277_a2, t1277_b2)
-            let t1277_a3 = Vector(repeating: params[((19088 +% ((mb1276 *% 4) +% 3)) +% (k1278 *% 16))])
-            t1277_c3_0 = t1277_c3_0.addingProduct(t1277_a3, t1277_b0)
-            t1277_c3_1 = t1277_c3_1.addingProduct(t1277_a3, t1277_b1)
-            t1277_c3_2 = t1277_c3_2.addingProduct(t1277_a3, t1277_b2)
+    do {  // gemm1289
+      for nb1282 in 0..<170 {
+        for mb1283 in 0..<4 {
+          var t1284_c0_0 = Vector()
+          var t1284_c0_1 = Vector()
+          var t1284_c0_2 = Vector()
+          var t1284_c1_0 = Vector()
+          var t1284_c1_1 = Vector()
+          var t1284_c1_2 = Vector()
+          var t1284_c2_0 = Vector()
+          var t1284_c2_1 = Vector()
+          var t1284_c2_2 = Vector()
+          var t1284_c3_0 = Vector()
+          var t1284_c3_1 = Vector()
+          var t1284_c3_2 = Vector()
+          for k1285 in 0..<32 {
+            let t1284_b0 = loadVector(arena, ((10027808 +% (k1285 *% 4112)) +% (nb1282 *% 24)))
+            let t1284_b1 = loadVector(arena, (((10027808 +% (k1285 *% 4112)) +% (nb1282 *% 24)) +% 8))
+            let t1284_b2 = loadVector(arena, (((10027808 +% (k1285 *% 4112)) +% (nb1282 *% 24)) +% 16))
+            let t1284_a0 = Vector(repeating: params[((19088 +% (mb1283 *% 4)) +% (k1285 *% 16))])
+            t1284_c0_0 = t1284_c0_0.addingProduct(t1284_a0, t1284_b0)
+            t1284_c0_1 = t1284_c0_1.addingProduct(t1284_a0, t1284_b1)
+            t1284_c0_2 = t1284_c0_2.addingProduct(t1284_a0, t1284_b2)
+            let t1284_a1 = Vector(repeating: params[((19088 +% ((mb1283 *% 4) +% 1)) +% (k1285 *% 16))])
+            t1284_c1_0 = t1284_c1_0.addingProduct(t1284_a1, t1284_b0)
+            t1284_c1_1 = t1284_c1_1.addingProduct(t1284_a1, t1284_b1)
+            t1284_c1_2 = t1284_c1_2.addingProduct(t1284_a1, t1284_b2)
+            let t1284_a2 = Vector(repeating: params[((19088 +% ((mb1283 *% 4) +% 2)) +% (k1285 *% 16))])
+            t1284_c2_0 = t1284_c2_0.addingProduct(t1284_a2, t1284_b0)
+            t1284_c2_1 = t1284_c2_1.addingProduct(t1284_a2, t1284_b1)
+            t1284_c2_2 = t1284_c2_2.addingProduct(t1284_a2, t1284_b2)
+            let t1284_a3 = Vector(repeating: params[((19088 +% ((mb1283 *% 4) +% 3)) +% (k1285 *% 16))])
+            t1284_c3_0 = t1284_c3_0.addingProduct(t1284_a3, t1284_b0)
+            t1284_c3_1 = t1284_c3_1.addingProduct(t1284_a3, t1284_b1)
+            t1284_c3_2 = t1284_c3_2.addingProduct(t1284_a3, t1284_b2)
           }
-          storeVector(arena, ((9962016 +% ((mb1276 *% 4) *% 4112)) +% (nb1275 *% 24)), t1277_c0_0)
-          storeVector(arena, (((9962016 +% ((mb1276 *% 4) *% 4112)) +% (nb1275 *% 24)) +% 8), t1277_c0_1)
-          storeVector(arena, (((9962016 +% ((mb1276 *% 4) *% 4112)) +% (nb1275 *% 24)) +% 16), t1277_c0_2)
-          storeVector(arena, ((9962016 +% (((mb1276 *% 4) +% 1) *% 4112)) +% (nb1275 *% 24)), t1277_c1_0)
-          storeVector(arena, (((9962016 +% (((mb1276 *% 4) +% 1) *% 4112)) +% (nb1275 *% 24)) +% 8), t1277_c1_1)
-          storeVector(arena, (((9962016 +% (((mb1276 *% 4) +% 1) *% 4112)) +% (nb1275 *% 24)) +% 16), t1277_c1_2)
-          storeVector(arena, ((9962016 +% (((mb1276 *% 4) +% 2) *% 4112)) +% (nb1275 *% 24)), t1277_c2_0)
-          storeVector(arena, (((9962016 +% (((mb1276 *% 4) +% 2) *% 4112)) +% (nb1275 *% 24)) +% 8), t1277_c2_1)
-          storeVector(arena, (((9962016 +% (((mb1276 *% 4) +% 2) *% 4112)) +% (nb1275 *% 24)) +% 16), t1277_c2_2)
-          storeVector(arena, ((9962016 +% (((mb1276 *% 4) +% 3) *% 4112)) +% (nb1275 *% 24)), t1277_c3_0)
-          storeVector(arena, (((9962016 +% (((mb1276 *% 4) +% 3) *% 4112)) +% (nb1275 *% 24)) +% 8), t1277_c3_1)
-          storeVector(arena, (((9962016 +% (((mb1276 *% 4) +% 3) *% 4112)) +% (nb1275 *% 24)) +% 16), t1277_c3_2)
+          storeVector(arena, ((9962016 +% ((mb1283 *% 4) *% 4112)) +% (nb1282 *% 24)), t1284_c0_0)
+          storeVector(arena, (((9962016 +% ((mb1283 *% 4) *% 4112)) +% (nb1282 *% 24)) +% 8), t1284_c0_1)
+          storeVector(arena, (((9962016 +% ((mb1283 *% 4) *% 4112)) +% (nb1282 *% 24)) +% 16), t1284_c0_2)
+          storeVector(arena, ((9962016 +% (((mb1283 *% 4) +% 1) *% 4112)) +% (nb1282 *% 24)), t1284_c1_0)
+          storeVector(arena, (((9962016 +% (((mb1283 *% 4) +% 1) *% 4112)) +% (nb1282 *% 24)) +% 8), t1284_c1_1)
+          storeVector(arena, (((9962016 +% (((mb1283 *% 4) +% 1) *% 4112)) +% (nb1282 *% 24)) +% 16), t1284_c1_2)
+          storeVector(arena, ((9962016 +% (((mb1283 *% 4) +% 2) *% 4112)) +% (nb1282 *% 24)), t1284_c2_0)
+          storeVector(arena, (((9962016 +% (((mb1283 *% 4) +% 2) *% 4112)) +% (nb1282 *% 24)) +% 8), t1284_c2_1)
+          storeVector(arena, (((9962016 +% (((mb1283 *% 4) +% 2) *% 4112)) +% (nb1282 *% 24)) +% 16), t1284_c2_2)
+          storeVector(arena, ((9962016 +% (((mb1283 *% 4) +% 3) *% 4112)) +% (nb1282 *% 24)), t1284_c3_0)
+          storeVector(arena, (((9962016 +% (((mb1283 *% 4) +% 3) *% 4112)) +% (nb1282 *% 24)) +% 8), t1284_c3_1)
+          storeVector(arena, (((9962016 +% (((mb1283 *% 4) +% 3) *% 4112)) +% (nb1282 *% 24)) +% 16), t1284_c3_2)
         }
       }
-      for mb1279 in 0..<4 {
-        var t1280_c0_0 = Vector()
-        var t1280_c0_1 = Vector()
-        var t1280_c1_0 = Vector()
-        var t1280_c1_1 = Vector()
-        var t1280_c2_0 = Vector()
-        var t1280_c2_1 = Vector()
-        var t1280_c3_0 = Vector()
-        var t1280_c3_1 = Vector()
-        for k1281 in 0..<32 {
-          let t1280_b0 = loadVector(arena, ((10027808 +% (k1281 *% 4112)) +% 4080))
-          let t1280_b1 = loadVector(arena, (((10027808 +% (k1281 *% 4112)) +% 4080) +% 8))
-          let t1280_a0 = Vector(repeating: params[((19088 +% (mb1279 *% 4)) +% (k1281 *% 16))])
-          t1280_c0_0 = t1280_c0_0.addingProduct(t1280_a0, t1280_b0)
-          t1280_c0_1 = t1280_c0_1.addingProduct(t1280_a0, t1280_b1)
-          let t1280_a1 = Vector(repeating: params[((19088 +% ((mb1279 *% 4) +% 1)) +% (k1281 *% 16))])
-          t1280_c1_0 = t1280_c1_0.addingProduct(t1280_a1, t1280_b0)
-          t1280_c1_1 = t1280_c1_1.addingProduct(t1280_a1, t1280_b1)
-          let t1280_a2 = Vector(repeating: params[((19088 +% ((mb1279 *% 4) +% 2)) +% (k1281 *% 16))])
-          t1280_c2_0 = t1280_c2_0.addingProduct(t1280_a2, t1280_b0)
-          t1280_c2_1 = t1280_c2_1.addingProduct(t1280_a2, t1280_b1)
-          let t1280_a3 = Vector(repeating: params[((19088 +% ((mb1279 *% 4) +% 3)) +% (k1281 *% 16))])
-          t1280_c3_0 = t1280_c3_0.addingProduct(t1280_a3, t1280_b0)
-          t1280_c3_1 = t1280_c3_1.addingProduct(t1280_a3, t1280_b1)
+      for mb1286 in 0..<4 {
+        var t1287_c0_0 = Vector()
+        var t1287_c0_1 = Vector()
+        var t1287_c1_0 = Vector()
+        var t1287_c1_1 = Vector()
+        var t1287_c2_0 = Vector()
+        var t1287_c2_1 = Vector()
+        var t1287_c3_0 = Vector()
+        var t1287_c3_1 = Vector()
+        for k1288 in 0..<32 {
+          let t1287_b0 = loadVector(arena, ((10027808 +% (k1288 *% 4112)) +% 4080))
+          let t1287_b1 = loadVector(arena, (((10027808 +% (k1288 *% 4112)) +% 4080) +% 8))
+          let t1287_a0 = Vector(repeating: params[((19088 +% (mb1286 *% 4)) +% (k1288 *% 16))])
+          t1287_c0_0 = t1287_c0_0.addingProduct(t1287_a0, t1287_b0)
+          t1287_c0_1 = t1287_c0_1.addingProduct(t1287_a0, t1287_b1)
+          let t1287_a1 = Vector(repeating: params[((19088 +% ((mb1286 *% 4) +% 1)) +% (k1288 *% 16))])
+          t1287_c1_0 = t1287_c1_0.addingProduct(t1287_a1, t1287_b0)
+          t1287_c1_1 = t1287_c1_1.addingProduct(t1287_a1, t1287_b1)
+          let t1287_a2 = Vector(repeating: params[((19088 +% ((mb1286 *% 4) +% 2)) +% (k1288 *% 16))])
+          t1287_c2_0 = t1287_c2_0.addingProduct(t1287_a2, t1287_b0)
+          t1287_c2_1 = t1287_c2_1.addingProduct(t1287_a2, t1287_b1)
+          let t1287_a3 = Vector(repeating: params[((19088 +% ((mb1286 *% 4) +% 3)) +% (k1288 *% 16))])
+          t1287_c3_0 = t1287_c3_0.addingProduct(t1287_a3, t1287_b0)
+          t1287_c3_1 = t1287_c3_1.addingProduct(t1287_a3, t1287_b1)
         }
-        storeVector(arena, ((9962016 +% ((mb1279 *% 4) *% 4112)) +% 4080), t1280_c0_0)
-        storeVector(arena, (((9962016 +% ((mb1279 *% 4) *% 4112)) +% 4080) +% 8), t1280_c0_1)
-        storeVector(arena, ((9962016 +% (((mb1279 *% 4) +% 1) *% 4112)) +% 4080), t1280_c1_0)
-        storeVector(arena, (((9962016 +% (((mb1279 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t1280_c1_1)
-        storeVector(arena, ((9962016 +% (((mb1279 *% 4) +% 2) *% 4112)) +% 4080), t1280_c2_0)
-        storeVector(arena, (((9962016 +% (((mb1279 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t1280_c2_1)
-        storeVector(arena, ((9962016 +% (((mb1279 *% 4) +% 3) *% 4112)) +% 4080), t1280_c3_0)
-        storeVector(arena, (((9962016 +% (((mb1279 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t1280_c3_1)
+        storeVector(arena, ((9962016 +% ((mb1286 *% 4) *% 4112)) +% 4080), t1287_c0_0)
+        storeVector(arena, (((9962016 +% ((mb1286 *% 4) *% 4112)) +% 4080) +% 8), t1287_c0_1)
+        storeVector(arena, ((9962016 +% (((mb1286 *% 4) +% 1) *% 4112)) +% 4080), t1287_c1_0)
+        storeVector(arena, (((9962016 +% (((mb1286 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t1287_c1_1)
+        storeVector(arena, ((9962016 +% (((mb1286 *% 4) +% 2) *% 4112)) +% 4080), t1287_c2_0)
+        storeVector(arena, (((9962016 +% (((mb1286 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t1287_c2_1)
+        storeVector(arena, ((9962016 +% (((mb1286 *% 4) +% 3) *% 4112)) +% 4080), t1287_c3_0)
+        storeVector(arena, (((9962016 +% (((mb1286 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t1287_c3_1)
       }
     }
-    for j1283 in 0..<16 {
-      for c1284 in 0..<16 {
-        for ky1285 in 0..<1 {
-          for oy1286 in 0..<16 {
-            for ox1287 in 0..<16 {
-              arena[((((8388832 +% (((g1271 *% 16) +% j1283) *% 16384)) +% (c1284 *% 1024)) +% (((oy1286 *% 2) +% ky1285) *% 32)) +% (ox1287 *% 2))] += arena[(((9962016 +% ((c1284 +% ky1285) *% 4112)) +% (j1283 *% 256)) +% ((oy1286 *% 16) +% ox1287))]
+    for j1290 in 0..<16 {
+      for c1291 in 0..<16 {
+        for ky1292 in 0..<1 {
+          for oy1293 in 0..<16 {
+            for ox1294 in 0..<16 {
+              arena[((((8388832 +% (((g1278 *% 16) +% j1290) *% 16384)) +% (c1291 *% 1024)) +% (((oy1293 *% 2) +% ky1292) *% 32)) +% (ox1294 *% 2))] += arena[(((9962016 +% ((c1291 +% ky1292) *% 4112)) +% (j1290 *% 256)) +% ((oy1293 *% 16) +% ox1294))]
             }
           }
         }
@@ -3608,782 +3616,782 @@ public func resnet8_train_b64(
     }
   }
   // s2_bn2_weight_grad = batchnorm_grad_weight(s2_sum_grad, s2_conv2, s2_bn2.mean, s2_bn2.var)
-  for c1288 in 0..<32 {
-    var invstd1290: Float = (Float(1) / sqrtf((arena[(8388800 +% c1288)] + Float(bitPattern: 0x3727c5ac))))
-    var mean1291: Float = arena[(8388768 +% c1288)]
-    var acc1292 = Vector()
-    var tail1293: Float = Float(0)
-    for n1294 in 0..<64 {
-      for v1295 in 0..<32 {
-        acc1292 = (acc1292 + (loadVector(arena, (9437600 +% ((((n1294 *% 32) +% c1288) *% 256) +% (v1295 *% 8)))) * ((loadVector(arena, (6815840 +% ((((n1294 *% 32) +% c1288) *% 256) +% (v1295 *% 8)))) - Vector(repeating: mean1291)) * Vector(repeating: invstd1290))))
+  for c1295 in 0..<32 {
+    var invstd1297: Float = (Float(1) / sqrtf((arena[(8388800 +% c1295)] + Float(bitPattern: 0x3727c5ac))))
+    var mean1298: Float = arena[(8388768 +% c1295)]
+    var acc1299 = Vector()
+    var tail1300: Float = Float(0)
+    for n1301 in 0..<64 {
+      for v1302 in 0..<32 {
+        acc1299 = (acc1299 + (loadVector(arena, (9437600 +% ((((n1301 *% 32) +% c1295) *% 256) +% (v1302 *% 8)))) * ((loadVector(arena, (6815840 +% ((((n1301 *% 32) +% c1295) *% 256) +% (v1302 *% 8)))) - Vector(repeating: mean1298)) * Vector(repeating: invstd1297))))
       }
     }
-    storeVector(arena, 7864480, acc1292)
-    var sum1296: Float = (arena[7864480] + arena[7864481])
-    var sum1297: Float = (sum1296 + arena[7864482])
-    var sum1298: Float = (sum1297 + arena[7864483])
-    var sum1299: Float = (sum1298 + arena[7864484])
-    var sum1300: Float = (sum1299 + arena[7864485])
-    var sum1301: Float = (sum1300 + arena[7864486])
-    var sum1302: Float = (sum1301 + arena[7864487])
-    var sum_x1289: Float = (sum1302 + tail1293)
-    grads[(19024 +% c1288)] = sum_x1289
+    storeVector(arena, 7864480, acc1299)
+    var sum1303: Float = (arena[7864480] + arena[7864481])
+    var sum1304: Float = (sum1303 + arena[7864482])
+    var sum1305: Float = (sum1304 + arena[7864483])
+    var sum1306: Float = (sum1305 + arena[7864484])
+    var sum1307: Float = (sum1306 + arena[7864485])
+    var sum1308: Float = (sum1307 + arena[7864486])
+    var sum1309: Float = (sum1308 + arena[7864487])
+    var sum_x1296: Float = (sum1309 + tail1300)
+    grads[(19024 +% c1295)] = sum_x1296
   }
   // s2_bn2_bias_grad = batchnorm_grad_bias(s2_sum_grad)
-  for c1303 in 0..<32 {
-    var acc1305 = Vector()
-    var tail1306: Float = Float(0)
-    for n1307 in 0..<64 {
-      for v1308 in 0..<32 {
-        acc1305 = (acc1305 + loadVector(arena, (9437600 +% ((((n1307 *% 32) +% c1303) *% 256) +% (v1308 *% 8)))))
+  for c1310 in 0..<32 {
+    var acc1312 = Vector()
+    var tail1313: Float = Float(0)
+    for n1314 in 0..<64 {
+      for v1315 in 0..<32 {
+        acc1312 = (acc1312 + loadVector(arena, (9437600 +% ((((n1314 *% 32) +% c1310) *% 256) +% (v1315 *% 8)))))
       }
     }
-    storeVector(arena, 7864480, acc1305)
-    var sum1309: Float = (arena[7864480] + arena[7864481])
-    var sum1310: Float = (sum1309 + arena[7864482])
-    var sum1311: Float = (sum1310 + arena[7864483])
-    var sum1312: Float = (sum1311 + arena[7864484])
-    var sum1313: Float = (sum1312 + arena[7864485])
-    var sum1314: Float = (sum1313 + arena[7864486])
-    var sum1315: Float = (sum1314 + arena[7864487])
-    var sum1304: Float = (sum1315 + tail1306)
-    grads[(19056 +% c1303)] = sum1304
+    storeVector(arena, 7864480, acc1312)
+    var sum1316: Float = (arena[7864480] + arena[7864481])
+    var sum1317: Float = (sum1316 + arena[7864482])
+    var sum1318: Float = (sum1317 + arena[7864483])
+    var sum1319: Float = (sum1318 + arena[7864484])
+    var sum1320: Float = (sum1319 + arena[7864485])
+    var sum1321: Float = (sum1320 + arena[7864486])
+    var sum1322: Float = (sum1321 + arena[7864487])
+    var sum1311: Float = (sum1322 + tail1313)
+    grads[(19056 +% c1310)] = sum1311
   }
   // s2_conv2_grad = batchnorm_grad_input(s2_sum_grad, s2_conv2, s2_bn2.mean, s2_bn2.var, s2_bn2.weight, s2_bn2_bias_grad, s2_bn2_weight_grad)
-  for c1316 in 0..<32 {
-    var invstd1319: Float = (Float(1) / sqrtf((arena[(8388800 +% c1316)] + Float(bitPattern: 0x3727c5ac))))
-    var sum1317: Float = grads[(19056 +% c1316)]
-    var sum_x1318: Float = grads[(19024 +% c1316)]
-    var scale1320: Float = (params[(19024 +% c1316)] * invstd1319)
-    var mean_dy1321: Float = (sum1317 / Float(16384))
-    var mean_dy_x1322: Float = (sum_x1318 / Float(16384))
-    for n1323 in 0..<64 {
-      for i1324 in 0..<256 {
-        arena[(7864480 +% ((((n1323 *% 32) +% c1316) *% 256) +% i1324))] = (scale1320 * ((arena[(9437600 +% ((((n1323 *% 32) +% c1316) *% 256) +% i1324))] - mean_dy1321) - (((arena[(6815840 +% ((((n1323 *% 32) +% c1316) *% 256) +% i1324))] - arena[(8388768 +% c1316)]) * invstd1319) * mean_dy_x1322)))
+  for c1323 in 0..<32 {
+    var invstd1326: Float = (Float(1) / sqrtf((arena[(8388800 +% c1323)] + Float(bitPattern: 0x3727c5ac))))
+    var sum1324: Float = grads[(19056 +% c1323)]
+    var sum_x1325: Float = grads[(19024 +% c1323)]
+    var scale1327: Float = (params[(19024 +% c1323)] * invstd1326)
+    var mean_dy1328: Float = (sum1324 / Float(16384))
+    var mean_dy_x1329: Float = (sum_x1325 / Float(16384))
+    for n1330 in 0..<64 {
+      for i1331 in 0..<256 {
+        arena[(7864480 +% ((((n1330 *% 32) +% c1323) *% 256) +% i1331))] = (scale1327 * ((arena[(9437600 +% ((((n1330 *% 32) +% c1323) *% 256) +% i1331))] - mean_dy1328) - (((arena[(6815840 +% ((((n1330 *% 32) +% c1323) *% 256) +% i1331))] - arena[(8388768 +% c1323)]) * invstd1326) * mean_dy_x1329)))
       }
     }
   }
   // s2_conv2_weight_grad = conv2d_grad_weight(s2_conv2_grad, s2_relu1)
-  for i1325 in 0..<2048 {
-    storeVector(arena, ((i1325 *% 8) +% 6899936), Vector(repeating: Float(0)))
+  for i1332 in 0..<2048 {
+    storeVector(arena, ((i1332 *% 8) +% 6899936), Vector(repeating: Float(0)))
   }
-  for i1326 in 0..<1296 {
-    storeVector(arena, ((i1326 *% 8) +% 6815840), Vector(repeating: Float(0)))
+  for i1333 in 0..<1296 {
+    storeVector(arena, ((i1333 *% 8) +% 6815840), Vector(repeating: Float(0)))
   }
-  for i1327 in 0..<1024 {
-    storeVector(arena, ((i1327 *% 8) +% 6858976), Vector(repeating: Float(0)))
+  for i1334 in 0..<1024 {
+    storeVector(arena, ((i1334 *% 8) +% 6858976), Vector(repeating: Float(0)))
   }
-  for g1328 in 0..<64 {
-    for j1329 in 0..<1 {
-      for c1330 in 0..<32 {
-        for iy1331 in 0..<16 {
-          for ix1332 in 0..<16 {
-            arena[(6815840 +% ((((j1329 *% 10368) +% ((iy1331 +% 1) *% 576)) +% ((ix1332 +% 1) *% 32)) +% c1330))] = arena[((((7340192 +% ((g1328 +% j1329) *% 8192)) +% (c1330 *% 256)) +% (iy1331 *% 16)) +% ix1332)]
+  for g1335 in 0..<64 {
+    for j1336 in 0..<1 {
+      for c1337 in 0..<32 {
+        for iy1338 in 0..<16 {
+          for ix1339 in 0..<16 {
+            arena[(6815840 +% ((((j1336 *% 10368) +% ((iy1338 +% 1) *% 576)) +% ((ix1339 +% 1) *% 32)) +% c1337))] = arena[((((7340192 +% ((g1335 +% j1336) *% 8192)) +% (c1337 *% 256)) +% (iy1338 *% 16)) +% ix1339)]
           }
         }
       }
     }
-    for j1333 in 0..<1 {
-      for ty1334 in 0..<8 {
-        for tx1335 in 0..<8 {
-          for cv1336 in 0..<4 {
-            let w1337 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% ((ty1334 *% 2) *% 576)) +% ((tx1335 *% 2) *% 32)) +% (cv1336 *% 8)))) - loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 2) *% 576)) +% ((tx1335 *% 2) *% 32)) +% (cv1336 *% 8)))))
-            let w1338 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 1) *% 576)) +% ((tx1335 *% 2) *% 32)) +% (cv1336 *% 8)))) + loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 2) *% 576)) +% ((tx1335 *% 2) *% 32)) +% (cv1336 *% 8)))))
-            let w1339 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 2) *% 576)) +% ((tx1335 *% 2) *% 32)) +% (cv1336 *% 8)))) - loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 1) *% 576)) +% ((tx1335 *% 2) *% 32)) +% (cv1336 *% 8)))))
-            let w1340 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 1) *% 576)) +% ((tx1335 *% 2) *% 32)) +% (cv1336 *% 8)))) - loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 3) *% 576)) +% ((tx1335 *% 2) *% 32)) +% (cv1336 *% 8)))))
-            let w1341 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% ((ty1334 *% 2) *% 576)) +% (((tx1335 *% 2) +% 1) *% 32)) +% (cv1336 *% 8)))) - loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 2) *% 576)) +% (((tx1335 *% 2) +% 1) *% 32)) +% (cv1336 *% 8)))))
-            let w1342 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 1) *% 576)) +% (((tx1335 *% 2) +% 1) *% 32)) +% (cv1336 *% 8)))) + loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 2) *% 576)) +% (((tx1335 *% 2) +% 1) *% 32)) +% (cv1336 *% 8)))))
-            let w1343 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 2) *% 576)) +% (((tx1335 *% 2) +% 1) *% 32)) +% (cv1336 *% 8)))) - loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 1) *% 576)) +% (((tx1335 *% 2) +% 1) *% 32)) +% (cv1336 *% 8)))))
-            let w1344 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 1) *% 576)) +% (((tx1335 *% 2) +% 1) *% 32)) +% (cv1336 *% 8)))) - loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 3) *% 576)) +% (((tx1335 *% 2) +% 1) *% 32)) +% (cv1336 *% 8)))))
-            let w1345 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% ((ty1334 *% 2) *% 576)) +% (((tx1335 *% 2) +% 2) *% 32)) +% (cv1336 *% 8)))) - loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 2) *% 576)) +% (((tx1335 *% 2) +% 2) *% 32)) +% (cv1336 *% 8)))))
-            let w1346 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 1) *% 576)) +% (((tx1335 *% 2) +% 2) *% 32)) +% (cv1336 *% 8)))) + loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 2) *% 576)) +% (((tx1335 *% 2) +% 2) *% 32)) +% (cv1336 *% 8)))))
-            let w1347 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 2) *% 576)) +% (((tx1335 *% 2) +% 2) *% 32)) +% (cv1336 *% 8)))) - loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 1) *% 576)) +% (((tx1335 *% 2) +% 2) *% 32)) +% (cv1336 *% 8)))))
-            let w1348 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 1) *% 576)) +% (((tx1335 *% 2) +% 2) *% 32)) +% (cv1336 *% 8)))) - loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 3) *% 576)) +% (((tx1335 *% 2) +% 2) *% 32)) +% (cv1336 *% 8)))))
-            let w1349 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% ((ty1334 *% 2) *% 576)) +% (((tx1335 *% 2) +% 3) *% 32)) +% (cv1336 *% 8)))) - loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 2) *% 576)) +% (((tx1335 *% 2) +% 3) *% 32)) +% (cv1336 *% 8)))))
-            let w1350 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 1) *% 576)) +% (((tx1335 *% 2) +% 3) *% 32)) +% (cv1336 *% 8)))) + loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 2) *% 576)) +% (((tx1335 *% 2) +% 3) *% 32)) +% (cv1336 *% 8)))))
-            let w1351 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 2) *% 576)) +% (((tx1335 *% 2) +% 3) *% 32)) +% (cv1336 *% 8)))) - loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 1) *% 576)) +% (((tx1335 *% 2) +% 3) *% 32)) +% (cv1336 *% 8)))))
-            let w1352 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 1) *% 576)) +% (((tx1335 *% 2) +% 3) *% 32)) +% (cv1336 *% 8)))) - loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 3) *% 576)) +% (((tx1335 *% 2) +% 3) *% 32)) +% (cv1336 *% 8)))))
-            let w1353 = (w1337 - w1345)
-            let w1354 = (w1341 + w1345)
-            let w1355 = (w1345 - w1341)
-            let w1356 = (w1341 - w1349)
-            let w1357 = (w1338 - w1346)
-            let w1358 = (w1342 + w1346)
-            let w1359 = (w1346 - w1342)
-            let w1360 = (w1342 - w1350)
-            let w1361 = (w1339 - w1347)
-            let w1362 = (w1343 + w1347)
-            let w1363 = (w1347 - w1343)
-            let w1364 = (w1343 - w1351)
-            let w1365 = (w1340 - w1348)
-            let w1366 = (w1344 + w1348)
-            let w1367 = (w1348 - w1344)
-            let w1368 = (w1344 - w1352)
-            storeVector(arena, ((6826208 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1353)
-            storeVector(arena, ((6828256 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1354)
-            storeVector(arena, ((6830304 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1355)
-            storeVector(arena, ((6832352 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1356)
-            storeVector(arena, ((6834400 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1357)
-            storeVector(arena, ((6836448 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1358)
-            storeVector(arena, ((6838496 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1359)
-            storeVector(arena, ((6840544 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1360)
-            storeVector(arena, ((6842592 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1361)
-            storeVector(arena, ((6844640 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1362)
-            storeVector(arena, ((6846688 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1363)
-            storeVector(arena, ((6848736 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1364)
-            storeVector(arena, ((6850784 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1365)
-            storeVector(arena, ((6852832 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1366)
-            storeVector(arena, ((6854880 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1367)
-            storeVector(arena, ((6856928 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1368)
+    for j1340 in 0..<1 {
+      for ty1341 in 0..<8 {
+        for tx1342 in 0..<8 {
+          for cv1343 in 0..<4 {
+            let w1344 = (loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% ((ty1341 *% 2) *% 576)) +% ((tx1342 *% 2) *% 32)) +% (cv1343 *% 8)))) - loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 2) *% 576)) +% ((tx1342 *% 2) *% 32)) +% (cv1343 *% 8)))))
+            let w1345 = (loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 1) *% 576)) +% ((tx1342 *% 2) *% 32)) +% (cv1343 *% 8)))) + loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 2) *% 576)) +% ((tx1342 *% 2) *% 32)) +% (cv1343 *% 8)))))
+            let w1346 = (loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 2) *% 576)) +% ((tx1342 *% 2) *% 32)) +% (cv1343 *% 8)))) - loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 1) *% 576)) +% ((tx1342 *% 2) *% 32)) +% (cv1343 *% 8)))))
+            let w1347 = (loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 1) *% 576)) +% ((tx1342 *% 2) *% 32)) +% (cv1343 *% 8)))) - loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 3) *% 576)) +% ((tx1342 *% 2) *% 32)) +% (cv1343 *% 8)))))
+            let w1348 = (loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% ((ty1341 *% 2) *% 576)) +% (((tx1342 *% 2) +% 1) *% 32)) +% (cv1343 *% 8)))) - loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 2) *% 576)) +% (((tx1342 *% 2) +% 1) *% 32)) +% (cv1343 *% 8)))))
+            let w1349 = (loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 1) *% 576)) +% (((tx1342 *% 2) +% 1) *% 32)) +% (cv1343 *% 8)))) + loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 2) *% 576)) +% (((tx1342 *% 2) +% 1) *% 32)) +% (cv1343 *% 8)))))
+            let w1350 = (loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 2) *% 576)) +% (((tx1342 *% 2) +% 1) *% 32)) +% (cv1343 *% 8)))) - loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 1) *% 576)) +% (((tx1342 *% 2) +% 1) *% 32)) +% (cv1343 *% 8)))))
+            let w1351 = (loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 1) *% 576)) +% (((tx1342 *% 2) +% 1) *% 32)) +% (cv1343 *% 8)))) - loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 3) *% 576)) +% (((tx1342 *% 2) +% 1) *% 32)) +% (cv1343 *% 8)))))
+            let w1352 = (loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% ((ty1341 *% 2) *% 576)) +% (((tx1342 *% 2) +% 2) *% 32)) +% (cv1343 *% 8)))) - loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 2) *% 576)) +% (((tx1342 *% 2) +% 2) *% 32)) +% (cv1343 *% 8)))))
+            let w1353 = (loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 1) *% 576)) +% (((tx1342 *% 2) +% 2) *% 32)) +% (cv1343 *% 8)))) + loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 2) *% 576)) +% (((tx1342 *% 2) +% 2) *% 32)) +% (cv1343 *% 8)))))
+            let w1354 = (loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 2) *% 576)) +% (((tx1342 *% 2) +% 2) *% 32)) +% (cv1343 *% 8)))) - loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 1) *% 576)) +% (((tx1342 *% 2) +% 2) *% 32)) +% (cv1343 *% 8)))))
+            let w1355 = (loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 1) *% 576)) +% (((tx1342 *% 2) +% 2) *% 32)) +% (cv1343 *% 8)))) - loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 3) *% 576)) +% (((tx1342 *% 2) +% 2) *% 32)) +% (cv1343 *% 8)))))
+            let w1356 = (loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% ((ty1341 *% 2) *% 576)) +% (((tx1342 *% 2) +% 3) *% 32)) +% (cv1343 *% 8)))) - loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 2) *% 576)) +% (((tx1342 *% 2) +% 3) *% 32)) +% (cv1343 *% 8)))))
+            let w1357 = (loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 1) *% 576)) +% (((tx1342 *% 2) +% 3) *% 32)) +% (cv1343 *% 8)))) + loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 2) *% 576)) +% (((tx1342 *% 2) +% 3) *% 32)) +% (cv1343 *% 8)))))
+            let w1358 = (loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 2) *% 576)) +% (((tx1342 *% 2) +% 3) *% 32)) +% (cv1343 *% 8)))) - loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 1) *% 576)) +% (((tx1342 *% 2) +% 3) *% 32)) +% (cv1343 *% 8)))))
+            let w1359 = (loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 1) *% 576)) +% (((tx1342 *% 2) +% 3) *% 32)) +% (cv1343 *% 8)))) - loadVector(arena, (6815840 +% ((((j1340 *% 10368) +% (((ty1341 *% 2) +% 3) *% 576)) +% (((tx1342 *% 2) +% 3) *% 32)) +% (cv1343 *% 8)))))
+            let w1360 = (w1344 - w1352)
+            let w1361 = (w1348 + w1352)
+            let w1362 = (w1352 - w1348)
+            let w1363 = (w1348 - w1356)
+            let w1364 = (w1345 - w1353)
+            let w1365 = (w1349 + w1353)
+            let w1366 = (w1353 - w1349)
+            let w1367 = (w1349 - w1357)
+            let w1368 = (w1346 - w1354)
+            let w1369 = (w1350 + w1354)
+            let w1370 = (w1354 - w1350)
+            let w1371 = (w1350 - w1358)
+            let w1372 = (w1347 - w1355)
+            let w1373 = (w1351 + w1355)
+            let w1374 = (w1355 - w1351)
+            let w1375 = (w1351 - w1359)
+            storeVector(arena, ((6826208 +% ((((j1340 *% 64) +% (ty1341 *% 8)) +% tx1342) *% 32)) +% (cv1343 *% 8)), w1360)
+            storeVector(arena, ((6828256 +% ((((j1340 *% 64) +% (ty1341 *% 8)) +% tx1342) *% 32)) +% (cv1343 *% 8)), w1361)
+            storeVector(arena, ((6830304 +% ((((j1340 *% 64) +% (ty1341 *% 8)) +% tx1342) *% 32)) +% (cv1343 *% 8)), w1362)
+            storeVector(arena, ((6832352 +% ((((j1340 *% 64) +% (ty1341 *% 8)) +% tx1342) *% 32)) +% (cv1343 *% 8)), w1363)
+            storeVector(arena, ((6834400 +% ((((j1340 *% 64) +% (ty1341 *% 8)) +% tx1342) *% 32)) +% (cv1343 *% 8)), w1364)
+            storeVector(arena, ((6836448 +% ((((j1340 *% 64) +% (ty1341 *% 8)) +% tx1342) *% 32)) +% (cv1343 *% 8)), w1365)
+            storeVector(arena, ((6838496 +% ((((j1340 *% 64) +% (ty1341 *% 8)) +% tx1342) *% 32)) +% (cv1343 *% 8)), w1366)
+            storeVector(arena, ((6840544 +% ((((j1340 *% 64) +% (ty1341 *% 8)) +% tx1342) *% 32)) +% (cv1343 *% 8)), w1367)
+            storeVector(arena, ((6842592 +% ((((j1340 *% 64) +% (ty1341 *% 8)) +% tx1342) *% 32)) +% (cv1343 *% 8)), w1368)
+            storeVector(arena, ((6844640 +% ((((j1340 *% 64) +% (ty1341 *% 8)) +% tx1342) *% 32)) +% (cv1343 *% 8)), w1369)
+            storeVector(arena, ((6846688 +% ((((j1340 *% 64) +% (ty1341 *% 8)) +% tx1342) *% 32)) +% (cv1343 *% 8)), w1370)
+            storeVector(arena, ((6848736 +% ((((j1340 *% 64) +% (ty1341 *% 8)) +% tx1342) *% 32)) +% (cv1343 *% 8)), w1371)
+            storeVector(arena, ((6850784 +% ((((j1340 *% 64) +% (ty1341 *% 8)) +% tx1342) *% 32)) +% (cv1343 *% 8)), w1372)
+            storeVector(arena, ((6852832 +% ((((j1340 *% 64) +% (ty1341 *% 8)) +% tx1342) *% 32)) +% (cv1343 *% 8)), w1373)
+            storeVector(arena, ((6854880 +% ((((j1340 *% 64) +% (ty1341 *% 8)) +% tx1342) *% 32)) +% (cv1343 *% 8)), w1374)
+            storeVector(arena, ((6856928 +% ((((j1340 *% 64) +% (ty1341 *% 8)) +% tx1342) *% 32)) +% (cv1343 *% 8)), w1375)
           }
         }
       }
     }
-    for j1369 in 0..<1 {
-      for c1370 in 0..<32 {
-        for iy1371 in 0..<16 {
-          for ix1372 in 0..<16 {
-            arena[(6858976 +% ((((j1369 *% 8192) +% (iy1371 *% 512)) +% (ix1372 *% 32)) +% c1370))] = arena[((((7864480 +% ((g1328 +% j1369) *% 8192)) +% (c1370 *% 256)) +% (iy1371 *% 16)) +% ix1372)]
+    for j1376 in 0..<1 {
+      for c1377 in 0..<32 {
+        for iy1378 in 0..<16 {
+          for ix1379 in 0..<16 {
+            arena[(6858976 +% ((((j1376 *% 8192) +% (iy1378 *% 512)) +% (ix1379 *% 32)) +% c1377))] = arena[((((7864480 +% ((g1335 +% j1376) *% 8192)) +% (c1377 *% 256)) +% (iy1378 *% 16)) +% ix1379)]
           }
         }
       }
     }
-    for j1373 in 0..<1 {
-      for ty1374 in 0..<8 {
-        for tx1375 in 0..<8 {
-          for cv1376 in 0..<4 {
-            let w1377 = loadVector(arena, (6858976 +% ((((j1373 *% 8192) +% ((ty1374 *% 2) *% 512)) +% ((tx1375 *% 2) *% 32)) +% (cv1376 *% 8))))
-            let w1378 = (loadVector(arena, (6858976 +% ((((j1373 *% 8192) +% ((ty1374 *% 2) *% 512)) +% ((tx1375 *% 2) *% 32)) +% (cv1376 *% 8)))) + loadVector(arena, (6858976 +% ((((j1373 *% 8192) +% (((ty1374 *% 2) +% 1) *% 512)) +% ((tx1375 *% 2) *% 32)) +% (cv1376 *% 8)))))
-            let w1379 = (loadVector(arena, (6858976 +% ((((j1373 *% 8192) +% ((ty1374 *% 2) *% 512)) +% ((tx1375 *% 2) *% 32)) +% (cv1376 *% 8)))) - loadVector(arena, (6858976 +% ((((j1373 *% 8192) +% (((ty1374 *% 2) +% 1) *% 512)) +% ((tx1375 *% 2) *% 32)) +% (cv1376 *% 8)))))
-            let w1380 = (loadVector(arena, (6858976 +% ((((j1373 *% 8192) +% (((ty1374 *% 2) +% 1) *% 512)) +% ((tx1375 *% 2) *% 32)) +% (cv1376 *% 8)))) * Vector(repeating: Float(-1)))
-            let w1381 = loadVector(arena, (6858976 +% ((((j1373 *% 8192) +% ((ty1374 *% 2) *% 512)) +% (((tx1375 *% 2) +% 1) *% 32)) +% (cv1376 *% 8))))
-            let w1382 = (loadVector(arena, (6858976 +% ((((j1373 *% 8192) +% ((ty1374 *% 2) *% 512)) +% (((tx1375 *% 2) +% 1) *% 32)) +% (cv1376 *% 8)))) + loadVector(arena, (6858976 +% ((((j1373 *% 8192) +% (((ty1374 *% 2) +% 1) *% 512)) +% (((tx1375 *% 2) +% 1) *% 32)) +% (cv1376 *% 8)))))
-            let w1383 = (loadVector(arena, (6858976 +% ((((j1373 *% 8192) +% ((ty1374 *% 2) *% 512)) +% (((tx1375 *% 2) +% 1) *% 32)) +% (cv1376 *% 8)))) - loadVector(arena, (6858976 +% ((((j1373 *% 8192) +% (((ty1374 *% 2) +% 1) *% 512)) +% (((tx1375 *% 2) +% 1) *% 32)) +% (cv1376 *% 8)))))
-            let w1384 = (loadVector(arena, (6858976 +% ((((j1373 *% 8192) +% (((ty1374 *% 2) +% 1) *% 512)) +% (((tx1375 *% 2) +% 1) *% 32)) +% (cv1376 *% 8)))) * Vector(repeating: Float(-1)))
-            let w1385 = w1377
-            let w1386 = (w1377 + w1381)
-            let w1387 = (w1377 - w1381)
-            let w1388 = (w1381 * Vector(repeating: Float(-1)))
-            let w1389 = w1378
-            let w1390 = (w1378 + w1382)
-            let w1391 = (w1378 - w1382)
-            let w1392 = (w1382 * Vector(repeating: Float(-1)))
-            let w1393 = w1379
-            let w1394 = (w1379 + w1383)
-            let w1395 = (w1379 - w1383)
-            let w1396 = (w1383 * Vector(repeating: Float(-1)))
-            let w1397 = w1380
-            let w1398 = (w1380 + w1384)
-            let w1399 = (w1380 - w1384)
-            let w1400 = (w1384 * Vector(repeating: Float(-1)))
-            storeVector(arena, ((6867168 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1385)
-            storeVector(arena, ((6869216 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1386)
-            storeVector(arena, ((6871264 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1387)
-            storeVector(arena, ((6873312 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1388)
-            storeVector(arena, ((6875360 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1389)
-            storeVector(arena, ((6877408 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1390)
-            storeVector(arena, ((6879456 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1391)
-            storeVector(arena, ((6881504 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1392)
-            storeVector(arena, ((6883552 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1393)
-            storeVector(arena, ((6885600 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1394)
-            storeVector(arena, ((6887648 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1395)
-            storeVector(arena, ((6889696 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1396)
-            storeVector(arena, ((6891744 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1397)
-            storeVector(arena, ((6893792 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1398)
-            storeVector(arena, ((6895840 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1399)
-            storeVector(arena, ((6897888 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1400)
+    for j1380 in 0..<1 {
+      for ty1381 in 0..<8 {
+        for tx1382 in 0..<8 {
+          for cv1383 in 0..<4 {
+            let w1384 = loadVector(arena, (6858976 +% ((((j1380 *% 8192) +% ((ty1381 *% 2) *% 512)) +% ((tx1382 *% 2) *% 32)) +% (cv1383 *% 8))))
+            let w1385 = (loadVector(arena, (6858976 +% ((((j1380 *% 8192) +% ((ty1381 *% 2) *% 512)) +% ((tx1382 *% 2) *% 32)) +% (cv1383 *% 8)))) + loadVector(arena, (6858976 +% ((((j1380 *% 8192) +% (((ty1381 *% 2) +% 1) *% 512)) +% ((tx1382 *% 2) *% 32)) +% (cv1383 *% 8)))))
+            let w1386 = (loadVector(arena, (6858976 +% ((((j1380 *% 8192) +% ((ty1381 *% 2) *% 512)) +% ((tx1382 *% 2) *% 32)) +% (cv1383 *% 8)))) - loadVector(arena, (6858976 +% ((((j1380 *% 8192) +% (((ty1381 *% 2) +% 1) *% 512)) +% ((tx1382 *% 2) *% 32)) +% (cv1383 *% 8)))))
+            let w1387 = (loadVector(arena, (6858976 +% ((((j1380 *% 8192) +% (((ty1381 *% 2) +% 1) *% 512)) +% ((tx1382 *% 2) *% 32)) +% (cv1383 *% 8)))) * Vector(repeating: Float(-1)))
+            let w1388 = loadVector(arena, (6858976 +% ((((j1380 *% 8192) +% ((ty1381 *% 2) *% 512)) +% (((tx1382 *% 2) +% 1) *% 32)) +% (cv1383 *% 8))))
+            let w1389 = (loadVector(arena, (6858976 +% ((((j1380 *% 8192) +% ((ty1381 *% 2) *% 512)) +% (((tx1382 *% 2) +% 1) *% 32)) +% (cv1383 *% 8)))) + loadVector(arena, (6858976 +% ((((j1380 *% 8192) +% (((ty1381 *% 2) +% 1) *% 512)) +% (((tx1382 *% 2) +% 1) *% 32)) +% (cv1383 *% 8)))))
+            let w1390 = (loadVector(arena, (6858976 +% ((((j1380 *% 8192) +% ((ty1381 *% 2) *% 512)) +% (((tx1382 *% 2) +% 1) *% 32)) +% (cv1383 *% 8)))) - loadVector(arena, (6858976 +% ((((j1380 *% 8192) +% (((ty1381 *% 2) +% 1) *% 512)) +% (((tx1382 *% 2) +% 1) *% 32)) +% (cv1383 *% 8)))))
+            let w1391 = (loadVector(arena, (6858976 +% ((((j1380 *% 8192) +% (((ty1381 *% 2) +% 1) *% 512)) +% (((tx1382 *% 2) +% 1) *% 32)) +% (cv1383 *% 8)))) * Vector(repeating: Float(-1)))
+            let w1392 = w1384
+            let w1393 = (w1384 + w1388)
+            let w1394 = (w1384 - w1388)
+            let w1395 = (w1388 * Vector(repeating: Float(-1)))
+            let w1396 = w1385
+            let w1397 = (w1385 + w1389)
+            let w1398 = (w1385 - w1389)
+            let w1399 = (w1389 * Vector(repeating: Float(-1)))
+            let w1400 = w1386
+            let w1401 = (w1386 + w1390)
+            let w1402 = (w1386 - w1390)
+            let w1403 = (w1390 * Vector(repeating: Float(-1)))
+            let w1404 = w1387
+            let w1405 = (w1387 + w1391)
+            let w1406 = (w1387 - w1391)
+            let w1407 = (w1391 * Vector(repeating: Float(-1)))
+            storeVector(arena, ((6867168 +% ((((j1380 *% 64) +% (ty1381 *% 8)) +% tx1382) *% 32)) +% (cv1383 *% 8)), w1392)
+            storeVector(arena, ((6869216 +% ((((j1380 *% 64) +% (ty1381 *% 8)) +% tx1382) *% 32)) +% (cv1383 *% 8)), w1393)
+            storeVector(arena, ((6871264 +% ((((j1380 *% 64) +% (ty1381 *% 8)) +% tx1382) *% 32)) +% (cv1383 *% 8)), w1394)
+            storeVector(arena, ((6873312 +% ((((j1380 *% 64) +% (ty1381 *% 8)) +% tx1382) *% 32)) +% (cv1383 *% 8)), w1395)
+            storeVector(arena, ((6875360 +% ((((j1380 *% 64) +% (ty1381 *% 8)) +% tx1382) *% 32)) +% (cv1383 *% 8)), w1396)
+            storeVector(arena, ((6877408 +% ((((j1380 *% 64) +% (ty1381 *% 8)) +% tx1382) *% 32)) +% (cv1383 *% 8)), w1397)
+            storeVector(arena, ((6879456 +% ((((j1380 *% 64) +% (ty1381 *% 8)) +% tx1382) *% 32)) +% (cv1383 *% 8)), w1398)
+            storeVector(arena, ((6881504 +% ((((j1380 *% 64) +% (ty1381 *% 8)) +% tx1382) *% 32)) +% (cv1383 *% 8)), w1399)
+            storeVector(arena, ((6883552 +% ((((j1380 *% 64) +% (ty1381 *% 8)) +% tx1382) *% 32)) +% (cv1383 *% 8)), w1400)
+            storeVector(arena, ((6885600 +% ((((j1380 *% 64) +% (ty1381 *% 8)) +% tx1382) *% 32)) +% (cv1383 *% 8)), w1401)
+            storeVector(arena, ((6887648 +% ((((j1380 *% 64) +% (ty1381 *% 8)) +% tx1382) *% 32)) +% (cv1383 *% 8)), w1402)
+            storeVector(arena, ((6889696 +% ((((j1380 *% 64) +% (ty1381 *% 8)) +% tx1382) *% 32)) +% (cv1383 *% 8)), w1403)
+            storeVector(arena, ((6891744 +% ((((j1380 *% 64) +% (ty1381 *% 8)) +% tx1382) *% 32)) +% (cv1383 *% 8)), w1404)
+            storeVector(arena, ((6893792 +% ((((j1380 *% 64) +% (ty1381 *% 8)) +% tx1382) *% 32)) +% (cv1383 *% 8)), w1405)
+            storeVector(arena, ((6895840 +% ((((j1380 *% 64) +% (ty1381 *% 8)) +% tx1382) *% 32)) +% (cv1383 *% 8)), w1406)
+            storeVector(arena, ((6897888 +% ((((j1380 *% 64) +% (ty1381 *% 8)) +% tx1382) *% 32)) +% (cv1383 *% 8)), w1407)
           }
         }
       }
     }
-    for xi1401 in 0..<16 {
-      sgemm(101, 112, 111, 32, 32, 64, 1, arena + (6826208 +% (xi1401 *% 2048)), 32, arena + (6867168 +% (xi1401 *% 2048)), 32, Float(bitPattern: 0x3f800000), arena + (6899936 +% (xi1401 *% 1024)), 32)
+    for xi1408 in 0..<16 {
+      sgemm(101, 112, 111, 32, 32, 64, 1, arena + (6826208 +% (xi1408 *% 2048)), 32, arena + (6867168 +% (xi1408 *% 2048)), 32, Float(bitPattern: 0x3f800000), arena + (6899936 +% (xi1408 *% 1024)), 32)
     }
   }
   do {  // scalar loops
-    for f1402 in 0..<32 {
-      for c1403 in 0..<32 {
-        var w1404: Float = (((arena[((6899936 +% (c1403 *% 32)) +% f1402)] * Float(1)) + (arena[((6904032 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6908128 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)))
-        var w1405: Float = ((arena[((6904032 +% (c1403 *% 32)) +% f1402)] - arena[((6908128 +% (c1403 *% 32)) +% f1402)]) * Float(bitPattern: 0x3f000000))
-        var w1406: Float = (((arena[((6904032 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)) + (arena[((6908128 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6912224 +% (c1403 *% 32)) +% f1402)] * Float(1)))
-        var w1407: Float = (((arena[((6900960 +% (c1403 *% 32)) +% f1402)] * Float(1)) + (arena[((6905056 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6909152 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)))
-        var w1408: Float = ((arena[((6905056 +% (c1403 *% 32)) +% f1402)] - arena[((6909152 +% (c1403 *% 32)) +% f1402)]) * Float(bitPattern: 0x3f000000))
-        var w1409: Float = (((arena[((6905056 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)) + (arena[((6909152 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6913248 +% (c1403 *% 32)) +% f1402)] * Float(1)))
-        var w1410: Float = (((arena[((6901984 +% (c1403 *% 32)) +% f1402)] * Float(1)) + (arena[((6906080 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6910176 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)))
-        var w1411: Float = ((arena[((6906080 +% (c1403 *% 32)) +% f1402)] - arena[((6910176 +% (c1403 *% 32)) +% f1402)]) * Float(bitPattern: 0x3f000000))
-        var w1412: Float = (((arena[((6906080 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)) + (arena[((6910176 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6914272 +% (c1403 *% 32)) +% f1402)] * Float(1)))
-        var w1413: Float = (((arena[((6903008 +% (c1403 *% 32)) +% f1402)] * Float(1)) + (arena[((6907104 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6911200 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)))
-        var w1414: Float = ((arena[((6907104 +% (c1403 *% 32)) +% f1402)] - arena[((6911200 +% (c1403 *% 32)) +% f1402)]) * Float(bitPattern: 0x3f000000))
-        var w1415: Float = (((arena[((6907104 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)) + (arena[((6911200 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6915296 +% (c1403 *% 32)) +% f1402)] * Float(1)))
-        var w1416: Float = (((w1404 * Float(1)) + (w1407 * Float(bitPattern: 0x3f000000))) + (w1410 * Float(bitPattern: 0x3f000000)))
-        var w1417: Float = ((w1407 - w1410) * Float(bitPattern: 0x3f000000))
-        var w1418: Float = (((w1407 * Float(bitPattern: 0x3f000000)) + (w1410 * Float(bitPattern: 0x3f000000))) + (w1413 * Float(1)))
-        var w1419: Float = (((w1405 * Float(1)) + (w1408 * Float(bitPattern: 0x3f000000))) + (w1411 * Float(bitPattern: 0x3f000000)))
-        var w1420: Float = ((w1408 - w1411) * Float(bitPattern: 0x3f000000))
-        var w1421: Float = (((w1408 * Float(bitPattern: 0x3f000000)) + (w1411 * Float(bitPattern: 0x3f000000))) + (w1414 * Float(1)))
-        var w1422: Float = (((w1406 * Float(1)) + (w1409 * Float(bitPattern: 0x3f000000))) + (w1412 * Float(bitPattern: 0x3f000000)))
-        var w1423: Float = ((w1409 - w1412) * Float(bitPattern: 0x3f000000))
-        var w1424: Float = (((w1409 * Float(bitPattern: 0x3f000000)) + (w1412 * Float(bitPattern: 0x3f000000))) + (w1415 * Float(1)))
-        grads[(9808 +% (((f1402 *% 32) +% c1403) *% 9))] = w1416
-        grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 1)] = w1417
-        grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 2)] = w1418
-        grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 3)] = w1419
-        grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 4)] = w1420
-        grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 5)] = w1421
-        grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 6)] = w1422
-        grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 7)] = w1423
-        grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 8)] = w1424
+    for f1409 in 0..<32 {
+      for c1410 in 0..<32 {
+        var w1411: Float = (((arena[((6899936 +% (c1410 *% 32)) +% f1409)] * Float(1)) + (arena[((6904032 +% (c1410 *% 32)) +% f1409)] * Float(bitPattern: 0x3f000000))) + (arena[((6908128 +% (c1410 *% 32)) +% f1409)] * Float(bitPattern: 0x3f000000)))
+        var w1412: Float = ((arena[((6904032 +% (c1410 *% 32)) +% f1409)] - arena[((6908128 +% (c1410 *% 32)) +% f1409)]) * Float(bitPattern: 0x3f000000))
+        var w1413: Float = (((arena[((6904032 +% (c1410 *% 32)) +% f1409)] * Float(bitPattern: 0x3f000000)) + (arena[((6908128 +% (c1410 *% 32)) +% f1409)] * Float(bitPattern: 0x3f000000))) + (arena[((6912224 +% (c1410 *% 32)) +% f1409)] * Float(1)))
+        var w1414: Float = (((arena[((6900960 +% (c1410 *% 32)) +% f1409)] * Float(1)) + (arena[((6905056 +% (c1410 *% 32)) +% f1409)] * Float(bitPattern: 0x3f000000))) + (arena[((6909152 +% (c1410 *% 32)) +% f1409)] * Float(bitPattern: 0x3f000000)))
+        var w1415: Float = ((arena[((6905056 +% (c1410 *% 32)) +% f1409)] - arena[((6909152 +% (c1410 *% 32)) +% f1409)]) * Float(bitPattern: 0x3f000000))
+        var w1416: Float = (((arena[((6905056 +% (c1410 *% 32)) +% f1409)] * Float(bitPattern: 0x3f000000)) + (arena[((6909152 +% (c1410 *% 32)) +% f1409)] * Float(bitPattern: 0x3f000000))) + (arena[((6913248 +% (c1410 *% 32)) +% f1409)] * Float(1)))
+        var w1417: Float = (((arena[((6901984 +% (c1410 *% 32)) +% f1409)] * Float(1)) + (arena[((6906080 +% (c1410 *% 32)) +% f1409)] * Float(bitPattern: 0x3f000000))) + (arena[((6910176 +% (c1410 *% 32)) +% f1409)] * Float(bitPattern: 0x3f000000)))
+        var w1418: Float = ((arena[((6906080 +% (c1410 *% 32)) +% f1409)] - arena[((6910176 +% (c1410 *% 32)) +% f1409)]) * Float(bitPattern: 0x3f000000))
+        var w1419: Float = (((arena[((6906080 +% (c1410 *% 32)) +% f1409)] * Float(bitPattern: 0x3f000000)) + (arena[((6910176 +% (c1410 *% 32)) +% f1409)] * Float(bitPattern: 0x3f000000))) + (arena[((6914272 +% (c1410 *% 32)) +% f1409)] * Float(1)))
+        var w1420: Float = (((arena[((6903008 +% (c1410 *% 32)) +% f1409)] * Float(1)) + (arena[((6907104 +% (c1410 *% 32)) +% f1409)] * Float(bitPattern: 0x3f000000))) + (arena[((6911200 +% (c1410 *% 32)) +% f1409)] * Float(bitPattern: 0x3f000000)))
+        var w1421: Float = ((arena[((6907104 +% (c1410 *% 32)) +% f1409)] - arena[((6911200 +% (c1410 *% 32)) +% f1409)]) * Float(bitPattern: 0x3f000000))
+        var w1422: Float = (((arena[((6907104 +% (c1410 *% 32)) +% f1409)] * Float(bitPattern: 0x3f000000)) + (arena[((6911200 +% (c1410 *% 32)) +% f1409)] * Float(bitPattern: 0x3f000000))) + (arena[((6915296 +% (c1410 *% 32)) +% f1409)] * Float(1)))
+        var w1423: Float = (((w1411 * Float(1)) + (w1414 * Float(bitPattern: 0x3f000000))) + (w1417 * Float(bitPattern: 0x3f000000)))
+        var w1424: Float = ((w1414 - w1417) * Float(bitPattern: 0x3f000000))
+        var w1425: Float = (((w1414 * Float(bitPattern: 0x3f000000)) + (w1417 * Float(bitPattern: 0x3f000000))) + (w1420 * Float(1)))
+        var w1426: Float = (((w1412 * Float(1)) + (w1415 * Float(bitPattern: 0x3f000000))) + (w1418 * Float(bitPattern: 0x3f000000)))
+        var w1427: Float = ((w1415 - w1418) * Float(bitPattern: 0x3f000000))
+        var w1428: Float = (((w1415 * Float(bitPattern: 0x3f000000)) + (w1418 * Float(bitPattern: 0x3f000000))) + (w1421 * Float(1)))
+        var w1429: Float = (((w1413 * Float(1)) + (w1416 * Float(bitPattern: 0x3f000000))) + (w1419 * Float(bitPattern: 0x3f000000)))
+        var w1430: Float = ((w1416 - w1419) * Float(bitPattern: 0x3f000000))
+        var w1431: Float = (((w1416 * Float(bitPattern: 0x3f000000)) + (w1419 * Float(bitPattern: 0x3f000000))) + (w1422 * Float(1)))
+        grads[(9808 +% (((f1409 *% 32) +% c1410) *% 9))] = w1423
+        grads[((9808 +% (((f1409 *% 32) +% c1410) *% 9)) +% 1)] = w1424
+        grads[((9808 +% (((f1409 *% 32) +% c1410) *% 9)) +% 2)] = w1425
+        grads[((9808 +% (((f1409 *% 32) +% c1410) *% 9)) +% 3)] = w1426
+        grads[((9808 +% (((f1409 *% 32) +% c1410) *% 9)) +% 4)] = w1427
+        grads[((9808 +% (((f1409 *% 32) +% c1410) *% 9)) +% 5)] = w1428
+        grads[((9808 +% (((f1409 *% 32) +% c1410) *% 9)) +% 6)] = w1429
+        grads[((9808 +% (((f1409 *% 32) +% c1410) *% 9)) +% 7)] = w1430
+        grads[((9808 +% (((f1409 *% 32) +% c1410) *% 9)) +% 8)] = w1431
       }
     }
   }
   // s2_relu1_grad = conv2d_grad_input(s2_conv2_grad, s2_conv2.weight, s2_relu1)
   do {  // scalar loops
-    for ci1425 in 0..<32 {
-      for co1426 in 0..<32 {
-        var w1427: Float = params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 8)]
-        var w1428: Float = (((params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 8)] + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 5)]) + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-        var w1429: Float = (((params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 8)] + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 2)]) - params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w1430: Float = params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 2)]
-        var w1431: Float = params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 7)]
-        var w1432: Float = (((params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 7)] + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 4)]) + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-        var w1433: Float = (((params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 7)] + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 1)]) - params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w1434: Float = params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 1)]
-        var w1435: Float = params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 6)]
-        var w1436: Float = (((params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 6)] + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 3)]) + params[(9808 +% (((ci1425 *% 32) +% co1426) *% 9))]) * Float(bitPattern: 0x3f000000))
-        var w1437: Float = (((params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 6)] + params[(9808 +% (((ci1425 *% 32) +% co1426) *% 9))]) - params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w1438: Float = params[(9808 +% (((ci1425 *% 32) +% co1426) *% 9))]
-        var w1439: Float = w1427
-        var w1440: Float = (((w1427 + w1431) + w1435) * Float(bitPattern: 0x3f000000))
-        var w1441: Float = (((w1427 + w1435) - w1431) * Float(bitPattern: 0x3f000000))
-        var w1442: Float = w1435
-        var w1443: Float = w1428
-        var w1444: Float = (((w1428 + w1432) + w1436) * Float(bitPattern: 0x3f000000))
-        var w1445: Float = (((w1428 + w1436) - w1432) * Float(bitPattern: 0x3f000000))
-        var w1446: Float = w1436
-        var w1447: Float = w1429
-        var w1448: Float = (((w1429 + w1433) + w1437) * Float(bitPattern: 0x3f000000))
-        var w1449: Float = (((w1429 + w1437) - w1433) * Float(bitPattern: 0x3f000000))
-        var w1450: Float = w1437
-        var w1451: Float = w1430
-        var w1452: Float = (((w1430 + w1434) + w1438) * Float(bitPattern: 0x3f000000))
-        var w1453: Float = (((w1430 + w1438) - w1434) * Float(bitPattern: 0x3f000000))
-        var w1454: Float = w1438
-        arena[((9437600 +% (ci1425 *% 32)) +% co1426)] = w1439
-        arena[((9438624 +% (ci1425 *% 32)) +% co1426)] = w1440
-        arena[((9439648 +% (ci1425 *% 32)) +% co1426)] = w1441
-        arena[((9440672 +% (ci1425 *% 32)) +% co1426)] = w1442
-        arena[((9441696 +% (ci1425 *% 32)) +% co1426)] = w1443
-        arena[((9442720 +% (ci1425 *% 32)) +% co1426)] = w1444
-        arena[((9443744 +% (ci1425 *% 32)) +% co1426)] = w1445
-        arena[((9444768 +% (ci1425 *% 32)) +% co1426)] = w1446
-        arena[((9445792 +% (ci1425 *% 32)) +% co1426)] = w1447
-        arena[((9446816 +% (ci1425 *% 32)) +% co1426)] = w1448
-        arena[((9447840 +% (ci1425 *% 32)) +% co1426)] = w1449
-        arena[((9448864 +% (ci1425 *% 32)) +% co1426)] = w1450
-        arena[((9449888 +% (ci1425 *% 32)) +% co1426)] = w1451
-        arena[((9450912 +% (ci1425 *% 32)) +% co1426)] = w1452
-        arena[((9451936 +% (ci1425 *% 32)) +% co1426)] = w1453
-        arena[((9452960 +% (ci1425 *% 32)) +% co1426)] = w1454
+    for ci1432 in 0..<32 {
+      for co1433 in 0..<32 {
+        var w1434: Float = params[((9808 +% (((ci1432 *% 32) +% co1433) *% 9)) +% 8)]
+        var w1435: Float = (((params[((9808 +% (((ci1432 *% 32) +% co1433) *% 9)) +% 8)] + params[((9808 +% (((ci1432 *% 32) +% co1433) *% 9)) +% 5)]) + params[((9808 +% (((ci1432 *% 32) +% co1433) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+        var w1436: Float = (((params[((9808 +% (((ci1432 *% 32) +% co1433) *% 9)) +% 8)] + params[((9808 +% (((ci1432 *% 32) +% co1433) *% 9)) +% 2)]) - params[((9808 +% (((ci1432 *% 32) +% co1433) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w1437: Float = params[((9808 +% (((ci1432 *% 32) +% co1433) *% 9)) +% 2)]
+        var w1438: Float = params[((9808 +% (((ci1432 *% 32) +% co1433) *% 9)) +% 7)]
+        var w1439: Float = (((params[((9808 +% (((ci1432 *% 32) +% co1433) *% 9)) +% 7)] + params[((9808 +% (((ci1432 *% 32) +% co1433) *% 9)) +% 4)]) + params[((9808 +% (((ci1432 *% 32) +% co1433) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+        var w1440: Float = (((params[((9808 +% (((ci1432 *% 32) +% co1433) *% 9)) +% 7)] + params[((9808 +% (((ci1432 *% 32) +% co1433) *% 9)) +% 1)]) - params[((9808 +% (((ci1432 *% 32) +% co1433) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w1441: Float = params[((9808 +% (((ci1432 *% 32) +% co1433) *% 9)) +% 1)]
+        var w1442: Float = params[((9808 +% (((ci1432 *% 32) +% co1433) *% 9)) +% 6)]
+        var w1443: Float = (((params[((9808 +% (((ci1432 *% 32) +% co1433) *% 9)) +% 6)] + params[((9808 +% (((ci1432 *% 32) +% co1433) *% 9)) +% 3)]) + params[(9808 +% (((ci1432 *% 32) +% co1433) *% 9))]) * Float(bitPattern: 0x3f000000))
+        var w1444: Float = (((params[((9808 +% (((ci1432 *% 32) +% co1433) *% 9)) +% 6)] + params[(9808 +% (((ci1432 *% 32) +% co1433) *% 9))]) - params[((9808 +% (((ci1432 *% 32) +% co1433) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w1445: Float = params[(9808 +% (((ci1432 *% 32) +% co1433) *% 9))]
+        var w1446: Float = w1434
+        var w1447: Float = (((w1434 + w1438) + w1442) * Float(bitPattern: 0x3f000000))
+        var w1448: Float = (((w1434 + w1442) - w1438) * Float(bitPattern: 0x3f000000))
+        var w1449: Float = w1442
+        var w1450: Float = w1435
+        var w1451: Float = (((w1435 + w1439) + w1443) * Float(bitPattern: 0x3f000000))
+        var w1452: Float = (((w1435 + w1443) - w1439) * Float(bitPattern: 0x3f000000))
+        var w1453: Float = w1443
+        var w1454: Float = w1436
+        var w1455: Float = (((w1436 + w1440) + w1444) * Float(bitPattern: 0x3f000000))
+        var w1456: Float = (((w1436 + w1444) - w1440) * Float(bitPattern: 0x3f000000))
+        var w1457: Float = w1444
+        var w1458: Float = w1437
+        var w1459: Float = (((w1437 + w1441) + w1445) * Float(bitPattern: 0x3f000000))
+        var w1460: Float = (((w1437 + w1445) - w1441) * Float(bitPattern: 0x3f000000))
+        var w1461: Float = w1445
+        arena[((9437600 +% (ci1432 *% 32)) +% co1433)] = w1446
+        arena[((9438624 +% (ci1432 *% 32)) +% co1433)] = w1447
+        arena[((9439648 +% (ci1432 *% 32)) +% co1433)] = w1448
+        arena[((9440672 +% (ci1432 *% 32)) +% co1433)] = w1449
+        arena[((9441696 +% (ci1432 *% 32)) +% co1433)] = w1450
+        arena[((9442720 +% (ci1432 *% 32)) +% co1433)] = w1451
+        arena[((9443744 +% (ci1432 *% 32)) +% co1433)] = w1452
+        arena[((9444768 +% (ci1432 *% 32)) +% co1433)] = w1453
+        arena[((9445792 +% (ci1432 *% 32)) +% co1433)] = w1454
+        arena[((9446816 +% (ci1432 *% 32)) +% co1433)] = w1455
+        arena[((9447840 +% (ci1432 *% 32)) +% co1433)] = w1456
+        arena[((9448864 +% (ci1432 *% 32)) +% co1433)] = w1457
+        arena[((9449888 +% (ci1432 *% 32)) +% co1433)] = w1458
+        arena[((9450912 +% (ci1432 *% 32)) +% co1433)] = w1459
+        arena[((9451936 +% (ci1432 *% 32)) +% co1433)] = w1460
+        arena[((9452960 +% (ci1432 *% 32)) +% co1433)] = w1461
       }
     }
   }
-  for i1455 in 0..<1296 {
-    storeVector(arena, ((i1455 *% 8) +% 9453984), Vector(repeating: Float(0)))
+  for i1462 in 0..<1296 {
+    storeVector(arena, ((i1462 *% 8) +% 9453984), Vector(repeating: Float(0)))
   }
-  for g1456 in 0..<64 {
-    for j1457 in 0..<1 {
-      for c1458 in 0..<32 {
-        for iy1459 in 0..<16 {
-          for ix1460 in 0..<16 {
-            arena[(9453984 +% ((((j1457 *% 10368) +% ((iy1459 +% 1) *% 576)) +% ((ix1460 +% 1) *% 32)) +% c1458))] = arena[((((7864480 +% ((g1456 +% j1457) *% 8192)) +% (c1458 *% 256)) +% (iy1459 *% 16)) +% ix1460)]
+  for g1463 in 0..<64 {
+    for j1464 in 0..<1 {
+      for c1465 in 0..<32 {
+        for iy1466 in 0..<16 {
+          for ix1467 in 0..<16 {
+            arena[(9453984 +% ((((j1464 *% 10368) +% ((iy1466 +% 1) *% 576)) +% ((ix1467 +% 1) *% 32)) +% c1465))] = arena[((((7864480 +% ((g1463 +% j1464) *% 8192)) +% (c1465 *% 256)) +% (iy1466 *% 16)) +% ix1467)]
           }
         }
       }
     }
-    for j1461 in 0..<1 {
-      for ty1462 in 0..<8 {
-        for tx1463 in 0..<8 {
-          for cv1464 in 0..<4 {
-            let w1465 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% ((ty1462 *% 2) *% 576)) +% ((tx1463 *% 2) *% 32)) +% (cv1464 *% 8)))) - loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 2) *% 576)) +% ((tx1463 *% 2) *% 32)) +% (cv1464 *% 8)))))
-            let w1466 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 1) *% 576)) +% ((tx1463 *% 2) *% 32)) +% (cv1464 *% 8)))) + loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 2) *% 576)) +% ((tx1463 *% 2) *% 32)) +% (cv1464 *% 8)))))
-            let w1467 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 2) *% 576)) +% ((tx1463 *% 2) *% 32)) +% (cv1464 *% 8)))) - loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 1) *% 576)) +% ((tx1463 *% 2) *% 32)) +% (cv1464 *% 8)))))
-            let w1468 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 1) *% 576)) +% ((tx1463 *% 2) *% 32)) +% (cv1464 *% 8)))) - loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 3) *% 576)) +% ((tx1463 *% 2) *% 32)) +% (cv1464 *% 8)))))
-            let w1469 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% ((ty1462 *% 2) *% 576)) +% (((tx1463 *% 2) +% 1) *% 32)) +% (cv1464 *% 8)))) - loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 2) *% 576)) +% (((tx1463 *% 2) +% 1) *% 32)) +% (cv1464 *% 8)))))
-            let w1470 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 1) *% 576)) +% (((tx1463 *% 2) +% 1) *% 32)) +% (cv1464 *% 8)))) + loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 2) *% 576)) +% (((tx1463 *% 2) +% 1) *% 32)) +% (cv1464 *% 8)))))
-            let w1471 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 2) *% 576)) +% (((tx1463 *% 2) +% 1) *% 32)) +% (cv1464 *% 8)))) - loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 1) *% 576)) +% (((tx1463 *% 2) +% 1) *% 32)) +% (cv1464 *% 8)))))
-            let w1472 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 1) *% 576)) +% (((tx1463 *% 2) +% 1) *% 32)) +% (cv1464 *% 8)))) - loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 3) *% 576)) +% (((tx1463 *% 2) +% 1) *% 32)) +% (cv1464 *% 8)))))
-            let w1473 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% ((ty1462 *% 2) *% 576)) +% (((tx1463 *% 2) +% 2) *% 32)) +% (cv1464 *% 8)))) - loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 2) *% 576)) +% (((tx1463 *% 2) +% 2) *% 32)) +% (cv1464 *% 8)))))
-            let w1474 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 1) *% 576)) +% (((tx1463 *% 2) +% 2) *% 32)) +% (cv1464 *% 8)))) + loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 2) *% 576)) +% (((tx1463 *% 2) +% 2) *% 32)) +% (cv1464 *% 8)))))
-            let w1475 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 2) *% 576)) +% (((tx1463 *% 2) +% 2) *% 32)) +% (cv1464 *% 8)))) - loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 1) *% 576)) +% (((tx1463 *% 2) +% 2) *% 32)) +% (cv1464 *% 8)))))
-            let w1476 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 1) *% 576)) +% (((tx1463 *% 2) +% 2) *% 32)) +% (cv1464 *% 8)))) - loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 3) *% 576)) +% (((tx1463 *% 2) +% 2) *% 32)) +% (cv1464 *% 8)))))
-            let w1477 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% ((ty1462 *% 2) *% 576)) +% (((tx1463 *% 2) +% 3) *% 32)) +% (cv1464 *% 8)))) - loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 2) *% 576)) +% (((tx1463 *% 2) +% 3) *% 32)) +% (cv1464 *% 8)))))
-            let w1478 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 1) *% 576)) +% (((tx1463 *% 2) +% 3) *% 32)) +% (cv1464 *% 8)))) + loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 2) *% 576)) +% (((tx1463 *% 2) +% 3) *% 32)) +% (cv1464 *% 8)))))
-            let w1479 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 2) *% 576)) +% (((tx1463 *% 2) +% 3) *% 32)) +% (cv1464 *% 8)))) - loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 1) *% 576)) +% (((tx1463 *% 2) +% 3) *% 32)) +% (cv1464 *% 8)))))
-            let w1480 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 1) *% 576)) +% (((tx1463 *% 2) +% 3) *% 32)) +% (cv1464 *% 8)))) - loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 3) *% 576)) +% (((tx1463 *% 2) +% 3) *% 32)) +% (cv1464 *% 8)))))
-            let w1481 = (w1465 - w1473)
-            let w1482 = (w1469 + w1473)
-            let w1483 = (w1473 - w1469)
-            let w1484 = (w1469 - w1477)
-            let w1485 = (w1466 - w1474)
-            let w1486 = (w1470 + w1474)
-            let w1487 = (w1474 - w1470)
-            let w1488 = (w1470 - w1478)
-            let w1489 = (w1467 - w1475)
-            let w1490 = (w1471 + w1475)
-            let w1491 = (w1475 - w1471)
-            let w1492 = (w1471 - w1479)
-            let w1493 = (w1468 - w1476)
-            let w1494 = (w1472 + w1476)
-            let w1495 = (w1476 - w1472)
-            let w1496 = (w1472 - w1480)
-            storeVector(arena, ((9464352 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1481)
-            storeVector(arena, ((9466400 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1482)
-            storeVector(arena, ((9468448 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1483)
-            storeVector(arena, ((9470496 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1484)
-            storeVector(arena, ((9472544 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1485)
-            storeVector(arena, ((9474592 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1486)
-            storeVector(arena, ((9476640 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1487)
-            storeVector(arena, ((9478688 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1488)
-            storeVector(arena, ((9480736 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1489)
-            storeVector(arena, ((9482784 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1490)
-            storeVector(arena, ((9484832 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1491)
-            storeVector(arena, ((9486880 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1492)
-            storeVector(arena, ((9488928 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1493)
-            storeVector(arena, ((9490976 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1494)
-            storeVector(arena, ((9493024 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1495)
-            storeVector(arena, ((9495072 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1496)
+    for j1468 in 0..<1 {
+      for ty1469 in 0..<8 {
+        for tx1470 in 0..<8 {
+          for cv1471 in 0..<4 {
+            let w1472 = (loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% ((ty1469 *% 2) *% 576)) +% ((tx1470 *% 2) *% 32)) +% (cv1471 *% 8)))) - loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 2) *% 576)) +% ((tx1470 *% 2) *% 32)) +% (cv1471 *% 8)))))
+            let w1473 = (loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 1) *% 576)) +% ((tx1470 *% 2) *% 32)) +% (cv1471 *% 8)))) + loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 2) *% 576)) +% ((tx1470 *% 2) *% 32)) +% (cv1471 *% 8)))))
+            let w1474 = (loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 2) *% 576)) +% ((tx1470 *% 2) *% 32)) +% (cv1471 *% 8)))) - loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 1) *% 576)) +% ((tx1470 *% 2) *% 32)) +% (cv1471 *% 8)))))
+            let w1475 = (loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 1) *% 576)) +% ((tx1470 *% 2) *% 32)) +% (cv1471 *% 8)))) - loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 3) *% 576)) +% ((tx1470 *% 2) *% 32)) +% (cv1471 *% 8)))))
+            let w1476 = (loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% ((ty1469 *% 2) *% 576)) +% (((tx1470 *% 2) +% 1) *% 32)) +% (cv1471 *% 8)))) - loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 2) *% 576)) +% (((tx1470 *% 2) +% 1) *% 32)) +% (cv1471 *% 8)))))
+            let w1477 = (loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 1) *% 576)) +% (((tx1470 *% 2) +% 1) *% 32)) +% (cv1471 *% 8)))) + loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 2) *% 576)) +% (((tx1470 *% 2) +% 1) *% 32)) +% (cv1471 *% 8)))))
+            let w1478 = (loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 2) *% 576)) +% (((tx1470 *% 2) +% 1) *% 32)) +% (cv1471 *% 8)))) - loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 1) *% 576)) +% (((tx1470 *% 2) +% 1) *% 32)) +% (cv1471 *% 8)))))
+            let w1479 = (loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 1) *% 576)) +% (((tx1470 *% 2) +% 1) *% 32)) +% (cv1471 *% 8)))) - loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 3) *% 576)) +% (((tx1470 *% 2) +% 1) *% 32)) +% (cv1471 *% 8)))))
+            let w1480 = (loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% ((ty1469 *% 2) *% 576)) +% (((tx1470 *% 2) +% 2) *% 32)) +% (cv1471 *% 8)))) - loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 2) *% 576)) +% (((tx1470 *% 2) +% 2) *% 32)) +% (cv1471 *% 8)))))
+            let w1481 = (loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 1) *% 576)) +% (((tx1470 *% 2) +% 2) *% 32)) +% (cv1471 *% 8)))) + loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 2) *% 576)) +% (((tx1470 *% 2) +% 2) *% 32)) +% (cv1471 *% 8)))))
+            let w1482 = (loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 2) *% 576)) +% (((tx1470 *% 2) +% 2) *% 32)) +% (cv1471 *% 8)))) - loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 1) *% 576)) +% (((tx1470 *% 2) +% 2) *% 32)) +% (cv1471 *% 8)))))
+            let w1483 = (loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 1) *% 576)) +% (((tx1470 *% 2) +% 2) *% 32)) +% (cv1471 *% 8)))) - loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 3) *% 576)) +% (((tx1470 *% 2) +% 2) *% 32)) +% (cv1471 *% 8)))))
+            let w1484 = (loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% ((ty1469 *% 2) *% 576)) +% (((tx1470 *% 2) +% 3) *% 32)) +% (cv1471 *% 8)))) - loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 2) *% 576)) +% (((tx1470 *% 2) +% 3) *% 32)) +% (cv1471 *% 8)))))
+            let w1485 = (loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 1) *% 576)) +% (((tx1470 *% 2) +% 3) *% 32)) +% (cv1471 *% 8)))) + loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 2) *% 576)) +% (((tx1470 *% 2) +% 3) *% 32)) +% (cv1471 *% 8)))))
+            let w1486 = (loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 2) *% 576)) +% (((tx1470 *% 2) +% 3) *% 32)) +% (cv1471 *% 8)))) - loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 1) *% 576)) +% (((tx1470 *% 2) +% 3) *% 32)) +% (cv1471 *% 8)))))
+            let w1487 = (loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 1) *% 576)) +% (((tx1470 *% 2) +% 3) *% 32)) +% (cv1471 *% 8)))) - loadVector(arena, (9453984 +% ((((j1468 *% 10368) +% (((ty1469 *% 2) +% 3) *% 576)) +% (((tx1470 *% 2) +% 3) *% 32)) +% (cv1471 *% 8)))))
+            let w1488 = (w1472 - w1480)
+            let w1489 = (w1476 + w1480)
+            let w1490 = (w1480 - w1476)
+            let w1491 = (w1476 - w1484)
+            let w1492 = (w1473 - w1481)
+            let w1493 = (w1477 + w1481)
+            let w1494 = (w1481 - w1477)
+            let w1495 = (w1477 - w1485)
+            let w1496 = (w1474 - w1482)
+            let w1497 = (w1478 + w1482)
+            let w1498 = (w1482 - w1478)
+            let w1499 = (w1478 - w1486)
+            let w1500 = (w1475 - w1483)
+            let w1501 = (w1479 + w1483)
+            let w1502 = (w1483 - w1479)
+            let w1503 = (w1479 - w1487)
+            storeVector(arena, ((9464352 +% ((((j1468 *% 64) +% (ty1469 *% 8)) +% tx1470) *% 32)) +% (cv1471 *% 8)), w1488)
+            storeVector(arena, ((9466400 +% ((((j1468 *% 64) +% (ty1469 *% 8)) +% tx1470) *% 32)) +% (cv1471 *% 8)), w1489)
+            storeVector(arena, ((9468448 +% ((((j1468 *% 64) +% (ty1469 *% 8)) +% tx1470) *% 32)) +% (cv1471 *% 8)), w1490)
+            storeVector(arena, ((9470496 +% ((((j1468 *% 64) +% (ty1469 *% 8)) +% tx1470) *% 32)) +% (cv1471 *% 8)), w1491)
+            storeVector(arena, ((9472544 +% ((((j1468 *% 64) +% (ty1469 *% 8)) +% tx1470) *% 32)) +% (cv1471 *% 8)), w1492)
+            storeVector(arena, ((9474592 +% ((((j1468 *% 64) +% (ty1469 *% 8)) +% tx1470) *% 32)) +% (cv1471 *% 8)), w1493)
+            storeVector(arena, ((9476640 +% ((((j1468 *% 64) +% (ty1469 *% 8)) +% tx1470) *% 32)) +% (cv1471 *% 8)), w1494)
+            storeVector(arena, ((9478688 +% ((((j1468 *% 64) +% (ty1469 *% 8)) +% tx1470) *% 32)) +% (cv1471 *% 8)), w1495)
+            storeVector(arena, ((9480736 +% ((((j1468 *% 64) +% (ty1469 *% 8)) +% tx1470) *% 32)) +% (cv1471 *% 8)), w1496)
+            storeVector(arena, ((9482784 +% ((((j1468 *% 64) +% (ty1469 *% 8)) +% tx1470) *% 32)) +% (cv1471 *% 8)), w1497)
+            storeVector(arena, ((9484832 +% ((((j1468 *% 64) +% (ty1469 *% 8)) +% tx1470) *% 32)) +% (cv1471 *% 8)), w1498)
+            storeVector(arena, ((9486880 +% ((((j1468 *% 64) +% (ty1469 *% 8)) +% tx1470) *% 32)) +% (cv1471 *% 8)), w1499)
+            storeVector(arena, ((9488928 +% ((((j1468 *% 64) +% (ty1469 *% 8)) +% tx1470) *% 32)) +% (cv1471 *% 8)), w1500)
+            storeVector(arena, ((9490976 +% ((((j1468 *% 64) +% (ty1469 *% 8)) +% tx1470) *% 32)) +% (cv1471 *% 8)), w1501)
+            storeVector(arena, ((9493024 +% ((((j1468 *% 64) +% (ty1469 *% 8)) +% tx1470) *% 32)) +% (cv1471 *% 8)), w1502)
+            storeVector(arena, ((9495072 +% ((((j1468 *% 64) +% (ty1469 *% 8)) +% tx1470) *% 32)) +% (cv1471 *% 8)), w1503)
           }
         }
       }
     }
-    for xi1497 in 0..<16 {
-      do {  // gemm1504
-        for nb1498 in 0..<2 {
-          for mb1499 in 0..<10 {
-            var t1500_c0_0 = Vector()
-            var t1500_c0_1 = Vector()
-            var t1500_c1_0 = Vector()
-            var t1500_c1_1 = Vector()
-            var t1500_c2_0 = Vector()
-            var t1500_c2_1 = Vector()
-            var t1500_c3_0 = Vector()
-            var t1500_c3_1 = Vector()
-            var t1500_c4_0 = Vector()
-            var t1500_c4_1 = Vector()
-            var t1500_c5_0 = Vector()
-            var t1500_c5_1 = Vector()
-            for k1501 in 0..<32 {
-              let t1500_b0 = loadVector(arena, (((9437600 +% (xi1497 *% 1024)) +% (k1501 *% 32)) +% (nb1498 *% 16)))
-              let t1500_b1 = loadVector(arena, ((((9437600 +% (xi1497 *% 1024)) +% (k1501 *% 32)) +% (nb1498 *% 16)) +% 8))
-              let t1500_a0 = Vector(repeating: arena[(((9464352 +% (xi1497 *% 2048)) +% ((mb1499 *% 6) *% 32)) +% k1501)])
-              t1500_c0_0 = t1500_c0_0.addingProduct(t1500_a0, t1500_b0)
-              t1500_c0_1 = t1500_c0_1.addingProduct(t1500_a0, t1500_b1)
-              let t1500_a1 = Vector(repeating: arena[(((9464352 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 1) *% 32)) +% k1501)])
-              t1500_c1_0 = t1500_c1_0.addingProduct(t1500_a1, t1500_b0)
-              t1500_c1_1 = t1500_c1_1.addingProduct(t1500_a1, t1500_b1)
-              let t1500_a2 = Vector(repeating: arena[(((9464352 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 2) *% 32)) +% k1501)])
-              t1500_c2_0 = t1500_c2_0.addingProduct(t1500_a2, t1500_b0)
-              t1500_c2_1 = t1500_c2_1.addingProduct(t1500_a2, t1500_b1)
-              let t1500_a3 = Vector(repeating: arena[(((9464352 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 3) *% 32)) +% k1501)])
-              t1500_c3_0 = t1500_c3_0.addingProduct(t1500_a3, t1500_b0)
-              t1500_c3_1 = t1500_c3_1.addingProduct(t1500_a3, t1500_b1)
-              let t1500_a4 = Vector(repeating: arena[(((9464352 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 4) *% 32)) +% k1501)])
-              t1500_c4_0 = t1500_c4_0.addingProduct(t1500_a4, t1500_b0)
-              t1500_c4_1 = t1500_c4_1.addingProduct(t1500_a4, t1500_b1)
-              let t1500_a5 = Vector(repeating: arena[(((9464352 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 5) *% 32)) +% k1501)])
-              t1500_c5_0 = t1500_c5_0.addingProduct(t1500_a5, t1500_b0)
-              t1500_c5_1 = t1500_c5_1.addingProduct(t1500_a5, t1500_b1)
+    for xi1504 in 0..<16 {
+      do {  // gemm1511
+        for nb1505 in 0..<2 {
+          for mb1506 in 0..<10 {
+            var t1507_c0_0 = Vector()
+            var t1507_c0_1 = Vector()
+            var t1507_c1_0 = Vector()
+            var t1507_c1_1 = Vector()
+            var t1507_c2_0 = Vector()
+            var t1507_c2_1 = Vector()
+            var t1507_c3_0 = Vector()
+            var t1507_c3_1 = Vector()
+            var t1507_c4_0 = Vector()
+            var t1507_c4_1 = Vector()
+            var t1507_c5_0 = Vector()
+            var t1507_c5_1 = Vector()
+            for k1508 in 0..<32 {
+              let t1507_b0 = loadVector(arena, (((9437600 +% (xi1504 *% 1024)) +% (k1508 *% 32)) +% (nb1505 *% 16)))
+              let t1507_b1 = loadVector(arena, ((((9437600 +% (xi1504 *% 1024)) +% (k1508 *% 32)) +% (nb1505 *% 16)) +% 8))
+              let t1507_a0 = Vector(repeating: arena[(((9464352 +% (xi1504 *% 2048)) +% ((mb1506 *% 6) *% 32)) +% k1508)])
+              t1507_c0_0 = t1507_c0_0.addingProduct(t1507_a0, t1507_b0)
+              t1507_c0_1 = t1507_c0_1.addingProduct(t1507_a0, t1507_b1)
+              let t1507_a1 = Vector(repeating: arena[(((9464352 +% (xi1504 *% 2048)) +% (((mb1506 *% 6) +% 1) *% 32)) +% k1508)])
+              t1507_c1_0 = t1507_c1_0.addingProduct(t1507_a1, t1507_b0)
+              t1507_c1_1 = t1507_c1_1.addingProduct(t1507_a1, t1507_b1)
+              let t1507_a2 = Vector(repeating: arena[(((9464352 +% (xi1504 *% 2048)) +% (((mb1506 *% 6) +% 2) *% 32)) +% k1508)])
+              t1507_c2_0 = t1507_c2_0.addingProduct(t1507_a2, t1507_b0)
+              t1507_c2_1 = t1507_c2_1.addingProduct(t1507_a2, t1507_b1)
+              let t1507_a3 = Vector(repeating: arena[(((9464352 +% (xi1504 *% 2048)) +% (((mb1506 *% 6) +% 3) *% 32)) +% k1508)])
+              t1507_c3_0 = t1507_c3_0.addingProduct(t1507_a3, t1507_b0)
+              t1507_c3_1 = t1507_c3_1.addingProduct(t1507_a3, t1507_b1)
+              let t1507_a4 = Vector(repeating: arena[(((9464352 +% (xi1504 *% 2048)) +% (((mb1506 *% 6) +% 4) *% 32)) +% k1508)])
+              t1507_c4_0 = t1507_c4_0.addingProduct(t1507_a4, t1507_b0)
+              t1507_c4_1 = t1507_c4_1.addingProduct(t1507_a4, t1507_b1)
+              let t1507_a5 = Vector(repeating: arena[(((9464352 +% (xi1504 *% 2048)) +% (((mb1506 *% 6) +% 5) *% 32)) +% k1508)])
+              t1507_c5_0 = t1507_c5_0.addingProduct(t1507_a5, t1507_b0)
+              t1507_c5_1 = t1507_c5_1.addingProduct(t1507_a5, t1507_b1)
             }
-            storeVector(arena, (((9497120 +% (xi1497 *% 2048)) +% ((mb1499 *% 6) *% 32)) +% (nb1498 *% 16)), t1500_c0_0)
-            storeVector(arena, ((((9497120 +% (xi1497 *% 2048)) +% ((mb1499 *% 6) *% 32)) +% (nb1498 *% 16)) +% 8), t1500_c0_1)
-            storeVector(arena, (((9497120 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 1) *% 32)) +% (nb1498 *% 16)), t1500_c1_0)
-            storeVector(arena, ((((9497120 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 1) *% 32)) +% (nb1498 *% 16)) +% 8), t1500_c1_1)
-            storeVector(arena, (((9497120 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 2) *% 32)) +% (nb1498 *% 16)), t1500_c2_0)
-            storeVector(arena, ((((9497120 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 2) *% 32)) +% (nb1498 *% 16)) +% 8), t1500_c2_1)
-            storeVector(arena, (((9497120 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 3) *% 32)) +% (nb1498 *% 16)), t1500_c3_0)
-            storeVector(arena, ((((9497120 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 3) *% 32)) +% (nb1498 *% 16)) +% 8), t1500_c3_1)
-            storeVector(arena, (((9497120 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 4) *% 32)) +% (nb1498 *% 16)), t1500_c4_0)
-            storeVector(arena, ((((9497120 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 4) *% 32)) +% (nb1498 *% 16)) +% 8), t1500_c4_1)
-            storeVector(arena, (((9497120 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 5) *% 32)) +% (nb1498 *% 16)), t1500_c5_0)
-            storeVector(arena, ((((9497120 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 5) *% 32)) +% (nb1498 *% 16)) +% 8), t1500_c5_1)
+            storeVector(arena, (((9497120 +% (xi1504 *% 2048)) +% ((mb1506 *% 6) *% 32)) +% (nb1505 *% 16)), t1507_c0_0)
+            storeVector(arena, ((((9497120 +% (xi1504 *% 2048)) +% ((mb1506 *% 6) *% 32)) +% (nb1505 *% 16)) +% 8), t1507_c0_1)
+            storeVector(arena, (((9497120 +% (xi1504 *% 2048)) +% (((mb1506 *% 6) +% 1) *% 32)) +% (nb1505 *% 16)), t1507_c1_0)
+            storeVector(arena, ((((9497120 +% (xi1504 *% 2048)) +% (((mb1506 *% 6) +% 1) *% 32)) +% (nb1505 *% 16)) +% 8), t1507_c1_1)
+            storeVector(arena, (((9497120 +% (xi1504 *% 2048)) +% (((mb1506 *% 6) +% 2) *% 32)) +% (nb1505 *% 16)), t1507_c2_0)
+            storeVector(arena, ((((9497120 +% (xi1504 *% 2048)) +% (((mb1506 *% 6) +% 2) *% 32)) +% (nb1505 *% 16)) +% 8), t1507_c2_1)
+            storeVector(arena, (((9497120 +% (xi1504 *% 2048)) +% (((mb1506 *% 6) +% 3) *% 32)) +% (nb1505 *% 16)), t1507_c3_0)
+            storeVector(arena, ((((9497120 +% (xi1504 *% 2048)) +% (((mb1506 *% 6) +% 3) *% 32)) +% (nb1505 *% 16)) +% 8), t1507_c3_1)
+            storeVector(arena, (((9497120 +% (xi1504 *% 2048)) +% (((mb1506 *% 6) +% 4) *% 32)) +% (nb1505 *% 16)), t1507_c4_0)
+            storeVector(arena, ((((9497120 +% (xi1504 *% 2048)) +% (((mb1506 *% 6) +% 4) *% 32)) +% (nb1505 *% 16)) +% 8), t1507_c4_1)
+            storeVector(arena, (((9497120 +% (xi1504 *% 2048)) +% (((mb1506 *% 6) +% 5) *% 32)) +% (nb1505 *% 16)), t1507_c5_0)
+            storeVector(arena, ((((9497120 +% (xi1504 *% 2048)) +% (((mb1506 *% 6) +% 5) *% 32)) +% (nb1505 *% 16)) +% 8), t1507_c5_1)
           }
-          var t1502_c0_0 = Vector()
-          var t1502_c0_1 = Vector()
-          var t1502_c1_0 = Vector()
-          var t1502_c1_1 = Vector()
-          var t1502_c2_0 = Vector()
-          var t1502_c2_1 = Vector()
-          var t1502_c3_0 = Vector()
-          var t1502_c3_1 = Vector()
-          for k1503 in 0..<32 {
-            let t1502_b0 = loadVector(arena, (((9437600 +% (xi1497 *% 1024)) +% (k1503 *% 32)) +% (nb1498 *% 16)))
-            let t1502_b1 = loadVector(arena, ((((9437600 +% (xi1497 *% 1024)) +% (k1503 *% 32)) +% (nb1498 *% 16)) +% 8))
-            let t1502_a0 = Vector(repeating: arena[(((9464352 +% (xi1497 *% 2048)) +% 1920) +% k1503)])
-            t1502_c0_0 = t1502_c0_0.addingProduct(t1502_a0, t1502_b0)
-            t1502_c0_1 = t1502_c0_1.addingProduct(t1502_a0, t1502_b1)
-            let t1502_a1 = Vector(repeating: arena[(((9464352 +% (xi1497 *% 2048)) +% 1952) +% k1503)])
-            t1502_c1_0 = t1502_c1_0.addingProduct(t1502_a1, t1502_b0)
-            t1502_c1_1 = t1502_c1_1.addingProduct(t1502_a1, t1502_b1)
-            let t1502_a2 = Vector(repeating: arena[(((9464352 +% (xi1497 *% 2048)) +% 1984) +% k1503)])
-            t1502_c2_0 = t1502_c2_0.addingProduct(t1502_a2, t1502_b0)
-            t1502_c2_1 = t1502_c2_1.addingProduct(t1502_a2, t1502_b1)
-            let t1502_a3 = Vector(repeating: arena[(((9464352 +% (xi1497 *% 2048)) +% 2016) +% k1503)])
-            t1502_c3_0 = t1502_c3_0.addingProduct(t1502_a3, t1502_b0)
-            t1502_c3_1 = t1502_c3_1.addingProduct(t1502_a3, t1502_b1)
+          var t1509_c0_0 = Vector()
+          var t1509_c0_1 = Vector()
+          var t1509_c1_0 = Vector()
+          var t1509_c1_1 = Vector()
+          var t1509_c2_0 = Vector()
+          var t1509_c2_1 = Vector()
+          var t1509_c3_0 = Vector()
+          var t1509_c3_1 = Vector()
+          for k1510 in 0..<32 {
+            let t1509_b0 = loadVector(arena, (((9437600 +% (xi1504 *% 1024)) +% (k1510 *% 32)) +% (nb1505 *% 16)))
+            let t1509_b1 = loadVector(arena, ((((9437600 +% (xi1504 *% 1024)) +% (k1510 *% 32)) +% (nb1505 *% 16)) +% 8))
+            let t1509_a0 = Vector(repeating: arena[(((9464352 +% (xi1504 *% 2048)) +% 1920) +% k1510)])
+            t1509_c0_0 = t1509_c0_0.addingProduct(t1509_a0, t1509_b0)
+            t1509_c0_1 = t1509_c0_1.addingProduct(t1509_a0, t1509_b1)
+            let t1509_a1 = Vector(repeating: arena[(((9464352 +% (xi1504 *% 2048)) +% 1952) +% k1510)])
+            t1509_c1_0 = t1509_c1_0.addingProduct(t1509_a1, t1509_b0)
+            t1509_c1_1 = t1509_c1_1.addingProduct(t1509_a1, t1509_b1)
+            let t1509_a2 = Vector(repeating: arena[(((9464352 +% (xi1504 *% 2048)) +% 1984) +% k1510)])
+            t1509_c2_0 = t1509_c2_0.addingProduct(t1509_a2, t1509_b0)
+            t1509_c2_1 = t1509_c2_1.addingProduct(t1509_a2, t1509_b1)
+            let t1509_a3 = Vector(repeating: arena[(((9464352 +% (xi1504 *% 2048)) +% 2016) +% k1510)])
+            t1509_c3_0 = t1509_c3_0.addingProduct(t1509_a3, t1509_b0)
+            t1509_c3_1 = t1509_c3_1.addingProduct(t1509_a3, t1509_b1)
           }
-          storeVector(arena, (((9497120 +% (xi1497 *% 2048)) +% 1920) +% (nb1498 *% 16)), t1502_c0_0)
-          storeVector(arena, ((((9497120 +% (xi1497 *% 2048)) +% 1920) +% (nb1498 *% 16)) +% 8), t1502_c0_1)
-          storeVector(arena, (((9497120 +% (xi1497 *% 2048)) +% 1952) +% (nb1498 *% 16)), t1502_c1_0)
-          storeVector(arena, ((((9497120 +% (xi1497 *% 2048)) +% 1952) +% (nb1498 *% 16)) +% 8), t1502_c1_1)
-          storeVector(arena, (((9497120 +% (xi1497 *% 2048)) +% 1984) +% (nb1498 *% 16)), t1502_c2_0)
-          storeVector(arena, ((((9497120 +% (xi1497 *% 2048)) +% 1984) +% (nb1498 *% 16)) +% 8), t1502_c2_1)
-          storeVector(arena, (((9497120 +% (xi1497 *% 2048)) +% 2016) +% (nb1498 *% 16)), t1502_c3_0)
-          storeVector(arena, ((((9497120 +% (xi1497 *% 2048)) +% 2016) +% (nb1498 *% 16)) +% 8), t1502_c3_1)
+          storeVector(arena, (((9497120 +% (xi1504 *% 2048)) +% 1920) +% (nb1505 *% 16)), t1509_c0_0)
+          storeVector(arena, ((((9497120 +% (xi1504 *% 2048)) +% 1920) +% (nb1505 *% 16)) +% 8), t1509_c0_1)
+          storeVector(arena, (((9497120 +% (xi1504 *% 2048)) +% 1952) +% (nb1505 *% 16)), t1509_c1_0)
+          storeVector(arena, ((((9497120 +% (xi1504 *% 2048)) +% 1952) +% (nb1505 *% 16)) +% 8), t1509_c1_1)
+          storeVector(arena, (((9497120 +% (xi1504 *% 2048)) +% 1984) +% (nb1505 *% 16)), t1509_c2_0)
+          storeVector(arena, ((((9497120 +% (xi1504 *% 2048)) +% 1984) +% (nb1505 *% 16)) +% 8), t1509_c2_1)
+          storeVector(arena, (((9497120 +% (xi1504 *% 2048)) +% 2016) +% (nb1505 *% 16)), t1509_c3_0)
+          storeVector(arena, ((((9497120 +% (xi1504 *% 2048)) +% 2016) +% (nb1505 *% 16)) +% 8), t1509_c3_1)
         }
       }
     }
-    for j1505 in 0..<1 {
-      for ty1506 in 0..<8 {
-        for tx1507 in 0..<8 {
-          for cv1508 in 0..<4 {
-            let w1509 = ((loadVector(arena, ((9497120 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))) + loadVector(arena, ((9505312 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8)))) + loadVector(arena, ((9513504 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))))
-            let w1510 = ((loadVector(arena, ((9505312 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))) - loadVector(arena, ((9513504 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8)))) - loadVector(arena, ((9521696 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))))
-            let w1511 = ((loadVector(arena, ((9499168 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))) + loadVector(arena, ((9507360 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8)))) + loadVector(arena, ((9515552 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))))
-            let w1512 = ((loadVector(arena, ((9507360 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))) - loadVector(arena, ((9515552 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8)))) - loadVector(arena, ((9523744 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))))
-            let w1513 = ((loadVector(arena, ((9501216 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))) + loadVector(arena, ((9509408 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8)))) + loadVector(arena, ((9517600 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))))
-            let w1514 = ((loadVector(arena, ((9509408 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))) - loadVector(arena, ((9517600 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8)))) - loadVector(arena, ((9525792 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))))
-            let w1515 = ((loadVector(arena, ((9503264 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))) + loadVector(arena, ((9511456 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8)))) + loadVector(arena, ((9519648 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))))
-            let w1516 = ((loadVector(arena, ((9511456 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))) - loadVector(arena, ((9519648 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8)))) - loadVector(arena, ((9527840 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))))
-            let w1517 = ((w1509 + w1511) + w1513)
-            let w1518 = ((w1511 - w1513) - w1515)
-            let w1519 = ((w1510 + w1512) + w1514)
-            let w1520 = ((w1512 - w1514) - w1516)
-            storeVector(arena, ((9529888 +% (((((j1505 *% 16) +% (ty1506 *% 2)) *% 16) +% (tx1507 *% 2)) *% 32)) +% (cv1508 *% 8)), w1517)
-            storeVector(arena, ((9529888 +% ((((((j1505 *% 16) +% (ty1506 *% 2)) *% 16) +% (tx1507 *% 2)) +% 1) *% 32)) +% (cv1508 *% 8)), w1518)
-            storeVector(arena, ((9529888 +% ((((((j1505 *% 16) +% (ty1506 *% 2)) +% 1) *% 16) +% (tx1507 *% 2)) *% 32)) +% (cv1508 *% 8)), w1519)
-            storeVector(arena, ((9529888 +% (((((((j1505 *% 16) +% (ty1506 *% 2)) +% 1) *% 16) +% (tx1507 *% 2)) +% 1) *% 32)) +% (cv1508 *% 8)), w1520)
+    for j1512 in 0..<1 {
+      for ty1513 in 0..<8 {
+        for tx1514 in 0..<8 {
+          for cv1515 in 0..<4 {
+            let w1516 = ((loadVector(arena, ((9497120 +% ((((j1512 *% 64) +% (ty1513 *% 8)) +% tx1514) *% 32)) +% (cv1515 *% 8))) + loadVector(arena, ((9505312 +% ((((j1512 *% 64) +% (ty1513 *% 8)) +% tx1514) *% 32)) +% (cv1515 *% 8)))) + loadVector(arena, ((9513504 +% ((((j1512 *% 64) +% (ty1513 *% 8)) +% tx1514) *% 32)) +% (cv1515 *% 8))))
+            let w1517 = ((loadVector(arena, ((9505312 +% ((((j1512 *% 64) +% (ty1513 *% 8)) +% tx1514) *% 32)) +% (cv1515 *% 8))) - loadVector(arena, ((9513504 +% ((((j1512 *% 64) +% (ty1513 *% 8)) +% tx1514) *% 32)) +% (cv1515 *% 8)))) - loadVector(arena, ((9521696 +% ((((j1512 *% 64) +% (ty1513 *% 8)) +% tx1514) *% 32)) +% (cv1515 *% 8))))
+            let w1518 = ((loadVector(arena, ((9499168 +% ((((j1512 *% 64) +% (ty1513 *% 8)) +% tx1514) *% 32)) +% (cv1515 *% 8))) + loadVector(arena, ((9507360 +% ((((j1512 *% 64) +% (ty1513 *% 8)) +% tx1514) *% 32)) +% (cv1515 *% 8)))) + loadVector(arena, ((9515552 +% ((((j1512 *% 64) +% (ty1513 *% 8)) +% tx1514) *% 32)) +% (cv1515 *% 8))))
+            let w1519 = ((loadVector(arena, ((9507360 +% ((((j1512 *% 64) +% (ty1513 *% 8)) +% tx1514) *% 32)) +% (cv1515 *% 8))) - loadVector(arena, ((9515552 +% ((((j1512 *% 64) +% (ty1513 *% 8)) +% tx1514) *% 32)) +% (cv1515 *% 8)))) - loadVector(arena, ((9523744 +% ((((j1512 *% 64) +% (ty1513 *% 8)) +% tx1514) *% 32)) +% (cv1515 *% 8))))
+            let w1520 = ((loadVector(arena, ((9501216 +% ((((j1512 *% 64) +% (ty1513 *% 8)) +% tx1514) *% 32)) +% (cv1515 *% 8))) + loadVector(arena, ((9509408 +% ((((j1512 *% 64) +% (ty1513 *% 8)) +% tx1514) *% 32)) +% (cv1515 *% 8)))) + loadVector(arena, ((9517600 +% ((((j1512 *% 64) +% (ty1513 *% 8)) +% tx1514) *% 32)) +% (cv1515 *% 8))))
+            let w1521 = ((loadVector(arena, ((9509408 +% ((((j1512 *% 64) +% (ty1513 *% 8)) +% tx1514) *% 32)) +% (cv1515 *% 8))) - loadVector(arena, ((9517600 +% ((((j1512 *% 64) +% (ty1513 *% 8)) +% tx1514) *% 32)) +% (cv1515 *% 8)))) - loadVector(arena, ((9525792 +% ((((j1512 *% 64) +% (ty1513 *% 8)) +% tx1514) *% 32)) +% (cv1515 *% 8))))
+            let w1522 = ((loadVector(arena, ((9503264 +% ((((j1512 *% 64) +% (ty1513 *% 8)) +% tx1514) *% 32)) +% (cv1515 *% 8))) + loadVector(arena, ((9511456 +% ((((j1512 *% 64) +% (ty1513 *% 8)) +% tx1514) *% 32)) +% (cv1515 *% 8)))) + loadVector(arena, ((9519648 +% ((((j1512 *% 64) +% (ty1513 *% 8)) +% tx1514) *% 32)) +% (cv1515 *% 8))))
+            let w1523 = ((loadVector(arena, ((9511456 +% ((((j1512 *% 64) +% (ty1513 *% 8)) +% tx1514) *% 32)) +% (cv1515 *% 8))) - loadVector(arena, ((9519648 +% ((((j1512 *% 64) +% (ty1513 *% 8)) +% tx1514) *% 32)) +% (cv1515 *% 8)))) - loadVector(arena, ((9527840 +% ((((j1512 *% 64) +% (ty1513 *% 8)) +% tx1514) *% 32)) +% (cv1515 *% 8))))
+            let w1524 = ((w1516 + w1518) + w1520)
+            let w1525 = ((w1518 - w1520) - w1522)
+            let w1526 = ((w1517 + w1519) + w1521)
+            let w1527 = ((w1519 - w1521) - w1523)
+            storeVector(arena, ((9529888 +% (((((j1512 *% 16) +% (ty1513 *% 2)) *% 16) +% (tx1514 *% 2)) *% 32)) +% (cv1515 *% 8)), w1524)
+            storeVector(arena, ((9529888 +% ((((((j1512 *% 16) +% (ty1513 *% 2)) *% 16) +% (tx1514 *% 2)) +% 1) *% 32)) +% (cv1515 *% 8)), w1525)
+            storeVector(arena, ((9529888 +% ((((((j1512 *% 16) +% (ty1513 *% 2)) +% 1) *% 16) +% (tx1514 *% 2)) *% 32)) +% (cv1515 *% 8)), w1526)
+            storeVector(arena, ((9529888 +% (((((((j1512 *% 16) +% (ty1513 *% 2)) +% 1) *% 16) +% (tx1514 *% 2)) +% 1) *% 32)) +% (cv1515 *% 8)), w1527)
           }
         }
       }
     }
-    for j1521 in 0..<1 {
-      for c1522 in 0..<32 {
-        for q1523 in 0..<256 {
-          arena[(((6815840 +% ((g1456 +% j1521) *% 8192)) +% (c1522 *% 256)) +% q1523)] = arena[((9529888 +% (((j1521 *% 256) +% q1523) *% 32)) +% c1522)]
+    for j1528 in 0..<1 {
+      for c1529 in 0..<32 {
+        for q1530 in 0..<256 {
+          arena[(((6815840 +% ((g1463 +% j1528) *% 8192)) +% (c1529 *% 256)) +% q1530)] = arena[((9529888 +% (((j1528 *% 256) +% q1530) *% 32)) +% c1529)]
         }
       }
     }
   }
   // s2_bn1_grad = relu_grad(s2_relu1_grad, s2_relu1)
-  for i1524 in 0..<65536 {
-    storeVector(arena, ((i1524 *% 8) +% 7864480), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i1524 *% 8) +% 6815840)), where: loadVector(arena, ((i1524 *% 8) +% 7340192)) .> Vector(repeating: Float(0))))
+  for i1531 in 0..<65536 {
+    storeVector(arena, ((i1531 *% 8) +% 7864480), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i1531 *% 8) +% 6815840)), where: loadVector(arena, ((i1531 *% 8) +% 7340192)) .> Vector(repeating: Float(0))))
   }
   // s2_bn1_weight_grad = batchnorm_grad_weight(s2_bn1_grad, s2_conv1, s2_bn1.mean, s2_bn1.var)
-  for c1525 in 0..<32 {
-    var invstd1527: Float = (Float(1) / sqrtf((arena[(7340160 +% c1525)] + Float(bitPattern: 0x3727c5ac))))
-    var mean1528: Float = arena[(7340128 +% c1525)]
-    var acc1529 = Vector()
-    var tail1530: Float = Float(0)
-    for n1531 in 0..<64 {
-      for v1532 in 0..<32 {
-        acc1529 = (acc1529 + (loadVector(arena, (7864480 +% ((((n1531 *% 32) +% c1525) *% 256) +% (v1532 *% 8)))) * ((loadVector(arena, (6291552 +% ((((n1531 *% 32) +% c1525) *% 256) +% (v1532 *% 8)))) - Vector(repeating: mean1528)) * Vector(repeating: invstd1527))))
+  for c1532 in 0..<32 {
+    var invstd1534: Float = (Float(1) / sqrtf((arena[(7340160 +% c1532)] + Float(bitPattern: 0x3727c5ac))))
+    var mean1535: Float = arena[(7340128 +% c1532)]
+    var acc1536 = Vector()
+    var tail1537: Float = Float(0)
+    for n1538 in 0..<64 {
+      for v1539 in 0..<32 {
+        acc1536 = (acc1536 + (loadVector(arena, (7864480 +% ((((n1538 *% 32) +% c1532) *% 256) +% (v1539 *% 8)))) * ((loadVector(arena, (6291552 +% ((((n1538 *% 32) +% c1532) *% 256) +% (v1539 *% 8)))) - Vector(repeating: mean1535)) * Vector(repeating: invstd1534))))
       }
     }
-    storeVector(arena, 6815840, acc1529)
-    var sum1533: Float = (arena[6815840] + arena[6815841])
-    var sum1534: Float = (sum1533 + arena[6815842])
-    var sum1535: Float = (sum1534 + arena[6815843])
-    var sum1536: Float = (sum1535 + arena[6815844])
-    var sum1537: Float = (sum1536 + arena[6815845])
-    var sum1538: Float = (sum1537 + arena[6815846])
-    var sum1539: Float = (sum1538 + arena[6815847])
-    var sum_x1526: Float = (sum1539 + tail1530)
-    grads[(9744 +% c1525)] = sum_x1526
+    storeVector(arena, 6815840, acc1536)
+    var sum1540: Float = (arena[6815840] + arena[6815841])
+    var sum1541: Float = (sum1540 + arena[6815842])
+    var sum1542: Float = (sum1541 + arena[6815843])
+    var sum1543: Float = (sum1542 + arena[6815844])
+    var sum1544: Float = (sum1543 + arena[6815845])
+    var sum1545: Float = (sum1544 + arena[6815846])
+    var sum1546: Float = (sum1545 + arena[6815847])
+    var sum_x1533: Float = (sum1546 + tail1537)
+    grads[(9744 +% c1532)] = sum_x1533
   }
   // s2_bn1_bias_grad = batchnorm_grad_bias(s2_bn1_grad)
-  for c1540 in 0..<32 {
-    var acc1542 = Vector()
-    var tail1543: Float = Float(0)
-    for n1544 in 0..<64 {
-      for v1545 in 0..<32 {
-        acc1542 = (acc1542 + loadVector(arena, (7864480 +% ((((n1544 *% 32) +% c1540) *% 256) +% (v1545 *% 8)))))
+  for c1547 in 0..<32 {
+    var acc1549 = Vector()
+    var tail1550: Float = Float(0)
+    for n1551 in 0..<64 {
+      for v1552 in 0..<32 {
+        acc1549 = (acc1549 + loadVector(arena, (7864480 +% ((((n1551 *% 32) +% c1547) *% 256) +% (v1552 *% 8)))))
       }
     }
-    storeVector(arena, 6815840, acc1542)
-    var sum1546: Float = (arena[6815840] + arena[6815841])
-    var sum1547: Float = (sum1546 + arena[6815842])
-    var sum1548: Float = (sum1547 + arena[6815843])
-    var sum1549: Float = (sum1548 + arena[6815844])
-    var sum1550: Float = (sum1549 + arena[6815845])
-    var sum1551: Float = (sum1550 + arena[6815846])
-    var sum1552: Float = (sum1551 + arena[6815847])
-    var sum1541: Float = (sum1552 + tail1543)
-    grads[(9776 +% c1540)] = sum1541
+    storeVector(arena, 6815840, acc1549)
+    var sum1553: Float = (arena[6815840] + arena[6815841])
+    var sum1554: Float = (sum1553 + arena[6815842])
+    var sum1555: Float = (sum1554 + arena[6815843])
+    var sum1556: Float = (sum1555 + arena[6815844])
+    var sum1557: Float = (sum1556 + arena[6815845])
+    var sum1558: Float = (sum1557 + arena[6815846])
+    var sum1559: Float = (sum1558 + arena[6815847])
+    var sum1548: Float = (sum1559 + tail1550)
+    grads[(9776 +% c1547)] = sum1548
   }
   // s2_conv1_grad = batchnorm_grad_input(s2_bn1_grad, s2_conv1, s2_bn1.mean, s2_bn1.var, s2_bn1.weight, s2_bn1_bias_grad, s2_bn1_weight_grad)
-  for c1553 in 0..<32 {
-    var invstd1556: Float = (Float(1) / sqrtf((arena[(7340160 +% c1553)] + Float(bitPattern: 0x3727c5ac))))
-    var sum1554: Float = grads[(9776 +% c1553)]
-    var sum_x1555: Float = grads[(9744 +% c1553)]
-    var scale1557: Float = (params[(9744 +% c1553)] * invstd1556)
-    var mean_dy1558: Float = (sum1554 / Float(16384))
-    var mean_dy_x1559: Float = (sum_x1555 / Float(16384))
-    for n1560 in 0..<64 {
-      for i1561 in 0..<256 {
-        arena[(6815840 +% ((((n1560 *% 32) +% c1553) *% 256) +% i1561))] = (scale1557 * ((arena[(7864480 +% ((((n1560 *% 32) +% c1553) *% 256) +% i1561))] - mean_dy1558) - (((arena[(6291552 +% ((((n1560 *% 32) +% c1553) *% 256) +% i1561))] - arena[(7340128 +% c1553)]) * invstd1556) * mean_dy_x1559)))
+  for c1560 in 0..<32 {
+    var invstd1563: Float = (Float(1) / sqrtf((arena[(7340160 +% c1560)] + Float(bitPattern: 0x3727c5ac))))
+    var sum1561: Float = grads[(9776 +% c1560)]
+    var sum_x1562: Float = grads[(9744 +% c1560)]
+    var scale1564: Float = (params[(9744 +% c1560)] * invstd1563)
+    var mean_dy1565: Float = (sum1561 / Float(16384))
+    var mean_dy_x1566: Float = (sum_x1562 / Float(16384))
+    for n1567 in 0..<64 {
+      for i1568 in 0..<256 {
+        arena[(6815840 +% ((((n1567 *% 32) +% c1560) *% 256) +% i1568))] = (scale1564 * ((arena[(7864480 +% ((((n1567 *% 32) +% c1560) *% 256) +% i1568))] - mean_dy1565) - (((arena[(6291552 +% ((((n1567 *% 32) +% c1560) *% 256) +% i1568))] - arena[(7340128 +% c1560)]) * invstd1563) * mean_dy_x1566)))
       }
     }
   }
   // s2_conv1_weight_grad = conv2d_grad_weight(s2_conv1_grad, x1)
-  for i1562 in 0..<576 {
-    storeVector(arena, ((i1562 *% 8) +% 8063392), Vector(repeating: Float(0)))
+  for i1569 in 0..<576 {
+    storeVector(arena, ((i1569 *% 8) +% 8063392), Vector(repeating: Float(0)))
   }
-  for g1563 in 0..<4 {
-    for j1564 in 0..<16 {
-      for c1565 in 0..<16 {
-        for ky1566 in 0..<3 {
-          for oy1567 in 0..<16 {
-            if (-1 < (((oy1567 *% 2) +% ky1566) +% -1) && (((oy1567 *% 2) +% ky1566) +% -1) < 32) {
-              for ox1568 in 0..<15 {
-                arena[(((7340192 +% ((((c1565 *% 3) +% ky1566) *% 3) *% 4112)) +% (j1564 *% 256)) +% ((oy1567 *% 16) +% (ox1568 +% 1)))] = arena[((((5242944 +% (((g1563 *% 16) +% j1564) *% 16384)) +% (c1565 *% 1024)) +% ((((oy1567 *% 2) +% ky1566) +% -1) *% 32)) +% (((ox1568 +% 1) *% 2) +% -1))]
-              }
-              for ox1569 in 0..<1 {
-                arena[(((7340192 +% ((((c1565 *% 3) +% ky1566) *% 3) *% 4112)) +% (j1564 *% 256)) +% ((oy1567 *% 16) +% ox1569))] = Float(0)
-              }
-            }
-            if (((oy1567 *% 2) +% ky1566) +% -1) < 0 {
-              for ox1570 in 0..<16 {
-                arena[(((7340192 +% ((((c1565 *% 3) +% ky1566) *% 3) *% 4112)) +% (j1564 *% 256)) +% ((oy1567 *% 16) +% ox1570))] = Float(0)
-              }
-            }
-            if 31 < (((oy1567 *% 2) +% ky1566) +% -1) {
-              for ox1570 in 0..<16 {
-                arena[(((7340192 +% ((((c1565 *% 3) +% ky1566) *% 3) *% 4112)) +% (j1564 *% 256)) +% ((oy1567 *% 16) +% ox1570))] = Float(0)
-              }
-            }
-          }
-          for oy1571 in 0..<16 {
-            if (-1 < (((oy1571 *% 2) +% ky1566) +% -1) && (((oy1571 *% 2) +% ky1566) +% -1) < 32) {
-              for ox1572 in 0..<16 {
-                arena[(((7340192 +% (((((c1565 *% 3) +% ky1566) *% 3) +% 1) *% 4112)) +% (j1564 *% 256)) +% ((oy1571 *% 16) +% ox1572))] = arena[((((5242944 +% (((g1563 *% 16) +% j1564) *% 16384)) +% (c1565 *% 1024)) +% ((((oy1571 *% 2) +% ky1566) +% -1) *% 32)) +% (ox1572 *% 2))]
-              }
-            }
-            if (((oy1571 *% 2) +% ky1566) +% -1) < 0 {
-              for ox1573 in 0..<16 {
-                arena[(((7340192 +% (((((c1565 *% 3) +% ky1566) *% 3) +% 1) *% 4112)) +% (j1564 *% 256)) +% ((oy1571 *% 16) +% ox1573))] = Float(0)
-              }
-            }
-            if 31 < (((oy1571 *% 2) +% ky1566) +% -1) {
-              for ox1573 in 0..<16 {
-                arena[(((7340192 +% (((((c1565 *% 3) +% ky1566) *% 3) +% 1) *% 4112)) +% (j1564 *% 256)) +% ((oy1571 *% 16) +% ox1573))] = Float(0)
-              }
-            }
-          }
+  for g1570 in 0..<4 {
+    for j1571 in 0..<16 {
+      for c1572 in 0..<16 {
+        for ky1573 in 0..<3 {
           for oy1574 in 0..<16 {
-            if (-1 < (((oy1574 *% 2) +% ky1566) +% -1) && (((oy1574 *% 2) +% ky1566) +% -1) < 32) {
-              for ox1575 in 0..<16 {
-                arena[(((7340192 +% (((((c1565 *% 3) +% ky1566) *% 3) +% 2) *% 4112)) +% (j1564 *% 256)) +% ((oy1574 *% 16) +% ox1575))] = arena[((((5242944 +% (((g1563 *% 16) +% j1564) *% 16384)) +% (c1565 *% 1024)) +% ((((oy1574 *% 2) +% ky1566) +% -1) *% 32)) +% ((ox1575 *% 2) +% 1))]
+            if (-1 < (((oy1574 *% 2) +% ky1573) +% -1) && (((oy1574 *% 2) +% ky1573) +% -1) < 32) {
+              for ox1575 in 0..<15 {
+                arena[(((7340192 +% ((((c1572 *% 3) +% ky1573) *% 3) *% 4112)) +% (j1571 *% 256)) +% ((oy1574 *% 16) +% (ox1575 +% 1)))] = arena[((((5242944 +% (((g1570 *% 16) +% j1571) *% 16384)) +% (c1572 *% 1024)) +% ((((oy1574 *% 2) +% ky1573) +% -1) *% 32)) +% (((ox1575 +% 1) *% 2) +% -1))]
+              }
+              for ox1576 in 0..<1 {
+                arena[(((7340192 +% ((((c1572 *% 3) +% ky1573) *% 3) *% 4112)) +% (j1571 *% 256)) +% ((oy1574 *% 16) +% ox1576))] = Float(0)
               }
             }
-            if (((oy1574 *% 2) +% ky1566) +% -1) < 0 {
-              for ox1576 in 0..<16 {
-                arena[(((7340192 +% (((((c1565 *% 3) +% ky1566) *% 3) +% 2) *% 4112)) +% (j1564 *% 256)) +% ((oy1574 *% 16) +% ox1576))] = Float(0)
+            if (((oy1574 *% 2) +% ky1573) +% -1) < 0 {
+              for ox1577 in 0..<16 {
+                arena[(((7340192 +% ((((c1572 *% 3) +% ky1573) *% 3) *% 4112)) +% (j1571 *% 256)) +% ((oy1574 *% 16) +% ox1577))] = Float(0)
               }
             }
-            if 31 < (((oy1574 *% 2) +% ky1566) +% -1) {
-              for ox1576 in 0..<16 {
-                arena[(((7340192 +% (((((c1565 *% 3) +% ky1566) *% 3) +% 2) *% 4112)) +% (j1564 *% 256)) +% ((oy1574 *% 16) +% ox1576))] = Float(0)
+            if 31 < (((oy1574 *% 2) +% ky1573) +% -1) {
+              for ox1577 in 0..<16 {
+                arena[(((7340192 +% ((((c1572 *% 3) +% ky1573) *% 3) *% 4112)) +% (j1571 *% 256)) +% ((oy1574 *% 16) +% ox1577))] = Float(0)
+              }
+            }
+          }
+          for oy1578 in 0..<16 {
+            if (-1 < (((oy1578 *% 2) +% ky1573) +% -1) && (((oy1578 *% 2) +% ky1573) +% -1) < 32) {
+              for ox1579 in 0..<16 {
+                arena[(((7340192 +% (((((c1572 *% 3) +% ky1573) *% 3) +% 1) *% 4112)) +% (j1571 *% 256)) +% ((oy1578 *% 16) +% ox1579))] = arena[((((5242944 +% (((g1570 *% 16) +% j1571) *% 16384)) +% (c1572 *% 1024)) +% ((((oy1578 *% 2) +% ky1573) +% -1) *% 32)) +% (ox1579 *% 2))]
+              }
+            }
+            if (((oy1578 *% 2) +% ky1573) +% -1) < 0 {
+              for ox1580 in 0..<16 {
+                arena[(((7340192 +% (((((c1572 *% 3) +% ky1573) *% 3) +% 1) *% 4112)) +% (j1571 *% 256)) +% ((oy1578 *% 16) +% ox1580))] = Float(0)
+              }
+            }
+            if 31 < (((oy1578 *% 2) +% ky1573) +% -1) {
+              for ox1580 in 0..<16 {
+                arena[(((7340192 +% (((((c1572 *% 3) +% ky1573) *% 3) +% 1) *% 4112)) +% (j1571 *% 256)) +% ((oy1578 *% 16) +% ox1580))] = Float(0)
+              }
+            }
+          }
+          for oy1581 in 0..<16 {
+            if (-1 < (((oy1581 *% 2) +% ky1573) +% -1) && (((oy1581 *% 2) +% ky1573) +% -1) < 32) {
+              for ox1582 in 0..<16 {
+                arena[(((7340192 +% (((((c1572 *% 3) +% ky1573) *% 3) +% 2) *% 4112)) +% (j1571 *% 256)) +% ((oy1581 *% 16) +% ox1582))] = arena[((((5242944 +% (((g1570 *% 16) +% j1571) *% 16384)) +% (c1572 *% 1024)) +% ((((oy1581 *% 2) +% ky1573) +% -1) *% 32)) +% ((ox1582 *% 2) +% 1))]
+              }
+            }
+            if (((oy1581 *% 2) +% ky1573) +% -1) < 0 {
+              for ox1583 in 0..<16 {
+                arena[(((7340192 +% (((((c1572 *% 3) +% ky1573) *% 3) +% 2) *% 4112)) +% (j1571 *% 256)) +% ((oy1581 *% 16) +% ox1583))] = Float(0)
+              }
+            }
+            if 31 < (((oy1581 *% 2) +% ky1573) +% -1) {
+              for ox1583 in 0..<16 {
+                arena[(((7340192 +% (((((c1572 *% 3) +% ky1573) *% 3) +% 2) *% 4112)) +% (j1571 *% 256)) +% ((oy1581 *% 16) +% ox1583))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j1577 in 0..<16 {
-      for i1578 in 0..<256 {
-        for f1579 in 0..<32 {
-          arena[((7932320 +% (((j1577 *% 256) +% i1578) *% 32)) +% f1579)] = arena[(((6815840 +% (((g1563 *% 16) +% j1577) *% 8192)) +% (f1579 *% 256)) +% i1578)]
+    for j1584 in 0..<16 {
+      for i1585 in 0..<256 {
+        for f1586 in 0..<32 {
+          arena[((7932320 +% (((j1584 *% 256) +% i1585) *% 32)) +% f1586)] = arena[(((6815840 +% (((g1570 *% 16) +% j1584) *% 8192)) +% (f1586 *% 256)) +% i1585)]
         }
       }
     }
-    do {  // gemm1585
-      for kp1580 in 0..<2 {
-        for nb1581 in 0..<2 {
-          for mb1582 in 0..<24 {
-            var t1583_c0_0 = loadVector(arena, ((8063392 +% ((mb1582 *% 6) *% 32)) +% (nb1581 *% 16)))
-            var t1583_c0_1 = loadVector(arena, (((8063392 +% ((mb1582 *% 6) *% 32)) +% (nb1581 *% 16)) +% 8))
-            var t1583_c1_0 = loadVector(arena, ((8063392 +% (((mb1582 *% 6) +% 1) *% 32)) +% (nb1581 *% 16)))
-            var t1583_c1_1 = loadVector(arena, (((8063392 +% (((mb1582 *% 6) +% 1) *% 32)) +% (nb1581 *% 16)) +% 8))
-            var t1583_c2_0 = loadVector(arena, ((8063392 +% (((mb1582 *% 6) +% 2) *% 32)) +% (nb1581 *% 16)))
-            var t1583_c2_1 = loadVector(arena, (((8063392 +% (((mb1582 *% 6) +% 2) *% 32)) +% (nb1581 *% 16)) +% 8))
-            var t1583_c3_0 = loadVector(arena, ((8063392 +% (((mb1582 *% 6) +% 3) *% 32)) +% (nb1581 *% 16)))
-            var t1583_c3_1 = loadVector(arena, (((8063392 +% (((mb1582 *% 6) +% 3) *% 32)) +% (nb1581 *% 16)) +% 8))
-            var t1583_c4_0 = loadVector(arena, ((8063392 +% (((mb1582 *% 6) +% 4) *% 32)) +% (nb1581 *% 16)))
-            var t1583_c4_1 = loadVector(arena, (((8063392 +% (((mb1582 *% 6) +% 4) *% 32)) +% (nb1581 *% 16)) +% 8))
-            var t1583_c5_0 = loadVector(arena, ((8063392 +% (((mb1582 *% 6) +% 5) *% 32)) +% (nb1581 *% 16)))
-            var t1583_c5_1 = loadVector(arena, (((8063392 +% (((mb1582 *% 6) +% 5) *% 32)) +% (nb1581 *% 16)) +% 8))
-            for k1584 in 0..<2048 {
-              let t1583_b0 = loadVector(arena, ((7932320 +% ((k1584 +% (kp1580 *% 2048)) *% 32)) +% (nb1581 *% 16)))
-              let t1583_b1 = loadVector(arena, (((7932320 +% ((k1584 +% (kp1580 *% 2048)) *% 32)) +% (nb1581 *% 16)) +% 8))
-              let t1583_a0 = Vector(repeating: arena[((7340192 +% ((mb1582 *% 6) *% 4112)) +% (k1584 +% (kp1580 *% 2048)))])
-              t1583_c0_0 = t1583_c0_0.addingProduct(t1583_a0, t1583_b0)
-              t1583_c0_1 = t1583_c0_1.addingProduct(t1583_a0, t1583_b1)
-              let t1583_a1 = Vector(repeating: arena[((7340192 +% (((mb1582 *% 6) +% 1) *% 4112)) +% (k1584 +% (kp1580 *% 2048)))])
-              t1583_c1_0 = t1583_c1_0.addingProduct(t1583_a1, t1583_b0)
-              t1583_c1_1 = t1583_c1_1.addingProduct(t1583_a1, t1583_b1)
-              let t1583_a2 = Vector(repeating: arena[((7340192 +% (((mb1582 *% 6) +% 2) *% 4112)) +% (k1584 +% (kp1580 *% 2048)))])
-              t1583_c2_0 = t1583_c2_0.addingProduct(t1583_a2, t1583_b0)
-              t1583_c2_1 = t1583_c2_1.addingProduct(t1583_a2, t1583_b1)
-              let t1583_a3 = Vector(repeating: arena[((7340192 +% (((mb1582 *% 6) +% 3) *% 4112)) +% (k1584 +% (kp1580 *% 2048)))])
-              t1583_c3_0 = t1583_c3_0.addingProduct(t1583_a3, t1583_b0)
-              t1583_c3_1 = t1583_c3_1.addingProduct(t1583_a3, t1583_b1)
-              let t1583_a4 = Vector(repeating: arena[((7340192 +% (((mb1582 *% 6) +% 4) *% 4112)) +% (k1584 +% (kp1580 *% 2048)))])
-              t1583_c4_0 = t1583_c4_0.addingProduct(t1583_a4, t1583_b0)
-              t1583_c4_1 = t1583_c4_1.addingProduct(t1583_a4, t1583_b1)
-              let t1583_a5 = Vector(repeating: arena[((7340192 +% (((mb1582 *% 6) +% 5) *% 4112)) +% (k1584 +% (kp1580 *% 2048)))])
-              t1583_c5_0 = t1583_c5_0.addingProduct(t1583_a5, t1583_b0)
-              t1583_c5_1 = t1583_c5_1.addingProduct(t1583_a5, t1583_b1)
+    do {  // gemm1592
+      for kp1587 in 0..<2 {
+        for nb1588 in 0..<2 {
+          for mb1589 in 0..<24 {
+            var t1590_c0_0 = loadVector(arena, ((8063392 +% ((mb1589 *% 6) *% 32)) +% (nb1588 *% 16)))
+            var t1590_c0_1 = loadVector(arena, (((8063392 +% ((mb1589 *% 6) *% 32)) +% (nb1588 *% 16)) +% 8))
+            var t1590_c1_0 = loadVector(arena, ((8063392 +% (((mb1589 *% 6) +% 1) *% 32)) +% (nb1588 *% 16)))
+            var t1590_c1_1 = loadVector(arena, (((8063392 +% (((mb1589 *% 6) +% 1) *% 32)) +% (nb1588 *% 16)) +% 8))
+            var t1590_c2_0 = loadVector(arena, ((8063392 +% (((mb1589 *% 6) +% 2) *% 32)) +% (nb1588 *% 16)))
+            var t1590_c2_1 = loadVector(arena, (((8063392 +% (((mb1589 *% 6) +% 2) *% 32)) +% (nb1588 *% 16)) +% 8))
+            var t1590_c3_0 = loadVector(arena, ((8063392 +% (((mb1589 *% 6) +% 3) *% 32)) +% (nb1588 *% 16)))
+            var t1590_c3_1 = loadVector(arena, (((8063392 +% (((mb1589 *% 6) +% 3) *% 32)) +% (nb1588 *% 16)) +% 8))
+            var t1590_c4_0 = loadVector(arena, ((8063392 +% (((mb1589 *% 6) +% 4) *% 32)) +% (nb1588 *% 16)))
+            var t1590_c4_1 = loadVector(arena, (((8063392 +% (((mb1589 *% 6) +% 4) *% 32)) +% (nb1588 *% 16)) +% 8))
+            var t1590_c5_0 = loadVector(arena, ((8063392 +% (((mb1589 *% 6) +% 5) *% 32)) +% (nb1588 *% 16)))
+            var t1590_c5_1 = loadVector(arena, (((8063392 +% (((mb1589 *% 6) +% 5) *% 32)) +% (nb1588 *% 16)) +% 8))
+            for k1591 in 0..<2048 {
+              let t1590_b0 = loadVector(arena, ((7932320 +% ((k1591 +% (kp1587 *% 2048)) *% 32)) +% (nb1588 *% 16)))
+              let t1590_b1 = loadVector(arena, (((7932320 +% ((k1591 +% (kp1587 *% 2048)) *% 32)) +% (nb1588 *% 16)) +% 8))
+              let t1590_a0 = Vector(repeating: arena[((7340192 +% ((mb1589 *% 6) *% 4112)) +% (k1591 +% (kp1587 *% 2048)))])
+              t1590_c0_0 = t1590_c0_0.addingProduct(t1590_a0, t1590_b0)
+              t1590_c0_1 = t1590_c0_1.addingProduct(t1590_a0, t1590_b1)
+              let t1590_a1 = Vector(repeating: arena[((7340192 +% (((mb1589 *% 6) +% 1) *% 4112)) +% (k1591 +% (kp1587 *% 2048)))])
+              t1590_c1_0 = t1590_c1_0.addingProduct(t1590_a1, t1590_b0)
+              t1590_c1_1 = t1590_c1_1.addingProduct(t1590_a1, t1590_b1)
+              let t1590_a2 = Vector(repeating: arena[((7340192 +% (((mb1589 *% 6) +% 2) *% 4112)) +% (k1591 +% (kp1587 *% 2048)))])
+              t1590_c2_0 = t1590_c2_0.addingProduct(t1590_a2, t1590_b0)
+              t1590_c2_1 = t1590_c2_1.addingProduct(t1590_a2, t1590_b1)
+              let t1590_a3 = Vector(repeating: arena[((7340192 +% (((mb1589 *% 6) +% 3) *% 4112)) +% (k1591 +% (kp1587 *% 2048)))])
+              t1590_c3_0 = t1590_c3_0.addingProduct(t1590_a3, t1590_b0)
+              t1590_c3_1 = t1590_c3_1.addingProduct(t1590_a3, t1590_b1)
+              let t1590_a4 = Vector(repeating: arena[((7340192 +% (((mb1589 *% 6) +% 4) *% 4112)) +% (k1591 +% (kp1587 *% 2048)))])
+              t1590_c4_0 = t1590_c4_0.addingProduct(t1590_a4, t1590_b0)
+              t1590_c4_1 = t1590_c4_1.addingProduct(t1590_a4, t1590_b1)
+              let t1590_a5 = Vector(repeating: arena[((7340192 +% (((mb1589 *% 6) +% 5) *% 4112)) +% (k1591 +% (kp1587 *% 2048)))])
+              t1590_c5_0 = t1590_c5_0.addingProduct(t1590_a5, t1590_b0)
+              t1590_c5_1 = t1590_c5_1.addingProduct(t1590_a5, t1590_b1)
             }
-            storeVector(arena, ((8063392 +% ((mb1582 *% 6) *% 32)) +% (nb1581 *% 16)), t1583_c0_0)
-            storeVector(arena, (((8063392 +% ((mb1582 *% 6) *% 32)) +% (nb1581 *% 16)) +% 8), t1583_c0_1)
-            storeVector(arena, ((8063392 +% (((mb1582 *% 6) +% 1) *% 32)) +% (nb1581 *% 16)), t1583_c1_0)
-            storeVector(arena, (((8063392 +% (((mb1582 *% 6) +% 1) *% 32)) +% (nb1581 *% 16)) +% 8), t1583_c1_1)
-            storeVector(arena, ((8063392 +% (((mb1582 *% 6) +% 2) *% 32)) +% (nb1581 *% 16)), t1583_c2_0)
-            storeVector(arena, (((8063392 +% (((mb1582 *% 6) +% 2) *% 32)) +% (nb1581 *% 16)) +% 8), t1583_c2_1)
-            storeVector(arena, ((8063392 +% (((mb1582 *% 6) +% 3) *% 32)) +% (nb1581 *% 16)), t1583_c3_0)
-            storeVector(arena, (((8063392 +% (((mb1582 *% 6) +% 3) *% 32)) +% (nb1581 *% 16)) +% 8), t1583_c3_1)
-            storeVector(arena, ((8063392 +% (((mb1582 *% 6) +% 4) *% 32)) +% (nb1581 *% 16)), t1583_c4_0)
-            storeVector(arena, (((8063392 +% (((mb1582 *% 6) +% 4) *% 32)) +% (nb1581 *% 16)) +% 8), t1583_c4_1)
-            storeVector(arena, ((8063392 +% (((mb1582 *% 6) +% 5) *% 32)) +% (nb1581 *% 16)), t1583_c5_0)
-            storeVector(arena, (((8063392 +% (((mb1582 *% 6) +% 5) *% 32)) +% (nb1581 *% 16)) +% 8), t1583_c5_1)
+            storeVector(arena, ((8063392 +% ((mb1589 *% 6) *% 32)) +% (nb1588 *% 16)), t1590_c0_0)
+            storeVector(arena, (((8063392 +% ((mb1589 *% 6) *% 32)) +% (nb1588 *% 16)) +% 8), t1590_c0_1)
+            storeVector(arena, ((8063392 +% (((mb1589 *% 6) +% 1) *% 32)) +% (nb1588 *% 16)), t1590_c1_0)
+            storeVector(arena, (((8063392 +% (((mb1589 *% 6) +% 1) *% 32)) +% (nb1588 *% 16)) +% 8), t1590_c1_1)
+            storeVector(arena, ((8063392 +% (((mb1589 *% 6) +% 2) *% 32)) +% (nb1588 *% 16)), t1590_c2_0)
+            storeVector(arena, (((8063392 +% (((mb1589 *% 6) +% 2) *% 32)) +% (nb1588 *% 16)) +% 8), t1590_c2_1)
+            storeVector(arena, ((8063392 +% (((mb1589 *% 6) +% 3) *% 32)) +% (nb1588 *% 16)), t1590_c3_0)
+            storeVector(arena, (((8063392 +% (((mb1589 *% 6) +% 3) *% 32)) +% (nb1588 *% 16)) +% 8), t1590_c3_1)
+            storeVector(arena, ((8063392 +% (((mb1589 *% 6) +% 4) *% 32)) +% (nb1588 *% 16)), t1590_c4_0)
+            storeVector(arena, (((8063392 +% (((mb1589 *% 6) +% 4) *% 32)) +% (nb1588 *% 16)) +% 8), t1590_c4_1)
+            storeVector(arena, ((8063392 +% (((mb1589 *% 6) +% 5) *% 32)) +% (nb1588 *% 16)), t1590_c5_0)
+            storeVector(arena, (((8063392 +% (((mb1589 *% 6) +% 5) *% 32)) +% (nb1588 *% 16)) +% 8), t1590_c5_1)
           }
         }
       }
     }
   }
-  for f1586 in 0..<32 {
-    for r1587 in 0..<144 {
-      grads[((5136 +% (f1586 *% 144)) +% r1587)] = arena[((8063392 +% (r1587 *% 32)) +% f1586)]
+  for f1593 in 0..<32 {
+    for r1594 in 0..<144 {
+      grads[((5136 +% (f1593 *% 144)) +% r1594)] = arena[((8063392 +% (r1594 *% 32)) +% f1593)]
     }
   }
   // x1_grad2 = conv2d_grad_input(s2_conv1_grad, s2_conv1.weight, x1)
-  for i1588 in 0..<131072 {
-    storeVector(arena, ((i1588 *% 8) +% 7340192), Vector(repeating: Float(0)))
+  for i1595 in 0..<131072 {
+    storeVector(arena, ((i1595 *% 8) +% 7340192), Vector(repeating: Float(0)))
   }
-  for g1589 in 0..<4 {
-    for j1590 in 0..<16 {
-      for f1591 in 0..<32 {
-        for i1592 in 0..<32 {
-          storeVector(arena, ((i1592 *% 8) +% ((11078560 +% (f1591 *% 4112)) +% (j1590 *% 256))), loadVector(arena, ((i1592 *% 8) +% ((6815840 +% (((g1589 *% 16) +% j1590) *% 8192)) +% (f1591 *% 256)))))
+  for g1596 in 0..<4 {
+    for j1597 in 0..<16 {
+      for f1598 in 0..<32 {
+        for i1599 in 0..<32 {
+          storeVector(arena, ((i1599 *% 8) +% ((11078560 +% (f1598 *% 4112)) +% (j1597 *% 256))), loadVector(arena, ((i1599 *% 8) +% ((6815840 +% (((g1596 *% 16) +% j1597) *% 8192)) +% (f1598 *% 256)))))
         }
       }
     }
-    do {  // gemm1600
-      for nb1593 in 0..<170 {
-        for mb1594 in 0..<36 {
-          var t1595_c0_0 = Vector()
-          var t1595_c0_1 = Vector()
-          var t1595_c0_2 = Vector()
-          var t1595_c1_0 = Vector()
-          var t1595_c1_1 = Vector()
-          var t1595_c1_2 = Vector()
-          var t1595_c2_0 = Vector()
-          var t1595_c2_1 = Vector()
-          var t1595_c2_2 = Vector()
-          var t1595_c3_0 = Vector()
-          var t1595_c3_1 = Vector()
-          var t1595_c3_2 = Vector()
-          for k1596 in 0..<32 {
-            let t1595_b0 = loadVector(arena, ((11078560 +% (k1596 *% 4112)) +% (nb1593 *% 24)))
-            let t1595_b1 = loadVector(arena, (((11078560 +% (k1596 *% 4112)) +% (nb1593 *% 24)) +% 8))
-            let t1595_b2 = loadVector(arena, (((11078560 +% (k1596 *% 4112)) +% (nb1593 *% 24)) +% 16))
-            let t1595_a0 = Vector(repeating: params[((5136 +% (mb1594 *% 4)) +% (k1596 *% 144))])
-            t1595_c0_0 = t1595_c0_0.addingProduct(t1595_a0, t1595_b0)
-            t1595_c0_1 = t1595_c0_1.addingProduct(t1595_a0, t1595_b1)
-            t1595_c0_2 = t1595_c0_2.addingProduct(t1595_a0, t1595_b2)
-            let t1595_a1 = Vector(repeating: params[((5136 +% ((mb1594 *% 4) +% 1)) +% (k1596 *% 144))])
-            t1595_c1_0 = t1595_c1_0.addingProduct(t1595_a1, t1595_b0)
-            t1595_c1_1 = t1595_c1_1.addingProduct(t1595_a1, t1595_b1)
-            t1595_c1_2 = t1595_c1_2.addingProduct(t1595_a1, t1595_b2)
-            let t1595_a2 = Vector(repeating: params[((5136 +% ((mb1594 *% 4) +% 2)) +% (k1596 *% 144))])
-            t1595_c2_0 = t1595_c2_0.addingProduct(t1595_a2, t1595_b0)
-            t1595_c2_1 = t1595_c2_1.addingProduct(t1595_a2, t1595_b1)
-            t1595_c2_2 = t1595_c2_2.addingProduct(t1595_a2, t1595_b2)
-            let t1595_a3 = Vector(repeating: params[((5136 +% ((mb1594 *% 4) +% 3)) +% (k1596 *% 144))])
-            t1595_c3_0 = t1595_c3_0.addingProduct(t1595_a3, t1595_b0)
-            t1595_c3_1 = t1595_c3_1.addingProduct(t1595_a3, t1595_b1)
-            t1595_c3_2 = t1595_c3_2.addingProduct(t1595_a3, t1595_b2)
+    do {  // gemm1607
+      for nb1600 in 0..<170 {
+        for mb1601 in 0..<36 {
+          var t1602_c0_0 = Vector()
+          var t1602_c0_1 = Vector()
+          var t1602_c0_2 = Vector()
+          var t1602_c1_0 = Vector()
+          var t1602_c1_1 = Vector()
+          var t1602_c1_2 = Vector()
+          var t1602_c2_0 = Vector()
+          var t1602_c2_1 = Vector()
+          var t1602_c2_2 = Vector()
+          var t1602_c3_0 = Vector()
+          var t1602_c3_1 = Vector()
+          var t1602_c3_2 = Vector()
+          for k1603 in 0..<32 {
+            let t1602_b0 = loadVector(arena, ((11078560 +% (k1603 *% 4112)) +% (nb1600 *% 24)))
+            let t1602_b1 = loadVector(arena, (((11078560 +% (k1603 *% 4112)) +% (nb1600 *% 24)) +% 8))
+            let t1602_b2 = loadVector(arena, (((11078560 +% (k1603 *% 4112)) +% (nb1600 *% 24)) +% 16))
+            let t1602_a0 = Vector(repeating: params[((5136 +% (mb1601 *% 4)) +% (k1603 *% 144))])
+            t1602_c0_0 = t1602_c0_0.addingProduct(t1602_a0, t1602_b0)
+            t1602_c0_1 = t1602_c0_1.addingProduct(t1602_a0, t1602_b1)
+            t1602_c0_2 = t1602_c0_2.addingProduct(t1602_a0, t1602_b2)
+            let t1602_a1 = Vector(repeating: params[((5136 +% ((mb1601 *% 4) +% 1)) +% (k1603 *% 144))])
+            t1602_c1_0 = t1602_c1_0.addingProduct(t1602_a1, t1602_b0)
+            t1602_c1_1 = t1602_c1_1.addingProduct(t1602_a1, t1602_b1)
+            t1602_c1_2 = t1602_c1_2.addingProduct(t1602_a1, t1602_b2)
+            let t1602_a2 = Vector(repeating: params[((5136 +% ((mb1601 *% 4) +% 2)) +% (k1603 *% 144))])
+            t1602_c2_0 = t1602_c2_0.addingProduct(t1602_a2, t1602_b0)
+            t1602_c2_1 = t1602_c2_1.addingProduct(t1602_a2, t1602_b1)
+            t1602_c2_2 = t1602_c2_2.addingProduct(t1602_a2, t1602_b2)
+            let t1602_a3 = Vector(repeating: params[((5136 +% ((mb1601 *% 4) +% 3)) +% (k1603 *% 144))])
+            t1602_c3_0 = t1602_c3_0.addingProduct(t1602_a3, t1602_b0)
+            t1602_c3_1 = t1602_c3_1.addingProduct(t1602_a3, t1602_b1)
+            t1602_c3_2 = t1602_c3_2.addingProduct(t1602_a3, t1602_b2)
           }
-          storeVector(arena, ((10486432 +% ((mb1594 *% 4) *% 4112)) +% (nb1593 *% 24)), t1595_c0_0)
-          storeVector(arena, (((10486432 +% ((mb1594 *% 4) *% 4112)) +% (nb1593 *% 24)) +% 8), t1595_c0_1)
-          storeVector(arena, (((10486432 +% ((mb1594 *% 4) *% 4112)) +% (nb1593 *% 24)) +% 16), t1595_c0_2)
-          storeVector(arena, ((10486432 +% (((mb1594 *% 4) +% 1) *% 4112)) +% (nb1593 *% 24)), t1595_c1_0)
-          storeVector(arena, (((10486432 +% (((mb1594 *% 4) +% 1) *% 4112)) +% (nb1593 *% 24)) +% 8), t1595_c1_1)
-          storeVector(arena, (((10486432 +% (((mb1594 *% 4) +% 1) *% 4112)) +% (nb1593 *% 24)) +% 16), t1595_c1_2)
-          storeVector(arena, ((10486432 +% (((mb1594 *% 4) +% 2) *% 4112)) +% (nb1593 *% 24)), t1595_c2_0)
-          storeVector(arena, (((10486432 +% (((mb1594 *% 4) +% 2) *% 4112)) +% (nb1593 *% 24)) +% 8), t1595_c2_1)
-          storeVector(arena, (((10486432 +% (((mb1594 *% 4) +% 2) *% 4112)) +% (nb1593 *% 24)) +% 16), t1595_c2_2)
-          storeVector(arena, ((10486432 +% (((mb1594 *% 4) +% 3) *% 4112)) +% (nb1593 *% 24)), t1595_c3_0)
-          storeVector(arena, (((10486432 +% (((mb1594 *% 4) +% 3) *% 4112)) +% (nb1593 *% 24)) +% 8), t1595_c3_1)
-          storeVector(arena, (((10486432 +% (((mb1594 *% 4) +% 3) *% 4112)) +% (nb1593 *% 24)) +% 16), t1595_c3_2)
+          storeVector(arena, ((10486432 +% ((mb1601 *% 4) *% 4112)) +% (nb1600 *% 24)), t1602_c0_0)
+          storeVector(arena, (((10486432 +% ((mb1601 *% 4) *% 4112)) +% (nb1600 *% 24)) +% 8), t1602_c0_1)
+          storeVector(arena, (((10486432 +% ((mb1601 *% 4) *% 4112)) +% (nb1600 *% 24)) +% 16), t1602_c0_2)
+          storeVector(arena, ((10486432 +% (((mb1601 *% 4) +% 1) *% 4112)) +% (nb1600 *% 24)), t1602_c1_0)
+          storeVector(arena, (((10486432 +% (((mb1601 *% 4) +% 1) *% 4112)) +% (nb1600 *% 24)) +% 8), t1602_c1_1)
+          storeVector(arena, (((10486432 +% (((mb1601 *% 4) +% 1) *% 4112)) +% (nb1600 *% 24)) +% 16), t1602_c1_2)
+          storeVector(arena, ((10486432 +% (((mb1601 *% 4) +% 2) *% 4112)) +% (nb1600 *% 24)), t1602_c2_0)
+          storeVector(arena, (((10486432 +% (((mb1601 *% 4) +% 2) *% 4112)) +% (nb1600 *% 24)) +% 8), t1602_c2_1)
+          storeVector(arena, (((10486432 +% (((mb1601 *% 4) +% 2) *% 4112)) +% (nb1600 *% 24)) +% 16), t1602_c2_2)
+          storeVector(arena, ((10486432 +% (((mb1601 *% 4) +% 3) *% 4112)) +% (nb1600 *% 24)), t1602_c3_0)
+          storeVector(arena, (((10486432 +% (((mb1601 *% 4) +% 3) *% 4112)) +% (nb1600 *% 24)) +% 8), t1602_c3_1)
+          storeVector(arena, (((10486432 +% (((mb1601 *% 4) +% 3) *% 4112)) +% (nb1600 *% 24)) +% 16), t1602_c3_2)
         }
       }
-      for mb1597 in 0..<36 {
-        var t1598_c0_0 = Vector()
-        var t1598_c0_1 = Vector()
-        var t1598_c1_0 = Vector()
-        var t1598_c1_1 = Vector()
-        var t1598_c2_0 = Vector()
-        var t1598_c2_1 = Vector()
-        var t1598_c3_0 = Vector()
-        var t1598_c3_1 = Vector()
-        for k1599 in 0..<32 {
-          let t1598_b0 = loadVector(arena, ((11078560 +% (k1599 *% 4112)) +% 4080))
-          let t1598_b1 = loadVector(arena, (((11078560 +% (k1599 *% 4112)) +% 4080) +% 8))
-          let t1598_a0 = Vector(repeating: params[((5136 +% (mb1597 *% 4)) +% (k1599 *% 144))])
-          t1598_c0_0 = t1598_c0_0.addingProduct(t1598_a0, t1598_b0)
-          t1598_c0_1 = t1598_c0_1.addingProduct(t1598_a0, t1598_b1)
-          let t1598_a1 = Vector(repeating: params[((5136 +% ((mb1597 *% 4) +% 1)) +% (k1599 *% 144))])
-          t1598_c1_0 = t1598_c1_0.addingProduct(t1598_a1, t1598_b0)
-          t1598_c1_1 = t1598_c1_1.addingProduct(t1598_a1, t1598_b1)
-          let t1598_a2 = Vector(repeating: params[((5136 +% ((mb1597 *% 4) +% 2)) +% (k1599 *% 144))])
-          t1598_c2_0 = t1598_c2_0.addingProduct(t1598_a2, t1598_b0)
-          t1598_c2_1 = t1598_c2_1.addingProduct(t1598_a2, t1598_b1)
-          let t1598_a3 = Vector(repeating: params[((5136 +% ((mb1597 *% 4) +% 3)) +% (k1599 *% 144))])
-          t1598_c3_0 = t1598_c3_0.addingProduct(t1598_a3, t1598_b0)
-          t1598_c3_1 = t1598_c3_1.addingProduct(t1598_a3, t1598_b1)
+      for mb1604 in 0..<36 {
+        var t1605_c0_0 = Vector()
+        var t1605_c0_1 = Vector()
+        var t1605_c1_0 = Vector()
+        var t1605_c1_1 = Vector()
+        var t1605_c2_0 = Vector()
+        var t1605_c2_1 = Vector()
+        var t1605_c3_0 = Vector()
+        var t1605_c3_1 = Vector()
+        for k1606 in 0..<32 {
+          let t1605_b0 = loadVector(arena, ((11078560 +% (k1606 *% 4112)) +% 4080))
+          let t1605_b1 = loadVector(arena, (((11078560 +% (k1606 *% 4112)) +% 4080) +% 8))
+          let t1605_a0 = Vector(repeating: params[((5136 +% (mb1604 *% 4)) +% (k1606 *% 144))])
+          t1605_c0_0 = t1605_c0_0.addingProduct(t1605_a0, t1605_b0)
+          t1605_c0_1 = t1605_c0_1.addingProduct(t1605_a0, t1605_b1)
+          let t1605_a1 = Vector(repeating: params[((5136 +% ((mb1604 *% 4) +% 1)) +% (k1606 *% 144))])
+          t1605_c1_0 = t1605_c1_0.addingProduct(t1605_a1, t1605_b0)
+          t1605_c1_1 = t1605_c1_1.addingProduct(t1605_a1, t1605_b1)
+          let t1605_a2 = Vector(repeating: params[((5136 +% ((mb1604 *% 4) +% 2)) +% (k1606 *% 144))])
+          t1605_c2_0 = t1605_c2_0.addingProduct(t1605_a2, t1605_b0)
+          t1605_c2_1 = t1605_c2_1.addingProduct(t1605_a2, t1605_b1)
+          let t1605_a3 = Vector(repeating: params[((5136 +% ((mb1604 *% 4) +% 3)) +% (k1606 *% 144))])
+          t1605_c3_0 = t1605_c3_0.addingProduct(t1605_a3, t1605_b0)
+          t1605_c3_1 = t1605_c3_1.addingProduct(t1605_a3, t1605_b1)
         }
-        storeVector(arena, ((10486432 +% ((mb1597 *% 4) *% 4112)) +% 4080), t1598_c0_0)
-        storeVector(arena, (((10486432 +% ((mb1597 *% 4) *% 4112)) +% 4080) +% 8), t1598_c0_1)
-        storeVector(arena, ((10486432 +% (((mb1597 *% 4) +% 1) *% 4112)) +% 4080), t1598_c1_0)
-        storeVector(arena, (((10486432 +% (((mb1597 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t1598_c1_1)
-        storeVector(arena, ((10486432 +% (((mb1597 *% 4) +% 2) *% 4112)) +% 4080), t1598_c2_0)
-        storeVector(arena, (((10486432 +% (((mb1597 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t1598_c2_1)
-        storeVector(arena, ((10486432 +% (((mb1597 *% 4) +% 3) *% 4112)) +% 4080), t1598_c3_0)
-        storeVector(arena, (((10486432 +% (((mb1597 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t1598_c3_1)
+        storeVector(arena, ((10486432 +% ((mb1604 *% 4) *% 4112)) +% 4080), t1605_c0_0)
+        storeVector(arena, (((10486432 +% ((mb1604 *% 4) *% 4112)) +% 4080) +% 8), t1605_c0_1)
+        storeVector(arena, ((10486432 +% (((mb1604 *% 4) +% 1) *% 4112)) +% 4080), t1605_c1_0)
+        storeVector(arena, (((10486432 +% (((mb1604 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t1605_c1_1)
+        storeVector(arena, ((10486432 +% (((mb1604 *% 4) +% 2) *% 4112)) +% 4080), t1605_c2_0)
+        storeVector(arena, (((10486432 +% (((mb1604 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t1605_c2_1)
+        storeVector(arena, ((10486432 +% (((mb1604 *% 4) +% 3) *% 4112)) +% 4080), t1605_c3_0)
+        storeVector(arena, (((10486432 +% (((mb1604 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t1605_c3_1)
       }
     }
-    for j1601 in 0..<16 {
-      for c1602 in 0..<16 {
-        for ky1603 in 0..<3 {
-          for oy1604 in 0..<16 {
-            if (-1 < (((oy1604 *% 2) +% ky1603) +% -1) && (((oy1604 *% 2) +% ky1603) +% -1) < 32) {
-              for ox1605 in 0..<15 {
-                arena[((((7340192 +% (((g1589 *% 16) +% j1601) *% 16384)) +% (c1602 *% 1024)) +% ((((oy1604 *% 2) +% ky1603) +% -1) *% 32)) +% (((ox1605 +% 1) *% 2) +% -1))] += arena[(((10486432 +% ((((c1602 *% 3) +% ky1603) *% 3) *% 4112)) +% (j1601 *% 256)) +% ((oy1604 *% 16) +% (ox1605 +% 1)))]
+    for j1608 in 0..<16 {
+      for c1609 in 0..<16 {
+        for ky1610 in 0..<3 {
+          for oy1611 in 0..<16 {
+            if (-1 < (((oy1611 *% 2) +% ky1610) +% -1) && (((oy1611 *% 2) +% ky1610) +% -1) < 32) {
+              for ox1612 in 0..<15 {
+                arena[((((7340192 +% (((g1596 *% 16) +% j1608) *% 16384)) +% (c1609 *% 1024)) +% ((((oy1611 *% 2) +% ky1610) +% -1) *% 32)) +% (((ox1612 +% 1) *% 2) +% -1))] += arena[(((10486432 +% ((((c1609 *% 3) +% ky1610) *% 3) *% 4112)) +% (j1608 *% 256)) +% ((oy1611 *% 16) +% (ox1612 +% 1)))]
               }
             }
           }
-          for oy1606 in 0..<16 {
-            if (-1 < (((oy1606 *% 2) +% ky1603) +% -1) && (((oy1606 *% 2) +% ky1603) +% -1) < 32) {
-              for ox1607 in 0..<16 {
-                arena[((((7340192 +% (((g1589 *% 16) +% j1601) *% 16384)) +% (c1602 *% 1024)) +% ((((oy1606 *% 2) +% ky1603) +% -1) *% 32)) +% (ox1607 *% 2))] += arena[(((10486432 +% (((((c1602 *% 3) +% ky1603) *% 3) +% 1) *% 4112)) +% (j1601 *% 256)) +% ((oy1606 *% 16) +% ox1607))]
+          for oy1613 in 0..<16 {
+            if (-1 < (((oy1613 *% 2) +% ky1610) +% -1) && (((oy1613 *% 2) +% ky1610) +% -1) < 32) {
+              for ox1614 in 0..<16 {
+                arena[((((7340192 +% (((g1596 *% 16) +% j1608) *% 16384)) +% (c1609 *% 1024)) +% ((((oy1613 *% 2) +% ky1610) +% -1) *% 32)) +% (ox1614 *% 2))] += arena[(((10486432 +% (((((c1609 *% 3) +% ky1610) *% 3) +% 1) *% 4112)) +% (j1608 *% 256)) +% ((oy1613 *% 16) +% ox1614))]
               }
             }
           }
-          for oy1608 in 0..<16 {
-            if (-1 < (((oy1608 *% 2) +% ky1603) +% -1) && (((oy1608 *% 2) +% ky1603) +% -1) < 32) {
-              for ox1609 in 0..<16 {
-                arena[((((7340192 +% (((g1589 *% 16) +% j1601) *% 16384)) +% (c1602 *% 1024)) +% ((((oy1608 *% 2) +% ky1603) +% -1) *% 32)) +% ((ox1609 *% 2) +% 1))] += arena[(((10486432 +% (((((c1602 *% 3) +% ky1603) *% 3) +% 2) *% 4112)) +% (j1601 *% 256)) +% ((oy1608 *% 16) +% ox1609))]
+          for oy1615 in 0..<16 {
+            if (-1 < (((oy1615 *% 2) +% ky1610) +% -1) && (((oy1615 *% 2) +% ky1610) +% -1) < 32) {
+              for ox1616 in 0..<16 {
+                arena[((((7340192 +% (((g1596 *% 16) +% j1608) *% 16384)) +% (c1609 *% 1024)) +% ((((oy1615 *% 2) +% ky1610) +% -1) *% 32)) +% ((ox1616 *% 2) +% 1))] += arena[(((10486432 +% (((((c1609 *% 3) +% ky1610) *% 3) +% 2) *% 4112)) +% (j1608 *% 256)) +% ((oy1615 *% 16) +% ox1616))]
               }
             }
           }
@@ -4392,66 +4400,66 @@ public func resnet8_train_b64(
     }
   }
   // x1_grad_sum = add(x1_grad, x1_grad2)
-  for i1610 in 0..<131072 {
-    storeVector(arena, ((i1610 *% 8) +% 6291552), (loadVector(arena, ((i1610 *% 8) +% 8388832)) + loadVector(arena, ((i1610 *% 8) +% 7340192))))
+  for i1617 in 0..<131072 {
+    storeVector(arena, ((i1617 *% 8) +% 6291552), (loadVector(arena, ((i1617 *% 8) +% 8388832)) + loadVector(arena, ((i1617 *% 8) +% 7340192))))
   }
   // s1_sum_grad = relu_grad(x1_grad_sum, x1)
-  for i1611 in 0..<131072 {
-    storeVector(arena, ((i1611 *% 8) +% 7340192), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i1611 *% 8) +% 6291552)), where: loadVector(arena, ((i1611 *% 8) +% 5242944)) .> Vector(repeating: Float(0))))
+  for i1618 in 0..<131072 {
+    storeVector(arena, ((i1618 *% 8) +% 7340192), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i1618 *% 8) +% 6291552)), where: loadVector(arena, ((i1618 *% 8) +% 5242944)) .> Vector(repeating: Float(0))))
   }
   // s1_bn2_weight_grad = batchnorm_grad_weight(s1_sum_grad, s1_conv2, s1_bn2.mean, s1_bn2.var)
-  for c1612 in 0..<16 {
-    var invstd1614: Float = (Float(1) / sqrtf((arena[(6291536 +% c1612)] + Float(bitPattern: 0x3727c5ac))))
-    var mean1615: Float = arena[(6291520 +% c1612)]
-    var acc1616 = Vector()
-    var tail1617: Float = Float(0)
-    for n1618 in 0..<64 {
-      for v1619 in 0..<128 {
-        acc1616 = (acc1616 + (loadVector(arena, (7340192 +% ((((n1618 *% 16) +% c1612) *% 1024) +% (v1619 *% 8)))) * ((loadVector(arena, (3145760 +% ((((n1618 *% 16) +% c1612) *% 1024) +% (v1619 *% 8)))) - Vector(repeating: mean1615)) * Vector(repeating: invstd1614))))
+  for c1619 in 0..<16 {
+    var invstd1621: Float = (Float(1) / sqrtf((arena[(6291536 +% c1619)] + Float(bitPattern: 0x3727c5ac))))
+    var mean1622: Float = arena[(6291520 +% c1619)]
+    var acc1623 = Vector()
+    var tail1624: Float = Float(0)
+    for n1625 in 0..<64 {
+      for v1626 in 0..<128 {
+        acc1623 = (acc1623 + (loadVector(arena, (7340192 +% ((((n1625 *% 16) +% c1619) *% 1024) +% (v1626 *% 8)))) * ((loadVector(arena, (3145760 +% ((((n1625 *% 16) +% c1619) *% 1024) +% (v1626 *% 8)))) - Vector(repeating: mean1622)) * Vector(repeating: invstd1621))))
       }
     }
-    storeVector(arena, 5242944, acc1616)
-    var sum1620: Float = (arena[5242944] + arena[5242945])
-    var sum1621: Float = (sum1620 + arena[5242946])
-    var sum1622: Float = (sum1621 + arena[5242947])
-    var sum1623: Float = (sum1622 + arena[5242948])
-    var sum1624: Float = (sum1623 + arena[5242949])
-    var sum1625: Float = (sum1624 + arena[5242950])
-    var sum1626: Float = (sum1625 + arena[5242951])
-    var sum_x1613: Float = (sum1626 + tail1617)
-    grads[(5104 +% c1612)] = sum_x1613
+    storeVector(arena, 5242944, acc1623)
+    var sum1627: Float = (arena[5242944] + arena[5242945])
+    var sum1628: Float = (sum1627 + arena[5242946])
+    var sum1629: Float = (sum1628 + arena[5242947])
+    var sum1630: Float = (sum1629 + arena[5242948])
+    var sum1631: Float = (sum1630 + arena[5242949])
+    var sum1632: Float = (sum1631 + arena[5242950])
+    var sum1633: Float = (sum1632 + arena[5242951])
+    var sum_x1620: Float = (sum1633 + tail1624)
+    grads[(5104 +% c1619)] = sum_x1620
   }
   // s1_bn2_bias_grad = batchnorm_grad_bias(s1_sum_grad)
-  for c1627 in 0..<16 {
-    var acc1629 = Vector()
-    var tail1630: Float = Float(0)
-    for n1631 in 0..<64 {
-      for v1632 in 0..<128 {
-        acc1629 = (acc1629 + loadVector(arena, (7340192 +% ((((n1631 *% 16) +% c1627) *% 1024) +% (v1632 *% 8)))))
+  for c1634 in 0..<16 {
+    var acc1636 = Vector()
+    var tail1637: Float = Float(0)
+    for n1638 in 0..<64 {
+      for v1639 in 0..<128 {
+        acc1636 = (acc1636 + loadVector(arena, (7340192 +% ((((n1638 *% 16) +% c1634) *% 1024) +% (v1639 *% 8)))))
       }
     }
-    storeVector(arena, 5242944, acc1629)
-    var sum1633: Float = (arena[5242944] + arena[5242945])
-    var sum1634: Float = (sum1633 + arena[5242946])
-    var sum1635: Float = (sum1634 + arena[5242947])
-    var sum1636: Float = (sum1635 + arena[5242948])
-    var sum1637: Float = (sum1636 + arena[5242949])
-    var sum1638: Float = (sum1637 + arena[5242950])
-    var sum1639: Float = (sum1638 + arena[5242951])
-    var sum1628: Float = (sum1639 + tail1630)
-    grads[(5120 +% c1627)] = sum1628
+    storeVector(arena, 5242944, acc1636)
+    var sum1640: Float = (arena[5242944] + arena[5242945])
+    var sum1641: Float = (sum1640 + arena[5242946])
+    var sum1642: Float = (sum1641 + arena[5242947])
+    var sum1643: Float = (sum1642 + arena[5242948])
+    var sum1644: Float = (sum1643 + arena[5242949])
+    var sum1645: Float = (sum1644 + arena[5242950])
+    var sum1646: Float = (sum1645 + arena[5242951])
+    var sum1635: Float = (sum1646 + tail1637)
+    grads[(5120 +% c1634)] = sum1635
   }
   // s1_conv2_grad = batchnorm_grad_input(s1_sum_grad, s1_conv2, s1_bn2.mean, s1_bn2.var, s1_bn2.weight, s1_bn2_bias_grad, s1_bn2_weight_grad)
-  for c1640 in 0..<16 {
-    var invstd1643: Float = (Float(1) / sqrtf((arena[(6291536 +% c1640)] + Float(bitPattern: 0x3727c5ac))))
-    var sum1641: Float = grads[(5120 +% c1640)]
-    var sum_x1642: Float = grads[(5104 +% c1640)]
-    var scale1644: Float = (params[(5104 +% c1640)] * invstd1643)
-    var mean_dy1645: Float = (sum1641 / Float(65536))
-    var mean_dy_x1646: Float = (sum_x1642 / Float(65536))
-    for n1647 in 0..<64 {
-      for i1648 in 0..<1024 {
-        arena[(5242944 +% ((((n1647 *% 16) +% c1640) *% 1024) +% i1648))] = (scale1644 * ((arena[(7340192 +% ((((n1647 *% 16) +% c1640) *% 1024) +% i1648))] - mean_dy1645) - (((arena[(3145760 +% ((((n1647 *% 16) +% c1640) *% 1024) +% i1648))] - arena[(6291520 +% c1640)]) * invstd1643) * mean_dy_x1646)))
+  for c1647 in 0..<16 {
+    var invstd1650: Float = (Float(1) / sqrtf((arena[(6291536 +% c1647)] + Float(bitPattern: 0x3727c5ac))))
+    var sum1648: Float = grads[(5120 +% c1647)]
+    var sum_x1649: Float = grads[(5104 +% c1647)]
+    var scale1651: Float = (params[(5104 +% c1647)] * invstd1650)
+    var mean_dy1652: Float = (sum1648 / Float(65536))
+    var mean_dy_x1653: Float = (sum_x1649 / Float(65536))
+    for n1654 in 0..<64 {
+      for i1655 in 0..<1024 {
+        arena[(5242944 +% ((((n1654 *% 16) +% c1647) *% 1024) +% i1655))] = (scale1651 * ((arena[(7340192 +% ((((n1654 *% 16) +% c1647) *% 1024) +% i1655))] - mean_dy1652) - (((arena[(3145760 +% ((((n1654 *% 16) +% c1647) *% 1024) +% i1655))] - arena[(6291520 +% c1647)]) * invstd1650) * mean_dy_x1653)))
       }
     }
   }
@@ -4460,62 +4468,62 @@ public func resnet8_train_b64(
   // s1_relu1_grad = conv2d_grad_input(s1_conv2_grad, s1_conv2.weight, s1_relu1)
   resnet8_train_b64_shared5_s1_relu1_grad(params, grads, m, v, arena, images, labels, lr, step, seed, pool, 2808, 6291552)
   // s1_bn1_grad = relu_grad(s1_relu1_grad, s1_relu1)
-  for i1848 in 0..<131072 {
-    storeVector(arena, ((i1848 *% 8) +% 5242944), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i1848 *% 8) +% 3145760)), where: loadVector(arena, ((i1848 *% 8) +% 4194368)) .> Vector(repeating: Float(0))))
+  for i1855 in 0..<131072 {
+    storeVector(arena, ((i1855 *% 8) +% 5242944), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i1855 *% 8) +% 3145760)), where: loadVector(arena, ((i1855 *% 8) +% 4194368)) .> Vector(repeating: Float(0))))
   }
   // s1_bn1_weight_grad = batchnorm_grad_weight(s1_bn1_grad, s1_conv1, s1_bn1.mean, s1_bn1.var)
-  for c1849 in 0..<16 {
-    var invstd1851: Float = (Float(1) / sqrtf((arena[(4194352 +% c1849)] + Float(bitPattern: 0x3727c5ac))))
-    var mean1852: Float = arena[(4194336 +% c1849)]
-    var acc1853 = Vector()
-    var tail1854: Float = Float(0)
-    for n1855 in 0..<64 {
-      for v1856 in 0..<128 {
-        acc1853 = (acc1853 + (loadVector(arena, (5242944 +% ((((n1855 *% 16) +% c1849) *% 1024) +% (v1856 *% 8)))) * ((loadVector(arena, (1048576 +% ((((n1855 *% 16) +% c1849) *% 1024) +% (v1856 *% 8)))) - Vector(repeating: mean1852)) * Vector(repeating: invstd1851))))
+  for c1856 in 0..<16 {
+    var invstd1858: Float = (Float(1) / sqrtf((arena[(4194352 +% c1856)] + Float(bitPattern: 0x3727c5ac))))
+    var mean1859: Float = arena[(4194336 +% c1856)]
+    var acc1860 = Vector()
+    var tail1861: Float = Float(0)
+    for n1862 in 0..<64 {
+      for v1863 in 0..<128 {
+        acc1860 = (acc1860 + (loadVector(arena, (5242944 +% ((((n1862 *% 16) +% c1856) *% 1024) +% (v1863 *% 8)))) * ((loadVector(arena, (1048576 +% ((((n1862 *% 16) +% c1856) *% 1024) +% (v1863 *% 8)))) - Vector(repeating: mean1859)) * Vector(repeating: invstd1858))))
       }
     }
-    storeVector(arena, 3145760, acc1853)
-    var sum1857: Float = (arena[3145760] + arena[3145761])
-    var sum1858: Float = (sum1857 + arena[3145762])
-    var sum1859: Float = (sum1858 + arena[3145763])
-    var sum1860: Float = (sum1859 + arena[3145764])
-    var sum1861: Float = (sum1860 + arena[3145765])
-    var sum1862: Float = (sum1861 + arena[3145766])
-    var sum1863: Float = (sum1862 + arena[3145767])
-    var sum_x1850: Float = (sum1863 + tail1854)
-    grads[(2768 +% c1849)] = sum_x1850
+    storeVector(arena, 3145760, acc1860)
+    var sum1864: Float = (arena[3145760] + arena[3145761])
+    var sum1865: Float = (sum1864 + arena[3145762])
+    var sum1866: Float = (sum1865 + arena[3145763])
+    var sum1867: Float = (sum1866 + arena[3145764])
+    var sum1868: Float = (sum1867 + arena[3145765])
+    var sum1869: Float = (sum1868 + arena[3145766])
+    var sum1870: Float = (sum1869 + arena[3145767])
+    var sum_x1857: Float = (sum1870 + tail1861)
+    grads[(2768 +% c1856)] = sum_x1857
   }
   // s1_bn1_bias_grad = batchnorm_grad_bias(s1_bn1_grad)
-  for c1864 in 0..<16 {
-    var acc1866 = Vector()
-    var tail1867: Float = Float(0)
-    for n1868 in 0..<64 {
-      for v1869 in 0..<128 {
-        acc1866 = (acc1866 + loadVector(arena, (5242944 +% ((((n1868 *% 16) +% c1864) *% 1024) +% (v1869 *% 8)))))
+  for c1871 in 0..<16 {
+    var acc1873 = Vector()
+    var tail1874: Float = Float(0)
+    for n1875 in 0..<64 {
+      for v1876 in 0..<128 {
+        acc1873 = (acc1873 + loadVector(arena, (5242944 +% ((((n1875 *% 16) +% c1871) *% 1024) +% (v1876 *% 8)))))
       }
     }
-    storeVector(arena, 3145760, acc1866)
-    var sum1870: Float = (arena[3145760] + arena[3145761])
-    var sum1871: Float = (sum1870 + arena[3145762])
-    var sum1872: Float = (sum1871 + arena[3145763])
-    var sum1873: Float = (sum1872 + arena[3145764])
-    var sum1874: Float = (sum1873 + arena[3145765])
-    var sum1875: Float = (sum1874 + arena[3145766])
-    var sum1876: Float = (sum1875 + arena[3145767])
-    var sum1865: Float = (sum1876 + tail1867)
-    grads[(2784 +% c1864)] = sum1865
+    storeVector(arena, 3145760, acc1873)
+    var sum1877: Float = (arena[3145760] + arena[3145761])
+    var sum1878: Float = (sum1877 + arena[3145762])
+    var sum1879: Float = (sum1878 + arena[3145763])
+    var sum1880: Float = (sum1879 + arena[3145764])
+    var sum1881: Float = (sum1880 + arena[3145765])
+    var sum1882: Float = (sum1881 + arena[3145766])
+    var sum1883: Float = (sum1882 + arena[3145767])
+    var sum1872: Float = (sum1883 + tail1874)
+    grads[(2784 +% c1871)] = sum1872
   }
   // s1_conv1_grad = batchnorm_grad_input(s1_bn1_grad, s1_conv1, s1_bn1.mean, s1_bn1.var, s1_bn1.weight, s1_bn1_bias_grad, s1_bn1_weight_grad)
-  for c1877 in 0..<16 {
-    var invstd1880: Float = (Float(1) / sqrtf((arena[(4194352 +% c1877)] + Float(bitPattern: 0x3727c5ac))))
-    var sum1878: Float = grads[(2784 +% c1877)]
-    var sum_x1879: Float = grads[(2768 +% c1877)]
-    var scale1881: Float = (params[(2768 +% c1877)] * invstd1880)
-    var mean_dy1882: Float = (sum1878 / Float(65536))
-    var mean_dy_x1883: Float = (sum_x1879 / Float(65536))
-    for n1884 in 0..<64 {
-      for i1885 in 0..<1024 {
-        arena[(3145760 +% ((((n1884 *% 16) +% c1877) *% 1024) +% i1885))] = (scale1881 * ((arena[(5242944 +% ((((n1884 *% 16) +% c1877) *% 1024) +% i1885))] - mean_dy1882) - (((arena[(1048576 +% ((((n1884 *% 16) +% c1877) *% 1024) +% i1885))] - arena[(4194336 +% c1877)]) * invstd1880) * mean_dy_x1883)))
+  for c1884 in 0..<16 {
+    var invstd1887: Float = (Float(1) / sqrtf((arena[(4194352 +% c1884)] + Float(bitPattern: 0x3727c5ac))))
+    var sum1885: Float = grads[(2784 +% c1884)]
+    var sum_x1886: Float = grads[(2768 +% c1884)]
+    var scale1888: Float = (params[(2768 +% c1884)] * invstd1887)
+    var mean_dy1889: Float = (sum1885 / Float(65536))
+    var mean_dy_x1890: Float = (sum_x1886 / Float(65536))
+    for n1891 in 0..<64 {
+      for i1892 in 0..<1024 {
+        arena[(3145760 +% ((((n1891 *% 16) +% c1884) *% 1024) +% i1892))] = (scale1888 * ((arena[(5242944 +% ((((n1891 *% 16) +% c1884) *% 1024) +% i1892))] - mean_dy1889) - (((arena[(1048576 +% ((((n1891 *% 16) +% c1884) *% 1024) +% i1892))] - arena[(4194336 +% c1884)]) * invstd1887) * mean_dy_x1890)))
       }
     }
   }
@@ -4524,247 +4532,247 @@ public func resnet8_train_b64(
   // x0_grad = conv2d_grad_input(s1_conv1_grad, s1_conv1.weight, x0)
   resnet8_train_b64_shared5_s1_relu1_grad(params, grads, m, v, arena, images, labels, lr, step, seed, pool, 472, 4194368)
   // x0_grad_sum = add(s1_sum_grad, x0_grad)
-  for i2085 in 0..<131072 {
-    storeVector(arena, ((i2085 *% 8) +% 3145760), (loadVector(arena, ((i2085 *% 8) +% 7340192)) + loadVector(arena, ((i2085 *% 8) +% 1048576))))
+  for i2092 in 0..<131072 {
+    storeVector(arena, ((i2092 *% 8) +% 3145760), (loadVector(arena, ((i2092 *% 8) +% 7340192)) + loadVector(arena, ((i2092 *% 8) +% 1048576))))
   }
   // stem_bn_grad = relu_grad(x0_grad_sum, x0)
-  for i2086 in 0..<131072 {
-    storeVector(arena, ((i2086 *% 8) +% 1048576), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i2086 *% 8) +% 3145760)), where: loadVector(arena, ((i2086 *% 8) +% 2097184)) .> Vector(repeating: Float(0))))
+  for i2093 in 0..<131072 {
+    storeVector(arena, ((i2093 *% 8) +% 1048576), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i2093 *% 8) +% 3145760)), where: loadVector(arena, ((i2093 *% 8) +% 2097184)) .> Vector(repeating: Float(0))))
   }
   // stem_bn_weight_grad = batchnorm_grad_weight(stem_bn_grad, stem, stem_bn.mean, stem_bn.var)
-  for c2087 in 0..<16 {
-    var invstd2089: Float = (Float(1) / sqrtf((arena[(2097168 +% c2087)] + Float(bitPattern: 0x3727c5ac))))
-    var mean2090: Float = arena[(2097152 +% c2087)]
-    var acc2091 = Vector()
-    var tail2092: Float = Float(0)
-    for n2093 in 0..<64 {
-      for v2094 in 0..<128 {
-        acc2091 = (acc2091 + (loadVector(arena, (1048576 +% ((((n2093 *% 16) +% c2087) *% 1024) +% (v2094 *% 8)))) * ((loadVector(arena, ((((n2093 *% 16) +% c2087) *% 1024) +% (v2094 *% 8))) - Vector(repeating: mean2090)) * Vector(repeating: invstd2089))))
+  for c2094 in 0..<16 {
+    var invstd2096: Float = (Float(1) / sqrtf((arena[(2097168 +% c2094)] + Float(bitPattern: 0x3727c5ac))))
+    var mean2097: Float = arena[(2097152 +% c2094)]
+    var acc2098 = Vector()
+    var tail2099: Float = Float(0)
+    for n2100 in 0..<64 {
+      for v2101 in 0..<128 {
+        acc2098 = (acc2098 + (loadVector(arena, (1048576 +% ((((n2100 *% 16) +% c2094) *% 1024) +% (v2101 *% 8)))) * ((loadVector(arena, ((((n2100 *% 16) +% c2094) *% 1024) +% (v2101 *% 8))) - Vector(repeating: mean2097)) * Vector(repeating: invstd2096))))
       }
     }
-    storeVector(arena, 2097184, acc2091)
-    var sum2095: Float = (arena[2097184] + arena[2097185])
-    var sum2096: Float = (sum2095 + arena[2097186])
-    var sum2097: Float = (sum2096 + arena[2097187])
-    var sum2098: Float = (sum2097 + arena[2097188])
-    var sum2099: Float = (sum2098 + arena[2097189])
-    var sum2100: Float = (sum2099 + arena[2097190])
-    var sum2101: Float = (sum2100 + arena[2097191])
-    var sum_x2088: Float = (sum2101 + tail2092)
-    grads[(432 +% c2087)] = sum_x2088
+    storeVector(arena, 2097184, acc2098)
+    var sum2102: Float = (arena[2097184] + arena[2097185])
+    var sum2103: Float = (sum2102 + arena[2097186])
+    var sum2104: Float = (sum2103 + arena[2097187])
+    var sum2105: Float = (sum2104 + arena[2097188])
+    var sum2106: Float = (sum2105 + arena[2097189])
+    var sum2107: Float = (sum2106 + arena[2097190])
+    var sum2108: Float = (sum2107 + arena[2097191])
+    var sum_x2095: Float = (sum2108 + tail2099)
+    grads[(432 +% c2094)] = sum_x2095
   }
   // stem_bn_bias_grad = batchnorm_grad_bias(stem_bn_grad)
-  for c2102 in 0..<16 {
-    var acc2104 = Vector()
-    var tail2105: Float = Float(0)
-    for n2106 in 0..<64 {
-      for v2107 in 0..<128 {
-        acc2104 = (acc2104 + loadVector(arena, (1048576 +% ((((n2106 *% 16) +% c2102) *% 1024) +% (v2107 *% 8)))))
+  for c2109 in 0..<16 {
+    var acc2111 = Vector()
+    var tail2112: Float = Float(0)
+    for n2113 in 0..<64 {
+      for v2114 in 0..<128 {
+        acc2111 = (acc2111 + loadVector(arena, (1048576 +% ((((n2113 *% 16) +% c2109) *% 1024) +% (v2114 *% 8)))))
       }
     }
-    storeVector(arena, 2097184, acc2104)
-    var sum2108: Float = (arena[2097184] + arena[2097185])
-    var sum2109: Float = (sum2108 + arena[2097186])
-    var sum2110: Float = (sum2109 + arena[2097187])
-    var sum2111: Float = (sum2110 + arena[2097188])
-    var sum2112: Float = (sum2111 + arena[2097189])
-    var sum2113: Float = (sum2112 + arena[2097190])
-    var sum2114: Float = (sum2113 + arena[2097191])
-    var sum2103: Float = (sum2114 + tail2105)
-    grads[(448 +% c2102)] = sum2103
+    storeVector(arena, 2097184, acc2111)
+    var sum2115: Float = (arena[2097184] + arena[2097185])
+    var sum2116: Float = (sum2115 + arena[2097186])
+    var sum2117: Float = (sum2116 + arena[2097187])
+    var sum2118: Float = (sum2117 + arena[2097188])
+    var sum2119: Float = (sum2118 + arena[2097189])
+    var sum2120: Float = (sum2119 + arena[2097190])
+    var sum2121: Float = (sum2120 + arena[2097191])
+    var sum2110: Float = (sum2121 + tail2112)
+    grads[(448 +% c2109)] = sum2110
   }
   // stem_grad = batchnorm_grad_input(stem_bn_grad, stem, stem_bn.mean, stem_bn.var, stem_bn.weight, stem_bn_bias_grad, stem_bn_weight_grad)
-  for c2115 in 0..<16 {
-    var invstd2118: Float = (Float(1) / sqrtf((arena[(2097168 +% c2115)] + Float(bitPattern: 0x3727c5ac))))
-    var sum2116: Float = grads[(448 +% c2115)]
-    var sum_x2117: Float = grads[(432 +% c2115)]
-    var scale2119: Float = (params[(432 +% c2115)] * invstd2118)
-    var mean_dy2120: Float = (sum2116 / Float(65536))
-    var mean_dy_x2121: Float = (sum_x2117 / Float(65536))
-    for n2122 in 0..<64 {
-      for i2123 in 0..<1024 {
-        arena[(2097184 +% ((((n2122 *% 16) +% c2115) *% 1024) +% i2123))] = (scale2119 * ((arena[(1048576 +% ((((n2122 *% 16) +% c2115) *% 1024) +% i2123))] - mean_dy2120) - (((arena[((((n2122 *% 16) +% c2115) *% 1024) +% i2123)] - arena[(2097152 +% c2115)]) * invstd2118) * mean_dy_x2121)))
+  for c2122 in 0..<16 {
+    var invstd2125: Float = (Float(1) / sqrtf((arena[(2097168 +% c2122)] + Float(bitPattern: 0x3727c5ac))))
+    var sum2123: Float = grads[(448 +% c2122)]
+    var sum_x2124: Float = grads[(432 +% c2122)]
+    var scale2126: Float = (params[(432 +% c2122)] * invstd2125)
+    var mean_dy2127: Float = (sum2123 / Float(65536))
+    var mean_dy_x2128: Float = (sum_x2124 / Float(65536))
+    for n2129 in 0..<64 {
+      for i2130 in 0..<1024 {
+        arena[(2097184 +% ((((n2129 *% 16) +% c2122) *% 1024) +% i2130))] = (scale2126 * ((arena[(1048576 +% ((((n2129 *% 16) +% c2122) *% 1024) +% i2130))] - mean_dy2127) - (((arena[((((n2129 *% 16) +% c2122) *% 1024) +% i2130)] - arena[(2097152 +% c2122)]) * invstd2125) * mean_dy_x2128)))
       }
     }
   }
   // stem_weight_grad = conv2d_grad_weight(stem_grad, image)
-  for i2124 in 0..<54 {
-    storeVector(arena, ((i2124 *% 8) +% 704944), Vector(repeating: Float(0)))
+  for i2131 in 0..<54 {
+    storeVector(arena, ((i2131 *% 8) +% 704944), Vector(repeating: Float(0)))
   }
-  for g2125 in 0..<4 {
-    for j2126 in 0..<16 {
-      for c2127 in 0..<3 {
-        for ky2128 in 0..<3 {
-          for oy2129 in 0..<32 {
-            if (-1 < ((oy2129 +% ky2128) +% -1) && ((oy2129 +% ky2128) +% -1) < 32) {
-              for ox2130 in 0..<31 {
-                arena[((((((c2127 *% 3) +% ky2128) *% 3) *% 16400) +% (j2126 *% 1024)) +% ((oy2129 *% 32) +% (ox2130 +% 1)))] = images[((((((g2125 *% 16) +% j2126) *% 3072) +% (c2127 *% 1024)) +% (((oy2129 +% ky2128) +% -1) *% 32)) +% ((ox2130 +% 1) +% -1))]
-              }
-              for ox2131 in 0..<1 {
-                arena[((((((c2127 *% 3) +% ky2128) *% 3) *% 16400) +% (j2126 *% 1024)) +% ((oy2129 *% 32) +% ox2131))] = Float(0)
-              }
-            }
-            if ((oy2129 +% ky2128) +% -1) < 0 {
-              for ox2132 in 0..<32 {
-                arena[((((((c2127 *% 3) +% ky2128) *% 3) *% 16400) +% (j2126 *% 1024)) +% ((oy2129 *% 32) +% ox2132))] = Float(0)
-              }
-            }
-            if 31 < ((oy2129 +% ky2128) +% -1) {
-              for ox2132 in 0..<32 {
-                arena[((((((c2127 *% 3) +% ky2128) *% 3) *% 16400) +% (j2126 *% 1024)) +% ((oy2129 *% 32) +% ox2132))] = Float(0)
-              }
-            }
-          }
-          for oy2133 in 0..<32 {
-            if (-1 < ((oy2133 +% ky2128) +% -1) && ((oy2133 +% ky2128) +% -1) < 32) {
-              for ox2134 in 0..<32 {
-                arena[(((((((c2127 *% 3) +% ky2128) *% 3) +% 1) *% 16400) +% (j2126 *% 1024)) +% ((oy2133 *% 32) +% ox2134))] = images[((((((g2125 *% 16) +% j2126) *% 3072) +% (c2127 *% 1024)) +% (((oy2133 +% ky2128) +% -1) *% 32)) +% ox2134)]
-              }
-            }
-            if ((oy2133 +% ky2128) +% -1) < 0 {
-              for ox2135 in 0..<32 {
-                arena[(((((((c2127 *% 3) +% ky2128) *% 3) +% 1) *% 16400) +% (j2126 *% 1024)) +% ((oy2133 *% 32) +% ox2135))] = Float(0)
-              }
-            }
-            if 31 < ((oy2133 +% ky2128) +% -1) {
-              for ox2135 in 0..<32 {
-                arena[(((((((c2127 *% 3) +% ky2128) *% 3) +% 1) *% 16400) +% (j2126 *% 1024)) +% ((oy2133 *% 32) +% ox2135))] = Float(0)
-              }
-            }
-          }
+  for g2132 in 0..<4 {
+    for j2133 in 0..<16 {
+      for c2134 in 0..<3 {
+        for ky2135 in 0..<3 {
           for oy2136 in 0..<32 {
-            if (-1 < ((oy2136 +% ky2128) +% -1) && ((oy2136 +% ky2128) +% -1) < 32) {
+            if (-1 < ((oy2136 +% ky2135) +% -1) && ((oy2136 +% ky2135) +% -1) < 32) {
               for ox2137 in 0..<31 {
-                arena[(((((((c2127 *% 3) +% ky2128) *% 3) +% 2) *% 16400) +% (j2126 *% 1024)) +% ((oy2136 *% 32) +% ox2137))] = images[((((((g2125 *% 16) +% j2126) *% 3072) +% (c2127 *% 1024)) +% (((oy2136 +% ky2128) +% -1) *% 32)) +% (ox2137 +% 1))]
+                arena[((((((c2134 *% 3) +% ky2135) *% 3) *% 16400) +% (j2133 *% 1024)) +% ((oy2136 *% 32) +% (ox2137 +% 1)))] = images[((((((g2132 *% 16) +% j2133) *% 3072) +% (c2134 *% 1024)) +% (((oy2136 +% ky2135) +% -1) *% 32)) +% ((ox2137 +% 1) +% -1))]
               }
               for ox2138 in 0..<1 {
-                arena[(((((((c2127 *% 3) +% ky2128) *% 3) +% 2) *% 16400) +% (j2126 *% 1024)) +% ((oy2136 *% 32) +% (ox2138 +% 31)))] = Float(0)
+                arena[((((((c2134 *% 3) +% ky2135) *% 3) *% 16400) +% (j2133 *% 1024)) +% ((oy2136 *% 32) +% ox2138))] = Float(0)
               }
             }
-            if ((oy2136 +% ky2128) +% -1) < 0 {
+            if ((oy2136 +% ky2135) +% -1) < 0 {
               for ox2139 in 0..<32 {
-                arena[(((((((c2127 *% 3) +% ky2128) *% 3) +% 2) *% 16400) +% (j2126 *% 1024)) +% ((oy2136 *% 32) +% ox2139))] = Float(0)
+                arena[((((((c2134 *% 3) +% ky2135) *% 3) *% 16400) +% (j2133 *% 1024)) +% ((oy2136 *% 32) +% ox2139))] = Float(0)
               }
             }
-            if 31 < ((oy2136 +% ky2128) +% -1) {
+            if 31 < ((oy2136 +% ky2135) +% -1) {
               for ox2139 in 0..<32 {
-                arena[(((((((c2127 *% 3) +% ky2128) *% 3) +% 2) *% 16400) +% (j2126 *% 1024)) +% ((oy2136 *% 32) +% ox2139))] = Float(0)
+                arena[((((((c2134 *% 3) +% ky2135) *% 3) *% 16400) +% (j2133 *% 1024)) +% ((oy2136 *% 32) +% ox2139))] = Float(0)
+              }
+            }
+          }
+          for oy2140 in 0..<32 {
+            if (-1 < ((oy2140 +% ky2135) +% -1) && ((oy2140 +% ky2135) +% -1) < 32) {
+              for ox2141 in 0..<32 {
+                arena[(((((((c2134 *% 3) +% ky2135) *% 3) +% 1) *% 16400) +% (j2133 *% 1024)) +% ((oy2140 *% 32) +% ox2141))] = images[((((((g2132 *% 16) +% j2133) *% 3072) +% (c2134 *% 1024)) +% (((oy2140 +% ky2135) +% -1) *% 32)) +% ox2141)]
+              }
+            }
+            if ((oy2140 +% ky2135) +% -1) < 0 {
+              for ox2142 in 0..<32 {
+                arena[(((((((c2134 *% 3) +% ky2135) *% 3) +% 1) *% 16400) +% (j2133 *% 1024)) +% ((oy2140 *% 32) +% ox2142))] = Float(0)
+              }
+            }
+            if 31 < ((oy2140 +% ky2135) +% -1) {
+              for ox2142 in 0..<32 {
+                arena[(((((((c2134 *% 3) +% ky2135) *% 3) +% 1) *% 16400) +% (j2133 *% 1024)) +% ((oy2140 *% 32) +% ox2142))] = Float(0)
+              }
+            }
+          }
+          for oy2143 in 0..<32 {
+            if (-1 < ((oy2143 +% ky2135) +% -1) && ((oy2143 +% ky2135) +% -1) < 32) {
+              for ox2144 in 0..<31 {
+                arena[(((((((c2134 *% 3) +% ky2135) *% 3) +% 2) *% 16400) +% (j2133 *% 1024)) +% ((oy2143 *% 32) +% ox2144))] = images[((((((g2132 *% 16) +% j2133) *% 3072) +% (c2134 *% 1024)) +% (((oy2143 +% ky2135) +% -1) *% 32)) +% (ox2144 +% 1))]
+              }
+              for ox2145 in 0..<1 {
+                arena[(((((((c2134 *% 3) +% ky2135) *% 3) +% 2) *% 16400) +% (j2133 *% 1024)) +% ((oy2143 *% 32) +% (ox2145 +% 31)))] = Float(0)
+              }
+            }
+            if ((oy2143 +% ky2135) +% -1) < 0 {
+              for ox2146 in 0..<32 {
+                arena[(((((((c2134 *% 3) +% ky2135) *% 3) +% 2) *% 16400) +% (j2133 *% 1024)) +% ((oy2143 *% 32) +% ox2146))] = Float(0)
+              }
+            }
+            if 31 < ((oy2143 +% ky2135) +% -1) {
+              for ox2146 in 0..<32 {
+                arena[(((((((c2134 *% 3) +% ky2135) *% 3) +% 2) *% 16400) +% (j2133 *% 1024)) +% ((oy2143 *% 32) +% ox2146))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j2140 in 0..<16 {
-      for i2141 in 0..<1024 {
-        for f2142 in 0..<16 {
-          arena[((442800 +% (((j2140 *% 1024) +% i2141) *% 16)) +% f2142)] = arena[(((2097184 +% (((g2125 *% 16) +% j2140) *% 16384)) +% (f2142 *% 1024)) +% i2141)]
+    for j2147 in 0..<16 {
+      for i2148 in 0..<1024 {
+        for f2149 in 0..<16 {
+          arena[((442800 +% (((j2147 *% 1024) +% i2148) *% 16)) +% f2149)] = arena[(((2097184 +% (((g2132 *% 16) +% j2147) *% 16384)) +% (f2149 *% 1024)) +% i2148)]
         }
       }
     }
-    do {  // gemm2150
-      for kp2143 in 0..<8 {
-        for nb2144 in 0..<1 {
-          for mb2145 in 0..<4 {
-            var t2146_c0_0 = loadVector(arena, ((704944 +% ((mb2145 *% 6) *% 16)) +% (nb2144 *% 16)))
-            var t2146_c0_1 = loadVector(arena, (((704944 +% ((mb2145 *% 6) *% 16)) +% (nb2144 *% 16)) +% 8))
-            var t2146_c1_0 = loadVector(arena, ((704944 +% (((mb2145 *% 6) +% 1) *% 16)) +% (nb2144 *% 16)))
-            var t2146_c1_1 = loadVector(arena, (((704944 +% (((mb2145 *% 6) +% 1) *% 16)) +% (nb2144 *% 16)) +% 8))
-            var t2146_c2_0 = loadVector(arena, ((704944 +% (((mb2145 *% 6) +% 2) *% 16)) +% (nb2144 *% 16)))
-            var t2146_c2_1 = loadVector(arena, (((704944 +% (((mb2145 *% 6) +% 2) *% 16)) +% (nb2144 *% 16)) +% 8))
-            var t2146_c3_0 = loadVector(arena, ((704944 +% (((mb2145 *% 6) +% 3) *% 16)) +% (nb2144 *% 16)))
-            var t2146_c3_1 = loadVector(arena, (((704944 +% (((mb2145 *% 6) +% 3) *% 16)) +% (nb2144 *% 16)) +% 8))
-            var t2146_c4_0 = loadVector(arena, ((704944 +% (((mb2145 *% 6) +% 4) *% 16)) +% (nb2144 *% 16)))
-            var t2146_c4_1 = loadVector(arena, (((704944 +% (((mb2145 *% 6) +% 4) *% 16)) +% (nb2144 *% 16)) +% 8))
-            var t2146_c5_0 = loadVector(arena, ((704944 +% (((mb2145 *% 6) +% 5) *% 16)) +% (nb2144 *% 16)))
-            var t2146_c5_1 = loadVector(arena, (((704944 +% (((mb2145 *% 6) +% 5) *% 16)) +% (nb2144 *% 16)) +% 8))
-            for k2147 in 0..<2048 {
-              let t2146_b0 = loadVector(arena, ((442800 +% ((k2147 +% (kp2143 *% 2048)) *% 16)) +% (nb2144 *% 16)))
-              let t2146_b1 = loadVector(arena, (((442800 +% ((k2147 +% (kp2143 *% 2048)) *% 16)) +% (nb2144 *% 16)) +% 8))
-              let t2146_a0 = Vector(repeating: arena[(((mb2145 *% 6) *% 16400) +% (k2147 +% (kp2143 *% 2048)))])
-              t2146_c0_0 = t2146_c0_0.addingProduct(t2146_a0, t2146_b0)
-              t2146_c0_1 = t2146_c0_1.addingProduct(t2146_a0, t2146_b1)
-              let t2146_a1 = Vector(repeating: arena[((((mb2145 *% 6) +% 1) *% 16400) +% (k2147 +% (kp2143 *% 2048)))])
-              t2146_c1_0 = t2146_c1_0.addingProduct(t2146_a1, t2146_b0)
-              t2146_c1_1 = t2146_c1_1.addingProduct(t2146_a1, t2146_b1)
-              let t2146_a2 = Vector(repeating: arena[((((mb2145 *% 6) +% 2) *% 16400) +% (k2147 +% (kp2143 *% 2048)))])
-              t2146_c2_0 = t2146_c2_0.addingProduct(t2146_a2, t2146_b0)
-              t2146_c2_1 = t2146_c2_1.addingProduct(t2146_a2, t2146_b1)
-              let t2146_a3 = Vector(repeating: arena[((((mb2145 *% 6) +% 3) *% 16400) +% (k2147 +% (kp2143 *% 2048)))])
-              t2146_c3_0 = t2146_c3_0.addingProduct(t2146_a3, t2146_b0)
-              t2146_c3_1 = t2146_c3_1.addingProduct(t2146_a3, t2146_b1)
-              let t2146_a4 = Vector(repeating: arena[((((mb2145 *% 6) +% 4) *% 16400) +% (k2147 +% (kp2143 *% 2048)))])
-              t2146_c4_0 = t2146_c4_0.addingProduct(t2146_a4, t2146_b0)
-              t2146_c4_1 = t2146_c4_1.addingProduct(t2146_a4, t2146_b1)
-              let t2146_a5 = Vector(repeating: arena[((((mb2145 *% 6) +% 5) *% 16400) +% (k2147 +% (kp2143 *% 2048)))])
-              t2146_c5_0 = t2146_c5_0.addingProduct(t2146_a5, t2146_b0)
-              t2146_c5_1 = t2146_c5_1.addingProduct(t2146_a5, t2146_b1)
+    do {  // gemm2157
+      for kp2150 in 0..<8 {
+        for nb2151 in 0..<1 {
+          for mb2152 in 0..<4 {
+            var t2153_c0_0 = loadVector(arena, ((704944 +% ((mb2152 *% 6) *% 16)) +% (nb2151 *% 16)))
+            var t2153_c0_1 = loadVector(arena, (((704944 +% ((mb2152 *% 6) *% 16)) +% (nb2151 *% 16)) +% 8))
+            var t2153_c1_0 = loadVector(arena, ((704944 +% (((mb2152 *% 6) +% 1) *% 16)) +% (nb2151 *% 16)))
+            var t2153_c1_1 = loadVector(arena, (((704944 +% (((mb2152 *% 6) +% 1) *% 16)) +% (nb2151 *% 16)) +% 8))
+            var t2153_c2_0 = loadVector(arena, ((704944 +% (((mb2152 *% 6) +% 2) *% 16)) +% (nb2151 *% 16)))
+            var t2153_c2_1 = loadVector(arena, (((704944 +% (((mb2152 *% 6) +% 2) *% 16)) +% (nb2151 *% 16)) +% 8))
+            var t2153_c3_0 = loadVector(arena, ((704944 +% (((mb2152 *% 6) +% 3) *% 16)) +% (nb2151 *% 16)))
+            var t2153_c3_1 = loadVector(arena, (((704944 +% (((mb2152 *% 6) +% 3) *% 16)) +% (nb2151 *% 16)) +% 8))
+            var t2153_c4_0 = loadVector(arena, ((704944 +% (((mb2152 *% 6) +% 4) *% 16)) +% (nb2151 *% 16)))
+            var t2153_c4_1 = loadVector(arena, (((704944 +% (((mb2152 *% 6) +% 4) *% 16)) +% (nb2151 *% 16)) +% 8))
+            var t2153_c5_0 = loadVector(arena, ((704944 +% (((mb2152 *% 6) +% 5) *% 16)) +% (nb2151 *% 16)))
+            var t2153_c5_1 = loadVector(arena, (((704944 +% (((mb2152 *% 6) +% 5) *% 16)) +% (nb2151 *% 16)) +% 8))
+            for k2154 in 0..<2048 {
+              let t2153_b0 = loadVector(arena, ((442800 +% ((k2154 +% (kp2150 *% 2048)) *% 16)) +% (nb2151 *% 16)))
+              let t2153_b1 = loadVector(arena, (((442800 +% ((k2154 +% (kp2150 *% 2048)) *% 16)) +% (nb2151 *% 16)) +% 8))
+              let t2153_a0 = Vector(repeating: arena[(((mb2152 *% 6) *% 16400) +% (k2154 +% (kp2150 *% 2048)))])
+              t2153_c0_0 = t2153_c0_0.addingProduct(t2153_a0, t2153_b0)
+              t2153_c0_1 = t2153_c0_1.addingProduct(t2153_a0, t2153_b1)
+              let t2153_a1 = Vector(repeating: arena[((((mb2152 *% 6) +% 1) *% 16400) +% (k2154 +% (kp2150 *% 2048)))])
+              t2153_c1_0 = t2153_c1_0.addingProduct(t2153_a1, t2153_b0)
+              t2153_c1_1 = t2153_c1_1.addingProduct(t2153_a1, t2153_b1)
+              let t2153_a2 = Vector(repeating: arena[((((mb2152 *% 6) +% 2) *% 16400) +% (k2154 +% (kp2150 *% 2048)))])
+              t2153_c2_0 = t2153_c2_0.addingProduct(t2153_a2, t2153_b0)
+              t2153_c2_1 = t2153_c2_1.addingProduct(t2153_a2, t2153_b1)
+              let t2153_a3 = Vector(repeating: arena[((((mb2152 *% 6) +% 3) *% 16400) +% (k2154 +% (kp2150 *% 2048)))])
+              t2153_c3_0 = t2153_c3_0.addingProduct(t2153_a3, t2153_b0)
+              t2153_c3_1 = t2153_c3_1.addingProduct(t2153_a3, t2153_b1)
+              let t2153_a4 = Vector(repeating: arena[((((mb2152 *% 6) +% 4) *% 16400) +% (k2154 +% (kp2150 *% 2048)))])
+              t2153_c4_0 = t2153_c4_0.addingProduct(t2153_a4, t2153_b0)
+              t2153_c4_1 = t2153_c4_1.addingProduct(t2153_a4, t2153_b1)
+              let t2153_a5 = Vector(repeating: arena[((((mb2152 *% 6) +% 5) *% 16400) +% (k2154 +% (kp2150 *% 2048)))])
+              t2153_c5_0 = t2153_c5_0.addingProduct(t2153_a5, t2153_b0)
+              t2153_c5_1 = t2153_c5_1.addingProduct(t2153_a5, t2153_b1)
             }
-            storeVector(arena, ((704944 +% ((mb2145 *% 6) *% 16)) +% (nb2144 *% 16)), t2146_c0_0)
-            storeVector(arena, (((704944 +% ((mb2145 *% 6) *% 16)) +% (nb2144 *% 16)) +% 8), t2146_c0_1)
-            storeVector(arena, ((704944 +% (((mb2145 *% 6) +% 1) *% 16)) +% (nb2144 *% 16)), t2146_c1_0)
-            storeVector(arena, (((704944 +% (((mb2145 *% 6) +% 1) *% 16)) +% (nb2144 *% 16)) +% 8), t2146_c1_1)
-            storeVector(arena, ((704944 +% (((mb2145 *% 6) +% 2) *% 16)) +% (nb2144 *% 16)), t2146_c2_0)
-            storeVector(arena, (((704944 +% (((mb2145 *% 6) +% 2) *% 16)) +% (nb2144 *% 16)) +% 8), t2146_c2_1)
-            storeVector(arena, ((704944 +% (((mb2145 *% 6) +% 3) *% 16)) +% (nb2144 *% 16)), t2146_c3_0)
-            storeVector(arena, (((704944 +% (((mb2145 *% 6) +% 3) *% 16)) +% (nb2144 *% 16)) +% 8), t2146_c3_1)
-            storeVector(arena, ((704944 +% (((mb2145 *% 6) +% 4) *% 16)) +% (nb2144 *% 16)), t2146_c4_0)
-            storeVector(arena, (((704944 +% (((mb2145 *% 6) +% 4) *% 16)) +% (nb2144 *% 16)) +% 8), t2146_c4_1)
-            storeVector(arena, ((704944 +% (((mb2145 *% 6) +% 5) *% 16)) +% (nb2144 *% 16)), t2146_c5_0)
-            storeVector(arena, (((704944 +% (((mb2145 *% 6) +% 5) *% 16)) +% (nb2144 *% 16)) +% 8), t2146_c5_1)
+            storeVector(arena, ((704944 +% ((mb2152 *% 6) *% 16)) +% (nb2151 *% 16)), t2153_c0_0)
+            storeVector(arena, (((704944 +% ((mb2152 *% 6) *% 16)) +% (nb2151 *% 16)) +% 8), t2153_c0_1)
+            storeVector(arena, ((704944 +% (((mb2152 *% 6) +% 1) *% 16)) +% (nb2151 *% 16)), t2153_c1_0)
+            storeVector(arena, (((704944 +% (((mb2152 *% 6) +% 1) *% 16)) +% (nb2151 *% 16)) +% 8), t2153_c1_1)
+            storeVector(arena, ((704944 +% (((mb2152 *% 6) +% 2) *% 16)) +% (nb2151 *% 16)), t2153_c2_0)
+            storeVector(arena, (((704944 +% (((mb2152 *% 6) +% 2) *% 16)) +% (nb2151 *% 16)) +% 8), t2153_c2_1)
+            storeVector(arena, ((704944 +% (((mb2152 *% 6) +% 3) *% 16)) +% (nb2151 *% 16)), t2153_c3_0)
+            storeVector(arena, (((704944 +% (((mb2152 *% 6) +% 3) *% 16)) +% (nb2151 *% 16)) +% 8), t2153_c3_1)
+            storeVector(arena, ((704944 +% (((mb2152 *% 6) +% 4) *% 16)) +% (nb2151 *% 16)), t2153_c4_0)
+            storeVector(arena, (((704944 +% (((mb2152 *% 6) +% 4) *% 16)) +% (nb2151 *% 16)) +% 8), t2153_c4_1)
+            storeVector(arena, ((704944 +% (((mb2152 *% 6) +% 5) *% 16)) +% (nb2151 *% 16)), t2153_c5_0)
+            storeVector(arena, (((704944 +% (((mb2152 *% 6) +% 5) *% 16)) +% (nb2151 *% 16)) +% 8), t2153_c5_1)
           }
-          var t2148_c0_0 = loadVector(arena, (705328 +% (nb2144 *% 16)))
-          var t2148_c0_1 = loadVector(arena, ((705328 +% (nb2144 *% 16)) +% 8))
-          var t2148_c1_0 = loadVector(arena, (705344 +% (nb2144 *% 16)))
-          var t2148_c1_1 = loadVector(arena, ((705344 +% (nb2144 *% 16)) +% 8))
-          var t2148_c2_0 = loadVector(arena, (705360 +% (nb2144 *% 16)))
-          var t2148_c2_1 = loadVector(arena, ((705360 +% (nb2144 *% 16)) +% 8))
-          for k2149 in 0..<2048 {
-            let t2148_b0 = loadVector(arena, ((442800 +% ((k2149 +% (kp2143 *% 2048)) *% 16)) +% (nb2144 *% 16)))
-            let t2148_b1 = loadVector(arena, (((442800 +% ((k2149 +% (kp2143 *% 2048)) *% 16)) +% (nb2144 *% 16)) +% 8))
-            let t2148_a0 = Vector(repeating: arena[(393600 +% (k2149 +% (kp2143 *% 2048)))])
-            t2148_c0_0 = t2148_c0_0.addingProduct(t2148_a0, t2148_b0)
-            t2148_c0_1 = t2148_c0_1.addingProduct(t2148_a0, t2148_b1)
-            let t2148_a1 = Vector(repeating: arena[(410000 +% (k2149 +% (kp2143 *% 2048)))])
-            t2148_c1_0 = t2148_c1_0.addingProduct(t2148_a1, t2148_b0)
-            t2148_c1_1 = t2148_c1_1.addingProduct(t2148_a1, t2148_b1)
-            let t2148_a2 = Vector(repeating: arena[(426400 +% (k2149 +% (kp2143 *% 2048)))])
-            t2148_c2_0 = t2148_c2_0.addingProduct(t2148_a2, t2148_b0)
-            t2148_c2_1 = t2148_c2_1.addingProduct(t2148_a2, t2148_b1)
+          var t2155_c0_0 = loadVector(arena, (705328 +% (nb2151 *% 16)))
+          var t2155_c0_1 = loadVector(arena, ((705328 +% (nb2151 *% 16)) +% 8))
+          var t2155_c1_0 = loadVector(arena, (705344 +% (nb2151 *% 16)))
+          var t2155_c1_1 = loadVector(arena, ((705344 +% (nb2151 *% 16)) +% 8))
+          var t2155_c2_0 = loadVector(arena, (705360 +% (nb2151 *% 16)))
+          var t2155_c2_1 = loadVector(arena, ((705360 +% (nb2151 *% 16)) +% 8))
+          for k2156 in 0..<2048 {
+            let t2155_b0 = loadVector(arena, ((442800 +% ((k2156 +% (kp2150 *% 2048)) *% 16)) +% (nb2151 *% 16)))
+            let t2155_b1 = loadVector(arena, (((442800 +% ((k2156 +% (kp2150 *% 2048)) *% 16)) +% (nb2151 *% 16)) +% 8))
+            let t2155_a0 = Vector(repeating: arena[(393600 +% (k2156 +% (kp2150 *% 2048)))])
+            t2155_c0_0 = t2155_c0_0.addingProduct(t2155_a0, t2155_b0)
+            t2155_c0_1 = t2155_c0_1.addingProduct(t2155_a0, t2155_b1)
+            let t2155_a1 = Vector(repeating: arena[(410000 +% (k2156 +% (kp2150 *% 2048)))])
+            t2155_c1_0 = t2155_c1_0.addingProduct(t2155_a1, t2155_b0)
+            t2155_c1_1 = t2155_c1_1.addingProduct(t2155_a1, t2155_b1)
+            let t2155_a2 = Vector(repeating: arena[(426400 +% (k2156 +% (kp2150 *% 2048)))])
+            t2155_c2_0 = t2155_c2_0.addingProduct(t2155_a2, t2155_b0)
+            t2155_c2_1 = t2155_c2_1.addingProduct(t2155_a2, t2155_b1)
           }
-          storeVector(arena, (705328 +% (nb2144 *% 16)), t2148_c0_0)
-          storeVector(arena, ((705328 +% (nb2144 *% 16)) +% 8), t2148_c0_1)
-          storeVector(arena, (705344 +% (nb2144 *% 16)), t2148_c1_0)
-          storeVector(arena, ((705344 +% (nb2144 *% 16)) +% 8), t2148_c1_1)
-          storeVector(arena, (705360 +% (nb2144 *% 16)), t2148_c2_0)
-          storeVector(arena, ((705360 +% (nb2144 *% 16)) +% 8), t2148_c2_1)
+          storeVector(arena, (705328 +% (nb2151 *% 16)), t2155_c0_0)
+          storeVector(arena, ((705328 +% (nb2151 *% 16)) +% 8), t2155_c0_1)
+          storeVector(arena, (705344 +% (nb2151 *% 16)), t2155_c1_0)
+          storeVector(arena, ((705344 +% (nb2151 *% 16)) +% 8), t2155_c1_1)
+          storeVector(arena, (705360 +% (nb2151 *% 16)), t2155_c2_0)
+          storeVector(arena, ((705360 +% (nb2151 *% 16)) +% 8), t2155_c2_1)
         }
       }
     }
   }
-  for f2151 in 0..<16 {
-    for r2152 in 0..<27 {
-      grads[((f2151 *% 27) +% r2152)] = arena[((704944 +% (r2152 *% 16)) +% f2151)]
+  for f2158 in 0..<16 {
+    for r2159 in 0..<27 {
+      grads[((f2158 *% 27) +% r2159)] = arena[((704944 +% (r2159 *% 16)) +% f2158)]
     }
   }
   // adam = update of 78042 parameters
-  var step_size2153: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt2154: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i2155 in 0..<9755 {
-    let g_v = (loadVector(grads, (i2155 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i2155 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i2155 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i2155 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i2155 *% 8), m_new_v)
-    storeVector(v, (i2155 *% 8), v_new_v)
-    storeVector(params, (i2155 *% 8), (loadVector(params, (i2155 *% 8)) - ((Vector(repeating: step_size2153) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt2154)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size2160: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt2161: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i2162 in 0..<9755 {
+    let g_v = (loadVector(grads, (i2162 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i2162 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i2162 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i2162 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i2162 *% 8), m_new_v)
+    storeVector(v, (i2162 *% 8), v_new_v)
+    storeVector(params, (i2162 *% 8), (loadVector(params, (i2162 *% 8)) - ((Vector(repeating: step_size2160) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt2161)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i2155 in 0..<1 {
-    let g_v = (loadPartial(grads, (i2155 +% 78040), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i2155 +% 78040), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i2155 +% 78040), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i2155 +% 78040), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i2155 +% 78040), m_new_v, 2)
-    storePartial(v, (i2155 +% 78040), v_new_v, 2)
-    storePartial(params, (i2155 +% 78040), (loadPartial(params, (i2155 +% 78040), 2) - ((Vector(repeating: step_size2153) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt2154)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i2162 in 0..<1 {
+    let g_v = (loadPartial(grads, (i2162 +% 78040), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i2162 +% 78040), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i2162 +% 78040), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i2162 +% 78040), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i2162 +% 78040), m_new_v, 2)
+    storePartial(v, (i2162 +% 78040), v_new_v, 2)
+    storePartial(params, (i2162 +% 78040), (loadPartial(params, (i2162 +% 78040), 2) - ((Vector(repeating: step_size2160) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt2161)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 
@@ -6493,22 +6501,30 @@ public func resnet8_infer_b64(
   // gap = global_avgpool(s3_conv2)
   parallelFor(pool, 2) { part542 in
     for q543 in 0..<2048 {
-      var acc544: Float = Float(0)
-      for i545 in 0..<64 {
-        acc544 = (acc544 + arena[((524544 +% ((q543 +% (part542 *% 2048)) *% 64)) +% i545)])
+      var acc544 = Vector()
+      for cv545 in 0..<8 {
+        acc544 = (acc544 + loadVector(arena, ((524544 +% ((q543 +% (part542 *% 2048)) *% 64)) +% (cv545 *% 8))))
       }
-      arena[(q543 +% (part542 *% 2048))] = (acc544 / Float(64))
+      storeVector(arena, (4096 +% (part542 *% 8)), acc544)
+      var sum546: Float = (arena[(4096 +% (part542 *% 8))] + arena[((4096 +% (part542 *% 8)) +% 1)])
+      var sum547: Float = (sum546 + arena[((4096 +% (part542 *% 8)) +% 2)])
+      var sum548: Float = (sum547 + arena[((4096 +% (part542 *% 8)) +% 3)])
+      var sum549: Float = (sum548 + arena[((4096 +% (part542 *% 8)) +% 4)])
+      var sum550: Float = (sum549 + arena[((4096 +% (part542 *% 8)) +% 5)])
+      var sum551: Float = (sum550 + arena[((4096 +% (part542 *% 8)) +% 6)])
+      var sum552: Float = (sum551 + arena[((4096 +% (part542 *% 8)) +% 7)])
+      arena[(q543 +% (part542 *% 2048))] = (sum552 / Float(64))
     }
   }
   // flat = flatten(gap)
   // fc = dense(flat)
   sgemm(101, 111, 112, 64, 10, 64, 1, arena + 0, 64, params + 77392, 64, Float(bitPattern: 0x0), arena + 4096, 10)
-  for n546 in 0..<64 {
-    for u547 in 0..<1 {
-      storeVector(arena, ((u547 *% 8) +% (4096 +% (n546 *% 10))), (loadVector(arena, ((u547 *% 8) +% (4096 +% (n546 *% 10)))) + loadVector(params, ((u547 *% 8) +% 78032))))
+  for n553 in 0..<64 {
+    for u554 in 0..<1 {
+      storeVector(arena, ((u554 *% 8) +% (4096 +% (n553 *% 10))), (loadVector(arena, ((u554 *% 8) +% (4096 +% (n553 *% 10)))) + loadVector(params, ((u554 *% 8) +% 78032))))
     }
-    for u547 in 0..<1 {
-      storePartial(arena, ((u547 +% 8) +% (4096 +% (n546 *% 10))), (loadPartial(arena, ((u547 +% 8) +% (4096 +% (n546 *% 10))), 2) + loadPartial(params, ((u547 +% 8) +% 78032), 2)), 2)
+    for u554 in 0..<1 {
+      storePartial(arena, ((u554 +% 8) +% (4096 +% (n553 *% 10))), (loadPartial(arena, ((u554 +% 8) +% (4096 +% (n553 *% 10))), 2) + loadPartial(params, ((u554 +% 8) +% 78032), 2)), 2)
     }
   }
 }

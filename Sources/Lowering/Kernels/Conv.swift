@@ -266,6 +266,10 @@ extension Emitter {
     return choice.0 == .winograd
   }
 
+  /// Whether a forward conv's GEMM writes the output itself, its epilogue applied in the micro-kernel: one image per
+  /// GEMM (batch 1, or a group of one), so its columns are the output plane, and no pool to reorder them.
+  static func storesDirectly(_ s: ConvShape, window: Int, pool: PoolAttrs?) -> Bool { s.group == 1 && window == 1 && pool == nil }
+
   /// Whether a forward conv's GEMM reads its input as the column matrix itself: a 1x1 conv of stride 1 without
   /// padding, one image per GEMM (batch 1, or a group of one), unpooled. Its im2col would be a copy of the
   /// image: [C, H*W] is already [C*k*k, OH*OW]. (ResNet-50 at batch 1 has 36 such convs, about half its work.)
@@ -302,9 +306,20 @@ extension Emitter {
       let rows = s.f / parts
       out += e.inParts(parts, of: "output channels") { e, part in
         let f0 = part * rows
-        var out = e.tiledGemm(TiledGemm(m: rows, n: s.cols, k: s.ckk, a: (.params, .c(w.offset) + f0 * s.ckk), aRow: s.ckk, aCol: 1,
-                                        b: b, ldb: inPlace ? s.plane : s.row, c: (.arena, .c(tmp) + f0 * s.row), ldc: s.row,
-                                        accumulate: false, calls: parts))
+        var gemm = TiledGemm(m: rows, n: s.cols, k: s.ckk, a: (.params, .c(w.offset) + f0 * s.ckk), aRow: s.ckk, aCol: 1,
+                             b: b, ldb: inPlace ? s.plane : s.row, c: (.arena, .c(tmp) + f0 * s.row), ldc: s.row,
+                             accumulate: false, calls: parts)
+        if Self.storesDirectly(s, window: window, pool: pool) {
+          // One image per GEMM: C is the image's output planes, each element finished in the micro-kernel.
+          gemm.c = (epilogue.y.base, .c(epilogue.y.offset) + (g * s.f + f0) * s.plane)
+          gemm.ldc = s.plane
+          gemm.epilogue = { row, column, v in
+            let fi = row + f0, b = epilogue.biased(v, fi)
+            return tail.apply(relu ? .select(.fgt(b, .c(0)), b, .c(0)) : b, at: (g * s.f + fi) * s.plane + column)
+          }
+          return e.tiledGemm(gemm)
+        }
+        var out = e.tiledGemm(gemm)
         if window > 1 {
           out.append(e.windowMajorPool(epilogue, g: g))
         } else if let p = pool {
@@ -520,7 +535,8 @@ extension Conv2DOp: Lowerable {
     // The column matrix (none when the GEMM reads the input), the conv result, the pooling epilogue's table of
     // window positions, and the phase planes.
     let columns = Emitter.readsInputInPlace(a, s, window: window) ? 0 : g.ckk * g.row
-    return columns + g.f * g.row + g.cols + Emitter.phaseFloats(a, x: x, window: window, target: target)
+    let result = Emitter.storesDirectly(s, window: window, pool: pool) ? 0 : g.f * g.row
+    return columns + result + g.cols + Emitter.phaseFloats(a, x: x, window: window, target: target)
   }
 }
 

@@ -174,6 +174,8 @@ extension ReLUMaxPoolGradOp: Lowerable {
 
 extension GlobalAvgPoolOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) { e.globalAvgPool(n) }
+  /// Each part's accumulator lanes, summed in order.
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { target.lanes * target.parallelParts }
 }
 
 extension GlobalAvgPoolGradOp: Lowerable {
@@ -181,15 +183,21 @@ extension GlobalAvgPoolGradOp: Lowerable {
 }
 
 extension Emitter {
-  /// The mean of each plane, summed in order (as the reference kernel does).
+  /// The mean of each plane: a vector accumulator over the plane (a masked load for its tail), its lanes then
+  /// summed in order. An in-order scalar sum waits one add latency per element: EfficientNet-B0's squeeze
+  /// layers at batch 1 took 0.8 ms of its 14 that way.
   mutating func globalAvgPool(_ n: Node) {
-    let x = at(n.args[0]), xd = dims(n.args[0]), y = at(n.name)
-    let hw = xd[2] * xd[3]
-    body += planeLoop("q", xd[0] * xd[1], work: xd.reduce(1, *) * Self.elementwiseWeight) { e, q in
-      let acc = e.fresh("acc")
-      return [.local(acc, .c(0)),
-              e.loop("i", hw) { _, i in [.set(acc, .local(acc) + .load(x.base, .c(x.offset) + q * hw + i))] },
-              .store(y.base, .c(y.offset) + q, .local(acc) / .c(Float(hw)))]
+    let x = at(n.args[0]), xd = dims(n.args[0]), y = at(n.name), scratch = plan.scratch[n.name]!.offset
+    let hw = xd[2] * xd[3], planes = xd[0] * xd[1]
+    let parts = parallelParts(units: planes, macs: xd.reduce(1, *) * Self.elementwiseWeight), per = planes / parts
+    body += inParts(parts, of: "planes") { e, part in
+      [e.loop("q", per) { e, qv in
+        let q = qv + part * per, acc = e.fresh("acc")
+        var out: [Stmt] = [.vlocal(acc, .zero)]
+        out += e.vectorRuns(hw) { _, first, lanes in [.vset(acc, .add(.local(acc), .load(x.base, .c(x.offset) + q * hw + first, lanes: lanes)))] }
+        let (summing, sum) = e.sumLanes(acc, scratch: scratch, part: part)
+        return out + summing + [.store(y.base, .c(y.offset) + q, sum / .c(Float(hw)))]
+      }]
     }
   }
 

@@ -15,6 +15,9 @@ struct TiledGemm {
   /// How many times the program runs this GEMM per call (the trip counts of the loops around it): a
   /// library call or a kernel is chosen by the multiply-adds of all of them, which one kernel serves.
   var calls = 1
+  /// What each element of C becomes once its sum is complete, `epilogue(row, column, sum)`: applied to each
+  /// micro-kernel's block right after its last K panel stores it (still in L1), so C is written once.
+  var epilogue: ((IExpr, IExpr, FExpr) -> FExpr)? = nil
 }
 
 /// The register blocking of a micro-kernel: `rows` x `vectors` accumulators, plus one register per B
@@ -89,8 +92,10 @@ extension Emitter {
   mutating func tiledGemm(_ g: TiledGemm) -> [Stmt] {
     if g.m * g.n * g.k * g.calls < target.libraryGemmBelow, g.aCol == 1 || g.aRow == 1 {
       let rowMajor = g.aCol == 1
-      return [.gemm(Gemm(transA: !rowMajor, transB: false, m: g.m, n: g.n, k: g.k, a: g.a, lda: rowMajor ? g.aRow : g.aCol,
-                         b: g.b, ldb: g.ldb, beta: g.accumulate ? 1 : 0, c: g.c, ldc: g.ldc))]
+      let call = Stmt.gemm(Gemm(transA: !rowMajor, transB: false, m: g.m, n: g.n, k: g.k, a: g.a, lda: rowMajor ? g.aRow : g.aCol,
+                                b: g.b, ldb: g.ldb, beta: g.accumulate ? 1 : 0, c: g.c, ldc: g.ldc))
+      guard let epilogue = g.epilogue else { return [call] }
+      return [call, loop("r", g.m) { e, r in e.epilogueRun(g, epilogue, row: r, first: .c(0), count: g.n) }]
     }
     let blk = GemmBlocking.choose(m: g.m, n: g.n, k: g.k, target: target)
     gemms.append(GemmChoice(node: node, m: g.m, n: g.n, k: g.k, aRow: g.aRow, aCol: g.aCol, ldb: g.ldb, ldc: g.ldc,
@@ -103,13 +108,18 @@ extension Emitter {
       out.append(loop("r", g.m) { e, r in [e.elementwise(g.n) { i in .store(g.c.0, g.c.1 + r * g.ldc + i, .c(0)) }] })
     }
     let load = g.accumulate || panels > 1
-    // The full panels in a loop (one copy of the code), then the shorter last panel.
+    // The full panels in a loop (one copy of the code), then the shorter last panel. An epilogue belongs to
+    // the final panel, which is then a copy of its own.
     let full = g.k / kc, last = g.k % kc
-    if full == 1 {
-      out += columnBlocks(g, blk, k0: .c(0), kc: kc, load: load)
-    } else {
-      out.append(loop("kp", full) { e, kp in e.columnBlocks(g, blk, k0: kp * kc, kc: kc, load: load) })
+    var early = g
+    early.epilogue = nil
+    let looped = g.epilogue != nil && last == 0 ? full - 1 : full
+    if looped == 1 {
+      out += columnBlocks(early, blk, k0: .c(0), kc: kc, load: load)
+    } else if looped > 1 {
+      out.append(loop("kp", looped) { e, kp in e.columnBlocks(early, blk, k0: kp * kc, kc: kc, load: load) })
     }
+    if looped < full { out += columnBlocks(g, blk, k0: .c(looped * kc), kc: kc, load: load) }
     if last > 0 { out += columnBlocks(g, blk, k0: .c(full * kc), kc: last, load: load) }
     // The micro-kernels get the register file to themselves (see `Stmt.region`).
     return [.region(fresh("gemm"), out)]
@@ -173,7 +183,20 @@ extension Emitter {
     for r in 0..<rows {
       for (v, l) in widths.enumerated() { out.append(.vstore(g.c.0, cAt(r, v), .local(acc(r, v)), lanes: l)) }
     }
+    if let epilogue = g.epilogue {
+      for r in 0..<rows { out += epilogueRun(g, epilogue, row: m0 + r, first: n0, count: widths.reduce(0, +)) }
+    }
     return out
+  }
+
+  /// C's elements (row, first ..< first + count) through the GEMM's epilogue, in place, as a scalar loop the back
+  /// ends vectorise.
+  mutating func epilogueRun(_ g: TiledGemm, _ epilogue: (IExpr, IExpr, FExpr) -> FExpr, row: IExpr, first: IExpr, count: Int) -> [Stmt] {
+    [loop("i", count) { e, i in
+      let at = g.c.1 + row * g.ldc + first + i
+      let (bindings, v) = SubexpressionSharing.share(epilogue(row, first + i, .load(g.c.0, at))) { e.fresh("t") }
+      return bindings + [.store(g.c.0, at, v)]
+    }]
   }
 
   /// Stores vector `acc` to the `lanes` floats at arena[scratch + part * lanes] (each part of a parallel
