@@ -25,7 +25,7 @@ public struct ProgramSet: Sendable {
     firstInference = programs.count
     inferenceBytesPerImage = 4 * single.arenaFloats
     let chunk = target.inferenceChunk(activationBytesPerImage: inferenceBytesPerImage)
-    var batches = Self.inferenceBatches(inferenceCalls, chunk: chunk)
+    var batches = Self.inferenceBatches(inferenceCalls, chunk: chunk, parts: target.parallelParts)
     if batches.isEmpty { batches = [1] }
     if inferenceOnly { batches.remove(1) } else if batches.contains(1) { programs.append(single) }
     for b in batches.sorted() where b > 1 {
@@ -45,14 +45,17 @@ public struct ProgramSet: Sendable {
   public var evaluation: [Program] { Array(programs[(inferenceOnly ? 0 : firstInference)...]) }
 
   /// The inference programs' batches for a command's `infer` calls of these image counts: each call splits into
-  /// the fewest equal chunks of at most `chunk` images.
-  public static func inferenceBatches(_ calls: [Int], chunk: Int) -> Set<Int> {
-    Set(calls.filter { $0 > 0 }.map { balancedChunk($0, chunk) })
+  /// the fewest equal chunks of at most `chunk` images, and at least `parts`.
+  public static func inferenceBatches(_ calls: [Int], chunk: Int, parts: Int) -> Set<Int> {
+    Set(calls.filter { $0 > 0 }.map { balancedChunk($0, chunk, parts: parts) })
   }
 
-  /// The size of the fewest equal chunks of at most `chunk` images that hold `count`.
-  public static func balancedChunk(_ count: Int, _ chunk: Int) -> Int {
-    let chunks = (count + chunk - 1) / chunk
+  /// The size of the fewest equal chunks of at most `chunk` images that hold `count`, and at least `parts` of them
+  /// when there are that many images: the target's cores then each run whole images, with no hand-offs between
+  /// layers (one chunk of 16 224x224 images ran layer by layer over the pool at 1.3-1.5x the time per image of one).
+  /// The target fixes `parts`, so the plan, and each image's bits, do not depend on the threads a run is given.
+  public static func balancedChunk(_ count: Int, _ chunk: Int, parts: Int = 1) -> Int {
+    let chunks = max((count + chunk - 1) / chunk, min(count, max(1, parts)))
     return (count + chunks - 1) / chunks
   }
 }

@@ -425,7 +425,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   /// images. The plan depends only on `count` and the compiled sizes, never on the thread count.
   public func inferencePlan(_ count: Int) -> [(first: Int, count: Int, batch: Int)] {
     let sizes = inference.keys.sorted()
-    let wanted = ProgramSet.balancedChunk(count, inferenceChunk)
+    let wanted = ProgramSet.balancedChunk(count, inferenceChunk, parts: compiler.target.parallelParts)
     let size = sizes.first { $0 >= wanted } ?? sizes.last!
     return stride(from: 0, to: count, by: size).map { first in
       let n = min(size, count - first)
