@@ -145,8 +145,7 @@ struct Bench: ParsableCommand {
     let latency = try singleImageLatency(trainer.backend, testSet)
 
     // Peak memory of the workload itself (training and inference), read before the sgemm calibration below.
-    var usage = rusage()
-    getrusage(RUSAGE_SELF.rawValue, &usage)
+    let peakMemory = peakResidentMegabytes()
     // The same compile again from a cache the first of two back ends filled (it waits for its evaluation
     // programs when it goes).
     let cachedSeconds = try cached.map { make in
@@ -170,7 +169,7 @@ struct Bench: ParsableCommand {
       ("first_step_s", fmt(firstStep, 4)),
       ("infer_b1000_images_per_s", fmt(inferRate)), ("infer_b1000_fraction_of_sgemm_peak", fmt(inferRate * Double(flopsForward) / 1e9 / peak, 3)),
       ("infer_b1_us_per_image", fmt(latency * 1e6, 1)),
-      ("peak_rss_mb", fmt(Double(usage.ru_maxrss) / 1024, 1)), ("test_accuracy", fmt(accuracy, 4)),
+      ("peak_rss_mb", fmt(peakMemory, 1)), ("test_accuracy", fmt(accuracy, 4)),
       ("threads", "\(trainer.backend.threads)"), ("shards", "\(shards)"), ("blas_threads", "\(openblas_get_num_threads())"), ("openblas_kernel", "\"\(core)\""),
       ("sgemm_peak_gflops", fmt(peak, 1)), ("train_mflop_per_image", fmt(trainFlops / 1e6, 2)),
       ("target", "{\"cpu\": \"\(target.cpu)\", \"host_cpu\": \"\(Target.host().cpu)\", \"isa\": \"\(target.isa.rawValue)\", \"lanes\": \(target.lanes), \"registers\": \(target.vectorRegisters), \"origin\": \"\(target.origin.rawValue)\"}"),

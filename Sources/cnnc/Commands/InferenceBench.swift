@@ -66,8 +66,7 @@ struct InferenceBench {
         profiles.append(try b.inferenceProfileField(images: Array(images.prefix(chunk * per)), count: chunk, repeats: max(Self.minimumCalls, calls.count / 4)))
       }
     }
-    var usage = rusage()
-    getrusage(RUSAGE_SELF.rawValue, &usage)
+    let peak = peakResidentMegabytes()
     func keyed(_ values: [(Int, Double)], _ digits: Int) -> String {
       "{" + values.map { "\"\($0.0)\": \(String(format: "%.\(digits)f", $0.1))" }.joined(separator: ", ") + "}"
     }
@@ -76,7 +75,7 @@ struct InferenceBench {
       ("input", "[\(dims.dropFirst().map(String.init).joined(separator: ", "))]"), ("gflop_per_image", String(format: "%.3f", Double(flopsPerImage) / 1e9)),
       ("inference_us_per_image", keyed(usPerImage, 1)), ("inference_images_per_s", keyed(usPerImage.map { ($0.0, 1e6 / $0.1) }, 1)),
       ("inference_gflops", keyed(usPerImage.map { ($0.0, Double(flopsPerImage) / $0.1 / 1e3) }, 1)),
-      ("compile_s", keyed(compileSeconds, 3)), ("peak_rss_mb", String(format: "%.1f", Double(usage.ru_maxrss) / 1024)),
+      ("compile_s", keyed(compileSeconds, 3)), ("peak_rss_mb", String(format: "%.1f", peak)),
       ("threads", "\(threads ?? ProcessInfo.processInfo.activeProcessorCount)"),
       ("target", "{\"cpu\": \"\(target.cpu)\", \"host_cpu\": \"\(Target.host().cpu)\", \"isa\": \"\(target.isa.rawValue)\", \"lanes\": \(target.lanes), \"registers\": \(target.vectorRegisters)}"),
     ]
