@@ -12615,39 +12615,8 @@ entry:
 ; Function Attrs: noinline
 define internal void @convnet_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part101.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  %conv2.w100 = alloca <8 x float>, align 32
-  %conv2.w99 = alloca <8 x float>, align 32
-  %conv2.w98 = alloca <8 x float>, align 32
-  %conv2.w97 = alloca <8 x float>, align 32
-  %conv2.w96 = alloca <8 x float>, align 32
-  %conv2.w95 = alloca <8 x float>, align 32
-  %conv2.w94 = alloca <8 x float>, align 32
-  %conv2.w93 = alloca <8 x float>, align 32
-  %conv2.w92 = alloca <8 x float>, align 32
-  %conv2.w91 = alloca <8 x float>, align 32
-  %conv2.w90 = alloca <8 x float>, align 32
-  %conv2.w89 = alloca <8 x float>, align 32
-  %conv2.w88 = alloca <8 x float>, align 32
-  %conv2.w87 = alloca <8 x float>, align 32
-  %conv2.w86 = alloca <8 x float>, align 32
-  %conv2.w85 = alloca <8 x float>, align 32
-  %conv2.w84 = alloca <8 x float>, align 32
-  %conv2.w83 = alloca <8 x float>, align 32
-  %conv2.w82 = alloca <8 x float>, align 32
-  %conv2.w81 = alloca <8 x float>, align 32
-  %conv2.w80 = alloca <8 x float>, align 32
-  %conv2.w79 = alloca <8 x float>, align 32
-  %conv2.w78 = alloca <8 x float>, align 32
-  %conv2.w77 = alloca <8 x float>, align 32
-  %conv2.w76 = alloca <8 x float>, align 32
-  %conv2.w75 = alloca <8 x float>, align 32
-  %conv2.w74 = alloca <8 x float>, align 32
-  %conv2.w73 = alloca <8 x float>, align 32
-  %conv2.w72 = alloca <8 x float>, align 32
-  %conv2.w71 = alloca <8 x float>, align 32
-  %conv2.w70 = alloca <8 x float>, align 32
-  %conv2.w69 = alloca <8 x float>, align 32
+  %part102.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part65.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
   %part28.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
   %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
@@ -12707,11 +12676,11 @@ conv2.i59:                                        ; preds = %conv2.i59, %conv2.p
 conv2.i59.end:                                    ; preds = %conv2.i59
   br label %conv2.g60
 
-conv2.g60:                                        ; preds = %conv2.part101.done, %conv2.i59.end
-  %conv2.g604 = phi i64 [ 0, %conv2.i59.end ], [ %g60.next, %conv2.part101.done ]
+conv2.g60:                                        ; preds = %conv2.part102.done, %conv2.i59.end
+  %conv2.g604 = phi i64 [ 0, %conv2.i59.end ], [ %g60.next, %conv2.part102.done ]
   br label %conv2.j61
 
-conv2.g60.end:                                    ; preds = %conv2.part101.done
+conv2.g60.end:                                    ; preds = %conv2.part102.done
   ret void
 
 conv2.j61:                                        ; preds = %conv2.c62.end, %conv2.g60
@@ -12719,7 +12688,30 @@ conv2.j61:                                        ; preds = %conv2.c62.end, %con
   br label %conv2.c62
 
 conv2.j61.end:                                    ; preds = %conv2.c62.end
-  br label %conv2.j65
+  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 0
+  store ptr %params, ptr %15, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 1
+  store ptr %grads, ptr %16, align 8
+  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 2
+  store ptr %m, ptr %17, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 3
+  store ptr %v, ptr %18, align 8
+  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 4
+  store ptr %arena, ptr %19, align 8
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 5
+  store ptr %images, ptr %20, align 8
+  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 6
+  store ptr %labels, ptr %21, align 8
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 7
+  store float %lr, ptr %22, align 4
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 8
+  store i64 %step, ptr %23, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 9
+  store i64 %seed, ptr %24, align 4
+  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 10
+  store ptr %pool, ptr %25, align 8
+  %26 = icmp eq ptr %pool, null
+  br i1 %26, label %conv2.part65.serial, label %conv2.part65.pool
 
 conv2.c62:                                        ; preds = %conv2.iy63.end, %conv2.j61
   %conv2.c626 = phi i64 [ 0, %conv2.j61 ], [ %c62.next, %conv2.iy63.end ]
@@ -12727,8 +12719,8 @@ conv2.c62:                                        ; preds = %conv2.iy63.end, %co
 
 conv2.c62.end:                                    ; preds = %conv2.iy63.end
   %j61.next = add nsw i64 %conv2.j615, 1
-  %15 = icmp slt i64 %j61.next, 1
-  br i1 %15, label %conv2.j61, label %conv2.j61.end
+  %27 = icmp slt i64 %j61.next, 1
+  br i1 %27, label %conv2.j61, label %conv2.j61.end
 
 conv2.iy63:                                       ; preds = %conv2.ix64.end, %conv2.c62
   %conv2.iy637 = phi i64 [ 0, %conv2.c62 ], [ %iy63.next, %conv2.ix64.end ]
@@ -12736,831 +12728,108 @@ conv2.iy63:                                       ; preds = %conv2.ix64.end, %co
 
 conv2.iy63.end:                                   ; preds = %conv2.ix64.end
   %c62.next = add nsw i64 %conv2.c626, 1
-  %16 = icmp slt i64 %c62.next, 32
-  br i1 %16, label %conv2.c62, label %conv2.c62.end
+  %28 = icmp slt i64 %c62.next, 32
+  br i1 %28, label %conv2.c62, label %conv2.c62.end
 
 conv2.ix64:                                       ; preds = %conv2.ix64, %conv2.iy63
   %conv2.ix648 = phi i64 [ 0, %conv2.iy63 ], [ %ix64.next, %conv2.ix64 ]
-  %17 = add nsw i64 %conv2.g604, %conv2.j615
-  %18 = mul nsw i64 %17, 25088
-  %19 = mul nsw i64 %conv2.c626, 784
-  %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv2.iy637, 28
-  %22 = add nsw i64 %20, %21
-  %23 = add nsw i64 %22, %conv2.ix648
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
-  %24 = load float, ptr %arena9, align 4
-  %25 = mul nsw i64 %conv2.j615, 28800
-  %26 = add nsw i64 %conv2.iy637, 1
-  %27 = mul nsw i64 %26, 960
-  %28 = add nsw i64 %25, %27
-  %29 = add nsw i64 %conv2.ix648, 1
-  %30 = mul nsw i64 %29, 32
-  %31 = add nsw i64 %28, %30
-  %32 = add nsw i64 %31, %conv2.c626
-  %33 = add nsw i64 3244032, %32
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %33
-  store float %24, ptr %arena10, align 4
+  %29 = add nsw i64 %conv2.g604, %conv2.j615
+  %30 = mul nsw i64 %29, 25088
+  %31 = mul nsw i64 %conv2.c626, 784
+  %32 = add nsw i64 %30, %31
+  %33 = mul nsw i64 %conv2.iy637, 28
+  %34 = add nsw i64 %32, %33
+  %35 = add nsw i64 %34, %conv2.ix648
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %35
+  %36 = load float, ptr %arena9, align 4
+  %37 = mul nsw i64 %conv2.j615, 28800
+  %38 = add nsw i64 %conv2.iy637, 1
+  %39 = mul nsw i64 %38, 960
+  %40 = add nsw i64 %37, %39
+  %41 = add nsw i64 %conv2.ix648, 1
+  %42 = mul nsw i64 %41, 32
+  %43 = add nsw i64 %40, %42
+  %44 = add nsw i64 %43, %conv2.c626
+  %45 = add nsw i64 3244032, %44
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %45
+  store float %36, ptr %arena10, align 4
   %ix64.next = add nsw i64 %conv2.ix648, 1
-  %34 = icmp slt i64 %ix64.next, 28
-  br i1 %34, label %conv2.ix64, label %conv2.ix64.end
+  %46 = icmp slt i64 %ix64.next, 28
+  br i1 %46, label %conv2.ix64, label %conv2.ix64.end
 
 conv2.ix64.end:                                   ; preds = %conv2.ix64
   %iy63.next = add nsw i64 %conv2.iy637, 1
-  %35 = icmp slt i64 %iy63.next, 28
-  br i1 %35, label %conv2.iy63, label %conv2.iy63.end
+  %47 = icmp slt i64 %iy63.next, 28
+  br i1 %47, label %conv2.iy63, label %conv2.iy63.end
 
-conv2.j65:                                        ; preds = %conv2.ty66.end, %conv2.j61.end
-  %conv2.j6511 = phi i64 [ 0, %conv2.j61.end ], [ %j65.next, %conv2.ty66.end ]
-  br label %conv2.ty66
+conv2.part65.pool:                                ; preds = %conv2.j61.end
+  %run11 = load ptr, ptr %pool, align 8
+  call void %run11(ptr %pool, ptr @convnet_infer_b64.k1.conv2.part65.task, ptr %part65.context, i64 2)
+  br label %conv2.part65.done
 
-conv2.j65.end:                                    ; preds = %conv2.ty66.end
-  %36 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 0
-  store ptr %params, ptr %36, align 8
-  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 1
-  store ptr %grads, ptr %37, align 8
-  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 2
-  store ptr %m, ptr %38, align 8
-  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 3
-  store ptr %v, ptr %39, align 8
-  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 4
-  store ptr %arena, ptr %40, align 8
-  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 5
-  store ptr %images, ptr %41, align 8
-  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 6
-  store ptr %labels, ptr %42, align 8
-  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 7
-  store float %lr, ptr %43, align 4
-  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 8
-  store i64 %step, ptr %44, align 4
-  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 9
-  store i64 %seed, ptr %45, align 4
-  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 10
-  store ptr %pool, ptr %46, align 8
-  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part101.context, i32 0, i32 11
-  store i64 %conv2.g604, ptr %47, align 4
-  %48 = icmp eq ptr %pool, null
-  br i1 %48, label %conv2.part101.serial, label %conv2.part101.pool
+conv2.part65.serial:                              ; preds = %conv2.j61.end
+  br label %conv2.part65
 
-conv2.ty66:                                       ; preds = %conv2.tx67.end, %conv2.j65
-  %conv2.ty6612 = phi i64 [ 0, %conv2.j65 ], [ %ty66.next, %conv2.tx67.end ]
-  br label %conv2.tx67
+conv2.part65.done:                                ; preds = %conv2.part65.end, %conv2.part65.pool
+  %48 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 0
+  store ptr %params, ptr %48, align 8
+  %49 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 1
+  store ptr %grads, ptr %49, align 8
+  %50 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 2
+  store ptr %m, ptr %50, align 8
+  %51 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 3
+  store ptr %v, ptr %51, align 8
+  %52 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 4
+  store ptr %arena, ptr %52, align 8
+  %53 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 5
+  store ptr %images, ptr %53, align 8
+  %54 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 6
+  store ptr %labels, ptr %54, align 8
+  %55 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 7
+  store float %lr, ptr %55, align 4
+  %56 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 8
+  store i64 %step, ptr %56, align 4
+  %57 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 9
+  store i64 %seed, ptr %57, align 4
+  %58 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 10
+  store ptr %pool, ptr %58, align 8
+  %59 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 11
+  store i64 %conv2.g604, ptr %59, align 4
+  %60 = icmp eq ptr %pool, null
+  br i1 %60, label %conv2.part102.serial, label %conv2.part102.pool
 
-conv2.ty66.end:                                   ; preds = %conv2.tx67.end
-  %j65.next = add nsw i64 %conv2.j6511, 1
-  %49 = icmp slt i64 %j65.next, 1
-  br i1 %49, label %conv2.j65, label %conv2.j65.end
+conv2.part65:                                     ; preds = %conv2.part65, %conv2.part65.serial
+  %conv2.part6512 = phi i64 [ 0, %conv2.part65.serial ], [ %part65.next, %conv2.part65 ]
+  call void @convnet_infer_b64.k1.conv2.part65(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part6512)
+  %part65.next = add nsw i64 %conv2.part6512, 1
+  %61 = icmp slt i64 %part65.next, 2
+  br i1 %61, label %conv2.part65, label %conv2.part65.end
 
-conv2.tx67:                                       ; preds = %conv2.cv68.end, %conv2.ty66
-  %conv2.tx6713 = phi i64 [ 0, %conv2.ty66 ], [ %tx67.next, %conv2.cv68.end ]
-  br label %conv2.cv68
+conv2.part65.end:                                 ; preds = %conv2.part65
+  br label %conv2.part65.done
 
-conv2.tx67.end:                                   ; preds = %conv2.cv68.end
-  %ty66.next = add nsw i64 %conv2.ty6612, 1
-  %50 = icmp slt i64 %ty66.next, 14
-  br i1 %50, label %conv2.ty66, label %conv2.ty66.end
+conv2.part102.pool:                               ; preds = %conv2.part65.done
+  %run13 = load ptr, ptr %pool, align 8
+  call void %run13(ptr %pool, ptr @convnet_infer_b64.k1.conv2.part102.task, ptr %part102.context, i64 2)
+  br label %conv2.part102.done
 
-conv2.cv68:                                       ; preds = %conv2.cv68, %conv2.tx67
-  %conv2.cv6814 = phi i64 [ 0, %conv2.tx67 ], [ %cv68.next, %conv2.cv68 ]
-  %51 = mul nsw i64 %conv2.j6511, 28800
-  %52 = mul nsw i64 %conv2.ty6612, 2
-  %53 = mul nsw i64 %52, 960
-  %54 = add nsw i64 %51, %53
-  %55 = mul nsw i64 %conv2.tx6713, 2
-  %56 = mul nsw i64 %55, 32
-  %57 = add nsw i64 %54, %56
-  %58 = mul nsw i64 %conv2.cv6814, 8
-  %59 = add nsw i64 %57, %58
-  %60 = add nsw i64 3244032, %59
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %60
-  %61 = load <8 x float>, ptr %arena15, align 4
-  %62 = mul nsw i64 %conv2.j6511, 28800
-  %63 = mul nsw i64 %conv2.ty6612, 2
-  %64 = add nsw i64 %63, 2
-  %65 = mul nsw i64 %64, 960
-  %66 = add nsw i64 %62, %65
-  %67 = mul nsw i64 %conv2.tx6713, 2
-  %68 = mul nsw i64 %67, 32
-  %69 = add nsw i64 %66, %68
-  %70 = mul nsw i64 %conv2.cv6814, 8
-  %71 = add nsw i64 %69, %70
-  %72 = add nsw i64 3244032, %71
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %72
-  %73 = load <8 x float>, ptr %arena16, align 4
-  %74 = fsub <8 x float> %61, %73
-  store <8 x float> %74, ptr %conv2.w69, align 32
-  %75 = mul nsw i64 %conv2.j6511, 28800
-  %76 = mul nsw i64 %conv2.ty6612, 2
-  %77 = add nsw i64 %76, 1
-  %78 = mul nsw i64 %77, 960
-  %79 = add nsw i64 %75, %78
-  %80 = mul nsw i64 %conv2.tx6713, 2
-  %81 = mul nsw i64 %80, 32
-  %82 = add nsw i64 %79, %81
-  %83 = mul nsw i64 %conv2.cv6814, 8
-  %84 = add nsw i64 %82, %83
-  %85 = add nsw i64 3244032, %84
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %85
-  %86 = load <8 x float>, ptr %arena17, align 4
-  %87 = mul nsw i64 %conv2.j6511, 28800
-  %88 = mul nsw i64 %conv2.ty6612, 2
-  %89 = add nsw i64 %88, 2
-  %90 = mul nsw i64 %89, 960
-  %91 = add nsw i64 %87, %90
-  %92 = mul nsw i64 %conv2.tx6713, 2
-  %93 = mul nsw i64 %92, 32
-  %94 = add nsw i64 %91, %93
-  %95 = mul nsw i64 %conv2.cv6814, 8
-  %96 = add nsw i64 %94, %95
-  %97 = add nsw i64 3244032, %96
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 %97
-  %98 = load <8 x float>, ptr %arena18, align 4
-  %99 = fadd <8 x float> %86, %98
-  store <8 x float> %99, ptr %conv2.w70, align 32
-  %100 = mul nsw i64 %conv2.j6511, 28800
-  %101 = mul nsw i64 %conv2.ty6612, 2
-  %102 = add nsw i64 %101, 2
-  %103 = mul nsw i64 %102, 960
-  %104 = add nsw i64 %100, %103
-  %105 = mul nsw i64 %conv2.tx6713, 2
-  %106 = mul nsw i64 %105, 32
-  %107 = add nsw i64 %104, %106
-  %108 = mul nsw i64 %conv2.cv6814, 8
-  %109 = add nsw i64 %107, %108
-  %110 = add nsw i64 3244032, %109
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %110
-  %111 = load <8 x float>, ptr %arena19, align 4
-  %112 = mul nsw i64 %conv2.j6511, 28800
-  %113 = mul nsw i64 %conv2.ty6612, 2
-  %114 = add nsw i64 %113, 1
-  %115 = mul nsw i64 %114, 960
-  %116 = add nsw i64 %112, %115
-  %117 = mul nsw i64 %conv2.tx6713, 2
-  %118 = mul nsw i64 %117, 32
-  %119 = add nsw i64 %116, %118
-  %120 = mul nsw i64 %conv2.cv6814, 8
-  %121 = add nsw i64 %119, %120
-  %122 = add nsw i64 3244032, %121
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %122
-  %123 = load <8 x float>, ptr %arena20, align 4
-  %124 = fsub <8 x float> %111, %123
-  store <8 x float> %124, ptr %conv2.w71, align 32
-  %125 = mul nsw i64 %conv2.j6511, 28800
-  %126 = mul nsw i64 %conv2.ty6612, 2
-  %127 = add nsw i64 %126, 1
-  %128 = mul nsw i64 %127, 960
-  %129 = add nsw i64 %125, %128
-  %130 = mul nsw i64 %conv2.tx6713, 2
-  %131 = mul nsw i64 %130, 32
-  %132 = add nsw i64 %129, %131
-  %133 = mul nsw i64 %conv2.cv6814, 8
-  %134 = add nsw i64 %132, %133
-  %135 = add nsw i64 3244032, %134
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %135
-  %136 = load <8 x float>, ptr %arena21, align 4
-  %137 = mul nsw i64 %conv2.j6511, 28800
-  %138 = mul nsw i64 %conv2.ty6612, 2
-  %139 = add nsw i64 %138, 3
-  %140 = mul nsw i64 %139, 960
-  %141 = add nsw i64 %137, %140
-  %142 = mul nsw i64 %conv2.tx6713, 2
-  %143 = mul nsw i64 %142, 32
-  %144 = add nsw i64 %141, %143
-  %145 = mul nsw i64 %conv2.cv6814, 8
-  %146 = add nsw i64 %144, %145
-  %147 = add nsw i64 3244032, %146
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %147
-  %148 = load <8 x float>, ptr %arena22, align 4
-  %149 = fsub <8 x float> %136, %148
-  store <8 x float> %149, ptr %conv2.w72, align 32
-  %150 = mul nsw i64 %conv2.j6511, 28800
-  %151 = mul nsw i64 %conv2.ty6612, 2
-  %152 = mul nsw i64 %151, 960
-  %153 = add nsw i64 %150, %152
-  %154 = mul nsw i64 %conv2.tx6713, 2
-  %155 = add nsw i64 %154, 1
-  %156 = mul nsw i64 %155, 32
-  %157 = add nsw i64 %153, %156
-  %158 = mul nsw i64 %conv2.cv6814, 8
-  %159 = add nsw i64 %157, %158
-  %160 = add nsw i64 3244032, %159
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %160
-  %161 = load <8 x float>, ptr %arena23, align 4
-  %162 = mul nsw i64 %conv2.j6511, 28800
-  %163 = mul nsw i64 %conv2.ty6612, 2
-  %164 = add nsw i64 %163, 2
-  %165 = mul nsw i64 %164, 960
-  %166 = add nsw i64 %162, %165
-  %167 = mul nsw i64 %conv2.tx6713, 2
-  %168 = add nsw i64 %167, 1
-  %169 = mul nsw i64 %168, 32
-  %170 = add nsw i64 %166, %169
-  %171 = mul nsw i64 %conv2.cv6814, 8
-  %172 = add nsw i64 %170, %171
-  %173 = add nsw i64 3244032, %172
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %173
-  %174 = load <8 x float>, ptr %arena24, align 4
-  %175 = fsub <8 x float> %161, %174
-  store <8 x float> %175, ptr %conv2.w73, align 32
-  %176 = mul nsw i64 %conv2.j6511, 28800
-  %177 = mul nsw i64 %conv2.ty6612, 2
-  %178 = add nsw i64 %177, 1
-  %179 = mul nsw i64 %178, 960
-  %180 = add nsw i64 %176, %179
-  %181 = mul nsw i64 %conv2.tx6713, 2
-  %182 = add nsw i64 %181, 1
-  %183 = mul nsw i64 %182, 32
-  %184 = add nsw i64 %180, %183
-  %185 = mul nsw i64 %conv2.cv6814, 8
-  %186 = add nsw i64 %184, %185
-  %187 = add nsw i64 3244032, %186
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %187
-  %188 = load <8 x float>, ptr %arena25, align 4
-  %189 = mul nsw i64 %conv2.j6511, 28800
-  %190 = mul nsw i64 %conv2.ty6612, 2
-  %191 = add nsw i64 %190, 2
-  %192 = mul nsw i64 %191, 960
-  %193 = add nsw i64 %189, %192
-  %194 = mul nsw i64 %conv2.tx6713, 2
-  %195 = add nsw i64 %194, 1
-  %196 = mul nsw i64 %195, 32
-  %197 = add nsw i64 %193, %196
-  %198 = mul nsw i64 %conv2.cv6814, 8
-  %199 = add nsw i64 %197, %198
-  %200 = add nsw i64 3244032, %199
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %200
-  %201 = load <8 x float>, ptr %arena26, align 4
-  %202 = fadd <8 x float> %188, %201
-  store <8 x float> %202, ptr %conv2.w74, align 32
-  %203 = mul nsw i64 %conv2.j6511, 28800
-  %204 = mul nsw i64 %conv2.ty6612, 2
-  %205 = add nsw i64 %204, 2
-  %206 = mul nsw i64 %205, 960
-  %207 = add nsw i64 %203, %206
-  %208 = mul nsw i64 %conv2.tx6713, 2
-  %209 = add nsw i64 %208, 1
-  %210 = mul nsw i64 %209, 32
-  %211 = add nsw i64 %207, %210
-  %212 = mul nsw i64 %conv2.cv6814, 8
-  %213 = add nsw i64 %211, %212
-  %214 = add nsw i64 3244032, %213
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %214
-  %215 = load <8 x float>, ptr %arena27, align 4
-  %216 = mul nsw i64 %conv2.j6511, 28800
-  %217 = mul nsw i64 %conv2.ty6612, 2
-  %218 = add nsw i64 %217, 1
-  %219 = mul nsw i64 %218, 960
-  %220 = add nsw i64 %216, %219
-  %221 = mul nsw i64 %conv2.tx6713, 2
-  %222 = add nsw i64 %221, 1
-  %223 = mul nsw i64 %222, 32
-  %224 = add nsw i64 %220, %223
-  %225 = mul nsw i64 %conv2.cv6814, 8
-  %226 = add nsw i64 %224, %225
-  %227 = add nsw i64 3244032, %226
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %227
-  %228 = load <8 x float>, ptr %arena28, align 4
-  %229 = fsub <8 x float> %215, %228
-  store <8 x float> %229, ptr %conv2.w75, align 32
-  %230 = mul nsw i64 %conv2.j6511, 28800
-  %231 = mul nsw i64 %conv2.ty6612, 2
-  %232 = add nsw i64 %231, 1
-  %233 = mul nsw i64 %232, 960
-  %234 = add nsw i64 %230, %233
-  %235 = mul nsw i64 %conv2.tx6713, 2
-  %236 = add nsw i64 %235, 1
-  %237 = mul nsw i64 %236, 32
-  %238 = add nsw i64 %234, %237
-  %239 = mul nsw i64 %conv2.cv6814, 8
-  %240 = add nsw i64 %238, %239
-  %241 = add nsw i64 3244032, %240
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %241
-  %242 = load <8 x float>, ptr %arena29, align 4
-  %243 = mul nsw i64 %conv2.j6511, 28800
-  %244 = mul nsw i64 %conv2.ty6612, 2
-  %245 = add nsw i64 %244, 3
-  %246 = mul nsw i64 %245, 960
-  %247 = add nsw i64 %243, %246
-  %248 = mul nsw i64 %conv2.tx6713, 2
-  %249 = add nsw i64 %248, 1
-  %250 = mul nsw i64 %249, 32
-  %251 = add nsw i64 %247, %250
-  %252 = mul nsw i64 %conv2.cv6814, 8
-  %253 = add nsw i64 %251, %252
-  %254 = add nsw i64 3244032, %253
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %254
-  %255 = load <8 x float>, ptr %arena30, align 4
-  %256 = fsub <8 x float> %242, %255
-  store <8 x float> %256, ptr %conv2.w76, align 32
-  %257 = mul nsw i64 %conv2.j6511, 28800
-  %258 = mul nsw i64 %conv2.ty6612, 2
-  %259 = mul nsw i64 %258, 960
-  %260 = add nsw i64 %257, %259
-  %261 = mul nsw i64 %conv2.tx6713, 2
-  %262 = add nsw i64 %261, 2
-  %263 = mul nsw i64 %262, 32
-  %264 = add nsw i64 %260, %263
-  %265 = mul nsw i64 %conv2.cv6814, 8
-  %266 = add nsw i64 %264, %265
-  %267 = add nsw i64 3244032, %266
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %267
-  %268 = load <8 x float>, ptr %arena31, align 4
-  %269 = mul nsw i64 %conv2.j6511, 28800
-  %270 = mul nsw i64 %conv2.ty6612, 2
-  %271 = add nsw i64 %270, 2
-  %272 = mul nsw i64 %271, 960
-  %273 = add nsw i64 %269, %272
-  %274 = mul nsw i64 %conv2.tx6713, 2
-  %275 = add nsw i64 %274, 2
-  %276 = mul nsw i64 %275, 32
-  %277 = add nsw i64 %273, %276
-  %278 = mul nsw i64 %conv2.cv6814, 8
-  %279 = add nsw i64 %277, %278
-  %280 = add nsw i64 3244032, %279
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %280
-  %281 = load <8 x float>, ptr %arena32, align 4
-  %282 = fsub <8 x float> %268, %281
-  store <8 x float> %282, ptr %conv2.w77, align 32
-  %283 = mul nsw i64 %conv2.j6511, 28800
-  %284 = mul nsw i64 %conv2.ty6612, 2
-  %285 = add nsw i64 %284, 1
-  %286 = mul nsw i64 %285, 960
-  %287 = add nsw i64 %283, %286
-  %288 = mul nsw i64 %conv2.tx6713, 2
-  %289 = add nsw i64 %288, 2
-  %290 = mul nsw i64 %289, 32
-  %291 = add nsw i64 %287, %290
-  %292 = mul nsw i64 %conv2.cv6814, 8
-  %293 = add nsw i64 %291, %292
-  %294 = add nsw i64 3244032, %293
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %294
-  %295 = load <8 x float>, ptr %arena33, align 4
-  %296 = mul nsw i64 %conv2.j6511, 28800
-  %297 = mul nsw i64 %conv2.ty6612, 2
-  %298 = add nsw i64 %297, 2
-  %299 = mul nsw i64 %298, 960
-  %300 = add nsw i64 %296, %299
-  %301 = mul nsw i64 %conv2.tx6713, 2
-  %302 = add nsw i64 %301, 2
-  %303 = mul nsw i64 %302, 32
-  %304 = add nsw i64 %300, %303
-  %305 = mul nsw i64 %conv2.cv6814, 8
-  %306 = add nsw i64 %304, %305
-  %307 = add nsw i64 3244032, %306
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %307
-  %308 = load <8 x float>, ptr %arena34, align 4
-  %309 = fadd <8 x float> %295, %308
-  store <8 x float> %309, ptr %conv2.w78, align 32
-  %310 = mul nsw i64 %conv2.j6511, 28800
-  %311 = mul nsw i64 %conv2.ty6612, 2
-  %312 = add nsw i64 %311, 2
-  %313 = mul nsw i64 %312, 960
-  %314 = add nsw i64 %310, %313
-  %315 = mul nsw i64 %conv2.tx6713, 2
-  %316 = add nsw i64 %315, 2
-  %317 = mul nsw i64 %316, 32
-  %318 = add nsw i64 %314, %317
-  %319 = mul nsw i64 %conv2.cv6814, 8
-  %320 = add nsw i64 %318, %319
-  %321 = add nsw i64 3244032, %320
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %321
-  %322 = load <8 x float>, ptr %arena35, align 4
-  %323 = mul nsw i64 %conv2.j6511, 28800
-  %324 = mul nsw i64 %conv2.ty6612, 2
-  %325 = add nsw i64 %324, 1
-  %326 = mul nsw i64 %325, 960
-  %327 = add nsw i64 %323, %326
-  %328 = mul nsw i64 %conv2.tx6713, 2
-  %329 = add nsw i64 %328, 2
-  %330 = mul nsw i64 %329, 32
-  %331 = add nsw i64 %327, %330
-  %332 = mul nsw i64 %conv2.cv6814, 8
-  %333 = add nsw i64 %331, %332
-  %334 = add nsw i64 3244032, %333
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %334
-  %335 = load <8 x float>, ptr %arena36, align 4
-  %336 = fsub <8 x float> %322, %335
-  store <8 x float> %336, ptr %conv2.w79, align 32
-  %337 = mul nsw i64 %conv2.j6511, 28800
-  %338 = mul nsw i64 %conv2.ty6612, 2
-  %339 = add nsw i64 %338, 1
-  %340 = mul nsw i64 %339, 960
-  %341 = add nsw i64 %337, %340
-  %342 = mul nsw i64 %conv2.tx6713, 2
-  %343 = add nsw i64 %342, 2
-  %344 = mul nsw i64 %343, 32
-  %345 = add nsw i64 %341, %344
-  %346 = mul nsw i64 %conv2.cv6814, 8
-  %347 = add nsw i64 %345, %346
-  %348 = add nsw i64 3244032, %347
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %348
-  %349 = load <8 x float>, ptr %arena37, align 4
-  %350 = mul nsw i64 %conv2.j6511, 28800
-  %351 = mul nsw i64 %conv2.ty6612, 2
-  %352 = add nsw i64 %351, 3
-  %353 = mul nsw i64 %352, 960
-  %354 = add nsw i64 %350, %353
-  %355 = mul nsw i64 %conv2.tx6713, 2
-  %356 = add nsw i64 %355, 2
-  %357 = mul nsw i64 %356, 32
-  %358 = add nsw i64 %354, %357
-  %359 = mul nsw i64 %conv2.cv6814, 8
-  %360 = add nsw i64 %358, %359
-  %361 = add nsw i64 3244032, %360
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %361
-  %362 = load <8 x float>, ptr %arena38, align 4
-  %363 = fsub <8 x float> %349, %362
-  store <8 x float> %363, ptr %conv2.w80, align 32
-  %364 = mul nsw i64 %conv2.j6511, 28800
-  %365 = mul nsw i64 %conv2.ty6612, 2
-  %366 = mul nsw i64 %365, 960
-  %367 = add nsw i64 %364, %366
-  %368 = mul nsw i64 %conv2.tx6713, 2
-  %369 = add nsw i64 %368, 3
-  %370 = mul nsw i64 %369, 32
-  %371 = add nsw i64 %367, %370
-  %372 = mul nsw i64 %conv2.cv6814, 8
-  %373 = add nsw i64 %371, %372
-  %374 = add nsw i64 3244032, %373
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %374
-  %375 = load <8 x float>, ptr %arena39, align 4
-  %376 = mul nsw i64 %conv2.j6511, 28800
-  %377 = mul nsw i64 %conv2.ty6612, 2
-  %378 = add nsw i64 %377, 2
-  %379 = mul nsw i64 %378, 960
-  %380 = add nsw i64 %376, %379
-  %381 = mul nsw i64 %conv2.tx6713, 2
-  %382 = add nsw i64 %381, 3
-  %383 = mul nsw i64 %382, 32
-  %384 = add nsw i64 %380, %383
-  %385 = mul nsw i64 %conv2.cv6814, 8
-  %386 = add nsw i64 %384, %385
-  %387 = add nsw i64 3244032, %386
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %387
-  %388 = load <8 x float>, ptr %arena40, align 4
-  %389 = fsub <8 x float> %375, %388
-  store <8 x float> %389, ptr %conv2.w81, align 32
-  %390 = mul nsw i64 %conv2.j6511, 28800
-  %391 = mul nsw i64 %conv2.ty6612, 2
-  %392 = add nsw i64 %391, 1
-  %393 = mul nsw i64 %392, 960
-  %394 = add nsw i64 %390, %393
-  %395 = mul nsw i64 %conv2.tx6713, 2
-  %396 = add nsw i64 %395, 3
-  %397 = mul nsw i64 %396, 32
-  %398 = add nsw i64 %394, %397
-  %399 = mul nsw i64 %conv2.cv6814, 8
-  %400 = add nsw i64 %398, %399
-  %401 = add nsw i64 3244032, %400
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %401
-  %402 = load <8 x float>, ptr %arena41, align 4
-  %403 = mul nsw i64 %conv2.j6511, 28800
-  %404 = mul nsw i64 %conv2.ty6612, 2
-  %405 = add nsw i64 %404, 2
-  %406 = mul nsw i64 %405, 960
-  %407 = add nsw i64 %403, %406
-  %408 = mul nsw i64 %conv2.tx6713, 2
-  %409 = add nsw i64 %408, 3
-  %410 = mul nsw i64 %409, 32
-  %411 = add nsw i64 %407, %410
-  %412 = mul nsw i64 %conv2.cv6814, 8
-  %413 = add nsw i64 %411, %412
-  %414 = add nsw i64 3244032, %413
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %414
-  %415 = load <8 x float>, ptr %arena42, align 4
-  %416 = fadd <8 x float> %402, %415
-  store <8 x float> %416, ptr %conv2.w82, align 32
-  %417 = mul nsw i64 %conv2.j6511, 28800
-  %418 = mul nsw i64 %conv2.ty6612, 2
-  %419 = add nsw i64 %418, 2
-  %420 = mul nsw i64 %419, 960
-  %421 = add nsw i64 %417, %420
-  %422 = mul nsw i64 %conv2.tx6713, 2
-  %423 = add nsw i64 %422, 3
-  %424 = mul nsw i64 %423, 32
-  %425 = add nsw i64 %421, %424
-  %426 = mul nsw i64 %conv2.cv6814, 8
-  %427 = add nsw i64 %425, %426
-  %428 = add nsw i64 3244032, %427
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %428
-  %429 = load <8 x float>, ptr %arena43, align 4
-  %430 = mul nsw i64 %conv2.j6511, 28800
-  %431 = mul nsw i64 %conv2.ty6612, 2
-  %432 = add nsw i64 %431, 1
-  %433 = mul nsw i64 %432, 960
-  %434 = add nsw i64 %430, %433
-  %435 = mul nsw i64 %conv2.tx6713, 2
-  %436 = add nsw i64 %435, 3
-  %437 = mul nsw i64 %436, 32
-  %438 = add nsw i64 %434, %437
-  %439 = mul nsw i64 %conv2.cv6814, 8
-  %440 = add nsw i64 %438, %439
-  %441 = add nsw i64 3244032, %440
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %441
-  %442 = load <8 x float>, ptr %arena44, align 4
-  %443 = fsub <8 x float> %429, %442
-  store <8 x float> %443, ptr %conv2.w83, align 32
-  %444 = mul nsw i64 %conv2.j6511, 28800
-  %445 = mul nsw i64 %conv2.ty6612, 2
-  %446 = add nsw i64 %445, 1
-  %447 = mul nsw i64 %446, 960
-  %448 = add nsw i64 %444, %447
-  %449 = mul nsw i64 %conv2.tx6713, 2
-  %450 = add nsw i64 %449, 3
-  %451 = mul nsw i64 %450, 32
-  %452 = add nsw i64 %448, %451
-  %453 = mul nsw i64 %conv2.cv6814, 8
-  %454 = add nsw i64 %452, %453
-  %455 = add nsw i64 3244032, %454
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %455
-  %456 = load <8 x float>, ptr %arena45, align 4
-  %457 = mul nsw i64 %conv2.j6511, 28800
-  %458 = mul nsw i64 %conv2.ty6612, 2
-  %459 = add nsw i64 %458, 3
-  %460 = mul nsw i64 %459, 960
-  %461 = add nsw i64 %457, %460
-  %462 = mul nsw i64 %conv2.tx6713, 2
-  %463 = add nsw i64 %462, 3
-  %464 = mul nsw i64 %463, 32
-  %465 = add nsw i64 %461, %464
-  %466 = mul nsw i64 %conv2.cv6814, 8
-  %467 = add nsw i64 %465, %466
-  %468 = add nsw i64 3244032, %467
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %468
-  %469 = load <8 x float>, ptr %arena46, align 4
-  %470 = fsub <8 x float> %456, %469
-  store <8 x float> %470, ptr %conv2.w84, align 32
-  %w69 = load <8 x float>, ptr %conv2.w69, align 32
-  %w77 = load <8 x float>, ptr %conv2.w77, align 32
-  %471 = fsub <8 x float> %w69, %w77
-  store <8 x float> %471, ptr %conv2.w85, align 32
-  %w73 = load <8 x float>, ptr %conv2.w73, align 32
-  %w7747 = load <8 x float>, ptr %conv2.w77, align 32
-  %472 = fadd <8 x float> %w73, %w7747
-  store <8 x float> %472, ptr %conv2.w86, align 32
-  %w7748 = load <8 x float>, ptr %conv2.w77, align 32
-  %w7349 = load <8 x float>, ptr %conv2.w73, align 32
-  %473 = fsub <8 x float> %w7748, %w7349
-  store <8 x float> %473, ptr %conv2.w87, align 32
-  %w7350 = load <8 x float>, ptr %conv2.w73, align 32
-  %w81 = load <8 x float>, ptr %conv2.w81, align 32
-  %474 = fsub <8 x float> %w7350, %w81
-  store <8 x float> %474, ptr %conv2.w88, align 32
-  %w70 = load <8 x float>, ptr %conv2.w70, align 32
-  %w78 = load <8 x float>, ptr %conv2.w78, align 32
-  %475 = fsub <8 x float> %w70, %w78
-  store <8 x float> %475, ptr %conv2.w89, align 32
-  %w74 = load <8 x float>, ptr %conv2.w74, align 32
-  %w7851 = load <8 x float>, ptr %conv2.w78, align 32
-  %476 = fadd <8 x float> %w74, %w7851
-  store <8 x float> %476, ptr %conv2.w90, align 32
-  %w7852 = load <8 x float>, ptr %conv2.w78, align 32
-  %w7453 = load <8 x float>, ptr %conv2.w74, align 32
-  %477 = fsub <8 x float> %w7852, %w7453
-  store <8 x float> %477, ptr %conv2.w91, align 32
-  %w7454 = load <8 x float>, ptr %conv2.w74, align 32
-  %w82 = load <8 x float>, ptr %conv2.w82, align 32
-  %478 = fsub <8 x float> %w7454, %w82
-  store <8 x float> %478, ptr %conv2.w92, align 32
-  %w71 = load <8 x float>, ptr %conv2.w71, align 32
-  %w79 = load <8 x float>, ptr %conv2.w79, align 32
-  %479 = fsub <8 x float> %w71, %w79
-  store <8 x float> %479, ptr %conv2.w93, align 32
-  %w75 = load <8 x float>, ptr %conv2.w75, align 32
-  %w7955 = load <8 x float>, ptr %conv2.w79, align 32
-  %480 = fadd <8 x float> %w75, %w7955
-  store <8 x float> %480, ptr %conv2.w94, align 32
-  %w7956 = load <8 x float>, ptr %conv2.w79, align 32
-  %w7557 = load <8 x float>, ptr %conv2.w75, align 32
-  %481 = fsub <8 x float> %w7956, %w7557
-  store <8 x float> %481, ptr %conv2.w95, align 32
-  %w7558 = load <8 x float>, ptr %conv2.w75, align 32
-  %w83 = load <8 x float>, ptr %conv2.w83, align 32
-  %482 = fsub <8 x float> %w7558, %w83
-  store <8 x float> %482, ptr %conv2.w96, align 32
-  %w72 = load <8 x float>, ptr %conv2.w72, align 32
-  %w80 = load <8 x float>, ptr %conv2.w80, align 32
-  %483 = fsub <8 x float> %w72, %w80
-  store <8 x float> %483, ptr %conv2.w97, align 32
-  %w76 = load <8 x float>, ptr %conv2.w76, align 32
-  %w8059 = load <8 x float>, ptr %conv2.w80, align 32
-  %484 = fadd <8 x float> %w76, %w8059
-  store <8 x float> %484, ptr %conv2.w98, align 32
-  %w8060 = load <8 x float>, ptr %conv2.w80, align 32
-  %w7661 = load <8 x float>, ptr %conv2.w76, align 32
-  %485 = fsub <8 x float> %w8060, %w7661
-  store <8 x float> %485, ptr %conv2.w99, align 32
-  %w7662 = load <8 x float>, ptr %conv2.w76, align 32
-  %w84 = load <8 x float>, ptr %conv2.w84, align 32
-  %486 = fsub <8 x float> %w7662, %w84
-  store <8 x float> %486, ptr %conv2.w100, align 32
-  %w85 = load <8 x float>, ptr %conv2.w85, align 32
-  %487 = mul nsw i64 %conv2.j6511, 196
-  %488 = mul nsw i64 %conv2.ty6612, 14
-  %489 = add nsw i64 %487, %488
-  %490 = add nsw i64 %489, %conv2.tx6713
-  %491 = mul nsw i64 %490, 32
-  %492 = add nsw i64 3272832, %491
-  %493 = mul nsw i64 %conv2.cv6814, 8
-  %494 = add nsw i64 %492, %493
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %494
-  store <8 x float> %w85, ptr %arena63, align 4
-  %w86 = load <8 x float>, ptr %conv2.w86, align 32
-  %495 = mul nsw i64 %conv2.j6511, 196
-  %496 = mul nsw i64 %conv2.ty6612, 14
-  %497 = add nsw i64 %495, %496
-  %498 = add nsw i64 %497, %conv2.tx6713
-  %499 = mul nsw i64 %498, 32
-  %500 = add nsw i64 3279104, %499
-  %501 = mul nsw i64 %conv2.cv6814, 8
-  %502 = add nsw i64 %500, %501
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %502
-  store <8 x float> %w86, ptr %arena64, align 4
-  %w87 = load <8 x float>, ptr %conv2.w87, align 32
-  %503 = mul nsw i64 %conv2.j6511, 196
-  %504 = mul nsw i64 %conv2.ty6612, 14
-  %505 = add nsw i64 %503, %504
-  %506 = add nsw i64 %505, %conv2.tx6713
-  %507 = mul nsw i64 %506, 32
-  %508 = add nsw i64 3285376, %507
-  %509 = mul nsw i64 %conv2.cv6814, 8
-  %510 = add nsw i64 %508, %509
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %510
-  store <8 x float> %w87, ptr %arena65, align 4
-  %w88 = load <8 x float>, ptr %conv2.w88, align 32
-  %511 = mul nsw i64 %conv2.j6511, 196
-  %512 = mul nsw i64 %conv2.ty6612, 14
-  %513 = add nsw i64 %511, %512
-  %514 = add nsw i64 %513, %conv2.tx6713
-  %515 = mul nsw i64 %514, 32
-  %516 = add nsw i64 3291648, %515
-  %517 = mul nsw i64 %conv2.cv6814, 8
-  %518 = add nsw i64 %516, %517
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %518
-  store <8 x float> %w88, ptr %arena66, align 4
-  %w89 = load <8 x float>, ptr %conv2.w89, align 32
-  %519 = mul nsw i64 %conv2.j6511, 196
-  %520 = mul nsw i64 %conv2.ty6612, 14
-  %521 = add nsw i64 %519, %520
-  %522 = add nsw i64 %521, %conv2.tx6713
-  %523 = mul nsw i64 %522, 32
-  %524 = add nsw i64 3297920, %523
-  %525 = mul nsw i64 %conv2.cv6814, 8
-  %526 = add nsw i64 %524, %525
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %526
-  store <8 x float> %w89, ptr %arena67, align 4
-  %w90 = load <8 x float>, ptr %conv2.w90, align 32
-  %527 = mul nsw i64 %conv2.j6511, 196
-  %528 = mul nsw i64 %conv2.ty6612, 14
-  %529 = add nsw i64 %527, %528
-  %530 = add nsw i64 %529, %conv2.tx6713
-  %531 = mul nsw i64 %530, 32
-  %532 = add nsw i64 3304192, %531
-  %533 = mul nsw i64 %conv2.cv6814, 8
-  %534 = add nsw i64 %532, %533
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %534
-  store <8 x float> %w90, ptr %arena68, align 4
-  %w91 = load <8 x float>, ptr %conv2.w91, align 32
-  %535 = mul nsw i64 %conv2.j6511, 196
-  %536 = mul nsw i64 %conv2.ty6612, 14
-  %537 = add nsw i64 %535, %536
-  %538 = add nsw i64 %537, %conv2.tx6713
-  %539 = mul nsw i64 %538, 32
-  %540 = add nsw i64 3310464, %539
-  %541 = mul nsw i64 %conv2.cv6814, 8
-  %542 = add nsw i64 %540, %541
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %542
-  store <8 x float> %w91, ptr %arena69, align 4
-  %w92 = load <8 x float>, ptr %conv2.w92, align 32
-  %543 = mul nsw i64 %conv2.j6511, 196
-  %544 = mul nsw i64 %conv2.ty6612, 14
-  %545 = add nsw i64 %543, %544
-  %546 = add nsw i64 %545, %conv2.tx6713
-  %547 = mul nsw i64 %546, 32
-  %548 = add nsw i64 3316736, %547
-  %549 = mul nsw i64 %conv2.cv6814, 8
-  %550 = add nsw i64 %548, %549
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %550
-  store <8 x float> %w92, ptr %arena70, align 4
-  %w93 = load <8 x float>, ptr %conv2.w93, align 32
-  %551 = mul nsw i64 %conv2.j6511, 196
-  %552 = mul nsw i64 %conv2.ty6612, 14
-  %553 = add nsw i64 %551, %552
-  %554 = add nsw i64 %553, %conv2.tx6713
-  %555 = mul nsw i64 %554, 32
-  %556 = add nsw i64 3323008, %555
-  %557 = mul nsw i64 %conv2.cv6814, 8
-  %558 = add nsw i64 %556, %557
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %558
-  store <8 x float> %w93, ptr %arena71, align 4
-  %w94 = load <8 x float>, ptr %conv2.w94, align 32
-  %559 = mul nsw i64 %conv2.j6511, 196
-  %560 = mul nsw i64 %conv2.ty6612, 14
-  %561 = add nsw i64 %559, %560
-  %562 = add nsw i64 %561, %conv2.tx6713
-  %563 = mul nsw i64 %562, 32
-  %564 = add nsw i64 3329280, %563
-  %565 = mul nsw i64 %conv2.cv6814, 8
-  %566 = add nsw i64 %564, %565
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %566
-  store <8 x float> %w94, ptr %arena72, align 4
-  %w95 = load <8 x float>, ptr %conv2.w95, align 32
-  %567 = mul nsw i64 %conv2.j6511, 196
-  %568 = mul nsw i64 %conv2.ty6612, 14
-  %569 = add nsw i64 %567, %568
-  %570 = add nsw i64 %569, %conv2.tx6713
-  %571 = mul nsw i64 %570, 32
-  %572 = add nsw i64 3335552, %571
-  %573 = mul nsw i64 %conv2.cv6814, 8
-  %574 = add nsw i64 %572, %573
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %574
-  store <8 x float> %w95, ptr %arena73, align 4
-  %w96 = load <8 x float>, ptr %conv2.w96, align 32
-  %575 = mul nsw i64 %conv2.j6511, 196
-  %576 = mul nsw i64 %conv2.ty6612, 14
-  %577 = add nsw i64 %575, %576
-  %578 = add nsw i64 %577, %conv2.tx6713
-  %579 = mul nsw i64 %578, 32
-  %580 = add nsw i64 3341824, %579
-  %581 = mul nsw i64 %conv2.cv6814, 8
-  %582 = add nsw i64 %580, %581
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %582
-  store <8 x float> %w96, ptr %arena74, align 4
-  %w97 = load <8 x float>, ptr %conv2.w97, align 32
-  %583 = mul nsw i64 %conv2.j6511, 196
-  %584 = mul nsw i64 %conv2.ty6612, 14
-  %585 = add nsw i64 %583, %584
-  %586 = add nsw i64 %585, %conv2.tx6713
-  %587 = mul nsw i64 %586, 32
-  %588 = add nsw i64 3348096, %587
-  %589 = mul nsw i64 %conv2.cv6814, 8
-  %590 = add nsw i64 %588, %589
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %590
-  store <8 x float> %w97, ptr %arena75, align 4
-  %w98 = load <8 x float>, ptr %conv2.w98, align 32
-  %591 = mul nsw i64 %conv2.j6511, 196
-  %592 = mul nsw i64 %conv2.ty6612, 14
-  %593 = add nsw i64 %591, %592
-  %594 = add nsw i64 %593, %conv2.tx6713
-  %595 = mul nsw i64 %594, 32
-  %596 = add nsw i64 3354368, %595
-  %597 = mul nsw i64 %conv2.cv6814, 8
-  %598 = add nsw i64 %596, %597
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %598
-  store <8 x float> %w98, ptr %arena76, align 4
-  %w99 = load <8 x float>, ptr %conv2.w99, align 32
-  %599 = mul nsw i64 %conv2.j6511, 196
-  %600 = mul nsw i64 %conv2.ty6612, 14
-  %601 = add nsw i64 %599, %600
-  %602 = add nsw i64 %601, %conv2.tx6713
-  %603 = mul nsw i64 %602, 32
-  %604 = add nsw i64 3360640, %603
-  %605 = mul nsw i64 %conv2.cv6814, 8
-  %606 = add nsw i64 %604, %605
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %606
-  store <8 x float> %w99, ptr %arena77, align 4
-  %w100 = load <8 x float>, ptr %conv2.w100, align 32
-  %607 = mul nsw i64 %conv2.j6511, 196
-  %608 = mul nsw i64 %conv2.ty6612, 14
-  %609 = add nsw i64 %607, %608
-  %610 = add nsw i64 %609, %conv2.tx6713
-  %611 = mul nsw i64 %610, 32
-  %612 = add nsw i64 3366912, %611
-  %613 = mul nsw i64 %conv2.cv6814, 8
-  %614 = add nsw i64 %612, %613
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %614
-  store <8 x float> %w100, ptr %arena78, align 4
-  %cv68.next = add nsw i64 %conv2.cv6814, 1
-  %615 = icmp slt i64 %cv68.next, 4
-  br i1 %615, label %conv2.cv68, label %conv2.cv68.end
+conv2.part102.serial:                             ; preds = %conv2.part65.done
+  br label %conv2.part102
 
-conv2.cv68.end:                                   ; preds = %conv2.cv68
-  %tx67.next = add nsw i64 %conv2.tx6713, 1
-  %616 = icmp slt i64 %tx67.next, 14
-  br i1 %616, label %conv2.tx67, label %conv2.tx67.end
-
-conv2.part101.pool:                               ; preds = %conv2.j65.end
-  %run79 = load ptr, ptr %pool, align 8
-  call void %run79(ptr %pool, ptr @convnet_infer_b64.k1.conv2.part101.task, ptr %part101.context, i64 2)
-  br label %conv2.part101.done
-
-conv2.part101.serial:                             ; preds = %conv2.j65.end
-  br label %conv2.part101
-
-conv2.part101.done:                               ; preds = %conv2.part101.end, %conv2.part101.pool
+conv2.part102.done:                               ; preds = %conv2.part102.end, %conv2.part102.pool
   %g60.next = add nsw i64 %conv2.g604, 1
-  %617 = icmp slt i64 %g60.next, 64
-  br i1 %617, label %conv2.g60, label %conv2.g60.end
+  %62 = icmp slt i64 %g60.next, 64
+  br i1 %62, label %conv2.g60, label %conv2.g60.end
 
-conv2.part101:                                    ; preds = %conv2.part101, %conv2.part101.serial
-  %conv2.part10180 = phi i64 [ 0, %conv2.part101.serial ], [ %part101.next, %conv2.part101 ]
-  call void @convnet_infer_b64.k1.conv2.part101(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g604, i64 %conv2.part10180)
-  %part101.next = add nsw i64 %conv2.part10180, 1
-  %618 = icmp slt i64 %part101.next, 2
-  br i1 %618, label %conv2.part101, label %conv2.part101.end
+conv2.part102:                                    ; preds = %conv2.part102, %conv2.part102.serial
+  %conv2.part10214 = phi i64 [ 0, %conv2.part102.serial ], [ %part102.next, %conv2.part102 ]
+  call void @convnet_infer_b64.k1.conv2.part102(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g604, i64 %conv2.part10214)
+  %part102.next = add nsw i64 %conv2.part10214, 1
+  %63 = icmp slt i64 %part102.next, 2
+  br i1 %63, label %conv2.part102, label %conv2.part102.end
 
-conv2.part101.end:                                ; preds = %conv2.part101
-  br label %conv2.part101.done
+conv2.part102.end:                                ; preds = %conv2.part102
+  br label %conv2.part102.done
 }
 
 ; Function Attrs: noinline
@@ -14087,20 +13356,927 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k1.conv2.part101(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @convnet_infer_b64.k1.conv2.part65(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
-  %conv2.at137 = alloca <8 x float>, align 32
-  %conv2.best136 = alloca <8 x float>, align 32
-  %conv2.v135 = alloca <8 x float>, align 32
-  %conv2.at134 = alloca <8 x float>, align 32
-  %conv2.best133 = alloca <8 x float>, align 32
-  %conv2.v132 = alloca <8 x float>, align 32
-  %conv2.at131 = alloca <8 x float>, align 32
-  %conv2.best130 = alloca <8 x float>, align 32
-  %conv2.v129 = alloca <8 x float>, align 32
-  %conv2.at128 = alloca <8 x float>, align 32
-  %conv2.best127 = alloca <8 x float>, align 32
-  %conv2.v126 = alloca <8 x float>, align 32
+  %conv2.w101 = alloca <8 x float>, align 32
+  %conv2.w100 = alloca <8 x float>, align 32
+  %conv2.w99 = alloca <8 x float>, align 32
+  %conv2.w98 = alloca <8 x float>, align 32
+  %conv2.w97 = alloca <8 x float>, align 32
+  %conv2.w96 = alloca <8 x float>, align 32
+  %conv2.w95 = alloca <8 x float>, align 32
+  %conv2.w94 = alloca <8 x float>, align 32
+  %conv2.w93 = alloca <8 x float>, align 32
+  %conv2.w92 = alloca <8 x float>, align 32
+  %conv2.w91 = alloca <8 x float>, align 32
+  %conv2.w90 = alloca <8 x float>, align 32
+  %conv2.w89 = alloca <8 x float>, align 32
+  %conv2.w88 = alloca <8 x float>, align 32
+  %conv2.w87 = alloca <8 x float>, align 32
+  %conv2.w86 = alloca <8 x float>, align 32
+  %conv2.w85 = alloca <8 x float>, align 32
+  %conv2.w84 = alloca <8 x float>, align 32
+  %conv2.w83 = alloca <8 x float>, align 32
+  %conv2.w82 = alloca <8 x float>, align 32
+  %conv2.w81 = alloca <8 x float>, align 32
+  %conv2.w80 = alloca <8 x float>, align 32
+  %conv2.w79 = alloca <8 x float>, align 32
+  %conv2.w78 = alloca <8 x float>, align 32
+  %conv2.w77 = alloca <8 x float>, align 32
+  %conv2.w76 = alloca <8 x float>, align 32
+  %conv2.w75 = alloca <8 x float>, align 32
+  %conv2.w74 = alloca <8 x float>, align 32
+  %conv2.w73 = alloca <8 x float>, align 32
+  %conv2.w72 = alloca <8 x float>, align 32
+  %conv2.w71 = alloca <8 x float>, align 32
+  %conv2.w70 = alloca <8 x float>, align 32
+  br label %conv2.j66
+
+conv2.j66:                                        ; preds = %conv2.ty67.end, %entry
+  %conv2.j661 = phi i64 [ 0, %entry ], [ %j66.next, %conv2.ty67.end ]
+  br label %conv2.ty67
+
+conv2.j66.end:                                    ; preds = %conv2.ty67.end
+  ret void
+
+conv2.ty67:                                       ; preds = %conv2.tx68.end, %conv2.j66
+  %conv2.ty672 = phi i64 [ 0, %conv2.j66 ], [ %ty67.next, %conv2.tx68.end ]
+  br label %conv2.tx68
+
+conv2.ty67.end:                                   ; preds = %conv2.tx68.end
+  %j66.next = add nsw i64 %conv2.j661, 1
+  %1 = icmp slt i64 %j66.next, 1
+  br i1 %1, label %conv2.j66, label %conv2.j66.end
+
+conv2.tx68:                                       ; preds = %conv2.cv69.end, %conv2.ty67
+  %conv2.tx683 = phi i64 [ 0, %conv2.ty67 ], [ %tx68.next, %conv2.cv69.end ]
+  br label %conv2.cv69
+
+conv2.tx68.end:                                   ; preds = %conv2.cv69.end
+  %ty67.next = add nsw i64 %conv2.ty672, 1
+  %2 = icmp slt i64 %ty67.next, 7
+  br i1 %2, label %conv2.ty67, label %conv2.ty67.end
+
+conv2.cv69:                                       ; preds = %conv2.cv69, %conv2.tx68
+  %conv2.cv694 = phi i64 [ 0, %conv2.tx68 ], [ %cv69.next, %conv2.cv69 ]
+  %3 = mul nsw i64 %conv2.j661, 28800
+  %4 = mul nsw i64 %0, 7
+  %5 = add nsw i64 %conv2.ty672, %4
+  %6 = mul nsw i64 %5, 2
+  %7 = mul nsw i64 %6, 960
+  %8 = add nsw i64 %3, %7
+  %9 = mul nsw i64 %conv2.tx683, 2
+  %10 = mul nsw i64 %9, 32
+  %11 = add nsw i64 %8, %10
+  %12 = mul nsw i64 %conv2.cv694, 8
+  %13 = add nsw i64 %11, %12
+  %14 = add nsw i64 3244032, %13
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %14
+  %15 = load <8 x float>, ptr %arena5, align 4
+  %16 = mul nsw i64 %conv2.j661, 28800
+  %17 = mul nsw i64 %0, 7
+  %18 = add nsw i64 %conv2.ty672, %17
+  %19 = mul nsw i64 %18, 2
+  %20 = add nsw i64 %19, 2
+  %21 = mul nsw i64 %20, 960
+  %22 = add nsw i64 %16, %21
+  %23 = mul nsw i64 %conv2.tx683, 2
+  %24 = mul nsw i64 %23, 32
+  %25 = add nsw i64 %22, %24
+  %26 = mul nsw i64 %conv2.cv694, 8
+  %27 = add nsw i64 %25, %26
+  %28 = add nsw i64 3244032, %27
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %28
+  %29 = load <8 x float>, ptr %arena6, align 4
+  %30 = fsub <8 x float> %15, %29
+  store <8 x float> %30, ptr %conv2.w70, align 32
+  %31 = mul nsw i64 %conv2.j661, 28800
+  %32 = mul nsw i64 %0, 7
+  %33 = add nsw i64 %conv2.ty672, %32
+  %34 = mul nsw i64 %33, 2
+  %35 = add nsw i64 %34, 1
+  %36 = mul nsw i64 %35, 960
+  %37 = add nsw i64 %31, %36
+  %38 = mul nsw i64 %conv2.tx683, 2
+  %39 = mul nsw i64 %38, 32
+  %40 = add nsw i64 %37, %39
+  %41 = mul nsw i64 %conv2.cv694, 8
+  %42 = add nsw i64 %40, %41
+  %43 = add nsw i64 3244032, %42
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %43
+  %44 = load <8 x float>, ptr %arena7, align 4
+  %45 = mul nsw i64 %conv2.j661, 28800
+  %46 = mul nsw i64 %0, 7
+  %47 = add nsw i64 %conv2.ty672, %46
+  %48 = mul nsw i64 %47, 2
+  %49 = add nsw i64 %48, 2
+  %50 = mul nsw i64 %49, 960
+  %51 = add nsw i64 %45, %50
+  %52 = mul nsw i64 %conv2.tx683, 2
+  %53 = mul nsw i64 %52, 32
+  %54 = add nsw i64 %51, %53
+  %55 = mul nsw i64 %conv2.cv694, 8
+  %56 = add nsw i64 %54, %55
+  %57 = add nsw i64 3244032, %56
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %57
+  %58 = load <8 x float>, ptr %arena8, align 4
+  %59 = fadd <8 x float> %44, %58
+  store <8 x float> %59, ptr %conv2.w71, align 32
+  %60 = mul nsw i64 %conv2.j661, 28800
+  %61 = mul nsw i64 %0, 7
+  %62 = add nsw i64 %conv2.ty672, %61
+  %63 = mul nsw i64 %62, 2
+  %64 = add nsw i64 %63, 2
+  %65 = mul nsw i64 %64, 960
+  %66 = add nsw i64 %60, %65
+  %67 = mul nsw i64 %conv2.tx683, 2
+  %68 = mul nsw i64 %67, 32
+  %69 = add nsw i64 %66, %68
+  %70 = mul nsw i64 %conv2.cv694, 8
+  %71 = add nsw i64 %69, %70
+  %72 = add nsw i64 3244032, %71
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load <8 x float>, ptr %arena9, align 4
+  %74 = mul nsw i64 %conv2.j661, 28800
+  %75 = mul nsw i64 %0, 7
+  %76 = add nsw i64 %conv2.ty672, %75
+  %77 = mul nsw i64 %76, 2
+  %78 = add nsw i64 %77, 1
+  %79 = mul nsw i64 %78, 960
+  %80 = add nsw i64 %74, %79
+  %81 = mul nsw i64 %conv2.tx683, 2
+  %82 = mul nsw i64 %81, 32
+  %83 = add nsw i64 %80, %82
+  %84 = mul nsw i64 %conv2.cv694, 8
+  %85 = add nsw i64 %83, %84
+  %86 = add nsw i64 3244032, %85
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %86
+  %87 = load <8 x float>, ptr %arena10, align 4
+  %88 = fsub <8 x float> %73, %87
+  store <8 x float> %88, ptr %conv2.w72, align 32
+  %89 = mul nsw i64 %conv2.j661, 28800
+  %90 = mul nsw i64 %0, 7
+  %91 = add nsw i64 %conv2.ty672, %90
+  %92 = mul nsw i64 %91, 2
+  %93 = add nsw i64 %92, 1
+  %94 = mul nsw i64 %93, 960
+  %95 = add nsw i64 %89, %94
+  %96 = mul nsw i64 %conv2.tx683, 2
+  %97 = mul nsw i64 %96, 32
+  %98 = add nsw i64 %95, %97
+  %99 = mul nsw i64 %conv2.cv694, 8
+  %100 = add nsw i64 %98, %99
+  %101 = add nsw i64 3244032, %100
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %101
+  %102 = load <8 x float>, ptr %arena11, align 4
+  %103 = mul nsw i64 %conv2.j661, 28800
+  %104 = mul nsw i64 %0, 7
+  %105 = add nsw i64 %conv2.ty672, %104
+  %106 = mul nsw i64 %105, 2
+  %107 = add nsw i64 %106, 3
+  %108 = mul nsw i64 %107, 960
+  %109 = add nsw i64 %103, %108
+  %110 = mul nsw i64 %conv2.tx683, 2
+  %111 = mul nsw i64 %110, 32
+  %112 = add nsw i64 %109, %111
+  %113 = mul nsw i64 %conv2.cv694, 8
+  %114 = add nsw i64 %112, %113
+  %115 = add nsw i64 3244032, %114
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %115
+  %116 = load <8 x float>, ptr %arena12, align 4
+  %117 = fsub <8 x float> %102, %116
+  store <8 x float> %117, ptr %conv2.w73, align 32
+  %118 = mul nsw i64 %conv2.j661, 28800
+  %119 = mul nsw i64 %0, 7
+  %120 = add nsw i64 %conv2.ty672, %119
+  %121 = mul nsw i64 %120, 2
+  %122 = mul nsw i64 %121, 960
+  %123 = add nsw i64 %118, %122
+  %124 = mul nsw i64 %conv2.tx683, 2
+  %125 = add nsw i64 %124, 1
+  %126 = mul nsw i64 %125, 32
+  %127 = add nsw i64 %123, %126
+  %128 = mul nsw i64 %conv2.cv694, 8
+  %129 = add nsw i64 %127, %128
+  %130 = add nsw i64 3244032, %129
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %130
+  %131 = load <8 x float>, ptr %arena13, align 4
+  %132 = mul nsw i64 %conv2.j661, 28800
+  %133 = mul nsw i64 %0, 7
+  %134 = add nsw i64 %conv2.ty672, %133
+  %135 = mul nsw i64 %134, 2
+  %136 = add nsw i64 %135, 2
+  %137 = mul nsw i64 %136, 960
+  %138 = add nsw i64 %132, %137
+  %139 = mul nsw i64 %conv2.tx683, 2
+  %140 = add nsw i64 %139, 1
+  %141 = mul nsw i64 %140, 32
+  %142 = add nsw i64 %138, %141
+  %143 = mul nsw i64 %conv2.cv694, 8
+  %144 = add nsw i64 %142, %143
+  %145 = add nsw i64 3244032, %144
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %145
+  %146 = load <8 x float>, ptr %arena14, align 4
+  %147 = fsub <8 x float> %131, %146
+  store <8 x float> %147, ptr %conv2.w74, align 32
+  %148 = mul nsw i64 %conv2.j661, 28800
+  %149 = mul nsw i64 %0, 7
+  %150 = add nsw i64 %conv2.ty672, %149
+  %151 = mul nsw i64 %150, 2
+  %152 = add nsw i64 %151, 1
+  %153 = mul nsw i64 %152, 960
+  %154 = add nsw i64 %148, %153
+  %155 = mul nsw i64 %conv2.tx683, 2
+  %156 = add nsw i64 %155, 1
+  %157 = mul nsw i64 %156, 32
+  %158 = add nsw i64 %154, %157
+  %159 = mul nsw i64 %conv2.cv694, 8
+  %160 = add nsw i64 %158, %159
+  %161 = add nsw i64 3244032, %160
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %161
+  %162 = load <8 x float>, ptr %arena15, align 4
+  %163 = mul nsw i64 %conv2.j661, 28800
+  %164 = mul nsw i64 %0, 7
+  %165 = add nsw i64 %conv2.ty672, %164
+  %166 = mul nsw i64 %165, 2
+  %167 = add nsw i64 %166, 2
+  %168 = mul nsw i64 %167, 960
+  %169 = add nsw i64 %163, %168
+  %170 = mul nsw i64 %conv2.tx683, 2
+  %171 = add nsw i64 %170, 1
+  %172 = mul nsw i64 %171, 32
+  %173 = add nsw i64 %169, %172
+  %174 = mul nsw i64 %conv2.cv694, 8
+  %175 = add nsw i64 %173, %174
+  %176 = add nsw i64 3244032, %175
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %176
+  %177 = load <8 x float>, ptr %arena16, align 4
+  %178 = fadd <8 x float> %162, %177
+  store <8 x float> %178, ptr %conv2.w75, align 32
+  %179 = mul nsw i64 %conv2.j661, 28800
+  %180 = mul nsw i64 %0, 7
+  %181 = add nsw i64 %conv2.ty672, %180
+  %182 = mul nsw i64 %181, 2
+  %183 = add nsw i64 %182, 2
+  %184 = mul nsw i64 %183, 960
+  %185 = add nsw i64 %179, %184
+  %186 = mul nsw i64 %conv2.tx683, 2
+  %187 = add nsw i64 %186, 1
+  %188 = mul nsw i64 %187, 32
+  %189 = add nsw i64 %185, %188
+  %190 = mul nsw i64 %conv2.cv694, 8
+  %191 = add nsw i64 %189, %190
+  %192 = add nsw i64 3244032, %191
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %192
+  %193 = load <8 x float>, ptr %arena17, align 4
+  %194 = mul nsw i64 %conv2.j661, 28800
+  %195 = mul nsw i64 %0, 7
+  %196 = add nsw i64 %conv2.ty672, %195
+  %197 = mul nsw i64 %196, 2
+  %198 = add nsw i64 %197, 1
+  %199 = mul nsw i64 %198, 960
+  %200 = add nsw i64 %194, %199
+  %201 = mul nsw i64 %conv2.tx683, 2
+  %202 = add nsw i64 %201, 1
+  %203 = mul nsw i64 %202, 32
+  %204 = add nsw i64 %200, %203
+  %205 = mul nsw i64 %conv2.cv694, 8
+  %206 = add nsw i64 %204, %205
+  %207 = add nsw i64 3244032, %206
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %207
+  %208 = load <8 x float>, ptr %arena18, align 4
+  %209 = fsub <8 x float> %193, %208
+  store <8 x float> %209, ptr %conv2.w76, align 32
+  %210 = mul nsw i64 %conv2.j661, 28800
+  %211 = mul nsw i64 %0, 7
+  %212 = add nsw i64 %conv2.ty672, %211
+  %213 = mul nsw i64 %212, 2
+  %214 = add nsw i64 %213, 1
+  %215 = mul nsw i64 %214, 960
+  %216 = add nsw i64 %210, %215
+  %217 = mul nsw i64 %conv2.tx683, 2
+  %218 = add nsw i64 %217, 1
+  %219 = mul nsw i64 %218, 32
+  %220 = add nsw i64 %216, %219
+  %221 = mul nsw i64 %conv2.cv694, 8
+  %222 = add nsw i64 %220, %221
+  %223 = add nsw i64 3244032, %222
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %223
+  %224 = load <8 x float>, ptr %arena19, align 4
+  %225 = mul nsw i64 %conv2.j661, 28800
+  %226 = mul nsw i64 %0, 7
+  %227 = add nsw i64 %conv2.ty672, %226
+  %228 = mul nsw i64 %227, 2
+  %229 = add nsw i64 %228, 3
+  %230 = mul nsw i64 %229, 960
+  %231 = add nsw i64 %225, %230
+  %232 = mul nsw i64 %conv2.tx683, 2
+  %233 = add nsw i64 %232, 1
+  %234 = mul nsw i64 %233, 32
+  %235 = add nsw i64 %231, %234
+  %236 = mul nsw i64 %conv2.cv694, 8
+  %237 = add nsw i64 %235, %236
+  %238 = add nsw i64 3244032, %237
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %238
+  %239 = load <8 x float>, ptr %arena20, align 4
+  %240 = fsub <8 x float> %224, %239
+  store <8 x float> %240, ptr %conv2.w77, align 32
+  %241 = mul nsw i64 %conv2.j661, 28800
+  %242 = mul nsw i64 %0, 7
+  %243 = add nsw i64 %conv2.ty672, %242
+  %244 = mul nsw i64 %243, 2
+  %245 = mul nsw i64 %244, 960
+  %246 = add nsw i64 %241, %245
+  %247 = mul nsw i64 %conv2.tx683, 2
+  %248 = add nsw i64 %247, 2
+  %249 = mul nsw i64 %248, 32
+  %250 = add nsw i64 %246, %249
+  %251 = mul nsw i64 %conv2.cv694, 8
+  %252 = add nsw i64 %250, %251
+  %253 = add nsw i64 3244032, %252
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %253
+  %254 = load <8 x float>, ptr %arena21, align 4
+  %255 = mul nsw i64 %conv2.j661, 28800
+  %256 = mul nsw i64 %0, 7
+  %257 = add nsw i64 %conv2.ty672, %256
+  %258 = mul nsw i64 %257, 2
+  %259 = add nsw i64 %258, 2
+  %260 = mul nsw i64 %259, 960
+  %261 = add nsw i64 %255, %260
+  %262 = mul nsw i64 %conv2.tx683, 2
+  %263 = add nsw i64 %262, 2
+  %264 = mul nsw i64 %263, 32
+  %265 = add nsw i64 %261, %264
+  %266 = mul nsw i64 %conv2.cv694, 8
+  %267 = add nsw i64 %265, %266
+  %268 = add nsw i64 3244032, %267
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %268
+  %269 = load <8 x float>, ptr %arena22, align 4
+  %270 = fsub <8 x float> %254, %269
+  store <8 x float> %270, ptr %conv2.w78, align 32
+  %271 = mul nsw i64 %conv2.j661, 28800
+  %272 = mul nsw i64 %0, 7
+  %273 = add nsw i64 %conv2.ty672, %272
+  %274 = mul nsw i64 %273, 2
+  %275 = add nsw i64 %274, 1
+  %276 = mul nsw i64 %275, 960
+  %277 = add nsw i64 %271, %276
+  %278 = mul nsw i64 %conv2.tx683, 2
+  %279 = add nsw i64 %278, 2
+  %280 = mul nsw i64 %279, 32
+  %281 = add nsw i64 %277, %280
+  %282 = mul nsw i64 %conv2.cv694, 8
+  %283 = add nsw i64 %281, %282
+  %284 = add nsw i64 3244032, %283
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %284
+  %285 = load <8 x float>, ptr %arena23, align 4
+  %286 = mul nsw i64 %conv2.j661, 28800
+  %287 = mul nsw i64 %0, 7
+  %288 = add nsw i64 %conv2.ty672, %287
+  %289 = mul nsw i64 %288, 2
+  %290 = add nsw i64 %289, 2
+  %291 = mul nsw i64 %290, 960
+  %292 = add nsw i64 %286, %291
+  %293 = mul nsw i64 %conv2.tx683, 2
+  %294 = add nsw i64 %293, 2
+  %295 = mul nsw i64 %294, 32
+  %296 = add nsw i64 %292, %295
+  %297 = mul nsw i64 %conv2.cv694, 8
+  %298 = add nsw i64 %296, %297
+  %299 = add nsw i64 3244032, %298
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %299
+  %300 = load <8 x float>, ptr %arena24, align 4
+  %301 = fadd <8 x float> %285, %300
+  store <8 x float> %301, ptr %conv2.w79, align 32
+  %302 = mul nsw i64 %conv2.j661, 28800
+  %303 = mul nsw i64 %0, 7
+  %304 = add nsw i64 %conv2.ty672, %303
+  %305 = mul nsw i64 %304, 2
+  %306 = add nsw i64 %305, 2
+  %307 = mul nsw i64 %306, 960
+  %308 = add nsw i64 %302, %307
+  %309 = mul nsw i64 %conv2.tx683, 2
+  %310 = add nsw i64 %309, 2
+  %311 = mul nsw i64 %310, 32
+  %312 = add nsw i64 %308, %311
+  %313 = mul nsw i64 %conv2.cv694, 8
+  %314 = add nsw i64 %312, %313
+  %315 = add nsw i64 3244032, %314
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %315
+  %316 = load <8 x float>, ptr %arena25, align 4
+  %317 = mul nsw i64 %conv2.j661, 28800
+  %318 = mul nsw i64 %0, 7
+  %319 = add nsw i64 %conv2.ty672, %318
+  %320 = mul nsw i64 %319, 2
+  %321 = add nsw i64 %320, 1
+  %322 = mul nsw i64 %321, 960
+  %323 = add nsw i64 %317, %322
+  %324 = mul nsw i64 %conv2.tx683, 2
+  %325 = add nsw i64 %324, 2
+  %326 = mul nsw i64 %325, 32
+  %327 = add nsw i64 %323, %326
+  %328 = mul nsw i64 %conv2.cv694, 8
+  %329 = add nsw i64 %327, %328
+  %330 = add nsw i64 3244032, %329
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %330
+  %331 = load <8 x float>, ptr %arena26, align 4
+  %332 = fsub <8 x float> %316, %331
+  store <8 x float> %332, ptr %conv2.w80, align 32
+  %333 = mul nsw i64 %conv2.j661, 28800
+  %334 = mul nsw i64 %0, 7
+  %335 = add nsw i64 %conv2.ty672, %334
+  %336 = mul nsw i64 %335, 2
+  %337 = add nsw i64 %336, 1
+  %338 = mul nsw i64 %337, 960
+  %339 = add nsw i64 %333, %338
+  %340 = mul nsw i64 %conv2.tx683, 2
+  %341 = add nsw i64 %340, 2
+  %342 = mul nsw i64 %341, 32
+  %343 = add nsw i64 %339, %342
+  %344 = mul nsw i64 %conv2.cv694, 8
+  %345 = add nsw i64 %343, %344
+  %346 = add nsw i64 3244032, %345
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %346
+  %347 = load <8 x float>, ptr %arena27, align 4
+  %348 = mul nsw i64 %conv2.j661, 28800
+  %349 = mul nsw i64 %0, 7
+  %350 = add nsw i64 %conv2.ty672, %349
+  %351 = mul nsw i64 %350, 2
+  %352 = add nsw i64 %351, 3
+  %353 = mul nsw i64 %352, 960
+  %354 = add nsw i64 %348, %353
+  %355 = mul nsw i64 %conv2.tx683, 2
+  %356 = add nsw i64 %355, 2
+  %357 = mul nsw i64 %356, 32
+  %358 = add nsw i64 %354, %357
+  %359 = mul nsw i64 %conv2.cv694, 8
+  %360 = add nsw i64 %358, %359
+  %361 = add nsw i64 3244032, %360
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %361
+  %362 = load <8 x float>, ptr %arena28, align 4
+  %363 = fsub <8 x float> %347, %362
+  store <8 x float> %363, ptr %conv2.w81, align 32
+  %364 = mul nsw i64 %conv2.j661, 28800
+  %365 = mul nsw i64 %0, 7
+  %366 = add nsw i64 %conv2.ty672, %365
+  %367 = mul nsw i64 %366, 2
+  %368 = mul nsw i64 %367, 960
+  %369 = add nsw i64 %364, %368
+  %370 = mul nsw i64 %conv2.tx683, 2
+  %371 = add nsw i64 %370, 3
+  %372 = mul nsw i64 %371, 32
+  %373 = add nsw i64 %369, %372
+  %374 = mul nsw i64 %conv2.cv694, 8
+  %375 = add nsw i64 %373, %374
+  %376 = add nsw i64 3244032, %375
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %376
+  %377 = load <8 x float>, ptr %arena29, align 4
+  %378 = mul nsw i64 %conv2.j661, 28800
+  %379 = mul nsw i64 %0, 7
+  %380 = add nsw i64 %conv2.ty672, %379
+  %381 = mul nsw i64 %380, 2
+  %382 = add nsw i64 %381, 2
+  %383 = mul nsw i64 %382, 960
+  %384 = add nsw i64 %378, %383
+  %385 = mul nsw i64 %conv2.tx683, 2
+  %386 = add nsw i64 %385, 3
+  %387 = mul nsw i64 %386, 32
+  %388 = add nsw i64 %384, %387
+  %389 = mul nsw i64 %conv2.cv694, 8
+  %390 = add nsw i64 %388, %389
+  %391 = add nsw i64 3244032, %390
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %391
+  %392 = load <8 x float>, ptr %arena30, align 4
+  %393 = fsub <8 x float> %377, %392
+  store <8 x float> %393, ptr %conv2.w82, align 32
+  %394 = mul nsw i64 %conv2.j661, 28800
+  %395 = mul nsw i64 %0, 7
+  %396 = add nsw i64 %conv2.ty672, %395
+  %397 = mul nsw i64 %396, 2
+  %398 = add nsw i64 %397, 1
+  %399 = mul nsw i64 %398, 960
+  %400 = add nsw i64 %394, %399
+  %401 = mul nsw i64 %conv2.tx683, 2
+  %402 = add nsw i64 %401, 3
+  %403 = mul nsw i64 %402, 32
+  %404 = add nsw i64 %400, %403
+  %405 = mul nsw i64 %conv2.cv694, 8
+  %406 = add nsw i64 %404, %405
+  %407 = add nsw i64 3244032, %406
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %407
+  %408 = load <8 x float>, ptr %arena31, align 4
+  %409 = mul nsw i64 %conv2.j661, 28800
+  %410 = mul nsw i64 %0, 7
+  %411 = add nsw i64 %conv2.ty672, %410
+  %412 = mul nsw i64 %411, 2
+  %413 = add nsw i64 %412, 2
+  %414 = mul nsw i64 %413, 960
+  %415 = add nsw i64 %409, %414
+  %416 = mul nsw i64 %conv2.tx683, 2
+  %417 = add nsw i64 %416, 3
+  %418 = mul nsw i64 %417, 32
+  %419 = add nsw i64 %415, %418
+  %420 = mul nsw i64 %conv2.cv694, 8
+  %421 = add nsw i64 %419, %420
+  %422 = add nsw i64 3244032, %421
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %422
+  %423 = load <8 x float>, ptr %arena32, align 4
+  %424 = fadd <8 x float> %408, %423
+  store <8 x float> %424, ptr %conv2.w83, align 32
+  %425 = mul nsw i64 %conv2.j661, 28800
+  %426 = mul nsw i64 %0, 7
+  %427 = add nsw i64 %conv2.ty672, %426
+  %428 = mul nsw i64 %427, 2
+  %429 = add nsw i64 %428, 2
+  %430 = mul nsw i64 %429, 960
+  %431 = add nsw i64 %425, %430
+  %432 = mul nsw i64 %conv2.tx683, 2
+  %433 = add nsw i64 %432, 3
+  %434 = mul nsw i64 %433, 32
+  %435 = add nsw i64 %431, %434
+  %436 = mul nsw i64 %conv2.cv694, 8
+  %437 = add nsw i64 %435, %436
+  %438 = add nsw i64 3244032, %437
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %438
+  %439 = load <8 x float>, ptr %arena33, align 4
+  %440 = mul nsw i64 %conv2.j661, 28800
+  %441 = mul nsw i64 %0, 7
+  %442 = add nsw i64 %conv2.ty672, %441
+  %443 = mul nsw i64 %442, 2
+  %444 = add nsw i64 %443, 1
+  %445 = mul nsw i64 %444, 960
+  %446 = add nsw i64 %440, %445
+  %447 = mul nsw i64 %conv2.tx683, 2
+  %448 = add nsw i64 %447, 3
+  %449 = mul nsw i64 %448, 32
+  %450 = add nsw i64 %446, %449
+  %451 = mul nsw i64 %conv2.cv694, 8
+  %452 = add nsw i64 %450, %451
+  %453 = add nsw i64 3244032, %452
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %453
+  %454 = load <8 x float>, ptr %arena34, align 4
+  %455 = fsub <8 x float> %439, %454
+  store <8 x float> %455, ptr %conv2.w84, align 32
+  %456 = mul nsw i64 %conv2.j661, 28800
+  %457 = mul nsw i64 %0, 7
+  %458 = add nsw i64 %conv2.ty672, %457
+  %459 = mul nsw i64 %458, 2
+  %460 = add nsw i64 %459, 1
+  %461 = mul nsw i64 %460, 960
+  %462 = add nsw i64 %456, %461
+  %463 = mul nsw i64 %conv2.tx683, 2
+  %464 = add nsw i64 %463, 3
+  %465 = mul nsw i64 %464, 32
+  %466 = add nsw i64 %462, %465
+  %467 = mul nsw i64 %conv2.cv694, 8
+  %468 = add nsw i64 %466, %467
+  %469 = add nsw i64 3244032, %468
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %469
+  %470 = load <8 x float>, ptr %arena35, align 4
+  %471 = mul nsw i64 %conv2.j661, 28800
+  %472 = mul nsw i64 %0, 7
+  %473 = add nsw i64 %conv2.ty672, %472
+  %474 = mul nsw i64 %473, 2
+  %475 = add nsw i64 %474, 3
+  %476 = mul nsw i64 %475, 960
+  %477 = add nsw i64 %471, %476
+  %478 = mul nsw i64 %conv2.tx683, 2
+  %479 = add nsw i64 %478, 3
+  %480 = mul nsw i64 %479, 32
+  %481 = add nsw i64 %477, %480
+  %482 = mul nsw i64 %conv2.cv694, 8
+  %483 = add nsw i64 %481, %482
+  %484 = add nsw i64 3244032, %483
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %484
+  %485 = load <8 x float>, ptr %arena36, align 4
+  %486 = fsub <8 x float> %470, %485
+  store <8 x float> %486, ptr %conv2.w85, align 32
+  %w70 = load <8 x float>, ptr %conv2.w70, align 32
+  %w78 = load <8 x float>, ptr %conv2.w78, align 32
+  %487 = fsub <8 x float> %w70, %w78
+  store <8 x float> %487, ptr %conv2.w86, align 32
+  %w74 = load <8 x float>, ptr %conv2.w74, align 32
+  %w7837 = load <8 x float>, ptr %conv2.w78, align 32
+  %488 = fadd <8 x float> %w74, %w7837
+  store <8 x float> %488, ptr %conv2.w87, align 32
+  %w7838 = load <8 x float>, ptr %conv2.w78, align 32
+  %w7439 = load <8 x float>, ptr %conv2.w74, align 32
+  %489 = fsub <8 x float> %w7838, %w7439
+  store <8 x float> %489, ptr %conv2.w88, align 32
+  %w7440 = load <8 x float>, ptr %conv2.w74, align 32
+  %w82 = load <8 x float>, ptr %conv2.w82, align 32
+  %490 = fsub <8 x float> %w7440, %w82
+  store <8 x float> %490, ptr %conv2.w89, align 32
+  %w71 = load <8 x float>, ptr %conv2.w71, align 32
+  %w79 = load <8 x float>, ptr %conv2.w79, align 32
+  %491 = fsub <8 x float> %w71, %w79
+  store <8 x float> %491, ptr %conv2.w90, align 32
+  %w75 = load <8 x float>, ptr %conv2.w75, align 32
+  %w7941 = load <8 x float>, ptr %conv2.w79, align 32
+  %492 = fadd <8 x float> %w75, %w7941
+  store <8 x float> %492, ptr %conv2.w91, align 32
+  %w7942 = load <8 x float>, ptr %conv2.w79, align 32
+  %w7543 = load <8 x float>, ptr %conv2.w75, align 32
+  %493 = fsub <8 x float> %w7942, %w7543
+  store <8 x float> %493, ptr %conv2.w92, align 32
+  %w7544 = load <8 x float>, ptr %conv2.w75, align 32
+  %w83 = load <8 x float>, ptr %conv2.w83, align 32
+  %494 = fsub <8 x float> %w7544, %w83
+  store <8 x float> %494, ptr %conv2.w93, align 32
+  %w72 = load <8 x float>, ptr %conv2.w72, align 32
+  %w80 = load <8 x float>, ptr %conv2.w80, align 32
+  %495 = fsub <8 x float> %w72, %w80
+  store <8 x float> %495, ptr %conv2.w94, align 32
+  %w76 = load <8 x float>, ptr %conv2.w76, align 32
+  %w8045 = load <8 x float>, ptr %conv2.w80, align 32
+  %496 = fadd <8 x float> %w76, %w8045
+  store <8 x float> %496, ptr %conv2.w95, align 32
+  %w8046 = load <8 x float>, ptr %conv2.w80, align 32
+  %w7647 = load <8 x float>, ptr %conv2.w76, align 32
+  %497 = fsub <8 x float> %w8046, %w7647
+  store <8 x float> %497, ptr %conv2.w96, align 32
+  %w7648 = load <8 x float>, ptr %conv2.w76, align 32
+  %w84 = load <8 x float>, ptr %conv2.w84, align 32
+  %498 = fsub <8 x float> %w7648, %w84
+  store <8 x float> %498, ptr %conv2.w97, align 32
+  %w73 = load <8 x float>, ptr %conv2.w73, align 32
+  %w81 = load <8 x float>, ptr %conv2.w81, align 32
+  %499 = fsub <8 x float> %w73, %w81
+  store <8 x float> %499, ptr %conv2.w98, align 32
+  %w77 = load <8 x float>, ptr %conv2.w77, align 32
+  %w8149 = load <8 x float>, ptr %conv2.w81, align 32
+  %500 = fadd <8 x float> %w77, %w8149
+  store <8 x float> %500, ptr %conv2.w99, align 32
+  %w8150 = load <8 x float>, ptr %conv2.w81, align 32
+  %w7751 = load <8 x float>, ptr %conv2.w77, align 32
+  %501 = fsub <8 x float> %w8150, %w7751
+  store <8 x float> %501, ptr %conv2.w100, align 32
+  %w7752 = load <8 x float>, ptr %conv2.w77, align 32
+  %w85 = load <8 x float>, ptr %conv2.w85, align 32
+  %502 = fsub <8 x float> %w7752, %w85
+  store <8 x float> %502, ptr %conv2.w101, align 32
+  %w86 = load <8 x float>, ptr %conv2.w86, align 32
+  %503 = mul nsw i64 %conv2.j661, 196
+  %504 = mul nsw i64 %0, 7
+  %505 = add nsw i64 %conv2.ty672, %504
+  %506 = mul nsw i64 %505, 14
+  %507 = add nsw i64 %503, %506
+  %508 = add nsw i64 %507, %conv2.tx683
+  %509 = mul nsw i64 %508, 32
+  %510 = add nsw i64 3272832, %509
+  %511 = mul nsw i64 %conv2.cv694, 8
+  %512 = add nsw i64 %510, %511
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %512
+  store <8 x float> %w86, ptr %arena53, align 4
+  %w87 = load <8 x float>, ptr %conv2.w87, align 32
+  %513 = mul nsw i64 %conv2.j661, 196
+  %514 = mul nsw i64 %0, 7
+  %515 = add nsw i64 %conv2.ty672, %514
+  %516 = mul nsw i64 %515, 14
+  %517 = add nsw i64 %513, %516
+  %518 = add nsw i64 %517, %conv2.tx683
+  %519 = mul nsw i64 %518, 32
+  %520 = add nsw i64 3279104, %519
+  %521 = mul nsw i64 %conv2.cv694, 8
+  %522 = add nsw i64 %520, %521
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %522
+  store <8 x float> %w87, ptr %arena54, align 4
+  %w88 = load <8 x float>, ptr %conv2.w88, align 32
+  %523 = mul nsw i64 %conv2.j661, 196
+  %524 = mul nsw i64 %0, 7
+  %525 = add nsw i64 %conv2.ty672, %524
+  %526 = mul nsw i64 %525, 14
+  %527 = add nsw i64 %523, %526
+  %528 = add nsw i64 %527, %conv2.tx683
+  %529 = mul nsw i64 %528, 32
+  %530 = add nsw i64 3285376, %529
+  %531 = mul nsw i64 %conv2.cv694, 8
+  %532 = add nsw i64 %530, %531
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %532
+  store <8 x float> %w88, ptr %arena55, align 4
+  %w89 = load <8 x float>, ptr %conv2.w89, align 32
+  %533 = mul nsw i64 %conv2.j661, 196
+  %534 = mul nsw i64 %0, 7
+  %535 = add nsw i64 %conv2.ty672, %534
+  %536 = mul nsw i64 %535, 14
+  %537 = add nsw i64 %533, %536
+  %538 = add nsw i64 %537, %conv2.tx683
+  %539 = mul nsw i64 %538, 32
+  %540 = add nsw i64 3291648, %539
+  %541 = mul nsw i64 %conv2.cv694, 8
+  %542 = add nsw i64 %540, %541
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %542
+  store <8 x float> %w89, ptr %arena56, align 4
+  %w90 = load <8 x float>, ptr %conv2.w90, align 32
+  %543 = mul nsw i64 %conv2.j661, 196
+  %544 = mul nsw i64 %0, 7
+  %545 = add nsw i64 %conv2.ty672, %544
+  %546 = mul nsw i64 %545, 14
+  %547 = add nsw i64 %543, %546
+  %548 = add nsw i64 %547, %conv2.tx683
+  %549 = mul nsw i64 %548, 32
+  %550 = add nsw i64 3297920, %549
+  %551 = mul nsw i64 %conv2.cv694, 8
+  %552 = add nsw i64 %550, %551
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %552
+  store <8 x float> %w90, ptr %arena57, align 4
+  %w91 = load <8 x float>, ptr %conv2.w91, align 32
+  %553 = mul nsw i64 %conv2.j661, 196
+  %554 = mul nsw i64 %0, 7
+  %555 = add nsw i64 %conv2.ty672, %554
+  %556 = mul nsw i64 %555, 14
+  %557 = add nsw i64 %553, %556
+  %558 = add nsw i64 %557, %conv2.tx683
+  %559 = mul nsw i64 %558, 32
+  %560 = add nsw i64 3304192, %559
+  %561 = mul nsw i64 %conv2.cv694, 8
+  %562 = add nsw i64 %560, %561
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %562
+  store <8 x float> %w91, ptr %arena58, align 4
+  %w92 = load <8 x float>, ptr %conv2.w92, align 32
+  %563 = mul nsw i64 %conv2.j661, 196
+  %564 = mul nsw i64 %0, 7
+  %565 = add nsw i64 %conv2.ty672, %564
+  %566 = mul nsw i64 %565, 14
+  %567 = add nsw i64 %563, %566
+  %568 = add nsw i64 %567, %conv2.tx683
+  %569 = mul nsw i64 %568, 32
+  %570 = add nsw i64 3310464, %569
+  %571 = mul nsw i64 %conv2.cv694, 8
+  %572 = add nsw i64 %570, %571
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %572
+  store <8 x float> %w92, ptr %arena59, align 4
+  %w93 = load <8 x float>, ptr %conv2.w93, align 32
+  %573 = mul nsw i64 %conv2.j661, 196
+  %574 = mul nsw i64 %0, 7
+  %575 = add nsw i64 %conv2.ty672, %574
+  %576 = mul nsw i64 %575, 14
+  %577 = add nsw i64 %573, %576
+  %578 = add nsw i64 %577, %conv2.tx683
+  %579 = mul nsw i64 %578, 32
+  %580 = add nsw i64 3316736, %579
+  %581 = mul nsw i64 %conv2.cv694, 8
+  %582 = add nsw i64 %580, %581
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %582
+  store <8 x float> %w93, ptr %arena60, align 4
+  %w94 = load <8 x float>, ptr %conv2.w94, align 32
+  %583 = mul nsw i64 %conv2.j661, 196
+  %584 = mul nsw i64 %0, 7
+  %585 = add nsw i64 %conv2.ty672, %584
+  %586 = mul nsw i64 %585, 14
+  %587 = add nsw i64 %583, %586
+  %588 = add nsw i64 %587, %conv2.tx683
+  %589 = mul nsw i64 %588, 32
+  %590 = add nsw i64 3323008, %589
+  %591 = mul nsw i64 %conv2.cv694, 8
+  %592 = add nsw i64 %590, %591
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %592
+  store <8 x float> %w94, ptr %arena61, align 4
+  %w95 = load <8 x float>, ptr %conv2.w95, align 32
+  %593 = mul nsw i64 %conv2.j661, 196
+  %594 = mul nsw i64 %0, 7
+  %595 = add nsw i64 %conv2.ty672, %594
+  %596 = mul nsw i64 %595, 14
+  %597 = add nsw i64 %593, %596
+  %598 = add nsw i64 %597, %conv2.tx683
+  %599 = mul nsw i64 %598, 32
+  %600 = add nsw i64 3329280, %599
+  %601 = mul nsw i64 %conv2.cv694, 8
+  %602 = add nsw i64 %600, %601
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %602
+  store <8 x float> %w95, ptr %arena62, align 4
+  %w96 = load <8 x float>, ptr %conv2.w96, align 32
+  %603 = mul nsw i64 %conv2.j661, 196
+  %604 = mul nsw i64 %0, 7
+  %605 = add nsw i64 %conv2.ty672, %604
+  %606 = mul nsw i64 %605, 14
+  %607 = add nsw i64 %603, %606
+  %608 = add nsw i64 %607, %conv2.tx683
+  %609 = mul nsw i64 %608, 32
+  %610 = add nsw i64 3335552, %609
+  %611 = mul nsw i64 %conv2.cv694, 8
+  %612 = add nsw i64 %610, %611
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %612
+  store <8 x float> %w96, ptr %arena63, align 4
+  %w97 = load <8 x float>, ptr %conv2.w97, align 32
+  %613 = mul nsw i64 %conv2.j661, 196
+  %614 = mul nsw i64 %0, 7
+  %615 = add nsw i64 %conv2.ty672, %614
+  %616 = mul nsw i64 %615, 14
+  %617 = add nsw i64 %613, %616
+  %618 = add nsw i64 %617, %conv2.tx683
+  %619 = mul nsw i64 %618, 32
+  %620 = add nsw i64 3341824, %619
+  %621 = mul nsw i64 %conv2.cv694, 8
+  %622 = add nsw i64 %620, %621
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %622
+  store <8 x float> %w97, ptr %arena64, align 4
+  %w98 = load <8 x float>, ptr %conv2.w98, align 32
+  %623 = mul nsw i64 %conv2.j661, 196
+  %624 = mul nsw i64 %0, 7
+  %625 = add nsw i64 %conv2.ty672, %624
+  %626 = mul nsw i64 %625, 14
+  %627 = add nsw i64 %623, %626
+  %628 = add nsw i64 %627, %conv2.tx683
+  %629 = mul nsw i64 %628, 32
+  %630 = add nsw i64 3348096, %629
+  %631 = mul nsw i64 %conv2.cv694, 8
+  %632 = add nsw i64 %630, %631
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %632
+  store <8 x float> %w98, ptr %arena65, align 4
+  %w99 = load <8 x float>, ptr %conv2.w99, align 32
+  %633 = mul nsw i64 %conv2.j661, 196
+  %634 = mul nsw i64 %0, 7
+  %635 = add nsw i64 %conv2.ty672, %634
+  %636 = mul nsw i64 %635, 14
+  %637 = add nsw i64 %633, %636
+  %638 = add nsw i64 %637, %conv2.tx683
+  %639 = mul nsw i64 %638, 32
+  %640 = add nsw i64 3354368, %639
+  %641 = mul nsw i64 %conv2.cv694, 8
+  %642 = add nsw i64 %640, %641
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %642
+  store <8 x float> %w99, ptr %arena66, align 4
+  %w100 = load <8 x float>, ptr %conv2.w100, align 32
+  %643 = mul nsw i64 %conv2.j661, 196
+  %644 = mul nsw i64 %0, 7
+  %645 = add nsw i64 %conv2.ty672, %644
+  %646 = mul nsw i64 %645, 14
+  %647 = add nsw i64 %643, %646
+  %648 = add nsw i64 %647, %conv2.tx683
+  %649 = mul nsw i64 %648, 32
+  %650 = add nsw i64 3360640, %649
+  %651 = mul nsw i64 %conv2.cv694, 8
+  %652 = add nsw i64 %650, %651
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %652
+  store <8 x float> %w100, ptr %arena67, align 4
+  %w101 = load <8 x float>, ptr %conv2.w101, align 32
+  %653 = mul nsw i64 %conv2.j661, 196
+  %654 = mul nsw i64 %0, 7
+  %655 = add nsw i64 %conv2.ty672, %654
+  %656 = mul nsw i64 %655, 14
+  %657 = add nsw i64 %653, %656
+  %658 = add nsw i64 %657, %conv2.tx683
+  %659 = mul nsw i64 %658, 32
+  %660 = add nsw i64 3366912, %659
+  %661 = mul nsw i64 %conv2.cv694, 8
+  %662 = add nsw i64 %660, %661
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %662
+  store <8 x float> %w101, ptr %arena68, align 4
+  %cv69.next = add nsw i64 %conv2.cv694, 1
+  %663 = icmp slt i64 %cv69.next, 4
+  br i1 %663, label %conv2.cv69, label %conv2.cv69.end
+
+conv2.cv69.end:                                   ; preds = %conv2.cv69
+  %tx68.next = add nsw i64 %conv2.tx683, 1
+  %664 = icmp slt i64 %tx68.next, 14
+  br i1 %664, label %conv2.tx68, label %conv2.tx68.end
+}
+
+define internal void @convnet_infer_b64.k1.conv2.part65.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  call void @convnet_infer_b64.k1.conv2.part65(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @convnet_infer_b64.k1.conv2.part102(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+entry:
+  %conv2.at138 = alloca <8 x float>, align 32
+  %conv2.best137 = alloca <8 x float>, align 32
+  %conv2.v136 = alloca <8 x float>, align 32
+  %conv2.at135 = alloca <8 x float>, align 32
+  %conv2.best134 = alloca <8 x float>, align 32
+  %conv2.v133 = alloca <8 x float>, align 32
+  %conv2.at132 = alloca <8 x float>, align 32
+  %conv2.best131 = alloca <8 x float>, align 32
+  %conv2.v130 = alloca <8 x float>, align 32
+  %conv2.at129 = alloca <8 x float>, align 32
+  %conv2.best128 = alloca <8 x float>, align 32
+  %conv2.v127 = alloca <8 x float>, align 32
+  %conv2.w126 = alloca <8 x float>, align 32
   %conv2.w125 = alloca <8 x float>, align 32
   %conv2.w124 = alloca <8 x float>, align 32
   %conv2.w123 = alloca <8 x float>, align 32
@@ -14112,1218 +14288,1217 @@ entry:
   %conv2.w117 = alloca <8 x float>, align 32
   %conv2.w116 = alloca <8 x float>, align 32
   %conv2.w115 = alloca <8 x float>, align 32
-  %conv2.w114 = alloca <8 x float>, align 32
-  br label %conv2.xi102
+  br label %conv2.xi103
 
-conv2.xi102:                                      ; preds = %conv2.xi102, %entry
-  %conv2.xi1021 = phi i64 [ 0, %entry ], [ %xi102.next, %conv2.xi102 ]
-  call void @convnet_infer_b64.k1.conv2.part101.gemm109(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1021, i64 %1)
-  %xi102.next = add nsw i64 %conv2.xi1021, 1
-  %2 = icmp slt i64 %xi102.next, 16
-  br i1 %2, label %conv2.xi102, label %conv2.xi102.end
+conv2.xi103:                                      ; preds = %conv2.xi103, %entry
+  %conv2.xi1031 = phi i64 [ 0, %entry ], [ %xi103.next, %conv2.xi103 ]
+  call void @convnet_infer_b64.k1.conv2.part102.gemm110(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1031, i64 %1)
+  %xi103.next = add nsw i64 %conv2.xi1031, 1
+  %2 = icmp slt i64 %xi103.next, 16
+  br i1 %2, label %conv2.xi103, label %conv2.xi103.end
 
-conv2.xi102.end:                                  ; preds = %conv2.xi102
-  br label %conv2.j110
+conv2.xi103.end:                                  ; preds = %conv2.xi103
+  br label %conv2.j111
 
-conv2.j110:                                       ; preds = %conv2.ty111.end, %conv2.xi102.end
-  %conv2.j1102 = phi i64 [ 0, %conv2.xi102.end ], [ %j110.next, %conv2.ty111.end ]
-  br label %conv2.ty111
+conv2.j111:                                       ; preds = %conv2.ty112.end, %conv2.xi103.end
+  %conv2.j1112 = phi i64 [ 0, %conv2.xi103.end ], [ %j111.next, %conv2.ty112.end ]
+  br label %conv2.ty112
 
-conv2.j110.end:                                   ; preds = %conv2.ty111.end
-  br label %conv2.j138
+conv2.j111.end:                                   ; preds = %conv2.ty112.end
+  br label %conv2.j139
 
-conv2.ty111:                                      ; preds = %conv2.tx112.end, %conv2.j110
-  %conv2.ty1113 = phi i64 [ 0, %conv2.j110 ], [ %ty111.next, %conv2.tx112.end ]
-  br label %conv2.tx112
+conv2.ty112:                                      ; preds = %conv2.tx113.end, %conv2.j111
+  %conv2.ty1123 = phi i64 [ 0, %conv2.j111 ], [ %ty112.next, %conv2.tx113.end ]
+  br label %conv2.tx113
 
-conv2.ty111.end:                                  ; preds = %conv2.tx112.end
-  %j110.next = add nsw i64 %conv2.j1102, 1
-  %3 = icmp slt i64 %j110.next, 1
-  br i1 %3, label %conv2.j110, label %conv2.j110.end
+conv2.ty112.end:                                  ; preds = %conv2.tx113.end
+  %j111.next = add nsw i64 %conv2.j1112, 1
+  %3 = icmp slt i64 %j111.next, 1
+  br i1 %3, label %conv2.j111, label %conv2.j111.end
 
-conv2.tx112:                                      ; preds = %conv2.cv113.end, %conv2.ty111
-  %conv2.tx1124 = phi i64 [ 0, %conv2.ty111 ], [ %tx112.next, %conv2.cv113.end ]
-  br label %conv2.cv113
+conv2.tx113:                                      ; preds = %conv2.cv114.end, %conv2.ty112
+  %conv2.tx1134 = phi i64 [ 0, %conv2.ty112 ], [ %tx113.next, %conv2.cv114.end ]
+  br label %conv2.cv114
 
-conv2.tx112.end:                                  ; preds = %conv2.cv113.end
-  %ty111.next = add nsw i64 %conv2.ty1113, 1
-  %4 = icmp slt i64 %ty111.next, 14
-  br i1 %4, label %conv2.ty111, label %conv2.ty111.end
+conv2.tx113.end:                                  ; preds = %conv2.cv114.end
+  %ty112.next = add nsw i64 %conv2.ty1123, 1
+  %4 = icmp slt i64 %ty112.next, 14
+  br i1 %4, label %conv2.ty112, label %conv2.ty112.end
 
-conv2.cv113:                                      ; preds = %conv2.cv113, %conv2.tx112
-  %conv2.cv1135 = phi i64 [ 0, %conv2.tx112 ], [ %cv113.next, %conv2.cv113 ]
-  %5 = mul nsw i64 %conv2.j1102, 196
-  %6 = mul nsw i64 %conv2.ty1113, 14
+conv2.cv114:                                      ; preds = %conv2.cv114, %conv2.tx113
+  %conv2.cv1145 = phi i64 [ 0, %conv2.tx113 ], [ %cv114.next, %conv2.cv114 ]
+  %5 = mul nsw i64 %conv2.j1112, 196
+  %6 = mul nsw i64 %conv2.ty1123, 14
   %7 = add nsw i64 %5, %6
-  %8 = add nsw i64 %7, %conv2.tx1124
+  %8 = add nsw i64 %7, %conv2.tx1134
   %9 = mul nsw i64 %8, 64
   %10 = add nsw i64 3373184, %9
   %11 = mul nsw i64 %1, 32
-  %12 = mul nsw i64 %conv2.cv1135, 8
+  %12 = mul nsw i64 %conv2.cv1145, 8
   %13 = add nsw i64 %11, %12
   %14 = add nsw i64 %10, %13
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load <8 x float>, ptr %arena6, align 4
-  %16 = mul nsw i64 %conv2.j1102, 196
-  %17 = mul nsw i64 %conv2.ty1113, 14
+  %16 = mul nsw i64 %conv2.j1112, 196
+  %17 = mul nsw i64 %conv2.ty1123, 14
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %18, %conv2.tx1124
+  %19 = add nsw i64 %18, %conv2.tx1134
   %20 = mul nsw i64 %19, 64
   %21 = add nsw i64 3423360, %20
   %22 = mul nsw i64 %1, 32
-  %23 = mul nsw i64 %conv2.cv1135, 8
+  %23 = mul nsw i64 %conv2.cv1145, 8
   %24 = add nsw i64 %22, %23
   %25 = add nsw i64 %21, %24
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
   %26 = load <8 x float>, ptr %arena7, align 4
   %27 = fadd <8 x float> %15, %26
-  %28 = mul nsw i64 %conv2.j1102, 196
-  %29 = mul nsw i64 %conv2.ty1113, 14
+  %28 = mul nsw i64 %conv2.j1112, 196
+  %29 = mul nsw i64 %conv2.ty1123, 14
   %30 = add nsw i64 %28, %29
-  %31 = add nsw i64 %30, %conv2.tx1124
+  %31 = add nsw i64 %30, %conv2.tx1134
   %32 = mul nsw i64 %31, 64
   %33 = add nsw i64 3473536, %32
   %34 = mul nsw i64 %1, 32
-  %35 = mul nsw i64 %conv2.cv1135, 8
+  %35 = mul nsw i64 %conv2.cv1145, 8
   %36 = add nsw i64 %34, %35
   %37 = add nsw i64 %33, %36
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
   %38 = load <8 x float>, ptr %arena8, align 4
   %39 = fadd <8 x float> %27, %38
-  store <8 x float> %39, ptr %conv2.w114, align 32
-  %40 = mul nsw i64 %conv2.j1102, 196
-  %41 = mul nsw i64 %conv2.ty1113, 14
+  store <8 x float> %39, ptr %conv2.w115, align 32
+  %40 = mul nsw i64 %conv2.j1112, 196
+  %41 = mul nsw i64 %conv2.ty1123, 14
   %42 = add nsw i64 %40, %41
-  %43 = add nsw i64 %42, %conv2.tx1124
+  %43 = add nsw i64 %42, %conv2.tx1134
   %44 = mul nsw i64 %43, 64
   %45 = add nsw i64 3423360, %44
   %46 = mul nsw i64 %1, 32
-  %47 = mul nsw i64 %conv2.cv1135, 8
+  %47 = mul nsw i64 %conv2.cv1145, 8
   %48 = add nsw i64 %46, %47
   %49 = add nsw i64 %45, %48
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena9, align 4
-  %51 = mul nsw i64 %conv2.j1102, 196
-  %52 = mul nsw i64 %conv2.ty1113, 14
+  %51 = mul nsw i64 %conv2.j1112, 196
+  %52 = mul nsw i64 %conv2.ty1123, 14
   %53 = add nsw i64 %51, %52
-  %54 = add nsw i64 %53, %conv2.tx1124
+  %54 = add nsw i64 %53, %conv2.tx1134
   %55 = mul nsw i64 %54, 64
   %56 = add nsw i64 3473536, %55
   %57 = mul nsw i64 %1, 32
-  %58 = mul nsw i64 %conv2.cv1135, 8
+  %58 = mul nsw i64 %conv2.cv1145, 8
   %59 = add nsw i64 %57, %58
   %60 = add nsw i64 %56, %59
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
   %61 = load <8 x float>, ptr %arena10, align 4
   %62 = fsub <8 x float> %50, %61
-  %63 = mul nsw i64 %conv2.j1102, 196
-  %64 = mul nsw i64 %conv2.ty1113, 14
+  %63 = mul nsw i64 %conv2.j1112, 196
+  %64 = mul nsw i64 %conv2.ty1123, 14
   %65 = add nsw i64 %63, %64
-  %66 = add nsw i64 %65, %conv2.tx1124
+  %66 = add nsw i64 %65, %conv2.tx1134
   %67 = mul nsw i64 %66, 64
   %68 = add nsw i64 3523712, %67
   %69 = mul nsw i64 %1, 32
-  %70 = mul nsw i64 %conv2.cv1135, 8
+  %70 = mul nsw i64 %conv2.cv1145, 8
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %68, %71
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena11, align 4
   %74 = fsub <8 x float> %62, %73
-  store <8 x float> %74, ptr %conv2.w115, align 32
-  %75 = mul nsw i64 %conv2.j1102, 196
-  %76 = mul nsw i64 %conv2.ty1113, 14
+  store <8 x float> %74, ptr %conv2.w116, align 32
+  %75 = mul nsw i64 %conv2.j1112, 196
+  %76 = mul nsw i64 %conv2.ty1123, 14
   %77 = add nsw i64 %75, %76
-  %78 = add nsw i64 %77, %conv2.tx1124
+  %78 = add nsw i64 %77, %conv2.tx1134
   %79 = mul nsw i64 %78, 64
   %80 = add nsw i64 3385728, %79
   %81 = mul nsw i64 %1, 32
-  %82 = mul nsw i64 %conv2.cv1135, 8
+  %82 = mul nsw i64 %conv2.cv1145, 8
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %80, %83
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena12, align 4
-  %86 = mul nsw i64 %conv2.j1102, 196
-  %87 = mul nsw i64 %conv2.ty1113, 14
+  %86 = mul nsw i64 %conv2.j1112, 196
+  %87 = mul nsw i64 %conv2.ty1123, 14
   %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %88, %conv2.tx1124
+  %89 = add nsw i64 %88, %conv2.tx1134
   %90 = mul nsw i64 %89, 64
   %91 = add nsw i64 3435904, %90
   %92 = mul nsw i64 %1, 32
-  %93 = mul nsw i64 %conv2.cv1135, 8
+  %93 = mul nsw i64 %conv2.cv1145, 8
   %94 = add nsw i64 %92, %93
   %95 = add nsw i64 %91, %94
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %95
   %96 = load <8 x float>, ptr %arena13, align 4
   %97 = fadd <8 x float> %85, %96
-  %98 = mul nsw i64 %conv2.j1102, 196
-  %99 = mul nsw i64 %conv2.ty1113, 14
+  %98 = mul nsw i64 %conv2.j1112, 196
+  %99 = mul nsw i64 %conv2.ty1123, 14
   %100 = add nsw i64 %98, %99
-  %101 = add nsw i64 %100, %conv2.tx1124
+  %101 = add nsw i64 %100, %conv2.tx1134
   %102 = mul nsw i64 %101, 64
   %103 = add nsw i64 3486080, %102
   %104 = mul nsw i64 %1, 32
-  %105 = mul nsw i64 %conv2.cv1135, 8
+  %105 = mul nsw i64 %conv2.cv1145, 8
   %106 = add nsw i64 %104, %105
   %107 = add nsw i64 %103, %106
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena14, align 4
   %109 = fadd <8 x float> %97, %108
-  store <8 x float> %109, ptr %conv2.w116, align 32
-  %110 = mul nsw i64 %conv2.j1102, 196
-  %111 = mul nsw i64 %conv2.ty1113, 14
+  store <8 x float> %109, ptr %conv2.w117, align 32
+  %110 = mul nsw i64 %conv2.j1112, 196
+  %111 = mul nsw i64 %conv2.ty1123, 14
   %112 = add nsw i64 %110, %111
-  %113 = add nsw i64 %112, %conv2.tx1124
+  %113 = add nsw i64 %112, %conv2.tx1134
   %114 = mul nsw i64 %113, 64
   %115 = add nsw i64 3435904, %114
   %116 = mul nsw i64 %1, 32
-  %117 = mul nsw i64 %conv2.cv1135, 8
+  %117 = mul nsw i64 %conv2.cv1145, 8
   %118 = add nsw i64 %116, %117
   %119 = add nsw i64 %115, %118
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %119
   %120 = load <8 x float>, ptr %arena15, align 4
-  %121 = mul nsw i64 %conv2.j1102, 196
-  %122 = mul nsw i64 %conv2.ty1113, 14
+  %121 = mul nsw i64 %conv2.j1112, 196
+  %122 = mul nsw i64 %conv2.ty1123, 14
   %123 = add nsw i64 %121, %122
-  %124 = add nsw i64 %123, %conv2.tx1124
+  %124 = add nsw i64 %123, %conv2.tx1134
   %125 = mul nsw i64 %124, 64
   %126 = add nsw i64 3486080, %125
   %127 = mul nsw i64 %1, 32
-  %128 = mul nsw i64 %conv2.cv1135, 8
+  %128 = mul nsw i64 %conv2.cv1145, 8
   %129 = add nsw i64 %127, %128
   %130 = add nsw i64 %126, %129
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %130
   %131 = load <8 x float>, ptr %arena16, align 4
   %132 = fsub <8 x float> %120, %131
-  %133 = mul nsw i64 %conv2.j1102, 196
-  %134 = mul nsw i64 %conv2.ty1113, 14
+  %133 = mul nsw i64 %conv2.j1112, 196
+  %134 = mul nsw i64 %conv2.ty1123, 14
   %135 = add nsw i64 %133, %134
-  %136 = add nsw i64 %135, %conv2.tx1124
+  %136 = add nsw i64 %135, %conv2.tx1134
   %137 = mul nsw i64 %136, 64
   %138 = add nsw i64 3536256, %137
   %139 = mul nsw i64 %1, 32
-  %140 = mul nsw i64 %conv2.cv1135, 8
+  %140 = mul nsw i64 %conv2.cv1145, 8
   %141 = add nsw i64 %139, %140
   %142 = add nsw i64 %138, %141
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena17, align 4
   %144 = fsub <8 x float> %132, %143
-  store <8 x float> %144, ptr %conv2.w117, align 32
-  %145 = mul nsw i64 %conv2.j1102, 196
-  %146 = mul nsw i64 %conv2.ty1113, 14
+  store <8 x float> %144, ptr %conv2.w118, align 32
+  %145 = mul nsw i64 %conv2.j1112, 196
+  %146 = mul nsw i64 %conv2.ty1123, 14
   %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 %147, %conv2.tx1124
+  %148 = add nsw i64 %147, %conv2.tx1134
   %149 = mul nsw i64 %148, 64
   %150 = add nsw i64 3398272, %149
   %151 = mul nsw i64 %1, 32
-  %152 = mul nsw i64 %conv2.cv1135, 8
+  %152 = mul nsw i64 %conv2.cv1145, 8
   %153 = add nsw i64 %151, %152
   %154 = add nsw i64 %150, %153
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load <8 x float>, ptr %arena18, align 4
-  %156 = mul nsw i64 %conv2.j1102, 196
-  %157 = mul nsw i64 %conv2.ty1113, 14
+  %156 = mul nsw i64 %conv2.j1112, 196
+  %157 = mul nsw i64 %conv2.ty1123, 14
   %158 = add nsw i64 %156, %157
-  %159 = add nsw i64 %158, %conv2.tx1124
+  %159 = add nsw i64 %158, %conv2.tx1134
   %160 = mul nsw i64 %159, 64
   %161 = add nsw i64 3448448, %160
   %162 = mul nsw i64 %1, 32
-  %163 = mul nsw i64 %conv2.cv1135, 8
+  %163 = mul nsw i64 %conv2.cv1145, 8
   %164 = add nsw i64 %162, %163
   %165 = add nsw i64 %161, %164
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load <8 x float>, ptr %arena19, align 4
   %167 = fadd <8 x float> %155, %166
-  %168 = mul nsw i64 %conv2.j1102, 196
-  %169 = mul nsw i64 %conv2.ty1113, 14
+  %168 = mul nsw i64 %conv2.j1112, 196
+  %169 = mul nsw i64 %conv2.ty1123, 14
   %170 = add nsw i64 %168, %169
-  %171 = add nsw i64 %170, %conv2.tx1124
+  %171 = add nsw i64 %170, %conv2.tx1134
   %172 = mul nsw i64 %171, 64
   %173 = add nsw i64 3498624, %172
   %174 = mul nsw i64 %1, 32
-  %175 = mul nsw i64 %conv2.cv1135, 8
+  %175 = mul nsw i64 %conv2.cv1145, 8
   %176 = add nsw i64 %174, %175
   %177 = add nsw i64 %173, %176
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %177
   %178 = load <8 x float>, ptr %arena20, align 4
   %179 = fadd <8 x float> %167, %178
-  store <8 x float> %179, ptr %conv2.w118, align 32
-  %180 = mul nsw i64 %conv2.j1102, 196
-  %181 = mul nsw i64 %conv2.ty1113, 14
+  store <8 x float> %179, ptr %conv2.w119, align 32
+  %180 = mul nsw i64 %conv2.j1112, 196
+  %181 = mul nsw i64 %conv2.ty1123, 14
   %182 = add nsw i64 %180, %181
-  %183 = add nsw i64 %182, %conv2.tx1124
+  %183 = add nsw i64 %182, %conv2.tx1134
   %184 = mul nsw i64 %183, 64
   %185 = add nsw i64 3448448, %184
   %186 = mul nsw i64 %1, 32
-  %187 = mul nsw i64 %conv2.cv1135, 8
+  %187 = mul nsw i64 %conv2.cv1145, 8
   %188 = add nsw i64 %186, %187
   %189 = add nsw i64 %185, %188
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %189
   %190 = load <8 x float>, ptr %arena21, align 4
-  %191 = mul nsw i64 %conv2.j1102, 196
-  %192 = mul nsw i64 %conv2.ty1113, 14
+  %191 = mul nsw i64 %conv2.j1112, 196
+  %192 = mul nsw i64 %conv2.ty1123, 14
   %193 = add nsw i64 %191, %192
-  %194 = add nsw i64 %193, %conv2.tx1124
+  %194 = add nsw i64 %193, %conv2.tx1134
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 3498624, %195
   %197 = mul nsw i64 %1, 32
-  %198 = mul nsw i64 %conv2.cv1135, 8
+  %198 = mul nsw i64 %conv2.cv1145, 8
   %199 = add nsw i64 %197, %198
   %200 = add nsw i64 %196, %199
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %200
   %201 = load <8 x float>, ptr %arena22, align 4
   %202 = fsub <8 x float> %190, %201
-  %203 = mul nsw i64 %conv2.j1102, 196
-  %204 = mul nsw i64 %conv2.ty1113, 14
+  %203 = mul nsw i64 %conv2.j1112, 196
+  %204 = mul nsw i64 %conv2.ty1123, 14
   %205 = add nsw i64 %203, %204
-  %206 = add nsw i64 %205, %conv2.tx1124
+  %206 = add nsw i64 %205, %conv2.tx1134
   %207 = mul nsw i64 %206, 64
   %208 = add nsw i64 3548800, %207
   %209 = mul nsw i64 %1, 32
-  %210 = mul nsw i64 %conv2.cv1135, 8
+  %210 = mul nsw i64 %conv2.cv1145, 8
   %211 = add nsw i64 %209, %210
   %212 = add nsw i64 %208, %211
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %212
   %213 = load <8 x float>, ptr %arena23, align 4
   %214 = fsub <8 x float> %202, %213
-  store <8 x float> %214, ptr %conv2.w119, align 32
-  %215 = mul nsw i64 %conv2.j1102, 196
-  %216 = mul nsw i64 %conv2.ty1113, 14
+  store <8 x float> %214, ptr %conv2.w120, align 32
+  %215 = mul nsw i64 %conv2.j1112, 196
+  %216 = mul nsw i64 %conv2.ty1123, 14
   %217 = add nsw i64 %215, %216
-  %218 = add nsw i64 %217, %conv2.tx1124
+  %218 = add nsw i64 %217, %conv2.tx1134
   %219 = mul nsw i64 %218, 64
   %220 = add nsw i64 3410816, %219
   %221 = mul nsw i64 %1, 32
-  %222 = mul nsw i64 %conv2.cv1135, 8
+  %222 = mul nsw i64 %conv2.cv1145, 8
   %223 = add nsw i64 %221, %222
   %224 = add nsw i64 %220, %223
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %224
   %225 = load <8 x float>, ptr %arena24, align 4
-  %226 = mul nsw i64 %conv2.j1102, 196
-  %227 = mul nsw i64 %conv2.ty1113, 14
+  %226 = mul nsw i64 %conv2.j1112, 196
+  %227 = mul nsw i64 %conv2.ty1123, 14
   %228 = add nsw i64 %226, %227
-  %229 = add nsw i64 %228, %conv2.tx1124
+  %229 = add nsw i64 %228, %conv2.tx1134
   %230 = mul nsw i64 %229, 64
   %231 = add nsw i64 3460992, %230
   %232 = mul nsw i64 %1, 32
-  %233 = mul nsw i64 %conv2.cv1135, 8
+  %233 = mul nsw i64 %conv2.cv1145, 8
   %234 = add nsw i64 %232, %233
   %235 = add nsw i64 %231, %234
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %235
   %236 = load <8 x float>, ptr %arena25, align 4
   %237 = fadd <8 x float> %225, %236
-  %238 = mul nsw i64 %conv2.j1102, 196
-  %239 = mul nsw i64 %conv2.ty1113, 14
+  %238 = mul nsw i64 %conv2.j1112, 196
+  %239 = mul nsw i64 %conv2.ty1123, 14
   %240 = add nsw i64 %238, %239
-  %241 = add nsw i64 %240, %conv2.tx1124
+  %241 = add nsw i64 %240, %conv2.tx1134
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 3511168, %242
   %244 = mul nsw i64 %1, 32
-  %245 = mul nsw i64 %conv2.cv1135, 8
+  %245 = mul nsw i64 %conv2.cv1145, 8
   %246 = add nsw i64 %244, %245
   %247 = add nsw i64 %243, %246
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %247
   %248 = load <8 x float>, ptr %arena26, align 4
   %249 = fadd <8 x float> %237, %248
-  store <8 x float> %249, ptr %conv2.w120, align 32
-  %250 = mul nsw i64 %conv2.j1102, 196
-  %251 = mul nsw i64 %conv2.ty1113, 14
+  store <8 x float> %249, ptr %conv2.w121, align 32
+  %250 = mul nsw i64 %conv2.j1112, 196
+  %251 = mul nsw i64 %conv2.ty1123, 14
   %252 = add nsw i64 %250, %251
-  %253 = add nsw i64 %252, %conv2.tx1124
+  %253 = add nsw i64 %252, %conv2.tx1134
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 3460992, %254
   %256 = mul nsw i64 %1, 32
-  %257 = mul nsw i64 %conv2.cv1135, 8
+  %257 = mul nsw i64 %conv2.cv1145, 8
   %258 = add nsw i64 %256, %257
   %259 = add nsw i64 %255, %258
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %259
   %260 = load <8 x float>, ptr %arena27, align 4
-  %261 = mul nsw i64 %conv2.j1102, 196
-  %262 = mul nsw i64 %conv2.ty1113, 14
+  %261 = mul nsw i64 %conv2.j1112, 196
+  %262 = mul nsw i64 %conv2.ty1123, 14
   %263 = add nsw i64 %261, %262
-  %264 = add nsw i64 %263, %conv2.tx1124
+  %264 = add nsw i64 %263, %conv2.tx1134
   %265 = mul nsw i64 %264, 64
   %266 = add nsw i64 3511168, %265
   %267 = mul nsw i64 %1, 32
-  %268 = mul nsw i64 %conv2.cv1135, 8
+  %268 = mul nsw i64 %conv2.cv1145, 8
   %269 = add nsw i64 %267, %268
   %270 = add nsw i64 %266, %269
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena28, align 4
   %272 = fsub <8 x float> %260, %271
-  %273 = mul nsw i64 %conv2.j1102, 196
-  %274 = mul nsw i64 %conv2.ty1113, 14
+  %273 = mul nsw i64 %conv2.j1112, 196
+  %274 = mul nsw i64 %conv2.ty1123, 14
   %275 = add nsw i64 %273, %274
-  %276 = add nsw i64 %275, %conv2.tx1124
+  %276 = add nsw i64 %275, %conv2.tx1134
   %277 = mul nsw i64 %276, 64
   %278 = add nsw i64 3561344, %277
   %279 = mul nsw i64 %1, 32
-  %280 = mul nsw i64 %conv2.cv1135, 8
+  %280 = mul nsw i64 %conv2.cv1145, 8
   %281 = add nsw i64 %279, %280
   %282 = add nsw i64 %278, %281
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %282
   %283 = load <8 x float>, ptr %arena29, align 4
   %284 = fsub <8 x float> %272, %283
-  store <8 x float> %284, ptr %conv2.w121, align 32
-  %w114 = load <8 x float>, ptr %conv2.w114, align 32
-  %w116 = load <8 x float>, ptr %conv2.w116, align 32
-  %285 = fadd <8 x float> %w114, %w116
-  %w118 = load <8 x float>, ptr %conv2.w118, align 32
-  %286 = fadd <8 x float> %285, %w118
-  store <8 x float> %286, ptr %conv2.w122, align 32
-  %w11630 = load <8 x float>, ptr %conv2.w116, align 32
-  %w11831 = load <8 x float>, ptr %conv2.w118, align 32
-  %287 = fsub <8 x float> %w11630, %w11831
-  %w120 = load <8 x float>, ptr %conv2.w120, align 32
-  %288 = fsub <8 x float> %287, %w120
-  store <8 x float> %288, ptr %conv2.w123, align 32
+  store <8 x float> %284, ptr %conv2.w122, align 32
   %w115 = load <8 x float>, ptr %conv2.w115, align 32
   %w117 = load <8 x float>, ptr %conv2.w117, align 32
-  %289 = fadd <8 x float> %w115, %w117
+  %285 = fadd <8 x float> %w115, %w117
   %w119 = load <8 x float>, ptr %conv2.w119, align 32
-  %290 = fadd <8 x float> %289, %w119
-  store <8 x float> %290, ptr %conv2.w124, align 32
-  %w11732 = load <8 x float>, ptr %conv2.w117, align 32
-  %w11933 = load <8 x float>, ptr %conv2.w119, align 32
-  %291 = fsub <8 x float> %w11732, %w11933
+  %286 = fadd <8 x float> %285, %w119
+  store <8 x float> %286, ptr %conv2.w123, align 32
+  %w11730 = load <8 x float>, ptr %conv2.w117, align 32
+  %w11931 = load <8 x float>, ptr %conv2.w119, align 32
+  %287 = fsub <8 x float> %w11730, %w11931
   %w121 = load <8 x float>, ptr %conv2.w121, align 32
-  %292 = fsub <8 x float> %291, %w121
-  store <8 x float> %292, ptr %conv2.w125, align 32
+  %288 = fsub <8 x float> %287, %w121
+  store <8 x float> %288, ptr %conv2.w124, align 32
+  %w116 = load <8 x float>, ptr %conv2.w116, align 32
+  %w118 = load <8 x float>, ptr %conv2.w118, align 32
+  %289 = fadd <8 x float> %w116, %w118
+  %w120 = load <8 x float>, ptr %conv2.w120, align 32
+  %290 = fadd <8 x float> %289, %w120
+  store <8 x float> %290, ptr %conv2.w125, align 32
+  %w11832 = load <8 x float>, ptr %conv2.w118, align 32
+  %w12033 = load <8 x float>, ptr %conv2.w120, align 32
+  %291 = fsub <8 x float> %w11832, %w12033
   %w122 = load <8 x float>, ptr %conv2.w122, align 32
+  %292 = fsub <8 x float> %291, %w122
+  store <8 x float> %292, ptr %conv2.w126, align 32
+  %w123 = load <8 x float>, ptr %conv2.w123, align 32
   %293 = mul nsw i64 %1, 32
-  %294 = mul nsw i64 %conv2.cv1135, 8
+  %294 = mul nsw i64 %conv2.cv1145, 8
   %295 = add nsw i64 %293, %294
   %296 = add nsw i64 18752, %295
   %params34 = getelementptr inbounds float, ptr %params, i64 %296
   %297 = load <8 x float>, ptr %params34, align 4
-  %298 = fadd <8 x float> %w122, %297
-  store <8 x float> %298, ptr %conv2.v126, align 32
-  %v126 = load <8 x float>, ptr %conv2.v126, align 32
-  store <8 x float> %v126, ptr %conv2.best127, align 32
-  %299 = mul nsw i64 %conv2.ty1113, 2
+  %298 = fadd <8 x float> %w123, %297
+  store <8 x float> %298, ptr %conv2.v127, align 32
+  %v127 = load <8 x float>, ptr %conv2.v127, align 32
+  store <8 x float> %v127, ptr %conv2.best128, align 32
+  %299 = mul nsw i64 %conv2.ty1123, 2
   %300 = mul nsw i64 %299, 28
-  %301 = mul nsw i64 %conv2.tx1124, 2
+  %301 = mul nsw i64 %conv2.tx1134, 2
   %302 = add nsw i64 %300, %301
   %303 = sitofp i64 %302 to float
   %304 = insertelement <8 x float> undef, float %303, i32 0
   %305 = shufflevector <8 x float> %304, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %305, ptr %conv2.at128, align 32
-  %w123 = load <8 x float>, ptr %conv2.w123, align 32
+  store <8 x float> %305, ptr %conv2.at129, align 32
+  %w124 = load <8 x float>, ptr %conv2.w124, align 32
   %306 = mul nsw i64 %1, 32
-  %307 = mul nsw i64 %conv2.cv1135, 8
+  %307 = mul nsw i64 %conv2.cv1145, 8
   %308 = add nsw i64 %306, %307
   %309 = add nsw i64 18752, %308
   %params35 = getelementptr inbounds float, ptr %params, i64 %309
   %310 = load <8 x float>, ptr %params35, align 4
-  %311 = fadd <8 x float> %w123, %310
-  store <8 x float> %311, ptr %conv2.v129, align 32
-  %v129 = load <8 x float>, ptr %conv2.v129, align 32
-  %best127 = load <8 x float>, ptr %conv2.best127, align 32
-  %312 = fcmp ogt <8 x float> %v129, %best127
-  %v12936 = load <8 x float>, ptr %conv2.v129, align 32
-  %best12737 = load <8 x float>, ptr %conv2.best127, align 32
-  %313 = select <8 x i1> %312, <8 x float> %v12936, <8 x float> %best12737
-  store <8 x float> %313, ptr %conv2.best130, align 32
-  %v12938 = load <8 x float>, ptr %conv2.v129, align 32
-  %best12739 = load <8 x float>, ptr %conv2.best127, align 32
-  %314 = fcmp ogt <8 x float> %v12938, %best12739
-  %315 = mul nsw i64 %conv2.ty1113, 2
+  %311 = fadd <8 x float> %w124, %310
+  store <8 x float> %311, ptr %conv2.v130, align 32
+  %v130 = load <8 x float>, ptr %conv2.v130, align 32
+  %best128 = load <8 x float>, ptr %conv2.best128, align 32
+  %312 = fcmp ogt <8 x float> %v130, %best128
+  %v13036 = load <8 x float>, ptr %conv2.v130, align 32
+  %best12837 = load <8 x float>, ptr %conv2.best128, align 32
+  %313 = select <8 x i1> %312, <8 x float> %v13036, <8 x float> %best12837
+  store <8 x float> %313, ptr %conv2.best131, align 32
+  %v13038 = load <8 x float>, ptr %conv2.v130, align 32
+  %best12839 = load <8 x float>, ptr %conv2.best128, align 32
+  %314 = fcmp ogt <8 x float> %v13038, %best12839
+  %315 = mul nsw i64 %conv2.ty1123, 2
   %316 = mul nsw i64 %315, 28
-  %317 = mul nsw i64 %conv2.tx1124, 2
+  %317 = mul nsw i64 %conv2.tx1134, 2
   %318 = add nsw i64 %316, %317
   %319 = add nsw i64 %318, 1
   %320 = sitofp i64 %319 to float
   %321 = insertelement <8 x float> undef, float %320, i32 0
   %322 = shufflevector <8 x float> %321, <8 x float> undef, <8 x i32> zeroinitializer
-  %at128 = load <8 x float>, ptr %conv2.at128, align 32
-  %323 = select <8 x i1> %314, <8 x float> %322, <8 x float> %at128
-  store <8 x float> %323, ptr %conv2.at131, align 32
-  %w124 = load <8 x float>, ptr %conv2.w124, align 32
+  %at129 = load <8 x float>, ptr %conv2.at129, align 32
+  %323 = select <8 x i1> %314, <8 x float> %322, <8 x float> %at129
+  store <8 x float> %323, ptr %conv2.at132, align 32
+  %w125 = load <8 x float>, ptr %conv2.w125, align 32
   %324 = mul nsw i64 %1, 32
-  %325 = mul nsw i64 %conv2.cv1135, 8
+  %325 = mul nsw i64 %conv2.cv1145, 8
   %326 = add nsw i64 %324, %325
   %327 = add nsw i64 18752, %326
   %params40 = getelementptr inbounds float, ptr %params, i64 %327
   %328 = load <8 x float>, ptr %params40, align 4
-  %329 = fadd <8 x float> %w124, %328
-  store <8 x float> %329, ptr %conv2.v132, align 32
-  %v132 = load <8 x float>, ptr %conv2.v132, align 32
-  %best130 = load <8 x float>, ptr %conv2.best130, align 32
-  %330 = fcmp ogt <8 x float> %v132, %best130
-  %v13241 = load <8 x float>, ptr %conv2.v132, align 32
-  %best13042 = load <8 x float>, ptr %conv2.best130, align 32
-  %331 = select <8 x i1> %330, <8 x float> %v13241, <8 x float> %best13042
-  store <8 x float> %331, ptr %conv2.best133, align 32
-  %v13243 = load <8 x float>, ptr %conv2.v132, align 32
-  %best13044 = load <8 x float>, ptr %conv2.best130, align 32
-  %332 = fcmp ogt <8 x float> %v13243, %best13044
-  %333 = mul nsw i64 %conv2.ty1113, 2
+  %329 = fadd <8 x float> %w125, %328
+  store <8 x float> %329, ptr %conv2.v133, align 32
+  %v133 = load <8 x float>, ptr %conv2.v133, align 32
+  %best131 = load <8 x float>, ptr %conv2.best131, align 32
+  %330 = fcmp ogt <8 x float> %v133, %best131
+  %v13341 = load <8 x float>, ptr %conv2.v133, align 32
+  %best13142 = load <8 x float>, ptr %conv2.best131, align 32
+  %331 = select <8 x i1> %330, <8 x float> %v13341, <8 x float> %best13142
+  store <8 x float> %331, ptr %conv2.best134, align 32
+  %v13343 = load <8 x float>, ptr %conv2.v133, align 32
+  %best13144 = load <8 x float>, ptr %conv2.best131, align 32
+  %332 = fcmp ogt <8 x float> %v13343, %best13144
+  %333 = mul nsw i64 %conv2.ty1123, 2
   %334 = add nsw i64 %333, 1
   %335 = mul nsw i64 %334, 28
-  %336 = mul nsw i64 %conv2.tx1124, 2
+  %336 = mul nsw i64 %conv2.tx1134, 2
   %337 = add nsw i64 %335, %336
   %338 = sitofp i64 %337 to float
   %339 = insertelement <8 x float> undef, float %338, i32 0
   %340 = shufflevector <8 x float> %339, <8 x float> undef, <8 x i32> zeroinitializer
-  %at131 = load <8 x float>, ptr %conv2.at131, align 32
-  %341 = select <8 x i1> %332, <8 x float> %340, <8 x float> %at131
-  store <8 x float> %341, ptr %conv2.at134, align 32
-  %w125 = load <8 x float>, ptr %conv2.w125, align 32
+  %at132 = load <8 x float>, ptr %conv2.at132, align 32
+  %341 = select <8 x i1> %332, <8 x float> %340, <8 x float> %at132
+  store <8 x float> %341, ptr %conv2.at135, align 32
+  %w126 = load <8 x float>, ptr %conv2.w126, align 32
   %342 = mul nsw i64 %1, 32
-  %343 = mul nsw i64 %conv2.cv1135, 8
+  %343 = mul nsw i64 %conv2.cv1145, 8
   %344 = add nsw i64 %342, %343
   %345 = add nsw i64 18752, %344
   %params45 = getelementptr inbounds float, ptr %params, i64 %345
   %346 = load <8 x float>, ptr %params45, align 4
-  %347 = fadd <8 x float> %w125, %346
-  store <8 x float> %347, ptr %conv2.v135, align 32
-  %v135 = load <8 x float>, ptr %conv2.v135, align 32
-  %best133 = load <8 x float>, ptr %conv2.best133, align 32
-  %348 = fcmp ogt <8 x float> %v135, %best133
-  %v13546 = load <8 x float>, ptr %conv2.v135, align 32
-  %best13347 = load <8 x float>, ptr %conv2.best133, align 32
-  %349 = select <8 x i1> %348, <8 x float> %v13546, <8 x float> %best13347
-  store <8 x float> %349, ptr %conv2.best136, align 32
-  %v13548 = load <8 x float>, ptr %conv2.v135, align 32
-  %best13349 = load <8 x float>, ptr %conv2.best133, align 32
-  %350 = fcmp ogt <8 x float> %v13548, %best13349
-  %351 = mul nsw i64 %conv2.ty1113, 2
+  %347 = fadd <8 x float> %w126, %346
+  store <8 x float> %347, ptr %conv2.v136, align 32
+  %v136 = load <8 x float>, ptr %conv2.v136, align 32
+  %best134 = load <8 x float>, ptr %conv2.best134, align 32
+  %348 = fcmp ogt <8 x float> %v136, %best134
+  %v13646 = load <8 x float>, ptr %conv2.v136, align 32
+  %best13447 = load <8 x float>, ptr %conv2.best134, align 32
+  %349 = select <8 x i1> %348, <8 x float> %v13646, <8 x float> %best13447
+  store <8 x float> %349, ptr %conv2.best137, align 32
+  %v13648 = load <8 x float>, ptr %conv2.v136, align 32
+  %best13449 = load <8 x float>, ptr %conv2.best134, align 32
+  %350 = fcmp ogt <8 x float> %v13648, %best13449
+  %351 = mul nsw i64 %conv2.ty1123, 2
   %352 = add nsw i64 %351, 1
   %353 = mul nsw i64 %352, 28
-  %354 = mul nsw i64 %conv2.tx1124, 2
+  %354 = mul nsw i64 %conv2.tx1134, 2
   %355 = add nsw i64 %353, %354
   %356 = add nsw i64 %355, 1
   %357 = sitofp i64 %356 to float
   %358 = insertelement <8 x float> undef, float %357, i32 0
   %359 = shufflevector <8 x float> %358, <8 x float> undef, <8 x i32> zeroinitializer
-  %at134 = load <8 x float>, ptr %conv2.at134, align 32
-  %360 = select <8 x i1> %350, <8 x float> %359, <8 x float> %at134
-  store <8 x float> %360, ptr %conv2.at137, align 32
-  %best136 = load <8 x float>, ptr %conv2.best136, align 32
-  %361 = fcmp ogt <8 x float> %best136, zeroinitializer
-  %best13650 = load <8 x float>, ptr %conv2.best136, align 32
-  %362 = select <8 x i1> %361, <8 x float> %best13650, <8 x float> zeroinitializer
-  %363 = mul nsw i64 %conv2.j1102, 196
-  %364 = mul nsw i64 %conv2.ty1113, 14
+  %at135 = load <8 x float>, ptr %conv2.at135, align 32
+  %360 = select <8 x i1> %350, <8 x float> %359, <8 x float> %at135
+  store <8 x float> %360, ptr %conv2.at138, align 32
+  %best137 = load <8 x float>, ptr %conv2.best137, align 32
+  %361 = fcmp ogt <8 x float> %best137, zeroinitializer
+  %best13750 = load <8 x float>, ptr %conv2.best137, align 32
+  %362 = select <8 x i1> %361, <8 x float> %best13750, <8 x float> zeroinitializer
+  %363 = mul nsw i64 %conv2.j1112, 196
+  %364 = mul nsw i64 %conv2.ty1123, 14
   %365 = add nsw i64 %363, %364
-  %366 = add nsw i64 %365, %conv2.tx1124
+  %366 = add nsw i64 %365, %conv2.tx1134
   %367 = mul nsw i64 %366, 64
   %368 = add nsw i64 3573888, %367
   %369 = mul nsw i64 %1, 32
-  %370 = mul nsw i64 %conv2.cv1135, 8
+  %370 = mul nsw i64 %conv2.cv1145, 8
   %371 = add nsw i64 %369, %370
   %372 = add nsw i64 %368, %371
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %372
   store <8 x float> %362, ptr %arena51, align 4
-  %at137 = load <8 x float>, ptr %conv2.at137, align 32
-  %373 = mul nsw i64 %conv2.j1102, 196
-  %374 = mul nsw i64 %conv2.ty1113, 14
+  %at138 = load <8 x float>, ptr %conv2.at138, align 32
+  %373 = mul nsw i64 %conv2.j1112, 196
+  %374 = mul nsw i64 %conv2.ty1123, 14
   %375 = add nsw i64 %373, %374
-  %376 = add nsw i64 %375, %conv2.tx1124
+  %376 = add nsw i64 %375, %conv2.tx1134
   %377 = mul nsw i64 %376, 64
   %378 = add nsw i64 3573888, %377
   %379 = mul nsw i64 %1, 32
-  %380 = mul nsw i64 %conv2.cv1135, 8
+  %380 = mul nsw i64 %conv2.cv1145, 8
   %381 = add nsw i64 %379, %380
   %382 = add nsw i64 %378, %381
   %383 = add nsw i64 %382, 12544
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %383
-  store <8 x float> %at137, ptr %arena52, align 4
-  %cv113.next = add nsw i64 %conv2.cv1135, 1
-  %384 = icmp slt i64 %cv113.next, 4
-  br i1 %384, label %conv2.cv113, label %conv2.cv113.end
+  store <8 x float> %at138, ptr %arena52, align 4
+  %cv114.next = add nsw i64 %conv2.cv1145, 1
+  %384 = icmp slt i64 %cv114.next, 4
+  br i1 %384, label %conv2.cv114, label %conv2.cv114.end
 
-conv2.cv113.end:                                  ; preds = %conv2.cv113
-  %tx112.next = add nsw i64 %conv2.tx1124, 1
-  %385 = icmp slt i64 %tx112.next, 14
-  br i1 %385, label %conv2.tx112, label %conv2.tx112.end
+conv2.cv114.end:                                  ; preds = %conv2.cv114
+  %tx113.next = add nsw i64 %conv2.tx1134, 1
+  %385 = icmp slt i64 %tx113.next, 14
+  br i1 %385, label %conv2.tx113, label %conv2.tx113.end
 
-conv2.j138:                                       ; preds = %conv2.c139.end, %conv2.j110.end
-  %conv2.j13853 = phi i64 [ 0, %conv2.j110.end ], [ %j138.next, %conv2.c139.end ]
-  br label %conv2.c139
+conv2.j139:                                       ; preds = %conv2.c140.end, %conv2.j111.end
+  %conv2.j13953 = phi i64 [ 0, %conv2.j111.end ], [ %j139.next, %conv2.c140.end ]
+  br label %conv2.c140
 
-conv2.j138.end:                                   ; preds = %conv2.c139.end
-  br label %conv2.j141
+conv2.j139.end:                                   ; preds = %conv2.c140.end
+  br label %conv2.j142
 
-conv2.c139:                                       ; preds = %conv2.q140.end, %conv2.j138
-  %conv2.c13954 = phi i64 [ 0, %conv2.j138 ], [ %c139.next, %conv2.q140.end ]
-  br label %conv2.q140
+conv2.c140:                                       ; preds = %conv2.q141.end, %conv2.j139
+  %conv2.c14054 = phi i64 [ 0, %conv2.j139 ], [ %c140.next, %conv2.q141.end ]
+  br label %conv2.q141
 
-conv2.c139.end:                                   ; preds = %conv2.q140.end
-  %j138.next = add nsw i64 %conv2.j13853, 1
-  %386 = icmp slt i64 %j138.next, 1
-  br i1 %386, label %conv2.j138, label %conv2.j138.end
+conv2.c140.end:                                   ; preds = %conv2.q141.end
+  %j139.next = add nsw i64 %conv2.j13953, 1
+  %386 = icmp slt i64 %j139.next, 1
+  br i1 %386, label %conv2.j139, label %conv2.j139.end
 
-conv2.q140:                                       ; preds = %conv2.q140, %conv2.c139
-  %conv2.q14055 = phi i64 [ 0, %conv2.c139 ], [ %q140.next, %conv2.q140 ]
-  %387 = mul nsw i64 %conv2.j13853, 196
-  %388 = add nsw i64 %387, %conv2.q14055
+conv2.q141:                                       ; preds = %conv2.q141, %conv2.c140
+  %conv2.q14155 = phi i64 [ 0, %conv2.c140 ], [ %q141.next, %conv2.q141 ]
+  %387 = mul nsw i64 %conv2.j13953, 196
+  %388 = add nsw i64 %387, %conv2.q14155
   %389 = mul nsw i64 %388, 64
   %390 = add nsw i64 3573888, %389
   %391 = mul nsw i64 %1, 32
-  %392 = add nsw i64 %391, %conv2.c13954
+  %392 = add nsw i64 %391, %conv2.c14054
   %393 = add nsw i64 %390, %392
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %393
   %394 = load float, ptr %arena56, align 4
-  %395 = add nsw i64 %0, %conv2.j13853
+  %395 = add nsw i64 %0, %conv2.j13953
   %396 = mul nsw i64 %395, 12544
   %397 = mul nsw i64 %1, 32
-  %398 = add nsw i64 %397, %conv2.c13954
+  %398 = add nsw i64 %397, %conv2.c14054
   %399 = mul nsw i64 %398, 196
   %400 = add nsw i64 %396, %399
-  %401 = add nsw i64 %400, %conv2.q14055
+  %401 = add nsw i64 %400, %conv2.q14155
   %402 = add nsw i64 1605632, %401
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %402
   store float %394, ptr %arena57, align 4
-  %q140.next = add nsw i64 %conv2.q14055, 1
-  %403 = icmp slt i64 %q140.next, 196
-  br i1 %403, label %conv2.q140, label %conv2.q140.end
+  %q141.next = add nsw i64 %conv2.q14155, 1
+  %403 = icmp slt i64 %q141.next, 196
+  br i1 %403, label %conv2.q141, label %conv2.q141.end
 
-conv2.q140.end:                                   ; preds = %conv2.q140
-  %c139.next = add nsw i64 %conv2.c13954, 1
-  %404 = icmp slt i64 %c139.next, 32
-  br i1 %404, label %conv2.c139, label %conv2.c139.end
+conv2.q141.end:                                   ; preds = %conv2.q141
+  %c140.next = add nsw i64 %conv2.c14054, 1
+  %404 = icmp slt i64 %c140.next, 32
+  br i1 %404, label %conv2.c140, label %conv2.c140.end
 
-conv2.j141:                                       ; preds = %conv2.c142.end, %conv2.j138.end
-  %conv2.j14158 = phi i64 [ 0, %conv2.j138.end ], [ %j141.next, %conv2.c142.end ]
-  br label %conv2.c142
+conv2.j142:                                       ; preds = %conv2.c143.end, %conv2.j139.end
+  %conv2.j14258 = phi i64 [ 0, %conv2.j139.end ], [ %j142.next, %conv2.c143.end ]
+  br label %conv2.c143
 
-conv2.j141.end:                                   ; preds = %conv2.c142.end
+conv2.j142.end:                                   ; preds = %conv2.c143.end
   ret void
 
-conv2.c142:                                       ; preds = %conv2.q143.end, %conv2.j141
-  %conv2.c14259 = phi i64 [ 0, %conv2.j141 ], [ %c142.next, %conv2.q143.end ]
-  br label %conv2.q143
+conv2.c143:                                       ; preds = %conv2.q144.end, %conv2.j142
+  %conv2.c14359 = phi i64 [ 0, %conv2.j142 ], [ %c143.next, %conv2.q144.end ]
+  br label %conv2.q144
 
-conv2.c142.end:                                   ; preds = %conv2.q143.end
-  %j141.next = add nsw i64 %conv2.j14158, 1
-  %405 = icmp slt i64 %j141.next, 1
-  br i1 %405, label %conv2.j141, label %conv2.j141.end
+conv2.c143.end:                                   ; preds = %conv2.q144.end
+  %j142.next = add nsw i64 %conv2.j14258, 1
+  %405 = icmp slt i64 %j142.next, 1
+  br i1 %405, label %conv2.j142, label %conv2.j142.end
 
-conv2.q143:                                       ; preds = %conv2.q143, %conv2.c142
-  %conv2.q14360 = phi i64 [ 0, %conv2.c142 ], [ %q143.next, %conv2.q143 ]
-  %406 = mul nsw i64 %conv2.j14158, 196
-  %407 = add nsw i64 %406, %conv2.q14360
+conv2.q144:                                       ; preds = %conv2.q144, %conv2.c143
+  %conv2.q14460 = phi i64 [ 0, %conv2.c143 ], [ %q144.next, %conv2.q144 ]
+  %406 = mul nsw i64 %conv2.j14258, 196
+  %407 = add nsw i64 %406, %conv2.q14460
   %408 = mul nsw i64 %407, 64
   %409 = add nsw i64 3586432, %408
   %410 = mul nsw i64 %1, 32
-  %411 = add nsw i64 %410, %conv2.c14259
+  %411 = add nsw i64 %410, %conv2.c14359
   %412 = add nsw i64 %409, %411
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %412
   %413 = load float, ptr %arena61, align 4
-  %414 = add nsw i64 %0, %conv2.j14158
+  %414 = add nsw i64 %0, %conv2.j14258
   %415 = mul nsw i64 %414, 12544
   %416 = mul nsw i64 %1, 32
-  %417 = add nsw i64 %416, %conv2.c14259
+  %417 = add nsw i64 %416, %conv2.c14359
   %418 = mul nsw i64 %417, 196
   %419 = add nsw i64 %415, %418
-  %420 = add nsw i64 %419, %conv2.q14360
+  %420 = add nsw i64 %419, %conv2.q14460
   %421 = add nsw i64 2408448, %420
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %421
   store float %413, ptr %arena62, align 4
-  %q143.next = add nsw i64 %conv2.q14360, 1
-  %422 = icmp slt i64 %q143.next, 196
-  br i1 %422, label %conv2.q143, label %conv2.q143.end
+  %q144.next = add nsw i64 %conv2.q14460, 1
+  %422 = icmp slt i64 %q144.next, 196
+  br i1 %422, label %conv2.q144, label %conv2.q144.end
 
-conv2.q143.end:                                   ; preds = %conv2.q143
-  %c142.next = add nsw i64 %conv2.c14259, 1
-  %423 = icmp slt i64 %c142.next, 32
-  br i1 %423, label %conv2.c142, label %conv2.c142.end
+conv2.q144.end:                                   ; preds = %conv2.q144
+  %c143.next = add nsw i64 %conv2.c14359, 1
+  %423 = icmp slt i64 %c143.next, 32
+  br i1 %423, label %conv2.c143, label %conv2.c143.end
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k1.conv2.part101.gemm109(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @convnet_infer_b64.k1.conv2.part102.gemm110(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %conv2.t107_a3 = alloca <8 x float>, align 32
-  %conv2.t107_a2 = alloca <8 x float>, align 32
-  %conv2.t107_a1 = alloca <8 x float>, align 32
-  %conv2.t107_a0 = alloca <8 x float>, align 32
-  %conv2.t107_b1 = alloca <8 x float>, align 32
-  %conv2.t107_b0 = alloca <8 x float>, align 32
-  %conv2.t107_c3_1 = alloca <8 x float>, align 32
-  %conv2.t107_c3_0 = alloca <8 x float>, align 32
-  %conv2.t107_c2_1 = alloca <8 x float>, align 32
-  %conv2.t107_c2_0 = alloca <8 x float>, align 32
-  %conv2.t107_c1_1 = alloca <8 x float>, align 32
-  %conv2.t107_c1_0 = alloca <8 x float>, align 32
-  %conv2.t107_c0_1 = alloca <8 x float>, align 32
-  %conv2.t107_c0_0 = alloca <8 x float>, align 32
-  %conv2.t105_a5 = alloca <8 x float>, align 32
-  %conv2.t105_a4 = alloca <8 x float>, align 32
-  %conv2.t105_a3 = alloca <8 x float>, align 32
-  %conv2.t105_a2 = alloca <8 x float>, align 32
-  %conv2.t105_a1 = alloca <8 x float>, align 32
-  %conv2.t105_a0 = alloca <8 x float>, align 32
-  %conv2.t105_b1 = alloca <8 x float>, align 32
-  %conv2.t105_b0 = alloca <8 x float>, align 32
-  %conv2.t105_c5_1 = alloca <8 x float>, align 32
-  %conv2.t105_c5_0 = alloca <8 x float>, align 32
-  %conv2.t105_c4_1 = alloca <8 x float>, align 32
-  %conv2.t105_c4_0 = alloca <8 x float>, align 32
-  %conv2.t105_c3_1 = alloca <8 x float>, align 32
-  %conv2.t105_c3_0 = alloca <8 x float>, align 32
-  %conv2.t105_c2_1 = alloca <8 x float>, align 32
-  %conv2.t105_c2_0 = alloca <8 x float>, align 32
-  %conv2.t105_c1_1 = alloca <8 x float>, align 32
-  %conv2.t105_c1_0 = alloca <8 x float>, align 32
-  %conv2.t105_c0_1 = alloca <8 x float>, align 32
-  %conv2.t105_c0_0 = alloca <8 x float>, align 32
-  br label %conv2.nb103
+  %conv2.t108_a3 = alloca <8 x float>, align 32
+  %conv2.t108_a2 = alloca <8 x float>, align 32
+  %conv2.t108_a1 = alloca <8 x float>, align 32
+  %conv2.t108_a0 = alloca <8 x float>, align 32
+  %conv2.t108_b1 = alloca <8 x float>, align 32
+  %conv2.t108_b0 = alloca <8 x float>, align 32
+  %conv2.t108_c3_1 = alloca <8 x float>, align 32
+  %conv2.t108_c3_0 = alloca <8 x float>, align 32
+  %conv2.t108_c2_1 = alloca <8 x float>, align 32
+  %conv2.t108_c2_0 = alloca <8 x float>, align 32
+  %conv2.t108_c1_1 = alloca <8 x float>, align 32
+  %conv2.t108_c1_0 = alloca <8 x float>, align 32
+  %conv2.t108_c0_1 = alloca <8 x float>, align 32
+  %conv2.t108_c0_0 = alloca <8 x float>, align 32
+  %conv2.t106_a5 = alloca <8 x float>, align 32
+  %conv2.t106_a4 = alloca <8 x float>, align 32
+  %conv2.t106_a3 = alloca <8 x float>, align 32
+  %conv2.t106_a2 = alloca <8 x float>, align 32
+  %conv2.t106_a1 = alloca <8 x float>, align 32
+  %conv2.t106_a0 = alloca <8 x float>, align 32
+  %conv2.t106_b1 = alloca <8 x float>, align 32
+  %conv2.t106_b0 = alloca <8 x float>, align 32
+  %conv2.t106_c5_1 = alloca <8 x float>, align 32
+  %conv2.t106_c5_0 = alloca <8 x float>, align 32
+  %conv2.t106_c4_1 = alloca <8 x float>, align 32
+  %conv2.t106_c4_0 = alloca <8 x float>, align 32
+  %conv2.t106_c3_1 = alloca <8 x float>, align 32
+  %conv2.t106_c3_0 = alloca <8 x float>, align 32
+  %conv2.t106_c2_1 = alloca <8 x float>, align 32
+  %conv2.t106_c2_0 = alloca <8 x float>, align 32
+  %conv2.t106_c1_1 = alloca <8 x float>, align 32
+  %conv2.t106_c1_0 = alloca <8 x float>, align 32
+  %conv2.t106_c0_1 = alloca <8 x float>, align 32
+  %conv2.t106_c0_0 = alloca <8 x float>, align 32
+  br label %conv2.nb104
 
-conv2.nb103:                                      ; preds = %conv2.k108.end, %entry
-  %conv2.nb1031 = phi i64 [ 0, %entry ], [ %nb103.next, %conv2.k108.end ]
-  br label %conv2.mb104
+conv2.nb104:                                      ; preds = %conv2.k109.end, %entry
+  %conv2.nb1041 = phi i64 [ 0, %entry ], [ %nb104.next, %conv2.k109.end ]
+  br label %conv2.mb105
 
-conv2.nb103.end:                                  ; preds = %conv2.k108.end
+conv2.nb104.end:                                  ; preds = %conv2.k109.end
   ret void
 
-conv2.mb104:                                      ; preds = %conv2.k106.end, %conv2.nb103
-  %conv2.mb1042 = phi i64 [ 0, %conv2.nb103 ], [ %mb104.next, %conv2.k106.end ]
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c4_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c4_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c5_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t105_c5_1, align 32
-  br label %conv2.k106
+conv2.mb105:                                      ; preds = %conv2.k107.end, %conv2.nb104
+  %conv2.mb1052 = phi i64 [ 0, %conv2.nb104 ], [ %mb105.next, %conv2.k107.end ]
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c4_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c5_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c5_1, align 32
+  br label %conv2.k107
 
-conv2.mb104.end:                                  ; preds = %conv2.k106.end
-  store <8 x float> zeroinitializer, ptr %conv2.t107_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t107_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t107_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t107_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t107_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t107_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t107_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t107_c3_1, align 32
-  br label %conv2.k108
+conv2.mb105.end:                                  ; preds = %conv2.k107.end
+  store <8 x float> zeroinitializer, ptr %conv2.t108_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t108_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t108_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t108_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t108_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t108_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t108_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t108_c3_1, align 32
+  br label %conv2.k109
 
-conv2.k106:                                       ; preds = %conv2.k106, %conv2.mb104
-  %conv2.k1063 = phi i64 [ 0, %conv2.mb104 ], [ %k106.next, %conv2.k106 ]
+conv2.k107:                                       ; preds = %conv2.k107, %conv2.mb105
+  %conv2.k1073 = phi i64 [ 0, %conv2.mb105 ], [ %k107.next, %conv2.k107 ]
   %2 = mul nsw i64 %0, 2048
   %3 = add nsw i64 3211264, %2
   %4 = mul nsw i64 %1, 32
   %5 = add nsw i64 %3, %4
-  %6 = mul nsw i64 %conv2.k1063, 64
+  %6 = mul nsw i64 %conv2.k1073, 64
   %7 = add nsw i64 %5, %6
-  %8 = mul nsw i64 %conv2.nb1031, 16
+  %8 = mul nsw i64 %conv2.nb1041, 16
   %9 = add nsw i64 %7, %8
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %10, ptr %conv2.t105_b0, align 32
+  store <8 x float> %10, ptr %conv2.t106_b0, align 32
   %11 = mul nsw i64 %0, 2048
   %12 = add nsw i64 3211264, %11
   %13 = mul nsw i64 %1, 32
   %14 = add nsw i64 %12, %13
-  %15 = mul nsw i64 %conv2.k1063, 64
+  %15 = mul nsw i64 %conv2.k1073, 64
   %16 = add nsw i64 %14, %15
-  %17 = mul nsw i64 %conv2.nb1031, 16
+  %17 = mul nsw i64 %conv2.nb1041, 16
   %18 = add nsw i64 %16, %17
   %19 = add nsw i64 %18, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %20, ptr %conv2.t105_b1, align 32
+  store <8 x float> %20, ptr %conv2.t106_b1, align 32
   %21 = mul nsw i64 %0, 6272
   %22 = add nsw i64 3272832, %21
-  %23 = mul nsw i64 %conv2.mb1042, 6
+  %23 = mul nsw i64 %conv2.mb1052, 6
   %24 = mul nsw i64 %23, 32
   %25 = add nsw i64 %22, %24
-  %26 = add nsw i64 %25, %conv2.k1063
+  %26 = add nsw i64 %25, %conv2.k1073
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
   %27 = load float, ptr %arena6, align 4
   %28 = insertelement <8 x float> undef, float %27, i32 0
   %29 = shufflevector <8 x float> %28, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %29, ptr %conv2.t105_a0, align 32
-  %t105_a0 = load <8 x float>, ptr %conv2.t105_a0, align 32
-  %t105_b0 = load <8 x float>, ptr %conv2.t105_b0, align 32
-  %t105_c0_0 = load <8 x float>, ptr %conv2.t105_c0_0, align 32
-  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a0, <8 x float> %t105_b0, <8 x float> %t105_c0_0)
-  store <8 x float> %30, ptr %conv2.t105_c0_0, align 32
-  %t105_a07 = load <8 x float>, ptr %conv2.t105_a0, align 32
-  %t105_b1 = load <8 x float>, ptr %conv2.t105_b1, align 32
-  %t105_c0_1 = load <8 x float>, ptr %conv2.t105_c0_1, align 32
-  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a07, <8 x float> %t105_b1, <8 x float> %t105_c0_1)
-  store <8 x float> %31, ptr %conv2.t105_c0_1, align 32
+  store <8 x float> %29, ptr %conv2.t106_a0, align 32
+  %t106_a0 = load <8 x float>, ptr %conv2.t106_a0, align 32
+  %t106_b0 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c0_0 = load <8 x float>, ptr %conv2.t106_c0_0, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a0, <8 x float> %t106_b0, <8 x float> %t106_c0_0)
+  store <8 x float> %30, ptr %conv2.t106_c0_0, align 32
+  %t106_a07 = load <8 x float>, ptr %conv2.t106_a0, align 32
+  %t106_b1 = load <8 x float>, ptr %conv2.t106_b1, align 32
+  %t106_c0_1 = load <8 x float>, ptr %conv2.t106_c0_1, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a07, <8 x float> %t106_b1, <8 x float> %t106_c0_1)
+  store <8 x float> %31, ptr %conv2.t106_c0_1, align 32
   %32 = mul nsw i64 %0, 6272
   %33 = add nsw i64 3272832, %32
-  %34 = mul nsw i64 %conv2.mb1042, 6
+  %34 = mul nsw i64 %conv2.mb1052, 6
   %35 = add nsw i64 %34, 1
   %36 = mul nsw i64 %35, 32
   %37 = add nsw i64 %33, %36
-  %38 = add nsw i64 %37, %conv2.k1063
+  %38 = add nsw i64 %37, %conv2.k1073
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load float, ptr %arena8, align 4
   %40 = insertelement <8 x float> undef, float %39, i32 0
   %41 = shufflevector <8 x float> %40, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %41, ptr %conv2.t105_a1, align 32
-  %t105_a1 = load <8 x float>, ptr %conv2.t105_a1, align 32
-  %t105_b09 = load <8 x float>, ptr %conv2.t105_b0, align 32
-  %t105_c1_0 = load <8 x float>, ptr %conv2.t105_c1_0, align 32
-  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a1, <8 x float> %t105_b09, <8 x float> %t105_c1_0)
-  store <8 x float> %42, ptr %conv2.t105_c1_0, align 32
-  %t105_a110 = load <8 x float>, ptr %conv2.t105_a1, align 32
-  %t105_b111 = load <8 x float>, ptr %conv2.t105_b1, align 32
-  %t105_c1_1 = load <8 x float>, ptr %conv2.t105_c1_1, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a110, <8 x float> %t105_b111, <8 x float> %t105_c1_1)
-  store <8 x float> %43, ptr %conv2.t105_c1_1, align 32
+  store <8 x float> %41, ptr %conv2.t106_a1, align 32
+  %t106_a1 = load <8 x float>, ptr %conv2.t106_a1, align 32
+  %t106_b09 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c1_0 = load <8 x float>, ptr %conv2.t106_c1_0, align 32
+  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a1, <8 x float> %t106_b09, <8 x float> %t106_c1_0)
+  store <8 x float> %42, ptr %conv2.t106_c1_0, align 32
+  %t106_a110 = load <8 x float>, ptr %conv2.t106_a1, align 32
+  %t106_b111 = load <8 x float>, ptr %conv2.t106_b1, align 32
+  %t106_c1_1 = load <8 x float>, ptr %conv2.t106_c1_1, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a110, <8 x float> %t106_b111, <8 x float> %t106_c1_1)
+  store <8 x float> %43, ptr %conv2.t106_c1_1, align 32
   %44 = mul nsw i64 %0, 6272
   %45 = add nsw i64 3272832, %44
-  %46 = mul nsw i64 %conv2.mb1042, 6
+  %46 = mul nsw i64 %conv2.mb1052, 6
   %47 = add nsw i64 %46, 2
   %48 = mul nsw i64 %47, 32
   %49 = add nsw i64 %45, %48
-  %50 = add nsw i64 %49, %conv2.k1063
+  %50 = add nsw i64 %49, %conv2.k1073
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %50
   %51 = load float, ptr %arena12, align 4
   %52 = insertelement <8 x float> undef, float %51, i32 0
   %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %53, ptr %conv2.t105_a2, align 32
-  %t105_a2 = load <8 x float>, ptr %conv2.t105_a2, align 32
-  %t105_b013 = load <8 x float>, ptr %conv2.t105_b0, align 32
-  %t105_c2_0 = load <8 x float>, ptr %conv2.t105_c2_0, align 32
-  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a2, <8 x float> %t105_b013, <8 x float> %t105_c2_0)
-  store <8 x float> %54, ptr %conv2.t105_c2_0, align 32
-  %t105_a214 = load <8 x float>, ptr %conv2.t105_a2, align 32
-  %t105_b115 = load <8 x float>, ptr %conv2.t105_b1, align 32
-  %t105_c2_1 = load <8 x float>, ptr %conv2.t105_c2_1, align 32
-  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a214, <8 x float> %t105_b115, <8 x float> %t105_c2_1)
-  store <8 x float> %55, ptr %conv2.t105_c2_1, align 32
+  store <8 x float> %53, ptr %conv2.t106_a2, align 32
+  %t106_a2 = load <8 x float>, ptr %conv2.t106_a2, align 32
+  %t106_b013 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c2_0 = load <8 x float>, ptr %conv2.t106_c2_0, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a2, <8 x float> %t106_b013, <8 x float> %t106_c2_0)
+  store <8 x float> %54, ptr %conv2.t106_c2_0, align 32
+  %t106_a214 = load <8 x float>, ptr %conv2.t106_a2, align 32
+  %t106_b115 = load <8 x float>, ptr %conv2.t106_b1, align 32
+  %t106_c2_1 = load <8 x float>, ptr %conv2.t106_c2_1, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a214, <8 x float> %t106_b115, <8 x float> %t106_c2_1)
+  store <8 x float> %55, ptr %conv2.t106_c2_1, align 32
   %56 = mul nsw i64 %0, 6272
   %57 = add nsw i64 3272832, %56
-  %58 = mul nsw i64 %conv2.mb1042, 6
+  %58 = mul nsw i64 %conv2.mb1052, 6
   %59 = add nsw i64 %58, 3
   %60 = mul nsw i64 %59, 32
   %61 = add nsw i64 %57, %60
-  %62 = add nsw i64 %61, %conv2.k1063
+  %62 = add nsw i64 %61, %conv2.k1073
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %62
   %63 = load float, ptr %arena16, align 4
   %64 = insertelement <8 x float> undef, float %63, i32 0
   %65 = shufflevector <8 x float> %64, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %65, ptr %conv2.t105_a3, align 32
-  %t105_a3 = load <8 x float>, ptr %conv2.t105_a3, align 32
-  %t105_b017 = load <8 x float>, ptr %conv2.t105_b0, align 32
-  %t105_c3_0 = load <8 x float>, ptr %conv2.t105_c3_0, align 32
-  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a3, <8 x float> %t105_b017, <8 x float> %t105_c3_0)
-  store <8 x float> %66, ptr %conv2.t105_c3_0, align 32
-  %t105_a318 = load <8 x float>, ptr %conv2.t105_a3, align 32
-  %t105_b119 = load <8 x float>, ptr %conv2.t105_b1, align 32
-  %t105_c3_1 = load <8 x float>, ptr %conv2.t105_c3_1, align 32
-  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a318, <8 x float> %t105_b119, <8 x float> %t105_c3_1)
-  store <8 x float> %67, ptr %conv2.t105_c3_1, align 32
+  store <8 x float> %65, ptr %conv2.t106_a3, align 32
+  %t106_a3 = load <8 x float>, ptr %conv2.t106_a3, align 32
+  %t106_b017 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c3_0 = load <8 x float>, ptr %conv2.t106_c3_0, align 32
+  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a3, <8 x float> %t106_b017, <8 x float> %t106_c3_0)
+  store <8 x float> %66, ptr %conv2.t106_c3_0, align 32
+  %t106_a318 = load <8 x float>, ptr %conv2.t106_a3, align 32
+  %t106_b119 = load <8 x float>, ptr %conv2.t106_b1, align 32
+  %t106_c3_1 = load <8 x float>, ptr %conv2.t106_c3_1, align 32
+  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a318, <8 x float> %t106_b119, <8 x float> %t106_c3_1)
+  store <8 x float> %67, ptr %conv2.t106_c3_1, align 32
   %68 = mul nsw i64 %0, 6272
   %69 = add nsw i64 3272832, %68
-  %70 = mul nsw i64 %conv2.mb1042, 6
+  %70 = mul nsw i64 %conv2.mb1052, 6
   %71 = add nsw i64 %70, 4
   %72 = mul nsw i64 %71, 32
   %73 = add nsw i64 %69, %72
-  %74 = add nsw i64 %73, %conv2.k1063
+  %74 = add nsw i64 %73, %conv2.k1073
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %74
   %75 = load float, ptr %arena20, align 4
   %76 = insertelement <8 x float> undef, float %75, i32 0
   %77 = shufflevector <8 x float> %76, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %77, ptr %conv2.t105_a4, align 32
-  %t105_a4 = load <8 x float>, ptr %conv2.t105_a4, align 32
-  %t105_b021 = load <8 x float>, ptr %conv2.t105_b0, align 32
-  %t105_c4_0 = load <8 x float>, ptr %conv2.t105_c4_0, align 32
-  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a4, <8 x float> %t105_b021, <8 x float> %t105_c4_0)
-  store <8 x float> %78, ptr %conv2.t105_c4_0, align 32
-  %t105_a422 = load <8 x float>, ptr %conv2.t105_a4, align 32
-  %t105_b123 = load <8 x float>, ptr %conv2.t105_b1, align 32
-  %t105_c4_1 = load <8 x float>, ptr %conv2.t105_c4_1, align 32
-  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a422, <8 x float> %t105_b123, <8 x float> %t105_c4_1)
-  store <8 x float> %79, ptr %conv2.t105_c4_1, align 32
+  store <8 x float> %77, ptr %conv2.t106_a4, align 32
+  %t106_a4 = load <8 x float>, ptr %conv2.t106_a4, align 32
+  %t106_b021 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c4_0 = load <8 x float>, ptr %conv2.t106_c4_0, align 32
+  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a4, <8 x float> %t106_b021, <8 x float> %t106_c4_0)
+  store <8 x float> %78, ptr %conv2.t106_c4_0, align 32
+  %t106_a422 = load <8 x float>, ptr %conv2.t106_a4, align 32
+  %t106_b123 = load <8 x float>, ptr %conv2.t106_b1, align 32
+  %t106_c4_1 = load <8 x float>, ptr %conv2.t106_c4_1, align 32
+  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a422, <8 x float> %t106_b123, <8 x float> %t106_c4_1)
+  store <8 x float> %79, ptr %conv2.t106_c4_1, align 32
   %80 = mul nsw i64 %0, 6272
   %81 = add nsw i64 3272832, %80
-  %82 = mul nsw i64 %conv2.mb1042, 6
+  %82 = mul nsw i64 %conv2.mb1052, 6
   %83 = add nsw i64 %82, 5
   %84 = mul nsw i64 %83, 32
   %85 = add nsw i64 %81, %84
-  %86 = add nsw i64 %85, %conv2.k1063
+  %86 = add nsw i64 %85, %conv2.k1073
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load float, ptr %arena24, align 4
   %88 = insertelement <8 x float> undef, float %87, i32 0
   %89 = shufflevector <8 x float> %88, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %89, ptr %conv2.t105_a5, align 32
-  %t105_a5 = load <8 x float>, ptr %conv2.t105_a5, align 32
-  %t105_b025 = load <8 x float>, ptr %conv2.t105_b0, align 32
-  %t105_c5_0 = load <8 x float>, ptr %conv2.t105_c5_0, align 32
-  %90 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a5, <8 x float> %t105_b025, <8 x float> %t105_c5_0)
-  store <8 x float> %90, ptr %conv2.t105_c5_0, align 32
-  %t105_a526 = load <8 x float>, ptr %conv2.t105_a5, align 32
-  %t105_b127 = load <8 x float>, ptr %conv2.t105_b1, align 32
-  %t105_c5_1 = load <8 x float>, ptr %conv2.t105_c5_1, align 32
-  %91 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a526, <8 x float> %t105_b127, <8 x float> %t105_c5_1)
-  store <8 x float> %91, ptr %conv2.t105_c5_1, align 32
-  %k106.next = add nsw i64 %conv2.k1063, 1
-  %92 = icmp slt i64 %k106.next, 32
-  br i1 %92, label %conv2.k106, label %conv2.k106.end
+  store <8 x float> %89, ptr %conv2.t106_a5, align 32
+  %t106_a5 = load <8 x float>, ptr %conv2.t106_a5, align 32
+  %t106_b025 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c5_0 = load <8 x float>, ptr %conv2.t106_c5_0, align 32
+  %90 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a5, <8 x float> %t106_b025, <8 x float> %t106_c5_0)
+  store <8 x float> %90, ptr %conv2.t106_c5_0, align 32
+  %t106_a526 = load <8 x float>, ptr %conv2.t106_a5, align 32
+  %t106_b127 = load <8 x float>, ptr %conv2.t106_b1, align 32
+  %t106_c5_1 = load <8 x float>, ptr %conv2.t106_c5_1, align 32
+  %91 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a526, <8 x float> %t106_b127, <8 x float> %t106_c5_1)
+  store <8 x float> %91, ptr %conv2.t106_c5_1, align 32
+  %k107.next = add nsw i64 %conv2.k1073, 1
+  %92 = icmp slt i64 %k107.next, 32
+  br i1 %92, label %conv2.k107, label %conv2.k107.end
 
-conv2.k106.end:                                   ; preds = %conv2.k106
-  %t105_c0_028 = load <8 x float>, ptr %conv2.t105_c0_0, align 32
+conv2.k107.end:                                   ; preds = %conv2.k107
+  %t106_c0_028 = load <8 x float>, ptr %conv2.t106_c0_0, align 32
   %93 = mul nsw i64 %0, 12544
   %94 = add nsw i64 3373184, %93
   %95 = mul nsw i64 %1, 32
   %96 = add nsw i64 %94, %95
-  %97 = mul nsw i64 %conv2.mb1042, 6
+  %97 = mul nsw i64 %conv2.mb1052, 6
   %98 = mul nsw i64 %97, 64
   %99 = add nsw i64 %96, %98
-  %100 = mul nsw i64 %conv2.nb1031, 16
+  %100 = mul nsw i64 %conv2.nb1041, 16
   %101 = add nsw i64 %99, %100
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %101
-  store <8 x float> %t105_c0_028, ptr %arena29, align 4
-  %t105_c0_130 = load <8 x float>, ptr %conv2.t105_c0_1, align 32
+  store <8 x float> %t106_c0_028, ptr %arena29, align 4
+  %t106_c0_130 = load <8 x float>, ptr %conv2.t106_c0_1, align 32
   %102 = mul nsw i64 %0, 12544
   %103 = add nsw i64 3373184, %102
   %104 = mul nsw i64 %1, 32
   %105 = add nsw i64 %103, %104
-  %106 = mul nsw i64 %conv2.mb1042, 6
+  %106 = mul nsw i64 %conv2.mb1052, 6
   %107 = mul nsw i64 %106, 64
   %108 = add nsw i64 %105, %107
-  %109 = mul nsw i64 %conv2.nb1031, 16
+  %109 = mul nsw i64 %conv2.nb1041, 16
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t105_c0_130, ptr %arena31, align 4
-  %t105_c1_032 = load <8 x float>, ptr %conv2.t105_c1_0, align 32
+  store <8 x float> %t106_c0_130, ptr %arena31, align 4
+  %t106_c1_032 = load <8 x float>, ptr %conv2.t106_c1_0, align 32
   %112 = mul nsw i64 %0, 12544
   %113 = add nsw i64 3373184, %112
   %114 = mul nsw i64 %1, 32
   %115 = add nsw i64 %113, %114
-  %116 = mul nsw i64 %conv2.mb1042, 6
+  %116 = mul nsw i64 %conv2.mb1052, 6
   %117 = add nsw i64 %116, 1
   %118 = mul nsw i64 %117, 64
   %119 = add nsw i64 %115, %118
-  %120 = mul nsw i64 %conv2.nb1031, 16
+  %120 = mul nsw i64 %conv2.nb1041, 16
   %121 = add nsw i64 %119, %120
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %121
-  store <8 x float> %t105_c1_032, ptr %arena33, align 4
-  %t105_c1_134 = load <8 x float>, ptr %conv2.t105_c1_1, align 32
+  store <8 x float> %t106_c1_032, ptr %arena33, align 4
+  %t106_c1_134 = load <8 x float>, ptr %conv2.t106_c1_1, align 32
   %122 = mul nsw i64 %0, 12544
   %123 = add nsw i64 3373184, %122
   %124 = mul nsw i64 %1, 32
   %125 = add nsw i64 %123, %124
-  %126 = mul nsw i64 %conv2.mb1042, 6
+  %126 = mul nsw i64 %conv2.mb1052, 6
   %127 = add nsw i64 %126, 1
   %128 = mul nsw i64 %127, 64
   %129 = add nsw i64 %125, %128
-  %130 = mul nsw i64 %conv2.nb1031, 16
+  %130 = mul nsw i64 %conv2.nb1041, 16
   %131 = add nsw i64 %129, %130
   %132 = add nsw i64 %131, 8
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %132
-  store <8 x float> %t105_c1_134, ptr %arena35, align 4
-  %t105_c2_036 = load <8 x float>, ptr %conv2.t105_c2_0, align 32
+  store <8 x float> %t106_c1_134, ptr %arena35, align 4
+  %t106_c2_036 = load <8 x float>, ptr %conv2.t106_c2_0, align 32
   %133 = mul nsw i64 %0, 12544
   %134 = add nsw i64 3373184, %133
   %135 = mul nsw i64 %1, 32
   %136 = add nsw i64 %134, %135
-  %137 = mul nsw i64 %conv2.mb1042, 6
+  %137 = mul nsw i64 %conv2.mb1052, 6
   %138 = add nsw i64 %137, 2
   %139 = mul nsw i64 %138, 64
   %140 = add nsw i64 %136, %139
-  %141 = mul nsw i64 %conv2.nb1031, 16
+  %141 = mul nsw i64 %conv2.nb1041, 16
   %142 = add nsw i64 %140, %141
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %142
-  store <8 x float> %t105_c2_036, ptr %arena37, align 4
-  %t105_c2_138 = load <8 x float>, ptr %conv2.t105_c2_1, align 32
+  store <8 x float> %t106_c2_036, ptr %arena37, align 4
+  %t106_c2_138 = load <8 x float>, ptr %conv2.t106_c2_1, align 32
   %143 = mul nsw i64 %0, 12544
   %144 = add nsw i64 3373184, %143
   %145 = mul nsw i64 %1, 32
   %146 = add nsw i64 %144, %145
-  %147 = mul nsw i64 %conv2.mb1042, 6
+  %147 = mul nsw i64 %conv2.mb1052, 6
   %148 = add nsw i64 %147, 2
   %149 = mul nsw i64 %148, 64
   %150 = add nsw i64 %146, %149
-  %151 = mul nsw i64 %conv2.nb1031, 16
+  %151 = mul nsw i64 %conv2.nb1041, 16
   %152 = add nsw i64 %150, %151
   %153 = add nsw i64 %152, 8
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %153
-  store <8 x float> %t105_c2_138, ptr %arena39, align 4
-  %t105_c3_040 = load <8 x float>, ptr %conv2.t105_c3_0, align 32
+  store <8 x float> %t106_c2_138, ptr %arena39, align 4
+  %t106_c3_040 = load <8 x float>, ptr %conv2.t106_c3_0, align 32
   %154 = mul nsw i64 %0, 12544
   %155 = add nsw i64 3373184, %154
   %156 = mul nsw i64 %1, 32
   %157 = add nsw i64 %155, %156
-  %158 = mul nsw i64 %conv2.mb1042, 6
+  %158 = mul nsw i64 %conv2.mb1052, 6
   %159 = add nsw i64 %158, 3
   %160 = mul nsw i64 %159, 64
   %161 = add nsw i64 %157, %160
-  %162 = mul nsw i64 %conv2.nb1031, 16
+  %162 = mul nsw i64 %conv2.nb1041, 16
   %163 = add nsw i64 %161, %162
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %163
-  store <8 x float> %t105_c3_040, ptr %arena41, align 4
-  %t105_c3_142 = load <8 x float>, ptr %conv2.t105_c3_1, align 32
+  store <8 x float> %t106_c3_040, ptr %arena41, align 4
+  %t106_c3_142 = load <8 x float>, ptr %conv2.t106_c3_1, align 32
   %164 = mul nsw i64 %0, 12544
   %165 = add nsw i64 3373184, %164
   %166 = mul nsw i64 %1, 32
   %167 = add nsw i64 %165, %166
-  %168 = mul nsw i64 %conv2.mb1042, 6
+  %168 = mul nsw i64 %conv2.mb1052, 6
   %169 = add nsw i64 %168, 3
   %170 = mul nsw i64 %169, 64
   %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %conv2.nb1031, 16
+  %172 = mul nsw i64 %conv2.nb1041, 16
   %173 = add nsw i64 %171, %172
   %174 = add nsw i64 %173, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t105_c3_142, ptr %arena43, align 4
-  %t105_c4_044 = load <8 x float>, ptr %conv2.t105_c4_0, align 32
+  store <8 x float> %t106_c3_142, ptr %arena43, align 4
+  %t106_c4_044 = load <8 x float>, ptr %conv2.t106_c4_0, align 32
   %175 = mul nsw i64 %0, 12544
   %176 = add nsw i64 3373184, %175
   %177 = mul nsw i64 %1, 32
   %178 = add nsw i64 %176, %177
-  %179 = mul nsw i64 %conv2.mb1042, 6
+  %179 = mul nsw i64 %conv2.mb1052, 6
   %180 = add nsw i64 %179, 4
   %181 = mul nsw i64 %180, 64
   %182 = add nsw i64 %178, %181
-  %183 = mul nsw i64 %conv2.nb1031, 16
+  %183 = mul nsw i64 %conv2.nb1041, 16
   %184 = add nsw i64 %182, %183
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %184
-  store <8 x float> %t105_c4_044, ptr %arena45, align 4
-  %t105_c4_146 = load <8 x float>, ptr %conv2.t105_c4_1, align 32
+  store <8 x float> %t106_c4_044, ptr %arena45, align 4
+  %t106_c4_146 = load <8 x float>, ptr %conv2.t106_c4_1, align 32
   %185 = mul nsw i64 %0, 12544
   %186 = add nsw i64 3373184, %185
   %187 = mul nsw i64 %1, 32
   %188 = add nsw i64 %186, %187
-  %189 = mul nsw i64 %conv2.mb1042, 6
+  %189 = mul nsw i64 %conv2.mb1052, 6
   %190 = add nsw i64 %189, 4
   %191 = mul nsw i64 %190, 64
   %192 = add nsw i64 %188, %191
-  %193 = mul nsw i64 %conv2.nb1031, 16
+  %193 = mul nsw i64 %conv2.nb1041, 16
   %194 = add nsw i64 %192, %193
   %195 = add nsw i64 %194, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %195
-  store <8 x float> %t105_c4_146, ptr %arena47, align 4
-  %t105_c5_048 = load <8 x float>, ptr %conv2.t105_c5_0, align 32
+  store <8 x float> %t106_c4_146, ptr %arena47, align 4
+  %t106_c5_048 = load <8 x float>, ptr %conv2.t106_c5_0, align 32
   %196 = mul nsw i64 %0, 12544
   %197 = add nsw i64 3373184, %196
   %198 = mul nsw i64 %1, 32
   %199 = add nsw i64 %197, %198
-  %200 = mul nsw i64 %conv2.mb1042, 6
+  %200 = mul nsw i64 %conv2.mb1052, 6
   %201 = add nsw i64 %200, 5
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 %199, %202
-  %204 = mul nsw i64 %conv2.nb1031, 16
+  %204 = mul nsw i64 %conv2.nb1041, 16
   %205 = add nsw i64 %203, %204
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %205
-  store <8 x float> %t105_c5_048, ptr %arena49, align 4
-  %t105_c5_150 = load <8 x float>, ptr %conv2.t105_c5_1, align 32
+  store <8 x float> %t106_c5_048, ptr %arena49, align 4
+  %t106_c5_150 = load <8 x float>, ptr %conv2.t106_c5_1, align 32
   %206 = mul nsw i64 %0, 12544
   %207 = add nsw i64 3373184, %206
   %208 = mul nsw i64 %1, 32
   %209 = add nsw i64 %207, %208
-  %210 = mul nsw i64 %conv2.mb1042, 6
+  %210 = mul nsw i64 %conv2.mb1052, 6
   %211 = add nsw i64 %210, 5
   %212 = mul nsw i64 %211, 64
   %213 = add nsw i64 %209, %212
-  %214 = mul nsw i64 %conv2.nb1031, 16
+  %214 = mul nsw i64 %conv2.nb1041, 16
   %215 = add nsw i64 %213, %214
   %216 = add nsw i64 %215, 8
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %216
-  store <8 x float> %t105_c5_150, ptr %arena51, align 4
-  %mb104.next = add nsw i64 %conv2.mb1042, 1
-  %217 = icmp slt i64 %mb104.next, 32
-  br i1 %217, label %conv2.mb104, label %conv2.mb104.end
+  store <8 x float> %t106_c5_150, ptr %arena51, align 4
+  %mb105.next = add nsw i64 %conv2.mb1052, 1
+  %217 = icmp slt i64 %mb105.next, 32
+  br i1 %217, label %conv2.mb105, label %conv2.mb105.end
 
-conv2.k108:                                       ; preds = %conv2.k108, %conv2.mb104.end
-  %conv2.k10852 = phi i64 [ 0, %conv2.mb104.end ], [ %k108.next, %conv2.k108 ]
+conv2.k109:                                       ; preds = %conv2.k109, %conv2.mb105.end
+  %conv2.k10952 = phi i64 [ 0, %conv2.mb105.end ], [ %k109.next, %conv2.k109 ]
   %218 = mul nsw i64 %0, 2048
   %219 = add nsw i64 3211264, %218
   %220 = mul nsw i64 %1, 32
   %221 = add nsw i64 %219, %220
-  %222 = mul nsw i64 %conv2.k10852, 64
+  %222 = mul nsw i64 %conv2.k10952, 64
   %223 = add nsw i64 %221, %222
-  %224 = mul nsw i64 %conv2.nb1031, 16
+  %224 = mul nsw i64 %conv2.nb1041, 16
   %225 = add nsw i64 %223, %224
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %225
   %226 = load <8 x float>, ptr %arena53, align 4
-  store <8 x float> %226, ptr %conv2.t107_b0, align 32
+  store <8 x float> %226, ptr %conv2.t108_b0, align 32
   %227 = mul nsw i64 %0, 2048
   %228 = add nsw i64 3211264, %227
   %229 = mul nsw i64 %1, 32
   %230 = add nsw i64 %228, %229
-  %231 = mul nsw i64 %conv2.k10852, 64
+  %231 = mul nsw i64 %conv2.k10952, 64
   %232 = add nsw i64 %230, %231
-  %233 = mul nsw i64 %conv2.nb1031, 16
+  %233 = mul nsw i64 %conv2.nb1041, 16
   %234 = add nsw i64 %232, %233
   %235 = add nsw i64 %234, 8
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %235
   %236 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %236, ptr %conv2.t107_b1, align 32
+  store <8 x float> %236, ptr %conv2.t108_b1, align 32
   %237 = mul nsw i64 %0, 6272
   %238 = add nsw i64 3272832, %237
   %239 = add nsw i64 %238, 6144
-  %240 = add nsw i64 %239, %conv2.k10852
+  %240 = add nsw i64 %239, %conv2.k10952
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %240
   %241 = load float, ptr %arena55, align 4
   %242 = insertelement <8 x float> undef, float %241, i32 0
   %243 = shufflevector <8 x float> %242, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %243, ptr %conv2.t107_a0, align 32
-  %t107_a0 = load <8 x float>, ptr %conv2.t107_a0, align 32
-  %t107_b0 = load <8 x float>, ptr %conv2.t107_b0, align 32
-  %t107_c0_0 = load <8 x float>, ptr %conv2.t107_c0_0, align 32
-  %244 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a0, <8 x float> %t107_b0, <8 x float> %t107_c0_0)
-  store <8 x float> %244, ptr %conv2.t107_c0_0, align 32
-  %t107_a056 = load <8 x float>, ptr %conv2.t107_a0, align 32
-  %t107_b1 = load <8 x float>, ptr %conv2.t107_b1, align 32
-  %t107_c0_1 = load <8 x float>, ptr %conv2.t107_c0_1, align 32
-  %245 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a056, <8 x float> %t107_b1, <8 x float> %t107_c0_1)
-  store <8 x float> %245, ptr %conv2.t107_c0_1, align 32
+  store <8 x float> %243, ptr %conv2.t108_a0, align 32
+  %t108_a0 = load <8 x float>, ptr %conv2.t108_a0, align 32
+  %t108_b0 = load <8 x float>, ptr %conv2.t108_b0, align 32
+  %t108_c0_0 = load <8 x float>, ptr %conv2.t108_c0_0, align 32
+  %244 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a0, <8 x float> %t108_b0, <8 x float> %t108_c0_0)
+  store <8 x float> %244, ptr %conv2.t108_c0_0, align 32
+  %t108_a056 = load <8 x float>, ptr %conv2.t108_a0, align 32
+  %t108_b1 = load <8 x float>, ptr %conv2.t108_b1, align 32
+  %t108_c0_1 = load <8 x float>, ptr %conv2.t108_c0_1, align 32
+  %245 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a056, <8 x float> %t108_b1, <8 x float> %t108_c0_1)
+  store <8 x float> %245, ptr %conv2.t108_c0_1, align 32
   %246 = mul nsw i64 %0, 6272
   %247 = add nsw i64 3272832, %246
   %248 = add nsw i64 %247, 6176
-  %249 = add nsw i64 %248, %conv2.k10852
+  %249 = add nsw i64 %248, %conv2.k10952
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %249
   %250 = load float, ptr %arena57, align 4
   %251 = insertelement <8 x float> undef, float %250, i32 0
   %252 = shufflevector <8 x float> %251, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %252, ptr %conv2.t107_a1, align 32
-  %t107_a1 = load <8 x float>, ptr %conv2.t107_a1, align 32
-  %t107_b058 = load <8 x float>, ptr %conv2.t107_b0, align 32
-  %t107_c1_0 = load <8 x float>, ptr %conv2.t107_c1_0, align 32
-  %253 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a1, <8 x float> %t107_b058, <8 x float> %t107_c1_0)
-  store <8 x float> %253, ptr %conv2.t107_c1_0, align 32
-  %t107_a159 = load <8 x float>, ptr %conv2.t107_a1, align 32
-  %t107_b160 = load <8 x float>, ptr %conv2.t107_b1, align 32
-  %t107_c1_1 = load <8 x float>, ptr %conv2.t107_c1_1, align 32
-  %254 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a159, <8 x float> %t107_b160, <8 x float> %t107_c1_1)
-  store <8 x float> %254, ptr %conv2.t107_c1_1, align 32
+  store <8 x float> %252, ptr %conv2.t108_a1, align 32
+  %t108_a1 = load <8 x float>, ptr %conv2.t108_a1, align 32
+  %t108_b058 = load <8 x float>, ptr %conv2.t108_b0, align 32
+  %t108_c1_0 = load <8 x float>, ptr %conv2.t108_c1_0, align 32
+  %253 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a1, <8 x float> %t108_b058, <8 x float> %t108_c1_0)
+  store <8 x float> %253, ptr %conv2.t108_c1_0, align 32
+  %t108_a159 = load <8 x float>, ptr %conv2.t108_a1, align 32
+  %t108_b160 = load <8 x float>, ptr %conv2.t108_b1, align 32
+  %t108_c1_1 = load <8 x float>, ptr %conv2.t108_c1_1, align 32
+  %254 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a159, <8 x float> %t108_b160, <8 x float> %t108_c1_1)
+  store <8 x float> %254, ptr %conv2.t108_c1_1, align 32
   %255 = mul nsw i64 %0, 6272
   %256 = add nsw i64 3272832, %255
   %257 = add nsw i64 %256, 6208
-  %258 = add nsw i64 %257, %conv2.k10852
+  %258 = add nsw i64 %257, %conv2.k10952
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %258
   %259 = load float, ptr %arena61, align 4
   %260 = insertelement <8 x float> undef, float %259, i32 0
   %261 = shufflevector <8 x float> %260, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %261, ptr %conv2.t107_a2, align 32
-  %t107_a2 = load <8 x float>, ptr %conv2.t107_a2, align 32
-  %t107_b062 = load <8 x float>, ptr %conv2.t107_b0, align 32
-  %t107_c2_0 = load <8 x float>, ptr %conv2.t107_c2_0, align 32
-  %262 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a2, <8 x float> %t107_b062, <8 x float> %t107_c2_0)
-  store <8 x float> %262, ptr %conv2.t107_c2_0, align 32
-  %t107_a263 = load <8 x float>, ptr %conv2.t107_a2, align 32
-  %t107_b164 = load <8 x float>, ptr %conv2.t107_b1, align 32
-  %t107_c2_1 = load <8 x float>, ptr %conv2.t107_c2_1, align 32
-  %263 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a263, <8 x float> %t107_b164, <8 x float> %t107_c2_1)
-  store <8 x float> %263, ptr %conv2.t107_c2_1, align 32
+  store <8 x float> %261, ptr %conv2.t108_a2, align 32
+  %t108_a2 = load <8 x float>, ptr %conv2.t108_a2, align 32
+  %t108_b062 = load <8 x float>, ptr %conv2.t108_b0, align 32
+  %t108_c2_0 = load <8 x float>, ptr %conv2.t108_c2_0, align 32
+  %262 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a2, <8 x float> %t108_b062, <8 x float> %t108_c2_0)
+  store <8 x float> %262, ptr %conv2.t108_c2_0, align 32
+  %t108_a263 = load <8 x float>, ptr %conv2.t108_a2, align 32
+  %t108_b164 = load <8 x float>, ptr %conv2.t108_b1, align 32
+  %t108_c2_1 = load <8 x float>, ptr %conv2.t108_c2_1, align 32
+  %263 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a263, <8 x float> %t108_b164, <8 x float> %t108_c2_1)
+  store <8 x float> %263, ptr %conv2.t108_c2_1, align 32
   %264 = mul nsw i64 %0, 6272
   %265 = add nsw i64 3272832, %264
   %266 = add nsw i64 %265, 6240
-  %267 = add nsw i64 %266, %conv2.k10852
+  %267 = add nsw i64 %266, %conv2.k10952
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %267
   %268 = load float, ptr %arena65, align 4
   %269 = insertelement <8 x float> undef, float %268, i32 0
   %270 = shufflevector <8 x float> %269, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %270, ptr %conv2.t107_a3, align 32
-  %t107_a3 = load <8 x float>, ptr %conv2.t107_a3, align 32
-  %t107_b066 = load <8 x float>, ptr %conv2.t107_b0, align 32
-  %t107_c3_0 = load <8 x float>, ptr %conv2.t107_c3_0, align 32
-  %271 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a3, <8 x float> %t107_b066, <8 x float> %t107_c3_0)
-  store <8 x float> %271, ptr %conv2.t107_c3_0, align 32
-  %t107_a367 = load <8 x float>, ptr %conv2.t107_a3, align 32
-  %t107_b168 = load <8 x float>, ptr %conv2.t107_b1, align 32
-  %t107_c3_1 = load <8 x float>, ptr %conv2.t107_c3_1, align 32
-  %272 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t107_a367, <8 x float> %t107_b168, <8 x float> %t107_c3_1)
-  store <8 x float> %272, ptr %conv2.t107_c3_1, align 32
-  %k108.next = add nsw i64 %conv2.k10852, 1
-  %273 = icmp slt i64 %k108.next, 32
-  br i1 %273, label %conv2.k108, label %conv2.k108.end
+  store <8 x float> %270, ptr %conv2.t108_a3, align 32
+  %t108_a3 = load <8 x float>, ptr %conv2.t108_a3, align 32
+  %t108_b066 = load <8 x float>, ptr %conv2.t108_b0, align 32
+  %t108_c3_0 = load <8 x float>, ptr %conv2.t108_c3_0, align 32
+  %271 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a3, <8 x float> %t108_b066, <8 x float> %t108_c3_0)
+  store <8 x float> %271, ptr %conv2.t108_c3_0, align 32
+  %t108_a367 = load <8 x float>, ptr %conv2.t108_a3, align 32
+  %t108_b168 = load <8 x float>, ptr %conv2.t108_b1, align 32
+  %t108_c3_1 = load <8 x float>, ptr %conv2.t108_c3_1, align 32
+  %272 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a367, <8 x float> %t108_b168, <8 x float> %t108_c3_1)
+  store <8 x float> %272, ptr %conv2.t108_c3_1, align 32
+  %k109.next = add nsw i64 %conv2.k10952, 1
+  %273 = icmp slt i64 %k109.next, 32
+  br i1 %273, label %conv2.k109, label %conv2.k109.end
 
-conv2.k108.end:                                   ; preds = %conv2.k108
-  %t107_c0_069 = load <8 x float>, ptr %conv2.t107_c0_0, align 32
+conv2.k109.end:                                   ; preds = %conv2.k109
+  %t108_c0_069 = load <8 x float>, ptr %conv2.t108_c0_0, align 32
   %274 = mul nsw i64 %0, 12544
   %275 = add nsw i64 3373184, %274
   %276 = mul nsw i64 %1, 32
   %277 = add nsw i64 %275, %276
   %278 = add nsw i64 %277, 12288
-  %279 = mul nsw i64 %conv2.nb1031, 16
+  %279 = mul nsw i64 %conv2.nb1041, 16
   %280 = add nsw i64 %278, %279
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %280
-  store <8 x float> %t107_c0_069, ptr %arena70, align 4
-  %t107_c0_171 = load <8 x float>, ptr %conv2.t107_c0_1, align 32
+  store <8 x float> %t108_c0_069, ptr %arena70, align 4
+  %t108_c0_171 = load <8 x float>, ptr %conv2.t108_c0_1, align 32
   %281 = mul nsw i64 %0, 12544
   %282 = add nsw i64 3373184, %281
   %283 = mul nsw i64 %1, 32
   %284 = add nsw i64 %282, %283
   %285 = add nsw i64 %284, 12288
-  %286 = mul nsw i64 %conv2.nb1031, 16
+  %286 = mul nsw i64 %conv2.nb1041, 16
   %287 = add nsw i64 %285, %286
   %288 = add nsw i64 %287, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %288
-  store <8 x float> %t107_c0_171, ptr %arena72, align 4
-  %t107_c1_073 = load <8 x float>, ptr %conv2.t107_c1_0, align 32
+  store <8 x float> %t108_c0_171, ptr %arena72, align 4
+  %t108_c1_073 = load <8 x float>, ptr %conv2.t108_c1_0, align 32
   %289 = mul nsw i64 %0, 12544
   %290 = add nsw i64 3373184, %289
   %291 = mul nsw i64 %1, 32
   %292 = add nsw i64 %290, %291
   %293 = add nsw i64 %292, 12352
-  %294 = mul nsw i64 %conv2.nb1031, 16
+  %294 = mul nsw i64 %conv2.nb1041, 16
   %295 = add nsw i64 %293, %294
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %295
-  store <8 x float> %t107_c1_073, ptr %arena74, align 4
-  %t107_c1_175 = load <8 x float>, ptr %conv2.t107_c1_1, align 32
+  store <8 x float> %t108_c1_073, ptr %arena74, align 4
+  %t108_c1_175 = load <8 x float>, ptr %conv2.t108_c1_1, align 32
   %296 = mul nsw i64 %0, 12544
   %297 = add nsw i64 3373184, %296
   %298 = mul nsw i64 %1, 32
   %299 = add nsw i64 %297, %298
   %300 = add nsw i64 %299, 12352
-  %301 = mul nsw i64 %conv2.nb1031, 16
+  %301 = mul nsw i64 %conv2.nb1041, 16
   %302 = add nsw i64 %300, %301
   %303 = add nsw i64 %302, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %303
-  store <8 x float> %t107_c1_175, ptr %arena76, align 4
-  %t107_c2_077 = load <8 x float>, ptr %conv2.t107_c2_0, align 32
+  store <8 x float> %t108_c1_175, ptr %arena76, align 4
+  %t108_c2_077 = load <8 x float>, ptr %conv2.t108_c2_0, align 32
   %304 = mul nsw i64 %0, 12544
   %305 = add nsw i64 3373184, %304
   %306 = mul nsw i64 %1, 32
   %307 = add nsw i64 %305, %306
   %308 = add nsw i64 %307, 12416
-  %309 = mul nsw i64 %conv2.nb1031, 16
+  %309 = mul nsw i64 %conv2.nb1041, 16
   %310 = add nsw i64 %308, %309
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %310
-  store <8 x float> %t107_c2_077, ptr %arena78, align 4
-  %t107_c2_179 = load <8 x float>, ptr %conv2.t107_c2_1, align 32
+  store <8 x float> %t108_c2_077, ptr %arena78, align 4
+  %t108_c2_179 = load <8 x float>, ptr %conv2.t108_c2_1, align 32
   %311 = mul nsw i64 %0, 12544
   %312 = add nsw i64 3373184, %311
   %313 = mul nsw i64 %1, 32
   %314 = add nsw i64 %312, %313
   %315 = add nsw i64 %314, 12416
-  %316 = mul nsw i64 %conv2.nb1031, 16
+  %316 = mul nsw i64 %conv2.nb1041, 16
   %317 = add nsw i64 %315, %316
   %318 = add nsw i64 %317, 8
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %318
-  store <8 x float> %t107_c2_179, ptr %arena80, align 4
-  %t107_c3_081 = load <8 x float>, ptr %conv2.t107_c3_0, align 32
+  store <8 x float> %t108_c2_179, ptr %arena80, align 4
+  %t108_c3_081 = load <8 x float>, ptr %conv2.t108_c3_0, align 32
   %319 = mul nsw i64 %0, 12544
   %320 = add nsw i64 3373184, %319
   %321 = mul nsw i64 %1, 32
   %322 = add nsw i64 %320, %321
   %323 = add nsw i64 %322, 12480
-  %324 = mul nsw i64 %conv2.nb1031, 16
+  %324 = mul nsw i64 %conv2.nb1041, 16
   %325 = add nsw i64 %323, %324
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %325
-  store <8 x float> %t107_c3_081, ptr %arena82, align 4
-  %t107_c3_183 = load <8 x float>, ptr %conv2.t107_c3_1, align 32
+  store <8 x float> %t108_c3_081, ptr %arena82, align 4
+  %t108_c3_183 = load <8 x float>, ptr %conv2.t108_c3_1, align 32
   %326 = mul nsw i64 %0, 12544
   %327 = add nsw i64 3373184, %326
   %328 = mul nsw i64 %1, 32
   %329 = add nsw i64 %327, %328
   %330 = add nsw i64 %329, 12480
-  %331 = mul nsw i64 %conv2.nb1031, 16
+  %331 = mul nsw i64 %conv2.nb1041, 16
   %332 = add nsw i64 %330, %331
   %333 = add nsw i64 %332, 8
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %333
-  store <8 x float> %t107_c3_183, ptr %arena84, align 4
-  %nb103.next = add nsw i64 %conv2.nb1031, 1
-  %334 = icmp slt i64 %nb103.next, 2
-  br i1 %334, label %conv2.nb103, label %conv2.nb103.end
+  store <8 x float> %t108_c3_183, ptr %arena84, align 4
+  %nb104.next = add nsw i64 %conv2.nb1041, 1
+  %334 = icmp slt i64 %nb104.next, 2
+  br i1 %334, label %conv2.nb104, label %conv2.nb104.end
 }
 
-define internal void @convnet_infer_b64.k1.conv2.part101.task(ptr %0, i64 %1) {
+define internal void @convnet_infer_b64.k1.conv2.part102.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -15349,7 +15524,7 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @convnet_infer_b64.k1.conv2.part101(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @convnet_infer_b64.k1.conv2.part102(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
@@ -15362,563 +15537,563 @@ entry:
 ; Function Attrs: noinline
 define internal void @convnet_infer_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1.n144
+  br label %fc1.n145
 
-fc1.n144:                                         ; preds = %fc1.k145.end, %entry
-  %fc1.n1441 = phi i64 [ 0, %entry ], [ %n144.next, %fc1.k145.end ]
-  br label %fc1.k145
+fc1.n145:                                         ; preds = %fc1.k146.end, %entry
+  %fc1.n1451 = phi i64 [ 0, %entry ], [ %n145.next, %fc1.k146.end ]
+  br label %fc1.k146
 
-fc1.n144.end:                                     ; preds = %fc1.k145.end
-  call void @convnet_infer_b64.k3.fc1.gemm156(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  br label %fc1.n157
+fc1.n145.end:                                     ; preds = %fc1.k146.end
+  call void @convnet_infer_b64.k3.fc1.gemm157(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  br label %fc1.n158
 
-fc1.k145:                                         ; preds = %fc1.k145, %fc1.n144
-  %fc1.k1452 = phi i64 [ 0, %fc1.n144 ], [ %k145.next, %fc1.k145 ]
-  %0 = mul nsw i64 %fc1.n1441, 12544
+fc1.k146:                                         ; preds = %fc1.k146, %fc1.n145
+  %fc1.k1462 = phi i64 [ 0, %fc1.n145 ], [ %k146.next, %fc1.k146 ]
+  %0 = mul nsw i64 %fc1.n1451, 12544
   %1 = add nsw i64 1605632, %0
-  %2 = add nsw i64 %1, %fc1.k1452
+  %2 = add nsw i64 %1, %fc1.k1462
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k1452, 64
+  %4 = mul nsw i64 %fc1.k1462, 64
   %5 = add nsw i64 8192, %4
-  %6 = add nsw i64 %5, %fc1.n1441
+  %6 = add nsw i64 %5, %fc1.n1451
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k145.next = add nsw i64 %fc1.k1452, 1
-  %7 = icmp slt i64 %k145.next, 12544
-  br i1 %7, label %fc1.k145, label %fc1.k145.end
+  %k146.next = add nsw i64 %fc1.k1462, 1
+  %7 = icmp slt i64 %k146.next, 12544
+  br i1 %7, label %fc1.k146, label %fc1.k146.end
 
-fc1.k145.end:                                     ; preds = %fc1.k145
-  %n144.next = add nsw i64 %fc1.n1441, 1
-  %8 = icmp slt i64 %n144.next, 64
-  br i1 %8, label %fc1.n144, label %fc1.n144.end
+fc1.k146.end:                                     ; preds = %fc1.k146
+  %n145.next = add nsw i64 %fc1.n1451, 1
+  %8 = icmp slt i64 %n145.next, 64
+  br i1 %8, label %fc1.n145, label %fc1.n145.end
 
-fc1.n157:                                         ; preds = %fc1.u158.end, %fc1.n144.end
-  %fc1.n1575 = phi i64 [ 0, %fc1.n144.end ], [ %n157.next, %fc1.u158.end ]
-  br label %fc1.u158
+fc1.n158:                                         ; preds = %fc1.u159.end, %fc1.n145.end
+  %fc1.n1585 = phi i64 [ 0, %fc1.n145.end ], [ %n158.next, %fc1.u159.end ]
+  br label %fc1.u159
 
-fc1.n157.end:                                     ; preds = %fc1.u158.end
+fc1.n158.end:                                     ; preds = %fc1.u159.end
   ret void
 
-fc1.u158:                                         ; preds = %fc1.u158, %fc1.n157
-  %fc1.u1586 = phi i64 [ 0, %fc1.n157 ], [ %u158.next, %fc1.u158 ]
-  %9 = mul nsw i64 %fc1.u1586, 64
+fc1.u159:                                         ; preds = %fc1.u159, %fc1.n158
+  %fc1.u1596 = phi i64 [ 0, %fc1.n158 ], [ %u159.next, %fc1.u159 ]
+  %9 = mul nsw i64 %fc1.u1596, 64
   %10 = add nsw i64 811008, %9
-  %11 = add nsw i64 %10, %fc1.n1575
+  %11 = add nsw i64 %10, %fc1.n1585
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 1624448, %fc1.u1586
+  %13 = add nsw i64 1624448, %fc1.u1596
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc1.u1586, 64
+  %17 = mul nsw i64 %fc1.u1596, 64
   %18 = add nsw i64 811008, %17
-  %19 = add nsw i64 %18, %fc1.n1575
+  %19 = add nsw i64 %18, %fc1.n1585
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 1624448, %fc1.u1586
+  %21 = add nsw i64 1624448, %fc1.u1596
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc1.n1575, 128
-  %26 = add nsw i64 %25, %fc1.u1586
+  %25 = mul nsw i64 %fc1.n1585, 128
+  %26 = add nsw i64 %25, %fc1.u1596
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %26
   store float %24, ptr %arena11, align 4
-  %u158.next = add nsw i64 %fc1.u1586, 1
-  %27 = icmp slt i64 %u158.next, 128
-  br i1 %27, label %fc1.u158, label %fc1.u158.end
+  %u159.next = add nsw i64 %fc1.u1596, 1
+  %27 = icmp slt i64 %u159.next, 128
+  br i1 %27, label %fc1.u159, label %fc1.u159.end
 
-fc1.u158.end:                                     ; preds = %fc1.u158
-  %n157.next = add nsw i64 %fc1.n1575, 1
-  %28 = icmp slt i64 %n157.next, 64
-  br i1 %28, label %fc1.n157, label %fc1.n157.end
+fc1.u159.end:                                     ; preds = %fc1.u159
+  %n158.next = add nsw i64 %fc1.n1585, 1
+  %28 = icmp slt i64 %n158.next, 64
+  br i1 %28, label %fc1.n158, label %fc1.n158.end
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k3.fc1.gemm156(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_infer_b64.k3.fc1.gemm157(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1.t154_a3 = alloca <8 x float>, align 32
-  %fc1.t154_a2 = alloca <8 x float>, align 32
-  %fc1.t154_a1 = alloca <8 x float>, align 32
-  %fc1.t154_a0 = alloca <8 x float>, align 32
-  %fc1.t154_b1 = alloca <8 x float>, align 32
-  %fc1.t154_b0 = alloca <8 x float>, align 32
-  %fc1.t154_c3_1 = alloca <8 x float>, align 32
-  %fc1.t154_c3_0 = alloca <8 x float>, align 32
-  %fc1.t154_c2_1 = alloca <8 x float>, align 32
-  %fc1.t154_c2_0 = alloca <8 x float>, align 32
-  %fc1.t154_c1_1 = alloca <8 x float>, align 32
-  %fc1.t154_c1_0 = alloca <8 x float>, align 32
-  %fc1.t154_c0_1 = alloca <8 x float>, align 32
-  %fc1.t154_c0_0 = alloca <8 x float>, align 32
-  %fc1.t151_a3 = alloca <8 x float>, align 32
-  %fc1.t151_a2 = alloca <8 x float>, align 32
-  %fc1.t151_a1 = alloca <8 x float>, align 32
-  %fc1.t151_a0 = alloca <8 x float>, align 32
-  %fc1.t151_b2 = alloca <8 x float>, align 32
-  %fc1.t151_b1 = alloca <8 x float>, align 32
-  %fc1.t151_b0 = alloca <8 x float>, align 32
-  %fc1.t151_c3_2 = alloca <8 x float>, align 32
-  %fc1.t151_c3_1 = alloca <8 x float>, align 32
-  %fc1.t151_c3_0 = alloca <8 x float>, align 32
-  %fc1.t151_c2_2 = alloca <8 x float>, align 32
-  %fc1.t151_c2_1 = alloca <8 x float>, align 32
-  %fc1.t151_c2_0 = alloca <8 x float>, align 32
-  %fc1.t151_c1_2 = alloca <8 x float>, align 32
-  %fc1.t151_c1_1 = alloca <8 x float>, align 32
-  %fc1.t151_c1_0 = alloca <8 x float>, align 32
-  %fc1.t151_c0_2 = alloca <8 x float>, align 32
-  %fc1.t151_c0_1 = alloca <8 x float>, align 32
-  %fc1.t151_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.r146
+  %fc1.t155_a3 = alloca <8 x float>, align 32
+  %fc1.t155_a2 = alloca <8 x float>, align 32
+  %fc1.t155_a1 = alloca <8 x float>, align 32
+  %fc1.t155_a0 = alloca <8 x float>, align 32
+  %fc1.t155_b1 = alloca <8 x float>, align 32
+  %fc1.t155_b0 = alloca <8 x float>, align 32
+  %fc1.t155_c3_1 = alloca <8 x float>, align 32
+  %fc1.t155_c3_0 = alloca <8 x float>, align 32
+  %fc1.t155_c2_1 = alloca <8 x float>, align 32
+  %fc1.t155_c2_0 = alloca <8 x float>, align 32
+  %fc1.t155_c1_1 = alloca <8 x float>, align 32
+  %fc1.t155_c1_0 = alloca <8 x float>, align 32
+  %fc1.t155_c0_1 = alloca <8 x float>, align 32
+  %fc1.t155_c0_0 = alloca <8 x float>, align 32
+  %fc1.t152_a3 = alloca <8 x float>, align 32
+  %fc1.t152_a2 = alloca <8 x float>, align 32
+  %fc1.t152_a1 = alloca <8 x float>, align 32
+  %fc1.t152_a0 = alloca <8 x float>, align 32
+  %fc1.t152_b2 = alloca <8 x float>, align 32
+  %fc1.t152_b1 = alloca <8 x float>, align 32
+  %fc1.t152_b0 = alloca <8 x float>, align 32
+  %fc1.t152_c3_2 = alloca <8 x float>, align 32
+  %fc1.t152_c3_1 = alloca <8 x float>, align 32
+  %fc1.t152_c3_0 = alloca <8 x float>, align 32
+  %fc1.t152_c2_2 = alloca <8 x float>, align 32
+  %fc1.t152_c2_1 = alloca <8 x float>, align 32
+  %fc1.t152_c2_0 = alloca <8 x float>, align 32
+  %fc1.t152_c1_2 = alloca <8 x float>, align 32
+  %fc1.t152_c1_1 = alloca <8 x float>, align 32
+  %fc1.t152_c1_0 = alloca <8 x float>, align 32
+  %fc1.t152_c0_2 = alloca <8 x float>, align 32
+  %fc1.t152_c0_1 = alloca <8 x float>, align 32
+  %fc1.t152_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.r147
 
-fc1.r146:                                         ; preds = %fc1.i147.end, %entry
-  %fc1.r1461 = phi i64 [ 0, %entry ], [ %r146.next, %fc1.i147.end ]
-  br label %fc1.i147
+fc1.r147:                                         ; preds = %fc1.i148.end, %entry
+  %fc1.r1471 = phi i64 [ 0, %entry ], [ %r147.next, %fc1.i148.end ]
+  br label %fc1.i148
 
-fc1.r146.end:                                     ; preds = %fc1.i147.end
-  br label %fc1.kp148
+fc1.r147.end:                                     ; preds = %fc1.i148.end
+  br label %fc1.kp149
 
-fc1.i147:                                         ; preds = %fc1.i147, %fc1.r146
-  %fc1.i1472 = phi i64 [ 0, %fc1.r146 ], [ %i147.next, %fc1.i147 ]
-  %0 = mul nsw i64 %fc1.r1461, 64
+fc1.i148:                                         ; preds = %fc1.i148, %fc1.r147
+  %fc1.i1482 = phi i64 [ 0, %fc1.r147 ], [ %i148.next, %fc1.i148 ]
+  %0 = mul nsw i64 %fc1.r1471, 64
   %1 = add nsw i64 811008, %0
-  %2 = add nsw i64 %1, %fc1.i1472
+  %2 = add nsw i64 %1, %fc1.i1482
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena3, align 4
-  %i147.next = add nsw i64 %fc1.i1472, 1
-  %3 = icmp slt i64 %i147.next, 64
-  br i1 %3, label %fc1.i147, label %fc1.i147.end
+  %i148.next = add nsw i64 %fc1.i1482, 1
+  %3 = icmp slt i64 %i148.next, 64
+  br i1 %3, label %fc1.i148, label %fc1.i148.end
 
-fc1.i147.end:                                     ; preds = %fc1.i147
-  %r146.next = add nsw i64 %fc1.r1461, 1
-  %4 = icmp slt i64 %r146.next, 128
-  br i1 %4, label %fc1.r146, label %fc1.r146.end
+fc1.i148.end:                                     ; preds = %fc1.i148
+  %r147.next = add nsw i64 %fc1.r1471, 1
+  %4 = icmp slt i64 %r147.next, 128
+  br i1 %4, label %fc1.r147, label %fc1.r147.end
 
-fc1.kp148:                                        ; preds = %fc1.mb153.end, %fc1.r146.end
-  %fc1.kp1484 = phi i64 [ 0, %fc1.r146.end ], [ %kp148.next, %fc1.mb153.end ]
-  br label %fc1.nb149
+fc1.kp149:                                        ; preds = %fc1.mb154.end, %fc1.r147.end
+  %fc1.kp1494 = phi i64 [ 0, %fc1.r147.end ], [ %kp149.next, %fc1.mb154.end ]
+  br label %fc1.nb150
 
-fc1.kp148.end:                                    ; preds = %fc1.mb153.end
+fc1.kp149.end:                                    ; preds = %fc1.mb154.end
   ret void
 
-fc1.nb149:                                        ; preds = %fc1.mb150.end, %fc1.kp148
-  %fc1.nb1495 = phi i64 [ 0, %fc1.kp148 ], [ %nb149.next, %fc1.mb150.end ]
-  br label %fc1.mb150
+fc1.nb150:                                        ; preds = %fc1.mb151.end, %fc1.kp149
+  %fc1.nb1505 = phi i64 [ 0, %fc1.kp149 ], [ %nb150.next, %fc1.mb151.end ]
+  br label %fc1.mb151
 
-fc1.nb149.end:                                    ; preds = %fc1.mb150.end
-  br label %fc1.mb153
+fc1.nb150.end:                                    ; preds = %fc1.mb151.end
+  br label %fc1.mb154
 
-fc1.mb150:                                        ; preds = %fc1.k152.end, %fc1.nb149
-  %fc1.mb1506 = phi i64 [ 0, %fc1.nb149 ], [ %mb150.next, %fc1.k152.end ]
-  %5 = mul nsw i64 %fc1.mb1506, 4
+fc1.mb151:                                        ; preds = %fc1.k153.end, %fc1.nb150
+  %fc1.mb1516 = phi i64 [ 0, %fc1.nb150 ], [ %mb151.next, %fc1.k153.end ]
+  %5 = mul nsw i64 %fc1.mb1516, 4
   %6 = mul nsw i64 %5, 64
   %7 = add nsw i64 811008, %6
-  %8 = mul nsw i64 %fc1.nb1495, 24
+  %8 = mul nsw i64 %fc1.nb1505, 24
   %9 = add nsw i64 %7, %8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %10, ptr %fc1.t151_c0_0, align 32
-  %11 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %10, ptr %fc1.t152_c0_0, align 32
+  %11 = mul nsw i64 %fc1.mb1516, 4
   %12 = mul nsw i64 %11, 64
   %13 = add nsw i64 811008, %12
-  %14 = mul nsw i64 %fc1.nb1495, 24
+  %14 = mul nsw i64 %fc1.nb1505, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %17, ptr %fc1.t151_c0_1, align 32
-  %18 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %17, ptr %fc1.t152_c0_1, align 32
+  %18 = mul nsw i64 %fc1.mb1516, 4
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 811008, %19
-  %21 = mul nsw i64 %fc1.nb1495, 24
+  %21 = mul nsw i64 %fc1.nb1505, 24
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %24, ptr %fc1.t151_c0_2, align 32
-  %25 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %24, ptr %fc1.t152_c0_2, align 32
+  %25 = mul nsw i64 %fc1.mb1516, 4
   %26 = add nsw i64 %25, 1
   %27 = mul nsw i64 %26, 64
   %28 = add nsw i64 811008, %27
-  %29 = mul nsw i64 %fc1.nb1495, 24
+  %29 = mul nsw i64 %fc1.nb1505, 24
   %30 = add nsw i64 %28, %29
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %31, ptr %fc1.t151_c1_0, align 32
-  %32 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %31, ptr %fc1.t152_c1_0, align 32
+  %32 = mul nsw i64 %fc1.mb1516, 4
   %33 = add nsw i64 %32, 1
   %34 = mul nsw i64 %33, 64
   %35 = add nsw i64 811008, %34
-  %36 = mul nsw i64 %fc1.nb1495, 24
+  %36 = mul nsw i64 %fc1.nb1505, 24
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %39, ptr %fc1.t151_c1_1, align 32
-  %40 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %39, ptr %fc1.t152_c1_1, align 32
+  %40 = mul nsw i64 %fc1.mb1516, 4
   %41 = add nsw i64 %40, 1
   %42 = mul nsw i64 %41, 64
   %43 = add nsw i64 811008, %42
-  %44 = mul nsw i64 %fc1.nb1495, 24
+  %44 = mul nsw i64 %fc1.nb1505, 24
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %47, ptr %fc1.t151_c1_2, align 32
-  %48 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %47, ptr %fc1.t152_c1_2, align 32
+  %48 = mul nsw i64 %fc1.mb1516, 4
   %49 = add nsw i64 %48, 2
   %50 = mul nsw i64 %49, 64
   %51 = add nsw i64 811008, %50
-  %52 = mul nsw i64 %fc1.nb1495, 24
+  %52 = mul nsw i64 %fc1.nb1505, 24
   %53 = add nsw i64 %51, %52
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %54, ptr %fc1.t151_c2_0, align 32
-  %55 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %54, ptr %fc1.t152_c2_0, align 32
+  %55 = mul nsw i64 %fc1.mb1516, 4
   %56 = add nsw i64 %55, 2
   %57 = mul nsw i64 %56, 64
   %58 = add nsw i64 811008, %57
-  %59 = mul nsw i64 %fc1.nb1495, 24
+  %59 = mul nsw i64 %fc1.nb1505, 24
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %62, ptr %fc1.t151_c2_1, align 32
-  %63 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %62, ptr %fc1.t152_c2_1, align 32
+  %63 = mul nsw i64 %fc1.mb1516, 4
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 64
   %66 = add nsw i64 811008, %65
-  %67 = mul nsw i64 %fc1.nb1495, 24
+  %67 = mul nsw i64 %fc1.nb1505, 24
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %70, ptr %fc1.t151_c2_2, align 32
-  %71 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %70, ptr %fc1.t152_c2_2, align 32
+  %71 = mul nsw i64 %fc1.mb1516, 4
   %72 = add nsw i64 %71, 3
   %73 = mul nsw i64 %72, 64
   %74 = add nsw i64 811008, %73
-  %75 = mul nsw i64 %fc1.nb1495, 24
+  %75 = mul nsw i64 %fc1.nb1505, 24
   %76 = add nsw i64 %74, %75
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %77, ptr %fc1.t151_c3_0, align 32
-  %78 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %77, ptr %fc1.t152_c3_0, align 32
+  %78 = mul nsw i64 %fc1.mb1516, 4
   %79 = add nsw i64 %78, 3
   %80 = mul nsw i64 %79, 64
   %81 = add nsw i64 811008, %80
-  %82 = mul nsw i64 %fc1.nb1495, 24
+  %82 = mul nsw i64 %fc1.nb1505, 24
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %83, 8
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %85, ptr %fc1.t151_c3_1, align 32
-  %86 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %85, ptr %fc1.t152_c3_1, align 32
+  %86 = mul nsw i64 %fc1.mb1516, 4
   %87 = add nsw i64 %86, 3
   %88 = mul nsw i64 %87, 64
   %89 = add nsw i64 811008, %88
-  %90 = mul nsw i64 %fc1.nb1495, 24
+  %90 = mul nsw i64 %fc1.nb1505, 24
   %91 = add nsw i64 %89, %90
   %92 = add nsw i64 %91, 16
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
   %93 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %93, ptr %fc1.t151_c3_2, align 32
-  br label %fc1.k152
+  store <8 x float> %93, ptr %fc1.t152_c3_2, align 32
+  br label %fc1.k153
 
-fc1.mb150.end:                                    ; preds = %fc1.k152.end
-  %nb149.next = add nsw i64 %fc1.nb1495, 1
-  %94 = icmp slt i64 %nb149.next, 2
-  br i1 %94, label %fc1.nb149, label %fc1.nb149.end
+fc1.mb151.end:                                    ; preds = %fc1.k153.end
+  %nb150.next = add nsw i64 %fc1.nb1505, 1
+  %94 = icmp slt i64 %nb150.next, 2
+  br i1 %94, label %fc1.nb150, label %fc1.nb150.end
 
-fc1.k152:                                         ; preds = %fc1.k152, %fc1.mb150
-  %fc1.k15219 = phi i64 [ 0, %fc1.mb150 ], [ %k152.next, %fc1.k152 ]
-  %95 = mul nsw i64 %fc1.kp1484, 896
-  %96 = add nsw i64 %fc1.k15219, %95
+fc1.k153:                                         ; preds = %fc1.k153, %fc1.mb151
+  %fc1.k15319 = phi i64 [ 0, %fc1.mb151 ], [ %k153.next, %fc1.k153 ]
+  %95 = mul nsw i64 %fc1.kp1494, 896
+  %96 = add nsw i64 %fc1.k15319, %95
   %97 = mul nsw i64 %96, 64
   %98 = add nsw i64 8192, %97
-  %99 = mul nsw i64 %fc1.nb1495, 24
+  %99 = mul nsw i64 %fc1.nb1505, 24
   %100 = add nsw i64 %98, %99
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena20, align 4
-  store <8 x float> %101, ptr %fc1.t151_b0, align 32
-  %102 = mul nsw i64 %fc1.kp1484, 896
-  %103 = add nsw i64 %fc1.k15219, %102
+  store <8 x float> %101, ptr %fc1.t152_b0, align 32
+  %102 = mul nsw i64 %fc1.kp1494, 896
+  %103 = add nsw i64 %fc1.k15319, %102
   %104 = mul nsw i64 %103, 64
   %105 = add nsw i64 8192, %104
-  %106 = mul nsw i64 %fc1.nb1495, 24
+  %106 = mul nsw i64 %fc1.nb1505, 24
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 %107, 8
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena21, align 4
-  store <8 x float> %109, ptr %fc1.t151_b1, align 32
-  %110 = mul nsw i64 %fc1.kp1484, 896
-  %111 = add nsw i64 %fc1.k15219, %110
+  store <8 x float> %109, ptr %fc1.t152_b1, align 32
+  %110 = mul nsw i64 %fc1.kp1494, 896
+  %111 = add nsw i64 %fc1.k15319, %110
   %112 = mul nsw i64 %111, 64
   %113 = add nsw i64 8192, %112
-  %114 = mul nsw i64 %fc1.nb1495, 24
+  %114 = mul nsw i64 %fc1.nb1505, 24
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %115, 16
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load <8 x float>, ptr %arena22, align 4
-  store <8 x float> %117, ptr %fc1.t151_b2, align 32
-  %118 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %117, ptr %fc1.t152_b2, align 32
+  %118 = mul nsw i64 %fc1.mb1516, 4
   %119 = mul nsw i64 %118, 12544
   %120 = add nsw i64 18816, %119
-  %121 = mul nsw i64 %fc1.kp1484, 896
-  %122 = add nsw i64 %fc1.k15219, %121
+  %121 = mul nsw i64 %fc1.kp1494, 896
+  %122 = add nsw i64 %fc1.k15319, %121
   %123 = add nsw i64 %120, %122
   %params23 = getelementptr inbounds float, ptr %params, i64 %123
   %124 = load float, ptr %params23, align 4
   %125 = insertelement <8 x float> undef, float %124, i32 0
   %126 = shufflevector <8 x float> %125, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %126, ptr %fc1.t151_a0, align 32
-  %t151_a0 = load <8 x float>, ptr %fc1.t151_a0, align 32
-  %t151_b0 = load <8 x float>, ptr %fc1.t151_b0, align 32
-  %t151_c0_0 = load <8 x float>, ptr %fc1.t151_c0_0, align 32
-  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a0, <8 x float> %t151_b0, <8 x float> %t151_c0_0)
-  store <8 x float> %127, ptr %fc1.t151_c0_0, align 32
-  %t151_a024 = load <8 x float>, ptr %fc1.t151_a0, align 32
-  %t151_b1 = load <8 x float>, ptr %fc1.t151_b1, align 32
-  %t151_c0_1 = load <8 x float>, ptr %fc1.t151_c0_1, align 32
-  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a024, <8 x float> %t151_b1, <8 x float> %t151_c0_1)
-  store <8 x float> %128, ptr %fc1.t151_c0_1, align 32
-  %t151_a025 = load <8 x float>, ptr %fc1.t151_a0, align 32
-  %t151_b2 = load <8 x float>, ptr %fc1.t151_b2, align 32
-  %t151_c0_2 = load <8 x float>, ptr %fc1.t151_c0_2, align 32
-  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a025, <8 x float> %t151_b2, <8 x float> %t151_c0_2)
-  store <8 x float> %129, ptr %fc1.t151_c0_2, align 32
-  %130 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %126, ptr %fc1.t152_a0, align 32
+  %t152_a0 = load <8 x float>, ptr %fc1.t152_a0, align 32
+  %t152_b0 = load <8 x float>, ptr %fc1.t152_b0, align 32
+  %t152_c0_0 = load <8 x float>, ptr %fc1.t152_c0_0, align 32
+  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a0, <8 x float> %t152_b0, <8 x float> %t152_c0_0)
+  store <8 x float> %127, ptr %fc1.t152_c0_0, align 32
+  %t152_a024 = load <8 x float>, ptr %fc1.t152_a0, align 32
+  %t152_b1 = load <8 x float>, ptr %fc1.t152_b1, align 32
+  %t152_c0_1 = load <8 x float>, ptr %fc1.t152_c0_1, align 32
+  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a024, <8 x float> %t152_b1, <8 x float> %t152_c0_1)
+  store <8 x float> %128, ptr %fc1.t152_c0_1, align 32
+  %t152_a025 = load <8 x float>, ptr %fc1.t152_a0, align 32
+  %t152_b2 = load <8 x float>, ptr %fc1.t152_b2, align 32
+  %t152_c0_2 = load <8 x float>, ptr %fc1.t152_c0_2, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a025, <8 x float> %t152_b2, <8 x float> %t152_c0_2)
+  store <8 x float> %129, ptr %fc1.t152_c0_2, align 32
+  %130 = mul nsw i64 %fc1.mb1516, 4
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 12544
   %133 = add nsw i64 18816, %132
-  %134 = mul nsw i64 %fc1.kp1484, 896
-  %135 = add nsw i64 %fc1.k15219, %134
+  %134 = mul nsw i64 %fc1.kp1494, 896
+  %135 = add nsw i64 %fc1.k15319, %134
   %136 = add nsw i64 %133, %135
   %params26 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params26, align 4
   %138 = insertelement <8 x float> undef, float %137, i32 0
   %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %139, ptr %fc1.t151_a1, align 32
-  %t151_a1 = load <8 x float>, ptr %fc1.t151_a1, align 32
-  %t151_b027 = load <8 x float>, ptr %fc1.t151_b0, align 32
-  %t151_c1_0 = load <8 x float>, ptr %fc1.t151_c1_0, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a1, <8 x float> %t151_b027, <8 x float> %t151_c1_0)
-  store <8 x float> %140, ptr %fc1.t151_c1_0, align 32
-  %t151_a128 = load <8 x float>, ptr %fc1.t151_a1, align 32
-  %t151_b129 = load <8 x float>, ptr %fc1.t151_b1, align 32
-  %t151_c1_1 = load <8 x float>, ptr %fc1.t151_c1_1, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a128, <8 x float> %t151_b129, <8 x float> %t151_c1_1)
-  store <8 x float> %141, ptr %fc1.t151_c1_1, align 32
-  %t151_a130 = load <8 x float>, ptr %fc1.t151_a1, align 32
-  %t151_b231 = load <8 x float>, ptr %fc1.t151_b2, align 32
-  %t151_c1_2 = load <8 x float>, ptr %fc1.t151_c1_2, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a130, <8 x float> %t151_b231, <8 x float> %t151_c1_2)
-  store <8 x float> %142, ptr %fc1.t151_c1_2, align 32
-  %143 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %139, ptr %fc1.t152_a1, align 32
+  %t152_a1 = load <8 x float>, ptr %fc1.t152_a1, align 32
+  %t152_b027 = load <8 x float>, ptr %fc1.t152_b0, align 32
+  %t152_c1_0 = load <8 x float>, ptr %fc1.t152_c1_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a1, <8 x float> %t152_b027, <8 x float> %t152_c1_0)
+  store <8 x float> %140, ptr %fc1.t152_c1_0, align 32
+  %t152_a128 = load <8 x float>, ptr %fc1.t152_a1, align 32
+  %t152_b129 = load <8 x float>, ptr %fc1.t152_b1, align 32
+  %t152_c1_1 = load <8 x float>, ptr %fc1.t152_c1_1, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a128, <8 x float> %t152_b129, <8 x float> %t152_c1_1)
+  store <8 x float> %141, ptr %fc1.t152_c1_1, align 32
+  %t152_a130 = load <8 x float>, ptr %fc1.t152_a1, align 32
+  %t152_b231 = load <8 x float>, ptr %fc1.t152_b2, align 32
+  %t152_c1_2 = load <8 x float>, ptr %fc1.t152_c1_2, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a130, <8 x float> %t152_b231, <8 x float> %t152_c1_2)
+  store <8 x float> %142, ptr %fc1.t152_c1_2, align 32
+  %143 = mul nsw i64 %fc1.mb1516, 4
   %144 = add nsw i64 %143, 2
   %145 = mul nsw i64 %144, 12544
   %146 = add nsw i64 18816, %145
-  %147 = mul nsw i64 %fc1.kp1484, 896
-  %148 = add nsw i64 %fc1.k15219, %147
+  %147 = mul nsw i64 %fc1.kp1494, 896
+  %148 = add nsw i64 %fc1.k15319, %147
   %149 = add nsw i64 %146, %148
   %params32 = getelementptr inbounds float, ptr %params, i64 %149
   %150 = load float, ptr %params32, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %fc1.t151_a2, align 32
-  %t151_a2 = load <8 x float>, ptr %fc1.t151_a2, align 32
-  %t151_b033 = load <8 x float>, ptr %fc1.t151_b0, align 32
-  %t151_c2_0 = load <8 x float>, ptr %fc1.t151_c2_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a2, <8 x float> %t151_b033, <8 x float> %t151_c2_0)
-  store <8 x float> %153, ptr %fc1.t151_c2_0, align 32
-  %t151_a234 = load <8 x float>, ptr %fc1.t151_a2, align 32
-  %t151_b135 = load <8 x float>, ptr %fc1.t151_b1, align 32
-  %t151_c2_1 = load <8 x float>, ptr %fc1.t151_c2_1, align 32
-  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a234, <8 x float> %t151_b135, <8 x float> %t151_c2_1)
-  store <8 x float> %154, ptr %fc1.t151_c2_1, align 32
-  %t151_a236 = load <8 x float>, ptr %fc1.t151_a2, align 32
-  %t151_b237 = load <8 x float>, ptr %fc1.t151_b2, align 32
-  %t151_c2_2 = load <8 x float>, ptr %fc1.t151_c2_2, align 32
-  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a236, <8 x float> %t151_b237, <8 x float> %t151_c2_2)
-  store <8 x float> %155, ptr %fc1.t151_c2_2, align 32
-  %156 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %152, ptr %fc1.t152_a2, align 32
+  %t152_a2 = load <8 x float>, ptr %fc1.t152_a2, align 32
+  %t152_b033 = load <8 x float>, ptr %fc1.t152_b0, align 32
+  %t152_c2_0 = load <8 x float>, ptr %fc1.t152_c2_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a2, <8 x float> %t152_b033, <8 x float> %t152_c2_0)
+  store <8 x float> %153, ptr %fc1.t152_c2_0, align 32
+  %t152_a234 = load <8 x float>, ptr %fc1.t152_a2, align 32
+  %t152_b135 = load <8 x float>, ptr %fc1.t152_b1, align 32
+  %t152_c2_1 = load <8 x float>, ptr %fc1.t152_c2_1, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a234, <8 x float> %t152_b135, <8 x float> %t152_c2_1)
+  store <8 x float> %154, ptr %fc1.t152_c2_1, align 32
+  %t152_a236 = load <8 x float>, ptr %fc1.t152_a2, align 32
+  %t152_b237 = load <8 x float>, ptr %fc1.t152_b2, align 32
+  %t152_c2_2 = load <8 x float>, ptr %fc1.t152_c2_2, align 32
+  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a236, <8 x float> %t152_b237, <8 x float> %t152_c2_2)
+  store <8 x float> %155, ptr %fc1.t152_c2_2, align 32
+  %156 = mul nsw i64 %fc1.mb1516, 4
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 12544
   %159 = add nsw i64 18816, %158
-  %160 = mul nsw i64 %fc1.kp1484, 896
-  %161 = add nsw i64 %fc1.k15219, %160
+  %160 = mul nsw i64 %fc1.kp1494, 896
+  %161 = add nsw i64 %fc1.k15319, %160
   %162 = add nsw i64 %159, %161
   %params38 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params38, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t151_a3, align 32
-  %t151_a3 = load <8 x float>, ptr %fc1.t151_a3, align 32
-  %t151_b039 = load <8 x float>, ptr %fc1.t151_b0, align 32
-  %t151_c3_0 = load <8 x float>, ptr %fc1.t151_c3_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a3, <8 x float> %t151_b039, <8 x float> %t151_c3_0)
-  store <8 x float> %166, ptr %fc1.t151_c3_0, align 32
-  %t151_a340 = load <8 x float>, ptr %fc1.t151_a3, align 32
-  %t151_b141 = load <8 x float>, ptr %fc1.t151_b1, align 32
-  %t151_c3_1 = load <8 x float>, ptr %fc1.t151_c3_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a340, <8 x float> %t151_b141, <8 x float> %t151_c3_1)
-  store <8 x float> %167, ptr %fc1.t151_c3_1, align 32
-  %t151_a342 = load <8 x float>, ptr %fc1.t151_a3, align 32
-  %t151_b243 = load <8 x float>, ptr %fc1.t151_b2, align 32
-  %t151_c3_2 = load <8 x float>, ptr %fc1.t151_c3_2, align 32
-  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a342, <8 x float> %t151_b243, <8 x float> %t151_c3_2)
-  store <8 x float> %168, ptr %fc1.t151_c3_2, align 32
-  %k152.next = add nsw i64 %fc1.k15219, 1
-  %169 = icmp slt i64 %k152.next, 896
-  br i1 %169, label %fc1.k152, label %fc1.k152.end
+  store <8 x float> %165, ptr %fc1.t152_a3, align 32
+  %t152_a3 = load <8 x float>, ptr %fc1.t152_a3, align 32
+  %t152_b039 = load <8 x float>, ptr %fc1.t152_b0, align 32
+  %t152_c3_0 = load <8 x float>, ptr %fc1.t152_c3_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a3, <8 x float> %t152_b039, <8 x float> %t152_c3_0)
+  store <8 x float> %166, ptr %fc1.t152_c3_0, align 32
+  %t152_a340 = load <8 x float>, ptr %fc1.t152_a3, align 32
+  %t152_b141 = load <8 x float>, ptr %fc1.t152_b1, align 32
+  %t152_c3_1 = load <8 x float>, ptr %fc1.t152_c3_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a340, <8 x float> %t152_b141, <8 x float> %t152_c3_1)
+  store <8 x float> %167, ptr %fc1.t152_c3_1, align 32
+  %t152_a342 = load <8 x float>, ptr %fc1.t152_a3, align 32
+  %t152_b243 = load <8 x float>, ptr %fc1.t152_b2, align 32
+  %t152_c3_2 = load <8 x float>, ptr %fc1.t152_c3_2, align 32
+  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a342, <8 x float> %t152_b243, <8 x float> %t152_c3_2)
+  store <8 x float> %168, ptr %fc1.t152_c3_2, align 32
+  %k153.next = add nsw i64 %fc1.k15319, 1
+  %169 = icmp slt i64 %k153.next, 896
+  br i1 %169, label %fc1.k153, label %fc1.k153.end
 
-fc1.k152.end:                                     ; preds = %fc1.k152
-  %t151_c0_044 = load <8 x float>, ptr %fc1.t151_c0_0, align 32
-  %170 = mul nsw i64 %fc1.mb1506, 4
+fc1.k153.end:                                     ; preds = %fc1.k153
+  %t152_c0_044 = load <8 x float>, ptr %fc1.t152_c0_0, align 32
+  %170 = mul nsw i64 %fc1.mb1516, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 811008, %171
-  %173 = mul nsw i64 %fc1.nb1495, 24
+  %173 = mul nsw i64 %fc1.nb1505, 24
   %174 = add nsw i64 %172, %173
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t151_c0_044, ptr %arena45, align 4
-  %t151_c0_146 = load <8 x float>, ptr %fc1.t151_c0_1, align 32
-  %175 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %t152_c0_044, ptr %arena45, align 4
+  %t152_c0_146 = load <8 x float>, ptr %fc1.t152_c0_1, align 32
+  %175 = mul nsw i64 %fc1.mb1516, 4
   %176 = mul nsw i64 %175, 64
   %177 = add nsw i64 811008, %176
-  %178 = mul nsw i64 %fc1.nb1495, 24
+  %178 = mul nsw i64 %fc1.nb1505, 24
   %179 = add nsw i64 %177, %178
   %180 = add nsw i64 %179, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %180
-  store <8 x float> %t151_c0_146, ptr %arena47, align 4
-  %t151_c0_248 = load <8 x float>, ptr %fc1.t151_c0_2, align 32
-  %181 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %t152_c0_146, ptr %arena47, align 4
+  %t152_c0_248 = load <8 x float>, ptr %fc1.t152_c0_2, align 32
+  %181 = mul nsw i64 %fc1.mb1516, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 811008, %182
-  %184 = mul nsw i64 %fc1.nb1495, 24
+  %184 = mul nsw i64 %fc1.nb1505, 24
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %185, 16
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %186
-  store <8 x float> %t151_c0_248, ptr %arena49, align 4
-  %t151_c1_050 = load <8 x float>, ptr %fc1.t151_c1_0, align 32
-  %187 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %t152_c0_248, ptr %arena49, align 4
+  %t152_c1_050 = load <8 x float>, ptr %fc1.t152_c1_0, align 32
+  %187 = mul nsw i64 %fc1.mb1516, 4
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 64
   %190 = add nsw i64 811008, %189
-  %191 = mul nsw i64 %fc1.nb1495, 24
+  %191 = mul nsw i64 %fc1.nb1505, 24
   %192 = add nsw i64 %190, %191
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t151_c1_050, ptr %arena51, align 4
-  %t151_c1_152 = load <8 x float>, ptr %fc1.t151_c1_1, align 32
-  %193 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %t152_c1_050, ptr %arena51, align 4
+  %t152_c1_152 = load <8 x float>, ptr %fc1.t152_c1_1, align 32
+  %193 = mul nsw i64 %fc1.mb1516, 4
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 811008, %195
-  %197 = mul nsw i64 %fc1.nb1495, 24
+  %197 = mul nsw i64 %fc1.nb1505, 24
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 8
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <8 x float> %t151_c1_152, ptr %arena53, align 4
-  %t151_c1_254 = load <8 x float>, ptr %fc1.t151_c1_2, align 32
-  %200 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %t152_c1_152, ptr %arena53, align 4
+  %t152_c1_254 = load <8 x float>, ptr %fc1.t152_c1_2, align 32
+  %200 = mul nsw i64 %fc1.mb1516, 4
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 811008, %202
-  %204 = mul nsw i64 %fc1.nb1495, 24
+  %204 = mul nsw i64 %fc1.nb1505, 24
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t151_c1_254, ptr %arena55, align 4
-  %t151_c2_056 = load <8 x float>, ptr %fc1.t151_c2_0, align 32
-  %207 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %t152_c1_254, ptr %arena55, align 4
+  %t152_c2_056 = load <8 x float>, ptr %fc1.t152_c2_0, align 32
+  %207 = mul nsw i64 %fc1.mb1516, 4
   %208 = add nsw i64 %207, 2
   %209 = mul nsw i64 %208, 64
   %210 = add nsw i64 811008, %209
-  %211 = mul nsw i64 %fc1.nb1495, 24
+  %211 = mul nsw i64 %fc1.nb1505, 24
   %212 = add nsw i64 %210, %211
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <8 x float> %t151_c2_056, ptr %arena57, align 4
-  %t151_c2_158 = load <8 x float>, ptr %fc1.t151_c2_1, align 32
-  %213 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %t152_c2_056, ptr %arena57, align 4
+  %t152_c2_158 = load <8 x float>, ptr %fc1.t152_c2_1, align 32
+  %213 = mul nsw i64 %fc1.mb1516, 4
   %214 = add nsw i64 %213, 2
   %215 = mul nsw i64 %214, 64
   %216 = add nsw i64 811008, %215
-  %217 = mul nsw i64 %fc1.nb1495, 24
+  %217 = mul nsw i64 %fc1.nb1505, 24
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 8
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t151_c2_158, ptr %arena59, align 4
-  %t151_c2_260 = load <8 x float>, ptr %fc1.t151_c2_2, align 32
-  %220 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %t152_c2_158, ptr %arena59, align 4
+  %t152_c2_260 = load <8 x float>, ptr %fc1.t152_c2_2, align 32
+  %220 = mul nsw i64 %fc1.mb1516, 4
   %221 = add nsw i64 %220, 2
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 811008, %222
-  %224 = mul nsw i64 %fc1.nb1495, 24
+  %224 = mul nsw i64 %fc1.nb1505, 24
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 16
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <8 x float> %t151_c2_260, ptr %arena61, align 4
-  %t151_c3_062 = load <8 x float>, ptr %fc1.t151_c3_0, align 32
-  %227 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %t152_c2_260, ptr %arena61, align 4
+  %t152_c3_062 = load <8 x float>, ptr %fc1.t152_c3_0, align 32
+  %227 = mul nsw i64 %fc1.mb1516, 4
   %228 = add nsw i64 %227, 3
   %229 = mul nsw i64 %228, 64
   %230 = add nsw i64 811008, %229
-  %231 = mul nsw i64 %fc1.nb1495, 24
+  %231 = mul nsw i64 %fc1.nb1505, 24
   %232 = add nsw i64 %230, %231
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <8 x float> %t151_c3_062, ptr %arena63, align 4
-  %t151_c3_164 = load <8 x float>, ptr %fc1.t151_c3_1, align 32
-  %233 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %t152_c3_062, ptr %arena63, align 4
+  %t152_c3_164 = load <8 x float>, ptr %fc1.t152_c3_1, align 32
+  %233 = mul nsw i64 %fc1.mb1516, 4
   %234 = add nsw i64 %233, 3
   %235 = mul nsw i64 %234, 64
   %236 = add nsw i64 811008, %235
-  %237 = mul nsw i64 %fc1.nb1495, 24
+  %237 = mul nsw i64 %fc1.nb1505, 24
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t151_c3_164, ptr %arena65, align 4
-  %t151_c3_266 = load <8 x float>, ptr %fc1.t151_c3_2, align 32
-  %240 = mul nsw i64 %fc1.mb1506, 4
+  store <8 x float> %t152_c3_164, ptr %arena65, align 4
+  %t152_c3_266 = load <8 x float>, ptr %fc1.t152_c3_2, align 32
+  %240 = mul nsw i64 %fc1.mb1516, 4
   %241 = add nsw i64 %240, 3
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 811008, %242
-  %244 = mul nsw i64 %fc1.nb1495, 24
+  %244 = mul nsw i64 %fc1.nb1505, 24
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 16
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <8 x float> %t151_c3_266, ptr %arena67, align 4
-  %mb150.next = add nsw i64 %fc1.mb1506, 1
-  %247 = icmp slt i64 %mb150.next, 32
-  br i1 %247, label %fc1.mb150, label %fc1.mb150.end
+  store <8 x float> %t152_c3_266, ptr %arena67, align 4
+  %mb151.next = add nsw i64 %fc1.mb1516, 1
+  %247 = icmp slt i64 %mb151.next, 32
+  br i1 %247, label %fc1.mb151, label %fc1.mb151.end
 
-fc1.mb153:                                        ; preds = %fc1.k155.end, %fc1.nb149.end
-  %fc1.mb15368 = phi i64 [ 0, %fc1.nb149.end ], [ %mb153.next, %fc1.k155.end ]
-  %248 = mul nsw i64 %fc1.mb15368, 4
+fc1.mb154:                                        ; preds = %fc1.k156.end, %fc1.nb150.end
+  %fc1.mb15468 = phi i64 [ 0, %fc1.nb150.end ], [ %mb154.next, %fc1.k156.end ]
+  %248 = mul nsw i64 %fc1.mb15468, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 811008, %249
   %251 = add nsw i64 %250, 48
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %251
   %252 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %252, ptr %fc1.t154_c0_0, align 32
-  %253 = mul nsw i64 %fc1.mb15368, 4
+  store <8 x float> %252, ptr %fc1.t155_c0_0, align 32
+  %253 = mul nsw i64 %fc1.mb15468, 4
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 811008, %254
   %256 = add nsw i64 %255, 48
   %257 = add nsw i64 %256, 8
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %258, ptr %fc1.t154_c0_1, align 32
-  %259 = mul nsw i64 %fc1.mb15368, 4
+  store <8 x float> %258, ptr %fc1.t155_c0_1, align 32
+  %259 = mul nsw i64 %fc1.mb15468, 4
   %260 = add nsw i64 %259, 1
   %261 = mul nsw i64 %260, 64
   %262 = add nsw i64 811008, %261
   %263 = add nsw i64 %262, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %264, ptr %fc1.t154_c1_0, align 32
-  %265 = mul nsw i64 %fc1.mb15368, 4
+  store <8 x float> %264, ptr %fc1.t155_c1_0, align 32
+  %265 = mul nsw i64 %fc1.mb15468, 4
   %266 = add nsw i64 %265, 1
   %267 = mul nsw i64 %266, 64
   %268 = add nsw i64 811008, %267
@@ -15926,16 +16101,16 @@ fc1.mb153:                                        ; preds = %fc1.k155.end, %fc1.
   %270 = add nsw i64 %269, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %271, ptr %fc1.t154_c1_1, align 32
-  %272 = mul nsw i64 %fc1.mb15368, 4
+  store <8 x float> %271, ptr %fc1.t155_c1_1, align 32
+  %272 = mul nsw i64 %fc1.mb15468, 4
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 64
   %275 = add nsw i64 811008, %274
   %276 = add nsw i64 %275, 48
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %277, ptr %fc1.t154_c2_0, align 32
-  %278 = mul nsw i64 %fc1.mb15368, 4
+  store <8 x float> %277, ptr %fc1.t155_c2_0, align 32
+  %278 = mul nsw i64 %fc1.mb15468, 4
   %279 = add nsw i64 %278, 2
   %280 = mul nsw i64 %279, 64
   %281 = add nsw i64 811008, %280
@@ -15943,16 +16118,16 @@ fc1.mb153:                                        ; preds = %fc1.k155.end, %fc1.
   %283 = add nsw i64 %282, 8
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena74, align 4
-  store <8 x float> %284, ptr %fc1.t154_c2_1, align 32
-  %285 = mul nsw i64 %fc1.mb15368, 4
+  store <8 x float> %284, ptr %fc1.t155_c2_1, align 32
+  %285 = mul nsw i64 %fc1.mb15468, 4
   %286 = add nsw i64 %285, 3
   %287 = mul nsw i64 %286, 64
   %288 = add nsw i64 811008, %287
   %289 = add nsw i64 %288, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %289
   %290 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %290, ptr %fc1.t154_c3_0, align 32
-  %291 = mul nsw i64 %fc1.mb15368, 4
+  store <8 x float> %290, ptr %fc1.t155_c3_0, align 32
+  %291 = mul nsw i64 %fc1.mb15468, 4
   %292 = add nsw i64 %291, 3
   %293 = mul nsw i64 %292, 64
   %294 = add nsw i64 811008, %293
@@ -15960,194 +16135,194 @@ fc1.mb153:                                        ; preds = %fc1.k155.end, %fc1.
   %296 = add nsw i64 %295, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   %297 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %297, ptr %fc1.t154_c3_1, align 32
-  br label %fc1.k155
+  store <8 x float> %297, ptr %fc1.t155_c3_1, align 32
+  br label %fc1.k156
 
-fc1.mb153.end:                                    ; preds = %fc1.k155.end
-  %kp148.next = add nsw i64 %fc1.kp1484, 1
-  %298 = icmp slt i64 %kp148.next, 14
-  br i1 %298, label %fc1.kp148, label %fc1.kp148.end
+fc1.mb154.end:                                    ; preds = %fc1.k156.end
+  %kp149.next = add nsw i64 %fc1.kp1494, 1
+  %298 = icmp slt i64 %kp149.next, 14
+  br i1 %298, label %fc1.kp149, label %fc1.kp149.end
 
-fc1.k155:                                         ; preds = %fc1.k155, %fc1.mb153
-  %fc1.k15577 = phi i64 [ 0, %fc1.mb153 ], [ %k155.next, %fc1.k155 ]
-  %299 = mul nsw i64 %fc1.kp1484, 896
-  %300 = add nsw i64 %fc1.k15577, %299
+fc1.k156:                                         ; preds = %fc1.k156, %fc1.mb154
+  %fc1.k15677 = phi i64 [ 0, %fc1.mb154 ], [ %k156.next, %fc1.k156 ]
+  %299 = mul nsw i64 %fc1.kp1494, 896
+  %300 = add nsw i64 %fc1.k15677, %299
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 8192, %301
   %303 = add nsw i64 %302, 48
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
   %304 = load <8 x float>, ptr %arena78, align 4
-  store <8 x float> %304, ptr %fc1.t154_b0, align 32
-  %305 = mul nsw i64 %fc1.kp1484, 896
-  %306 = add nsw i64 %fc1.k15577, %305
+  store <8 x float> %304, ptr %fc1.t155_b0, align 32
+  %305 = mul nsw i64 %fc1.kp1494, 896
+  %306 = add nsw i64 %fc1.k15677, %305
   %307 = mul nsw i64 %306, 64
   %308 = add nsw i64 8192, %307
   %309 = add nsw i64 %308, 48
   %310 = add nsw i64 %309, 8
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena79, align 4
-  store <8 x float> %311, ptr %fc1.t154_b1, align 32
-  %312 = mul nsw i64 %fc1.mb15368, 4
+  store <8 x float> %311, ptr %fc1.t155_b1, align 32
+  %312 = mul nsw i64 %fc1.mb15468, 4
   %313 = mul nsw i64 %312, 12544
   %314 = add nsw i64 18816, %313
-  %315 = mul nsw i64 %fc1.kp1484, 896
-  %316 = add nsw i64 %fc1.k15577, %315
+  %315 = mul nsw i64 %fc1.kp1494, 896
+  %316 = add nsw i64 %fc1.k15677, %315
   %317 = add nsw i64 %314, %316
   %params80 = getelementptr inbounds float, ptr %params, i64 %317
   %318 = load float, ptr %params80, align 4
   %319 = insertelement <8 x float> undef, float %318, i32 0
   %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %fc1.t154_a0, align 32
-  %t154_a0 = load <8 x float>, ptr %fc1.t154_a0, align 32
-  %t154_b0 = load <8 x float>, ptr %fc1.t154_b0, align 32
-  %t154_c0_0 = load <8 x float>, ptr %fc1.t154_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t154_a0, <8 x float> %t154_b0, <8 x float> %t154_c0_0)
-  store <8 x float> %321, ptr %fc1.t154_c0_0, align 32
-  %t154_a081 = load <8 x float>, ptr %fc1.t154_a0, align 32
-  %t154_b1 = load <8 x float>, ptr %fc1.t154_b1, align 32
-  %t154_c0_1 = load <8 x float>, ptr %fc1.t154_c0_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t154_a081, <8 x float> %t154_b1, <8 x float> %t154_c0_1)
-  store <8 x float> %322, ptr %fc1.t154_c0_1, align 32
-  %323 = mul nsw i64 %fc1.mb15368, 4
+  store <8 x float> %320, ptr %fc1.t155_a0, align 32
+  %t155_a0 = load <8 x float>, ptr %fc1.t155_a0, align 32
+  %t155_b0 = load <8 x float>, ptr %fc1.t155_b0, align 32
+  %t155_c0_0 = load <8 x float>, ptr %fc1.t155_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a0, <8 x float> %t155_b0, <8 x float> %t155_c0_0)
+  store <8 x float> %321, ptr %fc1.t155_c0_0, align 32
+  %t155_a081 = load <8 x float>, ptr %fc1.t155_a0, align 32
+  %t155_b1 = load <8 x float>, ptr %fc1.t155_b1, align 32
+  %t155_c0_1 = load <8 x float>, ptr %fc1.t155_c0_1, align 32
+  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a081, <8 x float> %t155_b1, <8 x float> %t155_c0_1)
+  store <8 x float> %322, ptr %fc1.t155_c0_1, align 32
+  %323 = mul nsw i64 %fc1.mb15468, 4
   %324 = add nsw i64 %323, 1
   %325 = mul nsw i64 %324, 12544
   %326 = add nsw i64 18816, %325
-  %327 = mul nsw i64 %fc1.kp1484, 896
-  %328 = add nsw i64 %fc1.k15577, %327
+  %327 = mul nsw i64 %fc1.kp1494, 896
+  %328 = add nsw i64 %fc1.k15677, %327
   %329 = add nsw i64 %326, %328
   %params82 = getelementptr inbounds float, ptr %params, i64 %329
   %330 = load float, ptr %params82, align 4
   %331 = insertelement <8 x float> undef, float %330, i32 0
   %332 = shufflevector <8 x float> %331, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %332, ptr %fc1.t154_a1, align 32
-  %t154_a1 = load <8 x float>, ptr %fc1.t154_a1, align 32
-  %t154_b083 = load <8 x float>, ptr %fc1.t154_b0, align 32
-  %t154_c1_0 = load <8 x float>, ptr %fc1.t154_c1_0, align 32
-  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t154_a1, <8 x float> %t154_b083, <8 x float> %t154_c1_0)
-  store <8 x float> %333, ptr %fc1.t154_c1_0, align 32
-  %t154_a184 = load <8 x float>, ptr %fc1.t154_a1, align 32
-  %t154_b185 = load <8 x float>, ptr %fc1.t154_b1, align 32
-  %t154_c1_1 = load <8 x float>, ptr %fc1.t154_c1_1, align 32
-  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t154_a184, <8 x float> %t154_b185, <8 x float> %t154_c1_1)
-  store <8 x float> %334, ptr %fc1.t154_c1_1, align 32
-  %335 = mul nsw i64 %fc1.mb15368, 4
+  store <8 x float> %332, ptr %fc1.t155_a1, align 32
+  %t155_a1 = load <8 x float>, ptr %fc1.t155_a1, align 32
+  %t155_b083 = load <8 x float>, ptr %fc1.t155_b0, align 32
+  %t155_c1_0 = load <8 x float>, ptr %fc1.t155_c1_0, align 32
+  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a1, <8 x float> %t155_b083, <8 x float> %t155_c1_0)
+  store <8 x float> %333, ptr %fc1.t155_c1_0, align 32
+  %t155_a184 = load <8 x float>, ptr %fc1.t155_a1, align 32
+  %t155_b185 = load <8 x float>, ptr %fc1.t155_b1, align 32
+  %t155_c1_1 = load <8 x float>, ptr %fc1.t155_c1_1, align 32
+  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a184, <8 x float> %t155_b185, <8 x float> %t155_c1_1)
+  store <8 x float> %334, ptr %fc1.t155_c1_1, align 32
+  %335 = mul nsw i64 %fc1.mb15468, 4
   %336 = add nsw i64 %335, 2
   %337 = mul nsw i64 %336, 12544
   %338 = add nsw i64 18816, %337
-  %339 = mul nsw i64 %fc1.kp1484, 896
-  %340 = add nsw i64 %fc1.k15577, %339
+  %339 = mul nsw i64 %fc1.kp1494, 896
+  %340 = add nsw i64 %fc1.k15677, %339
   %341 = add nsw i64 %338, %340
   %params86 = getelementptr inbounds float, ptr %params, i64 %341
   %342 = load float, ptr %params86, align 4
   %343 = insertelement <8 x float> undef, float %342, i32 0
   %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %fc1.t154_a2, align 32
-  %t154_a2 = load <8 x float>, ptr %fc1.t154_a2, align 32
-  %t154_b087 = load <8 x float>, ptr %fc1.t154_b0, align 32
-  %t154_c2_0 = load <8 x float>, ptr %fc1.t154_c2_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t154_a2, <8 x float> %t154_b087, <8 x float> %t154_c2_0)
-  store <8 x float> %345, ptr %fc1.t154_c2_0, align 32
-  %t154_a288 = load <8 x float>, ptr %fc1.t154_a2, align 32
-  %t154_b189 = load <8 x float>, ptr %fc1.t154_b1, align 32
-  %t154_c2_1 = load <8 x float>, ptr %fc1.t154_c2_1, align 32
-  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t154_a288, <8 x float> %t154_b189, <8 x float> %t154_c2_1)
-  store <8 x float> %346, ptr %fc1.t154_c2_1, align 32
-  %347 = mul nsw i64 %fc1.mb15368, 4
+  store <8 x float> %344, ptr %fc1.t155_a2, align 32
+  %t155_a2 = load <8 x float>, ptr %fc1.t155_a2, align 32
+  %t155_b087 = load <8 x float>, ptr %fc1.t155_b0, align 32
+  %t155_c2_0 = load <8 x float>, ptr %fc1.t155_c2_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a2, <8 x float> %t155_b087, <8 x float> %t155_c2_0)
+  store <8 x float> %345, ptr %fc1.t155_c2_0, align 32
+  %t155_a288 = load <8 x float>, ptr %fc1.t155_a2, align 32
+  %t155_b189 = load <8 x float>, ptr %fc1.t155_b1, align 32
+  %t155_c2_1 = load <8 x float>, ptr %fc1.t155_c2_1, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a288, <8 x float> %t155_b189, <8 x float> %t155_c2_1)
+  store <8 x float> %346, ptr %fc1.t155_c2_1, align 32
+  %347 = mul nsw i64 %fc1.mb15468, 4
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 12544
   %350 = add nsw i64 18816, %349
-  %351 = mul nsw i64 %fc1.kp1484, 896
-  %352 = add nsw i64 %fc1.k15577, %351
+  %351 = mul nsw i64 %fc1.kp1494, 896
+  %352 = add nsw i64 %fc1.k15677, %351
   %353 = add nsw i64 %350, %352
   %params90 = getelementptr inbounds float, ptr %params, i64 %353
   %354 = load float, ptr %params90, align 4
   %355 = insertelement <8 x float> undef, float %354, i32 0
   %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %fc1.t154_a3, align 32
-  %t154_a3 = load <8 x float>, ptr %fc1.t154_a3, align 32
-  %t154_b091 = load <8 x float>, ptr %fc1.t154_b0, align 32
-  %t154_c3_0 = load <8 x float>, ptr %fc1.t154_c3_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t154_a3, <8 x float> %t154_b091, <8 x float> %t154_c3_0)
-  store <8 x float> %357, ptr %fc1.t154_c3_0, align 32
-  %t154_a392 = load <8 x float>, ptr %fc1.t154_a3, align 32
-  %t154_b193 = load <8 x float>, ptr %fc1.t154_b1, align 32
-  %t154_c3_1 = load <8 x float>, ptr %fc1.t154_c3_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t154_a392, <8 x float> %t154_b193, <8 x float> %t154_c3_1)
-  store <8 x float> %358, ptr %fc1.t154_c3_1, align 32
-  %k155.next = add nsw i64 %fc1.k15577, 1
-  %359 = icmp slt i64 %k155.next, 896
-  br i1 %359, label %fc1.k155, label %fc1.k155.end
+  store <8 x float> %356, ptr %fc1.t155_a3, align 32
+  %t155_a3 = load <8 x float>, ptr %fc1.t155_a3, align 32
+  %t155_b091 = load <8 x float>, ptr %fc1.t155_b0, align 32
+  %t155_c3_0 = load <8 x float>, ptr %fc1.t155_c3_0, align 32
+  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a3, <8 x float> %t155_b091, <8 x float> %t155_c3_0)
+  store <8 x float> %357, ptr %fc1.t155_c3_0, align 32
+  %t155_a392 = load <8 x float>, ptr %fc1.t155_a3, align 32
+  %t155_b193 = load <8 x float>, ptr %fc1.t155_b1, align 32
+  %t155_c3_1 = load <8 x float>, ptr %fc1.t155_c3_1, align 32
+  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a392, <8 x float> %t155_b193, <8 x float> %t155_c3_1)
+  store <8 x float> %358, ptr %fc1.t155_c3_1, align 32
+  %k156.next = add nsw i64 %fc1.k15677, 1
+  %359 = icmp slt i64 %k156.next, 896
+  br i1 %359, label %fc1.k156, label %fc1.k156.end
 
-fc1.k155.end:                                     ; preds = %fc1.k155
-  %t154_c0_094 = load <8 x float>, ptr %fc1.t154_c0_0, align 32
-  %360 = mul nsw i64 %fc1.mb15368, 4
+fc1.k156.end:                                     ; preds = %fc1.k156
+  %t155_c0_094 = load <8 x float>, ptr %fc1.t155_c0_0, align 32
+  %360 = mul nsw i64 %fc1.mb15468, 4
   %361 = mul nsw i64 %360, 64
   %362 = add nsw i64 811008, %361
   %363 = add nsw i64 %362, 48
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t154_c0_094, ptr %arena95, align 4
-  %t154_c0_196 = load <8 x float>, ptr %fc1.t154_c0_1, align 32
-  %364 = mul nsw i64 %fc1.mb15368, 4
+  store <8 x float> %t155_c0_094, ptr %arena95, align 4
+  %t155_c0_196 = load <8 x float>, ptr %fc1.t155_c0_1, align 32
+  %364 = mul nsw i64 %fc1.mb15468, 4
   %365 = mul nsw i64 %364, 64
   %366 = add nsw i64 811008, %365
   %367 = add nsw i64 %366, 48
   %368 = add nsw i64 %367, 8
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t154_c0_196, ptr %arena97, align 4
-  %t154_c1_098 = load <8 x float>, ptr %fc1.t154_c1_0, align 32
-  %369 = mul nsw i64 %fc1.mb15368, 4
+  store <8 x float> %t155_c0_196, ptr %arena97, align 4
+  %t155_c1_098 = load <8 x float>, ptr %fc1.t155_c1_0, align 32
+  %369 = mul nsw i64 %fc1.mb15468, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 811008, %371
   %373 = add nsw i64 %372, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %373
-  store <8 x float> %t154_c1_098, ptr %arena99, align 4
-  %t154_c1_1100 = load <8 x float>, ptr %fc1.t154_c1_1, align 32
-  %374 = mul nsw i64 %fc1.mb15368, 4
+  store <8 x float> %t155_c1_098, ptr %arena99, align 4
+  %t155_c1_1100 = load <8 x float>, ptr %fc1.t155_c1_1, align 32
+  %374 = mul nsw i64 %fc1.mb15468, 4
   %375 = add nsw i64 %374, 1
   %376 = mul nsw i64 %375, 64
   %377 = add nsw i64 811008, %376
   %378 = add nsw i64 %377, 48
   %379 = add nsw i64 %378, 8
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t154_c1_1100, ptr %arena101, align 4
-  %t154_c2_0102 = load <8 x float>, ptr %fc1.t154_c2_0, align 32
-  %380 = mul nsw i64 %fc1.mb15368, 4
+  store <8 x float> %t155_c1_1100, ptr %arena101, align 4
+  %t155_c2_0102 = load <8 x float>, ptr %fc1.t155_c2_0, align 32
+  %380 = mul nsw i64 %fc1.mb15468, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 811008, %382
   %384 = add nsw i64 %383, 48
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %384
-  store <8 x float> %t154_c2_0102, ptr %arena103, align 4
-  %t154_c2_1104 = load <8 x float>, ptr %fc1.t154_c2_1, align 32
-  %385 = mul nsw i64 %fc1.mb15368, 4
+  store <8 x float> %t155_c2_0102, ptr %arena103, align 4
+  %t155_c2_1104 = load <8 x float>, ptr %fc1.t155_c2_1, align 32
+  %385 = mul nsw i64 %fc1.mb15468, 4
   %386 = add nsw i64 %385, 2
   %387 = mul nsw i64 %386, 64
   %388 = add nsw i64 811008, %387
   %389 = add nsw i64 %388, 48
   %390 = add nsw i64 %389, 8
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t154_c2_1104, ptr %arena105, align 4
-  %t154_c3_0106 = load <8 x float>, ptr %fc1.t154_c3_0, align 32
-  %391 = mul nsw i64 %fc1.mb15368, 4
+  store <8 x float> %t155_c2_1104, ptr %arena105, align 4
+  %t155_c3_0106 = load <8 x float>, ptr %fc1.t155_c3_0, align 32
+  %391 = mul nsw i64 %fc1.mb15468, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 811008, %393
   %395 = add nsw i64 %394, 48
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <8 x float> %t154_c3_0106, ptr %arena107, align 4
-  %t154_c3_1108 = load <8 x float>, ptr %fc1.t154_c3_1, align 32
-  %396 = mul nsw i64 %fc1.mb15368, 4
+  store <8 x float> %t155_c3_0106, ptr %arena107, align 4
+  %t155_c3_1108 = load <8 x float>, ptr %fc1.t155_c3_1, align 32
+  %396 = mul nsw i64 %fc1.mb15468, 4
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 811008, %398
   %400 = add nsw i64 %399, 48
   %401 = add nsw i64 %400, 8
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %401
-  store <8 x float> %t154_c3_1108, ptr %arena109, align 4
-  %mb153.next = add nsw i64 %fc1.mb15368, 1
-  %402 = icmp slt i64 %mb153.next, 32
-  br i1 %402, label %fc1.mb153, label %fc1.mb153.end
+  store <8 x float> %t155_c3_1108, ptr %arena109, align 4
+  %mb154.next = add nsw i64 %fc1.mb15468, 1
+  %402 = icmp slt i64 %mb154.next, 32
+  br i1 %402, label %fc1.mb154, label %fc1.mb154.end
 }
 
 ; Function Attrs: noinline
@@ -16163,39 +16338,39 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 1624576
   %arena3 = getelementptr inbounds float, ptr %arena, i64 8192
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n159
+  br label %fc2.n160
 
-fc2.n159:                                         ; preds = %fc2.u160.end, %entry
-  %fc2.n1594 = phi i64 [ 0, %entry ], [ %n159.next, %fc2.u160.end ]
-  br label %fc2.u160
+fc2.n160:                                         ; preds = %fc2.u161.end, %entry
+  %fc2.n1604 = phi i64 [ 0, %entry ], [ %n160.next, %fc2.u161.end ]
+  br label %fc2.u161
 
-fc2.n159.end:                                     ; preds = %fc2.u160.end
+fc2.n160.end:                                     ; preds = %fc2.u161.end
   ret void
 
-fc2.u160:                                         ; preds = %fc2.u160, %fc2.n159
-  %fc2.u1605 = phi i64 [ 0, %fc2.n159 ], [ %u160.next, %fc2.u160 ]
-  %0 = mul nsw i64 %fc2.n1594, 10
+fc2.u161:                                         ; preds = %fc2.u161, %fc2.n160
+  %fc2.u1615 = phi i64 [ 0, %fc2.n160 ], [ %u161.next, %fc2.u161 ]
+  %0 = mul nsw i64 %fc2.n1604, 10
   %1 = add nsw i64 8192, %0
-  %2 = add nsw i64 %1, %fc2.u1605
+  %2 = add nsw i64 %1, %fc2.u1615
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 1625856, %fc2.u1605
+  %4 = add nsw i64 1625856, %fc2.u1615
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n1594, 10
+  %7 = mul nsw i64 %fc2.n1604, 10
   %8 = add nsw i64 8192, %7
-  %9 = add nsw i64 %8, %fc2.u1605
+  %9 = add nsw i64 %8, %fc2.u1615
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u160.next = add nsw i64 %fc2.u1605, 1
-  %10 = icmp slt i64 %u160.next, 10
-  br i1 %10, label %fc2.u160, label %fc2.u160.end
+  %u161.next = add nsw i64 %fc2.u1615, 1
+  %10 = icmp slt i64 %u161.next, 10
+  br i1 %10, label %fc2.u161, label %fc2.u161.end
 
-fc2.u160.end:                                     ; preds = %fc2.u160
-  %n159.next = add nsw i64 %fc2.n1594, 1
-  %11 = icmp slt i64 %n159.next, 64
-  br i1 %11, label %fc2.n159, label %fc2.n159.end
+fc2.u161.end:                                     ; preds = %fc2.u161
+  %n160.next = add nsw i64 %fc2.n1604, 1
+  %11 = icmp slt i64 %n160.next, 64
+  br i1 %11, label %fc2.n160, label %fc2.n160.end
 }
 
 attributes #0 = { "target-cpu"="x86-64-v3" }

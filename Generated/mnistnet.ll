@@ -11565,39 +11565,8 @@ entry:
 ; Function Attrs: noinline
 define internal void @mnistnet_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part96.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  %conv2.w95 = alloca <8 x float>, align 32
-  %conv2.w94 = alloca <8 x float>, align 32
-  %conv2.w93 = alloca <8 x float>, align 32
-  %conv2.w92 = alloca <8 x float>, align 32
-  %conv2.w91 = alloca <8 x float>, align 32
-  %conv2.w90 = alloca <8 x float>, align 32
-  %conv2.w89 = alloca <8 x float>, align 32
-  %conv2.w88 = alloca <8 x float>, align 32
-  %conv2.w87 = alloca <8 x float>, align 32
-  %conv2.w86 = alloca <8 x float>, align 32
-  %conv2.w85 = alloca <8 x float>, align 32
-  %conv2.w84 = alloca <8 x float>, align 32
-  %conv2.w83 = alloca <8 x float>, align 32
-  %conv2.w82 = alloca <8 x float>, align 32
-  %conv2.w81 = alloca <8 x float>, align 32
-  %conv2.w80 = alloca <8 x float>, align 32
-  %conv2.w79 = alloca <8 x float>, align 32
-  %conv2.w78 = alloca <8 x float>, align 32
-  %conv2.w77 = alloca <8 x float>, align 32
-  %conv2.w76 = alloca <8 x float>, align 32
-  %conv2.w75 = alloca <8 x float>, align 32
-  %conv2.w74 = alloca <8 x float>, align 32
-  %conv2.w73 = alloca <8 x float>, align 32
-  %conv2.w72 = alloca <8 x float>, align 32
-  %conv2.w71 = alloca <8 x float>, align 32
-  %conv2.w70 = alloca <8 x float>, align 32
-  %conv2.w69 = alloca <8 x float>, align 32
-  %conv2.w68 = alloca <8 x float>, align 32
-  %conv2.w67 = alloca <8 x float>, align 32
-  %conv2.w66 = alloca <8 x float>, align 32
-  %conv2.w65 = alloca <8 x float>, align 32
-  %conv2.w64 = alloca <8 x float>, align 32
+  %part97.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part60.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
   %part23.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
   %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
@@ -11657,11 +11626,11 @@ conv2.i54:                                        ; preds = %conv2.i54, %conv2.p
 conv2.i54.end:                                    ; preds = %conv2.i54
   br label %conv2.g55
 
-conv2.g55:                                        ; preds = %conv2.part96.done, %conv2.i54.end
-  %conv2.g554 = phi i64 [ 0, %conv2.i54.end ], [ %g55.next, %conv2.part96.done ]
+conv2.g55:                                        ; preds = %conv2.part97.done, %conv2.i54.end
+  %conv2.g554 = phi i64 [ 0, %conv2.i54.end ], [ %g55.next, %conv2.part97.done ]
   br label %conv2.j56
 
-conv2.g55.end:                                    ; preds = %conv2.part96.done
+conv2.g55.end:                                    ; preds = %conv2.part97.done
   ret void
 
 conv2.j56:                                        ; preds = %conv2.c57.end, %conv2.g55
@@ -11669,7 +11638,30 @@ conv2.j56:                                        ; preds = %conv2.c57.end, %con
   br label %conv2.c57
 
 conv2.j56.end:                                    ; preds = %conv2.c57.end
-  br label %conv2.j60
+  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 0
+  store ptr %params, ptr %15, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 1
+  store ptr %grads, ptr %16, align 8
+  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 2
+  store ptr %m, ptr %17, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 3
+  store ptr %v, ptr %18, align 8
+  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 4
+  store ptr %arena, ptr %19, align 8
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 5
+  store ptr %images, ptr %20, align 8
+  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 6
+  store ptr %labels, ptr %21, align 8
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 7
+  store float %lr, ptr %22, align 4
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 8
+  store i64 %step, ptr %23, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 9
+  store i64 %seed, ptr %24, align 4
+  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 10
+  store ptr %pool, ptr %25, align 8
+  %26 = icmp eq ptr %pool, null
+  br i1 %26, label %conv2.part60.serial, label %conv2.part60.pool
 
 conv2.c57:                                        ; preds = %conv2.iy58.end, %conv2.j56
   %conv2.c576 = phi i64 [ 0, %conv2.j56 ], [ %c57.next, %conv2.iy58.end ]
@@ -11677,8 +11669,8 @@ conv2.c57:                                        ; preds = %conv2.iy58.end, %co
 
 conv2.c57.end:                                    ; preds = %conv2.iy58.end
   %j56.next = add nsw i64 %conv2.j565, 1
-  %15 = icmp slt i64 %j56.next, 1
-  br i1 %15, label %conv2.j56, label %conv2.j56.end
+  %27 = icmp slt i64 %j56.next, 1
+  br i1 %27, label %conv2.j56, label %conv2.j56.end
 
 conv2.iy58:                                       ; preds = %conv2.ix59.end, %conv2.c57
   %conv2.iy587 = phi i64 [ 0, %conv2.c57 ], [ %iy58.next, %conv2.ix59.end ]
@@ -11686,829 +11678,106 @@ conv2.iy58:                                       ; preds = %conv2.ix59.end, %co
 
 conv2.iy58.end:                                   ; preds = %conv2.ix59.end
   %c57.next = add nsw i64 %conv2.c576, 1
-  %16 = icmp slt i64 %c57.next, 32
-  br i1 %16, label %conv2.c57, label %conv2.c57.end
+  %28 = icmp slt i64 %c57.next, 32
+  br i1 %28, label %conv2.c57, label %conv2.c57.end
 
 conv2.ix59:                                       ; preds = %conv2.ix59, %conv2.iy58
   %conv2.ix598 = phi i64 [ 0, %conv2.iy58 ], [ %ix59.next, %conv2.ix59 ]
-  %17 = add nsw i64 %conv2.g554, %conv2.j565
-  %18 = mul nsw i64 %17, 21632
-  %19 = mul nsw i64 %conv2.c576, 676
-  %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv2.iy587, 26
-  %22 = add nsw i64 %20, %21
-  %23 = add nsw i64 %22, %conv2.ix598
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
-  %24 = load float, ptr %arena9, align 4
-  %25 = mul nsw i64 %conv2.j565, 21632
-  %26 = mul nsw i64 %conv2.iy587, 832
-  %27 = add nsw i64 %25, %26
-  %28 = mul nsw i64 %conv2.ix598, 32
-  %29 = add nsw i64 %27, %28
-  %30 = add nsw i64 %29, %conv2.c576
-  %31 = add nsw i64 2596864, %30
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %31
-  store float %24, ptr %arena10, align 4
+  %29 = add nsw i64 %conv2.g554, %conv2.j565
+  %30 = mul nsw i64 %29, 21632
+  %31 = mul nsw i64 %conv2.c576, 676
+  %32 = add nsw i64 %30, %31
+  %33 = mul nsw i64 %conv2.iy587, 26
+  %34 = add nsw i64 %32, %33
+  %35 = add nsw i64 %34, %conv2.ix598
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %35
+  %36 = load float, ptr %arena9, align 4
+  %37 = mul nsw i64 %conv2.j565, 21632
+  %38 = mul nsw i64 %conv2.iy587, 832
+  %39 = add nsw i64 %37, %38
+  %40 = mul nsw i64 %conv2.ix598, 32
+  %41 = add nsw i64 %39, %40
+  %42 = add nsw i64 %41, %conv2.c576
+  %43 = add nsw i64 2596864, %42
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %43
+  store float %36, ptr %arena10, align 4
   %ix59.next = add nsw i64 %conv2.ix598, 1
-  %32 = icmp slt i64 %ix59.next, 26
-  br i1 %32, label %conv2.ix59, label %conv2.ix59.end
+  %44 = icmp slt i64 %ix59.next, 26
+  br i1 %44, label %conv2.ix59, label %conv2.ix59.end
 
 conv2.ix59.end:                                   ; preds = %conv2.ix59
   %iy58.next = add nsw i64 %conv2.iy587, 1
-  %33 = icmp slt i64 %iy58.next, 26
-  br i1 %33, label %conv2.iy58, label %conv2.iy58.end
+  %45 = icmp slt i64 %iy58.next, 26
+  br i1 %45, label %conv2.iy58, label %conv2.iy58.end
 
-conv2.j60:                                        ; preds = %conv2.ty61.end, %conv2.j56.end
-  %conv2.j6011 = phi i64 [ 0, %conv2.j56.end ], [ %j60.next, %conv2.ty61.end ]
-  br label %conv2.ty61
+conv2.part60.pool:                                ; preds = %conv2.j56.end
+  %run11 = load ptr, ptr %pool, align 8
+  call void %run11(ptr %pool, ptr @mnistnet_infer_b64.k1.conv2.part60.task, ptr %part60.context, i64 2)
+  br label %conv2.part60.done
 
-conv2.j60.end:                                    ; preds = %conv2.ty61.end
-  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part96.context, i32 0, i32 0
-  store ptr %params, ptr %34, align 8
-  %35 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part96.context, i32 0, i32 1
-  store ptr %grads, ptr %35, align 8
-  %36 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part96.context, i32 0, i32 2
-  store ptr %m, ptr %36, align 8
-  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part96.context, i32 0, i32 3
-  store ptr %v, ptr %37, align 8
-  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part96.context, i32 0, i32 4
-  store ptr %arena, ptr %38, align 8
-  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part96.context, i32 0, i32 5
-  store ptr %images, ptr %39, align 8
-  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part96.context, i32 0, i32 6
-  store ptr %labels, ptr %40, align 8
-  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part96.context, i32 0, i32 7
-  store float %lr, ptr %41, align 4
-  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part96.context, i32 0, i32 8
-  store i64 %step, ptr %42, align 4
-  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part96.context, i32 0, i32 9
-  store i64 %seed, ptr %43, align 4
-  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part96.context, i32 0, i32 10
-  store ptr %pool, ptr %44, align 8
-  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part96.context, i32 0, i32 11
-  store i64 %conv2.g554, ptr %45, align 4
-  %46 = icmp eq ptr %pool, null
-  br i1 %46, label %conv2.part96.serial, label %conv2.part96.pool
+conv2.part60.serial:                              ; preds = %conv2.j56.end
+  br label %conv2.part60
 
-conv2.ty61:                                       ; preds = %conv2.tx62.end, %conv2.j60
-  %conv2.ty6112 = phi i64 [ 0, %conv2.j60 ], [ %ty61.next, %conv2.tx62.end ]
-  br label %conv2.tx62
+conv2.part60.done:                                ; preds = %conv2.part60.end, %conv2.part60.pool
+  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 0
+  store ptr %params, ptr %46, align 8
+  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 1
+  store ptr %grads, ptr %47, align 8
+  %48 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 2
+  store ptr %m, ptr %48, align 8
+  %49 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 3
+  store ptr %v, ptr %49, align 8
+  %50 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 4
+  store ptr %arena, ptr %50, align 8
+  %51 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 5
+  store ptr %images, ptr %51, align 8
+  %52 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 6
+  store ptr %labels, ptr %52, align 8
+  %53 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 7
+  store float %lr, ptr %53, align 4
+  %54 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 8
+  store i64 %step, ptr %54, align 4
+  %55 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 9
+  store i64 %seed, ptr %55, align 4
+  %56 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 10
+  store ptr %pool, ptr %56, align 8
+  %57 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 11
+  store i64 %conv2.g554, ptr %57, align 4
+  %58 = icmp eq ptr %pool, null
+  br i1 %58, label %conv2.part97.serial, label %conv2.part97.pool
 
-conv2.ty61.end:                                   ; preds = %conv2.tx62.end
-  %j60.next = add nsw i64 %conv2.j6011, 1
-  %47 = icmp slt i64 %j60.next, 1
-  br i1 %47, label %conv2.j60, label %conv2.j60.end
+conv2.part60:                                     ; preds = %conv2.part60, %conv2.part60.serial
+  %conv2.part6012 = phi i64 [ 0, %conv2.part60.serial ], [ %part60.next, %conv2.part60 ]
+  call void @mnistnet_infer_b64.k1.conv2.part60(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part6012)
+  %part60.next = add nsw i64 %conv2.part6012, 1
+  %59 = icmp slt i64 %part60.next, 2
+  br i1 %59, label %conv2.part60, label %conv2.part60.end
 
-conv2.tx62:                                       ; preds = %conv2.cv63.end, %conv2.ty61
-  %conv2.tx6213 = phi i64 [ 0, %conv2.ty61 ], [ %tx62.next, %conv2.cv63.end ]
-  br label %conv2.cv63
+conv2.part60.end:                                 ; preds = %conv2.part60
+  br label %conv2.part60.done
 
-conv2.tx62.end:                                   ; preds = %conv2.cv63.end
-  %ty61.next = add nsw i64 %conv2.ty6112, 1
-  %48 = icmp slt i64 %ty61.next, 12
-  br i1 %48, label %conv2.ty61, label %conv2.ty61.end
+conv2.part97.pool:                                ; preds = %conv2.part60.done
+  %run13 = load ptr, ptr %pool, align 8
+  call void %run13(ptr %pool, ptr @mnistnet_infer_b64.k1.conv2.part97.task, ptr %part97.context, i64 2)
+  br label %conv2.part97.done
 
-conv2.cv63:                                       ; preds = %conv2.cv63, %conv2.tx62
-  %conv2.cv6314 = phi i64 [ 0, %conv2.tx62 ], [ %cv63.next, %conv2.cv63 ]
-  %49 = mul nsw i64 %conv2.j6011, 21632
-  %50 = mul nsw i64 %conv2.ty6112, 2
-  %51 = mul nsw i64 %50, 832
-  %52 = add nsw i64 %49, %51
-  %53 = mul nsw i64 %conv2.tx6213, 2
-  %54 = mul nsw i64 %53, 32
-  %55 = add nsw i64 %52, %54
-  %56 = mul nsw i64 %conv2.cv6314, 8
-  %57 = add nsw i64 %55, %56
-  %58 = add nsw i64 2596864, %57
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %58
-  %59 = load <8 x float>, ptr %arena15, align 4
-  %60 = mul nsw i64 %conv2.j6011, 21632
-  %61 = mul nsw i64 %conv2.ty6112, 2
-  %62 = add nsw i64 %61, 2
-  %63 = mul nsw i64 %62, 832
-  %64 = add nsw i64 %60, %63
-  %65 = mul nsw i64 %conv2.tx6213, 2
-  %66 = mul nsw i64 %65, 32
-  %67 = add nsw i64 %64, %66
-  %68 = mul nsw i64 %conv2.cv6314, 8
-  %69 = add nsw i64 %67, %68
-  %70 = add nsw i64 2596864, %69
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %70
-  %71 = load <8 x float>, ptr %arena16, align 4
-  %72 = fsub <8 x float> %59, %71
-  store <8 x float> %72, ptr %conv2.w64, align 32
-  %73 = mul nsw i64 %conv2.j6011, 21632
-  %74 = mul nsw i64 %conv2.ty6112, 2
-  %75 = add nsw i64 %74, 1
-  %76 = mul nsw i64 %75, 832
-  %77 = add nsw i64 %73, %76
-  %78 = mul nsw i64 %conv2.tx6213, 2
-  %79 = mul nsw i64 %78, 32
-  %80 = add nsw i64 %77, %79
-  %81 = mul nsw i64 %conv2.cv6314, 8
-  %82 = add nsw i64 %80, %81
-  %83 = add nsw i64 2596864, %82
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %83
-  %84 = load <8 x float>, ptr %arena17, align 4
-  %85 = mul nsw i64 %conv2.j6011, 21632
-  %86 = mul nsw i64 %conv2.ty6112, 2
-  %87 = add nsw i64 %86, 2
-  %88 = mul nsw i64 %87, 832
-  %89 = add nsw i64 %85, %88
-  %90 = mul nsw i64 %conv2.tx6213, 2
-  %91 = mul nsw i64 %90, 32
-  %92 = add nsw i64 %89, %91
-  %93 = mul nsw i64 %conv2.cv6314, 8
-  %94 = add nsw i64 %92, %93
-  %95 = add nsw i64 2596864, %94
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 %95
-  %96 = load <8 x float>, ptr %arena18, align 4
-  %97 = fadd <8 x float> %84, %96
-  store <8 x float> %97, ptr %conv2.w65, align 32
-  %98 = mul nsw i64 %conv2.j6011, 21632
-  %99 = mul nsw i64 %conv2.ty6112, 2
-  %100 = add nsw i64 %99, 2
-  %101 = mul nsw i64 %100, 832
-  %102 = add nsw i64 %98, %101
-  %103 = mul nsw i64 %conv2.tx6213, 2
-  %104 = mul nsw i64 %103, 32
-  %105 = add nsw i64 %102, %104
-  %106 = mul nsw i64 %conv2.cv6314, 8
-  %107 = add nsw i64 %105, %106
-  %108 = add nsw i64 2596864, %107
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %108
-  %109 = load <8 x float>, ptr %arena19, align 4
-  %110 = mul nsw i64 %conv2.j6011, 21632
-  %111 = mul nsw i64 %conv2.ty6112, 2
-  %112 = add nsw i64 %111, 1
-  %113 = mul nsw i64 %112, 832
-  %114 = add nsw i64 %110, %113
-  %115 = mul nsw i64 %conv2.tx6213, 2
-  %116 = mul nsw i64 %115, 32
-  %117 = add nsw i64 %114, %116
-  %118 = mul nsw i64 %conv2.cv6314, 8
-  %119 = add nsw i64 %117, %118
-  %120 = add nsw i64 2596864, %119
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %120
-  %121 = load <8 x float>, ptr %arena20, align 4
-  %122 = fsub <8 x float> %109, %121
-  store <8 x float> %122, ptr %conv2.w66, align 32
-  %123 = mul nsw i64 %conv2.j6011, 21632
-  %124 = mul nsw i64 %conv2.ty6112, 2
-  %125 = add nsw i64 %124, 1
-  %126 = mul nsw i64 %125, 832
-  %127 = add nsw i64 %123, %126
-  %128 = mul nsw i64 %conv2.tx6213, 2
-  %129 = mul nsw i64 %128, 32
-  %130 = add nsw i64 %127, %129
-  %131 = mul nsw i64 %conv2.cv6314, 8
-  %132 = add nsw i64 %130, %131
-  %133 = add nsw i64 2596864, %132
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %133
-  %134 = load <8 x float>, ptr %arena21, align 4
-  %135 = mul nsw i64 %conv2.j6011, 21632
-  %136 = mul nsw i64 %conv2.ty6112, 2
-  %137 = add nsw i64 %136, 3
-  %138 = mul nsw i64 %137, 832
-  %139 = add nsw i64 %135, %138
-  %140 = mul nsw i64 %conv2.tx6213, 2
-  %141 = mul nsw i64 %140, 32
-  %142 = add nsw i64 %139, %141
-  %143 = mul nsw i64 %conv2.cv6314, 8
-  %144 = add nsw i64 %142, %143
-  %145 = add nsw i64 2596864, %144
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %145
-  %146 = load <8 x float>, ptr %arena22, align 4
-  %147 = fsub <8 x float> %134, %146
-  store <8 x float> %147, ptr %conv2.w67, align 32
-  %148 = mul nsw i64 %conv2.j6011, 21632
-  %149 = mul nsw i64 %conv2.ty6112, 2
-  %150 = mul nsw i64 %149, 832
-  %151 = add nsw i64 %148, %150
-  %152 = mul nsw i64 %conv2.tx6213, 2
-  %153 = add nsw i64 %152, 1
-  %154 = mul nsw i64 %153, 32
-  %155 = add nsw i64 %151, %154
-  %156 = mul nsw i64 %conv2.cv6314, 8
-  %157 = add nsw i64 %155, %156
-  %158 = add nsw i64 2596864, %157
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %158
-  %159 = load <8 x float>, ptr %arena23, align 4
-  %160 = mul nsw i64 %conv2.j6011, 21632
-  %161 = mul nsw i64 %conv2.ty6112, 2
-  %162 = add nsw i64 %161, 2
-  %163 = mul nsw i64 %162, 832
-  %164 = add nsw i64 %160, %163
-  %165 = mul nsw i64 %conv2.tx6213, 2
-  %166 = add nsw i64 %165, 1
-  %167 = mul nsw i64 %166, 32
-  %168 = add nsw i64 %164, %167
-  %169 = mul nsw i64 %conv2.cv6314, 8
-  %170 = add nsw i64 %168, %169
-  %171 = add nsw i64 2596864, %170
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %171
-  %172 = load <8 x float>, ptr %arena24, align 4
-  %173 = fsub <8 x float> %159, %172
-  store <8 x float> %173, ptr %conv2.w68, align 32
-  %174 = mul nsw i64 %conv2.j6011, 21632
-  %175 = mul nsw i64 %conv2.ty6112, 2
-  %176 = add nsw i64 %175, 1
-  %177 = mul nsw i64 %176, 832
-  %178 = add nsw i64 %174, %177
-  %179 = mul nsw i64 %conv2.tx6213, 2
-  %180 = add nsw i64 %179, 1
-  %181 = mul nsw i64 %180, 32
-  %182 = add nsw i64 %178, %181
-  %183 = mul nsw i64 %conv2.cv6314, 8
-  %184 = add nsw i64 %182, %183
-  %185 = add nsw i64 2596864, %184
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %185
-  %186 = load <8 x float>, ptr %arena25, align 4
-  %187 = mul nsw i64 %conv2.j6011, 21632
-  %188 = mul nsw i64 %conv2.ty6112, 2
-  %189 = add nsw i64 %188, 2
-  %190 = mul nsw i64 %189, 832
-  %191 = add nsw i64 %187, %190
-  %192 = mul nsw i64 %conv2.tx6213, 2
-  %193 = add nsw i64 %192, 1
-  %194 = mul nsw i64 %193, 32
-  %195 = add nsw i64 %191, %194
-  %196 = mul nsw i64 %conv2.cv6314, 8
-  %197 = add nsw i64 %195, %196
-  %198 = add nsw i64 2596864, %197
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %198
-  %199 = load <8 x float>, ptr %arena26, align 4
-  %200 = fadd <8 x float> %186, %199
-  store <8 x float> %200, ptr %conv2.w69, align 32
-  %201 = mul nsw i64 %conv2.j6011, 21632
-  %202 = mul nsw i64 %conv2.ty6112, 2
-  %203 = add nsw i64 %202, 2
-  %204 = mul nsw i64 %203, 832
-  %205 = add nsw i64 %201, %204
-  %206 = mul nsw i64 %conv2.tx6213, 2
-  %207 = add nsw i64 %206, 1
-  %208 = mul nsw i64 %207, 32
-  %209 = add nsw i64 %205, %208
-  %210 = mul nsw i64 %conv2.cv6314, 8
-  %211 = add nsw i64 %209, %210
-  %212 = add nsw i64 2596864, %211
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %212
-  %213 = load <8 x float>, ptr %arena27, align 4
-  %214 = mul nsw i64 %conv2.j6011, 21632
-  %215 = mul nsw i64 %conv2.ty6112, 2
-  %216 = add nsw i64 %215, 1
-  %217 = mul nsw i64 %216, 832
-  %218 = add nsw i64 %214, %217
-  %219 = mul nsw i64 %conv2.tx6213, 2
-  %220 = add nsw i64 %219, 1
-  %221 = mul nsw i64 %220, 32
-  %222 = add nsw i64 %218, %221
-  %223 = mul nsw i64 %conv2.cv6314, 8
-  %224 = add nsw i64 %222, %223
-  %225 = add nsw i64 2596864, %224
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %225
-  %226 = load <8 x float>, ptr %arena28, align 4
-  %227 = fsub <8 x float> %213, %226
-  store <8 x float> %227, ptr %conv2.w70, align 32
-  %228 = mul nsw i64 %conv2.j6011, 21632
-  %229 = mul nsw i64 %conv2.ty6112, 2
-  %230 = add nsw i64 %229, 1
-  %231 = mul nsw i64 %230, 832
-  %232 = add nsw i64 %228, %231
-  %233 = mul nsw i64 %conv2.tx6213, 2
-  %234 = add nsw i64 %233, 1
-  %235 = mul nsw i64 %234, 32
-  %236 = add nsw i64 %232, %235
-  %237 = mul nsw i64 %conv2.cv6314, 8
-  %238 = add nsw i64 %236, %237
-  %239 = add nsw i64 2596864, %238
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %239
-  %240 = load <8 x float>, ptr %arena29, align 4
-  %241 = mul nsw i64 %conv2.j6011, 21632
-  %242 = mul nsw i64 %conv2.ty6112, 2
-  %243 = add nsw i64 %242, 3
-  %244 = mul nsw i64 %243, 832
-  %245 = add nsw i64 %241, %244
-  %246 = mul nsw i64 %conv2.tx6213, 2
-  %247 = add nsw i64 %246, 1
-  %248 = mul nsw i64 %247, 32
-  %249 = add nsw i64 %245, %248
-  %250 = mul nsw i64 %conv2.cv6314, 8
-  %251 = add nsw i64 %249, %250
-  %252 = add nsw i64 2596864, %251
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %252
-  %253 = load <8 x float>, ptr %arena30, align 4
-  %254 = fsub <8 x float> %240, %253
-  store <8 x float> %254, ptr %conv2.w71, align 32
-  %255 = mul nsw i64 %conv2.j6011, 21632
-  %256 = mul nsw i64 %conv2.ty6112, 2
-  %257 = mul nsw i64 %256, 832
-  %258 = add nsw i64 %255, %257
-  %259 = mul nsw i64 %conv2.tx6213, 2
-  %260 = add nsw i64 %259, 2
-  %261 = mul nsw i64 %260, 32
-  %262 = add nsw i64 %258, %261
-  %263 = mul nsw i64 %conv2.cv6314, 8
-  %264 = add nsw i64 %262, %263
-  %265 = add nsw i64 2596864, %264
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %265
-  %266 = load <8 x float>, ptr %arena31, align 4
-  %267 = mul nsw i64 %conv2.j6011, 21632
-  %268 = mul nsw i64 %conv2.ty6112, 2
-  %269 = add nsw i64 %268, 2
-  %270 = mul nsw i64 %269, 832
-  %271 = add nsw i64 %267, %270
-  %272 = mul nsw i64 %conv2.tx6213, 2
-  %273 = add nsw i64 %272, 2
-  %274 = mul nsw i64 %273, 32
-  %275 = add nsw i64 %271, %274
-  %276 = mul nsw i64 %conv2.cv6314, 8
-  %277 = add nsw i64 %275, %276
-  %278 = add nsw i64 2596864, %277
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %278
-  %279 = load <8 x float>, ptr %arena32, align 4
-  %280 = fsub <8 x float> %266, %279
-  store <8 x float> %280, ptr %conv2.w72, align 32
-  %281 = mul nsw i64 %conv2.j6011, 21632
-  %282 = mul nsw i64 %conv2.ty6112, 2
-  %283 = add nsw i64 %282, 1
-  %284 = mul nsw i64 %283, 832
-  %285 = add nsw i64 %281, %284
-  %286 = mul nsw i64 %conv2.tx6213, 2
-  %287 = add nsw i64 %286, 2
-  %288 = mul nsw i64 %287, 32
-  %289 = add nsw i64 %285, %288
-  %290 = mul nsw i64 %conv2.cv6314, 8
-  %291 = add nsw i64 %289, %290
-  %292 = add nsw i64 2596864, %291
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %292
-  %293 = load <8 x float>, ptr %arena33, align 4
-  %294 = mul nsw i64 %conv2.j6011, 21632
-  %295 = mul nsw i64 %conv2.ty6112, 2
-  %296 = add nsw i64 %295, 2
-  %297 = mul nsw i64 %296, 832
-  %298 = add nsw i64 %294, %297
-  %299 = mul nsw i64 %conv2.tx6213, 2
-  %300 = add nsw i64 %299, 2
-  %301 = mul nsw i64 %300, 32
-  %302 = add nsw i64 %298, %301
-  %303 = mul nsw i64 %conv2.cv6314, 8
-  %304 = add nsw i64 %302, %303
-  %305 = add nsw i64 2596864, %304
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %305
-  %306 = load <8 x float>, ptr %arena34, align 4
-  %307 = fadd <8 x float> %293, %306
-  store <8 x float> %307, ptr %conv2.w73, align 32
-  %308 = mul nsw i64 %conv2.j6011, 21632
-  %309 = mul nsw i64 %conv2.ty6112, 2
-  %310 = add nsw i64 %309, 2
-  %311 = mul nsw i64 %310, 832
-  %312 = add nsw i64 %308, %311
-  %313 = mul nsw i64 %conv2.tx6213, 2
-  %314 = add nsw i64 %313, 2
-  %315 = mul nsw i64 %314, 32
-  %316 = add nsw i64 %312, %315
-  %317 = mul nsw i64 %conv2.cv6314, 8
-  %318 = add nsw i64 %316, %317
-  %319 = add nsw i64 2596864, %318
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %319
-  %320 = load <8 x float>, ptr %arena35, align 4
-  %321 = mul nsw i64 %conv2.j6011, 21632
-  %322 = mul nsw i64 %conv2.ty6112, 2
-  %323 = add nsw i64 %322, 1
-  %324 = mul nsw i64 %323, 832
-  %325 = add nsw i64 %321, %324
-  %326 = mul nsw i64 %conv2.tx6213, 2
-  %327 = add nsw i64 %326, 2
-  %328 = mul nsw i64 %327, 32
-  %329 = add nsw i64 %325, %328
-  %330 = mul nsw i64 %conv2.cv6314, 8
-  %331 = add nsw i64 %329, %330
-  %332 = add nsw i64 2596864, %331
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %332
-  %333 = load <8 x float>, ptr %arena36, align 4
-  %334 = fsub <8 x float> %320, %333
-  store <8 x float> %334, ptr %conv2.w74, align 32
-  %335 = mul nsw i64 %conv2.j6011, 21632
-  %336 = mul nsw i64 %conv2.ty6112, 2
-  %337 = add nsw i64 %336, 1
-  %338 = mul nsw i64 %337, 832
-  %339 = add nsw i64 %335, %338
-  %340 = mul nsw i64 %conv2.tx6213, 2
-  %341 = add nsw i64 %340, 2
-  %342 = mul nsw i64 %341, 32
-  %343 = add nsw i64 %339, %342
-  %344 = mul nsw i64 %conv2.cv6314, 8
-  %345 = add nsw i64 %343, %344
-  %346 = add nsw i64 2596864, %345
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %346
-  %347 = load <8 x float>, ptr %arena37, align 4
-  %348 = mul nsw i64 %conv2.j6011, 21632
-  %349 = mul nsw i64 %conv2.ty6112, 2
-  %350 = add nsw i64 %349, 3
-  %351 = mul nsw i64 %350, 832
-  %352 = add nsw i64 %348, %351
-  %353 = mul nsw i64 %conv2.tx6213, 2
-  %354 = add nsw i64 %353, 2
-  %355 = mul nsw i64 %354, 32
-  %356 = add nsw i64 %352, %355
-  %357 = mul nsw i64 %conv2.cv6314, 8
-  %358 = add nsw i64 %356, %357
-  %359 = add nsw i64 2596864, %358
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %359
-  %360 = load <8 x float>, ptr %arena38, align 4
-  %361 = fsub <8 x float> %347, %360
-  store <8 x float> %361, ptr %conv2.w75, align 32
-  %362 = mul nsw i64 %conv2.j6011, 21632
-  %363 = mul nsw i64 %conv2.ty6112, 2
-  %364 = mul nsw i64 %363, 832
-  %365 = add nsw i64 %362, %364
-  %366 = mul nsw i64 %conv2.tx6213, 2
-  %367 = add nsw i64 %366, 3
-  %368 = mul nsw i64 %367, 32
-  %369 = add nsw i64 %365, %368
-  %370 = mul nsw i64 %conv2.cv6314, 8
-  %371 = add nsw i64 %369, %370
-  %372 = add nsw i64 2596864, %371
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %372
-  %373 = load <8 x float>, ptr %arena39, align 4
-  %374 = mul nsw i64 %conv2.j6011, 21632
-  %375 = mul nsw i64 %conv2.ty6112, 2
-  %376 = add nsw i64 %375, 2
-  %377 = mul nsw i64 %376, 832
-  %378 = add nsw i64 %374, %377
-  %379 = mul nsw i64 %conv2.tx6213, 2
-  %380 = add nsw i64 %379, 3
-  %381 = mul nsw i64 %380, 32
-  %382 = add nsw i64 %378, %381
-  %383 = mul nsw i64 %conv2.cv6314, 8
-  %384 = add nsw i64 %382, %383
-  %385 = add nsw i64 2596864, %384
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %385
-  %386 = load <8 x float>, ptr %arena40, align 4
-  %387 = fsub <8 x float> %373, %386
-  store <8 x float> %387, ptr %conv2.w76, align 32
-  %388 = mul nsw i64 %conv2.j6011, 21632
-  %389 = mul nsw i64 %conv2.ty6112, 2
-  %390 = add nsw i64 %389, 1
-  %391 = mul nsw i64 %390, 832
-  %392 = add nsw i64 %388, %391
-  %393 = mul nsw i64 %conv2.tx6213, 2
-  %394 = add nsw i64 %393, 3
-  %395 = mul nsw i64 %394, 32
-  %396 = add nsw i64 %392, %395
-  %397 = mul nsw i64 %conv2.cv6314, 8
-  %398 = add nsw i64 %396, %397
-  %399 = add nsw i64 2596864, %398
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %399
-  %400 = load <8 x float>, ptr %arena41, align 4
-  %401 = mul nsw i64 %conv2.j6011, 21632
-  %402 = mul nsw i64 %conv2.ty6112, 2
-  %403 = add nsw i64 %402, 2
-  %404 = mul nsw i64 %403, 832
-  %405 = add nsw i64 %401, %404
-  %406 = mul nsw i64 %conv2.tx6213, 2
-  %407 = add nsw i64 %406, 3
-  %408 = mul nsw i64 %407, 32
-  %409 = add nsw i64 %405, %408
-  %410 = mul nsw i64 %conv2.cv6314, 8
-  %411 = add nsw i64 %409, %410
-  %412 = add nsw i64 2596864, %411
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %412
-  %413 = load <8 x float>, ptr %arena42, align 4
-  %414 = fadd <8 x float> %400, %413
-  store <8 x float> %414, ptr %conv2.w77, align 32
-  %415 = mul nsw i64 %conv2.j6011, 21632
-  %416 = mul nsw i64 %conv2.ty6112, 2
-  %417 = add nsw i64 %416, 2
-  %418 = mul nsw i64 %417, 832
-  %419 = add nsw i64 %415, %418
-  %420 = mul nsw i64 %conv2.tx6213, 2
-  %421 = add nsw i64 %420, 3
-  %422 = mul nsw i64 %421, 32
-  %423 = add nsw i64 %419, %422
-  %424 = mul nsw i64 %conv2.cv6314, 8
-  %425 = add nsw i64 %423, %424
-  %426 = add nsw i64 2596864, %425
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %426
-  %427 = load <8 x float>, ptr %arena43, align 4
-  %428 = mul nsw i64 %conv2.j6011, 21632
-  %429 = mul nsw i64 %conv2.ty6112, 2
-  %430 = add nsw i64 %429, 1
-  %431 = mul nsw i64 %430, 832
-  %432 = add nsw i64 %428, %431
-  %433 = mul nsw i64 %conv2.tx6213, 2
-  %434 = add nsw i64 %433, 3
-  %435 = mul nsw i64 %434, 32
-  %436 = add nsw i64 %432, %435
-  %437 = mul nsw i64 %conv2.cv6314, 8
-  %438 = add nsw i64 %436, %437
-  %439 = add nsw i64 2596864, %438
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %439
-  %440 = load <8 x float>, ptr %arena44, align 4
-  %441 = fsub <8 x float> %427, %440
-  store <8 x float> %441, ptr %conv2.w78, align 32
-  %442 = mul nsw i64 %conv2.j6011, 21632
-  %443 = mul nsw i64 %conv2.ty6112, 2
-  %444 = add nsw i64 %443, 1
-  %445 = mul nsw i64 %444, 832
-  %446 = add nsw i64 %442, %445
-  %447 = mul nsw i64 %conv2.tx6213, 2
-  %448 = add nsw i64 %447, 3
-  %449 = mul nsw i64 %448, 32
-  %450 = add nsw i64 %446, %449
-  %451 = mul nsw i64 %conv2.cv6314, 8
-  %452 = add nsw i64 %450, %451
-  %453 = add nsw i64 2596864, %452
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %453
-  %454 = load <8 x float>, ptr %arena45, align 4
-  %455 = mul nsw i64 %conv2.j6011, 21632
-  %456 = mul nsw i64 %conv2.ty6112, 2
-  %457 = add nsw i64 %456, 3
-  %458 = mul nsw i64 %457, 832
-  %459 = add nsw i64 %455, %458
-  %460 = mul nsw i64 %conv2.tx6213, 2
-  %461 = add nsw i64 %460, 3
-  %462 = mul nsw i64 %461, 32
-  %463 = add nsw i64 %459, %462
-  %464 = mul nsw i64 %conv2.cv6314, 8
-  %465 = add nsw i64 %463, %464
-  %466 = add nsw i64 2596864, %465
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %466
-  %467 = load <8 x float>, ptr %arena46, align 4
-  %468 = fsub <8 x float> %454, %467
-  store <8 x float> %468, ptr %conv2.w79, align 32
-  %w64 = load <8 x float>, ptr %conv2.w64, align 32
-  %w72 = load <8 x float>, ptr %conv2.w72, align 32
-  %469 = fsub <8 x float> %w64, %w72
-  store <8 x float> %469, ptr %conv2.w80, align 32
-  %w68 = load <8 x float>, ptr %conv2.w68, align 32
-  %w7247 = load <8 x float>, ptr %conv2.w72, align 32
-  %470 = fadd <8 x float> %w68, %w7247
-  store <8 x float> %470, ptr %conv2.w81, align 32
-  %w7248 = load <8 x float>, ptr %conv2.w72, align 32
-  %w6849 = load <8 x float>, ptr %conv2.w68, align 32
-  %471 = fsub <8 x float> %w7248, %w6849
-  store <8 x float> %471, ptr %conv2.w82, align 32
-  %w6850 = load <8 x float>, ptr %conv2.w68, align 32
-  %w76 = load <8 x float>, ptr %conv2.w76, align 32
-  %472 = fsub <8 x float> %w6850, %w76
-  store <8 x float> %472, ptr %conv2.w83, align 32
-  %w65 = load <8 x float>, ptr %conv2.w65, align 32
-  %w73 = load <8 x float>, ptr %conv2.w73, align 32
-  %473 = fsub <8 x float> %w65, %w73
-  store <8 x float> %473, ptr %conv2.w84, align 32
-  %w69 = load <8 x float>, ptr %conv2.w69, align 32
-  %w7351 = load <8 x float>, ptr %conv2.w73, align 32
-  %474 = fadd <8 x float> %w69, %w7351
-  store <8 x float> %474, ptr %conv2.w85, align 32
-  %w7352 = load <8 x float>, ptr %conv2.w73, align 32
-  %w6953 = load <8 x float>, ptr %conv2.w69, align 32
-  %475 = fsub <8 x float> %w7352, %w6953
-  store <8 x float> %475, ptr %conv2.w86, align 32
-  %w6954 = load <8 x float>, ptr %conv2.w69, align 32
-  %w77 = load <8 x float>, ptr %conv2.w77, align 32
-  %476 = fsub <8 x float> %w6954, %w77
-  store <8 x float> %476, ptr %conv2.w87, align 32
-  %w66 = load <8 x float>, ptr %conv2.w66, align 32
-  %w74 = load <8 x float>, ptr %conv2.w74, align 32
-  %477 = fsub <8 x float> %w66, %w74
-  store <8 x float> %477, ptr %conv2.w88, align 32
-  %w70 = load <8 x float>, ptr %conv2.w70, align 32
-  %w7455 = load <8 x float>, ptr %conv2.w74, align 32
-  %478 = fadd <8 x float> %w70, %w7455
-  store <8 x float> %478, ptr %conv2.w89, align 32
-  %w7456 = load <8 x float>, ptr %conv2.w74, align 32
-  %w7057 = load <8 x float>, ptr %conv2.w70, align 32
-  %479 = fsub <8 x float> %w7456, %w7057
-  store <8 x float> %479, ptr %conv2.w90, align 32
-  %w7058 = load <8 x float>, ptr %conv2.w70, align 32
-  %w78 = load <8 x float>, ptr %conv2.w78, align 32
-  %480 = fsub <8 x float> %w7058, %w78
-  store <8 x float> %480, ptr %conv2.w91, align 32
-  %w67 = load <8 x float>, ptr %conv2.w67, align 32
-  %w75 = load <8 x float>, ptr %conv2.w75, align 32
-  %481 = fsub <8 x float> %w67, %w75
-  store <8 x float> %481, ptr %conv2.w92, align 32
-  %w71 = load <8 x float>, ptr %conv2.w71, align 32
-  %w7559 = load <8 x float>, ptr %conv2.w75, align 32
-  %482 = fadd <8 x float> %w71, %w7559
-  store <8 x float> %482, ptr %conv2.w93, align 32
-  %w7560 = load <8 x float>, ptr %conv2.w75, align 32
-  %w7161 = load <8 x float>, ptr %conv2.w71, align 32
-  %483 = fsub <8 x float> %w7560, %w7161
-  store <8 x float> %483, ptr %conv2.w94, align 32
-  %w7162 = load <8 x float>, ptr %conv2.w71, align 32
-  %w79 = load <8 x float>, ptr %conv2.w79, align 32
-  %484 = fsub <8 x float> %w7162, %w79
-  store <8 x float> %484, ptr %conv2.w95, align 32
-  %w80 = load <8 x float>, ptr %conv2.w80, align 32
-  %485 = mul nsw i64 %conv2.j6011, 144
-  %486 = mul nsw i64 %conv2.ty6112, 12
-  %487 = add nsw i64 %485, %486
-  %488 = add nsw i64 %487, %conv2.tx6213
-  %489 = mul nsw i64 %488, 32
-  %490 = add nsw i64 2618496, %489
-  %491 = mul nsw i64 %conv2.cv6314, 8
-  %492 = add nsw i64 %490, %491
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %492
-  store <8 x float> %w80, ptr %arena63, align 4
-  %w81 = load <8 x float>, ptr %conv2.w81, align 32
-  %493 = mul nsw i64 %conv2.j6011, 144
-  %494 = mul nsw i64 %conv2.ty6112, 12
-  %495 = add nsw i64 %493, %494
-  %496 = add nsw i64 %495, %conv2.tx6213
-  %497 = mul nsw i64 %496, 32
-  %498 = add nsw i64 2623104, %497
-  %499 = mul nsw i64 %conv2.cv6314, 8
-  %500 = add nsw i64 %498, %499
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %500
-  store <8 x float> %w81, ptr %arena64, align 4
-  %w82 = load <8 x float>, ptr %conv2.w82, align 32
-  %501 = mul nsw i64 %conv2.j6011, 144
-  %502 = mul nsw i64 %conv2.ty6112, 12
-  %503 = add nsw i64 %501, %502
-  %504 = add nsw i64 %503, %conv2.tx6213
-  %505 = mul nsw i64 %504, 32
-  %506 = add nsw i64 2627712, %505
-  %507 = mul nsw i64 %conv2.cv6314, 8
-  %508 = add nsw i64 %506, %507
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %508
-  store <8 x float> %w82, ptr %arena65, align 4
-  %w83 = load <8 x float>, ptr %conv2.w83, align 32
-  %509 = mul nsw i64 %conv2.j6011, 144
-  %510 = mul nsw i64 %conv2.ty6112, 12
-  %511 = add nsw i64 %509, %510
-  %512 = add nsw i64 %511, %conv2.tx6213
-  %513 = mul nsw i64 %512, 32
-  %514 = add nsw i64 2632320, %513
-  %515 = mul nsw i64 %conv2.cv6314, 8
-  %516 = add nsw i64 %514, %515
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %516
-  store <8 x float> %w83, ptr %arena66, align 4
-  %w84 = load <8 x float>, ptr %conv2.w84, align 32
-  %517 = mul nsw i64 %conv2.j6011, 144
-  %518 = mul nsw i64 %conv2.ty6112, 12
-  %519 = add nsw i64 %517, %518
-  %520 = add nsw i64 %519, %conv2.tx6213
-  %521 = mul nsw i64 %520, 32
-  %522 = add nsw i64 2636928, %521
-  %523 = mul nsw i64 %conv2.cv6314, 8
-  %524 = add nsw i64 %522, %523
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %524
-  store <8 x float> %w84, ptr %arena67, align 4
-  %w85 = load <8 x float>, ptr %conv2.w85, align 32
-  %525 = mul nsw i64 %conv2.j6011, 144
-  %526 = mul nsw i64 %conv2.ty6112, 12
-  %527 = add nsw i64 %525, %526
-  %528 = add nsw i64 %527, %conv2.tx6213
-  %529 = mul nsw i64 %528, 32
-  %530 = add nsw i64 2641536, %529
-  %531 = mul nsw i64 %conv2.cv6314, 8
-  %532 = add nsw i64 %530, %531
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %532
-  store <8 x float> %w85, ptr %arena68, align 4
-  %w86 = load <8 x float>, ptr %conv2.w86, align 32
-  %533 = mul nsw i64 %conv2.j6011, 144
-  %534 = mul nsw i64 %conv2.ty6112, 12
-  %535 = add nsw i64 %533, %534
-  %536 = add nsw i64 %535, %conv2.tx6213
-  %537 = mul nsw i64 %536, 32
-  %538 = add nsw i64 2646144, %537
-  %539 = mul nsw i64 %conv2.cv6314, 8
-  %540 = add nsw i64 %538, %539
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %540
-  store <8 x float> %w86, ptr %arena69, align 4
-  %w87 = load <8 x float>, ptr %conv2.w87, align 32
-  %541 = mul nsw i64 %conv2.j6011, 144
-  %542 = mul nsw i64 %conv2.ty6112, 12
-  %543 = add nsw i64 %541, %542
-  %544 = add nsw i64 %543, %conv2.tx6213
-  %545 = mul nsw i64 %544, 32
-  %546 = add nsw i64 2650752, %545
-  %547 = mul nsw i64 %conv2.cv6314, 8
-  %548 = add nsw i64 %546, %547
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %548
-  store <8 x float> %w87, ptr %arena70, align 4
-  %w88 = load <8 x float>, ptr %conv2.w88, align 32
-  %549 = mul nsw i64 %conv2.j6011, 144
-  %550 = mul nsw i64 %conv2.ty6112, 12
-  %551 = add nsw i64 %549, %550
-  %552 = add nsw i64 %551, %conv2.tx6213
-  %553 = mul nsw i64 %552, 32
-  %554 = add nsw i64 2655360, %553
-  %555 = mul nsw i64 %conv2.cv6314, 8
-  %556 = add nsw i64 %554, %555
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %556
-  store <8 x float> %w88, ptr %arena71, align 4
-  %w89 = load <8 x float>, ptr %conv2.w89, align 32
-  %557 = mul nsw i64 %conv2.j6011, 144
-  %558 = mul nsw i64 %conv2.ty6112, 12
-  %559 = add nsw i64 %557, %558
-  %560 = add nsw i64 %559, %conv2.tx6213
-  %561 = mul nsw i64 %560, 32
-  %562 = add nsw i64 2659968, %561
-  %563 = mul nsw i64 %conv2.cv6314, 8
-  %564 = add nsw i64 %562, %563
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %564
-  store <8 x float> %w89, ptr %arena72, align 4
-  %w90 = load <8 x float>, ptr %conv2.w90, align 32
-  %565 = mul nsw i64 %conv2.j6011, 144
-  %566 = mul nsw i64 %conv2.ty6112, 12
-  %567 = add nsw i64 %565, %566
-  %568 = add nsw i64 %567, %conv2.tx6213
-  %569 = mul nsw i64 %568, 32
-  %570 = add nsw i64 2664576, %569
-  %571 = mul nsw i64 %conv2.cv6314, 8
-  %572 = add nsw i64 %570, %571
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %572
-  store <8 x float> %w90, ptr %arena73, align 4
-  %w91 = load <8 x float>, ptr %conv2.w91, align 32
-  %573 = mul nsw i64 %conv2.j6011, 144
-  %574 = mul nsw i64 %conv2.ty6112, 12
-  %575 = add nsw i64 %573, %574
-  %576 = add nsw i64 %575, %conv2.tx6213
-  %577 = mul nsw i64 %576, 32
-  %578 = add nsw i64 2669184, %577
-  %579 = mul nsw i64 %conv2.cv6314, 8
-  %580 = add nsw i64 %578, %579
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %580
-  store <8 x float> %w91, ptr %arena74, align 4
-  %w92 = load <8 x float>, ptr %conv2.w92, align 32
-  %581 = mul nsw i64 %conv2.j6011, 144
-  %582 = mul nsw i64 %conv2.ty6112, 12
-  %583 = add nsw i64 %581, %582
-  %584 = add nsw i64 %583, %conv2.tx6213
-  %585 = mul nsw i64 %584, 32
-  %586 = add nsw i64 2673792, %585
-  %587 = mul nsw i64 %conv2.cv6314, 8
-  %588 = add nsw i64 %586, %587
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %588
-  store <8 x float> %w92, ptr %arena75, align 4
-  %w93 = load <8 x float>, ptr %conv2.w93, align 32
-  %589 = mul nsw i64 %conv2.j6011, 144
-  %590 = mul nsw i64 %conv2.ty6112, 12
-  %591 = add nsw i64 %589, %590
-  %592 = add nsw i64 %591, %conv2.tx6213
-  %593 = mul nsw i64 %592, 32
-  %594 = add nsw i64 2678400, %593
-  %595 = mul nsw i64 %conv2.cv6314, 8
-  %596 = add nsw i64 %594, %595
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %596
-  store <8 x float> %w93, ptr %arena76, align 4
-  %w94 = load <8 x float>, ptr %conv2.w94, align 32
-  %597 = mul nsw i64 %conv2.j6011, 144
-  %598 = mul nsw i64 %conv2.ty6112, 12
-  %599 = add nsw i64 %597, %598
-  %600 = add nsw i64 %599, %conv2.tx6213
-  %601 = mul nsw i64 %600, 32
-  %602 = add nsw i64 2683008, %601
-  %603 = mul nsw i64 %conv2.cv6314, 8
-  %604 = add nsw i64 %602, %603
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %604
-  store <8 x float> %w94, ptr %arena77, align 4
-  %w95 = load <8 x float>, ptr %conv2.w95, align 32
-  %605 = mul nsw i64 %conv2.j6011, 144
-  %606 = mul nsw i64 %conv2.ty6112, 12
-  %607 = add nsw i64 %605, %606
-  %608 = add nsw i64 %607, %conv2.tx6213
-  %609 = mul nsw i64 %608, 32
-  %610 = add nsw i64 2687616, %609
-  %611 = mul nsw i64 %conv2.cv6314, 8
-  %612 = add nsw i64 %610, %611
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %612
-  store <8 x float> %w95, ptr %arena78, align 4
-  %cv63.next = add nsw i64 %conv2.cv6314, 1
-  %613 = icmp slt i64 %cv63.next, 4
-  br i1 %613, label %conv2.cv63, label %conv2.cv63.end
+conv2.part97.serial:                              ; preds = %conv2.part60.done
+  br label %conv2.part97
 
-conv2.cv63.end:                                   ; preds = %conv2.cv63
-  %tx62.next = add nsw i64 %conv2.tx6213, 1
-  %614 = icmp slt i64 %tx62.next, 12
-  br i1 %614, label %conv2.tx62, label %conv2.tx62.end
-
-conv2.part96.pool:                                ; preds = %conv2.j60.end
-  %run79 = load ptr, ptr %pool, align 8
-  call void %run79(ptr %pool, ptr @mnistnet_infer_b64.k1.conv2.part96.task, ptr %part96.context, i64 2)
-  br label %conv2.part96.done
-
-conv2.part96.serial:                              ; preds = %conv2.j60.end
-  br label %conv2.part96
-
-conv2.part96.done:                                ; preds = %conv2.part96.end, %conv2.part96.pool
+conv2.part97.done:                                ; preds = %conv2.part97.end, %conv2.part97.pool
   %g55.next = add nsw i64 %conv2.g554, 1
-  %615 = icmp slt i64 %g55.next, 64
-  br i1 %615, label %conv2.g55, label %conv2.g55.end
+  %60 = icmp slt i64 %g55.next, 64
+  br i1 %60, label %conv2.g55, label %conv2.g55.end
 
-conv2.part96:                                     ; preds = %conv2.part96, %conv2.part96.serial
-  %conv2.part9680 = phi i64 [ 0, %conv2.part96.serial ], [ %part96.next, %conv2.part96 ]
-  call void @mnistnet_infer_b64.k1.conv2.part96(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g554, i64 %conv2.part9680)
-  %part96.next = add nsw i64 %conv2.part9680, 1
-  %616 = icmp slt i64 %part96.next, 2
-  br i1 %616, label %conv2.part96, label %conv2.part96.end
+conv2.part97:                                     ; preds = %conv2.part97, %conv2.part97.serial
+  %conv2.part9714 = phi i64 [ 0, %conv2.part97.serial ], [ %part97.next, %conv2.part97 ]
+  call void @mnistnet_infer_b64.k1.conv2.part97(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g554, i64 %conv2.part9714)
+  %part97.next = add nsw i64 %conv2.part9714, 1
+  %61 = icmp slt i64 %part97.next, 2
+  br i1 %61, label %conv2.part97, label %conv2.part97.end
 
-conv2.part96.end:                                 ; preds = %conv2.part96
-  br label %conv2.part96.done
+conv2.part97.end:                                 ; preds = %conv2.part97
+  br label %conv2.part97.done
 }
 
 ; Function Attrs: noinline
@@ -13035,20 +12304,927 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k1.conv2.part96(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @mnistnet_infer_b64.k1.conv2.part60(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
-  %conv2.at130 = alloca <8 x float>, align 32
-  %conv2.best129 = alloca <8 x float>, align 32
-  %conv2.v128 = alloca <8 x float>, align 32
-  %conv2.at127 = alloca <8 x float>, align 32
-  %conv2.best126 = alloca <8 x float>, align 32
-  %conv2.v125 = alloca <8 x float>, align 32
-  %conv2.at124 = alloca <8 x float>, align 32
-  %conv2.best123 = alloca <8 x float>, align 32
-  %conv2.v122 = alloca <8 x float>, align 32
-  %conv2.at121 = alloca <8 x float>, align 32
-  %conv2.best120 = alloca <8 x float>, align 32
-  %conv2.v119 = alloca <8 x float>, align 32
+  %conv2.w96 = alloca <8 x float>, align 32
+  %conv2.w95 = alloca <8 x float>, align 32
+  %conv2.w94 = alloca <8 x float>, align 32
+  %conv2.w93 = alloca <8 x float>, align 32
+  %conv2.w92 = alloca <8 x float>, align 32
+  %conv2.w91 = alloca <8 x float>, align 32
+  %conv2.w90 = alloca <8 x float>, align 32
+  %conv2.w89 = alloca <8 x float>, align 32
+  %conv2.w88 = alloca <8 x float>, align 32
+  %conv2.w87 = alloca <8 x float>, align 32
+  %conv2.w86 = alloca <8 x float>, align 32
+  %conv2.w85 = alloca <8 x float>, align 32
+  %conv2.w84 = alloca <8 x float>, align 32
+  %conv2.w83 = alloca <8 x float>, align 32
+  %conv2.w82 = alloca <8 x float>, align 32
+  %conv2.w81 = alloca <8 x float>, align 32
+  %conv2.w80 = alloca <8 x float>, align 32
+  %conv2.w79 = alloca <8 x float>, align 32
+  %conv2.w78 = alloca <8 x float>, align 32
+  %conv2.w77 = alloca <8 x float>, align 32
+  %conv2.w76 = alloca <8 x float>, align 32
+  %conv2.w75 = alloca <8 x float>, align 32
+  %conv2.w74 = alloca <8 x float>, align 32
+  %conv2.w73 = alloca <8 x float>, align 32
+  %conv2.w72 = alloca <8 x float>, align 32
+  %conv2.w71 = alloca <8 x float>, align 32
+  %conv2.w70 = alloca <8 x float>, align 32
+  %conv2.w69 = alloca <8 x float>, align 32
+  %conv2.w68 = alloca <8 x float>, align 32
+  %conv2.w67 = alloca <8 x float>, align 32
+  %conv2.w66 = alloca <8 x float>, align 32
+  %conv2.w65 = alloca <8 x float>, align 32
+  br label %conv2.j61
+
+conv2.j61:                                        ; preds = %conv2.ty62.end, %entry
+  %conv2.j611 = phi i64 [ 0, %entry ], [ %j61.next, %conv2.ty62.end ]
+  br label %conv2.ty62
+
+conv2.j61.end:                                    ; preds = %conv2.ty62.end
+  ret void
+
+conv2.ty62:                                       ; preds = %conv2.tx63.end, %conv2.j61
+  %conv2.ty622 = phi i64 [ 0, %conv2.j61 ], [ %ty62.next, %conv2.tx63.end ]
+  br label %conv2.tx63
+
+conv2.ty62.end:                                   ; preds = %conv2.tx63.end
+  %j61.next = add nsw i64 %conv2.j611, 1
+  %1 = icmp slt i64 %j61.next, 1
+  br i1 %1, label %conv2.j61, label %conv2.j61.end
+
+conv2.tx63:                                       ; preds = %conv2.cv64.end, %conv2.ty62
+  %conv2.tx633 = phi i64 [ 0, %conv2.ty62 ], [ %tx63.next, %conv2.cv64.end ]
+  br label %conv2.cv64
+
+conv2.tx63.end:                                   ; preds = %conv2.cv64.end
+  %ty62.next = add nsw i64 %conv2.ty622, 1
+  %2 = icmp slt i64 %ty62.next, 6
+  br i1 %2, label %conv2.ty62, label %conv2.ty62.end
+
+conv2.cv64:                                       ; preds = %conv2.cv64, %conv2.tx63
+  %conv2.cv644 = phi i64 [ 0, %conv2.tx63 ], [ %cv64.next, %conv2.cv64 ]
+  %3 = mul nsw i64 %conv2.j611, 21632
+  %4 = mul nsw i64 %0, 6
+  %5 = add nsw i64 %conv2.ty622, %4
+  %6 = mul nsw i64 %5, 2
+  %7 = mul nsw i64 %6, 832
+  %8 = add nsw i64 %3, %7
+  %9 = mul nsw i64 %conv2.tx633, 2
+  %10 = mul nsw i64 %9, 32
+  %11 = add nsw i64 %8, %10
+  %12 = mul nsw i64 %conv2.cv644, 8
+  %13 = add nsw i64 %11, %12
+  %14 = add nsw i64 2596864, %13
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %14
+  %15 = load <8 x float>, ptr %arena5, align 4
+  %16 = mul nsw i64 %conv2.j611, 21632
+  %17 = mul nsw i64 %0, 6
+  %18 = add nsw i64 %conv2.ty622, %17
+  %19 = mul nsw i64 %18, 2
+  %20 = add nsw i64 %19, 2
+  %21 = mul nsw i64 %20, 832
+  %22 = add nsw i64 %16, %21
+  %23 = mul nsw i64 %conv2.tx633, 2
+  %24 = mul nsw i64 %23, 32
+  %25 = add nsw i64 %22, %24
+  %26 = mul nsw i64 %conv2.cv644, 8
+  %27 = add nsw i64 %25, %26
+  %28 = add nsw i64 2596864, %27
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %28
+  %29 = load <8 x float>, ptr %arena6, align 4
+  %30 = fsub <8 x float> %15, %29
+  store <8 x float> %30, ptr %conv2.w65, align 32
+  %31 = mul nsw i64 %conv2.j611, 21632
+  %32 = mul nsw i64 %0, 6
+  %33 = add nsw i64 %conv2.ty622, %32
+  %34 = mul nsw i64 %33, 2
+  %35 = add nsw i64 %34, 1
+  %36 = mul nsw i64 %35, 832
+  %37 = add nsw i64 %31, %36
+  %38 = mul nsw i64 %conv2.tx633, 2
+  %39 = mul nsw i64 %38, 32
+  %40 = add nsw i64 %37, %39
+  %41 = mul nsw i64 %conv2.cv644, 8
+  %42 = add nsw i64 %40, %41
+  %43 = add nsw i64 2596864, %42
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %43
+  %44 = load <8 x float>, ptr %arena7, align 4
+  %45 = mul nsw i64 %conv2.j611, 21632
+  %46 = mul nsw i64 %0, 6
+  %47 = add nsw i64 %conv2.ty622, %46
+  %48 = mul nsw i64 %47, 2
+  %49 = add nsw i64 %48, 2
+  %50 = mul nsw i64 %49, 832
+  %51 = add nsw i64 %45, %50
+  %52 = mul nsw i64 %conv2.tx633, 2
+  %53 = mul nsw i64 %52, 32
+  %54 = add nsw i64 %51, %53
+  %55 = mul nsw i64 %conv2.cv644, 8
+  %56 = add nsw i64 %54, %55
+  %57 = add nsw i64 2596864, %56
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %57
+  %58 = load <8 x float>, ptr %arena8, align 4
+  %59 = fadd <8 x float> %44, %58
+  store <8 x float> %59, ptr %conv2.w66, align 32
+  %60 = mul nsw i64 %conv2.j611, 21632
+  %61 = mul nsw i64 %0, 6
+  %62 = add nsw i64 %conv2.ty622, %61
+  %63 = mul nsw i64 %62, 2
+  %64 = add nsw i64 %63, 2
+  %65 = mul nsw i64 %64, 832
+  %66 = add nsw i64 %60, %65
+  %67 = mul nsw i64 %conv2.tx633, 2
+  %68 = mul nsw i64 %67, 32
+  %69 = add nsw i64 %66, %68
+  %70 = mul nsw i64 %conv2.cv644, 8
+  %71 = add nsw i64 %69, %70
+  %72 = add nsw i64 2596864, %71
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load <8 x float>, ptr %arena9, align 4
+  %74 = mul nsw i64 %conv2.j611, 21632
+  %75 = mul nsw i64 %0, 6
+  %76 = add nsw i64 %conv2.ty622, %75
+  %77 = mul nsw i64 %76, 2
+  %78 = add nsw i64 %77, 1
+  %79 = mul nsw i64 %78, 832
+  %80 = add nsw i64 %74, %79
+  %81 = mul nsw i64 %conv2.tx633, 2
+  %82 = mul nsw i64 %81, 32
+  %83 = add nsw i64 %80, %82
+  %84 = mul nsw i64 %conv2.cv644, 8
+  %85 = add nsw i64 %83, %84
+  %86 = add nsw i64 2596864, %85
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %86
+  %87 = load <8 x float>, ptr %arena10, align 4
+  %88 = fsub <8 x float> %73, %87
+  store <8 x float> %88, ptr %conv2.w67, align 32
+  %89 = mul nsw i64 %conv2.j611, 21632
+  %90 = mul nsw i64 %0, 6
+  %91 = add nsw i64 %conv2.ty622, %90
+  %92 = mul nsw i64 %91, 2
+  %93 = add nsw i64 %92, 1
+  %94 = mul nsw i64 %93, 832
+  %95 = add nsw i64 %89, %94
+  %96 = mul nsw i64 %conv2.tx633, 2
+  %97 = mul nsw i64 %96, 32
+  %98 = add nsw i64 %95, %97
+  %99 = mul nsw i64 %conv2.cv644, 8
+  %100 = add nsw i64 %98, %99
+  %101 = add nsw i64 2596864, %100
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %101
+  %102 = load <8 x float>, ptr %arena11, align 4
+  %103 = mul nsw i64 %conv2.j611, 21632
+  %104 = mul nsw i64 %0, 6
+  %105 = add nsw i64 %conv2.ty622, %104
+  %106 = mul nsw i64 %105, 2
+  %107 = add nsw i64 %106, 3
+  %108 = mul nsw i64 %107, 832
+  %109 = add nsw i64 %103, %108
+  %110 = mul nsw i64 %conv2.tx633, 2
+  %111 = mul nsw i64 %110, 32
+  %112 = add nsw i64 %109, %111
+  %113 = mul nsw i64 %conv2.cv644, 8
+  %114 = add nsw i64 %112, %113
+  %115 = add nsw i64 2596864, %114
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %115
+  %116 = load <8 x float>, ptr %arena12, align 4
+  %117 = fsub <8 x float> %102, %116
+  store <8 x float> %117, ptr %conv2.w68, align 32
+  %118 = mul nsw i64 %conv2.j611, 21632
+  %119 = mul nsw i64 %0, 6
+  %120 = add nsw i64 %conv2.ty622, %119
+  %121 = mul nsw i64 %120, 2
+  %122 = mul nsw i64 %121, 832
+  %123 = add nsw i64 %118, %122
+  %124 = mul nsw i64 %conv2.tx633, 2
+  %125 = add nsw i64 %124, 1
+  %126 = mul nsw i64 %125, 32
+  %127 = add nsw i64 %123, %126
+  %128 = mul nsw i64 %conv2.cv644, 8
+  %129 = add nsw i64 %127, %128
+  %130 = add nsw i64 2596864, %129
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %130
+  %131 = load <8 x float>, ptr %arena13, align 4
+  %132 = mul nsw i64 %conv2.j611, 21632
+  %133 = mul nsw i64 %0, 6
+  %134 = add nsw i64 %conv2.ty622, %133
+  %135 = mul nsw i64 %134, 2
+  %136 = add nsw i64 %135, 2
+  %137 = mul nsw i64 %136, 832
+  %138 = add nsw i64 %132, %137
+  %139 = mul nsw i64 %conv2.tx633, 2
+  %140 = add nsw i64 %139, 1
+  %141 = mul nsw i64 %140, 32
+  %142 = add nsw i64 %138, %141
+  %143 = mul nsw i64 %conv2.cv644, 8
+  %144 = add nsw i64 %142, %143
+  %145 = add nsw i64 2596864, %144
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %145
+  %146 = load <8 x float>, ptr %arena14, align 4
+  %147 = fsub <8 x float> %131, %146
+  store <8 x float> %147, ptr %conv2.w69, align 32
+  %148 = mul nsw i64 %conv2.j611, 21632
+  %149 = mul nsw i64 %0, 6
+  %150 = add nsw i64 %conv2.ty622, %149
+  %151 = mul nsw i64 %150, 2
+  %152 = add nsw i64 %151, 1
+  %153 = mul nsw i64 %152, 832
+  %154 = add nsw i64 %148, %153
+  %155 = mul nsw i64 %conv2.tx633, 2
+  %156 = add nsw i64 %155, 1
+  %157 = mul nsw i64 %156, 32
+  %158 = add nsw i64 %154, %157
+  %159 = mul nsw i64 %conv2.cv644, 8
+  %160 = add nsw i64 %158, %159
+  %161 = add nsw i64 2596864, %160
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %161
+  %162 = load <8 x float>, ptr %arena15, align 4
+  %163 = mul nsw i64 %conv2.j611, 21632
+  %164 = mul nsw i64 %0, 6
+  %165 = add nsw i64 %conv2.ty622, %164
+  %166 = mul nsw i64 %165, 2
+  %167 = add nsw i64 %166, 2
+  %168 = mul nsw i64 %167, 832
+  %169 = add nsw i64 %163, %168
+  %170 = mul nsw i64 %conv2.tx633, 2
+  %171 = add nsw i64 %170, 1
+  %172 = mul nsw i64 %171, 32
+  %173 = add nsw i64 %169, %172
+  %174 = mul nsw i64 %conv2.cv644, 8
+  %175 = add nsw i64 %173, %174
+  %176 = add nsw i64 2596864, %175
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %176
+  %177 = load <8 x float>, ptr %arena16, align 4
+  %178 = fadd <8 x float> %162, %177
+  store <8 x float> %178, ptr %conv2.w70, align 32
+  %179 = mul nsw i64 %conv2.j611, 21632
+  %180 = mul nsw i64 %0, 6
+  %181 = add nsw i64 %conv2.ty622, %180
+  %182 = mul nsw i64 %181, 2
+  %183 = add nsw i64 %182, 2
+  %184 = mul nsw i64 %183, 832
+  %185 = add nsw i64 %179, %184
+  %186 = mul nsw i64 %conv2.tx633, 2
+  %187 = add nsw i64 %186, 1
+  %188 = mul nsw i64 %187, 32
+  %189 = add nsw i64 %185, %188
+  %190 = mul nsw i64 %conv2.cv644, 8
+  %191 = add nsw i64 %189, %190
+  %192 = add nsw i64 2596864, %191
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %192
+  %193 = load <8 x float>, ptr %arena17, align 4
+  %194 = mul nsw i64 %conv2.j611, 21632
+  %195 = mul nsw i64 %0, 6
+  %196 = add nsw i64 %conv2.ty622, %195
+  %197 = mul nsw i64 %196, 2
+  %198 = add nsw i64 %197, 1
+  %199 = mul nsw i64 %198, 832
+  %200 = add nsw i64 %194, %199
+  %201 = mul nsw i64 %conv2.tx633, 2
+  %202 = add nsw i64 %201, 1
+  %203 = mul nsw i64 %202, 32
+  %204 = add nsw i64 %200, %203
+  %205 = mul nsw i64 %conv2.cv644, 8
+  %206 = add nsw i64 %204, %205
+  %207 = add nsw i64 2596864, %206
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %207
+  %208 = load <8 x float>, ptr %arena18, align 4
+  %209 = fsub <8 x float> %193, %208
+  store <8 x float> %209, ptr %conv2.w71, align 32
+  %210 = mul nsw i64 %conv2.j611, 21632
+  %211 = mul nsw i64 %0, 6
+  %212 = add nsw i64 %conv2.ty622, %211
+  %213 = mul nsw i64 %212, 2
+  %214 = add nsw i64 %213, 1
+  %215 = mul nsw i64 %214, 832
+  %216 = add nsw i64 %210, %215
+  %217 = mul nsw i64 %conv2.tx633, 2
+  %218 = add nsw i64 %217, 1
+  %219 = mul nsw i64 %218, 32
+  %220 = add nsw i64 %216, %219
+  %221 = mul nsw i64 %conv2.cv644, 8
+  %222 = add nsw i64 %220, %221
+  %223 = add nsw i64 2596864, %222
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %223
+  %224 = load <8 x float>, ptr %arena19, align 4
+  %225 = mul nsw i64 %conv2.j611, 21632
+  %226 = mul nsw i64 %0, 6
+  %227 = add nsw i64 %conv2.ty622, %226
+  %228 = mul nsw i64 %227, 2
+  %229 = add nsw i64 %228, 3
+  %230 = mul nsw i64 %229, 832
+  %231 = add nsw i64 %225, %230
+  %232 = mul nsw i64 %conv2.tx633, 2
+  %233 = add nsw i64 %232, 1
+  %234 = mul nsw i64 %233, 32
+  %235 = add nsw i64 %231, %234
+  %236 = mul nsw i64 %conv2.cv644, 8
+  %237 = add nsw i64 %235, %236
+  %238 = add nsw i64 2596864, %237
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %238
+  %239 = load <8 x float>, ptr %arena20, align 4
+  %240 = fsub <8 x float> %224, %239
+  store <8 x float> %240, ptr %conv2.w72, align 32
+  %241 = mul nsw i64 %conv2.j611, 21632
+  %242 = mul nsw i64 %0, 6
+  %243 = add nsw i64 %conv2.ty622, %242
+  %244 = mul nsw i64 %243, 2
+  %245 = mul nsw i64 %244, 832
+  %246 = add nsw i64 %241, %245
+  %247 = mul nsw i64 %conv2.tx633, 2
+  %248 = add nsw i64 %247, 2
+  %249 = mul nsw i64 %248, 32
+  %250 = add nsw i64 %246, %249
+  %251 = mul nsw i64 %conv2.cv644, 8
+  %252 = add nsw i64 %250, %251
+  %253 = add nsw i64 2596864, %252
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %253
+  %254 = load <8 x float>, ptr %arena21, align 4
+  %255 = mul nsw i64 %conv2.j611, 21632
+  %256 = mul nsw i64 %0, 6
+  %257 = add nsw i64 %conv2.ty622, %256
+  %258 = mul nsw i64 %257, 2
+  %259 = add nsw i64 %258, 2
+  %260 = mul nsw i64 %259, 832
+  %261 = add nsw i64 %255, %260
+  %262 = mul nsw i64 %conv2.tx633, 2
+  %263 = add nsw i64 %262, 2
+  %264 = mul nsw i64 %263, 32
+  %265 = add nsw i64 %261, %264
+  %266 = mul nsw i64 %conv2.cv644, 8
+  %267 = add nsw i64 %265, %266
+  %268 = add nsw i64 2596864, %267
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %268
+  %269 = load <8 x float>, ptr %arena22, align 4
+  %270 = fsub <8 x float> %254, %269
+  store <8 x float> %270, ptr %conv2.w73, align 32
+  %271 = mul nsw i64 %conv2.j611, 21632
+  %272 = mul nsw i64 %0, 6
+  %273 = add nsw i64 %conv2.ty622, %272
+  %274 = mul nsw i64 %273, 2
+  %275 = add nsw i64 %274, 1
+  %276 = mul nsw i64 %275, 832
+  %277 = add nsw i64 %271, %276
+  %278 = mul nsw i64 %conv2.tx633, 2
+  %279 = add nsw i64 %278, 2
+  %280 = mul nsw i64 %279, 32
+  %281 = add nsw i64 %277, %280
+  %282 = mul nsw i64 %conv2.cv644, 8
+  %283 = add nsw i64 %281, %282
+  %284 = add nsw i64 2596864, %283
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %284
+  %285 = load <8 x float>, ptr %arena23, align 4
+  %286 = mul nsw i64 %conv2.j611, 21632
+  %287 = mul nsw i64 %0, 6
+  %288 = add nsw i64 %conv2.ty622, %287
+  %289 = mul nsw i64 %288, 2
+  %290 = add nsw i64 %289, 2
+  %291 = mul nsw i64 %290, 832
+  %292 = add nsw i64 %286, %291
+  %293 = mul nsw i64 %conv2.tx633, 2
+  %294 = add nsw i64 %293, 2
+  %295 = mul nsw i64 %294, 32
+  %296 = add nsw i64 %292, %295
+  %297 = mul nsw i64 %conv2.cv644, 8
+  %298 = add nsw i64 %296, %297
+  %299 = add nsw i64 2596864, %298
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %299
+  %300 = load <8 x float>, ptr %arena24, align 4
+  %301 = fadd <8 x float> %285, %300
+  store <8 x float> %301, ptr %conv2.w74, align 32
+  %302 = mul nsw i64 %conv2.j611, 21632
+  %303 = mul nsw i64 %0, 6
+  %304 = add nsw i64 %conv2.ty622, %303
+  %305 = mul nsw i64 %304, 2
+  %306 = add nsw i64 %305, 2
+  %307 = mul nsw i64 %306, 832
+  %308 = add nsw i64 %302, %307
+  %309 = mul nsw i64 %conv2.tx633, 2
+  %310 = add nsw i64 %309, 2
+  %311 = mul nsw i64 %310, 32
+  %312 = add nsw i64 %308, %311
+  %313 = mul nsw i64 %conv2.cv644, 8
+  %314 = add nsw i64 %312, %313
+  %315 = add nsw i64 2596864, %314
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %315
+  %316 = load <8 x float>, ptr %arena25, align 4
+  %317 = mul nsw i64 %conv2.j611, 21632
+  %318 = mul nsw i64 %0, 6
+  %319 = add nsw i64 %conv2.ty622, %318
+  %320 = mul nsw i64 %319, 2
+  %321 = add nsw i64 %320, 1
+  %322 = mul nsw i64 %321, 832
+  %323 = add nsw i64 %317, %322
+  %324 = mul nsw i64 %conv2.tx633, 2
+  %325 = add nsw i64 %324, 2
+  %326 = mul nsw i64 %325, 32
+  %327 = add nsw i64 %323, %326
+  %328 = mul nsw i64 %conv2.cv644, 8
+  %329 = add nsw i64 %327, %328
+  %330 = add nsw i64 2596864, %329
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %330
+  %331 = load <8 x float>, ptr %arena26, align 4
+  %332 = fsub <8 x float> %316, %331
+  store <8 x float> %332, ptr %conv2.w75, align 32
+  %333 = mul nsw i64 %conv2.j611, 21632
+  %334 = mul nsw i64 %0, 6
+  %335 = add nsw i64 %conv2.ty622, %334
+  %336 = mul nsw i64 %335, 2
+  %337 = add nsw i64 %336, 1
+  %338 = mul nsw i64 %337, 832
+  %339 = add nsw i64 %333, %338
+  %340 = mul nsw i64 %conv2.tx633, 2
+  %341 = add nsw i64 %340, 2
+  %342 = mul nsw i64 %341, 32
+  %343 = add nsw i64 %339, %342
+  %344 = mul nsw i64 %conv2.cv644, 8
+  %345 = add nsw i64 %343, %344
+  %346 = add nsw i64 2596864, %345
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %346
+  %347 = load <8 x float>, ptr %arena27, align 4
+  %348 = mul nsw i64 %conv2.j611, 21632
+  %349 = mul nsw i64 %0, 6
+  %350 = add nsw i64 %conv2.ty622, %349
+  %351 = mul nsw i64 %350, 2
+  %352 = add nsw i64 %351, 3
+  %353 = mul nsw i64 %352, 832
+  %354 = add nsw i64 %348, %353
+  %355 = mul nsw i64 %conv2.tx633, 2
+  %356 = add nsw i64 %355, 2
+  %357 = mul nsw i64 %356, 32
+  %358 = add nsw i64 %354, %357
+  %359 = mul nsw i64 %conv2.cv644, 8
+  %360 = add nsw i64 %358, %359
+  %361 = add nsw i64 2596864, %360
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %361
+  %362 = load <8 x float>, ptr %arena28, align 4
+  %363 = fsub <8 x float> %347, %362
+  store <8 x float> %363, ptr %conv2.w76, align 32
+  %364 = mul nsw i64 %conv2.j611, 21632
+  %365 = mul nsw i64 %0, 6
+  %366 = add nsw i64 %conv2.ty622, %365
+  %367 = mul nsw i64 %366, 2
+  %368 = mul nsw i64 %367, 832
+  %369 = add nsw i64 %364, %368
+  %370 = mul nsw i64 %conv2.tx633, 2
+  %371 = add nsw i64 %370, 3
+  %372 = mul nsw i64 %371, 32
+  %373 = add nsw i64 %369, %372
+  %374 = mul nsw i64 %conv2.cv644, 8
+  %375 = add nsw i64 %373, %374
+  %376 = add nsw i64 2596864, %375
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %376
+  %377 = load <8 x float>, ptr %arena29, align 4
+  %378 = mul nsw i64 %conv2.j611, 21632
+  %379 = mul nsw i64 %0, 6
+  %380 = add nsw i64 %conv2.ty622, %379
+  %381 = mul nsw i64 %380, 2
+  %382 = add nsw i64 %381, 2
+  %383 = mul nsw i64 %382, 832
+  %384 = add nsw i64 %378, %383
+  %385 = mul nsw i64 %conv2.tx633, 2
+  %386 = add nsw i64 %385, 3
+  %387 = mul nsw i64 %386, 32
+  %388 = add nsw i64 %384, %387
+  %389 = mul nsw i64 %conv2.cv644, 8
+  %390 = add nsw i64 %388, %389
+  %391 = add nsw i64 2596864, %390
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %391
+  %392 = load <8 x float>, ptr %arena30, align 4
+  %393 = fsub <8 x float> %377, %392
+  store <8 x float> %393, ptr %conv2.w77, align 32
+  %394 = mul nsw i64 %conv2.j611, 21632
+  %395 = mul nsw i64 %0, 6
+  %396 = add nsw i64 %conv2.ty622, %395
+  %397 = mul nsw i64 %396, 2
+  %398 = add nsw i64 %397, 1
+  %399 = mul nsw i64 %398, 832
+  %400 = add nsw i64 %394, %399
+  %401 = mul nsw i64 %conv2.tx633, 2
+  %402 = add nsw i64 %401, 3
+  %403 = mul nsw i64 %402, 32
+  %404 = add nsw i64 %400, %403
+  %405 = mul nsw i64 %conv2.cv644, 8
+  %406 = add nsw i64 %404, %405
+  %407 = add nsw i64 2596864, %406
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %407
+  %408 = load <8 x float>, ptr %arena31, align 4
+  %409 = mul nsw i64 %conv2.j611, 21632
+  %410 = mul nsw i64 %0, 6
+  %411 = add nsw i64 %conv2.ty622, %410
+  %412 = mul nsw i64 %411, 2
+  %413 = add nsw i64 %412, 2
+  %414 = mul nsw i64 %413, 832
+  %415 = add nsw i64 %409, %414
+  %416 = mul nsw i64 %conv2.tx633, 2
+  %417 = add nsw i64 %416, 3
+  %418 = mul nsw i64 %417, 32
+  %419 = add nsw i64 %415, %418
+  %420 = mul nsw i64 %conv2.cv644, 8
+  %421 = add nsw i64 %419, %420
+  %422 = add nsw i64 2596864, %421
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %422
+  %423 = load <8 x float>, ptr %arena32, align 4
+  %424 = fadd <8 x float> %408, %423
+  store <8 x float> %424, ptr %conv2.w78, align 32
+  %425 = mul nsw i64 %conv2.j611, 21632
+  %426 = mul nsw i64 %0, 6
+  %427 = add nsw i64 %conv2.ty622, %426
+  %428 = mul nsw i64 %427, 2
+  %429 = add nsw i64 %428, 2
+  %430 = mul nsw i64 %429, 832
+  %431 = add nsw i64 %425, %430
+  %432 = mul nsw i64 %conv2.tx633, 2
+  %433 = add nsw i64 %432, 3
+  %434 = mul nsw i64 %433, 32
+  %435 = add nsw i64 %431, %434
+  %436 = mul nsw i64 %conv2.cv644, 8
+  %437 = add nsw i64 %435, %436
+  %438 = add nsw i64 2596864, %437
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %438
+  %439 = load <8 x float>, ptr %arena33, align 4
+  %440 = mul nsw i64 %conv2.j611, 21632
+  %441 = mul nsw i64 %0, 6
+  %442 = add nsw i64 %conv2.ty622, %441
+  %443 = mul nsw i64 %442, 2
+  %444 = add nsw i64 %443, 1
+  %445 = mul nsw i64 %444, 832
+  %446 = add nsw i64 %440, %445
+  %447 = mul nsw i64 %conv2.tx633, 2
+  %448 = add nsw i64 %447, 3
+  %449 = mul nsw i64 %448, 32
+  %450 = add nsw i64 %446, %449
+  %451 = mul nsw i64 %conv2.cv644, 8
+  %452 = add nsw i64 %450, %451
+  %453 = add nsw i64 2596864, %452
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %453
+  %454 = load <8 x float>, ptr %arena34, align 4
+  %455 = fsub <8 x float> %439, %454
+  store <8 x float> %455, ptr %conv2.w79, align 32
+  %456 = mul nsw i64 %conv2.j611, 21632
+  %457 = mul nsw i64 %0, 6
+  %458 = add nsw i64 %conv2.ty622, %457
+  %459 = mul nsw i64 %458, 2
+  %460 = add nsw i64 %459, 1
+  %461 = mul nsw i64 %460, 832
+  %462 = add nsw i64 %456, %461
+  %463 = mul nsw i64 %conv2.tx633, 2
+  %464 = add nsw i64 %463, 3
+  %465 = mul nsw i64 %464, 32
+  %466 = add nsw i64 %462, %465
+  %467 = mul nsw i64 %conv2.cv644, 8
+  %468 = add nsw i64 %466, %467
+  %469 = add nsw i64 2596864, %468
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %469
+  %470 = load <8 x float>, ptr %arena35, align 4
+  %471 = mul nsw i64 %conv2.j611, 21632
+  %472 = mul nsw i64 %0, 6
+  %473 = add nsw i64 %conv2.ty622, %472
+  %474 = mul nsw i64 %473, 2
+  %475 = add nsw i64 %474, 3
+  %476 = mul nsw i64 %475, 832
+  %477 = add nsw i64 %471, %476
+  %478 = mul nsw i64 %conv2.tx633, 2
+  %479 = add nsw i64 %478, 3
+  %480 = mul nsw i64 %479, 32
+  %481 = add nsw i64 %477, %480
+  %482 = mul nsw i64 %conv2.cv644, 8
+  %483 = add nsw i64 %481, %482
+  %484 = add nsw i64 2596864, %483
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %484
+  %485 = load <8 x float>, ptr %arena36, align 4
+  %486 = fsub <8 x float> %470, %485
+  store <8 x float> %486, ptr %conv2.w80, align 32
+  %w65 = load <8 x float>, ptr %conv2.w65, align 32
+  %w73 = load <8 x float>, ptr %conv2.w73, align 32
+  %487 = fsub <8 x float> %w65, %w73
+  store <8 x float> %487, ptr %conv2.w81, align 32
+  %w69 = load <8 x float>, ptr %conv2.w69, align 32
+  %w7337 = load <8 x float>, ptr %conv2.w73, align 32
+  %488 = fadd <8 x float> %w69, %w7337
+  store <8 x float> %488, ptr %conv2.w82, align 32
+  %w7338 = load <8 x float>, ptr %conv2.w73, align 32
+  %w6939 = load <8 x float>, ptr %conv2.w69, align 32
+  %489 = fsub <8 x float> %w7338, %w6939
+  store <8 x float> %489, ptr %conv2.w83, align 32
+  %w6940 = load <8 x float>, ptr %conv2.w69, align 32
+  %w77 = load <8 x float>, ptr %conv2.w77, align 32
+  %490 = fsub <8 x float> %w6940, %w77
+  store <8 x float> %490, ptr %conv2.w84, align 32
+  %w66 = load <8 x float>, ptr %conv2.w66, align 32
+  %w74 = load <8 x float>, ptr %conv2.w74, align 32
+  %491 = fsub <8 x float> %w66, %w74
+  store <8 x float> %491, ptr %conv2.w85, align 32
+  %w70 = load <8 x float>, ptr %conv2.w70, align 32
+  %w7441 = load <8 x float>, ptr %conv2.w74, align 32
+  %492 = fadd <8 x float> %w70, %w7441
+  store <8 x float> %492, ptr %conv2.w86, align 32
+  %w7442 = load <8 x float>, ptr %conv2.w74, align 32
+  %w7043 = load <8 x float>, ptr %conv2.w70, align 32
+  %493 = fsub <8 x float> %w7442, %w7043
+  store <8 x float> %493, ptr %conv2.w87, align 32
+  %w7044 = load <8 x float>, ptr %conv2.w70, align 32
+  %w78 = load <8 x float>, ptr %conv2.w78, align 32
+  %494 = fsub <8 x float> %w7044, %w78
+  store <8 x float> %494, ptr %conv2.w88, align 32
+  %w67 = load <8 x float>, ptr %conv2.w67, align 32
+  %w75 = load <8 x float>, ptr %conv2.w75, align 32
+  %495 = fsub <8 x float> %w67, %w75
+  store <8 x float> %495, ptr %conv2.w89, align 32
+  %w71 = load <8 x float>, ptr %conv2.w71, align 32
+  %w7545 = load <8 x float>, ptr %conv2.w75, align 32
+  %496 = fadd <8 x float> %w71, %w7545
+  store <8 x float> %496, ptr %conv2.w90, align 32
+  %w7546 = load <8 x float>, ptr %conv2.w75, align 32
+  %w7147 = load <8 x float>, ptr %conv2.w71, align 32
+  %497 = fsub <8 x float> %w7546, %w7147
+  store <8 x float> %497, ptr %conv2.w91, align 32
+  %w7148 = load <8 x float>, ptr %conv2.w71, align 32
+  %w79 = load <8 x float>, ptr %conv2.w79, align 32
+  %498 = fsub <8 x float> %w7148, %w79
+  store <8 x float> %498, ptr %conv2.w92, align 32
+  %w68 = load <8 x float>, ptr %conv2.w68, align 32
+  %w76 = load <8 x float>, ptr %conv2.w76, align 32
+  %499 = fsub <8 x float> %w68, %w76
+  store <8 x float> %499, ptr %conv2.w93, align 32
+  %w72 = load <8 x float>, ptr %conv2.w72, align 32
+  %w7649 = load <8 x float>, ptr %conv2.w76, align 32
+  %500 = fadd <8 x float> %w72, %w7649
+  store <8 x float> %500, ptr %conv2.w94, align 32
+  %w7650 = load <8 x float>, ptr %conv2.w76, align 32
+  %w7251 = load <8 x float>, ptr %conv2.w72, align 32
+  %501 = fsub <8 x float> %w7650, %w7251
+  store <8 x float> %501, ptr %conv2.w95, align 32
+  %w7252 = load <8 x float>, ptr %conv2.w72, align 32
+  %w80 = load <8 x float>, ptr %conv2.w80, align 32
+  %502 = fsub <8 x float> %w7252, %w80
+  store <8 x float> %502, ptr %conv2.w96, align 32
+  %w81 = load <8 x float>, ptr %conv2.w81, align 32
+  %503 = mul nsw i64 %conv2.j611, 144
+  %504 = mul nsw i64 %0, 6
+  %505 = add nsw i64 %conv2.ty622, %504
+  %506 = mul nsw i64 %505, 12
+  %507 = add nsw i64 %503, %506
+  %508 = add nsw i64 %507, %conv2.tx633
+  %509 = mul nsw i64 %508, 32
+  %510 = add nsw i64 2618496, %509
+  %511 = mul nsw i64 %conv2.cv644, 8
+  %512 = add nsw i64 %510, %511
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %512
+  store <8 x float> %w81, ptr %arena53, align 4
+  %w82 = load <8 x float>, ptr %conv2.w82, align 32
+  %513 = mul nsw i64 %conv2.j611, 144
+  %514 = mul nsw i64 %0, 6
+  %515 = add nsw i64 %conv2.ty622, %514
+  %516 = mul nsw i64 %515, 12
+  %517 = add nsw i64 %513, %516
+  %518 = add nsw i64 %517, %conv2.tx633
+  %519 = mul nsw i64 %518, 32
+  %520 = add nsw i64 2623104, %519
+  %521 = mul nsw i64 %conv2.cv644, 8
+  %522 = add nsw i64 %520, %521
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %522
+  store <8 x float> %w82, ptr %arena54, align 4
+  %w83 = load <8 x float>, ptr %conv2.w83, align 32
+  %523 = mul nsw i64 %conv2.j611, 144
+  %524 = mul nsw i64 %0, 6
+  %525 = add nsw i64 %conv2.ty622, %524
+  %526 = mul nsw i64 %525, 12
+  %527 = add nsw i64 %523, %526
+  %528 = add nsw i64 %527, %conv2.tx633
+  %529 = mul nsw i64 %528, 32
+  %530 = add nsw i64 2627712, %529
+  %531 = mul nsw i64 %conv2.cv644, 8
+  %532 = add nsw i64 %530, %531
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %532
+  store <8 x float> %w83, ptr %arena55, align 4
+  %w84 = load <8 x float>, ptr %conv2.w84, align 32
+  %533 = mul nsw i64 %conv2.j611, 144
+  %534 = mul nsw i64 %0, 6
+  %535 = add nsw i64 %conv2.ty622, %534
+  %536 = mul nsw i64 %535, 12
+  %537 = add nsw i64 %533, %536
+  %538 = add nsw i64 %537, %conv2.tx633
+  %539 = mul nsw i64 %538, 32
+  %540 = add nsw i64 2632320, %539
+  %541 = mul nsw i64 %conv2.cv644, 8
+  %542 = add nsw i64 %540, %541
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %542
+  store <8 x float> %w84, ptr %arena56, align 4
+  %w85 = load <8 x float>, ptr %conv2.w85, align 32
+  %543 = mul nsw i64 %conv2.j611, 144
+  %544 = mul nsw i64 %0, 6
+  %545 = add nsw i64 %conv2.ty622, %544
+  %546 = mul nsw i64 %545, 12
+  %547 = add nsw i64 %543, %546
+  %548 = add nsw i64 %547, %conv2.tx633
+  %549 = mul nsw i64 %548, 32
+  %550 = add nsw i64 2636928, %549
+  %551 = mul nsw i64 %conv2.cv644, 8
+  %552 = add nsw i64 %550, %551
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %552
+  store <8 x float> %w85, ptr %arena57, align 4
+  %w86 = load <8 x float>, ptr %conv2.w86, align 32
+  %553 = mul nsw i64 %conv2.j611, 144
+  %554 = mul nsw i64 %0, 6
+  %555 = add nsw i64 %conv2.ty622, %554
+  %556 = mul nsw i64 %555, 12
+  %557 = add nsw i64 %553, %556
+  %558 = add nsw i64 %557, %conv2.tx633
+  %559 = mul nsw i64 %558, 32
+  %560 = add nsw i64 2641536, %559
+  %561 = mul nsw i64 %conv2.cv644, 8
+  %562 = add nsw i64 %560, %561
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %562
+  store <8 x float> %w86, ptr %arena58, align 4
+  %w87 = load <8 x float>, ptr %conv2.w87, align 32
+  %563 = mul nsw i64 %conv2.j611, 144
+  %564 = mul nsw i64 %0, 6
+  %565 = add nsw i64 %conv2.ty622, %564
+  %566 = mul nsw i64 %565, 12
+  %567 = add nsw i64 %563, %566
+  %568 = add nsw i64 %567, %conv2.tx633
+  %569 = mul nsw i64 %568, 32
+  %570 = add nsw i64 2646144, %569
+  %571 = mul nsw i64 %conv2.cv644, 8
+  %572 = add nsw i64 %570, %571
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %572
+  store <8 x float> %w87, ptr %arena59, align 4
+  %w88 = load <8 x float>, ptr %conv2.w88, align 32
+  %573 = mul nsw i64 %conv2.j611, 144
+  %574 = mul nsw i64 %0, 6
+  %575 = add nsw i64 %conv2.ty622, %574
+  %576 = mul nsw i64 %575, 12
+  %577 = add nsw i64 %573, %576
+  %578 = add nsw i64 %577, %conv2.tx633
+  %579 = mul nsw i64 %578, 32
+  %580 = add nsw i64 2650752, %579
+  %581 = mul nsw i64 %conv2.cv644, 8
+  %582 = add nsw i64 %580, %581
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %582
+  store <8 x float> %w88, ptr %arena60, align 4
+  %w89 = load <8 x float>, ptr %conv2.w89, align 32
+  %583 = mul nsw i64 %conv2.j611, 144
+  %584 = mul nsw i64 %0, 6
+  %585 = add nsw i64 %conv2.ty622, %584
+  %586 = mul nsw i64 %585, 12
+  %587 = add nsw i64 %583, %586
+  %588 = add nsw i64 %587, %conv2.tx633
+  %589 = mul nsw i64 %588, 32
+  %590 = add nsw i64 2655360, %589
+  %591 = mul nsw i64 %conv2.cv644, 8
+  %592 = add nsw i64 %590, %591
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %592
+  store <8 x float> %w89, ptr %arena61, align 4
+  %w90 = load <8 x float>, ptr %conv2.w90, align 32
+  %593 = mul nsw i64 %conv2.j611, 144
+  %594 = mul nsw i64 %0, 6
+  %595 = add nsw i64 %conv2.ty622, %594
+  %596 = mul nsw i64 %595, 12
+  %597 = add nsw i64 %593, %596
+  %598 = add nsw i64 %597, %conv2.tx633
+  %599 = mul nsw i64 %598, 32
+  %600 = add nsw i64 2659968, %599
+  %601 = mul nsw i64 %conv2.cv644, 8
+  %602 = add nsw i64 %600, %601
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %602
+  store <8 x float> %w90, ptr %arena62, align 4
+  %w91 = load <8 x float>, ptr %conv2.w91, align 32
+  %603 = mul nsw i64 %conv2.j611, 144
+  %604 = mul nsw i64 %0, 6
+  %605 = add nsw i64 %conv2.ty622, %604
+  %606 = mul nsw i64 %605, 12
+  %607 = add nsw i64 %603, %606
+  %608 = add nsw i64 %607, %conv2.tx633
+  %609 = mul nsw i64 %608, 32
+  %610 = add nsw i64 2664576, %609
+  %611 = mul nsw i64 %conv2.cv644, 8
+  %612 = add nsw i64 %610, %611
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %612
+  store <8 x float> %w91, ptr %arena63, align 4
+  %w92 = load <8 x float>, ptr %conv2.w92, align 32
+  %613 = mul nsw i64 %conv2.j611, 144
+  %614 = mul nsw i64 %0, 6
+  %615 = add nsw i64 %conv2.ty622, %614
+  %616 = mul nsw i64 %615, 12
+  %617 = add nsw i64 %613, %616
+  %618 = add nsw i64 %617, %conv2.tx633
+  %619 = mul nsw i64 %618, 32
+  %620 = add nsw i64 2669184, %619
+  %621 = mul nsw i64 %conv2.cv644, 8
+  %622 = add nsw i64 %620, %621
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %622
+  store <8 x float> %w92, ptr %arena64, align 4
+  %w93 = load <8 x float>, ptr %conv2.w93, align 32
+  %623 = mul nsw i64 %conv2.j611, 144
+  %624 = mul nsw i64 %0, 6
+  %625 = add nsw i64 %conv2.ty622, %624
+  %626 = mul nsw i64 %625, 12
+  %627 = add nsw i64 %623, %626
+  %628 = add nsw i64 %627, %conv2.tx633
+  %629 = mul nsw i64 %628, 32
+  %630 = add nsw i64 2673792, %629
+  %631 = mul nsw i64 %conv2.cv644, 8
+  %632 = add nsw i64 %630, %631
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %632
+  store <8 x float> %w93, ptr %arena65, align 4
+  %w94 = load <8 x float>, ptr %conv2.w94, align 32
+  %633 = mul nsw i64 %conv2.j611, 144
+  %634 = mul nsw i64 %0, 6
+  %635 = add nsw i64 %conv2.ty622, %634
+  %636 = mul nsw i64 %635, 12
+  %637 = add nsw i64 %633, %636
+  %638 = add nsw i64 %637, %conv2.tx633
+  %639 = mul nsw i64 %638, 32
+  %640 = add nsw i64 2678400, %639
+  %641 = mul nsw i64 %conv2.cv644, 8
+  %642 = add nsw i64 %640, %641
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %642
+  store <8 x float> %w94, ptr %arena66, align 4
+  %w95 = load <8 x float>, ptr %conv2.w95, align 32
+  %643 = mul nsw i64 %conv2.j611, 144
+  %644 = mul nsw i64 %0, 6
+  %645 = add nsw i64 %conv2.ty622, %644
+  %646 = mul nsw i64 %645, 12
+  %647 = add nsw i64 %643, %646
+  %648 = add nsw i64 %647, %conv2.tx633
+  %649 = mul nsw i64 %648, 32
+  %650 = add nsw i64 2683008, %649
+  %651 = mul nsw i64 %conv2.cv644, 8
+  %652 = add nsw i64 %650, %651
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %652
+  store <8 x float> %w95, ptr %arena67, align 4
+  %w96 = load <8 x float>, ptr %conv2.w96, align 32
+  %653 = mul nsw i64 %conv2.j611, 144
+  %654 = mul nsw i64 %0, 6
+  %655 = add nsw i64 %conv2.ty622, %654
+  %656 = mul nsw i64 %655, 12
+  %657 = add nsw i64 %653, %656
+  %658 = add nsw i64 %657, %conv2.tx633
+  %659 = mul nsw i64 %658, 32
+  %660 = add nsw i64 2687616, %659
+  %661 = mul nsw i64 %conv2.cv644, 8
+  %662 = add nsw i64 %660, %661
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %662
+  store <8 x float> %w96, ptr %arena68, align 4
+  %cv64.next = add nsw i64 %conv2.cv644, 1
+  %663 = icmp slt i64 %cv64.next, 4
+  br i1 %663, label %conv2.cv64, label %conv2.cv64.end
+
+conv2.cv64.end:                                   ; preds = %conv2.cv64
+  %tx63.next = add nsw i64 %conv2.tx633, 1
+  %664 = icmp slt i64 %tx63.next, 12
+  br i1 %664, label %conv2.tx63, label %conv2.tx63.end
+}
+
+define internal void @mnistnet_infer_b64.k1.conv2.part60.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  call void @mnistnet_infer_b64.k1.conv2.part60(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @mnistnet_infer_b64.k1.conv2.part97(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+entry:
+  %conv2.at131 = alloca <8 x float>, align 32
+  %conv2.best130 = alloca <8 x float>, align 32
+  %conv2.v129 = alloca <8 x float>, align 32
+  %conv2.at128 = alloca <8 x float>, align 32
+  %conv2.best127 = alloca <8 x float>, align 32
+  %conv2.v126 = alloca <8 x float>, align 32
+  %conv2.at125 = alloca <8 x float>, align 32
+  %conv2.best124 = alloca <8 x float>, align 32
+  %conv2.v123 = alloca <8 x float>, align 32
+  %conv2.at122 = alloca <8 x float>, align 32
+  %conv2.best121 = alloca <8 x float>, align 32
+  %conv2.v120 = alloca <8 x float>, align 32
+  %conv2.w119 = alloca <8 x float>, align 32
   %conv2.w118 = alloca <8 x float>, align 32
   %conv2.w117 = alloca <8 x float>, align 32
   %conv2.w116 = alloca <8 x float>, align 32
@@ -13060,1004 +13236,1003 @@ entry:
   %conv2.w110 = alloca <8 x float>, align 32
   %conv2.w109 = alloca <8 x float>, align 32
   %conv2.w108 = alloca <8 x float>, align 32
-  %conv2.w107 = alloca <8 x float>, align 32
-  br label %conv2.xi97
+  br label %conv2.xi98
 
-conv2.xi97:                                       ; preds = %conv2.xi97, %entry
-  %conv2.xi971 = phi i64 [ 0, %entry ], [ %xi97.next, %conv2.xi97 ]
-  call void @mnistnet_infer_b64.k1.conv2.part96.gemm102(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi971, i64 %1)
-  %xi97.next = add nsw i64 %conv2.xi971, 1
-  %2 = icmp slt i64 %xi97.next, 16
-  br i1 %2, label %conv2.xi97, label %conv2.xi97.end
+conv2.xi98:                                       ; preds = %conv2.xi98, %entry
+  %conv2.xi981 = phi i64 [ 0, %entry ], [ %xi98.next, %conv2.xi98 ]
+  call void @mnistnet_infer_b64.k1.conv2.part97.gemm103(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi981, i64 %1)
+  %xi98.next = add nsw i64 %conv2.xi981, 1
+  %2 = icmp slt i64 %xi98.next, 16
+  br i1 %2, label %conv2.xi98, label %conv2.xi98.end
 
-conv2.xi97.end:                                   ; preds = %conv2.xi97
-  br label %conv2.j103
+conv2.xi98.end:                                   ; preds = %conv2.xi98
+  br label %conv2.j104
 
-conv2.j103:                                       ; preds = %conv2.ty104.end, %conv2.xi97.end
-  %conv2.j1032 = phi i64 [ 0, %conv2.xi97.end ], [ %j103.next, %conv2.ty104.end ]
-  br label %conv2.ty104
+conv2.j104:                                       ; preds = %conv2.ty105.end, %conv2.xi98.end
+  %conv2.j1042 = phi i64 [ 0, %conv2.xi98.end ], [ %j104.next, %conv2.ty105.end ]
+  br label %conv2.ty105
 
-conv2.j103.end:                                   ; preds = %conv2.ty104.end
-  br label %conv2.j131
+conv2.j104.end:                                   ; preds = %conv2.ty105.end
+  br label %conv2.j132
 
-conv2.ty104:                                      ; preds = %conv2.tx105.end, %conv2.j103
-  %conv2.ty1043 = phi i64 [ 0, %conv2.j103 ], [ %ty104.next, %conv2.tx105.end ]
-  br label %conv2.tx105
+conv2.ty105:                                      ; preds = %conv2.tx106.end, %conv2.j104
+  %conv2.ty1053 = phi i64 [ 0, %conv2.j104 ], [ %ty105.next, %conv2.tx106.end ]
+  br label %conv2.tx106
 
-conv2.ty104.end:                                  ; preds = %conv2.tx105.end
-  %j103.next = add nsw i64 %conv2.j1032, 1
-  %3 = icmp slt i64 %j103.next, 1
-  br i1 %3, label %conv2.j103, label %conv2.j103.end
+conv2.ty105.end:                                  ; preds = %conv2.tx106.end
+  %j104.next = add nsw i64 %conv2.j1042, 1
+  %3 = icmp slt i64 %j104.next, 1
+  br i1 %3, label %conv2.j104, label %conv2.j104.end
 
-conv2.tx105:                                      ; preds = %conv2.cv106.end, %conv2.ty104
-  %conv2.tx1054 = phi i64 [ 0, %conv2.ty104 ], [ %tx105.next, %conv2.cv106.end ]
-  br label %conv2.cv106
+conv2.tx106:                                      ; preds = %conv2.cv107.end, %conv2.ty105
+  %conv2.tx1064 = phi i64 [ 0, %conv2.ty105 ], [ %tx106.next, %conv2.cv107.end ]
+  br label %conv2.cv107
 
-conv2.tx105.end:                                  ; preds = %conv2.cv106.end
-  %ty104.next = add nsw i64 %conv2.ty1043, 1
-  %4 = icmp slt i64 %ty104.next, 12
-  br i1 %4, label %conv2.ty104, label %conv2.ty104.end
+conv2.tx106.end:                                  ; preds = %conv2.cv107.end
+  %ty105.next = add nsw i64 %conv2.ty1053, 1
+  %4 = icmp slt i64 %ty105.next, 12
+  br i1 %4, label %conv2.ty105, label %conv2.ty105.end
 
-conv2.cv106:                                      ; preds = %conv2.cv106, %conv2.tx105
-  %conv2.cv1065 = phi i64 [ 0, %conv2.tx105 ], [ %cv106.next, %conv2.cv106 ]
-  %5 = mul nsw i64 %conv2.j1032, 144
-  %6 = mul nsw i64 %conv2.ty1043, 12
+conv2.cv107:                                      ; preds = %conv2.cv107, %conv2.tx106
+  %conv2.cv1075 = phi i64 [ 0, %conv2.tx106 ], [ %cv107.next, %conv2.cv107 ]
+  %5 = mul nsw i64 %conv2.j1042, 144
+  %6 = mul nsw i64 %conv2.ty1053, 12
   %7 = add nsw i64 %5, %6
-  %8 = add nsw i64 %7, %conv2.tx1054
+  %8 = add nsw i64 %7, %conv2.tx1064
   %9 = mul nsw i64 %8, 64
   %10 = add nsw i64 2692224, %9
   %11 = mul nsw i64 %1, 32
-  %12 = mul nsw i64 %conv2.cv1065, 8
+  %12 = mul nsw i64 %conv2.cv1075, 8
   %13 = add nsw i64 %11, %12
   %14 = add nsw i64 %10, %13
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load <8 x float>, ptr %arena6, align 4
-  %16 = mul nsw i64 %conv2.j1032, 144
-  %17 = mul nsw i64 %conv2.ty1043, 12
+  %16 = mul nsw i64 %conv2.j1042, 144
+  %17 = mul nsw i64 %conv2.ty1053, 12
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %18, %conv2.tx1054
+  %19 = add nsw i64 %18, %conv2.tx1064
   %20 = mul nsw i64 %19, 64
   %21 = add nsw i64 2729088, %20
   %22 = mul nsw i64 %1, 32
-  %23 = mul nsw i64 %conv2.cv1065, 8
+  %23 = mul nsw i64 %conv2.cv1075, 8
   %24 = add nsw i64 %22, %23
   %25 = add nsw i64 %21, %24
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
   %26 = load <8 x float>, ptr %arena7, align 4
   %27 = fadd <8 x float> %15, %26
-  %28 = mul nsw i64 %conv2.j1032, 144
-  %29 = mul nsw i64 %conv2.ty1043, 12
+  %28 = mul nsw i64 %conv2.j1042, 144
+  %29 = mul nsw i64 %conv2.ty1053, 12
   %30 = add nsw i64 %28, %29
-  %31 = add nsw i64 %30, %conv2.tx1054
+  %31 = add nsw i64 %30, %conv2.tx1064
   %32 = mul nsw i64 %31, 64
   %33 = add nsw i64 2765952, %32
   %34 = mul nsw i64 %1, 32
-  %35 = mul nsw i64 %conv2.cv1065, 8
+  %35 = mul nsw i64 %conv2.cv1075, 8
   %36 = add nsw i64 %34, %35
   %37 = add nsw i64 %33, %36
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
   %38 = load <8 x float>, ptr %arena8, align 4
   %39 = fadd <8 x float> %27, %38
-  store <8 x float> %39, ptr %conv2.w107, align 32
-  %40 = mul nsw i64 %conv2.j1032, 144
-  %41 = mul nsw i64 %conv2.ty1043, 12
+  store <8 x float> %39, ptr %conv2.w108, align 32
+  %40 = mul nsw i64 %conv2.j1042, 144
+  %41 = mul nsw i64 %conv2.ty1053, 12
   %42 = add nsw i64 %40, %41
-  %43 = add nsw i64 %42, %conv2.tx1054
+  %43 = add nsw i64 %42, %conv2.tx1064
   %44 = mul nsw i64 %43, 64
   %45 = add nsw i64 2729088, %44
   %46 = mul nsw i64 %1, 32
-  %47 = mul nsw i64 %conv2.cv1065, 8
+  %47 = mul nsw i64 %conv2.cv1075, 8
   %48 = add nsw i64 %46, %47
   %49 = add nsw i64 %45, %48
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena9, align 4
-  %51 = mul nsw i64 %conv2.j1032, 144
-  %52 = mul nsw i64 %conv2.ty1043, 12
+  %51 = mul nsw i64 %conv2.j1042, 144
+  %52 = mul nsw i64 %conv2.ty1053, 12
   %53 = add nsw i64 %51, %52
-  %54 = add nsw i64 %53, %conv2.tx1054
+  %54 = add nsw i64 %53, %conv2.tx1064
   %55 = mul nsw i64 %54, 64
   %56 = add nsw i64 2765952, %55
   %57 = mul nsw i64 %1, 32
-  %58 = mul nsw i64 %conv2.cv1065, 8
+  %58 = mul nsw i64 %conv2.cv1075, 8
   %59 = add nsw i64 %57, %58
   %60 = add nsw i64 %56, %59
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
   %61 = load <8 x float>, ptr %arena10, align 4
   %62 = fsub <8 x float> %50, %61
-  %63 = mul nsw i64 %conv2.j1032, 144
-  %64 = mul nsw i64 %conv2.ty1043, 12
+  %63 = mul nsw i64 %conv2.j1042, 144
+  %64 = mul nsw i64 %conv2.ty1053, 12
   %65 = add nsw i64 %63, %64
-  %66 = add nsw i64 %65, %conv2.tx1054
+  %66 = add nsw i64 %65, %conv2.tx1064
   %67 = mul nsw i64 %66, 64
   %68 = add nsw i64 2802816, %67
   %69 = mul nsw i64 %1, 32
-  %70 = mul nsw i64 %conv2.cv1065, 8
+  %70 = mul nsw i64 %conv2.cv1075, 8
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %68, %71
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena11, align 4
   %74 = fsub <8 x float> %62, %73
-  store <8 x float> %74, ptr %conv2.w108, align 32
-  %75 = mul nsw i64 %conv2.j1032, 144
-  %76 = mul nsw i64 %conv2.ty1043, 12
+  store <8 x float> %74, ptr %conv2.w109, align 32
+  %75 = mul nsw i64 %conv2.j1042, 144
+  %76 = mul nsw i64 %conv2.ty1053, 12
   %77 = add nsw i64 %75, %76
-  %78 = add nsw i64 %77, %conv2.tx1054
+  %78 = add nsw i64 %77, %conv2.tx1064
   %79 = mul nsw i64 %78, 64
   %80 = add nsw i64 2701440, %79
   %81 = mul nsw i64 %1, 32
-  %82 = mul nsw i64 %conv2.cv1065, 8
+  %82 = mul nsw i64 %conv2.cv1075, 8
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %80, %83
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena12, align 4
-  %86 = mul nsw i64 %conv2.j1032, 144
-  %87 = mul nsw i64 %conv2.ty1043, 12
+  %86 = mul nsw i64 %conv2.j1042, 144
+  %87 = mul nsw i64 %conv2.ty1053, 12
   %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %88, %conv2.tx1054
+  %89 = add nsw i64 %88, %conv2.tx1064
   %90 = mul nsw i64 %89, 64
   %91 = add nsw i64 2738304, %90
   %92 = mul nsw i64 %1, 32
-  %93 = mul nsw i64 %conv2.cv1065, 8
+  %93 = mul nsw i64 %conv2.cv1075, 8
   %94 = add nsw i64 %92, %93
   %95 = add nsw i64 %91, %94
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %95
   %96 = load <8 x float>, ptr %arena13, align 4
   %97 = fadd <8 x float> %85, %96
-  %98 = mul nsw i64 %conv2.j1032, 144
-  %99 = mul nsw i64 %conv2.ty1043, 12
+  %98 = mul nsw i64 %conv2.j1042, 144
+  %99 = mul nsw i64 %conv2.ty1053, 12
   %100 = add nsw i64 %98, %99
-  %101 = add nsw i64 %100, %conv2.tx1054
+  %101 = add nsw i64 %100, %conv2.tx1064
   %102 = mul nsw i64 %101, 64
   %103 = add nsw i64 2775168, %102
   %104 = mul nsw i64 %1, 32
-  %105 = mul nsw i64 %conv2.cv1065, 8
+  %105 = mul nsw i64 %conv2.cv1075, 8
   %106 = add nsw i64 %104, %105
   %107 = add nsw i64 %103, %106
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena14, align 4
   %109 = fadd <8 x float> %97, %108
-  store <8 x float> %109, ptr %conv2.w109, align 32
-  %110 = mul nsw i64 %conv2.j1032, 144
-  %111 = mul nsw i64 %conv2.ty1043, 12
+  store <8 x float> %109, ptr %conv2.w110, align 32
+  %110 = mul nsw i64 %conv2.j1042, 144
+  %111 = mul nsw i64 %conv2.ty1053, 12
   %112 = add nsw i64 %110, %111
-  %113 = add nsw i64 %112, %conv2.tx1054
+  %113 = add nsw i64 %112, %conv2.tx1064
   %114 = mul nsw i64 %113, 64
   %115 = add nsw i64 2738304, %114
   %116 = mul nsw i64 %1, 32
-  %117 = mul nsw i64 %conv2.cv1065, 8
+  %117 = mul nsw i64 %conv2.cv1075, 8
   %118 = add nsw i64 %116, %117
   %119 = add nsw i64 %115, %118
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %119
   %120 = load <8 x float>, ptr %arena15, align 4
-  %121 = mul nsw i64 %conv2.j1032, 144
-  %122 = mul nsw i64 %conv2.ty1043, 12
+  %121 = mul nsw i64 %conv2.j1042, 144
+  %122 = mul nsw i64 %conv2.ty1053, 12
   %123 = add nsw i64 %121, %122
-  %124 = add nsw i64 %123, %conv2.tx1054
+  %124 = add nsw i64 %123, %conv2.tx1064
   %125 = mul nsw i64 %124, 64
   %126 = add nsw i64 2775168, %125
   %127 = mul nsw i64 %1, 32
-  %128 = mul nsw i64 %conv2.cv1065, 8
+  %128 = mul nsw i64 %conv2.cv1075, 8
   %129 = add nsw i64 %127, %128
   %130 = add nsw i64 %126, %129
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %130
   %131 = load <8 x float>, ptr %arena16, align 4
   %132 = fsub <8 x float> %120, %131
-  %133 = mul nsw i64 %conv2.j1032, 144
-  %134 = mul nsw i64 %conv2.ty1043, 12
+  %133 = mul nsw i64 %conv2.j1042, 144
+  %134 = mul nsw i64 %conv2.ty1053, 12
   %135 = add nsw i64 %133, %134
-  %136 = add nsw i64 %135, %conv2.tx1054
+  %136 = add nsw i64 %135, %conv2.tx1064
   %137 = mul nsw i64 %136, 64
   %138 = add nsw i64 2812032, %137
   %139 = mul nsw i64 %1, 32
-  %140 = mul nsw i64 %conv2.cv1065, 8
+  %140 = mul nsw i64 %conv2.cv1075, 8
   %141 = add nsw i64 %139, %140
   %142 = add nsw i64 %138, %141
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena17, align 4
   %144 = fsub <8 x float> %132, %143
-  store <8 x float> %144, ptr %conv2.w110, align 32
-  %145 = mul nsw i64 %conv2.j1032, 144
-  %146 = mul nsw i64 %conv2.ty1043, 12
+  store <8 x float> %144, ptr %conv2.w111, align 32
+  %145 = mul nsw i64 %conv2.j1042, 144
+  %146 = mul nsw i64 %conv2.ty1053, 12
   %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 %147, %conv2.tx1054
+  %148 = add nsw i64 %147, %conv2.tx1064
   %149 = mul nsw i64 %148, 64
   %150 = add nsw i64 2710656, %149
   %151 = mul nsw i64 %1, 32
-  %152 = mul nsw i64 %conv2.cv1065, 8
+  %152 = mul nsw i64 %conv2.cv1075, 8
   %153 = add nsw i64 %151, %152
   %154 = add nsw i64 %150, %153
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load <8 x float>, ptr %arena18, align 4
-  %156 = mul nsw i64 %conv2.j1032, 144
-  %157 = mul nsw i64 %conv2.ty1043, 12
+  %156 = mul nsw i64 %conv2.j1042, 144
+  %157 = mul nsw i64 %conv2.ty1053, 12
   %158 = add nsw i64 %156, %157
-  %159 = add nsw i64 %158, %conv2.tx1054
+  %159 = add nsw i64 %158, %conv2.tx1064
   %160 = mul nsw i64 %159, 64
   %161 = add nsw i64 2747520, %160
   %162 = mul nsw i64 %1, 32
-  %163 = mul nsw i64 %conv2.cv1065, 8
+  %163 = mul nsw i64 %conv2.cv1075, 8
   %164 = add nsw i64 %162, %163
   %165 = add nsw i64 %161, %164
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load <8 x float>, ptr %arena19, align 4
   %167 = fadd <8 x float> %155, %166
-  %168 = mul nsw i64 %conv2.j1032, 144
-  %169 = mul nsw i64 %conv2.ty1043, 12
+  %168 = mul nsw i64 %conv2.j1042, 144
+  %169 = mul nsw i64 %conv2.ty1053, 12
   %170 = add nsw i64 %168, %169
-  %171 = add nsw i64 %170, %conv2.tx1054
+  %171 = add nsw i64 %170, %conv2.tx1064
   %172 = mul nsw i64 %171, 64
   %173 = add nsw i64 2784384, %172
   %174 = mul nsw i64 %1, 32
-  %175 = mul nsw i64 %conv2.cv1065, 8
+  %175 = mul nsw i64 %conv2.cv1075, 8
   %176 = add nsw i64 %174, %175
   %177 = add nsw i64 %173, %176
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %177
   %178 = load <8 x float>, ptr %arena20, align 4
   %179 = fadd <8 x float> %167, %178
-  store <8 x float> %179, ptr %conv2.w111, align 32
-  %180 = mul nsw i64 %conv2.j1032, 144
-  %181 = mul nsw i64 %conv2.ty1043, 12
+  store <8 x float> %179, ptr %conv2.w112, align 32
+  %180 = mul nsw i64 %conv2.j1042, 144
+  %181 = mul nsw i64 %conv2.ty1053, 12
   %182 = add nsw i64 %180, %181
-  %183 = add nsw i64 %182, %conv2.tx1054
+  %183 = add nsw i64 %182, %conv2.tx1064
   %184 = mul nsw i64 %183, 64
   %185 = add nsw i64 2747520, %184
   %186 = mul nsw i64 %1, 32
-  %187 = mul nsw i64 %conv2.cv1065, 8
+  %187 = mul nsw i64 %conv2.cv1075, 8
   %188 = add nsw i64 %186, %187
   %189 = add nsw i64 %185, %188
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %189
   %190 = load <8 x float>, ptr %arena21, align 4
-  %191 = mul nsw i64 %conv2.j1032, 144
-  %192 = mul nsw i64 %conv2.ty1043, 12
+  %191 = mul nsw i64 %conv2.j1042, 144
+  %192 = mul nsw i64 %conv2.ty1053, 12
   %193 = add nsw i64 %191, %192
-  %194 = add nsw i64 %193, %conv2.tx1054
+  %194 = add nsw i64 %193, %conv2.tx1064
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 2784384, %195
   %197 = mul nsw i64 %1, 32
-  %198 = mul nsw i64 %conv2.cv1065, 8
+  %198 = mul nsw i64 %conv2.cv1075, 8
   %199 = add nsw i64 %197, %198
   %200 = add nsw i64 %196, %199
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %200
   %201 = load <8 x float>, ptr %arena22, align 4
   %202 = fsub <8 x float> %190, %201
-  %203 = mul nsw i64 %conv2.j1032, 144
-  %204 = mul nsw i64 %conv2.ty1043, 12
+  %203 = mul nsw i64 %conv2.j1042, 144
+  %204 = mul nsw i64 %conv2.ty1053, 12
   %205 = add nsw i64 %203, %204
-  %206 = add nsw i64 %205, %conv2.tx1054
+  %206 = add nsw i64 %205, %conv2.tx1064
   %207 = mul nsw i64 %206, 64
   %208 = add nsw i64 2821248, %207
   %209 = mul nsw i64 %1, 32
-  %210 = mul nsw i64 %conv2.cv1065, 8
+  %210 = mul nsw i64 %conv2.cv1075, 8
   %211 = add nsw i64 %209, %210
   %212 = add nsw i64 %208, %211
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %212
   %213 = load <8 x float>, ptr %arena23, align 4
   %214 = fsub <8 x float> %202, %213
-  store <8 x float> %214, ptr %conv2.w112, align 32
-  %215 = mul nsw i64 %conv2.j1032, 144
-  %216 = mul nsw i64 %conv2.ty1043, 12
+  store <8 x float> %214, ptr %conv2.w113, align 32
+  %215 = mul nsw i64 %conv2.j1042, 144
+  %216 = mul nsw i64 %conv2.ty1053, 12
   %217 = add nsw i64 %215, %216
-  %218 = add nsw i64 %217, %conv2.tx1054
+  %218 = add nsw i64 %217, %conv2.tx1064
   %219 = mul nsw i64 %218, 64
   %220 = add nsw i64 2719872, %219
   %221 = mul nsw i64 %1, 32
-  %222 = mul nsw i64 %conv2.cv1065, 8
+  %222 = mul nsw i64 %conv2.cv1075, 8
   %223 = add nsw i64 %221, %222
   %224 = add nsw i64 %220, %223
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %224
   %225 = load <8 x float>, ptr %arena24, align 4
-  %226 = mul nsw i64 %conv2.j1032, 144
-  %227 = mul nsw i64 %conv2.ty1043, 12
+  %226 = mul nsw i64 %conv2.j1042, 144
+  %227 = mul nsw i64 %conv2.ty1053, 12
   %228 = add nsw i64 %226, %227
-  %229 = add nsw i64 %228, %conv2.tx1054
+  %229 = add nsw i64 %228, %conv2.tx1064
   %230 = mul nsw i64 %229, 64
   %231 = add nsw i64 2756736, %230
   %232 = mul nsw i64 %1, 32
-  %233 = mul nsw i64 %conv2.cv1065, 8
+  %233 = mul nsw i64 %conv2.cv1075, 8
   %234 = add nsw i64 %232, %233
   %235 = add nsw i64 %231, %234
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %235
   %236 = load <8 x float>, ptr %arena25, align 4
   %237 = fadd <8 x float> %225, %236
-  %238 = mul nsw i64 %conv2.j1032, 144
-  %239 = mul nsw i64 %conv2.ty1043, 12
+  %238 = mul nsw i64 %conv2.j1042, 144
+  %239 = mul nsw i64 %conv2.ty1053, 12
   %240 = add nsw i64 %238, %239
-  %241 = add nsw i64 %240, %conv2.tx1054
+  %241 = add nsw i64 %240, %conv2.tx1064
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 2793600, %242
   %244 = mul nsw i64 %1, 32
-  %245 = mul nsw i64 %conv2.cv1065, 8
+  %245 = mul nsw i64 %conv2.cv1075, 8
   %246 = add nsw i64 %244, %245
   %247 = add nsw i64 %243, %246
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %247
   %248 = load <8 x float>, ptr %arena26, align 4
   %249 = fadd <8 x float> %237, %248
-  store <8 x float> %249, ptr %conv2.w113, align 32
-  %250 = mul nsw i64 %conv2.j1032, 144
-  %251 = mul nsw i64 %conv2.ty1043, 12
+  store <8 x float> %249, ptr %conv2.w114, align 32
+  %250 = mul nsw i64 %conv2.j1042, 144
+  %251 = mul nsw i64 %conv2.ty1053, 12
   %252 = add nsw i64 %250, %251
-  %253 = add nsw i64 %252, %conv2.tx1054
+  %253 = add nsw i64 %252, %conv2.tx1064
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 2756736, %254
   %256 = mul nsw i64 %1, 32
-  %257 = mul nsw i64 %conv2.cv1065, 8
+  %257 = mul nsw i64 %conv2.cv1075, 8
   %258 = add nsw i64 %256, %257
   %259 = add nsw i64 %255, %258
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %259
   %260 = load <8 x float>, ptr %arena27, align 4
-  %261 = mul nsw i64 %conv2.j1032, 144
-  %262 = mul nsw i64 %conv2.ty1043, 12
+  %261 = mul nsw i64 %conv2.j1042, 144
+  %262 = mul nsw i64 %conv2.ty1053, 12
   %263 = add nsw i64 %261, %262
-  %264 = add nsw i64 %263, %conv2.tx1054
+  %264 = add nsw i64 %263, %conv2.tx1064
   %265 = mul nsw i64 %264, 64
   %266 = add nsw i64 2793600, %265
   %267 = mul nsw i64 %1, 32
-  %268 = mul nsw i64 %conv2.cv1065, 8
+  %268 = mul nsw i64 %conv2.cv1075, 8
   %269 = add nsw i64 %267, %268
   %270 = add nsw i64 %266, %269
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena28, align 4
   %272 = fsub <8 x float> %260, %271
-  %273 = mul nsw i64 %conv2.j1032, 144
-  %274 = mul nsw i64 %conv2.ty1043, 12
+  %273 = mul nsw i64 %conv2.j1042, 144
+  %274 = mul nsw i64 %conv2.ty1053, 12
   %275 = add nsw i64 %273, %274
-  %276 = add nsw i64 %275, %conv2.tx1054
+  %276 = add nsw i64 %275, %conv2.tx1064
   %277 = mul nsw i64 %276, 64
   %278 = add nsw i64 2830464, %277
   %279 = mul nsw i64 %1, 32
-  %280 = mul nsw i64 %conv2.cv1065, 8
+  %280 = mul nsw i64 %conv2.cv1075, 8
   %281 = add nsw i64 %279, %280
   %282 = add nsw i64 %278, %281
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %282
   %283 = load <8 x float>, ptr %arena29, align 4
   %284 = fsub <8 x float> %272, %283
-  store <8 x float> %284, ptr %conv2.w114, align 32
-  %w107 = load <8 x float>, ptr %conv2.w107, align 32
-  %w109 = load <8 x float>, ptr %conv2.w109, align 32
-  %285 = fadd <8 x float> %w107, %w109
-  %w111 = load <8 x float>, ptr %conv2.w111, align 32
-  %286 = fadd <8 x float> %285, %w111
-  store <8 x float> %286, ptr %conv2.w115, align 32
-  %w10930 = load <8 x float>, ptr %conv2.w109, align 32
-  %w11131 = load <8 x float>, ptr %conv2.w111, align 32
-  %287 = fsub <8 x float> %w10930, %w11131
-  %w113 = load <8 x float>, ptr %conv2.w113, align 32
-  %288 = fsub <8 x float> %287, %w113
-  store <8 x float> %288, ptr %conv2.w116, align 32
+  store <8 x float> %284, ptr %conv2.w115, align 32
   %w108 = load <8 x float>, ptr %conv2.w108, align 32
   %w110 = load <8 x float>, ptr %conv2.w110, align 32
-  %289 = fadd <8 x float> %w108, %w110
+  %285 = fadd <8 x float> %w108, %w110
   %w112 = load <8 x float>, ptr %conv2.w112, align 32
-  %290 = fadd <8 x float> %289, %w112
-  store <8 x float> %290, ptr %conv2.w117, align 32
-  %w11032 = load <8 x float>, ptr %conv2.w110, align 32
-  %w11233 = load <8 x float>, ptr %conv2.w112, align 32
-  %291 = fsub <8 x float> %w11032, %w11233
+  %286 = fadd <8 x float> %285, %w112
+  store <8 x float> %286, ptr %conv2.w116, align 32
+  %w11030 = load <8 x float>, ptr %conv2.w110, align 32
+  %w11231 = load <8 x float>, ptr %conv2.w112, align 32
+  %287 = fsub <8 x float> %w11030, %w11231
   %w114 = load <8 x float>, ptr %conv2.w114, align 32
-  %292 = fsub <8 x float> %291, %w114
-  store <8 x float> %292, ptr %conv2.w118, align 32
+  %288 = fsub <8 x float> %287, %w114
+  store <8 x float> %288, ptr %conv2.w117, align 32
+  %w109 = load <8 x float>, ptr %conv2.w109, align 32
+  %w111 = load <8 x float>, ptr %conv2.w111, align 32
+  %289 = fadd <8 x float> %w109, %w111
+  %w113 = load <8 x float>, ptr %conv2.w113, align 32
+  %290 = fadd <8 x float> %289, %w113
+  store <8 x float> %290, ptr %conv2.w118, align 32
+  %w11132 = load <8 x float>, ptr %conv2.w111, align 32
+  %w11333 = load <8 x float>, ptr %conv2.w113, align 32
+  %291 = fsub <8 x float> %w11132, %w11333
   %w115 = load <8 x float>, ptr %conv2.w115, align 32
+  %292 = fsub <8 x float> %291, %w115
+  store <8 x float> %292, ptr %conv2.w119, align 32
+  %w116 = load <8 x float>, ptr %conv2.w116, align 32
   %293 = mul nsw i64 %1, 32
-  %294 = mul nsw i64 %conv2.cv1065, 8
+  %294 = mul nsw i64 %conv2.cv1075, 8
   %295 = add nsw i64 %293, %294
   %296 = add nsw i64 18752, %295
   %params34 = getelementptr inbounds float, ptr %params, i64 %296
   %297 = load <8 x float>, ptr %params34, align 4
-  %298 = fadd <8 x float> %w115, %297
-  store <8 x float> %298, ptr %conv2.v119, align 32
-  %v119 = load <8 x float>, ptr %conv2.v119, align 32
-  store <8 x float> %v119, ptr %conv2.best120, align 32
-  %299 = mul nsw i64 %conv2.ty1043, 2
+  %298 = fadd <8 x float> %w116, %297
+  store <8 x float> %298, ptr %conv2.v120, align 32
+  %v120 = load <8 x float>, ptr %conv2.v120, align 32
+  store <8 x float> %v120, ptr %conv2.best121, align 32
+  %299 = mul nsw i64 %conv2.ty1053, 2
   %300 = mul nsw i64 %299, 24
-  %301 = mul nsw i64 %conv2.tx1054, 2
+  %301 = mul nsw i64 %conv2.tx1064, 2
   %302 = add nsw i64 %300, %301
   %303 = sitofp i64 %302 to float
   %304 = insertelement <8 x float> undef, float %303, i32 0
   %305 = shufflevector <8 x float> %304, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %305, ptr %conv2.at121, align 32
-  %w116 = load <8 x float>, ptr %conv2.w116, align 32
+  store <8 x float> %305, ptr %conv2.at122, align 32
+  %w117 = load <8 x float>, ptr %conv2.w117, align 32
   %306 = mul nsw i64 %1, 32
-  %307 = mul nsw i64 %conv2.cv1065, 8
+  %307 = mul nsw i64 %conv2.cv1075, 8
   %308 = add nsw i64 %306, %307
   %309 = add nsw i64 18752, %308
   %params35 = getelementptr inbounds float, ptr %params, i64 %309
   %310 = load <8 x float>, ptr %params35, align 4
-  %311 = fadd <8 x float> %w116, %310
-  store <8 x float> %311, ptr %conv2.v122, align 32
-  %v122 = load <8 x float>, ptr %conv2.v122, align 32
-  %best120 = load <8 x float>, ptr %conv2.best120, align 32
-  %312 = fcmp ogt <8 x float> %v122, %best120
-  %v12236 = load <8 x float>, ptr %conv2.v122, align 32
-  %best12037 = load <8 x float>, ptr %conv2.best120, align 32
-  %313 = select <8 x i1> %312, <8 x float> %v12236, <8 x float> %best12037
-  store <8 x float> %313, ptr %conv2.best123, align 32
-  %v12238 = load <8 x float>, ptr %conv2.v122, align 32
-  %best12039 = load <8 x float>, ptr %conv2.best120, align 32
-  %314 = fcmp ogt <8 x float> %v12238, %best12039
-  %315 = mul nsw i64 %conv2.ty1043, 2
+  %311 = fadd <8 x float> %w117, %310
+  store <8 x float> %311, ptr %conv2.v123, align 32
+  %v123 = load <8 x float>, ptr %conv2.v123, align 32
+  %best121 = load <8 x float>, ptr %conv2.best121, align 32
+  %312 = fcmp ogt <8 x float> %v123, %best121
+  %v12336 = load <8 x float>, ptr %conv2.v123, align 32
+  %best12137 = load <8 x float>, ptr %conv2.best121, align 32
+  %313 = select <8 x i1> %312, <8 x float> %v12336, <8 x float> %best12137
+  store <8 x float> %313, ptr %conv2.best124, align 32
+  %v12338 = load <8 x float>, ptr %conv2.v123, align 32
+  %best12139 = load <8 x float>, ptr %conv2.best121, align 32
+  %314 = fcmp ogt <8 x float> %v12338, %best12139
+  %315 = mul nsw i64 %conv2.ty1053, 2
   %316 = mul nsw i64 %315, 24
-  %317 = mul nsw i64 %conv2.tx1054, 2
+  %317 = mul nsw i64 %conv2.tx1064, 2
   %318 = add nsw i64 %316, %317
   %319 = add nsw i64 %318, 1
   %320 = sitofp i64 %319 to float
   %321 = insertelement <8 x float> undef, float %320, i32 0
   %322 = shufflevector <8 x float> %321, <8 x float> undef, <8 x i32> zeroinitializer
-  %at121 = load <8 x float>, ptr %conv2.at121, align 32
-  %323 = select <8 x i1> %314, <8 x float> %322, <8 x float> %at121
-  store <8 x float> %323, ptr %conv2.at124, align 32
-  %w117 = load <8 x float>, ptr %conv2.w117, align 32
+  %at122 = load <8 x float>, ptr %conv2.at122, align 32
+  %323 = select <8 x i1> %314, <8 x float> %322, <8 x float> %at122
+  store <8 x float> %323, ptr %conv2.at125, align 32
+  %w118 = load <8 x float>, ptr %conv2.w118, align 32
   %324 = mul nsw i64 %1, 32
-  %325 = mul nsw i64 %conv2.cv1065, 8
+  %325 = mul nsw i64 %conv2.cv1075, 8
   %326 = add nsw i64 %324, %325
   %327 = add nsw i64 18752, %326
   %params40 = getelementptr inbounds float, ptr %params, i64 %327
   %328 = load <8 x float>, ptr %params40, align 4
-  %329 = fadd <8 x float> %w117, %328
-  store <8 x float> %329, ptr %conv2.v125, align 32
-  %v125 = load <8 x float>, ptr %conv2.v125, align 32
-  %best123 = load <8 x float>, ptr %conv2.best123, align 32
-  %330 = fcmp ogt <8 x float> %v125, %best123
-  %v12541 = load <8 x float>, ptr %conv2.v125, align 32
-  %best12342 = load <8 x float>, ptr %conv2.best123, align 32
-  %331 = select <8 x i1> %330, <8 x float> %v12541, <8 x float> %best12342
-  store <8 x float> %331, ptr %conv2.best126, align 32
-  %v12543 = load <8 x float>, ptr %conv2.v125, align 32
-  %best12344 = load <8 x float>, ptr %conv2.best123, align 32
-  %332 = fcmp ogt <8 x float> %v12543, %best12344
-  %333 = mul nsw i64 %conv2.ty1043, 2
+  %329 = fadd <8 x float> %w118, %328
+  store <8 x float> %329, ptr %conv2.v126, align 32
+  %v126 = load <8 x float>, ptr %conv2.v126, align 32
+  %best124 = load <8 x float>, ptr %conv2.best124, align 32
+  %330 = fcmp ogt <8 x float> %v126, %best124
+  %v12641 = load <8 x float>, ptr %conv2.v126, align 32
+  %best12442 = load <8 x float>, ptr %conv2.best124, align 32
+  %331 = select <8 x i1> %330, <8 x float> %v12641, <8 x float> %best12442
+  store <8 x float> %331, ptr %conv2.best127, align 32
+  %v12643 = load <8 x float>, ptr %conv2.v126, align 32
+  %best12444 = load <8 x float>, ptr %conv2.best124, align 32
+  %332 = fcmp ogt <8 x float> %v12643, %best12444
+  %333 = mul nsw i64 %conv2.ty1053, 2
   %334 = add nsw i64 %333, 1
   %335 = mul nsw i64 %334, 24
-  %336 = mul nsw i64 %conv2.tx1054, 2
+  %336 = mul nsw i64 %conv2.tx1064, 2
   %337 = add nsw i64 %335, %336
   %338 = sitofp i64 %337 to float
   %339 = insertelement <8 x float> undef, float %338, i32 0
   %340 = shufflevector <8 x float> %339, <8 x float> undef, <8 x i32> zeroinitializer
-  %at124 = load <8 x float>, ptr %conv2.at124, align 32
-  %341 = select <8 x i1> %332, <8 x float> %340, <8 x float> %at124
-  store <8 x float> %341, ptr %conv2.at127, align 32
-  %w118 = load <8 x float>, ptr %conv2.w118, align 32
+  %at125 = load <8 x float>, ptr %conv2.at125, align 32
+  %341 = select <8 x i1> %332, <8 x float> %340, <8 x float> %at125
+  store <8 x float> %341, ptr %conv2.at128, align 32
+  %w119 = load <8 x float>, ptr %conv2.w119, align 32
   %342 = mul nsw i64 %1, 32
-  %343 = mul nsw i64 %conv2.cv1065, 8
+  %343 = mul nsw i64 %conv2.cv1075, 8
   %344 = add nsw i64 %342, %343
   %345 = add nsw i64 18752, %344
   %params45 = getelementptr inbounds float, ptr %params, i64 %345
   %346 = load <8 x float>, ptr %params45, align 4
-  %347 = fadd <8 x float> %w118, %346
-  store <8 x float> %347, ptr %conv2.v128, align 32
-  %v128 = load <8 x float>, ptr %conv2.v128, align 32
-  %best126 = load <8 x float>, ptr %conv2.best126, align 32
-  %348 = fcmp ogt <8 x float> %v128, %best126
-  %v12846 = load <8 x float>, ptr %conv2.v128, align 32
-  %best12647 = load <8 x float>, ptr %conv2.best126, align 32
-  %349 = select <8 x i1> %348, <8 x float> %v12846, <8 x float> %best12647
-  store <8 x float> %349, ptr %conv2.best129, align 32
-  %v12848 = load <8 x float>, ptr %conv2.v128, align 32
-  %best12649 = load <8 x float>, ptr %conv2.best126, align 32
-  %350 = fcmp ogt <8 x float> %v12848, %best12649
-  %351 = mul nsw i64 %conv2.ty1043, 2
+  %347 = fadd <8 x float> %w119, %346
+  store <8 x float> %347, ptr %conv2.v129, align 32
+  %v129 = load <8 x float>, ptr %conv2.v129, align 32
+  %best127 = load <8 x float>, ptr %conv2.best127, align 32
+  %348 = fcmp ogt <8 x float> %v129, %best127
+  %v12946 = load <8 x float>, ptr %conv2.v129, align 32
+  %best12747 = load <8 x float>, ptr %conv2.best127, align 32
+  %349 = select <8 x i1> %348, <8 x float> %v12946, <8 x float> %best12747
+  store <8 x float> %349, ptr %conv2.best130, align 32
+  %v12948 = load <8 x float>, ptr %conv2.v129, align 32
+  %best12749 = load <8 x float>, ptr %conv2.best127, align 32
+  %350 = fcmp ogt <8 x float> %v12948, %best12749
+  %351 = mul nsw i64 %conv2.ty1053, 2
   %352 = add nsw i64 %351, 1
   %353 = mul nsw i64 %352, 24
-  %354 = mul nsw i64 %conv2.tx1054, 2
+  %354 = mul nsw i64 %conv2.tx1064, 2
   %355 = add nsw i64 %353, %354
   %356 = add nsw i64 %355, 1
   %357 = sitofp i64 %356 to float
   %358 = insertelement <8 x float> undef, float %357, i32 0
   %359 = shufflevector <8 x float> %358, <8 x float> undef, <8 x i32> zeroinitializer
-  %at127 = load <8 x float>, ptr %conv2.at127, align 32
-  %360 = select <8 x i1> %350, <8 x float> %359, <8 x float> %at127
-  store <8 x float> %360, ptr %conv2.at130, align 32
-  %best129 = load <8 x float>, ptr %conv2.best129, align 32
-  %361 = fcmp ogt <8 x float> %best129, zeroinitializer
-  %best12950 = load <8 x float>, ptr %conv2.best129, align 32
-  %362 = select <8 x i1> %361, <8 x float> %best12950, <8 x float> zeroinitializer
-  %363 = mul nsw i64 %conv2.j1032, 144
-  %364 = mul nsw i64 %conv2.ty1043, 12
+  %at128 = load <8 x float>, ptr %conv2.at128, align 32
+  %360 = select <8 x i1> %350, <8 x float> %359, <8 x float> %at128
+  store <8 x float> %360, ptr %conv2.at131, align 32
+  %best130 = load <8 x float>, ptr %conv2.best130, align 32
+  %361 = fcmp ogt <8 x float> %best130, zeroinitializer
+  %best13050 = load <8 x float>, ptr %conv2.best130, align 32
+  %362 = select <8 x i1> %361, <8 x float> %best13050, <8 x float> zeroinitializer
+  %363 = mul nsw i64 %conv2.j1042, 144
+  %364 = mul nsw i64 %conv2.ty1053, 12
   %365 = add nsw i64 %363, %364
-  %366 = add nsw i64 %365, %conv2.tx1054
+  %366 = add nsw i64 %365, %conv2.tx1064
   %367 = mul nsw i64 %366, 64
   %368 = add nsw i64 2839680, %367
   %369 = mul nsw i64 %1, 32
-  %370 = mul nsw i64 %conv2.cv1065, 8
+  %370 = mul nsw i64 %conv2.cv1075, 8
   %371 = add nsw i64 %369, %370
   %372 = add nsw i64 %368, %371
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %372
   store <8 x float> %362, ptr %arena51, align 4
-  %at130 = load <8 x float>, ptr %conv2.at130, align 32
-  %373 = mul nsw i64 %conv2.j1032, 144
-  %374 = mul nsw i64 %conv2.ty1043, 12
+  %at131 = load <8 x float>, ptr %conv2.at131, align 32
+  %373 = mul nsw i64 %conv2.j1042, 144
+  %374 = mul nsw i64 %conv2.ty1053, 12
   %375 = add nsw i64 %373, %374
-  %376 = add nsw i64 %375, %conv2.tx1054
+  %376 = add nsw i64 %375, %conv2.tx1064
   %377 = mul nsw i64 %376, 64
   %378 = add nsw i64 2839680, %377
   %379 = mul nsw i64 %1, 32
-  %380 = mul nsw i64 %conv2.cv1065, 8
+  %380 = mul nsw i64 %conv2.cv1075, 8
   %381 = add nsw i64 %379, %380
   %382 = add nsw i64 %378, %381
   %383 = add nsw i64 %382, 9216
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %383
-  store <8 x float> %at130, ptr %arena52, align 4
-  %cv106.next = add nsw i64 %conv2.cv1065, 1
-  %384 = icmp slt i64 %cv106.next, 4
-  br i1 %384, label %conv2.cv106, label %conv2.cv106.end
+  store <8 x float> %at131, ptr %arena52, align 4
+  %cv107.next = add nsw i64 %conv2.cv1075, 1
+  %384 = icmp slt i64 %cv107.next, 4
+  br i1 %384, label %conv2.cv107, label %conv2.cv107.end
 
-conv2.cv106.end:                                  ; preds = %conv2.cv106
-  %tx105.next = add nsw i64 %conv2.tx1054, 1
-  %385 = icmp slt i64 %tx105.next, 12
-  br i1 %385, label %conv2.tx105, label %conv2.tx105.end
+conv2.cv107.end:                                  ; preds = %conv2.cv107
+  %tx106.next = add nsw i64 %conv2.tx1064, 1
+  %385 = icmp slt i64 %tx106.next, 12
+  br i1 %385, label %conv2.tx106, label %conv2.tx106.end
 
-conv2.j131:                                       ; preds = %conv2.c132.end, %conv2.j103.end
-  %conv2.j13153 = phi i64 [ 0, %conv2.j103.end ], [ %j131.next, %conv2.c132.end ]
-  br label %conv2.c132
+conv2.j132:                                       ; preds = %conv2.c133.end, %conv2.j104.end
+  %conv2.j13253 = phi i64 [ 0, %conv2.j104.end ], [ %j132.next, %conv2.c133.end ]
+  br label %conv2.c133
 
-conv2.j131.end:                                   ; preds = %conv2.c132.end
-  br label %conv2.j134
+conv2.j132.end:                                   ; preds = %conv2.c133.end
+  br label %conv2.j135
 
-conv2.c132:                                       ; preds = %conv2.q133.end, %conv2.j131
-  %conv2.c13254 = phi i64 [ 0, %conv2.j131 ], [ %c132.next, %conv2.q133.end ]
-  br label %conv2.q133
+conv2.c133:                                       ; preds = %conv2.q134.end, %conv2.j132
+  %conv2.c13354 = phi i64 [ 0, %conv2.j132 ], [ %c133.next, %conv2.q134.end ]
+  br label %conv2.q134
 
-conv2.c132.end:                                   ; preds = %conv2.q133.end
-  %j131.next = add nsw i64 %conv2.j13153, 1
-  %386 = icmp slt i64 %j131.next, 1
-  br i1 %386, label %conv2.j131, label %conv2.j131.end
+conv2.c133.end:                                   ; preds = %conv2.q134.end
+  %j132.next = add nsw i64 %conv2.j13253, 1
+  %386 = icmp slt i64 %j132.next, 1
+  br i1 %386, label %conv2.j132, label %conv2.j132.end
 
-conv2.q133:                                       ; preds = %conv2.q133, %conv2.c132
-  %conv2.q13355 = phi i64 [ 0, %conv2.c132 ], [ %q133.next, %conv2.q133 ]
-  %387 = mul nsw i64 %conv2.j13153, 144
-  %388 = add nsw i64 %387, %conv2.q13355
+conv2.q134:                                       ; preds = %conv2.q134, %conv2.c133
+  %conv2.q13455 = phi i64 [ 0, %conv2.c133 ], [ %q134.next, %conv2.q134 ]
+  %387 = mul nsw i64 %conv2.j13253, 144
+  %388 = add nsw i64 %387, %conv2.q13455
   %389 = mul nsw i64 %388, 64
   %390 = add nsw i64 2839680, %389
   %391 = mul nsw i64 %1, 32
-  %392 = add nsw i64 %391, %conv2.c13254
+  %392 = add nsw i64 %391, %conv2.c13354
   %393 = add nsw i64 %390, %392
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %393
   %394 = load float, ptr %arena56, align 4
-  %395 = add nsw i64 %0, %conv2.j13153
+  %395 = add nsw i64 %0, %conv2.j13253
   %396 = mul nsw i64 %395, 9216
   %397 = mul nsw i64 %1, 32
-  %398 = add nsw i64 %397, %conv2.c13254
+  %398 = add nsw i64 %397, %conv2.c13354
   %399 = mul nsw i64 %398, 144
   %400 = add nsw i64 %396, %399
-  %401 = add nsw i64 %400, %conv2.q13355
+  %401 = add nsw i64 %400, %conv2.q13455
   %402 = add nsw i64 1384448, %401
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %402
   store float %394, ptr %arena57, align 4
-  %q133.next = add nsw i64 %conv2.q13355, 1
-  %403 = icmp slt i64 %q133.next, 144
-  br i1 %403, label %conv2.q133, label %conv2.q133.end
+  %q134.next = add nsw i64 %conv2.q13455, 1
+  %403 = icmp slt i64 %q134.next, 144
+  br i1 %403, label %conv2.q134, label %conv2.q134.end
 
-conv2.q133.end:                                   ; preds = %conv2.q133
-  %c132.next = add nsw i64 %conv2.c13254, 1
-  %404 = icmp slt i64 %c132.next, 32
-  br i1 %404, label %conv2.c132, label %conv2.c132.end
+conv2.q134.end:                                   ; preds = %conv2.q134
+  %c133.next = add nsw i64 %conv2.c13354, 1
+  %404 = icmp slt i64 %c133.next, 32
+  br i1 %404, label %conv2.c133, label %conv2.c133.end
 
-conv2.j134:                                       ; preds = %conv2.c135.end, %conv2.j131.end
-  %conv2.j13458 = phi i64 [ 0, %conv2.j131.end ], [ %j134.next, %conv2.c135.end ]
-  br label %conv2.c135
+conv2.j135:                                       ; preds = %conv2.c136.end, %conv2.j132.end
+  %conv2.j13558 = phi i64 [ 0, %conv2.j132.end ], [ %j135.next, %conv2.c136.end ]
+  br label %conv2.c136
 
-conv2.j134.end:                                   ; preds = %conv2.c135.end
+conv2.j135.end:                                   ; preds = %conv2.c136.end
   ret void
 
-conv2.c135:                                       ; preds = %conv2.q136.end, %conv2.j134
-  %conv2.c13559 = phi i64 [ 0, %conv2.j134 ], [ %c135.next, %conv2.q136.end ]
-  br label %conv2.q136
+conv2.c136:                                       ; preds = %conv2.q137.end, %conv2.j135
+  %conv2.c13659 = phi i64 [ 0, %conv2.j135 ], [ %c136.next, %conv2.q137.end ]
+  br label %conv2.q137
 
-conv2.c135.end:                                   ; preds = %conv2.q136.end
-  %j134.next = add nsw i64 %conv2.j13458, 1
-  %405 = icmp slt i64 %j134.next, 1
-  br i1 %405, label %conv2.j134, label %conv2.j134.end
+conv2.c136.end:                                   ; preds = %conv2.q137.end
+  %j135.next = add nsw i64 %conv2.j13558, 1
+  %405 = icmp slt i64 %j135.next, 1
+  br i1 %405, label %conv2.j135, label %conv2.j135.end
 
-conv2.q136:                                       ; preds = %conv2.q136, %conv2.c135
-  %conv2.q13660 = phi i64 [ 0, %conv2.c135 ], [ %q136.next, %conv2.q136 ]
-  %406 = mul nsw i64 %conv2.j13458, 144
-  %407 = add nsw i64 %406, %conv2.q13660
+conv2.q137:                                       ; preds = %conv2.q137, %conv2.c136
+  %conv2.q13760 = phi i64 [ 0, %conv2.c136 ], [ %q137.next, %conv2.q137 ]
+  %406 = mul nsw i64 %conv2.j13558, 144
+  %407 = add nsw i64 %406, %conv2.q13760
   %408 = mul nsw i64 %407, 64
   %409 = add nsw i64 2848896, %408
   %410 = mul nsw i64 %1, 32
-  %411 = add nsw i64 %410, %conv2.c13559
+  %411 = add nsw i64 %410, %conv2.c13659
   %412 = add nsw i64 %409, %411
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %412
   %413 = load float, ptr %arena61, align 4
-  %414 = add nsw i64 %0, %conv2.j13458
+  %414 = add nsw i64 %0, %conv2.j13558
   %415 = mul nsw i64 %414, 9216
   %416 = mul nsw i64 %1, 32
-  %417 = add nsw i64 %416, %conv2.c13559
+  %417 = add nsw i64 %416, %conv2.c13659
   %418 = mul nsw i64 %417, 144
   %419 = add nsw i64 %415, %418
-  %420 = add nsw i64 %419, %conv2.q13660
+  %420 = add nsw i64 %419, %conv2.q13760
   %421 = add nsw i64 1974272, %420
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %421
   store float %413, ptr %arena62, align 4
-  %q136.next = add nsw i64 %conv2.q13660, 1
-  %422 = icmp slt i64 %q136.next, 144
-  br i1 %422, label %conv2.q136, label %conv2.q136.end
+  %q137.next = add nsw i64 %conv2.q13760, 1
+  %422 = icmp slt i64 %q137.next, 144
+  br i1 %422, label %conv2.q137, label %conv2.q137.end
 
-conv2.q136.end:                                   ; preds = %conv2.q136
-  %c135.next = add nsw i64 %conv2.c13559, 1
-  %423 = icmp slt i64 %c135.next, 32
-  br i1 %423, label %conv2.c135, label %conv2.c135.end
+conv2.q137.end:                                   ; preds = %conv2.q137
+  %c136.next = add nsw i64 %conv2.c13659, 1
+  %423 = icmp slt i64 %c136.next, 32
+  br i1 %423, label %conv2.c136, label %conv2.c136.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k1.conv2.part96.gemm102(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @mnistnet_infer_b64.k1.conv2.part97.gemm103(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %conv2.t100_a5 = alloca <8 x float>, align 32
-  %conv2.t100_a4 = alloca <8 x float>, align 32
-  %conv2.t100_a3 = alloca <8 x float>, align 32
-  %conv2.t100_a2 = alloca <8 x float>, align 32
-  %conv2.t100_a1 = alloca <8 x float>, align 32
-  %conv2.t100_a0 = alloca <8 x float>, align 32
-  %conv2.t100_b1 = alloca <8 x float>, align 32
-  %conv2.t100_b0 = alloca <8 x float>, align 32
-  %conv2.t100_c5_1 = alloca <8 x float>, align 32
-  %conv2.t100_c5_0 = alloca <8 x float>, align 32
-  %conv2.t100_c4_1 = alloca <8 x float>, align 32
-  %conv2.t100_c4_0 = alloca <8 x float>, align 32
-  %conv2.t100_c3_1 = alloca <8 x float>, align 32
-  %conv2.t100_c3_0 = alloca <8 x float>, align 32
-  %conv2.t100_c2_1 = alloca <8 x float>, align 32
-  %conv2.t100_c2_0 = alloca <8 x float>, align 32
-  %conv2.t100_c1_1 = alloca <8 x float>, align 32
-  %conv2.t100_c1_0 = alloca <8 x float>, align 32
-  %conv2.t100_c0_1 = alloca <8 x float>, align 32
-  %conv2.t100_c0_0 = alloca <8 x float>, align 32
-  br label %conv2.nb98
+  %conv2.t101_a5 = alloca <8 x float>, align 32
+  %conv2.t101_a4 = alloca <8 x float>, align 32
+  %conv2.t101_a3 = alloca <8 x float>, align 32
+  %conv2.t101_a2 = alloca <8 x float>, align 32
+  %conv2.t101_a1 = alloca <8 x float>, align 32
+  %conv2.t101_a0 = alloca <8 x float>, align 32
+  %conv2.t101_b1 = alloca <8 x float>, align 32
+  %conv2.t101_b0 = alloca <8 x float>, align 32
+  %conv2.t101_c5_1 = alloca <8 x float>, align 32
+  %conv2.t101_c5_0 = alloca <8 x float>, align 32
+  %conv2.t101_c4_1 = alloca <8 x float>, align 32
+  %conv2.t101_c4_0 = alloca <8 x float>, align 32
+  %conv2.t101_c3_1 = alloca <8 x float>, align 32
+  %conv2.t101_c3_0 = alloca <8 x float>, align 32
+  %conv2.t101_c2_1 = alloca <8 x float>, align 32
+  %conv2.t101_c2_0 = alloca <8 x float>, align 32
+  %conv2.t101_c1_1 = alloca <8 x float>, align 32
+  %conv2.t101_c1_0 = alloca <8 x float>, align 32
+  %conv2.t101_c0_1 = alloca <8 x float>, align 32
+  %conv2.t101_c0_0 = alloca <8 x float>, align 32
+  br label %conv2.nb99
 
-conv2.nb98:                                       ; preds = %conv2.mb99.end, %entry
-  %conv2.nb981 = phi i64 [ 0, %entry ], [ %nb98.next, %conv2.mb99.end ]
-  br label %conv2.mb99
+conv2.nb99:                                       ; preds = %conv2.mb100.end, %entry
+  %conv2.nb991 = phi i64 [ 0, %entry ], [ %nb99.next, %conv2.mb100.end ]
+  br label %conv2.mb100
 
-conv2.nb98.end:                                   ; preds = %conv2.mb99.end
+conv2.nb99.end:                                   ; preds = %conv2.mb100.end
   ret void
 
-conv2.mb99:                                       ; preds = %conv2.k101.end, %conv2.nb98
-  %conv2.mb992 = phi i64 [ 0, %conv2.nb98 ], [ %mb99.next, %conv2.k101.end ]
-  store <8 x float> zeroinitializer, ptr %conv2.t100_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t100_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t100_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t100_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t100_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t100_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t100_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t100_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t100_c4_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t100_c4_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t100_c5_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t100_c5_1, align 32
-  br label %conv2.k101
+conv2.mb100:                                      ; preds = %conv2.k102.end, %conv2.nb99
+  %conv2.mb1002 = phi i64 [ 0, %conv2.nb99 ], [ %mb100.next, %conv2.k102.end ]
+  store <8 x float> zeroinitializer, ptr %conv2.t101_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t101_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t101_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t101_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t101_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t101_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t101_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t101_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t101_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t101_c4_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t101_c5_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t101_c5_1, align 32
+  br label %conv2.k102
 
-conv2.mb99.end:                                   ; preds = %conv2.k101.end
-  %nb98.next = add nsw i64 %conv2.nb981, 1
-  %2 = icmp slt i64 %nb98.next, 2
-  br i1 %2, label %conv2.nb98, label %conv2.nb98.end
+conv2.mb100.end:                                  ; preds = %conv2.k102.end
+  %nb99.next = add nsw i64 %conv2.nb991, 1
+  %2 = icmp slt i64 %nb99.next, 2
+  br i1 %2, label %conv2.nb99, label %conv2.nb99.end
 
-conv2.k101:                                       ; preds = %conv2.k101, %conv2.mb99
-  %conv2.k1013 = phi i64 [ 0, %conv2.mb99 ], [ %k101.next, %conv2.k101 ]
+conv2.k102:                                       ; preds = %conv2.k102, %conv2.mb100
+  %conv2.k1023 = phi i64 [ 0, %conv2.mb100 ], [ %k102.next, %conv2.k102 ]
   %3 = mul nsw i64 %0, 2048
   %4 = add nsw i64 2564096, %3
   %5 = mul nsw i64 %1, 32
   %6 = add nsw i64 %4, %5
-  %7 = mul nsw i64 %conv2.k1013, 64
+  %7 = mul nsw i64 %conv2.k1023, 64
   %8 = add nsw i64 %6, %7
-  %9 = mul nsw i64 %conv2.nb981, 16
+  %9 = mul nsw i64 %conv2.nb991, 16
   %10 = add nsw i64 %8, %9
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %11, ptr %conv2.t100_b0, align 32
+  store <8 x float> %11, ptr %conv2.t101_b0, align 32
   %12 = mul nsw i64 %0, 2048
   %13 = add nsw i64 2564096, %12
   %14 = mul nsw i64 %1, 32
   %15 = add nsw i64 %13, %14
-  %16 = mul nsw i64 %conv2.k1013, 64
+  %16 = mul nsw i64 %conv2.k1023, 64
   %17 = add nsw i64 %15, %16
-  %18 = mul nsw i64 %conv2.nb981, 16
+  %18 = mul nsw i64 %conv2.nb991, 16
   %19 = add nsw i64 %17, %18
   %20 = add nsw i64 %19, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %20
   %21 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %21, ptr %conv2.t100_b1, align 32
+  store <8 x float> %21, ptr %conv2.t101_b1, align 32
   %22 = mul nsw i64 %0, 4608
   %23 = add nsw i64 2618496, %22
-  %24 = mul nsw i64 %conv2.mb992, 6
+  %24 = mul nsw i64 %conv2.mb1002, 6
   %25 = mul nsw i64 %24, 32
   %26 = add nsw i64 %23, %25
-  %27 = add nsw i64 %26, %conv2.k1013
+  %27 = add nsw i64 %26, %conv2.k1023
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load float, ptr %arena6, align 4
   %29 = insertelement <8 x float> undef, float %28, i32 0
   %30 = shufflevector <8 x float> %29, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %30, ptr %conv2.t100_a0, align 32
-  %t100_a0 = load <8 x float>, ptr %conv2.t100_a0, align 32
-  %t100_b0 = load <8 x float>, ptr %conv2.t100_b0, align 32
-  %t100_c0_0 = load <8 x float>, ptr %conv2.t100_c0_0, align 32
-  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a0, <8 x float> %t100_b0, <8 x float> %t100_c0_0)
-  store <8 x float> %31, ptr %conv2.t100_c0_0, align 32
-  %t100_a07 = load <8 x float>, ptr %conv2.t100_a0, align 32
-  %t100_b1 = load <8 x float>, ptr %conv2.t100_b1, align 32
-  %t100_c0_1 = load <8 x float>, ptr %conv2.t100_c0_1, align 32
-  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a07, <8 x float> %t100_b1, <8 x float> %t100_c0_1)
-  store <8 x float> %32, ptr %conv2.t100_c0_1, align 32
+  store <8 x float> %30, ptr %conv2.t101_a0, align 32
+  %t101_a0 = load <8 x float>, ptr %conv2.t101_a0, align 32
+  %t101_b0 = load <8 x float>, ptr %conv2.t101_b0, align 32
+  %t101_c0_0 = load <8 x float>, ptr %conv2.t101_c0_0, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a0, <8 x float> %t101_b0, <8 x float> %t101_c0_0)
+  store <8 x float> %31, ptr %conv2.t101_c0_0, align 32
+  %t101_a07 = load <8 x float>, ptr %conv2.t101_a0, align 32
+  %t101_b1 = load <8 x float>, ptr %conv2.t101_b1, align 32
+  %t101_c0_1 = load <8 x float>, ptr %conv2.t101_c0_1, align 32
+  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a07, <8 x float> %t101_b1, <8 x float> %t101_c0_1)
+  store <8 x float> %32, ptr %conv2.t101_c0_1, align 32
   %33 = mul nsw i64 %0, 4608
   %34 = add nsw i64 2618496, %33
-  %35 = mul nsw i64 %conv2.mb992, 6
+  %35 = mul nsw i64 %conv2.mb1002, 6
   %36 = add nsw i64 %35, 1
   %37 = mul nsw i64 %36, 32
   %38 = add nsw i64 %34, %37
-  %39 = add nsw i64 %38, %conv2.k1013
+  %39 = add nsw i64 %38, %conv2.k1023
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %39
   %40 = load float, ptr %arena8, align 4
   %41 = insertelement <8 x float> undef, float %40, i32 0
   %42 = shufflevector <8 x float> %41, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %42, ptr %conv2.t100_a1, align 32
-  %t100_a1 = load <8 x float>, ptr %conv2.t100_a1, align 32
-  %t100_b09 = load <8 x float>, ptr %conv2.t100_b0, align 32
-  %t100_c1_0 = load <8 x float>, ptr %conv2.t100_c1_0, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a1, <8 x float> %t100_b09, <8 x float> %t100_c1_0)
-  store <8 x float> %43, ptr %conv2.t100_c1_0, align 32
-  %t100_a110 = load <8 x float>, ptr %conv2.t100_a1, align 32
-  %t100_b111 = load <8 x float>, ptr %conv2.t100_b1, align 32
-  %t100_c1_1 = load <8 x float>, ptr %conv2.t100_c1_1, align 32
-  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a110, <8 x float> %t100_b111, <8 x float> %t100_c1_1)
-  store <8 x float> %44, ptr %conv2.t100_c1_1, align 32
+  store <8 x float> %42, ptr %conv2.t101_a1, align 32
+  %t101_a1 = load <8 x float>, ptr %conv2.t101_a1, align 32
+  %t101_b09 = load <8 x float>, ptr %conv2.t101_b0, align 32
+  %t101_c1_0 = load <8 x float>, ptr %conv2.t101_c1_0, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a1, <8 x float> %t101_b09, <8 x float> %t101_c1_0)
+  store <8 x float> %43, ptr %conv2.t101_c1_0, align 32
+  %t101_a110 = load <8 x float>, ptr %conv2.t101_a1, align 32
+  %t101_b111 = load <8 x float>, ptr %conv2.t101_b1, align 32
+  %t101_c1_1 = load <8 x float>, ptr %conv2.t101_c1_1, align 32
+  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a110, <8 x float> %t101_b111, <8 x float> %t101_c1_1)
+  store <8 x float> %44, ptr %conv2.t101_c1_1, align 32
   %45 = mul nsw i64 %0, 4608
   %46 = add nsw i64 2618496, %45
-  %47 = mul nsw i64 %conv2.mb992, 6
+  %47 = mul nsw i64 %conv2.mb1002, 6
   %48 = add nsw i64 %47, 2
   %49 = mul nsw i64 %48, 32
   %50 = add nsw i64 %46, %49
-  %51 = add nsw i64 %50, %conv2.k1013
+  %51 = add nsw i64 %50, %conv2.k1023
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %51
   %52 = load float, ptr %arena12, align 4
   %53 = insertelement <8 x float> undef, float %52, i32 0
   %54 = shufflevector <8 x float> %53, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %54, ptr %conv2.t100_a2, align 32
-  %t100_a2 = load <8 x float>, ptr %conv2.t100_a2, align 32
-  %t100_b013 = load <8 x float>, ptr %conv2.t100_b0, align 32
-  %t100_c2_0 = load <8 x float>, ptr %conv2.t100_c2_0, align 32
-  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a2, <8 x float> %t100_b013, <8 x float> %t100_c2_0)
-  store <8 x float> %55, ptr %conv2.t100_c2_0, align 32
-  %t100_a214 = load <8 x float>, ptr %conv2.t100_a2, align 32
-  %t100_b115 = load <8 x float>, ptr %conv2.t100_b1, align 32
-  %t100_c2_1 = load <8 x float>, ptr %conv2.t100_c2_1, align 32
-  %56 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a214, <8 x float> %t100_b115, <8 x float> %t100_c2_1)
-  store <8 x float> %56, ptr %conv2.t100_c2_1, align 32
+  store <8 x float> %54, ptr %conv2.t101_a2, align 32
+  %t101_a2 = load <8 x float>, ptr %conv2.t101_a2, align 32
+  %t101_b013 = load <8 x float>, ptr %conv2.t101_b0, align 32
+  %t101_c2_0 = load <8 x float>, ptr %conv2.t101_c2_0, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a2, <8 x float> %t101_b013, <8 x float> %t101_c2_0)
+  store <8 x float> %55, ptr %conv2.t101_c2_0, align 32
+  %t101_a214 = load <8 x float>, ptr %conv2.t101_a2, align 32
+  %t101_b115 = load <8 x float>, ptr %conv2.t101_b1, align 32
+  %t101_c2_1 = load <8 x float>, ptr %conv2.t101_c2_1, align 32
+  %56 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a214, <8 x float> %t101_b115, <8 x float> %t101_c2_1)
+  store <8 x float> %56, ptr %conv2.t101_c2_1, align 32
   %57 = mul nsw i64 %0, 4608
   %58 = add nsw i64 2618496, %57
-  %59 = mul nsw i64 %conv2.mb992, 6
+  %59 = mul nsw i64 %conv2.mb1002, 6
   %60 = add nsw i64 %59, 3
   %61 = mul nsw i64 %60, 32
   %62 = add nsw i64 %58, %61
-  %63 = add nsw i64 %62, %conv2.k1013
+  %63 = add nsw i64 %62, %conv2.k1023
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %63
   %64 = load float, ptr %arena16, align 4
   %65 = insertelement <8 x float> undef, float %64, i32 0
   %66 = shufflevector <8 x float> %65, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %66, ptr %conv2.t100_a3, align 32
-  %t100_a3 = load <8 x float>, ptr %conv2.t100_a3, align 32
-  %t100_b017 = load <8 x float>, ptr %conv2.t100_b0, align 32
-  %t100_c3_0 = load <8 x float>, ptr %conv2.t100_c3_0, align 32
-  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a3, <8 x float> %t100_b017, <8 x float> %t100_c3_0)
-  store <8 x float> %67, ptr %conv2.t100_c3_0, align 32
-  %t100_a318 = load <8 x float>, ptr %conv2.t100_a3, align 32
-  %t100_b119 = load <8 x float>, ptr %conv2.t100_b1, align 32
-  %t100_c3_1 = load <8 x float>, ptr %conv2.t100_c3_1, align 32
-  %68 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a318, <8 x float> %t100_b119, <8 x float> %t100_c3_1)
-  store <8 x float> %68, ptr %conv2.t100_c3_1, align 32
+  store <8 x float> %66, ptr %conv2.t101_a3, align 32
+  %t101_a3 = load <8 x float>, ptr %conv2.t101_a3, align 32
+  %t101_b017 = load <8 x float>, ptr %conv2.t101_b0, align 32
+  %t101_c3_0 = load <8 x float>, ptr %conv2.t101_c3_0, align 32
+  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a3, <8 x float> %t101_b017, <8 x float> %t101_c3_0)
+  store <8 x float> %67, ptr %conv2.t101_c3_0, align 32
+  %t101_a318 = load <8 x float>, ptr %conv2.t101_a3, align 32
+  %t101_b119 = load <8 x float>, ptr %conv2.t101_b1, align 32
+  %t101_c3_1 = load <8 x float>, ptr %conv2.t101_c3_1, align 32
+  %68 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a318, <8 x float> %t101_b119, <8 x float> %t101_c3_1)
+  store <8 x float> %68, ptr %conv2.t101_c3_1, align 32
   %69 = mul nsw i64 %0, 4608
   %70 = add nsw i64 2618496, %69
-  %71 = mul nsw i64 %conv2.mb992, 6
+  %71 = mul nsw i64 %conv2.mb1002, 6
   %72 = add nsw i64 %71, 4
   %73 = mul nsw i64 %72, 32
   %74 = add nsw i64 %70, %73
-  %75 = add nsw i64 %74, %conv2.k1013
+  %75 = add nsw i64 %74, %conv2.k1023
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %75
   %76 = load float, ptr %arena20, align 4
   %77 = insertelement <8 x float> undef, float %76, i32 0
   %78 = shufflevector <8 x float> %77, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %78, ptr %conv2.t100_a4, align 32
-  %t100_a4 = load <8 x float>, ptr %conv2.t100_a4, align 32
-  %t100_b021 = load <8 x float>, ptr %conv2.t100_b0, align 32
-  %t100_c4_0 = load <8 x float>, ptr %conv2.t100_c4_0, align 32
-  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a4, <8 x float> %t100_b021, <8 x float> %t100_c4_0)
-  store <8 x float> %79, ptr %conv2.t100_c4_0, align 32
-  %t100_a422 = load <8 x float>, ptr %conv2.t100_a4, align 32
-  %t100_b123 = load <8 x float>, ptr %conv2.t100_b1, align 32
-  %t100_c4_1 = load <8 x float>, ptr %conv2.t100_c4_1, align 32
-  %80 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a422, <8 x float> %t100_b123, <8 x float> %t100_c4_1)
-  store <8 x float> %80, ptr %conv2.t100_c4_1, align 32
+  store <8 x float> %78, ptr %conv2.t101_a4, align 32
+  %t101_a4 = load <8 x float>, ptr %conv2.t101_a4, align 32
+  %t101_b021 = load <8 x float>, ptr %conv2.t101_b0, align 32
+  %t101_c4_0 = load <8 x float>, ptr %conv2.t101_c4_0, align 32
+  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a4, <8 x float> %t101_b021, <8 x float> %t101_c4_0)
+  store <8 x float> %79, ptr %conv2.t101_c4_0, align 32
+  %t101_a422 = load <8 x float>, ptr %conv2.t101_a4, align 32
+  %t101_b123 = load <8 x float>, ptr %conv2.t101_b1, align 32
+  %t101_c4_1 = load <8 x float>, ptr %conv2.t101_c4_1, align 32
+  %80 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a422, <8 x float> %t101_b123, <8 x float> %t101_c4_1)
+  store <8 x float> %80, ptr %conv2.t101_c4_1, align 32
   %81 = mul nsw i64 %0, 4608
   %82 = add nsw i64 2618496, %81
-  %83 = mul nsw i64 %conv2.mb992, 6
+  %83 = mul nsw i64 %conv2.mb1002, 6
   %84 = add nsw i64 %83, 5
   %85 = mul nsw i64 %84, 32
   %86 = add nsw i64 %82, %85
-  %87 = add nsw i64 %86, %conv2.k1013
+  %87 = add nsw i64 %86, %conv2.k1023
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %87
   %88 = load float, ptr %arena24, align 4
   %89 = insertelement <8 x float> undef, float %88, i32 0
   %90 = shufflevector <8 x float> %89, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %90, ptr %conv2.t100_a5, align 32
-  %t100_a5 = load <8 x float>, ptr %conv2.t100_a5, align 32
-  %t100_b025 = load <8 x float>, ptr %conv2.t100_b0, align 32
-  %t100_c5_0 = load <8 x float>, ptr %conv2.t100_c5_0, align 32
-  %91 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a5, <8 x float> %t100_b025, <8 x float> %t100_c5_0)
-  store <8 x float> %91, ptr %conv2.t100_c5_0, align 32
-  %t100_a526 = load <8 x float>, ptr %conv2.t100_a5, align 32
-  %t100_b127 = load <8 x float>, ptr %conv2.t100_b1, align 32
-  %t100_c5_1 = load <8 x float>, ptr %conv2.t100_c5_1, align 32
-  %92 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a526, <8 x float> %t100_b127, <8 x float> %t100_c5_1)
-  store <8 x float> %92, ptr %conv2.t100_c5_1, align 32
-  %k101.next = add nsw i64 %conv2.k1013, 1
-  %93 = icmp slt i64 %k101.next, 32
-  br i1 %93, label %conv2.k101, label %conv2.k101.end
+  store <8 x float> %90, ptr %conv2.t101_a5, align 32
+  %t101_a5 = load <8 x float>, ptr %conv2.t101_a5, align 32
+  %t101_b025 = load <8 x float>, ptr %conv2.t101_b0, align 32
+  %t101_c5_0 = load <8 x float>, ptr %conv2.t101_c5_0, align 32
+  %91 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a5, <8 x float> %t101_b025, <8 x float> %t101_c5_0)
+  store <8 x float> %91, ptr %conv2.t101_c5_0, align 32
+  %t101_a526 = load <8 x float>, ptr %conv2.t101_a5, align 32
+  %t101_b127 = load <8 x float>, ptr %conv2.t101_b1, align 32
+  %t101_c5_1 = load <8 x float>, ptr %conv2.t101_c5_1, align 32
+  %92 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a526, <8 x float> %t101_b127, <8 x float> %t101_c5_1)
+  store <8 x float> %92, ptr %conv2.t101_c5_1, align 32
+  %k102.next = add nsw i64 %conv2.k1023, 1
+  %93 = icmp slt i64 %k102.next, 32
+  br i1 %93, label %conv2.k102, label %conv2.k102.end
 
-conv2.k101.end:                                   ; preds = %conv2.k101
-  %t100_c0_028 = load <8 x float>, ptr %conv2.t100_c0_0, align 32
+conv2.k102.end:                                   ; preds = %conv2.k102
+  %t101_c0_028 = load <8 x float>, ptr %conv2.t101_c0_0, align 32
   %94 = mul nsw i64 %0, 9216
   %95 = add nsw i64 2692224, %94
   %96 = mul nsw i64 %1, 32
   %97 = add nsw i64 %95, %96
-  %98 = mul nsw i64 %conv2.mb992, 6
+  %98 = mul nsw i64 %conv2.mb1002, 6
   %99 = mul nsw i64 %98, 64
   %100 = add nsw i64 %97, %99
-  %101 = mul nsw i64 %conv2.nb981, 16
+  %101 = mul nsw i64 %conv2.nb991, 16
   %102 = add nsw i64 %100, %101
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %102
-  store <8 x float> %t100_c0_028, ptr %arena29, align 4
-  %t100_c0_130 = load <8 x float>, ptr %conv2.t100_c0_1, align 32
+  store <8 x float> %t101_c0_028, ptr %arena29, align 4
+  %t101_c0_130 = load <8 x float>, ptr %conv2.t101_c0_1, align 32
   %103 = mul nsw i64 %0, 9216
   %104 = add nsw i64 2692224, %103
   %105 = mul nsw i64 %1, 32
   %106 = add nsw i64 %104, %105
-  %107 = mul nsw i64 %conv2.mb992, 6
+  %107 = mul nsw i64 %conv2.mb1002, 6
   %108 = mul nsw i64 %107, 64
   %109 = add nsw i64 %106, %108
-  %110 = mul nsw i64 %conv2.nb981, 16
+  %110 = mul nsw i64 %conv2.nb991, 16
   %111 = add nsw i64 %109, %110
   %112 = add nsw i64 %111, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %112
-  store <8 x float> %t100_c0_130, ptr %arena31, align 4
-  %t100_c1_032 = load <8 x float>, ptr %conv2.t100_c1_0, align 32
+  store <8 x float> %t101_c0_130, ptr %arena31, align 4
+  %t101_c1_032 = load <8 x float>, ptr %conv2.t101_c1_0, align 32
   %113 = mul nsw i64 %0, 9216
   %114 = add nsw i64 2692224, %113
   %115 = mul nsw i64 %1, 32
   %116 = add nsw i64 %114, %115
-  %117 = mul nsw i64 %conv2.mb992, 6
+  %117 = mul nsw i64 %conv2.mb1002, 6
   %118 = add nsw i64 %117, 1
   %119 = mul nsw i64 %118, 64
   %120 = add nsw i64 %116, %119
-  %121 = mul nsw i64 %conv2.nb981, 16
+  %121 = mul nsw i64 %conv2.nb991, 16
   %122 = add nsw i64 %120, %121
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %122
-  store <8 x float> %t100_c1_032, ptr %arena33, align 4
-  %t100_c1_134 = load <8 x float>, ptr %conv2.t100_c1_1, align 32
+  store <8 x float> %t101_c1_032, ptr %arena33, align 4
+  %t101_c1_134 = load <8 x float>, ptr %conv2.t101_c1_1, align 32
   %123 = mul nsw i64 %0, 9216
   %124 = add nsw i64 2692224, %123
   %125 = mul nsw i64 %1, 32
   %126 = add nsw i64 %124, %125
-  %127 = mul nsw i64 %conv2.mb992, 6
+  %127 = mul nsw i64 %conv2.mb1002, 6
   %128 = add nsw i64 %127, 1
   %129 = mul nsw i64 %128, 64
   %130 = add nsw i64 %126, %129
-  %131 = mul nsw i64 %conv2.nb981, 16
+  %131 = mul nsw i64 %conv2.nb991, 16
   %132 = add nsw i64 %130, %131
   %133 = add nsw i64 %132, 8
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %133
-  store <8 x float> %t100_c1_134, ptr %arena35, align 4
-  %t100_c2_036 = load <8 x float>, ptr %conv2.t100_c2_0, align 32
+  store <8 x float> %t101_c1_134, ptr %arena35, align 4
+  %t101_c2_036 = load <8 x float>, ptr %conv2.t101_c2_0, align 32
   %134 = mul nsw i64 %0, 9216
   %135 = add nsw i64 2692224, %134
   %136 = mul nsw i64 %1, 32
   %137 = add nsw i64 %135, %136
-  %138 = mul nsw i64 %conv2.mb992, 6
+  %138 = mul nsw i64 %conv2.mb1002, 6
   %139 = add nsw i64 %138, 2
   %140 = mul nsw i64 %139, 64
   %141 = add nsw i64 %137, %140
-  %142 = mul nsw i64 %conv2.nb981, 16
+  %142 = mul nsw i64 %conv2.nb991, 16
   %143 = add nsw i64 %141, %142
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %143
-  store <8 x float> %t100_c2_036, ptr %arena37, align 4
-  %t100_c2_138 = load <8 x float>, ptr %conv2.t100_c2_1, align 32
+  store <8 x float> %t101_c2_036, ptr %arena37, align 4
+  %t101_c2_138 = load <8 x float>, ptr %conv2.t101_c2_1, align 32
   %144 = mul nsw i64 %0, 9216
   %145 = add nsw i64 2692224, %144
   %146 = mul nsw i64 %1, 32
   %147 = add nsw i64 %145, %146
-  %148 = mul nsw i64 %conv2.mb992, 6
+  %148 = mul nsw i64 %conv2.mb1002, 6
   %149 = add nsw i64 %148, 2
   %150 = mul nsw i64 %149, 64
   %151 = add nsw i64 %147, %150
-  %152 = mul nsw i64 %conv2.nb981, 16
+  %152 = mul nsw i64 %conv2.nb991, 16
   %153 = add nsw i64 %151, %152
   %154 = add nsw i64 %153, 8
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %154
-  store <8 x float> %t100_c2_138, ptr %arena39, align 4
-  %t100_c3_040 = load <8 x float>, ptr %conv2.t100_c3_0, align 32
+  store <8 x float> %t101_c2_138, ptr %arena39, align 4
+  %t101_c3_040 = load <8 x float>, ptr %conv2.t101_c3_0, align 32
   %155 = mul nsw i64 %0, 9216
   %156 = add nsw i64 2692224, %155
   %157 = mul nsw i64 %1, 32
   %158 = add nsw i64 %156, %157
-  %159 = mul nsw i64 %conv2.mb992, 6
+  %159 = mul nsw i64 %conv2.mb1002, 6
   %160 = add nsw i64 %159, 3
   %161 = mul nsw i64 %160, 64
   %162 = add nsw i64 %158, %161
-  %163 = mul nsw i64 %conv2.nb981, 16
+  %163 = mul nsw i64 %conv2.nb991, 16
   %164 = add nsw i64 %162, %163
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %164
-  store <8 x float> %t100_c3_040, ptr %arena41, align 4
-  %t100_c3_142 = load <8 x float>, ptr %conv2.t100_c3_1, align 32
+  store <8 x float> %t101_c3_040, ptr %arena41, align 4
+  %t101_c3_142 = load <8 x float>, ptr %conv2.t101_c3_1, align 32
   %165 = mul nsw i64 %0, 9216
   %166 = add nsw i64 2692224, %165
   %167 = mul nsw i64 %1, 32
   %168 = add nsw i64 %166, %167
-  %169 = mul nsw i64 %conv2.mb992, 6
+  %169 = mul nsw i64 %conv2.mb1002, 6
   %170 = add nsw i64 %169, 3
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 %168, %171
-  %173 = mul nsw i64 %conv2.nb981, 16
+  %173 = mul nsw i64 %conv2.nb991, 16
   %174 = add nsw i64 %172, %173
   %175 = add nsw i64 %174, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %175
-  store <8 x float> %t100_c3_142, ptr %arena43, align 4
-  %t100_c4_044 = load <8 x float>, ptr %conv2.t100_c4_0, align 32
+  store <8 x float> %t101_c3_142, ptr %arena43, align 4
+  %t101_c4_044 = load <8 x float>, ptr %conv2.t101_c4_0, align 32
   %176 = mul nsw i64 %0, 9216
   %177 = add nsw i64 2692224, %176
   %178 = mul nsw i64 %1, 32
   %179 = add nsw i64 %177, %178
-  %180 = mul nsw i64 %conv2.mb992, 6
+  %180 = mul nsw i64 %conv2.mb1002, 6
   %181 = add nsw i64 %180, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 %179, %182
-  %184 = mul nsw i64 %conv2.nb981, 16
+  %184 = mul nsw i64 %conv2.nb991, 16
   %185 = add nsw i64 %183, %184
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %185
-  store <8 x float> %t100_c4_044, ptr %arena45, align 4
-  %t100_c4_146 = load <8 x float>, ptr %conv2.t100_c4_1, align 32
+  store <8 x float> %t101_c4_044, ptr %arena45, align 4
+  %t101_c4_146 = load <8 x float>, ptr %conv2.t101_c4_1, align 32
   %186 = mul nsw i64 %0, 9216
   %187 = add nsw i64 2692224, %186
   %188 = mul nsw i64 %1, 32
   %189 = add nsw i64 %187, %188
-  %190 = mul nsw i64 %conv2.mb992, 6
+  %190 = mul nsw i64 %conv2.mb1002, 6
   %191 = add nsw i64 %190, 4
   %192 = mul nsw i64 %191, 64
   %193 = add nsw i64 %189, %192
-  %194 = mul nsw i64 %conv2.nb981, 16
+  %194 = mul nsw i64 %conv2.nb991, 16
   %195 = add nsw i64 %193, %194
   %196 = add nsw i64 %195, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %196
-  store <8 x float> %t100_c4_146, ptr %arena47, align 4
-  %t100_c5_048 = load <8 x float>, ptr %conv2.t100_c5_0, align 32
+  store <8 x float> %t101_c4_146, ptr %arena47, align 4
+  %t101_c5_048 = load <8 x float>, ptr %conv2.t101_c5_0, align 32
   %197 = mul nsw i64 %0, 9216
   %198 = add nsw i64 2692224, %197
   %199 = mul nsw i64 %1, 32
   %200 = add nsw i64 %198, %199
-  %201 = mul nsw i64 %conv2.mb992, 6
+  %201 = mul nsw i64 %conv2.mb1002, 6
   %202 = add nsw i64 %201, 5
   %203 = mul nsw i64 %202, 64
   %204 = add nsw i64 %200, %203
-  %205 = mul nsw i64 %conv2.nb981, 16
+  %205 = mul nsw i64 %conv2.nb991, 16
   %206 = add nsw i64 %204, %205
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t100_c5_048, ptr %arena49, align 4
-  %t100_c5_150 = load <8 x float>, ptr %conv2.t100_c5_1, align 32
+  store <8 x float> %t101_c5_048, ptr %arena49, align 4
+  %t101_c5_150 = load <8 x float>, ptr %conv2.t101_c5_1, align 32
   %207 = mul nsw i64 %0, 9216
   %208 = add nsw i64 2692224, %207
   %209 = mul nsw i64 %1, 32
   %210 = add nsw i64 %208, %209
-  %211 = mul nsw i64 %conv2.mb992, 6
+  %211 = mul nsw i64 %conv2.mb1002, 6
   %212 = add nsw i64 %211, 5
   %213 = mul nsw i64 %212, 64
   %214 = add nsw i64 %210, %213
-  %215 = mul nsw i64 %conv2.nb981, 16
+  %215 = mul nsw i64 %conv2.nb991, 16
   %216 = add nsw i64 %214, %215
   %217 = add nsw i64 %216, 8
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %217
-  store <8 x float> %t100_c5_150, ptr %arena51, align 4
-  %mb99.next = add nsw i64 %conv2.mb992, 1
-  %218 = icmp slt i64 %mb99.next, 24
-  br i1 %218, label %conv2.mb99, label %conv2.mb99.end
+  store <8 x float> %t101_c5_150, ptr %arena51, align 4
+  %mb100.next = add nsw i64 %conv2.mb1002, 1
+  %218 = icmp slt i64 %mb100.next, 24
+  br i1 %218, label %conv2.mb100, label %conv2.mb100.end
 }
 
-define internal void @mnistnet_infer_b64.k1.conv2.part96.task(ptr %0, i64 %1) {
+define internal void @mnistnet_infer_b64.k1.conv2.part97.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -14083,7 +14258,7 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @mnistnet_infer_b64.k1.conv2.part96(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @mnistnet_infer_b64.k1.conv2.part97(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
@@ -14102,563 +14277,563 @@ entry:
 ; Function Attrs: noinline
 define internal void @mnistnet_infer_b64.k4.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1.n137
+  br label %fc1.n138
 
-fc1.n137:                                         ; preds = %fc1.k138.end, %entry
-  %fc1.n1371 = phi i64 [ 0, %entry ], [ %n137.next, %fc1.k138.end ]
-  br label %fc1.k138
+fc1.n138:                                         ; preds = %fc1.k139.end, %entry
+  %fc1.n1381 = phi i64 [ 0, %entry ], [ %n138.next, %fc1.k139.end ]
+  br label %fc1.k139
 
-fc1.n137.end:                                     ; preds = %fc1.k138.end
-  call void @mnistnet_infer_b64.k4.fc1.gemm149(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  br label %fc1.n150
+fc1.n138.end:                                     ; preds = %fc1.k139.end
+  call void @mnistnet_infer_b64.k4.fc1.gemm150(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  br label %fc1.n151
 
-fc1.k138:                                         ; preds = %fc1.k138, %fc1.n137
-  %fc1.k1382 = phi i64 [ 0, %fc1.n137 ], [ %k138.next, %fc1.k138 ]
-  %0 = mul nsw i64 %fc1.n1371, 9216
+fc1.k139:                                         ; preds = %fc1.k139, %fc1.n138
+  %fc1.k1392 = phi i64 [ 0, %fc1.n138 ], [ %k139.next, %fc1.k139 ]
+  %0 = mul nsw i64 %fc1.n1381, 9216
   %1 = add nsw i64 1384448, %0
-  %2 = add nsw i64 %1, %fc1.k1382
+  %2 = add nsw i64 %1, %fc1.k1392
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k1382, 64
+  %4 = mul nsw i64 %fc1.k1392, 64
   %5 = add nsw i64 8192, %4
-  %6 = add nsw i64 %5, %fc1.n1371
+  %6 = add nsw i64 %5, %fc1.n1381
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k138.next = add nsw i64 %fc1.k1382, 1
-  %7 = icmp slt i64 %k138.next, 9216
-  br i1 %7, label %fc1.k138, label %fc1.k138.end
+  %k139.next = add nsw i64 %fc1.k1392, 1
+  %7 = icmp slt i64 %k139.next, 9216
+  br i1 %7, label %fc1.k139, label %fc1.k139.end
 
-fc1.k138.end:                                     ; preds = %fc1.k138
-  %n137.next = add nsw i64 %fc1.n1371, 1
-  %8 = icmp slt i64 %n137.next, 64
-  br i1 %8, label %fc1.n137, label %fc1.n137.end
+fc1.k139.end:                                     ; preds = %fc1.k139
+  %n138.next = add nsw i64 %fc1.n1381, 1
+  %8 = icmp slt i64 %n138.next, 64
+  br i1 %8, label %fc1.n138, label %fc1.n138.end
 
-fc1.n150:                                         ; preds = %fc1.u151.end, %fc1.n137.end
-  %fc1.n1505 = phi i64 [ 0, %fc1.n137.end ], [ %n150.next, %fc1.u151.end ]
-  br label %fc1.u151
+fc1.n151:                                         ; preds = %fc1.u152.end, %fc1.n138.end
+  %fc1.n1515 = phi i64 [ 0, %fc1.n138.end ], [ %n151.next, %fc1.u152.end ]
+  br label %fc1.u152
 
-fc1.n150.end:                                     ; preds = %fc1.u151.end
+fc1.n151.end:                                     ; preds = %fc1.u152.end
   ret void
 
-fc1.u151:                                         ; preds = %fc1.u151, %fc1.n150
-  %fc1.u1516 = phi i64 [ 0, %fc1.n150 ], [ %u151.next, %fc1.u151 ]
-  %9 = mul nsw i64 %fc1.u1516, 64
+fc1.u152:                                         ; preds = %fc1.u152, %fc1.n151
+  %fc1.u1526 = phi i64 [ 0, %fc1.n151 ], [ %u152.next, %fc1.u152 ]
+  %9 = mul nsw i64 %fc1.u1526, 64
   %10 = add nsw i64 598016, %9
-  %11 = add nsw i64 %10, %fc1.n1505
+  %11 = add nsw i64 %10, %fc1.n1515
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 1198464, %fc1.u1516
+  %13 = add nsw i64 1198464, %fc1.u1526
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc1.u1516, 64
+  %17 = mul nsw i64 %fc1.u1526, 64
   %18 = add nsw i64 598016, %17
-  %19 = add nsw i64 %18, %fc1.n1505
+  %19 = add nsw i64 %18, %fc1.n1515
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 1198464, %fc1.u1516
+  %21 = add nsw i64 1198464, %fc1.u1526
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc1.n1505, 128
-  %26 = add nsw i64 %25, %fc1.u1516
+  %25 = mul nsw i64 %fc1.n1515, 128
+  %26 = add nsw i64 %25, %fc1.u1526
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %26
   store float %24, ptr %arena11, align 4
-  %u151.next = add nsw i64 %fc1.u1516, 1
-  %27 = icmp slt i64 %u151.next, 128
-  br i1 %27, label %fc1.u151, label %fc1.u151.end
+  %u152.next = add nsw i64 %fc1.u1526, 1
+  %27 = icmp slt i64 %u152.next, 128
+  br i1 %27, label %fc1.u152, label %fc1.u152.end
 
-fc1.u151.end:                                     ; preds = %fc1.u151
-  %n150.next = add nsw i64 %fc1.n1505, 1
-  %28 = icmp slt i64 %n150.next, 64
-  br i1 %28, label %fc1.n150, label %fc1.n150.end
+fc1.u152.end:                                     ; preds = %fc1.u152
+  %n151.next = add nsw i64 %fc1.n1515, 1
+  %28 = icmp slt i64 %n151.next, 64
+  br i1 %28, label %fc1.n151, label %fc1.n151.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k4.fc1.gemm149(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_infer_b64.k4.fc1.gemm150(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1.t147_a3 = alloca <8 x float>, align 32
-  %fc1.t147_a2 = alloca <8 x float>, align 32
-  %fc1.t147_a1 = alloca <8 x float>, align 32
-  %fc1.t147_a0 = alloca <8 x float>, align 32
-  %fc1.t147_b1 = alloca <8 x float>, align 32
-  %fc1.t147_b0 = alloca <8 x float>, align 32
-  %fc1.t147_c3_1 = alloca <8 x float>, align 32
-  %fc1.t147_c3_0 = alloca <8 x float>, align 32
-  %fc1.t147_c2_1 = alloca <8 x float>, align 32
-  %fc1.t147_c2_0 = alloca <8 x float>, align 32
-  %fc1.t147_c1_1 = alloca <8 x float>, align 32
-  %fc1.t147_c1_0 = alloca <8 x float>, align 32
-  %fc1.t147_c0_1 = alloca <8 x float>, align 32
-  %fc1.t147_c0_0 = alloca <8 x float>, align 32
-  %fc1.t144_a3 = alloca <8 x float>, align 32
-  %fc1.t144_a2 = alloca <8 x float>, align 32
-  %fc1.t144_a1 = alloca <8 x float>, align 32
-  %fc1.t144_a0 = alloca <8 x float>, align 32
-  %fc1.t144_b2 = alloca <8 x float>, align 32
-  %fc1.t144_b1 = alloca <8 x float>, align 32
-  %fc1.t144_b0 = alloca <8 x float>, align 32
-  %fc1.t144_c3_2 = alloca <8 x float>, align 32
-  %fc1.t144_c3_1 = alloca <8 x float>, align 32
-  %fc1.t144_c3_0 = alloca <8 x float>, align 32
-  %fc1.t144_c2_2 = alloca <8 x float>, align 32
-  %fc1.t144_c2_1 = alloca <8 x float>, align 32
-  %fc1.t144_c2_0 = alloca <8 x float>, align 32
-  %fc1.t144_c1_2 = alloca <8 x float>, align 32
-  %fc1.t144_c1_1 = alloca <8 x float>, align 32
-  %fc1.t144_c1_0 = alloca <8 x float>, align 32
-  %fc1.t144_c0_2 = alloca <8 x float>, align 32
-  %fc1.t144_c0_1 = alloca <8 x float>, align 32
-  %fc1.t144_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.r139
+  %fc1.t148_a3 = alloca <8 x float>, align 32
+  %fc1.t148_a2 = alloca <8 x float>, align 32
+  %fc1.t148_a1 = alloca <8 x float>, align 32
+  %fc1.t148_a0 = alloca <8 x float>, align 32
+  %fc1.t148_b1 = alloca <8 x float>, align 32
+  %fc1.t148_b0 = alloca <8 x float>, align 32
+  %fc1.t148_c3_1 = alloca <8 x float>, align 32
+  %fc1.t148_c3_0 = alloca <8 x float>, align 32
+  %fc1.t148_c2_1 = alloca <8 x float>, align 32
+  %fc1.t148_c2_0 = alloca <8 x float>, align 32
+  %fc1.t148_c1_1 = alloca <8 x float>, align 32
+  %fc1.t148_c1_0 = alloca <8 x float>, align 32
+  %fc1.t148_c0_1 = alloca <8 x float>, align 32
+  %fc1.t148_c0_0 = alloca <8 x float>, align 32
+  %fc1.t145_a3 = alloca <8 x float>, align 32
+  %fc1.t145_a2 = alloca <8 x float>, align 32
+  %fc1.t145_a1 = alloca <8 x float>, align 32
+  %fc1.t145_a0 = alloca <8 x float>, align 32
+  %fc1.t145_b2 = alloca <8 x float>, align 32
+  %fc1.t145_b1 = alloca <8 x float>, align 32
+  %fc1.t145_b0 = alloca <8 x float>, align 32
+  %fc1.t145_c3_2 = alloca <8 x float>, align 32
+  %fc1.t145_c3_1 = alloca <8 x float>, align 32
+  %fc1.t145_c3_0 = alloca <8 x float>, align 32
+  %fc1.t145_c2_2 = alloca <8 x float>, align 32
+  %fc1.t145_c2_1 = alloca <8 x float>, align 32
+  %fc1.t145_c2_0 = alloca <8 x float>, align 32
+  %fc1.t145_c1_2 = alloca <8 x float>, align 32
+  %fc1.t145_c1_1 = alloca <8 x float>, align 32
+  %fc1.t145_c1_0 = alloca <8 x float>, align 32
+  %fc1.t145_c0_2 = alloca <8 x float>, align 32
+  %fc1.t145_c0_1 = alloca <8 x float>, align 32
+  %fc1.t145_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.r140
 
-fc1.r139:                                         ; preds = %fc1.i140.end, %entry
-  %fc1.r1391 = phi i64 [ 0, %entry ], [ %r139.next, %fc1.i140.end ]
-  br label %fc1.i140
+fc1.r140:                                         ; preds = %fc1.i141.end, %entry
+  %fc1.r1401 = phi i64 [ 0, %entry ], [ %r140.next, %fc1.i141.end ]
+  br label %fc1.i141
 
-fc1.r139.end:                                     ; preds = %fc1.i140.end
-  br label %fc1.kp141
+fc1.r140.end:                                     ; preds = %fc1.i141.end
+  br label %fc1.kp142
 
-fc1.i140:                                         ; preds = %fc1.i140, %fc1.r139
-  %fc1.i1402 = phi i64 [ 0, %fc1.r139 ], [ %i140.next, %fc1.i140 ]
-  %0 = mul nsw i64 %fc1.r1391, 64
+fc1.i141:                                         ; preds = %fc1.i141, %fc1.r140
+  %fc1.i1412 = phi i64 [ 0, %fc1.r140 ], [ %i141.next, %fc1.i141 ]
+  %0 = mul nsw i64 %fc1.r1401, 64
   %1 = add nsw i64 598016, %0
-  %2 = add nsw i64 %1, %fc1.i1402
+  %2 = add nsw i64 %1, %fc1.i1412
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena3, align 4
-  %i140.next = add nsw i64 %fc1.i1402, 1
-  %3 = icmp slt i64 %i140.next, 64
-  br i1 %3, label %fc1.i140, label %fc1.i140.end
+  %i141.next = add nsw i64 %fc1.i1412, 1
+  %3 = icmp slt i64 %i141.next, 64
+  br i1 %3, label %fc1.i141, label %fc1.i141.end
 
-fc1.i140.end:                                     ; preds = %fc1.i140
-  %r139.next = add nsw i64 %fc1.r1391, 1
-  %4 = icmp slt i64 %r139.next, 128
-  br i1 %4, label %fc1.r139, label %fc1.r139.end
+fc1.i141.end:                                     ; preds = %fc1.i141
+  %r140.next = add nsw i64 %fc1.r1401, 1
+  %4 = icmp slt i64 %r140.next, 128
+  br i1 %4, label %fc1.r140, label %fc1.r140.end
 
-fc1.kp141:                                        ; preds = %fc1.mb146.end, %fc1.r139.end
-  %fc1.kp1414 = phi i64 [ 0, %fc1.r139.end ], [ %kp141.next, %fc1.mb146.end ]
-  br label %fc1.nb142
+fc1.kp142:                                        ; preds = %fc1.mb147.end, %fc1.r140.end
+  %fc1.kp1424 = phi i64 [ 0, %fc1.r140.end ], [ %kp142.next, %fc1.mb147.end ]
+  br label %fc1.nb143
 
-fc1.kp141.end:                                    ; preds = %fc1.mb146.end
+fc1.kp142.end:                                    ; preds = %fc1.mb147.end
   ret void
 
-fc1.nb142:                                        ; preds = %fc1.mb143.end, %fc1.kp141
-  %fc1.nb1425 = phi i64 [ 0, %fc1.kp141 ], [ %nb142.next, %fc1.mb143.end ]
-  br label %fc1.mb143
+fc1.nb143:                                        ; preds = %fc1.mb144.end, %fc1.kp142
+  %fc1.nb1435 = phi i64 [ 0, %fc1.kp142 ], [ %nb143.next, %fc1.mb144.end ]
+  br label %fc1.mb144
 
-fc1.nb142.end:                                    ; preds = %fc1.mb143.end
-  br label %fc1.mb146
+fc1.nb143.end:                                    ; preds = %fc1.mb144.end
+  br label %fc1.mb147
 
-fc1.mb143:                                        ; preds = %fc1.k145.end, %fc1.nb142
-  %fc1.mb1436 = phi i64 [ 0, %fc1.nb142 ], [ %mb143.next, %fc1.k145.end ]
-  %5 = mul nsw i64 %fc1.mb1436, 4
+fc1.mb144:                                        ; preds = %fc1.k146.end, %fc1.nb143
+  %fc1.mb1446 = phi i64 [ 0, %fc1.nb143 ], [ %mb144.next, %fc1.k146.end ]
+  %5 = mul nsw i64 %fc1.mb1446, 4
   %6 = mul nsw i64 %5, 64
   %7 = add nsw i64 598016, %6
-  %8 = mul nsw i64 %fc1.nb1425, 24
+  %8 = mul nsw i64 %fc1.nb1435, 24
   %9 = add nsw i64 %7, %8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %10, ptr %fc1.t144_c0_0, align 32
-  %11 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %10, ptr %fc1.t145_c0_0, align 32
+  %11 = mul nsw i64 %fc1.mb1446, 4
   %12 = mul nsw i64 %11, 64
   %13 = add nsw i64 598016, %12
-  %14 = mul nsw i64 %fc1.nb1425, 24
+  %14 = mul nsw i64 %fc1.nb1435, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %17, ptr %fc1.t144_c0_1, align 32
-  %18 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %17, ptr %fc1.t145_c0_1, align 32
+  %18 = mul nsw i64 %fc1.mb1446, 4
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 598016, %19
-  %21 = mul nsw i64 %fc1.nb1425, 24
+  %21 = mul nsw i64 %fc1.nb1435, 24
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %24, ptr %fc1.t144_c0_2, align 32
-  %25 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %24, ptr %fc1.t145_c0_2, align 32
+  %25 = mul nsw i64 %fc1.mb1446, 4
   %26 = add nsw i64 %25, 1
   %27 = mul nsw i64 %26, 64
   %28 = add nsw i64 598016, %27
-  %29 = mul nsw i64 %fc1.nb1425, 24
+  %29 = mul nsw i64 %fc1.nb1435, 24
   %30 = add nsw i64 %28, %29
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %31, ptr %fc1.t144_c1_0, align 32
-  %32 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %31, ptr %fc1.t145_c1_0, align 32
+  %32 = mul nsw i64 %fc1.mb1446, 4
   %33 = add nsw i64 %32, 1
   %34 = mul nsw i64 %33, 64
   %35 = add nsw i64 598016, %34
-  %36 = mul nsw i64 %fc1.nb1425, 24
+  %36 = mul nsw i64 %fc1.nb1435, 24
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %39, ptr %fc1.t144_c1_1, align 32
-  %40 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %39, ptr %fc1.t145_c1_1, align 32
+  %40 = mul nsw i64 %fc1.mb1446, 4
   %41 = add nsw i64 %40, 1
   %42 = mul nsw i64 %41, 64
   %43 = add nsw i64 598016, %42
-  %44 = mul nsw i64 %fc1.nb1425, 24
+  %44 = mul nsw i64 %fc1.nb1435, 24
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %47, ptr %fc1.t144_c1_2, align 32
-  %48 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %47, ptr %fc1.t145_c1_2, align 32
+  %48 = mul nsw i64 %fc1.mb1446, 4
   %49 = add nsw i64 %48, 2
   %50 = mul nsw i64 %49, 64
   %51 = add nsw i64 598016, %50
-  %52 = mul nsw i64 %fc1.nb1425, 24
+  %52 = mul nsw i64 %fc1.nb1435, 24
   %53 = add nsw i64 %51, %52
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %54, ptr %fc1.t144_c2_0, align 32
-  %55 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %54, ptr %fc1.t145_c2_0, align 32
+  %55 = mul nsw i64 %fc1.mb1446, 4
   %56 = add nsw i64 %55, 2
   %57 = mul nsw i64 %56, 64
   %58 = add nsw i64 598016, %57
-  %59 = mul nsw i64 %fc1.nb1425, 24
+  %59 = mul nsw i64 %fc1.nb1435, 24
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %62, ptr %fc1.t144_c2_1, align 32
-  %63 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %62, ptr %fc1.t145_c2_1, align 32
+  %63 = mul nsw i64 %fc1.mb1446, 4
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 64
   %66 = add nsw i64 598016, %65
-  %67 = mul nsw i64 %fc1.nb1425, 24
+  %67 = mul nsw i64 %fc1.nb1435, 24
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %70, ptr %fc1.t144_c2_2, align 32
-  %71 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %70, ptr %fc1.t145_c2_2, align 32
+  %71 = mul nsw i64 %fc1.mb1446, 4
   %72 = add nsw i64 %71, 3
   %73 = mul nsw i64 %72, 64
   %74 = add nsw i64 598016, %73
-  %75 = mul nsw i64 %fc1.nb1425, 24
+  %75 = mul nsw i64 %fc1.nb1435, 24
   %76 = add nsw i64 %74, %75
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %77, ptr %fc1.t144_c3_0, align 32
-  %78 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %77, ptr %fc1.t145_c3_0, align 32
+  %78 = mul nsw i64 %fc1.mb1446, 4
   %79 = add nsw i64 %78, 3
   %80 = mul nsw i64 %79, 64
   %81 = add nsw i64 598016, %80
-  %82 = mul nsw i64 %fc1.nb1425, 24
+  %82 = mul nsw i64 %fc1.nb1435, 24
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %83, 8
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %85, ptr %fc1.t144_c3_1, align 32
-  %86 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %85, ptr %fc1.t145_c3_1, align 32
+  %86 = mul nsw i64 %fc1.mb1446, 4
   %87 = add nsw i64 %86, 3
   %88 = mul nsw i64 %87, 64
   %89 = add nsw i64 598016, %88
-  %90 = mul nsw i64 %fc1.nb1425, 24
+  %90 = mul nsw i64 %fc1.nb1435, 24
   %91 = add nsw i64 %89, %90
   %92 = add nsw i64 %91, 16
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
   %93 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %93, ptr %fc1.t144_c3_2, align 32
-  br label %fc1.k145
+  store <8 x float> %93, ptr %fc1.t145_c3_2, align 32
+  br label %fc1.k146
 
-fc1.mb143.end:                                    ; preds = %fc1.k145.end
-  %nb142.next = add nsw i64 %fc1.nb1425, 1
-  %94 = icmp slt i64 %nb142.next, 2
-  br i1 %94, label %fc1.nb142, label %fc1.nb142.end
+fc1.mb144.end:                                    ; preds = %fc1.k146.end
+  %nb143.next = add nsw i64 %fc1.nb1435, 1
+  %94 = icmp slt i64 %nb143.next, 2
+  br i1 %94, label %fc1.nb143, label %fc1.nb143.end
 
-fc1.k145:                                         ; preds = %fc1.k145, %fc1.mb143
-  %fc1.k14519 = phi i64 [ 0, %fc1.mb143 ], [ %k145.next, %fc1.k145 ]
-  %95 = mul nsw i64 %fc1.kp1414, 1152
-  %96 = add nsw i64 %fc1.k14519, %95
+fc1.k146:                                         ; preds = %fc1.k146, %fc1.mb144
+  %fc1.k14619 = phi i64 [ 0, %fc1.mb144 ], [ %k146.next, %fc1.k146 ]
+  %95 = mul nsw i64 %fc1.kp1424, 1152
+  %96 = add nsw i64 %fc1.k14619, %95
   %97 = mul nsw i64 %96, 64
   %98 = add nsw i64 8192, %97
-  %99 = mul nsw i64 %fc1.nb1425, 24
+  %99 = mul nsw i64 %fc1.nb1435, 24
   %100 = add nsw i64 %98, %99
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena20, align 4
-  store <8 x float> %101, ptr %fc1.t144_b0, align 32
-  %102 = mul nsw i64 %fc1.kp1414, 1152
-  %103 = add nsw i64 %fc1.k14519, %102
+  store <8 x float> %101, ptr %fc1.t145_b0, align 32
+  %102 = mul nsw i64 %fc1.kp1424, 1152
+  %103 = add nsw i64 %fc1.k14619, %102
   %104 = mul nsw i64 %103, 64
   %105 = add nsw i64 8192, %104
-  %106 = mul nsw i64 %fc1.nb1425, 24
+  %106 = mul nsw i64 %fc1.nb1435, 24
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 %107, 8
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena21, align 4
-  store <8 x float> %109, ptr %fc1.t144_b1, align 32
-  %110 = mul nsw i64 %fc1.kp1414, 1152
-  %111 = add nsw i64 %fc1.k14519, %110
+  store <8 x float> %109, ptr %fc1.t145_b1, align 32
+  %110 = mul nsw i64 %fc1.kp1424, 1152
+  %111 = add nsw i64 %fc1.k14619, %110
   %112 = mul nsw i64 %111, 64
   %113 = add nsw i64 8192, %112
-  %114 = mul nsw i64 %fc1.nb1425, 24
+  %114 = mul nsw i64 %fc1.nb1435, 24
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %115, 16
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load <8 x float>, ptr %arena22, align 4
-  store <8 x float> %117, ptr %fc1.t144_b2, align 32
-  %118 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %117, ptr %fc1.t145_b2, align 32
+  %118 = mul nsw i64 %fc1.mb1446, 4
   %119 = mul nsw i64 %118, 9216
   %120 = add nsw i64 18816, %119
-  %121 = mul nsw i64 %fc1.kp1414, 1152
-  %122 = add nsw i64 %fc1.k14519, %121
+  %121 = mul nsw i64 %fc1.kp1424, 1152
+  %122 = add nsw i64 %fc1.k14619, %121
   %123 = add nsw i64 %120, %122
   %params23 = getelementptr inbounds float, ptr %params, i64 %123
   %124 = load float, ptr %params23, align 4
   %125 = insertelement <8 x float> undef, float %124, i32 0
   %126 = shufflevector <8 x float> %125, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %126, ptr %fc1.t144_a0, align 32
-  %t144_a0 = load <8 x float>, ptr %fc1.t144_a0, align 32
-  %t144_b0 = load <8 x float>, ptr %fc1.t144_b0, align 32
-  %t144_c0_0 = load <8 x float>, ptr %fc1.t144_c0_0, align 32
-  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a0, <8 x float> %t144_b0, <8 x float> %t144_c0_0)
-  store <8 x float> %127, ptr %fc1.t144_c0_0, align 32
-  %t144_a024 = load <8 x float>, ptr %fc1.t144_a0, align 32
-  %t144_b1 = load <8 x float>, ptr %fc1.t144_b1, align 32
-  %t144_c0_1 = load <8 x float>, ptr %fc1.t144_c0_1, align 32
-  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a024, <8 x float> %t144_b1, <8 x float> %t144_c0_1)
-  store <8 x float> %128, ptr %fc1.t144_c0_1, align 32
-  %t144_a025 = load <8 x float>, ptr %fc1.t144_a0, align 32
-  %t144_b2 = load <8 x float>, ptr %fc1.t144_b2, align 32
-  %t144_c0_2 = load <8 x float>, ptr %fc1.t144_c0_2, align 32
-  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a025, <8 x float> %t144_b2, <8 x float> %t144_c0_2)
-  store <8 x float> %129, ptr %fc1.t144_c0_2, align 32
-  %130 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %126, ptr %fc1.t145_a0, align 32
+  %t145_a0 = load <8 x float>, ptr %fc1.t145_a0, align 32
+  %t145_b0 = load <8 x float>, ptr %fc1.t145_b0, align 32
+  %t145_c0_0 = load <8 x float>, ptr %fc1.t145_c0_0, align 32
+  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a0, <8 x float> %t145_b0, <8 x float> %t145_c0_0)
+  store <8 x float> %127, ptr %fc1.t145_c0_0, align 32
+  %t145_a024 = load <8 x float>, ptr %fc1.t145_a0, align 32
+  %t145_b1 = load <8 x float>, ptr %fc1.t145_b1, align 32
+  %t145_c0_1 = load <8 x float>, ptr %fc1.t145_c0_1, align 32
+  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a024, <8 x float> %t145_b1, <8 x float> %t145_c0_1)
+  store <8 x float> %128, ptr %fc1.t145_c0_1, align 32
+  %t145_a025 = load <8 x float>, ptr %fc1.t145_a0, align 32
+  %t145_b2 = load <8 x float>, ptr %fc1.t145_b2, align 32
+  %t145_c0_2 = load <8 x float>, ptr %fc1.t145_c0_2, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a025, <8 x float> %t145_b2, <8 x float> %t145_c0_2)
+  store <8 x float> %129, ptr %fc1.t145_c0_2, align 32
+  %130 = mul nsw i64 %fc1.mb1446, 4
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 9216
   %133 = add nsw i64 18816, %132
-  %134 = mul nsw i64 %fc1.kp1414, 1152
-  %135 = add nsw i64 %fc1.k14519, %134
+  %134 = mul nsw i64 %fc1.kp1424, 1152
+  %135 = add nsw i64 %fc1.k14619, %134
   %136 = add nsw i64 %133, %135
   %params26 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params26, align 4
   %138 = insertelement <8 x float> undef, float %137, i32 0
   %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %139, ptr %fc1.t144_a1, align 32
-  %t144_a1 = load <8 x float>, ptr %fc1.t144_a1, align 32
-  %t144_b027 = load <8 x float>, ptr %fc1.t144_b0, align 32
-  %t144_c1_0 = load <8 x float>, ptr %fc1.t144_c1_0, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a1, <8 x float> %t144_b027, <8 x float> %t144_c1_0)
-  store <8 x float> %140, ptr %fc1.t144_c1_0, align 32
-  %t144_a128 = load <8 x float>, ptr %fc1.t144_a1, align 32
-  %t144_b129 = load <8 x float>, ptr %fc1.t144_b1, align 32
-  %t144_c1_1 = load <8 x float>, ptr %fc1.t144_c1_1, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a128, <8 x float> %t144_b129, <8 x float> %t144_c1_1)
-  store <8 x float> %141, ptr %fc1.t144_c1_1, align 32
-  %t144_a130 = load <8 x float>, ptr %fc1.t144_a1, align 32
-  %t144_b231 = load <8 x float>, ptr %fc1.t144_b2, align 32
-  %t144_c1_2 = load <8 x float>, ptr %fc1.t144_c1_2, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a130, <8 x float> %t144_b231, <8 x float> %t144_c1_2)
-  store <8 x float> %142, ptr %fc1.t144_c1_2, align 32
-  %143 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %139, ptr %fc1.t145_a1, align 32
+  %t145_a1 = load <8 x float>, ptr %fc1.t145_a1, align 32
+  %t145_b027 = load <8 x float>, ptr %fc1.t145_b0, align 32
+  %t145_c1_0 = load <8 x float>, ptr %fc1.t145_c1_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a1, <8 x float> %t145_b027, <8 x float> %t145_c1_0)
+  store <8 x float> %140, ptr %fc1.t145_c1_0, align 32
+  %t145_a128 = load <8 x float>, ptr %fc1.t145_a1, align 32
+  %t145_b129 = load <8 x float>, ptr %fc1.t145_b1, align 32
+  %t145_c1_1 = load <8 x float>, ptr %fc1.t145_c1_1, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a128, <8 x float> %t145_b129, <8 x float> %t145_c1_1)
+  store <8 x float> %141, ptr %fc1.t145_c1_1, align 32
+  %t145_a130 = load <8 x float>, ptr %fc1.t145_a1, align 32
+  %t145_b231 = load <8 x float>, ptr %fc1.t145_b2, align 32
+  %t145_c1_2 = load <8 x float>, ptr %fc1.t145_c1_2, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a130, <8 x float> %t145_b231, <8 x float> %t145_c1_2)
+  store <8 x float> %142, ptr %fc1.t145_c1_2, align 32
+  %143 = mul nsw i64 %fc1.mb1446, 4
   %144 = add nsw i64 %143, 2
   %145 = mul nsw i64 %144, 9216
   %146 = add nsw i64 18816, %145
-  %147 = mul nsw i64 %fc1.kp1414, 1152
-  %148 = add nsw i64 %fc1.k14519, %147
+  %147 = mul nsw i64 %fc1.kp1424, 1152
+  %148 = add nsw i64 %fc1.k14619, %147
   %149 = add nsw i64 %146, %148
   %params32 = getelementptr inbounds float, ptr %params, i64 %149
   %150 = load float, ptr %params32, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %fc1.t144_a2, align 32
-  %t144_a2 = load <8 x float>, ptr %fc1.t144_a2, align 32
-  %t144_b033 = load <8 x float>, ptr %fc1.t144_b0, align 32
-  %t144_c2_0 = load <8 x float>, ptr %fc1.t144_c2_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a2, <8 x float> %t144_b033, <8 x float> %t144_c2_0)
-  store <8 x float> %153, ptr %fc1.t144_c2_0, align 32
-  %t144_a234 = load <8 x float>, ptr %fc1.t144_a2, align 32
-  %t144_b135 = load <8 x float>, ptr %fc1.t144_b1, align 32
-  %t144_c2_1 = load <8 x float>, ptr %fc1.t144_c2_1, align 32
-  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a234, <8 x float> %t144_b135, <8 x float> %t144_c2_1)
-  store <8 x float> %154, ptr %fc1.t144_c2_1, align 32
-  %t144_a236 = load <8 x float>, ptr %fc1.t144_a2, align 32
-  %t144_b237 = load <8 x float>, ptr %fc1.t144_b2, align 32
-  %t144_c2_2 = load <8 x float>, ptr %fc1.t144_c2_2, align 32
-  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a236, <8 x float> %t144_b237, <8 x float> %t144_c2_2)
-  store <8 x float> %155, ptr %fc1.t144_c2_2, align 32
-  %156 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %152, ptr %fc1.t145_a2, align 32
+  %t145_a2 = load <8 x float>, ptr %fc1.t145_a2, align 32
+  %t145_b033 = load <8 x float>, ptr %fc1.t145_b0, align 32
+  %t145_c2_0 = load <8 x float>, ptr %fc1.t145_c2_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a2, <8 x float> %t145_b033, <8 x float> %t145_c2_0)
+  store <8 x float> %153, ptr %fc1.t145_c2_0, align 32
+  %t145_a234 = load <8 x float>, ptr %fc1.t145_a2, align 32
+  %t145_b135 = load <8 x float>, ptr %fc1.t145_b1, align 32
+  %t145_c2_1 = load <8 x float>, ptr %fc1.t145_c2_1, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a234, <8 x float> %t145_b135, <8 x float> %t145_c2_1)
+  store <8 x float> %154, ptr %fc1.t145_c2_1, align 32
+  %t145_a236 = load <8 x float>, ptr %fc1.t145_a2, align 32
+  %t145_b237 = load <8 x float>, ptr %fc1.t145_b2, align 32
+  %t145_c2_2 = load <8 x float>, ptr %fc1.t145_c2_2, align 32
+  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a236, <8 x float> %t145_b237, <8 x float> %t145_c2_2)
+  store <8 x float> %155, ptr %fc1.t145_c2_2, align 32
+  %156 = mul nsw i64 %fc1.mb1446, 4
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 9216
   %159 = add nsw i64 18816, %158
-  %160 = mul nsw i64 %fc1.kp1414, 1152
-  %161 = add nsw i64 %fc1.k14519, %160
+  %160 = mul nsw i64 %fc1.kp1424, 1152
+  %161 = add nsw i64 %fc1.k14619, %160
   %162 = add nsw i64 %159, %161
   %params38 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params38, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t144_a3, align 32
-  %t144_a3 = load <8 x float>, ptr %fc1.t144_a3, align 32
-  %t144_b039 = load <8 x float>, ptr %fc1.t144_b0, align 32
-  %t144_c3_0 = load <8 x float>, ptr %fc1.t144_c3_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a3, <8 x float> %t144_b039, <8 x float> %t144_c3_0)
-  store <8 x float> %166, ptr %fc1.t144_c3_0, align 32
-  %t144_a340 = load <8 x float>, ptr %fc1.t144_a3, align 32
-  %t144_b141 = load <8 x float>, ptr %fc1.t144_b1, align 32
-  %t144_c3_1 = load <8 x float>, ptr %fc1.t144_c3_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a340, <8 x float> %t144_b141, <8 x float> %t144_c3_1)
-  store <8 x float> %167, ptr %fc1.t144_c3_1, align 32
-  %t144_a342 = load <8 x float>, ptr %fc1.t144_a3, align 32
-  %t144_b243 = load <8 x float>, ptr %fc1.t144_b2, align 32
-  %t144_c3_2 = load <8 x float>, ptr %fc1.t144_c3_2, align 32
-  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a342, <8 x float> %t144_b243, <8 x float> %t144_c3_2)
-  store <8 x float> %168, ptr %fc1.t144_c3_2, align 32
-  %k145.next = add nsw i64 %fc1.k14519, 1
-  %169 = icmp slt i64 %k145.next, 1152
-  br i1 %169, label %fc1.k145, label %fc1.k145.end
+  store <8 x float> %165, ptr %fc1.t145_a3, align 32
+  %t145_a3 = load <8 x float>, ptr %fc1.t145_a3, align 32
+  %t145_b039 = load <8 x float>, ptr %fc1.t145_b0, align 32
+  %t145_c3_0 = load <8 x float>, ptr %fc1.t145_c3_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a3, <8 x float> %t145_b039, <8 x float> %t145_c3_0)
+  store <8 x float> %166, ptr %fc1.t145_c3_0, align 32
+  %t145_a340 = load <8 x float>, ptr %fc1.t145_a3, align 32
+  %t145_b141 = load <8 x float>, ptr %fc1.t145_b1, align 32
+  %t145_c3_1 = load <8 x float>, ptr %fc1.t145_c3_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a340, <8 x float> %t145_b141, <8 x float> %t145_c3_1)
+  store <8 x float> %167, ptr %fc1.t145_c3_1, align 32
+  %t145_a342 = load <8 x float>, ptr %fc1.t145_a3, align 32
+  %t145_b243 = load <8 x float>, ptr %fc1.t145_b2, align 32
+  %t145_c3_2 = load <8 x float>, ptr %fc1.t145_c3_2, align 32
+  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a342, <8 x float> %t145_b243, <8 x float> %t145_c3_2)
+  store <8 x float> %168, ptr %fc1.t145_c3_2, align 32
+  %k146.next = add nsw i64 %fc1.k14619, 1
+  %169 = icmp slt i64 %k146.next, 1152
+  br i1 %169, label %fc1.k146, label %fc1.k146.end
 
-fc1.k145.end:                                     ; preds = %fc1.k145
-  %t144_c0_044 = load <8 x float>, ptr %fc1.t144_c0_0, align 32
-  %170 = mul nsw i64 %fc1.mb1436, 4
+fc1.k146.end:                                     ; preds = %fc1.k146
+  %t145_c0_044 = load <8 x float>, ptr %fc1.t145_c0_0, align 32
+  %170 = mul nsw i64 %fc1.mb1446, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 598016, %171
-  %173 = mul nsw i64 %fc1.nb1425, 24
+  %173 = mul nsw i64 %fc1.nb1435, 24
   %174 = add nsw i64 %172, %173
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t144_c0_044, ptr %arena45, align 4
-  %t144_c0_146 = load <8 x float>, ptr %fc1.t144_c0_1, align 32
-  %175 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %t145_c0_044, ptr %arena45, align 4
+  %t145_c0_146 = load <8 x float>, ptr %fc1.t145_c0_1, align 32
+  %175 = mul nsw i64 %fc1.mb1446, 4
   %176 = mul nsw i64 %175, 64
   %177 = add nsw i64 598016, %176
-  %178 = mul nsw i64 %fc1.nb1425, 24
+  %178 = mul nsw i64 %fc1.nb1435, 24
   %179 = add nsw i64 %177, %178
   %180 = add nsw i64 %179, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %180
-  store <8 x float> %t144_c0_146, ptr %arena47, align 4
-  %t144_c0_248 = load <8 x float>, ptr %fc1.t144_c0_2, align 32
-  %181 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %t145_c0_146, ptr %arena47, align 4
+  %t145_c0_248 = load <8 x float>, ptr %fc1.t145_c0_2, align 32
+  %181 = mul nsw i64 %fc1.mb1446, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 598016, %182
-  %184 = mul nsw i64 %fc1.nb1425, 24
+  %184 = mul nsw i64 %fc1.nb1435, 24
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %185, 16
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %186
-  store <8 x float> %t144_c0_248, ptr %arena49, align 4
-  %t144_c1_050 = load <8 x float>, ptr %fc1.t144_c1_0, align 32
-  %187 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %t145_c0_248, ptr %arena49, align 4
+  %t145_c1_050 = load <8 x float>, ptr %fc1.t145_c1_0, align 32
+  %187 = mul nsw i64 %fc1.mb1446, 4
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 64
   %190 = add nsw i64 598016, %189
-  %191 = mul nsw i64 %fc1.nb1425, 24
+  %191 = mul nsw i64 %fc1.nb1435, 24
   %192 = add nsw i64 %190, %191
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t144_c1_050, ptr %arena51, align 4
-  %t144_c1_152 = load <8 x float>, ptr %fc1.t144_c1_1, align 32
-  %193 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %t145_c1_050, ptr %arena51, align 4
+  %t145_c1_152 = load <8 x float>, ptr %fc1.t145_c1_1, align 32
+  %193 = mul nsw i64 %fc1.mb1446, 4
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 598016, %195
-  %197 = mul nsw i64 %fc1.nb1425, 24
+  %197 = mul nsw i64 %fc1.nb1435, 24
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 8
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <8 x float> %t144_c1_152, ptr %arena53, align 4
-  %t144_c1_254 = load <8 x float>, ptr %fc1.t144_c1_2, align 32
-  %200 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %t145_c1_152, ptr %arena53, align 4
+  %t145_c1_254 = load <8 x float>, ptr %fc1.t145_c1_2, align 32
+  %200 = mul nsw i64 %fc1.mb1446, 4
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 598016, %202
-  %204 = mul nsw i64 %fc1.nb1425, 24
+  %204 = mul nsw i64 %fc1.nb1435, 24
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t144_c1_254, ptr %arena55, align 4
-  %t144_c2_056 = load <8 x float>, ptr %fc1.t144_c2_0, align 32
-  %207 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %t145_c1_254, ptr %arena55, align 4
+  %t145_c2_056 = load <8 x float>, ptr %fc1.t145_c2_0, align 32
+  %207 = mul nsw i64 %fc1.mb1446, 4
   %208 = add nsw i64 %207, 2
   %209 = mul nsw i64 %208, 64
   %210 = add nsw i64 598016, %209
-  %211 = mul nsw i64 %fc1.nb1425, 24
+  %211 = mul nsw i64 %fc1.nb1435, 24
   %212 = add nsw i64 %210, %211
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <8 x float> %t144_c2_056, ptr %arena57, align 4
-  %t144_c2_158 = load <8 x float>, ptr %fc1.t144_c2_1, align 32
-  %213 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %t145_c2_056, ptr %arena57, align 4
+  %t145_c2_158 = load <8 x float>, ptr %fc1.t145_c2_1, align 32
+  %213 = mul nsw i64 %fc1.mb1446, 4
   %214 = add nsw i64 %213, 2
   %215 = mul nsw i64 %214, 64
   %216 = add nsw i64 598016, %215
-  %217 = mul nsw i64 %fc1.nb1425, 24
+  %217 = mul nsw i64 %fc1.nb1435, 24
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 8
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t144_c2_158, ptr %arena59, align 4
-  %t144_c2_260 = load <8 x float>, ptr %fc1.t144_c2_2, align 32
-  %220 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %t145_c2_158, ptr %arena59, align 4
+  %t145_c2_260 = load <8 x float>, ptr %fc1.t145_c2_2, align 32
+  %220 = mul nsw i64 %fc1.mb1446, 4
   %221 = add nsw i64 %220, 2
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 598016, %222
-  %224 = mul nsw i64 %fc1.nb1425, 24
+  %224 = mul nsw i64 %fc1.nb1435, 24
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 16
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <8 x float> %t144_c2_260, ptr %arena61, align 4
-  %t144_c3_062 = load <8 x float>, ptr %fc1.t144_c3_0, align 32
-  %227 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %t145_c2_260, ptr %arena61, align 4
+  %t145_c3_062 = load <8 x float>, ptr %fc1.t145_c3_0, align 32
+  %227 = mul nsw i64 %fc1.mb1446, 4
   %228 = add nsw i64 %227, 3
   %229 = mul nsw i64 %228, 64
   %230 = add nsw i64 598016, %229
-  %231 = mul nsw i64 %fc1.nb1425, 24
+  %231 = mul nsw i64 %fc1.nb1435, 24
   %232 = add nsw i64 %230, %231
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <8 x float> %t144_c3_062, ptr %arena63, align 4
-  %t144_c3_164 = load <8 x float>, ptr %fc1.t144_c3_1, align 32
-  %233 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %t145_c3_062, ptr %arena63, align 4
+  %t145_c3_164 = load <8 x float>, ptr %fc1.t145_c3_1, align 32
+  %233 = mul nsw i64 %fc1.mb1446, 4
   %234 = add nsw i64 %233, 3
   %235 = mul nsw i64 %234, 64
   %236 = add nsw i64 598016, %235
-  %237 = mul nsw i64 %fc1.nb1425, 24
+  %237 = mul nsw i64 %fc1.nb1435, 24
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t144_c3_164, ptr %arena65, align 4
-  %t144_c3_266 = load <8 x float>, ptr %fc1.t144_c3_2, align 32
-  %240 = mul nsw i64 %fc1.mb1436, 4
+  store <8 x float> %t145_c3_164, ptr %arena65, align 4
+  %t145_c3_266 = load <8 x float>, ptr %fc1.t145_c3_2, align 32
+  %240 = mul nsw i64 %fc1.mb1446, 4
   %241 = add nsw i64 %240, 3
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 598016, %242
-  %244 = mul nsw i64 %fc1.nb1425, 24
+  %244 = mul nsw i64 %fc1.nb1435, 24
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 16
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <8 x float> %t144_c3_266, ptr %arena67, align 4
-  %mb143.next = add nsw i64 %fc1.mb1436, 1
-  %247 = icmp slt i64 %mb143.next, 32
-  br i1 %247, label %fc1.mb143, label %fc1.mb143.end
+  store <8 x float> %t145_c3_266, ptr %arena67, align 4
+  %mb144.next = add nsw i64 %fc1.mb1446, 1
+  %247 = icmp slt i64 %mb144.next, 32
+  br i1 %247, label %fc1.mb144, label %fc1.mb144.end
 
-fc1.mb146:                                        ; preds = %fc1.k148.end, %fc1.nb142.end
-  %fc1.mb14668 = phi i64 [ 0, %fc1.nb142.end ], [ %mb146.next, %fc1.k148.end ]
-  %248 = mul nsw i64 %fc1.mb14668, 4
+fc1.mb147:                                        ; preds = %fc1.k149.end, %fc1.nb143.end
+  %fc1.mb14768 = phi i64 [ 0, %fc1.nb143.end ], [ %mb147.next, %fc1.k149.end ]
+  %248 = mul nsw i64 %fc1.mb14768, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 598016, %249
   %251 = add nsw i64 %250, 48
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %251
   %252 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %252, ptr %fc1.t147_c0_0, align 32
-  %253 = mul nsw i64 %fc1.mb14668, 4
+  store <8 x float> %252, ptr %fc1.t148_c0_0, align 32
+  %253 = mul nsw i64 %fc1.mb14768, 4
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 598016, %254
   %256 = add nsw i64 %255, 48
   %257 = add nsw i64 %256, 8
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %258, ptr %fc1.t147_c0_1, align 32
-  %259 = mul nsw i64 %fc1.mb14668, 4
+  store <8 x float> %258, ptr %fc1.t148_c0_1, align 32
+  %259 = mul nsw i64 %fc1.mb14768, 4
   %260 = add nsw i64 %259, 1
   %261 = mul nsw i64 %260, 64
   %262 = add nsw i64 598016, %261
   %263 = add nsw i64 %262, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %264, ptr %fc1.t147_c1_0, align 32
-  %265 = mul nsw i64 %fc1.mb14668, 4
+  store <8 x float> %264, ptr %fc1.t148_c1_0, align 32
+  %265 = mul nsw i64 %fc1.mb14768, 4
   %266 = add nsw i64 %265, 1
   %267 = mul nsw i64 %266, 64
   %268 = add nsw i64 598016, %267
@@ -14666,16 +14841,16 @@ fc1.mb146:                                        ; preds = %fc1.k148.end, %fc1.
   %270 = add nsw i64 %269, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %271, ptr %fc1.t147_c1_1, align 32
-  %272 = mul nsw i64 %fc1.mb14668, 4
+  store <8 x float> %271, ptr %fc1.t148_c1_1, align 32
+  %272 = mul nsw i64 %fc1.mb14768, 4
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 64
   %275 = add nsw i64 598016, %274
   %276 = add nsw i64 %275, 48
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %277, ptr %fc1.t147_c2_0, align 32
-  %278 = mul nsw i64 %fc1.mb14668, 4
+  store <8 x float> %277, ptr %fc1.t148_c2_0, align 32
+  %278 = mul nsw i64 %fc1.mb14768, 4
   %279 = add nsw i64 %278, 2
   %280 = mul nsw i64 %279, 64
   %281 = add nsw i64 598016, %280
@@ -14683,16 +14858,16 @@ fc1.mb146:                                        ; preds = %fc1.k148.end, %fc1.
   %283 = add nsw i64 %282, 8
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena74, align 4
-  store <8 x float> %284, ptr %fc1.t147_c2_1, align 32
-  %285 = mul nsw i64 %fc1.mb14668, 4
+  store <8 x float> %284, ptr %fc1.t148_c2_1, align 32
+  %285 = mul nsw i64 %fc1.mb14768, 4
   %286 = add nsw i64 %285, 3
   %287 = mul nsw i64 %286, 64
   %288 = add nsw i64 598016, %287
   %289 = add nsw i64 %288, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %289
   %290 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %290, ptr %fc1.t147_c3_0, align 32
-  %291 = mul nsw i64 %fc1.mb14668, 4
+  store <8 x float> %290, ptr %fc1.t148_c3_0, align 32
+  %291 = mul nsw i64 %fc1.mb14768, 4
   %292 = add nsw i64 %291, 3
   %293 = mul nsw i64 %292, 64
   %294 = add nsw i64 598016, %293
@@ -14700,194 +14875,194 @@ fc1.mb146:                                        ; preds = %fc1.k148.end, %fc1.
   %296 = add nsw i64 %295, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   %297 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %297, ptr %fc1.t147_c3_1, align 32
-  br label %fc1.k148
+  store <8 x float> %297, ptr %fc1.t148_c3_1, align 32
+  br label %fc1.k149
 
-fc1.mb146.end:                                    ; preds = %fc1.k148.end
-  %kp141.next = add nsw i64 %fc1.kp1414, 1
-  %298 = icmp slt i64 %kp141.next, 8
-  br i1 %298, label %fc1.kp141, label %fc1.kp141.end
+fc1.mb147.end:                                    ; preds = %fc1.k149.end
+  %kp142.next = add nsw i64 %fc1.kp1424, 1
+  %298 = icmp slt i64 %kp142.next, 8
+  br i1 %298, label %fc1.kp142, label %fc1.kp142.end
 
-fc1.k148:                                         ; preds = %fc1.k148, %fc1.mb146
-  %fc1.k14877 = phi i64 [ 0, %fc1.mb146 ], [ %k148.next, %fc1.k148 ]
-  %299 = mul nsw i64 %fc1.kp1414, 1152
-  %300 = add nsw i64 %fc1.k14877, %299
+fc1.k149:                                         ; preds = %fc1.k149, %fc1.mb147
+  %fc1.k14977 = phi i64 [ 0, %fc1.mb147 ], [ %k149.next, %fc1.k149 ]
+  %299 = mul nsw i64 %fc1.kp1424, 1152
+  %300 = add nsw i64 %fc1.k14977, %299
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 8192, %301
   %303 = add nsw i64 %302, 48
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
   %304 = load <8 x float>, ptr %arena78, align 4
-  store <8 x float> %304, ptr %fc1.t147_b0, align 32
-  %305 = mul nsw i64 %fc1.kp1414, 1152
-  %306 = add nsw i64 %fc1.k14877, %305
+  store <8 x float> %304, ptr %fc1.t148_b0, align 32
+  %305 = mul nsw i64 %fc1.kp1424, 1152
+  %306 = add nsw i64 %fc1.k14977, %305
   %307 = mul nsw i64 %306, 64
   %308 = add nsw i64 8192, %307
   %309 = add nsw i64 %308, 48
   %310 = add nsw i64 %309, 8
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena79, align 4
-  store <8 x float> %311, ptr %fc1.t147_b1, align 32
-  %312 = mul nsw i64 %fc1.mb14668, 4
+  store <8 x float> %311, ptr %fc1.t148_b1, align 32
+  %312 = mul nsw i64 %fc1.mb14768, 4
   %313 = mul nsw i64 %312, 9216
   %314 = add nsw i64 18816, %313
-  %315 = mul nsw i64 %fc1.kp1414, 1152
-  %316 = add nsw i64 %fc1.k14877, %315
+  %315 = mul nsw i64 %fc1.kp1424, 1152
+  %316 = add nsw i64 %fc1.k14977, %315
   %317 = add nsw i64 %314, %316
   %params80 = getelementptr inbounds float, ptr %params, i64 %317
   %318 = load float, ptr %params80, align 4
   %319 = insertelement <8 x float> undef, float %318, i32 0
   %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %fc1.t147_a0, align 32
-  %t147_a0 = load <8 x float>, ptr %fc1.t147_a0, align 32
-  %t147_b0 = load <8 x float>, ptr %fc1.t147_b0, align 32
-  %t147_c0_0 = load <8 x float>, ptr %fc1.t147_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a0, <8 x float> %t147_b0, <8 x float> %t147_c0_0)
-  store <8 x float> %321, ptr %fc1.t147_c0_0, align 32
-  %t147_a081 = load <8 x float>, ptr %fc1.t147_a0, align 32
-  %t147_b1 = load <8 x float>, ptr %fc1.t147_b1, align 32
-  %t147_c0_1 = load <8 x float>, ptr %fc1.t147_c0_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a081, <8 x float> %t147_b1, <8 x float> %t147_c0_1)
-  store <8 x float> %322, ptr %fc1.t147_c0_1, align 32
-  %323 = mul nsw i64 %fc1.mb14668, 4
+  store <8 x float> %320, ptr %fc1.t148_a0, align 32
+  %t148_a0 = load <8 x float>, ptr %fc1.t148_a0, align 32
+  %t148_b0 = load <8 x float>, ptr %fc1.t148_b0, align 32
+  %t148_c0_0 = load <8 x float>, ptr %fc1.t148_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a0, <8 x float> %t148_b0, <8 x float> %t148_c0_0)
+  store <8 x float> %321, ptr %fc1.t148_c0_0, align 32
+  %t148_a081 = load <8 x float>, ptr %fc1.t148_a0, align 32
+  %t148_b1 = load <8 x float>, ptr %fc1.t148_b1, align 32
+  %t148_c0_1 = load <8 x float>, ptr %fc1.t148_c0_1, align 32
+  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a081, <8 x float> %t148_b1, <8 x float> %t148_c0_1)
+  store <8 x float> %322, ptr %fc1.t148_c0_1, align 32
+  %323 = mul nsw i64 %fc1.mb14768, 4
   %324 = add nsw i64 %323, 1
   %325 = mul nsw i64 %324, 9216
   %326 = add nsw i64 18816, %325
-  %327 = mul nsw i64 %fc1.kp1414, 1152
-  %328 = add nsw i64 %fc1.k14877, %327
+  %327 = mul nsw i64 %fc1.kp1424, 1152
+  %328 = add nsw i64 %fc1.k14977, %327
   %329 = add nsw i64 %326, %328
   %params82 = getelementptr inbounds float, ptr %params, i64 %329
   %330 = load float, ptr %params82, align 4
   %331 = insertelement <8 x float> undef, float %330, i32 0
   %332 = shufflevector <8 x float> %331, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %332, ptr %fc1.t147_a1, align 32
-  %t147_a1 = load <8 x float>, ptr %fc1.t147_a1, align 32
-  %t147_b083 = load <8 x float>, ptr %fc1.t147_b0, align 32
-  %t147_c1_0 = load <8 x float>, ptr %fc1.t147_c1_0, align 32
-  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a1, <8 x float> %t147_b083, <8 x float> %t147_c1_0)
-  store <8 x float> %333, ptr %fc1.t147_c1_0, align 32
-  %t147_a184 = load <8 x float>, ptr %fc1.t147_a1, align 32
-  %t147_b185 = load <8 x float>, ptr %fc1.t147_b1, align 32
-  %t147_c1_1 = load <8 x float>, ptr %fc1.t147_c1_1, align 32
-  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a184, <8 x float> %t147_b185, <8 x float> %t147_c1_1)
-  store <8 x float> %334, ptr %fc1.t147_c1_1, align 32
-  %335 = mul nsw i64 %fc1.mb14668, 4
+  store <8 x float> %332, ptr %fc1.t148_a1, align 32
+  %t148_a1 = load <8 x float>, ptr %fc1.t148_a1, align 32
+  %t148_b083 = load <8 x float>, ptr %fc1.t148_b0, align 32
+  %t148_c1_0 = load <8 x float>, ptr %fc1.t148_c1_0, align 32
+  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a1, <8 x float> %t148_b083, <8 x float> %t148_c1_0)
+  store <8 x float> %333, ptr %fc1.t148_c1_0, align 32
+  %t148_a184 = load <8 x float>, ptr %fc1.t148_a1, align 32
+  %t148_b185 = load <8 x float>, ptr %fc1.t148_b1, align 32
+  %t148_c1_1 = load <8 x float>, ptr %fc1.t148_c1_1, align 32
+  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a184, <8 x float> %t148_b185, <8 x float> %t148_c1_1)
+  store <8 x float> %334, ptr %fc1.t148_c1_1, align 32
+  %335 = mul nsw i64 %fc1.mb14768, 4
   %336 = add nsw i64 %335, 2
   %337 = mul nsw i64 %336, 9216
   %338 = add nsw i64 18816, %337
-  %339 = mul nsw i64 %fc1.kp1414, 1152
-  %340 = add nsw i64 %fc1.k14877, %339
+  %339 = mul nsw i64 %fc1.kp1424, 1152
+  %340 = add nsw i64 %fc1.k14977, %339
   %341 = add nsw i64 %338, %340
   %params86 = getelementptr inbounds float, ptr %params, i64 %341
   %342 = load float, ptr %params86, align 4
   %343 = insertelement <8 x float> undef, float %342, i32 0
   %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %fc1.t147_a2, align 32
-  %t147_a2 = load <8 x float>, ptr %fc1.t147_a2, align 32
-  %t147_b087 = load <8 x float>, ptr %fc1.t147_b0, align 32
-  %t147_c2_0 = load <8 x float>, ptr %fc1.t147_c2_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a2, <8 x float> %t147_b087, <8 x float> %t147_c2_0)
-  store <8 x float> %345, ptr %fc1.t147_c2_0, align 32
-  %t147_a288 = load <8 x float>, ptr %fc1.t147_a2, align 32
-  %t147_b189 = load <8 x float>, ptr %fc1.t147_b1, align 32
-  %t147_c2_1 = load <8 x float>, ptr %fc1.t147_c2_1, align 32
-  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a288, <8 x float> %t147_b189, <8 x float> %t147_c2_1)
-  store <8 x float> %346, ptr %fc1.t147_c2_1, align 32
-  %347 = mul nsw i64 %fc1.mb14668, 4
+  store <8 x float> %344, ptr %fc1.t148_a2, align 32
+  %t148_a2 = load <8 x float>, ptr %fc1.t148_a2, align 32
+  %t148_b087 = load <8 x float>, ptr %fc1.t148_b0, align 32
+  %t148_c2_0 = load <8 x float>, ptr %fc1.t148_c2_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a2, <8 x float> %t148_b087, <8 x float> %t148_c2_0)
+  store <8 x float> %345, ptr %fc1.t148_c2_0, align 32
+  %t148_a288 = load <8 x float>, ptr %fc1.t148_a2, align 32
+  %t148_b189 = load <8 x float>, ptr %fc1.t148_b1, align 32
+  %t148_c2_1 = load <8 x float>, ptr %fc1.t148_c2_1, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a288, <8 x float> %t148_b189, <8 x float> %t148_c2_1)
+  store <8 x float> %346, ptr %fc1.t148_c2_1, align 32
+  %347 = mul nsw i64 %fc1.mb14768, 4
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 9216
   %350 = add nsw i64 18816, %349
-  %351 = mul nsw i64 %fc1.kp1414, 1152
-  %352 = add nsw i64 %fc1.k14877, %351
+  %351 = mul nsw i64 %fc1.kp1424, 1152
+  %352 = add nsw i64 %fc1.k14977, %351
   %353 = add nsw i64 %350, %352
   %params90 = getelementptr inbounds float, ptr %params, i64 %353
   %354 = load float, ptr %params90, align 4
   %355 = insertelement <8 x float> undef, float %354, i32 0
   %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %fc1.t147_a3, align 32
-  %t147_a3 = load <8 x float>, ptr %fc1.t147_a3, align 32
-  %t147_b091 = load <8 x float>, ptr %fc1.t147_b0, align 32
-  %t147_c3_0 = load <8 x float>, ptr %fc1.t147_c3_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a3, <8 x float> %t147_b091, <8 x float> %t147_c3_0)
-  store <8 x float> %357, ptr %fc1.t147_c3_0, align 32
-  %t147_a392 = load <8 x float>, ptr %fc1.t147_a3, align 32
-  %t147_b193 = load <8 x float>, ptr %fc1.t147_b1, align 32
-  %t147_c3_1 = load <8 x float>, ptr %fc1.t147_c3_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a392, <8 x float> %t147_b193, <8 x float> %t147_c3_1)
-  store <8 x float> %358, ptr %fc1.t147_c3_1, align 32
-  %k148.next = add nsw i64 %fc1.k14877, 1
-  %359 = icmp slt i64 %k148.next, 1152
-  br i1 %359, label %fc1.k148, label %fc1.k148.end
+  store <8 x float> %356, ptr %fc1.t148_a3, align 32
+  %t148_a3 = load <8 x float>, ptr %fc1.t148_a3, align 32
+  %t148_b091 = load <8 x float>, ptr %fc1.t148_b0, align 32
+  %t148_c3_0 = load <8 x float>, ptr %fc1.t148_c3_0, align 32
+  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a3, <8 x float> %t148_b091, <8 x float> %t148_c3_0)
+  store <8 x float> %357, ptr %fc1.t148_c3_0, align 32
+  %t148_a392 = load <8 x float>, ptr %fc1.t148_a3, align 32
+  %t148_b193 = load <8 x float>, ptr %fc1.t148_b1, align 32
+  %t148_c3_1 = load <8 x float>, ptr %fc1.t148_c3_1, align 32
+  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a392, <8 x float> %t148_b193, <8 x float> %t148_c3_1)
+  store <8 x float> %358, ptr %fc1.t148_c3_1, align 32
+  %k149.next = add nsw i64 %fc1.k14977, 1
+  %359 = icmp slt i64 %k149.next, 1152
+  br i1 %359, label %fc1.k149, label %fc1.k149.end
 
-fc1.k148.end:                                     ; preds = %fc1.k148
-  %t147_c0_094 = load <8 x float>, ptr %fc1.t147_c0_0, align 32
-  %360 = mul nsw i64 %fc1.mb14668, 4
+fc1.k149.end:                                     ; preds = %fc1.k149
+  %t148_c0_094 = load <8 x float>, ptr %fc1.t148_c0_0, align 32
+  %360 = mul nsw i64 %fc1.mb14768, 4
   %361 = mul nsw i64 %360, 64
   %362 = add nsw i64 598016, %361
   %363 = add nsw i64 %362, 48
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t147_c0_094, ptr %arena95, align 4
-  %t147_c0_196 = load <8 x float>, ptr %fc1.t147_c0_1, align 32
-  %364 = mul nsw i64 %fc1.mb14668, 4
+  store <8 x float> %t148_c0_094, ptr %arena95, align 4
+  %t148_c0_196 = load <8 x float>, ptr %fc1.t148_c0_1, align 32
+  %364 = mul nsw i64 %fc1.mb14768, 4
   %365 = mul nsw i64 %364, 64
   %366 = add nsw i64 598016, %365
   %367 = add nsw i64 %366, 48
   %368 = add nsw i64 %367, 8
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t147_c0_196, ptr %arena97, align 4
-  %t147_c1_098 = load <8 x float>, ptr %fc1.t147_c1_0, align 32
-  %369 = mul nsw i64 %fc1.mb14668, 4
+  store <8 x float> %t148_c0_196, ptr %arena97, align 4
+  %t148_c1_098 = load <8 x float>, ptr %fc1.t148_c1_0, align 32
+  %369 = mul nsw i64 %fc1.mb14768, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 598016, %371
   %373 = add nsw i64 %372, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %373
-  store <8 x float> %t147_c1_098, ptr %arena99, align 4
-  %t147_c1_1100 = load <8 x float>, ptr %fc1.t147_c1_1, align 32
-  %374 = mul nsw i64 %fc1.mb14668, 4
+  store <8 x float> %t148_c1_098, ptr %arena99, align 4
+  %t148_c1_1100 = load <8 x float>, ptr %fc1.t148_c1_1, align 32
+  %374 = mul nsw i64 %fc1.mb14768, 4
   %375 = add nsw i64 %374, 1
   %376 = mul nsw i64 %375, 64
   %377 = add nsw i64 598016, %376
   %378 = add nsw i64 %377, 48
   %379 = add nsw i64 %378, 8
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t147_c1_1100, ptr %arena101, align 4
-  %t147_c2_0102 = load <8 x float>, ptr %fc1.t147_c2_0, align 32
-  %380 = mul nsw i64 %fc1.mb14668, 4
+  store <8 x float> %t148_c1_1100, ptr %arena101, align 4
+  %t148_c2_0102 = load <8 x float>, ptr %fc1.t148_c2_0, align 32
+  %380 = mul nsw i64 %fc1.mb14768, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 598016, %382
   %384 = add nsw i64 %383, 48
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %384
-  store <8 x float> %t147_c2_0102, ptr %arena103, align 4
-  %t147_c2_1104 = load <8 x float>, ptr %fc1.t147_c2_1, align 32
-  %385 = mul nsw i64 %fc1.mb14668, 4
+  store <8 x float> %t148_c2_0102, ptr %arena103, align 4
+  %t148_c2_1104 = load <8 x float>, ptr %fc1.t148_c2_1, align 32
+  %385 = mul nsw i64 %fc1.mb14768, 4
   %386 = add nsw i64 %385, 2
   %387 = mul nsw i64 %386, 64
   %388 = add nsw i64 598016, %387
   %389 = add nsw i64 %388, 48
   %390 = add nsw i64 %389, 8
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t147_c2_1104, ptr %arena105, align 4
-  %t147_c3_0106 = load <8 x float>, ptr %fc1.t147_c3_0, align 32
-  %391 = mul nsw i64 %fc1.mb14668, 4
+  store <8 x float> %t148_c2_1104, ptr %arena105, align 4
+  %t148_c3_0106 = load <8 x float>, ptr %fc1.t148_c3_0, align 32
+  %391 = mul nsw i64 %fc1.mb14768, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 598016, %393
   %395 = add nsw i64 %394, 48
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <8 x float> %t147_c3_0106, ptr %arena107, align 4
-  %t147_c3_1108 = load <8 x float>, ptr %fc1.t147_c3_1, align 32
-  %396 = mul nsw i64 %fc1.mb14668, 4
+  store <8 x float> %t148_c3_0106, ptr %arena107, align 4
+  %t148_c3_1108 = load <8 x float>, ptr %fc1.t148_c3_1, align 32
+  %396 = mul nsw i64 %fc1.mb14768, 4
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 598016, %398
   %400 = add nsw i64 %399, 48
   %401 = add nsw i64 %400, 8
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %401
-  store <8 x float> %t147_c3_1108, ptr %arena109, align 4
-  %mb146.next = add nsw i64 %fc1.mb14668, 1
-  %402 = icmp slt i64 %mb146.next, 32
-  br i1 %402, label %fc1.mb146, label %fc1.mb146.end
+  store <8 x float> %t148_c3_1108, ptr %arena109, align 4
+  %mb147.next = add nsw i64 %fc1.mb14768, 1
+  %402 = icmp slt i64 %mb147.next, 32
+  br i1 %402, label %fc1.mb147, label %fc1.mb147.end
 }
 
 ; Function Attrs: noinline
@@ -14903,89 +15078,89 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 1198592
   %arena3 = getelementptr inbounds float, ptr %arena, i64 8192
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n152
+  br label %fc2.n153
 
-fc2.n152:                                         ; preds = %fc2.u153.end, %entry
-  %fc2.n1524 = phi i64 [ 0, %entry ], [ %n152.next, %fc2.u153.end ]
-  br label %fc2.u153
+fc2.n153:                                         ; preds = %fc2.u154.end, %entry
+  %fc2.n1534 = phi i64 [ 0, %entry ], [ %n153.next, %fc2.u154.end ]
+  br label %fc2.u154
 
-fc2.n152.end:                                     ; preds = %fc2.u153.end
+fc2.n153.end:                                     ; preds = %fc2.u154.end
   ret void
 
-fc2.u153:                                         ; preds = %fc2.u153, %fc2.n152
-  %fc2.u1535 = phi i64 [ 0, %fc2.n152 ], [ %u153.next, %fc2.u153 ]
-  %0 = mul nsw i64 %fc2.n1524, 10
+fc2.u154:                                         ; preds = %fc2.u154, %fc2.n153
+  %fc2.u1545 = phi i64 [ 0, %fc2.n153 ], [ %u154.next, %fc2.u154 ]
+  %0 = mul nsw i64 %fc2.n1534, 10
   %1 = add nsw i64 8192, %0
-  %2 = add nsw i64 %1, %fc2.u1535
+  %2 = add nsw i64 %1, %fc2.u1545
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 1199872, %fc2.u1535
+  %4 = add nsw i64 1199872, %fc2.u1545
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n1524, 10
+  %7 = mul nsw i64 %fc2.n1534, 10
   %8 = add nsw i64 8192, %7
-  %9 = add nsw i64 %8, %fc2.u1535
+  %9 = add nsw i64 %8, %fc2.u1545
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u153.next = add nsw i64 %fc2.u1535, 1
-  %10 = icmp slt i64 %u153.next, 10
-  br i1 %10, label %fc2.u153, label %fc2.u153.end
+  %u154.next = add nsw i64 %fc2.u1545, 1
+  %10 = icmp slt i64 %u154.next, 10
+  br i1 %10, label %fc2.u154, label %fc2.u154.end
 
-fc2.u153.end:                                     ; preds = %fc2.u153
-  %n152.next = add nsw i64 %fc2.n1524, 1
-  %11 = icmp slt i64 %n152.next, 64
-  br i1 %11, label %fc2.n152, label %fc2.n152.end
+fc2.u154.end:                                     ; preds = %fc2.u154
+  %n153.next = add nsw i64 %fc2.n1534, 1
+  %11 = icmp slt i64 %n153.next, 64
+  br i1 %11, label %fc2.n153, label %fc2.n153.end
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_infer_b64.k7.probs(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %probs.s156 = alloca float, align 4
-  %probs.m155 = alloca float, align 4
-  br label %probs.n154
+  %probs.s157 = alloca float, align 4
+  %probs.m156 = alloca float, align 4
+  br label %probs.n155
 
-probs.n154:                                       ; preds = %probs.k159.end, %entry
-  %probs.n1541 = phi i64 [ 0, %entry ], [ %n154.next, %probs.k159.end ]
-  %0 = mul nsw i64 %probs.n1541, 10
+probs.n155:                                       ; preds = %probs.k160.end, %entry
+  %probs.n1551 = phi i64 [ 0, %entry ], [ %n155.next, %probs.k160.end ]
+  %0 = mul nsw i64 %probs.n1551, 10
   %1 = add nsw i64 8192, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %probs.m155, align 4
-  br label %probs.k157
-
-probs.n154.end:                                   ; preds = %probs.k159.end
-  ret void
-
-probs.k157:                                       ; preds = %probs.k157, %probs.n154
-  %probs.k1573 = phi i64 [ 0, %probs.n154 ], [ %k157.next, %probs.k157 ]
-  %m155 = load float, ptr %probs.m155, align 4
-  %3 = mul nsw i64 %probs.n1541, 10
-  %4 = add nsw i64 8192, %3
-  %5 = add nsw i64 %4, %probs.k1573
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
-  %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m155
-  %8 = select i1 %7, float %6, float %m155
-  store float %8, ptr %probs.m155, align 4
-  %k157.next = add nsw i64 %probs.k1573, 1
-  %9 = icmp slt i64 %k157.next, 10
-  br i1 %9, label %probs.k157, label %probs.k157.end
-
-probs.k157.end:                                   ; preds = %probs.k157
-  store float 0.000000e+00, ptr %probs.s156, align 4
+  store float %2, ptr %probs.m156, align 4
   br label %probs.k158
 
-probs.k158:                                       ; preds = %probs.k158, %probs.k157.end
-  %probs.k1585 = phi i64 [ 0, %probs.k157.end ], [ %k158.next, %probs.k158 ]
-  %s156 = load float, ptr %probs.s156, align 4
-  %10 = mul nsw i64 %probs.n1541, 10
+probs.n155.end:                                   ; preds = %probs.k160.end
+  ret void
+
+probs.k158:                                       ; preds = %probs.k158, %probs.n155
+  %probs.k1583 = phi i64 [ 0, %probs.n155 ], [ %k158.next, %probs.k158 ]
+  %m156 = load float, ptr %probs.m156, align 4
+  %3 = mul nsw i64 %probs.n1551, 10
+  %4 = add nsw i64 8192, %3
+  %5 = add nsw i64 %4, %probs.k1583
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
+  %6 = load float, ptr %arena4, align 4
+  %7 = fcmp ogt float %6, %m156
+  %8 = select i1 %7, float %6, float %m156
+  store float %8, ptr %probs.m156, align 4
+  %k158.next = add nsw i64 %probs.k1583, 1
+  %9 = icmp slt i64 %k158.next, 10
+  br i1 %9, label %probs.k158, label %probs.k158.end
+
+probs.k158.end:                                   ; preds = %probs.k158
+  store float 0.000000e+00, ptr %probs.s157, align 4
+  br label %probs.k159
+
+probs.k159:                                       ; preds = %probs.k159, %probs.k158.end
+  %probs.k1595 = phi i64 [ 0, %probs.k158.end ], [ %k159.next, %probs.k159 ]
+  %s157 = load float, ptr %probs.s157, align 4
+  %10 = mul nsw i64 %probs.n1551, 10
   %11 = add nsw i64 8192, %10
-  %12 = add nsw i64 %11, %probs.k1585
+  %12 = add nsw i64 %11, %probs.k1595
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m1557 = load float, ptr %probs.m155, align 4
-  %14 = fsub float %13, %m1557
+  %m1567 = load float, ptr %probs.m156, align 4
+  %14 = fsub float %13, %m1567
   %15 = fcmp ogt float 0xC055A926E0000000, %14
   %16 = select i1 %15, float 0xC055A926E0000000, float %14
   %17 = fcmp ogt float %16, 0x40562E4300000000
@@ -15023,24 +15198,24 @@ probs.k158:                                       ; preds = %probs.k158, %probs.
   %49 = select i1 %48, float 0x7FF0000000000000, float %47
   %50 = fcmp uno float %14, %14
   %51 = select i1 %50, float %14, float %49
-  %52 = fadd float %s156, %51
-  store float %52, ptr %probs.s156, align 4
-  %k158.next = add nsw i64 %probs.k1585, 1
-  %53 = icmp slt i64 %k158.next, 10
-  br i1 %53, label %probs.k158, label %probs.k158.end
+  %52 = fadd float %s157, %51
+  store float %52, ptr %probs.s157, align 4
+  %k159.next = add nsw i64 %probs.k1595, 1
+  %53 = icmp slt i64 %k159.next, 10
+  br i1 %53, label %probs.k159, label %probs.k159.end
 
-probs.k158.end:                                   ; preds = %probs.k158
-  br label %probs.k159
+probs.k159.end:                                   ; preds = %probs.k159
+  br label %probs.k160
 
-probs.k159:                                       ; preds = %probs.k159, %probs.k158.end
-  %probs.k1598 = phi i64 [ 0, %probs.k158.end ], [ %k159.next, %probs.k159 ]
-  %54 = mul nsw i64 %probs.n1541, 10
+probs.k160:                                       ; preds = %probs.k160, %probs.k159.end
+  %probs.k1608 = phi i64 [ 0, %probs.k159.end ], [ %k160.next, %probs.k160 ]
+  %54 = mul nsw i64 %probs.n1551, 10
   %55 = add nsw i64 8192, %54
-  %56 = add nsw i64 %55, %probs.k1598
+  %56 = add nsw i64 %55, %probs.k1608
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %56
   %57 = load float, ptr %arena9, align 4
-  %m15510 = load float, ptr %probs.m155, align 4
-  %58 = fsub float %57, %m15510
+  %m15610 = load float, ptr %probs.m156, align 4
+  %58 = fsub float %57, %m15610
   %59 = fcmp ogt float 0xC055A926E0000000, %58
   %60 = select i1 %59, float 0xC055A926E0000000, float %58
   %61 = fcmp ogt float %60, 0x40562E4300000000
@@ -15078,20 +15253,20 @@ probs.k159:                                       ; preds = %probs.k159, %probs.
   %93 = select i1 %92, float 0x7FF0000000000000, float %91
   %94 = fcmp uno float %58, %58
   %95 = select i1 %94, float %58, float %93
-  %s15611 = load float, ptr %probs.s156, align 4
-  %96 = fdiv float %95, %s15611
-  %97 = mul nsw i64 %probs.n1541, 10
-  %98 = add nsw i64 %97, %probs.k1598
+  %s15711 = load float, ptr %probs.s157, align 4
+  %96 = fdiv float %95, %s15711
+  %97 = mul nsw i64 %probs.n1551, 10
+  %98 = add nsw i64 %97, %probs.k1608
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %98
   store float %96, ptr %arena12, align 4
-  %k159.next = add nsw i64 %probs.k1598, 1
-  %99 = icmp slt i64 %k159.next, 10
-  br i1 %99, label %probs.k159, label %probs.k159.end
+  %k160.next = add nsw i64 %probs.k1608, 1
+  %99 = icmp slt i64 %k160.next, 10
+  br i1 %99, label %probs.k160, label %probs.k160.end
 
-probs.k159.end:                                   ; preds = %probs.k159
-  %n154.next = add nsw i64 %probs.n1541, 1
-  %100 = icmp slt i64 %n154.next, 64
-  br i1 %100, label %probs.n154, label %probs.n154.end
+probs.k160.end:                                   ; preds = %probs.k160
+  %n155.next = add nsw i64 %probs.n1551, 1
+  %100 = icmp slt i64 %n155.next, 64
+  br i1 %100, label %probs.n155, label %probs.n155.end
 }
 
 attributes #0 = { "target-cpu"="x86-64-v3" }

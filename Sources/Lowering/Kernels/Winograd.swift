@@ -263,17 +263,22 @@ extension Emitter {
 
   /// Copies images g * images ..< (g + 1) * images of NCHW `x` channels-last into `padded` (whose border
   /// `zero` cleared once: the copies write only the interior).
-  mutating func copyChannelsLast(_ c: ChannelsLast, images: Int, from x: Placement, g: IExpr, into padded: Int) -> Stmt {
-    loop("j", images) { e, j in [e.loop("c", c.channels) { e, ch in [e.loop("iy", c.h) { e, iy in [e.loop("ix", c.w) { _, ix in
+  mutating func copyChannelsLast(_ c: ChannelsLast, images: Int, from x: Placement, g: IExpr, into padded: Int,
+                                 channels: (first: IExpr, count: Int)? = nil) -> Stmt {
+    let (first, count) = channels ?? (.c(0), c.channels)
+    return loop("j", images) { e, j in [e.loop("c", count) { e, cv in
+      let ch = cv + first
+      return [e.loop("iy", c.h) { e, iy in [e.loop("ix", c.w) { _, ix in
       [.store(.arena, .c(padded) + c.at(j, iy + c.padding, ix + c.padding, ch),
               .load(x.base, .c(x.offset) + (g * images + j) * (c.channels * c.h * c.w) + ch * (c.h * c.w) + iy * c.w + ix))]
-    }] }] }] }
+      }] }]
+    }] }
   }
 
   /// V[xi][tile][ci] = (B^T d B)[xi] for every 4x4 input tile d of the group (tile = j * tilesPerImage + ty * tilesX + tx).
-  mutating func transformInput(_ s: WinogradShape, padded: Int, into v: Int) -> Stmt {
-    let c = s.input
-    return loop("j", s.images) { e, j in [e.loop("ty", s.tilesY) { e, ty in [e.loop("tx", s.tilesX) { e, tx in
+  mutating func transformInput(_ s: WinogradShape, padded: Int, into v: Int, tileRows: (first: IExpr, count: Int)? = nil) -> Stmt {
+    let c = s.input, (firstRow, rows) = tileRows ?? (.c(0), s.tilesY)
+    return loop("j", s.images) { e, j in [e.loop("ty", rows) { e, vy in let ty = vy + firstRow; return [e.loop("tx", s.tilesX) { e, tx in
       e.vectorRuns(s.cin) { e, c0, lanes in
         let d = (0..<4).map { r in (0..<4).map { col in VExpr.load(.arena, .c(padded) + c.at(j, ty * 2 + r, tx * 2 + col, c0), lanes: lanes) } }
         var (out, t) = e.transform(Winograd.inputTransform, d, Winograd.inputTransform)
@@ -361,9 +366,16 @@ extension Emitter {
       return [e.training ? .scalarLoops([transform]) : transform]
     }
     body.append(zeroArena(padded, s.paddedFloats))
+    // At inference the copy splits by input channels and the input transform by rows of tiles, like the rest.
+    let copyParts = parallelParts(units: s.cin, macs: s.images * s.cin * s.h * s.w * Self.elementwiseWeight)
+    let rowParts = parallelParts(units: s.tilesY, macs: s.tiles * s.cin * Winograd.positions * Self.elementwiseWeight)
     body.append(loop("g", groups) { e, g in
-      var out: [Stmt] = [e.copyChannelsLast(s.input, images: s.images, from: x, g: g, into: padded)]
-      out.append(e.transformInput(s, padded: padded, into: v))
+      var out = e.inParts(copyParts, of: "input channels") { e, part in
+        [e.copyChannelsLast(s.input, images: s.images, from: x, g: g, into: padded, channels: (part * (s.cin / copyParts), s.cin / copyParts))]
+      }
+      out += e.inParts(rowParts, of: "rows of tiles") { e, part in
+        [e.transformInput(s, padded: padded, into: v, tileRows: (part * (s.tilesY / rowParts), s.tilesY / rowParts))]
+      }
       return out + e.inParts(parts, of: "output channels") { e, part in
         let channels = (part * perPart, perPart)
         return [e.tileProducts(s, u: u, v: v, m: m, channels: channels, groups: groups)]
