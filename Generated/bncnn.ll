@@ -13449,6 +13449,37 @@ adam.i633.end:                                    ; preds = %adam.i633
 
 define void @bncnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
+  %part54.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = icmp uge i64 0, %step
+  br i1 %0, label %entry.then, label %entry.endif
+
+entry.then:                                       ; preds = %entry
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 0
+  store ptr %params, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 1
+  store ptr %grads, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 2
+  store ptr %m, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 3
+  store ptr %v, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 4
+  store ptr %arena, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 5
+  store ptr %images, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 6
+  store ptr %labels, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 7
+  store float %lr, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 8
+  store i64 %step, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 9
+  store i64 %seed, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 10
+  store ptr %pool, ptr %11, align 8
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %prepare.part54.serial, label %prepare.part54.pool
+
+entry.endif:                                      ; preds = %prepare.part54.done, %entry
   call void @bncnn_infer_b64.k0.bn1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @bncnn_infer_b64.k1.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @bncnn_infer_b64.k2.bn2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
@@ -13457,6 +13488,550 @@ entry:
   call void @bncnn_infer_b64.k5.bn3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @bncnn_infer_b64.k6.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @bncnn_infer_b64.k7.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  ret void
+
+prepare.part54.pool:                              ; preds = %entry.then
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @bncnn_infer_b64.part54.task, ptr %part54.context, i64 2)
+  br label %prepare.part54.done
+
+prepare.part54.serial:                            ; preds = %entry.then
+  br label %prepare.part54
+
+prepare.part54.done:                              ; preds = %prepare.part54.end, %prepare.part54.pool
+  br label %entry.endif
+
+prepare.part54:                                   ; preds = %prepare.part54, %prepare.part54.serial
+  %prepare.part541 = phi i64 [ 0, %prepare.part54.serial ], [ %part54.next, %prepare.part54 ]
+  call void @bncnn_infer_b64.part54(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part541)
+  %part54.next = add nsw i64 %prepare.part541, 1
+  %13 = icmp slt i64 %part54.next, 2
+  br i1 %13, label %prepare.part54, label %prepare.part54.end
+
+prepare.part54.end:                               ; preds = %prepare.part54
+  br label %prepare.part54.done
+}
+
+; Function Attrs: noinline
+define internal void @bncnn_infer_b64.part54(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %prepare.w84 = alloca float, align 4
+  %prepare.w83 = alloca float, align 4
+  %prepare.w82 = alloca float, align 4
+  %prepare.w81 = alloca float, align 4
+  %prepare.w80 = alloca float, align 4
+  %prepare.w79 = alloca float, align 4
+  %prepare.w78 = alloca float, align 4
+  %prepare.w77 = alloca float, align 4
+  %prepare.w76 = alloca float, align 4
+  %prepare.w75 = alloca float, align 4
+  %prepare.w74 = alloca float, align 4
+  %prepare.w73 = alloca float, align 4
+  %prepare.w72 = alloca float, align 4
+  %prepare.w71 = alloca float, align 4
+  %prepare.w70 = alloca float, align 4
+  %prepare.w69 = alloca float, align 4
+  %prepare.w68 = alloca float, align 4
+  %prepare.w67 = alloca float, align 4
+  %prepare.w66 = alloca float, align 4
+  %prepare.w65 = alloca float, align 4
+  %prepare.w64 = alloca float, align 4
+  %prepare.w63 = alloca float, align 4
+  %prepare.w62 = alloca float, align 4
+  %prepare.w61 = alloca float, align 4
+  %prepare.w60 = alloca float, align 4
+  %prepare.w59 = alloca float, align 4
+  %prepare.w58 = alloca float, align 4
+  %prepare.w57 = alloca float, align 4
+  br label %prepare.ci55
+
+prepare.ci55:                                     ; preds = %prepare.co56.end, %entry
+  %prepare.ci551 = phi i64 [ 0, %entry ], [ %ci55.next, %prepare.co56.end ]
+  br label %prepare.co56
+
+prepare.ci55.end:                                 ; preds = %prepare.co56.end
+  ret void
+
+prepare.co56:                                     ; preds = %prepare.co56, %prepare.ci55
+  %prepare.co562 = phi i64 [ 0, %prepare.ci55 ], [ %co56.next, %prepare.co56 ]
+  %1 = mul nsw i64 %0, 32
+  %2 = add nsw i64 %1, %prepare.co562
+  %3 = mul nsw i64 %2, 32
+  %4 = add nsw i64 %3, %prepare.ci551
+  %5 = mul nsw i64 %4, 9
+  %6 = add nsw i64 352, %5
+  %params3 = getelementptr inbounds float, ptr %params, i64 %6
+  %7 = load float, ptr %params3, align 4
+  store float %7, ptr %prepare.w57, align 4
+  %8 = mul nsw i64 %0, 32
+  %9 = add nsw i64 %8, %prepare.co562
+  %10 = mul nsw i64 %9, 32
+  %11 = add nsw i64 %10, %prepare.ci551
+  %12 = mul nsw i64 %11, 9
+  %13 = add nsw i64 352, %12
+  %params4 = getelementptr inbounds float, ptr %params, i64 %13
+  %14 = load float, ptr %params4, align 4
+  %15 = mul nsw i64 %0, 32
+  %16 = add nsw i64 %15, %prepare.co562
+  %17 = mul nsw i64 %16, 32
+  %18 = add nsw i64 %17, %prepare.ci551
+  %19 = mul nsw i64 %18, 9
+  %20 = add nsw i64 352, %19
+  %21 = add nsw i64 %20, 3
+  %params5 = getelementptr inbounds float, ptr %params, i64 %21
+  %22 = load float, ptr %params5, align 4
+  %23 = fadd float %14, %22
+  %24 = mul nsw i64 %0, 32
+  %25 = add nsw i64 %24, %prepare.co562
+  %26 = mul nsw i64 %25, 32
+  %27 = add nsw i64 %26, %prepare.ci551
+  %28 = mul nsw i64 %27, 9
+  %29 = add nsw i64 352, %28
+  %30 = add nsw i64 %29, 6
+  %params6 = getelementptr inbounds float, ptr %params, i64 %30
+  %31 = load float, ptr %params6, align 4
+  %32 = fadd float %23, %31
+  %33 = fmul float %32, 5.000000e-01
+  store float %33, ptr %prepare.w58, align 4
+  %34 = mul nsw i64 %0, 32
+  %35 = add nsw i64 %34, %prepare.co562
+  %36 = mul nsw i64 %35, 32
+  %37 = add nsw i64 %36, %prepare.ci551
+  %38 = mul nsw i64 %37, 9
+  %39 = add nsw i64 352, %38
+  %params7 = getelementptr inbounds float, ptr %params, i64 %39
+  %40 = load float, ptr %params7, align 4
+  %41 = mul nsw i64 %0, 32
+  %42 = add nsw i64 %41, %prepare.co562
+  %43 = mul nsw i64 %42, 32
+  %44 = add nsw i64 %43, %prepare.ci551
+  %45 = mul nsw i64 %44, 9
+  %46 = add nsw i64 352, %45
+  %47 = add nsw i64 %46, 6
+  %params8 = getelementptr inbounds float, ptr %params, i64 %47
+  %48 = load float, ptr %params8, align 4
+  %49 = fadd float %40, %48
+  %50 = mul nsw i64 %0, 32
+  %51 = add nsw i64 %50, %prepare.co562
+  %52 = mul nsw i64 %51, 32
+  %53 = add nsw i64 %52, %prepare.ci551
+  %54 = mul nsw i64 %53, 9
+  %55 = add nsw i64 352, %54
+  %56 = add nsw i64 %55, 3
+  %params9 = getelementptr inbounds float, ptr %params, i64 %56
+  %57 = load float, ptr %params9, align 4
+  %58 = fsub float %49, %57
+  %59 = fmul float %58, 5.000000e-01
+  store float %59, ptr %prepare.w59, align 4
+  %60 = mul nsw i64 %0, 32
+  %61 = add nsw i64 %60, %prepare.co562
+  %62 = mul nsw i64 %61, 32
+  %63 = add nsw i64 %62, %prepare.ci551
+  %64 = mul nsw i64 %63, 9
+  %65 = add nsw i64 352, %64
+  %66 = add nsw i64 %65, 6
+  %params10 = getelementptr inbounds float, ptr %params, i64 %66
+  %67 = load float, ptr %params10, align 4
+  store float %67, ptr %prepare.w60, align 4
+  %68 = mul nsw i64 %0, 32
+  %69 = add nsw i64 %68, %prepare.co562
+  %70 = mul nsw i64 %69, 32
+  %71 = add nsw i64 %70, %prepare.ci551
+  %72 = mul nsw i64 %71, 9
+  %73 = add nsw i64 352, %72
+  %74 = add nsw i64 %73, 1
+  %params11 = getelementptr inbounds float, ptr %params, i64 %74
+  %75 = load float, ptr %params11, align 4
+  store float %75, ptr %prepare.w61, align 4
+  %76 = mul nsw i64 %0, 32
+  %77 = add nsw i64 %76, %prepare.co562
+  %78 = mul nsw i64 %77, 32
+  %79 = add nsw i64 %78, %prepare.ci551
+  %80 = mul nsw i64 %79, 9
+  %81 = add nsw i64 352, %80
+  %82 = add nsw i64 %81, 1
+  %params12 = getelementptr inbounds float, ptr %params, i64 %82
+  %83 = load float, ptr %params12, align 4
+  %84 = mul nsw i64 %0, 32
+  %85 = add nsw i64 %84, %prepare.co562
+  %86 = mul nsw i64 %85, 32
+  %87 = add nsw i64 %86, %prepare.ci551
+  %88 = mul nsw i64 %87, 9
+  %89 = add nsw i64 352, %88
+  %90 = add nsw i64 %89, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %90
+  %91 = load float, ptr %params13, align 4
+  %92 = fadd float %83, %91
+  %93 = mul nsw i64 %0, 32
+  %94 = add nsw i64 %93, %prepare.co562
+  %95 = mul nsw i64 %94, 32
+  %96 = add nsw i64 %95, %prepare.ci551
+  %97 = mul nsw i64 %96, 9
+  %98 = add nsw i64 352, %97
+  %99 = add nsw i64 %98, 7
+  %params14 = getelementptr inbounds float, ptr %params, i64 %99
+  %100 = load float, ptr %params14, align 4
+  %101 = fadd float %92, %100
+  %102 = fmul float %101, 5.000000e-01
+  store float %102, ptr %prepare.w62, align 4
+  %103 = mul nsw i64 %0, 32
+  %104 = add nsw i64 %103, %prepare.co562
+  %105 = mul nsw i64 %104, 32
+  %106 = add nsw i64 %105, %prepare.ci551
+  %107 = mul nsw i64 %106, 9
+  %108 = add nsw i64 352, %107
+  %109 = add nsw i64 %108, 1
+  %params15 = getelementptr inbounds float, ptr %params, i64 %109
+  %110 = load float, ptr %params15, align 4
+  %111 = mul nsw i64 %0, 32
+  %112 = add nsw i64 %111, %prepare.co562
+  %113 = mul nsw i64 %112, 32
+  %114 = add nsw i64 %113, %prepare.ci551
+  %115 = mul nsw i64 %114, 9
+  %116 = add nsw i64 352, %115
+  %117 = add nsw i64 %116, 7
+  %params16 = getelementptr inbounds float, ptr %params, i64 %117
+  %118 = load float, ptr %params16, align 4
+  %119 = fadd float %110, %118
+  %120 = mul nsw i64 %0, 32
+  %121 = add nsw i64 %120, %prepare.co562
+  %122 = mul nsw i64 %121, 32
+  %123 = add nsw i64 %122, %prepare.ci551
+  %124 = mul nsw i64 %123, 9
+  %125 = add nsw i64 352, %124
+  %126 = add nsw i64 %125, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %126
+  %127 = load float, ptr %params17, align 4
+  %128 = fsub float %119, %127
+  %129 = fmul float %128, 5.000000e-01
+  store float %129, ptr %prepare.w63, align 4
+  %130 = mul nsw i64 %0, 32
+  %131 = add nsw i64 %130, %prepare.co562
+  %132 = mul nsw i64 %131, 32
+  %133 = add nsw i64 %132, %prepare.ci551
+  %134 = mul nsw i64 %133, 9
+  %135 = add nsw i64 352, %134
+  %136 = add nsw i64 %135, 7
+  %params18 = getelementptr inbounds float, ptr %params, i64 %136
+  %137 = load float, ptr %params18, align 4
+  store float %137, ptr %prepare.w64, align 4
+  %138 = mul nsw i64 %0, 32
+  %139 = add nsw i64 %138, %prepare.co562
+  %140 = mul nsw i64 %139, 32
+  %141 = add nsw i64 %140, %prepare.ci551
+  %142 = mul nsw i64 %141, 9
+  %143 = add nsw i64 352, %142
+  %144 = add nsw i64 %143, 2
+  %params19 = getelementptr inbounds float, ptr %params, i64 %144
+  %145 = load float, ptr %params19, align 4
+  store float %145, ptr %prepare.w65, align 4
+  %146 = mul nsw i64 %0, 32
+  %147 = add nsw i64 %146, %prepare.co562
+  %148 = mul nsw i64 %147, 32
+  %149 = add nsw i64 %148, %prepare.ci551
+  %150 = mul nsw i64 %149, 9
+  %151 = add nsw i64 352, %150
+  %152 = add nsw i64 %151, 2
+  %params20 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params20, align 4
+  %154 = mul nsw i64 %0, 32
+  %155 = add nsw i64 %154, %prepare.co562
+  %156 = mul nsw i64 %155, 32
+  %157 = add nsw i64 %156, %prepare.ci551
+  %158 = mul nsw i64 %157, 9
+  %159 = add nsw i64 352, %158
+  %160 = add nsw i64 %159, 5
+  %params21 = getelementptr inbounds float, ptr %params, i64 %160
+  %161 = load float, ptr %params21, align 4
+  %162 = fadd float %153, %161
+  %163 = mul nsw i64 %0, 32
+  %164 = add nsw i64 %163, %prepare.co562
+  %165 = mul nsw i64 %164, 32
+  %166 = add nsw i64 %165, %prepare.ci551
+  %167 = mul nsw i64 %166, 9
+  %168 = add nsw i64 352, %167
+  %169 = add nsw i64 %168, 8
+  %params22 = getelementptr inbounds float, ptr %params, i64 %169
+  %170 = load float, ptr %params22, align 4
+  %171 = fadd float %162, %170
+  %172 = fmul float %171, 5.000000e-01
+  store float %172, ptr %prepare.w66, align 4
+  %173 = mul nsw i64 %0, 32
+  %174 = add nsw i64 %173, %prepare.co562
+  %175 = mul nsw i64 %174, 32
+  %176 = add nsw i64 %175, %prepare.ci551
+  %177 = mul nsw i64 %176, 9
+  %178 = add nsw i64 352, %177
+  %179 = add nsw i64 %178, 2
+  %params23 = getelementptr inbounds float, ptr %params, i64 %179
+  %180 = load float, ptr %params23, align 4
+  %181 = mul nsw i64 %0, 32
+  %182 = add nsw i64 %181, %prepare.co562
+  %183 = mul nsw i64 %182, 32
+  %184 = add nsw i64 %183, %prepare.ci551
+  %185 = mul nsw i64 %184, 9
+  %186 = add nsw i64 352, %185
+  %187 = add nsw i64 %186, 8
+  %params24 = getelementptr inbounds float, ptr %params, i64 %187
+  %188 = load float, ptr %params24, align 4
+  %189 = fadd float %180, %188
+  %190 = mul nsw i64 %0, 32
+  %191 = add nsw i64 %190, %prepare.co562
+  %192 = mul nsw i64 %191, 32
+  %193 = add nsw i64 %192, %prepare.ci551
+  %194 = mul nsw i64 %193, 9
+  %195 = add nsw i64 352, %194
+  %196 = add nsw i64 %195, 5
+  %params25 = getelementptr inbounds float, ptr %params, i64 %196
+  %197 = load float, ptr %params25, align 4
+  %198 = fsub float %189, %197
+  %199 = fmul float %198, 5.000000e-01
+  store float %199, ptr %prepare.w67, align 4
+  %200 = mul nsw i64 %0, 32
+  %201 = add nsw i64 %200, %prepare.co562
+  %202 = mul nsw i64 %201, 32
+  %203 = add nsw i64 %202, %prepare.ci551
+  %204 = mul nsw i64 %203, 9
+  %205 = add nsw i64 352, %204
+  %206 = add nsw i64 %205, 8
+  %params26 = getelementptr inbounds float, ptr %params, i64 %206
+  %207 = load float, ptr %params26, align 4
+  store float %207, ptr %prepare.w68, align 4
+  %w57 = load float, ptr %prepare.w57, align 4
+  store float %w57, ptr %prepare.w69, align 4
+  %w5727 = load float, ptr %prepare.w57, align 4
+  %w61 = load float, ptr %prepare.w61, align 4
+  %208 = fadd float %w5727, %w61
+  %w65 = load float, ptr %prepare.w65, align 4
+  %209 = fadd float %208, %w65
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %prepare.w70, align 4
+  %w5728 = load float, ptr %prepare.w57, align 4
+  %w6529 = load float, ptr %prepare.w65, align 4
+  %211 = fadd float %w5728, %w6529
+  %w6130 = load float, ptr %prepare.w61, align 4
+  %212 = fsub float %211, %w6130
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %prepare.w71, align 4
+  %w6531 = load float, ptr %prepare.w65, align 4
+  store float %w6531, ptr %prepare.w72, align 4
+  %w58 = load float, ptr %prepare.w58, align 4
+  store float %w58, ptr %prepare.w73, align 4
+  %w5832 = load float, ptr %prepare.w58, align 4
+  %w62 = load float, ptr %prepare.w62, align 4
+  %214 = fadd float %w5832, %w62
+  %w66 = load float, ptr %prepare.w66, align 4
+  %215 = fadd float %214, %w66
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %prepare.w74, align 4
+  %w5833 = load float, ptr %prepare.w58, align 4
+  %w6634 = load float, ptr %prepare.w66, align 4
+  %217 = fadd float %w5833, %w6634
+  %w6235 = load float, ptr %prepare.w62, align 4
+  %218 = fsub float %217, %w6235
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %prepare.w75, align 4
+  %w6636 = load float, ptr %prepare.w66, align 4
+  store float %w6636, ptr %prepare.w76, align 4
+  %w59 = load float, ptr %prepare.w59, align 4
+  store float %w59, ptr %prepare.w77, align 4
+  %w5937 = load float, ptr %prepare.w59, align 4
+  %w63 = load float, ptr %prepare.w63, align 4
+  %220 = fadd float %w5937, %w63
+  %w67 = load float, ptr %prepare.w67, align 4
+  %221 = fadd float %220, %w67
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %prepare.w78, align 4
+  %w5938 = load float, ptr %prepare.w59, align 4
+  %w6739 = load float, ptr %prepare.w67, align 4
+  %223 = fadd float %w5938, %w6739
+  %w6340 = load float, ptr %prepare.w63, align 4
+  %224 = fsub float %223, %w6340
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %prepare.w79, align 4
+  %w6741 = load float, ptr %prepare.w67, align 4
+  store float %w6741, ptr %prepare.w80, align 4
+  %w60 = load float, ptr %prepare.w60, align 4
+  store float %w60, ptr %prepare.w81, align 4
+  %w6042 = load float, ptr %prepare.w60, align 4
+  %w64 = load float, ptr %prepare.w64, align 4
+  %226 = fadd float %w6042, %w64
+  %w68 = load float, ptr %prepare.w68, align 4
+  %227 = fadd float %226, %w68
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %prepare.w82, align 4
+  %w6043 = load float, ptr %prepare.w60, align 4
+  %w6844 = load float, ptr %prepare.w68, align 4
+  %229 = fadd float %w6043, %w6844
+  %w6445 = load float, ptr %prepare.w64, align 4
+  %230 = fsub float %229, %w6445
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %prepare.w83, align 4
+  %w6846 = load float, ptr %prepare.w68, align 4
+  store float %w6846, ptr %prepare.w84, align 4
+  %w69 = load float, ptr %prepare.w69, align 4
+  %232 = mul nsw i64 %prepare.ci551, 64
+  %233 = add nsw i64 1344784, %232
+  %234 = mul nsw i64 %0, 32
+  %235 = add nsw i64 %234, %prepare.co562
+  %236 = add nsw i64 %233, %235
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
+  store float %w69, ptr %arena47, align 4
+  %w70 = load float, ptr %prepare.w70, align 4
+  %237 = mul nsw i64 %prepare.ci551, 64
+  %238 = add nsw i64 1346832, %237
+  %239 = mul nsw i64 %0, 32
+  %240 = add nsw i64 %239, %prepare.co562
+  %241 = add nsw i64 %238, %240
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
+  store float %w70, ptr %arena48, align 4
+  %w71 = load float, ptr %prepare.w71, align 4
+  %242 = mul nsw i64 %prepare.ci551, 64
+  %243 = add nsw i64 1348880, %242
+  %244 = mul nsw i64 %0, 32
+  %245 = add nsw i64 %244, %prepare.co562
+  %246 = add nsw i64 %243, %245
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
+  store float %w71, ptr %arena49, align 4
+  %w72 = load float, ptr %prepare.w72, align 4
+  %247 = mul nsw i64 %prepare.ci551, 64
+  %248 = add nsw i64 1350928, %247
+  %249 = mul nsw i64 %0, 32
+  %250 = add nsw i64 %249, %prepare.co562
+  %251 = add nsw i64 %248, %250
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
+  store float %w72, ptr %arena50, align 4
+  %w73 = load float, ptr %prepare.w73, align 4
+  %252 = mul nsw i64 %prepare.ci551, 64
+  %253 = add nsw i64 1352976, %252
+  %254 = mul nsw i64 %0, 32
+  %255 = add nsw i64 %254, %prepare.co562
+  %256 = add nsw i64 %253, %255
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
+  store float %w73, ptr %arena51, align 4
+  %w74 = load float, ptr %prepare.w74, align 4
+  %257 = mul nsw i64 %prepare.ci551, 64
+  %258 = add nsw i64 1355024, %257
+  %259 = mul nsw i64 %0, 32
+  %260 = add nsw i64 %259, %prepare.co562
+  %261 = add nsw i64 %258, %260
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
+  store float %w74, ptr %arena52, align 4
+  %w75 = load float, ptr %prepare.w75, align 4
+  %262 = mul nsw i64 %prepare.ci551, 64
+  %263 = add nsw i64 1357072, %262
+  %264 = mul nsw i64 %0, 32
+  %265 = add nsw i64 %264, %prepare.co562
+  %266 = add nsw i64 %263, %265
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
+  store float %w75, ptr %arena53, align 4
+  %w76 = load float, ptr %prepare.w76, align 4
+  %267 = mul nsw i64 %prepare.ci551, 64
+  %268 = add nsw i64 1359120, %267
+  %269 = mul nsw i64 %0, 32
+  %270 = add nsw i64 %269, %prepare.co562
+  %271 = add nsw i64 %268, %270
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
+  store float %w76, ptr %arena54, align 4
+  %w77 = load float, ptr %prepare.w77, align 4
+  %272 = mul nsw i64 %prepare.ci551, 64
+  %273 = add nsw i64 1361168, %272
+  %274 = mul nsw i64 %0, 32
+  %275 = add nsw i64 %274, %prepare.co562
+  %276 = add nsw i64 %273, %275
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
+  store float %w77, ptr %arena55, align 4
+  %w78 = load float, ptr %prepare.w78, align 4
+  %277 = mul nsw i64 %prepare.ci551, 64
+  %278 = add nsw i64 1363216, %277
+  %279 = mul nsw i64 %0, 32
+  %280 = add nsw i64 %279, %prepare.co562
+  %281 = add nsw i64 %278, %280
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
+  store float %w78, ptr %arena56, align 4
+  %w79 = load float, ptr %prepare.w79, align 4
+  %282 = mul nsw i64 %prepare.ci551, 64
+  %283 = add nsw i64 1365264, %282
+  %284 = mul nsw i64 %0, 32
+  %285 = add nsw i64 %284, %prepare.co562
+  %286 = add nsw i64 %283, %285
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
+  store float %w79, ptr %arena57, align 4
+  %w80 = load float, ptr %prepare.w80, align 4
+  %287 = mul nsw i64 %prepare.ci551, 64
+  %288 = add nsw i64 1367312, %287
+  %289 = mul nsw i64 %0, 32
+  %290 = add nsw i64 %289, %prepare.co562
+  %291 = add nsw i64 %288, %290
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
+  store float %w80, ptr %arena58, align 4
+  %w81 = load float, ptr %prepare.w81, align 4
+  %292 = mul nsw i64 %prepare.ci551, 64
+  %293 = add nsw i64 1369360, %292
+  %294 = mul nsw i64 %0, 32
+  %295 = add nsw i64 %294, %prepare.co562
+  %296 = add nsw i64 %293, %295
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
+  store float %w81, ptr %arena59, align 4
+  %w82 = load float, ptr %prepare.w82, align 4
+  %297 = mul nsw i64 %prepare.ci551, 64
+  %298 = add nsw i64 1371408, %297
+  %299 = mul nsw i64 %0, 32
+  %300 = add nsw i64 %299, %prepare.co562
+  %301 = add nsw i64 %298, %300
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
+  store float %w82, ptr %arena60, align 4
+  %w83 = load float, ptr %prepare.w83, align 4
+  %302 = mul nsw i64 %prepare.ci551, 64
+  %303 = add nsw i64 1373456, %302
+  %304 = mul nsw i64 %0, 32
+  %305 = add nsw i64 %304, %prepare.co562
+  %306 = add nsw i64 %303, %305
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
+  store float %w83, ptr %arena61, align 4
+  %w84 = load float, ptr %prepare.w84, align 4
+  %307 = mul nsw i64 %prepare.ci551, 64
+  %308 = add nsw i64 1375504, %307
+  %309 = mul nsw i64 %0, 32
+  %310 = add nsw i64 %309, %prepare.co562
+  %311 = add nsw i64 %308, %310
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
+  store float %w84, ptr %arena62, align 4
+  %co56.next = add nsw i64 %prepare.co562, 1
+  %312 = icmp slt i64 %co56.next, 32
+  br i1 %312, label %prepare.co56, label %prepare.co56.end
+
+prepare.co56.end:                                 ; preds = %prepare.co56
+  %ci55.next = add nsw i64 %prepare.ci551, 1
+  %313 = icmp slt i64 %ci55.next, 32
+  br i1 %313, label %prepare.ci55, label %prepare.ci55.end
+}
+
+define internal void @bncnn_infer_b64.part54.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  call void @bncnn_infer_b64.part54(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
@@ -14690,1443 +15265,875 @@ entry:
   %conv2.w97 = alloca <8 x float>, align 32
   %conv2.w96 = alloca <8 x float>, align 32
   %conv2.w95 = alloca <8 x float>, align 32
-  %part54.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 0
-  store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 1
-  store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 2
-  store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 3
-  store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 4
-  store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = icmp eq ptr %pool, null
-  br i1 %11, label %conv2.part54.serial, label %conv2.part54.pool
-
-conv2.part54.pool:                                ; preds = %entry
-  %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @bncnn_infer_b64.k3.conv2.part54.task, ptr %part54.context, i64 2)
-  br label %conv2.part54.done
-
-conv2.part54.serial:                              ; preds = %entry
-  br label %conv2.part54
-
-conv2.part54.done:                                ; preds = %conv2.part54.end, %conv2.part54.pool
   br label %conv2.i85
 
-conv2.part54:                                     ; preds = %conv2.part54, %conv2.part54.serial
-  %conv2.part541 = phi i64 [ 0, %conv2.part54.serial ], [ %part54.next, %conv2.part54 ]
-  call void @bncnn_infer_b64.k3.conv2.part54(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part541)
-  %part54.next = add nsw i64 %conv2.part541, 1
-  %12 = icmp slt i64 %part54.next, 2
-  br i1 %12, label %conv2.part54, label %conv2.part54.end
-
-conv2.part54.end:                                 ; preds = %conv2.part54
-  br label %conv2.part54.done
-
-conv2.i85:                                        ; preds = %conv2.i85, %conv2.part54.done
-  %conv2.i852 = phi i64 [ 0, %conv2.part54.done ], [ %i85.next, %conv2.i85 ]
-  %13 = add nsw i64 835776, %conv2.i852
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %13
-  store float 0.000000e+00, ptr %arena3, align 4
-  %i85.next = add nsw i64 %conv2.i852, 1
-  %14 = icmp slt i64 %i85.next, 8192
-  br i1 %14, label %conv2.i85, label %conv2.i85.end
+conv2.i85:                                        ; preds = %conv2.i85, %entry
+  %conv2.i851 = phi i64 [ 0, %entry ], [ %i85.next, %conv2.i85 ]
+  %0 = add nsw i64 835776, %conv2.i851
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
+  store float 0.000000e+00, ptr %arena2, align 4
+  %i85.next = add nsw i64 %conv2.i851, 1
+  %1 = icmp slt i64 %i85.next, 8192
+  br i1 %1, label %conv2.i85, label %conv2.i85.end
 
 conv2.i85.end:                                    ; preds = %conv2.i85
   br label %conv2.g86
 
 conv2.g86:                                        ; preds = %conv2.part127.done, %conv2.i85.end
-  %conv2.g864 = phi i64 [ 0, %conv2.i85.end ], [ %g86.next, %conv2.part127.done ]
+  %conv2.g863 = phi i64 [ 0, %conv2.i85.end ], [ %g86.next, %conv2.part127.done ]
   br label %conv2.j87
 
 conv2.g86.end:                                    ; preds = %conv2.part127.done
   ret void
 
 conv2.j87:                                        ; preds = %conv2.c88.end, %conv2.g86
-  %conv2.j875 = phi i64 [ 0, %conv2.g86 ], [ %j87.next, %conv2.c88.end ]
+  %conv2.j874 = phi i64 [ 0, %conv2.g86 ], [ %j87.next, %conv2.c88.end ]
   br label %conv2.c88
 
 conv2.j87.end:                                    ; preds = %conv2.c88.end
   br label %conv2.j91
 
 conv2.c88:                                        ; preds = %conv2.iy89.end, %conv2.j87
-  %conv2.c886 = phi i64 [ 0, %conv2.j87 ], [ %c88.next, %conv2.iy89.end ]
+  %conv2.c885 = phi i64 [ 0, %conv2.j87 ], [ %c88.next, %conv2.iy89.end ]
   br label %conv2.iy89
 
 conv2.c88.end:                                    ; preds = %conv2.iy89.end
-  %j87.next = add nsw i64 %conv2.j875, 1
-  %15 = icmp slt i64 %j87.next, 1
-  br i1 %15, label %conv2.j87, label %conv2.j87.end
+  %j87.next = add nsw i64 %conv2.j874, 1
+  %2 = icmp slt i64 %j87.next, 1
+  br i1 %2, label %conv2.j87, label %conv2.j87.end
 
 conv2.iy89:                                       ; preds = %conv2.ix90.end, %conv2.c88
-  %conv2.iy897 = phi i64 [ 0, %conv2.c88 ], [ %iy89.next, %conv2.ix90.end ]
+  %conv2.iy896 = phi i64 [ 0, %conv2.c88 ], [ %iy89.next, %conv2.ix90.end ]
   br label %conv2.ix90
 
 conv2.iy89.end:                                   ; preds = %conv2.ix90.end
-  %c88.next = add nsw i64 %conv2.c886, 1
-  %16 = icmp slt i64 %c88.next, 32
-  br i1 %16, label %conv2.c88, label %conv2.c88.end
+  %c88.next = add nsw i64 %conv2.c885, 1
+  %3 = icmp slt i64 %c88.next, 32
+  br i1 %3, label %conv2.c88, label %conv2.c88.end
 
 conv2.ix90:                                       ; preds = %conv2.ix90, %conv2.iy89
-  %conv2.ix908 = phi i64 [ 0, %conv2.iy89 ], [ %ix90.next, %conv2.ix90 ]
-  %17 = add nsw i64 %conv2.g864, %conv2.j875
-  %18 = mul nsw i64 %17, 6272
-  %19 = add nsw i64 64, %18
-  %20 = mul nsw i64 %conv2.c886, 196
-  %21 = add nsw i64 %19, %20
-  %22 = mul nsw i64 %conv2.iy897, 14
-  %23 = add nsw i64 %21, %22
-  %24 = add nsw i64 %23, %conv2.ix908
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %24
-  %25 = load float, ptr %arena9, align 4
-  %26 = mul nsw i64 %conv2.j875, 8192
-  %27 = add nsw i64 %conv2.iy897, 1
-  %28 = mul nsw i64 %27, 512
-  %29 = add nsw i64 %26, %28
-  %30 = add nsw i64 %conv2.ix908, 1
-  %31 = mul nsw i64 %30, 32
-  %32 = add nsw i64 %29, %31
-  %33 = add nsw i64 %32, %conv2.c886
-  %34 = add nsw i64 835776, %33
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %34
-  store float %25, ptr %arena10, align 4
-  %ix90.next = add nsw i64 %conv2.ix908, 1
-  %35 = icmp slt i64 %ix90.next, 14
-  br i1 %35, label %conv2.ix90, label %conv2.ix90.end
+  %conv2.ix907 = phi i64 [ 0, %conv2.iy89 ], [ %ix90.next, %conv2.ix90 ]
+  %4 = add nsw i64 %conv2.g863, %conv2.j874
+  %5 = mul nsw i64 %4, 6272
+  %6 = add nsw i64 64, %5
+  %7 = mul nsw i64 %conv2.c885, 196
+  %8 = add nsw i64 %6, %7
+  %9 = mul nsw i64 %conv2.iy896, 14
+  %10 = add nsw i64 %8, %9
+  %11 = add nsw i64 %10, %conv2.ix907
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %11
+  %12 = load float, ptr %arena8, align 4
+  %13 = mul nsw i64 %conv2.j874, 8192
+  %14 = add nsw i64 %conv2.iy896, 1
+  %15 = mul nsw i64 %14, 512
+  %16 = add nsw i64 %13, %15
+  %17 = add nsw i64 %conv2.ix907, 1
+  %18 = mul nsw i64 %17, 32
+  %19 = add nsw i64 %16, %18
+  %20 = add nsw i64 %19, %conv2.c885
+  %21 = add nsw i64 835776, %20
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %21
+  store float %12, ptr %arena9, align 4
+  %ix90.next = add nsw i64 %conv2.ix907, 1
+  %22 = icmp slt i64 %ix90.next, 14
+  br i1 %22, label %conv2.ix90, label %conv2.ix90.end
 
 conv2.ix90.end:                                   ; preds = %conv2.ix90
-  %iy89.next = add nsw i64 %conv2.iy897, 1
-  %36 = icmp slt i64 %iy89.next, 14
-  br i1 %36, label %conv2.iy89, label %conv2.iy89.end
+  %iy89.next = add nsw i64 %conv2.iy896, 1
+  %23 = icmp slt i64 %iy89.next, 14
+  br i1 %23, label %conv2.iy89, label %conv2.iy89.end
 
 conv2.j91:                                        ; preds = %conv2.ty92.end, %conv2.j87.end
-  %conv2.j9111 = phi i64 [ 0, %conv2.j87.end ], [ %j91.next, %conv2.ty92.end ]
+  %conv2.j9110 = phi i64 [ 0, %conv2.j87.end ], [ %j91.next, %conv2.ty92.end ]
   br label %conv2.ty92
 
 conv2.j91.end:                                    ; preds = %conv2.ty92.end
-  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 0
-  store ptr %params, ptr %37, align 8
-  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 1
-  store ptr %grads, ptr %38, align 8
-  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 2
-  store ptr %m, ptr %39, align 8
-  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 3
-  store ptr %v, ptr %40, align 8
-  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 4
-  store ptr %arena, ptr %41, align 8
-  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 5
-  store ptr %images, ptr %42, align 8
-  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 6
-  store ptr %labels, ptr %43, align 8
-  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 7
-  store float %lr, ptr %44, align 4
-  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 8
-  store i64 %step, ptr %45, align 4
-  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 9
-  store i64 %seed, ptr %46, align 4
-  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 10
-  store ptr %pool, ptr %47, align 8
-  %48 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 11
-  store i64 %conv2.g864, ptr %48, align 4
-  %49 = icmp eq ptr %pool, null
-  br i1 %49, label %conv2.part127.serial, label %conv2.part127.pool
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 0
+  store ptr %params, ptr %24, align 8
+  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 1
+  store ptr %grads, ptr %25, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 2
+  store ptr %m, ptr %26, align 8
+  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 3
+  store ptr %v, ptr %27, align 8
+  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 4
+  store ptr %arena, ptr %28, align 8
+  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 5
+  store ptr %images, ptr %29, align 8
+  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 6
+  store ptr %labels, ptr %30, align 8
+  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 7
+  store float %lr, ptr %31, align 4
+  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 8
+  store i64 %step, ptr %32, align 4
+  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 9
+  store i64 %seed, ptr %33, align 4
+  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 10
+  store ptr %pool, ptr %34, align 8
+  %35 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 11
+  store i64 %conv2.g863, ptr %35, align 4
+  %36 = icmp eq ptr %pool, null
+  br i1 %36, label %conv2.part127.serial, label %conv2.part127.pool
 
 conv2.ty92:                                       ; preds = %conv2.tx93.end, %conv2.j91
-  %conv2.ty9212 = phi i64 [ 0, %conv2.j91 ], [ %ty92.next, %conv2.tx93.end ]
+  %conv2.ty9211 = phi i64 [ 0, %conv2.j91 ], [ %ty92.next, %conv2.tx93.end ]
   br label %conv2.tx93
 
 conv2.ty92.end:                                   ; preds = %conv2.tx93.end
-  %j91.next = add nsw i64 %conv2.j9111, 1
-  %50 = icmp slt i64 %j91.next, 1
-  br i1 %50, label %conv2.j91, label %conv2.j91.end
+  %j91.next = add nsw i64 %conv2.j9110, 1
+  %37 = icmp slt i64 %j91.next, 1
+  br i1 %37, label %conv2.j91, label %conv2.j91.end
 
 conv2.tx93:                                       ; preds = %conv2.cv94.end, %conv2.ty92
-  %conv2.tx9313 = phi i64 [ 0, %conv2.ty92 ], [ %tx93.next, %conv2.cv94.end ]
+  %conv2.tx9312 = phi i64 [ 0, %conv2.ty92 ], [ %tx93.next, %conv2.cv94.end ]
   br label %conv2.cv94
 
 conv2.tx93.end:                                   ; preds = %conv2.cv94.end
-  %ty92.next = add nsw i64 %conv2.ty9212, 1
-  %51 = icmp slt i64 %ty92.next, 7
-  br i1 %51, label %conv2.ty92, label %conv2.ty92.end
+  %ty92.next = add nsw i64 %conv2.ty9211, 1
+  %38 = icmp slt i64 %ty92.next, 7
+  br i1 %38, label %conv2.ty92, label %conv2.ty92.end
 
 conv2.cv94:                                       ; preds = %conv2.cv94, %conv2.tx93
-  %conv2.cv9414 = phi i64 [ 0, %conv2.tx93 ], [ %cv94.next, %conv2.cv94 ]
-  %52 = mul nsw i64 %conv2.j9111, 8192
-  %53 = mul nsw i64 %conv2.ty9212, 2
-  %54 = mul nsw i64 %53, 512
-  %55 = add nsw i64 %52, %54
-  %56 = mul nsw i64 %conv2.tx9313, 2
-  %57 = mul nsw i64 %56, 32
-  %58 = add nsw i64 %55, %57
-  %59 = mul nsw i64 %conv2.cv9414, 8
-  %60 = add nsw i64 %58, %59
-  %61 = add nsw i64 835776, %60
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %61
-  %62 = load <8 x float>, ptr %arena15, align 4
-  %63 = mul nsw i64 %conv2.j9111, 8192
-  %64 = mul nsw i64 %conv2.ty9212, 2
-  %65 = add nsw i64 %64, 2
+  %conv2.cv9413 = phi i64 [ 0, %conv2.tx93 ], [ %cv94.next, %conv2.cv94 ]
+  %39 = mul nsw i64 %conv2.j9110, 8192
+  %40 = mul nsw i64 %conv2.ty9211, 2
+  %41 = mul nsw i64 %40, 512
+  %42 = add nsw i64 %39, %41
+  %43 = mul nsw i64 %conv2.tx9312, 2
+  %44 = mul nsw i64 %43, 32
+  %45 = add nsw i64 %42, %44
+  %46 = mul nsw i64 %conv2.cv9413, 8
+  %47 = add nsw i64 %45, %46
+  %48 = add nsw i64 835776, %47
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %48
+  %49 = load <8 x float>, ptr %arena14, align 4
+  %50 = mul nsw i64 %conv2.j9110, 8192
+  %51 = mul nsw i64 %conv2.ty9211, 2
+  %52 = add nsw i64 %51, 2
+  %53 = mul nsw i64 %52, 512
+  %54 = add nsw i64 %50, %53
+  %55 = mul nsw i64 %conv2.tx9312, 2
+  %56 = mul nsw i64 %55, 32
+  %57 = add nsw i64 %54, %56
+  %58 = mul nsw i64 %conv2.cv9413, 8
+  %59 = add nsw i64 %57, %58
+  %60 = add nsw i64 835776, %59
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load <8 x float>, ptr %arena15, align 4
+  %62 = fsub <8 x float> %49, %61
+  store <8 x float> %62, ptr %conv2.w95, align 32
+  %63 = mul nsw i64 %conv2.j9110, 8192
+  %64 = mul nsw i64 %conv2.ty9211, 2
+  %65 = add nsw i64 %64, 1
   %66 = mul nsw i64 %65, 512
   %67 = add nsw i64 %63, %66
-  %68 = mul nsw i64 %conv2.tx9313, 2
+  %68 = mul nsw i64 %conv2.tx9312, 2
   %69 = mul nsw i64 %68, 32
   %70 = add nsw i64 %67, %69
-  %71 = mul nsw i64 %conv2.cv9414, 8
+  %71 = mul nsw i64 %conv2.cv9413, 8
   %72 = add nsw i64 %70, %71
   %73 = add nsw i64 835776, %72
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %73
   %74 = load <8 x float>, ptr %arena16, align 4
-  %75 = fsub <8 x float> %62, %74
-  store <8 x float> %75, ptr %conv2.w95, align 32
-  %76 = mul nsw i64 %conv2.j9111, 8192
-  %77 = mul nsw i64 %conv2.ty9212, 2
-  %78 = add nsw i64 %77, 1
-  %79 = mul nsw i64 %78, 512
-  %80 = add nsw i64 %76, %79
-  %81 = mul nsw i64 %conv2.tx9313, 2
-  %82 = mul nsw i64 %81, 32
-  %83 = add nsw i64 %80, %82
-  %84 = mul nsw i64 %conv2.cv9414, 8
-  %85 = add nsw i64 %83, %84
-  %86 = add nsw i64 835776, %85
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %86
-  %87 = load <8 x float>, ptr %arena17, align 4
-  %88 = mul nsw i64 %conv2.j9111, 8192
-  %89 = mul nsw i64 %conv2.ty9212, 2
+  %75 = mul nsw i64 %conv2.j9110, 8192
+  %76 = mul nsw i64 %conv2.ty9211, 2
+  %77 = add nsw i64 %76, 2
+  %78 = mul nsw i64 %77, 512
+  %79 = add nsw i64 %75, %78
+  %80 = mul nsw i64 %conv2.tx9312, 2
+  %81 = mul nsw i64 %80, 32
+  %82 = add nsw i64 %79, %81
+  %83 = mul nsw i64 %conv2.cv9413, 8
+  %84 = add nsw i64 %82, %83
+  %85 = add nsw i64 835776, %84
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %85
+  %86 = load <8 x float>, ptr %arena17, align 4
+  %87 = fadd <8 x float> %74, %86
+  store <8 x float> %87, ptr %conv2.w96, align 32
+  %88 = mul nsw i64 %conv2.j9110, 8192
+  %89 = mul nsw i64 %conv2.ty9211, 2
   %90 = add nsw i64 %89, 2
   %91 = mul nsw i64 %90, 512
   %92 = add nsw i64 %88, %91
-  %93 = mul nsw i64 %conv2.tx9313, 2
+  %93 = mul nsw i64 %conv2.tx9312, 2
   %94 = mul nsw i64 %93, 32
   %95 = add nsw i64 %92, %94
-  %96 = mul nsw i64 %conv2.cv9414, 8
+  %96 = mul nsw i64 %conv2.cv9413, 8
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 835776, %97
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %98
   %99 = load <8 x float>, ptr %arena18, align 4
-  %100 = fadd <8 x float> %87, %99
-  store <8 x float> %100, ptr %conv2.w96, align 32
-  %101 = mul nsw i64 %conv2.j9111, 8192
-  %102 = mul nsw i64 %conv2.ty9212, 2
-  %103 = add nsw i64 %102, 2
-  %104 = mul nsw i64 %103, 512
-  %105 = add nsw i64 %101, %104
-  %106 = mul nsw i64 %conv2.tx9313, 2
-  %107 = mul nsw i64 %106, 32
-  %108 = add nsw i64 %105, %107
-  %109 = mul nsw i64 %conv2.cv9414, 8
-  %110 = add nsw i64 %108, %109
-  %111 = add nsw i64 835776, %110
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %111
-  %112 = load <8 x float>, ptr %arena19, align 4
-  %113 = mul nsw i64 %conv2.j9111, 8192
-  %114 = mul nsw i64 %conv2.ty9212, 2
+  %100 = mul nsw i64 %conv2.j9110, 8192
+  %101 = mul nsw i64 %conv2.ty9211, 2
+  %102 = add nsw i64 %101, 1
+  %103 = mul nsw i64 %102, 512
+  %104 = add nsw i64 %100, %103
+  %105 = mul nsw i64 %conv2.tx9312, 2
+  %106 = mul nsw i64 %105, 32
+  %107 = add nsw i64 %104, %106
+  %108 = mul nsw i64 %conv2.cv9413, 8
+  %109 = add nsw i64 %107, %108
+  %110 = add nsw i64 835776, %109
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %110
+  %111 = load <8 x float>, ptr %arena19, align 4
+  %112 = fsub <8 x float> %99, %111
+  store <8 x float> %112, ptr %conv2.w97, align 32
+  %113 = mul nsw i64 %conv2.j9110, 8192
+  %114 = mul nsw i64 %conv2.ty9211, 2
   %115 = add nsw i64 %114, 1
   %116 = mul nsw i64 %115, 512
   %117 = add nsw i64 %113, %116
-  %118 = mul nsw i64 %conv2.tx9313, 2
+  %118 = mul nsw i64 %conv2.tx9312, 2
   %119 = mul nsw i64 %118, 32
   %120 = add nsw i64 %117, %119
-  %121 = mul nsw i64 %conv2.cv9414, 8
+  %121 = mul nsw i64 %conv2.cv9413, 8
   %122 = add nsw i64 %120, %121
   %123 = add nsw i64 835776, %122
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %123
   %124 = load <8 x float>, ptr %arena20, align 4
-  %125 = fsub <8 x float> %112, %124
-  store <8 x float> %125, ptr %conv2.w97, align 32
-  %126 = mul nsw i64 %conv2.j9111, 8192
-  %127 = mul nsw i64 %conv2.ty9212, 2
-  %128 = add nsw i64 %127, 1
-  %129 = mul nsw i64 %128, 512
-  %130 = add nsw i64 %126, %129
-  %131 = mul nsw i64 %conv2.tx9313, 2
-  %132 = mul nsw i64 %131, 32
-  %133 = add nsw i64 %130, %132
-  %134 = mul nsw i64 %conv2.cv9414, 8
-  %135 = add nsw i64 %133, %134
-  %136 = add nsw i64 835776, %135
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %136
-  %137 = load <8 x float>, ptr %arena21, align 4
-  %138 = mul nsw i64 %conv2.j9111, 8192
-  %139 = mul nsw i64 %conv2.ty9212, 2
-  %140 = add nsw i64 %139, 3
-  %141 = mul nsw i64 %140, 512
-  %142 = add nsw i64 %138, %141
-  %143 = mul nsw i64 %conv2.tx9313, 2
+  %125 = mul nsw i64 %conv2.j9110, 8192
+  %126 = mul nsw i64 %conv2.ty9211, 2
+  %127 = add nsw i64 %126, 3
+  %128 = mul nsw i64 %127, 512
+  %129 = add nsw i64 %125, %128
+  %130 = mul nsw i64 %conv2.tx9312, 2
+  %131 = mul nsw i64 %130, 32
+  %132 = add nsw i64 %129, %131
+  %133 = mul nsw i64 %conv2.cv9413, 8
+  %134 = add nsw i64 %132, %133
+  %135 = add nsw i64 835776, %134
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %135
+  %136 = load <8 x float>, ptr %arena21, align 4
+  %137 = fsub <8 x float> %124, %136
+  store <8 x float> %137, ptr %conv2.w98, align 32
+  %138 = mul nsw i64 %conv2.j9110, 8192
+  %139 = mul nsw i64 %conv2.ty9211, 2
+  %140 = mul nsw i64 %139, 512
+  %141 = add nsw i64 %138, %140
+  %142 = mul nsw i64 %conv2.tx9312, 2
+  %143 = add nsw i64 %142, 1
   %144 = mul nsw i64 %143, 32
-  %145 = add nsw i64 %142, %144
-  %146 = mul nsw i64 %conv2.cv9414, 8
+  %145 = add nsw i64 %141, %144
+  %146 = mul nsw i64 %conv2.cv9413, 8
   %147 = add nsw i64 %145, %146
   %148 = add nsw i64 835776, %147
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %148
   %149 = load <8 x float>, ptr %arena22, align 4
-  %150 = fsub <8 x float> %137, %149
-  store <8 x float> %150, ptr %conv2.w98, align 32
-  %151 = mul nsw i64 %conv2.j9111, 8192
-  %152 = mul nsw i64 %conv2.ty9212, 2
+  %150 = mul nsw i64 %conv2.j9110, 8192
+  %151 = mul nsw i64 %conv2.ty9211, 2
+  %152 = add nsw i64 %151, 2
   %153 = mul nsw i64 %152, 512
-  %154 = add nsw i64 %151, %153
-  %155 = mul nsw i64 %conv2.tx9313, 2
+  %154 = add nsw i64 %150, %153
+  %155 = mul nsw i64 %conv2.tx9312, 2
   %156 = add nsw i64 %155, 1
   %157 = mul nsw i64 %156, 32
   %158 = add nsw i64 %154, %157
-  %159 = mul nsw i64 %conv2.cv9414, 8
+  %159 = mul nsw i64 %conv2.cv9413, 8
   %160 = add nsw i64 %158, %159
   %161 = add nsw i64 835776, %160
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %161
   %162 = load <8 x float>, ptr %arena23, align 4
-  %163 = mul nsw i64 %conv2.j9111, 8192
-  %164 = mul nsw i64 %conv2.ty9212, 2
-  %165 = add nsw i64 %164, 2
-  %166 = mul nsw i64 %165, 512
-  %167 = add nsw i64 %163, %166
-  %168 = mul nsw i64 %conv2.tx9313, 2
-  %169 = add nsw i64 %168, 1
-  %170 = mul nsw i64 %169, 32
-  %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %conv2.cv9414, 8
-  %173 = add nsw i64 %171, %172
-  %174 = add nsw i64 835776, %173
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %174
-  %175 = load <8 x float>, ptr %arena24, align 4
-  %176 = fsub <8 x float> %162, %175
-  store <8 x float> %176, ptr %conv2.w99, align 32
-  %177 = mul nsw i64 %conv2.j9111, 8192
-  %178 = mul nsw i64 %conv2.ty9212, 2
-  %179 = add nsw i64 %178, 1
+  %163 = fsub <8 x float> %149, %162
+  store <8 x float> %163, ptr %conv2.w99, align 32
+  %164 = mul nsw i64 %conv2.j9110, 8192
+  %165 = mul nsw i64 %conv2.ty9211, 2
+  %166 = add nsw i64 %165, 1
+  %167 = mul nsw i64 %166, 512
+  %168 = add nsw i64 %164, %167
+  %169 = mul nsw i64 %conv2.tx9312, 2
+  %170 = add nsw i64 %169, 1
+  %171 = mul nsw i64 %170, 32
+  %172 = add nsw i64 %168, %171
+  %173 = mul nsw i64 %conv2.cv9413, 8
+  %174 = add nsw i64 %172, %173
+  %175 = add nsw i64 835776, %174
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %175
+  %176 = load <8 x float>, ptr %arena24, align 4
+  %177 = mul nsw i64 %conv2.j9110, 8192
+  %178 = mul nsw i64 %conv2.ty9211, 2
+  %179 = add nsw i64 %178, 2
   %180 = mul nsw i64 %179, 512
   %181 = add nsw i64 %177, %180
-  %182 = mul nsw i64 %conv2.tx9313, 2
+  %182 = mul nsw i64 %conv2.tx9312, 2
   %183 = add nsw i64 %182, 1
   %184 = mul nsw i64 %183, 32
   %185 = add nsw i64 %181, %184
-  %186 = mul nsw i64 %conv2.cv9414, 8
+  %186 = mul nsw i64 %conv2.cv9413, 8
   %187 = add nsw i64 %185, %186
   %188 = add nsw i64 835776, %187
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %188
   %189 = load <8 x float>, ptr %arena25, align 4
-  %190 = mul nsw i64 %conv2.j9111, 8192
-  %191 = mul nsw i64 %conv2.ty9212, 2
-  %192 = add nsw i64 %191, 2
-  %193 = mul nsw i64 %192, 512
-  %194 = add nsw i64 %190, %193
-  %195 = mul nsw i64 %conv2.tx9313, 2
-  %196 = add nsw i64 %195, 1
-  %197 = mul nsw i64 %196, 32
-  %198 = add nsw i64 %194, %197
-  %199 = mul nsw i64 %conv2.cv9414, 8
-  %200 = add nsw i64 %198, %199
-  %201 = add nsw i64 835776, %200
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %201
-  %202 = load <8 x float>, ptr %arena26, align 4
-  %203 = fadd <8 x float> %189, %202
-  store <8 x float> %203, ptr %conv2.w100, align 32
-  %204 = mul nsw i64 %conv2.j9111, 8192
-  %205 = mul nsw i64 %conv2.ty9212, 2
-  %206 = add nsw i64 %205, 2
+  %190 = fadd <8 x float> %176, %189
+  store <8 x float> %190, ptr %conv2.w100, align 32
+  %191 = mul nsw i64 %conv2.j9110, 8192
+  %192 = mul nsw i64 %conv2.ty9211, 2
+  %193 = add nsw i64 %192, 2
+  %194 = mul nsw i64 %193, 512
+  %195 = add nsw i64 %191, %194
+  %196 = mul nsw i64 %conv2.tx9312, 2
+  %197 = add nsw i64 %196, 1
+  %198 = mul nsw i64 %197, 32
+  %199 = add nsw i64 %195, %198
+  %200 = mul nsw i64 %conv2.cv9413, 8
+  %201 = add nsw i64 %199, %200
+  %202 = add nsw i64 835776, %201
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %202
+  %203 = load <8 x float>, ptr %arena26, align 4
+  %204 = mul nsw i64 %conv2.j9110, 8192
+  %205 = mul nsw i64 %conv2.ty9211, 2
+  %206 = add nsw i64 %205, 1
   %207 = mul nsw i64 %206, 512
   %208 = add nsw i64 %204, %207
-  %209 = mul nsw i64 %conv2.tx9313, 2
+  %209 = mul nsw i64 %conv2.tx9312, 2
   %210 = add nsw i64 %209, 1
   %211 = mul nsw i64 %210, 32
   %212 = add nsw i64 %208, %211
-  %213 = mul nsw i64 %conv2.cv9414, 8
+  %213 = mul nsw i64 %conv2.cv9413, 8
   %214 = add nsw i64 %212, %213
   %215 = add nsw i64 835776, %214
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %215
   %216 = load <8 x float>, ptr %arena27, align 4
-  %217 = mul nsw i64 %conv2.j9111, 8192
-  %218 = mul nsw i64 %conv2.ty9212, 2
-  %219 = add nsw i64 %218, 1
-  %220 = mul nsw i64 %219, 512
-  %221 = add nsw i64 %217, %220
-  %222 = mul nsw i64 %conv2.tx9313, 2
-  %223 = add nsw i64 %222, 1
-  %224 = mul nsw i64 %223, 32
-  %225 = add nsw i64 %221, %224
-  %226 = mul nsw i64 %conv2.cv9414, 8
-  %227 = add nsw i64 %225, %226
-  %228 = add nsw i64 835776, %227
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %228
-  %229 = load <8 x float>, ptr %arena28, align 4
-  %230 = fsub <8 x float> %216, %229
-  store <8 x float> %230, ptr %conv2.w101, align 32
-  %231 = mul nsw i64 %conv2.j9111, 8192
-  %232 = mul nsw i64 %conv2.ty9212, 2
-  %233 = add nsw i64 %232, 1
+  %217 = fsub <8 x float> %203, %216
+  store <8 x float> %217, ptr %conv2.w101, align 32
+  %218 = mul nsw i64 %conv2.j9110, 8192
+  %219 = mul nsw i64 %conv2.ty9211, 2
+  %220 = add nsw i64 %219, 1
+  %221 = mul nsw i64 %220, 512
+  %222 = add nsw i64 %218, %221
+  %223 = mul nsw i64 %conv2.tx9312, 2
+  %224 = add nsw i64 %223, 1
+  %225 = mul nsw i64 %224, 32
+  %226 = add nsw i64 %222, %225
+  %227 = mul nsw i64 %conv2.cv9413, 8
+  %228 = add nsw i64 %226, %227
+  %229 = add nsw i64 835776, %228
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %229
+  %230 = load <8 x float>, ptr %arena28, align 4
+  %231 = mul nsw i64 %conv2.j9110, 8192
+  %232 = mul nsw i64 %conv2.ty9211, 2
+  %233 = add nsw i64 %232, 3
   %234 = mul nsw i64 %233, 512
   %235 = add nsw i64 %231, %234
-  %236 = mul nsw i64 %conv2.tx9313, 2
+  %236 = mul nsw i64 %conv2.tx9312, 2
   %237 = add nsw i64 %236, 1
   %238 = mul nsw i64 %237, 32
   %239 = add nsw i64 %235, %238
-  %240 = mul nsw i64 %conv2.cv9414, 8
+  %240 = mul nsw i64 %conv2.cv9413, 8
   %241 = add nsw i64 %239, %240
   %242 = add nsw i64 835776, %241
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %242
   %243 = load <8 x float>, ptr %arena29, align 4
-  %244 = mul nsw i64 %conv2.j9111, 8192
-  %245 = mul nsw i64 %conv2.ty9212, 2
-  %246 = add nsw i64 %245, 3
+  %244 = fsub <8 x float> %230, %243
+  store <8 x float> %244, ptr %conv2.w102, align 32
+  %245 = mul nsw i64 %conv2.j9110, 8192
+  %246 = mul nsw i64 %conv2.ty9211, 2
   %247 = mul nsw i64 %246, 512
-  %248 = add nsw i64 %244, %247
-  %249 = mul nsw i64 %conv2.tx9313, 2
-  %250 = add nsw i64 %249, 1
+  %248 = add nsw i64 %245, %247
+  %249 = mul nsw i64 %conv2.tx9312, 2
+  %250 = add nsw i64 %249, 2
   %251 = mul nsw i64 %250, 32
   %252 = add nsw i64 %248, %251
-  %253 = mul nsw i64 %conv2.cv9414, 8
+  %253 = mul nsw i64 %conv2.cv9413, 8
   %254 = add nsw i64 %252, %253
   %255 = add nsw i64 835776, %254
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %255
   %256 = load <8 x float>, ptr %arena30, align 4
-  %257 = fsub <8 x float> %243, %256
-  store <8 x float> %257, ptr %conv2.w102, align 32
-  %258 = mul nsw i64 %conv2.j9111, 8192
-  %259 = mul nsw i64 %conv2.ty9212, 2
+  %257 = mul nsw i64 %conv2.j9110, 8192
+  %258 = mul nsw i64 %conv2.ty9211, 2
+  %259 = add nsw i64 %258, 2
   %260 = mul nsw i64 %259, 512
-  %261 = add nsw i64 %258, %260
-  %262 = mul nsw i64 %conv2.tx9313, 2
+  %261 = add nsw i64 %257, %260
+  %262 = mul nsw i64 %conv2.tx9312, 2
   %263 = add nsw i64 %262, 2
   %264 = mul nsw i64 %263, 32
   %265 = add nsw i64 %261, %264
-  %266 = mul nsw i64 %conv2.cv9414, 8
+  %266 = mul nsw i64 %conv2.cv9413, 8
   %267 = add nsw i64 %265, %266
   %268 = add nsw i64 835776, %267
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %268
   %269 = load <8 x float>, ptr %arena31, align 4
-  %270 = mul nsw i64 %conv2.j9111, 8192
-  %271 = mul nsw i64 %conv2.ty9212, 2
-  %272 = add nsw i64 %271, 2
-  %273 = mul nsw i64 %272, 512
-  %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %conv2.tx9313, 2
-  %276 = add nsw i64 %275, 2
-  %277 = mul nsw i64 %276, 32
-  %278 = add nsw i64 %274, %277
-  %279 = mul nsw i64 %conv2.cv9414, 8
-  %280 = add nsw i64 %278, %279
-  %281 = add nsw i64 835776, %280
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %281
-  %282 = load <8 x float>, ptr %arena32, align 4
-  %283 = fsub <8 x float> %269, %282
-  store <8 x float> %283, ptr %conv2.w103, align 32
-  %284 = mul nsw i64 %conv2.j9111, 8192
-  %285 = mul nsw i64 %conv2.ty9212, 2
-  %286 = add nsw i64 %285, 1
+  %270 = fsub <8 x float> %256, %269
+  store <8 x float> %270, ptr %conv2.w103, align 32
+  %271 = mul nsw i64 %conv2.j9110, 8192
+  %272 = mul nsw i64 %conv2.ty9211, 2
+  %273 = add nsw i64 %272, 1
+  %274 = mul nsw i64 %273, 512
+  %275 = add nsw i64 %271, %274
+  %276 = mul nsw i64 %conv2.tx9312, 2
+  %277 = add nsw i64 %276, 2
+  %278 = mul nsw i64 %277, 32
+  %279 = add nsw i64 %275, %278
+  %280 = mul nsw i64 %conv2.cv9413, 8
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 835776, %281
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %282
+  %283 = load <8 x float>, ptr %arena32, align 4
+  %284 = mul nsw i64 %conv2.j9110, 8192
+  %285 = mul nsw i64 %conv2.ty9211, 2
+  %286 = add nsw i64 %285, 2
   %287 = mul nsw i64 %286, 512
   %288 = add nsw i64 %284, %287
-  %289 = mul nsw i64 %conv2.tx9313, 2
+  %289 = mul nsw i64 %conv2.tx9312, 2
   %290 = add nsw i64 %289, 2
   %291 = mul nsw i64 %290, 32
   %292 = add nsw i64 %288, %291
-  %293 = mul nsw i64 %conv2.cv9414, 8
+  %293 = mul nsw i64 %conv2.cv9413, 8
   %294 = add nsw i64 %292, %293
   %295 = add nsw i64 835776, %294
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %295
   %296 = load <8 x float>, ptr %arena33, align 4
-  %297 = mul nsw i64 %conv2.j9111, 8192
-  %298 = mul nsw i64 %conv2.ty9212, 2
-  %299 = add nsw i64 %298, 2
-  %300 = mul nsw i64 %299, 512
-  %301 = add nsw i64 %297, %300
-  %302 = mul nsw i64 %conv2.tx9313, 2
-  %303 = add nsw i64 %302, 2
-  %304 = mul nsw i64 %303, 32
-  %305 = add nsw i64 %301, %304
-  %306 = mul nsw i64 %conv2.cv9414, 8
-  %307 = add nsw i64 %305, %306
-  %308 = add nsw i64 835776, %307
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %308
-  %309 = load <8 x float>, ptr %arena34, align 4
-  %310 = fadd <8 x float> %296, %309
-  store <8 x float> %310, ptr %conv2.w104, align 32
-  %311 = mul nsw i64 %conv2.j9111, 8192
-  %312 = mul nsw i64 %conv2.ty9212, 2
-  %313 = add nsw i64 %312, 2
+  %297 = fadd <8 x float> %283, %296
+  store <8 x float> %297, ptr %conv2.w104, align 32
+  %298 = mul nsw i64 %conv2.j9110, 8192
+  %299 = mul nsw i64 %conv2.ty9211, 2
+  %300 = add nsw i64 %299, 2
+  %301 = mul nsw i64 %300, 512
+  %302 = add nsw i64 %298, %301
+  %303 = mul nsw i64 %conv2.tx9312, 2
+  %304 = add nsw i64 %303, 2
+  %305 = mul nsw i64 %304, 32
+  %306 = add nsw i64 %302, %305
+  %307 = mul nsw i64 %conv2.cv9413, 8
+  %308 = add nsw i64 %306, %307
+  %309 = add nsw i64 835776, %308
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %309
+  %310 = load <8 x float>, ptr %arena34, align 4
+  %311 = mul nsw i64 %conv2.j9110, 8192
+  %312 = mul nsw i64 %conv2.ty9211, 2
+  %313 = add nsw i64 %312, 1
   %314 = mul nsw i64 %313, 512
   %315 = add nsw i64 %311, %314
-  %316 = mul nsw i64 %conv2.tx9313, 2
+  %316 = mul nsw i64 %conv2.tx9312, 2
   %317 = add nsw i64 %316, 2
   %318 = mul nsw i64 %317, 32
   %319 = add nsw i64 %315, %318
-  %320 = mul nsw i64 %conv2.cv9414, 8
+  %320 = mul nsw i64 %conv2.cv9413, 8
   %321 = add nsw i64 %319, %320
   %322 = add nsw i64 835776, %321
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %322
   %323 = load <8 x float>, ptr %arena35, align 4
-  %324 = mul nsw i64 %conv2.j9111, 8192
-  %325 = mul nsw i64 %conv2.ty9212, 2
-  %326 = add nsw i64 %325, 1
-  %327 = mul nsw i64 %326, 512
-  %328 = add nsw i64 %324, %327
-  %329 = mul nsw i64 %conv2.tx9313, 2
-  %330 = add nsw i64 %329, 2
-  %331 = mul nsw i64 %330, 32
-  %332 = add nsw i64 %328, %331
-  %333 = mul nsw i64 %conv2.cv9414, 8
-  %334 = add nsw i64 %332, %333
-  %335 = add nsw i64 835776, %334
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %335
-  %336 = load <8 x float>, ptr %arena36, align 4
-  %337 = fsub <8 x float> %323, %336
-  store <8 x float> %337, ptr %conv2.w105, align 32
-  %338 = mul nsw i64 %conv2.j9111, 8192
-  %339 = mul nsw i64 %conv2.ty9212, 2
-  %340 = add nsw i64 %339, 1
+  %324 = fsub <8 x float> %310, %323
+  store <8 x float> %324, ptr %conv2.w105, align 32
+  %325 = mul nsw i64 %conv2.j9110, 8192
+  %326 = mul nsw i64 %conv2.ty9211, 2
+  %327 = add nsw i64 %326, 1
+  %328 = mul nsw i64 %327, 512
+  %329 = add nsw i64 %325, %328
+  %330 = mul nsw i64 %conv2.tx9312, 2
+  %331 = add nsw i64 %330, 2
+  %332 = mul nsw i64 %331, 32
+  %333 = add nsw i64 %329, %332
+  %334 = mul nsw i64 %conv2.cv9413, 8
+  %335 = add nsw i64 %333, %334
+  %336 = add nsw i64 835776, %335
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %336
+  %337 = load <8 x float>, ptr %arena36, align 4
+  %338 = mul nsw i64 %conv2.j9110, 8192
+  %339 = mul nsw i64 %conv2.ty9211, 2
+  %340 = add nsw i64 %339, 3
   %341 = mul nsw i64 %340, 512
   %342 = add nsw i64 %338, %341
-  %343 = mul nsw i64 %conv2.tx9313, 2
+  %343 = mul nsw i64 %conv2.tx9312, 2
   %344 = add nsw i64 %343, 2
   %345 = mul nsw i64 %344, 32
   %346 = add nsw i64 %342, %345
-  %347 = mul nsw i64 %conv2.cv9414, 8
+  %347 = mul nsw i64 %conv2.cv9413, 8
   %348 = add nsw i64 %346, %347
   %349 = add nsw i64 835776, %348
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %349
   %350 = load <8 x float>, ptr %arena37, align 4
-  %351 = mul nsw i64 %conv2.j9111, 8192
-  %352 = mul nsw i64 %conv2.ty9212, 2
-  %353 = add nsw i64 %352, 3
+  %351 = fsub <8 x float> %337, %350
+  store <8 x float> %351, ptr %conv2.w106, align 32
+  %352 = mul nsw i64 %conv2.j9110, 8192
+  %353 = mul nsw i64 %conv2.ty9211, 2
   %354 = mul nsw i64 %353, 512
-  %355 = add nsw i64 %351, %354
-  %356 = mul nsw i64 %conv2.tx9313, 2
-  %357 = add nsw i64 %356, 2
+  %355 = add nsw i64 %352, %354
+  %356 = mul nsw i64 %conv2.tx9312, 2
+  %357 = add nsw i64 %356, 3
   %358 = mul nsw i64 %357, 32
   %359 = add nsw i64 %355, %358
-  %360 = mul nsw i64 %conv2.cv9414, 8
+  %360 = mul nsw i64 %conv2.cv9413, 8
   %361 = add nsw i64 %359, %360
   %362 = add nsw i64 835776, %361
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %362
   %363 = load <8 x float>, ptr %arena38, align 4
-  %364 = fsub <8 x float> %350, %363
-  store <8 x float> %364, ptr %conv2.w106, align 32
-  %365 = mul nsw i64 %conv2.j9111, 8192
-  %366 = mul nsw i64 %conv2.ty9212, 2
+  %364 = mul nsw i64 %conv2.j9110, 8192
+  %365 = mul nsw i64 %conv2.ty9211, 2
+  %366 = add nsw i64 %365, 2
   %367 = mul nsw i64 %366, 512
-  %368 = add nsw i64 %365, %367
-  %369 = mul nsw i64 %conv2.tx9313, 2
+  %368 = add nsw i64 %364, %367
+  %369 = mul nsw i64 %conv2.tx9312, 2
   %370 = add nsw i64 %369, 3
   %371 = mul nsw i64 %370, 32
   %372 = add nsw i64 %368, %371
-  %373 = mul nsw i64 %conv2.cv9414, 8
+  %373 = mul nsw i64 %conv2.cv9413, 8
   %374 = add nsw i64 %372, %373
   %375 = add nsw i64 835776, %374
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %375
   %376 = load <8 x float>, ptr %arena39, align 4
-  %377 = mul nsw i64 %conv2.j9111, 8192
-  %378 = mul nsw i64 %conv2.ty9212, 2
-  %379 = add nsw i64 %378, 2
-  %380 = mul nsw i64 %379, 512
-  %381 = add nsw i64 %377, %380
-  %382 = mul nsw i64 %conv2.tx9313, 2
-  %383 = add nsw i64 %382, 3
-  %384 = mul nsw i64 %383, 32
-  %385 = add nsw i64 %381, %384
-  %386 = mul nsw i64 %conv2.cv9414, 8
-  %387 = add nsw i64 %385, %386
-  %388 = add nsw i64 835776, %387
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %388
-  %389 = load <8 x float>, ptr %arena40, align 4
-  %390 = fsub <8 x float> %376, %389
-  store <8 x float> %390, ptr %conv2.w107, align 32
-  %391 = mul nsw i64 %conv2.j9111, 8192
-  %392 = mul nsw i64 %conv2.ty9212, 2
-  %393 = add nsw i64 %392, 1
+  %377 = fsub <8 x float> %363, %376
+  store <8 x float> %377, ptr %conv2.w107, align 32
+  %378 = mul nsw i64 %conv2.j9110, 8192
+  %379 = mul nsw i64 %conv2.ty9211, 2
+  %380 = add nsw i64 %379, 1
+  %381 = mul nsw i64 %380, 512
+  %382 = add nsw i64 %378, %381
+  %383 = mul nsw i64 %conv2.tx9312, 2
+  %384 = add nsw i64 %383, 3
+  %385 = mul nsw i64 %384, 32
+  %386 = add nsw i64 %382, %385
+  %387 = mul nsw i64 %conv2.cv9413, 8
+  %388 = add nsw i64 %386, %387
+  %389 = add nsw i64 835776, %388
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %389
+  %390 = load <8 x float>, ptr %arena40, align 4
+  %391 = mul nsw i64 %conv2.j9110, 8192
+  %392 = mul nsw i64 %conv2.ty9211, 2
+  %393 = add nsw i64 %392, 2
   %394 = mul nsw i64 %393, 512
   %395 = add nsw i64 %391, %394
-  %396 = mul nsw i64 %conv2.tx9313, 2
+  %396 = mul nsw i64 %conv2.tx9312, 2
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 32
   %399 = add nsw i64 %395, %398
-  %400 = mul nsw i64 %conv2.cv9414, 8
+  %400 = mul nsw i64 %conv2.cv9413, 8
   %401 = add nsw i64 %399, %400
   %402 = add nsw i64 835776, %401
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %402
   %403 = load <8 x float>, ptr %arena41, align 4
-  %404 = mul nsw i64 %conv2.j9111, 8192
-  %405 = mul nsw i64 %conv2.ty9212, 2
-  %406 = add nsw i64 %405, 2
-  %407 = mul nsw i64 %406, 512
-  %408 = add nsw i64 %404, %407
-  %409 = mul nsw i64 %conv2.tx9313, 2
-  %410 = add nsw i64 %409, 3
-  %411 = mul nsw i64 %410, 32
-  %412 = add nsw i64 %408, %411
-  %413 = mul nsw i64 %conv2.cv9414, 8
-  %414 = add nsw i64 %412, %413
-  %415 = add nsw i64 835776, %414
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %415
-  %416 = load <8 x float>, ptr %arena42, align 4
-  %417 = fadd <8 x float> %403, %416
-  store <8 x float> %417, ptr %conv2.w108, align 32
-  %418 = mul nsw i64 %conv2.j9111, 8192
-  %419 = mul nsw i64 %conv2.ty9212, 2
-  %420 = add nsw i64 %419, 2
+  %404 = fadd <8 x float> %390, %403
+  store <8 x float> %404, ptr %conv2.w108, align 32
+  %405 = mul nsw i64 %conv2.j9110, 8192
+  %406 = mul nsw i64 %conv2.ty9211, 2
+  %407 = add nsw i64 %406, 2
+  %408 = mul nsw i64 %407, 512
+  %409 = add nsw i64 %405, %408
+  %410 = mul nsw i64 %conv2.tx9312, 2
+  %411 = add nsw i64 %410, 3
+  %412 = mul nsw i64 %411, 32
+  %413 = add nsw i64 %409, %412
+  %414 = mul nsw i64 %conv2.cv9413, 8
+  %415 = add nsw i64 %413, %414
+  %416 = add nsw i64 835776, %415
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %416
+  %417 = load <8 x float>, ptr %arena42, align 4
+  %418 = mul nsw i64 %conv2.j9110, 8192
+  %419 = mul nsw i64 %conv2.ty9211, 2
+  %420 = add nsw i64 %419, 1
   %421 = mul nsw i64 %420, 512
   %422 = add nsw i64 %418, %421
-  %423 = mul nsw i64 %conv2.tx9313, 2
+  %423 = mul nsw i64 %conv2.tx9312, 2
   %424 = add nsw i64 %423, 3
   %425 = mul nsw i64 %424, 32
   %426 = add nsw i64 %422, %425
-  %427 = mul nsw i64 %conv2.cv9414, 8
+  %427 = mul nsw i64 %conv2.cv9413, 8
   %428 = add nsw i64 %426, %427
   %429 = add nsw i64 835776, %428
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %429
   %430 = load <8 x float>, ptr %arena43, align 4
-  %431 = mul nsw i64 %conv2.j9111, 8192
-  %432 = mul nsw i64 %conv2.ty9212, 2
-  %433 = add nsw i64 %432, 1
-  %434 = mul nsw i64 %433, 512
-  %435 = add nsw i64 %431, %434
-  %436 = mul nsw i64 %conv2.tx9313, 2
-  %437 = add nsw i64 %436, 3
-  %438 = mul nsw i64 %437, 32
-  %439 = add nsw i64 %435, %438
-  %440 = mul nsw i64 %conv2.cv9414, 8
-  %441 = add nsw i64 %439, %440
-  %442 = add nsw i64 835776, %441
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %442
-  %443 = load <8 x float>, ptr %arena44, align 4
-  %444 = fsub <8 x float> %430, %443
-  store <8 x float> %444, ptr %conv2.w109, align 32
-  %445 = mul nsw i64 %conv2.j9111, 8192
-  %446 = mul nsw i64 %conv2.ty9212, 2
-  %447 = add nsw i64 %446, 1
+  %431 = fsub <8 x float> %417, %430
+  store <8 x float> %431, ptr %conv2.w109, align 32
+  %432 = mul nsw i64 %conv2.j9110, 8192
+  %433 = mul nsw i64 %conv2.ty9211, 2
+  %434 = add nsw i64 %433, 1
+  %435 = mul nsw i64 %434, 512
+  %436 = add nsw i64 %432, %435
+  %437 = mul nsw i64 %conv2.tx9312, 2
+  %438 = add nsw i64 %437, 3
+  %439 = mul nsw i64 %438, 32
+  %440 = add nsw i64 %436, %439
+  %441 = mul nsw i64 %conv2.cv9413, 8
+  %442 = add nsw i64 %440, %441
+  %443 = add nsw i64 835776, %442
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %443
+  %444 = load <8 x float>, ptr %arena44, align 4
+  %445 = mul nsw i64 %conv2.j9110, 8192
+  %446 = mul nsw i64 %conv2.ty9211, 2
+  %447 = add nsw i64 %446, 3
   %448 = mul nsw i64 %447, 512
   %449 = add nsw i64 %445, %448
-  %450 = mul nsw i64 %conv2.tx9313, 2
+  %450 = mul nsw i64 %conv2.tx9312, 2
   %451 = add nsw i64 %450, 3
   %452 = mul nsw i64 %451, 32
   %453 = add nsw i64 %449, %452
-  %454 = mul nsw i64 %conv2.cv9414, 8
+  %454 = mul nsw i64 %conv2.cv9413, 8
   %455 = add nsw i64 %453, %454
   %456 = add nsw i64 835776, %455
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %456
   %457 = load <8 x float>, ptr %arena45, align 4
-  %458 = mul nsw i64 %conv2.j9111, 8192
-  %459 = mul nsw i64 %conv2.ty9212, 2
-  %460 = add nsw i64 %459, 3
-  %461 = mul nsw i64 %460, 512
-  %462 = add nsw i64 %458, %461
-  %463 = mul nsw i64 %conv2.tx9313, 2
-  %464 = add nsw i64 %463, 3
-  %465 = mul nsw i64 %464, 32
-  %466 = add nsw i64 %462, %465
-  %467 = mul nsw i64 %conv2.cv9414, 8
-  %468 = add nsw i64 %466, %467
-  %469 = add nsw i64 835776, %468
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %469
-  %470 = load <8 x float>, ptr %arena46, align 4
-  %471 = fsub <8 x float> %457, %470
-  store <8 x float> %471, ptr %conv2.w110, align 32
+  %458 = fsub <8 x float> %444, %457
+  store <8 x float> %458, ptr %conv2.w110, align 32
   %w95 = load <8 x float>, ptr %conv2.w95, align 32
   %w103 = load <8 x float>, ptr %conv2.w103, align 32
-  %472 = fsub <8 x float> %w95, %w103
-  store <8 x float> %472, ptr %conv2.w111, align 32
+  %459 = fsub <8 x float> %w95, %w103
+  store <8 x float> %459, ptr %conv2.w111, align 32
   %w99 = load <8 x float>, ptr %conv2.w99, align 32
+  %w10346 = load <8 x float>, ptr %conv2.w103, align 32
+  %460 = fadd <8 x float> %w99, %w10346
+  store <8 x float> %460, ptr %conv2.w112, align 32
   %w10347 = load <8 x float>, ptr %conv2.w103, align 32
-  %473 = fadd <8 x float> %w99, %w10347
-  store <8 x float> %473, ptr %conv2.w112, align 32
-  %w10348 = load <8 x float>, ptr %conv2.w103, align 32
+  %w9948 = load <8 x float>, ptr %conv2.w99, align 32
+  %461 = fsub <8 x float> %w10347, %w9948
+  store <8 x float> %461, ptr %conv2.w113, align 32
   %w9949 = load <8 x float>, ptr %conv2.w99, align 32
-  %474 = fsub <8 x float> %w10348, %w9949
-  store <8 x float> %474, ptr %conv2.w113, align 32
-  %w9950 = load <8 x float>, ptr %conv2.w99, align 32
   %w107 = load <8 x float>, ptr %conv2.w107, align 32
-  %475 = fsub <8 x float> %w9950, %w107
-  store <8 x float> %475, ptr %conv2.w114, align 32
+  %462 = fsub <8 x float> %w9949, %w107
+  store <8 x float> %462, ptr %conv2.w114, align 32
   %w96 = load <8 x float>, ptr %conv2.w96, align 32
   %w104 = load <8 x float>, ptr %conv2.w104, align 32
-  %476 = fsub <8 x float> %w96, %w104
-  store <8 x float> %476, ptr %conv2.w115, align 32
+  %463 = fsub <8 x float> %w96, %w104
+  store <8 x float> %463, ptr %conv2.w115, align 32
   %w100 = load <8 x float>, ptr %conv2.w100, align 32
+  %w10450 = load <8 x float>, ptr %conv2.w104, align 32
+  %464 = fadd <8 x float> %w100, %w10450
+  store <8 x float> %464, ptr %conv2.w116, align 32
   %w10451 = load <8 x float>, ptr %conv2.w104, align 32
-  %477 = fadd <8 x float> %w100, %w10451
-  store <8 x float> %477, ptr %conv2.w116, align 32
-  %w10452 = load <8 x float>, ptr %conv2.w104, align 32
+  %w10052 = load <8 x float>, ptr %conv2.w100, align 32
+  %465 = fsub <8 x float> %w10451, %w10052
+  store <8 x float> %465, ptr %conv2.w117, align 32
   %w10053 = load <8 x float>, ptr %conv2.w100, align 32
-  %478 = fsub <8 x float> %w10452, %w10053
-  store <8 x float> %478, ptr %conv2.w117, align 32
-  %w10054 = load <8 x float>, ptr %conv2.w100, align 32
   %w108 = load <8 x float>, ptr %conv2.w108, align 32
-  %479 = fsub <8 x float> %w10054, %w108
-  store <8 x float> %479, ptr %conv2.w118, align 32
+  %466 = fsub <8 x float> %w10053, %w108
+  store <8 x float> %466, ptr %conv2.w118, align 32
   %w97 = load <8 x float>, ptr %conv2.w97, align 32
   %w105 = load <8 x float>, ptr %conv2.w105, align 32
-  %480 = fsub <8 x float> %w97, %w105
-  store <8 x float> %480, ptr %conv2.w119, align 32
+  %467 = fsub <8 x float> %w97, %w105
+  store <8 x float> %467, ptr %conv2.w119, align 32
   %w101 = load <8 x float>, ptr %conv2.w101, align 32
+  %w10554 = load <8 x float>, ptr %conv2.w105, align 32
+  %468 = fadd <8 x float> %w101, %w10554
+  store <8 x float> %468, ptr %conv2.w120, align 32
   %w10555 = load <8 x float>, ptr %conv2.w105, align 32
-  %481 = fadd <8 x float> %w101, %w10555
-  store <8 x float> %481, ptr %conv2.w120, align 32
-  %w10556 = load <8 x float>, ptr %conv2.w105, align 32
+  %w10156 = load <8 x float>, ptr %conv2.w101, align 32
+  %469 = fsub <8 x float> %w10555, %w10156
+  store <8 x float> %469, ptr %conv2.w121, align 32
   %w10157 = load <8 x float>, ptr %conv2.w101, align 32
-  %482 = fsub <8 x float> %w10556, %w10157
-  store <8 x float> %482, ptr %conv2.w121, align 32
-  %w10158 = load <8 x float>, ptr %conv2.w101, align 32
   %w109 = load <8 x float>, ptr %conv2.w109, align 32
-  %483 = fsub <8 x float> %w10158, %w109
-  store <8 x float> %483, ptr %conv2.w122, align 32
+  %470 = fsub <8 x float> %w10157, %w109
+  store <8 x float> %470, ptr %conv2.w122, align 32
   %w98 = load <8 x float>, ptr %conv2.w98, align 32
   %w106 = load <8 x float>, ptr %conv2.w106, align 32
-  %484 = fsub <8 x float> %w98, %w106
-  store <8 x float> %484, ptr %conv2.w123, align 32
+  %471 = fsub <8 x float> %w98, %w106
+  store <8 x float> %471, ptr %conv2.w123, align 32
   %w102 = load <8 x float>, ptr %conv2.w102, align 32
+  %w10658 = load <8 x float>, ptr %conv2.w106, align 32
+  %472 = fadd <8 x float> %w102, %w10658
+  store <8 x float> %472, ptr %conv2.w124, align 32
   %w10659 = load <8 x float>, ptr %conv2.w106, align 32
-  %485 = fadd <8 x float> %w102, %w10659
-  store <8 x float> %485, ptr %conv2.w124, align 32
-  %w10660 = load <8 x float>, ptr %conv2.w106, align 32
+  %w10260 = load <8 x float>, ptr %conv2.w102, align 32
+  %473 = fsub <8 x float> %w10659, %w10260
+  store <8 x float> %473, ptr %conv2.w125, align 32
   %w10261 = load <8 x float>, ptr %conv2.w102, align 32
-  %486 = fsub <8 x float> %w10660, %w10261
-  store <8 x float> %486, ptr %conv2.w125, align 32
-  %w10262 = load <8 x float>, ptr %conv2.w102, align 32
   %w110 = load <8 x float>, ptr %conv2.w110, align 32
-  %487 = fsub <8 x float> %w10262, %w110
-  store <8 x float> %487, ptr %conv2.w126, align 32
+  %474 = fsub <8 x float> %w10261, %w110
+  store <8 x float> %474, ptr %conv2.w126, align 32
   %w111 = load <8 x float>, ptr %conv2.w111, align 32
-  %488 = mul nsw i64 %conv2.j9111, 49
-  %489 = mul nsw i64 %conv2.ty9212, 7
-  %490 = add nsw i64 %488, %489
-  %491 = add nsw i64 %490, %conv2.tx9313
-  %492 = mul nsw i64 %491, 32
-  %493 = add nsw i64 843968, %492
-  %494 = mul nsw i64 %conv2.cv9414, 8
-  %495 = add nsw i64 %493, %494
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %495
-  store <8 x float> %w111, ptr %arena63, align 4
+  %475 = mul nsw i64 %conv2.j9110, 49
+  %476 = mul nsw i64 %conv2.ty9211, 7
+  %477 = add nsw i64 %475, %476
+  %478 = add nsw i64 %477, %conv2.tx9312
+  %479 = mul nsw i64 %478, 32
+  %480 = add nsw i64 843968, %479
+  %481 = mul nsw i64 %conv2.cv9413, 8
+  %482 = add nsw i64 %480, %481
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %482
+  store <8 x float> %w111, ptr %arena62, align 4
   %w112 = load <8 x float>, ptr %conv2.w112, align 32
-  %496 = mul nsw i64 %conv2.j9111, 49
-  %497 = mul nsw i64 %conv2.ty9212, 7
-  %498 = add nsw i64 %496, %497
-  %499 = add nsw i64 %498, %conv2.tx9313
-  %500 = mul nsw i64 %499, 32
-  %501 = add nsw i64 845536, %500
-  %502 = mul nsw i64 %conv2.cv9414, 8
-  %503 = add nsw i64 %501, %502
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %503
-  store <8 x float> %w112, ptr %arena64, align 4
+  %483 = mul nsw i64 %conv2.j9110, 49
+  %484 = mul nsw i64 %conv2.ty9211, 7
+  %485 = add nsw i64 %483, %484
+  %486 = add nsw i64 %485, %conv2.tx9312
+  %487 = mul nsw i64 %486, 32
+  %488 = add nsw i64 845536, %487
+  %489 = mul nsw i64 %conv2.cv9413, 8
+  %490 = add nsw i64 %488, %489
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %490
+  store <8 x float> %w112, ptr %arena63, align 4
   %w113 = load <8 x float>, ptr %conv2.w113, align 32
-  %504 = mul nsw i64 %conv2.j9111, 49
-  %505 = mul nsw i64 %conv2.ty9212, 7
-  %506 = add nsw i64 %504, %505
-  %507 = add nsw i64 %506, %conv2.tx9313
-  %508 = mul nsw i64 %507, 32
-  %509 = add nsw i64 847104, %508
-  %510 = mul nsw i64 %conv2.cv9414, 8
-  %511 = add nsw i64 %509, %510
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %511
-  store <8 x float> %w113, ptr %arena65, align 4
+  %491 = mul nsw i64 %conv2.j9110, 49
+  %492 = mul nsw i64 %conv2.ty9211, 7
+  %493 = add nsw i64 %491, %492
+  %494 = add nsw i64 %493, %conv2.tx9312
+  %495 = mul nsw i64 %494, 32
+  %496 = add nsw i64 847104, %495
+  %497 = mul nsw i64 %conv2.cv9413, 8
+  %498 = add nsw i64 %496, %497
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %498
+  store <8 x float> %w113, ptr %arena64, align 4
   %w114 = load <8 x float>, ptr %conv2.w114, align 32
-  %512 = mul nsw i64 %conv2.j9111, 49
-  %513 = mul nsw i64 %conv2.ty9212, 7
-  %514 = add nsw i64 %512, %513
-  %515 = add nsw i64 %514, %conv2.tx9313
-  %516 = mul nsw i64 %515, 32
-  %517 = add nsw i64 848672, %516
-  %518 = mul nsw i64 %conv2.cv9414, 8
-  %519 = add nsw i64 %517, %518
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %519
-  store <8 x float> %w114, ptr %arena66, align 4
+  %499 = mul nsw i64 %conv2.j9110, 49
+  %500 = mul nsw i64 %conv2.ty9211, 7
+  %501 = add nsw i64 %499, %500
+  %502 = add nsw i64 %501, %conv2.tx9312
+  %503 = mul nsw i64 %502, 32
+  %504 = add nsw i64 848672, %503
+  %505 = mul nsw i64 %conv2.cv9413, 8
+  %506 = add nsw i64 %504, %505
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %506
+  store <8 x float> %w114, ptr %arena65, align 4
   %w115 = load <8 x float>, ptr %conv2.w115, align 32
-  %520 = mul nsw i64 %conv2.j9111, 49
-  %521 = mul nsw i64 %conv2.ty9212, 7
-  %522 = add nsw i64 %520, %521
-  %523 = add nsw i64 %522, %conv2.tx9313
-  %524 = mul nsw i64 %523, 32
-  %525 = add nsw i64 850240, %524
-  %526 = mul nsw i64 %conv2.cv9414, 8
-  %527 = add nsw i64 %525, %526
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %527
-  store <8 x float> %w115, ptr %arena67, align 4
+  %507 = mul nsw i64 %conv2.j9110, 49
+  %508 = mul nsw i64 %conv2.ty9211, 7
+  %509 = add nsw i64 %507, %508
+  %510 = add nsw i64 %509, %conv2.tx9312
+  %511 = mul nsw i64 %510, 32
+  %512 = add nsw i64 850240, %511
+  %513 = mul nsw i64 %conv2.cv9413, 8
+  %514 = add nsw i64 %512, %513
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %514
+  store <8 x float> %w115, ptr %arena66, align 4
   %w116 = load <8 x float>, ptr %conv2.w116, align 32
-  %528 = mul nsw i64 %conv2.j9111, 49
-  %529 = mul nsw i64 %conv2.ty9212, 7
-  %530 = add nsw i64 %528, %529
-  %531 = add nsw i64 %530, %conv2.tx9313
-  %532 = mul nsw i64 %531, 32
-  %533 = add nsw i64 851808, %532
-  %534 = mul nsw i64 %conv2.cv9414, 8
-  %535 = add nsw i64 %533, %534
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %535
-  store <8 x float> %w116, ptr %arena68, align 4
+  %515 = mul nsw i64 %conv2.j9110, 49
+  %516 = mul nsw i64 %conv2.ty9211, 7
+  %517 = add nsw i64 %515, %516
+  %518 = add nsw i64 %517, %conv2.tx9312
+  %519 = mul nsw i64 %518, 32
+  %520 = add nsw i64 851808, %519
+  %521 = mul nsw i64 %conv2.cv9413, 8
+  %522 = add nsw i64 %520, %521
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %522
+  store <8 x float> %w116, ptr %arena67, align 4
   %w117 = load <8 x float>, ptr %conv2.w117, align 32
-  %536 = mul nsw i64 %conv2.j9111, 49
-  %537 = mul nsw i64 %conv2.ty9212, 7
-  %538 = add nsw i64 %536, %537
-  %539 = add nsw i64 %538, %conv2.tx9313
-  %540 = mul nsw i64 %539, 32
-  %541 = add nsw i64 853376, %540
-  %542 = mul nsw i64 %conv2.cv9414, 8
-  %543 = add nsw i64 %541, %542
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %543
-  store <8 x float> %w117, ptr %arena69, align 4
+  %523 = mul nsw i64 %conv2.j9110, 49
+  %524 = mul nsw i64 %conv2.ty9211, 7
+  %525 = add nsw i64 %523, %524
+  %526 = add nsw i64 %525, %conv2.tx9312
+  %527 = mul nsw i64 %526, 32
+  %528 = add nsw i64 853376, %527
+  %529 = mul nsw i64 %conv2.cv9413, 8
+  %530 = add nsw i64 %528, %529
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %530
+  store <8 x float> %w117, ptr %arena68, align 4
   %w118 = load <8 x float>, ptr %conv2.w118, align 32
-  %544 = mul nsw i64 %conv2.j9111, 49
-  %545 = mul nsw i64 %conv2.ty9212, 7
-  %546 = add nsw i64 %544, %545
-  %547 = add nsw i64 %546, %conv2.tx9313
-  %548 = mul nsw i64 %547, 32
-  %549 = add nsw i64 854944, %548
-  %550 = mul nsw i64 %conv2.cv9414, 8
-  %551 = add nsw i64 %549, %550
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %551
-  store <8 x float> %w118, ptr %arena70, align 4
+  %531 = mul nsw i64 %conv2.j9110, 49
+  %532 = mul nsw i64 %conv2.ty9211, 7
+  %533 = add nsw i64 %531, %532
+  %534 = add nsw i64 %533, %conv2.tx9312
+  %535 = mul nsw i64 %534, 32
+  %536 = add nsw i64 854944, %535
+  %537 = mul nsw i64 %conv2.cv9413, 8
+  %538 = add nsw i64 %536, %537
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %538
+  store <8 x float> %w118, ptr %arena69, align 4
   %w119 = load <8 x float>, ptr %conv2.w119, align 32
-  %552 = mul nsw i64 %conv2.j9111, 49
-  %553 = mul nsw i64 %conv2.ty9212, 7
-  %554 = add nsw i64 %552, %553
-  %555 = add nsw i64 %554, %conv2.tx9313
-  %556 = mul nsw i64 %555, 32
-  %557 = add nsw i64 856512, %556
-  %558 = mul nsw i64 %conv2.cv9414, 8
-  %559 = add nsw i64 %557, %558
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %559
-  store <8 x float> %w119, ptr %arena71, align 4
+  %539 = mul nsw i64 %conv2.j9110, 49
+  %540 = mul nsw i64 %conv2.ty9211, 7
+  %541 = add nsw i64 %539, %540
+  %542 = add nsw i64 %541, %conv2.tx9312
+  %543 = mul nsw i64 %542, 32
+  %544 = add nsw i64 856512, %543
+  %545 = mul nsw i64 %conv2.cv9413, 8
+  %546 = add nsw i64 %544, %545
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %546
+  store <8 x float> %w119, ptr %arena70, align 4
   %w120 = load <8 x float>, ptr %conv2.w120, align 32
-  %560 = mul nsw i64 %conv2.j9111, 49
-  %561 = mul nsw i64 %conv2.ty9212, 7
-  %562 = add nsw i64 %560, %561
-  %563 = add nsw i64 %562, %conv2.tx9313
-  %564 = mul nsw i64 %563, 32
-  %565 = add nsw i64 858080, %564
-  %566 = mul nsw i64 %conv2.cv9414, 8
-  %567 = add nsw i64 %565, %566
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %567
-  store <8 x float> %w120, ptr %arena72, align 4
+  %547 = mul nsw i64 %conv2.j9110, 49
+  %548 = mul nsw i64 %conv2.ty9211, 7
+  %549 = add nsw i64 %547, %548
+  %550 = add nsw i64 %549, %conv2.tx9312
+  %551 = mul nsw i64 %550, 32
+  %552 = add nsw i64 858080, %551
+  %553 = mul nsw i64 %conv2.cv9413, 8
+  %554 = add nsw i64 %552, %553
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %554
+  store <8 x float> %w120, ptr %arena71, align 4
   %w121 = load <8 x float>, ptr %conv2.w121, align 32
-  %568 = mul nsw i64 %conv2.j9111, 49
-  %569 = mul nsw i64 %conv2.ty9212, 7
-  %570 = add nsw i64 %568, %569
-  %571 = add nsw i64 %570, %conv2.tx9313
-  %572 = mul nsw i64 %571, 32
-  %573 = add nsw i64 859648, %572
-  %574 = mul nsw i64 %conv2.cv9414, 8
-  %575 = add nsw i64 %573, %574
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %575
-  store <8 x float> %w121, ptr %arena73, align 4
+  %555 = mul nsw i64 %conv2.j9110, 49
+  %556 = mul nsw i64 %conv2.ty9211, 7
+  %557 = add nsw i64 %555, %556
+  %558 = add nsw i64 %557, %conv2.tx9312
+  %559 = mul nsw i64 %558, 32
+  %560 = add nsw i64 859648, %559
+  %561 = mul nsw i64 %conv2.cv9413, 8
+  %562 = add nsw i64 %560, %561
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %562
+  store <8 x float> %w121, ptr %arena72, align 4
   %w122 = load <8 x float>, ptr %conv2.w122, align 32
-  %576 = mul nsw i64 %conv2.j9111, 49
-  %577 = mul nsw i64 %conv2.ty9212, 7
-  %578 = add nsw i64 %576, %577
-  %579 = add nsw i64 %578, %conv2.tx9313
-  %580 = mul nsw i64 %579, 32
-  %581 = add nsw i64 861216, %580
-  %582 = mul nsw i64 %conv2.cv9414, 8
-  %583 = add nsw i64 %581, %582
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %583
-  store <8 x float> %w122, ptr %arena74, align 4
+  %563 = mul nsw i64 %conv2.j9110, 49
+  %564 = mul nsw i64 %conv2.ty9211, 7
+  %565 = add nsw i64 %563, %564
+  %566 = add nsw i64 %565, %conv2.tx9312
+  %567 = mul nsw i64 %566, 32
+  %568 = add nsw i64 861216, %567
+  %569 = mul nsw i64 %conv2.cv9413, 8
+  %570 = add nsw i64 %568, %569
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %570
+  store <8 x float> %w122, ptr %arena73, align 4
   %w123 = load <8 x float>, ptr %conv2.w123, align 32
-  %584 = mul nsw i64 %conv2.j9111, 49
-  %585 = mul nsw i64 %conv2.ty9212, 7
-  %586 = add nsw i64 %584, %585
-  %587 = add nsw i64 %586, %conv2.tx9313
-  %588 = mul nsw i64 %587, 32
-  %589 = add nsw i64 862784, %588
-  %590 = mul nsw i64 %conv2.cv9414, 8
-  %591 = add nsw i64 %589, %590
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %591
-  store <8 x float> %w123, ptr %arena75, align 4
+  %571 = mul nsw i64 %conv2.j9110, 49
+  %572 = mul nsw i64 %conv2.ty9211, 7
+  %573 = add nsw i64 %571, %572
+  %574 = add nsw i64 %573, %conv2.tx9312
+  %575 = mul nsw i64 %574, 32
+  %576 = add nsw i64 862784, %575
+  %577 = mul nsw i64 %conv2.cv9413, 8
+  %578 = add nsw i64 %576, %577
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %578
+  store <8 x float> %w123, ptr %arena74, align 4
   %w124 = load <8 x float>, ptr %conv2.w124, align 32
-  %592 = mul nsw i64 %conv2.j9111, 49
-  %593 = mul nsw i64 %conv2.ty9212, 7
-  %594 = add nsw i64 %592, %593
-  %595 = add nsw i64 %594, %conv2.tx9313
-  %596 = mul nsw i64 %595, 32
-  %597 = add nsw i64 864352, %596
-  %598 = mul nsw i64 %conv2.cv9414, 8
-  %599 = add nsw i64 %597, %598
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %599
-  store <8 x float> %w124, ptr %arena76, align 4
+  %579 = mul nsw i64 %conv2.j9110, 49
+  %580 = mul nsw i64 %conv2.ty9211, 7
+  %581 = add nsw i64 %579, %580
+  %582 = add nsw i64 %581, %conv2.tx9312
+  %583 = mul nsw i64 %582, 32
+  %584 = add nsw i64 864352, %583
+  %585 = mul nsw i64 %conv2.cv9413, 8
+  %586 = add nsw i64 %584, %585
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %586
+  store <8 x float> %w124, ptr %arena75, align 4
   %w125 = load <8 x float>, ptr %conv2.w125, align 32
-  %600 = mul nsw i64 %conv2.j9111, 49
-  %601 = mul nsw i64 %conv2.ty9212, 7
-  %602 = add nsw i64 %600, %601
-  %603 = add nsw i64 %602, %conv2.tx9313
-  %604 = mul nsw i64 %603, 32
-  %605 = add nsw i64 865920, %604
-  %606 = mul nsw i64 %conv2.cv9414, 8
-  %607 = add nsw i64 %605, %606
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %607
-  store <8 x float> %w125, ptr %arena77, align 4
+  %587 = mul nsw i64 %conv2.j9110, 49
+  %588 = mul nsw i64 %conv2.ty9211, 7
+  %589 = add nsw i64 %587, %588
+  %590 = add nsw i64 %589, %conv2.tx9312
+  %591 = mul nsw i64 %590, 32
+  %592 = add nsw i64 865920, %591
+  %593 = mul nsw i64 %conv2.cv9413, 8
+  %594 = add nsw i64 %592, %593
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %594
+  store <8 x float> %w125, ptr %arena76, align 4
   %w126 = load <8 x float>, ptr %conv2.w126, align 32
-  %608 = mul nsw i64 %conv2.j9111, 49
-  %609 = mul nsw i64 %conv2.ty9212, 7
-  %610 = add nsw i64 %608, %609
-  %611 = add nsw i64 %610, %conv2.tx9313
-  %612 = mul nsw i64 %611, 32
-  %613 = add nsw i64 867488, %612
-  %614 = mul nsw i64 %conv2.cv9414, 8
-  %615 = add nsw i64 %613, %614
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %615
-  store <8 x float> %w126, ptr %arena78, align 4
-  %cv94.next = add nsw i64 %conv2.cv9414, 1
-  %616 = icmp slt i64 %cv94.next, 4
-  br i1 %616, label %conv2.cv94, label %conv2.cv94.end
+  %595 = mul nsw i64 %conv2.j9110, 49
+  %596 = mul nsw i64 %conv2.ty9211, 7
+  %597 = add nsw i64 %595, %596
+  %598 = add nsw i64 %597, %conv2.tx9312
+  %599 = mul nsw i64 %598, 32
+  %600 = add nsw i64 867488, %599
+  %601 = mul nsw i64 %conv2.cv9413, 8
+  %602 = add nsw i64 %600, %601
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %602
+  store <8 x float> %w126, ptr %arena77, align 4
+  %cv94.next = add nsw i64 %conv2.cv9413, 1
+  %603 = icmp slt i64 %cv94.next, 4
+  br i1 %603, label %conv2.cv94, label %conv2.cv94.end
 
 conv2.cv94.end:                                   ; preds = %conv2.cv94
-  %tx93.next = add nsw i64 %conv2.tx9313, 1
-  %617 = icmp slt i64 %tx93.next, 7
-  br i1 %617, label %conv2.tx93, label %conv2.tx93.end
+  %tx93.next = add nsw i64 %conv2.tx9312, 1
+  %604 = icmp slt i64 %tx93.next, 7
+  br i1 %604, label %conv2.tx93, label %conv2.tx93.end
 
 conv2.part127.pool:                               ; preds = %conv2.j91.end
-  %run79 = load ptr, ptr %pool, align 8
-  call void %run79(ptr %pool, ptr @bncnn_infer_b64.k3.conv2.part127.task, ptr %part127.context, i64 2)
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @bncnn_infer_b64.k3.conv2.part127.task, ptr %part127.context, i64 2)
   br label %conv2.part127.done
 
 conv2.part127.serial:                             ; preds = %conv2.j91.end
   br label %conv2.part127
 
 conv2.part127.done:                               ; preds = %conv2.part127.end, %conv2.part127.pool
-  %g86.next = add nsw i64 %conv2.g864, 1
-  %618 = icmp slt i64 %g86.next, 64
-  br i1 %618, label %conv2.g86, label %conv2.g86.end
+  %g86.next = add nsw i64 %conv2.g863, 1
+  %605 = icmp slt i64 %g86.next, 64
+  br i1 %605, label %conv2.g86, label %conv2.g86.end
 
 conv2.part127:                                    ; preds = %conv2.part127, %conv2.part127.serial
-  %conv2.part12780 = phi i64 [ 0, %conv2.part127.serial ], [ %part127.next, %conv2.part127 ]
-  call void @bncnn_infer_b64.k3.conv2.part127(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g864, i64 %conv2.part12780)
-  %part127.next = add nsw i64 %conv2.part12780, 1
-  %619 = icmp slt i64 %part127.next, 2
-  br i1 %619, label %conv2.part127, label %conv2.part127.end
+  %conv2.part12778 = phi i64 [ 0, %conv2.part127.serial ], [ %part127.next, %conv2.part127 ]
+  call void @bncnn_infer_b64.k3.conv2.part127(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g863, i64 %conv2.part12778)
+  %part127.next = add nsw i64 %conv2.part12778, 1
+  %606 = icmp slt i64 %part127.next, 2
+  br i1 %606, label %conv2.part127, label %conv2.part127.end
 
 conv2.part127.end:                                ; preds = %conv2.part127
   br label %conv2.part127.done
-}
-
-; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k3.conv2.part54(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
-entry:
-  %conv2.w84 = alloca float, align 4
-  %conv2.w83 = alloca float, align 4
-  %conv2.w82 = alloca float, align 4
-  %conv2.w81 = alloca float, align 4
-  %conv2.w80 = alloca float, align 4
-  %conv2.w79 = alloca float, align 4
-  %conv2.w78 = alloca float, align 4
-  %conv2.w77 = alloca float, align 4
-  %conv2.w76 = alloca float, align 4
-  %conv2.w75 = alloca float, align 4
-  %conv2.w74 = alloca float, align 4
-  %conv2.w73 = alloca float, align 4
-  %conv2.w72 = alloca float, align 4
-  %conv2.w71 = alloca float, align 4
-  %conv2.w70 = alloca float, align 4
-  %conv2.w69 = alloca float, align 4
-  %conv2.w68 = alloca float, align 4
-  %conv2.w67 = alloca float, align 4
-  %conv2.w66 = alloca float, align 4
-  %conv2.w65 = alloca float, align 4
-  %conv2.w64 = alloca float, align 4
-  %conv2.w63 = alloca float, align 4
-  %conv2.w62 = alloca float, align 4
-  %conv2.w61 = alloca float, align 4
-  %conv2.w60 = alloca float, align 4
-  %conv2.w59 = alloca float, align 4
-  %conv2.w58 = alloca float, align 4
-  %conv2.w57 = alloca float, align 4
-  br label %conv2.ci55
-
-conv2.ci55:                                       ; preds = %conv2.co56.end, %entry
-  %conv2.ci551 = phi i64 [ 0, %entry ], [ %ci55.next, %conv2.co56.end ]
-  br label %conv2.co56
-
-conv2.ci55.end:                                   ; preds = %conv2.co56.end
-  ret void
-
-conv2.co56:                                       ; preds = %conv2.co56, %conv2.ci55
-  %conv2.co562 = phi i64 [ 0, %conv2.ci55 ], [ %co56.next, %conv2.co56 ]
-  %1 = mul nsw i64 %0, 32
-  %2 = add nsw i64 %1, %conv2.co562
-  %3 = mul nsw i64 %2, 32
-  %4 = add nsw i64 %3, %conv2.ci551
-  %5 = mul nsw i64 %4, 9
-  %6 = add nsw i64 352, %5
-  %params3 = getelementptr inbounds float, ptr %params, i64 %6
-  %7 = load float, ptr %params3, align 4
-  store float %7, ptr %conv2.w57, align 4
-  %8 = mul nsw i64 %0, 32
-  %9 = add nsw i64 %8, %conv2.co562
-  %10 = mul nsw i64 %9, 32
-  %11 = add nsw i64 %10, %conv2.ci551
-  %12 = mul nsw i64 %11, 9
-  %13 = add nsw i64 352, %12
-  %params4 = getelementptr inbounds float, ptr %params, i64 %13
-  %14 = load float, ptr %params4, align 4
-  %15 = mul nsw i64 %0, 32
-  %16 = add nsw i64 %15, %conv2.co562
-  %17 = mul nsw i64 %16, 32
-  %18 = add nsw i64 %17, %conv2.ci551
-  %19 = mul nsw i64 %18, 9
-  %20 = add nsw i64 352, %19
-  %21 = add nsw i64 %20, 3
-  %params5 = getelementptr inbounds float, ptr %params, i64 %21
-  %22 = load float, ptr %params5, align 4
-  %23 = fadd float %14, %22
-  %24 = mul nsw i64 %0, 32
-  %25 = add nsw i64 %24, %conv2.co562
-  %26 = mul nsw i64 %25, 32
-  %27 = add nsw i64 %26, %conv2.ci551
-  %28 = mul nsw i64 %27, 9
-  %29 = add nsw i64 352, %28
-  %30 = add nsw i64 %29, 6
-  %params6 = getelementptr inbounds float, ptr %params, i64 %30
-  %31 = load float, ptr %params6, align 4
-  %32 = fadd float %23, %31
-  %33 = fmul float %32, 5.000000e-01
-  store float %33, ptr %conv2.w58, align 4
-  %34 = mul nsw i64 %0, 32
-  %35 = add nsw i64 %34, %conv2.co562
-  %36 = mul nsw i64 %35, 32
-  %37 = add nsw i64 %36, %conv2.ci551
-  %38 = mul nsw i64 %37, 9
-  %39 = add nsw i64 352, %38
-  %params7 = getelementptr inbounds float, ptr %params, i64 %39
-  %40 = load float, ptr %params7, align 4
-  %41 = mul nsw i64 %0, 32
-  %42 = add nsw i64 %41, %conv2.co562
-  %43 = mul nsw i64 %42, 32
-  %44 = add nsw i64 %43, %conv2.ci551
-  %45 = mul nsw i64 %44, 9
-  %46 = add nsw i64 352, %45
-  %47 = add nsw i64 %46, 6
-  %params8 = getelementptr inbounds float, ptr %params, i64 %47
-  %48 = load float, ptr %params8, align 4
-  %49 = fadd float %40, %48
-  %50 = mul nsw i64 %0, 32
-  %51 = add nsw i64 %50, %conv2.co562
-  %52 = mul nsw i64 %51, 32
-  %53 = add nsw i64 %52, %conv2.ci551
-  %54 = mul nsw i64 %53, 9
-  %55 = add nsw i64 352, %54
-  %56 = add nsw i64 %55, 3
-  %params9 = getelementptr inbounds float, ptr %params, i64 %56
-  %57 = load float, ptr %params9, align 4
-  %58 = fsub float %49, %57
-  %59 = fmul float %58, 5.000000e-01
-  store float %59, ptr %conv2.w59, align 4
-  %60 = mul nsw i64 %0, 32
-  %61 = add nsw i64 %60, %conv2.co562
-  %62 = mul nsw i64 %61, 32
-  %63 = add nsw i64 %62, %conv2.ci551
-  %64 = mul nsw i64 %63, 9
-  %65 = add nsw i64 352, %64
-  %66 = add nsw i64 %65, 6
-  %params10 = getelementptr inbounds float, ptr %params, i64 %66
-  %67 = load float, ptr %params10, align 4
-  store float %67, ptr %conv2.w60, align 4
-  %68 = mul nsw i64 %0, 32
-  %69 = add nsw i64 %68, %conv2.co562
-  %70 = mul nsw i64 %69, 32
-  %71 = add nsw i64 %70, %conv2.ci551
-  %72 = mul nsw i64 %71, 9
-  %73 = add nsw i64 352, %72
-  %74 = add nsw i64 %73, 1
-  %params11 = getelementptr inbounds float, ptr %params, i64 %74
-  %75 = load float, ptr %params11, align 4
-  store float %75, ptr %conv2.w61, align 4
-  %76 = mul nsw i64 %0, 32
-  %77 = add nsw i64 %76, %conv2.co562
-  %78 = mul nsw i64 %77, 32
-  %79 = add nsw i64 %78, %conv2.ci551
-  %80 = mul nsw i64 %79, 9
-  %81 = add nsw i64 352, %80
-  %82 = add nsw i64 %81, 1
-  %params12 = getelementptr inbounds float, ptr %params, i64 %82
-  %83 = load float, ptr %params12, align 4
-  %84 = mul nsw i64 %0, 32
-  %85 = add nsw i64 %84, %conv2.co562
-  %86 = mul nsw i64 %85, 32
-  %87 = add nsw i64 %86, %conv2.ci551
-  %88 = mul nsw i64 %87, 9
-  %89 = add nsw i64 352, %88
-  %90 = add nsw i64 %89, 4
-  %params13 = getelementptr inbounds float, ptr %params, i64 %90
-  %91 = load float, ptr %params13, align 4
-  %92 = fadd float %83, %91
-  %93 = mul nsw i64 %0, 32
-  %94 = add nsw i64 %93, %conv2.co562
-  %95 = mul nsw i64 %94, 32
-  %96 = add nsw i64 %95, %conv2.ci551
-  %97 = mul nsw i64 %96, 9
-  %98 = add nsw i64 352, %97
-  %99 = add nsw i64 %98, 7
-  %params14 = getelementptr inbounds float, ptr %params, i64 %99
-  %100 = load float, ptr %params14, align 4
-  %101 = fadd float %92, %100
-  %102 = fmul float %101, 5.000000e-01
-  store float %102, ptr %conv2.w62, align 4
-  %103 = mul nsw i64 %0, 32
-  %104 = add nsw i64 %103, %conv2.co562
-  %105 = mul nsw i64 %104, 32
-  %106 = add nsw i64 %105, %conv2.ci551
-  %107 = mul nsw i64 %106, 9
-  %108 = add nsw i64 352, %107
-  %109 = add nsw i64 %108, 1
-  %params15 = getelementptr inbounds float, ptr %params, i64 %109
-  %110 = load float, ptr %params15, align 4
-  %111 = mul nsw i64 %0, 32
-  %112 = add nsw i64 %111, %conv2.co562
-  %113 = mul nsw i64 %112, 32
-  %114 = add nsw i64 %113, %conv2.ci551
-  %115 = mul nsw i64 %114, 9
-  %116 = add nsw i64 352, %115
-  %117 = add nsw i64 %116, 7
-  %params16 = getelementptr inbounds float, ptr %params, i64 %117
-  %118 = load float, ptr %params16, align 4
-  %119 = fadd float %110, %118
-  %120 = mul nsw i64 %0, 32
-  %121 = add nsw i64 %120, %conv2.co562
-  %122 = mul nsw i64 %121, 32
-  %123 = add nsw i64 %122, %conv2.ci551
-  %124 = mul nsw i64 %123, 9
-  %125 = add nsw i64 352, %124
-  %126 = add nsw i64 %125, 4
-  %params17 = getelementptr inbounds float, ptr %params, i64 %126
-  %127 = load float, ptr %params17, align 4
-  %128 = fsub float %119, %127
-  %129 = fmul float %128, 5.000000e-01
-  store float %129, ptr %conv2.w63, align 4
-  %130 = mul nsw i64 %0, 32
-  %131 = add nsw i64 %130, %conv2.co562
-  %132 = mul nsw i64 %131, 32
-  %133 = add nsw i64 %132, %conv2.ci551
-  %134 = mul nsw i64 %133, 9
-  %135 = add nsw i64 352, %134
-  %136 = add nsw i64 %135, 7
-  %params18 = getelementptr inbounds float, ptr %params, i64 %136
-  %137 = load float, ptr %params18, align 4
-  store float %137, ptr %conv2.w64, align 4
-  %138 = mul nsw i64 %0, 32
-  %139 = add nsw i64 %138, %conv2.co562
-  %140 = mul nsw i64 %139, 32
-  %141 = add nsw i64 %140, %conv2.ci551
-  %142 = mul nsw i64 %141, 9
-  %143 = add nsw i64 352, %142
-  %144 = add nsw i64 %143, 2
-  %params19 = getelementptr inbounds float, ptr %params, i64 %144
-  %145 = load float, ptr %params19, align 4
-  store float %145, ptr %conv2.w65, align 4
-  %146 = mul nsw i64 %0, 32
-  %147 = add nsw i64 %146, %conv2.co562
-  %148 = mul nsw i64 %147, 32
-  %149 = add nsw i64 %148, %conv2.ci551
-  %150 = mul nsw i64 %149, 9
-  %151 = add nsw i64 352, %150
-  %152 = add nsw i64 %151, 2
-  %params20 = getelementptr inbounds float, ptr %params, i64 %152
-  %153 = load float, ptr %params20, align 4
-  %154 = mul nsw i64 %0, 32
-  %155 = add nsw i64 %154, %conv2.co562
-  %156 = mul nsw i64 %155, 32
-  %157 = add nsw i64 %156, %conv2.ci551
-  %158 = mul nsw i64 %157, 9
-  %159 = add nsw i64 352, %158
-  %160 = add nsw i64 %159, 5
-  %params21 = getelementptr inbounds float, ptr %params, i64 %160
-  %161 = load float, ptr %params21, align 4
-  %162 = fadd float %153, %161
-  %163 = mul nsw i64 %0, 32
-  %164 = add nsw i64 %163, %conv2.co562
-  %165 = mul nsw i64 %164, 32
-  %166 = add nsw i64 %165, %conv2.ci551
-  %167 = mul nsw i64 %166, 9
-  %168 = add nsw i64 352, %167
-  %169 = add nsw i64 %168, 8
-  %params22 = getelementptr inbounds float, ptr %params, i64 %169
-  %170 = load float, ptr %params22, align 4
-  %171 = fadd float %162, %170
-  %172 = fmul float %171, 5.000000e-01
-  store float %172, ptr %conv2.w66, align 4
-  %173 = mul nsw i64 %0, 32
-  %174 = add nsw i64 %173, %conv2.co562
-  %175 = mul nsw i64 %174, 32
-  %176 = add nsw i64 %175, %conv2.ci551
-  %177 = mul nsw i64 %176, 9
-  %178 = add nsw i64 352, %177
-  %179 = add nsw i64 %178, 2
-  %params23 = getelementptr inbounds float, ptr %params, i64 %179
-  %180 = load float, ptr %params23, align 4
-  %181 = mul nsw i64 %0, 32
-  %182 = add nsw i64 %181, %conv2.co562
-  %183 = mul nsw i64 %182, 32
-  %184 = add nsw i64 %183, %conv2.ci551
-  %185 = mul nsw i64 %184, 9
-  %186 = add nsw i64 352, %185
-  %187 = add nsw i64 %186, 8
-  %params24 = getelementptr inbounds float, ptr %params, i64 %187
-  %188 = load float, ptr %params24, align 4
-  %189 = fadd float %180, %188
-  %190 = mul nsw i64 %0, 32
-  %191 = add nsw i64 %190, %conv2.co562
-  %192 = mul nsw i64 %191, 32
-  %193 = add nsw i64 %192, %conv2.ci551
-  %194 = mul nsw i64 %193, 9
-  %195 = add nsw i64 352, %194
-  %196 = add nsw i64 %195, 5
-  %params25 = getelementptr inbounds float, ptr %params, i64 %196
-  %197 = load float, ptr %params25, align 4
-  %198 = fsub float %189, %197
-  %199 = fmul float %198, 5.000000e-01
-  store float %199, ptr %conv2.w67, align 4
-  %200 = mul nsw i64 %0, 32
-  %201 = add nsw i64 %200, %conv2.co562
-  %202 = mul nsw i64 %201, 32
-  %203 = add nsw i64 %202, %conv2.ci551
-  %204 = mul nsw i64 %203, 9
-  %205 = add nsw i64 352, %204
-  %206 = add nsw i64 %205, 8
-  %params26 = getelementptr inbounds float, ptr %params, i64 %206
-  %207 = load float, ptr %params26, align 4
-  store float %207, ptr %conv2.w68, align 4
-  %w57 = load float, ptr %conv2.w57, align 4
-  store float %w57, ptr %conv2.w69, align 4
-  %w5727 = load float, ptr %conv2.w57, align 4
-  %w61 = load float, ptr %conv2.w61, align 4
-  %208 = fadd float %w5727, %w61
-  %w65 = load float, ptr %conv2.w65, align 4
-  %209 = fadd float %208, %w65
-  %210 = fmul float %209, 5.000000e-01
-  store float %210, ptr %conv2.w70, align 4
-  %w5728 = load float, ptr %conv2.w57, align 4
-  %w6529 = load float, ptr %conv2.w65, align 4
-  %211 = fadd float %w5728, %w6529
-  %w6130 = load float, ptr %conv2.w61, align 4
-  %212 = fsub float %211, %w6130
-  %213 = fmul float %212, 5.000000e-01
-  store float %213, ptr %conv2.w71, align 4
-  %w6531 = load float, ptr %conv2.w65, align 4
-  store float %w6531, ptr %conv2.w72, align 4
-  %w58 = load float, ptr %conv2.w58, align 4
-  store float %w58, ptr %conv2.w73, align 4
-  %w5832 = load float, ptr %conv2.w58, align 4
-  %w62 = load float, ptr %conv2.w62, align 4
-  %214 = fadd float %w5832, %w62
-  %w66 = load float, ptr %conv2.w66, align 4
-  %215 = fadd float %214, %w66
-  %216 = fmul float %215, 5.000000e-01
-  store float %216, ptr %conv2.w74, align 4
-  %w5833 = load float, ptr %conv2.w58, align 4
-  %w6634 = load float, ptr %conv2.w66, align 4
-  %217 = fadd float %w5833, %w6634
-  %w6235 = load float, ptr %conv2.w62, align 4
-  %218 = fsub float %217, %w6235
-  %219 = fmul float %218, 5.000000e-01
-  store float %219, ptr %conv2.w75, align 4
-  %w6636 = load float, ptr %conv2.w66, align 4
-  store float %w6636, ptr %conv2.w76, align 4
-  %w59 = load float, ptr %conv2.w59, align 4
-  store float %w59, ptr %conv2.w77, align 4
-  %w5937 = load float, ptr %conv2.w59, align 4
-  %w63 = load float, ptr %conv2.w63, align 4
-  %220 = fadd float %w5937, %w63
-  %w67 = load float, ptr %conv2.w67, align 4
-  %221 = fadd float %220, %w67
-  %222 = fmul float %221, 5.000000e-01
-  store float %222, ptr %conv2.w78, align 4
-  %w5938 = load float, ptr %conv2.w59, align 4
-  %w6739 = load float, ptr %conv2.w67, align 4
-  %223 = fadd float %w5938, %w6739
-  %w6340 = load float, ptr %conv2.w63, align 4
-  %224 = fsub float %223, %w6340
-  %225 = fmul float %224, 5.000000e-01
-  store float %225, ptr %conv2.w79, align 4
-  %w6741 = load float, ptr %conv2.w67, align 4
-  store float %w6741, ptr %conv2.w80, align 4
-  %w60 = load float, ptr %conv2.w60, align 4
-  store float %w60, ptr %conv2.w81, align 4
-  %w6042 = load float, ptr %conv2.w60, align 4
-  %w64 = load float, ptr %conv2.w64, align 4
-  %226 = fadd float %w6042, %w64
-  %w68 = load float, ptr %conv2.w68, align 4
-  %227 = fadd float %226, %w68
-  %228 = fmul float %227, 5.000000e-01
-  store float %228, ptr %conv2.w82, align 4
-  %w6043 = load float, ptr %conv2.w60, align 4
-  %w6844 = load float, ptr %conv2.w68, align 4
-  %229 = fadd float %w6043, %w6844
-  %w6445 = load float, ptr %conv2.w64, align 4
-  %230 = fsub float %229, %w6445
-  %231 = fmul float %230, 5.000000e-01
-  store float %231, ptr %conv2.w83, align 4
-  %w6846 = load float, ptr %conv2.w68, align 4
-  store float %w6846, ptr %conv2.w84, align 4
-  %w69 = load float, ptr %conv2.w69, align 4
-  %232 = mul nsw i64 %conv2.ci551, 64
-  %233 = add nsw i64 803008, %232
-  %234 = mul nsw i64 %0, 32
-  %235 = add nsw i64 %234, %conv2.co562
-  %236 = add nsw i64 %233, %235
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w69, ptr %arena47, align 4
-  %w70 = load float, ptr %conv2.w70, align 4
-  %237 = mul nsw i64 %conv2.ci551, 64
-  %238 = add nsw i64 805056, %237
-  %239 = mul nsw i64 %0, 32
-  %240 = add nsw i64 %239, %conv2.co562
-  %241 = add nsw i64 %238, %240
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w70, ptr %arena48, align 4
-  %w71 = load float, ptr %conv2.w71, align 4
-  %242 = mul nsw i64 %conv2.ci551, 64
-  %243 = add nsw i64 807104, %242
-  %244 = mul nsw i64 %0, 32
-  %245 = add nsw i64 %244, %conv2.co562
-  %246 = add nsw i64 %243, %245
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w71, ptr %arena49, align 4
-  %w72 = load float, ptr %conv2.w72, align 4
-  %247 = mul nsw i64 %conv2.ci551, 64
-  %248 = add nsw i64 809152, %247
-  %249 = mul nsw i64 %0, 32
-  %250 = add nsw i64 %249, %conv2.co562
-  %251 = add nsw i64 %248, %250
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w72, ptr %arena50, align 4
-  %w73 = load float, ptr %conv2.w73, align 4
-  %252 = mul nsw i64 %conv2.ci551, 64
-  %253 = add nsw i64 811200, %252
-  %254 = mul nsw i64 %0, 32
-  %255 = add nsw i64 %254, %conv2.co562
-  %256 = add nsw i64 %253, %255
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w73, ptr %arena51, align 4
-  %w74 = load float, ptr %conv2.w74, align 4
-  %257 = mul nsw i64 %conv2.ci551, 64
-  %258 = add nsw i64 813248, %257
-  %259 = mul nsw i64 %0, 32
-  %260 = add nsw i64 %259, %conv2.co562
-  %261 = add nsw i64 %258, %260
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w74, ptr %arena52, align 4
-  %w75 = load float, ptr %conv2.w75, align 4
-  %262 = mul nsw i64 %conv2.ci551, 64
-  %263 = add nsw i64 815296, %262
-  %264 = mul nsw i64 %0, 32
-  %265 = add nsw i64 %264, %conv2.co562
-  %266 = add nsw i64 %263, %265
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w75, ptr %arena53, align 4
-  %w76 = load float, ptr %conv2.w76, align 4
-  %267 = mul nsw i64 %conv2.ci551, 64
-  %268 = add nsw i64 817344, %267
-  %269 = mul nsw i64 %0, 32
-  %270 = add nsw i64 %269, %conv2.co562
-  %271 = add nsw i64 %268, %270
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w76, ptr %arena54, align 4
-  %w77 = load float, ptr %conv2.w77, align 4
-  %272 = mul nsw i64 %conv2.ci551, 64
-  %273 = add nsw i64 819392, %272
-  %274 = mul nsw i64 %0, 32
-  %275 = add nsw i64 %274, %conv2.co562
-  %276 = add nsw i64 %273, %275
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w77, ptr %arena55, align 4
-  %w78 = load float, ptr %conv2.w78, align 4
-  %277 = mul nsw i64 %conv2.ci551, 64
-  %278 = add nsw i64 821440, %277
-  %279 = mul nsw i64 %0, 32
-  %280 = add nsw i64 %279, %conv2.co562
-  %281 = add nsw i64 %278, %280
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w78, ptr %arena56, align 4
-  %w79 = load float, ptr %conv2.w79, align 4
-  %282 = mul nsw i64 %conv2.ci551, 64
-  %283 = add nsw i64 823488, %282
-  %284 = mul nsw i64 %0, 32
-  %285 = add nsw i64 %284, %conv2.co562
-  %286 = add nsw i64 %283, %285
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w79, ptr %arena57, align 4
-  %w80 = load float, ptr %conv2.w80, align 4
-  %287 = mul nsw i64 %conv2.ci551, 64
-  %288 = add nsw i64 825536, %287
-  %289 = mul nsw i64 %0, 32
-  %290 = add nsw i64 %289, %conv2.co562
-  %291 = add nsw i64 %288, %290
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w80, ptr %arena58, align 4
-  %w81 = load float, ptr %conv2.w81, align 4
-  %292 = mul nsw i64 %conv2.ci551, 64
-  %293 = add nsw i64 827584, %292
-  %294 = mul nsw i64 %0, 32
-  %295 = add nsw i64 %294, %conv2.co562
-  %296 = add nsw i64 %293, %295
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w81, ptr %arena59, align 4
-  %w82 = load float, ptr %conv2.w82, align 4
-  %297 = mul nsw i64 %conv2.ci551, 64
-  %298 = add nsw i64 829632, %297
-  %299 = mul nsw i64 %0, 32
-  %300 = add nsw i64 %299, %conv2.co562
-  %301 = add nsw i64 %298, %300
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w82, ptr %arena60, align 4
-  %w83 = load float, ptr %conv2.w83, align 4
-  %302 = mul nsw i64 %conv2.ci551, 64
-  %303 = add nsw i64 831680, %302
-  %304 = mul nsw i64 %0, 32
-  %305 = add nsw i64 %304, %conv2.co562
-  %306 = add nsw i64 %303, %305
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w83, ptr %arena61, align 4
-  %w84 = load float, ptr %conv2.w84, align 4
-  %307 = mul nsw i64 %conv2.ci551, 64
-  %308 = add nsw i64 833728, %307
-  %309 = mul nsw i64 %0, 32
-  %310 = add nsw i64 %309, %conv2.co562
-  %311 = add nsw i64 %308, %310
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w84, ptr %arena62, align 4
-  %co56.next = add nsw i64 %conv2.co562, 1
-  %312 = icmp slt i64 %co56.next, 32
-  br i1 %312, label %conv2.co56, label %conv2.co56.end
-
-conv2.co56.end:                                   ; preds = %conv2.co56
-  %ci55.next = add nsw i64 %conv2.ci551, 1
-  %313 = icmp slt i64 %ci55.next, 32
-  br i1 %313, label %conv2.ci55, label %conv2.ci55.end
-}
-
-define internal void @bncnn_infer_b64.k3.conv2.part54.task(ptr %0, i64 %1) {
-entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
-  %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
-  %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
-  %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
-  %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
-  %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
-  %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
-  %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
-  %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @bncnn_infer_b64.k3.conv2.part54(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
-  ret void
 }
 
 ; Function Attrs: noinline
@@ -16872,7 +16879,7 @@ conv2.mb130.end:                                  ; preds = %conv2.k132.end
 conv2.k132:                                       ; preds = %conv2.k132, %conv2.mb130
   %conv2.k1323 = phi i64 [ 0, %conv2.mb130 ], [ %k132.next, %conv2.k132 ]
   %2 = mul nsw i64 %0, 2048
-  %3 = add nsw i64 803008, %2
+  %3 = add nsw i64 1344784, %2
   %4 = mul nsw i64 %1, 32
   %5 = add nsw i64 %3, %4
   %6 = mul nsw i64 %conv2.k1323, 64
@@ -16883,7 +16890,7 @@ conv2.k132:                                       ; preds = %conv2.k132, %conv2.
   %10 = load <8 x float>, ptr %arena4, align 4
   store <8 x float> %10, ptr %conv2.t131_b0, align 32
   %11 = mul nsw i64 %0, 2048
-  %12 = add nsw i64 803008, %11
+  %12 = add nsw i64 1344784, %11
   %13 = mul nsw i64 %1, 32
   %14 = add nsw i64 %12, %13
   %15 = mul nsw i64 %conv2.k1323, 64
@@ -17148,7 +17155,7 @@ conv2.k132.end:                                   ; preds = %conv2.k132
 conv2.k134:                                       ; preds = %conv2.k134, %conv2.mb130.end
   %conv2.k13444 = phi i64 [ 0, %conv2.mb130.end ], [ %k134.next, %conv2.k134 ]
   %185 = mul nsw i64 %0, 2048
-  %186 = add nsw i64 803008, %185
+  %186 = add nsw i64 1344784, %185
   %187 = mul nsw i64 %1, 32
   %188 = add nsw i64 %186, %187
   %189 = mul nsw i64 %conv2.k13444, 64
@@ -17159,7 +17166,7 @@ conv2.k134:                                       ; preds = %conv2.k134, %conv2.
   %193 = load <8 x float>, ptr %arena45, align 4
   store <8 x float> %193, ptr %conv2.t133_b0, align 32
   %194 = mul nsw i64 %0, 2048
-  %195 = add nsw i64 803008, %194
+  %195 = add nsw i64 1344784, %194
   %196 = mul nsw i64 %1, 32
   %197 = add nsw i64 %195, %196
   %198 = mul nsw i64 %conv2.k13444, 64

@@ -1805,6 +1805,58 @@ public func bncnn_infer_b64(
   let arena = arena.unsafelyUnwrapped
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed, pool)
+  if 0x0 as UInt64 >= UInt64(bitPattern: step) {
+    parallelFor(pool, 2) { part54 in
+      for ci55 in 0..<32 {
+        for co56 in 0..<32 {
+          var w57: Float = params[(352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9))]
+          var w58: Float = (((params[(352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9))] + params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 3)]) + params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w59: Float = (((params[(352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9))] + params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 6)]) - params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w60: Float = params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 6)]
+          var w61: Float = params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 1)]
+          var w62: Float = (((params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 1)] + params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 4)]) + params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w63: Float = (((params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 1)] + params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 7)]) - params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w64: Float = params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 7)]
+          var w65: Float = params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 2)]
+          var w66: Float = (((params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 2)] + params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 5)]) + params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w67: Float = (((params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 2)] + params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 8)]) - params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w68: Float = params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 8)]
+          var w69: Float = w57
+          var w70: Float = (((w57 + w61) + w65) * Float(bitPattern: 0x3f000000))
+          var w71: Float = (((w57 + w65) - w61) * Float(bitPattern: 0x3f000000))
+          var w72: Float = w65
+          var w73: Float = w58
+          var w74: Float = (((w58 + w62) + w66) * Float(bitPattern: 0x3f000000))
+          var w75: Float = (((w58 + w66) - w62) * Float(bitPattern: 0x3f000000))
+          var w76: Float = w66
+          var w77: Float = w59
+          var w78: Float = (((w59 + w63) + w67) * Float(bitPattern: 0x3f000000))
+          var w79: Float = (((w59 + w67) - w63) * Float(bitPattern: 0x3f000000))
+          var w80: Float = w67
+          var w81: Float = w60
+          var w82: Float = (((w60 + w64) + w68) * Float(bitPattern: 0x3f000000))
+          var w83: Float = (((w60 + w68) - w64) * Float(bitPattern: 0x3f000000))
+          var w84: Float = w68
+          arena[((1344784 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w69
+          arena[((1346832 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w70
+          arena[((1348880 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w71
+          arena[((1350928 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w72
+          arena[((1352976 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w73
+          arena[((1355024 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w74
+          arena[((1357072 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w75
+          arena[((1359120 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w76
+          arena[((1361168 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w77
+          arena[((1363216 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w78
+          arena[((1365264 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w79
+          arena[((1367312 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w80
+          arena[((1369360 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w81
+          arena[((1371408 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w82
+          arena[((1373456 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w83
+          arena[((1375504 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w84
+        }
+      }
+    }
+  }
   // bn1 = batchnorm_fold()
   for c1 in 0..<4 {
     let scale2_v = (loadVector(params, ((c1 *% 8) +% 288)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c1 *% 8) +% 421898)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
@@ -1987,56 +2039,6 @@ public func bncnn_infer_b64(
     storeVector(arena, ((c52 *% 8) +% 401536), (loadVector(params, ((c52 *% 8) +% 18848)) - (loadVector(params, ((c52 *% 8) +% 421930)) * scale53_v)))
   }
   // conv2 = conv2d_relu_maxpool(conv1, bn2)
-  parallelFor(pool, 2) { part54 in
-    for ci55 in 0..<32 {
-      for co56 in 0..<32 {
-        var w57: Float = params[(352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9))]
-        var w58: Float = (((params[(352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9))] + params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 3)]) + params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w59: Float = (((params[(352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9))] + params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 6)]) - params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w60: Float = params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 6)]
-        var w61: Float = params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 1)]
-        var w62: Float = (((params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 1)] + params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 4)]) + params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w63: Float = (((params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 1)] + params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 7)]) - params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w64: Float = params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 7)]
-        var w65: Float = params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 2)]
-        var w66: Float = (((params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 2)] + params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 5)]) + params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w67: Float = (((params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 2)] + params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 8)]) - params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w68: Float = params[((352 +% (((((part54 *% 32) +% co56) *% 32) +% ci55) *% 9)) +% 8)]
-        var w69: Float = w57
-        var w70: Float = (((w57 + w61) + w65) * Float(bitPattern: 0x3f000000))
-        var w71: Float = (((w57 + w65) - w61) * Float(bitPattern: 0x3f000000))
-        var w72: Float = w65
-        var w73: Float = w58
-        var w74: Float = (((w58 + w62) + w66) * Float(bitPattern: 0x3f000000))
-        var w75: Float = (((w58 + w66) - w62) * Float(bitPattern: 0x3f000000))
-        var w76: Float = w66
-        var w77: Float = w59
-        var w78: Float = (((w59 + w63) + w67) * Float(bitPattern: 0x3f000000))
-        var w79: Float = (((w59 + w67) - w63) * Float(bitPattern: 0x3f000000))
-        var w80: Float = w67
-        var w81: Float = w60
-        var w82: Float = (((w60 + w64) + w68) * Float(bitPattern: 0x3f000000))
-        var w83: Float = (((w60 + w68) - w64) * Float(bitPattern: 0x3f000000))
-        var w84: Float = w68
-        arena[((803008 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w69
-        arena[((805056 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w70
-        arena[((807104 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w71
-        arena[((809152 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w72
-        arena[((811200 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w73
-        arena[((813248 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w74
-        arena[((815296 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w75
-        arena[((817344 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w76
-        arena[((819392 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w77
-        arena[((821440 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w78
-        arena[((823488 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w79
-        arena[((825536 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w80
-        arena[((827584 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w81
-        arena[((829632 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w82
-        arena[((831680 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w83
-        arena[((833728 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w84
-      }
-    }
-  }
   for i85 in 0..<1024 {
     storeVector(arena, ((i85 *% 8) +% 835776), Vector(repeating: Float(0)))
   }
@@ -2122,8 +2124,8 @@ public func bncnn_infer_b64(
               var t131_c4_0 = Vector()
               var t131_c4_1 = Vector()
               for k132 in 0..<32 {
-                let t131_b0 = loadVector(arena, ((((803008 +% (xi128 *% 2048)) +% (part127 *% 32)) +% (k132 *% 64)) +% (nb129 *% 16)))
-                let t131_b1 = loadVector(arena, (((((803008 +% (xi128 *% 2048)) +% (part127 *% 32)) +% (k132 *% 64)) +% (nb129 *% 16)) +% 8))
+                let t131_b0 = loadVector(arena, ((((1344784 +% (xi128 *% 2048)) +% (part127 *% 32)) +% (k132 *% 64)) +% (nb129 *% 16)))
+                let t131_b1 = loadVector(arena, (((((1344784 +% (xi128 *% 2048)) +% (part127 *% 32)) +% (k132 *% 64)) +% (nb129 *% 16)) +% 8))
                 let t131_a0 = Vector(repeating: arena[(((843968 +% (xi128 *% 1568)) +% ((mb130 *% 5) *% 32)) +% k132)])
                 t131_c0_0 = t131_c0_0.addingProduct(t131_a0, t131_b0)
                 t131_c0_1 = t131_c0_1.addingProduct(t131_a0, t131_b1)
@@ -2160,8 +2162,8 @@ public func bncnn_infer_b64(
             var t133_c3_0 = Vector()
             var t133_c3_1 = Vector()
             for k134 in 0..<32 {
-              let t133_b0 = loadVector(arena, ((((803008 +% (xi128 *% 2048)) +% (part127 *% 32)) +% (k134 *% 64)) +% (nb129 *% 16)))
-              let t133_b1 = loadVector(arena, (((((803008 +% (xi128 *% 2048)) +% (part127 *% 32)) +% (k134 *% 64)) +% (nb129 *% 16)) +% 8))
+              let t133_b0 = loadVector(arena, ((((1344784 +% (xi128 *% 2048)) +% (part127 *% 32)) +% (k134 *% 64)) +% (nb129 *% 16)))
+              let t133_b1 = loadVector(arena, (((((1344784 +% (xi128 *% 2048)) +% (part127 *% 32)) +% (k134 *% 64)) +% (nb129 *% 16)) +% 8))
               let t133_a0 = Vector(repeating: arena[(((843968 +% (xi128 *% 1568)) +% 1440) +% k134)])
               t133_c0_0 = t133_c0_0.addingProduct(t133_a0, t133_b0)
               t133_c0_1 = t133_c0_1.addingProduct(t133_a0, t133_b1)

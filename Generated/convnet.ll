@@ -11436,12 +11436,587 @@ declare float @llvm.sqrt.f32(float) #2
 
 define void @convnet_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
+  %part28.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = icmp uge i64 0, %step
+  br i1 %0, label %entry.then, label %entry.endif
+
+entry.then:                                       ; preds = %entry
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 0
+  store ptr %params, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 1
+  store ptr %grads, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 2
+  store ptr %m, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 3
+  store ptr %v, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 4
+  store ptr %arena, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 5
+  store ptr %images, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 6
+  store ptr %labels, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 7
+  store float %lr, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 8
+  store i64 %step, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 9
+  store i64 %seed, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 10
+  store ptr %pool, ptr %11, align 8
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %prepare.part28.serial, label %prepare.part28.pool
+
+entry.endif:                                      ; preds = %prepare.part28.done, %entry
   call void @convnet_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @convnet_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @convnet_infer_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @convnet_infer_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @convnet_infer_b64.k4.drop(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @convnet_infer_b64.k5.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  ret void
+
+prepare.part28.pool:                              ; preds = %entry.then
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @convnet_infer_b64.part28.task, ptr %part28.context, i64 2)
+  br label %prepare.part28.done
+
+prepare.part28.serial:                            ; preds = %entry.then
+  br label %prepare.part28
+
+prepare.part28.done:                              ; preds = %prepare.part28.end, %prepare.part28.pool
+  br label %entry.endif
+
+prepare.part28:                                   ; preds = %prepare.part28, %prepare.part28.serial
+  %prepare.part281 = phi i64 [ 0, %prepare.part28.serial ], [ %part28.next, %prepare.part28 ]
+  call void @convnet_infer_b64.part28(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part281)
+  %part28.next = add nsw i64 %prepare.part281, 1
+  %13 = icmp slt i64 %part28.next, 2
+  br i1 %13, label %prepare.part28, label %prepare.part28.end
+
+prepare.part28.end:                               ; preds = %prepare.part28
+  br label %prepare.part28.done
+}
+
+; Function Attrs: noinline
+define internal void @convnet_infer_b64.part28(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %prepare.w58 = alloca float, align 4
+  %prepare.w57 = alloca float, align 4
+  %prepare.w56 = alloca float, align 4
+  %prepare.w55 = alloca float, align 4
+  %prepare.w54 = alloca float, align 4
+  %prepare.w53 = alloca float, align 4
+  %prepare.w52 = alloca float, align 4
+  %prepare.w51 = alloca float, align 4
+  %prepare.w50 = alloca float, align 4
+  %prepare.w49 = alloca float, align 4
+  %prepare.w48 = alloca float, align 4
+  %prepare.w47 = alloca float, align 4
+  %prepare.w46 = alloca float, align 4
+  %prepare.w45 = alloca float, align 4
+  %prepare.w44 = alloca float, align 4
+  %prepare.w43 = alloca float, align 4
+  %prepare.w42 = alloca float, align 4
+  %prepare.w41 = alloca float, align 4
+  %prepare.w40 = alloca float, align 4
+  %prepare.w39 = alloca float, align 4
+  %prepare.w38 = alloca float, align 4
+  %prepare.w37 = alloca float, align 4
+  %prepare.w36 = alloca float, align 4
+  %prepare.w35 = alloca float, align 4
+  %prepare.w34 = alloca float, align 4
+  %prepare.w33 = alloca float, align 4
+  %prepare.w32 = alloca float, align 4
+  %prepare.w31 = alloca float, align 4
+  br label %prepare.ci29
+
+prepare.ci29:                                     ; preds = %prepare.co30.end, %entry
+  %prepare.ci291 = phi i64 [ 0, %entry ], [ %ci29.next, %prepare.co30.end ]
+  br label %prepare.co30
+
+prepare.ci29.end:                                 ; preds = %prepare.co30.end
+  ret void
+
+prepare.co30:                                     ; preds = %prepare.co30, %prepare.ci29
+  %prepare.co302 = phi i64 [ 0, %prepare.ci29 ], [ %co30.next, %prepare.co30 ]
+  %1 = mul nsw i64 %0, 32
+  %2 = add nsw i64 %1, %prepare.co302
+  %3 = mul nsw i64 %2, 32
+  %4 = add nsw i64 %3, %prepare.ci291
+  %5 = mul nsw i64 %4, 9
+  %6 = add nsw i64 320, %5
+  %params3 = getelementptr inbounds float, ptr %params, i64 %6
+  %7 = load float, ptr %params3, align 4
+  store float %7, ptr %prepare.w31, align 4
+  %8 = mul nsw i64 %0, 32
+  %9 = add nsw i64 %8, %prepare.co302
+  %10 = mul nsw i64 %9, 32
+  %11 = add nsw i64 %10, %prepare.ci291
+  %12 = mul nsw i64 %11, 9
+  %13 = add nsw i64 320, %12
+  %params4 = getelementptr inbounds float, ptr %params, i64 %13
+  %14 = load float, ptr %params4, align 4
+  %15 = mul nsw i64 %0, 32
+  %16 = add nsw i64 %15, %prepare.co302
+  %17 = mul nsw i64 %16, 32
+  %18 = add nsw i64 %17, %prepare.ci291
+  %19 = mul nsw i64 %18, 9
+  %20 = add nsw i64 320, %19
+  %21 = add nsw i64 %20, 3
+  %params5 = getelementptr inbounds float, ptr %params, i64 %21
+  %22 = load float, ptr %params5, align 4
+  %23 = fadd float %14, %22
+  %24 = mul nsw i64 %0, 32
+  %25 = add nsw i64 %24, %prepare.co302
+  %26 = mul nsw i64 %25, 32
+  %27 = add nsw i64 %26, %prepare.ci291
+  %28 = mul nsw i64 %27, 9
+  %29 = add nsw i64 320, %28
+  %30 = add nsw i64 %29, 6
+  %params6 = getelementptr inbounds float, ptr %params, i64 %30
+  %31 = load float, ptr %params6, align 4
+  %32 = fadd float %23, %31
+  %33 = fmul float %32, 5.000000e-01
+  store float %33, ptr %prepare.w32, align 4
+  %34 = mul nsw i64 %0, 32
+  %35 = add nsw i64 %34, %prepare.co302
+  %36 = mul nsw i64 %35, 32
+  %37 = add nsw i64 %36, %prepare.ci291
+  %38 = mul nsw i64 %37, 9
+  %39 = add nsw i64 320, %38
+  %params7 = getelementptr inbounds float, ptr %params, i64 %39
+  %40 = load float, ptr %params7, align 4
+  %41 = mul nsw i64 %0, 32
+  %42 = add nsw i64 %41, %prepare.co302
+  %43 = mul nsw i64 %42, 32
+  %44 = add nsw i64 %43, %prepare.ci291
+  %45 = mul nsw i64 %44, 9
+  %46 = add nsw i64 320, %45
+  %47 = add nsw i64 %46, 6
+  %params8 = getelementptr inbounds float, ptr %params, i64 %47
+  %48 = load float, ptr %params8, align 4
+  %49 = fadd float %40, %48
+  %50 = mul nsw i64 %0, 32
+  %51 = add nsw i64 %50, %prepare.co302
+  %52 = mul nsw i64 %51, 32
+  %53 = add nsw i64 %52, %prepare.ci291
+  %54 = mul nsw i64 %53, 9
+  %55 = add nsw i64 320, %54
+  %56 = add nsw i64 %55, 3
+  %params9 = getelementptr inbounds float, ptr %params, i64 %56
+  %57 = load float, ptr %params9, align 4
+  %58 = fsub float %49, %57
+  %59 = fmul float %58, 5.000000e-01
+  store float %59, ptr %prepare.w33, align 4
+  %60 = mul nsw i64 %0, 32
+  %61 = add nsw i64 %60, %prepare.co302
+  %62 = mul nsw i64 %61, 32
+  %63 = add nsw i64 %62, %prepare.ci291
+  %64 = mul nsw i64 %63, 9
+  %65 = add nsw i64 320, %64
+  %66 = add nsw i64 %65, 6
+  %params10 = getelementptr inbounds float, ptr %params, i64 %66
+  %67 = load float, ptr %params10, align 4
+  store float %67, ptr %prepare.w34, align 4
+  %68 = mul nsw i64 %0, 32
+  %69 = add nsw i64 %68, %prepare.co302
+  %70 = mul nsw i64 %69, 32
+  %71 = add nsw i64 %70, %prepare.ci291
+  %72 = mul nsw i64 %71, 9
+  %73 = add nsw i64 320, %72
+  %74 = add nsw i64 %73, 1
+  %params11 = getelementptr inbounds float, ptr %params, i64 %74
+  %75 = load float, ptr %params11, align 4
+  store float %75, ptr %prepare.w35, align 4
+  %76 = mul nsw i64 %0, 32
+  %77 = add nsw i64 %76, %prepare.co302
+  %78 = mul nsw i64 %77, 32
+  %79 = add nsw i64 %78, %prepare.ci291
+  %80 = mul nsw i64 %79, 9
+  %81 = add nsw i64 320, %80
+  %82 = add nsw i64 %81, 1
+  %params12 = getelementptr inbounds float, ptr %params, i64 %82
+  %83 = load float, ptr %params12, align 4
+  %84 = mul nsw i64 %0, 32
+  %85 = add nsw i64 %84, %prepare.co302
+  %86 = mul nsw i64 %85, 32
+  %87 = add nsw i64 %86, %prepare.ci291
+  %88 = mul nsw i64 %87, 9
+  %89 = add nsw i64 320, %88
+  %90 = add nsw i64 %89, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %90
+  %91 = load float, ptr %params13, align 4
+  %92 = fadd float %83, %91
+  %93 = mul nsw i64 %0, 32
+  %94 = add nsw i64 %93, %prepare.co302
+  %95 = mul nsw i64 %94, 32
+  %96 = add nsw i64 %95, %prepare.ci291
+  %97 = mul nsw i64 %96, 9
+  %98 = add nsw i64 320, %97
+  %99 = add nsw i64 %98, 7
+  %params14 = getelementptr inbounds float, ptr %params, i64 %99
+  %100 = load float, ptr %params14, align 4
+  %101 = fadd float %92, %100
+  %102 = fmul float %101, 5.000000e-01
+  store float %102, ptr %prepare.w36, align 4
+  %103 = mul nsw i64 %0, 32
+  %104 = add nsw i64 %103, %prepare.co302
+  %105 = mul nsw i64 %104, 32
+  %106 = add nsw i64 %105, %prepare.ci291
+  %107 = mul nsw i64 %106, 9
+  %108 = add nsw i64 320, %107
+  %109 = add nsw i64 %108, 1
+  %params15 = getelementptr inbounds float, ptr %params, i64 %109
+  %110 = load float, ptr %params15, align 4
+  %111 = mul nsw i64 %0, 32
+  %112 = add nsw i64 %111, %prepare.co302
+  %113 = mul nsw i64 %112, 32
+  %114 = add nsw i64 %113, %prepare.ci291
+  %115 = mul nsw i64 %114, 9
+  %116 = add nsw i64 320, %115
+  %117 = add nsw i64 %116, 7
+  %params16 = getelementptr inbounds float, ptr %params, i64 %117
+  %118 = load float, ptr %params16, align 4
+  %119 = fadd float %110, %118
+  %120 = mul nsw i64 %0, 32
+  %121 = add nsw i64 %120, %prepare.co302
+  %122 = mul nsw i64 %121, 32
+  %123 = add nsw i64 %122, %prepare.ci291
+  %124 = mul nsw i64 %123, 9
+  %125 = add nsw i64 320, %124
+  %126 = add nsw i64 %125, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %126
+  %127 = load float, ptr %params17, align 4
+  %128 = fsub float %119, %127
+  %129 = fmul float %128, 5.000000e-01
+  store float %129, ptr %prepare.w37, align 4
+  %130 = mul nsw i64 %0, 32
+  %131 = add nsw i64 %130, %prepare.co302
+  %132 = mul nsw i64 %131, 32
+  %133 = add nsw i64 %132, %prepare.ci291
+  %134 = mul nsw i64 %133, 9
+  %135 = add nsw i64 320, %134
+  %136 = add nsw i64 %135, 7
+  %params18 = getelementptr inbounds float, ptr %params, i64 %136
+  %137 = load float, ptr %params18, align 4
+  store float %137, ptr %prepare.w38, align 4
+  %138 = mul nsw i64 %0, 32
+  %139 = add nsw i64 %138, %prepare.co302
+  %140 = mul nsw i64 %139, 32
+  %141 = add nsw i64 %140, %prepare.ci291
+  %142 = mul nsw i64 %141, 9
+  %143 = add nsw i64 320, %142
+  %144 = add nsw i64 %143, 2
+  %params19 = getelementptr inbounds float, ptr %params, i64 %144
+  %145 = load float, ptr %params19, align 4
+  store float %145, ptr %prepare.w39, align 4
+  %146 = mul nsw i64 %0, 32
+  %147 = add nsw i64 %146, %prepare.co302
+  %148 = mul nsw i64 %147, 32
+  %149 = add nsw i64 %148, %prepare.ci291
+  %150 = mul nsw i64 %149, 9
+  %151 = add nsw i64 320, %150
+  %152 = add nsw i64 %151, 2
+  %params20 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params20, align 4
+  %154 = mul nsw i64 %0, 32
+  %155 = add nsw i64 %154, %prepare.co302
+  %156 = mul nsw i64 %155, 32
+  %157 = add nsw i64 %156, %prepare.ci291
+  %158 = mul nsw i64 %157, 9
+  %159 = add nsw i64 320, %158
+  %160 = add nsw i64 %159, 5
+  %params21 = getelementptr inbounds float, ptr %params, i64 %160
+  %161 = load float, ptr %params21, align 4
+  %162 = fadd float %153, %161
+  %163 = mul nsw i64 %0, 32
+  %164 = add nsw i64 %163, %prepare.co302
+  %165 = mul nsw i64 %164, 32
+  %166 = add nsw i64 %165, %prepare.ci291
+  %167 = mul nsw i64 %166, 9
+  %168 = add nsw i64 320, %167
+  %169 = add nsw i64 %168, 8
+  %params22 = getelementptr inbounds float, ptr %params, i64 %169
+  %170 = load float, ptr %params22, align 4
+  %171 = fadd float %162, %170
+  %172 = fmul float %171, 5.000000e-01
+  store float %172, ptr %prepare.w40, align 4
+  %173 = mul nsw i64 %0, 32
+  %174 = add nsw i64 %173, %prepare.co302
+  %175 = mul nsw i64 %174, 32
+  %176 = add nsw i64 %175, %prepare.ci291
+  %177 = mul nsw i64 %176, 9
+  %178 = add nsw i64 320, %177
+  %179 = add nsw i64 %178, 2
+  %params23 = getelementptr inbounds float, ptr %params, i64 %179
+  %180 = load float, ptr %params23, align 4
+  %181 = mul nsw i64 %0, 32
+  %182 = add nsw i64 %181, %prepare.co302
+  %183 = mul nsw i64 %182, 32
+  %184 = add nsw i64 %183, %prepare.ci291
+  %185 = mul nsw i64 %184, 9
+  %186 = add nsw i64 320, %185
+  %187 = add nsw i64 %186, 8
+  %params24 = getelementptr inbounds float, ptr %params, i64 %187
+  %188 = load float, ptr %params24, align 4
+  %189 = fadd float %180, %188
+  %190 = mul nsw i64 %0, 32
+  %191 = add nsw i64 %190, %prepare.co302
+  %192 = mul nsw i64 %191, 32
+  %193 = add nsw i64 %192, %prepare.ci291
+  %194 = mul nsw i64 %193, 9
+  %195 = add nsw i64 320, %194
+  %196 = add nsw i64 %195, 5
+  %params25 = getelementptr inbounds float, ptr %params, i64 %196
+  %197 = load float, ptr %params25, align 4
+  %198 = fsub float %189, %197
+  %199 = fmul float %198, 5.000000e-01
+  store float %199, ptr %prepare.w41, align 4
+  %200 = mul nsw i64 %0, 32
+  %201 = add nsw i64 %200, %prepare.co302
+  %202 = mul nsw i64 %201, 32
+  %203 = add nsw i64 %202, %prepare.ci291
+  %204 = mul nsw i64 %203, 9
+  %205 = add nsw i64 320, %204
+  %206 = add nsw i64 %205, 8
+  %params26 = getelementptr inbounds float, ptr %params, i64 %206
+  %207 = load float, ptr %params26, align 4
+  store float %207, ptr %prepare.w42, align 4
+  %w31 = load float, ptr %prepare.w31, align 4
+  store float %w31, ptr %prepare.w43, align 4
+  %w3127 = load float, ptr %prepare.w31, align 4
+  %w35 = load float, ptr %prepare.w35, align 4
+  %208 = fadd float %w3127, %w35
+  %w39 = load float, ptr %prepare.w39, align 4
+  %209 = fadd float %208, %w39
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %prepare.w44, align 4
+  %w3128 = load float, ptr %prepare.w31, align 4
+  %w3929 = load float, ptr %prepare.w39, align 4
+  %211 = fadd float %w3128, %w3929
+  %w3530 = load float, ptr %prepare.w35, align 4
+  %212 = fsub float %211, %w3530
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %prepare.w45, align 4
+  %w3931 = load float, ptr %prepare.w39, align 4
+  store float %w3931, ptr %prepare.w46, align 4
+  %w32 = load float, ptr %prepare.w32, align 4
+  store float %w32, ptr %prepare.w47, align 4
+  %w3232 = load float, ptr %prepare.w32, align 4
+  %w36 = load float, ptr %prepare.w36, align 4
+  %214 = fadd float %w3232, %w36
+  %w40 = load float, ptr %prepare.w40, align 4
+  %215 = fadd float %214, %w40
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %prepare.w48, align 4
+  %w3233 = load float, ptr %prepare.w32, align 4
+  %w4034 = load float, ptr %prepare.w40, align 4
+  %217 = fadd float %w3233, %w4034
+  %w3635 = load float, ptr %prepare.w36, align 4
+  %218 = fsub float %217, %w3635
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %prepare.w49, align 4
+  %w4036 = load float, ptr %prepare.w40, align 4
+  store float %w4036, ptr %prepare.w50, align 4
+  %w33 = load float, ptr %prepare.w33, align 4
+  store float %w33, ptr %prepare.w51, align 4
+  %w3337 = load float, ptr %prepare.w33, align 4
+  %w37 = load float, ptr %prepare.w37, align 4
+  %220 = fadd float %w3337, %w37
+  %w41 = load float, ptr %prepare.w41, align 4
+  %221 = fadd float %220, %w41
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %prepare.w52, align 4
+  %w3338 = load float, ptr %prepare.w33, align 4
+  %w4139 = load float, ptr %prepare.w41, align 4
+  %223 = fadd float %w3338, %w4139
+  %w3740 = load float, ptr %prepare.w37, align 4
+  %224 = fsub float %223, %w3740
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %prepare.w53, align 4
+  %w4141 = load float, ptr %prepare.w41, align 4
+  store float %w4141, ptr %prepare.w54, align 4
+  %w34 = load float, ptr %prepare.w34, align 4
+  store float %w34, ptr %prepare.w55, align 4
+  %w3442 = load float, ptr %prepare.w34, align 4
+  %w38 = load float, ptr %prepare.w38, align 4
+  %226 = fadd float %w3442, %w38
+  %w42 = load float, ptr %prepare.w42, align 4
+  %227 = fadd float %226, %w42
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %prepare.w56, align 4
+  %w3443 = load float, ptr %prepare.w34, align 4
+  %w4244 = load float, ptr %prepare.w42, align 4
+  %229 = fadd float %w3443, %w4244
+  %w3845 = load float, ptr %prepare.w38, align 4
+  %230 = fsub float %229, %w3845
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %prepare.w57, align 4
+  %w4246 = load float, ptr %prepare.w42, align 4
+  store float %w4246, ptr %prepare.w58, align 4
+  %w43 = load float, ptr %prepare.w43, align 4
+  %232 = mul nsw i64 %prepare.ci291, 64
+  %233 = add nsw i64 3674240, %232
+  %234 = mul nsw i64 %0, 32
+  %235 = add nsw i64 %234, %prepare.co302
+  %236 = add nsw i64 %233, %235
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
+  store float %w43, ptr %arena47, align 4
+  %w44 = load float, ptr %prepare.w44, align 4
+  %237 = mul nsw i64 %prepare.ci291, 64
+  %238 = add nsw i64 3676288, %237
+  %239 = mul nsw i64 %0, 32
+  %240 = add nsw i64 %239, %prepare.co302
+  %241 = add nsw i64 %238, %240
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
+  store float %w44, ptr %arena48, align 4
+  %w45 = load float, ptr %prepare.w45, align 4
+  %242 = mul nsw i64 %prepare.ci291, 64
+  %243 = add nsw i64 3678336, %242
+  %244 = mul nsw i64 %0, 32
+  %245 = add nsw i64 %244, %prepare.co302
+  %246 = add nsw i64 %243, %245
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
+  store float %w45, ptr %arena49, align 4
+  %w46 = load float, ptr %prepare.w46, align 4
+  %247 = mul nsw i64 %prepare.ci291, 64
+  %248 = add nsw i64 3680384, %247
+  %249 = mul nsw i64 %0, 32
+  %250 = add nsw i64 %249, %prepare.co302
+  %251 = add nsw i64 %248, %250
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
+  store float %w46, ptr %arena50, align 4
+  %w47 = load float, ptr %prepare.w47, align 4
+  %252 = mul nsw i64 %prepare.ci291, 64
+  %253 = add nsw i64 3682432, %252
+  %254 = mul nsw i64 %0, 32
+  %255 = add nsw i64 %254, %prepare.co302
+  %256 = add nsw i64 %253, %255
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
+  store float %w47, ptr %arena51, align 4
+  %w48 = load float, ptr %prepare.w48, align 4
+  %257 = mul nsw i64 %prepare.ci291, 64
+  %258 = add nsw i64 3684480, %257
+  %259 = mul nsw i64 %0, 32
+  %260 = add nsw i64 %259, %prepare.co302
+  %261 = add nsw i64 %258, %260
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
+  store float %w48, ptr %arena52, align 4
+  %w49 = load float, ptr %prepare.w49, align 4
+  %262 = mul nsw i64 %prepare.ci291, 64
+  %263 = add nsw i64 3686528, %262
+  %264 = mul nsw i64 %0, 32
+  %265 = add nsw i64 %264, %prepare.co302
+  %266 = add nsw i64 %263, %265
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
+  store float %w49, ptr %arena53, align 4
+  %w50 = load float, ptr %prepare.w50, align 4
+  %267 = mul nsw i64 %prepare.ci291, 64
+  %268 = add nsw i64 3688576, %267
+  %269 = mul nsw i64 %0, 32
+  %270 = add nsw i64 %269, %prepare.co302
+  %271 = add nsw i64 %268, %270
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
+  store float %w50, ptr %arena54, align 4
+  %w51 = load float, ptr %prepare.w51, align 4
+  %272 = mul nsw i64 %prepare.ci291, 64
+  %273 = add nsw i64 3690624, %272
+  %274 = mul nsw i64 %0, 32
+  %275 = add nsw i64 %274, %prepare.co302
+  %276 = add nsw i64 %273, %275
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
+  store float %w51, ptr %arena55, align 4
+  %w52 = load float, ptr %prepare.w52, align 4
+  %277 = mul nsw i64 %prepare.ci291, 64
+  %278 = add nsw i64 3692672, %277
+  %279 = mul nsw i64 %0, 32
+  %280 = add nsw i64 %279, %prepare.co302
+  %281 = add nsw i64 %278, %280
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
+  store float %w52, ptr %arena56, align 4
+  %w53 = load float, ptr %prepare.w53, align 4
+  %282 = mul nsw i64 %prepare.ci291, 64
+  %283 = add nsw i64 3694720, %282
+  %284 = mul nsw i64 %0, 32
+  %285 = add nsw i64 %284, %prepare.co302
+  %286 = add nsw i64 %283, %285
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
+  store float %w53, ptr %arena57, align 4
+  %w54 = load float, ptr %prepare.w54, align 4
+  %287 = mul nsw i64 %prepare.ci291, 64
+  %288 = add nsw i64 3696768, %287
+  %289 = mul nsw i64 %0, 32
+  %290 = add nsw i64 %289, %prepare.co302
+  %291 = add nsw i64 %288, %290
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
+  store float %w54, ptr %arena58, align 4
+  %w55 = load float, ptr %prepare.w55, align 4
+  %292 = mul nsw i64 %prepare.ci291, 64
+  %293 = add nsw i64 3698816, %292
+  %294 = mul nsw i64 %0, 32
+  %295 = add nsw i64 %294, %prepare.co302
+  %296 = add nsw i64 %293, %295
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
+  store float %w55, ptr %arena59, align 4
+  %w56 = load float, ptr %prepare.w56, align 4
+  %297 = mul nsw i64 %prepare.ci291, 64
+  %298 = add nsw i64 3700864, %297
+  %299 = mul nsw i64 %0, 32
+  %300 = add nsw i64 %299, %prepare.co302
+  %301 = add nsw i64 %298, %300
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
+  store float %w56, ptr %arena60, align 4
+  %w57 = load float, ptr %prepare.w57, align 4
+  %302 = mul nsw i64 %prepare.ci291, 64
+  %303 = add nsw i64 3702912, %302
+  %304 = mul nsw i64 %0, 32
+  %305 = add nsw i64 %304, %prepare.co302
+  %306 = add nsw i64 %303, %305
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
+  store float %w57, ptr %arena61, align 4
+  %w58 = load float, ptr %prepare.w58, align 4
+  %307 = mul nsw i64 %prepare.ci291, 64
+  %308 = add nsw i64 3704960, %307
+  %309 = mul nsw i64 %0, 32
+  %310 = add nsw i64 %309, %prepare.co302
+  %311 = add nsw i64 %308, %310
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
+  store float %w58, ptr %arena62, align 4
+  %co30.next = add nsw i64 %prepare.co302, 1
+  %312 = icmp slt i64 %co30.next, 32
+  br i1 %312, label %prepare.co30, label %prepare.co30.end
+
+prepare.co30.end:                                 ; preds = %prepare.co30
+  %ci29.next = add nsw i64 %prepare.ci291, 1
+  %313 = icmp slt i64 %ci29.next, 32
+  br i1 %313, label %prepare.ci29, label %prepare.ci29.end
+}
+
+define internal void @convnet_infer_b64.part28.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  call void @convnet_infer_b64.part28(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
@@ -12617,742 +13192,174 @@ define internal void @convnet_infer_b64.k1.conv2(ptr noalias %params, ptr noalia
 entry:
   %part102.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
   %part65.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %part28.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 0
-  store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 1
-  store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 2
-  store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 3
-  store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 4
-  store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = icmp eq ptr %pool, null
-  br i1 %11, label %conv2.part28.serial, label %conv2.part28.pool
-
-conv2.part28.pool:                                ; preds = %entry
-  %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @convnet_infer_b64.k1.conv2.part28.task, ptr %part28.context, i64 2)
-  br label %conv2.part28.done
-
-conv2.part28.serial:                              ; preds = %entry
-  br label %conv2.part28
-
-conv2.part28.done:                                ; preds = %conv2.part28.end, %conv2.part28.pool
   br label %conv2.i59
 
-conv2.part28:                                     ; preds = %conv2.part28, %conv2.part28.serial
-  %conv2.part281 = phi i64 [ 0, %conv2.part28.serial ], [ %part28.next, %conv2.part28 ]
-  call void @convnet_infer_b64.k1.conv2.part28(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part281)
-  %part28.next = add nsw i64 %conv2.part281, 1
-  %12 = icmp slt i64 %part28.next, 2
-  br i1 %12, label %conv2.part28, label %conv2.part28.end
-
-conv2.part28.end:                                 ; preds = %conv2.part28
-  br label %conv2.part28.done
-
-conv2.i59:                                        ; preds = %conv2.i59, %conv2.part28.done
-  %conv2.i592 = phi i64 [ 0, %conv2.part28.done ], [ %i59.next, %conv2.i59 ]
-  %13 = add nsw i64 3244032, %conv2.i592
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %13
-  store float 0.000000e+00, ptr %arena3, align 4
-  %i59.next = add nsw i64 %conv2.i592, 1
-  %14 = icmp slt i64 %i59.next, 28800
-  br i1 %14, label %conv2.i59, label %conv2.i59.end
+conv2.i59:                                        ; preds = %conv2.i59, %entry
+  %conv2.i591 = phi i64 [ 0, %entry ], [ %i59.next, %conv2.i59 ]
+  %0 = add nsw i64 3244032, %conv2.i591
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
+  store float 0.000000e+00, ptr %arena2, align 4
+  %i59.next = add nsw i64 %conv2.i591, 1
+  %1 = icmp slt i64 %i59.next, 28800
+  br i1 %1, label %conv2.i59, label %conv2.i59.end
 
 conv2.i59.end:                                    ; preds = %conv2.i59
   br label %conv2.g60
 
 conv2.g60:                                        ; preds = %conv2.part102.done, %conv2.i59.end
-  %conv2.g604 = phi i64 [ 0, %conv2.i59.end ], [ %g60.next, %conv2.part102.done ]
+  %conv2.g603 = phi i64 [ 0, %conv2.i59.end ], [ %g60.next, %conv2.part102.done ]
   br label %conv2.j61
 
 conv2.g60.end:                                    ; preds = %conv2.part102.done
   ret void
 
 conv2.j61:                                        ; preds = %conv2.c62.end, %conv2.g60
-  %conv2.j615 = phi i64 [ 0, %conv2.g60 ], [ %j61.next, %conv2.c62.end ]
+  %conv2.j614 = phi i64 [ 0, %conv2.g60 ], [ %j61.next, %conv2.c62.end ]
   br label %conv2.c62
 
 conv2.j61.end:                                    ; preds = %conv2.c62.end
-  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 0
-  store ptr %params, ptr %15, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 1
-  store ptr %grads, ptr %16, align 8
-  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 2
-  store ptr %m, ptr %17, align 8
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 3
-  store ptr %v, ptr %18, align 8
-  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 4
-  store ptr %arena, ptr %19, align 8
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 5
-  store ptr %images, ptr %20, align 8
-  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 6
-  store ptr %labels, ptr %21, align 8
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 7
-  store float %lr, ptr %22, align 4
-  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 8
-  store i64 %step, ptr %23, align 4
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 9
-  store i64 %seed, ptr %24, align 4
-  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 10
-  store ptr %pool, ptr %25, align 8
-  %26 = icmp eq ptr %pool, null
-  br i1 %26, label %conv2.part65.serial, label %conv2.part65.pool
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 0
+  store ptr %params, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 1
+  store ptr %grads, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 2
+  store ptr %m, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 3
+  store ptr %v, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 4
+  store ptr %arena, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 5
+  store ptr %images, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 6
+  store ptr %labels, ptr %8, align 8
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 7
+  store float %lr, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 8
+  store i64 %step, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 9
+  store i64 %seed, ptr %11, align 4
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 10
+  store ptr %pool, ptr %12, align 8
+  %13 = icmp eq ptr %pool, null
+  br i1 %13, label %conv2.part65.serial, label %conv2.part65.pool
 
 conv2.c62:                                        ; preds = %conv2.iy63.end, %conv2.j61
-  %conv2.c626 = phi i64 [ 0, %conv2.j61 ], [ %c62.next, %conv2.iy63.end ]
+  %conv2.c625 = phi i64 [ 0, %conv2.j61 ], [ %c62.next, %conv2.iy63.end ]
   br label %conv2.iy63
 
 conv2.c62.end:                                    ; preds = %conv2.iy63.end
-  %j61.next = add nsw i64 %conv2.j615, 1
-  %27 = icmp slt i64 %j61.next, 1
-  br i1 %27, label %conv2.j61, label %conv2.j61.end
+  %j61.next = add nsw i64 %conv2.j614, 1
+  %14 = icmp slt i64 %j61.next, 1
+  br i1 %14, label %conv2.j61, label %conv2.j61.end
 
 conv2.iy63:                                       ; preds = %conv2.ix64.end, %conv2.c62
-  %conv2.iy637 = phi i64 [ 0, %conv2.c62 ], [ %iy63.next, %conv2.ix64.end ]
+  %conv2.iy636 = phi i64 [ 0, %conv2.c62 ], [ %iy63.next, %conv2.ix64.end ]
   br label %conv2.ix64
 
 conv2.iy63.end:                                   ; preds = %conv2.ix64.end
-  %c62.next = add nsw i64 %conv2.c626, 1
-  %28 = icmp slt i64 %c62.next, 32
-  br i1 %28, label %conv2.c62, label %conv2.c62.end
+  %c62.next = add nsw i64 %conv2.c625, 1
+  %15 = icmp slt i64 %c62.next, 32
+  br i1 %15, label %conv2.c62, label %conv2.c62.end
 
 conv2.ix64:                                       ; preds = %conv2.ix64, %conv2.iy63
-  %conv2.ix648 = phi i64 [ 0, %conv2.iy63 ], [ %ix64.next, %conv2.ix64 ]
-  %29 = add nsw i64 %conv2.g604, %conv2.j615
-  %30 = mul nsw i64 %29, 25088
-  %31 = mul nsw i64 %conv2.c626, 784
-  %32 = add nsw i64 %30, %31
-  %33 = mul nsw i64 %conv2.iy637, 28
-  %34 = add nsw i64 %32, %33
-  %35 = add nsw i64 %34, %conv2.ix648
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %35
-  %36 = load float, ptr %arena9, align 4
-  %37 = mul nsw i64 %conv2.j615, 28800
-  %38 = add nsw i64 %conv2.iy637, 1
-  %39 = mul nsw i64 %38, 960
-  %40 = add nsw i64 %37, %39
-  %41 = add nsw i64 %conv2.ix648, 1
-  %42 = mul nsw i64 %41, 32
-  %43 = add nsw i64 %40, %42
-  %44 = add nsw i64 %43, %conv2.c626
-  %45 = add nsw i64 3244032, %44
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %45
-  store float %36, ptr %arena10, align 4
-  %ix64.next = add nsw i64 %conv2.ix648, 1
-  %46 = icmp slt i64 %ix64.next, 28
-  br i1 %46, label %conv2.ix64, label %conv2.ix64.end
+  %conv2.ix647 = phi i64 [ 0, %conv2.iy63 ], [ %ix64.next, %conv2.ix64 ]
+  %16 = add nsw i64 %conv2.g603, %conv2.j614
+  %17 = mul nsw i64 %16, 25088
+  %18 = mul nsw i64 %conv2.c625, 784
+  %19 = add nsw i64 %17, %18
+  %20 = mul nsw i64 %conv2.iy636, 28
+  %21 = add nsw i64 %19, %20
+  %22 = add nsw i64 %21, %conv2.ix647
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %22
+  %23 = load float, ptr %arena8, align 4
+  %24 = mul nsw i64 %conv2.j614, 28800
+  %25 = add nsw i64 %conv2.iy636, 1
+  %26 = mul nsw i64 %25, 960
+  %27 = add nsw i64 %24, %26
+  %28 = add nsw i64 %conv2.ix647, 1
+  %29 = mul nsw i64 %28, 32
+  %30 = add nsw i64 %27, %29
+  %31 = add nsw i64 %30, %conv2.c625
+  %32 = add nsw i64 3244032, %31
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %32
+  store float %23, ptr %arena9, align 4
+  %ix64.next = add nsw i64 %conv2.ix647, 1
+  %33 = icmp slt i64 %ix64.next, 28
+  br i1 %33, label %conv2.ix64, label %conv2.ix64.end
 
 conv2.ix64.end:                                   ; preds = %conv2.ix64
-  %iy63.next = add nsw i64 %conv2.iy637, 1
-  %47 = icmp slt i64 %iy63.next, 28
-  br i1 %47, label %conv2.iy63, label %conv2.iy63.end
+  %iy63.next = add nsw i64 %conv2.iy636, 1
+  %34 = icmp slt i64 %iy63.next, 28
+  br i1 %34, label %conv2.iy63, label %conv2.iy63.end
 
 conv2.part65.pool:                                ; preds = %conv2.j61.end
-  %run11 = load ptr, ptr %pool, align 8
-  call void %run11(ptr %pool, ptr @convnet_infer_b64.k1.conv2.part65.task, ptr %part65.context, i64 2)
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @convnet_infer_b64.k1.conv2.part65.task, ptr %part65.context, i64 2)
   br label %conv2.part65.done
 
 conv2.part65.serial:                              ; preds = %conv2.j61.end
   br label %conv2.part65
 
 conv2.part65.done:                                ; preds = %conv2.part65.end, %conv2.part65.pool
-  %48 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 0
-  store ptr %params, ptr %48, align 8
-  %49 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 1
-  store ptr %grads, ptr %49, align 8
-  %50 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 2
-  store ptr %m, ptr %50, align 8
-  %51 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 3
-  store ptr %v, ptr %51, align 8
-  %52 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 4
-  store ptr %arena, ptr %52, align 8
-  %53 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 5
-  store ptr %images, ptr %53, align 8
-  %54 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 6
-  store ptr %labels, ptr %54, align 8
-  %55 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 7
-  store float %lr, ptr %55, align 4
-  %56 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 8
-  store i64 %step, ptr %56, align 4
-  %57 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 9
-  store i64 %seed, ptr %57, align 4
-  %58 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 10
-  store ptr %pool, ptr %58, align 8
-  %59 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 11
-  store i64 %conv2.g604, ptr %59, align 4
-  %60 = icmp eq ptr %pool, null
-  br i1 %60, label %conv2.part102.serial, label %conv2.part102.pool
+  %35 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 0
+  store ptr %params, ptr %35, align 8
+  %36 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 1
+  store ptr %grads, ptr %36, align 8
+  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 2
+  store ptr %m, ptr %37, align 8
+  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 3
+  store ptr %v, ptr %38, align 8
+  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 4
+  store ptr %arena, ptr %39, align 8
+  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 5
+  store ptr %images, ptr %40, align 8
+  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 6
+  store ptr %labels, ptr %41, align 8
+  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 7
+  store float %lr, ptr %42, align 4
+  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 8
+  store i64 %step, ptr %43, align 4
+  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 9
+  store i64 %seed, ptr %44, align 4
+  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 10
+  store ptr %pool, ptr %45, align 8
+  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 11
+  store i64 %conv2.g603, ptr %46, align 4
+  %47 = icmp eq ptr %pool, null
+  br i1 %47, label %conv2.part102.serial, label %conv2.part102.pool
 
 conv2.part65:                                     ; preds = %conv2.part65, %conv2.part65.serial
-  %conv2.part6512 = phi i64 [ 0, %conv2.part65.serial ], [ %part65.next, %conv2.part65 ]
-  call void @convnet_infer_b64.k1.conv2.part65(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part6512)
-  %part65.next = add nsw i64 %conv2.part6512, 1
-  %61 = icmp slt i64 %part65.next, 2
-  br i1 %61, label %conv2.part65, label %conv2.part65.end
+  %conv2.part6510 = phi i64 [ 0, %conv2.part65.serial ], [ %part65.next, %conv2.part65 ]
+  call void @convnet_infer_b64.k1.conv2.part65(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part6510)
+  %part65.next = add nsw i64 %conv2.part6510, 1
+  %48 = icmp slt i64 %part65.next, 2
+  br i1 %48, label %conv2.part65, label %conv2.part65.end
 
 conv2.part65.end:                                 ; preds = %conv2.part65
   br label %conv2.part65.done
 
 conv2.part102.pool:                               ; preds = %conv2.part65.done
-  %run13 = load ptr, ptr %pool, align 8
-  call void %run13(ptr %pool, ptr @convnet_infer_b64.k1.conv2.part102.task, ptr %part102.context, i64 2)
+  %run11 = load ptr, ptr %pool, align 8
+  call void %run11(ptr %pool, ptr @convnet_infer_b64.k1.conv2.part102.task, ptr %part102.context, i64 2)
   br label %conv2.part102.done
 
 conv2.part102.serial:                             ; preds = %conv2.part65.done
   br label %conv2.part102
 
 conv2.part102.done:                               ; preds = %conv2.part102.end, %conv2.part102.pool
-  %g60.next = add nsw i64 %conv2.g604, 1
-  %62 = icmp slt i64 %g60.next, 64
-  br i1 %62, label %conv2.g60, label %conv2.g60.end
+  %g60.next = add nsw i64 %conv2.g603, 1
+  %49 = icmp slt i64 %g60.next, 64
+  br i1 %49, label %conv2.g60, label %conv2.g60.end
 
 conv2.part102:                                    ; preds = %conv2.part102, %conv2.part102.serial
-  %conv2.part10214 = phi i64 [ 0, %conv2.part102.serial ], [ %part102.next, %conv2.part102 ]
-  call void @convnet_infer_b64.k1.conv2.part102(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g604, i64 %conv2.part10214)
-  %part102.next = add nsw i64 %conv2.part10214, 1
-  %63 = icmp slt i64 %part102.next, 2
-  br i1 %63, label %conv2.part102, label %conv2.part102.end
+  %conv2.part10212 = phi i64 [ 0, %conv2.part102.serial ], [ %part102.next, %conv2.part102 ]
+  call void @convnet_infer_b64.k1.conv2.part102(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g603, i64 %conv2.part10212)
+  %part102.next = add nsw i64 %conv2.part10212, 1
+  %50 = icmp slt i64 %part102.next, 2
+  br i1 %50, label %conv2.part102, label %conv2.part102.end
 
 conv2.part102.end:                                ; preds = %conv2.part102
   br label %conv2.part102.done
-}
-
-; Function Attrs: noinline
-define internal void @convnet_infer_b64.k1.conv2.part28(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
-entry:
-  %conv2.w58 = alloca float, align 4
-  %conv2.w57 = alloca float, align 4
-  %conv2.w56 = alloca float, align 4
-  %conv2.w55 = alloca float, align 4
-  %conv2.w54 = alloca float, align 4
-  %conv2.w53 = alloca float, align 4
-  %conv2.w52 = alloca float, align 4
-  %conv2.w51 = alloca float, align 4
-  %conv2.w50 = alloca float, align 4
-  %conv2.w49 = alloca float, align 4
-  %conv2.w48 = alloca float, align 4
-  %conv2.w47 = alloca float, align 4
-  %conv2.w46 = alloca float, align 4
-  %conv2.w45 = alloca float, align 4
-  %conv2.w44 = alloca float, align 4
-  %conv2.w43 = alloca float, align 4
-  %conv2.w42 = alloca float, align 4
-  %conv2.w41 = alloca float, align 4
-  %conv2.w40 = alloca float, align 4
-  %conv2.w39 = alloca float, align 4
-  %conv2.w38 = alloca float, align 4
-  %conv2.w37 = alloca float, align 4
-  %conv2.w36 = alloca float, align 4
-  %conv2.w35 = alloca float, align 4
-  %conv2.w34 = alloca float, align 4
-  %conv2.w33 = alloca float, align 4
-  %conv2.w32 = alloca float, align 4
-  %conv2.w31 = alloca float, align 4
-  br label %conv2.ci29
-
-conv2.ci29:                                       ; preds = %conv2.co30.end, %entry
-  %conv2.ci291 = phi i64 [ 0, %entry ], [ %ci29.next, %conv2.co30.end ]
-  br label %conv2.co30
-
-conv2.ci29.end:                                   ; preds = %conv2.co30.end
-  ret void
-
-conv2.co30:                                       ; preds = %conv2.co30, %conv2.ci29
-  %conv2.co302 = phi i64 [ 0, %conv2.ci29 ], [ %co30.next, %conv2.co30 ]
-  %1 = mul nsw i64 %0, 32
-  %2 = add nsw i64 %1, %conv2.co302
-  %3 = mul nsw i64 %2, 32
-  %4 = add nsw i64 %3, %conv2.ci291
-  %5 = mul nsw i64 %4, 9
-  %6 = add nsw i64 320, %5
-  %params3 = getelementptr inbounds float, ptr %params, i64 %6
-  %7 = load float, ptr %params3, align 4
-  store float %7, ptr %conv2.w31, align 4
-  %8 = mul nsw i64 %0, 32
-  %9 = add nsw i64 %8, %conv2.co302
-  %10 = mul nsw i64 %9, 32
-  %11 = add nsw i64 %10, %conv2.ci291
-  %12 = mul nsw i64 %11, 9
-  %13 = add nsw i64 320, %12
-  %params4 = getelementptr inbounds float, ptr %params, i64 %13
-  %14 = load float, ptr %params4, align 4
-  %15 = mul nsw i64 %0, 32
-  %16 = add nsw i64 %15, %conv2.co302
-  %17 = mul nsw i64 %16, 32
-  %18 = add nsw i64 %17, %conv2.ci291
-  %19 = mul nsw i64 %18, 9
-  %20 = add nsw i64 320, %19
-  %21 = add nsw i64 %20, 3
-  %params5 = getelementptr inbounds float, ptr %params, i64 %21
-  %22 = load float, ptr %params5, align 4
-  %23 = fadd float %14, %22
-  %24 = mul nsw i64 %0, 32
-  %25 = add nsw i64 %24, %conv2.co302
-  %26 = mul nsw i64 %25, 32
-  %27 = add nsw i64 %26, %conv2.ci291
-  %28 = mul nsw i64 %27, 9
-  %29 = add nsw i64 320, %28
-  %30 = add nsw i64 %29, 6
-  %params6 = getelementptr inbounds float, ptr %params, i64 %30
-  %31 = load float, ptr %params6, align 4
-  %32 = fadd float %23, %31
-  %33 = fmul float %32, 5.000000e-01
-  store float %33, ptr %conv2.w32, align 4
-  %34 = mul nsw i64 %0, 32
-  %35 = add nsw i64 %34, %conv2.co302
-  %36 = mul nsw i64 %35, 32
-  %37 = add nsw i64 %36, %conv2.ci291
-  %38 = mul nsw i64 %37, 9
-  %39 = add nsw i64 320, %38
-  %params7 = getelementptr inbounds float, ptr %params, i64 %39
-  %40 = load float, ptr %params7, align 4
-  %41 = mul nsw i64 %0, 32
-  %42 = add nsw i64 %41, %conv2.co302
-  %43 = mul nsw i64 %42, 32
-  %44 = add nsw i64 %43, %conv2.ci291
-  %45 = mul nsw i64 %44, 9
-  %46 = add nsw i64 320, %45
-  %47 = add nsw i64 %46, 6
-  %params8 = getelementptr inbounds float, ptr %params, i64 %47
-  %48 = load float, ptr %params8, align 4
-  %49 = fadd float %40, %48
-  %50 = mul nsw i64 %0, 32
-  %51 = add nsw i64 %50, %conv2.co302
-  %52 = mul nsw i64 %51, 32
-  %53 = add nsw i64 %52, %conv2.ci291
-  %54 = mul nsw i64 %53, 9
-  %55 = add nsw i64 320, %54
-  %56 = add nsw i64 %55, 3
-  %params9 = getelementptr inbounds float, ptr %params, i64 %56
-  %57 = load float, ptr %params9, align 4
-  %58 = fsub float %49, %57
-  %59 = fmul float %58, 5.000000e-01
-  store float %59, ptr %conv2.w33, align 4
-  %60 = mul nsw i64 %0, 32
-  %61 = add nsw i64 %60, %conv2.co302
-  %62 = mul nsw i64 %61, 32
-  %63 = add nsw i64 %62, %conv2.ci291
-  %64 = mul nsw i64 %63, 9
-  %65 = add nsw i64 320, %64
-  %66 = add nsw i64 %65, 6
-  %params10 = getelementptr inbounds float, ptr %params, i64 %66
-  %67 = load float, ptr %params10, align 4
-  store float %67, ptr %conv2.w34, align 4
-  %68 = mul nsw i64 %0, 32
-  %69 = add nsw i64 %68, %conv2.co302
-  %70 = mul nsw i64 %69, 32
-  %71 = add nsw i64 %70, %conv2.ci291
-  %72 = mul nsw i64 %71, 9
-  %73 = add nsw i64 320, %72
-  %74 = add nsw i64 %73, 1
-  %params11 = getelementptr inbounds float, ptr %params, i64 %74
-  %75 = load float, ptr %params11, align 4
-  store float %75, ptr %conv2.w35, align 4
-  %76 = mul nsw i64 %0, 32
-  %77 = add nsw i64 %76, %conv2.co302
-  %78 = mul nsw i64 %77, 32
-  %79 = add nsw i64 %78, %conv2.ci291
-  %80 = mul nsw i64 %79, 9
-  %81 = add nsw i64 320, %80
-  %82 = add nsw i64 %81, 1
-  %params12 = getelementptr inbounds float, ptr %params, i64 %82
-  %83 = load float, ptr %params12, align 4
-  %84 = mul nsw i64 %0, 32
-  %85 = add nsw i64 %84, %conv2.co302
-  %86 = mul nsw i64 %85, 32
-  %87 = add nsw i64 %86, %conv2.ci291
-  %88 = mul nsw i64 %87, 9
-  %89 = add nsw i64 320, %88
-  %90 = add nsw i64 %89, 4
-  %params13 = getelementptr inbounds float, ptr %params, i64 %90
-  %91 = load float, ptr %params13, align 4
-  %92 = fadd float %83, %91
-  %93 = mul nsw i64 %0, 32
-  %94 = add nsw i64 %93, %conv2.co302
-  %95 = mul nsw i64 %94, 32
-  %96 = add nsw i64 %95, %conv2.ci291
-  %97 = mul nsw i64 %96, 9
-  %98 = add nsw i64 320, %97
-  %99 = add nsw i64 %98, 7
-  %params14 = getelementptr inbounds float, ptr %params, i64 %99
-  %100 = load float, ptr %params14, align 4
-  %101 = fadd float %92, %100
-  %102 = fmul float %101, 5.000000e-01
-  store float %102, ptr %conv2.w36, align 4
-  %103 = mul nsw i64 %0, 32
-  %104 = add nsw i64 %103, %conv2.co302
-  %105 = mul nsw i64 %104, 32
-  %106 = add nsw i64 %105, %conv2.ci291
-  %107 = mul nsw i64 %106, 9
-  %108 = add nsw i64 320, %107
-  %109 = add nsw i64 %108, 1
-  %params15 = getelementptr inbounds float, ptr %params, i64 %109
-  %110 = load float, ptr %params15, align 4
-  %111 = mul nsw i64 %0, 32
-  %112 = add nsw i64 %111, %conv2.co302
-  %113 = mul nsw i64 %112, 32
-  %114 = add nsw i64 %113, %conv2.ci291
-  %115 = mul nsw i64 %114, 9
-  %116 = add nsw i64 320, %115
-  %117 = add nsw i64 %116, 7
-  %params16 = getelementptr inbounds float, ptr %params, i64 %117
-  %118 = load float, ptr %params16, align 4
-  %119 = fadd float %110, %118
-  %120 = mul nsw i64 %0, 32
-  %121 = add nsw i64 %120, %conv2.co302
-  %122 = mul nsw i64 %121, 32
-  %123 = add nsw i64 %122, %conv2.ci291
-  %124 = mul nsw i64 %123, 9
-  %125 = add nsw i64 320, %124
-  %126 = add nsw i64 %125, 4
-  %params17 = getelementptr inbounds float, ptr %params, i64 %126
-  %127 = load float, ptr %params17, align 4
-  %128 = fsub float %119, %127
-  %129 = fmul float %128, 5.000000e-01
-  store float %129, ptr %conv2.w37, align 4
-  %130 = mul nsw i64 %0, 32
-  %131 = add nsw i64 %130, %conv2.co302
-  %132 = mul nsw i64 %131, 32
-  %133 = add nsw i64 %132, %conv2.ci291
-  %134 = mul nsw i64 %133, 9
-  %135 = add nsw i64 320, %134
-  %136 = add nsw i64 %135, 7
-  %params18 = getelementptr inbounds float, ptr %params, i64 %136
-  %137 = load float, ptr %params18, align 4
-  store float %137, ptr %conv2.w38, align 4
-  %138 = mul nsw i64 %0, 32
-  %139 = add nsw i64 %138, %conv2.co302
-  %140 = mul nsw i64 %139, 32
-  %141 = add nsw i64 %140, %conv2.ci291
-  %142 = mul nsw i64 %141, 9
-  %143 = add nsw i64 320, %142
-  %144 = add nsw i64 %143, 2
-  %params19 = getelementptr inbounds float, ptr %params, i64 %144
-  %145 = load float, ptr %params19, align 4
-  store float %145, ptr %conv2.w39, align 4
-  %146 = mul nsw i64 %0, 32
-  %147 = add nsw i64 %146, %conv2.co302
-  %148 = mul nsw i64 %147, 32
-  %149 = add nsw i64 %148, %conv2.ci291
-  %150 = mul nsw i64 %149, 9
-  %151 = add nsw i64 320, %150
-  %152 = add nsw i64 %151, 2
-  %params20 = getelementptr inbounds float, ptr %params, i64 %152
-  %153 = load float, ptr %params20, align 4
-  %154 = mul nsw i64 %0, 32
-  %155 = add nsw i64 %154, %conv2.co302
-  %156 = mul nsw i64 %155, 32
-  %157 = add nsw i64 %156, %conv2.ci291
-  %158 = mul nsw i64 %157, 9
-  %159 = add nsw i64 320, %158
-  %160 = add nsw i64 %159, 5
-  %params21 = getelementptr inbounds float, ptr %params, i64 %160
-  %161 = load float, ptr %params21, align 4
-  %162 = fadd float %153, %161
-  %163 = mul nsw i64 %0, 32
-  %164 = add nsw i64 %163, %conv2.co302
-  %165 = mul nsw i64 %164, 32
-  %166 = add nsw i64 %165, %conv2.ci291
-  %167 = mul nsw i64 %166, 9
-  %168 = add nsw i64 320, %167
-  %169 = add nsw i64 %168, 8
-  %params22 = getelementptr inbounds float, ptr %params, i64 %169
-  %170 = load float, ptr %params22, align 4
-  %171 = fadd float %162, %170
-  %172 = fmul float %171, 5.000000e-01
-  store float %172, ptr %conv2.w40, align 4
-  %173 = mul nsw i64 %0, 32
-  %174 = add nsw i64 %173, %conv2.co302
-  %175 = mul nsw i64 %174, 32
-  %176 = add nsw i64 %175, %conv2.ci291
-  %177 = mul nsw i64 %176, 9
-  %178 = add nsw i64 320, %177
-  %179 = add nsw i64 %178, 2
-  %params23 = getelementptr inbounds float, ptr %params, i64 %179
-  %180 = load float, ptr %params23, align 4
-  %181 = mul nsw i64 %0, 32
-  %182 = add nsw i64 %181, %conv2.co302
-  %183 = mul nsw i64 %182, 32
-  %184 = add nsw i64 %183, %conv2.ci291
-  %185 = mul nsw i64 %184, 9
-  %186 = add nsw i64 320, %185
-  %187 = add nsw i64 %186, 8
-  %params24 = getelementptr inbounds float, ptr %params, i64 %187
-  %188 = load float, ptr %params24, align 4
-  %189 = fadd float %180, %188
-  %190 = mul nsw i64 %0, 32
-  %191 = add nsw i64 %190, %conv2.co302
-  %192 = mul nsw i64 %191, 32
-  %193 = add nsw i64 %192, %conv2.ci291
-  %194 = mul nsw i64 %193, 9
-  %195 = add nsw i64 320, %194
-  %196 = add nsw i64 %195, 5
-  %params25 = getelementptr inbounds float, ptr %params, i64 %196
-  %197 = load float, ptr %params25, align 4
-  %198 = fsub float %189, %197
-  %199 = fmul float %198, 5.000000e-01
-  store float %199, ptr %conv2.w41, align 4
-  %200 = mul nsw i64 %0, 32
-  %201 = add nsw i64 %200, %conv2.co302
-  %202 = mul nsw i64 %201, 32
-  %203 = add nsw i64 %202, %conv2.ci291
-  %204 = mul nsw i64 %203, 9
-  %205 = add nsw i64 320, %204
-  %206 = add nsw i64 %205, 8
-  %params26 = getelementptr inbounds float, ptr %params, i64 %206
-  %207 = load float, ptr %params26, align 4
-  store float %207, ptr %conv2.w42, align 4
-  %w31 = load float, ptr %conv2.w31, align 4
-  store float %w31, ptr %conv2.w43, align 4
-  %w3127 = load float, ptr %conv2.w31, align 4
-  %w35 = load float, ptr %conv2.w35, align 4
-  %208 = fadd float %w3127, %w35
-  %w39 = load float, ptr %conv2.w39, align 4
-  %209 = fadd float %208, %w39
-  %210 = fmul float %209, 5.000000e-01
-  store float %210, ptr %conv2.w44, align 4
-  %w3128 = load float, ptr %conv2.w31, align 4
-  %w3929 = load float, ptr %conv2.w39, align 4
-  %211 = fadd float %w3128, %w3929
-  %w3530 = load float, ptr %conv2.w35, align 4
-  %212 = fsub float %211, %w3530
-  %213 = fmul float %212, 5.000000e-01
-  store float %213, ptr %conv2.w45, align 4
-  %w3931 = load float, ptr %conv2.w39, align 4
-  store float %w3931, ptr %conv2.w46, align 4
-  %w32 = load float, ptr %conv2.w32, align 4
-  store float %w32, ptr %conv2.w47, align 4
-  %w3232 = load float, ptr %conv2.w32, align 4
-  %w36 = load float, ptr %conv2.w36, align 4
-  %214 = fadd float %w3232, %w36
-  %w40 = load float, ptr %conv2.w40, align 4
-  %215 = fadd float %214, %w40
-  %216 = fmul float %215, 5.000000e-01
-  store float %216, ptr %conv2.w48, align 4
-  %w3233 = load float, ptr %conv2.w32, align 4
-  %w4034 = load float, ptr %conv2.w40, align 4
-  %217 = fadd float %w3233, %w4034
-  %w3635 = load float, ptr %conv2.w36, align 4
-  %218 = fsub float %217, %w3635
-  %219 = fmul float %218, 5.000000e-01
-  store float %219, ptr %conv2.w49, align 4
-  %w4036 = load float, ptr %conv2.w40, align 4
-  store float %w4036, ptr %conv2.w50, align 4
-  %w33 = load float, ptr %conv2.w33, align 4
-  store float %w33, ptr %conv2.w51, align 4
-  %w3337 = load float, ptr %conv2.w33, align 4
-  %w37 = load float, ptr %conv2.w37, align 4
-  %220 = fadd float %w3337, %w37
-  %w41 = load float, ptr %conv2.w41, align 4
-  %221 = fadd float %220, %w41
-  %222 = fmul float %221, 5.000000e-01
-  store float %222, ptr %conv2.w52, align 4
-  %w3338 = load float, ptr %conv2.w33, align 4
-  %w4139 = load float, ptr %conv2.w41, align 4
-  %223 = fadd float %w3338, %w4139
-  %w3740 = load float, ptr %conv2.w37, align 4
-  %224 = fsub float %223, %w3740
-  %225 = fmul float %224, 5.000000e-01
-  store float %225, ptr %conv2.w53, align 4
-  %w4141 = load float, ptr %conv2.w41, align 4
-  store float %w4141, ptr %conv2.w54, align 4
-  %w34 = load float, ptr %conv2.w34, align 4
-  store float %w34, ptr %conv2.w55, align 4
-  %w3442 = load float, ptr %conv2.w34, align 4
-  %w38 = load float, ptr %conv2.w38, align 4
-  %226 = fadd float %w3442, %w38
-  %w42 = load float, ptr %conv2.w42, align 4
-  %227 = fadd float %226, %w42
-  %228 = fmul float %227, 5.000000e-01
-  store float %228, ptr %conv2.w56, align 4
-  %w3443 = load float, ptr %conv2.w34, align 4
-  %w4244 = load float, ptr %conv2.w42, align 4
-  %229 = fadd float %w3443, %w4244
-  %w3845 = load float, ptr %conv2.w38, align 4
-  %230 = fsub float %229, %w3845
-  %231 = fmul float %230, 5.000000e-01
-  store float %231, ptr %conv2.w57, align 4
-  %w4246 = load float, ptr %conv2.w42, align 4
-  store float %w4246, ptr %conv2.w58, align 4
-  %w43 = load float, ptr %conv2.w43, align 4
-  %232 = mul nsw i64 %conv2.ci291, 64
-  %233 = add nsw i64 3211264, %232
-  %234 = mul nsw i64 %0, 32
-  %235 = add nsw i64 %234, %conv2.co302
-  %236 = add nsw i64 %233, %235
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w43, ptr %arena47, align 4
-  %w44 = load float, ptr %conv2.w44, align 4
-  %237 = mul nsw i64 %conv2.ci291, 64
-  %238 = add nsw i64 3213312, %237
-  %239 = mul nsw i64 %0, 32
-  %240 = add nsw i64 %239, %conv2.co302
-  %241 = add nsw i64 %238, %240
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w44, ptr %arena48, align 4
-  %w45 = load float, ptr %conv2.w45, align 4
-  %242 = mul nsw i64 %conv2.ci291, 64
-  %243 = add nsw i64 3215360, %242
-  %244 = mul nsw i64 %0, 32
-  %245 = add nsw i64 %244, %conv2.co302
-  %246 = add nsw i64 %243, %245
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w45, ptr %arena49, align 4
-  %w46 = load float, ptr %conv2.w46, align 4
-  %247 = mul nsw i64 %conv2.ci291, 64
-  %248 = add nsw i64 3217408, %247
-  %249 = mul nsw i64 %0, 32
-  %250 = add nsw i64 %249, %conv2.co302
-  %251 = add nsw i64 %248, %250
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w46, ptr %arena50, align 4
-  %w47 = load float, ptr %conv2.w47, align 4
-  %252 = mul nsw i64 %conv2.ci291, 64
-  %253 = add nsw i64 3219456, %252
-  %254 = mul nsw i64 %0, 32
-  %255 = add nsw i64 %254, %conv2.co302
-  %256 = add nsw i64 %253, %255
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w47, ptr %arena51, align 4
-  %w48 = load float, ptr %conv2.w48, align 4
-  %257 = mul nsw i64 %conv2.ci291, 64
-  %258 = add nsw i64 3221504, %257
-  %259 = mul nsw i64 %0, 32
-  %260 = add nsw i64 %259, %conv2.co302
-  %261 = add nsw i64 %258, %260
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w48, ptr %arena52, align 4
-  %w49 = load float, ptr %conv2.w49, align 4
-  %262 = mul nsw i64 %conv2.ci291, 64
-  %263 = add nsw i64 3223552, %262
-  %264 = mul nsw i64 %0, 32
-  %265 = add nsw i64 %264, %conv2.co302
-  %266 = add nsw i64 %263, %265
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w49, ptr %arena53, align 4
-  %w50 = load float, ptr %conv2.w50, align 4
-  %267 = mul nsw i64 %conv2.ci291, 64
-  %268 = add nsw i64 3225600, %267
-  %269 = mul nsw i64 %0, 32
-  %270 = add nsw i64 %269, %conv2.co302
-  %271 = add nsw i64 %268, %270
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w50, ptr %arena54, align 4
-  %w51 = load float, ptr %conv2.w51, align 4
-  %272 = mul nsw i64 %conv2.ci291, 64
-  %273 = add nsw i64 3227648, %272
-  %274 = mul nsw i64 %0, 32
-  %275 = add nsw i64 %274, %conv2.co302
-  %276 = add nsw i64 %273, %275
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w51, ptr %arena55, align 4
-  %w52 = load float, ptr %conv2.w52, align 4
-  %277 = mul nsw i64 %conv2.ci291, 64
-  %278 = add nsw i64 3229696, %277
-  %279 = mul nsw i64 %0, 32
-  %280 = add nsw i64 %279, %conv2.co302
-  %281 = add nsw i64 %278, %280
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w52, ptr %arena56, align 4
-  %w53 = load float, ptr %conv2.w53, align 4
-  %282 = mul nsw i64 %conv2.ci291, 64
-  %283 = add nsw i64 3231744, %282
-  %284 = mul nsw i64 %0, 32
-  %285 = add nsw i64 %284, %conv2.co302
-  %286 = add nsw i64 %283, %285
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w53, ptr %arena57, align 4
-  %w54 = load float, ptr %conv2.w54, align 4
-  %287 = mul nsw i64 %conv2.ci291, 64
-  %288 = add nsw i64 3233792, %287
-  %289 = mul nsw i64 %0, 32
-  %290 = add nsw i64 %289, %conv2.co302
-  %291 = add nsw i64 %288, %290
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w54, ptr %arena58, align 4
-  %w55 = load float, ptr %conv2.w55, align 4
-  %292 = mul nsw i64 %conv2.ci291, 64
-  %293 = add nsw i64 3235840, %292
-  %294 = mul nsw i64 %0, 32
-  %295 = add nsw i64 %294, %conv2.co302
-  %296 = add nsw i64 %293, %295
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w55, ptr %arena59, align 4
-  %w56 = load float, ptr %conv2.w56, align 4
-  %297 = mul nsw i64 %conv2.ci291, 64
-  %298 = add nsw i64 3237888, %297
-  %299 = mul nsw i64 %0, 32
-  %300 = add nsw i64 %299, %conv2.co302
-  %301 = add nsw i64 %298, %300
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w56, ptr %arena60, align 4
-  %w57 = load float, ptr %conv2.w57, align 4
-  %302 = mul nsw i64 %conv2.ci291, 64
-  %303 = add nsw i64 3239936, %302
-  %304 = mul nsw i64 %0, 32
-  %305 = add nsw i64 %304, %conv2.co302
-  %306 = add nsw i64 %303, %305
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w57, ptr %arena61, align 4
-  %w58 = load float, ptr %conv2.w58, align 4
-  %307 = mul nsw i64 %conv2.ci291, 64
-  %308 = add nsw i64 3241984, %307
-  %309 = mul nsw i64 %0, 32
-  %310 = add nsw i64 %309, %conv2.co302
-  %311 = add nsw i64 %308, %310
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w58, ptr %arena62, align 4
-  %co30.next = add nsw i64 %conv2.co302, 1
-  %312 = icmp slt i64 %co30.next, 32
-  br i1 %312, label %conv2.co30, label %conv2.co30.end
-
-conv2.co30.end:                                   ; preds = %conv2.co30
-  %ci29.next = add nsw i64 %conv2.ci291, 1
-  %313 = icmp slt i64 %ci29.next, 32
-  br i1 %313, label %conv2.ci29, label %conv2.ci29.end
-}
-
-define internal void @convnet_infer_b64.k1.conv2.part28.task(ptr %0, i64 %1) {
-entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
-  %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
-  %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
-  %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
-  %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
-  %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
-  %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
-  %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
-  %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @convnet_infer_b64.k1.conv2.part28(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
-  ret void
 }
 
 ; Function Attrs: noinline
@@ -14981,7 +14988,7 @@ conv2.mb105.end:                                  ; preds = %conv2.k107.end
 conv2.k107:                                       ; preds = %conv2.k107, %conv2.mb105
   %conv2.k1073 = phi i64 [ 0, %conv2.mb105 ], [ %k107.next, %conv2.k107 ]
   %2 = mul nsw i64 %0, 2048
-  %3 = add nsw i64 3211264, %2
+  %3 = add nsw i64 3674240, %2
   %4 = mul nsw i64 %1, 32
   %5 = add nsw i64 %3, %4
   %6 = mul nsw i64 %conv2.k1073, 64
@@ -14992,7 +14999,7 @@ conv2.k107:                                       ; preds = %conv2.k107, %conv2.
   %10 = load <8 x float>, ptr %arena4, align 4
   store <8 x float> %10, ptr %conv2.t106_b0, align 32
   %11 = mul nsw i64 %0, 2048
-  %12 = add nsw i64 3211264, %11
+  %12 = add nsw i64 3674240, %11
   %13 = mul nsw i64 %1, 32
   %14 = add nsw i64 %12, %13
   %15 = mul nsw i64 %conv2.k1073, 64
@@ -15306,7 +15313,7 @@ conv2.k107.end:                                   ; preds = %conv2.k107
 conv2.k109:                                       ; preds = %conv2.k109, %conv2.mb105.end
   %conv2.k10952 = phi i64 [ 0, %conv2.mb105.end ], [ %k109.next, %conv2.k109 ]
   %218 = mul nsw i64 %0, 2048
-  %219 = add nsw i64 3211264, %218
+  %219 = add nsw i64 3674240, %218
   %220 = mul nsw i64 %1, 32
   %221 = add nsw i64 %219, %220
   %222 = mul nsw i64 %conv2.k10952, 64
@@ -15317,7 +15324,7 @@ conv2.k109:                                       ; preds = %conv2.k109, %conv2.
   %226 = load <8 x float>, ptr %arena53, align 4
   store <8 x float> %226, ptr %conv2.t108_b0, align 32
   %227 = mul nsw i64 %0, 2048
-  %228 = add nsw i64 3211264, %227
+  %228 = add nsw i64 3674240, %227
   %229 = mul nsw i64 %1, 32
   %230 = add nsw i64 %228, %229
   %231 = mul nsw i64 %conv2.k10952, 64

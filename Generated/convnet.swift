@@ -1529,6 +1529,58 @@ public func convnet_infer_b64(
   let arena = arena.unsafelyUnwrapped
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed, pool)
+  if 0x0 as UInt64 >= UInt64(bitPattern: step) {
+    parallelFor(pool, 2) { part28 in
+      for ci29 in 0..<32 {
+        for co30 in 0..<32 {
+          var w31: Float = params[(320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9))]
+          var w32: Float = (((params[(320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9))] + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 3)]) + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w33: Float = (((params[(320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9))] + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 6)]) - params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w34: Float = params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 6)]
+          var w35: Float = params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 1)]
+          var w36: Float = (((params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 1)] + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 4)]) + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w37: Float = (((params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 1)] + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 7)]) - params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w38: Float = params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 7)]
+          var w39: Float = params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 2)]
+          var w40: Float = (((params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 2)] + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 5)]) + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w41: Float = (((params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 2)] + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 8)]) - params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w42: Float = params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 8)]
+          var w43: Float = w31
+          var w44: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
+          var w45: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
+          var w46: Float = w39
+          var w47: Float = w32
+          var w48: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
+          var w49: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
+          var w50: Float = w40
+          var w51: Float = w33
+          var w52: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
+          var w53: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
+          var w54: Float = w41
+          var w55: Float = w34
+          var w56: Float = (((w34 + w38) + w42) * Float(bitPattern: 0x3f000000))
+          var w57: Float = (((w34 + w42) - w38) * Float(bitPattern: 0x3f000000))
+          var w58: Float = w42
+          arena[((3674240 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w43
+          arena[((3676288 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w44
+          arena[((3678336 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w45
+          arena[((3680384 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w46
+          arena[((3682432 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w47
+          arena[((3684480 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w48
+          arena[((3686528 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w49
+          arena[((3688576 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w50
+          arena[((3690624 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w51
+          arena[((3692672 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w52
+          arena[((3694720 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w53
+          arena[((3696768 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w54
+          arena[((3698816 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w55
+          arena[((3700864 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w56
+          arena[((3702912 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w57
+          arena[((3704960 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w58
+        }
+      }
+    }
+  }
   // conv1 = conv2d_relu(image)
   for g1 in 0..<4 {
     for j2 in 0..<16 {
@@ -1690,56 +1742,6 @@ public func convnet_infer_b64(
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  parallelFor(pool, 2) { part28 in
-    for ci29 in 0..<32 {
-      for co30 in 0..<32 {
-        var w31: Float = params[(320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9))]
-        var w32: Float = (((params[(320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9))] + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 3)]) + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w33: Float = (((params[(320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9))] + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 6)]) - params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w34: Float = params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 6)]
-        var w35: Float = params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 1)]
-        var w36: Float = (((params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 1)] + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 4)]) + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w37: Float = (((params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 1)] + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 7)]) - params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w38: Float = params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 7)]
-        var w39: Float = params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 2)]
-        var w40: Float = (((params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 2)] + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 5)]) + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w41: Float = (((params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 2)] + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 8)]) - params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w42: Float = params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 8)]
-        var w43: Float = w31
-        var w44: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
-        var w45: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
-        var w46: Float = w39
-        var w47: Float = w32
-        var w48: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
-        var w49: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
-        var w50: Float = w40
-        var w51: Float = w33
-        var w52: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
-        var w53: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
-        var w54: Float = w41
-        var w55: Float = w34
-        var w56: Float = (((w34 + w38) + w42) * Float(bitPattern: 0x3f000000))
-        var w57: Float = (((w34 + w42) - w38) * Float(bitPattern: 0x3f000000))
-        var w58: Float = w42
-        arena[((3211264 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w43
-        arena[((3213312 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w44
-        arena[((3215360 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w45
-        arena[((3217408 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w46
-        arena[((3219456 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w47
-        arena[((3221504 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w48
-        arena[((3223552 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w49
-        arena[((3225600 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w50
-        arena[((3227648 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w51
-        arena[((3229696 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w52
-        arena[((3231744 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w53
-        arena[((3233792 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w54
-        arena[((3235840 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w55
-        arena[((3237888 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w56
-        arena[((3239936 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w57
-        arena[((3241984 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w58
-      }
-    }
-  }
   for i59 in 0..<3600 {
     storeVector(arena, ((i59 *% 8) +% 3244032), Vector(repeating: Float(0)))
   }
@@ -1829,8 +1831,8 @@ public func convnet_infer_b64(
               var t106_c5_0 = Vector()
               var t106_c5_1 = Vector()
               for k107 in 0..<32 {
-                let t106_b0 = loadVector(arena, ((((3211264 +% (xi103 *% 2048)) +% (part102 *% 32)) +% (k107 *% 64)) +% (nb104 *% 16)))
-                let t106_b1 = loadVector(arena, (((((3211264 +% (xi103 *% 2048)) +% (part102 *% 32)) +% (k107 *% 64)) +% (nb104 *% 16)) +% 8))
+                let t106_b0 = loadVector(arena, ((((3674240 +% (xi103 *% 2048)) +% (part102 *% 32)) +% (k107 *% 64)) +% (nb104 *% 16)))
+                let t106_b1 = loadVector(arena, (((((3674240 +% (xi103 *% 2048)) +% (part102 *% 32)) +% (k107 *% 64)) +% (nb104 *% 16)) +% 8))
                 let t106_a0 = Vector(repeating: arena[(((3272832 +% (xi103 *% 6272)) +% ((mb105 *% 6) *% 32)) +% k107)])
                 t106_c0_0 = t106_c0_0.addingProduct(t106_a0, t106_b0)
                 t106_c0_1 = t106_c0_1.addingProduct(t106_a0, t106_b1)
@@ -1872,8 +1874,8 @@ public func convnet_infer_b64(
             var t108_c3_0 = Vector()
             var t108_c3_1 = Vector()
             for k109 in 0..<32 {
-              let t108_b0 = loadVector(arena, ((((3211264 +% (xi103 *% 2048)) +% (part102 *% 32)) +% (k109 *% 64)) +% (nb104 *% 16)))
-              let t108_b1 = loadVector(arena, (((((3211264 +% (xi103 *% 2048)) +% (part102 *% 32)) +% (k109 *% 64)) +% (nb104 *% 16)) +% 8))
+              let t108_b0 = loadVector(arena, ((((3674240 +% (xi103 *% 2048)) +% (part102 *% 32)) +% (k109 *% 64)) +% (nb104 *% 16)))
+              let t108_b1 = loadVector(arena, (((((3674240 +% (xi103 *% 2048)) +% (part102 *% 32)) +% (k109 *% 64)) +% (nb104 *% 16)) +% 8))
               let t108_a0 = Vector(repeating: arena[(((3272832 +% (xi103 *% 6272)) +% 6144) +% k109)])
               t108_c0_0 = t108_c0_0.addingProduct(t108_a0, t108_b0)
               t108_c0_1 = t108_c0_1.addingProduct(t108_a0, t108_b1)

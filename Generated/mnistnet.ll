@@ -10656,6 +10656,37 @@ declare float @llvm.sqrt.f32(float) #2
 
 define void @mnistnet_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
+  %part23.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = icmp uge i64 0, %step
+  br i1 %0, label %entry.then, label %entry.endif
+
+entry.then:                                       ; preds = %entry
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 0
+  store ptr %params, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 1
+  store ptr %grads, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 2
+  store ptr %m, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 3
+  store ptr %v, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 4
+  store ptr %arena, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 5
+  store ptr %images, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 6
+  store ptr %labels, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 7
+  store float %lr, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 8
+  store i64 %step, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 9
+  store i64 %seed, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 10
+  store ptr %pool, ptr %11, align 8
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %prepare.part23.serial, label %prepare.part23.pool
+
+entry.endif:                                      ; preds = %prepare.part23.done, %entry
   call void @mnistnet_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @mnistnet_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @mnistnet_infer_b64.k2.drop1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
@@ -10664,6 +10695,550 @@ entry:
   call void @mnistnet_infer_b64.k5.drop2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @mnistnet_infer_b64.k6.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @mnistnet_infer_b64.k7.probs(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  ret void
+
+prepare.part23.pool:                              ; preds = %entry.then
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @mnistnet_infer_b64.part23.task, ptr %part23.context, i64 2)
+  br label %prepare.part23.done
+
+prepare.part23.serial:                            ; preds = %entry.then
+  br label %prepare.part23
+
+prepare.part23.done:                              ; preds = %prepare.part23.end, %prepare.part23.pool
+  br label %entry.endif
+
+prepare.part23:                                   ; preds = %prepare.part23, %prepare.part23.serial
+  %prepare.part231 = phi i64 [ 0, %prepare.part23.serial ], [ %part23.next, %prepare.part23 ]
+  call void @mnistnet_infer_b64.part23(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part231)
+  %part23.next = add nsw i64 %prepare.part231, 1
+  %13 = icmp slt i64 %part23.next, 2
+  br i1 %13, label %prepare.part23, label %prepare.part23.end
+
+prepare.part23.end:                               ; preds = %prepare.part23
+  br label %prepare.part23.done
+}
+
+; Function Attrs: noinline
+define internal void @mnistnet_infer_b64.part23(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %prepare.w53 = alloca float, align 4
+  %prepare.w52 = alloca float, align 4
+  %prepare.w51 = alloca float, align 4
+  %prepare.w50 = alloca float, align 4
+  %prepare.w49 = alloca float, align 4
+  %prepare.w48 = alloca float, align 4
+  %prepare.w47 = alloca float, align 4
+  %prepare.w46 = alloca float, align 4
+  %prepare.w45 = alloca float, align 4
+  %prepare.w44 = alloca float, align 4
+  %prepare.w43 = alloca float, align 4
+  %prepare.w42 = alloca float, align 4
+  %prepare.w41 = alloca float, align 4
+  %prepare.w40 = alloca float, align 4
+  %prepare.w39 = alloca float, align 4
+  %prepare.w38 = alloca float, align 4
+  %prepare.w37 = alloca float, align 4
+  %prepare.w36 = alloca float, align 4
+  %prepare.w35 = alloca float, align 4
+  %prepare.w34 = alloca float, align 4
+  %prepare.w33 = alloca float, align 4
+  %prepare.w32 = alloca float, align 4
+  %prepare.w31 = alloca float, align 4
+  %prepare.w30 = alloca float, align 4
+  %prepare.w29 = alloca float, align 4
+  %prepare.w28 = alloca float, align 4
+  %prepare.w27 = alloca float, align 4
+  %prepare.w26 = alloca float, align 4
+  br label %prepare.ci24
+
+prepare.ci24:                                     ; preds = %prepare.co25.end, %entry
+  %prepare.ci241 = phi i64 [ 0, %entry ], [ %ci24.next, %prepare.co25.end ]
+  br label %prepare.co25
+
+prepare.ci24.end:                                 ; preds = %prepare.co25.end
+  ret void
+
+prepare.co25:                                     ; preds = %prepare.co25, %prepare.ci24
+  %prepare.co252 = phi i64 [ 0, %prepare.ci24 ], [ %co25.next, %prepare.co25 ]
+  %1 = mul nsw i64 %0, 32
+  %2 = add nsw i64 %1, %prepare.co252
+  %3 = mul nsw i64 %2, 32
+  %4 = add nsw i64 %3, %prepare.ci241
+  %5 = mul nsw i64 %4, 9
+  %6 = add nsw i64 320, %5
+  %params3 = getelementptr inbounds float, ptr %params, i64 %6
+  %7 = load float, ptr %params3, align 4
+  store float %7, ptr %prepare.w26, align 4
+  %8 = mul nsw i64 %0, 32
+  %9 = add nsw i64 %8, %prepare.co252
+  %10 = mul nsw i64 %9, 32
+  %11 = add nsw i64 %10, %prepare.ci241
+  %12 = mul nsw i64 %11, 9
+  %13 = add nsw i64 320, %12
+  %params4 = getelementptr inbounds float, ptr %params, i64 %13
+  %14 = load float, ptr %params4, align 4
+  %15 = mul nsw i64 %0, 32
+  %16 = add nsw i64 %15, %prepare.co252
+  %17 = mul nsw i64 %16, 32
+  %18 = add nsw i64 %17, %prepare.ci241
+  %19 = mul nsw i64 %18, 9
+  %20 = add nsw i64 320, %19
+  %21 = add nsw i64 %20, 3
+  %params5 = getelementptr inbounds float, ptr %params, i64 %21
+  %22 = load float, ptr %params5, align 4
+  %23 = fadd float %14, %22
+  %24 = mul nsw i64 %0, 32
+  %25 = add nsw i64 %24, %prepare.co252
+  %26 = mul nsw i64 %25, 32
+  %27 = add nsw i64 %26, %prepare.ci241
+  %28 = mul nsw i64 %27, 9
+  %29 = add nsw i64 320, %28
+  %30 = add nsw i64 %29, 6
+  %params6 = getelementptr inbounds float, ptr %params, i64 %30
+  %31 = load float, ptr %params6, align 4
+  %32 = fadd float %23, %31
+  %33 = fmul float %32, 5.000000e-01
+  store float %33, ptr %prepare.w27, align 4
+  %34 = mul nsw i64 %0, 32
+  %35 = add nsw i64 %34, %prepare.co252
+  %36 = mul nsw i64 %35, 32
+  %37 = add nsw i64 %36, %prepare.ci241
+  %38 = mul nsw i64 %37, 9
+  %39 = add nsw i64 320, %38
+  %params7 = getelementptr inbounds float, ptr %params, i64 %39
+  %40 = load float, ptr %params7, align 4
+  %41 = mul nsw i64 %0, 32
+  %42 = add nsw i64 %41, %prepare.co252
+  %43 = mul nsw i64 %42, 32
+  %44 = add nsw i64 %43, %prepare.ci241
+  %45 = mul nsw i64 %44, 9
+  %46 = add nsw i64 320, %45
+  %47 = add nsw i64 %46, 6
+  %params8 = getelementptr inbounds float, ptr %params, i64 %47
+  %48 = load float, ptr %params8, align 4
+  %49 = fadd float %40, %48
+  %50 = mul nsw i64 %0, 32
+  %51 = add nsw i64 %50, %prepare.co252
+  %52 = mul nsw i64 %51, 32
+  %53 = add nsw i64 %52, %prepare.ci241
+  %54 = mul nsw i64 %53, 9
+  %55 = add nsw i64 320, %54
+  %56 = add nsw i64 %55, 3
+  %params9 = getelementptr inbounds float, ptr %params, i64 %56
+  %57 = load float, ptr %params9, align 4
+  %58 = fsub float %49, %57
+  %59 = fmul float %58, 5.000000e-01
+  store float %59, ptr %prepare.w28, align 4
+  %60 = mul nsw i64 %0, 32
+  %61 = add nsw i64 %60, %prepare.co252
+  %62 = mul nsw i64 %61, 32
+  %63 = add nsw i64 %62, %prepare.ci241
+  %64 = mul nsw i64 %63, 9
+  %65 = add nsw i64 320, %64
+  %66 = add nsw i64 %65, 6
+  %params10 = getelementptr inbounds float, ptr %params, i64 %66
+  %67 = load float, ptr %params10, align 4
+  store float %67, ptr %prepare.w29, align 4
+  %68 = mul nsw i64 %0, 32
+  %69 = add nsw i64 %68, %prepare.co252
+  %70 = mul nsw i64 %69, 32
+  %71 = add nsw i64 %70, %prepare.ci241
+  %72 = mul nsw i64 %71, 9
+  %73 = add nsw i64 320, %72
+  %74 = add nsw i64 %73, 1
+  %params11 = getelementptr inbounds float, ptr %params, i64 %74
+  %75 = load float, ptr %params11, align 4
+  store float %75, ptr %prepare.w30, align 4
+  %76 = mul nsw i64 %0, 32
+  %77 = add nsw i64 %76, %prepare.co252
+  %78 = mul nsw i64 %77, 32
+  %79 = add nsw i64 %78, %prepare.ci241
+  %80 = mul nsw i64 %79, 9
+  %81 = add nsw i64 320, %80
+  %82 = add nsw i64 %81, 1
+  %params12 = getelementptr inbounds float, ptr %params, i64 %82
+  %83 = load float, ptr %params12, align 4
+  %84 = mul nsw i64 %0, 32
+  %85 = add nsw i64 %84, %prepare.co252
+  %86 = mul nsw i64 %85, 32
+  %87 = add nsw i64 %86, %prepare.ci241
+  %88 = mul nsw i64 %87, 9
+  %89 = add nsw i64 320, %88
+  %90 = add nsw i64 %89, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %90
+  %91 = load float, ptr %params13, align 4
+  %92 = fadd float %83, %91
+  %93 = mul nsw i64 %0, 32
+  %94 = add nsw i64 %93, %prepare.co252
+  %95 = mul nsw i64 %94, 32
+  %96 = add nsw i64 %95, %prepare.ci241
+  %97 = mul nsw i64 %96, 9
+  %98 = add nsw i64 320, %97
+  %99 = add nsw i64 %98, 7
+  %params14 = getelementptr inbounds float, ptr %params, i64 %99
+  %100 = load float, ptr %params14, align 4
+  %101 = fadd float %92, %100
+  %102 = fmul float %101, 5.000000e-01
+  store float %102, ptr %prepare.w31, align 4
+  %103 = mul nsw i64 %0, 32
+  %104 = add nsw i64 %103, %prepare.co252
+  %105 = mul nsw i64 %104, 32
+  %106 = add nsw i64 %105, %prepare.ci241
+  %107 = mul nsw i64 %106, 9
+  %108 = add nsw i64 320, %107
+  %109 = add nsw i64 %108, 1
+  %params15 = getelementptr inbounds float, ptr %params, i64 %109
+  %110 = load float, ptr %params15, align 4
+  %111 = mul nsw i64 %0, 32
+  %112 = add nsw i64 %111, %prepare.co252
+  %113 = mul nsw i64 %112, 32
+  %114 = add nsw i64 %113, %prepare.ci241
+  %115 = mul nsw i64 %114, 9
+  %116 = add nsw i64 320, %115
+  %117 = add nsw i64 %116, 7
+  %params16 = getelementptr inbounds float, ptr %params, i64 %117
+  %118 = load float, ptr %params16, align 4
+  %119 = fadd float %110, %118
+  %120 = mul nsw i64 %0, 32
+  %121 = add nsw i64 %120, %prepare.co252
+  %122 = mul nsw i64 %121, 32
+  %123 = add nsw i64 %122, %prepare.ci241
+  %124 = mul nsw i64 %123, 9
+  %125 = add nsw i64 320, %124
+  %126 = add nsw i64 %125, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %126
+  %127 = load float, ptr %params17, align 4
+  %128 = fsub float %119, %127
+  %129 = fmul float %128, 5.000000e-01
+  store float %129, ptr %prepare.w32, align 4
+  %130 = mul nsw i64 %0, 32
+  %131 = add nsw i64 %130, %prepare.co252
+  %132 = mul nsw i64 %131, 32
+  %133 = add nsw i64 %132, %prepare.ci241
+  %134 = mul nsw i64 %133, 9
+  %135 = add nsw i64 320, %134
+  %136 = add nsw i64 %135, 7
+  %params18 = getelementptr inbounds float, ptr %params, i64 %136
+  %137 = load float, ptr %params18, align 4
+  store float %137, ptr %prepare.w33, align 4
+  %138 = mul nsw i64 %0, 32
+  %139 = add nsw i64 %138, %prepare.co252
+  %140 = mul nsw i64 %139, 32
+  %141 = add nsw i64 %140, %prepare.ci241
+  %142 = mul nsw i64 %141, 9
+  %143 = add nsw i64 320, %142
+  %144 = add nsw i64 %143, 2
+  %params19 = getelementptr inbounds float, ptr %params, i64 %144
+  %145 = load float, ptr %params19, align 4
+  store float %145, ptr %prepare.w34, align 4
+  %146 = mul nsw i64 %0, 32
+  %147 = add nsw i64 %146, %prepare.co252
+  %148 = mul nsw i64 %147, 32
+  %149 = add nsw i64 %148, %prepare.ci241
+  %150 = mul nsw i64 %149, 9
+  %151 = add nsw i64 320, %150
+  %152 = add nsw i64 %151, 2
+  %params20 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params20, align 4
+  %154 = mul nsw i64 %0, 32
+  %155 = add nsw i64 %154, %prepare.co252
+  %156 = mul nsw i64 %155, 32
+  %157 = add nsw i64 %156, %prepare.ci241
+  %158 = mul nsw i64 %157, 9
+  %159 = add nsw i64 320, %158
+  %160 = add nsw i64 %159, 5
+  %params21 = getelementptr inbounds float, ptr %params, i64 %160
+  %161 = load float, ptr %params21, align 4
+  %162 = fadd float %153, %161
+  %163 = mul nsw i64 %0, 32
+  %164 = add nsw i64 %163, %prepare.co252
+  %165 = mul nsw i64 %164, 32
+  %166 = add nsw i64 %165, %prepare.ci241
+  %167 = mul nsw i64 %166, 9
+  %168 = add nsw i64 320, %167
+  %169 = add nsw i64 %168, 8
+  %params22 = getelementptr inbounds float, ptr %params, i64 %169
+  %170 = load float, ptr %params22, align 4
+  %171 = fadd float %162, %170
+  %172 = fmul float %171, 5.000000e-01
+  store float %172, ptr %prepare.w35, align 4
+  %173 = mul nsw i64 %0, 32
+  %174 = add nsw i64 %173, %prepare.co252
+  %175 = mul nsw i64 %174, 32
+  %176 = add nsw i64 %175, %prepare.ci241
+  %177 = mul nsw i64 %176, 9
+  %178 = add nsw i64 320, %177
+  %179 = add nsw i64 %178, 2
+  %params23 = getelementptr inbounds float, ptr %params, i64 %179
+  %180 = load float, ptr %params23, align 4
+  %181 = mul nsw i64 %0, 32
+  %182 = add nsw i64 %181, %prepare.co252
+  %183 = mul nsw i64 %182, 32
+  %184 = add nsw i64 %183, %prepare.ci241
+  %185 = mul nsw i64 %184, 9
+  %186 = add nsw i64 320, %185
+  %187 = add nsw i64 %186, 8
+  %params24 = getelementptr inbounds float, ptr %params, i64 %187
+  %188 = load float, ptr %params24, align 4
+  %189 = fadd float %180, %188
+  %190 = mul nsw i64 %0, 32
+  %191 = add nsw i64 %190, %prepare.co252
+  %192 = mul nsw i64 %191, 32
+  %193 = add nsw i64 %192, %prepare.ci241
+  %194 = mul nsw i64 %193, 9
+  %195 = add nsw i64 320, %194
+  %196 = add nsw i64 %195, 5
+  %params25 = getelementptr inbounds float, ptr %params, i64 %196
+  %197 = load float, ptr %params25, align 4
+  %198 = fsub float %189, %197
+  %199 = fmul float %198, 5.000000e-01
+  store float %199, ptr %prepare.w36, align 4
+  %200 = mul nsw i64 %0, 32
+  %201 = add nsw i64 %200, %prepare.co252
+  %202 = mul nsw i64 %201, 32
+  %203 = add nsw i64 %202, %prepare.ci241
+  %204 = mul nsw i64 %203, 9
+  %205 = add nsw i64 320, %204
+  %206 = add nsw i64 %205, 8
+  %params26 = getelementptr inbounds float, ptr %params, i64 %206
+  %207 = load float, ptr %params26, align 4
+  store float %207, ptr %prepare.w37, align 4
+  %w26 = load float, ptr %prepare.w26, align 4
+  store float %w26, ptr %prepare.w38, align 4
+  %w2627 = load float, ptr %prepare.w26, align 4
+  %w30 = load float, ptr %prepare.w30, align 4
+  %208 = fadd float %w2627, %w30
+  %w34 = load float, ptr %prepare.w34, align 4
+  %209 = fadd float %208, %w34
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %prepare.w39, align 4
+  %w2628 = load float, ptr %prepare.w26, align 4
+  %w3429 = load float, ptr %prepare.w34, align 4
+  %211 = fadd float %w2628, %w3429
+  %w3030 = load float, ptr %prepare.w30, align 4
+  %212 = fsub float %211, %w3030
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %prepare.w40, align 4
+  %w3431 = load float, ptr %prepare.w34, align 4
+  store float %w3431, ptr %prepare.w41, align 4
+  %w27 = load float, ptr %prepare.w27, align 4
+  store float %w27, ptr %prepare.w42, align 4
+  %w2732 = load float, ptr %prepare.w27, align 4
+  %w31 = load float, ptr %prepare.w31, align 4
+  %214 = fadd float %w2732, %w31
+  %w35 = load float, ptr %prepare.w35, align 4
+  %215 = fadd float %214, %w35
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %prepare.w43, align 4
+  %w2733 = load float, ptr %prepare.w27, align 4
+  %w3534 = load float, ptr %prepare.w35, align 4
+  %217 = fadd float %w2733, %w3534
+  %w3135 = load float, ptr %prepare.w31, align 4
+  %218 = fsub float %217, %w3135
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %prepare.w44, align 4
+  %w3536 = load float, ptr %prepare.w35, align 4
+  store float %w3536, ptr %prepare.w45, align 4
+  %w28 = load float, ptr %prepare.w28, align 4
+  store float %w28, ptr %prepare.w46, align 4
+  %w2837 = load float, ptr %prepare.w28, align 4
+  %w32 = load float, ptr %prepare.w32, align 4
+  %220 = fadd float %w2837, %w32
+  %w36 = load float, ptr %prepare.w36, align 4
+  %221 = fadd float %220, %w36
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %prepare.w47, align 4
+  %w2838 = load float, ptr %prepare.w28, align 4
+  %w3639 = load float, ptr %prepare.w36, align 4
+  %223 = fadd float %w2838, %w3639
+  %w3240 = load float, ptr %prepare.w32, align 4
+  %224 = fsub float %223, %w3240
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %prepare.w48, align 4
+  %w3641 = load float, ptr %prepare.w36, align 4
+  store float %w3641, ptr %prepare.w49, align 4
+  %w29 = load float, ptr %prepare.w29, align 4
+  store float %w29, ptr %prepare.w50, align 4
+  %w2942 = load float, ptr %prepare.w29, align 4
+  %w33 = load float, ptr %prepare.w33, align 4
+  %226 = fadd float %w2942, %w33
+  %w37 = load float, ptr %prepare.w37, align 4
+  %227 = fadd float %226, %w37
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %prepare.w51, align 4
+  %w2943 = load float, ptr %prepare.w29, align 4
+  %w3744 = load float, ptr %prepare.w37, align 4
+  %229 = fadd float %w2943, %w3744
+  %w3345 = load float, ptr %prepare.w33, align 4
+  %230 = fsub float %229, %w3345
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %prepare.w52, align 4
+  %w3746 = load float, ptr %prepare.w37, align 4
+  store float %w3746, ptr %prepare.w53, align 4
+  %w38 = load float, ptr %prepare.w38, align 4
+  %232 = mul nsw i64 %prepare.ci241, 64
+  %233 = add nsw i64 2913408, %232
+  %234 = mul nsw i64 %0, 32
+  %235 = add nsw i64 %234, %prepare.co252
+  %236 = add nsw i64 %233, %235
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
+  store float %w38, ptr %arena47, align 4
+  %w39 = load float, ptr %prepare.w39, align 4
+  %237 = mul nsw i64 %prepare.ci241, 64
+  %238 = add nsw i64 2915456, %237
+  %239 = mul nsw i64 %0, 32
+  %240 = add nsw i64 %239, %prepare.co252
+  %241 = add nsw i64 %238, %240
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
+  store float %w39, ptr %arena48, align 4
+  %w40 = load float, ptr %prepare.w40, align 4
+  %242 = mul nsw i64 %prepare.ci241, 64
+  %243 = add nsw i64 2917504, %242
+  %244 = mul nsw i64 %0, 32
+  %245 = add nsw i64 %244, %prepare.co252
+  %246 = add nsw i64 %243, %245
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
+  store float %w40, ptr %arena49, align 4
+  %w41 = load float, ptr %prepare.w41, align 4
+  %247 = mul nsw i64 %prepare.ci241, 64
+  %248 = add nsw i64 2919552, %247
+  %249 = mul nsw i64 %0, 32
+  %250 = add nsw i64 %249, %prepare.co252
+  %251 = add nsw i64 %248, %250
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
+  store float %w41, ptr %arena50, align 4
+  %w42 = load float, ptr %prepare.w42, align 4
+  %252 = mul nsw i64 %prepare.ci241, 64
+  %253 = add nsw i64 2921600, %252
+  %254 = mul nsw i64 %0, 32
+  %255 = add nsw i64 %254, %prepare.co252
+  %256 = add nsw i64 %253, %255
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
+  store float %w42, ptr %arena51, align 4
+  %w43 = load float, ptr %prepare.w43, align 4
+  %257 = mul nsw i64 %prepare.ci241, 64
+  %258 = add nsw i64 2923648, %257
+  %259 = mul nsw i64 %0, 32
+  %260 = add nsw i64 %259, %prepare.co252
+  %261 = add nsw i64 %258, %260
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
+  store float %w43, ptr %arena52, align 4
+  %w44 = load float, ptr %prepare.w44, align 4
+  %262 = mul nsw i64 %prepare.ci241, 64
+  %263 = add nsw i64 2925696, %262
+  %264 = mul nsw i64 %0, 32
+  %265 = add nsw i64 %264, %prepare.co252
+  %266 = add nsw i64 %263, %265
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
+  store float %w44, ptr %arena53, align 4
+  %w45 = load float, ptr %prepare.w45, align 4
+  %267 = mul nsw i64 %prepare.ci241, 64
+  %268 = add nsw i64 2927744, %267
+  %269 = mul nsw i64 %0, 32
+  %270 = add nsw i64 %269, %prepare.co252
+  %271 = add nsw i64 %268, %270
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
+  store float %w45, ptr %arena54, align 4
+  %w46 = load float, ptr %prepare.w46, align 4
+  %272 = mul nsw i64 %prepare.ci241, 64
+  %273 = add nsw i64 2929792, %272
+  %274 = mul nsw i64 %0, 32
+  %275 = add nsw i64 %274, %prepare.co252
+  %276 = add nsw i64 %273, %275
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
+  store float %w46, ptr %arena55, align 4
+  %w47 = load float, ptr %prepare.w47, align 4
+  %277 = mul nsw i64 %prepare.ci241, 64
+  %278 = add nsw i64 2931840, %277
+  %279 = mul nsw i64 %0, 32
+  %280 = add nsw i64 %279, %prepare.co252
+  %281 = add nsw i64 %278, %280
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
+  store float %w47, ptr %arena56, align 4
+  %w48 = load float, ptr %prepare.w48, align 4
+  %282 = mul nsw i64 %prepare.ci241, 64
+  %283 = add nsw i64 2933888, %282
+  %284 = mul nsw i64 %0, 32
+  %285 = add nsw i64 %284, %prepare.co252
+  %286 = add nsw i64 %283, %285
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
+  store float %w48, ptr %arena57, align 4
+  %w49 = load float, ptr %prepare.w49, align 4
+  %287 = mul nsw i64 %prepare.ci241, 64
+  %288 = add nsw i64 2935936, %287
+  %289 = mul nsw i64 %0, 32
+  %290 = add nsw i64 %289, %prepare.co252
+  %291 = add nsw i64 %288, %290
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
+  store float %w49, ptr %arena58, align 4
+  %w50 = load float, ptr %prepare.w50, align 4
+  %292 = mul nsw i64 %prepare.ci241, 64
+  %293 = add nsw i64 2937984, %292
+  %294 = mul nsw i64 %0, 32
+  %295 = add nsw i64 %294, %prepare.co252
+  %296 = add nsw i64 %293, %295
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
+  store float %w50, ptr %arena59, align 4
+  %w51 = load float, ptr %prepare.w51, align 4
+  %297 = mul nsw i64 %prepare.ci241, 64
+  %298 = add nsw i64 2940032, %297
+  %299 = mul nsw i64 %0, 32
+  %300 = add nsw i64 %299, %prepare.co252
+  %301 = add nsw i64 %298, %300
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
+  store float %w51, ptr %arena60, align 4
+  %w52 = load float, ptr %prepare.w52, align 4
+  %302 = mul nsw i64 %prepare.ci241, 64
+  %303 = add nsw i64 2942080, %302
+  %304 = mul nsw i64 %0, 32
+  %305 = add nsw i64 %304, %prepare.co252
+  %306 = add nsw i64 %303, %305
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
+  store float %w52, ptr %arena61, align 4
+  %w53 = load float, ptr %prepare.w53, align 4
+  %307 = mul nsw i64 %prepare.ci241, 64
+  %308 = add nsw i64 2944128, %307
+  %309 = mul nsw i64 %0, 32
+  %310 = add nsw i64 %309, %prepare.co252
+  %311 = add nsw i64 %308, %310
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
+  store float %w53, ptr %arena62, align 4
+  %co25.next = add nsw i64 %prepare.co252, 1
+  %312 = icmp slt i64 %co25.next, 32
+  br i1 %312, label %prepare.co25, label %prepare.co25.end
+
+prepare.co25.end:                                 ; preds = %prepare.co25
+  %ci24.next = add nsw i64 %prepare.ci241, 1
+  %313 = icmp slt i64 %ci24.next, 32
+  br i1 %313, label %prepare.ci24, label %prepare.ci24.end
+}
+
+define internal void @mnistnet_infer_b64.part23.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  call void @mnistnet_infer_b64.part23(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
@@ -11567,740 +12142,172 @@ define internal void @mnistnet_infer_b64.k1.conv2(ptr noalias %params, ptr noali
 entry:
   %part97.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
   %part60.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %part23.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 0
-  store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 1
-  store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 2
-  store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 3
-  store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 4
-  store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = icmp eq ptr %pool, null
-  br i1 %11, label %conv2.part23.serial, label %conv2.part23.pool
-
-conv2.part23.pool:                                ; preds = %entry
-  %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @mnistnet_infer_b64.k1.conv2.part23.task, ptr %part23.context, i64 2)
-  br label %conv2.part23.done
-
-conv2.part23.serial:                              ; preds = %entry
-  br label %conv2.part23
-
-conv2.part23.done:                                ; preds = %conv2.part23.end, %conv2.part23.pool
   br label %conv2.i54
 
-conv2.part23:                                     ; preds = %conv2.part23, %conv2.part23.serial
-  %conv2.part231 = phi i64 [ 0, %conv2.part23.serial ], [ %part23.next, %conv2.part23 ]
-  call void @mnistnet_infer_b64.k1.conv2.part23(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part231)
-  %part23.next = add nsw i64 %conv2.part231, 1
-  %12 = icmp slt i64 %part23.next, 2
-  br i1 %12, label %conv2.part23, label %conv2.part23.end
-
-conv2.part23.end:                                 ; preds = %conv2.part23
-  br label %conv2.part23.done
-
-conv2.i54:                                        ; preds = %conv2.i54, %conv2.part23.done
-  %conv2.i542 = phi i64 [ 0, %conv2.part23.done ], [ %i54.next, %conv2.i54 ]
-  %13 = add nsw i64 2596864, %conv2.i542
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %13
-  store float 0.000000e+00, ptr %arena3, align 4
-  %i54.next = add nsw i64 %conv2.i542, 1
-  %14 = icmp slt i64 %i54.next, 21632
-  br i1 %14, label %conv2.i54, label %conv2.i54.end
+conv2.i54:                                        ; preds = %conv2.i54, %entry
+  %conv2.i541 = phi i64 [ 0, %entry ], [ %i54.next, %conv2.i54 ]
+  %0 = add nsw i64 2596864, %conv2.i541
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
+  store float 0.000000e+00, ptr %arena2, align 4
+  %i54.next = add nsw i64 %conv2.i541, 1
+  %1 = icmp slt i64 %i54.next, 21632
+  br i1 %1, label %conv2.i54, label %conv2.i54.end
 
 conv2.i54.end:                                    ; preds = %conv2.i54
   br label %conv2.g55
 
 conv2.g55:                                        ; preds = %conv2.part97.done, %conv2.i54.end
-  %conv2.g554 = phi i64 [ 0, %conv2.i54.end ], [ %g55.next, %conv2.part97.done ]
+  %conv2.g553 = phi i64 [ 0, %conv2.i54.end ], [ %g55.next, %conv2.part97.done ]
   br label %conv2.j56
 
 conv2.g55.end:                                    ; preds = %conv2.part97.done
   ret void
 
 conv2.j56:                                        ; preds = %conv2.c57.end, %conv2.g55
-  %conv2.j565 = phi i64 [ 0, %conv2.g55 ], [ %j56.next, %conv2.c57.end ]
+  %conv2.j564 = phi i64 [ 0, %conv2.g55 ], [ %j56.next, %conv2.c57.end ]
   br label %conv2.c57
 
 conv2.j56.end:                                    ; preds = %conv2.c57.end
-  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 0
-  store ptr %params, ptr %15, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 1
-  store ptr %grads, ptr %16, align 8
-  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 2
-  store ptr %m, ptr %17, align 8
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 3
-  store ptr %v, ptr %18, align 8
-  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 4
-  store ptr %arena, ptr %19, align 8
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 5
-  store ptr %images, ptr %20, align 8
-  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 6
-  store ptr %labels, ptr %21, align 8
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 7
-  store float %lr, ptr %22, align 4
-  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 8
-  store i64 %step, ptr %23, align 4
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 9
-  store i64 %seed, ptr %24, align 4
-  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 10
-  store ptr %pool, ptr %25, align 8
-  %26 = icmp eq ptr %pool, null
-  br i1 %26, label %conv2.part60.serial, label %conv2.part60.pool
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 0
+  store ptr %params, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 1
+  store ptr %grads, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 2
+  store ptr %m, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 3
+  store ptr %v, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 4
+  store ptr %arena, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 5
+  store ptr %images, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 6
+  store ptr %labels, ptr %8, align 8
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 7
+  store float %lr, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 8
+  store i64 %step, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 9
+  store i64 %seed, ptr %11, align 4
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 10
+  store ptr %pool, ptr %12, align 8
+  %13 = icmp eq ptr %pool, null
+  br i1 %13, label %conv2.part60.serial, label %conv2.part60.pool
 
 conv2.c57:                                        ; preds = %conv2.iy58.end, %conv2.j56
-  %conv2.c576 = phi i64 [ 0, %conv2.j56 ], [ %c57.next, %conv2.iy58.end ]
+  %conv2.c575 = phi i64 [ 0, %conv2.j56 ], [ %c57.next, %conv2.iy58.end ]
   br label %conv2.iy58
 
 conv2.c57.end:                                    ; preds = %conv2.iy58.end
-  %j56.next = add nsw i64 %conv2.j565, 1
-  %27 = icmp slt i64 %j56.next, 1
-  br i1 %27, label %conv2.j56, label %conv2.j56.end
+  %j56.next = add nsw i64 %conv2.j564, 1
+  %14 = icmp slt i64 %j56.next, 1
+  br i1 %14, label %conv2.j56, label %conv2.j56.end
 
 conv2.iy58:                                       ; preds = %conv2.ix59.end, %conv2.c57
-  %conv2.iy587 = phi i64 [ 0, %conv2.c57 ], [ %iy58.next, %conv2.ix59.end ]
+  %conv2.iy586 = phi i64 [ 0, %conv2.c57 ], [ %iy58.next, %conv2.ix59.end ]
   br label %conv2.ix59
 
 conv2.iy58.end:                                   ; preds = %conv2.ix59.end
-  %c57.next = add nsw i64 %conv2.c576, 1
-  %28 = icmp slt i64 %c57.next, 32
-  br i1 %28, label %conv2.c57, label %conv2.c57.end
+  %c57.next = add nsw i64 %conv2.c575, 1
+  %15 = icmp slt i64 %c57.next, 32
+  br i1 %15, label %conv2.c57, label %conv2.c57.end
 
 conv2.ix59:                                       ; preds = %conv2.ix59, %conv2.iy58
-  %conv2.ix598 = phi i64 [ 0, %conv2.iy58 ], [ %ix59.next, %conv2.ix59 ]
-  %29 = add nsw i64 %conv2.g554, %conv2.j565
-  %30 = mul nsw i64 %29, 21632
-  %31 = mul nsw i64 %conv2.c576, 676
-  %32 = add nsw i64 %30, %31
-  %33 = mul nsw i64 %conv2.iy587, 26
-  %34 = add nsw i64 %32, %33
-  %35 = add nsw i64 %34, %conv2.ix598
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %35
-  %36 = load float, ptr %arena9, align 4
-  %37 = mul nsw i64 %conv2.j565, 21632
-  %38 = mul nsw i64 %conv2.iy587, 832
-  %39 = add nsw i64 %37, %38
-  %40 = mul nsw i64 %conv2.ix598, 32
-  %41 = add nsw i64 %39, %40
-  %42 = add nsw i64 %41, %conv2.c576
-  %43 = add nsw i64 2596864, %42
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %43
-  store float %36, ptr %arena10, align 4
-  %ix59.next = add nsw i64 %conv2.ix598, 1
-  %44 = icmp slt i64 %ix59.next, 26
-  br i1 %44, label %conv2.ix59, label %conv2.ix59.end
+  %conv2.ix597 = phi i64 [ 0, %conv2.iy58 ], [ %ix59.next, %conv2.ix59 ]
+  %16 = add nsw i64 %conv2.g553, %conv2.j564
+  %17 = mul nsw i64 %16, 21632
+  %18 = mul nsw i64 %conv2.c575, 676
+  %19 = add nsw i64 %17, %18
+  %20 = mul nsw i64 %conv2.iy586, 26
+  %21 = add nsw i64 %19, %20
+  %22 = add nsw i64 %21, %conv2.ix597
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %22
+  %23 = load float, ptr %arena8, align 4
+  %24 = mul nsw i64 %conv2.j564, 21632
+  %25 = mul nsw i64 %conv2.iy586, 832
+  %26 = add nsw i64 %24, %25
+  %27 = mul nsw i64 %conv2.ix597, 32
+  %28 = add nsw i64 %26, %27
+  %29 = add nsw i64 %28, %conv2.c575
+  %30 = add nsw i64 2596864, %29
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %30
+  store float %23, ptr %arena9, align 4
+  %ix59.next = add nsw i64 %conv2.ix597, 1
+  %31 = icmp slt i64 %ix59.next, 26
+  br i1 %31, label %conv2.ix59, label %conv2.ix59.end
 
 conv2.ix59.end:                                   ; preds = %conv2.ix59
-  %iy58.next = add nsw i64 %conv2.iy587, 1
-  %45 = icmp slt i64 %iy58.next, 26
-  br i1 %45, label %conv2.iy58, label %conv2.iy58.end
+  %iy58.next = add nsw i64 %conv2.iy586, 1
+  %32 = icmp slt i64 %iy58.next, 26
+  br i1 %32, label %conv2.iy58, label %conv2.iy58.end
 
 conv2.part60.pool:                                ; preds = %conv2.j56.end
-  %run11 = load ptr, ptr %pool, align 8
-  call void %run11(ptr %pool, ptr @mnistnet_infer_b64.k1.conv2.part60.task, ptr %part60.context, i64 2)
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @mnistnet_infer_b64.k1.conv2.part60.task, ptr %part60.context, i64 2)
   br label %conv2.part60.done
 
 conv2.part60.serial:                              ; preds = %conv2.j56.end
   br label %conv2.part60
 
 conv2.part60.done:                                ; preds = %conv2.part60.end, %conv2.part60.pool
-  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 0
-  store ptr %params, ptr %46, align 8
-  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 1
-  store ptr %grads, ptr %47, align 8
-  %48 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 2
-  store ptr %m, ptr %48, align 8
-  %49 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 3
-  store ptr %v, ptr %49, align 8
-  %50 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 4
-  store ptr %arena, ptr %50, align 8
-  %51 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 5
-  store ptr %images, ptr %51, align 8
-  %52 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 6
-  store ptr %labels, ptr %52, align 8
-  %53 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 7
-  store float %lr, ptr %53, align 4
-  %54 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 8
-  store i64 %step, ptr %54, align 4
-  %55 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 9
-  store i64 %seed, ptr %55, align 4
-  %56 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 10
-  store ptr %pool, ptr %56, align 8
-  %57 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 11
-  store i64 %conv2.g554, ptr %57, align 4
-  %58 = icmp eq ptr %pool, null
-  br i1 %58, label %conv2.part97.serial, label %conv2.part97.pool
+  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 0
+  store ptr %params, ptr %33, align 8
+  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 1
+  store ptr %grads, ptr %34, align 8
+  %35 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 2
+  store ptr %m, ptr %35, align 8
+  %36 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 3
+  store ptr %v, ptr %36, align 8
+  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 4
+  store ptr %arena, ptr %37, align 8
+  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 5
+  store ptr %images, ptr %38, align 8
+  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 6
+  store ptr %labels, ptr %39, align 8
+  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 7
+  store float %lr, ptr %40, align 4
+  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 8
+  store i64 %step, ptr %41, align 4
+  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 9
+  store i64 %seed, ptr %42, align 4
+  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 10
+  store ptr %pool, ptr %43, align 8
+  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 11
+  store i64 %conv2.g553, ptr %44, align 4
+  %45 = icmp eq ptr %pool, null
+  br i1 %45, label %conv2.part97.serial, label %conv2.part97.pool
 
 conv2.part60:                                     ; preds = %conv2.part60, %conv2.part60.serial
-  %conv2.part6012 = phi i64 [ 0, %conv2.part60.serial ], [ %part60.next, %conv2.part60 ]
-  call void @mnistnet_infer_b64.k1.conv2.part60(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part6012)
-  %part60.next = add nsw i64 %conv2.part6012, 1
-  %59 = icmp slt i64 %part60.next, 2
-  br i1 %59, label %conv2.part60, label %conv2.part60.end
+  %conv2.part6010 = phi i64 [ 0, %conv2.part60.serial ], [ %part60.next, %conv2.part60 ]
+  call void @mnistnet_infer_b64.k1.conv2.part60(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part6010)
+  %part60.next = add nsw i64 %conv2.part6010, 1
+  %46 = icmp slt i64 %part60.next, 2
+  br i1 %46, label %conv2.part60, label %conv2.part60.end
 
 conv2.part60.end:                                 ; preds = %conv2.part60
   br label %conv2.part60.done
 
 conv2.part97.pool:                                ; preds = %conv2.part60.done
-  %run13 = load ptr, ptr %pool, align 8
-  call void %run13(ptr %pool, ptr @mnistnet_infer_b64.k1.conv2.part97.task, ptr %part97.context, i64 2)
+  %run11 = load ptr, ptr %pool, align 8
+  call void %run11(ptr %pool, ptr @mnistnet_infer_b64.k1.conv2.part97.task, ptr %part97.context, i64 2)
   br label %conv2.part97.done
 
 conv2.part97.serial:                              ; preds = %conv2.part60.done
   br label %conv2.part97
 
 conv2.part97.done:                                ; preds = %conv2.part97.end, %conv2.part97.pool
-  %g55.next = add nsw i64 %conv2.g554, 1
-  %60 = icmp slt i64 %g55.next, 64
-  br i1 %60, label %conv2.g55, label %conv2.g55.end
+  %g55.next = add nsw i64 %conv2.g553, 1
+  %47 = icmp slt i64 %g55.next, 64
+  br i1 %47, label %conv2.g55, label %conv2.g55.end
 
 conv2.part97:                                     ; preds = %conv2.part97, %conv2.part97.serial
-  %conv2.part9714 = phi i64 [ 0, %conv2.part97.serial ], [ %part97.next, %conv2.part97 ]
-  call void @mnistnet_infer_b64.k1.conv2.part97(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g554, i64 %conv2.part9714)
-  %part97.next = add nsw i64 %conv2.part9714, 1
-  %61 = icmp slt i64 %part97.next, 2
-  br i1 %61, label %conv2.part97, label %conv2.part97.end
+  %conv2.part9712 = phi i64 [ 0, %conv2.part97.serial ], [ %part97.next, %conv2.part97 ]
+  call void @mnistnet_infer_b64.k1.conv2.part97(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g553, i64 %conv2.part9712)
+  %part97.next = add nsw i64 %conv2.part9712, 1
+  %48 = icmp slt i64 %part97.next, 2
+  br i1 %48, label %conv2.part97, label %conv2.part97.end
 
 conv2.part97.end:                                 ; preds = %conv2.part97
   br label %conv2.part97.done
-}
-
-; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k1.conv2.part23(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
-entry:
-  %conv2.w53 = alloca float, align 4
-  %conv2.w52 = alloca float, align 4
-  %conv2.w51 = alloca float, align 4
-  %conv2.w50 = alloca float, align 4
-  %conv2.w49 = alloca float, align 4
-  %conv2.w48 = alloca float, align 4
-  %conv2.w47 = alloca float, align 4
-  %conv2.w46 = alloca float, align 4
-  %conv2.w45 = alloca float, align 4
-  %conv2.w44 = alloca float, align 4
-  %conv2.w43 = alloca float, align 4
-  %conv2.w42 = alloca float, align 4
-  %conv2.w41 = alloca float, align 4
-  %conv2.w40 = alloca float, align 4
-  %conv2.w39 = alloca float, align 4
-  %conv2.w38 = alloca float, align 4
-  %conv2.w37 = alloca float, align 4
-  %conv2.w36 = alloca float, align 4
-  %conv2.w35 = alloca float, align 4
-  %conv2.w34 = alloca float, align 4
-  %conv2.w33 = alloca float, align 4
-  %conv2.w32 = alloca float, align 4
-  %conv2.w31 = alloca float, align 4
-  %conv2.w30 = alloca float, align 4
-  %conv2.w29 = alloca float, align 4
-  %conv2.w28 = alloca float, align 4
-  %conv2.w27 = alloca float, align 4
-  %conv2.w26 = alloca float, align 4
-  br label %conv2.ci24
-
-conv2.ci24:                                       ; preds = %conv2.co25.end, %entry
-  %conv2.ci241 = phi i64 [ 0, %entry ], [ %ci24.next, %conv2.co25.end ]
-  br label %conv2.co25
-
-conv2.ci24.end:                                   ; preds = %conv2.co25.end
-  ret void
-
-conv2.co25:                                       ; preds = %conv2.co25, %conv2.ci24
-  %conv2.co252 = phi i64 [ 0, %conv2.ci24 ], [ %co25.next, %conv2.co25 ]
-  %1 = mul nsw i64 %0, 32
-  %2 = add nsw i64 %1, %conv2.co252
-  %3 = mul nsw i64 %2, 32
-  %4 = add nsw i64 %3, %conv2.ci241
-  %5 = mul nsw i64 %4, 9
-  %6 = add nsw i64 320, %5
-  %params3 = getelementptr inbounds float, ptr %params, i64 %6
-  %7 = load float, ptr %params3, align 4
-  store float %7, ptr %conv2.w26, align 4
-  %8 = mul nsw i64 %0, 32
-  %9 = add nsw i64 %8, %conv2.co252
-  %10 = mul nsw i64 %9, 32
-  %11 = add nsw i64 %10, %conv2.ci241
-  %12 = mul nsw i64 %11, 9
-  %13 = add nsw i64 320, %12
-  %params4 = getelementptr inbounds float, ptr %params, i64 %13
-  %14 = load float, ptr %params4, align 4
-  %15 = mul nsw i64 %0, 32
-  %16 = add nsw i64 %15, %conv2.co252
-  %17 = mul nsw i64 %16, 32
-  %18 = add nsw i64 %17, %conv2.ci241
-  %19 = mul nsw i64 %18, 9
-  %20 = add nsw i64 320, %19
-  %21 = add nsw i64 %20, 3
-  %params5 = getelementptr inbounds float, ptr %params, i64 %21
-  %22 = load float, ptr %params5, align 4
-  %23 = fadd float %14, %22
-  %24 = mul nsw i64 %0, 32
-  %25 = add nsw i64 %24, %conv2.co252
-  %26 = mul nsw i64 %25, 32
-  %27 = add nsw i64 %26, %conv2.ci241
-  %28 = mul nsw i64 %27, 9
-  %29 = add nsw i64 320, %28
-  %30 = add nsw i64 %29, 6
-  %params6 = getelementptr inbounds float, ptr %params, i64 %30
-  %31 = load float, ptr %params6, align 4
-  %32 = fadd float %23, %31
-  %33 = fmul float %32, 5.000000e-01
-  store float %33, ptr %conv2.w27, align 4
-  %34 = mul nsw i64 %0, 32
-  %35 = add nsw i64 %34, %conv2.co252
-  %36 = mul nsw i64 %35, 32
-  %37 = add nsw i64 %36, %conv2.ci241
-  %38 = mul nsw i64 %37, 9
-  %39 = add nsw i64 320, %38
-  %params7 = getelementptr inbounds float, ptr %params, i64 %39
-  %40 = load float, ptr %params7, align 4
-  %41 = mul nsw i64 %0, 32
-  %42 = add nsw i64 %41, %conv2.co252
-  %43 = mul nsw i64 %42, 32
-  %44 = add nsw i64 %43, %conv2.ci241
-  %45 = mul nsw i64 %44, 9
-  %46 = add nsw i64 320, %45
-  %47 = add nsw i64 %46, 6
-  %params8 = getelementptr inbounds float, ptr %params, i64 %47
-  %48 = load float, ptr %params8, align 4
-  %49 = fadd float %40, %48
-  %50 = mul nsw i64 %0, 32
-  %51 = add nsw i64 %50, %conv2.co252
-  %52 = mul nsw i64 %51, 32
-  %53 = add nsw i64 %52, %conv2.ci241
-  %54 = mul nsw i64 %53, 9
-  %55 = add nsw i64 320, %54
-  %56 = add nsw i64 %55, 3
-  %params9 = getelementptr inbounds float, ptr %params, i64 %56
-  %57 = load float, ptr %params9, align 4
-  %58 = fsub float %49, %57
-  %59 = fmul float %58, 5.000000e-01
-  store float %59, ptr %conv2.w28, align 4
-  %60 = mul nsw i64 %0, 32
-  %61 = add nsw i64 %60, %conv2.co252
-  %62 = mul nsw i64 %61, 32
-  %63 = add nsw i64 %62, %conv2.ci241
-  %64 = mul nsw i64 %63, 9
-  %65 = add nsw i64 320, %64
-  %66 = add nsw i64 %65, 6
-  %params10 = getelementptr inbounds float, ptr %params, i64 %66
-  %67 = load float, ptr %params10, align 4
-  store float %67, ptr %conv2.w29, align 4
-  %68 = mul nsw i64 %0, 32
-  %69 = add nsw i64 %68, %conv2.co252
-  %70 = mul nsw i64 %69, 32
-  %71 = add nsw i64 %70, %conv2.ci241
-  %72 = mul nsw i64 %71, 9
-  %73 = add nsw i64 320, %72
-  %74 = add nsw i64 %73, 1
-  %params11 = getelementptr inbounds float, ptr %params, i64 %74
-  %75 = load float, ptr %params11, align 4
-  store float %75, ptr %conv2.w30, align 4
-  %76 = mul nsw i64 %0, 32
-  %77 = add nsw i64 %76, %conv2.co252
-  %78 = mul nsw i64 %77, 32
-  %79 = add nsw i64 %78, %conv2.ci241
-  %80 = mul nsw i64 %79, 9
-  %81 = add nsw i64 320, %80
-  %82 = add nsw i64 %81, 1
-  %params12 = getelementptr inbounds float, ptr %params, i64 %82
-  %83 = load float, ptr %params12, align 4
-  %84 = mul nsw i64 %0, 32
-  %85 = add nsw i64 %84, %conv2.co252
-  %86 = mul nsw i64 %85, 32
-  %87 = add nsw i64 %86, %conv2.ci241
-  %88 = mul nsw i64 %87, 9
-  %89 = add nsw i64 320, %88
-  %90 = add nsw i64 %89, 4
-  %params13 = getelementptr inbounds float, ptr %params, i64 %90
-  %91 = load float, ptr %params13, align 4
-  %92 = fadd float %83, %91
-  %93 = mul nsw i64 %0, 32
-  %94 = add nsw i64 %93, %conv2.co252
-  %95 = mul nsw i64 %94, 32
-  %96 = add nsw i64 %95, %conv2.ci241
-  %97 = mul nsw i64 %96, 9
-  %98 = add nsw i64 320, %97
-  %99 = add nsw i64 %98, 7
-  %params14 = getelementptr inbounds float, ptr %params, i64 %99
-  %100 = load float, ptr %params14, align 4
-  %101 = fadd float %92, %100
-  %102 = fmul float %101, 5.000000e-01
-  store float %102, ptr %conv2.w31, align 4
-  %103 = mul nsw i64 %0, 32
-  %104 = add nsw i64 %103, %conv2.co252
-  %105 = mul nsw i64 %104, 32
-  %106 = add nsw i64 %105, %conv2.ci241
-  %107 = mul nsw i64 %106, 9
-  %108 = add nsw i64 320, %107
-  %109 = add nsw i64 %108, 1
-  %params15 = getelementptr inbounds float, ptr %params, i64 %109
-  %110 = load float, ptr %params15, align 4
-  %111 = mul nsw i64 %0, 32
-  %112 = add nsw i64 %111, %conv2.co252
-  %113 = mul nsw i64 %112, 32
-  %114 = add nsw i64 %113, %conv2.ci241
-  %115 = mul nsw i64 %114, 9
-  %116 = add nsw i64 320, %115
-  %117 = add nsw i64 %116, 7
-  %params16 = getelementptr inbounds float, ptr %params, i64 %117
-  %118 = load float, ptr %params16, align 4
-  %119 = fadd float %110, %118
-  %120 = mul nsw i64 %0, 32
-  %121 = add nsw i64 %120, %conv2.co252
-  %122 = mul nsw i64 %121, 32
-  %123 = add nsw i64 %122, %conv2.ci241
-  %124 = mul nsw i64 %123, 9
-  %125 = add nsw i64 320, %124
-  %126 = add nsw i64 %125, 4
-  %params17 = getelementptr inbounds float, ptr %params, i64 %126
-  %127 = load float, ptr %params17, align 4
-  %128 = fsub float %119, %127
-  %129 = fmul float %128, 5.000000e-01
-  store float %129, ptr %conv2.w32, align 4
-  %130 = mul nsw i64 %0, 32
-  %131 = add nsw i64 %130, %conv2.co252
-  %132 = mul nsw i64 %131, 32
-  %133 = add nsw i64 %132, %conv2.ci241
-  %134 = mul nsw i64 %133, 9
-  %135 = add nsw i64 320, %134
-  %136 = add nsw i64 %135, 7
-  %params18 = getelementptr inbounds float, ptr %params, i64 %136
-  %137 = load float, ptr %params18, align 4
-  store float %137, ptr %conv2.w33, align 4
-  %138 = mul nsw i64 %0, 32
-  %139 = add nsw i64 %138, %conv2.co252
-  %140 = mul nsw i64 %139, 32
-  %141 = add nsw i64 %140, %conv2.ci241
-  %142 = mul nsw i64 %141, 9
-  %143 = add nsw i64 320, %142
-  %144 = add nsw i64 %143, 2
-  %params19 = getelementptr inbounds float, ptr %params, i64 %144
-  %145 = load float, ptr %params19, align 4
-  store float %145, ptr %conv2.w34, align 4
-  %146 = mul nsw i64 %0, 32
-  %147 = add nsw i64 %146, %conv2.co252
-  %148 = mul nsw i64 %147, 32
-  %149 = add nsw i64 %148, %conv2.ci241
-  %150 = mul nsw i64 %149, 9
-  %151 = add nsw i64 320, %150
-  %152 = add nsw i64 %151, 2
-  %params20 = getelementptr inbounds float, ptr %params, i64 %152
-  %153 = load float, ptr %params20, align 4
-  %154 = mul nsw i64 %0, 32
-  %155 = add nsw i64 %154, %conv2.co252
-  %156 = mul nsw i64 %155, 32
-  %157 = add nsw i64 %156, %conv2.ci241
-  %158 = mul nsw i64 %157, 9
-  %159 = add nsw i64 320, %158
-  %160 = add nsw i64 %159, 5
-  %params21 = getelementptr inbounds float, ptr %params, i64 %160
-  %161 = load float, ptr %params21, align 4
-  %162 = fadd float %153, %161
-  %163 = mul nsw i64 %0, 32
-  %164 = add nsw i64 %163, %conv2.co252
-  %165 = mul nsw i64 %164, 32
-  %166 = add nsw i64 %165, %conv2.ci241
-  %167 = mul nsw i64 %166, 9
-  %168 = add nsw i64 320, %167
-  %169 = add nsw i64 %168, 8
-  %params22 = getelementptr inbounds float, ptr %params, i64 %169
-  %170 = load float, ptr %params22, align 4
-  %171 = fadd float %162, %170
-  %172 = fmul float %171, 5.000000e-01
-  store float %172, ptr %conv2.w35, align 4
-  %173 = mul nsw i64 %0, 32
-  %174 = add nsw i64 %173, %conv2.co252
-  %175 = mul nsw i64 %174, 32
-  %176 = add nsw i64 %175, %conv2.ci241
-  %177 = mul nsw i64 %176, 9
-  %178 = add nsw i64 320, %177
-  %179 = add nsw i64 %178, 2
-  %params23 = getelementptr inbounds float, ptr %params, i64 %179
-  %180 = load float, ptr %params23, align 4
-  %181 = mul nsw i64 %0, 32
-  %182 = add nsw i64 %181, %conv2.co252
-  %183 = mul nsw i64 %182, 32
-  %184 = add nsw i64 %183, %conv2.ci241
-  %185 = mul nsw i64 %184, 9
-  %186 = add nsw i64 320, %185
-  %187 = add nsw i64 %186, 8
-  %params24 = getelementptr inbounds float, ptr %params, i64 %187
-  %188 = load float, ptr %params24, align 4
-  %189 = fadd float %180, %188
-  %190 = mul nsw i64 %0, 32
-  %191 = add nsw i64 %190, %conv2.co252
-  %192 = mul nsw i64 %191, 32
-  %193 = add nsw i64 %192, %conv2.ci241
-  %194 = mul nsw i64 %193, 9
-  %195 = add nsw i64 320, %194
-  %196 = add nsw i64 %195, 5
-  %params25 = getelementptr inbounds float, ptr %params, i64 %196
-  %197 = load float, ptr %params25, align 4
-  %198 = fsub float %189, %197
-  %199 = fmul float %198, 5.000000e-01
-  store float %199, ptr %conv2.w36, align 4
-  %200 = mul nsw i64 %0, 32
-  %201 = add nsw i64 %200, %conv2.co252
-  %202 = mul nsw i64 %201, 32
-  %203 = add nsw i64 %202, %conv2.ci241
-  %204 = mul nsw i64 %203, 9
-  %205 = add nsw i64 320, %204
-  %206 = add nsw i64 %205, 8
-  %params26 = getelementptr inbounds float, ptr %params, i64 %206
-  %207 = load float, ptr %params26, align 4
-  store float %207, ptr %conv2.w37, align 4
-  %w26 = load float, ptr %conv2.w26, align 4
-  store float %w26, ptr %conv2.w38, align 4
-  %w2627 = load float, ptr %conv2.w26, align 4
-  %w30 = load float, ptr %conv2.w30, align 4
-  %208 = fadd float %w2627, %w30
-  %w34 = load float, ptr %conv2.w34, align 4
-  %209 = fadd float %208, %w34
-  %210 = fmul float %209, 5.000000e-01
-  store float %210, ptr %conv2.w39, align 4
-  %w2628 = load float, ptr %conv2.w26, align 4
-  %w3429 = load float, ptr %conv2.w34, align 4
-  %211 = fadd float %w2628, %w3429
-  %w3030 = load float, ptr %conv2.w30, align 4
-  %212 = fsub float %211, %w3030
-  %213 = fmul float %212, 5.000000e-01
-  store float %213, ptr %conv2.w40, align 4
-  %w3431 = load float, ptr %conv2.w34, align 4
-  store float %w3431, ptr %conv2.w41, align 4
-  %w27 = load float, ptr %conv2.w27, align 4
-  store float %w27, ptr %conv2.w42, align 4
-  %w2732 = load float, ptr %conv2.w27, align 4
-  %w31 = load float, ptr %conv2.w31, align 4
-  %214 = fadd float %w2732, %w31
-  %w35 = load float, ptr %conv2.w35, align 4
-  %215 = fadd float %214, %w35
-  %216 = fmul float %215, 5.000000e-01
-  store float %216, ptr %conv2.w43, align 4
-  %w2733 = load float, ptr %conv2.w27, align 4
-  %w3534 = load float, ptr %conv2.w35, align 4
-  %217 = fadd float %w2733, %w3534
-  %w3135 = load float, ptr %conv2.w31, align 4
-  %218 = fsub float %217, %w3135
-  %219 = fmul float %218, 5.000000e-01
-  store float %219, ptr %conv2.w44, align 4
-  %w3536 = load float, ptr %conv2.w35, align 4
-  store float %w3536, ptr %conv2.w45, align 4
-  %w28 = load float, ptr %conv2.w28, align 4
-  store float %w28, ptr %conv2.w46, align 4
-  %w2837 = load float, ptr %conv2.w28, align 4
-  %w32 = load float, ptr %conv2.w32, align 4
-  %220 = fadd float %w2837, %w32
-  %w36 = load float, ptr %conv2.w36, align 4
-  %221 = fadd float %220, %w36
-  %222 = fmul float %221, 5.000000e-01
-  store float %222, ptr %conv2.w47, align 4
-  %w2838 = load float, ptr %conv2.w28, align 4
-  %w3639 = load float, ptr %conv2.w36, align 4
-  %223 = fadd float %w2838, %w3639
-  %w3240 = load float, ptr %conv2.w32, align 4
-  %224 = fsub float %223, %w3240
-  %225 = fmul float %224, 5.000000e-01
-  store float %225, ptr %conv2.w48, align 4
-  %w3641 = load float, ptr %conv2.w36, align 4
-  store float %w3641, ptr %conv2.w49, align 4
-  %w29 = load float, ptr %conv2.w29, align 4
-  store float %w29, ptr %conv2.w50, align 4
-  %w2942 = load float, ptr %conv2.w29, align 4
-  %w33 = load float, ptr %conv2.w33, align 4
-  %226 = fadd float %w2942, %w33
-  %w37 = load float, ptr %conv2.w37, align 4
-  %227 = fadd float %226, %w37
-  %228 = fmul float %227, 5.000000e-01
-  store float %228, ptr %conv2.w51, align 4
-  %w2943 = load float, ptr %conv2.w29, align 4
-  %w3744 = load float, ptr %conv2.w37, align 4
-  %229 = fadd float %w2943, %w3744
-  %w3345 = load float, ptr %conv2.w33, align 4
-  %230 = fsub float %229, %w3345
-  %231 = fmul float %230, 5.000000e-01
-  store float %231, ptr %conv2.w52, align 4
-  %w3746 = load float, ptr %conv2.w37, align 4
-  store float %w3746, ptr %conv2.w53, align 4
-  %w38 = load float, ptr %conv2.w38, align 4
-  %232 = mul nsw i64 %conv2.ci241, 64
-  %233 = add nsw i64 2564096, %232
-  %234 = mul nsw i64 %0, 32
-  %235 = add nsw i64 %234, %conv2.co252
-  %236 = add nsw i64 %233, %235
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w38, ptr %arena47, align 4
-  %w39 = load float, ptr %conv2.w39, align 4
-  %237 = mul nsw i64 %conv2.ci241, 64
-  %238 = add nsw i64 2566144, %237
-  %239 = mul nsw i64 %0, 32
-  %240 = add nsw i64 %239, %conv2.co252
-  %241 = add nsw i64 %238, %240
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w39, ptr %arena48, align 4
-  %w40 = load float, ptr %conv2.w40, align 4
-  %242 = mul nsw i64 %conv2.ci241, 64
-  %243 = add nsw i64 2568192, %242
-  %244 = mul nsw i64 %0, 32
-  %245 = add nsw i64 %244, %conv2.co252
-  %246 = add nsw i64 %243, %245
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w40, ptr %arena49, align 4
-  %w41 = load float, ptr %conv2.w41, align 4
-  %247 = mul nsw i64 %conv2.ci241, 64
-  %248 = add nsw i64 2570240, %247
-  %249 = mul nsw i64 %0, 32
-  %250 = add nsw i64 %249, %conv2.co252
-  %251 = add nsw i64 %248, %250
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w41, ptr %arena50, align 4
-  %w42 = load float, ptr %conv2.w42, align 4
-  %252 = mul nsw i64 %conv2.ci241, 64
-  %253 = add nsw i64 2572288, %252
-  %254 = mul nsw i64 %0, 32
-  %255 = add nsw i64 %254, %conv2.co252
-  %256 = add nsw i64 %253, %255
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w42, ptr %arena51, align 4
-  %w43 = load float, ptr %conv2.w43, align 4
-  %257 = mul nsw i64 %conv2.ci241, 64
-  %258 = add nsw i64 2574336, %257
-  %259 = mul nsw i64 %0, 32
-  %260 = add nsw i64 %259, %conv2.co252
-  %261 = add nsw i64 %258, %260
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w43, ptr %arena52, align 4
-  %w44 = load float, ptr %conv2.w44, align 4
-  %262 = mul nsw i64 %conv2.ci241, 64
-  %263 = add nsw i64 2576384, %262
-  %264 = mul nsw i64 %0, 32
-  %265 = add nsw i64 %264, %conv2.co252
-  %266 = add nsw i64 %263, %265
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w44, ptr %arena53, align 4
-  %w45 = load float, ptr %conv2.w45, align 4
-  %267 = mul nsw i64 %conv2.ci241, 64
-  %268 = add nsw i64 2578432, %267
-  %269 = mul nsw i64 %0, 32
-  %270 = add nsw i64 %269, %conv2.co252
-  %271 = add nsw i64 %268, %270
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w45, ptr %arena54, align 4
-  %w46 = load float, ptr %conv2.w46, align 4
-  %272 = mul nsw i64 %conv2.ci241, 64
-  %273 = add nsw i64 2580480, %272
-  %274 = mul nsw i64 %0, 32
-  %275 = add nsw i64 %274, %conv2.co252
-  %276 = add nsw i64 %273, %275
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w46, ptr %arena55, align 4
-  %w47 = load float, ptr %conv2.w47, align 4
-  %277 = mul nsw i64 %conv2.ci241, 64
-  %278 = add nsw i64 2582528, %277
-  %279 = mul nsw i64 %0, 32
-  %280 = add nsw i64 %279, %conv2.co252
-  %281 = add nsw i64 %278, %280
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w47, ptr %arena56, align 4
-  %w48 = load float, ptr %conv2.w48, align 4
-  %282 = mul nsw i64 %conv2.ci241, 64
-  %283 = add nsw i64 2584576, %282
-  %284 = mul nsw i64 %0, 32
-  %285 = add nsw i64 %284, %conv2.co252
-  %286 = add nsw i64 %283, %285
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w48, ptr %arena57, align 4
-  %w49 = load float, ptr %conv2.w49, align 4
-  %287 = mul nsw i64 %conv2.ci241, 64
-  %288 = add nsw i64 2586624, %287
-  %289 = mul nsw i64 %0, 32
-  %290 = add nsw i64 %289, %conv2.co252
-  %291 = add nsw i64 %288, %290
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w49, ptr %arena58, align 4
-  %w50 = load float, ptr %conv2.w50, align 4
-  %292 = mul nsw i64 %conv2.ci241, 64
-  %293 = add nsw i64 2588672, %292
-  %294 = mul nsw i64 %0, 32
-  %295 = add nsw i64 %294, %conv2.co252
-  %296 = add nsw i64 %293, %295
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w50, ptr %arena59, align 4
-  %w51 = load float, ptr %conv2.w51, align 4
-  %297 = mul nsw i64 %conv2.ci241, 64
-  %298 = add nsw i64 2590720, %297
-  %299 = mul nsw i64 %0, 32
-  %300 = add nsw i64 %299, %conv2.co252
-  %301 = add nsw i64 %298, %300
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w51, ptr %arena60, align 4
-  %w52 = load float, ptr %conv2.w52, align 4
-  %302 = mul nsw i64 %conv2.ci241, 64
-  %303 = add nsw i64 2592768, %302
-  %304 = mul nsw i64 %0, 32
-  %305 = add nsw i64 %304, %conv2.co252
-  %306 = add nsw i64 %303, %305
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w52, ptr %arena61, align 4
-  %w53 = load float, ptr %conv2.w53, align 4
-  %307 = mul nsw i64 %conv2.ci241, 64
-  %308 = add nsw i64 2594816, %307
-  %309 = mul nsw i64 %0, 32
-  %310 = add nsw i64 %309, %conv2.co252
-  %311 = add nsw i64 %308, %310
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w53, ptr %arena62, align 4
-  %co25.next = add nsw i64 %conv2.co252, 1
-  %312 = icmp slt i64 %co25.next, 32
-  br i1 %312, label %conv2.co25, label %conv2.co25.end
-
-conv2.co25.end:                                   ; preds = %conv2.co25
-  %ci24.next = add nsw i64 %conv2.ci241, 1
-  %313 = icmp slt i64 %ci24.next, 32
-  br i1 %313, label %conv2.ci24, label %conv2.ci24.end
-}
-
-define internal void @mnistnet_infer_b64.k1.conv2.part23.task(ptr %0, i64 %1) {
-entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
-  %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
-  %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
-  %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
-  %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
-  %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
-  %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
-  %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
-  %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @mnistnet_infer_b64.k1.conv2.part23(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
-  ret void
 }
 
 ; Function Attrs: noinline
@@ -13909,7 +13916,7 @@ conv2.mb100.end:                                  ; preds = %conv2.k102.end
 conv2.k102:                                       ; preds = %conv2.k102, %conv2.mb100
   %conv2.k1023 = phi i64 [ 0, %conv2.mb100 ], [ %k102.next, %conv2.k102 ]
   %3 = mul nsw i64 %0, 2048
-  %4 = add nsw i64 2564096, %3
+  %4 = add nsw i64 2913408, %3
   %5 = mul nsw i64 %1, 32
   %6 = add nsw i64 %4, %5
   %7 = mul nsw i64 %conv2.k1023, 64
@@ -13920,7 +13927,7 @@ conv2.k102:                                       ; preds = %conv2.k102, %conv2.
   %11 = load <8 x float>, ptr %arena4, align 4
   store <8 x float> %11, ptr %conv2.t101_b0, align 32
   %12 = mul nsw i64 %0, 2048
-  %13 = add nsw i64 2564096, %12
+  %13 = add nsw i64 2913408, %12
   %14 = mul nsw i64 %1, 32
   %15 = add nsw i64 %13, %14
   %16 = mul nsw i64 %conv2.k1023, 64

@@ -1406,6 +1406,58 @@ public func mnistnet_infer_b64(
   let arena = arena.unsafelyUnwrapped
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed, pool)
+  if 0x0 as UInt64 >= UInt64(bitPattern: step) {
+    parallelFor(pool, 2) { part23 in
+      for ci24 in 0..<32 {
+        for co25 in 0..<32 {
+          var w26: Float = params[(320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9))]
+          var w27: Float = (((params[(320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9))] + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 3)]) + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w28: Float = (((params[(320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9))] + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 6)]) - params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w29: Float = params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 6)]
+          var w30: Float = params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 1)]
+          var w31: Float = (((params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 1)] + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 4)]) + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w32: Float = (((params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 1)] + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 7)]) - params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w33: Float = params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 7)]
+          var w34: Float = params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 2)]
+          var w35: Float = (((params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 2)] + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 5)]) + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w36: Float = (((params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 2)] + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 8)]) - params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w37: Float = params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 8)]
+          var w38: Float = w26
+          var w39: Float = (((w26 + w30) + w34) * Float(bitPattern: 0x3f000000))
+          var w40: Float = (((w26 + w34) - w30) * Float(bitPattern: 0x3f000000))
+          var w41: Float = w34
+          var w42: Float = w27
+          var w43: Float = (((w27 + w31) + w35) * Float(bitPattern: 0x3f000000))
+          var w44: Float = (((w27 + w35) - w31) * Float(bitPattern: 0x3f000000))
+          var w45: Float = w35
+          var w46: Float = w28
+          var w47: Float = (((w28 + w32) + w36) * Float(bitPattern: 0x3f000000))
+          var w48: Float = (((w28 + w36) - w32) * Float(bitPattern: 0x3f000000))
+          var w49: Float = w36
+          var w50: Float = w29
+          var w51: Float = (((w29 + w33) + w37) * Float(bitPattern: 0x3f000000))
+          var w52: Float = (((w29 + w37) - w33) * Float(bitPattern: 0x3f000000))
+          var w53: Float = w37
+          arena[((2913408 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w38
+          arena[((2915456 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w39
+          arena[((2917504 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w40
+          arena[((2919552 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w41
+          arena[((2921600 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w42
+          arena[((2923648 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w43
+          arena[((2925696 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w44
+          arena[((2927744 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w45
+          arena[((2929792 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w46
+          arena[((2931840 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w47
+          arena[((2933888 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w48
+          arena[((2935936 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w49
+          arena[((2937984 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w50
+          arena[((2940032 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w51
+          arena[((2942080 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w52
+          arena[((2944128 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w53
+        }
+      }
+    }
+  }
   // conv1 = conv2d_relu(image)
   for g1 in 0..<4 {
     for j2 in 0..<16 {
@@ -1528,56 +1580,6 @@ public func mnistnet_infer_b64(
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  parallelFor(pool, 2) { part23 in
-    for ci24 in 0..<32 {
-      for co25 in 0..<32 {
-        var w26: Float = params[(320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9))]
-        var w27: Float = (((params[(320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9))] + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 3)]) + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w28: Float = (((params[(320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9))] + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 6)]) - params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w29: Float = params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 6)]
-        var w30: Float = params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 1)]
-        var w31: Float = (((params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 1)] + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 4)]) + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w32: Float = (((params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 1)] + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 7)]) - params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w33: Float = params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 7)]
-        var w34: Float = params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 2)]
-        var w35: Float = (((params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 2)] + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 5)]) + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w36: Float = (((params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 2)] + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 8)]) - params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w37: Float = params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 8)]
-        var w38: Float = w26
-        var w39: Float = (((w26 + w30) + w34) * Float(bitPattern: 0x3f000000))
-        var w40: Float = (((w26 + w34) - w30) * Float(bitPattern: 0x3f000000))
-        var w41: Float = w34
-        var w42: Float = w27
-        var w43: Float = (((w27 + w31) + w35) * Float(bitPattern: 0x3f000000))
-        var w44: Float = (((w27 + w35) - w31) * Float(bitPattern: 0x3f000000))
-        var w45: Float = w35
-        var w46: Float = w28
-        var w47: Float = (((w28 + w32) + w36) * Float(bitPattern: 0x3f000000))
-        var w48: Float = (((w28 + w36) - w32) * Float(bitPattern: 0x3f000000))
-        var w49: Float = w36
-        var w50: Float = w29
-        var w51: Float = (((w29 + w33) + w37) * Float(bitPattern: 0x3f000000))
-        var w52: Float = (((w29 + w37) - w33) * Float(bitPattern: 0x3f000000))
-        var w53: Float = w37
-        arena[((2564096 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w38
-        arena[((2566144 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w39
-        arena[((2568192 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w40
-        arena[((2570240 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w41
-        arena[((2572288 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w42
-        arena[((2574336 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w43
-        arena[((2576384 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w44
-        arena[((2578432 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w45
-        arena[((2580480 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w46
-        arena[((2582528 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w47
-        arena[((2584576 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w48
-        arena[((2586624 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w49
-        arena[((2588672 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w50
-        arena[((2590720 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w51
-        arena[((2592768 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w52
-        arena[((2594816 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w53
-      }
-    }
-  }
   for i54 in 0..<2704 {
     storeVector(arena, ((i54 *% 8) +% 2596864), Vector(repeating: Float(0)))
   }
@@ -1667,8 +1669,8 @@ public func mnistnet_infer_b64(
               var t101_c5_0 = Vector()
               var t101_c5_1 = Vector()
               for k102 in 0..<32 {
-                let t101_b0 = loadVector(arena, ((((2564096 +% (xi98 *% 2048)) +% (part97 *% 32)) +% (k102 *% 64)) +% (nb99 *% 16)))
-                let t101_b1 = loadVector(arena, (((((2564096 +% (xi98 *% 2048)) +% (part97 *% 32)) +% (k102 *% 64)) +% (nb99 *% 16)) +% 8))
+                let t101_b0 = loadVector(arena, ((((2913408 +% (xi98 *% 2048)) +% (part97 *% 32)) +% (k102 *% 64)) +% (nb99 *% 16)))
+                let t101_b1 = loadVector(arena, (((((2913408 +% (xi98 *% 2048)) +% (part97 *% 32)) +% (k102 *% 64)) +% (nb99 *% 16)) +% 8))
                 let t101_a0 = Vector(repeating: arena[(((2618496 +% (xi98 *% 4608)) +% ((mb100 *% 6) *% 32)) +% k102)])
                 t101_c0_0 = t101_c0_0.addingProduct(t101_a0, t101_b0)
                 t101_c0_1 = t101_c0_1.addingProduct(t101_a0, t101_b1)

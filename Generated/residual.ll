@@ -16379,6 +16379,38 @@ declare float @llvm.sqrt.f32(float) #2
 
 define void @residual_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
+  %part135.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %part29.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = icmp uge i64 0, %step
+  br i1 %0, label %entry.then, label %entry.endif
+
+entry.then:                                       ; preds = %entry
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 0
+  store ptr %params, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 1
+  store ptr %grads, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 2
+  store ptr %m, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 3
+  store ptr %v, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 4
+  store ptr %arena, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 5
+  store ptr %images, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 6
+  store ptr %labels, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 7
+  store float %lr, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 8
+  store i64 %step, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 9
+  store i64 %seed, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 10
+  store ptr %pool, ptr %11, align 8
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %prepare.part29.serial, label %prepare.part29.pool
+
+entry.endif:                                      ; preds = %prepare.part135.done, %entry
   call void @residual_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @residual_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @residual_infer_b64.k2.res(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
@@ -16387,6 +16419,1117 @@ entry:
   call void @residual_infer_b64.k5.gap(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @residual_infer_b64.k6.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @residual_infer_b64.k7.fc(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  ret void
+
+prepare.part29.pool:                              ; preds = %entry.then
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @residual_infer_b64.part29.task, ptr %part29.context, i64 2)
+  br label %prepare.part29.done
+
+prepare.part29.serial:                            ; preds = %entry.then
+  br label %prepare.part29
+
+prepare.part29.done:                              ; preds = %prepare.part29.end, %prepare.part29.pool
+  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 0
+  store ptr %params, ptr %13, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 1
+  store ptr %grads, ptr %14, align 8
+  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 2
+  store ptr %m, ptr %15, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 3
+  store ptr %v, ptr %16, align 8
+  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 4
+  store ptr %arena, ptr %17, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 5
+  store ptr %images, ptr %18, align 8
+  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 6
+  store ptr %labels, ptr %19, align 8
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 7
+  store float %lr, ptr %20, align 4
+  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 8
+  store i64 %step, ptr %21, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 9
+  store i64 %seed, ptr %22, align 4
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 10
+  store ptr %pool, ptr %23, align 8
+  %24 = icmp eq ptr %pool, null
+  br i1 %24, label %prepare.part135.serial, label %prepare.part135.pool
+
+prepare.part29:                                   ; preds = %prepare.part29, %prepare.part29.serial
+  %prepare.part291 = phi i64 [ 0, %prepare.part29.serial ], [ %part29.next, %prepare.part29 ]
+  call void @residual_infer_b64.part29(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part291)
+  %part29.next = add nsw i64 %prepare.part291, 1
+  %25 = icmp slt i64 %part29.next, 2
+  br i1 %25, label %prepare.part29, label %prepare.part29.end
+
+prepare.part29.end:                               ; preds = %prepare.part29
+  br label %prepare.part29.done
+
+prepare.part135.pool:                             ; preds = %prepare.part29.done
+  %run2 = load ptr, ptr %pool, align 8
+  call void %run2(ptr %pool, ptr @residual_infer_b64.part135.task, ptr %part135.context, i64 2)
+  br label %prepare.part135.done
+
+prepare.part135.serial:                           ; preds = %prepare.part29.done
+  br label %prepare.part135
+
+prepare.part135.done:                             ; preds = %prepare.part135.end, %prepare.part135.pool
+  br label %entry.endif
+
+prepare.part135:                                  ; preds = %prepare.part135, %prepare.part135.serial
+  %prepare.part1353 = phi i64 [ 0, %prepare.part135.serial ], [ %part135.next, %prepare.part135 ]
+  call void @residual_infer_b64.part135(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part1353)
+  %part135.next = add nsw i64 %prepare.part1353, 1
+  %26 = icmp slt i64 %part135.next, 2
+  br i1 %26, label %prepare.part135, label %prepare.part135.end
+
+prepare.part135.end:                              ; preds = %prepare.part135
+  br label %prepare.part135.done
+}
+
+; Function Attrs: noinline
+define internal void @residual_infer_b64.part29(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %prepare.w59 = alloca float, align 4
+  %prepare.w58 = alloca float, align 4
+  %prepare.w57 = alloca float, align 4
+  %prepare.w56 = alloca float, align 4
+  %prepare.w55 = alloca float, align 4
+  %prepare.w54 = alloca float, align 4
+  %prepare.w53 = alloca float, align 4
+  %prepare.w52 = alloca float, align 4
+  %prepare.w51 = alloca float, align 4
+  %prepare.w50 = alloca float, align 4
+  %prepare.w49 = alloca float, align 4
+  %prepare.w48 = alloca float, align 4
+  %prepare.w47 = alloca float, align 4
+  %prepare.w46 = alloca float, align 4
+  %prepare.w45 = alloca float, align 4
+  %prepare.w44 = alloca float, align 4
+  %prepare.w43 = alloca float, align 4
+  %prepare.w42 = alloca float, align 4
+  %prepare.w41 = alloca float, align 4
+  %prepare.w40 = alloca float, align 4
+  %prepare.w39 = alloca float, align 4
+  %prepare.w38 = alloca float, align 4
+  %prepare.w37 = alloca float, align 4
+  %prepare.w36 = alloca float, align 4
+  %prepare.w35 = alloca float, align 4
+  %prepare.w34 = alloca float, align 4
+  %prepare.w33 = alloca float, align 4
+  %prepare.w32 = alloca float, align 4
+  br label %prepare.ci30
+
+prepare.ci30:                                     ; preds = %prepare.co31.end, %entry
+  %prepare.ci301 = phi i64 [ 0, %entry ], [ %ci30.next, %prepare.co31.end ]
+  br label %prepare.co31
+
+prepare.ci30.end:                                 ; preds = %prepare.co31.end
+  ret void
+
+prepare.co31:                                     ; preds = %prepare.co31, %prepare.ci30
+  %prepare.co312 = phi i64 [ 0, %prepare.ci30 ], [ %co31.next, %prepare.co31 ]
+  %1 = mul nsw i64 %0, 8
+  %2 = add nsw i64 %1, %prepare.co312
+  %3 = mul nsw i64 %2, 16
+  %4 = add nsw i64 %3, %prepare.ci301
+  %5 = mul nsw i64 %4, 9
+  %6 = add nsw i64 160, %5
+  %params3 = getelementptr inbounds float, ptr %params, i64 %6
+  %7 = load float, ptr %params3, align 4
+  store float %7, ptr %prepare.w32, align 4
+  %8 = mul nsw i64 %0, 8
+  %9 = add nsw i64 %8, %prepare.co312
+  %10 = mul nsw i64 %9, 16
+  %11 = add nsw i64 %10, %prepare.ci301
+  %12 = mul nsw i64 %11, 9
+  %13 = add nsw i64 160, %12
+  %params4 = getelementptr inbounds float, ptr %params, i64 %13
+  %14 = load float, ptr %params4, align 4
+  %15 = mul nsw i64 %0, 8
+  %16 = add nsw i64 %15, %prepare.co312
+  %17 = mul nsw i64 %16, 16
+  %18 = add nsw i64 %17, %prepare.ci301
+  %19 = mul nsw i64 %18, 9
+  %20 = add nsw i64 160, %19
+  %21 = add nsw i64 %20, 3
+  %params5 = getelementptr inbounds float, ptr %params, i64 %21
+  %22 = load float, ptr %params5, align 4
+  %23 = fadd float %14, %22
+  %24 = mul nsw i64 %0, 8
+  %25 = add nsw i64 %24, %prepare.co312
+  %26 = mul nsw i64 %25, 16
+  %27 = add nsw i64 %26, %prepare.ci301
+  %28 = mul nsw i64 %27, 9
+  %29 = add nsw i64 160, %28
+  %30 = add nsw i64 %29, 6
+  %params6 = getelementptr inbounds float, ptr %params, i64 %30
+  %31 = load float, ptr %params6, align 4
+  %32 = fadd float %23, %31
+  %33 = fmul float %32, 5.000000e-01
+  store float %33, ptr %prepare.w33, align 4
+  %34 = mul nsw i64 %0, 8
+  %35 = add nsw i64 %34, %prepare.co312
+  %36 = mul nsw i64 %35, 16
+  %37 = add nsw i64 %36, %prepare.ci301
+  %38 = mul nsw i64 %37, 9
+  %39 = add nsw i64 160, %38
+  %params7 = getelementptr inbounds float, ptr %params, i64 %39
+  %40 = load float, ptr %params7, align 4
+  %41 = mul nsw i64 %0, 8
+  %42 = add nsw i64 %41, %prepare.co312
+  %43 = mul nsw i64 %42, 16
+  %44 = add nsw i64 %43, %prepare.ci301
+  %45 = mul nsw i64 %44, 9
+  %46 = add nsw i64 160, %45
+  %47 = add nsw i64 %46, 6
+  %params8 = getelementptr inbounds float, ptr %params, i64 %47
+  %48 = load float, ptr %params8, align 4
+  %49 = fadd float %40, %48
+  %50 = mul nsw i64 %0, 8
+  %51 = add nsw i64 %50, %prepare.co312
+  %52 = mul nsw i64 %51, 16
+  %53 = add nsw i64 %52, %prepare.ci301
+  %54 = mul nsw i64 %53, 9
+  %55 = add nsw i64 160, %54
+  %56 = add nsw i64 %55, 3
+  %params9 = getelementptr inbounds float, ptr %params, i64 %56
+  %57 = load float, ptr %params9, align 4
+  %58 = fsub float %49, %57
+  %59 = fmul float %58, 5.000000e-01
+  store float %59, ptr %prepare.w34, align 4
+  %60 = mul nsw i64 %0, 8
+  %61 = add nsw i64 %60, %prepare.co312
+  %62 = mul nsw i64 %61, 16
+  %63 = add nsw i64 %62, %prepare.ci301
+  %64 = mul nsw i64 %63, 9
+  %65 = add nsw i64 160, %64
+  %66 = add nsw i64 %65, 6
+  %params10 = getelementptr inbounds float, ptr %params, i64 %66
+  %67 = load float, ptr %params10, align 4
+  store float %67, ptr %prepare.w35, align 4
+  %68 = mul nsw i64 %0, 8
+  %69 = add nsw i64 %68, %prepare.co312
+  %70 = mul nsw i64 %69, 16
+  %71 = add nsw i64 %70, %prepare.ci301
+  %72 = mul nsw i64 %71, 9
+  %73 = add nsw i64 160, %72
+  %74 = add nsw i64 %73, 1
+  %params11 = getelementptr inbounds float, ptr %params, i64 %74
+  %75 = load float, ptr %params11, align 4
+  store float %75, ptr %prepare.w36, align 4
+  %76 = mul nsw i64 %0, 8
+  %77 = add nsw i64 %76, %prepare.co312
+  %78 = mul nsw i64 %77, 16
+  %79 = add nsw i64 %78, %prepare.ci301
+  %80 = mul nsw i64 %79, 9
+  %81 = add nsw i64 160, %80
+  %82 = add nsw i64 %81, 1
+  %params12 = getelementptr inbounds float, ptr %params, i64 %82
+  %83 = load float, ptr %params12, align 4
+  %84 = mul nsw i64 %0, 8
+  %85 = add nsw i64 %84, %prepare.co312
+  %86 = mul nsw i64 %85, 16
+  %87 = add nsw i64 %86, %prepare.ci301
+  %88 = mul nsw i64 %87, 9
+  %89 = add nsw i64 160, %88
+  %90 = add nsw i64 %89, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %90
+  %91 = load float, ptr %params13, align 4
+  %92 = fadd float %83, %91
+  %93 = mul nsw i64 %0, 8
+  %94 = add nsw i64 %93, %prepare.co312
+  %95 = mul nsw i64 %94, 16
+  %96 = add nsw i64 %95, %prepare.ci301
+  %97 = mul nsw i64 %96, 9
+  %98 = add nsw i64 160, %97
+  %99 = add nsw i64 %98, 7
+  %params14 = getelementptr inbounds float, ptr %params, i64 %99
+  %100 = load float, ptr %params14, align 4
+  %101 = fadd float %92, %100
+  %102 = fmul float %101, 5.000000e-01
+  store float %102, ptr %prepare.w37, align 4
+  %103 = mul nsw i64 %0, 8
+  %104 = add nsw i64 %103, %prepare.co312
+  %105 = mul nsw i64 %104, 16
+  %106 = add nsw i64 %105, %prepare.ci301
+  %107 = mul nsw i64 %106, 9
+  %108 = add nsw i64 160, %107
+  %109 = add nsw i64 %108, 1
+  %params15 = getelementptr inbounds float, ptr %params, i64 %109
+  %110 = load float, ptr %params15, align 4
+  %111 = mul nsw i64 %0, 8
+  %112 = add nsw i64 %111, %prepare.co312
+  %113 = mul nsw i64 %112, 16
+  %114 = add nsw i64 %113, %prepare.ci301
+  %115 = mul nsw i64 %114, 9
+  %116 = add nsw i64 160, %115
+  %117 = add nsw i64 %116, 7
+  %params16 = getelementptr inbounds float, ptr %params, i64 %117
+  %118 = load float, ptr %params16, align 4
+  %119 = fadd float %110, %118
+  %120 = mul nsw i64 %0, 8
+  %121 = add nsw i64 %120, %prepare.co312
+  %122 = mul nsw i64 %121, 16
+  %123 = add nsw i64 %122, %prepare.ci301
+  %124 = mul nsw i64 %123, 9
+  %125 = add nsw i64 160, %124
+  %126 = add nsw i64 %125, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %126
+  %127 = load float, ptr %params17, align 4
+  %128 = fsub float %119, %127
+  %129 = fmul float %128, 5.000000e-01
+  store float %129, ptr %prepare.w38, align 4
+  %130 = mul nsw i64 %0, 8
+  %131 = add nsw i64 %130, %prepare.co312
+  %132 = mul nsw i64 %131, 16
+  %133 = add nsw i64 %132, %prepare.ci301
+  %134 = mul nsw i64 %133, 9
+  %135 = add nsw i64 160, %134
+  %136 = add nsw i64 %135, 7
+  %params18 = getelementptr inbounds float, ptr %params, i64 %136
+  %137 = load float, ptr %params18, align 4
+  store float %137, ptr %prepare.w39, align 4
+  %138 = mul nsw i64 %0, 8
+  %139 = add nsw i64 %138, %prepare.co312
+  %140 = mul nsw i64 %139, 16
+  %141 = add nsw i64 %140, %prepare.ci301
+  %142 = mul nsw i64 %141, 9
+  %143 = add nsw i64 160, %142
+  %144 = add nsw i64 %143, 2
+  %params19 = getelementptr inbounds float, ptr %params, i64 %144
+  %145 = load float, ptr %params19, align 4
+  store float %145, ptr %prepare.w40, align 4
+  %146 = mul nsw i64 %0, 8
+  %147 = add nsw i64 %146, %prepare.co312
+  %148 = mul nsw i64 %147, 16
+  %149 = add nsw i64 %148, %prepare.ci301
+  %150 = mul nsw i64 %149, 9
+  %151 = add nsw i64 160, %150
+  %152 = add nsw i64 %151, 2
+  %params20 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params20, align 4
+  %154 = mul nsw i64 %0, 8
+  %155 = add nsw i64 %154, %prepare.co312
+  %156 = mul nsw i64 %155, 16
+  %157 = add nsw i64 %156, %prepare.ci301
+  %158 = mul nsw i64 %157, 9
+  %159 = add nsw i64 160, %158
+  %160 = add nsw i64 %159, 5
+  %params21 = getelementptr inbounds float, ptr %params, i64 %160
+  %161 = load float, ptr %params21, align 4
+  %162 = fadd float %153, %161
+  %163 = mul nsw i64 %0, 8
+  %164 = add nsw i64 %163, %prepare.co312
+  %165 = mul nsw i64 %164, 16
+  %166 = add nsw i64 %165, %prepare.ci301
+  %167 = mul nsw i64 %166, 9
+  %168 = add nsw i64 160, %167
+  %169 = add nsw i64 %168, 8
+  %params22 = getelementptr inbounds float, ptr %params, i64 %169
+  %170 = load float, ptr %params22, align 4
+  %171 = fadd float %162, %170
+  %172 = fmul float %171, 5.000000e-01
+  store float %172, ptr %prepare.w41, align 4
+  %173 = mul nsw i64 %0, 8
+  %174 = add nsw i64 %173, %prepare.co312
+  %175 = mul nsw i64 %174, 16
+  %176 = add nsw i64 %175, %prepare.ci301
+  %177 = mul nsw i64 %176, 9
+  %178 = add nsw i64 160, %177
+  %179 = add nsw i64 %178, 2
+  %params23 = getelementptr inbounds float, ptr %params, i64 %179
+  %180 = load float, ptr %params23, align 4
+  %181 = mul nsw i64 %0, 8
+  %182 = add nsw i64 %181, %prepare.co312
+  %183 = mul nsw i64 %182, 16
+  %184 = add nsw i64 %183, %prepare.ci301
+  %185 = mul nsw i64 %184, 9
+  %186 = add nsw i64 160, %185
+  %187 = add nsw i64 %186, 8
+  %params24 = getelementptr inbounds float, ptr %params, i64 %187
+  %188 = load float, ptr %params24, align 4
+  %189 = fadd float %180, %188
+  %190 = mul nsw i64 %0, 8
+  %191 = add nsw i64 %190, %prepare.co312
+  %192 = mul nsw i64 %191, 16
+  %193 = add nsw i64 %192, %prepare.ci301
+  %194 = mul nsw i64 %193, 9
+  %195 = add nsw i64 160, %194
+  %196 = add nsw i64 %195, 5
+  %params25 = getelementptr inbounds float, ptr %params, i64 %196
+  %197 = load float, ptr %params25, align 4
+  %198 = fsub float %189, %197
+  %199 = fmul float %198, 5.000000e-01
+  store float %199, ptr %prepare.w42, align 4
+  %200 = mul nsw i64 %0, 8
+  %201 = add nsw i64 %200, %prepare.co312
+  %202 = mul nsw i64 %201, 16
+  %203 = add nsw i64 %202, %prepare.ci301
+  %204 = mul nsw i64 %203, 9
+  %205 = add nsw i64 160, %204
+  %206 = add nsw i64 %205, 8
+  %params26 = getelementptr inbounds float, ptr %params, i64 %206
+  %207 = load float, ptr %params26, align 4
+  store float %207, ptr %prepare.w43, align 4
+  %w32 = load float, ptr %prepare.w32, align 4
+  store float %w32, ptr %prepare.w44, align 4
+  %w3227 = load float, ptr %prepare.w32, align 4
+  %w36 = load float, ptr %prepare.w36, align 4
+  %208 = fadd float %w3227, %w36
+  %w40 = load float, ptr %prepare.w40, align 4
+  %209 = fadd float %208, %w40
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %prepare.w45, align 4
+  %w3228 = load float, ptr %prepare.w32, align 4
+  %w4029 = load float, ptr %prepare.w40, align 4
+  %211 = fadd float %w3228, %w4029
+  %w3630 = load float, ptr %prepare.w36, align 4
+  %212 = fsub float %211, %w3630
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %prepare.w46, align 4
+  %w4031 = load float, ptr %prepare.w40, align 4
+  store float %w4031, ptr %prepare.w47, align 4
+  %w33 = load float, ptr %prepare.w33, align 4
+  store float %w33, ptr %prepare.w48, align 4
+  %w3332 = load float, ptr %prepare.w33, align 4
+  %w37 = load float, ptr %prepare.w37, align 4
+  %214 = fadd float %w3332, %w37
+  %w41 = load float, ptr %prepare.w41, align 4
+  %215 = fadd float %214, %w41
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %prepare.w49, align 4
+  %w3333 = load float, ptr %prepare.w33, align 4
+  %w4134 = load float, ptr %prepare.w41, align 4
+  %217 = fadd float %w3333, %w4134
+  %w3735 = load float, ptr %prepare.w37, align 4
+  %218 = fsub float %217, %w3735
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %prepare.w50, align 4
+  %w4136 = load float, ptr %prepare.w41, align 4
+  store float %w4136, ptr %prepare.w51, align 4
+  %w34 = load float, ptr %prepare.w34, align 4
+  store float %w34, ptr %prepare.w52, align 4
+  %w3437 = load float, ptr %prepare.w34, align 4
+  %w38 = load float, ptr %prepare.w38, align 4
+  %220 = fadd float %w3437, %w38
+  %w42 = load float, ptr %prepare.w42, align 4
+  %221 = fadd float %220, %w42
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %prepare.w53, align 4
+  %w3438 = load float, ptr %prepare.w34, align 4
+  %w4239 = load float, ptr %prepare.w42, align 4
+  %223 = fadd float %w3438, %w4239
+  %w3840 = load float, ptr %prepare.w38, align 4
+  %224 = fsub float %223, %w3840
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %prepare.w54, align 4
+  %w4241 = load float, ptr %prepare.w42, align 4
+  store float %w4241, ptr %prepare.w55, align 4
+  %w35 = load float, ptr %prepare.w35, align 4
+  store float %w35, ptr %prepare.w56, align 4
+  %w3542 = load float, ptr %prepare.w35, align 4
+  %w39 = load float, ptr %prepare.w39, align 4
+  %226 = fadd float %w3542, %w39
+  %w43 = load float, ptr %prepare.w43, align 4
+  %227 = fadd float %226, %w43
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %prepare.w57, align 4
+  %w3543 = load float, ptr %prepare.w35, align 4
+  %w4344 = load float, ptr %prepare.w43, align 4
+  %229 = fadd float %w3543, %w4344
+  %w3945 = load float, ptr %prepare.w39, align 4
+  %230 = fsub float %229, %w3945
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %prepare.w58, align 4
+  %w4346 = load float, ptr %prepare.w43, align 4
+  store float %w4346, ptr %prepare.w59, align 4
+  %w44 = load float, ptr %prepare.w44, align 4
+  %232 = mul nsw i64 %prepare.ci301, 16
+  %233 = add nsw i64 2408448, %232
+  %234 = mul nsw i64 %0, 8
+  %235 = add nsw i64 %234, %prepare.co312
+  %236 = add nsw i64 %233, %235
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
+  store float %w44, ptr %arena47, align 4
+  %w45 = load float, ptr %prepare.w45, align 4
+  %237 = mul nsw i64 %prepare.ci301, 16
+  %238 = add nsw i64 2408704, %237
+  %239 = mul nsw i64 %0, 8
+  %240 = add nsw i64 %239, %prepare.co312
+  %241 = add nsw i64 %238, %240
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
+  store float %w45, ptr %arena48, align 4
+  %w46 = load float, ptr %prepare.w46, align 4
+  %242 = mul nsw i64 %prepare.ci301, 16
+  %243 = add nsw i64 2408960, %242
+  %244 = mul nsw i64 %0, 8
+  %245 = add nsw i64 %244, %prepare.co312
+  %246 = add nsw i64 %243, %245
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
+  store float %w46, ptr %arena49, align 4
+  %w47 = load float, ptr %prepare.w47, align 4
+  %247 = mul nsw i64 %prepare.ci301, 16
+  %248 = add nsw i64 2409216, %247
+  %249 = mul nsw i64 %0, 8
+  %250 = add nsw i64 %249, %prepare.co312
+  %251 = add nsw i64 %248, %250
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
+  store float %w47, ptr %arena50, align 4
+  %w48 = load float, ptr %prepare.w48, align 4
+  %252 = mul nsw i64 %prepare.ci301, 16
+  %253 = add nsw i64 2409472, %252
+  %254 = mul nsw i64 %0, 8
+  %255 = add nsw i64 %254, %prepare.co312
+  %256 = add nsw i64 %253, %255
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
+  store float %w48, ptr %arena51, align 4
+  %w49 = load float, ptr %prepare.w49, align 4
+  %257 = mul nsw i64 %prepare.ci301, 16
+  %258 = add nsw i64 2409728, %257
+  %259 = mul nsw i64 %0, 8
+  %260 = add nsw i64 %259, %prepare.co312
+  %261 = add nsw i64 %258, %260
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
+  store float %w49, ptr %arena52, align 4
+  %w50 = load float, ptr %prepare.w50, align 4
+  %262 = mul nsw i64 %prepare.ci301, 16
+  %263 = add nsw i64 2409984, %262
+  %264 = mul nsw i64 %0, 8
+  %265 = add nsw i64 %264, %prepare.co312
+  %266 = add nsw i64 %263, %265
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
+  store float %w50, ptr %arena53, align 4
+  %w51 = load float, ptr %prepare.w51, align 4
+  %267 = mul nsw i64 %prepare.ci301, 16
+  %268 = add nsw i64 2410240, %267
+  %269 = mul nsw i64 %0, 8
+  %270 = add nsw i64 %269, %prepare.co312
+  %271 = add nsw i64 %268, %270
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
+  store float %w51, ptr %arena54, align 4
+  %w52 = load float, ptr %prepare.w52, align 4
+  %272 = mul nsw i64 %prepare.ci301, 16
+  %273 = add nsw i64 2410496, %272
+  %274 = mul nsw i64 %0, 8
+  %275 = add nsw i64 %274, %prepare.co312
+  %276 = add nsw i64 %273, %275
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
+  store float %w52, ptr %arena55, align 4
+  %w53 = load float, ptr %prepare.w53, align 4
+  %277 = mul nsw i64 %prepare.ci301, 16
+  %278 = add nsw i64 2410752, %277
+  %279 = mul nsw i64 %0, 8
+  %280 = add nsw i64 %279, %prepare.co312
+  %281 = add nsw i64 %278, %280
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
+  store float %w53, ptr %arena56, align 4
+  %w54 = load float, ptr %prepare.w54, align 4
+  %282 = mul nsw i64 %prepare.ci301, 16
+  %283 = add nsw i64 2411008, %282
+  %284 = mul nsw i64 %0, 8
+  %285 = add nsw i64 %284, %prepare.co312
+  %286 = add nsw i64 %283, %285
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
+  store float %w54, ptr %arena57, align 4
+  %w55 = load float, ptr %prepare.w55, align 4
+  %287 = mul nsw i64 %prepare.ci301, 16
+  %288 = add nsw i64 2411264, %287
+  %289 = mul nsw i64 %0, 8
+  %290 = add nsw i64 %289, %prepare.co312
+  %291 = add nsw i64 %288, %290
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
+  store float %w55, ptr %arena58, align 4
+  %w56 = load float, ptr %prepare.w56, align 4
+  %292 = mul nsw i64 %prepare.ci301, 16
+  %293 = add nsw i64 2411520, %292
+  %294 = mul nsw i64 %0, 8
+  %295 = add nsw i64 %294, %prepare.co312
+  %296 = add nsw i64 %293, %295
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
+  store float %w56, ptr %arena59, align 4
+  %w57 = load float, ptr %prepare.w57, align 4
+  %297 = mul nsw i64 %prepare.ci301, 16
+  %298 = add nsw i64 2411776, %297
+  %299 = mul nsw i64 %0, 8
+  %300 = add nsw i64 %299, %prepare.co312
+  %301 = add nsw i64 %298, %300
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
+  store float %w57, ptr %arena60, align 4
+  %w58 = load float, ptr %prepare.w58, align 4
+  %302 = mul nsw i64 %prepare.ci301, 16
+  %303 = add nsw i64 2412032, %302
+  %304 = mul nsw i64 %0, 8
+  %305 = add nsw i64 %304, %prepare.co312
+  %306 = add nsw i64 %303, %305
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
+  store float %w58, ptr %arena61, align 4
+  %w59 = load float, ptr %prepare.w59, align 4
+  %307 = mul nsw i64 %prepare.ci301, 16
+  %308 = add nsw i64 2412288, %307
+  %309 = mul nsw i64 %0, 8
+  %310 = add nsw i64 %309, %prepare.co312
+  %311 = add nsw i64 %308, %310
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
+  store float %w59, ptr %arena62, align 4
+  %co31.next = add nsw i64 %prepare.co312, 1
+  %312 = icmp slt i64 %co31.next, 8
+  br i1 %312, label %prepare.co31, label %prepare.co31.end
+
+prepare.co31.end:                                 ; preds = %prepare.co31
+  %ci30.next = add nsw i64 %prepare.ci301, 1
+  %313 = icmp slt i64 %ci30.next, 16
+  br i1 %313, label %prepare.ci30, label %prepare.ci30.end
+}
+
+define internal void @residual_infer_b64.part29.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  call void @residual_infer_b64.part29(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @residual_infer_b64.part135(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %prepare.w165 = alloca float, align 4
+  %prepare.w164 = alloca float, align 4
+  %prepare.w163 = alloca float, align 4
+  %prepare.w162 = alloca float, align 4
+  %prepare.w161 = alloca float, align 4
+  %prepare.w160 = alloca float, align 4
+  %prepare.w159 = alloca float, align 4
+  %prepare.w158 = alloca float, align 4
+  %prepare.w157 = alloca float, align 4
+  %prepare.w156 = alloca float, align 4
+  %prepare.w155 = alloca float, align 4
+  %prepare.w154 = alloca float, align 4
+  %prepare.w153 = alloca float, align 4
+  %prepare.w152 = alloca float, align 4
+  %prepare.w151 = alloca float, align 4
+  %prepare.w150 = alloca float, align 4
+  %prepare.w149 = alloca float, align 4
+  %prepare.w148 = alloca float, align 4
+  %prepare.w147 = alloca float, align 4
+  %prepare.w146 = alloca float, align 4
+  %prepare.w145 = alloca float, align 4
+  %prepare.w144 = alloca float, align 4
+  %prepare.w143 = alloca float, align 4
+  %prepare.w142 = alloca float, align 4
+  %prepare.w141 = alloca float, align 4
+  %prepare.w140 = alloca float, align 4
+  %prepare.w139 = alloca float, align 4
+  %prepare.w138 = alloca float, align 4
+  br label %prepare.ci136
+
+prepare.ci136:                                    ; preds = %prepare.co137.end, %entry
+  %prepare.ci1361 = phi i64 [ 0, %entry ], [ %ci136.next, %prepare.co137.end ]
+  br label %prepare.co137
+
+prepare.ci136.end:                                ; preds = %prepare.co137.end
+  ret void
+
+prepare.co137:                                    ; preds = %prepare.co137, %prepare.ci136
+  %prepare.co1372 = phi i64 [ 0, %prepare.ci136 ], [ %co137.next, %prepare.co137 ]
+  %1 = mul nsw i64 %0, 16
+  %2 = add nsw i64 %1, %prepare.co1372
+  %3 = mul nsw i64 %2, 16
+  %4 = add nsw i64 %3, %prepare.ci1361
+  %5 = mul nsw i64 %4, 9
+  %6 = add nsw i64 2480, %5
+  %params3 = getelementptr inbounds float, ptr %params, i64 %6
+  %7 = load float, ptr %params3, align 4
+  store float %7, ptr %prepare.w138, align 4
+  %8 = mul nsw i64 %0, 16
+  %9 = add nsw i64 %8, %prepare.co1372
+  %10 = mul nsw i64 %9, 16
+  %11 = add nsw i64 %10, %prepare.ci1361
+  %12 = mul nsw i64 %11, 9
+  %13 = add nsw i64 2480, %12
+  %params4 = getelementptr inbounds float, ptr %params, i64 %13
+  %14 = load float, ptr %params4, align 4
+  %15 = mul nsw i64 %0, 16
+  %16 = add nsw i64 %15, %prepare.co1372
+  %17 = mul nsw i64 %16, 16
+  %18 = add nsw i64 %17, %prepare.ci1361
+  %19 = mul nsw i64 %18, 9
+  %20 = add nsw i64 2480, %19
+  %21 = add nsw i64 %20, 3
+  %params5 = getelementptr inbounds float, ptr %params, i64 %21
+  %22 = load float, ptr %params5, align 4
+  %23 = fadd float %14, %22
+  %24 = mul nsw i64 %0, 16
+  %25 = add nsw i64 %24, %prepare.co1372
+  %26 = mul nsw i64 %25, 16
+  %27 = add nsw i64 %26, %prepare.ci1361
+  %28 = mul nsw i64 %27, 9
+  %29 = add nsw i64 2480, %28
+  %30 = add nsw i64 %29, 6
+  %params6 = getelementptr inbounds float, ptr %params, i64 %30
+  %31 = load float, ptr %params6, align 4
+  %32 = fadd float %23, %31
+  %33 = fmul float %32, 5.000000e-01
+  store float %33, ptr %prepare.w139, align 4
+  %34 = mul nsw i64 %0, 16
+  %35 = add nsw i64 %34, %prepare.co1372
+  %36 = mul nsw i64 %35, 16
+  %37 = add nsw i64 %36, %prepare.ci1361
+  %38 = mul nsw i64 %37, 9
+  %39 = add nsw i64 2480, %38
+  %params7 = getelementptr inbounds float, ptr %params, i64 %39
+  %40 = load float, ptr %params7, align 4
+  %41 = mul nsw i64 %0, 16
+  %42 = add nsw i64 %41, %prepare.co1372
+  %43 = mul nsw i64 %42, 16
+  %44 = add nsw i64 %43, %prepare.ci1361
+  %45 = mul nsw i64 %44, 9
+  %46 = add nsw i64 2480, %45
+  %47 = add nsw i64 %46, 6
+  %params8 = getelementptr inbounds float, ptr %params, i64 %47
+  %48 = load float, ptr %params8, align 4
+  %49 = fadd float %40, %48
+  %50 = mul nsw i64 %0, 16
+  %51 = add nsw i64 %50, %prepare.co1372
+  %52 = mul nsw i64 %51, 16
+  %53 = add nsw i64 %52, %prepare.ci1361
+  %54 = mul nsw i64 %53, 9
+  %55 = add nsw i64 2480, %54
+  %56 = add nsw i64 %55, 3
+  %params9 = getelementptr inbounds float, ptr %params, i64 %56
+  %57 = load float, ptr %params9, align 4
+  %58 = fsub float %49, %57
+  %59 = fmul float %58, 5.000000e-01
+  store float %59, ptr %prepare.w140, align 4
+  %60 = mul nsw i64 %0, 16
+  %61 = add nsw i64 %60, %prepare.co1372
+  %62 = mul nsw i64 %61, 16
+  %63 = add nsw i64 %62, %prepare.ci1361
+  %64 = mul nsw i64 %63, 9
+  %65 = add nsw i64 2480, %64
+  %66 = add nsw i64 %65, 6
+  %params10 = getelementptr inbounds float, ptr %params, i64 %66
+  %67 = load float, ptr %params10, align 4
+  store float %67, ptr %prepare.w141, align 4
+  %68 = mul nsw i64 %0, 16
+  %69 = add nsw i64 %68, %prepare.co1372
+  %70 = mul nsw i64 %69, 16
+  %71 = add nsw i64 %70, %prepare.ci1361
+  %72 = mul nsw i64 %71, 9
+  %73 = add nsw i64 2480, %72
+  %74 = add nsw i64 %73, 1
+  %params11 = getelementptr inbounds float, ptr %params, i64 %74
+  %75 = load float, ptr %params11, align 4
+  store float %75, ptr %prepare.w142, align 4
+  %76 = mul nsw i64 %0, 16
+  %77 = add nsw i64 %76, %prepare.co1372
+  %78 = mul nsw i64 %77, 16
+  %79 = add nsw i64 %78, %prepare.ci1361
+  %80 = mul nsw i64 %79, 9
+  %81 = add nsw i64 2480, %80
+  %82 = add nsw i64 %81, 1
+  %params12 = getelementptr inbounds float, ptr %params, i64 %82
+  %83 = load float, ptr %params12, align 4
+  %84 = mul nsw i64 %0, 16
+  %85 = add nsw i64 %84, %prepare.co1372
+  %86 = mul nsw i64 %85, 16
+  %87 = add nsw i64 %86, %prepare.ci1361
+  %88 = mul nsw i64 %87, 9
+  %89 = add nsw i64 2480, %88
+  %90 = add nsw i64 %89, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %90
+  %91 = load float, ptr %params13, align 4
+  %92 = fadd float %83, %91
+  %93 = mul nsw i64 %0, 16
+  %94 = add nsw i64 %93, %prepare.co1372
+  %95 = mul nsw i64 %94, 16
+  %96 = add nsw i64 %95, %prepare.ci1361
+  %97 = mul nsw i64 %96, 9
+  %98 = add nsw i64 2480, %97
+  %99 = add nsw i64 %98, 7
+  %params14 = getelementptr inbounds float, ptr %params, i64 %99
+  %100 = load float, ptr %params14, align 4
+  %101 = fadd float %92, %100
+  %102 = fmul float %101, 5.000000e-01
+  store float %102, ptr %prepare.w143, align 4
+  %103 = mul nsw i64 %0, 16
+  %104 = add nsw i64 %103, %prepare.co1372
+  %105 = mul nsw i64 %104, 16
+  %106 = add nsw i64 %105, %prepare.ci1361
+  %107 = mul nsw i64 %106, 9
+  %108 = add nsw i64 2480, %107
+  %109 = add nsw i64 %108, 1
+  %params15 = getelementptr inbounds float, ptr %params, i64 %109
+  %110 = load float, ptr %params15, align 4
+  %111 = mul nsw i64 %0, 16
+  %112 = add nsw i64 %111, %prepare.co1372
+  %113 = mul nsw i64 %112, 16
+  %114 = add nsw i64 %113, %prepare.ci1361
+  %115 = mul nsw i64 %114, 9
+  %116 = add nsw i64 2480, %115
+  %117 = add nsw i64 %116, 7
+  %params16 = getelementptr inbounds float, ptr %params, i64 %117
+  %118 = load float, ptr %params16, align 4
+  %119 = fadd float %110, %118
+  %120 = mul nsw i64 %0, 16
+  %121 = add nsw i64 %120, %prepare.co1372
+  %122 = mul nsw i64 %121, 16
+  %123 = add nsw i64 %122, %prepare.ci1361
+  %124 = mul nsw i64 %123, 9
+  %125 = add nsw i64 2480, %124
+  %126 = add nsw i64 %125, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %126
+  %127 = load float, ptr %params17, align 4
+  %128 = fsub float %119, %127
+  %129 = fmul float %128, 5.000000e-01
+  store float %129, ptr %prepare.w144, align 4
+  %130 = mul nsw i64 %0, 16
+  %131 = add nsw i64 %130, %prepare.co1372
+  %132 = mul nsw i64 %131, 16
+  %133 = add nsw i64 %132, %prepare.ci1361
+  %134 = mul nsw i64 %133, 9
+  %135 = add nsw i64 2480, %134
+  %136 = add nsw i64 %135, 7
+  %params18 = getelementptr inbounds float, ptr %params, i64 %136
+  %137 = load float, ptr %params18, align 4
+  store float %137, ptr %prepare.w145, align 4
+  %138 = mul nsw i64 %0, 16
+  %139 = add nsw i64 %138, %prepare.co1372
+  %140 = mul nsw i64 %139, 16
+  %141 = add nsw i64 %140, %prepare.ci1361
+  %142 = mul nsw i64 %141, 9
+  %143 = add nsw i64 2480, %142
+  %144 = add nsw i64 %143, 2
+  %params19 = getelementptr inbounds float, ptr %params, i64 %144
+  %145 = load float, ptr %params19, align 4
+  store float %145, ptr %prepare.w146, align 4
+  %146 = mul nsw i64 %0, 16
+  %147 = add nsw i64 %146, %prepare.co1372
+  %148 = mul nsw i64 %147, 16
+  %149 = add nsw i64 %148, %prepare.ci1361
+  %150 = mul nsw i64 %149, 9
+  %151 = add nsw i64 2480, %150
+  %152 = add nsw i64 %151, 2
+  %params20 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params20, align 4
+  %154 = mul nsw i64 %0, 16
+  %155 = add nsw i64 %154, %prepare.co1372
+  %156 = mul nsw i64 %155, 16
+  %157 = add nsw i64 %156, %prepare.ci1361
+  %158 = mul nsw i64 %157, 9
+  %159 = add nsw i64 2480, %158
+  %160 = add nsw i64 %159, 5
+  %params21 = getelementptr inbounds float, ptr %params, i64 %160
+  %161 = load float, ptr %params21, align 4
+  %162 = fadd float %153, %161
+  %163 = mul nsw i64 %0, 16
+  %164 = add nsw i64 %163, %prepare.co1372
+  %165 = mul nsw i64 %164, 16
+  %166 = add nsw i64 %165, %prepare.ci1361
+  %167 = mul nsw i64 %166, 9
+  %168 = add nsw i64 2480, %167
+  %169 = add nsw i64 %168, 8
+  %params22 = getelementptr inbounds float, ptr %params, i64 %169
+  %170 = load float, ptr %params22, align 4
+  %171 = fadd float %162, %170
+  %172 = fmul float %171, 5.000000e-01
+  store float %172, ptr %prepare.w147, align 4
+  %173 = mul nsw i64 %0, 16
+  %174 = add nsw i64 %173, %prepare.co1372
+  %175 = mul nsw i64 %174, 16
+  %176 = add nsw i64 %175, %prepare.ci1361
+  %177 = mul nsw i64 %176, 9
+  %178 = add nsw i64 2480, %177
+  %179 = add nsw i64 %178, 2
+  %params23 = getelementptr inbounds float, ptr %params, i64 %179
+  %180 = load float, ptr %params23, align 4
+  %181 = mul nsw i64 %0, 16
+  %182 = add nsw i64 %181, %prepare.co1372
+  %183 = mul nsw i64 %182, 16
+  %184 = add nsw i64 %183, %prepare.ci1361
+  %185 = mul nsw i64 %184, 9
+  %186 = add nsw i64 2480, %185
+  %187 = add nsw i64 %186, 8
+  %params24 = getelementptr inbounds float, ptr %params, i64 %187
+  %188 = load float, ptr %params24, align 4
+  %189 = fadd float %180, %188
+  %190 = mul nsw i64 %0, 16
+  %191 = add nsw i64 %190, %prepare.co1372
+  %192 = mul nsw i64 %191, 16
+  %193 = add nsw i64 %192, %prepare.ci1361
+  %194 = mul nsw i64 %193, 9
+  %195 = add nsw i64 2480, %194
+  %196 = add nsw i64 %195, 5
+  %params25 = getelementptr inbounds float, ptr %params, i64 %196
+  %197 = load float, ptr %params25, align 4
+  %198 = fsub float %189, %197
+  %199 = fmul float %198, 5.000000e-01
+  store float %199, ptr %prepare.w148, align 4
+  %200 = mul nsw i64 %0, 16
+  %201 = add nsw i64 %200, %prepare.co1372
+  %202 = mul nsw i64 %201, 16
+  %203 = add nsw i64 %202, %prepare.ci1361
+  %204 = mul nsw i64 %203, 9
+  %205 = add nsw i64 2480, %204
+  %206 = add nsw i64 %205, 8
+  %params26 = getelementptr inbounds float, ptr %params, i64 %206
+  %207 = load float, ptr %params26, align 4
+  store float %207, ptr %prepare.w149, align 4
+  %w138 = load float, ptr %prepare.w138, align 4
+  store float %w138, ptr %prepare.w150, align 4
+  %w13827 = load float, ptr %prepare.w138, align 4
+  %w142 = load float, ptr %prepare.w142, align 4
+  %208 = fadd float %w13827, %w142
+  %w146 = load float, ptr %prepare.w146, align 4
+  %209 = fadd float %208, %w146
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %prepare.w151, align 4
+  %w13828 = load float, ptr %prepare.w138, align 4
+  %w14629 = load float, ptr %prepare.w146, align 4
+  %211 = fadd float %w13828, %w14629
+  %w14230 = load float, ptr %prepare.w142, align 4
+  %212 = fsub float %211, %w14230
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %prepare.w152, align 4
+  %w14631 = load float, ptr %prepare.w146, align 4
+  store float %w14631, ptr %prepare.w153, align 4
+  %w139 = load float, ptr %prepare.w139, align 4
+  store float %w139, ptr %prepare.w154, align 4
+  %w13932 = load float, ptr %prepare.w139, align 4
+  %w143 = load float, ptr %prepare.w143, align 4
+  %214 = fadd float %w13932, %w143
+  %w147 = load float, ptr %prepare.w147, align 4
+  %215 = fadd float %214, %w147
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %prepare.w155, align 4
+  %w13933 = load float, ptr %prepare.w139, align 4
+  %w14734 = load float, ptr %prepare.w147, align 4
+  %217 = fadd float %w13933, %w14734
+  %w14335 = load float, ptr %prepare.w143, align 4
+  %218 = fsub float %217, %w14335
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %prepare.w156, align 4
+  %w14736 = load float, ptr %prepare.w147, align 4
+  store float %w14736, ptr %prepare.w157, align 4
+  %w140 = load float, ptr %prepare.w140, align 4
+  store float %w140, ptr %prepare.w158, align 4
+  %w14037 = load float, ptr %prepare.w140, align 4
+  %w144 = load float, ptr %prepare.w144, align 4
+  %220 = fadd float %w14037, %w144
+  %w148 = load float, ptr %prepare.w148, align 4
+  %221 = fadd float %220, %w148
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %prepare.w159, align 4
+  %w14038 = load float, ptr %prepare.w140, align 4
+  %w14839 = load float, ptr %prepare.w148, align 4
+  %223 = fadd float %w14038, %w14839
+  %w14440 = load float, ptr %prepare.w144, align 4
+  %224 = fsub float %223, %w14440
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %prepare.w160, align 4
+  %w14841 = load float, ptr %prepare.w148, align 4
+  store float %w14841, ptr %prepare.w161, align 4
+  %w141 = load float, ptr %prepare.w141, align 4
+  store float %w141, ptr %prepare.w162, align 4
+  %w14142 = load float, ptr %prepare.w141, align 4
+  %w145 = load float, ptr %prepare.w145, align 4
+  %226 = fadd float %w14142, %w145
+  %w149 = load float, ptr %prepare.w149, align 4
+  %227 = fadd float %226, %w149
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %prepare.w163, align 4
+  %w14143 = load float, ptr %prepare.w141, align 4
+  %w14944 = load float, ptr %prepare.w149, align 4
+  %229 = fadd float %w14143, %w14944
+  %w14545 = load float, ptr %prepare.w145, align 4
+  %230 = fsub float %229, %w14545
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %prepare.w164, align 4
+  %w14946 = load float, ptr %prepare.w149, align 4
+  store float %w14946, ptr %prepare.w165, align 4
+  %w150 = load float, ptr %prepare.w150, align 4
+  %232 = mul nsw i64 %prepare.ci1361, 32
+  %233 = add nsw i64 2412544, %232
+  %234 = mul nsw i64 %0, 16
+  %235 = add nsw i64 %234, %prepare.co1372
+  %236 = add nsw i64 %233, %235
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
+  store float %w150, ptr %arena47, align 4
+  %w151 = load float, ptr %prepare.w151, align 4
+  %237 = mul nsw i64 %prepare.ci1361, 32
+  %238 = add nsw i64 2413056, %237
+  %239 = mul nsw i64 %0, 16
+  %240 = add nsw i64 %239, %prepare.co1372
+  %241 = add nsw i64 %238, %240
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
+  store float %w151, ptr %arena48, align 4
+  %w152 = load float, ptr %prepare.w152, align 4
+  %242 = mul nsw i64 %prepare.ci1361, 32
+  %243 = add nsw i64 2413568, %242
+  %244 = mul nsw i64 %0, 16
+  %245 = add nsw i64 %244, %prepare.co1372
+  %246 = add nsw i64 %243, %245
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
+  store float %w152, ptr %arena49, align 4
+  %w153 = load float, ptr %prepare.w153, align 4
+  %247 = mul nsw i64 %prepare.ci1361, 32
+  %248 = add nsw i64 2414080, %247
+  %249 = mul nsw i64 %0, 16
+  %250 = add nsw i64 %249, %prepare.co1372
+  %251 = add nsw i64 %248, %250
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
+  store float %w153, ptr %arena50, align 4
+  %w154 = load float, ptr %prepare.w154, align 4
+  %252 = mul nsw i64 %prepare.ci1361, 32
+  %253 = add nsw i64 2414592, %252
+  %254 = mul nsw i64 %0, 16
+  %255 = add nsw i64 %254, %prepare.co1372
+  %256 = add nsw i64 %253, %255
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
+  store float %w154, ptr %arena51, align 4
+  %w155 = load float, ptr %prepare.w155, align 4
+  %257 = mul nsw i64 %prepare.ci1361, 32
+  %258 = add nsw i64 2415104, %257
+  %259 = mul nsw i64 %0, 16
+  %260 = add nsw i64 %259, %prepare.co1372
+  %261 = add nsw i64 %258, %260
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
+  store float %w155, ptr %arena52, align 4
+  %w156 = load float, ptr %prepare.w156, align 4
+  %262 = mul nsw i64 %prepare.ci1361, 32
+  %263 = add nsw i64 2415616, %262
+  %264 = mul nsw i64 %0, 16
+  %265 = add nsw i64 %264, %prepare.co1372
+  %266 = add nsw i64 %263, %265
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
+  store float %w156, ptr %arena53, align 4
+  %w157 = load float, ptr %prepare.w157, align 4
+  %267 = mul nsw i64 %prepare.ci1361, 32
+  %268 = add nsw i64 2416128, %267
+  %269 = mul nsw i64 %0, 16
+  %270 = add nsw i64 %269, %prepare.co1372
+  %271 = add nsw i64 %268, %270
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
+  store float %w157, ptr %arena54, align 4
+  %w158 = load float, ptr %prepare.w158, align 4
+  %272 = mul nsw i64 %prepare.ci1361, 32
+  %273 = add nsw i64 2416640, %272
+  %274 = mul nsw i64 %0, 16
+  %275 = add nsw i64 %274, %prepare.co1372
+  %276 = add nsw i64 %273, %275
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
+  store float %w158, ptr %arena55, align 4
+  %w159 = load float, ptr %prepare.w159, align 4
+  %277 = mul nsw i64 %prepare.ci1361, 32
+  %278 = add nsw i64 2417152, %277
+  %279 = mul nsw i64 %0, 16
+  %280 = add nsw i64 %279, %prepare.co1372
+  %281 = add nsw i64 %278, %280
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
+  store float %w159, ptr %arena56, align 4
+  %w160 = load float, ptr %prepare.w160, align 4
+  %282 = mul nsw i64 %prepare.ci1361, 32
+  %283 = add nsw i64 2417664, %282
+  %284 = mul nsw i64 %0, 16
+  %285 = add nsw i64 %284, %prepare.co1372
+  %286 = add nsw i64 %283, %285
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
+  store float %w160, ptr %arena57, align 4
+  %w161 = load float, ptr %prepare.w161, align 4
+  %287 = mul nsw i64 %prepare.ci1361, 32
+  %288 = add nsw i64 2418176, %287
+  %289 = mul nsw i64 %0, 16
+  %290 = add nsw i64 %289, %prepare.co1372
+  %291 = add nsw i64 %288, %290
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
+  store float %w161, ptr %arena58, align 4
+  %w162 = load float, ptr %prepare.w162, align 4
+  %292 = mul nsw i64 %prepare.ci1361, 32
+  %293 = add nsw i64 2418688, %292
+  %294 = mul nsw i64 %0, 16
+  %295 = add nsw i64 %294, %prepare.co1372
+  %296 = add nsw i64 %293, %295
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
+  store float %w162, ptr %arena59, align 4
+  %w163 = load float, ptr %prepare.w163, align 4
+  %297 = mul nsw i64 %prepare.ci1361, 32
+  %298 = add nsw i64 2419200, %297
+  %299 = mul nsw i64 %0, 16
+  %300 = add nsw i64 %299, %prepare.co1372
+  %301 = add nsw i64 %298, %300
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
+  store float %w163, ptr %arena60, align 4
+  %w164 = load float, ptr %prepare.w164, align 4
+  %302 = mul nsw i64 %prepare.ci1361, 32
+  %303 = add nsw i64 2419712, %302
+  %304 = mul nsw i64 %0, 16
+  %305 = add nsw i64 %304, %prepare.co1372
+  %306 = add nsw i64 %303, %305
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
+  store float %w164, ptr %arena61, align 4
+  %w165 = load float, ptr %prepare.w165, align 4
+  %307 = mul nsw i64 %prepare.ci1361, 32
+  %308 = add nsw i64 2420224, %307
+  %309 = mul nsw i64 %0, 16
+  %310 = add nsw i64 %309, %prepare.co1372
+  %311 = add nsw i64 %308, %310
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
+  store float %w165, ptr %arena62, align 4
+  %co137.next = add nsw i64 %prepare.co1372, 1
+  %312 = icmp slt i64 %co137.next, 16
+  br i1 %312, label %prepare.co137, label %prepare.co137.end
+
+prepare.co137.end:                                ; preds = %prepare.co137
+  %ci136.next = add nsw i64 %prepare.ci1361, 1
+  %313 = icmp slt i64 %ci136.next, 16
+  br i1 %313, label %prepare.ci136, label %prepare.ci136.end
+}
+
+define internal void @residual_infer_b64.part135.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  call void @residual_infer_b64.part135(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
@@ -17584,1442 +18727,874 @@ entry:
   %conv2.w72 = alloca <8 x float>, align 32
   %conv2.w71 = alloca <8 x float>, align 32
   %conv2.w70 = alloca <8 x float>, align 32
-  %part29.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 0
-  store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 1
-  store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 2
-  store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 3
-  store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 4
-  store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = icmp eq ptr %pool, null
-  br i1 %11, label %conv2.part29.serial, label %conv2.part29.pool
-
-conv2.part29.pool:                                ; preds = %entry
-  %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @residual_infer_b64.k1.conv2.part29.task, ptr %part29.context, i64 2)
-  br label %conv2.part29.done
-
-conv2.part29.serial:                              ; preds = %entry
-  br label %conv2.part29
-
-conv2.part29.done:                                ; preds = %conv2.part29.end, %conv2.part29.pool
   br label %conv2.i60
 
-conv2.part29:                                     ; preds = %conv2.part29, %conv2.part29.serial
-  %conv2.part291 = phi i64 [ 0, %conv2.part29.serial ], [ %part29.next, %conv2.part29 ]
-  call void @residual_infer_b64.k1.conv2.part29(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part291)
-  %part29.next = add nsw i64 %conv2.part291, 1
-  %12 = icmp slt i64 %part29.next, 2
-  br i1 %12, label %conv2.part29, label %conv2.part29.end
-
-conv2.part29.end:                                 ; preds = %conv2.part29
-  br label %conv2.part29.done
-
-conv2.i60:                                        ; preds = %conv2.i60, %conv2.part29.done
-  %conv2.i602 = phi i64 [ 0, %conv2.part29.done ], [ %i60.next, %conv2.i60 ]
-  %13 = add nsw i64 1609728, %conv2.i602
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %13
-  store float 0.000000e+00, ptr %arena3, align 4
-  %i60.next = add nsw i64 %conv2.i602, 1
-  %14 = icmp slt i64 %i60.next, 14400
-  br i1 %14, label %conv2.i60, label %conv2.i60.end
+conv2.i60:                                        ; preds = %conv2.i60, %entry
+  %conv2.i601 = phi i64 [ 0, %entry ], [ %i60.next, %conv2.i60 ]
+  %0 = add nsw i64 1609728, %conv2.i601
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
+  store float 0.000000e+00, ptr %arena2, align 4
+  %i60.next = add nsw i64 %conv2.i601, 1
+  %1 = icmp slt i64 %i60.next, 14400
+  br i1 %1, label %conv2.i60, label %conv2.i60.end
 
 conv2.i60.end:                                    ; preds = %conv2.i60
   br label %conv2.g61
 
 conv2.g61:                                        ; preds = %conv2.part102.done, %conv2.i60.end
-  %conv2.g614 = phi i64 [ 0, %conv2.i60.end ], [ %g61.next, %conv2.part102.done ]
+  %conv2.g613 = phi i64 [ 0, %conv2.i60.end ], [ %g61.next, %conv2.part102.done ]
   br label %conv2.j62
 
 conv2.g61.end:                                    ; preds = %conv2.part102.done
   ret void
 
 conv2.j62:                                        ; preds = %conv2.c63.end, %conv2.g61
-  %conv2.j625 = phi i64 [ 0, %conv2.g61 ], [ %j62.next, %conv2.c63.end ]
+  %conv2.j624 = phi i64 [ 0, %conv2.g61 ], [ %j62.next, %conv2.c63.end ]
   br label %conv2.c63
 
 conv2.j62.end:                                    ; preds = %conv2.c63.end
   br label %conv2.j66
 
 conv2.c63:                                        ; preds = %conv2.iy64.end, %conv2.j62
-  %conv2.c636 = phi i64 [ 0, %conv2.j62 ], [ %c63.next, %conv2.iy64.end ]
+  %conv2.c635 = phi i64 [ 0, %conv2.j62 ], [ %c63.next, %conv2.iy64.end ]
   br label %conv2.iy64
 
 conv2.c63.end:                                    ; preds = %conv2.iy64.end
-  %j62.next = add nsw i64 %conv2.j625, 1
-  %15 = icmp slt i64 %j62.next, 1
-  br i1 %15, label %conv2.j62, label %conv2.j62.end
+  %j62.next = add nsw i64 %conv2.j624, 1
+  %2 = icmp slt i64 %j62.next, 1
+  br i1 %2, label %conv2.j62, label %conv2.j62.end
 
 conv2.iy64:                                       ; preds = %conv2.ix65.end, %conv2.c63
-  %conv2.iy647 = phi i64 [ 0, %conv2.c63 ], [ %iy64.next, %conv2.ix65.end ]
+  %conv2.iy646 = phi i64 [ 0, %conv2.c63 ], [ %iy64.next, %conv2.ix65.end ]
   br label %conv2.ix65
 
 conv2.iy64.end:                                   ; preds = %conv2.ix65.end
-  %c63.next = add nsw i64 %conv2.c636, 1
-  %16 = icmp slt i64 %c63.next, 16
-  br i1 %16, label %conv2.c63, label %conv2.c63.end
+  %c63.next = add nsw i64 %conv2.c635, 1
+  %3 = icmp slt i64 %c63.next, 16
+  br i1 %3, label %conv2.c63, label %conv2.c63.end
 
 conv2.ix65:                                       ; preds = %conv2.ix65, %conv2.iy64
-  %conv2.ix658 = phi i64 [ 0, %conv2.iy64 ], [ %ix65.next, %conv2.ix65 ]
-  %17 = add nsw i64 %conv2.g614, %conv2.j625
-  %18 = mul nsw i64 %17, 12544
-  %19 = mul nsw i64 %conv2.c636, 784
-  %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv2.iy647, 28
-  %22 = add nsw i64 %20, %21
-  %23 = add nsw i64 %22, %conv2.ix658
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
-  %24 = load float, ptr %arena9, align 4
-  %25 = mul nsw i64 %conv2.j625, 14400
-  %26 = add nsw i64 %conv2.iy647, 1
-  %27 = mul nsw i64 %26, 480
-  %28 = add nsw i64 %25, %27
-  %29 = add nsw i64 %conv2.ix658, 1
-  %30 = mul nsw i64 %29, 16
-  %31 = add nsw i64 %28, %30
-  %32 = add nsw i64 %31, %conv2.c636
-  %33 = add nsw i64 1609728, %32
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %33
-  store float %24, ptr %arena10, align 4
-  %ix65.next = add nsw i64 %conv2.ix658, 1
-  %34 = icmp slt i64 %ix65.next, 28
-  br i1 %34, label %conv2.ix65, label %conv2.ix65.end
+  %conv2.ix657 = phi i64 [ 0, %conv2.iy64 ], [ %ix65.next, %conv2.ix65 ]
+  %4 = add nsw i64 %conv2.g613, %conv2.j624
+  %5 = mul nsw i64 %4, 12544
+  %6 = mul nsw i64 %conv2.c635, 784
+  %7 = add nsw i64 %5, %6
+  %8 = mul nsw i64 %conv2.iy646, 28
+  %9 = add nsw i64 %7, %8
+  %10 = add nsw i64 %9, %conv2.ix657
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %10
+  %11 = load float, ptr %arena8, align 4
+  %12 = mul nsw i64 %conv2.j624, 14400
+  %13 = add nsw i64 %conv2.iy646, 1
+  %14 = mul nsw i64 %13, 480
+  %15 = add nsw i64 %12, %14
+  %16 = add nsw i64 %conv2.ix657, 1
+  %17 = mul nsw i64 %16, 16
+  %18 = add nsw i64 %15, %17
+  %19 = add nsw i64 %18, %conv2.c635
+  %20 = add nsw i64 1609728, %19
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %20
+  store float %11, ptr %arena9, align 4
+  %ix65.next = add nsw i64 %conv2.ix657, 1
+  %21 = icmp slt i64 %ix65.next, 28
+  br i1 %21, label %conv2.ix65, label %conv2.ix65.end
 
 conv2.ix65.end:                                   ; preds = %conv2.ix65
-  %iy64.next = add nsw i64 %conv2.iy647, 1
-  %35 = icmp slt i64 %iy64.next, 28
-  br i1 %35, label %conv2.iy64, label %conv2.iy64.end
+  %iy64.next = add nsw i64 %conv2.iy646, 1
+  %22 = icmp slt i64 %iy64.next, 28
+  br i1 %22, label %conv2.iy64, label %conv2.iy64.end
 
 conv2.j66:                                        ; preds = %conv2.ty67.end, %conv2.j62.end
-  %conv2.j6611 = phi i64 [ 0, %conv2.j62.end ], [ %j66.next, %conv2.ty67.end ]
+  %conv2.j6610 = phi i64 [ 0, %conv2.j62.end ], [ %j66.next, %conv2.ty67.end ]
   br label %conv2.ty67
 
 conv2.j66.end:                                    ; preds = %conv2.ty67.end
-  %36 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 0
-  store ptr %params, ptr %36, align 8
-  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 1
-  store ptr %grads, ptr %37, align 8
-  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 2
-  store ptr %m, ptr %38, align 8
-  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 3
-  store ptr %v, ptr %39, align 8
-  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 4
-  store ptr %arena, ptr %40, align 8
-  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 5
-  store ptr %images, ptr %41, align 8
-  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 6
-  store ptr %labels, ptr %42, align 8
-  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 7
-  store float %lr, ptr %43, align 4
-  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 8
-  store i64 %step, ptr %44, align 4
-  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 9
-  store i64 %seed, ptr %45, align 4
-  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 10
-  store ptr %pool, ptr %46, align 8
-  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 11
-  store i64 %conv2.g614, ptr %47, align 4
-  %48 = icmp eq ptr %pool, null
-  br i1 %48, label %conv2.part102.serial, label %conv2.part102.pool
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 0
+  store ptr %params, ptr %23, align 8
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 1
+  store ptr %grads, ptr %24, align 8
+  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 2
+  store ptr %m, ptr %25, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 3
+  store ptr %v, ptr %26, align 8
+  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 4
+  store ptr %arena, ptr %27, align 8
+  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 5
+  store ptr %images, ptr %28, align 8
+  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 6
+  store ptr %labels, ptr %29, align 8
+  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 7
+  store float %lr, ptr %30, align 4
+  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 8
+  store i64 %step, ptr %31, align 4
+  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 9
+  store i64 %seed, ptr %32, align 4
+  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 10
+  store ptr %pool, ptr %33, align 8
+  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 11
+  store i64 %conv2.g613, ptr %34, align 4
+  %35 = icmp eq ptr %pool, null
+  br i1 %35, label %conv2.part102.serial, label %conv2.part102.pool
 
 conv2.ty67:                                       ; preds = %conv2.tx68.end, %conv2.j66
-  %conv2.ty6712 = phi i64 [ 0, %conv2.j66 ], [ %ty67.next, %conv2.tx68.end ]
+  %conv2.ty6711 = phi i64 [ 0, %conv2.j66 ], [ %ty67.next, %conv2.tx68.end ]
   br label %conv2.tx68
 
 conv2.ty67.end:                                   ; preds = %conv2.tx68.end
-  %j66.next = add nsw i64 %conv2.j6611, 1
-  %49 = icmp slt i64 %j66.next, 1
-  br i1 %49, label %conv2.j66, label %conv2.j66.end
+  %j66.next = add nsw i64 %conv2.j6610, 1
+  %36 = icmp slt i64 %j66.next, 1
+  br i1 %36, label %conv2.j66, label %conv2.j66.end
 
 conv2.tx68:                                       ; preds = %conv2.cv69.end, %conv2.ty67
-  %conv2.tx6813 = phi i64 [ 0, %conv2.ty67 ], [ %tx68.next, %conv2.cv69.end ]
+  %conv2.tx6812 = phi i64 [ 0, %conv2.ty67 ], [ %tx68.next, %conv2.cv69.end ]
   br label %conv2.cv69
 
 conv2.tx68.end:                                   ; preds = %conv2.cv69.end
-  %ty67.next = add nsw i64 %conv2.ty6712, 1
-  %50 = icmp slt i64 %ty67.next, 14
-  br i1 %50, label %conv2.ty67, label %conv2.ty67.end
+  %ty67.next = add nsw i64 %conv2.ty6711, 1
+  %37 = icmp slt i64 %ty67.next, 14
+  br i1 %37, label %conv2.ty67, label %conv2.ty67.end
 
 conv2.cv69:                                       ; preds = %conv2.cv69, %conv2.tx68
-  %conv2.cv6914 = phi i64 [ 0, %conv2.tx68 ], [ %cv69.next, %conv2.cv69 ]
-  %51 = mul nsw i64 %conv2.j6611, 14400
-  %52 = mul nsw i64 %conv2.ty6712, 2
-  %53 = mul nsw i64 %52, 480
-  %54 = add nsw i64 %51, %53
-  %55 = mul nsw i64 %conv2.tx6813, 2
-  %56 = mul nsw i64 %55, 16
-  %57 = add nsw i64 %54, %56
-  %58 = mul nsw i64 %conv2.cv6914, 8
-  %59 = add nsw i64 %57, %58
-  %60 = add nsw i64 1609728, %59
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %60
-  %61 = load <8 x float>, ptr %arena15, align 4
-  %62 = mul nsw i64 %conv2.j6611, 14400
-  %63 = mul nsw i64 %conv2.ty6712, 2
-  %64 = add nsw i64 %63, 2
+  %conv2.cv6913 = phi i64 [ 0, %conv2.tx68 ], [ %cv69.next, %conv2.cv69 ]
+  %38 = mul nsw i64 %conv2.j6610, 14400
+  %39 = mul nsw i64 %conv2.ty6711, 2
+  %40 = mul nsw i64 %39, 480
+  %41 = add nsw i64 %38, %40
+  %42 = mul nsw i64 %conv2.tx6812, 2
+  %43 = mul nsw i64 %42, 16
+  %44 = add nsw i64 %41, %43
+  %45 = mul nsw i64 %conv2.cv6913, 8
+  %46 = add nsw i64 %44, %45
+  %47 = add nsw i64 1609728, %46
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %47
+  %48 = load <8 x float>, ptr %arena14, align 4
+  %49 = mul nsw i64 %conv2.j6610, 14400
+  %50 = mul nsw i64 %conv2.ty6711, 2
+  %51 = add nsw i64 %50, 2
+  %52 = mul nsw i64 %51, 480
+  %53 = add nsw i64 %49, %52
+  %54 = mul nsw i64 %conv2.tx6812, 2
+  %55 = mul nsw i64 %54, 16
+  %56 = add nsw i64 %53, %55
+  %57 = mul nsw i64 %conv2.cv6913, 8
+  %58 = add nsw i64 %56, %57
+  %59 = add nsw i64 1609728, %58
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %59
+  %60 = load <8 x float>, ptr %arena15, align 4
+  %61 = fsub <8 x float> %48, %60
+  store <8 x float> %61, ptr %conv2.w70, align 32
+  %62 = mul nsw i64 %conv2.j6610, 14400
+  %63 = mul nsw i64 %conv2.ty6711, 2
+  %64 = add nsw i64 %63, 1
   %65 = mul nsw i64 %64, 480
   %66 = add nsw i64 %62, %65
-  %67 = mul nsw i64 %conv2.tx6813, 2
+  %67 = mul nsw i64 %conv2.tx6812, 2
   %68 = mul nsw i64 %67, 16
   %69 = add nsw i64 %66, %68
-  %70 = mul nsw i64 %conv2.cv6914, 8
+  %70 = mul nsw i64 %conv2.cv6913, 8
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 1609728, %71
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena16, align 4
-  %74 = fsub <8 x float> %61, %73
-  store <8 x float> %74, ptr %conv2.w70, align 32
-  %75 = mul nsw i64 %conv2.j6611, 14400
-  %76 = mul nsw i64 %conv2.ty6712, 2
-  %77 = add nsw i64 %76, 1
-  %78 = mul nsw i64 %77, 480
-  %79 = add nsw i64 %75, %78
-  %80 = mul nsw i64 %conv2.tx6813, 2
-  %81 = mul nsw i64 %80, 16
-  %82 = add nsw i64 %79, %81
-  %83 = mul nsw i64 %conv2.cv6914, 8
-  %84 = add nsw i64 %82, %83
-  %85 = add nsw i64 1609728, %84
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %85
-  %86 = load <8 x float>, ptr %arena17, align 4
-  %87 = mul nsw i64 %conv2.j6611, 14400
-  %88 = mul nsw i64 %conv2.ty6712, 2
+  %74 = mul nsw i64 %conv2.j6610, 14400
+  %75 = mul nsw i64 %conv2.ty6711, 2
+  %76 = add nsw i64 %75, 2
+  %77 = mul nsw i64 %76, 480
+  %78 = add nsw i64 %74, %77
+  %79 = mul nsw i64 %conv2.tx6812, 2
+  %80 = mul nsw i64 %79, 16
+  %81 = add nsw i64 %78, %80
+  %82 = mul nsw i64 %conv2.cv6913, 8
+  %83 = add nsw i64 %81, %82
+  %84 = add nsw i64 1609728, %83
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
+  %85 = load <8 x float>, ptr %arena17, align 4
+  %86 = fadd <8 x float> %73, %85
+  store <8 x float> %86, ptr %conv2.w71, align 32
+  %87 = mul nsw i64 %conv2.j6610, 14400
+  %88 = mul nsw i64 %conv2.ty6711, 2
   %89 = add nsw i64 %88, 2
   %90 = mul nsw i64 %89, 480
   %91 = add nsw i64 %87, %90
-  %92 = mul nsw i64 %conv2.tx6813, 2
+  %92 = mul nsw i64 %conv2.tx6812, 2
   %93 = mul nsw i64 %92, 16
   %94 = add nsw i64 %91, %93
-  %95 = mul nsw i64 %conv2.cv6914, 8
+  %95 = mul nsw i64 %conv2.cv6913, 8
   %96 = add nsw i64 %94, %95
   %97 = add nsw i64 1609728, %96
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %97
   %98 = load <8 x float>, ptr %arena18, align 4
-  %99 = fadd <8 x float> %86, %98
-  store <8 x float> %99, ptr %conv2.w71, align 32
-  %100 = mul nsw i64 %conv2.j6611, 14400
-  %101 = mul nsw i64 %conv2.ty6712, 2
-  %102 = add nsw i64 %101, 2
-  %103 = mul nsw i64 %102, 480
-  %104 = add nsw i64 %100, %103
-  %105 = mul nsw i64 %conv2.tx6813, 2
-  %106 = mul nsw i64 %105, 16
-  %107 = add nsw i64 %104, %106
-  %108 = mul nsw i64 %conv2.cv6914, 8
-  %109 = add nsw i64 %107, %108
-  %110 = add nsw i64 1609728, %109
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %110
-  %111 = load <8 x float>, ptr %arena19, align 4
-  %112 = mul nsw i64 %conv2.j6611, 14400
-  %113 = mul nsw i64 %conv2.ty6712, 2
+  %99 = mul nsw i64 %conv2.j6610, 14400
+  %100 = mul nsw i64 %conv2.ty6711, 2
+  %101 = add nsw i64 %100, 1
+  %102 = mul nsw i64 %101, 480
+  %103 = add nsw i64 %99, %102
+  %104 = mul nsw i64 %conv2.tx6812, 2
+  %105 = mul nsw i64 %104, 16
+  %106 = add nsw i64 %103, %105
+  %107 = mul nsw i64 %conv2.cv6913, 8
+  %108 = add nsw i64 %106, %107
+  %109 = add nsw i64 1609728, %108
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %109
+  %110 = load <8 x float>, ptr %arena19, align 4
+  %111 = fsub <8 x float> %98, %110
+  store <8 x float> %111, ptr %conv2.w72, align 32
+  %112 = mul nsw i64 %conv2.j6610, 14400
+  %113 = mul nsw i64 %conv2.ty6711, 2
   %114 = add nsw i64 %113, 1
   %115 = mul nsw i64 %114, 480
   %116 = add nsw i64 %112, %115
-  %117 = mul nsw i64 %conv2.tx6813, 2
+  %117 = mul nsw i64 %conv2.tx6812, 2
   %118 = mul nsw i64 %117, 16
   %119 = add nsw i64 %116, %118
-  %120 = mul nsw i64 %conv2.cv6914, 8
+  %120 = mul nsw i64 %conv2.cv6913, 8
   %121 = add nsw i64 %119, %120
   %122 = add nsw i64 1609728, %121
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %122
   %123 = load <8 x float>, ptr %arena20, align 4
-  %124 = fsub <8 x float> %111, %123
-  store <8 x float> %124, ptr %conv2.w72, align 32
-  %125 = mul nsw i64 %conv2.j6611, 14400
-  %126 = mul nsw i64 %conv2.ty6712, 2
-  %127 = add nsw i64 %126, 1
-  %128 = mul nsw i64 %127, 480
-  %129 = add nsw i64 %125, %128
-  %130 = mul nsw i64 %conv2.tx6813, 2
-  %131 = mul nsw i64 %130, 16
-  %132 = add nsw i64 %129, %131
-  %133 = mul nsw i64 %conv2.cv6914, 8
-  %134 = add nsw i64 %132, %133
-  %135 = add nsw i64 1609728, %134
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %135
-  %136 = load <8 x float>, ptr %arena21, align 4
-  %137 = mul nsw i64 %conv2.j6611, 14400
-  %138 = mul nsw i64 %conv2.ty6712, 2
-  %139 = add nsw i64 %138, 3
-  %140 = mul nsw i64 %139, 480
-  %141 = add nsw i64 %137, %140
-  %142 = mul nsw i64 %conv2.tx6813, 2
+  %124 = mul nsw i64 %conv2.j6610, 14400
+  %125 = mul nsw i64 %conv2.ty6711, 2
+  %126 = add nsw i64 %125, 3
+  %127 = mul nsw i64 %126, 480
+  %128 = add nsw i64 %124, %127
+  %129 = mul nsw i64 %conv2.tx6812, 2
+  %130 = mul nsw i64 %129, 16
+  %131 = add nsw i64 %128, %130
+  %132 = mul nsw i64 %conv2.cv6913, 8
+  %133 = add nsw i64 %131, %132
+  %134 = add nsw i64 1609728, %133
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %134
+  %135 = load <8 x float>, ptr %arena21, align 4
+  %136 = fsub <8 x float> %123, %135
+  store <8 x float> %136, ptr %conv2.w73, align 32
+  %137 = mul nsw i64 %conv2.j6610, 14400
+  %138 = mul nsw i64 %conv2.ty6711, 2
+  %139 = mul nsw i64 %138, 480
+  %140 = add nsw i64 %137, %139
+  %141 = mul nsw i64 %conv2.tx6812, 2
+  %142 = add nsw i64 %141, 1
   %143 = mul nsw i64 %142, 16
-  %144 = add nsw i64 %141, %143
-  %145 = mul nsw i64 %conv2.cv6914, 8
+  %144 = add nsw i64 %140, %143
+  %145 = mul nsw i64 %conv2.cv6913, 8
   %146 = add nsw i64 %144, %145
   %147 = add nsw i64 1609728, %146
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena22, align 4
-  %149 = fsub <8 x float> %136, %148
-  store <8 x float> %149, ptr %conv2.w73, align 32
-  %150 = mul nsw i64 %conv2.j6611, 14400
-  %151 = mul nsw i64 %conv2.ty6712, 2
+  %149 = mul nsw i64 %conv2.j6610, 14400
+  %150 = mul nsw i64 %conv2.ty6711, 2
+  %151 = add nsw i64 %150, 2
   %152 = mul nsw i64 %151, 480
-  %153 = add nsw i64 %150, %152
-  %154 = mul nsw i64 %conv2.tx6813, 2
+  %153 = add nsw i64 %149, %152
+  %154 = mul nsw i64 %conv2.tx6812, 2
   %155 = add nsw i64 %154, 1
   %156 = mul nsw i64 %155, 16
   %157 = add nsw i64 %153, %156
-  %158 = mul nsw i64 %conv2.cv6914, 8
+  %158 = mul nsw i64 %conv2.cv6913, 8
   %159 = add nsw i64 %157, %158
   %160 = add nsw i64 1609728, %159
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %160
   %161 = load <8 x float>, ptr %arena23, align 4
-  %162 = mul nsw i64 %conv2.j6611, 14400
-  %163 = mul nsw i64 %conv2.ty6712, 2
-  %164 = add nsw i64 %163, 2
-  %165 = mul nsw i64 %164, 480
-  %166 = add nsw i64 %162, %165
-  %167 = mul nsw i64 %conv2.tx6813, 2
-  %168 = add nsw i64 %167, 1
-  %169 = mul nsw i64 %168, 16
-  %170 = add nsw i64 %166, %169
-  %171 = mul nsw i64 %conv2.cv6914, 8
-  %172 = add nsw i64 %170, %171
-  %173 = add nsw i64 1609728, %172
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %173
-  %174 = load <8 x float>, ptr %arena24, align 4
-  %175 = fsub <8 x float> %161, %174
-  store <8 x float> %175, ptr %conv2.w74, align 32
-  %176 = mul nsw i64 %conv2.j6611, 14400
-  %177 = mul nsw i64 %conv2.ty6712, 2
-  %178 = add nsw i64 %177, 1
+  %162 = fsub <8 x float> %148, %161
+  store <8 x float> %162, ptr %conv2.w74, align 32
+  %163 = mul nsw i64 %conv2.j6610, 14400
+  %164 = mul nsw i64 %conv2.ty6711, 2
+  %165 = add nsw i64 %164, 1
+  %166 = mul nsw i64 %165, 480
+  %167 = add nsw i64 %163, %166
+  %168 = mul nsw i64 %conv2.tx6812, 2
+  %169 = add nsw i64 %168, 1
+  %170 = mul nsw i64 %169, 16
+  %171 = add nsw i64 %167, %170
+  %172 = mul nsw i64 %conv2.cv6913, 8
+  %173 = add nsw i64 %171, %172
+  %174 = add nsw i64 1609728, %173
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %174
+  %175 = load <8 x float>, ptr %arena24, align 4
+  %176 = mul nsw i64 %conv2.j6610, 14400
+  %177 = mul nsw i64 %conv2.ty6711, 2
+  %178 = add nsw i64 %177, 2
   %179 = mul nsw i64 %178, 480
   %180 = add nsw i64 %176, %179
-  %181 = mul nsw i64 %conv2.tx6813, 2
+  %181 = mul nsw i64 %conv2.tx6812, 2
   %182 = add nsw i64 %181, 1
   %183 = mul nsw i64 %182, 16
   %184 = add nsw i64 %180, %183
-  %185 = mul nsw i64 %conv2.cv6914, 8
+  %185 = mul nsw i64 %conv2.cv6913, 8
   %186 = add nsw i64 %184, %185
   %187 = add nsw i64 1609728, %186
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %187
   %188 = load <8 x float>, ptr %arena25, align 4
-  %189 = mul nsw i64 %conv2.j6611, 14400
-  %190 = mul nsw i64 %conv2.ty6712, 2
-  %191 = add nsw i64 %190, 2
-  %192 = mul nsw i64 %191, 480
-  %193 = add nsw i64 %189, %192
-  %194 = mul nsw i64 %conv2.tx6813, 2
-  %195 = add nsw i64 %194, 1
-  %196 = mul nsw i64 %195, 16
-  %197 = add nsw i64 %193, %196
-  %198 = mul nsw i64 %conv2.cv6914, 8
-  %199 = add nsw i64 %197, %198
-  %200 = add nsw i64 1609728, %199
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %200
-  %201 = load <8 x float>, ptr %arena26, align 4
-  %202 = fadd <8 x float> %188, %201
-  store <8 x float> %202, ptr %conv2.w75, align 32
-  %203 = mul nsw i64 %conv2.j6611, 14400
-  %204 = mul nsw i64 %conv2.ty6712, 2
-  %205 = add nsw i64 %204, 2
+  %189 = fadd <8 x float> %175, %188
+  store <8 x float> %189, ptr %conv2.w75, align 32
+  %190 = mul nsw i64 %conv2.j6610, 14400
+  %191 = mul nsw i64 %conv2.ty6711, 2
+  %192 = add nsw i64 %191, 2
+  %193 = mul nsw i64 %192, 480
+  %194 = add nsw i64 %190, %193
+  %195 = mul nsw i64 %conv2.tx6812, 2
+  %196 = add nsw i64 %195, 1
+  %197 = mul nsw i64 %196, 16
+  %198 = add nsw i64 %194, %197
+  %199 = mul nsw i64 %conv2.cv6913, 8
+  %200 = add nsw i64 %198, %199
+  %201 = add nsw i64 1609728, %200
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %201
+  %202 = load <8 x float>, ptr %arena26, align 4
+  %203 = mul nsw i64 %conv2.j6610, 14400
+  %204 = mul nsw i64 %conv2.ty6711, 2
+  %205 = add nsw i64 %204, 1
   %206 = mul nsw i64 %205, 480
   %207 = add nsw i64 %203, %206
-  %208 = mul nsw i64 %conv2.tx6813, 2
+  %208 = mul nsw i64 %conv2.tx6812, 2
   %209 = add nsw i64 %208, 1
   %210 = mul nsw i64 %209, 16
   %211 = add nsw i64 %207, %210
-  %212 = mul nsw i64 %conv2.cv6914, 8
+  %212 = mul nsw i64 %conv2.cv6913, 8
   %213 = add nsw i64 %211, %212
   %214 = add nsw i64 1609728, %213
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %214
   %215 = load <8 x float>, ptr %arena27, align 4
-  %216 = mul nsw i64 %conv2.j6611, 14400
-  %217 = mul nsw i64 %conv2.ty6712, 2
-  %218 = add nsw i64 %217, 1
-  %219 = mul nsw i64 %218, 480
-  %220 = add nsw i64 %216, %219
-  %221 = mul nsw i64 %conv2.tx6813, 2
-  %222 = add nsw i64 %221, 1
-  %223 = mul nsw i64 %222, 16
-  %224 = add nsw i64 %220, %223
-  %225 = mul nsw i64 %conv2.cv6914, 8
-  %226 = add nsw i64 %224, %225
-  %227 = add nsw i64 1609728, %226
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %227
-  %228 = load <8 x float>, ptr %arena28, align 4
-  %229 = fsub <8 x float> %215, %228
-  store <8 x float> %229, ptr %conv2.w76, align 32
-  %230 = mul nsw i64 %conv2.j6611, 14400
-  %231 = mul nsw i64 %conv2.ty6712, 2
-  %232 = add nsw i64 %231, 1
+  %216 = fsub <8 x float> %202, %215
+  store <8 x float> %216, ptr %conv2.w76, align 32
+  %217 = mul nsw i64 %conv2.j6610, 14400
+  %218 = mul nsw i64 %conv2.ty6711, 2
+  %219 = add nsw i64 %218, 1
+  %220 = mul nsw i64 %219, 480
+  %221 = add nsw i64 %217, %220
+  %222 = mul nsw i64 %conv2.tx6812, 2
+  %223 = add nsw i64 %222, 1
+  %224 = mul nsw i64 %223, 16
+  %225 = add nsw i64 %221, %224
+  %226 = mul nsw i64 %conv2.cv6913, 8
+  %227 = add nsw i64 %225, %226
+  %228 = add nsw i64 1609728, %227
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %228
+  %229 = load <8 x float>, ptr %arena28, align 4
+  %230 = mul nsw i64 %conv2.j6610, 14400
+  %231 = mul nsw i64 %conv2.ty6711, 2
+  %232 = add nsw i64 %231, 3
   %233 = mul nsw i64 %232, 480
   %234 = add nsw i64 %230, %233
-  %235 = mul nsw i64 %conv2.tx6813, 2
+  %235 = mul nsw i64 %conv2.tx6812, 2
   %236 = add nsw i64 %235, 1
   %237 = mul nsw i64 %236, 16
   %238 = add nsw i64 %234, %237
-  %239 = mul nsw i64 %conv2.cv6914, 8
+  %239 = mul nsw i64 %conv2.cv6913, 8
   %240 = add nsw i64 %238, %239
   %241 = add nsw i64 1609728, %240
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %241
   %242 = load <8 x float>, ptr %arena29, align 4
-  %243 = mul nsw i64 %conv2.j6611, 14400
-  %244 = mul nsw i64 %conv2.ty6712, 2
-  %245 = add nsw i64 %244, 3
+  %243 = fsub <8 x float> %229, %242
+  store <8 x float> %243, ptr %conv2.w77, align 32
+  %244 = mul nsw i64 %conv2.j6610, 14400
+  %245 = mul nsw i64 %conv2.ty6711, 2
   %246 = mul nsw i64 %245, 480
-  %247 = add nsw i64 %243, %246
-  %248 = mul nsw i64 %conv2.tx6813, 2
-  %249 = add nsw i64 %248, 1
+  %247 = add nsw i64 %244, %246
+  %248 = mul nsw i64 %conv2.tx6812, 2
+  %249 = add nsw i64 %248, 2
   %250 = mul nsw i64 %249, 16
   %251 = add nsw i64 %247, %250
-  %252 = mul nsw i64 %conv2.cv6914, 8
+  %252 = mul nsw i64 %conv2.cv6913, 8
   %253 = add nsw i64 %251, %252
   %254 = add nsw i64 1609728, %253
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %254
   %255 = load <8 x float>, ptr %arena30, align 4
-  %256 = fsub <8 x float> %242, %255
-  store <8 x float> %256, ptr %conv2.w77, align 32
-  %257 = mul nsw i64 %conv2.j6611, 14400
-  %258 = mul nsw i64 %conv2.ty6712, 2
+  %256 = mul nsw i64 %conv2.j6610, 14400
+  %257 = mul nsw i64 %conv2.ty6711, 2
+  %258 = add nsw i64 %257, 2
   %259 = mul nsw i64 %258, 480
-  %260 = add nsw i64 %257, %259
-  %261 = mul nsw i64 %conv2.tx6813, 2
+  %260 = add nsw i64 %256, %259
+  %261 = mul nsw i64 %conv2.tx6812, 2
   %262 = add nsw i64 %261, 2
   %263 = mul nsw i64 %262, 16
   %264 = add nsw i64 %260, %263
-  %265 = mul nsw i64 %conv2.cv6914, 8
+  %265 = mul nsw i64 %conv2.cv6913, 8
   %266 = add nsw i64 %264, %265
   %267 = add nsw i64 1609728, %266
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %267
   %268 = load <8 x float>, ptr %arena31, align 4
-  %269 = mul nsw i64 %conv2.j6611, 14400
-  %270 = mul nsw i64 %conv2.ty6712, 2
-  %271 = add nsw i64 %270, 2
-  %272 = mul nsw i64 %271, 480
-  %273 = add nsw i64 %269, %272
-  %274 = mul nsw i64 %conv2.tx6813, 2
-  %275 = add nsw i64 %274, 2
-  %276 = mul nsw i64 %275, 16
-  %277 = add nsw i64 %273, %276
-  %278 = mul nsw i64 %conv2.cv6914, 8
-  %279 = add nsw i64 %277, %278
-  %280 = add nsw i64 1609728, %279
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %280
-  %281 = load <8 x float>, ptr %arena32, align 4
-  %282 = fsub <8 x float> %268, %281
-  store <8 x float> %282, ptr %conv2.w78, align 32
-  %283 = mul nsw i64 %conv2.j6611, 14400
-  %284 = mul nsw i64 %conv2.ty6712, 2
-  %285 = add nsw i64 %284, 1
+  %269 = fsub <8 x float> %255, %268
+  store <8 x float> %269, ptr %conv2.w78, align 32
+  %270 = mul nsw i64 %conv2.j6610, 14400
+  %271 = mul nsw i64 %conv2.ty6711, 2
+  %272 = add nsw i64 %271, 1
+  %273 = mul nsw i64 %272, 480
+  %274 = add nsw i64 %270, %273
+  %275 = mul nsw i64 %conv2.tx6812, 2
+  %276 = add nsw i64 %275, 2
+  %277 = mul nsw i64 %276, 16
+  %278 = add nsw i64 %274, %277
+  %279 = mul nsw i64 %conv2.cv6913, 8
+  %280 = add nsw i64 %278, %279
+  %281 = add nsw i64 1609728, %280
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %281
+  %282 = load <8 x float>, ptr %arena32, align 4
+  %283 = mul nsw i64 %conv2.j6610, 14400
+  %284 = mul nsw i64 %conv2.ty6711, 2
+  %285 = add nsw i64 %284, 2
   %286 = mul nsw i64 %285, 480
   %287 = add nsw i64 %283, %286
-  %288 = mul nsw i64 %conv2.tx6813, 2
+  %288 = mul nsw i64 %conv2.tx6812, 2
   %289 = add nsw i64 %288, 2
   %290 = mul nsw i64 %289, 16
   %291 = add nsw i64 %287, %290
-  %292 = mul nsw i64 %conv2.cv6914, 8
+  %292 = mul nsw i64 %conv2.cv6913, 8
   %293 = add nsw i64 %291, %292
   %294 = add nsw i64 1609728, %293
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %294
   %295 = load <8 x float>, ptr %arena33, align 4
-  %296 = mul nsw i64 %conv2.j6611, 14400
-  %297 = mul nsw i64 %conv2.ty6712, 2
-  %298 = add nsw i64 %297, 2
-  %299 = mul nsw i64 %298, 480
-  %300 = add nsw i64 %296, %299
-  %301 = mul nsw i64 %conv2.tx6813, 2
-  %302 = add nsw i64 %301, 2
-  %303 = mul nsw i64 %302, 16
-  %304 = add nsw i64 %300, %303
-  %305 = mul nsw i64 %conv2.cv6914, 8
-  %306 = add nsw i64 %304, %305
-  %307 = add nsw i64 1609728, %306
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %307
-  %308 = load <8 x float>, ptr %arena34, align 4
-  %309 = fadd <8 x float> %295, %308
-  store <8 x float> %309, ptr %conv2.w79, align 32
-  %310 = mul nsw i64 %conv2.j6611, 14400
-  %311 = mul nsw i64 %conv2.ty6712, 2
-  %312 = add nsw i64 %311, 2
+  %296 = fadd <8 x float> %282, %295
+  store <8 x float> %296, ptr %conv2.w79, align 32
+  %297 = mul nsw i64 %conv2.j6610, 14400
+  %298 = mul nsw i64 %conv2.ty6711, 2
+  %299 = add nsw i64 %298, 2
+  %300 = mul nsw i64 %299, 480
+  %301 = add nsw i64 %297, %300
+  %302 = mul nsw i64 %conv2.tx6812, 2
+  %303 = add nsw i64 %302, 2
+  %304 = mul nsw i64 %303, 16
+  %305 = add nsw i64 %301, %304
+  %306 = mul nsw i64 %conv2.cv6913, 8
+  %307 = add nsw i64 %305, %306
+  %308 = add nsw i64 1609728, %307
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %308
+  %309 = load <8 x float>, ptr %arena34, align 4
+  %310 = mul nsw i64 %conv2.j6610, 14400
+  %311 = mul nsw i64 %conv2.ty6711, 2
+  %312 = add nsw i64 %311, 1
   %313 = mul nsw i64 %312, 480
   %314 = add nsw i64 %310, %313
-  %315 = mul nsw i64 %conv2.tx6813, 2
+  %315 = mul nsw i64 %conv2.tx6812, 2
   %316 = add nsw i64 %315, 2
   %317 = mul nsw i64 %316, 16
   %318 = add nsw i64 %314, %317
-  %319 = mul nsw i64 %conv2.cv6914, 8
+  %319 = mul nsw i64 %conv2.cv6913, 8
   %320 = add nsw i64 %318, %319
   %321 = add nsw i64 1609728, %320
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %321
   %322 = load <8 x float>, ptr %arena35, align 4
-  %323 = mul nsw i64 %conv2.j6611, 14400
-  %324 = mul nsw i64 %conv2.ty6712, 2
-  %325 = add nsw i64 %324, 1
-  %326 = mul nsw i64 %325, 480
-  %327 = add nsw i64 %323, %326
-  %328 = mul nsw i64 %conv2.tx6813, 2
-  %329 = add nsw i64 %328, 2
-  %330 = mul nsw i64 %329, 16
-  %331 = add nsw i64 %327, %330
-  %332 = mul nsw i64 %conv2.cv6914, 8
-  %333 = add nsw i64 %331, %332
-  %334 = add nsw i64 1609728, %333
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %334
-  %335 = load <8 x float>, ptr %arena36, align 4
-  %336 = fsub <8 x float> %322, %335
-  store <8 x float> %336, ptr %conv2.w80, align 32
-  %337 = mul nsw i64 %conv2.j6611, 14400
-  %338 = mul nsw i64 %conv2.ty6712, 2
-  %339 = add nsw i64 %338, 1
+  %323 = fsub <8 x float> %309, %322
+  store <8 x float> %323, ptr %conv2.w80, align 32
+  %324 = mul nsw i64 %conv2.j6610, 14400
+  %325 = mul nsw i64 %conv2.ty6711, 2
+  %326 = add nsw i64 %325, 1
+  %327 = mul nsw i64 %326, 480
+  %328 = add nsw i64 %324, %327
+  %329 = mul nsw i64 %conv2.tx6812, 2
+  %330 = add nsw i64 %329, 2
+  %331 = mul nsw i64 %330, 16
+  %332 = add nsw i64 %328, %331
+  %333 = mul nsw i64 %conv2.cv6913, 8
+  %334 = add nsw i64 %332, %333
+  %335 = add nsw i64 1609728, %334
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %335
+  %336 = load <8 x float>, ptr %arena36, align 4
+  %337 = mul nsw i64 %conv2.j6610, 14400
+  %338 = mul nsw i64 %conv2.ty6711, 2
+  %339 = add nsw i64 %338, 3
   %340 = mul nsw i64 %339, 480
   %341 = add nsw i64 %337, %340
-  %342 = mul nsw i64 %conv2.tx6813, 2
+  %342 = mul nsw i64 %conv2.tx6812, 2
   %343 = add nsw i64 %342, 2
   %344 = mul nsw i64 %343, 16
   %345 = add nsw i64 %341, %344
-  %346 = mul nsw i64 %conv2.cv6914, 8
+  %346 = mul nsw i64 %conv2.cv6913, 8
   %347 = add nsw i64 %345, %346
   %348 = add nsw i64 1609728, %347
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %348
   %349 = load <8 x float>, ptr %arena37, align 4
-  %350 = mul nsw i64 %conv2.j6611, 14400
-  %351 = mul nsw i64 %conv2.ty6712, 2
-  %352 = add nsw i64 %351, 3
+  %350 = fsub <8 x float> %336, %349
+  store <8 x float> %350, ptr %conv2.w81, align 32
+  %351 = mul nsw i64 %conv2.j6610, 14400
+  %352 = mul nsw i64 %conv2.ty6711, 2
   %353 = mul nsw i64 %352, 480
-  %354 = add nsw i64 %350, %353
-  %355 = mul nsw i64 %conv2.tx6813, 2
-  %356 = add nsw i64 %355, 2
+  %354 = add nsw i64 %351, %353
+  %355 = mul nsw i64 %conv2.tx6812, 2
+  %356 = add nsw i64 %355, 3
   %357 = mul nsw i64 %356, 16
   %358 = add nsw i64 %354, %357
-  %359 = mul nsw i64 %conv2.cv6914, 8
+  %359 = mul nsw i64 %conv2.cv6913, 8
   %360 = add nsw i64 %358, %359
   %361 = add nsw i64 1609728, %360
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %361
   %362 = load <8 x float>, ptr %arena38, align 4
-  %363 = fsub <8 x float> %349, %362
-  store <8 x float> %363, ptr %conv2.w81, align 32
-  %364 = mul nsw i64 %conv2.j6611, 14400
-  %365 = mul nsw i64 %conv2.ty6712, 2
+  %363 = mul nsw i64 %conv2.j6610, 14400
+  %364 = mul nsw i64 %conv2.ty6711, 2
+  %365 = add nsw i64 %364, 2
   %366 = mul nsw i64 %365, 480
-  %367 = add nsw i64 %364, %366
-  %368 = mul nsw i64 %conv2.tx6813, 2
+  %367 = add nsw i64 %363, %366
+  %368 = mul nsw i64 %conv2.tx6812, 2
   %369 = add nsw i64 %368, 3
   %370 = mul nsw i64 %369, 16
   %371 = add nsw i64 %367, %370
-  %372 = mul nsw i64 %conv2.cv6914, 8
+  %372 = mul nsw i64 %conv2.cv6913, 8
   %373 = add nsw i64 %371, %372
   %374 = add nsw i64 1609728, %373
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %374
   %375 = load <8 x float>, ptr %arena39, align 4
-  %376 = mul nsw i64 %conv2.j6611, 14400
-  %377 = mul nsw i64 %conv2.ty6712, 2
-  %378 = add nsw i64 %377, 2
-  %379 = mul nsw i64 %378, 480
-  %380 = add nsw i64 %376, %379
-  %381 = mul nsw i64 %conv2.tx6813, 2
-  %382 = add nsw i64 %381, 3
-  %383 = mul nsw i64 %382, 16
-  %384 = add nsw i64 %380, %383
-  %385 = mul nsw i64 %conv2.cv6914, 8
-  %386 = add nsw i64 %384, %385
-  %387 = add nsw i64 1609728, %386
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %387
-  %388 = load <8 x float>, ptr %arena40, align 4
-  %389 = fsub <8 x float> %375, %388
-  store <8 x float> %389, ptr %conv2.w82, align 32
-  %390 = mul nsw i64 %conv2.j6611, 14400
-  %391 = mul nsw i64 %conv2.ty6712, 2
-  %392 = add nsw i64 %391, 1
+  %376 = fsub <8 x float> %362, %375
+  store <8 x float> %376, ptr %conv2.w82, align 32
+  %377 = mul nsw i64 %conv2.j6610, 14400
+  %378 = mul nsw i64 %conv2.ty6711, 2
+  %379 = add nsw i64 %378, 1
+  %380 = mul nsw i64 %379, 480
+  %381 = add nsw i64 %377, %380
+  %382 = mul nsw i64 %conv2.tx6812, 2
+  %383 = add nsw i64 %382, 3
+  %384 = mul nsw i64 %383, 16
+  %385 = add nsw i64 %381, %384
+  %386 = mul nsw i64 %conv2.cv6913, 8
+  %387 = add nsw i64 %385, %386
+  %388 = add nsw i64 1609728, %387
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %388
+  %389 = load <8 x float>, ptr %arena40, align 4
+  %390 = mul nsw i64 %conv2.j6610, 14400
+  %391 = mul nsw i64 %conv2.ty6711, 2
+  %392 = add nsw i64 %391, 2
   %393 = mul nsw i64 %392, 480
   %394 = add nsw i64 %390, %393
-  %395 = mul nsw i64 %conv2.tx6813, 2
+  %395 = mul nsw i64 %conv2.tx6812, 2
   %396 = add nsw i64 %395, 3
   %397 = mul nsw i64 %396, 16
   %398 = add nsw i64 %394, %397
-  %399 = mul nsw i64 %conv2.cv6914, 8
+  %399 = mul nsw i64 %conv2.cv6913, 8
   %400 = add nsw i64 %398, %399
   %401 = add nsw i64 1609728, %400
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %401
   %402 = load <8 x float>, ptr %arena41, align 4
-  %403 = mul nsw i64 %conv2.j6611, 14400
-  %404 = mul nsw i64 %conv2.ty6712, 2
-  %405 = add nsw i64 %404, 2
-  %406 = mul nsw i64 %405, 480
-  %407 = add nsw i64 %403, %406
-  %408 = mul nsw i64 %conv2.tx6813, 2
-  %409 = add nsw i64 %408, 3
-  %410 = mul nsw i64 %409, 16
-  %411 = add nsw i64 %407, %410
-  %412 = mul nsw i64 %conv2.cv6914, 8
-  %413 = add nsw i64 %411, %412
-  %414 = add nsw i64 1609728, %413
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %414
-  %415 = load <8 x float>, ptr %arena42, align 4
-  %416 = fadd <8 x float> %402, %415
-  store <8 x float> %416, ptr %conv2.w83, align 32
-  %417 = mul nsw i64 %conv2.j6611, 14400
-  %418 = mul nsw i64 %conv2.ty6712, 2
-  %419 = add nsw i64 %418, 2
+  %403 = fadd <8 x float> %389, %402
+  store <8 x float> %403, ptr %conv2.w83, align 32
+  %404 = mul nsw i64 %conv2.j6610, 14400
+  %405 = mul nsw i64 %conv2.ty6711, 2
+  %406 = add nsw i64 %405, 2
+  %407 = mul nsw i64 %406, 480
+  %408 = add nsw i64 %404, %407
+  %409 = mul nsw i64 %conv2.tx6812, 2
+  %410 = add nsw i64 %409, 3
+  %411 = mul nsw i64 %410, 16
+  %412 = add nsw i64 %408, %411
+  %413 = mul nsw i64 %conv2.cv6913, 8
+  %414 = add nsw i64 %412, %413
+  %415 = add nsw i64 1609728, %414
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %415
+  %416 = load <8 x float>, ptr %arena42, align 4
+  %417 = mul nsw i64 %conv2.j6610, 14400
+  %418 = mul nsw i64 %conv2.ty6711, 2
+  %419 = add nsw i64 %418, 1
   %420 = mul nsw i64 %419, 480
   %421 = add nsw i64 %417, %420
-  %422 = mul nsw i64 %conv2.tx6813, 2
+  %422 = mul nsw i64 %conv2.tx6812, 2
   %423 = add nsw i64 %422, 3
   %424 = mul nsw i64 %423, 16
   %425 = add nsw i64 %421, %424
-  %426 = mul nsw i64 %conv2.cv6914, 8
+  %426 = mul nsw i64 %conv2.cv6913, 8
   %427 = add nsw i64 %425, %426
   %428 = add nsw i64 1609728, %427
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %428
   %429 = load <8 x float>, ptr %arena43, align 4
-  %430 = mul nsw i64 %conv2.j6611, 14400
-  %431 = mul nsw i64 %conv2.ty6712, 2
-  %432 = add nsw i64 %431, 1
-  %433 = mul nsw i64 %432, 480
-  %434 = add nsw i64 %430, %433
-  %435 = mul nsw i64 %conv2.tx6813, 2
-  %436 = add nsw i64 %435, 3
-  %437 = mul nsw i64 %436, 16
-  %438 = add nsw i64 %434, %437
-  %439 = mul nsw i64 %conv2.cv6914, 8
-  %440 = add nsw i64 %438, %439
-  %441 = add nsw i64 1609728, %440
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %441
-  %442 = load <8 x float>, ptr %arena44, align 4
-  %443 = fsub <8 x float> %429, %442
-  store <8 x float> %443, ptr %conv2.w84, align 32
-  %444 = mul nsw i64 %conv2.j6611, 14400
-  %445 = mul nsw i64 %conv2.ty6712, 2
-  %446 = add nsw i64 %445, 1
+  %430 = fsub <8 x float> %416, %429
+  store <8 x float> %430, ptr %conv2.w84, align 32
+  %431 = mul nsw i64 %conv2.j6610, 14400
+  %432 = mul nsw i64 %conv2.ty6711, 2
+  %433 = add nsw i64 %432, 1
+  %434 = mul nsw i64 %433, 480
+  %435 = add nsw i64 %431, %434
+  %436 = mul nsw i64 %conv2.tx6812, 2
+  %437 = add nsw i64 %436, 3
+  %438 = mul nsw i64 %437, 16
+  %439 = add nsw i64 %435, %438
+  %440 = mul nsw i64 %conv2.cv6913, 8
+  %441 = add nsw i64 %439, %440
+  %442 = add nsw i64 1609728, %441
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %442
+  %443 = load <8 x float>, ptr %arena44, align 4
+  %444 = mul nsw i64 %conv2.j6610, 14400
+  %445 = mul nsw i64 %conv2.ty6711, 2
+  %446 = add nsw i64 %445, 3
   %447 = mul nsw i64 %446, 480
   %448 = add nsw i64 %444, %447
-  %449 = mul nsw i64 %conv2.tx6813, 2
+  %449 = mul nsw i64 %conv2.tx6812, 2
   %450 = add nsw i64 %449, 3
   %451 = mul nsw i64 %450, 16
   %452 = add nsw i64 %448, %451
-  %453 = mul nsw i64 %conv2.cv6914, 8
+  %453 = mul nsw i64 %conv2.cv6913, 8
   %454 = add nsw i64 %452, %453
   %455 = add nsw i64 1609728, %454
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %455
   %456 = load <8 x float>, ptr %arena45, align 4
-  %457 = mul nsw i64 %conv2.j6611, 14400
-  %458 = mul nsw i64 %conv2.ty6712, 2
-  %459 = add nsw i64 %458, 3
-  %460 = mul nsw i64 %459, 480
-  %461 = add nsw i64 %457, %460
-  %462 = mul nsw i64 %conv2.tx6813, 2
-  %463 = add nsw i64 %462, 3
-  %464 = mul nsw i64 %463, 16
-  %465 = add nsw i64 %461, %464
-  %466 = mul nsw i64 %conv2.cv6914, 8
-  %467 = add nsw i64 %465, %466
-  %468 = add nsw i64 1609728, %467
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %468
-  %469 = load <8 x float>, ptr %arena46, align 4
-  %470 = fsub <8 x float> %456, %469
-  store <8 x float> %470, ptr %conv2.w85, align 32
+  %457 = fsub <8 x float> %443, %456
+  store <8 x float> %457, ptr %conv2.w85, align 32
   %w70 = load <8 x float>, ptr %conv2.w70, align 32
   %w78 = load <8 x float>, ptr %conv2.w78, align 32
-  %471 = fsub <8 x float> %w70, %w78
-  store <8 x float> %471, ptr %conv2.w86, align 32
+  %458 = fsub <8 x float> %w70, %w78
+  store <8 x float> %458, ptr %conv2.w86, align 32
   %w74 = load <8 x float>, ptr %conv2.w74, align 32
+  %w7846 = load <8 x float>, ptr %conv2.w78, align 32
+  %459 = fadd <8 x float> %w74, %w7846
+  store <8 x float> %459, ptr %conv2.w87, align 32
   %w7847 = load <8 x float>, ptr %conv2.w78, align 32
-  %472 = fadd <8 x float> %w74, %w7847
-  store <8 x float> %472, ptr %conv2.w87, align 32
-  %w7848 = load <8 x float>, ptr %conv2.w78, align 32
+  %w7448 = load <8 x float>, ptr %conv2.w74, align 32
+  %460 = fsub <8 x float> %w7847, %w7448
+  store <8 x float> %460, ptr %conv2.w88, align 32
   %w7449 = load <8 x float>, ptr %conv2.w74, align 32
-  %473 = fsub <8 x float> %w7848, %w7449
-  store <8 x float> %473, ptr %conv2.w88, align 32
-  %w7450 = load <8 x float>, ptr %conv2.w74, align 32
   %w82 = load <8 x float>, ptr %conv2.w82, align 32
-  %474 = fsub <8 x float> %w7450, %w82
-  store <8 x float> %474, ptr %conv2.w89, align 32
+  %461 = fsub <8 x float> %w7449, %w82
+  store <8 x float> %461, ptr %conv2.w89, align 32
   %w71 = load <8 x float>, ptr %conv2.w71, align 32
   %w79 = load <8 x float>, ptr %conv2.w79, align 32
-  %475 = fsub <8 x float> %w71, %w79
-  store <8 x float> %475, ptr %conv2.w90, align 32
+  %462 = fsub <8 x float> %w71, %w79
+  store <8 x float> %462, ptr %conv2.w90, align 32
   %w75 = load <8 x float>, ptr %conv2.w75, align 32
+  %w7950 = load <8 x float>, ptr %conv2.w79, align 32
+  %463 = fadd <8 x float> %w75, %w7950
+  store <8 x float> %463, ptr %conv2.w91, align 32
   %w7951 = load <8 x float>, ptr %conv2.w79, align 32
-  %476 = fadd <8 x float> %w75, %w7951
-  store <8 x float> %476, ptr %conv2.w91, align 32
-  %w7952 = load <8 x float>, ptr %conv2.w79, align 32
+  %w7552 = load <8 x float>, ptr %conv2.w75, align 32
+  %464 = fsub <8 x float> %w7951, %w7552
+  store <8 x float> %464, ptr %conv2.w92, align 32
   %w7553 = load <8 x float>, ptr %conv2.w75, align 32
-  %477 = fsub <8 x float> %w7952, %w7553
-  store <8 x float> %477, ptr %conv2.w92, align 32
-  %w7554 = load <8 x float>, ptr %conv2.w75, align 32
   %w83 = load <8 x float>, ptr %conv2.w83, align 32
-  %478 = fsub <8 x float> %w7554, %w83
-  store <8 x float> %478, ptr %conv2.w93, align 32
+  %465 = fsub <8 x float> %w7553, %w83
+  store <8 x float> %465, ptr %conv2.w93, align 32
   %w72 = load <8 x float>, ptr %conv2.w72, align 32
   %w80 = load <8 x float>, ptr %conv2.w80, align 32
-  %479 = fsub <8 x float> %w72, %w80
-  store <8 x float> %479, ptr %conv2.w94, align 32
+  %466 = fsub <8 x float> %w72, %w80
+  store <8 x float> %466, ptr %conv2.w94, align 32
   %w76 = load <8 x float>, ptr %conv2.w76, align 32
+  %w8054 = load <8 x float>, ptr %conv2.w80, align 32
+  %467 = fadd <8 x float> %w76, %w8054
+  store <8 x float> %467, ptr %conv2.w95, align 32
   %w8055 = load <8 x float>, ptr %conv2.w80, align 32
-  %480 = fadd <8 x float> %w76, %w8055
-  store <8 x float> %480, ptr %conv2.w95, align 32
-  %w8056 = load <8 x float>, ptr %conv2.w80, align 32
+  %w7656 = load <8 x float>, ptr %conv2.w76, align 32
+  %468 = fsub <8 x float> %w8055, %w7656
+  store <8 x float> %468, ptr %conv2.w96, align 32
   %w7657 = load <8 x float>, ptr %conv2.w76, align 32
-  %481 = fsub <8 x float> %w8056, %w7657
-  store <8 x float> %481, ptr %conv2.w96, align 32
-  %w7658 = load <8 x float>, ptr %conv2.w76, align 32
   %w84 = load <8 x float>, ptr %conv2.w84, align 32
-  %482 = fsub <8 x float> %w7658, %w84
-  store <8 x float> %482, ptr %conv2.w97, align 32
+  %469 = fsub <8 x float> %w7657, %w84
+  store <8 x float> %469, ptr %conv2.w97, align 32
   %w73 = load <8 x float>, ptr %conv2.w73, align 32
   %w81 = load <8 x float>, ptr %conv2.w81, align 32
-  %483 = fsub <8 x float> %w73, %w81
-  store <8 x float> %483, ptr %conv2.w98, align 32
+  %470 = fsub <8 x float> %w73, %w81
+  store <8 x float> %470, ptr %conv2.w98, align 32
   %w77 = load <8 x float>, ptr %conv2.w77, align 32
+  %w8158 = load <8 x float>, ptr %conv2.w81, align 32
+  %471 = fadd <8 x float> %w77, %w8158
+  store <8 x float> %471, ptr %conv2.w99, align 32
   %w8159 = load <8 x float>, ptr %conv2.w81, align 32
-  %484 = fadd <8 x float> %w77, %w8159
-  store <8 x float> %484, ptr %conv2.w99, align 32
-  %w8160 = load <8 x float>, ptr %conv2.w81, align 32
+  %w7760 = load <8 x float>, ptr %conv2.w77, align 32
+  %472 = fsub <8 x float> %w8159, %w7760
+  store <8 x float> %472, ptr %conv2.w100, align 32
   %w7761 = load <8 x float>, ptr %conv2.w77, align 32
-  %485 = fsub <8 x float> %w8160, %w7761
-  store <8 x float> %485, ptr %conv2.w100, align 32
-  %w7762 = load <8 x float>, ptr %conv2.w77, align 32
   %w85 = load <8 x float>, ptr %conv2.w85, align 32
-  %486 = fsub <8 x float> %w7762, %w85
-  store <8 x float> %486, ptr %conv2.w101, align 32
+  %473 = fsub <8 x float> %w7761, %w85
+  store <8 x float> %473, ptr %conv2.w101, align 32
   %w86 = load <8 x float>, ptr %conv2.w86, align 32
-  %487 = mul nsw i64 %conv2.j6611, 196
-  %488 = mul nsw i64 %conv2.ty6712, 14
-  %489 = add nsw i64 %487, %488
-  %490 = add nsw i64 %489, %conv2.tx6813
-  %491 = mul nsw i64 %490, 16
-  %492 = add nsw i64 1624128, %491
-  %493 = mul nsw i64 %conv2.cv6914, 8
-  %494 = add nsw i64 %492, %493
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %494
-  store <8 x float> %w86, ptr %arena63, align 4
+  %474 = mul nsw i64 %conv2.j6610, 196
+  %475 = mul nsw i64 %conv2.ty6711, 14
+  %476 = add nsw i64 %474, %475
+  %477 = add nsw i64 %476, %conv2.tx6812
+  %478 = mul nsw i64 %477, 16
+  %479 = add nsw i64 1624128, %478
+  %480 = mul nsw i64 %conv2.cv6913, 8
+  %481 = add nsw i64 %479, %480
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %481
+  store <8 x float> %w86, ptr %arena62, align 4
   %w87 = load <8 x float>, ptr %conv2.w87, align 32
-  %495 = mul nsw i64 %conv2.j6611, 196
-  %496 = mul nsw i64 %conv2.ty6712, 14
-  %497 = add nsw i64 %495, %496
-  %498 = add nsw i64 %497, %conv2.tx6813
-  %499 = mul nsw i64 %498, 16
-  %500 = add nsw i64 1627264, %499
-  %501 = mul nsw i64 %conv2.cv6914, 8
-  %502 = add nsw i64 %500, %501
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %502
-  store <8 x float> %w87, ptr %arena64, align 4
+  %482 = mul nsw i64 %conv2.j6610, 196
+  %483 = mul nsw i64 %conv2.ty6711, 14
+  %484 = add nsw i64 %482, %483
+  %485 = add nsw i64 %484, %conv2.tx6812
+  %486 = mul nsw i64 %485, 16
+  %487 = add nsw i64 1627264, %486
+  %488 = mul nsw i64 %conv2.cv6913, 8
+  %489 = add nsw i64 %487, %488
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %489
+  store <8 x float> %w87, ptr %arena63, align 4
   %w88 = load <8 x float>, ptr %conv2.w88, align 32
-  %503 = mul nsw i64 %conv2.j6611, 196
-  %504 = mul nsw i64 %conv2.ty6712, 14
-  %505 = add nsw i64 %503, %504
-  %506 = add nsw i64 %505, %conv2.tx6813
-  %507 = mul nsw i64 %506, 16
-  %508 = add nsw i64 1630400, %507
-  %509 = mul nsw i64 %conv2.cv6914, 8
-  %510 = add nsw i64 %508, %509
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %510
-  store <8 x float> %w88, ptr %arena65, align 4
+  %490 = mul nsw i64 %conv2.j6610, 196
+  %491 = mul nsw i64 %conv2.ty6711, 14
+  %492 = add nsw i64 %490, %491
+  %493 = add nsw i64 %492, %conv2.tx6812
+  %494 = mul nsw i64 %493, 16
+  %495 = add nsw i64 1630400, %494
+  %496 = mul nsw i64 %conv2.cv6913, 8
+  %497 = add nsw i64 %495, %496
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %497
+  store <8 x float> %w88, ptr %arena64, align 4
   %w89 = load <8 x float>, ptr %conv2.w89, align 32
-  %511 = mul nsw i64 %conv2.j6611, 196
-  %512 = mul nsw i64 %conv2.ty6712, 14
-  %513 = add nsw i64 %511, %512
-  %514 = add nsw i64 %513, %conv2.tx6813
-  %515 = mul nsw i64 %514, 16
-  %516 = add nsw i64 1633536, %515
-  %517 = mul nsw i64 %conv2.cv6914, 8
-  %518 = add nsw i64 %516, %517
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %518
-  store <8 x float> %w89, ptr %arena66, align 4
+  %498 = mul nsw i64 %conv2.j6610, 196
+  %499 = mul nsw i64 %conv2.ty6711, 14
+  %500 = add nsw i64 %498, %499
+  %501 = add nsw i64 %500, %conv2.tx6812
+  %502 = mul nsw i64 %501, 16
+  %503 = add nsw i64 1633536, %502
+  %504 = mul nsw i64 %conv2.cv6913, 8
+  %505 = add nsw i64 %503, %504
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %505
+  store <8 x float> %w89, ptr %arena65, align 4
   %w90 = load <8 x float>, ptr %conv2.w90, align 32
-  %519 = mul nsw i64 %conv2.j6611, 196
-  %520 = mul nsw i64 %conv2.ty6712, 14
-  %521 = add nsw i64 %519, %520
-  %522 = add nsw i64 %521, %conv2.tx6813
-  %523 = mul nsw i64 %522, 16
-  %524 = add nsw i64 1636672, %523
-  %525 = mul nsw i64 %conv2.cv6914, 8
-  %526 = add nsw i64 %524, %525
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %526
-  store <8 x float> %w90, ptr %arena67, align 4
+  %506 = mul nsw i64 %conv2.j6610, 196
+  %507 = mul nsw i64 %conv2.ty6711, 14
+  %508 = add nsw i64 %506, %507
+  %509 = add nsw i64 %508, %conv2.tx6812
+  %510 = mul nsw i64 %509, 16
+  %511 = add nsw i64 1636672, %510
+  %512 = mul nsw i64 %conv2.cv6913, 8
+  %513 = add nsw i64 %511, %512
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %513
+  store <8 x float> %w90, ptr %arena66, align 4
   %w91 = load <8 x float>, ptr %conv2.w91, align 32
-  %527 = mul nsw i64 %conv2.j6611, 196
-  %528 = mul nsw i64 %conv2.ty6712, 14
-  %529 = add nsw i64 %527, %528
-  %530 = add nsw i64 %529, %conv2.tx6813
-  %531 = mul nsw i64 %530, 16
-  %532 = add nsw i64 1639808, %531
-  %533 = mul nsw i64 %conv2.cv6914, 8
-  %534 = add nsw i64 %532, %533
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %534
-  store <8 x float> %w91, ptr %arena68, align 4
+  %514 = mul nsw i64 %conv2.j6610, 196
+  %515 = mul nsw i64 %conv2.ty6711, 14
+  %516 = add nsw i64 %514, %515
+  %517 = add nsw i64 %516, %conv2.tx6812
+  %518 = mul nsw i64 %517, 16
+  %519 = add nsw i64 1639808, %518
+  %520 = mul nsw i64 %conv2.cv6913, 8
+  %521 = add nsw i64 %519, %520
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %521
+  store <8 x float> %w91, ptr %arena67, align 4
   %w92 = load <8 x float>, ptr %conv2.w92, align 32
-  %535 = mul nsw i64 %conv2.j6611, 196
-  %536 = mul nsw i64 %conv2.ty6712, 14
-  %537 = add nsw i64 %535, %536
-  %538 = add nsw i64 %537, %conv2.tx6813
-  %539 = mul nsw i64 %538, 16
-  %540 = add nsw i64 1642944, %539
-  %541 = mul nsw i64 %conv2.cv6914, 8
-  %542 = add nsw i64 %540, %541
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %542
-  store <8 x float> %w92, ptr %arena69, align 4
+  %522 = mul nsw i64 %conv2.j6610, 196
+  %523 = mul nsw i64 %conv2.ty6711, 14
+  %524 = add nsw i64 %522, %523
+  %525 = add nsw i64 %524, %conv2.tx6812
+  %526 = mul nsw i64 %525, 16
+  %527 = add nsw i64 1642944, %526
+  %528 = mul nsw i64 %conv2.cv6913, 8
+  %529 = add nsw i64 %527, %528
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %529
+  store <8 x float> %w92, ptr %arena68, align 4
   %w93 = load <8 x float>, ptr %conv2.w93, align 32
-  %543 = mul nsw i64 %conv2.j6611, 196
-  %544 = mul nsw i64 %conv2.ty6712, 14
-  %545 = add nsw i64 %543, %544
-  %546 = add nsw i64 %545, %conv2.tx6813
-  %547 = mul nsw i64 %546, 16
-  %548 = add nsw i64 1646080, %547
-  %549 = mul nsw i64 %conv2.cv6914, 8
-  %550 = add nsw i64 %548, %549
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %550
-  store <8 x float> %w93, ptr %arena70, align 4
+  %530 = mul nsw i64 %conv2.j6610, 196
+  %531 = mul nsw i64 %conv2.ty6711, 14
+  %532 = add nsw i64 %530, %531
+  %533 = add nsw i64 %532, %conv2.tx6812
+  %534 = mul nsw i64 %533, 16
+  %535 = add nsw i64 1646080, %534
+  %536 = mul nsw i64 %conv2.cv6913, 8
+  %537 = add nsw i64 %535, %536
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %537
+  store <8 x float> %w93, ptr %arena69, align 4
   %w94 = load <8 x float>, ptr %conv2.w94, align 32
-  %551 = mul nsw i64 %conv2.j6611, 196
-  %552 = mul nsw i64 %conv2.ty6712, 14
-  %553 = add nsw i64 %551, %552
-  %554 = add nsw i64 %553, %conv2.tx6813
-  %555 = mul nsw i64 %554, 16
-  %556 = add nsw i64 1649216, %555
-  %557 = mul nsw i64 %conv2.cv6914, 8
-  %558 = add nsw i64 %556, %557
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %558
-  store <8 x float> %w94, ptr %arena71, align 4
+  %538 = mul nsw i64 %conv2.j6610, 196
+  %539 = mul nsw i64 %conv2.ty6711, 14
+  %540 = add nsw i64 %538, %539
+  %541 = add nsw i64 %540, %conv2.tx6812
+  %542 = mul nsw i64 %541, 16
+  %543 = add nsw i64 1649216, %542
+  %544 = mul nsw i64 %conv2.cv6913, 8
+  %545 = add nsw i64 %543, %544
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %545
+  store <8 x float> %w94, ptr %arena70, align 4
   %w95 = load <8 x float>, ptr %conv2.w95, align 32
-  %559 = mul nsw i64 %conv2.j6611, 196
-  %560 = mul nsw i64 %conv2.ty6712, 14
-  %561 = add nsw i64 %559, %560
-  %562 = add nsw i64 %561, %conv2.tx6813
-  %563 = mul nsw i64 %562, 16
-  %564 = add nsw i64 1652352, %563
-  %565 = mul nsw i64 %conv2.cv6914, 8
-  %566 = add nsw i64 %564, %565
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %566
-  store <8 x float> %w95, ptr %arena72, align 4
+  %546 = mul nsw i64 %conv2.j6610, 196
+  %547 = mul nsw i64 %conv2.ty6711, 14
+  %548 = add nsw i64 %546, %547
+  %549 = add nsw i64 %548, %conv2.tx6812
+  %550 = mul nsw i64 %549, 16
+  %551 = add nsw i64 1652352, %550
+  %552 = mul nsw i64 %conv2.cv6913, 8
+  %553 = add nsw i64 %551, %552
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %553
+  store <8 x float> %w95, ptr %arena71, align 4
   %w96 = load <8 x float>, ptr %conv2.w96, align 32
-  %567 = mul nsw i64 %conv2.j6611, 196
-  %568 = mul nsw i64 %conv2.ty6712, 14
-  %569 = add nsw i64 %567, %568
-  %570 = add nsw i64 %569, %conv2.tx6813
-  %571 = mul nsw i64 %570, 16
-  %572 = add nsw i64 1655488, %571
-  %573 = mul nsw i64 %conv2.cv6914, 8
-  %574 = add nsw i64 %572, %573
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %574
-  store <8 x float> %w96, ptr %arena73, align 4
+  %554 = mul nsw i64 %conv2.j6610, 196
+  %555 = mul nsw i64 %conv2.ty6711, 14
+  %556 = add nsw i64 %554, %555
+  %557 = add nsw i64 %556, %conv2.tx6812
+  %558 = mul nsw i64 %557, 16
+  %559 = add nsw i64 1655488, %558
+  %560 = mul nsw i64 %conv2.cv6913, 8
+  %561 = add nsw i64 %559, %560
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %561
+  store <8 x float> %w96, ptr %arena72, align 4
   %w97 = load <8 x float>, ptr %conv2.w97, align 32
-  %575 = mul nsw i64 %conv2.j6611, 196
-  %576 = mul nsw i64 %conv2.ty6712, 14
-  %577 = add nsw i64 %575, %576
-  %578 = add nsw i64 %577, %conv2.tx6813
-  %579 = mul nsw i64 %578, 16
-  %580 = add nsw i64 1658624, %579
-  %581 = mul nsw i64 %conv2.cv6914, 8
-  %582 = add nsw i64 %580, %581
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %582
-  store <8 x float> %w97, ptr %arena74, align 4
+  %562 = mul nsw i64 %conv2.j6610, 196
+  %563 = mul nsw i64 %conv2.ty6711, 14
+  %564 = add nsw i64 %562, %563
+  %565 = add nsw i64 %564, %conv2.tx6812
+  %566 = mul nsw i64 %565, 16
+  %567 = add nsw i64 1658624, %566
+  %568 = mul nsw i64 %conv2.cv6913, 8
+  %569 = add nsw i64 %567, %568
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %569
+  store <8 x float> %w97, ptr %arena73, align 4
   %w98 = load <8 x float>, ptr %conv2.w98, align 32
-  %583 = mul nsw i64 %conv2.j6611, 196
-  %584 = mul nsw i64 %conv2.ty6712, 14
-  %585 = add nsw i64 %583, %584
-  %586 = add nsw i64 %585, %conv2.tx6813
-  %587 = mul nsw i64 %586, 16
-  %588 = add nsw i64 1661760, %587
-  %589 = mul nsw i64 %conv2.cv6914, 8
-  %590 = add nsw i64 %588, %589
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %590
-  store <8 x float> %w98, ptr %arena75, align 4
+  %570 = mul nsw i64 %conv2.j6610, 196
+  %571 = mul nsw i64 %conv2.ty6711, 14
+  %572 = add nsw i64 %570, %571
+  %573 = add nsw i64 %572, %conv2.tx6812
+  %574 = mul nsw i64 %573, 16
+  %575 = add nsw i64 1661760, %574
+  %576 = mul nsw i64 %conv2.cv6913, 8
+  %577 = add nsw i64 %575, %576
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %577
+  store <8 x float> %w98, ptr %arena74, align 4
   %w99 = load <8 x float>, ptr %conv2.w99, align 32
-  %591 = mul nsw i64 %conv2.j6611, 196
-  %592 = mul nsw i64 %conv2.ty6712, 14
-  %593 = add nsw i64 %591, %592
-  %594 = add nsw i64 %593, %conv2.tx6813
-  %595 = mul nsw i64 %594, 16
-  %596 = add nsw i64 1664896, %595
-  %597 = mul nsw i64 %conv2.cv6914, 8
-  %598 = add nsw i64 %596, %597
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %598
-  store <8 x float> %w99, ptr %arena76, align 4
+  %578 = mul nsw i64 %conv2.j6610, 196
+  %579 = mul nsw i64 %conv2.ty6711, 14
+  %580 = add nsw i64 %578, %579
+  %581 = add nsw i64 %580, %conv2.tx6812
+  %582 = mul nsw i64 %581, 16
+  %583 = add nsw i64 1664896, %582
+  %584 = mul nsw i64 %conv2.cv6913, 8
+  %585 = add nsw i64 %583, %584
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %585
+  store <8 x float> %w99, ptr %arena75, align 4
   %w100 = load <8 x float>, ptr %conv2.w100, align 32
-  %599 = mul nsw i64 %conv2.j6611, 196
-  %600 = mul nsw i64 %conv2.ty6712, 14
-  %601 = add nsw i64 %599, %600
-  %602 = add nsw i64 %601, %conv2.tx6813
-  %603 = mul nsw i64 %602, 16
-  %604 = add nsw i64 1668032, %603
-  %605 = mul nsw i64 %conv2.cv6914, 8
-  %606 = add nsw i64 %604, %605
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %606
-  store <8 x float> %w100, ptr %arena77, align 4
+  %586 = mul nsw i64 %conv2.j6610, 196
+  %587 = mul nsw i64 %conv2.ty6711, 14
+  %588 = add nsw i64 %586, %587
+  %589 = add nsw i64 %588, %conv2.tx6812
+  %590 = mul nsw i64 %589, 16
+  %591 = add nsw i64 1668032, %590
+  %592 = mul nsw i64 %conv2.cv6913, 8
+  %593 = add nsw i64 %591, %592
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %593
+  store <8 x float> %w100, ptr %arena76, align 4
   %w101 = load <8 x float>, ptr %conv2.w101, align 32
-  %607 = mul nsw i64 %conv2.j6611, 196
-  %608 = mul nsw i64 %conv2.ty6712, 14
-  %609 = add nsw i64 %607, %608
-  %610 = add nsw i64 %609, %conv2.tx6813
-  %611 = mul nsw i64 %610, 16
-  %612 = add nsw i64 1671168, %611
-  %613 = mul nsw i64 %conv2.cv6914, 8
-  %614 = add nsw i64 %612, %613
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %614
-  store <8 x float> %w101, ptr %arena78, align 4
-  %cv69.next = add nsw i64 %conv2.cv6914, 1
-  %615 = icmp slt i64 %cv69.next, 2
-  br i1 %615, label %conv2.cv69, label %conv2.cv69.end
+  %594 = mul nsw i64 %conv2.j6610, 196
+  %595 = mul nsw i64 %conv2.ty6711, 14
+  %596 = add nsw i64 %594, %595
+  %597 = add nsw i64 %596, %conv2.tx6812
+  %598 = mul nsw i64 %597, 16
+  %599 = add nsw i64 1671168, %598
+  %600 = mul nsw i64 %conv2.cv6913, 8
+  %601 = add nsw i64 %599, %600
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %601
+  store <8 x float> %w101, ptr %arena77, align 4
+  %cv69.next = add nsw i64 %conv2.cv6913, 1
+  %602 = icmp slt i64 %cv69.next, 2
+  br i1 %602, label %conv2.cv69, label %conv2.cv69.end
 
 conv2.cv69.end:                                   ; preds = %conv2.cv69
-  %tx68.next = add nsw i64 %conv2.tx6813, 1
-  %616 = icmp slt i64 %tx68.next, 14
-  br i1 %616, label %conv2.tx68, label %conv2.tx68.end
+  %tx68.next = add nsw i64 %conv2.tx6812, 1
+  %603 = icmp slt i64 %tx68.next, 14
+  br i1 %603, label %conv2.tx68, label %conv2.tx68.end
 
 conv2.part102.pool:                               ; preds = %conv2.j66.end
-  %run79 = load ptr, ptr %pool, align 8
-  call void %run79(ptr %pool, ptr @residual_infer_b64.k1.conv2.part102.task, ptr %part102.context, i64 2)
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @residual_infer_b64.k1.conv2.part102.task, ptr %part102.context, i64 2)
   br label %conv2.part102.done
 
 conv2.part102.serial:                             ; preds = %conv2.j66.end
   br label %conv2.part102
 
 conv2.part102.done:                               ; preds = %conv2.part102.end, %conv2.part102.pool
-  %g61.next = add nsw i64 %conv2.g614, 1
-  %617 = icmp slt i64 %g61.next, 64
-  br i1 %617, label %conv2.g61, label %conv2.g61.end
+  %g61.next = add nsw i64 %conv2.g613, 1
+  %604 = icmp slt i64 %g61.next, 64
+  br i1 %604, label %conv2.g61, label %conv2.g61.end
 
 conv2.part102:                                    ; preds = %conv2.part102, %conv2.part102.serial
-  %conv2.part10280 = phi i64 [ 0, %conv2.part102.serial ], [ %part102.next, %conv2.part102 ]
-  call void @residual_infer_b64.k1.conv2.part102(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g614, i64 %conv2.part10280)
-  %part102.next = add nsw i64 %conv2.part10280, 1
-  %618 = icmp slt i64 %part102.next, 2
-  br i1 %618, label %conv2.part102, label %conv2.part102.end
+  %conv2.part10278 = phi i64 [ 0, %conv2.part102.serial ], [ %part102.next, %conv2.part102 ]
+  call void @residual_infer_b64.k1.conv2.part102(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g613, i64 %conv2.part10278)
+  %part102.next = add nsw i64 %conv2.part10278, 1
+  %605 = icmp slt i64 %part102.next, 2
+  br i1 %605, label %conv2.part102, label %conv2.part102.end
 
 conv2.part102.end:                                ; preds = %conv2.part102
   br label %conv2.part102.done
-}
-
-; Function Attrs: noinline
-define internal void @residual_infer_b64.k1.conv2.part29(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
-entry:
-  %conv2.w59 = alloca float, align 4
-  %conv2.w58 = alloca float, align 4
-  %conv2.w57 = alloca float, align 4
-  %conv2.w56 = alloca float, align 4
-  %conv2.w55 = alloca float, align 4
-  %conv2.w54 = alloca float, align 4
-  %conv2.w53 = alloca float, align 4
-  %conv2.w52 = alloca float, align 4
-  %conv2.w51 = alloca float, align 4
-  %conv2.w50 = alloca float, align 4
-  %conv2.w49 = alloca float, align 4
-  %conv2.w48 = alloca float, align 4
-  %conv2.w47 = alloca float, align 4
-  %conv2.w46 = alloca float, align 4
-  %conv2.w45 = alloca float, align 4
-  %conv2.w44 = alloca float, align 4
-  %conv2.w43 = alloca float, align 4
-  %conv2.w42 = alloca float, align 4
-  %conv2.w41 = alloca float, align 4
-  %conv2.w40 = alloca float, align 4
-  %conv2.w39 = alloca float, align 4
-  %conv2.w38 = alloca float, align 4
-  %conv2.w37 = alloca float, align 4
-  %conv2.w36 = alloca float, align 4
-  %conv2.w35 = alloca float, align 4
-  %conv2.w34 = alloca float, align 4
-  %conv2.w33 = alloca float, align 4
-  %conv2.w32 = alloca float, align 4
-  br label %conv2.ci30
-
-conv2.ci30:                                       ; preds = %conv2.co31.end, %entry
-  %conv2.ci301 = phi i64 [ 0, %entry ], [ %ci30.next, %conv2.co31.end ]
-  br label %conv2.co31
-
-conv2.ci30.end:                                   ; preds = %conv2.co31.end
-  ret void
-
-conv2.co31:                                       ; preds = %conv2.co31, %conv2.ci30
-  %conv2.co312 = phi i64 [ 0, %conv2.ci30 ], [ %co31.next, %conv2.co31 ]
-  %1 = mul nsw i64 %0, 8
-  %2 = add nsw i64 %1, %conv2.co312
-  %3 = mul nsw i64 %2, 16
-  %4 = add nsw i64 %3, %conv2.ci301
-  %5 = mul nsw i64 %4, 9
-  %6 = add nsw i64 160, %5
-  %params3 = getelementptr inbounds float, ptr %params, i64 %6
-  %7 = load float, ptr %params3, align 4
-  store float %7, ptr %conv2.w32, align 4
-  %8 = mul nsw i64 %0, 8
-  %9 = add nsw i64 %8, %conv2.co312
-  %10 = mul nsw i64 %9, 16
-  %11 = add nsw i64 %10, %conv2.ci301
-  %12 = mul nsw i64 %11, 9
-  %13 = add nsw i64 160, %12
-  %params4 = getelementptr inbounds float, ptr %params, i64 %13
-  %14 = load float, ptr %params4, align 4
-  %15 = mul nsw i64 %0, 8
-  %16 = add nsw i64 %15, %conv2.co312
-  %17 = mul nsw i64 %16, 16
-  %18 = add nsw i64 %17, %conv2.ci301
-  %19 = mul nsw i64 %18, 9
-  %20 = add nsw i64 160, %19
-  %21 = add nsw i64 %20, 3
-  %params5 = getelementptr inbounds float, ptr %params, i64 %21
-  %22 = load float, ptr %params5, align 4
-  %23 = fadd float %14, %22
-  %24 = mul nsw i64 %0, 8
-  %25 = add nsw i64 %24, %conv2.co312
-  %26 = mul nsw i64 %25, 16
-  %27 = add nsw i64 %26, %conv2.ci301
-  %28 = mul nsw i64 %27, 9
-  %29 = add nsw i64 160, %28
-  %30 = add nsw i64 %29, 6
-  %params6 = getelementptr inbounds float, ptr %params, i64 %30
-  %31 = load float, ptr %params6, align 4
-  %32 = fadd float %23, %31
-  %33 = fmul float %32, 5.000000e-01
-  store float %33, ptr %conv2.w33, align 4
-  %34 = mul nsw i64 %0, 8
-  %35 = add nsw i64 %34, %conv2.co312
-  %36 = mul nsw i64 %35, 16
-  %37 = add nsw i64 %36, %conv2.ci301
-  %38 = mul nsw i64 %37, 9
-  %39 = add nsw i64 160, %38
-  %params7 = getelementptr inbounds float, ptr %params, i64 %39
-  %40 = load float, ptr %params7, align 4
-  %41 = mul nsw i64 %0, 8
-  %42 = add nsw i64 %41, %conv2.co312
-  %43 = mul nsw i64 %42, 16
-  %44 = add nsw i64 %43, %conv2.ci301
-  %45 = mul nsw i64 %44, 9
-  %46 = add nsw i64 160, %45
-  %47 = add nsw i64 %46, 6
-  %params8 = getelementptr inbounds float, ptr %params, i64 %47
-  %48 = load float, ptr %params8, align 4
-  %49 = fadd float %40, %48
-  %50 = mul nsw i64 %0, 8
-  %51 = add nsw i64 %50, %conv2.co312
-  %52 = mul nsw i64 %51, 16
-  %53 = add nsw i64 %52, %conv2.ci301
-  %54 = mul nsw i64 %53, 9
-  %55 = add nsw i64 160, %54
-  %56 = add nsw i64 %55, 3
-  %params9 = getelementptr inbounds float, ptr %params, i64 %56
-  %57 = load float, ptr %params9, align 4
-  %58 = fsub float %49, %57
-  %59 = fmul float %58, 5.000000e-01
-  store float %59, ptr %conv2.w34, align 4
-  %60 = mul nsw i64 %0, 8
-  %61 = add nsw i64 %60, %conv2.co312
-  %62 = mul nsw i64 %61, 16
-  %63 = add nsw i64 %62, %conv2.ci301
-  %64 = mul nsw i64 %63, 9
-  %65 = add nsw i64 160, %64
-  %66 = add nsw i64 %65, 6
-  %params10 = getelementptr inbounds float, ptr %params, i64 %66
-  %67 = load float, ptr %params10, align 4
-  store float %67, ptr %conv2.w35, align 4
-  %68 = mul nsw i64 %0, 8
-  %69 = add nsw i64 %68, %conv2.co312
-  %70 = mul nsw i64 %69, 16
-  %71 = add nsw i64 %70, %conv2.ci301
-  %72 = mul nsw i64 %71, 9
-  %73 = add nsw i64 160, %72
-  %74 = add nsw i64 %73, 1
-  %params11 = getelementptr inbounds float, ptr %params, i64 %74
-  %75 = load float, ptr %params11, align 4
-  store float %75, ptr %conv2.w36, align 4
-  %76 = mul nsw i64 %0, 8
-  %77 = add nsw i64 %76, %conv2.co312
-  %78 = mul nsw i64 %77, 16
-  %79 = add nsw i64 %78, %conv2.ci301
-  %80 = mul nsw i64 %79, 9
-  %81 = add nsw i64 160, %80
-  %82 = add nsw i64 %81, 1
-  %params12 = getelementptr inbounds float, ptr %params, i64 %82
-  %83 = load float, ptr %params12, align 4
-  %84 = mul nsw i64 %0, 8
-  %85 = add nsw i64 %84, %conv2.co312
-  %86 = mul nsw i64 %85, 16
-  %87 = add nsw i64 %86, %conv2.ci301
-  %88 = mul nsw i64 %87, 9
-  %89 = add nsw i64 160, %88
-  %90 = add nsw i64 %89, 4
-  %params13 = getelementptr inbounds float, ptr %params, i64 %90
-  %91 = load float, ptr %params13, align 4
-  %92 = fadd float %83, %91
-  %93 = mul nsw i64 %0, 8
-  %94 = add nsw i64 %93, %conv2.co312
-  %95 = mul nsw i64 %94, 16
-  %96 = add nsw i64 %95, %conv2.ci301
-  %97 = mul nsw i64 %96, 9
-  %98 = add nsw i64 160, %97
-  %99 = add nsw i64 %98, 7
-  %params14 = getelementptr inbounds float, ptr %params, i64 %99
-  %100 = load float, ptr %params14, align 4
-  %101 = fadd float %92, %100
-  %102 = fmul float %101, 5.000000e-01
-  store float %102, ptr %conv2.w37, align 4
-  %103 = mul nsw i64 %0, 8
-  %104 = add nsw i64 %103, %conv2.co312
-  %105 = mul nsw i64 %104, 16
-  %106 = add nsw i64 %105, %conv2.ci301
-  %107 = mul nsw i64 %106, 9
-  %108 = add nsw i64 160, %107
-  %109 = add nsw i64 %108, 1
-  %params15 = getelementptr inbounds float, ptr %params, i64 %109
-  %110 = load float, ptr %params15, align 4
-  %111 = mul nsw i64 %0, 8
-  %112 = add nsw i64 %111, %conv2.co312
-  %113 = mul nsw i64 %112, 16
-  %114 = add nsw i64 %113, %conv2.ci301
-  %115 = mul nsw i64 %114, 9
-  %116 = add nsw i64 160, %115
-  %117 = add nsw i64 %116, 7
-  %params16 = getelementptr inbounds float, ptr %params, i64 %117
-  %118 = load float, ptr %params16, align 4
-  %119 = fadd float %110, %118
-  %120 = mul nsw i64 %0, 8
-  %121 = add nsw i64 %120, %conv2.co312
-  %122 = mul nsw i64 %121, 16
-  %123 = add nsw i64 %122, %conv2.ci301
-  %124 = mul nsw i64 %123, 9
-  %125 = add nsw i64 160, %124
-  %126 = add nsw i64 %125, 4
-  %params17 = getelementptr inbounds float, ptr %params, i64 %126
-  %127 = load float, ptr %params17, align 4
-  %128 = fsub float %119, %127
-  %129 = fmul float %128, 5.000000e-01
-  store float %129, ptr %conv2.w38, align 4
-  %130 = mul nsw i64 %0, 8
-  %131 = add nsw i64 %130, %conv2.co312
-  %132 = mul nsw i64 %131, 16
-  %133 = add nsw i64 %132, %conv2.ci301
-  %134 = mul nsw i64 %133, 9
-  %135 = add nsw i64 160, %134
-  %136 = add nsw i64 %135, 7
-  %params18 = getelementptr inbounds float, ptr %params, i64 %136
-  %137 = load float, ptr %params18, align 4
-  store float %137, ptr %conv2.w39, align 4
-  %138 = mul nsw i64 %0, 8
-  %139 = add nsw i64 %138, %conv2.co312
-  %140 = mul nsw i64 %139, 16
-  %141 = add nsw i64 %140, %conv2.ci301
-  %142 = mul nsw i64 %141, 9
-  %143 = add nsw i64 160, %142
-  %144 = add nsw i64 %143, 2
-  %params19 = getelementptr inbounds float, ptr %params, i64 %144
-  %145 = load float, ptr %params19, align 4
-  store float %145, ptr %conv2.w40, align 4
-  %146 = mul nsw i64 %0, 8
-  %147 = add nsw i64 %146, %conv2.co312
-  %148 = mul nsw i64 %147, 16
-  %149 = add nsw i64 %148, %conv2.ci301
-  %150 = mul nsw i64 %149, 9
-  %151 = add nsw i64 160, %150
-  %152 = add nsw i64 %151, 2
-  %params20 = getelementptr inbounds float, ptr %params, i64 %152
-  %153 = load float, ptr %params20, align 4
-  %154 = mul nsw i64 %0, 8
-  %155 = add nsw i64 %154, %conv2.co312
-  %156 = mul nsw i64 %155, 16
-  %157 = add nsw i64 %156, %conv2.ci301
-  %158 = mul nsw i64 %157, 9
-  %159 = add nsw i64 160, %158
-  %160 = add nsw i64 %159, 5
-  %params21 = getelementptr inbounds float, ptr %params, i64 %160
-  %161 = load float, ptr %params21, align 4
-  %162 = fadd float %153, %161
-  %163 = mul nsw i64 %0, 8
-  %164 = add nsw i64 %163, %conv2.co312
-  %165 = mul nsw i64 %164, 16
-  %166 = add nsw i64 %165, %conv2.ci301
-  %167 = mul nsw i64 %166, 9
-  %168 = add nsw i64 160, %167
-  %169 = add nsw i64 %168, 8
-  %params22 = getelementptr inbounds float, ptr %params, i64 %169
-  %170 = load float, ptr %params22, align 4
-  %171 = fadd float %162, %170
-  %172 = fmul float %171, 5.000000e-01
-  store float %172, ptr %conv2.w41, align 4
-  %173 = mul nsw i64 %0, 8
-  %174 = add nsw i64 %173, %conv2.co312
-  %175 = mul nsw i64 %174, 16
-  %176 = add nsw i64 %175, %conv2.ci301
-  %177 = mul nsw i64 %176, 9
-  %178 = add nsw i64 160, %177
-  %179 = add nsw i64 %178, 2
-  %params23 = getelementptr inbounds float, ptr %params, i64 %179
-  %180 = load float, ptr %params23, align 4
-  %181 = mul nsw i64 %0, 8
-  %182 = add nsw i64 %181, %conv2.co312
-  %183 = mul nsw i64 %182, 16
-  %184 = add nsw i64 %183, %conv2.ci301
-  %185 = mul nsw i64 %184, 9
-  %186 = add nsw i64 160, %185
-  %187 = add nsw i64 %186, 8
-  %params24 = getelementptr inbounds float, ptr %params, i64 %187
-  %188 = load float, ptr %params24, align 4
-  %189 = fadd float %180, %188
-  %190 = mul nsw i64 %0, 8
-  %191 = add nsw i64 %190, %conv2.co312
-  %192 = mul nsw i64 %191, 16
-  %193 = add nsw i64 %192, %conv2.ci301
-  %194 = mul nsw i64 %193, 9
-  %195 = add nsw i64 160, %194
-  %196 = add nsw i64 %195, 5
-  %params25 = getelementptr inbounds float, ptr %params, i64 %196
-  %197 = load float, ptr %params25, align 4
-  %198 = fsub float %189, %197
-  %199 = fmul float %198, 5.000000e-01
-  store float %199, ptr %conv2.w42, align 4
-  %200 = mul nsw i64 %0, 8
-  %201 = add nsw i64 %200, %conv2.co312
-  %202 = mul nsw i64 %201, 16
-  %203 = add nsw i64 %202, %conv2.ci301
-  %204 = mul nsw i64 %203, 9
-  %205 = add nsw i64 160, %204
-  %206 = add nsw i64 %205, 8
-  %params26 = getelementptr inbounds float, ptr %params, i64 %206
-  %207 = load float, ptr %params26, align 4
-  store float %207, ptr %conv2.w43, align 4
-  %w32 = load float, ptr %conv2.w32, align 4
-  store float %w32, ptr %conv2.w44, align 4
-  %w3227 = load float, ptr %conv2.w32, align 4
-  %w36 = load float, ptr %conv2.w36, align 4
-  %208 = fadd float %w3227, %w36
-  %w40 = load float, ptr %conv2.w40, align 4
-  %209 = fadd float %208, %w40
-  %210 = fmul float %209, 5.000000e-01
-  store float %210, ptr %conv2.w45, align 4
-  %w3228 = load float, ptr %conv2.w32, align 4
-  %w4029 = load float, ptr %conv2.w40, align 4
-  %211 = fadd float %w3228, %w4029
-  %w3630 = load float, ptr %conv2.w36, align 4
-  %212 = fsub float %211, %w3630
-  %213 = fmul float %212, 5.000000e-01
-  store float %213, ptr %conv2.w46, align 4
-  %w4031 = load float, ptr %conv2.w40, align 4
-  store float %w4031, ptr %conv2.w47, align 4
-  %w33 = load float, ptr %conv2.w33, align 4
-  store float %w33, ptr %conv2.w48, align 4
-  %w3332 = load float, ptr %conv2.w33, align 4
-  %w37 = load float, ptr %conv2.w37, align 4
-  %214 = fadd float %w3332, %w37
-  %w41 = load float, ptr %conv2.w41, align 4
-  %215 = fadd float %214, %w41
-  %216 = fmul float %215, 5.000000e-01
-  store float %216, ptr %conv2.w49, align 4
-  %w3333 = load float, ptr %conv2.w33, align 4
-  %w4134 = load float, ptr %conv2.w41, align 4
-  %217 = fadd float %w3333, %w4134
-  %w3735 = load float, ptr %conv2.w37, align 4
-  %218 = fsub float %217, %w3735
-  %219 = fmul float %218, 5.000000e-01
-  store float %219, ptr %conv2.w50, align 4
-  %w4136 = load float, ptr %conv2.w41, align 4
-  store float %w4136, ptr %conv2.w51, align 4
-  %w34 = load float, ptr %conv2.w34, align 4
-  store float %w34, ptr %conv2.w52, align 4
-  %w3437 = load float, ptr %conv2.w34, align 4
-  %w38 = load float, ptr %conv2.w38, align 4
-  %220 = fadd float %w3437, %w38
-  %w42 = load float, ptr %conv2.w42, align 4
-  %221 = fadd float %220, %w42
-  %222 = fmul float %221, 5.000000e-01
-  store float %222, ptr %conv2.w53, align 4
-  %w3438 = load float, ptr %conv2.w34, align 4
-  %w4239 = load float, ptr %conv2.w42, align 4
-  %223 = fadd float %w3438, %w4239
-  %w3840 = load float, ptr %conv2.w38, align 4
-  %224 = fsub float %223, %w3840
-  %225 = fmul float %224, 5.000000e-01
-  store float %225, ptr %conv2.w54, align 4
-  %w4241 = load float, ptr %conv2.w42, align 4
-  store float %w4241, ptr %conv2.w55, align 4
-  %w35 = load float, ptr %conv2.w35, align 4
-  store float %w35, ptr %conv2.w56, align 4
-  %w3542 = load float, ptr %conv2.w35, align 4
-  %w39 = load float, ptr %conv2.w39, align 4
-  %226 = fadd float %w3542, %w39
-  %w43 = load float, ptr %conv2.w43, align 4
-  %227 = fadd float %226, %w43
-  %228 = fmul float %227, 5.000000e-01
-  store float %228, ptr %conv2.w57, align 4
-  %w3543 = load float, ptr %conv2.w35, align 4
-  %w4344 = load float, ptr %conv2.w43, align 4
-  %229 = fadd float %w3543, %w4344
-  %w3945 = load float, ptr %conv2.w39, align 4
-  %230 = fsub float %229, %w3945
-  %231 = fmul float %230, 5.000000e-01
-  store float %231, ptr %conv2.w58, align 4
-  %w4346 = load float, ptr %conv2.w43, align 4
-  store float %w4346, ptr %conv2.w59, align 4
-  %w44 = load float, ptr %conv2.w44, align 4
-  %232 = mul nsw i64 %conv2.ci301, 16
-  %233 = add nsw i64 1605632, %232
-  %234 = mul nsw i64 %0, 8
-  %235 = add nsw i64 %234, %conv2.co312
-  %236 = add nsw i64 %233, %235
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w44, ptr %arena47, align 4
-  %w45 = load float, ptr %conv2.w45, align 4
-  %237 = mul nsw i64 %conv2.ci301, 16
-  %238 = add nsw i64 1605888, %237
-  %239 = mul nsw i64 %0, 8
-  %240 = add nsw i64 %239, %conv2.co312
-  %241 = add nsw i64 %238, %240
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w45, ptr %arena48, align 4
-  %w46 = load float, ptr %conv2.w46, align 4
-  %242 = mul nsw i64 %conv2.ci301, 16
-  %243 = add nsw i64 1606144, %242
-  %244 = mul nsw i64 %0, 8
-  %245 = add nsw i64 %244, %conv2.co312
-  %246 = add nsw i64 %243, %245
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w46, ptr %arena49, align 4
-  %w47 = load float, ptr %conv2.w47, align 4
-  %247 = mul nsw i64 %conv2.ci301, 16
-  %248 = add nsw i64 1606400, %247
-  %249 = mul nsw i64 %0, 8
-  %250 = add nsw i64 %249, %conv2.co312
-  %251 = add nsw i64 %248, %250
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w47, ptr %arena50, align 4
-  %w48 = load float, ptr %conv2.w48, align 4
-  %252 = mul nsw i64 %conv2.ci301, 16
-  %253 = add nsw i64 1606656, %252
-  %254 = mul nsw i64 %0, 8
-  %255 = add nsw i64 %254, %conv2.co312
-  %256 = add nsw i64 %253, %255
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w48, ptr %arena51, align 4
-  %w49 = load float, ptr %conv2.w49, align 4
-  %257 = mul nsw i64 %conv2.ci301, 16
-  %258 = add nsw i64 1606912, %257
-  %259 = mul nsw i64 %0, 8
-  %260 = add nsw i64 %259, %conv2.co312
-  %261 = add nsw i64 %258, %260
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w49, ptr %arena52, align 4
-  %w50 = load float, ptr %conv2.w50, align 4
-  %262 = mul nsw i64 %conv2.ci301, 16
-  %263 = add nsw i64 1607168, %262
-  %264 = mul nsw i64 %0, 8
-  %265 = add nsw i64 %264, %conv2.co312
-  %266 = add nsw i64 %263, %265
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w50, ptr %arena53, align 4
-  %w51 = load float, ptr %conv2.w51, align 4
-  %267 = mul nsw i64 %conv2.ci301, 16
-  %268 = add nsw i64 1607424, %267
-  %269 = mul nsw i64 %0, 8
-  %270 = add nsw i64 %269, %conv2.co312
-  %271 = add nsw i64 %268, %270
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w51, ptr %arena54, align 4
-  %w52 = load float, ptr %conv2.w52, align 4
-  %272 = mul nsw i64 %conv2.ci301, 16
-  %273 = add nsw i64 1607680, %272
-  %274 = mul nsw i64 %0, 8
-  %275 = add nsw i64 %274, %conv2.co312
-  %276 = add nsw i64 %273, %275
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w52, ptr %arena55, align 4
-  %w53 = load float, ptr %conv2.w53, align 4
-  %277 = mul nsw i64 %conv2.ci301, 16
-  %278 = add nsw i64 1607936, %277
-  %279 = mul nsw i64 %0, 8
-  %280 = add nsw i64 %279, %conv2.co312
-  %281 = add nsw i64 %278, %280
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w53, ptr %arena56, align 4
-  %w54 = load float, ptr %conv2.w54, align 4
-  %282 = mul nsw i64 %conv2.ci301, 16
-  %283 = add nsw i64 1608192, %282
-  %284 = mul nsw i64 %0, 8
-  %285 = add nsw i64 %284, %conv2.co312
-  %286 = add nsw i64 %283, %285
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w54, ptr %arena57, align 4
-  %w55 = load float, ptr %conv2.w55, align 4
-  %287 = mul nsw i64 %conv2.ci301, 16
-  %288 = add nsw i64 1608448, %287
-  %289 = mul nsw i64 %0, 8
-  %290 = add nsw i64 %289, %conv2.co312
-  %291 = add nsw i64 %288, %290
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w55, ptr %arena58, align 4
-  %w56 = load float, ptr %conv2.w56, align 4
-  %292 = mul nsw i64 %conv2.ci301, 16
-  %293 = add nsw i64 1608704, %292
-  %294 = mul nsw i64 %0, 8
-  %295 = add nsw i64 %294, %conv2.co312
-  %296 = add nsw i64 %293, %295
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w56, ptr %arena59, align 4
-  %w57 = load float, ptr %conv2.w57, align 4
-  %297 = mul nsw i64 %conv2.ci301, 16
-  %298 = add nsw i64 1608960, %297
-  %299 = mul nsw i64 %0, 8
-  %300 = add nsw i64 %299, %conv2.co312
-  %301 = add nsw i64 %298, %300
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w57, ptr %arena60, align 4
-  %w58 = load float, ptr %conv2.w58, align 4
-  %302 = mul nsw i64 %conv2.ci301, 16
-  %303 = add nsw i64 1609216, %302
-  %304 = mul nsw i64 %0, 8
-  %305 = add nsw i64 %304, %conv2.co312
-  %306 = add nsw i64 %303, %305
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w58, ptr %arena61, align 4
-  %w59 = load float, ptr %conv2.w59, align 4
-  %307 = mul nsw i64 %conv2.ci301, 16
-  %308 = add nsw i64 1609472, %307
-  %309 = mul nsw i64 %0, 8
-  %310 = add nsw i64 %309, %conv2.co312
-  %311 = add nsw i64 %308, %310
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w59, ptr %arena62, align 4
-  %co31.next = add nsw i64 %conv2.co312, 1
-  %312 = icmp slt i64 %co31.next, 8
-  br i1 %312, label %conv2.co31, label %conv2.co31.end
-
-conv2.co31.end:                                   ; preds = %conv2.co31
-  %ci30.next = add nsw i64 %conv2.ci301, 1
-  %313 = icmp slt i64 %ci30.next, 16
-  br i1 %313, label %conv2.ci30, label %conv2.ci30.end
-}
-
-define internal void @residual_infer_b64.k1.conv2.part29.task(ptr %0, i64 %1) {
-entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
-  %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
-  %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
-  %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
-  %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
-  %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
-  %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
-  %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
-  %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @residual_infer_b64.k1.conv2.part29(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
-  ret void
 }
 
 ; Function Attrs: noinline
@@ -19668,7 +20243,7 @@ conv2.mb105.end:                                  ; preds = %conv2.k107.end
 conv2.k107:                                       ; preds = %conv2.k107, %conv2.mb105
   %conv2.k1073 = phi i64 [ 0, %conv2.mb105 ], [ %k107.next, %conv2.k107 ]
   %3 = mul nsw i64 %0, 256
-  %4 = add nsw i64 1605632, %3
+  %4 = add nsw i64 2408448, %3
   %5 = mul nsw i64 %1, 8
   %6 = add nsw i64 %4, %5
   %7 = mul nsw i64 %conv2.k1073, 16
@@ -20474,1442 +21049,874 @@ entry:
   %conv3.w178 = alloca <8 x float>, align 32
   %conv3.w177 = alloca <8 x float>, align 32
   %conv3.w176 = alloca <8 x float>, align 32
-  %part135.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 0
-  store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 1
-  store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 2
-  store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 3
-  store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 4
-  store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = icmp eq ptr %pool, null
-  br i1 %11, label %conv3.part135.serial, label %conv3.part135.pool
-
-conv3.part135.pool:                               ; preds = %entry
-  %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @residual_infer_b64.k4.conv3.part135.task, ptr %part135.context, i64 2)
-  br label %conv3.part135.done
-
-conv3.part135.serial:                             ; preds = %entry
-  br label %conv3.part135
-
-conv3.part135.done:                               ; preds = %conv3.part135.end, %conv3.part135.pool
   br label %conv3.i166
 
-conv3.part135:                                    ; preds = %conv3.part135, %conv3.part135.serial
-  %conv3.part1351 = phi i64 [ 0, %conv3.part135.serial ], [ %part135.next, %conv3.part135 ]
-  call void @residual_infer_b64.k4.conv3.part135(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.part1351)
-  %part135.next = add nsw i64 %conv3.part1351, 1
-  %12 = icmp slt i64 %part135.next, 2
-  br i1 %12, label %conv3.part135, label %conv3.part135.end
-
-conv3.part135.end:                                ; preds = %conv3.part135
-  br label %conv3.part135.done
-
-conv3.i166:                                       ; preds = %conv3.i166, %conv3.part135.done
-  %conv3.i1662 = phi i64 [ 0, %conv3.part135.done ], [ %i166.next, %conv3.i166 ]
-  %13 = add nsw i64 610304, %conv3.i1662
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %13
-  store float 0.000000e+00, ptr %arena3, align 4
-  %i166.next = add nsw i64 %conv3.i1662, 1
-  %14 = icmp slt i64 %i166.next, 4096
-  br i1 %14, label %conv3.i166, label %conv3.i166.end
+conv3.i166:                                       ; preds = %conv3.i166, %entry
+  %conv3.i1661 = phi i64 [ 0, %entry ], [ %i166.next, %conv3.i166 ]
+  %0 = add nsw i64 610304, %conv3.i1661
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
+  store float 0.000000e+00, ptr %arena2, align 4
+  %i166.next = add nsw i64 %conv3.i1661, 1
+  %1 = icmp slt i64 %i166.next, 4096
+  br i1 %1, label %conv3.i166, label %conv3.i166.end
 
 conv3.i166.end:                                   ; preds = %conv3.i166
   br label %conv3.g167
 
 conv3.g167:                                       ; preds = %conv3.part208.done, %conv3.i166.end
-  %conv3.g1674 = phi i64 [ 0, %conv3.i166.end ], [ %g167.next, %conv3.part208.done ]
+  %conv3.g1673 = phi i64 [ 0, %conv3.i166.end ], [ %g167.next, %conv3.part208.done ]
   br label %conv3.j168
 
 conv3.g167.end:                                   ; preds = %conv3.part208.done
   ret void
 
 conv3.j168:                                       ; preds = %conv3.c169.end, %conv3.g167
-  %conv3.j1685 = phi i64 [ 0, %conv3.g167 ], [ %j168.next, %conv3.c169.end ]
+  %conv3.j1684 = phi i64 [ 0, %conv3.g167 ], [ %j168.next, %conv3.c169.end ]
   br label %conv3.c169
 
 conv3.j168.end:                                   ; preds = %conv3.c169.end
   br label %conv3.j172
 
 conv3.c169:                                       ; preds = %conv3.iy170.end, %conv3.j168
-  %conv3.c1696 = phi i64 [ 0, %conv3.j168 ], [ %c169.next, %conv3.iy170.end ]
+  %conv3.c1695 = phi i64 [ 0, %conv3.j168 ], [ %c169.next, %conv3.iy170.end ]
   br label %conv3.iy170
 
 conv3.c169.end:                                   ; preds = %conv3.iy170.end
-  %j168.next = add nsw i64 %conv3.j1685, 1
-  %15 = icmp slt i64 %j168.next, 1
-  br i1 %15, label %conv3.j168, label %conv3.j168.end
+  %j168.next = add nsw i64 %conv3.j1684, 1
+  %2 = icmp slt i64 %j168.next, 1
+  br i1 %2, label %conv3.j168, label %conv3.j168.end
 
 conv3.iy170:                                      ; preds = %conv3.ix171.end, %conv3.c169
-  %conv3.iy1707 = phi i64 [ 0, %conv3.c169 ], [ %iy170.next, %conv3.ix171.end ]
+  %conv3.iy1706 = phi i64 [ 0, %conv3.c169 ], [ %iy170.next, %conv3.ix171.end ]
   br label %conv3.ix171
 
 conv3.iy170.end:                                  ; preds = %conv3.ix171.end
-  %c169.next = add nsw i64 %conv3.c1696, 1
-  %16 = icmp slt i64 %c169.next, 16
-  br i1 %16, label %conv3.c169, label %conv3.c169.end
+  %c169.next = add nsw i64 %conv3.c1695, 1
+  %3 = icmp slt i64 %c169.next, 16
+  br i1 %3, label %conv3.c169, label %conv3.c169.end
 
 conv3.ix171:                                      ; preds = %conv3.ix171, %conv3.iy170
-  %conv3.ix1718 = phi i64 [ 0, %conv3.iy170 ], [ %ix171.next, %conv3.ix171 ]
-  %17 = add nsw i64 %conv3.g1674, %conv3.j1685
-  %18 = mul nsw i64 %17, 3136
-  %19 = mul nsw i64 %conv3.c1696, 196
-  %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv3.iy1707, 14
-  %22 = add nsw i64 %20, %21
-  %23 = add nsw i64 %22, %conv3.ix1718
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
-  %24 = load float, ptr %arena9, align 4
-  %25 = mul nsw i64 %conv3.j1685, 4096
-  %26 = add nsw i64 %conv3.iy1707, 1
-  %27 = mul nsw i64 %26, 256
-  %28 = add nsw i64 %25, %27
-  %29 = add nsw i64 %conv3.ix1718, 1
-  %30 = mul nsw i64 %29, 16
-  %31 = add nsw i64 %28, %30
-  %32 = add nsw i64 %31, %conv3.c1696
-  %33 = add nsw i64 610304, %32
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %33
-  store float %24, ptr %arena10, align 4
-  %ix171.next = add nsw i64 %conv3.ix1718, 1
-  %34 = icmp slt i64 %ix171.next, 14
-  br i1 %34, label %conv3.ix171, label %conv3.ix171.end
+  %conv3.ix1717 = phi i64 [ 0, %conv3.iy170 ], [ %ix171.next, %conv3.ix171 ]
+  %4 = add nsw i64 %conv3.g1673, %conv3.j1684
+  %5 = mul nsw i64 %4, 3136
+  %6 = mul nsw i64 %conv3.c1695, 196
+  %7 = add nsw i64 %5, %6
+  %8 = mul nsw i64 %conv3.iy1706, 14
+  %9 = add nsw i64 %7, %8
+  %10 = add nsw i64 %9, %conv3.ix1717
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %10
+  %11 = load float, ptr %arena8, align 4
+  %12 = mul nsw i64 %conv3.j1684, 4096
+  %13 = add nsw i64 %conv3.iy1706, 1
+  %14 = mul nsw i64 %13, 256
+  %15 = add nsw i64 %12, %14
+  %16 = add nsw i64 %conv3.ix1717, 1
+  %17 = mul nsw i64 %16, 16
+  %18 = add nsw i64 %15, %17
+  %19 = add nsw i64 %18, %conv3.c1695
+  %20 = add nsw i64 610304, %19
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %20
+  store float %11, ptr %arena9, align 4
+  %ix171.next = add nsw i64 %conv3.ix1717, 1
+  %21 = icmp slt i64 %ix171.next, 14
+  br i1 %21, label %conv3.ix171, label %conv3.ix171.end
 
 conv3.ix171.end:                                  ; preds = %conv3.ix171
-  %iy170.next = add nsw i64 %conv3.iy1707, 1
-  %35 = icmp slt i64 %iy170.next, 14
-  br i1 %35, label %conv3.iy170, label %conv3.iy170.end
+  %iy170.next = add nsw i64 %conv3.iy1706, 1
+  %22 = icmp slt i64 %iy170.next, 14
+  br i1 %22, label %conv3.iy170, label %conv3.iy170.end
 
 conv3.j172:                                       ; preds = %conv3.ty173.end, %conv3.j168.end
-  %conv3.j17211 = phi i64 [ 0, %conv3.j168.end ], [ %j172.next, %conv3.ty173.end ]
+  %conv3.j17210 = phi i64 [ 0, %conv3.j168.end ], [ %j172.next, %conv3.ty173.end ]
   br label %conv3.ty173
 
 conv3.j172.end:                                   ; preds = %conv3.ty173.end
-  %36 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 0
-  store ptr %params, ptr %36, align 8
-  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 1
-  store ptr %grads, ptr %37, align 8
-  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 2
-  store ptr %m, ptr %38, align 8
-  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 3
-  store ptr %v, ptr %39, align 8
-  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 4
-  store ptr %arena, ptr %40, align 8
-  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 5
-  store ptr %images, ptr %41, align 8
-  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 6
-  store ptr %labels, ptr %42, align 8
-  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 7
-  store float %lr, ptr %43, align 4
-  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 8
-  store i64 %step, ptr %44, align 4
-  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 9
-  store i64 %seed, ptr %45, align 4
-  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 10
-  store ptr %pool, ptr %46, align 8
-  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 11
-  store i64 %conv3.g1674, ptr %47, align 4
-  %48 = icmp eq ptr %pool, null
-  br i1 %48, label %conv3.part208.serial, label %conv3.part208.pool
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 0
+  store ptr %params, ptr %23, align 8
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 1
+  store ptr %grads, ptr %24, align 8
+  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 2
+  store ptr %m, ptr %25, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 3
+  store ptr %v, ptr %26, align 8
+  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 4
+  store ptr %arena, ptr %27, align 8
+  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 5
+  store ptr %images, ptr %28, align 8
+  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 6
+  store ptr %labels, ptr %29, align 8
+  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 7
+  store float %lr, ptr %30, align 4
+  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 8
+  store i64 %step, ptr %31, align 4
+  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 9
+  store i64 %seed, ptr %32, align 4
+  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 10
+  store ptr %pool, ptr %33, align 8
+  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 11
+  store i64 %conv3.g1673, ptr %34, align 4
+  %35 = icmp eq ptr %pool, null
+  br i1 %35, label %conv3.part208.serial, label %conv3.part208.pool
 
 conv3.ty173:                                      ; preds = %conv3.tx174.end, %conv3.j172
-  %conv3.ty17312 = phi i64 [ 0, %conv3.j172 ], [ %ty173.next, %conv3.tx174.end ]
+  %conv3.ty17311 = phi i64 [ 0, %conv3.j172 ], [ %ty173.next, %conv3.tx174.end ]
   br label %conv3.tx174
 
 conv3.ty173.end:                                  ; preds = %conv3.tx174.end
-  %j172.next = add nsw i64 %conv3.j17211, 1
-  %49 = icmp slt i64 %j172.next, 1
-  br i1 %49, label %conv3.j172, label %conv3.j172.end
+  %j172.next = add nsw i64 %conv3.j17210, 1
+  %36 = icmp slt i64 %j172.next, 1
+  br i1 %36, label %conv3.j172, label %conv3.j172.end
 
 conv3.tx174:                                      ; preds = %conv3.cv175.end, %conv3.ty173
-  %conv3.tx17413 = phi i64 [ 0, %conv3.ty173 ], [ %tx174.next, %conv3.cv175.end ]
+  %conv3.tx17412 = phi i64 [ 0, %conv3.ty173 ], [ %tx174.next, %conv3.cv175.end ]
   br label %conv3.cv175
 
 conv3.tx174.end:                                  ; preds = %conv3.cv175.end
-  %ty173.next = add nsw i64 %conv3.ty17312, 1
-  %50 = icmp slt i64 %ty173.next, 7
-  br i1 %50, label %conv3.ty173, label %conv3.ty173.end
+  %ty173.next = add nsw i64 %conv3.ty17311, 1
+  %37 = icmp slt i64 %ty173.next, 7
+  br i1 %37, label %conv3.ty173, label %conv3.ty173.end
 
 conv3.cv175:                                      ; preds = %conv3.cv175, %conv3.tx174
-  %conv3.cv17514 = phi i64 [ 0, %conv3.tx174 ], [ %cv175.next, %conv3.cv175 ]
-  %51 = mul nsw i64 %conv3.j17211, 4096
-  %52 = mul nsw i64 %conv3.ty17312, 2
-  %53 = mul nsw i64 %52, 256
-  %54 = add nsw i64 %51, %53
-  %55 = mul nsw i64 %conv3.tx17413, 2
-  %56 = mul nsw i64 %55, 16
-  %57 = add nsw i64 %54, %56
-  %58 = mul nsw i64 %conv3.cv17514, 8
-  %59 = add nsw i64 %57, %58
-  %60 = add nsw i64 610304, %59
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %60
-  %61 = load <8 x float>, ptr %arena15, align 4
-  %62 = mul nsw i64 %conv3.j17211, 4096
-  %63 = mul nsw i64 %conv3.ty17312, 2
-  %64 = add nsw i64 %63, 2
+  %conv3.cv17513 = phi i64 [ 0, %conv3.tx174 ], [ %cv175.next, %conv3.cv175 ]
+  %38 = mul nsw i64 %conv3.j17210, 4096
+  %39 = mul nsw i64 %conv3.ty17311, 2
+  %40 = mul nsw i64 %39, 256
+  %41 = add nsw i64 %38, %40
+  %42 = mul nsw i64 %conv3.tx17412, 2
+  %43 = mul nsw i64 %42, 16
+  %44 = add nsw i64 %41, %43
+  %45 = mul nsw i64 %conv3.cv17513, 8
+  %46 = add nsw i64 %44, %45
+  %47 = add nsw i64 610304, %46
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %47
+  %48 = load <8 x float>, ptr %arena14, align 4
+  %49 = mul nsw i64 %conv3.j17210, 4096
+  %50 = mul nsw i64 %conv3.ty17311, 2
+  %51 = add nsw i64 %50, 2
+  %52 = mul nsw i64 %51, 256
+  %53 = add nsw i64 %49, %52
+  %54 = mul nsw i64 %conv3.tx17412, 2
+  %55 = mul nsw i64 %54, 16
+  %56 = add nsw i64 %53, %55
+  %57 = mul nsw i64 %conv3.cv17513, 8
+  %58 = add nsw i64 %56, %57
+  %59 = add nsw i64 610304, %58
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %59
+  %60 = load <8 x float>, ptr %arena15, align 4
+  %61 = fsub <8 x float> %48, %60
+  store <8 x float> %61, ptr %conv3.w176, align 32
+  %62 = mul nsw i64 %conv3.j17210, 4096
+  %63 = mul nsw i64 %conv3.ty17311, 2
+  %64 = add nsw i64 %63, 1
   %65 = mul nsw i64 %64, 256
   %66 = add nsw i64 %62, %65
-  %67 = mul nsw i64 %conv3.tx17413, 2
+  %67 = mul nsw i64 %conv3.tx17412, 2
   %68 = mul nsw i64 %67, 16
   %69 = add nsw i64 %66, %68
-  %70 = mul nsw i64 %conv3.cv17514, 8
+  %70 = mul nsw i64 %conv3.cv17513, 8
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 610304, %71
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena16, align 4
-  %74 = fsub <8 x float> %61, %73
-  store <8 x float> %74, ptr %conv3.w176, align 32
-  %75 = mul nsw i64 %conv3.j17211, 4096
-  %76 = mul nsw i64 %conv3.ty17312, 2
-  %77 = add nsw i64 %76, 1
-  %78 = mul nsw i64 %77, 256
-  %79 = add nsw i64 %75, %78
-  %80 = mul nsw i64 %conv3.tx17413, 2
-  %81 = mul nsw i64 %80, 16
-  %82 = add nsw i64 %79, %81
-  %83 = mul nsw i64 %conv3.cv17514, 8
-  %84 = add nsw i64 %82, %83
-  %85 = add nsw i64 610304, %84
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %85
-  %86 = load <8 x float>, ptr %arena17, align 4
-  %87 = mul nsw i64 %conv3.j17211, 4096
-  %88 = mul nsw i64 %conv3.ty17312, 2
+  %74 = mul nsw i64 %conv3.j17210, 4096
+  %75 = mul nsw i64 %conv3.ty17311, 2
+  %76 = add nsw i64 %75, 2
+  %77 = mul nsw i64 %76, 256
+  %78 = add nsw i64 %74, %77
+  %79 = mul nsw i64 %conv3.tx17412, 2
+  %80 = mul nsw i64 %79, 16
+  %81 = add nsw i64 %78, %80
+  %82 = mul nsw i64 %conv3.cv17513, 8
+  %83 = add nsw i64 %81, %82
+  %84 = add nsw i64 610304, %83
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
+  %85 = load <8 x float>, ptr %arena17, align 4
+  %86 = fadd <8 x float> %73, %85
+  store <8 x float> %86, ptr %conv3.w177, align 32
+  %87 = mul nsw i64 %conv3.j17210, 4096
+  %88 = mul nsw i64 %conv3.ty17311, 2
   %89 = add nsw i64 %88, 2
   %90 = mul nsw i64 %89, 256
   %91 = add nsw i64 %87, %90
-  %92 = mul nsw i64 %conv3.tx17413, 2
+  %92 = mul nsw i64 %conv3.tx17412, 2
   %93 = mul nsw i64 %92, 16
   %94 = add nsw i64 %91, %93
-  %95 = mul nsw i64 %conv3.cv17514, 8
+  %95 = mul nsw i64 %conv3.cv17513, 8
   %96 = add nsw i64 %94, %95
   %97 = add nsw i64 610304, %96
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %97
   %98 = load <8 x float>, ptr %arena18, align 4
-  %99 = fadd <8 x float> %86, %98
-  store <8 x float> %99, ptr %conv3.w177, align 32
-  %100 = mul nsw i64 %conv3.j17211, 4096
-  %101 = mul nsw i64 %conv3.ty17312, 2
-  %102 = add nsw i64 %101, 2
-  %103 = mul nsw i64 %102, 256
-  %104 = add nsw i64 %100, %103
-  %105 = mul nsw i64 %conv3.tx17413, 2
-  %106 = mul nsw i64 %105, 16
-  %107 = add nsw i64 %104, %106
-  %108 = mul nsw i64 %conv3.cv17514, 8
-  %109 = add nsw i64 %107, %108
-  %110 = add nsw i64 610304, %109
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %110
-  %111 = load <8 x float>, ptr %arena19, align 4
-  %112 = mul nsw i64 %conv3.j17211, 4096
-  %113 = mul nsw i64 %conv3.ty17312, 2
+  %99 = mul nsw i64 %conv3.j17210, 4096
+  %100 = mul nsw i64 %conv3.ty17311, 2
+  %101 = add nsw i64 %100, 1
+  %102 = mul nsw i64 %101, 256
+  %103 = add nsw i64 %99, %102
+  %104 = mul nsw i64 %conv3.tx17412, 2
+  %105 = mul nsw i64 %104, 16
+  %106 = add nsw i64 %103, %105
+  %107 = mul nsw i64 %conv3.cv17513, 8
+  %108 = add nsw i64 %106, %107
+  %109 = add nsw i64 610304, %108
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %109
+  %110 = load <8 x float>, ptr %arena19, align 4
+  %111 = fsub <8 x float> %98, %110
+  store <8 x float> %111, ptr %conv3.w178, align 32
+  %112 = mul nsw i64 %conv3.j17210, 4096
+  %113 = mul nsw i64 %conv3.ty17311, 2
   %114 = add nsw i64 %113, 1
   %115 = mul nsw i64 %114, 256
   %116 = add nsw i64 %112, %115
-  %117 = mul nsw i64 %conv3.tx17413, 2
+  %117 = mul nsw i64 %conv3.tx17412, 2
   %118 = mul nsw i64 %117, 16
   %119 = add nsw i64 %116, %118
-  %120 = mul nsw i64 %conv3.cv17514, 8
+  %120 = mul nsw i64 %conv3.cv17513, 8
   %121 = add nsw i64 %119, %120
   %122 = add nsw i64 610304, %121
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %122
   %123 = load <8 x float>, ptr %arena20, align 4
-  %124 = fsub <8 x float> %111, %123
-  store <8 x float> %124, ptr %conv3.w178, align 32
-  %125 = mul nsw i64 %conv3.j17211, 4096
-  %126 = mul nsw i64 %conv3.ty17312, 2
-  %127 = add nsw i64 %126, 1
-  %128 = mul nsw i64 %127, 256
-  %129 = add nsw i64 %125, %128
-  %130 = mul nsw i64 %conv3.tx17413, 2
-  %131 = mul nsw i64 %130, 16
-  %132 = add nsw i64 %129, %131
-  %133 = mul nsw i64 %conv3.cv17514, 8
-  %134 = add nsw i64 %132, %133
-  %135 = add nsw i64 610304, %134
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %135
-  %136 = load <8 x float>, ptr %arena21, align 4
-  %137 = mul nsw i64 %conv3.j17211, 4096
-  %138 = mul nsw i64 %conv3.ty17312, 2
-  %139 = add nsw i64 %138, 3
-  %140 = mul nsw i64 %139, 256
-  %141 = add nsw i64 %137, %140
-  %142 = mul nsw i64 %conv3.tx17413, 2
+  %124 = mul nsw i64 %conv3.j17210, 4096
+  %125 = mul nsw i64 %conv3.ty17311, 2
+  %126 = add nsw i64 %125, 3
+  %127 = mul nsw i64 %126, 256
+  %128 = add nsw i64 %124, %127
+  %129 = mul nsw i64 %conv3.tx17412, 2
+  %130 = mul nsw i64 %129, 16
+  %131 = add nsw i64 %128, %130
+  %132 = mul nsw i64 %conv3.cv17513, 8
+  %133 = add nsw i64 %131, %132
+  %134 = add nsw i64 610304, %133
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %134
+  %135 = load <8 x float>, ptr %arena21, align 4
+  %136 = fsub <8 x float> %123, %135
+  store <8 x float> %136, ptr %conv3.w179, align 32
+  %137 = mul nsw i64 %conv3.j17210, 4096
+  %138 = mul nsw i64 %conv3.ty17311, 2
+  %139 = mul nsw i64 %138, 256
+  %140 = add nsw i64 %137, %139
+  %141 = mul nsw i64 %conv3.tx17412, 2
+  %142 = add nsw i64 %141, 1
   %143 = mul nsw i64 %142, 16
-  %144 = add nsw i64 %141, %143
-  %145 = mul nsw i64 %conv3.cv17514, 8
+  %144 = add nsw i64 %140, %143
+  %145 = mul nsw i64 %conv3.cv17513, 8
   %146 = add nsw i64 %144, %145
   %147 = add nsw i64 610304, %146
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena22, align 4
-  %149 = fsub <8 x float> %136, %148
-  store <8 x float> %149, ptr %conv3.w179, align 32
-  %150 = mul nsw i64 %conv3.j17211, 4096
-  %151 = mul nsw i64 %conv3.ty17312, 2
+  %149 = mul nsw i64 %conv3.j17210, 4096
+  %150 = mul nsw i64 %conv3.ty17311, 2
+  %151 = add nsw i64 %150, 2
   %152 = mul nsw i64 %151, 256
-  %153 = add nsw i64 %150, %152
-  %154 = mul nsw i64 %conv3.tx17413, 2
+  %153 = add nsw i64 %149, %152
+  %154 = mul nsw i64 %conv3.tx17412, 2
   %155 = add nsw i64 %154, 1
   %156 = mul nsw i64 %155, 16
   %157 = add nsw i64 %153, %156
-  %158 = mul nsw i64 %conv3.cv17514, 8
+  %158 = mul nsw i64 %conv3.cv17513, 8
   %159 = add nsw i64 %157, %158
   %160 = add nsw i64 610304, %159
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %160
   %161 = load <8 x float>, ptr %arena23, align 4
-  %162 = mul nsw i64 %conv3.j17211, 4096
-  %163 = mul nsw i64 %conv3.ty17312, 2
-  %164 = add nsw i64 %163, 2
-  %165 = mul nsw i64 %164, 256
-  %166 = add nsw i64 %162, %165
-  %167 = mul nsw i64 %conv3.tx17413, 2
-  %168 = add nsw i64 %167, 1
-  %169 = mul nsw i64 %168, 16
-  %170 = add nsw i64 %166, %169
-  %171 = mul nsw i64 %conv3.cv17514, 8
-  %172 = add nsw i64 %170, %171
-  %173 = add nsw i64 610304, %172
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %173
-  %174 = load <8 x float>, ptr %arena24, align 4
-  %175 = fsub <8 x float> %161, %174
-  store <8 x float> %175, ptr %conv3.w180, align 32
-  %176 = mul nsw i64 %conv3.j17211, 4096
-  %177 = mul nsw i64 %conv3.ty17312, 2
-  %178 = add nsw i64 %177, 1
+  %162 = fsub <8 x float> %148, %161
+  store <8 x float> %162, ptr %conv3.w180, align 32
+  %163 = mul nsw i64 %conv3.j17210, 4096
+  %164 = mul nsw i64 %conv3.ty17311, 2
+  %165 = add nsw i64 %164, 1
+  %166 = mul nsw i64 %165, 256
+  %167 = add nsw i64 %163, %166
+  %168 = mul nsw i64 %conv3.tx17412, 2
+  %169 = add nsw i64 %168, 1
+  %170 = mul nsw i64 %169, 16
+  %171 = add nsw i64 %167, %170
+  %172 = mul nsw i64 %conv3.cv17513, 8
+  %173 = add nsw i64 %171, %172
+  %174 = add nsw i64 610304, %173
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %174
+  %175 = load <8 x float>, ptr %arena24, align 4
+  %176 = mul nsw i64 %conv3.j17210, 4096
+  %177 = mul nsw i64 %conv3.ty17311, 2
+  %178 = add nsw i64 %177, 2
   %179 = mul nsw i64 %178, 256
   %180 = add nsw i64 %176, %179
-  %181 = mul nsw i64 %conv3.tx17413, 2
+  %181 = mul nsw i64 %conv3.tx17412, 2
   %182 = add nsw i64 %181, 1
   %183 = mul nsw i64 %182, 16
   %184 = add nsw i64 %180, %183
-  %185 = mul nsw i64 %conv3.cv17514, 8
+  %185 = mul nsw i64 %conv3.cv17513, 8
   %186 = add nsw i64 %184, %185
   %187 = add nsw i64 610304, %186
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %187
   %188 = load <8 x float>, ptr %arena25, align 4
-  %189 = mul nsw i64 %conv3.j17211, 4096
-  %190 = mul nsw i64 %conv3.ty17312, 2
-  %191 = add nsw i64 %190, 2
-  %192 = mul nsw i64 %191, 256
-  %193 = add nsw i64 %189, %192
-  %194 = mul nsw i64 %conv3.tx17413, 2
-  %195 = add nsw i64 %194, 1
-  %196 = mul nsw i64 %195, 16
-  %197 = add nsw i64 %193, %196
-  %198 = mul nsw i64 %conv3.cv17514, 8
-  %199 = add nsw i64 %197, %198
-  %200 = add nsw i64 610304, %199
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %200
-  %201 = load <8 x float>, ptr %arena26, align 4
-  %202 = fadd <8 x float> %188, %201
-  store <8 x float> %202, ptr %conv3.w181, align 32
-  %203 = mul nsw i64 %conv3.j17211, 4096
-  %204 = mul nsw i64 %conv3.ty17312, 2
-  %205 = add nsw i64 %204, 2
+  %189 = fadd <8 x float> %175, %188
+  store <8 x float> %189, ptr %conv3.w181, align 32
+  %190 = mul nsw i64 %conv3.j17210, 4096
+  %191 = mul nsw i64 %conv3.ty17311, 2
+  %192 = add nsw i64 %191, 2
+  %193 = mul nsw i64 %192, 256
+  %194 = add nsw i64 %190, %193
+  %195 = mul nsw i64 %conv3.tx17412, 2
+  %196 = add nsw i64 %195, 1
+  %197 = mul nsw i64 %196, 16
+  %198 = add nsw i64 %194, %197
+  %199 = mul nsw i64 %conv3.cv17513, 8
+  %200 = add nsw i64 %198, %199
+  %201 = add nsw i64 610304, %200
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %201
+  %202 = load <8 x float>, ptr %arena26, align 4
+  %203 = mul nsw i64 %conv3.j17210, 4096
+  %204 = mul nsw i64 %conv3.ty17311, 2
+  %205 = add nsw i64 %204, 1
   %206 = mul nsw i64 %205, 256
   %207 = add nsw i64 %203, %206
-  %208 = mul nsw i64 %conv3.tx17413, 2
+  %208 = mul nsw i64 %conv3.tx17412, 2
   %209 = add nsw i64 %208, 1
   %210 = mul nsw i64 %209, 16
   %211 = add nsw i64 %207, %210
-  %212 = mul nsw i64 %conv3.cv17514, 8
+  %212 = mul nsw i64 %conv3.cv17513, 8
   %213 = add nsw i64 %211, %212
   %214 = add nsw i64 610304, %213
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %214
   %215 = load <8 x float>, ptr %arena27, align 4
-  %216 = mul nsw i64 %conv3.j17211, 4096
-  %217 = mul nsw i64 %conv3.ty17312, 2
-  %218 = add nsw i64 %217, 1
-  %219 = mul nsw i64 %218, 256
-  %220 = add nsw i64 %216, %219
-  %221 = mul nsw i64 %conv3.tx17413, 2
-  %222 = add nsw i64 %221, 1
-  %223 = mul nsw i64 %222, 16
-  %224 = add nsw i64 %220, %223
-  %225 = mul nsw i64 %conv3.cv17514, 8
-  %226 = add nsw i64 %224, %225
-  %227 = add nsw i64 610304, %226
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %227
-  %228 = load <8 x float>, ptr %arena28, align 4
-  %229 = fsub <8 x float> %215, %228
-  store <8 x float> %229, ptr %conv3.w182, align 32
-  %230 = mul nsw i64 %conv3.j17211, 4096
-  %231 = mul nsw i64 %conv3.ty17312, 2
-  %232 = add nsw i64 %231, 1
+  %216 = fsub <8 x float> %202, %215
+  store <8 x float> %216, ptr %conv3.w182, align 32
+  %217 = mul nsw i64 %conv3.j17210, 4096
+  %218 = mul nsw i64 %conv3.ty17311, 2
+  %219 = add nsw i64 %218, 1
+  %220 = mul nsw i64 %219, 256
+  %221 = add nsw i64 %217, %220
+  %222 = mul nsw i64 %conv3.tx17412, 2
+  %223 = add nsw i64 %222, 1
+  %224 = mul nsw i64 %223, 16
+  %225 = add nsw i64 %221, %224
+  %226 = mul nsw i64 %conv3.cv17513, 8
+  %227 = add nsw i64 %225, %226
+  %228 = add nsw i64 610304, %227
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %228
+  %229 = load <8 x float>, ptr %arena28, align 4
+  %230 = mul nsw i64 %conv3.j17210, 4096
+  %231 = mul nsw i64 %conv3.ty17311, 2
+  %232 = add nsw i64 %231, 3
   %233 = mul nsw i64 %232, 256
   %234 = add nsw i64 %230, %233
-  %235 = mul nsw i64 %conv3.tx17413, 2
+  %235 = mul nsw i64 %conv3.tx17412, 2
   %236 = add nsw i64 %235, 1
   %237 = mul nsw i64 %236, 16
   %238 = add nsw i64 %234, %237
-  %239 = mul nsw i64 %conv3.cv17514, 8
+  %239 = mul nsw i64 %conv3.cv17513, 8
   %240 = add nsw i64 %238, %239
   %241 = add nsw i64 610304, %240
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %241
   %242 = load <8 x float>, ptr %arena29, align 4
-  %243 = mul nsw i64 %conv3.j17211, 4096
-  %244 = mul nsw i64 %conv3.ty17312, 2
-  %245 = add nsw i64 %244, 3
+  %243 = fsub <8 x float> %229, %242
+  store <8 x float> %243, ptr %conv3.w183, align 32
+  %244 = mul nsw i64 %conv3.j17210, 4096
+  %245 = mul nsw i64 %conv3.ty17311, 2
   %246 = mul nsw i64 %245, 256
-  %247 = add nsw i64 %243, %246
-  %248 = mul nsw i64 %conv3.tx17413, 2
-  %249 = add nsw i64 %248, 1
+  %247 = add nsw i64 %244, %246
+  %248 = mul nsw i64 %conv3.tx17412, 2
+  %249 = add nsw i64 %248, 2
   %250 = mul nsw i64 %249, 16
   %251 = add nsw i64 %247, %250
-  %252 = mul nsw i64 %conv3.cv17514, 8
+  %252 = mul nsw i64 %conv3.cv17513, 8
   %253 = add nsw i64 %251, %252
   %254 = add nsw i64 610304, %253
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %254
   %255 = load <8 x float>, ptr %arena30, align 4
-  %256 = fsub <8 x float> %242, %255
-  store <8 x float> %256, ptr %conv3.w183, align 32
-  %257 = mul nsw i64 %conv3.j17211, 4096
-  %258 = mul nsw i64 %conv3.ty17312, 2
+  %256 = mul nsw i64 %conv3.j17210, 4096
+  %257 = mul nsw i64 %conv3.ty17311, 2
+  %258 = add nsw i64 %257, 2
   %259 = mul nsw i64 %258, 256
-  %260 = add nsw i64 %257, %259
-  %261 = mul nsw i64 %conv3.tx17413, 2
+  %260 = add nsw i64 %256, %259
+  %261 = mul nsw i64 %conv3.tx17412, 2
   %262 = add nsw i64 %261, 2
   %263 = mul nsw i64 %262, 16
   %264 = add nsw i64 %260, %263
-  %265 = mul nsw i64 %conv3.cv17514, 8
+  %265 = mul nsw i64 %conv3.cv17513, 8
   %266 = add nsw i64 %264, %265
   %267 = add nsw i64 610304, %266
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %267
   %268 = load <8 x float>, ptr %arena31, align 4
-  %269 = mul nsw i64 %conv3.j17211, 4096
-  %270 = mul nsw i64 %conv3.ty17312, 2
-  %271 = add nsw i64 %270, 2
-  %272 = mul nsw i64 %271, 256
-  %273 = add nsw i64 %269, %272
-  %274 = mul nsw i64 %conv3.tx17413, 2
-  %275 = add nsw i64 %274, 2
-  %276 = mul nsw i64 %275, 16
-  %277 = add nsw i64 %273, %276
-  %278 = mul nsw i64 %conv3.cv17514, 8
-  %279 = add nsw i64 %277, %278
-  %280 = add nsw i64 610304, %279
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %280
-  %281 = load <8 x float>, ptr %arena32, align 4
-  %282 = fsub <8 x float> %268, %281
-  store <8 x float> %282, ptr %conv3.w184, align 32
-  %283 = mul nsw i64 %conv3.j17211, 4096
-  %284 = mul nsw i64 %conv3.ty17312, 2
-  %285 = add nsw i64 %284, 1
+  %269 = fsub <8 x float> %255, %268
+  store <8 x float> %269, ptr %conv3.w184, align 32
+  %270 = mul nsw i64 %conv3.j17210, 4096
+  %271 = mul nsw i64 %conv3.ty17311, 2
+  %272 = add nsw i64 %271, 1
+  %273 = mul nsw i64 %272, 256
+  %274 = add nsw i64 %270, %273
+  %275 = mul nsw i64 %conv3.tx17412, 2
+  %276 = add nsw i64 %275, 2
+  %277 = mul nsw i64 %276, 16
+  %278 = add nsw i64 %274, %277
+  %279 = mul nsw i64 %conv3.cv17513, 8
+  %280 = add nsw i64 %278, %279
+  %281 = add nsw i64 610304, %280
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %281
+  %282 = load <8 x float>, ptr %arena32, align 4
+  %283 = mul nsw i64 %conv3.j17210, 4096
+  %284 = mul nsw i64 %conv3.ty17311, 2
+  %285 = add nsw i64 %284, 2
   %286 = mul nsw i64 %285, 256
   %287 = add nsw i64 %283, %286
-  %288 = mul nsw i64 %conv3.tx17413, 2
+  %288 = mul nsw i64 %conv3.tx17412, 2
   %289 = add nsw i64 %288, 2
   %290 = mul nsw i64 %289, 16
   %291 = add nsw i64 %287, %290
-  %292 = mul nsw i64 %conv3.cv17514, 8
+  %292 = mul nsw i64 %conv3.cv17513, 8
   %293 = add nsw i64 %291, %292
   %294 = add nsw i64 610304, %293
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %294
   %295 = load <8 x float>, ptr %arena33, align 4
-  %296 = mul nsw i64 %conv3.j17211, 4096
-  %297 = mul nsw i64 %conv3.ty17312, 2
-  %298 = add nsw i64 %297, 2
-  %299 = mul nsw i64 %298, 256
-  %300 = add nsw i64 %296, %299
-  %301 = mul nsw i64 %conv3.tx17413, 2
-  %302 = add nsw i64 %301, 2
-  %303 = mul nsw i64 %302, 16
-  %304 = add nsw i64 %300, %303
-  %305 = mul nsw i64 %conv3.cv17514, 8
-  %306 = add nsw i64 %304, %305
-  %307 = add nsw i64 610304, %306
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %307
-  %308 = load <8 x float>, ptr %arena34, align 4
-  %309 = fadd <8 x float> %295, %308
-  store <8 x float> %309, ptr %conv3.w185, align 32
-  %310 = mul nsw i64 %conv3.j17211, 4096
-  %311 = mul nsw i64 %conv3.ty17312, 2
-  %312 = add nsw i64 %311, 2
+  %296 = fadd <8 x float> %282, %295
+  store <8 x float> %296, ptr %conv3.w185, align 32
+  %297 = mul nsw i64 %conv3.j17210, 4096
+  %298 = mul nsw i64 %conv3.ty17311, 2
+  %299 = add nsw i64 %298, 2
+  %300 = mul nsw i64 %299, 256
+  %301 = add nsw i64 %297, %300
+  %302 = mul nsw i64 %conv3.tx17412, 2
+  %303 = add nsw i64 %302, 2
+  %304 = mul nsw i64 %303, 16
+  %305 = add nsw i64 %301, %304
+  %306 = mul nsw i64 %conv3.cv17513, 8
+  %307 = add nsw i64 %305, %306
+  %308 = add nsw i64 610304, %307
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %308
+  %309 = load <8 x float>, ptr %arena34, align 4
+  %310 = mul nsw i64 %conv3.j17210, 4096
+  %311 = mul nsw i64 %conv3.ty17311, 2
+  %312 = add nsw i64 %311, 1
   %313 = mul nsw i64 %312, 256
   %314 = add nsw i64 %310, %313
-  %315 = mul nsw i64 %conv3.tx17413, 2
+  %315 = mul nsw i64 %conv3.tx17412, 2
   %316 = add nsw i64 %315, 2
   %317 = mul nsw i64 %316, 16
   %318 = add nsw i64 %314, %317
-  %319 = mul nsw i64 %conv3.cv17514, 8
+  %319 = mul nsw i64 %conv3.cv17513, 8
   %320 = add nsw i64 %318, %319
   %321 = add nsw i64 610304, %320
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %321
   %322 = load <8 x float>, ptr %arena35, align 4
-  %323 = mul nsw i64 %conv3.j17211, 4096
-  %324 = mul nsw i64 %conv3.ty17312, 2
-  %325 = add nsw i64 %324, 1
-  %326 = mul nsw i64 %325, 256
-  %327 = add nsw i64 %323, %326
-  %328 = mul nsw i64 %conv3.tx17413, 2
-  %329 = add nsw i64 %328, 2
-  %330 = mul nsw i64 %329, 16
-  %331 = add nsw i64 %327, %330
-  %332 = mul nsw i64 %conv3.cv17514, 8
-  %333 = add nsw i64 %331, %332
-  %334 = add nsw i64 610304, %333
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %334
-  %335 = load <8 x float>, ptr %arena36, align 4
-  %336 = fsub <8 x float> %322, %335
-  store <8 x float> %336, ptr %conv3.w186, align 32
-  %337 = mul nsw i64 %conv3.j17211, 4096
-  %338 = mul nsw i64 %conv3.ty17312, 2
-  %339 = add nsw i64 %338, 1
+  %323 = fsub <8 x float> %309, %322
+  store <8 x float> %323, ptr %conv3.w186, align 32
+  %324 = mul nsw i64 %conv3.j17210, 4096
+  %325 = mul nsw i64 %conv3.ty17311, 2
+  %326 = add nsw i64 %325, 1
+  %327 = mul nsw i64 %326, 256
+  %328 = add nsw i64 %324, %327
+  %329 = mul nsw i64 %conv3.tx17412, 2
+  %330 = add nsw i64 %329, 2
+  %331 = mul nsw i64 %330, 16
+  %332 = add nsw i64 %328, %331
+  %333 = mul nsw i64 %conv3.cv17513, 8
+  %334 = add nsw i64 %332, %333
+  %335 = add nsw i64 610304, %334
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %335
+  %336 = load <8 x float>, ptr %arena36, align 4
+  %337 = mul nsw i64 %conv3.j17210, 4096
+  %338 = mul nsw i64 %conv3.ty17311, 2
+  %339 = add nsw i64 %338, 3
   %340 = mul nsw i64 %339, 256
   %341 = add nsw i64 %337, %340
-  %342 = mul nsw i64 %conv3.tx17413, 2
+  %342 = mul nsw i64 %conv3.tx17412, 2
   %343 = add nsw i64 %342, 2
   %344 = mul nsw i64 %343, 16
   %345 = add nsw i64 %341, %344
-  %346 = mul nsw i64 %conv3.cv17514, 8
+  %346 = mul nsw i64 %conv3.cv17513, 8
   %347 = add nsw i64 %345, %346
   %348 = add nsw i64 610304, %347
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %348
   %349 = load <8 x float>, ptr %arena37, align 4
-  %350 = mul nsw i64 %conv3.j17211, 4096
-  %351 = mul nsw i64 %conv3.ty17312, 2
-  %352 = add nsw i64 %351, 3
+  %350 = fsub <8 x float> %336, %349
+  store <8 x float> %350, ptr %conv3.w187, align 32
+  %351 = mul nsw i64 %conv3.j17210, 4096
+  %352 = mul nsw i64 %conv3.ty17311, 2
   %353 = mul nsw i64 %352, 256
-  %354 = add nsw i64 %350, %353
-  %355 = mul nsw i64 %conv3.tx17413, 2
-  %356 = add nsw i64 %355, 2
+  %354 = add nsw i64 %351, %353
+  %355 = mul nsw i64 %conv3.tx17412, 2
+  %356 = add nsw i64 %355, 3
   %357 = mul nsw i64 %356, 16
   %358 = add nsw i64 %354, %357
-  %359 = mul nsw i64 %conv3.cv17514, 8
+  %359 = mul nsw i64 %conv3.cv17513, 8
   %360 = add nsw i64 %358, %359
   %361 = add nsw i64 610304, %360
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %361
   %362 = load <8 x float>, ptr %arena38, align 4
-  %363 = fsub <8 x float> %349, %362
-  store <8 x float> %363, ptr %conv3.w187, align 32
-  %364 = mul nsw i64 %conv3.j17211, 4096
-  %365 = mul nsw i64 %conv3.ty17312, 2
+  %363 = mul nsw i64 %conv3.j17210, 4096
+  %364 = mul nsw i64 %conv3.ty17311, 2
+  %365 = add nsw i64 %364, 2
   %366 = mul nsw i64 %365, 256
-  %367 = add nsw i64 %364, %366
-  %368 = mul nsw i64 %conv3.tx17413, 2
+  %367 = add nsw i64 %363, %366
+  %368 = mul nsw i64 %conv3.tx17412, 2
   %369 = add nsw i64 %368, 3
   %370 = mul nsw i64 %369, 16
   %371 = add nsw i64 %367, %370
-  %372 = mul nsw i64 %conv3.cv17514, 8
+  %372 = mul nsw i64 %conv3.cv17513, 8
   %373 = add nsw i64 %371, %372
   %374 = add nsw i64 610304, %373
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %374
   %375 = load <8 x float>, ptr %arena39, align 4
-  %376 = mul nsw i64 %conv3.j17211, 4096
-  %377 = mul nsw i64 %conv3.ty17312, 2
-  %378 = add nsw i64 %377, 2
-  %379 = mul nsw i64 %378, 256
-  %380 = add nsw i64 %376, %379
-  %381 = mul nsw i64 %conv3.tx17413, 2
-  %382 = add nsw i64 %381, 3
-  %383 = mul nsw i64 %382, 16
-  %384 = add nsw i64 %380, %383
-  %385 = mul nsw i64 %conv3.cv17514, 8
-  %386 = add nsw i64 %384, %385
-  %387 = add nsw i64 610304, %386
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %387
-  %388 = load <8 x float>, ptr %arena40, align 4
-  %389 = fsub <8 x float> %375, %388
-  store <8 x float> %389, ptr %conv3.w188, align 32
-  %390 = mul nsw i64 %conv3.j17211, 4096
-  %391 = mul nsw i64 %conv3.ty17312, 2
-  %392 = add nsw i64 %391, 1
+  %376 = fsub <8 x float> %362, %375
+  store <8 x float> %376, ptr %conv3.w188, align 32
+  %377 = mul nsw i64 %conv3.j17210, 4096
+  %378 = mul nsw i64 %conv3.ty17311, 2
+  %379 = add nsw i64 %378, 1
+  %380 = mul nsw i64 %379, 256
+  %381 = add nsw i64 %377, %380
+  %382 = mul nsw i64 %conv3.tx17412, 2
+  %383 = add nsw i64 %382, 3
+  %384 = mul nsw i64 %383, 16
+  %385 = add nsw i64 %381, %384
+  %386 = mul nsw i64 %conv3.cv17513, 8
+  %387 = add nsw i64 %385, %386
+  %388 = add nsw i64 610304, %387
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %388
+  %389 = load <8 x float>, ptr %arena40, align 4
+  %390 = mul nsw i64 %conv3.j17210, 4096
+  %391 = mul nsw i64 %conv3.ty17311, 2
+  %392 = add nsw i64 %391, 2
   %393 = mul nsw i64 %392, 256
   %394 = add nsw i64 %390, %393
-  %395 = mul nsw i64 %conv3.tx17413, 2
+  %395 = mul nsw i64 %conv3.tx17412, 2
   %396 = add nsw i64 %395, 3
   %397 = mul nsw i64 %396, 16
   %398 = add nsw i64 %394, %397
-  %399 = mul nsw i64 %conv3.cv17514, 8
+  %399 = mul nsw i64 %conv3.cv17513, 8
   %400 = add nsw i64 %398, %399
   %401 = add nsw i64 610304, %400
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %401
   %402 = load <8 x float>, ptr %arena41, align 4
-  %403 = mul nsw i64 %conv3.j17211, 4096
-  %404 = mul nsw i64 %conv3.ty17312, 2
-  %405 = add nsw i64 %404, 2
-  %406 = mul nsw i64 %405, 256
-  %407 = add nsw i64 %403, %406
-  %408 = mul nsw i64 %conv3.tx17413, 2
-  %409 = add nsw i64 %408, 3
-  %410 = mul nsw i64 %409, 16
-  %411 = add nsw i64 %407, %410
-  %412 = mul nsw i64 %conv3.cv17514, 8
-  %413 = add nsw i64 %411, %412
-  %414 = add nsw i64 610304, %413
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %414
-  %415 = load <8 x float>, ptr %arena42, align 4
-  %416 = fadd <8 x float> %402, %415
-  store <8 x float> %416, ptr %conv3.w189, align 32
-  %417 = mul nsw i64 %conv3.j17211, 4096
-  %418 = mul nsw i64 %conv3.ty17312, 2
-  %419 = add nsw i64 %418, 2
+  %403 = fadd <8 x float> %389, %402
+  store <8 x float> %403, ptr %conv3.w189, align 32
+  %404 = mul nsw i64 %conv3.j17210, 4096
+  %405 = mul nsw i64 %conv3.ty17311, 2
+  %406 = add nsw i64 %405, 2
+  %407 = mul nsw i64 %406, 256
+  %408 = add nsw i64 %404, %407
+  %409 = mul nsw i64 %conv3.tx17412, 2
+  %410 = add nsw i64 %409, 3
+  %411 = mul nsw i64 %410, 16
+  %412 = add nsw i64 %408, %411
+  %413 = mul nsw i64 %conv3.cv17513, 8
+  %414 = add nsw i64 %412, %413
+  %415 = add nsw i64 610304, %414
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %415
+  %416 = load <8 x float>, ptr %arena42, align 4
+  %417 = mul nsw i64 %conv3.j17210, 4096
+  %418 = mul nsw i64 %conv3.ty17311, 2
+  %419 = add nsw i64 %418, 1
   %420 = mul nsw i64 %419, 256
   %421 = add nsw i64 %417, %420
-  %422 = mul nsw i64 %conv3.tx17413, 2
+  %422 = mul nsw i64 %conv3.tx17412, 2
   %423 = add nsw i64 %422, 3
   %424 = mul nsw i64 %423, 16
   %425 = add nsw i64 %421, %424
-  %426 = mul nsw i64 %conv3.cv17514, 8
+  %426 = mul nsw i64 %conv3.cv17513, 8
   %427 = add nsw i64 %425, %426
   %428 = add nsw i64 610304, %427
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %428
   %429 = load <8 x float>, ptr %arena43, align 4
-  %430 = mul nsw i64 %conv3.j17211, 4096
-  %431 = mul nsw i64 %conv3.ty17312, 2
-  %432 = add nsw i64 %431, 1
-  %433 = mul nsw i64 %432, 256
-  %434 = add nsw i64 %430, %433
-  %435 = mul nsw i64 %conv3.tx17413, 2
-  %436 = add nsw i64 %435, 3
-  %437 = mul nsw i64 %436, 16
-  %438 = add nsw i64 %434, %437
-  %439 = mul nsw i64 %conv3.cv17514, 8
-  %440 = add nsw i64 %438, %439
-  %441 = add nsw i64 610304, %440
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %441
-  %442 = load <8 x float>, ptr %arena44, align 4
-  %443 = fsub <8 x float> %429, %442
-  store <8 x float> %443, ptr %conv3.w190, align 32
-  %444 = mul nsw i64 %conv3.j17211, 4096
-  %445 = mul nsw i64 %conv3.ty17312, 2
-  %446 = add nsw i64 %445, 1
+  %430 = fsub <8 x float> %416, %429
+  store <8 x float> %430, ptr %conv3.w190, align 32
+  %431 = mul nsw i64 %conv3.j17210, 4096
+  %432 = mul nsw i64 %conv3.ty17311, 2
+  %433 = add nsw i64 %432, 1
+  %434 = mul nsw i64 %433, 256
+  %435 = add nsw i64 %431, %434
+  %436 = mul nsw i64 %conv3.tx17412, 2
+  %437 = add nsw i64 %436, 3
+  %438 = mul nsw i64 %437, 16
+  %439 = add nsw i64 %435, %438
+  %440 = mul nsw i64 %conv3.cv17513, 8
+  %441 = add nsw i64 %439, %440
+  %442 = add nsw i64 610304, %441
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %442
+  %443 = load <8 x float>, ptr %arena44, align 4
+  %444 = mul nsw i64 %conv3.j17210, 4096
+  %445 = mul nsw i64 %conv3.ty17311, 2
+  %446 = add nsw i64 %445, 3
   %447 = mul nsw i64 %446, 256
   %448 = add nsw i64 %444, %447
-  %449 = mul nsw i64 %conv3.tx17413, 2
+  %449 = mul nsw i64 %conv3.tx17412, 2
   %450 = add nsw i64 %449, 3
   %451 = mul nsw i64 %450, 16
   %452 = add nsw i64 %448, %451
-  %453 = mul nsw i64 %conv3.cv17514, 8
+  %453 = mul nsw i64 %conv3.cv17513, 8
   %454 = add nsw i64 %452, %453
   %455 = add nsw i64 610304, %454
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %455
   %456 = load <8 x float>, ptr %arena45, align 4
-  %457 = mul nsw i64 %conv3.j17211, 4096
-  %458 = mul nsw i64 %conv3.ty17312, 2
-  %459 = add nsw i64 %458, 3
-  %460 = mul nsw i64 %459, 256
-  %461 = add nsw i64 %457, %460
-  %462 = mul nsw i64 %conv3.tx17413, 2
-  %463 = add nsw i64 %462, 3
-  %464 = mul nsw i64 %463, 16
-  %465 = add nsw i64 %461, %464
-  %466 = mul nsw i64 %conv3.cv17514, 8
-  %467 = add nsw i64 %465, %466
-  %468 = add nsw i64 610304, %467
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %468
-  %469 = load <8 x float>, ptr %arena46, align 4
-  %470 = fsub <8 x float> %456, %469
-  store <8 x float> %470, ptr %conv3.w191, align 32
+  %457 = fsub <8 x float> %443, %456
+  store <8 x float> %457, ptr %conv3.w191, align 32
   %w176 = load <8 x float>, ptr %conv3.w176, align 32
   %w184 = load <8 x float>, ptr %conv3.w184, align 32
-  %471 = fsub <8 x float> %w176, %w184
-  store <8 x float> %471, ptr %conv3.w192, align 32
+  %458 = fsub <8 x float> %w176, %w184
+  store <8 x float> %458, ptr %conv3.w192, align 32
   %w180 = load <8 x float>, ptr %conv3.w180, align 32
+  %w18446 = load <8 x float>, ptr %conv3.w184, align 32
+  %459 = fadd <8 x float> %w180, %w18446
+  store <8 x float> %459, ptr %conv3.w193, align 32
   %w18447 = load <8 x float>, ptr %conv3.w184, align 32
-  %472 = fadd <8 x float> %w180, %w18447
-  store <8 x float> %472, ptr %conv3.w193, align 32
-  %w18448 = load <8 x float>, ptr %conv3.w184, align 32
+  %w18048 = load <8 x float>, ptr %conv3.w180, align 32
+  %460 = fsub <8 x float> %w18447, %w18048
+  store <8 x float> %460, ptr %conv3.w194, align 32
   %w18049 = load <8 x float>, ptr %conv3.w180, align 32
-  %473 = fsub <8 x float> %w18448, %w18049
-  store <8 x float> %473, ptr %conv3.w194, align 32
-  %w18050 = load <8 x float>, ptr %conv3.w180, align 32
   %w188 = load <8 x float>, ptr %conv3.w188, align 32
-  %474 = fsub <8 x float> %w18050, %w188
-  store <8 x float> %474, ptr %conv3.w195, align 32
+  %461 = fsub <8 x float> %w18049, %w188
+  store <8 x float> %461, ptr %conv3.w195, align 32
   %w177 = load <8 x float>, ptr %conv3.w177, align 32
   %w185 = load <8 x float>, ptr %conv3.w185, align 32
-  %475 = fsub <8 x float> %w177, %w185
-  store <8 x float> %475, ptr %conv3.w196, align 32
+  %462 = fsub <8 x float> %w177, %w185
+  store <8 x float> %462, ptr %conv3.w196, align 32
   %w181 = load <8 x float>, ptr %conv3.w181, align 32
+  %w18550 = load <8 x float>, ptr %conv3.w185, align 32
+  %463 = fadd <8 x float> %w181, %w18550
+  store <8 x float> %463, ptr %conv3.w197, align 32
   %w18551 = load <8 x float>, ptr %conv3.w185, align 32
-  %476 = fadd <8 x float> %w181, %w18551
-  store <8 x float> %476, ptr %conv3.w197, align 32
-  %w18552 = load <8 x float>, ptr %conv3.w185, align 32
+  %w18152 = load <8 x float>, ptr %conv3.w181, align 32
+  %464 = fsub <8 x float> %w18551, %w18152
+  store <8 x float> %464, ptr %conv3.w198, align 32
   %w18153 = load <8 x float>, ptr %conv3.w181, align 32
-  %477 = fsub <8 x float> %w18552, %w18153
-  store <8 x float> %477, ptr %conv3.w198, align 32
-  %w18154 = load <8 x float>, ptr %conv3.w181, align 32
   %w189 = load <8 x float>, ptr %conv3.w189, align 32
-  %478 = fsub <8 x float> %w18154, %w189
-  store <8 x float> %478, ptr %conv3.w199, align 32
+  %465 = fsub <8 x float> %w18153, %w189
+  store <8 x float> %465, ptr %conv3.w199, align 32
   %w178 = load <8 x float>, ptr %conv3.w178, align 32
   %w186 = load <8 x float>, ptr %conv3.w186, align 32
-  %479 = fsub <8 x float> %w178, %w186
-  store <8 x float> %479, ptr %conv3.w200, align 32
+  %466 = fsub <8 x float> %w178, %w186
+  store <8 x float> %466, ptr %conv3.w200, align 32
   %w182 = load <8 x float>, ptr %conv3.w182, align 32
+  %w18654 = load <8 x float>, ptr %conv3.w186, align 32
+  %467 = fadd <8 x float> %w182, %w18654
+  store <8 x float> %467, ptr %conv3.w201, align 32
   %w18655 = load <8 x float>, ptr %conv3.w186, align 32
-  %480 = fadd <8 x float> %w182, %w18655
-  store <8 x float> %480, ptr %conv3.w201, align 32
-  %w18656 = load <8 x float>, ptr %conv3.w186, align 32
+  %w18256 = load <8 x float>, ptr %conv3.w182, align 32
+  %468 = fsub <8 x float> %w18655, %w18256
+  store <8 x float> %468, ptr %conv3.w202, align 32
   %w18257 = load <8 x float>, ptr %conv3.w182, align 32
-  %481 = fsub <8 x float> %w18656, %w18257
-  store <8 x float> %481, ptr %conv3.w202, align 32
-  %w18258 = load <8 x float>, ptr %conv3.w182, align 32
   %w190 = load <8 x float>, ptr %conv3.w190, align 32
-  %482 = fsub <8 x float> %w18258, %w190
-  store <8 x float> %482, ptr %conv3.w203, align 32
+  %469 = fsub <8 x float> %w18257, %w190
+  store <8 x float> %469, ptr %conv3.w203, align 32
   %w179 = load <8 x float>, ptr %conv3.w179, align 32
   %w187 = load <8 x float>, ptr %conv3.w187, align 32
-  %483 = fsub <8 x float> %w179, %w187
-  store <8 x float> %483, ptr %conv3.w204, align 32
+  %470 = fsub <8 x float> %w179, %w187
+  store <8 x float> %470, ptr %conv3.w204, align 32
   %w183 = load <8 x float>, ptr %conv3.w183, align 32
+  %w18758 = load <8 x float>, ptr %conv3.w187, align 32
+  %471 = fadd <8 x float> %w183, %w18758
+  store <8 x float> %471, ptr %conv3.w205, align 32
   %w18759 = load <8 x float>, ptr %conv3.w187, align 32
-  %484 = fadd <8 x float> %w183, %w18759
-  store <8 x float> %484, ptr %conv3.w205, align 32
-  %w18760 = load <8 x float>, ptr %conv3.w187, align 32
+  %w18360 = load <8 x float>, ptr %conv3.w183, align 32
+  %472 = fsub <8 x float> %w18759, %w18360
+  store <8 x float> %472, ptr %conv3.w206, align 32
   %w18361 = load <8 x float>, ptr %conv3.w183, align 32
-  %485 = fsub <8 x float> %w18760, %w18361
-  store <8 x float> %485, ptr %conv3.w206, align 32
-  %w18362 = load <8 x float>, ptr %conv3.w183, align 32
   %w191 = load <8 x float>, ptr %conv3.w191, align 32
-  %486 = fsub <8 x float> %w18362, %w191
-  store <8 x float> %486, ptr %conv3.w207, align 32
+  %473 = fsub <8 x float> %w18361, %w191
+  store <8 x float> %473, ptr %conv3.w207, align 32
   %w192 = load <8 x float>, ptr %conv3.w192, align 32
-  %487 = mul nsw i64 %conv3.j17211, 49
-  %488 = mul nsw i64 %conv3.ty17312, 7
-  %489 = add nsw i64 %487, %488
-  %490 = add nsw i64 %489, %conv3.tx17413
-  %491 = mul nsw i64 %490, 16
-  %492 = add nsw i64 614400, %491
-  %493 = mul nsw i64 %conv3.cv17514, 8
-  %494 = add nsw i64 %492, %493
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %494
-  store <8 x float> %w192, ptr %arena63, align 4
+  %474 = mul nsw i64 %conv3.j17210, 49
+  %475 = mul nsw i64 %conv3.ty17311, 7
+  %476 = add nsw i64 %474, %475
+  %477 = add nsw i64 %476, %conv3.tx17412
+  %478 = mul nsw i64 %477, 16
+  %479 = add nsw i64 614400, %478
+  %480 = mul nsw i64 %conv3.cv17513, 8
+  %481 = add nsw i64 %479, %480
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %481
+  store <8 x float> %w192, ptr %arena62, align 4
   %w193 = load <8 x float>, ptr %conv3.w193, align 32
-  %495 = mul nsw i64 %conv3.j17211, 49
-  %496 = mul nsw i64 %conv3.ty17312, 7
-  %497 = add nsw i64 %495, %496
-  %498 = add nsw i64 %497, %conv3.tx17413
-  %499 = mul nsw i64 %498, 16
-  %500 = add nsw i64 615184, %499
-  %501 = mul nsw i64 %conv3.cv17514, 8
-  %502 = add nsw i64 %500, %501
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %502
-  store <8 x float> %w193, ptr %arena64, align 4
+  %482 = mul nsw i64 %conv3.j17210, 49
+  %483 = mul nsw i64 %conv3.ty17311, 7
+  %484 = add nsw i64 %482, %483
+  %485 = add nsw i64 %484, %conv3.tx17412
+  %486 = mul nsw i64 %485, 16
+  %487 = add nsw i64 615184, %486
+  %488 = mul nsw i64 %conv3.cv17513, 8
+  %489 = add nsw i64 %487, %488
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %489
+  store <8 x float> %w193, ptr %arena63, align 4
   %w194 = load <8 x float>, ptr %conv3.w194, align 32
-  %503 = mul nsw i64 %conv3.j17211, 49
-  %504 = mul nsw i64 %conv3.ty17312, 7
-  %505 = add nsw i64 %503, %504
-  %506 = add nsw i64 %505, %conv3.tx17413
-  %507 = mul nsw i64 %506, 16
-  %508 = add nsw i64 615968, %507
-  %509 = mul nsw i64 %conv3.cv17514, 8
-  %510 = add nsw i64 %508, %509
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %510
-  store <8 x float> %w194, ptr %arena65, align 4
+  %490 = mul nsw i64 %conv3.j17210, 49
+  %491 = mul nsw i64 %conv3.ty17311, 7
+  %492 = add nsw i64 %490, %491
+  %493 = add nsw i64 %492, %conv3.tx17412
+  %494 = mul nsw i64 %493, 16
+  %495 = add nsw i64 615968, %494
+  %496 = mul nsw i64 %conv3.cv17513, 8
+  %497 = add nsw i64 %495, %496
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %497
+  store <8 x float> %w194, ptr %arena64, align 4
   %w195 = load <8 x float>, ptr %conv3.w195, align 32
-  %511 = mul nsw i64 %conv3.j17211, 49
-  %512 = mul nsw i64 %conv3.ty17312, 7
-  %513 = add nsw i64 %511, %512
-  %514 = add nsw i64 %513, %conv3.tx17413
-  %515 = mul nsw i64 %514, 16
-  %516 = add nsw i64 616752, %515
-  %517 = mul nsw i64 %conv3.cv17514, 8
-  %518 = add nsw i64 %516, %517
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %518
-  store <8 x float> %w195, ptr %arena66, align 4
+  %498 = mul nsw i64 %conv3.j17210, 49
+  %499 = mul nsw i64 %conv3.ty17311, 7
+  %500 = add nsw i64 %498, %499
+  %501 = add nsw i64 %500, %conv3.tx17412
+  %502 = mul nsw i64 %501, 16
+  %503 = add nsw i64 616752, %502
+  %504 = mul nsw i64 %conv3.cv17513, 8
+  %505 = add nsw i64 %503, %504
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %505
+  store <8 x float> %w195, ptr %arena65, align 4
   %w196 = load <8 x float>, ptr %conv3.w196, align 32
-  %519 = mul nsw i64 %conv3.j17211, 49
-  %520 = mul nsw i64 %conv3.ty17312, 7
-  %521 = add nsw i64 %519, %520
-  %522 = add nsw i64 %521, %conv3.tx17413
-  %523 = mul nsw i64 %522, 16
-  %524 = add nsw i64 617536, %523
-  %525 = mul nsw i64 %conv3.cv17514, 8
-  %526 = add nsw i64 %524, %525
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %526
-  store <8 x float> %w196, ptr %arena67, align 4
+  %506 = mul nsw i64 %conv3.j17210, 49
+  %507 = mul nsw i64 %conv3.ty17311, 7
+  %508 = add nsw i64 %506, %507
+  %509 = add nsw i64 %508, %conv3.tx17412
+  %510 = mul nsw i64 %509, 16
+  %511 = add nsw i64 617536, %510
+  %512 = mul nsw i64 %conv3.cv17513, 8
+  %513 = add nsw i64 %511, %512
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %513
+  store <8 x float> %w196, ptr %arena66, align 4
   %w197 = load <8 x float>, ptr %conv3.w197, align 32
-  %527 = mul nsw i64 %conv3.j17211, 49
-  %528 = mul nsw i64 %conv3.ty17312, 7
-  %529 = add nsw i64 %527, %528
-  %530 = add nsw i64 %529, %conv3.tx17413
-  %531 = mul nsw i64 %530, 16
-  %532 = add nsw i64 618320, %531
-  %533 = mul nsw i64 %conv3.cv17514, 8
-  %534 = add nsw i64 %532, %533
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %534
-  store <8 x float> %w197, ptr %arena68, align 4
+  %514 = mul nsw i64 %conv3.j17210, 49
+  %515 = mul nsw i64 %conv3.ty17311, 7
+  %516 = add nsw i64 %514, %515
+  %517 = add nsw i64 %516, %conv3.tx17412
+  %518 = mul nsw i64 %517, 16
+  %519 = add nsw i64 618320, %518
+  %520 = mul nsw i64 %conv3.cv17513, 8
+  %521 = add nsw i64 %519, %520
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %521
+  store <8 x float> %w197, ptr %arena67, align 4
   %w198 = load <8 x float>, ptr %conv3.w198, align 32
-  %535 = mul nsw i64 %conv3.j17211, 49
-  %536 = mul nsw i64 %conv3.ty17312, 7
-  %537 = add nsw i64 %535, %536
-  %538 = add nsw i64 %537, %conv3.tx17413
-  %539 = mul nsw i64 %538, 16
-  %540 = add nsw i64 619104, %539
-  %541 = mul nsw i64 %conv3.cv17514, 8
-  %542 = add nsw i64 %540, %541
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %542
-  store <8 x float> %w198, ptr %arena69, align 4
+  %522 = mul nsw i64 %conv3.j17210, 49
+  %523 = mul nsw i64 %conv3.ty17311, 7
+  %524 = add nsw i64 %522, %523
+  %525 = add nsw i64 %524, %conv3.tx17412
+  %526 = mul nsw i64 %525, 16
+  %527 = add nsw i64 619104, %526
+  %528 = mul nsw i64 %conv3.cv17513, 8
+  %529 = add nsw i64 %527, %528
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %529
+  store <8 x float> %w198, ptr %arena68, align 4
   %w199 = load <8 x float>, ptr %conv3.w199, align 32
-  %543 = mul nsw i64 %conv3.j17211, 49
-  %544 = mul nsw i64 %conv3.ty17312, 7
-  %545 = add nsw i64 %543, %544
-  %546 = add nsw i64 %545, %conv3.tx17413
-  %547 = mul nsw i64 %546, 16
-  %548 = add nsw i64 619888, %547
-  %549 = mul nsw i64 %conv3.cv17514, 8
-  %550 = add nsw i64 %548, %549
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %550
-  store <8 x float> %w199, ptr %arena70, align 4
+  %530 = mul nsw i64 %conv3.j17210, 49
+  %531 = mul nsw i64 %conv3.ty17311, 7
+  %532 = add nsw i64 %530, %531
+  %533 = add nsw i64 %532, %conv3.tx17412
+  %534 = mul nsw i64 %533, 16
+  %535 = add nsw i64 619888, %534
+  %536 = mul nsw i64 %conv3.cv17513, 8
+  %537 = add nsw i64 %535, %536
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %537
+  store <8 x float> %w199, ptr %arena69, align 4
   %w200 = load <8 x float>, ptr %conv3.w200, align 32
-  %551 = mul nsw i64 %conv3.j17211, 49
-  %552 = mul nsw i64 %conv3.ty17312, 7
-  %553 = add nsw i64 %551, %552
-  %554 = add nsw i64 %553, %conv3.tx17413
-  %555 = mul nsw i64 %554, 16
-  %556 = add nsw i64 620672, %555
-  %557 = mul nsw i64 %conv3.cv17514, 8
-  %558 = add nsw i64 %556, %557
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %558
-  store <8 x float> %w200, ptr %arena71, align 4
+  %538 = mul nsw i64 %conv3.j17210, 49
+  %539 = mul nsw i64 %conv3.ty17311, 7
+  %540 = add nsw i64 %538, %539
+  %541 = add nsw i64 %540, %conv3.tx17412
+  %542 = mul nsw i64 %541, 16
+  %543 = add nsw i64 620672, %542
+  %544 = mul nsw i64 %conv3.cv17513, 8
+  %545 = add nsw i64 %543, %544
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %545
+  store <8 x float> %w200, ptr %arena70, align 4
   %w201 = load <8 x float>, ptr %conv3.w201, align 32
-  %559 = mul nsw i64 %conv3.j17211, 49
-  %560 = mul nsw i64 %conv3.ty17312, 7
-  %561 = add nsw i64 %559, %560
-  %562 = add nsw i64 %561, %conv3.tx17413
-  %563 = mul nsw i64 %562, 16
-  %564 = add nsw i64 621456, %563
-  %565 = mul nsw i64 %conv3.cv17514, 8
-  %566 = add nsw i64 %564, %565
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %566
-  store <8 x float> %w201, ptr %arena72, align 4
+  %546 = mul nsw i64 %conv3.j17210, 49
+  %547 = mul nsw i64 %conv3.ty17311, 7
+  %548 = add nsw i64 %546, %547
+  %549 = add nsw i64 %548, %conv3.tx17412
+  %550 = mul nsw i64 %549, 16
+  %551 = add nsw i64 621456, %550
+  %552 = mul nsw i64 %conv3.cv17513, 8
+  %553 = add nsw i64 %551, %552
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %553
+  store <8 x float> %w201, ptr %arena71, align 4
   %w202 = load <8 x float>, ptr %conv3.w202, align 32
-  %567 = mul nsw i64 %conv3.j17211, 49
-  %568 = mul nsw i64 %conv3.ty17312, 7
-  %569 = add nsw i64 %567, %568
-  %570 = add nsw i64 %569, %conv3.tx17413
-  %571 = mul nsw i64 %570, 16
-  %572 = add nsw i64 622240, %571
-  %573 = mul nsw i64 %conv3.cv17514, 8
-  %574 = add nsw i64 %572, %573
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %574
-  store <8 x float> %w202, ptr %arena73, align 4
+  %554 = mul nsw i64 %conv3.j17210, 49
+  %555 = mul nsw i64 %conv3.ty17311, 7
+  %556 = add nsw i64 %554, %555
+  %557 = add nsw i64 %556, %conv3.tx17412
+  %558 = mul nsw i64 %557, 16
+  %559 = add nsw i64 622240, %558
+  %560 = mul nsw i64 %conv3.cv17513, 8
+  %561 = add nsw i64 %559, %560
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %561
+  store <8 x float> %w202, ptr %arena72, align 4
   %w203 = load <8 x float>, ptr %conv3.w203, align 32
-  %575 = mul nsw i64 %conv3.j17211, 49
-  %576 = mul nsw i64 %conv3.ty17312, 7
-  %577 = add nsw i64 %575, %576
-  %578 = add nsw i64 %577, %conv3.tx17413
-  %579 = mul nsw i64 %578, 16
-  %580 = add nsw i64 623024, %579
-  %581 = mul nsw i64 %conv3.cv17514, 8
-  %582 = add nsw i64 %580, %581
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %582
-  store <8 x float> %w203, ptr %arena74, align 4
+  %562 = mul nsw i64 %conv3.j17210, 49
+  %563 = mul nsw i64 %conv3.ty17311, 7
+  %564 = add nsw i64 %562, %563
+  %565 = add nsw i64 %564, %conv3.tx17412
+  %566 = mul nsw i64 %565, 16
+  %567 = add nsw i64 623024, %566
+  %568 = mul nsw i64 %conv3.cv17513, 8
+  %569 = add nsw i64 %567, %568
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %569
+  store <8 x float> %w203, ptr %arena73, align 4
   %w204 = load <8 x float>, ptr %conv3.w204, align 32
-  %583 = mul nsw i64 %conv3.j17211, 49
-  %584 = mul nsw i64 %conv3.ty17312, 7
-  %585 = add nsw i64 %583, %584
-  %586 = add nsw i64 %585, %conv3.tx17413
-  %587 = mul nsw i64 %586, 16
-  %588 = add nsw i64 623808, %587
-  %589 = mul nsw i64 %conv3.cv17514, 8
-  %590 = add nsw i64 %588, %589
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %590
-  store <8 x float> %w204, ptr %arena75, align 4
+  %570 = mul nsw i64 %conv3.j17210, 49
+  %571 = mul nsw i64 %conv3.ty17311, 7
+  %572 = add nsw i64 %570, %571
+  %573 = add nsw i64 %572, %conv3.tx17412
+  %574 = mul nsw i64 %573, 16
+  %575 = add nsw i64 623808, %574
+  %576 = mul nsw i64 %conv3.cv17513, 8
+  %577 = add nsw i64 %575, %576
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %577
+  store <8 x float> %w204, ptr %arena74, align 4
   %w205 = load <8 x float>, ptr %conv3.w205, align 32
-  %591 = mul nsw i64 %conv3.j17211, 49
-  %592 = mul nsw i64 %conv3.ty17312, 7
-  %593 = add nsw i64 %591, %592
-  %594 = add nsw i64 %593, %conv3.tx17413
-  %595 = mul nsw i64 %594, 16
-  %596 = add nsw i64 624592, %595
-  %597 = mul nsw i64 %conv3.cv17514, 8
-  %598 = add nsw i64 %596, %597
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %598
-  store <8 x float> %w205, ptr %arena76, align 4
+  %578 = mul nsw i64 %conv3.j17210, 49
+  %579 = mul nsw i64 %conv3.ty17311, 7
+  %580 = add nsw i64 %578, %579
+  %581 = add nsw i64 %580, %conv3.tx17412
+  %582 = mul nsw i64 %581, 16
+  %583 = add nsw i64 624592, %582
+  %584 = mul nsw i64 %conv3.cv17513, 8
+  %585 = add nsw i64 %583, %584
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %585
+  store <8 x float> %w205, ptr %arena75, align 4
   %w206 = load <8 x float>, ptr %conv3.w206, align 32
-  %599 = mul nsw i64 %conv3.j17211, 49
-  %600 = mul nsw i64 %conv3.ty17312, 7
-  %601 = add nsw i64 %599, %600
-  %602 = add nsw i64 %601, %conv3.tx17413
-  %603 = mul nsw i64 %602, 16
-  %604 = add nsw i64 625376, %603
-  %605 = mul nsw i64 %conv3.cv17514, 8
-  %606 = add nsw i64 %604, %605
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %606
-  store <8 x float> %w206, ptr %arena77, align 4
+  %586 = mul nsw i64 %conv3.j17210, 49
+  %587 = mul nsw i64 %conv3.ty17311, 7
+  %588 = add nsw i64 %586, %587
+  %589 = add nsw i64 %588, %conv3.tx17412
+  %590 = mul nsw i64 %589, 16
+  %591 = add nsw i64 625376, %590
+  %592 = mul nsw i64 %conv3.cv17513, 8
+  %593 = add nsw i64 %591, %592
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %593
+  store <8 x float> %w206, ptr %arena76, align 4
   %w207 = load <8 x float>, ptr %conv3.w207, align 32
-  %607 = mul nsw i64 %conv3.j17211, 49
-  %608 = mul nsw i64 %conv3.ty17312, 7
-  %609 = add nsw i64 %607, %608
-  %610 = add nsw i64 %609, %conv3.tx17413
-  %611 = mul nsw i64 %610, 16
-  %612 = add nsw i64 626160, %611
-  %613 = mul nsw i64 %conv3.cv17514, 8
-  %614 = add nsw i64 %612, %613
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %614
-  store <8 x float> %w207, ptr %arena78, align 4
-  %cv175.next = add nsw i64 %conv3.cv17514, 1
-  %615 = icmp slt i64 %cv175.next, 2
-  br i1 %615, label %conv3.cv175, label %conv3.cv175.end
+  %594 = mul nsw i64 %conv3.j17210, 49
+  %595 = mul nsw i64 %conv3.ty17311, 7
+  %596 = add nsw i64 %594, %595
+  %597 = add nsw i64 %596, %conv3.tx17412
+  %598 = mul nsw i64 %597, 16
+  %599 = add nsw i64 626160, %598
+  %600 = mul nsw i64 %conv3.cv17513, 8
+  %601 = add nsw i64 %599, %600
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %601
+  store <8 x float> %w207, ptr %arena77, align 4
+  %cv175.next = add nsw i64 %conv3.cv17513, 1
+  %602 = icmp slt i64 %cv175.next, 2
+  br i1 %602, label %conv3.cv175, label %conv3.cv175.end
 
 conv3.cv175.end:                                  ; preds = %conv3.cv175
-  %tx174.next = add nsw i64 %conv3.tx17413, 1
-  %616 = icmp slt i64 %tx174.next, 7
-  br i1 %616, label %conv3.tx174, label %conv3.tx174.end
+  %tx174.next = add nsw i64 %conv3.tx17412, 1
+  %603 = icmp slt i64 %tx174.next, 7
+  br i1 %603, label %conv3.tx174, label %conv3.tx174.end
 
 conv3.part208.pool:                               ; preds = %conv3.j172.end
-  %run79 = load ptr, ptr %pool, align 8
-  call void %run79(ptr %pool, ptr @residual_infer_b64.k4.conv3.part208.task, ptr %part208.context, i64 2)
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @residual_infer_b64.k4.conv3.part208.task, ptr %part208.context, i64 2)
   br label %conv3.part208.done
 
 conv3.part208.serial:                             ; preds = %conv3.j172.end
   br label %conv3.part208
 
 conv3.part208.done:                               ; preds = %conv3.part208.end, %conv3.part208.pool
-  %g167.next = add nsw i64 %conv3.g1674, 1
-  %617 = icmp slt i64 %g167.next, 64
-  br i1 %617, label %conv3.g167, label %conv3.g167.end
+  %g167.next = add nsw i64 %conv3.g1673, 1
+  %604 = icmp slt i64 %g167.next, 64
+  br i1 %604, label %conv3.g167, label %conv3.g167.end
 
 conv3.part208:                                    ; preds = %conv3.part208, %conv3.part208.serial
-  %conv3.part20880 = phi i64 [ 0, %conv3.part208.serial ], [ %part208.next, %conv3.part208 ]
-  call void @residual_infer_b64.k4.conv3.part208(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.g1674, i64 %conv3.part20880)
-  %part208.next = add nsw i64 %conv3.part20880, 1
-  %618 = icmp slt i64 %part208.next, 2
-  br i1 %618, label %conv3.part208, label %conv3.part208.end
+  %conv3.part20878 = phi i64 [ 0, %conv3.part208.serial ], [ %part208.next, %conv3.part208 ]
+  call void @residual_infer_b64.k4.conv3.part208(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.g1673, i64 %conv3.part20878)
+  %part208.next = add nsw i64 %conv3.part20878, 1
+  %605 = icmp slt i64 %part208.next, 2
+  br i1 %605, label %conv3.part208, label %conv3.part208.end
 
 conv3.part208.end:                                ; preds = %conv3.part208
   br label %conv3.part208.done
-}
-
-; Function Attrs: noinline
-define internal void @residual_infer_b64.k4.conv3.part135(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
-entry:
-  %conv3.w165 = alloca float, align 4
-  %conv3.w164 = alloca float, align 4
-  %conv3.w163 = alloca float, align 4
-  %conv3.w162 = alloca float, align 4
-  %conv3.w161 = alloca float, align 4
-  %conv3.w160 = alloca float, align 4
-  %conv3.w159 = alloca float, align 4
-  %conv3.w158 = alloca float, align 4
-  %conv3.w157 = alloca float, align 4
-  %conv3.w156 = alloca float, align 4
-  %conv3.w155 = alloca float, align 4
-  %conv3.w154 = alloca float, align 4
-  %conv3.w153 = alloca float, align 4
-  %conv3.w152 = alloca float, align 4
-  %conv3.w151 = alloca float, align 4
-  %conv3.w150 = alloca float, align 4
-  %conv3.w149 = alloca float, align 4
-  %conv3.w148 = alloca float, align 4
-  %conv3.w147 = alloca float, align 4
-  %conv3.w146 = alloca float, align 4
-  %conv3.w145 = alloca float, align 4
-  %conv3.w144 = alloca float, align 4
-  %conv3.w143 = alloca float, align 4
-  %conv3.w142 = alloca float, align 4
-  %conv3.w141 = alloca float, align 4
-  %conv3.w140 = alloca float, align 4
-  %conv3.w139 = alloca float, align 4
-  %conv3.w138 = alloca float, align 4
-  br label %conv3.ci136
-
-conv3.ci136:                                      ; preds = %conv3.co137.end, %entry
-  %conv3.ci1361 = phi i64 [ 0, %entry ], [ %ci136.next, %conv3.co137.end ]
-  br label %conv3.co137
-
-conv3.ci136.end:                                  ; preds = %conv3.co137.end
-  ret void
-
-conv3.co137:                                      ; preds = %conv3.co137, %conv3.ci136
-  %conv3.co1372 = phi i64 [ 0, %conv3.ci136 ], [ %co137.next, %conv3.co137 ]
-  %1 = mul nsw i64 %0, 16
-  %2 = add nsw i64 %1, %conv3.co1372
-  %3 = mul nsw i64 %2, 16
-  %4 = add nsw i64 %3, %conv3.ci1361
-  %5 = mul nsw i64 %4, 9
-  %6 = add nsw i64 2480, %5
-  %params3 = getelementptr inbounds float, ptr %params, i64 %6
-  %7 = load float, ptr %params3, align 4
-  store float %7, ptr %conv3.w138, align 4
-  %8 = mul nsw i64 %0, 16
-  %9 = add nsw i64 %8, %conv3.co1372
-  %10 = mul nsw i64 %9, 16
-  %11 = add nsw i64 %10, %conv3.ci1361
-  %12 = mul nsw i64 %11, 9
-  %13 = add nsw i64 2480, %12
-  %params4 = getelementptr inbounds float, ptr %params, i64 %13
-  %14 = load float, ptr %params4, align 4
-  %15 = mul nsw i64 %0, 16
-  %16 = add nsw i64 %15, %conv3.co1372
-  %17 = mul nsw i64 %16, 16
-  %18 = add nsw i64 %17, %conv3.ci1361
-  %19 = mul nsw i64 %18, 9
-  %20 = add nsw i64 2480, %19
-  %21 = add nsw i64 %20, 3
-  %params5 = getelementptr inbounds float, ptr %params, i64 %21
-  %22 = load float, ptr %params5, align 4
-  %23 = fadd float %14, %22
-  %24 = mul nsw i64 %0, 16
-  %25 = add nsw i64 %24, %conv3.co1372
-  %26 = mul nsw i64 %25, 16
-  %27 = add nsw i64 %26, %conv3.ci1361
-  %28 = mul nsw i64 %27, 9
-  %29 = add nsw i64 2480, %28
-  %30 = add nsw i64 %29, 6
-  %params6 = getelementptr inbounds float, ptr %params, i64 %30
-  %31 = load float, ptr %params6, align 4
-  %32 = fadd float %23, %31
-  %33 = fmul float %32, 5.000000e-01
-  store float %33, ptr %conv3.w139, align 4
-  %34 = mul nsw i64 %0, 16
-  %35 = add nsw i64 %34, %conv3.co1372
-  %36 = mul nsw i64 %35, 16
-  %37 = add nsw i64 %36, %conv3.ci1361
-  %38 = mul nsw i64 %37, 9
-  %39 = add nsw i64 2480, %38
-  %params7 = getelementptr inbounds float, ptr %params, i64 %39
-  %40 = load float, ptr %params7, align 4
-  %41 = mul nsw i64 %0, 16
-  %42 = add nsw i64 %41, %conv3.co1372
-  %43 = mul nsw i64 %42, 16
-  %44 = add nsw i64 %43, %conv3.ci1361
-  %45 = mul nsw i64 %44, 9
-  %46 = add nsw i64 2480, %45
-  %47 = add nsw i64 %46, 6
-  %params8 = getelementptr inbounds float, ptr %params, i64 %47
-  %48 = load float, ptr %params8, align 4
-  %49 = fadd float %40, %48
-  %50 = mul nsw i64 %0, 16
-  %51 = add nsw i64 %50, %conv3.co1372
-  %52 = mul nsw i64 %51, 16
-  %53 = add nsw i64 %52, %conv3.ci1361
-  %54 = mul nsw i64 %53, 9
-  %55 = add nsw i64 2480, %54
-  %56 = add nsw i64 %55, 3
-  %params9 = getelementptr inbounds float, ptr %params, i64 %56
-  %57 = load float, ptr %params9, align 4
-  %58 = fsub float %49, %57
-  %59 = fmul float %58, 5.000000e-01
-  store float %59, ptr %conv3.w140, align 4
-  %60 = mul nsw i64 %0, 16
-  %61 = add nsw i64 %60, %conv3.co1372
-  %62 = mul nsw i64 %61, 16
-  %63 = add nsw i64 %62, %conv3.ci1361
-  %64 = mul nsw i64 %63, 9
-  %65 = add nsw i64 2480, %64
-  %66 = add nsw i64 %65, 6
-  %params10 = getelementptr inbounds float, ptr %params, i64 %66
-  %67 = load float, ptr %params10, align 4
-  store float %67, ptr %conv3.w141, align 4
-  %68 = mul nsw i64 %0, 16
-  %69 = add nsw i64 %68, %conv3.co1372
-  %70 = mul nsw i64 %69, 16
-  %71 = add nsw i64 %70, %conv3.ci1361
-  %72 = mul nsw i64 %71, 9
-  %73 = add nsw i64 2480, %72
-  %74 = add nsw i64 %73, 1
-  %params11 = getelementptr inbounds float, ptr %params, i64 %74
-  %75 = load float, ptr %params11, align 4
-  store float %75, ptr %conv3.w142, align 4
-  %76 = mul nsw i64 %0, 16
-  %77 = add nsw i64 %76, %conv3.co1372
-  %78 = mul nsw i64 %77, 16
-  %79 = add nsw i64 %78, %conv3.ci1361
-  %80 = mul nsw i64 %79, 9
-  %81 = add nsw i64 2480, %80
-  %82 = add nsw i64 %81, 1
-  %params12 = getelementptr inbounds float, ptr %params, i64 %82
-  %83 = load float, ptr %params12, align 4
-  %84 = mul nsw i64 %0, 16
-  %85 = add nsw i64 %84, %conv3.co1372
-  %86 = mul nsw i64 %85, 16
-  %87 = add nsw i64 %86, %conv3.ci1361
-  %88 = mul nsw i64 %87, 9
-  %89 = add nsw i64 2480, %88
-  %90 = add nsw i64 %89, 4
-  %params13 = getelementptr inbounds float, ptr %params, i64 %90
-  %91 = load float, ptr %params13, align 4
-  %92 = fadd float %83, %91
-  %93 = mul nsw i64 %0, 16
-  %94 = add nsw i64 %93, %conv3.co1372
-  %95 = mul nsw i64 %94, 16
-  %96 = add nsw i64 %95, %conv3.ci1361
-  %97 = mul nsw i64 %96, 9
-  %98 = add nsw i64 2480, %97
-  %99 = add nsw i64 %98, 7
-  %params14 = getelementptr inbounds float, ptr %params, i64 %99
-  %100 = load float, ptr %params14, align 4
-  %101 = fadd float %92, %100
-  %102 = fmul float %101, 5.000000e-01
-  store float %102, ptr %conv3.w143, align 4
-  %103 = mul nsw i64 %0, 16
-  %104 = add nsw i64 %103, %conv3.co1372
-  %105 = mul nsw i64 %104, 16
-  %106 = add nsw i64 %105, %conv3.ci1361
-  %107 = mul nsw i64 %106, 9
-  %108 = add nsw i64 2480, %107
-  %109 = add nsw i64 %108, 1
-  %params15 = getelementptr inbounds float, ptr %params, i64 %109
-  %110 = load float, ptr %params15, align 4
-  %111 = mul nsw i64 %0, 16
-  %112 = add nsw i64 %111, %conv3.co1372
-  %113 = mul nsw i64 %112, 16
-  %114 = add nsw i64 %113, %conv3.ci1361
-  %115 = mul nsw i64 %114, 9
-  %116 = add nsw i64 2480, %115
-  %117 = add nsw i64 %116, 7
-  %params16 = getelementptr inbounds float, ptr %params, i64 %117
-  %118 = load float, ptr %params16, align 4
-  %119 = fadd float %110, %118
-  %120 = mul nsw i64 %0, 16
-  %121 = add nsw i64 %120, %conv3.co1372
-  %122 = mul nsw i64 %121, 16
-  %123 = add nsw i64 %122, %conv3.ci1361
-  %124 = mul nsw i64 %123, 9
-  %125 = add nsw i64 2480, %124
-  %126 = add nsw i64 %125, 4
-  %params17 = getelementptr inbounds float, ptr %params, i64 %126
-  %127 = load float, ptr %params17, align 4
-  %128 = fsub float %119, %127
-  %129 = fmul float %128, 5.000000e-01
-  store float %129, ptr %conv3.w144, align 4
-  %130 = mul nsw i64 %0, 16
-  %131 = add nsw i64 %130, %conv3.co1372
-  %132 = mul nsw i64 %131, 16
-  %133 = add nsw i64 %132, %conv3.ci1361
-  %134 = mul nsw i64 %133, 9
-  %135 = add nsw i64 2480, %134
-  %136 = add nsw i64 %135, 7
-  %params18 = getelementptr inbounds float, ptr %params, i64 %136
-  %137 = load float, ptr %params18, align 4
-  store float %137, ptr %conv3.w145, align 4
-  %138 = mul nsw i64 %0, 16
-  %139 = add nsw i64 %138, %conv3.co1372
-  %140 = mul nsw i64 %139, 16
-  %141 = add nsw i64 %140, %conv3.ci1361
-  %142 = mul nsw i64 %141, 9
-  %143 = add nsw i64 2480, %142
-  %144 = add nsw i64 %143, 2
-  %params19 = getelementptr inbounds float, ptr %params, i64 %144
-  %145 = load float, ptr %params19, align 4
-  store float %145, ptr %conv3.w146, align 4
-  %146 = mul nsw i64 %0, 16
-  %147 = add nsw i64 %146, %conv3.co1372
-  %148 = mul nsw i64 %147, 16
-  %149 = add nsw i64 %148, %conv3.ci1361
-  %150 = mul nsw i64 %149, 9
-  %151 = add nsw i64 2480, %150
-  %152 = add nsw i64 %151, 2
-  %params20 = getelementptr inbounds float, ptr %params, i64 %152
-  %153 = load float, ptr %params20, align 4
-  %154 = mul nsw i64 %0, 16
-  %155 = add nsw i64 %154, %conv3.co1372
-  %156 = mul nsw i64 %155, 16
-  %157 = add nsw i64 %156, %conv3.ci1361
-  %158 = mul nsw i64 %157, 9
-  %159 = add nsw i64 2480, %158
-  %160 = add nsw i64 %159, 5
-  %params21 = getelementptr inbounds float, ptr %params, i64 %160
-  %161 = load float, ptr %params21, align 4
-  %162 = fadd float %153, %161
-  %163 = mul nsw i64 %0, 16
-  %164 = add nsw i64 %163, %conv3.co1372
-  %165 = mul nsw i64 %164, 16
-  %166 = add nsw i64 %165, %conv3.ci1361
-  %167 = mul nsw i64 %166, 9
-  %168 = add nsw i64 2480, %167
-  %169 = add nsw i64 %168, 8
-  %params22 = getelementptr inbounds float, ptr %params, i64 %169
-  %170 = load float, ptr %params22, align 4
-  %171 = fadd float %162, %170
-  %172 = fmul float %171, 5.000000e-01
-  store float %172, ptr %conv3.w147, align 4
-  %173 = mul nsw i64 %0, 16
-  %174 = add nsw i64 %173, %conv3.co1372
-  %175 = mul nsw i64 %174, 16
-  %176 = add nsw i64 %175, %conv3.ci1361
-  %177 = mul nsw i64 %176, 9
-  %178 = add nsw i64 2480, %177
-  %179 = add nsw i64 %178, 2
-  %params23 = getelementptr inbounds float, ptr %params, i64 %179
-  %180 = load float, ptr %params23, align 4
-  %181 = mul nsw i64 %0, 16
-  %182 = add nsw i64 %181, %conv3.co1372
-  %183 = mul nsw i64 %182, 16
-  %184 = add nsw i64 %183, %conv3.ci1361
-  %185 = mul nsw i64 %184, 9
-  %186 = add nsw i64 2480, %185
-  %187 = add nsw i64 %186, 8
-  %params24 = getelementptr inbounds float, ptr %params, i64 %187
-  %188 = load float, ptr %params24, align 4
-  %189 = fadd float %180, %188
-  %190 = mul nsw i64 %0, 16
-  %191 = add nsw i64 %190, %conv3.co1372
-  %192 = mul nsw i64 %191, 16
-  %193 = add nsw i64 %192, %conv3.ci1361
-  %194 = mul nsw i64 %193, 9
-  %195 = add nsw i64 2480, %194
-  %196 = add nsw i64 %195, 5
-  %params25 = getelementptr inbounds float, ptr %params, i64 %196
-  %197 = load float, ptr %params25, align 4
-  %198 = fsub float %189, %197
-  %199 = fmul float %198, 5.000000e-01
-  store float %199, ptr %conv3.w148, align 4
-  %200 = mul nsw i64 %0, 16
-  %201 = add nsw i64 %200, %conv3.co1372
-  %202 = mul nsw i64 %201, 16
-  %203 = add nsw i64 %202, %conv3.ci1361
-  %204 = mul nsw i64 %203, 9
-  %205 = add nsw i64 2480, %204
-  %206 = add nsw i64 %205, 8
-  %params26 = getelementptr inbounds float, ptr %params, i64 %206
-  %207 = load float, ptr %params26, align 4
-  store float %207, ptr %conv3.w149, align 4
-  %w138 = load float, ptr %conv3.w138, align 4
-  store float %w138, ptr %conv3.w150, align 4
-  %w13827 = load float, ptr %conv3.w138, align 4
-  %w142 = load float, ptr %conv3.w142, align 4
-  %208 = fadd float %w13827, %w142
-  %w146 = load float, ptr %conv3.w146, align 4
-  %209 = fadd float %208, %w146
-  %210 = fmul float %209, 5.000000e-01
-  store float %210, ptr %conv3.w151, align 4
-  %w13828 = load float, ptr %conv3.w138, align 4
-  %w14629 = load float, ptr %conv3.w146, align 4
-  %211 = fadd float %w13828, %w14629
-  %w14230 = load float, ptr %conv3.w142, align 4
-  %212 = fsub float %211, %w14230
-  %213 = fmul float %212, 5.000000e-01
-  store float %213, ptr %conv3.w152, align 4
-  %w14631 = load float, ptr %conv3.w146, align 4
-  store float %w14631, ptr %conv3.w153, align 4
-  %w139 = load float, ptr %conv3.w139, align 4
-  store float %w139, ptr %conv3.w154, align 4
-  %w13932 = load float, ptr %conv3.w139, align 4
-  %w143 = load float, ptr %conv3.w143, align 4
-  %214 = fadd float %w13932, %w143
-  %w147 = load float, ptr %conv3.w147, align 4
-  %215 = fadd float %214, %w147
-  %216 = fmul float %215, 5.000000e-01
-  store float %216, ptr %conv3.w155, align 4
-  %w13933 = load float, ptr %conv3.w139, align 4
-  %w14734 = load float, ptr %conv3.w147, align 4
-  %217 = fadd float %w13933, %w14734
-  %w14335 = load float, ptr %conv3.w143, align 4
-  %218 = fsub float %217, %w14335
-  %219 = fmul float %218, 5.000000e-01
-  store float %219, ptr %conv3.w156, align 4
-  %w14736 = load float, ptr %conv3.w147, align 4
-  store float %w14736, ptr %conv3.w157, align 4
-  %w140 = load float, ptr %conv3.w140, align 4
-  store float %w140, ptr %conv3.w158, align 4
-  %w14037 = load float, ptr %conv3.w140, align 4
-  %w144 = load float, ptr %conv3.w144, align 4
-  %220 = fadd float %w14037, %w144
-  %w148 = load float, ptr %conv3.w148, align 4
-  %221 = fadd float %220, %w148
-  %222 = fmul float %221, 5.000000e-01
-  store float %222, ptr %conv3.w159, align 4
-  %w14038 = load float, ptr %conv3.w140, align 4
-  %w14839 = load float, ptr %conv3.w148, align 4
-  %223 = fadd float %w14038, %w14839
-  %w14440 = load float, ptr %conv3.w144, align 4
-  %224 = fsub float %223, %w14440
-  %225 = fmul float %224, 5.000000e-01
-  store float %225, ptr %conv3.w160, align 4
-  %w14841 = load float, ptr %conv3.w148, align 4
-  store float %w14841, ptr %conv3.w161, align 4
-  %w141 = load float, ptr %conv3.w141, align 4
-  store float %w141, ptr %conv3.w162, align 4
-  %w14142 = load float, ptr %conv3.w141, align 4
-  %w145 = load float, ptr %conv3.w145, align 4
-  %226 = fadd float %w14142, %w145
-  %w149 = load float, ptr %conv3.w149, align 4
-  %227 = fadd float %226, %w149
-  %228 = fmul float %227, 5.000000e-01
-  store float %228, ptr %conv3.w163, align 4
-  %w14143 = load float, ptr %conv3.w141, align 4
-  %w14944 = load float, ptr %conv3.w149, align 4
-  %229 = fadd float %w14143, %w14944
-  %w14545 = load float, ptr %conv3.w145, align 4
-  %230 = fsub float %229, %w14545
-  %231 = fmul float %230, 5.000000e-01
-  store float %231, ptr %conv3.w164, align 4
-  %w14946 = load float, ptr %conv3.w149, align 4
-  store float %w14946, ptr %conv3.w165, align 4
-  %w150 = load float, ptr %conv3.w150, align 4
-  %232 = mul nsw i64 %conv3.ci1361, 32
-  %233 = add nsw i64 602112, %232
-  %234 = mul nsw i64 %0, 16
-  %235 = add nsw i64 %234, %conv3.co1372
-  %236 = add nsw i64 %233, %235
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w150, ptr %arena47, align 4
-  %w151 = load float, ptr %conv3.w151, align 4
-  %237 = mul nsw i64 %conv3.ci1361, 32
-  %238 = add nsw i64 602624, %237
-  %239 = mul nsw i64 %0, 16
-  %240 = add nsw i64 %239, %conv3.co1372
-  %241 = add nsw i64 %238, %240
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w151, ptr %arena48, align 4
-  %w152 = load float, ptr %conv3.w152, align 4
-  %242 = mul nsw i64 %conv3.ci1361, 32
-  %243 = add nsw i64 603136, %242
-  %244 = mul nsw i64 %0, 16
-  %245 = add nsw i64 %244, %conv3.co1372
-  %246 = add nsw i64 %243, %245
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w152, ptr %arena49, align 4
-  %w153 = load float, ptr %conv3.w153, align 4
-  %247 = mul nsw i64 %conv3.ci1361, 32
-  %248 = add nsw i64 603648, %247
-  %249 = mul nsw i64 %0, 16
-  %250 = add nsw i64 %249, %conv3.co1372
-  %251 = add nsw i64 %248, %250
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w153, ptr %arena50, align 4
-  %w154 = load float, ptr %conv3.w154, align 4
-  %252 = mul nsw i64 %conv3.ci1361, 32
-  %253 = add nsw i64 604160, %252
-  %254 = mul nsw i64 %0, 16
-  %255 = add nsw i64 %254, %conv3.co1372
-  %256 = add nsw i64 %253, %255
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w154, ptr %arena51, align 4
-  %w155 = load float, ptr %conv3.w155, align 4
-  %257 = mul nsw i64 %conv3.ci1361, 32
-  %258 = add nsw i64 604672, %257
-  %259 = mul nsw i64 %0, 16
-  %260 = add nsw i64 %259, %conv3.co1372
-  %261 = add nsw i64 %258, %260
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w155, ptr %arena52, align 4
-  %w156 = load float, ptr %conv3.w156, align 4
-  %262 = mul nsw i64 %conv3.ci1361, 32
-  %263 = add nsw i64 605184, %262
-  %264 = mul nsw i64 %0, 16
-  %265 = add nsw i64 %264, %conv3.co1372
-  %266 = add nsw i64 %263, %265
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w156, ptr %arena53, align 4
-  %w157 = load float, ptr %conv3.w157, align 4
-  %267 = mul nsw i64 %conv3.ci1361, 32
-  %268 = add nsw i64 605696, %267
-  %269 = mul nsw i64 %0, 16
-  %270 = add nsw i64 %269, %conv3.co1372
-  %271 = add nsw i64 %268, %270
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w157, ptr %arena54, align 4
-  %w158 = load float, ptr %conv3.w158, align 4
-  %272 = mul nsw i64 %conv3.ci1361, 32
-  %273 = add nsw i64 606208, %272
-  %274 = mul nsw i64 %0, 16
-  %275 = add nsw i64 %274, %conv3.co1372
-  %276 = add nsw i64 %273, %275
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w158, ptr %arena55, align 4
-  %w159 = load float, ptr %conv3.w159, align 4
-  %277 = mul nsw i64 %conv3.ci1361, 32
-  %278 = add nsw i64 606720, %277
-  %279 = mul nsw i64 %0, 16
-  %280 = add nsw i64 %279, %conv3.co1372
-  %281 = add nsw i64 %278, %280
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w159, ptr %arena56, align 4
-  %w160 = load float, ptr %conv3.w160, align 4
-  %282 = mul nsw i64 %conv3.ci1361, 32
-  %283 = add nsw i64 607232, %282
-  %284 = mul nsw i64 %0, 16
-  %285 = add nsw i64 %284, %conv3.co1372
-  %286 = add nsw i64 %283, %285
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w160, ptr %arena57, align 4
-  %w161 = load float, ptr %conv3.w161, align 4
-  %287 = mul nsw i64 %conv3.ci1361, 32
-  %288 = add nsw i64 607744, %287
-  %289 = mul nsw i64 %0, 16
-  %290 = add nsw i64 %289, %conv3.co1372
-  %291 = add nsw i64 %288, %290
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w161, ptr %arena58, align 4
-  %w162 = load float, ptr %conv3.w162, align 4
-  %292 = mul nsw i64 %conv3.ci1361, 32
-  %293 = add nsw i64 608256, %292
-  %294 = mul nsw i64 %0, 16
-  %295 = add nsw i64 %294, %conv3.co1372
-  %296 = add nsw i64 %293, %295
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w162, ptr %arena59, align 4
-  %w163 = load float, ptr %conv3.w163, align 4
-  %297 = mul nsw i64 %conv3.ci1361, 32
-  %298 = add nsw i64 608768, %297
-  %299 = mul nsw i64 %0, 16
-  %300 = add nsw i64 %299, %conv3.co1372
-  %301 = add nsw i64 %298, %300
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w163, ptr %arena60, align 4
-  %w164 = load float, ptr %conv3.w164, align 4
-  %302 = mul nsw i64 %conv3.ci1361, 32
-  %303 = add nsw i64 609280, %302
-  %304 = mul nsw i64 %0, 16
-  %305 = add nsw i64 %304, %conv3.co1372
-  %306 = add nsw i64 %303, %305
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w164, ptr %arena61, align 4
-  %w165 = load float, ptr %conv3.w165, align 4
-  %307 = mul nsw i64 %conv3.ci1361, 32
-  %308 = add nsw i64 609792, %307
-  %309 = mul nsw i64 %0, 16
-  %310 = add nsw i64 %309, %conv3.co1372
-  %311 = add nsw i64 %308, %310
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w165, ptr %arena62, align 4
-  %co137.next = add nsw i64 %conv3.co1372, 1
-  %312 = icmp slt i64 %co137.next, 16
-  br i1 %312, label %conv3.co137, label %conv3.co137.end
-
-conv3.co137.end:                                  ; preds = %conv3.co137
-  %ci136.next = add nsw i64 %conv3.ci1361, 1
-  %313 = icmp slt i64 %ci136.next, 16
-  br i1 %313, label %conv3.ci136, label %conv3.ci136.end
-}
-
-define internal void @residual_infer_b64.k4.conv3.part135.task(ptr %0, i64 %1) {
-entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
-  %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
-  %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
-  %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
-  %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
-  %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
-  %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
-  %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
-  %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @residual_infer_b64.k4.conv3.part135(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
-  ret void
 }
 
 ; Function Attrs: noinline
@@ -22561,7 +22568,7 @@ conv3.mb211.end:                                  ; preds = %conv3.k213.end
 conv3.k213:                                       ; preds = %conv3.k213, %conv3.mb211
   %conv3.k2133 = phi i64 [ 0, %conv3.mb211 ], [ %k213.next, %conv3.k213 ]
   %2 = mul nsw i64 %0, 512
-  %3 = add nsw i64 602112, %2
+  %3 = add nsw i64 2412544, %2
   %4 = mul nsw i64 %1, 16
   %5 = add nsw i64 %3, %4
   %6 = mul nsw i64 %conv3.k2133, 32
@@ -22572,7 +22579,7 @@ conv3.k213:                                       ; preds = %conv3.k213, %conv3.
   %10 = load <8 x float>, ptr %arena4, align 4
   store <8 x float> %10, ptr %conv3.t212_b0, align 32
   %11 = mul nsw i64 %0, 512
-  %12 = add nsw i64 602112, %11
+  %12 = add nsw i64 2412544, %11
   %13 = mul nsw i64 %1, 16
   %14 = add nsw i64 %12, %13
   %15 = mul nsw i64 %conv3.k2133, 32
@@ -22837,7 +22844,7 @@ conv3.k213.end:                                   ; preds = %conv3.k213
 conv3.k215:                                       ; preds = %conv3.k215, %conv3.mb211.end
   %conv3.k21544 = phi i64 [ 0, %conv3.mb211.end ], [ %k215.next, %conv3.k215 ]
   %185 = mul nsw i64 %0, 512
-  %186 = add nsw i64 602112, %185
+  %186 = add nsw i64 2412544, %185
   %187 = mul nsw i64 %1, 16
   %188 = add nsw i64 %186, %187
   %189 = mul nsw i64 %conv3.k21544, 32
@@ -22848,7 +22855,7 @@ conv3.k215:                                       ; preds = %conv3.k215, %conv3.
   %193 = load <8 x float>, ptr %arena45, align 4
   store <8 x float> %193, ptr %conv3.t214_b0, align 32
   %194 = mul nsw i64 %0, 512
-  %195 = add nsw i64 602112, %194
+  %195 = add nsw i64 2412544, %194
   %196 = mul nsw i64 %1, 16
   %197 = add nsw i64 %195, %196
   %198 = mul nsw i64 %conv3.k21544, 32

@@ -1923,6 +1923,108 @@ public func residual_infer_b64(
   let arena = arena.unsafelyUnwrapped
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed, pool)
+  if 0x0 as UInt64 >= UInt64(bitPattern: step) {
+    parallelFor(pool, 2) { part29 in
+      for ci30 in 0..<16 {
+        for co31 in 0..<8 {
+          var w32: Float = params[(160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9))]
+          var w33: Float = (((params[(160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9))] + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 3)]) + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w34: Float = (((params[(160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9))] + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 6)]) - params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w35: Float = params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 6)]
+          var w36: Float = params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 1)]
+          var w37: Float = (((params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 1)] + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 4)]) + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w38: Float = (((params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 1)] + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 7)]) - params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w39: Float = params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 7)]
+          var w40: Float = params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 2)]
+          var w41: Float = (((params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 2)] + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 5)]) + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w42: Float = (((params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 2)] + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 8)]) - params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w43: Float = params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 8)]
+          var w44: Float = w32
+          var w45: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
+          var w46: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
+          var w47: Float = w40
+          var w48: Float = w33
+          var w49: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
+          var w50: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
+          var w51: Float = w41
+          var w52: Float = w34
+          var w53: Float = (((w34 + w38) + w42) * Float(bitPattern: 0x3f000000))
+          var w54: Float = (((w34 + w42) - w38) * Float(bitPattern: 0x3f000000))
+          var w55: Float = w42
+          var w56: Float = w35
+          var w57: Float = (((w35 + w39) + w43) * Float(bitPattern: 0x3f000000))
+          var w58: Float = (((w35 + w43) - w39) * Float(bitPattern: 0x3f000000))
+          var w59: Float = w43
+          arena[((2408448 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w44
+          arena[((2408704 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w45
+          arena[((2408960 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w46
+          arena[((2409216 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w47
+          arena[((2409472 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w48
+          arena[((2409728 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w49
+          arena[((2409984 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w50
+          arena[((2410240 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w51
+          arena[((2410496 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w52
+          arena[((2410752 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w53
+          arena[((2411008 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w54
+          arena[((2411264 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w55
+          arena[((2411520 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w56
+          arena[((2411776 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w57
+          arena[((2412032 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w58
+          arena[((2412288 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w59
+        }
+      }
+    }
+    parallelFor(pool, 2) { part135 in
+      for ci136 in 0..<16 {
+        for co137 in 0..<16 {
+          var w138: Float = params[(2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9))]
+          var w139: Float = (((params[(2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9))] + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 3)]) + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w140: Float = (((params[(2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9))] + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 6)]) - params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w141: Float = params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 6)]
+          var w142: Float = params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 1)]
+          var w143: Float = (((params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 1)] + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 4)]) + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w144: Float = (((params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 1)] + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 7)]) - params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w145: Float = params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 7)]
+          var w146: Float = params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 2)]
+          var w147: Float = (((params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 2)] + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 5)]) + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w148: Float = (((params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 2)] + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 8)]) - params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w149: Float = params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 8)]
+          var w150: Float = w138
+          var w151: Float = (((w138 + w142) + w146) * Float(bitPattern: 0x3f000000))
+          var w152: Float = (((w138 + w146) - w142) * Float(bitPattern: 0x3f000000))
+          var w153: Float = w146
+          var w154: Float = w139
+          var w155: Float = (((w139 + w143) + w147) * Float(bitPattern: 0x3f000000))
+          var w156: Float = (((w139 + w147) - w143) * Float(bitPattern: 0x3f000000))
+          var w157: Float = w147
+          var w158: Float = w140
+          var w159: Float = (((w140 + w144) + w148) * Float(bitPattern: 0x3f000000))
+          var w160: Float = (((w140 + w148) - w144) * Float(bitPattern: 0x3f000000))
+          var w161: Float = w148
+          var w162: Float = w141
+          var w163: Float = (((w141 + w145) + w149) * Float(bitPattern: 0x3f000000))
+          var w164: Float = (((w141 + w149) - w145) * Float(bitPattern: 0x3f000000))
+          var w165: Float = w149
+          arena[((2412544 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w150
+          arena[((2413056 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w151
+          arena[((2413568 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w152
+          arena[((2414080 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w153
+          arena[((2414592 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w154
+          arena[((2415104 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w155
+          arena[((2415616 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w156
+          arena[((2416128 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w157
+          arena[((2416640 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w158
+          arena[((2417152 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w159
+          arena[((2417664 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w160
+          arena[((2418176 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w161
+          arena[((2418688 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w162
+          arena[((2419200 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w163
+          arena[((2419712 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w164
+          arena[((2420224 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w165
+        }
+      }
+    }
+  }
   // conv1 = conv2d_act(image)
   for g1 in 0..<4 {
     for j2 in 0..<16 {
@@ -2085,56 +2187,6 @@ public func residual_infer_b64(
     }
   }
   // conv2 = conv2d_act(conv1)
-  parallelFor(pool, 2) { part29 in
-    for ci30 in 0..<16 {
-      for co31 in 0..<8 {
-        var w32: Float = params[(160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9))]
-        var w33: Float = (((params[(160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9))] + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 3)]) + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w34: Float = (((params[(160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9))] + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 6)]) - params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w35: Float = params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 6)]
-        var w36: Float = params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 1)]
-        var w37: Float = (((params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 1)] + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 4)]) + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w38: Float = (((params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 1)] + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 7)]) - params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w39: Float = params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 7)]
-        var w40: Float = params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 2)]
-        var w41: Float = (((params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 2)] + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 5)]) + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w42: Float = (((params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 2)] + params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 8)]) - params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w43: Float = params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 8)]
-        var w44: Float = w32
-        var w45: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
-        var w46: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
-        var w47: Float = w40
-        var w48: Float = w33
-        var w49: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
-        var w50: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
-        var w51: Float = w41
-        var w52: Float = w34
-        var w53: Float = (((w34 + w38) + w42) * Float(bitPattern: 0x3f000000))
-        var w54: Float = (((w34 + w42) - w38) * Float(bitPattern: 0x3f000000))
-        var w55: Float = w42
-        var w56: Float = w35
-        var w57: Float = (((w35 + w39) + w43) * Float(bitPattern: 0x3f000000))
-        var w58: Float = (((w35 + w43) - w39) * Float(bitPattern: 0x3f000000))
-        var w59: Float = w43
-        arena[((1605632 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w44
-        arena[((1605888 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w45
-        arena[((1606144 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w46
-        arena[((1606400 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w47
-        arena[((1606656 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w48
-        arena[((1606912 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w49
-        arena[((1607168 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w50
-        arena[((1607424 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w51
-        arena[((1607680 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w52
-        arena[((1607936 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w53
-        arena[((1608192 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w54
-        arena[((1608448 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w55
-        arena[((1608704 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w56
-        arena[((1608960 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w57
-        arena[((1609216 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w58
-        arena[((1609472 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w59
-      }
-    }
-  }
   for i60 in 0..<1800 {
     storeVector(arena, ((i60 *% 8) +% 1609728), Vector(repeating: Float(0)))
   }
@@ -2224,7 +2276,7 @@ public func residual_infer_b64(
               var t106_c12_0 = Vector()
               var t106_c13_0 = Vector()
               for k107 in 0..<16 {
-                let t106_b0 = loadVector(arena, ((((1605632 +% (xi103 *% 256)) +% (part102 *% 8)) +% (k107 *% 16)) +% (nb104 *% 8)))
+                let t106_b0 = loadVector(arena, ((((2408448 +% (xi103 *% 256)) +% (part102 *% 8)) +% (k107 *% 16)) +% (nb104 *% 8)))
                 let t106_a0 = Vector(repeating: arena[(((1624128 +% (xi103 *% 3136)) +% ((mb105 *% 14) *% 16)) +% k107)])
                 t106_c0_0 = t106_c0_0.addingProduct(t106_a0, t106_b0)
                 let t106_a1 = Vector(repeating: arena[(((1624128 +% (xi103 *% 3136)) +% (((mb105 *% 14) +% 1) *% 16)) +% k107)])
@@ -2327,56 +2379,6 @@ public func residual_infer_b64(
     }
   }
   // conv3 = conv2d_act(pool)
-  parallelFor(pool, 2) { part135 in
-    for ci136 in 0..<16 {
-      for co137 in 0..<16 {
-        var w138: Float = params[(2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9))]
-        var w139: Float = (((params[(2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9))] + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 3)]) + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w140: Float = (((params[(2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9))] + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 6)]) - params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w141: Float = params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 6)]
-        var w142: Float = params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 1)]
-        var w143: Float = (((params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 1)] + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 4)]) + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w144: Float = (((params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 1)] + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 7)]) - params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w145: Float = params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 7)]
-        var w146: Float = params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 2)]
-        var w147: Float = (((params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 2)] + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 5)]) + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w148: Float = (((params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 2)] + params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 8)]) - params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w149: Float = params[((2480 +% (((((part135 *% 16) +% co137) *% 16) +% ci136) *% 9)) +% 8)]
-        var w150: Float = w138
-        var w151: Float = (((w138 + w142) + w146) * Float(bitPattern: 0x3f000000))
-        var w152: Float = (((w138 + w146) - w142) * Float(bitPattern: 0x3f000000))
-        var w153: Float = w146
-        var w154: Float = w139
-        var w155: Float = (((w139 + w143) + w147) * Float(bitPattern: 0x3f000000))
-        var w156: Float = (((w139 + w147) - w143) * Float(bitPattern: 0x3f000000))
-        var w157: Float = w147
-        var w158: Float = w140
-        var w159: Float = (((w140 + w144) + w148) * Float(bitPattern: 0x3f000000))
-        var w160: Float = (((w140 + w148) - w144) * Float(bitPattern: 0x3f000000))
-        var w161: Float = w148
-        var w162: Float = w141
-        var w163: Float = (((w141 + w145) + w149) * Float(bitPattern: 0x3f000000))
-        var w164: Float = (((w141 + w149) - w145) * Float(bitPattern: 0x3f000000))
-        var w165: Float = w149
-        arena[((602112 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w150
-        arena[((602624 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w151
-        arena[((603136 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w152
-        arena[((603648 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w153
-        arena[((604160 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w154
-        arena[((604672 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w155
-        arena[((605184 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w156
-        arena[((605696 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w157
-        arena[((606208 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w158
-        arena[((606720 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w159
-        arena[((607232 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w160
-        arena[((607744 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w161
-        arena[((608256 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w162
-        arena[((608768 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w163
-        arena[((609280 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w164
-        arena[((609792 +% (ci136 *% 32)) +% ((part135 *% 16) +% co137))] = w165
-      }
-    }
-  }
   for i166 in 0..<512 {
     storeVector(arena, ((i166 *% 8) +% 610304), Vector(repeating: Float(0)))
   }
@@ -2462,8 +2464,8 @@ public func residual_infer_b64(
               var t212_c4_0 = Vector()
               var t212_c4_1 = Vector()
               for k213 in 0..<16 {
-                let t212_b0 = loadVector(arena, ((((602112 +% (xi209 *% 512)) +% (part208 *% 16)) +% (k213 *% 32)) +% (nb210 *% 16)))
-                let t212_b1 = loadVector(arena, (((((602112 +% (xi209 *% 512)) +% (part208 *% 16)) +% (k213 *% 32)) +% (nb210 *% 16)) +% 8))
+                let t212_b0 = loadVector(arena, ((((2412544 +% (xi209 *% 512)) +% (part208 *% 16)) +% (k213 *% 32)) +% (nb210 *% 16)))
+                let t212_b1 = loadVector(arena, (((((2412544 +% (xi209 *% 512)) +% (part208 *% 16)) +% (k213 *% 32)) +% (nb210 *% 16)) +% 8))
                 let t212_a0 = Vector(repeating: arena[(((614400 +% (xi209 *% 784)) +% ((mb211 *% 5) *% 16)) +% k213)])
                 t212_c0_0 = t212_c0_0.addingProduct(t212_a0, t212_b0)
                 t212_c0_1 = t212_c0_1.addingProduct(t212_a0, t212_b1)
@@ -2500,8 +2502,8 @@ public func residual_infer_b64(
             var t214_c3_0 = Vector()
             var t214_c3_1 = Vector()
             for k215 in 0..<16 {
-              let t214_b0 = loadVector(arena, ((((602112 +% (xi209 *% 512)) +% (part208 *% 16)) +% (k215 *% 32)) +% (nb210 *% 16)))
-              let t214_b1 = loadVector(arena, (((((602112 +% (xi209 *% 512)) +% (part208 *% 16)) +% (k215 *% 32)) +% (nb210 *% 16)) +% 8))
+              let t214_b0 = loadVector(arena, ((((2412544 +% (xi209 *% 512)) +% (part208 *% 16)) +% (k215 *% 32)) +% (nb210 *% 16)))
+              let t214_b1 = loadVector(arena, (((((2412544 +% (xi209 *% 512)) +% (part208 *% 16)) +% (k215 *% 32)) +% (nb210 *% 16)) +% 8))
               let t214_a0 = Vector(repeating: arena[(((614400 +% (xi209 *% 784)) +% 720) +% k215)])
               t214_c0_0 = t214_c0_0.addingProduct(t214_a0, t214_b0)
               t214_c0_1 = t214_c0_1.addingProduct(t214_a0, t214_b1)

@@ -36468,6 +36468,40 @@ adam.i2162.end:                                   ; preds = %adam.i2162
 
 define void @resnet8_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #2 {
 entry:
+  %part443.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %part290.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %part136.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %part32.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = icmp uge i64 0, %step
+  br i1 %0, label %entry.then, label %entry.endif
+
+entry.then:                                       ; preds = %entry
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part32.context, i32 0, i32 0
+  store ptr %params, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part32.context, i32 0, i32 1
+  store ptr %grads, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part32.context, i32 0, i32 2
+  store ptr %m, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part32.context, i32 0, i32 3
+  store ptr %v, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part32.context, i32 0, i32 4
+  store ptr %arena, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part32.context, i32 0, i32 5
+  store ptr %images, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part32.context, i32 0, i32 6
+  store ptr %labels, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part32.context, i32 0, i32 7
+  store float %lr, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part32.context, i32 0, i32 8
+  store i64 %step, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part32.context, i32 0, i32 9
+  store i64 %seed, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part32.context, i32 0, i32 10
+  store ptr %pool, ptr %11, align 8
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %prepare.part32.serial, label %prepare.part32.pool
+
+entry.endif:                                      ; preds = %prepare.part443.done, %entry
   call void @resnet8_infer_b64.k0.stem_bn(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @resnet8_infer_b64.k1.stem(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @resnet8_infer_b64.k2.s1_bn1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
@@ -36489,6 +36523,2251 @@ entry:
   call void @resnet8_infer_b64.k18.gap(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @resnet8_infer_b64.k19.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @resnet8_infer_b64.k20.fc(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  ret void
+
+prepare.part32.pool:                              ; preds = %entry.then
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @resnet8_infer_b64.part32.task, ptr %part32.context, i64 2)
+  br label %prepare.part32.done
+
+prepare.part32.serial:                            ; preds = %entry.then
+  br label %prepare.part32
+
+prepare.part32.done:                              ; preds = %prepare.part32.end, %prepare.part32.pool
+  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part136.context, i32 0, i32 0
+  store ptr %params, ptr %13, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part136.context, i32 0, i32 1
+  store ptr %grads, ptr %14, align 8
+  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part136.context, i32 0, i32 2
+  store ptr %m, ptr %15, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part136.context, i32 0, i32 3
+  store ptr %v, ptr %16, align 8
+  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part136.context, i32 0, i32 4
+  store ptr %arena, ptr %17, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part136.context, i32 0, i32 5
+  store ptr %images, ptr %18, align 8
+  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part136.context, i32 0, i32 6
+  store ptr %labels, ptr %19, align 8
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part136.context, i32 0, i32 7
+  store float %lr, ptr %20, align 4
+  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part136.context, i32 0, i32 8
+  store i64 %step, ptr %21, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part136.context, i32 0, i32 9
+  store i64 %seed, ptr %22, align 4
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part136.context, i32 0, i32 10
+  store ptr %pool, ptr %23, align 8
+  %24 = icmp eq ptr %pool, null
+  br i1 %24, label %prepare.part136.serial, label %prepare.part136.pool
+
+prepare.part32:                                   ; preds = %prepare.part32, %prepare.part32.serial
+  %prepare.part321 = phi i64 [ 0, %prepare.part32.serial ], [ %part32.next, %prepare.part32 ]
+  call void @resnet8_infer_b64.part32(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part321)
+  %part32.next = add nsw i64 %prepare.part321, 1
+  %25 = icmp slt i64 %part32.next, 2
+  br i1 %25, label %prepare.part32, label %prepare.part32.end
+
+prepare.part32.end:                               ; preds = %prepare.part32
+  br label %prepare.part32.done
+
+prepare.part136.pool:                             ; preds = %prepare.part32.done
+  %run2 = load ptr, ptr %pool, align 8
+  call void %run2(ptr %pool, ptr @resnet8_infer_b64.part136.task, ptr %part136.context, i64 2)
+  br label %prepare.part136.done
+
+prepare.part136.serial:                           ; preds = %prepare.part32.done
+  br label %prepare.part136
+
+prepare.part136.done:                             ; preds = %prepare.part136.end, %prepare.part136.pool
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part290.context, i32 0, i32 0
+  store ptr %params, ptr %26, align 8
+  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part290.context, i32 0, i32 1
+  store ptr %grads, ptr %27, align 8
+  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part290.context, i32 0, i32 2
+  store ptr %m, ptr %28, align 8
+  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part290.context, i32 0, i32 3
+  store ptr %v, ptr %29, align 8
+  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part290.context, i32 0, i32 4
+  store ptr %arena, ptr %30, align 8
+  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part290.context, i32 0, i32 5
+  store ptr %images, ptr %31, align 8
+  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part290.context, i32 0, i32 6
+  store ptr %labels, ptr %32, align 8
+  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part290.context, i32 0, i32 7
+  store float %lr, ptr %33, align 4
+  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part290.context, i32 0, i32 8
+  store i64 %step, ptr %34, align 4
+  %35 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part290.context, i32 0, i32 9
+  store i64 %seed, ptr %35, align 4
+  %36 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part290.context, i32 0, i32 10
+  store ptr %pool, ptr %36, align 8
+  %37 = icmp eq ptr %pool, null
+  br i1 %37, label %prepare.part290.serial, label %prepare.part290.pool
+
+prepare.part136:                                  ; preds = %prepare.part136, %prepare.part136.serial
+  %prepare.part1363 = phi i64 [ 0, %prepare.part136.serial ], [ %part136.next, %prepare.part136 ]
+  call void @resnet8_infer_b64.part136(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part1363)
+  %part136.next = add nsw i64 %prepare.part1363, 1
+  %38 = icmp slt i64 %part136.next, 2
+  br i1 %38, label %prepare.part136, label %prepare.part136.end
+
+prepare.part136.end:                              ; preds = %prepare.part136
+  br label %prepare.part136.done
+
+prepare.part290.pool:                             ; preds = %prepare.part136.done
+  %run4 = load ptr, ptr %pool, align 8
+  call void %run4(ptr %pool, ptr @resnet8_infer_b64.part290.task, ptr %part290.context, i64 2)
+  br label %prepare.part290.done
+
+prepare.part290.serial:                           ; preds = %prepare.part136.done
+  br label %prepare.part290
+
+prepare.part290.done:                             ; preds = %prepare.part290.end, %prepare.part290.pool
+  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part443.context, i32 0, i32 0
+  store ptr %params, ptr %39, align 8
+  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part443.context, i32 0, i32 1
+  store ptr %grads, ptr %40, align 8
+  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part443.context, i32 0, i32 2
+  store ptr %m, ptr %41, align 8
+  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part443.context, i32 0, i32 3
+  store ptr %v, ptr %42, align 8
+  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part443.context, i32 0, i32 4
+  store ptr %arena, ptr %43, align 8
+  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part443.context, i32 0, i32 5
+  store ptr %images, ptr %44, align 8
+  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part443.context, i32 0, i32 6
+  store ptr %labels, ptr %45, align 8
+  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part443.context, i32 0, i32 7
+  store float %lr, ptr %46, align 4
+  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part443.context, i32 0, i32 8
+  store i64 %step, ptr %47, align 4
+  %48 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part443.context, i32 0, i32 9
+  store i64 %seed, ptr %48, align 4
+  %49 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part443.context, i32 0, i32 10
+  store ptr %pool, ptr %49, align 8
+  %50 = icmp eq ptr %pool, null
+  br i1 %50, label %prepare.part443.serial, label %prepare.part443.pool
+
+prepare.part290:                                  ; preds = %prepare.part290, %prepare.part290.serial
+  %prepare.part2905 = phi i64 [ 0, %prepare.part290.serial ], [ %part290.next, %prepare.part290 ]
+  call void @resnet8_infer_b64.part290(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part2905)
+  %part290.next = add nsw i64 %prepare.part2905, 1
+  %51 = icmp slt i64 %part290.next, 2
+  br i1 %51, label %prepare.part290, label %prepare.part290.end
+
+prepare.part290.end:                              ; preds = %prepare.part290
+  br label %prepare.part290.done
+
+prepare.part443.pool:                             ; preds = %prepare.part290.done
+  %run6 = load ptr, ptr %pool, align 8
+  call void %run6(ptr %pool, ptr @resnet8_infer_b64.part443.task, ptr %part443.context, i64 2)
+  br label %prepare.part443.done
+
+prepare.part443.serial:                           ; preds = %prepare.part290.done
+  br label %prepare.part443
+
+prepare.part443.done:                             ; preds = %prepare.part443.end, %prepare.part443.pool
+  br label %entry.endif
+
+prepare.part443:                                  ; preds = %prepare.part443, %prepare.part443.serial
+  %prepare.part4437 = phi i64 [ 0, %prepare.part443.serial ], [ %part443.next, %prepare.part443 ]
+  call void @resnet8_infer_b64.part443(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part4437)
+  %part443.next = add nsw i64 %prepare.part4437, 1
+  %52 = icmp slt i64 %part443.next, 2
+  br i1 %52, label %prepare.part443, label %prepare.part443.end
+
+prepare.part443.end:                              ; preds = %prepare.part443
+  br label %prepare.part443.done
+}
+
+; Function Attrs: noinline
+define internal void @resnet8_infer_b64.part32(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
+entry:
+  %prepare.w62 = alloca float, align 4
+  %prepare.w61 = alloca float, align 4
+  %prepare.w60 = alloca float, align 4
+  %prepare.w59 = alloca float, align 4
+  %prepare.w58 = alloca float, align 4
+  %prepare.w57 = alloca float, align 4
+  %prepare.w56 = alloca float, align 4
+  %prepare.w55 = alloca float, align 4
+  %prepare.w54 = alloca float, align 4
+  %prepare.w53 = alloca float, align 4
+  %prepare.w52 = alloca float, align 4
+  %prepare.w51 = alloca float, align 4
+  %prepare.w50 = alloca float, align 4
+  %prepare.w49 = alloca float, align 4
+  %prepare.w48 = alloca float, align 4
+  %prepare.w47 = alloca float, align 4
+  %prepare.w46 = alloca float, align 4
+  %prepare.w45 = alloca float, align 4
+  %prepare.w44 = alloca float, align 4
+  %prepare.w43 = alloca float, align 4
+  %prepare.w42 = alloca float, align 4
+  %prepare.w41 = alloca float, align 4
+  %prepare.w40 = alloca float, align 4
+  %prepare.w39 = alloca float, align 4
+  %prepare.w38 = alloca float, align 4
+  %prepare.w37 = alloca float, align 4
+  %prepare.w36 = alloca float, align 4
+  %prepare.w35 = alloca float, align 4
+  br label %prepare.ci33
+
+prepare.ci33:                                     ; preds = %prepare.co34.end, %entry
+  %prepare.ci331 = phi i64 [ 0, %entry ], [ %ci33.next, %prepare.co34.end ]
+  br label %prepare.co34
+
+prepare.ci33.end:                                 ; preds = %prepare.co34.end
+  ret void
+
+prepare.co34:                                     ; preds = %prepare.co34, %prepare.ci33
+  %prepare.co342 = phi i64 [ 0, %prepare.ci33 ], [ %co34.next, %prepare.co34 ]
+  %1 = mul nsw i64 %0, 8
+  %2 = add nsw i64 %1, %prepare.co342
+  %3 = mul nsw i64 %2, 16
+  %4 = add nsw i64 %3, %prepare.ci331
+  %5 = mul nsw i64 %4, 9
+  %6 = add nsw i64 464, %5
+  %params3 = getelementptr inbounds float, ptr %params, i64 %6
+  %7 = load float, ptr %params3, align 4
+  store float %7, ptr %prepare.w35, align 4
+  %8 = mul nsw i64 %0, 8
+  %9 = add nsw i64 %8, %prepare.co342
+  %10 = mul nsw i64 %9, 16
+  %11 = add nsw i64 %10, %prepare.ci331
+  %12 = mul nsw i64 %11, 9
+  %13 = add nsw i64 464, %12
+  %params4 = getelementptr inbounds float, ptr %params, i64 %13
+  %14 = load float, ptr %params4, align 4
+  %15 = mul nsw i64 %0, 8
+  %16 = add nsw i64 %15, %prepare.co342
+  %17 = mul nsw i64 %16, 16
+  %18 = add nsw i64 %17, %prepare.ci331
+  %19 = mul nsw i64 %18, 9
+  %20 = add nsw i64 464, %19
+  %21 = add nsw i64 %20, 3
+  %params5 = getelementptr inbounds float, ptr %params, i64 %21
+  %22 = load float, ptr %params5, align 4
+  %23 = fadd float %14, %22
+  %24 = mul nsw i64 %0, 8
+  %25 = add nsw i64 %24, %prepare.co342
+  %26 = mul nsw i64 %25, 16
+  %27 = add nsw i64 %26, %prepare.ci331
+  %28 = mul nsw i64 %27, 9
+  %29 = add nsw i64 464, %28
+  %30 = add nsw i64 %29, 6
+  %params6 = getelementptr inbounds float, ptr %params, i64 %30
+  %31 = load float, ptr %params6, align 4
+  %32 = fadd float %23, %31
+  %33 = fmul float %32, 5.000000e-01
+  store float %33, ptr %prepare.w36, align 4
+  %34 = mul nsw i64 %0, 8
+  %35 = add nsw i64 %34, %prepare.co342
+  %36 = mul nsw i64 %35, 16
+  %37 = add nsw i64 %36, %prepare.ci331
+  %38 = mul nsw i64 %37, 9
+  %39 = add nsw i64 464, %38
+  %params7 = getelementptr inbounds float, ptr %params, i64 %39
+  %40 = load float, ptr %params7, align 4
+  %41 = mul nsw i64 %0, 8
+  %42 = add nsw i64 %41, %prepare.co342
+  %43 = mul nsw i64 %42, 16
+  %44 = add nsw i64 %43, %prepare.ci331
+  %45 = mul nsw i64 %44, 9
+  %46 = add nsw i64 464, %45
+  %47 = add nsw i64 %46, 6
+  %params8 = getelementptr inbounds float, ptr %params, i64 %47
+  %48 = load float, ptr %params8, align 4
+  %49 = fadd float %40, %48
+  %50 = mul nsw i64 %0, 8
+  %51 = add nsw i64 %50, %prepare.co342
+  %52 = mul nsw i64 %51, 16
+  %53 = add nsw i64 %52, %prepare.ci331
+  %54 = mul nsw i64 %53, 9
+  %55 = add nsw i64 464, %54
+  %56 = add nsw i64 %55, 3
+  %params9 = getelementptr inbounds float, ptr %params, i64 %56
+  %57 = load float, ptr %params9, align 4
+  %58 = fsub float %49, %57
+  %59 = fmul float %58, 5.000000e-01
+  store float %59, ptr %prepare.w37, align 4
+  %60 = mul nsw i64 %0, 8
+  %61 = add nsw i64 %60, %prepare.co342
+  %62 = mul nsw i64 %61, 16
+  %63 = add nsw i64 %62, %prepare.ci331
+  %64 = mul nsw i64 %63, 9
+  %65 = add nsw i64 464, %64
+  %66 = add nsw i64 %65, 6
+  %params10 = getelementptr inbounds float, ptr %params, i64 %66
+  %67 = load float, ptr %params10, align 4
+  store float %67, ptr %prepare.w38, align 4
+  %68 = mul nsw i64 %0, 8
+  %69 = add nsw i64 %68, %prepare.co342
+  %70 = mul nsw i64 %69, 16
+  %71 = add nsw i64 %70, %prepare.ci331
+  %72 = mul nsw i64 %71, 9
+  %73 = add nsw i64 464, %72
+  %74 = add nsw i64 %73, 1
+  %params11 = getelementptr inbounds float, ptr %params, i64 %74
+  %75 = load float, ptr %params11, align 4
+  store float %75, ptr %prepare.w39, align 4
+  %76 = mul nsw i64 %0, 8
+  %77 = add nsw i64 %76, %prepare.co342
+  %78 = mul nsw i64 %77, 16
+  %79 = add nsw i64 %78, %prepare.ci331
+  %80 = mul nsw i64 %79, 9
+  %81 = add nsw i64 464, %80
+  %82 = add nsw i64 %81, 1
+  %params12 = getelementptr inbounds float, ptr %params, i64 %82
+  %83 = load float, ptr %params12, align 4
+  %84 = mul nsw i64 %0, 8
+  %85 = add nsw i64 %84, %prepare.co342
+  %86 = mul nsw i64 %85, 16
+  %87 = add nsw i64 %86, %prepare.ci331
+  %88 = mul nsw i64 %87, 9
+  %89 = add nsw i64 464, %88
+  %90 = add nsw i64 %89, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %90
+  %91 = load float, ptr %params13, align 4
+  %92 = fadd float %83, %91
+  %93 = mul nsw i64 %0, 8
+  %94 = add nsw i64 %93, %prepare.co342
+  %95 = mul nsw i64 %94, 16
+  %96 = add nsw i64 %95, %prepare.ci331
+  %97 = mul nsw i64 %96, 9
+  %98 = add nsw i64 464, %97
+  %99 = add nsw i64 %98, 7
+  %params14 = getelementptr inbounds float, ptr %params, i64 %99
+  %100 = load float, ptr %params14, align 4
+  %101 = fadd float %92, %100
+  %102 = fmul float %101, 5.000000e-01
+  store float %102, ptr %prepare.w40, align 4
+  %103 = mul nsw i64 %0, 8
+  %104 = add nsw i64 %103, %prepare.co342
+  %105 = mul nsw i64 %104, 16
+  %106 = add nsw i64 %105, %prepare.ci331
+  %107 = mul nsw i64 %106, 9
+  %108 = add nsw i64 464, %107
+  %109 = add nsw i64 %108, 1
+  %params15 = getelementptr inbounds float, ptr %params, i64 %109
+  %110 = load float, ptr %params15, align 4
+  %111 = mul nsw i64 %0, 8
+  %112 = add nsw i64 %111, %prepare.co342
+  %113 = mul nsw i64 %112, 16
+  %114 = add nsw i64 %113, %prepare.ci331
+  %115 = mul nsw i64 %114, 9
+  %116 = add nsw i64 464, %115
+  %117 = add nsw i64 %116, 7
+  %params16 = getelementptr inbounds float, ptr %params, i64 %117
+  %118 = load float, ptr %params16, align 4
+  %119 = fadd float %110, %118
+  %120 = mul nsw i64 %0, 8
+  %121 = add nsw i64 %120, %prepare.co342
+  %122 = mul nsw i64 %121, 16
+  %123 = add nsw i64 %122, %prepare.ci331
+  %124 = mul nsw i64 %123, 9
+  %125 = add nsw i64 464, %124
+  %126 = add nsw i64 %125, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %126
+  %127 = load float, ptr %params17, align 4
+  %128 = fsub float %119, %127
+  %129 = fmul float %128, 5.000000e-01
+  store float %129, ptr %prepare.w41, align 4
+  %130 = mul nsw i64 %0, 8
+  %131 = add nsw i64 %130, %prepare.co342
+  %132 = mul nsw i64 %131, 16
+  %133 = add nsw i64 %132, %prepare.ci331
+  %134 = mul nsw i64 %133, 9
+  %135 = add nsw i64 464, %134
+  %136 = add nsw i64 %135, 7
+  %params18 = getelementptr inbounds float, ptr %params, i64 %136
+  %137 = load float, ptr %params18, align 4
+  store float %137, ptr %prepare.w42, align 4
+  %138 = mul nsw i64 %0, 8
+  %139 = add nsw i64 %138, %prepare.co342
+  %140 = mul nsw i64 %139, 16
+  %141 = add nsw i64 %140, %prepare.ci331
+  %142 = mul nsw i64 %141, 9
+  %143 = add nsw i64 464, %142
+  %144 = add nsw i64 %143, 2
+  %params19 = getelementptr inbounds float, ptr %params, i64 %144
+  %145 = load float, ptr %params19, align 4
+  store float %145, ptr %prepare.w43, align 4
+  %146 = mul nsw i64 %0, 8
+  %147 = add nsw i64 %146, %prepare.co342
+  %148 = mul nsw i64 %147, 16
+  %149 = add nsw i64 %148, %prepare.ci331
+  %150 = mul nsw i64 %149, 9
+  %151 = add nsw i64 464, %150
+  %152 = add nsw i64 %151, 2
+  %params20 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params20, align 4
+  %154 = mul nsw i64 %0, 8
+  %155 = add nsw i64 %154, %prepare.co342
+  %156 = mul nsw i64 %155, 16
+  %157 = add nsw i64 %156, %prepare.ci331
+  %158 = mul nsw i64 %157, 9
+  %159 = add nsw i64 464, %158
+  %160 = add nsw i64 %159, 5
+  %params21 = getelementptr inbounds float, ptr %params, i64 %160
+  %161 = load float, ptr %params21, align 4
+  %162 = fadd float %153, %161
+  %163 = mul nsw i64 %0, 8
+  %164 = add nsw i64 %163, %prepare.co342
+  %165 = mul nsw i64 %164, 16
+  %166 = add nsw i64 %165, %prepare.ci331
+  %167 = mul nsw i64 %166, 9
+  %168 = add nsw i64 464, %167
+  %169 = add nsw i64 %168, 8
+  %params22 = getelementptr inbounds float, ptr %params, i64 %169
+  %170 = load float, ptr %params22, align 4
+  %171 = fadd float %162, %170
+  %172 = fmul float %171, 5.000000e-01
+  store float %172, ptr %prepare.w44, align 4
+  %173 = mul nsw i64 %0, 8
+  %174 = add nsw i64 %173, %prepare.co342
+  %175 = mul nsw i64 %174, 16
+  %176 = add nsw i64 %175, %prepare.ci331
+  %177 = mul nsw i64 %176, 9
+  %178 = add nsw i64 464, %177
+  %179 = add nsw i64 %178, 2
+  %params23 = getelementptr inbounds float, ptr %params, i64 %179
+  %180 = load float, ptr %params23, align 4
+  %181 = mul nsw i64 %0, 8
+  %182 = add nsw i64 %181, %prepare.co342
+  %183 = mul nsw i64 %182, 16
+  %184 = add nsw i64 %183, %prepare.ci331
+  %185 = mul nsw i64 %184, 9
+  %186 = add nsw i64 464, %185
+  %187 = add nsw i64 %186, 8
+  %params24 = getelementptr inbounds float, ptr %params, i64 %187
+  %188 = load float, ptr %params24, align 4
+  %189 = fadd float %180, %188
+  %190 = mul nsw i64 %0, 8
+  %191 = add nsw i64 %190, %prepare.co342
+  %192 = mul nsw i64 %191, 16
+  %193 = add nsw i64 %192, %prepare.ci331
+  %194 = mul nsw i64 %193, 9
+  %195 = add nsw i64 464, %194
+  %196 = add nsw i64 %195, 5
+  %params25 = getelementptr inbounds float, ptr %params, i64 %196
+  %197 = load float, ptr %params25, align 4
+  %198 = fsub float %189, %197
+  %199 = fmul float %198, 5.000000e-01
+  store float %199, ptr %prepare.w45, align 4
+  %200 = mul nsw i64 %0, 8
+  %201 = add nsw i64 %200, %prepare.co342
+  %202 = mul nsw i64 %201, 16
+  %203 = add nsw i64 %202, %prepare.ci331
+  %204 = mul nsw i64 %203, 9
+  %205 = add nsw i64 464, %204
+  %206 = add nsw i64 %205, 8
+  %params26 = getelementptr inbounds float, ptr %params, i64 %206
+  %207 = load float, ptr %params26, align 4
+  store float %207, ptr %prepare.w46, align 4
+  %w35 = load float, ptr %prepare.w35, align 4
+  store float %w35, ptr %prepare.w47, align 4
+  %w3527 = load float, ptr %prepare.w35, align 4
+  %w39 = load float, ptr %prepare.w39, align 4
+  %208 = fadd float %w3527, %w39
+  %w43 = load float, ptr %prepare.w43, align 4
+  %209 = fadd float %208, %w43
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %prepare.w48, align 4
+  %w3528 = load float, ptr %prepare.w35, align 4
+  %w4329 = load float, ptr %prepare.w43, align 4
+  %211 = fadd float %w3528, %w4329
+  %w3930 = load float, ptr %prepare.w39, align 4
+  %212 = fsub float %211, %w3930
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %prepare.w49, align 4
+  %w4331 = load float, ptr %prepare.w43, align 4
+  store float %w4331, ptr %prepare.w50, align 4
+  %w36 = load float, ptr %prepare.w36, align 4
+  store float %w36, ptr %prepare.w51, align 4
+  %w3632 = load float, ptr %prepare.w36, align 4
+  %w40 = load float, ptr %prepare.w40, align 4
+  %214 = fadd float %w3632, %w40
+  %w44 = load float, ptr %prepare.w44, align 4
+  %215 = fadd float %214, %w44
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %prepare.w52, align 4
+  %w3633 = load float, ptr %prepare.w36, align 4
+  %w4434 = load float, ptr %prepare.w44, align 4
+  %217 = fadd float %w3633, %w4434
+  %w4035 = load float, ptr %prepare.w40, align 4
+  %218 = fsub float %217, %w4035
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %prepare.w53, align 4
+  %w4436 = load float, ptr %prepare.w44, align 4
+  store float %w4436, ptr %prepare.w54, align 4
+  %w37 = load float, ptr %prepare.w37, align 4
+  store float %w37, ptr %prepare.w55, align 4
+  %w3737 = load float, ptr %prepare.w37, align 4
+  %w41 = load float, ptr %prepare.w41, align 4
+  %220 = fadd float %w3737, %w41
+  %w45 = load float, ptr %prepare.w45, align 4
+  %221 = fadd float %220, %w45
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %prepare.w56, align 4
+  %w3738 = load float, ptr %prepare.w37, align 4
+  %w4539 = load float, ptr %prepare.w45, align 4
+  %223 = fadd float %w3738, %w4539
+  %w4140 = load float, ptr %prepare.w41, align 4
+  %224 = fsub float %223, %w4140
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %prepare.w57, align 4
+  %w4541 = load float, ptr %prepare.w45, align 4
+  store float %w4541, ptr %prepare.w58, align 4
+  %w38 = load float, ptr %prepare.w38, align 4
+  store float %w38, ptr %prepare.w59, align 4
+  %w3842 = load float, ptr %prepare.w38, align 4
+  %w42 = load float, ptr %prepare.w42, align 4
+  %226 = fadd float %w3842, %w42
+  %w46 = load float, ptr %prepare.w46, align 4
+  %227 = fadd float %226, %w46
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %prepare.w60, align 4
+  %w3843 = load float, ptr %prepare.w38, align 4
+  %w4644 = load float, ptr %prepare.w46, align 4
+  %229 = fadd float %w3843, %w4644
+  %w4245 = load float, ptr %prepare.w42, align 4
+  %230 = fsub float %229, %w4245
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %prepare.w61, align 4
+  %w4646 = load float, ptr %prepare.w46, align 4
+  store float %w4646, ptr %prepare.w62, align 4
+  %w47 = load float, ptr %prepare.w47, align 4
+  %232 = mul nsw i64 %prepare.ci331, 16
+  %233 = add nsw i64 3332192, %232
+  %234 = mul nsw i64 %0, 8
+  %235 = add nsw i64 %234, %prepare.co342
+  %236 = add nsw i64 %233, %235
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
+  store float %w47, ptr %arena47, align 4
+  %w48 = load float, ptr %prepare.w48, align 4
+  %237 = mul nsw i64 %prepare.ci331, 16
+  %238 = add nsw i64 3332448, %237
+  %239 = mul nsw i64 %0, 8
+  %240 = add nsw i64 %239, %prepare.co342
+  %241 = add nsw i64 %238, %240
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
+  store float %w48, ptr %arena48, align 4
+  %w49 = load float, ptr %prepare.w49, align 4
+  %242 = mul nsw i64 %prepare.ci331, 16
+  %243 = add nsw i64 3332704, %242
+  %244 = mul nsw i64 %0, 8
+  %245 = add nsw i64 %244, %prepare.co342
+  %246 = add nsw i64 %243, %245
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
+  store float %w49, ptr %arena49, align 4
+  %w50 = load float, ptr %prepare.w50, align 4
+  %247 = mul nsw i64 %prepare.ci331, 16
+  %248 = add nsw i64 3332960, %247
+  %249 = mul nsw i64 %0, 8
+  %250 = add nsw i64 %249, %prepare.co342
+  %251 = add nsw i64 %248, %250
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
+  store float %w50, ptr %arena50, align 4
+  %w51 = load float, ptr %prepare.w51, align 4
+  %252 = mul nsw i64 %prepare.ci331, 16
+  %253 = add nsw i64 3333216, %252
+  %254 = mul nsw i64 %0, 8
+  %255 = add nsw i64 %254, %prepare.co342
+  %256 = add nsw i64 %253, %255
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
+  store float %w51, ptr %arena51, align 4
+  %w52 = load float, ptr %prepare.w52, align 4
+  %257 = mul nsw i64 %prepare.ci331, 16
+  %258 = add nsw i64 3333472, %257
+  %259 = mul nsw i64 %0, 8
+  %260 = add nsw i64 %259, %prepare.co342
+  %261 = add nsw i64 %258, %260
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
+  store float %w52, ptr %arena52, align 4
+  %w53 = load float, ptr %prepare.w53, align 4
+  %262 = mul nsw i64 %prepare.ci331, 16
+  %263 = add nsw i64 3333728, %262
+  %264 = mul nsw i64 %0, 8
+  %265 = add nsw i64 %264, %prepare.co342
+  %266 = add nsw i64 %263, %265
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
+  store float %w53, ptr %arena53, align 4
+  %w54 = load float, ptr %prepare.w54, align 4
+  %267 = mul nsw i64 %prepare.ci331, 16
+  %268 = add nsw i64 3333984, %267
+  %269 = mul nsw i64 %0, 8
+  %270 = add nsw i64 %269, %prepare.co342
+  %271 = add nsw i64 %268, %270
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
+  store float %w54, ptr %arena54, align 4
+  %w55 = load float, ptr %prepare.w55, align 4
+  %272 = mul nsw i64 %prepare.ci331, 16
+  %273 = add nsw i64 3334240, %272
+  %274 = mul nsw i64 %0, 8
+  %275 = add nsw i64 %274, %prepare.co342
+  %276 = add nsw i64 %273, %275
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
+  store float %w55, ptr %arena55, align 4
+  %w56 = load float, ptr %prepare.w56, align 4
+  %277 = mul nsw i64 %prepare.ci331, 16
+  %278 = add nsw i64 3334496, %277
+  %279 = mul nsw i64 %0, 8
+  %280 = add nsw i64 %279, %prepare.co342
+  %281 = add nsw i64 %278, %280
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
+  store float %w56, ptr %arena56, align 4
+  %w57 = load float, ptr %prepare.w57, align 4
+  %282 = mul nsw i64 %prepare.ci331, 16
+  %283 = add nsw i64 3334752, %282
+  %284 = mul nsw i64 %0, 8
+  %285 = add nsw i64 %284, %prepare.co342
+  %286 = add nsw i64 %283, %285
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
+  store float %w57, ptr %arena57, align 4
+  %w58 = load float, ptr %prepare.w58, align 4
+  %287 = mul nsw i64 %prepare.ci331, 16
+  %288 = add nsw i64 3335008, %287
+  %289 = mul nsw i64 %0, 8
+  %290 = add nsw i64 %289, %prepare.co342
+  %291 = add nsw i64 %288, %290
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
+  store float %w58, ptr %arena58, align 4
+  %w59 = load float, ptr %prepare.w59, align 4
+  %292 = mul nsw i64 %prepare.ci331, 16
+  %293 = add nsw i64 3335264, %292
+  %294 = mul nsw i64 %0, 8
+  %295 = add nsw i64 %294, %prepare.co342
+  %296 = add nsw i64 %293, %295
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
+  store float %w59, ptr %arena59, align 4
+  %w60 = load float, ptr %prepare.w60, align 4
+  %297 = mul nsw i64 %prepare.ci331, 16
+  %298 = add nsw i64 3335520, %297
+  %299 = mul nsw i64 %0, 8
+  %300 = add nsw i64 %299, %prepare.co342
+  %301 = add nsw i64 %298, %300
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
+  store float %w60, ptr %arena60, align 4
+  %w61 = load float, ptr %prepare.w61, align 4
+  %302 = mul nsw i64 %prepare.ci331, 16
+  %303 = add nsw i64 3335776, %302
+  %304 = mul nsw i64 %0, 8
+  %305 = add nsw i64 %304, %prepare.co342
+  %306 = add nsw i64 %303, %305
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
+  store float %w61, ptr %arena61, align 4
+  %w62 = load float, ptr %prepare.w62, align 4
+  %307 = mul nsw i64 %prepare.ci331, 16
+  %308 = add nsw i64 3336032, %307
+  %309 = mul nsw i64 %0, 8
+  %310 = add nsw i64 %309, %prepare.co342
+  %311 = add nsw i64 %308, %310
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
+  store float %w62, ptr %arena62, align 4
+  %co34.next = add nsw i64 %prepare.co342, 1
+  %312 = icmp slt i64 %co34.next, 8
+  br i1 %312, label %prepare.co34, label %prepare.co34.end
+
+prepare.co34.end:                                 ; preds = %prepare.co34
+  %ci33.next = add nsw i64 %prepare.ci331, 1
+  %313 = icmp slt i64 %ci33.next, 16
+  br i1 %313, label %prepare.ci33, label %prepare.ci33.end
+}
+
+define internal void @resnet8_infer_b64.part32.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  call void @resnet8_infer_b64.part32(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @resnet8_infer_b64.part136(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
+entry:
+  %prepare.w166 = alloca float, align 4
+  %prepare.w165 = alloca float, align 4
+  %prepare.w164 = alloca float, align 4
+  %prepare.w163 = alloca float, align 4
+  %prepare.w162 = alloca float, align 4
+  %prepare.w161 = alloca float, align 4
+  %prepare.w160 = alloca float, align 4
+  %prepare.w159 = alloca float, align 4
+  %prepare.w158 = alloca float, align 4
+  %prepare.w157 = alloca float, align 4
+  %prepare.w156 = alloca float, align 4
+  %prepare.w155 = alloca float, align 4
+  %prepare.w154 = alloca float, align 4
+  %prepare.w153 = alloca float, align 4
+  %prepare.w152 = alloca float, align 4
+  %prepare.w151 = alloca float, align 4
+  %prepare.w150 = alloca float, align 4
+  %prepare.w149 = alloca float, align 4
+  %prepare.w148 = alloca float, align 4
+  %prepare.w147 = alloca float, align 4
+  %prepare.w146 = alloca float, align 4
+  %prepare.w145 = alloca float, align 4
+  %prepare.w144 = alloca float, align 4
+  %prepare.w143 = alloca float, align 4
+  %prepare.w142 = alloca float, align 4
+  %prepare.w141 = alloca float, align 4
+  %prepare.w140 = alloca float, align 4
+  %prepare.w139 = alloca float, align 4
+  br label %prepare.ci137
+
+prepare.ci137:                                    ; preds = %prepare.co138.end, %entry
+  %prepare.ci1371 = phi i64 [ 0, %entry ], [ %ci137.next, %prepare.co138.end ]
+  br label %prepare.co138
+
+prepare.ci137.end:                                ; preds = %prepare.co138.end
+  ret void
+
+prepare.co138:                                    ; preds = %prepare.co138, %prepare.ci137
+  %prepare.co1382 = phi i64 [ 0, %prepare.ci137 ], [ %co138.next, %prepare.co138 ]
+  %1 = mul nsw i64 %0, 8
+  %2 = add nsw i64 %1, %prepare.co1382
+  %3 = mul nsw i64 %2, 16
+  %4 = add nsw i64 %3, %prepare.ci1371
+  %5 = mul nsw i64 %4, 9
+  %6 = add nsw i64 2800, %5
+  %params3 = getelementptr inbounds float, ptr %params, i64 %6
+  %7 = load float, ptr %params3, align 4
+  store float %7, ptr %prepare.w139, align 4
+  %8 = mul nsw i64 %0, 8
+  %9 = add nsw i64 %8, %prepare.co1382
+  %10 = mul nsw i64 %9, 16
+  %11 = add nsw i64 %10, %prepare.ci1371
+  %12 = mul nsw i64 %11, 9
+  %13 = add nsw i64 2800, %12
+  %params4 = getelementptr inbounds float, ptr %params, i64 %13
+  %14 = load float, ptr %params4, align 4
+  %15 = mul nsw i64 %0, 8
+  %16 = add nsw i64 %15, %prepare.co1382
+  %17 = mul nsw i64 %16, 16
+  %18 = add nsw i64 %17, %prepare.ci1371
+  %19 = mul nsw i64 %18, 9
+  %20 = add nsw i64 2800, %19
+  %21 = add nsw i64 %20, 3
+  %params5 = getelementptr inbounds float, ptr %params, i64 %21
+  %22 = load float, ptr %params5, align 4
+  %23 = fadd float %14, %22
+  %24 = mul nsw i64 %0, 8
+  %25 = add nsw i64 %24, %prepare.co1382
+  %26 = mul nsw i64 %25, 16
+  %27 = add nsw i64 %26, %prepare.ci1371
+  %28 = mul nsw i64 %27, 9
+  %29 = add nsw i64 2800, %28
+  %30 = add nsw i64 %29, 6
+  %params6 = getelementptr inbounds float, ptr %params, i64 %30
+  %31 = load float, ptr %params6, align 4
+  %32 = fadd float %23, %31
+  %33 = fmul float %32, 5.000000e-01
+  store float %33, ptr %prepare.w140, align 4
+  %34 = mul nsw i64 %0, 8
+  %35 = add nsw i64 %34, %prepare.co1382
+  %36 = mul nsw i64 %35, 16
+  %37 = add nsw i64 %36, %prepare.ci1371
+  %38 = mul nsw i64 %37, 9
+  %39 = add nsw i64 2800, %38
+  %params7 = getelementptr inbounds float, ptr %params, i64 %39
+  %40 = load float, ptr %params7, align 4
+  %41 = mul nsw i64 %0, 8
+  %42 = add nsw i64 %41, %prepare.co1382
+  %43 = mul nsw i64 %42, 16
+  %44 = add nsw i64 %43, %prepare.ci1371
+  %45 = mul nsw i64 %44, 9
+  %46 = add nsw i64 2800, %45
+  %47 = add nsw i64 %46, 6
+  %params8 = getelementptr inbounds float, ptr %params, i64 %47
+  %48 = load float, ptr %params8, align 4
+  %49 = fadd float %40, %48
+  %50 = mul nsw i64 %0, 8
+  %51 = add nsw i64 %50, %prepare.co1382
+  %52 = mul nsw i64 %51, 16
+  %53 = add nsw i64 %52, %prepare.ci1371
+  %54 = mul nsw i64 %53, 9
+  %55 = add nsw i64 2800, %54
+  %56 = add nsw i64 %55, 3
+  %params9 = getelementptr inbounds float, ptr %params, i64 %56
+  %57 = load float, ptr %params9, align 4
+  %58 = fsub float %49, %57
+  %59 = fmul float %58, 5.000000e-01
+  store float %59, ptr %prepare.w141, align 4
+  %60 = mul nsw i64 %0, 8
+  %61 = add nsw i64 %60, %prepare.co1382
+  %62 = mul nsw i64 %61, 16
+  %63 = add nsw i64 %62, %prepare.ci1371
+  %64 = mul nsw i64 %63, 9
+  %65 = add nsw i64 2800, %64
+  %66 = add nsw i64 %65, 6
+  %params10 = getelementptr inbounds float, ptr %params, i64 %66
+  %67 = load float, ptr %params10, align 4
+  store float %67, ptr %prepare.w142, align 4
+  %68 = mul nsw i64 %0, 8
+  %69 = add nsw i64 %68, %prepare.co1382
+  %70 = mul nsw i64 %69, 16
+  %71 = add nsw i64 %70, %prepare.ci1371
+  %72 = mul nsw i64 %71, 9
+  %73 = add nsw i64 2800, %72
+  %74 = add nsw i64 %73, 1
+  %params11 = getelementptr inbounds float, ptr %params, i64 %74
+  %75 = load float, ptr %params11, align 4
+  store float %75, ptr %prepare.w143, align 4
+  %76 = mul nsw i64 %0, 8
+  %77 = add nsw i64 %76, %prepare.co1382
+  %78 = mul nsw i64 %77, 16
+  %79 = add nsw i64 %78, %prepare.ci1371
+  %80 = mul nsw i64 %79, 9
+  %81 = add nsw i64 2800, %80
+  %82 = add nsw i64 %81, 1
+  %params12 = getelementptr inbounds float, ptr %params, i64 %82
+  %83 = load float, ptr %params12, align 4
+  %84 = mul nsw i64 %0, 8
+  %85 = add nsw i64 %84, %prepare.co1382
+  %86 = mul nsw i64 %85, 16
+  %87 = add nsw i64 %86, %prepare.ci1371
+  %88 = mul nsw i64 %87, 9
+  %89 = add nsw i64 2800, %88
+  %90 = add nsw i64 %89, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %90
+  %91 = load float, ptr %params13, align 4
+  %92 = fadd float %83, %91
+  %93 = mul nsw i64 %0, 8
+  %94 = add nsw i64 %93, %prepare.co1382
+  %95 = mul nsw i64 %94, 16
+  %96 = add nsw i64 %95, %prepare.ci1371
+  %97 = mul nsw i64 %96, 9
+  %98 = add nsw i64 2800, %97
+  %99 = add nsw i64 %98, 7
+  %params14 = getelementptr inbounds float, ptr %params, i64 %99
+  %100 = load float, ptr %params14, align 4
+  %101 = fadd float %92, %100
+  %102 = fmul float %101, 5.000000e-01
+  store float %102, ptr %prepare.w144, align 4
+  %103 = mul nsw i64 %0, 8
+  %104 = add nsw i64 %103, %prepare.co1382
+  %105 = mul nsw i64 %104, 16
+  %106 = add nsw i64 %105, %prepare.ci1371
+  %107 = mul nsw i64 %106, 9
+  %108 = add nsw i64 2800, %107
+  %109 = add nsw i64 %108, 1
+  %params15 = getelementptr inbounds float, ptr %params, i64 %109
+  %110 = load float, ptr %params15, align 4
+  %111 = mul nsw i64 %0, 8
+  %112 = add nsw i64 %111, %prepare.co1382
+  %113 = mul nsw i64 %112, 16
+  %114 = add nsw i64 %113, %prepare.ci1371
+  %115 = mul nsw i64 %114, 9
+  %116 = add nsw i64 2800, %115
+  %117 = add nsw i64 %116, 7
+  %params16 = getelementptr inbounds float, ptr %params, i64 %117
+  %118 = load float, ptr %params16, align 4
+  %119 = fadd float %110, %118
+  %120 = mul nsw i64 %0, 8
+  %121 = add nsw i64 %120, %prepare.co1382
+  %122 = mul nsw i64 %121, 16
+  %123 = add nsw i64 %122, %prepare.ci1371
+  %124 = mul nsw i64 %123, 9
+  %125 = add nsw i64 2800, %124
+  %126 = add nsw i64 %125, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %126
+  %127 = load float, ptr %params17, align 4
+  %128 = fsub float %119, %127
+  %129 = fmul float %128, 5.000000e-01
+  store float %129, ptr %prepare.w145, align 4
+  %130 = mul nsw i64 %0, 8
+  %131 = add nsw i64 %130, %prepare.co1382
+  %132 = mul nsw i64 %131, 16
+  %133 = add nsw i64 %132, %prepare.ci1371
+  %134 = mul nsw i64 %133, 9
+  %135 = add nsw i64 2800, %134
+  %136 = add nsw i64 %135, 7
+  %params18 = getelementptr inbounds float, ptr %params, i64 %136
+  %137 = load float, ptr %params18, align 4
+  store float %137, ptr %prepare.w146, align 4
+  %138 = mul nsw i64 %0, 8
+  %139 = add nsw i64 %138, %prepare.co1382
+  %140 = mul nsw i64 %139, 16
+  %141 = add nsw i64 %140, %prepare.ci1371
+  %142 = mul nsw i64 %141, 9
+  %143 = add nsw i64 2800, %142
+  %144 = add nsw i64 %143, 2
+  %params19 = getelementptr inbounds float, ptr %params, i64 %144
+  %145 = load float, ptr %params19, align 4
+  store float %145, ptr %prepare.w147, align 4
+  %146 = mul nsw i64 %0, 8
+  %147 = add nsw i64 %146, %prepare.co1382
+  %148 = mul nsw i64 %147, 16
+  %149 = add nsw i64 %148, %prepare.ci1371
+  %150 = mul nsw i64 %149, 9
+  %151 = add nsw i64 2800, %150
+  %152 = add nsw i64 %151, 2
+  %params20 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params20, align 4
+  %154 = mul nsw i64 %0, 8
+  %155 = add nsw i64 %154, %prepare.co1382
+  %156 = mul nsw i64 %155, 16
+  %157 = add nsw i64 %156, %prepare.ci1371
+  %158 = mul nsw i64 %157, 9
+  %159 = add nsw i64 2800, %158
+  %160 = add nsw i64 %159, 5
+  %params21 = getelementptr inbounds float, ptr %params, i64 %160
+  %161 = load float, ptr %params21, align 4
+  %162 = fadd float %153, %161
+  %163 = mul nsw i64 %0, 8
+  %164 = add nsw i64 %163, %prepare.co1382
+  %165 = mul nsw i64 %164, 16
+  %166 = add nsw i64 %165, %prepare.ci1371
+  %167 = mul nsw i64 %166, 9
+  %168 = add nsw i64 2800, %167
+  %169 = add nsw i64 %168, 8
+  %params22 = getelementptr inbounds float, ptr %params, i64 %169
+  %170 = load float, ptr %params22, align 4
+  %171 = fadd float %162, %170
+  %172 = fmul float %171, 5.000000e-01
+  store float %172, ptr %prepare.w148, align 4
+  %173 = mul nsw i64 %0, 8
+  %174 = add nsw i64 %173, %prepare.co1382
+  %175 = mul nsw i64 %174, 16
+  %176 = add nsw i64 %175, %prepare.ci1371
+  %177 = mul nsw i64 %176, 9
+  %178 = add nsw i64 2800, %177
+  %179 = add nsw i64 %178, 2
+  %params23 = getelementptr inbounds float, ptr %params, i64 %179
+  %180 = load float, ptr %params23, align 4
+  %181 = mul nsw i64 %0, 8
+  %182 = add nsw i64 %181, %prepare.co1382
+  %183 = mul nsw i64 %182, 16
+  %184 = add nsw i64 %183, %prepare.ci1371
+  %185 = mul nsw i64 %184, 9
+  %186 = add nsw i64 2800, %185
+  %187 = add nsw i64 %186, 8
+  %params24 = getelementptr inbounds float, ptr %params, i64 %187
+  %188 = load float, ptr %params24, align 4
+  %189 = fadd float %180, %188
+  %190 = mul nsw i64 %0, 8
+  %191 = add nsw i64 %190, %prepare.co1382
+  %192 = mul nsw i64 %191, 16
+  %193 = add nsw i64 %192, %prepare.ci1371
+  %194 = mul nsw i64 %193, 9
+  %195 = add nsw i64 2800, %194
+  %196 = add nsw i64 %195, 5
+  %params25 = getelementptr inbounds float, ptr %params, i64 %196
+  %197 = load float, ptr %params25, align 4
+  %198 = fsub float %189, %197
+  %199 = fmul float %198, 5.000000e-01
+  store float %199, ptr %prepare.w149, align 4
+  %200 = mul nsw i64 %0, 8
+  %201 = add nsw i64 %200, %prepare.co1382
+  %202 = mul nsw i64 %201, 16
+  %203 = add nsw i64 %202, %prepare.ci1371
+  %204 = mul nsw i64 %203, 9
+  %205 = add nsw i64 2800, %204
+  %206 = add nsw i64 %205, 8
+  %params26 = getelementptr inbounds float, ptr %params, i64 %206
+  %207 = load float, ptr %params26, align 4
+  store float %207, ptr %prepare.w150, align 4
+  %w139 = load float, ptr %prepare.w139, align 4
+  store float %w139, ptr %prepare.w151, align 4
+  %w13927 = load float, ptr %prepare.w139, align 4
+  %w143 = load float, ptr %prepare.w143, align 4
+  %208 = fadd float %w13927, %w143
+  %w147 = load float, ptr %prepare.w147, align 4
+  %209 = fadd float %208, %w147
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %prepare.w152, align 4
+  %w13928 = load float, ptr %prepare.w139, align 4
+  %w14729 = load float, ptr %prepare.w147, align 4
+  %211 = fadd float %w13928, %w14729
+  %w14330 = load float, ptr %prepare.w143, align 4
+  %212 = fsub float %211, %w14330
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %prepare.w153, align 4
+  %w14731 = load float, ptr %prepare.w147, align 4
+  store float %w14731, ptr %prepare.w154, align 4
+  %w140 = load float, ptr %prepare.w140, align 4
+  store float %w140, ptr %prepare.w155, align 4
+  %w14032 = load float, ptr %prepare.w140, align 4
+  %w144 = load float, ptr %prepare.w144, align 4
+  %214 = fadd float %w14032, %w144
+  %w148 = load float, ptr %prepare.w148, align 4
+  %215 = fadd float %214, %w148
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %prepare.w156, align 4
+  %w14033 = load float, ptr %prepare.w140, align 4
+  %w14834 = load float, ptr %prepare.w148, align 4
+  %217 = fadd float %w14033, %w14834
+  %w14435 = load float, ptr %prepare.w144, align 4
+  %218 = fsub float %217, %w14435
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %prepare.w157, align 4
+  %w14836 = load float, ptr %prepare.w148, align 4
+  store float %w14836, ptr %prepare.w158, align 4
+  %w141 = load float, ptr %prepare.w141, align 4
+  store float %w141, ptr %prepare.w159, align 4
+  %w14137 = load float, ptr %prepare.w141, align 4
+  %w145 = load float, ptr %prepare.w145, align 4
+  %220 = fadd float %w14137, %w145
+  %w149 = load float, ptr %prepare.w149, align 4
+  %221 = fadd float %220, %w149
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %prepare.w160, align 4
+  %w14138 = load float, ptr %prepare.w141, align 4
+  %w14939 = load float, ptr %prepare.w149, align 4
+  %223 = fadd float %w14138, %w14939
+  %w14540 = load float, ptr %prepare.w145, align 4
+  %224 = fsub float %223, %w14540
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %prepare.w161, align 4
+  %w14941 = load float, ptr %prepare.w149, align 4
+  store float %w14941, ptr %prepare.w162, align 4
+  %w142 = load float, ptr %prepare.w142, align 4
+  store float %w142, ptr %prepare.w163, align 4
+  %w14242 = load float, ptr %prepare.w142, align 4
+  %w146 = load float, ptr %prepare.w146, align 4
+  %226 = fadd float %w14242, %w146
+  %w150 = load float, ptr %prepare.w150, align 4
+  %227 = fadd float %226, %w150
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %prepare.w164, align 4
+  %w14243 = load float, ptr %prepare.w142, align 4
+  %w15044 = load float, ptr %prepare.w150, align 4
+  %229 = fadd float %w14243, %w15044
+  %w14645 = load float, ptr %prepare.w146, align 4
+  %230 = fsub float %229, %w14645
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %prepare.w165, align 4
+  %w15046 = load float, ptr %prepare.w150, align 4
+  store float %w15046, ptr %prepare.w166, align 4
+  %w151 = load float, ptr %prepare.w151, align 4
+  %232 = mul nsw i64 %prepare.ci1371, 16
+  %233 = add nsw i64 3336288, %232
+  %234 = mul nsw i64 %0, 8
+  %235 = add nsw i64 %234, %prepare.co1382
+  %236 = add nsw i64 %233, %235
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
+  store float %w151, ptr %arena47, align 4
+  %w152 = load float, ptr %prepare.w152, align 4
+  %237 = mul nsw i64 %prepare.ci1371, 16
+  %238 = add nsw i64 3336544, %237
+  %239 = mul nsw i64 %0, 8
+  %240 = add nsw i64 %239, %prepare.co1382
+  %241 = add nsw i64 %238, %240
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
+  store float %w152, ptr %arena48, align 4
+  %w153 = load float, ptr %prepare.w153, align 4
+  %242 = mul nsw i64 %prepare.ci1371, 16
+  %243 = add nsw i64 3336800, %242
+  %244 = mul nsw i64 %0, 8
+  %245 = add nsw i64 %244, %prepare.co1382
+  %246 = add nsw i64 %243, %245
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
+  store float %w153, ptr %arena49, align 4
+  %w154 = load float, ptr %prepare.w154, align 4
+  %247 = mul nsw i64 %prepare.ci1371, 16
+  %248 = add nsw i64 3337056, %247
+  %249 = mul nsw i64 %0, 8
+  %250 = add nsw i64 %249, %prepare.co1382
+  %251 = add nsw i64 %248, %250
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
+  store float %w154, ptr %arena50, align 4
+  %w155 = load float, ptr %prepare.w155, align 4
+  %252 = mul nsw i64 %prepare.ci1371, 16
+  %253 = add nsw i64 3337312, %252
+  %254 = mul nsw i64 %0, 8
+  %255 = add nsw i64 %254, %prepare.co1382
+  %256 = add nsw i64 %253, %255
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
+  store float %w155, ptr %arena51, align 4
+  %w156 = load float, ptr %prepare.w156, align 4
+  %257 = mul nsw i64 %prepare.ci1371, 16
+  %258 = add nsw i64 3337568, %257
+  %259 = mul nsw i64 %0, 8
+  %260 = add nsw i64 %259, %prepare.co1382
+  %261 = add nsw i64 %258, %260
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
+  store float %w156, ptr %arena52, align 4
+  %w157 = load float, ptr %prepare.w157, align 4
+  %262 = mul nsw i64 %prepare.ci1371, 16
+  %263 = add nsw i64 3337824, %262
+  %264 = mul nsw i64 %0, 8
+  %265 = add nsw i64 %264, %prepare.co1382
+  %266 = add nsw i64 %263, %265
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
+  store float %w157, ptr %arena53, align 4
+  %w158 = load float, ptr %prepare.w158, align 4
+  %267 = mul nsw i64 %prepare.ci1371, 16
+  %268 = add nsw i64 3338080, %267
+  %269 = mul nsw i64 %0, 8
+  %270 = add nsw i64 %269, %prepare.co1382
+  %271 = add nsw i64 %268, %270
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
+  store float %w158, ptr %arena54, align 4
+  %w159 = load float, ptr %prepare.w159, align 4
+  %272 = mul nsw i64 %prepare.ci1371, 16
+  %273 = add nsw i64 3338336, %272
+  %274 = mul nsw i64 %0, 8
+  %275 = add nsw i64 %274, %prepare.co1382
+  %276 = add nsw i64 %273, %275
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
+  store float %w159, ptr %arena55, align 4
+  %w160 = load float, ptr %prepare.w160, align 4
+  %277 = mul nsw i64 %prepare.ci1371, 16
+  %278 = add nsw i64 3338592, %277
+  %279 = mul nsw i64 %0, 8
+  %280 = add nsw i64 %279, %prepare.co1382
+  %281 = add nsw i64 %278, %280
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
+  store float %w160, ptr %arena56, align 4
+  %w161 = load float, ptr %prepare.w161, align 4
+  %282 = mul nsw i64 %prepare.ci1371, 16
+  %283 = add nsw i64 3338848, %282
+  %284 = mul nsw i64 %0, 8
+  %285 = add nsw i64 %284, %prepare.co1382
+  %286 = add nsw i64 %283, %285
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
+  store float %w161, ptr %arena57, align 4
+  %w162 = load float, ptr %prepare.w162, align 4
+  %287 = mul nsw i64 %prepare.ci1371, 16
+  %288 = add nsw i64 3339104, %287
+  %289 = mul nsw i64 %0, 8
+  %290 = add nsw i64 %289, %prepare.co1382
+  %291 = add nsw i64 %288, %290
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
+  store float %w162, ptr %arena58, align 4
+  %w163 = load float, ptr %prepare.w163, align 4
+  %292 = mul nsw i64 %prepare.ci1371, 16
+  %293 = add nsw i64 3339360, %292
+  %294 = mul nsw i64 %0, 8
+  %295 = add nsw i64 %294, %prepare.co1382
+  %296 = add nsw i64 %293, %295
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
+  store float %w163, ptr %arena59, align 4
+  %w164 = load float, ptr %prepare.w164, align 4
+  %297 = mul nsw i64 %prepare.ci1371, 16
+  %298 = add nsw i64 3339616, %297
+  %299 = mul nsw i64 %0, 8
+  %300 = add nsw i64 %299, %prepare.co1382
+  %301 = add nsw i64 %298, %300
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
+  store float %w164, ptr %arena60, align 4
+  %w165 = load float, ptr %prepare.w165, align 4
+  %302 = mul nsw i64 %prepare.ci1371, 16
+  %303 = add nsw i64 3339872, %302
+  %304 = mul nsw i64 %0, 8
+  %305 = add nsw i64 %304, %prepare.co1382
+  %306 = add nsw i64 %303, %305
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
+  store float %w165, ptr %arena61, align 4
+  %w166 = load float, ptr %prepare.w166, align 4
+  %307 = mul nsw i64 %prepare.ci1371, 16
+  %308 = add nsw i64 3340128, %307
+  %309 = mul nsw i64 %0, 8
+  %310 = add nsw i64 %309, %prepare.co1382
+  %311 = add nsw i64 %308, %310
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
+  store float %w166, ptr %arena62, align 4
+  %co138.next = add nsw i64 %prepare.co1382, 1
+  %312 = icmp slt i64 %co138.next, 8
+  br i1 %312, label %prepare.co138, label %prepare.co138.end
+
+prepare.co138.end:                                ; preds = %prepare.co138
+  %ci137.next = add nsw i64 %prepare.ci1371, 1
+  %313 = icmp slt i64 %ci137.next, 16
+  br i1 %313, label %prepare.ci137, label %prepare.ci137.end
+}
+
+define internal void @resnet8_infer_b64.part136.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  call void @resnet8_infer_b64.part136(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @resnet8_infer_b64.part290(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
+entry:
+  %prepare.w320 = alloca float, align 4
+  %prepare.w319 = alloca float, align 4
+  %prepare.w318 = alloca float, align 4
+  %prepare.w317 = alloca float, align 4
+  %prepare.w316 = alloca float, align 4
+  %prepare.w315 = alloca float, align 4
+  %prepare.w314 = alloca float, align 4
+  %prepare.w313 = alloca float, align 4
+  %prepare.w312 = alloca float, align 4
+  %prepare.w311 = alloca float, align 4
+  %prepare.w310 = alloca float, align 4
+  %prepare.w309 = alloca float, align 4
+  %prepare.w308 = alloca float, align 4
+  %prepare.w307 = alloca float, align 4
+  %prepare.w306 = alloca float, align 4
+  %prepare.w305 = alloca float, align 4
+  %prepare.w304 = alloca float, align 4
+  %prepare.w303 = alloca float, align 4
+  %prepare.w302 = alloca float, align 4
+  %prepare.w301 = alloca float, align 4
+  %prepare.w300 = alloca float, align 4
+  %prepare.w299 = alloca float, align 4
+  %prepare.w298 = alloca float, align 4
+  %prepare.w297 = alloca float, align 4
+  %prepare.w296 = alloca float, align 4
+  %prepare.w295 = alloca float, align 4
+  %prepare.w294 = alloca float, align 4
+  %prepare.w293 = alloca float, align 4
+  br label %prepare.ci291
+
+prepare.ci291:                                    ; preds = %prepare.co292.end, %entry
+  %prepare.ci2911 = phi i64 [ 0, %entry ], [ %ci291.next, %prepare.co292.end ]
+  br label %prepare.co292
+
+prepare.ci291.end:                                ; preds = %prepare.co292.end
+  ret void
+
+prepare.co292:                                    ; preds = %prepare.co292, %prepare.ci291
+  %prepare.co2922 = phi i64 [ 0, %prepare.ci291 ], [ %co292.next, %prepare.co292 ]
+  %1 = mul nsw i64 %0, 16
+  %2 = add nsw i64 %1, %prepare.co2922
+  %3 = mul nsw i64 %2, 32
+  %4 = add nsw i64 %3, %prepare.ci2911
+  %5 = mul nsw i64 %4, 9
+  %6 = add nsw i64 9808, %5
+  %params3 = getelementptr inbounds float, ptr %params, i64 %6
+  %7 = load float, ptr %params3, align 4
+  store float %7, ptr %prepare.w293, align 4
+  %8 = mul nsw i64 %0, 16
+  %9 = add nsw i64 %8, %prepare.co2922
+  %10 = mul nsw i64 %9, 32
+  %11 = add nsw i64 %10, %prepare.ci2911
+  %12 = mul nsw i64 %11, 9
+  %13 = add nsw i64 9808, %12
+  %params4 = getelementptr inbounds float, ptr %params, i64 %13
+  %14 = load float, ptr %params4, align 4
+  %15 = mul nsw i64 %0, 16
+  %16 = add nsw i64 %15, %prepare.co2922
+  %17 = mul nsw i64 %16, 32
+  %18 = add nsw i64 %17, %prepare.ci2911
+  %19 = mul nsw i64 %18, 9
+  %20 = add nsw i64 9808, %19
+  %21 = add nsw i64 %20, 3
+  %params5 = getelementptr inbounds float, ptr %params, i64 %21
+  %22 = load float, ptr %params5, align 4
+  %23 = fadd float %14, %22
+  %24 = mul nsw i64 %0, 16
+  %25 = add nsw i64 %24, %prepare.co2922
+  %26 = mul nsw i64 %25, 32
+  %27 = add nsw i64 %26, %prepare.ci2911
+  %28 = mul nsw i64 %27, 9
+  %29 = add nsw i64 9808, %28
+  %30 = add nsw i64 %29, 6
+  %params6 = getelementptr inbounds float, ptr %params, i64 %30
+  %31 = load float, ptr %params6, align 4
+  %32 = fadd float %23, %31
+  %33 = fmul float %32, 5.000000e-01
+  store float %33, ptr %prepare.w294, align 4
+  %34 = mul nsw i64 %0, 16
+  %35 = add nsw i64 %34, %prepare.co2922
+  %36 = mul nsw i64 %35, 32
+  %37 = add nsw i64 %36, %prepare.ci2911
+  %38 = mul nsw i64 %37, 9
+  %39 = add nsw i64 9808, %38
+  %params7 = getelementptr inbounds float, ptr %params, i64 %39
+  %40 = load float, ptr %params7, align 4
+  %41 = mul nsw i64 %0, 16
+  %42 = add nsw i64 %41, %prepare.co2922
+  %43 = mul nsw i64 %42, 32
+  %44 = add nsw i64 %43, %prepare.ci2911
+  %45 = mul nsw i64 %44, 9
+  %46 = add nsw i64 9808, %45
+  %47 = add nsw i64 %46, 6
+  %params8 = getelementptr inbounds float, ptr %params, i64 %47
+  %48 = load float, ptr %params8, align 4
+  %49 = fadd float %40, %48
+  %50 = mul nsw i64 %0, 16
+  %51 = add nsw i64 %50, %prepare.co2922
+  %52 = mul nsw i64 %51, 32
+  %53 = add nsw i64 %52, %prepare.ci2911
+  %54 = mul nsw i64 %53, 9
+  %55 = add nsw i64 9808, %54
+  %56 = add nsw i64 %55, 3
+  %params9 = getelementptr inbounds float, ptr %params, i64 %56
+  %57 = load float, ptr %params9, align 4
+  %58 = fsub float %49, %57
+  %59 = fmul float %58, 5.000000e-01
+  store float %59, ptr %prepare.w295, align 4
+  %60 = mul nsw i64 %0, 16
+  %61 = add nsw i64 %60, %prepare.co2922
+  %62 = mul nsw i64 %61, 32
+  %63 = add nsw i64 %62, %prepare.ci2911
+  %64 = mul nsw i64 %63, 9
+  %65 = add nsw i64 9808, %64
+  %66 = add nsw i64 %65, 6
+  %params10 = getelementptr inbounds float, ptr %params, i64 %66
+  %67 = load float, ptr %params10, align 4
+  store float %67, ptr %prepare.w296, align 4
+  %68 = mul nsw i64 %0, 16
+  %69 = add nsw i64 %68, %prepare.co2922
+  %70 = mul nsw i64 %69, 32
+  %71 = add nsw i64 %70, %prepare.ci2911
+  %72 = mul nsw i64 %71, 9
+  %73 = add nsw i64 9808, %72
+  %74 = add nsw i64 %73, 1
+  %params11 = getelementptr inbounds float, ptr %params, i64 %74
+  %75 = load float, ptr %params11, align 4
+  store float %75, ptr %prepare.w297, align 4
+  %76 = mul nsw i64 %0, 16
+  %77 = add nsw i64 %76, %prepare.co2922
+  %78 = mul nsw i64 %77, 32
+  %79 = add nsw i64 %78, %prepare.ci2911
+  %80 = mul nsw i64 %79, 9
+  %81 = add nsw i64 9808, %80
+  %82 = add nsw i64 %81, 1
+  %params12 = getelementptr inbounds float, ptr %params, i64 %82
+  %83 = load float, ptr %params12, align 4
+  %84 = mul nsw i64 %0, 16
+  %85 = add nsw i64 %84, %prepare.co2922
+  %86 = mul nsw i64 %85, 32
+  %87 = add nsw i64 %86, %prepare.ci2911
+  %88 = mul nsw i64 %87, 9
+  %89 = add nsw i64 9808, %88
+  %90 = add nsw i64 %89, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %90
+  %91 = load float, ptr %params13, align 4
+  %92 = fadd float %83, %91
+  %93 = mul nsw i64 %0, 16
+  %94 = add nsw i64 %93, %prepare.co2922
+  %95 = mul nsw i64 %94, 32
+  %96 = add nsw i64 %95, %prepare.ci2911
+  %97 = mul nsw i64 %96, 9
+  %98 = add nsw i64 9808, %97
+  %99 = add nsw i64 %98, 7
+  %params14 = getelementptr inbounds float, ptr %params, i64 %99
+  %100 = load float, ptr %params14, align 4
+  %101 = fadd float %92, %100
+  %102 = fmul float %101, 5.000000e-01
+  store float %102, ptr %prepare.w298, align 4
+  %103 = mul nsw i64 %0, 16
+  %104 = add nsw i64 %103, %prepare.co2922
+  %105 = mul nsw i64 %104, 32
+  %106 = add nsw i64 %105, %prepare.ci2911
+  %107 = mul nsw i64 %106, 9
+  %108 = add nsw i64 9808, %107
+  %109 = add nsw i64 %108, 1
+  %params15 = getelementptr inbounds float, ptr %params, i64 %109
+  %110 = load float, ptr %params15, align 4
+  %111 = mul nsw i64 %0, 16
+  %112 = add nsw i64 %111, %prepare.co2922
+  %113 = mul nsw i64 %112, 32
+  %114 = add nsw i64 %113, %prepare.ci2911
+  %115 = mul nsw i64 %114, 9
+  %116 = add nsw i64 9808, %115
+  %117 = add nsw i64 %116, 7
+  %params16 = getelementptr inbounds float, ptr %params, i64 %117
+  %118 = load float, ptr %params16, align 4
+  %119 = fadd float %110, %118
+  %120 = mul nsw i64 %0, 16
+  %121 = add nsw i64 %120, %prepare.co2922
+  %122 = mul nsw i64 %121, 32
+  %123 = add nsw i64 %122, %prepare.ci2911
+  %124 = mul nsw i64 %123, 9
+  %125 = add nsw i64 9808, %124
+  %126 = add nsw i64 %125, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %126
+  %127 = load float, ptr %params17, align 4
+  %128 = fsub float %119, %127
+  %129 = fmul float %128, 5.000000e-01
+  store float %129, ptr %prepare.w299, align 4
+  %130 = mul nsw i64 %0, 16
+  %131 = add nsw i64 %130, %prepare.co2922
+  %132 = mul nsw i64 %131, 32
+  %133 = add nsw i64 %132, %prepare.ci2911
+  %134 = mul nsw i64 %133, 9
+  %135 = add nsw i64 9808, %134
+  %136 = add nsw i64 %135, 7
+  %params18 = getelementptr inbounds float, ptr %params, i64 %136
+  %137 = load float, ptr %params18, align 4
+  store float %137, ptr %prepare.w300, align 4
+  %138 = mul nsw i64 %0, 16
+  %139 = add nsw i64 %138, %prepare.co2922
+  %140 = mul nsw i64 %139, 32
+  %141 = add nsw i64 %140, %prepare.ci2911
+  %142 = mul nsw i64 %141, 9
+  %143 = add nsw i64 9808, %142
+  %144 = add nsw i64 %143, 2
+  %params19 = getelementptr inbounds float, ptr %params, i64 %144
+  %145 = load float, ptr %params19, align 4
+  store float %145, ptr %prepare.w301, align 4
+  %146 = mul nsw i64 %0, 16
+  %147 = add nsw i64 %146, %prepare.co2922
+  %148 = mul nsw i64 %147, 32
+  %149 = add nsw i64 %148, %prepare.ci2911
+  %150 = mul nsw i64 %149, 9
+  %151 = add nsw i64 9808, %150
+  %152 = add nsw i64 %151, 2
+  %params20 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params20, align 4
+  %154 = mul nsw i64 %0, 16
+  %155 = add nsw i64 %154, %prepare.co2922
+  %156 = mul nsw i64 %155, 32
+  %157 = add nsw i64 %156, %prepare.ci2911
+  %158 = mul nsw i64 %157, 9
+  %159 = add nsw i64 9808, %158
+  %160 = add nsw i64 %159, 5
+  %params21 = getelementptr inbounds float, ptr %params, i64 %160
+  %161 = load float, ptr %params21, align 4
+  %162 = fadd float %153, %161
+  %163 = mul nsw i64 %0, 16
+  %164 = add nsw i64 %163, %prepare.co2922
+  %165 = mul nsw i64 %164, 32
+  %166 = add nsw i64 %165, %prepare.ci2911
+  %167 = mul nsw i64 %166, 9
+  %168 = add nsw i64 9808, %167
+  %169 = add nsw i64 %168, 8
+  %params22 = getelementptr inbounds float, ptr %params, i64 %169
+  %170 = load float, ptr %params22, align 4
+  %171 = fadd float %162, %170
+  %172 = fmul float %171, 5.000000e-01
+  store float %172, ptr %prepare.w302, align 4
+  %173 = mul nsw i64 %0, 16
+  %174 = add nsw i64 %173, %prepare.co2922
+  %175 = mul nsw i64 %174, 32
+  %176 = add nsw i64 %175, %prepare.ci2911
+  %177 = mul nsw i64 %176, 9
+  %178 = add nsw i64 9808, %177
+  %179 = add nsw i64 %178, 2
+  %params23 = getelementptr inbounds float, ptr %params, i64 %179
+  %180 = load float, ptr %params23, align 4
+  %181 = mul nsw i64 %0, 16
+  %182 = add nsw i64 %181, %prepare.co2922
+  %183 = mul nsw i64 %182, 32
+  %184 = add nsw i64 %183, %prepare.ci2911
+  %185 = mul nsw i64 %184, 9
+  %186 = add nsw i64 9808, %185
+  %187 = add nsw i64 %186, 8
+  %params24 = getelementptr inbounds float, ptr %params, i64 %187
+  %188 = load float, ptr %params24, align 4
+  %189 = fadd float %180, %188
+  %190 = mul nsw i64 %0, 16
+  %191 = add nsw i64 %190, %prepare.co2922
+  %192 = mul nsw i64 %191, 32
+  %193 = add nsw i64 %192, %prepare.ci2911
+  %194 = mul nsw i64 %193, 9
+  %195 = add nsw i64 9808, %194
+  %196 = add nsw i64 %195, 5
+  %params25 = getelementptr inbounds float, ptr %params, i64 %196
+  %197 = load float, ptr %params25, align 4
+  %198 = fsub float %189, %197
+  %199 = fmul float %198, 5.000000e-01
+  store float %199, ptr %prepare.w303, align 4
+  %200 = mul nsw i64 %0, 16
+  %201 = add nsw i64 %200, %prepare.co2922
+  %202 = mul nsw i64 %201, 32
+  %203 = add nsw i64 %202, %prepare.ci2911
+  %204 = mul nsw i64 %203, 9
+  %205 = add nsw i64 9808, %204
+  %206 = add nsw i64 %205, 8
+  %params26 = getelementptr inbounds float, ptr %params, i64 %206
+  %207 = load float, ptr %params26, align 4
+  store float %207, ptr %prepare.w304, align 4
+  %w293 = load float, ptr %prepare.w293, align 4
+  store float %w293, ptr %prepare.w305, align 4
+  %w29327 = load float, ptr %prepare.w293, align 4
+  %w297 = load float, ptr %prepare.w297, align 4
+  %208 = fadd float %w29327, %w297
+  %w301 = load float, ptr %prepare.w301, align 4
+  %209 = fadd float %208, %w301
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %prepare.w306, align 4
+  %w29328 = load float, ptr %prepare.w293, align 4
+  %w30129 = load float, ptr %prepare.w301, align 4
+  %211 = fadd float %w29328, %w30129
+  %w29730 = load float, ptr %prepare.w297, align 4
+  %212 = fsub float %211, %w29730
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %prepare.w307, align 4
+  %w30131 = load float, ptr %prepare.w301, align 4
+  store float %w30131, ptr %prepare.w308, align 4
+  %w294 = load float, ptr %prepare.w294, align 4
+  store float %w294, ptr %prepare.w309, align 4
+  %w29432 = load float, ptr %prepare.w294, align 4
+  %w298 = load float, ptr %prepare.w298, align 4
+  %214 = fadd float %w29432, %w298
+  %w302 = load float, ptr %prepare.w302, align 4
+  %215 = fadd float %214, %w302
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %prepare.w310, align 4
+  %w29433 = load float, ptr %prepare.w294, align 4
+  %w30234 = load float, ptr %prepare.w302, align 4
+  %217 = fadd float %w29433, %w30234
+  %w29835 = load float, ptr %prepare.w298, align 4
+  %218 = fsub float %217, %w29835
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %prepare.w311, align 4
+  %w30236 = load float, ptr %prepare.w302, align 4
+  store float %w30236, ptr %prepare.w312, align 4
+  %w295 = load float, ptr %prepare.w295, align 4
+  store float %w295, ptr %prepare.w313, align 4
+  %w29537 = load float, ptr %prepare.w295, align 4
+  %w299 = load float, ptr %prepare.w299, align 4
+  %220 = fadd float %w29537, %w299
+  %w303 = load float, ptr %prepare.w303, align 4
+  %221 = fadd float %220, %w303
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %prepare.w314, align 4
+  %w29538 = load float, ptr %prepare.w295, align 4
+  %w30339 = load float, ptr %prepare.w303, align 4
+  %223 = fadd float %w29538, %w30339
+  %w29940 = load float, ptr %prepare.w299, align 4
+  %224 = fsub float %223, %w29940
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %prepare.w315, align 4
+  %w30341 = load float, ptr %prepare.w303, align 4
+  store float %w30341, ptr %prepare.w316, align 4
+  %w296 = load float, ptr %prepare.w296, align 4
+  store float %w296, ptr %prepare.w317, align 4
+  %w29642 = load float, ptr %prepare.w296, align 4
+  %w300 = load float, ptr %prepare.w300, align 4
+  %226 = fadd float %w29642, %w300
+  %w304 = load float, ptr %prepare.w304, align 4
+  %227 = fadd float %226, %w304
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %prepare.w318, align 4
+  %w29643 = load float, ptr %prepare.w296, align 4
+  %w30444 = load float, ptr %prepare.w304, align 4
+  %229 = fadd float %w29643, %w30444
+  %w30045 = load float, ptr %prepare.w300, align 4
+  %230 = fsub float %229, %w30045
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %prepare.w319, align 4
+  %w30446 = load float, ptr %prepare.w304, align 4
+  store float %w30446, ptr %prepare.w320, align 4
+  %w305 = load float, ptr %prepare.w305, align 4
+  %232 = mul nsw i64 %prepare.ci2911, 32
+  %233 = add nsw i64 3340384, %232
+  %234 = mul nsw i64 %0, 16
+  %235 = add nsw i64 %234, %prepare.co2922
+  %236 = add nsw i64 %233, %235
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
+  store float %w305, ptr %arena47, align 4
+  %w306 = load float, ptr %prepare.w306, align 4
+  %237 = mul nsw i64 %prepare.ci2911, 32
+  %238 = add nsw i64 3341408, %237
+  %239 = mul nsw i64 %0, 16
+  %240 = add nsw i64 %239, %prepare.co2922
+  %241 = add nsw i64 %238, %240
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
+  store float %w306, ptr %arena48, align 4
+  %w307 = load float, ptr %prepare.w307, align 4
+  %242 = mul nsw i64 %prepare.ci2911, 32
+  %243 = add nsw i64 3342432, %242
+  %244 = mul nsw i64 %0, 16
+  %245 = add nsw i64 %244, %prepare.co2922
+  %246 = add nsw i64 %243, %245
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
+  store float %w307, ptr %arena49, align 4
+  %w308 = load float, ptr %prepare.w308, align 4
+  %247 = mul nsw i64 %prepare.ci2911, 32
+  %248 = add nsw i64 3343456, %247
+  %249 = mul nsw i64 %0, 16
+  %250 = add nsw i64 %249, %prepare.co2922
+  %251 = add nsw i64 %248, %250
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
+  store float %w308, ptr %arena50, align 4
+  %w309 = load float, ptr %prepare.w309, align 4
+  %252 = mul nsw i64 %prepare.ci2911, 32
+  %253 = add nsw i64 3344480, %252
+  %254 = mul nsw i64 %0, 16
+  %255 = add nsw i64 %254, %prepare.co2922
+  %256 = add nsw i64 %253, %255
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
+  store float %w309, ptr %arena51, align 4
+  %w310 = load float, ptr %prepare.w310, align 4
+  %257 = mul nsw i64 %prepare.ci2911, 32
+  %258 = add nsw i64 3345504, %257
+  %259 = mul nsw i64 %0, 16
+  %260 = add nsw i64 %259, %prepare.co2922
+  %261 = add nsw i64 %258, %260
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
+  store float %w310, ptr %arena52, align 4
+  %w311 = load float, ptr %prepare.w311, align 4
+  %262 = mul nsw i64 %prepare.ci2911, 32
+  %263 = add nsw i64 3346528, %262
+  %264 = mul nsw i64 %0, 16
+  %265 = add nsw i64 %264, %prepare.co2922
+  %266 = add nsw i64 %263, %265
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
+  store float %w311, ptr %arena53, align 4
+  %w312 = load float, ptr %prepare.w312, align 4
+  %267 = mul nsw i64 %prepare.ci2911, 32
+  %268 = add nsw i64 3347552, %267
+  %269 = mul nsw i64 %0, 16
+  %270 = add nsw i64 %269, %prepare.co2922
+  %271 = add nsw i64 %268, %270
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
+  store float %w312, ptr %arena54, align 4
+  %w313 = load float, ptr %prepare.w313, align 4
+  %272 = mul nsw i64 %prepare.ci2911, 32
+  %273 = add nsw i64 3348576, %272
+  %274 = mul nsw i64 %0, 16
+  %275 = add nsw i64 %274, %prepare.co2922
+  %276 = add nsw i64 %273, %275
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
+  store float %w313, ptr %arena55, align 4
+  %w314 = load float, ptr %prepare.w314, align 4
+  %277 = mul nsw i64 %prepare.ci2911, 32
+  %278 = add nsw i64 3349600, %277
+  %279 = mul nsw i64 %0, 16
+  %280 = add nsw i64 %279, %prepare.co2922
+  %281 = add nsw i64 %278, %280
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
+  store float %w314, ptr %arena56, align 4
+  %w315 = load float, ptr %prepare.w315, align 4
+  %282 = mul nsw i64 %prepare.ci2911, 32
+  %283 = add nsw i64 3350624, %282
+  %284 = mul nsw i64 %0, 16
+  %285 = add nsw i64 %284, %prepare.co2922
+  %286 = add nsw i64 %283, %285
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
+  store float %w315, ptr %arena57, align 4
+  %w316 = load float, ptr %prepare.w316, align 4
+  %287 = mul nsw i64 %prepare.ci2911, 32
+  %288 = add nsw i64 3351648, %287
+  %289 = mul nsw i64 %0, 16
+  %290 = add nsw i64 %289, %prepare.co2922
+  %291 = add nsw i64 %288, %290
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
+  store float %w316, ptr %arena58, align 4
+  %w317 = load float, ptr %prepare.w317, align 4
+  %292 = mul nsw i64 %prepare.ci2911, 32
+  %293 = add nsw i64 3352672, %292
+  %294 = mul nsw i64 %0, 16
+  %295 = add nsw i64 %294, %prepare.co2922
+  %296 = add nsw i64 %293, %295
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
+  store float %w317, ptr %arena59, align 4
+  %w318 = load float, ptr %prepare.w318, align 4
+  %297 = mul nsw i64 %prepare.ci2911, 32
+  %298 = add nsw i64 3353696, %297
+  %299 = mul nsw i64 %0, 16
+  %300 = add nsw i64 %299, %prepare.co2922
+  %301 = add nsw i64 %298, %300
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
+  store float %w318, ptr %arena60, align 4
+  %w319 = load float, ptr %prepare.w319, align 4
+  %302 = mul nsw i64 %prepare.ci2911, 32
+  %303 = add nsw i64 3354720, %302
+  %304 = mul nsw i64 %0, 16
+  %305 = add nsw i64 %304, %prepare.co2922
+  %306 = add nsw i64 %303, %305
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
+  store float %w319, ptr %arena61, align 4
+  %w320 = load float, ptr %prepare.w320, align 4
+  %307 = mul nsw i64 %prepare.ci2911, 32
+  %308 = add nsw i64 3355744, %307
+  %309 = mul nsw i64 %0, 16
+  %310 = add nsw i64 %309, %prepare.co2922
+  %311 = add nsw i64 %308, %310
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
+  store float %w320, ptr %arena62, align 4
+  %co292.next = add nsw i64 %prepare.co2922, 1
+  %312 = icmp slt i64 %co292.next, 16
+  br i1 %312, label %prepare.co292, label %prepare.co292.end
+
+prepare.co292.end:                                ; preds = %prepare.co292
+  %ci291.next = add nsw i64 %prepare.ci2911, 1
+  %313 = icmp slt i64 %ci291.next, 32
+  br i1 %313, label %prepare.ci291, label %prepare.ci291.end
+}
+
+define internal void @resnet8_infer_b64.part290.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  call void @resnet8_infer_b64.part290(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @resnet8_infer_b64.part443(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
+entry:
+  %prepare.w473 = alloca float, align 4
+  %prepare.w472 = alloca float, align 4
+  %prepare.w471 = alloca float, align 4
+  %prepare.w470 = alloca float, align 4
+  %prepare.w469 = alloca float, align 4
+  %prepare.w468 = alloca float, align 4
+  %prepare.w467 = alloca float, align 4
+  %prepare.w466 = alloca float, align 4
+  %prepare.w465 = alloca float, align 4
+  %prepare.w464 = alloca float, align 4
+  %prepare.w463 = alloca float, align 4
+  %prepare.w462 = alloca float, align 4
+  %prepare.w461 = alloca float, align 4
+  %prepare.w460 = alloca float, align 4
+  %prepare.w459 = alloca float, align 4
+  %prepare.w458 = alloca float, align 4
+  %prepare.w457 = alloca float, align 4
+  %prepare.w456 = alloca float, align 4
+  %prepare.w455 = alloca float, align 4
+  %prepare.w454 = alloca float, align 4
+  %prepare.w453 = alloca float, align 4
+  %prepare.w452 = alloca float, align 4
+  %prepare.w451 = alloca float, align 4
+  %prepare.w450 = alloca float, align 4
+  %prepare.w449 = alloca float, align 4
+  %prepare.w448 = alloca float, align 4
+  %prepare.w447 = alloca float, align 4
+  %prepare.w446 = alloca float, align 4
+  br label %prepare.ci444
+
+prepare.ci444:                                    ; preds = %prepare.co445.end, %entry
+  %prepare.ci4441 = phi i64 [ 0, %entry ], [ %ci444.next, %prepare.co445.end ]
+  br label %prepare.co445
+
+prepare.ci444.end:                                ; preds = %prepare.co445.end
+  ret void
+
+prepare.co445:                                    ; preds = %prepare.co445, %prepare.ci444
+  %prepare.co4452 = phi i64 [ 0, %prepare.ci444 ], [ %co445.next, %prepare.co445 ]
+  %1 = mul nsw i64 %0, 32
+  %2 = add nsw i64 %1, %prepare.co4452
+  %3 = mul nsw i64 %2, 64
+  %4 = add nsw i64 %3, %prepare.ci4441
+  %5 = mul nsw i64 %4, 9
+  %6 = add nsw i64 38224, %5
+  %params3 = getelementptr inbounds float, ptr %params, i64 %6
+  %7 = load float, ptr %params3, align 4
+  store float %7, ptr %prepare.w446, align 4
+  %8 = mul nsw i64 %0, 32
+  %9 = add nsw i64 %8, %prepare.co4452
+  %10 = mul nsw i64 %9, 64
+  %11 = add nsw i64 %10, %prepare.ci4441
+  %12 = mul nsw i64 %11, 9
+  %13 = add nsw i64 38224, %12
+  %params4 = getelementptr inbounds float, ptr %params, i64 %13
+  %14 = load float, ptr %params4, align 4
+  %15 = mul nsw i64 %0, 32
+  %16 = add nsw i64 %15, %prepare.co4452
+  %17 = mul nsw i64 %16, 64
+  %18 = add nsw i64 %17, %prepare.ci4441
+  %19 = mul nsw i64 %18, 9
+  %20 = add nsw i64 38224, %19
+  %21 = add nsw i64 %20, 3
+  %params5 = getelementptr inbounds float, ptr %params, i64 %21
+  %22 = load float, ptr %params5, align 4
+  %23 = fadd float %14, %22
+  %24 = mul nsw i64 %0, 32
+  %25 = add nsw i64 %24, %prepare.co4452
+  %26 = mul nsw i64 %25, 64
+  %27 = add nsw i64 %26, %prepare.ci4441
+  %28 = mul nsw i64 %27, 9
+  %29 = add nsw i64 38224, %28
+  %30 = add nsw i64 %29, 6
+  %params6 = getelementptr inbounds float, ptr %params, i64 %30
+  %31 = load float, ptr %params6, align 4
+  %32 = fadd float %23, %31
+  %33 = fmul float %32, 5.000000e-01
+  store float %33, ptr %prepare.w447, align 4
+  %34 = mul nsw i64 %0, 32
+  %35 = add nsw i64 %34, %prepare.co4452
+  %36 = mul nsw i64 %35, 64
+  %37 = add nsw i64 %36, %prepare.ci4441
+  %38 = mul nsw i64 %37, 9
+  %39 = add nsw i64 38224, %38
+  %params7 = getelementptr inbounds float, ptr %params, i64 %39
+  %40 = load float, ptr %params7, align 4
+  %41 = mul nsw i64 %0, 32
+  %42 = add nsw i64 %41, %prepare.co4452
+  %43 = mul nsw i64 %42, 64
+  %44 = add nsw i64 %43, %prepare.ci4441
+  %45 = mul nsw i64 %44, 9
+  %46 = add nsw i64 38224, %45
+  %47 = add nsw i64 %46, 6
+  %params8 = getelementptr inbounds float, ptr %params, i64 %47
+  %48 = load float, ptr %params8, align 4
+  %49 = fadd float %40, %48
+  %50 = mul nsw i64 %0, 32
+  %51 = add nsw i64 %50, %prepare.co4452
+  %52 = mul nsw i64 %51, 64
+  %53 = add nsw i64 %52, %prepare.ci4441
+  %54 = mul nsw i64 %53, 9
+  %55 = add nsw i64 38224, %54
+  %56 = add nsw i64 %55, 3
+  %params9 = getelementptr inbounds float, ptr %params, i64 %56
+  %57 = load float, ptr %params9, align 4
+  %58 = fsub float %49, %57
+  %59 = fmul float %58, 5.000000e-01
+  store float %59, ptr %prepare.w448, align 4
+  %60 = mul nsw i64 %0, 32
+  %61 = add nsw i64 %60, %prepare.co4452
+  %62 = mul nsw i64 %61, 64
+  %63 = add nsw i64 %62, %prepare.ci4441
+  %64 = mul nsw i64 %63, 9
+  %65 = add nsw i64 38224, %64
+  %66 = add nsw i64 %65, 6
+  %params10 = getelementptr inbounds float, ptr %params, i64 %66
+  %67 = load float, ptr %params10, align 4
+  store float %67, ptr %prepare.w449, align 4
+  %68 = mul nsw i64 %0, 32
+  %69 = add nsw i64 %68, %prepare.co4452
+  %70 = mul nsw i64 %69, 64
+  %71 = add nsw i64 %70, %prepare.ci4441
+  %72 = mul nsw i64 %71, 9
+  %73 = add nsw i64 38224, %72
+  %74 = add nsw i64 %73, 1
+  %params11 = getelementptr inbounds float, ptr %params, i64 %74
+  %75 = load float, ptr %params11, align 4
+  store float %75, ptr %prepare.w450, align 4
+  %76 = mul nsw i64 %0, 32
+  %77 = add nsw i64 %76, %prepare.co4452
+  %78 = mul nsw i64 %77, 64
+  %79 = add nsw i64 %78, %prepare.ci4441
+  %80 = mul nsw i64 %79, 9
+  %81 = add nsw i64 38224, %80
+  %82 = add nsw i64 %81, 1
+  %params12 = getelementptr inbounds float, ptr %params, i64 %82
+  %83 = load float, ptr %params12, align 4
+  %84 = mul nsw i64 %0, 32
+  %85 = add nsw i64 %84, %prepare.co4452
+  %86 = mul nsw i64 %85, 64
+  %87 = add nsw i64 %86, %prepare.ci4441
+  %88 = mul nsw i64 %87, 9
+  %89 = add nsw i64 38224, %88
+  %90 = add nsw i64 %89, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %90
+  %91 = load float, ptr %params13, align 4
+  %92 = fadd float %83, %91
+  %93 = mul nsw i64 %0, 32
+  %94 = add nsw i64 %93, %prepare.co4452
+  %95 = mul nsw i64 %94, 64
+  %96 = add nsw i64 %95, %prepare.ci4441
+  %97 = mul nsw i64 %96, 9
+  %98 = add nsw i64 38224, %97
+  %99 = add nsw i64 %98, 7
+  %params14 = getelementptr inbounds float, ptr %params, i64 %99
+  %100 = load float, ptr %params14, align 4
+  %101 = fadd float %92, %100
+  %102 = fmul float %101, 5.000000e-01
+  store float %102, ptr %prepare.w451, align 4
+  %103 = mul nsw i64 %0, 32
+  %104 = add nsw i64 %103, %prepare.co4452
+  %105 = mul nsw i64 %104, 64
+  %106 = add nsw i64 %105, %prepare.ci4441
+  %107 = mul nsw i64 %106, 9
+  %108 = add nsw i64 38224, %107
+  %109 = add nsw i64 %108, 1
+  %params15 = getelementptr inbounds float, ptr %params, i64 %109
+  %110 = load float, ptr %params15, align 4
+  %111 = mul nsw i64 %0, 32
+  %112 = add nsw i64 %111, %prepare.co4452
+  %113 = mul nsw i64 %112, 64
+  %114 = add nsw i64 %113, %prepare.ci4441
+  %115 = mul nsw i64 %114, 9
+  %116 = add nsw i64 38224, %115
+  %117 = add nsw i64 %116, 7
+  %params16 = getelementptr inbounds float, ptr %params, i64 %117
+  %118 = load float, ptr %params16, align 4
+  %119 = fadd float %110, %118
+  %120 = mul nsw i64 %0, 32
+  %121 = add nsw i64 %120, %prepare.co4452
+  %122 = mul nsw i64 %121, 64
+  %123 = add nsw i64 %122, %prepare.ci4441
+  %124 = mul nsw i64 %123, 9
+  %125 = add nsw i64 38224, %124
+  %126 = add nsw i64 %125, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %126
+  %127 = load float, ptr %params17, align 4
+  %128 = fsub float %119, %127
+  %129 = fmul float %128, 5.000000e-01
+  store float %129, ptr %prepare.w452, align 4
+  %130 = mul nsw i64 %0, 32
+  %131 = add nsw i64 %130, %prepare.co4452
+  %132 = mul nsw i64 %131, 64
+  %133 = add nsw i64 %132, %prepare.ci4441
+  %134 = mul nsw i64 %133, 9
+  %135 = add nsw i64 38224, %134
+  %136 = add nsw i64 %135, 7
+  %params18 = getelementptr inbounds float, ptr %params, i64 %136
+  %137 = load float, ptr %params18, align 4
+  store float %137, ptr %prepare.w453, align 4
+  %138 = mul nsw i64 %0, 32
+  %139 = add nsw i64 %138, %prepare.co4452
+  %140 = mul nsw i64 %139, 64
+  %141 = add nsw i64 %140, %prepare.ci4441
+  %142 = mul nsw i64 %141, 9
+  %143 = add nsw i64 38224, %142
+  %144 = add nsw i64 %143, 2
+  %params19 = getelementptr inbounds float, ptr %params, i64 %144
+  %145 = load float, ptr %params19, align 4
+  store float %145, ptr %prepare.w454, align 4
+  %146 = mul nsw i64 %0, 32
+  %147 = add nsw i64 %146, %prepare.co4452
+  %148 = mul nsw i64 %147, 64
+  %149 = add nsw i64 %148, %prepare.ci4441
+  %150 = mul nsw i64 %149, 9
+  %151 = add nsw i64 38224, %150
+  %152 = add nsw i64 %151, 2
+  %params20 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params20, align 4
+  %154 = mul nsw i64 %0, 32
+  %155 = add nsw i64 %154, %prepare.co4452
+  %156 = mul nsw i64 %155, 64
+  %157 = add nsw i64 %156, %prepare.ci4441
+  %158 = mul nsw i64 %157, 9
+  %159 = add nsw i64 38224, %158
+  %160 = add nsw i64 %159, 5
+  %params21 = getelementptr inbounds float, ptr %params, i64 %160
+  %161 = load float, ptr %params21, align 4
+  %162 = fadd float %153, %161
+  %163 = mul nsw i64 %0, 32
+  %164 = add nsw i64 %163, %prepare.co4452
+  %165 = mul nsw i64 %164, 64
+  %166 = add nsw i64 %165, %prepare.ci4441
+  %167 = mul nsw i64 %166, 9
+  %168 = add nsw i64 38224, %167
+  %169 = add nsw i64 %168, 8
+  %params22 = getelementptr inbounds float, ptr %params, i64 %169
+  %170 = load float, ptr %params22, align 4
+  %171 = fadd float %162, %170
+  %172 = fmul float %171, 5.000000e-01
+  store float %172, ptr %prepare.w455, align 4
+  %173 = mul nsw i64 %0, 32
+  %174 = add nsw i64 %173, %prepare.co4452
+  %175 = mul nsw i64 %174, 64
+  %176 = add nsw i64 %175, %prepare.ci4441
+  %177 = mul nsw i64 %176, 9
+  %178 = add nsw i64 38224, %177
+  %179 = add nsw i64 %178, 2
+  %params23 = getelementptr inbounds float, ptr %params, i64 %179
+  %180 = load float, ptr %params23, align 4
+  %181 = mul nsw i64 %0, 32
+  %182 = add nsw i64 %181, %prepare.co4452
+  %183 = mul nsw i64 %182, 64
+  %184 = add nsw i64 %183, %prepare.ci4441
+  %185 = mul nsw i64 %184, 9
+  %186 = add nsw i64 38224, %185
+  %187 = add nsw i64 %186, 8
+  %params24 = getelementptr inbounds float, ptr %params, i64 %187
+  %188 = load float, ptr %params24, align 4
+  %189 = fadd float %180, %188
+  %190 = mul nsw i64 %0, 32
+  %191 = add nsw i64 %190, %prepare.co4452
+  %192 = mul nsw i64 %191, 64
+  %193 = add nsw i64 %192, %prepare.ci4441
+  %194 = mul nsw i64 %193, 9
+  %195 = add nsw i64 38224, %194
+  %196 = add nsw i64 %195, 5
+  %params25 = getelementptr inbounds float, ptr %params, i64 %196
+  %197 = load float, ptr %params25, align 4
+  %198 = fsub float %189, %197
+  %199 = fmul float %198, 5.000000e-01
+  store float %199, ptr %prepare.w456, align 4
+  %200 = mul nsw i64 %0, 32
+  %201 = add nsw i64 %200, %prepare.co4452
+  %202 = mul nsw i64 %201, 64
+  %203 = add nsw i64 %202, %prepare.ci4441
+  %204 = mul nsw i64 %203, 9
+  %205 = add nsw i64 38224, %204
+  %206 = add nsw i64 %205, 8
+  %params26 = getelementptr inbounds float, ptr %params, i64 %206
+  %207 = load float, ptr %params26, align 4
+  store float %207, ptr %prepare.w457, align 4
+  %w446 = load float, ptr %prepare.w446, align 4
+  store float %w446, ptr %prepare.w458, align 4
+  %w44627 = load float, ptr %prepare.w446, align 4
+  %w450 = load float, ptr %prepare.w450, align 4
+  %208 = fadd float %w44627, %w450
+  %w454 = load float, ptr %prepare.w454, align 4
+  %209 = fadd float %208, %w454
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %prepare.w459, align 4
+  %w44628 = load float, ptr %prepare.w446, align 4
+  %w45429 = load float, ptr %prepare.w454, align 4
+  %211 = fadd float %w44628, %w45429
+  %w45030 = load float, ptr %prepare.w450, align 4
+  %212 = fsub float %211, %w45030
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %prepare.w460, align 4
+  %w45431 = load float, ptr %prepare.w454, align 4
+  store float %w45431, ptr %prepare.w461, align 4
+  %w447 = load float, ptr %prepare.w447, align 4
+  store float %w447, ptr %prepare.w462, align 4
+  %w44732 = load float, ptr %prepare.w447, align 4
+  %w451 = load float, ptr %prepare.w451, align 4
+  %214 = fadd float %w44732, %w451
+  %w455 = load float, ptr %prepare.w455, align 4
+  %215 = fadd float %214, %w455
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %prepare.w463, align 4
+  %w44733 = load float, ptr %prepare.w447, align 4
+  %w45534 = load float, ptr %prepare.w455, align 4
+  %217 = fadd float %w44733, %w45534
+  %w45135 = load float, ptr %prepare.w451, align 4
+  %218 = fsub float %217, %w45135
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %prepare.w464, align 4
+  %w45536 = load float, ptr %prepare.w455, align 4
+  store float %w45536, ptr %prepare.w465, align 4
+  %w448 = load float, ptr %prepare.w448, align 4
+  store float %w448, ptr %prepare.w466, align 4
+  %w44837 = load float, ptr %prepare.w448, align 4
+  %w452 = load float, ptr %prepare.w452, align 4
+  %220 = fadd float %w44837, %w452
+  %w456 = load float, ptr %prepare.w456, align 4
+  %221 = fadd float %220, %w456
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %prepare.w467, align 4
+  %w44838 = load float, ptr %prepare.w448, align 4
+  %w45639 = load float, ptr %prepare.w456, align 4
+  %223 = fadd float %w44838, %w45639
+  %w45240 = load float, ptr %prepare.w452, align 4
+  %224 = fsub float %223, %w45240
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %prepare.w468, align 4
+  %w45641 = load float, ptr %prepare.w456, align 4
+  store float %w45641, ptr %prepare.w469, align 4
+  %w449 = load float, ptr %prepare.w449, align 4
+  store float %w449, ptr %prepare.w470, align 4
+  %w44942 = load float, ptr %prepare.w449, align 4
+  %w453 = load float, ptr %prepare.w453, align 4
+  %226 = fadd float %w44942, %w453
+  %w457 = load float, ptr %prepare.w457, align 4
+  %227 = fadd float %226, %w457
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %prepare.w471, align 4
+  %w44943 = load float, ptr %prepare.w449, align 4
+  %w45744 = load float, ptr %prepare.w457, align 4
+  %229 = fadd float %w44943, %w45744
+  %w45345 = load float, ptr %prepare.w453, align 4
+  %230 = fsub float %229, %w45345
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %prepare.w472, align 4
+  %w45746 = load float, ptr %prepare.w457, align 4
+  store float %w45746, ptr %prepare.w473, align 4
+  %w458 = load float, ptr %prepare.w458, align 4
+  %232 = mul nsw i64 %prepare.ci4441, 64
+  %233 = add nsw i64 3356768, %232
+  %234 = mul nsw i64 %0, 32
+  %235 = add nsw i64 %234, %prepare.co4452
+  %236 = add nsw i64 %233, %235
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
+  store float %w458, ptr %arena47, align 4
+  %w459 = load float, ptr %prepare.w459, align 4
+  %237 = mul nsw i64 %prepare.ci4441, 64
+  %238 = add nsw i64 3360864, %237
+  %239 = mul nsw i64 %0, 32
+  %240 = add nsw i64 %239, %prepare.co4452
+  %241 = add nsw i64 %238, %240
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
+  store float %w459, ptr %arena48, align 4
+  %w460 = load float, ptr %prepare.w460, align 4
+  %242 = mul nsw i64 %prepare.ci4441, 64
+  %243 = add nsw i64 3364960, %242
+  %244 = mul nsw i64 %0, 32
+  %245 = add nsw i64 %244, %prepare.co4452
+  %246 = add nsw i64 %243, %245
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
+  store float %w460, ptr %arena49, align 4
+  %w461 = load float, ptr %prepare.w461, align 4
+  %247 = mul nsw i64 %prepare.ci4441, 64
+  %248 = add nsw i64 3369056, %247
+  %249 = mul nsw i64 %0, 32
+  %250 = add nsw i64 %249, %prepare.co4452
+  %251 = add nsw i64 %248, %250
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
+  store float %w461, ptr %arena50, align 4
+  %w462 = load float, ptr %prepare.w462, align 4
+  %252 = mul nsw i64 %prepare.ci4441, 64
+  %253 = add nsw i64 3373152, %252
+  %254 = mul nsw i64 %0, 32
+  %255 = add nsw i64 %254, %prepare.co4452
+  %256 = add nsw i64 %253, %255
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
+  store float %w462, ptr %arena51, align 4
+  %w463 = load float, ptr %prepare.w463, align 4
+  %257 = mul nsw i64 %prepare.ci4441, 64
+  %258 = add nsw i64 3377248, %257
+  %259 = mul nsw i64 %0, 32
+  %260 = add nsw i64 %259, %prepare.co4452
+  %261 = add nsw i64 %258, %260
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
+  store float %w463, ptr %arena52, align 4
+  %w464 = load float, ptr %prepare.w464, align 4
+  %262 = mul nsw i64 %prepare.ci4441, 64
+  %263 = add nsw i64 3381344, %262
+  %264 = mul nsw i64 %0, 32
+  %265 = add nsw i64 %264, %prepare.co4452
+  %266 = add nsw i64 %263, %265
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
+  store float %w464, ptr %arena53, align 4
+  %w465 = load float, ptr %prepare.w465, align 4
+  %267 = mul nsw i64 %prepare.ci4441, 64
+  %268 = add nsw i64 3385440, %267
+  %269 = mul nsw i64 %0, 32
+  %270 = add nsw i64 %269, %prepare.co4452
+  %271 = add nsw i64 %268, %270
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
+  store float %w465, ptr %arena54, align 4
+  %w466 = load float, ptr %prepare.w466, align 4
+  %272 = mul nsw i64 %prepare.ci4441, 64
+  %273 = add nsw i64 3389536, %272
+  %274 = mul nsw i64 %0, 32
+  %275 = add nsw i64 %274, %prepare.co4452
+  %276 = add nsw i64 %273, %275
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
+  store float %w466, ptr %arena55, align 4
+  %w467 = load float, ptr %prepare.w467, align 4
+  %277 = mul nsw i64 %prepare.ci4441, 64
+  %278 = add nsw i64 3393632, %277
+  %279 = mul nsw i64 %0, 32
+  %280 = add nsw i64 %279, %prepare.co4452
+  %281 = add nsw i64 %278, %280
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
+  store float %w467, ptr %arena56, align 4
+  %w468 = load float, ptr %prepare.w468, align 4
+  %282 = mul nsw i64 %prepare.ci4441, 64
+  %283 = add nsw i64 3397728, %282
+  %284 = mul nsw i64 %0, 32
+  %285 = add nsw i64 %284, %prepare.co4452
+  %286 = add nsw i64 %283, %285
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
+  store float %w468, ptr %arena57, align 4
+  %w469 = load float, ptr %prepare.w469, align 4
+  %287 = mul nsw i64 %prepare.ci4441, 64
+  %288 = add nsw i64 3401824, %287
+  %289 = mul nsw i64 %0, 32
+  %290 = add nsw i64 %289, %prepare.co4452
+  %291 = add nsw i64 %288, %290
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
+  store float %w469, ptr %arena58, align 4
+  %w470 = load float, ptr %prepare.w470, align 4
+  %292 = mul nsw i64 %prepare.ci4441, 64
+  %293 = add nsw i64 3405920, %292
+  %294 = mul nsw i64 %0, 32
+  %295 = add nsw i64 %294, %prepare.co4452
+  %296 = add nsw i64 %293, %295
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
+  store float %w470, ptr %arena59, align 4
+  %w471 = load float, ptr %prepare.w471, align 4
+  %297 = mul nsw i64 %prepare.ci4441, 64
+  %298 = add nsw i64 3410016, %297
+  %299 = mul nsw i64 %0, 32
+  %300 = add nsw i64 %299, %prepare.co4452
+  %301 = add nsw i64 %298, %300
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
+  store float %w471, ptr %arena60, align 4
+  %w472 = load float, ptr %prepare.w472, align 4
+  %302 = mul nsw i64 %prepare.ci4441, 64
+  %303 = add nsw i64 3414112, %302
+  %304 = mul nsw i64 %0, 32
+  %305 = add nsw i64 %304, %prepare.co4452
+  %306 = add nsw i64 %303, %305
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
+  store float %w472, ptr %arena61, align 4
+  %w473 = load float, ptr %prepare.w473, align 4
+  %307 = mul nsw i64 %prepare.ci4441, 64
+  %308 = add nsw i64 3418208, %307
+  %309 = mul nsw i64 %0, 32
+  %310 = add nsw i64 %309, %prepare.co4452
+  %311 = add nsw i64 %308, %310
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
+  store float %w473, ptr %arena62, align 4
+  %co445.next = add nsw i64 %prepare.co4452, 1
+  %312 = icmp slt i64 %co445.next, 32
+  br i1 %312, label %prepare.co445, label %prepare.co445.end
+
+prepare.co445.end:                                ; preds = %prepare.co445
+  %ci444.next = add nsw i64 %prepare.ci4441, 1
+  %313 = icmp slt i64 %ci444.next, 64
+  br i1 %313, label %prepare.ci444, label %prepare.ci444.end
+}
+
+define internal void @resnet8_infer_b64.part443.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  call void @resnet8_infer_b64.part443(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
@@ -37759,743 +40038,175 @@ define internal void @resnet8_infer_b64.k3.s1_conv1(ptr noalias %params, ptr noa
 entry:
   %part106.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
   %part69.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %part32.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part32.context, i32 0, i32 0
-  store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part32.context, i32 0, i32 1
-  store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part32.context, i32 0, i32 2
-  store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part32.context, i32 0, i32 3
-  store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part32.context, i32 0, i32 4
-  store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part32.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part32.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part32.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part32.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part32.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part32.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = icmp eq ptr %pool, null
-  br i1 %11, label %s1_conv1.part32.serial, label %s1_conv1.part32.pool
-
-s1_conv1.part32.pool:                             ; preds = %entry
-  %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @resnet8_infer_b64.k3.s1_conv1.part32.task, ptr %part32.context, i64 2)
-  br label %s1_conv1.part32.done
-
-s1_conv1.part32.serial:                           ; preds = %entry
-  br label %s1_conv1.part32
-
-s1_conv1.part32.done:                             ; preds = %s1_conv1.part32.end, %s1_conv1.part32.pool
   br label %s1_conv1.i63
 
-s1_conv1.part32:                                  ; preds = %s1_conv1.part32, %s1_conv1.part32.serial
-  %s1_conv1.part321 = phi i64 [ 0, %s1_conv1.part32.serial ], [ %part32.next, %s1_conv1.part32 ]
-  call void @resnet8_infer_b64.k3.s1_conv1.part32(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s1_conv1.part321)
-  %part32.next = add nsw i64 %s1_conv1.part321, 1
-  %12 = icmp slt i64 %part32.next, 2
-  br i1 %12, label %s1_conv1.part32, label %s1_conv1.part32.end
-
-s1_conv1.part32.end:                              ; preds = %s1_conv1.part32
-  br label %s1_conv1.part32.done
-
-s1_conv1.i63:                                     ; preds = %s1_conv1.i63, %s1_conv1.part32.done
-  %s1_conv1.i632 = phi i64 [ 0, %s1_conv1.part32.done ], [ %i63.next, %s1_conv1.i63 ]
-  %13 = add nsw i64 2101280, %s1_conv1.i632
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %13
-  store float 0.000000e+00, ptr %arena3, align 4
-  %i63.next = add nsw i64 %s1_conv1.i632, 1
-  %14 = icmp slt i64 %i63.next, 18496
-  br i1 %14, label %s1_conv1.i63, label %s1_conv1.i63.end
+s1_conv1.i63:                                     ; preds = %s1_conv1.i63, %entry
+  %s1_conv1.i631 = phi i64 [ 0, %entry ], [ %i63.next, %s1_conv1.i63 ]
+  %0 = add nsw i64 2101280, %s1_conv1.i631
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
+  store float 0.000000e+00, ptr %arena2, align 4
+  %i63.next = add nsw i64 %s1_conv1.i631, 1
+  %1 = icmp slt i64 %i63.next, 18496
+  br i1 %1, label %s1_conv1.i63, label %s1_conv1.i63.end
 
 s1_conv1.i63.end:                                 ; preds = %s1_conv1.i63
   br label %s1_conv1.g64
 
 s1_conv1.g64:                                     ; preds = %s1_conv1.part106.done, %s1_conv1.i63.end
-  %s1_conv1.g644 = phi i64 [ 0, %s1_conv1.i63.end ], [ %g64.next, %s1_conv1.part106.done ]
+  %s1_conv1.g643 = phi i64 [ 0, %s1_conv1.i63.end ], [ %g64.next, %s1_conv1.part106.done ]
   br label %s1_conv1.j65
 
 s1_conv1.g64.end:                                 ; preds = %s1_conv1.part106.done
   ret void
 
 s1_conv1.j65:                                     ; preds = %s1_conv1.c66.end, %s1_conv1.g64
-  %s1_conv1.j655 = phi i64 [ 0, %s1_conv1.g64 ], [ %j65.next, %s1_conv1.c66.end ]
+  %s1_conv1.j654 = phi i64 [ 0, %s1_conv1.g64 ], [ %j65.next, %s1_conv1.c66.end ]
   br label %s1_conv1.c66
 
 s1_conv1.j65.end:                                 ; preds = %s1_conv1.c66.end
-  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part69.context, i32 0, i32 0
-  store ptr %params, ptr %15, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part69.context, i32 0, i32 1
-  store ptr %grads, ptr %16, align 8
-  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part69.context, i32 0, i32 2
-  store ptr %m, ptr %17, align 8
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part69.context, i32 0, i32 3
-  store ptr %v, ptr %18, align 8
-  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part69.context, i32 0, i32 4
-  store ptr %arena, ptr %19, align 8
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part69.context, i32 0, i32 5
-  store ptr %images, ptr %20, align 8
-  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part69.context, i32 0, i32 6
-  store ptr %labels, ptr %21, align 8
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part69.context, i32 0, i32 7
-  store float %lr, ptr %22, align 4
-  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part69.context, i32 0, i32 8
-  store i64 %step, ptr %23, align 4
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part69.context, i32 0, i32 9
-  store i64 %seed, ptr %24, align 4
-  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part69.context, i32 0, i32 10
-  store ptr %pool, ptr %25, align 8
-  %26 = icmp eq ptr %pool, null
-  br i1 %26, label %s1_conv1.part69.serial, label %s1_conv1.part69.pool
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part69.context, i32 0, i32 0
+  store ptr %params, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part69.context, i32 0, i32 1
+  store ptr %grads, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part69.context, i32 0, i32 2
+  store ptr %m, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part69.context, i32 0, i32 3
+  store ptr %v, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part69.context, i32 0, i32 4
+  store ptr %arena, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part69.context, i32 0, i32 5
+  store ptr %images, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part69.context, i32 0, i32 6
+  store ptr %labels, ptr %8, align 8
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part69.context, i32 0, i32 7
+  store float %lr, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part69.context, i32 0, i32 8
+  store i64 %step, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part69.context, i32 0, i32 9
+  store i64 %seed, ptr %11, align 4
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part69.context, i32 0, i32 10
+  store ptr %pool, ptr %12, align 8
+  %13 = icmp eq ptr %pool, null
+  br i1 %13, label %s1_conv1.part69.serial, label %s1_conv1.part69.pool
 
 s1_conv1.c66:                                     ; preds = %s1_conv1.iy67.end, %s1_conv1.j65
-  %s1_conv1.c666 = phi i64 [ 0, %s1_conv1.j65 ], [ %c66.next, %s1_conv1.iy67.end ]
+  %s1_conv1.c665 = phi i64 [ 0, %s1_conv1.j65 ], [ %c66.next, %s1_conv1.iy67.end ]
   br label %s1_conv1.iy67
 
 s1_conv1.c66.end:                                 ; preds = %s1_conv1.iy67.end
-  %j65.next = add nsw i64 %s1_conv1.j655, 1
-  %27 = icmp slt i64 %j65.next, 1
-  br i1 %27, label %s1_conv1.j65, label %s1_conv1.j65.end
+  %j65.next = add nsw i64 %s1_conv1.j654, 1
+  %14 = icmp slt i64 %j65.next, 1
+  br i1 %14, label %s1_conv1.j65, label %s1_conv1.j65.end
 
 s1_conv1.iy67:                                    ; preds = %s1_conv1.ix68.end, %s1_conv1.c66
-  %s1_conv1.iy677 = phi i64 [ 0, %s1_conv1.c66 ], [ %iy67.next, %s1_conv1.ix68.end ]
+  %s1_conv1.iy676 = phi i64 [ 0, %s1_conv1.c66 ], [ %iy67.next, %s1_conv1.ix68.end ]
   br label %s1_conv1.ix68
 
 s1_conv1.iy67.end:                                ; preds = %s1_conv1.ix68.end
-  %c66.next = add nsw i64 %s1_conv1.c666, 1
-  %28 = icmp slt i64 %c66.next, 16
-  br i1 %28, label %s1_conv1.c66, label %s1_conv1.c66.end
+  %c66.next = add nsw i64 %s1_conv1.c665, 1
+  %15 = icmp slt i64 %c66.next, 16
+  br i1 %15, label %s1_conv1.c66, label %s1_conv1.c66.end
 
 s1_conv1.ix68:                                    ; preds = %s1_conv1.ix68, %s1_conv1.iy67
-  %s1_conv1.ix688 = phi i64 [ 0, %s1_conv1.iy67 ], [ %ix68.next, %s1_conv1.ix68 ]
-  %29 = add nsw i64 %s1_conv1.g644, %s1_conv1.j655
-  %30 = mul nsw i64 %29, 16384
-  %31 = add nsw i64 32, %30
-  %32 = mul nsw i64 %s1_conv1.c666, 1024
-  %33 = add nsw i64 %31, %32
-  %34 = mul nsw i64 %s1_conv1.iy677, 32
-  %35 = add nsw i64 %33, %34
-  %36 = add nsw i64 %35, %s1_conv1.ix688
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %36
-  %37 = load float, ptr %arena9, align 4
-  %38 = mul nsw i64 %s1_conv1.j655, 18496
-  %39 = add nsw i64 %s1_conv1.iy677, 1
-  %40 = mul nsw i64 %39, 544
-  %41 = add nsw i64 %38, %40
-  %42 = add nsw i64 %s1_conv1.ix688, 1
-  %43 = mul nsw i64 %42, 16
-  %44 = add nsw i64 %41, %43
-  %45 = add nsw i64 %44, %s1_conv1.c666
-  %46 = add nsw i64 2101280, %45
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %46
-  store float %37, ptr %arena10, align 4
-  %ix68.next = add nsw i64 %s1_conv1.ix688, 1
-  %47 = icmp slt i64 %ix68.next, 32
-  br i1 %47, label %s1_conv1.ix68, label %s1_conv1.ix68.end
+  %s1_conv1.ix687 = phi i64 [ 0, %s1_conv1.iy67 ], [ %ix68.next, %s1_conv1.ix68 ]
+  %16 = add nsw i64 %s1_conv1.g643, %s1_conv1.j654
+  %17 = mul nsw i64 %16, 16384
+  %18 = add nsw i64 32, %17
+  %19 = mul nsw i64 %s1_conv1.c665, 1024
+  %20 = add nsw i64 %18, %19
+  %21 = mul nsw i64 %s1_conv1.iy676, 32
+  %22 = add nsw i64 %20, %21
+  %23 = add nsw i64 %22, %s1_conv1.ix687
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %23
+  %24 = load float, ptr %arena8, align 4
+  %25 = mul nsw i64 %s1_conv1.j654, 18496
+  %26 = add nsw i64 %s1_conv1.iy676, 1
+  %27 = mul nsw i64 %26, 544
+  %28 = add nsw i64 %25, %27
+  %29 = add nsw i64 %s1_conv1.ix687, 1
+  %30 = mul nsw i64 %29, 16
+  %31 = add nsw i64 %28, %30
+  %32 = add nsw i64 %31, %s1_conv1.c665
+  %33 = add nsw i64 2101280, %32
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %33
+  store float %24, ptr %arena9, align 4
+  %ix68.next = add nsw i64 %s1_conv1.ix687, 1
+  %34 = icmp slt i64 %ix68.next, 32
+  br i1 %34, label %s1_conv1.ix68, label %s1_conv1.ix68.end
 
 s1_conv1.ix68.end:                                ; preds = %s1_conv1.ix68
-  %iy67.next = add nsw i64 %s1_conv1.iy677, 1
-  %48 = icmp slt i64 %iy67.next, 32
-  br i1 %48, label %s1_conv1.iy67, label %s1_conv1.iy67.end
+  %iy67.next = add nsw i64 %s1_conv1.iy676, 1
+  %35 = icmp slt i64 %iy67.next, 32
+  br i1 %35, label %s1_conv1.iy67, label %s1_conv1.iy67.end
 
 s1_conv1.part69.pool:                             ; preds = %s1_conv1.j65.end
-  %run11 = load ptr, ptr %pool, align 8
-  call void %run11(ptr %pool, ptr @resnet8_infer_b64.k3.s1_conv1.part69.task, ptr %part69.context, i64 2)
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @resnet8_infer_b64.k3.s1_conv1.part69.task, ptr %part69.context, i64 2)
   br label %s1_conv1.part69.done
 
 s1_conv1.part69.serial:                           ; preds = %s1_conv1.j65.end
   br label %s1_conv1.part69
 
 s1_conv1.part69.done:                             ; preds = %s1_conv1.part69.end, %s1_conv1.part69.pool
-  %49 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part106.context, i32 0, i32 0
-  store ptr %params, ptr %49, align 8
-  %50 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part106.context, i32 0, i32 1
-  store ptr %grads, ptr %50, align 8
-  %51 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part106.context, i32 0, i32 2
-  store ptr %m, ptr %51, align 8
-  %52 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part106.context, i32 0, i32 3
-  store ptr %v, ptr %52, align 8
-  %53 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part106.context, i32 0, i32 4
-  store ptr %arena, ptr %53, align 8
-  %54 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part106.context, i32 0, i32 5
-  store ptr %images, ptr %54, align 8
-  %55 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part106.context, i32 0, i32 6
-  store ptr %labels, ptr %55, align 8
-  %56 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part106.context, i32 0, i32 7
-  store float %lr, ptr %56, align 4
-  %57 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part106.context, i32 0, i32 8
-  store i64 %step, ptr %57, align 4
-  %58 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part106.context, i32 0, i32 9
-  store i64 %seed, ptr %58, align 4
-  %59 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part106.context, i32 0, i32 10
-  store ptr %pool, ptr %59, align 8
-  %60 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part106.context, i32 0, i32 11
-  store i64 %s1_conv1.g644, ptr %60, align 4
-  %61 = icmp eq ptr %pool, null
-  br i1 %61, label %s1_conv1.part106.serial, label %s1_conv1.part106.pool
+  %36 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part106.context, i32 0, i32 0
+  store ptr %params, ptr %36, align 8
+  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part106.context, i32 0, i32 1
+  store ptr %grads, ptr %37, align 8
+  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part106.context, i32 0, i32 2
+  store ptr %m, ptr %38, align 8
+  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part106.context, i32 0, i32 3
+  store ptr %v, ptr %39, align 8
+  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part106.context, i32 0, i32 4
+  store ptr %arena, ptr %40, align 8
+  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part106.context, i32 0, i32 5
+  store ptr %images, ptr %41, align 8
+  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part106.context, i32 0, i32 6
+  store ptr %labels, ptr %42, align 8
+  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part106.context, i32 0, i32 7
+  store float %lr, ptr %43, align 4
+  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part106.context, i32 0, i32 8
+  store i64 %step, ptr %44, align 4
+  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part106.context, i32 0, i32 9
+  store i64 %seed, ptr %45, align 4
+  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part106.context, i32 0, i32 10
+  store ptr %pool, ptr %46, align 8
+  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part106.context, i32 0, i32 11
+  store i64 %s1_conv1.g643, ptr %47, align 4
+  %48 = icmp eq ptr %pool, null
+  br i1 %48, label %s1_conv1.part106.serial, label %s1_conv1.part106.pool
 
 s1_conv1.part69:                                  ; preds = %s1_conv1.part69, %s1_conv1.part69.serial
-  %s1_conv1.part6912 = phi i64 [ 0, %s1_conv1.part69.serial ], [ %part69.next, %s1_conv1.part69 ]
-  call void @resnet8_infer_b64.k3.s1_conv1.part69(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s1_conv1.part6912)
-  %part69.next = add nsw i64 %s1_conv1.part6912, 1
-  %62 = icmp slt i64 %part69.next, 2
-  br i1 %62, label %s1_conv1.part69, label %s1_conv1.part69.end
+  %s1_conv1.part6910 = phi i64 [ 0, %s1_conv1.part69.serial ], [ %part69.next, %s1_conv1.part69 ]
+  call void @resnet8_infer_b64.k3.s1_conv1.part69(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s1_conv1.part6910)
+  %part69.next = add nsw i64 %s1_conv1.part6910, 1
+  %49 = icmp slt i64 %part69.next, 2
+  br i1 %49, label %s1_conv1.part69, label %s1_conv1.part69.end
 
 s1_conv1.part69.end:                              ; preds = %s1_conv1.part69
   br label %s1_conv1.part69.done
 
 s1_conv1.part106.pool:                            ; preds = %s1_conv1.part69.done
-  %run13 = load ptr, ptr %pool, align 8
-  call void %run13(ptr %pool, ptr @resnet8_infer_b64.k3.s1_conv1.part106.task, ptr %part106.context, i64 2)
+  %run11 = load ptr, ptr %pool, align 8
+  call void %run11(ptr %pool, ptr @resnet8_infer_b64.k3.s1_conv1.part106.task, ptr %part106.context, i64 2)
   br label %s1_conv1.part106.done
 
 s1_conv1.part106.serial:                          ; preds = %s1_conv1.part69.done
   br label %s1_conv1.part106
 
 s1_conv1.part106.done:                            ; preds = %s1_conv1.part106.end, %s1_conv1.part106.pool
-  %g64.next = add nsw i64 %s1_conv1.g644, 1
-  %63 = icmp slt i64 %g64.next, 64
-  br i1 %63, label %s1_conv1.g64, label %s1_conv1.g64.end
+  %g64.next = add nsw i64 %s1_conv1.g643, 1
+  %50 = icmp slt i64 %g64.next, 64
+  br i1 %50, label %s1_conv1.g64, label %s1_conv1.g64.end
 
 s1_conv1.part106:                                 ; preds = %s1_conv1.part106, %s1_conv1.part106.serial
-  %s1_conv1.part10614 = phi i64 [ 0, %s1_conv1.part106.serial ], [ %part106.next, %s1_conv1.part106 ]
-  call void @resnet8_infer_b64.k3.s1_conv1.part106(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s1_conv1.g644, i64 %s1_conv1.part10614)
-  %part106.next = add nsw i64 %s1_conv1.part10614, 1
-  %64 = icmp slt i64 %part106.next, 2
-  br i1 %64, label %s1_conv1.part106, label %s1_conv1.part106.end
+  %s1_conv1.part10612 = phi i64 [ 0, %s1_conv1.part106.serial ], [ %part106.next, %s1_conv1.part106 ]
+  call void @resnet8_infer_b64.k3.s1_conv1.part106(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s1_conv1.g643, i64 %s1_conv1.part10612)
+  %part106.next = add nsw i64 %s1_conv1.part10612, 1
+  %51 = icmp slt i64 %part106.next, 2
+  br i1 %51, label %s1_conv1.part106, label %s1_conv1.part106.end
 
 s1_conv1.part106.end:                             ; preds = %s1_conv1.part106
   br label %s1_conv1.part106.done
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k3.s1_conv1.part32(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
-entry:
-  %s1_conv1.w62 = alloca float, align 4
-  %s1_conv1.w61 = alloca float, align 4
-  %s1_conv1.w60 = alloca float, align 4
-  %s1_conv1.w59 = alloca float, align 4
-  %s1_conv1.w58 = alloca float, align 4
-  %s1_conv1.w57 = alloca float, align 4
-  %s1_conv1.w56 = alloca float, align 4
-  %s1_conv1.w55 = alloca float, align 4
-  %s1_conv1.w54 = alloca float, align 4
-  %s1_conv1.w53 = alloca float, align 4
-  %s1_conv1.w52 = alloca float, align 4
-  %s1_conv1.w51 = alloca float, align 4
-  %s1_conv1.w50 = alloca float, align 4
-  %s1_conv1.w49 = alloca float, align 4
-  %s1_conv1.w48 = alloca float, align 4
-  %s1_conv1.w47 = alloca float, align 4
-  %s1_conv1.w46 = alloca float, align 4
-  %s1_conv1.w45 = alloca float, align 4
-  %s1_conv1.w44 = alloca float, align 4
-  %s1_conv1.w43 = alloca float, align 4
-  %s1_conv1.w42 = alloca float, align 4
-  %s1_conv1.w41 = alloca float, align 4
-  %s1_conv1.w40 = alloca float, align 4
-  %s1_conv1.w39 = alloca float, align 4
-  %s1_conv1.w38 = alloca float, align 4
-  %s1_conv1.w37 = alloca float, align 4
-  %s1_conv1.w36 = alloca float, align 4
-  %s1_conv1.w35 = alloca float, align 4
-  br label %s1_conv1.ci33
-
-s1_conv1.ci33:                                    ; preds = %s1_conv1.co34.end, %entry
-  %s1_conv1.ci331 = phi i64 [ 0, %entry ], [ %ci33.next, %s1_conv1.co34.end ]
-  br label %s1_conv1.co34
-
-s1_conv1.ci33.end:                                ; preds = %s1_conv1.co34.end
-  ret void
-
-s1_conv1.co34:                                    ; preds = %s1_conv1.co34, %s1_conv1.ci33
-  %s1_conv1.co342 = phi i64 [ 0, %s1_conv1.ci33 ], [ %co34.next, %s1_conv1.co34 ]
-  %1 = mul nsw i64 %0, 8
-  %2 = add nsw i64 %1, %s1_conv1.co342
-  %3 = mul nsw i64 %2, 16
-  %4 = add nsw i64 %3, %s1_conv1.ci331
-  %5 = mul nsw i64 %4, 9
-  %6 = add nsw i64 464, %5
-  %params3 = getelementptr inbounds float, ptr %params, i64 %6
-  %7 = load float, ptr %params3, align 4
-  store float %7, ptr %s1_conv1.w35, align 4
-  %8 = mul nsw i64 %0, 8
-  %9 = add nsw i64 %8, %s1_conv1.co342
-  %10 = mul nsw i64 %9, 16
-  %11 = add nsw i64 %10, %s1_conv1.ci331
-  %12 = mul nsw i64 %11, 9
-  %13 = add nsw i64 464, %12
-  %params4 = getelementptr inbounds float, ptr %params, i64 %13
-  %14 = load float, ptr %params4, align 4
-  %15 = mul nsw i64 %0, 8
-  %16 = add nsw i64 %15, %s1_conv1.co342
-  %17 = mul nsw i64 %16, 16
-  %18 = add nsw i64 %17, %s1_conv1.ci331
-  %19 = mul nsw i64 %18, 9
-  %20 = add nsw i64 464, %19
-  %21 = add nsw i64 %20, 3
-  %params5 = getelementptr inbounds float, ptr %params, i64 %21
-  %22 = load float, ptr %params5, align 4
-  %23 = fadd float %14, %22
-  %24 = mul nsw i64 %0, 8
-  %25 = add nsw i64 %24, %s1_conv1.co342
-  %26 = mul nsw i64 %25, 16
-  %27 = add nsw i64 %26, %s1_conv1.ci331
-  %28 = mul nsw i64 %27, 9
-  %29 = add nsw i64 464, %28
-  %30 = add nsw i64 %29, 6
-  %params6 = getelementptr inbounds float, ptr %params, i64 %30
-  %31 = load float, ptr %params6, align 4
-  %32 = fadd float %23, %31
-  %33 = fmul float %32, 5.000000e-01
-  store float %33, ptr %s1_conv1.w36, align 4
-  %34 = mul nsw i64 %0, 8
-  %35 = add nsw i64 %34, %s1_conv1.co342
-  %36 = mul nsw i64 %35, 16
-  %37 = add nsw i64 %36, %s1_conv1.ci331
-  %38 = mul nsw i64 %37, 9
-  %39 = add nsw i64 464, %38
-  %params7 = getelementptr inbounds float, ptr %params, i64 %39
-  %40 = load float, ptr %params7, align 4
-  %41 = mul nsw i64 %0, 8
-  %42 = add nsw i64 %41, %s1_conv1.co342
-  %43 = mul nsw i64 %42, 16
-  %44 = add nsw i64 %43, %s1_conv1.ci331
-  %45 = mul nsw i64 %44, 9
-  %46 = add nsw i64 464, %45
-  %47 = add nsw i64 %46, 6
-  %params8 = getelementptr inbounds float, ptr %params, i64 %47
-  %48 = load float, ptr %params8, align 4
-  %49 = fadd float %40, %48
-  %50 = mul nsw i64 %0, 8
-  %51 = add nsw i64 %50, %s1_conv1.co342
-  %52 = mul nsw i64 %51, 16
-  %53 = add nsw i64 %52, %s1_conv1.ci331
-  %54 = mul nsw i64 %53, 9
-  %55 = add nsw i64 464, %54
-  %56 = add nsw i64 %55, 3
-  %params9 = getelementptr inbounds float, ptr %params, i64 %56
-  %57 = load float, ptr %params9, align 4
-  %58 = fsub float %49, %57
-  %59 = fmul float %58, 5.000000e-01
-  store float %59, ptr %s1_conv1.w37, align 4
-  %60 = mul nsw i64 %0, 8
-  %61 = add nsw i64 %60, %s1_conv1.co342
-  %62 = mul nsw i64 %61, 16
-  %63 = add nsw i64 %62, %s1_conv1.ci331
-  %64 = mul nsw i64 %63, 9
-  %65 = add nsw i64 464, %64
-  %66 = add nsw i64 %65, 6
-  %params10 = getelementptr inbounds float, ptr %params, i64 %66
-  %67 = load float, ptr %params10, align 4
-  store float %67, ptr %s1_conv1.w38, align 4
-  %68 = mul nsw i64 %0, 8
-  %69 = add nsw i64 %68, %s1_conv1.co342
-  %70 = mul nsw i64 %69, 16
-  %71 = add nsw i64 %70, %s1_conv1.ci331
-  %72 = mul nsw i64 %71, 9
-  %73 = add nsw i64 464, %72
-  %74 = add nsw i64 %73, 1
-  %params11 = getelementptr inbounds float, ptr %params, i64 %74
-  %75 = load float, ptr %params11, align 4
-  store float %75, ptr %s1_conv1.w39, align 4
-  %76 = mul nsw i64 %0, 8
-  %77 = add nsw i64 %76, %s1_conv1.co342
-  %78 = mul nsw i64 %77, 16
-  %79 = add nsw i64 %78, %s1_conv1.ci331
-  %80 = mul nsw i64 %79, 9
-  %81 = add nsw i64 464, %80
-  %82 = add nsw i64 %81, 1
-  %params12 = getelementptr inbounds float, ptr %params, i64 %82
-  %83 = load float, ptr %params12, align 4
-  %84 = mul nsw i64 %0, 8
-  %85 = add nsw i64 %84, %s1_conv1.co342
-  %86 = mul nsw i64 %85, 16
-  %87 = add nsw i64 %86, %s1_conv1.ci331
-  %88 = mul nsw i64 %87, 9
-  %89 = add nsw i64 464, %88
-  %90 = add nsw i64 %89, 4
-  %params13 = getelementptr inbounds float, ptr %params, i64 %90
-  %91 = load float, ptr %params13, align 4
-  %92 = fadd float %83, %91
-  %93 = mul nsw i64 %0, 8
-  %94 = add nsw i64 %93, %s1_conv1.co342
-  %95 = mul nsw i64 %94, 16
-  %96 = add nsw i64 %95, %s1_conv1.ci331
-  %97 = mul nsw i64 %96, 9
-  %98 = add nsw i64 464, %97
-  %99 = add nsw i64 %98, 7
-  %params14 = getelementptr inbounds float, ptr %params, i64 %99
-  %100 = load float, ptr %params14, align 4
-  %101 = fadd float %92, %100
-  %102 = fmul float %101, 5.000000e-01
-  store float %102, ptr %s1_conv1.w40, align 4
-  %103 = mul nsw i64 %0, 8
-  %104 = add nsw i64 %103, %s1_conv1.co342
-  %105 = mul nsw i64 %104, 16
-  %106 = add nsw i64 %105, %s1_conv1.ci331
-  %107 = mul nsw i64 %106, 9
-  %108 = add nsw i64 464, %107
-  %109 = add nsw i64 %108, 1
-  %params15 = getelementptr inbounds float, ptr %params, i64 %109
-  %110 = load float, ptr %params15, align 4
-  %111 = mul nsw i64 %0, 8
-  %112 = add nsw i64 %111, %s1_conv1.co342
-  %113 = mul nsw i64 %112, 16
-  %114 = add nsw i64 %113, %s1_conv1.ci331
-  %115 = mul nsw i64 %114, 9
-  %116 = add nsw i64 464, %115
-  %117 = add nsw i64 %116, 7
-  %params16 = getelementptr inbounds float, ptr %params, i64 %117
-  %118 = load float, ptr %params16, align 4
-  %119 = fadd float %110, %118
-  %120 = mul nsw i64 %0, 8
-  %121 = add nsw i64 %120, %s1_conv1.co342
-  %122 = mul nsw i64 %121, 16
-  %123 = add nsw i64 %122, %s1_conv1.ci331
-  %124 = mul nsw i64 %123, 9
-  %125 = add nsw i64 464, %124
-  %126 = add nsw i64 %125, 4
-  %params17 = getelementptr inbounds float, ptr %params, i64 %126
-  %127 = load float, ptr %params17, align 4
-  %128 = fsub float %119, %127
-  %129 = fmul float %128, 5.000000e-01
-  store float %129, ptr %s1_conv1.w41, align 4
-  %130 = mul nsw i64 %0, 8
-  %131 = add nsw i64 %130, %s1_conv1.co342
-  %132 = mul nsw i64 %131, 16
-  %133 = add nsw i64 %132, %s1_conv1.ci331
-  %134 = mul nsw i64 %133, 9
-  %135 = add nsw i64 464, %134
-  %136 = add nsw i64 %135, 7
-  %params18 = getelementptr inbounds float, ptr %params, i64 %136
-  %137 = load float, ptr %params18, align 4
-  store float %137, ptr %s1_conv1.w42, align 4
-  %138 = mul nsw i64 %0, 8
-  %139 = add nsw i64 %138, %s1_conv1.co342
-  %140 = mul nsw i64 %139, 16
-  %141 = add nsw i64 %140, %s1_conv1.ci331
-  %142 = mul nsw i64 %141, 9
-  %143 = add nsw i64 464, %142
-  %144 = add nsw i64 %143, 2
-  %params19 = getelementptr inbounds float, ptr %params, i64 %144
-  %145 = load float, ptr %params19, align 4
-  store float %145, ptr %s1_conv1.w43, align 4
-  %146 = mul nsw i64 %0, 8
-  %147 = add nsw i64 %146, %s1_conv1.co342
-  %148 = mul nsw i64 %147, 16
-  %149 = add nsw i64 %148, %s1_conv1.ci331
-  %150 = mul nsw i64 %149, 9
-  %151 = add nsw i64 464, %150
-  %152 = add nsw i64 %151, 2
-  %params20 = getelementptr inbounds float, ptr %params, i64 %152
-  %153 = load float, ptr %params20, align 4
-  %154 = mul nsw i64 %0, 8
-  %155 = add nsw i64 %154, %s1_conv1.co342
-  %156 = mul nsw i64 %155, 16
-  %157 = add nsw i64 %156, %s1_conv1.ci331
-  %158 = mul nsw i64 %157, 9
-  %159 = add nsw i64 464, %158
-  %160 = add nsw i64 %159, 5
-  %params21 = getelementptr inbounds float, ptr %params, i64 %160
-  %161 = load float, ptr %params21, align 4
-  %162 = fadd float %153, %161
-  %163 = mul nsw i64 %0, 8
-  %164 = add nsw i64 %163, %s1_conv1.co342
-  %165 = mul nsw i64 %164, 16
-  %166 = add nsw i64 %165, %s1_conv1.ci331
-  %167 = mul nsw i64 %166, 9
-  %168 = add nsw i64 464, %167
-  %169 = add nsw i64 %168, 8
-  %params22 = getelementptr inbounds float, ptr %params, i64 %169
-  %170 = load float, ptr %params22, align 4
-  %171 = fadd float %162, %170
-  %172 = fmul float %171, 5.000000e-01
-  store float %172, ptr %s1_conv1.w44, align 4
-  %173 = mul nsw i64 %0, 8
-  %174 = add nsw i64 %173, %s1_conv1.co342
-  %175 = mul nsw i64 %174, 16
-  %176 = add nsw i64 %175, %s1_conv1.ci331
-  %177 = mul nsw i64 %176, 9
-  %178 = add nsw i64 464, %177
-  %179 = add nsw i64 %178, 2
-  %params23 = getelementptr inbounds float, ptr %params, i64 %179
-  %180 = load float, ptr %params23, align 4
-  %181 = mul nsw i64 %0, 8
-  %182 = add nsw i64 %181, %s1_conv1.co342
-  %183 = mul nsw i64 %182, 16
-  %184 = add nsw i64 %183, %s1_conv1.ci331
-  %185 = mul nsw i64 %184, 9
-  %186 = add nsw i64 464, %185
-  %187 = add nsw i64 %186, 8
-  %params24 = getelementptr inbounds float, ptr %params, i64 %187
-  %188 = load float, ptr %params24, align 4
-  %189 = fadd float %180, %188
-  %190 = mul nsw i64 %0, 8
-  %191 = add nsw i64 %190, %s1_conv1.co342
-  %192 = mul nsw i64 %191, 16
-  %193 = add nsw i64 %192, %s1_conv1.ci331
-  %194 = mul nsw i64 %193, 9
-  %195 = add nsw i64 464, %194
-  %196 = add nsw i64 %195, 5
-  %params25 = getelementptr inbounds float, ptr %params, i64 %196
-  %197 = load float, ptr %params25, align 4
-  %198 = fsub float %189, %197
-  %199 = fmul float %198, 5.000000e-01
-  store float %199, ptr %s1_conv1.w45, align 4
-  %200 = mul nsw i64 %0, 8
-  %201 = add nsw i64 %200, %s1_conv1.co342
-  %202 = mul nsw i64 %201, 16
-  %203 = add nsw i64 %202, %s1_conv1.ci331
-  %204 = mul nsw i64 %203, 9
-  %205 = add nsw i64 464, %204
-  %206 = add nsw i64 %205, 8
-  %params26 = getelementptr inbounds float, ptr %params, i64 %206
-  %207 = load float, ptr %params26, align 4
-  store float %207, ptr %s1_conv1.w46, align 4
-  %w35 = load float, ptr %s1_conv1.w35, align 4
-  store float %w35, ptr %s1_conv1.w47, align 4
-  %w3527 = load float, ptr %s1_conv1.w35, align 4
-  %w39 = load float, ptr %s1_conv1.w39, align 4
-  %208 = fadd float %w3527, %w39
-  %w43 = load float, ptr %s1_conv1.w43, align 4
-  %209 = fadd float %208, %w43
-  %210 = fmul float %209, 5.000000e-01
-  store float %210, ptr %s1_conv1.w48, align 4
-  %w3528 = load float, ptr %s1_conv1.w35, align 4
-  %w4329 = load float, ptr %s1_conv1.w43, align 4
-  %211 = fadd float %w3528, %w4329
-  %w3930 = load float, ptr %s1_conv1.w39, align 4
-  %212 = fsub float %211, %w3930
-  %213 = fmul float %212, 5.000000e-01
-  store float %213, ptr %s1_conv1.w49, align 4
-  %w4331 = load float, ptr %s1_conv1.w43, align 4
-  store float %w4331, ptr %s1_conv1.w50, align 4
-  %w36 = load float, ptr %s1_conv1.w36, align 4
-  store float %w36, ptr %s1_conv1.w51, align 4
-  %w3632 = load float, ptr %s1_conv1.w36, align 4
-  %w40 = load float, ptr %s1_conv1.w40, align 4
-  %214 = fadd float %w3632, %w40
-  %w44 = load float, ptr %s1_conv1.w44, align 4
-  %215 = fadd float %214, %w44
-  %216 = fmul float %215, 5.000000e-01
-  store float %216, ptr %s1_conv1.w52, align 4
-  %w3633 = load float, ptr %s1_conv1.w36, align 4
-  %w4434 = load float, ptr %s1_conv1.w44, align 4
-  %217 = fadd float %w3633, %w4434
-  %w4035 = load float, ptr %s1_conv1.w40, align 4
-  %218 = fsub float %217, %w4035
-  %219 = fmul float %218, 5.000000e-01
-  store float %219, ptr %s1_conv1.w53, align 4
-  %w4436 = load float, ptr %s1_conv1.w44, align 4
-  store float %w4436, ptr %s1_conv1.w54, align 4
-  %w37 = load float, ptr %s1_conv1.w37, align 4
-  store float %w37, ptr %s1_conv1.w55, align 4
-  %w3737 = load float, ptr %s1_conv1.w37, align 4
-  %w41 = load float, ptr %s1_conv1.w41, align 4
-  %220 = fadd float %w3737, %w41
-  %w45 = load float, ptr %s1_conv1.w45, align 4
-  %221 = fadd float %220, %w45
-  %222 = fmul float %221, 5.000000e-01
-  store float %222, ptr %s1_conv1.w56, align 4
-  %w3738 = load float, ptr %s1_conv1.w37, align 4
-  %w4539 = load float, ptr %s1_conv1.w45, align 4
-  %223 = fadd float %w3738, %w4539
-  %w4140 = load float, ptr %s1_conv1.w41, align 4
-  %224 = fsub float %223, %w4140
-  %225 = fmul float %224, 5.000000e-01
-  store float %225, ptr %s1_conv1.w57, align 4
-  %w4541 = load float, ptr %s1_conv1.w45, align 4
-  store float %w4541, ptr %s1_conv1.w58, align 4
-  %w38 = load float, ptr %s1_conv1.w38, align 4
-  store float %w38, ptr %s1_conv1.w59, align 4
-  %w3842 = load float, ptr %s1_conv1.w38, align 4
-  %w42 = load float, ptr %s1_conv1.w42, align 4
-  %226 = fadd float %w3842, %w42
-  %w46 = load float, ptr %s1_conv1.w46, align 4
-  %227 = fadd float %226, %w46
-  %228 = fmul float %227, 5.000000e-01
-  store float %228, ptr %s1_conv1.w60, align 4
-  %w3843 = load float, ptr %s1_conv1.w38, align 4
-  %w4644 = load float, ptr %s1_conv1.w46, align 4
-  %229 = fadd float %w3843, %w4644
-  %w4245 = load float, ptr %s1_conv1.w42, align 4
-  %230 = fsub float %229, %w4245
-  %231 = fmul float %230, 5.000000e-01
-  store float %231, ptr %s1_conv1.w61, align 4
-  %w4646 = load float, ptr %s1_conv1.w46, align 4
-  store float %w4646, ptr %s1_conv1.w62, align 4
-  %w47 = load float, ptr %s1_conv1.w47, align 4
-  %232 = mul nsw i64 %s1_conv1.ci331, 16
-  %233 = add nsw i64 2097184, %232
-  %234 = mul nsw i64 %0, 8
-  %235 = add nsw i64 %234, %s1_conv1.co342
-  %236 = add nsw i64 %233, %235
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w47, ptr %arena47, align 4
-  %w48 = load float, ptr %s1_conv1.w48, align 4
-  %237 = mul nsw i64 %s1_conv1.ci331, 16
-  %238 = add nsw i64 2097440, %237
-  %239 = mul nsw i64 %0, 8
-  %240 = add nsw i64 %239, %s1_conv1.co342
-  %241 = add nsw i64 %238, %240
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w48, ptr %arena48, align 4
-  %w49 = load float, ptr %s1_conv1.w49, align 4
-  %242 = mul nsw i64 %s1_conv1.ci331, 16
-  %243 = add nsw i64 2097696, %242
-  %244 = mul nsw i64 %0, 8
-  %245 = add nsw i64 %244, %s1_conv1.co342
-  %246 = add nsw i64 %243, %245
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w49, ptr %arena49, align 4
-  %w50 = load float, ptr %s1_conv1.w50, align 4
-  %247 = mul nsw i64 %s1_conv1.ci331, 16
-  %248 = add nsw i64 2097952, %247
-  %249 = mul nsw i64 %0, 8
-  %250 = add nsw i64 %249, %s1_conv1.co342
-  %251 = add nsw i64 %248, %250
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w50, ptr %arena50, align 4
-  %w51 = load float, ptr %s1_conv1.w51, align 4
-  %252 = mul nsw i64 %s1_conv1.ci331, 16
-  %253 = add nsw i64 2098208, %252
-  %254 = mul nsw i64 %0, 8
-  %255 = add nsw i64 %254, %s1_conv1.co342
-  %256 = add nsw i64 %253, %255
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w51, ptr %arena51, align 4
-  %w52 = load float, ptr %s1_conv1.w52, align 4
-  %257 = mul nsw i64 %s1_conv1.ci331, 16
-  %258 = add nsw i64 2098464, %257
-  %259 = mul nsw i64 %0, 8
-  %260 = add nsw i64 %259, %s1_conv1.co342
-  %261 = add nsw i64 %258, %260
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w52, ptr %arena52, align 4
-  %w53 = load float, ptr %s1_conv1.w53, align 4
-  %262 = mul nsw i64 %s1_conv1.ci331, 16
-  %263 = add nsw i64 2098720, %262
-  %264 = mul nsw i64 %0, 8
-  %265 = add nsw i64 %264, %s1_conv1.co342
-  %266 = add nsw i64 %263, %265
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w53, ptr %arena53, align 4
-  %w54 = load float, ptr %s1_conv1.w54, align 4
-  %267 = mul nsw i64 %s1_conv1.ci331, 16
-  %268 = add nsw i64 2098976, %267
-  %269 = mul nsw i64 %0, 8
-  %270 = add nsw i64 %269, %s1_conv1.co342
-  %271 = add nsw i64 %268, %270
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w54, ptr %arena54, align 4
-  %w55 = load float, ptr %s1_conv1.w55, align 4
-  %272 = mul nsw i64 %s1_conv1.ci331, 16
-  %273 = add nsw i64 2099232, %272
-  %274 = mul nsw i64 %0, 8
-  %275 = add nsw i64 %274, %s1_conv1.co342
-  %276 = add nsw i64 %273, %275
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w55, ptr %arena55, align 4
-  %w56 = load float, ptr %s1_conv1.w56, align 4
-  %277 = mul nsw i64 %s1_conv1.ci331, 16
-  %278 = add nsw i64 2099488, %277
-  %279 = mul nsw i64 %0, 8
-  %280 = add nsw i64 %279, %s1_conv1.co342
-  %281 = add nsw i64 %278, %280
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w56, ptr %arena56, align 4
-  %w57 = load float, ptr %s1_conv1.w57, align 4
-  %282 = mul nsw i64 %s1_conv1.ci331, 16
-  %283 = add nsw i64 2099744, %282
-  %284 = mul nsw i64 %0, 8
-  %285 = add nsw i64 %284, %s1_conv1.co342
-  %286 = add nsw i64 %283, %285
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w57, ptr %arena57, align 4
-  %w58 = load float, ptr %s1_conv1.w58, align 4
-  %287 = mul nsw i64 %s1_conv1.ci331, 16
-  %288 = add nsw i64 2100000, %287
-  %289 = mul nsw i64 %0, 8
-  %290 = add nsw i64 %289, %s1_conv1.co342
-  %291 = add nsw i64 %288, %290
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w58, ptr %arena58, align 4
-  %w59 = load float, ptr %s1_conv1.w59, align 4
-  %292 = mul nsw i64 %s1_conv1.ci331, 16
-  %293 = add nsw i64 2100256, %292
-  %294 = mul nsw i64 %0, 8
-  %295 = add nsw i64 %294, %s1_conv1.co342
-  %296 = add nsw i64 %293, %295
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w59, ptr %arena59, align 4
-  %w60 = load float, ptr %s1_conv1.w60, align 4
-  %297 = mul nsw i64 %s1_conv1.ci331, 16
-  %298 = add nsw i64 2100512, %297
-  %299 = mul nsw i64 %0, 8
-  %300 = add nsw i64 %299, %s1_conv1.co342
-  %301 = add nsw i64 %298, %300
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w60, ptr %arena60, align 4
-  %w61 = load float, ptr %s1_conv1.w61, align 4
-  %302 = mul nsw i64 %s1_conv1.ci331, 16
-  %303 = add nsw i64 2100768, %302
-  %304 = mul nsw i64 %0, 8
-  %305 = add nsw i64 %304, %s1_conv1.co342
-  %306 = add nsw i64 %303, %305
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w61, ptr %arena61, align 4
-  %w62 = load float, ptr %s1_conv1.w62, align 4
-  %307 = mul nsw i64 %s1_conv1.ci331, 16
-  %308 = add nsw i64 2101024, %307
-  %309 = mul nsw i64 %0, 8
-  %310 = add nsw i64 %309, %s1_conv1.co342
-  %311 = add nsw i64 %308, %310
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w62, ptr %arena62, align 4
-  %co34.next = add nsw i64 %s1_conv1.co342, 1
-  %312 = icmp slt i64 %co34.next, 8
-  br i1 %312, label %s1_conv1.co34, label %s1_conv1.co34.end
-
-s1_conv1.co34.end:                                ; preds = %s1_conv1.co34
-  %ci33.next = add nsw i64 %s1_conv1.ci331, 1
-  %313 = icmp slt i64 %ci33.next, 16
-  br i1 %313, label %s1_conv1.ci33, label %s1_conv1.ci33.end
-}
-
-define internal void @resnet8_infer_b64.k3.s1_conv1.part32.task(ptr %0, i64 %1) {
-entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
-  %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
-  %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
-  %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
-  %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
-  %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
-  %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
-  %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
-  %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @resnet8_infer_b64.k3.s1_conv1.part32(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
-  ret void
 }
 
 ; Function Attrs: noinline
@@ -40108,7 +41819,7 @@ s1_conv1.mb109.end:                               ; preds = %s1_conv1.k111.end
 s1_conv1.k111:                                    ; preds = %s1_conv1.k111, %s1_conv1.mb109
   %s1_conv1.k1113 = phi i64 [ 0, %s1_conv1.mb109 ], [ %k111.next, %s1_conv1.k111 ]
   %2 = mul nsw i64 %0, 256
-  %3 = add nsw i64 2097184, %2
+  %3 = add nsw i64 3332192, %2
   %4 = mul nsw i64 %1, 8
   %5 = add nsw i64 %3, %4
   %6 = mul nsw i64 %s1_conv1.k1113, 16
@@ -40548,7 +42259,7 @@ s1_conv1.k111.end:                                ; preds = %s1_conv1.k111
 s1_conv1.k113:                                    ; preds = %s1_conv1.k113, %s1_conv1.mb109.end
   %s1_conv1.k11360 = phi i64 [ 0, %s1_conv1.mb109.end ], [ %k113.next, %s1_conv1.k113 ]
   %305 = mul nsw i64 %0, 256
-  %306 = add nsw i64 2097184, %305
+  %306 = add nsw i64 3332192, %305
   %307 = mul nsw i64 %1, 8
   %308 = add nsw i64 %306, %307
   %309 = mul nsw i64 %s1_conv1.k11360, 16
@@ -40741,743 +42452,175 @@ define internal void @resnet8_infer_b64.k5.s1_conv2(ptr noalias %params, ptr noa
 entry:
   %part210.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
   %part173.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %part136.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part136.context, i32 0, i32 0
-  store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part136.context, i32 0, i32 1
-  store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part136.context, i32 0, i32 2
-  store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part136.context, i32 0, i32 3
-  store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part136.context, i32 0, i32 4
-  store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part136.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part136.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part136.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part136.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part136.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part136.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = icmp eq ptr %pool, null
-  br i1 %11, label %s1_conv2.part136.serial, label %s1_conv2.part136.pool
-
-s1_conv2.part136.pool:                            ; preds = %entry
-  %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @resnet8_infer_b64.k5.s1_conv2.part136.task, ptr %part136.context, i64 2)
-  br label %s1_conv2.part136.done
-
-s1_conv2.part136.serial:                          ; preds = %entry
-  br label %s1_conv2.part136
-
-s1_conv2.part136.done:                            ; preds = %s1_conv2.part136.end, %s1_conv2.part136.pool
   br label %s1_conv2.i167
 
-s1_conv2.part136:                                 ; preds = %s1_conv2.part136, %s1_conv2.part136.serial
-  %s1_conv2.part1361 = phi i64 [ 0, %s1_conv2.part136.serial ], [ %part136.next, %s1_conv2.part136 ]
-  call void @resnet8_infer_b64.k5.s1_conv2.part136(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s1_conv2.part1361)
-  %part136.next = add nsw i64 %s1_conv2.part1361, 1
-  %12 = icmp slt i64 %part136.next, 2
-  br i1 %12, label %s1_conv2.part136, label %s1_conv2.part136.end
-
-s1_conv2.part136.end:                             ; preds = %s1_conv2.part136
-  br label %s1_conv2.part136.done
-
-s1_conv2.i167:                                    ; preds = %s1_conv2.i167, %s1_conv2.part136.done
-  %s1_conv2.i1672 = phi i64 [ 0, %s1_conv2.part136.done ], [ %i167.next, %s1_conv2.i167 ]
-  %13 = add nsw i64 3149856, %s1_conv2.i1672
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %13
-  store float 0.000000e+00, ptr %arena3, align 4
-  %i167.next = add nsw i64 %s1_conv2.i1672, 1
-  %14 = icmp slt i64 %i167.next, 18496
-  br i1 %14, label %s1_conv2.i167, label %s1_conv2.i167.end
+s1_conv2.i167:                                    ; preds = %s1_conv2.i167, %entry
+  %s1_conv2.i1671 = phi i64 [ 0, %entry ], [ %i167.next, %s1_conv2.i167 ]
+  %0 = add nsw i64 3149856, %s1_conv2.i1671
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
+  store float 0.000000e+00, ptr %arena2, align 4
+  %i167.next = add nsw i64 %s1_conv2.i1671, 1
+  %1 = icmp slt i64 %i167.next, 18496
+  br i1 %1, label %s1_conv2.i167, label %s1_conv2.i167.end
 
 s1_conv2.i167.end:                                ; preds = %s1_conv2.i167
   br label %s1_conv2.g168
 
 s1_conv2.g168:                                    ; preds = %s1_conv2.part210.done, %s1_conv2.i167.end
-  %s1_conv2.g1684 = phi i64 [ 0, %s1_conv2.i167.end ], [ %g168.next, %s1_conv2.part210.done ]
+  %s1_conv2.g1683 = phi i64 [ 0, %s1_conv2.i167.end ], [ %g168.next, %s1_conv2.part210.done ]
   br label %s1_conv2.j169
 
 s1_conv2.g168.end:                                ; preds = %s1_conv2.part210.done
   ret void
 
 s1_conv2.j169:                                    ; preds = %s1_conv2.c170.end, %s1_conv2.g168
-  %s1_conv2.j1695 = phi i64 [ 0, %s1_conv2.g168 ], [ %j169.next, %s1_conv2.c170.end ]
+  %s1_conv2.j1694 = phi i64 [ 0, %s1_conv2.g168 ], [ %j169.next, %s1_conv2.c170.end ]
   br label %s1_conv2.c170
 
 s1_conv2.j169.end:                                ; preds = %s1_conv2.c170.end
-  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part173.context, i32 0, i32 0
-  store ptr %params, ptr %15, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part173.context, i32 0, i32 1
-  store ptr %grads, ptr %16, align 8
-  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part173.context, i32 0, i32 2
-  store ptr %m, ptr %17, align 8
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part173.context, i32 0, i32 3
-  store ptr %v, ptr %18, align 8
-  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part173.context, i32 0, i32 4
-  store ptr %arena, ptr %19, align 8
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part173.context, i32 0, i32 5
-  store ptr %images, ptr %20, align 8
-  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part173.context, i32 0, i32 6
-  store ptr %labels, ptr %21, align 8
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part173.context, i32 0, i32 7
-  store float %lr, ptr %22, align 4
-  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part173.context, i32 0, i32 8
-  store i64 %step, ptr %23, align 4
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part173.context, i32 0, i32 9
-  store i64 %seed, ptr %24, align 4
-  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part173.context, i32 0, i32 10
-  store ptr %pool, ptr %25, align 8
-  %26 = icmp eq ptr %pool, null
-  br i1 %26, label %s1_conv2.part173.serial, label %s1_conv2.part173.pool
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part173.context, i32 0, i32 0
+  store ptr %params, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part173.context, i32 0, i32 1
+  store ptr %grads, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part173.context, i32 0, i32 2
+  store ptr %m, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part173.context, i32 0, i32 3
+  store ptr %v, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part173.context, i32 0, i32 4
+  store ptr %arena, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part173.context, i32 0, i32 5
+  store ptr %images, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part173.context, i32 0, i32 6
+  store ptr %labels, ptr %8, align 8
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part173.context, i32 0, i32 7
+  store float %lr, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part173.context, i32 0, i32 8
+  store i64 %step, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part173.context, i32 0, i32 9
+  store i64 %seed, ptr %11, align 4
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part173.context, i32 0, i32 10
+  store ptr %pool, ptr %12, align 8
+  %13 = icmp eq ptr %pool, null
+  br i1 %13, label %s1_conv2.part173.serial, label %s1_conv2.part173.pool
 
 s1_conv2.c170:                                    ; preds = %s1_conv2.iy171.end, %s1_conv2.j169
-  %s1_conv2.c1706 = phi i64 [ 0, %s1_conv2.j169 ], [ %c170.next, %s1_conv2.iy171.end ]
+  %s1_conv2.c1705 = phi i64 [ 0, %s1_conv2.j169 ], [ %c170.next, %s1_conv2.iy171.end ]
   br label %s1_conv2.iy171
 
 s1_conv2.c170.end:                                ; preds = %s1_conv2.iy171.end
-  %j169.next = add nsw i64 %s1_conv2.j1695, 1
-  %27 = icmp slt i64 %j169.next, 1
-  br i1 %27, label %s1_conv2.j169, label %s1_conv2.j169.end
+  %j169.next = add nsw i64 %s1_conv2.j1694, 1
+  %14 = icmp slt i64 %j169.next, 1
+  br i1 %14, label %s1_conv2.j169, label %s1_conv2.j169.end
 
 s1_conv2.iy171:                                   ; preds = %s1_conv2.ix172.end, %s1_conv2.c170
-  %s1_conv2.iy1717 = phi i64 [ 0, %s1_conv2.c170 ], [ %iy171.next, %s1_conv2.ix172.end ]
+  %s1_conv2.iy1716 = phi i64 [ 0, %s1_conv2.c170 ], [ %iy171.next, %s1_conv2.ix172.end ]
   br label %s1_conv2.ix172
 
 s1_conv2.iy171.end:                               ; preds = %s1_conv2.ix172.end
-  %c170.next = add nsw i64 %s1_conv2.c1706, 1
-  %28 = icmp slt i64 %c170.next, 16
-  br i1 %28, label %s1_conv2.c170, label %s1_conv2.c170.end
+  %c170.next = add nsw i64 %s1_conv2.c1705, 1
+  %15 = icmp slt i64 %c170.next, 16
+  br i1 %15, label %s1_conv2.c170, label %s1_conv2.c170.end
 
 s1_conv2.ix172:                                   ; preds = %s1_conv2.ix172, %s1_conv2.iy171
-  %s1_conv2.ix1728 = phi i64 [ 0, %s1_conv2.iy171 ], [ %ix172.next, %s1_conv2.ix172 ]
-  %29 = add nsw i64 %s1_conv2.g1684, %s1_conv2.j1695
-  %30 = mul nsw i64 %29, 16384
-  %31 = add nsw i64 1048608, %30
-  %32 = mul nsw i64 %s1_conv2.c1706, 1024
-  %33 = add nsw i64 %31, %32
-  %34 = mul nsw i64 %s1_conv2.iy1717, 32
-  %35 = add nsw i64 %33, %34
-  %36 = add nsw i64 %35, %s1_conv2.ix1728
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %36
-  %37 = load float, ptr %arena9, align 4
-  %38 = mul nsw i64 %s1_conv2.j1695, 18496
-  %39 = add nsw i64 %s1_conv2.iy1717, 1
-  %40 = mul nsw i64 %39, 544
-  %41 = add nsw i64 %38, %40
-  %42 = add nsw i64 %s1_conv2.ix1728, 1
-  %43 = mul nsw i64 %42, 16
-  %44 = add nsw i64 %41, %43
-  %45 = add nsw i64 %44, %s1_conv2.c1706
-  %46 = add nsw i64 3149856, %45
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %46
-  store float %37, ptr %arena10, align 4
-  %ix172.next = add nsw i64 %s1_conv2.ix1728, 1
-  %47 = icmp slt i64 %ix172.next, 32
-  br i1 %47, label %s1_conv2.ix172, label %s1_conv2.ix172.end
+  %s1_conv2.ix1727 = phi i64 [ 0, %s1_conv2.iy171 ], [ %ix172.next, %s1_conv2.ix172 ]
+  %16 = add nsw i64 %s1_conv2.g1683, %s1_conv2.j1694
+  %17 = mul nsw i64 %16, 16384
+  %18 = add nsw i64 1048608, %17
+  %19 = mul nsw i64 %s1_conv2.c1705, 1024
+  %20 = add nsw i64 %18, %19
+  %21 = mul nsw i64 %s1_conv2.iy1716, 32
+  %22 = add nsw i64 %20, %21
+  %23 = add nsw i64 %22, %s1_conv2.ix1727
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %23
+  %24 = load float, ptr %arena8, align 4
+  %25 = mul nsw i64 %s1_conv2.j1694, 18496
+  %26 = add nsw i64 %s1_conv2.iy1716, 1
+  %27 = mul nsw i64 %26, 544
+  %28 = add nsw i64 %25, %27
+  %29 = add nsw i64 %s1_conv2.ix1727, 1
+  %30 = mul nsw i64 %29, 16
+  %31 = add nsw i64 %28, %30
+  %32 = add nsw i64 %31, %s1_conv2.c1705
+  %33 = add nsw i64 3149856, %32
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %33
+  store float %24, ptr %arena9, align 4
+  %ix172.next = add nsw i64 %s1_conv2.ix1727, 1
+  %34 = icmp slt i64 %ix172.next, 32
+  br i1 %34, label %s1_conv2.ix172, label %s1_conv2.ix172.end
 
 s1_conv2.ix172.end:                               ; preds = %s1_conv2.ix172
-  %iy171.next = add nsw i64 %s1_conv2.iy1717, 1
-  %48 = icmp slt i64 %iy171.next, 32
-  br i1 %48, label %s1_conv2.iy171, label %s1_conv2.iy171.end
+  %iy171.next = add nsw i64 %s1_conv2.iy1716, 1
+  %35 = icmp slt i64 %iy171.next, 32
+  br i1 %35, label %s1_conv2.iy171, label %s1_conv2.iy171.end
 
 s1_conv2.part173.pool:                            ; preds = %s1_conv2.j169.end
-  %run11 = load ptr, ptr %pool, align 8
-  call void %run11(ptr %pool, ptr @resnet8_infer_b64.k5.s1_conv2.part173.task, ptr %part173.context, i64 2)
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @resnet8_infer_b64.k5.s1_conv2.part173.task, ptr %part173.context, i64 2)
   br label %s1_conv2.part173.done
 
 s1_conv2.part173.serial:                          ; preds = %s1_conv2.j169.end
   br label %s1_conv2.part173
 
 s1_conv2.part173.done:                            ; preds = %s1_conv2.part173.end, %s1_conv2.part173.pool
-  %49 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 0
-  store ptr %params, ptr %49, align 8
-  %50 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 1
-  store ptr %grads, ptr %50, align 8
-  %51 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 2
-  store ptr %m, ptr %51, align 8
-  %52 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 3
-  store ptr %v, ptr %52, align 8
-  %53 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 4
-  store ptr %arena, ptr %53, align 8
-  %54 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 5
-  store ptr %images, ptr %54, align 8
-  %55 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 6
-  store ptr %labels, ptr %55, align 8
-  %56 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 7
-  store float %lr, ptr %56, align 4
-  %57 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 8
-  store i64 %step, ptr %57, align 4
-  %58 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 9
-  store i64 %seed, ptr %58, align 4
-  %59 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 10
-  store ptr %pool, ptr %59, align 8
-  %60 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 11
-  store i64 %s1_conv2.g1684, ptr %60, align 4
-  %61 = icmp eq ptr %pool, null
-  br i1 %61, label %s1_conv2.part210.serial, label %s1_conv2.part210.pool
+  %36 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 0
+  store ptr %params, ptr %36, align 8
+  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 1
+  store ptr %grads, ptr %37, align 8
+  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 2
+  store ptr %m, ptr %38, align 8
+  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 3
+  store ptr %v, ptr %39, align 8
+  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 4
+  store ptr %arena, ptr %40, align 8
+  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 5
+  store ptr %images, ptr %41, align 8
+  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 6
+  store ptr %labels, ptr %42, align 8
+  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 7
+  store float %lr, ptr %43, align 4
+  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 8
+  store i64 %step, ptr %44, align 4
+  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 9
+  store i64 %seed, ptr %45, align 4
+  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 10
+  store ptr %pool, ptr %46, align 8
+  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part210.context, i32 0, i32 11
+  store i64 %s1_conv2.g1683, ptr %47, align 4
+  %48 = icmp eq ptr %pool, null
+  br i1 %48, label %s1_conv2.part210.serial, label %s1_conv2.part210.pool
 
 s1_conv2.part173:                                 ; preds = %s1_conv2.part173, %s1_conv2.part173.serial
-  %s1_conv2.part17312 = phi i64 [ 0, %s1_conv2.part173.serial ], [ %part173.next, %s1_conv2.part173 ]
-  call void @resnet8_infer_b64.k5.s1_conv2.part173(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s1_conv2.part17312)
-  %part173.next = add nsw i64 %s1_conv2.part17312, 1
-  %62 = icmp slt i64 %part173.next, 2
-  br i1 %62, label %s1_conv2.part173, label %s1_conv2.part173.end
+  %s1_conv2.part17310 = phi i64 [ 0, %s1_conv2.part173.serial ], [ %part173.next, %s1_conv2.part173 ]
+  call void @resnet8_infer_b64.k5.s1_conv2.part173(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s1_conv2.part17310)
+  %part173.next = add nsw i64 %s1_conv2.part17310, 1
+  %49 = icmp slt i64 %part173.next, 2
+  br i1 %49, label %s1_conv2.part173, label %s1_conv2.part173.end
 
 s1_conv2.part173.end:                             ; preds = %s1_conv2.part173
   br label %s1_conv2.part173.done
 
 s1_conv2.part210.pool:                            ; preds = %s1_conv2.part173.done
-  %run13 = load ptr, ptr %pool, align 8
-  call void %run13(ptr %pool, ptr @resnet8_infer_b64.k5.s1_conv2.part210.task, ptr %part210.context, i64 2)
+  %run11 = load ptr, ptr %pool, align 8
+  call void %run11(ptr %pool, ptr @resnet8_infer_b64.k5.s1_conv2.part210.task, ptr %part210.context, i64 2)
   br label %s1_conv2.part210.done
 
 s1_conv2.part210.serial:                          ; preds = %s1_conv2.part173.done
   br label %s1_conv2.part210
 
 s1_conv2.part210.done:                            ; preds = %s1_conv2.part210.end, %s1_conv2.part210.pool
-  %g168.next = add nsw i64 %s1_conv2.g1684, 1
-  %63 = icmp slt i64 %g168.next, 64
-  br i1 %63, label %s1_conv2.g168, label %s1_conv2.g168.end
+  %g168.next = add nsw i64 %s1_conv2.g1683, 1
+  %50 = icmp slt i64 %g168.next, 64
+  br i1 %50, label %s1_conv2.g168, label %s1_conv2.g168.end
 
 s1_conv2.part210:                                 ; preds = %s1_conv2.part210, %s1_conv2.part210.serial
-  %s1_conv2.part21014 = phi i64 [ 0, %s1_conv2.part210.serial ], [ %part210.next, %s1_conv2.part210 ]
-  call void @resnet8_infer_b64.k5.s1_conv2.part210(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s1_conv2.g1684, i64 %s1_conv2.part21014)
-  %part210.next = add nsw i64 %s1_conv2.part21014, 1
-  %64 = icmp slt i64 %part210.next, 2
-  br i1 %64, label %s1_conv2.part210, label %s1_conv2.part210.end
+  %s1_conv2.part21012 = phi i64 [ 0, %s1_conv2.part210.serial ], [ %part210.next, %s1_conv2.part210 ]
+  call void @resnet8_infer_b64.k5.s1_conv2.part210(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s1_conv2.g1683, i64 %s1_conv2.part21012)
+  %part210.next = add nsw i64 %s1_conv2.part21012, 1
+  %51 = icmp slt i64 %part210.next, 2
+  br i1 %51, label %s1_conv2.part210, label %s1_conv2.part210.end
 
 s1_conv2.part210.end:                             ; preds = %s1_conv2.part210
   br label %s1_conv2.part210.done
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k5.s1_conv2.part136(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
-entry:
-  %s1_conv2.w166 = alloca float, align 4
-  %s1_conv2.w165 = alloca float, align 4
-  %s1_conv2.w164 = alloca float, align 4
-  %s1_conv2.w163 = alloca float, align 4
-  %s1_conv2.w162 = alloca float, align 4
-  %s1_conv2.w161 = alloca float, align 4
-  %s1_conv2.w160 = alloca float, align 4
-  %s1_conv2.w159 = alloca float, align 4
-  %s1_conv2.w158 = alloca float, align 4
-  %s1_conv2.w157 = alloca float, align 4
-  %s1_conv2.w156 = alloca float, align 4
-  %s1_conv2.w155 = alloca float, align 4
-  %s1_conv2.w154 = alloca float, align 4
-  %s1_conv2.w153 = alloca float, align 4
-  %s1_conv2.w152 = alloca float, align 4
-  %s1_conv2.w151 = alloca float, align 4
-  %s1_conv2.w150 = alloca float, align 4
-  %s1_conv2.w149 = alloca float, align 4
-  %s1_conv2.w148 = alloca float, align 4
-  %s1_conv2.w147 = alloca float, align 4
-  %s1_conv2.w146 = alloca float, align 4
-  %s1_conv2.w145 = alloca float, align 4
-  %s1_conv2.w144 = alloca float, align 4
-  %s1_conv2.w143 = alloca float, align 4
-  %s1_conv2.w142 = alloca float, align 4
-  %s1_conv2.w141 = alloca float, align 4
-  %s1_conv2.w140 = alloca float, align 4
-  %s1_conv2.w139 = alloca float, align 4
-  br label %s1_conv2.ci137
-
-s1_conv2.ci137:                                   ; preds = %s1_conv2.co138.end, %entry
-  %s1_conv2.ci1371 = phi i64 [ 0, %entry ], [ %ci137.next, %s1_conv2.co138.end ]
-  br label %s1_conv2.co138
-
-s1_conv2.ci137.end:                               ; preds = %s1_conv2.co138.end
-  ret void
-
-s1_conv2.co138:                                   ; preds = %s1_conv2.co138, %s1_conv2.ci137
-  %s1_conv2.co1382 = phi i64 [ 0, %s1_conv2.ci137 ], [ %co138.next, %s1_conv2.co138 ]
-  %1 = mul nsw i64 %0, 8
-  %2 = add nsw i64 %1, %s1_conv2.co1382
-  %3 = mul nsw i64 %2, 16
-  %4 = add nsw i64 %3, %s1_conv2.ci1371
-  %5 = mul nsw i64 %4, 9
-  %6 = add nsw i64 2800, %5
-  %params3 = getelementptr inbounds float, ptr %params, i64 %6
-  %7 = load float, ptr %params3, align 4
-  store float %7, ptr %s1_conv2.w139, align 4
-  %8 = mul nsw i64 %0, 8
-  %9 = add nsw i64 %8, %s1_conv2.co1382
-  %10 = mul nsw i64 %9, 16
-  %11 = add nsw i64 %10, %s1_conv2.ci1371
-  %12 = mul nsw i64 %11, 9
-  %13 = add nsw i64 2800, %12
-  %params4 = getelementptr inbounds float, ptr %params, i64 %13
-  %14 = load float, ptr %params4, align 4
-  %15 = mul nsw i64 %0, 8
-  %16 = add nsw i64 %15, %s1_conv2.co1382
-  %17 = mul nsw i64 %16, 16
-  %18 = add nsw i64 %17, %s1_conv2.ci1371
-  %19 = mul nsw i64 %18, 9
-  %20 = add nsw i64 2800, %19
-  %21 = add nsw i64 %20, 3
-  %params5 = getelementptr inbounds float, ptr %params, i64 %21
-  %22 = load float, ptr %params5, align 4
-  %23 = fadd float %14, %22
-  %24 = mul nsw i64 %0, 8
-  %25 = add nsw i64 %24, %s1_conv2.co1382
-  %26 = mul nsw i64 %25, 16
-  %27 = add nsw i64 %26, %s1_conv2.ci1371
-  %28 = mul nsw i64 %27, 9
-  %29 = add nsw i64 2800, %28
-  %30 = add nsw i64 %29, 6
-  %params6 = getelementptr inbounds float, ptr %params, i64 %30
-  %31 = load float, ptr %params6, align 4
-  %32 = fadd float %23, %31
-  %33 = fmul float %32, 5.000000e-01
-  store float %33, ptr %s1_conv2.w140, align 4
-  %34 = mul nsw i64 %0, 8
-  %35 = add nsw i64 %34, %s1_conv2.co1382
-  %36 = mul nsw i64 %35, 16
-  %37 = add nsw i64 %36, %s1_conv2.ci1371
-  %38 = mul nsw i64 %37, 9
-  %39 = add nsw i64 2800, %38
-  %params7 = getelementptr inbounds float, ptr %params, i64 %39
-  %40 = load float, ptr %params7, align 4
-  %41 = mul nsw i64 %0, 8
-  %42 = add nsw i64 %41, %s1_conv2.co1382
-  %43 = mul nsw i64 %42, 16
-  %44 = add nsw i64 %43, %s1_conv2.ci1371
-  %45 = mul nsw i64 %44, 9
-  %46 = add nsw i64 2800, %45
-  %47 = add nsw i64 %46, 6
-  %params8 = getelementptr inbounds float, ptr %params, i64 %47
-  %48 = load float, ptr %params8, align 4
-  %49 = fadd float %40, %48
-  %50 = mul nsw i64 %0, 8
-  %51 = add nsw i64 %50, %s1_conv2.co1382
-  %52 = mul nsw i64 %51, 16
-  %53 = add nsw i64 %52, %s1_conv2.ci1371
-  %54 = mul nsw i64 %53, 9
-  %55 = add nsw i64 2800, %54
-  %56 = add nsw i64 %55, 3
-  %params9 = getelementptr inbounds float, ptr %params, i64 %56
-  %57 = load float, ptr %params9, align 4
-  %58 = fsub float %49, %57
-  %59 = fmul float %58, 5.000000e-01
-  store float %59, ptr %s1_conv2.w141, align 4
-  %60 = mul nsw i64 %0, 8
-  %61 = add nsw i64 %60, %s1_conv2.co1382
-  %62 = mul nsw i64 %61, 16
-  %63 = add nsw i64 %62, %s1_conv2.ci1371
-  %64 = mul nsw i64 %63, 9
-  %65 = add nsw i64 2800, %64
-  %66 = add nsw i64 %65, 6
-  %params10 = getelementptr inbounds float, ptr %params, i64 %66
-  %67 = load float, ptr %params10, align 4
-  store float %67, ptr %s1_conv2.w142, align 4
-  %68 = mul nsw i64 %0, 8
-  %69 = add nsw i64 %68, %s1_conv2.co1382
-  %70 = mul nsw i64 %69, 16
-  %71 = add nsw i64 %70, %s1_conv2.ci1371
-  %72 = mul nsw i64 %71, 9
-  %73 = add nsw i64 2800, %72
-  %74 = add nsw i64 %73, 1
-  %params11 = getelementptr inbounds float, ptr %params, i64 %74
-  %75 = load float, ptr %params11, align 4
-  store float %75, ptr %s1_conv2.w143, align 4
-  %76 = mul nsw i64 %0, 8
-  %77 = add nsw i64 %76, %s1_conv2.co1382
-  %78 = mul nsw i64 %77, 16
-  %79 = add nsw i64 %78, %s1_conv2.ci1371
-  %80 = mul nsw i64 %79, 9
-  %81 = add nsw i64 2800, %80
-  %82 = add nsw i64 %81, 1
-  %params12 = getelementptr inbounds float, ptr %params, i64 %82
-  %83 = load float, ptr %params12, align 4
-  %84 = mul nsw i64 %0, 8
-  %85 = add nsw i64 %84, %s1_conv2.co1382
-  %86 = mul nsw i64 %85, 16
-  %87 = add nsw i64 %86, %s1_conv2.ci1371
-  %88 = mul nsw i64 %87, 9
-  %89 = add nsw i64 2800, %88
-  %90 = add nsw i64 %89, 4
-  %params13 = getelementptr inbounds float, ptr %params, i64 %90
-  %91 = load float, ptr %params13, align 4
-  %92 = fadd float %83, %91
-  %93 = mul nsw i64 %0, 8
-  %94 = add nsw i64 %93, %s1_conv2.co1382
-  %95 = mul nsw i64 %94, 16
-  %96 = add nsw i64 %95, %s1_conv2.ci1371
-  %97 = mul nsw i64 %96, 9
-  %98 = add nsw i64 2800, %97
-  %99 = add nsw i64 %98, 7
-  %params14 = getelementptr inbounds float, ptr %params, i64 %99
-  %100 = load float, ptr %params14, align 4
-  %101 = fadd float %92, %100
-  %102 = fmul float %101, 5.000000e-01
-  store float %102, ptr %s1_conv2.w144, align 4
-  %103 = mul nsw i64 %0, 8
-  %104 = add nsw i64 %103, %s1_conv2.co1382
-  %105 = mul nsw i64 %104, 16
-  %106 = add nsw i64 %105, %s1_conv2.ci1371
-  %107 = mul nsw i64 %106, 9
-  %108 = add nsw i64 2800, %107
-  %109 = add nsw i64 %108, 1
-  %params15 = getelementptr inbounds float, ptr %params, i64 %109
-  %110 = load float, ptr %params15, align 4
-  %111 = mul nsw i64 %0, 8
-  %112 = add nsw i64 %111, %s1_conv2.co1382
-  %113 = mul nsw i64 %112, 16
-  %114 = add nsw i64 %113, %s1_conv2.ci1371
-  %115 = mul nsw i64 %114, 9
-  %116 = add nsw i64 2800, %115
-  %117 = add nsw i64 %116, 7
-  %params16 = getelementptr inbounds float, ptr %params, i64 %117
-  %118 = load float, ptr %params16, align 4
-  %119 = fadd float %110, %118
-  %120 = mul nsw i64 %0, 8
-  %121 = add nsw i64 %120, %s1_conv2.co1382
-  %122 = mul nsw i64 %121, 16
-  %123 = add nsw i64 %122, %s1_conv2.ci1371
-  %124 = mul nsw i64 %123, 9
-  %125 = add nsw i64 2800, %124
-  %126 = add nsw i64 %125, 4
-  %params17 = getelementptr inbounds float, ptr %params, i64 %126
-  %127 = load float, ptr %params17, align 4
-  %128 = fsub float %119, %127
-  %129 = fmul float %128, 5.000000e-01
-  store float %129, ptr %s1_conv2.w145, align 4
-  %130 = mul nsw i64 %0, 8
-  %131 = add nsw i64 %130, %s1_conv2.co1382
-  %132 = mul nsw i64 %131, 16
-  %133 = add nsw i64 %132, %s1_conv2.ci1371
-  %134 = mul nsw i64 %133, 9
-  %135 = add nsw i64 2800, %134
-  %136 = add nsw i64 %135, 7
-  %params18 = getelementptr inbounds float, ptr %params, i64 %136
-  %137 = load float, ptr %params18, align 4
-  store float %137, ptr %s1_conv2.w146, align 4
-  %138 = mul nsw i64 %0, 8
-  %139 = add nsw i64 %138, %s1_conv2.co1382
-  %140 = mul nsw i64 %139, 16
-  %141 = add nsw i64 %140, %s1_conv2.ci1371
-  %142 = mul nsw i64 %141, 9
-  %143 = add nsw i64 2800, %142
-  %144 = add nsw i64 %143, 2
-  %params19 = getelementptr inbounds float, ptr %params, i64 %144
-  %145 = load float, ptr %params19, align 4
-  store float %145, ptr %s1_conv2.w147, align 4
-  %146 = mul nsw i64 %0, 8
-  %147 = add nsw i64 %146, %s1_conv2.co1382
-  %148 = mul nsw i64 %147, 16
-  %149 = add nsw i64 %148, %s1_conv2.ci1371
-  %150 = mul nsw i64 %149, 9
-  %151 = add nsw i64 2800, %150
-  %152 = add nsw i64 %151, 2
-  %params20 = getelementptr inbounds float, ptr %params, i64 %152
-  %153 = load float, ptr %params20, align 4
-  %154 = mul nsw i64 %0, 8
-  %155 = add nsw i64 %154, %s1_conv2.co1382
-  %156 = mul nsw i64 %155, 16
-  %157 = add nsw i64 %156, %s1_conv2.ci1371
-  %158 = mul nsw i64 %157, 9
-  %159 = add nsw i64 2800, %158
-  %160 = add nsw i64 %159, 5
-  %params21 = getelementptr inbounds float, ptr %params, i64 %160
-  %161 = load float, ptr %params21, align 4
-  %162 = fadd float %153, %161
-  %163 = mul nsw i64 %0, 8
-  %164 = add nsw i64 %163, %s1_conv2.co1382
-  %165 = mul nsw i64 %164, 16
-  %166 = add nsw i64 %165, %s1_conv2.ci1371
-  %167 = mul nsw i64 %166, 9
-  %168 = add nsw i64 2800, %167
-  %169 = add nsw i64 %168, 8
-  %params22 = getelementptr inbounds float, ptr %params, i64 %169
-  %170 = load float, ptr %params22, align 4
-  %171 = fadd float %162, %170
-  %172 = fmul float %171, 5.000000e-01
-  store float %172, ptr %s1_conv2.w148, align 4
-  %173 = mul nsw i64 %0, 8
-  %174 = add nsw i64 %173, %s1_conv2.co1382
-  %175 = mul nsw i64 %174, 16
-  %176 = add nsw i64 %175, %s1_conv2.ci1371
-  %177 = mul nsw i64 %176, 9
-  %178 = add nsw i64 2800, %177
-  %179 = add nsw i64 %178, 2
-  %params23 = getelementptr inbounds float, ptr %params, i64 %179
-  %180 = load float, ptr %params23, align 4
-  %181 = mul nsw i64 %0, 8
-  %182 = add nsw i64 %181, %s1_conv2.co1382
-  %183 = mul nsw i64 %182, 16
-  %184 = add nsw i64 %183, %s1_conv2.ci1371
-  %185 = mul nsw i64 %184, 9
-  %186 = add nsw i64 2800, %185
-  %187 = add nsw i64 %186, 8
-  %params24 = getelementptr inbounds float, ptr %params, i64 %187
-  %188 = load float, ptr %params24, align 4
-  %189 = fadd float %180, %188
-  %190 = mul nsw i64 %0, 8
-  %191 = add nsw i64 %190, %s1_conv2.co1382
-  %192 = mul nsw i64 %191, 16
-  %193 = add nsw i64 %192, %s1_conv2.ci1371
-  %194 = mul nsw i64 %193, 9
-  %195 = add nsw i64 2800, %194
-  %196 = add nsw i64 %195, 5
-  %params25 = getelementptr inbounds float, ptr %params, i64 %196
-  %197 = load float, ptr %params25, align 4
-  %198 = fsub float %189, %197
-  %199 = fmul float %198, 5.000000e-01
-  store float %199, ptr %s1_conv2.w149, align 4
-  %200 = mul nsw i64 %0, 8
-  %201 = add nsw i64 %200, %s1_conv2.co1382
-  %202 = mul nsw i64 %201, 16
-  %203 = add nsw i64 %202, %s1_conv2.ci1371
-  %204 = mul nsw i64 %203, 9
-  %205 = add nsw i64 2800, %204
-  %206 = add nsw i64 %205, 8
-  %params26 = getelementptr inbounds float, ptr %params, i64 %206
-  %207 = load float, ptr %params26, align 4
-  store float %207, ptr %s1_conv2.w150, align 4
-  %w139 = load float, ptr %s1_conv2.w139, align 4
-  store float %w139, ptr %s1_conv2.w151, align 4
-  %w13927 = load float, ptr %s1_conv2.w139, align 4
-  %w143 = load float, ptr %s1_conv2.w143, align 4
-  %208 = fadd float %w13927, %w143
-  %w147 = load float, ptr %s1_conv2.w147, align 4
-  %209 = fadd float %208, %w147
-  %210 = fmul float %209, 5.000000e-01
-  store float %210, ptr %s1_conv2.w152, align 4
-  %w13928 = load float, ptr %s1_conv2.w139, align 4
-  %w14729 = load float, ptr %s1_conv2.w147, align 4
-  %211 = fadd float %w13928, %w14729
-  %w14330 = load float, ptr %s1_conv2.w143, align 4
-  %212 = fsub float %211, %w14330
-  %213 = fmul float %212, 5.000000e-01
-  store float %213, ptr %s1_conv2.w153, align 4
-  %w14731 = load float, ptr %s1_conv2.w147, align 4
-  store float %w14731, ptr %s1_conv2.w154, align 4
-  %w140 = load float, ptr %s1_conv2.w140, align 4
-  store float %w140, ptr %s1_conv2.w155, align 4
-  %w14032 = load float, ptr %s1_conv2.w140, align 4
-  %w144 = load float, ptr %s1_conv2.w144, align 4
-  %214 = fadd float %w14032, %w144
-  %w148 = load float, ptr %s1_conv2.w148, align 4
-  %215 = fadd float %214, %w148
-  %216 = fmul float %215, 5.000000e-01
-  store float %216, ptr %s1_conv2.w156, align 4
-  %w14033 = load float, ptr %s1_conv2.w140, align 4
-  %w14834 = load float, ptr %s1_conv2.w148, align 4
-  %217 = fadd float %w14033, %w14834
-  %w14435 = load float, ptr %s1_conv2.w144, align 4
-  %218 = fsub float %217, %w14435
-  %219 = fmul float %218, 5.000000e-01
-  store float %219, ptr %s1_conv2.w157, align 4
-  %w14836 = load float, ptr %s1_conv2.w148, align 4
-  store float %w14836, ptr %s1_conv2.w158, align 4
-  %w141 = load float, ptr %s1_conv2.w141, align 4
-  store float %w141, ptr %s1_conv2.w159, align 4
-  %w14137 = load float, ptr %s1_conv2.w141, align 4
-  %w145 = load float, ptr %s1_conv2.w145, align 4
-  %220 = fadd float %w14137, %w145
-  %w149 = load float, ptr %s1_conv2.w149, align 4
-  %221 = fadd float %220, %w149
-  %222 = fmul float %221, 5.000000e-01
-  store float %222, ptr %s1_conv2.w160, align 4
-  %w14138 = load float, ptr %s1_conv2.w141, align 4
-  %w14939 = load float, ptr %s1_conv2.w149, align 4
-  %223 = fadd float %w14138, %w14939
-  %w14540 = load float, ptr %s1_conv2.w145, align 4
-  %224 = fsub float %223, %w14540
-  %225 = fmul float %224, 5.000000e-01
-  store float %225, ptr %s1_conv2.w161, align 4
-  %w14941 = load float, ptr %s1_conv2.w149, align 4
-  store float %w14941, ptr %s1_conv2.w162, align 4
-  %w142 = load float, ptr %s1_conv2.w142, align 4
-  store float %w142, ptr %s1_conv2.w163, align 4
-  %w14242 = load float, ptr %s1_conv2.w142, align 4
-  %w146 = load float, ptr %s1_conv2.w146, align 4
-  %226 = fadd float %w14242, %w146
-  %w150 = load float, ptr %s1_conv2.w150, align 4
-  %227 = fadd float %226, %w150
-  %228 = fmul float %227, 5.000000e-01
-  store float %228, ptr %s1_conv2.w164, align 4
-  %w14243 = load float, ptr %s1_conv2.w142, align 4
-  %w15044 = load float, ptr %s1_conv2.w150, align 4
-  %229 = fadd float %w14243, %w15044
-  %w14645 = load float, ptr %s1_conv2.w146, align 4
-  %230 = fsub float %229, %w14645
-  %231 = fmul float %230, 5.000000e-01
-  store float %231, ptr %s1_conv2.w165, align 4
-  %w15046 = load float, ptr %s1_conv2.w150, align 4
-  store float %w15046, ptr %s1_conv2.w166, align 4
-  %w151 = load float, ptr %s1_conv2.w151, align 4
-  %232 = mul nsw i64 %s1_conv2.ci1371, 16
-  %233 = add nsw i64 3145760, %232
-  %234 = mul nsw i64 %0, 8
-  %235 = add nsw i64 %234, %s1_conv2.co1382
-  %236 = add nsw i64 %233, %235
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w151, ptr %arena47, align 4
-  %w152 = load float, ptr %s1_conv2.w152, align 4
-  %237 = mul nsw i64 %s1_conv2.ci1371, 16
-  %238 = add nsw i64 3146016, %237
-  %239 = mul nsw i64 %0, 8
-  %240 = add nsw i64 %239, %s1_conv2.co1382
-  %241 = add nsw i64 %238, %240
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w152, ptr %arena48, align 4
-  %w153 = load float, ptr %s1_conv2.w153, align 4
-  %242 = mul nsw i64 %s1_conv2.ci1371, 16
-  %243 = add nsw i64 3146272, %242
-  %244 = mul nsw i64 %0, 8
-  %245 = add nsw i64 %244, %s1_conv2.co1382
-  %246 = add nsw i64 %243, %245
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w153, ptr %arena49, align 4
-  %w154 = load float, ptr %s1_conv2.w154, align 4
-  %247 = mul nsw i64 %s1_conv2.ci1371, 16
-  %248 = add nsw i64 3146528, %247
-  %249 = mul nsw i64 %0, 8
-  %250 = add nsw i64 %249, %s1_conv2.co1382
-  %251 = add nsw i64 %248, %250
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w154, ptr %arena50, align 4
-  %w155 = load float, ptr %s1_conv2.w155, align 4
-  %252 = mul nsw i64 %s1_conv2.ci1371, 16
-  %253 = add nsw i64 3146784, %252
-  %254 = mul nsw i64 %0, 8
-  %255 = add nsw i64 %254, %s1_conv2.co1382
-  %256 = add nsw i64 %253, %255
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w155, ptr %arena51, align 4
-  %w156 = load float, ptr %s1_conv2.w156, align 4
-  %257 = mul nsw i64 %s1_conv2.ci1371, 16
-  %258 = add nsw i64 3147040, %257
-  %259 = mul nsw i64 %0, 8
-  %260 = add nsw i64 %259, %s1_conv2.co1382
-  %261 = add nsw i64 %258, %260
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w156, ptr %arena52, align 4
-  %w157 = load float, ptr %s1_conv2.w157, align 4
-  %262 = mul nsw i64 %s1_conv2.ci1371, 16
-  %263 = add nsw i64 3147296, %262
-  %264 = mul nsw i64 %0, 8
-  %265 = add nsw i64 %264, %s1_conv2.co1382
-  %266 = add nsw i64 %263, %265
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w157, ptr %arena53, align 4
-  %w158 = load float, ptr %s1_conv2.w158, align 4
-  %267 = mul nsw i64 %s1_conv2.ci1371, 16
-  %268 = add nsw i64 3147552, %267
-  %269 = mul nsw i64 %0, 8
-  %270 = add nsw i64 %269, %s1_conv2.co1382
-  %271 = add nsw i64 %268, %270
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w158, ptr %arena54, align 4
-  %w159 = load float, ptr %s1_conv2.w159, align 4
-  %272 = mul nsw i64 %s1_conv2.ci1371, 16
-  %273 = add nsw i64 3147808, %272
-  %274 = mul nsw i64 %0, 8
-  %275 = add nsw i64 %274, %s1_conv2.co1382
-  %276 = add nsw i64 %273, %275
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w159, ptr %arena55, align 4
-  %w160 = load float, ptr %s1_conv2.w160, align 4
-  %277 = mul nsw i64 %s1_conv2.ci1371, 16
-  %278 = add nsw i64 3148064, %277
-  %279 = mul nsw i64 %0, 8
-  %280 = add nsw i64 %279, %s1_conv2.co1382
-  %281 = add nsw i64 %278, %280
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w160, ptr %arena56, align 4
-  %w161 = load float, ptr %s1_conv2.w161, align 4
-  %282 = mul nsw i64 %s1_conv2.ci1371, 16
-  %283 = add nsw i64 3148320, %282
-  %284 = mul nsw i64 %0, 8
-  %285 = add nsw i64 %284, %s1_conv2.co1382
-  %286 = add nsw i64 %283, %285
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w161, ptr %arena57, align 4
-  %w162 = load float, ptr %s1_conv2.w162, align 4
-  %287 = mul nsw i64 %s1_conv2.ci1371, 16
-  %288 = add nsw i64 3148576, %287
-  %289 = mul nsw i64 %0, 8
-  %290 = add nsw i64 %289, %s1_conv2.co1382
-  %291 = add nsw i64 %288, %290
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w162, ptr %arena58, align 4
-  %w163 = load float, ptr %s1_conv2.w163, align 4
-  %292 = mul nsw i64 %s1_conv2.ci1371, 16
-  %293 = add nsw i64 3148832, %292
-  %294 = mul nsw i64 %0, 8
-  %295 = add nsw i64 %294, %s1_conv2.co1382
-  %296 = add nsw i64 %293, %295
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w163, ptr %arena59, align 4
-  %w164 = load float, ptr %s1_conv2.w164, align 4
-  %297 = mul nsw i64 %s1_conv2.ci1371, 16
-  %298 = add nsw i64 3149088, %297
-  %299 = mul nsw i64 %0, 8
-  %300 = add nsw i64 %299, %s1_conv2.co1382
-  %301 = add nsw i64 %298, %300
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w164, ptr %arena60, align 4
-  %w165 = load float, ptr %s1_conv2.w165, align 4
-  %302 = mul nsw i64 %s1_conv2.ci1371, 16
-  %303 = add nsw i64 3149344, %302
-  %304 = mul nsw i64 %0, 8
-  %305 = add nsw i64 %304, %s1_conv2.co1382
-  %306 = add nsw i64 %303, %305
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w165, ptr %arena61, align 4
-  %w166 = load float, ptr %s1_conv2.w166, align 4
-  %307 = mul nsw i64 %s1_conv2.ci1371, 16
-  %308 = add nsw i64 3149600, %307
-  %309 = mul nsw i64 %0, 8
-  %310 = add nsw i64 %309, %s1_conv2.co1382
-  %311 = add nsw i64 %308, %310
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w166, ptr %arena62, align 4
-  %co138.next = add nsw i64 %s1_conv2.co1382, 1
-  %312 = icmp slt i64 %co138.next, 8
-  br i1 %312, label %s1_conv2.co138, label %s1_conv2.co138.end
-
-s1_conv2.co138.end:                               ; preds = %s1_conv2.co138
-  %ci137.next = add nsw i64 %s1_conv2.ci1371, 1
-  %313 = icmp slt i64 %ci137.next, 16
-  br i1 %313, label %s1_conv2.ci137, label %s1_conv2.ci137.end
-}
-
-define internal void @resnet8_infer_b64.k5.s1_conv2.part136.task(ptr %0, i64 %1) {
-entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
-  %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
-  %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
-  %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
-  %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
-  %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
-  %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
-  %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
-  %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @resnet8_infer_b64.k5.s1_conv2.part136(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
-  ret void
 }
 
 ; Function Attrs: noinline
@@ -43059,7 +44202,7 @@ s1_conv2.mb213.end:                               ; preds = %s1_conv2.k215.end
 s1_conv2.k215:                                    ; preds = %s1_conv2.k215, %s1_conv2.mb213
   %s1_conv2.k2153 = phi i64 [ 0, %s1_conv2.mb213 ], [ %k215.next, %s1_conv2.k215 ]
   %2 = mul nsw i64 %0, 256
-  %3 = add nsw i64 3145760, %2
+  %3 = add nsw i64 3336288, %2
   %4 = mul nsw i64 %1, 8
   %5 = add nsw i64 %3, %4
   %6 = mul nsw i64 %s1_conv2.k2153, 16
@@ -43499,7 +44642,7 @@ s1_conv2.k215.end:                                ; preds = %s1_conv2.k215
 s1_conv2.k217:                                    ; preds = %s1_conv2.k217, %s1_conv2.mb213.end
   %s1_conv2.k21760 = phi i64 [ 0, %s1_conv2.mb213.end ], [ %k217.next, %s1_conv2.k217 ]
   %305 = mul nsw i64 %0, 256
-  %306 = add nsw i64 3145760, %305
+  %306 = add nsw i64 3336288, %305
   %307 = mul nsw i64 %1, 8
   %308 = add nsw i64 %306, %307
   %309 = mul nsw i64 %s1_conv2.k21760, 16
@@ -45996,1443 +47139,875 @@ entry:
   %s2_conv2.w333 = alloca <8 x float>, align 32
   %s2_conv2.w332 = alloca <8 x float>, align 32
   %s2_conv2.w331 = alloca <8 x float>, align 32
-  %part290.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part290.context, i32 0, i32 0
-  store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part290.context, i32 0, i32 1
-  store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part290.context, i32 0, i32 2
-  store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part290.context, i32 0, i32 3
-  store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part290.context, i32 0, i32 4
-  store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part290.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part290.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part290.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part290.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part290.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part290.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = icmp eq ptr %pool, null
-  br i1 %11, label %s2_conv2.part290.serial, label %s2_conv2.part290.pool
-
-s2_conv2.part290.pool:                            ; preds = %entry
-  %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @resnet8_infer_b64.k11.s2_conv2.part290.task, ptr %part290.context, i64 2)
-  br label %s2_conv2.part290.done
-
-s2_conv2.part290.serial:                          ; preds = %entry
-  br label %s2_conv2.part290
-
-s2_conv2.part290.done:                            ; preds = %s2_conv2.part290.end, %s2_conv2.part290.pool
   br label %s2_conv2.i321
 
-s2_conv2.part290:                                 ; preds = %s2_conv2.part290, %s2_conv2.part290.serial
-  %s2_conv2.part2901 = phi i64 [ 0, %s2_conv2.part290.serial ], [ %part290.next, %s2_conv2.part290 ]
-  call void @resnet8_infer_b64.k11.s2_conv2.part290(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s2_conv2.part2901)
-  %part290.next = add nsw i64 %s2_conv2.part2901, 1
-  %12 = icmp slt i64 %part290.next, 2
-  br i1 %12, label %s2_conv2.part290, label %s2_conv2.part290.end
-
-s2_conv2.part290.end:                             ; preds = %s2_conv2.part290
-  br label %s2_conv2.part290.done
-
-s2_conv2.i321:                                    ; preds = %s2_conv2.i321, %s2_conv2.part290.done
-  %s2_conv2.i3212 = phi i64 [ 0, %s2_conv2.part290.done ], [ %i321.next, %s2_conv2.i321 ]
-  %13 = add nsw i64 1589376, %s2_conv2.i3212
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %13
-  store float 0.000000e+00, ptr %arena3, align 4
-  %i321.next = add nsw i64 %s2_conv2.i3212, 1
-  %14 = icmp slt i64 %i321.next, 10368
-  br i1 %14, label %s2_conv2.i321, label %s2_conv2.i321.end
+s2_conv2.i321:                                    ; preds = %s2_conv2.i321, %entry
+  %s2_conv2.i3211 = phi i64 [ 0, %entry ], [ %i321.next, %s2_conv2.i321 ]
+  %0 = add nsw i64 1589376, %s2_conv2.i3211
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
+  store float 0.000000e+00, ptr %arena2, align 4
+  %i321.next = add nsw i64 %s2_conv2.i3211, 1
+  %1 = icmp slt i64 %i321.next, 10368
+  br i1 %1, label %s2_conv2.i321, label %s2_conv2.i321.end
 
 s2_conv2.i321.end:                                ; preds = %s2_conv2.i321
   br label %s2_conv2.g322
 
 s2_conv2.g322:                                    ; preds = %s2_conv2.part363.done, %s2_conv2.i321.end
-  %s2_conv2.g3224 = phi i64 [ 0, %s2_conv2.i321.end ], [ %g322.next, %s2_conv2.part363.done ]
+  %s2_conv2.g3223 = phi i64 [ 0, %s2_conv2.i321.end ], [ %g322.next, %s2_conv2.part363.done ]
   br label %s2_conv2.j323
 
 s2_conv2.g322.end:                                ; preds = %s2_conv2.part363.done
   ret void
 
 s2_conv2.j323:                                    ; preds = %s2_conv2.c324.end, %s2_conv2.g322
-  %s2_conv2.j3235 = phi i64 [ 0, %s2_conv2.g322 ], [ %j323.next, %s2_conv2.c324.end ]
+  %s2_conv2.j3234 = phi i64 [ 0, %s2_conv2.g322 ], [ %j323.next, %s2_conv2.c324.end ]
   br label %s2_conv2.c324
 
 s2_conv2.j323.end:                                ; preds = %s2_conv2.c324.end
   br label %s2_conv2.j327
 
 s2_conv2.c324:                                    ; preds = %s2_conv2.iy325.end, %s2_conv2.j323
-  %s2_conv2.c3246 = phi i64 [ 0, %s2_conv2.j323 ], [ %c324.next, %s2_conv2.iy325.end ]
+  %s2_conv2.c3245 = phi i64 [ 0, %s2_conv2.j323 ], [ %c324.next, %s2_conv2.iy325.end ]
   br label %s2_conv2.iy325
 
 s2_conv2.c324.end:                                ; preds = %s2_conv2.iy325.end
-  %j323.next = add nsw i64 %s2_conv2.j3235, 1
-  %15 = icmp slt i64 %j323.next, 1
-  br i1 %15, label %s2_conv2.j323, label %s2_conv2.j323.end
+  %j323.next = add nsw i64 %s2_conv2.j3234, 1
+  %2 = icmp slt i64 %j323.next, 1
+  br i1 %2, label %s2_conv2.j323, label %s2_conv2.j323.end
 
 s2_conv2.iy325:                                   ; preds = %s2_conv2.ix326.end, %s2_conv2.c324
-  %s2_conv2.iy3257 = phi i64 [ 0, %s2_conv2.c324 ], [ %iy325.next, %s2_conv2.ix326.end ]
+  %s2_conv2.iy3256 = phi i64 [ 0, %s2_conv2.c324 ], [ %iy325.next, %s2_conv2.ix326.end ]
   br label %s2_conv2.ix326
 
 s2_conv2.iy325.end:                               ; preds = %s2_conv2.ix326.end
-  %c324.next = add nsw i64 %s2_conv2.c3246, 1
-  %16 = icmp slt i64 %c324.next, 32
-  br i1 %16, label %s2_conv2.c324, label %s2_conv2.c324.end
+  %c324.next = add nsw i64 %s2_conv2.c3245, 1
+  %3 = icmp slt i64 %c324.next, 32
+  br i1 %3, label %s2_conv2.c324, label %s2_conv2.c324.end
 
 s2_conv2.ix326:                                   ; preds = %s2_conv2.ix326, %s2_conv2.iy325
-  %s2_conv2.ix3268 = phi i64 [ 0, %s2_conv2.iy325 ], [ %ix326.next, %s2_conv2.ix326 ]
-  %17 = add nsw i64 %s2_conv2.g3224, %s2_conv2.j3235
-  %18 = mul nsw i64 %17, 8192
-  %19 = add nsw i64 64, %18
-  %20 = mul nsw i64 %s2_conv2.c3246, 256
-  %21 = add nsw i64 %19, %20
-  %22 = mul nsw i64 %s2_conv2.iy3257, 16
-  %23 = add nsw i64 %21, %22
-  %24 = add nsw i64 %23, %s2_conv2.ix3268
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %24
-  %25 = load float, ptr %arena9, align 4
-  %26 = mul nsw i64 %s2_conv2.j3235, 10368
-  %27 = add nsw i64 %s2_conv2.iy3257, 1
-  %28 = mul nsw i64 %27, 576
-  %29 = add nsw i64 %26, %28
-  %30 = add nsw i64 %s2_conv2.ix3268, 1
-  %31 = mul nsw i64 %30, 32
-  %32 = add nsw i64 %29, %31
-  %33 = add nsw i64 %32, %s2_conv2.c3246
-  %34 = add nsw i64 1589376, %33
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %34
-  store float %25, ptr %arena10, align 4
-  %ix326.next = add nsw i64 %s2_conv2.ix3268, 1
-  %35 = icmp slt i64 %ix326.next, 16
-  br i1 %35, label %s2_conv2.ix326, label %s2_conv2.ix326.end
+  %s2_conv2.ix3267 = phi i64 [ 0, %s2_conv2.iy325 ], [ %ix326.next, %s2_conv2.ix326 ]
+  %4 = add nsw i64 %s2_conv2.g3223, %s2_conv2.j3234
+  %5 = mul nsw i64 %4, 8192
+  %6 = add nsw i64 64, %5
+  %7 = mul nsw i64 %s2_conv2.c3245, 256
+  %8 = add nsw i64 %6, %7
+  %9 = mul nsw i64 %s2_conv2.iy3256, 16
+  %10 = add nsw i64 %8, %9
+  %11 = add nsw i64 %10, %s2_conv2.ix3267
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %11
+  %12 = load float, ptr %arena8, align 4
+  %13 = mul nsw i64 %s2_conv2.j3234, 10368
+  %14 = add nsw i64 %s2_conv2.iy3256, 1
+  %15 = mul nsw i64 %14, 576
+  %16 = add nsw i64 %13, %15
+  %17 = add nsw i64 %s2_conv2.ix3267, 1
+  %18 = mul nsw i64 %17, 32
+  %19 = add nsw i64 %16, %18
+  %20 = add nsw i64 %19, %s2_conv2.c3245
+  %21 = add nsw i64 1589376, %20
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %21
+  store float %12, ptr %arena9, align 4
+  %ix326.next = add nsw i64 %s2_conv2.ix3267, 1
+  %22 = icmp slt i64 %ix326.next, 16
+  br i1 %22, label %s2_conv2.ix326, label %s2_conv2.ix326.end
 
 s2_conv2.ix326.end:                               ; preds = %s2_conv2.ix326
-  %iy325.next = add nsw i64 %s2_conv2.iy3257, 1
-  %36 = icmp slt i64 %iy325.next, 16
-  br i1 %36, label %s2_conv2.iy325, label %s2_conv2.iy325.end
+  %iy325.next = add nsw i64 %s2_conv2.iy3256, 1
+  %23 = icmp slt i64 %iy325.next, 16
+  br i1 %23, label %s2_conv2.iy325, label %s2_conv2.iy325.end
 
 s2_conv2.j327:                                    ; preds = %s2_conv2.ty328.end, %s2_conv2.j323.end
-  %s2_conv2.j32711 = phi i64 [ 0, %s2_conv2.j323.end ], [ %j327.next, %s2_conv2.ty328.end ]
+  %s2_conv2.j32710 = phi i64 [ 0, %s2_conv2.j323.end ], [ %j327.next, %s2_conv2.ty328.end ]
   br label %s2_conv2.ty328
 
 s2_conv2.j327.end:                                ; preds = %s2_conv2.ty328.end
-  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part363.context, i32 0, i32 0
-  store ptr %params, ptr %37, align 8
-  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part363.context, i32 0, i32 1
-  store ptr %grads, ptr %38, align 8
-  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part363.context, i32 0, i32 2
-  store ptr %m, ptr %39, align 8
-  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part363.context, i32 0, i32 3
-  store ptr %v, ptr %40, align 8
-  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part363.context, i32 0, i32 4
-  store ptr %arena, ptr %41, align 8
-  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part363.context, i32 0, i32 5
-  store ptr %images, ptr %42, align 8
-  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part363.context, i32 0, i32 6
-  store ptr %labels, ptr %43, align 8
-  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part363.context, i32 0, i32 7
-  store float %lr, ptr %44, align 4
-  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part363.context, i32 0, i32 8
-  store i64 %step, ptr %45, align 4
-  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part363.context, i32 0, i32 9
-  store i64 %seed, ptr %46, align 4
-  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part363.context, i32 0, i32 10
-  store ptr %pool, ptr %47, align 8
-  %48 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part363.context, i32 0, i32 11
-  store i64 %s2_conv2.g3224, ptr %48, align 4
-  %49 = icmp eq ptr %pool, null
-  br i1 %49, label %s2_conv2.part363.serial, label %s2_conv2.part363.pool
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part363.context, i32 0, i32 0
+  store ptr %params, ptr %24, align 8
+  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part363.context, i32 0, i32 1
+  store ptr %grads, ptr %25, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part363.context, i32 0, i32 2
+  store ptr %m, ptr %26, align 8
+  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part363.context, i32 0, i32 3
+  store ptr %v, ptr %27, align 8
+  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part363.context, i32 0, i32 4
+  store ptr %arena, ptr %28, align 8
+  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part363.context, i32 0, i32 5
+  store ptr %images, ptr %29, align 8
+  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part363.context, i32 0, i32 6
+  store ptr %labels, ptr %30, align 8
+  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part363.context, i32 0, i32 7
+  store float %lr, ptr %31, align 4
+  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part363.context, i32 0, i32 8
+  store i64 %step, ptr %32, align 4
+  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part363.context, i32 0, i32 9
+  store i64 %seed, ptr %33, align 4
+  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part363.context, i32 0, i32 10
+  store ptr %pool, ptr %34, align 8
+  %35 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part363.context, i32 0, i32 11
+  store i64 %s2_conv2.g3223, ptr %35, align 4
+  %36 = icmp eq ptr %pool, null
+  br i1 %36, label %s2_conv2.part363.serial, label %s2_conv2.part363.pool
 
 s2_conv2.ty328:                                   ; preds = %s2_conv2.tx329.end, %s2_conv2.j327
-  %s2_conv2.ty32812 = phi i64 [ 0, %s2_conv2.j327 ], [ %ty328.next, %s2_conv2.tx329.end ]
+  %s2_conv2.ty32811 = phi i64 [ 0, %s2_conv2.j327 ], [ %ty328.next, %s2_conv2.tx329.end ]
   br label %s2_conv2.tx329
 
 s2_conv2.ty328.end:                               ; preds = %s2_conv2.tx329.end
-  %j327.next = add nsw i64 %s2_conv2.j32711, 1
-  %50 = icmp slt i64 %j327.next, 1
-  br i1 %50, label %s2_conv2.j327, label %s2_conv2.j327.end
+  %j327.next = add nsw i64 %s2_conv2.j32710, 1
+  %37 = icmp slt i64 %j327.next, 1
+  br i1 %37, label %s2_conv2.j327, label %s2_conv2.j327.end
 
 s2_conv2.tx329:                                   ; preds = %s2_conv2.cv330.end, %s2_conv2.ty328
-  %s2_conv2.tx32913 = phi i64 [ 0, %s2_conv2.ty328 ], [ %tx329.next, %s2_conv2.cv330.end ]
+  %s2_conv2.tx32912 = phi i64 [ 0, %s2_conv2.ty328 ], [ %tx329.next, %s2_conv2.cv330.end ]
   br label %s2_conv2.cv330
 
 s2_conv2.tx329.end:                               ; preds = %s2_conv2.cv330.end
-  %ty328.next = add nsw i64 %s2_conv2.ty32812, 1
-  %51 = icmp slt i64 %ty328.next, 8
-  br i1 %51, label %s2_conv2.ty328, label %s2_conv2.ty328.end
+  %ty328.next = add nsw i64 %s2_conv2.ty32811, 1
+  %38 = icmp slt i64 %ty328.next, 8
+  br i1 %38, label %s2_conv2.ty328, label %s2_conv2.ty328.end
 
 s2_conv2.cv330:                                   ; preds = %s2_conv2.cv330, %s2_conv2.tx329
-  %s2_conv2.cv33014 = phi i64 [ 0, %s2_conv2.tx329 ], [ %cv330.next, %s2_conv2.cv330 ]
-  %52 = mul nsw i64 %s2_conv2.j32711, 10368
-  %53 = mul nsw i64 %s2_conv2.ty32812, 2
-  %54 = mul nsw i64 %53, 576
-  %55 = add nsw i64 %52, %54
-  %56 = mul nsw i64 %s2_conv2.tx32913, 2
-  %57 = mul nsw i64 %56, 32
-  %58 = add nsw i64 %55, %57
-  %59 = mul nsw i64 %s2_conv2.cv33014, 8
-  %60 = add nsw i64 %58, %59
-  %61 = add nsw i64 1589376, %60
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %61
-  %62 = load <8 x float>, ptr %arena15, align 4
-  %63 = mul nsw i64 %s2_conv2.j32711, 10368
-  %64 = mul nsw i64 %s2_conv2.ty32812, 2
-  %65 = add nsw i64 %64, 2
+  %s2_conv2.cv33013 = phi i64 [ 0, %s2_conv2.tx329 ], [ %cv330.next, %s2_conv2.cv330 ]
+  %39 = mul nsw i64 %s2_conv2.j32710, 10368
+  %40 = mul nsw i64 %s2_conv2.ty32811, 2
+  %41 = mul nsw i64 %40, 576
+  %42 = add nsw i64 %39, %41
+  %43 = mul nsw i64 %s2_conv2.tx32912, 2
+  %44 = mul nsw i64 %43, 32
+  %45 = add nsw i64 %42, %44
+  %46 = mul nsw i64 %s2_conv2.cv33013, 8
+  %47 = add nsw i64 %45, %46
+  %48 = add nsw i64 1589376, %47
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %48
+  %49 = load <8 x float>, ptr %arena14, align 4
+  %50 = mul nsw i64 %s2_conv2.j32710, 10368
+  %51 = mul nsw i64 %s2_conv2.ty32811, 2
+  %52 = add nsw i64 %51, 2
+  %53 = mul nsw i64 %52, 576
+  %54 = add nsw i64 %50, %53
+  %55 = mul nsw i64 %s2_conv2.tx32912, 2
+  %56 = mul nsw i64 %55, 32
+  %57 = add nsw i64 %54, %56
+  %58 = mul nsw i64 %s2_conv2.cv33013, 8
+  %59 = add nsw i64 %57, %58
+  %60 = add nsw i64 1589376, %59
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load <8 x float>, ptr %arena15, align 4
+  %62 = fsub <8 x float> %49, %61
+  store <8 x float> %62, ptr %s2_conv2.w331, align 32
+  %63 = mul nsw i64 %s2_conv2.j32710, 10368
+  %64 = mul nsw i64 %s2_conv2.ty32811, 2
+  %65 = add nsw i64 %64, 1
   %66 = mul nsw i64 %65, 576
   %67 = add nsw i64 %63, %66
-  %68 = mul nsw i64 %s2_conv2.tx32913, 2
+  %68 = mul nsw i64 %s2_conv2.tx32912, 2
   %69 = mul nsw i64 %68, 32
   %70 = add nsw i64 %67, %69
-  %71 = mul nsw i64 %s2_conv2.cv33014, 8
+  %71 = mul nsw i64 %s2_conv2.cv33013, 8
   %72 = add nsw i64 %70, %71
   %73 = add nsw i64 1589376, %72
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %73
   %74 = load <8 x float>, ptr %arena16, align 4
-  %75 = fsub <8 x float> %62, %74
-  store <8 x float> %75, ptr %s2_conv2.w331, align 32
-  %76 = mul nsw i64 %s2_conv2.j32711, 10368
-  %77 = mul nsw i64 %s2_conv2.ty32812, 2
-  %78 = add nsw i64 %77, 1
-  %79 = mul nsw i64 %78, 576
-  %80 = add nsw i64 %76, %79
-  %81 = mul nsw i64 %s2_conv2.tx32913, 2
-  %82 = mul nsw i64 %81, 32
-  %83 = add nsw i64 %80, %82
-  %84 = mul nsw i64 %s2_conv2.cv33014, 8
-  %85 = add nsw i64 %83, %84
-  %86 = add nsw i64 1589376, %85
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %86
-  %87 = load <8 x float>, ptr %arena17, align 4
-  %88 = mul nsw i64 %s2_conv2.j32711, 10368
-  %89 = mul nsw i64 %s2_conv2.ty32812, 2
+  %75 = mul nsw i64 %s2_conv2.j32710, 10368
+  %76 = mul nsw i64 %s2_conv2.ty32811, 2
+  %77 = add nsw i64 %76, 2
+  %78 = mul nsw i64 %77, 576
+  %79 = add nsw i64 %75, %78
+  %80 = mul nsw i64 %s2_conv2.tx32912, 2
+  %81 = mul nsw i64 %80, 32
+  %82 = add nsw i64 %79, %81
+  %83 = mul nsw i64 %s2_conv2.cv33013, 8
+  %84 = add nsw i64 %82, %83
+  %85 = add nsw i64 1589376, %84
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %85
+  %86 = load <8 x float>, ptr %arena17, align 4
+  %87 = fadd <8 x float> %74, %86
+  store <8 x float> %87, ptr %s2_conv2.w332, align 32
+  %88 = mul nsw i64 %s2_conv2.j32710, 10368
+  %89 = mul nsw i64 %s2_conv2.ty32811, 2
   %90 = add nsw i64 %89, 2
   %91 = mul nsw i64 %90, 576
   %92 = add nsw i64 %88, %91
-  %93 = mul nsw i64 %s2_conv2.tx32913, 2
+  %93 = mul nsw i64 %s2_conv2.tx32912, 2
   %94 = mul nsw i64 %93, 32
   %95 = add nsw i64 %92, %94
-  %96 = mul nsw i64 %s2_conv2.cv33014, 8
+  %96 = mul nsw i64 %s2_conv2.cv33013, 8
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 1589376, %97
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %98
   %99 = load <8 x float>, ptr %arena18, align 4
-  %100 = fadd <8 x float> %87, %99
-  store <8 x float> %100, ptr %s2_conv2.w332, align 32
-  %101 = mul nsw i64 %s2_conv2.j32711, 10368
-  %102 = mul nsw i64 %s2_conv2.ty32812, 2
-  %103 = add nsw i64 %102, 2
-  %104 = mul nsw i64 %103, 576
-  %105 = add nsw i64 %101, %104
-  %106 = mul nsw i64 %s2_conv2.tx32913, 2
-  %107 = mul nsw i64 %106, 32
-  %108 = add nsw i64 %105, %107
-  %109 = mul nsw i64 %s2_conv2.cv33014, 8
-  %110 = add nsw i64 %108, %109
-  %111 = add nsw i64 1589376, %110
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %111
-  %112 = load <8 x float>, ptr %arena19, align 4
-  %113 = mul nsw i64 %s2_conv2.j32711, 10368
-  %114 = mul nsw i64 %s2_conv2.ty32812, 2
+  %100 = mul nsw i64 %s2_conv2.j32710, 10368
+  %101 = mul nsw i64 %s2_conv2.ty32811, 2
+  %102 = add nsw i64 %101, 1
+  %103 = mul nsw i64 %102, 576
+  %104 = add nsw i64 %100, %103
+  %105 = mul nsw i64 %s2_conv2.tx32912, 2
+  %106 = mul nsw i64 %105, 32
+  %107 = add nsw i64 %104, %106
+  %108 = mul nsw i64 %s2_conv2.cv33013, 8
+  %109 = add nsw i64 %107, %108
+  %110 = add nsw i64 1589376, %109
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %110
+  %111 = load <8 x float>, ptr %arena19, align 4
+  %112 = fsub <8 x float> %99, %111
+  store <8 x float> %112, ptr %s2_conv2.w333, align 32
+  %113 = mul nsw i64 %s2_conv2.j32710, 10368
+  %114 = mul nsw i64 %s2_conv2.ty32811, 2
   %115 = add nsw i64 %114, 1
   %116 = mul nsw i64 %115, 576
   %117 = add nsw i64 %113, %116
-  %118 = mul nsw i64 %s2_conv2.tx32913, 2
+  %118 = mul nsw i64 %s2_conv2.tx32912, 2
   %119 = mul nsw i64 %118, 32
   %120 = add nsw i64 %117, %119
-  %121 = mul nsw i64 %s2_conv2.cv33014, 8
+  %121 = mul nsw i64 %s2_conv2.cv33013, 8
   %122 = add nsw i64 %120, %121
   %123 = add nsw i64 1589376, %122
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %123
   %124 = load <8 x float>, ptr %arena20, align 4
-  %125 = fsub <8 x float> %112, %124
-  store <8 x float> %125, ptr %s2_conv2.w333, align 32
-  %126 = mul nsw i64 %s2_conv2.j32711, 10368
-  %127 = mul nsw i64 %s2_conv2.ty32812, 2
-  %128 = add nsw i64 %127, 1
-  %129 = mul nsw i64 %128, 576
-  %130 = add nsw i64 %126, %129
-  %131 = mul nsw i64 %s2_conv2.tx32913, 2
-  %132 = mul nsw i64 %131, 32
-  %133 = add nsw i64 %130, %132
-  %134 = mul nsw i64 %s2_conv2.cv33014, 8
-  %135 = add nsw i64 %133, %134
-  %136 = add nsw i64 1589376, %135
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %136
-  %137 = load <8 x float>, ptr %arena21, align 4
-  %138 = mul nsw i64 %s2_conv2.j32711, 10368
-  %139 = mul nsw i64 %s2_conv2.ty32812, 2
-  %140 = add nsw i64 %139, 3
-  %141 = mul nsw i64 %140, 576
-  %142 = add nsw i64 %138, %141
-  %143 = mul nsw i64 %s2_conv2.tx32913, 2
+  %125 = mul nsw i64 %s2_conv2.j32710, 10368
+  %126 = mul nsw i64 %s2_conv2.ty32811, 2
+  %127 = add nsw i64 %126, 3
+  %128 = mul nsw i64 %127, 576
+  %129 = add nsw i64 %125, %128
+  %130 = mul nsw i64 %s2_conv2.tx32912, 2
+  %131 = mul nsw i64 %130, 32
+  %132 = add nsw i64 %129, %131
+  %133 = mul nsw i64 %s2_conv2.cv33013, 8
+  %134 = add nsw i64 %132, %133
+  %135 = add nsw i64 1589376, %134
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %135
+  %136 = load <8 x float>, ptr %arena21, align 4
+  %137 = fsub <8 x float> %124, %136
+  store <8 x float> %137, ptr %s2_conv2.w334, align 32
+  %138 = mul nsw i64 %s2_conv2.j32710, 10368
+  %139 = mul nsw i64 %s2_conv2.ty32811, 2
+  %140 = mul nsw i64 %139, 576
+  %141 = add nsw i64 %138, %140
+  %142 = mul nsw i64 %s2_conv2.tx32912, 2
+  %143 = add nsw i64 %142, 1
   %144 = mul nsw i64 %143, 32
-  %145 = add nsw i64 %142, %144
-  %146 = mul nsw i64 %s2_conv2.cv33014, 8
+  %145 = add nsw i64 %141, %144
+  %146 = mul nsw i64 %s2_conv2.cv33013, 8
   %147 = add nsw i64 %145, %146
   %148 = add nsw i64 1589376, %147
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %148
   %149 = load <8 x float>, ptr %arena22, align 4
-  %150 = fsub <8 x float> %137, %149
-  store <8 x float> %150, ptr %s2_conv2.w334, align 32
-  %151 = mul nsw i64 %s2_conv2.j32711, 10368
-  %152 = mul nsw i64 %s2_conv2.ty32812, 2
+  %150 = mul nsw i64 %s2_conv2.j32710, 10368
+  %151 = mul nsw i64 %s2_conv2.ty32811, 2
+  %152 = add nsw i64 %151, 2
   %153 = mul nsw i64 %152, 576
-  %154 = add nsw i64 %151, %153
-  %155 = mul nsw i64 %s2_conv2.tx32913, 2
+  %154 = add nsw i64 %150, %153
+  %155 = mul nsw i64 %s2_conv2.tx32912, 2
   %156 = add nsw i64 %155, 1
   %157 = mul nsw i64 %156, 32
   %158 = add nsw i64 %154, %157
-  %159 = mul nsw i64 %s2_conv2.cv33014, 8
+  %159 = mul nsw i64 %s2_conv2.cv33013, 8
   %160 = add nsw i64 %158, %159
   %161 = add nsw i64 1589376, %160
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %161
   %162 = load <8 x float>, ptr %arena23, align 4
-  %163 = mul nsw i64 %s2_conv2.j32711, 10368
-  %164 = mul nsw i64 %s2_conv2.ty32812, 2
-  %165 = add nsw i64 %164, 2
-  %166 = mul nsw i64 %165, 576
-  %167 = add nsw i64 %163, %166
-  %168 = mul nsw i64 %s2_conv2.tx32913, 2
-  %169 = add nsw i64 %168, 1
-  %170 = mul nsw i64 %169, 32
-  %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %s2_conv2.cv33014, 8
-  %173 = add nsw i64 %171, %172
-  %174 = add nsw i64 1589376, %173
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %174
-  %175 = load <8 x float>, ptr %arena24, align 4
-  %176 = fsub <8 x float> %162, %175
-  store <8 x float> %176, ptr %s2_conv2.w335, align 32
-  %177 = mul nsw i64 %s2_conv2.j32711, 10368
-  %178 = mul nsw i64 %s2_conv2.ty32812, 2
-  %179 = add nsw i64 %178, 1
+  %163 = fsub <8 x float> %149, %162
+  store <8 x float> %163, ptr %s2_conv2.w335, align 32
+  %164 = mul nsw i64 %s2_conv2.j32710, 10368
+  %165 = mul nsw i64 %s2_conv2.ty32811, 2
+  %166 = add nsw i64 %165, 1
+  %167 = mul nsw i64 %166, 576
+  %168 = add nsw i64 %164, %167
+  %169 = mul nsw i64 %s2_conv2.tx32912, 2
+  %170 = add nsw i64 %169, 1
+  %171 = mul nsw i64 %170, 32
+  %172 = add nsw i64 %168, %171
+  %173 = mul nsw i64 %s2_conv2.cv33013, 8
+  %174 = add nsw i64 %172, %173
+  %175 = add nsw i64 1589376, %174
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %175
+  %176 = load <8 x float>, ptr %arena24, align 4
+  %177 = mul nsw i64 %s2_conv2.j32710, 10368
+  %178 = mul nsw i64 %s2_conv2.ty32811, 2
+  %179 = add nsw i64 %178, 2
   %180 = mul nsw i64 %179, 576
   %181 = add nsw i64 %177, %180
-  %182 = mul nsw i64 %s2_conv2.tx32913, 2
+  %182 = mul nsw i64 %s2_conv2.tx32912, 2
   %183 = add nsw i64 %182, 1
   %184 = mul nsw i64 %183, 32
   %185 = add nsw i64 %181, %184
-  %186 = mul nsw i64 %s2_conv2.cv33014, 8
+  %186 = mul nsw i64 %s2_conv2.cv33013, 8
   %187 = add nsw i64 %185, %186
   %188 = add nsw i64 1589376, %187
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %188
   %189 = load <8 x float>, ptr %arena25, align 4
-  %190 = mul nsw i64 %s2_conv2.j32711, 10368
-  %191 = mul nsw i64 %s2_conv2.ty32812, 2
-  %192 = add nsw i64 %191, 2
-  %193 = mul nsw i64 %192, 576
-  %194 = add nsw i64 %190, %193
-  %195 = mul nsw i64 %s2_conv2.tx32913, 2
-  %196 = add nsw i64 %195, 1
-  %197 = mul nsw i64 %196, 32
-  %198 = add nsw i64 %194, %197
-  %199 = mul nsw i64 %s2_conv2.cv33014, 8
-  %200 = add nsw i64 %198, %199
-  %201 = add nsw i64 1589376, %200
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %201
-  %202 = load <8 x float>, ptr %arena26, align 4
-  %203 = fadd <8 x float> %189, %202
-  store <8 x float> %203, ptr %s2_conv2.w336, align 32
-  %204 = mul nsw i64 %s2_conv2.j32711, 10368
-  %205 = mul nsw i64 %s2_conv2.ty32812, 2
-  %206 = add nsw i64 %205, 2
+  %190 = fadd <8 x float> %176, %189
+  store <8 x float> %190, ptr %s2_conv2.w336, align 32
+  %191 = mul nsw i64 %s2_conv2.j32710, 10368
+  %192 = mul nsw i64 %s2_conv2.ty32811, 2
+  %193 = add nsw i64 %192, 2
+  %194 = mul nsw i64 %193, 576
+  %195 = add nsw i64 %191, %194
+  %196 = mul nsw i64 %s2_conv2.tx32912, 2
+  %197 = add nsw i64 %196, 1
+  %198 = mul nsw i64 %197, 32
+  %199 = add nsw i64 %195, %198
+  %200 = mul nsw i64 %s2_conv2.cv33013, 8
+  %201 = add nsw i64 %199, %200
+  %202 = add nsw i64 1589376, %201
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %202
+  %203 = load <8 x float>, ptr %arena26, align 4
+  %204 = mul nsw i64 %s2_conv2.j32710, 10368
+  %205 = mul nsw i64 %s2_conv2.ty32811, 2
+  %206 = add nsw i64 %205, 1
   %207 = mul nsw i64 %206, 576
   %208 = add nsw i64 %204, %207
-  %209 = mul nsw i64 %s2_conv2.tx32913, 2
+  %209 = mul nsw i64 %s2_conv2.tx32912, 2
   %210 = add nsw i64 %209, 1
   %211 = mul nsw i64 %210, 32
   %212 = add nsw i64 %208, %211
-  %213 = mul nsw i64 %s2_conv2.cv33014, 8
+  %213 = mul nsw i64 %s2_conv2.cv33013, 8
   %214 = add nsw i64 %212, %213
   %215 = add nsw i64 1589376, %214
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %215
   %216 = load <8 x float>, ptr %arena27, align 4
-  %217 = mul nsw i64 %s2_conv2.j32711, 10368
-  %218 = mul nsw i64 %s2_conv2.ty32812, 2
-  %219 = add nsw i64 %218, 1
-  %220 = mul nsw i64 %219, 576
-  %221 = add nsw i64 %217, %220
-  %222 = mul nsw i64 %s2_conv2.tx32913, 2
-  %223 = add nsw i64 %222, 1
-  %224 = mul nsw i64 %223, 32
-  %225 = add nsw i64 %221, %224
-  %226 = mul nsw i64 %s2_conv2.cv33014, 8
-  %227 = add nsw i64 %225, %226
-  %228 = add nsw i64 1589376, %227
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %228
-  %229 = load <8 x float>, ptr %arena28, align 4
-  %230 = fsub <8 x float> %216, %229
-  store <8 x float> %230, ptr %s2_conv2.w337, align 32
-  %231 = mul nsw i64 %s2_conv2.j32711, 10368
-  %232 = mul nsw i64 %s2_conv2.ty32812, 2
-  %233 = add nsw i64 %232, 1
+  %217 = fsub <8 x float> %203, %216
+  store <8 x float> %217, ptr %s2_conv2.w337, align 32
+  %218 = mul nsw i64 %s2_conv2.j32710, 10368
+  %219 = mul nsw i64 %s2_conv2.ty32811, 2
+  %220 = add nsw i64 %219, 1
+  %221 = mul nsw i64 %220, 576
+  %222 = add nsw i64 %218, %221
+  %223 = mul nsw i64 %s2_conv2.tx32912, 2
+  %224 = add nsw i64 %223, 1
+  %225 = mul nsw i64 %224, 32
+  %226 = add nsw i64 %222, %225
+  %227 = mul nsw i64 %s2_conv2.cv33013, 8
+  %228 = add nsw i64 %226, %227
+  %229 = add nsw i64 1589376, %228
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %229
+  %230 = load <8 x float>, ptr %arena28, align 4
+  %231 = mul nsw i64 %s2_conv2.j32710, 10368
+  %232 = mul nsw i64 %s2_conv2.ty32811, 2
+  %233 = add nsw i64 %232, 3
   %234 = mul nsw i64 %233, 576
   %235 = add nsw i64 %231, %234
-  %236 = mul nsw i64 %s2_conv2.tx32913, 2
+  %236 = mul nsw i64 %s2_conv2.tx32912, 2
   %237 = add nsw i64 %236, 1
   %238 = mul nsw i64 %237, 32
   %239 = add nsw i64 %235, %238
-  %240 = mul nsw i64 %s2_conv2.cv33014, 8
+  %240 = mul nsw i64 %s2_conv2.cv33013, 8
   %241 = add nsw i64 %239, %240
   %242 = add nsw i64 1589376, %241
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %242
   %243 = load <8 x float>, ptr %arena29, align 4
-  %244 = mul nsw i64 %s2_conv2.j32711, 10368
-  %245 = mul nsw i64 %s2_conv2.ty32812, 2
-  %246 = add nsw i64 %245, 3
+  %244 = fsub <8 x float> %230, %243
+  store <8 x float> %244, ptr %s2_conv2.w338, align 32
+  %245 = mul nsw i64 %s2_conv2.j32710, 10368
+  %246 = mul nsw i64 %s2_conv2.ty32811, 2
   %247 = mul nsw i64 %246, 576
-  %248 = add nsw i64 %244, %247
-  %249 = mul nsw i64 %s2_conv2.tx32913, 2
-  %250 = add nsw i64 %249, 1
+  %248 = add nsw i64 %245, %247
+  %249 = mul nsw i64 %s2_conv2.tx32912, 2
+  %250 = add nsw i64 %249, 2
   %251 = mul nsw i64 %250, 32
   %252 = add nsw i64 %248, %251
-  %253 = mul nsw i64 %s2_conv2.cv33014, 8
+  %253 = mul nsw i64 %s2_conv2.cv33013, 8
   %254 = add nsw i64 %252, %253
   %255 = add nsw i64 1589376, %254
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %255
   %256 = load <8 x float>, ptr %arena30, align 4
-  %257 = fsub <8 x float> %243, %256
-  store <8 x float> %257, ptr %s2_conv2.w338, align 32
-  %258 = mul nsw i64 %s2_conv2.j32711, 10368
-  %259 = mul nsw i64 %s2_conv2.ty32812, 2
+  %257 = mul nsw i64 %s2_conv2.j32710, 10368
+  %258 = mul nsw i64 %s2_conv2.ty32811, 2
+  %259 = add nsw i64 %258, 2
   %260 = mul nsw i64 %259, 576
-  %261 = add nsw i64 %258, %260
-  %262 = mul nsw i64 %s2_conv2.tx32913, 2
+  %261 = add nsw i64 %257, %260
+  %262 = mul nsw i64 %s2_conv2.tx32912, 2
   %263 = add nsw i64 %262, 2
   %264 = mul nsw i64 %263, 32
   %265 = add nsw i64 %261, %264
-  %266 = mul nsw i64 %s2_conv2.cv33014, 8
+  %266 = mul nsw i64 %s2_conv2.cv33013, 8
   %267 = add nsw i64 %265, %266
   %268 = add nsw i64 1589376, %267
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %268
   %269 = load <8 x float>, ptr %arena31, align 4
-  %270 = mul nsw i64 %s2_conv2.j32711, 10368
-  %271 = mul nsw i64 %s2_conv2.ty32812, 2
-  %272 = add nsw i64 %271, 2
-  %273 = mul nsw i64 %272, 576
-  %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %s2_conv2.tx32913, 2
-  %276 = add nsw i64 %275, 2
-  %277 = mul nsw i64 %276, 32
-  %278 = add nsw i64 %274, %277
-  %279 = mul nsw i64 %s2_conv2.cv33014, 8
-  %280 = add nsw i64 %278, %279
-  %281 = add nsw i64 1589376, %280
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %281
-  %282 = load <8 x float>, ptr %arena32, align 4
-  %283 = fsub <8 x float> %269, %282
-  store <8 x float> %283, ptr %s2_conv2.w339, align 32
-  %284 = mul nsw i64 %s2_conv2.j32711, 10368
-  %285 = mul nsw i64 %s2_conv2.ty32812, 2
-  %286 = add nsw i64 %285, 1
+  %270 = fsub <8 x float> %256, %269
+  store <8 x float> %270, ptr %s2_conv2.w339, align 32
+  %271 = mul nsw i64 %s2_conv2.j32710, 10368
+  %272 = mul nsw i64 %s2_conv2.ty32811, 2
+  %273 = add nsw i64 %272, 1
+  %274 = mul nsw i64 %273, 576
+  %275 = add nsw i64 %271, %274
+  %276 = mul nsw i64 %s2_conv2.tx32912, 2
+  %277 = add nsw i64 %276, 2
+  %278 = mul nsw i64 %277, 32
+  %279 = add nsw i64 %275, %278
+  %280 = mul nsw i64 %s2_conv2.cv33013, 8
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 1589376, %281
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %282
+  %283 = load <8 x float>, ptr %arena32, align 4
+  %284 = mul nsw i64 %s2_conv2.j32710, 10368
+  %285 = mul nsw i64 %s2_conv2.ty32811, 2
+  %286 = add nsw i64 %285, 2
   %287 = mul nsw i64 %286, 576
   %288 = add nsw i64 %284, %287
-  %289 = mul nsw i64 %s2_conv2.tx32913, 2
+  %289 = mul nsw i64 %s2_conv2.tx32912, 2
   %290 = add nsw i64 %289, 2
   %291 = mul nsw i64 %290, 32
   %292 = add nsw i64 %288, %291
-  %293 = mul nsw i64 %s2_conv2.cv33014, 8
+  %293 = mul nsw i64 %s2_conv2.cv33013, 8
   %294 = add nsw i64 %292, %293
   %295 = add nsw i64 1589376, %294
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %295
   %296 = load <8 x float>, ptr %arena33, align 4
-  %297 = mul nsw i64 %s2_conv2.j32711, 10368
-  %298 = mul nsw i64 %s2_conv2.ty32812, 2
-  %299 = add nsw i64 %298, 2
-  %300 = mul nsw i64 %299, 576
-  %301 = add nsw i64 %297, %300
-  %302 = mul nsw i64 %s2_conv2.tx32913, 2
-  %303 = add nsw i64 %302, 2
-  %304 = mul nsw i64 %303, 32
-  %305 = add nsw i64 %301, %304
-  %306 = mul nsw i64 %s2_conv2.cv33014, 8
-  %307 = add nsw i64 %305, %306
-  %308 = add nsw i64 1589376, %307
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %308
-  %309 = load <8 x float>, ptr %arena34, align 4
-  %310 = fadd <8 x float> %296, %309
-  store <8 x float> %310, ptr %s2_conv2.w340, align 32
-  %311 = mul nsw i64 %s2_conv2.j32711, 10368
-  %312 = mul nsw i64 %s2_conv2.ty32812, 2
-  %313 = add nsw i64 %312, 2
+  %297 = fadd <8 x float> %283, %296
+  store <8 x float> %297, ptr %s2_conv2.w340, align 32
+  %298 = mul nsw i64 %s2_conv2.j32710, 10368
+  %299 = mul nsw i64 %s2_conv2.ty32811, 2
+  %300 = add nsw i64 %299, 2
+  %301 = mul nsw i64 %300, 576
+  %302 = add nsw i64 %298, %301
+  %303 = mul nsw i64 %s2_conv2.tx32912, 2
+  %304 = add nsw i64 %303, 2
+  %305 = mul nsw i64 %304, 32
+  %306 = add nsw i64 %302, %305
+  %307 = mul nsw i64 %s2_conv2.cv33013, 8
+  %308 = add nsw i64 %306, %307
+  %309 = add nsw i64 1589376, %308
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %309
+  %310 = load <8 x float>, ptr %arena34, align 4
+  %311 = mul nsw i64 %s2_conv2.j32710, 10368
+  %312 = mul nsw i64 %s2_conv2.ty32811, 2
+  %313 = add nsw i64 %312, 1
   %314 = mul nsw i64 %313, 576
   %315 = add nsw i64 %311, %314
-  %316 = mul nsw i64 %s2_conv2.tx32913, 2
+  %316 = mul nsw i64 %s2_conv2.tx32912, 2
   %317 = add nsw i64 %316, 2
   %318 = mul nsw i64 %317, 32
   %319 = add nsw i64 %315, %318
-  %320 = mul nsw i64 %s2_conv2.cv33014, 8
+  %320 = mul nsw i64 %s2_conv2.cv33013, 8
   %321 = add nsw i64 %319, %320
   %322 = add nsw i64 1589376, %321
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %322
   %323 = load <8 x float>, ptr %arena35, align 4
-  %324 = mul nsw i64 %s2_conv2.j32711, 10368
-  %325 = mul nsw i64 %s2_conv2.ty32812, 2
-  %326 = add nsw i64 %325, 1
-  %327 = mul nsw i64 %326, 576
-  %328 = add nsw i64 %324, %327
-  %329 = mul nsw i64 %s2_conv2.tx32913, 2
-  %330 = add nsw i64 %329, 2
-  %331 = mul nsw i64 %330, 32
-  %332 = add nsw i64 %328, %331
-  %333 = mul nsw i64 %s2_conv2.cv33014, 8
-  %334 = add nsw i64 %332, %333
-  %335 = add nsw i64 1589376, %334
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %335
-  %336 = load <8 x float>, ptr %arena36, align 4
-  %337 = fsub <8 x float> %323, %336
-  store <8 x float> %337, ptr %s2_conv2.w341, align 32
-  %338 = mul nsw i64 %s2_conv2.j32711, 10368
-  %339 = mul nsw i64 %s2_conv2.ty32812, 2
-  %340 = add nsw i64 %339, 1
+  %324 = fsub <8 x float> %310, %323
+  store <8 x float> %324, ptr %s2_conv2.w341, align 32
+  %325 = mul nsw i64 %s2_conv2.j32710, 10368
+  %326 = mul nsw i64 %s2_conv2.ty32811, 2
+  %327 = add nsw i64 %326, 1
+  %328 = mul nsw i64 %327, 576
+  %329 = add nsw i64 %325, %328
+  %330 = mul nsw i64 %s2_conv2.tx32912, 2
+  %331 = add nsw i64 %330, 2
+  %332 = mul nsw i64 %331, 32
+  %333 = add nsw i64 %329, %332
+  %334 = mul nsw i64 %s2_conv2.cv33013, 8
+  %335 = add nsw i64 %333, %334
+  %336 = add nsw i64 1589376, %335
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %336
+  %337 = load <8 x float>, ptr %arena36, align 4
+  %338 = mul nsw i64 %s2_conv2.j32710, 10368
+  %339 = mul nsw i64 %s2_conv2.ty32811, 2
+  %340 = add nsw i64 %339, 3
   %341 = mul nsw i64 %340, 576
   %342 = add nsw i64 %338, %341
-  %343 = mul nsw i64 %s2_conv2.tx32913, 2
+  %343 = mul nsw i64 %s2_conv2.tx32912, 2
   %344 = add nsw i64 %343, 2
   %345 = mul nsw i64 %344, 32
   %346 = add nsw i64 %342, %345
-  %347 = mul nsw i64 %s2_conv2.cv33014, 8
+  %347 = mul nsw i64 %s2_conv2.cv33013, 8
   %348 = add nsw i64 %346, %347
   %349 = add nsw i64 1589376, %348
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %349
   %350 = load <8 x float>, ptr %arena37, align 4
-  %351 = mul nsw i64 %s2_conv2.j32711, 10368
-  %352 = mul nsw i64 %s2_conv2.ty32812, 2
-  %353 = add nsw i64 %352, 3
+  %351 = fsub <8 x float> %337, %350
+  store <8 x float> %351, ptr %s2_conv2.w342, align 32
+  %352 = mul nsw i64 %s2_conv2.j32710, 10368
+  %353 = mul nsw i64 %s2_conv2.ty32811, 2
   %354 = mul nsw i64 %353, 576
-  %355 = add nsw i64 %351, %354
-  %356 = mul nsw i64 %s2_conv2.tx32913, 2
-  %357 = add nsw i64 %356, 2
+  %355 = add nsw i64 %352, %354
+  %356 = mul nsw i64 %s2_conv2.tx32912, 2
+  %357 = add nsw i64 %356, 3
   %358 = mul nsw i64 %357, 32
   %359 = add nsw i64 %355, %358
-  %360 = mul nsw i64 %s2_conv2.cv33014, 8
+  %360 = mul nsw i64 %s2_conv2.cv33013, 8
   %361 = add nsw i64 %359, %360
   %362 = add nsw i64 1589376, %361
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %362
   %363 = load <8 x float>, ptr %arena38, align 4
-  %364 = fsub <8 x float> %350, %363
-  store <8 x float> %364, ptr %s2_conv2.w342, align 32
-  %365 = mul nsw i64 %s2_conv2.j32711, 10368
-  %366 = mul nsw i64 %s2_conv2.ty32812, 2
+  %364 = mul nsw i64 %s2_conv2.j32710, 10368
+  %365 = mul nsw i64 %s2_conv2.ty32811, 2
+  %366 = add nsw i64 %365, 2
   %367 = mul nsw i64 %366, 576
-  %368 = add nsw i64 %365, %367
-  %369 = mul nsw i64 %s2_conv2.tx32913, 2
+  %368 = add nsw i64 %364, %367
+  %369 = mul nsw i64 %s2_conv2.tx32912, 2
   %370 = add nsw i64 %369, 3
   %371 = mul nsw i64 %370, 32
   %372 = add nsw i64 %368, %371
-  %373 = mul nsw i64 %s2_conv2.cv33014, 8
+  %373 = mul nsw i64 %s2_conv2.cv33013, 8
   %374 = add nsw i64 %372, %373
   %375 = add nsw i64 1589376, %374
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %375
   %376 = load <8 x float>, ptr %arena39, align 4
-  %377 = mul nsw i64 %s2_conv2.j32711, 10368
-  %378 = mul nsw i64 %s2_conv2.ty32812, 2
-  %379 = add nsw i64 %378, 2
-  %380 = mul nsw i64 %379, 576
-  %381 = add nsw i64 %377, %380
-  %382 = mul nsw i64 %s2_conv2.tx32913, 2
-  %383 = add nsw i64 %382, 3
-  %384 = mul nsw i64 %383, 32
-  %385 = add nsw i64 %381, %384
-  %386 = mul nsw i64 %s2_conv2.cv33014, 8
-  %387 = add nsw i64 %385, %386
-  %388 = add nsw i64 1589376, %387
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %388
-  %389 = load <8 x float>, ptr %arena40, align 4
-  %390 = fsub <8 x float> %376, %389
-  store <8 x float> %390, ptr %s2_conv2.w343, align 32
-  %391 = mul nsw i64 %s2_conv2.j32711, 10368
-  %392 = mul nsw i64 %s2_conv2.ty32812, 2
-  %393 = add nsw i64 %392, 1
+  %377 = fsub <8 x float> %363, %376
+  store <8 x float> %377, ptr %s2_conv2.w343, align 32
+  %378 = mul nsw i64 %s2_conv2.j32710, 10368
+  %379 = mul nsw i64 %s2_conv2.ty32811, 2
+  %380 = add nsw i64 %379, 1
+  %381 = mul nsw i64 %380, 576
+  %382 = add nsw i64 %378, %381
+  %383 = mul nsw i64 %s2_conv2.tx32912, 2
+  %384 = add nsw i64 %383, 3
+  %385 = mul nsw i64 %384, 32
+  %386 = add nsw i64 %382, %385
+  %387 = mul nsw i64 %s2_conv2.cv33013, 8
+  %388 = add nsw i64 %386, %387
+  %389 = add nsw i64 1589376, %388
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %389
+  %390 = load <8 x float>, ptr %arena40, align 4
+  %391 = mul nsw i64 %s2_conv2.j32710, 10368
+  %392 = mul nsw i64 %s2_conv2.ty32811, 2
+  %393 = add nsw i64 %392, 2
   %394 = mul nsw i64 %393, 576
   %395 = add nsw i64 %391, %394
-  %396 = mul nsw i64 %s2_conv2.tx32913, 2
+  %396 = mul nsw i64 %s2_conv2.tx32912, 2
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 32
   %399 = add nsw i64 %395, %398
-  %400 = mul nsw i64 %s2_conv2.cv33014, 8
+  %400 = mul nsw i64 %s2_conv2.cv33013, 8
   %401 = add nsw i64 %399, %400
   %402 = add nsw i64 1589376, %401
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %402
   %403 = load <8 x float>, ptr %arena41, align 4
-  %404 = mul nsw i64 %s2_conv2.j32711, 10368
-  %405 = mul nsw i64 %s2_conv2.ty32812, 2
-  %406 = add nsw i64 %405, 2
-  %407 = mul nsw i64 %406, 576
-  %408 = add nsw i64 %404, %407
-  %409 = mul nsw i64 %s2_conv2.tx32913, 2
-  %410 = add nsw i64 %409, 3
-  %411 = mul nsw i64 %410, 32
-  %412 = add nsw i64 %408, %411
-  %413 = mul nsw i64 %s2_conv2.cv33014, 8
-  %414 = add nsw i64 %412, %413
-  %415 = add nsw i64 1589376, %414
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %415
-  %416 = load <8 x float>, ptr %arena42, align 4
-  %417 = fadd <8 x float> %403, %416
-  store <8 x float> %417, ptr %s2_conv2.w344, align 32
-  %418 = mul nsw i64 %s2_conv2.j32711, 10368
-  %419 = mul nsw i64 %s2_conv2.ty32812, 2
-  %420 = add nsw i64 %419, 2
+  %404 = fadd <8 x float> %390, %403
+  store <8 x float> %404, ptr %s2_conv2.w344, align 32
+  %405 = mul nsw i64 %s2_conv2.j32710, 10368
+  %406 = mul nsw i64 %s2_conv2.ty32811, 2
+  %407 = add nsw i64 %406, 2
+  %408 = mul nsw i64 %407, 576
+  %409 = add nsw i64 %405, %408
+  %410 = mul nsw i64 %s2_conv2.tx32912, 2
+  %411 = add nsw i64 %410, 3
+  %412 = mul nsw i64 %411, 32
+  %413 = add nsw i64 %409, %412
+  %414 = mul nsw i64 %s2_conv2.cv33013, 8
+  %415 = add nsw i64 %413, %414
+  %416 = add nsw i64 1589376, %415
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %416
+  %417 = load <8 x float>, ptr %arena42, align 4
+  %418 = mul nsw i64 %s2_conv2.j32710, 10368
+  %419 = mul nsw i64 %s2_conv2.ty32811, 2
+  %420 = add nsw i64 %419, 1
   %421 = mul nsw i64 %420, 576
   %422 = add nsw i64 %418, %421
-  %423 = mul nsw i64 %s2_conv2.tx32913, 2
+  %423 = mul nsw i64 %s2_conv2.tx32912, 2
   %424 = add nsw i64 %423, 3
   %425 = mul nsw i64 %424, 32
   %426 = add nsw i64 %422, %425
-  %427 = mul nsw i64 %s2_conv2.cv33014, 8
+  %427 = mul nsw i64 %s2_conv2.cv33013, 8
   %428 = add nsw i64 %426, %427
   %429 = add nsw i64 1589376, %428
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %429
   %430 = load <8 x float>, ptr %arena43, align 4
-  %431 = mul nsw i64 %s2_conv2.j32711, 10368
-  %432 = mul nsw i64 %s2_conv2.ty32812, 2
-  %433 = add nsw i64 %432, 1
-  %434 = mul nsw i64 %433, 576
-  %435 = add nsw i64 %431, %434
-  %436 = mul nsw i64 %s2_conv2.tx32913, 2
-  %437 = add nsw i64 %436, 3
-  %438 = mul nsw i64 %437, 32
-  %439 = add nsw i64 %435, %438
-  %440 = mul nsw i64 %s2_conv2.cv33014, 8
-  %441 = add nsw i64 %439, %440
-  %442 = add nsw i64 1589376, %441
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %442
-  %443 = load <8 x float>, ptr %arena44, align 4
-  %444 = fsub <8 x float> %430, %443
-  store <8 x float> %444, ptr %s2_conv2.w345, align 32
-  %445 = mul nsw i64 %s2_conv2.j32711, 10368
-  %446 = mul nsw i64 %s2_conv2.ty32812, 2
-  %447 = add nsw i64 %446, 1
+  %431 = fsub <8 x float> %417, %430
+  store <8 x float> %431, ptr %s2_conv2.w345, align 32
+  %432 = mul nsw i64 %s2_conv2.j32710, 10368
+  %433 = mul nsw i64 %s2_conv2.ty32811, 2
+  %434 = add nsw i64 %433, 1
+  %435 = mul nsw i64 %434, 576
+  %436 = add nsw i64 %432, %435
+  %437 = mul nsw i64 %s2_conv2.tx32912, 2
+  %438 = add nsw i64 %437, 3
+  %439 = mul nsw i64 %438, 32
+  %440 = add nsw i64 %436, %439
+  %441 = mul nsw i64 %s2_conv2.cv33013, 8
+  %442 = add nsw i64 %440, %441
+  %443 = add nsw i64 1589376, %442
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %443
+  %444 = load <8 x float>, ptr %arena44, align 4
+  %445 = mul nsw i64 %s2_conv2.j32710, 10368
+  %446 = mul nsw i64 %s2_conv2.ty32811, 2
+  %447 = add nsw i64 %446, 3
   %448 = mul nsw i64 %447, 576
   %449 = add nsw i64 %445, %448
-  %450 = mul nsw i64 %s2_conv2.tx32913, 2
+  %450 = mul nsw i64 %s2_conv2.tx32912, 2
   %451 = add nsw i64 %450, 3
   %452 = mul nsw i64 %451, 32
   %453 = add nsw i64 %449, %452
-  %454 = mul nsw i64 %s2_conv2.cv33014, 8
+  %454 = mul nsw i64 %s2_conv2.cv33013, 8
   %455 = add nsw i64 %453, %454
   %456 = add nsw i64 1589376, %455
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %456
   %457 = load <8 x float>, ptr %arena45, align 4
-  %458 = mul nsw i64 %s2_conv2.j32711, 10368
-  %459 = mul nsw i64 %s2_conv2.ty32812, 2
-  %460 = add nsw i64 %459, 3
-  %461 = mul nsw i64 %460, 576
-  %462 = add nsw i64 %458, %461
-  %463 = mul nsw i64 %s2_conv2.tx32913, 2
-  %464 = add nsw i64 %463, 3
-  %465 = mul nsw i64 %464, 32
-  %466 = add nsw i64 %462, %465
-  %467 = mul nsw i64 %s2_conv2.cv33014, 8
-  %468 = add nsw i64 %466, %467
-  %469 = add nsw i64 1589376, %468
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %469
-  %470 = load <8 x float>, ptr %arena46, align 4
-  %471 = fsub <8 x float> %457, %470
-  store <8 x float> %471, ptr %s2_conv2.w346, align 32
+  %458 = fsub <8 x float> %444, %457
+  store <8 x float> %458, ptr %s2_conv2.w346, align 32
   %w331 = load <8 x float>, ptr %s2_conv2.w331, align 32
   %w339 = load <8 x float>, ptr %s2_conv2.w339, align 32
-  %472 = fsub <8 x float> %w331, %w339
-  store <8 x float> %472, ptr %s2_conv2.w347, align 32
+  %459 = fsub <8 x float> %w331, %w339
+  store <8 x float> %459, ptr %s2_conv2.w347, align 32
   %w335 = load <8 x float>, ptr %s2_conv2.w335, align 32
+  %w33946 = load <8 x float>, ptr %s2_conv2.w339, align 32
+  %460 = fadd <8 x float> %w335, %w33946
+  store <8 x float> %460, ptr %s2_conv2.w348, align 32
   %w33947 = load <8 x float>, ptr %s2_conv2.w339, align 32
-  %473 = fadd <8 x float> %w335, %w33947
-  store <8 x float> %473, ptr %s2_conv2.w348, align 32
-  %w33948 = load <8 x float>, ptr %s2_conv2.w339, align 32
+  %w33548 = load <8 x float>, ptr %s2_conv2.w335, align 32
+  %461 = fsub <8 x float> %w33947, %w33548
+  store <8 x float> %461, ptr %s2_conv2.w349, align 32
   %w33549 = load <8 x float>, ptr %s2_conv2.w335, align 32
-  %474 = fsub <8 x float> %w33948, %w33549
-  store <8 x float> %474, ptr %s2_conv2.w349, align 32
-  %w33550 = load <8 x float>, ptr %s2_conv2.w335, align 32
   %w343 = load <8 x float>, ptr %s2_conv2.w343, align 32
-  %475 = fsub <8 x float> %w33550, %w343
-  store <8 x float> %475, ptr %s2_conv2.w350, align 32
+  %462 = fsub <8 x float> %w33549, %w343
+  store <8 x float> %462, ptr %s2_conv2.w350, align 32
   %w332 = load <8 x float>, ptr %s2_conv2.w332, align 32
   %w340 = load <8 x float>, ptr %s2_conv2.w340, align 32
-  %476 = fsub <8 x float> %w332, %w340
-  store <8 x float> %476, ptr %s2_conv2.w351, align 32
+  %463 = fsub <8 x float> %w332, %w340
+  store <8 x float> %463, ptr %s2_conv2.w351, align 32
   %w336 = load <8 x float>, ptr %s2_conv2.w336, align 32
+  %w34050 = load <8 x float>, ptr %s2_conv2.w340, align 32
+  %464 = fadd <8 x float> %w336, %w34050
+  store <8 x float> %464, ptr %s2_conv2.w352, align 32
   %w34051 = load <8 x float>, ptr %s2_conv2.w340, align 32
-  %477 = fadd <8 x float> %w336, %w34051
-  store <8 x float> %477, ptr %s2_conv2.w352, align 32
-  %w34052 = load <8 x float>, ptr %s2_conv2.w340, align 32
+  %w33652 = load <8 x float>, ptr %s2_conv2.w336, align 32
+  %465 = fsub <8 x float> %w34051, %w33652
+  store <8 x float> %465, ptr %s2_conv2.w353, align 32
   %w33653 = load <8 x float>, ptr %s2_conv2.w336, align 32
-  %478 = fsub <8 x float> %w34052, %w33653
-  store <8 x float> %478, ptr %s2_conv2.w353, align 32
-  %w33654 = load <8 x float>, ptr %s2_conv2.w336, align 32
   %w344 = load <8 x float>, ptr %s2_conv2.w344, align 32
-  %479 = fsub <8 x float> %w33654, %w344
-  store <8 x float> %479, ptr %s2_conv2.w354, align 32
+  %466 = fsub <8 x float> %w33653, %w344
+  store <8 x float> %466, ptr %s2_conv2.w354, align 32
   %w333 = load <8 x float>, ptr %s2_conv2.w333, align 32
   %w341 = load <8 x float>, ptr %s2_conv2.w341, align 32
-  %480 = fsub <8 x float> %w333, %w341
-  store <8 x float> %480, ptr %s2_conv2.w355, align 32
+  %467 = fsub <8 x float> %w333, %w341
+  store <8 x float> %467, ptr %s2_conv2.w355, align 32
   %w337 = load <8 x float>, ptr %s2_conv2.w337, align 32
+  %w34154 = load <8 x float>, ptr %s2_conv2.w341, align 32
+  %468 = fadd <8 x float> %w337, %w34154
+  store <8 x float> %468, ptr %s2_conv2.w356, align 32
   %w34155 = load <8 x float>, ptr %s2_conv2.w341, align 32
-  %481 = fadd <8 x float> %w337, %w34155
-  store <8 x float> %481, ptr %s2_conv2.w356, align 32
-  %w34156 = load <8 x float>, ptr %s2_conv2.w341, align 32
+  %w33756 = load <8 x float>, ptr %s2_conv2.w337, align 32
+  %469 = fsub <8 x float> %w34155, %w33756
+  store <8 x float> %469, ptr %s2_conv2.w357, align 32
   %w33757 = load <8 x float>, ptr %s2_conv2.w337, align 32
-  %482 = fsub <8 x float> %w34156, %w33757
-  store <8 x float> %482, ptr %s2_conv2.w357, align 32
-  %w33758 = load <8 x float>, ptr %s2_conv2.w337, align 32
   %w345 = load <8 x float>, ptr %s2_conv2.w345, align 32
-  %483 = fsub <8 x float> %w33758, %w345
-  store <8 x float> %483, ptr %s2_conv2.w358, align 32
+  %470 = fsub <8 x float> %w33757, %w345
+  store <8 x float> %470, ptr %s2_conv2.w358, align 32
   %w334 = load <8 x float>, ptr %s2_conv2.w334, align 32
   %w342 = load <8 x float>, ptr %s2_conv2.w342, align 32
-  %484 = fsub <8 x float> %w334, %w342
-  store <8 x float> %484, ptr %s2_conv2.w359, align 32
+  %471 = fsub <8 x float> %w334, %w342
+  store <8 x float> %471, ptr %s2_conv2.w359, align 32
   %w338 = load <8 x float>, ptr %s2_conv2.w338, align 32
+  %w34258 = load <8 x float>, ptr %s2_conv2.w342, align 32
+  %472 = fadd <8 x float> %w338, %w34258
+  store <8 x float> %472, ptr %s2_conv2.w360, align 32
   %w34259 = load <8 x float>, ptr %s2_conv2.w342, align 32
-  %485 = fadd <8 x float> %w338, %w34259
-  store <8 x float> %485, ptr %s2_conv2.w360, align 32
-  %w34260 = load <8 x float>, ptr %s2_conv2.w342, align 32
+  %w33860 = load <8 x float>, ptr %s2_conv2.w338, align 32
+  %473 = fsub <8 x float> %w34259, %w33860
+  store <8 x float> %473, ptr %s2_conv2.w361, align 32
   %w33861 = load <8 x float>, ptr %s2_conv2.w338, align 32
-  %486 = fsub <8 x float> %w34260, %w33861
-  store <8 x float> %486, ptr %s2_conv2.w361, align 32
-  %w33862 = load <8 x float>, ptr %s2_conv2.w338, align 32
   %w346 = load <8 x float>, ptr %s2_conv2.w346, align 32
-  %487 = fsub <8 x float> %w33862, %w346
-  store <8 x float> %487, ptr %s2_conv2.w362, align 32
+  %474 = fsub <8 x float> %w33861, %w346
+  store <8 x float> %474, ptr %s2_conv2.w362, align 32
   %w347 = load <8 x float>, ptr %s2_conv2.w347, align 32
-  %488 = mul nsw i64 %s2_conv2.j32711, 64
-  %489 = mul nsw i64 %s2_conv2.ty32812, 8
-  %490 = add nsw i64 %488, %489
-  %491 = add nsw i64 %490, %s2_conv2.tx32913
-  %492 = mul nsw i64 %491, 32
-  %493 = add nsw i64 1599744, %492
-  %494 = mul nsw i64 %s2_conv2.cv33014, 8
-  %495 = add nsw i64 %493, %494
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %495
-  store <8 x float> %w347, ptr %arena63, align 4
+  %475 = mul nsw i64 %s2_conv2.j32710, 64
+  %476 = mul nsw i64 %s2_conv2.ty32811, 8
+  %477 = add nsw i64 %475, %476
+  %478 = add nsw i64 %477, %s2_conv2.tx32912
+  %479 = mul nsw i64 %478, 32
+  %480 = add nsw i64 1599744, %479
+  %481 = mul nsw i64 %s2_conv2.cv33013, 8
+  %482 = add nsw i64 %480, %481
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %482
+  store <8 x float> %w347, ptr %arena62, align 4
   %w348 = load <8 x float>, ptr %s2_conv2.w348, align 32
-  %496 = mul nsw i64 %s2_conv2.j32711, 64
-  %497 = mul nsw i64 %s2_conv2.ty32812, 8
-  %498 = add nsw i64 %496, %497
-  %499 = add nsw i64 %498, %s2_conv2.tx32913
-  %500 = mul nsw i64 %499, 32
-  %501 = add nsw i64 1601792, %500
-  %502 = mul nsw i64 %s2_conv2.cv33014, 8
-  %503 = add nsw i64 %501, %502
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %503
-  store <8 x float> %w348, ptr %arena64, align 4
+  %483 = mul nsw i64 %s2_conv2.j32710, 64
+  %484 = mul nsw i64 %s2_conv2.ty32811, 8
+  %485 = add nsw i64 %483, %484
+  %486 = add nsw i64 %485, %s2_conv2.tx32912
+  %487 = mul nsw i64 %486, 32
+  %488 = add nsw i64 1601792, %487
+  %489 = mul nsw i64 %s2_conv2.cv33013, 8
+  %490 = add nsw i64 %488, %489
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %490
+  store <8 x float> %w348, ptr %arena63, align 4
   %w349 = load <8 x float>, ptr %s2_conv2.w349, align 32
-  %504 = mul nsw i64 %s2_conv2.j32711, 64
-  %505 = mul nsw i64 %s2_conv2.ty32812, 8
-  %506 = add nsw i64 %504, %505
-  %507 = add nsw i64 %506, %s2_conv2.tx32913
-  %508 = mul nsw i64 %507, 32
-  %509 = add nsw i64 1603840, %508
-  %510 = mul nsw i64 %s2_conv2.cv33014, 8
-  %511 = add nsw i64 %509, %510
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %511
-  store <8 x float> %w349, ptr %arena65, align 4
+  %491 = mul nsw i64 %s2_conv2.j32710, 64
+  %492 = mul nsw i64 %s2_conv2.ty32811, 8
+  %493 = add nsw i64 %491, %492
+  %494 = add nsw i64 %493, %s2_conv2.tx32912
+  %495 = mul nsw i64 %494, 32
+  %496 = add nsw i64 1603840, %495
+  %497 = mul nsw i64 %s2_conv2.cv33013, 8
+  %498 = add nsw i64 %496, %497
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %498
+  store <8 x float> %w349, ptr %arena64, align 4
   %w350 = load <8 x float>, ptr %s2_conv2.w350, align 32
-  %512 = mul nsw i64 %s2_conv2.j32711, 64
-  %513 = mul nsw i64 %s2_conv2.ty32812, 8
-  %514 = add nsw i64 %512, %513
-  %515 = add nsw i64 %514, %s2_conv2.tx32913
-  %516 = mul nsw i64 %515, 32
-  %517 = add nsw i64 1605888, %516
-  %518 = mul nsw i64 %s2_conv2.cv33014, 8
-  %519 = add nsw i64 %517, %518
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %519
-  store <8 x float> %w350, ptr %arena66, align 4
+  %499 = mul nsw i64 %s2_conv2.j32710, 64
+  %500 = mul nsw i64 %s2_conv2.ty32811, 8
+  %501 = add nsw i64 %499, %500
+  %502 = add nsw i64 %501, %s2_conv2.tx32912
+  %503 = mul nsw i64 %502, 32
+  %504 = add nsw i64 1605888, %503
+  %505 = mul nsw i64 %s2_conv2.cv33013, 8
+  %506 = add nsw i64 %504, %505
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %506
+  store <8 x float> %w350, ptr %arena65, align 4
   %w351 = load <8 x float>, ptr %s2_conv2.w351, align 32
-  %520 = mul nsw i64 %s2_conv2.j32711, 64
-  %521 = mul nsw i64 %s2_conv2.ty32812, 8
-  %522 = add nsw i64 %520, %521
-  %523 = add nsw i64 %522, %s2_conv2.tx32913
-  %524 = mul nsw i64 %523, 32
-  %525 = add nsw i64 1607936, %524
-  %526 = mul nsw i64 %s2_conv2.cv33014, 8
-  %527 = add nsw i64 %525, %526
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %527
-  store <8 x float> %w351, ptr %arena67, align 4
+  %507 = mul nsw i64 %s2_conv2.j32710, 64
+  %508 = mul nsw i64 %s2_conv2.ty32811, 8
+  %509 = add nsw i64 %507, %508
+  %510 = add nsw i64 %509, %s2_conv2.tx32912
+  %511 = mul nsw i64 %510, 32
+  %512 = add nsw i64 1607936, %511
+  %513 = mul nsw i64 %s2_conv2.cv33013, 8
+  %514 = add nsw i64 %512, %513
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %514
+  store <8 x float> %w351, ptr %arena66, align 4
   %w352 = load <8 x float>, ptr %s2_conv2.w352, align 32
-  %528 = mul nsw i64 %s2_conv2.j32711, 64
-  %529 = mul nsw i64 %s2_conv2.ty32812, 8
-  %530 = add nsw i64 %528, %529
-  %531 = add nsw i64 %530, %s2_conv2.tx32913
-  %532 = mul nsw i64 %531, 32
-  %533 = add nsw i64 1609984, %532
-  %534 = mul nsw i64 %s2_conv2.cv33014, 8
-  %535 = add nsw i64 %533, %534
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %535
-  store <8 x float> %w352, ptr %arena68, align 4
+  %515 = mul nsw i64 %s2_conv2.j32710, 64
+  %516 = mul nsw i64 %s2_conv2.ty32811, 8
+  %517 = add nsw i64 %515, %516
+  %518 = add nsw i64 %517, %s2_conv2.tx32912
+  %519 = mul nsw i64 %518, 32
+  %520 = add nsw i64 1609984, %519
+  %521 = mul nsw i64 %s2_conv2.cv33013, 8
+  %522 = add nsw i64 %520, %521
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %522
+  store <8 x float> %w352, ptr %arena67, align 4
   %w353 = load <8 x float>, ptr %s2_conv2.w353, align 32
-  %536 = mul nsw i64 %s2_conv2.j32711, 64
-  %537 = mul nsw i64 %s2_conv2.ty32812, 8
-  %538 = add nsw i64 %536, %537
-  %539 = add nsw i64 %538, %s2_conv2.tx32913
-  %540 = mul nsw i64 %539, 32
-  %541 = add nsw i64 1612032, %540
-  %542 = mul nsw i64 %s2_conv2.cv33014, 8
-  %543 = add nsw i64 %541, %542
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %543
-  store <8 x float> %w353, ptr %arena69, align 4
+  %523 = mul nsw i64 %s2_conv2.j32710, 64
+  %524 = mul nsw i64 %s2_conv2.ty32811, 8
+  %525 = add nsw i64 %523, %524
+  %526 = add nsw i64 %525, %s2_conv2.tx32912
+  %527 = mul nsw i64 %526, 32
+  %528 = add nsw i64 1612032, %527
+  %529 = mul nsw i64 %s2_conv2.cv33013, 8
+  %530 = add nsw i64 %528, %529
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %530
+  store <8 x float> %w353, ptr %arena68, align 4
   %w354 = load <8 x float>, ptr %s2_conv2.w354, align 32
-  %544 = mul nsw i64 %s2_conv2.j32711, 64
-  %545 = mul nsw i64 %s2_conv2.ty32812, 8
-  %546 = add nsw i64 %544, %545
-  %547 = add nsw i64 %546, %s2_conv2.tx32913
-  %548 = mul nsw i64 %547, 32
-  %549 = add nsw i64 1614080, %548
-  %550 = mul nsw i64 %s2_conv2.cv33014, 8
-  %551 = add nsw i64 %549, %550
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %551
-  store <8 x float> %w354, ptr %arena70, align 4
+  %531 = mul nsw i64 %s2_conv2.j32710, 64
+  %532 = mul nsw i64 %s2_conv2.ty32811, 8
+  %533 = add nsw i64 %531, %532
+  %534 = add nsw i64 %533, %s2_conv2.tx32912
+  %535 = mul nsw i64 %534, 32
+  %536 = add nsw i64 1614080, %535
+  %537 = mul nsw i64 %s2_conv2.cv33013, 8
+  %538 = add nsw i64 %536, %537
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %538
+  store <8 x float> %w354, ptr %arena69, align 4
   %w355 = load <8 x float>, ptr %s2_conv2.w355, align 32
-  %552 = mul nsw i64 %s2_conv2.j32711, 64
-  %553 = mul nsw i64 %s2_conv2.ty32812, 8
-  %554 = add nsw i64 %552, %553
-  %555 = add nsw i64 %554, %s2_conv2.tx32913
-  %556 = mul nsw i64 %555, 32
-  %557 = add nsw i64 1616128, %556
-  %558 = mul nsw i64 %s2_conv2.cv33014, 8
-  %559 = add nsw i64 %557, %558
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %559
-  store <8 x float> %w355, ptr %arena71, align 4
+  %539 = mul nsw i64 %s2_conv2.j32710, 64
+  %540 = mul nsw i64 %s2_conv2.ty32811, 8
+  %541 = add nsw i64 %539, %540
+  %542 = add nsw i64 %541, %s2_conv2.tx32912
+  %543 = mul nsw i64 %542, 32
+  %544 = add nsw i64 1616128, %543
+  %545 = mul nsw i64 %s2_conv2.cv33013, 8
+  %546 = add nsw i64 %544, %545
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %546
+  store <8 x float> %w355, ptr %arena70, align 4
   %w356 = load <8 x float>, ptr %s2_conv2.w356, align 32
-  %560 = mul nsw i64 %s2_conv2.j32711, 64
-  %561 = mul nsw i64 %s2_conv2.ty32812, 8
-  %562 = add nsw i64 %560, %561
-  %563 = add nsw i64 %562, %s2_conv2.tx32913
-  %564 = mul nsw i64 %563, 32
-  %565 = add nsw i64 1618176, %564
-  %566 = mul nsw i64 %s2_conv2.cv33014, 8
-  %567 = add nsw i64 %565, %566
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %567
-  store <8 x float> %w356, ptr %arena72, align 4
+  %547 = mul nsw i64 %s2_conv2.j32710, 64
+  %548 = mul nsw i64 %s2_conv2.ty32811, 8
+  %549 = add nsw i64 %547, %548
+  %550 = add nsw i64 %549, %s2_conv2.tx32912
+  %551 = mul nsw i64 %550, 32
+  %552 = add nsw i64 1618176, %551
+  %553 = mul nsw i64 %s2_conv2.cv33013, 8
+  %554 = add nsw i64 %552, %553
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %554
+  store <8 x float> %w356, ptr %arena71, align 4
   %w357 = load <8 x float>, ptr %s2_conv2.w357, align 32
-  %568 = mul nsw i64 %s2_conv2.j32711, 64
-  %569 = mul nsw i64 %s2_conv2.ty32812, 8
-  %570 = add nsw i64 %568, %569
-  %571 = add nsw i64 %570, %s2_conv2.tx32913
-  %572 = mul nsw i64 %571, 32
-  %573 = add nsw i64 1620224, %572
-  %574 = mul nsw i64 %s2_conv2.cv33014, 8
-  %575 = add nsw i64 %573, %574
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %575
-  store <8 x float> %w357, ptr %arena73, align 4
+  %555 = mul nsw i64 %s2_conv2.j32710, 64
+  %556 = mul nsw i64 %s2_conv2.ty32811, 8
+  %557 = add nsw i64 %555, %556
+  %558 = add nsw i64 %557, %s2_conv2.tx32912
+  %559 = mul nsw i64 %558, 32
+  %560 = add nsw i64 1620224, %559
+  %561 = mul nsw i64 %s2_conv2.cv33013, 8
+  %562 = add nsw i64 %560, %561
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %562
+  store <8 x float> %w357, ptr %arena72, align 4
   %w358 = load <8 x float>, ptr %s2_conv2.w358, align 32
-  %576 = mul nsw i64 %s2_conv2.j32711, 64
-  %577 = mul nsw i64 %s2_conv2.ty32812, 8
-  %578 = add nsw i64 %576, %577
-  %579 = add nsw i64 %578, %s2_conv2.tx32913
-  %580 = mul nsw i64 %579, 32
-  %581 = add nsw i64 1622272, %580
-  %582 = mul nsw i64 %s2_conv2.cv33014, 8
-  %583 = add nsw i64 %581, %582
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %583
-  store <8 x float> %w358, ptr %arena74, align 4
+  %563 = mul nsw i64 %s2_conv2.j32710, 64
+  %564 = mul nsw i64 %s2_conv2.ty32811, 8
+  %565 = add nsw i64 %563, %564
+  %566 = add nsw i64 %565, %s2_conv2.tx32912
+  %567 = mul nsw i64 %566, 32
+  %568 = add nsw i64 1622272, %567
+  %569 = mul nsw i64 %s2_conv2.cv33013, 8
+  %570 = add nsw i64 %568, %569
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %570
+  store <8 x float> %w358, ptr %arena73, align 4
   %w359 = load <8 x float>, ptr %s2_conv2.w359, align 32
-  %584 = mul nsw i64 %s2_conv2.j32711, 64
-  %585 = mul nsw i64 %s2_conv2.ty32812, 8
-  %586 = add nsw i64 %584, %585
-  %587 = add nsw i64 %586, %s2_conv2.tx32913
-  %588 = mul nsw i64 %587, 32
-  %589 = add nsw i64 1624320, %588
-  %590 = mul nsw i64 %s2_conv2.cv33014, 8
-  %591 = add nsw i64 %589, %590
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %591
-  store <8 x float> %w359, ptr %arena75, align 4
+  %571 = mul nsw i64 %s2_conv2.j32710, 64
+  %572 = mul nsw i64 %s2_conv2.ty32811, 8
+  %573 = add nsw i64 %571, %572
+  %574 = add nsw i64 %573, %s2_conv2.tx32912
+  %575 = mul nsw i64 %574, 32
+  %576 = add nsw i64 1624320, %575
+  %577 = mul nsw i64 %s2_conv2.cv33013, 8
+  %578 = add nsw i64 %576, %577
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %578
+  store <8 x float> %w359, ptr %arena74, align 4
   %w360 = load <8 x float>, ptr %s2_conv2.w360, align 32
-  %592 = mul nsw i64 %s2_conv2.j32711, 64
-  %593 = mul nsw i64 %s2_conv2.ty32812, 8
-  %594 = add nsw i64 %592, %593
-  %595 = add nsw i64 %594, %s2_conv2.tx32913
-  %596 = mul nsw i64 %595, 32
-  %597 = add nsw i64 1626368, %596
-  %598 = mul nsw i64 %s2_conv2.cv33014, 8
-  %599 = add nsw i64 %597, %598
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %599
-  store <8 x float> %w360, ptr %arena76, align 4
+  %579 = mul nsw i64 %s2_conv2.j32710, 64
+  %580 = mul nsw i64 %s2_conv2.ty32811, 8
+  %581 = add nsw i64 %579, %580
+  %582 = add nsw i64 %581, %s2_conv2.tx32912
+  %583 = mul nsw i64 %582, 32
+  %584 = add nsw i64 1626368, %583
+  %585 = mul nsw i64 %s2_conv2.cv33013, 8
+  %586 = add nsw i64 %584, %585
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %586
+  store <8 x float> %w360, ptr %arena75, align 4
   %w361 = load <8 x float>, ptr %s2_conv2.w361, align 32
-  %600 = mul nsw i64 %s2_conv2.j32711, 64
-  %601 = mul nsw i64 %s2_conv2.ty32812, 8
-  %602 = add nsw i64 %600, %601
-  %603 = add nsw i64 %602, %s2_conv2.tx32913
-  %604 = mul nsw i64 %603, 32
-  %605 = add nsw i64 1628416, %604
-  %606 = mul nsw i64 %s2_conv2.cv33014, 8
-  %607 = add nsw i64 %605, %606
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %607
-  store <8 x float> %w361, ptr %arena77, align 4
+  %587 = mul nsw i64 %s2_conv2.j32710, 64
+  %588 = mul nsw i64 %s2_conv2.ty32811, 8
+  %589 = add nsw i64 %587, %588
+  %590 = add nsw i64 %589, %s2_conv2.tx32912
+  %591 = mul nsw i64 %590, 32
+  %592 = add nsw i64 1628416, %591
+  %593 = mul nsw i64 %s2_conv2.cv33013, 8
+  %594 = add nsw i64 %592, %593
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %594
+  store <8 x float> %w361, ptr %arena76, align 4
   %w362 = load <8 x float>, ptr %s2_conv2.w362, align 32
-  %608 = mul nsw i64 %s2_conv2.j32711, 64
-  %609 = mul nsw i64 %s2_conv2.ty32812, 8
-  %610 = add nsw i64 %608, %609
-  %611 = add nsw i64 %610, %s2_conv2.tx32913
-  %612 = mul nsw i64 %611, 32
-  %613 = add nsw i64 1630464, %612
-  %614 = mul nsw i64 %s2_conv2.cv33014, 8
-  %615 = add nsw i64 %613, %614
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %615
-  store <8 x float> %w362, ptr %arena78, align 4
-  %cv330.next = add nsw i64 %s2_conv2.cv33014, 1
-  %616 = icmp slt i64 %cv330.next, 4
-  br i1 %616, label %s2_conv2.cv330, label %s2_conv2.cv330.end
+  %595 = mul nsw i64 %s2_conv2.j32710, 64
+  %596 = mul nsw i64 %s2_conv2.ty32811, 8
+  %597 = add nsw i64 %595, %596
+  %598 = add nsw i64 %597, %s2_conv2.tx32912
+  %599 = mul nsw i64 %598, 32
+  %600 = add nsw i64 1630464, %599
+  %601 = mul nsw i64 %s2_conv2.cv33013, 8
+  %602 = add nsw i64 %600, %601
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %602
+  store <8 x float> %w362, ptr %arena77, align 4
+  %cv330.next = add nsw i64 %s2_conv2.cv33013, 1
+  %603 = icmp slt i64 %cv330.next, 4
+  br i1 %603, label %s2_conv2.cv330, label %s2_conv2.cv330.end
 
 s2_conv2.cv330.end:                               ; preds = %s2_conv2.cv330
-  %tx329.next = add nsw i64 %s2_conv2.tx32913, 1
-  %617 = icmp slt i64 %tx329.next, 8
-  br i1 %617, label %s2_conv2.tx329, label %s2_conv2.tx329.end
+  %tx329.next = add nsw i64 %s2_conv2.tx32912, 1
+  %604 = icmp slt i64 %tx329.next, 8
+  br i1 %604, label %s2_conv2.tx329, label %s2_conv2.tx329.end
 
 s2_conv2.part363.pool:                            ; preds = %s2_conv2.j327.end
-  %run79 = load ptr, ptr %pool, align 8
-  call void %run79(ptr %pool, ptr @resnet8_infer_b64.k11.s2_conv2.part363.task, ptr %part363.context, i64 2)
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @resnet8_infer_b64.k11.s2_conv2.part363.task, ptr %part363.context, i64 2)
   br label %s2_conv2.part363.done
 
 s2_conv2.part363.serial:                          ; preds = %s2_conv2.j327.end
   br label %s2_conv2.part363
 
 s2_conv2.part363.done:                            ; preds = %s2_conv2.part363.end, %s2_conv2.part363.pool
-  %g322.next = add nsw i64 %s2_conv2.g3224, 1
-  %618 = icmp slt i64 %g322.next, 64
-  br i1 %618, label %s2_conv2.g322, label %s2_conv2.g322.end
+  %g322.next = add nsw i64 %s2_conv2.g3223, 1
+  %605 = icmp slt i64 %g322.next, 64
+  br i1 %605, label %s2_conv2.g322, label %s2_conv2.g322.end
 
 s2_conv2.part363:                                 ; preds = %s2_conv2.part363, %s2_conv2.part363.serial
-  %s2_conv2.part36380 = phi i64 [ 0, %s2_conv2.part363.serial ], [ %part363.next, %s2_conv2.part363 ]
-  call void @resnet8_infer_b64.k11.s2_conv2.part363(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s2_conv2.g3224, i64 %s2_conv2.part36380)
-  %part363.next = add nsw i64 %s2_conv2.part36380, 1
-  %619 = icmp slt i64 %part363.next, 2
-  br i1 %619, label %s2_conv2.part363, label %s2_conv2.part363.end
+  %s2_conv2.part36378 = phi i64 [ 0, %s2_conv2.part363.serial ], [ %part363.next, %s2_conv2.part363 ]
+  call void @resnet8_infer_b64.k11.s2_conv2.part363(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s2_conv2.g3223, i64 %s2_conv2.part36378)
+  %part363.next = add nsw i64 %s2_conv2.part36378, 1
+  %606 = icmp slt i64 %part363.next, 2
+  br i1 %606, label %s2_conv2.part363, label %s2_conv2.part363.end
 
 s2_conv2.part363.end:                             ; preds = %s2_conv2.part363
   br label %s2_conv2.part363.done
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k11.s2_conv2.part290(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
-entry:
-  %s2_conv2.w320 = alloca float, align 4
-  %s2_conv2.w319 = alloca float, align 4
-  %s2_conv2.w318 = alloca float, align 4
-  %s2_conv2.w317 = alloca float, align 4
-  %s2_conv2.w316 = alloca float, align 4
-  %s2_conv2.w315 = alloca float, align 4
-  %s2_conv2.w314 = alloca float, align 4
-  %s2_conv2.w313 = alloca float, align 4
-  %s2_conv2.w312 = alloca float, align 4
-  %s2_conv2.w311 = alloca float, align 4
-  %s2_conv2.w310 = alloca float, align 4
-  %s2_conv2.w309 = alloca float, align 4
-  %s2_conv2.w308 = alloca float, align 4
-  %s2_conv2.w307 = alloca float, align 4
-  %s2_conv2.w306 = alloca float, align 4
-  %s2_conv2.w305 = alloca float, align 4
-  %s2_conv2.w304 = alloca float, align 4
-  %s2_conv2.w303 = alloca float, align 4
-  %s2_conv2.w302 = alloca float, align 4
-  %s2_conv2.w301 = alloca float, align 4
-  %s2_conv2.w300 = alloca float, align 4
-  %s2_conv2.w299 = alloca float, align 4
-  %s2_conv2.w298 = alloca float, align 4
-  %s2_conv2.w297 = alloca float, align 4
-  %s2_conv2.w296 = alloca float, align 4
-  %s2_conv2.w295 = alloca float, align 4
-  %s2_conv2.w294 = alloca float, align 4
-  %s2_conv2.w293 = alloca float, align 4
-  br label %s2_conv2.ci291
-
-s2_conv2.ci291:                                   ; preds = %s2_conv2.co292.end, %entry
-  %s2_conv2.ci2911 = phi i64 [ 0, %entry ], [ %ci291.next, %s2_conv2.co292.end ]
-  br label %s2_conv2.co292
-
-s2_conv2.ci291.end:                               ; preds = %s2_conv2.co292.end
-  ret void
-
-s2_conv2.co292:                                   ; preds = %s2_conv2.co292, %s2_conv2.ci291
-  %s2_conv2.co2922 = phi i64 [ 0, %s2_conv2.ci291 ], [ %co292.next, %s2_conv2.co292 ]
-  %1 = mul nsw i64 %0, 16
-  %2 = add nsw i64 %1, %s2_conv2.co2922
-  %3 = mul nsw i64 %2, 32
-  %4 = add nsw i64 %3, %s2_conv2.ci2911
-  %5 = mul nsw i64 %4, 9
-  %6 = add nsw i64 9808, %5
-  %params3 = getelementptr inbounds float, ptr %params, i64 %6
-  %7 = load float, ptr %params3, align 4
-  store float %7, ptr %s2_conv2.w293, align 4
-  %8 = mul nsw i64 %0, 16
-  %9 = add nsw i64 %8, %s2_conv2.co2922
-  %10 = mul nsw i64 %9, 32
-  %11 = add nsw i64 %10, %s2_conv2.ci2911
-  %12 = mul nsw i64 %11, 9
-  %13 = add nsw i64 9808, %12
-  %params4 = getelementptr inbounds float, ptr %params, i64 %13
-  %14 = load float, ptr %params4, align 4
-  %15 = mul nsw i64 %0, 16
-  %16 = add nsw i64 %15, %s2_conv2.co2922
-  %17 = mul nsw i64 %16, 32
-  %18 = add nsw i64 %17, %s2_conv2.ci2911
-  %19 = mul nsw i64 %18, 9
-  %20 = add nsw i64 9808, %19
-  %21 = add nsw i64 %20, 3
-  %params5 = getelementptr inbounds float, ptr %params, i64 %21
-  %22 = load float, ptr %params5, align 4
-  %23 = fadd float %14, %22
-  %24 = mul nsw i64 %0, 16
-  %25 = add nsw i64 %24, %s2_conv2.co2922
-  %26 = mul nsw i64 %25, 32
-  %27 = add nsw i64 %26, %s2_conv2.ci2911
-  %28 = mul nsw i64 %27, 9
-  %29 = add nsw i64 9808, %28
-  %30 = add nsw i64 %29, 6
-  %params6 = getelementptr inbounds float, ptr %params, i64 %30
-  %31 = load float, ptr %params6, align 4
-  %32 = fadd float %23, %31
-  %33 = fmul float %32, 5.000000e-01
-  store float %33, ptr %s2_conv2.w294, align 4
-  %34 = mul nsw i64 %0, 16
-  %35 = add nsw i64 %34, %s2_conv2.co2922
-  %36 = mul nsw i64 %35, 32
-  %37 = add nsw i64 %36, %s2_conv2.ci2911
-  %38 = mul nsw i64 %37, 9
-  %39 = add nsw i64 9808, %38
-  %params7 = getelementptr inbounds float, ptr %params, i64 %39
-  %40 = load float, ptr %params7, align 4
-  %41 = mul nsw i64 %0, 16
-  %42 = add nsw i64 %41, %s2_conv2.co2922
-  %43 = mul nsw i64 %42, 32
-  %44 = add nsw i64 %43, %s2_conv2.ci2911
-  %45 = mul nsw i64 %44, 9
-  %46 = add nsw i64 9808, %45
-  %47 = add nsw i64 %46, 6
-  %params8 = getelementptr inbounds float, ptr %params, i64 %47
-  %48 = load float, ptr %params8, align 4
-  %49 = fadd float %40, %48
-  %50 = mul nsw i64 %0, 16
-  %51 = add nsw i64 %50, %s2_conv2.co2922
-  %52 = mul nsw i64 %51, 32
-  %53 = add nsw i64 %52, %s2_conv2.ci2911
-  %54 = mul nsw i64 %53, 9
-  %55 = add nsw i64 9808, %54
-  %56 = add nsw i64 %55, 3
-  %params9 = getelementptr inbounds float, ptr %params, i64 %56
-  %57 = load float, ptr %params9, align 4
-  %58 = fsub float %49, %57
-  %59 = fmul float %58, 5.000000e-01
-  store float %59, ptr %s2_conv2.w295, align 4
-  %60 = mul nsw i64 %0, 16
-  %61 = add nsw i64 %60, %s2_conv2.co2922
-  %62 = mul nsw i64 %61, 32
-  %63 = add nsw i64 %62, %s2_conv2.ci2911
-  %64 = mul nsw i64 %63, 9
-  %65 = add nsw i64 9808, %64
-  %66 = add nsw i64 %65, 6
-  %params10 = getelementptr inbounds float, ptr %params, i64 %66
-  %67 = load float, ptr %params10, align 4
-  store float %67, ptr %s2_conv2.w296, align 4
-  %68 = mul nsw i64 %0, 16
-  %69 = add nsw i64 %68, %s2_conv2.co2922
-  %70 = mul nsw i64 %69, 32
-  %71 = add nsw i64 %70, %s2_conv2.ci2911
-  %72 = mul nsw i64 %71, 9
-  %73 = add nsw i64 9808, %72
-  %74 = add nsw i64 %73, 1
-  %params11 = getelementptr inbounds float, ptr %params, i64 %74
-  %75 = load float, ptr %params11, align 4
-  store float %75, ptr %s2_conv2.w297, align 4
-  %76 = mul nsw i64 %0, 16
-  %77 = add nsw i64 %76, %s2_conv2.co2922
-  %78 = mul nsw i64 %77, 32
-  %79 = add nsw i64 %78, %s2_conv2.ci2911
-  %80 = mul nsw i64 %79, 9
-  %81 = add nsw i64 9808, %80
-  %82 = add nsw i64 %81, 1
-  %params12 = getelementptr inbounds float, ptr %params, i64 %82
-  %83 = load float, ptr %params12, align 4
-  %84 = mul nsw i64 %0, 16
-  %85 = add nsw i64 %84, %s2_conv2.co2922
-  %86 = mul nsw i64 %85, 32
-  %87 = add nsw i64 %86, %s2_conv2.ci2911
-  %88 = mul nsw i64 %87, 9
-  %89 = add nsw i64 9808, %88
-  %90 = add nsw i64 %89, 4
-  %params13 = getelementptr inbounds float, ptr %params, i64 %90
-  %91 = load float, ptr %params13, align 4
-  %92 = fadd float %83, %91
-  %93 = mul nsw i64 %0, 16
-  %94 = add nsw i64 %93, %s2_conv2.co2922
-  %95 = mul nsw i64 %94, 32
-  %96 = add nsw i64 %95, %s2_conv2.ci2911
-  %97 = mul nsw i64 %96, 9
-  %98 = add nsw i64 9808, %97
-  %99 = add nsw i64 %98, 7
-  %params14 = getelementptr inbounds float, ptr %params, i64 %99
-  %100 = load float, ptr %params14, align 4
-  %101 = fadd float %92, %100
-  %102 = fmul float %101, 5.000000e-01
-  store float %102, ptr %s2_conv2.w298, align 4
-  %103 = mul nsw i64 %0, 16
-  %104 = add nsw i64 %103, %s2_conv2.co2922
-  %105 = mul nsw i64 %104, 32
-  %106 = add nsw i64 %105, %s2_conv2.ci2911
-  %107 = mul nsw i64 %106, 9
-  %108 = add nsw i64 9808, %107
-  %109 = add nsw i64 %108, 1
-  %params15 = getelementptr inbounds float, ptr %params, i64 %109
-  %110 = load float, ptr %params15, align 4
-  %111 = mul nsw i64 %0, 16
-  %112 = add nsw i64 %111, %s2_conv2.co2922
-  %113 = mul nsw i64 %112, 32
-  %114 = add nsw i64 %113, %s2_conv2.ci2911
-  %115 = mul nsw i64 %114, 9
-  %116 = add nsw i64 9808, %115
-  %117 = add nsw i64 %116, 7
-  %params16 = getelementptr inbounds float, ptr %params, i64 %117
-  %118 = load float, ptr %params16, align 4
-  %119 = fadd float %110, %118
-  %120 = mul nsw i64 %0, 16
-  %121 = add nsw i64 %120, %s2_conv2.co2922
-  %122 = mul nsw i64 %121, 32
-  %123 = add nsw i64 %122, %s2_conv2.ci2911
-  %124 = mul nsw i64 %123, 9
-  %125 = add nsw i64 9808, %124
-  %126 = add nsw i64 %125, 4
-  %params17 = getelementptr inbounds float, ptr %params, i64 %126
-  %127 = load float, ptr %params17, align 4
-  %128 = fsub float %119, %127
-  %129 = fmul float %128, 5.000000e-01
-  store float %129, ptr %s2_conv2.w299, align 4
-  %130 = mul nsw i64 %0, 16
-  %131 = add nsw i64 %130, %s2_conv2.co2922
-  %132 = mul nsw i64 %131, 32
-  %133 = add nsw i64 %132, %s2_conv2.ci2911
-  %134 = mul nsw i64 %133, 9
-  %135 = add nsw i64 9808, %134
-  %136 = add nsw i64 %135, 7
-  %params18 = getelementptr inbounds float, ptr %params, i64 %136
-  %137 = load float, ptr %params18, align 4
-  store float %137, ptr %s2_conv2.w300, align 4
-  %138 = mul nsw i64 %0, 16
-  %139 = add nsw i64 %138, %s2_conv2.co2922
-  %140 = mul nsw i64 %139, 32
-  %141 = add nsw i64 %140, %s2_conv2.ci2911
-  %142 = mul nsw i64 %141, 9
-  %143 = add nsw i64 9808, %142
-  %144 = add nsw i64 %143, 2
-  %params19 = getelementptr inbounds float, ptr %params, i64 %144
-  %145 = load float, ptr %params19, align 4
-  store float %145, ptr %s2_conv2.w301, align 4
-  %146 = mul nsw i64 %0, 16
-  %147 = add nsw i64 %146, %s2_conv2.co2922
-  %148 = mul nsw i64 %147, 32
-  %149 = add nsw i64 %148, %s2_conv2.ci2911
-  %150 = mul nsw i64 %149, 9
-  %151 = add nsw i64 9808, %150
-  %152 = add nsw i64 %151, 2
-  %params20 = getelementptr inbounds float, ptr %params, i64 %152
-  %153 = load float, ptr %params20, align 4
-  %154 = mul nsw i64 %0, 16
-  %155 = add nsw i64 %154, %s2_conv2.co2922
-  %156 = mul nsw i64 %155, 32
-  %157 = add nsw i64 %156, %s2_conv2.ci2911
-  %158 = mul nsw i64 %157, 9
-  %159 = add nsw i64 9808, %158
-  %160 = add nsw i64 %159, 5
-  %params21 = getelementptr inbounds float, ptr %params, i64 %160
-  %161 = load float, ptr %params21, align 4
-  %162 = fadd float %153, %161
-  %163 = mul nsw i64 %0, 16
-  %164 = add nsw i64 %163, %s2_conv2.co2922
-  %165 = mul nsw i64 %164, 32
-  %166 = add nsw i64 %165, %s2_conv2.ci2911
-  %167 = mul nsw i64 %166, 9
-  %168 = add nsw i64 9808, %167
-  %169 = add nsw i64 %168, 8
-  %params22 = getelementptr inbounds float, ptr %params, i64 %169
-  %170 = load float, ptr %params22, align 4
-  %171 = fadd float %162, %170
-  %172 = fmul float %171, 5.000000e-01
-  store float %172, ptr %s2_conv2.w302, align 4
-  %173 = mul nsw i64 %0, 16
-  %174 = add nsw i64 %173, %s2_conv2.co2922
-  %175 = mul nsw i64 %174, 32
-  %176 = add nsw i64 %175, %s2_conv2.ci2911
-  %177 = mul nsw i64 %176, 9
-  %178 = add nsw i64 9808, %177
-  %179 = add nsw i64 %178, 2
-  %params23 = getelementptr inbounds float, ptr %params, i64 %179
-  %180 = load float, ptr %params23, align 4
-  %181 = mul nsw i64 %0, 16
-  %182 = add nsw i64 %181, %s2_conv2.co2922
-  %183 = mul nsw i64 %182, 32
-  %184 = add nsw i64 %183, %s2_conv2.ci2911
-  %185 = mul nsw i64 %184, 9
-  %186 = add nsw i64 9808, %185
-  %187 = add nsw i64 %186, 8
-  %params24 = getelementptr inbounds float, ptr %params, i64 %187
-  %188 = load float, ptr %params24, align 4
-  %189 = fadd float %180, %188
-  %190 = mul nsw i64 %0, 16
-  %191 = add nsw i64 %190, %s2_conv2.co2922
-  %192 = mul nsw i64 %191, 32
-  %193 = add nsw i64 %192, %s2_conv2.ci2911
-  %194 = mul nsw i64 %193, 9
-  %195 = add nsw i64 9808, %194
-  %196 = add nsw i64 %195, 5
-  %params25 = getelementptr inbounds float, ptr %params, i64 %196
-  %197 = load float, ptr %params25, align 4
-  %198 = fsub float %189, %197
-  %199 = fmul float %198, 5.000000e-01
-  store float %199, ptr %s2_conv2.w303, align 4
-  %200 = mul nsw i64 %0, 16
-  %201 = add nsw i64 %200, %s2_conv2.co2922
-  %202 = mul nsw i64 %201, 32
-  %203 = add nsw i64 %202, %s2_conv2.ci2911
-  %204 = mul nsw i64 %203, 9
-  %205 = add nsw i64 9808, %204
-  %206 = add nsw i64 %205, 8
-  %params26 = getelementptr inbounds float, ptr %params, i64 %206
-  %207 = load float, ptr %params26, align 4
-  store float %207, ptr %s2_conv2.w304, align 4
-  %w293 = load float, ptr %s2_conv2.w293, align 4
-  store float %w293, ptr %s2_conv2.w305, align 4
-  %w29327 = load float, ptr %s2_conv2.w293, align 4
-  %w297 = load float, ptr %s2_conv2.w297, align 4
-  %208 = fadd float %w29327, %w297
-  %w301 = load float, ptr %s2_conv2.w301, align 4
-  %209 = fadd float %208, %w301
-  %210 = fmul float %209, 5.000000e-01
-  store float %210, ptr %s2_conv2.w306, align 4
-  %w29328 = load float, ptr %s2_conv2.w293, align 4
-  %w30129 = load float, ptr %s2_conv2.w301, align 4
-  %211 = fadd float %w29328, %w30129
-  %w29730 = load float, ptr %s2_conv2.w297, align 4
-  %212 = fsub float %211, %w29730
-  %213 = fmul float %212, 5.000000e-01
-  store float %213, ptr %s2_conv2.w307, align 4
-  %w30131 = load float, ptr %s2_conv2.w301, align 4
-  store float %w30131, ptr %s2_conv2.w308, align 4
-  %w294 = load float, ptr %s2_conv2.w294, align 4
-  store float %w294, ptr %s2_conv2.w309, align 4
-  %w29432 = load float, ptr %s2_conv2.w294, align 4
-  %w298 = load float, ptr %s2_conv2.w298, align 4
-  %214 = fadd float %w29432, %w298
-  %w302 = load float, ptr %s2_conv2.w302, align 4
-  %215 = fadd float %214, %w302
-  %216 = fmul float %215, 5.000000e-01
-  store float %216, ptr %s2_conv2.w310, align 4
-  %w29433 = load float, ptr %s2_conv2.w294, align 4
-  %w30234 = load float, ptr %s2_conv2.w302, align 4
-  %217 = fadd float %w29433, %w30234
-  %w29835 = load float, ptr %s2_conv2.w298, align 4
-  %218 = fsub float %217, %w29835
-  %219 = fmul float %218, 5.000000e-01
-  store float %219, ptr %s2_conv2.w311, align 4
-  %w30236 = load float, ptr %s2_conv2.w302, align 4
-  store float %w30236, ptr %s2_conv2.w312, align 4
-  %w295 = load float, ptr %s2_conv2.w295, align 4
-  store float %w295, ptr %s2_conv2.w313, align 4
-  %w29537 = load float, ptr %s2_conv2.w295, align 4
-  %w299 = load float, ptr %s2_conv2.w299, align 4
-  %220 = fadd float %w29537, %w299
-  %w303 = load float, ptr %s2_conv2.w303, align 4
-  %221 = fadd float %220, %w303
-  %222 = fmul float %221, 5.000000e-01
-  store float %222, ptr %s2_conv2.w314, align 4
-  %w29538 = load float, ptr %s2_conv2.w295, align 4
-  %w30339 = load float, ptr %s2_conv2.w303, align 4
-  %223 = fadd float %w29538, %w30339
-  %w29940 = load float, ptr %s2_conv2.w299, align 4
-  %224 = fsub float %223, %w29940
-  %225 = fmul float %224, 5.000000e-01
-  store float %225, ptr %s2_conv2.w315, align 4
-  %w30341 = load float, ptr %s2_conv2.w303, align 4
-  store float %w30341, ptr %s2_conv2.w316, align 4
-  %w296 = load float, ptr %s2_conv2.w296, align 4
-  store float %w296, ptr %s2_conv2.w317, align 4
-  %w29642 = load float, ptr %s2_conv2.w296, align 4
-  %w300 = load float, ptr %s2_conv2.w300, align 4
-  %226 = fadd float %w29642, %w300
-  %w304 = load float, ptr %s2_conv2.w304, align 4
-  %227 = fadd float %226, %w304
-  %228 = fmul float %227, 5.000000e-01
-  store float %228, ptr %s2_conv2.w318, align 4
-  %w29643 = load float, ptr %s2_conv2.w296, align 4
-  %w30444 = load float, ptr %s2_conv2.w304, align 4
-  %229 = fadd float %w29643, %w30444
-  %w30045 = load float, ptr %s2_conv2.w300, align 4
-  %230 = fsub float %229, %w30045
-  %231 = fmul float %230, 5.000000e-01
-  store float %231, ptr %s2_conv2.w319, align 4
-  %w30446 = load float, ptr %s2_conv2.w304, align 4
-  store float %w30446, ptr %s2_conv2.w320, align 4
-  %w305 = load float, ptr %s2_conv2.w305, align 4
-  %232 = mul nsw i64 %s2_conv2.ci2911, 32
-  %233 = add nsw i64 1572992, %232
-  %234 = mul nsw i64 %0, 16
-  %235 = add nsw i64 %234, %s2_conv2.co2922
-  %236 = add nsw i64 %233, %235
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w305, ptr %arena47, align 4
-  %w306 = load float, ptr %s2_conv2.w306, align 4
-  %237 = mul nsw i64 %s2_conv2.ci2911, 32
-  %238 = add nsw i64 1574016, %237
-  %239 = mul nsw i64 %0, 16
-  %240 = add nsw i64 %239, %s2_conv2.co2922
-  %241 = add nsw i64 %238, %240
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w306, ptr %arena48, align 4
-  %w307 = load float, ptr %s2_conv2.w307, align 4
-  %242 = mul nsw i64 %s2_conv2.ci2911, 32
-  %243 = add nsw i64 1575040, %242
-  %244 = mul nsw i64 %0, 16
-  %245 = add nsw i64 %244, %s2_conv2.co2922
-  %246 = add nsw i64 %243, %245
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w307, ptr %arena49, align 4
-  %w308 = load float, ptr %s2_conv2.w308, align 4
-  %247 = mul nsw i64 %s2_conv2.ci2911, 32
-  %248 = add nsw i64 1576064, %247
-  %249 = mul nsw i64 %0, 16
-  %250 = add nsw i64 %249, %s2_conv2.co2922
-  %251 = add nsw i64 %248, %250
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w308, ptr %arena50, align 4
-  %w309 = load float, ptr %s2_conv2.w309, align 4
-  %252 = mul nsw i64 %s2_conv2.ci2911, 32
-  %253 = add nsw i64 1577088, %252
-  %254 = mul nsw i64 %0, 16
-  %255 = add nsw i64 %254, %s2_conv2.co2922
-  %256 = add nsw i64 %253, %255
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w309, ptr %arena51, align 4
-  %w310 = load float, ptr %s2_conv2.w310, align 4
-  %257 = mul nsw i64 %s2_conv2.ci2911, 32
-  %258 = add nsw i64 1578112, %257
-  %259 = mul nsw i64 %0, 16
-  %260 = add nsw i64 %259, %s2_conv2.co2922
-  %261 = add nsw i64 %258, %260
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w310, ptr %arena52, align 4
-  %w311 = load float, ptr %s2_conv2.w311, align 4
-  %262 = mul nsw i64 %s2_conv2.ci2911, 32
-  %263 = add nsw i64 1579136, %262
-  %264 = mul nsw i64 %0, 16
-  %265 = add nsw i64 %264, %s2_conv2.co2922
-  %266 = add nsw i64 %263, %265
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w311, ptr %arena53, align 4
-  %w312 = load float, ptr %s2_conv2.w312, align 4
-  %267 = mul nsw i64 %s2_conv2.ci2911, 32
-  %268 = add nsw i64 1580160, %267
-  %269 = mul nsw i64 %0, 16
-  %270 = add nsw i64 %269, %s2_conv2.co2922
-  %271 = add nsw i64 %268, %270
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w312, ptr %arena54, align 4
-  %w313 = load float, ptr %s2_conv2.w313, align 4
-  %272 = mul nsw i64 %s2_conv2.ci2911, 32
-  %273 = add nsw i64 1581184, %272
-  %274 = mul nsw i64 %0, 16
-  %275 = add nsw i64 %274, %s2_conv2.co2922
-  %276 = add nsw i64 %273, %275
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w313, ptr %arena55, align 4
-  %w314 = load float, ptr %s2_conv2.w314, align 4
-  %277 = mul nsw i64 %s2_conv2.ci2911, 32
-  %278 = add nsw i64 1582208, %277
-  %279 = mul nsw i64 %0, 16
-  %280 = add nsw i64 %279, %s2_conv2.co2922
-  %281 = add nsw i64 %278, %280
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w314, ptr %arena56, align 4
-  %w315 = load float, ptr %s2_conv2.w315, align 4
-  %282 = mul nsw i64 %s2_conv2.ci2911, 32
-  %283 = add nsw i64 1583232, %282
-  %284 = mul nsw i64 %0, 16
-  %285 = add nsw i64 %284, %s2_conv2.co2922
-  %286 = add nsw i64 %283, %285
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w315, ptr %arena57, align 4
-  %w316 = load float, ptr %s2_conv2.w316, align 4
-  %287 = mul nsw i64 %s2_conv2.ci2911, 32
-  %288 = add nsw i64 1584256, %287
-  %289 = mul nsw i64 %0, 16
-  %290 = add nsw i64 %289, %s2_conv2.co2922
-  %291 = add nsw i64 %288, %290
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w316, ptr %arena58, align 4
-  %w317 = load float, ptr %s2_conv2.w317, align 4
-  %292 = mul nsw i64 %s2_conv2.ci2911, 32
-  %293 = add nsw i64 1585280, %292
-  %294 = mul nsw i64 %0, 16
-  %295 = add nsw i64 %294, %s2_conv2.co2922
-  %296 = add nsw i64 %293, %295
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w317, ptr %arena59, align 4
-  %w318 = load float, ptr %s2_conv2.w318, align 4
-  %297 = mul nsw i64 %s2_conv2.ci2911, 32
-  %298 = add nsw i64 1586304, %297
-  %299 = mul nsw i64 %0, 16
-  %300 = add nsw i64 %299, %s2_conv2.co2922
-  %301 = add nsw i64 %298, %300
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w318, ptr %arena60, align 4
-  %w319 = load float, ptr %s2_conv2.w319, align 4
-  %302 = mul nsw i64 %s2_conv2.ci2911, 32
-  %303 = add nsw i64 1587328, %302
-  %304 = mul nsw i64 %0, 16
-  %305 = add nsw i64 %304, %s2_conv2.co2922
-  %306 = add nsw i64 %303, %305
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w319, ptr %arena61, align 4
-  %w320 = load float, ptr %s2_conv2.w320, align 4
-  %307 = mul nsw i64 %s2_conv2.ci2911, 32
-  %308 = add nsw i64 1588352, %307
-  %309 = mul nsw i64 %0, 16
-  %310 = add nsw i64 %309, %s2_conv2.co2922
-  %311 = add nsw i64 %308, %310
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w320, ptr %arena62, align 4
-  %co292.next = add nsw i64 %s2_conv2.co2922, 1
-  %312 = icmp slt i64 %co292.next, 16
-  br i1 %312, label %s2_conv2.co292, label %s2_conv2.co292.end
-
-s2_conv2.co292.end:                               ; preds = %s2_conv2.co292
-  %ci291.next = add nsw i64 %s2_conv2.ci2911, 1
-  %313 = icmp slt i64 %ci291.next, 32
-  br i1 %313, label %s2_conv2.ci291, label %s2_conv2.ci291.end
-}
-
-define internal void @resnet8_infer_b64.k11.s2_conv2.part290.task(ptr %0, i64 %1) {
-entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
-  %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
-  %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
-  %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
-  %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
-  %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
-  %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
-  %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
-  %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @resnet8_infer_b64.k11.s2_conv2.part290(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
-  ret void
 }
 
 ; Function Attrs: noinline
@@ -48106,7 +48681,7 @@ s2_conv2.mb366.end:                               ; preds = %s2_conv2.k368.end
 s2_conv2.k368:                                    ; preds = %s2_conv2.k368, %s2_conv2.mb366
   %s2_conv2.k3683 = phi i64 [ 0, %s2_conv2.mb366 ], [ %k368.next, %s2_conv2.k368 ]
   %2 = mul nsw i64 %0, 1024
-  %3 = add nsw i64 1572992, %2
+  %3 = add nsw i64 3340384, %2
   %4 = mul nsw i64 %1, 16
   %5 = add nsw i64 %3, %4
   %6 = mul nsw i64 %s2_conv2.k3683, 32
@@ -48117,7 +48692,7 @@ s2_conv2.k368:                                    ; preds = %s2_conv2.k368, %s2_
   %10 = load <8 x float>, ptr %arena4, align 4
   store <8 x float> %10, ptr %s2_conv2.t367_b0, align 32
   %11 = mul nsw i64 %0, 1024
-  %12 = add nsw i64 1572992, %11
+  %12 = add nsw i64 3340384, %11
   %13 = mul nsw i64 %1, 16
   %14 = add nsw i64 %12, %13
   %15 = mul nsw i64 %s2_conv2.k3683, 32
@@ -48431,7 +49006,7 @@ s2_conv2.k368.end:                                ; preds = %s2_conv2.k368
 s2_conv2.k370:                                    ; preds = %s2_conv2.k370, %s2_conv2.mb366.end
   %s2_conv2.k37052 = phi i64 [ 0, %s2_conv2.mb366.end ], [ %k370.next, %s2_conv2.k370 ]
   %218 = mul nsw i64 %0, 1024
-  %219 = add nsw i64 1572992, %218
+  %219 = add nsw i64 3340384, %218
   %220 = mul nsw i64 %1, 16
   %221 = add nsw i64 %219, %220
   %222 = mul nsw i64 %s2_conv2.k37052, 32
@@ -48442,7 +49017,7 @@ s2_conv2.k370:                                    ; preds = %s2_conv2.k370, %s2_
   %226 = load <8 x float>, ptr %arena53, align 4
   store <8 x float> %226, ptr %s2_conv2.t369_b0, align 32
   %227 = mul nsw i64 %0, 1024
-  %228 = add nsw i64 1572992, %227
+  %228 = add nsw i64 3340384, %227
   %229 = mul nsw i64 %1, 16
   %230 = add nsw i64 %228, %229
   %231 = mul nsw i64 %s2_conv2.k37052, 32
@@ -51004,1443 +51579,875 @@ entry:
   %s3_conv2.w486 = alloca <8 x float>, align 32
   %s3_conv2.w485 = alloca <8 x float>, align 32
   %s3_conv2.w484 = alloca <8 x float>, align 32
-  %part443.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part443.context, i32 0, i32 0
-  store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part443.context, i32 0, i32 1
-  store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part443.context, i32 0, i32 2
-  store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part443.context, i32 0, i32 3
-  store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part443.context, i32 0, i32 4
-  store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part443.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part443.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part443.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part443.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part443.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part443.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = icmp eq ptr %pool, null
-  br i1 %11, label %s3_conv2.part443.serial, label %s3_conv2.part443.pool
-
-s3_conv2.part443.pool:                            ; preds = %entry
-  %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @resnet8_infer_b64.k17.s3_conv2.part443.task, ptr %part443.context, i64 2)
-  br label %s3_conv2.part443.done
-
-s3_conv2.part443.serial:                          ; preds = %entry
-  br label %s3_conv2.part443
-
-s3_conv2.part443.done:                            ; preds = %s3_conv2.part443.end, %s3_conv2.part443.pool
   br label %s3_conv2.i474
 
-s3_conv2.part443:                                 ; preds = %s3_conv2.part443, %s3_conv2.part443.serial
-  %s3_conv2.part4431 = phi i64 [ 0, %s3_conv2.part443.serial ], [ %part443.next, %s3_conv2.part443 ]
-  call void @resnet8_infer_b64.k17.s3_conv2.part443(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_conv2.part4431)
-  %part443.next = add nsw i64 %s3_conv2.part4431, 1
-  %12 = icmp slt i64 %part443.next, 2
-  br i1 %12, label %s3_conv2.part443, label %s3_conv2.part443.end
-
-s3_conv2.part443.end:                             ; preds = %s3_conv2.part443
-  br label %s3_conv2.part443.done
-
-s3_conv2.i474:                                    ; preds = %s3_conv2.i474, %s3_conv2.part443.done
-  %s3_conv2.i4742 = phi i64 [ 0, %s3_conv2.part443.done ], [ %i474.next, %s3_conv2.i474 ]
-  %13 = add nsw i64 852224, %s3_conv2.i4742
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %13
-  store float 0.000000e+00, ptr %arena3, align 4
-  %i474.next = add nsw i64 %s3_conv2.i4742, 1
-  %14 = icmp slt i64 %i474.next, 6400
-  br i1 %14, label %s3_conv2.i474, label %s3_conv2.i474.end
+s3_conv2.i474:                                    ; preds = %s3_conv2.i474, %entry
+  %s3_conv2.i4741 = phi i64 [ 0, %entry ], [ %i474.next, %s3_conv2.i474 ]
+  %0 = add nsw i64 852224, %s3_conv2.i4741
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
+  store float 0.000000e+00, ptr %arena2, align 4
+  %i474.next = add nsw i64 %s3_conv2.i4741, 1
+  %1 = icmp slt i64 %i474.next, 6400
+  br i1 %1, label %s3_conv2.i474, label %s3_conv2.i474.end
 
 s3_conv2.i474.end:                                ; preds = %s3_conv2.i474
   br label %s3_conv2.g475
 
 s3_conv2.g475:                                    ; preds = %s3_conv2.part516.done, %s3_conv2.i474.end
-  %s3_conv2.g4754 = phi i64 [ 0, %s3_conv2.i474.end ], [ %g475.next, %s3_conv2.part516.done ]
+  %s3_conv2.g4753 = phi i64 [ 0, %s3_conv2.i474.end ], [ %g475.next, %s3_conv2.part516.done ]
   br label %s3_conv2.j476
 
 s3_conv2.g475.end:                                ; preds = %s3_conv2.part516.done
   ret void
 
 s3_conv2.j476:                                    ; preds = %s3_conv2.c477.end, %s3_conv2.g475
-  %s3_conv2.j4765 = phi i64 [ 0, %s3_conv2.g475 ], [ %j476.next, %s3_conv2.c477.end ]
+  %s3_conv2.j4764 = phi i64 [ 0, %s3_conv2.g475 ], [ %j476.next, %s3_conv2.c477.end ]
   br label %s3_conv2.c477
 
 s3_conv2.j476.end:                                ; preds = %s3_conv2.c477.end
   br label %s3_conv2.j480
 
 s3_conv2.c477:                                    ; preds = %s3_conv2.iy478.end, %s3_conv2.j476
-  %s3_conv2.c4776 = phi i64 [ 0, %s3_conv2.j476 ], [ %c477.next, %s3_conv2.iy478.end ]
+  %s3_conv2.c4775 = phi i64 [ 0, %s3_conv2.j476 ], [ %c477.next, %s3_conv2.iy478.end ]
   br label %s3_conv2.iy478
 
 s3_conv2.c477.end:                                ; preds = %s3_conv2.iy478.end
-  %j476.next = add nsw i64 %s3_conv2.j4765, 1
-  %15 = icmp slt i64 %j476.next, 1
-  br i1 %15, label %s3_conv2.j476, label %s3_conv2.j476.end
+  %j476.next = add nsw i64 %s3_conv2.j4764, 1
+  %2 = icmp slt i64 %j476.next, 1
+  br i1 %2, label %s3_conv2.j476, label %s3_conv2.j476.end
 
 s3_conv2.iy478:                                   ; preds = %s3_conv2.ix479.end, %s3_conv2.c477
-  %s3_conv2.iy4787 = phi i64 [ 0, %s3_conv2.c477 ], [ %iy478.next, %s3_conv2.ix479.end ]
+  %s3_conv2.iy4786 = phi i64 [ 0, %s3_conv2.c477 ], [ %iy478.next, %s3_conv2.ix479.end ]
   br label %s3_conv2.ix479
 
 s3_conv2.iy478.end:                               ; preds = %s3_conv2.ix479.end
-  %c477.next = add nsw i64 %s3_conv2.c4776, 1
-  %16 = icmp slt i64 %c477.next, 64
-  br i1 %16, label %s3_conv2.c477, label %s3_conv2.c477.end
+  %c477.next = add nsw i64 %s3_conv2.c4775, 1
+  %3 = icmp slt i64 %c477.next, 64
+  br i1 %3, label %s3_conv2.c477, label %s3_conv2.c477.end
 
 s3_conv2.ix479:                                   ; preds = %s3_conv2.ix479, %s3_conv2.iy478
-  %s3_conv2.ix4798 = phi i64 [ 0, %s3_conv2.iy478 ], [ %ix479.next, %s3_conv2.ix479 ]
-  %17 = add nsw i64 %s3_conv2.g4754, %s3_conv2.j4765
-  %18 = mul nsw i64 %17, 4096
-  %19 = add nsw i64 128, %18
-  %20 = mul nsw i64 %s3_conv2.c4776, 64
-  %21 = add nsw i64 %19, %20
-  %22 = mul nsw i64 %s3_conv2.iy4787, 8
-  %23 = add nsw i64 %21, %22
-  %24 = add nsw i64 %23, %s3_conv2.ix4798
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %24
-  %25 = load float, ptr %arena9, align 4
-  %26 = mul nsw i64 %s3_conv2.j4765, 6400
-  %27 = add nsw i64 %s3_conv2.iy4787, 1
-  %28 = mul nsw i64 %27, 640
-  %29 = add nsw i64 %26, %28
-  %30 = add nsw i64 %s3_conv2.ix4798, 1
-  %31 = mul nsw i64 %30, 64
-  %32 = add nsw i64 %29, %31
-  %33 = add nsw i64 %32, %s3_conv2.c4776
-  %34 = add nsw i64 852224, %33
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %34
-  store float %25, ptr %arena10, align 4
-  %ix479.next = add nsw i64 %s3_conv2.ix4798, 1
-  %35 = icmp slt i64 %ix479.next, 8
-  br i1 %35, label %s3_conv2.ix479, label %s3_conv2.ix479.end
+  %s3_conv2.ix4797 = phi i64 [ 0, %s3_conv2.iy478 ], [ %ix479.next, %s3_conv2.ix479 ]
+  %4 = add nsw i64 %s3_conv2.g4753, %s3_conv2.j4764
+  %5 = mul nsw i64 %4, 4096
+  %6 = add nsw i64 128, %5
+  %7 = mul nsw i64 %s3_conv2.c4775, 64
+  %8 = add nsw i64 %6, %7
+  %9 = mul nsw i64 %s3_conv2.iy4786, 8
+  %10 = add nsw i64 %8, %9
+  %11 = add nsw i64 %10, %s3_conv2.ix4797
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %11
+  %12 = load float, ptr %arena8, align 4
+  %13 = mul nsw i64 %s3_conv2.j4764, 6400
+  %14 = add nsw i64 %s3_conv2.iy4786, 1
+  %15 = mul nsw i64 %14, 640
+  %16 = add nsw i64 %13, %15
+  %17 = add nsw i64 %s3_conv2.ix4797, 1
+  %18 = mul nsw i64 %17, 64
+  %19 = add nsw i64 %16, %18
+  %20 = add nsw i64 %19, %s3_conv2.c4775
+  %21 = add nsw i64 852224, %20
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %21
+  store float %12, ptr %arena9, align 4
+  %ix479.next = add nsw i64 %s3_conv2.ix4797, 1
+  %22 = icmp slt i64 %ix479.next, 8
+  br i1 %22, label %s3_conv2.ix479, label %s3_conv2.ix479.end
 
 s3_conv2.ix479.end:                               ; preds = %s3_conv2.ix479
-  %iy478.next = add nsw i64 %s3_conv2.iy4787, 1
-  %36 = icmp slt i64 %iy478.next, 8
-  br i1 %36, label %s3_conv2.iy478, label %s3_conv2.iy478.end
+  %iy478.next = add nsw i64 %s3_conv2.iy4786, 1
+  %23 = icmp slt i64 %iy478.next, 8
+  br i1 %23, label %s3_conv2.iy478, label %s3_conv2.iy478.end
 
 s3_conv2.j480:                                    ; preds = %s3_conv2.ty481.end, %s3_conv2.j476.end
-  %s3_conv2.j48011 = phi i64 [ 0, %s3_conv2.j476.end ], [ %j480.next, %s3_conv2.ty481.end ]
+  %s3_conv2.j48010 = phi i64 [ 0, %s3_conv2.j476.end ], [ %j480.next, %s3_conv2.ty481.end ]
   br label %s3_conv2.ty481
 
 s3_conv2.j480.end:                                ; preds = %s3_conv2.ty481.end
-  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part516.context, i32 0, i32 0
-  store ptr %params, ptr %37, align 8
-  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part516.context, i32 0, i32 1
-  store ptr %grads, ptr %38, align 8
-  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part516.context, i32 0, i32 2
-  store ptr %m, ptr %39, align 8
-  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part516.context, i32 0, i32 3
-  store ptr %v, ptr %40, align 8
-  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part516.context, i32 0, i32 4
-  store ptr %arena, ptr %41, align 8
-  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part516.context, i32 0, i32 5
-  store ptr %images, ptr %42, align 8
-  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part516.context, i32 0, i32 6
-  store ptr %labels, ptr %43, align 8
-  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part516.context, i32 0, i32 7
-  store float %lr, ptr %44, align 4
-  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part516.context, i32 0, i32 8
-  store i64 %step, ptr %45, align 4
-  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part516.context, i32 0, i32 9
-  store i64 %seed, ptr %46, align 4
-  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part516.context, i32 0, i32 10
-  store ptr %pool, ptr %47, align 8
-  %48 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part516.context, i32 0, i32 11
-  store i64 %s3_conv2.g4754, ptr %48, align 4
-  %49 = icmp eq ptr %pool, null
-  br i1 %49, label %s3_conv2.part516.serial, label %s3_conv2.part516.pool
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part516.context, i32 0, i32 0
+  store ptr %params, ptr %24, align 8
+  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part516.context, i32 0, i32 1
+  store ptr %grads, ptr %25, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part516.context, i32 0, i32 2
+  store ptr %m, ptr %26, align 8
+  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part516.context, i32 0, i32 3
+  store ptr %v, ptr %27, align 8
+  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part516.context, i32 0, i32 4
+  store ptr %arena, ptr %28, align 8
+  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part516.context, i32 0, i32 5
+  store ptr %images, ptr %29, align 8
+  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part516.context, i32 0, i32 6
+  store ptr %labels, ptr %30, align 8
+  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part516.context, i32 0, i32 7
+  store float %lr, ptr %31, align 4
+  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part516.context, i32 0, i32 8
+  store i64 %step, ptr %32, align 4
+  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part516.context, i32 0, i32 9
+  store i64 %seed, ptr %33, align 4
+  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part516.context, i32 0, i32 10
+  store ptr %pool, ptr %34, align 8
+  %35 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part516.context, i32 0, i32 11
+  store i64 %s3_conv2.g4753, ptr %35, align 4
+  %36 = icmp eq ptr %pool, null
+  br i1 %36, label %s3_conv2.part516.serial, label %s3_conv2.part516.pool
 
 s3_conv2.ty481:                                   ; preds = %s3_conv2.tx482.end, %s3_conv2.j480
-  %s3_conv2.ty48112 = phi i64 [ 0, %s3_conv2.j480 ], [ %ty481.next, %s3_conv2.tx482.end ]
+  %s3_conv2.ty48111 = phi i64 [ 0, %s3_conv2.j480 ], [ %ty481.next, %s3_conv2.tx482.end ]
   br label %s3_conv2.tx482
 
 s3_conv2.ty481.end:                               ; preds = %s3_conv2.tx482.end
-  %j480.next = add nsw i64 %s3_conv2.j48011, 1
-  %50 = icmp slt i64 %j480.next, 1
-  br i1 %50, label %s3_conv2.j480, label %s3_conv2.j480.end
+  %j480.next = add nsw i64 %s3_conv2.j48010, 1
+  %37 = icmp slt i64 %j480.next, 1
+  br i1 %37, label %s3_conv2.j480, label %s3_conv2.j480.end
 
 s3_conv2.tx482:                                   ; preds = %s3_conv2.cv483.end, %s3_conv2.ty481
-  %s3_conv2.tx48213 = phi i64 [ 0, %s3_conv2.ty481 ], [ %tx482.next, %s3_conv2.cv483.end ]
+  %s3_conv2.tx48212 = phi i64 [ 0, %s3_conv2.ty481 ], [ %tx482.next, %s3_conv2.cv483.end ]
   br label %s3_conv2.cv483
 
 s3_conv2.tx482.end:                               ; preds = %s3_conv2.cv483.end
-  %ty481.next = add nsw i64 %s3_conv2.ty48112, 1
-  %51 = icmp slt i64 %ty481.next, 4
-  br i1 %51, label %s3_conv2.ty481, label %s3_conv2.ty481.end
+  %ty481.next = add nsw i64 %s3_conv2.ty48111, 1
+  %38 = icmp slt i64 %ty481.next, 4
+  br i1 %38, label %s3_conv2.ty481, label %s3_conv2.ty481.end
 
 s3_conv2.cv483:                                   ; preds = %s3_conv2.cv483, %s3_conv2.tx482
-  %s3_conv2.cv48314 = phi i64 [ 0, %s3_conv2.tx482 ], [ %cv483.next, %s3_conv2.cv483 ]
-  %52 = mul nsw i64 %s3_conv2.j48011, 6400
-  %53 = mul nsw i64 %s3_conv2.ty48112, 2
-  %54 = mul nsw i64 %53, 640
-  %55 = add nsw i64 %52, %54
-  %56 = mul nsw i64 %s3_conv2.tx48213, 2
-  %57 = mul nsw i64 %56, 64
-  %58 = add nsw i64 %55, %57
-  %59 = mul nsw i64 %s3_conv2.cv48314, 8
-  %60 = add nsw i64 %58, %59
-  %61 = add nsw i64 852224, %60
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %61
-  %62 = load <8 x float>, ptr %arena15, align 4
-  %63 = mul nsw i64 %s3_conv2.j48011, 6400
-  %64 = mul nsw i64 %s3_conv2.ty48112, 2
-  %65 = add nsw i64 %64, 2
+  %s3_conv2.cv48313 = phi i64 [ 0, %s3_conv2.tx482 ], [ %cv483.next, %s3_conv2.cv483 ]
+  %39 = mul nsw i64 %s3_conv2.j48010, 6400
+  %40 = mul nsw i64 %s3_conv2.ty48111, 2
+  %41 = mul nsw i64 %40, 640
+  %42 = add nsw i64 %39, %41
+  %43 = mul nsw i64 %s3_conv2.tx48212, 2
+  %44 = mul nsw i64 %43, 64
+  %45 = add nsw i64 %42, %44
+  %46 = mul nsw i64 %s3_conv2.cv48313, 8
+  %47 = add nsw i64 %45, %46
+  %48 = add nsw i64 852224, %47
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %48
+  %49 = load <8 x float>, ptr %arena14, align 4
+  %50 = mul nsw i64 %s3_conv2.j48010, 6400
+  %51 = mul nsw i64 %s3_conv2.ty48111, 2
+  %52 = add nsw i64 %51, 2
+  %53 = mul nsw i64 %52, 640
+  %54 = add nsw i64 %50, %53
+  %55 = mul nsw i64 %s3_conv2.tx48212, 2
+  %56 = mul nsw i64 %55, 64
+  %57 = add nsw i64 %54, %56
+  %58 = mul nsw i64 %s3_conv2.cv48313, 8
+  %59 = add nsw i64 %57, %58
+  %60 = add nsw i64 852224, %59
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load <8 x float>, ptr %arena15, align 4
+  %62 = fsub <8 x float> %49, %61
+  store <8 x float> %62, ptr %s3_conv2.w484, align 32
+  %63 = mul nsw i64 %s3_conv2.j48010, 6400
+  %64 = mul nsw i64 %s3_conv2.ty48111, 2
+  %65 = add nsw i64 %64, 1
   %66 = mul nsw i64 %65, 640
   %67 = add nsw i64 %63, %66
-  %68 = mul nsw i64 %s3_conv2.tx48213, 2
+  %68 = mul nsw i64 %s3_conv2.tx48212, 2
   %69 = mul nsw i64 %68, 64
   %70 = add nsw i64 %67, %69
-  %71 = mul nsw i64 %s3_conv2.cv48314, 8
+  %71 = mul nsw i64 %s3_conv2.cv48313, 8
   %72 = add nsw i64 %70, %71
   %73 = add nsw i64 852224, %72
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %73
   %74 = load <8 x float>, ptr %arena16, align 4
-  %75 = fsub <8 x float> %62, %74
-  store <8 x float> %75, ptr %s3_conv2.w484, align 32
-  %76 = mul nsw i64 %s3_conv2.j48011, 6400
-  %77 = mul nsw i64 %s3_conv2.ty48112, 2
-  %78 = add nsw i64 %77, 1
-  %79 = mul nsw i64 %78, 640
-  %80 = add nsw i64 %76, %79
-  %81 = mul nsw i64 %s3_conv2.tx48213, 2
-  %82 = mul nsw i64 %81, 64
-  %83 = add nsw i64 %80, %82
-  %84 = mul nsw i64 %s3_conv2.cv48314, 8
-  %85 = add nsw i64 %83, %84
-  %86 = add nsw i64 852224, %85
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %86
-  %87 = load <8 x float>, ptr %arena17, align 4
-  %88 = mul nsw i64 %s3_conv2.j48011, 6400
-  %89 = mul nsw i64 %s3_conv2.ty48112, 2
+  %75 = mul nsw i64 %s3_conv2.j48010, 6400
+  %76 = mul nsw i64 %s3_conv2.ty48111, 2
+  %77 = add nsw i64 %76, 2
+  %78 = mul nsw i64 %77, 640
+  %79 = add nsw i64 %75, %78
+  %80 = mul nsw i64 %s3_conv2.tx48212, 2
+  %81 = mul nsw i64 %80, 64
+  %82 = add nsw i64 %79, %81
+  %83 = mul nsw i64 %s3_conv2.cv48313, 8
+  %84 = add nsw i64 %82, %83
+  %85 = add nsw i64 852224, %84
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %85
+  %86 = load <8 x float>, ptr %arena17, align 4
+  %87 = fadd <8 x float> %74, %86
+  store <8 x float> %87, ptr %s3_conv2.w485, align 32
+  %88 = mul nsw i64 %s3_conv2.j48010, 6400
+  %89 = mul nsw i64 %s3_conv2.ty48111, 2
   %90 = add nsw i64 %89, 2
   %91 = mul nsw i64 %90, 640
   %92 = add nsw i64 %88, %91
-  %93 = mul nsw i64 %s3_conv2.tx48213, 2
+  %93 = mul nsw i64 %s3_conv2.tx48212, 2
   %94 = mul nsw i64 %93, 64
   %95 = add nsw i64 %92, %94
-  %96 = mul nsw i64 %s3_conv2.cv48314, 8
+  %96 = mul nsw i64 %s3_conv2.cv48313, 8
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 852224, %97
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %98
   %99 = load <8 x float>, ptr %arena18, align 4
-  %100 = fadd <8 x float> %87, %99
-  store <8 x float> %100, ptr %s3_conv2.w485, align 32
-  %101 = mul nsw i64 %s3_conv2.j48011, 6400
-  %102 = mul nsw i64 %s3_conv2.ty48112, 2
-  %103 = add nsw i64 %102, 2
-  %104 = mul nsw i64 %103, 640
-  %105 = add nsw i64 %101, %104
-  %106 = mul nsw i64 %s3_conv2.tx48213, 2
-  %107 = mul nsw i64 %106, 64
-  %108 = add nsw i64 %105, %107
-  %109 = mul nsw i64 %s3_conv2.cv48314, 8
-  %110 = add nsw i64 %108, %109
-  %111 = add nsw i64 852224, %110
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %111
-  %112 = load <8 x float>, ptr %arena19, align 4
-  %113 = mul nsw i64 %s3_conv2.j48011, 6400
-  %114 = mul nsw i64 %s3_conv2.ty48112, 2
+  %100 = mul nsw i64 %s3_conv2.j48010, 6400
+  %101 = mul nsw i64 %s3_conv2.ty48111, 2
+  %102 = add nsw i64 %101, 1
+  %103 = mul nsw i64 %102, 640
+  %104 = add nsw i64 %100, %103
+  %105 = mul nsw i64 %s3_conv2.tx48212, 2
+  %106 = mul nsw i64 %105, 64
+  %107 = add nsw i64 %104, %106
+  %108 = mul nsw i64 %s3_conv2.cv48313, 8
+  %109 = add nsw i64 %107, %108
+  %110 = add nsw i64 852224, %109
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %110
+  %111 = load <8 x float>, ptr %arena19, align 4
+  %112 = fsub <8 x float> %99, %111
+  store <8 x float> %112, ptr %s3_conv2.w486, align 32
+  %113 = mul nsw i64 %s3_conv2.j48010, 6400
+  %114 = mul nsw i64 %s3_conv2.ty48111, 2
   %115 = add nsw i64 %114, 1
   %116 = mul nsw i64 %115, 640
   %117 = add nsw i64 %113, %116
-  %118 = mul nsw i64 %s3_conv2.tx48213, 2
+  %118 = mul nsw i64 %s3_conv2.tx48212, 2
   %119 = mul nsw i64 %118, 64
   %120 = add nsw i64 %117, %119
-  %121 = mul nsw i64 %s3_conv2.cv48314, 8
+  %121 = mul nsw i64 %s3_conv2.cv48313, 8
   %122 = add nsw i64 %120, %121
   %123 = add nsw i64 852224, %122
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %123
   %124 = load <8 x float>, ptr %arena20, align 4
-  %125 = fsub <8 x float> %112, %124
-  store <8 x float> %125, ptr %s3_conv2.w486, align 32
-  %126 = mul nsw i64 %s3_conv2.j48011, 6400
-  %127 = mul nsw i64 %s3_conv2.ty48112, 2
-  %128 = add nsw i64 %127, 1
-  %129 = mul nsw i64 %128, 640
-  %130 = add nsw i64 %126, %129
-  %131 = mul nsw i64 %s3_conv2.tx48213, 2
-  %132 = mul nsw i64 %131, 64
-  %133 = add nsw i64 %130, %132
-  %134 = mul nsw i64 %s3_conv2.cv48314, 8
-  %135 = add nsw i64 %133, %134
-  %136 = add nsw i64 852224, %135
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %136
-  %137 = load <8 x float>, ptr %arena21, align 4
-  %138 = mul nsw i64 %s3_conv2.j48011, 6400
-  %139 = mul nsw i64 %s3_conv2.ty48112, 2
-  %140 = add nsw i64 %139, 3
-  %141 = mul nsw i64 %140, 640
-  %142 = add nsw i64 %138, %141
-  %143 = mul nsw i64 %s3_conv2.tx48213, 2
+  %125 = mul nsw i64 %s3_conv2.j48010, 6400
+  %126 = mul nsw i64 %s3_conv2.ty48111, 2
+  %127 = add nsw i64 %126, 3
+  %128 = mul nsw i64 %127, 640
+  %129 = add nsw i64 %125, %128
+  %130 = mul nsw i64 %s3_conv2.tx48212, 2
+  %131 = mul nsw i64 %130, 64
+  %132 = add nsw i64 %129, %131
+  %133 = mul nsw i64 %s3_conv2.cv48313, 8
+  %134 = add nsw i64 %132, %133
+  %135 = add nsw i64 852224, %134
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %135
+  %136 = load <8 x float>, ptr %arena21, align 4
+  %137 = fsub <8 x float> %124, %136
+  store <8 x float> %137, ptr %s3_conv2.w487, align 32
+  %138 = mul nsw i64 %s3_conv2.j48010, 6400
+  %139 = mul nsw i64 %s3_conv2.ty48111, 2
+  %140 = mul nsw i64 %139, 640
+  %141 = add nsw i64 %138, %140
+  %142 = mul nsw i64 %s3_conv2.tx48212, 2
+  %143 = add nsw i64 %142, 1
   %144 = mul nsw i64 %143, 64
-  %145 = add nsw i64 %142, %144
-  %146 = mul nsw i64 %s3_conv2.cv48314, 8
+  %145 = add nsw i64 %141, %144
+  %146 = mul nsw i64 %s3_conv2.cv48313, 8
   %147 = add nsw i64 %145, %146
   %148 = add nsw i64 852224, %147
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %148
   %149 = load <8 x float>, ptr %arena22, align 4
-  %150 = fsub <8 x float> %137, %149
-  store <8 x float> %150, ptr %s3_conv2.w487, align 32
-  %151 = mul nsw i64 %s3_conv2.j48011, 6400
-  %152 = mul nsw i64 %s3_conv2.ty48112, 2
+  %150 = mul nsw i64 %s3_conv2.j48010, 6400
+  %151 = mul nsw i64 %s3_conv2.ty48111, 2
+  %152 = add nsw i64 %151, 2
   %153 = mul nsw i64 %152, 640
-  %154 = add nsw i64 %151, %153
-  %155 = mul nsw i64 %s3_conv2.tx48213, 2
+  %154 = add nsw i64 %150, %153
+  %155 = mul nsw i64 %s3_conv2.tx48212, 2
   %156 = add nsw i64 %155, 1
   %157 = mul nsw i64 %156, 64
   %158 = add nsw i64 %154, %157
-  %159 = mul nsw i64 %s3_conv2.cv48314, 8
+  %159 = mul nsw i64 %s3_conv2.cv48313, 8
   %160 = add nsw i64 %158, %159
   %161 = add nsw i64 852224, %160
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %161
   %162 = load <8 x float>, ptr %arena23, align 4
-  %163 = mul nsw i64 %s3_conv2.j48011, 6400
-  %164 = mul nsw i64 %s3_conv2.ty48112, 2
-  %165 = add nsw i64 %164, 2
-  %166 = mul nsw i64 %165, 640
-  %167 = add nsw i64 %163, %166
-  %168 = mul nsw i64 %s3_conv2.tx48213, 2
-  %169 = add nsw i64 %168, 1
-  %170 = mul nsw i64 %169, 64
-  %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %s3_conv2.cv48314, 8
-  %173 = add nsw i64 %171, %172
-  %174 = add nsw i64 852224, %173
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %174
-  %175 = load <8 x float>, ptr %arena24, align 4
-  %176 = fsub <8 x float> %162, %175
-  store <8 x float> %176, ptr %s3_conv2.w488, align 32
-  %177 = mul nsw i64 %s3_conv2.j48011, 6400
-  %178 = mul nsw i64 %s3_conv2.ty48112, 2
-  %179 = add nsw i64 %178, 1
+  %163 = fsub <8 x float> %149, %162
+  store <8 x float> %163, ptr %s3_conv2.w488, align 32
+  %164 = mul nsw i64 %s3_conv2.j48010, 6400
+  %165 = mul nsw i64 %s3_conv2.ty48111, 2
+  %166 = add nsw i64 %165, 1
+  %167 = mul nsw i64 %166, 640
+  %168 = add nsw i64 %164, %167
+  %169 = mul nsw i64 %s3_conv2.tx48212, 2
+  %170 = add nsw i64 %169, 1
+  %171 = mul nsw i64 %170, 64
+  %172 = add nsw i64 %168, %171
+  %173 = mul nsw i64 %s3_conv2.cv48313, 8
+  %174 = add nsw i64 %172, %173
+  %175 = add nsw i64 852224, %174
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %175
+  %176 = load <8 x float>, ptr %arena24, align 4
+  %177 = mul nsw i64 %s3_conv2.j48010, 6400
+  %178 = mul nsw i64 %s3_conv2.ty48111, 2
+  %179 = add nsw i64 %178, 2
   %180 = mul nsw i64 %179, 640
   %181 = add nsw i64 %177, %180
-  %182 = mul nsw i64 %s3_conv2.tx48213, 2
+  %182 = mul nsw i64 %s3_conv2.tx48212, 2
   %183 = add nsw i64 %182, 1
   %184 = mul nsw i64 %183, 64
   %185 = add nsw i64 %181, %184
-  %186 = mul nsw i64 %s3_conv2.cv48314, 8
+  %186 = mul nsw i64 %s3_conv2.cv48313, 8
   %187 = add nsw i64 %185, %186
   %188 = add nsw i64 852224, %187
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %188
   %189 = load <8 x float>, ptr %arena25, align 4
-  %190 = mul nsw i64 %s3_conv2.j48011, 6400
-  %191 = mul nsw i64 %s3_conv2.ty48112, 2
-  %192 = add nsw i64 %191, 2
-  %193 = mul nsw i64 %192, 640
-  %194 = add nsw i64 %190, %193
-  %195 = mul nsw i64 %s3_conv2.tx48213, 2
-  %196 = add nsw i64 %195, 1
-  %197 = mul nsw i64 %196, 64
-  %198 = add nsw i64 %194, %197
-  %199 = mul nsw i64 %s3_conv2.cv48314, 8
-  %200 = add nsw i64 %198, %199
-  %201 = add nsw i64 852224, %200
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %201
-  %202 = load <8 x float>, ptr %arena26, align 4
-  %203 = fadd <8 x float> %189, %202
-  store <8 x float> %203, ptr %s3_conv2.w489, align 32
-  %204 = mul nsw i64 %s3_conv2.j48011, 6400
-  %205 = mul nsw i64 %s3_conv2.ty48112, 2
-  %206 = add nsw i64 %205, 2
+  %190 = fadd <8 x float> %176, %189
+  store <8 x float> %190, ptr %s3_conv2.w489, align 32
+  %191 = mul nsw i64 %s3_conv2.j48010, 6400
+  %192 = mul nsw i64 %s3_conv2.ty48111, 2
+  %193 = add nsw i64 %192, 2
+  %194 = mul nsw i64 %193, 640
+  %195 = add nsw i64 %191, %194
+  %196 = mul nsw i64 %s3_conv2.tx48212, 2
+  %197 = add nsw i64 %196, 1
+  %198 = mul nsw i64 %197, 64
+  %199 = add nsw i64 %195, %198
+  %200 = mul nsw i64 %s3_conv2.cv48313, 8
+  %201 = add nsw i64 %199, %200
+  %202 = add nsw i64 852224, %201
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %202
+  %203 = load <8 x float>, ptr %arena26, align 4
+  %204 = mul nsw i64 %s3_conv2.j48010, 6400
+  %205 = mul nsw i64 %s3_conv2.ty48111, 2
+  %206 = add nsw i64 %205, 1
   %207 = mul nsw i64 %206, 640
   %208 = add nsw i64 %204, %207
-  %209 = mul nsw i64 %s3_conv2.tx48213, 2
+  %209 = mul nsw i64 %s3_conv2.tx48212, 2
   %210 = add nsw i64 %209, 1
   %211 = mul nsw i64 %210, 64
   %212 = add nsw i64 %208, %211
-  %213 = mul nsw i64 %s3_conv2.cv48314, 8
+  %213 = mul nsw i64 %s3_conv2.cv48313, 8
   %214 = add nsw i64 %212, %213
   %215 = add nsw i64 852224, %214
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %215
   %216 = load <8 x float>, ptr %arena27, align 4
-  %217 = mul nsw i64 %s3_conv2.j48011, 6400
-  %218 = mul nsw i64 %s3_conv2.ty48112, 2
-  %219 = add nsw i64 %218, 1
-  %220 = mul nsw i64 %219, 640
-  %221 = add nsw i64 %217, %220
-  %222 = mul nsw i64 %s3_conv2.tx48213, 2
-  %223 = add nsw i64 %222, 1
-  %224 = mul nsw i64 %223, 64
-  %225 = add nsw i64 %221, %224
-  %226 = mul nsw i64 %s3_conv2.cv48314, 8
-  %227 = add nsw i64 %225, %226
-  %228 = add nsw i64 852224, %227
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %228
-  %229 = load <8 x float>, ptr %arena28, align 4
-  %230 = fsub <8 x float> %216, %229
-  store <8 x float> %230, ptr %s3_conv2.w490, align 32
-  %231 = mul nsw i64 %s3_conv2.j48011, 6400
-  %232 = mul nsw i64 %s3_conv2.ty48112, 2
-  %233 = add nsw i64 %232, 1
+  %217 = fsub <8 x float> %203, %216
+  store <8 x float> %217, ptr %s3_conv2.w490, align 32
+  %218 = mul nsw i64 %s3_conv2.j48010, 6400
+  %219 = mul nsw i64 %s3_conv2.ty48111, 2
+  %220 = add nsw i64 %219, 1
+  %221 = mul nsw i64 %220, 640
+  %222 = add nsw i64 %218, %221
+  %223 = mul nsw i64 %s3_conv2.tx48212, 2
+  %224 = add nsw i64 %223, 1
+  %225 = mul nsw i64 %224, 64
+  %226 = add nsw i64 %222, %225
+  %227 = mul nsw i64 %s3_conv2.cv48313, 8
+  %228 = add nsw i64 %226, %227
+  %229 = add nsw i64 852224, %228
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %229
+  %230 = load <8 x float>, ptr %arena28, align 4
+  %231 = mul nsw i64 %s3_conv2.j48010, 6400
+  %232 = mul nsw i64 %s3_conv2.ty48111, 2
+  %233 = add nsw i64 %232, 3
   %234 = mul nsw i64 %233, 640
   %235 = add nsw i64 %231, %234
-  %236 = mul nsw i64 %s3_conv2.tx48213, 2
+  %236 = mul nsw i64 %s3_conv2.tx48212, 2
   %237 = add nsw i64 %236, 1
   %238 = mul nsw i64 %237, 64
   %239 = add nsw i64 %235, %238
-  %240 = mul nsw i64 %s3_conv2.cv48314, 8
+  %240 = mul nsw i64 %s3_conv2.cv48313, 8
   %241 = add nsw i64 %239, %240
   %242 = add nsw i64 852224, %241
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %242
   %243 = load <8 x float>, ptr %arena29, align 4
-  %244 = mul nsw i64 %s3_conv2.j48011, 6400
-  %245 = mul nsw i64 %s3_conv2.ty48112, 2
-  %246 = add nsw i64 %245, 3
+  %244 = fsub <8 x float> %230, %243
+  store <8 x float> %244, ptr %s3_conv2.w491, align 32
+  %245 = mul nsw i64 %s3_conv2.j48010, 6400
+  %246 = mul nsw i64 %s3_conv2.ty48111, 2
   %247 = mul nsw i64 %246, 640
-  %248 = add nsw i64 %244, %247
-  %249 = mul nsw i64 %s3_conv2.tx48213, 2
-  %250 = add nsw i64 %249, 1
+  %248 = add nsw i64 %245, %247
+  %249 = mul nsw i64 %s3_conv2.tx48212, 2
+  %250 = add nsw i64 %249, 2
   %251 = mul nsw i64 %250, 64
   %252 = add nsw i64 %248, %251
-  %253 = mul nsw i64 %s3_conv2.cv48314, 8
+  %253 = mul nsw i64 %s3_conv2.cv48313, 8
   %254 = add nsw i64 %252, %253
   %255 = add nsw i64 852224, %254
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %255
   %256 = load <8 x float>, ptr %arena30, align 4
-  %257 = fsub <8 x float> %243, %256
-  store <8 x float> %257, ptr %s3_conv2.w491, align 32
-  %258 = mul nsw i64 %s3_conv2.j48011, 6400
-  %259 = mul nsw i64 %s3_conv2.ty48112, 2
+  %257 = mul nsw i64 %s3_conv2.j48010, 6400
+  %258 = mul nsw i64 %s3_conv2.ty48111, 2
+  %259 = add nsw i64 %258, 2
   %260 = mul nsw i64 %259, 640
-  %261 = add nsw i64 %258, %260
-  %262 = mul nsw i64 %s3_conv2.tx48213, 2
+  %261 = add nsw i64 %257, %260
+  %262 = mul nsw i64 %s3_conv2.tx48212, 2
   %263 = add nsw i64 %262, 2
   %264 = mul nsw i64 %263, 64
   %265 = add nsw i64 %261, %264
-  %266 = mul nsw i64 %s3_conv2.cv48314, 8
+  %266 = mul nsw i64 %s3_conv2.cv48313, 8
   %267 = add nsw i64 %265, %266
   %268 = add nsw i64 852224, %267
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %268
   %269 = load <8 x float>, ptr %arena31, align 4
-  %270 = mul nsw i64 %s3_conv2.j48011, 6400
-  %271 = mul nsw i64 %s3_conv2.ty48112, 2
-  %272 = add nsw i64 %271, 2
-  %273 = mul nsw i64 %272, 640
-  %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %s3_conv2.tx48213, 2
-  %276 = add nsw i64 %275, 2
-  %277 = mul nsw i64 %276, 64
-  %278 = add nsw i64 %274, %277
-  %279 = mul nsw i64 %s3_conv2.cv48314, 8
-  %280 = add nsw i64 %278, %279
-  %281 = add nsw i64 852224, %280
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %281
-  %282 = load <8 x float>, ptr %arena32, align 4
-  %283 = fsub <8 x float> %269, %282
-  store <8 x float> %283, ptr %s3_conv2.w492, align 32
-  %284 = mul nsw i64 %s3_conv2.j48011, 6400
-  %285 = mul nsw i64 %s3_conv2.ty48112, 2
-  %286 = add nsw i64 %285, 1
+  %270 = fsub <8 x float> %256, %269
+  store <8 x float> %270, ptr %s3_conv2.w492, align 32
+  %271 = mul nsw i64 %s3_conv2.j48010, 6400
+  %272 = mul nsw i64 %s3_conv2.ty48111, 2
+  %273 = add nsw i64 %272, 1
+  %274 = mul nsw i64 %273, 640
+  %275 = add nsw i64 %271, %274
+  %276 = mul nsw i64 %s3_conv2.tx48212, 2
+  %277 = add nsw i64 %276, 2
+  %278 = mul nsw i64 %277, 64
+  %279 = add nsw i64 %275, %278
+  %280 = mul nsw i64 %s3_conv2.cv48313, 8
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 852224, %281
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %282
+  %283 = load <8 x float>, ptr %arena32, align 4
+  %284 = mul nsw i64 %s3_conv2.j48010, 6400
+  %285 = mul nsw i64 %s3_conv2.ty48111, 2
+  %286 = add nsw i64 %285, 2
   %287 = mul nsw i64 %286, 640
   %288 = add nsw i64 %284, %287
-  %289 = mul nsw i64 %s3_conv2.tx48213, 2
+  %289 = mul nsw i64 %s3_conv2.tx48212, 2
   %290 = add nsw i64 %289, 2
   %291 = mul nsw i64 %290, 64
   %292 = add nsw i64 %288, %291
-  %293 = mul nsw i64 %s3_conv2.cv48314, 8
+  %293 = mul nsw i64 %s3_conv2.cv48313, 8
   %294 = add nsw i64 %292, %293
   %295 = add nsw i64 852224, %294
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %295
   %296 = load <8 x float>, ptr %arena33, align 4
-  %297 = mul nsw i64 %s3_conv2.j48011, 6400
-  %298 = mul nsw i64 %s3_conv2.ty48112, 2
-  %299 = add nsw i64 %298, 2
-  %300 = mul nsw i64 %299, 640
-  %301 = add nsw i64 %297, %300
-  %302 = mul nsw i64 %s3_conv2.tx48213, 2
-  %303 = add nsw i64 %302, 2
-  %304 = mul nsw i64 %303, 64
-  %305 = add nsw i64 %301, %304
-  %306 = mul nsw i64 %s3_conv2.cv48314, 8
-  %307 = add nsw i64 %305, %306
-  %308 = add nsw i64 852224, %307
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %308
-  %309 = load <8 x float>, ptr %arena34, align 4
-  %310 = fadd <8 x float> %296, %309
-  store <8 x float> %310, ptr %s3_conv2.w493, align 32
-  %311 = mul nsw i64 %s3_conv2.j48011, 6400
-  %312 = mul nsw i64 %s3_conv2.ty48112, 2
-  %313 = add nsw i64 %312, 2
+  %297 = fadd <8 x float> %283, %296
+  store <8 x float> %297, ptr %s3_conv2.w493, align 32
+  %298 = mul nsw i64 %s3_conv2.j48010, 6400
+  %299 = mul nsw i64 %s3_conv2.ty48111, 2
+  %300 = add nsw i64 %299, 2
+  %301 = mul nsw i64 %300, 640
+  %302 = add nsw i64 %298, %301
+  %303 = mul nsw i64 %s3_conv2.tx48212, 2
+  %304 = add nsw i64 %303, 2
+  %305 = mul nsw i64 %304, 64
+  %306 = add nsw i64 %302, %305
+  %307 = mul nsw i64 %s3_conv2.cv48313, 8
+  %308 = add nsw i64 %306, %307
+  %309 = add nsw i64 852224, %308
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %309
+  %310 = load <8 x float>, ptr %arena34, align 4
+  %311 = mul nsw i64 %s3_conv2.j48010, 6400
+  %312 = mul nsw i64 %s3_conv2.ty48111, 2
+  %313 = add nsw i64 %312, 1
   %314 = mul nsw i64 %313, 640
   %315 = add nsw i64 %311, %314
-  %316 = mul nsw i64 %s3_conv2.tx48213, 2
+  %316 = mul nsw i64 %s3_conv2.tx48212, 2
   %317 = add nsw i64 %316, 2
   %318 = mul nsw i64 %317, 64
   %319 = add nsw i64 %315, %318
-  %320 = mul nsw i64 %s3_conv2.cv48314, 8
+  %320 = mul nsw i64 %s3_conv2.cv48313, 8
   %321 = add nsw i64 %319, %320
   %322 = add nsw i64 852224, %321
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %322
   %323 = load <8 x float>, ptr %arena35, align 4
-  %324 = mul nsw i64 %s3_conv2.j48011, 6400
-  %325 = mul nsw i64 %s3_conv2.ty48112, 2
-  %326 = add nsw i64 %325, 1
-  %327 = mul nsw i64 %326, 640
-  %328 = add nsw i64 %324, %327
-  %329 = mul nsw i64 %s3_conv2.tx48213, 2
-  %330 = add nsw i64 %329, 2
-  %331 = mul nsw i64 %330, 64
-  %332 = add nsw i64 %328, %331
-  %333 = mul nsw i64 %s3_conv2.cv48314, 8
-  %334 = add nsw i64 %332, %333
-  %335 = add nsw i64 852224, %334
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %335
-  %336 = load <8 x float>, ptr %arena36, align 4
-  %337 = fsub <8 x float> %323, %336
-  store <8 x float> %337, ptr %s3_conv2.w494, align 32
-  %338 = mul nsw i64 %s3_conv2.j48011, 6400
-  %339 = mul nsw i64 %s3_conv2.ty48112, 2
-  %340 = add nsw i64 %339, 1
+  %324 = fsub <8 x float> %310, %323
+  store <8 x float> %324, ptr %s3_conv2.w494, align 32
+  %325 = mul nsw i64 %s3_conv2.j48010, 6400
+  %326 = mul nsw i64 %s3_conv2.ty48111, 2
+  %327 = add nsw i64 %326, 1
+  %328 = mul nsw i64 %327, 640
+  %329 = add nsw i64 %325, %328
+  %330 = mul nsw i64 %s3_conv2.tx48212, 2
+  %331 = add nsw i64 %330, 2
+  %332 = mul nsw i64 %331, 64
+  %333 = add nsw i64 %329, %332
+  %334 = mul nsw i64 %s3_conv2.cv48313, 8
+  %335 = add nsw i64 %333, %334
+  %336 = add nsw i64 852224, %335
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %336
+  %337 = load <8 x float>, ptr %arena36, align 4
+  %338 = mul nsw i64 %s3_conv2.j48010, 6400
+  %339 = mul nsw i64 %s3_conv2.ty48111, 2
+  %340 = add nsw i64 %339, 3
   %341 = mul nsw i64 %340, 640
   %342 = add nsw i64 %338, %341
-  %343 = mul nsw i64 %s3_conv2.tx48213, 2
+  %343 = mul nsw i64 %s3_conv2.tx48212, 2
   %344 = add nsw i64 %343, 2
   %345 = mul nsw i64 %344, 64
   %346 = add nsw i64 %342, %345
-  %347 = mul nsw i64 %s3_conv2.cv48314, 8
+  %347 = mul nsw i64 %s3_conv2.cv48313, 8
   %348 = add nsw i64 %346, %347
   %349 = add nsw i64 852224, %348
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %349
   %350 = load <8 x float>, ptr %arena37, align 4
-  %351 = mul nsw i64 %s3_conv2.j48011, 6400
-  %352 = mul nsw i64 %s3_conv2.ty48112, 2
-  %353 = add nsw i64 %352, 3
+  %351 = fsub <8 x float> %337, %350
+  store <8 x float> %351, ptr %s3_conv2.w495, align 32
+  %352 = mul nsw i64 %s3_conv2.j48010, 6400
+  %353 = mul nsw i64 %s3_conv2.ty48111, 2
   %354 = mul nsw i64 %353, 640
-  %355 = add nsw i64 %351, %354
-  %356 = mul nsw i64 %s3_conv2.tx48213, 2
-  %357 = add nsw i64 %356, 2
+  %355 = add nsw i64 %352, %354
+  %356 = mul nsw i64 %s3_conv2.tx48212, 2
+  %357 = add nsw i64 %356, 3
   %358 = mul nsw i64 %357, 64
   %359 = add nsw i64 %355, %358
-  %360 = mul nsw i64 %s3_conv2.cv48314, 8
+  %360 = mul nsw i64 %s3_conv2.cv48313, 8
   %361 = add nsw i64 %359, %360
   %362 = add nsw i64 852224, %361
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %362
   %363 = load <8 x float>, ptr %arena38, align 4
-  %364 = fsub <8 x float> %350, %363
-  store <8 x float> %364, ptr %s3_conv2.w495, align 32
-  %365 = mul nsw i64 %s3_conv2.j48011, 6400
-  %366 = mul nsw i64 %s3_conv2.ty48112, 2
+  %364 = mul nsw i64 %s3_conv2.j48010, 6400
+  %365 = mul nsw i64 %s3_conv2.ty48111, 2
+  %366 = add nsw i64 %365, 2
   %367 = mul nsw i64 %366, 640
-  %368 = add nsw i64 %365, %367
-  %369 = mul nsw i64 %s3_conv2.tx48213, 2
+  %368 = add nsw i64 %364, %367
+  %369 = mul nsw i64 %s3_conv2.tx48212, 2
   %370 = add nsw i64 %369, 3
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 %368, %371
-  %373 = mul nsw i64 %s3_conv2.cv48314, 8
+  %373 = mul nsw i64 %s3_conv2.cv48313, 8
   %374 = add nsw i64 %372, %373
   %375 = add nsw i64 852224, %374
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %375
   %376 = load <8 x float>, ptr %arena39, align 4
-  %377 = mul nsw i64 %s3_conv2.j48011, 6400
-  %378 = mul nsw i64 %s3_conv2.ty48112, 2
-  %379 = add nsw i64 %378, 2
-  %380 = mul nsw i64 %379, 640
-  %381 = add nsw i64 %377, %380
-  %382 = mul nsw i64 %s3_conv2.tx48213, 2
-  %383 = add nsw i64 %382, 3
-  %384 = mul nsw i64 %383, 64
-  %385 = add nsw i64 %381, %384
-  %386 = mul nsw i64 %s3_conv2.cv48314, 8
-  %387 = add nsw i64 %385, %386
-  %388 = add nsw i64 852224, %387
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %388
-  %389 = load <8 x float>, ptr %arena40, align 4
-  %390 = fsub <8 x float> %376, %389
-  store <8 x float> %390, ptr %s3_conv2.w496, align 32
-  %391 = mul nsw i64 %s3_conv2.j48011, 6400
-  %392 = mul nsw i64 %s3_conv2.ty48112, 2
-  %393 = add nsw i64 %392, 1
+  %377 = fsub <8 x float> %363, %376
+  store <8 x float> %377, ptr %s3_conv2.w496, align 32
+  %378 = mul nsw i64 %s3_conv2.j48010, 6400
+  %379 = mul nsw i64 %s3_conv2.ty48111, 2
+  %380 = add nsw i64 %379, 1
+  %381 = mul nsw i64 %380, 640
+  %382 = add nsw i64 %378, %381
+  %383 = mul nsw i64 %s3_conv2.tx48212, 2
+  %384 = add nsw i64 %383, 3
+  %385 = mul nsw i64 %384, 64
+  %386 = add nsw i64 %382, %385
+  %387 = mul nsw i64 %s3_conv2.cv48313, 8
+  %388 = add nsw i64 %386, %387
+  %389 = add nsw i64 852224, %388
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %389
+  %390 = load <8 x float>, ptr %arena40, align 4
+  %391 = mul nsw i64 %s3_conv2.j48010, 6400
+  %392 = mul nsw i64 %s3_conv2.ty48111, 2
+  %393 = add nsw i64 %392, 2
   %394 = mul nsw i64 %393, 640
   %395 = add nsw i64 %391, %394
-  %396 = mul nsw i64 %s3_conv2.tx48213, 2
+  %396 = mul nsw i64 %s3_conv2.tx48212, 2
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 %395, %398
-  %400 = mul nsw i64 %s3_conv2.cv48314, 8
+  %400 = mul nsw i64 %s3_conv2.cv48313, 8
   %401 = add nsw i64 %399, %400
   %402 = add nsw i64 852224, %401
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %402
   %403 = load <8 x float>, ptr %arena41, align 4
-  %404 = mul nsw i64 %s3_conv2.j48011, 6400
-  %405 = mul nsw i64 %s3_conv2.ty48112, 2
-  %406 = add nsw i64 %405, 2
-  %407 = mul nsw i64 %406, 640
-  %408 = add nsw i64 %404, %407
-  %409 = mul nsw i64 %s3_conv2.tx48213, 2
-  %410 = add nsw i64 %409, 3
-  %411 = mul nsw i64 %410, 64
-  %412 = add nsw i64 %408, %411
-  %413 = mul nsw i64 %s3_conv2.cv48314, 8
-  %414 = add nsw i64 %412, %413
-  %415 = add nsw i64 852224, %414
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %415
-  %416 = load <8 x float>, ptr %arena42, align 4
-  %417 = fadd <8 x float> %403, %416
-  store <8 x float> %417, ptr %s3_conv2.w497, align 32
-  %418 = mul nsw i64 %s3_conv2.j48011, 6400
-  %419 = mul nsw i64 %s3_conv2.ty48112, 2
-  %420 = add nsw i64 %419, 2
+  %404 = fadd <8 x float> %390, %403
+  store <8 x float> %404, ptr %s3_conv2.w497, align 32
+  %405 = mul nsw i64 %s3_conv2.j48010, 6400
+  %406 = mul nsw i64 %s3_conv2.ty48111, 2
+  %407 = add nsw i64 %406, 2
+  %408 = mul nsw i64 %407, 640
+  %409 = add nsw i64 %405, %408
+  %410 = mul nsw i64 %s3_conv2.tx48212, 2
+  %411 = add nsw i64 %410, 3
+  %412 = mul nsw i64 %411, 64
+  %413 = add nsw i64 %409, %412
+  %414 = mul nsw i64 %s3_conv2.cv48313, 8
+  %415 = add nsw i64 %413, %414
+  %416 = add nsw i64 852224, %415
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %416
+  %417 = load <8 x float>, ptr %arena42, align 4
+  %418 = mul nsw i64 %s3_conv2.j48010, 6400
+  %419 = mul nsw i64 %s3_conv2.ty48111, 2
+  %420 = add nsw i64 %419, 1
   %421 = mul nsw i64 %420, 640
   %422 = add nsw i64 %418, %421
-  %423 = mul nsw i64 %s3_conv2.tx48213, 2
+  %423 = mul nsw i64 %s3_conv2.tx48212, 2
   %424 = add nsw i64 %423, 3
   %425 = mul nsw i64 %424, 64
   %426 = add nsw i64 %422, %425
-  %427 = mul nsw i64 %s3_conv2.cv48314, 8
+  %427 = mul nsw i64 %s3_conv2.cv48313, 8
   %428 = add nsw i64 %426, %427
   %429 = add nsw i64 852224, %428
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %429
   %430 = load <8 x float>, ptr %arena43, align 4
-  %431 = mul nsw i64 %s3_conv2.j48011, 6400
-  %432 = mul nsw i64 %s3_conv2.ty48112, 2
-  %433 = add nsw i64 %432, 1
-  %434 = mul nsw i64 %433, 640
-  %435 = add nsw i64 %431, %434
-  %436 = mul nsw i64 %s3_conv2.tx48213, 2
-  %437 = add nsw i64 %436, 3
-  %438 = mul nsw i64 %437, 64
-  %439 = add nsw i64 %435, %438
-  %440 = mul nsw i64 %s3_conv2.cv48314, 8
-  %441 = add nsw i64 %439, %440
-  %442 = add nsw i64 852224, %441
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %442
-  %443 = load <8 x float>, ptr %arena44, align 4
-  %444 = fsub <8 x float> %430, %443
-  store <8 x float> %444, ptr %s3_conv2.w498, align 32
-  %445 = mul nsw i64 %s3_conv2.j48011, 6400
-  %446 = mul nsw i64 %s3_conv2.ty48112, 2
-  %447 = add nsw i64 %446, 1
+  %431 = fsub <8 x float> %417, %430
+  store <8 x float> %431, ptr %s3_conv2.w498, align 32
+  %432 = mul nsw i64 %s3_conv2.j48010, 6400
+  %433 = mul nsw i64 %s3_conv2.ty48111, 2
+  %434 = add nsw i64 %433, 1
+  %435 = mul nsw i64 %434, 640
+  %436 = add nsw i64 %432, %435
+  %437 = mul nsw i64 %s3_conv2.tx48212, 2
+  %438 = add nsw i64 %437, 3
+  %439 = mul nsw i64 %438, 64
+  %440 = add nsw i64 %436, %439
+  %441 = mul nsw i64 %s3_conv2.cv48313, 8
+  %442 = add nsw i64 %440, %441
+  %443 = add nsw i64 852224, %442
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %443
+  %444 = load <8 x float>, ptr %arena44, align 4
+  %445 = mul nsw i64 %s3_conv2.j48010, 6400
+  %446 = mul nsw i64 %s3_conv2.ty48111, 2
+  %447 = add nsw i64 %446, 3
   %448 = mul nsw i64 %447, 640
   %449 = add nsw i64 %445, %448
-  %450 = mul nsw i64 %s3_conv2.tx48213, 2
+  %450 = mul nsw i64 %s3_conv2.tx48212, 2
   %451 = add nsw i64 %450, 3
   %452 = mul nsw i64 %451, 64
   %453 = add nsw i64 %449, %452
-  %454 = mul nsw i64 %s3_conv2.cv48314, 8
+  %454 = mul nsw i64 %s3_conv2.cv48313, 8
   %455 = add nsw i64 %453, %454
   %456 = add nsw i64 852224, %455
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %456
   %457 = load <8 x float>, ptr %arena45, align 4
-  %458 = mul nsw i64 %s3_conv2.j48011, 6400
-  %459 = mul nsw i64 %s3_conv2.ty48112, 2
-  %460 = add nsw i64 %459, 3
-  %461 = mul nsw i64 %460, 640
-  %462 = add nsw i64 %458, %461
-  %463 = mul nsw i64 %s3_conv2.tx48213, 2
-  %464 = add nsw i64 %463, 3
-  %465 = mul nsw i64 %464, 64
-  %466 = add nsw i64 %462, %465
-  %467 = mul nsw i64 %s3_conv2.cv48314, 8
-  %468 = add nsw i64 %466, %467
-  %469 = add nsw i64 852224, %468
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %469
-  %470 = load <8 x float>, ptr %arena46, align 4
-  %471 = fsub <8 x float> %457, %470
-  store <8 x float> %471, ptr %s3_conv2.w499, align 32
+  %458 = fsub <8 x float> %444, %457
+  store <8 x float> %458, ptr %s3_conv2.w499, align 32
   %w484 = load <8 x float>, ptr %s3_conv2.w484, align 32
   %w492 = load <8 x float>, ptr %s3_conv2.w492, align 32
-  %472 = fsub <8 x float> %w484, %w492
-  store <8 x float> %472, ptr %s3_conv2.w500, align 32
+  %459 = fsub <8 x float> %w484, %w492
+  store <8 x float> %459, ptr %s3_conv2.w500, align 32
   %w488 = load <8 x float>, ptr %s3_conv2.w488, align 32
+  %w49246 = load <8 x float>, ptr %s3_conv2.w492, align 32
+  %460 = fadd <8 x float> %w488, %w49246
+  store <8 x float> %460, ptr %s3_conv2.w501, align 32
   %w49247 = load <8 x float>, ptr %s3_conv2.w492, align 32
-  %473 = fadd <8 x float> %w488, %w49247
-  store <8 x float> %473, ptr %s3_conv2.w501, align 32
-  %w49248 = load <8 x float>, ptr %s3_conv2.w492, align 32
+  %w48848 = load <8 x float>, ptr %s3_conv2.w488, align 32
+  %461 = fsub <8 x float> %w49247, %w48848
+  store <8 x float> %461, ptr %s3_conv2.w502, align 32
   %w48849 = load <8 x float>, ptr %s3_conv2.w488, align 32
-  %474 = fsub <8 x float> %w49248, %w48849
-  store <8 x float> %474, ptr %s3_conv2.w502, align 32
-  %w48850 = load <8 x float>, ptr %s3_conv2.w488, align 32
   %w496 = load <8 x float>, ptr %s3_conv2.w496, align 32
-  %475 = fsub <8 x float> %w48850, %w496
-  store <8 x float> %475, ptr %s3_conv2.w503, align 32
+  %462 = fsub <8 x float> %w48849, %w496
+  store <8 x float> %462, ptr %s3_conv2.w503, align 32
   %w485 = load <8 x float>, ptr %s3_conv2.w485, align 32
   %w493 = load <8 x float>, ptr %s3_conv2.w493, align 32
-  %476 = fsub <8 x float> %w485, %w493
-  store <8 x float> %476, ptr %s3_conv2.w504, align 32
+  %463 = fsub <8 x float> %w485, %w493
+  store <8 x float> %463, ptr %s3_conv2.w504, align 32
   %w489 = load <8 x float>, ptr %s3_conv2.w489, align 32
+  %w49350 = load <8 x float>, ptr %s3_conv2.w493, align 32
+  %464 = fadd <8 x float> %w489, %w49350
+  store <8 x float> %464, ptr %s3_conv2.w505, align 32
   %w49351 = load <8 x float>, ptr %s3_conv2.w493, align 32
-  %477 = fadd <8 x float> %w489, %w49351
-  store <8 x float> %477, ptr %s3_conv2.w505, align 32
-  %w49352 = load <8 x float>, ptr %s3_conv2.w493, align 32
+  %w48952 = load <8 x float>, ptr %s3_conv2.w489, align 32
+  %465 = fsub <8 x float> %w49351, %w48952
+  store <8 x float> %465, ptr %s3_conv2.w506, align 32
   %w48953 = load <8 x float>, ptr %s3_conv2.w489, align 32
-  %478 = fsub <8 x float> %w49352, %w48953
-  store <8 x float> %478, ptr %s3_conv2.w506, align 32
-  %w48954 = load <8 x float>, ptr %s3_conv2.w489, align 32
   %w497 = load <8 x float>, ptr %s3_conv2.w497, align 32
-  %479 = fsub <8 x float> %w48954, %w497
-  store <8 x float> %479, ptr %s3_conv2.w507, align 32
+  %466 = fsub <8 x float> %w48953, %w497
+  store <8 x float> %466, ptr %s3_conv2.w507, align 32
   %w486 = load <8 x float>, ptr %s3_conv2.w486, align 32
   %w494 = load <8 x float>, ptr %s3_conv2.w494, align 32
-  %480 = fsub <8 x float> %w486, %w494
-  store <8 x float> %480, ptr %s3_conv2.w508, align 32
+  %467 = fsub <8 x float> %w486, %w494
+  store <8 x float> %467, ptr %s3_conv2.w508, align 32
   %w490 = load <8 x float>, ptr %s3_conv2.w490, align 32
+  %w49454 = load <8 x float>, ptr %s3_conv2.w494, align 32
+  %468 = fadd <8 x float> %w490, %w49454
+  store <8 x float> %468, ptr %s3_conv2.w509, align 32
   %w49455 = load <8 x float>, ptr %s3_conv2.w494, align 32
-  %481 = fadd <8 x float> %w490, %w49455
-  store <8 x float> %481, ptr %s3_conv2.w509, align 32
-  %w49456 = load <8 x float>, ptr %s3_conv2.w494, align 32
+  %w49056 = load <8 x float>, ptr %s3_conv2.w490, align 32
+  %469 = fsub <8 x float> %w49455, %w49056
+  store <8 x float> %469, ptr %s3_conv2.w510, align 32
   %w49057 = load <8 x float>, ptr %s3_conv2.w490, align 32
-  %482 = fsub <8 x float> %w49456, %w49057
-  store <8 x float> %482, ptr %s3_conv2.w510, align 32
-  %w49058 = load <8 x float>, ptr %s3_conv2.w490, align 32
   %w498 = load <8 x float>, ptr %s3_conv2.w498, align 32
-  %483 = fsub <8 x float> %w49058, %w498
-  store <8 x float> %483, ptr %s3_conv2.w511, align 32
+  %470 = fsub <8 x float> %w49057, %w498
+  store <8 x float> %470, ptr %s3_conv2.w511, align 32
   %w487 = load <8 x float>, ptr %s3_conv2.w487, align 32
   %w495 = load <8 x float>, ptr %s3_conv2.w495, align 32
-  %484 = fsub <8 x float> %w487, %w495
-  store <8 x float> %484, ptr %s3_conv2.w512, align 32
+  %471 = fsub <8 x float> %w487, %w495
+  store <8 x float> %471, ptr %s3_conv2.w512, align 32
   %w491 = load <8 x float>, ptr %s3_conv2.w491, align 32
+  %w49558 = load <8 x float>, ptr %s3_conv2.w495, align 32
+  %472 = fadd <8 x float> %w491, %w49558
+  store <8 x float> %472, ptr %s3_conv2.w513, align 32
   %w49559 = load <8 x float>, ptr %s3_conv2.w495, align 32
-  %485 = fadd <8 x float> %w491, %w49559
-  store <8 x float> %485, ptr %s3_conv2.w513, align 32
-  %w49560 = load <8 x float>, ptr %s3_conv2.w495, align 32
+  %w49160 = load <8 x float>, ptr %s3_conv2.w491, align 32
+  %473 = fsub <8 x float> %w49559, %w49160
+  store <8 x float> %473, ptr %s3_conv2.w514, align 32
   %w49161 = load <8 x float>, ptr %s3_conv2.w491, align 32
-  %486 = fsub <8 x float> %w49560, %w49161
-  store <8 x float> %486, ptr %s3_conv2.w514, align 32
-  %w49162 = load <8 x float>, ptr %s3_conv2.w491, align 32
   %w499 = load <8 x float>, ptr %s3_conv2.w499, align 32
-  %487 = fsub <8 x float> %w49162, %w499
-  store <8 x float> %487, ptr %s3_conv2.w515, align 32
+  %474 = fsub <8 x float> %w49161, %w499
+  store <8 x float> %474, ptr %s3_conv2.w515, align 32
   %w500 = load <8 x float>, ptr %s3_conv2.w500, align 32
-  %488 = mul nsw i64 %s3_conv2.j48011, 16
-  %489 = mul nsw i64 %s3_conv2.ty48112, 4
-  %490 = add nsw i64 %488, %489
-  %491 = add nsw i64 %490, %s3_conv2.tx48213
-  %492 = mul nsw i64 %491, 64
-  %493 = add nsw i64 858624, %492
-  %494 = mul nsw i64 %s3_conv2.cv48314, 8
-  %495 = add nsw i64 %493, %494
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %495
-  store <8 x float> %w500, ptr %arena63, align 4
+  %475 = mul nsw i64 %s3_conv2.j48010, 16
+  %476 = mul nsw i64 %s3_conv2.ty48111, 4
+  %477 = add nsw i64 %475, %476
+  %478 = add nsw i64 %477, %s3_conv2.tx48212
+  %479 = mul nsw i64 %478, 64
+  %480 = add nsw i64 858624, %479
+  %481 = mul nsw i64 %s3_conv2.cv48313, 8
+  %482 = add nsw i64 %480, %481
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %482
+  store <8 x float> %w500, ptr %arena62, align 4
   %w501 = load <8 x float>, ptr %s3_conv2.w501, align 32
-  %496 = mul nsw i64 %s3_conv2.j48011, 16
-  %497 = mul nsw i64 %s3_conv2.ty48112, 4
-  %498 = add nsw i64 %496, %497
-  %499 = add nsw i64 %498, %s3_conv2.tx48213
-  %500 = mul nsw i64 %499, 64
-  %501 = add nsw i64 859648, %500
-  %502 = mul nsw i64 %s3_conv2.cv48314, 8
-  %503 = add nsw i64 %501, %502
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %503
-  store <8 x float> %w501, ptr %arena64, align 4
+  %483 = mul nsw i64 %s3_conv2.j48010, 16
+  %484 = mul nsw i64 %s3_conv2.ty48111, 4
+  %485 = add nsw i64 %483, %484
+  %486 = add nsw i64 %485, %s3_conv2.tx48212
+  %487 = mul nsw i64 %486, 64
+  %488 = add nsw i64 859648, %487
+  %489 = mul nsw i64 %s3_conv2.cv48313, 8
+  %490 = add nsw i64 %488, %489
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %490
+  store <8 x float> %w501, ptr %arena63, align 4
   %w502 = load <8 x float>, ptr %s3_conv2.w502, align 32
-  %504 = mul nsw i64 %s3_conv2.j48011, 16
-  %505 = mul nsw i64 %s3_conv2.ty48112, 4
-  %506 = add nsw i64 %504, %505
-  %507 = add nsw i64 %506, %s3_conv2.tx48213
-  %508 = mul nsw i64 %507, 64
-  %509 = add nsw i64 860672, %508
-  %510 = mul nsw i64 %s3_conv2.cv48314, 8
-  %511 = add nsw i64 %509, %510
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %511
-  store <8 x float> %w502, ptr %arena65, align 4
+  %491 = mul nsw i64 %s3_conv2.j48010, 16
+  %492 = mul nsw i64 %s3_conv2.ty48111, 4
+  %493 = add nsw i64 %491, %492
+  %494 = add nsw i64 %493, %s3_conv2.tx48212
+  %495 = mul nsw i64 %494, 64
+  %496 = add nsw i64 860672, %495
+  %497 = mul nsw i64 %s3_conv2.cv48313, 8
+  %498 = add nsw i64 %496, %497
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %498
+  store <8 x float> %w502, ptr %arena64, align 4
   %w503 = load <8 x float>, ptr %s3_conv2.w503, align 32
-  %512 = mul nsw i64 %s3_conv2.j48011, 16
-  %513 = mul nsw i64 %s3_conv2.ty48112, 4
-  %514 = add nsw i64 %512, %513
-  %515 = add nsw i64 %514, %s3_conv2.tx48213
-  %516 = mul nsw i64 %515, 64
-  %517 = add nsw i64 861696, %516
-  %518 = mul nsw i64 %s3_conv2.cv48314, 8
-  %519 = add nsw i64 %517, %518
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %519
-  store <8 x float> %w503, ptr %arena66, align 4
+  %499 = mul nsw i64 %s3_conv2.j48010, 16
+  %500 = mul nsw i64 %s3_conv2.ty48111, 4
+  %501 = add nsw i64 %499, %500
+  %502 = add nsw i64 %501, %s3_conv2.tx48212
+  %503 = mul nsw i64 %502, 64
+  %504 = add nsw i64 861696, %503
+  %505 = mul nsw i64 %s3_conv2.cv48313, 8
+  %506 = add nsw i64 %504, %505
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %506
+  store <8 x float> %w503, ptr %arena65, align 4
   %w504 = load <8 x float>, ptr %s3_conv2.w504, align 32
-  %520 = mul nsw i64 %s3_conv2.j48011, 16
-  %521 = mul nsw i64 %s3_conv2.ty48112, 4
-  %522 = add nsw i64 %520, %521
-  %523 = add nsw i64 %522, %s3_conv2.tx48213
-  %524 = mul nsw i64 %523, 64
-  %525 = add nsw i64 862720, %524
-  %526 = mul nsw i64 %s3_conv2.cv48314, 8
-  %527 = add nsw i64 %525, %526
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %527
-  store <8 x float> %w504, ptr %arena67, align 4
+  %507 = mul nsw i64 %s3_conv2.j48010, 16
+  %508 = mul nsw i64 %s3_conv2.ty48111, 4
+  %509 = add nsw i64 %507, %508
+  %510 = add nsw i64 %509, %s3_conv2.tx48212
+  %511 = mul nsw i64 %510, 64
+  %512 = add nsw i64 862720, %511
+  %513 = mul nsw i64 %s3_conv2.cv48313, 8
+  %514 = add nsw i64 %512, %513
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %514
+  store <8 x float> %w504, ptr %arena66, align 4
   %w505 = load <8 x float>, ptr %s3_conv2.w505, align 32
-  %528 = mul nsw i64 %s3_conv2.j48011, 16
-  %529 = mul nsw i64 %s3_conv2.ty48112, 4
-  %530 = add nsw i64 %528, %529
-  %531 = add nsw i64 %530, %s3_conv2.tx48213
-  %532 = mul nsw i64 %531, 64
-  %533 = add nsw i64 863744, %532
-  %534 = mul nsw i64 %s3_conv2.cv48314, 8
-  %535 = add nsw i64 %533, %534
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %535
-  store <8 x float> %w505, ptr %arena68, align 4
+  %515 = mul nsw i64 %s3_conv2.j48010, 16
+  %516 = mul nsw i64 %s3_conv2.ty48111, 4
+  %517 = add nsw i64 %515, %516
+  %518 = add nsw i64 %517, %s3_conv2.tx48212
+  %519 = mul nsw i64 %518, 64
+  %520 = add nsw i64 863744, %519
+  %521 = mul nsw i64 %s3_conv2.cv48313, 8
+  %522 = add nsw i64 %520, %521
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %522
+  store <8 x float> %w505, ptr %arena67, align 4
   %w506 = load <8 x float>, ptr %s3_conv2.w506, align 32
-  %536 = mul nsw i64 %s3_conv2.j48011, 16
-  %537 = mul nsw i64 %s3_conv2.ty48112, 4
-  %538 = add nsw i64 %536, %537
-  %539 = add nsw i64 %538, %s3_conv2.tx48213
-  %540 = mul nsw i64 %539, 64
-  %541 = add nsw i64 864768, %540
-  %542 = mul nsw i64 %s3_conv2.cv48314, 8
-  %543 = add nsw i64 %541, %542
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %543
-  store <8 x float> %w506, ptr %arena69, align 4
+  %523 = mul nsw i64 %s3_conv2.j48010, 16
+  %524 = mul nsw i64 %s3_conv2.ty48111, 4
+  %525 = add nsw i64 %523, %524
+  %526 = add nsw i64 %525, %s3_conv2.tx48212
+  %527 = mul nsw i64 %526, 64
+  %528 = add nsw i64 864768, %527
+  %529 = mul nsw i64 %s3_conv2.cv48313, 8
+  %530 = add nsw i64 %528, %529
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %530
+  store <8 x float> %w506, ptr %arena68, align 4
   %w507 = load <8 x float>, ptr %s3_conv2.w507, align 32
-  %544 = mul nsw i64 %s3_conv2.j48011, 16
-  %545 = mul nsw i64 %s3_conv2.ty48112, 4
-  %546 = add nsw i64 %544, %545
-  %547 = add nsw i64 %546, %s3_conv2.tx48213
-  %548 = mul nsw i64 %547, 64
-  %549 = add nsw i64 865792, %548
-  %550 = mul nsw i64 %s3_conv2.cv48314, 8
-  %551 = add nsw i64 %549, %550
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %551
-  store <8 x float> %w507, ptr %arena70, align 4
+  %531 = mul nsw i64 %s3_conv2.j48010, 16
+  %532 = mul nsw i64 %s3_conv2.ty48111, 4
+  %533 = add nsw i64 %531, %532
+  %534 = add nsw i64 %533, %s3_conv2.tx48212
+  %535 = mul nsw i64 %534, 64
+  %536 = add nsw i64 865792, %535
+  %537 = mul nsw i64 %s3_conv2.cv48313, 8
+  %538 = add nsw i64 %536, %537
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %538
+  store <8 x float> %w507, ptr %arena69, align 4
   %w508 = load <8 x float>, ptr %s3_conv2.w508, align 32
-  %552 = mul nsw i64 %s3_conv2.j48011, 16
-  %553 = mul nsw i64 %s3_conv2.ty48112, 4
-  %554 = add nsw i64 %552, %553
-  %555 = add nsw i64 %554, %s3_conv2.tx48213
-  %556 = mul nsw i64 %555, 64
-  %557 = add nsw i64 866816, %556
-  %558 = mul nsw i64 %s3_conv2.cv48314, 8
-  %559 = add nsw i64 %557, %558
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %559
-  store <8 x float> %w508, ptr %arena71, align 4
+  %539 = mul nsw i64 %s3_conv2.j48010, 16
+  %540 = mul nsw i64 %s3_conv2.ty48111, 4
+  %541 = add nsw i64 %539, %540
+  %542 = add nsw i64 %541, %s3_conv2.tx48212
+  %543 = mul nsw i64 %542, 64
+  %544 = add nsw i64 866816, %543
+  %545 = mul nsw i64 %s3_conv2.cv48313, 8
+  %546 = add nsw i64 %544, %545
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %546
+  store <8 x float> %w508, ptr %arena70, align 4
   %w509 = load <8 x float>, ptr %s3_conv2.w509, align 32
-  %560 = mul nsw i64 %s3_conv2.j48011, 16
-  %561 = mul nsw i64 %s3_conv2.ty48112, 4
-  %562 = add nsw i64 %560, %561
-  %563 = add nsw i64 %562, %s3_conv2.tx48213
-  %564 = mul nsw i64 %563, 64
-  %565 = add nsw i64 867840, %564
-  %566 = mul nsw i64 %s3_conv2.cv48314, 8
-  %567 = add nsw i64 %565, %566
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %567
-  store <8 x float> %w509, ptr %arena72, align 4
+  %547 = mul nsw i64 %s3_conv2.j48010, 16
+  %548 = mul nsw i64 %s3_conv2.ty48111, 4
+  %549 = add nsw i64 %547, %548
+  %550 = add nsw i64 %549, %s3_conv2.tx48212
+  %551 = mul nsw i64 %550, 64
+  %552 = add nsw i64 867840, %551
+  %553 = mul nsw i64 %s3_conv2.cv48313, 8
+  %554 = add nsw i64 %552, %553
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %554
+  store <8 x float> %w509, ptr %arena71, align 4
   %w510 = load <8 x float>, ptr %s3_conv2.w510, align 32
-  %568 = mul nsw i64 %s3_conv2.j48011, 16
-  %569 = mul nsw i64 %s3_conv2.ty48112, 4
-  %570 = add nsw i64 %568, %569
-  %571 = add nsw i64 %570, %s3_conv2.tx48213
-  %572 = mul nsw i64 %571, 64
-  %573 = add nsw i64 868864, %572
-  %574 = mul nsw i64 %s3_conv2.cv48314, 8
-  %575 = add nsw i64 %573, %574
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %575
-  store <8 x float> %w510, ptr %arena73, align 4
+  %555 = mul nsw i64 %s3_conv2.j48010, 16
+  %556 = mul nsw i64 %s3_conv2.ty48111, 4
+  %557 = add nsw i64 %555, %556
+  %558 = add nsw i64 %557, %s3_conv2.tx48212
+  %559 = mul nsw i64 %558, 64
+  %560 = add nsw i64 868864, %559
+  %561 = mul nsw i64 %s3_conv2.cv48313, 8
+  %562 = add nsw i64 %560, %561
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %562
+  store <8 x float> %w510, ptr %arena72, align 4
   %w511 = load <8 x float>, ptr %s3_conv2.w511, align 32
-  %576 = mul nsw i64 %s3_conv2.j48011, 16
-  %577 = mul nsw i64 %s3_conv2.ty48112, 4
-  %578 = add nsw i64 %576, %577
-  %579 = add nsw i64 %578, %s3_conv2.tx48213
-  %580 = mul nsw i64 %579, 64
-  %581 = add nsw i64 869888, %580
-  %582 = mul nsw i64 %s3_conv2.cv48314, 8
-  %583 = add nsw i64 %581, %582
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %583
-  store <8 x float> %w511, ptr %arena74, align 4
+  %563 = mul nsw i64 %s3_conv2.j48010, 16
+  %564 = mul nsw i64 %s3_conv2.ty48111, 4
+  %565 = add nsw i64 %563, %564
+  %566 = add nsw i64 %565, %s3_conv2.tx48212
+  %567 = mul nsw i64 %566, 64
+  %568 = add nsw i64 869888, %567
+  %569 = mul nsw i64 %s3_conv2.cv48313, 8
+  %570 = add nsw i64 %568, %569
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %570
+  store <8 x float> %w511, ptr %arena73, align 4
   %w512 = load <8 x float>, ptr %s3_conv2.w512, align 32
-  %584 = mul nsw i64 %s3_conv2.j48011, 16
-  %585 = mul nsw i64 %s3_conv2.ty48112, 4
-  %586 = add nsw i64 %584, %585
-  %587 = add nsw i64 %586, %s3_conv2.tx48213
-  %588 = mul nsw i64 %587, 64
-  %589 = add nsw i64 870912, %588
-  %590 = mul nsw i64 %s3_conv2.cv48314, 8
-  %591 = add nsw i64 %589, %590
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %591
-  store <8 x float> %w512, ptr %arena75, align 4
+  %571 = mul nsw i64 %s3_conv2.j48010, 16
+  %572 = mul nsw i64 %s3_conv2.ty48111, 4
+  %573 = add nsw i64 %571, %572
+  %574 = add nsw i64 %573, %s3_conv2.tx48212
+  %575 = mul nsw i64 %574, 64
+  %576 = add nsw i64 870912, %575
+  %577 = mul nsw i64 %s3_conv2.cv48313, 8
+  %578 = add nsw i64 %576, %577
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %578
+  store <8 x float> %w512, ptr %arena74, align 4
   %w513 = load <8 x float>, ptr %s3_conv2.w513, align 32
-  %592 = mul nsw i64 %s3_conv2.j48011, 16
-  %593 = mul nsw i64 %s3_conv2.ty48112, 4
-  %594 = add nsw i64 %592, %593
-  %595 = add nsw i64 %594, %s3_conv2.tx48213
-  %596 = mul nsw i64 %595, 64
-  %597 = add nsw i64 871936, %596
-  %598 = mul nsw i64 %s3_conv2.cv48314, 8
-  %599 = add nsw i64 %597, %598
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %599
-  store <8 x float> %w513, ptr %arena76, align 4
+  %579 = mul nsw i64 %s3_conv2.j48010, 16
+  %580 = mul nsw i64 %s3_conv2.ty48111, 4
+  %581 = add nsw i64 %579, %580
+  %582 = add nsw i64 %581, %s3_conv2.tx48212
+  %583 = mul nsw i64 %582, 64
+  %584 = add nsw i64 871936, %583
+  %585 = mul nsw i64 %s3_conv2.cv48313, 8
+  %586 = add nsw i64 %584, %585
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %586
+  store <8 x float> %w513, ptr %arena75, align 4
   %w514 = load <8 x float>, ptr %s3_conv2.w514, align 32
-  %600 = mul nsw i64 %s3_conv2.j48011, 16
-  %601 = mul nsw i64 %s3_conv2.ty48112, 4
-  %602 = add nsw i64 %600, %601
-  %603 = add nsw i64 %602, %s3_conv2.tx48213
-  %604 = mul nsw i64 %603, 64
-  %605 = add nsw i64 872960, %604
-  %606 = mul nsw i64 %s3_conv2.cv48314, 8
-  %607 = add nsw i64 %605, %606
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %607
-  store <8 x float> %w514, ptr %arena77, align 4
+  %587 = mul nsw i64 %s3_conv2.j48010, 16
+  %588 = mul nsw i64 %s3_conv2.ty48111, 4
+  %589 = add nsw i64 %587, %588
+  %590 = add nsw i64 %589, %s3_conv2.tx48212
+  %591 = mul nsw i64 %590, 64
+  %592 = add nsw i64 872960, %591
+  %593 = mul nsw i64 %s3_conv2.cv48313, 8
+  %594 = add nsw i64 %592, %593
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %594
+  store <8 x float> %w514, ptr %arena76, align 4
   %w515 = load <8 x float>, ptr %s3_conv2.w515, align 32
-  %608 = mul nsw i64 %s3_conv2.j48011, 16
-  %609 = mul nsw i64 %s3_conv2.ty48112, 4
-  %610 = add nsw i64 %608, %609
-  %611 = add nsw i64 %610, %s3_conv2.tx48213
-  %612 = mul nsw i64 %611, 64
-  %613 = add nsw i64 873984, %612
-  %614 = mul nsw i64 %s3_conv2.cv48314, 8
-  %615 = add nsw i64 %613, %614
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %615
-  store <8 x float> %w515, ptr %arena78, align 4
-  %cv483.next = add nsw i64 %s3_conv2.cv48314, 1
-  %616 = icmp slt i64 %cv483.next, 8
-  br i1 %616, label %s3_conv2.cv483, label %s3_conv2.cv483.end
+  %595 = mul nsw i64 %s3_conv2.j48010, 16
+  %596 = mul nsw i64 %s3_conv2.ty48111, 4
+  %597 = add nsw i64 %595, %596
+  %598 = add nsw i64 %597, %s3_conv2.tx48212
+  %599 = mul nsw i64 %598, 64
+  %600 = add nsw i64 873984, %599
+  %601 = mul nsw i64 %s3_conv2.cv48313, 8
+  %602 = add nsw i64 %600, %601
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %602
+  store <8 x float> %w515, ptr %arena77, align 4
+  %cv483.next = add nsw i64 %s3_conv2.cv48313, 1
+  %603 = icmp slt i64 %cv483.next, 8
+  br i1 %603, label %s3_conv2.cv483, label %s3_conv2.cv483.end
 
 s3_conv2.cv483.end:                               ; preds = %s3_conv2.cv483
-  %tx482.next = add nsw i64 %s3_conv2.tx48213, 1
-  %617 = icmp slt i64 %tx482.next, 4
-  br i1 %617, label %s3_conv2.tx482, label %s3_conv2.tx482.end
+  %tx482.next = add nsw i64 %s3_conv2.tx48212, 1
+  %604 = icmp slt i64 %tx482.next, 4
+  br i1 %604, label %s3_conv2.tx482, label %s3_conv2.tx482.end
 
 s3_conv2.part516.pool:                            ; preds = %s3_conv2.j480.end
-  %run79 = load ptr, ptr %pool, align 8
-  call void %run79(ptr %pool, ptr @resnet8_infer_b64.k17.s3_conv2.part516.task, ptr %part516.context, i64 2)
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @resnet8_infer_b64.k17.s3_conv2.part516.task, ptr %part516.context, i64 2)
   br label %s3_conv2.part516.done
 
 s3_conv2.part516.serial:                          ; preds = %s3_conv2.j480.end
   br label %s3_conv2.part516
 
 s3_conv2.part516.done:                            ; preds = %s3_conv2.part516.end, %s3_conv2.part516.pool
-  %g475.next = add nsw i64 %s3_conv2.g4754, 1
-  %618 = icmp slt i64 %g475.next, 64
-  br i1 %618, label %s3_conv2.g475, label %s3_conv2.g475.end
+  %g475.next = add nsw i64 %s3_conv2.g4753, 1
+  %605 = icmp slt i64 %g475.next, 64
+  br i1 %605, label %s3_conv2.g475, label %s3_conv2.g475.end
 
 s3_conv2.part516:                                 ; preds = %s3_conv2.part516, %s3_conv2.part516.serial
-  %s3_conv2.part51680 = phi i64 [ 0, %s3_conv2.part516.serial ], [ %part516.next, %s3_conv2.part516 ]
-  call void @resnet8_infer_b64.k17.s3_conv2.part516(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_conv2.g4754, i64 %s3_conv2.part51680)
-  %part516.next = add nsw i64 %s3_conv2.part51680, 1
-  %619 = icmp slt i64 %part516.next, 2
-  br i1 %619, label %s3_conv2.part516, label %s3_conv2.part516.end
+  %s3_conv2.part51678 = phi i64 [ 0, %s3_conv2.part516.serial ], [ %part516.next, %s3_conv2.part516 ]
+  call void @resnet8_infer_b64.k17.s3_conv2.part516(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_conv2.g4753, i64 %s3_conv2.part51678)
+  %part516.next = add nsw i64 %s3_conv2.part51678, 1
+  %606 = icmp slt i64 %part516.next, 2
+  br i1 %606, label %s3_conv2.part516, label %s3_conv2.part516.end
 
 s3_conv2.part516.end:                             ; preds = %s3_conv2.part516
   br label %s3_conv2.part516.done
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k17.s3_conv2.part443(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
-entry:
-  %s3_conv2.w473 = alloca float, align 4
-  %s3_conv2.w472 = alloca float, align 4
-  %s3_conv2.w471 = alloca float, align 4
-  %s3_conv2.w470 = alloca float, align 4
-  %s3_conv2.w469 = alloca float, align 4
-  %s3_conv2.w468 = alloca float, align 4
-  %s3_conv2.w467 = alloca float, align 4
-  %s3_conv2.w466 = alloca float, align 4
-  %s3_conv2.w465 = alloca float, align 4
-  %s3_conv2.w464 = alloca float, align 4
-  %s3_conv2.w463 = alloca float, align 4
-  %s3_conv2.w462 = alloca float, align 4
-  %s3_conv2.w461 = alloca float, align 4
-  %s3_conv2.w460 = alloca float, align 4
-  %s3_conv2.w459 = alloca float, align 4
-  %s3_conv2.w458 = alloca float, align 4
-  %s3_conv2.w457 = alloca float, align 4
-  %s3_conv2.w456 = alloca float, align 4
-  %s3_conv2.w455 = alloca float, align 4
-  %s3_conv2.w454 = alloca float, align 4
-  %s3_conv2.w453 = alloca float, align 4
-  %s3_conv2.w452 = alloca float, align 4
-  %s3_conv2.w451 = alloca float, align 4
-  %s3_conv2.w450 = alloca float, align 4
-  %s3_conv2.w449 = alloca float, align 4
-  %s3_conv2.w448 = alloca float, align 4
-  %s3_conv2.w447 = alloca float, align 4
-  %s3_conv2.w446 = alloca float, align 4
-  br label %s3_conv2.ci444
-
-s3_conv2.ci444:                                   ; preds = %s3_conv2.co445.end, %entry
-  %s3_conv2.ci4441 = phi i64 [ 0, %entry ], [ %ci444.next, %s3_conv2.co445.end ]
-  br label %s3_conv2.co445
-
-s3_conv2.ci444.end:                               ; preds = %s3_conv2.co445.end
-  ret void
-
-s3_conv2.co445:                                   ; preds = %s3_conv2.co445, %s3_conv2.ci444
-  %s3_conv2.co4452 = phi i64 [ 0, %s3_conv2.ci444 ], [ %co445.next, %s3_conv2.co445 ]
-  %1 = mul nsw i64 %0, 32
-  %2 = add nsw i64 %1, %s3_conv2.co4452
-  %3 = mul nsw i64 %2, 64
-  %4 = add nsw i64 %3, %s3_conv2.ci4441
-  %5 = mul nsw i64 %4, 9
-  %6 = add nsw i64 38224, %5
-  %params3 = getelementptr inbounds float, ptr %params, i64 %6
-  %7 = load float, ptr %params3, align 4
-  store float %7, ptr %s3_conv2.w446, align 4
-  %8 = mul nsw i64 %0, 32
-  %9 = add nsw i64 %8, %s3_conv2.co4452
-  %10 = mul nsw i64 %9, 64
-  %11 = add nsw i64 %10, %s3_conv2.ci4441
-  %12 = mul nsw i64 %11, 9
-  %13 = add nsw i64 38224, %12
-  %params4 = getelementptr inbounds float, ptr %params, i64 %13
-  %14 = load float, ptr %params4, align 4
-  %15 = mul nsw i64 %0, 32
-  %16 = add nsw i64 %15, %s3_conv2.co4452
-  %17 = mul nsw i64 %16, 64
-  %18 = add nsw i64 %17, %s3_conv2.ci4441
-  %19 = mul nsw i64 %18, 9
-  %20 = add nsw i64 38224, %19
-  %21 = add nsw i64 %20, 3
-  %params5 = getelementptr inbounds float, ptr %params, i64 %21
-  %22 = load float, ptr %params5, align 4
-  %23 = fadd float %14, %22
-  %24 = mul nsw i64 %0, 32
-  %25 = add nsw i64 %24, %s3_conv2.co4452
-  %26 = mul nsw i64 %25, 64
-  %27 = add nsw i64 %26, %s3_conv2.ci4441
-  %28 = mul nsw i64 %27, 9
-  %29 = add nsw i64 38224, %28
-  %30 = add nsw i64 %29, 6
-  %params6 = getelementptr inbounds float, ptr %params, i64 %30
-  %31 = load float, ptr %params6, align 4
-  %32 = fadd float %23, %31
-  %33 = fmul float %32, 5.000000e-01
-  store float %33, ptr %s3_conv2.w447, align 4
-  %34 = mul nsw i64 %0, 32
-  %35 = add nsw i64 %34, %s3_conv2.co4452
-  %36 = mul nsw i64 %35, 64
-  %37 = add nsw i64 %36, %s3_conv2.ci4441
-  %38 = mul nsw i64 %37, 9
-  %39 = add nsw i64 38224, %38
-  %params7 = getelementptr inbounds float, ptr %params, i64 %39
-  %40 = load float, ptr %params7, align 4
-  %41 = mul nsw i64 %0, 32
-  %42 = add nsw i64 %41, %s3_conv2.co4452
-  %43 = mul nsw i64 %42, 64
-  %44 = add nsw i64 %43, %s3_conv2.ci4441
-  %45 = mul nsw i64 %44, 9
-  %46 = add nsw i64 38224, %45
-  %47 = add nsw i64 %46, 6
-  %params8 = getelementptr inbounds float, ptr %params, i64 %47
-  %48 = load float, ptr %params8, align 4
-  %49 = fadd float %40, %48
-  %50 = mul nsw i64 %0, 32
-  %51 = add nsw i64 %50, %s3_conv2.co4452
-  %52 = mul nsw i64 %51, 64
-  %53 = add nsw i64 %52, %s3_conv2.ci4441
-  %54 = mul nsw i64 %53, 9
-  %55 = add nsw i64 38224, %54
-  %56 = add nsw i64 %55, 3
-  %params9 = getelementptr inbounds float, ptr %params, i64 %56
-  %57 = load float, ptr %params9, align 4
-  %58 = fsub float %49, %57
-  %59 = fmul float %58, 5.000000e-01
-  store float %59, ptr %s3_conv2.w448, align 4
-  %60 = mul nsw i64 %0, 32
-  %61 = add nsw i64 %60, %s3_conv2.co4452
-  %62 = mul nsw i64 %61, 64
-  %63 = add nsw i64 %62, %s3_conv2.ci4441
-  %64 = mul nsw i64 %63, 9
-  %65 = add nsw i64 38224, %64
-  %66 = add nsw i64 %65, 6
-  %params10 = getelementptr inbounds float, ptr %params, i64 %66
-  %67 = load float, ptr %params10, align 4
-  store float %67, ptr %s3_conv2.w449, align 4
-  %68 = mul nsw i64 %0, 32
-  %69 = add nsw i64 %68, %s3_conv2.co4452
-  %70 = mul nsw i64 %69, 64
-  %71 = add nsw i64 %70, %s3_conv2.ci4441
-  %72 = mul nsw i64 %71, 9
-  %73 = add nsw i64 38224, %72
-  %74 = add nsw i64 %73, 1
-  %params11 = getelementptr inbounds float, ptr %params, i64 %74
-  %75 = load float, ptr %params11, align 4
-  store float %75, ptr %s3_conv2.w450, align 4
-  %76 = mul nsw i64 %0, 32
-  %77 = add nsw i64 %76, %s3_conv2.co4452
-  %78 = mul nsw i64 %77, 64
-  %79 = add nsw i64 %78, %s3_conv2.ci4441
-  %80 = mul nsw i64 %79, 9
-  %81 = add nsw i64 38224, %80
-  %82 = add nsw i64 %81, 1
-  %params12 = getelementptr inbounds float, ptr %params, i64 %82
-  %83 = load float, ptr %params12, align 4
-  %84 = mul nsw i64 %0, 32
-  %85 = add nsw i64 %84, %s3_conv2.co4452
-  %86 = mul nsw i64 %85, 64
-  %87 = add nsw i64 %86, %s3_conv2.ci4441
-  %88 = mul nsw i64 %87, 9
-  %89 = add nsw i64 38224, %88
-  %90 = add nsw i64 %89, 4
-  %params13 = getelementptr inbounds float, ptr %params, i64 %90
-  %91 = load float, ptr %params13, align 4
-  %92 = fadd float %83, %91
-  %93 = mul nsw i64 %0, 32
-  %94 = add nsw i64 %93, %s3_conv2.co4452
-  %95 = mul nsw i64 %94, 64
-  %96 = add nsw i64 %95, %s3_conv2.ci4441
-  %97 = mul nsw i64 %96, 9
-  %98 = add nsw i64 38224, %97
-  %99 = add nsw i64 %98, 7
-  %params14 = getelementptr inbounds float, ptr %params, i64 %99
-  %100 = load float, ptr %params14, align 4
-  %101 = fadd float %92, %100
-  %102 = fmul float %101, 5.000000e-01
-  store float %102, ptr %s3_conv2.w451, align 4
-  %103 = mul nsw i64 %0, 32
-  %104 = add nsw i64 %103, %s3_conv2.co4452
-  %105 = mul nsw i64 %104, 64
-  %106 = add nsw i64 %105, %s3_conv2.ci4441
-  %107 = mul nsw i64 %106, 9
-  %108 = add nsw i64 38224, %107
-  %109 = add nsw i64 %108, 1
-  %params15 = getelementptr inbounds float, ptr %params, i64 %109
-  %110 = load float, ptr %params15, align 4
-  %111 = mul nsw i64 %0, 32
-  %112 = add nsw i64 %111, %s3_conv2.co4452
-  %113 = mul nsw i64 %112, 64
-  %114 = add nsw i64 %113, %s3_conv2.ci4441
-  %115 = mul nsw i64 %114, 9
-  %116 = add nsw i64 38224, %115
-  %117 = add nsw i64 %116, 7
-  %params16 = getelementptr inbounds float, ptr %params, i64 %117
-  %118 = load float, ptr %params16, align 4
-  %119 = fadd float %110, %118
-  %120 = mul nsw i64 %0, 32
-  %121 = add nsw i64 %120, %s3_conv2.co4452
-  %122 = mul nsw i64 %121, 64
-  %123 = add nsw i64 %122, %s3_conv2.ci4441
-  %124 = mul nsw i64 %123, 9
-  %125 = add nsw i64 38224, %124
-  %126 = add nsw i64 %125, 4
-  %params17 = getelementptr inbounds float, ptr %params, i64 %126
-  %127 = load float, ptr %params17, align 4
-  %128 = fsub float %119, %127
-  %129 = fmul float %128, 5.000000e-01
-  store float %129, ptr %s3_conv2.w452, align 4
-  %130 = mul nsw i64 %0, 32
-  %131 = add nsw i64 %130, %s3_conv2.co4452
-  %132 = mul nsw i64 %131, 64
-  %133 = add nsw i64 %132, %s3_conv2.ci4441
-  %134 = mul nsw i64 %133, 9
-  %135 = add nsw i64 38224, %134
-  %136 = add nsw i64 %135, 7
-  %params18 = getelementptr inbounds float, ptr %params, i64 %136
-  %137 = load float, ptr %params18, align 4
-  store float %137, ptr %s3_conv2.w453, align 4
-  %138 = mul nsw i64 %0, 32
-  %139 = add nsw i64 %138, %s3_conv2.co4452
-  %140 = mul nsw i64 %139, 64
-  %141 = add nsw i64 %140, %s3_conv2.ci4441
-  %142 = mul nsw i64 %141, 9
-  %143 = add nsw i64 38224, %142
-  %144 = add nsw i64 %143, 2
-  %params19 = getelementptr inbounds float, ptr %params, i64 %144
-  %145 = load float, ptr %params19, align 4
-  store float %145, ptr %s3_conv2.w454, align 4
-  %146 = mul nsw i64 %0, 32
-  %147 = add nsw i64 %146, %s3_conv2.co4452
-  %148 = mul nsw i64 %147, 64
-  %149 = add nsw i64 %148, %s3_conv2.ci4441
-  %150 = mul nsw i64 %149, 9
-  %151 = add nsw i64 38224, %150
-  %152 = add nsw i64 %151, 2
-  %params20 = getelementptr inbounds float, ptr %params, i64 %152
-  %153 = load float, ptr %params20, align 4
-  %154 = mul nsw i64 %0, 32
-  %155 = add nsw i64 %154, %s3_conv2.co4452
-  %156 = mul nsw i64 %155, 64
-  %157 = add nsw i64 %156, %s3_conv2.ci4441
-  %158 = mul nsw i64 %157, 9
-  %159 = add nsw i64 38224, %158
-  %160 = add nsw i64 %159, 5
-  %params21 = getelementptr inbounds float, ptr %params, i64 %160
-  %161 = load float, ptr %params21, align 4
-  %162 = fadd float %153, %161
-  %163 = mul nsw i64 %0, 32
-  %164 = add nsw i64 %163, %s3_conv2.co4452
-  %165 = mul nsw i64 %164, 64
-  %166 = add nsw i64 %165, %s3_conv2.ci4441
-  %167 = mul nsw i64 %166, 9
-  %168 = add nsw i64 38224, %167
-  %169 = add nsw i64 %168, 8
-  %params22 = getelementptr inbounds float, ptr %params, i64 %169
-  %170 = load float, ptr %params22, align 4
-  %171 = fadd float %162, %170
-  %172 = fmul float %171, 5.000000e-01
-  store float %172, ptr %s3_conv2.w455, align 4
-  %173 = mul nsw i64 %0, 32
-  %174 = add nsw i64 %173, %s3_conv2.co4452
-  %175 = mul nsw i64 %174, 64
-  %176 = add nsw i64 %175, %s3_conv2.ci4441
-  %177 = mul nsw i64 %176, 9
-  %178 = add nsw i64 38224, %177
-  %179 = add nsw i64 %178, 2
-  %params23 = getelementptr inbounds float, ptr %params, i64 %179
-  %180 = load float, ptr %params23, align 4
-  %181 = mul nsw i64 %0, 32
-  %182 = add nsw i64 %181, %s3_conv2.co4452
-  %183 = mul nsw i64 %182, 64
-  %184 = add nsw i64 %183, %s3_conv2.ci4441
-  %185 = mul nsw i64 %184, 9
-  %186 = add nsw i64 38224, %185
-  %187 = add nsw i64 %186, 8
-  %params24 = getelementptr inbounds float, ptr %params, i64 %187
-  %188 = load float, ptr %params24, align 4
-  %189 = fadd float %180, %188
-  %190 = mul nsw i64 %0, 32
-  %191 = add nsw i64 %190, %s3_conv2.co4452
-  %192 = mul nsw i64 %191, 64
-  %193 = add nsw i64 %192, %s3_conv2.ci4441
-  %194 = mul nsw i64 %193, 9
-  %195 = add nsw i64 38224, %194
-  %196 = add nsw i64 %195, 5
-  %params25 = getelementptr inbounds float, ptr %params, i64 %196
-  %197 = load float, ptr %params25, align 4
-  %198 = fsub float %189, %197
-  %199 = fmul float %198, 5.000000e-01
-  store float %199, ptr %s3_conv2.w456, align 4
-  %200 = mul nsw i64 %0, 32
-  %201 = add nsw i64 %200, %s3_conv2.co4452
-  %202 = mul nsw i64 %201, 64
-  %203 = add nsw i64 %202, %s3_conv2.ci4441
-  %204 = mul nsw i64 %203, 9
-  %205 = add nsw i64 38224, %204
-  %206 = add nsw i64 %205, 8
-  %params26 = getelementptr inbounds float, ptr %params, i64 %206
-  %207 = load float, ptr %params26, align 4
-  store float %207, ptr %s3_conv2.w457, align 4
-  %w446 = load float, ptr %s3_conv2.w446, align 4
-  store float %w446, ptr %s3_conv2.w458, align 4
-  %w44627 = load float, ptr %s3_conv2.w446, align 4
-  %w450 = load float, ptr %s3_conv2.w450, align 4
-  %208 = fadd float %w44627, %w450
-  %w454 = load float, ptr %s3_conv2.w454, align 4
-  %209 = fadd float %208, %w454
-  %210 = fmul float %209, 5.000000e-01
-  store float %210, ptr %s3_conv2.w459, align 4
-  %w44628 = load float, ptr %s3_conv2.w446, align 4
-  %w45429 = load float, ptr %s3_conv2.w454, align 4
-  %211 = fadd float %w44628, %w45429
-  %w45030 = load float, ptr %s3_conv2.w450, align 4
-  %212 = fsub float %211, %w45030
-  %213 = fmul float %212, 5.000000e-01
-  store float %213, ptr %s3_conv2.w460, align 4
-  %w45431 = load float, ptr %s3_conv2.w454, align 4
-  store float %w45431, ptr %s3_conv2.w461, align 4
-  %w447 = load float, ptr %s3_conv2.w447, align 4
-  store float %w447, ptr %s3_conv2.w462, align 4
-  %w44732 = load float, ptr %s3_conv2.w447, align 4
-  %w451 = load float, ptr %s3_conv2.w451, align 4
-  %214 = fadd float %w44732, %w451
-  %w455 = load float, ptr %s3_conv2.w455, align 4
-  %215 = fadd float %214, %w455
-  %216 = fmul float %215, 5.000000e-01
-  store float %216, ptr %s3_conv2.w463, align 4
-  %w44733 = load float, ptr %s3_conv2.w447, align 4
-  %w45534 = load float, ptr %s3_conv2.w455, align 4
-  %217 = fadd float %w44733, %w45534
-  %w45135 = load float, ptr %s3_conv2.w451, align 4
-  %218 = fsub float %217, %w45135
-  %219 = fmul float %218, 5.000000e-01
-  store float %219, ptr %s3_conv2.w464, align 4
-  %w45536 = load float, ptr %s3_conv2.w455, align 4
-  store float %w45536, ptr %s3_conv2.w465, align 4
-  %w448 = load float, ptr %s3_conv2.w448, align 4
-  store float %w448, ptr %s3_conv2.w466, align 4
-  %w44837 = load float, ptr %s3_conv2.w448, align 4
-  %w452 = load float, ptr %s3_conv2.w452, align 4
-  %220 = fadd float %w44837, %w452
-  %w456 = load float, ptr %s3_conv2.w456, align 4
-  %221 = fadd float %220, %w456
-  %222 = fmul float %221, 5.000000e-01
-  store float %222, ptr %s3_conv2.w467, align 4
-  %w44838 = load float, ptr %s3_conv2.w448, align 4
-  %w45639 = load float, ptr %s3_conv2.w456, align 4
-  %223 = fadd float %w44838, %w45639
-  %w45240 = load float, ptr %s3_conv2.w452, align 4
-  %224 = fsub float %223, %w45240
-  %225 = fmul float %224, 5.000000e-01
-  store float %225, ptr %s3_conv2.w468, align 4
-  %w45641 = load float, ptr %s3_conv2.w456, align 4
-  store float %w45641, ptr %s3_conv2.w469, align 4
-  %w449 = load float, ptr %s3_conv2.w449, align 4
-  store float %w449, ptr %s3_conv2.w470, align 4
-  %w44942 = load float, ptr %s3_conv2.w449, align 4
-  %w453 = load float, ptr %s3_conv2.w453, align 4
-  %226 = fadd float %w44942, %w453
-  %w457 = load float, ptr %s3_conv2.w457, align 4
-  %227 = fadd float %226, %w457
-  %228 = fmul float %227, 5.000000e-01
-  store float %228, ptr %s3_conv2.w471, align 4
-  %w44943 = load float, ptr %s3_conv2.w449, align 4
-  %w45744 = load float, ptr %s3_conv2.w457, align 4
-  %229 = fadd float %w44943, %w45744
-  %w45345 = load float, ptr %s3_conv2.w453, align 4
-  %230 = fsub float %229, %w45345
-  %231 = fmul float %230, 5.000000e-01
-  store float %231, ptr %s3_conv2.w472, align 4
-  %w45746 = load float, ptr %s3_conv2.w457, align 4
-  store float %w45746, ptr %s3_conv2.w473, align 4
-  %w458 = load float, ptr %s3_conv2.w458, align 4
-  %232 = mul nsw i64 %s3_conv2.ci4441, 64
-  %233 = add nsw i64 786688, %232
-  %234 = mul nsw i64 %0, 32
-  %235 = add nsw i64 %234, %s3_conv2.co4452
-  %236 = add nsw i64 %233, %235
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w458, ptr %arena47, align 4
-  %w459 = load float, ptr %s3_conv2.w459, align 4
-  %237 = mul nsw i64 %s3_conv2.ci4441, 64
-  %238 = add nsw i64 790784, %237
-  %239 = mul nsw i64 %0, 32
-  %240 = add nsw i64 %239, %s3_conv2.co4452
-  %241 = add nsw i64 %238, %240
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w459, ptr %arena48, align 4
-  %w460 = load float, ptr %s3_conv2.w460, align 4
-  %242 = mul nsw i64 %s3_conv2.ci4441, 64
-  %243 = add nsw i64 794880, %242
-  %244 = mul nsw i64 %0, 32
-  %245 = add nsw i64 %244, %s3_conv2.co4452
-  %246 = add nsw i64 %243, %245
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w460, ptr %arena49, align 4
-  %w461 = load float, ptr %s3_conv2.w461, align 4
-  %247 = mul nsw i64 %s3_conv2.ci4441, 64
-  %248 = add nsw i64 798976, %247
-  %249 = mul nsw i64 %0, 32
-  %250 = add nsw i64 %249, %s3_conv2.co4452
-  %251 = add nsw i64 %248, %250
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w461, ptr %arena50, align 4
-  %w462 = load float, ptr %s3_conv2.w462, align 4
-  %252 = mul nsw i64 %s3_conv2.ci4441, 64
-  %253 = add nsw i64 803072, %252
-  %254 = mul nsw i64 %0, 32
-  %255 = add nsw i64 %254, %s3_conv2.co4452
-  %256 = add nsw i64 %253, %255
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w462, ptr %arena51, align 4
-  %w463 = load float, ptr %s3_conv2.w463, align 4
-  %257 = mul nsw i64 %s3_conv2.ci4441, 64
-  %258 = add nsw i64 807168, %257
-  %259 = mul nsw i64 %0, 32
-  %260 = add nsw i64 %259, %s3_conv2.co4452
-  %261 = add nsw i64 %258, %260
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w463, ptr %arena52, align 4
-  %w464 = load float, ptr %s3_conv2.w464, align 4
-  %262 = mul nsw i64 %s3_conv2.ci4441, 64
-  %263 = add nsw i64 811264, %262
-  %264 = mul nsw i64 %0, 32
-  %265 = add nsw i64 %264, %s3_conv2.co4452
-  %266 = add nsw i64 %263, %265
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w464, ptr %arena53, align 4
-  %w465 = load float, ptr %s3_conv2.w465, align 4
-  %267 = mul nsw i64 %s3_conv2.ci4441, 64
-  %268 = add nsw i64 815360, %267
-  %269 = mul nsw i64 %0, 32
-  %270 = add nsw i64 %269, %s3_conv2.co4452
-  %271 = add nsw i64 %268, %270
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w465, ptr %arena54, align 4
-  %w466 = load float, ptr %s3_conv2.w466, align 4
-  %272 = mul nsw i64 %s3_conv2.ci4441, 64
-  %273 = add nsw i64 819456, %272
-  %274 = mul nsw i64 %0, 32
-  %275 = add nsw i64 %274, %s3_conv2.co4452
-  %276 = add nsw i64 %273, %275
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w466, ptr %arena55, align 4
-  %w467 = load float, ptr %s3_conv2.w467, align 4
-  %277 = mul nsw i64 %s3_conv2.ci4441, 64
-  %278 = add nsw i64 823552, %277
-  %279 = mul nsw i64 %0, 32
-  %280 = add nsw i64 %279, %s3_conv2.co4452
-  %281 = add nsw i64 %278, %280
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w467, ptr %arena56, align 4
-  %w468 = load float, ptr %s3_conv2.w468, align 4
-  %282 = mul nsw i64 %s3_conv2.ci4441, 64
-  %283 = add nsw i64 827648, %282
-  %284 = mul nsw i64 %0, 32
-  %285 = add nsw i64 %284, %s3_conv2.co4452
-  %286 = add nsw i64 %283, %285
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w468, ptr %arena57, align 4
-  %w469 = load float, ptr %s3_conv2.w469, align 4
-  %287 = mul nsw i64 %s3_conv2.ci4441, 64
-  %288 = add nsw i64 831744, %287
-  %289 = mul nsw i64 %0, 32
-  %290 = add nsw i64 %289, %s3_conv2.co4452
-  %291 = add nsw i64 %288, %290
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w469, ptr %arena58, align 4
-  %w470 = load float, ptr %s3_conv2.w470, align 4
-  %292 = mul nsw i64 %s3_conv2.ci4441, 64
-  %293 = add nsw i64 835840, %292
-  %294 = mul nsw i64 %0, 32
-  %295 = add nsw i64 %294, %s3_conv2.co4452
-  %296 = add nsw i64 %293, %295
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w470, ptr %arena59, align 4
-  %w471 = load float, ptr %s3_conv2.w471, align 4
-  %297 = mul nsw i64 %s3_conv2.ci4441, 64
-  %298 = add nsw i64 839936, %297
-  %299 = mul nsw i64 %0, 32
-  %300 = add nsw i64 %299, %s3_conv2.co4452
-  %301 = add nsw i64 %298, %300
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w471, ptr %arena60, align 4
-  %w472 = load float, ptr %s3_conv2.w472, align 4
-  %302 = mul nsw i64 %s3_conv2.ci4441, 64
-  %303 = add nsw i64 844032, %302
-  %304 = mul nsw i64 %0, 32
-  %305 = add nsw i64 %304, %s3_conv2.co4452
-  %306 = add nsw i64 %303, %305
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w472, ptr %arena61, align 4
-  %w473 = load float, ptr %s3_conv2.w473, align 4
-  %307 = mul nsw i64 %s3_conv2.ci4441, 64
-  %308 = add nsw i64 848128, %307
-  %309 = mul nsw i64 %0, 32
-  %310 = add nsw i64 %309, %s3_conv2.co4452
-  %311 = add nsw i64 %308, %310
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w473, ptr %arena62, align 4
-  %co445.next = add nsw i64 %s3_conv2.co4452, 1
-  %312 = icmp slt i64 %co445.next, 32
-  br i1 %312, label %s3_conv2.co445, label %s3_conv2.co445.end
-
-s3_conv2.co445.end:                               ; preds = %s3_conv2.co445
-  %ci444.next = add nsw i64 %s3_conv2.ci4441, 1
-  %313 = icmp slt i64 %ci444.next, 64
-  br i1 %313, label %s3_conv2.ci444, label %s3_conv2.ci444.end
-}
-
-define internal void @resnet8_infer_b64.k17.s3_conv2.part443.task(ptr %0, i64 %1) {
-entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
-  %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
-  %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
-  %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
-  %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
-  %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
-  %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
-  %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
-  %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @resnet8_infer_b64.k17.s3_conv2.part443(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
-  ret void
 }
 
 ; Function Attrs: noinline
@@ -53114,7 +53121,7 @@ s3_conv2.mb519.end:                               ; preds = %s3_conv2.k521.end
 s3_conv2.k521:                                    ; preds = %s3_conv2.k521, %s3_conv2.mb519
   %s3_conv2.k5213 = phi i64 [ 0, %s3_conv2.mb519 ], [ %k521.next, %s3_conv2.k521 ]
   %2 = mul nsw i64 %0, 4096
-  %3 = add nsw i64 786688, %2
+  %3 = add nsw i64 3356768, %2
   %4 = mul nsw i64 %1, 32
   %5 = add nsw i64 %3, %4
   %6 = mul nsw i64 %s3_conv2.k5213, 64
@@ -53125,7 +53132,7 @@ s3_conv2.k521:                                    ; preds = %s3_conv2.k521, %s3_
   %10 = load <8 x float>, ptr %arena4, align 4
   store <8 x float> %10, ptr %s3_conv2.t520_b0, align 32
   %11 = mul nsw i64 %0, 4096
-  %12 = add nsw i64 786688, %11
+  %12 = add nsw i64 3356768, %11
   %13 = mul nsw i64 %1, 32
   %14 = add nsw i64 %12, %13
   %15 = mul nsw i64 %s3_conv2.k5213, 64
@@ -53439,7 +53446,7 @@ s3_conv2.k521.end:                                ; preds = %s3_conv2.k521
 s3_conv2.k523:                                    ; preds = %s3_conv2.k523, %s3_conv2.mb519.end
   %s3_conv2.k52352 = phi i64 [ 0, %s3_conv2.mb519.end ], [ %k523.next, %s3_conv2.k523 ]
   %218 = mul nsw i64 %0, 4096
-  %219 = add nsw i64 786688, %218
+  %219 = add nsw i64 3356768, %218
   %220 = mul nsw i64 %1, 32
   %221 = add nsw i64 %219, %220
   %222 = mul nsw i64 %s3_conv2.k52352, 64
@@ -53450,7 +53457,7 @@ s3_conv2.k523:                                    ; preds = %s3_conv2.k523, %s3_
   %226 = load <8 x float>, ptr %arena53, align 4
   store <8 x float> %226, ptr %s3_conv2.t522_b0, align 32
   %227 = mul nsw i64 %0, 4096
-  %228 = add nsw i64 786688, %227
+  %228 = add nsw i64 3356768, %227
   %229 = mul nsw i64 %1, 32
   %230 = add nsw i64 %228, %229
   %231 = mul nsw i64 %s3_conv2.k52352, 64

@@ -4786,6 +4786,208 @@ public func resnet8_infer_b64(
   let arena = arena.unsafelyUnwrapped
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed, pool)
+  if 0x0 as UInt64 >= UInt64(bitPattern: step) {
+    parallelFor(pool, 2) { part32 in
+      for ci33 in 0..<16 {
+        for co34 in 0..<8 {
+          var w35: Float = params[(464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9))]
+          var w36: Float = (((params[(464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9))] + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 3)]) + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w37: Float = (((params[(464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9))] + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 6)]) - params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w38: Float = params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 6)]
+          var w39: Float = params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 1)]
+          var w40: Float = (((params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 1)] + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 4)]) + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w41: Float = (((params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 1)] + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 7)]) - params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w42: Float = params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 7)]
+          var w43: Float = params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 2)]
+          var w44: Float = (((params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 2)] + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 5)]) + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w45: Float = (((params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 2)] + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 8)]) - params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w46: Float = params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 8)]
+          var w47: Float = w35
+          var w48: Float = (((w35 + w39) + w43) * Float(bitPattern: 0x3f000000))
+          var w49: Float = (((w35 + w43) - w39) * Float(bitPattern: 0x3f000000))
+          var w50: Float = w43
+          var w51: Float = w36
+          var w52: Float = (((w36 + w40) + w44) * Float(bitPattern: 0x3f000000))
+          var w53: Float = (((w36 + w44) - w40) * Float(bitPattern: 0x3f000000))
+          var w54: Float = w44
+          var w55: Float = w37
+          var w56: Float = (((w37 + w41) + w45) * Float(bitPattern: 0x3f000000))
+          var w57: Float = (((w37 + w45) - w41) * Float(bitPattern: 0x3f000000))
+          var w58: Float = w45
+          var w59: Float = w38
+          var w60: Float = (((w38 + w42) + w46) * Float(bitPattern: 0x3f000000))
+          var w61: Float = (((w38 + w46) - w42) * Float(bitPattern: 0x3f000000))
+          var w62: Float = w46
+          arena[((3332192 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w47
+          arena[((3332448 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w48
+          arena[((3332704 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w49
+          arena[((3332960 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w50
+          arena[((3333216 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w51
+          arena[((3333472 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w52
+          arena[((3333728 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w53
+          arena[((3333984 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w54
+          arena[((3334240 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w55
+          arena[((3334496 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w56
+          arena[((3334752 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w57
+          arena[((3335008 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w58
+          arena[((3335264 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w59
+          arena[((3335520 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w60
+          arena[((3335776 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w61
+          arena[((3336032 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w62
+        }
+      }
+    }
+    parallelFor(pool, 2) { part136 in
+      for ci137 in 0..<16 {
+        for co138 in 0..<8 {
+          var w139: Float = params[(2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9))]
+          var w140: Float = (((params[(2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9))] + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 3)]) + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w141: Float = (((params[(2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9))] + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 6)]) - params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w142: Float = params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 6)]
+          var w143: Float = params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 1)]
+          var w144: Float = (((params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 1)] + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 4)]) + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w145: Float = (((params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 1)] + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 7)]) - params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w146: Float = params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 7)]
+          var w147: Float = params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 2)]
+          var w148: Float = (((params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 2)] + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 5)]) + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w149: Float = (((params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 2)] + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 8)]) - params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w150: Float = params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 8)]
+          var w151: Float = w139
+          var w152: Float = (((w139 + w143) + w147) * Float(bitPattern: 0x3f000000))
+          var w153: Float = (((w139 + w147) - w143) * Float(bitPattern: 0x3f000000))
+          var w154: Float = w147
+          var w155: Float = w140
+          var w156: Float = (((w140 + w144) + w148) * Float(bitPattern: 0x3f000000))
+          var w157: Float = (((w140 + w148) - w144) * Float(bitPattern: 0x3f000000))
+          var w158: Float = w148
+          var w159: Float = w141
+          var w160: Float = (((w141 + w145) + w149) * Float(bitPattern: 0x3f000000))
+          var w161: Float = (((w141 + w149) - w145) * Float(bitPattern: 0x3f000000))
+          var w162: Float = w149
+          var w163: Float = w142
+          var w164: Float = (((w142 + w146) + w150) * Float(bitPattern: 0x3f000000))
+          var w165: Float = (((w142 + w150) - w146) * Float(bitPattern: 0x3f000000))
+          var w166: Float = w150
+          arena[((3336288 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w151
+          arena[((3336544 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w152
+          arena[((3336800 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w153
+          arena[((3337056 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w154
+          arena[((3337312 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w155
+          arena[((3337568 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w156
+          arena[((3337824 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w157
+          arena[((3338080 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w158
+          arena[((3338336 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w159
+          arena[((3338592 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w160
+          arena[((3338848 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w161
+          arena[((3339104 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w162
+          arena[((3339360 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w163
+          arena[((3339616 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w164
+          arena[((3339872 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w165
+          arena[((3340128 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w166
+        }
+      }
+    }
+    parallelFor(pool, 2) { part290 in
+      for ci291 in 0..<32 {
+        for co292 in 0..<16 {
+          var w293: Float = params[(9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9))]
+          var w294: Float = (((params[(9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9))] + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 3)]) + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w295: Float = (((params[(9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9))] + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 6)]) - params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w296: Float = params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 6)]
+          var w297: Float = params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 1)]
+          var w298: Float = (((params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 1)] + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 4)]) + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w299: Float = (((params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 1)] + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 7)]) - params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w300: Float = params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 7)]
+          var w301: Float = params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 2)]
+          var w302: Float = (((params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 2)] + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 5)]) + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w303: Float = (((params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 2)] + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 8)]) - params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w304: Float = params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 8)]
+          var w305: Float = w293
+          var w306: Float = (((w293 + w297) + w301) * Float(bitPattern: 0x3f000000))
+          var w307: Float = (((w293 + w301) - w297) * Float(bitPattern: 0x3f000000))
+          var w308: Float = w301
+          var w309: Float = w294
+          var w310: Float = (((w294 + w298) + w302) * Float(bitPattern: 0x3f000000))
+          var w311: Float = (((w294 + w302) - w298) * Float(bitPattern: 0x3f000000))
+          var w312: Float = w302
+          var w313: Float = w295
+          var w314: Float = (((w295 + w299) + w303) * Float(bitPattern: 0x3f000000))
+          var w315: Float = (((w295 + w303) - w299) * Float(bitPattern: 0x3f000000))
+          var w316: Float = w303
+          var w317: Float = w296
+          var w318: Float = (((w296 + w300) + w304) * Float(bitPattern: 0x3f000000))
+          var w319: Float = (((w296 + w304) - w300) * Float(bitPattern: 0x3f000000))
+          var w320: Float = w304
+          arena[((3340384 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w305
+          arena[((3341408 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w306
+          arena[((3342432 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w307
+          arena[((3343456 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w308
+          arena[((3344480 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w309
+          arena[((3345504 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w310
+          arena[((3346528 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w311
+          arena[((3347552 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w312
+          arena[((3348576 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w313
+          arena[((3349600 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w314
+          arena[((3350624 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w315
+          arena[((3351648 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w316
+          arena[((3352672 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w317
+          arena[((3353696 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w318
+          arena[((3354720 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w319
+          arena[((3355744 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w320
+        }
+      }
+    }
+    parallelFor(pool, 2) { part443 in
+      for ci444 in 0..<64 {
+        for co445 in 0..<32 {
+          var w446: Float = params[(38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9))]
+          var w447: Float = (((params[(38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9))] + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 3)]) + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w448: Float = (((params[(38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9))] + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 6)]) - params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w449: Float = params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 6)]
+          var w450: Float = params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 1)]
+          var w451: Float = (((params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 1)] + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 4)]) + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w452: Float = (((params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 1)] + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 7)]) - params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w453: Float = params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 7)]
+          var w454: Float = params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 2)]
+          var w455: Float = (((params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 2)] + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 5)]) + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w456: Float = (((params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 2)] + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 8)]) - params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w457: Float = params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 8)]
+          var w458: Float = w446
+          var w459: Float = (((w446 + w450) + w454) * Float(bitPattern: 0x3f000000))
+          var w460: Float = (((w446 + w454) - w450) * Float(bitPattern: 0x3f000000))
+          var w461: Float = w454
+          var w462: Float = w447
+          var w463: Float = (((w447 + w451) + w455) * Float(bitPattern: 0x3f000000))
+          var w464: Float = (((w447 + w455) - w451) * Float(bitPattern: 0x3f000000))
+          var w465: Float = w455
+          var w466: Float = w448
+          var w467: Float = (((w448 + w452) + w456) * Float(bitPattern: 0x3f000000))
+          var w468: Float = (((w448 + w456) - w452) * Float(bitPattern: 0x3f000000))
+          var w469: Float = w456
+          var w470: Float = w449
+          var w471: Float = (((w449 + w453) + w457) * Float(bitPattern: 0x3f000000))
+          var w472: Float = (((w449 + w457) - w453) * Float(bitPattern: 0x3f000000))
+          var w473: Float = w457
+          arena[((3356768 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w458
+          arena[((3360864 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w459
+          arena[((3364960 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w460
+          arena[((3369056 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w461
+          arena[((3373152 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w462
+          arena[((3377248 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w463
+          arena[((3381344 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w464
+          arena[((3385440 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w465
+          arena[((3389536 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w466
+          arena[((3393632 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w467
+          arena[((3397728 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w468
+          arena[((3401824 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w469
+          arena[((3405920 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w470
+          arena[((3410016 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w471
+          arena[((3414112 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w472
+          arena[((3418208 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w473
+        }
+      }
+    }
+  }
   // stem_bn = batchnorm_fold()
   for c1 in 0..<2 {
     let scale2_v = (loadVector(params, ((c1 *% 8) +% 432)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c1 *% 8) +% 78058)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
@@ -4959,56 +5161,6 @@ public func resnet8_infer_b64(
     storeVector(arena, ((c30 *% 8) +% 16), (loadVector(params, ((c30 *% 8) +% 2784)) - (loadVector(params, ((c30 *% 8) +% 78074)) * scale31_v)))
   }
   // s1_conv1 = conv2d_relu(stem, s1_bn1)
-  parallelFor(pool, 2) { part32 in
-    for ci33 in 0..<16 {
-      for co34 in 0..<8 {
-        var w35: Float = params[(464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9))]
-        var w36: Float = (((params[(464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9))] + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 3)]) + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w37: Float = (((params[(464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9))] + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 6)]) - params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w38: Float = params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 6)]
-        var w39: Float = params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 1)]
-        var w40: Float = (((params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 1)] + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 4)]) + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w41: Float = (((params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 1)] + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 7)]) - params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w42: Float = params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 7)]
-        var w43: Float = params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 2)]
-        var w44: Float = (((params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 2)] + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 5)]) + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w45: Float = (((params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 2)] + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 8)]) - params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w46: Float = params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 8)]
-        var w47: Float = w35
-        var w48: Float = (((w35 + w39) + w43) * Float(bitPattern: 0x3f000000))
-        var w49: Float = (((w35 + w43) - w39) * Float(bitPattern: 0x3f000000))
-        var w50: Float = w43
-        var w51: Float = w36
-        var w52: Float = (((w36 + w40) + w44) * Float(bitPattern: 0x3f000000))
-        var w53: Float = (((w36 + w44) - w40) * Float(bitPattern: 0x3f000000))
-        var w54: Float = w44
-        var w55: Float = w37
-        var w56: Float = (((w37 + w41) + w45) * Float(bitPattern: 0x3f000000))
-        var w57: Float = (((w37 + w45) - w41) * Float(bitPattern: 0x3f000000))
-        var w58: Float = w45
-        var w59: Float = w38
-        var w60: Float = (((w38 + w42) + w46) * Float(bitPattern: 0x3f000000))
-        var w61: Float = (((w38 + w46) - w42) * Float(bitPattern: 0x3f000000))
-        var w62: Float = w46
-        arena[((2097184 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w47
-        arena[((2097440 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w48
-        arena[((2097696 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w49
-        arena[((2097952 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w50
-        arena[((2098208 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w51
-        arena[((2098464 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w52
-        arena[((2098720 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w53
-        arena[((2098976 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w54
-        arena[((2099232 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w55
-        arena[((2099488 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w56
-        arena[((2099744 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w57
-        arena[((2100000 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w58
-        arena[((2100256 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w59
-        arena[((2100512 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w60
-        arena[((2100768 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w61
-        arena[((2101024 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w62
-      }
-    }
-  }
   for i63 in 0..<2312 {
     storeVector(arena, ((i63 *% 8) +% 2101280), Vector(repeating: Float(0)))
   }
@@ -5100,7 +5252,7 @@ public func resnet8_infer_b64(
               var t110_c12_0 = Vector()
               var t110_c13_0 = Vector()
               for k111 in 0..<16 {
-                let t110_b0 = loadVector(arena, ((((2097184 +% (xi107 *% 256)) +% (part106 *% 8)) +% (k111 *% 16)) +% (nb108 *% 8)))
+                let t110_b0 = loadVector(arena, ((((3332192 +% (xi107 *% 256)) +% (part106 *% 8)) +% (k111 *% 16)) +% (nb108 *% 8)))
                 let t110_a0 = Vector(repeating: arena[(((2119776 +% (xi107 *% 4096)) +% ((mb109 *% 14) *% 16)) +% k111)])
                 t110_c0_0 = t110_c0_0.addingProduct(t110_a0, t110_b0)
                 let t110_a1 = Vector(repeating: arena[(((2119776 +% (xi107 *% 4096)) +% (((mb109 *% 14) +% 1) *% 16)) +% k111)])
@@ -5150,7 +5302,7 @@ public func resnet8_infer_b64(
             var t112_c2_0 = Vector()
             var t112_c3_0 = Vector()
             for k113 in 0..<16 {
-              let t112_b0 = loadVector(arena, ((((2097184 +% (xi107 *% 256)) +% (part106 *% 8)) +% (k113 *% 16)) +% (nb108 *% 8)))
+              let t112_b0 = loadVector(arena, ((((3332192 +% (xi107 *% 256)) +% (part106 *% 8)) +% (k113 *% 16)) +% (nb108 *% 8)))
               let t112_a0 = Vector(repeating: arena[(((2119776 +% (xi107 *% 4096)) +% 4032) +% k113)])
               t112_c0_0 = t112_c0_0.addingProduct(t112_a0, t112_b0)
               let t112_a1 = Vector(repeating: arena[(((2119776 +% (xi107 *% 4096)) +% 4048) +% k113)])
@@ -5207,56 +5359,6 @@ public func resnet8_infer_b64(
     storeVector(arena, ((c134 *% 8) +% 16), (loadVector(params, ((c134 *% 8) +% 5120)) - (loadVector(params, ((c134 *% 8) +% 78106)) * scale135_v)))
   }
   // s1_conv2 = conv2d_act(s1_conv1, s1_bn2, stem)
-  parallelFor(pool, 2) { part136 in
-    for ci137 in 0..<16 {
-      for co138 in 0..<8 {
-        var w139: Float = params[(2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9))]
-        var w140: Float = (((params[(2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9))] + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 3)]) + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w141: Float = (((params[(2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9))] + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 6)]) - params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w142: Float = params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 6)]
-        var w143: Float = params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 1)]
-        var w144: Float = (((params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 1)] + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 4)]) + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w145: Float = (((params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 1)] + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 7)]) - params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w146: Float = params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 7)]
-        var w147: Float = params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 2)]
-        var w148: Float = (((params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 2)] + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 5)]) + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w149: Float = (((params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 2)] + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 8)]) - params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w150: Float = params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 8)]
-        var w151: Float = w139
-        var w152: Float = (((w139 + w143) + w147) * Float(bitPattern: 0x3f000000))
-        var w153: Float = (((w139 + w147) - w143) * Float(bitPattern: 0x3f000000))
-        var w154: Float = w147
-        var w155: Float = w140
-        var w156: Float = (((w140 + w144) + w148) * Float(bitPattern: 0x3f000000))
-        var w157: Float = (((w140 + w148) - w144) * Float(bitPattern: 0x3f000000))
-        var w158: Float = w148
-        var w159: Float = w141
-        var w160: Float = (((w141 + w145) + w149) * Float(bitPattern: 0x3f000000))
-        var w161: Float = (((w141 + w149) - w145) * Float(bitPattern: 0x3f000000))
-        var w162: Float = w149
-        var w163: Float = w142
-        var w164: Float = (((w142 + w146) + w150) * Float(bitPattern: 0x3f000000))
-        var w165: Float = (((w142 + w150) - w146) * Float(bitPattern: 0x3f000000))
-        var w166: Float = w150
-        arena[((3145760 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w151
-        arena[((3146016 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w152
-        arena[((3146272 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w153
-        arena[((3146528 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w154
-        arena[((3146784 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w155
-        arena[((3147040 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w156
-        arena[((3147296 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w157
-        arena[((3147552 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w158
-        arena[((3147808 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w159
-        arena[((3148064 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w160
-        arena[((3148320 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w161
-        arena[((3148576 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w162
-        arena[((3148832 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w163
-        arena[((3149088 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w164
-        arena[((3149344 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w165
-        arena[((3149600 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w166
-      }
-    }
-  }
   for i167 in 0..<2312 {
     storeVector(arena, ((i167 *% 8) +% 3149856), Vector(repeating: Float(0)))
   }
@@ -5348,7 +5450,7 @@ public func resnet8_infer_b64(
               var t214_c12_0 = Vector()
               var t214_c13_0 = Vector()
               for k215 in 0..<16 {
-                let t214_b0 = loadVector(arena, ((((3145760 +% (xi211 *% 256)) +% (part210 *% 8)) +% (k215 *% 16)) +% (nb212 *% 8)))
+                let t214_b0 = loadVector(arena, ((((3336288 +% (xi211 *% 256)) +% (part210 *% 8)) +% (k215 *% 16)) +% (nb212 *% 8)))
                 let t214_a0 = Vector(repeating: arena[(((3168352 +% (xi211 *% 4096)) +% ((mb213 *% 14) *% 16)) +% k215)])
                 t214_c0_0 = t214_c0_0.addingProduct(t214_a0, t214_b0)
                 let t214_a1 = Vector(repeating: arena[(((3168352 +% (xi211 *% 4096)) +% (((mb213 *% 14) +% 1) *% 16)) +% k215)])
@@ -5398,7 +5500,7 @@ public func resnet8_infer_b64(
             var t216_c2_0 = Vector()
             var t216_c3_0 = Vector()
             for k217 in 0..<16 {
-              let t216_b0 = loadVector(arena, ((((3145760 +% (xi211 *% 256)) +% (part210 *% 8)) +% (k217 *% 16)) +% (nb212 *% 8)))
+              let t216_b0 = loadVector(arena, ((((3336288 +% (xi211 *% 256)) +% (part210 *% 8)) +% (k217 *% 16)) +% (nb212 *% 8)))
               let t216_a0 = Vector(repeating: arena[(((3168352 +% (xi211 *% 4096)) +% 4032) +% k217)])
               t216_c0_0 = t216_c0_0.addingProduct(t216_a0, t216_b0)
               let t216_a1 = Vector(repeating: arena[(((3168352 +% (xi211 *% 4096)) +% 4048) +% k217)])
@@ -5736,56 +5838,6 @@ public func resnet8_infer_b64(
     }
   }
   // s2_conv2 = conv2d_act(s2_conv1, s2_bn2, s2_proj)
-  parallelFor(pool, 2) { part290 in
-    for ci291 in 0..<32 {
-      for co292 in 0..<16 {
-        var w293: Float = params[(9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9))]
-        var w294: Float = (((params[(9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9))] + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 3)]) + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w295: Float = (((params[(9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9))] + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 6)]) - params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w296: Float = params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 6)]
-        var w297: Float = params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 1)]
-        var w298: Float = (((params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 1)] + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 4)]) + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w299: Float = (((params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 1)] + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 7)]) - params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w300: Float = params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 7)]
-        var w301: Float = params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 2)]
-        var w302: Float = (((params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 2)] + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 5)]) + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w303: Float = (((params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 2)] + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 8)]) - params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w304: Float = params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 8)]
-        var w305: Float = w293
-        var w306: Float = (((w293 + w297) + w301) * Float(bitPattern: 0x3f000000))
-        var w307: Float = (((w293 + w301) - w297) * Float(bitPattern: 0x3f000000))
-        var w308: Float = w301
-        var w309: Float = w294
-        var w310: Float = (((w294 + w298) + w302) * Float(bitPattern: 0x3f000000))
-        var w311: Float = (((w294 + w302) - w298) * Float(bitPattern: 0x3f000000))
-        var w312: Float = w302
-        var w313: Float = w295
-        var w314: Float = (((w295 + w299) + w303) * Float(bitPattern: 0x3f000000))
-        var w315: Float = (((w295 + w303) - w299) * Float(bitPattern: 0x3f000000))
-        var w316: Float = w303
-        var w317: Float = w296
-        var w318: Float = (((w296 + w300) + w304) * Float(bitPattern: 0x3f000000))
-        var w319: Float = (((w296 + w304) - w300) * Float(bitPattern: 0x3f000000))
-        var w320: Float = w304
-        arena[((1572992 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w305
-        arena[((1574016 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w306
-        arena[((1575040 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w307
-        arena[((1576064 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w308
-        arena[((1577088 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w309
-        arena[((1578112 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w310
-        arena[((1579136 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w311
-        arena[((1580160 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w312
-        arena[((1581184 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w313
-        arena[((1582208 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w314
-        arena[((1583232 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w315
-        arena[((1584256 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w316
-        arena[((1585280 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w317
-        arena[((1586304 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w318
-        arena[((1587328 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w319
-        arena[((1588352 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w320
-      }
-    }
-  }
   for i321 in 0..<1296 {
     storeVector(arena, ((i321 *% 8) +% 1589376), Vector(repeating: Float(0)))
   }
@@ -5873,8 +5925,8 @@ public func resnet8_infer_b64(
               var t367_c5_0 = Vector()
               var t367_c5_1 = Vector()
               for k368 in 0..<32 {
-                let t367_b0 = loadVector(arena, ((((1572992 +% (xi364 *% 1024)) +% (part363 *% 16)) +% (k368 *% 32)) +% (nb365 *% 16)))
-                let t367_b1 = loadVector(arena, (((((1572992 +% (xi364 *% 1024)) +% (part363 *% 16)) +% (k368 *% 32)) +% (nb365 *% 16)) +% 8))
+                let t367_b0 = loadVector(arena, ((((3340384 +% (xi364 *% 1024)) +% (part363 *% 16)) +% (k368 *% 32)) +% (nb365 *% 16)))
+                let t367_b1 = loadVector(arena, (((((3340384 +% (xi364 *% 1024)) +% (part363 *% 16)) +% (k368 *% 32)) +% (nb365 *% 16)) +% 8))
                 let t367_a0 = Vector(repeating: arena[(((1599744 +% (xi364 *% 2048)) +% ((mb366 *% 6) *% 32)) +% k368)])
                 t367_c0_0 = t367_c0_0.addingProduct(t367_a0, t367_b0)
                 t367_c0_1 = t367_c0_1.addingProduct(t367_a0, t367_b1)
@@ -5916,8 +5968,8 @@ public func resnet8_infer_b64(
             var t369_c3_0 = Vector()
             var t369_c3_1 = Vector()
             for k370 in 0..<32 {
-              let t369_b0 = loadVector(arena, ((((1572992 +% (xi364 *% 1024)) +% (part363 *% 16)) +% (k370 *% 32)) +% (nb365 *% 16)))
-              let t369_b1 = loadVector(arena, (((((1572992 +% (xi364 *% 1024)) +% (part363 *% 16)) +% (k370 *% 32)) +% (nb365 *% 16)) +% 8))
+              let t369_b0 = loadVector(arena, ((((3340384 +% (xi364 *% 1024)) +% (part363 *% 16)) +% (k370 *% 32)) +% (nb365 *% 16)))
+              let t369_b1 = loadVector(arena, (((((3340384 +% (xi364 *% 1024)) +% (part363 *% 16)) +% (k370 *% 32)) +% (nb365 *% 16)) +% 8))
               let t369_a0 = Vector(repeating: arena[(((1599744 +% (xi364 *% 2048)) +% 1920) +% k370)])
               t369_c0_0 = t369_c0_0.addingProduct(t369_a0, t369_b0)
               t369_c0_1 = t369_c0_1.addingProduct(t369_a0, t369_b1)
@@ -6263,56 +6315,6 @@ public func resnet8_infer_b64(
     }
   }
   // s3_conv2 = conv2d_act(s3_conv1, s3_bn2, s3_proj)
-  parallelFor(pool, 2) { part443 in
-    for ci444 in 0..<64 {
-      for co445 in 0..<32 {
-        var w446: Float = params[(38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9))]
-        var w447: Float = (((params[(38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9))] + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 3)]) + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w448: Float = (((params[(38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9))] + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 6)]) - params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w449: Float = params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 6)]
-        var w450: Float = params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 1)]
-        var w451: Float = (((params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 1)] + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 4)]) + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w452: Float = (((params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 1)] + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 7)]) - params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w453: Float = params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 7)]
-        var w454: Float = params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 2)]
-        var w455: Float = (((params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 2)] + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 5)]) + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w456: Float = (((params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 2)] + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 8)]) - params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w457: Float = params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 8)]
-        var w458: Float = w446
-        var w459: Float = (((w446 + w450) + w454) * Float(bitPattern: 0x3f000000))
-        var w460: Float = (((w446 + w454) - w450) * Float(bitPattern: 0x3f000000))
-        var w461: Float = w454
-        var w462: Float = w447
-        var w463: Float = (((w447 + w451) + w455) * Float(bitPattern: 0x3f000000))
-        var w464: Float = (((w447 + w455) - w451) * Float(bitPattern: 0x3f000000))
-        var w465: Float = w455
-        var w466: Float = w448
-        var w467: Float = (((w448 + w452) + w456) * Float(bitPattern: 0x3f000000))
-        var w468: Float = (((w448 + w456) - w452) * Float(bitPattern: 0x3f000000))
-        var w469: Float = w456
-        var w470: Float = w449
-        var w471: Float = (((w449 + w453) + w457) * Float(bitPattern: 0x3f000000))
-        var w472: Float = (((w449 + w457) - w453) * Float(bitPattern: 0x3f000000))
-        var w473: Float = w457
-        arena[((786688 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w458
-        arena[((790784 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w459
-        arena[((794880 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w460
-        arena[((798976 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w461
-        arena[((803072 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w462
-        arena[((807168 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w463
-        arena[((811264 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w464
-        arena[((815360 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w465
-        arena[((819456 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w466
-        arena[((823552 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w467
-        arena[((827648 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w468
-        arena[((831744 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w469
-        arena[((835840 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w470
-        arena[((839936 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w471
-        arena[((844032 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w472
-        arena[((848128 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w473
-      }
-    }
-  }
   for i474 in 0..<800 {
     storeVector(arena, ((i474 *% 8) +% 852224), Vector(repeating: Float(0)))
   }
@@ -6400,8 +6402,8 @@ public func resnet8_infer_b64(
               var t520_c5_0 = Vector()
               var t520_c5_1 = Vector()
               for k521 in 0..<64 {
-                let t520_b0 = loadVector(arena, ((((786688 +% (xi517 *% 4096)) +% (part516 *% 32)) +% (k521 *% 64)) +% (nb518 *% 16)))
-                let t520_b1 = loadVector(arena, (((((786688 +% (xi517 *% 4096)) +% (part516 *% 32)) +% (k521 *% 64)) +% (nb518 *% 16)) +% 8))
+                let t520_b0 = loadVector(arena, ((((3356768 +% (xi517 *% 4096)) +% (part516 *% 32)) +% (k521 *% 64)) +% (nb518 *% 16)))
+                let t520_b1 = loadVector(arena, (((((3356768 +% (xi517 *% 4096)) +% (part516 *% 32)) +% (k521 *% 64)) +% (nb518 *% 16)) +% 8))
                 let t520_a0 = Vector(repeating: arena[(((858624 +% (xi517 *% 1024)) +% ((mb519 *% 6) *% 64)) +% k521)])
                 t520_c0_0 = t520_c0_0.addingProduct(t520_a0, t520_b0)
                 t520_c0_1 = t520_c0_1.addingProduct(t520_a0, t520_b1)
@@ -6443,8 +6445,8 @@ public func resnet8_infer_b64(
             var t522_c3_0 = Vector()
             var t522_c3_1 = Vector()
             for k523 in 0..<64 {
-              let t522_b0 = loadVector(arena, ((((786688 +% (xi517 *% 4096)) +% (part516 *% 32)) +% (k523 *% 64)) +% (nb518 *% 16)))
-              let t522_b1 = loadVector(arena, (((((786688 +% (xi517 *% 4096)) +% (part516 *% 32)) +% (k523 *% 64)) +% (nb518 *% 16)) +% 8))
+              let t522_b0 = loadVector(arena, ((((3356768 +% (xi517 *% 4096)) +% (part516 *% 32)) +% (k523 *% 64)) +% (nb518 *% 16)))
+              let t522_b1 = loadVector(arena, (((((3356768 +% (xi517 *% 4096)) +% (part516 *% 32)) +% (k523 *% 64)) +% (nb518 *% 16)) +% 8))
               let t522_a0 = Vector(repeating: arena[(((858624 +% (xi517 *% 1024)) +% 768) +% k523)])
               t522_c0_0 = t522_c0_0.addingProduct(t522_a0, t522_b0)
               t522_c0_1 = t522_c0_1.addingProduct(t522_a0, t522_b1)

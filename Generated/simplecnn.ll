@@ -11474,12 +11474,587 @@ declare float @llvm.sqrt.f32(float) #4
 
 define void @simplecnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
+  %part50.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = icmp uge i64 0, %step
+  br i1 %0, label %entry.then, label %entry.endif
+
+entry.then:                                       ; preds = %entry
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 0
+  store ptr %params, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 1
+  store ptr %grads, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 2
+  store ptr %m, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 3
+  store ptr %v, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 4
+  store ptr %arena, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 5
+  store ptr %images, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 6
+  store ptr %labels, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 7
+  store float %lr, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 8
+  store i64 %step, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 9
+  store i64 %seed, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 10
+  store ptr %pool, ptr %11, align 8
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %prepare.part50.serial, label %prepare.part50.pool
+
+entry.endif:                                      ; preds = %prepare.part50.done, %entry
   call void @simplecnn_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @simplecnn_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @simplecnn_infer_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @simplecnn_infer_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @simplecnn_infer_b64.k4.drop(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @simplecnn_infer_b64.k5.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  ret void
+
+prepare.part50.pool:                              ; preds = %entry.then
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @simplecnn_infer_b64.part50.task, ptr %part50.context, i64 2)
+  br label %prepare.part50.done
+
+prepare.part50.serial:                            ; preds = %entry.then
+  br label %prepare.part50
+
+prepare.part50.done:                              ; preds = %prepare.part50.end, %prepare.part50.pool
+  br label %entry.endif
+
+prepare.part50:                                   ; preds = %prepare.part50, %prepare.part50.serial
+  %prepare.part501 = phi i64 [ 0, %prepare.part50.serial ], [ %part50.next, %prepare.part50 ]
+  call void @simplecnn_infer_b64.part50(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part501)
+  %part50.next = add nsw i64 %prepare.part501, 1
+  %13 = icmp slt i64 %part50.next, 2
+  br i1 %13, label %prepare.part50, label %prepare.part50.end
+
+prepare.part50.end:                               ; preds = %prepare.part50
+  br label %prepare.part50.done
+}
+
+; Function Attrs: noinline
+define internal void @simplecnn_infer_b64.part50(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %prepare.w80 = alloca float, align 4
+  %prepare.w79 = alloca float, align 4
+  %prepare.w78 = alloca float, align 4
+  %prepare.w77 = alloca float, align 4
+  %prepare.w76 = alloca float, align 4
+  %prepare.w75 = alloca float, align 4
+  %prepare.w74 = alloca float, align 4
+  %prepare.w73 = alloca float, align 4
+  %prepare.w72 = alloca float, align 4
+  %prepare.w71 = alloca float, align 4
+  %prepare.w70 = alloca float, align 4
+  %prepare.w69 = alloca float, align 4
+  %prepare.w68 = alloca float, align 4
+  %prepare.w67 = alloca float, align 4
+  %prepare.w66 = alloca float, align 4
+  %prepare.w65 = alloca float, align 4
+  %prepare.w64 = alloca float, align 4
+  %prepare.w63 = alloca float, align 4
+  %prepare.w62 = alloca float, align 4
+  %prepare.w61 = alloca float, align 4
+  %prepare.w60 = alloca float, align 4
+  %prepare.w59 = alloca float, align 4
+  %prepare.w58 = alloca float, align 4
+  %prepare.w57 = alloca float, align 4
+  %prepare.w56 = alloca float, align 4
+  %prepare.w55 = alloca float, align 4
+  %prepare.w54 = alloca float, align 4
+  %prepare.w53 = alloca float, align 4
+  br label %prepare.ci51
+
+prepare.ci51:                                     ; preds = %prepare.co52.end, %entry
+  %prepare.ci511 = phi i64 [ 0, %entry ], [ %ci51.next, %prepare.co52.end ]
+  br label %prepare.co52
+
+prepare.ci51.end:                                 ; preds = %prepare.co52.end
+  ret void
+
+prepare.co52:                                     ; preds = %prepare.co52, %prepare.ci51
+  %prepare.co522 = phi i64 [ 0, %prepare.ci51 ], [ %co52.next, %prepare.co52 ]
+  %1 = mul nsw i64 %0, 32
+  %2 = add nsw i64 %1, %prepare.co522
+  %3 = mul nsw i64 %2, 32
+  %4 = add nsw i64 %3, %prepare.ci511
+  %5 = mul nsw i64 %4, 9
+  %6 = add nsw i64 320, %5
+  %params3 = getelementptr inbounds float, ptr %params, i64 %6
+  %7 = load float, ptr %params3, align 4
+  store float %7, ptr %prepare.w53, align 4
+  %8 = mul nsw i64 %0, 32
+  %9 = add nsw i64 %8, %prepare.co522
+  %10 = mul nsw i64 %9, 32
+  %11 = add nsw i64 %10, %prepare.ci511
+  %12 = mul nsw i64 %11, 9
+  %13 = add nsw i64 320, %12
+  %params4 = getelementptr inbounds float, ptr %params, i64 %13
+  %14 = load float, ptr %params4, align 4
+  %15 = mul nsw i64 %0, 32
+  %16 = add nsw i64 %15, %prepare.co522
+  %17 = mul nsw i64 %16, 32
+  %18 = add nsw i64 %17, %prepare.ci511
+  %19 = mul nsw i64 %18, 9
+  %20 = add nsw i64 320, %19
+  %21 = add nsw i64 %20, 3
+  %params5 = getelementptr inbounds float, ptr %params, i64 %21
+  %22 = load float, ptr %params5, align 4
+  %23 = fadd float %14, %22
+  %24 = mul nsw i64 %0, 32
+  %25 = add nsw i64 %24, %prepare.co522
+  %26 = mul nsw i64 %25, 32
+  %27 = add nsw i64 %26, %prepare.ci511
+  %28 = mul nsw i64 %27, 9
+  %29 = add nsw i64 320, %28
+  %30 = add nsw i64 %29, 6
+  %params6 = getelementptr inbounds float, ptr %params, i64 %30
+  %31 = load float, ptr %params6, align 4
+  %32 = fadd float %23, %31
+  %33 = fmul float %32, 5.000000e-01
+  store float %33, ptr %prepare.w54, align 4
+  %34 = mul nsw i64 %0, 32
+  %35 = add nsw i64 %34, %prepare.co522
+  %36 = mul nsw i64 %35, 32
+  %37 = add nsw i64 %36, %prepare.ci511
+  %38 = mul nsw i64 %37, 9
+  %39 = add nsw i64 320, %38
+  %params7 = getelementptr inbounds float, ptr %params, i64 %39
+  %40 = load float, ptr %params7, align 4
+  %41 = mul nsw i64 %0, 32
+  %42 = add nsw i64 %41, %prepare.co522
+  %43 = mul nsw i64 %42, 32
+  %44 = add nsw i64 %43, %prepare.ci511
+  %45 = mul nsw i64 %44, 9
+  %46 = add nsw i64 320, %45
+  %47 = add nsw i64 %46, 6
+  %params8 = getelementptr inbounds float, ptr %params, i64 %47
+  %48 = load float, ptr %params8, align 4
+  %49 = fadd float %40, %48
+  %50 = mul nsw i64 %0, 32
+  %51 = add nsw i64 %50, %prepare.co522
+  %52 = mul nsw i64 %51, 32
+  %53 = add nsw i64 %52, %prepare.ci511
+  %54 = mul nsw i64 %53, 9
+  %55 = add nsw i64 320, %54
+  %56 = add nsw i64 %55, 3
+  %params9 = getelementptr inbounds float, ptr %params, i64 %56
+  %57 = load float, ptr %params9, align 4
+  %58 = fsub float %49, %57
+  %59 = fmul float %58, 5.000000e-01
+  store float %59, ptr %prepare.w55, align 4
+  %60 = mul nsw i64 %0, 32
+  %61 = add nsw i64 %60, %prepare.co522
+  %62 = mul nsw i64 %61, 32
+  %63 = add nsw i64 %62, %prepare.ci511
+  %64 = mul nsw i64 %63, 9
+  %65 = add nsw i64 320, %64
+  %66 = add nsw i64 %65, 6
+  %params10 = getelementptr inbounds float, ptr %params, i64 %66
+  %67 = load float, ptr %params10, align 4
+  store float %67, ptr %prepare.w56, align 4
+  %68 = mul nsw i64 %0, 32
+  %69 = add nsw i64 %68, %prepare.co522
+  %70 = mul nsw i64 %69, 32
+  %71 = add nsw i64 %70, %prepare.ci511
+  %72 = mul nsw i64 %71, 9
+  %73 = add nsw i64 320, %72
+  %74 = add nsw i64 %73, 1
+  %params11 = getelementptr inbounds float, ptr %params, i64 %74
+  %75 = load float, ptr %params11, align 4
+  store float %75, ptr %prepare.w57, align 4
+  %76 = mul nsw i64 %0, 32
+  %77 = add nsw i64 %76, %prepare.co522
+  %78 = mul nsw i64 %77, 32
+  %79 = add nsw i64 %78, %prepare.ci511
+  %80 = mul nsw i64 %79, 9
+  %81 = add nsw i64 320, %80
+  %82 = add nsw i64 %81, 1
+  %params12 = getelementptr inbounds float, ptr %params, i64 %82
+  %83 = load float, ptr %params12, align 4
+  %84 = mul nsw i64 %0, 32
+  %85 = add nsw i64 %84, %prepare.co522
+  %86 = mul nsw i64 %85, 32
+  %87 = add nsw i64 %86, %prepare.ci511
+  %88 = mul nsw i64 %87, 9
+  %89 = add nsw i64 320, %88
+  %90 = add nsw i64 %89, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %90
+  %91 = load float, ptr %params13, align 4
+  %92 = fadd float %83, %91
+  %93 = mul nsw i64 %0, 32
+  %94 = add nsw i64 %93, %prepare.co522
+  %95 = mul nsw i64 %94, 32
+  %96 = add nsw i64 %95, %prepare.ci511
+  %97 = mul nsw i64 %96, 9
+  %98 = add nsw i64 320, %97
+  %99 = add nsw i64 %98, 7
+  %params14 = getelementptr inbounds float, ptr %params, i64 %99
+  %100 = load float, ptr %params14, align 4
+  %101 = fadd float %92, %100
+  %102 = fmul float %101, 5.000000e-01
+  store float %102, ptr %prepare.w58, align 4
+  %103 = mul nsw i64 %0, 32
+  %104 = add nsw i64 %103, %prepare.co522
+  %105 = mul nsw i64 %104, 32
+  %106 = add nsw i64 %105, %prepare.ci511
+  %107 = mul nsw i64 %106, 9
+  %108 = add nsw i64 320, %107
+  %109 = add nsw i64 %108, 1
+  %params15 = getelementptr inbounds float, ptr %params, i64 %109
+  %110 = load float, ptr %params15, align 4
+  %111 = mul nsw i64 %0, 32
+  %112 = add nsw i64 %111, %prepare.co522
+  %113 = mul nsw i64 %112, 32
+  %114 = add nsw i64 %113, %prepare.ci511
+  %115 = mul nsw i64 %114, 9
+  %116 = add nsw i64 320, %115
+  %117 = add nsw i64 %116, 7
+  %params16 = getelementptr inbounds float, ptr %params, i64 %117
+  %118 = load float, ptr %params16, align 4
+  %119 = fadd float %110, %118
+  %120 = mul nsw i64 %0, 32
+  %121 = add nsw i64 %120, %prepare.co522
+  %122 = mul nsw i64 %121, 32
+  %123 = add nsw i64 %122, %prepare.ci511
+  %124 = mul nsw i64 %123, 9
+  %125 = add nsw i64 320, %124
+  %126 = add nsw i64 %125, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %126
+  %127 = load float, ptr %params17, align 4
+  %128 = fsub float %119, %127
+  %129 = fmul float %128, 5.000000e-01
+  store float %129, ptr %prepare.w59, align 4
+  %130 = mul nsw i64 %0, 32
+  %131 = add nsw i64 %130, %prepare.co522
+  %132 = mul nsw i64 %131, 32
+  %133 = add nsw i64 %132, %prepare.ci511
+  %134 = mul nsw i64 %133, 9
+  %135 = add nsw i64 320, %134
+  %136 = add nsw i64 %135, 7
+  %params18 = getelementptr inbounds float, ptr %params, i64 %136
+  %137 = load float, ptr %params18, align 4
+  store float %137, ptr %prepare.w60, align 4
+  %138 = mul nsw i64 %0, 32
+  %139 = add nsw i64 %138, %prepare.co522
+  %140 = mul nsw i64 %139, 32
+  %141 = add nsw i64 %140, %prepare.ci511
+  %142 = mul nsw i64 %141, 9
+  %143 = add nsw i64 320, %142
+  %144 = add nsw i64 %143, 2
+  %params19 = getelementptr inbounds float, ptr %params, i64 %144
+  %145 = load float, ptr %params19, align 4
+  store float %145, ptr %prepare.w61, align 4
+  %146 = mul nsw i64 %0, 32
+  %147 = add nsw i64 %146, %prepare.co522
+  %148 = mul nsw i64 %147, 32
+  %149 = add nsw i64 %148, %prepare.ci511
+  %150 = mul nsw i64 %149, 9
+  %151 = add nsw i64 320, %150
+  %152 = add nsw i64 %151, 2
+  %params20 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params20, align 4
+  %154 = mul nsw i64 %0, 32
+  %155 = add nsw i64 %154, %prepare.co522
+  %156 = mul nsw i64 %155, 32
+  %157 = add nsw i64 %156, %prepare.ci511
+  %158 = mul nsw i64 %157, 9
+  %159 = add nsw i64 320, %158
+  %160 = add nsw i64 %159, 5
+  %params21 = getelementptr inbounds float, ptr %params, i64 %160
+  %161 = load float, ptr %params21, align 4
+  %162 = fadd float %153, %161
+  %163 = mul nsw i64 %0, 32
+  %164 = add nsw i64 %163, %prepare.co522
+  %165 = mul nsw i64 %164, 32
+  %166 = add nsw i64 %165, %prepare.ci511
+  %167 = mul nsw i64 %166, 9
+  %168 = add nsw i64 320, %167
+  %169 = add nsw i64 %168, 8
+  %params22 = getelementptr inbounds float, ptr %params, i64 %169
+  %170 = load float, ptr %params22, align 4
+  %171 = fadd float %162, %170
+  %172 = fmul float %171, 5.000000e-01
+  store float %172, ptr %prepare.w62, align 4
+  %173 = mul nsw i64 %0, 32
+  %174 = add nsw i64 %173, %prepare.co522
+  %175 = mul nsw i64 %174, 32
+  %176 = add nsw i64 %175, %prepare.ci511
+  %177 = mul nsw i64 %176, 9
+  %178 = add nsw i64 320, %177
+  %179 = add nsw i64 %178, 2
+  %params23 = getelementptr inbounds float, ptr %params, i64 %179
+  %180 = load float, ptr %params23, align 4
+  %181 = mul nsw i64 %0, 32
+  %182 = add nsw i64 %181, %prepare.co522
+  %183 = mul nsw i64 %182, 32
+  %184 = add nsw i64 %183, %prepare.ci511
+  %185 = mul nsw i64 %184, 9
+  %186 = add nsw i64 320, %185
+  %187 = add nsw i64 %186, 8
+  %params24 = getelementptr inbounds float, ptr %params, i64 %187
+  %188 = load float, ptr %params24, align 4
+  %189 = fadd float %180, %188
+  %190 = mul nsw i64 %0, 32
+  %191 = add nsw i64 %190, %prepare.co522
+  %192 = mul nsw i64 %191, 32
+  %193 = add nsw i64 %192, %prepare.ci511
+  %194 = mul nsw i64 %193, 9
+  %195 = add nsw i64 320, %194
+  %196 = add nsw i64 %195, 5
+  %params25 = getelementptr inbounds float, ptr %params, i64 %196
+  %197 = load float, ptr %params25, align 4
+  %198 = fsub float %189, %197
+  %199 = fmul float %198, 5.000000e-01
+  store float %199, ptr %prepare.w63, align 4
+  %200 = mul nsw i64 %0, 32
+  %201 = add nsw i64 %200, %prepare.co522
+  %202 = mul nsw i64 %201, 32
+  %203 = add nsw i64 %202, %prepare.ci511
+  %204 = mul nsw i64 %203, 9
+  %205 = add nsw i64 320, %204
+  %206 = add nsw i64 %205, 8
+  %params26 = getelementptr inbounds float, ptr %params, i64 %206
+  %207 = load float, ptr %params26, align 4
+  store float %207, ptr %prepare.w64, align 4
+  %w53 = load float, ptr %prepare.w53, align 4
+  store float %w53, ptr %prepare.w65, align 4
+  %w5327 = load float, ptr %prepare.w53, align 4
+  %w57 = load float, ptr %prepare.w57, align 4
+  %208 = fadd float %w5327, %w57
+  %w61 = load float, ptr %prepare.w61, align 4
+  %209 = fadd float %208, %w61
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %prepare.w66, align 4
+  %w5328 = load float, ptr %prepare.w53, align 4
+  %w6129 = load float, ptr %prepare.w61, align 4
+  %211 = fadd float %w5328, %w6129
+  %w5730 = load float, ptr %prepare.w57, align 4
+  %212 = fsub float %211, %w5730
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %prepare.w67, align 4
+  %w6131 = load float, ptr %prepare.w61, align 4
+  store float %w6131, ptr %prepare.w68, align 4
+  %w54 = load float, ptr %prepare.w54, align 4
+  store float %w54, ptr %prepare.w69, align 4
+  %w5432 = load float, ptr %prepare.w54, align 4
+  %w58 = load float, ptr %prepare.w58, align 4
+  %214 = fadd float %w5432, %w58
+  %w62 = load float, ptr %prepare.w62, align 4
+  %215 = fadd float %214, %w62
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %prepare.w70, align 4
+  %w5433 = load float, ptr %prepare.w54, align 4
+  %w6234 = load float, ptr %prepare.w62, align 4
+  %217 = fadd float %w5433, %w6234
+  %w5835 = load float, ptr %prepare.w58, align 4
+  %218 = fsub float %217, %w5835
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %prepare.w71, align 4
+  %w6236 = load float, ptr %prepare.w62, align 4
+  store float %w6236, ptr %prepare.w72, align 4
+  %w55 = load float, ptr %prepare.w55, align 4
+  store float %w55, ptr %prepare.w73, align 4
+  %w5537 = load float, ptr %prepare.w55, align 4
+  %w59 = load float, ptr %prepare.w59, align 4
+  %220 = fadd float %w5537, %w59
+  %w63 = load float, ptr %prepare.w63, align 4
+  %221 = fadd float %220, %w63
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %prepare.w74, align 4
+  %w5538 = load float, ptr %prepare.w55, align 4
+  %w6339 = load float, ptr %prepare.w63, align 4
+  %223 = fadd float %w5538, %w6339
+  %w5940 = load float, ptr %prepare.w59, align 4
+  %224 = fsub float %223, %w5940
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %prepare.w75, align 4
+  %w6341 = load float, ptr %prepare.w63, align 4
+  store float %w6341, ptr %prepare.w76, align 4
+  %w56 = load float, ptr %prepare.w56, align 4
+  store float %w56, ptr %prepare.w77, align 4
+  %w5642 = load float, ptr %prepare.w56, align 4
+  %w60 = load float, ptr %prepare.w60, align 4
+  %226 = fadd float %w5642, %w60
+  %w64 = load float, ptr %prepare.w64, align 4
+  %227 = fadd float %226, %w64
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %prepare.w78, align 4
+  %w5643 = load float, ptr %prepare.w56, align 4
+  %w6444 = load float, ptr %prepare.w64, align 4
+  %229 = fadd float %w5643, %w6444
+  %w6045 = load float, ptr %prepare.w60, align 4
+  %230 = fsub float %229, %w6045
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %prepare.w79, align 4
+  %w6446 = load float, ptr %prepare.w64, align 4
+  store float %w6446, ptr %prepare.w80, align 4
+  %w65 = load float, ptr %prepare.w65, align 4
+  %232 = mul nsw i64 %prepare.ci511, 64
+  %233 = add nsw i64 1344720, %232
+  %234 = mul nsw i64 %0, 32
+  %235 = add nsw i64 %234, %prepare.co522
+  %236 = add nsw i64 %233, %235
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
+  store float %w65, ptr %arena47, align 4
+  %w66 = load float, ptr %prepare.w66, align 4
+  %237 = mul nsw i64 %prepare.ci511, 64
+  %238 = add nsw i64 1346768, %237
+  %239 = mul nsw i64 %0, 32
+  %240 = add nsw i64 %239, %prepare.co522
+  %241 = add nsw i64 %238, %240
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
+  store float %w66, ptr %arena48, align 4
+  %w67 = load float, ptr %prepare.w67, align 4
+  %242 = mul nsw i64 %prepare.ci511, 64
+  %243 = add nsw i64 1348816, %242
+  %244 = mul nsw i64 %0, 32
+  %245 = add nsw i64 %244, %prepare.co522
+  %246 = add nsw i64 %243, %245
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
+  store float %w67, ptr %arena49, align 4
+  %w68 = load float, ptr %prepare.w68, align 4
+  %247 = mul nsw i64 %prepare.ci511, 64
+  %248 = add nsw i64 1350864, %247
+  %249 = mul nsw i64 %0, 32
+  %250 = add nsw i64 %249, %prepare.co522
+  %251 = add nsw i64 %248, %250
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
+  store float %w68, ptr %arena50, align 4
+  %w69 = load float, ptr %prepare.w69, align 4
+  %252 = mul nsw i64 %prepare.ci511, 64
+  %253 = add nsw i64 1352912, %252
+  %254 = mul nsw i64 %0, 32
+  %255 = add nsw i64 %254, %prepare.co522
+  %256 = add nsw i64 %253, %255
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
+  store float %w69, ptr %arena51, align 4
+  %w70 = load float, ptr %prepare.w70, align 4
+  %257 = mul nsw i64 %prepare.ci511, 64
+  %258 = add nsw i64 1354960, %257
+  %259 = mul nsw i64 %0, 32
+  %260 = add nsw i64 %259, %prepare.co522
+  %261 = add nsw i64 %258, %260
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
+  store float %w70, ptr %arena52, align 4
+  %w71 = load float, ptr %prepare.w71, align 4
+  %262 = mul nsw i64 %prepare.ci511, 64
+  %263 = add nsw i64 1357008, %262
+  %264 = mul nsw i64 %0, 32
+  %265 = add nsw i64 %264, %prepare.co522
+  %266 = add nsw i64 %263, %265
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
+  store float %w71, ptr %arena53, align 4
+  %w72 = load float, ptr %prepare.w72, align 4
+  %267 = mul nsw i64 %prepare.ci511, 64
+  %268 = add nsw i64 1359056, %267
+  %269 = mul nsw i64 %0, 32
+  %270 = add nsw i64 %269, %prepare.co522
+  %271 = add nsw i64 %268, %270
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
+  store float %w72, ptr %arena54, align 4
+  %w73 = load float, ptr %prepare.w73, align 4
+  %272 = mul nsw i64 %prepare.ci511, 64
+  %273 = add nsw i64 1361104, %272
+  %274 = mul nsw i64 %0, 32
+  %275 = add nsw i64 %274, %prepare.co522
+  %276 = add nsw i64 %273, %275
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
+  store float %w73, ptr %arena55, align 4
+  %w74 = load float, ptr %prepare.w74, align 4
+  %277 = mul nsw i64 %prepare.ci511, 64
+  %278 = add nsw i64 1363152, %277
+  %279 = mul nsw i64 %0, 32
+  %280 = add nsw i64 %279, %prepare.co522
+  %281 = add nsw i64 %278, %280
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
+  store float %w74, ptr %arena56, align 4
+  %w75 = load float, ptr %prepare.w75, align 4
+  %282 = mul nsw i64 %prepare.ci511, 64
+  %283 = add nsw i64 1365200, %282
+  %284 = mul nsw i64 %0, 32
+  %285 = add nsw i64 %284, %prepare.co522
+  %286 = add nsw i64 %283, %285
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
+  store float %w75, ptr %arena57, align 4
+  %w76 = load float, ptr %prepare.w76, align 4
+  %287 = mul nsw i64 %prepare.ci511, 64
+  %288 = add nsw i64 1367248, %287
+  %289 = mul nsw i64 %0, 32
+  %290 = add nsw i64 %289, %prepare.co522
+  %291 = add nsw i64 %288, %290
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
+  store float %w76, ptr %arena58, align 4
+  %w77 = load float, ptr %prepare.w77, align 4
+  %292 = mul nsw i64 %prepare.ci511, 64
+  %293 = add nsw i64 1369296, %292
+  %294 = mul nsw i64 %0, 32
+  %295 = add nsw i64 %294, %prepare.co522
+  %296 = add nsw i64 %293, %295
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
+  store float %w77, ptr %arena59, align 4
+  %w78 = load float, ptr %prepare.w78, align 4
+  %297 = mul nsw i64 %prepare.ci511, 64
+  %298 = add nsw i64 1371344, %297
+  %299 = mul nsw i64 %0, 32
+  %300 = add nsw i64 %299, %prepare.co522
+  %301 = add nsw i64 %298, %300
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
+  store float %w78, ptr %arena60, align 4
+  %w79 = load float, ptr %prepare.w79, align 4
+  %302 = mul nsw i64 %prepare.ci511, 64
+  %303 = add nsw i64 1373392, %302
+  %304 = mul nsw i64 %0, 32
+  %305 = add nsw i64 %304, %prepare.co522
+  %306 = add nsw i64 %303, %305
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
+  store float %w79, ptr %arena61, align 4
+  %w80 = load float, ptr %prepare.w80, align 4
+  %307 = mul nsw i64 %prepare.ci511, 64
+  %308 = add nsw i64 1375440, %307
+  %309 = mul nsw i64 %0, 32
+  %310 = add nsw i64 %309, %prepare.co522
+  %311 = add nsw i64 %308, %310
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
+  store float %w80, ptr %arena62, align 4
+  %co52.next = add nsw i64 %prepare.co522, 1
+  %312 = icmp slt i64 %co52.next, 32
+  br i1 %312, label %prepare.co52, label %prepare.co52.end
+
+prepare.co52.end:                                 ; preds = %prepare.co52
+  %ci51.next = add nsw i64 %prepare.ci511, 1
+  %313 = icmp slt i64 %ci51.next, 32
+  br i1 %313, label %prepare.ci51, label %prepare.ci51.end
+}
+
+define internal void @simplecnn_infer_b64.part50.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  call void @simplecnn_infer_b64.part50(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
@@ -12609,1442 +13184,874 @@ entry:
   %conv2.w93 = alloca <8 x float>, align 32
   %conv2.w92 = alloca <8 x float>, align 32
   %conv2.w91 = alloca <8 x float>, align 32
-  %part50.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 0
-  store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 1
-  store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 2
-  store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 3
-  store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 4
-  store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = icmp eq ptr %pool, null
-  br i1 %11, label %conv2.part50.serial, label %conv2.part50.pool
-
-conv2.part50.pool:                                ; preds = %entry
-  %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @simplecnn_infer_b64.k1.conv2.part50.task, ptr %part50.context, i64 2)
-  br label %conv2.part50.done
-
-conv2.part50.serial:                              ; preds = %entry
-  br label %conv2.part50
-
-conv2.part50.done:                                ; preds = %conv2.part50.end, %conv2.part50.pool
   br label %conv2.i81
 
-conv2.part50:                                     ; preds = %conv2.part50, %conv2.part50.serial
-  %conv2.part501 = phi i64 [ 0, %conv2.part50.serial ], [ %part50.next, %conv2.part50 ]
-  call void @simplecnn_infer_b64.k1.conv2.part50(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part501)
-  %part50.next = add nsw i64 %conv2.part501, 1
-  %12 = icmp slt i64 %part50.next, 2
-  br i1 %12, label %conv2.part50, label %conv2.part50.end
-
-conv2.part50.end:                                 ; preds = %conv2.part50
-  br label %conv2.part50.done
-
-conv2.i81:                                        ; preds = %conv2.i81, %conv2.part50.done
-  %conv2.i812 = phi i64 [ 0, %conv2.part50.done ], [ %i81.next, %conv2.i81 ]
-  %13 = add nsw i64 835584, %conv2.i812
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %13
-  store float 0.000000e+00, ptr %arena3, align 4
-  %i81.next = add nsw i64 %conv2.i812, 1
-  %14 = icmp slt i64 %i81.next, 8192
-  br i1 %14, label %conv2.i81, label %conv2.i81.end
+conv2.i81:                                        ; preds = %conv2.i81, %entry
+  %conv2.i811 = phi i64 [ 0, %entry ], [ %i81.next, %conv2.i81 ]
+  %0 = add nsw i64 835584, %conv2.i811
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
+  store float 0.000000e+00, ptr %arena2, align 4
+  %i81.next = add nsw i64 %conv2.i811, 1
+  %1 = icmp slt i64 %i81.next, 8192
+  br i1 %1, label %conv2.i81, label %conv2.i81.end
 
 conv2.i81.end:                                    ; preds = %conv2.i81
   br label %conv2.g82
 
 conv2.g82:                                        ; preds = %conv2.part123.done, %conv2.i81.end
-  %conv2.g824 = phi i64 [ 0, %conv2.i81.end ], [ %g82.next, %conv2.part123.done ]
+  %conv2.g823 = phi i64 [ 0, %conv2.i81.end ], [ %g82.next, %conv2.part123.done ]
   br label %conv2.j83
 
 conv2.g82.end:                                    ; preds = %conv2.part123.done
   ret void
 
 conv2.j83:                                        ; preds = %conv2.c84.end, %conv2.g82
-  %conv2.j835 = phi i64 [ 0, %conv2.g82 ], [ %j83.next, %conv2.c84.end ]
+  %conv2.j834 = phi i64 [ 0, %conv2.g82 ], [ %j83.next, %conv2.c84.end ]
   br label %conv2.c84
 
 conv2.j83.end:                                    ; preds = %conv2.c84.end
   br label %conv2.j87
 
 conv2.c84:                                        ; preds = %conv2.iy85.end, %conv2.j83
-  %conv2.c846 = phi i64 [ 0, %conv2.j83 ], [ %c84.next, %conv2.iy85.end ]
+  %conv2.c845 = phi i64 [ 0, %conv2.j83 ], [ %c84.next, %conv2.iy85.end ]
   br label %conv2.iy85
 
 conv2.c84.end:                                    ; preds = %conv2.iy85.end
-  %j83.next = add nsw i64 %conv2.j835, 1
-  %15 = icmp slt i64 %j83.next, 1
-  br i1 %15, label %conv2.j83, label %conv2.j83.end
+  %j83.next = add nsw i64 %conv2.j834, 1
+  %2 = icmp slt i64 %j83.next, 1
+  br i1 %2, label %conv2.j83, label %conv2.j83.end
 
 conv2.iy85:                                       ; preds = %conv2.ix86.end, %conv2.c84
-  %conv2.iy857 = phi i64 [ 0, %conv2.c84 ], [ %iy85.next, %conv2.ix86.end ]
+  %conv2.iy856 = phi i64 [ 0, %conv2.c84 ], [ %iy85.next, %conv2.ix86.end ]
   br label %conv2.ix86
 
 conv2.iy85.end:                                   ; preds = %conv2.ix86.end
-  %c84.next = add nsw i64 %conv2.c846, 1
-  %16 = icmp slt i64 %c84.next, 32
-  br i1 %16, label %conv2.c84, label %conv2.c84.end
+  %c84.next = add nsw i64 %conv2.c845, 1
+  %3 = icmp slt i64 %c84.next, 32
+  br i1 %3, label %conv2.c84, label %conv2.c84.end
 
 conv2.ix86:                                       ; preds = %conv2.ix86, %conv2.iy85
-  %conv2.ix868 = phi i64 [ 0, %conv2.iy85 ], [ %ix86.next, %conv2.ix86 ]
-  %17 = add nsw i64 %conv2.g824, %conv2.j835
-  %18 = mul nsw i64 %17, 6272
-  %19 = mul nsw i64 %conv2.c846, 196
-  %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv2.iy857, 14
-  %22 = add nsw i64 %20, %21
-  %23 = add nsw i64 %22, %conv2.ix868
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
-  %24 = load float, ptr %arena9, align 4
-  %25 = mul nsw i64 %conv2.j835, 8192
-  %26 = add nsw i64 %conv2.iy857, 1
-  %27 = mul nsw i64 %26, 512
-  %28 = add nsw i64 %25, %27
-  %29 = add nsw i64 %conv2.ix868, 1
-  %30 = mul nsw i64 %29, 32
-  %31 = add nsw i64 %28, %30
-  %32 = add nsw i64 %31, %conv2.c846
-  %33 = add nsw i64 835584, %32
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %33
-  store float %24, ptr %arena10, align 4
-  %ix86.next = add nsw i64 %conv2.ix868, 1
-  %34 = icmp slt i64 %ix86.next, 14
-  br i1 %34, label %conv2.ix86, label %conv2.ix86.end
+  %conv2.ix867 = phi i64 [ 0, %conv2.iy85 ], [ %ix86.next, %conv2.ix86 ]
+  %4 = add nsw i64 %conv2.g823, %conv2.j834
+  %5 = mul nsw i64 %4, 6272
+  %6 = mul nsw i64 %conv2.c845, 196
+  %7 = add nsw i64 %5, %6
+  %8 = mul nsw i64 %conv2.iy856, 14
+  %9 = add nsw i64 %7, %8
+  %10 = add nsw i64 %9, %conv2.ix867
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %10
+  %11 = load float, ptr %arena8, align 4
+  %12 = mul nsw i64 %conv2.j834, 8192
+  %13 = add nsw i64 %conv2.iy856, 1
+  %14 = mul nsw i64 %13, 512
+  %15 = add nsw i64 %12, %14
+  %16 = add nsw i64 %conv2.ix867, 1
+  %17 = mul nsw i64 %16, 32
+  %18 = add nsw i64 %15, %17
+  %19 = add nsw i64 %18, %conv2.c845
+  %20 = add nsw i64 835584, %19
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %20
+  store float %11, ptr %arena9, align 4
+  %ix86.next = add nsw i64 %conv2.ix867, 1
+  %21 = icmp slt i64 %ix86.next, 14
+  br i1 %21, label %conv2.ix86, label %conv2.ix86.end
 
 conv2.ix86.end:                                   ; preds = %conv2.ix86
-  %iy85.next = add nsw i64 %conv2.iy857, 1
-  %35 = icmp slt i64 %iy85.next, 14
-  br i1 %35, label %conv2.iy85, label %conv2.iy85.end
+  %iy85.next = add nsw i64 %conv2.iy856, 1
+  %22 = icmp slt i64 %iy85.next, 14
+  br i1 %22, label %conv2.iy85, label %conv2.iy85.end
 
 conv2.j87:                                        ; preds = %conv2.ty88.end, %conv2.j83.end
-  %conv2.j8711 = phi i64 [ 0, %conv2.j83.end ], [ %j87.next, %conv2.ty88.end ]
+  %conv2.j8710 = phi i64 [ 0, %conv2.j83.end ], [ %j87.next, %conv2.ty88.end ]
   br label %conv2.ty88
 
 conv2.j87.end:                                    ; preds = %conv2.ty88.end
-  %36 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 0
-  store ptr %params, ptr %36, align 8
-  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 1
-  store ptr %grads, ptr %37, align 8
-  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 2
-  store ptr %m, ptr %38, align 8
-  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 3
-  store ptr %v, ptr %39, align 8
-  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 4
-  store ptr %arena, ptr %40, align 8
-  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 5
-  store ptr %images, ptr %41, align 8
-  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 6
-  store ptr %labels, ptr %42, align 8
-  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 7
-  store float %lr, ptr %43, align 4
-  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 8
-  store i64 %step, ptr %44, align 4
-  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 9
-  store i64 %seed, ptr %45, align 4
-  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 10
-  store ptr %pool, ptr %46, align 8
-  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 11
-  store i64 %conv2.g824, ptr %47, align 4
-  %48 = icmp eq ptr %pool, null
-  br i1 %48, label %conv2.part123.serial, label %conv2.part123.pool
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 0
+  store ptr %params, ptr %23, align 8
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 1
+  store ptr %grads, ptr %24, align 8
+  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 2
+  store ptr %m, ptr %25, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 3
+  store ptr %v, ptr %26, align 8
+  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 4
+  store ptr %arena, ptr %27, align 8
+  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 5
+  store ptr %images, ptr %28, align 8
+  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 6
+  store ptr %labels, ptr %29, align 8
+  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 7
+  store float %lr, ptr %30, align 4
+  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 8
+  store i64 %step, ptr %31, align 4
+  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 9
+  store i64 %seed, ptr %32, align 4
+  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 10
+  store ptr %pool, ptr %33, align 8
+  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 11
+  store i64 %conv2.g823, ptr %34, align 4
+  %35 = icmp eq ptr %pool, null
+  br i1 %35, label %conv2.part123.serial, label %conv2.part123.pool
 
 conv2.ty88:                                       ; preds = %conv2.tx89.end, %conv2.j87
-  %conv2.ty8812 = phi i64 [ 0, %conv2.j87 ], [ %ty88.next, %conv2.tx89.end ]
+  %conv2.ty8811 = phi i64 [ 0, %conv2.j87 ], [ %ty88.next, %conv2.tx89.end ]
   br label %conv2.tx89
 
 conv2.ty88.end:                                   ; preds = %conv2.tx89.end
-  %j87.next = add nsw i64 %conv2.j8711, 1
-  %49 = icmp slt i64 %j87.next, 1
-  br i1 %49, label %conv2.j87, label %conv2.j87.end
+  %j87.next = add nsw i64 %conv2.j8710, 1
+  %36 = icmp slt i64 %j87.next, 1
+  br i1 %36, label %conv2.j87, label %conv2.j87.end
 
 conv2.tx89:                                       ; preds = %conv2.cv90.end, %conv2.ty88
-  %conv2.tx8913 = phi i64 [ 0, %conv2.ty88 ], [ %tx89.next, %conv2.cv90.end ]
+  %conv2.tx8912 = phi i64 [ 0, %conv2.ty88 ], [ %tx89.next, %conv2.cv90.end ]
   br label %conv2.cv90
 
 conv2.tx89.end:                                   ; preds = %conv2.cv90.end
-  %ty88.next = add nsw i64 %conv2.ty8812, 1
-  %50 = icmp slt i64 %ty88.next, 7
-  br i1 %50, label %conv2.ty88, label %conv2.ty88.end
+  %ty88.next = add nsw i64 %conv2.ty8811, 1
+  %37 = icmp slt i64 %ty88.next, 7
+  br i1 %37, label %conv2.ty88, label %conv2.ty88.end
 
 conv2.cv90:                                       ; preds = %conv2.cv90, %conv2.tx89
-  %conv2.cv9014 = phi i64 [ 0, %conv2.tx89 ], [ %cv90.next, %conv2.cv90 ]
-  %51 = mul nsw i64 %conv2.j8711, 8192
-  %52 = mul nsw i64 %conv2.ty8812, 2
-  %53 = mul nsw i64 %52, 512
-  %54 = add nsw i64 %51, %53
-  %55 = mul nsw i64 %conv2.tx8913, 2
-  %56 = mul nsw i64 %55, 32
-  %57 = add nsw i64 %54, %56
-  %58 = mul nsw i64 %conv2.cv9014, 8
-  %59 = add nsw i64 %57, %58
-  %60 = add nsw i64 835584, %59
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %60
-  %61 = load <8 x float>, ptr %arena15, align 4
-  %62 = mul nsw i64 %conv2.j8711, 8192
-  %63 = mul nsw i64 %conv2.ty8812, 2
-  %64 = add nsw i64 %63, 2
+  %conv2.cv9013 = phi i64 [ 0, %conv2.tx89 ], [ %cv90.next, %conv2.cv90 ]
+  %38 = mul nsw i64 %conv2.j8710, 8192
+  %39 = mul nsw i64 %conv2.ty8811, 2
+  %40 = mul nsw i64 %39, 512
+  %41 = add nsw i64 %38, %40
+  %42 = mul nsw i64 %conv2.tx8912, 2
+  %43 = mul nsw i64 %42, 32
+  %44 = add nsw i64 %41, %43
+  %45 = mul nsw i64 %conv2.cv9013, 8
+  %46 = add nsw i64 %44, %45
+  %47 = add nsw i64 835584, %46
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %47
+  %48 = load <8 x float>, ptr %arena14, align 4
+  %49 = mul nsw i64 %conv2.j8710, 8192
+  %50 = mul nsw i64 %conv2.ty8811, 2
+  %51 = add nsw i64 %50, 2
+  %52 = mul nsw i64 %51, 512
+  %53 = add nsw i64 %49, %52
+  %54 = mul nsw i64 %conv2.tx8912, 2
+  %55 = mul nsw i64 %54, 32
+  %56 = add nsw i64 %53, %55
+  %57 = mul nsw i64 %conv2.cv9013, 8
+  %58 = add nsw i64 %56, %57
+  %59 = add nsw i64 835584, %58
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %59
+  %60 = load <8 x float>, ptr %arena15, align 4
+  %61 = fsub <8 x float> %48, %60
+  store <8 x float> %61, ptr %conv2.w91, align 32
+  %62 = mul nsw i64 %conv2.j8710, 8192
+  %63 = mul nsw i64 %conv2.ty8811, 2
+  %64 = add nsw i64 %63, 1
   %65 = mul nsw i64 %64, 512
   %66 = add nsw i64 %62, %65
-  %67 = mul nsw i64 %conv2.tx8913, 2
+  %67 = mul nsw i64 %conv2.tx8912, 2
   %68 = mul nsw i64 %67, 32
   %69 = add nsw i64 %66, %68
-  %70 = mul nsw i64 %conv2.cv9014, 8
+  %70 = mul nsw i64 %conv2.cv9013, 8
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 835584, %71
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena16, align 4
-  %74 = fsub <8 x float> %61, %73
-  store <8 x float> %74, ptr %conv2.w91, align 32
-  %75 = mul nsw i64 %conv2.j8711, 8192
-  %76 = mul nsw i64 %conv2.ty8812, 2
-  %77 = add nsw i64 %76, 1
-  %78 = mul nsw i64 %77, 512
-  %79 = add nsw i64 %75, %78
-  %80 = mul nsw i64 %conv2.tx8913, 2
-  %81 = mul nsw i64 %80, 32
-  %82 = add nsw i64 %79, %81
-  %83 = mul nsw i64 %conv2.cv9014, 8
-  %84 = add nsw i64 %82, %83
-  %85 = add nsw i64 835584, %84
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %85
-  %86 = load <8 x float>, ptr %arena17, align 4
-  %87 = mul nsw i64 %conv2.j8711, 8192
-  %88 = mul nsw i64 %conv2.ty8812, 2
+  %74 = mul nsw i64 %conv2.j8710, 8192
+  %75 = mul nsw i64 %conv2.ty8811, 2
+  %76 = add nsw i64 %75, 2
+  %77 = mul nsw i64 %76, 512
+  %78 = add nsw i64 %74, %77
+  %79 = mul nsw i64 %conv2.tx8912, 2
+  %80 = mul nsw i64 %79, 32
+  %81 = add nsw i64 %78, %80
+  %82 = mul nsw i64 %conv2.cv9013, 8
+  %83 = add nsw i64 %81, %82
+  %84 = add nsw i64 835584, %83
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
+  %85 = load <8 x float>, ptr %arena17, align 4
+  %86 = fadd <8 x float> %73, %85
+  store <8 x float> %86, ptr %conv2.w92, align 32
+  %87 = mul nsw i64 %conv2.j8710, 8192
+  %88 = mul nsw i64 %conv2.ty8811, 2
   %89 = add nsw i64 %88, 2
   %90 = mul nsw i64 %89, 512
   %91 = add nsw i64 %87, %90
-  %92 = mul nsw i64 %conv2.tx8913, 2
+  %92 = mul nsw i64 %conv2.tx8912, 2
   %93 = mul nsw i64 %92, 32
   %94 = add nsw i64 %91, %93
-  %95 = mul nsw i64 %conv2.cv9014, 8
+  %95 = mul nsw i64 %conv2.cv9013, 8
   %96 = add nsw i64 %94, %95
   %97 = add nsw i64 835584, %96
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %97
   %98 = load <8 x float>, ptr %arena18, align 4
-  %99 = fadd <8 x float> %86, %98
-  store <8 x float> %99, ptr %conv2.w92, align 32
-  %100 = mul nsw i64 %conv2.j8711, 8192
-  %101 = mul nsw i64 %conv2.ty8812, 2
-  %102 = add nsw i64 %101, 2
-  %103 = mul nsw i64 %102, 512
-  %104 = add nsw i64 %100, %103
-  %105 = mul nsw i64 %conv2.tx8913, 2
-  %106 = mul nsw i64 %105, 32
-  %107 = add nsw i64 %104, %106
-  %108 = mul nsw i64 %conv2.cv9014, 8
-  %109 = add nsw i64 %107, %108
-  %110 = add nsw i64 835584, %109
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %110
-  %111 = load <8 x float>, ptr %arena19, align 4
-  %112 = mul nsw i64 %conv2.j8711, 8192
-  %113 = mul nsw i64 %conv2.ty8812, 2
+  %99 = mul nsw i64 %conv2.j8710, 8192
+  %100 = mul nsw i64 %conv2.ty8811, 2
+  %101 = add nsw i64 %100, 1
+  %102 = mul nsw i64 %101, 512
+  %103 = add nsw i64 %99, %102
+  %104 = mul nsw i64 %conv2.tx8912, 2
+  %105 = mul nsw i64 %104, 32
+  %106 = add nsw i64 %103, %105
+  %107 = mul nsw i64 %conv2.cv9013, 8
+  %108 = add nsw i64 %106, %107
+  %109 = add nsw i64 835584, %108
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %109
+  %110 = load <8 x float>, ptr %arena19, align 4
+  %111 = fsub <8 x float> %98, %110
+  store <8 x float> %111, ptr %conv2.w93, align 32
+  %112 = mul nsw i64 %conv2.j8710, 8192
+  %113 = mul nsw i64 %conv2.ty8811, 2
   %114 = add nsw i64 %113, 1
   %115 = mul nsw i64 %114, 512
   %116 = add nsw i64 %112, %115
-  %117 = mul nsw i64 %conv2.tx8913, 2
+  %117 = mul nsw i64 %conv2.tx8912, 2
   %118 = mul nsw i64 %117, 32
   %119 = add nsw i64 %116, %118
-  %120 = mul nsw i64 %conv2.cv9014, 8
+  %120 = mul nsw i64 %conv2.cv9013, 8
   %121 = add nsw i64 %119, %120
   %122 = add nsw i64 835584, %121
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %122
   %123 = load <8 x float>, ptr %arena20, align 4
-  %124 = fsub <8 x float> %111, %123
-  store <8 x float> %124, ptr %conv2.w93, align 32
-  %125 = mul nsw i64 %conv2.j8711, 8192
-  %126 = mul nsw i64 %conv2.ty8812, 2
-  %127 = add nsw i64 %126, 1
-  %128 = mul nsw i64 %127, 512
-  %129 = add nsw i64 %125, %128
-  %130 = mul nsw i64 %conv2.tx8913, 2
-  %131 = mul nsw i64 %130, 32
-  %132 = add nsw i64 %129, %131
-  %133 = mul nsw i64 %conv2.cv9014, 8
-  %134 = add nsw i64 %132, %133
-  %135 = add nsw i64 835584, %134
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %135
-  %136 = load <8 x float>, ptr %arena21, align 4
-  %137 = mul nsw i64 %conv2.j8711, 8192
-  %138 = mul nsw i64 %conv2.ty8812, 2
-  %139 = add nsw i64 %138, 3
-  %140 = mul nsw i64 %139, 512
-  %141 = add nsw i64 %137, %140
-  %142 = mul nsw i64 %conv2.tx8913, 2
+  %124 = mul nsw i64 %conv2.j8710, 8192
+  %125 = mul nsw i64 %conv2.ty8811, 2
+  %126 = add nsw i64 %125, 3
+  %127 = mul nsw i64 %126, 512
+  %128 = add nsw i64 %124, %127
+  %129 = mul nsw i64 %conv2.tx8912, 2
+  %130 = mul nsw i64 %129, 32
+  %131 = add nsw i64 %128, %130
+  %132 = mul nsw i64 %conv2.cv9013, 8
+  %133 = add nsw i64 %131, %132
+  %134 = add nsw i64 835584, %133
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %134
+  %135 = load <8 x float>, ptr %arena21, align 4
+  %136 = fsub <8 x float> %123, %135
+  store <8 x float> %136, ptr %conv2.w94, align 32
+  %137 = mul nsw i64 %conv2.j8710, 8192
+  %138 = mul nsw i64 %conv2.ty8811, 2
+  %139 = mul nsw i64 %138, 512
+  %140 = add nsw i64 %137, %139
+  %141 = mul nsw i64 %conv2.tx8912, 2
+  %142 = add nsw i64 %141, 1
   %143 = mul nsw i64 %142, 32
-  %144 = add nsw i64 %141, %143
-  %145 = mul nsw i64 %conv2.cv9014, 8
+  %144 = add nsw i64 %140, %143
+  %145 = mul nsw i64 %conv2.cv9013, 8
   %146 = add nsw i64 %144, %145
   %147 = add nsw i64 835584, %146
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena22, align 4
-  %149 = fsub <8 x float> %136, %148
-  store <8 x float> %149, ptr %conv2.w94, align 32
-  %150 = mul nsw i64 %conv2.j8711, 8192
-  %151 = mul nsw i64 %conv2.ty8812, 2
+  %149 = mul nsw i64 %conv2.j8710, 8192
+  %150 = mul nsw i64 %conv2.ty8811, 2
+  %151 = add nsw i64 %150, 2
   %152 = mul nsw i64 %151, 512
-  %153 = add nsw i64 %150, %152
-  %154 = mul nsw i64 %conv2.tx8913, 2
+  %153 = add nsw i64 %149, %152
+  %154 = mul nsw i64 %conv2.tx8912, 2
   %155 = add nsw i64 %154, 1
   %156 = mul nsw i64 %155, 32
   %157 = add nsw i64 %153, %156
-  %158 = mul nsw i64 %conv2.cv9014, 8
+  %158 = mul nsw i64 %conv2.cv9013, 8
   %159 = add nsw i64 %157, %158
   %160 = add nsw i64 835584, %159
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %160
   %161 = load <8 x float>, ptr %arena23, align 4
-  %162 = mul nsw i64 %conv2.j8711, 8192
-  %163 = mul nsw i64 %conv2.ty8812, 2
-  %164 = add nsw i64 %163, 2
-  %165 = mul nsw i64 %164, 512
-  %166 = add nsw i64 %162, %165
-  %167 = mul nsw i64 %conv2.tx8913, 2
-  %168 = add nsw i64 %167, 1
-  %169 = mul nsw i64 %168, 32
-  %170 = add nsw i64 %166, %169
-  %171 = mul nsw i64 %conv2.cv9014, 8
-  %172 = add nsw i64 %170, %171
-  %173 = add nsw i64 835584, %172
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %173
-  %174 = load <8 x float>, ptr %arena24, align 4
-  %175 = fsub <8 x float> %161, %174
-  store <8 x float> %175, ptr %conv2.w95, align 32
-  %176 = mul nsw i64 %conv2.j8711, 8192
-  %177 = mul nsw i64 %conv2.ty8812, 2
-  %178 = add nsw i64 %177, 1
+  %162 = fsub <8 x float> %148, %161
+  store <8 x float> %162, ptr %conv2.w95, align 32
+  %163 = mul nsw i64 %conv2.j8710, 8192
+  %164 = mul nsw i64 %conv2.ty8811, 2
+  %165 = add nsw i64 %164, 1
+  %166 = mul nsw i64 %165, 512
+  %167 = add nsw i64 %163, %166
+  %168 = mul nsw i64 %conv2.tx8912, 2
+  %169 = add nsw i64 %168, 1
+  %170 = mul nsw i64 %169, 32
+  %171 = add nsw i64 %167, %170
+  %172 = mul nsw i64 %conv2.cv9013, 8
+  %173 = add nsw i64 %171, %172
+  %174 = add nsw i64 835584, %173
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %174
+  %175 = load <8 x float>, ptr %arena24, align 4
+  %176 = mul nsw i64 %conv2.j8710, 8192
+  %177 = mul nsw i64 %conv2.ty8811, 2
+  %178 = add nsw i64 %177, 2
   %179 = mul nsw i64 %178, 512
   %180 = add nsw i64 %176, %179
-  %181 = mul nsw i64 %conv2.tx8913, 2
+  %181 = mul nsw i64 %conv2.tx8912, 2
   %182 = add nsw i64 %181, 1
   %183 = mul nsw i64 %182, 32
   %184 = add nsw i64 %180, %183
-  %185 = mul nsw i64 %conv2.cv9014, 8
+  %185 = mul nsw i64 %conv2.cv9013, 8
   %186 = add nsw i64 %184, %185
   %187 = add nsw i64 835584, %186
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %187
   %188 = load <8 x float>, ptr %arena25, align 4
-  %189 = mul nsw i64 %conv2.j8711, 8192
-  %190 = mul nsw i64 %conv2.ty8812, 2
-  %191 = add nsw i64 %190, 2
-  %192 = mul nsw i64 %191, 512
-  %193 = add nsw i64 %189, %192
-  %194 = mul nsw i64 %conv2.tx8913, 2
-  %195 = add nsw i64 %194, 1
-  %196 = mul nsw i64 %195, 32
-  %197 = add nsw i64 %193, %196
-  %198 = mul nsw i64 %conv2.cv9014, 8
-  %199 = add nsw i64 %197, %198
-  %200 = add nsw i64 835584, %199
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %200
-  %201 = load <8 x float>, ptr %arena26, align 4
-  %202 = fadd <8 x float> %188, %201
-  store <8 x float> %202, ptr %conv2.w96, align 32
-  %203 = mul nsw i64 %conv2.j8711, 8192
-  %204 = mul nsw i64 %conv2.ty8812, 2
-  %205 = add nsw i64 %204, 2
+  %189 = fadd <8 x float> %175, %188
+  store <8 x float> %189, ptr %conv2.w96, align 32
+  %190 = mul nsw i64 %conv2.j8710, 8192
+  %191 = mul nsw i64 %conv2.ty8811, 2
+  %192 = add nsw i64 %191, 2
+  %193 = mul nsw i64 %192, 512
+  %194 = add nsw i64 %190, %193
+  %195 = mul nsw i64 %conv2.tx8912, 2
+  %196 = add nsw i64 %195, 1
+  %197 = mul nsw i64 %196, 32
+  %198 = add nsw i64 %194, %197
+  %199 = mul nsw i64 %conv2.cv9013, 8
+  %200 = add nsw i64 %198, %199
+  %201 = add nsw i64 835584, %200
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %201
+  %202 = load <8 x float>, ptr %arena26, align 4
+  %203 = mul nsw i64 %conv2.j8710, 8192
+  %204 = mul nsw i64 %conv2.ty8811, 2
+  %205 = add nsw i64 %204, 1
   %206 = mul nsw i64 %205, 512
   %207 = add nsw i64 %203, %206
-  %208 = mul nsw i64 %conv2.tx8913, 2
+  %208 = mul nsw i64 %conv2.tx8912, 2
   %209 = add nsw i64 %208, 1
   %210 = mul nsw i64 %209, 32
   %211 = add nsw i64 %207, %210
-  %212 = mul nsw i64 %conv2.cv9014, 8
+  %212 = mul nsw i64 %conv2.cv9013, 8
   %213 = add nsw i64 %211, %212
   %214 = add nsw i64 835584, %213
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %214
   %215 = load <8 x float>, ptr %arena27, align 4
-  %216 = mul nsw i64 %conv2.j8711, 8192
-  %217 = mul nsw i64 %conv2.ty8812, 2
-  %218 = add nsw i64 %217, 1
-  %219 = mul nsw i64 %218, 512
-  %220 = add nsw i64 %216, %219
-  %221 = mul nsw i64 %conv2.tx8913, 2
-  %222 = add nsw i64 %221, 1
-  %223 = mul nsw i64 %222, 32
-  %224 = add nsw i64 %220, %223
-  %225 = mul nsw i64 %conv2.cv9014, 8
-  %226 = add nsw i64 %224, %225
-  %227 = add nsw i64 835584, %226
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %227
-  %228 = load <8 x float>, ptr %arena28, align 4
-  %229 = fsub <8 x float> %215, %228
-  store <8 x float> %229, ptr %conv2.w97, align 32
-  %230 = mul nsw i64 %conv2.j8711, 8192
-  %231 = mul nsw i64 %conv2.ty8812, 2
-  %232 = add nsw i64 %231, 1
+  %216 = fsub <8 x float> %202, %215
+  store <8 x float> %216, ptr %conv2.w97, align 32
+  %217 = mul nsw i64 %conv2.j8710, 8192
+  %218 = mul nsw i64 %conv2.ty8811, 2
+  %219 = add nsw i64 %218, 1
+  %220 = mul nsw i64 %219, 512
+  %221 = add nsw i64 %217, %220
+  %222 = mul nsw i64 %conv2.tx8912, 2
+  %223 = add nsw i64 %222, 1
+  %224 = mul nsw i64 %223, 32
+  %225 = add nsw i64 %221, %224
+  %226 = mul nsw i64 %conv2.cv9013, 8
+  %227 = add nsw i64 %225, %226
+  %228 = add nsw i64 835584, %227
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %228
+  %229 = load <8 x float>, ptr %arena28, align 4
+  %230 = mul nsw i64 %conv2.j8710, 8192
+  %231 = mul nsw i64 %conv2.ty8811, 2
+  %232 = add nsw i64 %231, 3
   %233 = mul nsw i64 %232, 512
   %234 = add nsw i64 %230, %233
-  %235 = mul nsw i64 %conv2.tx8913, 2
+  %235 = mul nsw i64 %conv2.tx8912, 2
   %236 = add nsw i64 %235, 1
   %237 = mul nsw i64 %236, 32
   %238 = add nsw i64 %234, %237
-  %239 = mul nsw i64 %conv2.cv9014, 8
+  %239 = mul nsw i64 %conv2.cv9013, 8
   %240 = add nsw i64 %238, %239
   %241 = add nsw i64 835584, %240
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %241
   %242 = load <8 x float>, ptr %arena29, align 4
-  %243 = mul nsw i64 %conv2.j8711, 8192
-  %244 = mul nsw i64 %conv2.ty8812, 2
-  %245 = add nsw i64 %244, 3
+  %243 = fsub <8 x float> %229, %242
+  store <8 x float> %243, ptr %conv2.w98, align 32
+  %244 = mul nsw i64 %conv2.j8710, 8192
+  %245 = mul nsw i64 %conv2.ty8811, 2
   %246 = mul nsw i64 %245, 512
-  %247 = add nsw i64 %243, %246
-  %248 = mul nsw i64 %conv2.tx8913, 2
-  %249 = add nsw i64 %248, 1
+  %247 = add nsw i64 %244, %246
+  %248 = mul nsw i64 %conv2.tx8912, 2
+  %249 = add nsw i64 %248, 2
   %250 = mul nsw i64 %249, 32
   %251 = add nsw i64 %247, %250
-  %252 = mul nsw i64 %conv2.cv9014, 8
+  %252 = mul nsw i64 %conv2.cv9013, 8
   %253 = add nsw i64 %251, %252
   %254 = add nsw i64 835584, %253
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %254
   %255 = load <8 x float>, ptr %arena30, align 4
-  %256 = fsub <8 x float> %242, %255
-  store <8 x float> %256, ptr %conv2.w98, align 32
-  %257 = mul nsw i64 %conv2.j8711, 8192
-  %258 = mul nsw i64 %conv2.ty8812, 2
+  %256 = mul nsw i64 %conv2.j8710, 8192
+  %257 = mul nsw i64 %conv2.ty8811, 2
+  %258 = add nsw i64 %257, 2
   %259 = mul nsw i64 %258, 512
-  %260 = add nsw i64 %257, %259
-  %261 = mul nsw i64 %conv2.tx8913, 2
+  %260 = add nsw i64 %256, %259
+  %261 = mul nsw i64 %conv2.tx8912, 2
   %262 = add nsw i64 %261, 2
   %263 = mul nsw i64 %262, 32
   %264 = add nsw i64 %260, %263
-  %265 = mul nsw i64 %conv2.cv9014, 8
+  %265 = mul nsw i64 %conv2.cv9013, 8
   %266 = add nsw i64 %264, %265
   %267 = add nsw i64 835584, %266
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %267
   %268 = load <8 x float>, ptr %arena31, align 4
-  %269 = mul nsw i64 %conv2.j8711, 8192
-  %270 = mul nsw i64 %conv2.ty8812, 2
-  %271 = add nsw i64 %270, 2
-  %272 = mul nsw i64 %271, 512
-  %273 = add nsw i64 %269, %272
-  %274 = mul nsw i64 %conv2.tx8913, 2
-  %275 = add nsw i64 %274, 2
-  %276 = mul nsw i64 %275, 32
-  %277 = add nsw i64 %273, %276
-  %278 = mul nsw i64 %conv2.cv9014, 8
-  %279 = add nsw i64 %277, %278
-  %280 = add nsw i64 835584, %279
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %280
-  %281 = load <8 x float>, ptr %arena32, align 4
-  %282 = fsub <8 x float> %268, %281
-  store <8 x float> %282, ptr %conv2.w99, align 32
-  %283 = mul nsw i64 %conv2.j8711, 8192
-  %284 = mul nsw i64 %conv2.ty8812, 2
-  %285 = add nsw i64 %284, 1
+  %269 = fsub <8 x float> %255, %268
+  store <8 x float> %269, ptr %conv2.w99, align 32
+  %270 = mul nsw i64 %conv2.j8710, 8192
+  %271 = mul nsw i64 %conv2.ty8811, 2
+  %272 = add nsw i64 %271, 1
+  %273 = mul nsw i64 %272, 512
+  %274 = add nsw i64 %270, %273
+  %275 = mul nsw i64 %conv2.tx8912, 2
+  %276 = add nsw i64 %275, 2
+  %277 = mul nsw i64 %276, 32
+  %278 = add nsw i64 %274, %277
+  %279 = mul nsw i64 %conv2.cv9013, 8
+  %280 = add nsw i64 %278, %279
+  %281 = add nsw i64 835584, %280
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %281
+  %282 = load <8 x float>, ptr %arena32, align 4
+  %283 = mul nsw i64 %conv2.j8710, 8192
+  %284 = mul nsw i64 %conv2.ty8811, 2
+  %285 = add nsw i64 %284, 2
   %286 = mul nsw i64 %285, 512
   %287 = add nsw i64 %283, %286
-  %288 = mul nsw i64 %conv2.tx8913, 2
+  %288 = mul nsw i64 %conv2.tx8912, 2
   %289 = add nsw i64 %288, 2
   %290 = mul nsw i64 %289, 32
   %291 = add nsw i64 %287, %290
-  %292 = mul nsw i64 %conv2.cv9014, 8
+  %292 = mul nsw i64 %conv2.cv9013, 8
   %293 = add nsw i64 %291, %292
   %294 = add nsw i64 835584, %293
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %294
   %295 = load <8 x float>, ptr %arena33, align 4
-  %296 = mul nsw i64 %conv2.j8711, 8192
-  %297 = mul nsw i64 %conv2.ty8812, 2
-  %298 = add nsw i64 %297, 2
-  %299 = mul nsw i64 %298, 512
-  %300 = add nsw i64 %296, %299
-  %301 = mul nsw i64 %conv2.tx8913, 2
-  %302 = add nsw i64 %301, 2
-  %303 = mul nsw i64 %302, 32
-  %304 = add nsw i64 %300, %303
-  %305 = mul nsw i64 %conv2.cv9014, 8
-  %306 = add nsw i64 %304, %305
-  %307 = add nsw i64 835584, %306
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %307
-  %308 = load <8 x float>, ptr %arena34, align 4
-  %309 = fadd <8 x float> %295, %308
-  store <8 x float> %309, ptr %conv2.w100, align 32
-  %310 = mul nsw i64 %conv2.j8711, 8192
-  %311 = mul nsw i64 %conv2.ty8812, 2
-  %312 = add nsw i64 %311, 2
+  %296 = fadd <8 x float> %282, %295
+  store <8 x float> %296, ptr %conv2.w100, align 32
+  %297 = mul nsw i64 %conv2.j8710, 8192
+  %298 = mul nsw i64 %conv2.ty8811, 2
+  %299 = add nsw i64 %298, 2
+  %300 = mul nsw i64 %299, 512
+  %301 = add nsw i64 %297, %300
+  %302 = mul nsw i64 %conv2.tx8912, 2
+  %303 = add nsw i64 %302, 2
+  %304 = mul nsw i64 %303, 32
+  %305 = add nsw i64 %301, %304
+  %306 = mul nsw i64 %conv2.cv9013, 8
+  %307 = add nsw i64 %305, %306
+  %308 = add nsw i64 835584, %307
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %308
+  %309 = load <8 x float>, ptr %arena34, align 4
+  %310 = mul nsw i64 %conv2.j8710, 8192
+  %311 = mul nsw i64 %conv2.ty8811, 2
+  %312 = add nsw i64 %311, 1
   %313 = mul nsw i64 %312, 512
   %314 = add nsw i64 %310, %313
-  %315 = mul nsw i64 %conv2.tx8913, 2
+  %315 = mul nsw i64 %conv2.tx8912, 2
   %316 = add nsw i64 %315, 2
   %317 = mul nsw i64 %316, 32
   %318 = add nsw i64 %314, %317
-  %319 = mul nsw i64 %conv2.cv9014, 8
+  %319 = mul nsw i64 %conv2.cv9013, 8
   %320 = add nsw i64 %318, %319
   %321 = add nsw i64 835584, %320
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %321
   %322 = load <8 x float>, ptr %arena35, align 4
-  %323 = mul nsw i64 %conv2.j8711, 8192
-  %324 = mul nsw i64 %conv2.ty8812, 2
-  %325 = add nsw i64 %324, 1
-  %326 = mul nsw i64 %325, 512
-  %327 = add nsw i64 %323, %326
-  %328 = mul nsw i64 %conv2.tx8913, 2
-  %329 = add nsw i64 %328, 2
-  %330 = mul nsw i64 %329, 32
-  %331 = add nsw i64 %327, %330
-  %332 = mul nsw i64 %conv2.cv9014, 8
-  %333 = add nsw i64 %331, %332
-  %334 = add nsw i64 835584, %333
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %334
-  %335 = load <8 x float>, ptr %arena36, align 4
-  %336 = fsub <8 x float> %322, %335
-  store <8 x float> %336, ptr %conv2.w101, align 32
-  %337 = mul nsw i64 %conv2.j8711, 8192
-  %338 = mul nsw i64 %conv2.ty8812, 2
-  %339 = add nsw i64 %338, 1
+  %323 = fsub <8 x float> %309, %322
+  store <8 x float> %323, ptr %conv2.w101, align 32
+  %324 = mul nsw i64 %conv2.j8710, 8192
+  %325 = mul nsw i64 %conv2.ty8811, 2
+  %326 = add nsw i64 %325, 1
+  %327 = mul nsw i64 %326, 512
+  %328 = add nsw i64 %324, %327
+  %329 = mul nsw i64 %conv2.tx8912, 2
+  %330 = add nsw i64 %329, 2
+  %331 = mul nsw i64 %330, 32
+  %332 = add nsw i64 %328, %331
+  %333 = mul nsw i64 %conv2.cv9013, 8
+  %334 = add nsw i64 %332, %333
+  %335 = add nsw i64 835584, %334
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %335
+  %336 = load <8 x float>, ptr %arena36, align 4
+  %337 = mul nsw i64 %conv2.j8710, 8192
+  %338 = mul nsw i64 %conv2.ty8811, 2
+  %339 = add nsw i64 %338, 3
   %340 = mul nsw i64 %339, 512
   %341 = add nsw i64 %337, %340
-  %342 = mul nsw i64 %conv2.tx8913, 2
+  %342 = mul nsw i64 %conv2.tx8912, 2
   %343 = add nsw i64 %342, 2
   %344 = mul nsw i64 %343, 32
   %345 = add nsw i64 %341, %344
-  %346 = mul nsw i64 %conv2.cv9014, 8
+  %346 = mul nsw i64 %conv2.cv9013, 8
   %347 = add nsw i64 %345, %346
   %348 = add nsw i64 835584, %347
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %348
   %349 = load <8 x float>, ptr %arena37, align 4
-  %350 = mul nsw i64 %conv2.j8711, 8192
-  %351 = mul nsw i64 %conv2.ty8812, 2
-  %352 = add nsw i64 %351, 3
+  %350 = fsub <8 x float> %336, %349
+  store <8 x float> %350, ptr %conv2.w102, align 32
+  %351 = mul nsw i64 %conv2.j8710, 8192
+  %352 = mul nsw i64 %conv2.ty8811, 2
   %353 = mul nsw i64 %352, 512
-  %354 = add nsw i64 %350, %353
-  %355 = mul nsw i64 %conv2.tx8913, 2
-  %356 = add nsw i64 %355, 2
+  %354 = add nsw i64 %351, %353
+  %355 = mul nsw i64 %conv2.tx8912, 2
+  %356 = add nsw i64 %355, 3
   %357 = mul nsw i64 %356, 32
   %358 = add nsw i64 %354, %357
-  %359 = mul nsw i64 %conv2.cv9014, 8
+  %359 = mul nsw i64 %conv2.cv9013, 8
   %360 = add nsw i64 %358, %359
   %361 = add nsw i64 835584, %360
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %361
   %362 = load <8 x float>, ptr %arena38, align 4
-  %363 = fsub <8 x float> %349, %362
-  store <8 x float> %363, ptr %conv2.w102, align 32
-  %364 = mul nsw i64 %conv2.j8711, 8192
-  %365 = mul nsw i64 %conv2.ty8812, 2
+  %363 = mul nsw i64 %conv2.j8710, 8192
+  %364 = mul nsw i64 %conv2.ty8811, 2
+  %365 = add nsw i64 %364, 2
   %366 = mul nsw i64 %365, 512
-  %367 = add nsw i64 %364, %366
-  %368 = mul nsw i64 %conv2.tx8913, 2
+  %367 = add nsw i64 %363, %366
+  %368 = mul nsw i64 %conv2.tx8912, 2
   %369 = add nsw i64 %368, 3
   %370 = mul nsw i64 %369, 32
   %371 = add nsw i64 %367, %370
-  %372 = mul nsw i64 %conv2.cv9014, 8
+  %372 = mul nsw i64 %conv2.cv9013, 8
   %373 = add nsw i64 %371, %372
   %374 = add nsw i64 835584, %373
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %374
   %375 = load <8 x float>, ptr %arena39, align 4
-  %376 = mul nsw i64 %conv2.j8711, 8192
-  %377 = mul nsw i64 %conv2.ty8812, 2
-  %378 = add nsw i64 %377, 2
-  %379 = mul nsw i64 %378, 512
-  %380 = add nsw i64 %376, %379
-  %381 = mul nsw i64 %conv2.tx8913, 2
-  %382 = add nsw i64 %381, 3
-  %383 = mul nsw i64 %382, 32
-  %384 = add nsw i64 %380, %383
-  %385 = mul nsw i64 %conv2.cv9014, 8
-  %386 = add nsw i64 %384, %385
-  %387 = add nsw i64 835584, %386
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %387
-  %388 = load <8 x float>, ptr %arena40, align 4
-  %389 = fsub <8 x float> %375, %388
-  store <8 x float> %389, ptr %conv2.w103, align 32
-  %390 = mul nsw i64 %conv2.j8711, 8192
-  %391 = mul nsw i64 %conv2.ty8812, 2
-  %392 = add nsw i64 %391, 1
+  %376 = fsub <8 x float> %362, %375
+  store <8 x float> %376, ptr %conv2.w103, align 32
+  %377 = mul nsw i64 %conv2.j8710, 8192
+  %378 = mul nsw i64 %conv2.ty8811, 2
+  %379 = add nsw i64 %378, 1
+  %380 = mul nsw i64 %379, 512
+  %381 = add nsw i64 %377, %380
+  %382 = mul nsw i64 %conv2.tx8912, 2
+  %383 = add nsw i64 %382, 3
+  %384 = mul nsw i64 %383, 32
+  %385 = add nsw i64 %381, %384
+  %386 = mul nsw i64 %conv2.cv9013, 8
+  %387 = add nsw i64 %385, %386
+  %388 = add nsw i64 835584, %387
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %388
+  %389 = load <8 x float>, ptr %arena40, align 4
+  %390 = mul nsw i64 %conv2.j8710, 8192
+  %391 = mul nsw i64 %conv2.ty8811, 2
+  %392 = add nsw i64 %391, 2
   %393 = mul nsw i64 %392, 512
   %394 = add nsw i64 %390, %393
-  %395 = mul nsw i64 %conv2.tx8913, 2
+  %395 = mul nsw i64 %conv2.tx8912, 2
   %396 = add nsw i64 %395, 3
   %397 = mul nsw i64 %396, 32
   %398 = add nsw i64 %394, %397
-  %399 = mul nsw i64 %conv2.cv9014, 8
+  %399 = mul nsw i64 %conv2.cv9013, 8
   %400 = add nsw i64 %398, %399
   %401 = add nsw i64 835584, %400
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %401
   %402 = load <8 x float>, ptr %arena41, align 4
-  %403 = mul nsw i64 %conv2.j8711, 8192
-  %404 = mul nsw i64 %conv2.ty8812, 2
-  %405 = add nsw i64 %404, 2
-  %406 = mul nsw i64 %405, 512
-  %407 = add nsw i64 %403, %406
-  %408 = mul nsw i64 %conv2.tx8913, 2
-  %409 = add nsw i64 %408, 3
-  %410 = mul nsw i64 %409, 32
-  %411 = add nsw i64 %407, %410
-  %412 = mul nsw i64 %conv2.cv9014, 8
-  %413 = add nsw i64 %411, %412
-  %414 = add nsw i64 835584, %413
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %414
-  %415 = load <8 x float>, ptr %arena42, align 4
-  %416 = fadd <8 x float> %402, %415
-  store <8 x float> %416, ptr %conv2.w104, align 32
-  %417 = mul nsw i64 %conv2.j8711, 8192
-  %418 = mul nsw i64 %conv2.ty8812, 2
-  %419 = add nsw i64 %418, 2
+  %403 = fadd <8 x float> %389, %402
+  store <8 x float> %403, ptr %conv2.w104, align 32
+  %404 = mul nsw i64 %conv2.j8710, 8192
+  %405 = mul nsw i64 %conv2.ty8811, 2
+  %406 = add nsw i64 %405, 2
+  %407 = mul nsw i64 %406, 512
+  %408 = add nsw i64 %404, %407
+  %409 = mul nsw i64 %conv2.tx8912, 2
+  %410 = add nsw i64 %409, 3
+  %411 = mul nsw i64 %410, 32
+  %412 = add nsw i64 %408, %411
+  %413 = mul nsw i64 %conv2.cv9013, 8
+  %414 = add nsw i64 %412, %413
+  %415 = add nsw i64 835584, %414
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %415
+  %416 = load <8 x float>, ptr %arena42, align 4
+  %417 = mul nsw i64 %conv2.j8710, 8192
+  %418 = mul nsw i64 %conv2.ty8811, 2
+  %419 = add nsw i64 %418, 1
   %420 = mul nsw i64 %419, 512
   %421 = add nsw i64 %417, %420
-  %422 = mul nsw i64 %conv2.tx8913, 2
+  %422 = mul nsw i64 %conv2.tx8912, 2
   %423 = add nsw i64 %422, 3
   %424 = mul nsw i64 %423, 32
   %425 = add nsw i64 %421, %424
-  %426 = mul nsw i64 %conv2.cv9014, 8
+  %426 = mul nsw i64 %conv2.cv9013, 8
   %427 = add nsw i64 %425, %426
   %428 = add nsw i64 835584, %427
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %428
   %429 = load <8 x float>, ptr %arena43, align 4
-  %430 = mul nsw i64 %conv2.j8711, 8192
-  %431 = mul nsw i64 %conv2.ty8812, 2
-  %432 = add nsw i64 %431, 1
-  %433 = mul nsw i64 %432, 512
-  %434 = add nsw i64 %430, %433
-  %435 = mul nsw i64 %conv2.tx8913, 2
-  %436 = add nsw i64 %435, 3
-  %437 = mul nsw i64 %436, 32
-  %438 = add nsw i64 %434, %437
-  %439 = mul nsw i64 %conv2.cv9014, 8
-  %440 = add nsw i64 %438, %439
-  %441 = add nsw i64 835584, %440
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %441
-  %442 = load <8 x float>, ptr %arena44, align 4
-  %443 = fsub <8 x float> %429, %442
-  store <8 x float> %443, ptr %conv2.w105, align 32
-  %444 = mul nsw i64 %conv2.j8711, 8192
-  %445 = mul nsw i64 %conv2.ty8812, 2
-  %446 = add nsw i64 %445, 1
+  %430 = fsub <8 x float> %416, %429
+  store <8 x float> %430, ptr %conv2.w105, align 32
+  %431 = mul nsw i64 %conv2.j8710, 8192
+  %432 = mul nsw i64 %conv2.ty8811, 2
+  %433 = add nsw i64 %432, 1
+  %434 = mul nsw i64 %433, 512
+  %435 = add nsw i64 %431, %434
+  %436 = mul nsw i64 %conv2.tx8912, 2
+  %437 = add nsw i64 %436, 3
+  %438 = mul nsw i64 %437, 32
+  %439 = add nsw i64 %435, %438
+  %440 = mul nsw i64 %conv2.cv9013, 8
+  %441 = add nsw i64 %439, %440
+  %442 = add nsw i64 835584, %441
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %442
+  %443 = load <8 x float>, ptr %arena44, align 4
+  %444 = mul nsw i64 %conv2.j8710, 8192
+  %445 = mul nsw i64 %conv2.ty8811, 2
+  %446 = add nsw i64 %445, 3
   %447 = mul nsw i64 %446, 512
   %448 = add nsw i64 %444, %447
-  %449 = mul nsw i64 %conv2.tx8913, 2
+  %449 = mul nsw i64 %conv2.tx8912, 2
   %450 = add nsw i64 %449, 3
   %451 = mul nsw i64 %450, 32
   %452 = add nsw i64 %448, %451
-  %453 = mul nsw i64 %conv2.cv9014, 8
+  %453 = mul nsw i64 %conv2.cv9013, 8
   %454 = add nsw i64 %452, %453
   %455 = add nsw i64 835584, %454
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %455
   %456 = load <8 x float>, ptr %arena45, align 4
-  %457 = mul nsw i64 %conv2.j8711, 8192
-  %458 = mul nsw i64 %conv2.ty8812, 2
-  %459 = add nsw i64 %458, 3
-  %460 = mul nsw i64 %459, 512
-  %461 = add nsw i64 %457, %460
-  %462 = mul nsw i64 %conv2.tx8913, 2
-  %463 = add nsw i64 %462, 3
-  %464 = mul nsw i64 %463, 32
-  %465 = add nsw i64 %461, %464
-  %466 = mul nsw i64 %conv2.cv9014, 8
-  %467 = add nsw i64 %465, %466
-  %468 = add nsw i64 835584, %467
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %468
-  %469 = load <8 x float>, ptr %arena46, align 4
-  %470 = fsub <8 x float> %456, %469
-  store <8 x float> %470, ptr %conv2.w106, align 32
+  %457 = fsub <8 x float> %443, %456
+  store <8 x float> %457, ptr %conv2.w106, align 32
   %w91 = load <8 x float>, ptr %conv2.w91, align 32
   %w99 = load <8 x float>, ptr %conv2.w99, align 32
-  %471 = fsub <8 x float> %w91, %w99
-  store <8 x float> %471, ptr %conv2.w107, align 32
+  %458 = fsub <8 x float> %w91, %w99
+  store <8 x float> %458, ptr %conv2.w107, align 32
   %w95 = load <8 x float>, ptr %conv2.w95, align 32
+  %w9946 = load <8 x float>, ptr %conv2.w99, align 32
+  %459 = fadd <8 x float> %w95, %w9946
+  store <8 x float> %459, ptr %conv2.w108, align 32
   %w9947 = load <8 x float>, ptr %conv2.w99, align 32
-  %472 = fadd <8 x float> %w95, %w9947
-  store <8 x float> %472, ptr %conv2.w108, align 32
-  %w9948 = load <8 x float>, ptr %conv2.w99, align 32
+  %w9548 = load <8 x float>, ptr %conv2.w95, align 32
+  %460 = fsub <8 x float> %w9947, %w9548
+  store <8 x float> %460, ptr %conv2.w109, align 32
   %w9549 = load <8 x float>, ptr %conv2.w95, align 32
-  %473 = fsub <8 x float> %w9948, %w9549
-  store <8 x float> %473, ptr %conv2.w109, align 32
-  %w9550 = load <8 x float>, ptr %conv2.w95, align 32
   %w103 = load <8 x float>, ptr %conv2.w103, align 32
-  %474 = fsub <8 x float> %w9550, %w103
-  store <8 x float> %474, ptr %conv2.w110, align 32
+  %461 = fsub <8 x float> %w9549, %w103
+  store <8 x float> %461, ptr %conv2.w110, align 32
   %w92 = load <8 x float>, ptr %conv2.w92, align 32
   %w100 = load <8 x float>, ptr %conv2.w100, align 32
-  %475 = fsub <8 x float> %w92, %w100
-  store <8 x float> %475, ptr %conv2.w111, align 32
+  %462 = fsub <8 x float> %w92, %w100
+  store <8 x float> %462, ptr %conv2.w111, align 32
   %w96 = load <8 x float>, ptr %conv2.w96, align 32
+  %w10050 = load <8 x float>, ptr %conv2.w100, align 32
+  %463 = fadd <8 x float> %w96, %w10050
+  store <8 x float> %463, ptr %conv2.w112, align 32
   %w10051 = load <8 x float>, ptr %conv2.w100, align 32
-  %476 = fadd <8 x float> %w96, %w10051
-  store <8 x float> %476, ptr %conv2.w112, align 32
-  %w10052 = load <8 x float>, ptr %conv2.w100, align 32
+  %w9652 = load <8 x float>, ptr %conv2.w96, align 32
+  %464 = fsub <8 x float> %w10051, %w9652
+  store <8 x float> %464, ptr %conv2.w113, align 32
   %w9653 = load <8 x float>, ptr %conv2.w96, align 32
-  %477 = fsub <8 x float> %w10052, %w9653
-  store <8 x float> %477, ptr %conv2.w113, align 32
-  %w9654 = load <8 x float>, ptr %conv2.w96, align 32
   %w104 = load <8 x float>, ptr %conv2.w104, align 32
-  %478 = fsub <8 x float> %w9654, %w104
-  store <8 x float> %478, ptr %conv2.w114, align 32
+  %465 = fsub <8 x float> %w9653, %w104
+  store <8 x float> %465, ptr %conv2.w114, align 32
   %w93 = load <8 x float>, ptr %conv2.w93, align 32
   %w101 = load <8 x float>, ptr %conv2.w101, align 32
-  %479 = fsub <8 x float> %w93, %w101
-  store <8 x float> %479, ptr %conv2.w115, align 32
+  %466 = fsub <8 x float> %w93, %w101
+  store <8 x float> %466, ptr %conv2.w115, align 32
   %w97 = load <8 x float>, ptr %conv2.w97, align 32
+  %w10154 = load <8 x float>, ptr %conv2.w101, align 32
+  %467 = fadd <8 x float> %w97, %w10154
+  store <8 x float> %467, ptr %conv2.w116, align 32
   %w10155 = load <8 x float>, ptr %conv2.w101, align 32
-  %480 = fadd <8 x float> %w97, %w10155
-  store <8 x float> %480, ptr %conv2.w116, align 32
-  %w10156 = load <8 x float>, ptr %conv2.w101, align 32
+  %w9756 = load <8 x float>, ptr %conv2.w97, align 32
+  %468 = fsub <8 x float> %w10155, %w9756
+  store <8 x float> %468, ptr %conv2.w117, align 32
   %w9757 = load <8 x float>, ptr %conv2.w97, align 32
-  %481 = fsub <8 x float> %w10156, %w9757
-  store <8 x float> %481, ptr %conv2.w117, align 32
-  %w9758 = load <8 x float>, ptr %conv2.w97, align 32
   %w105 = load <8 x float>, ptr %conv2.w105, align 32
-  %482 = fsub <8 x float> %w9758, %w105
-  store <8 x float> %482, ptr %conv2.w118, align 32
+  %469 = fsub <8 x float> %w9757, %w105
+  store <8 x float> %469, ptr %conv2.w118, align 32
   %w94 = load <8 x float>, ptr %conv2.w94, align 32
   %w102 = load <8 x float>, ptr %conv2.w102, align 32
-  %483 = fsub <8 x float> %w94, %w102
-  store <8 x float> %483, ptr %conv2.w119, align 32
+  %470 = fsub <8 x float> %w94, %w102
+  store <8 x float> %470, ptr %conv2.w119, align 32
   %w98 = load <8 x float>, ptr %conv2.w98, align 32
+  %w10258 = load <8 x float>, ptr %conv2.w102, align 32
+  %471 = fadd <8 x float> %w98, %w10258
+  store <8 x float> %471, ptr %conv2.w120, align 32
   %w10259 = load <8 x float>, ptr %conv2.w102, align 32
-  %484 = fadd <8 x float> %w98, %w10259
-  store <8 x float> %484, ptr %conv2.w120, align 32
-  %w10260 = load <8 x float>, ptr %conv2.w102, align 32
+  %w9860 = load <8 x float>, ptr %conv2.w98, align 32
+  %472 = fsub <8 x float> %w10259, %w9860
+  store <8 x float> %472, ptr %conv2.w121, align 32
   %w9861 = load <8 x float>, ptr %conv2.w98, align 32
-  %485 = fsub <8 x float> %w10260, %w9861
-  store <8 x float> %485, ptr %conv2.w121, align 32
-  %w9862 = load <8 x float>, ptr %conv2.w98, align 32
   %w106 = load <8 x float>, ptr %conv2.w106, align 32
-  %486 = fsub <8 x float> %w9862, %w106
-  store <8 x float> %486, ptr %conv2.w122, align 32
+  %473 = fsub <8 x float> %w9861, %w106
+  store <8 x float> %473, ptr %conv2.w122, align 32
   %w107 = load <8 x float>, ptr %conv2.w107, align 32
-  %487 = mul nsw i64 %conv2.j8711, 49
-  %488 = mul nsw i64 %conv2.ty8812, 7
-  %489 = add nsw i64 %487, %488
-  %490 = add nsw i64 %489, %conv2.tx8913
-  %491 = mul nsw i64 %490, 32
-  %492 = add nsw i64 843776, %491
-  %493 = mul nsw i64 %conv2.cv9014, 8
-  %494 = add nsw i64 %492, %493
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %494
-  store <8 x float> %w107, ptr %arena63, align 4
+  %474 = mul nsw i64 %conv2.j8710, 49
+  %475 = mul nsw i64 %conv2.ty8811, 7
+  %476 = add nsw i64 %474, %475
+  %477 = add nsw i64 %476, %conv2.tx8912
+  %478 = mul nsw i64 %477, 32
+  %479 = add nsw i64 843776, %478
+  %480 = mul nsw i64 %conv2.cv9013, 8
+  %481 = add nsw i64 %479, %480
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %481
+  store <8 x float> %w107, ptr %arena62, align 4
   %w108 = load <8 x float>, ptr %conv2.w108, align 32
-  %495 = mul nsw i64 %conv2.j8711, 49
-  %496 = mul nsw i64 %conv2.ty8812, 7
-  %497 = add nsw i64 %495, %496
-  %498 = add nsw i64 %497, %conv2.tx8913
-  %499 = mul nsw i64 %498, 32
-  %500 = add nsw i64 845344, %499
-  %501 = mul nsw i64 %conv2.cv9014, 8
-  %502 = add nsw i64 %500, %501
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %502
-  store <8 x float> %w108, ptr %arena64, align 4
+  %482 = mul nsw i64 %conv2.j8710, 49
+  %483 = mul nsw i64 %conv2.ty8811, 7
+  %484 = add nsw i64 %482, %483
+  %485 = add nsw i64 %484, %conv2.tx8912
+  %486 = mul nsw i64 %485, 32
+  %487 = add nsw i64 845344, %486
+  %488 = mul nsw i64 %conv2.cv9013, 8
+  %489 = add nsw i64 %487, %488
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %489
+  store <8 x float> %w108, ptr %arena63, align 4
   %w109 = load <8 x float>, ptr %conv2.w109, align 32
-  %503 = mul nsw i64 %conv2.j8711, 49
-  %504 = mul nsw i64 %conv2.ty8812, 7
-  %505 = add nsw i64 %503, %504
-  %506 = add nsw i64 %505, %conv2.tx8913
-  %507 = mul nsw i64 %506, 32
-  %508 = add nsw i64 846912, %507
-  %509 = mul nsw i64 %conv2.cv9014, 8
-  %510 = add nsw i64 %508, %509
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %510
-  store <8 x float> %w109, ptr %arena65, align 4
+  %490 = mul nsw i64 %conv2.j8710, 49
+  %491 = mul nsw i64 %conv2.ty8811, 7
+  %492 = add nsw i64 %490, %491
+  %493 = add nsw i64 %492, %conv2.tx8912
+  %494 = mul nsw i64 %493, 32
+  %495 = add nsw i64 846912, %494
+  %496 = mul nsw i64 %conv2.cv9013, 8
+  %497 = add nsw i64 %495, %496
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %497
+  store <8 x float> %w109, ptr %arena64, align 4
   %w110 = load <8 x float>, ptr %conv2.w110, align 32
-  %511 = mul nsw i64 %conv2.j8711, 49
-  %512 = mul nsw i64 %conv2.ty8812, 7
-  %513 = add nsw i64 %511, %512
-  %514 = add nsw i64 %513, %conv2.tx8913
-  %515 = mul nsw i64 %514, 32
-  %516 = add nsw i64 848480, %515
-  %517 = mul nsw i64 %conv2.cv9014, 8
-  %518 = add nsw i64 %516, %517
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %518
-  store <8 x float> %w110, ptr %arena66, align 4
+  %498 = mul nsw i64 %conv2.j8710, 49
+  %499 = mul nsw i64 %conv2.ty8811, 7
+  %500 = add nsw i64 %498, %499
+  %501 = add nsw i64 %500, %conv2.tx8912
+  %502 = mul nsw i64 %501, 32
+  %503 = add nsw i64 848480, %502
+  %504 = mul nsw i64 %conv2.cv9013, 8
+  %505 = add nsw i64 %503, %504
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %505
+  store <8 x float> %w110, ptr %arena65, align 4
   %w111 = load <8 x float>, ptr %conv2.w111, align 32
-  %519 = mul nsw i64 %conv2.j8711, 49
-  %520 = mul nsw i64 %conv2.ty8812, 7
-  %521 = add nsw i64 %519, %520
-  %522 = add nsw i64 %521, %conv2.tx8913
-  %523 = mul nsw i64 %522, 32
-  %524 = add nsw i64 850048, %523
-  %525 = mul nsw i64 %conv2.cv9014, 8
-  %526 = add nsw i64 %524, %525
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %526
-  store <8 x float> %w111, ptr %arena67, align 4
+  %506 = mul nsw i64 %conv2.j8710, 49
+  %507 = mul nsw i64 %conv2.ty8811, 7
+  %508 = add nsw i64 %506, %507
+  %509 = add nsw i64 %508, %conv2.tx8912
+  %510 = mul nsw i64 %509, 32
+  %511 = add nsw i64 850048, %510
+  %512 = mul nsw i64 %conv2.cv9013, 8
+  %513 = add nsw i64 %511, %512
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %513
+  store <8 x float> %w111, ptr %arena66, align 4
   %w112 = load <8 x float>, ptr %conv2.w112, align 32
-  %527 = mul nsw i64 %conv2.j8711, 49
-  %528 = mul nsw i64 %conv2.ty8812, 7
-  %529 = add nsw i64 %527, %528
-  %530 = add nsw i64 %529, %conv2.tx8913
-  %531 = mul nsw i64 %530, 32
-  %532 = add nsw i64 851616, %531
-  %533 = mul nsw i64 %conv2.cv9014, 8
-  %534 = add nsw i64 %532, %533
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %534
-  store <8 x float> %w112, ptr %arena68, align 4
+  %514 = mul nsw i64 %conv2.j8710, 49
+  %515 = mul nsw i64 %conv2.ty8811, 7
+  %516 = add nsw i64 %514, %515
+  %517 = add nsw i64 %516, %conv2.tx8912
+  %518 = mul nsw i64 %517, 32
+  %519 = add nsw i64 851616, %518
+  %520 = mul nsw i64 %conv2.cv9013, 8
+  %521 = add nsw i64 %519, %520
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %521
+  store <8 x float> %w112, ptr %arena67, align 4
   %w113 = load <8 x float>, ptr %conv2.w113, align 32
-  %535 = mul nsw i64 %conv2.j8711, 49
-  %536 = mul nsw i64 %conv2.ty8812, 7
-  %537 = add nsw i64 %535, %536
-  %538 = add nsw i64 %537, %conv2.tx8913
-  %539 = mul nsw i64 %538, 32
-  %540 = add nsw i64 853184, %539
-  %541 = mul nsw i64 %conv2.cv9014, 8
-  %542 = add nsw i64 %540, %541
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %542
-  store <8 x float> %w113, ptr %arena69, align 4
+  %522 = mul nsw i64 %conv2.j8710, 49
+  %523 = mul nsw i64 %conv2.ty8811, 7
+  %524 = add nsw i64 %522, %523
+  %525 = add nsw i64 %524, %conv2.tx8912
+  %526 = mul nsw i64 %525, 32
+  %527 = add nsw i64 853184, %526
+  %528 = mul nsw i64 %conv2.cv9013, 8
+  %529 = add nsw i64 %527, %528
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %529
+  store <8 x float> %w113, ptr %arena68, align 4
   %w114 = load <8 x float>, ptr %conv2.w114, align 32
-  %543 = mul nsw i64 %conv2.j8711, 49
-  %544 = mul nsw i64 %conv2.ty8812, 7
-  %545 = add nsw i64 %543, %544
-  %546 = add nsw i64 %545, %conv2.tx8913
-  %547 = mul nsw i64 %546, 32
-  %548 = add nsw i64 854752, %547
-  %549 = mul nsw i64 %conv2.cv9014, 8
-  %550 = add nsw i64 %548, %549
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %550
-  store <8 x float> %w114, ptr %arena70, align 4
+  %530 = mul nsw i64 %conv2.j8710, 49
+  %531 = mul nsw i64 %conv2.ty8811, 7
+  %532 = add nsw i64 %530, %531
+  %533 = add nsw i64 %532, %conv2.tx8912
+  %534 = mul nsw i64 %533, 32
+  %535 = add nsw i64 854752, %534
+  %536 = mul nsw i64 %conv2.cv9013, 8
+  %537 = add nsw i64 %535, %536
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %537
+  store <8 x float> %w114, ptr %arena69, align 4
   %w115 = load <8 x float>, ptr %conv2.w115, align 32
-  %551 = mul nsw i64 %conv2.j8711, 49
-  %552 = mul nsw i64 %conv2.ty8812, 7
-  %553 = add nsw i64 %551, %552
-  %554 = add nsw i64 %553, %conv2.tx8913
-  %555 = mul nsw i64 %554, 32
-  %556 = add nsw i64 856320, %555
-  %557 = mul nsw i64 %conv2.cv9014, 8
-  %558 = add nsw i64 %556, %557
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %558
-  store <8 x float> %w115, ptr %arena71, align 4
+  %538 = mul nsw i64 %conv2.j8710, 49
+  %539 = mul nsw i64 %conv2.ty8811, 7
+  %540 = add nsw i64 %538, %539
+  %541 = add nsw i64 %540, %conv2.tx8912
+  %542 = mul nsw i64 %541, 32
+  %543 = add nsw i64 856320, %542
+  %544 = mul nsw i64 %conv2.cv9013, 8
+  %545 = add nsw i64 %543, %544
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %545
+  store <8 x float> %w115, ptr %arena70, align 4
   %w116 = load <8 x float>, ptr %conv2.w116, align 32
-  %559 = mul nsw i64 %conv2.j8711, 49
-  %560 = mul nsw i64 %conv2.ty8812, 7
-  %561 = add nsw i64 %559, %560
-  %562 = add nsw i64 %561, %conv2.tx8913
-  %563 = mul nsw i64 %562, 32
-  %564 = add nsw i64 857888, %563
-  %565 = mul nsw i64 %conv2.cv9014, 8
-  %566 = add nsw i64 %564, %565
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %566
-  store <8 x float> %w116, ptr %arena72, align 4
+  %546 = mul nsw i64 %conv2.j8710, 49
+  %547 = mul nsw i64 %conv2.ty8811, 7
+  %548 = add nsw i64 %546, %547
+  %549 = add nsw i64 %548, %conv2.tx8912
+  %550 = mul nsw i64 %549, 32
+  %551 = add nsw i64 857888, %550
+  %552 = mul nsw i64 %conv2.cv9013, 8
+  %553 = add nsw i64 %551, %552
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %553
+  store <8 x float> %w116, ptr %arena71, align 4
   %w117 = load <8 x float>, ptr %conv2.w117, align 32
-  %567 = mul nsw i64 %conv2.j8711, 49
-  %568 = mul nsw i64 %conv2.ty8812, 7
-  %569 = add nsw i64 %567, %568
-  %570 = add nsw i64 %569, %conv2.tx8913
-  %571 = mul nsw i64 %570, 32
-  %572 = add nsw i64 859456, %571
-  %573 = mul nsw i64 %conv2.cv9014, 8
-  %574 = add nsw i64 %572, %573
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %574
-  store <8 x float> %w117, ptr %arena73, align 4
+  %554 = mul nsw i64 %conv2.j8710, 49
+  %555 = mul nsw i64 %conv2.ty8811, 7
+  %556 = add nsw i64 %554, %555
+  %557 = add nsw i64 %556, %conv2.tx8912
+  %558 = mul nsw i64 %557, 32
+  %559 = add nsw i64 859456, %558
+  %560 = mul nsw i64 %conv2.cv9013, 8
+  %561 = add nsw i64 %559, %560
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %561
+  store <8 x float> %w117, ptr %arena72, align 4
   %w118 = load <8 x float>, ptr %conv2.w118, align 32
-  %575 = mul nsw i64 %conv2.j8711, 49
-  %576 = mul nsw i64 %conv2.ty8812, 7
-  %577 = add nsw i64 %575, %576
-  %578 = add nsw i64 %577, %conv2.tx8913
-  %579 = mul nsw i64 %578, 32
-  %580 = add nsw i64 861024, %579
-  %581 = mul nsw i64 %conv2.cv9014, 8
-  %582 = add nsw i64 %580, %581
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %582
-  store <8 x float> %w118, ptr %arena74, align 4
+  %562 = mul nsw i64 %conv2.j8710, 49
+  %563 = mul nsw i64 %conv2.ty8811, 7
+  %564 = add nsw i64 %562, %563
+  %565 = add nsw i64 %564, %conv2.tx8912
+  %566 = mul nsw i64 %565, 32
+  %567 = add nsw i64 861024, %566
+  %568 = mul nsw i64 %conv2.cv9013, 8
+  %569 = add nsw i64 %567, %568
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %569
+  store <8 x float> %w118, ptr %arena73, align 4
   %w119 = load <8 x float>, ptr %conv2.w119, align 32
-  %583 = mul nsw i64 %conv2.j8711, 49
-  %584 = mul nsw i64 %conv2.ty8812, 7
-  %585 = add nsw i64 %583, %584
-  %586 = add nsw i64 %585, %conv2.tx8913
-  %587 = mul nsw i64 %586, 32
-  %588 = add nsw i64 862592, %587
-  %589 = mul nsw i64 %conv2.cv9014, 8
-  %590 = add nsw i64 %588, %589
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %590
-  store <8 x float> %w119, ptr %arena75, align 4
+  %570 = mul nsw i64 %conv2.j8710, 49
+  %571 = mul nsw i64 %conv2.ty8811, 7
+  %572 = add nsw i64 %570, %571
+  %573 = add nsw i64 %572, %conv2.tx8912
+  %574 = mul nsw i64 %573, 32
+  %575 = add nsw i64 862592, %574
+  %576 = mul nsw i64 %conv2.cv9013, 8
+  %577 = add nsw i64 %575, %576
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %577
+  store <8 x float> %w119, ptr %arena74, align 4
   %w120 = load <8 x float>, ptr %conv2.w120, align 32
-  %591 = mul nsw i64 %conv2.j8711, 49
-  %592 = mul nsw i64 %conv2.ty8812, 7
-  %593 = add nsw i64 %591, %592
-  %594 = add nsw i64 %593, %conv2.tx8913
-  %595 = mul nsw i64 %594, 32
-  %596 = add nsw i64 864160, %595
-  %597 = mul nsw i64 %conv2.cv9014, 8
-  %598 = add nsw i64 %596, %597
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %598
-  store <8 x float> %w120, ptr %arena76, align 4
+  %578 = mul nsw i64 %conv2.j8710, 49
+  %579 = mul nsw i64 %conv2.ty8811, 7
+  %580 = add nsw i64 %578, %579
+  %581 = add nsw i64 %580, %conv2.tx8912
+  %582 = mul nsw i64 %581, 32
+  %583 = add nsw i64 864160, %582
+  %584 = mul nsw i64 %conv2.cv9013, 8
+  %585 = add nsw i64 %583, %584
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %585
+  store <8 x float> %w120, ptr %arena75, align 4
   %w121 = load <8 x float>, ptr %conv2.w121, align 32
-  %599 = mul nsw i64 %conv2.j8711, 49
-  %600 = mul nsw i64 %conv2.ty8812, 7
-  %601 = add nsw i64 %599, %600
-  %602 = add nsw i64 %601, %conv2.tx8913
-  %603 = mul nsw i64 %602, 32
-  %604 = add nsw i64 865728, %603
-  %605 = mul nsw i64 %conv2.cv9014, 8
-  %606 = add nsw i64 %604, %605
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %606
-  store <8 x float> %w121, ptr %arena77, align 4
+  %586 = mul nsw i64 %conv2.j8710, 49
+  %587 = mul nsw i64 %conv2.ty8811, 7
+  %588 = add nsw i64 %586, %587
+  %589 = add nsw i64 %588, %conv2.tx8912
+  %590 = mul nsw i64 %589, 32
+  %591 = add nsw i64 865728, %590
+  %592 = mul nsw i64 %conv2.cv9013, 8
+  %593 = add nsw i64 %591, %592
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %593
+  store <8 x float> %w121, ptr %arena76, align 4
   %w122 = load <8 x float>, ptr %conv2.w122, align 32
-  %607 = mul nsw i64 %conv2.j8711, 49
-  %608 = mul nsw i64 %conv2.ty8812, 7
-  %609 = add nsw i64 %607, %608
-  %610 = add nsw i64 %609, %conv2.tx8913
-  %611 = mul nsw i64 %610, 32
-  %612 = add nsw i64 867296, %611
-  %613 = mul nsw i64 %conv2.cv9014, 8
-  %614 = add nsw i64 %612, %613
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %614
-  store <8 x float> %w122, ptr %arena78, align 4
-  %cv90.next = add nsw i64 %conv2.cv9014, 1
-  %615 = icmp slt i64 %cv90.next, 4
-  br i1 %615, label %conv2.cv90, label %conv2.cv90.end
+  %594 = mul nsw i64 %conv2.j8710, 49
+  %595 = mul nsw i64 %conv2.ty8811, 7
+  %596 = add nsw i64 %594, %595
+  %597 = add nsw i64 %596, %conv2.tx8912
+  %598 = mul nsw i64 %597, 32
+  %599 = add nsw i64 867296, %598
+  %600 = mul nsw i64 %conv2.cv9013, 8
+  %601 = add nsw i64 %599, %600
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %601
+  store <8 x float> %w122, ptr %arena77, align 4
+  %cv90.next = add nsw i64 %conv2.cv9013, 1
+  %602 = icmp slt i64 %cv90.next, 4
+  br i1 %602, label %conv2.cv90, label %conv2.cv90.end
 
 conv2.cv90.end:                                   ; preds = %conv2.cv90
-  %tx89.next = add nsw i64 %conv2.tx8913, 1
-  %616 = icmp slt i64 %tx89.next, 7
-  br i1 %616, label %conv2.tx89, label %conv2.tx89.end
+  %tx89.next = add nsw i64 %conv2.tx8912, 1
+  %603 = icmp slt i64 %tx89.next, 7
+  br i1 %603, label %conv2.tx89, label %conv2.tx89.end
 
 conv2.part123.pool:                               ; preds = %conv2.j87.end
-  %run79 = load ptr, ptr %pool, align 8
-  call void %run79(ptr %pool, ptr @simplecnn_infer_b64.k1.conv2.part123.task, ptr %part123.context, i64 2)
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @simplecnn_infer_b64.k1.conv2.part123.task, ptr %part123.context, i64 2)
   br label %conv2.part123.done
 
 conv2.part123.serial:                             ; preds = %conv2.j87.end
   br label %conv2.part123
 
 conv2.part123.done:                               ; preds = %conv2.part123.end, %conv2.part123.pool
-  %g82.next = add nsw i64 %conv2.g824, 1
-  %617 = icmp slt i64 %g82.next, 64
-  br i1 %617, label %conv2.g82, label %conv2.g82.end
+  %g82.next = add nsw i64 %conv2.g823, 1
+  %604 = icmp slt i64 %g82.next, 64
+  br i1 %604, label %conv2.g82, label %conv2.g82.end
 
 conv2.part123:                                    ; preds = %conv2.part123, %conv2.part123.serial
-  %conv2.part12380 = phi i64 [ 0, %conv2.part123.serial ], [ %part123.next, %conv2.part123 ]
-  call void @simplecnn_infer_b64.k1.conv2.part123(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g824, i64 %conv2.part12380)
-  %part123.next = add nsw i64 %conv2.part12380, 1
-  %618 = icmp slt i64 %part123.next, 2
-  br i1 %618, label %conv2.part123, label %conv2.part123.end
+  %conv2.part12378 = phi i64 [ 0, %conv2.part123.serial ], [ %part123.next, %conv2.part123 ]
+  call void @simplecnn_infer_b64.k1.conv2.part123(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g823, i64 %conv2.part12378)
+  %part123.next = add nsw i64 %conv2.part12378, 1
+  %605 = icmp slt i64 %part123.next, 2
+  br i1 %605, label %conv2.part123, label %conv2.part123.end
 
 conv2.part123.end:                                ; preds = %conv2.part123
   br label %conv2.part123.done
-}
-
-; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k1.conv2.part50(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
-entry:
-  %conv2.w80 = alloca float, align 4
-  %conv2.w79 = alloca float, align 4
-  %conv2.w78 = alloca float, align 4
-  %conv2.w77 = alloca float, align 4
-  %conv2.w76 = alloca float, align 4
-  %conv2.w75 = alloca float, align 4
-  %conv2.w74 = alloca float, align 4
-  %conv2.w73 = alloca float, align 4
-  %conv2.w72 = alloca float, align 4
-  %conv2.w71 = alloca float, align 4
-  %conv2.w70 = alloca float, align 4
-  %conv2.w69 = alloca float, align 4
-  %conv2.w68 = alloca float, align 4
-  %conv2.w67 = alloca float, align 4
-  %conv2.w66 = alloca float, align 4
-  %conv2.w65 = alloca float, align 4
-  %conv2.w64 = alloca float, align 4
-  %conv2.w63 = alloca float, align 4
-  %conv2.w62 = alloca float, align 4
-  %conv2.w61 = alloca float, align 4
-  %conv2.w60 = alloca float, align 4
-  %conv2.w59 = alloca float, align 4
-  %conv2.w58 = alloca float, align 4
-  %conv2.w57 = alloca float, align 4
-  %conv2.w56 = alloca float, align 4
-  %conv2.w55 = alloca float, align 4
-  %conv2.w54 = alloca float, align 4
-  %conv2.w53 = alloca float, align 4
-  br label %conv2.ci51
-
-conv2.ci51:                                       ; preds = %conv2.co52.end, %entry
-  %conv2.ci511 = phi i64 [ 0, %entry ], [ %ci51.next, %conv2.co52.end ]
-  br label %conv2.co52
-
-conv2.ci51.end:                                   ; preds = %conv2.co52.end
-  ret void
-
-conv2.co52:                                       ; preds = %conv2.co52, %conv2.ci51
-  %conv2.co522 = phi i64 [ 0, %conv2.ci51 ], [ %co52.next, %conv2.co52 ]
-  %1 = mul nsw i64 %0, 32
-  %2 = add nsw i64 %1, %conv2.co522
-  %3 = mul nsw i64 %2, 32
-  %4 = add nsw i64 %3, %conv2.ci511
-  %5 = mul nsw i64 %4, 9
-  %6 = add nsw i64 320, %5
-  %params3 = getelementptr inbounds float, ptr %params, i64 %6
-  %7 = load float, ptr %params3, align 4
-  store float %7, ptr %conv2.w53, align 4
-  %8 = mul nsw i64 %0, 32
-  %9 = add nsw i64 %8, %conv2.co522
-  %10 = mul nsw i64 %9, 32
-  %11 = add nsw i64 %10, %conv2.ci511
-  %12 = mul nsw i64 %11, 9
-  %13 = add nsw i64 320, %12
-  %params4 = getelementptr inbounds float, ptr %params, i64 %13
-  %14 = load float, ptr %params4, align 4
-  %15 = mul nsw i64 %0, 32
-  %16 = add nsw i64 %15, %conv2.co522
-  %17 = mul nsw i64 %16, 32
-  %18 = add nsw i64 %17, %conv2.ci511
-  %19 = mul nsw i64 %18, 9
-  %20 = add nsw i64 320, %19
-  %21 = add nsw i64 %20, 3
-  %params5 = getelementptr inbounds float, ptr %params, i64 %21
-  %22 = load float, ptr %params5, align 4
-  %23 = fadd float %14, %22
-  %24 = mul nsw i64 %0, 32
-  %25 = add nsw i64 %24, %conv2.co522
-  %26 = mul nsw i64 %25, 32
-  %27 = add nsw i64 %26, %conv2.ci511
-  %28 = mul nsw i64 %27, 9
-  %29 = add nsw i64 320, %28
-  %30 = add nsw i64 %29, 6
-  %params6 = getelementptr inbounds float, ptr %params, i64 %30
-  %31 = load float, ptr %params6, align 4
-  %32 = fadd float %23, %31
-  %33 = fmul float %32, 5.000000e-01
-  store float %33, ptr %conv2.w54, align 4
-  %34 = mul nsw i64 %0, 32
-  %35 = add nsw i64 %34, %conv2.co522
-  %36 = mul nsw i64 %35, 32
-  %37 = add nsw i64 %36, %conv2.ci511
-  %38 = mul nsw i64 %37, 9
-  %39 = add nsw i64 320, %38
-  %params7 = getelementptr inbounds float, ptr %params, i64 %39
-  %40 = load float, ptr %params7, align 4
-  %41 = mul nsw i64 %0, 32
-  %42 = add nsw i64 %41, %conv2.co522
-  %43 = mul nsw i64 %42, 32
-  %44 = add nsw i64 %43, %conv2.ci511
-  %45 = mul nsw i64 %44, 9
-  %46 = add nsw i64 320, %45
-  %47 = add nsw i64 %46, 6
-  %params8 = getelementptr inbounds float, ptr %params, i64 %47
-  %48 = load float, ptr %params8, align 4
-  %49 = fadd float %40, %48
-  %50 = mul nsw i64 %0, 32
-  %51 = add nsw i64 %50, %conv2.co522
-  %52 = mul nsw i64 %51, 32
-  %53 = add nsw i64 %52, %conv2.ci511
-  %54 = mul nsw i64 %53, 9
-  %55 = add nsw i64 320, %54
-  %56 = add nsw i64 %55, 3
-  %params9 = getelementptr inbounds float, ptr %params, i64 %56
-  %57 = load float, ptr %params9, align 4
-  %58 = fsub float %49, %57
-  %59 = fmul float %58, 5.000000e-01
-  store float %59, ptr %conv2.w55, align 4
-  %60 = mul nsw i64 %0, 32
-  %61 = add nsw i64 %60, %conv2.co522
-  %62 = mul nsw i64 %61, 32
-  %63 = add nsw i64 %62, %conv2.ci511
-  %64 = mul nsw i64 %63, 9
-  %65 = add nsw i64 320, %64
-  %66 = add nsw i64 %65, 6
-  %params10 = getelementptr inbounds float, ptr %params, i64 %66
-  %67 = load float, ptr %params10, align 4
-  store float %67, ptr %conv2.w56, align 4
-  %68 = mul nsw i64 %0, 32
-  %69 = add nsw i64 %68, %conv2.co522
-  %70 = mul nsw i64 %69, 32
-  %71 = add nsw i64 %70, %conv2.ci511
-  %72 = mul nsw i64 %71, 9
-  %73 = add nsw i64 320, %72
-  %74 = add nsw i64 %73, 1
-  %params11 = getelementptr inbounds float, ptr %params, i64 %74
-  %75 = load float, ptr %params11, align 4
-  store float %75, ptr %conv2.w57, align 4
-  %76 = mul nsw i64 %0, 32
-  %77 = add nsw i64 %76, %conv2.co522
-  %78 = mul nsw i64 %77, 32
-  %79 = add nsw i64 %78, %conv2.ci511
-  %80 = mul nsw i64 %79, 9
-  %81 = add nsw i64 320, %80
-  %82 = add nsw i64 %81, 1
-  %params12 = getelementptr inbounds float, ptr %params, i64 %82
-  %83 = load float, ptr %params12, align 4
-  %84 = mul nsw i64 %0, 32
-  %85 = add nsw i64 %84, %conv2.co522
-  %86 = mul nsw i64 %85, 32
-  %87 = add nsw i64 %86, %conv2.ci511
-  %88 = mul nsw i64 %87, 9
-  %89 = add nsw i64 320, %88
-  %90 = add nsw i64 %89, 4
-  %params13 = getelementptr inbounds float, ptr %params, i64 %90
-  %91 = load float, ptr %params13, align 4
-  %92 = fadd float %83, %91
-  %93 = mul nsw i64 %0, 32
-  %94 = add nsw i64 %93, %conv2.co522
-  %95 = mul nsw i64 %94, 32
-  %96 = add nsw i64 %95, %conv2.ci511
-  %97 = mul nsw i64 %96, 9
-  %98 = add nsw i64 320, %97
-  %99 = add nsw i64 %98, 7
-  %params14 = getelementptr inbounds float, ptr %params, i64 %99
-  %100 = load float, ptr %params14, align 4
-  %101 = fadd float %92, %100
-  %102 = fmul float %101, 5.000000e-01
-  store float %102, ptr %conv2.w58, align 4
-  %103 = mul nsw i64 %0, 32
-  %104 = add nsw i64 %103, %conv2.co522
-  %105 = mul nsw i64 %104, 32
-  %106 = add nsw i64 %105, %conv2.ci511
-  %107 = mul nsw i64 %106, 9
-  %108 = add nsw i64 320, %107
-  %109 = add nsw i64 %108, 1
-  %params15 = getelementptr inbounds float, ptr %params, i64 %109
-  %110 = load float, ptr %params15, align 4
-  %111 = mul nsw i64 %0, 32
-  %112 = add nsw i64 %111, %conv2.co522
-  %113 = mul nsw i64 %112, 32
-  %114 = add nsw i64 %113, %conv2.ci511
-  %115 = mul nsw i64 %114, 9
-  %116 = add nsw i64 320, %115
-  %117 = add nsw i64 %116, 7
-  %params16 = getelementptr inbounds float, ptr %params, i64 %117
-  %118 = load float, ptr %params16, align 4
-  %119 = fadd float %110, %118
-  %120 = mul nsw i64 %0, 32
-  %121 = add nsw i64 %120, %conv2.co522
-  %122 = mul nsw i64 %121, 32
-  %123 = add nsw i64 %122, %conv2.ci511
-  %124 = mul nsw i64 %123, 9
-  %125 = add nsw i64 320, %124
-  %126 = add nsw i64 %125, 4
-  %params17 = getelementptr inbounds float, ptr %params, i64 %126
-  %127 = load float, ptr %params17, align 4
-  %128 = fsub float %119, %127
-  %129 = fmul float %128, 5.000000e-01
-  store float %129, ptr %conv2.w59, align 4
-  %130 = mul nsw i64 %0, 32
-  %131 = add nsw i64 %130, %conv2.co522
-  %132 = mul nsw i64 %131, 32
-  %133 = add nsw i64 %132, %conv2.ci511
-  %134 = mul nsw i64 %133, 9
-  %135 = add nsw i64 320, %134
-  %136 = add nsw i64 %135, 7
-  %params18 = getelementptr inbounds float, ptr %params, i64 %136
-  %137 = load float, ptr %params18, align 4
-  store float %137, ptr %conv2.w60, align 4
-  %138 = mul nsw i64 %0, 32
-  %139 = add nsw i64 %138, %conv2.co522
-  %140 = mul nsw i64 %139, 32
-  %141 = add nsw i64 %140, %conv2.ci511
-  %142 = mul nsw i64 %141, 9
-  %143 = add nsw i64 320, %142
-  %144 = add nsw i64 %143, 2
-  %params19 = getelementptr inbounds float, ptr %params, i64 %144
-  %145 = load float, ptr %params19, align 4
-  store float %145, ptr %conv2.w61, align 4
-  %146 = mul nsw i64 %0, 32
-  %147 = add nsw i64 %146, %conv2.co522
-  %148 = mul nsw i64 %147, 32
-  %149 = add nsw i64 %148, %conv2.ci511
-  %150 = mul nsw i64 %149, 9
-  %151 = add nsw i64 320, %150
-  %152 = add nsw i64 %151, 2
-  %params20 = getelementptr inbounds float, ptr %params, i64 %152
-  %153 = load float, ptr %params20, align 4
-  %154 = mul nsw i64 %0, 32
-  %155 = add nsw i64 %154, %conv2.co522
-  %156 = mul nsw i64 %155, 32
-  %157 = add nsw i64 %156, %conv2.ci511
-  %158 = mul nsw i64 %157, 9
-  %159 = add nsw i64 320, %158
-  %160 = add nsw i64 %159, 5
-  %params21 = getelementptr inbounds float, ptr %params, i64 %160
-  %161 = load float, ptr %params21, align 4
-  %162 = fadd float %153, %161
-  %163 = mul nsw i64 %0, 32
-  %164 = add nsw i64 %163, %conv2.co522
-  %165 = mul nsw i64 %164, 32
-  %166 = add nsw i64 %165, %conv2.ci511
-  %167 = mul nsw i64 %166, 9
-  %168 = add nsw i64 320, %167
-  %169 = add nsw i64 %168, 8
-  %params22 = getelementptr inbounds float, ptr %params, i64 %169
-  %170 = load float, ptr %params22, align 4
-  %171 = fadd float %162, %170
-  %172 = fmul float %171, 5.000000e-01
-  store float %172, ptr %conv2.w62, align 4
-  %173 = mul nsw i64 %0, 32
-  %174 = add nsw i64 %173, %conv2.co522
-  %175 = mul nsw i64 %174, 32
-  %176 = add nsw i64 %175, %conv2.ci511
-  %177 = mul nsw i64 %176, 9
-  %178 = add nsw i64 320, %177
-  %179 = add nsw i64 %178, 2
-  %params23 = getelementptr inbounds float, ptr %params, i64 %179
-  %180 = load float, ptr %params23, align 4
-  %181 = mul nsw i64 %0, 32
-  %182 = add nsw i64 %181, %conv2.co522
-  %183 = mul nsw i64 %182, 32
-  %184 = add nsw i64 %183, %conv2.ci511
-  %185 = mul nsw i64 %184, 9
-  %186 = add nsw i64 320, %185
-  %187 = add nsw i64 %186, 8
-  %params24 = getelementptr inbounds float, ptr %params, i64 %187
-  %188 = load float, ptr %params24, align 4
-  %189 = fadd float %180, %188
-  %190 = mul nsw i64 %0, 32
-  %191 = add nsw i64 %190, %conv2.co522
-  %192 = mul nsw i64 %191, 32
-  %193 = add nsw i64 %192, %conv2.ci511
-  %194 = mul nsw i64 %193, 9
-  %195 = add nsw i64 320, %194
-  %196 = add nsw i64 %195, 5
-  %params25 = getelementptr inbounds float, ptr %params, i64 %196
-  %197 = load float, ptr %params25, align 4
-  %198 = fsub float %189, %197
-  %199 = fmul float %198, 5.000000e-01
-  store float %199, ptr %conv2.w63, align 4
-  %200 = mul nsw i64 %0, 32
-  %201 = add nsw i64 %200, %conv2.co522
-  %202 = mul nsw i64 %201, 32
-  %203 = add nsw i64 %202, %conv2.ci511
-  %204 = mul nsw i64 %203, 9
-  %205 = add nsw i64 320, %204
-  %206 = add nsw i64 %205, 8
-  %params26 = getelementptr inbounds float, ptr %params, i64 %206
-  %207 = load float, ptr %params26, align 4
-  store float %207, ptr %conv2.w64, align 4
-  %w53 = load float, ptr %conv2.w53, align 4
-  store float %w53, ptr %conv2.w65, align 4
-  %w5327 = load float, ptr %conv2.w53, align 4
-  %w57 = load float, ptr %conv2.w57, align 4
-  %208 = fadd float %w5327, %w57
-  %w61 = load float, ptr %conv2.w61, align 4
-  %209 = fadd float %208, %w61
-  %210 = fmul float %209, 5.000000e-01
-  store float %210, ptr %conv2.w66, align 4
-  %w5328 = load float, ptr %conv2.w53, align 4
-  %w6129 = load float, ptr %conv2.w61, align 4
-  %211 = fadd float %w5328, %w6129
-  %w5730 = load float, ptr %conv2.w57, align 4
-  %212 = fsub float %211, %w5730
-  %213 = fmul float %212, 5.000000e-01
-  store float %213, ptr %conv2.w67, align 4
-  %w6131 = load float, ptr %conv2.w61, align 4
-  store float %w6131, ptr %conv2.w68, align 4
-  %w54 = load float, ptr %conv2.w54, align 4
-  store float %w54, ptr %conv2.w69, align 4
-  %w5432 = load float, ptr %conv2.w54, align 4
-  %w58 = load float, ptr %conv2.w58, align 4
-  %214 = fadd float %w5432, %w58
-  %w62 = load float, ptr %conv2.w62, align 4
-  %215 = fadd float %214, %w62
-  %216 = fmul float %215, 5.000000e-01
-  store float %216, ptr %conv2.w70, align 4
-  %w5433 = load float, ptr %conv2.w54, align 4
-  %w6234 = load float, ptr %conv2.w62, align 4
-  %217 = fadd float %w5433, %w6234
-  %w5835 = load float, ptr %conv2.w58, align 4
-  %218 = fsub float %217, %w5835
-  %219 = fmul float %218, 5.000000e-01
-  store float %219, ptr %conv2.w71, align 4
-  %w6236 = load float, ptr %conv2.w62, align 4
-  store float %w6236, ptr %conv2.w72, align 4
-  %w55 = load float, ptr %conv2.w55, align 4
-  store float %w55, ptr %conv2.w73, align 4
-  %w5537 = load float, ptr %conv2.w55, align 4
-  %w59 = load float, ptr %conv2.w59, align 4
-  %220 = fadd float %w5537, %w59
-  %w63 = load float, ptr %conv2.w63, align 4
-  %221 = fadd float %220, %w63
-  %222 = fmul float %221, 5.000000e-01
-  store float %222, ptr %conv2.w74, align 4
-  %w5538 = load float, ptr %conv2.w55, align 4
-  %w6339 = load float, ptr %conv2.w63, align 4
-  %223 = fadd float %w5538, %w6339
-  %w5940 = load float, ptr %conv2.w59, align 4
-  %224 = fsub float %223, %w5940
-  %225 = fmul float %224, 5.000000e-01
-  store float %225, ptr %conv2.w75, align 4
-  %w6341 = load float, ptr %conv2.w63, align 4
-  store float %w6341, ptr %conv2.w76, align 4
-  %w56 = load float, ptr %conv2.w56, align 4
-  store float %w56, ptr %conv2.w77, align 4
-  %w5642 = load float, ptr %conv2.w56, align 4
-  %w60 = load float, ptr %conv2.w60, align 4
-  %226 = fadd float %w5642, %w60
-  %w64 = load float, ptr %conv2.w64, align 4
-  %227 = fadd float %226, %w64
-  %228 = fmul float %227, 5.000000e-01
-  store float %228, ptr %conv2.w78, align 4
-  %w5643 = load float, ptr %conv2.w56, align 4
-  %w6444 = load float, ptr %conv2.w64, align 4
-  %229 = fadd float %w5643, %w6444
-  %w6045 = load float, ptr %conv2.w60, align 4
-  %230 = fsub float %229, %w6045
-  %231 = fmul float %230, 5.000000e-01
-  store float %231, ptr %conv2.w79, align 4
-  %w6446 = load float, ptr %conv2.w64, align 4
-  store float %w6446, ptr %conv2.w80, align 4
-  %w65 = load float, ptr %conv2.w65, align 4
-  %232 = mul nsw i64 %conv2.ci511, 64
-  %233 = add nsw i64 802816, %232
-  %234 = mul nsw i64 %0, 32
-  %235 = add nsw i64 %234, %conv2.co522
-  %236 = add nsw i64 %233, %235
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w65, ptr %arena47, align 4
-  %w66 = load float, ptr %conv2.w66, align 4
-  %237 = mul nsw i64 %conv2.ci511, 64
-  %238 = add nsw i64 804864, %237
-  %239 = mul nsw i64 %0, 32
-  %240 = add nsw i64 %239, %conv2.co522
-  %241 = add nsw i64 %238, %240
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w66, ptr %arena48, align 4
-  %w67 = load float, ptr %conv2.w67, align 4
-  %242 = mul nsw i64 %conv2.ci511, 64
-  %243 = add nsw i64 806912, %242
-  %244 = mul nsw i64 %0, 32
-  %245 = add nsw i64 %244, %conv2.co522
-  %246 = add nsw i64 %243, %245
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w67, ptr %arena49, align 4
-  %w68 = load float, ptr %conv2.w68, align 4
-  %247 = mul nsw i64 %conv2.ci511, 64
-  %248 = add nsw i64 808960, %247
-  %249 = mul nsw i64 %0, 32
-  %250 = add nsw i64 %249, %conv2.co522
-  %251 = add nsw i64 %248, %250
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w68, ptr %arena50, align 4
-  %w69 = load float, ptr %conv2.w69, align 4
-  %252 = mul nsw i64 %conv2.ci511, 64
-  %253 = add nsw i64 811008, %252
-  %254 = mul nsw i64 %0, 32
-  %255 = add nsw i64 %254, %conv2.co522
-  %256 = add nsw i64 %253, %255
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w69, ptr %arena51, align 4
-  %w70 = load float, ptr %conv2.w70, align 4
-  %257 = mul nsw i64 %conv2.ci511, 64
-  %258 = add nsw i64 813056, %257
-  %259 = mul nsw i64 %0, 32
-  %260 = add nsw i64 %259, %conv2.co522
-  %261 = add nsw i64 %258, %260
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w70, ptr %arena52, align 4
-  %w71 = load float, ptr %conv2.w71, align 4
-  %262 = mul nsw i64 %conv2.ci511, 64
-  %263 = add nsw i64 815104, %262
-  %264 = mul nsw i64 %0, 32
-  %265 = add nsw i64 %264, %conv2.co522
-  %266 = add nsw i64 %263, %265
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w71, ptr %arena53, align 4
-  %w72 = load float, ptr %conv2.w72, align 4
-  %267 = mul nsw i64 %conv2.ci511, 64
-  %268 = add nsw i64 817152, %267
-  %269 = mul nsw i64 %0, 32
-  %270 = add nsw i64 %269, %conv2.co522
-  %271 = add nsw i64 %268, %270
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w72, ptr %arena54, align 4
-  %w73 = load float, ptr %conv2.w73, align 4
-  %272 = mul nsw i64 %conv2.ci511, 64
-  %273 = add nsw i64 819200, %272
-  %274 = mul nsw i64 %0, 32
-  %275 = add nsw i64 %274, %conv2.co522
-  %276 = add nsw i64 %273, %275
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w73, ptr %arena55, align 4
-  %w74 = load float, ptr %conv2.w74, align 4
-  %277 = mul nsw i64 %conv2.ci511, 64
-  %278 = add nsw i64 821248, %277
-  %279 = mul nsw i64 %0, 32
-  %280 = add nsw i64 %279, %conv2.co522
-  %281 = add nsw i64 %278, %280
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w74, ptr %arena56, align 4
-  %w75 = load float, ptr %conv2.w75, align 4
-  %282 = mul nsw i64 %conv2.ci511, 64
-  %283 = add nsw i64 823296, %282
-  %284 = mul nsw i64 %0, 32
-  %285 = add nsw i64 %284, %conv2.co522
-  %286 = add nsw i64 %283, %285
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w75, ptr %arena57, align 4
-  %w76 = load float, ptr %conv2.w76, align 4
-  %287 = mul nsw i64 %conv2.ci511, 64
-  %288 = add nsw i64 825344, %287
-  %289 = mul nsw i64 %0, 32
-  %290 = add nsw i64 %289, %conv2.co522
-  %291 = add nsw i64 %288, %290
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w76, ptr %arena58, align 4
-  %w77 = load float, ptr %conv2.w77, align 4
-  %292 = mul nsw i64 %conv2.ci511, 64
-  %293 = add nsw i64 827392, %292
-  %294 = mul nsw i64 %0, 32
-  %295 = add nsw i64 %294, %conv2.co522
-  %296 = add nsw i64 %293, %295
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w77, ptr %arena59, align 4
-  %w78 = load float, ptr %conv2.w78, align 4
-  %297 = mul nsw i64 %conv2.ci511, 64
-  %298 = add nsw i64 829440, %297
-  %299 = mul nsw i64 %0, 32
-  %300 = add nsw i64 %299, %conv2.co522
-  %301 = add nsw i64 %298, %300
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w78, ptr %arena60, align 4
-  %w79 = load float, ptr %conv2.w79, align 4
-  %302 = mul nsw i64 %conv2.ci511, 64
-  %303 = add nsw i64 831488, %302
-  %304 = mul nsw i64 %0, 32
-  %305 = add nsw i64 %304, %conv2.co522
-  %306 = add nsw i64 %303, %305
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w79, ptr %arena61, align 4
-  %w80 = load float, ptr %conv2.w80, align 4
-  %307 = mul nsw i64 %conv2.ci511, 64
-  %308 = add nsw i64 833536, %307
-  %309 = mul nsw i64 %0, 32
-  %310 = add nsw i64 %309, %conv2.co522
-  %311 = add nsw i64 %308, %310
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w80, ptr %arena62, align 4
-  %co52.next = add nsw i64 %conv2.co522, 1
-  %312 = icmp slt i64 %co52.next, 32
-  br i1 %312, label %conv2.co52, label %conv2.co52.end
-
-conv2.co52.end:                                   ; preds = %conv2.co52
-  %ci51.next = add nsw i64 %conv2.ci511, 1
-  %313 = icmp slt i64 %ci51.next, 32
-  br i1 %313, label %conv2.ci51, label %conv2.ci51.end
-}
-
-define internal void @simplecnn_infer_b64.k1.conv2.part50.task(ptr %0, i64 %1) {
-entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
-  %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
-  %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
-  %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
-  %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
-  %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
-  %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
-  %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
-  %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @simplecnn_infer_b64.k1.conv2.part50(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
-  ret void
 }
 
 ; Function Attrs: noinline
@@ -14762,7 +14769,7 @@ conv2.mb126.end:                                  ; preds = %conv2.k128.end
 conv2.k128:                                       ; preds = %conv2.k128, %conv2.mb126
   %conv2.k1283 = phi i64 [ 0, %conv2.mb126 ], [ %k128.next, %conv2.k128 ]
   %2 = mul nsw i64 %0, 2048
-  %3 = add nsw i64 802816, %2
+  %3 = add nsw i64 1344720, %2
   %4 = mul nsw i64 %1, 32
   %5 = add nsw i64 %3, %4
   %6 = mul nsw i64 %conv2.k1283, 64
@@ -14773,7 +14780,7 @@ conv2.k128:                                       ; preds = %conv2.k128, %conv2.
   %10 = load <8 x float>, ptr %arena4, align 4
   store <8 x float> %10, ptr %conv2.t127_b0, align 32
   %11 = mul nsw i64 %0, 2048
-  %12 = add nsw i64 802816, %11
+  %12 = add nsw i64 1344720, %11
   %13 = mul nsw i64 %1, 32
   %14 = add nsw i64 %12, %13
   %15 = mul nsw i64 %conv2.k1283, 64
@@ -15038,7 +15045,7 @@ conv2.k128.end:                                   ; preds = %conv2.k128
 conv2.k130:                                       ; preds = %conv2.k130, %conv2.mb126.end
   %conv2.k13044 = phi i64 [ 0, %conv2.mb126.end ], [ %k130.next, %conv2.k130 ]
   %185 = mul nsw i64 %0, 2048
-  %186 = add nsw i64 802816, %185
+  %186 = add nsw i64 1344720, %185
   %187 = mul nsw i64 %1, 32
   %188 = add nsw i64 %186, %187
   %189 = mul nsw i64 %conv2.k13044, 64
@@ -15049,7 +15056,7 @@ conv2.k130:                                       ; preds = %conv2.k130, %conv2.
   %193 = load <8 x float>, ptr %arena45, align 4
   store <8 x float> %193, ptr %conv2.t129_b0, align 32
   %194 = mul nsw i64 %0, 2048
-  %195 = add nsw i64 802816, %194
+  %195 = add nsw i64 1344720, %194
   %196 = mul nsw i64 %1, 32
   %197 = add nsw i64 %195, %196
   %198 = mul nsw i64 %conv2.k13044, 64

@@ -1533,6 +1533,58 @@ public func simplecnn_infer_b64(
   let arena = arena.unsafelyUnwrapped
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed, pool)
+  if 0x0 as UInt64 >= UInt64(bitPattern: step) {
+    parallelFor(pool, 2) { part50 in
+      for ci51 in 0..<32 {
+        for co52 in 0..<32 {
+          var w53: Float = params[(320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9))]
+          var w54: Float = (((params[(320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9))] + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 3)]) + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w55: Float = (((params[(320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9))] + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 6)]) - params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w56: Float = params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 6)]
+          var w57: Float = params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 1)]
+          var w58: Float = (((params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 1)] + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 4)]) + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w59: Float = (((params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 1)] + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 7)]) - params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w60: Float = params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 7)]
+          var w61: Float = params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 2)]
+          var w62: Float = (((params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 2)] + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 5)]) + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w63: Float = (((params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 2)] + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 8)]) - params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w64: Float = params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 8)]
+          var w65: Float = w53
+          var w66: Float = (((w53 + w57) + w61) * Float(bitPattern: 0x3f000000))
+          var w67: Float = (((w53 + w61) - w57) * Float(bitPattern: 0x3f000000))
+          var w68: Float = w61
+          var w69: Float = w54
+          var w70: Float = (((w54 + w58) + w62) * Float(bitPattern: 0x3f000000))
+          var w71: Float = (((w54 + w62) - w58) * Float(bitPattern: 0x3f000000))
+          var w72: Float = w62
+          var w73: Float = w55
+          var w74: Float = (((w55 + w59) + w63) * Float(bitPattern: 0x3f000000))
+          var w75: Float = (((w55 + w63) - w59) * Float(bitPattern: 0x3f000000))
+          var w76: Float = w63
+          var w77: Float = w56
+          var w78: Float = (((w56 + w60) + w64) * Float(bitPattern: 0x3f000000))
+          var w79: Float = (((w56 + w64) - w60) * Float(bitPattern: 0x3f000000))
+          var w80: Float = w64
+          arena[((1344720 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w65
+          arena[((1346768 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w66
+          arena[((1348816 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w67
+          arena[((1350864 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w68
+          arena[((1352912 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w69
+          arena[((1354960 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w70
+          arena[((1357008 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w71
+          arena[((1359056 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w72
+          arena[((1361104 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w73
+          arena[((1363152 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w74
+          arena[((1365200 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w75
+          arena[((1367248 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w76
+          arena[((1369296 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w77
+          arena[((1371344 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w78
+          arena[((1373392 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w79
+          arena[((1375440 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w80
+        }
+      }
+    }
+  }
   // conv1 = conv2d_relu_maxpool(image)
   for i1 in 0..<196 {
     arena[(1317776 +% i1)] = Float((((i1 / 14) *% 56) +% ((i1 % 14) *% 2)))
@@ -1703,56 +1755,6 @@ public func simplecnn_infer_b64(
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  parallelFor(pool, 2) { part50 in
-    for ci51 in 0..<32 {
-      for co52 in 0..<32 {
-        var w53: Float = params[(320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9))]
-        var w54: Float = (((params[(320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9))] + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 3)]) + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w55: Float = (((params[(320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9))] + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 6)]) - params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w56: Float = params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 6)]
-        var w57: Float = params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 1)]
-        var w58: Float = (((params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 1)] + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 4)]) + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w59: Float = (((params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 1)] + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 7)]) - params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w60: Float = params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 7)]
-        var w61: Float = params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 2)]
-        var w62: Float = (((params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 2)] + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 5)]) + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w63: Float = (((params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 2)] + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 8)]) - params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w64: Float = params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 8)]
-        var w65: Float = w53
-        var w66: Float = (((w53 + w57) + w61) * Float(bitPattern: 0x3f000000))
-        var w67: Float = (((w53 + w61) - w57) * Float(bitPattern: 0x3f000000))
-        var w68: Float = w61
-        var w69: Float = w54
-        var w70: Float = (((w54 + w58) + w62) * Float(bitPattern: 0x3f000000))
-        var w71: Float = (((w54 + w62) - w58) * Float(bitPattern: 0x3f000000))
-        var w72: Float = w62
-        var w73: Float = w55
-        var w74: Float = (((w55 + w59) + w63) * Float(bitPattern: 0x3f000000))
-        var w75: Float = (((w55 + w63) - w59) * Float(bitPattern: 0x3f000000))
-        var w76: Float = w63
-        var w77: Float = w56
-        var w78: Float = (((w56 + w60) + w64) * Float(bitPattern: 0x3f000000))
-        var w79: Float = (((w56 + w64) - w60) * Float(bitPattern: 0x3f000000))
-        var w80: Float = w64
-        arena[((802816 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w65
-        arena[((804864 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w66
-        arena[((806912 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w67
-        arena[((808960 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w68
-        arena[((811008 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w69
-        arena[((813056 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w70
-        arena[((815104 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w71
-        arena[((817152 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w72
-        arena[((819200 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w73
-        arena[((821248 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w74
-        arena[((823296 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w75
-        arena[((825344 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w76
-        arena[((827392 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w77
-        arena[((829440 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w78
-        arena[((831488 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w79
-        arena[((833536 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w80
-      }
-    }
-  }
   for i81 in 0..<1024 {
     storeVector(arena, ((i81 *% 8) +% 835584), Vector(repeating: Float(0)))
   }
@@ -1838,8 +1840,8 @@ public func simplecnn_infer_b64(
               var t127_c4_0 = Vector()
               var t127_c4_1 = Vector()
               for k128 in 0..<32 {
-                let t127_b0 = loadVector(arena, ((((802816 +% (xi124 *% 2048)) +% (part123 *% 32)) +% (k128 *% 64)) +% (nb125 *% 16)))
-                let t127_b1 = loadVector(arena, (((((802816 +% (xi124 *% 2048)) +% (part123 *% 32)) +% (k128 *% 64)) +% (nb125 *% 16)) +% 8))
+                let t127_b0 = loadVector(arena, ((((1344720 +% (xi124 *% 2048)) +% (part123 *% 32)) +% (k128 *% 64)) +% (nb125 *% 16)))
+                let t127_b1 = loadVector(arena, (((((1344720 +% (xi124 *% 2048)) +% (part123 *% 32)) +% (k128 *% 64)) +% (nb125 *% 16)) +% 8))
                 let t127_a0 = Vector(repeating: arena[(((843776 +% (xi124 *% 1568)) +% ((mb126 *% 5) *% 32)) +% k128)])
                 t127_c0_0 = t127_c0_0.addingProduct(t127_a0, t127_b0)
                 t127_c0_1 = t127_c0_1.addingProduct(t127_a0, t127_b1)
@@ -1876,8 +1878,8 @@ public func simplecnn_infer_b64(
             var t129_c3_0 = Vector()
             var t129_c3_1 = Vector()
             for k130 in 0..<32 {
-              let t129_b0 = loadVector(arena, ((((802816 +% (xi124 *% 2048)) +% (part123 *% 32)) +% (k130 *% 64)) +% (nb125 *% 16)))
-              let t129_b1 = loadVector(arena, (((((802816 +% (xi124 *% 2048)) +% (part123 *% 32)) +% (k130 *% 64)) +% (nb125 *% 16)) +% 8))
+              let t129_b0 = loadVector(arena, ((((1344720 +% (xi124 *% 2048)) +% (part123 *% 32)) +% (k130 *% 64)) +% (nb125 *% 16)))
+              let t129_b1 = loadVector(arena, (((((1344720 +% (xi124 *% 2048)) +% (part123 *% 32)) +% (k130 *% 64)) +% (nb125 *% 16)) +% 8))
               let t129_a0 = Vector(repeating: arena[(((843776 +% (xi124 *% 1568)) +% 1440) +% k130)])
               t129_c0_0 = t129_c0_0.addingProduct(t129_a0, t129_b0)
               t129_c0_1 = t129_c0_1.addingProduct(t129_a0, t129_b1)

@@ -1829,6 +1829,58 @@ public func simplecnn_infer_b64(
   let arena = arena.unsafelyUnwrapped
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed, pool)
+  if 0x0 as UInt64 >= UInt64(bitPattern: step) {
+    parallelFor(pool, 2) { part48 in
+      for ci49 in 0..<32 {
+        for co50 in 0..<32 {
+          var w51: Float = params[(320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9))]
+          var w52: Float = (((params[(320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9))] + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 3)]) + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w53: Float = (((params[(320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9))] + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 6)]) - params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w54: Float = params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 6)]
+          var w55: Float = params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 1)]
+          var w56: Float = (((params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 1)] + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 4)]) + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w57: Float = (((params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 1)] + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 7)]) - params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w58: Float = params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 7)]
+          var w59: Float = params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 2)]
+          var w60: Float = (((params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 2)] + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 5)]) + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w61: Float = (((params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 2)] + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 8)]) - params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w62: Float = params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 8)]
+          var w63: Float = w51
+          var w64: Float = (((w51 + w55) + w59) * Float(bitPattern: 0x3f000000))
+          var w65: Float = (((w51 + w59) - w55) * Float(bitPattern: 0x3f000000))
+          var w66: Float = w59
+          var w67: Float = w52
+          var w68: Float = (((w52 + w56) + w60) * Float(bitPattern: 0x3f000000))
+          var w69: Float = (((w52 + w60) - w56) * Float(bitPattern: 0x3f000000))
+          var w70: Float = w60
+          var w71: Float = w53
+          var w72: Float = (((w53 + w57) + w61) * Float(bitPattern: 0x3f000000))
+          var w73: Float = (((w53 + w61) - w57) * Float(bitPattern: 0x3f000000))
+          var w74: Float = w61
+          var w75: Float = w54
+          var w76: Float = (((w54 + w58) + w62) * Float(bitPattern: 0x3f000000))
+          var w77: Float = (((w54 + w62) - w58) * Float(bitPattern: 0x3f000000))
+          var w78: Float = w62
+          arena[((1344720 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w63
+          arena[((1346768 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w64
+          arena[((1348816 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w65
+          arena[((1350864 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w66
+          arena[((1352912 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w67
+          arena[((1354960 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w68
+          arena[((1357008 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w69
+          arena[((1359056 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w70
+          arena[((1361104 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w71
+          arena[((1363152 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w72
+          arena[((1365200 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w73
+          arena[((1367248 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w74
+          arena[((1369296 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w75
+          arena[((1371344 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w76
+          arena[((1373392 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w77
+          arena[((1375440 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w78
+        }
+      }
+    }
+  }
   // conv1 = conv2d_relu_maxpool(image)
   for i1 in 0..<196 {
     arena[(1317776 +% i1)] = Float((((i1 / 14) *% 56) +% ((i1 % 14) *% 2)))
@@ -2033,56 +2085,6 @@ public func simplecnn_infer_b64(
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  parallelFor(pool, 2) { part48 in
-    for ci49 in 0..<32 {
-      for co50 in 0..<32 {
-        var w51: Float = params[(320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9))]
-        var w52: Float = (((params[(320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9))] + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 3)]) + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w53: Float = (((params[(320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9))] + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 6)]) - params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w54: Float = params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 6)]
-        var w55: Float = params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 1)]
-        var w56: Float = (((params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 1)] + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 4)]) + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w57: Float = (((params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 1)] + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 7)]) - params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w58: Float = params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 7)]
-        var w59: Float = params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 2)]
-        var w60: Float = (((params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 2)] + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 5)]) + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w61: Float = (((params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 2)] + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 8)]) - params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w62: Float = params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 8)]
-        var w63: Float = w51
-        var w64: Float = (((w51 + w55) + w59) * Float(bitPattern: 0x3f000000))
-        var w65: Float = (((w51 + w59) - w55) * Float(bitPattern: 0x3f000000))
-        var w66: Float = w59
-        var w67: Float = w52
-        var w68: Float = (((w52 + w56) + w60) * Float(bitPattern: 0x3f000000))
-        var w69: Float = (((w52 + w60) - w56) * Float(bitPattern: 0x3f000000))
-        var w70: Float = w60
-        var w71: Float = w53
-        var w72: Float = (((w53 + w57) + w61) * Float(bitPattern: 0x3f000000))
-        var w73: Float = (((w53 + w61) - w57) * Float(bitPattern: 0x3f000000))
-        var w74: Float = w61
-        var w75: Float = w54
-        var w76: Float = (((w54 + w58) + w62) * Float(bitPattern: 0x3f000000))
-        var w77: Float = (((w54 + w62) - w58) * Float(bitPattern: 0x3f000000))
-        var w78: Float = w62
-        arena[((802816 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w63
-        arena[((804864 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w64
-        arena[((806912 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w65
-        arena[((808960 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w66
-        arena[((811008 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w67
-        arena[((813056 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w68
-        arena[((815104 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w69
-        arena[((817152 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w70
-        arena[((819200 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w71
-        arena[((821248 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w72
-        arena[((823296 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w73
-        arena[((825344 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w74
-        arena[((827392 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w75
-        arena[((829440 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w76
-        arena[((831488 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w77
-        arena[((833536 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w78
-      }
-    }
-  }
   for i79 in 0..<512 {
     storeVector(arena, ((i79 *% 16) +% 835584), Vector(repeating: Float(0)))
   }
@@ -2186,8 +2188,8 @@ public func simplecnn_infer_b64(
               var t125_c13_0 = Vector()
               var t125_c13_1 = Vector()
               for k126 in 0..<32 {
-                let t125_b0 = loadVector(arena, ((((802816 +% (xi122 *% 2048)) +% (part121 *% 32)) +% (k126 *% 64)) +% (nb123 *% 32)))
-                let t125_b1 = loadVector(arena, (((((802816 +% (xi122 *% 2048)) +% (part121 *% 32)) +% (k126 *% 64)) +% (nb123 *% 32)) +% 16))
+                let t125_b0 = loadVector(arena, ((((1344720 +% (xi122 *% 2048)) +% (part121 *% 32)) +% (k126 *% 64)) +% (nb123 *% 32)))
+                let t125_b1 = loadVector(arena, (((((1344720 +% (xi122 *% 2048)) +% (part121 *% 32)) +% (k126 *% 64)) +% (nb123 *% 32)) +% 16))
                 let t125_a0 = Vector(repeating: arena[(((843776 +% (xi122 *% 1568)) +% ((mb124 *% 14) *% 32)) +% k126)])
                 t125_c0_0 = t125_c0_0.addingProduct(t125_a0, t125_b0)
                 t125_c0_1 = t125_c0_1.addingProduct(t125_a0, t125_b1)
@@ -2275,8 +2277,8 @@ public func simplecnn_infer_b64(
             var t127_c6_0 = Vector()
             var t127_c6_1 = Vector()
             for k128 in 0..<32 {
-              let t127_b0 = loadVector(arena, ((((802816 +% (xi122 *% 2048)) +% (part121 *% 32)) +% (k128 *% 64)) +% (nb123 *% 32)))
-              let t127_b1 = loadVector(arena, (((((802816 +% (xi122 *% 2048)) +% (part121 *% 32)) +% (k128 *% 64)) +% (nb123 *% 32)) +% 16))
+              let t127_b0 = loadVector(arena, ((((1344720 +% (xi122 *% 2048)) +% (part121 *% 32)) +% (k128 *% 64)) +% (nb123 *% 32)))
+              let t127_b1 = loadVector(arena, (((((1344720 +% (xi122 *% 2048)) +% (part121 *% 32)) +% (k128 *% 64)) +% (nb123 *% 32)) +% 16))
               let t127_a0 = Vector(repeating: arena[(((843776 +% (xi122 *% 1568)) +% 1344) +% k128)])
               t127_c0_0 = t127_c0_0.addingProduct(t127_a0, t127_b0)
               t127_c0_1 = t127_c0_1.addingProduct(t127_a0, t127_b1)

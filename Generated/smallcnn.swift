@@ -1475,6 +1475,58 @@ public func smallcnn_infer_b64(
   let arena = arena.unsafelyUnwrapped
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed, pool)
+  if 0x0 as UInt64 >= UInt64(bitPattern: step) {
+    parallelFor(pool, 2) { part50 in
+      for ci51 in 0..<16 {
+        for co52 in 0..<16 {
+          var w53: Float = params[(160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9))]
+          var w54: Float = (((params[(160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9))] + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 3)]) + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w55: Float = (((params[(160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9))] + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 6)]) - params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w56: Float = params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 6)]
+          var w57: Float = params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 1)]
+          var w58: Float = (((params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 1)] + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 4)]) + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w59: Float = (((params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 1)] + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 7)]) - params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w60: Float = params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 7)]
+          var w61: Float = params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 2)]
+          var w62: Float = (((params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 2)] + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 5)]) + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w63: Float = (((params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 2)] + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 8)]) - params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w64: Float = params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 8)]
+          var w65: Float = w53
+          var w66: Float = (((w53 + w57) + w61) * Float(bitPattern: 0x3f000000))
+          var w67: Float = (((w53 + w61) - w57) * Float(bitPattern: 0x3f000000))
+          var w68: Float = w61
+          var w69: Float = w54
+          var w70: Float = (((w54 + w58) + w62) * Float(bitPattern: 0x3f000000))
+          var w71: Float = (((w54 + w62) - w58) * Float(bitPattern: 0x3f000000))
+          var w72: Float = w62
+          var w73: Float = w55
+          var w74: Float = (((w55 + w59) + w63) * Float(bitPattern: 0x3f000000))
+          var w75: Float = (((w55 + w63) - w59) * Float(bitPattern: 0x3f000000))
+          var w76: Float = w63
+          var w77: Float = w56
+          var w78: Float = (((w56 + w60) + w64) * Float(bitPattern: 0x3f000000))
+          var w79: Float = (((w56 + w64) - w60) * Float(bitPattern: 0x3f000000))
+          var w80: Float = w64
+          arena[((742352 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w65
+          arena[((742864 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w66
+          arena[((743376 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w67
+          arena[((743888 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w68
+          arena[((744400 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w69
+          arena[((744912 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w70
+          arena[((745424 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w71
+          arena[((745936 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w72
+          arena[((746448 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w73
+          arena[((746960 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w74
+          arena[((747472 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w75
+          arena[((747984 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w76
+          arena[((748496 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w77
+          arena[((749008 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w78
+          arena[((749520 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w79
+          arena[((750032 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w80
+        }
+      }
+    }
+  }
   // conv1 = conv2d_relu_maxpool(image)
   for i1 in 0..<196 {
     arena[(715408 +% i1)] = Float((((i1 / 14) *% 56) +% ((i1 % 14) *% 2)))
@@ -1645,56 +1697,6 @@ public func smallcnn_infer_b64(
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  parallelFor(pool, 2) { part50 in
-    for ci51 in 0..<16 {
-      for co52 in 0..<16 {
-        var w53: Float = params[(160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9))]
-        var w54: Float = (((params[(160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9))] + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 3)]) + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w55: Float = (((params[(160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9))] + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 6)]) - params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w56: Float = params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 6)]
-        var w57: Float = params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 1)]
-        var w58: Float = (((params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 1)] + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 4)]) + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w59: Float = (((params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 1)] + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 7)]) - params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w60: Float = params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 7)]
-        var w61: Float = params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 2)]
-        var w62: Float = (((params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 2)] + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 5)]) + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w63: Float = (((params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 2)] + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 8)]) - params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w64: Float = params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 8)]
-        var w65: Float = w53
-        var w66: Float = (((w53 + w57) + w61) * Float(bitPattern: 0x3f000000))
-        var w67: Float = (((w53 + w61) - w57) * Float(bitPattern: 0x3f000000))
-        var w68: Float = w61
-        var w69: Float = w54
-        var w70: Float = (((w54 + w58) + w62) * Float(bitPattern: 0x3f000000))
-        var w71: Float = (((w54 + w62) - w58) * Float(bitPattern: 0x3f000000))
-        var w72: Float = w62
-        var w73: Float = w55
-        var w74: Float = (((w55 + w59) + w63) * Float(bitPattern: 0x3f000000))
-        var w75: Float = (((w55 + w63) - w59) * Float(bitPattern: 0x3f000000))
-        var w76: Float = w63
-        var w77: Float = w56
-        var w78: Float = (((w56 + w60) + w64) * Float(bitPattern: 0x3f000000))
-        var w79: Float = (((w56 + w64) - w60) * Float(bitPattern: 0x3f000000))
-        var w80: Float = w64
-        arena[((401408 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w65
-        arena[((401920 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w66
-        arena[((402432 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w67
-        arena[((402944 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w68
-        arena[((403456 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w69
-        arena[((403968 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w70
-        arena[((404480 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w71
-        arena[((404992 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w72
-        arena[((405504 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w73
-        arena[((406016 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w74
-        arena[((406528 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w75
-        arena[((407040 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w76
-        arena[((407552 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w77
-        arena[((408064 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w78
-        arena[((408576 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w79
-        arena[((409088 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w80
-      }
-    }
-  }
   for i81 in 0..<512 {
     storeVector(arena, ((i81 *% 8) +% 409600), Vector(repeating: Float(0)))
   }
@@ -1780,8 +1782,8 @@ public func smallcnn_infer_b64(
               var t127_c4_0 = Vector()
               var t127_c4_1 = Vector()
               for k128 in 0..<16 {
-                let t127_b0 = loadVector(arena, ((((401408 +% (xi124 *% 512)) +% (part123 *% 16)) +% (k128 *% 32)) +% (nb125 *% 16)))
-                let t127_b1 = loadVector(arena, (((((401408 +% (xi124 *% 512)) +% (part123 *% 16)) +% (k128 *% 32)) +% (nb125 *% 16)) +% 8))
+                let t127_b0 = loadVector(arena, ((((742352 +% (xi124 *% 512)) +% (part123 *% 16)) +% (k128 *% 32)) +% (nb125 *% 16)))
+                let t127_b1 = loadVector(arena, (((((742352 +% (xi124 *% 512)) +% (part123 *% 16)) +% (k128 *% 32)) +% (nb125 *% 16)) +% 8))
                 let t127_a0 = Vector(repeating: arena[(((413696 +% (xi124 *% 784)) +% ((mb126 *% 5) *% 16)) +% k128)])
                 t127_c0_0 = t127_c0_0.addingProduct(t127_a0, t127_b0)
                 t127_c0_1 = t127_c0_1.addingProduct(t127_a0, t127_b1)
@@ -1818,8 +1820,8 @@ public func smallcnn_infer_b64(
             var t129_c3_0 = Vector()
             var t129_c3_1 = Vector()
             for k130 in 0..<16 {
-              let t129_b0 = loadVector(arena, ((((401408 +% (xi124 *% 512)) +% (part123 *% 16)) +% (k130 *% 32)) +% (nb125 *% 16)))
-              let t129_b1 = loadVector(arena, (((((401408 +% (xi124 *% 512)) +% (part123 *% 16)) +% (k130 *% 32)) +% (nb125 *% 16)) +% 8))
+              let t129_b0 = loadVector(arena, ((((742352 +% (xi124 *% 512)) +% (part123 *% 16)) +% (k130 *% 32)) +% (nb125 *% 16)))
+              let t129_b1 = loadVector(arena, (((((742352 +% (xi124 *% 512)) +% (part123 *% 16)) +% (k130 *% 32)) +% (nb125 *% 16)) +% 8))
               let t129_a0 = Vector(repeating: arena[(((413696 +% (xi124 *% 784)) +% 720) +% k130)])
               t129_c0_0 = t129_c0_0.addingProduct(t129_a0, t129_b0)
               t129_c0_1 = t129_c0_1.addingProduct(t129_a0, t129_b1)

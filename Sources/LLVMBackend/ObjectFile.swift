@@ -138,7 +138,9 @@ public enum CHeader {
        * beta2 \(adam.beta2), eps \(adam.epsilon), weight decay \(adam.weightDecay), bias correction by the 1-based
        * step); lr is its argument. Each call takes exactly BATCH images and labels: drop a short last batch
        * (as cnnc's trainer does) or pad it. Dropout is keyed by (seed, step). Inference reads params, arena
-       * and images only (pass NULL for the rest).
+       * and images only (pass NULL for the rest) and its step: with 0 each call first derives what it needs
+       * from the weights (such as transformed conv kernels) into the arena; pass 1 to skip that when the
+       * previous call on this arena was to the same entry point with the same parameters.
        *
        * pool: NULL runs everything on the calling thread. A cnnc_pool lets an inference call split its large
        * layers (by output channels or units, a fixed partition): its run function must call task(context, i)

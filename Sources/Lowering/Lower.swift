@@ -45,8 +45,6 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
   // The state's layout is the source graph's: the same for every program of the model, whatever its passes did.
   let state = pipeline.purpose == .inference ? prunedToOutput(graph) : graph
   var plan = planMemory(g, shapes, scratch: scratch, training: training, state: state)
-  // Profiling keeps one 64-bit timestamp per kernel boundary after the planned arena.
-  let profileOffset = plan.arenaFloats
   var regions: [(name: String, op: String, line: Int)] = []
   var e = Emitter(graph: g, shapes: shapes, plan: plan, training: training, target: target)
   for (n, kernel) in zip(g.nodes, kernels) {
@@ -64,6 +62,13 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
     }
     e.kernel(spec.kind.rawValue) { e in e.emitOptimizer(spec) }
   }
+  // What the program prepares from the weights (`Emitter.prepare`) runs first, into the arena after the planned
+  // values, unless the caller says the arena already holds it for these weights (step 1): a caller that knows
+  // nothing of it (step 0) gets a correct call.
+  if !e.prepare.isEmpty { e.body.insert(.when(.uge(.c(0), .step), [.kernel("prepare", e.prepare)]), at: 0) }
+  plan.arenaFloats += e.preparedFloats
+  // Profiling keeps one 64-bit timestamp per kernel boundary after that.
+  let profileOffset = plan.arenaFloats
   if profile {
     e.body.append(.tick(regions.count))
     plan.arenaFloats += 2 * (regions.count + 1)
@@ -157,6 +162,11 @@ struct Emitter {
   var gemms: [GemmChoice] = []
   var convs: [ConvChoice] = []
   var splits: [ParallelSplit] = []
+  /// Statements an inference program skips when the caller says they already ran on this arena for these
+  /// weights (step 1): what it derives from the weights (Winograd's transformed kernels) once instead of on
+  /// every call, into `preparedFloats` floats of the arena from the planned arena's end.
+  var prepare: [Stmt] = []
+  private(set) var preparedFloats = 0
   private var counter = 0
 
   init(graph: Graph, shapes: ShapeTable, plan: MemoryPlan, training: Bool, target: Target) {
@@ -165,6 +175,12 @@ struct Emitter {
     self.plan = plan
     self.training = training
     self.target = target
+  }
+
+  /// Arena room for `count` floats that `prepare` writes and the program's calls then read.
+  mutating func prepared(_ count: Int) -> Int {
+    defer { preparedFloats += count }
+    return plan.arenaFloats + preparedFloats
   }
 
   /// A fresh loop variable name.

@@ -364,6 +364,46 @@ import Testing
     }
   }
 
+  /// An inference program prepares Winograd's transformed kernels once per set of weights, in its arena: after a
+  /// load, after a training step, and after another program used the arena, the next call prepares again, so
+  /// every result is the interpreter's for the weights of the moment.
+  @Test(arguments: TestTargets.names) func preparedWeightsFollowEveryChange(_ target: String) throws {
+    let source = """
+      input x: f32[N, 32, 12, 12]
+      input y: i32[N]
+      c = conv2d(x, filters: 32, kernel: 3, padding: 1)
+      r = relu(c)
+      p = global_avgpool(r)
+      f = flatten(p)
+      o = dense(f, units: 4)
+      loss = cross_entropy(o, y)
+      output o
+      minimize loss
+      """
+    let d = try Differential(source: source, batch: 3)
+    let resolved = try TestTargets.resolve(target)
+    #expect(try lower(d.graph, batch: 1, mode: .infer, target: resolved).convs.map(\.algorithm) == [.winograd])
+    let b = try CompiledBackend(name: "jit", graph: d.graph, batch: 3, optimizer: Optimizer(kind: .sgd, learningRate: 0.1),
+                                compiler: try JITCompiler(target: resolved), inferenceCalls: [1, 3])
+    try b.load(d.parameters, Optimizer(kind: .sgd, learningRate: 0.1))
+    let one = Array(d.images.prefix(d.images.count / 3))
+    func expected(_ parameters: Parameters, _ images: [Float], _ count: Int) throws -> [Float] {
+      var interp = try InterpreterBackend(graph: d.graph)
+      interp.load(parameters, Optimizer(kind: .adam, learningRate: 0))
+      return try interp.infer(images: images, count: count)
+    }
+    expectClose(try expected(d.parameters, one, 1), try b.infer(images: one, count: 1), "first call on \(target)")
+    expectClose(try expected(d.parameters, d.images, 3), try b.infer(images: d.images, count: 3), "another program on \(target)")
+    expectClose(try expected(d.parameters, one, 1), try b.infer(images: one, count: 1), "back to the first on \(target)")
+    var halved = d.parameters
+    halved.values["c.weight"] = halved.values["c.weight"]!.map { -0.5 * $0 }
+    try b.loadParameters(halved)
+    expectClose(try expected(halved, one, 1), try b.infer(images: one, count: 1), "after a load on \(target)")
+    _ = try b.trainStep(images: d.images, labels: d.labels, seed: 1, step: 1, learningRate: 0.1)
+    #expect(b.parameters().values["c.weight"] != halved.values["c.weight"])
+    expectClose(try expected(b.parameters(), one, 1), try b.infer(images: one, count: 1), "after a training step on \(target)")
+  }
+
   @Test(arguments: ["simplecnn.graph", "odd"]) func weightsAfterAdamStepsWithDropoutMatch(_ name: String) throws {
     let d = try Differential(source: try Self.source(name), batch: 4)
     var interp = try InterpreterBackend(graph: d.graph)

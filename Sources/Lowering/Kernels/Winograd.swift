@@ -354,17 +354,20 @@ extension Emitter {
                              weight: (IExpr, IExpr, Int, Int) -> FExpr,
                              output: (inout Emitter, IExpr, [[VExpr]], IExpr, IExpr, IExpr, Int, Int) -> [Stmt],
                              after: (inout Emitter, IExpr, Int, (IExpr, Int)) -> [Stmt]) {
-    let u = scratch, padded = u + s.kernelFloats, v = padded + s.paddedFloats, m = v + s.transformedFloats
+    // An inference program transforms the kernels once per set of weights (`prepare`), into arena room of their own.
+    let u = training ? scratch : prepared(s.kernelFloats)
+    let padded = scratch + s.kernelFloats, v = padded + s.paddedFloats, m = v + s.transformedFloats
     let staging = m + s.productFloats
     precondition(parts == 1 || s.cout % (parts * lanes) == 0, "Winograd parts split the output channels in whole vectors")
     let perPart = s.cout / parts
     // A training step transforms the kernels once for its batch: left scalar, it costs nothing there, and
-    // the loop vectoriser's compile time before the first step is saved. An inference call (one image, at
-    // batch 1) runs it every time: vectorised, it is a quarter of the time it takes scalar.
-    body += inParts(parts, of: "output channels") { e, part in
+    // the loop vectoriser's compile time before the first step is saved. An inference program does it when
+    // its weights are new, vectorised.
+    let transform = inParts(parts, of: "output channels") { e, part in
       let transform = e.transformKernels(s, into: u, channels: (part * perPart, perPart), weight: weight)
       return [e.training ? .scalarLoops([transform]) : transform]
     }
+    if training { body += transform } else { prepare += transform }
     body.append(zeroArena(padded, s.paddedFloats))
     // At inference the copy splits by input channels and the input transform by rows of tiles, like the rest.
     let copyParts = parallelParts(units: s.cin, macs: s.images * s.cin * s.h * s.w * Self.elementwiseWeight)
