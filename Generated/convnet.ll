@@ -16380,8 +16380,8 @@ fc2.u161.end:                                     ; preds = %fc2.u161
   br i1 %11, label %fc2.n160, label %fc2.n160.end
 }
 
-attributes #0 = { "target-cpu"="x86-64-v3" }
-attributes #1 = { noinline "target-cpu"="x86-64-v3" }
+attributes #0 = { "prefer-vector-width"="256" "target-cpu"="x86-64-v3" }
+attributes #1 = { noinline "prefer-vector-width"="256" "target-cpu"="x86-64-v3" }
 attributes #2 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }
 
 !0 = distinct !{!0, !1}

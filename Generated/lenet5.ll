@@ -24742,8 +24742,8 @@ fc3.u87.end:                                      ; preds = %fc3.u87
   br i1 %9, label %fc3.n86, label %fc3.n86.end
 }
 
-attributes #0 = { "target-cpu"="x86-64-v3" }
-attributes #1 = { noinline "target-cpu"="x86-64-v3" }
+attributes #0 = { "prefer-vector-width"="256" "target-cpu"="x86-64-v3" }
+attributes #1 = { noinline "prefer-vector-width"="256" "target-cpu"="x86-64-v3" }
 attributes #2 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }
 attributes #3 = { nocallback nofree nosync nounwind willreturn memory(argmem: read) }
 attributes #4 = { nocallback nofree nosync nounwind willreturn memory(argmem: write) }

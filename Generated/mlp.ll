@@ -4683,6 +4683,6 @@ fc3.u26.end:                                      ; preds = %fc3.u26
   br i1 %9, label %fc3.n25, label %fc3.n25.end
 }
 
-attributes #0 = { "target-cpu"="x86-64-v3" }
-attributes #1 = { noinline "target-cpu"="x86-64-v3" }
+attributes #0 = { "prefer-vector-width"="256" "target-cpu"="x86-64-v3" }
+attributes #1 = { noinline "prefer-vector-width"="256" "target-cpu"="x86-64-v3" }
 attributes #2 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

@@ -15276,8 +15276,8 @@ probs.k160.end:                                   ; preds = %probs.k160
   br i1 %100, label %probs.n155, label %probs.n155.end
 }
 
-attributes #0 = { "target-cpu"="x86-64-v3" }
-attributes #1 = { noinline "target-cpu"="x86-64-v3" }
+attributes #0 = { "prefer-vector-width"="256" "target-cpu"="x86-64-v3" }
+attributes #1 = { noinline "prefer-vector-width"="256" "target-cpu"="x86-64-v3" }
 attributes #2 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }
 attributes #3 = { nocallback nofree nosync nounwind willreturn memory(argmem: read) }
 

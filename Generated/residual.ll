@@ -23317,8 +23317,8 @@ fc.u248.end:                                      ; preds = %fc.u248
   br i1 %11, label %fc.n247, label %fc.n247.end
 }
 
-attributes #0 = { "target-cpu"="x86-64-v3" }
-attributes #1 = { noinline "target-cpu"="x86-64-v3" }
+attributes #0 = { "prefer-vector-width"="256" "target-cpu"="x86-64-v3" }
+attributes #1 = { noinline "prefer-vector-width"="256" "target-cpu"="x86-64-v3" }
 attributes #2 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }
 attributes #3 = { nocallback nofree nosync nounwind willreturn memory(argmem: read) }
 

@@ -53909,9 +53909,9 @@ fc.u556.end:                                      ; preds = %fc.u556
   br i1 %11, label %fc.n555, label %fc.n555.end
 }
 
-attributes #0 = { noinline "target-cpu"="x86-64-v3" }
+attributes #0 = { noinline "prefer-vector-width"="256" "target-cpu"="x86-64-v3" }
 attributes #1 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }
-attributes #2 = { "target-cpu"="x86-64-v3" }
+attributes #2 = { "prefer-vector-width"="256" "target-cpu"="x86-64-v3" }
 
 !0 = distinct !{!0, !1}
 !1 = !{!"llvm.loop.vectorize.enable", i1 false}

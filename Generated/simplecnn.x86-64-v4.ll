@@ -19041,8 +19041,8 @@ fc2.u179.end:                                     ; preds = %fc2.u179
   br i1 %11, label %fc2.n178, label %fc2.n178.end
 }
 
-attributes #0 = { "target-cpu"="x86-64-v4" }
-attributes #1 = { noinline "target-cpu"="x86-64-v4" }
+attributes #0 = { "prefer-vector-width"="512" "target-cpu"="x86-64-v4" }
+attributes #1 = { noinline "prefer-vector-width"="512" "target-cpu"="x86-64-v4" }
 attributes #2 = { nocallback nofree nosync nounwind willreturn memory(argmem: read) }
 attributes #3 = { nocallback nofree nosync nounwind willreturn memory(argmem: write) }
 attributes #4 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

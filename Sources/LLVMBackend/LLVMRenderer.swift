@@ -197,7 +197,10 @@ public struct LLVMRenderer {
       if a.base != nil { LLVMAddAttributeAtIndex(fn, UInt32(i + 1), noalias) }
     }
     let functionIndex = UInt32(bitPattern: Int32(LLVMAttributeFunctionIndex))
-    for (key, value) in [("target-cpu", cpu.name), ("target-features", cpu.features)] where !value.isEmpty {
+    // The loop vectoriser widens scalar loops (epilogues, exp) to the program's vectors, not to the narrower width
+    // some CPUs' tuning prefers (256 bits on Sapphire Rapids): the kernels' own vectors are that wide already.
+    let width = lanes > 1 ? "\(lanes * 32)" : ""
+    for (key, value) in [("target-cpu", cpu.name), ("target-features", cpu.features), ("prefer-vector-width", width)] where !value.isEmpty {
       LLVMAddAttributeAtIndex(fn, functionIndex, LLVMCreateStringAttribute(ctx, key, UInt32(key.utf8.count), value, UInt32(value.utf8.count)))
     }
     if isInternal { LLVMSetLinkage(fn, LLVMInternalLinkage) }
