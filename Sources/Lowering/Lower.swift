@@ -62,10 +62,7 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
     }
     e.kernel(spec.kind.rawValue) { e in e.emitOptimizer(spec) }
   }
-  // What the program prepares from the weights (`Emitter.prepare`) runs first, into the arena after the planned
-  // values, unless the caller says the arena already holds it for these weights (step 1): a caller that knows
-  // nothing of it (step 0) gets a correct call.
-  if !e.prepare.isEmpty { e.body.insert(.when(.uge(.c(0), .step), [.kernel("prepare", e.prepare)]), at: 0) }
+  e.placePrepare()
   plan.arenaFloats += e.preparedFloats
   // Profiling keeps one 64-bit timestamp per kernel boundary after that.
   let profileOffset = plan.arenaFloats
@@ -175,6 +172,13 @@ struct Emitter {
     self.plan = plan
     self.training = training
     self.target = target
+  }
+
+  /// Puts what the program prepares from the weights (`prepare`) first, into the arena after the planned values,
+  /// unless the caller says the arena already holds it for these weights (step 1): a caller that knows nothing
+  /// of it (step 0) gets a correct call.
+  mutating func placePrepare() {
+    if !prepare.isEmpty { body.insert(.when(.uge(.c(0), .step), [.kernel("prepare", prepare)]), at: 0) }
   }
 
   /// Arena room for `count` floats that `prepare` writes and the program's calls then read.

@@ -269,10 +269,8 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     guard images.count == train.imageFloats * shards, labels.count == train.batch * shards else {
       throw DataError("the compiled train step takes \(train.batch * shards) images of \(train.imageFloats / max(1, train.batch)) values and as many labels; got \(images.count) values and \(labels.count) labels")
     }
-    // The step changes the weights and overwrites the arenas: inference prepares again.
-    parametersVersion += 1
-    let (px, b, n) = (train.imageFloats, train.batch, train.parameterFloats)
-    let (local, first) = (localShards, firstShard)
+    parametersVersion += 1  // new weights, and arenas overwritten: inference prepares again
+    let (px, b, n, local, first) = (train.imageFloats, train.batch, train.parameterFloats, localShards, firstShard)
     let started = Date()
     images.withUnsafeBufferPointer { img in
       labels.withUnsafeBufferPointer { lab in
