@@ -7,8 +7,8 @@ import GraphIR
 /// activations instead of three.
 ///
 /// The fused node keeps the conv's name (its parameters keep their `state_dict` names) and stands where the
-/// last fused node stood, after the residual is computed. Runs after `fuseConvReLUPool`, which keeps the
-/// plain conv + relu (and its pool); a conv it fused is not fused again.
+/// last fused node stood, after the residual is computed. A conv whose only reader is a relu is left to
+/// `fuseConvReLUPool`, which runs next and may take a pool after the relu too.
 public func fuseConvEpilogues(_ g: Graph, shapes: ShapeTable) -> Graph {
   var r = GraphRewriter(g)
   // Adds and activations already fused: a residual add of two convs is fused into the first only.
@@ -24,7 +24,7 @@ public func fuseConvEpilogues(_ g: Graph, shapes: ShapeTable) -> Graph {
       if !r.protected.contains(user.name), let next = r.only(user.name), isEpilogueActivation(next.op) {
         (last, activation) = (next, next.op)
       }
-    } else if isEpilogueActivation(user.op) {
+    } else if isEpilogueActivation(user.op), user.op != .relu {
       activation = user.op
     } else {
       continue

@@ -60,8 +60,9 @@ public struct Pipeline: Sendable {
         t = TypedGraph(graph: g, shapes: try inferShapes(g, batch: batch))
       }
       // Fusion renames and retypes nodes (a fused conv takes its pool's shape), so its types are inferred anew.
-      var g = fuseConvReLUPool(t.graph, shapes: t.shapes)
-      if purpose == .inference { g = fuseConvEpilogues(g, shapes: try inferShapes(g, batch: batch)) }
+      // Epilogues first, on the shapes they were inferred with (they leave conv + relu alone, for the pool fusion).
+      let epilogues = purpose == .inference ? fuseConvEpilogues(t.graph, shapes: t.shapes) : t.graph
+      let g = fuseConvReLUPool(epilogues, shapes: t.shapes)
       t = TypedGraph(graph: g, shapes: try inferShapes(g, batch: batch))
     }
     return t

@@ -236,6 +236,11 @@ extension Emitter {
       let b = bias.map { v + .load(.params, .c($0.offset) + fi) } ?? v
       return fold.map { b * .load($0.base, .c($0.offset) + fi) + .load($0.base, .c($0.offset + s.f) + fi) } ?? b
     }
+    /// The value stored at output index `o` of filter `fi`: biased, relu'd when fused, then the conv's tail.
+    func finished(_ v: FExpr, _ fi: IExpr, relu: Bool, tail: ConvTail, at o: IExpr) -> FExpr {
+      let b = biased(v, fi)
+      return tail.apply(relu ? .select(.fgt(b, .c(0)), b, .c(0)) : b, at: o)
+    }
   }
 
   /// What a conv's store applies after its bias, folded batch norm and relu (`conv2d_act`): a residual of the
@@ -314,8 +319,8 @@ extension Emitter {
           gemm.c = (epilogue.y.base, .c(epilogue.y.offset) + (g * s.f + f0) * s.plane)
           gemm.ldc = s.plane
           gemm.epilogue = { row, column, v in
-            let fi = row + f0, b = epilogue.biased(v, fi)
-            return tail.apply(relu ? .select(.fgt(b, .c(0)), b, .c(0)) : b, at: (g * s.f + fi) * s.plane + column)
+            let fi = row + f0
+            return epilogue.finished(v, fi, relu: relu, tail: tail, at: (g * s.f + fi) * s.plane + column)
           }
           return e.tiledGemm(gemm)
         }
@@ -391,12 +396,10 @@ extension Emitter {
     let s = c.s
     return loop("j", s.group) { e, j in [e.loop("f", filters.count) { e, fv in [e.loop("i", s.plane) { e, i in
       let fi = fv + filters.first
-      let v = c.biased(.load(.arena, .c(c.tmp) + fi * s.row + j * s.plane + i), fi)
       let o = (g * s.group + j) * (s.f * s.plane) + fi * s.plane + i
-      let value = relu ? .select(.fgt(v, .c(0)), v, .c(0)) : v
-      guard !tail.isEmpty else { return [.store(c.y.base, .c(c.y.offset) + o, value)] }
-      let (bindings, shared) = SubexpressionSharing.share(tail.apply(value, at: o)) { e.fresh("t") }
-      return bindings + [.store(c.y.base, .c(c.y.offset) + o, shared)]
+      let value = c.finished(.load(.arena, .c(c.tmp) + fi * s.row + j * s.plane + i), fi, relu: relu, tail: tail, at: o)
+      // Without a tail the plain store of before (the relu's repeated operand left to the back ends).
+      return tail.isEmpty ? [.store(c.y.base, .c(c.y.offset) + o, value)] : e.sharedStore(c.y.base, .c(c.y.offset) + o, value)
     }] }] }
   }
 

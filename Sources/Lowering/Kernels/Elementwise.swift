@@ -11,20 +11,25 @@ extension Emitter {
     body += inRanges(out.count) { e, first, count in
       [e.loop("i", count) { e, v in
         let i = v + first
-        let (bindings, v) = SubexpressionSharing.share(value(i, args)) { e.fresh("t") }
-        return bindings + [.store(out.base, .c(out.offset) + i, v)]
+        return e.sharedStore(out.base, .c(out.offset) + i, value(i, args))
       }]
     }
+  }
+
+  /// Stores `value` at base[at], each subexpression it repeats (or nests deeply) bound to a local first: short
+  /// statements for both renderers.
+  mutating func sharedStore(_ base: Base, _ at: IExpr, _ value: FExpr) -> [Stmt] {
+    let (bindings, v) = SubexpressionSharing.share(value) { fresh("t") }
+    return bindings + [.store(base, at, v)]
   }
 
   /// `body(first, count)` over 0..<total: at inference, when the pass is large, in equal parts of whole cache
   /// lines for the pool (the rest after them, on the calling thread); else once over everything.
   mutating func inRanges(_ total: Int, granule: Int = 64 / MemoryLayout<Float>.size, work: Int? = nil,
                          _ body: (inout Emitter, IExpr, Int) -> [Stmt]) -> [Stmt] {
-    let line = granule
-    let parts = total >= line * target.parallelParts ? parallelParts(macs: work ?? total * Self.elementwiseWeight) : 1
+    let parts = total >= granule * target.parallelParts ? parallelParts(macs: work ?? total * Self.elementwiseWeight) : 1
     guard parts > 1 else { return body(&self, .c(0), total) }
-    let each = total / parts / line * line
+    let each = total / parts / granule * granule
     var out = inParts(parts, of: "elements") { e, part in body(&e, part * each, each) }
     if total > each * parts { out += body(&self, .c(each * parts), total - each * parts) }
     return out

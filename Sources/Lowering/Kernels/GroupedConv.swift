@@ -112,8 +112,7 @@ extension Emitter {
     guard !tail.isEmpty else { return [] }
     return [loop("i", count) { e, i in
       let o = row + i
-      let (bindings, v) = SubexpressionSharing.share(tail.apply(.load(y.base, .c(y.offset) + o), at: o)) { e.fresh("t") }
-      return bindings + [.store(y.base, .c(y.offset) + o, v)]
+      return e.sharedStore(y.base, .c(y.offset) + o, tail.apply(.load(y.base, .c(y.offset) + o), at: o))
     }]
   }
 

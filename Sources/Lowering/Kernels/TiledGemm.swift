@@ -194,8 +194,7 @@ extension Emitter {
   mutating func epilogueRun(_ g: TiledGemm, _ epilogue: (IExpr, IExpr, FExpr) -> FExpr, row: IExpr, first: IExpr, count: Int) -> [Stmt] {
     [loop("i", count) { e, i in
       let at = g.c.1 + row * g.ldc + first + i
-      let (bindings, v) = SubexpressionSharing.share(epilogue(row, first + i, .load(g.c.0, at))) { e.fresh("t") }
-      return bindings + [.store(g.c.0, at, v)]
+      return e.sharedStore(g.c.0, at, epilogue(row, first + i, .load(g.c.0, at)))
     }]
   }
 
