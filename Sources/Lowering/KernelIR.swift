@@ -380,6 +380,8 @@ public struct Program: Equatable, Sendable {
   public var convs: [ConvChoice] = []
   /// The layers split into parts for a pool (`Stmt.parallel`), by `.graph` statement.
   public var splits: [ParallelSplit] = []
+  /// The `.graph` statements whose values the program keeps channels-last ([N, H, W, C]), in program order.
+  public var channelsLast: [String] = []
   public var lanes: Int { target.lanes }
 
   public static func == (a: Program, b: Program) -> Bool {

@@ -47,6 +47,7 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
   var plan = planMemory(g, shapes, scratch: scratch, training: training, state: state)
   var regions: [(name: String, op: String, line: Int)] = []
   var e = Emitter(graph: g, shapes: shapes, plan: plan, training: training, target: target)
+  if !training { e.channelsLast = chooseChannelsLast(g, shapes, target: target) }
   for (n, kernel) in zip(g.nodes, kernels) {
     e.node = n.name
     if profile {
@@ -83,7 +84,8 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
     parameters: state.parameterNames.map { ($0, shapes[$0]!.dims, plan.placements[$0]!.offset) },
     parameterFloats: plan.parameterFloats, imageFloats: shapes[g.inputs.first { $0.dtype == .f32 }!.name]!.count,
     output: out, loss: g.minimize.flatMap { plan.placements[$0] }, classes: outType.dims.last ?? 1,
-    profile: regions, profileOffset: profileOffset, target: target, gemms: e.gemms, convs: e.convs, splits: e.splits)
+    profile: regions, profileOffset: profileOffset, target: target, gemms: e.gemms, convs: e.convs, splits: e.splits,
+    channelsLast: g.nodes.map(\.name).filter(e.channelsLast.contains))
   program.layOutBuffers(state, shapes, plan)
   if training { program.statistics = batchStatistics(g, shapes, plan) }
   return share ? shareIdenticalKernels(program) : program
@@ -159,6 +161,8 @@ struct Emitter {
   var gemms: [GemmChoice] = []
   var convs: [ConvChoice] = []
   var splits: [ParallelSplit] = []
+  /// The values this program keeps channels-last (`chooseChannelsLast`); the others are NCHW.
+  var channelsLast: Set<String> = []
   /// Statements an inference program skips when the caller says they already ran on this arena for these
   /// weights (step 1): what it derives from the weights (Winograd's transformed kernels) once instead of on
   /// every call, into `preparedFloats` floats of the arena from the planned arena's end.

@@ -13,12 +13,15 @@ protocol Lowerable: OpDefinition {
   /// Why the node cannot be compiled at these shapes (a rule its shape rule cannot state because it
   /// depends on the purpose), or nil.
   func check(_ n: Node, _ shapes: ShapeTable, training: Bool) -> String?
+  /// Which of the node's values its inference kernel takes channels-last (`chooseChannelsLast`).
+  func layoutRule(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> LayoutRule
 }
 
 extension Lowerable {
   func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { 0 }
   func aliasedOperand(training: Bool) -> Int? { nil }
   func check(_ n: Node, _ shapes: ShapeTable, training: Bool) -> String? { nil }
+  func layoutRule(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> LayoutRule { .planar }
 }
 
 /// The lowering of a node's op, or an error naming the op that has none.

@@ -364,6 +364,31 @@ import Testing
     }
   }
 
+  /// Inverted-residual blocks kept channels-last at inference (`Tests/Fixtures/channels_last.graph`: a stem writing
+  /// channels-last, depthwise 3x3 and 5x5 convs of stride 1 and 2 with masked channel vectors, 1x1 convs, a folded
+  /// batch norm, a gated product, a fused residual) against the interpreter at batch 1 and 3, on each target,
+  /// with one thread and with two (the same bits).
+  @Test(arguments: TestTargets.names) func channelsLastBlocksMatch(_ target: String) throws {
+    let source = try String(contentsOf: Fixtures.root.appendingPathComponent("Tests/Fixtures/channels_last.graph"), encoding: .utf8)
+    for batch in [1, 3] {
+      let d = try Differential(source: source, batch: batch)
+      var interp = try InterpreterBackend(graph: d.graph)
+      interp.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
+      let expected = try interp.infer(images: d.images, count: batch)
+      let program = try lower(d.graph, batch: batch, mode: .infer, target: try TestTargets.resolve(target))
+      #expect(program.channelsLast.count == 8, "channels-last values at batch \(batch): \(program.channelsLast)")
+      var results: [[Float]] = []
+      for threads in [1, 2] {
+        let b = try CompiledBackend(inferenceOf: d.graph, compiler: try JITCompiler(target: try TestTargets.resolve(target)), inferenceCalls: [batch],
+                                    threads: threads)
+        try b.loadParameters(d.parameters)
+        results.append(try b.infer(images: d.images, count: batch))
+        expectClose(expected, results.last!, "channels-last blocks at batch \(batch), \(threads) threads, on \(target)")
+      }
+      #expect(results[0] == results[1], "one and two threads give the same bits at batch \(batch) on \(target)")
+    }
+  }
+
   /// An inference program prepares Winograd's transformed kernels once per set of weights, in its arena: after a
   /// load, after a training step, and after another program used the arena, the next call prepares again, so
   /// every result is the interpreter's for the weights of the moment.

@@ -20,6 +20,7 @@ extension Emitter {
     let y = at(out), count = dims(out).reduce(1, *)
     let pa = at(a), pb = at(b), na = dims(a).reduce(1, *), nb = dims(b).reduce(1, *)
     let plane = count / min(na, nb)
+    if plane > 1, channelsLast.contains(out) { return gatedProductChannelsLast(out, a, b, combine) }
     func read(_ p: Placement, full: Bool, _ q: IExpr, _ first: IExpr, _ lanes: Int) -> VExpr {
       full ? .load(p.base, .c(p.offset) + q * plane + first, lanes: lanes) : .broadcast(.load(p.base, .c(p.offset) + q))
     }
@@ -33,6 +34,21 @@ extension Emitter {
 }
 
 extension Emitter {
+  /// `gatedProduct` on a channels-last value: per pixel, vectors along its channels against the gate's vectors.
+  mutating func gatedProductChannelsLast(_ out: String, _ a: String, _ b: String, _ combine: (VExpr, VExpr) -> VExpr) {
+    let y = at(out), d = dims(out), count = d.reduce(1, *), (c, hw) = (d[1], d[2] * d[3])
+    let pa = at(a), pb = at(b), na = dims(a).reduce(1, *), nb = dims(b).reduce(1, *)
+    func read(_ p: Placement, full: Bool, _ q: IExpr, _ first: IExpr, _ lanes: Int) -> VExpr {
+      .load(p.base, .c(p.offset) + (full ? q : .div(q, hw)) * c + first, lanes: lanes)
+    }
+    body += planeLoop("q", count / c, work: count * Self.elementwiseWeight) { e, q in
+      e.vectorRuns(c) { _, first, lanes in
+        [.vstore(y.base, .c(y.offset) + q * c + first, combine(read(pa, full: na == count, q, first, lanes), read(pb, full: nb == count, q, first, lanes)),
+                 lanes: lanes)]
+      }
+    }
+  }
+
   /// out[q] = the sum, in order, of `term(i)` over plane q (elements q * plane ..< (q + 1) * plane), for `count`
   /// planes: a per-channel operand's gradient.
   mutating func planeSums(into out: Placement, count: Int, plane: Int, _ term: @escaping (IExpr) -> FExpr) {
@@ -69,6 +85,7 @@ extension ConcatGradOp: Lowerable {
 
 extension MulOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) { e.gatedProduct(n.name, n.args[0], n.args[1]) }
+  func layoutRule(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> LayoutRule { .shared([0, 1], gains: false) }
 }
 
 extension MulGradOp: Lowerable {

@@ -338,6 +338,52 @@ extension Emitter {
     })
   }
 
+  /// A dense conv whose result is channels-last ([N, OH, OW, F]): C[pixels x F] = A[pixels x C*k*k] * W^T[C*k*k x F],
+  /// the GEMM's vectors along the filters and its rows the output pixels, so the result is stored as the
+  /// micro-kernels finish it, bias, folded batch norm and tail applied. A is the input itself for a 1x1 conv
+  /// (channels-last: one GEMM over the batch's pixels; NCHW: one per image, read down its planes), else the
+  /// column matrix read transposed. W^T is prepared once per set of weights.
+  mutating func convForwardChannelsLast(_ n: Node, _ a: Conv2DAttrs, relu: Bool, tail: ConvTail) {
+    let x = at(n.args[0]), s = convShape(a, x: dims(n.args[0])), w = at("\(n.name).weight")
+    let pointwise = a.kernel == 1 && a.stride == 1 && a.padding == 0, inputLast = channelsLast.contains(n.args[0])
+    let epilogue = ConvEpilogue(n: n, s: s, tmp: 0, table: 0, window: 1, pooled: 0, y: at(n.name),
+                                bias: a.bias ? at("\(n.name).bias") : nil, fold: foldOperand(n, scaled: a.scaled))
+    let wt = prepared(s.ckk * s.f)
+    prepare.append(loop("p", s.ckk) { e, p in [e.loop("f", s.f) { _, f in
+      [.store(.arena, .c(wt) + p * s.f + f, .load(.params, .c(w.offset) + f * s.ckk + p))]
+    }] })
+    // Blocks of pixels with one A each: the batch (channels-last input), an image (NCHW input), or a group of
+    // images (the column matrix).
+    let (blocks, m) = pointwise ? (inputLast ? (1, s.n * s.plane) : (s.n, s.plane)) : (s.n / s.group, s.cols)
+    let macs = s.n * s.f * s.plane * s.ckk
+    // Rows (pixels) split for a pool where they divide; else the filters' vectors (a 7x7 plane's 49 rows).
+    let rowParts = parallelParts(units: m, macs: macs)
+    let filterParts = rowParts > 1 || s.f % lanes != 0 ? 1 : parallelParts(units: s.f / lanes, macs: macs)
+    let col = plan.scratch[n.name]!.offset
+    let copyParts = pointwise ? 1 : parallelParts(units: s.c, macs: macs)
+    body.append(loop("g", blocks) { e, g in
+      var out = pointwise ? [] : e.inParts(copyParts, of: "input channels") { e, part in
+        e.im2col(a, s, x: x, g: g, col: col, channels: (part * (s.c / copyParts), s.c / copyParts))
+      }
+      let (rows, columns) = (m / rowParts, s.f / filterParts)
+      out += e.inParts(rowParts * filterParts, of: rowParts > 1 ? "pixels" : "filters") { e, part in
+        let (r0, f0) = rowParts > 1 ? (part * rows, IExpr.c(0)) : (IExpr.c(0), part * columns)
+        let (aBase, aRow, aCol): (IExpr, Int, Int) = pointwise
+          ? (inputLast ? (.c(x.offset) + r0 * s.c, s.c, 1) : (.c(x.offset) + g * (s.c * s.plane) + r0, 1, s.plane))
+          : (.c(col) + r0, 1, s.row)
+        let first = g * m + r0
+        var gemm = TiledGemm(m: rows, n: columns, k: s.ckk, a: (pointwise ? x.base : .arena, aBase), aRow: aRow, aCol: aCol,
+                             b: (.arena, .c(wt) + f0), ldb: s.f, c: (epilogue.y.base, .c(epilogue.y.offset) + first * s.f + f0), ldc: s.f,
+                             accumulate: false, calls: blocks * rowParts * filterParts)
+        gemm.epilogue = { row, column, v in
+          epilogue.finished(v, column + f0, relu: relu, tail: tail, at: (first + row) * s.f + f0 + column)
+        }
+        return e.tiledGemm(gemm)
+      }
+      return out
+    })
+  }
+
   /// Window-major columns: window position w of every pooled output is one contiguous block, so the max over
   /// the window (first maximum wins, as in the reference) is vector code; relu and the argmax follow.
   mutating func windowMajorPool(_ c: ConvEpilogue, g: IExpr) -> Stmt {
@@ -517,11 +563,34 @@ private func convScratch(_ a: Conv2DAttrs, x: String, _ shapes: ShapeTable, _ ta
   return (s.ckk, s.cols, s.row, s.f)
 }
 
-extension Conv2DOp: Lowerable {
-  func lower(_ n: Node, _ e: inout Emitter) {
-    let a = attrs.clamped(input: e.dims(n.args[0]))
-    if a.isDirect { e.directConv(n, a, relu: false) } else { e.convForward(n, a, relu: false, pool: nil) }
+/// The layout rule of a forward conv whose fused residual, if any, is operand `residual`: a depthwise conv keeps
+/// its value's layout; a dense conv lowered as a GEMM (not Winograd) may write channels-last.
+private func convLayoutRule(_ attrs: Conv2DAttrs, _ n: Node, _ shapes: ShapeTable, _ target: Target, residual: Int?) -> LayoutRule {
+  let x = shapes[n.args[0]]!.dims, a = attrs.clamped(input: x)
+  guard x.count == 4, a.dilation == 1 else { return .planar }
+  let shared = residual.map { [$0] } ?? []
+  if a.groups == x[1], a.filters == x[1] { return .shared([0] + shared, gains: true) }
+  guard a.groups == 1, ConvCost.forward(a, x: x, target: target).0 != .winograd else { return .planar }
+  return .gemm(inputEither: a.kernel == 1 && a.stride == 1 && a.padding == 0, residual: residual)
+}
+
+extension Emitter {
+  /// A forward conv in the layout chosen for its value: channels-last (a depthwise conv or a GEMM along the
+  /// filters), else the NCHW kernels.
+  mutating func forwardConv(_ n: Node, _ a: Conv2DAttrs, relu: Bool, tail: ConvTail = .none) {
+    if channelsLast.contains(n.name) {
+      a.isDirect ? depthwiseChannelsLast(n, a, relu: relu, tail: tail) : convForwardChannelsLast(n, a, relu: relu, tail: tail)
+    } else if a.isDirect {
+      directConv(n, a, relu: relu, tail: tail)
+    } else {
+      convForward(n, a, relu: relu, pool: nil, tail: tail)
+    }
   }
+}
+
+extension Conv2DOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.forwardConv(n, attrs.clamped(input: e.dims(n.args[0])), relu: false) }
+  func layoutRule(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> LayoutRule { convLayoutRule(attrs, n, shapes, target, residual: nil) }
   func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { scratchFloats(n, shapes, target, pool: nil) }
 
   /// A forward conv's scratch, with the pool its epilogue fuses (which orders the columns).
@@ -545,17 +614,17 @@ extension Conv2DOp: Lowerable {
 
 extension Conv2DActOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) {
-    let a = attrs.clamped(input: e.dims(n.args[0])), tail = e.convTail(n, self)
-    if a.isDirect { e.directConv(n, a, relu: false, tail: tail) } else { e.convForward(n, a, relu: false, pool: nil, tail: tail) }
+    e.forwardConv(n, attrs.clamped(input: e.dims(n.args[0])), relu: false, tail: e.convTail(n, self))
+  }
+  func layoutRule(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> LayoutRule {
+    convLayoutRule(attrs, n, shapes, target, residual: residual ? n.args.count - 1 : nil)
   }
   func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { Conv2DOp(attrs).scratchFloats(n, shapes, target) }
 }
 
 extension Conv2DReLUOp: Lowerable {
-  func lower(_ n: Node, _ e: inout Emitter) {
-    let a = attrs.clamped(input: e.dims(n.args[0]))
-    if a.isDirect { e.directConv(n, a, relu: true) } else { e.convForward(n, a, relu: true, pool: nil) }
-  }
+  func lower(_ n: Node, _ e: inout Emitter) { e.forwardConv(n, attrs.clamped(input: e.dims(n.args[0])), relu: true) }
+  func layoutRule(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> LayoutRule { convLayoutRule(attrs, n, shapes, target, residual: nil) }
   func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { Conv2DOp(attrs).scratchFloats(n, shapes, target) }
 }
 

@@ -78,6 +78,8 @@ extension Emitter {
 
 extension Lowerable where Self: Activation {
   func lower(_ n: Node, _ e: inout Emitter) { e.elementwise(n) { i, x in value(x[0](i)) } }
+  /// A pass over every element: the layout is its operand's.
+  func layoutRule(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> LayoutRule { .shared([0], gains: false) }
 }
 
 extension Lowerable where Self: ActivationGradient {
@@ -108,6 +110,7 @@ extension AddOp: Lowerable {
     guard e.dims(n.args[0]) == e.dims(n.args[1]) else { return e.gatedProduct(n.name, n.args[0], n.args[1], VExpr.add) }
     e.elementwise(n) { i, x in x[0](i) + x[1](i) }
   }
+  func layoutRule(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> LayoutRule { .shared([0, 1], gains: false) }
 }
 
 extension DropoutOp: Lowerable {

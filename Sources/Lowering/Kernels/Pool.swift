@@ -173,7 +173,8 @@ extension ReLUMaxPoolGradOp: Lowerable {
 }
 
 extension GlobalAvgPoolOp: Lowerable {
-  func lower(_ n: Node, _ e: inout Emitter) { e.globalAvgPool(n) }
+  func lower(_ n: Node, _ e: inout Emitter) { e.channelsLast.contains(n.args[0]) ? e.globalAvgPoolChannelsLast(n) : e.globalAvgPool(n) }
+  func layoutRule(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> LayoutRule { .reduction }
   /// Each part's accumulator lanes, summed in order.
   func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { target.lanes * target.parallelParts }
 }
@@ -198,6 +199,30 @@ extension Emitter {
         let (summing, sum) = e.sumLanes(acc, scratch: scratch, part: part)
         return out + summing + [.store(y.base, .c(y.offset) + q, sum / .c(Float(hw)))]
       }]
+    }
+  }
+
+  /// The mean of each channel of a channels-last input: one vector accumulator per channel vector, down the pixels.
+  mutating func globalAvgPoolChannelsLast(_ n: Node) {
+    let x = at(n.args[0]), xd = dims(n.args[0]), y = at(n.name)
+    let (images, c, hw) = (xd[0], xd[1], xd[2] * xd[3])
+    let width = lanes, vectors = c / width, rest = c % width
+    let mean = { (e: inout Emitter, b: IExpr, c0: IExpr, lanes: Int) -> [Stmt] in
+      let acc = e.fresh("acc")
+      return [.vlocal(acc, .zero),
+              e.loop("p", hw) { _, p in [.vset(acc, .add(.local(acc), .load(x.base, .c(x.offset) + (b * hw + p) * c + c0, lanes: lanes)))] },
+              .vstore(y.base, .c(y.offset) + b * c + c0, .div(.local(acc), .broadcast(.c(Float(hw)))), lanes: lanes)]
+    }
+    let parts = parallelParts(units: vectors, macs: xd.reduce(1, *) * Self.elementwiseWeight), per = vectors / max(parts, 1)
+    if vectors > 0 {
+      let split = inParts(parts, of: "channel vectors") { e, part in [e.loop("b", images) { e, b in [e.loop("cv", per) { e, cv in
+        mean(&e, b, (cv + part * per) * width, width)
+      }] }] }
+      body += split
+    }
+    if rest > 0 {
+      let masked = loop("b", images) { e, b in mean(&e, b, .c(vectors * width), rest) }
+      body.append(masked)
     }
   }
 
