@@ -380,14 +380,18 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     profileSteps += 1
   }
 
-  /// Per-kernel time of the gradient (or train) program: (statement, op, `.graph` line, ms per step, share),
-  /// with timestamp units converted to seconds by the steps' wall time. Empty unless built with `profile`.
   /// The algorithm each conv pass of the training step got (or of the inference programs, for an
   /// inference-only back end), by `.graph` statement.
   public var convAlgorithms: [String: ConvChoice] {
     let programs = [train] + inference.values
     return Dictionary(programs.flatMap(\.convs).map { ($0.node, $0) }, uniquingKeysWith: { a, _ in a })
   }
+
+  /// The statements whose values the inference programs keep channels-last (the others are NCHW).
+  public var channelsLastValues: Set<String> { Set(inference.values.flatMap(\.channelsLast)) }
+
+  /// Per-kernel time of the gradient (or train) program: (statement, op, `.graph` line, ms per step, share),
+  /// with timestamp units converted to seconds by the steps' wall time. Empty unless built with `profile`.
 
   public func profileReport() -> [(name: String, op: String, line: Int, msPerStep: Double, share: Double)] {
     let total = profileTicks.reduce(0, +)

@@ -302,16 +302,20 @@ struct Bench: ParsableCommand {
 /// A back end whose inference calls can be profiled kernel by kernel (both compiled back ends).
 protocol InferenceProfiling {
   /// The JSON field `profile_infer_bCOUNT`: each kernel's time in one call on `count` of `images` (`repeats`
-  /// calls of the program at that batch), slowest first, with each conv's algorithm.
+  /// calls of the program at that batch), slowest first, with each conv's algorithm and each value's layout.
   func inferenceProfileField(images: [Float], count: Int, repeats: Int) throws -> String
 }
 
 extension CompiledBackend: InferenceProfiling {
   func inferenceProfileField(images: [Float], count: Int, repeats: Int) throws -> String {
-    let convs = convAlgorithms
+    let convs = convAlgorithms, last = channelsLastValues
+    /// The conv algorithm and the layout of a row's statement, as JSON fields.
+    func choices(_ name: String) -> String {
+      (convs[name].map { ", \"algorithm\": \"\($0.algorithm.rawValue)\"" } ?? "") + ", \"layout\": \"\(last.contains(name) ? "channels_last" : "nchw")\""
+    }
     let rows = try profileInference(images: images, count: count, repeats: repeats).sorted { $0.msPerCall > $1.msPerCall }.map {
       String(format: "    {\"line\": %d, \"statement\": \"%@\", \"op\": \"%@\"%@, \"us_per_call\": %.1f, \"share\": %.3f}",
-             $0.line, $0.name, $0.op, convs[$0.name].map { ", \"algorithm\": \"\($0.algorithm.rawValue)\"" } ?? "", $0.msPerCall * 1000, $0.share)
+             $0.line, $0.name, $0.op, choices($0.name), $0.msPerCall * 1000, $0.share)
     }
     return "  \"profile_infer_b\(count)\": [\n" + rows.joined(separator: ",\n") + "\n  ]"
   }

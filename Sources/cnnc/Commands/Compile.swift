@@ -175,6 +175,10 @@ func printTargetAndBlocking(_ programs: [Program]) {
     print("")
     printTable(splits, rightAligned: [2], totals: false)
   }
+  for p in programs where !p.channelsLast.isEmpty {
+    print("")
+    print("\(p.functions[0].name) keeps \(p.channelsLast.count) values channels-last ([N, H, W, C]): \(p.channelsLast.joined(separator: ", "))")
+  }
   var rows = [["program", "statement", "GEMM m x n x k", "block (rows x vectors)", "accumulators", "K panel"]]
   for p in programs {
     for g in p.gemms {
