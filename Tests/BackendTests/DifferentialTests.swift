@@ -389,6 +389,46 @@ import Testing
     }
   }
 
+  /// Convs whose column matrix would not stay in L2 run in bands of output rows (`rowBand`): a 7x7 stride-2 stem
+  /// with relu and a 5x5 conv with a residual and relu fused, against the interpreter at batch 1 and 2, on each
+  /// target, with one thread and two (the same bits).
+  @Test(arguments: TestTargets.names) func bandedConvsMatch(_ target: String) throws {
+    let source = """
+      input x: f32[N, 3, 64, 64]
+      input y: i32[N]
+      s = conv2d(x, filters: 8, kernel: 7, stride: 2, padding: 3)
+      r = relu(s)
+      c = conv2d(r, filters: 8, kernel: 5, padding: 2)
+      a = add(c, r)
+      ar = relu(a)
+      m = maxpool(ar, size: 3, stride: 2, padding: 1)
+      p = global_avgpool(m)
+      f = flatten(p)
+      o = dense(f, units: 4)
+      loss = cross_entropy(o, y)
+      output o
+      minimize loss
+      """
+    let t = try TestTargets.resolve(target)
+    for batch in [1, 2] {
+      let d = try Differential(source: source, batch: batch)
+      var interp = try InterpreterBackend(graph: d.graph)
+      interp.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
+      let expected = try interp.infer(images: d.images, count: batch)
+      let program = try lower(d.graph, batch: batch, mode: .infer, target: t)
+      // At batch 2 two images' columns make one GEMM (`convImageGroup`), which is not banded.
+      if batch == 1 { #expect(Set(program.splits.filter { $0.by == "row bands" }.map(\.node)) == ["s", "c"], "banded: \(program.splits)") }
+      var results: [[Float]] = []
+      for threads in [1, 2] {
+        let b = try CompiledBackend(inferenceOf: d.graph, compiler: try JITCompiler(target: t), inferenceCalls: [batch], threads: threads)
+        try b.loadParameters(d.parameters)
+        results.append(try b.infer(images: d.images, count: batch))
+        expectClose(expected, results.last!, "banded convs at batch \(batch), \(threads) threads, on \(target)")
+      }
+      #expect(results[0] == results[1], "one and two threads give the same bits at batch \(batch) on \(target)")
+    }
+  }
+
   /// An inference program prepares Winograd's transformed kernels once per set of weights, in its arena: after a
   /// load, after a training step, and after another program used the arena, the next call prepares again, so
   /// every result is the interpreter's for the weights of the moment.

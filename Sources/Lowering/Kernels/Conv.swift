@@ -57,7 +57,8 @@ extension Emitter {
   /// unrolled so each row's valid column range is a constant and the inner loop has no bounds checks.
   /// `body(ci, ky, kx, column, iy, ix)` gives the statements for one element (column oy * OW + ox);
   /// `outside(ci, ky, kx, column)`, when given, those for a position in the padding.
-  mutating func patchLoops(_ a: Conv2DAttrs, _ s: ConvShape, _ ci: IExpr,
+  /// `rows` limits the visit to output rows first ..< first + count, the column then counted from the first.
+  mutating func patchLoops(_ a: Conv2DAttrs, _ s: ConvShape, _ ci: IExpr, rows: (first: IExpr, count: Int)? = nil,
                            outside: ((IExpr, IExpr, Int, IExpr) -> [Stmt])? = nil,
                            _ body: (IExpr, IExpr, Int, IExpr, IExpr, IExpr) -> [Stmt]) -> [Stmt] {
     [loop("ky", s.k) { e, ky in
@@ -65,23 +66,25 @@ extension Emitter {
         let shift = kx - a.padding
         let xs = Self.validRange(step: a.stride, shift: shift, size: s.w, outputs: s.ow)
         guard !xs.isEmpty || outside != nil else { return nil }
-        return e.loop("oy", s.oh) { e, oy in
+        return e.loop("oy", rows?.count ?? s.oh) { e, oyv in
+          // oyv counts the visited rows (the column's row); oy is the output row.
+          let oy = oyv + (rows?.first ?? .c(0))
           let iy = oy * a.stride + ky + (-a.padding)
           var row: [Stmt] = []
           if !xs.isEmpty {
             row.append(e.loop("ox", xs.count) { _, vx in
               let ox = vx + xs.lowerBound
-              return body(ci, ky, kx, oy * s.ow + ox, iy, ox * a.stride + shift)
+              return body(ci, ky, kx, oyv * s.ow + ox, iy, ox * a.stride + shift)
             })
           }
           guard a.padding > 0 else { return row }
           let inside = Cond.and(.ilt(.c(-1), iy), .ilt(iy, .c(s.h)))
           guard let outside else { return [.when(inside, row)] }
           // Positions in the padding: the columns left and right of the valid range, and whole rows above and below.
-          if xs.lowerBound > 0 { row.append(e.loop("ox", xs.lowerBound) { _, ox in outside(ci, ky, kx, oy * s.ow + ox) }) }
+          if xs.lowerBound > 0 { row.append(e.loop("ox", xs.lowerBound) { _, ox in outside(ci, ky, kx, oyv * s.ow + ox) }) }
           let right = max(xs.upperBound, xs.lowerBound)
-          if right < s.ow { row.append(e.loop("ox", s.ow - right) { _, vx in outside(ci, ky, kx, oy * s.ow + (vx + right)) }) }
-          let blank = e.loop("ox", s.ow) { _, ox in outside(ci, ky, kx, oy * s.ow + ox) }
+          if right < s.ow { row.append(e.loop("ox", s.ow - right) { _, vx in outside(ci, ky, kx, oyv * s.ow + (vx + right)) }) }
+          let blank = e.loop("ox", s.ow) { _, ox in outside(ci, ky, kx, oyv * s.ow + ox) }
           return [.when(inside, row), .when(.ilt(iy, .c(0)), [blank]), .when(.ilt(.c(s.h - 1), iy), [blank])]
         }
       }
@@ -288,6 +291,9 @@ extension Emitter {
     let w = at("\(n.name).weight")
     let scratch = plan.scratch[n.name]!
     let window = Self.poolWindow(pool, s), inPlace = Self.readsInputInPlace(a, s, window: window)
+    if let band = Self.rowBand(s, window: window, pool: pool, inPlace: inPlace, target: target) {
+      return convForwardBanded(n, a, band: band, relu: relu, tail: tail)
+    }
     let col = scratch.offset, tmp = scratch.offset + (inPlace ? 0 : s.ckk * s.row), table = tmp + s.f * s.row, phases = table + s.cols
     let pooled = (s.oh / window) * (s.ow / window)
     let epilogue = ConvEpilogue(n: n, s: s, tmp: tmp, table: table, window: window, pooled: pooled, y: at(n.name),
@@ -336,6 +342,52 @@ extension Emitter {
       }
       return out
     })
+  }
+
+  /// Output rows per band of a conv whose whole column matrix would not stay in L2 (ResNet's 7x7 stem: 147 x
+  /// 12,544 floats, 7.4 MB, written by im2col and read back by the GEMM from L3), or nil: the largest divisor of
+  /// the output height whose band's columns take at most `Self.bandShareOfL2` of L2. One image per GEMM, no
+  /// pooling window; a plane of a single row too wide for the budget is left whole.
+  static func rowBand(_ s: ConvShape, window: Int, pool: PoolAttrs?, inPlace: Bool, target: Target) -> Int? {
+    let rowFloats = s.ckk * s.ow, budget = target.l2 / bandShareOfL2 / MemoryLayout<Float>.size
+    guard s.group == 1, window == 1, pool == nil, !inPlace, s.ckk * s.plane > budget, s.oh > 1 else { return nil }
+    guard let band = (1...s.oh).last(where: { s.oh % $0 == 0 && $0 * rowFloats <= budget }), band < s.oh,
+          band * s.ow >= bandVectors * target.lanes else { return nil }
+    return band
+  }
+
+  /// The share of L2 one band's column matrix may take: the band's weights and output rows stream beside it.
+  static let bandShareOfL2 = 4
+  /// The fewest vectors of columns a band may have: its GEMM runs along them, and ResNet's 7x7 layers in bands of
+  /// one row (7 columns) took 2.4 times as long as whole.
+  static let bandVectors = 8
+
+  /// A conv computed in bands of output rows (`rowBand`): per band, the columns of those rows, then the GEMM
+  /// over them writing the output rows with their epilogue, while the columns are in L2. At inference the bands
+  /// split over the pool, each part with columns of its own (the rows of the plane's column matrix hold them).
+  mutating func convForwardBanded(_ n: Node, _ a: Conv2DAttrs, band: Int, relu: Bool, tail: ConvTail) {
+    let x = at(n.args[0]), s = convShape(a, x: dims(n.args[0])), w = at("\(n.name).weight")
+    let epilogue = ConvEpilogue(n: n, s: s, tmp: 0, table: 0, window: 1, pooled: 0, y: at(n.name),
+                                bias: a.bias ? at("\(n.name).bias") : nil, fold: foldOperand(n, scaled: a.scaled))
+    let bands = s.oh / band, width = band * s.ow, scratch = plan.scratch[n.name]!.offset
+    let parts = parallelParts(units: bands, macs: s.n * s.f * s.plane * s.ckk), per = bands / parts
+    let split = inParts(parts, of: "row bands") { e, part in [e.loop("b", s.n) { e, b in [e.loop("band", per) { e, bv in
+      let first = (bv + part * per) * band, col = IExpr.c(scratch) + part * (s.ckk * width)
+      var out: [Stmt] = [e.loop("c", s.c) { e, ci in
+        func at(_ ky: IExpr, _ kx: Int, _ column: IExpr) -> IExpr { col + ((ci * s.k + ky) * s.k + .c(kx)) * width + column }
+        return e.patchLoops(a, s, ci, rows: (first, band), outside: { _, ky, kx, column in [.store(.arena, at(ky, kx, column), .c(0))] }) {
+          _, ky, kx, column, iy, ix in
+          [.store(.arena, at(ky, kx, column), .load(x.base, .c(x.offset) + b * (s.c * s.h * s.w) + ci * (s.h * s.w) + iy * s.w + ix))]
+        }
+      }]
+      let start = b * (s.f * s.plane) + first * s.ow
+      var gemm = TiledGemm(m: s.f, n: width, k: s.ckk, a: (.params, .c(w.offset)), aRow: s.ckk, aCol: 1, b: (.arena, col), ldb: width,
+                           c: (epilogue.y.base, .c(epilogue.y.offset) + start), ldc: s.plane, accumulate: false, calls: s.n * bands)
+      gemm.epilogue = { row, column, v in epilogue.finished(v, row, relu: relu, tail: tail, at: start + row * s.plane + column) }
+      out += e.tiledGemm(gemm)
+      return out
+    }] }] }
+    body += split
   }
 
   /// A dense conv whose result is channels-last ([N, OH, OW, F]): C[pixels x F] = A[pixels x C*k*k] * W^T[C*k*k x F],
