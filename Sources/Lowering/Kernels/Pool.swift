@@ -68,22 +68,47 @@ extension Emitter {
     } }
   }
 
-  /// A pool whose windows may reach past the input: each tap is checked (padding never wins a max and
-  /// counts in an average only with `countIncludePad`).
+  /// A pool whose windows may reach past the input. Output rows and columns are taken in runs whose taps inside
+  /// the input (and inside the padded extent, which an average with `countIncludePad` divides by) are the same,
+  /// so each run's loop reads only its taps, with no test per tap (padding never wins a max and counts in an
+  /// average only with `countIncludePad`). The taps combine in (ky, kx) order from -inf or 0, as in the
+  /// reference. Testing each tap took ResNet's stem pool 2.6 times ONNX Runtime's time.
   mutating func paddedPool(_ n: Node, _ p: PoolAttrs, max isMax: Bool) {
     let x = at(n.args[0]), xd = dims(n.args[0]), y = at(n.name), yd = dims(n.name)
     let (h, w, oh, ow) = (xd[2], xd[3], yd[2], yd[3])
-    body += planeLoop("q", xd[0] * xd[1], work: yd.reduce(1, *) * p.size * p.size) { e, q in [e.loop("py", oh) { e, yy in [e.loop("px", ow) { e, xx in
-      let acc = e.fresh("acc"), count = e.fresh("count")
-      let taps = e.paddedTaps(p, h: h, w: w, yy: yy, xx: xx) { _, i, inside, padded in
-        let v = FExpr.load(x.base, .c(x.offset) + q * (h * w) + i)
-        if isMax { return [.when(inside, [.set(acc, .max(.local(acc), v))])] }
-        return [.when(inside, [.set(acc, .local(acc) + v)]), .when(p.countIncludePad ? padded : inside, [.set(count, .local(count) + .c(1))])]
+    let rows = Self.poolRuns(p, outputs: oh, size: h), columns = Self.poolRuns(p, outputs: ow, size: w)
+    body += planeLoop("q", xd[0] * xd[1], work: yd.reduce(1, *) * p.size * p.size) { e, q in rows.map { r in
+      e.loop("py", r.range.count) { e, v in
+        let yy = v + r.range.lowerBound
+        return columns.map { c in e.loop("px", c.range.count) { _, u in
+          let xx = u + c.range.lowerBound
+          let top = yy * p.stride + .c(-p.padding), left = xx * p.stride + .c(-p.padding)
+          var acc = FExpr.c(isMax ? -Float.infinity : 0)
+          for ky in r.inside { for kx in c.inside {
+            let v = FExpr.load(x.base, .c(x.offset) + q * (h * w) + (top + ky) * w + left + kx)
+            acc = isMax ? .max(acc, v) : acc + v
+          } }
+          let count = p.countIncludePad ? r.padded * c.padded : r.inside.count * c.inside.count
+          return [.store(y.base, .c(y.offset) + q * (oh * ow) + yy * ow + xx, isMax ? acc : acc / .c(Float(count)))]
+        } }
       }
-      let result: FExpr = isMax ? .local(acc) : .local(acc) / .local(count)
-      return [.local(acc, .c(isMax ? -Float.infinity : 0)), .local(count, .c(0))] + taps
-        + [.store(y.base, .c(y.offset) + q * (oh * ow) + yy * ow + xx, result)]
-    }] }] }
+    } }
+  }
+
+  /// Runs of consecutive pool outputs along one axis of `size` inputs with the same taps inside the input and the
+  /// same count inside the padded extent: (outputs, inside taps, padded count), in order.
+  static func poolRuns(_ p: PoolAttrs, outputs: Int, size: Int) -> [(range: Range<Int>, inside: [Int], padded: Int)] {
+    var runs: [(range: Range<Int>, inside: [Int], padded: Int)] = []
+    for o in 0..<outputs {
+      let start = o * p.stride - p.padding
+      let inside = (0..<p.size).filter { (0..<size).contains(start + $0) }, padded = (0..<p.size).filter { start + $0 < size + p.padding }.count
+      if let last = runs.last, last.inside == inside, last.padded == padded {
+        runs[runs.count - 1].range = last.range.lowerBound..<(o + 1)
+      } else {
+        runs.append((o..<(o + 1), inside, padded))
+      }
+    }
+    return runs
   }
 
   /// The gradient of a padded or ceil-mode maxpool: dy to the first maximum among the window's input elements.
