@@ -365,9 +365,9 @@ import Testing
   }
 
   /// Inverted-residual blocks kept channels-last at inference (`Tests/Fixtures/channels_last.graph`: a stem writing
-  /// channels-last, depthwise 3x3 and 5x5 convs of stride 1 and 2 with masked channel vectors, 1x1 convs, a folded
-  /// batch norm, a gated product, a fused residual) against the interpreter at batch 1 and 3, on each target,
-  /// with one thread and with two (the same bits).
+  /// channels-last, depthwise 3x3 and 5x5 convs of stride 1 and 2 with masked channel vectors, split by channel
+  /// vectors and by rows, 1x1 convs, a folded batch norm, a gated product, a fused residual) against the
+  /// interpreter at batch 1 and 3, on each target, with one thread and with two (the same bits).
   @Test(arguments: TestTargets.names) func channelsLastBlocksMatch(_ target: String) throws {
     let source = try String(contentsOf: Fixtures.root.appendingPathComponent("Tests/Fixtures/channels_last.graph"), encoding: .utf8)
     for batch in [1, 3] {
@@ -377,6 +377,8 @@ import Testing
       let expected = try interp.infer(images: d.images, count: batch)
       let program = try lower(d.graph, batch: batch, mode: .infer, target: try TestTargets.resolve(target))
       #expect(program.channelsLast.count == 8, "channels-last values at batch \(batch): \(program.channelsLast)")
+      // Both depthwise convs split for the pool: by channel vectors (32 channels) or by rows (56: 3.5 vectors of 16, 7 of 8).
+      #expect(Set(program.splits.map(\.node)).isSuperset(of: ["d", "dd"]), "splits at batch \(batch): \(program.splits)")
       var results: [[Float]] = []
       for threads in [1, 2] {
         let b = try CompiledBackend(inferenceOf: d.graph, compiler: try JITCompiler(target: try TestTargets.resolve(target)), inferenceCalls: [batch],

@@ -139,34 +139,44 @@ extension Emitter {
       if relu { run.append(.vset(acc, .max(.zero, .local(acc)))) }
       return run + [.vstore(y.base, .c(y.offset) + ((b * s.oh + oy) * s.ow + ox) * s.c + c0, .local(acc), lanes: lanes)]
     }
-    let width = lanes, vectors = s.c / width, rest = s.c % width
-    let parts = parallelParts(units: vectors, macs: s.n * s.c * s.oh * s.ow * taps), per = vectors / parts
-    let split = inParts(parts, of: "channel vectors") { e, part in [e.loop("b", s.n) { e, b in rows.map { r in
-      e.loop("oy", r.range.count) { e, v in
-        let oy = v + r.range.lowerBound
-        var out: [Stmt] = columns.map { col in e.loop("ox", col.range.count) { e, u in
-          let ox = u + col.range.lowerBound
-          var channels = per > 0 ? [e.loop("cv", per) { e, cv in pixel(&e, b, oy, ox, r.taps, col.taps, (cv + part * per) * width, width) }] : []
-          // The masked channels, by the last part.
-          if rest > 0 { channels.append(.when(.ieq(part, .c(parts - 1)), pixel(&e, b, oy, ox, r.taps, col.taps, .c(vectors * width), rest))) }
-          return channels
-        } }
-        if !tail.isEmpty {
-          // This part's channels of the row: the tail of each.
-          let row = (b * s.oh + oy) * s.ow, first = part * (per * width), count = parts > 1 ? per * width : s.c
-          out.append(e.loop("ox", s.ow) { e, ox in [e.loop("l", count) { e, l in
-            let o = (row + ox) * s.c + first + l
-            return e.sharedStore(y.base, .c(y.offset) + o, tail.apply(.load(y.base, .c(y.offset) + o), at: o))
-          }] })
-          if rest > 0, parts > 1 {
-            out.append(.when(.ieq(part, .c(parts - 1)), [e.loop("ox", s.ow) { e, ox in [e.loop("l", rest) { e, l in
-              let o = (row + ox) * s.c + vectors * width + l
-              return e.sharedStore(y.base, .c(y.offset) + o, tail.apply(.load(y.base, .c(y.offset) + o), at: o))
-            }] }]))
-          }
-        }
-        return out
+    let width = lanes, vectors = s.c / width, rest = s.c % width, macs = s.n * s.c * s.oh * s.ow * taps
+    /// Output row oy (taps `kys` inside the input) of image b, over `count` channel vectors from channel `first`,
+    /// the masked rest when `masked` holds, then the tail over those channels.
+    let outputRow = { (e: inout Emitter, b: IExpr, oy: IExpr, kys: [Int], first: IExpr, count: Int, masked: Cond?) -> [Stmt] in
+      var out: [Stmt] = columns.map { col in e.loop("ox", col.range.count) { e, u in
+        let ox = u + col.range.lowerBound
+        var channels = count > 0 ? [e.loop("cv", count) { e, cv in pixel(&e, b, oy, ox, kys, col.taps, first + cv * width, width) }] : []
+        if rest > 0, let masked { channels.append(.when(masked, pixel(&e, b, oy, ox, kys, col.taps, .c(vectors * width), rest))) }
+        return channels
+      } }
+      guard !tail.isEmpty else { return out }
+      let row = (b * s.oh + oy) * s.ow
+      func tailLoop(_ e: inout Emitter, from: IExpr, _ n: Int) -> Stmt {
+        e.loop("ox", s.ow) { e, ox in [e.loop("l", n) { e, l in
+          let o = (row + ox) * s.c + from + l
+          return e.sharedStore(y.base, .c(y.offset) + o, tail.apply(.load(y.base, .c(y.offset) + o), at: o))
+        }] }
       }
+      if count > 0 { out.append(tailLoop(&e, from: first, count * width)) }
+      if rest > 0, let masked { out.append(.when(masked, [tailLoop(&e, from: .c(vectors * width), rest)])) }
+      return out
+    }
+    // Parts take whole channel vectors where they divide them; else rows (144 and 240 channels are 9 and 15
+    // vectors of 16), each row run split evenly, its remainder to the last part.
+    let byChannels = parallelParts(units: vectors, macs: macs) == parallelParts(macs: macs)
+    let parts = parallelParts(macs: macs), always = Cond.ieq(.c(0), .c(0))
+    let split = inParts(parts, of: byChannels ? "channel vectors" : "rows") { e, part in [e.loop("b", s.n) { e, b in rows.flatMap { r -> [Stmt] in
+      let last = Cond.ieq(part, .c(parts - 1))
+      guard !byChannels else {
+        let per = vectors / parts
+        return [e.loop("oy", r.range.count) { e, v in outputRow(&e, b, v + r.range.lowerBound, r.taps, part * (per * width), per, last) }]
+      }
+      let per = r.range.count / parts, more = r.range.count % parts
+      var out = per > 0 ? [e.loop("oy", per) { e, v in outputRow(&e, b, v + part * per + r.range.lowerBound, r.taps, .c(0), vectors, always) }] : []
+      if more > 0 {
+        out.append(.when(last, [e.loop("oy", more) { e, v in outputRow(&e, b, v + (parts * per + r.range.lowerBound), r.taps, .c(0), vectors, always) }]))
+      }
+      return out
     } }] }
     body += split
   }
