@@ -12,9 +12,9 @@ enum LayoutRule: Equatable {
   /// a per-channel gate, a depthwise conv); the node's other operands are neutral. `gains`: the reason to be
   /// channels-last at all (a depthwise conv, whose NCHW kernel runs short rows at a fraction of its lanes).
   case shared([Int], gains: Bool)
-  /// A dense conv as a GEMM whose vectors run along the filters, its rows the output pixels: operand 0 read in
-  /// either layout (`inputEither`, a 1x1 conv: the input is A itself) or NCHW only (through its column matrix);
-  /// a `residual` operand in the result's layout; a channels-last input only with a channels-last result.
+  /// A conv as a GEMM whose vectors run along the filters, its rows the output pixels: operand 0 read in either
+  /// layout (`inputEither`, a 1x1 conv: the input is A itself) or NCHW only; a `residual` operand in the result's
+  /// layout; a channels-last input only with a channels-last result.
   case gemm(inputEither: Bool, residual: Int?)
   /// Operand 0 read in either layout, the result neutral (a global average pool).
   case reduction
@@ -23,7 +23,7 @@ enum LayoutRule: Equatable {
 /// The values an inference program keeps channels-last: the largest set every kernel around it can take (each
 /// node's `LayoutRule`), kept only in connected groups that hold a depthwise conv, so a network without one is
 /// lowered exactly as before. The graph's input and output stay NCHW, as users give and read them, and no
-/// reorder is placed: a group's edges are convs that read NCHW and write channels-last, and neutral values.
+/// reorder is placed: a group's edges are 1x1 convs that read NCHW and write channels-last, and neutral values.
 func chooseChannelsLast(_ g: Graph, _ shapes: ShapeTable, target: Target) -> Set<String> {
   func neutral(_ v: String) -> Bool {
     guard let d = shapes[v]?.dims, d.count == 4 else { return true }

@@ -391,6 +391,56 @@ import Testing
     }
   }
 
+  /// ShuffleNet-style units kept channels-last: a padded max pool, depthwise convs, concatenations, a channel shuffle,
+  /// chunks and plain and padded average pools on channels-last values, against the interpreter at batch 1 and 2,
+  /// on each target, one thread and two (the same bits).
+  @Test(arguments: TestTargets.names) func channelsLastShufflesMatch(_ target: String) throws {
+    let source = """
+      input x: f32[N, 3, 32, 32]
+      input y: i32[N]
+      s = conv2d(x, filters: 24, kernel: 1)
+      sr = relu(s)
+      m = maxpool(sr, size: 3, stride: 2, padding: 1)
+      b1 = conv2d(m, filters: 24, kernel: 3, stride: 2, padding: 1, groups: 24)
+      b1p = conv2d(b1, filters: 20, kernel: 1)
+      b2 = conv2d(m, filters: 20, kernel: 1)
+      b2d = conv2d(b2, filters: 20, kernel: 3, stride: 2, padding: 1, groups: 20)
+      c = concat(b1p, b2d)
+      sh = channel_shuffle(c, groups: 2)
+      k0 = chunk(sh, chunks: 2, index: 0)
+      k1 = chunk(sh, chunks: 2, index: 1)
+      k1c = conv2d(k1, filters: 20, kernel: 1)
+      c2 = concat(k0, k1c)
+      a1 = avgpool(c2, size: 2)
+      a2 = avgpool(c2, size: 3, stride: 2, padding: 1, count_include_pad: false)
+      g1 = global_avgpool(a1)
+      g2 = global_avgpool(a2)
+      g = add(g1, g2)
+      f = flatten(g)
+      o = dense(f, units: 5)
+      loss = cross_entropy(o, y)
+      output o
+      minimize loss
+      """
+    let t = try TestTargets.resolve(target)
+    for batch in [1, 2] {
+      let d = try Differential(source: source, batch: batch)
+      var interp = try InterpreterBackend(graph: d.graph)
+      interp.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
+      let expected = try interp.infer(images: d.images, count: batch)
+      let program = try lower(d.graph, batch: batch, mode: .infer, target: t)
+      #expect(Set(program.channelsLast).isSuperset(of: ["m", "b1", "c", "sh", "k0", "k1", "c2", "a1", "a2"]), "\(program.channelsLast)")
+      var results: [[Float]] = []
+      for threads in [1, 2] {
+        let b = try CompiledBackend(inferenceOf: d.graph, compiler: try JITCompiler(target: t), inferenceCalls: [batch], threads: threads)
+        try b.loadParameters(d.parameters)
+        results.append(try b.infer(images: d.images, count: batch))
+        expectClose(expected, results.last!, "channels-last shuffles at batch \(batch), \(threads) threads, on \(target)")
+      }
+      #expect(results[0] == results[1], "one and two threads give the same bits at batch \(batch) on \(target)")
+    }
+  }
+
   /// Convs whose column matrix would not stay in L2 run in bands of output rows (`rowBand`): a 7x7 stride-2 stem
   /// with relu and a 5x5 conv with a residual and relu fused, against the interpreter at batch 1 and 2, on each
   /// target, with one thread and two (the same bits).

@@ -13,6 +13,18 @@ extension Emitter {
     }] }
   }
 
+  /// Per pixel of channels-last values of `dims` (the pixels' count from it), `count` channels from channel
+  /// `srcFirst` of src's `srcC` to channel `dstFirst` of dst's `dstC`: contiguous runs the back ends vectorise.
+  mutating func copyChannels(_ dims: [Int], count: Int, from src: Placement, _ srcFirst: Int, of srcC: Int,
+                             to dst: Placement, _ dstFirst: Int, of dstC: Int) -> [Stmt] {
+    let pixels = dims[0] * dims.dropFirst(2).reduce(1, *)
+    return planeLoop("q", pixels, work: pixels * count * Self.elementwiseWeight) { e, q in
+      [e.loop("c", count) { _, c in
+        [.store(dst.base, .c(dst.offset + dstFirst) + q * dstC + c, .load(src.base, .c(src.offset + srcFirst) + q * srcC + c))]
+      }]
+    }
+  }
+
   /// out = a * b (or `combine(a, b)`), where one operand may be a per-channel gate [N, C, 1, 1] read once per plane
   /// of the other: per plane, explicit vectors along it (the gate broadcast), which the back ends' own vectorisers
   /// did not form for the gate's per-plane reads.
@@ -63,6 +75,15 @@ extension Emitter {
 extension ConcatOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) {
     let y = e.at(n.name), yd = e.dims(n.name), total = yd.dropFirst().reduce(1, *)
+    if e.channelsLast.contains(n.name) {
+      var first = 0
+      for a in n.args {
+        let count = e.dims(a)[1]
+        e.body += e.copyChannels(yd, count: count, from: e.at(a), 0, of: count, to: y, first, of: yd[1])
+        first += count
+      }
+      return
+    }
     var offset = 0
     for a in n.args {
       let block = e.dims(a).dropFirst().reduce(1, *)
@@ -71,6 +92,7 @@ extension ConcatOp: Lowerable {
       offset += block
     }
   }
+  func layoutRule(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> LayoutRule { .shared(Array(n.args.indices), gains: false) }
 }
 
 extension ConcatGradOp: Lowerable {
@@ -113,9 +135,15 @@ extension AddGradOp: Lowerable {
 extension ChunkOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) {
     let xd = e.dims(n.args[0]), total = xd.dropFirst().reduce(1, *), block = total / chunks
+    if e.channelsLast.contains(n.name) {
+      let count = xd[1] / chunks
+      e.body += e.copyChannels(xd, count: count, from: e.at(n.args[0]), index * count, of: xd[1], to: e.at(n.name), 0, of: count)
+      return
+    }
     let copy = e.copyBlocks(images: xd[0], block: block, from: e.at(n.args[0]), index * block, stride: total, to: e.at(n.name), 0, stride: block)
     e.body.append(copy)
   }
+  func layoutRule(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> LayoutRule { .shared([0], gains: false) }
 }
 
 extension ChunkGradOp: Lowerable {
@@ -135,6 +163,15 @@ extension Emitter {
     let xd = dims(n.args[0]), x = at(n.args[0]), y = at(n.name)
     let c = xd[1], plane = xd.dropFirst(2).reduce(1, *)
     let (rows, cols) = inverse ? (c / groups, groups) : (groups, c / groups)
+    if channelsLast.contains(n.name) {
+      // Per pixel, output channel j * rows + i is input channel i * cols + j: the rows' stores interleave.
+      body += planeLoop("q", xd[0] * plane, work: xd.reduce(1, *) * Self.elementwiseWeight) { e, q in
+        [e.loop("j", cols) { _, j in (0..<rows).map { i in
+          .store(y.base, .c(y.offset) + q * c + j * rows + .c(i), .load(x.base, .c(x.offset) + q * c + .c(i * cols) + j))
+        } }]
+      }
+      return
+    }
     body.append(loop("b", xd[0]) { e, b in [e.loop("i", rows) { e, i in [e.loop("j", cols) { e, j in [e.loop("p", plane) { _, p in
       [.store(y.base, .c(y.offset) + b * (c * plane) + j * (rows * plane) + i * plane + p,
               .load(x.base, .c(x.offset) + b * (c * plane) + i * (cols * plane) + j * plane + p))]
@@ -144,6 +181,7 @@ extension Emitter {
 
 extension ChannelShuffleOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) { e.shuffleChannels(n, groups: groups, inverse: false) }
+  func layoutRule(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> LayoutRule { .shared([0], gains: false) }
 }
 
 extension ChannelShuffleGradOp: Lowerable {

@@ -390,49 +390,43 @@ extension Emitter {
     body += split
   }
 
-  /// A dense conv whose result is channels-last ([N, OH, OW, F]): C[pixels x F] = A[pixels x C*k*k] * W^T[C*k*k x F],
-  /// the GEMM's vectors along the filters and its rows the output pixels, so the result is stored as the
-  /// micro-kernels finish it, bias, folded batch norm and tail applied. A is the input itself for a 1x1 conv
-  /// (channels-last: one GEMM over the batch's pixels; NCHW: one per image, read down its planes), else the
-  /// column matrix read transposed. W^T is prepared once per set of weights.
+  /// A 1x1 conv whose result is channels-last ([N, H, W, F]): C[pixels x F] = A[pixels x C] * W^T[C x F], the GEMM's
+  /// vectors along the filters and its rows the pixels, so the result is stored as the micro-kernels finish it,
+  /// bias, folded batch norm and tail applied. A is the input itself: channels-last, one GEMM over the batch's
+  /// pixels; NCHW, one per image, read down its planes. W^T is packed once per set of weights.
   mutating func convForwardChannelsLast(_ n: Node, _ a: Conv2DAttrs, relu: Bool, tail: ConvTail) {
-    let x = at(n.args[0]), s = convShape(a, x: dims(n.args[0])), w = at("\(n.name).weight")
-    let pointwise = a.kernel == 1 && a.stride == 1 && a.padding == 0, inputLast = channelsLast.contains(n.args[0])
+    let x = at(n.args[0]), s = convShape(a, x: dims(n.args[0])), w = at("\(n.name).weight"), inputLast = channelsLast.contains(n.args[0])
     let epilogue = ConvEpilogue(n: n, s: s, tmp: 0, table: 0, window: 1, pooled: 0, y: at(n.name),
                                 bias: a.bias ? at("\(n.name).bias") : nil, fold: foldOperand(n, scaled: a.scaled))
-    let wt = prepared(s.ckk * s.f)
-    prepare.append(loop("p", s.ckk) { e, p in [e.loop("f", s.f) { _, f in
-      [.store(.arena, .c(wt) + p * s.f + f, .load(.params, .c(w.offset) + f * s.ckk + p))]
-    }] })
-    // Blocks of pixels with one A each: the batch (channels-last input), an image (NCHW input), or a group of
-    // images (the column matrix).
-    let (blocks, m) = pointwise ? (inputLast ? (1, s.n * s.plane) : (s.n, s.plane)) : (s.n / s.group, s.cols)
+    // Blocks of pixels with one A each: the batch (channels-last input) or an image (NCHW input).
+    let (blocks, m) = inputLast ? (1, s.n * s.plane) : (s.n, s.plane)
     let macs = s.n * s.f * s.plane * s.ckk
-    // Rows (pixels) split for a pool where they divide; else the filters' vectors (a 7x7 plane's 49 rows).
-    let rowParts = parallelParts(units: m, macs: macs)
-    let filterParts = rowParts > 1 || s.f % lanes != 0 ? 1 : parallelParts(units: s.f / lanes, macs: macs)
-    let col = plan.scratch[n.name]!.offset
-    let copyParts = pointwise ? 1 : parallelParts(units: s.c, macs: macs)
+    // Rows (pixels) split evenly for a pool, the remainder to the last part (a 7x7 plane's 49 rows: 24, 25).
+    let parts = parallelParts(macs: macs), rows = m / parts, more = m % parts
+    // W^T packed once in column panels of the micro-kernel's width, each panel's rows contiguous: read in place,
+    // a 1,024-filter W^T has rows 4 KiB apart, whose column blocks fell in the same L1 sets, and the micro-kernel
+    // streamed them from L2 for every block of pixels (ShuffleNetV2's last 1x1 conv ran at half speed).
+    let vectors = GemmBlocking.choose(m: max(rows, more), n: s.f, k: s.ckk, target: target).vectors, width = vectors * lanes
+    let wt = prepared((s.f + width - 1) / width * width * s.ckk)
+    prepare.append(loop("p", s.ckk) { e, p in [e.loop("f", s.f) { _, f in
+      [.store(.arena, .c(wt) + GemmBlocking.packedIndex(p, f, k: s.ckk, width: width), .load(.params, .c(w.offset) + f * s.ckk + p))]
+    }] })
     body.append(loop("g", blocks) { e, g in
-      var out = pointwise ? [] : e.inParts(copyParts, of: "input channels") { e, part in
-        e.im2col(a, s, x: x, g: g, col: col, channels: (part * (s.c / copyParts), s.c / copyParts))
-      }
-      let (rows, columns) = (m / rowParts, s.f / filterParts)
-      out += e.inParts(rowParts * filterParts, of: rowParts > 1 ? "pixels" : "filters") { e, part in
-        let (r0, f0) = rowParts > 1 ? (part * rows, IExpr.c(0)) : (IExpr.c(0), part * columns)
-        let (aBase, aRow, aCol): (IExpr, Int, Int) = pointwise
-          ? (inputLast ? (.c(x.offset) + r0 * s.c, s.c, 1) : (.c(x.offset) + g * (s.c * s.plane) + r0, 1, s.plane))
-          : (.c(col) + r0, 1, s.row)
+      func gemm(_ e: inout Emitter, first r0: IExpr, count: Int) -> [Stmt] {
+        let (aBase, aRow, aCol): (IExpr, Int, Int) = inputLast ? (.c(x.offset) + r0 * s.c, s.c, 1) : (.c(x.offset) + g * (s.c * s.plane) + r0, 1, s.plane)
         let first = g * m + r0
-        var gemm = TiledGemm(m: rows, n: columns, k: s.ckk, a: (pointwise ? x.base : .arena, aBase), aRow: aRow, aCol: aCol,
-                             b: (.arena, .c(wt) + f0), ldb: s.f, c: (epilogue.y.base, .c(epilogue.y.offset) + first * s.f + f0), ldc: s.f,
-                             accumulate: false, calls: blocks * rowParts * filterParts)
-        gemm.epilogue = { row, column, v in
-          epilogue.finished(v, column + f0, relu: relu, tail: tail, at: (first + row) * s.f + f0 + column)
-        }
+        var gemm = TiledGemm(m: count, n: s.f, k: s.ckk, a: (x.base, aBase), aRow: aRow, aCol: aCol,
+                             b: (.arena, .c(wt)), ldb: width, c: (epilogue.y.base, .c(epilogue.y.offset) + first * s.f), ldc: s.f,
+                             accumulate: false, calls: blocks * parts)
+        gemm.packedVectors = vectors
+        gemm.epilogue = { row, column, v in epilogue.finished(v, column, relu: relu, tail: tail, at: (first + row) * s.f + column) }
         return e.tiledGemm(gemm)
       }
-      return out
+      return e.inParts(parts, of: "pixels") { e, part in
+        var out = rows > 0 ? gemm(&e, first: part * rows, count: rows) : []
+        if more > 0 { out.append(.when(.ieq(part, .c(parts - 1)), gemm(&e, first: .c(parts * rows), count: more))) }
+        return out
+      }
     })
   }
 
@@ -616,14 +610,16 @@ private func convScratch(_ a: Conv2DAttrs, x: String, _ shapes: ShapeTable, _ ta
 }
 
 /// The layout rule of a forward conv whose fused residual, if any, is operand `residual`: a depthwise conv keeps
-/// its value's layout; a dense conv lowered as a GEMM (not Winograd) may write channels-last.
+/// its value's layout; a 1x1 conv reads either and may write channels-last.
 private func convLayoutRule(_ attrs: Conv2DAttrs, _ n: Node, _ shapes: ShapeTable, _ target: Target, residual: Int?) -> LayoutRule {
   let x = shapes[n.args[0]]!.dims, a = attrs.clamped(input: x)
   guard x.count == 4, a.dilation == 1 else { return .planar }
   let shared = residual.map { [$0] } ?? []
   if a.groups == x[1], a.filters == x[1] { return .shared([0] + shared, gains: true) }
-  guard a.groups == 1, ConvCost.forward(a, x: x, target: target).0 != .winograd else { return .planar }
-  return .gemm(inputEither: a.kernel == 1 && a.stride == 1 && a.padding == 0, residual: residual)
+  // Only 1x1 convs: through its column matrix read transposed, a stem conv (3 input channels) writing
+  // channels-last took 2.9 times its NCHW time (ShuffleNetV2's, 112 -> 320 us at batch 1).
+  guard a.groups == 1, a.kernel == 1, a.stride == 1, a.padding == 0 else { return .planar }
+  return .gemm(inputEither: true, residual: residual)
 }
 
 extension Emitter {

@@ -171,14 +171,22 @@ extension Emitter {
         let per = vectors / parts
         return [e.loop("oy", r.range.count) { e, v in outputRow(&e, b, v + r.range.lowerBound, r.taps, part * (per * width), per, last) }]
       }
-      let per = r.range.count / parts, more = r.range.count % parts
-      var out = per > 0 ? [e.loop("oy", per) { e, v in outputRow(&e, b, v + part * per + r.range.lowerBound, r.taps, .c(0), vectors, always) }] : []
-      if more > 0 {
-        out.append(.when(last, [e.loop("oy", more) { e, v in outputRow(&e, b, v + (parts * per + r.range.lowerBound), r.taps, .c(0), vectors, always) }]))
-      }
-      return out
+      return e.rowsInParts([r.range], parts: parts, part: part) { e, oy, _ in outputRow(&e, b, oy, r.taps, .c(0), vectors, always) }
     } }] }
     body += split
+  }
+
+  /// `body(oy, run)` for each output row of each run of `runs`, each run's rows split evenly over `parts` (this
+  /// part's share; the remainder to the last part): a split by rows that keeps rows of one run in one loop.
+  mutating func rowsInParts(_ runs: [Range<Int>], parts: Int, part: IExpr, _ body: (inout Emitter, IExpr, Int) -> [Stmt]) -> [Stmt] {
+    runs.enumerated().flatMap { run, range -> [Stmt] in
+      let per = range.count / parts, more = range.count % parts
+      var out = per > 0 ? [loop("oy", per) { e, v in body(&e, v + part * per + range.lowerBound, run) }] : []
+      if more > 0 {
+        out.append(.when(.ieq(part, .c(parts - 1)), [loop("oy", more) { e, v in body(&e, v + (parts * per + range.lowerBound), run) }]))
+      }
+      return out
+    }
   }
 
   /// Runs of consecutive outputs along one axis whose kernel taps inside the input (`0..<size`) are the same:

@@ -95,6 +95,35 @@ extension Emitter {
     } }
   }
 
+  /// A max or average pool on channels-last values: vectors along the channels, each run of output rows and
+  /// columns reading only its taps inside the input (`poolRuns`), the rows split over the pool at inference.
+  /// An average divides as `pool` and `paddedPool` do: by the window's size when plain, else by its count.
+  mutating func poolChannelsLast(_ n: Node, _ p: PoolAttrs, max isMax: Bool) {
+    let x = at(n.args[0]), xd = dims(n.args[0]), y = at(n.name), yd = dims(n.name)
+    let (c, h, w, oh, ow) = (xd[1], xd[2], xd[3], yd[2], yd[3])
+    let rows = Self.poolRuns(p, outputs: oh, size: h), columns = Self.poolRuns(p, outputs: ow, size: w)
+    let parts = parallelParts(macs: yd.reduce(1, *) * p.size * p.size)
+    let split = inParts(parts, of: "rows") { e, part in [e.loop("b", xd[0]) { e, b in
+      e.rowsInParts(rows.map(\.range), parts: parts, part: part) { e, oy, run in
+        let r = rows[run]
+        return columns.map { col in e.loop("px", col.range.count) { e, u in
+          let ox = u + col.range.lowerBound, top = oy * p.stride + .c(-p.padding), left = ox * p.stride + .c(-p.padding)
+          return e.vectorRuns(c) { _, c0, lanes in
+            var acc = VExpr.broadcast(.c(isMax ? -Float.infinity : 0))
+            for ky in r.inside { for kx in col.inside {
+              let v = VExpr.load(x.base, .c(x.offset) + ((b * h + top + ky) * w + left + kx) * c + c0, lanes: lanes)
+              acc = isMax ? .max(acc, v) : .add(acc, v)
+            } }
+            let count = p.isPlain ? p.size * p.size : p.countIncludePad ? r.padded * col.padded : r.inside.count * col.inside.count
+            let value: VExpr = isMax ? acc : p.isPlain ? .mul(acc, .broadcast(.c(1 / Float(count)))) : .div(acc, .broadcast(.c(Float(count))))
+            return [.vstore(y.base, .c(y.offset) + ((b * oh + oy) * ow + ox) * c + c0, value, lanes: lanes)]
+          }
+        } }
+      }
+    }] }
+    body += split
+  }
+
   /// Runs of consecutive pool outputs along one axis of `size` inputs with the same taps inside the input and the
   /// same count inside the padded extent: (outputs, inside taps, padded count), in order.
   static func poolRuns(_ p: PoolAttrs, outputs: Int, size: Int) -> [(range: Range<Int>, inside: [Int], padded: Int)] {
@@ -166,15 +195,19 @@ extension Emitter {
 extension MaxPoolOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) {
     let p = attrs.clamped(input: e.dims(n.args[0]))
+    if e.channelsLast.contains(n.name) { return e.poolChannelsLast(n, p, max: true) }
     if p.isPlain { e.pool(n, p, max: true) } else { e.paddedPool(n, p, max: true) }
   }
+  func layoutRule(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> LayoutRule { .shared([0], gains: false) }
 }
 
 extension AvgPoolOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) {
     let p = attrs.clamped(input: e.dims(n.args[0]))
+    if e.channelsLast.contains(n.name) { return e.poolChannelsLast(n, p, max: false) }
     if p.isPlain { e.pool(n, p, max: false) } else { e.paddedPool(n, p, max: false) }
   }
+  func layoutRule(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> LayoutRule { .shared([0], gains: false) }
 }
 
 extension MaxPoolGradOp: Lowerable {

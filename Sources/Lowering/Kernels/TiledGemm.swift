@@ -18,6 +18,10 @@ struct TiledGemm {
   /// What each element of C becomes once its sum is complete, `epilogue(row, column, sum)`: applied to each
   /// micro-kernel's block right after its last K panel stores it (still in L1), so C is written once.
   var epilogue: ((IExpr, IExpr, FExpr) -> FExpr)? = nil
+  /// B packed in column panels of `vectors` vectors (`GemmBlocking.packedIndex`), each panel's k rows contiguous:
+  /// the micro-kernel reads B sequentially, as weights prepared once can be laid out. `vectors` is then the
+  /// blocking's, whatever m (`ldb` unused).
+  var packedVectors: Int? = nil
 }
 
 /// The register blocking of a micro-kernel: `rows` x `vectors` accumulators, plus one register per B
@@ -63,11 +67,11 @@ public struct GemmBlocking: Equatable, Sendable, CustomStringConvertible {
   /// block is one more copy for the JIT to compile). The K panel is the largest that keeps one column
   /// block of B (kPanel x vectors x lanes floats) in a quarter of L2, evened out to divide k where a
   /// divisor is near: a shorter last panel is one more copy too.
-  public static func choose(m: Int, n: Int, k: Int, target: Target) -> GemmBlocking {
+  public static func choose(m: Int, n: Int, k: Int, target: Target, vectors: Int? = nil) -> GemmBlocking {
     let lanes = target.lanes, registers = target.vectorRegisters
     let latency = target.minimumAccumulators / Int(fmaPipes)
     var candidates: [(rows: Int, vectors: Int, cycles: Double, loadsPerFMA: Double, copies: Int)] = []
-    for v in 1...max(1, min(maxVectors, (n + lanes - 1) / lanes)) {
+    for v in vectors.map({ [$0] }) ?? Array(1...max(1, min(maxVectors, (n + lanes - 1) / lanes))) {
       let mostRows = (registers - 1 - spareRegisters - v) / v
       guard mostRows >= 1 else { continue }
       for r in 1...min(mostRows, max(1, m)) {
@@ -88,16 +92,24 @@ public struct GemmBlocking: Equatable, Sendable, CustomStringConvertible {
   }
 }
 
+extension GemmBlocking {
+  /// Where a packed B (`TiledGemm.packedVectors`) holds element (p, column) of a k-row B: its panel of
+  /// `vectors` x lanes columns, then row p of the panel.
+  static func packedIndex(_ p: IExpr, _ column: IExpr, k: Int, width: Int) -> IExpr {
+    IExpr.div(column, width) * (k * width) + p * width + .rem(column, width)
+  }
+}
+
 extension Emitter {
   mutating func tiledGemm(_ g: TiledGemm) -> [Stmt] {
-    if g.m * g.n * g.k * g.calls < target.libraryGemmBelow, g.aCol == 1 || g.aRow == 1 {
+    if g.packedVectors == nil, g.m * g.n * g.k * g.calls < target.libraryGemmBelow, g.aCol == 1 || g.aRow == 1 {
       let rowMajor = g.aCol == 1
       let call = Stmt.gemm(Gemm(transA: !rowMajor, transB: false, m: g.m, n: g.n, k: g.k, a: g.a, lda: rowMajor ? g.aRow : g.aCol,
                                 b: g.b, ldb: g.ldb, beta: g.accumulate ? 1 : 0, c: g.c, ldc: g.ldc))
       guard let epilogue = g.epilogue else { return [call] }
       return [call, loop("r", g.m) { e, r in e.epilogueRun(g, epilogue, row: r, first: .c(0), count: g.n) }]
     }
-    let blk = GemmBlocking.choose(m: g.m, n: g.n, k: g.k, target: target)
+    let blk = GemmBlocking.choose(m: g.m, n: g.n, k: g.k, target: target, vectors: g.packedVectors)
     gemms.append(GemmChoice(node: node, m: g.m, n: g.n, k: g.k, aRow: g.aRow, aCol: g.aCol, ldb: g.ldb, ldc: g.ldc,
                             rows: blk.rows, vectors: blk.vectors, kPanel: blk.kPanel, calls: g.calls))
     let panels = (g.k + blk.kPanel - 1) / blk.kPanel
@@ -172,7 +184,9 @@ extension Emitter {
       let p = kk + k0
       var body: [Stmt] = []
       for (v, l) in widths.enumerated() {
-        body.append(.vlocal("\(id)_b\(v)", .load(g.b.0, g.b.1 + p * g.ldb + n0 + v * lanes, lanes: l)))
+        // A packed panel starts at n0 * k (n0 is a multiple of the panel's width).
+        let at = g.packedVectors.map { g.b.1 + n0 * g.k + p * ($0 * lanes) + v * lanes } ?? g.b.1 + p * g.ldb + n0 + v * lanes
+        body.append(.vlocal("\(id)_b\(v)", .load(g.b.0, at, lanes: l)))
       }
       for r in 0..<rows {
         body.append(.vlocal("\(id)_a\(r)", .broadcast(.load(g.a.0, g.a.1 + (m0 + r) * g.aRow + p * g.aCol))))
