@@ -313,6 +313,28 @@ import Testing
     }
   }
 
+  /// Inference of `source` at each of `batches` against the interpreter, on `target`, with one thread and with two,
+  /// which must give the same bits; `check` looks at each batch's lowered program first.
+  func expectInferenceMatches(_ source: String, batches: [Int], target: String, _ what: String,
+                              check: (Program, Int) -> Void) throws {
+    let t = try TestTargets.resolve(target)
+    for batch in batches {
+      let d = try Differential(source: source, batch: batch)
+      var interp = try InterpreterBackend(graph: d.graph)
+      interp.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
+      let expected = try interp.infer(images: d.images, count: batch)
+      check(try lower(d.graph, batch: batch, mode: .infer, target: t), batch)
+      var results: [[Float]] = []
+      for threads in [1, 2] {
+        let b = try CompiledBackend(inferenceOf: d.graph, compiler: try JITCompiler(target: t), inferenceCalls: [batch], threads: threads)
+        try b.loadParameters(d.parameters)
+        results.append(try b.infer(images: d.images, count: batch))
+        expectClose(expected, results.last!, "\(what) at batch \(batch), \(threads) threads, on \(target)")
+      }
+      #expect(results[0] == results[1], "one and two threads give the same bits at batch \(batch) on \(target)")
+    }
+  }
+
   /// Inference layers large enough to split over the pool (an im2col conv, a depthwise conv, a Winograd conv,
   /// 1x1 convs, elementwise passes, pools), with every conv epilogue `fuseConvEpilogues` forms: clip,
   /// hardswish on a depthwise conv, a residual add then relu through Winograd, a residual before the conv
@@ -345,22 +367,8 @@ import Testing
       output o
       minimize loss
       """
-    for batch in [1, 2] {
-      let d = try Differential(source: source, batch: batch)
-      var interp = try InterpreterBackend(graph: d.graph)
-      interp.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
-      let expected = try interp.infer(images: d.images, count: batch)
-      let program = try lower(d.graph, batch: batch, mode: .infer, target: try TestTargets.resolve(target))
+    try expectInferenceMatches(source, batches: [1, 2], target: target, "split layers and epilogues") { program, batch in
       #expect(Set(program.splits.map(\.node)).count >= 6, "layers split at batch \(batch): \(program.splits.map(\.node))")
-      var results: [[Float]] = []
-      for threads in [1, 2] {
-        let b = try CompiledBackend(inferenceOf: d.graph, compiler: try JITCompiler(target: try TestTargets.resolve(target)), inferenceCalls: [batch],
-                                    threads: threads)
-        try b.loadParameters(d.parameters)
-        results.append(try b.infer(images: d.images, count: batch))
-        expectClose(expected, results.last!, "split layers and epilogues at batch \(batch), \(threads) threads, on \(target)")
-      }
-      #expect(results[0] == results[1], "one and two threads give the same bits at batch \(batch) on \(target)")
     }
   }
 
@@ -370,24 +378,10 @@ import Testing
   /// interpreter at batch 1 and 3, on each target, with one thread and with two (the same bits).
   @Test(arguments: TestTargets.names) func channelsLastBlocksMatch(_ target: String) throws {
     let source = try String(contentsOf: Fixtures.root.appendingPathComponent("Tests/Fixtures/channels_last.graph"), encoding: .utf8)
-    for batch in [1, 3] {
-      let d = try Differential(source: source, batch: batch)
-      var interp = try InterpreterBackend(graph: d.graph)
-      interp.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
-      let expected = try interp.infer(images: d.images, count: batch)
-      let program = try lower(d.graph, batch: batch, mode: .infer, target: try TestTargets.resolve(target))
+    try expectInferenceMatches(source, batches: [1, 3], target: target, "channels-last blocks") { program, batch in
       #expect(program.channelsLast.count == 8, "channels-last values at batch \(batch): \(program.channelsLast)")
       // Both depthwise convs split for the pool: by channel vectors (32 channels) or by rows (56: 3.5 vectors of 16, 7 of 8).
       #expect(Set(program.splits.map(\.node)).isSuperset(of: ["d", "dd"]), "splits at batch \(batch): \(program.splits)")
-      var results: [[Float]] = []
-      for threads in [1, 2] {
-        let b = try CompiledBackend(inferenceOf: d.graph, compiler: try JITCompiler(target: try TestTargets.resolve(target)), inferenceCalls: [batch],
-                                    threads: threads)
-        try b.loadParameters(d.parameters)
-        results.append(try b.infer(images: d.images, count: batch))
-        expectClose(expected, results.last!, "channels-last blocks at batch \(batch), \(threads) threads, on \(target)")
-      }
-      #expect(results[0] == results[1], "one and two threads give the same bits at batch \(batch) on \(target)")
     }
   }
 
@@ -422,22 +416,8 @@ import Testing
       output o
       minimize loss
       """
-    let t = try TestTargets.resolve(target)
-    for batch in [1, 2] {
-      let d = try Differential(source: source, batch: batch)
-      var interp = try InterpreterBackend(graph: d.graph)
-      interp.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
-      let expected = try interp.infer(images: d.images, count: batch)
-      let program = try lower(d.graph, batch: batch, mode: .infer, target: t)
+    try expectInferenceMatches(source, batches: [1, 2], target: target, "channels-last shuffles") { program, batch in
       #expect(Set(program.channelsLast).isSuperset(of: ["m", "b1", "c", "sh", "k0", "k1", "c2", "a1", "a2"]), "\(program.channelsLast)")
-      var results: [[Float]] = []
-      for threads in [1, 2] {
-        let b = try CompiledBackend(inferenceOf: d.graph, compiler: try JITCompiler(target: t), inferenceCalls: [batch], threads: threads)
-        try b.loadParameters(d.parameters)
-        results.append(try b.infer(images: d.images, count: batch))
-        expectClose(expected, results.last!, "channels-last shuffles at batch \(batch), \(threads) threads, on \(target)")
-      }
-      #expect(results[0] == results[1], "one and two threads give the same bits at batch \(batch) on \(target)")
     }
   }
 
@@ -461,23 +441,9 @@ import Testing
       output o
       minimize loss
       """
-    let t = try TestTargets.resolve(target)
-    for batch in [1, 2] {
-      let d = try Differential(source: source, batch: batch)
-      var interp = try InterpreterBackend(graph: d.graph)
-      interp.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
-      let expected = try interp.infer(images: d.images, count: batch)
-      let program = try lower(d.graph, batch: batch, mode: .infer, target: t)
+    try expectInferenceMatches(source, batches: [1, 2], target: target, "banded convs") { program, batch in
       // At batch 2 two images' columns make one GEMM (`convImageGroup`), which is not banded.
       if batch == 1 { #expect(Set(program.splits.filter { $0.by == "row bands" }.map(\.node)) == ["s", "c"], "banded: \(program.splits)") }
-      var results: [[Float]] = []
-      for threads in [1, 2] {
-        let b = try CompiledBackend(inferenceOf: d.graph, compiler: try JITCompiler(target: t), inferenceCalls: [batch], threads: threads)
-        try b.loadParameters(d.parameters)
-        results.append(try b.infer(images: d.images, count: batch))
-        expectClose(expected, results.last!, "banded convs at batch \(batch), \(threads) threads, on \(target)")
-      }
-      #expect(results[0] == results[1], "one and two threads give the same bits at batch \(batch) on \(target)")
     }
   }
 
