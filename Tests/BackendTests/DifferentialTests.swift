@@ -447,6 +447,31 @@ import Testing
     }
   }
 
+  /// One-image Winograd passes whose transformed tiles would leave L2 run in bands of tile rows
+  /// (`winogradBand`): with relu, and with a residual and relu fused, against the interpreter at batch 1 (banded)
+  /// and 2, on each target, with one thread and two (the same bits).
+  @Test(arguments: TestTargets.names) func bandedWinogradMatches(_ target: String) throws {
+    let source = """
+      input x: f32[N, 32, 32, 32]
+      input y: i32[N]
+      c = conv2d(x, filters: 32, kernel: 3, padding: 1)
+      r = relu(c)
+      c2 = conv2d(r, filters: 32, kernel: 3, padding: 1)
+      a = add(c2, r)
+      ar = relu(a)
+      p = global_avgpool(ar)
+      f = flatten(p)
+      o = dense(f, units: 3)
+      loss = cross_entropy(o, y)
+      output o
+      minimize loss
+      """
+    try expectInferenceMatches(source, batches: [1, 2], target: target, "banded Winograd") { program, batch in
+      #expect(program.convs.allSatisfy { $0.algorithm == .winograd }, "\(program.convs)")
+      if batch == 1 { #expect(Set(program.splits.filter { $0.by == "bands of tile rows" }.map(\.node)) == ["c", "c2"], "\(program.splits)") }
+    }
+  }
+
   /// An inference program prepares Winograd's transformed kernels once per set of weights, in its arena: after a
   /// load, after a training step, and after another program used the arena, the next call prepares again, so
   /// every result is the interpreter's for the weights of the moment.

@@ -331,15 +331,71 @@ extension Emitter {
   /// Moves a group's channels-last staging [images][positions][channels] to `to(j, c, position)` (NCHW or
   /// the im2col layout), the channels `range` (first, count) or all: the loads stride, the stores run along
   /// the positions.
+  /// `positionRange` (first, count) limits the move to those positions.
   mutating func fromChannelsLast(_ staging: Int, images: Int, positions: Int, channels: Int, range: (IExpr, Int)? = nil,
-                                 _ to: (IExpr, IExpr, IExpr, FExpr) -> Stmt) -> Stmt {
-    let (first, count) = range ?? (.c(0), channels)
+                                 positionRange: (IExpr, Int)? = nil, _ to: (IExpr, IExpr, IExpr, FExpr) -> Stmt) -> Stmt {
+    let (first, count) = range ?? (.c(0), channels), (q0, qs) = positionRange ?? (.c(0), positions)
     return loop("j", images) { e, j in [e.loop("c", count) { e, k in
       let c = first + k
-      return [e.loop("q", positions) { _, q in
-      [to(j, c, q, .load(.arena, .c(staging) + (j * positions + q) * channels + c))]
-    }]
+      return [e.loop("q", qs) { _, qv in
+        let q = qv + q0
+        return [to(j, c, q, .load(.arena, .c(staging) + (j * positions + q) * channels + c))]
+      }]
     }] }
+  }
+
+  /// Rows of tiles per band of a one-image inference Winograd pass whose transformed input and products would
+  /// leave L2 (ResNet-18's 64-channel 56x56 convs: 3.2 MB each), or nil: the largest divisor of the tile rows
+  /// whose band takes at most a quarter of L2. Even output planes only (no short tiles in a band).
+  func winogradBand(_ s: WinogradShape, groups: Int) -> Int? {
+    let rowBytes = s.tilesX * Winograd.positions * (s.cin + s.cout) * MemoryLayout<Float>.size, budget = target.l2 / Self.bandShareOfL2
+    guard !training, s.images == 1, s.oh % 2 == 0, s.ow % 2 == 0, s.tilesY * rowBytes > budget,
+          let rows = (1...s.tilesY).last(where: { s.tilesY % $0 == 0 && $0 * rowBytes <= budget }), rows < s.tilesY else { return nil }
+    return rows
+  }
+
+  /// A one-image Winograd pass at inference in bands of `bandRows` rows of tiles (`winogradBand`): after the
+  /// channels-last copy, each band's input transform, 16 GEMMs over every output channel, output transform
+  /// (`output(outputs, ty, tx, first channel, lanes, staging)`) and move-out (`after(staging, positions)`) run
+  /// back to back while the band's transformed tiles and products are in L2; the bands split over the pool.
+  mutating func winogradBanded(_ s: WinogradShape, x: Placement, scratch: Int, bandRows: Int,
+                               weight: (IExpr, IExpr, Int, Int) -> FExpr,
+                               output: (inout Emitter, [[VExpr]], IExpr, IExpr, IExpr, Int, Int) -> [Stmt],
+                               after: (inout Emitter, Int, (IExpr, Int)) -> [Stmt]) {
+    let u = prepared(s.kernelFloats)
+    let padded = scratch + s.kernelFloats, v = padded + s.paddedFloats, m = v + s.transformedFloats, staging = m + s.productFloats
+    prepare.append(transformKernels(s, into: u, channels: (.c(0), s.cout), weight: weight))
+    body.append(zeroArena(padded, s.paddedFloats))
+    let copyParts = parallelParts(units: s.cin, macs: s.cin * s.h * s.w * Self.elementwiseWeight)
+    body += inParts(copyParts, of: "input channels") { e, part in
+      [e.copyChannelsLast(s.input, images: 1, from: x, g: .c(0), into: padded, channels: (part * (s.cin / copyParts), s.cin / copyParts))]
+    }
+    let bands = s.tilesY / bandRows, tiles = bandRows * s.tilesX
+    let parts = parallelParts(macs: s.tiles * Winograd.positions * s.cin * s.cout)
+    let split = inParts(parts, of: "bands of tile rows") { e, part in
+      e.rowsInParts([0..<bands], parts: parts, part: part) { e, band, _ in
+        let ty0 = band * bandRows, t0 = ty0 * s.tilesX
+        var out: [Stmt] = [e.transformInput(s, padded: padded, into: v, tileRows: (ty0, bandRows))]
+        out.append(e.loop("xi", Winograd.positions) { e, xi in
+          e.tiledGemm(TiledGemm(m: tiles, n: s.cout, k: s.cin, a: (.arena, .c(v) + xi * (s.tiles * s.cin) + t0 * s.cin), aRow: s.cin, aCol: 1,
+                                b: (.arena, .c(u) + xi * (s.cin * s.cout)), ldb: s.cout,
+                                c: (.arena, .c(m) + xi * (s.tiles * s.cout) + t0 * s.cout), ldc: s.cout, accumulate: false,
+                                calls: Winograd.positions * bands))
+        })
+        out.append(e.loop("ty", bandRows) { e, vy in [e.loop("tx", s.tilesX) { e, tx in
+          let ty = vy + ty0, tile = ty * s.tilesX + tx
+          return e.vectorRuns(s.cout) { e, c0, lanes in
+            let p = (0..<4).map { r in (0..<4).map { c in
+              VExpr.load(.arena, .c(m + (r * 4 + c) * s.tiles * s.cout) + tile * s.cout + c0, lanes: lanes)
+            } }
+            let (stmts, y) = e.transform(Winograd.outputTransform, p, Winograd.outputTransform)
+            return stmts + output(&e, y, ty, tx, c0, lanes, staging)
+          }
+        }] })
+        return out + after(&e, staging, (ty0 * 2 * s.ow, bandRows * 2 * s.ow))
+      }
+    }
+    body += split
   }
 
   /// A Winograd convolution of `x` over `groups` groups, scratch at `scratch` (`WinogradShape.forwardFloats`):
@@ -451,6 +507,15 @@ extension Emitter {
         [e.fromChannelsLast(staging, images: s.images, positions: plane, channels: s.cout) { j, c, q, v in
           .store(.arena, .c(tmp) + c * (s.images * plane) + j * plane + q, v)
         }, e.poolPlane(epilogue, pool, g: g)]
+      })
+    } else if let rows = winogradBand(s, groups: groups) {
+      winogradBanded(s, x: x, scratch: scratch, bandRows: rows, weight: weight, output: { _, t, ty, tx, c0, lanes, staging in
+        Self.stageTile(s, .c(0), t, ty, tx, c0, lanes, staging) { relued(biased($0, c0, lanes)) }
+      }, after: { e, staging, positions in
+        [e.fromChannelsLast(staging, images: 1, positions: plane, channels: s.cout, positionRange: positions) { _, c, q, v in
+          let o = c * plane + q
+          return .store(y.base, .c(y.offset) + o, tail.apply(v, at: o))
+        }]
       })
     } else {
       winogradConv(s, x: x, groups: groups, scratch: scratch, parts: winogradParts(s, groups: groups), weight: weight, output: { _, j, t, ty, tx, c0, lanes, staging in
