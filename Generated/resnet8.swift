@@ -4787,203 +4787,197 @@ public func resnet8_infer_b64(
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed, pool)
   if 0x0 as UInt64 >= UInt64(bitPattern: step) {
-    parallelFor(pool, 2) { part32 in
-      for ci33 in 0..<16 {
-        for co34 in 0..<8 {
-          var w35: Float = params[(464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9))]
-          var w36: Float = (((params[(464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9))] + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 3)]) + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-          var w37: Float = (((params[(464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9))] + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 6)]) - params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-          var w38: Float = params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 6)]
-          var w39: Float = params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 1)]
-          var w40: Float = (((params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 1)] + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 4)]) + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-          var w41: Float = (((params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 1)] + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 7)]) - params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-          var w42: Float = params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 7)]
-          var w43: Float = params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 2)]
-          var w44: Float = (((params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 2)] + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 5)]) + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-          var w45: Float = (((params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 2)] + params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 8)]) - params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-          var w46: Float = params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 8)]
-          var w47: Float = w35
-          var w48: Float = (((w35 + w39) + w43) * Float(bitPattern: 0x3f000000))
-          var w49: Float = (((w35 + w43) - w39) * Float(bitPattern: 0x3f000000))
-          var w50: Float = w43
-          var w51: Float = w36
-          var w52: Float = (((w36 + w40) + w44) * Float(bitPattern: 0x3f000000))
-          var w53: Float = (((w36 + w44) - w40) * Float(bitPattern: 0x3f000000))
-          var w54: Float = w44
-          var w55: Float = w37
-          var w56: Float = (((w37 + w41) + w45) * Float(bitPattern: 0x3f000000))
-          var w57: Float = (((w37 + w45) - w41) * Float(bitPattern: 0x3f000000))
-          var w58: Float = w45
-          var w59: Float = w38
-          var w60: Float = (((w38 + w42) + w46) * Float(bitPattern: 0x3f000000))
-          var w61: Float = (((w38 + w46) - w42) * Float(bitPattern: 0x3f000000))
-          var w62: Float = w46
-          arena[((3332192 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w47
-          arena[((3332448 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w48
-          arena[((3332704 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w49
-          arena[((3332960 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w50
-          arena[((3333216 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w51
-          arena[((3333472 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w52
-          arena[((3333728 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w53
-          arena[((3333984 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w54
-          arena[((3334240 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w55
-          arena[((3334496 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w56
-          arena[((3334752 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w57
-          arena[((3335008 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w58
-          arena[((3335264 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w59
-          arena[((3335520 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w60
-          arena[((3335776 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w61
-          arena[((3336032 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w62
-        }
+    for ci32 in 0..<16 {
+      for co33 in 0..<16 {
+        var w34: Float = params[(464 +% (((co33 *% 16) +% ci32) *% 9))]
+        var w35: Float = (((params[(464 +% (((co33 *% 16) +% ci32) *% 9))] + params[((464 +% (((co33 *% 16) +% ci32) *% 9)) +% 3)]) + params[((464 +% (((co33 *% 16) +% ci32) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w36: Float = (((params[(464 +% (((co33 *% 16) +% ci32) *% 9))] + params[((464 +% (((co33 *% 16) +% ci32) *% 9)) +% 6)]) - params[((464 +% (((co33 *% 16) +% ci32) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w37: Float = params[((464 +% (((co33 *% 16) +% ci32) *% 9)) +% 6)]
+        var w38: Float = params[((464 +% (((co33 *% 16) +% ci32) *% 9)) +% 1)]
+        var w39: Float = (((params[((464 +% (((co33 *% 16) +% ci32) *% 9)) +% 1)] + params[((464 +% (((co33 *% 16) +% ci32) *% 9)) +% 4)]) + params[((464 +% (((co33 *% 16) +% ci32) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w40: Float = (((params[((464 +% (((co33 *% 16) +% ci32) *% 9)) +% 1)] + params[((464 +% (((co33 *% 16) +% ci32) *% 9)) +% 7)]) - params[((464 +% (((co33 *% 16) +% ci32) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w41: Float = params[((464 +% (((co33 *% 16) +% ci32) *% 9)) +% 7)]
+        var w42: Float = params[((464 +% (((co33 *% 16) +% ci32) *% 9)) +% 2)]
+        var w43: Float = (((params[((464 +% (((co33 *% 16) +% ci32) *% 9)) +% 2)] + params[((464 +% (((co33 *% 16) +% ci32) *% 9)) +% 5)]) + params[((464 +% (((co33 *% 16) +% ci32) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w44: Float = (((params[((464 +% (((co33 *% 16) +% ci32) *% 9)) +% 2)] + params[((464 +% (((co33 *% 16) +% ci32) *% 9)) +% 8)]) - params[((464 +% (((co33 *% 16) +% ci32) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w45: Float = params[((464 +% (((co33 *% 16) +% ci32) *% 9)) +% 8)]
+        var w46: Float = w34
+        var w47: Float = (((w34 + w38) + w42) * Float(bitPattern: 0x3f000000))
+        var w48: Float = (((w34 + w42) - w38) * Float(bitPattern: 0x3f000000))
+        var w49: Float = w42
+        var w50: Float = w35
+        var w51: Float = (((w35 + w39) + w43) * Float(bitPattern: 0x3f000000))
+        var w52: Float = (((w35 + w43) - w39) * Float(bitPattern: 0x3f000000))
+        var w53: Float = w43
+        var w54: Float = w36
+        var w55: Float = (((w36 + w40) + w44) * Float(bitPattern: 0x3f000000))
+        var w56: Float = (((w36 + w44) - w40) * Float(bitPattern: 0x3f000000))
+        var w57: Float = w44
+        var w58: Float = w37
+        var w59: Float = (((w37 + w41) + w45) * Float(bitPattern: 0x3f000000))
+        var w60: Float = (((w37 + w45) - w41) * Float(bitPattern: 0x3f000000))
+        var w61: Float = w45
+        arena[((3332192 +% (ci32 *% 16)) +% co33)] = w46
+        arena[((3332448 +% (ci32 *% 16)) +% co33)] = w47
+        arena[((3332704 +% (ci32 *% 16)) +% co33)] = w48
+        arena[((3332960 +% (ci32 *% 16)) +% co33)] = w49
+        arena[((3333216 +% (ci32 *% 16)) +% co33)] = w50
+        arena[((3333472 +% (ci32 *% 16)) +% co33)] = w51
+        arena[((3333728 +% (ci32 *% 16)) +% co33)] = w52
+        arena[((3333984 +% (ci32 *% 16)) +% co33)] = w53
+        arena[((3334240 +% (ci32 *% 16)) +% co33)] = w54
+        arena[((3334496 +% (ci32 *% 16)) +% co33)] = w55
+        arena[((3334752 +% (ci32 *% 16)) +% co33)] = w56
+        arena[((3335008 +% (ci32 *% 16)) +% co33)] = w57
+        arena[((3335264 +% (ci32 *% 16)) +% co33)] = w58
+        arena[((3335520 +% (ci32 *% 16)) +% co33)] = w59
+        arena[((3335776 +% (ci32 *% 16)) +% co33)] = w60
+        arena[((3336032 +% (ci32 *% 16)) +% co33)] = w61
       }
     }
-    parallelFor(pool, 2) { part136 in
-      for ci137 in 0..<16 {
-        for co138 in 0..<8 {
-          var w139: Float = params[(2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9))]
-          var w140: Float = (((params[(2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9))] + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 3)]) + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-          var w141: Float = (((params[(2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9))] + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 6)]) - params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-          var w142: Float = params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 6)]
-          var w143: Float = params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 1)]
-          var w144: Float = (((params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 1)] + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 4)]) + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-          var w145: Float = (((params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 1)] + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 7)]) - params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-          var w146: Float = params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 7)]
-          var w147: Float = params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 2)]
-          var w148: Float = (((params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 2)] + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 5)]) + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-          var w149: Float = (((params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 2)] + params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 8)]) - params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-          var w150: Float = params[((2800 +% (((((part136 *% 8) +% co138) *% 16) +% ci137) *% 9)) +% 8)]
-          var w151: Float = w139
-          var w152: Float = (((w139 + w143) + w147) * Float(bitPattern: 0x3f000000))
-          var w153: Float = (((w139 + w147) - w143) * Float(bitPattern: 0x3f000000))
-          var w154: Float = w147
-          var w155: Float = w140
-          var w156: Float = (((w140 + w144) + w148) * Float(bitPattern: 0x3f000000))
-          var w157: Float = (((w140 + w148) - w144) * Float(bitPattern: 0x3f000000))
-          var w158: Float = w148
-          var w159: Float = w141
-          var w160: Float = (((w141 + w145) + w149) * Float(bitPattern: 0x3f000000))
-          var w161: Float = (((w141 + w149) - w145) * Float(bitPattern: 0x3f000000))
-          var w162: Float = w149
-          var w163: Float = w142
-          var w164: Float = (((w142 + w146) + w150) * Float(bitPattern: 0x3f000000))
-          var w165: Float = (((w142 + w150) - w146) * Float(bitPattern: 0x3f000000))
-          var w166: Float = w150
-          arena[((3336288 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w151
-          arena[((3336544 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w152
-          arena[((3336800 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w153
-          arena[((3337056 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w154
-          arena[((3337312 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w155
-          arena[((3337568 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w156
-          arena[((3337824 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w157
-          arena[((3338080 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w158
-          arena[((3338336 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w159
-          arena[((3338592 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w160
-          arena[((3338848 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w161
-          arena[((3339104 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w162
-          arena[((3339360 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w163
-          arena[((3339616 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w164
-          arena[((3339872 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w165
-          arena[((3340128 +% (ci137 *% 16)) +% ((part136 *% 8) +% co138))] = w166
-        }
+    for ci134 in 0..<16 {
+      for co135 in 0..<16 {
+        var w136: Float = params[(2800 +% (((co135 *% 16) +% ci134) *% 9))]
+        var w137: Float = (((params[(2800 +% (((co135 *% 16) +% ci134) *% 9))] + params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 3)]) + params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w138: Float = (((params[(2800 +% (((co135 *% 16) +% ci134) *% 9))] + params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 6)]) - params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w139: Float = params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 6)]
+        var w140: Float = params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 1)]
+        var w141: Float = (((params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 1)] + params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 4)]) + params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w142: Float = (((params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 1)] + params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 7)]) - params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w143: Float = params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 7)]
+        var w144: Float = params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 2)]
+        var w145: Float = (((params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 2)] + params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 5)]) + params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w146: Float = (((params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 2)] + params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 8)]) - params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w147: Float = params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 8)]
+        var w148: Float = w136
+        var w149: Float = (((w136 + w140) + w144) * Float(bitPattern: 0x3f000000))
+        var w150: Float = (((w136 + w144) - w140) * Float(bitPattern: 0x3f000000))
+        var w151: Float = w144
+        var w152: Float = w137
+        var w153: Float = (((w137 + w141) + w145) * Float(bitPattern: 0x3f000000))
+        var w154: Float = (((w137 + w145) - w141) * Float(bitPattern: 0x3f000000))
+        var w155: Float = w145
+        var w156: Float = w138
+        var w157: Float = (((w138 + w142) + w146) * Float(bitPattern: 0x3f000000))
+        var w158: Float = (((w138 + w146) - w142) * Float(bitPattern: 0x3f000000))
+        var w159: Float = w146
+        var w160: Float = w139
+        var w161: Float = (((w139 + w143) + w147) * Float(bitPattern: 0x3f000000))
+        var w162: Float = (((w139 + w147) - w143) * Float(bitPattern: 0x3f000000))
+        var w163: Float = w147
+        arena[((3336288 +% (ci134 *% 16)) +% co135)] = w148
+        arena[((3336544 +% (ci134 *% 16)) +% co135)] = w149
+        arena[((3336800 +% (ci134 *% 16)) +% co135)] = w150
+        arena[((3337056 +% (ci134 *% 16)) +% co135)] = w151
+        arena[((3337312 +% (ci134 *% 16)) +% co135)] = w152
+        arena[((3337568 +% (ci134 *% 16)) +% co135)] = w153
+        arena[((3337824 +% (ci134 *% 16)) +% co135)] = w154
+        arena[((3338080 +% (ci134 *% 16)) +% co135)] = w155
+        arena[((3338336 +% (ci134 *% 16)) +% co135)] = w156
+        arena[((3338592 +% (ci134 *% 16)) +% co135)] = w157
+        arena[((3338848 +% (ci134 *% 16)) +% co135)] = w158
+        arena[((3339104 +% (ci134 *% 16)) +% co135)] = w159
+        arena[((3339360 +% (ci134 *% 16)) +% co135)] = w160
+        arena[((3339616 +% (ci134 *% 16)) +% co135)] = w161
+        arena[((3339872 +% (ci134 *% 16)) +% co135)] = w162
+        arena[((3340128 +% (ci134 *% 16)) +% co135)] = w163
       }
     }
-    parallelFor(pool, 2) { part290 in
-      for ci291 in 0..<32 {
-        for co292 in 0..<16 {
-          var w293: Float = params[(9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9))]
-          var w294: Float = (((params[(9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9))] + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 3)]) + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-          var w295: Float = (((params[(9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9))] + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 6)]) - params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-          var w296: Float = params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 6)]
-          var w297: Float = params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 1)]
-          var w298: Float = (((params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 1)] + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 4)]) + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-          var w299: Float = (((params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 1)] + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 7)]) - params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-          var w300: Float = params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 7)]
-          var w301: Float = params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 2)]
-          var w302: Float = (((params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 2)] + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 5)]) + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-          var w303: Float = (((params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 2)] + params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 8)]) - params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-          var w304: Float = params[((9808 +% (((((part290 *% 16) +% co292) *% 32) +% ci291) *% 9)) +% 8)]
-          var w305: Float = w293
-          var w306: Float = (((w293 + w297) + w301) * Float(bitPattern: 0x3f000000))
-          var w307: Float = (((w293 + w301) - w297) * Float(bitPattern: 0x3f000000))
-          var w308: Float = w301
-          var w309: Float = w294
-          var w310: Float = (((w294 + w298) + w302) * Float(bitPattern: 0x3f000000))
-          var w311: Float = (((w294 + w302) - w298) * Float(bitPattern: 0x3f000000))
-          var w312: Float = w302
-          var w313: Float = w295
-          var w314: Float = (((w295 + w299) + w303) * Float(bitPattern: 0x3f000000))
-          var w315: Float = (((w295 + w303) - w299) * Float(bitPattern: 0x3f000000))
-          var w316: Float = w303
-          var w317: Float = w296
-          var w318: Float = (((w296 + w300) + w304) * Float(bitPattern: 0x3f000000))
-          var w319: Float = (((w296 + w304) - w300) * Float(bitPattern: 0x3f000000))
-          var w320: Float = w304
-          arena[((3340384 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w305
-          arena[((3341408 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w306
-          arena[((3342432 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w307
-          arena[((3343456 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w308
-          arena[((3344480 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w309
-          arena[((3345504 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w310
-          arena[((3346528 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w311
-          arena[((3347552 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w312
-          arena[((3348576 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w313
-          arena[((3349600 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w314
-          arena[((3350624 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w315
-          arena[((3351648 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w316
-          arena[((3352672 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w317
-          arena[((3353696 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w318
-          arena[((3354720 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w319
-          arena[((3355744 +% (ci291 *% 32)) +% ((part290 *% 16) +% co292))] = w320
-        }
+    for ci286 in 0..<32 {
+      for co287 in 0..<32 {
+        var w288: Float = params[(9808 +% (((co287 *% 32) +% ci286) *% 9))]
+        var w289: Float = (((params[(9808 +% (((co287 *% 32) +% ci286) *% 9))] + params[((9808 +% (((co287 *% 32) +% ci286) *% 9)) +% 3)]) + params[((9808 +% (((co287 *% 32) +% ci286) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w290: Float = (((params[(9808 +% (((co287 *% 32) +% ci286) *% 9))] + params[((9808 +% (((co287 *% 32) +% ci286) *% 9)) +% 6)]) - params[((9808 +% (((co287 *% 32) +% ci286) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w291: Float = params[((9808 +% (((co287 *% 32) +% ci286) *% 9)) +% 6)]
+        var w292: Float = params[((9808 +% (((co287 *% 32) +% ci286) *% 9)) +% 1)]
+        var w293: Float = (((params[((9808 +% (((co287 *% 32) +% ci286) *% 9)) +% 1)] + params[((9808 +% (((co287 *% 32) +% ci286) *% 9)) +% 4)]) + params[((9808 +% (((co287 *% 32) +% ci286) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w294: Float = (((params[((9808 +% (((co287 *% 32) +% ci286) *% 9)) +% 1)] + params[((9808 +% (((co287 *% 32) +% ci286) *% 9)) +% 7)]) - params[((9808 +% (((co287 *% 32) +% ci286) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w295: Float = params[((9808 +% (((co287 *% 32) +% ci286) *% 9)) +% 7)]
+        var w296: Float = params[((9808 +% (((co287 *% 32) +% ci286) *% 9)) +% 2)]
+        var w297: Float = (((params[((9808 +% (((co287 *% 32) +% ci286) *% 9)) +% 2)] + params[((9808 +% (((co287 *% 32) +% ci286) *% 9)) +% 5)]) + params[((9808 +% (((co287 *% 32) +% ci286) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w298: Float = (((params[((9808 +% (((co287 *% 32) +% ci286) *% 9)) +% 2)] + params[((9808 +% (((co287 *% 32) +% ci286) *% 9)) +% 8)]) - params[((9808 +% (((co287 *% 32) +% ci286) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w299: Float = params[((9808 +% (((co287 *% 32) +% ci286) *% 9)) +% 8)]
+        var w300: Float = w288
+        var w301: Float = (((w288 + w292) + w296) * Float(bitPattern: 0x3f000000))
+        var w302: Float = (((w288 + w296) - w292) * Float(bitPattern: 0x3f000000))
+        var w303: Float = w296
+        var w304: Float = w289
+        var w305: Float = (((w289 + w293) + w297) * Float(bitPattern: 0x3f000000))
+        var w306: Float = (((w289 + w297) - w293) * Float(bitPattern: 0x3f000000))
+        var w307: Float = w297
+        var w308: Float = w290
+        var w309: Float = (((w290 + w294) + w298) * Float(bitPattern: 0x3f000000))
+        var w310: Float = (((w290 + w298) - w294) * Float(bitPattern: 0x3f000000))
+        var w311: Float = w298
+        var w312: Float = w291
+        var w313: Float = (((w291 + w295) + w299) * Float(bitPattern: 0x3f000000))
+        var w314: Float = (((w291 + w299) - w295) * Float(bitPattern: 0x3f000000))
+        var w315: Float = w299
+        arena[((3340384 +% (ci286 *% 32)) +% co287)] = w300
+        arena[((3341408 +% (ci286 *% 32)) +% co287)] = w301
+        arena[((3342432 +% (ci286 *% 32)) +% co287)] = w302
+        arena[((3343456 +% (ci286 *% 32)) +% co287)] = w303
+        arena[((3344480 +% (ci286 *% 32)) +% co287)] = w304
+        arena[((3345504 +% (ci286 *% 32)) +% co287)] = w305
+        arena[((3346528 +% (ci286 *% 32)) +% co287)] = w306
+        arena[((3347552 +% (ci286 *% 32)) +% co287)] = w307
+        arena[((3348576 +% (ci286 *% 32)) +% co287)] = w308
+        arena[((3349600 +% (ci286 *% 32)) +% co287)] = w309
+        arena[((3350624 +% (ci286 *% 32)) +% co287)] = w310
+        arena[((3351648 +% (ci286 *% 32)) +% co287)] = w311
+        arena[((3352672 +% (ci286 *% 32)) +% co287)] = w312
+        arena[((3353696 +% (ci286 *% 32)) +% co287)] = w313
+        arena[((3354720 +% (ci286 *% 32)) +% co287)] = w314
+        arena[((3355744 +% (ci286 *% 32)) +% co287)] = w315
       }
     }
-    parallelFor(pool, 2) { part443 in
-      for ci444 in 0..<64 {
-        for co445 in 0..<32 {
-          var w446: Float = params[(38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9))]
-          var w447: Float = (((params[(38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9))] + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 3)]) + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-          var w448: Float = (((params[(38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9))] + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 6)]) - params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-          var w449: Float = params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 6)]
-          var w450: Float = params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 1)]
-          var w451: Float = (((params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 1)] + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 4)]) + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-          var w452: Float = (((params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 1)] + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 7)]) - params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-          var w453: Float = params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 7)]
-          var w454: Float = params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 2)]
-          var w455: Float = (((params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 2)] + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 5)]) + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-          var w456: Float = (((params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 2)] + params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 8)]) - params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-          var w457: Float = params[((38224 +% (((((part443 *% 32) +% co445) *% 64) +% ci444) *% 9)) +% 8)]
-          var w458: Float = w446
-          var w459: Float = (((w446 + w450) + w454) * Float(bitPattern: 0x3f000000))
-          var w460: Float = (((w446 + w454) - w450) * Float(bitPattern: 0x3f000000))
-          var w461: Float = w454
-          var w462: Float = w447
-          var w463: Float = (((w447 + w451) + w455) * Float(bitPattern: 0x3f000000))
-          var w464: Float = (((w447 + w455) - w451) * Float(bitPattern: 0x3f000000))
-          var w465: Float = w455
-          var w466: Float = w448
-          var w467: Float = (((w448 + w452) + w456) * Float(bitPattern: 0x3f000000))
-          var w468: Float = (((w448 + w456) - w452) * Float(bitPattern: 0x3f000000))
-          var w469: Float = w456
-          var w470: Float = w449
-          var w471: Float = (((w449 + w453) + w457) * Float(bitPattern: 0x3f000000))
-          var w472: Float = (((w449 + w457) - w453) * Float(bitPattern: 0x3f000000))
-          var w473: Float = w457
-          arena[((3356768 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w458
-          arena[((3360864 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w459
-          arena[((3364960 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w460
-          arena[((3369056 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w461
-          arena[((3373152 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w462
-          arena[((3377248 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w463
-          arena[((3381344 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w464
-          arena[((3385440 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w465
-          arena[((3389536 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w466
-          arena[((3393632 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w467
-          arena[((3397728 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w468
-          arena[((3401824 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w469
-          arena[((3405920 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w470
-          arena[((3410016 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w471
-          arena[((3414112 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w472
-          arena[((3418208 +% (ci444 *% 64)) +% ((part443 *% 32) +% co445))] = w473
+    parallelFor(pool, 2) { part436 in
+      for ci437 in 0..<64 {
+        for co438 in 0..<32 {
+          var w439: Float = params[(38224 +% (((((part436 *% 32) +% co438) *% 64) +% ci437) *% 9))]
+          var w440: Float = (((params[(38224 +% (((((part436 *% 32) +% co438) *% 64) +% ci437) *% 9))] + params[((38224 +% (((((part436 *% 32) +% co438) *% 64) +% ci437) *% 9)) +% 3)]) + params[((38224 +% (((((part436 *% 32) +% co438) *% 64) +% ci437) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w441: Float = (((params[(38224 +% (((((part436 *% 32) +% co438) *% 64) +% ci437) *% 9))] + params[((38224 +% (((((part436 *% 32) +% co438) *% 64) +% ci437) *% 9)) +% 6)]) - params[((38224 +% (((((part436 *% 32) +% co438) *% 64) +% ci437) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w442: Float = params[((38224 +% (((((part436 *% 32) +% co438) *% 64) +% ci437) *% 9)) +% 6)]
+          var w443: Float = params[((38224 +% (((((part436 *% 32) +% co438) *% 64) +% ci437) *% 9)) +% 1)]
+          var w444: Float = (((params[((38224 +% (((((part436 *% 32) +% co438) *% 64) +% ci437) *% 9)) +% 1)] + params[((38224 +% (((((part436 *% 32) +% co438) *% 64) +% ci437) *% 9)) +% 4)]) + params[((38224 +% (((((part436 *% 32) +% co438) *% 64) +% ci437) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w445: Float = (((params[((38224 +% (((((part436 *% 32) +% co438) *% 64) +% ci437) *% 9)) +% 1)] + params[((38224 +% (((((part436 *% 32) +% co438) *% 64) +% ci437) *% 9)) +% 7)]) - params[((38224 +% (((((part436 *% 32) +% co438) *% 64) +% ci437) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w446: Float = params[((38224 +% (((((part436 *% 32) +% co438) *% 64) +% ci437) *% 9)) +% 7)]
+          var w447: Float = params[((38224 +% (((((part436 *% 32) +% co438) *% 64) +% ci437) *% 9)) +% 2)]
+          var w448: Float = (((params[((38224 +% (((((part436 *% 32) +% co438) *% 64) +% ci437) *% 9)) +% 2)] + params[((38224 +% (((((part436 *% 32) +% co438) *% 64) +% ci437) *% 9)) +% 5)]) + params[((38224 +% (((((part436 *% 32) +% co438) *% 64) +% ci437) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w449: Float = (((params[((38224 +% (((((part436 *% 32) +% co438) *% 64) +% ci437) *% 9)) +% 2)] + params[((38224 +% (((((part436 *% 32) +% co438) *% 64) +% ci437) *% 9)) +% 8)]) - params[((38224 +% (((((part436 *% 32) +% co438) *% 64) +% ci437) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w450: Float = params[((38224 +% (((((part436 *% 32) +% co438) *% 64) +% ci437) *% 9)) +% 8)]
+          var w451: Float = w439
+          var w452: Float = (((w439 + w443) + w447) * Float(bitPattern: 0x3f000000))
+          var w453: Float = (((w439 + w447) - w443) * Float(bitPattern: 0x3f000000))
+          var w454: Float = w447
+          var w455: Float = w440
+          var w456: Float = (((w440 + w444) + w448) * Float(bitPattern: 0x3f000000))
+          var w457: Float = (((w440 + w448) - w444) * Float(bitPattern: 0x3f000000))
+          var w458: Float = w448
+          var w459: Float = w441
+          var w460: Float = (((w441 + w445) + w449) * Float(bitPattern: 0x3f000000))
+          var w461: Float = (((w441 + w449) - w445) * Float(bitPattern: 0x3f000000))
+          var w462: Float = w449
+          var w463: Float = w442
+          var w464: Float = (((w442 + w446) + w450) * Float(bitPattern: 0x3f000000))
+          var w465: Float = (((w442 + w450) - w446) * Float(bitPattern: 0x3f000000))
+          var w466: Float = w450
+          arena[((3356768 +% (ci437 *% 64)) +% ((part436 *% 32) +% co438))] = w451
+          arena[((3360864 +% (ci437 *% 64)) +% ((part436 *% 32) +% co438))] = w452
+          arena[((3364960 +% (ci437 *% 64)) +% ((part436 *% 32) +% co438))] = w453
+          arena[((3369056 +% (ci437 *% 64)) +% ((part436 *% 32) +% co438))] = w454
+          arena[((3373152 +% (ci437 *% 64)) +% ((part436 *% 32) +% co438))] = w455
+          arena[((3377248 +% (ci437 *% 64)) +% ((part436 *% 32) +% co438))] = w456
+          arena[((3381344 +% (ci437 *% 64)) +% ((part436 *% 32) +% co438))] = w457
+          arena[((3385440 +% (ci437 *% 64)) +% ((part436 *% 32) +% co438))] = w458
+          arena[((3389536 +% (ci437 *% 64)) +% ((part436 *% 32) +% co438))] = w459
+          arena[((3393632 +% (ci437 *% 64)) +% ((part436 *% 32) +% co438))] = w460
+          arena[((3397728 +% (ci437 *% 64)) +% ((part436 *% 32) +% co438))] = w461
+          arena[((3401824 +% (ci437 *% 64)) +% ((part436 *% 32) +% co438))] = w462
+          arena[((3405920 +% (ci437 *% 64)) +% ((part436 *% 32) +% co438))] = w463
+          arena[((3410016 +% (ci437 *% 64)) +% ((part436 *% 32) +% co438))] = w464
+          arena[((3414112 +% (ci437 *% 64)) +% ((part436 *% 32) +% co438))] = w465
+          arena[((3418208 +% (ci437 *% 64)) +% ((part436 *% 32) +% co438))] = w466
         }
       }
     }
@@ -5161,458 +5155,454 @@ public func resnet8_infer_b64(
     storeVector(arena, ((c30 *% 8) +% 16), (loadVector(params, ((c30 *% 8) +% 2784)) - (loadVector(params, ((c30 *% 8) +% 78074)) * scale31_v)))
   }
   // s1_conv1 = conv2d_relu(stem, s1_bn1)
-  for i63 in 0..<2312 {
-    storeVector(arena, ((i63 *% 8) +% 2101280), Vector(repeating: Float(0)))
+  for i62 in 0..<2312 {
+    storeVector(arena, ((i62 *% 8) +% 2101280), Vector(repeating: Float(0)))
   }
-  for g64 in 0..<64 {
-    for j65 in 0..<1 {
-      for c66 in 0..<16 {
-        for iy67 in 0..<32 {
-          for ix68 in 0..<32 {
-            arena[(2101280 +% ((((j65 *% 18496) +% ((iy67 +% 1) *% 544)) +% ((ix68 +% 1) *% 16)) +% c66))] = arena[((((32 +% ((g64 +% j65) *% 16384)) +% (c66 *% 1024)) +% (iy67 *% 32)) +% ix68)]
+  for g63 in 0..<64 {
+    for j64 in 0..<1 {
+      for c65 in 0..<16 {
+        for iy66 in 0..<32 {
+          for ix67 in 0..<32 {
+            arena[(2101280 +% ((((j64 *% 18496) +% ((iy66 +% 1) *% 544)) +% ((ix67 +% 1) *% 16)) +% c65))] = arena[((((32 +% ((g63 +% j64) *% 16384)) +% (c65 *% 1024)) +% (iy66 *% 32)) +% ix67)]
           }
         }
       }
     }
-    parallelFor(pool, 2) { part69 in
-      for j70 in 0..<1 {
-        for ty71 in 0..<8 {
-          for tx72 in 0..<16 {
-            for cv73 in 0..<2 {
-              let w74 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% (((ty71 +% (part69 *% 8)) *% 2) *% 544)) +% ((tx72 *% 2) *% 16)) +% (cv73 *% 8)))) - loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 2) *% 544)) +% ((tx72 *% 2) *% 16)) +% (cv73 *% 8)))))
-              let w75 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 1) *% 544)) +% ((tx72 *% 2) *% 16)) +% (cv73 *% 8)))) + loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 2) *% 544)) +% ((tx72 *% 2) *% 16)) +% (cv73 *% 8)))))
-              let w76 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 2) *% 544)) +% ((tx72 *% 2) *% 16)) +% (cv73 *% 8)))) - loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 1) *% 544)) +% ((tx72 *% 2) *% 16)) +% (cv73 *% 8)))))
-              let w77 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 1) *% 544)) +% ((tx72 *% 2) *% 16)) +% (cv73 *% 8)))) - loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 3) *% 544)) +% ((tx72 *% 2) *% 16)) +% (cv73 *% 8)))))
-              let w78 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% (((ty71 +% (part69 *% 8)) *% 2) *% 544)) +% (((tx72 *% 2) +% 1) *% 16)) +% (cv73 *% 8)))) - loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 2) *% 544)) +% (((tx72 *% 2) +% 1) *% 16)) +% (cv73 *% 8)))))
-              let w79 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 1) *% 544)) +% (((tx72 *% 2) +% 1) *% 16)) +% (cv73 *% 8)))) + loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 2) *% 544)) +% (((tx72 *% 2) +% 1) *% 16)) +% (cv73 *% 8)))))
-              let w80 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 2) *% 544)) +% (((tx72 *% 2) +% 1) *% 16)) +% (cv73 *% 8)))) - loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 1) *% 544)) +% (((tx72 *% 2) +% 1) *% 16)) +% (cv73 *% 8)))))
-              let w81 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 1) *% 544)) +% (((tx72 *% 2) +% 1) *% 16)) +% (cv73 *% 8)))) - loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 3) *% 544)) +% (((tx72 *% 2) +% 1) *% 16)) +% (cv73 *% 8)))))
-              let w82 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% (((ty71 +% (part69 *% 8)) *% 2) *% 544)) +% (((tx72 *% 2) +% 2) *% 16)) +% (cv73 *% 8)))) - loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 2) *% 544)) +% (((tx72 *% 2) +% 2) *% 16)) +% (cv73 *% 8)))))
-              let w83 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 1) *% 544)) +% (((tx72 *% 2) +% 2) *% 16)) +% (cv73 *% 8)))) + loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 2) *% 544)) +% (((tx72 *% 2) +% 2) *% 16)) +% (cv73 *% 8)))))
-              let w84 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 2) *% 544)) +% (((tx72 *% 2) +% 2) *% 16)) +% (cv73 *% 8)))) - loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 1) *% 544)) +% (((tx72 *% 2) +% 2) *% 16)) +% (cv73 *% 8)))))
-              let w85 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 1) *% 544)) +% (((tx72 *% 2) +% 2) *% 16)) +% (cv73 *% 8)))) - loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 3) *% 544)) +% (((tx72 *% 2) +% 2) *% 16)) +% (cv73 *% 8)))))
-              let w86 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% (((ty71 +% (part69 *% 8)) *% 2) *% 544)) +% (((tx72 *% 2) +% 3) *% 16)) +% (cv73 *% 8)))) - loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 2) *% 544)) +% (((tx72 *% 2) +% 3) *% 16)) +% (cv73 *% 8)))))
-              let w87 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 1) *% 544)) +% (((tx72 *% 2) +% 3) *% 16)) +% (cv73 *% 8)))) + loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 2) *% 544)) +% (((tx72 *% 2) +% 3) *% 16)) +% (cv73 *% 8)))))
-              let w88 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 2) *% 544)) +% (((tx72 *% 2) +% 3) *% 16)) +% (cv73 *% 8)))) - loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 1) *% 544)) +% (((tx72 *% 2) +% 3) *% 16)) +% (cv73 *% 8)))))
-              let w89 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 1) *% 544)) +% (((tx72 *% 2) +% 3) *% 16)) +% (cv73 *% 8)))) - loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% (part69 *% 8)) *% 2) +% 3) *% 544)) +% (((tx72 *% 2) +% 3) *% 16)) +% (cv73 *% 8)))))
-              let w90 = (w74 - w82)
-              let w91 = (w78 + w82)
-              let w92 = (w82 - w78)
-              let w93 = (w78 - w86)
-              let w94 = (w75 - w83)
-              let w95 = (w79 + w83)
-              let w96 = (w83 - w79)
-              let w97 = (w79 - w87)
-              let w98 = (w76 - w84)
-              let w99 = (w80 + w84)
-              let w100 = (w84 - w80)
-              let w101 = (w80 - w88)
-              let w102 = (w77 - w85)
-              let w103 = (w81 + w85)
-              let w104 = (w85 - w81)
-              let w105 = (w81 - w89)
-              storeVector(arena, ((2119776 +% ((((j70 *% 256) +% ((ty71 +% (part69 *% 8)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w90)
-              storeVector(arena, ((2123872 +% ((((j70 *% 256) +% ((ty71 +% (part69 *% 8)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w91)
-              storeVector(arena, ((2127968 +% ((((j70 *% 256) +% ((ty71 +% (part69 *% 8)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w92)
-              storeVector(arena, ((2132064 +% ((((j70 *% 256) +% ((ty71 +% (part69 *% 8)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w93)
-              storeVector(arena, ((2136160 +% ((((j70 *% 256) +% ((ty71 +% (part69 *% 8)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w94)
-              storeVector(arena, ((2140256 +% ((((j70 *% 256) +% ((ty71 +% (part69 *% 8)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w95)
-              storeVector(arena, ((2144352 +% ((((j70 *% 256) +% ((ty71 +% (part69 *% 8)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w96)
-              storeVector(arena, ((2148448 +% ((((j70 *% 256) +% ((ty71 +% (part69 *% 8)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w97)
-              storeVector(arena, ((2152544 +% ((((j70 *% 256) +% ((ty71 +% (part69 *% 8)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w98)
-              storeVector(arena, ((2156640 +% ((((j70 *% 256) +% ((ty71 +% (part69 *% 8)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w99)
-              storeVector(arena, ((2160736 +% ((((j70 *% 256) +% ((ty71 +% (part69 *% 8)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w100)
-              storeVector(arena, ((2164832 +% ((((j70 *% 256) +% ((ty71 +% (part69 *% 8)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w101)
-              storeVector(arena, ((2168928 +% ((((j70 *% 256) +% ((ty71 +% (part69 *% 8)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w102)
-              storeVector(arena, ((2173024 +% ((((j70 *% 256) +% ((ty71 +% (part69 *% 8)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w103)
-              storeVector(arena, ((2177120 +% ((((j70 *% 256) +% ((ty71 +% (part69 *% 8)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w104)
-              storeVector(arena, ((2181216 +% ((((j70 *% 256) +% ((ty71 +% (part69 *% 8)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w105)
-            }
-          }
-        }
-      }
-    }
-    parallelFor(pool, 2) { part106 in
-      for xi107 in 0..<16 {
-        do {  // gemm114
-          for nb108 in 0..<1 {
-            for mb109 in 0..<18 {
-              var t110_c0_0 = Vector()
-              var t110_c1_0 = Vector()
-              var t110_c2_0 = Vector()
-              var t110_c3_0 = Vector()
-              var t110_c4_0 = Vector()
-              var t110_c5_0 = Vector()
-              var t110_c6_0 = Vector()
-              var t110_c7_0 = Vector()
-              var t110_c8_0 = Vector()
-              var t110_c9_0 = Vector()
-              var t110_c10_0 = Vector()
-              var t110_c11_0 = Vector()
-              var t110_c12_0 = Vector()
-              var t110_c13_0 = Vector()
-              for k111 in 0..<16 {
-                let t110_b0 = loadVector(arena, ((((3332192 +% (xi107 *% 256)) +% (part106 *% 8)) +% (k111 *% 16)) +% (nb108 *% 8)))
-                let t110_a0 = Vector(repeating: arena[(((2119776 +% (xi107 *% 4096)) +% ((mb109 *% 14) *% 16)) +% k111)])
-                t110_c0_0 = t110_c0_0.addingProduct(t110_a0, t110_b0)
-                let t110_a1 = Vector(repeating: arena[(((2119776 +% (xi107 *% 4096)) +% (((mb109 *% 14) +% 1) *% 16)) +% k111)])
-                t110_c1_0 = t110_c1_0.addingProduct(t110_a1, t110_b0)
-                let t110_a2 = Vector(repeating: arena[(((2119776 +% (xi107 *% 4096)) +% (((mb109 *% 14) +% 2) *% 16)) +% k111)])
-                t110_c2_0 = t110_c2_0.addingProduct(t110_a2, t110_b0)
-                let t110_a3 = Vector(repeating: arena[(((2119776 +% (xi107 *% 4096)) +% (((mb109 *% 14) +% 3) *% 16)) +% k111)])
-                t110_c3_0 = t110_c3_0.addingProduct(t110_a3, t110_b0)
-                let t110_a4 = Vector(repeating: arena[(((2119776 +% (xi107 *% 4096)) +% (((mb109 *% 14) +% 4) *% 16)) +% k111)])
-                t110_c4_0 = t110_c4_0.addingProduct(t110_a4, t110_b0)
-                let t110_a5 = Vector(repeating: arena[(((2119776 +% (xi107 *% 4096)) +% (((mb109 *% 14) +% 5) *% 16)) +% k111)])
-                t110_c5_0 = t110_c5_0.addingProduct(t110_a5, t110_b0)
-                let t110_a6 = Vector(repeating: arena[(((2119776 +% (xi107 *% 4096)) +% (((mb109 *% 14) +% 6) *% 16)) +% k111)])
-                t110_c6_0 = t110_c6_0.addingProduct(t110_a6, t110_b0)
-                let t110_a7 = Vector(repeating: arena[(((2119776 +% (xi107 *% 4096)) +% (((mb109 *% 14) +% 7) *% 16)) +% k111)])
-                t110_c7_0 = t110_c7_0.addingProduct(t110_a7, t110_b0)
-                let t110_a8 = Vector(repeating: arena[(((2119776 +% (xi107 *% 4096)) +% (((mb109 *% 14) +% 8) *% 16)) +% k111)])
-                t110_c8_0 = t110_c8_0.addingProduct(t110_a8, t110_b0)
-                let t110_a9 = Vector(repeating: arena[(((2119776 +% (xi107 *% 4096)) +% (((mb109 *% 14) +% 9) *% 16)) +% k111)])
-                t110_c9_0 = t110_c9_0.addingProduct(t110_a9, t110_b0)
-                let t110_a10 = Vector(repeating: arena[(((2119776 +% (xi107 *% 4096)) +% (((mb109 *% 14) +% 10) *% 16)) +% k111)])
-                t110_c10_0 = t110_c10_0.addingProduct(t110_a10, t110_b0)
-                let t110_a11 = Vector(repeating: arena[(((2119776 +% (xi107 *% 4096)) +% (((mb109 *% 14) +% 11) *% 16)) +% k111)])
-                t110_c11_0 = t110_c11_0.addingProduct(t110_a11, t110_b0)
-                let t110_a12 = Vector(repeating: arena[(((2119776 +% (xi107 *% 4096)) +% (((mb109 *% 14) +% 12) *% 16)) +% k111)])
-                t110_c12_0 = t110_c12_0.addingProduct(t110_a12, t110_b0)
-                let t110_a13 = Vector(repeating: arena[(((2119776 +% (xi107 *% 4096)) +% (((mb109 *% 14) +% 13) *% 16)) +% k111)])
-                t110_c13_0 = t110_c13_0.addingProduct(t110_a13, t110_b0)
+    parallelFor(pool, 2) { part68 in
+      for oy69 in 0..<2 {
+        for j70 in 0..<1 {
+          for ty71 in 0..<4 {
+            for tx72 in 0..<16 {
+              for cv73 in 0..<2 {
+                let w74 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% (((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) *% 544)) +% ((tx72 *% 2) *% 16)) +% (cv73 *% 8)))) - loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% ((tx72 *% 2) *% 16)) +% (cv73 *% 8)))))
+                let w75 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% ((tx72 *% 2) *% 16)) +% (cv73 *% 8)))) + loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% ((tx72 *% 2) *% 16)) +% (cv73 *% 8)))))
+                let w76 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% ((tx72 *% 2) *% 16)) +% (cv73 *% 8)))) - loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% ((tx72 *% 2) *% 16)) +% (cv73 *% 8)))))
+                let w77 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% ((tx72 *% 2) *% 16)) +% (cv73 *% 8)))) - loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 3) *% 544)) +% ((tx72 *% 2) *% 16)) +% (cv73 *% 8)))))
+                let w78 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% (((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) *% 544)) +% (((tx72 *% 2) +% 1) *% 16)) +% (cv73 *% 8)))) - loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx72 *% 2) +% 1) *% 16)) +% (cv73 *% 8)))))
+                let w79 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx72 *% 2) +% 1) *% 16)) +% (cv73 *% 8)))) + loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx72 *% 2) +% 1) *% 16)) +% (cv73 *% 8)))))
+                let w80 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx72 *% 2) +% 1) *% 16)) +% (cv73 *% 8)))) - loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx72 *% 2) +% 1) *% 16)) +% (cv73 *% 8)))))
+                let w81 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx72 *% 2) +% 1) *% 16)) +% (cv73 *% 8)))) - loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 3) *% 544)) +% (((tx72 *% 2) +% 1) *% 16)) +% (cv73 *% 8)))))
+                let w82 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% (((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) *% 544)) +% (((tx72 *% 2) +% 2) *% 16)) +% (cv73 *% 8)))) - loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx72 *% 2) +% 2) *% 16)) +% (cv73 *% 8)))))
+                let w83 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx72 *% 2) +% 2) *% 16)) +% (cv73 *% 8)))) + loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx72 *% 2) +% 2) *% 16)) +% (cv73 *% 8)))))
+                let w84 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx72 *% 2) +% 2) *% 16)) +% (cv73 *% 8)))) - loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx72 *% 2) +% 2) *% 16)) +% (cv73 *% 8)))))
+                let w85 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx72 *% 2) +% 2) *% 16)) +% (cv73 *% 8)))) - loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 3) *% 544)) +% (((tx72 *% 2) +% 2) *% 16)) +% (cv73 *% 8)))))
+                let w86 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% (((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) *% 544)) +% (((tx72 *% 2) +% 3) *% 16)) +% (cv73 *% 8)))) - loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx72 *% 2) +% 3) *% 16)) +% (cv73 *% 8)))))
+                let w87 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx72 *% 2) +% 3) *% 16)) +% (cv73 *% 8)))) + loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx72 *% 2) +% 3) *% 16)) +% (cv73 *% 8)))))
+                let w88 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx72 *% 2) +% 3) *% 16)) +% (cv73 *% 8)))) - loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx72 *% 2) +% 3) *% 16)) +% (cv73 *% 8)))))
+                let w89 = (loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx72 *% 2) +% 3) *% 16)) +% (cv73 *% 8)))) - loadVector(arena, (2101280 +% ((((j70 *% 18496) +% ((((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 3) *% 544)) +% (((tx72 *% 2) +% 3) *% 16)) +% (cv73 *% 8)))))
+                let w90 = (w74 - w82)
+                let w91 = (w78 + w82)
+                let w92 = (w82 - w78)
+                let w93 = (w78 - w86)
+                let w94 = (w75 - w83)
+                let w95 = (w79 + w83)
+                let w96 = (w83 - w79)
+                let w97 = (w79 - w87)
+                let w98 = (w76 - w84)
+                let w99 = (w80 + w84)
+                let w100 = (w84 - w80)
+                let w101 = (w80 - w88)
+                let w102 = (w77 - w85)
+                let w103 = (w81 + w85)
+                let w104 = (w85 - w81)
+                let w105 = (w81 - w89)
+                storeVector(arena, ((2119776 +% ((((j70 *% 256) +% ((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w90)
+                storeVector(arena, ((2123872 +% ((((j70 *% 256) +% ((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w91)
+                storeVector(arena, ((2127968 +% ((((j70 *% 256) +% ((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w92)
+                storeVector(arena, ((2132064 +% ((((j70 *% 256) +% ((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w93)
+                storeVector(arena, ((2136160 +% ((((j70 *% 256) +% ((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w94)
+                storeVector(arena, ((2140256 +% ((((j70 *% 256) +% ((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w95)
+                storeVector(arena, ((2144352 +% ((((j70 *% 256) +% ((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w96)
+                storeVector(arena, ((2148448 +% ((((j70 *% 256) +% ((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w97)
+                storeVector(arena, ((2152544 +% ((((j70 *% 256) +% ((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w98)
+                storeVector(arena, ((2156640 +% ((((j70 *% 256) +% ((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w99)
+                storeVector(arena, ((2160736 +% ((((j70 *% 256) +% ((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w100)
+                storeVector(arena, ((2164832 +% ((((j70 *% 256) +% ((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w101)
+                storeVector(arena, ((2168928 +% ((((j70 *% 256) +% ((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w102)
+                storeVector(arena, ((2173024 +% ((((j70 *% 256) +% ((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w103)
+                storeVector(arena, ((2177120 +% ((((j70 *% 256) +% ((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w104)
+                storeVector(arena, ((2181216 +% ((((j70 *% 256) +% ((ty71 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx72) *% 16)) +% (cv73 *% 8)), w105)
               }
-              storeVector(arena, ((((2185312 +% (xi107 *% 4096)) +% (part106 *% 8)) +% ((mb109 *% 14) *% 16)) +% (nb108 *% 8)), t110_c0_0)
-              storeVector(arena, ((((2185312 +% (xi107 *% 4096)) +% (part106 *% 8)) +% (((mb109 *% 14) +% 1) *% 16)) +% (nb108 *% 8)), t110_c1_0)
-              storeVector(arena, ((((2185312 +% (xi107 *% 4096)) +% (part106 *% 8)) +% (((mb109 *% 14) +% 2) *% 16)) +% (nb108 *% 8)), t110_c2_0)
-              storeVector(arena, ((((2185312 +% (xi107 *% 4096)) +% (part106 *% 8)) +% (((mb109 *% 14) +% 3) *% 16)) +% (nb108 *% 8)), t110_c3_0)
-              storeVector(arena, ((((2185312 +% (xi107 *% 4096)) +% (part106 *% 8)) +% (((mb109 *% 14) +% 4) *% 16)) +% (nb108 *% 8)), t110_c4_0)
-              storeVector(arena, ((((2185312 +% (xi107 *% 4096)) +% (part106 *% 8)) +% (((mb109 *% 14) +% 5) *% 16)) +% (nb108 *% 8)), t110_c5_0)
-              storeVector(arena, ((((2185312 +% (xi107 *% 4096)) +% (part106 *% 8)) +% (((mb109 *% 14) +% 6) *% 16)) +% (nb108 *% 8)), t110_c6_0)
-              storeVector(arena, ((((2185312 +% (xi107 *% 4096)) +% (part106 *% 8)) +% (((mb109 *% 14) +% 7) *% 16)) +% (nb108 *% 8)), t110_c7_0)
-              storeVector(arena, ((((2185312 +% (xi107 *% 4096)) +% (part106 *% 8)) +% (((mb109 *% 14) +% 8) *% 16)) +% (nb108 *% 8)), t110_c8_0)
-              storeVector(arena, ((((2185312 +% (xi107 *% 4096)) +% (part106 *% 8)) +% (((mb109 *% 14) +% 9) *% 16)) +% (nb108 *% 8)), t110_c9_0)
-              storeVector(arena, ((((2185312 +% (xi107 *% 4096)) +% (part106 *% 8)) +% (((mb109 *% 14) +% 10) *% 16)) +% (nb108 *% 8)), t110_c10_0)
-              storeVector(arena, ((((2185312 +% (xi107 *% 4096)) +% (part106 *% 8)) +% (((mb109 *% 14) +% 11) *% 16)) +% (nb108 *% 8)), t110_c11_0)
-              storeVector(arena, ((((2185312 +% (xi107 *% 4096)) +% (part106 *% 8)) +% (((mb109 *% 14) +% 12) *% 16)) +% (nb108 *% 8)), t110_c12_0)
-              storeVector(arena, ((((2185312 +% (xi107 *% 4096)) +% (part106 *% 8)) +% (((mb109 *% 14) +% 13) *% 16)) +% (nb108 *% 8)), t110_c13_0)
-            }
-            var t112_c0_0 = Vector()
-            var t112_c1_0 = Vector()
-            var t112_c2_0 = Vector()
-            var t112_c3_0 = Vector()
-            for k113 in 0..<16 {
-              let t112_b0 = loadVector(arena, ((((3332192 +% (xi107 *% 256)) +% (part106 *% 8)) +% (k113 *% 16)) +% (nb108 *% 8)))
-              let t112_a0 = Vector(repeating: arena[(((2119776 +% (xi107 *% 4096)) +% 4032) +% k113)])
-              t112_c0_0 = t112_c0_0.addingProduct(t112_a0, t112_b0)
-              let t112_a1 = Vector(repeating: arena[(((2119776 +% (xi107 *% 4096)) +% 4048) +% k113)])
-              t112_c1_0 = t112_c1_0.addingProduct(t112_a1, t112_b0)
-              let t112_a2 = Vector(repeating: arena[(((2119776 +% (xi107 *% 4096)) +% 4064) +% k113)])
-              t112_c2_0 = t112_c2_0.addingProduct(t112_a2, t112_b0)
-              let t112_a3 = Vector(repeating: arena[(((2119776 +% (xi107 *% 4096)) +% 4080) +% k113)])
-              t112_c3_0 = t112_c3_0.addingProduct(t112_a3, t112_b0)
-            }
-            storeVector(arena, ((((2185312 +% (xi107 *% 4096)) +% (part106 *% 8)) +% 4032) +% (nb108 *% 8)), t112_c0_0)
-            storeVector(arena, ((((2185312 +% (xi107 *% 4096)) +% (part106 *% 8)) +% 4048) +% (nb108 *% 8)), t112_c1_0)
-            storeVector(arena, ((((2185312 +% (xi107 *% 4096)) +% (part106 *% 8)) +% 4064) +% (nb108 *% 8)), t112_c2_0)
-            storeVector(arena, ((((2185312 +% (xi107 *% 4096)) +% (part106 *% 8)) +% 4080) +% (nb108 *% 8)), t112_c3_0)
-          }
-        }
-      }
-      for j115 in 0..<1 {
-        for ty116 in 0..<16 {
-          for tx117 in 0..<16 {
-            for cv118 in 0..<1 {
-              let w119 = ((loadVector(arena, ((2185312 +% ((((j115 *% 256) +% (ty116 *% 16)) +% tx117) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8)))) + loadVector(arena, ((2201696 +% ((((j115 *% 256) +% (ty116 *% 16)) +% tx117) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8))))) + loadVector(arena, ((2218080 +% ((((j115 *% 256) +% (ty116 *% 16)) +% tx117) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8)))))
-              let w120 = ((loadVector(arena, ((2201696 +% ((((j115 *% 256) +% (ty116 *% 16)) +% tx117) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8)))) - loadVector(arena, ((2218080 +% ((((j115 *% 256) +% (ty116 *% 16)) +% tx117) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8))))) - loadVector(arena, ((2234464 +% ((((j115 *% 256) +% (ty116 *% 16)) +% tx117) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8)))))
-              let w121 = ((loadVector(arena, ((2189408 +% ((((j115 *% 256) +% (ty116 *% 16)) +% tx117) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8)))) + loadVector(arena, ((2205792 +% ((((j115 *% 256) +% (ty116 *% 16)) +% tx117) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8))))) + loadVector(arena, ((2222176 +% ((((j115 *% 256) +% (ty116 *% 16)) +% tx117) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8)))))
-              let w122 = ((loadVector(arena, ((2205792 +% ((((j115 *% 256) +% (ty116 *% 16)) +% tx117) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8)))) - loadVector(arena, ((2222176 +% ((((j115 *% 256) +% (ty116 *% 16)) +% tx117) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8))))) - loadVector(arena, ((2238560 +% ((((j115 *% 256) +% (ty116 *% 16)) +% tx117) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8)))))
-              let w123 = ((loadVector(arena, ((2193504 +% ((((j115 *% 256) +% (ty116 *% 16)) +% tx117) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8)))) + loadVector(arena, ((2209888 +% ((((j115 *% 256) +% (ty116 *% 16)) +% tx117) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8))))) + loadVector(arena, ((2226272 +% ((((j115 *% 256) +% (ty116 *% 16)) +% tx117) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8)))))
-              let w124 = ((loadVector(arena, ((2209888 +% ((((j115 *% 256) +% (ty116 *% 16)) +% tx117) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8)))) - loadVector(arena, ((2226272 +% ((((j115 *% 256) +% (ty116 *% 16)) +% tx117) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8))))) - loadVector(arena, ((2242656 +% ((((j115 *% 256) +% (ty116 *% 16)) +% tx117) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8)))))
-              let w125 = ((loadVector(arena, ((2197600 +% ((((j115 *% 256) +% (ty116 *% 16)) +% tx117) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8)))) + loadVector(arena, ((2213984 +% ((((j115 *% 256) +% (ty116 *% 16)) +% tx117) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8))))) + loadVector(arena, ((2230368 +% ((((j115 *% 256) +% (ty116 *% 16)) +% tx117) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8)))))
-              let w126 = ((loadVector(arena, ((2213984 +% ((((j115 *% 256) +% (ty116 *% 16)) +% tx117) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8)))) - loadVector(arena, ((2230368 +% ((((j115 *% 256) +% (ty116 *% 16)) +% tx117) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8))))) - loadVector(arena, ((2246752 +% ((((j115 *% 256) +% (ty116 *% 16)) +% tx117) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8)))))
-              let w127 = ((w119 + w121) + w123)
-              let w128 = ((w121 - w123) - w125)
-              let w129 = ((w120 + w122) + w124)
-              let w130 = ((w122 - w124) - w126)
-              storeVector(arena, ((2250848 +% (((((j115 *% 32) +% (ty116 *% 2)) *% 32) +% (tx117 *% 2)) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8))), Vector().replacing(with: ((w127 * loadVector(arena, ((part106 *% 8) +% (cv118 *% 8)))) + loadVector(arena, (16 +% ((part106 *% 8) +% (cv118 *% 8))))), where: ((w127 * loadVector(arena, ((part106 *% 8) +% (cv118 *% 8)))) + loadVector(arena, (16 +% ((part106 *% 8) +% (cv118 *% 8))))) .> Vector()))
-              storeVector(arena, ((2250848 +% ((((((j115 *% 32) +% (ty116 *% 2)) *% 32) +% (tx117 *% 2)) +% 1) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8))), Vector().replacing(with: ((w128 * loadVector(arena, ((part106 *% 8) +% (cv118 *% 8)))) + loadVector(arena, (16 +% ((part106 *% 8) +% (cv118 *% 8))))), where: ((w128 * loadVector(arena, ((part106 *% 8) +% (cv118 *% 8)))) + loadVector(arena, (16 +% ((part106 *% 8) +% (cv118 *% 8))))) .> Vector()))
-              storeVector(arena, ((2250848 +% ((((((j115 *% 32) +% (ty116 *% 2)) +% 1) *% 32) +% (tx117 *% 2)) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8))), Vector().replacing(with: ((w129 * loadVector(arena, ((part106 *% 8) +% (cv118 *% 8)))) + loadVector(arena, (16 +% ((part106 *% 8) +% (cv118 *% 8))))), where: ((w129 * loadVector(arena, ((part106 *% 8) +% (cv118 *% 8)))) + loadVector(arena, (16 +% ((part106 *% 8) +% (cv118 *% 8))))) .> Vector()))
-              storeVector(arena, ((2250848 +% (((((((j115 *% 32) +% (ty116 *% 2)) +% 1) *% 32) +% (tx117 *% 2)) +% 1) *% 16)) +% ((part106 *% 8) +% (cv118 *% 8))), Vector().replacing(with: ((w130 * loadVector(arena, ((part106 *% 8) +% (cv118 *% 8)))) + loadVector(arena, (16 +% ((part106 *% 8) +% (cv118 *% 8))))), where: ((w130 * loadVector(arena, ((part106 *% 8) +% (cv118 *% 8)))) + loadVector(arena, (16 +% ((part106 *% 8) +% (cv118 *% 8))))) .> Vector()))
             }
           }
         }
-      }
-      for j131 in 0..<1 {
-        for c132 in 0..<8 {
-          for q133 in 0..<1024 {
-            arena[(1048608 +% ((((g64 +% j131) *% 16384) +% (((part106 *% 8) +% c132) *% 1024)) +% q133))] = arena[((2250848 +% (((j131 *% 1024) +% q133) *% 16)) +% ((part106 *% 8) +% c132))]
+        for xi106 in 0..<16 {
+          do {  // gemm113
+            for nb107 in 0..<1 {
+              for mb108 in 0..<10 {
+                var t109_c0_0 = Vector()
+                var t109_c0_1 = Vector()
+                var t109_c1_0 = Vector()
+                var t109_c1_1 = Vector()
+                var t109_c2_0 = Vector()
+                var t109_c2_1 = Vector()
+                var t109_c3_0 = Vector()
+                var t109_c3_1 = Vector()
+                var t109_c4_0 = Vector()
+                var t109_c4_1 = Vector()
+                var t109_c5_0 = Vector()
+                var t109_c5_1 = Vector()
+                for k110 in 0..<16 {
+                  let t109_b0 = loadVector(arena, (((3332192 +% (xi106 *% 256)) +% (k110 *% 16)) +% (nb107 *% 16)))
+                  let t109_b1 = loadVector(arena, ((((3332192 +% (xi106 *% 256)) +% (k110 *% 16)) +% (nb107 *% 16)) +% 8))
+                  let t109_a0 = Vector(repeating: arena[((((2119776 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% ((mb108 *% 6) *% 16)) +% k110)])
+                  t109_c0_0 = t109_c0_0.addingProduct(t109_a0, t109_b0)
+                  t109_c0_1 = t109_c0_1.addingProduct(t109_a0, t109_b1)
+                  let t109_a1 = Vector(repeating: arena[((((2119776 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% (((mb108 *% 6) +% 1) *% 16)) +% k110)])
+                  t109_c1_0 = t109_c1_0.addingProduct(t109_a1, t109_b0)
+                  t109_c1_1 = t109_c1_1.addingProduct(t109_a1, t109_b1)
+                  let t109_a2 = Vector(repeating: arena[((((2119776 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% (((mb108 *% 6) +% 2) *% 16)) +% k110)])
+                  t109_c2_0 = t109_c2_0.addingProduct(t109_a2, t109_b0)
+                  t109_c2_1 = t109_c2_1.addingProduct(t109_a2, t109_b1)
+                  let t109_a3 = Vector(repeating: arena[((((2119776 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% (((mb108 *% 6) +% 3) *% 16)) +% k110)])
+                  t109_c3_0 = t109_c3_0.addingProduct(t109_a3, t109_b0)
+                  t109_c3_1 = t109_c3_1.addingProduct(t109_a3, t109_b1)
+                  let t109_a4 = Vector(repeating: arena[((((2119776 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% (((mb108 *% 6) +% 4) *% 16)) +% k110)])
+                  t109_c4_0 = t109_c4_0.addingProduct(t109_a4, t109_b0)
+                  t109_c4_1 = t109_c4_1.addingProduct(t109_a4, t109_b1)
+                  let t109_a5 = Vector(repeating: arena[((((2119776 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% (((mb108 *% 6) +% 5) *% 16)) +% k110)])
+                  t109_c5_0 = t109_c5_0.addingProduct(t109_a5, t109_b0)
+                  t109_c5_1 = t109_c5_1.addingProduct(t109_a5, t109_b1)
+                }
+                storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% ((mb108 *% 6) *% 16)) +% (nb107 *% 16)), t109_c0_0)
+                storeVector(arena, (((((2185312 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% ((mb108 *% 6) *% 16)) +% (nb107 *% 16)) +% 8), t109_c0_1)
+                storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% (((mb108 *% 6) +% 1) *% 16)) +% (nb107 *% 16)), t109_c1_0)
+                storeVector(arena, (((((2185312 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% (((mb108 *% 6) +% 1) *% 16)) +% (nb107 *% 16)) +% 8), t109_c1_1)
+                storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% (((mb108 *% 6) +% 2) *% 16)) +% (nb107 *% 16)), t109_c2_0)
+                storeVector(arena, (((((2185312 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% (((mb108 *% 6) +% 2) *% 16)) +% (nb107 *% 16)) +% 8), t109_c2_1)
+                storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% (((mb108 *% 6) +% 3) *% 16)) +% (nb107 *% 16)), t109_c3_0)
+                storeVector(arena, (((((2185312 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% (((mb108 *% 6) +% 3) *% 16)) +% (nb107 *% 16)) +% 8), t109_c3_1)
+                storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% (((mb108 *% 6) +% 4) *% 16)) +% (nb107 *% 16)), t109_c4_0)
+                storeVector(arena, (((((2185312 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% (((mb108 *% 6) +% 4) *% 16)) +% (nb107 *% 16)) +% 8), t109_c4_1)
+                storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% (((mb108 *% 6) +% 5) *% 16)) +% (nb107 *% 16)), t109_c5_0)
+                storeVector(arena, (((((2185312 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% (((mb108 *% 6) +% 5) *% 16)) +% (nb107 *% 16)) +% 8), t109_c5_1)
+              }
+              var t111_c0_0 = Vector()
+              var t111_c0_1 = Vector()
+              var t111_c1_0 = Vector()
+              var t111_c1_1 = Vector()
+              var t111_c2_0 = Vector()
+              var t111_c2_1 = Vector()
+              var t111_c3_0 = Vector()
+              var t111_c3_1 = Vector()
+              for k112 in 0..<16 {
+                let t111_b0 = loadVector(arena, (((3332192 +% (xi106 *% 256)) +% (k112 *% 16)) +% (nb107 *% 16)))
+                let t111_b1 = loadVector(arena, ((((3332192 +% (xi106 *% 256)) +% (k112 *% 16)) +% (nb107 *% 16)) +% 8))
+                let t111_a0 = Vector(repeating: arena[((((2119776 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% 960) +% k112)])
+                t111_c0_0 = t111_c0_0.addingProduct(t111_a0, t111_b0)
+                t111_c0_1 = t111_c0_1.addingProduct(t111_a0, t111_b1)
+                let t111_a1 = Vector(repeating: arena[((((2119776 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% 976) +% k112)])
+                t111_c1_0 = t111_c1_0.addingProduct(t111_a1, t111_b0)
+                t111_c1_1 = t111_c1_1.addingProduct(t111_a1, t111_b1)
+                let t111_a2 = Vector(repeating: arena[((((2119776 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% 992) +% k112)])
+                t111_c2_0 = t111_c2_0.addingProduct(t111_a2, t111_b0)
+                t111_c2_1 = t111_c2_1.addingProduct(t111_a2, t111_b1)
+                let t111_a3 = Vector(repeating: arena[((((2119776 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% 1008) +% k112)])
+                t111_c3_0 = t111_c3_0.addingProduct(t111_a3, t111_b0)
+                t111_c3_1 = t111_c3_1.addingProduct(t111_a3, t111_b1)
+              }
+              storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% 960) +% (nb107 *% 16)), t111_c0_0)
+              storeVector(arena, (((((2185312 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% 960) +% (nb107 *% 16)) +% 8), t111_c0_1)
+              storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% 976) +% (nb107 *% 16)), t111_c1_0)
+              storeVector(arena, (((((2185312 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% 976) +% (nb107 *% 16)) +% 8), t111_c1_1)
+              storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% 992) +% (nb107 *% 16)), t111_c2_0)
+              storeVector(arena, (((((2185312 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% 992) +% (nb107 *% 16)) +% 8), t111_c2_1)
+              storeVector(arena, ((((2185312 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% 1008) +% (nb107 *% 16)), t111_c3_0)
+              storeVector(arena, (((((2185312 +% (xi106 *% 4096)) +% ((((oy69 +% (part68 *% 2)) *% 4) *% 16) *% 16)) +% 1008) +% (nb107 *% 16)) +% 8), t111_c3_1)
+            }
+          }
+        }
+        for ty114 in 0..<4 {
+          for tx115 in 0..<16 {
+            for cv116 in 0..<2 {
+              let w117 = ((loadVector(arena, ((2185312 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))) + loadVector(arena, ((2201696 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8)))) + loadVector(arena, ((2218080 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))))
+              let w118 = ((loadVector(arena, ((2201696 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))) - loadVector(arena, ((2218080 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8)))) - loadVector(arena, ((2234464 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))))
+              let w119 = ((loadVector(arena, ((2189408 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))) + loadVector(arena, ((2205792 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8)))) + loadVector(arena, ((2222176 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))))
+              let w120 = ((loadVector(arena, ((2205792 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))) - loadVector(arena, ((2222176 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8)))) - loadVector(arena, ((2238560 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))))
+              let w121 = ((loadVector(arena, ((2193504 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))) + loadVector(arena, ((2209888 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8)))) + loadVector(arena, ((2226272 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))))
+              let w122 = ((loadVector(arena, ((2209888 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))) - loadVector(arena, ((2226272 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8)))) - loadVector(arena, ((2242656 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))))
+              let w123 = ((loadVector(arena, ((2197600 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))) + loadVector(arena, ((2213984 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8)))) + loadVector(arena, ((2230368 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))))
+              let w124 = ((loadVector(arena, ((2213984 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))) - loadVector(arena, ((2230368 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8)))) - loadVector(arena, ((2246752 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))))
+              let w125 = ((w117 + w119) + w121)
+              let w126 = ((w119 - w121) - w123)
+              let w127 = ((w118 + w120) + w122)
+              let w128 = ((w120 - w122) - w124)
+              storeVector(arena, ((2250848 +% (((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) *% 32) +% (tx115 *% 2)) *% 16)) +% (cv116 *% 8)), Vector().replacing(with: ((w125 * loadVector(arena, (cv116 *% 8))) + loadVector(arena, (16 +% (cv116 *% 8)))), where: ((w125 * loadVector(arena, (cv116 *% 8))) + loadVector(arena, (16 +% (cv116 *% 8)))) .> Vector()))
+              storeVector(arena, ((2250848 +% ((((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) *% 32) +% (tx115 *% 2)) +% 1) *% 16)) +% (cv116 *% 8)), Vector().replacing(with: ((w126 * loadVector(arena, (cv116 *% 8))) + loadVector(arena, (16 +% (cv116 *% 8)))), where: ((w126 * loadVector(arena, (cv116 *% 8))) + loadVector(arena, (16 +% (cv116 *% 8)))) .> Vector()))
+              storeVector(arena, ((2250848 +% ((((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 1) *% 32) +% (tx115 *% 2)) *% 16)) +% (cv116 *% 8)), Vector().replacing(with: ((w127 * loadVector(arena, (cv116 *% 8))) + loadVector(arena, (16 +% (cv116 *% 8)))), where: ((w127 * loadVector(arena, (cv116 *% 8))) + loadVector(arena, (16 +% (cv116 *% 8)))) .> Vector()))
+              storeVector(arena, ((2250848 +% (((((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 1) *% 32) +% (tx115 *% 2)) +% 1) *% 16)) +% (cv116 *% 8)), Vector().replacing(with: ((w128 * loadVector(arena, (cv116 *% 8))) + loadVector(arena, (16 +% (cv116 *% 8)))), where: ((w128 * loadVector(arena, (cv116 *% 8))) + loadVector(arena, (16 +% (cv116 *% 8)))) .> Vector()))
+            }
+          }
+        }
+        for j129 in 0..<1 {
+          for c130 in 0..<16 {
+            for q131 in 0..<256 {
+              arena[(1048608 +% (((g63 *% 16384) +% (c130 *% 1024)) +% (q131 +% ((((oy69 +% (part68 *% 2)) *% 4) *% 2) *% 32))))] = arena[((2250848 +% (((j129 *% 1024) +% (q131 +% ((((oy69 +% (part68 *% 2)) *% 4) *% 2) *% 32))) *% 16)) +% c130)]
+            }
           }
         }
       }
     }
   }
   // s1_bn2 = batchnorm_fold()
-  for c134 in 0..<2 {
-    let scale135_v = (loadVector(params, ((c134 *% 8) +% 5104)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c134 *% 8) +% 78122)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c134 *% 8), scale135_v)
-    storeVector(arena, ((c134 *% 8) +% 16), (loadVector(params, ((c134 *% 8) +% 5120)) - (loadVector(params, ((c134 *% 8) +% 78106)) * scale135_v)))
+  for c132 in 0..<2 {
+    let scale133_v = (loadVector(params, ((c132 *% 8) +% 5104)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c132 *% 8) +% 78122)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c132 *% 8), scale133_v)
+    storeVector(arena, ((c132 *% 8) +% 16), (loadVector(params, ((c132 *% 8) +% 5120)) - (loadVector(params, ((c132 *% 8) +% 78106)) * scale133_v)))
   }
   // s1_conv2 = conv2d_act(s1_conv1, s1_bn2, stem)
-  for i167 in 0..<2312 {
-    storeVector(arena, ((i167 *% 8) +% 3149856), Vector(repeating: Float(0)))
+  for i164 in 0..<2312 {
+    storeVector(arena, ((i164 *% 8) +% 3149856), Vector(repeating: Float(0)))
   }
-  for g168 in 0..<64 {
-    for j169 in 0..<1 {
-      for c170 in 0..<16 {
-        for iy171 in 0..<32 {
-          for ix172 in 0..<32 {
-            arena[(3149856 +% ((((j169 *% 18496) +% ((iy171 +% 1) *% 544)) +% ((ix172 +% 1) *% 16)) +% c170))] = arena[((((1048608 +% ((g168 +% j169) *% 16384)) +% (c170 *% 1024)) +% (iy171 *% 32)) +% ix172)]
+  for g165 in 0..<64 {
+    for j166 in 0..<1 {
+      for c167 in 0..<16 {
+        for iy168 in 0..<32 {
+          for ix169 in 0..<32 {
+            arena[(3149856 +% ((((j166 *% 18496) +% ((iy168 +% 1) *% 544)) +% ((ix169 +% 1) *% 16)) +% c167))] = arena[((((1048608 +% ((g165 +% j166) *% 16384)) +% (c167 *% 1024)) +% (iy168 *% 32)) +% ix169)]
           }
         }
       }
     }
-    parallelFor(pool, 2) { part173 in
-      for j174 in 0..<1 {
-        for ty175 in 0..<8 {
-          for tx176 in 0..<16 {
-            for cv177 in 0..<2 {
-              let w178 = (loadVector(arena, (3149856 +% ((((j174 *% 18496) +% (((ty175 +% (part173 *% 8)) *% 2) *% 544)) +% ((tx176 *% 2) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 2) *% 544)) +% ((tx176 *% 2) *% 16)) +% (cv177 *% 8)))))
-              let w179 = (loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 1) *% 544)) +% ((tx176 *% 2) *% 16)) +% (cv177 *% 8)))) + loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 2) *% 544)) +% ((tx176 *% 2) *% 16)) +% (cv177 *% 8)))))
-              let w180 = (loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 2) *% 544)) +% ((tx176 *% 2) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 1) *% 544)) +% ((tx176 *% 2) *% 16)) +% (cv177 *% 8)))))
-              let w181 = (loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 1) *% 544)) +% ((tx176 *% 2) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 3) *% 544)) +% ((tx176 *% 2) *% 16)) +% (cv177 *% 8)))))
-              let w182 = (loadVector(arena, (3149856 +% ((((j174 *% 18496) +% (((ty175 +% (part173 *% 8)) *% 2) *% 544)) +% (((tx176 *% 2) +% 1) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 2) *% 544)) +% (((tx176 *% 2) +% 1) *% 16)) +% (cv177 *% 8)))))
-              let w183 = (loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 1) *% 544)) +% (((tx176 *% 2) +% 1) *% 16)) +% (cv177 *% 8)))) + loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 2) *% 544)) +% (((tx176 *% 2) +% 1) *% 16)) +% (cv177 *% 8)))))
-              let w184 = (loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 2) *% 544)) +% (((tx176 *% 2) +% 1) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 1) *% 544)) +% (((tx176 *% 2) +% 1) *% 16)) +% (cv177 *% 8)))))
-              let w185 = (loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 1) *% 544)) +% (((tx176 *% 2) +% 1) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 3) *% 544)) +% (((tx176 *% 2) +% 1) *% 16)) +% (cv177 *% 8)))))
-              let w186 = (loadVector(arena, (3149856 +% ((((j174 *% 18496) +% (((ty175 +% (part173 *% 8)) *% 2) *% 544)) +% (((tx176 *% 2) +% 2) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 2) *% 544)) +% (((tx176 *% 2) +% 2) *% 16)) +% (cv177 *% 8)))))
-              let w187 = (loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 1) *% 544)) +% (((tx176 *% 2) +% 2) *% 16)) +% (cv177 *% 8)))) + loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 2) *% 544)) +% (((tx176 *% 2) +% 2) *% 16)) +% (cv177 *% 8)))))
-              let w188 = (loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 2) *% 544)) +% (((tx176 *% 2) +% 2) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 1) *% 544)) +% (((tx176 *% 2) +% 2) *% 16)) +% (cv177 *% 8)))))
-              let w189 = (loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 1) *% 544)) +% (((tx176 *% 2) +% 2) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 3) *% 544)) +% (((tx176 *% 2) +% 2) *% 16)) +% (cv177 *% 8)))))
-              let w190 = (loadVector(arena, (3149856 +% ((((j174 *% 18496) +% (((ty175 +% (part173 *% 8)) *% 2) *% 544)) +% (((tx176 *% 2) +% 3) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 2) *% 544)) +% (((tx176 *% 2) +% 3) *% 16)) +% (cv177 *% 8)))))
-              let w191 = (loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 1) *% 544)) +% (((tx176 *% 2) +% 3) *% 16)) +% (cv177 *% 8)))) + loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 2) *% 544)) +% (((tx176 *% 2) +% 3) *% 16)) +% (cv177 *% 8)))))
-              let w192 = (loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 2) *% 544)) +% (((tx176 *% 2) +% 3) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 1) *% 544)) +% (((tx176 *% 2) +% 3) *% 16)) +% (cv177 *% 8)))))
-              let w193 = (loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 1) *% 544)) +% (((tx176 *% 2) +% 3) *% 16)) +% (cv177 *% 8)))) - loadVector(arena, (3149856 +% ((((j174 *% 18496) +% ((((ty175 +% (part173 *% 8)) *% 2) +% 3) *% 544)) +% (((tx176 *% 2) +% 3) *% 16)) +% (cv177 *% 8)))))
-              let w194 = (w178 - w186)
-              let w195 = (w182 + w186)
-              let w196 = (w186 - w182)
-              let w197 = (w182 - w190)
-              let w198 = (w179 - w187)
-              let w199 = (w183 + w187)
-              let w200 = (w187 - w183)
-              let w201 = (w183 - w191)
-              let w202 = (w180 - w188)
-              let w203 = (w184 + w188)
-              let w204 = (w188 - w184)
-              let w205 = (w184 - w192)
-              let w206 = (w181 - w189)
-              let w207 = (w185 + w189)
-              let w208 = (w189 - w185)
-              let w209 = (w185 - w193)
-              storeVector(arena, ((3168352 +% ((((j174 *% 256) +% ((ty175 +% (part173 *% 8)) *% 16)) +% tx176) *% 16)) +% (cv177 *% 8)), w194)
-              storeVector(arena, ((3172448 +% ((((j174 *% 256) +% ((ty175 +% (part173 *% 8)) *% 16)) +% tx176) *% 16)) +% (cv177 *% 8)), w195)
-              storeVector(arena, ((3176544 +% ((((j174 *% 256) +% ((ty175 +% (part173 *% 8)) *% 16)) +% tx176) *% 16)) +% (cv177 *% 8)), w196)
-              storeVector(arena, ((3180640 +% ((((j174 *% 256) +% ((ty175 +% (part173 *% 8)) *% 16)) +% tx176) *% 16)) +% (cv177 *% 8)), w197)
-              storeVector(arena, ((3184736 +% ((((j174 *% 256) +% ((ty175 +% (part173 *% 8)) *% 16)) +% tx176) *% 16)) +% (cv177 *% 8)), w198)
-              storeVector(arena, ((3188832 +% ((((j174 *% 256) +% ((ty175 +% (part173 *% 8)) *% 16)) +% tx176) *% 16)) +% (cv177 *% 8)), w199)
-              storeVector(arena, ((3192928 +% ((((j174 *% 256) +% ((ty175 +% (part173 *% 8)) *% 16)) +% tx176) *% 16)) +% (cv177 *% 8)), w200)
-              storeVector(arena, ((3197024 +% ((((j174 *% 256) +% ((ty175 +% (part173 *% 8)) *% 16)) +% tx176) *% 16)) +% (cv177 *% 8)), w201)
-              storeVector(arena, ((3201120 +% ((((j174 *% 256) +% ((ty175 +% (part173 *% 8)) *% 16)) +% tx176) *% 16)) +% (cv177 *% 8)), w202)
-              storeVector(arena, ((3205216 +% ((((j174 *% 256) +% ((ty175 +% (part173 *% 8)) *% 16)) +% tx176) *% 16)) +% (cv177 *% 8)), w203)
-              storeVector(arena, ((3209312 +% ((((j174 *% 256) +% ((ty175 +% (part173 *% 8)) *% 16)) +% tx176) *% 16)) +% (cv177 *% 8)), w204)
-              storeVector(arena, ((3213408 +% ((((j174 *% 256) +% ((ty175 +% (part173 *% 8)) *% 16)) +% tx176) *% 16)) +% (cv177 *% 8)), w205)
-              storeVector(arena, ((3217504 +% ((((j174 *% 256) +% ((ty175 +% (part173 *% 8)) *% 16)) +% tx176) *% 16)) +% (cv177 *% 8)), w206)
-              storeVector(arena, ((3221600 +% ((((j174 *% 256) +% ((ty175 +% (part173 *% 8)) *% 16)) +% tx176) *% 16)) +% (cv177 *% 8)), w207)
-              storeVector(arena, ((3225696 +% ((((j174 *% 256) +% ((ty175 +% (part173 *% 8)) *% 16)) +% tx176) *% 16)) +% (cv177 *% 8)), w208)
-              storeVector(arena, ((3229792 +% ((((j174 *% 256) +% ((ty175 +% (part173 *% 8)) *% 16)) +% tx176) *% 16)) +% (cv177 *% 8)), w209)
-            }
-          }
-        }
-      }
-    }
-    parallelFor(pool, 2) { part210 in
-      for xi211 in 0..<16 {
-        do {  // gemm218
-          for nb212 in 0..<1 {
-            for mb213 in 0..<18 {
-              var t214_c0_0 = Vector()
-              var t214_c1_0 = Vector()
-              var t214_c2_0 = Vector()
-              var t214_c3_0 = Vector()
-              var t214_c4_0 = Vector()
-              var t214_c5_0 = Vector()
-              var t214_c6_0 = Vector()
-              var t214_c7_0 = Vector()
-              var t214_c8_0 = Vector()
-              var t214_c9_0 = Vector()
-              var t214_c10_0 = Vector()
-              var t214_c11_0 = Vector()
-              var t214_c12_0 = Vector()
-              var t214_c13_0 = Vector()
-              for k215 in 0..<16 {
-                let t214_b0 = loadVector(arena, ((((3336288 +% (xi211 *% 256)) +% (part210 *% 8)) +% (k215 *% 16)) +% (nb212 *% 8)))
-                let t214_a0 = Vector(repeating: arena[(((3168352 +% (xi211 *% 4096)) +% ((mb213 *% 14) *% 16)) +% k215)])
-                t214_c0_0 = t214_c0_0.addingProduct(t214_a0, t214_b0)
-                let t214_a1 = Vector(repeating: arena[(((3168352 +% (xi211 *% 4096)) +% (((mb213 *% 14) +% 1) *% 16)) +% k215)])
-                t214_c1_0 = t214_c1_0.addingProduct(t214_a1, t214_b0)
-                let t214_a2 = Vector(repeating: arena[(((3168352 +% (xi211 *% 4096)) +% (((mb213 *% 14) +% 2) *% 16)) +% k215)])
-                t214_c2_0 = t214_c2_0.addingProduct(t214_a2, t214_b0)
-                let t214_a3 = Vector(repeating: arena[(((3168352 +% (xi211 *% 4096)) +% (((mb213 *% 14) +% 3) *% 16)) +% k215)])
-                t214_c3_0 = t214_c3_0.addingProduct(t214_a3, t214_b0)
-                let t214_a4 = Vector(repeating: arena[(((3168352 +% (xi211 *% 4096)) +% (((mb213 *% 14) +% 4) *% 16)) +% k215)])
-                t214_c4_0 = t214_c4_0.addingProduct(t214_a4, t214_b0)
-                let t214_a5 = Vector(repeating: arena[(((3168352 +% (xi211 *% 4096)) +% (((mb213 *% 14) +% 5) *% 16)) +% k215)])
-                t214_c5_0 = t214_c5_0.addingProduct(t214_a5, t214_b0)
-                let t214_a6 = Vector(repeating: arena[(((3168352 +% (xi211 *% 4096)) +% (((mb213 *% 14) +% 6) *% 16)) +% k215)])
-                t214_c6_0 = t214_c6_0.addingProduct(t214_a6, t214_b0)
-                let t214_a7 = Vector(repeating: arena[(((3168352 +% (xi211 *% 4096)) +% (((mb213 *% 14) +% 7) *% 16)) +% k215)])
-                t214_c7_0 = t214_c7_0.addingProduct(t214_a7, t214_b0)
-                let t214_a8 = Vector(repeating: arena[(((3168352 +% (xi211 *% 4096)) +% (((mb213 *% 14) +% 8) *% 16)) +% k215)])
-                t214_c8_0 = t214_c8_0.addingProduct(t214_a8, t214_b0)
-                let t214_a9 = Vector(repeating: arena[(((3168352 +% (xi211 *% 4096)) +% (((mb213 *% 14) +% 9) *% 16)) +% k215)])
-                t214_c9_0 = t214_c9_0.addingProduct(t214_a9, t214_b0)
-                let t214_a10 = Vector(repeating: arena[(((3168352 +% (xi211 *% 4096)) +% (((mb213 *% 14) +% 10) *% 16)) +% k215)])
-                t214_c10_0 = t214_c10_0.addingProduct(t214_a10, t214_b0)
-                let t214_a11 = Vector(repeating: arena[(((3168352 +% (xi211 *% 4096)) +% (((mb213 *% 14) +% 11) *% 16)) +% k215)])
-                t214_c11_0 = t214_c11_0.addingProduct(t214_a11, t214_b0)
-                let t214_a12 = Vector(repeating: arena[(((3168352 +% (xi211 *% 4096)) +% (((mb213 *% 14) +% 12) *% 16)) +% k215)])
-                t214_c12_0 = t214_c12_0.addingProduct(t214_a12, t214_b0)
-                let t214_a13 = Vector(repeating: arena[(((3168352 +% (xi211 *% 4096)) +% (((mb213 *% 14) +% 13) *% 16)) +% k215)])
-                t214_c13_0 = t214_c13_0.addingProduct(t214_a13, t214_b0)
+    parallelFor(pool, 2) { part170 in
+      for oy171 in 0..<2 {
+        for j172 in 0..<1 {
+          for ty173 in 0..<4 {
+            for tx174 in 0..<16 {
+              for cv175 in 0..<2 {
+                let w176 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) *% 544)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))))
+                let w177 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))) + loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))))
+                let w178 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))))
+                let w179 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 3) *% 544)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))))
+                let w180 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) *% 544)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))))
+                let w181 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))) + loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))))
+                let w182 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))))
+                let w183 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 3) *% 544)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))))
+                let w184 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) *% 544)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))))
+                let w185 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))) + loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))))
+                let w186 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))))
+                let w187 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 3) *% 544)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))))
+                let w188 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) *% 544)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))))
+                let w189 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))) + loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))))
+                let w190 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))))
+                let w191 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 3) *% 544)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))))
+                let w192 = (w176 - w184)
+                let w193 = (w180 + w184)
+                let w194 = (w184 - w180)
+                let w195 = (w180 - w188)
+                let w196 = (w177 - w185)
+                let w197 = (w181 + w185)
+                let w198 = (w185 - w181)
+                let w199 = (w181 - w189)
+                let w200 = (w178 - w186)
+                let w201 = (w182 + w186)
+                let w202 = (w186 - w182)
+                let w203 = (w182 - w190)
+                let w204 = (w179 - w187)
+                let w205 = (w183 + w187)
+                let w206 = (w187 - w183)
+                let w207 = (w183 - w191)
+                storeVector(arena, ((3168352 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w192)
+                storeVector(arena, ((3172448 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w193)
+                storeVector(arena, ((3176544 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w194)
+                storeVector(arena, ((3180640 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w195)
+                storeVector(arena, ((3184736 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w196)
+                storeVector(arena, ((3188832 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w197)
+                storeVector(arena, ((3192928 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w198)
+                storeVector(arena, ((3197024 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w199)
+                storeVector(arena, ((3201120 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w200)
+                storeVector(arena, ((3205216 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w201)
+                storeVector(arena, ((3209312 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w202)
+                storeVector(arena, ((3213408 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w203)
+                storeVector(arena, ((3217504 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w204)
+                storeVector(arena, ((3221600 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w205)
+                storeVector(arena, ((3225696 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w206)
+                storeVector(arena, ((3229792 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w207)
               }
-              storeVector(arena, ((((3233888 +% (xi211 *% 4096)) +% (part210 *% 8)) +% ((mb213 *% 14) *% 16)) +% (nb212 *% 8)), t214_c0_0)
-              storeVector(arena, ((((3233888 +% (xi211 *% 4096)) +% (part210 *% 8)) +% (((mb213 *% 14) +% 1) *% 16)) +% (nb212 *% 8)), t214_c1_0)
-              storeVector(arena, ((((3233888 +% (xi211 *% 4096)) +% (part210 *% 8)) +% (((mb213 *% 14) +% 2) *% 16)) +% (nb212 *% 8)), t214_c2_0)
-              storeVector(arena, ((((3233888 +% (xi211 *% 4096)) +% (part210 *% 8)) +% (((mb213 *% 14) +% 3) *% 16)) +% (nb212 *% 8)), t214_c3_0)
-              storeVector(arena, ((((3233888 +% (xi211 *% 4096)) +% (part210 *% 8)) +% (((mb213 *% 14) +% 4) *% 16)) +% (nb212 *% 8)), t214_c4_0)
-              storeVector(arena, ((((3233888 +% (xi211 *% 4096)) +% (part210 *% 8)) +% (((mb213 *% 14) +% 5) *% 16)) +% (nb212 *% 8)), t214_c5_0)
-              storeVector(arena, ((((3233888 +% (xi211 *% 4096)) +% (part210 *% 8)) +% (((mb213 *% 14) +% 6) *% 16)) +% (nb212 *% 8)), t214_c6_0)
-              storeVector(arena, ((((3233888 +% (xi211 *% 4096)) +% (part210 *% 8)) +% (((mb213 *% 14) +% 7) *% 16)) +% (nb212 *% 8)), t214_c7_0)
-              storeVector(arena, ((((3233888 +% (xi211 *% 4096)) +% (part210 *% 8)) +% (((mb213 *% 14) +% 8) *% 16)) +% (nb212 *% 8)), t214_c8_0)
-              storeVector(arena, ((((3233888 +% (xi211 *% 4096)) +% (part210 *% 8)) +% (((mb213 *% 14) +% 9) *% 16)) +% (nb212 *% 8)), t214_c9_0)
-              storeVector(arena, ((((3233888 +% (xi211 *% 4096)) +% (part210 *% 8)) +% (((mb213 *% 14) +% 10) *% 16)) +% (nb212 *% 8)), t214_c10_0)
-              storeVector(arena, ((((3233888 +% (xi211 *% 4096)) +% (part210 *% 8)) +% (((mb213 *% 14) +% 11) *% 16)) +% (nb212 *% 8)), t214_c11_0)
-              storeVector(arena, ((((3233888 +% (xi211 *% 4096)) +% (part210 *% 8)) +% (((mb213 *% 14) +% 12) *% 16)) +% (nb212 *% 8)), t214_c12_0)
-              storeVector(arena, ((((3233888 +% (xi211 *% 4096)) +% (part210 *% 8)) +% (((mb213 *% 14) +% 13) *% 16)) +% (nb212 *% 8)), t214_c13_0)
-            }
-            var t216_c0_0 = Vector()
-            var t216_c1_0 = Vector()
-            var t216_c2_0 = Vector()
-            var t216_c3_0 = Vector()
-            for k217 in 0..<16 {
-              let t216_b0 = loadVector(arena, ((((3336288 +% (xi211 *% 256)) +% (part210 *% 8)) +% (k217 *% 16)) +% (nb212 *% 8)))
-              let t216_a0 = Vector(repeating: arena[(((3168352 +% (xi211 *% 4096)) +% 4032) +% k217)])
-              t216_c0_0 = t216_c0_0.addingProduct(t216_a0, t216_b0)
-              let t216_a1 = Vector(repeating: arena[(((3168352 +% (xi211 *% 4096)) +% 4048) +% k217)])
-              t216_c1_0 = t216_c1_0.addingProduct(t216_a1, t216_b0)
-              let t216_a2 = Vector(repeating: arena[(((3168352 +% (xi211 *% 4096)) +% 4064) +% k217)])
-              t216_c2_0 = t216_c2_0.addingProduct(t216_a2, t216_b0)
-              let t216_a3 = Vector(repeating: arena[(((3168352 +% (xi211 *% 4096)) +% 4080) +% k217)])
-              t216_c3_0 = t216_c3_0.addingProduct(t216_a3, t216_b0)
-            }
-            storeVector(arena, ((((3233888 +% (xi211 *% 4096)) +% (part210 *% 8)) +% 4032) +% (nb212 *% 8)), t216_c0_0)
-            storeVector(arena, ((((3233888 +% (xi211 *% 4096)) +% (part210 *% 8)) +% 4048) +% (nb212 *% 8)), t216_c1_0)
-            storeVector(arena, ((((3233888 +% (xi211 *% 4096)) +% (part210 *% 8)) +% 4064) +% (nb212 *% 8)), t216_c2_0)
-            storeVector(arena, ((((3233888 +% (xi211 *% 4096)) +% (part210 *% 8)) +% 4080) +% (nb212 *% 8)), t216_c3_0)
-          }
-        }
-      }
-      for j219 in 0..<1 {
-        for ty220 in 0..<16 {
-          for tx221 in 0..<16 {
-            for cv222 in 0..<1 {
-              let w223 = ((loadVector(arena, ((3233888 +% ((((j219 *% 256) +% (ty220 *% 16)) +% tx221) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8)))) + loadVector(arena, ((3250272 +% ((((j219 *% 256) +% (ty220 *% 16)) +% tx221) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8))))) + loadVector(arena, ((3266656 +% ((((j219 *% 256) +% (ty220 *% 16)) +% tx221) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8)))))
-              let w224 = ((loadVector(arena, ((3250272 +% ((((j219 *% 256) +% (ty220 *% 16)) +% tx221) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8)))) - loadVector(arena, ((3266656 +% ((((j219 *% 256) +% (ty220 *% 16)) +% tx221) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8))))) - loadVector(arena, ((3283040 +% ((((j219 *% 256) +% (ty220 *% 16)) +% tx221) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8)))))
-              let w225 = ((loadVector(arena, ((3237984 +% ((((j219 *% 256) +% (ty220 *% 16)) +% tx221) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8)))) + loadVector(arena, ((3254368 +% ((((j219 *% 256) +% (ty220 *% 16)) +% tx221) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8))))) + loadVector(arena, ((3270752 +% ((((j219 *% 256) +% (ty220 *% 16)) +% tx221) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8)))))
-              let w226 = ((loadVector(arena, ((3254368 +% ((((j219 *% 256) +% (ty220 *% 16)) +% tx221) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8)))) - loadVector(arena, ((3270752 +% ((((j219 *% 256) +% (ty220 *% 16)) +% tx221) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8))))) - loadVector(arena, ((3287136 +% ((((j219 *% 256) +% (ty220 *% 16)) +% tx221) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8)))))
-              let w227 = ((loadVector(arena, ((3242080 +% ((((j219 *% 256) +% (ty220 *% 16)) +% tx221) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8)))) + loadVector(arena, ((3258464 +% ((((j219 *% 256) +% (ty220 *% 16)) +% tx221) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8))))) + loadVector(arena, ((3274848 +% ((((j219 *% 256) +% (ty220 *% 16)) +% tx221) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8)))))
-              let w228 = ((loadVector(arena, ((3258464 +% ((((j219 *% 256) +% (ty220 *% 16)) +% tx221) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8)))) - loadVector(arena, ((3274848 +% ((((j219 *% 256) +% (ty220 *% 16)) +% tx221) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8))))) - loadVector(arena, ((3291232 +% ((((j219 *% 256) +% (ty220 *% 16)) +% tx221) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8)))))
-              let w229 = ((loadVector(arena, ((3246176 +% ((((j219 *% 256) +% (ty220 *% 16)) +% tx221) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8)))) + loadVector(arena, ((3262560 +% ((((j219 *% 256) +% (ty220 *% 16)) +% tx221) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8))))) + loadVector(arena, ((3278944 +% ((((j219 *% 256) +% (ty220 *% 16)) +% tx221) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8)))))
-              let w230 = ((loadVector(arena, ((3262560 +% ((((j219 *% 256) +% (ty220 *% 16)) +% tx221) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8)))) - loadVector(arena, ((3278944 +% ((((j219 *% 256) +% (ty220 *% 16)) +% tx221) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8))))) - loadVector(arena, ((3295328 +% ((((j219 *% 256) +% (ty220 *% 16)) +% tx221) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8)))))
-              let w231 = ((w223 + w225) + w227)
-              let w232 = ((w225 - w227) - w229)
-              let w233 = ((w224 + w226) + w228)
-              let w234 = ((w226 - w228) - w230)
-              storeVector(arena, ((3299424 +% (((((j219 *% 32) +% (ty220 *% 2)) *% 32) +% (tx221 *% 2)) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8))), ((w231 * loadVector(arena, ((part210 *% 8) +% (cv222 *% 8)))) + loadVector(arena, (16 +% ((part210 *% 8) +% (cv222 *% 8))))))
-              storeVector(arena, ((3299424 +% ((((((j219 *% 32) +% (ty220 *% 2)) *% 32) +% (tx221 *% 2)) +% 1) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8))), ((w232 * loadVector(arena, ((part210 *% 8) +% (cv222 *% 8)))) + loadVector(arena, (16 +% ((part210 *% 8) +% (cv222 *% 8))))))
-              storeVector(arena, ((3299424 +% ((((((j219 *% 32) +% (ty220 *% 2)) +% 1) *% 32) +% (tx221 *% 2)) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8))), ((w233 * loadVector(arena, ((part210 *% 8) +% (cv222 *% 8)))) + loadVector(arena, (16 +% ((part210 *% 8) +% (cv222 *% 8))))))
-              storeVector(arena, ((3299424 +% (((((((j219 *% 32) +% (ty220 *% 2)) +% 1) *% 32) +% (tx221 *% 2)) +% 1) *% 16)) +% ((part210 *% 8) +% (cv222 *% 8))), ((w234 * loadVector(arena, ((part210 *% 8) +% (cv222 *% 8)))) + loadVector(arena, (16 +% ((part210 *% 8) +% (cv222 *% 8))))))
             }
           }
         }
-      }
-      for j235 in 0..<1 {
-        for c236 in 0..<8 {
-          for q237 in 0..<1024 {
-            arena[(2097184 +% ((((g168 +% j235) *% 16384) +% (((part210 *% 8) +% c236) *% 1024)) +% q237))] = ((arena[((3299424 +% (((j235 *% 1024) +% q237) *% 16)) +% ((part210 *% 8) +% c236))] + arena[(32 +% ((((g168 +% j235) *% 16384) +% (((part210 *% 8) +% c236) *% 1024)) +% q237))]) > Float(0) ? (arena[((3299424 +% (((j235 *% 1024) +% q237) *% 16)) +% ((part210 *% 8) +% c236))] + arena[(32 +% ((((g168 +% j235) *% 16384) +% (((part210 *% 8) +% c236) *% 1024)) +% q237))]) : Float(0))
+        for xi208 in 0..<16 {
+          do {  // gemm215
+            for nb209 in 0..<1 {
+              for mb210 in 0..<10 {
+                var t211_c0_0 = Vector()
+                var t211_c0_1 = Vector()
+                var t211_c1_0 = Vector()
+                var t211_c1_1 = Vector()
+                var t211_c2_0 = Vector()
+                var t211_c2_1 = Vector()
+                var t211_c3_0 = Vector()
+                var t211_c3_1 = Vector()
+                var t211_c4_0 = Vector()
+                var t211_c4_1 = Vector()
+                var t211_c5_0 = Vector()
+                var t211_c5_1 = Vector()
+                for k212 in 0..<16 {
+                  let t211_b0 = loadVector(arena, (((3336288 +% (xi208 *% 256)) +% (k212 *% 16)) +% (nb209 *% 16)))
+                  let t211_b1 = loadVector(arena, ((((3336288 +% (xi208 *% 256)) +% (k212 *% 16)) +% (nb209 *% 16)) +% 8))
+                  let t211_a0 = Vector(repeating: arena[((((3168352 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% ((mb210 *% 6) *% 16)) +% k212)])
+                  t211_c0_0 = t211_c0_0.addingProduct(t211_a0, t211_b0)
+                  t211_c0_1 = t211_c0_1.addingProduct(t211_a0, t211_b1)
+                  let t211_a1 = Vector(repeating: arena[((((3168352 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 1) *% 16)) +% k212)])
+                  t211_c1_0 = t211_c1_0.addingProduct(t211_a1, t211_b0)
+                  t211_c1_1 = t211_c1_1.addingProduct(t211_a1, t211_b1)
+                  let t211_a2 = Vector(repeating: arena[((((3168352 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 2) *% 16)) +% k212)])
+                  t211_c2_0 = t211_c2_0.addingProduct(t211_a2, t211_b0)
+                  t211_c2_1 = t211_c2_1.addingProduct(t211_a2, t211_b1)
+                  let t211_a3 = Vector(repeating: arena[((((3168352 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 3) *% 16)) +% k212)])
+                  t211_c3_0 = t211_c3_0.addingProduct(t211_a3, t211_b0)
+                  t211_c3_1 = t211_c3_1.addingProduct(t211_a3, t211_b1)
+                  let t211_a4 = Vector(repeating: arena[((((3168352 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 4) *% 16)) +% k212)])
+                  t211_c4_0 = t211_c4_0.addingProduct(t211_a4, t211_b0)
+                  t211_c4_1 = t211_c4_1.addingProduct(t211_a4, t211_b1)
+                  let t211_a5 = Vector(repeating: arena[((((3168352 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 5) *% 16)) +% k212)])
+                  t211_c5_0 = t211_c5_0.addingProduct(t211_a5, t211_b0)
+                  t211_c5_1 = t211_c5_1.addingProduct(t211_a5, t211_b1)
+                }
+                storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% ((mb210 *% 6) *% 16)) +% (nb209 *% 16)), t211_c0_0)
+                storeVector(arena, (((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% ((mb210 *% 6) *% 16)) +% (nb209 *% 16)) +% 8), t211_c0_1)
+                storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 1) *% 16)) +% (nb209 *% 16)), t211_c1_0)
+                storeVector(arena, (((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 1) *% 16)) +% (nb209 *% 16)) +% 8), t211_c1_1)
+                storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 2) *% 16)) +% (nb209 *% 16)), t211_c2_0)
+                storeVector(arena, (((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 2) *% 16)) +% (nb209 *% 16)) +% 8), t211_c2_1)
+                storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 3) *% 16)) +% (nb209 *% 16)), t211_c3_0)
+                storeVector(arena, (((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 3) *% 16)) +% (nb209 *% 16)) +% 8), t211_c3_1)
+                storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 4) *% 16)) +% (nb209 *% 16)), t211_c4_0)
+                storeVector(arena, (((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 4) *% 16)) +% (nb209 *% 16)) +% 8), t211_c4_1)
+                storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 5) *% 16)) +% (nb209 *% 16)), t211_c5_0)
+                storeVector(arena, (((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 5) *% 16)) +% (nb209 *% 16)) +% 8), t211_c5_1)
+              }
+              var t213_c0_0 = Vector()
+              var t213_c0_1 = Vector()
+              var t213_c1_0 = Vector()
+              var t213_c1_1 = Vector()
+              var t213_c2_0 = Vector()
+              var t213_c2_1 = Vector()
+              var t213_c3_0 = Vector()
+              var t213_c3_1 = Vector()
+              for k214 in 0..<16 {
+                let t213_b0 = loadVector(arena, (((3336288 +% (xi208 *% 256)) +% (k214 *% 16)) +% (nb209 *% 16)))
+                let t213_b1 = loadVector(arena, ((((3336288 +% (xi208 *% 256)) +% (k214 *% 16)) +% (nb209 *% 16)) +% 8))
+                let t213_a0 = Vector(repeating: arena[((((3168352 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% 960) +% k214)])
+                t213_c0_0 = t213_c0_0.addingProduct(t213_a0, t213_b0)
+                t213_c0_1 = t213_c0_1.addingProduct(t213_a0, t213_b1)
+                let t213_a1 = Vector(repeating: arena[((((3168352 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% 976) +% k214)])
+                t213_c1_0 = t213_c1_0.addingProduct(t213_a1, t213_b0)
+                t213_c1_1 = t213_c1_1.addingProduct(t213_a1, t213_b1)
+                let t213_a2 = Vector(repeating: arena[((((3168352 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% 992) +% k214)])
+                t213_c2_0 = t213_c2_0.addingProduct(t213_a2, t213_b0)
+                t213_c2_1 = t213_c2_1.addingProduct(t213_a2, t213_b1)
+                let t213_a3 = Vector(repeating: arena[((((3168352 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% 1008) +% k214)])
+                t213_c3_0 = t213_c3_0.addingProduct(t213_a3, t213_b0)
+                t213_c3_1 = t213_c3_1.addingProduct(t213_a3, t213_b1)
+              }
+              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% 960) +% (nb209 *% 16)), t213_c0_0)
+              storeVector(arena, (((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% 960) +% (nb209 *% 16)) +% 8), t213_c0_1)
+              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% 976) +% (nb209 *% 16)), t213_c1_0)
+              storeVector(arena, (((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% 976) +% (nb209 *% 16)) +% 8), t213_c1_1)
+              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% 992) +% (nb209 *% 16)), t213_c2_0)
+              storeVector(arena, (((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% 992) +% (nb209 *% 16)) +% 8), t213_c2_1)
+              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% 1008) +% (nb209 *% 16)), t213_c3_0)
+              storeVector(arena, (((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% 1008) +% (nb209 *% 16)) +% 8), t213_c3_1)
+            }
+          }
+        }
+        for ty216 in 0..<4 {
+          for tx217 in 0..<16 {
+            for cv218 in 0..<2 {
+              let w219 = ((loadVector(arena, ((3233888 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))) + loadVector(arena, ((3250272 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8)))) + loadVector(arena, ((3266656 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))))
+              let w220 = ((loadVector(arena, ((3250272 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))) - loadVector(arena, ((3266656 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8)))) - loadVector(arena, ((3283040 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))))
+              let w221 = ((loadVector(arena, ((3237984 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))) + loadVector(arena, ((3254368 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8)))) + loadVector(arena, ((3270752 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))))
+              let w222 = ((loadVector(arena, ((3254368 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))) - loadVector(arena, ((3270752 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8)))) - loadVector(arena, ((3287136 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))))
+              let w223 = ((loadVector(arena, ((3242080 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))) + loadVector(arena, ((3258464 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8)))) + loadVector(arena, ((3274848 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))))
+              let w224 = ((loadVector(arena, ((3258464 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))) - loadVector(arena, ((3274848 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8)))) - loadVector(arena, ((3291232 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))))
+              let w225 = ((loadVector(arena, ((3246176 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))) + loadVector(arena, ((3262560 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8)))) + loadVector(arena, ((3278944 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))))
+              let w226 = ((loadVector(arena, ((3262560 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))) - loadVector(arena, ((3278944 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8)))) - loadVector(arena, ((3295328 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))))
+              let w227 = ((w219 + w221) + w223)
+              let w228 = ((w221 - w223) - w225)
+              let w229 = ((w220 + w222) + w224)
+              let w230 = ((w222 - w224) - w226)
+              storeVector(arena, ((3299424 +% (((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) *% 32) +% (tx217 *% 2)) *% 16)) +% (cv218 *% 8)), ((w227 * loadVector(arena, (cv218 *% 8))) + loadVector(arena, (16 +% (cv218 *% 8)))))
+              storeVector(arena, ((3299424 +% ((((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) *% 32) +% (tx217 *% 2)) +% 1) *% 16)) +% (cv218 *% 8)), ((w228 * loadVector(arena, (cv218 *% 8))) + loadVector(arena, (16 +% (cv218 *% 8)))))
+              storeVector(arena, ((3299424 +% ((((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 32) +% (tx217 *% 2)) *% 16)) +% (cv218 *% 8)), ((w229 * loadVector(arena, (cv218 *% 8))) + loadVector(arena, (16 +% (cv218 *% 8)))))
+              storeVector(arena, ((3299424 +% (((((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 32) +% (tx217 *% 2)) +% 1) *% 16)) +% (cv218 *% 8)), ((w230 * loadVector(arena, (cv218 *% 8))) + loadVector(arena, (16 +% (cv218 *% 8)))))
+            }
+          }
+        }
+        for j231 in 0..<1 {
+          for c232 in 0..<16 {
+            for q233 in 0..<256 {
+              arena[(2097184 +% (((g165 *% 16384) +% (c232 *% 1024)) +% (q233 +% ((((oy171 +% (part170 *% 2)) *% 4) *% 2) *% 32))))] = ((arena[((3299424 +% (((j231 *% 1024) +% (q233 +% ((((oy171 +% (part170 *% 2)) *% 4) *% 2) *% 32))) *% 16)) +% c232)] + arena[(32 +% (((g165 *% 16384) +% (c232 *% 1024)) +% (q233 +% ((((oy171 +% (part170 *% 2)) *% 4) *% 2) *% 32))))]) > Float(0) ? (arena[((3299424 +% (((j231 *% 1024) +% (q233 +% ((((oy171 +% (part170 *% 2)) *% 4) *% 2) *% 32))) *% 16)) +% c232)] + arena[(32 +% (((g165 *% 16384) +% (c232 *% 1024)) +% (q233 +% ((((oy171 +% (part170 *% 2)) *% 4) *% 2) *% 32))))]) : Float(0))
+            }
           }
         }
       }
     }
   }
   // s2_bn1 = batchnorm_fold()
-  for c238 in 0..<4 {
-    let scale239_v = (loadVector(params, ((c238 *% 8) +% 9744)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c238 *% 8) +% 78170)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c238 *% 8), scale239_v)
-    storeVector(arena, ((c238 *% 8) +% 32), (loadVector(params, ((c238 *% 8) +% 9776)) - (loadVector(params, ((c238 *% 8) +% 78138)) * scale239_v)))
+  for c234 in 0..<4 {
+    let scale235_v = (loadVector(params, ((c234 *% 8) +% 9744)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c234 *% 8) +% 78170)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c234 *% 8), scale235_v)
+    storeVector(arena, ((c234 *% 8) +% 32), (loadVector(params, ((c234 *% 8) +% 9776)) - (loadVector(params, ((c234 *% 8) +% 78138)) * scale235_v)))
   }
   // s2_conv1 = conv2d_relu(s1_conv2, s2_bn1)
-  for g240 in 0..<4 {
-    parallelFor(pool, 2) { part241 in
-      for j242 in 0..<16 {
-        for c243 in 0..<8 {
-          for ky244 in 0..<3 {
+  for g236 in 0..<4 {
+    parallelFor(pool, 2) { part237 in
+      for j238 in 0..<16 {
+        for c239 in 0..<8 {
+          for ky240 in 0..<3 {
+            for oy241 in 0..<16 {
+              if (-1 < (((oy241 *% 2) +% ky240) +% -1) && (((oy241 *% 2) +% ky240) +% -1) < 32) {
+                for ox242 in 0..<15 {
+                  arena[(((524352 +% (((((c239 +% (part237 *% 8)) *% 3) +% ky240) *% 3) *% 4112)) +% (j238 *% 256)) +% ((oy241 *% 16) +% (ox242 +% 1)))] = arena[((((2097184 +% (((g236 *% 16) +% j238) *% 16384)) +% ((c239 +% (part237 *% 8)) *% 1024)) +% ((((oy241 *% 2) +% ky240) +% -1) *% 32)) +% (((ox242 +% 1) *% 2) +% -1))]
+                }
+                for ox243 in 0..<1 {
+                  arena[(((524352 +% (((((c239 +% (part237 *% 8)) *% 3) +% ky240) *% 3) *% 4112)) +% (j238 *% 256)) +% ((oy241 *% 16) +% ox243))] = Float(0)
+                }
+              }
+              if (((oy241 *% 2) +% ky240) +% -1) < 0 {
+                for ox244 in 0..<16 {
+                  arena[(((524352 +% (((((c239 +% (part237 *% 8)) *% 3) +% ky240) *% 3) *% 4112)) +% (j238 *% 256)) +% ((oy241 *% 16) +% ox244))] = Float(0)
+                }
+              }
+              if 31 < (((oy241 *% 2) +% ky240) +% -1) {
+                for ox244 in 0..<16 {
+                  arena[(((524352 +% (((((c239 +% (part237 *% 8)) *% 3) +% ky240) *% 3) *% 4112)) +% (j238 *% 256)) +% ((oy241 *% 16) +% ox244))] = Float(0)
+                }
+              }
+            }
             for oy245 in 0..<16 {
-              if (-1 < (((oy245 *% 2) +% ky244) +% -1) && (((oy245 *% 2) +% ky244) +% -1) < 32) {
-                for ox246 in 0..<15 {
-                  arena[(((524352 +% (((((c243 +% (part241 *% 8)) *% 3) +% ky244) *% 3) *% 4112)) +% (j242 *% 256)) +% ((oy245 *% 16) +% (ox246 +% 1)))] = arena[((((2097184 +% (((g240 *% 16) +% j242) *% 16384)) +% ((c243 +% (part241 *% 8)) *% 1024)) +% ((((oy245 *% 2) +% ky244) +% -1) *% 32)) +% (((ox246 +% 1) *% 2) +% -1))]
-                }
-                for ox247 in 0..<1 {
-                  arena[(((524352 +% (((((c243 +% (part241 *% 8)) *% 3) +% ky244) *% 3) *% 4112)) +% (j242 *% 256)) +% ((oy245 *% 16) +% ox247))] = Float(0)
+              if (-1 < (((oy245 *% 2) +% ky240) +% -1) && (((oy245 *% 2) +% ky240) +% -1) < 32) {
+                for ox246 in 0..<16 {
+                  arena[(((524352 +% ((((((c239 +% (part237 *% 8)) *% 3) +% ky240) *% 3) +% 1) *% 4112)) +% (j238 *% 256)) +% ((oy245 *% 16) +% ox246))] = arena[((((2097184 +% (((g236 *% 16) +% j238) *% 16384)) +% ((c239 +% (part237 *% 8)) *% 1024)) +% ((((oy245 *% 2) +% ky240) +% -1) *% 32)) +% (ox246 *% 2))]
                 }
               }
-              if (((oy245 *% 2) +% ky244) +% -1) < 0 {
-                for ox248 in 0..<16 {
-                  arena[(((524352 +% (((((c243 +% (part241 *% 8)) *% 3) +% ky244) *% 3) *% 4112)) +% (j242 *% 256)) +% ((oy245 *% 16) +% ox248))] = Float(0)
+              if (((oy245 *% 2) +% ky240) +% -1) < 0 {
+                for ox247 in 0..<16 {
+                  arena[(((524352 +% ((((((c239 +% (part237 *% 8)) *% 3) +% ky240) *% 3) +% 1) *% 4112)) +% (j238 *% 256)) +% ((oy245 *% 16) +% ox247))] = Float(0)
                 }
               }
-              if 31 < (((oy245 *% 2) +% ky244) +% -1) {
-                for ox248 in 0..<16 {
-                  arena[(((524352 +% (((((c243 +% (part241 *% 8)) *% 3) +% ky244) *% 3) *% 4112)) +% (j242 *% 256)) +% ((oy245 *% 16) +% ox248))] = Float(0)
+              if 31 < (((oy245 *% 2) +% ky240) +% -1) {
+                for ox247 in 0..<16 {
+                  arena[(((524352 +% ((((((c239 +% (part237 *% 8)) *% 3) +% ky240) *% 3) +% 1) *% 4112)) +% (j238 *% 256)) +% ((oy245 *% 16) +% ox247))] = Float(0)
                 }
               }
             }
-            for oy249 in 0..<16 {
-              if (-1 < (((oy249 *% 2) +% ky244) +% -1) && (((oy249 *% 2) +% ky244) +% -1) < 32) {
+            for oy248 in 0..<16 {
+              if (-1 < (((oy248 *% 2) +% ky240) +% -1) && (((oy248 *% 2) +% ky240) +% -1) < 32) {
+                for ox249 in 0..<16 {
+                  arena[(((524352 +% ((((((c239 +% (part237 *% 8)) *% 3) +% ky240) *% 3) +% 2) *% 4112)) +% (j238 *% 256)) +% ((oy248 *% 16) +% ox249))] = arena[((((2097184 +% (((g236 *% 16) +% j238) *% 16384)) +% ((c239 +% (part237 *% 8)) *% 1024)) +% ((((oy248 *% 2) +% ky240) +% -1) *% 32)) +% ((ox249 *% 2) +% 1))]
+                }
+              }
+              if (((oy248 *% 2) +% ky240) +% -1) < 0 {
                 for ox250 in 0..<16 {
-                  arena[(((524352 +% ((((((c243 +% (part241 *% 8)) *% 3) +% ky244) *% 3) +% 1) *% 4112)) +% (j242 *% 256)) +% ((oy249 *% 16) +% ox250))] = arena[((((2097184 +% (((g240 *% 16) +% j242) *% 16384)) +% ((c243 +% (part241 *% 8)) *% 1024)) +% ((((oy249 *% 2) +% ky244) +% -1) *% 32)) +% (ox250 *% 2))]
+                  arena[(((524352 +% ((((((c239 +% (part237 *% 8)) *% 3) +% ky240) *% 3) +% 2) *% 4112)) +% (j238 *% 256)) +% ((oy248 *% 16) +% ox250))] = Float(0)
                 }
               }
-              if (((oy249 *% 2) +% ky244) +% -1) < 0 {
-                for ox251 in 0..<16 {
-                  arena[(((524352 +% ((((((c243 +% (part241 *% 8)) *% 3) +% ky244) *% 3) +% 1) *% 4112)) +% (j242 *% 256)) +% ((oy249 *% 16) +% ox251))] = Float(0)
-                }
-              }
-              if 31 < (((oy249 *% 2) +% ky244) +% -1) {
-                for ox251 in 0..<16 {
-                  arena[(((524352 +% ((((((c243 +% (part241 *% 8)) *% 3) +% ky244) *% 3) +% 1) *% 4112)) +% (j242 *% 256)) +% ((oy249 *% 16) +% ox251))] = Float(0)
-                }
-              }
-            }
-            for oy252 in 0..<16 {
-              if (-1 < (((oy252 *% 2) +% ky244) +% -1) && (((oy252 *% 2) +% ky244) +% -1) < 32) {
-                for ox253 in 0..<16 {
-                  arena[(((524352 +% ((((((c243 +% (part241 *% 8)) *% 3) +% ky244) *% 3) +% 2) *% 4112)) +% (j242 *% 256)) +% ((oy252 *% 16) +% ox253))] = arena[((((2097184 +% (((g240 *% 16) +% j242) *% 16384)) +% ((c243 +% (part241 *% 8)) *% 1024)) +% ((((oy252 *% 2) +% ky244) +% -1) *% 32)) +% ((ox253 *% 2) +% 1))]
-                }
-              }
-              if (((oy252 *% 2) +% ky244) +% -1) < 0 {
-                for ox254 in 0..<16 {
-                  arena[(((524352 +% ((((((c243 +% (part241 *% 8)) *% 3) +% ky244) *% 3) +% 2) *% 4112)) +% (j242 *% 256)) +% ((oy252 *% 16) +% ox254))] = Float(0)
-                }
-              }
-              if 31 < (((oy252 *% 2) +% ky244) +% -1) {
-                for ox254 in 0..<16 {
-                  arena[(((524352 +% ((((((c243 +% (part241 *% 8)) *% 3) +% ky244) *% 3) +% 2) *% 4112)) +% (j242 *% 256)) +% ((oy252 *% 16) +% ox254))] = Float(0)
+              if 31 < (((oy248 *% 2) +% ky240) +% -1) {
+                for ox250 in 0..<16 {
+                  arena[(((524352 +% ((((((c239 +% (part237 *% 8)) *% 3) +% ky240) *% 3) +% 2) *% 4112)) +% (j238 *% 256)) +% ((oy248 *% 16) +% ox250))] = Float(0)
                 }
               }
             }
@@ -5620,476 +5610,430 @@ public func resnet8_infer_b64(
         }
       }
     }
-    parallelFor(pool, 2) { part255 in
-      do {  // gemm263
-        for nb256 in 0..<170 {
-          for mb257 in 0..<4 {
-            var t258_c0_0 = Vector()
-            var t258_c0_1 = Vector()
-            var t258_c0_2 = Vector()
-            var t258_c1_0 = Vector()
-            var t258_c1_1 = Vector()
-            var t258_c1_2 = Vector()
-            var t258_c2_0 = Vector()
-            var t258_c2_1 = Vector()
-            var t258_c2_2 = Vector()
-            var t258_c3_0 = Vector()
-            var t258_c3_1 = Vector()
-            var t258_c3_2 = Vector()
-            for k259 in 0..<144 {
-              let t258_b0 = loadVector(arena, ((524352 +% (k259 *% 4112)) +% (nb256 *% 24)))
-              let t258_b1 = loadVector(arena, (((524352 +% (k259 *% 4112)) +% (nb256 *% 24)) +% 8))
-              let t258_b2 = loadVector(arena, (((524352 +% (k259 *% 4112)) +% (nb256 *% 24)) +% 16))
-              let t258_a0 = Vector(repeating: params[(((5136 +% ((part255 *% 16) *% 144)) +% ((mb257 *% 4) *% 144)) +% k259)])
-              t258_c0_0 = t258_c0_0.addingProduct(t258_a0, t258_b0)
-              t258_c0_1 = t258_c0_1.addingProduct(t258_a0, t258_b1)
-              t258_c0_2 = t258_c0_2.addingProduct(t258_a0, t258_b2)
-              let t258_a1 = Vector(repeating: params[(((5136 +% ((part255 *% 16) *% 144)) +% (((mb257 *% 4) +% 1) *% 144)) +% k259)])
-              t258_c1_0 = t258_c1_0.addingProduct(t258_a1, t258_b0)
-              t258_c1_1 = t258_c1_1.addingProduct(t258_a1, t258_b1)
-              t258_c1_2 = t258_c1_2.addingProduct(t258_a1, t258_b2)
-              let t258_a2 = Vector(repeating: params[(((5136 +% ((part255 *% 16) *% 144)) +% (((mb257 *% 4) +% 2) *% 144)) +% k259)])
-              t258_c2_0 = t258_c2_0.addingProduct(t258_a2, t258_b0)
-              t258_c2_1 = t258_c2_1.addingProduct(t258_a2, t258_b1)
-              t258_c2_2 = t258_c2_2.addingProduct(t258_a2, t258_b2)
-              let t258_a3 = Vector(repeating: params[(((5136 +% ((part255 *% 16) *% 144)) +% (((mb257 *% 4) +% 3) *% 144)) +% k259)])
-              t258_c3_0 = t258_c3_0.addingProduct(t258_a3, t258_b0)
-              t258_c3_1 = t258_c3_1.addingProduct(t258_a3, t258_b1)
-              t258_c3_2 = t258_c3_2.addingProduct(t258_a3, t258_b2)
+    parallelFor(pool, 2) { part251 in
+      do {  // gemm259
+        for nb252 in 0..<170 {
+          for mb253 in 0..<4 {
+            var t254_c0_0 = Vector()
+            var t254_c0_1 = Vector()
+            var t254_c0_2 = Vector()
+            var t254_c1_0 = Vector()
+            var t254_c1_1 = Vector()
+            var t254_c1_2 = Vector()
+            var t254_c2_0 = Vector()
+            var t254_c2_1 = Vector()
+            var t254_c2_2 = Vector()
+            var t254_c3_0 = Vector()
+            var t254_c3_1 = Vector()
+            var t254_c3_2 = Vector()
+            for k255 in 0..<144 {
+              let t254_b0 = loadVector(arena, ((524352 +% (k255 *% 4112)) +% (nb252 *% 24)))
+              let t254_b1 = loadVector(arena, (((524352 +% (k255 *% 4112)) +% (nb252 *% 24)) +% 8))
+              let t254_b2 = loadVector(arena, (((524352 +% (k255 *% 4112)) +% (nb252 *% 24)) +% 16))
+              let t254_a0 = Vector(repeating: params[(((5136 +% ((part251 *% 16) *% 144)) +% ((mb253 *% 4) *% 144)) +% k255)])
+              t254_c0_0 = t254_c0_0.addingProduct(t254_a0, t254_b0)
+              t254_c0_1 = t254_c0_1.addingProduct(t254_a0, t254_b1)
+              t254_c0_2 = t254_c0_2.addingProduct(t254_a0, t254_b2)
+              let t254_a1 = Vector(repeating: params[(((5136 +% ((part251 *% 16) *% 144)) +% (((mb253 *% 4) +% 1) *% 144)) +% k255)])
+              t254_c1_0 = t254_c1_0.addingProduct(t254_a1, t254_b0)
+              t254_c1_1 = t254_c1_1.addingProduct(t254_a1, t254_b1)
+              t254_c1_2 = t254_c1_2.addingProduct(t254_a1, t254_b2)
+              let t254_a2 = Vector(repeating: params[(((5136 +% ((part251 *% 16) *% 144)) +% (((mb253 *% 4) +% 2) *% 144)) +% k255)])
+              t254_c2_0 = t254_c2_0.addingProduct(t254_a2, t254_b0)
+              t254_c2_1 = t254_c2_1.addingProduct(t254_a2, t254_b1)
+              t254_c2_2 = t254_c2_2.addingProduct(t254_a2, t254_b2)
+              let t254_a3 = Vector(repeating: params[(((5136 +% ((part251 *% 16) *% 144)) +% (((mb253 *% 4) +% 3) *% 144)) +% k255)])
+              t254_c3_0 = t254_c3_0.addingProduct(t254_a3, t254_b0)
+              t254_c3_1 = t254_c3_1.addingProduct(t254_a3, t254_b1)
+              t254_c3_2 = t254_c3_2.addingProduct(t254_a3, t254_b2)
             }
-            storeVector(arena, (((1116480 +% ((part255 *% 16) *% 4112)) +% ((mb257 *% 4) *% 4112)) +% (nb256 *% 24)), t258_c0_0)
-            storeVector(arena, ((((1116480 +% ((part255 *% 16) *% 4112)) +% ((mb257 *% 4) *% 4112)) +% (nb256 *% 24)) +% 8), t258_c0_1)
-            storeVector(arena, ((((1116480 +% ((part255 *% 16) *% 4112)) +% ((mb257 *% 4) *% 4112)) +% (nb256 *% 24)) +% 16), t258_c0_2)
-            storeVector(arena, (((1116480 +% ((part255 *% 16) *% 4112)) +% (((mb257 *% 4) +% 1) *% 4112)) +% (nb256 *% 24)), t258_c1_0)
-            storeVector(arena, ((((1116480 +% ((part255 *% 16) *% 4112)) +% (((mb257 *% 4) +% 1) *% 4112)) +% (nb256 *% 24)) +% 8), t258_c1_1)
-            storeVector(arena, ((((1116480 +% ((part255 *% 16) *% 4112)) +% (((mb257 *% 4) +% 1) *% 4112)) +% (nb256 *% 24)) +% 16), t258_c1_2)
-            storeVector(arena, (((1116480 +% ((part255 *% 16) *% 4112)) +% (((mb257 *% 4) +% 2) *% 4112)) +% (nb256 *% 24)), t258_c2_0)
-            storeVector(arena, ((((1116480 +% ((part255 *% 16) *% 4112)) +% (((mb257 *% 4) +% 2) *% 4112)) +% (nb256 *% 24)) +% 8), t258_c2_1)
-            storeVector(arena, ((((1116480 +% ((part255 *% 16) *% 4112)) +% (((mb257 *% 4) +% 2) *% 4112)) +% (nb256 *% 24)) +% 16), t258_c2_2)
-            storeVector(arena, (((1116480 +% ((part255 *% 16) *% 4112)) +% (((mb257 *% 4) +% 3) *% 4112)) +% (nb256 *% 24)), t258_c3_0)
-            storeVector(arena, ((((1116480 +% ((part255 *% 16) *% 4112)) +% (((mb257 *% 4) +% 3) *% 4112)) +% (nb256 *% 24)) +% 8), t258_c3_1)
-            storeVector(arena, ((((1116480 +% ((part255 *% 16) *% 4112)) +% (((mb257 *% 4) +% 3) *% 4112)) +% (nb256 *% 24)) +% 16), t258_c3_2)
+            storeVector(arena, (((1116480 +% ((part251 *% 16) *% 4112)) +% ((mb253 *% 4) *% 4112)) +% (nb252 *% 24)), t254_c0_0)
+            storeVector(arena, ((((1116480 +% ((part251 *% 16) *% 4112)) +% ((mb253 *% 4) *% 4112)) +% (nb252 *% 24)) +% 8), t254_c0_1)
+            storeVector(arena, ((((1116480 +% ((part251 *% 16) *% 4112)) +% ((mb253 *% 4) *% 4112)) +% (nb252 *% 24)) +% 16), t254_c0_2)
+            storeVector(arena, (((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb253 *% 4) +% 1) *% 4112)) +% (nb252 *% 24)), t254_c1_0)
+            storeVector(arena, ((((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb253 *% 4) +% 1) *% 4112)) +% (nb252 *% 24)) +% 8), t254_c1_1)
+            storeVector(arena, ((((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb253 *% 4) +% 1) *% 4112)) +% (nb252 *% 24)) +% 16), t254_c1_2)
+            storeVector(arena, (((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb253 *% 4) +% 2) *% 4112)) +% (nb252 *% 24)), t254_c2_0)
+            storeVector(arena, ((((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb253 *% 4) +% 2) *% 4112)) +% (nb252 *% 24)) +% 8), t254_c2_1)
+            storeVector(arena, ((((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb253 *% 4) +% 2) *% 4112)) +% (nb252 *% 24)) +% 16), t254_c2_2)
+            storeVector(arena, (((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb253 *% 4) +% 3) *% 4112)) +% (nb252 *% 24)), t254_c3_0)
+            storeVector(arena, ((((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb253 *% 4) +% 3) *% 4112)) +% (nb252 *% 24)) +% 8), t254_c3_1)
+            storeVector(arena, ((((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb253 *% 4) +% 3) *% 4112)) +% (nb252 *% 24)) +% 16), t254_c3_2)
           }
         }
-        for mb260 in 0..<4 {
-          var t261_c0_0 = Vector()
-          var t261_c0_1 = Vector()
-          var t261_c1_0 = Vector()
-          var t261_c1_1 = Vector()
-          var t261_c2_0 = Vector()
-          var t261_c2_1 = Vector()
-          var t261_c3_0 = Vector()
-          var t261_c3_1 = Vector()
-          for k262 in 0..<144 {
-            let t261_b0 = loadVector(arena, ((524352 +% (k262 *% 4112)) +% 4080))
-            let t261_b1 = loadVector(arena, (((524352 +% (k262 *% 4112)) +% 4080) +% 8))
-            let t261_a0 = Vector(repeating: params[(((5136 +% ((part255 *% 16) *% 144)) +% ((mb260 *% 4) *% 144)) +% k262)])
-            t261_c0_0 = t261_c0_0.addingProduct(t261_a0, t261_b0)
-            t261_c0_1 = t261_c0_1.addingProduct(t261_a0, t261_b1)
-            let t261_a1 = Vector(repeating: params[(((5136 +% ((part255 *% 16) *% 144)) +% (((mb260 *% 4) +% 1) *% 144)) +% k262)])
-            t261_c1_0 = t261_c1_0.addingProduct(t261_a1, t261_b0)
-            t261_c1_1 = t261_c1_1.addingProduct(t261_a1, t261_b1)
-            let t261_a2 = Vector(repeating: params[(((5136 +% ((part255 *% 16) *% 144)) +% (((mb260 *% 4) +% 2) *% 144)) +% k262)])
-            t261_c2_0 = t261_c2_0.addingProduct(t261_a2, t261_b0)
-            t261_c2_1 = t261_c2_1.addingProduct(t261_a2, t261_b1)
-            let t261_a3 = Vector(repeating: params[(((5136 +% ((part255 *% 16) *% 144)) +% (((mb260 *% 4) +% 3) *% 144)) +% k262)])
-            t261_c3_0 = t261_c3_0.addingProduct(t261_a3, t261_b0)
-            t261_c3_1 = t261_c3_1.addingProduct(t261_a3, t261_b1)
+        for mb256 in 0..<4 {
+          var t257_c0_0 = Vector()
+          var t257_c0_1 = Vector()
+          var t257_c1_0 = Vector()
+          var t257_c1_1 = Vector()
+          var t257_c2_0 = Vector()
+          var t257_c2_1 = Vector()
+          var t257_c3_0 = Vector()
+          var t257_c3_1 = Vector()
+          for k258 in 0..<144 {
+            let t257_b0 = loadVector(arena, ((524352 +% (k258 *% 4112)) +% 4080))
+            let t257_b1 = loadVector(arena, (((524352 +% (k258 *% 4112)) +% 4080) +% 8))
+            let t257_a0 = Vector(repeating: params[(((5136 +% ((part251 *% 16) *% 144)) +% ((mb256 *% 4) *% 144)) +% k258)])
+            t257_c0_0 = t257_c0_0.addingProduct(t257_a0, t257_b0)
+            t257_c0_1 = t257_c0_1.addingProduct(t257_a0, t257_b1)
+            let t257_a1 = Vector(repeating: params[(((5136 +% ((part251 *% 16) *% 144)) +% (((mb256 *% 4) +% 1) *% 144)) +% k258)])
+            t257_c1_0 = t257_c1_0.addingProduct(t257_a1, t257_b0)
+            t257_c1_1 = t257_c1_1.addingProduct(t257_a1, t257_b1)
+            let t257_a2 = Vector(repeating: params[(((5136 +% ((part251 *% 16) *% 144)) +% (((mb256 *% 4) +% 2) *% 144)) +% k258)])
+            t257_c2_0 = t257_c2_0.addingProduct(t257_a2, t257_b0)
+            t257_c2_1 = t257_c2_1.addingProduct(t257_a2, t257_b1)
+            let t257_a3 = Vector(repeating: params[(((5136 +% ((part251 *% 16) *% 144)) +% (((mb256 *% 4) +% 3) *% 144)) +% k258)])
+            t257_c3_0 = t257_c3_0.addingProduct(t257_a3, t257_b0)
+            t257_c3_1 = t257_c3_1.addingProduct(t257_a3, t257_b1)
           }
-          storeVector(arena, (((1116480 +% ((part255 *% 16) *% 4112)) +% ((mb260 *% 4) *% 4112)) +% 4080), t261_c0_0)
-          storeVector(arena, ((((1116480 +% ((part255 *% 16) *% 4112)) +% ((mb260 *% 4) *% 4112)) +% 4080) +% 8), t261_c0_1)
-          storeVector(arena, (((1116480 +% ((part255 *% 16) *% 4112)) +% (((mb260 *% 4) +% 1) *% 4112)) +% 4080), t261_c1_0)
-          storeVector(arena, ((((1116480 +% ((part255 *% 16) *% 4112)) +% (((mb260 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t261_c1_1)
-          storeVector(arena, (((1116480 +% ((part255 *% 16) *% 4112)) +% (((mb260 *% 4) +% 2) *% 4112)) +% 4080), t261_c2_0)
-          storeVector(arena, ((((1116480 +% ((part255 *% 16) *% 4112)) +% (((mb260 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t261_c2_1)
-          storeVector(arena, (((1116480 +% ((part255 *% 16) *% 4112)) +% (((mb260 *% 4) +% 3) *% 4112)) +% 4080), t261_c3_0)
-          storeVector(arena, ((((1116480 +% ((part255 *% 16) *% 4112)) +% (((mb260 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t261_c3_1)
+          storeVector(arena, (((1116480 +% ((part251 *% 16) *% 4112)) +% ((mb256 *% 4) *% 4112)) +% 4080), t257_c0_0)
+          storeVector(arena, ((((1116480 +% ((part251 *% 16) *% 4112)) +% ((mb256 *% 4) *% 4112)) +% 4080) +% 8), t257_c0_1)
+          storeVector(arena, (((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb256 *% 4) +% 1) *% 4112)) +% 4080), t257_c1_0)
+          storeVector(arena, ((((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb256 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t257_c1_1)
+          storeVector(arena, (((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb256 *% 4) +% 2) *% 4112)) +% 4080), t257_c2_0)
+          storeVector(arena, ((((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb256 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t257_c2_1)
+          storeVector(arena, (((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb256 *% 4) +% 3) *% 4112)) +% 4080), t257_c3_0)
+          storeVector(arena, ((((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb256 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t257_c3_1)
         }
       }
-      for j264 in 0..<16 {
-        for f265 in 0..<16 {
-          for i266 in 0..<256 {
-            arena[(64 +% (((((g240 *% 16) +% j264) *% 8192) +% ((f265 +% (part255 *% 16)) *% 256)) +% i266))] = (((arena[(((1116480 +% ((f265 +% (part255 *% 16)) *% 4112)) +% (j264 *% 256)) +% i266)] * arena[(f265 +% (part255 *% 16))]) + arena[(32 +% (f265 +% (part255 *% 16)))]) > Float(0) ? ((arena[(((1116480 +% ((f265 +% (part255 *% 16)) *% 4112)) +% (j264 *% 256)) +% i266)] * arena[(f265 +% (part255 *% 16))]) + arena[(32 +% (f265 +% (part255 *% 16)))]) : Float(0))
+      for j260 in 0..<16 {
+        for f261 in 0..<16 {
+          for i262 in 0..<256 {
+            arena[(64 +% (((((g236 *% 16) +% j260) *% 8192) +% ((f261 +% (part251 *% 16)) *% 256)) +% i262))] = (((arena[(((1116480 +% ((f261 +% (part251 *% 16)) *% 4112)) +% (j260 *% 256)) +% i262)] * arena[(f261 +% (part251 *% 16))]) + arena[(32 +% (f261 +% (part251 *% 16)))]) > Float(0) ? ((arena[(((1116480 +% ((f261 +% (part251 *% 16)) *% 4112)) +% (j260 *% 256)) +% i262)] * arena[(f261 +% (part251 *% 16))]) + arena[(32 +% (f261 +% (part251 *% 16)))]) : Float(0))
           }
         }
       }
     }
   }
   // s2_bn2 = batchnorm_fold()
-  for c267 in 0..<4 {
-    let scale268_v = (loadVector(params, ((c267 *% 8) +% 19024)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c267 *% 8) +% 78234)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c267 *% 8), scale268_v)
-    storeVector(arena, ((c267 *% 8) +% 32), (loadVector(params, ((c267 *% 8) +% 19056)) - (loadVector(params, ((c267 *% 8) +% 78202)) * scale268_v)))
+  for c263 in 0..<4 {
+    let scale264_v = (loadVector(params, ((c263 *% 8) +% 19024)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c263 *% 8) +% 78234)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c263 *% 8), scale264_v)
+    storeVector(arena, ((c263 *% 8) +% 32), (loadVector(params, ((c263 *% 8) +% 19056)) - (loadVector(params, ((c263 *% 8) +% 78202)) * scale264_v)))
   }
   // s2_pbn = batchnorm_fold()
-  for c269 in 0..<4 {
-    let scale270_v = (loadVector(params, ((c269 *% 8) +% 19600)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c269 *% 8) +% 78298)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, ((c269 *% 8) +% 524352), scale270_v)
-    storeVector(arena, ((c269 *% 8) +% 524384), (loadVector(params, ((c269 *% 8) +% 19632)) - (loadVector(params, ((c269 *% 8) +% 78266)) * scale270_v)))
+  for c265 in 0..<4 {
+    let scale266_v = (loadVector(params, ((c265 *% 8) +% 19600)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c265 *% 8) +% 78298)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, ((c265 *% 8) +% 524352), scale266_v)
+    storeVector(arena, ((c265 *% 8) +% 524384), (loadVector(params, ((c265 *% 8) +% 19632)) - (loadVector(params, ((c265 *% 8) +% 78266)) * scale266_v)))
   }
   // s2_proj = conv2d(s1_conv2, s2_pbn)
-  for g271 in 0..<4 {
-    parallelFor(pool, 2) { part272 in
-      for j273 in 0..<16 {
-        for c274 in 0..<8 {
-          for ky275 in 0..<1 {
-            for oy276 in 0..<16 {
-              for ox277 in 0..<16 {
-                arena[(((1048704 +% (((c274 +% (part272 *% 8)) +% ky275) *% 4112)) +% (j273 *% 256)) +% ((oy276 *% 16) +% ox277))] = arena[((((2097184 +% (((g271 *% 16) +% j273) *% 16384)) +% ((c274 +% (part272 *% 8)) *% 1024)) +% (((oy276 *% 2) +% ky275) *% 32)) +% (ox277 *% 2))]
+  for g267 in 0..<4 {
+    parallelFor(pool, 2) { part268 in
+      for j269 in 0..<16 {
+        for c270 in 0..<8 {
+          for ky271 in 0..<1 {
+            for oy272 in 0..<16 {
+              for ox273 in 0..<16 {
+                arena[(((1048704 +% (((c270 +% (part268 *% 8)) +% ky271) *% 4112)) +% (j269 *% 256)) +% ((oy272 *% 16) +% ox273))] = arena[((((2097184 +% (((g267 *% 16) +% j269) *% 16384)) +% ((c270 +% (part268 *% 8)) *% 1024)) +% (((oy272 *% 2) +% ky271) *% 32)) +% (ox273 *% 2))]
               }
             }
           }
         }
       }
     }
-    parallelFor(pool, 2) { part278 in
-      do {  // gemm286
-        for nb279 in 0..<170 {
-          for mb280 in 0..<4 {
-            var t281_c0_0 = Vector()
-            var t281_c0_1 = Vector()
-            var t281_c0_2 = Vector()
-            var t281_c1_0 = Vector()
-            var t281_c1_1 = Vector()
-            var t281_c1_2 = Vector()
-            var t281_c2_0 = Vector()
-            var t281_c2_1 = Vector()
-            var t281_c2_2 = Vector()
-            var t281_c3_0 = Vector()
-            var t281_c3_1 = Vector()
-            var t281_c3_2 = Vector()
-            for k282 in 0..<16 {
-              let t281_b0 = loadVector(arena, ((1048704 +% (k282 *% 4112)) +% (nb279 *% 24)))
-              let t281_b1 = loadVector(arena, (((1048704 +% (k282 *% 4112)) +% (nb279 *% 24)) +% 8))
-              let t281_b2 = loadVector(arena, (((1048704 +% (k282 *% 4112)) +% (nb279 *% 24)) +% 16))
-              let t281_a0 = Vector(repeating: params[(((19088 +% ((part278 *% 16) *% 16)) +% ((mb280 *% 4) *% 16)) +% k282)])
-              t281_c0_0 = t281_c0_0.addingProduct(t281_a0, t281_b0)
-              t281_c0_1 = t281_c0_1.addingProduct(t281_a0, t281_b1)
-              t281_c0_2 = t281_c0_2.addingProduct(t281_a0, t281_b2)
-              let t281_a1 = Vector(repeating: params[(((19088 +% ((part278 *% 16) *% 16)) +% (((mb280 *% 4) +% 1) *% 16)) +% k282)])
-              t281_c1_0 = t281_c1_0.addingProduct(t281_a1, t281_b0)
-              t281_c1_1 = t281_c1_1.addingProduct(t281_a1, t281_b1)
-              t281_c1_2 = t281_c1_2.addingProduct(t281_a1, t281_b2)
-              let t281_a2 = Vector(repeating: params[(((19088 +% ((part278 *% 16) *% 16)) +% (((mb280 *% 4) +% 2) *% 16)) +% k282)])
-              t281_c2_0 = t281_c2_0.addingProduct(t281_a2, t281_b0)
-              t281_c2_1 = t281_c2_1.addingProduct(t281_a2, t281_b1)
-              t281_c2_2 = t281_c2_2.addingProduct(t281_a2, t281_b2)
-              let t281_a3 = Vector(repeating: params[(((19088 +% ((part278 *% 16) *% 16)) +% (((mb280 *% 4) +% 3) *% 16)) +% k282)])
-              t281_c3_0 = t281_c3_0.addingProduct(t281_a3, t281_b0)
-              t281_c3_1 = t281_c3_1.addingProduct(t281_a3, t281_b1)
-              t281_c3_2 = t281_c3_2.addingProduct(t281_a3, t281_b2)
+    parallelFor(pool, 2) { part274 in
+      do {  // gemm282
+        for nb275 in 0..<170 {
+          for mb276 in 0..<4 {
+            var t277_c0_0 = Vector()
+            var t277_c0_1 = Vector()
+            var t277_c0_2 = Vector()
+            var t277_c1_0 = Vector()
+            var t277_c1_1 = Vector()
+            var t277_c1_2 = Vector()
+            var t277_c2_0 = Vector()
+            var t277_c2_1 = Vector()
+            var t277_c2_2 = Vector()
+            var t277_c3_0 = Vector()
+            var t277_c3_1 = Vector()
+            var t277_c3_2 = Vector()
+            for k278 in 0..<16 {
+              let t277_b0 = loadVector(arena, ((1048704 +% (k278 *% 4112)) +% (nb275 *% 24)))
+              let t277_b1 = loadVector(arena, (((1048704 +% (k278 *% 4112)) +% (nb275 *% 24)) +% 8))
+              let t277_b2 = loadVector(arena, (((1048704 +% (k278 *% 4112)) +% (nb275 *% 24)) +% 16))
+              let t277_a0 = Vector(repeating: params[(((19088 +% ((part274 *% 16) *% 16)) +% ((mb276 *% 4) *% 16)) +% k278)])
+              t277_c0_0 = t277_c0_0.addingProduct(t277_a0, t277_b0)
+              t277_c0_1 = t277_c0_1.addingProduct(t277_a0, t277_b1)
+              t277_c0_2 = t277_c0_2.addingProduct(t277_a0, t277_b2)
+              let t277_a1 = Vector(repeating: params[(((19088 +% ((part274 *% 16) *% 16)) +% (((mb276 *% 4) +% 1) *% 16)) +% k278)])
+              t277_c1_0 = t277_c1_0.addingProduct(t277_a1, t277_b0)
+              t277_c1_1 = t277_c1_1.addingProduct(t277_a1, t277_b1)
+              t277_c1_2 = t277_c1_2.addingProduct(t277_a1, t277_b2)
+              let t277_a2 = Vector(repeating: params[(((19088 +% ((part274 *% 16) *% 16)) +% (((mb276 *% 4) +% 2) *% 16)) +% k278)])
+              t277_c2_0 = t277_c2_0.addingProduct(t277_a2, t277_b0)
+              t277_c2_1 = t277_c2_1.addingProduct(t277_a2, t277_b1)
+              t277_c2_2 = t277_c2_2.addingProduct(t277_a2, t277_b2)
+              let t277_a3 = Vector(repeating: params[(((19088 +% ((part274 *% 16) *% 16)) +% (((mb276 *% 4) +% 3) *% 16)) +% k278)])
+              t277_c3_0 = t277_c3_0.addingProduct(t277_a3, t277_b0)
+              t277_c3_1 = t277_c3_1.addingProduct(t277_a3, t277_b1)
+              t277_c3_2 = t277_c3_2.addingProduct(t277_a3, t277_b2)
             }
-            storeVector(arena, (((1114496 +% ((part278 *% 16) *% 4112)) +% ((mb280 *% 4) *% 4112)) +% (nb279 *% 24)), t281_c0_0)
-            storeVector(arena, ((((1114496 +% ((part278 *% 16) *% 4112)) +% ((mb280 *% 4) *% 4112)) +% (nb279 *% 24)) +% 8), t281_c0_1)
-            storeVector(arena, ((((1114496 +% ((part278 *% 16) *% 4112)) +% ((mb280 *% 4) *% 4112)) +% (nb279 *% 24)) +% 16), t281_c0_2)
-            storeVector(arena, (((1114496 +% ((part278 *% 16) *% 4112)) +% (((mb280 *% 4) +% 1) *% 4112)) +% (nb279 *% 24)), t281_c1_0)
-            storeVector(arena, ((((1114496 +% ((part278 *% 16) *% 4112)) +% (((mb280 *% 4) +% 1) *% 4112)) +% (nb279 *% 24)) +% 8), t281_c1_1)
-            storeVector(arena, ((((1114496 +% ((part278 *% 16) *% 4112)) +% (((mb280 *% 4) +% 1) *% 4112)) +% (nb279 *% 24)) +% 16), t281_c1_2)
-            storeVector(arena, (((1114496 +% ((part278 *% 16) *% 4112)) +% (((mb280 *% 4) +% 2) *% 4112)) +% (nb279 *% 24)), t281_c2_0)
-            storeVector(arena, ((((1114496 +% ((part278 *% 16) *% 4112)) +% (((mb280 *% 4) +% 2) *% 4112)) +% (nb279 *% 24)) +% 8), t281_c2_1)
-            storeVector(arena, ((((1114496 +% ((part278 *% 16) *% 4112)) +% (((mb280 *% 4) +% 2) *% 4112)) +% (nb279 *% 24)) +% 16), t281_c2_2)
-            storeVector(arena, (((1114496 +% ((part278 *% 16) *% 4112)) +% (((mb280 *% 4) +% 3) *% 4112)) +% (nb279 *% 24)), t281_c3_0)
-            storeVector(arena, ((((1114496 +% ((part278 *% 16) *% 4112)) +% (((mb280 *% 4) +% 3) *% 4112)) +% (nb279 *% 24)) +% 8), t281_c3_1)
-            storeVector(arena, ((((1114496 +% ((part278 *% 16) *% 4112)) +% (((mb280 *% 4) +% 3) *% 4112)) +% (nb279 *% 24)) +% 16), t281_c3_2)
+            storeVector(arena, (((1114496 +% ((part274 *% 16) *% 4112)) +% ((mb276 *% 4) *% 4112)) +% (nb275 *% 24)), t277_c0_0)
+            storeVector(arena, ((((1114496 +% ((part274 *% 16) *% 4112)) +% ((mb276 *% 4) *% 4112)) +% (nb275 *% 24)) +% 8), t277_c0_1)
+            storeVector(arena, ((((1114496 +% ((part274 *% 16) *% 4112)) +% ((mb276 *% 4) *% 4112)) +% (nb275 *% 24)) +% 16), t277_c0_2)
+            storeVector(arena, (((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb276 *% 4) +% 1) *% 4112)) +% (nb275 *% 24)), t277_c1_0)
+            storeVector(arena, ((((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb276 *% 4) +% 1) *% 4112)) +% (nb275 *% 24)) +% 8), t277_c1_1)
+            storeVector(arena, ((((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb276 *% 4) +% 1) *% 4112)) +% (nb275 *% 24)) +% 16), t277_c1_2)
+            storeVector(arena, (((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb276 *% 4) +% 2) *% 4112)) +% (nb275 *% 24)), t277_c2_0)
+            storeVector(arena, ((((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb276 *% 4) +% 2) *% 4112)) +% (nb275 *% 24)) +% 8), t277_c2_1)
+            storeVector(arena, ((((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb276 *% 4) +% 2) *% 4112)) +% (nb275 *% 24)) +% 16), t277_c2_2)
+            storeVector(arena, (((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb276 *% 4) +% 3) *% 4112)) +% (nb275 *% 24)), t277_c3_0)
+            storeVector(arena, ((((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb276 *% 4) +% 3) *% 4112)) +% (nb275 *% 24)) +% 8), t277_c3_1)
+            storeVector(arena, ((((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb276 *% 4) +% 3) *% 4112)) +% (nb275 *% 24)) +% 16), t277_c3_2)
           }
         }
-        for mb283 in 0..<4 {
-          var t284_c0_0 = Vector()
-          var t284_c0_1 = Vector()
-          var t284_c1_0 = Vector()
-          var t284_c1_1 = Vector()
-          var t284_c2_0 = Vector()
-          var t284_c2_1 = Vector()
-          var t284_c3_0 = Vector()
-          var t284_c3_1 = Vector()
-          for k285 in 0..<16 {
-            let t284_b0 = loadVector(arena, ((1048704 +% (k285 *% 4112)) +% 4080))
-            let t284_b1 = loadVector(arena, (((1048704 +% (k285 *% 4112)) +% 4080) +% 8))
-            let t284_a0 = Vector(repeating: params[(((19088 +% ((part278 *% 16) *% 16)) +% ((mb283 *% 4) *% 16)) +% k285)])
-            t284_c0_0 = t284_c0_0.addingProduct(t284_a0, t284_b0)
-            t284_c0_1 = t284_c0_1.addingProduct(t284_a0, t284_b1)
-            let t284_a1 = Vector(repeating: params[(((19088 +% ((part278 *% 16) *% 16)) +% (((mb283 *% 4) +% 1) *% 16)) +% k285)])
-            t284_c1_0 = t284_c1_0.addingProduct(t284_a1, t284_b0)
-            t284_c1_1 = t284_c1_1.addingProduct(t284_a1, t284_b1)
-            let t284_a2 = Vector(repeating: params[(((19088 +% ((part278 *% 16) *% 16)) +% (((mb283 *% 4) +% 2) *% 16)) +% k285)])
-            t284_c2_0 = t284_c2_0.addingProduct(t284_a2, t284_b0)
-            t284_c2_1 = t284_c2_1.addingProduct(t284_a2, t284_b1)
-            let t284_a3 = Vector(repeating: params[(((19088 +% ((part278 *% 16) *% 16)) +% (((mb283 *% 4) +% 3) *% 16)) +% k285)])
-            t284_c3_0 = t284_c3_0.addingProduct(t284_a3, t284_b0)
-            t284_c3_1 = t284_c3_1.addingProduct(t284_a3, t284_b1)
+        for mb279 in 0..<4 {
+          var t280_c0_0 = Vector()
+          var t280_c0_1 = Vector()
+          var t280_c1_0 = Vector()
+          var t280_c1_1 = Vector()
+          var t280_c2_0 = Vector()
+          var t280_c2_1 = Vector()
+          var t280_c3_0 = Vector()
+          var t280_c3_1 = Vector()
+          for k281 in 0..<16 {
+            let t280_b0 = loadVector(arena, ((1048704 +% (k281 *% 4112)) +% 4080))
+            let t280_b1 = loadVector(arena, (((1048704 +% (k281 *% 4112)) +% 4080) +% 8))
+            let t280_a0 = Vector(repeating: params[(((19088 +% ((part274 *% 16) *% 16)) +% ((mb279 *% 4) *% 16)) +% k281)])
+            t280_c0_0 = t280_c0_0.addingProduct(t280_a0, t280_b0)
+            t280_c0_1 = t280_c0_1.addingProduct(t280_a0, t280_b1)
+            let t280_a1 = Vector(repeating: params[(((19088 +% ((part274 *% 16) *% 16)) +% (((mb279 *% 4) +% 1) *% 16)) +% k281)])
+            t280_c1_0 = t280_c1_0.addingProduct(t280_a1, t280_b0)
+            t280_c1_1 = t280_c1_1.addingProduct(t280_a1, t280_b1)
+            let t280_a2 = Vector(repeating: params[(((19088 +% ((part274 *% 16) *% 16)) +% (((mb279 *% 4) +% 2) *% 16)) +% k281)])
+            t280_c2_0 = t280_c2_0.addingProduct(t280_a2, t280_b0)
+            t280_c2_1 = t280_c2_1.addingProduct(t280_a2, t280_b1)
+            let t280_a3 = Vector(repeating: params[(((19088 +% ((part274 *% 16) *% 16)) +% (((mb279 *% 4) +% 3) *% 16)) +% k281)])
+            t280_c3_0 = t280_c3_0.addingProduct(t280_a3, t280_b0)
+            t280_c3_1 = t280_c3_1.addingProduct(t280_a3, t280_b1)
           }
-          storeVector(arena, (((1114496 +% ((part278 *% 16) *% 4112)) +% ((mb283 *% 4) *% 4112)) +% 4080), t284_c0_0)
-          storeVector(arena, ((((1114496 +% ((part278 *% 16) *% 4112)) +% ((mb283 *% 4) *% 4112)) +% 4080) +% 8), t284_c0_1)
-          storeVector(arena, (((1114496 +% ((part278 *% 16) *% 4112)) +% (((mb283 *% 4) +% 1) *% 4112)) +% 4080), t284_c1_0)
-          storeVector(arena, ((((1114496 +% ((part278 *% 16) *% 4112)) +% (((mb283 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t284_c1_1)
-          storeVector(arena, (((1114496 +% ((part278 *% 16) *% 4112)) +% (((mb283 *% 4) +% 2) *% 4112)) +% 4080), t284_c2_0)
-          storeVector(arena, ((((1114496 +% ((part278 *% 16) *% 4112)) +% (((mb283 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t284_c2_1)
-          storeVector(arena, (((1114496 +% ((part278 *% 16) *% 4112)) +% (((mb283 *% 4) +% 3) *% 4112)) +% 4080), t284_c3_0)
-          storeVector(arena, ((((1114496 +% ((part278 *% 16) *% 4112)) +% (((mb283 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t284_c3_1)
+          storeVector(arena, (((1114496 +% ((part274 *% 16) *% 4112)) +% ((mb279 *% 4) *% 4112)) +% 4080), t280_c0_0)
+          storeVector(arena, ((((1114496 +% ((part274 *% 16) *% 4112)) +% ((mb279 *% 4) *% 4112)) +% 4080) +% 8), t280_c0_1)
+          storeVector(arena, (((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb279 *% 4) +% 1) *% 4112)) +% 4080), t280_c1_0)
+          storeVector(arena, ((((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb279 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t280_c1_1)
+          storeVector(arena, (((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb279 *% 4) +% 2) *% 4112)) +% 4080), t280_c2_0)
+          storeVector(arena, ((((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb279 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t280_c2_1)
+          storeVector(arena, (((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb279 *% 4) +% 3) *% 4112)) +% 4080), t280_c3_0)
+          storeVector(arena, ((((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb279 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t280_c3_1)
         }
       }
-      for j287 in 0..<16 {
-        for f288 in 0..<16 {
-          for i289 in 0..<256 {
-            arena[(524416 +% (((((g271 *% 16) +% j287) *% 8192) +% ((f288 +% (part278 *% 16)) *% 256)) +% i289))] = ((arena[(((1114496 +% ((f288 +% (part278 *% 16)) *% 4112)) +% (j287 *% 256)) +% i289)] * arena[(524352 +% (f288 +% (part278 *% 16)))]) + arena[(524384 +% (f288 +% (part278 *% 16)))])
+      for j283 in 0..<16 {
+        for f284 in 0..<16 {
+          for i285 in 0..<256 {
+            arena[(524416 +% (((((g267 *% 16) +% j283) *% 8192) +% ((f284 +% (part274 *% 16)) *% 256)) +% i285))] = ((arena[(((1114496 +% ((f284 +% (part274 *% 16)) *% 4112)) +% (j283 *% 256)) +% i285)] * arena[(524352 +% (f284 +% (part274 *% 16)))]) + arena[(524384 +% (f284 +% (part274 *% 16)))])
           }
         }
       }
     }
   }
   // s2_conv2 = conv2d_act(s2_conv1, s2_bn2, s2_proj)
-  for i321 in 0..<1296 {
-    storeVector(arena, ((i321 *% 8) +% 1589376), Vector(repeating: Float(0)))
+  for i316 in 0..<1296 {
+    storeVector(arena, ((i316 *% 8) +% 1589376), Vector(repeating: Float(0)))
   }
-  for g322 in 0..<64 {
-    for j323 in 0..<1 {
-      for c324 in 0..<32 {
-        for iy325 in 0..<16 {
-          for ix326 in 0..<16 {
-            arena[(1589376 +% ((((j323 *% 10368) +% ((iy325 +% 1) *% 576)) +% ((ix326 +% 1) *% 32)) +% c324))] = arena[((((64 +% ((g322 +% j323) *% 8192)) +% (c324 *% 256)) +% (iy325 *% 16)) +% ix326)]
+  for g317 in 0..<64 {
+    for j318 in 0..<1 {
+      for c319 in 0..<32 {
+        for iy320 in 0..<16 {
+          for ix321 in 0..<16 {
+            arena[(1589376 +% ((((j318 *% 10368) +% ((iy320 +% 1) *% 576)) +% ((ix321 +% 1) *% 32)) +% c319))] = arena[((((64 +% ((g317 +% j318) *% 8192)) +% (c319 *% 256)) +% (iy320 *% 16)) +% ix321)]
           }
         }
       }
     }
-    for j327 in 0..<1 {
-      for ty328 in 0..<8 {
-        for tx329 in 0..<8 {
-          for cv330 in 0..<4 {
-            let w331 = (loadVector(arena, (1589376 +% ((((j327 *% 10368) +% ((ty328 *% 2) *% 576)) +% ((tx329 *% 2) *% 32)) +% (cv330 *% 8)))) - loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 2) *% 576)) +% ((tx329 *% 2) *% 32)) +% (cv330 *% 8)))))
-            let w332 = (loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 1) *% 576)) +% ((tx329 *% 2) *% 32)) +% (cv330 *% 8)))) + loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 2) *% 576)) +% ((tx329 *% 2) *% 32)) +% (cv330 *% 8)))))
-            let w333 = (loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 2) *% 576)) +% ((tx329 *% 2) *% 32)) +% (cv330 *% 8)))) - loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 1) *% 576)) +% ((tx329 *% 2) *% 32)) +% (cv330 *% 8)))))
-            let w334 = (loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 1) *% 576)) +% ((tx329 *% 2) *% 32)) +% (cv330 *% 8)))) - loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 3) *% 576)) +% ((tx329 *% 2) *% 32)) +% (cv330 *% 8)))))
-            let w335 = (loadVector(arena, (1589376 +% ((((j327 *% 10368) +% ((ty328 *% 2) *% 576)) +% (((tx329 *% 2) +% 1) *% 32)) +% (cv330 *% 8)))) - loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 2) *% 576)) +% (((tx329 *% 2) +% 1) *% 32)) +% (cv330 *% 8)))))
-            let w336 = (loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 1) *% 576)) +% (((tx329 *% 2) +% 1) *% 32)) +% (cv330 *% 8)))) + loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 2) *% 576)) +% (((tx329 *% 2) +% 1) *% 32)) +% (cv330 *% 8)))))
-            let w337 = (loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 2) *% 576)) +% (((tx329 *% 2) +% 1) *% 32)) +% (cv330 *% 8)))) - loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 1) *% 576)) +% (((tx329 *% 2) +% 1) *% 32)) +% (cv330 *% 8)))))
-            let w338 = (loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 1) *% 576)) +% (((tx329 *% 2) +% 1) *% 32)) +% (cv330 *% 8)))) - loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 3) *% 576)) +% (((tx329 *% 2) +% 1) *% 32)) +% (cv330 *% 8)))))
-            let w339 = (loadVector(arena, (1589376 +% ((((j327 *% 10368) +% ((ty328 *% 2) *% 576)) +% (((tx329 *% 2) +% 2) *% 32)) +% (cv330 *% 8)))) - loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 2) *% 576)) +% (((tx329 *% 2) +% 2) *% 32)) +% (cv330 *% 8)))))
-            let w340 = (loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 1) *% 576)) +% (((tx329 *% 2) +% 2) *% 32)) +% (cv330 *% 8)))) + loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 2) *% 576)) +% (((tx329 *% 2) +% 2) *% 32)) +% (cv330 *% 8)))))
-            let w341 = (loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 2) *% 576)) +% (((tx329 *% 2) +% 2) *% 32)) +% (cv330 *% 8)))) - loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 1) *% 576)) +% (((tx329 *% 2) +% 2) *% 32)) +% (cv330 *% 8)))))
-            let w342 = (loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 1) *% 576)) +% (((tx329 *% 2) +% 2) *% 32)) +% (cv330 *% 8)))) - loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 3) *% 576)) +% (((tx329 *% 2) +% 2) *% 32)) +% (cv330 *% 8)))))
-            let w343 = (loadVector(arena, (1589376 +% ((((j327 *% 10368) +% ((ty328 *% 2) *% 576)) +% (((tx329 *% 2) +% 3) *% 32)) +% (cv330 *% 8)))) - loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 2) *% 576)) +% (((tx329 *% 2) +% 3) *% 32)) +% (cv330 *% 8)))))
-            let w344 = (loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 1) *% 576)) +% (((tx329 *% 2) +% 3) *% 32)) +% (cv330 *% 8)))) + loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 2) *% 576)) +% (((tx329 *% 2) +% 3) *% 32)) +% (cv330 *% 8)))))
-            let w345 = (loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 2) *% 576)) +% (((tx329 *% 2) +% 3) *% 32)) +% (cv330 *% 8)))) - loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 1) *% 576)) +% (((tx329 *% 2) +% 3) *% 32)) +% (cv330 *% 8)))))
-            let w346 = (loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 1) *% 576)) +% (((tx329 *% 2) +% 3) *% 32)) +% (cv330 *% 8)))) - loadVector(arena, (1589376 +% ((((j327 *% 10368) +% (((ty328 *% 2) +% 3) *% 576)) +% (((tx329 *% 2) +% 3) *% 32)) +% (cv330 *% 8)))))
-            let w347 = (w331 - w339)
-            let w348 = (w335 + w339)
-            let w349 = (w339 - w335)
-            let w350 = (w335 - w343)
-            let w351 = (w332 - w340)
-            let w352 = (w336 + w340)
-            let w353 = (w340 - w336)
-            let w354 = (w336 - w344)
-            let w355 = (w333 - w341)
-            let w356 = (w337 + w341)
-            let w357 = (w341 - w337)
-            let w358 = (w337 - w345)
-            let w359 = (w334 - w342)
-            let w360 = (w338 + w342)
-            let w361 = (w342 - w338)
-            let w362 = (w338 - w346)
-            storeVector(arena, ((1599744 +% ((((j327 *% 64) +% (ty328 *% 8)) +% tx329) *% 32)) +% (cv330 *% 8)), w347)
-            storeVector(arena, ((1601792 +% ((((j327 *% 64) +% (ty328 *% 8)) +% tx329) *% 32)) +% (cv330 *% 8)), w348)
-            storeVector(arena, ((1603840 +% ((((j327 *% 64) +% (ty328 *% 8)) +% tx329) *% 32)) +% (cv330 *% 8)), w349)
-            storeVector(arena, ((1605888 +% ((((j327 *% 64) +% (ty328 *% 8)) +% tx329) *% 32)) +% (cv330 *% 8)), w350)
-            storeVector(arena, ((1607936 +% ((((j327 *% 64) +% (ty328 *% 8)) +% tx329) *% 32)) +% (cv330 *% 8)), w351)
-            storeVector(arena, ((1609984 +% ((((j327 *% 64) +% (ty328 *% 8)) +% tx329) *% 32)) +% (cv330 *% 8)), w352)
-            storeVector(arena, ((1612032 +% ((((j327 *% 64) +% (ty328 *% 8)) +% tx329) *% 32)) +% (cv330 *% 8)), w353)
-            storeVector(arena, ((1614080 +% ((((j327 *% 64) +% (ty328 *% 8)) +% tx329) *% 32)) +% (cv330 *% 8)), w354)
-            storeVector(arena, ((1616128 +% ((((j327 *% 64) +% (ty328 *% 8)) +% tx329) *% 32)) +% (cv330 *% 8)), w355)
-            storeVector(arena, ((1618176 +% ((((j327 *% 64) +% (ty328 *% 8)) +% tx329) *% 32)) +% (cv330 *% 8)), w356)
-            storeVector(arena, ((1620224 +% ((((j327 *% 64) +% (ty328 *% 8)) +% tx329) *% 32)) +% (cv330 *% 8)), w357)
-            storeVector(arena, ((1622272 +% ((((j327 *% 64) +% (ty328 *% 8)) +% tx329) *% 32)) +% (cv330 *% 8)), w358)
-            storeVector(arena, ((1624320 +% ((((j327 *% 64) +% (ty328 *% 8)) +% tx329) *% 32)) +% (cv330 *% 8)), w359)
-            storeVector(arena, ((1626368 +% ((((j327 *% 64) +% (ty328 *% 8)) +% tx329) *% 32)) +% (cv330 *% 8)), w360)
-            storeVector(arena, ((1628416 +% ((((j327 *% 64) +% (ty328 *% 8)) +% tx329) *% 32)) +% (cv330 *% 8)), w361)
-            storeVector(arena, ((1630464 +% ((((j327 *% 64) +% (ty328 *% 8)) +% tx329) *% 32)) +% (cv330 *% 8)), w362)
-          }
-        }
-      }
-    }
-    parallelFor(pool, 2) { part363 in
-      for xi364 in 0..<16 {
-        do {  // gemm371
-          for nb365 in 0..<1 {
-            for mb366 in 0..<10 {
-              var t367_c0_0 = Vector()
-              var t367_c0_1 = Vector()
-              var t367_c1_0 = Vector()
-              var t367_c1_1 = Vector()
-              var t367_c2_0 = Vector()
-              var t367_c2_1 = Vector()
-              var t367_c3_0 = Vector()
-              var t367_c3_1 = Vector()
-              var t367_c4_0 = Vector()
-              var t367_c4_1 = Vector()
-              var t367_c5_0 = Vector()
-              var t367_c5_1 = Vector()
-              for k368 in 0..<32 {
-                let t367_b0 = loadVector(arena, ((((3340384 +% (xi364 *% 1024)) +% (part363 *% 16)) +% (k368 *% 32)) +% (nb365 *% 16)))
-                let t367_b1 = loadVector(arena, (((((3340384 +% (xi364 *% 1024)) +% (part363 *% 16)) +% (k368 *% 32)) +% (nb365 *% 16)) +% 8))
-                let t367_a0 = Vector(repeating: arena[(((1599744 +% (xi364 *% 2048)) +% ((mb366 *% 6) *% 32)) +% k368)])
-                t367_c0_0 = t367_c0_0.addingProduct(t367_a0, t367_b0)
-                t367_c0_1 = t367_c0_1.addingProduct(t367_a0, t367_b1)
-                let t367_a1 = Vector(repeating: arena[(((1599744 +% (xi364 *% 2048)) +% (((mb366 *% 6) +% 1) *% 32)) +% k368)])
-                t367_c1_0 = t367_c1_0.addingProduct(t367_a1, t367_b0)
-                t367_c1_1 = t367_c1_1.addingProduct(t367_a1, t367_b1)
-                let t367_a2 = Vector(repeating: arena[(((1599744 +% (xi364 *% 2048)) +% (((mb366 *% 6) +% 2) *% 32)) +% k368)])
-                t367_c2_0 = t367_c2_0.addingProduct(t367_a2, t367_b0)
-                t367_c2_1 = t367_c2_1.addingProduct(t367_a2, t367_b1)
-                let t367_a3 = Vector(repeating: arena[(((1599744 +% (xi364 *% 2048)) +% (((mb366 *% 6) +% 3) *% 32)) +% k368)])
-                t367_c3_0 = t367_c3_0.addingProduct(t367_a3, t367_b0)
-                t367_c3_1 = t367_c3_1.addingProduct(t367_a3, t367_b1)
-                let t367_a4 = Vector(repeating: arena[(((1599744 +% (xi364 *% 2048)) +% (((mb366 *% 6) +% 4) *% 32)) +% k368)])
-                t367_c4_0 = t367_c4_0.addingProduct(t367_a4, t367_b0)
-                t367_c4_1 = t367_c4_1.addingProduct(t367_a4, t367_b1)
-                let t367_a5 = Vector(repeating: arena[(((1599744 +% (xi364 *% 2048)) +% (((mb366 *% 6) +% 5) *% 32)) +% k368)])
-                t367_c5_0 = t367_c5_0.addingProduct(t367_a5, t367_b0)
-                t367_c5_1 = t367_c5_1.addingProduct(t367_a5, t367_b1)
+    parallelFor(pool, 2) { part322 in
+      for oy323 in 0..<1 {
+        for j324 in 0..<1 {
+          for ty325 in 0..<4 {
+            for tx326 in 0..<8 {
+              for cv327 in 0..<4 {
+                let w328 = (loadVector(arena, (1589376 +% ((((j324 *% 10368) +% (((ty325 +% ((oy323 +% part322) *% 4)) *% 2) *% 576)) +% ((tx326 *% 2) *% 32)) +% (cv327 *% 8)))) - loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 2) *% 576)) +% ((tx326 *% 2) *% 32)) +% (cv327 *% 8)))))
+                let w329 = (loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 1) *% 576)) +% ((tx326 *% 2) *% 32)) +% (cv327 *% 8)))) + loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 2) *% 576)) +% ((tx326 *% 2) *% 32)) +% (cv327 *% 8)))))
+                let w330 = (loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 2) *% 576)) +% ((tx326 *% 2) *% 32)) +% (cv327 *% 8)))) - loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 1) *% 576)) +% ((tx326 *% 2) *% 32)) +% (cv327 *% 8)))))
+                let w331 = (loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 1) *% 576)) +% ((tx326 *% 2) *% 32)) +% (cv327 *% 8)))) - loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 3) *% 576)) +% ((tx326 *% 2) *% 32)) +% (cv327 *% 8)))))
+                let w332 = (loadVector(arena, (1589376 +% ((((j324 *% 10368) +% (((ty325 +% ((oy323 +% part322) *% 4)) *% 2) *% 576)) +% (((tx326 *% 2) +% 1) *% 32)) +% (cv327 *% 8)))) - loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 2) *% 576)) +% (((tx326 *% 2) +% 1) *% 32)) +% (cv327 *% 8)))))
+                let w333 = (loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 1) *% 576)) +% (((tx326 *% 2) +% 1) *% 32)) +% (cv327 *% 8)))) + loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 2) *% 576)) +% (((tx326 *% 2) +% 1) *% 32)) +% (cv327 *% 8)))))
+                let w334 = (loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 2) *% 576)) +% (((tx326 *% 2) +% 1) *% 32)) +% (cv327 *% 8)))) - loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 1) *% 576)) +% (((tx326 *% 2) +% 1) *% 32)) +% (cv327 *% 8)))))
+                let w335 = (loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 1) *% 576)) +% (((tx326 *% 2) +% 1) *% 32)) +% (cv327 *% 8)))) - loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 3) *% 576)) +% (((tx326 *% 2) +% 1) *% 32)) +% (cv327 *% 8)))))
+                let w336 = (loadVector(arena, (1589376 +% ((((j324 *% 10368) +% (((ty325 +% ((oy323 +% part322) *% 4)) *% 2) *% 576)) +% (((tx326 *% 2) +% 2) *% 32)) +% (cv327 *% 8)))) - loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 2) *% 576)) +% (((tx326 *% 2) +% 2) *% 32)) +% (cv327 *% 8)))))
+                let w337 = (loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 1) *% 576)) +% (((tx326 *% 2) +% 2) *% 32)) +% (cv327 *% 8)))) + loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 2) *% 576)) +% (((tx326 *% 2) +% 2) *% 32)) +% (cv327 *% 8)))))
+                let w338 = (loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 2) *% 576)) +% (((tx326 *% 2) +% 2) *% 32)) +% (cv327 *% 8)))) - loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 1) *% 576)) +% (((tx326 *% 2) +% 2) *% 32)) +% (cv327 *% 8)))))
+                let w339 = (loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 1) *% 576)) +% (((tx326 *% 2) +% 2) *% 32)) +% (cv327 *% 8)))) - loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 3) *% 576)) +% (((tx326 *% 2) +% 2) *% 32)) +% (cv327 *% 8)))))
+                let w340 = (loadVector(arena, (1589376 +% ((((j324 *% 10368) +% (((ty325 +% ((oy323 +% part322) *% 4)) *% 2) *% 576)) +% (((tx326 *% 2) +% 3) *% 32)) +% (cv327 *% 8)))) - loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 2) *% 576)) +% (((tx326 *% 2) +% 3) *% 32)) +% (cv327 *% 8)))))
+                let w341 = (loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 1) *% 576)) +% (((tx326 *% 2) +% 3) *% 32)) +% (cv327 *% 8)))) + loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 2) *% 576)) +% (((tx326 *% 2) +% 3) *% 32)) +% (cv327 *% 8)))))
+                let w342 = (loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 2) *% 576)) +% (((tx326 *% 2) +% 3) *% 32)) +% (cv327 *% 8)))) - loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 1) *% 576)) +% (((tx326 *% 2) +% 3) *% 32)) +% (cv327 *% 8)))))
+                let w343 = (loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 1) *% 576)) +% (((tx326 *% 2) +% 3) *% 32)) +% (cv327 *% 8)))) - loadVector(arena, (1589376 +% ((((j324 *% 10368) +% ((((ty325 +% ((oy323 +% part322) *% 4)) *% 2) +% 3) *% 576)) +% (((tx326 *% 2) +% 3) *% 32)) +% (cv327 *% 8)))))
+                let w344 = (w328 - w336)
+                let w345 = (w332 + w336)
+                let w346 = (w336 - w332)
+                let w347 = (w332 - w340)
+                let w348 = (w329 - w337)
+                let w349 = (w333 + w337)
+                let w350 = (w337 - w333)
+                let w351 = (w333 - w341)
+                let w352 = (w330 - w338)
+                let w353 = (w334 + w338)
+                let w354 = (w338 - w334)
+                let w355 = (w334 - w342)
+                let w356 = (w331 - w339)
+                let w357 = (w335 + w339)
+                let w358 = (w339 - w335)
+                let w359 = (w335 - w343)
+                storeVector(arena, ((1599744 +% ((((j324 *% 64) +% ((ty325 +% ((oy323 +% part322) *% 4)) *% 8)) +% tx326) *% 32)) +% (cv327 *% 8)), w344)
+                storeVector(arena, ((1601792 +% ((((j324 *% 64) +% ((ty325 +% ((oy323 +% part322) *% 4)) *% 8)) +% tx326) *% 32)) +% (cv327 *% 8)), w345)
+                storeVector(arena, ((1603840 +% ((((j324 *% 64) +% ((ty325 +% ((oy323 +% part322) *% 4)) *% 8)) +% tx326) *% 32)) +% (cv327 *% 8)), w346)
+                storeVector(arena, ((1605888 +% ((((j324 *% 64) +% ((ty325 +% ((oy323 +% part322) *% 4)) *% 8)) +% tx326) *% 32)) +% (cv327 *% 8)), w347)
+                storeVector(arena, ((1607936 +% ((((j324 *% 64) +% ((ty325 +% ((oy323 +% part322) *% 4)) *% 8)) +% tx326) *% 32)) +% (cv327 *% 8)), w348)
+                storeVector(arena, ((1609984 +% ((((j324 *% 64) +% ((ty325 +% ((oy323 +% part322) *% 4)) *% 8)) +% tx326) *% 32)) +% (cv327 *% 8)), w349)
+                storeVector(arena, ((1612032 +% ((((j324 *% 64) +% ((ty325 +% ((oy323 +% part322) *% 4)) *% 8)) +% tx326) *% 32)) +% (cv327 *% 8)), w350)
+                storeVector(arena, ((1614080 +% ((((j324 *% 64) +% ((ty325 +% ((oy323 +% part322) *% 4)) *% 8)) +% tx326) *% 32)) +% (cv327 *% 8)), w351)
+                storeVector(arena, ((1616128 +% ((((j324 *% 64) +% ((ty325 +% ((oy323 +% part322) *% 4)) *% 8)) +% tx326) *% 32)) +% (cv327 *% 8)), w352)
+                storeVector(arena, ((1618176 +% ((((j324 *% 64) +% ((ty325 +% ((oy323 +% part322) *% 4)) *% 8)) +% tx326) *% 32)) +% (cv327 *% 8)), w353)
+                storeVector(arena, ((1620224 +% ((((j324 *% 64) +% ((ty325 +% ((oy323 +% part322) *% 4)) *% 8)) +% tx326) *% 32)) +% (cv327 *% 8)), w354)
+                storeVector(arena, ((1622272 +% ((((j324 *% 64) +% ((ty325 +% ((oy323 +% part322) *% 4)) *% 8)) +% tx326) *% 32)) +% (cv327 *% 8)), w355)
+                storeVector(arena, ((1624320 +% ((((j324 *% 64) +% ((ty325 +% ((oy323 +% part322) *% 4)) *% 8)) +% tx326) *% 32)) +% (cv327 *% 8)), w356)
+                storeVector(arena, ((1626368 +% ((((j324 *% 64) +% ((ty325 +% ((oy323 +% part322) *% 4)) *% 8)) +% tx326) *% 32)) +% (cv327 *% 8)), w357)
+                storeVector(arena, ((1628416 +% ((((j324 *% 64) +% ((ty325 +% ((oy323 +% part322) *% 4)) *% 8)) +% tx326) *% 32)) +% (cv327 *% 8)), w358)
+                storeVector(arena, ((1630464 +% ((((j324 *% 64) +% ((ty325 +% ((oy323 +% part322) *% 4)) *% 8)) +% tx326) *% 32)) +% (cv327 *% 8)), w359)
               }
-              storeVector(arena, ((((1632512 +% (xi364 *% 2048)) +% (part363 *% 16)) +% ((mb366 *% 6) *% 32)) +% (nb365 *% 16)), t367_c0_0)
-              storeVector(arena, (((((1632512 +% (xi364 *% 2048)) +% (part363 *% 16)) +% ((mb366 *% 6) *% 32)) +% (nb365 *% 16)) +% 8), t367_c0_1)
-              storeVector(arena, ((((1632512 +% (xi364 *% 2048)) +% (part363 *% 16)) +% (((mb366 *% 6) +% 1) *% 32)) +% (nb365 *% 16)), t367_c1_0)
-              storeVector(arena, (((((1632512 +% (xi364 *% 2048)) +% (part363 *% 16)) +% (((mb366 *% 6) +% 1) *% 32)) +% (nb365 *% 16)) +% 8), t367_c1_1)
-              storeVector(arena, ((((1632512 +% (xi364 *% 2048)) +% (part363 *% 16)) +% (((mb366 *% 6) +% 2) *% 32)) +% (nb365 *% 16)), t367_c2_0)
-              storeVector(arena, (((((1632512 +% (xi364 *% 2048)) +% (part363 *% 16)) +% (((mb366 *% 6) +% 2) *% 32)) +% (nb365 *% 16)) +% 8), t367_c2_1)
-              storeVector(arena, ((((1632512 +% (xi364 *% 2048)) +% (part363 *% 16)) +% (((mb366 *% 6) +% 3) *% 32)) +% (nb365 *% 16)), t367_c3_0)
-              storeVector(arena, (((((1632512 +% (xi364 *% 2048)) +% (part363 *% 16)) +% (((mb366 *% 6) +% 3) *% 32)) +% (nb365 *% 16)) +% 8), t367_c3_1)
-              storeVector(arena, ((((1632512 +% (xi364 *% 2048)) +% (part363 *% 16)) +% (((mb366 *% 6) +% 4) *% 32)) +% (nb365 *% 16)), t367_c4_0)
-              storeVector(arena, (((((1632512 +% (xi364 *% 2048)) +% (part363 *% 16)) +% (((mb366 *% 6) +% 4) *% 32)) +% (nb365 *% 16)) +% 8), t367_c4_1)
-              storeVector(arena, ((((1632512 +% (xi364 *% 2048)) +% (part363 *% 16)) +% (((mb366 *% 6) +% 5) *% 32)) +% (nb365 *% 16)), t367_c5_0)
-              storeVector(arena, (((((1632512 +% (xi364 *% 2048)) +% (part363 *% 16)) +% (((mb366 *% 6) +% 5) *% 32)) +% (nb365 *% 16)) +% 8), t367_c5_1)
-            }
-            var t369_c0_0 = Vector()
-            var t369_c0_1 = Vector()
-            var t369_c1_0 = Vector()
-            var t369_c1_1 = Vector()
-            var t369_c2_0 = Vector()
-            var t369_c2_1 = Vector()
-            var t369_c3_0 = Vector()
-            var t369_c3_1 = Vector()
-            for k370 in 0..<32 {
-              let t369_b0 = loadVector(arena, ((((3340384 +% (xi364 *% 1024)) +% (part363 *% 16)) +% (k370 *% 32)) +% (nb365 *% 16)))
-              let t369_b1 = loadVector(arena, (((((3340384 +% (xi364 *% 1024)) +% (part363 *% 16)) +% (k370 *% 32)) +% (nb365 *% 16)) +% 8))
-              let t369_a0 = Vector(repeating: arena[(((1599744 +% (xi364 *% 2048)) +% 1920) +% k370)])
-              t369_c0_0 = t369_c0_0.addingProduct(t369_a0, t369_b0)
-              t369_c0_1 = t369_c0_1.addingProduct(t369_a0, t369_b1)
-              let t369_a1 = Vector(repeating: arena[(((1599744 +% (xi364 *% 2048)) +% 1952) +% k370)])
-              t369_c1_0 = t369_c1_0.addingProduct(t369_a1, t369_b0)
-              t369_c1_1 = t369_c1_1.addingProduct(t369_a1, t369_b1)
-              let t369_a2 = Vector(repeating: arena[(((1599744 +% (xi364 *% 2048)) +% 1984) +% k370)])
-              t369_c2_0 = t369_c2_0.addingProduct(t369_a2, t369_b0)
-              t369_c2_1 = t369_c2_1.addingProduct(t369_a2, t369_b1)
-              let t369_a3 = Vector(repeating: arena[(((1599744 +% (xi364 *% 2048)) +% 2016) +% k370)])
-              t369_c3_0 = t369_c3_0.addingProduct(t369_a3, t369_b0)
-              t369_c3_1 = t369_c3_1.addingProduct(t369_a3, t369_b1)
-            }
-            storeVector(arena, ((((1632512 +% (xi364 *% 2048)) +% (part363 *% 16)) +% 1920) +% (nb365 *% 16)), t369_c0_0)
-            storeVector(arena, (((((1632512 +% (xi364 *% 2048)) +% (part363 *% 16)) +% 1920) +% (nb365 *% 16)) +% 8), t369_c0_1)
-            storeVector(arena, ((((1632512 +% (xi364 *% 2048)) +% (part363 *% 16)) +% 1952) +% (nb365 *% 16)), t369_c1_0)
-            storeVector(arena, (((((1632512 +% (xi364 *% 2048)) +% (part363 *% 16)) +% 1952) +% (nb365 *% 16)) +% 8), t369_c1_1)
-            storeVector(arena, ((((1632512 +% (xi364 *% 2048)) +% (part363 *% 16)) +% 1984) +% (nb365 *% 16)), t369_c2_0)
-            storeVector(arena, (((((1632512 +% (xi364 *% 2048)) +% (part363 *% 16)) +% 1984) +% (nb365 *% 16)) +% 8), t369_c2_1)
-            storeVector(arena, ((((1632512 +% (xi364 *% 2048)) +% (part363 *% 16)) +% 2016) +% (nb365 *% 16)), t369_c3_0)
-            storeVector(arena, (((((1632512 +% (xi364 *% 2048)) +% (part363 *% 16)) +% 2016) +% (nb365 *% 16)) +% 8), t369_c3_1)
-          }
-        }
-      }
-      for j372 in 0..<1 {
-        for ty373 in 0..<8 {
-          for tx374 in 0..<8 {
-            for cv375 in 0..<2 {
-              let w376 = ((loadVector(arena, ((1632512 +% ((((j372 *% 64) +% (ty373 *% 8)) +% tx374) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8)))) + loadVector(arena, ((1640704 +% ((((j372 *% 64) +% (ty373 *% 8)) +% tx374) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8))))) + loadVector(arena, ((1648896 +% ((((j372 *% 64) +% (ty373 *% 8)) +% tx374) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8)))))
-              let w377 = ((loadVector(arena, ((1640704 +% ((((j372 *% 64) +% (ty373 *% 8)) +% tx374) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8)))) - loadVector(arena, ((1648896 +% ((((j372 *% 64) +% (ty373 *% 8)) +% tx374) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8))))) - loadVector(arena, ((1657088 +% ((((j372 *% 64) +% (ty373 *% 8)) +% tx374) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8)))))
-              let w378 = ((loadVector(arena, ((1634560 +% ((((j372 *% 64) +% (ty373 *% 8)) +% tx374) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8)))) + loadVector(arena, ((1642752 +% ((((j372 *% 64) +% (ty373 *% 8)) +% tx374) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8))))) + loadVector(arena, ((1650944 +% ((((j372 *% 64) +% (ty373 *% 8)) +% tx374) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8)))))
-              let w379 = ((loadVector(arena, ((1642752 +% ((((j372 *% 64) +% (ty373 *% 8)) +% tx374) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8)))) - loadVector(arena, ((1650944 +% ((((j372 *% 64) +% (ty373 *% 8)) +% tx374) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8))))) - loadVector(arena, ((1659136 +% ((((j372 *% 64) +% (ty373 *% 8)) +% tx374) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8)))))
-              let w380 = ((loadVector(arena, ((1636608 +% ((((j372 *% 64) +% (ty373 *% 8)) +% tx374) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8)))) + loadVector(arena, ((1644800 +% ((((j372 *% 64) +% (ty373 *% 8)) +% tx374) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8))))) + loadVector(arena, ((1652992 +% ((((j372 *% 64) +% (ty373 *% 8)) +% tx374) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8)))))
-              let w381 = ((loadVector(arena, ((1644800 +% ((((j372 *% 64) +% (ty373 *% 8)) +% tx374) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8)))) - loadVector(arena, ((1652992 +% ((((j372 *% 64) +% (ty373 *% 8)) +% tx374) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8))))) - loadVector(arena, ((1661184 +% ((((j372 *% 64) +% (ty373 *% 8)) +% tx374) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8)))))
-              let w382 = ((loadVector(arena, ((1638656 +% ((((j372 *% 64) +% (ty373 *% 8)) +% tx374) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8)))) + loadVector(arena, ((1646848 +% ((((j372 *% 64) +% (ty373 *% 8)) +% tx374) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8))))) + loadVector(arena, ((1655040 +% ((((j372 *% 64) +% (ty373 *% 8)) +% tx374) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8)))))
-              let w383 = ((loadVector(arena, ((1646848 +% ((((j372 *% 64) +% (ty373 *% 8)) +% tx374) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8)))) - loadVector(arena, ((1655040 +% ((((j372 *% 64) +% (ty373 *% 8)) +% tx374) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8))))) - loadVector(arena, ((1663232 +% ((((j372 *% 64) +% (ty373 *% 8)) +% tx374) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8)))))
-              let w384 = ((w376 + w378) + w380)
-              let w385 = ((w378 - w380) - w382)
-              let w386 = ((w377 + w379) + w381)
-              let w387 = ((w379 - w381) - w383)
-              storeVector(arena, ((1665280 +% (((((j372 *% 16) +% (ty373 *% 2)) *% 16) +% (tx374 *% 2)) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8))), ((w384 * loadVector(arena, ((part363 *% 16) +% (cv375 *% 8)))) + loadVector(arena, (32 +% ((part363 *% 16) +% (cv375 *% 8))))))
-              storeVector(arena, ((1665280 +% ((((((j372 *% 16) +% (ty373 *% 2)) *% 16) +% (tx374 *% 2)) +% 1) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8))), ((w385 * loadVector(arena, ((part363 *% 16) +% (cv375 *% 8)))) + loadVector(arena, (32 +% ((part363 *% 16) +% (cv375 *% 8))))))
-              storeVector(arena, ((1665280 +% ((((((j372 *% 16) +% (ty373 *% 2)) +% 1) *% 16) +% (tx374 *% 2)) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8))), ((w386 * loadVector(arena, ((part363 *% 16) +% (cv375 *% 8)))) + loadVector(arena, (32 +% ((part363 *% 16) +% (cv375 *% 8))))))
-              storeVector(arena, ((1665280 +% (((((((j372 *% 16) +% (ty373 *% 2)) +% 1) *% 16) +% (tx374 *% 2)) +% 1) *% 32)) +% ((part363 *% 16) +% (cv375 *% 8))), ((w387 * loadVector(arena, ((part363 *% 16) +% (cv375 *% 8)))) + loadVector(arena, (32 +% ((part363 *% 16) +% (cv375 *% 8))))))
             }
           }
         }
-      }
-      for j388 in 0..<1 {
-        for c389 in 0..<16 {
-          for q390 in 0..<256 {
-            arena[(1048704 +% ((((g322 +% j388) *% 8192) +% (((part363 *% 16) +% c389) *% 256)) +% q390))] = ((arena[((1665280 +% (((j388 *% 256) +% q390) *% 32)) +% ((part363 *% 16) +% c389))] + arena[(524416 +% ((((g322 +% j388) *% 8192) +% (((part363 *% 16) +% c389) *% 256)) +% q390))]) > Float(0) ? (arena[((1665280 +% (((j388 *% 256) +% q390) *% 32)) +% ((part363 *% 16) +% c389))] + arena[(524416 +% ((((g322 +% j388) *% 8192) +% (((part363 *% 16) +% c389) *% 256)) +% q390))]) : Float(0))
+        for xi360 in 0..<16 {
+          do {  // gemm365
+            for nb361 in 0..<1 {
+              for mb362 in 0..<16 {
+                var t363_c0_0 = Vector()
+                var t363_c0_1 = Vector()
+                var t363_c0_2 = Vector()
+                var t363_c0_3 = Vector()
+                var t363_c1_0 = Vector()
+                var t363_c1_1 = Vector()
+                var t363_c1_2 = Vector()
+                var t363_c1_3 = Vector()
+                for k364 in 0..<32 {
+                  let t363_b0 = loadVector(arena, (((3340384 +% (xi360 *% 1024)) +% (k364 *% 32)) +% (nb361 *% 32)))
+                  let t363_b1 = loadVector(arena, ((((3340384 +% (xi360 *% 1024)) +% (k364 *% 32)) +% (nb361 *% 32)) +% 8))
+                  let t363_b2 = loadVector(arena, ((((3340384 +% (xi360 *% 1024)) +% (k364 *% 32)) +% (nb361 *% 32)) +% 16))
+                  let t363_b3 = loadVector(arena, ((((3340384 +% (xi360 *% 1024)) +% (k364 *% 32)) +% (nb361 *% 32)) +% 24))
+                  let t363_a0 = Vector(repeating: arena[((((1599744 +% (xi360 *% 2048)) +% ((((oy323 +% part322) *% 4) *% 8) *% 32)) +% ((mb362 *% 2) *% 32)) +% k364)])
+                  t363_c0_0 = t363_c0_0.addingProduct(t363_a0, t363_b0)
+                  t363_c0_1 = t363_c0_1.addingProduct(t363_a0, t363_b1)
+                  t363_c0_2 = t363_c0_2.addingProduct(t363_a0, t363_b2)
+                  t363_c0_3 = t363_c0_3.addingProduct(t363_a0, t363_b3)
+                  let t363_a1 = Vector(repeating: arena[((((1599744 +% (xi360 *% 2048)) +% ((((oy323 +% part322) *% 4) *% 8) *% 32)) +% (((mb362 *% 2) +% 1) *% 32)) +% k364)])
+                  t363_c1_0 = t363_c1_0.addingProduct(t363_a1, t363_b0)
+                  t363_c1_1 = t363_c1_1.addingProduct(t363_a1, t363_b1)
+                  t363_c1_2 = t363_c1_2.addingProduct(t363_a1, t363_b2)
+                  t363_c1_3 = t363_c1_3.addingProduct(t363_a1, t363_b3)
+                }
+                storeVector(arena, ((((1632512 +% (xi360 *% 2048)) +% ((((oy323 +% part322) *% 4) *% 8) *% 32)) +% ((mb362 *% 2) *% 32)) +% (nb361 *% 32)), t363_c0_0)
+                storeVector(arena, (((((1632512 +% (xi360 *% 2048)) +% ((((oy323 +% part322) *% 4) *% 8) *% 32)) +% ((mb362 *% 2) *% 32)) +% (nb361 *% 32)) +% 8), t363_c0_1)
+                storeVector(arena, (((((1632512 +% (xi360 *% 2048)) +% ((((oy323 +% part322) *% 4) *% 8) *% 32)) +% ((mb362 *% 2) *% 32)) +% (nb361 *% 32)) +% 16), t363_c0_2)
+                storeVector(arena, (((((1632512 +% (xi360 *% 2048)) +% ((((oy323 +% part322) *% 4) *% 8) *% 32)) +% ((mb362 *% 2) *% 32)) +% (nb361 *% 32)) +% 24), t363_c0_3)
+                storeVector(arena, ((((1632512 +% (xi360 *% 2048)) +% ((((oy323 +% part322) *% 4) *% 8) *% 32)) +% (((mb362 *% 2) +% 1) *% 32)) +% (nb361 *% 32)), t363_c1_0)
+                storeVector(arena, (((((1632512 +% (xi360 *% 2048)) +% ((((oy323 +% part322) *% 4) *% 8) *% 32)) +% (((mb362 *% 2) +% 1) *% 32)) +% (nb361 *% 32)) +% 8), t363_c1_1)
+                storeVector(arena, (((((1632512 +% (xi360 *% 2048)) +% ((((oy323 +% part322) *% 4) *% 8) *% 32)) +% (((mb362 *% 2) +% 1) *% 32)) +% (nb361 *% 32)) +% 16), t363_c1_2)
+                storeVector(arena, (((((1632512 +% (xi360 *% 2048)) +% ((((oy323 +% part322) *% 4) *% 8) *% 32)) +% (((mb362 *% 2) +% 1) *% 32)) +% (nb361 *% 32)) +% 24), t363_c1_3)
+              }
+            }
+          }
+        }
+        for ty366 in 0..<4 {
+          for tx367 in 0..<8 {
+            for cv368 in 0..<4 {
+              let w369 = ((loadVector(arena, ((1632512 +% ((((ty366 +% ((oy323 +% part322) *% 4)) *% 8) +% tx367) *% 32)) +% (cv368 *% 8))) + loadVector(arena, ((1640704 +% ((((ty366 +% ((oy323 +% part322) *% 4)) *% 8) +% tx367) *% 32)) +% (cv368 *% 8)))) + loadVector(arena, ((1648896 +% ((((ty366 +% ((oy323 +% part322) *% 4)) *% 8) +% tx367) *% 32)) +% (cv368 *% 8))))
+              let w370 = ((loadVector(arena, ((1640704 +% ((((ty366 +% ((oy323 +% part322) *% 4)) *% 8) +% tx367) *% 32)) +% (cv368 *% 8))) - loadVector(arena, ((1648896 +% ((((ty366 +% ((oy323 +% part322) *% 4)) *% 8) +% tx367) *% 32)) +% (cv368 *% 8)))) - loadVector(arena, ((1657088 +% ((((ty366 +% ((oy323 +% part322) *% 4)) *% 8) +% tx367) *% 32)) +% (cv368 *% 8))))
+              let w371 = ((loadVector(arena, ((1634560 +% ((((ty366 +% ((oy323 +% part322) *% 4)) *% 8) +% tx367) *% 32)) +% (cv368 *% 8))) + loadVector(arena, ((1642752 +% ((((ty366 +% ((oy323 +% part322) *% 4)) *% 8) +% tx367) *% 32)) +% (cv368 *% 8)))) + loadVector(arena, ((1650944 +% ((((ty366 +% ((oy323 +% part322) *% 4)) *% 8) +% tx367) *% 32)) +% (cv368 *% 8))))
+              let w372 = ((loadVector(arena, ((1642752 +% ((((ty366 +% ((oy323 +% part322) *% 4)) *% 8) +% tx367) *% 32)) +% (cv368 *% 8))) - loadVector(arena, ((1650944 +% ((((ty366 +% ((oy323 +% part322) *% 4)) *% 8) +% tx367) *% 32)) +% (cv368 *% 8)))) - loadVector(arena, ((1659136 +% ((((ty366 +% ((oy323 +% part322) *% 4)) *% 8) +% tx367) *% 32)) +% (cv368 *% 8))))
+              let w373 = ((loadVector(arena, ((1636608 +% ((((ty366 +% ((oy323 +% part322) *% 4)) *% 8) +% tx367) *% 32)) +% (cv368 *% 8))) + loadVector(arena, ((1644800 +% ((((ty366 +% ((oy323 +% part322) *% 4)) *% 8) +% tx367) *% 32)) +% (cv368 *% 8)))) + loadVector(arena, ((1652992 +% ((((ty366 +% ((oy323 +% part322) *% 4)) *% 8) +% tx367) *% 32)) +% (cv368 *% 8))))
+              let w374 = ((loadVector(arena, ((1644800 +% ((((ty366 +% ((oy323 +% part322) *% 4)) *% 8) +% tx367) *% 32)) +% (cv368 *% 8))) - loadVector(arena, ((1652992 +% ((((ty366 +% ((oy323 +% part322) *% 4)) *% 8) +% tx367) *% 32)) +% (cv368 *% 8)))) - loadVector(arena, ((1661184 +% ((((ty366 +% ((oy323 +% part322) *% 4)) *% 8) +% tx367) *% 32)) +% (cv368 *% 8))))
+              let w375 = ((loadVector(arena, ((1638656 +% ((((ty366 +% ((oy323 +% part322) *% 4)) *% 8) +% tx367) *% 32)) +% (cv368 *% 8))) + loadVector(arena, ((1646848 +% ((((ty366 +% ((oy323 +% part322) *% 4)) *% 8) +% tx367) *% 32)) +% (cv368 *% 8)))) + loadVector(arena, ((1655040 +% ((((ty366 +% ((oy323 +% part322) *% 4)) *% 8) +% tx367) *% 32)) +% (cv368 *% 8))))
+              let w376 = ((loadVector(arena, ((1646848 +% ((((ty366 +% ((oy323 +% part322) *% 4)) *% 8) +% tx367) *% 32)) +% (cv368 *% 8))) - loadVector(arena, ((1655040 +% ((((ty366 +% ((oy323 +% part322) *% 4)) *% 8) +% tx367) *% 32)) +% (cv368 *% 8)))) - loadVector(arena, ((1663232 +% ((((ty366 +% ((oy323 +% part322) *% 4)) *% 8) +% tx367) *% 32)) +% (cv368 *% 8))))
+              let w377 = ((w369 + w371) + w373)
+              let w378 = ((w371 - w373) - w375)
+              let w379 = ((w370 + w372) + w374)
+              let w380 = ((w372 - w374) - w376)
+              storeVector(arena, ((1665280 +% (((((ty366 +% ((oy323 +% part322) *% 4)) *% 2) *% 16) +% (tx367 *% 2)) *% 32)) +% (cv368 *% 8)), ((w377 * loadVector(arena, (cv368 *% 8))) + loadVector(arena, (32 +% (cv368 *% 8)))))
+              storeVector(arena, ((1665280 +% ((((((ty366 +% ((oy323 +% part322) *% 4)) *% 2) *% 16) +% (tx367 *% 2)) +% 1) *% 32)) +% (cv368 *% 8)), ((w378 * loadVector(arena, (cv368 *% 8))) + loadVector(arena, (32 +% (cv368 *% 8)))))
+              storeVector(arena, ((1665280 +% ((((((ty366 +% ((oy323 +% part322) *% 4)) *% 2) +% 1) *% 16) +% (tx367 *% 2)) *% 32)) +% (cv368 *% 8)), ((w379 * loadVector(arena, (cv368 *% 8))) + loadVector(arena, (32 +% (cv368 *% 8)))))
+              storeVector(arena, ((1665280 +% (((((((ty366 +% ((oy323 +% part322) *% 4)) *% 2) +% 1) *% 16) +% (tx367 *% 2)) +% 1) *% 32)) +% (cv368 *% 8)), ((w380 * loadVector(arena, (cv368 *% 8))) + loadVector(arena, (32 +% (cv368 *% 8)))))
+            }
+          }
+        }
+        for j381 in 0..<1 {
+          for c382 in 0..<32 {
+            for q383 in 0..<128 {
+              arena[(1048704 +% (((g317 *% 8192) +% (c382 *% 256)) +% (q383 +% ((((oy323 +% part322) *% 4) *% 2) *% 16))))] = ((arena[((1665280 +% (((j381 *% 256) +% (q383 +% ((((oy323 +% part322) *% 4) *% 2) *% 16))) *% 32)) +% c382)] + arena[(524416 +% (((g317 *% 8192) +% (c382 *% 256)) +% (q383 +% ((((oy323 +% part322) *% 4) *% 2) *% 16))))]) > Float(0) ? (arena[((1665280 +% (((j381 *% 256) +% (q383 +% ((((oy323 +% part322) *% 4) *% 2) *% 16))) *% 32)) +% c382)] + arena[(524416 +% (((g317 *% 8192) +% (c382 *% 256)) +% (q383 +% ((((oy323 +% part322) *% 4) *% 2) *% 16))))]) : Float(0))
+            }
           }
         }
       }
     }
   }
   // s3_bn1 = batchnorm_fold()
-  for c391 in 0..<8 {
-    let scale392_v = (loadVector(params, ((c391 *% 8) +% 38096)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c391 *% 8) +% 78394)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c391 *% 8), scale392_v)
-    storeVector(arena, ((c391 *% 8) +% 64), (loadVector(params, ((c391 *% 8) +% 38160)) - (loadVector(params, ((c391 *% 8) +% 78330)) * scale392_v)))
+  for c384 in 0..<8 {
+    let scale385_v = (loadVector(params, ((c384 *% 8) +% 38096)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c384 *% 8) +% 78394)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c384 *% 8), scale385_v)
+    storeVector(arena, ((c384 *% 8) +% 64), (loadVector(params, ((c384 *% 8) +% 38160)) - (loadVector(params, ((c384 *% 8) +% 78330)) * scale385_v)))
   }
   // s3_conv1 = conv2d_relu(s2_conv2, s3_bn1)
-  for g393 in 0..<4 {
-    parallelFor(pool, 2) { part394 in
-      for j395 in 0..<16 {
-        for c396 in 0..<16 {
-          for ky397 in 0..<3 {
+  for g386 in 0..<4 {
+    parallelFor(pool, 2) { part387 in
+      for j388 in 0..<16 {
+        for c389 in 0..<16 {
+          for ky390 in 0..<3 {
+            for oy391 in 0..<8 {
+              if (-1 < (((oy391 *% 2) +% ky390) +% -1) && (((oy391 *% 2) +% ky390) +% -1) < 16) {
+                for ox392 in 0..<7 {
+                  arena[(((262272 +% (((((c389 +% (part387 *% 16)) *% 3) +% ky390) *% 3) *% 1040)) +% (j388 *% 64)) +% ((oy391 *% 8) +% (ox392 +% 1)))] = arena[((((1048704 +% (((g386 *% 16) +% j388) *% 8192)) +% ((c389 +% (part387 *% 16)) *% 256)) +% ((((oy391 *% 2) +% ky390) +% -1) *% 16)) +% (((ox392 +% 1) *% 2) +% -1))]
+                }
+                for ox393 in 0..<1 {
+                  arena[(((262272 +% (((((c389 +% (part387 *% 16)) *% 3) +% ky390) *% 3) *% 1040)) +% (j388 *% 64)) +% ((oy391 *% 8) +% ox393))] = Float(0)
+                }
+              }
+              if (((oy391 *% 2) +% ky390) +% -1) < 0 {
+                for ox394 in 0..<8 {
+                  arena[(((262272 +% (((((c389 +% (part387 *% 16)) *% 3) +% ky390) *% 3) *% 1040)) +% (j388 *% 64)) +% ((oy391 *% 8) +% ox394))] = Float(0)
+                }
+              }
+              if 15 < (((oy391 *% 2) +% ky390) +% -1) {
+                for ox394 in 0..<8 {
+                  arena[(((262272 +% (((((c389 +% (part387 *% 16)) *% 3) +% ky390) *% 3) *% 1040)) +% (j388 *% 64)) +% ((oy391 *% 8) +% ox394))] = Float(0)
+                }
+              }
+            }
+            for oy395 in 0..<8 {
+              if (-1 < (((oy395 *% 2) +% ky390) +% -1) && (((oy395 *% 2) +% ky390) +% -1) < 16) {
+                for ox396 in 0..<8 {
+                  arena[(((262272 +% ((((((c389 +% (part387 *% 16)) *% 3) +% ky390) *% 3) +% 1) *% 1040)) +% (j388 *% 64)) +% ((oy395 *% 8) +% ox396))] = arena[((((1048704 +% (((g386 *% 16) +% j388) *% 8192)) +% ((c389 +% (part387 *% 16)) *% 256)) +% ((((oy395 *% 2) +% ky390) +% -1) *% 16)) +% (ox396 *% 2))]
+                }
+              }
+              if (((oy395 *% 2) +% ky390) +% -1) < 0 {
+                for ox397 in 0..<8 {
+                  arena[(((262272 +% ((((((c389 +% (part387 *% 16)) *% 3) +% ky390) *% 3) +% 1) *% 1040)) +% (j388 *% 64)) +% ((oy395 *% 8) +% ox397))] = Float(0)
+                }
+              }
+              if 15 < (((oy395 *% 2) +% ky390) +% -1) {
+                for ox397 in 0..<8 {
+                  arena[(((262272 +% ((((((c389 +% (part387 *% 16)) *% 3) +% ky390) *% 3) +% 1) *% 1040)) +% (j388 *% 64)) +% ((oy395 *% 8) +% ox397))] = Float(0)
+                }
+              }
+            }
             for oy398 in 0..<8 {
-              if (-1 < (((oy398 *% 2) +% ky397) +% -1) && (((oy398 *% 2) +% ky397) +% -1) < 16) {
-                for ox399 in 0..<7 {
-                  arena[(((262272 +% (((((c396 +% (part394 *% 16)) *% 3) +% ky397) *% 3) *% 1040)) +% (j395 *% 64)) +% ((oy398 *% 8) +% (ox399 +% 1)))] = arena[((((1048704 +% (((g393 *% 16) +% j395) *% 8192)) +% ((c396 +% (part394 *% 16)) *% 256)) +% ((((oy398 *% 2) +% ky397) +% -1) *% 16)) +% (((ox399 +% 1) *% 2) +% -1))]
-                }
-                for ox400 in 0..<1 {
-                  arena[(((262272 +% (((((c396 +% (part394 *% 16)) *% 3) +% ky397) *% 3) *% 1040)) +% (j395 *% 64)) +% ((oy398 *% 8) +% ox400))] = Float(0)
+              if (-1 < (((oy398 *% 2) +% ky390) +% -1) && (((oy398 *% 2) +% ky390) +% -1) < 16) {
+                for ox399 in 0..<8 {
+                  arena[(((262272 +% ((((((c389 +% (part387 *% 16)) *% 3) +% ky390) *% 3) +% 2) *% 1040)) +% (j388 *% 64)) +% ((oy398 *% 8) +% ox399))] = arena[((((1048704 +% (((g386 *% 16) +% j388) *% 8192)) +% ((c389 +% (part387 *% 16)) *% 256)) +% ((((oy398 *% 2) +% ky390) +% -1) *% 16)) +% ((ox399 *% 2) +% 1))]
                 }
               }
-              if (((oy398 *% 2) +% ky397) +% -1) < 0 {
-                for ox401 in 0..<8 {
-                  arena[(((262272 +% (((((c396 +% (part394 *% 16)) *% 3) +% ky397) *% 3) *% 1040)) +% (j395 *% 64)) +% ((oy398 *% 8) +% ox401))] = Float(0)
+              if (((oy398 *% 2) +% ky390) +% -1) < 0 {
+                for ox400 in 0..<8 {
+                  arena[(((262272 +% ((((((c389 +% (part387 *% 16)) *% 3) +% ky390) *% 3) +% 2) *% 1040)) +% (j388 *% 64)) +% ((oy398 *% 8) +% ox400))] = Float(0)
                 }
               }
-              if 15 < (((oy398 *% 2) +% ky397) +% -1) {
-                for ox401 in 0..<8 {
-                  arena[(((262272 +% (((((c396 +% (part394 *% 16)) *% 3) +% ky397) *% 3) *% 1040)) +% (j395 *% 64)) +% ((oy398 *% 8) +% ox401))] = Float(0)
-                }
-              }
-            }
-            for oy402 in 0..<8 {
-              if (-1 < (((oy402 *% 2) +% ky397) +% -1) && (((oy402 *% 2) +% ky397) +% -1) < 16) {
-                for ox403 in 0..<8 {
-                  arena[(((262272 +% ((((((c396 +% (part394 *% 16)) *% 3) +% ky397) *% 3) +% 1) *% 1040)) +% (j395 *% 64)) +% ((oy402 *% 8) +% ox403))] = arena[((((1048704 +% (((g393 *% 16) +% j395) *% 8192)) +% ((c396 +% (part394 *% 16)) *% 256)) +% ((((oy402 *% 2) +% ky397) +% -1) *% 16)) +% (ox403 *% 2))]
-                }
-              }
-              if (((oy402 *% 2) +% ky397) +% -1) < 0 {
-                for ox404 in 0..<8 {
-                  arena[(((262272 +% ((((((c396 +% (part394 *% 16)) *% 3) +% ky397) *% 3) +% 1) *% 1040)) +% (j395 *% 64)) +% ((oy402 *% 8) +% ox404))] = Float(0)
-                }
-              }
-              if 15 < (((oy402 *% 2) +% ky397) +% -1) {
-                for ox404 in 0..<8 {
-                  arena[(((262272 +% ((((((c396 +% (part394 *% 16)) *% 3) +% ky397) *% 3) +% 1) *% 1040)) +% (j395 *% 64)) +% ((oy402 *% 8) +% ox404))] = Float(0)
-                }
-              }
-            }
-            for oy405 in 0..<8 {
-              if (-1 < (((oy405 *% 2) +% ky397) +% -1) && (((oy405 *% 2) +% ky397) +% -1) < 16) {
-                for ox406 in 0..<8 {
-                  arena[(((262272 +% ((((((c396 +% (part394 *% 16)) *% 3) +% ky397) *% 3) +% 2) *% 1040)) +% (j395 *% 64)) +% ((oy405 *% 8) +% ox406))] = arena[((((1048704 +% (((g393 *% 16) +% j395) *% 8192)) +% ((c396 +% (part394 *% 16)) *% 256)) +% ((((oy405 *% 2) +% ky397) +% -1) *% 16)) +% ((ox406 *% 2) +% 1))]
-                }
-              }
-              if (((oy405 *% 2) +% ky397) +% -1) < 0 {
-                for ox407 in 0..<8 {
-                  arena[(((262272 +% ((((((c396 +% (part394 *% 16)) *% 3) +% ky397) *% 3) +% 2) *% 1040)) +% (j395 *% 64)) +% ((oy405 *% 8) +% ox407))] = Float(0)
-                }
-              }
-              if 15 < (((oy405 *% 2) +% ky397) +% -1) {
-                for ox407 in 0..<8 {
-                  arena[(((262272 +% ((((((c396 +% (part394 *% 16)) *% 3) +% ky397) *% 3) +% 2) *% 1040)) +% (j395 *% 64)) +% ((oy405 *% 8) +% ox407))] = Float(0)
+              if 15 < (((oy398 *% 2) +% ky390) +% -1) {
+                for ox400 in 0..<8 {
+                  arena[(((262272 +% ((((((c389 +% (part387 *% 16)) *% 3) +% ky390) *% 3) +% 2) *% 1040)) +% (j388 *% 64)) +% ((oy398 *% 8) +% ox400))] = Float(0)
                 }
               }
             }
@@ -6097,440 +6041,440 @@ public func resnet8_infer_b64(
         }
       }
     }
-    parallelFor(pool, 2) { part408 in
-      do {  // gemm416
-        for nb409 in 0..<42 {
-          for mb410 in 0..<8 {
-            var t411_c0_0 = Vector()
-            var t411_c0_1 = Vector()
-            var t411_c0_2 = Vector()
-            var t411_c1_0 = Vector()
-            var t411_c1_1 = Vector()
-            var t411_c1_2 = Vector()
-            var t411_c2_0 = Vector()
-            var t411_c2_1 = Vector()
-            var t411_c2_2 = Vector()
-            var t411_c3_0 = Vector()
-            var t411_c3_1 = Vector()
-            var t411_c3_2 = Vector()
-            for k412 in 0..<288 {
-              let t411_b0 = loadVector(arena, ((262272 +% (k412 *% 1040)) +% (nb409 *% 24)))
-              let t411_b1 = loadVector(arena, (((262272 +% (k412 *% 1040)) +% (nb409 *% 24)) +% 8))
-              let t411_b2 = loadVector(arena, (((262272 +% (k412 *% 1040)) +% (nb409 *% 24)) +% 16))
-              let t411_a0 = Vector(repeating: params[(((19664 +% ((part408 *% 32) *% 288)) +% ((mb410 *% 4) *% 288)) +% k412)])
-              t411_c0_0 = t411_c0_0.addingProduct(t411_a0, t411_b0)
-              t411_c0_1 = t411_c0_1.addingProduct(t411_a0, t411_b1)
-              t411_c0_2 = t411_c0_2.addingProduct(t411_a0, t411_b2)
-              let t411_a1 = Vector(repeating: params[(((19664 +% ((part408 *% 32) *% 288)) +% (((mb410 *% 4) +% 1) *% 288)) +% k412)])
-              t411_c1_0 = t411_c1_0.addingProduct(t411_a1, t411_b0)
-              t411_c1_1 = t411_c1_1.addingProduct(t411_a1, t411_b1)
-              t411_c1_2 = t411_c1_2.addingProduct(t411_a1, t411_b2)
-              let t411_a2 = Vector(repeating: params[(((19664 +% ((part408 *% 32) *% 288)) +% (((mb410 *% 4) +% 2) *% 288)) +% k412)])
-              t411_c2_0 = t411_c2_0.addingProduct(t411_a2, t411_b0)
-              t411_c2_1 = t411_c2_1.addingProduct(t411_a2, t411_b1)
-              t411_c2_2 = t411_c2_2.addingProduct(t411_a2, t411_b2)
-              let t411_a3 = Vector(repeating: params[(((19664 +% ((part408 *% 32) *% 288)) +% (((mb410 *% 4) +% 3) *% 288)) +% k412)])
-              t411_c3_0 = t411_c3_0.addingProduct(t411_a3, t411_b0)
-              t411_c3_1 = t411_c3_1.addingProduct(t411_a3, t411_b1)
-              t411_c3_2 = t411_c3_2.addingProduct(t411_a3, t411_b2)
+    parallelFor(pool, 2) { part401 in
+      do {  // gemm409
+        for nb402 in 0..<42 {
+          for mb403 in 0..<8 {
+            var t404_c0_0 = Vector()
+            var t404_c0_1 = Vector()
+            var t404_c0_2 = Vector()
+            var t404_c1_0 = Vector()
+            var t404_c1_1 = Vector()
+            var t404_c1_2 = Vector()
+            var t404_c2_0 = Vector()
+            var t404_c2_1 = Vector()
+            var t404_c2_2 = Vector()
+            var t404_c3_0 = Vector()
+            var t404_c3_1 = Vector()
+            var t404_c3_2 = Vector()
+            for k405 in 0..<288 {
+              let t404_b0 = loadVector(arena, ((262272 +% (k405 *% 1040)) +% (nb402 *% 24)))
+              let t404_b1 = loadVector(arena, (((262272 +% (k405 *% 1040)) +% (nb402 *% 24)) +% 8))
+              let t404_b2 = loadVector(arena, (((262272 +% (k405 *% 1040)) +% (nb402 *% 24)) +% 16))
+              let t404_a0 = Vector(repeating: params[(((19664 +% ((part401 *% 32) *% 288)) +% ((mb403 *% 4) *% 288)) +% k405)])
+              t404_c0_0 = t404_c0_0.addingProduct(t404_a0, t404_b0)
+              t404_c0_1 = t404_c0_1.addingProduct(t404_a0, t404_b1)
+              t404_c0_2 = t404_c0_2.addingProduct(t404_a0, t404_b2)
+              let t404_a1 = Vector(repeating: params[(((19664 +% ((part401 *% 32) *% 288)) +% (((mb403 *% 4) +% 1) *% 288)) +% k405)])
+              t404_c1_0 = t404_c1_0.addingProduct(t404_a1, t404_b0)
+              t404_c1_1 = t404_c1_1.addingProduct(t404_a1, t404_b1)
+              t404_c1_2 = t404_c1_2.addingProduct(t404_a1, t404_b2)
+              let t404_a2 = Vector(repeating: params[(((19664 +% ((part401 *% 32) *% 288)) +% (((mb403 *% 4) +% 2) *% 288)) +% k405)])
+              t404_c2_0 = t404_c2_0.addingProduct(t404_a2, t404_b0)
+              t404_c2_1 = t404_c2_1.addingProduct(t404_a2, t404_b1)
+              t404_c2_2 = t404_c2_2.addingProduct(t404_a2, t404_b2)
+              let t404_a3 = Vector(repeating: params[(((19664 +% ((part401 *% 32) *% 288)) +% (((mb403 *% 4) +% 3) *% 288)) +% k405)])
+              t404_c3_0 = t404_c3_0.addingProduct(t404_a3, t404_b0)
+              t404_c3_1 = t404_c3_1.addingProduct(t404_a3, t404_b1)
+              t404_c3_2 = t404_c3_2.addingProduct(t404_a3, t404_b2)
             }
-            storeVector(arena, (((561792 +% ((part408 *% 32) *% 1040)) +% ((mb410 *% 4) *% 1040)) +% (nb409 *% 24)), t411_c0_0)
-            storeVector(arena, ((((561792 +% ((part408 *% 32) *% 1040)) +% ((mb410 *% 4) *% 1040)) +% (nb409 *% 24)) +% 8), t411_c0_1)
-            storeVector(arena, ((((561792 +% ((part408 *% 32) *% 1040)) +% ((mb410 *% 4) *% 1040)) +% (nb409 *% 24)) +% 16), t411_c0_2)
-            storeVector(arena, (((561792 +% ((part408 *% 32) *% 1040)) +% (((mb410 *% 4) +% 1) *% 1040)) +% (nb409 *% 24)), t411_c1_0)
-            storeVector(arena, ((((561792 +% ((part408 *% 32) *% 1040)) +% (((mb410 *% 4) +% 1) *% 1040)) +% (nb409 *% 24)) +% 8), t411_c1_1)
-            storeVector(arena, ((((561792 +% ((part408 *% 32) *% 1040)) +% (((mb410 *% 4) +% 1) *% 1040)) +% (nb409 *% 24)) +% 16), t411_c1_2)
-            storeVector(arena, (((561792 +% ((part408 *% 32) *% 1040)) +% (((mb410 *% 4) +% 2) *% 1040)) +% (nb409 *% 24)), t411_c2_0)
-            storeVector(arena, ((((561792 +% ((part408 *% 32) *% 1040)) +% (((mb410 *% 4) +% 2) *% 1040)) +% (nb409 *% 24)) +% 8), t411_c2_1)
-            storeVector(arena, ((((561792 +% ((part408 *% 32) *% 1040)) +% (((mb410 *% 4) +% 2) *% 1040)) +% (nb409 *% 24)) +% 16), t411_c2_2)
-            storeVector(arena, (((561792 +% ((part408 *% 32) *% 1040)) +% (((mb410 *% 4) +% 3) *% 1040)) +% (nb409 *% 24)), t411_c3_0)
-            storeVector(arena, ((((561792 +% ((part408 *% 32) *% 1040)) +% (((mb410 *% 4) +% 3) *% 1040)) +% (nb409 *% 24)) +% 8), t411_c3_1)
-            storeVector(arena, ((((561792 +% ((part408 *% 32) *% 1040)) +% (((mb410 *% 4) +% 3) *% 1040)) +% (nb409 *% 24)) +% 16), t411_c3_2)
+            storeVector(arena, (((561792 +% ((part401 *% 32) *% 1040)) +% ((mb403 *% 4) *% 1040)) +% (nb402 *% 24)), t404_c0_0)
+            storeVector(arena, ((((561792 +% ((part401 *% 32) *% 1040)) +% ((mb403 *% 4) *% 1040)) +% (nb402 *% 24)) +% 8), t404_c0_1)
+            storeVector(arena, ((((561792 +% ((part401 *% 32) *% 1040)) +% ((mb403 *% 4) *% 1040)) +% (nb402 *% 24)) +% 16), t404_c0_2)
+            storeVector(arena, (((561792 +% ((part401 *% 32) *% 1040)) +% (((mb403 *% 4) +% 1) *% 1040)) +% (nb402 *% 24)), t404_c1_0)
+            storeVector(arena, ((((561792 +% ((part401 *% 32) *% 1040)) +% (((mb403 *% 4) +% 1) *% 1040)) +% (nb402 *% 24)) +% 8), t404_c1_1)
+            storeVector(arena, ((((561792 +% ((part401 *% 32) *% 1040)) +% (((mb403 *% 4) +% 1) *% 1040)) +% (nb402 *% 24)) +% 16), t404_c1_2)
+            storeVector(arena, (((561792 +% ((part401 *% 32) *% 1040)) +% (((mb403 *% 4) +% 2) *% 1040)) +% (nb402 *% 24)), t404_c2_0)
+            storeVector(arena, ((((561792 +% ((part401 *% 32) *% 1040)) +% (((mb403 *% 4) +% 2) *% 1040)) +% (nb402 *% 24)) +% 8), t404_c2_1)
+            storeVector(arena, ((((561792 +% ((part401 *% 32) *% 1040)) +% (((mb403 *% 4) +% 2) *% 1040)) +% (nb402 *% 24)) +% 16), t404_c2_2)
+            storeVector(arena, (((561792 +% ((part401 *% 32) *% 1040)) +% (((mb403 *% 4) +% 3) *% 1040)) +% (nb402 *% 24)), t404_c3_0)
+            storeVector(arena, ((((561792 +% ((part401 *% 32) *% 1040)) +% (((mb403 *% 4) +% 3) *% 1040)) +% (nb402 *% 24)) +% 8), t404_c3_1)
+            storeVector(arena, ((((561792 +% ((part401 *% 32) *% 1040)) +% (((mb403 *% 4) +% 3) *% 1040)) +% (nb402 *% 24)) +% 16), t404_c3_2)
           }
         }
-        for mb413 in 0..<8 {
-          var t414_c0_0 = Vector()
-          var t414_c0_1 = Vector()
-          var t414_c1_0 = Vector()
-          var t414_c1_1 = Vector()
-          var t414_c2_0 = Vector()
-          var t414_c2_1 = Vector()
-          var t414_c3_0 = Vector()
-          var t414_c3_1 = Vector()
-          for k415 in 0..<288 {
-            let t414_b0 = loadVector(arena, ((262272 +% (k415 *% 1040)) +% 1008))
-            let t414_b1 = loadVector(arena, (((262272 +% (k415 *% 1040)) +% 1008) +% 8))
-            let t414_a0 = Vector(repeating: params[(((19664 +% ((part408 *% 32) *% 288)) +% ((mb413 *% 4) *% 288)) +% k415)])
-            t414_c0_0 = t414_c0_0.addingProduct(t414_a0, t414_b0)
-            t414_c0_1 = t414_c0_1.addingProduct(t414_a0, t414_b1)
-            let t414_a1 = Vector(repeating: params[(((19664 +% ((part408 *% 32) *% 288)) +% (((mb413 *% 4) +% 1) *% 288)) +% k415)])
-            t414_c1_0 = t414_c1_0.addingProduct(t414_a1, t414_b0)
-            t414_c1_1 = t414_c1_1.addingProduct(t414_a1, t414_b1)
-            let t414_a2 = Vector(repeating: params[(((19664 +% ((part408 *% 32) *% 288)) +% (((mb413 *% 4) +% 2) *% 288)) +% k415)])
-            t414_c2_0 = t414_c2_0.addingProduct(t414_a2, t414_b0)
-            t414_c2_1 = t414_c2_1.addingProduct(t414_a2, t414_b1)
-            let t414_a3 = Vector(repeating: params[(((19664 +% ((part408 *% 32) *% 288)) +% (((mb413 *% 4) +% 3) *% 288)) +% k415)])
-            t414_c3_0 = t414_c3_0.addingProduct(t414_a3, t414_b0)
-            t414_c3_1 = t414_c3_1.addingProduct(t414_a3, t414_b1)
+        for mb406 in 0..<8 {
+          var t407_c0_0 = Vector()
+          var t407_c0_1 = Vector()
+          var t407_c1_0 = Vector()
+          var t407_c1_1 = Vector()
+          var t407_c2_0 = Vector()
+          var t407_c2_1 = Vector()
+          var t407_c3_0 = Vector()
+          var t407_c3_1 = Vector()
+          for k408 in 0..<288 {
+            let t407_b0 = loadVector(arena, ((262272 +% (k408 *% 1040)) +% 1008))
+            let t407_b1 = loadVector(arena, (((262272 +% (k408 *% 1040)) +% 1008) +% 8))
+            let t407_a0 = Vector(repeating: params[(((19664 +% ((part401 *% 32) *% 288)) +% ((mb406 *% 4) *% 288)) +% k408)])
+            t407_c0_0 = t407_c0_0.addingProduct(t407_a0, t407_b0)
+            t407_c0_1 = t407_c0_1.addingProduct(t407_a0, t407_b1)
+            let t407_a1 = Vector(repeating: params[(((19664 +% ((part401 *% 32) *% 288)) +% (((mb406 *% 4) +% 1) *% 288)) +% k408)])
+            t407_c1_0 = t407_c1_0.addingProduct(t407_a1, t407_b0)
+            t407_c1_1 = t407_c1_1.addingProduct(t407_a1, t407_b1)
+            let t407_a2 = Vector(repeating: params[(((19664 +% ((part401 *% 32) *% 288)) +% (((mb406 *% 4) +% 2) *% 288)) +% k408)])
+            t407_c2_0 = t407_c2_0.addingProduct(t407_a2, t407_b0)
+            t407_c2_1 = t407_c2_1.addingProduct(t407_a2, t407_b1)
+            let t407_a3 = Vector(repeating: params[(((19664 +% ((part401 *% 32) *% 288)) +% (((mb406 *% 4) +% 3) *% 288)) +% k408)])
+            t407_c3_0 = t407_c3_0.addingProduct(t407_a3, t407_b0)
+            t407_c3_1 = t407_c3_1.addingProduct(t407_a3, t407_b1)
           }
-          storeVector(arena, (((561792 +% ((part408 *% 32) *% 1040)) +% ((mb413 *% 4) *% 1040)) +% 1008), t414_c0_0)
-          storeVector(arena, ((((561792 +% ((part408 *% 32) *% 1040)) +% ((mb413 *% 4) *% 1040)) +% 1008) +% 8), t414_c0_1)
-          storeVector(arena, (((561792 +% ((part408 *% 32) *% 1040)) +% (((mb413 *% 4) +% 1) *% 1040)) +% 1008), t414_c1_0)
-          storeVector(arena, ((((561792 +% ((part408 *% 32) *% 1040)) +% (((mb413 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t414_c1_1)
-          storeVector(arena, (((561792 +% ((part408 *% 32) *% 1040)) +% (((mb413 *% 4) +% 2) *% 1040)) +% 1008), t414_c2_0)
-          storeVector(arena, ((((561792 +% ((part408 *% 32) *% 1040)) +% (((mb413 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t414_c2_1)
-          storeVector(arena, (((561792 +% ((part408 *% 32) *% 1040)) +% (((mb413 *% 4) +% 3) *% 1040)) +% 1008), t414_c3_0)
-          storeVector(arena, ((((561792 +% ((part408 *% 32) *% 1040)) +% (((mb413 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t414_c3_1)
+          storeVector(arena, (((561792 +% ((part401 *% 32) *% 1040)) +% ((mb406 *% 4) *% 1040)) +% 1008), t407_c0_0)
+          storeVector(arena, ((((561792 +% ((part401 *% 32) *% 1040)) +% ((mb406 *% 4) *% 1040)) +% 1008) +% 8), t407_c0_1)
+          storeVector(arena, (((561792 +% ((part401 *% 32) *% 1040)) +% (((mb406 *% 4) +% 1) *% 1040)) +% 1008), t407_c1_0)
+          storeVector(arena, ((((561792 +% ((part401 *% 32) *% 1040)) +% (((mb406 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t407_c1_1)
+          storeVector(arena, (((561792 +% ((part401 *% 32) *% 1040)) +% (((mb406 *% 4) +% 2) *% 1040)) +% 1008), t407_c2_0)
+          storeVector(arena, ((((561792 +% ((part401 *% 32) *% 1040)) +% (((mb406 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t407_c2_1)
+          storeVector(arena, (((561792 +% ((part401 *% 32) *% 1040)) +% (((mb406 *% 4) +% 3) *% 1040)) +% 1008), t407_c3_0)
+          storeVector(arena, ((((561792 +% ((part401 *% 32) *% 1040)) +% (((mb406 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t407_c3_1)
         }
       }
-      for j417 in 0..<16 {
-        for f418 in 0..<32 {
-          for i419 in 0..<64 {
-            arena[(128 +% (((((g393 *% 16) +% j417) *% 4096) +% ((f418 +% (part408 *% 32)) *% 64)) +% i419))] = (((arena[(((561792 +% ((f418 +% (part408 *% 32)) *% 1040)) +% (j417 *% 64)) +% i419)] * arena[(f418 +% (part408 *% 32))]) + arena[(64 +% (f418 +% (part408 *% 32)))]) > Float(0) ? ((arena[(((561792 +% ((f418 +% (part408 *% 32)) *% 1040)) +% (j417 *% 64)) +% i419)] * arena[(f418 +% (part408 *% 32))]) + arena[(64 +% (f418 +% (part408 *% 32)))]) : Float(0))
+      for j410 in 0..<16 {
+        for f411 in 0..<32 {
+          for i412 in 0..<64 {
+            arena[(128 +% (((((g386 *% 16) +% j410) *% 4096) +% ((f411 +% (part401 *% 32)) *% 64)) +% i412))] = (((arena[(((561792 +% ((f411 +% (part401 *% 32)) *% 1040)) +% (j410 *% 64)) +% i412)] * arena[(f411 +% (part401 *% 32))]) + arena[(64 +% (f411 +% (part401 *% 32)))]) > Float(0) ? ((arena[(((561792 +% ((f411 +% (part401 *% 32)) *% 1040)) +% (j410 *% 64)) +% i412)] * arena[(f411 +% (part401 *% 32))]) + arena[(64 +% (f411 +% (part401 *% 32)))]) : Float(0))
           }
         }
       }
     }
   }
   // s3_bn2 = batchnorm_fold()
-  for c420 in 0..<8 {
-    let scale421_v = (loadVector(params, ((c420 *% 8) +% 75088)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c420 *% 8) +% 78522)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c420 *% 8), scale421_v)
-    storeVector(arena, ((c420 *% 8) +% 64), (loadVector(params, ((c420 *% 8) +% 75152)) - (loadVector(params, ((c420 *% 8) +% 78458)) * scale421_v)))
+  for c413 in 0..<8 {
+    let scale414_v = (loadVector(params, ((c413 *% 8) +% 75088)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c413 *% 8) +% 78522)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c413 *% 8), scale414_v)
+    storeVector(arena, ((c413 *% 8) +% 64), (loadVector(params, ((c413 *% 8) +% 75152)) - (loadVector(params, ((c413 *% 8) +% 78458)) * scale414_v)))
   }
   // s3_pbn = batchnorm_fold()
-  for c422 in 0..<8 {
-    let scale423_v = (loadVector(params, ((c422 *% 8) +% 77264)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c422 *% 8) +% 78650)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, ((c422 *% 8) +% 262272), scale423_v)
-    storeVector(arena, ((c422 *% 8) +% 262336), (loadVector(params, ((c422 *% 8) +% 77328)) - (loadVector(params, ((c422 *% 8) +% 78586)) * scale423_v)))
+  for c415 in 0..<8 {
+    let scale416_v = (loadVector(params, ((c415 *% 8) +% 77264)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c415 *% 8) +% 78650)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, ((c415 *% 8) +% 262272), scale416_v)
+    storeVector(arena, ((c415 *% 8) +% 262336), (loadVector(params, ((c415 *% 8) +% 77328)) - (loadVector(params, ((c415 *% 8) +% 78586)) * scale416_v)))
   }
   // s3_proj = conv2d(s2_conv2, s3_pbn)
-  for g424 in 0..<4 {
-    parallelFor(pool, 2) { part425 in
-      for j426 in 0..<16 {
-        for c427 in 0..<16 {
-          for ky428 in 0..<1 {
-            for oy429 in 0..<8 {
-              for ox430 in 0..<8 {
-                arena[(((524544 +% (((c427 +% (part425 *% 16)) +% ky428) *% 1040)) +% (j426 *% 64)) +% ((oy429 *% 8) +% ox430))] = arena[((((1048704 +% (((g424 *% 16) +% j426) *% 8192)) +% ((c427 +% (part425 *% 16)) *% 256)) +% (((oy429 *% 2) +% ky428) *% 16)) +% (ox430 *% 2))]
+  for g417 in 0..<4 {
+    parallelFor(pool, 2) { part418 in
+      for j419 in 0..<16 {
+        for c420 in 0..<16 {
+          for ky421 in 0..<1 {
+            for oy422 in 0..<8 {
+              for ox423 in 0..<8 {
+                arena[(((524544 +% (((c420 +% (part418 *% 16)) +% ky421) *% 1040)) +% (j419 *% 64)) +% ((oy422 *% 8) +% ox423))] = arena[((((1048704 +% (((g417 *% 16) +% j419) *% 8192)) +% ((c420 +% (part418 *% 16)) *% 256)) +% (((oy422 *% 2) +% ky421) *% 16)) +% (ox423 *% 2))]
               }
             }
           }
         }
       }
     }
-    parallelFor(pool, 2) { part431 in
-      do {  // gemm439
-        for nb432 in 0..<42 {
-          for mb433 in 0..<8 {
-            var t434_c0_0 = Vector()
-            var t434_c0_1 = Vector()
-            var t434_c0_2 = Vector()
-            var t434_c1_0 = Vector()
-            var t434_c1_1 = Vector()
-            var t434_c1_2 = Vector()
-            var t434_c2_0 = Vector()
-            var t434_c2_1 = Vector()
-            var t434_c2_2 = Vector()
-            var t434_c3_0 = Vector()
-            var t434_c3_1 = Vector()
-            var t434_c3_2 = Vector()
-            for k435 in 0..<32 {
-              let t434_b0 = loadVector(arena, ((524544 +% (k435 *% 1040)) +% (nb432 *% 24)))
-              let t434_b1 = loadVector(arena, (((524544 +% (k435 *% 1040)) +% (nb432 *% 24)) +% 8))
-              let t434_b2 = loadVector(arena, (((524544 +% (k435 *% 1040)) +% (nb432 *% 24)) +% 16))
-              let t434_a0 = Vector(repeating: params[(((75216 +% ((part431 *% 32) *% 32)) +% ((mb433 *% 4) *% 32)) +% k435)])
-              t434_c0_0 = t434_c0_0.addingProduct(t434_a0, t434_b0)
-              t434_c0_1 = t434_c0_1.addingProduct(t434_a0, t434_b1)
-              t434_c0_2 = t434_c0_2.addingProduct(t434_a0, t434_b2)
-              let t434_a1 = Vector(repeating: params[(((75216 +% ((part431 *% 32) *% 32)) +% (((mb433 *% 4) +% 1) *% 32)) +% k435)])
-              t434_c1_0 = t434_c1_0.addingProduct(t434_a1, t434_b0)
-              t434_c1_1 = t434_c1_1.addingProduct(t434_a1, t434_b1)
-              t434_c1_2 = t434_c1_2.addingProduct(t434_a1, t434_b2)
-              let t434_a2 = Vector(repeating: params[(((75216 +% ((part431 *% 32) *% 32)) +% (((mb433 *% 4) +% 2) *% 32)) +% k435)])
-              t434_c2_0 = t434_c2_0.addingProduct(t434_a2, t434_b0)
-              t434_c2_1 = t434_c2_1.addingProduct(t434_a2, t434_b1)
-              t434_c2_2 = t434_c2_2.addingProduct(t434_a2, t434_b2)
-              let t434_a3 = Vector(repeating: params[(((75216 +% ((part431 *% 32) *% 32)) +% (((mb433 *% 4) +% 3) *% 32)) +% k435)])
-              t434_c3_0 = t434_c3_0.addingProduct(t434_a3, t434_b0)
-              t434_c3_1 = t434_c3_1.addingProduct(t434_a3, t434_b1)
-              t434_c3_2 = t434_c3_2.addingProduct(t434_a3, t434_b2)
+    parallelFor(pool, 2) { part424 in
+      do {  // gemm432
+        for nb425 in 0..<42 {
+          for mb426 in 0..<8 {
+            var t427_c0_0 = Vector()
+            var t427_c0_1 = Vector()
+            var t427_c0_2 = Vector()
+            var t427_c1_0 = Vector()
+            var t427_c1_1 = Vector()
+            var t427_c1_2 = Vector()
+            var t427_c2_0 = Vector()
+            var t427_c2_1 = Vector()
+            var t427_c2_2 = Vector()
+            var t427_c3_0 = Vector()
+            var t427_c3_1 = Vector()
+            var t427_c3_2 = Vector()
+            for k428 in 0..<32 {
+              let t427_b0 = loadVector(arena, ((524544 +% (k428 *% 1040)) +% (nb425 *% 24)))
+              let t427_b1 = loadVector(arena, (((524544 +% (k428 *% 1040)) +% (nb425 *% 24)) +% 8))
+              let t427_b2 = loadVector(arena, (((524544 +% (k428 *% 1040)) +% (nb425 *% 24)) +% 16))
+              let t427_a0 = Vector(repeating: params[(((75216 +% ((part424 *% 32) *% 32)) +% ((mb426 *% 4) *% 32)) +% k428)])
+              t427_c0_0 = t427_c0_0.addingProduct(t427_a0, t427_b0)
+              t427_c0_1 = t427_c0_1.addingProduct(t427_a0, t427_b1)
+              t427_c0_2 = t427_c0_2.addingProduct(t427_a0, t427_b2)
+              let t427_a1 = Vector(repeating: params[(((75216 +% ((part424 *% 32) *% 32)) +% (((mb426 *% 4) +% 1) *% 32)) +% k428)])
+              t427_c1_0 = t427_c1_0.addingProduct(t427_a1, t427_b0)
+              t427_c1_1 = t427_c1_1.addingProduct(t427_a1, t427_b1)
+              t427_c1_2 = t427_c1_2.addingProduct(t427_a1, t427_b2)
+              let t427_a2 = Vector(repeating: params[(((75216 +% ((part424 *% 32) *% 32)) +% (((mb426 *% 4) +% 2) *% 32)) +% k428)])
+              t427_c2_0 = t427_c2_0.addingProduct(t427_a2, t427_b0)
+              t427_c2_1 = t427_c2_1.addingProduct(t427_a2, t427_b1)
+              t427_c2_2 = t427_c2_2.addingProduct(t427_a2, t427_b2)
+              let t427_a3 = Vector(repeating: params[(((75216 +% ((part424 *% 32) *% 32)) +% (((mb426 *% 4) +% 3) *% 32)) +% k428)])
+              t427_c3_0 = t427_c3_0.addingProduct(t427_a3, t427_b0)
+              t427_c3_1 = t427_c3_1.addingProduct(t427_a3, t427_b1)
+              t427_c3_2 = t427_c3_2.addingProduct(t427_a3, t427_b2)
             }
-            storeVector(arena, (((557824 +% ((part431 *% 32) *% 1040)) +% ((mb433 *% 4) *% 1040)) +% (nb432 *% 24)), t434_c0_0)
-            storeVector(arena, ((((557824 +% ((part431 *% 32) *% 1040)) +% ((mb433 *% 4) *% 1040)) +% (nb432 *% 24)) +% 8), t434_c0_1)
-            storeVector(arena, ((((557824 +% ((part431 *% 32) *% 1040)) +% ((mb433 *% 4) *% 1040)) +% (nb432 *% 24)) +% 16), t434_c0_2)
-            storeVector(arena, (((557824 +% ((part431 *% 32) *% 1040)) +% (((mb433 *% 4) +% 1) *% 1040)) +% (nb432 *% 24)), t434_c1_0)
-            storeVector(arena, ((((557824 +% ((part431 *% 32) *% 1040)) +% (((mb433 *% 4) +% 1) *% 1040)) +% (nb432 *% 24)) +% 8), t434_c1_1)
-            storeVector(arena, ((((557824 +% ((part431 *% 32) *% 1040)) +% (((mb433 *% 4) +% 1) *% 1040)) +% (nb432 *% 24)) +% 16), t434_c1_2)
-            storeVector(arena, (((557824 +% ((part431 *% 32) *% 1040)) +% (((mb433 *% 4) +% 2) *% 1040)) +% (nb432 *% 24)), t434_c2_0)
-            storeVector(arena, ((((557824 +% ((part431 *% 32) *% 1040)) +% (((mb433 *% 4) +% 2) *% 1040)) +% (nb432 *% 24)) +% 8), t434_c2_1)
-            storeVector(arena, ((((557824 +% ((part431 *% 32) *% 1040)) +% (((mb433 *% 4) +% 2) *% 1040)) +% (nb432 *% 24)) +% 16), t434_c2_2)
-            storeVector(arena, (((557824 +% ((part431 *% 32) *% 1040)) +% (((mb433 *% 4) +% 3) *% 1040)) +% (nb432 *% 24)), t434_c3_0)
-            storeVector(arena, ((((557824 +% ((part431 *% 32) *% 1040)) +% (((mb433 *% 4) +% 3) *% 1040)) +% (nb432 *% 24)) +% 8), t434_c3_1)
-            storeVector(arena, ((((557824 +% ((part431 *% 32) *% 1040)) +% (((mb433 *% 4) +% 3) *% 1040)) +% (nb432 *% 24)) +% 16), t434_c3_2)
+            storeVector(arena, (((557824 +% ((part424 *% 32) *% 1040)) +% ((mb426 *% 4) *% 1040)) +% (nb425 *% 24)), t427_c0_0)
+            storeVector(arena, ((((557824 +% ((part424 *% 32) *% 1040)) +% ((mb426 *% 4) *% 1040)) +% (nb425 *% 24)) +% 8), t427_c0_1)
+            storeVector(arena, ((((557824 +% ((part424 *% 32) *% 1040)) +% ((mb426 *% 4) *% 1040)) +% (nb425 *% 24)) +% 16), t427_c0_2)
+            storeVector(arena, (((557824 +% ((part424 *% 32) *% 1040)) +% (((mb426 *% 4) +% 1) *% 1040)) +% (nb425 *% 24)), t427_c1_0)
+            storeVector(arena, ((((557824 +% ((part424 *% 32) *% 1040)) +% (((mb426 *% 4) +% 1) *% 1040)) +% (nb425 *% 24)) +% 8), t427_c1_1)
+            storeVector(arena, ((((557824 +% ((part424 *% 32) *% 1040)) +% (((mb426 *% 4) +% 1) *% 1040)) +% (nb425 *% 24)) +% 16), t427_c1_2)
+            storeVector(arena, (((557824 +% ((part424 *% 32) *% 1040)) +% (((mb426 *% 4) +% 2) *% 1040)) +% (nb425 *% 24)), t427_c2_0)
+            storeVector(arena, ((((557824 +% ((part424 *% 32) *% 1040)) +% (((mb426 *% 4) +% 2) *% 1040)) +% (nb425 *% 24)) +% 8), t427_c2_1)
+            storeVector(arena, ((((557824 +% ((part424 *% 32) *% 1040)) +% (((mb426 *% 4) +% 2) *% 1040)) +% (nb425 *% 24)) +% 16), t427_c2_2)
+            storeVector(arena, (((557824 +% ((part424 *% 32) *% 1040)) +% (((mb426 *% 4) +% 3) *% 1040)) +% (nb425 *% 24)), t427_c3_0)
+            storeVector(arena, ((((557824 +% ((part424 *% 32) *% 1040)) +% (((mb426 *% 4) +% 3) *% 1040)) +% (nb425 *% 24)) +% 8), t427_c3_1)
+            storeVector(arena, ((((557824 +% ((part424 *% 32) *% 1040)) +% (((mb426 *% 4) +% 3) *% 1040)) +% (nb425 *% 24)) +% 16), t427_c3_2)
           }
         }
-        for mb436 in 0..<8 {
-          var t437_c0_0 = Vector()
-          var t437_c0_1 = Vector()
-          var t437_c1_0 = Vector()
-          var t437_c1_1 = Vector()
-          var t437_c2_0 = Vector()
-          var t437_c2_1 = Vector()
-          var t437_c3_0 = Vector()
-          var t437_c3_1 = Vector()
-          for k438 in 0..<32 {
-            let t437_b0 = loadVector(arena, ((524544 +% (k438 *% 1040)) +% 1008))
-            let t437_b1 = loadVector(arena, (((524544 +% (k438 *% 1040)) +% 1008) +% 8))
-            let t437_a0 = Vector(repeating: params[(((75216 +% ((part431 *% 32) *% 32)) +% ((mb436 *% 4) *% 32)) +% k438)])
-            t437_c0_0 = t437_c0_0.addingProduct(t437_a0, t437_b0)
-            t437_c0_1 = t437_c0_1.addingProduct(t437_a0, t437_b1)
-            let t437_a1 = Vector(repeating: params[(((75216 +% ((part431 *% 32) *% 32)) +% (((mb436 *% 4) +% 1) *% 32)) +% k438)])
-            t437_c1_0 = t437_c1_0.addingProduct(t437_a1, t437_b0)
-            t437_c1_1 = t437_c1_1.addingProduct(t437_a1, t437_b1)
-            let t437_a2 = Vector(repeating: params[(((75216 +% ((part431 *% 32) *% 32)) +% (((mb436 *% 4) +% 2) *% 32)) +% k438)])
-            t437_c2_0 = t437_c2_0.addingProduct(t437_a2, t437_b0)
-            t437_c2_1 = t437_c2_1.addingProduct(t437_a2, t437_b1)
-            let t437_a3 = Vector(repeating: params[(((75216 +% ((part431 *% 32) *% 32)) +% (((mb436 *% 4) +% 3) *% 32)) +% k438)])
-            t437_c3_0 = t437_c3_0.addingProduct(t437_a3, t437_b0)
-            t437_c3_1 = t437_c3_1.addingProduct(t437_a3, t437_b1)
+        for mb429 in 0..<8 {
+          var t430_c0_0 = Vector()
+          var t430_c0_1 = Vector()
+          var t430_c1_0 = Vector()
+          var t430_c1_1 = Vector()
+          var t430_c2_0 = Vector()
+          var t430_c2_1 = Vector()
+          var t430_c3_0 = Vector()
+          var t430_c3_1 = Vector()
+          for k431 in 0..<32 {
+            let t430_b0 = loadVector(arena, ((524544 +% (k431 *% 1040)) +% 1008))
+            let t430_b1 = loadVector(arena, (((524544 +% (k431 *% 1040)) +% 1008) +% 8))
+            let t430_a0 = Vector(repeating: params[(((75216 +% ((part424 *% 32) *% 32)) +% ((mb429 *% 4) *% 32)) +% k431)])
+            t430_c0_0 = t430_c0_0.addingProduct(t430_a0, t430_b0)
+            t430_c0_1 = t430_c0_1.addingProduct(t430_a0, t430_b1)
+            let t430_a1 = Vector(repeating: params[(((75216 +% ((part424 *% 32) *% 32)) +% (((mb429 *% 4) +% 1) *% 32)) +% k431)])
+            t430_c1_0 = t430_c1_0.addingProduct(t430_a1, t430_b0)
+            t430_c1_1 = t430_c1_1.addingProduct(t430_a1, t430_b1)
+            let t430_a2 = Vector(repeating: params[(((75216 +% ((part424 *% 32) *% 32)) +% (((mb429 *% 4) +% 2) *% 32)) +% k431)])
+            t430_c2_0 = t430_c2_0.addingProduct(t430_a2, t430_b0)
+            t430_c2_1 = t430_c2_1.addingProduct(t430_a2, t430_b1)
+            let t430_a3 = Vector(repeating: params[(((75216 +% ((part424 *% 32) *% 32)) +% (((mb429 *% 4) +% 3) *% 32)) +% k431)])
+            t430_c3_0 = t430_c3_0.addingProduct(t430_a3, t430_b0)
+            t430_c3_1 = t430_c3_1.addingProduct(t430_a3, t430_b1)
           }
-          storeVector(arena, (((557824 +% ((part431 *% 32) *% 1040)) +% ((mb436 *% 4) *% 1040)) +% 1008), t437_c0_0)
-          storeVector(arena, ((((557824 +% ((part431 *% 32) *% 1040)) +% ((mb436 *% 4) *% 1040)) +% 1008) +% 8), t437_c0_1)
-          storeVector(arena, (((557824 +% ((part431 *% 32) *% 1040)) +% (((mb436 *% 4) +% 1) *% 1040)) +% 1008), t437_c1_0)
-          storeVector(arena, ((((557824 +% ((part431 *% 32) *% 1040)) +% (((mb436 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t437_c1_1)
-          storeVector(arena, (((557824 +% ((part431 *% 32) *% 1040)) +% (((mb436 *% 4) +% 2) *% 1040)) +% 1008), t437_c2_0)
-          storeVector(arena, ((((557824 +% ((part431 *% 32) *% 1040)) +% (((mb436 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t437_c2_1)
-          storeVector(arena, (((557824 +% ((part431 *% 32) *% 1040)) +% (((mb436 *% 4) +% 3) *% 1040)) +% 1008), t437_c3_0)
-          storeVector(arena, ((((557824 +% ((part431 *% 32) *% 1040)) +% (((mb436 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t437_c3_1)
+          storeVector(arena, (((557824 +% ((part424 *% 32) *% 1040)) +% ((mb429 *% 4) *% 1040)) +% 1008), t430_c0_0)
+          storeVector(arena, ((((557824 +% ((part424 *% 32) *% 1040)) +% ((mb429 *% 4) *% 1040)) +% 1008) +% 8), t430_c0_1)
+          storeVector(arena, (((557824 +% ((part424 *% 32) *% 1040)) +% (((mb429 *% 4) +% 1) *% 1040)) +% 1008), t430_c1_0)
+          storeVector(arena, ((((557824 +% ((part424 *% 32) *% 1040)) +% (((mb429 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t430_c1_1)
+          storeVector(arena, (((557824 +% ((part424 *% 32) *% 1040)) +% (((mb429 *% 4) +% 2) *% 1040)) +% 1008), t430_c2_0)
+          storeVector(arena, ((((557824 +% ((part424 *% 32) *% 1040)) +% (((mb429 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t430_c2_1)
+          storeVector(arena, (((557824 +% ((part424 *% 32) *% 1040)) +% (((mb429 *% 4) +% 3) *% 1040)) +% 1008), t430_c3_0)
+          storeVector(arena, ((((557824 +% ((part424 *% 32) *% 1040)) +% (((mb429 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t430_c3_1)
         }
       }
-      for j440 in 0..<16 {
-        for f441 in 0..<32 {
-          for i442 in 0..<64 {
-            arena[(262400 +% (((((g424 *% 16) +% j440) *% 4096) +% ((f441 +% (part431 *% 32)) *% 64)) +% i442))] = ((arena[(((557824 +% ((f441 +% (part431 *% 32)) *% 1040)) +% (j440 *% 64)) +% i442)] * arena[(262272 +% (f441 +% (part431 *% 32)))]) + arena[(262336 +% (f441 +% (part431 *% 32)))])
+      for j433 in 0..<16 {
+        for f434 in 0..<32 {
+          for i435 in 0..<64 {
+            arena[(262400 +% (((((g417 *% 16) +% j433) *% 4096) +% ((f434 +% (part424 *% 32)) *% 64)) +% i435))] = ((arena[(((557824 +% ((f434 +% (part424 *% 32)) *% 1040)) +% (j433 *% 64)) +% i435)] * arena[(262272 +% (f434 +% (part424 *% 32)))]) + arena[(262336 +% (f434 +% (part424 *% 32)))])
           }
         }
       }
     }
   }
   // s3_conv2 = conv2d_act(s3_conv1, s3_bn2, s3_proj)
-  for i474 in 0..<800 {
-    storeVector(arena, ((i474 *% 8) +% 852224), Vector(repeating: Float(0)))
+  for i467 in 0..<800 {
+    storeVector(arena, ((i467 *% 8) +% 852224), Vector(repeating: Float(0)))
   }
-  for g475 in 0..<64 {
-    for j476 in 0..<1 {
-      for c477 in 0..<64 {
-        for iy478 in 0..<8 {
-          for ix479 in 0..<8 {
-            arena[(852224 +% ((((j476 *% 6400) +% ((iy478 +% 1) *% 640)) +% ((ix479 +% 1) *% 64)) +% c477))] = arena[((((128 +% ((g475 +% j476) *% 4096)) +% (c477 *% 64)) +% (iy478 *% 8)) +% ix479)]
+  for g468 in 0..<64 {
+    for j469 in 0..<1 {
+      for c470 in 0..<64 {
+        for iy471 in 0..<8 {
+          for ix472 in 0..<8 {
+            arena[(852224 +% ((((j469 *% 6400) +% ((iy471 +% 1) *% 640)) +% ((ix472 +% 1) *% 64)) +% c470))] = arena[((((128 +% ((g468 +% j469) *% 4096)) +% (c470 *% 64)) +% (iy471 *% 8)) +% ix472)]
           }
         }
       }
     }
-    for j480 in 0..<1 {
-      for ty481 in 0..<4 {
-        for tx482 in 0..<4 {
-          for cv483 in 0..<8 {
-            let w484 = (loadVector(arena, (852224 +% ((((j480 *% 6400) +% ((ty481 *% 2) *% 640)) +% ((tx482 *% 2) *% 64)) +% (cv483 *% 8)))) - loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 2) *% 640)) +% ((tx482 *% 2) *% 64)) +% (cv483 *% 8)))))
-            let w485 = (loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 1) *% 640)) +% ((tx482 *% 2) *% 64)) +% (cv483 *% 8)))) + loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 2) *% 640)) +% ((tx482 *% 2) *% 64)) +% (cv483 *% 8)))))
-            let w486 = (loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 2) *% 640)) +% ((tx482 *% 2) *% 64)) +% (cv483 *% 8)))) - loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 1) *% 640)) +% ((tx482 *% 2) *% 64)) +% (cv483 *% 8)))))
-            let w487 = (loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 1) *% 640)) +% ((tx482 *% 2) *% 64)) +% (cv483 *% 8)))) - loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 3) *% 640)) +% ((tx482 *% 2) *% 64)) +% (cv483 *% 8)))))
-            let w488 = (loadVector(arena, (852224 +% ((((j480 *% 6400) +% ((ty481 *% 2) *% 640)) +% (((tx482 *% 2) +% 1) *% 64)) +% (cv483 *% 8)))) - loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 2) *% 640)) +% (((tx482 *% 2) +% 1) *% 64)) +% (cv483 *% 8)))))
-            let w489 = (loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 1) *% 640)) +% (((tx482 *% 2) +% 1) *% 64)) +% (cv483 *% 8)))) + loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 2) *% 640)) +% (((tx482 *% 2) +% 1) *% 64)) +% (cv483 *% 8)))))
-            let w490 = (loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 2) *% 640)) +% (((tx482 *% 2) +% 1) *% 64)) +% (cv483 *% 8)))) - loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 1) *% 640)) +% (((tx482 *% 2) +% 1) *% 64)) +% (cv483 *% 8)))))
-            let w491 = (loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 1) *% 640)) +% (((tx482 *% 2) +% 1) *% 64)) +% (cv483 *% 8)))) - loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 3) *% 640)) +% (((tx482 *% 2) +% 1) *% 64)) +% (cv483 *% 8)))))
-            let w492 = (loadVector(arena, (852224 +% ((((j480 *% 6400) +% ((ty481 *% 2) *% 640)) +% (((tx482 *% 2) +% 2) *% 64)) +% (cv483 *% 8)))) - loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 2) *% 640)) +% (((tx482 *% 2) +% 2) *% 64)) +% (cv483 *% 8)))))
-            let w493 = (loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 1) *% 640)) +% (((tx482 *% 2) +% 2) *% 64)) +% (cv483 *% 8)))) + loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 2) *% 640)) +% (((tx482 *% 2) +% 2) *% 64)) +% (cv483 *% 8)))))
-            let w494 = (loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 2) *% 640)) +% (((tx482 *% 2) +% 2) *% 64)) +% (cv483 *% 8)))) - loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 1) *% 640)) +% (((tx482 *% 2) +% 2) *% 64)) +% (cv483 *% 8)))))
-            let w495 = (loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 1) *% 640)) +% (((tx482 *% 2) +% 2) *% 64)) +% (cv483 *% 8)))) - loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 3) *% 640)) +% (((tx482 *% 2) +% 2) *% 64)) +% (cv483 *% 8)))))
-            let w496 = (loadVector(arena, (852224 +% ((((j480 *% 6400) +% ((ty481 *% 2) *% 640)) +% (((tx482 *% 2) +% 3) *% 64)) +% (cv483 *% 8)))) - loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 2) *% 640)) +% (((tx482 *% 2) +% 3) *% 64)) +% (cv483 *% 8)))))
-            let w497 = (loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 1) *% 640)) +% (((tx482 *% 2) +% 3) *% 64)) +% (cv483 *% 8)))) + loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 2) *% 640)) +% (((tx482 *% 2) +% 3) *% 64)) +% (cv483 *% 8)))))
-            let w498 = (loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 2) *% 640)) +% (((tx482 *% 2) +% 3) *% 64)) +% (cv483 *% 8)))) - loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 1) *% 640)) +% (((tx482 *% 2) +% 3) *% 64)) +% (cv483 *% 8)))))
-            let w499 = (loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 1) *% 640)) +% (((tx482 *% 2) +% 3) *% 64)) +% (cv483 *% 8)))) - loadVector(arena, (852224 +% ((((j480 *% 6400) +% (((ty481 *% 2) +% 3) *% 640)) +% (((tx482 *% 2) +% 3) *% 64)) +% (cv483 *% 8)))))
-            let w500 = (w484 - w492)
-            let w501 = (w488 + w492)
-            let w502 = (w492 - w488)
-            let w503 = (w488 - w496)
-            let w504 = (w485 - w493)
-            let w505 = (w489 + w493)
-            let w506 = (w493 - w489)
-            let w507 = (w489 - w497)
-            let w508 = (w486 - w494)
-            let w509 = (w490 + w494)
-            let w510 = (w494 - w490)
-            let w511 = (w490 - w498)
-            let w512 = (w487 - w495)
-            let w513 = (w491 + w495)
-            let w514 = (w495 - w491)
-            let w515 = (w491 - w499)
-            storeVector(arena, ((858624 +% ((((j480 *% 16) +% (ty481 *% 4)) +% tx482) *% 64)) +% (cv483 *% 8)), w500)
-            storeVector(arena, ((859648 +% ((((j480 *% 16) +% (ty481 *% 4)) +% tx482) *% 64)) +% (cv483 *% 8)), w501)
-            storeVector(arena, ((860672 +% ((((j480 *% 16) +% (ty481 *% 4)) +% tx482) *% 64)) +% (cv483 *% 8)), w502)
-            storeVector(arena, ((861696 +% ((((j480 *% 16) +% (ty481 *% 4)) +% tx482) *% 64)) +% (cv483 *% 8)), w503)
-            storeVector(arena, ((862720 +% ((((j480 *% 16) +% (ty481 *% 4)) +% tx482) *% 64)) +% (cv483 *% 8)), w504)
-            storeVector(arena, ((863744 +% ((((j480 *% 16) +% (ty481 *% 4)) +% tx482) *% 64)) +% (cv483 *% 8)), w505)
-            storeVector(arena, ((864768 +% ((((j480 *% 16) +% (ty481 *% 4)) +% tx482) *% 64)) +% (cv483 *% 8)), w506)
-            storeVector(arena, ((865792 +% ((((j480 *% 16) +% (ty481 *% 4)) +% tx482) *% 64)) +% (cv483 *% 8)), w507)
-            storeVector(arena, ((866816 +% ((((j480 *% 16) +% (ty481 *% 4)) +% tx482) *% 64)) +% (cv483 *% 8)), w508)
-            storeVector(arena, ((867840 +% ((((j480 *% 16) +% (ty481 *% 4)) +% tx482) *% 64)) +% (cv483 *% 8)), w509)
-            storeVector(arena, ((868864 +% ((((j480 *% 16) +% (ty481 *% 4)) +% tx482) *% 64)) +% (cv483 *% 8)), w510)
-            storeVector(arena, ((869888 +% ((((j480 *% 16) +% (ty481 *% 4)) +% tx482) *% 64)) +% (cv483 *% 8)), w511)
-            storeVector(arena, ((870912 +% ((((j480 *% 16) +% (ty481 *% 4)) +% tx482) *% 64)) +% (cv483 *% 8)), w512)
-            storeVector(arena, ((871936 +% ((((j480 *% 16) +% (ty481 *% 4)) +% tx482) *% 64)) +% (cv483 *% 8)), w513)
-            storeVector(arena, ((872960 +% ((((j480 *% 16) +% (ty481 *% 4)) +% tx482) *% 64)) +% (cv483 *% 8)), w514)
-            storeVector(arena, ((873984 +% ((((j480 *% 16) +% (ty481 *% 4)) +% tx482) *% 64)) +% (cv483 *% 8)), w515)
+    for j473 in 0..<1 {
+      for ty474 in 0..<4 {
+        for tx475 in 0..<4 {
+          for cv476 in 0..<8 {
+            let w477 = (loadVector(arena, (852224 +% ((((j473 *% 6400) +% ((ty474 *% 2) *% 640)) +% ((tx475 *% 2) *% 64)) +% (cv476 *% 8)))) - loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 2) *% 640)) +% ((tx475 *% 2) *% 64)) +% (cv476 *% 8)))))
+            let w478 = (loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 1) *% 640)) +% ((tx475 *% 2) *% 64)) +% (cv476 *% 8)))) + loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 2) *% 640)) +% ((tx475 *% 2) *% 64)) +% (cv476 *% 8)))))
+            let w479 = (loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 2) *% 640)) +% ((tx475 *% 2) *% 64)) +% (cv476 *% 8)))) - loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 1) *% 640)) +% ((tx475 *% 2) *% 64)) +% (cv476 *% 8)))))
+            let w480 = (loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 1) *% 640)) +% ((tx475 *% 2) *% 64)) +% (cv476 *% 8)))) - loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 3) *% 640)) +% ((tx475 *% 2) *% 64)) +% (cv476 *% 8)))))
+            let w481 = (loadVector(arena, (852224 +% ((((j473 *% 6400) +% ((ty474 *% 2) *% 640)) +% (((tx475 *% 2) +% 1) *% 64)) +% (cv476 *% 8)))) - loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 2) *% 640)) +% (((tx475 *% 2) +% 1) *% 64)) +% (cv476 *% 8)))))
+            let w482 = (loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 1) *% 640)) +% (((tx475 *% 2) +% 1) *% 64)) +% (cv476 *% 8)))) + loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 2) *% 640)) +% (((tx475 *% 2) +% 1) *% 64)) +% (cv476 *% 8)))))
+            let w483 = (loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 2) *% 640)) +% (((tx475 *% 2) +% 1) *% 64)) +% (cv476 *% 8)))) - loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 1) *% 640)) +% (((tx475 *% 2) +% 1) *% 64)) +% (cv476 *% 8)))))
+            let w484 = (loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 1) *% 640)) +% (((tx475 *% 2) +% 1) *% 64)) +% (cv476 *% 8)))) - loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 3) *% 640)) +% (((tx475 *% 2) +% 1) *% 64)) +% (cv476 *% 8)))))
+            let w485 = (loadVector(arena, (852224 +% ((((j473 *% 6400) +% ((ty474 *% 2) *% 640)) +% (((tx475 *% 2) +% 2) *% 64)) +% (cv476 *% 8)))) - loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 2) *% 640)) +% (((tx475 *% 2) +% 2) *% 64)) +% (cv476 *% 8)))))
+            let w486 = (loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 1) *% 640)) +% (((tx475 *% 2) +% 2) *% 64)) +% (cv476 *% 8)))) + loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 2) *% 640)) +% (((tx475 *% 2) +% 2) *% 64)) +% (cv476 *% 8)))))
+            let w487 = (loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 2) *% 640)) +% (((tx475 *% 2) +% 2) *% 64)) +% (cv476 *% 8)))) - loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 1) *% 640)) +% (((tx475 *% 2) +% 2) *% 64)) +% (cv476 *% 8)))))
+            let w488 = (loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 1) *% 640)) +% (((tx475 *% 2) +% 2) *% 64)) +% (cv476 *% 8)))) - loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 3) *% 640)) +% (((tx475 *% 2) +% 2) *% 64)) +% (cv476 *% 8)))))
+            let w489 = (loadVector(arena, (852224 +% ((((j473 *% 6400) +% ((ty474 *% 2) *% 640)) +% (((tx475 *% 2) +% 3) *% 64)) +% (cv476 *% 8)))) - loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 2) *% 640)) +% (((tx475 *% 2) +% 3) *% 64)) +% (cv476 *% 8)))))
+            let w490 = (loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 1) *% 640)) +% (((tx475 *% 2) +% 3) *% 64)) +% (cv476 *% 8)))) + loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 2) *% 640)) +% (((tx475 *% 2) +% 3) *% 64)) +% (cv476 *% 8)))))
+            let w491 = (loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 2) *% 640)) +% (((tx475 *% 2) +% 3) *% 64)) +% (cv476 *% 8)))) - loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 1) *% 640)) +% (((tx475 *% 2) +% 3) *% 64)) +% (cv476 *% 8)))))
+            let w492 = (loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 1) *% 640)) +% (((tx475 *% 2) +% 3) *% 64)) +% (cv476 *% 8)))) - loadVector(arena, (852224 +% ((((j473 *% 6400) +% (((ty474 *% 2) +% 3) *% 640)) +% (((tx475 *% 2) +% 3) *% 64)) +% (cv476 *% 8)))))
+            let w493 = (w477 - w485)
+            let w494 = (w481 + w485)
+            let w495 = (w485 - w481)
+            let w496 = (w481 - w489)
+            let w497 = (w478 - w486)
+            let w498 = (w482 + w486)
+            let w499 = (w486 - w482)
+            let w500 = (w482 - w490)
+            let w501 = (w479 - w487)
+            let w502 = (w483 + w487)
+            let w503 = (w487 - w483)
+            let w504 = (w483 - w491)
+            let w505 = (w480 - w488)
+            let w506 = (w484 + w488)
+            let w507 = (w488 - w484)
+            let w508 = (w484 - w492)
+            storeVector(arena, ((858624 +% ((((j473 *% 16) +% (ty474 *% 4)) +% tx475) *% 64)) +% (cv476 *% 8)), w493)
+            storeVector(arena, ((859648 +% ((((j473 *% 16) +% (ty474 *% 4)) +% tx475) *% 64)) +% (cv476 *% 8)), w494)
+            storeVector(arena, ((860672 +% ((((j473 *% 16) +% (ty474 *% 4)) +% tx475) *% 64)) +% (cv476 *% 8)), w495)
+            storeVector(arena, ((861696 +% ((((j473 *% 16) +% (ty474 *% 4)) +% tx475) *% 64)) +% (cv476 *% 8)), w496)
+            storeVector(arena, ((862720 +% ((((j473 *% 16) +% (ty474 *% 4)) +% tx475) *% 64)) +% (cv476 *% 8)), w497)
+            storeVector(arena, ((863744 +% ((((j473 *% 16) +% (ty474 *% 4)) +% tx475) *% 64)) +% (cv476 *% 8)), w498)
+            storeVector(arena, ((864768 +% ((((j473 *% 16) +% (ty474 *% 4)) +% tx475) *% 64)) +% (cv476 *% 8)), w499)
+            storeVector(arena, ((865792 +% ((((j473 *% 16) +% (ty474 *% 4)) +% tx475) *% 64)) +% (cv476 *% 8)), w500)
+            storeVector(arena, ((866816 +% ((((j473 *% 16) +% (ty474 *% 4)) +% tx475) *% 64)) +% (cv476 *% 8)), w501)
+            storeVector(arena, ((867840 +% ((((j473 *% 16) +% (ty474 *% 4)) +% tx475) *% 64)) +% (cv476 *% 8)), w502)
+            storeVector(arena, ((868864 +% ((((j473 *% 16) +% (ty474 *% 4)) +% tx475) *% 64)) +% (cv476 *% 8)), w503)
+            storeVector(arena, ((869888 +% ((((j473 *% 16) +% (ty474 *% 4)) +% tx475) *% 64)) +% (cv476 *% 8)), w504)
+            storeVector(arena, ((870912 +% ((((j473 *% 16) +% (ty474 *% 4)) +% tx475) *% 64)) +% (cv476 *% 8)), w505)
+            storeVector(arena, ((871936 +% ((((j473 *% 16) +% (ty474 *% 4)) +% tx475) *% 64)) +% (cv476 *% 8)), w506)
+            storeVector(arena, ((872960 +% ((((j473 *% 16) +% (ty474 *% 4)) +% tx475) *% 64)) +% (cv476 *% 8)), w507)
+            storeVector(arena, ((873984 +% ((((j473 *% 16) +% (ty474 *% 4)) +% tx475) *% 64)) +% (cv476 *% 8)), w508)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part516 in
-      for xi517 in 0..<16 {
-        do {  // gemm524
-          for nb518 in 0..<2 {
-            for mb519 in 0..<2 {
-              var t520_c0_0 = Vector()
-              var t520_c0_1 = Vector()
-              var t520_c1_0 = Vector()
-              var t520_c1_1 = Vector()
-              var t520_c2_0 = Vector()
-              var t520_c2_1 = Vector()
-              var t520_c3_0 = Vector()
-              var t520_c3_1 = Vector()
-              var t520_c4_0 = Vector()
-              var t520_c4_1 = Vector()
-              var t520_c5_0 = Vector()
-              var t520_c5_1 = Vector()
-              for k521 in 0..<64 {
-                let t520_b0 = loadVector(arena, ((((3356768 +% (xi517 *% 4096)) +% (part516 *% 32)) +% (k521 *% 64)) +% (nb518 *% 16)))
-                let t520_b1 = loadVector(arena, (((((3356768 +% (xi517 *% 4096)) +% (part516 *% 32)) +% (k521 *% 64)) +% (nb518 *% 16)) +% 8))
-                let t520_a0 = Vector(repeating: arena[(((858624 +% (xi517 *% 1024)) +% ((mb519 *% 6) *% 64)) +% k521)])
-                t520_c0_0 = t520_c0_0.addingProduct(t520_a0, t520_b0)
-                t520_c0_1 = t520_c0_1.addingProduct(t520_a0, t520_b1)
-                let t520_a1 = Vector(repeating: arena[(((858624 +% (xi517 *% 1024)) +% (((mb519 *% 6) +% 1) *% 64)) +% k521)])
-                t520_c1_0 = t520_c1_0.addingProduct(t520_a1, t520_b0)
-                t520_c1_1 = t520_c1_1.addingProduct(t520_a1, t520_b1)
-                let t520_a2 = Vector(repeating: arena[(((858624 +% (xi517 *% 1024)) +% (((mb519 *% 6) +% 2) *% 64)) +% k521)])
-                t520_c2_0 = t520_c2_0.addingProduct(t520_a2, t520_b0)
-                t520_c2_1 = t520_c2_1.addingProduct(t520_a2, t520_b1)
-                let t520_a3 = Vector(repeating: arena[(((858624 +% (xi517 *% 1024)) +% (((mb519 *% 6) +% 3) *% 64)) +% k521)])
-                t520_c3_0 = t520_c3_0.addingProduct(t520_a3, t520_b0)
-                t520_c3_1 = t520_c3_1.addingProduct(t520_a3, t520_b1)
-                let t520_a4 = Vector(repeating: arena[(((858624 +% (xi517 *% 1024)) +% (((mb519 *% 6) +% 4) *% 64)) +% k521)])
-                t520_c4_0 = t520_c4_0.addingProduct(t520_a4, t520_b0)
-                t520_c4_1 = t520_c4_1.addingProduct(t520_a4, t520_b1)
-                let t520_a5 = Vector(repeating: arena[(((858624 +% (xi517 *% 1024)) +% (((mb519 *% 6) +% 5) *% 64)) +% k521)])
-                t520_c5_0 = t520_c5_0.addingProduct(t520_a5, t520_b0)
-                t520_c5_1 = t520_c5_1.addingProduct(t520_a5, t520_b1)
+    parallelFor(pool, 2) { part509 in
+      for xi510 in 0..<16 {
+        do {  // gemm517
+          for nb511 in 0..<2 {
+            for mb512 in 0..<2 {
+              var t513_c0_0 = Vector()
+              var t513_c0_1 = Vector()
+              var t513_c1_0 = Vector()
+              var t513_c1_1 = Vector()
+              var t513_c2_0 = Vector()
+              var t513_c2_1 = Vector()
+              var t513_c3_0 = Vector()
+              var t513_c3_1 = Vector()
+              var t513_c4_0 = Vector()
+              var t513_c4_1 = Vector()
+              var t513_c5_0 = Vector()
+              var t513_c5_1 = Vector()
+              for k514 in 0..<64 {
+                let t513_b0 = loadVector(arena, ((((3356768 +% (xi510 *% 4096)) +% (part509 *% 32)) +% (k514 *% 64)) +% (nb511 *% 16)))
+                let t513_b1 = loadVector(arena, (((((3356768 +% (xi510 *% 4096)) +% (part509 *% 32)) +% (k514 *% 64)) +% (nb511 *% 16)) +% 8))
+                let t513_a0 = Vector(repeating: arena[(((858624 +% (xi510 *% 1024)) +% ((mb512 *% 6) *% 64)) +% k514)])
+                t513_c0_0 = t513_c0_0.addingProduct(t513_a0, t513_b0)
+                t513_c0_1 = t513_c0_1.addingProduct(t513_a0, t513_b1)
+                let t513_a1 = Vector(repeating: arena[(((858624 +% (xi510 *% 1024)) +% (((mb512 *% 6) +% 1) *% 64)) +% k514)])
+                t513_c1_0 = t513_c1_0.addingProduct(t513_a1, t513_b0)
+                t513_c1_1 = t513_c1_1.addingProduct(t513_a1, t513_b1)
+                let t513_a2 = Vector(repeating: arena[(((858624 +% (xi510 *% 1024)) +% (((mb512 *% 6) +% 2) *% 64)) +% k514)])
+                t513_c2_0 = t513_c2_0.addingProduct(t513_a2, t513_b0)
+                t513_c2_1 = t513_c2_1.addingProduct(t513_a2, t513_b1)
+                let t513_a3 = Vector(repeating: arena[(((858624 +% (xi510 *% 1024)) +% (((mb512 *% 6) +% 3) *% 64)) +% k514)])
+                t513_c3_0 = t513_c3_0.addingProduct(t513_a3, t513_b0)
+                t513_c3_1 = t513_c3_1.addingProduct(t513_a3, t513_b1)
+                let t513_a4 = Vector(repeating: arena[(((858624 +% (xi510 *% 1024)) +% (((mb512 *% 6) +% 4) *% 64)) +% k514)])
+                t513_c4_0 = t513_c4_0.addingProduct(t513_a4, t513_b0)
+                t513_c4_1 = t513_c4_1.addingProduct(t513_a4, t513_b1)
+                let t513_a5 = Vector(repeating: arena[(((858624 +% (xi510 *% 1024)) +% (((mb512 *% 6) +% 5) *% 64)) +% k514)])
+                t513_c5_0 = t513_c5_0.addingProduct(t513_a5, t513_b0)
+                t513_c5_1 = t513_c5_1.addingProduct(t513_a5, t513_b1)
               }
-              storeVector(arena, ((((875008 +% (xi517 *% 1024)) +% (part516 *% 32)) +% ((mb519 *% 6) *% 64)) +% (nb518 *% 16)), t520_c0_0)
-              storeVector(arena, (((((875008 +% (xi517 *% 1024)) +% (part516 *% 32)) +% ((mb519 *% 6) *% 64)) +% (nb518 *% 16)) +% 8), t520_c0_1)
-              storeVector(arena, ((((875008 +% (xi517 *% 1024)) +% (part516 *% 32)) +% (((mb519 *% 6) +% 1) *% 64)) +% (nb518 *% 16)), t520_c1_0)
-              storeVector(arena, (((((875008 +% (xi517 *% 1024)) +% (part516 *% 32)) +% (((mb519 *% 6) +% 1) *% 64)) +% (nb518 *% 16)) +% 8), t520_c1_1)
-              storeVector(arena, ((((875008 +% (xi517 *% 1024)) +% (part516 *% 32)) +% (((mb519 *% 6) +% 2) *% 64)) +% (nb518 *% 16)), t520_c2_0)
-              storeVector(arena, (((((875008 +% (xi517 *% 1024)) +% (part516 *% 32)) +% (((mb519 *% 6) +% 2) *% 64)) +% (nb518 *% 16)) +% 8), t520_c2_1)
-              storeVector(arena, ((((875008 +% (xi517 *% 1024)) +% (part516 *% 32)) +% (((mb519 *% 6) +% 3) *% 64)) +% (nb518 *% 16)), t520_c3_0)
-              storeVector(arena, (((((875008 +% (xi517 *% 1024)) +% (part516 *% 32)) +% (((mb519 *% 6) +% 3) *% 64)) +% (nb518 *% 16)) +% 8), t520_c3_1)
-              storeVector(arena, ((((875008 +% (xi517 *% 1024)) +% (part516 *% 32)) +% (((mb519 *% 6) +% 4) *% 64)) +% (nb518 *% 16)), t520_c4_0)
-              storeVector(arena, (((((875008 +% (xi517 *% 1024)) +% (part516 *% 32)) +% (((mb519 *% 6) +% 4) *% 64)) +% (nb518 *% 16)) +% 8), t520_c4_1)
-              storeVector(arena, ((((875008 +% (xi517 *% 1024)) +% (part516 *% 32)) +% (((mb519 *% 6) +% 5) *% 64)) +% (nb518 *% 16)), t520_c5_0)
-              storeVector(arena, (((((875008 +% (xi517 *% 1024)) +% (part516 *% 32)) +% (((mb519 *% 6) +% 5) *% 64)) +% (nb518 *% 16)) +% 8), t520_c5_1)
+              storeVector(arena, ((((875008 +% (xi510 *% 1024)) +% (part509 *% 32)) +% ((mb512 *% 6) *% 64)) +% (nb511 *% 16)), t513_c0_0)
+              storeVector(arena, (((((875008 +% (xi510 *% 1024)) +% (part509 *% 32)) +% ((mb512 *% 6) *% 64)) +% (nb511 *% 16)) +% 8), t513_c0_1)
+              storeVector(arena, ((((875008 +% (xi510 *% 1024)) +% (part509 *% 32)) +% (((mb512 *% 6) +% 1) *% 64)) +% (nb511 *% 16)), t513_c1_0)
+              storeVector(arena, (((((875008 +% (xi510 *% 1024)) +% (part509 *% 32)) +% (((mb512 *% 6) +% 1) *% 64)) +% (nb511 *% 16)) +% 8), t513_c1_1)
+              storeVector(arena, ((((875008 +% (xi510 *% 1024)) +% (part509 *% 32)) +% (((mb512 *% 6) +% 2) *% 64)) +% (nb511 *% 16)), t513_c2_0)
+              storeVector(arena, (((((875008 +% (xi510 *% 1024)) +% (part509 *% 32)) +% (((mb512 *% 6) +% 2) *% 64)) +% (nb511 *% 16)) +% 8), t513_c2_1)
+              storeVector(arena, ((((875008 +% (xi510 *% 1024)) +% (part509 *% 32)) +% (((mb512 *% 6) +% 3) *% 64)) +% (nb511 *% 16)), t513_c3_0)
+              storeVector(arena, (((((875008 +% (xi510 *% 1024)) +% (part509 *% 32)) +% (((mb512 *% 6) +% 3) *% 64)) +% (nb511 *% 16)) +% 8), t513_c3_1)
+              storeVector(arena, ((((875008 +% (xi510 *% 1024)) +% (part509 *% 32)) +% (((mb512 *% 6) +% 4) *% 64)) +% (nb511 *% 16)), t513_c4_0)
+              storeVector(arena, (((((875008 +% (xi510 *% 1024)) +% (part509 *% 32)) +% (((mb512 *% 6) +% 4) *% 64)) +% (nb511 *% 16)) +% 8), t513_c4_1)
+              storeVector(arena, ((((875008 +% (xi510 *% 1024)) +% (part509 *% 32)) +% (((mb512 *% 6) +% 5) *% 64)) +% (nb511 *% 16)), t513_c5_0)
+              storeVector(arena, (((((875008 +% (xi510 *% 1024)) +% (part509 *% 32)) +% (((mb512 *% 6) +% 5) *% 64)) +% (nb511 *% 16)) +% 8), t513_c5_1)
             }
-            var t522_c0_0 = Vector()
-            var t522_c0_1 = Vector()
-            var t522_c1_0 = Vector()
-            var t522_c1_1 = Vector()
-            var t522_c2_0 = Vector()
-            var t522_c2_1 = Vector()
-            var t522_c3_0 = Vector()
-            var t522_c3_1 = Vector()
-            for k523 in 0..<64 {
-              let t522_b0 = loadVector(arena, ((((3356768 +% (xi517 *% 4096)) +% (part516 *% 32)) +% (k523 *% 64)) +% (nb518 *% 16)))
-              let t522_b1 = loadVector(arena, (((((3356768 +% (xi517 *% 4096)) +% (part516 *% 32)) +% (k523 *% 64)) +% (nb518 *% 16)) +% 8))
-              let t522_a0 = Vector(repeating: arena[(((858624 +% (xi517 *% 1024)) +% 768) +% k523)])
-              t522_c0_0 = t522_c0_0.addingProduct(t522_a0, t522_b0)
-              t522_c0_1 = t522_c0_1.addingProduct(t522_a0, t522_b1)
-              let t522_a1 = Vector(repeating: arena[(((858624 +% (xi517 *% 1024)) +% 832) +% k523)])
-              t522_c1_0 = t522_c1_0.addingProduct(t522_a1, t522_b0)
-              t522_c1_1 = t522_c1_1.addingProduct(t522_a1, t522_b1)
-              let t522_a2 = Vector(repeating: arena[(((858624 +% (xi517 *% 1024)) +% 896) +% k523)])
-              t522_c2_0 = t522_c2_0.addingProduct(t522_a2, t522_b0)
-              t522_c2_1 = t522_c2_1.addingProduct(t522_a2, t522_b1)
-              let t522_a3 = Vector(repeating: arena[(((858624 +% (xi517 *% 1024)) +% 960) +% k523)])
-              t522_c3_0 = t522_c3_0.addingProduct(t522_a3, t522_b0)
-              t522_c3_1 = t522_c3_1.addingProduct(t522_a3, t522_b1)
+            var t515_c0_0 = Vector()
+            var t515_c0_1 = Vector()
+            var t515_c1_0 = Vector()
+            var t515_c1_1 = Vector()
+            var t515_c2_0 = Vector()
+            var t515_c2_1 = Vector()
+            var t515_c3_0 = Vector()
+            var t515_c3_1 = Vector()
+            for k516 in 0..<64 {
+              let t515_b0 = loadVector(arena, ((((3356768 +% (xi510 *% 4096)) +% (part509 *% 32)) +% (k516 *% 64)) +% (nb511 *% 16)))
+              let t515_b1 = loadVector(arena, (((((3356768 +% (xi510 *% 4096)) +% (part509 *% 32)) +% (k516 *% 64)) +% (nb511 *% 16)) +% 8))
+              let t515_a0 = Vector(repeating: arena[(((858624 +% (xi510 *% 1024)) +% 768) +% k516)])
+              t515_c0_0 = t515_c0_0.addingProduct(t515_a0, t515_b0)
+              t515_c0_1 = t515_c0_1.addingProduct(t515_a0, t515_b1)
+              let t515_a1 = Vector(repeating: arena[(((858624 +% (xi510 *% 1024)) +% 832) +% k516)])
+              t515_c1_0 = t515_c1_0.addingProduct(t515_a1, t515_b0)
+              t515_c1_1 = t515_c1_1.addingProduct(t515_a1, t515_b1)
+              let t515_a2 = Vector(repeating: arena[(((858624 +% (xi510 *% 1024)) +% 896) +% k516)])
+              t515_c2_0 = t515_c2_0.addingProduct(t515_a2, t515_b0)
+              t515_c2_1 = t515_c2_1.addingProduct(t515_a2, t515_b1)
+              let t515_a3 = Vector(repeating: arena[(((858624 +% (xi510 *% 1024)) +% 960) +% k516)])
+              t515_c3_0 = t515_c3_0.addingProduct(t515_a3, t515_b0)
+              t515_c3_1 = t515_c3_1.addingProduct(t515_a3, t515_b1)
             }
-            storeVector(arena, ((((875008 +% (xi517 *% 1024)) +% (part516 *% 32)) +% 768) +% (nb518 *% 16)), t522_c0_0)
-            storeVector(arena, (((((875008 +% (xi517 *% 1024)) +% (part516 *% 32)) +% 768) +% (nb518 *% 16)) +% 8), t522_c0_1)
-            storeVector(arena, ((((875008 +% (xi517 *% 1024)) +% (part516 *% 32)) +% 832) +% (nb518 *% 16)), t522_c1_0)
-            storeVector(arena, (((((875008 +% (xi517 *% 1024)) +% (part516 *% 32)) +% 832) +% (nb518 *% 16)) +% 8), t522_c1_1)
-            storeVector(arena, ((((875008 +% (xi517 *% 1024)) +% (part516 *% 32)) +% 896) +% (nb518 *% 16)), t522_c2_0)
-            storeVector(arena, (((((875008 +% (xi517 *% 1024)) +% (part516 *% 32)) +% 896) +% (nb518 *% 16)) +% 8), t522_c2_1)
-            storeVector(arena, ((((875008 +% (xi517 *% 1024)) +% (part516 *% 32)) +% 960) +% (nb518 *% 16)), t522_c3_0)
-            storeVector(arena, (((((875008 +% (xi517 *% 1024)) +% (part516 *% 32)) +% 960) +% (nb518 *% 16)) +% 8), t522_c3_1)
+            storeVector(arena, ((((875008 +% (xi510 *% 1024)) +% (part509 *% 32)) +% 768) +% (nb511 *% 16)), t515_c0_0)
+            storeVector(arena, (((((875008 +% (xi510 *% 1024)) +% (part509 *% 32)) +% 768) +% (nb511 *% 16)) +% 8), t515_c0_1)
+            storeVector(arena, ((((875008 +% (xi510 *% 1024)) +% (part509 *% 32)) +% 832) +% (nb511 *% 16)), t515_c1_0)
+            storeVector(arena, (((((875008 +% (xi510 *% 1024)) +% (part509 *% 32)) +% 832) +% (nb511 *% 16)) +% 8), t515_c1_1)
+            storeVector(arena, ((((875008 +% (xi510 *% 1024)) +% (part509 *% 32)) +% 896) +% (nb511 *% 16)), t515_c2_0)
+            storeVector(arena, (((((875008 +% (xi510 *% 1024)) +% (part509 *% 32)) +% 896) +% (nb511 *% 16)) +% 8), t515_c2_1)
+            storeVector(arena, ((((875008 +% (xi510 *% 1024)) +% (part509 *% 32)) +% 960) +% (nb511 *% 16)), t515_c3_0)
+            storeVector(arena, (((((875008 +% (xi510 *% 1024)) +% (part509 *% 32)) +% 960) +% (nb511 *% 16)) +% 8), t515_c3_1)
           }
         }
       }
-      for j525 in 0..<1 {
-        for ty526 in 0..<4 {
-          for tx527 in 0..<4 {
-            for cv528 in 0..<4 {
-              let w529 = ((loadVector(arena, ((875008 +% ((((j525 *% 16) +% (ty526 *% 4)) +% tx527) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8)))) + loadVector(arena, ((879104 +% ((((j525 *% 16) +% (ty526 *% 4)) +% tx527) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8))))) + loadVector(arena, ((883200 +% ((((j525 *% 16) +% (ty526 *% 4)) +% tx527) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8)))))
-              let w530 = ((loadVector(arena, ((879104 +% ((((j525 *% 16) +% (ty526 *% 4)) +% tx527) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8)))) - loadVector(arena, ((883200 +% ((((j525 *% 16) +% (ty526 *% 4)) +% tx527) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8))))) - loadVector(arena, ((887296 +% ((((j525 *% 16) +% (ty526 *% 4)) +% tx527) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8)))))
-              let w531 = ((loadVector(arena, ((876032 +% ((((j525 *% 16) +% (ty526 *% 4)) +% tx527) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8)))) + loadVector(arena, ((880128 +% ((((j525 *% 16) +% (ty526 *% 4)) +% tx527) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8))))) + loadVector(arena, ((884224 +% ((((j525 *% 16) +% (ty526 *% 4)) +% tx527) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8)))))
-              let w532 = ((loadVector(arena, ((880128 +% ((((j525 *% 16) +% (ty526 *% 4)) +% tx527) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8)))) - loadVector(arena, ((884224 +% ((((j525 *% 16) +% (ty526 *% 4)) +% tx527) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8))))) - loadVector(arena, ((888320 +% ((((j525 *% 16) +% (ty526 *% 4)) +% tx527) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8)))))
-              let w533 = ((loadVector(arena, ((877056 +% ((((j525 *% 16) +% (ty526 *% 4)) +% tx527) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8)))) + loadVector(arena, ((881152 +% ((((j525 *% 16) +% (ty526 *% 4)) +% tx527) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8))))) + loadVector(arena, ((885248 +% ((((j525 *% 16) +% (ty526 *% 4)) +% tx527) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8)))))
-              let w534 = ((loadVector(arena, ((881152 +% ((((j525 *% 16) +% (ty526 *% 4)) +% tx527) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8)))) - loadVector(arena, ((885248 +% ((((j525 *% 16) +% (ty526 *% 4)) +% tx527) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8))))) - loadVector(arena, ((889344 +% ((((j525 *% 16) +% (ty526 *% 4)) +% tx527) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8)))))
-              let w535 = ((loadVector(arena, ((878080 +% ((((j525 *% 16) +% (ty526 *% 4)) +% tx527) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8)))) + loadVector(arena, ((882176 +% ((((j525 *% 16) +% (ty526 *% 4)) +% tx527) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8))))) + loadVector(arena, ((886272 +% ((((j525 *% 16) +% (ty526 *% 4)) +% tx527) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8)))))
-              let w536 = ((loadVector(arena, ((882176 +% ((((j525 *% 16) +% (ty526 *% 4)) +% tx527) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8)))) - loadVector(arena, ((886272 +% ((((j525 *% 16) +% (ty526 *% 4)) +% tx527) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8))))) - loadVector(arena, ((890368 +% ((((j525 *% 16) +% (ty526 *% 4)) +% tx527) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8)))))
-              let w537 = ((w529 + w531) + w533)
-              let w538 = ((w531 - w533) - w535)
-              let w539 = ((w530 + w532) + w534)
-              let w540 = ((w532 - w534) - w536)
-              storeVector(arena, ((891392 +% (((((j525 *% 8) +% (ty526 *% 2)) *% 8) +% (tx527 *% 2)) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8))), ((w537 * loadVector(arena, ((part516 *% 32) +% (cv528 *% 8)))) + loadVector(arena, (64 +% ((part516 *% 32) +% (cv528 *% 8))))))
-              storeVector(arena, ((891392 +% ((((((j525 *% 8) +% (ty526 *% 2)) *% 8) +% (tx527 *% 2)) +% 1) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8))), ((w538 * loadVector(arena, ((part516 *% 32) +% (cv528 *% 8)))) + loadVector(arena, (64 +% ((part516 *% 32) +% (cv528 *% 8))))))
-              storeVector(arena, ((891392 +% ((((((j525 *% 8) +% (ty526 *% 2)) +% 1) *% 8) +% (tx527 *% 2)) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8))), ((w539 * loadVector(arena, ((part516 *% 32) +% (cv528 *% 8)))) + loadVector(arena, (64 +% ((part516 *% 32) +% (cv528 *% 8))))))
-              storeVector(arena, ((891392 +% (((((((j525 *% 8) +% (ty526 *% 2)) +% 1) *% 8) +% (tx527 *% 2)) +% 1) *% 64)) +% ((part516 *% 32) +% (cv528 *% 8))), ((w540 * loadVector(arena, ((part516 *% 32) +% (cv528 *% 8)))) + loadVector(arena, (64 +% ((part516 *% 32) +% (cv528 *% 8))))))
+      for j518 in 0..<1 {
+        for ty519 in 0..<4 {
+          for tx520 in 0..<4 {
+            for cv521 in 0..<4 {
+              let w522 = ((loadVector(arena, ((875008 +% ((((j518 *% 16) +% (ty519 *% 4)) +% tx520) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8)))) + loadVector(arena, ((879104 +% ((((j518 *% 16) +% (ty519 *% 4)) +% tx520) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8))))) + loadVector(arena, ((883200 +% ((((j518 *% 16) +% (ty519 *% 4)) +% tx520) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8)))))
+              let w523 = ((loadVector(arena, ((879104 +% ((((j518 *% 16) +% (ty519 *% 4)) +% tx520) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8)))) - loadVector(arena, ((883200 +% ((((j518 *% 16) +% (ty519 *% 4)) +% tx520) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8))))) - loadVector(arena, ((887296 +% ((((j518 *% 16) +% (ty519 *% 4)) +% tx520) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8)))))
+              let w524 = ((loadVector(arena, ((876032 +% ((((j518 *% 16) +% (ty519 *% 4)) +% tx520) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8)))) + loadVector(arena, ((880128 +% ((((j518 *% 16) +% (ty519 *% 4)) +% tx520) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8))))) + loadVector(arena, ((884224 +% ((((j518 *% 16) +% (ty519 *% 4)) +% tx520) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8)))))
+              let w525 = ((loadVector(arena, ((880128 +% ((((j518 *% 16) +% (ty519 *% 4)) +% tx520) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8)))) - loadVector(arena, ((884224 +% ((((j518 *% 16) +% (ty519 *% 4)) +% tx520) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8))))) - loadVector(arena, ((888320 +% ((((j518 *% 16) +% (ty519 *% 4)) +% tx520) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8)))))
+              let w526 = ((loadVector(arena, ((877056 +% ((((j518 *% 16) +% (ty519 *% 4)) +% tx520) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8)))) + loadVector(arena, ((881152 +% ((((j518 *% 16) +% (ty519 *% 4)) +% tx520) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8))))) + loadVector(arena, ((885248 +% ((((j518 *% 16) +% (ty519 *% 4)) +% tx520) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8)))))
+              let w527 = ((loadVector(arena, ((881152 +% ((((j518 *% 16) +% (ty519 *% 4)) +% tx520) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8)))) - loadVector(arena, ((885248 +% ((((j518 *% 16) +% (ty519 *% 4)) +% tx520) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8))))) - loadVector(arena, ((889344 +% ((((j518 *% 16) +% (ty519 *% 4)) +% tx520) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8)))))
+              let w528 = ((loadVector(arena, ((878080 +% ((((j518 *% 16) +% (ty519 *% 4)) +% tx520) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8)))) + loadVector(arena, ((882176 +% ((((j518 *% 16) +% (ty519 *% 4)) +% tx520) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8))))) + loadVector(arena, ((886272 +% ((((j518 *% 16) +% (ty519 *% 4)) +% tx520) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8)))))
+              let w529 = ((loadVector(arena, ((882176 +% ((((j518 *% 16) +% (ty519 *% 4)) +% tx520) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8)))) - loadVector(arena, ((886272 +% ((((j518 *% 16) +% (ty519 *% 4)) +% tx520) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8))))) - loadVector(arena, ((890368 +% ((((j518 *% 16) +% (ty519 *% 4)) +% tx520) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8)))))
+              let w530 = ((w522 + w524) + w526)
+              let w531 = ((w524 - w526) - w528)
+              let w532 = ((w523 + w525) + w527)
+              let w533 = ((w525 - w527) - w529)
+              storeVector(arena, ((891392 +% (((((j518 *% 8) +% (ty519 *% 2)) *% 8) +% (tx520 *% 2)) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8))), ((w530 * loadVector(arena, ((part509 *% 32) +% (cv521 *% 8)))) + loadVector(arena, (64 +% ((part509 *% 32) +% (cv521 *% 8))))))
+              storeVector(arena, ((891392 +% ((((((j518 *% 8) +% (ty519 *% 2)) *% 8) +% (tx520 *% 2)) +% 1) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8))), ((w531 * loadVector(arena, ((part509 *% 32) +% (cv521 *% 8)))) + loadVector(arena, (64 +% ((part509 *% 32) +% (cv521 *% 8))))))
+              storeVector(arena, ((891392 +% ((((((j518 *% 8) +% (ty519 *% 2)) +% 1) *% 8) +% (tx520 *% 2)) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8))), ((w532 * loadVector(arena, ((part509 *% 32) +% (cv521 *% 8)))) + loadVector(arena, (64 +% ((part509 *% 32) +% (cv521 *% 8))))))
+              storeVector(arena, ((891392 +% (((((((j518 *% 8) +% (ty519 *% 2)) +% 1) *% 8) +% (tx520 *% 2)) +% 1) *% 64)) +% ((part509 *% 32) +% (cv521 *% 8))), ((w533 * loadVector(arena, ((part509 *% 32) +% (cv521 *% 8)))) + loadVector(arena, (64 +% ((part509 *% 32) +% (cv521 *% 8))))))
             }
           }
         }
       }
-      for j541 in 0..<1 {
-        for c542 in 0..<32 {
-          for q543 in 0..<64 {
-            arena[(524544 +% ((((g475 +% j541) *% 4096) +% (((part516 *% 32) +% c542) *% 64)) +% q543))] = ((arena[((891392 +% (((j541 *% 64) +% q543) *% 64)) +% ((part516 *% 32) +% c542))] + arena[(262400 +% ((((g475 +% j541) *% 4096) +% (((part516 *% 32) +% c542) *% 64)) +% q543))]) > Float(0) ? (arena[((891392 +% (((j541 *% 64) +% q543) *% 64)) +% ((part516 *% 32) +% c542))] + arena[(262400 +% ((((g475 +% j541) *% 4096) +% (((part516 *% 32) +% c542) *% 64)) +% q543))]) : Float(0))
+      for j534 in 0..<1 {
+        for c535 in 0..<32 {
+          for q536 in 0..<64 {
+            arena[(524544 +% ((((g468 +% j534) *% 4096) +% (((part509 *% 32) +% c535) *% 64)) +% q536))] = ((arena[((891392 +% (((j534 *% 64) +% q536) *% 64)) +% ((part509 *% 32) +% c535))] + arena[(262400 +% ((((g468 +% j534) *% 4096) +% (((part509 *% 32) +% c535) *% 64)) +% q536))]) > Float(0) ? (arena[((891392 +% (((j534 *% 64) +% q536) *% 64)) +% ((part509 *% 32) +% c535))] + arena[(262400 +% ((((g468 +% j534) *% 4096) +% (((part509 *% 32) +% c535) *% 64)) +% q536))]) : Float(0))
           }
         }
       }
     }
   }
   // gap = global_avgpool(s3_conv2)
-  parallelFor(pool, 2) { part544 in
-    for q545 in 0..<2048 {
-      var acc546 = Vector()
-      for cv547 in 0..<8 {
-        acc546 = (acc546 + loadVector(arena, ((524544 +% ((q545 +% (part544 *% 2048)) *% 64)) +% (cv547 *% 8))))
+  parallelFor(pool, 2) { part537 in
+    for q538 in 0..<2048 {
+      var acc539 = Vector()
+      for cv540 in 0..<8 {
+        acc539 = (acc539 + loadVector(arena, ((524544 +% ((q538 +% (part537 *% 2048)) *% 64)) +% (cv540 *% 8))))
       }
-      storeVector(arena, (4096 +% (part544 *% 8)), acc546)
-      var sum548: Float = (arena[(4096 +% (part544 *% 8))] + arena[((4096 +% (part544 *% 8)) +% 1)])
-      var sum549: Float = (sum548 + arena[((4096 +% (part544 *% 8)) +% 2)])
-      var sum550: Float = (sum549 + arena[((4096 +% (part544 *% 8)) +% 3)])
-      var sum551: Float = (sum550 + arena[((4096 +% (part544 *% 8)) +% 4)])
-      var sum552: Float = (sum551 + arena[((4096 +% (part544 *% 8)) +% 5)])
-      var sum553: Float = (sum552 + arena[((4096 +% (part544 *% 8)) +% 6)])
-      var sum554: Float = (sum553 + arena[((4096 +% (part544 *% 8)) +% 7)])
-      arena[(q545 +% (part544 *% 2048))] = (sum554 / Float(64))
+      storeVector(arena, (4096 +% (part537 *% 8)), acc539)
+      var sum541: Float = (arena[(4096 +% (part537 *% 8))] + arena[((4096 +% (part537 *% 8)) +% 1)])
+      var sum542: Float = (sum541 + arena[((4096 +% (part537 *% 8)) +% 2)])
+      var sum543: Float = (sum542 + arena[((4096 +% (part537 *% 8)) +% 3)])
+      var sum544: Float = (sum543 + arena[((4096 +% (part537 *% 8)) +% 4)])
+      var sum545: Float = (sum544 + arena[((4096 +% (part537 *% 8)) +% 5)])
+      var sum546: Float = (sum545 + arena[((4096 +% (part537 *% 8)) +% 6)])
+      var sum547: Float = (sum546 + arena[((4096 +% (part537 *% 8)) +% 7)])
+      arena[(q538 +% (part537 *% 2048))] = (sum547 / Float(64))
     }
   }
   // flat = flatten(gap)
   // fc = dense(flat)
   sgemm(101, 111, 112, 64, 10, 64, 1, arena + 0, 64, params + 77392, 64, Float(bitPattern: 0x0), arena + 4096, 10)
-  for n555 in 0..<64 {
-    for u556 in 0..<1 {
-      storeVector(arena, ((u556 *% 8) +% (4096 +% (n555 *% 10))), (loadVector(arena, ((u556 *% 8) +% (4096 +% (n555 *% 10)))) + loadVector(params, ((u556 *% 8) +% 78032))))
+  for n548 in 0..<64 {
+    for u549 in 0..<1 {
+      storeVector(arena, ((u549 *% 8) +% (4096 +% (n548 *% 10))), (loadVector(arena, ((u549 *% 8) +% (4096 +% (n548 *% 10)))) + loadVector(params, ((u549 *% 8) +% 78032))))
     }
-    for u556 in 0..<1 {
-      storePartial(arena, ((u556 +% 8) +% (4096 +% (n555 *% 10))), (loadPartial(arena, ((u556 +% 8) +% (4096 +% (n555 *% 10))), 2) + loadPartial(params, ((u556 +% 8) +% 78032), 2)), 2)
+    for u549 in 0..<1 {
+      storePartial(arena, ((u549 +% 8) +% (4096 +% (n548 *% 10))), (loadPartial(arena, ((u549 +% 8) +% (4096 +% (n548 *% 10))), 2) + loadPartial(params, ((u549 +% 8) +% 78032), 2)), 2)
     }
   }
 }

@@ -47,7 +47,6 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
   var plan = planMemory(g, shapes, scratch: scratch, training: training, state: state)
   var regions: [(name: String, op: String, line: Int)] = []
   var e = Emitter(graph: g, shapes: shapes, plan: plan, training: training, target: target)
-  if !training { e.channelsLast = chooseChannelsLast(g, shapes, target: target) }
   for (n, kernel) in zip(g.nodes, kernels) {
     e.node = n.name
     if profile {
@@ -76,8 +75,7 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
   case .gradients: "grad_b\(batch)"
   case .infer: "infer_b\(batch)"
   }
-  let out = plan.placements[g.output!]!
-  let outType = shapes[g.output!]!
+  let out = plan.placements[g.output!]!, outType = shapes[g.output!]!
   var program = Program(
     graphName: g.name, batch: batch, functions: [Function(name: "\(g.name)_\(suffix)", body: e.body)],
     arenaFloats: plan.arenaFloats,
@@ -161,8 +159,8 @@ struct Emitter {
   var gemms: [GemmChoice] = []
   var convs: [ConvChoice] = []
   var splits: [ParallelSplit] = []
-  /// The values this program keeps channels-last (`chooseChannelsLast`); the others are NCHW.
-  var channelsLast: Set<String> = []
+  /// The values this program keeps channels-last (`chooseChannelsLast`, at inference); the others are NCHW.
+  var channelsLast: Set<String>
   /// Statements an inference program skips when the caller says they already ran on this arena for these
   /// weights (step 1): what it derives from the weights (Winograd's transformed kernels) once instead of on
   /// every call, into `preparedFloats` floats of the arena from the planned arena's end.
@@ -176,6 +174,7 @@ struct Emitter {
     self.plan = plan
     self.training = training
     self.target = target
+    channelsLast = training ? [] : chooseChannelsLast(graph, shapes, target: target)
   }
 
   /// Puts what the program prepares from the weights (`prepare`) first, into the arena after the planned values,

@@ -116,12 +116,8 @@ extension Emitter {
   /// follows each output row while it is in L1.
   mutating func depthwiseChannelsLast(_ n: Node, _ a: Conv2DAttrs, relu: Bool, tail: ConvTail) {
     let s = Self.directConvShape(a, x: dims(n.args[0]))
-    let x = at(n.args[0]), y = at(n.name), w = at("\(n.name).weight"), taps = s.k * s.k
+    let x = at(n.args[0]), y = at(n.name), taps = s.k * s.k, wt = prepareTapMajor(n, s)
     let bias = a.bias ? at("\(n.name).bias") : nil, fold = foldOperand(n, scaled: a.scaled)
-    let wt = prepared(taps * s.c)
-    prepare.append(loop("t", taps) { e, t in [e.loop("c", s.c) { _, c in
-      [.store(.arena, .c(wt) + t * s.c + c, .load(.params, .c(w.offset) + c * taps + t))]
-    }] })
     let rows = Self.tapRuns(outputs: s.oh, size: s.h, s), columns = Self.tapRuns(outputs: s.ow, size: s.w, s)
     /// Output pixel (oy, ox) of image b, channels c0 ..< c0 + lanes, from the taps inside the input.
     let pixel = { (e: inout Emitter, b: IExpr, oy: IExpr, ox: IExpr, kys: [Int], kxs: [Int], c0: IExpr, lanes: Int) -> [Stmt] in
@@ -174,6 +170,16 @@ extension Emitter {
       return e.rowsInParts([r.range], parts: parts, part: part) { e, oy, _ in outputRow(&e, b, oy, r.taps, .c(0), vectors, always) }
     } }] }
     body += split
+  }
+
+  /// Arena room the prepare program fills with a depthwise conv's weights tap-major ([k*k][C]: per tap, a vector
+  /// per channel vector), once per set of weights.
+  mutating func prepareTapMajor(_ n: Node, _ s: DirectConvShape) -> Int {
+    let w = at("\(n.name).weight"), taps = s.k * s.k, wt = prepared(taps * s.c)
+    prepare.append(loop("t", taps) { e, t in [e.loop("c", s.c) { _, c in
+      [.store(.arena, .c(wt) + t * s.c + c, .load(.params, .c(w.offset) + c * taps + t))]
+    }] })
+    return wt
   }
 
   /// `body(oy, run)` for each output row of each run of `runs`, each run's rows split evenly over `parts` (this

@@ -354,48 +354,53 @@ extension Emitter {
     return rows
   }
 
-  /// A one-image Winograd pass at inference in bands of `bandRows` rows of tiles (`winogradBand`): after the
-  /// channels-last copy, each band's input transform, 16 GEMMs over every output channel, output transform
-  /// (`output(outputs, ty, tx, first channel, lanes, staging)`) and move-out (`after(staging, positions)`) run
-  /// back to back while the band's transformed tiles and products are in L2; the bands split over the pool.
-  mutating func winogradBanded(_ s: WinogradShape, x: Placement, scratch: Int, bandRows: Int,
-                               weight: (IExpr, IExpr, Int, Int) -> FExpr,
-                               output: (inout Emitter, [[VExpr]], IExpr, IExpr, IExpr, Int, Int) -> [Stmt],
-                               after: (inout Emitter, Int, (IExpr, Int)) -> [Stmt]) {
+  /// Winograd passes of one image at a time at inference (`images` of them) in bands of `bandRows` rows of tiles
+  /// (`winogradBand`): after an image's channels-last copy, each band's input transform, 16 GEMMs over every output channel, output transform
+  /// (each output `finished(value, first channel, lanes)`) and move-out to NCHW with the tail run back to back
+  /// while the band's transformed tiles and products are in L2; the bands split over the pool.
+  mutating func winogradBanded(_ s: WinogradShape, x: Placement, y: Placement, images: Int, scratch: Int, bandRows: Int,
+                               weight: (IExpr, IExpr, Int, Int) -> FExpr, tail: ConvTail,
+                               finished: (VExpr, IExpr, Int) -> VExpr) {
     let u = prepared(s.kernelFloats)
     let padded = scratch + s.kernelFloats, v = padded + s.paddedFloats, m = v + s.transformedFloats, staging = m + s.productFloats
     prepare.append(transformKernels(s, into: u, channels: (.c(0), s.cout), weight: weight))
     body.append(zeroArena(padded, s.paddedFloats))
     let copyParts = parallelParts(units: s.cin, macs: s.cin * s.h * s.w * Self.elementwiseWeight)
-    body += inParts(copyParts, of: "input channels") { e, part in
-      [e.copyChannelsLast(s.input, images: 1, from: x, g: .c(0), into: padded, channels: (part * (s.cin / copyParts), s.cin / copyParts))]
-    }
-    let bands = s.tilesY / bandRows, tiles = bandRows * s.tilesX
+    let bands = s.tilesY / bandRows, tiles = bandRows * s.tilesX, plane = s.oh * s.ow
     let parts = parallelParts(macs: s.tiles * Winograd.positions * s.cin * s.cout)
-    let split = inParts(parts, of: "bands of tile rows") { e, part in
-      e.rowsInParts([0..<bands], parts: parts, part: part) { e, band, _ in
-        let ty0 = band * bandRows, t0 = ty0 * s.tilesX
-        var out: [Stmt] = [e.transformInput(s, padded: padded, into: v, tileRows: (ty0, bandRows))]
-        out.append(e.loop("xi", Winograd.positions) { e, xi in
-          e.tiledGemm(TiledGemm(m: tiles, n: s.cout, k: s.cin, a: (.arena, .c(v) + xi * (s.tiles * s.cin) + t0 * s.cin), aRow: s.cin, aCol: 1,
-                                b: (.arena, .c(u) + xi * (s.cin * s.cout)), ldb: s.cout,
-                                c: (.arena, .c(m) + xi * (s.tiles * s.cout) + t0 * s.cout), ldc: s.cout, accumulate: false,
-                                calls: Winograd.positions * bands))
-        })
-        out.append(e.loop("ty", bandRows) { e, vy in [e.loop("tx", s.tilesX) { e, tx in
-          let ty = vy + ty0, tile = ty * s.tilesX + tx
-          return e.vectorRuns(s.cout) { e, c0, lanes in
-            let p = (0..<4).map { r in (0..<4).map { c in
-              VExpr.load(.arena, .c(m + (r * 4 + c) * s.tiles * s.cout) + tile * s.cout + c0, lanes: lanes)
-            } }
-            let (stmts, y) = e.transform(Winograd.outputTransform, p, Winograd.outputTransform)
-            return stmts + output(&e, y, ty, tx, c0, lanes, staging)
-          }
-        }] })
-        return out + after(&e, staging, (ty0 * 2 * s.ow, bandRows * 2 * s.ow))
+    body.append(loop("g", images) { e, g in
+      var out = e.inParts(copyParts, of: "input channels") { e, part in
+        [e.copyChannelsLast(s.input, images: 1, from: x, g: g, into: padded, channels: (part * (s.cin / copyParts), s.cin / copyParts))]
       }
-    }
-    body += split
+      out += e.inParts(parts, of: "bands of tile rows") { e, part in
+        e.rowsInParts([0..<bands], parts: parts, part: part) { e, band, _ in
+          let ty0 = band * bandRows, t0 = ty0 * s.tilesX
+          var out: [Stmt] = [e.transformInput(s, padded: padded, into: v, tileRows: (ty0, bandRows))]
+          out.append(e.loop("xi", Winograd.positions) { e, xi in
+            e.tiledGemm(TiledGemm(m: tiles, n: s.cout, k: s.cin, a: (.arena, .c(v) + xi * (s.tiles * s.cin) + t0 * s.cin), aRow: s.cin, aCol: 1,
+                                  b: (.arena, .c(u) + xi * (s.cin * s.cout)), ldb: s.cout,
+                                  c: (.arena, .c(m) + xi * (s.tiles * s.cout) + t0 * s.cout), ldc: s.cout, accumulate: false,
+                                  calls: Winograd.positions * bands * images))
+          })
+          out.append(e.loop("ty", bandRows) { e, vy in [e.loop("tx", s.tilesX) { e, tx in
+            let ty = vy + ty0, tile = ty * s.tilesX + tx
+            return e.vectorRuns(s.cout) { e, c0, lanes in
+              let p = (0..<4).map { r in (0..<4).map { c in
+                VExpr.load(.arena, .c(m + (r * 4 + c) * s.tiles * s.cout) + tile * s.cout + c0, lanes: lanes)
+              } }
+              let (stmts, t) = e.transform(Winograd.outputTransform, p, Winograd.outputTransform)
+              return stmts + Self.stageTile(s, .c(0), t, ty, tx, c0, lanes, staging) { finished($0, c0, lanes) }
+            }
+          }] })
+          return out + [e.fromChannelsLast(staging, images: 1, positions: plane, channels: s.cout, positionRange: (ty0 * 2 * s.ow, bandRows * 2 * s.ow)) {
+            _, c, q, v in
+            let o = g * (s.cout * plane) + c * plane + q
+            return .store(y.base, .c(y.offset) + o, tail.apply(v, at: o))
+          }]
+        }
+      }
+      return out
+    })
   }
 
   /// A Winograd convolution of `x` over `groups` groups, scratch at `scratch` (`WinogradShape.forwardFloats`):
@@ -458,20 +463,24 @@ extension Emitter {
     } }
   }
 
+  /// `v` plus the bias of channels c0 ..< c0 + lanes, then scaled and shifted by a folded batch norm of `channels`.
+  static func biasedVector(_ v: VExpr, _ c0: IExpr, _ lanes: Int, bias: Placement?, fold: Placement?, channels: Int) -> VExpr {
+    let b = bias.map { .add(v, .load(.params, .c($0.offset) + c0, lanes: lanes)) } ?? v
+    return fold.map { .add(.mul(b, .load($0.base, .c($0.offset) + c0, lanes: lanes)), .load($0.base, .c($0.offset + channels) + c0, lanes: lanes)) } ?? b
+  }
+
   /// conv2d (with relu, max-pool) by Winograd; the epilogue as in `convForward`.
   mutating func winogradForward(_ n: Node, _ a: Conv2DAttrs, relu: Bool, pool: PoolAttrs?, tail: ConvTail = .none) {
     let xd = dims(n.args[0]), x = at(n.args[0]), w = at("\(n.name).weight"), y = at(n.name)
-    let s = WinogradShape.forward(a, x: xd, target: target)
-    let scratch = plan.scratch[n.name]!.offset, tmp = scratch + s.forwardFloats
-    let bias = a.bias ? at("\(n.name).bias") : nil, fold = foldOperand(n, scaled: a.scaled)
-    func biased(_ v: VExpr, _ c0: IExpr, _ lanes: Int) -> VExpr {
-      let b = bias.map { .add(v, .load(.params, .c($0.offset) + c0, lanes: lanes)) } ?? v
-      return fold.map { .add(.mul(b, .load($0.base, .c($0.offset) + c0, lanes: lanes)), .load($0.base, .c($0.offset + s.cout) + c0, lanes: lanes)) } ?? b
-    }
+    let s = WinogradShape.forward(a, x: xd, target: target), scratch = plan.scratch[n.name]!.offset, tmp = scratch + s.forwardFloats
+    let bias = a.bias ? at("\(n.name).bias") : nil, fold = foldOperand(n, scaled: a.scaled), groups = xd[0] / s.images
+    func biased(_ v: VExpr, _ c0: IExpr, _ lanes: Int) -> VExpr { Self.biasedVector(v, c0, lanes, bias: bias, fold: fold, channels: s.cout) }
     func relued(_ v: VExpr) -> VExpr { relu ? .selectGreater(v, .zero, v, .zero) : v }
     let plane = s.oh * s.ow, cs = ConvShape(n: xd[0], c: s.cin, h: s.h, w: s.w, f: s.cout, k: 3, oh: s.oh, ow: s.ow, group: s.images)
     let weight: (IExpr, IExpr, Int, Int) -> FExpr = { co, ci, ky, kx in .load(.params, .c(w.offset) + (co * s.cin + ci) * 9 + (ky * 3 + kx)) }
-    let groups = xd[0] / s.images
+    if pool == nil, let rows = winogradBand(s, groups: groups) {
+      return winogradBanded(s, x: x, y: y, images: groups, scratch: scratch, bandRows: rows, weight: weight, tail: tail) { relued(biased($0, $1, $2)) }
+    }
     if let pool, Self.poolWindow(pool, cs) == 2 {
       // Each 2x2 tile is one pooling window: its max (the first maximum wins, in row order as in the
       // reference), relu and argmax (the position in the conv plane) straight from the output transform.
@@ -507,15 +516,6 @@ extension Emitter {
         [e.fromChannelsLast(staging, images: s.images, positions: plane, channels: s.cout) { j, c, q, v in
           .store(.arena, .c(tmp) + c * (s.images * plane) + j * plane + q, v)
         }, e.poolPlane(epilogue, pool, g: g)]
-      })
-    } else if let rows = winogradBand(s, groups: groups) {
-      winogradBanded(s, x: x, scratch: scratch, bandRows: rows, weight: weight, output: { _, t, ty, tx, c0, lanes, staging in
-        Self.stageTile(s, .c(0), t, ty, tx, c0, lanes, staging) { relued(biased($0, c0, lanes)) }
-      }, after: { e, staging, positions in
-        [e.fromChannelsLast(staging, images: 1, positions: plane, channels: s.cout, positionRange: positions) { _, c, q, v in
-          let o = c * plane + q
-          return .store(y.base, .c(y.offset) + o, tail.apply(v, at: o))
-        }]
       })
     } else {
       winogradConv(s, x: x, groups: groups, scratch: scratch, parts: winogradParts(s, groups: groups), weight: weight, output: { _, j, t, ty, tx, c0, lanes, staging in
