@@ -16379,34 +16379,118 @@ declare float @llvm.sqrt.f32(float) #2
 
 define void @residual_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %prepare.w228 = alloca float, align 4
-  %prepare.w227 = alloca float, align 4
-  %prepare.w226 = alloca float, align 4
-  %prepare.w225 = alloca float, align 4
-  %prepare.w224 = alloca float, align 4
-  %prepare.w223 = alloca float, align 4
-  %prepare.w222 = alloca float, align 4
-  %prepare.w221 = alloca float, align 4
-  %prepare.w220 = alloca float, align 4
-  %prepare.w219 = alloca float, align 4
-  %prepare.w218 = alloca float, align 4
-  %prepare.w217 = alloca float, align 4
-  %prepare.w216 = alloca float, align 4
-  %prepare.w215 = alloca float, align 4
-  %prepare.w214 = alloca float, align 4
-  %prepare.w213 = alloca float, align 4
-  %prepare.w212 = alloca float, align 4
-  %prepare.w211 = alloca float, align 4
-  %prepare.w210 = alloca float, align 4
-  %prepare.w209 = alloca float, align 4
-  %prepare.w208 = alloca float, align 4
-  %prepare.w207 = alloca float, align 4
-  %prepare.w206 = alloca float, align 4
-  %prepare.w205 = alloca float, align 4
-  %prepare.w204 = alloca float, align 4
-  %prepare.w203 = alloca float, align 4
-  %prepare.w202 = alloca float, align 4
-  %prepare.w201 = alloca float, align 4
+  %part135.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %part29.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = icmp uge i64 0, %step
+  br i1 %0, label %entry.then, label %entry.endif
+
+entry.then:                                       ; preds = %entry
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 0
+  store ptr %params, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 1
+  store ptr %grads, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 2
+  store ptr %m, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 3
+  store ptr %v, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 4
+  store ptr %arena, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 5
+  store ptr %images, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 6
+  store ptr %labels, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 7
+  store float %lr, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 8
+  store i64 %step, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 9
+  store i64 %seed, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part29.context, i32 0, i32 10
+  store ptr %pool, ptr %11, align 8
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %prepare.part29.serial, label %prepare.part29.pool
+
+entry.endif:                                      ; preds = %prepare.part135.done, %entry
+  call void @residual_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_infer_b64.k2.res(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_infer_b64.k3.pool(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_infer_b64.k4.conv3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_infer_b64.k5.gap(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_infer_b64.k6.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_infer_b64.k7.fc(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  ret void
+
+prepare.part29.pool:                              ; preds = %entry.then
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @residual_infer_b64.part29.task, ptr %part29.context, i64 2)
+  br label %prepare.part29.done
+
+prepare.part29.serial:                            ; preds = %entry.then
+  br label %prepare.part29
+
+prepare.part29.done:                              ; preds = %prepare.part29.end, %prepare.part29.pool
+  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 0
+  store ptr %params, ptr %13, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 1
+  store ptr %grads, ptr %14, align 8
+  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 2
+  store ptr %m, ptr %15, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 3
+  store ptr %v, ptr %16, align 8
+  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 4
+  store ptr %arena, ptr %17, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 5
+  store ptr %images, ptr %18, align 8
+  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 6
+  store ptr %labels, ptr %19, align 8
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 7
+  store float %lr, ptr %20, align 4
+  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 8
+  store i64 %step, ptr %21, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 9
+  store i64 %seed, ptr %22, align 4
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part135.context, i32 0, i32 10
+  store ptr %pool, ptr %23, align 8
+  %24 = icmp eq ptr %pool, null
+  br i1 %24, label %prepare.part135.serial, label %prepare.part135.pool
+
+prepare.part29:                                   ; preds = %prepare.part29, %prepare.part29.serial
+  %prepare.part291 = phi i64 [ 0, %prepare.part29.serial ], [ %part29.next, %prepare.part29 ]
+  call void @residual_infer_b64.part29(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part291)
+  %part29.next = add nsw i64 %prepare.part291, 1
+  %25 = icmp slt i64 %part29.next, 2
+  br i1 %25, label %prepare.part29, label %prepare.part29.end
+
+prepare.part29.end:                               ; preds = %prepare.part29
+  br label %prepare.part29.done
+
+prepare.part135.pool:                             ; preds = %prepare.part29.done
+  %run2 = load ptr, ptr %pool, align 8
+  call void %run2(ptr %pool, ptr @residual_infer_b64.part135.task, ptr %part135.context, i64 2)
+  br label %prepare.part135.done
+
+prepare.part135.serial:                           ; preds = %prepare.part29.done
+  br label %prepare.part135
+
+prepare.part135.done:                             ; preds = %prepare.part135.end, %prepare.part135.pool
+  br label %entry.endif
+
+prepare.part135:                                  ; preds = %prepare.part135, %prepare.part135.serial
+  %prepare.part1353 = phi i64 [ 0, %prepare.part135.serial ], [ %part135.next, %prepare.part135 ]
+  call void @residual_infer_b64.part135(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part1353)
+  %part135.next = add nsw i64 %prepare.part1353, 1
+  %26 = icmp slt i64 %part135.next, 2
+  br i1 %26, label %prepare.part135, label %prepare.part135.end
+
+prepare.part135.end:                              ; preds = %prepare.part135
+  br label %prepare.part135.done
+}
+
+; Function Attrs: noinline
+define internal void @residual_infer_b64.part29(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %prepare.w59 = alloca float, align 4
   %prepare.w58 = alloca float, align 4
   %prepare.w57 = alloca float, align 4
   %prepare.w56 = alloca float, align 4
@@ -16434,785 +16518,1019 @@ entry:
   %prepare.w34 = alloca float, align 4
   %prepare.w33 = alloca float, align 4
   %prepare.w32 = alloca float, align 4
-  %prepare.w31 = alloca float, align 4
-  %0 = icmp uge i64 0, %step
-  br i1 %0, label %entry.then, label %entry.endif
+  br label %prepare.ci30
 
-entry.then:                                       ; preds = %entry
-  br label %prepare.ci29
+prepare.ci30:                                     ; preds = %prepare.co31.end, %entry
+  %prepare.ci301 = phi i64 [ 0, %entry ], [ %ci30.next, %prepare.co31.end ]
+  br label %prepare.co31
 
-entry.endif:                                      ; preds = %prepare.ci199.end, %entry
-  call void @residual_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_infer_b64.k2.res(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_infer_b64.k3.pool(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_infer_b64.k4.conv3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_infer_b64.k5.gap(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_infer_b64.k6.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_infer_b64.k7.fc(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+prepare.ci30.end:                                 ; preds = %prepare.co31.end
   ret void
 
-prepare.ci29:                                     ; preds = %prepare.co30.end, %entry.then
-  %prepare.ci291 = phi i64 [ 0, %entry.then ], [ %ci29.next, %prepare.co30.end ]
-  br label %prepare.co30
-
-prepare.ci29.end:                                 ; preds = %prepare.co30.end
-  br label %prepare.ci199
-
-prepare.co30:                                     ; preds = %prepare.co30, %prepare.ci29
-  %prepare.co302 = phi i64 [ 0, %prepare.ci29 ], [ %co30.next, %prepare.co30 ]
-  %1 = mul nsw i64 %prepare.co302, 16
-  %2 = add nsw i64 %1, %prepare.ci291
-  %3 = mul nsw i64 %2, 9
-  %4 = add nsw i64 160, %3
-  %params3 = getelementptr inbounds float, ptr %params, i64 %4
-  %5 = load float, ptr %params3, align 4
-  store float %5, ptr %prepare.w31, align 4
-  %6 = mul nsw i64 %prepare.co302, 16
-  %7 = add nsw i64 %6, %prepare.ci291
-  %8 = mul nsw i64 %7, 9
-  %9 = add nsw i64 160, %8
-  %params4 = getelementptr inbounds float, ptr %params, i64 %9
-  %10 = load float, ptr %params4, align 4
-  %11 = mul nsw i64 %prepare.co302, 16
-  %12 = add nsw i64 %11, %prepare.ci291
-  %13 = mul nsw i64 %12, 9
-  %14 = add nsw i64 160, %13
-  %15 = add nsw i64 %14, 3
-  %params5 = getelementptr inbounds float, ptr %params, i64 %15
-  %16 = load float, ptr %params5, align 4
-  %17 = fadd float %10, %16
-  %18 = mul nsw i64 %prepare.co302, 16
-  %19 = add nsw i64 %18, %prepare.ci291
-  %20 = mul nsw i64 %19, 9
-  %21 = add nsw i64 160, %20
-  %22 = add nsw i64 %21, 6
-  %params6 = getelementptr inbounds float, ptr %params, i64 %22
-  %23 = load float, ptr %params6, align 4
-  %24 = fadd float %17, %23
-  %25 = fmul float %24, 5.000000e-01
-  store float %25, ptr %prepare.w32, align 4
-  %26 = mul nsw i64 %prepare.co302, 16
-  %27 = add nsw i64 %26, %prepare.ci291
+prepare.co31:                                     ; preds = %prepare.co31, %prepare.ci30
+  %prepare.co312 = phi i64 [ 0, %prepare.ci30 ], [ %co31.next, %prepare.co31 ]
+  %1 = mul nsw i64 %0, 8
+  %2 = add nsw i64 %1, %prepare.co312
+  %3 = mul nsw i64 %2, 16
+  %4 = add nsw i64 %3, %prepare.ci301
+  %5 = mul nsw i64 %4, 9
+  %6 = add nsw i64 160, %5
+  %params3 = getelementptr inbounds float, ptr %params, i64 %6
+  %7 = load float, ptr %params3, align 4
+  store float %7, ptr %prepare.w32, align 4
+  %8 = mul nsw i64 %0, 8
+  %9 = add nsw i64 %8, %prepare.co312
+  %10 = mul nsw i64 %9, 16
+  %11 = add nsw i64 %10, %prepare.ci301
+  %12 = mul nsw i64 %11, 9
+  %13 = add nsw i64 160, %12
+  %params4 = getelementptr inbounds float, ptr %params, i64 %13
+  %14 = load float, ptr %params4, align 4
+  %15 = mul nsw i64 %0, 8
+  %16 = add nsw i64 %15, %prepare.co312
+  %17 = mul nsw i64 %16, 16
+  %18 = add nsw i64 %17, %prepare.ci301
+  %19 = mul nsw i64 %18, 9
+  %20 = add nsw i64 160, %19
+  %21 = add nsw i64 %20, 3
+  %params5 = getelementptr inbounds float, ptr %params, i64 %21
+  %22 = load float, ptr %params5, align 4
+  %23 = fadd float %14, %22
+  %24 = mul nsw i64 %0, 8
+  %25 = add nsw i64 %24, %prepare.co312
+  %26 = mul nsw i64 %25, 16
+  %27 = add nsw i64 %26, %prepare.ci301
   %28 = mul nsw i64 %27, 9
   %29 = add nsw i64 160, %28
-  %params7 = getelementptr inbounds float, ptr %params, i64 %29
-  %30 = load float, ptr %params7, align 4
-  %31 = mul nsw i64 %prepare.co302, 16
-  %32 = add nsw i64 %31, %prepare.ci291
-  %33 = mul nsw i64 %32, 9
-  %34 = add nsw i64 160, %33
-  %35 = add nsw i64 %34, 6
-  %params8 = getelementptr inbounds float, ptr %params, i64 %35
-  %36 = load float, ptr %params8, align 4
-  %37 = fadd float %30, %36
-  %38 = mul nsw i64 %prepare.co302, 16
-  %39 = add nsw i64 %38, %prepare.ci291
-  %40 = mul nsw i64 %39, 9
-  %41 = add nsw i64 160, %40
-  %42 = add nsw i64 %41, 3
-  %params9 = getelementptr inbounds float, ptr %params, i64 %42
-  %43 = load float, ptr %params9, align 4
-  %44 = fsub float %37, %43
-  %45 = fmul float %44, 5.000000e-01
-  store float %45, ptr %prepare.w33, align 4
-  %46 = mul nsw i64 %prepare.co302, 16
-  %47 = add nsw i64 %46, %prepare.ci291
-  %48 = mul nsw i64 %47, 9
-  %49 = add nsw i64 160, %48
-  %50 = add nsw i64 %49, 6
-  %params10 = getelementptr inbounds float, ptr %params, i64 %50
-  %51 = load float, ptr %params10, align 4
-  store float %51, ptr %prepare.w34, align 4
-  %52 = mul nsw i64 %prepare.co302, 16
-  %53 = add nsw i64 %52, %prepare.ci291
+  %30 = add nsw i64 %29, 6
+  %params6 = getelementptr inbounds float, ptr %params, i64 %30
+  %31 = load float, ptr %params6, align 4
+  %32 = fadd float %23, %31
+  %33 = fmul float %32, 5.000000e-01
+  store float %33, ptr %prepare.w33, align 4
+  %34 = mul nsw i64 %0, 8
+  %35 = add nsw i64 %34, %prepare.co312
+  %36 = mul nsw i64 %35, 16
+  %37 = add nsw i64 %36, %prepare.ci301
+  %38 = mul nsw i64 %37, 9
+  %39 = add nsw i64 160, %38
+  %params7 = getelementptr inbounds float, ptr %params, i64 %39
+  %40 = load float, ptr %params7, align 4
+  %41 = mul nsw i64 %0, 8
+  %42 = add nsw i64 %41, %prepare.co312
+  %43 = mul nsw i64 %42, 16
+  %44 = add nsw i64 %43, %prepare.ci301
+  %45 = mul nsw i64 %44, 9
+  %46 = add nsw i64 160, %45
+  %47 = add nsw i64 %46, 6
+  %params8 = getelementptr inbounds float, ptr %params, i64 %47
+  %48 = load float, ptr %params8, align 4
+  %49 = fadd float %40, %48
+  %50 = mul nsw i64 %0, 8
+  %51 = add nsw i64 %50, %prepare.co312
+  %52 = mul nsw i64 %51, 16
+  %53 = add nsw i64 %52, %prepare.ci301
   %54 = mul nsw i64 %53, 9
   %55 = add nsw i64 160, %54
-  %56 = add nsw i64 %55, 1
-  %params11 = getelementptr inbounds float, ptr %params, i64 %56
-  %57 = load float, ptr %params11, align 4
-  store float %57, ptr %prepare.w35, align 4
-  %58 = mul nsw i64 %prepare.co302, 16
-  %59 = add nsw i64 %58, %prepare.ci291
-  %60 = mul nsw i64 %59, 9
-  %61 = add nsw i64 160, %60
-  %62 = add nsw i64 %61, 1
-  %params12 = getelementptr inbounds float, ptr %params, i64 %62
-  %63 = load float, ptr %params12, align 4
-  %64 = mul nsw i64 %prepare.co302, 16
-  %65 = add nsw i64 %64, %prepare.ci291
-  %66 = mul nsw i64 %65, 9
-  %67 = add nsw i64 160, %66
-  %68 = add nsw i64 %67, 4
-  %params13 = getelementptr inbounds float, ptr %params, i64 %68
-  %69 = load float, ptr %params13, align 4
-  %70 = fadd float %63, %69
-  %71 = mul nsw i64 %prepare.co302, 16
-  %72 = add nsw i64 %71, %prepare.ci291
-  %73 = mul nsw i64 %72, 9
-  %74 = add nsw i64 160, %73
-  %75 = add nsw i64 %74, 7
-  %params14 = getelementptr inbounds float, ptr %params, i64 %75
-  %76 = load float, ptr %params14, align 4
-  %77 = fadd float %70, %76
-  %78 = fmul float %77, 5.000000e-01
-  store float %78, ptr %prepare.w36, align 4
-  %79 = mul nsw i64 %prepare.co302, 16
-  %80 = add nsw i64 %79, %prepare.ci291
-  %81 = mul nsw i64 %80, 9
-  %82 = add nsw i64 160, %81
-  %83 = add nsw i64 %82, 1
-  %params15 = getelementptr inbounds float, ptr %params, i64 %83
-  %84 = load float, ptr %params15, align 4
-  %85 = mul nsw i64 %prepare.co302, 16
-  %86 = add nsw i64 %85, %prepare.ci291
-  %87 = mul nsw i64 %86, 9
-  %88 = add nsw i64 160, %87
-  %89 = add nsw i64 %88, 7
-  %params16 = getelementptr inbounds float, ptr %params, i64 %89
-  %90 = load float, ptr %params16, align 4
-  %91 = fadd float %84, %90
-  %92 = mul nsw i64 %prepare.co302, 16
-  %93 = add nsw i64 %92, %prepare.ci291
-  %94 = mul nsw i64 %93, 9
-  %95 = add nsw i64 160, %94
-  %96 = add nsw i64 %95, 4
-  %params17 = getelementptr inbounds float, ptr %params, i64 %96
-  %97 = load float, ptr %params17, align 4
-  %98 = fsub float %91, %97
-  %99 = fmul float %98, 5.000000e-01
-  store float %99, ptr %prepare.w37, align 4
-  %100 = mul nsw i64 %prepare.co302, 16
-  %101 = add nsw i64 %100, %prepare.ci291
-  %102 = mul nsw i64 %101, 9
-  %103 = add nsw i64 160, %102
-  %104 = add nsw i64 %103, 7
-  %params18 = getelementptr inbounds float, ptr %params, i64 %104
-  %105 = load float, ptr %params18, align 4
-  store float %105, ptr %prepare.w38, align 4
-  %106 = mul nsw i64 %prepare.co302, 16
-  %107 = add nsw i64 %106, %prepare.ci291
-  %108 = mul nsw i64 %107, 9
-  %109 = add nsw i64 160, %108
-  %110 = add nsw i64 %109, 2
-  %params19 = getelementptr inbounds float, ptr %params, i64 %110
-  %111 = load float, ptr %params19, align 4
-  store float %111, ptr %prepare.w39, align 4
-  %112 = mul nsw i64 %prepare.co302, 16
-  %113 = add nsw i64 %112, %prepare.ci291
-  %114 = mul nsw i64 %113, 9
-  %115 = add nsw i64 160, %114
-  %116 = add nsw i64 %115, 2
-  %params20 = getelementptr inbounds float, ptr %params, i64 %116
-  %117 = load float, ptr %params20, align 4
-  %118 = mul nsw i64 %prepare.co302, 16
-  %119 = add nsw i64 %118, %prepare.ci291
-  %120 = mul nsw i64 %119, 9
-  %121 = add nsw i64 160, %120
-  %122 = add nsw i64 %121, 5
-  %params21 = getelementptr inbounds float, ptr %params, i64 %122
-  %123 = load float, ptr %params21, align 4
-  %124 = fadd float %117, %123
-  %125 = mul nsw i64 %prepare.co302, 16
-  %126 = add nsw i64 %125, %prepare.ci291
-  %127 = mul nsw i64 %126, 9
-  %128 = add nsw i64 160, %127
-  %129 = add nsw i64 %128, 8
-  %params22 = getelementptr inbounds float, ptr %params, i64 %129
-  %130 = load float, ptr %params22, align 4
-  %131 = fadd float %124, %130
-  %132 = fmul float %131, 5.000000e-01
-  store float %132, ptr %prepare.w40, align 4
-  %133 = mul nsw i64 %prepare.co302, 16
-  %134 = add nsw i64 %133, %prepare.ci291
-  %135 = mul nsw i64 %134, 9
-  %136 = add nsw i64 160, %135
-  %137 = add nsw i64 %136, 2
-  %params23 = getelementptr inbounds float, ptr %params, i64 %137
-  %138 = load float, ptr %params23, align 4
-  %139 = mul nsw i64 %prepare.co302, 16
-  %140 = add nsw i64 %139, %prepare.ci291
-  %141 = mul nsw i64 %140, 9
-  %142 = add nsw i64 160, %141
-  %143 = add nsw i64 %142, 8
-  %params24 = getelementptr inbounds float, ptr %params, i64 %143
-  %144 = load float, ptr %params24, align 4
-  %145 = fadd float %138, %144
-  %146 = mul nsw i64 %prepare.co302, 16
-  %147 = add nsw i64 %146, %prepare.ci291
-  %148 = mul nsw i64 %147, 9
-  %149 = add nsw i64 160, %148
-  %150 = add nsw i64 %149, 5
-  %params25 = getelementptr inbounds float, ptr %params, i64 %150
-  %151 = load float, ptr %params25, align 4
-  %152 = fsub float %145, %151
-  %153 = fmul float %152, 5.000000e-01
-  store float %153, ptr %prepare.w41, align 4
-  %154 = mul nsw i64 %prepare.co302, 16
-  %155 = add nsw i64 %154, %prepare.ci291
-  %156 = mul nsw i64 %155, 9
-  %157 = add nsw i64 160, %156
-  %158 = add nsw i64 %157, 8
-  %params26 = getelementptr inbounds float, ptr %params, i64 %158
-  %159 = load float, ptr %params26, align 4
-  store float %159, ptr %prepare.w42, align 4
-  %w31 = load float, ptr %prepare.w31, align 4
-  store float %w31, ptr %prepare.w43, align 4
-  %w3127 = load float, ptr %prepare.w31, align 4
-  %w35 = load float, ptr %prepare.w35, align 4
-  %160 = fadd float %w3127, %w35
-  %w39 = load float, ptr %prepare.w39, align 4
-  %161 = fadd float %160, %w39
-  %162 = fmul float %161, 5.000000e-01
-  store float %162, ptr %prepare.w44, align 4
-  %w3128 = load float, ptr %prepare.w31, align 4
-  %w3929 = load float, ptr %prepare.w39, align 4
-  %163 = fadd float %w3128, %w3929
-  %w3530 = load float, ptr %prepare.w35, align 4
-  %164 = fsub float %163, %w3530
-  %165 = fmul float %164, 5.000000e-01
-  store float %165, ptr %prepare.w45, align 4
-  %w3931 = load float, ptr %prepare.w39, align 4
-  store float %w3931, ptr %prepare.w46, align 4
+  %56 = add nsw i64 %55, 3
+  %params9 = getelementptr inbounds float, ptr %params, i64 %56
+  %57 = load float, ptr %params9, align 4
+  %58 = fsub float %49, %57
+  %59 = fmul float %58, 5.000000e-01
+  store float %59, ptr %prepare.w34, align 4
+  %60 = mul nsw i64 %0, 8
+  %61 = add nsw i64 %60, %prepare.co312
+  %62 = mul nsw i64 %61, 16
+  %63 = add nsw i64 %62, %prepare.ci301
+  %64 = mul nsw i64 %63, 9
+  %65 = add nsw i64 160, %64
+  %66 = add nsw i64 %65, 6
+  %params10 = getelementptr inbounds float, ptr %params, i64 %66
+  %67 = load float, ptr %params10, align 4
+  store float %67, ptr %prepare.w35, align 4
+  %68 = mul nsw i64 %0, 8
+  %69 = add nsw i64 %68, %prepare.co312
+  %70 = mul nsw i64 %69, 16
+  %71 = add nsw i64 %70, %prepare.ci301
+  %72 = mul nsw i64 %71, 9
+  %73 = add nsw i64 160, %72
+  %74 = add nsw i64 %73, 1
+  %params11 = getelementptr inbounds float, ptr %params, i64 %74
+  %75 = load float, ptr %params11, align 4
+  store float %75, ptr %prepare.w36, align 4
+  %76 = mul nsw i64 %0, 8
+  %77 = add nsw i64 %76, %prepare.co312
+  %78 = mul nsw i64 %77, 16
+  %79 = add nsw i64 %78, %prepare.ci301
+  %80 = mul nsw i64 %79, 9
+  %81 = add nsw i64 160, %80
+  %82 = add nsw i64 %81, 1
+  %params12 = getelementptr inbounds float, ptr %params, i64 %82
+  %83 = load float, ptr %params12, align 4
+  %84 = mul nsw i64 %0, 8
+  %85 = add nsw i64 %84, %prepare.co312
+  %86 = mul nsw i64 %85, 16
+  %87 = add nsw i64 %86, %prepare.ci301
+  %88 = mul nsw i64 %87, 9
+  %89 = add nsw i64 160, %88
+  %90 = add nsw i64 %89, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %90
+  %91 = load float, ptr %params13, align 4
+  %92 = fadd float %83, %91
+  %93 = mul nsw i64 %0, 8
+  %94 = add nsw i64 %93, %prepare.co312
+  %95 = mul nsw i64 %94, 16
+  %96 = add nsw i64 %95, %prepare.ci301
+  %97 = mul nsw i64 %96, 9
+  %98 = add nsw i64 160, %97
+  %99 = add nsw i64 %98, 7
+  %params14 = getelementptr inbounds float, ptr %params, i64 %99
+  %100 = load float, ptr %params14, align 4
+  %101 = fadd float %92, %100
+  %102 = fmul float %101, 5.000000e-01
+  store float %102, ptr %prepare.w37, align 4
+  %103 = mul nsw i64 %0, 8
+  %104 = add nsw i64 %103, %prepare.co312
+  %105 = mul nsw i64 %104, 16
+  %106 = add nsw i64 %105, %prepare.ci301
+  %107 = mul nsw i64 %106, 9
+  %108 = add nsw i64 160, %107
+  %109 = add nsw i64 %108, 1
+  %params15 = getelementptr inbounds float, ptr %params, i64 %109
+  %110 = load float, ptr %params15, align 4
+  %111 = mul nsw i64 %0, 8
+  %112 = add nsw i64 %111, %prepare.co312
+  %113 = mul nsw i64 %112, 16
+  %114 = add nsw i64 %113, %prepare.ci301
+  %115 = mul nsw i64 %114, 9
+  %116 = add nsw i64 160, %115
+  %117 = add nsw i64 %116, 7
+  %params16 = getelementptr inbounds float, ptr %params, i64 %117
+  %118 = load float, ptr %params16, align 4
+  %119 = fadd float %110, %118
+  %120 = mul nsw i64 %0, 8
+  %121 = add nsw i64 %120, %prepare.co312
+  %122 = mul nsw i64 %121, 16
+  %123 = add nsw i64 %122, %prepare.ci301
+  %124 = mul nsw i64 %123, 9
+  %125 = add nsw i64 160, %124
+  %126 = add nsw i64 %125, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %126
+  %127 = load float, ptr %params17, align 4
+  %128 = fsub float %119, %127
+  %129 = fmul float %128, 5.000000e-01
+  store float %129, ptr %prepare.w38, align 4
+  %130 = mul nsw i64 %0, 8
+  %131 = add nsw i64 %130, %prepare.co312
+  %132 = mul nsw i64 %131, 16
+  %133 = add nsw i64 %132, %prepare.ci301
+  %134 = mul nsw i64 %133, 9
+  %135 = add nsw i64 160, %134
+  %136 = add nsw i64 %135, 7
+  %params18 = getelementptr inbounds float, ptr %params, i64 %136
+  %137 = load float, ptr %params18, align 4
+  store float %137, ptr %prepare.w39, align 4
+  %138 = mul nsw i64 %0, 8
+  %139 = add nsw i64 %138, %prepare.co312
+  %140 = mul nsw i64 %139, 16
+  %141 = add nsw i64 %140, %prepare.ci301
+  %142 = mul nsw i64 %141, 9
+  %143 = add nsw i64 160, %142
+  %144 = add nsw i64 %143, 2
+  %params19 = getelementptr inbounds float, ptr %params, i64 %144
+  %145 = load float, ptr %params19, align 4
+  store float %145, ptr %prepare.w40, align 4
+  %146 = mul nsw i64 %0, 8
+  %147 = add nsw i64 %146, %prepare.co312
+  %148 = mul nsw i64 %147, 16
+  %149 = add nsw i64 %148, %prepare.ci301
+  %150 = mul nsw i64 %149, 9
+  %151 = add nsw i64 160, %150
+  %152 = add nsw i64 %151, 2
+  %params20 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params20, align 4
+  %154 = mul nsw i64 %0, 8
+  %155 = add nsw i64 %154, %prepare.co312
+  %156 = mul nsw i64 %155, 16
+  %157 = add nsw i64 %156, %prepare.ci301
+  %158 = mul nsw i64 %157, 9
+  %159 = add nsw i64 160, %158
+  %160 = add nsw i64 %159, 5
+  %params21 = getelementptr inbounds float, ptr %params, i64 %160
+  %161 = load float, ptr %params21, align 4
+  %162 = fadd float %153, %161
+  %163 = mul nsw i64 %0, 8
+  %164 = add nsw i64 %163, %prepare.co312
+  %165 = mul nsw i64 %164, 16
+  %166 = add nsw i64 %165, %prepare.ci301
+  %167 = mul nsw i64 %166, 9
+  %168 = add nsw i64 160, %167
+  %169 = add nsw i64 %168, 8
+  %params22 = getelementptr inbounds float, ptr %params, i64 %169
+  %170 = load float, ptr %params22, align 4
+  %171 = fadd float %162, %170
+  %172 = fmul float %171, 5.000000e-01
+  store float %172, ptr %prepare.w41, align 4
+  %173 = mul nsw i64 %0, 8
+  %174 = add nsw i64 %173, %prepare.co312
+  %175 = mul nsw i64 %174, 16
+  %176 = add nsw i64 %175, %prepare.ci301
+  %177 = mul nsw i64 %176, 9
+  %178 = add nsw i64 160, %177
+  %179 = add nsw i64 %178, 2
+  %params23 = getelementptr inbounds float, ptr %params, i64 %179
+  %180 = load float, ptr %params23, align 4
+  %181 = mul nsw i64 %0, 8
+  %182 = add nsw i64 %181, %prepare.co312
+  %183 = mul nsw i64 %182, 16
+  %184 = add nsw i64 %183, %prepare.ci301
+  %185 = mul nsw i64 %184, 9
+  %186 = add nsw i64 160, %185
+  %187 = add nsw i64 %186, 8
+  %params24 = getelementptr inbounds float, ptr %params, i64 %187
+  %188 = load float, ptr %params24, align 4
+  %189 = fadd float %180, %188
+  %190 = mul nsw i64 %0, 8
+  %191 = add nsw i64 %190, %prepare.co312
+  %192 = mul nsw i64 %191, 16
+  %193 = add nsw i64 %192, %prepare.ci301
+  %194 = mul nsw i64 %193, 9
+  %195 = add nsw i64 160, %194
+  %196 = add nsw i64 %195, 5
+  %params25 = getelementptr inbounds float, ptr %params, i64 %196
+  %197 = load float, ptr %params25, align 4
+  %198 = fsub float %189, %197
+  %199 = fmul float %198, 5.000000e-01
+  store float %199, ptr %prepare.w42, align 4
+  %200 = mul nsw i64 %0, 8
+  %201 = add nsw i64 %200, %prepare.co312
+  %202 = mul nsw i64 %201, 16
+  %203 = add nsw i64 %202, %prepare.ci301
+  %204 = mul nsw i64 %203, 9
+  %205 = add nsw i64 160, %204
+  %206 = add nsw i64 %205, 8
+  %params26 = getelementptr inbounds float, ptr %params, i64 %206
+  %207 = load float, ptr %params26, align 4
+  store float %207, ptr %prepare.w43, align 4
   %w32 = load float, ptr %prepare.w32, align 4
-  store float %w32, ptr %prepare.w47, align 4
-  %w3232 = load float, ptr %prepare.w32, align 4
+  store float %w32, ptr %prepare.w44, align 4
+  %w3227 = load float, ptr %prepare.w32, align 4
   %w36 = load float, ptr %prepare.w36, align 4
-  %166 = fadd float %w3232, %w36
+  %208 = fadd float %w3227, %w36
   %w40 = load float, ptr %prepare.w40, align 4
-  %167 = fadd float %166, %w40
-  %168 = fmul float %167, 5.000000e-01
-  store float %168, ptr %prepare.w48, align 4
-  %w3233 = load float, ptr %prepare.w32, align 4
-  %w4034 = load float, ptr %prepare.w40, align 4
-  %169 = fadd float %w3233, %w4034
-  %w3635 = load float, ptr %prepare.w36, align 4
-  %170 = fsub float %169, %w3635
-  %171 = fmul float %170, 5.000000e-01
-  store float %171, ptr %prepare.w49, align 4
-  %w4036 = load float, ptr %prepare.w40, align 4
-  store float %w4036, ptr %prepare.w50, align 4
+  %209 = fadd float %208, %w40
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %prepare.w45, align 4
+  %w3228 = load float, ptr %prepare.w32, align 4
+  %w4029 = load float, ptr %prepare.w40, align 4
+  %211 = fadd float %w3228, %w4029
+  %w3630 = load float, ptr %prepare.w36, align 4
+  %212 = fsub float %211, %w3630
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %prepare.w46, align 4
+  %w4031 = load float, ptr %prepare.w40, align 4
+  store float %w4031, ptr %prepare.w47, align 4
   %w33 = load float, ptr %prepare.w33, align 4
-  store float %w33, ptr %prepare.w51, align 4
-  %w3337 = load float, ptr %prepare.w33, align 4
+  store float %w33, ptr %prepare.w48, align 4
+  %w3332 = load float, ptr %prepare.w33, align 4
   %w37 = load float, ptr %prepare.w37, align 4
-  %172 = fadd float %w3337, %w37
+  %214 = fadd float %w3332, %w37
   %w41 = load float, ptr %prepare.w41, align 4
-  %173 = fadd float %172, %w41
-  %174 = fmul float %173, 5.000000e-01
-  store float %174, ptr %prepare.w52, align 4
-  %w3338 = load float, ptr %prepare.w33, align 4
-  %w4139 = load float, ptr %prepare.w41, align 4
-  %175 = fadd float %w3338, %w4139
-  %w3740 = load float, ptr %prepare.w37, align 4
-  %176 = fsub float %175, %w3740
-  %177 = fmul float %176, 5.000000e-01
-  store float %177, ptr %prepare.w53, align 4
-  %w4141 = load float, ptr %prepare.w41, align 4
-  store float %w4141, ptr %prepare.w54, align 4
+  %215 = fadd float %214, %w41
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %prepare.w49, align 4
+  %w3333 = load float, ptr %prepare.w33, align 4
+  %w4134 = load float, ptr %prepare.w41, align 4
+  %217 = fadd float %w3333, %w4134
+  %w3735 = load float, ptr %prepare.w37, align 4
+  %218 = fsub float %217, %w3735
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %prepare.w50, align 4
+  %w4136 = load float, ptr %prepare.w41, align 4
+  store float %w4136, ptr %prepare.w51, align 4
   %w34 = load float, ptr %prepare.w34, align 4
-  store float %w34, ptr %prepare.w55, align 4
-  %w3442 = load float, ptr %prepare.w34, align 4
+  store float %w34, ptr %prepare.w52, align 4
+  %w3437 = load float, ptr %prepare.w34, align 4
   %w38 = load float, ptr %prepare.w38, align 4
-  %178 = fadd float %w3442, %w38
+  %220 = fadd float %w3437, %w38
   %w42 = load float, ptr %prepare.w42, align 4
-  %179 = fadd float %178, %w42
-  %180 = fmul float %179, 5.000000e-01
-  store float %180, ptr %prepare.w56, align 4
-  %w3443 = load float, ptr %prepare.w34, align 4
-  %w4244 = load float, ptr %prepare.w42, align 4
-  %181 = fadd float %w3443, %w4244
-  %w3845 = load float, ptr %prepare.w38, align 4
-  %182 = fsub float %181, %w3845
-  %183 = fmul float %182, 5.000000e-01
-  store float %183, ptr %prepare.w57, align 4
-  %w4246 = load float, ptr %prepare.w42, align 4
-  store float %w4246, ptr %prepare.w58, align 4
+  %221 = fadd float %220, %w42
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %prepare.w53, align 4
+  %w3438 = load float, ptr %prepare.w34, align 4
+  %w4239 = load float, ptr %prepare.w42, align 4
+  %223 = fadd float %w3438, %w4239
+  %w3840 = load float, ptr %prepare.w38, align 4
+  %224 = fsub float %223, %w3840
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %prepare.w54, align 4
+  %w4241 = load float, ptr %prepare.w42, align 4
+  store float %w4241, ptr %prepare.w55, align 4
+  %w35 = load float, ptr %prepare.w35, align 4
+  store float %w35, ptr %prepare.w56, align 4
+  %w3542 = load float, ptr %prepare.w35, align 4
+  %w39 = load float, ptr %prepare.w39, align 4
+  %226 = fadd float %w3542, %w39
   %w43 = load float, ptr %prepare.w43, align 4
-  %184 = mul nsw i64 %prepare.ci291, 16
-  %185 = add nsw i64 2408448, %184
-  %186 = add nsw i64 %185, %prepare.co302
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %186
-  store float %w43, ptr %arena47, align 4
+  %227 = fadd float %226, %w43
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %prepare.w57, align 4
+  %w3543 = load float, ptr %prepare.w35, align 4
+  %w4344 = load float, ptr %prepare.w43, align 4
+  %229 = fadd float %w3543, %w4344
+  %w3945 = load float, ptr %prepare.w39, align 4
+  %230 = fsub float %229, %w3945
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %prepare.w58, align 4
+  %w4346 = load float, ptr %prepare.w43, align 4
+  store float %w4346, ptr %prepare.w59, align 4
   %w44 = load float, ptr %prepare.w44, align 4
-  %187 = mul nsw i64 %prepare.ci291, 16
-  %188 = add nsw i64 2408704, %187
-  %189 = add nsw i64 %188, %prepare.co302
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %189
-  store float %w44, ptr %arena48, align 4
+  %232 = mul nsw i64 %prepare.ci301, 16
+  %233 = add nsw i64 2408448, %232
+  %234 = mul nsw i64 %0, 8
+  %235 = add nsw i64 %234, %prepare.co312
+  %236 = add nsw i64 %233, %235
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
+  store float %w44, ptr %arena47, align 4
   %w45 = load float, ptr %prepare.w45, align 4
-  %190 = mul nsw i64 %prepare.ci291, 16
-  %191 = add nsw i64 2408960, %190
-  %192 = add nsw i64 %191, %prepare.co302
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %192
-  store float %w45, ptr %arena49, align 4
+  %237 = mul nsw i64 %prepare.ci301, 16
+  %238 = add nsw i64 2408704, %237
+  %239 = mul nsw i64 %0, 8
+  %240 = add nsw i64 %239, %prepare.co312
+  %241 = add nsw i64 %238, %240
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
+  store float %w45, ptr %arena48, align 4
   %w46 = load float, ptr %prepare.w46, align 4
-  %193 = mul nsw i64 %prepare.ci291, 16
-  %194 = add nsw i64 2409216, %193
-  %195 = add nsw i64 %194, %prepare.co302
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %195
-  store float %w46, ptr %arena50, align 4
+  %242 = mul nsw i64 %prepare.ci301, 16
+  %243 = add nsw i64 2408960, %242
+  %244 = mul nsw i64 %0, 8
+  %245 = add nsw i64 %244, %prepare.co312
+  %246 = add nsw i64 %243, %245
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
+  store float %w46, ptr %arena49, align 4
   %w47 = load float, ptr %prepare.w47, align 4
-  %196 = mul nsw i64 %prepare.ci291, 16
-  %197 = add nsw i64 2409472, %196
-  %198 = add nsw i64 %197, %prepare.co302
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %198
-  store float %w47, ptr %arena51, align 4
+  %247 = mul nsw i64 %prepare.ci301, 16
+  %248 = add nsw i64 2409216, %247
+  %249 = mul nsw i64 %0, 8
+  %250 = add nsw i64 %249, %prepare.co312
+  %251 = add nsw i64 %248, %250
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
+  store float %w47, ptr %arena50, align 4
   %w48 = load float, ptr %prepare.w48, align 4
-  %199 = mul nsw i64 %prepare.ci291, 16
-  %200 = add nsw i64 2409728, %199
-  %201 = add nsw i64 %200, %prepare.co302
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %201
-  store float %w48, ptr %arena52, align 4
+  %252 = mul nsw i64 %prepare.ci301, 16
+  %253 = add nsw i64 2409472, %252
+  %254 = mul nsw i64 %0, 8
+  %255 = add nsw i64 %254, %prepare.co312
+  %256 = add nsw i64 %253, %255
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
+  store float %w48, ptr %arena51, align 4
   %w49 = load float, ptr %prepare.w49, align 4
-  %202 = mul nsw i64 %prepare.ci291, 16
-  %203 = add nsw i64 2409984, %202
-  %204 = add nsw i64 %203, %prepare.co302
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %204
-  store float %w49, ptr %arena53, align 4
+  %257 = mul nsw i64 %prepare.ci301, 16
+  %258 = add nsw i64 2409728, %257
+  %259 = mul nsw i64 %0, 8
+  %260 = add nsw i64 %259, %prepare.co312
+  %261 = add nsw i64 %258, %260
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
+  store float %w49, ptr %arena52, align 4
   %w50 = load float, ptr %prepare.w50, align 4
-  %205 = mul nsw i64 %prepare.ci291, 16
-  %206 = add nsw i64 2410240, %205
-  %207 = add nsw i64 %206, %prepare.co302
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %207
-  store float %w50, ptr %arena54, align 4
+  %262 = mul nsw i64 %prepare.ci301, 16
+  %263 = add nsw i64 2409984, %262
+  %264 = mul nsw i64 %0, 8
+  %265 = add nsw i64 %264, %prepare.co312
+  %266 = add nsw i64 %263, %265
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
+  store float %w50, ptr %arena53, align 4
   %w51 = load float, ptr %prepare.w51, align 4
-  %208 = mul nsw i64 %prepare.ci291, 16
-  %209 = add nsw i64 2410496, %208
-  %210 = add nsw i64 %209, %prepare.co302
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %210
-  store float %w51, ptr %arena55, align 4
+  %267 = mul nsw i64 %prepare.ci301, 16
+  %268 = add nsw i64 2410240, %267
+  %269 = mul nsw i64 %0, 8
+  %270 = add nsw i64 %269, %prepare.co312
+  %271 = add nsw i64 %268, %270
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
+  store float %w51, ptr %arena54, align 4
   %w52 = load float, ptr %prepare.w52, align 4
-  %211 = mul nsw i64 %prepare.ci291, 16
-  %212 = add nsw i64 2410752, %211
-  %213 = add nsw i64 %212, %prepare.co302
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %213
-  store float %w52, ptr %arena56, align 4
+  %272 = mul nsw i64 %prepare.ci301, 16
+  %273 = add nsw i64 2410496, %272
+  %274 = mul nsw i64 %0, 8
+  %275 = add nsw i64 %274, %prepare.co312
+  %276 = add nsw i64 %273, %275
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
+  store float %w52, ptr %arena55, align 4
   %w53 = load float, ptr %prepare.w53, align 4
-  %214 = mul nsw i64 %prepare.ci291, 16
-  %215 = add nsw i64 2411008, %214
-  %216 = add nsw i64 %215, %prepare.co302
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %216
-  store float %w53, ptr %arena57, align 4
+  %277 = mul nsw i64 %prepare.ci301, 16
+  %278 = add nsw i64 2410752, %277
+  %279 = mul nsw i64 %0, 8
+  %280 = add nsw i64 %279, %prepare.co312
+  %281 = add nsw i64 %278, %280
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
+  store float %w53, ptr %arena56, align 4
   %w54 = load float, ptr %prepare.w54, align 4
-  %217 = mul nsw i64 %prepare.ci291, 16
-  %218 = add nsw i64 2411264, %217
-  %219 = add nsw i64 %218, %prepare.co302
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %219
-  store float %w54, ptr %arena58, align 4
+  %282 = mul nsw i64 %prepare.ci301, 16
+  %283 = add nsw i64 2411008, %282
+  %284 = mul nsw i64 %0, 8
+  %285 = add nsw i64 %284, %prepare.co312
+  %286 = add nsw i64 %283, %285
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
+  store float %w54, ptr %arena57, align 4
   %w55 = load float, ptr %prepare.w55, align 4
-  %220 = mul nsw i64 %prepare.ci291, 16
-  %221 = add nsw i64 2411520, %220
-  %222 = add nsw i64 %221, %prepare.co302
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %222
-  store float %w55, ptr %arena59, align 4
+  %287 = mul nsw i64 %prepare.ci301, 16
+  %288 = add nsw i64 2411264, %287
+  %289 = mul nsw i64 %0, 8
+  %290 = add nsw i64 %289, %prepare.co312
+  %291 = add nsw i64 %288, %290
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
+  store float %w55, ptr %arena58, align 4
   %w56 = load float, ptr %prepare.w56, align 4
-  %223 = mul nsw i64 %prepare.ci291, 16
-  %224 = add nsw i64 2411776, %223
-  %225 = add nsw i64 %224, %prepare.co302
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %225
-  store float %w56, ptr %arena60, align 4
+  %292 = mul nsw i64 %prepare.ci301, 16
+  %293 = add nsw i64 2411520, %292
+  %294 = mul nsw i64 %0, 8
+  %295 = add nsw i64 %294, %prepare.co312
+  %296 = add nsw i64 %293, %295
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
+  store float %w56, ptr %arena59, align 4
   %w57 = load float, ptr %prepare.w57, align 4
-  %226 = mul nsw i64 %prepare.ci291, 16
-  %227 = add nsw i64 2412032, %226
-  %228 = add nsw i64 %227, %prepare.co302
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %228
-  store float %w57, ptr %arena61, align 4
+  %297 = mul nsw i64 %prepare.ci301, 16
+  %298 = add nsw i64 2411776, %297
+  %299 = mul nsw i64 %0, 8
+  %300 = add nsw i64 %299, %prepare.co312
+  %301 = add nsw i64 %298, %300
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
+  store float %w57, ptr %arena60, align 4
   %w58 = load float, ptr %prepare.w58, align 4
-  %229 = mul nsw i64 %prepare.ci291, 16
-  %230 = add nsw i64 2412288, %229
-  %231 = add nsw i64 %230, %prepare.co302
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %231
-  store float %w58, ptr %arena62, align 4
-  %co30.next = add nsw i64 %prepare.co302, 1
-  %232 = icmp slt i64 %co30.next, 16
-  br i1 %232, label %prepare.co30, label %prepare.co30.end
+  %302 = mul nsw i64 %prepare.ci301, 16
+  %303 = add nsw i64 2412032, %302
+  %304 = mul nsw i64 %0, 8
+  %305 = add nsw i64 %304, %prepare.co312
+  %306 = add nsw i64 %303, %305
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
+  store float %w58, ptr %arena61, align 4
+  %w59 = load float, ptr %prepare.w59, align 4
+  %307 = mul nsw i64 %prepare.ci301, 16
+  %308 = add nsw i64 2412288, %307
+  %309 = mul nsw i64 %0, 8
+  %310 = add nsw i64 %309, %prepare.co312
+  %311 = add nsw i64 %308, %310
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
+  store float %w59, ptr %arena62, align 4
+  %co31.next = add nsw i64 %prepare.co312, 1
+  %312 = icmp slt i64 %co31.next, 8
+  br i1 %312, label %prepare.co31, label %prepare.co31.end
 
-prepare.co30.end:                                 ; preds = %prepare.co30
-  %ci29.next = add nsw i64 %prepare.ci291, 1
-  %233 = icmp slt i64 %ci29.next, 16
-  br i1 %233, label %prepare.ci29, label %prepare.ci29.end
+prepare.co31.end:                                 ; preds = %prepare.co31
+  %ci30.next = add nsw i64 %prepare.ci301, 1
+  %313 = icmp slt i64 %ci30.next, 16
+  br i1 %313, label %prepare.ci30, label %prepare.ci30.end
+}
 
-prepare.ci199:                                    ; preds = %prepare.co200.end, %prepare.ci29.end
-  %prepare.ci19963 = phi i64 [ 0, %prepare.ci29.end ], [ %ci199.next, %prepare.co200.end ]
-  br label %prepare.co200
+define internal void @residual_infer_b64.part29.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  call void @residual_infer_b64.part29(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  ret void
+}
 
-prepare.ci199.end:                                ; preds = %prepare.co200.end
-  br label %entry.endif
+; Function Attrs: noinline
+define internal void @residual_infer_b64.part135(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %prepare.w165 = alloca float, align 4
+  %prepare.w164 = alloca float, align 4
+  %prepare.w163 = alloca float, align 4
+  %prepare.w162 = alloca float, align 4
+  %prepare.w161 = alloca float, align 4
+  %prepare.w160 = alloca float, align 4
+  %prepare.w159 = alloca float, align 4
+  %prepare.w158 = alloca float, align 4
+  %prepare.w157 = alloca float, align 4
+  %prepare.w156 = alloca float, align 4
+  %prepare.w155 = alloca float, align 4
+  %prepare.w154 = alloca float, align 4
+  %prepare.w153 = alloca float, align 4
+  %prepare.w152 = alloca float, align 4
+  %prepare.w151 = alloca float, align 4
+  %prepare.w150 = alloca float, align 4
+  %prepare.w149 = alloca float, align 4
+  %prepare.w148 = alloca float, align 4
+  %prepare.w147 = alloca float, align 4
+  %prepare.w146 = alloca float, align 4
+  %prepare.w145 = alloca float, align 4
+  %prepare.w144 = alloca float, align 4
+  %prepare.w143 = alloca float, align 4
+  %prepare.w142 = alloca float, align 4
+  %prepare.w141 = alloca float, align 4
+  %prepare.w140 = alloca float, align 4
+  %prepare.w139 = alloca float, align 4
+  %prepare.w138 = alloca float, align 4
+  br label %prepare.ci136
 
-prepare.co200:                                    ; preds = %prepare.co200, %prepare.ci199
-  %prepare.co20064 = phi i64 [ 0, %prepare.ci199 ], [ %co200.next, %prepare.co200 ]
-  %234 = mul nsw i64 %prepare.co20064, 16
-  %235 = add nsw i64 %234, %prepare.ci19963
-  %236 = mul nsw i64 %235, 9
-  %237 = add nsw i64 2480, %236
-  %params65 = getelementptr inbounds float, ptr %params, i64 %237
-  %238 = load float, ptr %params65, align 4
-  store float %238, ptr %prepare.w201, align 4
-  %239 = mul nsw i64 %prepare.co20064, 16
-  %240 = add nsw i64 %239, %prepare.ci19963
-  %241 = mul nsw i64 %240, 9
-  %242 = add nsw i64 2480, %241
-  %params66 = getelementptr inbounds float, ptr %params, i64 %242
-  %243 = load float, ptr %params66, align 4
-  %244 = mul nsw i64 %prepare.co20064, 16
-  %245 = add nsw i64 %244, %prepare.ci19963
-  %246 = mul nsw i64 %245, 9
-  %247 = add nsw i64 2480, %246
-  %248 = add nsw i64 %247, 3
-  %params67 = getelementptr inbounds float, ptr %params, i64 %248
-  %249 = load float, ptr %params67, align 4
-  %250 = fadd float %243, %249
-  %251 = mul nsw i64 %prepare.co20064, 16
-  %252 = add nsw i64 %251, %prepare.ci19963
-  %253 = mul nsw i64 %252, 9
-  %254 = add nsw i64 2480, %253
-  %255 = add nsw i64 %254, 6
-  %params68 = getelementptr inbounds float, ptr %params, i64 %255
-  %256 = load float, ptr %params68, align 4
-  %257 = fadd float %250, %256
-  %258 = fmul float %257, 5.000000e-01
-  store float %258, ptr %prepare.w202, align 4
-  %259 = mul nsw i64 %prepare.co20064, 16
-  %260 = add nsw i64 %259, %prepare.ci19963
-  %261 = mul nsw i64 %260, 9
-  %262 = add nsw i64 2480, %261
-  %params69 = getelementptr inbounds float, ptr %params, i64 %262
-  %263 = load float, ptr %params69, align 4
-  %264 = mul nsw i64 %prepare.co20064, 16
-  %265 = add nsw i64 %264, %prepare.ci19963
-  %266 = mul nsw i64 %265, 9
-  %267 = add nsw i64 2480, %266
-  %268 = add nsw i64 %267, 6
-  %params70 = getelementptr inbounds float, ptr %params, i64 %268
-  %269 = load float, ptr %params70, align 4
-  %270 = fadd float %263, %269
-  %271 = mul nsw i64 %prepare.co20064, 16
-  %272 = add nsw i64 %271, %prepare.ci19963
-  %273 = mul nsw i64 %272, 9
-  %274 = add nsw i64 2480, %273
-  %275 = add nsw i64 %274, 3
-  %params71 = getelementptr inbounds float, ptr %params, i64 %275
-  %276 = load float, ptr %params71, align 4
-  %277 = fsub float %270, %276
-  %278 = fmul float %277, 5.000000e-01
-  store float %278, ptr %prepare.w203, align 4
-  %279 = mul nsw i64 %prepare.co20064, 16
-  %280 = add nsw i64 %279, %prepare.ci19963
-  %281 = mul nsw i64 %280, 9
-  %282 = add nsw i64 2480, %281
-  %283 = add nsw i64 %282, 6
-  %params72 = getelementptr inbounds float, ptr %params, i64 %283
-  %284 = load float, ptr %params72, align 4
-  store float %284, ptr %prepare.w204, align 4
-  %285 = mul nsw i64 %prepare.co20064, 16
-  %286 = add nsw i64 %285, %prepare.ci19963
-  %287 = mul nsw i64 %286, 9
-  %288 = add nsw i64 2480, %287
-  %289 = add nsw i64 %288, 1
-  %params73 = getelementptr inbounds float, ptr %params, i64 %289
-  %290 = load float, ptr %params73, align 4
-  store float %290, ptr %prepare.w205, align 4
-  %291 = mul nsw i64 %prepare.co20064, 16
-  %292 = add nsw i64 %291, %prepare.ci19963
-  %293 = mul nsw i64 %292, 9
-  %294 = add nsw i64 2480, %293
-  %295 = add nsw i64 %294, 1
-  %params74 = getelementptr inbounds float, ptr %params, i64 %295
-  %296 = load float, ptr %params74, align 4
-  %297 = mul nsw i64 %prepare.co20064, 16
-  %298 = add nsw i64 %297, %prepare.ci19963
-  %299 = mul nsw i64 %298, 9
-  %300 = add nsw i64 2480, %299
-  %301 = add nsw i64 %300, 4
-  %params75 = getelementptr inbounds float, ptr %params, i64 %301
-  %302 = load float, ptr %params75, align 4
-  %303 = fadd float %296, %302
-  %304 = mul nsw i64 %prepare.co20064, 16
-  %305 = add nsw i64 %304, %prepare.ci19963
-  %306 = mul nsw i64 %305, 9
-  %307 = add nsw i64 2480, %306
-  %308 = add nsw i64 %307, 7
-  %params76 = getelementptr inbounds float, ptr %params, i64 %308
-  %309 = load float, ptr %params76, align 4
-  %310 = fadd float %303, %309
-  %311 = fmul float %310, 5.000000e-01
-  store float %311, ptr %prepare.w206, align 4
-  %312 = mul nsw i64 %prepare.co20064, 16
-  %313 = add nsw i64 %312, %prepare.ci19963
-  %314 = mul nsw i64 %313, 9
-  %315 = add nsw i64 2480, %314
-  %316 = add nsw i64 %315, 1
-  %params77 = getelementptr inbounds float, ptr %params, i64 %316
-  %317 = load float, ptr %params77, align 4
-  %318 = mul nsw i64 %prepare.co20064, 16
-  %319 = add nsw i64 %318, %prepare.ci19963
-  %320 = mul nsw i64 %319, 9
-  %321 = add nsw i64 2480, %320
-  %322 = add nsw i64 %321, 7
-  %params78 = getelementptr inbounds float, ptr %params, i64 %322
-  %323 = load float, ptr %params78, align 4
-  %324 = fadd float %317, %323
-  %325 = mul nsw i64 %prepare.co20064, 16
-  %326 = add nsw i64 %325, %prepare.ci19963
-  %327 = mul nsw i64 %326, 9
-  %328 = add nsw i64 2480, %327
-  %329 = add nsw i64 %328, 4
-  %params79 = getelementptr inbounds float, ptr %params, i64 %329
-  %330 = load float, ptr %params79, align 4
-  %331 = fsub float %324, %330
-  %332 = fmul float %331, 5.000000e-01
-  store float %332, ptr %prepare.w207, align 4
-  %333 = mul nsw i64 %prepare.co20064, 16
-  %334 = add nsw i64 %333, %prepare.ci19963
-  %335 = mul nsw i64 %334, 9
-  %336 = add nsw i64 2480, %335
-  %337 = add nsw i64 %336, 7
-  %params80 = getelementptr inbounds float, ptr %params, i64 %337
-  %338 = load float, ptr %params80, align 4
-  store float %338, ptr %prepare.w208, align 4
-  %339 = mul nsw i64 %prepare.co20064, 16
-  %340 = add nsw i64 %339, %prepare.ci19963
-  %341 = mul nsw i64 %340, 9
-  %342 = add nsw i64 2480, %341
-  %343 = add nsw i64 %342, 2
-  %params81 = getelementptr inbounds float, ptr %params, i64 %343
-  %344 = load float, ptr %params81, align 4
-  store float %344, ptr %prepare.w209, align 4
-  %345 = mul nsw i64 %prepare.co20064, 16
-  %346 = add nsw i64 %345, %prepare.ci19963
-  %347 = mul nsw i64 %346, 9
-  %348 = add nsw i64 2480, %347
-  %349 = add nsw i64 %348, 2
-  %params82 = getelementptr inbounds float, ptr %params, i64 %349
-  %350 = load float, ptr %params82, align 4
-  %351 = mul nsw i64 %prepare.co20064, 16
-  %352 = add nsw i64 %351, %prepare.ci19963
-  %353 = mul nsw i64 %352, 9
-  %354 = add nsw i64 2480, %353
-  %355 = add nsw i64 %354, 5
-  %params83 = getelementptr inbounds float, ptr %params, i64 %355
-  %356 = load float, ptr %params83, align 4
-  %357 = fadd float %350, %356
-  %358 = mul nsw i64 %prepare.co20064, 16
-  %359 = add nsw i64 %358, %prepare.ci19963
-  %360 = mul nsw i64 %359, 9
-  %361 = add nsw i64 2480, %360
-  %362 = add nsw i64 %361, 8
-  %params84 = getelementptr inbounds float, ptr %params, i64 %362
-  %363 = load float, ptr %params84, align 4
-  %364 = fadd float %357, %363
-  %365 = fmul float %364, 5.000000e-01
-  store float %365, ptr %prepare.w210, align 4
-  %366 = mul nsw i64 %prepare.co20064, 16
-  %367 = add nsw i64 %366, %prepare.ci19963
-  %368 = mul nsw i64 %367, 9
-  %369 = add nsw i64 2480, %368
-  %370 = add nsw i64 %369, 2
-  %params85 = getelementptr inbounds float, ptr %params, i64 %370
-  %371 = load float, ptr %params85, align 4
-  %372 = mul nsw i64 %prepare.co20064, 16
-  %373 = add nsw i64 %372, %prepare.ci19963
-  %374 = mul nsw i64 %373, 9
-  %375 = add nsw i64 2480, %374
-  %376 = add nsw i64 %375, 8
-  %params86 = getelementptr inbounds float, ptr %params, i64 %376
-  %377 = load float, ptr %params86, align 4
-  %378 = fadd float %371, %377
-  %379 = mul nsw i64 %prepare.co20064, 16
-  %380 = add nsw i64 %379, %prepare.ci19963
-  %381 = mul nsw i64 %380, 9
-  %382 = add nsw i64 2480, %381
-  %383 = add nsw i64 %382, 5
-  %params87 = getelementptr inbounds float, ptr %params, i64 %383
-  %384 = load float, ptr %params87, align 4
-  %385 = fsub float %378, %384
-  %386 = fmul float %385, 5.000000e-01
-  store float %386, ptr %prepare.w211, align 4
-  %387 = mul nsw i64 %prepare.co20064, 16
-  %388 = add nsw i64 %387, %prepare.ci19963
-  %389 = mul nsw i64 %388, 9
-  %390 = add nsw i64 2480, %389
-  %391 = add nsw i64 %390, 8
-  %params88 = getelementptr inbounds float, ptr %params, i64 %391
-  %392 = load float, ptr %params88, align 4
-  store float %392, ptr %prepare.w212, align 4
-  %w201 = load float, ptr %prepare.w201, align 4
-  store float %w201, ptr %prepare.w213, align 4
-  %w20189 = load float, ptr %prepare.w201, align 4
-  %w205 = load float, ptr %prepare.w205, align 4
-  %393 = fadd float %w20189, %w205
-  %w209 = load float, ptr %prepare.w209, align 4
-  %394 = fadd float %393, %w209
-  %395 = fmul float %394, 5.000000e-01
-  store float %395, ptr %prepare.w214, align 4
-  %w20190 = load float, ptr %prepare.w201, align 4
-  %w20991 = load float, ptr %prepare.w209, align 4
-  %396 = fadd float %w20190, %w20991
-  %w20592 = load float, ptr %prepare.w205, align 4
-  %397 = fsub float %396, %w20592
-  %398 = fmul float %397, 5.000000e-01
-  store float %398, ptr %prepare.w215, align 4
-  %w20993 = load float, ptr %prepare.w209, align 4
-  store float %w20993, ptr %prepare.w216, align 4
-  %w202 = load float, ptr %prepare.w202, align 4
-  store float %w202, ptr %prepare.w217, align 4
-  %w20294 = load float, ptr %prepare.w202, align 4
-  %w206 = load float, ptr %prepare.w206, align 4
-  %399 = fadd float %w20294, %w206
-  %w210 = load float, ptr %prepare.w210, align 4
-  %400 = fadd float %399, %w210
-  %401 = fmul float %400, 5.000000e-01
-  store float %401, ptr %prepare.w218, align 4
-  %w20295 = load float, ptr %prepare.w202, align 4
-  %w21096 = load float, ptr %prepare.w210, align 4
-  %402 = fadd float %w20295, %w21096
-  %w20697 = load float, ptr %prepare.w206, align 4
-  %403 = fsub float %402, %w20697
-  %404 = fmul float %403, 5.000000e-01
-  store float %404, ptr %prepare.w219, align 4
-  %w21098 = load float, ptr %prepare.w210, align 4
-  store float %w21098, ptr %prepare.w220, align 4
-  %w203 = load float, ptr %prepare.w203, align 4
-  store float %w203, ptr %prepare.w221, align 4
-  %w20399 = load float, ptr %prepare.w203, align 4
-  %w207 = load float, ptr %prepare.w207, align 4
-  %405 = fadd float %w20399, %w207
-  %w211 = load float, ptr %prepare.w211, align 4
-  %406 = fadd float %405, %w211
-  %407 = fmul float %406, 5.000000e-01
-  store float %407, ptr %prepare.w222, align 4
-  %w203100 = load float, ptr %prepare.w203, align 4
-  %w211101 = load float, ptr %prepare.w211, align 4
-  %408 = fadd float %w203100, %w211101
-  %w207102 = load float, ptr %prepare.w207, align 4
-  %409 = fsub float %408, %w207102
-  %410 = fmul float %409, 5.000000e-01
-  store float %410, ptr %prepare.w223, align 4
-  %w211103 = load float, ptr %prepare.w211, align 4
-  store float %w211103, ptr %prepare.w224, align 4
-  %w204 = load float, ptr %prepare.w204, align 4
-  store float %w204, ptr %prepare.w225, align 4
-  %w204104 = load float, ptr %prepare.w204, align 4
-  %w208 = load float, ptr %prepare.w208, align 4
-  %411 = fadd float %w204104, %w208
-  %w212 = load float, ptr %prepare.w212, align 4
-  %412 = fadd float %411, %w212
-  %413 = fmul float %412, 5.000000e-01
-  store float %413, ptr %prepare.w226, align 4
-  %w204105 = load float, ptr %prepare.w204, align 4
-  %w212106 = load float, ptr %prepare.w212, align 4
-  %414 = fadd float %w204105, %w212106
-  %w208107 = load float, ptr %prepare.w208, align 4
-  %415 = fsub float %414, %w208107
-  %416 = fmul float %415, 5.000000e-01
-  store float %416, ptr %prepare.w227, align 4
-  %w212108 = load float, ptr %prepare.w212, align 4
-  store float %w212108, ptr %prepare.w228, align 4
-  %w213 = load float, ptr %prepare.w213, align 4
-  %417 = mul nsw i64 %prepare.ci19963, 32
-  %418 = add nsw i64 2412544, %417
-  %419 = add nsw i64 %418, %prepare.co20064
-  %arena109 = getelementptr inbounds float, ptr %arena, i64 %419
-  store float %w213, ptr %arena109, align 4
-  %w214 = load float, ptr %prepare.w214, align 4
-  %420 = mul nsw i64 %prepare.ci19963, 32
-  %421 = add nsw i64 2413056, %420
-  %422 = add nsw i64 %421, %prepare.co20064
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 %422
-  store float %w214, ptr %arena110, align 4
-  %w215 = load float, ptr %prepare.w215, align 4
-  %423 = mul nsw i64 %prepare.ci19963, 32
-  %424 = add nsw i64 2413568, %423
-  %425 = add nsw i64 %424, %prepare.co20064
-  %arena111 = getelementptr inbounds float, ptr %arena, i64 %425
-  store float %w215, ptr %arena111, align 4
-  %w216 = load float, ptr %prepare.w216, align 4
-  %426 = mul nsw i64 %prepare.ci19963, 32
-  %427 = add nsw i64 2414080, %426
-  %428 = add nsw i64 %427, %prepare.co20064
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 %428
-  store float %w216, ptr %arena112, align 4
-  %w217 = load float, ptr %prepare.w217, align 4
-  %429 = mul nsw i64 %prepare.ci19963, 32
-  %430 = add nsw i64 2414592, %429
-  %431 = add nsw i64 %430, %prepare.co20064
-  %arena113 = getelementptr inbounds float, ptr %arena, i64 %431
-  store float %w217, ptr %arena113, align 4
-  %w218 = load float, ptr %prepare.w218, align 4
-  %432 = mul nsw i64 %prepare.ci19963, 32
-  %433 = add nsw i64 2415104, %432
-  %434 = add nsw i64 %433, %prepare.co20064
-  %arena114 = getelementptr inbounds float, ptr %arena, i64 %434
-  store float %w218, ptr %arena114, align 4
-  %w219 = load float, ptr %prepare.w219, align 4
-  %435 = mul nsw i64 %prepare.ci19963, 32
-  %436 = add nsw i64 2415616, %435
-  %437 = add nsw i64 %436, %prepare.co20064
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %437
-  store float %w219, ptr %arena115, align 4
-  %w220 = load float, ptr %prepare.w220, align 4
-  %438 = mul nsw i64 %prepare.ci19963, 32
-  %439 = add nsw i64 2416128, %438
-  %440 = add nsw i64 %439, %prepare.co20064
-  %arena116 = getelementptr inbounds float, ptr %arena, i64 %440
-  store float %w220, ptr %arena116, align 4
-  %w221 = load float, ptr %prepare.w221, align 4
-  %441 = mul nsw i64 %prepare.ci19963, 32
-  %442 = add nsw i64 2416640, %441
-  %443 = add nsw i64 %442, %prepare.co20064
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 %443
-  store float %w221, ptr %arena117, align 4
-  %w222 = load float, ptr %prepare.w222, align 4
-  %444 = mul nsw i64 %prepare.ci19963, 32
-  %445 = add nsw i64 2417152, %444
-  %446 = add nsw i64 %445, %prepare.co20064
-  %arena118 = getelementptr inbounds float, ptr %arena, i64 %446
-  store float %w222, ptr %arena118, align 4
-  %w223 = load float, ptr %prepare.w223, align 4
-  %447 = mul nsw i64 %prepare.ci19963, 32
-  %448 = add nsw i64 2417664, %447
-  %449 = add nsw i64 %448, %prepare.co20064
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 %449
-  store float %w223, ptr %arena119, align 4
-  %w224 = load float, ptr %prepare.w224, align 4
-  %450 = mul nsw i64 %prepare.ci19963, 32
-  %451 = add nsw i64 2418176, %450
-  %452 = add nsw i64 %451, %prepare.co20064
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 %452
-  store float %w224, ptr %arena120, align 4
-  %w225 = load float, ptr %prepare.w225, align 4
-  %453 = mul nsw i64 %prepare.ci19963, 32
-  %454 = add nsw i64 2418688, %453
-  %455 = add nsw i64 %454, %prepare.co20064
-  %arena121 = getelementptr inbounds float, ptr %arena, i64 %455
-  store float %w225, ptr %arena121, align 4
-  %w226 = load float, ptr %prepare.w226, align 4
-  %456 = mul nsw i64 %prepare.ci19963, 32
-  %457 = add nsw i64 2419200, %456
-  %458 = add nsw i64 %457, %prepare.co20064
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 %458
-  store float %w226, ptr %arena122, align 4
-  %w227 = load float, ptr %prepare.w227, align 4
-  %459 = mul nsw i64 %prepare.ci19963, 32
-  %460 = add nsw i64 2419712, %459
-  %461 = add nsw i64 %460, %prepare.co20064
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %461
-  store float %w227, ptr %arena123, align 4
-  %w228 = load float, ptr %prepare.w228, align 4
-  %462 = mul nsw i64 %prepare.ci19963, 32
-  %463 = add nsw i64 2420224, %462
-  %464 = add nsw i64 %463, %prepare.co20064
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %464
-  store float %w228, ptr %arena124, align 4
-  %co200.next = add nsw i64 %prepare.co20064, 1
-  %465 = icmp slt i64 %co200.next, 32
-  br i1 %465, label %prepare.co200, label %prepare.co200.end
+prepare.ci136:                                    ; preds = %prepare.co137.end, %entry
+  %prepare.ci1361 = phi i64 [ 0, %entry ], [ %ci136.next, %prepare.co137.end ]
+  br label %prepare.co137
 
-prepare.co200.end:                                ; preds = %prepare.co200
-  %ci199.next = add nsw i64 %prepare.ci19963, 1
-  %466 = icmp slt i64 %ci199.next, 16
-  br i1 %466, label %prepare.ci199, label %prepare.ci199.end
+prepare.ci136.end:                                ; preds = %prepare.co137.end
+  ret void
+
+prepare.co137:                                    ; preds = %prepare.co137, %prepare.ci136
+  %prepare.co1372 = phi i64 [ 0, %prepare.ci136 ], [ %co137.next, %prepare.co137 ]
+  %1 = mul nsw i64 %0, 16
+  %2 = add nsw i64 %1, %prepare.co1372
+  %3 = mul nsw i64 %2, 16
+  %4 = add nsw i64 %3, %prepare.ci1361
+  %5 = mul nsw i64 %4, 9
+  %6 = add nsw i64 2480, %5
+  %params3 = getelementptr inbounds float, ptr %params, i64 %6
+  %7 = load float, ptr %params3, align 4
+  store float %7, ptr %prepare.w138, align 4
+  %8 = mul nsw i64 %0, 16
+  %9 = add nsw i64 %8, %prepare.co1372
+  %10 = mul nsw i64 %9, 16
+  %11 = add nsw i64 %10, %prepare.ci1361
+  %12 = mul nsw i64 %11, 9
+  %13 = add nsw i64 2480, %12
+  %params4 = getelementptr inbounds float, ptr %params, i64 %13
+  %14 = load float, ptr %params4, align 4
+  %15 = mul nsw i64 %0, 16
+  %16 = add nsw i64 %15, %prepare.co1372
+  %17 = mul nsw i64 %16, 16
+  %18 = add nsw i64 %17, %prepare.ci1361
+  %19 = mul nsw i64 %18, 9
+  %20 = add nsw i64 2480, %19
+  %21 = add nsw i64 %20, 3
+  %params5 = getelementptr inbounds float, ptr %params, i64 %21
+  %22 = load float, ptr %params5, align 4
+  %23 = fadd float %14, %22
+  %24 = mul nsw i64 %0, 16
+  %25 = add nsw i64 %24, %prepare.co1372
+  %26 = mul nsw i64 %25, 16
+  %27 = add nsw i64 %26, %prepare.ci1361
+  %28 = mul nsw i64 %27, 9
+  %29 = add nsw i64 2480, %28
+  %30 = add nsw i64 %29, 6
+  %params6 = getelementptr inbounds float, ptr %params, i64 %30
+  %31 = load float, ptr %params6, align 4
+  %32 = fadd float %23, %31
+  %33 = fmul float %32, 5.000000e-01
+  store float %33, ptr %prepare.w139, align 4
+  %34 = mul nsw i64 %0, 16
+  %35 = add nsw i64 %34, %prepare.co1372
+  %36 = mul nsw i64 %35, 16
+  %37 = add nsw i64 %36, %prepare.ci1361
+  %38 = mul nsw i64 %37, 9
+  %39 = add nsw i64 2480, %38
+  %params7 = getelementptr inbounds float, ptr %params, i64 %39
+  %40 = load float, ptr %params7, align 4
+  %41 = mul nsw i64 %0, 16
+  %42 = add nsw i64 %41, %prepare.co1372
+  %43 = mul nsw i64 %42, 16
+  %44 = add nsw i64 %43, %prepare.ci1361
+  %45 = mul nsw i64 %44, 9
+  %46 = add nsw i64 2480, %45
+  %47 = add nsw i64 %46, 6
+  %params8 = getelementptr inbounds float, ptr %params, i64 %47
+  %48 = load float, ptr %params8, align 4
+  %49 = fadd float %40, %48
+  %50 = mul nsw i64 %0, 16
+  %51 = add nsw i64 %50, %prepare.co1372
+  %52 = mul nsw i64 %51, 16
+  %53 = add nsw i64 %52, %prepare.ci1361
+  %54 = mul nsw i64 %53, 9
+  %55 = add nsw i64 2480, %54
+  %56 = add nsw i64 %55, 3
+  %params9 = getelementptr inbounds float, ptr %params, i64 %56
+  %57 = load float, ptr %params9, align 4
+  %58 = fsub float %49, %57
+  %59 = fmul float %58, 5.000000e-01
+  store float %59, ptr %prepare.w140, align 4
+  %60 = mul nsw i64 %0, 16
+  %61 = add nsw i64 %60, %prepare.co1372
+  %62 = mul nsw i64 %61, 16
+  %63 = add nsw i64 %62, %prepare.ci1361
+  %64 = mul nsw i64 %63, 9
+  %65 = add nsw i64 2480, %64
+  %66 = add nsw i64 %65, 6
+  %params10 = getelementptr inbounds float, ptr %params, i64 %66
+  %67 = load float, ptr %params10, align 4
+  store float %67, ptr %prepare.w141, align 4
+  %68 = mul nsw i64 %0, 16
+  %69 = add nsw i64 %68, %prepare.co1372
+  %70 = mul nsw i64 %69, 16
+  %71 = add nsw i64 %70, %prepare.ci1361
+  %72 = mul nsw i64 %71, 9
+  %73 = add nsw i64 2480, %72
+  %74 = add nsw i64 %73, 1
+  %params11 = getelementptr inbounds float, ptr %params, i64 %74
+  %75 = load float, ptr %params11, align 4
+  store float %75, ptr %prepare.w142, align 4
+  %76 = mul nsw i64 %0, 16
+  %77 = add nsw i64 %76, %prepare.co1372
+  %78 = mul nsw i64 %77, 16
+  %79 = add nsw i64 %78, %prepare.ci1361
+  %80 = mul nsw i64 %79, 9
+  %81 = add nsw i64 2480, %80
+  %82 = add nsw i64 %81, 1
+  %params12 = getelementptr inbounds float, ptr %params, i64 %82
+  %83 = load float, ptr %params12, align 4
+  %84 = mul nsw i64 %0, 16
+  %85 = add nsw i64 %84, %prepare.co1372
+  %86 = mul nsw i64 %85, 16
+  %87 = add nsw i64 %86, %prepare.ci1361
+  %88 = mul nsw i64 %87, 9
+  %89 = add nsw i64 2480, %88
+  %90 = add nsw i64 %89, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %90
+  %91 = load float, ptr %params13, align 4
+  %92 = fadd float %83, %91
+  %93 = mul nsw i64 %0, 16
+  %94 = add nsw i64 %93, %prepare.co1372
+  %95 = mul nsw i64 %94, 16
+  %96 = add nsw i64 %95, %prepare.ci1361
+  %97 = mul nsw i64 %96, 9
+  %98 = add nsw i64 2480, %97
+  %99 = add nsw i64 %98, 7
+  %params14 = getelementptr inbounds float, ptr %params, i64 %99
+  %100 = load float, ptr %params14, align 4
+  %101 = fadd float %92, %100
+  %102 = fmul float %101, 5.000000e-01
+  store float %102, ptr %prepare.w143, align 4
+  %103 = mul nsw i64 %0, 16
+  %104 = add nsw i64 %103, %prepare.co1372
+  %105 = mul nsw i64 %104, 16
+  %106 = add nsw i64 %105, %prepare.ci1361
+  %107 = mul nsw i64 %106, 9
+  %108 = add nsw i64 2480, %107
+  %109 = add nsw i64 %108, 1
+  %params15 = getelementptr inbounds float, ptr %params, i64 %109
+  %110 = load float, ptr %params15, align 4
+  %111 = mul nsw i64 %0, 16
+  %112 = add nsw i64 %111, %prepare.co1372
+  %113 = mul nsw i64 %112, 16
+  %114 = add nsw i64 %113, %prepare.ci1361
+  %115 = mul nsw i64 %114, 9
+  %116 = add nsw i64 2480, %115
+  %117 = add nsw i64 %116, 7
+  %params16 = getelementptr inbounds float, ptr %params, i64 %117
+  %118 = load float, ptr %params16, align 4
+  %119 = fadd float %110, %118
+  %120 = mul nsw i64 %0, 16
+  %121 = add nsw i64 %120, %prepare.co1372
+  %122 = mul nsw i64 %121, 16
+  %123 = add nsw i64 %122, %prepare.ci1361
+  %124 = mul nsw i64 %123, 9
+  %125 = add nsw i64 2480, %124
+  %126 = add nsw i64 %125, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %126
+  %127 = load float, ptr %params17, align 4
+  %128 = fsub float %119, %127
+  %129 = fmul float %128, 5.000000e-01
+  store float %129, ptr %prepare.w144, align 4
+  %130 = mul nsw i64 %0, 16
+  %131 = add nsw i64 %130, %prepare.co1372
+  %132 = mul nsw i64 %131, 16
+  %133 = add nsw i64 %132, %prepare.ci1361
+  %134 = mul nsw i64 %133, 9
+  %135 = add nsw i64 2480, %134
+  %136 = add nsw i64 %135, 7
+  %params18 = getelementptr inbounds float, ptr %params, i64 %136
+  %137 = load float, ptr %params18, align 4
+  store float %137, ptr %prepare.w145, align 4
+  %138 = mul nsw i64 %0, 16
+  %139 = add nsw i64 %138, %prepare.co1372
+  %140 = mul nsw i64 %139, 16
+  %141 = add nsw i64 %140, %prepare.ci1361
+  %142 = mul nsw i64 %141, 9
+  %143 = add nsw i64 2480, %142
+  %144 = add nsw i64 %143, 2
+  %params19 = getelementptr inbounds float, ptr %params, i64 %144
+  %145 = load float, ptr %params19, align 4
+  store float %145, ptr %prepare.w146, align 4
+  %146 = mul nsw i64 %0, 16
+  %147 = add nsw i64 %146, %prepare.co1372
+  %148 = mul nsw i64 %147, 16
+  %149 = add nsw i64 %148, %prepare.ci1361
+  %150 = mul nsw i64 %149, 9
+  %151 = add nsw i64 2480, %150
+  %152 = add nsw i64 %151, 2
+  %params20 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params20, align 4
+  %154 = mul nsw i64 %0, 16
+  %155 = add nsw i64 %154, %prepare.co1372
+  %156 = mul nsw i64 %155, 16
+  %157 = add nsw i64 %156, %prepare.ci1361
+  %158 = mul nsw i64 %157, 9
+  %159 = add nsw i64 2480, %158
+  %160 = add nsw i64 %159, 5
+  %params21 = getelementptr inbounds float, ptr %params, i64 %160
+  %161 = load float, ptr %params21, align 4
+  %162 = fadd float %153, %161
+  %163 = mul nsw i64 %0, 16
+  %164 = add nsw i64 %163, %prepare.co1372
+  %165 = mul nsw i64 %164, 16
+  %166 = add nsw i64 %165, %prepare.ci1361
+  %167 = mul nsw i64 %166, 9
+  %168 = add nsw i64 2480, %167
+  %169 = add nsw i64 %168, 8
+  %params22 = getelementptr inbounds float, ptr %params, i64 %169
+  %170 = load float, ptr %params22, align 4
+  %171 = fadd float %162, %170
+  %172 = fmul float %171, 5.000000e-01
+  store float %172, ptr %prepare.w147, align 4
+  %173 = mul nsw i64 %0, 16
+  %174 = add nsw i64 %173, %prepare.co1372
+  %175 = mul nsw i64 %174, 16
+  %176 = add nsw i64 %175, %prepare.ci1361
+  %177 = mul nsw i64 %176, 9
+  %178 = add nsw i64 2480, %177
+  %179 = add nsw i64 %178, 2
+  %params23 = getelementptr inbounds float, ptr %params, i64 %179
+  %180 = load float, ptr %params23, align 4
+  %181 = mul nsw i64 %0, 16
+  %182 = add nsw i64 %181, %prepare.co1372
+  %183 = mul nsw i64 %182, 16
+  %184 = add nsw i64 %183, %prepare.ci1361
+  %185 = mul nsw i64 %184, 9
+  %186 = add nsw i64 2480, %185
+  %187 = add nsw i64 %186, 8
+  %params24 = getelementptr inbounds float, ptr %params, i64 %187
+  %188 = load float, ptr %params24, align 4
+  %189 = fadd float %180, %188
+  %190 = mul nsw i64 %0, 16
+  %191 = add nsw i64 %190, %prepare.co1372
+  %192 = mul nsw i64 %191, 16
+  %193 = add nsw i64 %192, %prepare.ci1361
+  %194 = mul nsw i64 %193, 9
+  %195 = add nsw i64 2480, %194
+  %196 = add nsw i64 %195, 5
+  %params25 = getelementptr inbounds float, ptr %params, i64 %196
+  %197 = load float, ptr %params25, align 4
+  %198 = fsub float %189, %197
+  %199 = fmul float %198, 5.000000e-01
+  store float %199, ptr %prepare.w148, align 4
+  %200 = mul nsw i64 %0, 16
+  %201 = add nsw i64 %200, %prepare.co1372
+  %202 = mul nsw i64 %201, 16
+  %203 = add nsw i64 %202, %prepare.ci1361
+  %204 = mul nsw i64 %203, 9
+  %205 = add nsw i64 2480, %204
+  %206 = add nsw i64 %205, 8
+  %params26 = getelementptr inbounds float, ptr %params, i64 %206
+  %207 = load float, ptr %params26, align 4
+  store float %207, ptr %prepare.w149, align 4
+  %w138 = load float, ptr %prepare.w138, align 4
+  store float %w138, ptr %prepare.w150, align 4
+  %w13827 = load float, ptr %prepare.w138, align 4
+  %w142 = load float, ptr %prepare.w142, align 4
+  %208 = fadd float %w13827, %w142
+  %w146 = load float, ptr %prepare.w146, align 4
+  %209 = fadd float %208, %w146
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %prepare.w151, align 4
+  %w13828 = load float, ptr %prepare.w138, align 4
+  %w14629 = load float, ptr %prepare.w146, align 4
+  %211 = fadd float %w13828, %w14629
+  %w14230 = load float, ptr %prepare.w142, align 4
+  %212 = fsub float %211, %w14230
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %prepare.w152, align 4
+  %w14631 = load float, ptr %prepare.w146, align 4
+  store float %w14631, ptr %prepare.w153, align 4
+  %w139 = load float, ptr %prepare.w139, align 4
+  store float %w139, ptr %prepare.w154, align 4
+  %w13932 = load float, ptr %prepare.w139, align 4
+  %w143 = load float, ptr %prepare.w143, align 4
+  %214 = fadd float %w13932, %w143
+  %w147 = load float, ptr %prepare.w147, align 4
+  %215 = fadd float %214, %w147
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %prepare.w155, align 4
+  %w13933 = load float, ptr %prepare.w139, align 4
+  %w14734 = load float, ptr %prepare.w147, align 4
+  %217 = fadd float %w13933, %w14734
+  %w14335 = load float, ptr %prepare.w143, align 4
+  %218 = fsub float %217, %w14335
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %prepare.w156, align 4
+  %w14736 = load float, ptr %prepare.w147, align 4
+  store float %w14736, ptr %prepare.w157, align 4
+  %w140 = load float, ptr %prepare.w140, align 4
+  store float %w140, ptr %prepare.w158, align 4
+  %w14037 = load float, ptr %prepare.w140, align 4
+  %w144 = load float, ptr %prepare.w144, align 4
+  %220 = fadd float %w14037, %w144
+  %w148 = load float, ptr %prepare.w148, align 4
+  %221 = fadd float %220, %w148
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %prepare.w159, align 4
+  %w14038 = load float, ptr %prepare.w140, align 4
+  %w14839 = load float, ptr %prepare.w148, align 4
+  %223 = fadd float %w14038, %w14839
+  %w14440 = load float, ptr %prepare.w144, align 4
+  %224 = fsub float %223, %w14440
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %prepare.w160, align 4
+  %w14841 = load float, ptr %prepare.w148, align 4
+  store float %w14841, ptr %prepare.w161, align 4
+  %w141 = load float, ptr %prepare.w141, align 4
+  store float %w141, ptr %prepare.w162, align 4
+  %w14142 = load float, ptr %prepare.w141, align 4
+  %w145 = load float, ptr %prepare.w145, align 4
+  %226 = fadd float %w14142, %w145
+  %w149 = load float, ptr %prepare.w149, align 4
+  %227 = fadd float %226, %w149
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %prepare.w163, align 4
+  %w14143 = load float, ptr %prepare.w141, align 4
+  %w14944 = load float, ptr %prepare.w149, align 4
+  %229 = fadd float %w14143, %w14944
+  %w14545 = load float, ptr %prepare.w145, align 4
+  %230 = fsub float %229, %w14545
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %prepare.w164, align 4
+  %w14946 = load float, ptr %prepare.w149, align 4
+  store float %w14946, ptr %prepare.w165, align 4
+  %w150 = load float, ptr %prepare.w150, align 4
+  %232 = mul nsw i64 %prepare.ci1361, 32
+  %233 = add nsw i64 2412544, %232
+  %234 = mul nsw i64 %0, 16
+  %235 = add nsw i64 %234, %prepare.co1372
+  %236 = add nsw i64 %233, %235
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
+  store float %w150, ptr %arena47, align 4
+  %w151 = load float, ptr %prepare.w151, align 4
+  %237 = mul nsw i64 %prepare.ci1361, 32
+  %238 = add nsw i64 2413056, %237
+  %239 = mul nsw i64 %0, 16
+  %240 = add nsw i64 %239, %prepare.co1372
+  %241 = add nsw i64 %238, %240
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
+  store float %w151, ptr %arena48, align 4
+  %w152 = load float, ptr %prepare.w152, align 4
+  %242 = mul nsw i64 %prepare.ci1361, 32
+  %243 = add nsw i64 2413568, %242
+  %244 = mul nsw i64 %0, 16
+  %245 = add nsw i64 %244, %prepare.co1372
+  %246 = add nsw i64 %243, %245
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
+  store float %w152, ptr %arena49, align 4
+  %w153 = load float, ptr %prepare.w153, align 4
+  %247 = mul nsw i64 %prepare.ci1361, 32
+  %248 = add nsw i64 2414080, %247
+  %249 = mul nsw i64 %0, 16
+  %250 = add nsw i64 %249, %prepare.co1372
+  %251 = add nsw i64 %248, %250
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
+  store float %w153, ptr %arena50, align 4
+  %w154 = load float, ptr %prepare.w154, align 4
+  %252 = mul nsw i64 %prepare.ci1361, 32
+  %253 = add nsw i64 2414592, %252
+  %254 = mul nsw i64 %0, 16
+  %255 = add nsw i64 %254, %prepare.co1372
+  %256 = add nsw i64 %253, %255
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
+  store float %w154, ptr %arena51, align 4
+  %w155 = load float, ptr %prepare.w155, align 4
+  %257 = mul nsw i64 %prepare.ci1361, 32
+  %258 = add nsw i64 2415104, %257
+  %259 = mul nsw i64 %0, 16
+  %260 = add nsw i64 %259, %prepare.co1372
+  %261 = add nsw i64 %258, %260
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
+  store float %w155, ptr %arena52, align 4
+  %w156 = load float, ptr %prepare.w156, align 4
+  %262 = mul nsw i64 %prepare.ci1361, 32
+  %263 = add nsw i64 2415616, %262
+  %264 = mul nsw i64 %0, 16
+  %265 = add nsw i64 %264, %prepare.co1372
+  %266 = add nsw i64 %263, %265
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
+  store float %w156, ptr %arena53, align 4
+  %w157 = load float, ptr %prepare.w157, align 4
+  %267 = mul nsw i64 %prepare.ci1361, 32
+  %268 = add nsw i64 2416128, %267
+  %269 = mul nsw i64 %0, 16
+  %270 = add nsw i64 %269, %prepare.co1372
+  %271 = add nsw i64 %268, %270
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
+  store float %w157, ptr %arena54, align 4
+  %w158 = load float, ptr %prepare.w158, align 4
+  %272 = mul nsw i64 %prepare.ci1361, 32
+  %273 = add nsw i64 2416640, %272
+  %274 = mul nsw i64 %0, 16
+  %275 = add nsw i64 %274, %prepare.co1372
+  %276 = add nsw i64 %273, %275
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
+  store float %w158, ptr %arena55, align 4
+  %w159 = load float, ptr %prepare.w159, align 4
+  %277 = mul nsw i64 %prepare.ci1361, 32
+  %278 = add nsw i64 2417152, %277
+  %279 = mul nsw i64 %0, 16
+  %280 = add nsw i64 %279, %prepare.co1372
+  %281 = add nsw i64 %278, %280
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
+  store float %w159, ptr %arena56, align 4
+  %w160 = load float, ptr %prepare.w160, align 4
+  %282 = mul nsw i64 %prepare.ci1361, 32
+  %283 = add nsw i64 2417664, %282
+  %284 = mul nsw i64 %0, 16
+  %285 = add nsw i64 %284, %prepare.co1372
+  %286 = add nsw i64 %283, %285
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
+  store float %w160, ptr %arena57, align 4
+  %w161 = load float, ptr %prepare.w161, align 4
+  %287 = mul nsw i64 %prepare.ci1361, 32
+  %288 = add nsw i64 2418176, %287
+  %289 = mul nsw i64 %0, 16
+  %290 = add nsw i64 %289, %prepare.co1372
+  %291 = add nsw i64 %288, %290
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
+  store float %w161, ptr %arena58, align 4
+  %w162 = load float, ptr %prepare.w162, align 4
+  %292 = mul nsw i64 %prepare.ci1361, 32
+  %293 = add nsw i64 2418688, %292
+  %294 = mul nsw i64 %0, 16
+  %295 = add nsw i64 %294, %prepare.co1372
+  %296 = add nsw i64 %293, %295
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
+  store float %w162, ptr %arena59, align 4
+  %w163 = load float, ptr %prepare.w163, align 4
+  %297 = mul nsw i64 %prepare.ci1361, 32
+  %298 = add nsw i64 2419200, %297
+  %299 = mul nsw i64 %0, 16
+  %300 = add nsw i64 %299, %prepare.co1372
+  %301 = add nsw i64 %298, %300
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
+  store float %w163, ptr %arena60, align 4
+  %w164 = load float, ptr %prepare.w164, align 4
+  %302 = mul nsw i64 %prepare.ci1361, 32
+  %303 = add nsw i64 2419712, %302
+  %304 = mul nsw i64 %0, 16
+  %305 = add nsw i64 %304, %prepare.co1372
+  %306 = add nsw i64 %303, %305
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
+  store float %w164, ptr %arena61, align 4
+  %w165 = load float, ptr %prepare.w165, align 4
+  %307 = mul nsw i64 %prepare.ci1361, 32
+  %308 = add nsw i64 2420224, %307
+  %309 = mul nsw i64 %0, 16
+  %310 = add nsw i64 %309, %prepare.co1372
+  %311 = add nsw i64 %308, %310
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
+  store float %w165, ptr %arena62, align 4
+  %co137.next = add nsw i64 %prepare.co1372, 1
+  %312 = icmp slt i64 %co137.next, 16
+  br i1 %312, label %prepare.co137, label %prepare.co137.end
+
+prepare.co137.end:                                ; preds = %prepare.co137
+  %ci136.next = add nsw i64 %prepare.ci1361, 1
+  %313 = icmp slt i64 %ci136.next, 16
+  br i1 %313, label %prepare.ci136, label %prepare.ci136.end
+}
+
+define internal void @residual_infer_b64.part135.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  call void @residual_infer_b64.part135(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  ret void
 }
 
 ; Function Attrs: noinline
@@ -18376,193 +18694,7 @@ entry:
 ; Function Attrs: noinline
 define internal void @residual_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part65.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  br label %conv2.i59
-
-conv2.i59:                                        ; preds = %conv2.i59, %entry
-  %conv2.i591 = phi i64 [ 0, %entry ], [ %i59.next, %conv2.i59 ]
-  %0 = add nsw i64 1609728, %conv2.i591
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
-  store float 0.000000e+00, ptr %arena2, align 4
-  %i59.next = add nsw i64 %conv2.i591, 1
-  %1 = icmp slt i64 %i59.next, 14400
-  br i1 %1, label %conv2.i59, label %conv2.i59.end
-
-conv2.i59.end:                                    ; preds = %conv2.i59
-  br label %conv2.g60
-
-conv2.g60:                                        ; preds = %conv2.part65.done, %conv2.i59.end
-  %conv2.g603 = phi i64 [ 0, %conv2.i59.end ], [ %g60.next, %conv2.part65.done ]
-  br label %conv2.j61
-
-conv2.g60.end:                                    ; preds = %conv2.part65.done
-  ret void
-
-conv2.j61:                                        ; preds = %conv2.c62.end, %conv2.g60
-  %conv2.j614 = phi i64 [ 0, %conv2.g60 ], [ %j61.next, %conv2.c62.end ]
-  br label %conv2.c62
-
-conv2.j61.end:                                    ; preds = %conv2.c62.end
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part65.context, i32 0, i32 0
-  store ptr %params, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part65.context, i32 0, i32 1
-  store ptr %grads, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part65.context, i32 0, i32 2
-  store ptr %m, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part65.context, i32 0, i32 3
-  store ptr %v, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part65.context, i32 0, i32 4
-  store ptr %arena, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part65.context, i32 0, i32 5
-  store ptr %images, ptr %7, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part65.context, i32 0, i32 6
-  store ptr %labels, ptr %8, align 8
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part65.context, i32 0, i32 7
-  store float %lr, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part65.context, i32 0, i32 8
-  store i64 %step, ptr %10, align 4
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part65.context, i32 0, i32 9
-  store i64 %seed, ptr %11, align 4
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part65.context, i32 0, i32 10
-  store ptr %pool, ptr %12, align 8
-  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part65.context, i32 0, i32 11
-  store i64 %conv2.g603, ptr %13, align 4
-  %14 = icmp eq ptr %pool, null
-  br i1 %14, label %conv2.part65.serial, label %conv2.part65.pool
-
-conv2.c62:                                        ; preds = %conv2.iy63.end, %conv2.j61
-  %conv2.c625 = phi i64 [ 0, %conv2.j61 ], [ %c62.next, %conv2.iy63.end ]
-  br label %conv2.iy63
-
-conv2.c62.end:                                    ; preds = %conv2.iy63.end
-  %j61.next = add nsw i64 %conv2.j614, 1
-  %15 = icmp slt i64 %j61.next, 1
-  br i1 %15, label %conv2.j61, label %conv2.j61.end
-
-conv2.iy63:                                       ; preds = %conv2.ix64.end, %conv2.c62
-  %conv2.iy636 = phi i64 [ 0, %conv2.c62 ], [ %iy63.next, %conv2.ix64.end ]
-  br label %conv2.ix64
-
-conv2.iy63.end:                                   ; preds = %conv2.ix64.end
-  %c62.next = add nsw i64 %conv2.c625, 1
-  %16 = icmp slt i64 %c62.next, 16
-  br i1 %16, label %conv2.c62, label %conv2.c62.end
-
-conv2.ix64:                                       ; preds = %conv2.ix64, %conv2.iy63
-  %conv2.ix647 = phi i64 [ 0, %conv2.iy63 ], [ %ix64.next, %conv2.ix64 ]
-  %17 = add nsw i64 %conv2.g603, %conv2.j614
-  %18 = mul nsw i64 %17, 12544
-  %19 = mul nsw i64 %conv2.c625, 784
-  %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv2.iy636, 28
-  %22 = add nsw i64 %20, %21
-  %23 = add nsw i64 %22, %conv2.ix647
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %23
-  %24 = load float, ptr %arena8, align 4
-  %25 = mul nsw i64 %conv2.j614, 14400
-  %26 = add nsw i64 %conv2.iy636, 1
-  %27 = mul nsw i64 %26, 480
-  %28 = add nsw i64 %25, %27
-  %29 = add nsw i64 %conv2.ix647, 1
-  %30 = mul nsw i64 %29, 16
-  %31 = add nsw i64 %28, %30
-  %32 = add nsw i64 %31, %conv2.c625
-  %33 = add nsw i64 1609728, %32
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %33
-  store float %24, ptr %arena9, align 4
-  %ix64.next = add nsw i64 %conv2.ix647, 1
-  %34 = icmp slt i64 %ix64.next, 28
-  br i1 %34, label %conv2.ix64, label %conv2.ix64.end
-
-conv2.ix64.end:                                   ; preds = %conv2.ix64
-  %iy63.next = add nsw i64 %conv2.iy636, 1
-  %35 = icmp slt i64 %iy63.next, 28
-  br i1 %35, label %conv2.iy63, label %conv2.iy63.end
-
-conv2.part65.pool:                                ; preds = %conv2.j61.end
-  %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @residual_infer_b64.k1.conv2.part65.task, ptr %part65.context, i64 2)
-  br label %conv2.part65.done
-
-conv2.part65.serial:                              ; preds = %conv2.j61.end
-  br label %conv2.part65
-
-conv2.part65.done:                                ; preds = %conv2.part65.end, %conv2.part65.pool
-  %g60.next = add nsw i64 %conv2.g603, 1
-  %36 = icmp slt i64 %g60.next, 64
-  br i1 %36, label %conv2.g60, label %conv2.g60.end
-
-conv2.part65:                                     ; preds = %conv2.part65, %conv2.part65.serial
-  %conv2.part6510 = phi i64 [ 0, %conv2.part65.serial ], [ %part65.next, %conv2.part65 ]
-  call void @residual_infer_b64.k1.conv2.part65(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g603, i64 %conv2.part6510)
-  %part65.next = add nsw i64 %conv2.part6510, 1
-  %37 = icmp slt i64 %part65.next, 2
-  br i1 %37, label %conv2.part65, label %conv2.part65.end
-
-conv2.part65.end:                                 ; preds = %conv2.part65
-  br label %conv2.part65.done
-}
-
-; Function Attrs: noinline
-define internal void @residual_infer_b64.k1.conv2.part65(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
-entry:
-  %conv2.w188 = alloca <8 x float>, align 32
-  %conv2.w187 = alloca <8 x float>, align 32
-  %conv2.w186 = alloca <8 x float>, align 32
-  %conv2.w185 = alloca <8 x float>, align 32
-  %conv2.w184 = alloca <8 x float>, align 32
-  %conv2.w183 = alloca <8 x float>, align 32
-  %conv2.w182 = alloca <8 x float>, align 32
-  %conv2.w181 = alloca <8 x float>, align 32
-  %conv2.w180 = alloca <8 x float>, align 32
-  %conv2.w179 = alloca <8 x float>, align 32
-  %conv2.w178 = alloca <8 x float>, align 32
-  %conv2.w177 = alloca <8 x float>, align 32
-  %conv2.w165 = alloca <8 x float>, align 32
-  %conv2.w164 = alloca <8 x float>, align 32
-  %conv2.w163 = alloca <8 x float>, align 32
-  %conv2.w162 = alloca <8 x float>, align 32
-  %conv2.w161 = alloca <8 x float>, align 32
-  %conv2.w160 = alloca <8 x float>, align 32
-  %conv2.w159 = alloca <8 x float>, align 32
-  %conv2.w158 = alloca <8 x float>, align 32
-  %conv2.w157 = alloca <8 x float>, align 32
-  %conv2.w156 = alloca <8 x float>, align 32
-  %conv2.w155 = alloca <8 x float>, align 32
-  %conv2.w154 = alloca <8 x float>, align 32
-  %conv2.w153 = alloca <8 x float>, align 32
-  %conv2.w152 = alloca <8 x float>, align 32
-  %conv2.w151 = alloca <8 x float>, align 32
-  %conv2.w150 = alloca <8 x float>, align 32
-  %conv2.w149 = alloca <8 x float>, align 32
-  %conv2.w148 = alloca <8 x float>, align 32
-  %conv2.w147 = alloca <8 x float>, align 32
-  %conv2.w146 = alloca <8 x float>, align 32
-  %conv2.w145 = alloca <8 x float>, align 32
-  %conv2.w144 = alloca <8 x float>, align 32
-  %conv2.w143 = alloca <8 x float>, align 32
-  %conv2.w142 = alloca <8 x float>, align 32
-  %conv2.w141 = alloca <8 x float>, align 32
-  %conv2.w140 = alloca <8 x float>, align 32
-  %conv2.w139 = alloca <8 x float>, align 32
-  %conv2.w138 = alloca <8 x float>, align 32
-  %conv2.w137 = alloca <8 x float>, align 32
-  %conv2.w136 = alloca <8 x float>, align 32
-  %conv2.w135 = alloca <8 x float>, align 32
-  %conv2.w134 = alloca <8 x float>, align 32
-  %conv2.w125 = alloca <8 x float>, align 32
-  %conv2.w124 = alloca <8 x float>, align 32
-  %conv2.w123 = alloca <8 x float>, align 32
-  %conv2.w122 = alloca <8 x float>, align 32
-  %conv2.w121 = alloca <8 x float>, align 32
-  %conv2.w120 = alloca <8 x float>, align 32
-  %conv2.w119 = alloca <8 x float>, align 32
-  %conv2.w118 = alloca <8 x float>, align 32
-  %conv2.w117 = alloca <8 x float>, align 32
-  %conv2.w116 = alloca <8 x float>, align 32
-  %conv2.w115 = alloca <8 x float>, align 32
-  %conv2.w114 = alloca <8 x float>, align 32
-  %conv2.w102 = alloca <8 x float>, align 32
+  %part102.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
   %conv2.w101 = alloca <8 x float>, align 32
   %conv2.w100 = alloca <8 x float>, align 32
   %conv2.w99 = alloca <8 x float>, align 32
@@ -18594,3117 +18726,1638 @@ entry:
   %conv2.w73 = alloca <8 x float>, align 32
   %conv2.w72 = alloca <8 x float>, align 32
   %conv2.w71 = alloca <8 x float>, align 32
-  br label %conv2.oy66
+  %conv2.w70 = alloca <8 x float>, align 32
+  br label %conv2.i60
 
-conv2.oy66:                                       ; preds = %conv2.j126.end, %entry
-  %conv2.oy661 = phi i64 [ 0, %entry ], [ %oy66.next, %conv2.j126.end ]
-  br label %conv2.j67
+conv2.i60:                                        ; preds = %conv2.i60, %entry
+  %conv2.i601 = phi i64 [ 0, %entry ], [ %i60.next, %conv2.i60 ]
+  %0 = add nsw i64 1609728, %conv2.i601
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
+  store float 0.000000e+00, ptr %arena2, align 4
+  %i60.next = add nsw i64 %conv2.i601, 1
+  %1 = icmp slt i64 %i60.next, 14400
+  br i1 %1, label %conv2.i60, label %conv2.i60.end
 
-conv2.oy66.end:                                   ; preds = %conv2.j126.end
-  %2 = icmp eq i64 %1, 1
-  br i1 %2, label %conv2.then, label %conv2.endif
+conv2.i60.end:                                    ; preds = %conv2.i60
+  br label %conv2.g61
 
-conv2.j67:                                        ; preds = %conv2.ty68.end, %conv2.oy66
-  %conv2.j672 = phi i64 [ 0, %conv2.oy66 ], [ %j67.next, %conv2.ty68.end ]
-  br label %conv2.ty68
+conv2.g61:                                        ; preds = %conv2.part102.done, %conv2.i60.end
+  %conv2.g613 = phi i64 [ 0, %conv2.i60.end ], [ %g61.next, %conv2.part102.done ]
+  br label %conv2.j62
 
-conv2.j67.end:                                    ; preds = %conv2.ty68.end
-  br label %conv2.xi103
+conv2.g61.end:                                    ; preds = %conv2.part102.done
+  ret void
 
-conv2.ty68:                                       ; preds = %conv2.tx69.end, %conv2.j67
-  %conv2.ty683 = phi i64 [ 0, %conv2.j67 ], [ %ty68.next, %conv2.tx69.end ]
-  br label %conv2.tx69
+conv2.j62:                                        ; preds = %conv2.c63.end, %conv2.g61
+  %conv2.j624 = phi i64 [ 0, %conv2.g61 ], [ %j62.next, %conv2.c63.end ]
+  br label %conv2.c63
 
-conv2.ty68.end:                                   ; preds = %conv2.tx69.end
-  %j67.next = add nsw i64 %conv2.j672, 1
-  %3 = icmp slt i64 %j67.next, 1
-  br i1 %3, label %conv2.j67, label %conv2.j67.end
+conv2.j62.end:                                    ; preds = %conv2.c63.end
+  br label %conv2.j66
 
-conv2.tx69:                                       ; preds = %conv2.cv70.end, %conv2.ty68
-  %conv2.tx694 = phi i64 [ 0, %conv2.ty68 ], [ %tx69.next, %conv2.cv70.end ]
-  br label %conv2.cv70
+conv2.c63:                                        ; preds = %conv2.iy64.end, %conv2.j62
+  %conv2.c635 = phi i64 [ 0, %conv2.j62 ], [ %c63.next, %conv2.iy64.end ]
+  br label %conv2.iy64
 
-conv2.tx69.end:                                   ; preds = %conv2.cv70.end
-  %ty68.next = add nsw i64 %conv2.ty683, 1
-  %4 = icmp slt i64 %ty68.next, 2
-  br i1 %4, label %conv2.ty68, label %conv2.ty68.end
+conv2.c63.end:                                    ; preds = %conv2.iy64.end
+  %j62.next = add nsw i64 %conv2.j624, 1
+  %2 = icmp slt i64 %j62.next, 1
+  br i1 %2, label %conv2.j62, label %conv2.j62.end
 
-conv2.cv70:                                       ; preds = %conv2.cv70, %conv2.tx69
-  %conv2.cv705 = phi i64 [ 0, %conv2.tx69 ], [ %cv70.next, %conv2.cv70 ]
-  %5 = mul nsw i64 %conv2.j672, 14400
-  %6 = mul nsw i64 %1, 3
-  %7 = add nsw i64 %conv2.oy661, %6
-  %8 = mul nsw i64 %7, 2
-  %9 = add nsw i64 %conv2.ty683, %8
-  %10 = mul nsw i64 %9, 2
-  %11 = mul nsw i64 %10, 480
-  %12 = add nsw i64 %5, %11
-  %13 = mul nsw i64 %conv2.tx694, 2
-  %14 = mul nsw i64 %13, 16
+conv2.iy64:                                       ; preds = %conv2.ix65.end, %conv2.c63
+  %conv2.iy646 = phi i64 [ 0, %conv2.c63 ], [ %iy64.next, %conv2.ix65.end ]
+  br label %conv2.ix65
+
+conv2.iy64.end:                                   ; preds = %conv2.ix65.end
+  %c63.next = add nsw i64 %conv2.c635, 1
+  %3 = icmp slt i64 %c63.next, 16
+  br i1 %3, label %conv2.c63, label %conv2.c63.end
+
+conv2.ix65:                                       ; preds = %conv2.ix65, %conv2.iy64
+  %conv2.ix657 = phi i64 [ 0, %conv2.iy64 ], [ %ix65.next, %conv2.ix65 ]
+  %4 = add nsw i64 %conv2.g613, %conv2.j624
+  %5 = mul nsw i64 %4, 12544
+  %6 = mul nsw i64 %conv2.c635, 784
+  %7 = add nsw i64 %5, %6
+  %8 = mul nsw i64 %conv2.iy646, 28
+  %9 = add nsw i64 %7, %8
+  %10 = add nsw i64 %9, %conv2.ix657
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %10
+  %11 = load float, ptr %arena8, align 4
+  %12 = mul nsw i64 %conv2.j624, 14400
+  %13 = add nsw i64 %conv2.iy646, 1
+  %14 = mul nsw i64 %13, 480
   %15 = add nsw i64 %12, %14
-  %16 = mul nsw i64 %conv2.cv705, 8
-  %17 = add nsw i64 %15, %16
-  %18 = add nsw i64 1609728, %17
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %18
-  %19 = load <8 x float>, ptr %arena6, align 4
-  %20 = mul nsw i64 %conv2.j672, 14400
-  %21 = mul nsw i64 %1, 3
-  %22 = add nsw i64 %conv2.oy661, %21
-  %23 = mul nsw i64 %22, 2
-  %24 = add nsw i64 %conv2.ty683, %23
-  %25 = mul nsw i64 %24, 2
-  %26 = add nsw i64 %25, 2
-  %27 = mul nsw i64 %26, 480
-  %28 = add nsw i64 %20, %27
-  %29 = mul nsw i64 %conv2.tx694, 2
-  %30 = mul nsw i64 %29, 16
-  %31 = add nsw i64 %28, %30
-  %32 = mul nsw i64 %conv2.cv705, 8
-  %33 = add nsw i64 %31, %32
-  %34 = add nsw i64 1609728, %33
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %34
-  %35 = load <8 x float>, ptr %arena7, align 4
-  %36 = fsub <8 x float> %19, %35
-  store <8 x float> %36, ptr %conv2.w71, align 32
-  %37 = mul nsw i64 %conv2.j672, 14400
-  %38 = mul nsw i64 %1, 3
-  %39 = add nsw i64 %conv2.oy661, %38
-  %40 = mul nsw i64 %39, 2
-  %41 = add nsw i64 %conv2.ty683, %40
-  %42 = mul nsw i64 %41, 2
-  %43 = add nsw i64 %42, 1
-  %44 = mul nsw i64 %43, 480
-  %45 = add nsw i64 %37, %44
-  %46 = mul nsw i64 %conv2.tx694, 2
-  %47 = mul nsw i64 %46, 16
-  %48 = add nsw i64 %45, %47
-  %49 = mul nsw i64 %conv2.cv705, 8
-  %50 = add nsw i64 %48, %49
-  %51 = add nsw i64 1609728, %50
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %51
-  %52 = load <8 x float>, ptr %arena8, align 4
-  %53 = mul nsw i64 %conv2.j672, 14400
-  %54 = mul nsw i64 %1, 3
-  %55 = add nsw i64 %conv2.oy661, %54
-  %56 = mul nsw i64 %55, 2
-  %57 = add nsw i64 %conv2.ty683, %56
-  %58 = mul nsw i64 %57, 2
-  %59 = add nsw i64 %58, 2
-  %60 = mul nsw i64 %59, 480
-  %61 = add nsw i64 %53, %60
-  %62 = mul nsw i64 %conv2.tx694, 2
-  %63 = mul nsw i64 %62, 16
-  %64 = add nsw i64 %61, %63
-  %65 = mul nsw i64 %conv2.cv705, 8
-  %66 = add nsw i64 %64, %65
-  %67 = add nsw i64 1609728, %66
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %67
-  %68 = load <8 x float>, ptr %arena9, align 4
-  %69 = fadd <8 x float> %52, %68
-  store <8 x float> %69, ptr %conv2.w72, align 32
-  %70 = mul nsw i64 %conv2.j672, 14400
-  %71 = mul nsw i64 %1, 3
-  %72 = add nsw i64 %conv2.oy661, %71
-  %73 = mul nsw i64 %72, 2
-  %74 = add nsw i64 %conv2.ty683, %73
-  %75 = mul nsw i64 %74, 2
+  %16 = add nsw i64 %conv2.ix657, 1
+  %17 = mul nsw i64 %16, 16
+  %18 = add nsw i64 %15, %17
+  %19 = add nsw i64 %18, %conv2.c635
+  %20 = add nsw i64 1609728, %19
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %20
+  store float %11, ptr %arena9, align 4
+  %ix65.next = add nsw i64 %conv2.ix657, 1
+  %21 = icmp slt i64 %ix65.next, 28
+  br i1 %21, label %conv2.ix65, label %conv2.ix65.end
+
+conv2.ix65.end:                                   ; preds = %conv2.ix65
+  %iy64.next = add nsw i64 %conv2.iy646, 1
+  %22 = icmp slt i64 %iy64.next, 28
+  br i1 %22, label %conv2.iy64, label %conv2.iy64.end
+
+conv2.j66:                                        ; preds = %conv2.ty67.end, %conv2.j62.end
+  %conv2.j6610 = phi i64 [ 0, %conv2.j62.end ], [ %j66.next, %conv2.ty67.end ]
+  br label %conv2.ty67
+
+conv2.j66.end:                                    ; preds = %conv2.ty67.end
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 0
+  store ptr %params, ptr %23, align 8
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 1
+  store ptr %grads, ptr %24, align 8
+  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 2
+  store ptr %m, ptr %25, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 3
+  store ptr %v, ptr %26, align 8
+  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 4
+  store ptr %arena, ptr %27, align 8
+  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 5
+  store ptr %images, ptr %28, align 8
+  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 6
+  store ptr %labels, ptr %29, align 8
+  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 7
+  store float %lr, ptr %30, align 4
+  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 8
+  store i64 %step, ptr %31, align 4
+  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 9
+  store i64 %seed, ptr %32, align 4
+  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 10
+  store ptr %pool, ptr %33, align 8
+  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 11
+  store i64 %conv2.g613, ptr %34, align 4
+  %35 = icmp eq ptr %pool, null
+  br i1 %35, label %conv2.part102.serial, label %conv2.part102.pool
+
+conv2.ty67:                                       ; preds = %conv2.tx68.end, %conv2.j66
+  %conv2.ty6711 = phi i64 [ 0, %conv2.j66 ], [ %ty67.next, %conv2.tx68.end ]
+  br label %conv2.tx68
+
+conv2.ty67.end:                                   ; preds = %conv2.tx68.end
+  %j66.next = add nsw i64 %conv2.j6610, 1
+  %36 = icmp slt i64 %j66.next, 1
+  br i1 %36, label %conv2.j66, label %conv2.j66.end
+
+conv2.tx68:                                       ; preds = %conv2.cv69.end, %conv2.ty67
+  %conv2.tx6812 = phi i64 [ 0, %conv2.ty67 ], [ %tx68.next, %conv2.cv69.end ]
+  br label %conv2.cv69
+
+conv2.tx68.end:                                   ; preds = %conv2.cv69.end
+  %ty67.next = add nsw i64 %conv2.ty6711, 1
+  %37 = icmp slt i64 %ty67.next, 14
+  br i1 %37, label %conv2.ty67, label %conv2.ty67.end
+
+conv2.cv69:                                       ; preds = %conv2.cv69, %conv2.tx68
+  %conv2.cv6913 = phi i64 [ 0, %conv2.tx68 ], [ %cv69.next, %conv2.cv69 ]
+  %38 = mul nsw i64 %conv2.j6610, 14400
+  %39 = mul nsw i64 %conv2.ty6711, 2
+  %40 = mul nsw i64 %39, 480
+  %41 = add nsw i64 %38, %40
+  %42 = mul nsw i64 %conv2.tx6812, 2
+  %43 = mul nsw i64 %42, 16
+  %44 = add nsw i64 %41, %43
+  %45 = mul nsw i64 %conv2.cv6913, 8
+  %46 = add nsw i64 %44, %45
+  %47 = add nsw i64 1609728, %46
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %47
+  %48 = load <8 x float>, ptr %arena14, align 4
+  %49 = mul nsw i64 %conv2.j6610, 14400
+  %50 = mul nsw i64 %conv2.ty6711, 2
+  %51 = add nsw i64 %50, 2
+  %52 = mul nsw i64 %51, 480
+  %53 = add nsw i64 %49, %52
+  %54 = mul nsw i64 %conv2.tx6812, 2
+  %55 = mul nsw i64 %54, 16
+  %56 = add nsw i64 %53, %55
+  %57 = mul nsw i64 %conv2.cv6913, 8
+  %58 = add nsw i64 %56, %57
+  %59 = add nsw i64 1609728, %58
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %59
+  %60 = load <8 x float>, ptr %arena15, align 4
+  %61 = fsub <8 x float> %48, %60
+  store <8 x float> %61, ptr %conv2.w70, align 32
+  %62 = mul nsw i64 %conv2.j6610, 14400
+  %63 = mul nsw i64 %conv2.ty6711, 2
+  %64 = add nsw i64 %63, 1
+  %65 = mul nsw i64 %64, 480
+  %66 = add nsw i64 %62, %65
+  %67 = mul nsw i64 %conv2.tx6812, 2
+  %68 = mul nsw i64 %67, 16
+  %69 = add nsw i64 %66, %68
+  %70 = mul nsw i64 %conv2.cv6913, 8
+  %71 = add nsw i64 %69, %70
+  %72 = add nsw i64 1609728, %71
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load <8 x float>, ptr %arena16, align 4
+  %74 = mul nsw i64 %conv2.j6610, 14400
+  %75 = mul nsw i64 %conv2.ty6711, 2
   %76 = add nsw i64 %75, 2
   %77 = mul nsw i64 %76, 480
-  %78 = add nsw i64 %70, %77
-  %79 = mul nsw i64 %conv2.tx694, 2
+  %78 = add nsw i64 %74, %77
+  %79 = mul nsw i64 %conv2.tx6812, 2
   %80 = mul nsw i64 %79, 16
   %81 = add nsw i64 %78, %80
-  %82 = mul nsw i64 %conv2.cv705, 8
+  %82 = mul nsw i64 %conv2.cv6913, 8
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 1609728, %83
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %84
-  %85 = load <8 x float>, ptr %arena10, align 4
-  %86 = mul nsw i64 %conv2.j672, 14400
-  %87 = mul nsw i64 %1, 3
-  %88 = add nsw i64 %conv2.oy661, %87
-  %89 = mul nsw i64 %88, 2
-  %90 = add nsw i64 %conv2.ty683, %89
-  %91 = mul nsw i64 %90, 2
-  %92 = add nsw i64 %91, 1
-  %93 = mul nsw i64 %92, 480
-  %94 = add nsw i64 %86, %93
-  %95 = mul nsw i64 %conv2.tx694, 2
-  %96 = mul nsw i64 %95, 16
-  %97 = add nsw i64 %94, %96
-  %98 = mul nsw i64 %conv2.cv705, 8
-  %99 = add nsw i64 %97, %98
-  %100 = add nsw i64 1609728, %99
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 %100
-  %101 = load <8 x float>, ptr %arena11, align 4
-  %102 = fsub <8 x float> %85, %101
-  store <8 x float> %102, ptr %conv2.w73, align 32
-  %103 = mul nsw i64 %conv2.j672, 14400
-  %104 = mul nsw i64 %1, 3
-  %105 = add nsw i64 %conv2.oy661, %104
-  %106 = mul nsw i64 %105, 2
-  %107 = add nsw i64 %conv2.ty683, %106
-  %108 = mul nsw i64 %107, 2
-  %109 = add nsw i64 %108, 1
-  %110 = mul nsw i64 %109, 480
-  %111 = add nsw i64 %103, %110
-  %112 = mul nsw i64 %conv2.tx694, 2
-  %113 = mul nsw i64 %112, 16
-  %114 = add nsw i64 %111, %113
-  %115 = mul nsw i64 %conv2.cv705, 8
-  %116 = add nsw i64 %114, %115
-  %117 = add nsw i64 1609728, %116
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %117
-  %118 = load <8 x float>, ptr %arena12, align 4
-  %119 = mul nsw i64 %conv2.j672, 14400
-  %120 = mul nsw i64 %1, 3
-  %121 = add nsw i64 %conv2.oy661, %120
-  %122 = mul nsw i64 %121, 2
-  %123 = add nsw i64 %conv2.ty683, %122
-  %124 = mul nsw i64 %123, 2
-  %125 = add nsw i64 %124, 3
-  %126 = mul nsw i64 %125, 480
-  %127 = add nsw i64 %119, %126
-  %128 = mul nsw i64 %conv2.tx694, 2
-  %129 = mul nsw i64 %128, 16
-  %130 = add nsw i64 %127, %129
-  %131 = mul nsw i64 %conv2.cv705, 8
-  %132 = add nsw i64 %130, %131
-  %133 = add nsw i64 1609728, %132
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 %133
-  %134 = load <8 x float>, ptr %arena13, align 4
-  %135 = fsub <8 x float> %118, %134
-  store <8 x float> %135, ptr %conv2.w74, align 32
-  %136 = mul nsw i64 %conv2.j672, 14400
-  %137 = mul nsw i64 %1, 3
-  %138 = add nsw i64 %conv2.oy661, %137
-  %139 = mul nsw i64 %138, 2
-  %140 = add nsw i64 %conv2.ty683, %139
-  %141 = mul nsw i64 %140, 2
-  %142 = mul nsw i64 %141, 480
-  %143 = add nsw i64 %136, %142
-  %144 = mul nsw i64 %conv2.tx694, 2
-  %145 = add nsw i64 %144, 1
-  %146 = mul nsw i64 %145, 16
-  %147 = add nsw i64 %143, %146
-  %148 = mul nsw i64 %conv2.cv705, 8
-  %149 = add nsw i64 %147, %148
-  %150 = add nsw i64 1609728, %149
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %150
-  %151 = load <8 x float>, ptr %arena14, align 4
-  %152 = mul nsw i64 %conv2.j672, 14400
-  %153 = mul nsw i64 %1, 3
-  %154 = add nsw i64 %conv2.oy661, %153
-  %155 = mul nsw i64 %154, 2
-  %156 = add nsw i64 %conv2.ty683, %155
-  %157 = mul nsw i64 %156, 2
-  %158 = add nsw i64 %157, 2
-  %159 = mul nsw i64 %158, 480
-  %160 = add nsw i64 %152, %159
-  %161 = mul nsw i64 %conv2.tx694, 2
-  %162 = add nsw i64 %161, 1
-  %163 = mul nsw i64 %162, 16
-  %164 = add nsw i64 %160, %163
-  %165 = mul nsw i64 %conv2.cv705, 8
-  %166 = add nsw i64 %164, %165
-  %167 = add nsw i64 1609728, %166
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %167
-  %168 = load <8 x float>, ptr %arena15, align 4
-  %169 = fsub <8 x float> %151, %168
-  store <8 x float> %169, ptr %conv2.w75, align 32
-  %170 = mul nsw i64 %conv2.j672, 14400
-  %171 = mul nsw i64 %1, 3
-  %172 = add nsw i64 %conv2.oy661, %171
-  %173 = mul nsw i64 %172, 2
-  %174 = add nsw i64 %conv2.ty683, %173
-  %175 = mul nsw i64 %174, 2
-  %176 = add nsw i64 %175, 1
-  %177 = mul nsw i64 %176, 480
-  %178 = add nsw i64 %170, %177
-  %179 = mul nsw i64 %conv2.tx694, 2
-  %180 = add nsw i64 %179, 1
-  %181 = mul nsw i64 %180, 16
-  %182 = add nsw i64 %178, %181
-  %183 = mul nsw i64 %conv2.cv705, 8
-  %184 = add nsw i64 %182, %183
-  %185 = add nsw i64 1609728, %184
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %185
-  %186 = load <8 x float>, ptr %arena16, align 4
-  %187 = mul nsw i64 %conv2.j672, 14400
-  %188 = mul nsw i64 %1, 3
-  %189 = add nsw i64 %conv2.oy661, %188
-  %190 = mul nsw i64 %189, 2
-  %191 = add nsw i64 %conv2.ty683, %190
-  %192 = mul nsw i64 %191, 2
-  %193 = add nsw i64 %192, 2
-  %194 = mul nsw i64 %193, 480
-  %195 = add nsw i64 %187, %194
-  %196 = mul nsw i64 %conv2.tx694, 2
-  %197 = add nsw i64 %196, 1
-  %198 = mul nsw i64 %197, 16
-  %199 = add nsw i64 %195, %198
-  %200 = mul nsw i64 %conv2.cv705, 8
-  %201 = add nsw i64 %199, %200
-  %202 = add nsw i64 1609728, %201
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %202
-  %203 = load <8 x float>, ptr %arena17, align 4
-  %204 = fadd <8 x float> %186, %203
-  store <8 x float> %204, ptr %conv2.w76, align 32
-  %205 = mul nsw i64 %conv2.j672, 14400
-  %206 = mul nsw i64 %1, 3
-  %207 = add nsw i64 %conv2.oy661, %206
-  %208 = mul nsw i64 %207, 2
-  %209 = add nsw i64 %conv2.ty683, %208
-  %210 = mul nsw i64 %209, 2
-  %211 = add nsw i64 %210, 2
-  %212 = mul nsw i64 %211, 480
-  %213 = add nsw i64 %205, %212
-  %214 = mul nsw i64 %conv2.tx694, 2
-  %215 = add nsw i64 %214, 1
-  %216 = mul nsw i64 %215, 16
-  %217 = add nsw i64 %213, %216
-  %218 = mul nsw i64 %conv2.cv705, 8
-  %219 = add nsw i64 %217, %218
-  %220 = add nsw i64 1609728, %219
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 %220
-  %221 = load <8 x float>, ptr %arena18, align 4
-  %222 = mul nsw i64 %conv2.j672, 14400
-  %223 = mul nsw i64 %1, 3
-  %224 = add nsw i64 %conv2.oy661, %223
-  %225 = mul nsw i64 %224, 2
-  %226 = add nsw i64 %conv2.ty683, %225
-  %227 = mul nsw i64 %226, 2
-  %228 = add nsw i64 %227, 1
-  %229 = mul nsw i64 %228, 480
-  %230 = add nsw i64 %222, %229
-  %231 = mul nsw i64 %conv2.tx694, 2
-  %232 = add nsw i64 %231, 1
-  %233 = mul nsw i64 %232, 16
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
+  %85 = load <8 x float>, ptr %arena17, align 4
+  %86 = fadd <8 x float> %73, %85
+  store <8 x float> %86, ptr %conv2.w71, align 32
+  %87 = mul nsw i64 %conv2.j6610, 14400
+  %88 = mul nsw i64 %conv2.ty6711, 2
+  %89 = add nsw i64 %88, 2
+  %90 = mul nsw i64 %89, 480
+  %91 = add nsw i64 %87, %90
+  %92 = mul nsw i64 %conv2.tx6812, 2
+  %93 = mul nsw i64 %92, 16
+  %94 = add nsw i64 %91, %93
+  %95 = mul nsw i64 %conv2.cv6913, 8
+  %96 = add nsw i64 %94, %95
+  %97 = add nsw i64 1609728, %96
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %97
+  %98 = load <8 x float>, ptr %arena18, align 4
+  %99 = mul nsw i64 %conv2.j6610, 14400
+  %100 = mul nsw i64 %conv2.ty6711, 2
+  %101 = add nsw i64 %100, 1
+  %102 = mul nsw i64 %101, 480
+  %103 = add nsw i64 %99, %102
+  %104 = mul nsw i64 %conv2.tx6812, 2
+  %105 = mul nsw i64 %104, 16
+  %106 = add nsw i64 %103, %105
+  %107 = mul nsw i64 %conv2.cv6913, 8
+  %108 = add nsw i64 %106, %107
+  %109 = add nsw i64 1609728, %108
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %109
+  %110 = load <8 x float>, ptr %arena19, align 4
+  %111 = fsub <8 x float> %98, %110
+  store <8 x float> %111, ptr %conv2.w72, align 32
+  %112 = mul nsw i64 %conv2.j6610, 14400
+  %113 = mul nsw i64 %conv2.ty6711, 2
+  %114 = add nsw i64 %113, 1
+  %115 = mul nsw i64 %114, 480
+  %116 = add nsw i64 %112, %115
+  %117 = mul nsw i64 %conv2.tx6812, 2
+  %118 = mul nsw i64 %117, 16
+  %119 = add nsw i64 %116, %118
+  %120 = mul nsw i64 %conv2.cv6913, 8
+  %121 = add nsw i64 %119, %120
+  %122 = add nsw i64 1609728, %121
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %122
+  %123 = load <8 x float>, ptr %arena20, align 4
+  %124 = mul nsw i64 %conv2.j6610, 14400
+  %125 = mul nsw i64 %conv2.ty6711, 2
+  %126 = add nsw i64 %125, 3
+  %127 = mul nsw i64 %126, 480
+  %128 = add nsw i64 %124, %127
+  %129 = mul nsw i64 %conv2.tx6812, 2
+  %130 = mul nsw i64 %129, 16
+  %131 = add nsw i64 %128, %130
+  %132 = mul nsw i64 %conv2.cv6913, 8
+  %133 = add nsw i64 %131, %132
+  %134 = add nsw i64 1609728, %133
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %134
+  %135 = load <8 x float>, ptr %arena21, align 4
+  %136 = fsub <8 x float> %123, %135
+  store <8 x float> %136, ptr %conv2.w73, align 32
+  %137 = mul nsw i64 %conv2.j6610, 14400
+  %138 = mul nsw i64 %conv2.ty6711, 2
+  %139 = mul nsw i64 %138, 480
+  %140 = add nsw i64 %137, %139
+  %141 = mul nsw i64 %conv2.tx6812, 2
+  %142 = add nsw i64 %141, 1
+  %143 = mul nsw i64 %142, 16
+  %144 = add nsw i64 %140, %143
+  %145 = mul nsw i64 %conv2.cv6913, 8
+  %146 = add nsw i64 %144, %145
+  %147 = add nsw i64 1609728, %146
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %147
+  %148 = load <8 x float>, ptr %arena22, align 4
+  %149 = mul nsw i64 %conv2.j6610, 14400
+  %150 = mul nsw i64 %conv2.ty6711, 2
+  %151 = add nsw i64 %150, 2
+  %152 = mul nsw i64 %151, 480
+  %153 = add nsw i64 %149, %152
+  %154 = mul nsw i64 %conv2.tx6812, 2
+  %155 = add nsw i64 %154, 1
+  %156 = mul nsw i64 %155, 16
+  %157 = add nsw i64 %153, %156
+  %158 = mul nsw i64 %conv2.cv6913, 8
+  %159 = add nsw i64 %157, %158
+  %160 = add nsw i64 1609728, %159
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %160
+  %161 = load <8 x float>, ptr %arena23, align 4
+  %162 = fsub <8 x float> %148, %161
+  store <8 x float> %162, ptr %conv2.w74, align 32
+  %163 = mul nsw i64 %conv2.j6610, 14400
+  %164 = mul nsw i64 %conv2.ty6711, 2
+  %165 = add nsw i64 %164, 1
+  %166 = mul nsw i64 %165, 480
+  %167 = add nsw i64 %163, %166
+  %168 = mul nsw i64 %conv2.tx6812, 2
+  %169 = add nsw i64 %168, 1
+  %170 = mul nsw i64 %169, 16
+  %171 = add nsw i64 %167, %170
+  %172 = mul nsw i64 %conv2.cv6913, 8
+  %173 = add nsw i64 %171, %172
+  %174 = add nsw i64 1609728, %173
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %174
+  %175 = load <8 x float>, ptr %arena24, align 4
+  %176 = mul nsw i64 %conv2.j6610, 14400
+  %177 = mul nsw i64 %conv2.ty6711, 2
+  %178 = add nsw i64 %177, 2
+  %179 = mul nsw i64 %178, 480
+  %180 = add nsw i64 %176, %179
+  %181 = mul nsw i64 %conv2.tx6812, 2
+  %182 = add nsw i64 %181, 1
+  %183 = mul nsw i64 %182, 16
+  %184 = add nsw i64 %180, %183
+  %185 = mul nsw i64 %conv2.cv6913, 8
+  %186 = add nsw i64 %184, %185
+  %187 = add nsw i64 1609728, %186
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %187
+  %188 = load <8 x float>, ptr %arena25, align 4
+  %189 = fadd <8 x float> %175, %188
+  store <8 x float> %189, ptr %conv2.w75, align 32
+  %190 = mul nsw i64 %conv2.j6610, 14400
+  %191 = mul nsw i64 %conv2.ty6711, 2
+  %192 = add nsw i64 %191, 2
+  %193 = mul nsw i64 %192, 480
+  %194 = add nsw i64 %190, %193
+  %195 = mul nsw i64 %conv2.tx6812, 2
+  %196 = add nsw i64 %195, 1
+  %197 = mul nsw i64 %196, 16
+  %198 = add nsw i64 %194, %197
+  %199 = mul nsw i64 %conv2.cv6913, 8
+  %200 = add nsw i64 %198, %199
+  %201 = add nsw i64 1609728, %200
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %201
+  %202 = load <8 x float>, ptr %arena26, align 4
+  %203 = mul nsw i64 %conv2.j6610, 14400
+  %204 = mul nsw i64 %conv2.ty6711, 2
+  %205 = add nsw i64 %204, 1
+  %206 = mul nsw i64 %205, 480
+  %207 = add nsw i64 %203, %206
+  %208 = mul nsw i64 %conv2.tx6812, 2
+  %209 = add nsw i64 %208, 1
+  %210 = mul nsw i64 %209, 16
+  %211 = add nsw i64 %207, %210
+  %212 = mul nsw i64 %conv2.cv6913, 8
+  %213 = add nsw i64 %211, %212
+  %214 = add nsw i64 1609728, %213
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %214
+  %215 = load <8 x float>, ptr %arena27, align 4
+  %216 = fsub <8 x float> %202, %215
+  store <8 x float> %216, ptr %conv2.w76, align 32
+  %217 = mul nsw i64 %conv2.j6610, 14400
+  %218 = mul nsw i64 %conv2.ty6711, 2
+  %219 = add nsw i64 %218, 1
+  %220 = mul nsw i64 %219, 480
+  %221 = add nsw i64 %217, %220
+  %222 = mul nsw i64 %conv2.tx6812, 2
+  %223 = add nsw i64 %222, 1
+  %224 = mul nsw i64 %223, 16
+  %225 = add nsw i64 %221, %224
+  %226 = mul nsw i64 %conv2.cv6913, 8
+  %227 = add nsw i64 %225, %226
+  %228 = add nsw i64 1609728, %227
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %228
+  %229 = load <8 x float>, ptr %arena28, align 4
+  %230 = mul nsw i64 %conv2.j6610, 14400
+  %231 = mul nsw i64 %conv2.ty6711, 2
+  %232 = add nsw i64 %231, 3
+  %233 = mul nsw i64 %232, 480
   %234 = add nsw i64 %230, %233
-  %235 = mul nsw i64 %conv2.cv705, 8
-  %236 = add nsw i64 %234, %235
-  %237 = add nsw i64 1609728, %236
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %237
-  %238 = load <8 x float>, ptr %arena19, align 4
-  %239 = fsub <8 x float> %221, %238
-  store <8 x float> %239, ptr %conv2.w77, align 32
-  %240 = mul nsw i64 %conv2.j672, 14400
-  %241 = mul nsw i64 %1, 3
-  %242 = add nsw i64 %conv2.oy661, %241
-  %243 = mul nsw i64 %242, 2
-  %244 = add nsw i64 %conv2.ty683, %243
-  %245 = mul nsw i64 %244, 2
-  %246 = add nsw i64 %245, 1
-  %247 = mul nsw i64 %246, 480
-  %248 = add nsw i64 %240, %247
-  %249 = mul nsw i64 %conv2.tx694, 2
-  %250 = add nsw i64 %249, 1
-  %251 = mul nsw i64 %250, 16
-  %252 = add nsw i64 %248, %251
-  %253 = mul nsw i64 %conv2.cv705, 8
-  %254 = add nsw i64 %252, %253
-  %255 = add nsw i64 1609728, %254
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %255
-  %256 = load <8 x float>, ptr %arena20, align 4
-  %257 = mul nsw i64 %conv2.j672, 14400
-  %258 = mul nsw i64 %1, 3
-  %259 = add nsw i64 %conv2.oy661, %258
-  %260 = mul nsw i64 %259, 2
-  %261 = add nsw i64 %conv2.ty683, %260
-  %262 = mul nsw i64 %261, 2
-  %263 = add nsw i64 %262, 3
-  %264 = mul nsw i64 %263, 480
-  %265 = add nsw i64 %257, %264
-  %266 = mul nsw i64 %conv2.tx694, 2
-  %267 = add nsw i64 %266, 1
-  %268 = mul nsw i64 %267, 16
-  %269 = add nsw i64 %265, %268
-  %270 = mul nsw i64 %conv2.cv705, 8
-  %271 = add nsw i64 %269, %270
-  %272 = add nsw i64 1609728, %271
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %272
-  %273 = load <8 x float>, ptr %arena21, align 4
-  %274 = fsub <8 x float> %256, %273
-  store <8 x float> %274, ptr %conv2.w78, align 32
-  %275 = mul nsw i64 %conv2.j672, 14400
-  %276 = mul nsw i64 %1, 3
-  %277 = add nsw i64 %conv2.oy661, %276
-  %278 = mul nsw i64 %277, 2
-  %279 = add nsw i64 %conv2.ty683, %278
-  %280 = mul nsw i64 %279, 2
-  %281 = mul nsw i64 %280, 480
-  %282 = add nsw i64 %275, %281
-  %283 = mul nsw i64 %conv2.tx694, 2
-  %284 = add nsw i64 %283, 2
-  %285 = mul nsw i64 %284, 16
-  %286 = add nsw i64 %282, %285
-  %287 = mul nsw i64 %conv2.cv705, 8
-  %288 = add nsw i64 %286, %287
-  %289 = add nsw i64 1609728, %288
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %289
-  %290 = load <8 x float>, ptr %arena22, align 4
-  %291 = mul nsw i64 %conv2.j672, 14400
-  %292 = mul nsw i64 %1, 3
-  %293 = add nsw i64 %conv2.oy661, %292
-  %294 = mul nsw i64 %293, 2
-  %295 = add nsw i64 %conv2.ty683, %294
-  %296 = mul nsw i64 %295, 2
-  %297 = add nsw i64 %296, 2
-  %298 = mul nsw i64 %297, 480
-  %299 = add nsw i64 %291, %298
-  %300 = mul nsw i64 %conv2.tx694, 2
-  %301 = add nsw i64 %300, 2
-  %302 = mul nsw i64 %301, 16
-  %303 = add nsw i64 %299, %302
-  %304 = mul nsw i64 %conv2.cv705, 8
-  %305 = add nsw i64 %303, %304
-  %306 = add nsw i64 1609728, %305
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %306
-  %307 = load <8 x float>, ptr %arena23, align 4
-  %308 = fsub <8 x float> %290, %307
-  store <8 x float> %308, ptr %conv2.w79, align 32
-  %309 = mul nsw i64 %conv2.j672, 14400
-  %310 = mul nsw i64 %1, 3
-  %311 = add nsw i64 %conv2.oy661, %310
-  %312 = mul nsw i64 %311, 2
-  %313 = add nsw i64 %conv2.ty683, %312
-  %314 = mul nsw i64 %313, 2
-  %315 = add nsw i64 %314, 1
-  %316 = mul nsw i64 %315, 480
-  %317 = add nsw i64 %309, %316
-  %318 = mul nsw i64 %conv2.tx694, 2
-  %319 = add nsw i64 %318, 2
-  %320 = mul nsw i64 %319, 16
-  %321 = add nsw i64 %317, %320
-  %322 = mul nsw i64 %conv2.cv705, 8
-  %323 = add nsw i64 %321, %322
-  %324 = add nsw i64 1609728, %323
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %324
-  %325 = load <8 x float>, ptr %arena24, align 4
-  %326 = mul nsw i64 %conv2.j672, 14400
-  %327 = mul nsw i64 %1, 3
-  %328 = add nsw i64 %conv2.oy661, %327
-  %329 = mul nsw i64 %328, 2
-  %330 = add nsw i64 %conv2.ty683, %329
-  %331 = mul nsw i64 %330, 2
-  %332 = add nsw i64 %331, 2
-  %333 = mul nsw i64 %332, 480
-  %334 = add nsw i64 %326, %333
-  %335 = mul nsw i64 %conv2.tx694, 2
-  %336 = add nsw i64 %335, 2
-  %337 = mul nsw i64 %336, 16
-  %338 = add nsw i64 %334, %337
-  %339 = mul nsw i64 %conv2.cv705, 8
-  %340 = add nsw i64 %338, %339
-  %341 = add nsw i64 1609728, %340
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %341
-  %342 = load <8 x float>, ptr %arena25, align 4
-  %343 = fadd <8 x float> %325, %342
-  store <8 x float> %343, ptr %conv2.w80, align 32
-  %344 = mul nsw i64 %conv2.j672, 14400
-  %345 = mul nsw i64 %1, 3
-  %346 = add nsw i64 %conv2.oy661, %345
-  %347 = mul nsw i64 %346, 2
-  %348 = add nsw i64 %conv2.ty683, %347
-  %349 = mul nsw i64 %348, 2
-  %350 = add nsw i64 %349, 2
-  %351 = mul nsw i64 %350, 480
-  %352 = add nsw i64 %344, %351
-  %353 = mul nsw i64 %conv2.tx694, 2
-  %354 = add nsw i64 %353, 2
-  %355 = mul nsw i64 %354, 16
-  %356 = add nsw i64 %352, %355
-  %357 = mul nsw i64 %conv2.cv705, 8
-  %358 = add nsw i64 %356, %357
-  %359 = add nsw i64 1609728, %358
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %359
-  %360 = load <8 x float>, ptr %arena26, align 4
-  %361 = mul nsw i64 %conv2.j672, 14400
-  %362 = mul nsw i64 %1, 3
-  %363 = add nsw i64 %conv2.oy661, %362
-  %364 = mul nsw i64 %363, 2
-  %365 = add nsw i64 %conv2.ty683, %364
-  %366 = mul nsw i64 %365, 2
-  %367 = add nsw i64 %366, 1
-  %368 = mul nsw i64 %367, 480
-  %369 = add nsw i64 %361, %368
-  %370 = mul nsw i64 %conv2.tx694, 2
-  %371 = add nsw i64 %370, 2
-  %372 = mul nsw i64 %371, 16
-  %373 = add nsw i64 %369, %372
-  %374 = mul nsw i64 %conv2.cv705, 8
-  %375 = add nsw i64 %373, %374
-  %376 = add nsw i64 1609728, %375
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %376
-  %377 = load <8 x float>, ptr %arena27, align 4
-  %378 = fsub <8 x float> %360, %377
-  store <8 x float> %378, ptr %conv2.w81, align 32
-  %379 = mul nsw i64 %conv2.j672, 14400
-  %380 = mul nsw i64 %1, 3
-  %381 = add nsw i64 %conv2.oy661, %380
-  %382 = mul nsw i64 %381, 2
-  %383 = add nsw i64 %conv2.ty683, %382
-  %384 = mul nsw i64 %383, 2
-  %385 = add nsw i64 %384, 1
-  %386 = mul nsw i64 %385, 480
-  %387 = add nsw i64 %379, %386
-  %388 = mul nsw i64 %conv2.tx694, 2
-  %389 = add nsw i64 %388, 2
-  %390 = mul nsw i64 %389, 16
-  %391 = add nsw i64 %387, %390
-  %392 = mul nsw i64 %conv2.cv705, 8
-  %393 = add nsw i64 %391, %392
-  %394 = add nsw i64 1609728, %393
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %394
-  %395 = load <8 x float>, ptr %arena28, align 4
-  %396 = mul nsw i64 %conv2.j672, 14400
-  %397 = mul nsw i64 %1, 3
-  %398 = add nsw i64 %conv2.oy661, %397
-  %399 = mul nsw i64 %398, 2
-  %400 = add nsw i64 %conv2.ty683, %399
-  %401 = mul nsw i64 %400, 2
-  %402 = add nsw i64 %401, 3
-  %403 = mul nsw i64 %402, 480
-  %404 = add nsw i64 %396, %403
-  %405 = mul nsw i64 %conv2.tx694, 2
+  %235 = mul nsw i64 %conv2.tx6812, 2
+  %236 = add nsw i64 %235, 1
+  %237 = mul nsw i64 %236, 16
+  %238 = add nsw i64 %234, %237
+  %239 = mul nsw i64 %conv2.cv6913, 8
+  %240 = add nsw i64 %238, %239
+  %241 = add nsw i64 1609728, %240
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %241
+  %242 = load <8 x float>, ptr %arena29, align 4
+  %243 = fsub <8 x float> %229, %242
+  store <8 x float> %243, ptr %conv2.w77, align 32
+  %244 = mul nsw i64 %conv2.j6610, 14400
+  %245 = mul nsw i64 %conv2.ty6711, 2
+  %246 = mul nsw i64 %245, 480
+  %247 = add nsw i64 %244, %246
+  %248 = mul nsw i64 %conv2.tx6812, 2
+  %249 = add nsw i64 %248, 2
+  %250 = mul nsw i64 %249, 16
+  %251 = add nsw i64 %247, %250
+  %252 = mul nsw i64 %conv2.cv6913, 8
+  %253 = add nsw i64 %251, %252
+  %254 = add nsw i64 1609728, %253
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %254
+  %255 = load <8 x float>, ptr %arena30, align 4
+  %256 = mul nsw i64 %conv2.j6610, 14400
+  %257 = mul nsw i64 %conv2.ty6711, 2
+  %258 = add nsw i64 %257, 2
+  %259 = mul nsw i64 %258, 480
+  %260 = add nsw i64 %256, %259
+  %261 = mul nsw i64 %conv2.tx6812, 2
+  %262 = add nsw i64 %261, 2
+  %263 = mul nsw i64 %262, 16
+  %264 = add nsw i64 %260, %263
+  %265 = mul nsw i64 %conv2.cv6913, 8
+  %266 = add nsw i64 %264, %265
+  %267 = add nsw i64 1609728, %266
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %267
+  %268 = load <8 x float>, ptr %arena31, align 4
+  %269 = fsub <8 x float> %255, %268
+  store <8 x float> %269, ptr %conv2.w78, align 32
+  %270 = mul nsw i64 %conv2.j6610, 14400
+  %271 = mul nsw i64 %conv2.ty6711, 2
+  %272 = add nsw i64 %271, 1
+  %273 = mul nsw i64 %272, 480
+  %274 = add nsw i64 %270, %273
+  %275 = mul nsw i64 %conv2.tx6812, 2
+  %276 = add nsw i64 %275, 2
+  %277 = mul nsw i64 %276, 16
+  %278 = add nsw i64 %274, %277
+  %279 = mul nsw i64 %conv2.cv6913, 8
+  %280 = add nsw i64 %278, %279
+  %281 = add nsw i64 1609728, %280
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %281
+  %282 = load <8 x float>, ptr %arena32, align 4
+  %283 = mul nsw i64 %conv2.j6610, 14400
+  %284 = mul nsw i64 %conv2.ty6711, 2
+  %285 = add nsw i64 %284, 2
+  %286 = mul nsw i64 %285, 480
+  %287 = add nsw i64 %283, %286
+  %288 = mul nsw i64 %conv2.tx6812, 2
+  %289 = add nsw i64 %288, 2
+  %290 = mul nsw i64 %289, 16
+  %291 = add nsw i64 %287, %290
+  %292 = mul nsw i64 %conv2.cv6913, 8
+  %293 = add nsw i64 %291, %292
+  %294 = add nsw i64 1609728, %293
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %294
+  %295 = load <8 x float>, ptr %arena33, align 4
+  %296 = fadd <8 x float> %282, %295
+  store <8 x float> %296, ptr %conv2.w79, align 32
+  %297 = mul nsw i64 %conv2.j6610, 14400
+  %298 = mul nsw i64 %conv2.ty6711, 2
+  %299 = add nsw i64 %298, 2
+  %300 = mul nsw i64 %299, 480
+  %301 = add nsw i64 %297, %300
+  %302 = mul nsw i64 %conv2.tx6812, 2
+  %303 = add nsw i64 %302, 2
+  %304 = mul nsw i64 %303, 16
+  %305 = add nsw i64 %301, %304
+  %306 = mul nsw i64 %conv2.cv6913, 8
+  %307 = add nsw i64 %305, %306
+  %308 = add nsw i64 1609728, %307
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %308
+  %309 = load <8 x float>, ptr %arena34, align 4
+  %310 = mul nsw i64 %conv2.j6610, 14400
+  %311 = mul nsw i64 %conv2.ty6711, 2
+  %312 = add nsw i64 %311, 1
+  %313 = mul nsw i64 %312, 480
+  %314 = add nsw i64 %310, %313
+  %315 = mul nsw i64 %conv2.tx6812, 2
+  %316 = add nsw i64 %315, 2
+  %317 = mul nsw i64 %316, 16
+  %318 = add nsw i64 %314, %317
+  %319 = mul nsw i64 %conv2.cv6913, 8
+  %320 = add nsw i64 %318, %319
+  %321 = add nsw i64 1609728, %320
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %321
+  %322 = load <8 x float>, ptr %arena35, align 4
+  %323 = fsub <8 x float> %309, %322
+  store <8 x float> %323, ptr %conv2.w80, align 32
+  %324 = mul nsw i64 %conv2.j6610, 14400
+  %325 = mul nsw i64 %conv2.ty6711, 2
+  %326 = add nsw i64 %325, 1
+  %327 = mul nsw i64 %326, 480
+  %328 = add nsw i64 %324, %327
+  %329 = mul nsw i64 %conv2.tx6812, 2
+  %330 = add nsw i64 %329, 2
+  %331 = mul nsw i64 %330, 16
+  %332 = add nsw i64 %328, %331
+  %333 = mul nsw i64 %conv2.cv6913, 8
+  %334 = add nsw i64 %332, %333
+  %335 = add nsw i64 1609728, %334
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %335
+  %336 = load <8 x float>, ptr %arena36, align 4
+  %337 = mul nsw i64 %conv2.j6610, 14400
+  %338 = mul nsw i64 %conv2.ty6711, 2
+  %339 = add nsw i64 %338, 3
+  %340 = mul nsw i64 %339, 480
+  %341 = add nsw i64 %337, %340
+  %342 = mul nsw i64 %conv2.tx6812, 2
+  %343 = add nsw i64 %342, 2
+  %344 = mul nsw i64 %343, 16
+  %345 = add nsw i64 %341, %344
+  %346 = mul nsw i64 %conv2.cv6913, 8
+  %347 = add nsw i64 %345, %346
+  %348 = add nsw i64 1609728, %347
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %348
+  %349 = load <8 x float>, ptr %arena37, align 4
+  %350 = fsub <8 x float> %336, %349
+  store <8 x float> %350, ptr %conv2.w81, align 32
+  %351 = mul nsw i64 %conv2.j6610, 14400
+  %352 = mul nsw i64 %conv2.ty6711, 2
+  %353 = mul nsw i64 %352, 480
+  %354 = add nsw i64 %351, %353
+  %355 = mul nsw i64 %conv2.tx6812, 2
+  %356 = add nsw i64 %355, 3
+  %357 = mul nsw i64 %356, 16
+  %358 = add nsw i64 %354, %357
+  %359 = mul nsw i64 %conv2.cv6913, 8
+  %360 = add nsw i64 %358, %359
+  %361 = add nsw i64 1609728, %360
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %361
+  %362 = load <8 x float>, ptr %arena38, align 4
+  %363 = mul nsw i64 %conv2.j6610, 14400
+  %364 = mul nsw i64 %conv2.ty6711, 2
+  %365 = add nsw i64 %364, 2
+  %366 = mul nsw i64 %365, 480
+  %367 = add nsw i64 %363, %366
+  %368 = mul nsw i64 %conv2.tx6812, 2
+  %369 = add nsw i64 %368, 3
+  %370 = mul nsw i64 %369, 16
+  %371 = add nsw i64 %367, %370
+  %372 = mul nsw i64 %conv2.cv6913, 8
+  %373 = add nsw i64 %371, %372
+  %374 = add nsw i64 1609728, %373
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %374
+  %375 = load <8 x float>, ptr %arena39, align 4
+  %376 = fsub <8 x float> %362, %375
+  store <8 x float> %376, ptr %conv2.w82, align 32
+  %377 = mul nsw i64 %conv2.j6610, 14400
+  %378 = mul nsw i64 %conv2.ty6711, 2
+  %379 = add nsw i64 %378, 1
+  %380 = mul nsw i64 %379, 480
+  %381 = add nsw i64 %377, %380
+  %382 = mul nsw i64 %conv2.tx6812, 2
+  %383 = add nsw i64 %382, 3
+  %384 = mul nsw i64 %383, 16
+  %385 = add nsw i64 %381, %384
+  %386 = mul nsw i64 %conv2.cv6913, 8
+  %387 = add nsw i64 %385, %386
+  %388 = add nsw i64 1609728, %387
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %388
+  %389 = load <8 x float>, ptr %arena40, align 4
+  %390 = mul nsw i64 %conv2.j6610, 14400
+  %391 = mul nsw i64 %conv2.ty6711, 2
+  %392 = add nsw i64 %391, 2
+  %393 = mul nsw i64 %392, 480
+  %394 = add nsw i64 %390, %393
+  %395 = mul nsw i64 %conv2.tx6812, 2
+  %396 = add nsw i64 %395, 3
+  %397 = mul nsw i64 %396, 16
+  %398 = add nsw i64 %394, %397
+  %399 = mul nsw i64 %conv2.cv6913, 8
+  %400 = add nsw i64 %398, %399
+  %401 = add nsw i64 1609728, %400
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %401
+  %402 = load <8 x float>, ptr %arena41, align 4
+  %403 = fadd <8 x float> %389, %402
+  store <8 x float> %403, ptr %conv2.w83, align 32
+  %404 = mul nsw i64 %conv2.j6610, 14400
+  %405 = mul nsw i64 %conv2.ty6711, 2
   %406 = add nsw i64 %405, 2
-  %407 = mul nsw i64 %406, 16
+  %407 = mul nsw i64 %406, 480
   %408 = add nsw i64 %404, %407
-  %409 = mul nsw i64 %conv2.cv705, 8
-  %410 = add nsw i64 %408, %409
-  %411 = add nsw i64 1609728, %410
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %411
-  %412 = load <8 x float>, ptr %arena29, align 4
-  %413 = fsub <8 x float> %395, %412
-  store <8 x float> %413, ptr %conv2.w82, align 32
-  %414 = mul nsw i64 %conv2.j672, 14400
-  %415 = mul nsw i64 %1, 3
-  %416 = add nsw i64 %conv2.oy661, %415
-  %417 = mul nsw i64 %416, 2
-  %418 = add nsw i64 %conv2.ty683, %417
-  %419 = mul nsw i64 %418, 2
+  %409 = mul nsw i64 %conv2.tx6812, 2
+  %410 = add nsw i64 %409, 3
+  %411 = mul nsw i64 %410, 16
+  %412 = add nsw i64 %408, %411
+  %413 = mul nsw i64 %conv2.cv6913, 8
+  %414 = add nsw i64 %412, %413
+  %415 = add nsw i64 1609728, %414
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %415
+  %416 = load <8 x float>, ptr %arena42, align 4
+  %417 = mul nsw i64 %conv2.j6610, 14400
+  %418 = mul nsw i64 %conv2.ty6711, 2
+  %419 = add nsw i64 %418, 1
   %420 = mul nsw i64 %419, 480
-  %421 = add nsw i64 %414, %420
-  %422 = mul nsw i64 %conv2.tx694, 2
+  %421 = add nsw i64 %417, %420
+  %422 = mul nsw i64 %conv2.tx6812, 2
   %423 = add nsw i64 %422, 3
   %424 = mul nsw i64 %423, 16
   %425 = add nsw i64 %421, %424
-  %426 = mul nsw i64 %conv2.cv705, 8
+  %426 = mul nsw i64 %conv2.cv6913, 8
   %427 = add nsw i64 %425, %426
   %428 = add nsw i64 1609728, %427
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %428
-  %429 = load <8 x float>, ptr %arena30, align 4
-  %430 = mul nsw i64 %conv2.j672, 14400
-  %431 = mul nsw i64 %1, 3
-  %432 = add nsw i64 %conv2.oy661, %431
-  %433 = mul nsw i64 %432, 2
-  %434 = add nsw i64 %conv2.ty683, %433
-  %435 = mul nsw i64 %434, 2
-  %436 = add nsw i64 %435, 2
-  %437 = mul nsw i64 %436, 480
-  %438 = add nsw i64 %430, %437
-  %439 = mul nsw i64 %conv2.tx694, 2
-  %440 = add nsw i64 %439, 3
-  %441 = mul nsw i64 %440, 16
-  %442 = add nsw i64 %438, %441
-  %443 = mul nsw i64 %conv2.cv705, 8
-  %444 = add nsw i64 %442, %443
-  %445 = add nsw i64 1609728, %444
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %445
-  %446 = load <8 x float>, ptr %arena31, align 4
-  %447 = fsub <8 x float> %429, %446
-  store <8 x float> %447, ptr %conv2.w83, align 32
-  %448 = mul nsw i64 %conv2.j672, 14400
-  %449 = mul nsw i64 %1, 3
-  %450 = add nsw i64 %conv2.oy661, %449
-  %451 = mul nsw i64 %450, 2
-  %452 = add nsw i64 %conv2.ty683, %451
-  %453 = mul nsw i64 %452, 2
-  %454 = add nsw i64 %453, 1
-  %455 = mul nsw i64 %454, 480
-  %456 = add nsw i64 %448, %455
-  %457 = mul nsw i64 %conv2.tx694, 2
-  %458 = add nsw i64 %457, 3
-  %459 = mul nsw i64 %458, 16
-  %460 = add nsw i64 %456, %459
-  %461 = mul nsw i64 %conv2.cv705, 8
-  %462 = add nsw i64 %460, %461
-  %463 = add nsw i64 1609728, %462
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %463
-  %464 = load <8 x float>, ptr %arena32, align 4
-  %465 = mul nsw i64 %conv2.j672, 14400
-  %466 = mul nsw i64 %1, 3
-  %467 = add nsw i64 %conv2.oy661, %466
-  %468 = mul nsw i64 %467, 2
-  %469 = add nsw i64 %conv2.ty683, %468
-  %470 = mul nsw i64 %469, 2
-  %471 = add nsw i64 %470, 2
-  %472 = mul nsw i64 %471, 480
-  %473 = add nsw i64 %465, %472
-  %474 = mul nsw i64 %conv2.tx694, 2
-  %475 = add nsw i64 %474, 3
-  %476 = mul nsw i64 %475, 16
-  %477 = add nsw i64 %473, %476
-  %478 = mul nsw i64 %conv2.cv705, 8
-  %479 = add nsw i64 %477, %478
-  %480 = add nsw i64 1609728, %479
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %480
-  %481 = load <8 x float>, ptr %arena33, align 4
-  %482 = fadd <8 x float> %464, %481
-  store <8 x float> %482, ptr %conv2.w84, align 32
-  %483 = mul nsw i64 %conv2.j672, 14400
-  %484 = mul nsw i64 %1, 3
-  %485 = add nsw i64 %conv2.oy661, %484
-  %486 = mul nsw i64 %485, 2
-  %487 = add nsw i64 %conv2.ty683, %486
-  %488 = mul nsw i64 %487, 2
-  %489 = add nsw i64 %488, 2
-  %490 = mul nsw i64 %489, 480
-  %491 = add nsw i64 %483, %490
-  %492 = mul nsw i64 %conv2.tx694, 2
-  %493 = add nsw i64 %492, 3
-  %494 = mul nsw i64 %493, 16
-  %495 = add nsw i64 %491, %494
-  %496 = mul nsw i64 %conv2.cv705, 8
-  %497 = add nsw i64 %495, %496
-  %498 = add nsw i64 1609728, %497
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %498
-  %499 = load <8 x float>, ptr %arena34, align 4
-  %500 = mul nsw i64 %conv2.j672, 14400
-  %501 = mul nsw i64 %1, 3
-  %502 = add nsw i64 %conv2.oy661, %501
-  %503 = mul nsw i64 %502, 2
-  %504 = add nsw i64 %conv2.ty683, %503
-  %505 = mul nsw i64 %504, 2
-  %506 = add nsw i64 %505, 1
-  %507 = mul nsw i64 %506, 480
-  %508 = add nsw i64 %500, %507
-  %509 = mul nsw i64 %conv2.tx694, 2
-  %510 = add nsw i64 %509, 3
-  %511 = mul nsw i64 %510, 16
-  %512 = add nsw i64 %508, %511
-  %513 = mul nsw i64 %conv2.cv705, 8
-  %514 = add nsw i64 %512, %513
-  %515 = add nsw i64 1609728, %514
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %515
-  %516 = load <8 x float>, ptr %arena35, align 4
-  %517 = fsub <8 x float> %499, %516
-  store <8 x float> %517, ptr %conv2.w85, align 32
-  %518 = mul nsw i64 %conv2.j672, 14400
-  %519 = mul nsw i64 %1, 3
-  %520 = add nsw i64 %conv2.oy661, %519
-  %521 = mul nsw i64 %520, 2
-  %522 = add nsw i64 %conv2.ty683, %521
-  %523 = mul nsw i64 %522, 2
-  %524 = add nsw i64 %523, 1
-  %525 = mul nsw i64 %524, 480
-  %526 = add nsw i64 %518, %525
-  %527 = mul nsw i64 %conv2.tx694, 2
-  %528 = add nsw i64 %527, 3
-  %529 = mul nsw i64 %528, 16
-  %530 = add nsw i64 %526, %529
-  %531 = mul nsw i64 %conv2.cv705, 8
-  %532 = add nsw i64 %530, %531
-  %533 = add nsw i64 1609728, %532
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %533
-  %534 = load <8 x float>, ptr %arena36, align 4
-  %535 = mul nsw i64 %conv2.j672, 14400
-  %536 = mul nsw i64 %1, 3
-  %537 = add nsw i64 %conv2.oy661, %536
-  %538 = mul nsw i64 %537, 2
-  %539 = add nsw i64 %conv2.ty683, %538
-  %540 = mul nsw i64 %539, 2
-  %541 = add nsw i64 %540, 3
-  %542 = mul nsw i64 %541, 480
-  %543 = add nsw i64 %535, %542
-  %544 = mul nsw i64 %conv2.tx694, 2
-  %545 = add nsw i64 %544, 3
-  %546 = mul nsw i64 %545, 16
-  %547 = add nsw i64 %543, %546
-  %548 = mul nsw i64 %conv2.cv705, 8
-  %549 = add nsw i64 %547, %548
-  %550 = add nsw i64 1609728, %549
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %550
-  %551 = load <8 x float>, ptr %arena37, align 4
-  %552 = fsub <8 x float> %534, %551
-  store <8 x float> %552, ptr %conv2.w86, align 32
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %428
+  %429 = load <8 x float>, ptr %arena43, align 4
+  %430 = fsub <8 x float> %416, %429
+  store <8 x float> %430, ptr %conv2.w84, align 32
+  %431 = mul nsw i64 %conv2.j6610, 14400
+  %432 = mul nsw i64 %conv2.ty6711, 2
+  %433 = add nsw i64 %432, 1
+  %434 = mul nsw i64 %433, 480
+  %435 = add nsw i64 %431, %434
+  %436 = mul nsw i64 %conv2.tx6812, 2
+  %437 = add nsw i64 %436, 3
+  %438 = mul nsw i64 %437, 16
+  %439 = add nsw i64 %435, %438
+  %440 = mul nsw i64 %conv2.cv6913, 8
+  %441 = add nsw i64 %439, %440
+  %442 = add nsw i64 1609728, %441
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %442
+  %443 = load <8 x float>, ptr %arena44, align 4
+  %444 = mul nsw i64 %conv2.j6610, 14400
+  %445 = mul nsw i64 %conv2.ty6711, 2
+  %446 = add nsw i64 %445, 3
+  %447 = mul nsw i64 %446, 480
+  %448 = add nsw i64 %444, %447
+  %449 = mul nsw i64 %conv2.tx6812, 2
+  %450 = add nsw i64 %449, 3
+  %451 = mul nsw i64 %450, 16
+  %452 = add nsw i64 %448, %451
+  %453 = mul nsw i64 %conv2.cv6913, 8
+  %454 = add nsw i64 %452, %453
+  %455 = add nsw i64 1609728, %454
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %455
+  %456 = load <8 x float>, ptr %arena45, align 4
+  %457 = fsub <8 x float> %443, %456
+  store <8 x float> %457, ptr %conv2.w85, align 32
+  %w70 = load <8 x float>, ptr %conv2.w70, align 32
+  %w78 = load <8 x float>, ptr %conv2.w78, align 32
+  %458 = fsub <8 x float> %w70, %w78
+  store <8 x float> %458, ptr %conv2.w86, align 32
+  %w74 = load <8 x float>, ptr %conv2.w74, align 32
+  %w7846 = load <8 x float>, ptr %conv2.w78, align 32
+  %459 = fadd <8 x float> %w74, %w7846
+  store <8 x float> %459, ptr %conv2.w87, align 32
+  %w7847 = load <8 x float>, ptr %conv2.w78, align 32
+  %w7448 = load <8 x float>, ptr %conv2.w74, align 32
+  %460 = fsub <8 x float> %w7847, %w7448
+  store <8 x float> %460, ptr %conv2.w88, align 32
+  %w7449 = load <8 x float>, ptr %conv2.w74, align 32
+  %w82 = load <8 x float>, ptr %conv2.w82, align 32
+  %461 = fsub <8 x float> %w7449, %w82
+  store <8 x float> %461, ptr %conv2.w89, align 32
   %w71 = load <8 x float>, ptr %conv2.w71, align 32
   %w79 = load <8 x float>, ptr %conv2.w79, align 32
-  %553 = fsub <8 x float> %w71, %w79
-  store <8 x float> %553, ptr %conv2.w87, align 32
+  %462 = fsub <8 x float> %w71, %w79
+  store <8 x float> %462, ptr %conv2.w90, align 32
   %w75 = load <8 x float>, ptr %conv2.w75, align 32
-  %w7938 = load <8 x float>, ptr %conv2.w79, align 32
-  %554 = fadd <8 x float> %w75, %w7938
-  store <8 x float> %554, ptr %conv2.w88, align 32
-  %w7939 = load <8 x float>, ptr %conv2.w79, align 32
-  %w7540 = load <8 x float>, ptr %conv2.w75, align 32
-  %555 = fsub <8 x float> %w7939, %w7540
-  store <8 x float> %555, ptr %conv2.w89, align 32
-  %w7541 = load <8 x float>, ptr %conv2.w75, align 32
+  %w7950 = load <8 x float>, ptr %conv2.w79, align 32
+  %463 = fadd <8 x float> %w75, %w7950
+  store <8 x float> %463, ptr %conv2.w91, align 32
+  %w7951 = load <8 x float>, ptr %conv2.w79, align 32
+  %w7552 = load <8 x float>, ptr %conv2.w75, align 32
+  %464 = fsub <8 x float> %w7951, %w7552
+  store <8 x float> %464, ptr %conv2.w92, align 32
+  %w7553 = load <8 x float>, ptr %conv2.w75, align 32
   %w83 = load <8 x float>, ptr %conv2.w83, align 32
-  %556 = fsub <8 x float> %w7541, %w83
-  store <8 x float> %556, ptr %conv2.w90, align 32
+  %465 = fsub <8 x float> %w7553, %w83
+  store <8 x float> %465, ptr %conv2.w93, align 32
   %w72 = load <8 x float>, ptr %conv2.w72, align 32
   %w80 = load <8 x float>, ptr %conv2.w80, align 32
-  %557 = fsub <8 x float> %w72, %w80
-  store <8 x float> %557, ptr %conv2.w91, align 32
+  %466 = fsub <8 x float> %w72, %w80
+  store <8 x float> %466, ptr %conv2.w94, align 32
   %w76 = load <8 x float>, ptr %conv2.w76, align 32
-  %w8042 = load <8 x float>, ptr %conv2.w80, align 32
-  %558 = fadd <8 x float> %w76, %w8042
-  store <8 x float> %558, ptr %conv2.w92, align 32
-  %w8043 = load <8 x float>, ptr %conv2.w80, align 32
-  %w7644 = load <8 x float>, ptr %conv2.w76, align 32
-  %559 = fsub <8 x float> %w8043, %w7644
-  store <8 x float> %559, ptr %conv2.w93, align 32
-  %w7645 = load <8 x float>, ptr %conv2.w76, align 32
+  %w8054 = load <8 x float>, ptr %conv2.w80, align 32
+  %467 = fadd <8 x float> %w76, %w8054
+  store <8 x float> %467, ptr %conv2.w95, align 32
+  %w8055 = load <8 x float>, ptr %conv2.w80, align 32
+  %w7656 = load <8 x float>, ptr %conv2.w76, align 32
+  %468 = fsub <8 x float> %w8055, %w7656
+  store <8 x float> %468, ptr %conv2.w96, align 32
+  %w7657 = load <8 x float>, ptr %conv2.w76, align 32
   %w84 = load <8 x float>, ptr %conv2.w84, align 32
-  %560 = fsub <8 x float> %w7645, %w84
-  store <8 x float> %560, ptr %conv2.w94, align 32
+  %469 = fsub <8 x float> %w7657, %w84
+  store <8 x float> %469, ptr %conv2.w97, align 32
   %w73 = load <8 x float>, ptr %conv2.w73, align 32
   %w81 = load <8 x float>, ptr %conv2.w81, align 32
-  %561 = fsub <8 x float> %w73, %w81
-  store <8 x float> %561, ptr %conv2.w95, align 32
+  %470 = fsub <8 x float> %w73, %w81
+  store <8 x float> %470, ptr %conv2.w98, align 32
   %w77 = load <8 x float>, ptr %conv2.w77, align 32
-  %w8146 = load <8 x float>, ptr %conv2.w81, align 32
-  %562 = fadd <8 x float> %w77, %w8146
-  store <8 x float> %562, ptr %conv2.w96, align 32
-  %w8147 = load <8 x float>, ptr %conv2.w81, align 32
-  %w7748 = load <8 x float>, ptr %conv2.w77, align 32
-  %563 = fsub <8 x float> %w8147, %w7748
-  store <8 x float> %563, ptr %conv2.w97, align 32
-  %w7749 = load <8 x float>, ptr %conv2.w77, align 32
+  %w8158 = load <8 x float>, ptr %conv2.w81, align 32
+  %471 = fadd <8 x float> %w77, %w8158
+  store <8 x float> %471, ptr %conv2.w99, align 32
+  %w8159 = load <8 x float>, ptr %conv2.w81, align 32
+  %w7760 = load <8 x float>, ptr %conv2.w77, align 32
+  %472 = fsub <8 x float> %w8159, %w7760
+  store <8 x float> %472, ptr %conv2.w100, align 32
+  %w7761 = load <8 x float>, ptr %conv2.w77, align 32
   %w85 = load <8 x float>, ptr %conv2.w85, align 32
-  %564 = fsub <8 x float> %w7749, %w85
-  store <8 x float> %564, ptr %conv2.w98, align 32
-  %w74 = load <8 x float>, ptr %conv2.w74, align 32
-  %w82 = load <8 x float>, ptr %conv2.w82, align 32
-  %565 = fsub <8 x float> %w74, %w82
-  store <8 x float> %565, ptr %conv2.w99, align 32
-  %w78 = load <8 x float>, ptr %conv2.w78, align 32
-  %w8250 = load <8 x float>, ptr %conv2.w82, align 32
-  %566 = fadd <8 x float> %w78, %w8250
-  store <8 x float> %566, ptr %conv2.w100, align 32
-  %w8251 = load <8 x float>, ptr %conv2.w82, align 32
-  %w7852 = load <8 x float>, ptr %conv2.w78, align 32
-  %567 = fsub <8 x float> %w8251, %w7852
-  store <8 x float> %567, ptr %conv2.w101, align 32
-  %w7853 = load <8 x float>, ptr %conv2.w78, align 32
+  %473 = fsub <8 x float> %w7761, %w85
+  store <8 x float> %473, ptr %conv2.w101, align 32
   %w86 = load <8 x float>, ptr %conv2.w86, align 32
-  %568 = fsub <8 x float> %w7853, %w86
-  store <8 x float> %568, ptr %conv2.w102, align 32
+  %474 = mul nsw i64 %conv2.j6610, 196
+  %475 = mul nsw i64 %conv2.ty6711, 14
+  %476 = add nsw i64 %474, %475
+  %477 = add nsw i64 %476, %conv2.tx6812
+  %478 = mul nsw i64 %477, 16
+  %479 = add nsw i64 1624128, %478
+  %480 = mul nsw i64 %conv2.cv6913, 8
+  %481 = add nsw i64 %479, %480
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %481
+  store <8 x float> %w86, ptr %arena62, align 4
   %w87 = load <8 x float>, ptr %conv2.w87, align 32
-  %569 = mul nsw i64 %conv2.j672, 196
-  %570 = mul nsw i64 %1, 3
-  %571 = add nsw i64 %conv2.oy661, %570
-  %572 = mul nsw i64 %571, 2
-  %573 = add nsw i64 %conv2.ty683, %572
-  %574 = mul nsw i64 %573, 14
-  %575 = add nsw i64 %569, %574
-  %576 = add nsw i64 %575, %conv2.tx694
-  %577 = mul nsw i64 %576, 16
-  %578 = add nsw i64 1624128, %577
-  %579 = mul nsw i64 %conv2.cv705, 8
-  %580 = add nsw i64 %578, %579
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %580
-  store <8 x float> %w87, ptr %arena54, align 4
+  %482 = mul nsw i64 %conv2.j6610, 196
+  %483 = mul nsw i64 %conv2.ty6711, 14
+  %484 = add nsw i64 %482, %483
+  %485 = add nsw i64 %484, %conv2.tx6812
+  %486 = mul nsw i64 %485, 16
+  %487 = add nsw i64 1627264, %486
+  %488 = mul nsw i64 %conv2.cv6913, 8
+  %489 = add nsw i64 %487, %488
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %489
+  store <8 x float> %w87, ptr %arena63, align 4
   %w88 = load <8 x float>, ptr %conv2.w88, align 32
-  %581 = mul nsw i64 %conv2.j672, 196
-  %582 = mul nsw i64 %1, 3
-  %583 = add nsw i64 %conv2.oy661, %582
-  %584 = mul nsw i64 %583, 2
-  %585 = add nsw i64 %conv2.ty683, %584
-  %586 = mul nsw i64 %585, 14
-  %587 = add nsw i64 %581, %586
-  %588 = add nsw i64 %587, %conv2.tx694
-  %589 = mul nsw i64 %588, 16
-  %590 = add nsw i64 1627264, %589
-  %591 = mul nsw i64 %conv2.cv705, 8
-  %592 = add nsw i64 %590, %591
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %592
-  store <8 x float> %w88, ptr %arena55, align 4
+  %490 = mul nsw i64 %conv2.j6610, 196
+  %491 = mul nsw i64 %conv2.ty6711, 14
+  %492 = add nsw i64 %490, %491
+  %493 = add nsw i64 %492, %conv2.tx6812
+  %494 = mul nsw i64 %493, 16
+  %495 = add nsw i64 1630400, %494
+  %496 = mul nsw i64 %conv2.cv6913, 8
+  %497 = add nsw i64 %495, %496
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %497
+  store <8 x float> %w88, ptr %arena64, align 4
   %w89 = load <8 x float>, ptr %conv2.w89, align 32
-  %593 = mul nsw i64 %conv2.j672, 196
-  %594 = mul nsw i64 %1, 3
-  %595 = add nsw i64 %conv2.oy661, %594
-  %596 = mul nsw i64 %595, 2
-  %597 = add nsw i64 %conv2.ty683, %596
-  %598 = mul nsw i64 %597, 14
-  %599 = add nsw i64 %593, %598
-  %600 = add nsw i64 %599, %conv2.tx694
-  %601 = mul nsw i64 %600, 16
-  %602 = add nsw i64 1630400, %601
-  %603 = mul nsw i64 %conv2.cv705, 8
-  %604 = add nsw i64 %602, %603
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %604
-  store <8 x float> %w89, ptr %arena56, align 4
+  %498 = mul nsw i64 %conv2.j6610, 196
+  %499 = mul nsw i64 %conv2.ty6711, 14
+  %500 = add nsw i64 %498, %499
+  %501 = add nsw i64 %500, %conv2.tx6812
+  %502 = mul nsw i64 %501, 16
+  %503 = add nsw i64 1633536, %502
+  %504 = mul nsw i64 %conv2.cv6913, 8
+  %505 = add nsw i64 %503, %504
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %505
+  store <8 x float> %w89, ptr %arena65, align 4
   %w90 = load <8 x float>, ptr %conv2.w90, align 32
-  %605 = mul nsw i64 %conv2.j672, 196
-  %606 = mul nsw i64 %1, 3
-  %607 = add nsw i64 %conv2.oy661, %606
-  %608 = mul nsw i64 %607, 2
-  %609 = add nsw i64 %conv2.ty683, %608
-  %610 = mul nsw i64 %609, 14
-  %611 = add nsw i64 %605, %610
-  %612 = add nsw i64 %611, %conv2.tx694
-  %613 = mul nsw i64 %612, 16
-  %614 = add nsw i64 1633536, %613
-  %615 = mul nsw i64 %conv2.cv705, 8
-  %616 = add nsw i64 %614, %615
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %616
-  store <8 x float> %w90, ptr %arena57, align 4
+  %506 = mul nsw i64 %conv2.j6610, 196
+  %507 = mul nsw i64 %conv2.ty6711, 14
+  %508 = add nsw i64 %506, %507
+  %509 = add nsw i64 %508, %conv2.tx6812
+  %510 = mul nsw i64 %509, 16
+  %511 = add nsw i64 1636672, %510
+  %512 = mul nsw i64 %conv2.cv6913, 8
+  %513 = add nsw i64 %511, %512
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %513
+  store <8 x float> %w90, ptr %arena66, align 4
   %w91 = load <8 x float>, ptr %conv2.w91, align 32
-  %617 = mul nsw i64 %conv2.j672, 196
-  %618 = mul nsw i64 %1, 3
-  %619 = add nsw i64 %conv2.oy661, %618
-  %620 = mul nsw i64 %619, 2
-  %621 = add nsw i64 %conv2.ty683, %620
-  %622 = mul nsw i64 %621, 14
-  %623 = add nsw i64 %617, %622
-  %624 = add nsw i64 %623, %conv2.tx694
-  %625 = mul nsw i64 %624, 16
-  %626 = add nsw i64 1636672, %625
-  %627 = mul nsw i64 %conv2.cv705, 8
-  %628 = add nsw i64 %626, %627
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %628
-  store <8 x float> %w91, ptr %arena58, align 4
+  %514 = mul nsw i64 %conv2.j6610, 196
+  %515 = mul nsw i64 %conv2.ty6711, 14
+  %516 = add nsw i64 %514, %515
+  %517 = add nsw i64 %516, %conv2.tx6812
+  %518 = mul nsw i64 %517, 16
+  %519 = add nsw i64 1639808, %518
+  %520 = mul nsw i64 %conv2.cv6913, 8
+  %521 = add nsw i64 %519, %520
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %521
+  store <8 x float> %w91, ptr %arena67, align 4
   %w92 = load <8 x float>, ptr %conv2.w92, align 32
-  %629 = mul nsw i64 %conv2.j672, 196
-  %630 = mul nsw i64 %1, 3
-  %631 = add nsw i64 %conv2.oy661, %630
-  %632 = mul nsw i64 %631, 2
-  %633 = add nsw i64 %conv2.ty683, %632
-  %634 = mul nsw i64 %633, 14
-  %635 = add nsw i64 %629, %634
-  %636 = add nsw i64 %635, %conv2.tx694
-  %637 = mul nsw i64 %636, 16
-  %638 = add nsw i64 1639808, %637
-  %639 = mul nsw i64 %conv2.cv705, 8
-  %640 = add nsw i64 %638, %639
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %640
-  store <8 x float> %w92, ptr %arena59, align 4
+  %522 = mul nsw i64 %conv2.j6610, 196
+  %523 = mul nsw i64 %conv2.ty6711, 14
+  %524 = add nsw i64 %522, %523
+  %525 = add nsw i64 %524, %conv2.tx6812
+  %526 = mul nsw i64 %525, 16
+  %527 = add nsw i64 1642944, %526
+  %528 = mul nsw i64 %conv2.cv6913, 8
+  %529 = add nsw i64 %527, %528
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %529
+  store <8 x float> %w92, ptr %arena68, align 4
   %w93 = load <8 x float>, ptr %conv2.w93, align 32
-  %641 = mul nsw i64 %conv2.j672, 196
-  %642 = mul nsw i64 %1, 3
-  %643 = add nsw i64 %conv2.oy661, %642
-  %644 = mul nsw i64 %643, 2
-  %645 = add nsw i64 %conv2.ty683, %644
-  %646 = mul nsw i64 %645, 14
-  %647 = add nsw i64 %641, %646
-  %648 = add nsw i64 %647, %conv2.tx694
-  %649 = mul nsw i64 %648, 16
-  %650 = add nsw i64 1642944, %649
-  %651 = mul nsw i64 %conv2.cv705, 8
-  %652 = add nsw i64 %650, %651
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %652
-  store <8 x float> %w93, ptr %arena60, align 4
+  %530 = mul nsw i64 %conv2.j6610, 196
+  %531 = mul nsw i64 %conv2.ty6711, 14
+  %532 = add nsw i64 %530, %531
+  %533 = add nsw i64 %532, %conv2.tx6812
+  %534 = mul nsw i64 %533, 16
+  %535 = add nsw i64 1646080, %534
+  %536 = mul nsw i64 %conv2.cv6913, 8
+  %537 = add nsw i64 %535, %536
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %537
+  store <8 x float> %w93, ptr %arena69, align 4
   %w94 = load <8 x float>, ptr %conv2.w94, align 32
-  %653 = mul nsw i64 %conv2.j672, 196
-  %654 = mul nsw i64 %1, 3
-  %655 = add nsw i64 %conv2.oy661, %654
-  %656 = mul nsw i64 %655, 2
-  %657 = add nsw i64 %conv2.ty683, %656
-  %658 = mul nsw i64 %657, 14
-  %659 = add nsw i64 %653, %658
-  %660 = add nsw i64 %659, %conv2.tx694
-  %661 = mul nsw i64 %660, 16
-  %662 = add nsw i64 1646080, %661
-  %663 = mul nsw i64 %conv2.cv705, 8
-  %664 = add nsw i64 %662, %663
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %664
-  store <8 x float> %w94, ptr %arena61, align 4
+  %538 = mul nsw i64 %conv2.j6610, 196
+  %539 = mul nsw i64 %conv2.ty6711, 14
+  %540 = add nsw i64 %538, %539
+  %541 = add nsw i64 %540, %conv2.tx6812
+  %542 = mul nsw i64 %541, 16
+  %543 = add nsw i64 1649216, %542
+  %544 = mul nsw i64 %conv2.cv6913, 8
+  %545 = add nsw i64 %543, %544
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %545
+  store <8 x float> %w94, ptr %arena70, align 4
   %w95 = load <8 x float>, ptr %conv2.w95, align 32
-  %665 = mul nsw i64 %conv2.j672, 196
-  %666 = mul nsw i64 %1, 3
-  %667 = add nsw i64 %conv2.oy661, %666
-  %668 = mul nsw i64 %667, 2
-  %669 = add nsw i64 %conv2.ty683, %668
-  %670 = mul nsw i64 %669, 14
-  %671 = add nsw i64 %665, %670
-  %672 = add nsw i64 %671, %conv2.tx694
-  %673 = mul nsw i64 %672, 16
-  %674 = add nsw i64 1649216, %673
-  %675 = mul nsw i64 %conv2.cv705, 8
-  %676 = add nsw i64 %674, %675
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %676
-  store <8 x float> %w95, ptr %arena62, align 4
+  %546 = mul nsw i64 %conv2.j6610, 196
+  %547 = mul nsw i64 %conv2.ty6711, 14
+  %548 = add nsw i64 %546, %547
+  %549 = add nsw i64 %548, %conv2.tx6812
+  %550 = mul nsw i64 %549, 16
+  %551 = add nsw i64 1652352, %550
+  %552 = mul nsw i64 %conv2.cv6913, 8
+  %553 = add nsw i64 %551, %552
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %553
+  store <8 x float> %w95, ptr %arena71, align 4
   %w96 = load <8 x float>, ptr %conv2.w96, align 32
-  %677 = mul nsw i64 %conv2.j672, 196
-  %678 = mul nsw i64 %1, 3
-  %679 = add nsw i64 %conv2.oy661, %678
-  %680 = mul nsw i64 %679, 2
-  %681 = add nsw i64 %conv2.ty683, %680
-  %682 = mul nsw i64 %681, 14
-  %683 = add nsw i64 %677, %682
-  %684 = add nsw i64 %683, %conv2.tx694
-  %685 = mul nsw i64 %684, 16
-  %686 = add nsw i64 1652352, %685
-  %687 = mul nsw i64 %conv2.cv705, 8
-  %688 = add nsw i64 %686, %687
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %688
-  store <8 x float> %w96, ptr %arena63, align 4
+  %554 = mul nsw i64 %conv2.j6610, 196
+  %555 = mul nsw i64 %conv2.ty6711, 14
+  %556 = add nsw i64 %554, %555
+  %557 = add nsw i64 %556, %conv2.tx6812
+  %558 = mul nsw i64 %557, 16
+  %559 = add nsw i64 1655488, %558
+  %560 = mul nsw i64 %conv2.cv6913, 8
+  %561 = add nsw i64 %559, %560
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %561
+  store <8 x float> %w96, ptr %arena72, align 4
   %w97 = load <8 x float>, ptr %conv2.w97, align 32
-  %689 = mul nsw i64 %conv2.j672, 196
-  %690 = mul nsw i64 %1, 3
-  %691 = add nsw i64 %conv2.oy661, %690
-  %692 = mul nsw i64 %691, 2
-  %693 = add nsw i64 %conv2.ty683, %692
-  %694 = mul nsw i64 %693, 14
-  %695 = add nsw i64 %689, %694
-  %696 = add nsw i64 %695, %conv2.tx694
-  %697 = mul nsw i64 %696, 16
-  %698 = add nsw i64 1655488, %697
-  %699 = mul nsw i64 %conv2.cv705, 8
-  %700 = add nsw i64 %698, %699
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %700
-  store <8 x float> %w97, ptr %arena64, align 4
+  %562 = mul nsw i64 %conv2.j6610, 196
+  %563 = mul nsw i64 %conv2.ty6711, 14
+  %564 = add nsw i64 %562, %563
+  %565 = add nsw i64 %564, %conv2.tx6812
+  %566 = mul nsw i64 %565, 16
+  %567 = add nsw i64 1658624, %566
+  %568 = mul nsw i64 %conv2.cv6913, 8
+  %569 = add nsw i64 %567, %568
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %569
+  store <8 x float> %w97, ptr %arena73, align 4
   %w98 = load <8 x float>, ptr %conv2.w98, align 32
-  %701 = mul nsw i64 %conv2.j672, 196
-  %702 = mul nsw i64 %1, 3
-  %703 = add nsw i64 %conv2.oy661, %702
-  %704 = mul nsw i64 %703, 2
-  %705 = add nsw i64 %conv2.ty683, %704
-  %706 = mul nsw i64 %705, 14
-  %707 = add nsw i64 %701, %706
-  %708 = add nsw i64 %707, %conv2.tx694
-  %709 = mul nsw i64 %708, 16
-  %710 = add nsw i64 1658624, %709
-  %711 = mul nsw i64 %conv2.cv705, 8
-  %712 = add nsw i64 %710, %711
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %712
-  store <8 x float> %w98, ptr %arena65, align 4
+  %570 = mul nsw i64 %conv2.j6610, 196
+  %571 = mul nsw i64 %conv2.ty6711, 14
+  %572 = add nsw i64 %570, %571
+  %573 = add nsw i64 %572, %conv2.tx6812
+  %574 = mul nsw i64 %573, 16
+  %575 = add nsw i64 1661760, %574
+  %576 = mul nsw i64 %conv2.cv6913, 8
+  %577 = add nsw i64 %575, %576
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %577
+  store <8 x float> %w98, ptr %arena74, align 4
   %w99 = load <8 x float>, ptr %conv2.w99, align 32
-  %713 = mul nsw i64 %conv2.j672, 196
-  %714 = mul nsw i64 %1, 3
-  %715 = add nsw i64 %conv2.oy661, %714
-  %716 = mul nsw i64 %715, 2
-  %717 = add nsw i64 %conv2.ty683, %716
-  %718 = mul nsw i64 %717, 14
-  %719 = add nsw i64 %713, %718
-  %720 = add nsw i64 %719, %conv2.tx694
-  %721 = mul nsw i64 %720, 16
-  %722 = add nsw i64 1661760, %721
-  %723 = mul nsw i64 %conv2.cv705, 8
-  %724 = add nsw i64 %722, %723
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %724
-  store <8 x float> %w99, ptr %arena66, align 4
+  %578 = mul nsw i64 %conv2.j6610, 196
+  %579 = mul nsw i64 %conv2.ty6711, 14
+  %580 = add nsw i64 %578, %579
+  %581 = add nsw i64 %580, %conv2.tx6812
+  %582 = mul nsw i64 %581, 16
+  %583 = add nsw i64 1664896, %582
+  %584 = mul nsw i64 %conv2.cv6913, 8
+  %585 = add nsw i64 %583, %584
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %585
+  store <8 x float> %w99, ptr %arena75, align 4
   %w100 = load <8 x float>, ptr %conv2.w100, align 32
-  %725 = mul nsw i64 %conv2.j672, 196
-  %726 = mul nsw i64 %1, 3
-  %727 = add nsw i64 %conv2.oy661, %726
-  %728 = mul nsw i64 %727, 2
-  %729 = add nsw i64 %conv2.ty683, %728
-  %730 = mul nsw i64 %729, 14
-  %731 = add nsw i64 %725, %730
-  %732 = add nsw i64 %731, %conv2.tx694
-  %733 = mul nsw i64 %732, 16
-  %734 = add nsw i64 1664896, %733
-  %735 = mul nsw i64 %conv2.cv705, 8
-  %736 = add nsw i64 %734, %735
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %736
-  store <8 x float> %w100, ptr %arena67, align 4
+  %586 = mul nsw i64 %conv2.j6610, 196
+  %587 = mul nsw i64 %conv2.ty6711, 14
+  %588 = add nsw i64 %586, %587
+  %589 = add nsw i64 %588, %conv2.tx6812
+  %590 = mul nsw i64 %589, 16
+  %591 = add nsw i64 1668032, %590
+  %592 = mul nsw i64 %conv2.cv6913, 8
+  %593 = add nsw i64 %591, %592
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %593
+  store <8 x float> %w100, ptr %arena76, align 4
   %w101 = load <8 x float>, ptr %conv2.w101, align 32
-  %737 = mul nsw i64 %conv2.j672, 196
-  %738 = mul nsw i64 %1, 3
-  %739 = add nsw i64 %conv2.oy661, %738
-  %740 = mul nsw i64 %739, 2
-  %741 = add nsw i64 %conv2.ty683, %740
-  %742 = mul nsw i64 %741, 14
-  %743 = add nsw i64 %737, %742
-  %744 = add nsw i64 %743, %conv2.tx694
-  %745 = mul nsw i64 %744, 16
-  %746 = add nsw i64 1668032, %745
-  %747 = mul nsw i64 %conv2.cv705, 8
-  %748 = add nsw i64 %746, %747
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %748
-  store <8 x float> %w101, ptr %arena68, align 4
-  %w102 = load <8 x float>, ptr %conv2.w102, align 32
-  %749 = mul nsw i64 %conv2.j672, 196
-  %750 = mul nsw i64 %1, 3
-  %751 = add nsw i64 %conv2.oy661, %750
-  %752 = mul nsw i64 %751, 2
-  %753 = add nsw i64 %conv2.ty683, %752
-  %754 = mul nsw i64 %753, 14
-  %755 = add nsw i64 %749, %754
-  %756 = add nsw i64 %755, %conv2.tx694
-  %757 = mul nsw i64 %756, 16
-  %758 = add nsw i64 1671168, %757
-  %759 = mul nsw i64 %conv2.cv705, 8
-  %760 = add nsw i64 %758, %759
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %760
-  store <8 x float> %w102, ptr %arena69, align 4
-  %cv70.next = add nsw i64 %conv2.cv705, 1
-  %761 = icmp slt i64 %cv70.next, 2
-  br i1 %761, label %conv2.cv70, label %conv2.cv70.end
+  %594 = mul nsw i64 %conv2.j6610, 196
+  %595 = mul nsw i64 %conv2.ty6711, 14
+  %596 = add nsw i64 %594, %595
+  %597 = add nsw i64 %596, %conv2.tx6812
+  %598 = mul nsw i64 %597, 16
+  %599 = add nsw i64 1671168, %598
+  %600 = mul nsw i64 %conv2.cv6913, 8
+  %601 = add nsw i64 %599, %600
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %601
+  store <8 x float> %w101, ptr %arena77, align 4
+  %cv69.next = add nsw i64 %conv2.cv6913, 1
+  %602 = icmp slt i64 %cv69.next, 2
+  br i1 %602, label %conv2.cv69, label %conv2.cv69.end
 
-conv2.cv70.end:                                   ; preds = %conv2.cv70
-  %tx69.next = add nsw i64 %conv2.tx694, 1
-  %762 = icmp slt i64 %tx69.next, 14
-  br i1 %762, label %conv2.tx69, label %conv2.tx69.end
+conv2.cv69.end:                                   ; preds = %conv2.cv69
+  %tx68.next = add nsw i64 %conv2.tx6812, 1
+  %603 = icmp slt i64 %tx68.next, 14
+  br i1 %603, label %conv2.tx68, label %conv2.tx68.end
 
-conv2.xi103:                                      ; preds = %conv2.xi103, %conv2.j67.end
-  %conv2.xi10370 = phi i64 [ 0, %conv2.j67.end ], [ %xi103.next, %conv2.xi103 ]
-  call void @residual_infer_b64.k1.conv2.part65.gemm110(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi10370, i64 %conv2.oy661, i64 %1)
-  %xi103.next = add nsw i64 %conv2.xi10370, 1
-  %763 = icmp slt i64 %xi103.next, 16
-  br i1 %763, label %conv2.xi103, label %conv2.xi103.end
+conv2.part102.pool:                               ; preds = %conv2.j66.end
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @residual_infer_b64.k1.conv2.part102.task, ptr %part102.context, i64 2)
+  br label %conv2.part102.done
 
-conv2.xi103.end:                                  ; preds = %conv2.xi103
-  br label %conv2.ty111
+conv2.part102.serial:                             ; preds = %conv2.j66.end
+  br label %conv2.part102
 
-conv2.ty111:                                      ; preds = %conv2.tx112.end, %conv2.xi103.end
-  %conv2.ty11171 = phi i64 [ 0, %conv2.xi103.end ], [ %ty111.next, %conv2.tx112.end ]
-  br label %conv2.tx112
+conv2.part102.done:                               ; preds = %conv2.part102.end, %conv2.part102.pool
+  %g61.next = add nsw i64 %conv2.g613, 1
+  %604 = icmp slt i64 %g61.next, 64
+  br i1 %604, label %conv2.g61, label %conv2.g61.end
 
-conv2.ty111.end:                                  ; preds = %conv2.tx112.end
-  br label %conv2.j126
+conv2.part102:                                    ; preds = %conv2.part102, %conv2.part102.serial
+  %conv2.part10278 = phi i64 [ 0, %conv2.part102.serial ], [ %part102.next, %conv2.part102 ]
+  call void @residual_infer_b64.k1.conv2.part102(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g613, i64 %conv2.part10278)
+  %part102.next = add nsw i64 %conv2.part10278, 1
+  %605 = icmp slt i64 %part102.next, 2
+  br i1 %605, label %conv2.part102, label %conv2.part102.end
 
-conv2.tx112:                                      ; preds = %conv2.cv113.end, %conv2.ty111
-  %conv2.tx11272 = phi i64 [ 0, %conv2.ty111 ], [ %tx112.next, %conv2.cv113.end ]
-  br label %conv2.cv113
-
-conv2.tx112.end:                                  ; preds = %conv2.cv113.end
-  %ty111.next = add nsw i64 %conv2.ty11171, 1
-  %764 = icmp slt i64 %ty111.next, 2
-  br i1 %764, label %conv2.ty111, label %conv2.ty111.end
-
-conv2.cv113:                                      ; preds = %conv2.cv113, %conv2.tx112
-  %conv2.cv11373 = phi i64 [ 0, %conv2.tx112 ], [ %cv113.next, %conv2.cv113 ]
-  %765 = mul nsw i64 %1, 3
-  %766 = add nsw i64 %conv2.oy661, %765
-  %767 = mul nsw i64 %766, 2
-  %768 = add nsw i64 %conv2.ty11171, %767
-  %769 = mul nsw i64 %768, 14
-  %770 = add nsw i64 %769, %conv2.tx11272
-  %771 = mul nsw i64 %770, 16
-  %772 = add nsw i64 1674304, %771
-  %773 = mul nsw i64 %conv2.cv11373, 8
-  %774 = add nsw i64 %772, %773
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %774
-  %775 = load <8 x float>, ptr %arena74, align 4
-  %776 = mul nsw i64 %1, 3
-  %777 = add nsw i64 %conv2.oy661, %776
-  %778 = mul nsw i64 %777, 2
-  %779 = add nsw i64 %conv2.ty11171, %778
-  %780 = mul nsw i64 %779, 14
-  %781 = add nsw i64 %780, %conv2.tx11272
-  %782 = mul nsw i64 %781, 16
-  %783 = add nsw i64 1686848, %782
-  %784 = mul nsw i64 %conv2.cv11373, 8
-  %785 = add nsw i64 %783, %784
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %785
-  %786 = load <8 x float>, ptr %arena75, align 4
-  %787 = fadd <8 x float> %775, %786
-  %788 = mul nsw i64 %1, 3
-  %789 = add nsw i64 %conv2.oy661, %788
-  %790 = mul nsw i64 %789, 2
-  %791 = add nsw i64 %conv2.ty11171, %790
-  %792 = mul nsw i64 %791, 14
-  %793 = add nsw i64 %792, %conv2.tx11272
-  %794 = mul nsw i64 %793, 16
-  %795 = add nsw i64 1699392, %794
-  %796 = mul nsw i64 %conv2.cv11373, 8
-  %797 = add nsw i64 %795, %796
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %797
-  %798 = load <8 x float>, ptr %arena76, align 4
-  %799 = fadd <8 x float> %787, %798
-  store <8 x float> %799, ptr %conv2.w114, align 32
-  %800 = mul nsw i64 %1, 3
-  %801 = add nsw i64 %conv2.oy661, %800
-  %802 = mul nsw i64 %801, 2
-  %803 = add nsw i64 %conv2.ty11171, %802
-  %804 = mul nsw i64 %803, 14
-  %805 = add nsw i64 %804, %conv2.tx11272
-  %806 = mul nsw i64 %805, 16
-  %807 = add nsw i64 1686848, %806
-  %808 = mul nsw i64 %conv2.cv11373, 8
-  %809 = add nsw i64 %807, %808
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %809
-  %810 = load <8 x float>, ptr %arena77, align 4
-  %811 = mul nsw i64 %1, 3
-  %812 = add nsw i64 %conv2.oy661, %811
-  %813 = mul nsw i64 %812, 2
-  %814 = add nsw i64 %conv2.ty11171, %813
-  %815 = mul nsw i64 %814, 14
-  %816 = add nsw i64 %815, %conv2.tx11272
-  %817 = mul nsw i64 %816, 16
-  %818 = add nsw i64 1699392, %817
-  %819 = mul nsw i64 %conv2.cv11373, 8
-  %820 = add nsw i64 %818, %819
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %820
-  %821 = load <8 x float>, ptr %arena78, align 4
-  %822 = fsub <8 x float> %810, %821
-  %823 = mul nsw i64 %1, 3
-  %824 = add nsw i64 %conv2.oy661, %823
-  %825 = mul nsw i64 %824, 2
-  %826 = add nsw i64 %conv2.ty11171, %825
-  %827 = mul nsw i64 %826, 14
-  %828 = add nsw i64 %827, %conv2.tx11272
-  %829 = mul nsw i64 %828, 16
-  %830 = add nsw i64 1711936, %829
-  %831 = mul nsw i64 %conv2.cv11373, 8
-  %832 = add nsw i64 %830, %831
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %832
-  %833 = load <8 x float>, ptr %arena79, align 4
-  %834 = fsub <8 x float> %822, %833
-  store <8 x float> %834, ptr %conv2.w115, align 32
-  %835 = mul nsw i64 %1, 3
-  %836 = add nsw i64 %conv2.oy661, %835
-  %837 = mul nsw i64 %836, 2
-  %838 = add nsw i64 %conv2.ty11171, %837
-  %839 = mul nsw i64 %838, 14
-  %840 = add nsw i64 %839, %conv2.tx11272
-  %841 = mul nsw i64 %840, 16
-  %842 = add nsw i64 1677440, %841
-  %843 = mul nsw i64 %conv2.cv11373, 8
-  %844 = add nsw i64 %842, %843
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %844
-  %845 = load <8 x float>, ptr %arena80, align 4
-  %846 = mul nsw i64 %1, 3
-  %847 = add nsw i64 %conv2.oy661, %846
-  %848 = mul nsw i64 %847, 2
-  %849 = add nsw i64 %conv2.ty11171, %848
-  %850 = mul nsw i64 %849, 14
-  %851 = add nsw i64 %850, %conv2.tx11272
-  %852 = mul nsw i64 %851, 16
-  %853 = add nsw i64 1689984, %852
-  %854 = mul nsw i64 %conv2.cv11373, 8
-  %855 = add nsw i64 %853, %854
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %855
-  %856 = load <8 x float>, ptr %arena81, align 4
-  %857 = fadd <8 x float> %845, %856
-  %858 = mul nsw i64 %1, 3
-  %859 = add nsw i64 %conv2.oy661, %858
-  %860 = mul nsw i64 %859, 2
-  %861 = add nsw i64 %conv2.ty11171, %860
-  %862 = mul nsw i64 %861, 14
-  %863 = add nsw i64 %862, %conv2.tx11272
-  %864 = mul nsw i64 %863, 16
-  %865 = add nsw i64 1702528, %864
-  %866 = mul nsw i64 %conv2.cv11373, 8
-  %867 = add nsw i64 %865, %866
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %867
-  %868 = load <8 x float>, ptr %arena82, align 4
-  %869 = fadd <8 x float> %857, %868
-  store <8 x float> %869, ptr %conv2.w116, align 32
-  %870 = mul nsw i64 %1, 3
-  %871 = add nsw i64 %conv2.oy661, %870
-  %872 = mul nsw i64 %871, 2
-  %873 = add nsw i64 %conv2.ty11171, %872
-  %874 = mul nsw i64 %873, 14
-  %875 = add nsw i64 %874, %conv2.tx11272
-  %876 = mul nsw i64 %875, 16
-  %877 = add nsw i64 1689984, %876
-  %878 = mul nsw i64 %conv2.cv11373, 8
-  %879 = add nsw i64 %877, %878
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %879
-  %880 = load <8 x float>, ptr %arena83, align 4
-  %881 = mul nsw i64 %1, 3
-  %882 = add nsw i64 %conv2.oy661, %881
-  %883 = mul nsw i64 %882, 2
-  %884 = add nsw i64 %conv2.ty11171, %883
-  %885 = mul nsw i64 %884, 14
-  %886 = add nsw i64 %885, %conv2.tx11272
-  %887 = mul nsw i64 %886, 16
-  %888 = add nsw i64 1702528, %887
-  %889 = mul nsw i64 %conv2.cv11373, 8
-  %890 = add nsw i64 %888, %889
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %890
-  %891 = load <8 x float>, ptr %arena84, align 4
-  %892 = fsub <8 x float> %880, %891
-  %893 = mul nsw i64 %1, 3
-  %894 = add nsw i64 %conv2.oy661, %893
-  %895 = mul nsw i64 %894, 2
-  %896 = add nsw i64 %conv2.ty11171, %895
-  %897 = mul nsw i64 %896, 14
-  %898 = add nsw i64 %897, %conv2.tx11272
-  %899 = mul nsw i64 %898, 16
-  %900 = add nsw i64 1715072, %899
-  %901 = mul nsw i64 %conv2.cv11373, 8
-  %902 = add nsw i64 %900, %901
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %902
-  %903 = load <8 x float>, ptr %arena85, align 4
-  %904 = fsub <8 x float> %892, %903
-  store <8 x float> %904, ptr %conv2.w117, align 32
-  %905 = mul nsw i64 %1, 3
-  %906 = add nsw i64 %conv2.oy661, %905
-  %907 = mul nsw i64 %906, 2
-  %908 = add nsw i64 %conv2.ty11171, %907
-  %909 = mul nsw i64 %908, 14
-  %910 = add nsw i64 %909, %conv2.tx11272
-  %911 = mul nsw i64 %910, 16
-  %912 = add nsw i64 1680576, %911
-  %913 = mul nsw i64 %conv2.cv11373, 8
-  %914 = add nsw i64 %912, %913
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %914
-  %915 = load <8 x float>, ptr %arena86, align 4
-  %916 = mul nsw i64 %1, 3
-  %917 = add nsw i64 %conv2.oy661, %916
-  %918 = mul nsw i64 %917, 2
-  %919 = add nsw i64 %conv2.ty11171, %918
-  %920 = mul nsw i64 %919, 14
-  %921 = add nsw i64 %920, %conv2.tx11272
-  %922 = mul nsw i64 %921, 16
-  %923 = add nsw i64 1693120, %922
-  %924 = mul nsw i64 %conv2.cv11373, 8
-  %925 = add nsw i64 %923, %924
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %925
-  %926 = load <8 x float>, ptr %arena87, align 4
-  %927 = fadd <8 x float> %915, %926
-  %928 = mul nsw i64 %1, 3
-  %929 = add nsw i64 %conv2.oy661, %928
-  %930 = mul nsw i64 %929, 2
-  %931 = add nsw i64 %conv2.ty11171, %930
-  %932 = mul nsw i64 %931, 14
-  %933 = add nsw i64 %932, %conv2.tx11272
-  %934 = mul nsw i64 %933, 16
-  %935 = add nsw i64 1705664, %934
-  %936 = mul nsw i64 %conv2.cv11373, 8
-  %937 = add nsw i64 %935, %936
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %937
-  %938 = load <8 x float>, ptr %arena88, align 4
-  %939 = fadd <8 x float> %927, %938
-  store <8 x float> %939, ptr %conv2.w118, align 32
-  %940 = mul nsw i64 %1, 3
-  %941 = add nsw i64 %conv2.oy661, %940
-  %942 = mul nsw i64 %941, 2
-  %943 = add nsw i64 %conv2.ty11171, %942
-  %944 = mul nsw i64 %943, 14
-  %945 = add nsw i64 %944, %conv2.tx11272
-  %946 = mul nsw i64 %945, 16
-  %947 = add nsw i64 1693120, %946
-  %948 = mul nsw i64 %conv2.cv11373, 8
-  %949 = add nsw i64 %947, %948
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %949
-  %950 = load <8 x float>, ptr %arena89, align 4
-  %951 = mul nsw i64 %1, 3
-  %952 = add nsw i64 %conv2.oy661, %951
-  %953 = mul nsw i64 %952, 2
-  %954 = add nsw i64 %conv2.ty11171, %953
-  %955 = mul nsw i64 %954, 14
-  %956 = add nsw i64 %955, %conv2.tx11272
-  %957 = mul nsw i64 %956, 16
-  %958 = add nsw i64 1705664, %957
-  %959 = mul nsw i64 %conv2.cv11373, 8
-  %960 = add nsw i64 %958, %959
-  %arena90 = getelementptr inbounds float, ptr %arena, i64 %960
-  %961 = load <8 x float>, ptr %arena90, align 4
-  %962 = fsub <8 x float> %950, %961
-  %963 = mul nsw i64 %1, 3
-  %964 = add nsw i64 %conv2.oy661, %963
-  %965 = mul nsw i64 %964, 2
-  %966 = add nsw i64 %conv2.ty11171, %965
-  %967 = mul nsw i64 %966, 14
-  %968 = add nsw i64 %967, %conv2.tx11272
-  %969 = mul nsw i64 %968, 16
-  %970 = add nsw i64 1718208, %969
-  %971 = mul nsw i64 %conv2.cv11373, 8
-  %972 = add nsw i64 %970, %971
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %972
-  %973 = load <8 x float>, ptr %arena91, align 4
-  %974 = fsub <8 x float> %962, %973
-  store <8 x float> %974, ptr %conv2.w119, align 32
-  %975 = mul nsw i64 %1, 3
-  %976 = add nsw i64 %conv2.oy661, %975
-  %977 = mul nsw i64 %976, 2
-  %978 = add nsw i64 %conv2.ty11171, %977
-  %979 = mul nsw i64 %978, 14
-  %980 = add nsw i64 %979, %conv2.tx11272
-  %981 = mul nsw i64 %980, 16
-  %982 = add nsw i64 1683712, %981
-  %983 = mul nsw i64 %conv2.cv11373, 8
-  %984 = add nsw i64 %982, %983
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %984
-  %985 = load <8 x float>, ptr %arena92, align 4
-  %986 = mul nsw i64 %1, 3
-  %987 = add nsw i64 %conv2.oy661, %986
-  %988 = mul nsw i64 %987, 2
-  %989 = add nsw i64 %conv2.ty11171, %988
-  %990 = mul nsw i64 %989, 14
-  %991 = add nsw i64 %990, %conv2.tx11272
-  %992 = mul nsw i64 %991, 16
-  %993 = add nsw i64 1696256, %992
-  %994 = mul nsw i64 %conv2.cv11373, 8
-  %995 = add nsw i64 %993, %994
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %995
-  %996 = load <8 x float>, ptr %arena93, align 4
-  %997 = fadd <8 x float> %985, %996
-  %998 = mul nsw i64 %1, 3
-  %999 = add nsw i64 %conv2.oy661, %998
-  %1000 = mul nsw i64 %999, 2
-  %1001 = add nsw i64 %conv2.ty11171, %1000
-  %1002 = mul nsw i64 %1001, 14
-  %1003 = add nsw i64 %1002, %conv2.tx11272
-  %1004 = mul nsw i64 %1003, 16
-  %1005 = add nsw i64 1708800, %1004
-  %1006 = mul nsw i64 %conv2.cv11373, 8
-  %1007 = add nsw i64 %1005, %1006
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %1007
-  %1008 = load <8 x float>, ptr %arena94, align 4
-  %1009 = fadd <8 x float> %997, %1008
-  store <8 x float> %1009, ptr %conv2.w120, align 32
-  %1010 = mul nsw i64 %1, 3
-  %1011 = add nsw i64 %conv2.oy661, %1010
-  %1012 = mul nsw i64 %1011, 2
-  %1013 = add nsw i64 %conv2.ty11171, %1012
-  %1014 = mul nsw i64 %1013, 14
-  %1015 = add nsw i64 %1014, %conv2.tx11272
-  %1016 = mul nsw i64 %1015, 16
-  %1017 = add nsw i64 1696256, %1016
-  %1018 = mul nsw i64 %conv2.cv11373, 8
-  %1019 = add nsw i64 %1017, %1018
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %1019
-  %1020 = load <8 x float>, ptr %arena95, align 4
-  %1021 = mul nsw i64 %1, 3
-  %1022 = add nsw i64 %conv2.oy661, %1021
-  %1023 = mul nsw i64 %1022, 2
-  %1024 = add nsw i64 %conv2.ty11171, %1023
-  %1025 = mul nsw i64 %1024, 14
-  %1026 = add nsw i64 %1025, %conv2.tx11272
-  %1027 = mul nsw i64 %1026, 16
-  %1028 = add nsw i64 1708800, %1027
-  %1029 = mul nsw i64 %conv2.cv11373, 8
-  %1030 = add nsw i64 %1028, %1029
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 %1030
-  %1031 = load <8 x float>, ptr %arena96, align 4
-  %1032 = fsub <8 x float> %1020, %1031
-  %1033 = mul nsw i64 %1, 3
-  %1034 = add nsw i64 %conv2.oy661, %1033
-  %1035 = mul nsw i64 %1034, 2
-  %1036 = add nsw i64 %conv2.ty11171, %1035
-  %1037 = mul nsw i64 %1036, 14
-  %1038 = add nsw i64 %1037, %conv2.tx11272
-  %1039 = mul nsw i64 %1038, 16
-  %1040 = add nsw i64 1721344, %1039
-  %1041 = mul nsw i64 %conv2.cv11373, 8
-  %1042 = add nsw i64 %1040, %1041
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %1042
-  %1043 = load <8 x float>, ptr %arena97, align 4
-  %1044 = fsub <8 x float> %1032, %1043
-  store <8 x float> %1044, ptr %conv2.w121, align 32
-  %w114 = load <8 x float>, ptr %conv2.w114, align 32
-  %w116 = load <8 x float>, ptr %conv2.w116, align 32
-  %1045 = fadd <8 x float> %w114, %w116
-  %w118 = load <8 x float>, ptr %conv2.w118, align 32
-  %1046 = fadd <8 x float> %1045, %w118
-  store <8 x float> %1046, ptr %conv2.w122, align 32
-  %w11698 = load <8 x float>, ptr %conv2.w116, align 32
-  %w11899 = load <8 x float>, ptr %conv2.w118, align 32
-  %1047 = fsub <8 x float> %w11698, %w11899
-  %w120 = load <8 x float>, ptr %conv2.w120, align 32
-  %1048 = fsub <8 x float> %1047, %w120
-  store <8 x float> %1048, ptr %conv2.w123, align 32
-  %w115 = load <8 x float>, ptr %conv2.w115, align 32
-  %w117 = load <8 x float>, ptr %conv2.w117, align 32
-  %1049 = fadd <8 x float> %w115, %w117
-  %w119 = load <8 x float>, ptr %conv2.w119, align 32
-  %1050 = fadd <8 x float> %1049, %w119
-  store <8 x float> %1050, ptr %conv2.w124, align 32
-  %w117100 = load <8 x float>, ptr %conv2.w117, align 32
-  %w119101 = load <8 x float>, ptr %conv2.w119, align 32
-  %1051 = fsub <8 x float> %w117100, %w119101
-  %w121 = load <8 x float>, ptr %conv2.w121, align 32
-  %1052 = fsub <8 x float> %1051, %w121
-  store <8 x float> %1052, ptr %conv2.w125, align 32
-  %w122 = load <8 x float>, ptr %conv2.w122, align 32
-  %1053 = mul nsw i64 %conv2.cv11373, 8
-  %1054 = add nsw i64 2464, %1053
-  %params102 = getelementptr inbounds float, ptr %params, i64 %1054
-  %1055 = load <8 x float>, ptr %params102, align 4
-  %1056 = fadd <8 x float> %w122, %1055
-  %1057 = mul nsw i64 %1, 3
-  %1058 = add nsw i64 %conv2.oy661, %1057
-  %1059 = mul nsw i64 %1058, 2
-  %1060 = add nsw i64 %conv2.ty11171, %1059
-  %1061 = mul nsw i64 %1060, 2
-  %1062 = mul nsw i64 %1061, 28
-  %1063 = mul nsw i64 %conv2.tx11272, 2
-  %1064 = add nsw i64 %1062, %1063
-  %1065 = mul nsw i64 %1064, 16
-  %1066 = add nsw i64 1724480, %1065
-  %1067 = mul nsw i64 %conv2.cv11373, 8
-  %1068 = add nsw i64 %1066, %1067
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %1068
-  store <8 x float> %1056, ptr %arena103, align 4
-  %w123 = load <8 x float>, ptr %conv2.w123, align 32
-  %1069 = mul nsw i64 %conv2.cv11373, 8
-  %1070 = add nsw i64 2464, %1069
-  %params104 = getelementptr inbounds float, ptr %params, i64 %1070
-  %1071 = load <8 x float>, ptr %params104, align 4
-  %1072 = fadd <8 x float> %w123, %1071
-  %1073 = mul nsw i64 %1, 3
-  %1074 = add nsw i64 %conv2.oy661, %1073
-  %1075 = mul nsw i64 %1074, 2
-  %1076 = add nsw i64 %conv2.ty11171, %1075
-  %1077 = mul nsw i64 %1076, 2
-  %1078 = mul nsw i64 %1077, 28
-  %1079 = mul nsw i64 %conv2.tx11272, 2
-  %1080 = add nsw i64 %1078, %1079
-  %1081 = add nsw i64 %1080, 1
-  %1082 = mul nsw i64 %1081, 16
-  %1083 = add nsw i64 1724480, %1082
-  %1084 = mul nsw i64 %conv2.cv11373, 8
-  %1085 = add nsw i64 %1083, %1084
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %1085
-  store <8 x float> %1072, ptr %arena105, align 4
-  %w124 = load <8 x float>, ptr %conv2.w124, align 32
-  %1086 = mul nsw i64 %conv2.cv11373, 8
-  %1087 = add nsw i64 2464, %1086
-  %params106 = getelementptr inbounds float, ptr %params, i64 %1087
-  %1088 = load <8 x float>, ptr %params106, align 4
-  %1089 = fadd <8 x float> %w124, %1088
-  %1090 = mul nsw i64 %1, 3
-  %1091 = add nsw i64 %conv2.oy661, %1090
-  %1092 = mul nsw i64 %1091, 2
-  %1093 = add nsw i64 %conv2.ty11171, %1092
-  %1094 = mul nsw i64 %1093, 2
-  %1095 = add nsw i64 %1094, 1
-  %1096 = mul nsw i64 %1095, 28
-  %1097 = mul nsw i64 %conv2.tx11272, 2
-  %1098 = add nsw i64 %1096, %1097
-  %1099 = mul nsw i64 %1098, 16
-  %1100 = add nsw i64 1724480, %1099
-  %1101 = mul nsw i64 %conv2.cv11373, 8
-  %1102 = add nsw i64 %1100, %1101
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %1102
-  store <8 x float> %1089, ptr %arena107, align 4
-  %w125 = load <8 x float>, ptr %conv2.w125, align 32
-  %1103 = mul nsw i64 %conv2.cv11373, 8
-  %1104 = add nsw i64 2464, %1103
-  %params108 = getelementptr inbounds float, ptr %params, i64 %1104
-  %1105 = load <8 x float>, ptr %params108, align 4
-  %1106 = fadd <8 x float> %w125, %1105
-  %1107 = mul nsw i64 %1, 3
-  %1108 = add nsw i64 %conv2.oy661, %1107
-  %1109 = mul nsw i64 %1108, 2
-  %1110 = add nsw i64 %conv2.ty11171, %1109
-  %1111 = mul nsw i64 %1110, 2
-  %1112 = add nsw i64 %1111, 1
-  %1113 = mul nsw i64 %1112, 28
-  %1114 = mul nsw i64 %conv2.tx11272, 2
-  %1115 = add nsw i64 %1113, %1114
-  %1116 = add nsw i64 %1115, 1
-  %1117 = mul nsw i64 %1116, 16
-  %1118 = add nsw i64 1724480, %1117
-  %1119 = mul nsw i64 %conv2.cv11373, 8
-  %1120 = add nsw i64 %1118, %1119
-  %arena109 = getelementptr inbounds float, ptr %arena, i64 %1120
-  store <8 x float> %1106, ptr %arena109, align 4
-  %cv113.next = add nsw i64 %conv2.cv11373, 1
-  %1121 = icmp slt i64 %cv113.next, 2
-  br i1 %1121, label %conv2.cv113, label %conv2.cv113.end
-
-conv2.cv113.end:                                  ; preds = %conv2.cv113
-  %tx112.next = add nsw i64 %conv2.tx11272, 1
-  %1122 = icmp slt i64 %tx112.next, 14
-  br i1 %1122, label %conv2.tx112, label %conv2.tx112.end
-
-conv2.j126:                                       ; preds = %conv2.c127.end, %conv2.ty111.end
-  %conv2.j126110 = phi i64 [ 0, %conv2.ty111.end ], [ %j126.next, %conv2.c127.end ]
-  br label %conv2.c127
-
-conv2.j126.end:                                   ; preds = %conv2.c127.end
-  %oy66.next = add nsw i64 %conv2.oy661, 1
-  %1123 = icmp slt i64 %oy66.next, 3
-  br i1 %1123, label %conv2.oy66, label %conv2.oy66.end
-
-conv2.c127:                                       ; preds = %conv2.q128.end, %conv2.j126
-  %conv2.c127111 = phi i64 [ 0, %conv2.j126 ], [ %c127.next, %conv2.q128.end ]
-  br label %conv2.q128
-
-conv2.c127.end:                                   ; preds = %conv2.q128.end
-  %j126.next = add nsw i64 %conv2.j126110, 1
-  %1124 = icmp slt i64 %j126.next, 1
-  br i1 %1124, label %conv2.j126, label %conv2.j126.end
-
-conv2.q128:                                       ; preds = %conv2.q128, %conv2.c127
-  %conv2.q128112 = phi i64 [ 0, %conv2.c127 ], [ %q128.next, %conv2.q128 ]
-  %1125 = mul nsw i64 %conv2.j126110, 784
-  %1126 = mul nsw i64 %1, 3
-  %1127 = add nsw i64 %conv2.oy661, %1126
-  %1128 = mul nsw i64 %1127, 2
-  %1129 = mul nsw i64 %1128, 2
-  %1130 = mul nsw i64 %1129, 28
-  %1131 = add nsw i64 %conv2.q128112, %1130
-  %1132 = add nsw i64 %1125, %1131
-  %1133 = mul nsw i64 %1132, 16
-  %1134 = add nsw i64 1724480, %1133
-  %1135 = add nsw i64 %1134, %conv2.c127111
-  %arena113 = getelementptr inbounds float, ptr %arena, i64 %1135
-  %1136 = load float, ptr %arena113, align 4
-  %1137 = fmul float 2.000000e+00, %1136
-  %1138 = fcmp ogt float 0xC055A926E0000000, %1137
-  %1139 = select i1 %1138, float 0xC055A926E0000000, float %1137
-  %1140 = fcmp ogt float %1139, 0x40562E4300000000
-  %1141 = select i1 %1140, float 0x40562E4300000000, float %1139
-  %1142 = fmul float %1141, 0x3FF7154760000000
-  %1143 = fadd float %1142, 5.000000e-01
-  %1144 = call float @llvm.floor.f32(float %1143)
-  %1145 = fmul float %1144, 0x3FE6300000000000
-  %1146 = fsub float %1141, %1145
-  %1147 = fmul float %1144, 0xBF2BD01060000000
-  %1148 = fsub float %1146, %1147
-  %1149 = fmul float 0x3F2A0D2CE0000000, %1148
-  %1150 = fadd float %1149, 0x3F56E879C0000000
-  %1151 = fmul float %1150, %1148
-  %1152 = fadd float %1151, 0x3F81112100000000
-  %1153 = fmul float %1152, %1148
-  %1154 = fadd float %1153, 0x3FA5553820000000
-  %1155 = fmul float %1154, %1148
-  %1156 = fadd float %1155, 0x3FC5555540000000
-  %1157 = fmul float %1156, %1148
-  %1158 = fadd float %1157, 5.000000e-01
-  %1159 = fmul float %1148, %1148
-  %1160 = fmul float %1158, %1159
-  %1161 = fadd float %1160, %1148
-  %1162 = fadd float %1161, 1.000000e+00
-  %1163 = fptosi float %1144 to i32
-  %1164 = add i32 %1163, 126
-  %1165 = shl i32 %1164, 23
-  %1166 = bitcast i32 %1165 to float
-  %1167 = fmul float %1162, %1166
-  %1168 = fmul float %1167, 2.000000e+00
-  %1169 = fcmp ogt float 0xC055A926E0000000, %1137
-  %1170 = select i1 %1169, float 0.000000e+00, float %1168
-  %1171 = fcmp ogt float %1137, 0x40562E4300000000
-  %1172 = select i1 %1171, float 0x7FF0000000000000, float %1170
-  %1173 = fcmp uno float %1137, %1137
-  %1174 = select i1 %1173, float %1137, float %1172
-  %1175 = fadd float %1174, 1.000000e+00
-  %1176 = fdiv float 2.000000e+00, %1175
-  %1177 = fsub float 1.000000e+00, %1176
-  %1178 = mul nsw i64 %0, 12544
-  %1179 = mul nsw i64 %conv2.c127111, 784
-  %1180 = add nsw i64 %1178, %1179
-  %1181 = mul nsw i64 %1, 3
-  %1182 = add nsw i64 %conv2.oy661, %1181
-  %1183 = mul nsw i64 %1182, 2
-  %1184 = mul nsw i64 %1183, 2
-  %1185 = mul nsw i64 %1184, 28
-  %1186 = add nsw i64 %conv2.q128112, %1185
-  %1187 = add nsw i64 %1180, %1186
-  %1188 = add nsw i64 802816, %1187
-  %arena114 = getelementptr inbounds float, ptr %arena, i64 %1188
-  store float %1177, ptr %arena114, align 4
-  %q128.next = add nsw i64 %conv2.q128112, 1
-  %1189 = icmp slt i64 %q128.next, 112
-  br i1 %1189, label %conv2.q128, label %conv2.q128.end
-
-conv2.q128.end:                                   ; preds = %conv2.q128
-  %c127.next = add nsw i64 %conv2.c127111, 1
-  %1190 = icmp slt i64 %c127.next, 16
-  br i1 %1190, label %conv2.c127, label %conv2.c127.end
-
-conv2.then:                                       ; preds = %conv2.oy66.end
-  br label %conv2.oy129
-
-conv2.endif:                                      ; preds = %conv2.oy129.end, %conv2.oy66.end
-  ret void
-
-conv2.oy129:                                      ; preds = %conv2.j189.end, %conv2.then
-  %conv2.oy129115 = phi i64 [ 0, %conv2.then ], [ %oy129.next, %conv2.j189.end ]
-  br label %conv2.j130
-
-conv2.oy129.end:                                  ; preds = %conv2.j189.end
-  br label %conv2.endif
-
-conv2.j130:                                       ; preds = %conv2.ty131.end, %conv2.oy129
-  %conv2.j130116 = phi i64 [ 0, %conv2.oy129 ], [ %j130.next, %conv2.ty131.end ]
-  br label %conv2.ty131
-
-conv2.j130.end:                                   ; preds = %conv2.ty131.end
-  br label %conv2.xi166
-
-conv2.ty131:                                      ; preds = %conv2.tx132.end, %conv2.j130
-  %conv2.ty131117 = phi i64 [ 0, %conv2.j130 ], [ %ty131.next, %conv2.tx132.end ]
-  br label %conv2.tx132
-
-conv2.ty131.end:                                  ; preds = %conv2.tx132.end
-  %j130.next = add nsw i64 %conv2.j130116, 1
-  %1191 = icmp slt i64 %j130.next, 1
-  br i1 %1191, label %conv2.j130, label %conv2.j130.end
-
-conv2.tx132:                                      ; preds = %conv2.cv133.end, %conv2.ty131
-  %conv2.tx132118 = phi i64 [ 0, %conv2.ty131 ], [ %tx132.next, %conv2.cv133.end ]
-  br label %conv2.cv133
-
-conv2.tx132.end:                                  ; preds = %conv2.cv133.end
-  %ty131.next = add nsw i64 %conv2.ty131117, 1
-  %1192 = icmp slt i64 %ty131.next, 2
-  br i1 %1192, label %conv2.ty131, label %conv2.ty131.end
-
-conv2.cv133:                                      ; preds = %conv2.cv133, %conv2.tx132
-  %conv2.cv133119 = phi i64 [ 0, %conv2.tx132 ], [ %cv133.next, %conv2.cv133 ]
-  %1193 = mul nsw i64 %conv2.j130116, 14400
-  %1194 = add nsw i64 %conv2.oy129115, 6
-  %1195 = mul nsw i64 %1194, 2
-  %1196 = add nsw i64 %conv2.ty131117, %1195
-  %1197 = mul nsw i64 %1196, 2
-  %1198 = mul nsw i64 %1197, 480
-  %1199 = add nsw i64 %1193, %1198
-  %1200 = mul nsw i64 %conv2.tx132118, 2
-  %1201 = mul nsw i64 %1200, 16
-  %1202 = add nsw i64 %1199, %1201
-  %1203 = mul nsw i64 %conv2.cv133119, 8
-  %1204 = add nsw i64 %1202, %1203
-  %1205 = add nsw i64 1609728, %1204
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 %1205
-  %1206 = load <8 x float>, ptr %arena120, align 4
-  %1207 = mul nsw i64 %conv2.j130116, 14400
-  %1208 = add nsw i64 %conv2.oy129115, 6
-  %1209 = mul nsw i64 %1208, 2
-  %1210 = add nsw i64 %conv2.ty131117, %1209
-  %1211 = mul nsw i64 %1210, 2
-  %1212 = add nsw i64 %1211, 2
-  %1213 = mul nsw i64 %1212, 480
-  %1214 = add nsw i64 %1207, %1213
-  %1215 = mul nsw i64 %conv2.tx132118, 2
-  %1216 = mul nsw i64 %1215, 16
-  %1217 = add nsw i64 %1214, %1216
-  %1218 = mul nsw i64 %conv2.cv133119, 8
-  %1219 = add nsw i64 %1217, %1218
-  %1220 = add nsw i64 1609728, %1219
-  %arena121 = getelementptr inbounds float, ptr %arena, i64 %1220
-  %1221 = load <8 x float>, ptr %arena121, align 4
-  %1222 = fsub <8 x float> %1206, %1221
-  store <8 x float> %1222, ptr %conv2.w134, align 32
-  %1223 = mul nsw i64 %conv2.j130116, 14400
-  %1224 = add nsw i64 %conv2.oy129115, 6
-  %1225 = mul nsw i64 %1224, 2
-  %1226 = add nsw i64 %conv2.ty131117, %1225
-  %1227 = mul nsw i64 %1226, 2
-  %1228 = add nsw i64 %1227, 1
-  %1229 = mul nsw i64 %1228, 480
-  %1230 = add nsw i64 %1223, %1229
-  %1231 = mul nsw i64 %conv2.tx132118, 2
-  %1232 = mul nsw i64 %1231, 16
-  %1233 = add nsw i64 %1230, %1232
-  %1234 = mul nsw i64 %conv2.cv133119, 8
-  %1235 = add nsw i64 %1233, %1234
-  %1236 = add nsw i64 1609728, %1235
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 %1236
-  %1237 = load <8 x float>, ptr %arena122, align 4
-  %1238 = mul nsw i64 %conv2.j130116, 14400
-  %1239 = add nsw i64 %conv2.oy129115, 6
-  %1240 = mul nsw i64 %1239, 2
-  %1241 = add nsw i64 %conv2.ty131117, %1240
-  %1242 = mul nsw i64 %1241, 2
-  %1243 = add nsw i64 %1242, 2
-  %1244 = mul nsw i64 %1243, 480
-  %1245 = add nsw i64 %1238, %1244
-  %1246 = mul nsw i64 %conv2.tx132118, 2
-  %1247 = mul nsw i64 %1246, 16
-  %1248 = add nsw i64 %1245, %1247
-  %1249 = mul nsw i64 %conv2.cv133119, 8
-  %1250 = add nsw i64 %1248, %1249
-  %1251 = add nsw i64 1609728, %1250
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %1251
-  %1252 = load <8 x float>, ptr %arena123, align 4
-  %1253 = fadd <8 x float> %1237, %1252
-  store <8 x float> %1253, ptr %conv2.w135, align 32
-  %1254 = mul nsw i64 %conv2.j130116, 14400
-  %1255 = add nsw i64 %conv2.oy129115, 6
-  %1256 = mul nsw i64 %1255, 2
-  %1257 = add nsw i64 %conv2.ty131117, %1256
-  %1258 = mul nsw i64 %1257, 2
-  %1259 = add nsw i64 %1258, 2
-  %1260 = mul nsw i64 %1259, 480
-  %1261 = add nsw i64 %1254, %1260
-  %1262 = mul nsw i64 %conv2.tx132118, 2
-  %1263 = mul nsw i64 %1262, 16
-  %1264 = add nsw i64 %1261, %1263
-  %1265 = mul nsw i64 %conv2.cv133119, 8
-  %1266 = add nsw i64 %1264, %1265
-  %1267 = add nsw i64 1609728, %1266
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %1267
-  %1268 = load <8 x float>, ptr %arena124, align 4
-  %1269 = mul nsw i64 %conv2.j130116, 14400
-  %1270 = add nsw i64 %conv2.oy129115, 6
-  %1271 = mul nsw i64 %1270, 2
-  %1272 = add nsw i64 %conv2.ty131117, %1271
-  %1273 = mul nsw i64 %1272, 2
-  %1274 = add nsw i64 %1273, 1
-  %1275 = mul nsw i64 %1274, 480
-  %1276 = add nsw i64 %1269, %1275
-  %1277 = mul nsw i64 %conv2.tx132118, 2
-  %1278 = mul nsw i64 %1277, 16
-  %1279 = add nsw i64 %1276, %1278
-  %1280 = mul nsw i64 %conv2.cv133119, 8
-  %1281 = add nsw i64 %1279, %1280
-  %1282 = add nsw i64 1609728, %1281
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %1282
-  %1283 = load <8 x float>, ptr %arena125, align 4
-  %1284 = fsub <8 x float> %1268, %1283
-  store <8 x float> %1284, ptr %conv2.w136, align 32
-  %1285 = mul nsw i64 %conv2.j130116, 14400
-  %1286 = add nsw i64 %conv2.oy129115, 6
-  %1287 = mul nsw i64 %1286, 2
-  %1288 = add nsw i64 %conv2.ty131117, %1287
-  %1289 = mul nsw i64 %1288, 2
-  %1290 = add nsw i64 %1289, 1
-  %1291 = mul nsw i64 %1290, 480
-  %1292 = add nsw i64 %1285, %1291
-  %1293 = mul nsw i64 %conv2.tx132118, 2
-  %1294 = mul nsw i64 %1293, 16
-  %1295 = add nsw i64 %1292, %1294
-  %1296 = mul nsw i64 %conv2.cv133119, 8
-  %1297 = add nsw i64 %1295, %1296
-  %1298 = add nsw i64 1609728, %1297
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %1298
-  %1299 = load <8 x float>, ptr %arena126, align 4
-  %1300 = mul nsw i64 %conv2.j130116, 14400
-  %1301 = add nsw i64 %conv2.oy129115, 6
-  %1302 = mul nsw i64 %1301, 2
-  %1303 = add nsw i64 %conv2.ty131117, %1302
-  %1304 = mul nsw i64 %1303, 2
-  %1305 = add nsw i64 %1304, 3
-  %1306 = mul nsw i64 %1305, 480
-  %1307 = add nsw i64 %1300, %1306
-  %1308 = mul nsw i64 %conv2.tx132118, 2
-  %1309 = mul nsw i64 %1308, 16
-  %1310 = add nsw i64 %1307, %1309
-  %1311 = mul nsw i64 %conv2.cv133119, 8
-  %1312 = add nsw i64 %1310, %1311
-  %1313 = add nsw i64 1609728, %1312
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %1313
-  %1314 = load <8 x float>, ptr %arena127, align 4
-  %1315 = fsub <8 x float> %1299, %1314
-  store <8 x float> %1315, ptr %conv2.w137, align 32
-  %1316 = mul nsw i64 %conv2.j130116, 14400
-  %1317 = add nsw i64 %conv2.oy129115, 6
-  %1318 = mul nsw i64 %1317, 2
-  %1319 = add nsw i64 %conv2.ty131117, %1318
-  %1320 = mul nsw i64 %1319, 2
-  %1321 = mul nsw i64 %1320, 480
-  %1322 = add nsw i64 %1316, %1321
-  %1323 = mul nsw i64 %conv2.tx132118, 2
-  %1324 = add nsw i64 %1323, 1
-  %1325 = mul nsw i64 %1324, 16
-  %1326 = add nsw i64 %1322, %1325
-  %1327 = mul nsw i64 %conv2.cv133119, 8
-  %1328 = add nsw i64 %1326, %1327
-  %1329 = add nsw i64 1609728, %1328
-  %arena128 = getelementptr inbounds float, ptr %arena, i64 %1329
-  %1330 = load <8 x float>, ptr %arena128, align 4
-  %1331 = mul nsw i64 %conv2.j130116, 14400
-  %1332 = add nsw i64 %conv2.oy129115, 6
-  %1333 = mul nsw i64 %1332, 2
-  %1334 = add nsw i64 %conv2.ty131117, %1333
-  %1335 = mul nsw i64 %1334, 2
-  %1336 = add nsw i64 %1335, 2
-  %1337 = mul nsw i64 %1336, 480
-  %1338 = add nsw i64 %1331, %1337
-  %1339 = mul nsw i64 %conv2.tx132118, 2
-  %1340 = add nsw i64 %1339, 1
-  %1341 = mul nsw i64 %1340, 16
-  %1342 = add nsw i64 %1338, %1341
-  %1343 = mul nsw i64 %conv2.cv133119, 8
-  %1344 = add nsw i64 %1342, %1343
-  %1345 = add nsw i64 1609728, %1344
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 %1345
-  %1346 = load <8 x float>, ptr %arena129, align 4
-  %1347 = fsub <8 x float> %1330, %1346
-  store <8 x float> %1347, ptr %conv2.w138, align 32
-  %1348 = mul nsw i64 %conv2.j130116, 14400
-  %1349 = add nsw i64 %conv2.oy129115, 6
-  %1350 = mul nsw i64 %1349, 2
-  %1351 = add nsw i64 %conv2.ty131117, %1350
-  %1352 = mul nsw i64 %1351, 2
-  %1353 = add nsw i64 %1352, 1
-  %1354 = mul nsw i64 %1353, 480
-  %1355 = add nsw i64 %1348, %1354
-  %1356 = mul nsw i64 %conv2.tx132118, 2
-  %1357 = add nsw i64 %1356, 1
-  %1358 = mul nsw i64 %1357, 16
-  %1359 = add nsw i64 %1355, %1358
-  %1360 = mul nsw i64 %conv2.cv133119, 8
-  %1361 = add nsw i64 %1359, %1360
-  %1362 = add nsw i64 1609728, %1361
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %1362
-  %1363 = load <8 x float>, ptr %arena130, align 4
-  %1364 = mul nsw i64 %conv2.j130116, 14400
-  %1365 = add nsw i64 %conv2.oy129115, 6
-  %1366 = mul nsw i64 %1365, 2
-  %1367 = add nsw i64 %conv2.ty131117, %1366
-  %1368 = mul nsw i64 %1367, 2
-  %1369 = add nsw i64 %1368, 2
-  %1370 = mul nsw i64 %1369, 480
-  %1371 = add nsw i64 %1364, %1370
-  %1372 = mul nsw i64 %conv2.tx132118, 2
-  %1373 = add nsw i64 %1372, 1
-  %1374 = mul nsw i64 %1373, 16
-  %1375 = add nsw i64 %1371, %1374
-  %1376 = mul nsw i64 %conv2.cv133119, 8
-  %1377 = add nsw i64 %1375, %1376
-  %1378 = add nsw i64 1609728, %1377
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 %1378
-  %1379 = load <8 x float>, ptr %arena131, align 4
-  %1380 = fadd <8 x float> %1363, %1379
-  store <8 x float> %1380, ptr %conv2.w139, align 32
-  %1381 = mul nsw i64 %conv2.j130116, 14400
-  %1382 = add nsw i64 %conv2.oy129115, 6
-  %1383 = mul nsw i64 %1382, 2
-  %1384 = add nsw i64 %conv2.ty131117, %1383
-  %1385 = mul nsw i64 %1384, 2
-  %1386 = add nsw i64 %1385, 2
-  %1387 = mul nsw i64 %1386, 480
-  %1388 = add nsw i64 %1381, %1387
-  %1389 = mul nsw i64 %conv2.tx132118, 2
-  %1390 = add nsw i64 %1389, 1
-  %1391 = mul nsw i64 %1390, 16
-  %1392 = add nsw i64 %1388, %1391
-  %1393 = mul nsw i64 %conv2.cv133119, 8
-  %1394 = add nsw i64 %1392, %1393
-  %1395 = add nsw i64 1609728, %1394
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %1395
-  %1396 = load <8 x float>, ptr %arena132, align 4
-  %1397 = mul nsw i64 %conv2.j130116, 14400
-  %1398 = add nsw i64 %conv2.oy129115, 6
-  %1399 = mul nsw i64 %1398, 2
-  %1400 = add nsw i64 %conv2.ty131117, %1399
-  %1401 = mul nsw i64 %1400, 2
-  %1402 = add nsw i64 %1401, 1
-  %1403 = mul nsw i64 %1402, 480
-  %1404 = add nsw i64 %1397, %1403
-  %1405 = mul nsw i64 %conv2.tx132118, 2
-  %1406 = add nsw i64 %1405, 1
-  %1407 = mul nsw i64 %1406, 16
-  %1408 = add nsw i64 %1404, %1407
-  %1409 = mul nsw i64 %conv2.cv133119, 8
-  %1410 = add nsw i64 %1408, %1409
-  %1411 = add nsw i64 1609728, %1410
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %1411
-  %1412 = load <8 x float>, ptr %arena133, align 4
-  %1413 = fsub <8 x float> %1396, %1412
-  store <8 x float> %1413, ptr %conv2.w140, align 32
-  %1414 = mul nsw i64 %conv2.j130116, 14400
-  %1415 = add nsw i64 %conv2.oy129115, 6
-  %1416 = mul nsw i64 %1415, 2
-  %1417 = add nsw i64 %conv2.ty131117, %1416
-  %1418 = mul nsw i64 %1417, 2
-  %1419 = add nsw i64 %1418, 1
-  %1420 = mul nsw i64 %1419, 480
-  %1421 = add nsw i64 %1414, %1420
-  %1422 = mul nsw i64 %conv2.tx132118, 2
-  %1423 = add nsw i64 %1422, 1
-  %1424 = mul nsw i64 %1423, 16
-  %1425 = add nsw i64 %1421, %1424
-  %1426 = mul nsw i64 %conv2.cv133119, 8
-  %1427 = add nsw i64 %1425, %1426
-  %1428 = add nsw i64 1609728, %1427
-  %arena134 = getelementptr inbounds float, ptr %arena, i64 %1428
-  %1429 = load <8 x float>, ptr %arena134, align 4
-  %1430 = mul nsw i64 %conv2.j130116, 14400
-  %1431 = add nsw i64 %conv2.oy129115, 6
-  %1432 = mul nsw i64 %1431, 2
-  %1433 = add nsw i64 %conv2.ty131117, %1432
-  %1434 = mul nsw i64 %1433, 2
-  %1435 = add nsw i64 %1434, 3
-  %1436 = mul nsw i64 %1435, 480
-  %1437 = add nsw i64 %1430, %1436
-  %1438 = mul nsw i64 %conv2.tx132118, 2
-  %1439 = add nsw i64 %1438, 1
-  %1440 = mul nsw i64 %1439, 16
-  %1441 = add nsw i64 %1437, %1440
-  %1442 = mul nsw i64 %conv2.cv133119, 8
-  %1443 = add nsw i64 %1441, %1442
-  %1444 = add nsw i64 1609728, %1443
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 %1444
-  %1445 = load <8 x float>, ptr %arena135, align 4
-  %1446 = fsub <8 x float> %1429, %1445
-  store <8 x float> %1446, ptr %conv2.w141, align 32
-  %1447 = mul nsw i64 %conv2.j130116, 14400
-  %1448 = add nsw i64 %conv2.oy129115, 6
-  %1449 = mul nsw i64 %1448, 2
-  %1450 = add nsw i64 %conv2.ty131117, %1449
-  %1451 = mul nsw i64 %1450, 2
-  %1452 = mul nsw i64 %1451, 480
-  %1453 = add nsw i64 %1447, %1452
-  %1454 = mul nsw i64 %conv2.tx132118, 2
-  %1455 = add nsw i64 %1454, 2
-  %1456 = mul nsw i64 %1455, 16
-  %1457 = add nsw i64 %1453, %1456
-  %1458 = mul nsw i64 %conv2.cv133119, 8
-  %1459 = add nsw i64 %1457, %1458
-  %1460 = add nsw i64 1609728, %1459
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %1460
-  %1461 = load <8 x float>, ptr %arena136, align 4
-  %1462 = mul nsw i64 %conv2.j130116, 14400
-  %1463 = add nsw i64 %conv2.oy129115, 6
-  %1464 = mul nsw i64 %1463, 2
-  %1465 = add nsw i64 %conv2.ty131117, %1464
-  %1466 = mul nsw i64 %1465, 2
-  %1467 = add nsw i64 %1466, 2
-  %1468 = mul nsw i64 %1467, 480
-  %1469 = add nsw i64 %1462, %1468
-  %1470 = mul nsw i64 %conv2.tx132118, 2
-  %1471 = add nsw i64 %1470, 2
-  %1472 = mul nsw i64 %1471, 16
-  %1473 = add nsw i64 %1469, %1472
-  %1474 = mul nsw i64 %conv2.cv133119, 8
-  %1475 = add nsw i64 %1473, %1474
-  %1476 = add nsw i64 1609728, %1475
-  %arena137 = getelementptr inbounds float, ptr %arena, i64 %1476
-  %1477 = load <8 x float>, ptr %arena137, align 4
-  %1478 = fsub <8 x float> %1461, %1477
-  store <8 x float> %1478, ptr %conv2.w142, align 32
-  %1479 = mul nsw i64 %conv2.j130116, 14400
-  %1480 = add nsw i64 %conv2.oy129115, 6
-  %1481 = mul nsw i64 %1480, 2
-  %1482 = add nsw i64 %conv2.ty131117, %1481
-  %1483 = mul nsw i64 %1482, 2
-  %1484 = add nsw i64 %1483, 1
-  %1485 = mul nsw i64 %1484, 480
-  %1486 = add nsw i64 %1479, %1485
-  %1487 = mul nsw i64 %conv2.tx132118, 2
-  %1488 = add nsw i64 %1487, 2
-  %1489 = mul nsw i64 %1488, 16
-  %1490 = add nsw i64 %1486, %1489
-  %1491 = mul nsw i64 %conv2.cv133119, 8
-  %1492 = add nsw i64 %1490, %1491
-  %1493 = add nsw i64 1609728, %1492
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 %1493
-  %1494 = load <8 x float>, ptr %arena138, align 4
-  %1495 = mul nsw i64 %conv2.j130116, 14400
-  %1496 = add nsw i64 %conv2.oy129115, 6
-  %1497 = mul nsw i64 %1496, 2
-  %1498 = add nsw i64 %conv2.ty131117, %1497
-  %1499 = mul nsw i64 %1498, 2
-  %1500 = add nsw i64 %1499, 2
-  %1501 = mul nsw i64 %1500, 480
-  %1502 = add nsw i64 %1495, %1501
-  %1503 = mul nsw i64 %conv2.tx132118, 2
-  %1504 = add nsw i64 %1503, 2
-  %1505 = mul nsw i64 %1504, 16
-  %1506 = add nsw i64 %1502, %1505
-  %1507 = mul nsw i64 %conv2.cv133119, 8
-  %1508 = add nsw i64 %1506, %1507
-  %1509 = add nsw i64 1609728, %1508
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 %1509
-  %1510 = load <8 x float>, ptr %arena139, align 4
-  %1511 = fadd <8 x float> %1494, %1510
-  store <8 x float> %1511, ptr %conv2.w143, align 32
-  %1512 = mul nsw i64 %conv2.j130116, 14400
-  %1513 = add nsw i64 %conv2.oy129115, 6
-  %1514 = mul nsw i64 %1513, 2
-  %1515 = add nsw i64 %conv2.ty131117, %1514
-  %1516 = mul nsw i64 %1515, 2
-  %1517 = add nsw i64 %1516, 2
-  %1518 = mul nsw i64 %1517, 480
-  %1519 = add nsw i64 %1512, %1518
-  %1520 = mul nsw i64 %conv2.tx132118, 2
-  %1521 = add nsw i64 %1520, 2
-  %1522 = mul nsw i64 %1521, 16
-  %1523 = add nsw i64 %1519, %1522
-  %1524 = mul nsw i64 %conv2.cv133119, 8
-  %1525 = add nsw i64 %1523, %1524
-  %1526 = add nsw i64 1609728, %1525
-  %arena140 = getelementptr inbounds float, ptr %arena, i64 %1526
-  %1527 = load <8 x float>, ptr %arena140, align 4
-  %1528 = mul nsw i64 %conv2.j130116, 14400
-  %1529 = add nsw i64 %conv2.oy129115, 6
-  %1530 = mul nsw i64 %1529, 2
-  %1531 = add nsw i64 %conv2.ty131117, %1530
-  %1532 = mul nsw i64 %1531, 2
-  %1533 = add nsw i64 %1532, 1
-  %1534 = mul nsw i64 %1533, 480
-  %1535 = add nsw i64 %1528, %1534
-  %1536 = mul nsw i64 %conv2.tx132118, 2
-  %1537 = add nsw i64 %1536, 2
-  %1538 = mul nsw i64 %1537, 16
-  %1539 = add nsw i64 %1535, %1538
-  %1540 = mul nsw i64 %conv2.cv133119, 8
-  %1541 = add nsw i64 %1539, %1540
-  %1542 = add nsw i64 1609728, %1541
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 %1542
-  %1543 = load <8 x float>, ptr %arena141, align 4
-  %1544 = fsub <8 x float> %1527, %1543
-  store <8 x float> %1544, ptr %conv2.w144, align 32
-  %1545 = mul nsw i64 %conv2.j130116, 14400
-  %1546 = add nsw i64 %conv2.oy129115, 6
-  %1547 = mul nsw i64 %1546, 2
-  %1548 = add nsw i64 %conv2.ty131117, %1547
-  %1549 = mul nsw i64 %1548, 2
-  %1550 = add nsw i64 %1549, 1
-  %1551 = mul nsw i64 %1550, 480
-  %1552 = add nsw i64 %1545, %1551
-  %1553 = mul nsw i64 %conv2.tx132118, 2
-  %1554 = add nsw i64 %1553, 2
-  %1555 = mul nsw i64 %1554, 16
-  %1556 = add nsw i64 %1552, %1555
-  %1557 = mul nsw i64 %conv2.cv133119, 8
-  %1558 = add nsw i64 %1556, %1557
-  %1559 = add nsw i64 1609728, %1558
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %1559
-  %1560 = load <8 x float>, ptr %arena142, align 4
-  %1561 = mul nsw i64 %conv2.j130116, 14400
-  %1562 = add nsw i64 %conv2.oy129115, 6
-  %1563 = mul nsw i64 %1562, 2
-  %1564 = add nsw i64 %conv2.ty131117, %1563
-  %1565 = mul nsw i64 %1564, 2
-  %1566 = add nsw i64 %1565, 3
-  %1567 = mul nsw i64 %1566, 480
-  %1568 = add nsw i64 %1561, %1567
-  %1569 = mul nsw i64 %conv2.tx132118, 2
-  %1570 = add nsw i64 %1569, 2
-  %1571 = mul nsw i64 %1570, 16
-  %1572 = add nsw i64 %1568, %1571
-  %1573 = mul nsw i64 %conv2.cv133119, 8
-  %1574 = add nsw i64 %1572, %1573
-  %1575 = add nsw i64 1609728, %1574
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %1575
-  %1576 = load <8 x float>, ptr %arena143, align 4
-  %1577 = fsub <8 x float> %1560, %1576
-  store <8 x float> %1577, ptr %conv2.w145, align 32
-  %1578 = mul nsw i64 %conv2.j130116, 14400
-  %1579 = add nsw i64 %conv2.oy129115, 6
-  %1580 = mul nsw i64 %1579, 2
-  %1581 = add nsw i64 %conv2.ty131117, %1580
-  %1582 = mul nsw i64 %1581, 2
-  %1583 = mul nsw i64 %1582, 480
-  %1584 = add nsw i64 %1578, %1583
-  %1585 = mul nsw i64 %conv2.tx132118, 2
-  %1586 = add nsw i64 %1585, 3
-  %1587 = mul nsw i64 %1586, 16
-  %1588 = add nsw i64 %1584, %1587
-  %1589 = mul nsw i64 %conv2.cv133119, 8
-  %1590 = add nsw i64 %1588, %1589
-  %1591 = add nsw i64 1609728, %1590
-  %arena144 = getelementptr inbounds float, ptr %arena, i64 %1591
-  %1592 = load <8 x float>, ptr %arena144, align 4
-  %1593 = mul nsw i64 %conv2.j130116, 14400
-  %1594 = add nsw i64 %conv2.oy129115, 6
-  %1595 = mul nsw i64 %1594, 2
-  %1596 = add nsw i64 %conv2.ty131117, %1595
-  %1597 = mul nsw i64 %1596, 2
-  %1598 = add nsw i64 %1597, 2
-  %1599 = mul nsw i64 %1598, 480
-  %1600 = add nsw i64 %1593, %1599
-  %1601 = mul nsw i64 %conv2.tx132118, 2
-  %1602 = add nsw i64 %1601, 3
-  %1603 = mul nsw i64 %1602, 16
-  %1604 = add nsw i64 %1600, %1603
-  %1605 = mul nsw i64 %conv2.cv133119, 8
-  %1606 = add nsw i64 %1604, %1605
-  %1607 = add nsw i64 1609728, %1606
-  %arena145 = getelementptr inbounds float, ptr %arena, i64 %1607
-  %1608 = load <8 x float>, ptr %arena145, align 4
-  %1609 = fsub <8 x float> %1592, %1608
-  store <8 x float> %1609, ptr %conv2.w146, align 32
-  %1610 = mul nsw i64 %conv2.j130116, 14400
-  %1611 = add nsw i64 %conv2.oy129115, 6
-  %1612 = mul nsw i64 %1611, 2
-  %1613 = add nsw i64 %conv2.ty131117, %1612
-  %1614 = mul nsw i64 %1613, 2
-  %1615 = add nsw i64 %1614, 1
-  %1616 = mul nsw i64 %1615, 480
-  %1617 = add nsw i64 %1610, %1616
-  %1618 = mul nsw i64 %conv2.tx132118, 2
-  %1619 = add nsw i64 %1618, 3
-  %1620 = mul nsw i64 %1619, 16
-  %1621 = add nsw i64 %1617, %1620
-  %1622 = mul nsw i64 %conv2.cv133119, 8
-  %1623 = add nsw i64 %1621, %1622
-  %1624 = add nsw i64 1609728, %1623
-  %arena146 = getelementptr inbounds float, ptr %arena, i64 %1624
-  %1625 = load <8 x float>, ptr %arena146, align 4
-  %1626 = mul nsw i64 %conv2.j130116, 14400
-  %1627 = add nsw i64 %conv2.oy129115, 6
-  %1628 = mul nsw i64 %1627, 2
-  %1629 = add nsw i64 %conv2.ty131117, %1628
-  %1630 = mul nsw i64 %1629, 2
-  %1631 = add nsw i64 %1630, 2
-  %1632 = mul nsw i64 %1631, 480
-  %1633 = add nsw i64 %1626, %1632
-  %1634 = mul nsw i64 %conv2.tx132118, 2
-  %1635 = add nsw i64 %1634, 3
-  %1636 = mul nsw i64 %1635, 16
-  %1637 = add nsw i64 %1633, %1636
-  %1638 = mul nsw i64 %conv2.cv133119, 8
-  %1639 = add nsw i64 %1637, %1638
-  %1640 = add nsw i64 1609728, %1639
-  %arena147 = getelementptr inbounds float, ptr %arena, i64 %1640
-  %1641 = load <8 x float>, ptr %arena147, align 4
-  %1642 = fadd <8 x float> %1625, %1641
-  store <8 x float> %1642, ptr %conv2.w147, align 32
-  %1643 = mul nsw i64 %conv2.j130116, 14400
-  %1644 = add nsw i64 %conv2.oy129115, 6
-  %1645 = mul nsw i64 %1644, 2
-  %1646 = add nsw i64 %conv2.ty131117, %1645
-  %1647 = mul nsw i64 %1646, 2
-  %1648 = add nsw i64 %1647, 2
-  %1649 = mul nsw i64 %1648, 480
-  %1650 = add nsw i64 %1643, %1649
-  %1651 = mul nsw i64 %conv2.tx132118, 2
-  %1652 = add nsw i64 %1651, 3
-  %1653 = mul nsw i64 %1652, 16
-  %1654 = add nsw i64 %1650, %1653
-  %1655 = mul nsw i64 %conv2.cv133119, 8
-  %1656 = add nsw i64 %1654, %1655
-  %1657 = add nsw i64 1609728, %1656
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %1657
-  %1658 = load <8 x float>, ptr %arena148, align 4
-  %1659 = mul nsw i64 %conv2.j130116, 14400
-  %1660 = add nsw i64 %conv2.oy129115, 6
-  %1661 = mul nsw i64 %1660, 2
-  %1662 = add nsw i64 %conv2.ty131117, %1661
-  %1663 = mul nsw i64 %1662, 2
-  %1664 = add nsw i64 %1663, 1
-  %1665 = mul nsw i64 %1664, 480
-  %1666 = add nsw i64 %1659, %1665
-  %1667 = mul nsw i64 %conv2.tx132118, 2
-  %1668 = add nsw i64 %1667, 3
-  %1669 = mul nsw i64 %1668, 16
-  %1670 = add nsw i64 %1666, %1669
-  %1671 = mul nsw i64 %conv2.cv133119, 8
-  %1672 = add nsw i64 %1670, %1671
-  %1673 = add nsw i64 1609728, %1672
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %1673
-  %1674 = load <8 x float>, ptr %arena149, align 4
-  %1675 = fsub <8 x float> %1658, %1674
-  store <8 x float> %1675, ptr %conv2.w148, align 32
-  %1676 = mul nsw i64 %conv2.j130116, 14400
-  %1677 = add nsw i64 %conv2.oy129115, 6
-  %1678 = mul nsw i64 %1677, 2
-  %1679 = add nsw i64 %conv2.ty131117, %1678
-  %1680 = mul nsw i64 %1679, 2
-  %1681 = add nsw i64 %1680, 1
-  %1682 = mul nsw i64 %1681, 480
-  %1683 = add nsw i64 %1676, %1682
-  %1684 = mul nsw i64 %conv2.tx132118, 2
-  %1685 = add nsw i64 %1684, 3
-  %1686 = mul nsw i64 %1685, 16
-  %1687 = add nsw i64 %1683, %1686
-  %1688 = mul nsw i64 %conv2.cv133119, 8
-  %1689 = add nsw i64 %1687, %1688
-  %1690 = add nsw i64 1609728, %1689
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %1690
-  %1691 = load <8 x float>, ptr %arena150, align 4
-  %1692 = mul nsw i64 %conv2.j130116, 14400
-  %1693 = add nsw i64 %conv2.oy129115, 6
-  %1694 = mul nsw i64 %1693, 2
-  %1695 = add nsw i64 %conv2.ty131117, %1694
-  %1696 = mul nsw i64 %1695, 2
-  %1697 = add nsw i64 %1696, 3
-  %1698 = mul nsw i64 %1697, 480
-  %1699 = add nsw i64 %1692, %1698
-  %1700 = mul nsw i64 %conv2.tx132118, 2
-  %1701 = add nsw i64 %1700, 3
-  %1702 = mul nsw i64 %1701, 16
-  %1703 = add nsw i64 %1699, %1702
-  %1704 = mul nsw i64 %conv2.cv133119, 8
-  %1705 = add nsw i64 %1703, %1704
-  %1706 = add nsw i64 1609728, %1705
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %1706
-  %1707 = load <8 x float>, ptr %arena151, align 4
-  %1708 = fsub <8 x float> %1691, %1707
-  store <8 x float> %1708, ptr %conv2.w149, align 32
-  %w134 = load <8 x float>, ptr %conv2.w134, align 32
-  %w142 = load <8 x float>, ptr %conv2.w142, align 32
-  %1709 = fsub <8 x float> %w134, %w142
-  store <8 x float> %1709, ptr %conv2.w150, align 32
-  %w138 = load <8 x float>, ptr %conv2.w138, align 32
-  %w142152 = load <8 x float>, ptr %conv2.w142, align 32
-  %1710 = fadd <8 x float> %w138, %w142152
-  store <8 x float> %1710, ptr %conv2.w151, align 32
-  %w142153 = load <8 x float>, ptr %conv2.w142, align 32
-  %w138154 = load <8 x float>, ptr %conv2.w138, align 32
-  %1711 = fsub <8 x float> %w142153, %w138154
-  store <8 x float> %1711, ptr %conv2.w152, align 32
-  %w138155 = load <8 x float>, ptr %conv2.w138, align 32
-  %w146 = load <8 x float>, ptr %conv2.w146, align 32
-  %1712 = fsub <8 x float> %w138155, %w146
-  store <8 x float> %1712, ptr %conv2.w153, align 32
-  %w135 = load <8 x float>, ptr %conv2.w135, align 32
-  %w143 = load <8 x float>, ptr %conv2.w143, align 32
-  %1713 = fsub <8 x float> %w135, %w143
-  store <8 x float> %1713, ptr %conv2.w154, align 32
-  %w139 = load <8 x float>, ptr %conv2.w139, align 32
-  %w143156 = load <8 x float>, ptr %conv2.w143, align 32
-  %1714 = fadd <8 x float> %w139, %w143156
-  store <8 x float> %1714, ptr %conv2.w155, align 32
-  %w143157 = load <8 x float>, ptr %conv2.w143, align 32
-  %w139158 = load <8 x float>, ptr %conv2.w139, align 32
-  %1715 = fsub <8 x float> %w143157, %w139158
-  store <8 x float> %1715, ptr %conv2.w156, align 32
-  %w139159 = load <8 x float>, ptr %conv2.w139, align 32
-  %w147 = load <8 x float>, ptr %conv2.w147, align 32
-  %1716 = fsub <8 x float> %w139159, %w147
-  store <8 x float> %1716, ptr %conv2.w157, align 32
-  %w136 = load <8 x float>, ptr %conv2.w136, align 32
-  %w144 = load <8 x float>, ptr %conv2.w144, align 32
-  %1717 = fsub <8 x float> %w136, %w144
-  store <8 x float> %1717, ptr %conv2.w158, align 32
-  %w140 = load <8 x float>, ptr %conv2.w140, align 32
-  %w144160 = load <8 x float>, ptr %conv2.w144, align 32
-  %1718 = fadd <8 x float> %w140, %w144160
-  store <8 x float> %1718, ptr %conv2.w159, align 32
-  %w144161 = load <8 x float>, ptr %conv2.w144, align 32
-  %w140162 = load <8 x float>, ptr %conv2.w140, align 32
-  %1719 = fsub <8 x float> %w144161, %w140162
-  store <8 x float> %1719, ptr %conv2.w160, align 32
-  %w140163 = load <8 x float>, ptr %conv2.w140, align 32
-  %w148 = load <8 x float>, ptr %conv2.w148, align 32
-  %1720 = fsub <8 x float> %w140163, %w148
-  store <8 x float> %1720, ptr %conv2.w161, align 32
-  %w137 = load <8 x float>, ptr %conv2.w137, align 32
-  %w145 = load <8 x float>, ptr %conv2.w145, align 32
-  %1721 = fsub <8 x float> %w137, %w145
-  store <8 x float> %1721, ptr %conv2.w162, align 32
-  %w141 = load <8 x float>, ptr %conv2.w141, align 32
-  %w145164 = load <8 x float>, ptr %conv2.w145, align 32
-  %1722 = fadd <8 x float> %w141, %w145164
-  store <8 x float> %1722, ptr %conv2.w163, align 32
-  %w145165 = load <8 x float>, ptr %conv2.w145, align 32
-  %w141166 = load <8 x float>, ptr %conv2.w141, align 32
-  %1723 = fsub <8 x float> %w145165, %w141166
-  store <8 x float> %1723, ptr %conv2.w164, align 32
-  %w141167 = load <8 x float>, ptr %conv2.w141, align 32
-  %w149 = load <8 x float>, ptr %conv2.w149, align 32
-  %1724 = fsub <8 x float> %w141167, %w149
-  store <8 x float> %1724, ptr %conv2.w165, align 32
-  %w150 = load <8 x float>, ptr %conv2.w150, align 32
-  %1725 = mul nsw i64 %conv2.j130116, 196
-  %1726 = add nsw i64 %conv2.oy129115, 6
-  %1727 = mul nsw i64 %1726, 2
-  %1728 = add nsw i64 %conv2.ty131117, %1727
-  %1729 = mul nsw i64 %1728, 14
-  %1730 = add nsw i64 %1725, %1729
-  %1731 = add nsw i64 %1730, %conv2.tx132118
-  %1732 = mul nsw i64 %1731, 16
-  %1733 = add nsw i64 1624128, %1732
-  %1734 = mul nsw i64 %conv2.cv133119, 8
-  %1735 = add nsw i64 %1733, %1734
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1735
-  store <8 x float> %w150, ptr %arena168, align 4
-  %w151 = load <8 x float>, ptr %conv2.w151, align 32
-  %1736 = mul nsw i64 %conv2.j130116, 196
-  %1737 = add nsw i64 %conv2.oy129115, 6
-  %1738 = mul nsw i64 %1737, 2
-  %1739 = add nsw i64 %conv2.ty131117, %1738
-  %1740 = mul nsw i64 %1739, 14
-  %1741 = add nsw i64 %1736, %1740
-  %1742 = add nsw i64 %1741, %conv2.tx132118
-  %1743 = mul nsw i64 %1742, 16
-  %1744 = add nsw i64 1627264, %1743
-  %1745 = mul nsw i64 %conv2.cv133119, 8
-  %1746 = add nsw i64 %1744, %1745
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 %1746
-  store <8 x float> %w151, ptr %arena169, align 4
-  %w152 = load <8 x float>, ptr %conv2.w152, align 32
-  %1747 = mul nsw i64 %conv2.j130116, 196
-  %1748 = add nsw i64 %conv2.oy129115, 6
-  %1749 = mul nsw i64 %1748, 2
-  %1750 = add nsw i64 %conv2.ty131117, %1749
-  %1751 = mul nsw i64 %1750, 14
-  %1752 = add nsw i64 %1747, %1751
-  %1753 = add nsw i64 %1752, %conv2.tx132118
-  %1754 = mul nsw i64 %1753, 16
-  %1755 = add nsw i64 1630400, %1754
-  %1756 = mul nsw i64 %conv2.cv133119, 8
-  %1757 = add nsw i64 %1755, %1756
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %1757
-  store <8 x float> %w152, ptr %arena170, align 4
-  %w153 = load <8 x float>, ptr %conv2.w153, align 32
-  %1758 = mul nsw i64 %conv2.j130116, 196
-  %1759 = add nsw i64 %conv2.oy129115, 6
-  %1760 = mul nsw i64 %1759, 2
-  %1761 = add nsw i64 %conv2.ty131117, %1760
-  %1762 = mul nsw i64 %1761, 14
-  %1763 = add nsw i64 %1758, %1762
-  %1764 = add nsw i64 %1763, %conv2.tx132118
-  %1765 = mul nsw i64 %1764, 16
-  %1766 = add nsw i64 1633536, %1765
-  %1767 = mul nsw i64 %conv2.cv133119, 8
-  %1768 = add nsw i64 %1766, %1767
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 %1768
-  store <8 x float> %w153, ptr %arena171, align 4
-  %w154 = load <8 x float>, ptr %conv2.w154, align 32
-  %1769 = mul nsw i64 %conv2.j130116, 196
-  %1770 = add nsw i64 %conv2.oy129115, 6
-  %1771 = mul nsw i64 %1770, 2
-  %1772 = add nsw i64 %conv2.ty131117, %1771
-  %1773 = mul nsw i64 %1772, 14
-  %1774 = add nsw i64 %1769, %1773
-  %1775 = add nsw i64 %1774, %conv2.tx132118
-  %1776 = mul nsw i64 %1775, 16
-  %1777 = add nsw i64 1636672, %1776
-  %1778 = mul nsw i64 %conv2.cv133119, 8
-  %1779 = add nsw i64 %1777, %1778
-  %arena172 = getelementptr inbounds float, ptr %arena, i64 %1779
-  store <8 x float> %w154, ptr %arena172, align 4
-  %w155 = load <8 x float>, ptr %conv2.w155, align 32
-  %1780 = mul nsw i64 %conv2.j130116, 196
-  %1781 = add nsw i64 %conv2.oy129115, 6
-  %1782 = mul nsw i64 %1781, 2
-  %1783 = add nsw i64 %conv2.ty131117, %1782
-  %1784 = mul nsw i64 %1783, 14
-  %1785 = add nsw i64 %1780, %1784
-  %1786 = add nsw i64 %1785, %conv2.tx132118
-  %1787 = mul nsw i64 %1786, 16
-  %1788 = add nsw i64 1639808, %1787
-  %1789 = mul nsw i64 %conv2.cv133119, 8
-  %1790 = add nsw i64 %1788, %1789
-  %arena173 = getelementptr inbounds float, ptr %arena, i64 %1790
-  store <8 x float> %w155, ptr %arena173, align 4
-  %w156 = load <8 x float>, ptr %conv2.w156, align 32
-  %1791 = mul nsw i64 %conv2.j130116, 196
-  %1792 = add nsw i64 %conv2.oy129115, 6
-  %1793 = mul nsw i64 %1792, 2
-  %1794 = add nsw i64 %conv2.ty131117, %1793
-  %1795 = mul nsw i64 %1794, 14
-  %1796 = add nsw i64 %1791, %1795
-  %1797 = add nsw i64 %1796, %conv2.tx132118
-  %1798 = mul nsw i64 %1797, 16
-  %1799 = add nsw i64 1642944, %1798
-  %1800 = mul nsw i64 %conv2.cv133119, 8
-  %1801 = add nsw i64 %1799, %1800
-  %arena174 = getelementptr inbounds float, ptr %arena, i64 %1801
-  store <8 x float> %w156, ptr %arena174, align 4
-  %w157 = load <8 x float>, ptr %conv2.w157, align 32
-  %1802 = mul nsw i64 %conv2.j130116, 196
-  %1803 = add nsw i64 %conv2.oy129115, 6
-  %1804 = mul nsw i64 %1803, 2
-  %1805 = add nsw i64 %conv2.ty131117, %1804
-  %1806 = mul nsw i64 %1805, 14
-  %1807 = add nsw i64 %1802, %1806
-  %1808 = add nsw i64 %1807, %conv2.tx132118
-  %1809 = mul nsw i64 %1808, 16
-  %1810 = add nsw i64 1646080, %1809
-  %1811 = mul nsw i64 %conv2.cv133119, 8
-  %1812 = add nsw i64 %1810, %1811
-  %arena175 = getelementptr inbounds float, ptr %arena, i64 %1812
-  store <8 x float> %w157, ptr %arena175, align 4
-  %w158 = load <8 x float>, ptr %conv2.w158, align 32
-  %1813 = mul nsw i64 %conv2.j130116, 196
-  %1814 = add nsw i64 %conv2.oy129115, 6
-  %1815 = mul nsw i64 %1814, 2
-  %1816 = add nsw i64 %conv2.ty131117, %1815
-  %1817 = mul nsw i64 %1816, 14
-  %1818 = add nsw i64 %1813, %1817
-  %1819 = add nsw i64 %1818, %conv2.tx132118
-  %1820 = mul nsw i64 %1819, 16
-  %1821 = add nsw i64 1649216, %1820
-  %1822 = mul nsw i64 %conv2.cv133119, 8
-  %1823 = add nsw i64 %1821, %1822
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %1823
-  store <8 x float> %w158, ptr %arena176, align 4
-  %w159 = load <8 x float>, ptr %conv2.w159, align 32
-  %1824 = mul nsw i64 %conv2.j130116, 196
-  %1825 = add nsw i64 %conv2.oy129115, 6
-  %1826 = mul nsw i64 %1825, 2
-  %1827 = add nsw i64 %conv2.ty131117, %1826
-  %1828 = mul nsw i64 %1827, 14
-  %1829 = add nsw i64 %1824, %1828
-  %1830 = add nsw i64 %1829, %conv2.tx132118
-  %1831 = mul nsw i64 %1830, 16
-  %1832 = add nsw i64 1652352, %1831
-  %1833 = mul nsw i64 %conv2.cv133119, 8
-  %1834 = add nsw i64 %1832, %1833
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 %1834
-  store <8 x float> %w159, ptr %arena177, align 4
-  %w160 = load <8 x float>, ptr %conv2.w160, align 32
-  %1835 = mul nsw i64 %conv2.j130116, 196
-  %1836 = add nsw i64 %conv2.oy129115, 6
-  %1837 = mul nsw i64 %1836, 2
-  %1838 = add nsw i64 %conv2.ty131117, %1837
-  %1839 = mul nsw i64 %1838, 14
-  %1840 = add nsw i64 %1835, %1839
-  %1841 = add nsw i64 %1840, %conv2.tx132118
-  %1842 = mul nsw i64 %1841, 16
-  %1843 = add nsw i64 1655488, %1842
-  %1844 = mul nsw i64 %conv2.cv133119, 8
-  %1845 = add nsw i64 %1843, %1844
-  %arena178 = getelementptr inbounds float, ptr %arena, i64 %1845
-  store <8 x float> %w160, ptr %arena178, align 4
-  %w161 = load <8 x float>, ptr %conv2.w161, align 32
-  %1846 = mul nsw i64 %conv2.j130116, 196
-  %1847 = add nsw i64 %conv2.oy129115, 6
-  %1848 = mul nsw i64 %1847, 2
-  %1849 = add nsw i64 %conv2.ty131117, %1848
-  %1850 = mul nsw i64 %1849, 14
-  %1851 = add nsw i64 %1846, %1850
-  %1852 = add nsw i64 %1851, %conv2.tx132118
-  %1853 = mul nsw i64 %1852, 16
-  %1854 = add nsw i64 1658624, %1853
-  %1855 = mul nsw i64 %conv2.cv133119, 8
-  %1856 = add nsw i64 %1854, %1855
-  %arena179 = getelementptr inbounds float, ptr %arena, i64 %1856
-  store <8 x float> %w161, ptr %arena179, align 4
-  %w162 = load <8 x float>, ptr %conv2.w162, align 32
-  %1857 = mul nsw i64 %conv2.j130116, 196
-  %1858 = add nsw i64 %conv2.oy129115, 6
-  %1859 = mul nsw i64 %1858, 2
-  %1860 = add nsw i64 %conv2.ty131117, %1859
-  %1861 = mul nsw i64 %1860, 14
-  %1862 = add nsw i64 %1857, %1861
-  %1863 = add nsw i64 %1862, %conv2.tx132118
-  %1864 = mul nsw i64 %1863, 16
-  %1865 = add nsw i64 1661760, %1864
-  %1866 = mul nsw i64 %conv2.cv133119, 8
-  %1867 = add nsw i64 %1865, %1866
-  %arena180 = getelementptr inbounds float, ptr %arena, i64 %1867
-  store <8 x float> %w162, ptr %arena180, align 4
-  %w163 = load <8 x float>, ptr %conv2.w163, align 32
-  %1868 = mul nsw i64 %conv2.j130116, 196
-  %1869 = add nsw i64 %conv2.oy129115, 6
-  %1870 = mul nsw i64 %1869, 2
-  %1871 = add nsw i64 %conv2.ty131117, %1870
-  %1872 = mul nsw i64 %1871, 14
-  %1873 = add nsw i64 %1868, %1872
-  %1874 = add nsw i64 %1873, %conv2.tx132118
-  %1875 = mul nsw i64 %1874, 16
-  %1876 = add nsw i64 1664896, %1875
-  %1877 = mul nsw i64 %conv2.cv133119, 8
-  %1878 = add nsw i64 %1876, %1877
-  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1878
-  store <8 x float> %w163, ptr %arena181, align 4
-  %w164 = load <8 x float>, ptr %conv2.w164, align 32
-  %1879 = mul nsw i64 %conv2.j130116, 196
-  %1880 = add nsw i64 %conv2.oy129115, 6
-  %1881 = mul nsw i64 %1880, 2
-  %1882 = add nsw i64 %conv2.ty131117, %1881
-  %1883 = mul nsw i64 %1882, 14
-  %1884 = add nsw i64 %1879, %1883
-  %1885 = add nsw i64 %1884, %conv2.tx132118
-  %1886 = mul nsw i64 %1885, 16
-  %1887 = add nsw i64 1668032, %1886
-  %1888 = mul nsw i64 %conv2.cv133119, 8
-  %1889 = add nsw i64 %1887, %1888
-  %arena182 = getelementptr inbounds float, ptr %arena, i64 %1889
-  store <8 x float> %w164, ptr %arena182, align 4
-  %w165 = load <8 x float>, ptr %conv2.w165, align 32
-  %1890 = mul nsw i64 %conv2.j130116, 196
-  %1891 = add nsw i64 %conv2.oy129115, 6
-  %1892 = mul nsw i64 %1891, 2
-  %1893 = add nsw i64 %conv2.ty131117, %1892
-  %1894 = mul nsw i64 %1893, 14
-  %1895 = add nsw i64 %1890, %1894
-  %1896 = add nsw i64 %1895, %conv2.tx132118
-  %1897 = mul nsw i64 %1896, 16
-  %1898 = add nsw i64 1671168, %1897
-  %1899 = mul nsw i64 %conv2.cv133119, 8
-  %1900 = add nsw i64 %1898, %1899
-  %arena183 = getelementptr inbounds float, ptr %arena, i64 %1900
-  store <8 x float> %w165, ptr %arena183, align 4
-  %cv133.next = add nsw i64 %conv2.cv133119, 1
-  %1901 = icmp slt i64 %cv133.next, 2
-  br i1 %1901, label %conv2.cv133, label %conv2.cv133.end
-
-conv2.cv133.end:                                  ; preds = %conv2.cv133
-  %tx132.next = add nsw i64 %conv2.tx132118, 1
-  %1902 = icmp slt i64 %tx132.next, 14
-  br i1 %1902, label %conv2.tx132, label %conv2.tx132.end
-
-conv2.xi166:                                      ; preds = %conv2.xi166, %conv2.j130.end
-  %conv2.xi166184 = phi i64 [ 0, %conv2.j130.end ], [ %xi166.next, %conv2.xi166 ]
-  call void @residual_infer_b64.k1.conv2.part65.gemm173(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi166184, i64 %conv2.oy129115)
-  %xi166.next = add nsw i64 %conv2.xi166184, 1
-  %1903 = icmp slt i64 %xi166.next, 16
-  br i1 %1903, label %conv2.xi166, label %conv2.xi166.end
-
-conv2.xi166.end:                                  ; preds = %conv2.xi166
-  br label %conv2.ty174
-
-conv2.ty174:                                      ; preds = %conv2.tx175.end, %conv2.xi166.end
-  %conv2.ty174185 = phi i64 [ 0, %conv2.xi166.end ], [ %ty174.next, %conv2.tx175.end ]
-  br label %conv2.tx175
-
-conv2.ty174.end:                                  ; preds = %conv2.tx175.end
-  br label %conv2.j189
-
-conv2.tx175:                                      ; preds = %conv2.cv176.end, %conv2.ty174
-  %conv2.tx175186 = phi i64 [ 0, %conv2.ty174 ], [ %tx175.next, %conv2.cv176.end ]
-  br label %conv2.cv176
-
-conv2.tx175.end:                                  ; preds = %conv2.cv176.end
-  %ty174.next = add nsw i64 %conv2.ty174185, 1
-  %1904 = icmp slt i64 %ty174.next, 2
-  br i1 %1904, label %conv2.ty174, label %conv2.ty174.end
-
-conv2.cv176:                                      ; preds = %conv2.cv176, %conv2.tx175
-  %conv2.cv176187 = phi i64 [ 0, %conv2.tx175 ], [ %cv176.next, %conv2.cv176 ]
-  %1905 = add nsw i64 %conv2.oy129115, 6
-  %1906 = mul nsw i64 %1905, 2
-  %1907 = add nsw i64 %conv2.ty174185, %1906
-  %1908 = mul nsw i64 %1907, 14
-  %1909 = add nsw i64 %1908, %conv2.tx175186
-  %1910 = mul nsw i64 %1909, 16
-  %1911 = add nsw i64 1674304, %1910
-  %1912 = mul nsw i64 %conv2.cv176187, 8
-  %1913 = add nsw i64 %1911, %1912
-  %arena188 = getelementptr inbounds float, ptr %arena, i64 %1913
-  %1914 = load <8 x float>, ptr %arena188, align 4
-  %1915 = add nsw i64 %conv2.oy129115, 6
-  %1916 = mul nsw i64 %1915, 2
-  %1917 = add nsw i64 %conv2.ty174185, %1916
-  %1918 = mul nsw i64 %1917, 14
-  %1919 = add nsw i64 %1918, %conv2.tx175186
-  %1920 = mul nsw i64 %1919, 16
-  %1921 = add nsw i64 1686848, %1920
-  %1922 = mul nsw i64 %conv2.cv176187, 8
-  %1923 = add nsw i64 %1921, %1922
-  %arena189 = getelementptr inbounds float, ptr %arena, i64 %1923
-  %1924 = load <8 x float>, ptr %arena189, align 4
-  %1925 = fadd <8 x float> %1914, %1924
-  %1926 = add nsw i64 %conv2.oy129115, 6
-  %1927 = mul nsw i64 %1926, 2
-  %1928 = add nsw i64 %conv2.ty174185, %1927
-  %1929 = mul nsw i64 %1928, 14
-  %1930 = add nsw i64 %1929, %conv2.tx175186
-  %1931 = mul nsw i64 %1930, 16
-  %1932 = add nsw i64 1699392, %1931
-  %1933 = mul nsw i64 %conv2.cv176187, 8
-  %1934 = add nsw i64 %1932, %1933
-  %arena190 = getelementptr inbounds float, ptr %arena, i64 %1934
-  %1935 = load <8 x float>, ptr %arena190, align 4
-  %1936 = fadd <8 x float> %1925, %1935
-  store <8 x float> %1936, ptr %conv2.w177, align 32
-  %1937 = add nsw i64 %conv2.oy129115, 6
-  %1938 = mul nsw i64 %1937, 2
-  %1939 = add nsw i64 %conv2.ty174185, %1938
-  %1940 = mul nsw i64 %1939, 14
-  %1941 = add nsw i64 %1940, %conv2.tx175186
-  %1942 = mul nsw i64 %1941, 16
-  %1943 = add nsw i64 1686848, %1942
-  %1944 = mul nsw i64 %conv2.cv176187, 8
-  %1945 = add nsw i64 %1943, %1944
-  %arena191 = getelementptr inbounds float, ptr %arena, i64 %1945
-  %1946 = load <8 x float>, ptr %arena191, align 4
-  %1947 = add nsw i64 %conv2.oy129115, 6
-  %1948 = mul nsw i64 %1947, 2
-  %1949 = add nsw i64 %conv2.ty174185, %1948
-  %1950 = mul nsw i64 %1949, 14
-  %1951 = add nsw i64 %1950, %conv2.tx175186
-  %1952 = mul nsw i64 %1951, 16
-  %1953 = add nsw i64 1699392, %1952
-  %1954 = mul nsw i64 %conv2.cv176187, 8
-  %1955 = add nsw i64 %1953, %1954
-  %arena192 = getelementptr inbounds float, ptr %arena, i64 %1955
-  %1956 = load <8 x float>, ptr %arena192, align 4
-  %1957 = fsub <8 x float> %1946, %1956
-  %1958 = add nsw i64 %conv2.oy129115, 6
-  %1959 = mul nsw i64 %1958, 2
-  %1960 = add nsw i64 %conv2.ty174185, %1959
-  %1961 = mul nsw i64 %1960, 14
-  %1962 = add nsw i64 %1961, %conv2.tx175186
-  %1963 = mul nsw i64 %1962, 16
-  %1964 = add nsw i64 1711936, %1963
-  %1965 = mul nsw i64 %conv2.cv176187, 8
-  %1966 = add nsw i64 %1964, %1965
-  %arena193 = getelementptr inbounds float, ptr %arena, i64 %1966
-  %1967 = load <8 x float>, ptr %arena193, align 4
-  %1968 = fsub <8 x float> %1957, %1967
-  store <8 x float> %1968, ptr %conv2.w178, align 32
-  %1969 = add nsw i64 %conv2.oy129115, 6
-  %1970 = mul nsw i64 %1969, 2
-  %1971 = add nsw i64 %conv2.ty174185, %1970
-  %1972 = mul nsw i64 %1971, 14
-  %1973 = add nsw i64 %1972, %conv2.tx175186
-  %1974 = mul nsw i64 %1973, 16
-  %1975 = add nsw i64 1677440, %1974
-  %1976 = mul nsw i64 %conv2.cv176187, 8
-  %1977 = add nsw i64 %1975, %1976
-  %arena194 = getelementptr inbounds float, ptr %arena, i64 %1977
-  %1978 = load <8 x float>, ptr %arena194, align 4
-  %1979 = add nsw i64 %conv2.oy129115, 6
-  %1980 = mul nsw i64 %1979, 2
-  %1981 = add nsw i64 %conv2.ty174185, %1980
-  %1982 = mul nsw i64 %1981, 14
-  %1983 = add nsw i64 %1982, %conv2.tx175186
-  %1984 = mul nsw i64 %1983, 16
-  %1985 = add nsw i64 1689984, %1984
-  %1986 = mul nsw i64 %conv2.cv176187, 8
-  %1987 = add nsw i64 %1985, %1986
-  %arena195 = getelementptr inbounds float, ptr %arena, i64 %1987
-  %1988 = load <8 x float>, ptr %arena195, align 4
-  %1989 = fadd <8 x float> %1978, %1988
-  %1990 = add nsw i64 %conv2.oy129115, 6
-  %1991 = mul nsw i64 %1990, 2
-  %1992 = add nsw i64 %conv2.ty174185, %1991
-  %1993 = mul nsw i64 %1992, 14
-  %1994 = add nsw i64 %1993, %conv2.tx175186
-  %1995 = mul nsw i64 %1994, 16
-  %1996 = add nsw i64 1702528, %1995
-  %1997 = mul nsw i64 %conv2.cv176187, 8
-  %1998 = add nsw i64 %1996, %1997
-  %arena196 = getelementptr inbounds float, ptr %arena, i64 %1998
-  %1999 = load <8 x float>, ptr %arena196, align 4
-  %2000 = fadd <8 x float> %1989, %1999
-  store <8 x float> %2000, ptr %conv2.w179, align 32
-  %2001 = add nsw i64 %conv2.oy129115, 6
-  %2002 = mul nsw i64 %2001, 2
-  %2003 = add nsw i64 %conv2.ty174185, %2002
-  %2004 = mul nsw i64 %2003, 14
-  %2005 = add nsw i64 %2004, %conv2.tx175186
-  %2006 = mul nsw i64 %2005, 16
-  %2007 = add nsw i64 1689984, %2006
-  %2008 = mul nsw i64 %conv2.cv176187, 8
-  %2009 = add nsw i64 %2007, %2008
-  %arena197 = getelementptr inbounds float, ptr %arena, i64 %2009
-  %2010 = load <8 x float>, ptr %arena197, align 4
-  %2011 = add nsw i64 %conv2.oy129115, 6
-  %2012 = mul nsw i64 %2011, 2
-  %2013 = add nsw i64 %conv2.ty174185, %2012
-  %2014 = mul nsw i64 %2013, 14
-  %2015 = add nsw i64 %2014, %conv2.tx175186
-  %2016 = mul nsw i64 %2015, 16
-  %2017 = add nsw i64 1702528, %2016
-  %2018 = mul nsw i64 %conv2.cv176187, 8
-  %2019 = add nsw i64 %2017, %2018
-  %arena198 = getelementptr inbounds float, ptr %arena, i64 %2019
-  %2020 = load <8 x float>, ptr %arena198, align 4
-  %2021 = fsub <8 x float> %2010, %2020
-  %2022 = add nsw i64 %conv2.oy129115, 6
-  %2023 = mul nsw i64 %2022, 2
-  %2024 = add nsw i64 %conv2.ty174185, %2023
-  %2025 = mul nsw i64 %2024, 14
-  %2026 = add nsw i64 %2025, %conv2.tx175186
-  %2027 = mul nsw i64 %2026, 16
-  %2028 = add nsw i64 1715072, %2027
-  %2029 = mul nsw i64 %conv2.cv176187, 8
-  %2030 = add nsw i64 %2028, %2029
-  %arena199 = getelementptr inbounds float, ptr %arena, i64 %2030
-  %2031 = load <8 x float>, ptr %arena199, align 4
-  %2032 = fsub <8 x float> %2021, %2031
-  store <8 x float> %2032, ptr %conv2.w180, align 32
-  %2033 = add nsw i64 %conv2.oy129115, 6
-  %2034 = mul nsw i64 %2033, 2
-  %2035 = add nsw i64 %conv2.ty174185, %2034
-  %2036 = mul nsw i64 %2035, 14
-  %2037 = add nsw i64 %2036, %conv2.tx175186
-  %2038 = mul nsw i64 %2037, 16
-  %2039 = add nsw i64 1680576, %2038
-  %2040 = mul nsw i64 %conv2.cv176187, 8
-  %2041 = add nsw i64 %2039, %2040
-  %arena200 = getelementptr inbounds float, ptr %arena, i64 %2041
-  %2042 = load <8 x float>, ptr %arena200, align 4
-  %2043 = add nsw i64 %conv2.oy129115, 6
-  %2044 = mul nsw i64 %2043, 2
-  %2045 = add nsw i64 %conv2.ty174185, %2044
-  %2046 = mul nsw i64 %2045, 14
-  %2047 = add nsw i64 %2046, %conv2.tx175186
-  %2048 = mul nsw i64 %2047, 16
-  %2049 = add nsw i64 1693120, %2048
-  %2050 = mul nsw i64 %conv2.cv176187, 8
-  %2051 = add nsw i64 %2049, %2050
-  %arena201 = getelementptr inbounds float, ptr %arena, i64 %2051
-  %2052 = load <8 x float>, ptr %arena201, align 4
-  %2053 = fadd <8 x float> %2042, %2052
-  %2054 = add nsw i64 %conv2.oy129115, 6
-  %2055 = mul nsw i64 %2054, 2
-  %2056 = add nsw i64 %conv2.ty174185, %2055
-  %2057 = mul nsw i64 %2056, 14
-  %2058 = add nsw i64 %2057, %conv2.tx175186
-  %2059 = mul nsw i64 %2058, 16
-  %2060 = add nsw i64 1705664, %2059
-  %2061 = mul nsw i64 %conv2.cv176187, 8
-  %2062 = add nsw i64 %2060, %2061
-  %arena202 = getelementptr inbounds float, ptr %arena, i64 %2062
-  %2063 = load <8 x float>, ptr %arena202, align 4
-  %2064 = fadd <8 x float> %2053, %2063
-  store <8 x float> %2064, ptr %conv2.w181, align 32
-  %2065 = add nsw i64 %conv2.oy129115, 6
-  %2066 = mul nsw i64 %2065, 2
-  %2067 = add nsw i64 %conv2.ty174185, %2066
-  %2068 = mul nsw i64 %2067, 14
-  %2069 = add nsw i64 %2068, %conv2.tx175186
-  %2070 = mul nsw i64 %2069, 16
-  %2071 = add nsw i64 1693120, %2070
-  %2072 = mul nsw i64 %conv2.cv176187, 8
-  %2073 = add nsw i64 %2071, %2072
-  %arena203 = getelementptr inbounds float, ptr %arena, i64 %2073
-  %2074 = load <8 x float>, ptr %arena203, align 4
-  %2075 = add nsw i64 %conv2.oy129115, 6
-  %2076 = mul nsw i64 %2075, 2
-  %2077 = add nsw i64 %conv2.ty174185, %2076
-  %2078 = mul nsw i64 %2077, 14
-  %2079 = add nsw i64 %2078, %conv2.tx175186
-  %2080 = mul nsw i64 %2079, 16
-  %2081 = add nsw i64 1705664, %2080
-  %2082 = mul nsw i64 %conv2.cv176187, 8
-  %2083 = add nsw i64 %2081, %2082
-  %arena204 = getelementptr inbounds float, ptr %arena, i64 %2083
-  %2084 = load <8 x float>, ptr %arena204, align 4
-  %2085 = fsub <8 x float> %2074, %2084
-  %2086 = add nsw i64 %conv2.oy129115, 6
-  %2087 = mul nsw i64 %2086, 2
-  %2088 = add nsw i64 %conv2.ty174185, %2087
-  %2089 = mul nsw i64 %2088, 14
-  %2090 = add nsw i64 %2089, %conv2.tx175186
-  %2091 = mul nsw i64 %2090, 16
-  %2092 = add nsw i64 1718208, %2091
-  %2093 = mul nsw i64 %conv2.cv176187, 8
-  %2094 = add nsw i64 %2092, %2093
-  %arena205 = getelementptr inbounds float, ptr %arena, i64 %2094
-  %2095 = load <8 x float>, ptr %arena205, align 4
-  %2096 = fsub <8 x float> %2085, %2095
-  store <8 x float> %2096, ptr %conv2.w182, align 32
-  %2097 = add nsw i64 %conv2.oy129115, 6
-  %2098 = mul nsw i64 %2097, 2
-  %2099 = add nsw i64 %conv2.ty174185, %2098
-  %2100 = mul nsw i64 %2099, 14
-  %2101 = add nsw i64 %2100, %conv2.tx175186
-  %2102 = mul nsw i64 %2101, 16
-  %2103 = add nsw i64 1683712, %2102
-  %2104 = mul nsw i64 %conv2.cv176187, 8
-  %2105 = add nsw i64 %2103, %2104
-  %arena206 = getelementptr inbounds float, ptr %arena, i64 %2105
-  %2106 = load <8 x float>, ptr %arena206, align 4
-  %2107 = add nsw i64 %conv2.oy129115, 6
-  %2108 = mul nsw i64 %2107, 2
-  %2109 = add nsw i64 %conv2.ty174185, %2108
-  %2110 = mul nsw i64 %2109, 14
-  %2111 = add nsw i64 %2110, %conv2.tx175186
-  %2112 = mul nsw i64 %2111, 16
-  %2113 = add nsw i64 1696256, %2112
-  %2114 = mul nsw i64 %conv2.cv176187, 8
-  %2115 = add nsw i64 %2113, %2114
-  %arena207 = getelementptr inbounds float, ptr %arena, i64 %2115
-  %2116 = load <8 x float>, ptr %arena207, align 4
-  %2117 = fadd <8 x float> %2106, %2116
-  %2118 = add nsw i64 %conv2.oy129115, 6
-  %2119 = mul nsw i64 %2118, 2
-  %2120 = add nsw i64 %conv2.ty174185, %2119
-  %2121 = mul nsw i64 %2120, 14
-  %2122 = add nsw i64 %2121, %conv2.tx175186
-  %2123 = mul nsw i64 %2122, 16
-  %2124 = add nsw i64 1708800, %2123
-  %2125 = mul nsw i64 %conv2.cv176187, 8
-  %2126 = add nsw i64 %2124, %2125
-  %arena208 = getelementptr inbounds float, ptr %arena, i64 %2126
-  %2127 = load <8 x float>, ptr %arena208, align 4
-  %2128 = fadd <8 x float> %2117, %2127
-  store <8 x float> %2128, ptr %conv2.w183, align 32
-  %2129 = add nsw i64 %conv2.oy129115, 6
-  %2130 = mul nsw i64 %2129, 2
-  %2131 = add nsw i64 %conv2.ty174185, %2130
-  %2132 = mul nsw i64 %2131, 14
-  %2133 = add nsw i64 %2132, %conv2.tx175186
-  %2134 = mul nsw i64 %2133, 16
-  %2135 = add nsw i64 1696256, %2134
-  %2136 = mul nsw i64 %conv2.cv176187, 8
-  %2137 = add nsw i64 %2135, %2136
-  %arena209 = getelementptr inbounds float, ptr %arena, i64 %2137
-  %2138 = load <8 x float>, ptr %arena209, align 4
-  %2139 = add nsw i64 %conv2.oy129115, 6
-  %2140 = mul nsw i64 %2139, 2
-  %2141 = add nsw i64 %conv2.ty174185, %2140
-  %2142 = mul nsw i64 %2141, 14
-  %2143 = add nsw i64 %2142, %conv2.tx175186
-  %2144 = mul nsw i64 %2143, 16
-  %2145 = add nsw i64 1708800, %2144
-  %2146 = mul nsw i64 %conv2.cv176187, 8
-  %2147 = add nsw i64 %2145, %2146
-  %arena210 = getelementptr inbounds float, ptr %arena, i64 %2147
-  %2148 = load <8 x float>, ptr %arena210, align 4
-  %2149 = fsub <8 x float> %2138, %2148
-  %2150 = add nsw i64 %conv2.oy129115, 6
-  %2151 = mul nsw i64 %2150, 2
-  %2152 = add nsw i64 %conv2.ty174185, %2151
-  %2153 = mul nsw i64 %2152, 14
-  %2154 = add nsw i64 %2153, %conv2.tx175186
-  %2155 = mul nsw i64 %2154, 16
-  %2156 = add nsw i64 1721344, %2155
-  %2157 = mul nsw i64 %conv2.cv176187, 8
-  %2158 = add nsw i64 %2156, %2157
-  %arena211 = getelementptr inbounds float, ptr %arena, i64 %2158
-  %2159 = load <8 x float>, ptr %arena211, align 4
-  %2160 = fsub <8 x float> %2149, %2159
-  store <8 x float> %2160, ptr %conv2.w184, align 32
-  %w177 = load <8 x float>, ptr %conv2.w177, align 32
-  %w179 = load <8 x float>, ptr %conv2.w179, align 32
-  %2161 = fadd <8 x float> %w177, %w179
-  %w181 = load <8 x float>, ptr %conv2.w181, align 32
-  %2162 = fadd <8 x float> %2161, %w181
-  store <8 x float> %2162, ptr %conv2.w185, align 32
-  %w179212 = load <8 x float>, ptr %conv2.w179, align 32
-  %w181213 = load <8 x float>, ptr %conv2.w181, align 32
-  %2163 = fsub <8 x float> %w179212, %w181213
-  %w183 = load <8 x float>, ptr %conv2.w183, align 32
-  %2164 = fsub <8 x float> %2163, %w183
-  store <8 x float> %2164, ptr %conv2.w186, align 32
-  %w178 = load <8 x float>, ptr %conv2.w178, align 32
-  %w180 = load <8 x float>, ptr %conv2.w180, align 32
-  %2165 = fadd <8 x float> %w178, %w180
-  %w182 = load <8 x float>, ptr %conv2.w182, align 32
-  %2166 = fadd <8 x float> %2165, %w182
-  store <8 x float> %2166, ptr %conv2.w187, align 32
-  %w180214 = load <8 x float>, ptr %conv2.w180, align 32
-  %w182215 = load <8 x float>, ptr %conv2.w182, align 32
-  %2167 = fsub <8 x float> %w180214, %w182215
-  %w184 = load <8 x float>, ptr %conv2.w184, align 32
-  %2168 = fsub <8 x float> %2167, %w184
-  store <8 x float> %2168, ptr %conv2.w188, align 32
-  %w185 = load <8 x float>, ptr %conv2.w185, align 32
-  %2169 = mul nsw i64 %conv2.cv176187, 8
-  %2170 = add nsw i64 2464, %2169
-  %params216 = getelementptr inbounds float, ptr %params, i64 %2170
-  %2171 = load <8 x float>, ptr %params216, align 4
-  %2172 = fadd <8 x float> %w185, %2171
-  %2173 = add nsw i64 %conv2.oy129115, 6
-  %2174 = mul nsw i64 %2173, 2
-  %2175 = add nsw i64 %conv2.ty174185, %2174
-  %2176 = mul nsw i64 %2175, 2
-  %2177 = mul nsw i64 %2176, 28
-  %2178 = mul nsw i64 %conv2.tx175186, 2
-  %2179 = add nsw i64 %2177, %2178
-  %2180 = mul nsw i64 %2179, 16
-  %2181 = add nsw i64 1724480, %2180
-  %2182 = mul nsw i64 %conv2.cv176187, 8
-  %2183 = add nsw i64 %2181, %2182
-  %arena217 = getelementptr inbounds float, ptr %arena, i64 %2183
-  store <8 x float> %2172, ptr %arena217, align 4
-  %w186 = load <8 x float>, ptr %conv2.w186, align 32
-  %2184 = mul nsw i64 %conv2.cv176187, 8
-  %2185 = add nsw i64 2464, %2184
-  %params218 = getelementptr inbounds float, ptr %params, i64 %2185
-  %2186 = load <8 x float>, ptr %params218, align 4
-  %2187 = fadd <8 x float> %w186, %2186
-  %2188 = add nsw i64 %conv2.oy129115, 6
-  %2189 = mul nsw i64 %2188, 2
-  %2190 = add nsw i64 %conv2.ty174185, %2189
-  %2191 = mul nsw i64 %2190, 2
-  %2192 = mul nsw i64 %2191, 28
-  %2193 = mul nsw i64 %conv2.tx175186, 2
-  %2194 = add nsw i64 %2192, %2193
-  %2195 = add nsw i64 %2194, 1
-  %2196 = mul nsw i64 %2195, 16
-  %2197 = add nsw i64 1724480, %2196
-  %2198 = mul nsw i64 %conv2.cv176187, 8
-  %2199 = add nsw i64 %2197, %2198
-  %arena219 = getelementptr inbounds float, ptr %arena, i64 %2199
-  store <8 x float> %2187, ptr %arena219, align 4
-  %w187 = load <8 x float>, ptr %conv2.w187, align 32
-  %2200 = mul nsw i64 %conv2.cv176187, 8
-  %2201 = add nsw i64 2464, %2200
-  %params220 = getelementptr inbounds float, ptr %params, i64 %2201
-  %2202 = load <8 x float>, ptr %params220, align 4
-  %2203 = fadd <8 x float> %w187, %2202
-  %2204 = add nsw i64 %conv2.oy129115, 6
-  %2205 = mul nsw i64 %2204, 2
-  %2206 = add nsw i64 %conv2.ty174185, %2205
-  %2207 = mul nsw i64 %2206, 2
-  %2208 = add nsw i64 %2207, 1
-  %2209 = mul nsw i64 %2208, 28
-  %2210 = mul nsw i64 %conv2.tx175186, 2
-  %2211 = add nsw i64 %2209, %2210
-  %2212 = mul nsw i64 %2211, 16
-  %2213 = add nsw i64 1724480, %2212
-  %2214 = mul nsw i64 %conv2.cv176187, 8
-  %2215 = add nsw i64 %2213, %2214
-  %arena221 = getelementptr inbounds float, ptr %arena, i64 %2215
-  store <8 x float> %2203, ptr %arena221, align 4
-  %w188 = load <8 x float>, ptr %conv2.w188, align 32
-  %2216 = mul nsw i64 %conv2.cv176187, 8
-  %2217 = add nsw i64 2464, %2216
-  %params222 = getelementptr inbounds float, ptr %params, i64 %2217
-  %2218 = load <8 x float>, ptr %params222, align 4
-  %2219 = fadd <8 x float> %w188, %2218
-  %2220 = add nsw i64 %conv2.oy129115, 6
-  %2221 = mul nsw i64 %2220, 2
-  %2222 = add nsw i64 %conv2.ty174185, %2221
-  %2223 = mul nsw i64 %2222, 2
-  %2224 = add nsw i64 %2223, 1
-  %2225 = mul nsw i64 %2224, 28
-  %2226 = mul nsw i64 %conv2.tx175186, 2
-  %2227 = add nsw i64 %2225, %2226
-  %2228 = add nsw i64 %2227, 1
-  %2229 = mul nsw i64 %2228, 16
-  %2230 = add nsw i64 1724480, %2229
-  %2231 = mul nsw i64 %conv2.cv176187, 8
-  %2232 = add nsw i64 %2230, %2231
-  %arena223 = getelementptr inbounds float, ptr %arena, i64 %2232
-  store <8 x float> %2219, ptr %arena223, align 4
-  %cv176.next = add nsw i64 %conv2.cv176187, 1
-  %2233 = icmp slt i64 %cv176.next, 2
-  br i1 %2233, label %conv2.cv176, label %conv2.cv176.end
-
-conv2.cv176.end:                                  ; preds = %conv2.cv176
-  %tx175.next = add nsw i64 %conv2.tx175186, 1
-  %2234 = icmp slt i64 %tx175.next, 14
-  br i1 %2234, label %conv2.tx175, label %conv2.tx175.end
-
-conv2.j189:                                       ; preds = %conv2.c190.end, %conv2.ty174.end
-  %conv2.j189224 = phi i64 [ 0, %conv2.ty174.end ], [ %j189.next, %conv2.c190.end ]
-  br label %conv2.c190
-
-conv2.j189.end:                                   ; preds = %conv2.c190.end
-  %oy129.next = add nsw i64 %conv2.oy129115, 1
-  %2235 = icmp slt i64 %oy129.next, 1
-  br i1 %2235, label %conv2.oy129, label %conv2.oy129.end
-
-conv2.c190:                                       ; preds = %conv2.q191.end, %conv2.j189
-  %conv2.c190225 = phi i64 [ 0, %conv2.j189 ], [ %c190.next, %conv2.q191.end ]
-  br label %conv2.q191
-
-conv2.c190.end:                                   ; preds = %conv2.q191.end
-  %j189.next = add nsw i64 %conv2.j189224, 1
-  %2236 = icmp slt i64 %j189.next, 1
-  br i1 %2236, label %conv2.j189, label %conv2.j189.end
-
-conv2.q191:                                       ; preds = %conv2.q191, %conv2.c190
-  %conv2.q191226 = phi i64 [ 0, %conv2.c190 ], [ %q191.next, %conv2.q191 ]
-  %2237 = mul nsw i64 %conv2.j189224, 784
-  %2238 = add nsw i64 %conv2.oy129115, 6
-  %2239 = mul nsw i64 %2238, 2
-  %2240 = mul nsw i64 %2239, 2
-  %2241 = mul nsw i64 %2240, 28
-  %2242 = add nsw i64 %conv2.q191226, %2241
-  %2243 = add nsw i64 %2237, %2242
-  %2244 = mul nsw i64 %2243, 16
-  %2245 = add nsw i64 1724480, %2244
-  %2246 = add nsw i64 %2245, %conv2.c190225
-  %arena227 = getelementptr inbounds float, ptr %arena, i64 %2246
-  %2247 = load float, ptr %arena227, align 4
-  %2248 = fmul float 2.000000e+00, %2247
-  %2249 = fcmp ogt float 0xC055A926E0000000, %2248
-  %2250 = select i1 %2249, float 0xC055A926E0000000, float %2248
-  %2251 = fcmp ogt float %2250, 0x40562E4300000000
-  %2252 = select i1 %2251, float 0x40562E4300000000, float %2250
-  %2253 = fmul float %2252, 0x3FF7154760000000
-  %2254 = fadd float %2253, 5.000000e-01
-  %2255 = call float @llvm.floor.f32(float %2254)
-  %2256 = fmul float %2255, 0x3FE6300000000000
-  %2257 = fsub float %2252, %2256
-  %2258 = fmul float %2255, 0xBF2BD01060000000
-  %2259 = fsub float %2257, %2258
-  %2260 = fmul float 0x3F2A0D2CE0000000, %2259
-  %2261 = fadd float %2260, 0x3F56E879C0000000
-  %2262 = fmul float %2261, %2259
-  %2263 = fadd float %2262, 0x3F81112100000000
-  %2264 = fmul float %2263, %2259
-  %2265 = fadd float %2264, 0x3FA5553820000000
-  %2266 = fmul float %2265, %2259
-  %2267 = fadd float %2266, 0x3FC5555540000000
-  %2268 = fmul float %2267, %2259
-  %2269 = fadd float %2268, 5.000000e-01
-  %2270 = fmul float %2259, %2259
-  %2271 = fmul float %2269, %2270
-  %2272 = fadd float %2271, %2259
-  %2273 = fadd float %2272, 1.000000e+00
-  %2274 = fptosi float %2255 to i32
-  %2275 = add i32 %2274, 126
-  %2276 = shl i32 %2275, 23
-  %2277 = bitcast i32 %2276 to float
-  %2278 = fmul float %2273, %2277
-  %2279 = fmul float %2278, 2.000000e+00
-  %2280 = fcmp ogt float 0xC055A926E0000000, %2248
-  %2281 = select i1 %2280, float 0.000000e+00, float %2279
-  %2282 = fcmp ogt float %2248, 0x40562E4300000000
-  %2283 = select i1 %2282, float 0x7FF0000000000000, float %2281
-  %2284 = fcmp uno float %2248, %2248
-  %2285 = select i1 %2284, float %2248, float %2283
-  %2286 = fadd float %2285, 1.000000e+00
-  %2287 = fdiv float 2.000000e+00, %2286
-  %2288 = fsub float 1.000000e+00, %2287
-  %2289 = mul nsw i64 %0, 12544
-  %2290 = mul nsw i64 %conv2.c190225, 784
-  %2291 = add nsw i64 %2289, %2290
-  %2292 = add nsw i64 %conv2.oy129115, 6
-  %2293 = mul nsw i64 %2292, 2
-  %2294 = mul nsw i64 %2293, 2
-  %2295 = mul nsw i64 %2294, 28
-  %2296 = add nsw i64 %conv2.q191226, %2295
-  %2297 = add nsw i64 %2291, %2296
-  %2298 = add nsw i64 802816, %2297
-  %arena228 = getelementptr inbounds float, ptr %arena, i64 %2298
-  store float %2288, ptr %arena228, align 4
-  %q191.next = add nsw i64 %conv2.q191226, 1
-  %2299 = icmp slt i64 %q191.next, 112
-  br i1 %2299, label %conv2.q191, label %conv2.q191.end
-
-conv2.q191.end:                                   ; preds = %conv2.q191
-  %c190.next = add nsw i64 %conv2.c190225, 1
-  %2300 = icmp slt i64 %c190.next, 16
-  br i1 %2300, label %conv2.c190, label %conv2.c190.end
+conv2.part102.end:                                ; preds = %conv2.part102
+  br label %conv2.part102.done
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k1.conv2.part65.gemm110(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1, i64 %2) #1 {
+define internal void @residual_infer_b64.k1.conv2.part102(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %conv2.t108_a3 = alloca <8 x float>, align 32
-  %conv2.t108_a2 = alloca <8 x float>, align 32
-  %conv2.t108_a1 = alloca <8 x float>, align 32
-  %conv2.t108_a0 = alloca <8 x float>, align 32
-  %conv2.t108_b1 = alloca <8 x float>, align 32
-  %conv2.t108_b0 = alloca <8 x float>, align 32
-  %conv2.t108_c3_1 = alloca <8 x float>, align 32
-  %conv2.t108_c3_0 = alloca <8 x float>, align 32
-  %conv2.t108_c2_1 = alloca <8 x float>, align 32
-  %conv2.t108_c2_0 = alloca <8 x float>, align 32
-  %conv2.t108_c1_1 = alloca <8 x float>, align 32
-  %conv2.t108_c1_0 = alloca <8 x float>, align 32
-  %conv2.t108_c0_1 = alloca <8 x float>, align 32
-  %conv2.t108_c0_0 = alloca <8 x float>, align 32
+  %conv2.w124 = alloca <8 x float>, align 32
+  %conv2.w123 = alloca <8 x float>, align 32
+  %conv2.w122 = alloca <8 x float>, align 32
+  %conv2.w121 = alloca <8 x float>, align 32
+  %conv2.w120 = alloca <8 x float>, align 32
+  %conv2.w119 = alloca <8 x float>, align 32
+  %conv2.w118 = alloca <8 x float>, align 32
+  %conv2.w117 = alloca <8 x float>, align 32
+  %conv2.w116 = alloca <8 x float>, align 32
+  %conv2.w115 = alloca <8 x float>, align 32
+  %conv2.w114 = alloca <8 x float>, align 32
+  %conv2.w113 = alloca <8 x float>, align 32
+  br label %conv2.xi103
+
+conv2.xi103:                                      ; preds = %conv2.xi103, %entry
+  %conv2.xi1031 = phi i64 [ 0, %entry ], [ %xi103.next, %conv2.xi103 ]
+  call void @residual_infer_b64.k1.conv2.part102.gemm108(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1031, i64 %1)
+  %xi103.next = add nsw i64 %conv2.xi1031, 1
+  %2 = icmp slt i64 %xi103.next, 16
+  br i1 %2, label %conv2.xi103, label %conv2.xi103.end
+
+conv2.xi103.end:                                  ; preds = %conv2.xi103
+  br label %conv2.j109
+
+conv2.j109:                                       ; preds = %conv2.ty110.end, %conv2.xi103.end
+  %conv2.j1092 = phi i64 [ 0, %conv2.xi103.end ], [ %j109.next, %conv2.ty110.end ]
+  br label %conv2.ty110
+
+conv2.j109.end:                                   ; preds = %conv2.ty110.end
+  br label %conv2.j125
+
+conv2.ty110:                                      ; preds = %conv2.tx111.end, %conv2.j109
+  %conv2.ty1103 = phi i64 [ 0, %conv2.j109 ], [ %ty110.next, %conv2.tx111.end ]
+  br label %conv2.tx111
+
+conv2.ty110.end:                                  ; preds = %conv2.tx111.end
+  %j109.next = add nsw i64 %conv2.j1092, 1
+  %3 = icmp slt i64 %j109.next, 1
+  br i1 %3, label %conv2.j109, label %conv2.j109.end
+
+conv2.tx111:                                      ; preds = %conv2.cv112.end, %conv2.ty110
+  %conv2.tx1114 = phi i64 [ 0, %conv2.ty110 ], [ %tx111.next, %conv2.cv112.end ]
+  br label %conv2.cv112
+
+conv2.tx111.end:                                  ; preds = %conv2.cv112.end
+  %ty110.next = add nsw i64 %conv2.ty1103, 1
+  %4 = icmp slt i64 %ty110.next, 14
+  br i1 %4, label %conv2.ty110, label %conv2.ty110.end
+
+conv2.cv112:                                      ; preds = %conv2.cv112, %conv2.tx111
+  %conv2.cv1125 = phi i64 [ 0, %conv2.tx111 ], [ %cv112.next, %conv2.cv112 ]
+  %5 = mul nsw i64 %conv2.j1092, 196
+  %6 = mul nsw i64 %conv2.ty1103, 14
+  %7 = add nsw i64 %5, %6
+  %8 = add nsw i64 %7, %conv2.tx1114
+  %9 = mul nsw i64 %8, 16
+  %10 = add nsw i64 1674304, %9
+  %11 = mul nsw i64 %1, 8
+  %12 = mul nsw i64 %conv2.cv1125, 8
+  %13 = add nsw i64 %11, %12
+  %14 = add nsw i64 %10, %13
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %14
+  %15 = load <8 x float>, ptr %arena6, align 4
+  %16 = mul nsw i64 %conv2.j1092, 196
+  %17 = mul nsw i64 %conv2.ty1103, 14
+  %18 = add nsw i64 %16, %17
+  %19 = add nsw i64 %18, %conv2.tx1114
+  %20 = mul nsw i64 %19, 16
+  %21 = add nsw i64 1686848, %20
+  %22 = mul nsw i64 %1, 8
+  %23 = mul nsw i64 %conv2.cv1125, 8
+  %24 = add nsw i64 %22, %23
+  %25 = add nsw i64 %21, %24
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
+  %26 = load <8 x float>, ptr %arena7, align 4
+  %27 = fadd <8 x float> %15, %26
+  %28 = mul nsw i64 %conv2.j1092, 196
+  %29 = mul nsw i64 %conv2.ty1103, 14
+  %30 = add nsw i64 %28, %29
+  %31 = add nsw i64 %30, %conv2.tx1114
+  %32 = mul nsw i64 %31, 16
+  %33 = add nsw i64 1699392, %32
+  %34 = mul nsw i64 %1, 8
+  %35 = mul nsw i64 %conv2.cv1125, 8
+  %36 = add nsw i64 %34, %35
+  %37 = add nsw i64 %33, %36
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
+  %38 = load <8 x float>, ptr %arena8, align 4
+  %39 = fadd <8 x float> %27, %38
+  store <8 x float> %39, ptr %conv2.w113, align 32
+  %40 = mul nsw i64 %conv2.j1092, 196
+  %41 = mul nsw i64 %conv2.ty1103, 14
+  %42 = add nsw i64 %40, %41
+  %43 = add nsw i64 %42, %conv2.tx1114
+  %44 = mul nsw i64 %43, 16
+  %45 = add nsw i64 1686848, %44
+  %46 = mul nsw i64 %1, 8
+  %47 = mul nsw i64 %conv2.cv1125, 8
+  %48 = add nsw i64 %46, %47
+  %49 = add nsw i64 %45, %48
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %49
+  %50 = load <8 x float>, ptr %arena9, align 4
+  %51 = mul nsw i64 %conv2.j1092, 196
+  %52 = mul nsw i64 %conv2.ty1103, 14
+  %53 = add nsw i64 %51, %52
+  %54 = add nsw i64 %53, %conv2.tx1114
+  %55 = mul nsw i64 %54, 16
+  %56 = add nsw i64 1699392, %55
+  %57 = mul nsw i64 %1, 8
+  %58 = mul nsw i64 %conv2.cv1125, 8
+  %59 = add nsw i64 %57, %58
+  %60 = add nsw i64 %56, %59
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load <8 x float>, ptr %arena10, align 4
+  %62 = fsub <8 x float> %50, %61
+  %63 = mul nsw i64 %conv2.j1092, 196
+  %64 = mul nsw i64 %conv2.ty1103, 14
+  %65 = add nsw i64 %63, %64
+  %66 = add nsw i64 %65, %conv2.tx1114
+  %67 = mul nsw i64 %66, 16
+  %68 = add nsw i64 1711936, %67
+  %69 = mul nsw i64 %1, 8
+  %70 = mul nsw i64 %conv2.cv1125, 8
+  %71 = add nsw i64 %69, %70
+  %72 = add nsw i64 %68, %71
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load <8 x float>, ptr %arena11, align 4
+  %74 = fsub <8 x float> %62, %73
+  store <8 x float> %74, ptr %conv2.w114, align 32
+  %75 = mul nsw i64 %conv2.j1092, 196
+  %76 = mul nsw i64 %conv2.ty1103, 14
+  %77 = add nsw i64 %75, %76
+  %78 = add nsw i64 %77, %conv2.tx1114
+  %79 = mul nsw i64 %78, 16
+  %80 = add nsw i64 1677440, %79
+  %81 = mul nsw i64 %1, 8
+  %82 = mul nsw i64 %conv2.cv1125, 8
+  %83 = add nsw i64 %81, %82
+  %84 = add nsw i64 %80, %83
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %84
+  %85 = load <8 x float>, ptr %arena12, align 4
+  %86 = mul nsw i64 %conv2.j1092, 196
+  %87 = mul nsw i64 %conv2.ty1103, 14
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 %88, %conv2.tx1114
+  %90 = mul nsw i64 %89, 16
+  %91 = add nsw i64 1689984, %90
+  %92 = mul nsw i64 %1, 8
+  %93 = mul nsw i64 %conv2.cv1125, 8
+  %94 = add nsw i64 %92, %93
+  %95 = add nsw i64 %91, %94
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %95
+  %96 = load <8 x float>, ptr %arena13, align 4
+  %97 = fadd <8 x float> %85, %96
+  %98 = mul nsw i64 %conv2.j1092, 196
+  %99 = mul nsw i64 %conv2.ty1103, 14
+  %100 = add nsw i64 %98, %99
+  %101 = add nsw i64 %100, %conv2.tx1114
+  %102 = mul nsw i64 %101, 16
+  %103 = add nsw i64 1702528, %102
+  %104 = mul nsw i64 %1, 8
+  %105 = mul nsw i64 %conv2.cv1125, 8
+  %106 = add nsw i64 %104, %105
+  %107 = add nsw i64 %103, %106
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %107
+  %108 = load <8 x float>, ptr %arena14, align 4
+  %109 = fadd <8 x float> %97, %108
+  store <8 x float> %109, ptr %conv2.w115, align 32
+  %110 = mul nsw i64 %conv2.j1092, 196
+  %111 = mul nsw i64 %conv2.ty1103, 14
+  %112 = add nsw i64 %110, %111
+  %113 = add nsw i64 %112, %conv2.tx1114
+  %114 = mul nsw i64 %113, 16
+  %115 = add nsw i64 1689984, %114
+  %116 = mul nsw i64 %1, 8
+  %117 = mul nsw i64 %conv2.cv1125, 8
+  %118 = add nsw i64 %116, %117
+  %119 = add nsw i64 %115, %118
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %119
+  %120 = load <8 x float>, ptr %arena15, align 4
+  %121 = mul nsw i64 %conv2.j1092, 196
+  %122 = mul nsw i64 %conv2.ty1103, 14
+  %123 = add nsw i64 %121, %122
+  %124 = add nsw i64 %123, %conv2.tx1114
+  %125 = mul nsw i64 %124, 16
+  %126 = add nsw i64 1702528, %125
+  %127 = mul nsw i64 %1, 8
+  %128 = mul nsw i64 %conv2.cv1125, 8
+  %129 = add nsw i64 %127, %128
+  %130 = add nsw i64 %126, %129
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %130
+  %131 = load <8 x float>, ptr %arena16, align 4
+  %132 = fsub <8 x float> %120, %131
+  %133 = mul nsw i64 %conv2.j1092, 196
+  %134 = mul nsw i64 %conv2.ty1103, 14
+  %135 = add nsw i64 %133, %134
+  %136 = add nsw i64 %135, %conv2.tx1114
+  %137 = mul nsw i64 %136, 16
+  %138 = add nsw i64 1715072, %137
+  %139 = mul nsw i64 %1, 8
+  %140 = mul nsw i64 %conv2.cv1125, 8
+  %141 = add nsw i64 %139, %140
+  %142 = add nsw i64 %138, %141
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %142
+  %143 = load <8 x float>, ptr %arena17, align 4
+  %144 = fsub <8 x float> %132, %143
+  store <8 x float> %144, ptr %conv2.w116, align 32
+  %145 = mul nsw i64 %conv2.j1092, 196
+  %146 = mul nsw i64 %conv2.ty1103, 14
+  %147 = add nsw i64 %145, %146
+  %148 = add nsw i64 %147, %conv2.tx1114
+  %149 = mul nsw i64 %148, 16
+  %150 = add nsw i64 1680576, %149
+  %151 = mul nsw i64 %1, 8
+  %152 = mul nsw i64 %conv2.cv1125, 8
+  %153 = add nsw i64 %151, %152
+  %154 = add nsw i64 %150, %153
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %154
+  %155 = load <8 x float>, ptr %arena18, align 4
+  %156 = mul nsw i64 %conv2.j1092, 196
+  %157 = mul nsw i64 %conv2.ty1103, 14
+  %158 = add nsw i64 %156, %157
+  %159 = add nsw i64 %158, %conv2.tx1114
+  %160 = mul nsw i64 %159, 16
+  %161 = add nsw i64 1693120, %160
+  %162 = mul nsw i64 %1, 8
+  %163 = mul nsw i64 %conv2.cv1125, 8
+  %164 = add nsw i64 %162, %163
+  %165 = add nsw i64 %161, %164
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %165
+  %166 = load <8 x float>, ptr %arena19, align 4
+  %167 = fadd <8 x float> %155, %166
+  %168 = mul nsw i64 %conv2.j1092, 196
+  %169 = mul nsw i64 %conv2.ty1103, 14
+  %170 = add nsw i64 %168, %169
+  %171 = add nsw i64 %170, %conv2.tx1114
+  %172 = mul nsw i64 %171, 16
+  %173 = add nsw i64 1705664, %172
+  %174 = mul nsw i64 %1, 8
+  %175 = mul nsw i64 %conv2.cv1125, 8
+  %176 = add nsw i64 %174, %175
+  %177 = add nsw i64 %173, %176
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %177
+  %178 = load <8 x float>, ptr %arena20, align 4
+  %179 = fadd <8 x float> %167, %178
+  store <8 x float> %179, ptr %conv2.w117, align 32
+  %180 = mul nsw i64 %conv2.j1092, 196
+  %181 = mul nsw i64 %conv2.ty1103, 14
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, %conv2.tx1114
+  %184 = mul nsw i64 %183, 16
+  %185 = add nsw i64 1693120, %184
+  %186 = mul nsw i64 %1, 8
+  %187 = mul nsw i64 %conv2.cv1125, 8
+  %188 = add nsw i64 %186, %187
+  %189 = add nsw i64 %185, %188
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %189
+  %190 = load <8 x float>, ptr %arena21, align 4
+  %191 = mul nsw i64 %conv2.j1092, 196
+  %192 = mul nsw i64 %conv2.ty1103, 14
+  %193 = add nsw i64 %191, %192
+  %194 = add nsw i64 %193, %conv2.tx1114
+  %195 = mul nsw i64 %194, 16
+  %196 = add nsw i64 1705664, %195
+  %197 = mul nsw i64 %1, 8
+  %198 = mul nsw i64 %conv2.cv1125, 8
+  %199 = add nsw i64 %197, %198
+  %200 = add nsw i64 %196, %199
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %200
+  %201 = load <8 x float>, ptr %arena22, align 4
+  %202 = fsub <8 x float> %190, %201
+  %203 = mul nsw i64 %conv2.j1092, 196
+  %204 = mul nsw i64 %conv2.ty1103, 14
+  %205 = add nsw i64 %203, %204
+  %206 = add nsw i64 %205, %conv2.tx1114
+  %207 = mul nsw i64 %206, 16
+  %208 = add nsw i64 1718208, %207
+  %209 = mul nsw i64 %1, 8
+  %210 = mul nsw i64 %conv2.cv1125, 8
+  %211 = add nsw i64 %209, %210
+  %212 = add nsw i64 %208, %211
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %212
+  %213 = load <8 x float>, ptr %arena23, align 4
+  %214 = fsub <8 x float> %202, %213
+  store <8 x float> %214, ptr %conv2.w118, align 32
+  %215 = mul nsw i64 %conv2.j1092, 196
+  %216 = mul nsw i64 %conv2.ty1103, 14
+  %217 = add nsw i64 %215, %216
+  %218 = add nsw i64 %217, %conv2.tx1114
+  %219 = mul nsw i64 %218, 16
+  %220 = add nsw i64 1683712, %219
+  %221 = mul nsw i64 %1, 8
+  %222 = mul nsw i64 %conv2.cv1125, 8
+  %223 = add nsw i64 %221, %222
+  %224 = add nsw i64 %220, %223
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %224
+  %225 = load <8 x float>, ptr %arena24, align 4
+  %226 = mul nsw i64 %conv2.j1092, 196
+  %227 = mul nsw i64 %conv2.ty1103, 14
+  %228 = add nsw i64 %226, %227
+  %229 = add nsw i64 %228, %conv2.tx1114
+  %230 = mul nsw i64 %229, 16
+  %231 = add nsw i64 1696256, %230
+  %232 = mul nsw i64 %1, 8
+  %233 = mul nsw i64 %conv2.cv1125, 8
+  %234 = add nsw i64 %232, %233
+  %235 = add nsw i64 %231, %234
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %235
+  %236 = load <8 x float>, ptr %arena25, align 4
+  %237 = fadd <8 x float> %225, %236
+  %238 = mul nsw i64 %conv2.j1092, 196
+  %239 = mul nsw i64 %conv2.ty1103, 14
+  %240 = add nsw i64 %238, %239
+  %241 = add nsw i64 %240, %conv2.tx1114
+  %242 = mul nsw i64 %241, 16
+  %243 = add nsw i64 1708800, %242
+  %244 = mul nsw i64 %1, 8
+  %245 = mul nsw i64 %conv2.cv1125, 8
+  %246 = add nsw i64 %244, %245
+  %247 = add nsw i64 %243, %246
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %247
+  %248 = load <8 x float>, ptr %arena26, align 4
+  %249 = fadd <8 x float> %237, %248
+  store <8 x float> %249, ptr %conv2.w119, align 32
+  %250 = mul nsw i64 %conv2.j1092, 196
+  %251 = mul nsw i64 %conv2.ty1103, 14
+  %252 = add nsw i64 %250, %251
+  %253 = add nsw i64 %252, %conv2.tx1114
+  %254 = mul nsw i64 %253, 16
+  %255 = add nsw i64 1696256, %254
+  %256 = mul nsw i64 %1, 8
+  %257 = mul nsw i64 %conv2.cv1125, 8
+  %258 = add nsw i64 %256, %257
+  %259 = add nsw i64 %255, %258
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %259
+  %260 = load <8 x float>, ptr %arena27, align 4
+  %261 = mul nsw i64 %conv2.j1092, 196
+  %262 = mul nsw i64 %conv2.ty1103, 14
+  %263 = add nsw i64 %261, %262
+  %264 = add nsw i64 %263, %conv2.tx1114
+  %265 = mul nsw i64 %264, 16
+  %266 = add nsw i64 1708800, %265
+  %267 = mul nsw i64 %1, 8
+  %268 = mul nsw i64 %conv2.cv1125, 8
+  %269 = add nsw i64 %267, %268
+  %270 = add nsw i64 %266, %269
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %270
+  %271 = load <8 x float>, ptr %arena28, align 4
+  %272 = fsub <8 x float> %260, %271
+  %273 = mul nsw i64 %conv2.j1092, 196
+  %274 = mul nsw i64 %conv2.ty1103, 14
+  %275 = add nsw i64 %273, %274
+  %276 = add nsw i64 %275, %conv2.tx1114
+  %277 = mul nsw i64 %276, 16
+  %278 = add nsw i64 1721344, %277
+  %279 = mul nsw i64 %1, 8
+  %280 = mul nsw i64 %conv2.cv1125, 8
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 %278, %281
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %282
+  %283 = load <8 x float>, ptr %arena29, align 4
+  %284 = fsub <8 x float> %272, %283
+  store <8 x float> %284, ptr %conv2.w120, align 32
+  %w113 = load <8 x float>, ptr %conv2.w113, align 32
+  %w115 = load <8 x float>, ptr %conv2.w115, align 32
+  %285 = fadd <8 x float> %w113, %w115
+  %w117 = load <8 x float>, ptr %conv2.w117, align 32
+  %286 = fadd <8 x float> %285, %w117
+  store <8 x float> %286, ptr %conv2.w121, align 32
+  %w11530 = load <8 x float>, ptr %conv2.w115, align 32
+  %w11731 = load <8 x float>, ptr %conv2.w117, align 32
+  %287 = fsub <8 x float> %w11530, %w11731
+  %w119 = load <8 x float>, ptr %conv2.w119, align 32
+  %288 = fsub <8 x float> %287, %w119
+  store <8 x float> %288, ptr %conv2.w122, align 32
+  %w114 = load <8 x float>, ptr %conv2.w114, align 32
+  %w116 = load <8 x float>, ptr %conv2.w116, align 32
+  %289 = fadd <8 x float> %w114, %w116
+  %w118 = load <8 x float>, ptr %conv2.w118, align 32
+  %290 = fadd <8 x float> %289, %w118
+  store <8 x float> %290, ptr %conv2.w123, align 32
+  %w11632 = load <8 x float>, ptr %conv2.w116, align 32
+  %w11833 = load <8 x float>, ptr %conv2.w118, align 32
+  %291 = fsub <8 x float> %w11632, %w11833
+  %w120 = load <8 x float>, ptr %conv2.w120, align 32
+  %292 = fsub <8 x float> %291, %w120
+  store <8 x float> %292, ptr %conv2.w124, align 32
+  %w121 = load <8 x float>, ptr %conv2.w121, align 32
+  %293 = mul nsw i64 %1, 8
+  %294 = mul nsw i64 %conv2.cv1125, 8
+  %295 = add nsw i64 %293, %294
+  %296 = add nsw i64 2464, %295
+  %params34 = getelementptr inbounds float, ptr %params, i64 %296
+  %297 = load <8 x float>, ptr %params34, align 4
+  %298 = fadd <8 x float> %w121, %297
+  %299 = mul nsw i64 %conv2.j1092, 28
+  %300 = mul nsw i64 %conv2.ty1103, 2
+  %301 = add nsw i64 %299, %300
+  %302 = mul nsw i64 %301, 28
+  %303 = mul nsw i64 %conv2.tx1114, 2
+  %304 = add nsw i64 %302, %303
+  %305 = mul nsw i64 %304, 16
+  %306 = add nsw i64 1724480, %305
+  %307 = mul nsw i64 %1, 8
+  %308 = mul nsw i64 %conv2.cv1125, 8
+  %309 = add nsw i64 %307, %308
+  %310 = add nsw i64 %306, %309
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %310
+  store <8 x float> %298, ptr %arena35, align 4
+  %w122 = load <8 x float>, ptr %conv2.w122, align 32
+  %311 = mul nsw i64 %1, 8
+  %312 = mul nsw i64 %conv2.cv1125, 8
+  %313 = add nsw i64 %311, %312
+  %314 = add nsw i64 2464, %313
+  %params36 = getelementptr inbounds float, ptr %params, i64 %314
+  %315 = load <8 x float>, ptr %params36, align 4
+  %316 = fadd <8 x float> %w122, %315
+  %317 = mul nsw i64 %conv2.j1092, 28
+  %318 = mul nsw i64 %conv2.ty1103, 2
+  %319 = add nsw i64 %317, %318
+  %320 = mul nsw i64 %319, 28
+  %321 = mul nsw i64 %conv2.tx1114, 2
+  %322 = add nsw i64 %320, %321
+  %323 = add nsw i64 %322, 1
+  %324 = mul nsw i64 %323, 16
+  %325 = add nsw i64 1724480, %324
+  %326 = mul nsw i64 %1, 8
+  %327 = mul nsw i64 %conv2.cv1125, 8
+  %328 = add nsw i64 %326, %327
+  %329 = add nsw i64 %325, %328
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %329
+  store <8 x float> %316, ptr %arena37, align 4
+  %w123 = load <8 x float>, ptr %conv2.w123, align 32
+  %330 = mul nsw i64 %1, 8
+  %331 = mul nsw i64 %conv2.cv1125, 8
+  %332 = add nsw i64 %330, %331
+  %333 = add nsw i64 2464, %332
+  %params38 = getelementptr inbounds float, ptr %params, i64 %333
+  %334 = load <8 x float>, ptr %params38, align 4
+  %335 = fadd <8 x float> %w123, %334
+  %336 = mul nsw i64 %conv2.j1092, 28
+  %337 = mul nsw i64 %conv2.ty1103, 2
+  %338 = add nsw i64 %336, %337
+  %339 = add nsw i64 %338, 1
+  %340 = mul nsw i64 %339, 28
+  %341 = mul nsw i64 %conv2.tx1114, 2
+  %342 = add nsw i64 %340, %341
+  %343 = mul nsw i64 %342, 16
+  %344 = add nsw i64 1724480, %343
+  %345 = mul nsw i64 %1, 8
+  %346 = mul nsw i64 %conv2.cv1125, 8
+  %347 = add nsw i64 %345, %346
+  %348 = add nsw i64 %344, %347
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %348
+  store <8 x float> %335, ptr %arena39, align 4
+  %w124 = load <8 x float>, ptr %conv2.w124, align 32
+  %349 = mul nsw i64 %1, 8
+  %350 = mul nsw i64 %conv2.cv1125, 8
+  %351 = add nsw i64 %349, %350
+  %352 = add nsw i64 2464, %351
+  %params40 = getelementptr inbounds float, ptr %params, i64 %352
+  %353 = load <8 x float>, ptr %params40, align 4
+  %354 = fadd <8 x float> %w124, %353
+  %355 = mul nsw i64 %conv2.j1092, 28
+  %356 = mul nsw i64 %conv2.ty1103, 2
+  %357 = add nsw i64 %355, %356
+  %358 = add nsw i64 %357, 1
+  %359 = mul nsw i64 %358, 28
+  %360 = mul nsw i64 %conv2.tx1114, 2
+  %361 = add nsw i64 %359, %360
+  %362 = add nsw i64 %361, 1
+  %363 = mul nsw i64 %362, 16
+  %364 = add nsw i64 1724480, %363
+  %365 = mul nsw i64 %1, 8
+  %366 = mul nsw i64 %conv2.cv1125, 8
+  %367 = add nsw i64 %365, %366
+  %368 = add nsw i64 %364, %367
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %368
+  store <8 x float> %354, ptr %arena41, align 4
+  %cv112.next = add nsw i64 %conv2.cv1125, 1
+  %369 = icmp slt i64 %cv112.next, 1
+  br i1 %369, label %conv2.cv112, label %conv2.cv112.end
+
+conv2.cv112.end:                                  ; preds = %conv2.cv112
+  %tx111.next = add nsw i64 %conv2.tx1114, 1
+  %370 = icmp slt i64 %tx111.next, 14
+  br i1 %370, label %conv2.tx111, label %conv2.tx111.end
+
+conv2.j125:                                       ; preds = %conv2.c126.end, %conv2.j109.end
+  %conv2.j12542 = phi i64 [ 0, %conv2.j109.end ], [ %j125.next, %conv2.c126.end ]
+  br label %conv2.c126
+
+conv2.j125.end:                                   ; preds = %conv2.c126.end
+  ret void
+
+conv2.c126:                                       ; preds = %conv2.q127.end, %conv2.j125
+  %conv2.c12643 = phi i64 [ 0, %conv2.j125 ], [ %c126.next, %conv2.q127.end ]
+  br label %conv2.q127
+
+conv2.c126.end:                                   ; preds = %conv2.q127.end
+  %j125.next = add nsw i64 %conv2.j12542, 1
+  %371 = icmp slt i64 %j125.next, 1
+  br i1 %371, label %conv2.j125, label %conv2.j125.end
+
+conv2.q127:                                       ; preds = %conv2.q127, %conv2.c126
+  %conv2.q12744 = phi i64 [ 0, %conv2.c126 ], [ %q127.next, %conv2.q127 ]
+  %372 = mul nsw i64 %conv2.j12542, 784
+  %373 = add nsw i64 %372, %conv2.q12744
+  %374 = mul nsw i64 %373, 16
+  %375 = add nsw i64 1724480, %374
+  %376 = mul nsw i64 %1, 8
+  %377 = add nsw i64 %376, %conv2.c12643
+  %378 = add nsw i64 %375, %377
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %378
+  %379 = load float, ptr %arena45, align 4
+  %380 = fmul float 2.000000e+00, %379
+  %381 = fcmp ogt float 0xC055A926E0000000, %380
+  %382 = select i1 %381, float 0xC055A926E0000000, float %380
+  %383 = fcmp ogt float %382, 0x40562E4300000000
+  %384 = select i1 %383, float 0x40562E4300000000, float %382
+  %385 = fmul float %384, 0x3FF7154760000000
+  %386 = fadd float %385, 5.000000e-01
+  %387 = call float @llvm.floor.f32(float %386)
+  %388 = fmul float %387, 0x3FE6300000000000
+  %389 = fsub float %384, %388
+  %390 = fmul float %387, 0xBF2BD01060000000
+  %391 = fsub float %389, %390
+  %392 = fmul float 0x3F2A0D2CE0000000, %391
+  %393 = fadd float %392, 0x3F56E879C0000000
+  %394 = fmul float %393, %391
+  %395 = fadd float %394, 0x3F81112100000000
+  %396 = fmul float %395, %391
+  %397 = fadd float %396, 0x3FA5553820000000
+  %398 = fmul float %397, %391
+  %399 = fadd float %398, 0x3FC5555540000000
+  %400 = fmul float %399, %391
+  %401 = fadd float %400, 5.000000e-01
+  %402 = fmul float %391, %391
+  %403 = fmul float %401, %402
+  %404 = fadd float %403, %391
+  %405 = fadd float %404, 1.000000e+00
+  %406 = fptosi float %387 to i32
+  %407 = add i32 %406, 126
+  %408 = shl i32 %407, 23
+  %409 = bitcast i32 %408 to float
+  %410 = fmul float %405, %409
+  %411 = fmul float %410, 2.000000e+00
+  %412 = fcmp ogt float 0xC055A926E0000000, %380
+  %413 = select i1 %412, float 0.000000e+00, float %411
+  %414 = fcmp ogt float %380, 0x40562E4300000000
+  %415 = select i1 %414, float 0x7FF0000000000000, float %413
+  %416 = fcmp uno float %380, %380
+  %417 = select i1 %416, float %380, float %415
+  %418 = fadd float %417, 1.000000e+00
+  %419 = fdiv float 2.000000e+00, %418
+  %420 = fsub float 1.000000e+00, %419
+  %421 = add nsw i64 %0, %conv2.j12542
+  %422 = mul nsw i64 %421, 12544
+  %423 = mul nsw i64 %1, 8
+  %424 = add nsw i64 %423, %conv2.c12643
+  %425 = mul nsw i64 %424, 784
+  %426 = add nsw i64 %422, %425
+  %427 = add nsw i64 %426, %conv2.q12744
+  %428 = add nsw i64 802816, %427
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %428
+  store float %420, ptr %arena46, align 4
+  %q127.next = add nsw i64 %conv2.q12744, 1
+  %429 = icmp slt i64 %q127.next, 784
+  br i1 %429, label %conv2.q127, label %conv2.q127.end
+
+conv2.q127.end:                                   ; preds = %conv2.q127
+  %c126.next = add nsw i64 %conv2.c12643, 1
+  %430 = icmp slt i64 %c126.next, 8
+  br i1 %430, label %conv2.c126, label %conv2.c126.end
+}
+
+; Function Attrs: noinline
+define internal void @residual_infer_b64.k1.conv2.part102.gemm108(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+entry:
+  %conv2.t106_a13 = alloca <8 x float>, align 32
+  %conv2.t106_a12 = alloca <8 x float>, align 32
+  %conv2.t106_a11 = alloca <8 x float>, align 32
+  %conv2.t106_a10 = alloca <8 x float>, align 32
+  %conv2.t106_a9 = alloca <8 x float>, align 32
+  %conv2.t106_a8 = alloca <8 x float>, align 32
+  %conv2.t106_a7 = alloca <8 x float>, align 32
+  %conv2.t106_a6 = alloca <8 x float>, align 32
   %conv2.t106_a5 = alloca <8 x float>, align 32
   %conv2.t106_a4 = alloca <8 x float>, align 32
   %conv2.t106_a3 = alloca <8 x float>, align 32
   %conv2.t106_a2 = alloca <8 x float>, align 32
   %conv2.t106_a1 = alloca <8 x float>, align 32
   %conv2.t106_a0 = alloca <8 x float>, align 32
-  %conv2.t106_b1 = alloca <8 x float>, align 32
   %conv2.t106_b0 = alloca <8 x float>, align 32
-  %conv2.t106_c5_1 = alloca <8 x float>, align 32
+  %conv2.t106_c13_0 = alloca <8 x float>, align 32
+  %conv2.t106_c12_0 = alloca <8 x float>, align 32
+  %conv2.t106_c11_0 = alloca <8 x float>, align 32
+  %conv2.t106_c10_0 = alloca <8 x float>, align 32
+  %conv2.t106_c9_0 = alloca <8 x float>, align 32
+  %conv2.t106_c8_0 = alloca <8 x float>, align 32
+  %conv2.t106_c7_0 = alloca <8 x float>, align 32
+  %conv2.t106_c6_0 = alloca <8 x float>, align 32
   %conv2.t106_c5_0 = alloca <8 x float>, align 32
-  %conv2.t106_c4_1 = alloca <8 x float>, align 32
   %conv2.t106_c4_0 = alloca <8 x float>, align 32
-  %conv2.t106_c3_1 = alloca <8 x float>, align 32
   %conv2.t106_c3_0 = alloca <8 x float>, align 32
-  %conv2.t106_c2_1 = alloca <8 x float>, align 32
   %conv2.t106_c2_0 = alloca <8 x float>, align 32
-  %conv2.t106_c1_1 = alloca <8 x float>, align 32
   %conv2.t106_c1_0 = alloca <8 x float>, align 32
-  %conv2.t106_c0_1 = alloca <8 x float>, align 32
   %conv2.t106_c0_0 = alloca <8 x float>, align 32
   br label %conv2.nb104
 
-conv2.nb104:                                      ; preds = %conv2.k109.end, %entry
-  %conv2.nb1041 = phi i64 [ 0, %entry ], [ %nb104.next, %conv2.k109.end ]
+conv2.nb104:                                      ; preds = %conv2.mb105.end, %entry
+  %conv2.nb1041 = phi i64 [ 0, %entry ], [ %nb104.next, %conv2.mb105.end ]
   br label %conv2.mb105
 
-conv2.nb104.end:                                  ; preds = %conv2.k109.end
+conv2.nb104.end:                                  ; preds = %conv2.mb105.end
   ret void
 
 conv2.mb105:                                      ; preds = %conv2.k107.end, %conv2.nb104
   %conv2.mb1052 = phi i64 [ 0, %conv2.nb104 ], [ %mb105.next, %conv2.k107.end ]
   store <8 x float> zeroinitializer, ptr %conv2.t106_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t106_c0_1, align 32
   store <8 x float> zeroinitializer, ptr %conv2.t106_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t106_c1_1, align 32
   store <8 x float> zeroinitializer, ptr %conv2.t106_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t106_c2_1, align 32
   store <8 x float> zeroinitializer, ptr %conv2.t106_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t106_c3_1, align 32
   store <8 x float> zeroinitializer, ptr %conv2.t106_c4_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t106_c4_1, align 32
   store <8 x float> zeroinitializer, ptr %conv2.t106_c5_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t106_c5_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c6_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c7_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c8_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c9_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c10_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c11_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c12_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c13_0, align 32
   br label %conv2.k107
 
 conv2.mb105.end:                                  ; preds = %conv2.k107.end
-  store <8 x float> zeroinitializer, ptr %conv2.t108_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t108_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t108_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t108_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t108_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t108_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t108_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t108_c3_1, align 32
-  br label %conv2.k109
+  %nb104.next = add nsw i64 %conv2.nb1041, 1
+  %2 = icmp slt i64 %nb104.next, 1
+  br i1 %2, label %conv2.nb104, label %conv2.nb104.end
 
 conv2.k107:                                       ; preds = %conv2.k107, %conv2.mb105
   %conv2.k1073 = phi i64 [ 0, %conv2.mb105 ], [ %k107.next, %conv2.k107 ]
   %3 = mul nsw i64 %0, 256
   %4 = add nsw i64 2408448, %3
-  %5 = mul nsw i64 %conv2.k1073, 16
+  %5 = mul nsw i64 %1, 8
   %6 = add nsw i64 %4, %5
-  %7 = mul nsw i64 %conv2.nb1041, 16
+  %7 = mul nsw i64 %conv2.k1073, 16
   %8 = add nsw i64 %6, %7
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %8
-  %9 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %9, ptr %conv2.t106_b0, align 32
-  %10 = mul nsw i64 %0, 256
-  %11 = add nsw i64 2408448, %10
-  %12 = mul nsw i64 %conv2.k1073, 16
-  %13 = add nsw i64 %11, %12
-  %14 = mul nsw i64 %conv2.nb1041, 16
-  %15 = add nsw i64 %13, %14
-  %16 = add nsw i64 %15, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %16
-  %17 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %17, ptr %conv2.t106_b1, align 32
-  %18 = mul nsw i64 %0, 3136
-  %19 = add nsw i64 1624128, %18
-  %20 = mul nsw i64 %2, 3
-  %21 = add nsw i64 %1, %20
-  %22 = mul nsw i64 %21, 2
-  %23 = mul nsw i64 %22, 14
-  %24 = mul nsw i64 %23, 16
-  %25 = add nsw i64 %19, %24
-  %26 = mul nsw i64 %conv2.mb1052, 6
-  %27 = mul nsw i64 %26, 16
-  %28 = add nsw i64 %25, %27
-  %29 = add nsw i64 %28, %conv2.k1073
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %29
-  %30 = load float, ptr %arena6, align 4
-  %31 = insertelement <8 x float> undef, float %30, i32 0
-  %32 = shufflevector <8 x float> %31, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %32, ptr %conv2.t106_a0, align 32
+  %9 = mul nsw i64 %conv2.nb1041, 8
+  %10 = add nsw i64 %8, %9
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %10
+  %11 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %11, ptr %conv2.t106_b0, align 32
+  %12 = mul nsw i64 %0, 3136
+  %13 = add nsw i64 1624128, %12
+  %14 = mul nsw i64 %conv2.mb1052, 14
+  %15 = mul nsw i64 %14, 16
+  %16 = add nsw i64 %13, %15
+  %17 = add nsw i64 %16, %conv2.k1073
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %17
+  %18 = load float, ptr %arena5, align 4
+  %19 = insertelement <8 x float> undef, float %18, i32 0
+  %20 = shufflevector <8 x float> %19, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %20, ptr %conv2.t106_a0, align 32
   %t106_a0 = load <8 x float>, ptr %conv2.t106_a0, align 32
   %t106_b0 = load <8 x float>, ptr %conv2.t106_b0, align 32
   %t106_c0_0 = load <8 x float>, ptr %conv2.t106_c0_0, align 32
-  %33 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a0, <8 x float> %t106_b0, <8 x float> %t106_c0_0)
-  store <8 x float> %33, ptr %conv2.t106_c0_0, align 32
-  %t106_a07 = load <8 x float>, ptr %conv2.t106_a0, align 32
-  %t106_b1 = load <8 x float>, ptr %conv2.t106_b1, align 32
-  %t106_c0_1 = load <8 x float>, ptr %conv2.t106_c0_1, align 32
-  %34 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a07, <8 x float> %t106_b1, <8 x float> %t106_c0_1)
-  store <8 x float> %34, ptr %conv2.t106_c0_1, align 32
-  %35 = mul nsw i64 %0, 3136
-  %36 = add nsw i64 1624128, %35
-  %37 = mul nsw i64 %2, 3
-  %38 = add nsw i64 %1, %37
-  %39 = mul nsw i64 %38, 2
-  %40 = mul nsw i64 %39, 14
-  %41 = mul nsw i64 %40, 16
-  %42 = add nsw i64 %36, %41
-  %43 = mul nsw i64 %conv2.mb1052, 6
-  %44 = add nsw i64 %43, 1
-  %45 = mul nsw i64 %44, 16
-  %46 = add nsw i64 %42, %45
-  %47 = add nsw i64 %46, %conv2.k1073
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %47
-  %48 = load float, ptr %arena8, align 4
-  %49 = insertelement <8 x float> undef, float %48, i32 0
-  %50 = shufflevector <8 x float> %49, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %50, ptr %conv2.t106_a1, align 32
+  %21 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a0, <8 x float> %t106_b0, <8 x float> %t106_c0_0)
+  store <8 x float> %21, ptr %conv2.t106_c0_0, align 32
+  %22 = mul nsw i64 %0, 3136
+  %23 = add nsw i64 1624128, %22
+  %24 = mul nsw i64 %conv2.mb1052, 14
+  %25 = add nsw i64 %24, 1
+  %26 = mul nsw i64 %25, 16
+  %27 = add nsw i64 %23, %26
+  %28 = add nsw i64 %27, %conv2.k1073
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %28
+  %29 = load float, ptr %arena6, align 4
+  %30 = insertelement <8 x float> undef, float %29, i32 0
+  %31 = shufflevector <8 x float> %30, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %31, ptr %conv2.t106_a1, align 32
   %t106_a1 = load <8 x float>, ptr %conv2.t106_a1, align 32
-  %t106_b09 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_b07 = load <8 x float>, ptr %conv2.t106_b0, align 32
   %t106_c1_0 = load <8 x float>, ptr %conv2.t106_c1_0, align 32
-  %51 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a1, <8 x float> %t106_b09, <8 x float> %t106_c1_0)
-  store <8 x float> %51, ptr %conv2.t106_c1_0, align 32
-  %t106_a110 = load <8 x float>, ptr %conv2.t106_a1, align 32
-  %t106_b111 = load <8 x float>, ptr %conv2.t106_b1, align 32
-  %t106_c1_1 = load <8 x float>, ptr %conv2.t106_c1_1, align 32
-  %52 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a110, <8 x float> %t106_b111, <8 x float> %t106_c1_1)
-  store <8 x float> %52, ptr %conv2.t106_c1_1, align 32
-  %53 = mul nsw i64 %0, 3136
-  %54 = add nsw i64 1624128, %53
-  %55 = mul nsw i64 %2, 3
-  %56 = add nsw i64 %1, %55
-  %57 = mul nsw i64 %56, 2
-  %58 = mul nsw i64 %57, 14
-  %59 = mul nsw i64 %58, 16
-  %60 = add nsw i64 %54, %59
-  %61 = mul nsw i64 %conv2.mb1052, 6
-  %62 = add nsw i64 %61, 2
-  %63 = mul nsw i64 %62, 16
-  %64 = add nsw i64 %60, %63
-  %65 = add nsw i64 %64, %conv2.k1073
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %65
-  %66 = load float, ptr %arena12, align 4
-  %67 = insertelement <8 x float> undef, float %66, i32 0
-  %68 = shufflevector <8 x float> %67, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %68, ptr %conv2.t106_a2, align 32
+  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a1, <8 x float> %t106_b07, <8 x float> %t106_c1_0)
+  store <8 x float> %32, ptr %conv2.t106_c1_0, align 32
+  %33 = mul nsw i64 %0, 3136
+  %34 = add nsw i64 1624128, %33
+  %35 = mul nsw i64 %conv2.mb1052, 14
+  %36 = add nsw i64 %35, 2
+  %37 = mul nsw i64 %36, 16
+  %38 = add nsw i64 %34, %37
+  %39 = add nsw i64 %38, %conv2.k1073
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %39
+  %40 = load float, ptr %arena8, align 4
+  %41 = insertelement <8 x float> undef, float %40, i32 0
+  %42 = shufflevector <8 x float> %41, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %42, ptr %conv2.t106_a2, align 32
   %t106_a2 = load <8 x float>, ptr %conv2.t106_a2, align 32
-  %t106_b013 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_b09 = load <8 x float>, ptr %conv2.t106_b0, align 32
   %t106_c2_0 = load <8 x float>, ptr %conv2.t106_c2_0, align 32
-  %69 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a2, <8 x float> %t106_b013, <8 x float> %t106_c2_0)
-  store <8 x float> %69, ptr %conv2.t106_c2_0, align 32
-  %t106_a214 = load <8 x float>, ptr %conv2.t106_a2, align 32
-  %t106_b115 = load <8 x float>, ptr %conv2.t106_b1, align 32
-  %t106_c2_1 = load <8 x float>, ptr %conv2.t106_c2_1, align 32
-  %70 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a214, <8 x float> %t106_b115, <8 x float> %t106_c2_1)
-  store <8 x float> %70, ptr %conv2.t106_c2_1, align 32
-  %71 = mul nsw i64 %0, 3136
-  %72 = add nsw i64 1624128, %71
-  %73 = mul nsw i64 %2, 3
-  %74 = add nsw i64 %1, %73
-  %75 = mul nsw i64 %74, 2
-  %76 = mul nsw i64 %75, 14
-  %77 = mul nsw i64 %76, 16
-  %78 = add nsw i64 %72, %77
-  %79 = mul nsw i64 %conv2.mb1052, 6
-  %80 = add nsw i64 %79, 3
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a2, <8 x float> %t106_b09, <8 x float> %t106_c2_0)
+  store <8 x float> %43, ptr %conv2.t106_c2_0, align 32
+  %44 = mul nsw i64 %0, 3136
+  %45 = add nsw i64 1624128, %44
+  %46 = mul nsw i64 %conv2.mb1052, 14
+  %47 = add nsw i64 %46, 3
+  %48 = mul nsw i64 %47, 16
+  %49 = add nsw i64 %45, %48
+  %50 = add nsw i64 %49, %conv2.k1073
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %50
+  %51 = load float, ptr %arena10, align 4
+  %52 = insertelement <8 x float> undef, float %51, i32 0
+  %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %53, ptr %conv2.t106_a3, align 32
+  %t106_a3 = load <8 x float>, ptr %conv2.t106_a3, align 32
+  %t106_b011 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c3_0 = load <8 x float>, ptr %conv2.t106_c3_0, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a3, <8 x float> %t106_b011, <8 x float> %t106_c3_0)
+  store <8 x float> %54, ptr %conv2.t106_c3_0, align 32
+  %55 = mul nsw i64 %0, 3136
+  %56 = add nsw i64 1624128, %55
+  %57 = mul nsw i64 %conv2.mb1052, 14
+  %58 = add nsw i64 %57, 4
+  %59 = mul nsw i64 %58, 16
+  %60 = add nsw i64 %56, %59
+  %61 = add nsw i64 %60, %conv2.k1073
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %61
+  %62 = load float, ptr %arena12, align 4
+  %63 = insertelement <8 x float> undef, float %62, i32 0
+  %64 = shufflevector <8 x float> %63, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %64, ptr %conv2.t106_a4, align 32
+  %t106_a4 = load <8 x float>, ptr %conv2.t106_a4, align 32
+  %t106_b013 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c4_0 = load <8 x float>, ptr %conv2.t106_c4_0, align 32
+  %65 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a4, <8 x float> %t106_b013, <8 x float> %t106_c4_0)
+  store <8 x float> %65, ptr %conv2.t106_c4_0, align 32
+  %66 = mul nsw i64 %0, 3136
+  %67 = add nsw i64 1624128, %66
+  %68 = mul nsw i64 %conv2.mb1052, 14
+  %69 = add nsw i64 %68, 5
+  %70 = mul nsw i64 %69, 16
+  %71 = add nsw i64 %67, %70
+  %72 = add nsw i64 %71, %conv2.k1073
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load float, ptr %arena14, align 4
+  %74 = insertelement <8 x float> undef, float %73, i32 0
+  %75 = shufflevector <8 x float> %74, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %75, ptr %conv2.t106_a5, align 32
+  %t106_a5 = load <8 x float>, ptr %conv2.t106_a5, align 32
+  %t106_b015 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c5_0 = load <8 x float>, ptr %conv2.t106_c5_0, align 32
+  %76 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a5, <8 x float> %t106_b015, <8 x float> %t106_c5_0)
+  store <8 x float> %76, ptr %conv2.t106_c5_0, align 32
+  %77 = mul nsw i64 %0, 3136
+  %78 = add nsw i64 1624128, %77
+  %79 = mul nsw i64 %conv2.mb1052, 14
+  %80 = add nsw i64 %79, 6
   %81 = mul nsw i64 %80, 16
   %82 = add nsw i64 %78, %81
   %83 = add nsw i64 %82, %conv2.k1073
@@ -21712,1233 +20365,323 @@ conv2.k107:                                       ; preds = %conv2.k107, %conv2.
   %84 = load float, ptr %arena16, align 4
   %85 = insertelement <8 x float> undef, float %84, i32 0
   %86 = shufflevector <8 x float> %85, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %86, ptr %conv2.t106_a3, align 32
-  %t106_a3 = load <8 x float>, ptr %conv2.t106_a3, align 32
+  store <8 x float> %86, ptr %conv2.t106_a6, align 32
+  %t106_a6 = load <8 x float>, ptr %conv2.t106_a6, align 32
   %t106_b017 = load <8 x float>, ptr %conv2.t106_b0, align 32
-  %t106_c3_0 = load <8 x float>, ptr %conv2.t106_c3_0, align 32
-  %87 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a3, <8 x float> %t106_b017, <8 x float> %t106_c3_0)
-  store <8 x float> %87, ptr %conv2.t106_c3_0, align 32
-  %t106_a318 = load <8 x float>, ptr %conv2.t106_a3, align 32
-  %t106_b119 = load <8 x float>, ptr %conv2.t106_b1, align 32
-  %t106_c3_1 = load <8 x float>, ptr %conv2.t106_c3_1, align 32
-  %88 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a318, <8 x float> %t106_b119, <8 x float> %t106_c3_1)
-  store <8 x float> %88, ptr %conv2.t106_c3_1, align 32
-  %89 = mul nsw i64 %0, 3136
-  %90 = add nsw i64 1624128, %89
-  %91 = mul nsw i64 %2, 3
-  %92 = add nsw i64 %1, %91
-  %93 = mul nsw i64 %92, 2
-  %94 = mul nsw i64 %93, 14
-  %95 = mul nsw i64 %94, 16
-  %96 = add nsw i64 %90, %95
-  %97 = mul nsw i64 %conv2.mb1052, 6
-  %98 = add nsw i64 %97, 4
-  %99 = mul nsw i64 %98, 16
-  %100 = add nsw i64 %96, %99
-  %101 = add nsw i64 %100, %conv2.k1073
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %101
-  %102 = load float, ptr %arena20, align 4
-  %103 = insertelement <8 x float> undef, float %102, i32 0
-  %104 = shufflevector <8 x float> %103, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %104, ptr %conv2.t106_a4, align 32
-  %t106_a4 = load <8 x float>, ptr %conv2.t106_a4, align 32
+  %t106_c6_0 = load <8 x float>, ptr %conv2.t106_c6_0, align 32
+  %87 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a6, <8 x float> %t106_b017, <8 x float> %t106_c6_0)
+  store <8 x float> %87, ptr %conv2.t106_c6_0, align 32
+  %88 = mul nsw i64 %0, 3136
+  %89 = add nsw i64 1624128, %88
+  %90 = mul nsw i64 %conv2.mb1052, 14
+  %91 = add nsw i64 %90, 7
+  %92 = mul nsw i64 %91, 16
+  %93 = add nsw i64 %89, %92
+  %94 = add nsw i64 %93, %conv2.k1073
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %94
+  %95 = load float, ptr %arena18, align 4
+  %96 = insertelement <8 x float> undef, float %95, i32 0
+  %97 = shufflevector <8 x float> %96, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %97, ptr %conv2.t106_a7, align 32
+  %t106_a7 = load <8 x float>, ptr %conv2.t106_a7, align 32
+  %t106_b019 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c7_0 = load <8 x float>, ptr %conv2.t106_c7_0, align 32
+  %98 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a7, <8 x float> %t106_b019, <8 x float> %t106_c7_0)
+  store <8 x float> %98, ptr %conv2.t106_c7_0, align 32
+  %99 = mul nsw i64 %0, 3136
+  %100 = add nsw i64 1624128, %99
+  %101 = mul nsw i64 %conv2.mb1052, 14
+  %102 = add nsw i64 %101, 8
+  %103 = mul nsw i64 %102, 16
+  %104 = add nsw i64 %100, %103
+  %105 = add nsw i64 %104, %conv2.k1073
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %105
+  %106 = load float, ptr %arena20, align 4
+  %107 = insertelement <8 x float> undef, float %106, i32 0
+  %108 = shufflevector <8 x float> %107, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %108, ptr %conv2.t106_a8, align 32
+  %t106_a8 = load <8 x float>, ptr %conv2.t106_a8, align 32
   %t106_b021 = load <8 x float>, ptr %conv2.t106_b0, align 32
-  %t106_c4_0 = load <8 x float>, ptr %conv2.t106_c4_0, align 32
-  %105 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a4, <8 x float> %t106_b021, <8 x float> %t106_c4_0)
-  store <8 x float> %105, ptr %conv2.t106_c4_0, align 32
-  %t106_a422 = load <8 x float>, ptr %conv2.t106_a4, align 32
-  %t106_b123 = load <8 x float>, ptr %conv2.t106_b1, align 32
-  %t106_c4_1 = load <8 x float>, ptr %conv2.t106_c4_1, align 32
-  %106 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a422, <8 x float> %t106_b123, <8 x float> %t106_c4_1)
-  store <8 x float> %106, ptr %conv2.t106_c4_1, align 32
-  %107 = mul nsw i64 %0, 3136
-  %108 = add nsw i64 1624128, %107
-  %109 = mul nsw i64 %2, 3
-  %110 = add nsw i64 %1, %109
-  %111 = mul nsw i64 %110, 2
-  %112 = mul nsw i64 %111, 14
-  %113 = mul nsw i64 %112, 16
-  %114 = add nsw i64 %108, %113
-  %115 = mul nsw i64 %conv2.mb1052, 6
-  %116 = add nsw i64 %115, 5
-  %117 = mul nsw i64 %116, 16
-  %118 = add nsw i64 %114, %117
-  %119 = add nsw i64 %118, %conv2.k1073
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %119
-  %120 = load float, ptr %arena24, align 4
-  %121 = insertelement <8 x float> undef, float %120, i32 0
-  %122 = shufflevector <8 x float> %121, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %122, ptr %conv2.t106_a5, align 32
-  %t106_a5 = load <8 x float>, ptr %conv2.t106_a5, align 32
+  %t106_c8_0 = load <8 x float>, ptr %conv2.t106_c8_0, align 32
+  %109 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a8, <8 x float> %t106_b021, <8 x float> %t106_c8_0)
+  store <8 x float> %109, ptr %conv2.t106_c8_0, align 32
+  %110 = mul nsw i64 %0, 3136
+  %111 = add nsw i64 1624128, %110
+  %112 = mul nsw i64 %conv2.mb1052, 14
+  %113 = add nsw i64 %112, 9
+  %114 = mul nsw i64 %113, 16
+  %115 = add nsw i64 %111, %114
+  %116 = add nsw i64 %115, %conv2.k1073
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
+  %117 = load float, ptr %arena22, align 4
+  %118 = insertelement <8 x float> undef, float %117, i32 0
+  %119 = shufflevector <8 x float> %118, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %119, ptr %conv2.t106_a9, align 32
+  %t106_a9 = load <8 x float>, ptr %conv2.t106_a9, align 32
+  %t106_b023 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c9_0 = load <8 x float>, ptr %conv2.t106_c9_0, align 32
+  %120 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a9, <8 x float> %t106_b023, <8 x float> %t106_c9_0)
+  store <8 x float> %120, ptr %conv2.t106_c9_0, align 32
+  %121 = mul nsw i64 %0, 3136
+  %122 = add nsw i64 1624128, %121
+  %123 = mul nsw i64 %conv2.mb1052, 14
+  %124 = add nsw i64 %123, 10
+  %125 = mul nsw i64 %124, 16
+  %126 = add nsw i64 %122, %125
+  %127 = add nsw i64 %126, %conv2.k1073
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %127
+  %128 = load float, ptr %arena24, align 4
+  %129 = insertelement <8 x float> undef, float %128, i32 0
+  %130 = shufflevector <8 x float> %129, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %130, ptr %conv2.t106_a10, align 32
+  %t106_a10 = load <8 x float>, ptr %conv2.t106_a10, align 32
   %t106_b025 = load <8 x float>, ptr %conv2.t106_b0, align 32
-  %t106_c5_0 = load <8 x float>, ptr %conv2.t106_c5_0, align 32
-  %123 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a5, <8 x float> %t106_b025, <8 x float> %t106_c5_0)
-  store <8 x float> %123, ptr %conv2.t106_c5_0, align 32
-  %t106_a526 = load <8 x float>, ptr %conv2.t106_a5, align 32
-  %t106_b127 = load <8 x float>, ptr %conv2.t106_b1, align 32
-  %t106_c5_1 = load <8 x float>, ptr %conv2.t106_c5_1, align 32
-  %124 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a526, <8 x float> %t106_b127, <8 x float> %t106_c5_1)
-  store <8 x float> %124, ptr %conv2.t106_c5_1, align 32
+  %t106_c10_0 = load <8 x float>, ptr %conv2.t106_c10_0, align 32
+  %131 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a10, <8 x float> %t106_b025, <8 x float> %t106_c10_0)
+  store <8 x float> %131, ptr %conv2.t106_c10_0, align 32
+  %132 = mul nsw i64 %0, 3136
+  %133 = add nsw i64 1624128, %132
+  %134 = mul nsw i64 %conv2.mb1052, 14
+  %135 = add nsw i64 %134, 11
+  %136 = mul nsw i64 %135, 16
+  %137 = add nsw i64 %133, %136
+  %138 = add nsw i64 %137, %conv2.k1073
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %138
+  %139 = load float, ptr %arena26, align 4
+  %140 = insertelement <8 x float> undef, float %139, i32 0
+  %141 = shufflevector <8 x float> %140, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %141, ptr %conv2.t106_a11, align 32
+  %t106_a11 = load <8 x float>, ptr %conv2.t106_a11, align 32
+  %t106_b027 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c11_0 = load <8 x float>, ptr %conv2.t106_c11_0, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a11, <8 x float> %t106_b027, <8 x float> %t106_c11_0)
+  store <8 x float> %142, ptr %conv2.t106_c11_0, align 32
+  %143 = mul nsw i64 %0, 3136
+  %144 = add nsw i64 1624128, %143
+  %145 = mul nsw i64 %conv2.mb1052, 14
+  %146 = add nsw i64 %145, 12
+  %147 = mul nsw i64 %146, 16
+  %148 = add nsw i64 %144, %147
+  %149 = add nsw i64 %148, %conv2.k1073
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %149
+  %150 = load float, ptr %arena28, align 4
+  %151 = insertelement <8 x float> undef, float %150, i32 0
+  %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %152, ptr %conv2.t106_a12, align 32
+  %t106_a12 = load <8 x float>, ptr %conv2.t106_a12, align 32
+  %t106_b029 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c12_0 = load <8 x float>, ptr %conv2.t106_c12_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a12, <8 x float> %t106_b029, <8 x float> %t106_c12_0)
+  store <8 x float> %153, ptr %conv2.t106_c12_0, align 32
+  %154 = mul nsw i64 %0, 3136
+  %155 = add nsw i64 1624128, %154
+  %156 = mul nsw i64 %conv2.mb1052, 14
+  %157 = add nsw i64 %156, 13
+  %158 = mul nsw i64 %157, 16
+  %159 = add nsw i64 %155, %158
+  %160 = add nsw i64 %159, %conv2.k1073
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %160
+  %161 = load float, ptr %arena30, align 4
+  %162 = insertelement <8 x float> undef, float %161, i32 0
+  %163 = shufflevector <8 x float> %162, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %163, ptr %conv2.t106_a13, align 32
+  %t106_a13 = load <8 x float>, ptr %conv2.t106_a13, align 32
+  %t106_b031 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c13_0 = load <8 x float>, ptr %conv2.t106_c13_0, align 32
+  %164 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a13, <8 x float> %t106_b031, <8 x float> %t106_c13_0)
+  store <8 x float> %164, ptr %conv2.t106_c13_0, align 32
   %k107.next = add nsw i64 %conv2.k1073, 1
-  %125 = icmp slt i64 %k107.next, 16
-  br i1 %125, label %conv2.k107, label %conv2.k107.end
+  %165 = icmp slt i64 %k107.next, 16
+  br i1 %165, label %conv2.k107, label %conv2.k107.end
 
 conv2.k107.end:                                   ; preds = %conv2.k107
-  %t106_c0_028 = load <8 x float>, ptr %conv2.t106_c0_0, align 32
-  %126 = mul nsw i64 %0, 3136
-  %127 = add nsw i64 1674304, %126
-  %128 = mul nsw i64 %2, 3
-  %129 = add nsw i64 %1, %128
-  %130 = mul nsw i64 %129, 2
-  %131 = mul nsw i64 %130, 14
-  %132 = mul nsw i64 %131, 16
-  %133 = add nsw i64 %127, %132
-  %134 = mul nsw i64 %conv2.mb1052, 6
-  %135 = mul nsw i64 %134, 16
-  %136 = add nsw i64 %133, %135
-  %137 = mul nsw i64 %conv2.nb1041, 16
-  %138 = add nsw i64 %136, %137
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t106_c0_028, ptr %arena29, align 4
-  %t106_c0_130 = load <8 x float>, ptr %conv2.t106_c0_1, align 32
-  %139 = mul nsw i64 %0, 3136
-  %140 = add nsw i64 1674304, %139
-  %141 = mul nsw i64 %2, 3
-  %142 = add nsw i64 %1, %141
-  %143 = mul nsw i64 %142, 2
-  %144 = mul nsw i64 %143, 14
-  %145 = mul nsw i64 %144, 16
-  %146 = add nsw i64 %140, %145
-  %147 = mul nsw i64 %conv2.mb1052, 6
-  %148 = mul nsw i64 %147, 16
-  %149 = add nsw i64 %146, %148
-  %150 = mul nsw i64 %conv2.nb1041, 16
-  %151 = add nsw i64 %149, %150
-  %152 = add nsw i64 %151, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %152
-  store <8 x float> %t106_c0_130, ptr %arena31, align 4
-  %t106_c1_032 = load <8 x float>, ptr %conv2.t106_c1_0, align 32
-  %153 = mul nsw i64 %0, 3136
-  %154 = add nsw i64 1674304, %153
-  %155 = mul nsw i64 %2, 3
-  %156 = add nsw i64 %1, %155
-  %157 = mul nsw i64 %156, 2
-  %158 = mul nsw i64 %157, 14
-  %159 = mul nsw i64 %158, 16
-  %160 = add nsw i64 %154, %159
-  %161 = mul nsw i64 %conv2.mb1052, 6
-  %162 = add nsw i64 %161, 1
-  %163 = mul nsw i64 %162, 16
-  %164 = add nsw i64 %160, %163
-  %165 = mul nsw i64 %conv2.nb1041, 16
-  %166 = add nsw i64 %164, %165
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %166
-  store <8 x float> %t106_c1_032, ptr %arena33, align 4
-  %t106_c1_134 = load <8 x float>, ptr %conv2.t106_c1_1, align 32
-  %167 = mul nsw i64 %0, 3136
-  %168 = add nsw i64 1674304, %167
-  %169 = mul nsw i64 %2, 3
-  %170 = add nsw i64 %1, %169
-  %171 = mul nsw i64 %170, 2
-  %172 = mul nsw i64 %171, 14
-  %173 = mul nsw i64 %172, 16
-  %174 = add nsw i64 %168, %173
-  %175 = mul nsw i64 %conv2.mb1052, 6
-  %176 = add nsw i64 %175, 1
-  %177 = mul nsw i64 %176, 16
-  %178 = add nsw i64 %174, %177
-  %179 = mul nsw i64 %conv2.nb1041, 16
-  %180 = add nsw i64 %178, %179
-  %181 = add nsw i64 %180, 8
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %181
-  store <8 x float> %t106_c1_134, ptr %arena35, align 4
+  %t106_c0_032 = load <8 x float>, ptr %conv2.t106_c0_0, align 32
+  %166 = mul nsw i64 %0, 3136
+  %167 = add nsw i64 1674304, %166
+  %168 = mul nsw i64 %1, 8
+  %169 = add nsw i64 %167, %168
+  %170 = mul nsw i64 %conv2.mb1052, 14
+  %171 = mul nsw i64 %170, 16
+  %172 = add nsw i64 %169, %171
+  %173 = mul nsw i64 %conv2.nb1041, 8
+  %174 = add nsw i64 %172, %173
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %174
+  store <8 x float> %t106_c0_032, ptr %arena33, align 4
+  %t106_c1_034 = load <8 x float>, ptr %conv2.t106_c1_0, align 32
+  %175 = mul nsw i64 %0, 3136
+  %176 = add nsw i64 1674304, %175
+  %177 = mul nsw i64 %1, 8
+  %178 = add nsw i64 %176, %177
+  %179 = mul nsw i64 %conv2.mb1052, 14
+  %180 = add nsw i64 %179, 1
+  %181 = mul nsw i64 %180, 16
+  %182 = add nsw i64 %178, %181
+  %183 = mul nsw i64 %conv2.nb1041, 8
+  %184 = add nsw i64 %182, %183
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %184
+  store <8 x float> %t106_c1_034, ptr %arena35, align 4
   %t106_c2_036 = load <8 x float>, ptr %conv2.t106_c2_0, align 32
-  %182 = mul nsw i64 %0, 3136
-  %183 = add nsw i64 1674304, %182
-  %184 = mul nsw i64 %2, 3
-  %185 = add nsw i64 %1, %184
-  %186 = mul nsw i64 %185, 2
-  %187 = mul nsw i64 %186, 14
-  %188 = mul nsw i64 %187, 16
-  %189 = add nsw i64 %183, %188
-  %190 = mul nsw i64 %conv2.mb1052, 6
-  %191 = add nsw i64 %190, 2
-  %192 = mul nsw i64 %191, 16
-  %193 = add nsw i64 %189, %192
-  %194 = mul nsw i64 %conv2.nb1041, 16
-  %195 = add nsw i64 %193, %194
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %195
+  %185 = mul nsw i64 %0, 3136
+  %186 = add nsw i64 1674304, %185
+  %187 = mul nsw i64 %1, 8
+  %188 = add nsw i64 %186, %187
+  %189 = mul nsw i64 %conv2.mb1052, 14
+  %190 = add nsw i64 %189, 2
+  %191 = mul nsw i64 %190, 16
+  %192 = add nsw i64 %188, %191
+  %193 = mul nsw i64 %conv2.nb1041, 8
+  %194 = add nsw i64 %192, %193
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %194
   store <8 x float> %t106_c2_036, ptr %arena37, align 4
-  %t106_c2_138 = load <8 x float>, ptr %conv2.t106_c2_1, align 32
-  %196 = mul nsw i64 %0, 3136
-  %197 = add nsw i64 1674304, %196
-  %198 = mul nsw i64 %2, 3
-  %199 = add nsw i64 %1, %198
-  %200 = mul nsw i64 %199, 2
-  %201 = mul nsw i64 %200, 14
-  %202 = mul nsw i64 %201, 16
-  %203 = add nsw i64 %197, %202
-  %204 = mul nsw i64 %conv2.mb1052, 6
-  %205 = add nsw i64 %204, 2
-  %206 = mul nsw i64 %205, 16
-  %207 = add nsw i64 %203, %206
-  %208 = mul nsw i64 %conv2.nb1041, 16
-  %209 = add nsw i64 %207, %208
-  %210 = add nsw i64 %209, 8
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %210
-  store <8 x float> %t106_c2_138, ptr %arena39, align 4
-  %t106_c3_040 = load <8 x float>, ptr %conv2.t106_c3_0, align 32
-  %211 = mul nsw i64 %0, 3136
-  %212 = add nsw i64 1674304, %211
-  %213 = mul nsw i64 %2, 3
-  %214 = add nsw i64 %1, %213
-  %215 = mul nsw i64 %214, 2
-  %216 = mul nsw i64 %215, 14
-  %217 = mul nsw i64 %216, 16
-  %218 = add nsw i64 %212, %217
-  %219 = mul nsw i64 %conv2.mb1052, 6
-  %220 = add nsw i64 %219, 3
+  %t106_c3_038 = load <8 x float>, ptr %conv2.t106_c3_0, align 32
+  %195 = mul nsw i64 %0, 3136
+  %196 = add nsw i64 1674304, %195
+  %197 = mul nsw i64 %1, 8
+  %198 = add nsw i64 %196, %197
+  %199 = mul nsw i64 %conv2.mb1052, 14
+  %200 = add nsw i64 %199, 3
+  %201 = mul nsw i64 %200, 16
+  %202 = add nsw i64 %198, %201
+  %203 = mul nsw i64 %conv2.nb1041, 8
+  %204 = add nsw i64 %202, %203
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %204
+  store <8 x float> %t106_c3_038, ptr %arena39, align 4
+  %t106_c4_040 = load <8 x float>, ptr %conv2.t106_c4_0, align 32
+  %205 = mul nsw i64 %0, 3136
+  %206 = add nsw i64 1674304, %205
+  %207 = mul nsw i64 %1, 8
+  %208 = add nsw i64 %206, %207
+  %209 = mul nsw i64 %conv2.mb1052, 14
+  %210 = add nsw i64 %209, 4
+  %211 = mul nsw i64 %210, 16
+  %212 = add nsw i64 %208, %211
+  %213 = mul nsw i64 %conv2.nb1041, 8
+  %214 = add nsw i64 %212, %213
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %214
+  store <8 x float> %t106_c4_040, ptr %arena41, align 4
+  %t106_c5_042 = load <8 x float>, ptr %conv2.t106_c5_0, align 32
+  %215 = mul nsw i64 %0, 3136
+  %216 = add nsw i64 1674304, %215
+  %217 = mul nsw i64 %1, 8
+  %218 = add nsw i64 %216, %217
+  %219 = mul nsw i64 %conv2.mb1052, 14
+  %220 = add nsw i64 %219, 5
   %221 = mul nsw i64 %220, 16
   %222 = add nsw i64 %218, %221
-  %223 = mul nsw i64 %conv2.nb1041, 16
+  %223 = mul nsw i64 %conv2.nb1041, 8
   %224 = add nsw i64 %222, %223
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t106_c3_040, ptr %arena41, align 4
-  %t106_c3_142 = load <8 x float>, ptr %conv2.t106_c3_1, align 32
-  %225 = mul nsw i64 %0, 3136
-  %226 = add nsw i64 1674304, %225
-  %227 = mul nsw i64 %2, 3
-  %228 = add nsw i64 %1, %227
-  %229 = mul nsw i64 %228, 2
-  %230 = mul nsw i64 %229, 14
-  %231 = mul nsw i64 %230, 16
-  %232 = add nsw i64 %226, %231
-  %233 = mul nsw i64 %conv2.mb1052, 6
-  %234 = add nsw i64 %233, 3
-  %235 = mul nsw i64 %234, 16
-  %236 = add nsw i64 %232, %235
-  %237 = mul nsw i64 %conv2.nb1041, 16
-  %238 = add nsw i64 %236, %237
-  %239 = add nsw i64 %238, 8
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t106_c3_142, ptr %arena43, align 4
-  %t106_c4_044 = load <8 x float>, ptr %conv2.t106_c4_0, align 32
-  %240 = mul nsw i64 %0, 3136
-  %241 = add nsw i64 1674304, %240
-  %242 = mul nsw i64 %2, 3
-  %243 = add nsw i64 %1, %242
-  %244 = mul nsw i64 %243, 2
-  %245 = mul nsw i64 %244, 14
-  %246 = mul nsw i64 %245, 16
-  %247 = add nsw i64 %241, %246
-  %248 = mul nsw i64 %conv2.mb1052, 6
-  %249 = add nsw i64 %248, 4
-  %250 = mul nsw i64 %249, 16
-  %251 = add nsw i64 %247, %250
-  %252 = mul nsw i64 %conv2.nb1041, 16
-  %253 = add nsw i64 %251, %252
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %253
-  store <8 x float> %t106_c4_044, ptr %arena45, align 4
-  %t106_c4_146 = load <8 x float>, ptr %conv2.t106_c4_1, align 32
-  %254 = mul nsw i64 %0, 3136
-  %255 = add nsw i64 1674304, %254
-  %256 = mul nsw i64 %2, 3
-  %257 = add nsw i64 %1, %256
-  %258 = mul nsw i64 %257, 2
-  %259 = mul nsw i64 %258, 14
-  %260 = mul nsw i64 %259, 16
-  %261 = add nsw i64 %255, %260
-  %262 = mul nsw i64 %conv2.mb1052, 6
-  %263 = add nsw i64 %262, 4
-  %264 = mul nsw i64 %263, 16
-  %265 = add nsw i64 %261, %264
-  %266 = mul nsw i64 %conv2.nb1041, 16
-  %267 = add nsw i64 %265, %266
-  %268 = add nsw i64 %267, 8
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %268
-  store <8 x float> %t106_c4_146, ptr %arena47, align 4
-  %t106_c5_048 = load <8 x float>, ptr %conv2.t106_c5_0, align 32
-  %269 = mul nsw i64 %0, 3136
-  %270 = add nsw i64 1674304, %269
-  %271 = mul nsw i64 %2, 3
-  %272 = add nsw i64 %1, %271
-  %273 = mul nsw i64 %272, 2
-  %274 = mul nsw i64 %273, 14
-  %275 = mul nsw i64 %274, 16
-  %276 = add nsw i64 %270, %275
-  %277 = mul nsw i64 %conv2.mb1052, 6
-  %278 = add nsw i64 %277, 5
-  %279 = mul nsw i64 %278, 16
-  %280 = add nsw i64 %276, %279
-  %281 = mul nsw i64 %conv2.nb1041, 16
-  %282 = add nsw i64 %280, %281
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %282
-  store <8 x float> %t106_c5_048, ptr %arena49, align 4
-  %t106_c5_150 = load <8 x float>, ptr %conv2.t106_c5_1, align 32
-  %283 = mul nsw i64 %0, 3136
-  %284 = add nsw i64 1674304, %283
-  %285 = mul nsw i64 %2, 3
-  %286 = add nsw i64 %1, %285
-  %287 = mul nsw i64 %286, 2
-  %288 = mul nsw i64 %287, 14
-  %289 = mul nsw i64 %288, 16
-  %290 = add nsw i64 %284, %289
-  %291 = mul nsw i64 %conv2.mb1052, 6
-  %292 = add nsw i64 %291, 5
-  %293 = mul nsw i64 %292, 16
-  %294 = add nsw i64 %290, %293
-  %295 = mul nsw i64 %conv2.nb1041, 16
-  %296 = add nsw i64 %294, %295
-  %297 = add nsw i64 %296, 8
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %297
-  store <8 x float> %t106_c5_150, ptr %arena51, align 4
-  %mb105.next = add nsw i64 %conv2.mb1052, 1
-  %298 = icmp slt i64 %mb105.next, 4
-  br i1 %298, label %conv2.mb105, label %conv2.mb105.end
-
-conv2.k109:                                       ; preds = %conv2.k109, %conv2.mb105.end
-  %conv2.k10952 = phi i64 [ 0, %conv2.mb105.end ], [ %k109.next, %conv2.k109 ]
-  %299 = mul nsw i64 %0, 256
-  %300 = add nsw i64 2408448, %299
-  %301 = mul nsw i64 %conv2.k10952, 16
-  %302 = add nsw i64 %300, %301
-  %303 = mul nsw i64 %conv2.nb1041, 16
-  %304 = add nsw i64 %302, %303
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %304
-  %305 = load <8 x float>, ptr %arena53, align 4
-  store <8 x float> %305, ptr %conv2.t108_b0, align 32
-  %306 = mul nsw i64 %0, 256
-  %307 = add nsw i64 2408448, %306
-  %308 = mul nsw i64 %conv2.k10952, 16
-  %309 = add nsw i64 %307, %308
-  %310 = mul nsw i64 %conv2.nb1041, 16
-  %311 = add nsw i64 %309, %310
-  %312 = add nsw i64 %311, 8
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %312
-  %313 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %313, ptr %conv2.t108_b1, align 32
-  %314 = mul nsw i64 %0, 3136
-  %315 = add nsw i64 1624128, %314
-  %316 = mul nsw i64 %2, 3
-  %317 = add nsw i64 %1, %316
-  %318 = mul nsw i64 %317, 2
-  %319 = mul nsw i64 %318, 14
-  %320 = mul nsw i64 %319, 16
-  %321 = add nsw i64 %315, %320
-  %322 = add nsw i64 %321, 384
-  %323 = add nsw i64 %322, %conv2.k10952
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %323
-  %324 = load float, ptr %arena55, align 4
-  %325 = insertelement <8 x float> undef, float %324, i32 0
-  %326 = shufflevector <8 x float> %325, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %326, ptr %conv2.t108_a0, align 32
-  %t108_a0 = load <8 x float>, ptr %conv2.t108_a0, align 32
-  %t108_b0 = load <8 x float>, ptr %conv2.t108_b0, align 32
-  %t108_c0_0 = load <8 x float>, ptr %conv2.t108_c0_0, align 32
-  %327 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a0, <8 x float> %t108_b0, <8 x float> %t108_c0_0)
-  store <8 x float> %327, ptr %conv2.t108_c0_0, align 32
-  %t108_a056 = load <8 x float>, ptr %conv2.t108_a0, align 32
-  %t108_b1 = load <8 x float>, ptr %conv2.t108_b1, align 32
-  %t108_c0_1 = load <8 x float>, ptr %conv2.t108_c0_1, align 32
-  %328 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a056, <8 x float> %t108_b1, <8 x float> %t108_c0_1)
-  store <8 x float> %328, ptr %conv2.t108_c0_1, align 32
-  %329 = mul nsw i64 %0, 3136
-  %330 = add nsw i64 1624128, %329
-  %331 = mul nsw i64 %2, 3
-  %332 = add nsw i64 %1, %331
-  %333 = mul nsw i64 %332, 2
-  %334 = mul nsw i64 %333, 14
-  %335 = mul nsw i64 %334, 16
-  %336 = add nsw i64 %330, %335
-  %337 = add nsw i64 %336, 400
-  %338 = add nsw i64 %337, %conv2.k10952
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %338
-  %339 = load float, ptr %arena57, align 4
-  %340 = insertelement <8 x float> undef, float %339, i32 0
-  %341 = shufflevector <8 x float> %340, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %341, ptr %conv2.t108_a1, align 32
-  %t108_a1 = load <8 x float>, ptr %conv2.t108_a1, align 32
-  %t108_b058 = load <8 x float>, ptr %conv2.t108_b0, align 32
-  %t108_c1_0 = load <8 x float>, ptr %conv2.t108_c1_0, align 32
-  %342 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a1, <8 x float> %t108_b058, <8 x float> %t108_c1_0)
-  store <8 x float> %342, ptr %conv2.t108_c1_0, align 32
-  %t108_a159 = load <8 x float>, ptr %conv2.t108_a1, align 32
-  %t108_b160 = load <8 x float>, ptr %conv2.t108_b1, align 32
-  %t108_c1_1 = load <8 x float>, ptr %conv2.t108_c1_1, align 32
-  %343 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a159, <8 x float> %t108_b160, <8 x float> %t108_c1_1)
-  store <8 x float> %343, ptr %conv2.t108_c1_1, align 32
-  %344 = mul nsw i64 %0, 3136
-  %345 = add nsw i64 1624128, %344
-  %346 = mul nsw i64 %2, 3
-  %347 = add nsw i64 %1, %346
-  %348 = mul nsw i64 %347, 2
-  %349 = mul nsw i64 %348, 14
-  %350 = mul nsw i64 %349, 16
-  %351 = add nsw i64 %345, %350
-  %352 = add nsw i64 %351, 416
-  %353 = add nsw i64 %352, %conv2.k10952
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %353
-  %354 = load float, ptr %arena61, align 4
-  %355 = insertelement <8 x float> undef, float %354, i32 0
-  %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %conv2.t108_a2, align 32
-  %t108_a2 = load <8 x float>, ptr %conv2.t108_a2, align 32
-  %t108_b062 = load <8 x float>, ptr %conv2.t108_b0, align 32
-  %t108_c2_0 = load <8 x float>, ptr %conv2.t108_c2_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a2, <8 x float> %t108_b062, <8 x float> %t108_c2_0)
-  store <8 x float> %357, ptr %conv2.t108_c2_0, align 32
-  %t108_a263 = load <8 x float>, ptr %conv2.t108_a2, align 32
-  %t108_b164 = load <8 x float>, ptr %conv2.t108_b1, align 32
-  %t108_c2_1 = load <8 x float>, ptr %conv2.t108_c2_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a263, <8 x float> %t108_b164, <8 x float> %t108_c2_1)
-  store <8 x float> %358, ptr %conv2.t108_c2_1, align 32
-  %359 = mul nsw i64 %0, 3136
-  %360 = add nsw i64 1624128, %359
-  %361 = mul nsw i64 %2, 3
-  %362 = add nsw i64 %1, %361
-  %363 = mul nsw i64 %362, 2
-  %364 = mul nsw i64 %363, 14
-  %365 = mul nsw i64 %364, 16
-  %366 = add nsw i64 %360, %365
-  %367 = add nsw i64 %366, 432
-  %368 = add nsw i64 %367, %conv2.k10952
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %368
-  %369 = load float, ptr %arena65, align 4
-  %370 = insertelement <8 x float> undef, float %369, i32 0
-  %371 = shufflevector <8 x float> %370, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %371, ptr %conv2.t108_a3, align 32
-  %t108_a3 = load <8 x float>, ptr %conv2.t108_a3, align 32
-  %t108_b066 = load <8 x float>, ptr %conv2.t108_b0, align 32
-  %t108_c3_0 = load <8 x float>, ptr %conv2.t108_c3_0, align 32
-  %372 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a3, <8 x float> %t108_b066, <8 x float> %t108_c3_0)
-  store <8 x float> %372, ptr %conv2.t108_c3_0, align 32
-  %t108_a367 = load <8 x float>, ptr %conv2.t108_a3, align 32
-  %t108_b168 = load <8 x float>, ptr %conv2.t108_b1, align 32
-  %t108_c3_1 = load <8 x float>, ptr %conv2.t108_c3_1, align 32
-  %373 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a367, <8 x float> %t108_b168, <8 x float> %t108_c3_1)
-  store <8 x float> %373, ptr %conv2.t108_c3_1, align 32
-  %k109.next = add nsw i64 %conv2.k10952, 1
-  %374 = icmp slt i64 %k109.next, 16
-  br i1 %374, label %conv2.k109, label %conv2.k109.end
-
-conv2.k109.end:                                   ; preds = %conv2.k109
-  %t108_c0_069 = load <8 x float>, ptr %conv2.t108_c0_0, align 32
-  %375 = mul nsw i64 %0, 3136
-  %376 = add nsw i64 1674304, %375
-  %377 = mul nsw i64 %2, 3
-  %378 = add nsw i64 %1, %377
-  %379 = mul nsw i64 %378, 2
-  %380 = mul nsw i64 %379, 14
-  %381 = mul nsw i64 %380, 16
-  %382 = add nsw i64 %376, %381
-  %383 = add nsw i64 %382, 384
-  %384 = mul nsw i64 %conv2.nb1041, 16
-  %385 = add nsw i64 %383, %384
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %385
-  store <8 x float> %t108_c0_069, ptr %arena70, align 4
-  %t108_c0_171 = load <8 x float>, ptr %conv2.t108_c0_1, align 32
-  %386 = mul nsw i64 %0, 3136
-  %387 = add nsw i64 1674304, %386
-  %388 = mul nsw i64 %2, 3
-  %389 = add nsw i64 %1, %388
-  %390 = mul nsw i64 %389, 2
-  %391 = mul nsw i64 %390, 14
-  %392 = mul nsw i64 %391, 16
-  %393 = add nsw i64 %387, %392
-  %394 = add nsw i64 %393, 384
-  %395 = mul nsw i64 %conv2.nb1041, 16
-  %396 = add nsw i64 %394, %395
-  %397 = add nsw i64 %396, 8
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %397
-  store <8 x float> %t108_c0_171, ptr %arena72, align 4
-  %t108_c1_073 = load <8 x float>, ptr %conv2.t108_c1_0, align 32
-  %398 = mul nsw i64 %0, 3136
-  %399 = add nsw i64 1674304, %398
-  %400 = mul nsw i64 %2, 3
-  %401 = add nsw i64 %1, %400
-  %402 = mul nsw i64 %401, 2
-  %403 = mul nsw i64 %402, 14
-  %404 = mul nsw i64 %403, 16
-  %405 = add nsw i64 %399, %404
-  %406 = add nsw i64 %405, 400
-  %407 = mul nsw i64 %conv2.nb1041, 16
-  %408 = add nsw i64 %406, %407
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %408
-  store <8 x float> %t108_c1_073, ptr %arena74, align 4
-  %t108_c1_175 = load <8 x float>, ptr %conv2.t108_c1_1, align 32
-  %409 = mul nsw i64 %0, 3136
-  %410 = add nsw i64 1674304, %409
-  %411 = mul nsw i64 %2, 3
-  %412 = add nsw i64 %1, %411
-  %413 = mul nsw i64 %412, 2
-  %414 = mul nsw i64 %413, 14
-  %415 = mul nsw i64 %414, 16
-  %416 = add nsw i64 %410, %415
-  %417 = add nsw i64 %416, 400
-  %418 = mul nsw i64 %conv2.nb1041, 16
-  %419 = add nsw i64 %417, %418
-  %420 = add nsw i64 %419, 8
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %420
-  store <8 x float> %t108_c1_175, ptr %arena76, align 4
-  %t108_c2_077 = load <8 x float>, ptr %conv2.t108_c2_0, align 32
-  %421 = mul nsw i64 %0, 3136
-  %422 = add nsw i64 1674304, %421
-  %423 = mul nsw i64 %2, 3
-  %424 = add nsw i64 %1, %423
-  %425 = mul nsw i64 %424, 2
-  %426 = mul nsw i64 %425, 14
-  %427 = mul nsw i64 %426, 16
-  %428 = add nsw i64 %422, %427
-  %429 = add nsw i64 %428, 416
-  %430 = mul nsw i64 %conv2.nb1041, 16
-  %431 = add nsw i64 %429, %430
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %431
-  store <8 x float> %t108_c2_077, ptr %arena78, align 4
-  %t108_c2_179 = load <8 x float>, ptr %conv2.t108_c2_1, align 32
-  %432 = mul nsw i64 %0, 3136
-  %433 = add nsw i64 1674304, %432
-  %434 = mul nsw i64 %2, 3
-  %435 = add nsw i64 %1, %434
-  %436 = mul nsw i64 %435, 2
-  %437 = mul nsw i64 %436, 14
-  %438 = mul nsw i64 %437, 16
-  %439 = add nsw i64 %433, %438
-  %440 = add nsw i64 %439, 416
-  %441 = mul nsw i64 %conv2.nb1041, 16
-  %442 = add nsw i64 %440, %441
-  %443 = add nsw i64 %442, 8
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %443
-  store <8 x float> %t108_c2_179, ptr %arena80, align 4
-  %t108_c3_081 = load <8 x float>, ptr %conv2.t108_c3_0, align 32
-  %444 = mul nsw i64 %0, 3136
-  %445 = add nsw i64 1674304, %444
-  %446 = mul nsw i64 %2, 3
-  %447 = add nsw i64 %1, %446
-  %448 = mul nsw i64 %447, 2
-  %449 = mul nsw i64 %448, 14
-  %450 = mul nsw i64 %449, 16
-  %451 = add nsw i64 %445, %450
-  %452 = add nsw i64 %451, 432
-  %453 = mul nsw i64 %conv2.nb1041, 16
-  %454 = add nsw i64 %452, %453
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %454
-  store <8 x float> %t108_c3_081, ptr %arena82, align 4
-  %t108_c3_183 = load <8 x float>, ptr %conv2.t108_c3_1, align 32
-  %455 = mul nsw i64 %0, 3136
-  %456 = add nsw i64 1674304, %455
-  %457 = mul nsw i64 %2, 3
-  %458 = add nsw i64 %1, %457
-  %459 = mul nsw i64 %458, 2
-  %460 = mul nsw i64 %459, 14
-  %461 = mul nsw i64 %460, 16
-  %462 = add nsw i64 %456, %461
-  %463 = add nsw i64 %462, 432
-  %464 = mul nsw i64 %conv2.nb1041, 16
-  %465 = add nsw i64 %463, %464
-  %466 = add nsw i64 %465, 8
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %466
-  store <8 x float> %t108_c3_183, ptr %arena84, align 4
-  %nb104.next = add nsw i64 %conv2.nb1041, 1
-  %467 = icmp slt i64 %nb104.next, 1
-  br i1 %467, label %conv2.nb104, label %conv2.nb104.end
-}
-
-; Function Attrs: noinline
-define internal void @residual_infer_b64.k1.conv2.part65.gemm173(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
-entry:
-  %conv2.t171_a3 = alloca <8 x float>, align 32
-  %conv2.t171_a2 = alloca <8 x float>, align 32
-  %conv2.t171_a1 = alloca <8 x float>, align 32
-  %conv2.t171_a0 = alloca <8 x float>, align 32
-  %conv2.t171_b1 = alloca <8 x float>, align 32
-  %conv2.t171_b0 = alloca <8 x float>, align 32
-  %conv2.t171_c3_1 = alloca <8 x float>, align 32
-  %conv2.t171_c3_0 = alloca <8 x float>, align 32
-  %conv2.t171_c2_1 = alloca <8 x float>, align 32
-  %conv2.t171_c2_0 = alloca <8 x float>, align 32
-  %conv2.t171_c1_1 = alloca <8 x float>, align 32
-  %conv2.t171_c1_0 = alloca <8 x float>, align 32
-  %conv2.t171_c0_1 = alloca <8 x float>, align 32
-  %conv2.t171_c0_0 = alloca <8 x float>, align 32
-  %conv2.t169_a5 = alloca <8 x float>, align 32
-  %conv2.t169_a4 = alloca <8 x float>, align 32
-  %conv2.t169_a3 = alloca <8 x float>, align 32
-  %conv2.t169_a2 = alloca <8 x float>, align 32
-  %conv2.t169_a1 = alloca <8 x float>, align 32
-  %conv2.t169_a0 = alloca <8 x float>, align 32
-  %conv2.t169_b1 = alloca <8 x float>, align 32
-  %conv2.t169_b0 = alloca <8 x float>, align 32
-  %conv2.t169_c5_1 = alloca <8 x float>, align 32
-  %conv2.t169_c5_0 = alloca <8 x float>, align 32
-  %conv2.t169_c4_1 = alloca <8 x float>, align 32
-  %conv2.t169_c4_0 = alloca <8 x float>, align 32
-  %conv2.t169_c3_1 = alloca <8 x float>, align 32
-  %conv2.t169_c3_0 = alloca <8 x float>, align 32
-  %conv2.t169_c2_1 = alloca <8 x float>, align 32
-  %conv2.t169_c2_0 = alloca <8 x float>, align 32
-  %conv2.t169_c1_1 = alloca <8 x float>, align 32
-  %conv2.t169_c1_0 = alloca <8 x float>, align 32
-  %conv2.t169_c0_1 = alloca <8 x float>, align 32
-  %conv2.t169_c0_0 = alloca <8 x float>, align 32
-  br label %conv2.nb167
-
-conv2.nb167:                                      ; preds = %conv2.k172.end, %entry
-  %conv2.nb1671 = phi i64 [ 0, %entry ], [ %nb167.next, %conv2.k172.end ]
-  br label %conv2.mb168
-
-conv2.nb167.end:                                  ; preds = %conv2.k172.end
-  ret void
-
-conv2.mb168:                                      ; preds = %conv2.k170.end, %conv2.nb167
-  %conv2.mb1682 = phi i64 [ 0, %conv2.nb167 ], [ %mb168.next, %conv2.k170.end ]
-  store <8 x float> zeroinitializer, ptr %conv2.t169_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t169_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t169_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t169_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t169_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t169_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t169_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t169_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t169_c4_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t169_c4_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t169_c5_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t169_c5_1, align 32
-  br label %conv2.k170
-
-conv2.mb168.end:                                  ; preds = %conv2.k170.end
-  store <8 x float> zeroinitializer, ptr %conv2.t171_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t171_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t171_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t171_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t171_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t171_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t171_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t171_c3_1, align 32
-  br label %conv2.k172
-
-conv2.k170:                                       ; preds = %conv2.k170, %conv2.mb168
-  %conv2.k1703 = phi i64 [ 0, %conv2.mb168 ], [ %k170.next, %conv2.k170 ]
-  %2 = mul nsw i64 %0, 256
-  %3 = add nsw i64 2408448, %2
-  %4 = mul nsw i64 %conv2.k1703, 16
-  %5 = add nsw i64 %3, %4
-  %6 = mul nsw i64 %conv2.nb1671, 16
-  %7 = add nsw i64 %5, %6
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %7
-  %8 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %8, ptr %conv2.t169_b0, align 32
-  %9 = mul nsw i64 %0, 256
-  %10 = add nsw i64 2408448, %9
-  %11 = mul nsw i64 %conv2.k1703, 16
-  %12 = add nsw i64 %10, %11
-  %13 = mul nsw i64 %conv2.nb1671, 16
-  %14 = add nsw i64 %12, %13
-  %15 = add nsw i64 %14, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %15
-  %16 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %16, ptr %conv2.t169_b1, align 32
-  %17 = mul nsw i64 %0, 3136
-  %18 = add nsw i64 1624128, %17
-  %19 = add nsw i64 %1, 6
-  %20 = mul nsw i64 %19, 2
-  %21 = mul nsw i64 %20, 14
-  %22 = mul nsw i64 %21, 16
-  %23 = add nsw i64 %18, %22
-  %24 = mul nsw i64 %conv2.mb1682, 6
-  %25 = mul nsw i64 %24, 16
-  %26 = add nsw i64 %23, %25
-  %27 = add nsw i64 %26, %conv2.k1703
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %27
-  %28 = load float, ptr %arena6, align 4
-  %29 = insertelement <8 x float> undef, float %28, i32 0
-  %30 = shufflevector <8 x float> %29, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %30, ptr %conv2.t169_a0, align 32
-  %t169_a0 = load <8 x float>, ptr %conv2.t169_a0, align 32
-  %t169_b0 = load <8 x float>, ptr %conv2.t169_b0, align 32
-  %t169_c0_0 = load <8 x float>, ptr %conv2.t169_c0_0, align 32
-  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t169_a0, <8 x float> %t169_b0, <8 x float> %t169_c0_0)
-  store <8 x float> %31, ptr %conv2.t169_c0_0, align 32
-  %t169_a07 = load <8 x float>, ptr %conv2.t169_a0, align 32
-  %t169_b1 = load <8 x float>, ptr %conv2.t169_b1, align 32
-  %t169_c0_1 = load <8 x float>, ptr %conv2.t169_c0_1, align 32
-  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t169_a07, <8 x float> %t169_b1, <8 x float> %t169_c0_1)
-  store <8 x float> %32, ptr %conv2.t169_c0_1, align 32
-  %33 = mul nsw i64 %0, 3136
-  %34 = add nsw i64 1624128, %33
-  %35 = add nsw i64 %1, 6
-  %36 = mul nsw i64 %35, 2
-  %37 = mul nsw i64 %36, 14
-  %38 = mul nsw i64 %37, 16
-  %39 = add nsw i64 %34, %38
-  %40 = mul nsw i64 %conv2.mb1682, 6
-  %41 = add nsw i64 %40, 1
-  %42 = mul nsw i64 %41, 16
-  %43 = add nsw i64 %39, %42
-  %44 = add nsw i64 %43, %conv2.k1703
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %44
-  %45 = load float, ptr %arena8, align 4
-  %46 = insertelement <8 x float> undef, float %45, i32 0
-  %47 = shufflevector <8 x float> %46, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %47, ptr %conv2.t169_a1, align 32
-  %t169_a1 = load <8 x float>, ptr %conv2.t169_a1, align 32
-  %t169_b09 = load <8 x float>, ptr %conv2.t169_b0, align 32
-  %t169_c1_0 = load <8 x float>, ptr %conv2.t169_c1_0, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t169_a1, <8 x float> %t169_b09, <8 x float> %t169_c1_0)
-  store <8 x float> %48, ptr %conv2.t169_c1_0, align 32
-  %t169_a110 = load <8 x float>, ptr %conv2.t169_a1, align 32
-  %t169_b111 = load <8 x float>, ptr %conv2.t169_b1, align 32
-  %t169_c1_1 = load <8 x float>, ptr %conv2.t169_c1_1, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t169_a110, <8 x float> %t169_b111, <8 x float> %t169_c1_1)
-  store <8 x float> %49, ptr %conv2.t169_c1_1, align 32
-  %50 = mul nsw i64 %0, 3136
-  %51 = add nsw i64 1624128, %50
-  %52 = add nsw i64 %1, 6
-  %53 = mul nsw i64 %52, 2
-  %54 = mul nsw i64 %53, 14
-  %55 = mul nsw i64 %54, 16
-  %56 = add nsw i64 %51, %55
-  %57 = mul nsw i64 %conv2.mb1682, 6
-  %58 = add nsw i64 %57, 2
-  %59 = mul nsw i64 %58, 16
-  %60 = add nsw i64 %56, %59
-  %61 = add nsw i64 %60, %conv2.k1703
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %61
-  %62 = load float, ptr %arena12, align 4
-  %63 = insertelement <8 x float> undef, float %62, i32 0
-  %64 = shufflevector <8 x float> %63, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %64, ptr %conv2.t169_a2, align 32
-  %t169_a2 = load <8 x float>, ptr %conv2.t169_a2, align 32
-  %t169_b013 = load <8 x float>, ptr %conv2.t169_b0, align 32
-  %t169_c2_0 = load <8 x float>, ptr %conv2.t169_c2_0, align 32
-  %65 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t169_a2, <8 x float> %t169_b013, <8 x float> %t169_c2_0)
-  store <8 x float> %65, ptr %conv2.t169_c2_0, align 32
-  %t169_a214 = load <8 x float>, ptr %conv2.t169_a2, align 32
-  %t169_b115 = load <8 x float>, ptr %conv2.t169_b1, align 32
-  %t169_c2_1 = load <8 x float>, ptr %conv2.t169_c2_1, align 32
-  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t169_a214, <8 x float> %t169_b115, <8 x float> %t169_c2_1)
-  store <8 x float> %66, ptr %conv2.t169_c2_1, align 32
-  %67 = mul nsw i64 %0, 3136
-  %68 = add nsw i64 1624128, %67
-  %69 = add nsw i64 %1, 6
-  %70 = mul nsw i64 %69, 2
-  %71 = mul nsw i64 %70, 14
-  %72 = mul nsw i64 %71, 16
-  %73 = add nsw i64 %68, %72
-  %74 = mul nsw i64 %conv2.mb1682, 6
-  %75 = add nsw i64 %74, 3
-  %76 = mul nsw i64 %75, 16
-  %77 = add nsw i64 %73, %76
-  %78 = add nsw i64 %77, %conv2.k1703
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %78
-  %79 = load float, ptr %arena16, align 4
-  %80 = insertelement <8 x float> undef, float %79, i32 0
-  %81 = shufflevector <8 x float> %80, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %81, ptr %conv2.t169_a3, align 32
-  %t169_a3 = load <8 x float>, ptr %conv2.t169_a3, align 32
-  %t169_b017 = load <8 x float>, ptr %conv2.t169_b0, align 32
-  %t169_c3_0 = load <8 x float>, ptr %conv2.t169_c3_0, align 32
-  %82 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t169_a3, <8 x float> %t169_b017, <8 x float> %t169_c3_0)
-  store <8 x float> %82, ptr %conv2.t169_c3_0, align 32
-  %t169_a318 = load <8 x float>, ptr %conv2.t169_a3, align 32
-  %t169_b119 = load <8 x float>, ptr %conv2.t169_b1, align 32
-  %t169_c3_1 = load <8 x float>, ptr %conv2.t169_c3_1, align 32
-  %83 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t169_a318, <8 x float> %t169_b119, <8 x float> %t169_c3_1)
-  store <8 x float> %83, ptr %conv2.t169_c3_1, align 32
-  %84 = mul nsw i64 %0, 3136
-  %85 = add nsw i64 1624128, %84
-  %86 = add nsw i64 %1, 6
-  %87 = mul nsw i64 %86, 2
-  %88 = mul nsw i64 %87, 14
-  %89 = mul nsw i64 %88, 16
-  %90 = add nsw i64 %85, %89
-  %91 = mul nsw i64 %conv2.mb1682, 6
-  %92 = add nsw i64 %91, 4
-  %93 = mul nsw i64 %92, 16
-  %94 = add nsw i64 %90, %93
-  %95 = add nsw i64 %94, %conv2.k1703
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %95
-  %96 = load float, ptr %arena20, align 4
-  %97 = insertelement <8 x float> undef, float %96, i32 0
-  %98 = shufflevector <8 x float> %97, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %98, ptr %conv2.t169_a4, align 32
-  %t169_a4 = load <8 x float>, ptr %conv2.t169_a4, align 32
-  %t169_b021 = load <8 x float>, ptr %conv2.t169_b0, align 32
-  %t169_c4_0 = load <8 x float>, ptr %conv2.t169_c4_0, align 32
-  %99 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t169_a4, <8 x float> %t169_b021, <8 x float> %t169_c4_0)
-  store <8 x float> %99, ptr %conv2.t169_c4_0, align 32
-  %t169_a422 = load <8 x float>, ptr %conv2.t169_a4, align 32
-  %t169_b123 = load <8 x float>, ptr %conv2.t169_b1, align 32
-  %t169_c4_1 = load <8 x float>, ptr %conv2.t169_c4_1, align 32
-  %100 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t169_a422, <8 x float> %t169_b123, <8 x float> %t169_c4_1)
-  store <8 x float> %100, ptr %conv2.t169_c4_1, align 32
-  %101 = mul nsw i64 %0, 3136
-  %102 = add nsw i64 1624128, %101
-  %103 = add nsw i64 %1, 6
-  %104 = mul nsw i64 %103, 2
-  %105 = mul nsw i64 %104, 14
-  %106 = mul nsw i64 %105, 16
-  %107 = add nsw i64 %102, %106
-  %108 = mul nsw i64 %conv2.mb1682, 6
-  %109 = add nsw i64 %108, 5
-  %110 = mul nsw i64 %109, 16
-  %111 = add nsw i64 %107, %110
-  %112 = add nsw i64 %111, %conv2.k1703
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %112
-  %113 = load float, ptr %arena24, align 4
-  %114 = insertelement <8 x float> undef, float %113, i32 0
-  %115 = shufflevector <8 x float> %114, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %115, ptr %conv2.t169_a5, align 32
-  %t169_a5 = load <8 x float>, ptr %conv2.t169_a5, align 32
-  %t169_b025 = load <8 x float>, ptr %conv2.t169_b0, align 32
-  %t169_c5_0 = load <8 x float>, ptr %conv2.t169_c5_0, align 32
-  %116 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t169_a5, <8 x float> %t169_b025, <8 x float> %t169_c5_0)
-  store <8 x float> %116, ptr %conv2.t169_c5_0, align 32
-  %t169_a526 = load <8 x float>, ptr %conv2.t169_a5, align 32
-  %t169_b127 = load <8 x float>, ptr %conv2.t169_b1, align 32
-  %t169_c5_1 = load <8 x float>, ptr %conv2.t169_c5_1, align 32
-  %117 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t169_a526, <8 x float> %t169_b127, <8 x float> %t169_c5_1)
-  store <8 x float> %117, ptr %conv2.t169_c5_1, align 32
-  %k170.next = add nsw i64 %conv2.k1703, 1
-  %118 = icmp slt i64 %k170.next, 16
-  br i1 %118, label %conv2.k170, label %conv2.k170.end
-
-conv2.k170.end:                                   ; preds = %conv2.k170
-  %t169_c0_028 = load <8 x float>, ptr %conv2.t169_c0_0, align 32
-  %119 = mul nsw i64 %0, 3136
-  %120 = add nsw i64 1674304, %119
-  %121 = add nsw i64 %1, 6
-  %122 = mul nsw i64 %121, 2
-  %123 = mul nsw i64 %122, 14
-  %124 = mul nsw i64 %123, 16
-  %125 = add nsw i64 %120, %124
-  %126 = mul nsw i64 %conv2.mb1682, 6
-  %127 = mul nsw i64 %126, 16
-  %128 = add nsw i64 %125, %127
-  %129 = mul nsw i64 %conv2.nb1671, 16
-  %130 = add nsw i64 %128, %129
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %130
-  store <8 x float> %t169_c0_028, ptr %arena29, align 4
-  %t169_c0_130 = load <8 x float>, ptr %conv2.t169_c0_1, align 32
-  %131 = mul nsw i64 %0, 3136
-  %132 = add nsw i64 1674304, %131
-  %133 = add nsw i64 %1, 6
-  %134 = mul nsw i64 %133, 2
-  %135 = mul nsw i64 %134, 14
-  %136 = mul nsw i64 %135, 16
-  %137 = add nsw i64 %132, %136
-  %138 = mul nsw i64 %conv2.mb1682, 6
-  %139 = mul nsw i64 %138, 16
-  %140 = add nsw i64 %137, %139
-  %141 = mul nsw i64 %conv2.nb1671, 16
-  %142 = add nsw i64 %140, %141
-  %143 = add nsw i64 %142, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %143
-  store <8 x float> %t169_c0_130, ptr %arena31, align 4
-  %t169_c1_032 = load <8 x float>, ptr %conv2.t169_c1_0, align 32
-  %144 = mul nsw i64 %0, 3136
-  %145 = add nsw i64 1674304, %144
-  %146 = add nsw i64 %1, 6
-  %147 = mul nsw i64 %146, 2
-  %148 = mul nsw i64 %147, 14
-  %149 = mul nsw i64 %148, 16
-  %150 = add nsw i64 %145, %149
-  %151 = mul nsw i64 %conv2.mb1682, 6
-  %152 = add nsw i64 %151, 1
-  %153 = mul nsw i64 %152, 16
-  %154 = add nsw i64 %150, %153
-  %155 = mul nsw i64 %conv2.nb1671, 16
-  %156 = add nsw i64 %154, %155
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %156
-  store <8 x float> %t169_c1_032, ptr %arena33, align 4
-  %t169_c1_134 = load <8 x float>, ptr %conv2.t169_c1_1, align 32
-  %157 = mul nsw i64 %0, 3136
-  %158 = add nsw i64 1674304, %157
-  %159 = add nsw i64 %1, 6
-  %160 = mul nsw i64 %159, 2
-  %161 = mul nsw i64 %160, 14
-  %162 = mul nsw i64 %161, 16
-  %163 = add nsw i64 %158, %162
-  %164 = mul nsw i64 %conv2.mb1682, 6
-  %165 = add nsw i64 %164, 1
-  %166 = mul nsw i64 %165, 16
-  %167 = add nsw i64 %163, %166
-  %168 = mul nsw i64 %conv2.nb1671, 16
-  %169 = add nsw i64 %167, %168
-  %170 = add nsw i64 %169, 8
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %170
-  store <8 x float> %t169_c1_134, ptr %arena35, align 4
-  %t169_c2_036 = load <8 x float>, ptr %conv2.t169_c2_0, align 32
-  %171 = mul nsw i64 %0, 3136
-  %172 = add nsw i64 1674304, %171
-  %173 = add nsw i64 %1, 6
-  %174 = mul nsw i64 %173, 2
-  %175 = mul nsw i64 %174, 14
-  %176 = mul nsw i64 %175, 16
-  %177 = add nsw i64 %172, %176
-  %178 = mul nsw i64 %conv2.mb1682, 6
-  %179 = add nsw i64 %178, 2
-  %180 = mul nsw i64 %179, 16
-  %181 = add nsw i64 %177, %180
-  %182 = mul nsw i64 %conv2.nb1671, 16
-  %183 = add nsw i64 %181, %182
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %183
-  store <8 x float> %t169_c2_036, ptr %arena37, align 4
-  %t169_c2_138 = load <8 x float>, ptr %conv2.t169_c2_1, align 32
-  %184 = mul nsw i64 %0, 3136
-  %185 = add nsw i64 1674304, %184
-  %186 = add nsw i64 %1, 6
-  %187 = mul nsw i64 %186, 2
-  %188 = mul nsw i64 %187, 14
-  %189 = mul nsw i64 %188, 16
-  %190 = add nsw i64 %185, %189
-  %191 = mul nsw i64 %conv2.mb1682, 6
-  %192 = add nsw i64 %191, 2
-  %193 = mul nsw i64 %192, 16
-  %194 = add nsw i64 %190, %193
-  %195 = mul nsw i64 %conv2.nb1671, 16
-  %196 = add nsw i64 %194, %195
-  %197 = add nsw i64 %196, 8
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %197
-  store <8 x float> %t169_c2_138, ptr %arena39, align 4
-  %t169_c3_040 = load <8 x float>, ptr %conv2.t169_c3_0, align 32
-  %198 = mul nsw i64 %0, 3136
-  %199 = add nsw i64 1674304, %198
-  %200 = add nsw i64 %1, 6
-  %201 = mul nsw i64 %200, 2
-  %202 = mul nsw i64 %201, 14
-  %203 = mul nsw i64 %202, 16
-  %204 = add nsw i64 %199, %203
-  %205 = mul nsw i64 %conv2.mb1682, 6
-  %206 = add nsw i64 %205, 3
-  %207 = mul nsw i64 %206, 16
-  %208 = add nsw i64 %204, %207
-  %209 = mul nsw i64 %conv2.nb1671, 16
-  %210 = add nsw i64 %208, %209
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %210
-  store <8 x float> %t169_c3_040, ptr %arena41, align 4
-  %t169_c3_142 = load <8 x float>, ptr %conv2.t169_c3_1, align 32
-  %211 = mul nsw i64 %0, 3136
-  %212 = add nsw i64 1674304, %211
-  %213 = add nsw i64 %1, 6
-  %214 = mul nsw i64 %213, 2
-  %215 = mul nsw i64 %214, 14
-  %216 = mul nsw i64 %215, 16
-  %217 = add nsw i64 %212, %216
-  %218 = mul nsw i64 %conv2.mb1682, 6
-  %219 = add nsw i64 %218, 3
-  %220 = mul nsw i64 %219, 16
-  %221 = add nsw i64 %217, %220
-  %222 = mul nsw i64 %conv2.nb1671, 16
-  %223 = add nsw i64 %221, %222
-  %224 = add nsw i64 %223, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t169_c3_142, ptr %arena43, align 4
-  %t169_c4_044 = load <8 x float>, ptr %conv2.t169_c4_0, align 32
+  store <8 x float> %t106_c5_042, ptr %arena43, align 4
+  %t106_c6_044 = load <8 x float>, ptr %conv2.t106_c6_0, align 32
   %225 = mul nsw i64 %0, 3136
   %226 = add nsw i64 1674304, %225
-  %227 = add nsw i64 %1, 6
-  %228 = mul nsw i64 %227, 2
-  %229 = mul nsw i64 %228, 14
-  %230 = mul nsw i64 %229, 16
-  %231 = add nsw i64 %226, %230
-  %232 = mul nsw i64 %conv2.mb1682, 6
-  %233 = add nsw i64 %232, 4
-  %234 = mul nsw i64 %233, 16
-  %235 = add nsw i64 %231, %234
-  %236 = mul nsw i64 %conv2.nb1671, 16
-  %237 = add nsw i64 %235, %236
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %237
-  store <8 x float> %t169_c4_044, ptr %arena45, align 4
-  %t169_c4_146 = load <8 x float>, ptr %conv2.t169_c4_1, align 32
-  %238 = mul nsw i64 %0, 3136
-  %239 = add nsw i64 1674304, %238
-  %240 = add nsw i64 %1, 6
-  %241 = mul nsw i64 %240, 2
-  %242 = mul nsw i64 %241, 14
-  %243 = mul nsw i64 %242, 16
-  %244 = add nsw i64 %239, %243
-  %245 = mul nsw i64 %conv2.mb1682, 6
-  %246 = add nsw i64 %245, 4
-  %247 = mul nsw i64 %246, 16
-  %248 = add nsw i64 %244, %247
-  %249 = mul nsw i64 %conv2.nb1671, 16
-  %250 = add nsw i64 %248, %249
-  %251 = add nsw i64 %250, 8
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %251
-  store <8 x float> %t169_c4_146, ptr %arena47, align 4
-  %t169_c5_048 = load <8 x float>, ptr %conv2.t169_c5_0, align 32
-  %252 = mul nsw i64 %0, 3136
-  %253 = add nsw i64 1674304, %252
-  %254 = add nsw i64 %1, 6
-  %255 = mul nsw i64 %254, 2
-  %256 = mul nsw i64 %255, 14
-  %257 = mul nsw i64 %256, 16
-  %258 = add nsw i64 %253, %257
-  %259 = mul nsw i64 %conv2.mb1682, 6
-  %260 = add nsw i64 %259, 5
+  %227 = mul nsw i64 %1, 8
+  %228 = add nsw i64 %226, %227
+  %229 = mul nsw i64 %conv2.mb1052, 14
+  %230 = add nsw i64 %229, 6
+  %231 = mul nsw i64 %230, 16
+  %232 = add nsw i64 %228, %231
+  %233 = mul nsw i64 %conv2.nb1041, 8
+  %234 = add nsw i64 %232, %233
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %234
+  store <8 x float> %t106_c6_044, ptr %arena45, align 4
+  %t106_c7_046 = load <8 x float>, ptr %conv2.t106_c7_0, align 32
+  %235 = mul nsw i64 %0, 3136
+  %236 = add nsw i64 1674304, %235
+  %237 = mul nsw i64 %1, 8
+  %238 = add nsw i64 %236, %237
+  %239 = mul nsw i64 %conv2.mb1052, 14
+  %240 = add nsw i64 %239, 7
+  %241 = mul nsw i64 %240, 16
+  %242 = add nsw i64 %238, %241
+  %243 = mul nsw i64 %conv2.nb1041, 8
+  %244 = add nsw i64 %242, %243
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %244
+  store <8 x float> %t106_c7_046, ptr %arena47, align 4
+  %t106_c8_048 = load <8 x float>, ptr %conv2.t106_c8_0, align 32
+  %245 = mul nsw i64 %0, 3136
+  %246 = add nsw i64 1674304, %245
+  %247 = mul nsw i64 %1, 8
+  %248 = add nsw i64 %246, %247
+  %249 = mul nsw i64 %conv2.mb1052, 14
+  %250 = add nsw i64 %249, 8
+  %251 = mul nsw i64 %250, 16
+  %252 = add nsw i64 %248, %251
+  %253 = mul nsw i64 %conv2.nb1041, 8
+  %254 = add nsw i64 %252, %253
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %254
+  store <8 x float> %t106_c8_048, ptr %arena49, align 4
+  %t106_c9_050 = load <8 x float>, ptr %conv2.t106_c9_0, align 32
+  %255 = mul nsw i64 %0, 3136
+  %256 = add nsw i64 1674304, %255
+  %257 = mul nsw i64 %1, 8
+  %258 = add nsw i64 %256, %257
+  %259 = mul nsw i64 %conv2.mb1052, 14
+  %260 = add nsw i64 %259, 9
   %261 = mul nsw i64 %260, 16
   %262 = add nsw i64 %258, %261
-  %263 = mul nsw i64 %conv2.nb1671, 16
+  %263 = mul nsw i64 %conv2.nb1041, 8
   %264 = add nsw i64 %262, %263
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %264
-  store <8 x float> %t169_c5_048, ptr %arena49, align 4
-  %t169_c5_150 = load <8 x float>, ptr %conv2.t169_c5_1, align 32
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %264
+  store <8 x float> %t106_c9_050, ptr %arena51, align 4
+  %t106_c10_052 = load <8 x float>, ptr %conv2.t106_c10_0, align 32
   %265 = mul nsw i64 %0, 3136
   %266 = add nsw i64 1674304, %265
-  %267 = add nsw i64 %1, 6
-  %268 = mul nsw i64 %267, 2
-  %269 = mul nsw i64 %268, 14
-  %270 = mul nsw i64 %269, 16
-  %271 = add nsw i64 %266, %270
-  %272 = mul nsw i64 %conv2.mb1682, 6
-  %273 = add nsw i64 %272, 5
-  %274 = mul nsw i64 %273, 16
-  %275 = add nsw i64 %271, %274
-  %276 = mul nsw i64 %conv2.nb1671, 16
-  %277 = add nsw i64 %275, %276
-  %278 = add nsw i64 %277, 8
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %278
-  store <8 x float> %t169_c5_150, ptr %arena51, align 4
-  %mb168.next = add nsw i64 %conv2.mb1682, 1
-  %279 = icmp slt i64 %mb168.next, 4
-  br i1 %279, label %conv2.mb168, label %conv2.mb168.end
-
-conv2.k172:                                       ; preds = %conv2.k172, %conv2.mb168.end
-  %conv2.k17252 = phi i64 [ 0, %conv2.mb168.end ], [ %k172.next, %conv2.k172 ]
-  %280 = mul nsw i64 %0, 256
-  %281 = add nsw i64 2408448, %280
-  %282 = mul nsw i64 %conv2.k17252, 16
-  %283 = add nsw i64 %281, %282
-  %284 = mul nsw i64 %conv2.nb1671, 16
-  %285 = add nsw i64 %283, %284
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %285
-  %286 = load <8 x float>, ptr %arena53, align 4
-  store <8 x float> %286, ptr %conv2.t171_b0, align 32
-  %287 = mul nsw i64 %0, 256
-  %288 = add nsw i64 2408448, %287
-  %289 = mul nsw i64 %conv2.k17252, 16
-  %290 = add nsw i64 %288, %289
-  %291 = mul nsw i64 %conv2.nb1671, 16
-  %292 = add nsw i64 %290, %291
-  %293 = add nsw i64 %292, 8
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %293
-  %294 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %294, ptr %conv2.t171_b1, align 32
+  %267 = mul nsw i64 %1, 8
+  %268 = add nsw i64 %266, %267
+  %269 = mul nsw i64 %conv2.mb1052, 14
+  %270 = add nsw i64 %269, 10
+  %271 = mul nsw i64 %270, 16
+  %272 = add nsw i64 %268, %271
+  %273 = mul nsw i64 %conv2.nb1041, 8
+  %274 = add nsw i64 %272, %273
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %274
+  store <8 x float> %t106_c10_052, ptr %arena53, align 4
+  %t106_c11_054 = load <8 x float>, ptr %conv2.t106_c11_0, align 32
+  %275 = mul nsw i64 %0, 3136
+  %276 = add nsw i64 1674304, %275
+  %277 = mul nsw i64 %1, 8
+  %278 = add nsw i64 %276, %277
+  %279 = mul nsw i64 %conv2.mb1052, 14
+  %280 = add nsw i64 %279, 11
+  %281 = mul nsw i64 %280, 16
+  %282 = add nsw i64 %278, %281
+  %283 = mul nsw i64 %conv2.nb1041, 8
+  %284 = add nsw i64 %282, %283
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %284
+  store <8 x float> %t106_c11_054, ptr %arena55, align 4
+  %t106_c12_056 = load <8 x float>, ptr %conv2.t106_c12_0, align 32
+  %285 = mul nsw i64 %0, 3136
+  %286 = add nsw i64 1674304, %285
+  %287 = mul nsw i64 %1, 8
+  %288 = add nsw i64 %286, %287
+  %289 = mul nsw i64 %conv2.mb1052, 14
+  %290 = add nsw i64 %289, 12
+  %291 = mul nsw i64 %290, 16
+  %292 = add nsw i64 %288, %291
+  %293 = mul nsw i64 %conv2.nb1041, 8
+  %294 = add nsw i64 %292, %293
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %294
+  store <8 x float> %t106_c12_056, ptr %arena57, align 4
+  %t106_c13_058 = load <8 x float>, ptr %conv2.t106_c13_0, align 32
   %295 = mul nsw i64 %0, 3136
-  %296 = add nsw i64 1624128, %295
-  %297 = add nsw i64 %1, 6
-  %298 = mul nsw i64 %297, 2
-  %299 = mul nsw i64 %298, 14
-  %300 = mul nsw i64 %299, 16
-  %301 = add nsw i64 %296, %300
-  %302 = add nsw i64 %301, 384
-  %303 = add nsw i64 %302, %conv2.k17252
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %303
-  %304 = load float, ptr %arena55, align 4
-  %305 = insertelement <8 x float> undef, float %304, i32 0
-  %306 = shufflevector <8 x float> %305, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %306, ptr %conv2.t171_a0, align 32
-  %t171_a0 = load <8 x float>, ptr %conv2.t171_a0, align 32
-  %t171_b0 = load <8 x float>, ptr %conv2.t171_b0, align 32
-  %t171_c0_0 = load <8 x float>, ptr %conv2.t171_c0_0, align 32
-  %307 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a0, <8 x float> %t171_b0, <8 x float> %t171_c0_0)
-  store <8 x float> %307, ptr %conv2.t171_c0_0, align 32
-  %t171_a056 = load <8 x float>, ptr %conv2.t171_a0, align 32
-  %t171_b1 = load <8 x float>, ptr %conv2.t171_b1, align 32
-  %t171_c0_1 = load <8 x float>, ptr %conv2.t171_c0_1, align 32
-  %308 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a056, <8 x float> %t171_b1, <8 x float> %t171_c0_1)
-  store <8 x float> %308, ptr %conv2.t171_c0_1, align 32
-  %309 = mul nsw i64 %0, 3136
-  %310 = add nsw i64 1624128, %309
-  %311 = add nsw i64 %1, 6
-  %312 = mul nsw i64 %311, 2
-  %313 = mul nsw i64 %312, 14
-  %314 = mul nsw i64 %313, 16
-  %315 = add nsw i64 %310, %314
-  %316 = add nsw i64 %315, 400
-  %317 = add nsw i64 %316, %conv2.k17252
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %317
-  %318 = load float, ptr %arena57, align 4
-  %319 = insertelement <8 x float> undef, float %318, i32 0
-  %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %conv2.t171_a1, align 32
-  %t171_a1 = load <8 x float>, ptr %conv2.t171_a1, align 32
-  %t171_b058 = load <8 x float>, ptr %conv2.t171_b0, align 32
-  %t171_c1_0 = load <8 x float>, ptr %conv2.t171_c1_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a1, <8 x float> %t171_b058, <8 x float> %t171_c1_0)
-  store <8 x float> %321, ptr %conv2.t171_c1_0, align 32
-  %t171_a159 = load <8 x float>, ptr %conv2.t171_a1, align 32
-  %t171_b160 = load <8 x float>, ptr %conv2.t171_b1, align 32
-  %t171_c1_1 = load <8 x float>, ptr %conv2.t171_c1_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a159, <8 x float> %t171_b160, <8 x float> %t171_c1_1)
-  store <8 x float> %322, ptr %conv2.t171_c1_1, align 32
-  %323 = mul nsw i64 %0, 3136
-  %324 = add nsw i64 1624128, %323
-  %325 = add nsw i64 %1, 6
-  %326 = mul nsw i64 %325, 2
-  %327 = mul nsw i64 %326, 14
-  %328 = mul nsw i64 %327, 16
-  %329 = add nsw i64 %324, %328
-  %330 = add nsw i64 %329, 416
-  %331 = add nsw i64 %330, %conv2.k17252
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %331
-  %332 = load float, ptr %arena61, align 4
-  %333 = insertelement <8 x float> undef, float %332, i32 0
-  %334 = shufflevector <8 x float> %333, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %334, ptr %conv2.t171_a2, align 32
-  %t171_a2 = load <8 x float>, ptr %conv2.t171_a2, align 32
-  %t171_b062 = load <8 x float>, ptr %conv2.t171_b0, align 32
-  %t171_c2_0 = load <8 x float>, ptr %conv2.t171_c2_0, align 32
-  %335 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a2, <8 x float> %t171_b062, <8 x float> %t171_c2_0)
-  store <8 x float> %335, ptr %conv2.t171_c2_0, align 32
-  %t171_a263 = load <8 x float>, ptr %conv2.t171_a2, align 32
-  %t171_b164 = load <8 x float>, ptr %conv2.t171_b1, align 32
-  %t171_c2_1 = load <8 x float>, ptr %conv2.t171_c2_1, align 32
-  %336 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a263, <8 x float> %t171_b164, <8 x float> %t171_c2_1)
-  store <8 x float> %336, ptr %conv2.t171_c2_1, align 32
-  %337 = mul nsw i64 %0, 3136
-  %338 = add nsw i64 1624128, %337
-  %339 = add nsw i64 %1, 6
-  %340 = mul nsw i64 %339, 2
-  %341 = mul nsw i64 %340, 14
-  %342 = mul nsw i64 %341, 16
-  %343 = add nsw i64 %338, %342
-  %344 = add nsw i64 %343, 432
-  %345 = add nsw i64 %344, %conv2.k17252
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %345
-  %346 = load float, ptr %arena65, align 4
-  %347 = insertelement <8 x float> undef, float %346, i32 0
-  %348 = shufflevector <8 x float> %347, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %348, ptr %conv2.t171_a3, align 32
-  %t171_a3 = load <8 x float>, ptr %conv2.t171_a3, align 32
-  %t171_b066 = load <8 x float>, ptr %conv2.t171_b0, align 32
-  %t171_c3_0 = load <8 x float>, ptr %conv2.t171_c3_0, align 32
-  %349 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a3, <8 x float> %t171_b066, <8 x float> %t171_c3_0)
-  store <8 x float> %349, ptr %conv2.t171_c3_0, align 32
-  %t171_a367 = load <8 x float>, ptr %conv2.t171_a3, align 32
-  %t171_b168 = load <8 x float>, ptr %conv2.t171_b1, align 32
-  %t171_c3_1 = load <8 x float>, ptr %conv2.t171_c3_1, align 32
-  %350 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a367, <8 x float> %t171_b168, <8 x float> %t171_c3_1)
-  store <8 x float> %350, ptr %conv2.t171_c3_1, align 32
-  %k172.next = add nsw i64 %conv2.k17252, 1
-  %351 = icmp slt i64 %k172.next, 16
-  br i1 %351, label %conv2.k172, label %conv2.k172.end
-
-conv2.k172.end:                                   ; preds = %conv2.k172
-  %t171_c0_069 = load <8 x float>, ptr %conv2.t171_c0_0, align 32
-  %352 = mul nsw i64 %0, 3136
-  %353 = add nsw i64 1674304, %352
-  %354 = add nsw i64 %1, 6
-  %355 = mul nsw i64 %354, 2
-  %356 = mul nsw i64 %355, 14
-  %357 = mul nsw i64 %356, 16
-  %358 = add nsw i64 %353, %357
-  %359 = add nsw i64 %358, 384
-  %360 = mul nsw i64 %conv2.nb1671, 16
-  %361 = add nsw i64 %359, %360
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %361
-  store <8 x float> %t171_c0_069, ptr %arena70, align 4
-  %t171_c0_171 = load <8 x float>, ptr %conv2.t171_c0_1, align 32
-  %362 = mul nsw i64 %0, 3136
-  %363 = add nsw i64 1674304, %362
-  %364 = add nsw i64 %1, 6
-  %365 = mul nsw i64 %364, 2
-  %366 = mul nsw i64 %365, 14
-  %367 = mul nsw i64 %366, 16
-  %368 = add nsw i64 %363, %367
-  %369 = add nsw i64 %368, 384
-  %370 = mul nsw i64 %conv2.nb1671, 16
-  %371 = add nsw i64 %369, %370
-  %372 = add nsw i64 %371, 8
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %372
-  store <8 x float> %t171_c0_171, ptr %arena72, align 4
-  %t171_c1_073 = load <8 x float>, ptr %conv2.t171_c1_0, align 32
-  %373 = mul nsw i64 %0, 3136
-  %374 = add nsw i64 1674304, %373
-  %375 = add nsw i64 %1, 6
-  %376 = mul nsw i64 %375, 2
-  %377 = mul nsw i64 %376, 14
-  %378 = mul nsw i64 %377, 16
-  %379 = add nsw i64 %374, %378
-  %380 = add nsw i64 %379, 400
-  %381 = mul nsw i64 %conv2.nb1671, 16
-  %382 = add nsw i64 %380, %381
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %382
-  store <8 x float> %t171_c1_073, ptr %arena74, align 4
-  %t171_c1_175 = load <8 x float>, ptr %conv2.t171_c1_1, align 32
-  %383 = mul nsw i64 %0, 3136
-  %384 = add nsw i64 1674304, %383
-  %385 = add nsw i64 %1, 6
-  %386 = mul nsw i64 %385, 2
-  %387 = mul nsw i64 %386, 14
-  %388 = mul nsw i64 %387, 16
-  %389 = add nsw i64 %384, %388
-  %390 = add nsw i64 %389, 400
-  %391 = mul nsw i64 %conv2.nb1671, 16
-  %392 = add nsw i64 %390, %391
-  %393 = add nsw i64 %392, 8
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %393
-  store <8 x float> %t171_c1_175, ptr %arena76, align 4
-  %t171_c2_077 = load <8 x float>, ptr %conv2.t171_c2_0, align 32
-  %394 = mul nsw i64 %0, 3136
-  %395 = add nsw i64 1674304, %394
-  %396 = add nsw i64 %1, 6
-  %397 = mul nsw i64 %396, 2
-  %398 = mul nsw i64 %397, 14
-  %399 = mul nsw i64 %398, 16
-  %400 = add nsw i64 %395, %399
-  %401 = add nsw i64 %400, 416
-  %402 = mul nsw i64 %conv2.nb1671, 16
-  %403 = add nsw i64 %401, %402
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %403
-  store <8 x float> %t171_c2_077, ptr %arena78, align 4
-  %t171_c2_179 = load <8 x float>, ptr %conv2.t171_c2_1, align 32
-  %404 = mul nsw i64 %0, 3136
-  %405 = add nsw i64 1674304, %404
-  %406 = add nsw i64 %1, 6
-  %407 = mul nsw i64 %406, 2
-  %408 = mul nsw i64 %407, 14
-  %409 = mul nsw i64 %408, 16
-  %410 = add nsw i64 %405, %409
-  %411 = add nsw i64 %410, 416
-  %412 = mul nsw i64 %conv2.nb1671, 16
-  %413 = add nsw i64 %411, %412
-  %414 = add nsw i64 %413, 8
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %414
-  store <8 x float> %t171_c2_179, ptr %arena80, align 4
-  %t171_c3_081 = load <8 x float>, ptr %conv2.t171_c3_0, align 32
-  %415 = mul nsw i64 %0, 3136
-  %416 = add nsw i64 1674304, %415
-  %417 = add nsw i64 %1, 6
-  %418 = mul nsw i64 %417, 2
-  %419 = mul nsw i64 %418, 14
-  %420 = mul nsw i64 %419, 16
-  %421 = add nsw i64 %416, %420
-  %422 = add nsw i64 %421, 432
-  %423 = mul nsw i64 %conv2.nb1671, 16
-  %424 = add nsw i64 %422, %423
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %424
-  store <8 x float> %t171_c3_081, ptr %arena82, align 4
-  %t171_c3_183 = load <8 x float>, ptr %conv2.t171_c3_1, align 32
-  %425 = mul nsw i64 %0, 3136
-  %426 = add nsw i64 1674304, %425
-  %427 = add nsw i64 %1, 6
-  %428 = mul nsw i64 %427, 2
-  %429 = mul nsw i64 %428, 14
-  %430 = mul nsw i64 %429, 16
-  %431 = add nsw i64 %426, %430
-  %432 = add nsw i64 %431, 432
-  %433 = mul nsw i64 %conv2.nb1671, 16
-  %434 = add nsw i64 %432, %433
-  %435 = add nsw i64 %434, 8
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %435
-  store <8 x float> %t171_c3_183, ptr %arena84, align 4
-  %nb167.next = add nsw i64 %conv2.nb1671, 1
-  %436 = icmp slt i64 %nb167.next, 1
-  br i1 %436, label %conv2.nb167, label %conv2.nb167.end
+  %296 = add nsw i64 1674304, %295
+  %297 = mul nsw i64 %1, 8
+  %298 = add nsw i64 %296, %297
+  %299 = mul nsw i64 %conv2.mb1052, 14
+  %300 = add nsw i64 %299, 13
+  %301 = mul nsw i64 %300, 16
+  %302 = add nsw i64 %298, %301
+  %303 = mul nsw i64 %conv2.nb1041, 8
+  %304 = add nsw i64 %302, %303
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %304
+  store <8 x float> %t106_c13_058, ptr %arena59, align 4
+  %mb105.next = add nsw i64 %conv2.mb1052, 1
+  %305 = icmp slt i64 %mb105.next, 14
+  br i1 %305, label %conv2.mb105, label %conv2.mb105.end
 }
 
-define internal void @residual_infer_b64.k1.conv2.part65.task(ptr %0, i64 %1) {
+define internal void @residual_infer_b64.k1.conv2.part102.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -22964,92 +20707,92 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @residual_infer_b64.k1.conv2.part65(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @residual_infer_b64.k1.conv2.part102(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @residual_infer_b64.k2.res(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part192.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part192.context, i32 0, i32 0
+  %part128.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part128.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part192.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part128.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part192.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part128.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part192.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part128.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part192.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part128.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part192.context, i32 0, i32 5
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part128.context, i32 0, i32 5
   store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part192.context, i32 0, i32 6
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part128.context, i32 0, i32 6
   store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part192.context, i32 0, i32 7
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part128.context, i32 0, i32 7
   store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part192.context, i32 0, i32 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part128.context, i32 0, i32 8
   store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part192.context, i32 0, i32 9
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part128.context, i32 0, i32 9
   store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part192.context, i32 0, i32 10
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part128.context, i32 0, i32 10
   store ptr %pool, ptr %10, align 8
   %11 = icmp eq ptr %pool, null
-  br i1 %11, label %res.part192.serial, label %res.part192.pool
+  br i1 %11, label %res.part128.serial, label %res.part128.pool
 
-res.part192.pool:                                 ; preds = %entry
+res.part128.pool:                                 ; preds = %entry
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @residual_infer_b64.k2.res.part192.task, ptr %part192.context, i64 2)
-  br label %res.part192.done
+  call void %run(ptr %pool, ptr @residual_infer_b64.k2.res.part128.task, ptr %part128.context, i64 2)
+  br label %res.part128.done
 
-res.part192.serial:                               ; preds = %entry
-  br label %res.part192
+res.part128.serial:                               ; preds = %entry
+  br label %res.part128
 
-res.part192.done:                                 ; preds = %res.part192.end, %res.part192.pool
+res.part128.done:                                 ; preds = %res.part128.end, %res.part128.pool
   ret void
 
-res.part192:                                      ; preds = %res.part192, %res.part192.serial
-  %res.part1921 = phi i64 [ 0, %res.part192.serial ], [ %part192.next, %res.part192 ]
-  call void @residual_infer_b64.k2.res.part192(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %res.part1921)
-  %part192.next = add nsw i64 %res.part1921, 1
-  %12 = icmp slt i64 %part192.next, 2
-  br i1 %12, label %res.part192, label %res.part192.end
+res.part128:                                      ; preds = %res.part128, %res.part128.serial
+  %res.part1281 = phi i64 [ 0, %res.part128.serial ], [ %part128.next, %res.part128 ]
+  call void @residual_infer_b64.k2.res.part128(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %res.part1281)
+  %part128.next = add nsw i64 %res.part1281, 1
+  %12 = icmp slt i64 %part128.next, 2
+  br i1 %12, label %res.part128, label %res.part128.end
 
-res.part192.end:                                  ; preds = %res.part192
-  br label %res.part192.done
+res.part128.end:                                  ; preds = %res.part128
+  br label %res.part128.done
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k2.res.part192(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @residual_infer_b64.k2.res.part128(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
-  br label %res.i193
+  br label %res.i129
 
-res.i193:                                         ; preds = %res.i193, %entry
-  %res.i1931 = phi i64 [ 0, %entry ], [ %i193.next, %res.i193 ]
+res.i129:                                         ; preds = %res.i129, %entry
+  %res.i1291 = phi i64 [ 0, %entry ], [ %i129.next, %res.i129 ]
   %1 = mul nsw i64 %0, 401408
-  %2 = add nsw i64 %res.i1931, %1
+  %2 = add nsw i64 %res.i1291, %1
   %3 = add nsw i64 802816, %2
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena2, align 4
   %5 = mul nsw i64 %0, 401408
-  %6 = add nsw i64 %res.i1931, %5
+  %6 = add nsw i64 %res.i1291, %5
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load float, ptr %arena3, align 4
   %8 = fadd float %4, %7
   %9 = mul nsw i64 %0, 401408
-  %10 = add nsw i64 %res.i1931, %9
+  %10 = add nsw i64 %res.i1291, %9
   %11 = add nsw i64 1605632, %10
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %11
   store float %8, ptr %arena4, align 4
-  %i193.next = add nsw i64 %res.i1931, 1
-  %12 = icmp slt i64 %i193.next, 401408
-  br i1 %12, label %res.i193, label %res.i193.end
+  %i129.next = add nsw i64 %res.i1291, 1
+  %12 = icmp slt i64 %i129.next, 401408
+  br i1 %12, label %res.i129, label %res.i129.end
 
-res.i193.end:                                     ; preds = %res.i193
+res.i129.end:                                     ; preds = %res.i129
   ret void
 }
 
-define internal void @residual_infer_b64.k2.res.part192.task(ptr %0, i64 %1) {
+define internal void @residual_infer_b64.k2.res.part128.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -23073,176 +20816,176 @@ entry:
   %21 = load i64, ptr %20, align 4
   %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
   %23 = load ptr, ptr %22, align 8
-  call void @residual_infer_b64.k2.res.part192(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  call void @residual_infer_b64.k2.res.part128(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @residual_infer_b64.k3.pool(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part194.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part194.context, i32 0, i32 0
+  %part130.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part130.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part194.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part130.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part194.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part130.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part194.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part130.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part194.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part130.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part194.context, i32 0, i32 5
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part130.context, i32 0, i32 5
   store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part194.context, i32 0, i32 6
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part130.context, i32 0, i32 6
   store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part194.context, i32 0, i32 7
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part130.context, i32 0, i32 7
   store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part194.context, i32 0, i32 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part130.context, i32 0, i32 8
   store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part194.context, i32 0, i32 9
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part130.context, i32 0, i32 9
   store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part194.context, i32 0, i32 10
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part130.context, i32 0, i32 10
   store ptr %pool, ptr %10, align 8
   %11 = icmp eq ptr %pool, null
-  br i1 %11, label %pool.part194.serial, label %pool.part194.pool
+  br i1 %11, label %pool.part130.serial, label %pool.part130.pool
 
-pool.part194.pool:                                ; preds = %entry
+pool.part130.pool:                                ; preds = %entry
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @residual_infer_b64.k3.pool.part194.task, ptr %part194.context, i64 2)
-  br label %pool.part194.done
+  call void %run(ptr %pool, ptr @residual_infer_b64.k3.pool.part130.task, ptr %part130.context, i64 2)
+  br label %pool.part130.done
 
-pool.part194.serial:                              ; preds = %entry
-  br label %pool.part194
+pool.part130.serial:                              ; preds = %entry
+  br label %pool.part130
 
-pool.part194.done:                                ; preds = %pool.part194.end, %pool.part194.pool
+pool.part130.done:                                ; preds = %pool.part130.end, %pool.part130.pool
   ret void
 
-pool.part194:                                     ; preds = %pool.part194, %pool.part194.serial
-  %pool.part1941 = phi i64 [ 0, %pool.part194.serial ], [ %part194.next, %pool.part194 ]
-  call void @residual_infer_b64.k3.pool.part194(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool.part1941)
-  %part194.next = add nsw i64 %pool.part1941, 1
-  %12 = icmp slt i64 %part194.next, 2
-  br i1 %12, label %pool.part194, label %pool.part194.end
+pool.part130:                                     ; preds = %pool.part130, %pool.part130.serial
+  %pool.part1301 = phi i64 [ 0, %pool.part130.serial ], [ %part130.next, %pool.part130 ]
+  call void @residual_infer_b64.k3.pool.part130(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool.part1301)
+  %part130.next = add nsw i64 %pool.part1301, 1
+  %12 = icmp slt i64 %part130.next, 2
+  br i1 %12, label %pool.part130, label %pool.part130.end
 
-pool.part194.end:                                 ; preds = %pool.part194
-  br label %pool.part194.done
+pool.part130.end:                                 ; preds = %pool.part130
+  br label %pool.part130.done
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k3.pool.part194(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @residual_infer_b64.k3.pool.part130(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
-  %pool.acc198 = alloca float, align 4
-  br label %pool.q195
+  %pool.acc134 = alloca float, align 4
+  br label %pool.q131
 
-pool.q195:                                        ; preds = %pool.py196.end, %entry
-  %pool.q1951 = phi i64 [ 0, %entry ], [ %q195.next, %pool.py196.end ]
-  br label %pool.py196
+pool.q131:                                        ; preds = %pool.py132.end, %entry
+  %pool.q1311 = phi i64 [ 0, %entry ], [ %q131.next, %pool.py132.end ]
+  br label %pool.py132
 
-pool.q195.end:                                    ; preds = %pool.py196.end
+pool.q131.end:                                    ; preds = %pool.py132.end
   ret void
 
-pool.py196:                                       ; preds = %pool.px197.end, %pool.q195
-  %pool.py1962 = phi i64 [ 0, %pool.q195 ], [ %py196.next, %pool.px197.end ]
-  br label %pool.px197
+pool.py132:                                       ; preds = %pool.px133.end, %pool.q131
+  %pool.py1322 = phi i64 [ 0, %pool.q131 ], [ %py132.next, %pool.px133.end ]
+  br label %pool.px133
 
-pool.py196.end:                                   ; preds = %pool.px197.end
-  %q195.next = add nsw i64 %pool.q1951, 1
-  %1 = icmp slt i64 %q195.next, 512
-  br i1 %1, label %pool.q195, label %pool.q195.end
+pool.py132.end:                                   ; preds = %pool.px133.end
+  %q131.next = add nsw i64 %pool.q1311, 1
+  %1 = icmp slt i64 %q131.next, 512
+  br i1 %1, label %pool.q131, label %pool.q131.end
 
-pool.px197:                                       ; preds = %pool.px197, %pool.py196
-  %pool.px1973 = phi i64 [ 0, %pool.py196 ], [ %px197.next, %pool.px197 ]
+pool.px133:                                       ; preds = %pool.px133, %pool.py132
+  %pool.px1333 = phi i64 [ 0, %pool.py132 ], [ %px133.next, %pool.px133 ]
   %2 = mul nsw i64 %0, 512
-  %3 = add nsw i64 %pool.q1951, %2
+  %3 = add nsw i64 %pool.q1311, %2
   %4 = mul nsw i64 %3, 784
-  %5 = mul nsw i64 %pool.py1962, 56
+  %5 = mul nsw i64 %pool.py1322, 56
   %6 = add nsw i64 %4, %5
-  %7 = mul nsw i64 %pool.px1973, 2
+  %7 = mul nsw i64 %pool.px1333, 2
   %8 = add nsw i64 %6, %7
   %9 = add nsw i64 1605632, %8
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load float, ptr %arena4, align 4
-  store float %10, ptr %pool.acc198, align 4
-  %acc198 = load float, ptr %pool.acc198, align 4
+  store float %10, ptr %pool.acc134, align 4
+  %acc134 = load float, ptr %pool.acc134, align 4
   %11 = mul nsw i64 %0, 512
-  %12 = add nsw i64 %pool.q1951, %11
+  %12 = add nsw i64 %pool.q1311, %11
   %13 = mul nsw i64 %12, 784
-  %14 = mul nsw i64 %pool.py1962, 56
+  %14 = mul nsw i64 %pool.py1322, 56
   %15 = add nsw i64 %13, %14
-  %16 = mul nsw i64 %pool.px1973, 2
+  %16 = mul nsw i64 %pool.px1333, 2
   %17 = add nsw i64 %15, %16
   %18 = add nsw i64 1605632, %17
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %18
   %19 = load float, ptr %arena5, align 4
-  %20 = fcmp ogt float %19, %acc198
-  %21 = select i1 %20, float %19, float %acc198
-  store float %21, ptr %pool.acc198, align 4
-  %acc1986 = load float, ptr %pool.acc198, align 4
+  %20 = fcmp ogt float %19, %acc134
+  %21 = select i1 %20, float %19, float %acc134
+  store float %21, ptr %pool.acc134, align 4
+  %acc1346 = load float, ptr %pool.acc134, align 4
   %22 = mul nsw i64 %0, 512
-  %23 = add nsw i64 %pool.q1951, %22
+  %23 = add nsw i64 %pool.q1311, %22
   %24 = mul nsw i64 %23, 784
-  %25 = mul nsw i64 %pool.py1962, 56
+  %25 = mul nsw i64 %pool.py1322, 56
   %26 = add nsw i64 %24, %25
-  %27 = mul nsw i64 %pool.px1973, 2
+  %27 = mul nsw i64 %pool.px1333, 2
   %28 = add nsw i64 %26, %27
   %29 = add nsw i64 1605632, %28
   %30 = add nsw i64 %29, 1
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena7, align 4
-  %32 = fcmp ogt float %31, %acc1986
-  %33 = select i1 %32, float %31, float %acc1986
-  store float %33, ptr %pool.acc198, align 4
-  %acc1988 = load float, ptr %pool.acc198, align 4
+  %32 = fcmp ogt float %31, %acc1346
+  %33 = select i1 %32, float %31, float %acc1346
+  store float %33, ptr %pool.acc134, align 4
+  %acc1348 = load float, ptr %pool.acc134, align 4
   %34 = mul nsw i64 %0, 512
-  %35 = add nsw i64 %pool.q1951, %34
+  %35 = add nsw i64 %pool.q1311, %34
   %36 = mul nsw i64 %35, 784
-  %37 = mul nsw i64 %pool.py1962, 56
+  %37 = mul nsw i64 %pool.py1322, 56
   %38 = add nsw i64 %36, %37
-  %39 = mul nsw i64 %pool.px1973, 2
+  %39 = mul nsw i64 %pool.px1333, 2
   %40 = add nsw i64 %38, %39
   %41 = add nsw i64 1605632, %40
   %42 = add nsw i64 %41, 28
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %42
   %43 = load float, ptr %arena9, align 4
-  %44 = fcmp ogt float %43, %acc1988
-  %45 = select i1 %44, float %43, float %acc1988
-  store float %45, ptr %pool.acc198, align 4
-  %acc19810 = load float, ptr %pool.acc198, align 4
+  %44 = fcmp ogt float %43, %acc1348
+  %45 = select i1 %44, float %43, float %acc1348
+  store float %45, ptr %pool.acc134, align 4
+  %acc13410 = load float, ptr %pool.acc134, align 4
   %46 = mul nsw i64 %0, 512
-  %47 = add nsw i64 %pool.q1951, %46
+  %47 = add nsw i64 %pool.q1311, %46
   %48 = mul nsw i64 %47, 784
-  %49 = mul nsw i64 %pool.py1962, 56
+  %49 = mul nsw i64 %pool.py1322, 56
   %50 = add nsw i64 %48, %49
-  %51 = mul nsw i64 %pool.px1973, 2
+  %51 = mul nsw i64 %pool.px1333, 2
   %52 = add nsw i64 %50, %51
   %53 = add nsw i64 1605632, %52
   %54 = add nsw i64 %53, 28
   %55 = add nsw i64 %54, 1
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %55
   %56 = load float, ptr %arena11, align 4
-  %57 = fcmp ogt float %56, %acc19810
-  %58 = select i1 %57, float %56, float %acc19810
-  store float %58, ptr %pool.acc198, align 4
-  %acc19812 = load float, ptr %pool.acc198, align 4
+  %57 = fcmp ogt float %56, %acc13410
+  %58 = select i1 %57, float %56, float %acc13410
+  store float %58, ptr %pool.acc134, align 4
+  %acc13412 = load float, ptr %pool.acc134, align 4
   %59 = mul nsw i64 %0, 512
-  %60 = add nsw i64 %pool.q1951, %59
+  %60 = add nsw i64 %pool.q1311, %59
   %61 = mul nsw i64 %60, 196
-  %62 = mul nsw i64 %pool.py1962, 14
+  %62 = mul nsw i64 %pool.py1322, 14
   %63 = add nsw i64 %61, %62
-  %64 = add nsw i64 %63, %pool.px1973
+  %64 = add nsw i64 %63, %pool.px1333
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %64
-  store float %acc19812, ptr %arena13, align 4
-  %px197.next = add nsw i64 %pool.px1973, 1
-  %65 = icmp slt i64 %px197.next, 14
-  br i1 %65, label %pool.px197, label %pool.px197.end
+  store float %acc13412, ptr %arena13, align 4
+  %px133.next = add nsw i64 %pool.px1333, 1
+  %65 = icmp slt i64 %px133.next, 14
+  br i1 %65, label %pool.px133, label %pool.px133.end
 
-pool.px197.end:                                   ; preds = %pool.px197
-  %py196.next = add nsw i64 %pool.py1962, 1
-  %66 = icmp slt i64 %py196.next, 14
-  br i1 %66, label %pool.py196, label %pool.py196.end
+pool.px133.end:                                   ; preds = %pool.px133
+  %py132.next = add nsw i64 %pool.py1322, 1
+  %66 = icmp slt i64 %py132.next, 14
+  br i1 %66, label %pool.py132, label %pool.py132.end
 }
 
-define internal void @residual_infer_b64.k3.pool.part194.task(ptr %0, i64 %1) {
+define internal void @residual_infer_b64.k3.pool.part130.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -23266,3877 +21009,2034 @@ entry:
   %21 = load i64, ptr %20, align 4
   %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
   %23 = load ptr, ptr %22, align 8
-  call void @residual_infer_b64.k3.pool.part194(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  call void @residual_infer_b64.k3.pool.part130(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @residual_infer_b64.k4.conv3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part235.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  br label %conv3.i229
+  %part208.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %conv3.w207 = alloca <8 x float>, align 32
+  %conv3.w206 = alloca <8 x float>, align 32
+  %conv3.w205 = alloca <8 x float>, align 32
+  %conv3.w204 = alloca <8 x float>, align 32
+  %conv3.w203 = alloca <8 x float>, align 32
+  %conv3.w202 = alloca <8 x float>, align 32
+  %conv3.w201 = alloca <8 x float>, align 32
+  %conv3.w200 = alloca <8 x float>, align 32
+  %conv3.w199 = alloca <8 x float>, align 32
+  %conv3.w198 = alloca <8 x float>, align 32
+  %conv3.w197 = alloca <8 x float>, align 32
+  %conv3.w196 = alloca <8 x float>, align 32
+  %conv3.w195 = alloca <8 x float>, align 32
+  %conv3.w194 = alloca <8 x float>, align 32
+  %conv3.w193 = alloca <8 x float>, align 32
+  %conv3.w192 = alloca <8 x float>, align 32
+  %conv3.w191 = alloca <8 x float>, align 32
+  %conv3.w190 = alloca <8 x float>, align 32
+  %conv3.w189 = alloca <8 x float>, align 32
+  %conv3.w188 = alloca <8 x float>, align 32
+  %conv3.w187 = alloca <8 x float>, align 32
+  %conv3.w186 = alloca <8 x float>, align 32
+  %conv3.w185 = alloca <8 x float>, align 32
+  %conv3.w184 = alloca <8 x float>, align 32
+  %conv3.w183 = alloca <8 x float>, align 32
+  %conv3.w182 = alloca <8 x float>, align 32
+  %conv3.w181 = alloca <8 x float>, align 32
+  %conv3.w180 = alloca <8 x float>, align 32
+  %conv3.w179 = alloca <8 x float>, align 32
+  %conv3.w178 = alloca <8 x float>, align 32
+  %conv3.w177 = alloca <8 x float>, align 32
+  %conv3.w176 = alloca <8 x float>, align 32
+  br label %conv3.i166
 
-conv3.i229:                                       ; preds = %conv3.i229, %entry
-  %conv3.i2291 = phi i64 [ 0, %entry ], [ %i229.next, %conv3.i229 ]
-  %0 = add nsw i64 610304, %conv3.i2291
+conv3.i166:                                       ; preds = %conv3.i166, %entry
+  %conv3.i1661 = phi i64 [ 0, %entry ], [ %i166.next, %conv3.i166 ]
+  %0 = add nsw i64 610304, %conv3.i1661
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i229.next = add nsw i64 %conv3.i2291, 1
-  %1 = icmp slt i64 %i229.next, 4096
-  br i1 %1, label %conv3.i229, label %conv3.i229.end
+  %i166.next = add nsw i64 %conv3.i1661, 1
+  %1 = icmp slt i64 %i166.next, 4096
+  br i1 %1, label %conv3.i166, label %conv3.i166.end
 
-conv3.i229.end:                                   ; preds = %conv3.i229
-  br label %conv3.g230
+conv3.i166.end:                                   ; preds = %conv3.i166
+  br label %conv3.g167
 
-conv3.g230:                                       ; preds = %conv3.part235.done, %conv3.i229.end
-  %conv3.g2303 = phi i64 [ 0, %conv3.i229.end ], [ %g230.next, %conv3.part235.done ]
-  br label %conv3.j231
+conv3.g167:                                       ; preds = %conv3.part208.done, %conv3.i166.end
+  %conv3.g1673 = phi i64 [ 0, %conv3.i166.end ], [ %g167.next, %conv3.part208.done ]
+  br label %conv3.j168
 
-conv3.g230.end:                                   ; preds = %conv3.part235.done
+conv3.g167.end:                                   ; preds = %conv3.part208.done
   ret void
 
-conv3.j231:                                       ; preds = %conv3.c232.end, %conv3.g230
-  %conv3.j2314 = phi i64 [ 0, %conv3.g230 ], [ %j231.next, %conv3.c232.end ]
-  br label %conv3.c232
+conv3.j168:                                       ; preds = %conv3.c169.end, %conv3.g167
+  %conv3.j1684 = phi i64 [ 0, %conv3.g167 ], [ %j168.next, %conv3.c169.end ]
+  br label %conv3.c169
 
-conv3.j231.end:                                   ; preds = %conv3.c232.end
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part235.context, i32 0, i32 0
-  store ptr %params, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part235.context, i32 0, i32 1
-  store ptr %grads, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part235.context, i32 0, i32 2
-  store ptr %m, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part235.context, i32 0, i32 3
-  store ptr %v, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part235.context, i32 0, i32 4
-  store ptr %arena, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part235.context, i32 0, i32 5
-  store ptr %images, ptr %7, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part235.context, i32 0, i32 6
-  store ptr %labels, ptr %8, align 8
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part235.context, i32 0, i32 7
-  store float %lr, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part235.context, i32 0, i32 8
-  store i64 %step, ptr %10, align 4
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part235.context, i32 0, i32 9
-  store i64 %seed, ptr %11, align 4
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part235.context, i32 0, i32 10
-  store ptr %pool, ptr %12, align 8
-  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part235.context, i32 0, i32 11
-  store i64 %conv3.g2303, ptr %13, align 4
-  %14 = icmp eq ptr %pool, null
-  br i1 %14, label %conv3.part235.serial, label %conv3.part235.pool
+conv3.j168.end:                                   ; preds = %conv3.c169.end
+  br label %conv3.j172
 
-conv3.c232:                                       ; preds = %conv3.iy233.end, %conv3.j231
-  %conv3.c2325 = phi i64 [ 0, %conv3.j231 ], [ %c232.next, %conv3.iy233.end ]
-  br label %conv3.iy233
+conv3.c169:                                       ; preds = %conv3.iy170.end, %conv3.j168
+  %conv3.c1695 = phi i64 [ 0, %conv3.j168 ], [ %c169.next, %conv3.iy170.end ]
+  br label %conv3.iy170
 
-conv3.c232.end:                                   ; preds = %conv3.iy233.end
-  %j231.next = add nsw i64 %conv3.j2314, 1
-  %15 = icmp slt i64 %j231.next, 1
-  br i1 %15, label %conv3.j231, label %conv3.j231.end
+conv3.c169.end:                                   ; preds = %conv3.iy170.end
+  %j168.next = add nsw i64 %conv3.j1684, 1
+  %2 = icmp slt i64 %j168.next, 1
+  br i1 %2, label %conv3.j168, label %conv3.j168.end
 
-conv3.iy233:                                      ; preds = %conv3.ix234.end, %conv3.c232
-  %conv3.iy2336 = phi i64 [ 0, %conv3.c232 ], [ %iy233.next, %conv3.ix234.end ]
-  br label %conv3.ix234
+conv3.iy170:                                      ; preds = %conv3.ix171.end, %conv3.c169
+  %conv3.iy1706 = phi i64 [ 0, %conv3.c169 ], [ %iy170.next, %conv3.ix171.end ]
+  br label %conv3.ix171
 
-conv3.iy233.end:                                  ; preds = %conv3.ix234.end
-  %c232.next = add nsw i64 %conv3.c2325, 1
-  %16 = icmp slt i64 %c232.next, 16
-  br i1 %16, label %conv3.c232, label %conv3.c232.end
+conv3.iy170.end:                                  ; preds = %conv3.ix171.end
+  %c169.next = add nsw i64 %conv3.c1695, 1
+  %3 = icmp slt i64 %c169.next, 16
+  br i1 %3, label %conv3.c169, label %conv3.c169.end
 
-conv3.ix234:                                      ; preds = %conv3.ix234, %conv3.iy233
-  %conv3.ix2347 = phi i64 [ 0, %conv3.iy233 ], [ %ix234.next, %conv3.ix234 ]
-  %17 = add nsw i64 %conv3.g2303, %conv3.j2314
-  %18 = mul nsw i64 %17, 3136
-  %19 = mul nsw i64 %conv3.c2325, 196
-  %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv3.iy2336, 14
-  %22 = add nsw i64 %20, %21
-  %23 = add nsw i64 %22, %conv3.ix2347
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %23
-  %24 = load float, ptr %arena8, align 4
-  %25 = mul nsw i64 %conv3.j2314, 4096
-  %26 = add nsw i64 %conv3.iy2336, 1
-  %27 = mul nsw i64 %26, 256
-  %28 = add nsw i64 %25, %27
-  %29 = add nsw i64 %conv3.ix2347, 1
-  %30 = mul nsw i64 %29, 16
-  %31 = add nsw i64 %28, %30
-  %32 = add nsw i64 %31, %conv3.c2325
-  %33 = add nsw i64 610304, %32
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %33
-  store float %24, ptr %arena9, align 4
-  %ix234.next = add nsw i64 %conv3.ix2347, 1
-  %34 = icmp slt i64 %ix234.next, 14
-  br i1 %34, label %conv3.ix234, label %conv3.ix234.end
+conv3.ix171:                                      ; preds = %conv3.ix171, %conv3.iy170
+  %conv3.ix1717 = phi i64 [ 0, %conv3.iy170 ], [ %ix171.next, %conv3.ix171 ]
+  %4 = add nsw i64 %conv3.g1673, %conv3.j1684
+  %5 = mul nsw i64 %4, 3136
+  %6 = mul nsw i64 %conv3.c1695, 196
+  %7 = add nsw i64 %5, %6
+  %8 = mul nsw i64 %conv3.iy1706, 14
+  %9 = add nsw i64 %7, %8
+  %10 = add nsw i64 %9, %conv3.ix1717
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %10
+  %11 = load float, ptr %arena8, align 4
+  %12 = mul nsw i64 %conv3.j1684, 4096
+  %13 = add nsw i64 %conv3.iy1706, 1
+  %14 = mul nsw i64 %13, 256
+  %15 = add nsw i64 %12, %14
+  %16 = add nsw i64 %conv3.ix1717, 1
+  %17 = mul nsw i64 %16, 16
+  %18 = add nsw i64 %15, %17
+  %19 = add nsw i64 %18, %conv3.c1695
+  %20 = add nsw i64 610304, %19
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %20
+  store float %11, ptr %arena9, align 4
+  %ix171.next = add nsw i64 %conv3.ix1717, 1
+  %21 = icmp slt i64 %ix171.next, 14
+  br i1 %21, label %conv3.ix171, label %conv3.ix171.end
 
-conv3.ix234.end:                                  ; preds = %conv3.ix234
-  %iy233.next = add nsw i64 %conv3.iy2336, 1
-  %35 = icmp slt i64 %iy233.next, 14
-  br i1 %35, label %conv3.iy233, label %conv3.iy233.end
+conv3.ix171.end:                                  ; preds = %conv3.ix171
+  %iy170.next = add nsw i64 %conv3.iy1706, 1
+  %22 = icmp slt i64 %iy170.next, 14
+  br i1 %22, label %conv3.iy170, label %conv3.iy170.end
 
-conv3.part235.pool:                               ; preds = %conv3.j231.end
-  %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @residual_infer_b64.k4.conv3.part235.task, ptr %part235.context, i64 2)
-  br label %conv3.part235.done
+conv3.j172:                                       ; preds = %conv3.ty173.end, %conv3.j168.end
+  %conv3.j17210 = phi i64 [ 0, %conv3.j168.end ], [ %j172.next, %conv3.ty173.end ]
+  br label %conv3.ty173
 
-conv3.part235.serial:                             ; preds = %conv3.j231.end
-  br label %conv3.part235
+conv3.j172.end:                                   ; preds = %conv3.ty173.end
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 0
+  store ptr %params, ptr %23, align 8
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 1
+  store ptr %grads, ptr %24, align 8
+  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 2
+  store ptr %m, ptr %25, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 3
+  store ptr %v, ptr %26, align 8
+  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 4
+  store ptr %arena, ptr %27, align 8
+  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 5
+  store ptr %images, ptr %28, align 8
+  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 6
+  store ptr %labels, ptr %29, align 8
+  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 7
+  store float %lr, ptr %30, align 4
+  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 8
+  store i64 %step, ptr %31, align 4
+  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 9
+  store i64 %seed, ptr %32, align 4
+  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 10
+  store ptr %pool, ptr %33, align 8
+  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part208.context, i32 0, i32 11
+  store i64 %conv3.g1673, ptr %34, align 4
+  %35 = icmp eq ptr %pool, null
+  br i1 %35, label %conv3.part208.serial, label %conv3.part208.pool
 
-conv3.part235.done:                               ; preds = %conv3.part235.end, %conv3.part235.pool
-  %g230.next = add nsw i64 %conv3.g2303, 1
-  %36 = icmp slt i64 %g230.next, 64
-  br i1 %36, label %conv3.g230, label %conv3.g230.end
+conv3.ty173:                                      ; preds = %conv3.tx174.end, %conv3.j172
+  %conv3.ty17311 = phi i64 [ 0, %conv3.j172 ], [ %ty173.next, %conv3.tx174.end ]
+  br label %conv3.tx174
 
-conv3.part235:                                    ; preds = %conv3.part235, %conv3.part235.serial
-  %conv3.part23510 = phi i64 [ 0, %conv3.part235.serial ], [ %part235.next, %conv3.part235 ]
-  call void @residual_infer_b64.k4.conv3.part235(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.g2303, i64 %conv3.part23510)
-  %part235.next = add nsw i64 %conv3.part23510, 1
-  %37 = icmp slt i64 %part235.next, 2
-  br i1 %37, label %conv3.part235, label %conv3.part235.end
+conv3.ty173.end:                                  ; preds = %conv3.tx174.end
+  %j172.next = add nsw i64 %conv3.j17210, 1
+  %36 = icmp slt i64 %j172.next, 1
+  br i1 %36, label %conv3.j172, label %conv3.j172.end
 
-conv3.part235.end:                                ; preds = %conv3.part235
-  br label %conv3.part235.done
-}
+conv3.tx174:                                      ; preds = %conv3.cv175.end, %conv3.ty173
+  %conv3.tx17412 = phi i64 [ 0, %conv3.ty173 ], [ %tx174.next, %conv3.cv175.end ]
+  br label %conv3.cv175
 
-; Function Attrs: noinline
-define internal void @residual_infer_b64.k4.conv3.part235(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
-entry:
-  %conv3.w358 = alloca <8 x float>, align 32
-  %conv3.w357 = alloca <8 x float>, align 32
-  %conv3.w356 = alloca <8 x float>, align 32
-  %conv3.w355 = alloca <8 x float>, align 32
-  %conv3.w354 = alloca <8 x float>, align 32
-  %conv3.w353 = alloca <8 x float>, align 32
-  %conv3.w352 = alloca <8 x float>, align 32
-  %conv3.w351 = alloca <8 x float>, align 32
-  %conv3.w350 = alloca <8 x float>, align 32
-  %conv3.w349 = alloca <8 x float>, align 32
-  %conv3.w348 = alloca <8 x float>, align 32
-  %conv3.w347 = alloca <8 x float>, align 32
-  %conv3.w335 = alloca <8 x float>, align 32
-  %conv3.w334 = alloca <8 x float>, align 32
-  %conv3.w333 = alloca <8 x float>, align 32
-  %conv3.w332 = alloca <8 x float>, align 32
-  %conv3.w331 = alloca <8 x float>, align 32
-  %conv3.w330 = alloca <8 x float>, align 32
-  %conv3.w329 = alloca <8 x float>, align 32
-  %conv3.w328 = alloca <8 x float>, align 32
-  %conv3.w327 = alloca <8 x float>, align 32
-  %conv3.w326 = alloca <8 x float>, align 32
-  %conv3.w325 = alloca <8 x float>, align 32
-  %conv3.w324 = alloca <8 x float>, align 32
-  %conv3.w323 = alloca <8 x float>, align 32
-  %conv3.w322 = alloca <8 x float>, align 32
-  %conv3.w321 = alloca <8 x float>, align 32
-  %conv3.w320 = alloca <8 x float>, align 32
-  %conv3.w319 = alloca <8 x float>, align 32
-  %conv3.w318 = alloca <8 x float>, align 32
-  %conv3.w317 = alloca <8 x float>, align 32
-  %conv3.w316 = alloca <8 x float>, align 32
-  %conv3.w315 = alloca <8 x float>, align 32
-  %conv3.w314 = alloca <8 x float>, align 32
-  %conv3.w313 = alloca <8 x float>, align 32
-  %conv3.w312 = alloca <8 x float>, align 32
-  %conv3.w311 = alloca <8 x float>, align 32
-  %conv3.w310 = alloca <8 x float>, align 32
-  %conv3.w309 = alloca <8 x float>, align 32
-  %conv3.w308 = alloca <8 x float>, align 32
-  %conv3.w307 = alloca <8 x float>, align 32
-  %conv3.w306 = alloca <8 x float>, align 32
-  %conv3.w305 = alloca <8 x float>, align 32
-  %conv3.w304 = alloca <8 x float>, align 32
-  %conv3.w295 = alloca <8 x float>, align 32
-  %conv3.w294 = alloca <8 x float>, align 32
-  %conv3.w293 = alloca <8 x float>, align 32
-  %conv3.w292 = alloca <8 x float>, align 32
-  %conv3.w291 = alloca <8 x float>, align 32
-  %conv3.w290 = alloca <8 x float>, align 32
-  %conv3.w289 = alloca <8 x float>, align 32
-  %conv3.w288 = alloca <8 x float>, align 32
-  %conv3.w287 = alloca <8 x float>, align 32
-  %conv3.w286 = alloca <8 x float>, align 32
-  %conv3.w285 = alloca <8 x float>, align 32
-  %conv3.w284 = alloca <8 x float>, align 32
-  %conv3.w272 = alloca <8 x float>, align 32
-  %conv3.w271 = alloca <8 x float>, align 32
-  %conv3.w270 = alloca <8 x float>, align 32
-  %conv3.w269 = alloca <8 x float>, align 32
-  %conv3.w268 = alloca <8 x float>, align 32
-  %conv3.w267 = alloca <8 x float>, align 32
-  %conv3.w266 = alloca <8 x float>, align 32
-  %conv3.w265 = alloca <8 x float>, align 32
-  %conv3.w264 = alloca <8 x float>, align 32
-  %conv3.w263 = alloca <8 x float>, align 32
-  %conv3.w262 = alloca <8 x float>, align 32
-  %conv3.w261 = alloca <8 x float>, align 32
-  %conv3.w260 = alloca <8 x float>, align 32
-  %conv3.w259 = alloca <8 x float>, align 32
-  %conv3.w258 = alloca <8 x float>, align 32
-  %conv3.w257 = alloca <8 x float>, align 32
-  %conv3.w256 = alloca <8 x float>, align 32
-  %conv3.w255 = alloca <8 x float>, align 32
-  %conv3.w254 = alloca <8 x float>, align 32
-  %conv3.w253 = alloca <8 x float>, align 32
-  %conv3.w252 = alloca <8 x float>, align 32
-  %conv3.w251 = alloca <8 x float>, align 32
-  %conv3.w250 = alloca <8 x float>, align 32
-  %conv3.w249 = alloca <8 x float>, align 32
-  %conv3.w248 = alloca <8 x float>, align 32
-  %conv3.w247 = alloca <8 x float>, align 32
-  %conv3.w246 = alloca <8 x float>, align 32
-  %conv3.w245 = alloca <8 x float>, align 32
-  %conv3.w244 = alloca <8 x float>, align 32
-  %conv3.w243 = alloca <8 x float>, align 32
-  %conv3.w242 = alloca <8 x float>, align 32
-  %conv3.w241 = alloca <8 x float>, align 32
-  br label %conv3.oy236
+conv3.tx174.end:                                  ; preds = %conv3.cv175.end
+  %ty173.next = add nsw i64 %conv3.ty17311, 1
+  %37 = icmp slt i64 %ty173.next, 7
+  br i1 %37, label %conv3.ty173, label %conv3.ty173.end
 
-conv3.oy236:                                      ; preds = %conv3.j296.end, %entry
-  %conv3.oy2361 = phi i64 [ 0, %entry ], [ %oy236.next, %conv3.j296.end ]
-  br label %conv3.j237
-
-conv3.oy236.end:                                  ; preds = %conv3.j296.end
-  %2 = icmp eq i64 %1, 1
-  br i1 %2, label %conv3.then, label %conv3.endif
-
-conv3.j237:                                       ; preds = %conv3.ty238.end, %conv3.oy236
-  %conv3.j2372 = phi i64 [ 0, %conv3.oy236 ], [ %j237.next, %conv3.ty238.end ]
-  br label %conv3.ty238
-
-conv3.j237.end:                                   ; preds = %conv3.ty238.end
-  br label %conv3.xi273
-
-conv3.ty238:                                      ; preds = %conv3.tx239.end, %conv3.j237
-  %conv3.ty2383 = phi i64 [ 0, %conv3.j237 ], [ %ty238.next, %conv3.tx239.end ]
-  br label %conv3.tx239
-
-conv3.ty238.end:                                  ; preds = %conv3.tx239.end
-  %j237.next = add nsw i64 %conv3.j2372, 1
-  %3 = icmp slt i64 %j237.next, 1
-  br i1 %3, label %conv3.j237, label %conv3.j237.end
-
-conv3.tx239:                                      ; preds = %conv3.cv240.end, %conv3.ty238
-  %conv3.tx2394 = phi i64 [ 0, %conv3.ty238 ], [ %tx239.next, %conv3.cv240.end ]
-  br label %conv3.cv240
-
-conv3.tx239.end:                                  ; preds = %conv3.cv240.end
-  %ty238.next = add nsw i64 %conv3.ty2383, 1
-  %4 = icmp slt i64 %ty238.next, 1
-  br i1 %4, label %conv3.ty238, label %conv3.ty238.end
-
-conv3.cv240:                                      ; preds = %conv3.cv240, %conv3.tx239
-  %conv3.cv2405 = phi i64 [ 0, %conv3.tx239 ], [ %cv240.next, %conv3.cv240 ]
-  %5 = mul nsw i64 %conv3.j2372, 4096
-  %6 = mul nsw i64 %1, 3
-  %7 = add nsw i64 %conv3.oy2361, %6
-  %8 = add nsw i64 %conv3.ty2383, %7
-  %9 = mul nsw i64 %8, 2
-  %10 = mul nsw i64 %9, 256
-  %11 = add nsw i64 %5, %10
-  %12 = mul nsw i64 %conv3.tx2394, 2
-  %13 = mul nsw i64 %12, 16
-  %14 = add nsw i64 %11, %13
-  %15 = mul nsw i64 %conv3.cv2405, 8
-  %16 = add nsw i64 %14, %15
-  %17 = add nsw i64 610304, %16
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %17
-  %18 = load <8 x float>, ptr %arena6, align 4
-  %19 = mul nsw i64 %conv3.j2372, 4096
-  %20 = mul nsw i64 %1, 3
-  %21 = add nsw i64 %conv3.oy2361, %20
-  %22 = add nsw i64 %conv3.ty2383, %21
-  %23 = mul nsw i64 %22, 2
-  %24 = add nsw i64 %23, 2
-  %25 = mul nsw i64 %24, 256
-  %26 = add nsw i64 %19, %25
-  %27 = mul nsw i64 %conv3.tx2394, 2
-  %28 = mul nsw i64 %27, 16
-  %29 = add nsw i64 %26, %28
-  %30 = mul nsw i64 %conv3.cv2405, 8
-  %31 = add nsw i64 %29, %30
-  %32 = add nsw i64 610304, %31
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %32
-  %33 = load <8 x float>, ptr %arena7, align 4
-  %34 = fsub <8 x float> %18, %33
-  store <8 x float> %34, ptr %conv3.w241, align 32
-  %35 = mul nsw i64 %conv3.j2372, 4096
-  %36 = mul nsw i64 %1, 3
-  %37 = add nsw i64 %conv3.oy2361, %36
-  %38 = add nsw i64 %conv3.ty2383, %37
-  %39 = mul nsw i64 %38, 2
-  %40 = add nsw i64 %39, 1
-  %41 = mul nsw i64 %40, 256
-  %42 = add nsw i64 %35, %41
-  %43 = mul nsw i64 %conv3.tx2394, 2
-  %44 = mul nsw i64 %43, 16
-  %45 = add nsw i64 %42, %44
-  %46 = mul nsw i64 %conv3.cv2405, 8
-  %47 = add nsw i64 %45, %46
-  %48 = add nsw i64 610304, %47
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %48
-  %49 = load <8 x float>, ptr %arena8, align 4
-  %50 = mul nsw i64 %conv3.j2372, 4096
-  %51 = mul nsw i64 %1, 3
-  %52 = add nsw i64 %conv3.oy2361, %51
-  %53 = add nsw i64 %conv3.ty2383, %52
-  %54 = mul nsw i64 %53, 2
-  %55 = add nsw i64 %54, 2
-  %56 = mul nsw i64 %55, 256
-  %57 = add nsw i64 %50, %56
-  %58 = mul nsw i64 %conv3.tx2394, 2
-  %59 = mul nsw i64 %58, 16
-  %60 = add nsw i64 %57, %59
-  %61 = mul nsw i64 %conv3.cv2405, 8
-  %62 = add nsw i64 %60, %61
-  %63 = add nsw i64 610304, %62
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %63
-  %64 = load <8 x float>, ptr %arena9, align 4
-  %65 = fadd <8 x float> %49, %64
-  store <8 x float> %65, ptr %conv3.w242, align 32
-  %66 = mul nsw i64 %conv3.j2372, 4096
-  %67 = mul nsw i64 %1, 3
-  %68 = add nsw i64 %conv3.oy2361, %67
-  %69 = add nsw i64 %conv3.ty2383, %68
-  %70 = mul nsw i64 %69, 2
-  %71 = add nsw i64 %70, 2
-  %72 = mul nsw i64 %71, 256
-  %73 = add nsw i64 %66, %72
-  %74 = mul nsw i64 %conv3.tx2394, 2
-  %75 = mul nsw i64 %74, 16
-  %76 = add nsw i64 %73, %75
-  %77 = mul nsw i64 %conv3.cv2405, 8
-  %78 = add nsw i64 %76, %77
-  %79 = add nsw i64 610304, %78
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %79
-  %80 = load <8 x float>, ptr %arena10, align 4
-  %81 = mul nsw i64 %conv3.j2372, 4096
-  %82 = mul nsw i64 %1, 3
-  %83 = add nsw i64 %conv3.oy2361, %82
-  %84 = add nsw i64 %conv3.ty2383, %83
-  %85 = mul nsw i64 %84, 2
-  %86 = add nsw i64 %85, 1
-  %87 = mul nsw i64 %86, 256
-  %88 = add nsw i64 %81, %87
-  %89 = mul nsw i64 %conv3.tx2394, 2
-  %90 = mul nsw i64 %89, 16
-  %91 = add nsw i64 %88, %90
-  %92 = mul nsw i64 %conv3.cv2405, 8
-  %93 = add nsw i64 %91, %92
-  %94 = add nsw i64 610304, %93
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 %94
-  %95 = load <8 x float>, ptr %arena11, align 4
-  %96 = fsub <8 x float> %80, %95
-  store <8 x float> %96, ptr %conv3.w243, align 32
-  %97 = mul nsw i64 %conv3.j2372, 4096
-  %98 = mul nsw i64 %1, 3
-  %99 = add nsw i64 %conv3.oy2361, %98
-  %100 = add nsw i64 %conv3.ty2383, %99
-  %101 = mul nsw i64 %100, 2
-  %102 = add nsw i64 %101, 1
-  %103 = mul nsw i64 %102, 256
-  %104 = add nsw i64 %97, %103
-  %105 = mul nsw i64 %conv3.tx2394, 2
-  %106 = mul nsw i64 %105, 16
-  %107 = add nsw i64 %104, %106
-  %108 = mul nsw i64 %conv3.cv2405, 8
-  %109 = add nsw i64 %107, %108
-  %110 = add nsw i64 610304, %109
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %110
-  %111 = load <8 x float>, ptr %arena12, align 4
-  %112 = mul nsw i64 %conv3.j2372, 4096
-  %113 = mul nsw i64 %1, 3
-  %114 = add nsw i64 %conv3.oy2361, %113
-  %115 = add nsw i64 %conv3.ty2383, %114
-  %116 = mul nsw i64 %115, 2
-  %117 = add nsw i64 %116, 3
-  %118 = mul nsw i64 %117, 256
-  %119 = add nsw i64 %112, %118
-  %120 = mul nsw i64 %conv3.tx2394, 2
-  %121 = mul nsw i64 %120, 16
-  %122 = add nsw i64 %119, %121
-  %123 = mul nsw i64 %conv3.cv2405, 8
-  %124 = add nsw i64 %122, %123
-  %125 = add nsw i64 610304, %124
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 %125
-  %126 = load <8 x float>, ptr %arena13, align 4
-  %127 = fsub <8 x float> %111, %126
-  store <8 x float> %127, ptr %conv3.w244, align 32
-  %128 = mul nsw i64 %conv3.j2372, 4096
-  %129 = mul nsw i64 %1, 3
-  %130 = add nsw i64 %conv3.oy2361, %129
-  %131 = add nsw i64 %conv3.ty2383, %130
-  %132 = mul nsw i64 %131, 2
-  %133 = mul nsw i64 %132, 256
-  %134 = add nsw i64 %128, %133
-  %135 = mul nsw i64 %conv3.tx2394, 2
-  %136 = add nsw i64 %135, 1
-  %137 = mul nsw i64 %136, 16
-  %138 = add nsw i64 %134, %137
-  %139 = mul nsw i64 %conv3.cv2405, 8
-  %140 = add nsw i64 %138, %139
-  %141 = add nsw i64 610304, %140
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %141
-  %142 = load <8 x float>, ptr %arena14, align 4
-  %143 = mul nsw i64 %conv3.j2372, 4096
-  %144 = mul nsw i64 %1, 3
-  %145 = add nsw i64 %conv3.oy2361, %144
-  %146 = add nsw i64 %conv3.ty2383, %145
-  %147 = mul nsw i64 %146, 2
-  %148 = add nsw i64 %147, 2
-  %149 = mul nsw i64 %148, 256
-  %150 = add nsw i64 %143, %149
-  %151 = mul nsw i64 %conv3.tx2394, 2
-  %152 = add nsw i64 %151, 1
-  %153 = mul nsw i64 %152, 16
-  %154 = add nsw i64 %150, %153
-  %155 = mul nsw i64 %conv3.cv2405, 8
-  %156 = add nsw i64 %154, %155
-  %157 = add nsw i64 610304, %156
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %157
-  %158 = load <8 x float>, ptr %arena15, align 4
-  %159 = fsub <8 x float> %142, %158
-  store <8 x float> %159, ptr %conv3.w245, align 32
-  %160 = mul nsw i64 %conv3.j2372, 4096
-  %161 = mul nsw i64 %1, 3
-  %162 = add nsw i64 %conv3.oy2361, %161
-  %163 = add nsw i64 %conv3.ty2383, %162
-  %164 = mul nsw i64 %163, 2
+conv3.cv175:                                      ; preds = %conv3.cv175, %conv3.tx174
+  %conv3.cv17513 = phi i64 [ 0, %conv3.tx174 ], [ %cv175.next, %conv3.cv175 ]
+  %38 = mul nsw i64 %conv3.j17210, 4096
+  %39 = mul nsw i64 %conv3.ty17311, 2
+  %40 = mul nsw i64 %39, 256
+  %41 = add nsw i64 %38, %40
+  %42 = mul nsw i64 %conv3.tx17412, 2
+  %43 = mul nsw i64 %42, 16
+  %44 = add nsw i64 %41, %43
+  %45 = mul nsw i64 %conv3.cv17513, 8
+  %46 = add nsw i64 %44, %45
+  %47 = add nsw i64 610304, %46
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %47
+  %48 = load <8 x float>, ptr %arena14, align 4
+  %49 = mul nsw i64 %conv3.j17210, 4096
+  %50 = mul nsw i64 %conv3.ty17311, 2
+  %51 = add nsw i64 %50, 2
+  %52 = mul nsw i64 %51, 256
+  %53 = add nsw i64 %49, %52
+  %54 = mul nsw i64 %conv3.tx17412, 2
+  %55 = mul nsw i64 %54, 16
+  %56 = add nsw i64 %53, %55
+  %57 = mul nsw i64 %conv3.cv17513, 8
+  %58 = add nsw i64 %56, %57
+  %59 = add nsw i64 610304, %58
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %59
+  %60 = load <8 x float>, ptr %arena15, align 4
+  %61 = fsub <8 x float> %48, %60
+  store <8 x float> %61, ptr %conv3.w176, align 32
+  %62 = mul nsw i64 %conv3.j17210, 4096
+  %63 = mul nsw i64 %conv3.ty17311, 2
+  %64 = add nsw i64 %63, 1
+  %65 = mul nsw i64 %64, 256
+  %66 = add nsw i64 %62, %65
+  %67 = mul nsw i64 %conv3.tx17412, 2
+  %68 = mul nsw i64 %67, 16
+  %69 = add nsw i64 %66, %68
+  %70 = mul nsw i64 %conv3.cv17513, 8
+  %71 = add nsw i64 %69, %70
+  %72 = add nsw i64 610304, %71
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load <8 x float>, ptr %arena16, align 4
+  %74 = mul nsw i64 %conv3.j17210, 4096
+  %75 = mul nsw i64 %conv3.ty17311, 2
+  %76 = add nsw i64 %75, 2
+  %77 = mul nsw i64 %76, 256
+  %78 = add nsw i64 %74, %77
+  %79 = mul nsw i64 %conv3.tx17412, 2
+  %80 = mul nsw i64 %79, 16
+  %81 = add nsw i64 %78, %80
+  %82 = mul nsw i64 %conv3.cv17513, 8
+  %83 = add nsw i64 %81, %82
+  %84 = add nsw i64 610304, %83
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
+  %85 = load <8 x float>, ptr %arena17, align 4
+  %86 = fadd <8 x float> %73, %85
+  store <8 x float> %86, ptr %conv3.w177, align 32
+  %87 = mul nsw i64 %conv3.j17210, 4096
+  %88 = mul nsw i64 %conv3.ty17311, 2
+  %89 = add nsw i64 %88, 2
+  %90 = mul nsw i64 %89, 256
+  %91 = add nsw i64 %87, %90
+  %92 = mul nsw i64 %conv3.tx17412, 2
+  %93 = mul nsw i64 %92, 16
+  %94 = add nsw i64 %91, %93
+  %95 = mul nsw i64 %conv3.cv17513, 8
+  %96 = add nsw i64 %94, %95
+  %97 = add nsw i64 610304, %96
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %97
+  %98 = load <8 x float>, ptr %arena18, align 4
+  %99 = mul nsw i64 %conv3.j17210, 4096
+  %100 = mul nsw i64 %conv3.ty17311, 2
+  %101 = add nsw i64 %100, 1
+  %102 = mul nsw i64 %101, 256
+  %103 = add nsw i64 %99, %102
+  %104 = mul nsw i64 %conv3.tx17412, 2
+  %105 = mul nsw i64 %104, 16
+  %106 = add nsw i64 %103, %105
+  %107 = mul nsw i64 %conv3.cv17513, 8
+  %108 = add nsw i64 %106, %107
+  %109 = add nsw i64 610304, %108
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %109
+  %110 = load <8 x float>, ptr %arena19, align 4
+  %111 = fsub <8 x float> %98, %110
+  store <8 x float> %111, ptr %conv3.w178, align 32
+  %112 = mul nsw i64 %conv3.j17210, 4096
+  %113 = mul nsw i64 %conv3.ty17311, 2
+  %114 = add nsw i64 %113, 1
+  %115 = mul nsw i64 %114, 256
+  %116 = add nsw i64 %112, %115
+  %117 = mul nsw i64 %conv3.tx17412, 2
+  %118 = mul nsw i64 %117, 16
+  %119 = add nsw i64 %116, %118
+  %120 = mul nsw i64 %conv3.cv17513, 8
+  %121 = add nsw i64 %119, %120
+  %122 = add nsw i64 610304, %121
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %122
+  %123 = load <8 x float>, ptr %arena20, align 4
+  %124 = mul nsw i64 %conv3.j17210, 4096
+  %125 = mul nsw i64 %conv3.ty17311, 2
+  %126 = add nsw i64 %125, 3
+  %127 = mul nsw i64 %126, 256
+  %128 = add nsw i64 %124, %127
+  %129 = mul nsw i64 %conv3.tx17412, 2
+  %130 = mul nsw i64 %129, 16
+  %131 = add nsw i64 %128, %130
+  %132 = mul nsw i64 %conv3.cv17513, 8
+  %133 = add nsw i64 %131, %132
+  %134 = add nsw i64 610304, %133
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %134
+  %135 = load <8 x float>, ptr %arena21, align 4
+  %136 = fsub <8 x float> %123, %135
+  store <8 x float> %136, ptr %conv3.w179, align 32
+  %137 = mul nsw i64 %conv3.j17210, 4096
+  %138 = mul nsw i64 %conv3.ty17311, 2
+  %139 = mul nsw i64 %138, 256
+  %140 = add nsw i64 %137, %139
+  %141 = mul nsw i64 %conv3.tx17412, 2
+  %142 = add nsw i64 %141, 1
+  %143 = mul nsw i64 %142, 16
+  %144 = add nsw i64 %140, %143
+  %145 = mul nsw i64 %conv3.cv17513, 8
+  %146 = add nsw i64 %144, %145
+  %147 = add nsw i64 610304, %146
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %147
+  %148 = load <8 x float>, ptr %arena22, align 4
+  %149 = mul nsw i64 %conv3.j17210, 4096
+  %150 = mul nsw i64 %conv3.ty17311, 2
+  %151 = add nsw i64 %150, 2
+  %152 = mul nsw i64 %151, 256
+  %153 = add nsw i64 %149, %152
+  %154 = mul nsw i64 %conv3.tx17412, 2
+  %155 = add nsw i64 %154, 1
+  %156 = mul nsw i64 %155, 16
+  %157 = add nsw i64 %153, %156
+  %158 = mul nsw i64 %conv3.cv17513, 8
+  %159 = add nsw i64 %157, %158
+  %160 = add nsw i64 610304, %159
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %160
+  %161 = load <8 x float>, ptr %arena23, align 4
+  %162 = fsub <8 x float> %148, %161
+  store <8 x float> %162, ptr %conv3.w180, align 32
+  %163 = mul nsw i64 %conv3.j17210, 4096
+  %164 = mul nsw i64 %conv3.ty17311, 2
   %165 = add nsw i64 %164, 1
   %166 = mul nsw i64 %165, 256
-  %167 = add nsw i64 %160, %166
-  %168 = mul nsw i64 %conv3.tx2394, 2
+  %167 = add nsw i64 %163, %166
+  %168 = mul nsw i64 %conv3.tx17412, 2
   %169 = add nsw i64 %168, 1
   %170 = mul nsw i64 %169, 16
   %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %conv3.cv2405, 8
+  %172 = mul nsw i64 %conv3.cv17513, 8
   %173 = add nsw i64 %171, %172
   %174 = add nsw i64 610304, %173
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %174
-  %175 = load <8 x float>, ptr %arena16, align 4
-  %176 = mul nsw i64 %conv3.j2372, 4096
-  %177 = mul nsw i64 %1, 3
-  %178 = add nsw i64 %conv3.oy2361, %177
-  %179 = add nsw i64 %conv3.ty2383, %178
-  %180 = mul nsw i64 %179, 2
-  %181 = add nsw i64 %180, 2
-  %182 = mul nsw i64 %181, 256
-  %183 = add nsw i64 %176, %182
-  %184 = mul nsw i64 %conv3.tx2394, 2
-  %185 = add nsw i64 %184, 1
-  %186 = mul nsw i64 %185, 16
-  %187 = add nsw i64 %183, %186
-  %188 = mul nsw i64 %conv3.cv2405, 8
-  %189 = add nsw i64 %187, %188
-  %190 = add nsw i64 610304, %189
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %190
-  %191 = load <8 x float>, ptr %arena17, align 4
-  %192 = fadd <8 x float> %175, %191
-  store <8 x float> %192, ptr %conv3.w246, align 32
-  %193 = mul nsw i64 %conv3.j2372, 4096
-  %194 = mul nsw i64 %1, 3
-  %195 = add nsw i64 %conv3.oy2361, %194
-  %196 = add nsw i64 %conv3.ty2383, %195
-  %197 = mul nsw i64 %196, 2
-  %198 = add nsw i64 %197, 2
-  %199 = mul nsw i64 %198, 256
-  %200 = add nsw i64 %193, %199
-  %201 = mul nsw i64 %conv3.tx2394, 2
-  %202 = add nsw i64 %201, 1
-  %203 = mul nsw i64 %202, 16
-  %204 = add nsw i64 %200, %203
-  %205 = mul nsw i64 %conv3.cv2405, 8
-  %206 = add nsw i64 %204, %205
-  %207 = add nsw i64 610304, %206
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 %207
-  %208 = load <8 x float>, ptr %arena18, align 4
-  %209 = mul nsw i64 %conv3.j2372, 4096
-  %210 = mul nsw i64 %1, 3
-  %211 = add nsw i64 %conv3.oy2361, %210
-  %212 = add nsw i64 %conv3.ty2383, %211
-  %213 = mul nsw i64 %212, 2
-  %214 = add nsw i64 %213, 1
-  %215 = mul nsw i64 %214, 256
-  %216 = add nsw i64 %209, %215
-  %217 = mul nsw i64 %conv3.tx2394, 2
-  %218 = add nsw i64 %217, 1
-  %219 = mul nsw i64 %218, 16
-  %220 = add nsw i64 %216, %219
-  %221 = mul nsw i64 %conv3.cv2405, 8
-  %222 = add nsw i64 %220, %221
-  %223 = add nsw i64 610304, %222
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %223
-  %224 = load <8 x float>, ptr %arena19, align 4
-  %225 = fsub <8 x float> %208, %224
-  store <8 x float> %225, ptr %conv3.w247, align 32
-  %226 = mul nsw i64 %conv3.j2372, 4096
-  %227 = mul nsw i64 %1, 3
-  %228 = add nsw i64 %conv3.oy2361, %227
-  %229 = add nsw i64 %conv3.ty2383, %228
-  %230 = mul nsw i64 %229, 2
-  %231 = add nsw i64 %230, 1
-  %232 = mul nsw i64 %231, 256
-  %233 = add nsw i64 %226, %232
-  %234 = mul nsw i64 %conv3.tx2394, 2
-  %235 = add nsw i64 %234, 1
-  %236 = mul nsw i64 %235, 16
-  %237 = add nsw i64 %233, %236
-  %238 = mul nsw i64 %conv3.cv2405, 8
-  %239 = add nsw i64 %237, %238
-  %240 = add nsw i64 610304, %239
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %240
-  %241 = load <8 x float>, ptr %arena20, align 4
-  %242 = mul nsw i64 %conv3.j2372, 4096
-  %243 = mul nsw i64 %1, 3
-  %244 = add nsw i64 %conv3.oy2361, %243
-  %245 = add nsw i64 %conv3.ty2383, %244
-  %246 = mul nsw i64 %245, 2
-  %247 = add nsw i64 %246, 3
-  %248 = mul nsw i64 %247, 256
-  %249 = add nsw i64 %242, %248
-  %250 = mul nsw i64 %conv3.tx2394, 2
-  %251 = add nsw i64 %250, 1
-  %252 = mul nsw i64 %251, 16
-  %253 = add nsw i64 %249, %252
-  %254 = mul nsw i64 %conv3.cv2405, 8
-  %255 = add nsw i64 %253, %254
-  %256 = add nsw i64 610304, %255
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %256
-  %257 = load <8 x float>, ptr %arena21, align 4
-  %258 = fsub <8 x float> %241, %257
-  store <8 x float> %258, ptr %conv3.w248, align 32
-  %259 = mul nsw i64 %conv3.j2372, 4096
-  %260 = mul nsw i64 %1, 3
-  %261 = add nsw i64 %conv3.oy2361, %260
-  %262 = add nsw i64 %conv3.ty2383, %261
-  %263 = mul nsw i64 %262, 2
-  %264 = mul nsw i64 %263, 256
-  %265 = add nsw i64 %259, %264
-  %266 = mul nsw i64 %conv3.tx2394, 2
-  %267 = add nsw i64 %266, 2
-  %268 = mul nsw i64 %267, 16
-  %269 = add nsw i64 %265, %268
-  %270 = mul nsw i64 %conv3.cv2405, 8
-  %271 = add nsw i64 %269, %270
-  %272 = add nsw i64 610304, %271
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %272
-  %273 = load <8 x float>, ptr %arena22, align 4
-  %274 = mul nsw i64 %conv3.j2372, 4096
-  %275 = mul nsw i64 %1, 3
-  %276 = add nsw i64 %conv3.oy2361, %275
-  %277 = add nsw i64 %conv3.ty2383, %276
-  %278 = mul nsw i64 %277, 2
-  %279 = add nsw i64 %278, 2
-  %280 = mul nsw i64 %279, 256
-  %281 = add nsw i64 %274, %280
-  %282 = mul nsw i64 %conv3.tx2394, 2
-  %283 = add nsw i64 %282, 2
-  %284 = mul nsw i64 %283, 16
-  %285 = add nsw i64 %281, %284
-  %286 = mul nsw i64 %conv3.cv2405, 8
-  %287 = add nsw i64 %285, %286
-  %288 = add nsw i64 610304, %287
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %288
-  %289 = load <8 x float>, ptr %arena23, align 4
-  %290 = fsub <8 x float> %273, %289
-  store <8 x float> %290, ptr %conv3.w249, align 32
-  %291 = mul nsw i64 %conv3.j2372, 4096
-  %292 = mul nsw i64 %1, 3
-  %293 = add nsw i64 %conv3.oy2361, %292
-  %294 = add nsw i64 %conv3.ty2383, %293
-  %295 = mul nsw i64 %294, 2
-  %296 = add nsw i64 %295, 1
-  %297 = mul nsw i64 %296, 256
-  %298 = add nsw i64 %291, %297
-  %299 = mul nsw i64 %conv3.tx2394, 2
-  %300 = add nsw i64 %299, 2
-  %301 = mul nsw i64 %300, 16
-  %302 = add nsw i64 %298, %301
-  %303 = mul nsw i64 %conv3.cv2405, 8
-  %304 = add nsw i64 %302, %303
-  %305 = add nsw i64 610304, %304
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %305
-  %306 = load <8 x float>, ptr %arena24, align 4
-  %307 = mul nsw i64 %conv3.j2372, 4096
-  %308 = mul nsw i64 %1, 3
-  %309 = add nsw i64 %conv3.oy2361, %308
-  %310 = add nsw i64 %conv3.ty2383, %309
-  %311 = mul nsw i64 %310, 2
-  %312 = add nsw i64 %311, 2
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %174
+  %175 = load <8 x float>, ptr %arena24, align 4
+  %176 = mul nsw i64 %conv3.j17210, 4096
+  %177 = mul nsw i64 %conv3.ty17311, 2
+  %178 = add nsw i64 %177, 2
+  %179 = mul nsw i64 %178, 256
+  %180 = add nsw i64 %176, %179
+  %181 = mul nsw i64 %conv3.tx17412, 2
+  %182 = add nsw i64 %181, 1
+  %183 = mul nsw i64 %182, 16
+  %184 = add nsw i64 %180, %183
+  %185 = mul nsw i64 %conv3.cv17513, 8
+  %186 = add nsw i64 %184, %185
+  %187 = add nsw i64 610304, %186
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %187
+  %188 = load <8 x float>, ptr %arena25, align 4
+  %189 = fadd <8 x float> %175, %188
+  store <8 x float> %189, ptr %conv3.w181, align 32
+  %190 = mul nsw i64 %conv3.j17210, 4096
+  %191 = mul nsw i64 %conv3.ty17311, 2
+  %192 = add nsw i64 %191, 2
+  %193 = mul nsw i64 %192, 256
+  %194 = add nsw i64 %190, %193
+  %195 = mul nsw i64 %conv3.tx17412, 2
+  %196 = add nsw i64 %195, 1
+  %197 = mul nsw i64 %196, 16
+  %198 = add nsw i64 %194, %197
+  %199 = mul nsw i64 %conv3.cv17513, 8
+  %200 = add nsw i64 %198, %199
+  %201 = add nsw i64 610304, %200
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %201
+  %202 = load <8 x float>, ptr %arena26, align 4
+  %203 = mul nsw i64 %conv3.j17210, 4096
+  %204 = mul nsw i64 %conv3.ty17311, 2
+  %205 = add nsw i64 %204, 1
+  %206 = mul nsw i64 %205, 256
+  %207 = add nsw i64 %203, %206
+  %208 = mul nsw i64 %conv3.tx17412, 2
+  %209 = add nsw i64 %208, 1
+  %210 = mul nsw i64 %209, 16
+  %211 = add nsw i64 %207, %210
+  %212 = mul nsw i64 %conv3.cv17513, 8
+  %213 = add nsw i64 %211, %212
+  %214 = add nsw i64 610304, %213
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %214
+  %215 = load <8 x float>, ptr %arena27, align 4
+  %216 = fsub <8 x float> %202, %215
+  store <8 x float> %216, ptr %conv3.w182, align 32
+  %217 = mul nsw i64 %conv3.j17210, 4096
+  %218 = mul nsw i64 %conv3.ty17311, 2
+  %219 = add nsw i64 %218, 1
+  %220 = mul nsw i64 %219, 256
+  %221 = add nsw i64 %217, %220
+  %222 = mul nsw i64 %conv3.tx17412, 2
+  %223 = add nsw i64 %222, 1
+  %224 = mul nsw i64 %223, 16
+  %225 = add nsw i64 %221, %224
+  %226 = mul nsw i64 %conv3.cv17513, 8
+  %227 = add nsw i64 %225, %226
+  %228 = add nsw i64 610304, %227
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %228
+  %229 = load <8 x float>, ptr %arena28, align 4
+  %230 = mul nsw i64 %conv3.j17210, 4096
+  %231 = mul nsw i64 %conv3.ty17311, 2
+  %232 = add nsw i64 %231, 3
+  %233 = mul nsw i64 %232, 256
+  %234 = add nsw i64 %230, %233
+  %235 = mul nsw i64 %conv3.tx17412, 2
+  %236 = add nsw i64 %235, 1
+  %237 = mul nsw i64 %236, 16
+  %238 = add nsw i64 %234, %237
+  %239 = mul nsw i64 %conv3.cv17513, 8
+  %240 = add nsw i64 %238, %239
+  %241 = add nsw i64 610304, %240
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %241
+  %242 = load <8 x float>, ptr %arena29, align 4
+  %243 = fsub <8 x float> %229, %242
+  store <8 x float> %243, ptr %conv3.w183, align 32
+  %244 = mul nsw i64 %conv3.j17210, 4096
+  %245 = mul nsw i64 %conv3.ty17311, 2
+  %246 = mul nsw i64 %245, 256
+  %247 = add nsw i64 %244, %246
+  %248 = mul nsw i64 %conv3.tx17412, 2
+  %249 = add nsw i64 %248, 2
+  %250 = mul nsw i64 %249, 16
+  %251 = add nsw i64 %247, %250
+  %252 = mul nsw i64 %conv3.cv17513, 8
+  %253 = add nsw i64 %251, %252
+  %254 = add nsw i64 610304, %253
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %254
+  %255 = load <8 x float>, ptr %arena30, align 4
+  %256 = mul nsw i64 %conv3.j17210, 4096
+  %257 = mul nsw i64 %conv3.ty17311, 2
+  %258 = add nsw i64 %257, 2
+  %259 = mul nsw i64 %258, 256
+  %260 = add nsw i64 %256, %259
+  %261 = mul nsw i64 %conv3.tx17412, 2
+  %262 = add nsw i64 %261, 2
+  %263 = mul nsw i64 %262, 16
+  %264 = add nsw i64 %260, %263
+  %265 = mul nsw i64 %conv3.cv17513, 8
+  %266 = add nsw i64 %264, %265
+  %267 = add nsw i64 610304, %266
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %267
+  %268 = load <8 x float>, ptr %arena31, align 4
+  %269 = fsub <8 x float> %255, %268
+  store <8 x float> %269, ptr %conv3.w184, align 32
+  %270 = mul nsw i64 %conv3.j17210, 4096
+  %271 = mul nsw i64 %conv3.ty17311, 2
+  %272 = add nsw i64 %271, 1
+  %273 = mul nsw i64 %272, 256
+  %274 = add nsw i64 %270, %273
+  %275 = mul nsw i64 %conv3.tx17412, 2
+  %276 = add nsw i64 %275, 2
+  %277 = mul nsw i64 %276, 16
+  %278 = add nsw i64 %274, %277
+  %279 = mul nsw i64 %conv3.cv17513, 8
+  %280 = add nsw i64 %278, %279
+  %281 = add nsw i64 610304, %280
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %281
+  %282 = load <8 x float>, ptr %arena32, align 4
+  %283 = mul nsw i64 %conv3.j17210, 4096
+  %284 = mul nsw i64 %conv3.ty17311, 2
+  %285 = add nsw i64 %284, 2
+  %286 = mul nsw i64 %285, 256
+  %287 = add nsw i64 %283, %286
+  %288 = mul nsw i64 %conv3.tx17412, 2
+  %289 = add nsw i64 %288, 2
+  %290 = mul nsw i64 %289, 16
+  %291 = add nsw i64 %287, %290
+  %292 = mul nsw i64 %conv3.cv17513, 8
+  %293 = add nsw i64 %291, %292
+  %294 = add nsw i64 610304, %293
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %294
+  %295 = load <8 x float>, ptr %arena33, align 4
+  %296 = fadd <8 x float> %282, %295
+  store <8 x float> %296, ptr %conv3.w185, align 32
+  %297 = mul nsw i64 %conv3.j17210, 4096
+  %298 = mul nsw i64 %conv3.ty17311, 2
+  %299 = add nsw i64 %298, 2
+  %300 = mul nsw i64 %299, 256
+  %301 = add nsw i64 %297, %300
+  %302 = mul nsw i64 %conv3.tx17412, 2
+  %303 = add nsw i64 %302, 2
+  %304 = mul nsw i64 %303, 16
+  %305 = add nsw i64 %301, %304
+  %306 = mul nsw i64 %conv3.cv17513, 8
+  %307 = add nsw i64 %305, %306
+  %308 = add nsw i64 610304, %307
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %308
+  %309 = load <8 x float>, ptr %arena34, align 4
+  %310 = mul nsw i64 %conv3.j17210, 4096
+  %311 = mul nsw i64 %conv3.ty17311, 2
+  %312 = add nsw i64 %311, 1
   %313 = mul nsw i64 %312, 256
-  %314 = add nsw i64 %307, %313
-  %315 = mul nsw i64 %conv3.tx2394, 2
+  %314 = add nsw i64 %310, %313
+  %315 = mul nsw i64 %conv3.tx17412, 2
   %316 = add nsw i64 %315, 2
   %317 = mul nsw i64 %316, 16
   %318 = add nsw i64 %314, %317
-  %319 = mul nsw i64 %conv3.cv2405, 8
+  %319 = mul nsw i64 %conv3.cv17513, 8
   %320 = add nsw i64 %318, %319
   %321 = add nsw i64 610304, %320
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %321
-  %322 = load <8 x float>, ptr %arena25, align 4
-  %323 = fadd <8 x float> %306, %322
-  store <8 x float> %323, ptr %conv3.w250, align 32
-  %324 = mul nsw i64 %conv3.j2372, 4096
-  %325 = mul nsw i64 %1, 3
-  %326 = add nsw i64 %conv3.oy2361, %325
-  %327 = add nsw i64 %conv3.ty2383, %326
-  %328 = mul nsw i64 %327, 2
-  %329 = add nsw i64 %328, 2
-  %330 = mul nsw i64 %329, 256
-  %331 = add nsw i64 %324, %330
-  %332 = mul nsw i64 %conv3.tx2394, 2
-  %333 = add nsw i64 %332, 2
-  %334 = mul nsw i64 %333, 16
-  %335 = add nsw i64 %331, %334
-  %336 = mul nsw i64 %conv3.cv2405, 8
-  %337 = add nsw i64 %335, %336
-  %338 = add nsw i64 610304, %337
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %338
-  %339 = load <8 x float>, ptr %arena26, align 4
-  %340 = mul nsw i64 %conv3.j2372, 4096
-  %341 = mul nsw i64 %1, 3
-  %342 = add nsw i64 %conv3.oy2361, %341
-  %343 = add nsw i64 %conv3.ty2383, %342
-  %344 = mul nsw i64 %343, 2
-  %345 = add nsw i64 %344, 1
-  %346 = mul nsw i64 %345, 256
-  %347 = add nsw i64 %340, %346
-  %348 = mul nsw i64 %conv3.tx2394, 2
-  %349 = add nsw i64 %348, 2
-  %350 = mul nsw i64 %349, 16
-  %351 = add nsw i64 %347, %350
-  %352 = mul nsw i64 %conv3.cv2405, 8
-  %353 = add nsw i64 %351, %352
-  %354 = add nsw i64 610304, %353
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %354
-  %355 = load <8 x float>, ptr %arena27, align 4
-  %356 = fsub <8 x float> %339, %355
-  store <8 x float> %356, ptr %conv3.w251, align 32
-  %357 = mul nsw i64 %conv3.j2372, 4096
-  %358 = mul nsw i64 %1, 3
-  %359 = add nsw i64 %conv3.oy2361, %358
-  %360 = add nsw i64 %conv3.ty2383, %359
-  %361 = mul nsw i64 %360, 2
-  %362 = add nsw i64 %361, 1
-  %363 = mul nsw i64 %362, 256
-  %364 = add nsw i64 %357, %363
-  %365 = mul nsw i64 %conv3.tx2394, 2
-  %366 = add nsw i64 %365, 2
-  %367 = mul nsw i64 %366, 16
-  %368 = add nsw i64 %364, %367
-  %369 = mul nsw i64 %conv3.cv2405, 8
-  %370 = add nsw i64 %368, %369
-  %371 = add nsw i64 610304, %370
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %371
-  %372 = load <8 x float>, ptr %arena28, align 4
-  %373 = mul nsw i64 %conv3.j2372, 4096
-  %374 = mul nsw i64 %1, 3
-  %375 = add nsw i64 %conv3.oy2361, %374
-  %376 = add nsw i64 %conv3.ty2383, %375
-  %377 = mul nsw i64 %376, 2
-  %378 = add nsw i64 %377, 3
-  %379 = mul nsw i64 %378, 256
-  %380 = add nsw i64 %373, %379
-  %381 = mul nsw i64 %conv3.tx2394, 2
-  %382 = add nsw i64 %381, 2
-  %383 = mul nsw i64 %382, 16
-  %384 = add nsw i64 %380, %383
-  %385 = mul nsw i64 %conv3.cv2405, 8
-  %386 = add nsw i64 %384, %385
-  %387 = add nsw i64 610304, %386
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %387
-  %388 = load <8 x float>, ptr %arena29, align 4
-  %389 = fsub <8 x float> %372, %388
-  store <8 x float> %389, ptr %conv3.w252, align 32
-  %390 = mul nsw i64 %conv3.j2372, 4096
-  %391 = mul nsw i64 %1, 3
-  %392 = add nsw i64 %conv3.oy2361, %391
-  %393 = add nsw i64 %conv3.ty2383, %392
-  %394 = mul nsw i64 %393, 2
-  %395 = mul nsw i64 %394, 256
-  %396 = add nsw i64 %390, %395
-  %397 = mul nsw i64 %conv3.tx2394, 2
-  %398 = add nsw i64 %397, 3
-  %399 = mul nsw i64 %398, 16
-  %400 = add nsw i64 %396, %399
-  %401 = mul nsw i64 %conv3.cv2405, 8
-  %402 = add nsw i64 %400, %401
-  %403 = add nsw i64 610304, %402
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %403
-  %404 = load <8 x float>, ptr %arena30, align 4
-  %405 = mul nsw i64 %conv3.j2372, 4096
-  %406 = mul nsw i64 %1, 3
-  %407 = add nsw i64 %conv3.oy2361, %406
-  %408 = add nsw i64 %conv3.ty2383, %407
-  %409 = mul nsw i64 %408, 2
-  %410 = add nsw i64 %409, 2
-  %411 = mul nsw i64 %410, 256
-  %412 = add nsw i64 %405, %411
-  %413 = mul nsw i64 %conv3.tx2394, 2
-  %414 = add nsw i64 %413, 3
-  %415 = mul nsw i64 %414, 16
-  %416 = add nsw i64 %412, %415
-  %417 = mul nsw i64 %conv3.cv2405, 8
-  %418 = add nsw i64 %416, %417
-  %419 = add nsw i64 610304, %418
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %419
-  %420 = load <8 x float>, ptr %arena31, align 4
-  %421 = fsub <8 x float> %404, %420
-  store <8 x float> %421, ptr %conv3.w253, align 32
-  %422 = mul nsw i64 %conv3.j2372, 4096
-  %423 = mul nsw i64 %1, 3
-  %424 = add nsw i64 %conv3.oy2361, %423
-  %425 = add nsw i64 %conv3.ty2383, %424
-  %426 = mul nsw i64 %425, 2
-  %427 = add nsw i64 %426, 1
-  %428 = mul nsw i64 %427, 256
-  %429 = add nsw i64 %422, %428
-  %430 = mul nsw i64 %conv3.tx2394, 2
-  %431 = add nsw i64 %430, 3
-  %432 = mul nsw i64 %431, 16
-  %433 = add nsw i64 %429, %432
-  %434 = mul nsw i64 %conv3.cv2405, 8
-  %435 = add nsw i64 %433, %434
-  %436 = add nsw i64 610304, %435
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %436
-  %437 = load <8 x float>, ptr %arena32, align 4
-  %438 = mul nsw i64 %conv3.j2372, 4096
-  %439 = mul nsw i64 %1, 3
-  %440 = add nsw i64 %conv3.oy2361, %439
-  %441 = add nsw i64 %conv3.ty2383, %440
-  %442 = mul nsw i64 %441, 2
-  %443 = add nsw i64 %442, 2
-  %444 = mul nsw i64 %443, 256
-  %445 = add nsw i64 %438, %444
-  %446 = mul nsw i64 %conv3.tx2394, 2
-  %447 = add nsw i64 %446, 3
-  %448 = mul nsw i64 %447, 16
-  %449 = add nsw i64 %445, %448
-  %450 = mul nsw i64 %conv3.cv2405, 8
-  %451 = add nsw i64 %449, %450
-  %452 = add nsw i64 610304, %451
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %452
-  %453 = load <8 x float>, ptr %arena33, align 4
-  %454 = fadd <8 x float> %437, %453
-  store <8 x float> %454, ptr %conv3.w254, align 32
-  %455 = mul nsw i64 %conv3.j2372, 4096
-  %456 = mul nsw i64 %1, 3
-  %457 = add nsw i64 %conv3.oy2361, %456
-  %458 = add nsw i64 %conv3.ty2383, %457
-  %459 = mul nsw i64 %458, 2
-  %460 = add nsw i64 %459, 2
-  %461 = mul nsw i64 %460, 256
-  %462 = add nsw i64 %455, %461
-  %463 = mul nsw i64 %conv3.tx2394, 2
-  %464 = add nsw i64 %463, 3
-  %465 = mul nsw i64 %464, 16
-  %466 = add nsw i64 %462, %465
-  %467 = mul nsw i64 %conv3.cv2405, 8
-  %468 = add nsw i64 %466, %467
-  %469 = add nsw i64 610304, %468
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %469
-  %470 = load <8 x float>, ptr %arena34, align 4
-  %471 = mul nsw i64 %conv3.j2372, 4096
-  %472 = mul nsw i64 %1, 3
-  %473 = add nsw i64 %conv3.oy2361, %472
-  %474 = add nsw i64 %conv3.ty2383, %473
-  %475 = mul nsw i64 %474, 2
-  %476 = add nsw i64 %475, 1
-  %477 = mul nsw i64 %476, 256
-  %478 = add nsw i64 %471, %477
-  %479 = mul nsw i64 %conv3.tx2394, 2
-  %480 = add nsw i64 %479, 3
-  %481 = mul nsw i64 %480, 16
-  %482 = add nsw i64 %478, %481
-  %483 = mul nsw i64 %conv3.cv2405, 8
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %321
+  %322 = load <8 x float>, ptr %arena35, align 4
+  %323 = fsub <8 x float> %309, %322
+  store <8 x float> %323, ptr %conv3.w186, align 32
+  %324 = mul nsw i64 %conv3.j17210, 4096
+  %325 = mul nsw i64 %conv3.ty17311, 2
+  %326 = add nsw i64 %325, 1
+  %327 = mul nsw i64 %326, 256
+  %328 = add nsw i64 %324, %327
+  %329 = mul nsw i64 %conv3.tx17412, 2
+  %330 = add nsw i64 %329, 2
+  %331 = mul nsw i64 %330, 16
+  %332 = add nsw i64 %328, %331
+  %333 = mul nsw i64 %conv3.cv17513, 8
+  %334 = add nsw i64 %332, %333
+  %335 = add nsw i64 610304, %334
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %335
+  %336 = load <8 x float>, ptr %arena36, align 4
+  %337 = mul nsw i64 %conv3.j17210, 4096
+  %338 = mul nsw i64 %conv3.ty17311, 2
+  %339 = add nsw i64 %338, 3
+  %340 = mul nsw i64 %339, 256
+  %341 = add nsw i64 %337, %340
+  %342 = mul nsw i64 %conv3.tx17412, 2
+  %343 = add nsw i64 %342, 2
+  %344 = mul nsw i64 %343, 16
+  %345 = add nsw i64 %341, %344
+  %346 = mul nsw i64 %conv3.cv17513, 8
+  %347 = add nsw i64 %345, %346
+  %348 = add nsw i64 610304, %347
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %348
+  %349 = load <8 x float>, ptr %arena37, align 4
+  %350 = fsub <8 x float> %336, %349
+  store <8 x float> %350, ptr %conv3.w187, align 32
+  %351 = mul nsw i64 %conv3.j17210, 4096
+  %352 = mul nsw i64 %conv3.ty17311, 2
+  %353 = mul nsw i64 %352, 256
+  %354 = add nsw i64 %351, %353
+  %355 = mul nsw i64 %conv3.tx17412, 2
+  %356 = add nsw i64 %355, 3
+  %357 = mul nsw i64 %356, 16
+  %358 = add nsw i64 %354, %357
+  %359 = mul nsw i64 %conv3.cv17513, 8
+  %360 = add nsw i64 %358, %359
+  %361 = add nsw i64 610304, %360
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %361
+  %362 = load <8 x float>, ptr %arena38, align 4
+  %363 = mul nsw i64 %conv3.j17210, 4096
+  %364 = mul nsw i64 %conv3.ty17311, 2
+  %365 = add nsw i64 %364, 2
+  %366 = mul nsw i64 %365, 256
+  %367 = add nsw i64 %363, %366
+  %368 = mul nsw i64 %conv3.tx17412, 2
+  %369 = add nsw i64 %368, 3
+  %370 = mul nsw i64 %369, 16
+  %371 = add nsw i64 %367, %370
+  %372 = mul nsw i64 %conv3.cv17513, 8
+  %373 = add nsw i64 %371, %372
+  %374 = add nsw i64 610304, %373
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %374
+  %375 = load <8 x float>, ptr %arena39, align 4
+  %376 = fsub <8 x float> %362, %375
+  store <8 x float> %376, ptr %conv3.w188, align 32
+  %377 = mul nsw i64 %conv3.j17210, 4096
+  %378 = mul nsw i64 %conv3.ty17311, 2
+  %379 = add nsw i64 %378, 1
+  %380 = mul nsw i64 %379, 256
+  %381 = add nsw i64 %377, %380
+  %382 = mul nsw i64 %conv3.tx17412, 2
+  %383 = add nsw i64 %382, 3
+  %384 = mul nsw i64 %383, 16
+  %385 = add nsw i64 %381, %384
+  %386 = mul nsw i64 %conv3.cv17513, 8
+  %387 = add nsw i64 %385, %386
+  %388 = add nsw i64 610304, %387
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %388
+  %389 = load <8 x float>, ptr %arena40, align 4
+  %390 = mul nsw i64 %conv3.j17210, 4096
+  %391 = mul nsw i64 %conv3.ty17311, 2
+  %392 = add nsw i64 %391, 2
+  %393 = mul nsw i64 %392, 256
+  %394 = add nsw i64 %390, %393
+  %395 = mul nsw i64 %conv3.tx17412, 2
+  %396 = add nsw i64 %395, 3
+  %397 = mul nsw i64 %396, 16
+  %398 = add nsw i64 %394, %397
+  %399 = mul nsw i64 %conv3.cv17513, 8
+  %400 = add nsw i64 %398, %399
+  %401 = add nsw i64 610304, %400
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %401
+  %402 = load <8 x float>, ptr %arena41, align 4
+  %403 = fadd <8 x float> %389, %402
+  store <8 x float> %403, ptr %conv3.w189, align 32
+  %404 = mul nsw i64 %conv3.j17210, 4096
+  %405 = mul nsw i64 %conv3.ty17311, 2
+  %406 = add nsw i64 %405, 2
+  %407 = mul nsw i64 %406, 256
+  %408 = add nsw i64 %404, %407
+  %409 = mul nsw i64 %conv3.tx17412, 2
+  %410 = add nsw i64 %409, 3
+  %411 = mul nsw i64 %410, 16
+  %412 = add nsw i64 %408, %411
+  %413 = mul nsw i64 %conv3.cv17513, 8
+  %414 = add nsw i64 %412, %413
+  %415 = add nsw i64 610304, %414
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %415
+  %416 = load <8 x float>, ptr %arena42, align 4
+  %417 = mul nsw i64 %conv3.j17210, 4096
+  %418 = mul nsw i64 %conv3.ty17311, 2
+  %419 = add nsw i64 %418, 1
+  %420 = mul nsw i64 %419, 256
+  %421 = add nsw i64 %417, %420
+  %422 = mul nsw i64 %conv3.tx17412, 2
+  %423 = add nsw i64 %422, 3
+  %424 = mul nsw i64 %423, 16
+  %425 = add nsw i64 %421, %424
+  %426 = mul nsw i64 %conv3.cv17513, 8
+  %427 = add nsw i64 %425, %426
+  %428 = add nsw i64 610304, %427
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %428
+  %429 = load <8 x float>, ptr %arena43, align 4
+  %430 = fsub <8 x float> %416, %429
+  store <8 x float> %430, ptr %conv3.w190, align 32
+  %431 = mul nsw i64 %conv3.j17210, 4096
+  %432 = mul nsw i64 %conv3.ty17311, 2
+  %433 = add nsw i64 %432, 1
+  %434 = mul nsw i64 %433, 256
+  %435 = add nsw i64 %431, %434
+  %436 = mul nsw i64 %conv3.tx17412, 2
+  %437 = add nsw i64 %436, 3
+  %438 = mul nsw i64 %437, 16
+  %439 = add nsw i64 %435, %438
+  %440 = mul nsw i64 %conv3.cv17513, 8
+  %441 = add nsw i64 %439, %440
+  %442 = add nsw i64 610304, %441
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %442
+  %443 = load <8 x float>, ptr %arena44, align 4
+  %444 = mul nsw i64 %conv3.j17210, 4096
+  %445 = mul nsw i64 %conv3.ty17311, 2
+  %446 = add nsw i64 %445, 3
+  %447 = mul nsw i64 %446, 256
+  %448 = add nsw i64 %444, %447
+  %449 = mul nsw i64 %conv3.tx17412, 2
+  %450 = add nsw i64 %449, 3
+  %451 = mul nsw i64 %450, 16
+  %452 = add nsw i64 %448, %451
+  %453 = mul nsw i64 %conv3.cv17513, 8
+  %454 = add nsw i64 %452, %453
+  %455 = add nsw i64 610304, %454
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %455
+  %456 = load <8 x float>, ptr %arena45, align 4
+  %457 = fsub <8 x float> %443, %456
+  store <8 x float> %457, ptr %conv3.w191, align 32
+  %w176 = load <8 x float>, ptr %conv3.w176, align 32
+  %w184 = load <8 x float>, ptr %conv3.w184, align 32
+  %458 = fsub <8 x float> %w176, %w184
+  store <8 x float> %458, ptr %conv3.w192, align 32
+  %w180 = load <8 x float>, ptr %conv3.w180, align 32
+  %w18446 = load <8 x float>, ptr %conv3.w184, align 32
+  %459 = fadd <8 x float> %w180, %w18446
+  store <8 x float> %459, ptr %conv3.w193, align 32
+  %w18447 = load <8 x float>, ptr %conv3.w184, align 32
+  %w18048 = load <8 x float>, ptr %conv3.w180, align 32
+  %460 = fsub <8 x float> %w18447, %w18048
+  store <8 x float> %460, ptr %conv3.w194, align 32
+  %w18049 = load <8 x float>, ptr %conv3.w180, align 32
+  %w188 = load <8 x float>, ptr %conv3.w188, align 32
+  %461 = fsub <8 x float> %w18049, %w188
+  store <8 x float> %461, ptr %conv3.w195, align 32
+  %w177 = load <8 x float>, ptr %conv3.w177, align 32
+  %w185 = load <8 x float>, ptr %conv3.w185, align 32
+  %462 = fsub <8 x float> %w177, %w185
+  store <8 x float> %462, ptr %conv3.w196, align 32
+  %w181 = load <8 x float>, ptr %conv3.w181, align 32
+  %w18550 = load <8 x float>, ptr %conv3.w185, align 32
+  %463 = fadd <8 x float> %w181, %w18550
+  store <8 x float> %463, ptr %conv3.w197, align 32
+  %w18551 = load <8 x float>, ptr %conv3.w185, align 32
+  %w18152 = load <8 x float>, ptr %conv3.w181, align 32
+  %464 = fsub <8 x float> %w18551, %w18152
+  store <8 x float> %464, ptr %conv3.w198, align 32
+  %w18153 = load <8 x float>, ptr %conv3.w181, align 32
+  %w189 = load <8 x float>, ptr %conv3.w189, align 32
+  %465 = fsub <8 x float> %w18153, %w189
+  store <8 x float> %465, ptr %conv3.w199, align 32
+  %w178 = load <8 x float>, ptr %conv3.w178, align 32
+  %w186 = load <8 x float>, ptr %conv3.w186, align 32
+  %466 = fsub <8 x float> %w178, %w186
+  store <8 x float> %466, ptr %conv3.w200, align 32
+  %w182 = load <8 x float>, ptr %conv3.w182, align 32
+  %w18654 = load <8 x float>, ptr %conv3.w186, align 32
+  %467 = fadd <8 x float> %w182, %w18654
+  store <8 x float> %467, ptr %conv3.w201, align 32
+  %w18655 = load <8 x float>, ptr %conv3.w186, align 32
+  %w18256 = load <8 x float>, ptr %conv3.w182, align 32
+  %468 = fsub <8 x float> %w18655, %w18256
+  store <8 x float> %468, ptr %conv3.w202, align 32
+  %w18257 = load <8 x float>, ptr %conv3.w182, align 32
+  %w190 = load <8 x float>, ptr %conv3.w190, align 32
+  %469 = fsub <8 x float> %w18257, %w190
+  store <8 x float> %469, ptr %conv3.w203, align 32
+  %w179 = load <8 x float>, ptr %conv3.w179, align 32
+  %w187 = load <8 x float>, ptr %conv3.w187, align 32
+  %470 = fsub <8 x float> %w179, %w187
+  store <8 x float> %470, ptr %conv3.w204, align 32
+  %w183 = load <8 x float>, ptr %conv3.w183, align 32
+  %w18758 = load <8 x float>, ptr %conv3.w187, align 32
+  %471 = fadd <8 x float> %w183, %w18758
+  store <8 x float> %471, ptr %conv3.w205, align 32
+  %w18759 = load <8 x float>, ptr %conv3.w187, align 32
+  %w18360 = load <8 x float>, ptr %conv3.w183, align 32
+  %472 = fsub <8 x float> %w18759, %w18360
+  store <8 x float> %472, ptr %conv3.w206, align 32
+  %w18361 = load <8 x float>, ptr %conv3.w183, align 32
+  %w191 = load <8 x float>, ptr %conv3.w191, align 32
+  %473 = fsub <8 x float> %w18361, %w191
+  store <8 x float> %473, ptr %conv3.w207, align 32
+  %w192 = load <8 x float>, ptr %conv3.w192, align 32
+  %474 = mul nsw i64 %conv3.j17210, 49
+  %475 = mul nsw i64 %conv3.ty17311, 7
+  %476 = add nsw i64 %474, %475
+  %477 = add nsw i64 %476, %conv3.tx17412
+  %478 = mul nsw i64 %477, 16
+  %479 = add nsw i64 614400, %478
+  %480 = mul nsw i64 %conv3.cv17513, 8
+  %481 = add nsw i64 %479, %480
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %481
+  store <8 x float> %w192, ptr %arena62, align 4
+  %w193 = load <8 x float>, ptr %conv3.w193, align 32
+  %482 = mul nsw i64 %conv3.j17210, 49
+  %483 = mul nsw i64 %conv3.ty17311, 7
   %484 = add nsw i64 %482, %483
-  %485 = add nsw i64 610304, %484
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %485
-  %486 = load <8 x float>, ptr %arena35, align 4
-  %487 = fsub <8 x float> %470, %486
-  store <8 x float> %487, ptr %conv3.w255, align 32
-  %488 = mul nsw i64 %conv3.j2372, 4096
-  %489 = mul nsw i64 %1, 3
-  %490 = add nsw i64 %conv3.oy2361, %489
-  %491 = add nsw i64 %conv3.ty2383, %490
-  %492 = mul nsw i64 %491, 2
-  %493 = add nsw i64 %492, 1
-  %494 = mul nsw i64 %493, 256
-  %495 = add nsw i64 %488, %494
-  %496 = mul nsw i64 %conv3.tx2394, 2
-  %497 = add nsw i64 %496, 3
-  %498 = mul nsw i64 %497, 16
-  %499 = add nsw i64 %495, %498
-  %500 = mul nsw i64 %conv3.cv2405, 8
-  %501 = add nsw i64 %499, %500
-  %502 = add nsw i64 610304, %501
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %502
-  %503 = load <8 x float>, ptr %arena36, align 4
-  %504 = mul nsw i64 %conv3.j2372, 4096
-  %505 = mul nsw i64 %1, 3
-  %506 = add nsw i64 %conv3.oy2361, %505
-  %507 = add nsw i64 %conv3.ty2383, %506
-  %508 = mul nsw i64 %507, 2
-  %509 = add nsw i64 %508, 3
-  %510 = mul nsw i64 %509, 256
-  %511 = add nsw i64 %504, %510
-  %512 = mul nsw i64 %conv3.tx2394, 2
-  %513 = add nsw i64 %512, 3
-  %514 = mul nsw i64 %513, 16
-  %515 = add nsw i64 %511, %514
-  %516 = mul nsw i64 %conv3.cv2405, 8
-  %517 = add nsw i64 %515, %516
-  %518 = add nsw i64 610304, %517
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %518
-  %519 = load <8 x float>, ptr %arena37, align 4
-  %520 = fsub <8 x float> %503, %519
-  store <8 x float> %520, ptr %conv3.w256, align 32
-  %w241 = load <8 x float>, ptr %conv3.w241, align 32
-  %w249 = load <8 x float>, ptr %conv3.w249, align 32
-  %521 = fsub <8 x float> %w241, %w249
-  store <8 x float> %521, ptr %conv3.w257, align 32
-  %w245 = load <8 x float>, ptr %conv3.w245, align 32
-  %w24938 = load <8 x float>, ptr %conv3.w249, align 32
-  %522 = fadd <8 x float> %w245, %w24938
-  store <8 x float> %522, ptr %conv3.w258, align 32
-  %w24939 = load <8 x float>, ptr %conv3.w249, align 32
-  %w24540 = load <8 x float>, ptr %conv3.w245, align 32
-  %523 = fsub <8 x float> %w24939, %w24540
-  store <8 x float> %523, ptr %conv3.w259, align 32
-  %w24541 = load <8 x float>, ptr %conv3.w245, align 32
-  %w253 = load <8 x float>, ptr %conv3.w253, align 32
-  %524 = fsub <8 x float> %w24541, %w253
-  store <8 x float> %524, ptr %conv3.w260, align 32
-  %w242 = load <8 x float>, ptr %conv3.w242, align 32
-  %w250 = load <8 x float>, ptr %conv3.w250, align 32
-  %525 = fsub <8 x float> %w242, %w250
-  store <8 x float> %525, ptr %conv3.w261, align 32
-  %w246 = load <8 x float>, ptr %conv3.w246, align 32
-  %w25042 = load <8 x float>, ptr %conv3.w250, align 32
-  %526 = fadd <8 x float> %w246, %w25042
-  store <8 x float> %526, ptr %conv3.w262, align 32
-  %w25043 = load <8 x float>, ptr %conv3.w250, align 32
-  %w24644 = load <8 x float>, ptr %conv3.w246, align 32
-  %527 = fsub <8 x float> %w25043, %w24644
-  store <8 x float> %527, ptr %conv3.w263, align 32
-  %w24645 = load <8 x float>, ptr %conv3.w246, align 32
-  %w254 = load <8 x float>, ptr %conv3.w254, align 32
-  %528 = fsub <8 x float> %w24645, %w254
-  store <8 x float> %528, ptr %conv3.w264, align 32
-  %w243 = load <8 x float>, ptr %conv3.w243, align 32
-  %w251 = load <8 x float>, ptr %conv3.w251, align 32
-  %529 = fsub <8 x float> %w243, %w251
-  store <8 x float> %529, ptr %conv3.w265, align 32
-  %w247 = load <8 x float>, ptr %conv3.w247, align 32
-  %w25146 = load <8 x float>, ptr %conv3.w251, align 32
-  %530 = fadd <8 x float> %w247, %w25146
-  store <8 x float> %530, ptr %conv3.w266, align 32
-  %w25147 = load <8 x float>, ptr %conv3.w251, align 32
-  %w24748 = load <8 x float>, ptr %conv3.w247, align 32
-  %531 = fsub <8 x float> %w25147, %w24748
-  store <8 x float> %531, ptr %conv3.w267, align 32
-  %w24749 = load <8 x float>, ptr %conv3.w247, align 32
-  %w255 = load <8 x float>, ptr %conv3.w255, align 32
-  %532 = fsub <8 x float> %w24749, %w255
-  store <8 x float> %532, ptr %conv3.w268, align 32
-  %w244 = load <8 x float>, ptr %conv3.w244, align 32
-  %w252 = load <8 x float>, ptr %conv3.w252, align 32
-  %533 = fsub <8 x float> %w244, %w252
-  store <8 x float> %533, ptr %conv3.w269, align 32
-  %w248 = load <8 x float>, ptr %conv3.w248, align 32
-  %w25250 = load <8 x float>, ptr %conv3.w252, align 32
-  %534 = fadd <8 x float> %w248, %w25250
-  store <8 x float> %534, ptr %conv3.w270, align 32
-  %w25251 = load <8 x float>, ptr %conv3.w252, align 32
-  %w24852 = load <8 x float>, ptr %conv3.w248, align 32
-  %535 = fsub <8 x float> %w25251, %w24852
-  store <8 x float> %535, ptr %conv3.w271, align 32
-  %w24853 = load <8 x float>, ptr %conv3.w248, align 32
-  %w256 = load <8 x float>, ptr %conv3.w256, align 32
-  %536 = fsub <8 x float> %w24853, %w256
-  store <8 x float> %536, ptr %conv3.w272, align 32
-  %w257 = load <8 x float>, ptr %conv3.w257, align 32
-  %537 = mul nsw i64 %conv3.j2372, 49
-  %538 = mul nsw i64 %1, 3
-  %539 = add nsw i64 %conv3.oy2361, %538
-  %540 = add nsw i64 %conv3.ty2383, %539
-  %541 = mul nsw i64 %540, 7
-  %542 = add nsw i64 %537, %541
-  %543 = add nsw i64 %542, %conv3.tx2394
-  %544 = mul nsw i64 %543, 16
-  %545 = add nsw i64 614400, %544
-  %546 = mul nsw i64 %conv3.cv2405, 8
-  %547 = add nsw i64 %545, %546
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %547
-  store <8 x float> %w257, ptr %arena54, align 4
-  %w258 = load <8 x float>, ptr %conv3.w258, align 32
-  %548 = mul nsw i64 %conv3.j2372, 49
-  %549 = mul nsw i64 %1, 3
-  %550 = add nsw i64 %conv3.oy2361, %549
-  %551 = add nsw i64 %conv3.ty2383, %550
-  %552 = mul nsw i64 %551, 7
-  %553 = add nsw i64 %548, %552
-  %554 = add nsw i64 %553, %conv3.tx2394
-  %555 = mul nsw i64 %554, 16
-  %556 = add nsw i64 615184, %555
-  %557 = mul nsw i64 %conv3.cv2405, 8
-  %558 = add nsw i64 %556, %557
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %558
-  store <8 x float> %w258, ptr %arena55, align 4
-  %w259 = load <8 x float>, ptr %conv3.w259, align 32
-  %559 = mul nsw i64 %conv3.j2372, 49
-  %560 = mul nsw i64 %1, 3
-  %561 = add nsw i64 %conv3.oy2361, %560
-  %562 = add nsw i64 %conv3.ty2383, %561
-  %563 = mul nsw i64 %562, 7
-  %564 = add nsw i64 %559, %563
-  %565 = add nsw i64 %564, %conv3.tx2394
+  %485 = add nsw i64 %484, %conv3.tx17412
+  %486 = mul nsw i64 %485, 16
+  %487 = add nsw i64 615184, %486
+  %488 = mul nsw i64 %conv3.cv17513, 8
+  %489 = add nsw i64 %487, %488
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %489
+  store <8 x float> %w193, ptr %arena63, align 4
+  %w194 = load <8 x float>, ptr %conv3.w194, align 32
+  %490 = mul nsw i64 %conv3.j17210, 49
+  %491 = mul nsw i64 %conv3.ty17311, 7
+  %492 = add nsw i64 %490, %491
+  %493 = add nsw i64 %492, %conv3.tx17412
+  %494 = mul nsw i64 %493, 16
+  %495 = add nsw i64 615968, %494
+  %496 = mul nsw i64 %conv3.cv17513, 8
+  %497 = add nsw i64 %495, %496
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %497
+  store <8 x float> %w194, ptr %arena64, align 4
+  %w195 = load <8 x float>, ptr %conv3.w195, align 32
+  %498 = mul nsw i64 %conv3.j17210, 49
+  %499 = mul nsw i64 %conv3.ty17311, 7
+  %500 = add nsw i64 %498, %499
+  %501 = add nsw i64 %500, %conv3.tx17412
+  %502 = mul nsw i64 %501, 16
+  %503 = add nsw i64 616752, %502
+  %504 = mul nsw i64 %conv3.cv17513, 8
+  %505 = add nsw i64 %503, %504
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %505
+  store <8 x float> %w195, ptr %arena65, align 4
+  %w196 = load <8 x float>, ptr %conv3.w196, align 32
+  %506 = mul nsw i64 %conv3.j17210, 49
+  %507 = mul nsw i64 %conv3.ty17311, 7
+  %508 = add nsw i64 %506, %507
+  %509 = add nsw i64 %508, %conv3.tx17412
+  %510 = mul nsw i64 %509, 16
+  %511 = add nsw i64 617536, %510
+  %512 = mul nsw i64 %conv3.cv17513, 8
+  %513 = add nsw i64 %511, %512
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %513
+  store <8 x float> %w196, ptr %arena66, align 4
+  %w197 = load <8 x float>, ptr %conv3.w197, align 32
+  %514 = mul nsw i64 %conv3.j17210, 49
+  %515 = mul nsw i64 %conv3.ty17311, 7
+  %516 = add nsw i64 %514, %515
+  %517 = add nsw i64 %516, %conv3.tx17412
+  %518 = mul nsw i64 %517, 16
+  %519 = add nsw i64 618320, %518
+  %520 = mul nsw i64 %conv3.cv17513, 8
+  %521 = add nsw i64 %519, %520
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %521
+  store <8 x float> %w197, ptr %arena67, align 4
+  %w198 = load <8 x float>, ptr %conv3.w198, align 32
+  %522 = mul nsw i64 %conv3.j17210, 49
+  %523 = mul nsw i64 %conv3.ty17311, 7
+  %524 = add nsw i64 %522, %523
+  %525 = add nsw i64 %524, %conv3.tx17412
+  %526 = mul nsw i64 %525, 16
+  %527 = add nsw i64 619104, %526
+  %528 = mul nsw i64 %conv3.cv17513, 8
+  %529 = add nsw i64 %527, %528
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %529
+  store <8 x float> %w198, ptr %arena68, align 4
+  %w199 = load <8 x float>, ptr %conv3.w199, align 32
+  %530 = mul nsw i64 %conv3.j17210, 49
+  %531 = mul nsw i64 %conv3.ty17311, 7
+  %532 = add nsw i64 %530, %531
+  %533 = add nsw i64 %532, %conv3.tx17412
+  %534 = mul nsw i64 %533, 16
+  %535 = add nsw i64 619888, %534
+  %536 = mul nsw i64 %conv3.cv17513, 8
+  %537 = add nsw i64 %535, %536
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %537
+  store <8 x float> %w199, ptr %arena69, align 4
+  %w200 = load <8 x float>, ptr %conv3.w200, align 32
+  %538 = mul nsw i64 %conv3.j17210, 49
+  %539 = mul nsw i64 %conv3.ty17311, 7
+  %540 = add nsw i64 %538, %539
+  %541 = add nsw i64 %540, %conv3.tx17412
+  %542 = mul nsw i64 %541, 16
+  %543 = add nsw i64 620672, %542
+  %544 = mul nsw i64 %conv3.cv17513, 8
+  %545 = add nsw i64 %543, %544
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %545
+  store <8 x float> %w200, ptr %arena70, align 4
+  %w201 = load <8 x float>, ptr %conv3.w201, align 32
+  %546 = mul nsw i64 %conv3.j17210, 49
+  %547 = mul nsw i64 %conv3.ty17311, 7
+  %548 = add nsw i64 %546, %547
+  %549 = add nsw i64 %548, %conv3.tx17412
+  %550 = mul nsw i64 %549, 16
+  %551 = add nsw i64 621456, %550
+  %552 = mul nsw i64 %conv3.cv17513, 8
+  %553 = add nsw i64 %551, %552
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %553
+  store <8 x float> %w201, ptr %arena71, align 4
+  %w202 = load <8 x float>, ptr %conv3.w202, align 32
+  %554 = mul nsw i64 %conv3.j17210, 49
+  %555 = mul nsw i64 %conv3.ty17311, 7
+  %556 = add nsw i64 %554, %555
+  %557 = add nsw i64 %556, %conv3.tx17412
+  %558 = mul nsw i64 %557, 16
+  %559 = add nsw i64 622240, %558
+  %560 = mul nsw i64 %conv3.cv17513, 8
+  %561 = add nsw i64 %559, %560
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %561
+  store <8 x float> %w202, ptr %arena72, align 4
+  %w203 = load <8 x float>, ptr %conv3.w203, align 32
+  %562 = mul nsw i64 %conv3.j17210, 49
+  %563 = mul nsw i64 %conv3.ty17311, 7
+  %564 = add nsw i64 %562, %563
+  %565 = add nsw i64 %564, %conv3.tx17412
   %566 = mul nsw i64 %565, 16
-  %567 = add nsw i64 615968, %566
-  %568 = mul nsw i64 %conv3.cv2405, 8
+  %567 = add nsw i64 623024, %566
+  %568 = mul nsw i64 %conv3.cv17513, 8
   %569 = add nsw i64 %567, %568
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %569
-  store <8 x float> %w259, ptr %arena56, align 4
-  %w260 = load <8 x float>, ptr %conv3.w260, align 32
-  %570 = mul nsw i64 %conv3.j2372, 49
-  %571 = mul nsw i64 %1, 3
-  %572 = add nsw i64 %conv3.oy2361, %571
-  %573 = add nsw i64 %conv3.ty2383, %572
-  %574 = mul nsw i64 %573, 7
-  %575 = add nsw i64 %570, %574
-  %576 = add nsw i64 %575, %conv3.tx2394
-  %577 = mul nsw i64 %576, 16
-  %578 = add nsw i64 616752, %577
-  %579 = mul nsw i64 %conv3.cv2405, 8
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %569
+  store <8 x float> %w203, ptr %arena73, align 4
+  %w204 = load <8 x float>, ptr %conv3.w204, align 32
+  %570 = mul nsw i64 %conv3.j17210, 49
+  %571 = mul nsw i64 %conv3.ty17311, 7
+  %572 = add nsw i64 %570, %571
+  %573 = add nsw i64 %572, %conv3.tx17412
+  %574 = mul nsw i64 %573, 16
+  %575 = add nsw i64 623808, %574
+  %576 = mul nsw i64 %conv3.cv17513, 8
+  %577 = add nsw i64 %575, %576
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %577
+  store <8 x float> %w204, ptr %arena74, align 4
+  %w205 = load <8 x float>, ptr %conv3.w205, align 32
+  %578 = mul nsw i64 %conv3.j17210, 49
+  %579 = mul nsw i64 %conv3.ty17311, 7
   %580 = add nsw i64 %578, %579
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %580
-  store <8 x float> %w260, ptr %arena57, align 4
-  %w261 = load <8 x float>, ptr %conv3.w261, align 32
-  %581 = mul nsw i64 %conv3.j2372, 49
-  %582 = mul nsw i64 %1, 3
-  %583 = add nsw i64 %conv3.oy2361, %582
-  %584 = add nsw i64 %conv3.ty2383, %583
-  %585 = mul nsw i64 %584, 7
-  %586 = add nsw i64 %581, %585
-  %587 = add nsw i64 %586, %conv3.tx2394
-  %588 = mul nsw i64 %587, 16
-  %589 = add nsw i64 617536, %588
-  %590 = mul nsw i64 %conv3.cv2405, 8
-  %591 = add nsw i64 %589, %590
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %591
-  store <8 x float> %w261, ptr %arena58, align 4
-  %w262 = load <8 x float>, ptr %conv3.w262, align 32
-  %592 = mul nsw i64 %conv3.j2372, 49
-  %593 = mul nsw i64 %1, 3
-  %594 = add nsw i64 %conv3.oy2361, %593
-  %595 = add nsw i64 %conv3.ty2383, %594
-  %596 = mul nsw i64 %595, 7
-  %597 = add nsw i64 %592, %596
-  %598 = add nsw i64 %597, %conv3.tx2394
-  %599 = mul nsw i64 %598, 16
-  %600 = add nsw i64 618320, %599
-  %601 = mul nsw i64 %conv3.cv2405, 8
-  %602 = add nsw i64 %600, %601
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %602
-  store <8 x float> %w262, ptr %arena59, align 4
-  %w263 = load <8 x float>, ptr %conv3.w263, align 32
-  %603 = mul nsw i64 %conv3.j2372, 49
-  %604 = mul nsw i64 %1, 3
-  %605 = add nsw i64 %conv3.oy2361, %604
-  %606 = add nsw i64 %conv3.ty2383, %605
-  %607 = mul nsw i64 %606, 7
-  %608 = add nsw i64 %603, %607
-  %609 = add nsw i64 %608, %conv3.tx2394
-  %610 = mul nsw i64 %609, 16
-  %611 = add nsw i64 619104, %610
-  %612 = mul nsw i64 %conv3.cv2405, 8
-  %613 = add nsw i64 %611, %612
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %613
-  store <8 x float> %w263, ptr %arena60, align 4
-  %w264 = load <8 x float>, ptr %conv3.w264, align 32
-  %614 = mul nsw i64 %conv3.j2372, 49
-  %615 = mul nsw i64 %1, 3
-  %616 = add nsw i64 %conv3.oy2361, %615
-  %617 = add nsw i64 %conv3.ty2383, %616
-  %618 = mul nsw i64 %617, 7
-  %619 = add nsw i64 %614, %618
-  %620 = add nsw i64 %619, %conv3.tx2394
-  %621 = mul nsw i64 %620, 16
-  %622 = add nsw i64 619888, %621
-  %623 = mul nsw i64 %conv3.cv2405, 8
-  %624 = add nsw i64 %622, %623
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %624
-  store <8 x float> %w264, ptr %arena61, align 4
-  %w265 = load <8 x float>, ptr %conv3.w265, align 32
-  %625 = mul nsw i64 %conv3.j2372, 49
-  %626 = mul nsw i64 %1, 3
-  %627 = add nsw i64 %conv3.oy2361, %626
-  %628 = add nsw i64 %conv3.ty2383, %627
-  %629 = mul nsw i64 %628, 7
-  %630 = add nsw i64 %625, %629
-  %631 = add nsw i64 %630, %conv3.tx2394
-  %632 = mul nsw i64 %631, 16
-  %633 = add nsw i64 620672, %632
-  %634 = mul nsw i64 %conv3.cv2405, 8
-  %635 = add nsw i64 %633, %634
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %635
-  store <8 x float> %w265, ptr %arena62, align 4
-  %w266 = load <8 x float>, ptr %conv3.w266, align 32
-  %636 = mul nsw i64 %conv3.j2372, 49
-  %637 = mul nsw i64 %1, 3
-  %638 = add nsw i64 %conv3.oy2361, %637
-  %639 = add nsw i64 %conv3.ty2383, %638
-  %640 = mul nsw i64 %639, 7
-  %641 = add nsw i64 %636, %640
-  %642 = add nsw i64 %641, %conv3.tx2394
-  %643 = mul nsw i64 %642, 16
-  %644 = add nsw i64 621456, %643
-  %645 = mul nsw i64 %conv3.cv2405, 8
-  %646 = add nsw i64 %644, %645
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %646
-  store <8 x float> %w266, ptr %arena63, align 4
-  %w267 = load <8 x float>, ptr %conv3.w267, align 32
-  %647 = mul nsw i64 %conv3.j2372, 49
-  %648 = mul nsw i64 %1, 3
-  %649 = add nsw i64 %conv3.oy2361, %648
-  %650 = add nsw i64 %conv3.ty2383, %649
-  %651 = mul nsw i64 %650, 7
-  %652 = add nsw i64 %647, %651
-  %653 = add nsw i64 %652, %conv3.tx2394
-  %654 = mul nsw i64 %653, 16
-  %655 = add nsw i64 622240, %654
-  %656 = mul nsw i64 %conv3.cv2405, 8
-  %657 = add nsw i64 %655, %656
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %657
-  store <8 x float> %w267, ptr %arena64, align 4
-  %w268 = load <8 x float>, ptr %conv3.w268, align 32
-  %658 = mul nsw i64 %conv3.j2372, 49
-  %659 = mul nsw i64 %1, 3
-  %660 = add nsw i64 %conv3.oy2361, %659
-  %661 = add nsw i64 %conv3.ty2383, %660
-  %662 = mul nsw i64 %661, 7
-  %663 = add nsw i64 %658, %662
-  %664 = add nsw i64 %663, %conv3.tx2394
-  %665 = mul nsw i64 %664, 16
-  %666 = add nsw i64 623024, %665
-  %667 = mul nsw i64 %conv3.cv2405, 8
-  %668 = add nsw i64 %666, %667
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %668
-  store <8 x float> %w268, ptr %arena65, align 4
-  %w269 = load <8 x float>, ptr %conv3.w269, align 32
-  %669 = mul nsw i64 %conv3.j2372, 49
-  %670 = mul nsw i64 %1, 3
-  %671 = add nsw i64 %conv3.oy2361, %670
-  %672 = add nsw i64 %conv3.ty2383, %671
-  %673 = mul nsw i64 %672, 7
-  %674 = add nsw i64 %669, %673
-  %675 = add nsw i64 %674, %conv3.tx2394
-  %676 = mul nsw i64 %675, 16
-  %677 = add nsw i64 623808, %676
-  %678 = mul nsw i64 %conv3.cv2405, 8
-  %679 = add nsw i64 %677, %678
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %679
-  store <8 x float> %w269, ptr %arena66, align 4
-  %w270 = load <8 x float>, ptr %conv3.w270, align 32
-  %680 = mul nsw i64 %conv3.j2372, 49
-  %681 = mul nsw i64 %1, 3
-  %682 = add nsw i64 %conv3.oy2361, %681
-  %683 = add nsw i64 %conv3.ty2383, %682
-  %684 = mul nsw i64 %683, 7
-  %685 = add nsw i64 %680, %684
-  %686 = add nsw i64 %685, %conv3.tx2394
-  %687 = mul nsw i64 %686, 16
-  %688 = add nsw i64 624592, %687
-  %689 = mul nsw i64 %conv3.cv2405, 8
-  %690 = add nsw i64 %688, %689
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %690
-  store <8 x float> %w270, ptr %arena67, align 4
-  %w271 = load <8 x float>, ptr %conv3.w271, align 32
-  %691 = mul nsw i64 %conv3.j2372, 49
-  %692 = mul nsw i64 %1, 3
-  %693 = add nsw i64 %conv3.oy2361, %692
-  %694 = add nsw i64 %conv3.ty2383, %693
-  %695 = mul nsw i64 %694, 7
-  %696 = add nsw i64 %691, %695
-  %697 = add nsw i64 %696, %conv3.tx2394
-  %698 = mul nsw i64 %697, 16
-  %699 = add nsw i64 625376, %698
-  %700 = mul nsw i64 %conv3.cv2405, 8
-  %701 = add nsw i64 %699, %700
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %701
-  store <8 x float> %w271, ptr %arena68, align 4
-  %w272 = load <8 x float>, ptr %conv3.w272, align 32
-  %702 = mul nsw i64 %conv3.j2372, 49
-  %703 = mul nsw i64 %1, 3
-  %704 = add nsw i64 %conv3.oy2361, %703
-  %705 = add nsw i64 %conv3.ty2383, %704
-  %706 = mul nsw i64 %705, 7
-  %707 = add nsw i64 %702, %706
-  %708 = add nsw i64 %707, %conv3.tx2394
-  %709 = mul nsw i64 %708, 16
-  %710 = add nsw i64 626160, %709
-  %711 = mul nsw i64 %conv3.cv2405, 8
-  %712 = add nsw i64 %710, %711
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %712
-  store <8 x float> %w272, ptr %arena69, align 4
-  %cv240.next = add nsw i64 %conv3.cv2405, 1
-  %713 = icmp slt i64 %cv240.next, 2
-  br i1 %713, label %conv3.cv240, label %conv3.cv240.end
+  %581 = add nsw i64 %580, %conv3.tx17412
+  %582 = mul nsw i64 %581, 16
+  %583 = add nsw i64 624592, %582
+  %584 = mul nsw i64 %conv3.cv17513, 8
+  %585 = add nsw i64 %583, %584
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %585
+  store <8 x float> %w205, ptr %arena75, align 4
+  %w206 = load <8 x float>, ptr %conv3.w206, align 32
+  %586 = mul nsw i64 %conv3.j17210, 49
+  %587 = mul nsw i64 %conv3.ty17311, 7
+  %588 = add nsw i64 %586, %587
+  %589 = add nsw i64 %588, %conv3.tx17412
+  %590 = mul nsw i64 %589, 16
+  %591 = add nsw i64 625376, %590
+  %592 = mul nsw i64 %conv3.cv17513, 8
+  %593 = add nsw i64 %591, %592
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %593
+  store <8 x float> %w206, ptr %arena76, align 4
+  %w207 = load <8 x float>, ptr %conv3.w207, align 32
+  %594 = mul nsw i64 %conv3.j17210, 49
+  %595 = mul nsw i64 %conv3.ty17311, 7
+  %596 = add nsw i64 %594, %595
+  %597 = add nsw i64 %596, %conv3.tx17412
+  %598 = mul nsw i64 %597, 16
+  %599 = add nsw i64 626160, %598
+  %600 = mul nsw i64 %conv3.cv17513, 8
+  %601 = add nsw i64 %599, %600
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %601
+  store <8 x float> %w207, ptr %arena77, align 4
+  %cv175.next = add nsw i64 %conv3.cv17513, 1
+  %602 = icmp slt i64 %cv175.next, 2
+  br i1 %602, label %conv3.cv175, label %conv3.cv175.end
 
-conv3.cv240.end:                                  ; preds = %conv3.cv240
-  %tx239.next = add nsw i64 %conv3.tx2394, 1
-  %714 = icmp slt i64 %tx239.next, 7
-  br i1 %714, label %conv3.tx239, label %conv3.tx239.end
+conv3.cv175.end:                                  ; preds = %conv3.cv175
+  %tx174.next = add nsw i64 %conv3.tx17412, 1
+  %603 = icmp slt i64 %tx174.next, 7
+  br i1 %603, label %conv3.tx174, label %conv3.tx174.end
 
-conv3.xi273:                                      ; preds = %conv3.xi273, %conv3.j237.end
-  %conv3.xi27370 = phi i64 [ 0, %conv3.j237.end ], [ %xi273.next, %conv3.xi273 ]
-  call void @residual_infer_b64.k4.conv3.part235.gemm280(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.xi27370, i64 %conv3.oy2361, i64 %1)
-  %xi273.next = add nsw i64 %conv3.xi27370, 1
-  %715 = icmp slt i64 %xi273.next, 16
-  br i1 %715, label %conv3.xi273, label %conv3.xi273.end
+conv3.part208.pool:                               ; preds = %conv3.j172.end
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @residual_infer_b64.k4.conv3.part208.task, ptr %part208.context, i64 2)
+  br label %conv3.part208.done
 
-conv3.xi273.end:                                  ; preds = %conv3.xi273
-  br label %conv3.ty281
+conv3.part208.serial:                             ; preds = %conv3.j172.end
+  br label %conv3.part208
 
-conv3.ty281:                                      ; preds = %conv3.tx282.end, %conv3.xi273.end
-  %conv3.ty28171 = phi i64 [ 0, %conv3.xi273.end ], [ %ty281.next, %conv3.tx282.end ]
-  br label %conv3.tx282
+conv3.part208.done:                               ; preds = %conv3.part208.end, %conv3.part208.pool
+  %g167.next = add nsw i64 %conv3.g1673, 1
+  %604 = icmp slt i64 %g167.next, 64
+  br i1 %604, label %conv3.g167, label %conv3.g167.end
 
-conv3.ty281.end:                                  ; preds = %conv3.tx282.end
-  br label %conv3.j296
+conv3.part208:                                    ; preds = %conv3.part208, %conv3.part208.serial
+  %conv3.part20878 = phi i64 [ 0, %conv3.part208.serial ], [ %part208.next, %conv3.part208 ]
+  call void @residual_infer_b64.k4.conv3.part208(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.g1673, i64 %conv3.part20878)
+  %part208.next = add nsw i64 %conv3.part20878, 1
+  %605 = icmp slt i64 %part208.next, 2
+  br i1 %605, label %conv3.part208, label %conv3.part208.end
 
-conv3.tx282:                                      ; preds = %conv3.cv283.end, %conv3.ty281
-  %conv3.tx28272 = phi i64 [ 0, %conv3.ty281 ], [ %tx282.next, %conv3.cv283.end ]
-  br label %conv3.cv283
-
-conv3.tx282.end:                                  ; preds = %conv3.cv283.end
-  %ty281.next = add nsw i64 %conv3.ty28171, 1
-  %716 = icmp slt i64 %ty281.next, 1
-  br i1 %716, label %conv3.ty281, label %conv3.ty281.end
-
-conv3.cv283:                                      ; preds = %conv3.cv283, %conv3.tx282
-  %conv3.cv28373 = phi i64 [ 0, %conv3.tx282 ], [ %cv283.next, %conv3.cv283 ]
-  %717 = mul nsw i64 %1, 3
-  %718 = add nsw i64 %conv3.oy2361, %717
-  %719 = add nsw i64 %conv3.ty28171, %718
-  %720 = mul nsw i64 %719, 7
-  %721 = add nsw i64 %720, %conv3.tx28272
-  %722 = mul nsw i64 %721, 32
-  %723 = add nsw i64 626944, %722
-  %724 = mul nsw i64 %conv3.cv28373, 8
-  %725 = add nsw i64 %723, %724
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %725
-  %726 = load <8 x float>, ptr %arena74, align 4
-  %727 = mul nsw i64 %1, 3
-  %728 = add nsw i64 %conv3.oy2361, %727
-  %729 = add nsw i64 %conv3.ty28171, %728
-  %730 = mul nsw i64 %729, 7
-  %731 = add nsw i64 %730, %conv3.tx28272
-  %732 = mul nsw i64 %731, 32
-  %733 = add nsw i64 633216, %732
-  %734 = mul nsw i64 %conv3.cv28373, 8
-  %735 = add nsw i64 %733, %734
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %735
-  %736 = load <8 x float>, ptr %arena75, align 4
-  %737 = fadd <8 x float> %726, %736
-  %738 = mul nsw i64 %1, 3
-  %739 = add nsw i64 %conv3.oy2361, %738
-  %740 = add nsw i64 %conv3.ty28171, %739
-  %741 = mul nsw i64 %740, 7
-  %742 = add nsw i64 %741, %conv3.tx28272
-  %743 = mul nsw i64 %742, 32
-  %744 = add nsw i64 639488, %743
-  %745 = mul nsw i64 %conv3.cv28373, 8
-  %746 = add nsw i64 %744, %745
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %746
-  %747 = load <8 x float>, ptr %arena76, align 4
-  %748 = fadd <8 x float> %737, %747
-  store <8 x float> %748, ptr %conv3.w284, align 32
-  %749 = mul nsw i64 %1, 3
-  %750 = add nsw i64 %conv3.oy2361, %749
-  %751 = add nsw i64 %conv3.ty28171, %750
-  %752 = mul nsw i64 %751, 7
-  %753 = add nsw i64 %752, %conv3.tx28272
-  %754 = mul nsw i64 %753, 32
-  %755 = add nsw i64 633216, %754
-  %756 = mul nsw i64 %conv3.cv28373, 8
-  %757 = add nsw i64 %755, %756
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %757
-  %758 = load <8 x float>, ptr %arena77, align 4
-  %759 = mul nsw i64 %1, 3
-  %760 = add nsw i64 %conv3.oy2361, %759
-  %761 = add nsw i64 %conv3.ty28171, %760
-  %762 = mul nsw i64 %761, 7
-  %763 = add nsw i64 %762, %conv3.tx28272
-  %764 = mul nsw i64 %763, 32
-  %765 = add nsw i64 639488, %764
-  %766 = mul nsw i64 %conv3.cv28373, 8
-  %767 = add nsw i64 %765, %766
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %767
-  %768 = load <8 x float>, ptr %arena78, align 4
-  %769 = fsub <8 x float> %758, %768
-  %770 = mul nsw i64 %1, 3
-  %771 = add nsw i64 %conv3.oy2361, %770
-  %772 = add nsw i64 %conv3.ty28171, %771
-  %773 = mul nsw i64 %772, 7
-  %774 = add nsw i64 %773, %conv3.tx28272
-  %775 = mul nsw i64 %774, 32
-  %776 = add nsw i64 645760, %775
-  %777 = mul nsw i64 %conv3.cv28373, 8
-  %778 = add nsw i64 %776, %777
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %778
-  %779 = load <8 x float>, ptr %arena79, align 4
-  %780 = fsub <8 x float> %769, %779
-  store <8 x float> %780, ptr %conv3.w285, align 32
-  %781 = mul nsw i64 %1, 3
-  %782 = add nsw i64 %conv3.oy2361, %781
-  %783 = add nsw i64 %conv3.ty28171, %782
-  %784 = mul nsw i64 %783, 7
-  %785 = add nsw i64 %784, %conv3.tx28272
-  %786 = mul nsw i64 %785, 32
-  %787 = add nsw i64 628512, %786
-  %788 = mul nsw i64 %conv3.cv28373, 8
-  %789 = add nsw i64 %787, %788
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %789
-  %790 = load <8 x float>, ptr %arena80, align 4
-  %791 = mul nsw i64 %1, 3
-  %792 = add nsw i64 %conv3.oy2361, %791
-  %793 = add nsw i64 %conv3.ty28171, %792
-  %794 = mul nsw i64 %793, 7
-  %795 = add nsw i64 %794, %conv3.tx28272
-  %796 = mul nsw i64 %795, 32
-  %797 = add nsw i64 634784, %796
-  %798 = mul nsw i64 %conv3.cv28373, 8
-  %799 = add nsw i64 %797, %798
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %799
-  %800 = load <8 x float>, ptr %arena81, align 4
-  %801 = fadd <8 x float> %790, %800
-  %802 = mul nsw i64 %1, 3
-  %803 = add nsw i64 %conv3.oy2361, %802
-  %804 = add nsw i64 %conv3.ty28171, %803
-  %805 = mul nsw i64 %804, 7
-  %806 = add nsw i64 %805, %conv3.tx28272
-  %807 = mul nsw i64 %806, 32
-  %808 = add nsw i64 641056, %807
-  %809 = mul nsw i64 %conv3.cv28373, 8
-  %810 = add nsw i64 %808, %809
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %810
-  %811 = load <8 x float>, ptr %arena82, align 4
-  %812 = fadd <8 x float> %801, %811
-  store <8 x float> %812, ptr %conv3.w286, align 32
-  %813 = mul nsw i64 %1, 3
-  %814 = add nsw i64 %conv3.oy2361, %813
-  %815 = add nsw i64 %conv3.ty28171, %814
-  %816 = mul nsw i64 %815, 7
-  %817 = add nsw i64 %816, %conv3.tx28272
-  %818 = mul nsw i64 %817, 32
-  %819 = add nsw i64 634784, %818
-  %820 = mul nsw i64 %conv3.cv28373, 8
-  %821 = add nsw i64 %819, %820
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %821
-  %822 = load <8 x float>, ptr %arena83, align 4
-  %823 = mul nsw i64 %1, 3
-  %824 = add nsw i64 %conv3.oy2361, %823
-  %825 = add nsw i64 %conv3.ty28171, %824
-  %826 = mul nsw i64 %825, 7
-  %827 = add nsw i64 %826, %conv3.tx28272
-  %828 = mul nsw i64 %827, 32
-  %829 = add nsw i64 641056, %828
-  %830 = mul nsw i64 %conv3.cv28373, 8
-  %831 = add nsw i64 %829, %830
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %831
-  %832 = load <8 x float>, ptr %arena84, align 4
-  %833 = fsub <8 x float> %822, %832
-  %834 = mul nsw i64 %1, 3
-  %835 = add nsw i64 %conv3.oy2361, %834
-  %836 = add nsw i64 %conv3.ty28171, %835
-  %837 = mul nsw i64 %836, 7
-  %838 = add nsw i64 %837, %conv3.tx28272
-  %839 = mul nsw i64 %838, 32
-  %840 = add nsw i64 647328, %839
-  %841 = mul nsw i64 %conv3.cv28373, 8
-  %842 = add nsw i64 %840, %841
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %842
-  %843 = load <8 x float>, ptr %arena85, align 4
-  %844 = fsub <8 x float> %833, %843
-  store <8 x float> %844, ptr %conv3.w287, align 32
-  %845 = mul nsw i64 %1, 3
-  %846 = add nsw i64 %conv3.oy2361, %845
-  %847 = add nsw i64 %conv3.ty28171, %846
-  %848 = mul nsw i64 %847, 7
-  %849 = add nsw i64 %848, %conv3.tx28272
-  %850 = mul nsw i64 %849, 32
-  %851 = add nsw i64 630080, %850
-  %852 = mul nsw i64 %conv3.cv28373, 8
-  %853 = add nsw i64 %851, %852
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %853
-  %854 = load <8 x float>, ptr %arena86, align 4
-  %855 = mul nsw i64 %1, 3
-  %856 = add nsw i64 %conv3.oy2361, %855
-  %857 = add nsw i64 %conv3.ty28171, %856
-  %858 = mul nsw i64 %857, 7
-  %859 = add nsw i64 %858, %conv3.tx28272
-  %860 = mul nsw i64 %859, 32
-  %861 = add nsw i64 636352, %860
-  %862 = mul nsw i64 %conv3.cv28373, 8
-  %863 = add nsw i64 %861, %862
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %863
-  %864 = load <8 x float>, ptr %arena87, align 4
-  %865 = fadd <8 x float> %854, %864
-  %866 = mul nsw i64 %1, 3
-  %867 = add nsw i64 %conv3.oy2361, %866
-  %868 = add nsw i64 %conv3.ty28171, %867
-  %869 = mul nsw i64 %868, 7
-  %870 = add nsw i64 %869, %conv3.tx28272
-  %871 = mul nsw i64 %870, 32
-  %872 = add nsw i64 642624, %871
-  %873 = mul nsw i64 %conv3.cv28373, 8
-  %874 = add nsw i64 %872, %873
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %874
-  %875 = load <8 x float>, ptr %arena88, align 4
-  %876 = fadd <8 x float> %865, %875
-  store <8 x float> %876, ptr %conv3.w288, align 32
-  %877 = mul nsw i64 %1, 3
-  %878 = add nsw i64 %conv3.oy2361, %877
-  %879 = add nsw i64 %conv3.ty28171, %878
-  %880 = mul nsw i64 %879, 7
-  %881 = add nsw i64 %880, %conv3.tx28272
-  %882 = mul nsw i64 %881, 32
-  %883 = add nsw i64 636352, %882
-  %884 = mul nsw i64 %conv3.cv28373, 8
-  %885 = add nsw i64 %883, %884
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %885
-  %886 = load <8 x float>, ptr %arena89, align 4
-  %887 = mul nsw i64 %1, 3
-  %888 = add nsw i64 %conv3.oy2361, %887
-  %889 = add nsw i64 %conv3.ty28171, %888
-  %890 = mul nsw i64 %889, 7
-  %891 = add nsw i64 %890, %conv3.tx28272
-  %892 = mul nsw i64 %891, 32
-  %893 = add nsw i64 642624, %892
-  %894 = mul nsw i64 %conv3.cv28373, 8
-  %895 = add nsw i64 %893, %894
-  %arena90 = getelementptr inbounds float, ptr %arena, i64 %895
-  %896 = load <8 x float>, ptr %arena90, align 4
-  %897 = fsub <8 x float> %886, %896
-  %898 = mul nsw i64 %1, 3
-  %899 = add nsw i64 %conv3.oy2361, %898
-  %900 = add nsw i64 %conv3.ty28171, %899
-  %901 = mul nsw i64 %900, 7
-  %902 = add nsw i64 %901, %conv3.tx28272
-  %903 = mul nsw i64 %902, 32
-  %904 = add nsw i64 648896, %903
-  %905 = mul nsw i64 %conv3.cv28373, 8
-  %906 = add nsw i64 %904, %905
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %906
-  %907 = load <8 x float>, ptr %arena91, align 4
-  %908 = fsub <8 x float> %897, %907
-  store <8 x float> %908, ptr %conv3.w289, align 32
-  %909 = mul nsw i64 %1, 3
-  %910 = add nsw i64 %conv3.oy2361, %909
-  %911 = add nsw i64 %conv3.ty28171, %910
-  %912 = mul nsw i64 %911, 7
-  %913 = add nsw i64 %912, %conv3.tx28272
-  %914 = mul nsw i64 %913, 32
-  %915 = add nsw i64 631648, %914
-  %916 = mul nsw i64 %conv3.cv28373, 8
-  %917 = add nsw i64 %915, %916
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %917
-  %918 = load <8 x float>, ptr %arena92, align 4
-  %919 = mul nsw i64 %1, 3
-  %920 = add nsw i64 %conv3.oy2361, %919
-  %921 = add nsw i64 %conv3.ty28171, %920
-  %922 = mul nsw i64 %921, 7
-  %923 = add nsw i64 %922, %conv3.tx28272
-  %924 = mul nsw i64 %923, 32
-  %925 = add nsw i64 637920, %924
-  %926 = mul nsw i64 %conv3.cv28373, 8
-  %927 = add nsw i64 %925, %926
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %927
-  %928 = load <8 x float>, ptr %arena93, align 4
-  %929 = fadd <8 x float> %918, %928
-  %930 = mul nsw i64 %1, 3
-  %931 = add nsw i64 %conv3.oy2361, %930
-  %932 = add nsw i64 %conv3.ty28171, %931
-  %933 = mul nsw i64 %932, 7
-  %934 = add nsw i64 %933, %conv3.tx28272
-  %935 = mul nsw i64 %934, 32
-  %936 = add nsw i64 644192, %935
-  %937 = mul nsw i64 %conv3.cv28373, 8
-  %938 = add nsw i64 %936, %937
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %938
-  %939 = load <8 x float>, ptr %arena94, align 4
-  %940 = fadd <8 x float> %929, %939
-  store <8 x float> %940, ptr %conv3.w290, align 32
-  %941 = mul nsw i64 %1, 3
-  %942 = add nsw i64 %conv3.oy2361, %941
-  %943 = add nsw i64 %conv3.ty28171, %942
-  %944 = mul nsw i64 %943, 7
-  %945 = add nsw i64 %944, %conv3.tx28272
-  %946 = mul nsw i64 %945, 32
-  %947 = add nsw i64 637920, %946
-  %948 = mul nsw i64 %conv3.cv28373, 8
-  %949 = add nsw i64 %947, %948
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %949
-  %950 = load <8 x float>, ptr %arena95, align 4
-  %951 = mul nsw i64 %1, 3
-  %952 = add nsw i64 %conv3.oy2361, %951
-  %953 = add nsw i64 %conv3.ty28171, %952
-  %954 = mul nsw i64 %953, 7
-  %955 = add nsw i64 %954, %conv3.tx28272
-  %956 = mul nsw i64 %955, 32
-  %957 = add nsw i64 644192, %956
-  %958 = mul nsw i64 %conv3.cv28373, 8
-  %959 = add nsw i64 %957, %958
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 %959
-  %960 = load <8 x float>, ptr %arena96, align 4
-  %961 = fsub <8 x float> %950, %960
-  %962 = mul nsw i64 %1, 3
-  %963 = add nsw i64 %conv3.oy2361, %962
-  %964 = add nsw i64 %conv3.ty28171, %963
-  %965 = mul nsw i64 %964, 7
-  %966 = add nsw i64 %965, %conv3.tx28272
-  %967 = mul nsw i64 %966, 32
-  %968 = add nsw i64 650464, %967
-  %969 = mul nsw i64 %conv3.cv28373, 8
-  %970 = add nsw i64 %968, %969
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %970
-  %971 = load <8 x float>, ptr %arena97, align 4
-  %972 = fsub <8 x float> %961, %971
-  store <8 x float> %972, ptr %conv3.w291, align 32
-  %w284 = load <8 x float>, ptr %conv3.w284, align 32
-  %w286 = load <8 x float>, ptr %conv3.w286, align 32
-  %973 = fadd <8 x float> %w284, %w286
-  %w288 = load <8 x float>, ptr %conv3.w288, align 32
-  %974 = fadd <8 x float> %973, %w288
-  store <8 x float> %974, ptr %conv3.w292, align 32
-  %w28698 = load <8 x float>, ptr %conv3.w286, align 32
-  %w28899 = load <8 x float>, ptr %conv3.w288, align 32
-  %975 = fsub <8 x float> %w28698, %w28899
-  %w290 = load <8 x float>, ptr %conv3.w290, align 32
-  %976 = fsub <8 x float> %975, %w290
-  store <8 x float> %976, ptr %conv3.w293, align 32
-  %w285 = load <8 x float>, ptr %conv3.w285, align 32
-  %w287 = load <8 x float>, ptr %conv3.w287, align 32
-  %977 = fadd <8 x float> %w285, %w287
-  %w289 = load <8 x float>, ptr %conv3.w289, align 32
-  %978 = fadd <8 x float> %977, %w289
-  store <8 x float> %978, ptr %conv3.w294, align 32
-  %w287100 = load <8 x float>, ptr %conv3.w287, align 32
-  %w289101 = load <8 x float>, ptr %conv3.w289, align 32
-  %979 = fsub <8 x float> %w287100, %w289101
-  %w291 = load <8 x float>, ptr %conv3.w291, align 32
-  %980 = fsub <8 x float> %979, %w291
-  store <8 x float> %980, ptr %conv3.w295, align 32
-  %w292 = load <8 x float>, ptr %conv3.w292, align 32
-  %981 = mul nsw i64 %conv3.cv28373, 8
-  %982 = add nsw i64 7088, %981
-  %params102 = getelementptr inbounds float, ptr %params, i64 %982
-  %983 = load <8 x float>, ptr %params102, align 4
-  %984 = fadd <8 x float> %w292, %983
-  %985 = mul nsw i64 %1, 3
-  %986 = add nsw i64 %conv3.oy2361, %985
-  %987 = add nsw i64 %conv3.ty28171, %986
-  %988 = mul nsw i64 %987, 2
-  %989 = mul nsw i64 %988, 14
-  %990 = mul nsw i64 %conv3.tx28272, 2
-  %991 = add nsw i64 %989, %990
-  %992 = mul nsw i64 %991, 32
-  %993 = add nsw i64 652032, %992
-  %994 = mul nsw i64 %conv3.cv28373, 8
-  %995 = add nsw i64 %993, %994
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %995
-  store <8 x float> %984, ptr %arena103, align 4
-  %w293 = load <8 x float>, ptr %conv3.w293, align 32
-  %996 = mul nsw i64 %conv3.cv28373, 8
-  %997 = add nsw i64 7088, %996
-  %params104 = getelementptr inbounds float, ptr %params, i64 %997
-  %998 = load <8 x float>, ptr %params104, align 4
-  %999 = fadd <8 x float> %w293, %998
-  %1000 = mul nsw i64 %1, 3
-  %1001 = add nsw i64 %conv3.oy2361, %1000
-  %1002 = add nsw i64 %conv3.ty28171, %1001
-  %1003 = mul nsw i64 %1002, 2
-  %1004 = mul nsw i64 %1003, 14
-  %1005 = mul nsw i64 %conv3.tx28272, 2
-  %1006 = add nsw i64 %1004, %1005
-  %1007 = add nsw i64 %1006, 1
-  %1008 = mul nsw i64 %1007, 32
-  %1009 = add nsw i64 652032, %1008
-  %1010 = mul nsw i64 %conv3.cv28373, 8
-  %1011 = add nsw i64 %1009, %1010
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %1011
-  store <8 x float> %999, ptr %arena105, align 4
-  %w294 = load <8 x float>, ptr %conv3.w294, align 32
-  %1012 = mul nsw i64 %conv3.cv28373, 8
-  %1013 = add nsw i64 7088, %1012
-  %params106 = getelementptr inbounds float, ptr %params, i64 %1013
-  %1014 = load <8 x float>, ptr %params106, align 4
-  %1015 = fadd <8 x float> %w294, %1014
-  %1016 = mul nsw i64 %1, 3
-  %1017 = add nsw i64 %conv3.oy2361, %1016
-  %1018 = add nsw i64 %conv3.ty28171, %1017
-  %1019 = mul nsw i64 %1018, 2
-  %1020 = add nsw i64 %1019, 1
-  %1021 = mul nsw i64 %1020, 14
-  %1022 = mul nsw i64 %conv3.tx28272, 2
-  %1023 = add nsw i64 %1021, %1022
-  %1024 = mul nsw i64 %1023, 32
-  %1025 = add nsw i64 652032, %1024
-  %1026 = mul nsw i64 %conv3.cv28373, 8
-  %1027 = add nsw i64 %1025, %1026
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %1027
-  store <8 x float> %1015, ptr %arena107, align 4
-  %w295 = load <8 x float>, ptr %conv3.w295, align 32
-  %1028 = mul nsw i64 %conv3.cv28373, 8
-  %1029 = add nsw i64 7088, %1028
-  %params108 = getelementptr inbounds float, ptr %params, i64 %1029
-  %1030 = load <8 x float>, ptr %params108, align 4
-  %1031 = fadd <8 x float> %w295, %1030
-  %1032 = mul nsw i64 %1, 3
-  %1033 = add nsw i64 %conv3.oy2361, %1032
-  %1034 = add nsw i64 %conv3.ty28171, %1033
-  %1035 = mul nsw i64 %1034, 2
-  %1036 = add nsw i64 %1035, 1
-  %1037 = mul nsw i64 %1036, 14
-  %1038 = mul nsw i64 %conv3.tx28272, 2
-  %1039 = add nsw i64 %1037, %1038
-  %1040 = add nsw i64 %1039, 1
-  %1041 = mul nsw i64 %1040, 32
-  %1042 = add nsw i64 652032, %1041
-  %1043 = mul nsw i64 %conv3.cv28373, 8
-  %1044 = add nsw i64 %1042, %1043
-  %arena109 = getelementptr inbounds float, ptr %arena, i64 %1044
-  store <8 x float> %1031, ptr %arena109, align 4
-  %cv283.next = add nsw i64 %conv3.cv28373, 1
-  %1045 = icmp slt i64 %cv283.next, 4
-  br i1 %1045, label %conv3.cv283, label %conv3.cv283.end
-
-conv3.cv283.end:                                  ; preds = %conv3.cv283
-  %tx282.next = add nsw i64 %conv3.tx28272, 1
-  %1046 = icmp slt i64 %tx282.next, 7
-  br i1 %1046, label %conv3.tx282, label %conv3.tx282.end
-
-conv3.j296:                                       ; preds = %conv3.c297.end, %conv3.ty281.end
-  %conv3.j296110 = phi i64 [ 0, %conv3.ty281.end ], [ %j296.next, %conv3.c297.end ]
-  br label %conv3.c297
-
-conv3.j296.end:                                   ; preds = %conv3.c297.end
-  %oy236.next = add nsw i64 %conv3.oy2361, 1
-  %1047 = icmp slt i64 %oy236.next, 3
-  br i1 %1047, label %conv3.oy236, label %conv3.oy236.end
-
-conv3.c297:                                       ; preds = %conv3.q298.end, %conv3.j296
-  %conv3.c297111 = phi i64 [ 0, %conv3.j296 ], [ %c297.next, %conv3.q298.end ]
-  br label %conv3.q298
-
-conv3.c297.end:                                   ; preds = %conv3.q298.end
-  %j296.next = add nsw i64 %conv3.j296110, 1
-  %1048 = icmp slt i64 %j296.next, 1
-  br i1 %1048, label %conv3.j296, label %conv3.j296.end
-
-conv3.q298:                                       ; preds = %conv3.q298, %conv3.c297
-  %conv3.q298112 = phi i64 [ 0, %conv3.c297 ], [ %q298.next, %conv3.q298 ]
-  %1049 = mul nsw i64 %conv3.j296110, 196
-  %1050 = mul nsw i64 %1, 3
-  %1051 = add nsw i64 %conv3.oy2361, %1050
-  %1052 = mul nsw i64 %1051, 2
-  %1053 = mul nsw i64 %1052, 14
-  %1054 = add nsw i64 %conv3.q298112, %1053
-  %1055 = add nsw i64 %1049, %1054
-  %1056 = mul nsw i64 %1055, 32
-  %1057 = add nsw i64 652032, %1056
-  %1058 = add nsw i64 %1057, %conv3.c297111
-  %arena113 = getelementptr inbounds float, ptr %arena, i64 %1058
-  %1059 = load float, ptr %arena113, align 4
-  %1060 = fsub float 0.000000e+00, %1059
-  %1061 = fcmp ogt float 0xC055A926E0000000, %1060
-  %1062 = select i1 %1061, float 0xC055A926E0000000, float %1060
-  %1063 = fcmp ogt float %1062, 0x40562E4300000000
-  %1064 = select i1 %1063, float 0x40562E4300000000, float %1062
-  %1065 = fmul float %1064, 0x3FF7154760000000
-  %1066 = fadd float %1065, 5.000000e-01
-  %1067 = call float @llvm.floor.f32(float %1066)
-  %1068 = fmul float %1067, 0x3FE6300000000000
-  %1069 = fsub float %1064, %1068
-  %1070 = fmul float %1067, 0xBF2BD01060000000
-  %1071 = fsub float %1069, %1070
-  %1072 = fmul float 0x3F2A0D2CE0000000, %1071
-  %1073 = fadd float %1072, 0x3F56E879C0000000
-  %1074 = fmul float %1073, %1071
-  %1075 = fadd float %1074, 0x3F81112100000000
-  %1076 = fmul float %1075, %1071
-  %1077 = fadd float %1076, 0x3FA5553820000000
-  %1078 = fmul float %1077, %1071
-  %1079 = fadd float %1078, 0x3FC5555540000000
-  %1080 = fmul float %1079, %1071
-  %1081 = fadd float %1080, 5.000000e-01
-  %1082 = fmul float %1071, %1071
-  %1083 = fmul float %1081, %1082
-  %1084 = fadd float %1083, %1071
-  %1085 = fadd float %1084, 1.000000e+00
-  %1086 = fptosi float %1067 to i32
-  %1087 = add i32 %1086, 126
-  %1088 = shl i32 %1087, 23
-  %1089 = bitcast i32 %1088 to float
-  %1090 = fmul float %1085, %1089
-  %1091 = fmul float %1090, 2.000000e+00
-  %1092 = fcmp ogt float 0xC055A926E0000000, %1060
-  %1093 = select i1 %1092, float 0.000000e+00, float %1091
-  %1094 = fcmp ogt float %1060, 0x40562E4300000000
-  %1095 = select i1 %1094, float 0x7FF0000000000000, float %1093
-  %1096 = fcmp uno float %1060, %1060
-  %1097 = select i1 %1096, float %1060, float %1095
-  %1098 = fadd float 1.000000e+00, %1097
-  %1099 = fdiv float 1.000000e+00, %1098
-  %1100 = mul nsw i64 %0, 6272
-  %1101 = mul nsw i64 %conv3.c297111, 196
-  %1102 = add nsw i64 %1100, %1101
-  %1103 = mul nsw i64 %1, 3
-  %1104 = add nsw i64 %conv3.oy2361, %1103
-  %1105 = mul nsw i64 %1104, 2
-  %1106 = mul nsw i64 %1105, 14
-  %1107 = add nsw i64 %conv3.q298112, %1106
-  %1108 = add nsw i64 %1102, %1107
-  %1109 = add nsw i64 200704, %1108
-  %arena114 = getelementptr inbounds float, ptr %arena, i64 %1109
-  store float %1099, ptr %arena114, align 4
-  %q298.next = add nsw i64 %conv3.q298112, 1
-  %1110 = icmp slt i64 %q298.next, 28
-  br i1 %1110, label %conv3.q298, label %conv3.q298.end
-
-conv3.q298.end:                                   ; preds = %conv3.q298
-  %c297.next = add nsw i64 %conv3.c297111, 1
-  %1111 = icmp slt i64 %c297.next, 32
-  br i1 %1111, label %conv3.c297, label %conv3.c297.end
-
-conv3.then:                                       ; preds = %conv3.oy236.end
-  br label %conv3.oy299
-
-conv3.endif:                                      ; preds = %conv3.oy299.end, %conv3.oy236.end
-  ret void
-
-conv3.oy299:                                      ; preds = %conv3.j359.end, %conv3.then
-  %conv3.oy299115 = phi i64 [ 0, %conv3.then ], [ %oy299.next, %conv3.j359.end ]
-  br label %conv3.j300
-
-conv3.oy299.end:                                  ; preds = %conv3.j359.end
-  br label %conv3.endif
-
-conv3.j300:                                       ; preds = %conv3.ty301.end, %conv3.oy299
-  %conv3.j300116 = phi i64 [ 0, %conv3.oy299 ], [ %j300.next, %conv3.ty301.end ]
-  br label %conv3.ty301
-
-conv3.j300.end:                                   ; preds = %conv3.ty301.end
-  br label %conv3.xi336
-
-conv3.ty301:                                      ; preds = %conv3.tx302.end, %conv3.j300
-  %conv3.ty301117 = phi i64 [ 0, %conv3.j300 ], [ %ty301.next, %conv3.tx302.end ]
-  br label %conv3.tx302
-
-conv3.ty301.end:                                  ; preds = %conv3.tx302.end
-  %j300.next = add nsw i64 %conv3.j300116, 1
-  %1112 = icmp slt i64 %j300.next, 1
-  br i1 %1112, label %conv3.j300, label %conv3.j300.end
-
-conv3.tx302:                                      ; preds = %conv3.cv303.end, %conv3.ty301
-  %conv3.tx302118 = phi i64 [ 0, %conv3.ty301 ], [ %tx302.next, %conv3.cv303.end ]
-  br label %conv3.cv303
-
-conv3.tx302.end:                                  ; preds = %conv3.cv303.end
-  %ty301.next = add nsw i64 %conv3.ty301117, 1
-  %1113 = icmp slt i64 %ty301.next, 1
-  br i1 %1113, label %conv3.ty301, label %conv3.ty301.end
-
-conv3.cv303:                                      ; preds = %conv3.cv303, %conv3.tx302
-  %conv3.cv303119 = phi i64 [ 0, %conv3.tx302 ], [ %cv303.next, %conv3.cv303 ]
-  %1114 = mul nsw i64 %conv3.j300116, 4096
-  %1115 = add nsw i64 %conv3.oy299115, 6
-  %1116 = add nsw i64 %conv3.ty301117, %1115
-  %1117 = mul nsw i64 %1116, 2
-  %1118 = mul nsw i64 %1117, 256
-  %1119 = add nsw i64 %1114, %1118
-  %1120 = mul nsw i64 %conv3.tx302118, 2
-  %1121 = mul nsw i64 %1120, 16
-  %1122 = add nsw i64 %1119, %1121
-  %1123 = mul nsw i64 %conv3.cv303119, 8
-  %1124 = add nsw i64 %1122, %1123
-  %1125 = add nsw i64 610304, %1124
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 %1125
-  %1126 = load <8 x float>, ptr %arena120, align 4
-  %1127 = mul nsw i64 %conv3.j300116, 4096
-  %1128 = add nsw i64 %conv3.oy299115, 6
-  %1129 = add nsw i64 %conv3.ty301117, %1128
-  %1130 = mul nsw i64 %1129, 2
-  %1131 = add nsw i64 %1130, 2
-  %1132 = mul nsw i64 %1131, 256
-  %1133 = add nsw i64 %1127, %1132
-  %1134 = mul nsw i64 %conv3.tx302118, 2
-  %1135 = mul nsw i64 %1134, 16
-  %1136 = add nsw i64 %1133, %1135
-  %1137 = mul nsw i64 %conv3.cv303119, 8
-  %1138 = add nsw i64 %1136, %1137
-  %1139 = add nsw i64 610304, %1138
-  %arena121 = getelementptr inbounds float, ptr %arena, i64 %1139
-  %1140 = load <8 x float>, ptr %arena121, align 4
-  %1141 = fsub <8 x float> %1126, %1140
-  store <8 x float> %1141, ptr %conv3.w304, align 32
-  %1142 = mul nsw i64 %conv3.j300116, 4096
-  %1143 = add nsw i64 %conv3.oy299115, 6
-  %1144 = add nsw i64 %conv3.ty301117, %1143
-  %1145 = mul nsw i64 %1144, 2
-  %1146 = add nsw i64 %1145, 1
-  %1147 = mul nsw i64 %1146, 256
-  %1148 = add nsw i64 %1142, %1147
-  %1149 = mul nsw i64 %conv3.tx302118, 2
-  %1150 = mul nsw i64 %1149, 16
-  %1151 = add nsw i64 %1148, %1150
-  %1152 = mul nsw i64 %conv3.cv303119, 8
-  %1153 = add nsw i64 %1151, %1152
-  %1154 = add nsw i64 610304, %1153
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 %1154
-  %1155 = load <8 x float>, ptr %arena122, align 4
-  %1156 = mul nsw i64 %conv3.j300116, 4096
-  %1157 = add nsw i64 %conv3.oy299115, 6
-  %1158 = add nsw i64 %conv3.ty301117, %1157
-  %1159 = mul nsw i64 %1158, 2
-  %1160 = add nsw i64 %1159, 2
-  %1161 = mul nsw i64 %1160, 256
-  %1162 = add nsw i64 %1156, %1161
-  %1163 = mul nsw i64 %conv3.tx302118, 2
-  %1164 = mul nsw i64 %1163, 16
-  %1165 = add nsw i64 %1162, %1164
-  %1166 = mul nsw i64 %conv3.cv303119, 8
-  %1167 = add nsw i64 %1165, %1166
-  %1168 = add nsw i64 610304, %1167
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %1168
-  %1169 = load <8 x float>, ptr %arena123, align 4
-  %1170 = fadd <8 x float> %1155, %1169
-  store <8 x float> %1170, ptr %conv3.w305, align 32
-  %1171 = mul nsw i64 %conv3.j300116, 4096
-  %1172 = add nsw i64 %conv3.oy299115, 6
-  %1173 = add nsw i64 %conv3.ty301117, %1172
-  %1174 = mul nsw i64 %1173, 2
-  %1175 = add nsw i64 %1174, 2
-  %1176 = mul nsw i64 %1175, 256
-  %1177 = add nsw i64 %1171, %1176
-  %1178 = mul nsw i64 %conv3.tx302118, 2
-  %1179 = mul nsw i64 %1178, 16
-  %1180 = add nsw i64 %1177, %1179
-  %1181 = mul nsw i64 %conv3.cv303119, 8
-  %1182 = add nsw i64 %1180, %1181
-  %1183 = add nsw i64 610304, %1182
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %1183
-  %1184 = load <8 x float>, ptr %arena124, align 4
-  %1185 = mul nsw i64 %conv3.j300116, 4096
-  %1186 = add nsw i64 %conv3.oy299115, 6
-  %1187 = add nsw i64 %conv3.ty301117, %1186
-  %1188 = mul nsw i64 %1187, 2
-  %1189 = add nsw i64 %1188, 1
-  %1190 = mul nsw i64 %1189, 256
-  %1191 = add nsw i64 %1185, %1190
-  %1192 = mul nsw i64 %conv3.tx302118, 2
-  %1193 = mul nsw i64 %1192, 16
-  %1194 = add nsw i64 %1191, %1193
-  %1195 = mul nsw i64 %conv3.cv303119, 8
-  %1196 = add nsw i64 %1194, %1195
-  %1197 = add nsw i64 610304, %1196
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %1197
-  %1198 = load <8 x float>, ptr %arena125, align 4
-  %1199 = fsub <8 x float> %1184, %1198
-  store <8 x float> %1199, ptr %conv3.w306, align 32
-  %1200 = mul nsw i64 %conv3.j300116, 4096
-  %1201 = add nsw i64 %conv3.oy299115, 6
-  %1202 = add nsw i64 %conv3.ty301117, %1201
-  %1203 = mul nsw i64 %1202, 2
-  %1204 = add nsw i64 %1203, 1
-  %1205 = mul nsw i64 %1204, 256
-  %1206 = add nsw i64 %1200, %1205
-  %1207 = mul nsw i64 %conv3.tx302118, 2
-  %1208 = mul nsw i64 %1207, 16
-  %1209 = add nsw i64 %1206, %1208
-  %1210 = mul nsw i64 %conv3.cv303119, 8
-  %1211 = add nsw i64 %1209, %1210
-  %1212 = add nsw i64 610304, %1211
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %1212
-  %1213 = load <8 x float>, ptr %arena126, align 4
-  %1214 = mul nsw i64 %conv3.j300116, 4096
-  %1215 = add nsw i64 %conv3.oy299115, 6
-  %1216 = add nsw i64 %conv3.ty301117, %1215
-  %1217 = mul nsw i64 %1216, 2
-  %1218 = add nsw i64 %1217, 3
-  %1219 = mul nsw i64 %1218, 256
-  %1220 = add nsw i64 %1214, %1219
-  %1221 = mul nsw i64 %conv3.tx302118, 2
-  %1222 = mul nsw i64 %1221, 16
-  %1223 = add nsw i64 %1220, %1222
-  %1224 = mul nsw i64 %conv3.cv303119, 8
-  %1225 = add nsw i64 %1223, %1224
-  %1226 = add nsw i64 610304, %1225
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %1226
-  %1227 = load <8 x float>, ptr %arena127, align 4
-  %1228 = fsub <8 x float> %1213, %1227
-  store <8 x float> %1228, ptr %conv3.w307, align 32
-  %1229 = mul nsw i64 %conv3.j300116, 4096
-  %1230 = add nsw i64 %conv3.oy299115, 6
-  %1231 = add nsw i64 %conv3.ty301117, %1230
-  %1232 = mul nsw i64 %1231, 2
-  %1233 = mul nsw i64 %1232, 256
-  %1234 = add nsw i64 %1229, %1233
-  %1235 = mul nsw i64 %conv3.tx302118, 2
-  %1236 = add nsw i64 %1235, 1
-  %1237 = mul nsw i64 %1236, 16
-  %1238 = add nsw i64 %1234, %1237
-  %1239 = mul nsw i64 %conv3.cv303119, 8
-  %1240 = add nsw i64 %1238, %1239
-  %1241 = add nsw i64 610304, %1240
-  %arena128 = getelementptr inbounds float, ptr %arena, i64 %1241
-  %1242 = load <8 x float>, ptr %arena128, align 4
-  %1243 = mul nsw i64 %conv3.j300116, 4096
-  %1244 = add nsw i64 %conv3.oy299115, 6
-  %1245 = add nsw i64 %conv3.ty301117, %1244
-  %1246 = mul nsw i64 %1245, 2
-  %1247 = add nsw i64 %1246, 2
-  %1248 = mul nsw i64 %1247, 256
-  %1249 = add nsw i64 %1243, %1248
-  %1250 = mul nsw i64 %conv3.tx302118, 2
-  %1251 = add nsw i64 %1250, 1
-  %1252 = mul nsw i64 %1251, 16
-  %1253 = add nsw i64 %1249, %1252
-  %1254 = mul nsw i64 %conv3.cv303119, 8
-  %1255 = add nsw i64 %1253, %1254
-  %1256 = add nsw i64 610304, %1255
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 %1256
-  %1257 = load <8 x float>, ptr %arena129, align 4
-  %1258 = fsub <8 x float> %1242, %1257
-  store <8 x float> %1258, ptr %conv3.w308, align 32
-  %1259 = mul nsw i64 %conv3.j300116, 4096
-  %1260 = add nsw i64 %conv3.oy299115, 6
-  %1261 = add nsw i64 %conv3.ty301117, %1260
-  %1262 = mul nsw i64 %1261, 2
-  %1263 = add nsw i64 %1262, 1
-  %1264 = mul nsw i64 %1263, 256
-  %1265 = add nsw i64 %1259, %1264
-  %1266 = mul nsw i64 %conv3.tx302118, 2
-  %1267 = add nsw i64 %1266, 1
-  %1268 = mul nsw i64 %1267, 16
-  %1269 = add nsw i64 %1265, %1268
-  %1270 = mul nsw i64 %conv3.cv303119, 8
-  %1271 = add nsw i64 %1269, %1270
-  %1272 = add nsw i64 610304, %1271
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %1272
-  %1273 = load <8 x float>, ptr %arena130, align 4
-  %1274 = mul nsw i64 %conv3.j300116, 4096
-  %1275 = add nsw i64 %conv3.oy299115, 6
-  %1276 = add nsw i64 %conv3.ty301117, %1275
-  %1277 = mul nsw i64 %1276, 2
-  %1278 = add nsw i64 %1277, 2
-  %1279 = mul nsw i64 %1278, 256
-  %1280 = add nsw i64 %1274, %1279
-  %1281 = mul nsw i64 %conv3.tx302118, 2
-  %1282 = add nsw i64 %1281, 1
-  %1283 = mul nsw i64 %1282, 16
-  %1284 = add nsw i64 %1280, %1283
-  %1285 = mul nsw i64 %conv3.cv303119, 8
-  %1286 = add nsw i64 %1284, %1285
-  %1287 = add nsw i64 610304, %1286
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 %1287
-  %1288 = load <8 x float>, ptr %arena131, align 4
-  %1289 = fadd <8 x float> %1273, %1288
-  store <8 x float> %1289, ptr %conv3.w309, align 32
-  %1290 = mul nsw i64 %conv3.j300116, 4096
-  %1291 = add nsw i64 %conv3.oy299115, 6
-  %1292 = add nsw i64 %conv3.ty301117, %1291
-  %1293 = mul nsw i64 %1292, 2
-  %1294 = add nsw i64 %1293, 2
-  %1295 = mul nsw i64 %1294, 256
-  %1296 = add nsw i64 %1290, %1295
-  %1297 = mul nsw i64 %conv3.tx302118, 2
-  %1298 = add nsw i64 %1297, 1
-  %1299 = mul nsw i64 %1298, 16
-  %1300 = add nsw i64 %1296, %1299
-  %1301 = mul nsw i64 %conv3.cv303119, 8
-  %1302 = add nsw i64 %1300, %1301
-  %1303 = add nsw i64 610304, %1302
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %1303
-  %1304 = load <8 x float>, ptr %arena132, align 4
-  %1305 = mul nsw i64 %conv3.j300116, 4096
-  %1306 = add nsw i64 %conv3.oy299115, 6
-  %1307 = add nsw i64 %conv3.ty301117, %1306
-  %1308 = mul nsw i64 %1307, 2
-  %1309 = add nsw i64 %1308, 1
-  %1310 = mul nsw i64 %1309, 256
-  %1311 = add nsw i64 %1305, %1310
-  %1312 = mul nsw i64 %conv3.tx302118, 2
-  %1313 = add nsw i64 %1312, 1
-  %1314 = mul nsw i64 %1313, 16
-  %1315 = add nsw i64 %1311, %1314
-  %1316 = mul nsw i64 %conv3.cv303119, 8
-  %1317 = add nsw i64 %1315, %1316
-  %1318 = add nsw i64 610304, %1317
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %1318
-  %1319 = load <8 x float>, ptr %arena133, align 4
-  %1320 = fsub <8 x float> %1304, %1319
-  store <8 x float> %1320, ptr %conv3.w310, align 32
-  %1321 = mul nsw i64 %conv3.j300116, 4096
-  %1322 = add nsw i64 %conv3.oy299115, 6
-  %1323 = add nsw i64 %conv3.ty301117, %1322
-  %1324 = mul nsw i64 %1323, 2
-  %1325 = add nsw i64 %1324, 1
-  %1326 = mul nsw i64 %1325, 256
-  %1327 = add nsw i64 %1321, %1326
-  %1328 = mul nsw i64 %conv3.tx302118, 2
-  %1329 = add nsw i64 %1328, 1
-  %1330 = mul nsw i64 %1329, 16
-  %1331 = add nsw i64 %1327, %1330
-  %1332 = mul nsw i64 %conv3.cv303119, 8
-  %1333 = add nsw i64 %1331, %1332
-  %1334 = add nsw i64 610304, %1333
-  %arena134 = getelementptr inbounds float, ptr %arena, i64 %1334
-  %1335 = load <8 x float>, ptr %arena134, align 4
-  %1336 = mul nsw i64 %conv3.j300116, 4096
-  %1337 = add nsw i64 %conv3.oy299115, 6
-  %1338 = add nsw i64 %conv3.ty301117, %1337
-  %1339 = mul nsw i64 %1338, 2
-  %1340 = add nsw i64 %1339, 3
-  %1341 = mul nsw i64 %1340, 256
-  %1342 = add nsw i64 %1336, %1341
-  %1343 = mul nsw i64 %conv3.tx302118, 2
-  %1344 = add nsw i64 %1343, 1
-  %1345 = mul nsw i64 %1344, 16
-  %1346 = add nsw i64 %1342, %1345
-  %1347 = mul nsw i64 %conv3.cv303119, 8
-  %1348 = add nsw i64 %1346, %1347
-  %1349 = add nsw i64 610304, %1348
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 %1349
-  %1350 = load <8 x float>, ptr %arena135, align 4
-  %1351 = fsub <8 x float> %1335, %1350
-  store <8 x float> %1351, ptr %conv3.w311, align 32
-  %1352 = mul nsw i64 %conv3.j300116, 4096
-  %1353 = add nsw i64 %conv3.oy299115, 6
-  %1354 = add nsw i64 %conv3.ty301117, %1353
-  %1355 = mul nsw i64 %1354, 2
-  %1356 = mul nsw i64 %1355, 256
-  %1357 = add nsw i64 %1352, %1356
-  %1358 = mul nsw i64 %conv3.tx302118, 2
-  %1359 = add nsw i64 %1358, 2
-  %1360 = mul nsw i64 %1359, 16
-  %1361 = add nsw i64 %1357, %1360
-  %1362 = mul nsw i64 %conv3.cv303119, 8
-  %1363 = add nsw i64 %1361, %1362
-  %1364 = add nsw i64 610304, %1363
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %1364
-  %1365 = load <8 x float>, ptr %arena136, align 4
-  %1366 = mul nsw i64 %conv3.j300116, 4096
-  %1367 = add nsw i64 %conv3.oy299115, 6
-  %1368 = add nsw i64 %conv3.ty301117, %1367
-  %1369 = mul nsw i64 %1368, 2
-  %1370 = add nsw i64 %1369, 2
-  %1371 = mul nsw i64 %1370, 256
-  %1372 = add nsw i64 %1366, %1371
-  %1373 = mul nsw i64 %conv3.tx302118, 2
-  %1374 = add nsw i64 %1373, 2
-  %1375 = mul nsw i64 %1374, 16
-  %1376 = add nsw i64 %1372, %1375
-  %1377 = mul nsw i64 %conv3.cv303119, 8
-  %1378 = add nsw i64 %1376, %1377
-  %1379 = add nsw i64 610304, %1378
-  %arena137 = getelementptr inbounds float, ptr %arena, i64 %1379
-  %1380 = load <8 x float>, ptr %arena137, align 4
-  %1381 = fsub <8 x float> %1365, %1380
-  store <8 x float> %1381, ptr %conv3.w312, align 32
-  %1382 = mul nsw i64 %conv3.j300116, 4096
-  %1383 = add nsw i64 %conv3.oy299115, 6
-  %1384 = add nsw i64 %conv3.ty301117, %1383
-  %1385 = mul nsw i64 %1384, 2
-  %1386 = add nsw i64 %1385, 1
-  %1387 = mul nsw i64 %1386, 256
-  %1388 = add nsw i64 %1382, %1387
-  %1389 = mul nsw i64 %conv3.tx302118, 2
-  %1390 = add nsw i64 %1389, 2
-  %1391 = mul nsw i64 %1390, 16
-  %1392 = add nsw i64 %1388, %1391
-  %1393 = mul nsw i64 %conv3.cv303119, 8
-  %1394 = add nsw i64 %1392, %1393
-  %1395 = add nsw i64 610304, %1394
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 %1395
-  %1396 = load <8 x float>, ptr %arena138, align 4
-  %1397 = mul nsw i64 %conv3.j300116, 4096
-  %1398 = add nsw i64 %conv3.oy299115, 6
-  %1399 = add nsw i64 %conv3.ty301117, %1398
-  %1400 = mul nsw i64 %1399, 2
-  %1401 = add nsw i64 %1400, 2
-  %1402 = mul nsw i64 %1401, 256
-  %1403 = add nsw i64 %1397, %1402
-  %1404 = mul nsw i64 %conv3.tx302118, 2
-  %1405 = add nsw i64 %1404, 2
-  %1406 = mul nsw i64 %1405, 16
-  %1407 = add nsw i64 %1403, %1406
-  %1408 = mul nsw i64 %conv3.cv303119, 8
-  %1409 = add nsw i64 %1407, %1408
-  %1410 = add nsw i64 610304, %1409
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 %1410
-  %1411 = load <8 x float>, ptr %arena139, align 4
-  %1412 = fadd <8 x float> %1396, %1411
-  store <8 x float> %1412, ptr %conv3.w313, align 32
-  %1413 = mul nsw i64 %conv3.j300116, 4096
-  %1414 = add nsw i64 %conv3.oy299115, 6
-  %1415 = add nsw i64 %conv3.ty301117, %1414
-  %1416 = mul nsw i64 %1415, 2
-  %1417 = add nsw i64 %1416, 2
-  %1418 = mul nsw i64 %1417, 256
-  %1419 = add nsw i64 %1413, %1418
-  %1420 = mul nsw i64 %conv3.tx302118, 2
-  %1421 = add nsw i64 %1420, 2
-  %1422 = mul nsw i64 %1421, 16
-  %1423 = add nsw i64 %1419, %1422
-  %1424 = mul nsw i64 %conv3.cv303119, 8
-  %1425 = add nsw i64 %1423, %1424
-  %1426 = add nsw i64 610304, %1425
-  %arena140 = getelementptr inbounds float, ptr %arena, i64 %1426
-  %1427 = load <8 x float>, ptr %arena140, align 4
-  %1428 = mul nsw i64 %conv3.j300116, 4096
-  %1429 = add nsw i64 %conv3.oy299115, 6
-  %1430 = add nsw i64 %conv3.ty301117, %1429
-  %1431 = mul nsw i64 %1430, 2
-  %1432 = add nsw i64 %1431, 1
-  %1433 = mul nsw i64 %1432, 256
-  %1434 = add nsw i64 %1428, %1433
-  %1435 = mul nsw i64 %conv3.tx302118, 2
-  %1436 = add nsw i64 %1435, 2
-  %1437 = mul nsw i64 %1436, 16
-  %1438 = add nsw i64 %1434, %1437
-  %1439 = mul nsw i64 %conv3.cv303119, 8
-  %1440 = add nsw i64 %1438, %1439
-  %1441 = add nsw i64 610304, %1440
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 %1441
-  %1442 = load <8 x float>, ptr %arena141, align 4
-  %1443 = fsub <8 x float> %1427, %1442
-  store <8 x float> %1443, ptr %conv3.w314, align 32
-  %1444 = mul nsw i64 %conv3.j300116, 4096
-  %1445 = add nsw i64 %conv3.oy299115, 6
-  %1446 = add nsw i64 %conv3.ty301117, %1445
-  %1447 = mul nsw i64 %1446, 2
-  %1448 = add nsw i64 %1447, 1
-  %1449 = mul nsw i64 %1448, 256
-  %1450 = add nsw i64 %1444, %1449
-  %1451 = mul nsw i64 %conv3.tx302118, 2
-  %1452 = add nsw i64 %1451, 2
-  %1453 = mul nsw i64 %1452, 16
-  %1454 = add nsw i64 %1450, %1453
-  %1455 = mul nsw i64 %conv3.cv303119, 8
-  %1456 = add nsw i64 %1454, %1455
-  %1457 = add nsw i64 610304, %1456
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %1457
-  %1458 = load <8 x float>, ptr %arena142, align 4
-  %1459 = mul nsw i64 %conv3.j300116, 4096
-  %1460 = add nsw i64 %conv3.oy299115, 6
-  %1461 = add nsw i64 %conv3.ty301117, %1460
-  %1462 = mul nsw i64 %1461, 2
-  %1463 = add nsw i64 %1462, 3
-  %1464 = mul nsw i64 %1463, 256
-  %1465 = add nsw i64 %1459, %1464
-  %1466 = mul nsw i64 %conv3.tx302118, 2
-  %1467 = add nsw i64 %1466, 2
-  %1468 = mul nsw i64 %1467, 16
-  %1469 = add nsw i64 %1465, %1468
-  %1470 = mul nsw i64 %conv3.cv303119, 8
-  %1471 = add nsw i64 %1469, %1470
-  %1472 = add nsw i64 610304, %1471
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %1472
-  %1473 = load <8 x float>, ptr %arena143, align 4
-  %1474 = fsub <8 x float> %1458, %1473
-  store <8 x float> %1474, ptr %conv3.w315, align 32
-  %1475 = mul nsw i64 %conv3.j300116, 4096
-  %1476 = add nsw i64 %conv3.oy299115, 6
-  %1477 = add nsw i64 %conv3.ty301117, %1476
-  %1478 = mul nsw i64 %1477, 2
-  %1479 = mul nsw i64 %1478, 256
-  %1480 = add nsw i64 %1475, %1479
-  %1481 = mul nsw i64 %conv3.tx302118, 2
-  %1482 = add nsw i64 %1481, 3
-  %1483 = mul nsw i64 %1482, 16
-  %1484 = add nsw i64 %1480, %1483
-  %1485 = mul nsw i64 %conv3.cv303119, 8
-  %1486 = add nsw i64 %1484, %1485
-  %1487 = add nsw i64 610304, %1486
-  %arena144 = getelementptr inbounds float, ptr %arena, i64 %1487
-  %1488 = load <8 x float>, ptr %arena144, align 4
-  %1489 = mul nsw i64 %conv3.j300116, 4096
-  %1490 = add nsw i64 %conv3.oy299115, 6
-  %1491 = add nsw i64 %conv3.ty301117, %1490
-  %1492 = mul nsw i64 %1491, 2
-  %1493 = add nsw i64 %1492, 2
-  %1494 = mul nsw i64 %1493, 256
-  %1495 = add nsw i64 %1489, %1494
-  %1496 = mul nsw i64 %conv3.tx302118, 2
-  %1497 = add nsw i64 %1496, 3
-  %1498 = mul nsw i64 %1497, 16
-  %1499 = add nsw i64 %1495, %1498
-  %1500 = mul nsw i64 %conv3.cv303119, 8
-  %1501 = add nsw i64 %1499, %1500
-  %1502 = add nsw i64 610304, %1501
-  %arena145 = getelementptr inbounds float, ptr %arena, i64 %1502
-  %1503 = load <8 x float>, ptr %arena145, align 4
-  %1504 = fsub <8 x float> %1488, %1503
-  store <8 x float> %1504, ptr %conv3.w316, align 32
-  %1505 = mul nsw i64 %conv3.j300116, 4096
-  %1506 = add nsw i64 %conv3.oy299115, 6
-  %1507 = add nsw i64 %conv3.ty301117, %1506
-  %1508 = mul nsw i64 %1507, 2
-  %1509 = add nsw i64 %1508, 1
-  %1510 = mul nsw i64 %1509, 256
-  %1511 = add nsw i64 %1505, %1510
-  %1512 = mul nsw i64 %conv3.tx302118, 2
-  %1513 = add nsw i64 %1512, 3
-  %1514 = mul nsw i64 %1513, 16
-  %1515 = add nsw i64 %1511, %1514
-  %1516 = mul nsw i64 %conv3.cv303119, 8
-  %1517 = add nsw i64 %1515, %1516
-  %1518 = add nsw i64 610304, %1517
-  %arena146 = getelementptr inbounds float, ptr %arena, i64 %1518
-  %1519 = load <8 x float>, ptr %arena146, align 4
-  %1520 = mul nsw i64 %conv3.j300116, 4096
-  %1521 = add nsw i64 %conv3.oy299115, 6
-  %1522 = add nsw i64 %conv3.ty301117, %1521
-  %1523 = mul nsw i64 %1522, 2
-  %1524 = add nsw i64 %1523, 2
-  %1525 = mul nsw i64 %1524, 256
-  %1526 = add nsw i64 %1520, %1525
-  %1527 = mul nsw i64 %conv3.tx302118, 2
-  %1528 = add nsw i64 %1527, 3
-  %1529 = mul nsw i64 %1528, 16
-  %1530 = add nsw i64 %1526, %1529
-  %1531 = mul nsw i64 %conv3.cv303119, 8
-  %1532 = add nsw i64 %1530, %1531
-  %1533 = add nsw i64 610304, %1532
-  %arena147 = getelementptr inbounds float, ptr %arena, i64 %1533
-  %1534 = load <8 x float>, ptr %arena147, align 4
-  %1535 = fadd <8 x float> %1519, %1534
-  store <8 x float> %1535, ptr %conv3.w317, align 32
-  %1536 = mul nsw i64 %conv3.j300116, 4096
-  %1537 = add nsw i64 %conv3.oy299115, 6
-  %1538 = add nsw i64 %conv3.ty301117, %1537
-  %1539 = mul nsw i64 %1538, 2
-  %1540 = add nsw i64 %1539, 2
-  %1541 = mul nsw i64 %1540, 256
-  %1542 = add nsw i64 %1536, %1541
-  %1543 = mul nsw i64 %conv3.tx302118, 2
-  %1544 = add nsw i64 %1543, 3
-  %1545 = mul nsw i64 %1544, 16
-  %1546 = add nsw i64 %1542, %1545
-  %1547 = mul nsw i64 %conv3.cv303119, 8
-  %1548 = add nsw i64 %1546, %1547
-  %1549 = add nsw i64 610304, %1548
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %1549
-  %1550 = load <8 x float>, ptr %arena148, align 4
-  %1551 = mul nsw i64 %conv3.j300116, 4096
-  %1552 = add nsw i64 %conv3.oy299115, 6
-  %1553 = add nsw i64 %conv3.ty301117, %1552
-  %1554 = mul nsw i64 %1553, 2
-  %1555 = add nsw i64 %1554, 1
-  %1556 = mul nsw i64 %1555, 256
-  %1557 = add nsw i64 %1551, %1556
-  %1558 = mul nsw i64 %conv3.tx302118, 2
-  %1559 = add nsw i64 %1558, 3
-  %1560 = mul nsw i64 %1559, 16
-  %1561 = add nsw i64 %1557, %1560
-  %1562 = mul nsw i64 %conv3.cv303119, 8
-  %1563 = add nsw i64 %1561, %1562
-  %1564 = add nsw i64 610304, %1563
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %1564
-  %1565 = load <8 x float>, ptr %arena149, align 4
-  %1566 = fsub <8 x float> %1550, %1565
-  store <8 x float> %1566, ptr %conv3.w318, align 32
-  %1567 = mul nsw i64 %conv3.j300116, 4096
-  %1568 = add nsw i64 %conv3.oy299115, 6
-  %1569 = add nsw i64 %conv3.ty301117, %1568
-  %1570 = mul nsw i64 %1569, 2
-  %1571 = add nsw i64 %1570, 1
-  %1572 = mul nsw i64 %1571, 256
-  %1573 = add nsw i64 %1567, %1572
-  %1574 = mul nsw i64 %conv3.tx302118, 2
-  %1575 = add nsw i64 %1574, 3
-  %1576 = mul nsw i64 %1575, 16
-  %1577 = add nsw i64 %1573, %1576
-  %1578 = mul nsw i64 %conv3.cv303119, 8
-  %1579 = add nsw i64 %1577, %1578
-  %1580 = add nsw i64 610304, %1579
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %1580
-  %1581 = load <8 x float>, ptr %arena150, align 4
-  %1582 = mul nsw i64 %conv3.j300116, 4096
-  %1583 = add nsw i64 %conv3.oy299115, 6
-  %1584 = add nsw i64 %conv3.ty301117, %1583
-  %1585 = mul nsw i64 %1584, 2
-  %1586 = add nsw i64 %1585, 3
-  %1587 = mul nsw i64 %1586, 256
-  %1588 = add nsw i64 %1582, %1587
-  %1589 = mul nsw i64 %conv3.tx302118, 2
-  %1590 = add nsw i64 %1589, 3
-  %1591 = mul nsw i64 %1590, 16
-  %1592 = add nsw i64 %1588, %1591
-  %1593 = mul nsw i64 %conv3.cv303119, 8
-  %1594 = add nsw i64 %1592, %1593
-  %1595 = add nsw i64 610304, %1594
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %1595
-  %1596 = load <8 x float>, ptr %arena151, align 4
-  %1597 = fsub <8 x float> %1581, %1596
-  store <8 x float> %1597, ptr %conv3.w319, align 32
-  %w304 = load <8 x float>, ptr %conv3.w304, align 32
-  %w312 = load <8 x float>, ptr %conv3.w312, align 32
-  %1598 = fsub <8 x float> %w304, %w312
-  store <8 x float> %1598, ptr %conv3.w320, align 32
-  %w308 = load <8 x float>, ptr %conv3.w308, align 32
-  %w312152 = load <8 x float>, ptr %conv3.w312, align 32
-  %1599 = fadd <8 x float> %w308, %w312152
-  store <8 x float> %1599, ptr %conv3.w321, align 32
-  %w312153 = load <8 x float>, ptr %conv3.w312, align 32
-  %w308154 = load <8 x float>, ptr %conv3.w308, align 32
-  %1600 = fsub <8 x float> %w312153, %w308154
-  store <8 x float> %1600, ptr %conv3.w322, align 32
-  %w308155 = load <8 x float>, ptr %conv3.w308, align 32
-  %w316 = load <8 x float>, ptr %conv3.w316, align 32
-  %1601 = fsub <8 x float> %w308155, %w316
-  store <8 x float> %1601, ptr %conv3.w323, align 32
-  %w305 = load <8 x float>, ptr %conv3.w305, align 32
-  %w313 = load <8 x float>, ptr %conv3.w313, align 32
-  %1602 = fsub <8 x float> %w305, %w313
-  store <8 x float> %1602, ptr %conv3.w324, align 32
-  %w309 = load <8 x float>, ptr %conv3.w309, align 32
-  %w313156 = load <8 x float>, ptr %conv3.w313, align 32
-  %1603 = fadd <8 x float> %w309, %w313156
-  store <8 x float> %1603, ptr %conv3.w325, align 32
-  %w313157 = load <8 x float>, ptr %conv3.w313, align 32
-  %w309158 = load <8 x float>, ptr %conv3.w309, align 32
-  %1604 = fsub <8 x float> %w313157, %w309158
-  store <8 x float> %1604, ptr %conv3.w326, align 32
-  %w309159 = load <8 x float>, ptr %conv3.w309, align 32
-  %w317 = load <8 x float>, ptr %conv3.w317, align 32
-  %1605 = fsub <8 x float> %w309159, %w317
-  store <8 x float> %1605, ptr %conv3.w327, align 32
-  %w306 = load <8 x float>, ptr %conv3.w306, align 32
-  %w314 = load <8 x float>, ptr %conv3.w314, align 32
-  %1606 = fsub <8 x float> %w306, %w314
-  store <8 x float> %1606, ptr %conv3.w328, align 32
-  %w310 = load <8 x float>, ptr %conv3.w310, align 32
-  %w314160 = load <8 x float>, ptr %conv3.w314, align 32
-  %1607 = fadd <8 x float> %w310, %w314160
-  store <8 x float> %1607, ptr %conv3.w329, align 32
-  %w314161 = load <8 x float>, ptr %conv3.w314, align 32
-  %w310162 = load <8 x float>, ptr %conv3.w310, align 32
-  %1608 = fsub <8 x float> %w314161, %w310162
-  store <8 x float> %1608, ptr %conv3.w330, align 32
-  %w310163 = load <8 x float>, ptr %conv3.w310, align 32
-  %w318 = load <8 x float>, ptr %conv3.w318, align 32
-  %1609 = fsub <8 x float> %w310163, %w318
-  store <8 x float> %1609, ptr %conv3.w331, align 32
-  %w307 = load <8 x float>, ptr %conv3.w307, align 32
-  %w315 = load <8 x float>, ptr %conv3.w315, align 32
-  %1610 = fsub <8 x float> %w307, %w315
-  store <8 x float> %1610, ptr %conv3.w332, align 32
-  %w311 = load <8 x float>, ptr %conv3.w311, align 32
-  %w315164 = load <8 x float>, ptr %conv3.w315, align 32
-  %1611 = fadd <8 x float> %w311, %w315164
-  store <8 x float> %1611, ptr %conv3.w333, align 32
-  %w315165 = load <8 x float>, ptr %conv3.w315, align 32
-  %w311166 = load <8 x float>, ptr %conv3.w311, align 32
-  %1612 = fsub <8 x float> %w315165, %w311166
-  store <8 x float> %1612, ptr %conv3.w334, align 32
-  %w311167 = load <8 x float>, ptr %conv3.w311, align 32
-  %w319 = load <8 x float>, ptr %conv3.w319, align 32
-  %1613 = fsub <8 x float> %w311167, %w319
-  store <8 x float> %1613, ptr %conv3.w335, align 32
-  %w320 = load <8 x float>, ptr %conv3.w320, align 32
-  %1614 = mul nsw i64 %conv3.j300116, 49
-  %1615 = add nsw i64 %conv3.oy299115, 6
-  %1616 = add nsw i64 %conv3.ty301117, %1615
-  %1617 = mul nsw i64 %1616, 7
-  %1618 = add nsw i64 %1614, %1617
-  %1619 = add nsw i64 %1618, %conv3.tx302118
-  %1620 = mul nsw i64 %1619, 16
-  %1621 = add nsw i64 614400, %1620
-  %1622 = mul nsw i64 %conv3.cv303119, 8
-  %1623 = add nsw i64 %1621, %1622
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1623
-  store <8 x float> %w320, ptr %arena168, align 4
-  %w321 = load <8 x float>, ptr %conv3.w321, align 32
-  %1624 = mul nsw i64 %conv3.j300116, 49
-  %1625 = add nsw i64 %conv3.oy299115, 6
-  %1626 = add nsw i64 %conv3.ty301117, %1625
-  %1627 = mul nsw i64 %1626, 7
-  %1628 = add nsw i64 %1624, %1627
-  %1629 = add nsw i64 %1628, %conv3.tx302118
-  %1630 = mul nsw i64 %1629, 16
-  %1631 = add nsw i64 615184, %1630
-  %1632 = mul nsw i64 %conv3.cv303119, 8
-  %1633 = add nsw i64 %1631, %1632
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 %1633
-  store <8 x float> %w321, ptr %arena169, align 4
-  %w322 = load <8 x float>, ptr %conv3.w322, align 32
-  %1634 = mul nsw i64 %conv3.j300116, 49
-  %1635 = add nsw i64 %conv3.oy299115, 6
-  %1636 = add nsw i64 %conv3.ty301117, %1635
-  %1637 = mul nsw i64 %1636, 7
-  %1638 = add nsw i64 %1634, %1637
-  %1639 = add nsw i64 %1638, %conv3.tx302118
-  %1640 = mul nsw i64 %1639, 16
-  %1641 = add nsw i64 615968, %1640
-  %1642 = mul nsw i64 %conv3.cv303119, 8
-  %1643 = add nsw i64 %1641, %1642
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %1643
-  store <8 x float> %w322, ptr %arena170, align 4
-  %w323 = load <8 x float>, ptr %conv3.w323, align 32
-  %1644 = mul nsw i64 %conv3.j300116, 49
-  %1645 = add nsw i64 %conv3.oy299115, 6
-  %1646 = add nsw i64 %conv3.ty301117, %1645
-  %1647 = mul nsw i64 %1646, 7
-  %1648 = add nsw i64 %1644, %1647
-  %1649 = add nsw i64 %1648, %conv3.tx302118
-  %1650 = mul nsw i64 %1649, 16
-  %1651 = add nsw i64 616752, %1650
-  %1652 = mul nsw i64 %conv3.cv303119, 8
-  %1653 = add nsw i64 %1651, %1652
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 %1653
-  store <8 x float> %w323, ptr %arena171, align 4
-  %w324 = load <8 x float>, ptr %conv3.w324, align 32
-  %1654 = mul nsw i64 %conv3.j300116, 49
-  %1655 = add nsw i64 %conv3.oy299115, 6
-  %1656 = add nsw i64 %conv3.ty301117, %1655
-  %1657 = mul nsw i64 %1656, 7
-  %1658 = add nsw i64 %1654, %1657
-  %1659 = add nsw i64 %1658, %conv3.tx302118
-  %1660 = mul nsw i64 %1659, 16
-  %1661 = add nsw i64 617536, %1660
-  %1662 = mul nsw i64 %conv3.cv303119, 8
-  %1663 = add nsw i64 %1661, %1662
-  %arena172 = getelementptr inbounds float, ptr %arena, i64 %1663
-  store <8 x float> %w324, ptr %arena172, align 4
-  %w325 = load <8 x float>, ptr %conv3.w325, align 32
-  %1664 = mul nsw i64 %conv3.j300116, 49
-  %1665 = add nsw i64 %conv3.oy299115, 6
-  %1666 = add nsw i64 %conv3.ty301117, %1665
-  %1667 = mul nsw i64 %1666, 7
-  %1668 = add nsw i64 %1664, %1667
-  %1669 = add nsw i64 %1668, %conv3.tx302118
-  %1670 = mul nsw i64 %1669, 16
-  %1671 = add nsw i64 618320, %1670
-  %1672 = mul nsw i64 %conv3.cv303119, 8
-  %1673 = add nsw i64 %1671, %1672
-  %arena173 = getelementptr inbounds float, ptr %arena, i64 %1673
-  store <8 x float> %w325, ptr %arena173, align 4
-  %w326 = load <8 x float>, ptr %conv3.w326, align 32
-  %1674 = mul nsw i64 %conv3.j300116, 49
-  %1675 = add nsw i64 %conv3.oy299115, 6
-  %1676 = add nsw i64 %conv3.ty301117, %1675
-  %1677 = mul nsw i64 %1676, 7
-  %1678 = add nsw i64 %1674, %1677
-  %1679 = add nsw i64 %1678, %conv3.tx302118
-  %1680 = mul nsw i64 %1679, 16
-  %1681 = add nsw i64 619104, %1680
-  %1682 = mul nsw i64 %conv3.cv303119, 8
-  %1683 = add nsw i64 %1681, %1682
-  %arena174 = getelementptr inbounds float, ptr %arena, i64 %1683
-  store <8 x float> %w326, ptr %arena174, align 4
-  %w327 = load <8 x float>, ptr %conv3.w327, align 32
-  %1684 = mul nsw i64 %conv3.j300116, 49
-  %1685 = add nsw i64 %conv3.oy299115, 6
-  %1686 = add nsw i64 %conv3.ty301117, %1685
-  %1687 = mul nsw i64 %1686, 7
-  %1688 = add nsw i64 %1684, %1687
-  %1689 = add nsw i64 %1688, %conv3.tx302118
-  %1690 = mul nsw i64 %1689, 16
-  %1691 = add nsw i64 619888, %1690
-  %1692 = mul nsw i64 %conv3.cv303119, 8
-  %1693 = add nsw i64 %1691, %1692
-  %arena175 = getelementptr inbounds float, ptr %arena, i64 %1693
-  store <8 x float> %w327, ptr %arena175, align 4
-  %w328 = load <8 x float>, ptr %conv3.w328, align 32
-  %1694 = mul nsw i64 %conv3.j300116, 49
-  %1695 = add nsw i64 %conv3.oy299115, 6
-  %1696 = add nsw i64 %conv3.ty301117, %1695
-  %1697 = mul nsw i64 %1696, 7
-  %1698 = add nsw i64 %1694, %1697
-  %1699 = add nsw i64 %1698, %conv3.tx302118
-  %1700 = mul nsw i64 %1699, 16
-  %1701 = add nsw i64 620672, %1700
-  %1702 = mul nsw i64 %conv3.cv303119, 8
-  %1703 = add nsw i64 %1701, %1702
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %1703
-  store <8 x float> %w328, ptr %arena176, align 4
-  %w329 = load <8 x float>, ptr %conv3.w329, align 32
-  %1704 = mul nsw i64 %conv3.j300116, 49
-  %1705 = add nsw i64 %conv3.oy299115, 6
-  %1706 = add nsw i64 %conv3.ty301117, %1705
-  %1707 = mul nsw i64 %1706, 7
-  %1708 = add nsw i64 %1704, %1707
-  %1709 = add nsw i64 %1708, %conv3.tx302118
-  %1710 = mul nsw i64 %1709, 16
-  %1711 = add nsw i64 621456, %1710
-  %1712 = mul nsw i64 %conv3.cv303119, 8
-  %1713 = add nsw i64 %1711, %1712
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 %1713
-  store <8 x float> %w329, ptr %arena177, align 4
-  %w330 = load <8 x float>, ptr %conv3.w330, align 32
-  %1714 = mul nsw i64 %conv3.j300116, 49
-  %1715 = add nsw i64 %conv3.oy299115, 6
-  %1716 = add nsw i64 %conv3.ty301117, %1715
-  %1717 = mul nsw i64 %1716, 7
-  %1718 = add nsw i64 %1714, %1717
-  %1719 = add nsw i64 %1718, %conv3.tx302118
-  %1720 = mul nsw i64 %1719, 16
-  %1721 = add nsw i64 622240, %1720
-  %1722 = mul nsw i64 %conv3.cv303119, 8
-  %1723 = add nsw i64 %1721, %1722
-  %arena178 = getelementptr inbounds float, ptr %arena, i64 %1723
-  store <8 x float> %w330, ptr %arena178, align 4
-  %w331 = load <8 x float>, ptr %conv3.w331, align 32
-  %1724 = mul nsw i64 %conv3.j300116, 49
-  %1725 = add nsw i64 %conv3.oy299115, 6
-  %1726 = add nsw i64 %conv3.ty301117, %1725
-  %1727 = mul nsw i64 %1726, 7
-  %1728 = add nsw i64 %1724, %1727
-  %1729 = add nsw i64 %1728, %conv3.tx302118
-  %1730 = mul nsw i64 %1729, 16
-  %1731 = add nsw i64 623024, %1730
-  %1732 = mul nsw i64 %conv3.cv303119, 8
-  %1733 = add nsw i64 %1731, %1732
-  %arena179 = getelementptr inbounds float, ptr %arena, i64 %1733
-  store <8 x float> %w331, ptr %arena179, align 4
-  %w332 = load <8 x float>, ptr %conv3.w332, align 32
-  %1734 = mul nsw i64 %conv3.j300116, 49
-  %1735 = add nsw i64 %conv3.oy299115, 6
-  %1736 = add nsw i64 %conv3.ty301117, %1735
-  %1737 = mul nsw i64 %1736, 7
-  %1738 = add nsw i64 %1734, %1737
-  %1739 = add nsw i64 %1738, %conv3.tx302118
-  %1740 = mul nsw i64 %1739, 16
-  %1741 = add nsw i64 623808, %1740
-  %1742 = mul nsw i64 %conv3.cv303119, 8
-  %1743 = add nsw i64 %1741, %1742
-  %arena180 = getelementptr inbounds float, ptr %arena, i64 %1743
-  store <8 x float> %w332, ptr %arena180, align 4
-  %w333 = load <8 x float>, ptr %conv3.w333, align 32
-  %1744 = mul nsw i64 %conv3.j300116, 49
-  %1745 = add nsw i64 %conv3.oy299115, 6
-  %1746 = add nsw i64 %conv3.ty301117, %1745
-  %1747 = mul nsw i64 %1746, 7
-  %1748 = add nsw i64 %1744, %1747
-  %1749 = add nsw i64 %1748, %conv3.tx302118
-  %1750 = mul nsw i64 %1749, 16
-  %1751 = add nsw i64 624592, %1750
-  %1752 = mul nsw i64 %conv3.cv303119, 8
-  %1753 = add nsw i64 %1751, %1752
-  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1753
-  store <8 x float> %w333, ptr %arena181, align 4
-  %w334 = load <8 x float>, ptr %conv3.w334, align 32
-  %1754 = mul nsw i64 %conv3.j300116, 49
-  %1755 = add nsw i64 %conv3.oy299115, 6
-  %1756 = add nsw i64 %conv3.ty301117, %1755
-  %1757 = mul nsw i64 %1756, 7
-  %1758 = add nsw i64 %1754, %1757
-  %1759 = add nsw i64 %1758, %conv3.tx302118
-  %1760 = mul nsw i64 %1759, 16
-  %1761 = add nsw i64 625376, %1760
-  %1762 = mul nsw i64 %conv3.cv303119, 8
-  %1763 = add nsw i64 %1761, %1762
-  %arena182 = getelementptr inbounds float, ptr %arena, i64 %1763
-  store <8 x float> %w334, ptr %arena182, align 4
-  %w335 = load <8 x float>, ptr %conv3.w335, align 32
-  %1764 = mul nsw i64 %conv3.j300116, 49
-  %1765 = add nsw i64 %conv3.oy299115, 6
-  %1766 = add nsw i64 %conv3.ty301117, %1765
-  %1767 = mul nsw i64 %1766, 7
-  %1768 = add nsw i64 %1764, %1767
-  %1769 = add nsw i64 %1768, %conv3.tx302118
-  %1770 = mul nsw i64 %1769, 16
-  %1771 = add nsw i64 626160, %1770
-  %1772 = mul nsw i64 %conv3.cv303119, 8
-  %1773 = add nsw i64 %1771, %1772
-  %arena183 = getelementptr inbounds float, ptr %arena, i64 %1773
-  store <8 x float> %w335, ptr %arena183, align 4
-  %cv303.next = add nsw i64 %conv3.cv303119, 1
-  %1774 = icmp slt i64 %cv303.next, 2
-  br i1 %1774, label %conv3.cv303, label %conv3.cv303.end
-
-conv3.cv303.end:                                  ; preds = %conv3.cv303
-  %tx302.next = add nsw i64 %conv3.tx302118, 1
-  %1775 = icmp slt i64 %tx302.next, 7
-  br i1 %1775, label %conv3.tx302, label %conv3.tx302.end
-
-conv3.xi336:                                      ; preds = %conv3.xi336, %conv3.j300.end
-  %conv3.xi336184 = phi i64 [ 0, %conv3.j300.end ], [ %xi336.next, %conv3.xi336 ]
-  call void @residual_infer_b64.k4.conv3.part235.gemm343(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.xi336184, i64 %conv3.oy299115)
-  %xi336.next = add nsw i64 %conv3.xi336184, 1
-  %1776 = icmp slt i64 %xi336.next, 16
-  br i1 %1776, label %conv3.xi336, label %conv3.xi336.end
-
-conv3.xi336.end:                                  ; preds = %conv3.xi336
-  br label %conv3.ty344
-
-conv3.ty344:                                      ; preds = %conv3.tx345.end, %conv3.xi336.end
-  %conv3.ty344185 = phi i64 [ 0, %conv3.xi336.end ], [ %ty344.next, %conv3.tx345.end ]
-  br label %conv3.tx345
-
-conv3.ty344.end:                                  ; preds = %conv3.tx345.end
-  br label %conv3.j359
-
-conv3.tx345:                                      ; preds = %conv3.cv346.end, %conv3.ty344
-  %conv3.tx345186 = phi i64 [ 0, %conv3.ty344 ], [ %tx345.next, %conv3.cv346.end ]
-  br label %conv3.cv346
-
-conv3.tx345.end:                                  ; preds = %conv3.cv346.end
-  %ty344.next = add nsw i64 %conv3.ty344185, 1
-  %1777 = icmp slt i64 %ty344.next, 1
-  br i1 %1777, label %conv3.ty344, label %conv3.ty344.end
-
-conv3.cv346:                                      ; preds = %conv3.cv346, %conv3.tx345
-  %conv3.cv346187 = phi i64 [ 0, %conv3.tx345 ], [ %cv346.next, %conv3.cv346 ]
-  %1778 = add nsw i64 %conv3.oy299115, 6
-  %1779 = add nsw i64 %conv3.ty344185, %1778
-  %1780 = mul nsw i64 %1779, 7
-  %1781 = add nsw i64 %1780, %conv3.tx345186
-  %1782 = mul nsw i64 %1781, 32
-  %1783 = add nsw i64 626944, %1782
-  %1784 = mul nsw i64 %conv3.cv346187, 8
-  %1785 = add nsw i64 %1783, %1784
-  %arena188 = getelementptr inbounds float, ptr %arena, i64 %1785
-  %1786 = load <8 x float>, ptr %arena188, align 4
-  %1787 = add nsw i64 %conv3.oy299115, 6
-  %1788 = add nsw i64 %conv3.ty344185, %1787
-  %1789 = mul nsw i64 %1788, 7
-  %1790 = add nsw i64 %1789, %conv3.tx345186
-  %1791 = mul nsw i64 %1790, 32
-  %1792 = add nsw i64 633216, %1791
-  %1793 = mul nsw i64 %conv3.cv346187, 8
-  %1794 = add nsw i64 %1792, %1793
-  %arena189 = getelementptr inbounds float, ptr %arena, i64 %1794
-  %1795 = load <8 x float>, ptr %arena189, align 4
-  %1796 = fadd <8 x float> %1786, %1795
-  %1797 = add nsw i64 %conv3.oy299115, 6
-  %1798 = add nsw i64 %conv3.ty344185, %1797
-  %1799 = mul nsw i64 %1798, 7
-  %1800 = add nsw i64 %1799, %conv3.tx345186
-  %1801 = mul nsw i64 %1800, 32
-  %1802 = add nsw i64 639488, %1801
-  %1803 = mul nsw i64 %conv3.cv346187, 8
-  %1804 = add nsw i64 %1802, %1803
-  %arena190 = getelementptr inbounds float, ptr %arena, i64 %1804
-  %1805 = load <8 x float>, ptr %arena190, align 4
-  %1806 = fadd <8 x float> %1796, %1805
-  store <8 x float> %1806, ptr %conv3.w347, align 32
-  %1807 = add nsw i64 %conv3.oy299115, 6
-  %1808 = add nsw i64 %conv3.ty344185, %1807
-  %1809 = mul nsw i64 %1808, 7
-  %1810 = add nsw i64 %1809, %conv3.tx345186
-  %1811 = mul nsw i64 %1810, 32
-  %1812 = add nsw i64 633216, %1811
-  %1813 = mul nsw i64 %conv3.cv346187, 8
-  %1814 = add nsw i64 %1812, %1813
-  %arena191 = getelementptr inbounds float, ptr %arena, i64 %1814
-  %1815 = load <8 x float>, ptr %arena191, align 4
-  %1816 = add nsw i64 %conv3.oy299115, 6
-  %1817 = add nsw i64 %conv3.ty344185, %1816
-  %1818 = mul nsw i64 %1817, 7
-  %1819 = add nsw i64 %1818, %conv3.tx345186
-  %1820 = mul nsw i64 %1819, 32
-  %1821 = add nsw i64 639488, %1820
-  %1822 = mul nsw i64 %conv3.cv346187, 8
-  %1823 = add nsw i64 %1821, %1822
-  %arena192 = getelementptr inbounds float, ptr %arena, i64 %1823
-  %1824 = load <8 x float>, ptr %arena192, align 4
-  %1825 = fsub <8 x float> %1815, %1824
-  %1826 = add nsw i64 %conv3.oy299115, 6
-  %1827 = add nsw i64 %conv3.ty344185, %1826
-  %1828 = mul nsw i64 %1827, 7
-  %1829 = add nsw i64 %1828, %conv3.tx345186
-  %1830 = mul nsw i64 %1829, 32
-  %1831 = add nsw i64 645760, %1830
-  %1832 = mul nsw i64 %conv3.cv346187, 8
-  %1833 = add nsw i64 %1831, %1832
-  %arena193 = getelementptr inbounds float, ptr %arena, i64 %1833
-  %1834 = load <8 x float>, ptr %arena193, align 4
-  %1835 = fsub <8 x float> %1825, %1834
-  store <8 x float> %1835, ptr %conv3.w348, align 32
-  %1836 = add nsw i64 %conv3.oy299115, 6
-  %1837 = add nsw i64 %conv3.ty344185, %1836
-  %1838 = mul nsw i64 %1837, 7
-  %1839 = add nsw i64 %1838, %conv3.tx345186
-  %1840 = mul nsw i64 %1839, 32
-  %1841 = add nsw i64 628512, %1840
-  %1842 = mul nsw i64 %conv3.cv346187, 8
-  %1843 = add nsw i64 %1841, %1842
-  %arena194 = getelementptr inbounds float, ptr %arena, i64 %1843
-  %1844 = load <8 x float>, ptr %arena194, align 4
-  %1845 = add nsw i64 %conv3.oy299115, 6
-  %1846 = add nsw i64 %conv3.ty344185, %1845
-  %1847 = mul nsw i64 %1846, 7
-  %1848 = add nsw i64 %1847, %conv3.tx345186
-  %1849 = mul nsw i64 %1848, 32
-  %1850 = add nsw i64 634784, %1849
-  %1851 = mul nsw i64 %conv3.cv346187, 8
-  %1852 = add nsw i64 %1850, %1851
-  %arena195 = getelementptr inbounds float, ptr %arena, i64 %1852
-  %1853 = load <8 x float>, ptr %arena195, align 4
-  %1854 = fadd <8 x float> %1844, %1853
-  %1855 = add nsw i64 %conv3.oy299115, 6
-  %1856 = add nsw i64 %conv3.ty344185, %1855
-  %1857 = mul nsw i64 %1856, 7
-  %1858 = add nsw i64 %1857, %conv3.tx345186
-  %1859 = mul nsw i64 %1858, 32
-  %1860 = add nsw i64 641056, %1859
-  %1861 = mul nsw i64 %conv3.cv346187, 8
-  %1862 = add nsw i64 %1860, %1861
-  %arena196 = getelementptr inbounds float, ptr %arena, i64 %1862
-  %1863 = load <8 x float>, ptr %arena196, align 4
-  %1864 = fadd <8 x float> %1854, %1863
-  store <8 x float> %1864, ptr %conv3.w349, align 32
-  %1865 = add nsw i64 %conv3.oy299115, 6
-  %1866 = add nsw i64 %conv3.ty344185, %1865
-  %1867 = mul nsw i64 %1866, 7
-  %1868 = add nsw i64 %1867, %conv3.tx345186
-  %1869 = mul nsw i64 %1868, 32
-  %1870 = add nsw i64 634784, %1869
-  %1871 = mul nsw i64 %conv3.cv346187, 8
-  %1872 = add nsw i64 %1870, %1871
-  %arena197 = getelementptr inbounds float, ptr %arena, i64 %1872
-  %1873 = load <8 x float>, ptr %arena197, align 4
-  %1874 = add nsw i64 %conv3.oy299115, 6
-  %1875 = add nsw i64 %conv3.ty344185, %1874
-  %1876 = mul nsw i64 %1875, 7
-  %1877 = add nsw i64 %1876, %conv3.tx345186
-  %1878 = mul nsw i64 %1877, 32
-  %1879 = add nsw i64 641056, %1878
-  %1880 = mul nsw i64 %conv3.cv346187, 8
-  %1881 = add nsw i64 %1879, %1880
-  %arena198 = getelementptr inbounds float, ptr %arena, i64 %1881
-  %1882 = load <8 x float>, ptr %arena198, align 4
-  %1883 = fsub <8 x float> %1873, %1882
-  %1884 = add nsw i64 %conv3.oy299115, 6
-  %1885 = add nsw i64 %conv3.ty344185, %1884
-  %1886 = mul nsw i64 %1885, 7
-  %1887 = add nsw i64 %1886, %conv3.tx345186
-  %1888 = mul nsw i64 %1887, 32
-  %1889 = add nsw i64 647328, %1888
-  %1890 = mul nsw i64 %conv3.cv346187, 8
-  %1891 = add nsw i64 %1889, %1890
-  %arena199 = getelementptr inbounds float, ptr %arena, i64 %1891
-  %1892 = load <8 x float>, ptr %arena199, align 4
-  %1893 = fsub <8 x float> %1883, %1892
-  store <8 x float> %1893, ptr %conv3.w350, align 32
-  %1894 = add nsw i64 %conv3.oy299115, 6
-  %1895 = add nsw i64 %conv3.ty344185, %1894
-  %1896 = mul nsw i64 %1895, 7
-  %1897 = add nsw i64 %1896, %conv3.tx345186
-  %1898 = mul nsw i64 %1897, 32
-  %1899 = add nsw i64 630080, %1898
-  %1900 = mul nsw i64 %conv3.cv346187, 8
-  %1901 = add nsw i64 %1899, %1900
-  %arena200 = getelementptr inbounds float, ptr %arena, i64 %1901
-  %1902 = load <8 x float>, ptr %arena200, align 4
-  %1903 = add nsw i64 %conv3.oy299115, 6
-  %1904 = add nsw i64 %conv3.ty344185, %1903
-  %1905 = mul nsw i64 %1904, 7
-  %1906 = add nsw i64 %1905, %conv3.tx345186
-  %1907 = mul nsw i64 %1906, 32
-  %1908 = add nsw i64 636352, %1907
-  %1909 = mul nsw i64 %conv3.cv346187, 8
-  %1910 = add nsw i64 %1908, %1909
-  %arena201 = getelementptr inbounds float, ptr %arena, i64 %1910
-  %1911 = load <8 x float>, ptr %arena201, align 4
-  %1912 = fadd <8 x float> %1902, %1911
-  %1913 = add nsw i64 %conv3.oy299115, 6
-  %1914 = add nsw i64 %conv3.ty344185, %1913
-  %1915 = mul nsw i64 %1914, 7
-  %1916 = add nsw i64 %1915, %conv3.tx345186
-  %1917 = mul nsw i64 %1916, 32
-  %1918 = add nsw i64 642624, %1917
-  %1919 = mul nsw i64 %conv3.cv346187, 8
-  %1920 = add nsw i64 %1918, %1919
-  %arena202 = getelementptr inbounds float, ptr %arena, i64 %1920
-  %1921 = load <8 x float>, ptr %arena202, align 4
-  %1922 = fadd <8 x float> %1912, %1921
-  store <8 x float> %1922, ptr %conv3.w351, align 32
-  %1923 = add nsw i64 %conv3.oy299115, 6
-  %1924 = add nsw i64 %conv3.ty344185, %1923
-  %1925 = mul nsw i64 %1924, 7
-  %1926 = add nsw i64 %1925, %conv3.tx345186
-  %1927 = mul nsw i64 %1926, 32
-  %1928 = add nsw i64 636352, %1927
-  %1929 = mul nsw i64 %conv3.cv346187, 8
-  %1930 = add nsw i64 %1928, %1929
-  %arena203 = getelementptr inbounds float, ptr %arena, i64 %1930
-  %1931 = load <8 x float>, ptr %arena203, align 4
-  %1932 = add nsw i64 %conv3.oy299115, 6
-  %1933 = add nsw i64 %conv3.ty344185, %1932
-  %1934 = mul nsw i64 %1933, 7
-  %1935 = add nsw i64 %1934, %conv3.tx345186
-  %1936 = mul nsw i64 %1935, 32
-  %1937 = add nsw i64 642624, %1936
-  %1938 = mul nsw i64 %conv3.cv346187, 8
-  %1939 = add nsw i64 %1937, %1938
-  %arena204 = getelementptr inbounds float, ptr %arena, i64 %1939
-  %1940 = load <8 x float>, ptr %arena204, align 4
-  %1941 = fsub <8 x float> %1931, %1940
-  %1942 = add nsw i64 %conv3.oy299115, 6
-  %1943 = add nsw i64 %conv3.ty344185, %1942
-  %1944 = mul nsw i64 %1943, 7
-  %1945 = add nsw i64 %1944, %conv3.tx345186
-  %1946 = mul nsw i64 %1945, 32
-  %1947 = add nsw i64 648896, %1946
-  %1948 = mul nsw i64 %conv3.cv346187, 8
-  %1949 = add nsw i64 %1947, %1948
-  %arena205 = getelementptr inbounds float, ptr %arena, i64 %1949
-  %1950 = load <8 x float>, ptr %arena205, align 4
-  %1951 = fsub <8 x float> %1941, %1950
-  store <8 x float> %1951, ptr %conv3.w352, align 32
-  %1952 = add nsw i64 %conv3.oy299115, 6
-  %1953 = add nsw i64 %conv3.ty344185, %1952
-  %1954 = mul nsw i64 %1953, 7
-  %1955 = add nsw i64 %1954, %conv3.tx345186
-  %1956 = mul nsw i64 %1955, 32
-  %1957 = add nsw i64 631648, %1956
-  %1958 = mul nsw i64 %conv3.cv346187, 8
-  %1959 = add nsw i64 %1957, %1958
-  %arena206 = getelementptr inbounds float, ptr %arena, i64 %1959
-  %1960 = load <8 x float>, ptr %arena206, align 4
-  %1961 = add nsw i64 %conv3.oy299115, 6
-  %1962 = add nsw i64 %conv3.ty344185, %1961
-  %1963 = mul nsw i64 %1962, 7
-  %1964 = add nsw i64 %1963, %conv3.tx345186
-  %1965 = mul nsw i64 %1964, 32
-  %1966 = add nsw i64 637920, %1965
-  %1967 = mul nsw i64 %conv3.cv346187, 8
-  %1968 = add nsw i64 %1966, %1967
-  %arena207 = getelementptr inbounds float, ptr %arena, i64 %1968
-  %1969 = load <8 x float>, ptr %arena207, align 4
-  %1970 = fadd <8 x float> %1960, %1969
-  %1971 = add nsw i64 %conv3.oy299115, 6
-  %1972 = add nsw i64 %conv3.ty344185, %1971
-  %1973 = mul nsw i64 %1972, 7
-  %1974 = add nsw i64 %1973, %conv3.tx345186
-  %1975 = mul nsw i64 %1974, 32
-  %1976 = add nsw i64 644192, %1975
-  %1977 = mul nsw i64 %conv3.cv346187, 8
-  %1978 = add nsw i64 %1976, %1977
-  %arena208 = getelementptr inbounds float, ptr %arena, i64 %1978
-  %1979 = load <8 x float>, ptr %arena208, align 4
-  %1980 = fadd <8 x float> %1970, %1979
-  store <8 x float> %1980, ptr %conv3.w353, align 32
-  %1981 = add nsw i64 %conv3.oy299115, 6
-  %1982 = add nsw i64 %conv3.ty344185, %1981
-  %1983 = mul nsw i64 %1982, 7
-  %1984 = add nsw i64 %1983, %conv3.tx345186
-  %1985 = mul nsw i64 %1984, 32
-  %1986 = add nsw i64 637920, %1985
-  %1987 = mul nsw i64 %conv3.cv346187, 8
-  %1988 = add nsw i64 %1986, %1987
-  %arena209 = getelementptr inbounds float, ptr %arena, i64 %1988
-  %1989 = load <8 x float>, ptr %arena209, align 4
-  %1990 = add nsw i64 %conv3.oy299115, 6
-  %1991 = add nsw i64 %conv3.ty344185, %1990
-  %1992 = mul nsw i64 %1991, 7
-  %1993 = add nsw i64 %1992, %conv3.tx345186
-  %1994 = mul nsw i64 %1993, 32
-  %1995 = add nsw i64 644192, %1994
-  %1996 = mul nsw i64 %conv3.cv346187, 8
-  %1997 = add nsw i64 %1995, %1996
-  %arena210 = getelementptr inbounds float, ptr %arena, i64 %1997
-  %1998 = load <8 x float>, ptr %arena210, align 4
-  %1999 = fsub <8 x float> %1989, %1998
-  %2000 = add nsw i64 %conv3.oy299115, 6
-  %2001 = add nsw i64 %conv3.ty344185, %2000
-  %2002 = mul nsw i64 %2001, 7
-  %2003 = add nsw i64 %2002, %conv3.tx345186
-  %2004 = mul nsw i64 %2003, 32
-  %2005 = add nsw i64 650464, %2004
-  %2006 = mul nsw i64 %conv3.cv346187, 8
-  %2007 = add nsw i64 %2005, %2006
-  %arena211 = getelementptr inbounds float, ptr %arena, i64 %2007
-  %2008 = load <8 x float>, ptr %arena211, align 4
-  %2009 = fsub <8 x float> %1999, %2008
-  store <8 x float> %2009, ptr %conv3.w354, align 32
-  %w347 = load <8 x float>, ptr %conv3.w347, align 32
-  %w349 = load <8 x float>, ptr %conv3.w349, align 32
-  %2010 = fadd <8 x float> %w347, %w349
-  %w351 = load <8 x float>, ptr %conv3.w351, align 32
-  %2011 = fadd <8 x float> %2010, %w351
-  store <8 x float> %2011, ptr %conv3.w355, align 32
-  %w349212 = load <8 x float>, ptr %conv3.w349, align 32
-  %w351213 = load <8 x float>, ptr %conv3.w351, align 32
-  %2012 = fsub <8 x float> %w349212, %w351213
-  %w353 = load <8 x float>, ptr %conv3.w353, align 32
-  %2013 = fsub <8 x float> %2012, %w353
-  store <8 x float> %2013, ptr %conv3.w356, align 32
-  %w348 = load <8 x float>, ptr %conv3.w348, align 32
-  %w350 = load <8 x float>, ptr %conv3.w350, align 32
-  %2014 = fadd <8 x float> %w348, %w350
-  %w352 = load <8 x float>, ptr %conv3.w352, align 32
-  %2015 = fadd <8 x float> %2014, %w352
-  store <8 x float> %2015, ptr %conv3.w357, align 32
-  %w350214 = load <8 x float>, ptr %conv3.w350, align 32
-  %w352215 = load <8 x float>, ptr %conv3.w352, align 32
-  %2016 = fsub <8 x float> %w350214, %w352215
-  %w354 = load <8 x float>, ptr %conv3.w354, align 32
-  %2017 = fsub <8 x float> %2016, %w354
-  store <8 x float> %2017, ptr %conv3.w358, align 32
-  %w355 = load <8 x float>, ptr %conv3.w355, align 32
-  %2018 = mul nsw i64 %conv3.cv346187, 8
-  %2019 = add nsw i64 7088, %2018
-  %params216 = getelementptr inbounds float, ptr %params, i64 %2019
-  %2020 = load <8 x float>, ptr %params216, align 4
-  %2021 = fadd <8 x float> %w355, %2020
-  %2022 = add nsw i64 %conv3.oy299115, 6
-  %2023 = add nsw i64 %conv3.ty344185, %2022
-  %2024 = mul nsw i64 %2023, 2
-  %2025 = mul nsw i64 %2024, 14
-  %2026 = mul nsw i64 %conv3.tx345186, 2
-  %2027 = add nsw i64 %2025, %2026
-  %2028 = mul nsw i64 %2027, 32
-  %2029 = add nsw i64 652032, %2028
-  %2030 = mul nsw i64 %conv3.cv346187, 8
-  %2031 = add nsw i64 %2029, %2030
-  %arena217 = getelementptr inbounds float, ptr %arena, i64 %2031
-  store <8 x float> %2021, ptr %arena217, align 4
-  %w356 = load <8 x float>, ptr %conv3.w356, align 32
-  %2032 = mul nsw i64 %conv3.cv346187, 8
-  %2033 = add nsw i64 7088, %2032
-  %params218 = getelementptr inbounds float, ptr %params, i64 %2033
-  %2034 = load <8 x float>, ptr %params218, align 4
-  %2035 = fadd <8 x float> %w356, %2034
-  %2036 = add nsw i64 %conv3.oy299115, 6
-  %2037 = add nsw i64 %conv3.ty344185, %2036
-  %2038 = mul nsw i64 %2037, 2
-  %2039 = mul nsw i64 %2038, 14
-  %2040 = mul nsw i64 %conv3.tx345186, 2
-  %2041 = add nsw i64 %2039, %2040
-  %2042 = add nsw i64 %2041, 1
-  %2043 = mul nsw i64 %2042, 32
-  %2044 = add nsw i64 652032, %2043
-  %2045 = mul nsw i64 %conv3.cv346187, 8
-  %2046 = add nsw i64 %2044, %2045
-  %arena219 = getelementptr inbounds float, ptr %arena, i64 %2046
-  store <8 x float> %2035, ptr %arena219, align 4
-  %w357 = load <8 x float>, ptr %conv3.w357, align 32
-  %2047 = mul nsw i64 %conv3.cv346187, 8
-  %2048 = add nsw i64 7088, %2047
-  %params220 = getelementptr inbounds float, ptr %params, i64 %2048
-  %2049 = load <8 x float>, ptr %params220, align 4
-  %2050 = fadd <8 x float> %w357, %2049
-  %2051 = add nsw i64 %conv3.oy299115, 6
-  %2052 = add nsw i64 %conv3.ty344185, %2051
-  %2053 = mul nsw i64 %2052, 2
-  %2054 = add nsw i64 %2053, 1
-  %2055 = mul nsw i64 %2054, 14
-  %2056 = mul nsw i64 %conv3.tx345186, 2
-  %2057 = add nsw i64 %2055, %2056
-  %2058 = mul nsw i64 %2057, 32
-  %2059 = add nsw i64 652032, %2058
-  %2060 = mul nsw i64 %conv3.cv346187, 8
-  %2061 = add nsw i64 %2059, %2060
-  %arena221 = getelementptr inbounds float, ptr %arena, i64 %2061
-  store <8 x float> %2050, ptr %arena221, align 4
-  %w358 = load <8 x float>, ptr %conv3.w358, align 32
-  %2062 = mul nsw i64 %conv3.cv346187, 8
-  %2063 = add nsw i64 7088, %2062
-  %params222 = getelementptr inbounds float, ptr %params, i64 %2063
-  %2064 = load <8 x float>, ptr %params222, align 4
-  %2065 = fadd <8 x float> %w358, %2064
-  %2066 = add nsw i64 %conv3.oy299115, 6
-  %2067 = add nsw i64 %conv3.ty344185, %2066
-  %2068 = mul nsw i64 %2067, 2
-  %2069 = add nsw i64 %2068, 1
-  %2070 = mul nsw i64 %2069, 14
-  %2071 = mul nsw i64 %conv3.tx345186, 2
-  %2072 = add nsw i64 %2070, %2071
-  %2073 = add nsw i64 %2072, 1
-  %2074 = mul nsw i64 %2073, 32
-  %2075 = add nsw i64 652032, %2074
-  %2076 = mul nsw i64 %conv3.cv346187, 8
-  %2077 = add nsw i64 %2075, %2076
-  %arena223 = getelementptr inbounds float, ptr %arena, i64 %2077
-  store <8 x float> %2065, ptr %arena223, align 4
-  %cv346.next = add nsw i64 %conv3.cv346187, 1
-  %2078 = icmp slt i64 %cv346.next, 4
-  br i1 %2078, label %conv3.cv346, label %conv3.cv346.end
-
-conv3.cv346.end:                                  ; preds = %conv3.cv346
-  %tx345.next = add nsw i64 %conv3.tx345186, 1
-  %2079 = icmp slt i64 %tx345.next, 7
-  br i1 %2079, label %conv3.tx345, label %conv3.tx345.end
-
-conv3.j359:                                       ; preds = %conv3.c360.end, %conv3.ty344.end
-  %conv3.j359224 = phi i64 [ 0, %conv3.ty344.end ], [ %j359.next, %conv3.c360.end ]
-  br label %conv3.c360
-
-conv3.j359.end:                                   ; preds = %conv3.c360.end
-  %oy299.next = add nsw i64 %conv3.oy299115, 1
-  %2080 = icmp slt i64 %oy299.next, 1
-  br i1 %2080, label %conv3.oy299, label %conv3.oy299.end
-
-conv3.c360:                                       ; preds = %conv3.q361.end, %conv3.j359
-  %conv3.c360225 = phi i64 [ 0, %conv3.j359 ], [ %c360.next, %conv3.q361.end ]
-  br label %conv3.q361
-
-conv3.c360.end:                                   ; preds = %conv3.q361.end
-  %j359.next = add nsw i64 %conv3.j359224, 1
-  %2081 = icmp slt i64 %j359.next, 1
-  br i1 %2081, label %conv3.j359, label %conv3.j359.end
-
-conv3.q361:                                       ; preds = %conv3.q361, %conv3.c360
-  %conv3.q361226 = phi i64 [ 0, %conv3.c360 ], [ %q361.next, %conv3.q361 ]
-  %2082 = mul nsw i64 %conv3.j359224, 196
-  %2083 = add nsw i64 %conv3.oy299115, 6
-  %2084 = mul nsw i64 %2083, 2
-  %2085 = mul nsw i64 %2084, 14
-  %2086 = add nsw i64 %conv3.q361226, %2085
-  %2087 = add nsw i64 %2082, %2086
-  %2088 = mul nsw i64 %2087, 32
-  %2089 = add nsw i64 652032, %2088
-  %2090 = add nsw i64 %2089, %conv3.c360225
-  %arena227 = getelementptr inbounds float, ptr %arena, i64 %2090
-  %2091 = load float, ptr %arena227, align 4
-  %2092 = fsub float 0.000000e+00, %2091
-  %2093 = fcmp ogt float 0xC055A926E0000000, %2092
-  %2094 = select i1 %2093, float 0xC055A926E0000000, float %2092
-  %2095 = fcmp ogt float %2094, 0x40562E4300000000
-  %2096 = select i1 %2095, float 0x40562E4300000000, float %2094
-  %2097 = fmul float %2096, 0x3FF7154760000000
-  %2098 = fadd float %2097, 5.000000e-01
-  %2099 = call float @llvm.floor.f32(float %2098)
-  %2100 = fmul float %2099, 0x3FE6300000000000
-  %2101 = fsub float %2096, %2100
-  %2102 = fmul float %2099, 0xBF2BD01060000000
-  %2103 = fsub float %2101, %2102
-  %2104 = fmul float 0x3F2A0D2CE0000000, %2103
-  %2105 = fadd float %2104, 0x3F56E879C0000000
-  %2106 = fmul float %2105, %2103
-  %2107 = fadd float %2106, 0x3F81112100000000
-  %2108 = fmul float %2107, %2103
-  %2109 = fadd float %2108, 0x3FA5553820000000
-  %2110 = fmul float %2109, %2103
-  %2111 = fadd float %2110, 0x3FC5555540000000
-  %2112 = fmul float %2111, %2103
-  %2113 = fadd float %2112, 5.000000e-01
-  %2114 = fmul float %2103, %2103
-  %2115 = fmul float %2113, %2114
-  %2116 = fadd float %2115, %2103
-  %2117 = fadd float %2116, 1.000000e+00
-  %2118 = fptosi float %2099 to i32
-  %2119 = add i32 %2118, 126
-  %2120 = shl i32 %2119, 23
-  %2121 = bitcast i32 %2120 to float
-  %2122 = fmul float %2117, %2121
-  %2123 = fmul float %2122, 2.000000e+00
-  %2124 = fcmp ogt float 0xC055A926E0000000, %2092
-  %2125 = select i1 %2124, float 0.000000e+00, float %2123
-  %2126 = fcmp ogt float %2092, 0x40562E4300000000
-  %2127 = select i1 %2126, float 0x7FF0000000000000, float %2125
-  %2128 = fcmp uno float %2092, %2092
-  %2129 = select i1 %2128, float %2092, float %2127
-  %2130 = fadd float 1.000000e+00, %2129
-  %2131 = fdiv float 1.000000e+00, %2130
-  %2132 = mul nsw i64 %0, 6272
-  %2133 = mul nsw i64 %conv3.c360225, 196
-  %2134 = add nsw i64 %2132, %2133
-  %2135 = add nsw i64 %conv3.oy299115, 6
-  %2136 = mul nsw i64 %2135, 2
-  %2137 = mul nsw i64 %2136, 14
-  %2138 = add nsw i64 %conv3.q361226, %2137
-  %2139 = add nsw i64 %2134, %2138
-  %2140 = add nsw i64 200704, %2139
-  %arena228 = getelementptr inbounds float, ptr %arena, i64 %2140
-  store float %2131, ptr %arena228, align 4
-  %q361.next = add nsw i64 %conv3.q361226, 1
-  %2141 = icmp slt i64 %q361.next, 28
-  br i1 %2141, label %conv3.q361, label %conv3.q361.end
-
-conv3.q361.end:                                   ; preds = %conv3.q361
-  %c360.next = add nsw i64 %conv3.c360225, 1
-  %2142 = icmp slt i64 %c360.next, 32
-  br i1 %2142, label %conv3.c360, label %conv3.c360.end
+conv3.part208.end:                                ; preds = %conv3.part208
+  br label %conv3.part208.done
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k4.conv3.part235.gemm280(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1, i64 %2) #1 {
+define internal void @residual_infer_b64.k4.conv3.part208(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %conv3.t278_a0 = alloca <8 x float>, align 32
-  %conv3.t278_b3 = alloca <8 x float>, align 32
-  %conv3.t278_b2 = alloca <8 x float>, align 32
-  %conv3.t278_b1 = alloca <8 x float>, align 32
-  %conv3.t278_b0 = alloca <8 x float>, align 32
-  %conv3.t278_c0_3 = alloca <8 x float>, align 32
-  %conv3.t278_c0_2 = alloca <8 x float>, align 32
-  %conv3.t278_c0_1 = alloca <8 x float>, align 32
-  %conv3.t278_c0_0 = alloca <8 x float>, align 32
-  %conv3.t276_a1 = alloca <8 x float>, align 32
-  %conv3.t276_a0 = alloca <8 x float>, align 32
-  %conv3.t276_b3 = alloca <8 x float>, align 32
-  %conv3.t276_b2 = alloca <8 x float>, align 32
-  %conv3.t276_b1 = alloca <8 x float>, align 32
-  %conv3.t276_b0 = alloca <8 x float>, align 32
-  %conv3.t276_c1_3 = alloca <8 x float>, align 32
-  %conv3.t276_c1_2 = alloca <8 x float>, align 32
-  %conv3.t276_c1_1 = alloca <8 x float>, align 32
-  %conv3.t276_c1_0 = alloca <8 x float>, align 32
-  %conv3.t276_c0_3 = alloca <8 x float>, align 32
-  %conv3.t276_c0_2 = alloca <8 x float>, align 32
-  %conv3.t276_c0_1 = alloca <8 x float>, align 32
-  %conv3.t276_c0_0 = alloca <8 x float>, align 32
-  br label %conv3.nb274
+  %conv3.w232 = alloca <8 x float>, align 32
+  %conv3.w231 = alloca <8 x float>, align 32
+  %conv3.w230 = alloca <8 x float>, align 32
+  %conv3.w229 = alloca <8 x float>, align 32
+  %conv3.w228 = alloca <8 x float>, align 32
+  %conv3.w227 = alloca <8 x float>, align 32
+  %conv3.w226 = alloca <8 x float>, align 32
+  %conv3.w225 = alloca <8 x float>, align 32
+  %conv3.w224 = alloca <8 x float>, align 32
+  %conv3.w223 = alloca <8 x float>, align 32
+  %conv3.w222 = alloca <8 x float>, align 32
+  %conv3.w221 = alloca <8 x float>, align 32
+  br label %conv3.xi209
 
-conv3.nb274:                                      ; preds = %conv3.k279.end, %entry
-  %conv3.nb2741 = phi i64 [ 0, %entry ], [ %nb274.next, %conv3.k279.end ]
-  br label %conv3.mb275
+conv3.xi209:                                      ; preds = %conv3.xi209, %entry
+  %conv3.xi2091 = phi i64 [ 0, %entry ], [ %xi209.next, %conv3.xi209 ]
+  call void @residual_infer_b64.k4.conv3.part208.gemm216(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.xi2091, i64 %1)
+  %xi209.next = add nsw i64 %conv3.xi2091, 1
+  %2 = icmp slt i64 %xi209.next, 16
+  br i1 %2, label %conv3.xi209, label %conv3.xi209.end
 
-conv3.nb274.end:                                  ; preds = %conv3.k279.end
-  ret void
+conv3.xi209.end:                                  ; preds = %conv3.xi209
+  br label %conv3.j217
 
-conv3.mb275:                                      ; preds = %conv3.k277.end, %conv3.nb274
-  %conv3.mb2752 = phi i64 [ 0, %conv3.nb274 ], [ %mb275.next, %conv3.k277.end ]
-  store <8 x float> zeroinitializer, ptr %conv3.t276_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t276_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t276_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t276_c0_3, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t276_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t276_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t276_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t276_c1_3, align 32
-  br label %conv3.k277
+conv3.j217:                                       ; preds = %conv3.ty218.end, %conv3.xi209.end
+  %conv3.j2172 = phi i64 [ 0, %conv3.xi209.end ], [ %j217.next, %conv3.ty218.end ]
+  br label %conv3.ty218
 
-conv3.mb275.end:                                  ; preds = %conv3.k277.end
-  store <8 x float> zeroinitializer, ptr %conv3.t278_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t278_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t278_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t278_c0_3, align 32
-  br label %conv3.k279
+conv3.j217.end:                                   ; preds = %conv3.ty218.end
+  br label %conv3.j233
 
-conv3.k277:                                       ; preds = %conv3.k277, %conv3.mb275
-  %conv3.k2773 = phi i64 [ 0, %conv3.mb275 ], [ %k277.next, %conv3.k277 ]
-  %3 = mul nsw i64 %0, 512
-  %4 = add nsw i64 2412544, %3
-  %5 = mul nsw i64 %conv3.k2773, 32
-  %6 = add nsw i64 %4, %5
-  %7 = mul nsw i64 %conv3.nb2741, 32
-  %8 = add nsw i64 %6, %7
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %8
-  %9 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %9, ptr %conv3.t276_b0, align 32
-  %10 = mul nsw i64 %0, 512
-  %11 = add nsw i64 2412544, %10
-  %12 = mul nsw i64 %conv3.k2773, 32
+conv3.ty218:                                      ; preds = %conv3.tx219.end, %conv3.j217
+  %conv3.ty2183 = phi i64 [ 0, %conv3.j217 ], [ %ty218.next, %conv3.tx219.end ]
+  br label %conv3.tx219
+
+conv3.ty218.end:                                  ; preds = %conv3.tx219.end
+  %j217.next = add nsw i64 %conv3.j2172, 1
+  %3 = icmp slt i64 %j217.next, 1
+  br i1 %3, label %conv3.j217, label %conv3.j217.end
+
+conv3.tx219:                                      ; preds = %conv3.cv220.end, %conv3.ty218
+  %conv3.tx2194 = phi i64 [ 0, %conv3.ty218 ], [ %tx219.next, %conv3.cv220.end ]
+  br label %conv3.cv220
+
+conv3.tx219.end:                                  ; preds = %conv3.cv220.end
+  %ty218.next = add nsw i64 %conv3.ty2183, 1
+  %4 = icmp slt i64 %ty218.next, 7
+  br i1 %4, label %conv3.ty218, label %conv3.ty218.end
+
+conv3.cv220:                                      ; preds = %conv3.cv220, %conv3.tx219
+  %conv3.cv2205 = phi i64 [ 0, %conv3.tx219 ], [ %cv220.next, %conv3.cv220 ]
+  %5 = mul nsw i64 %conv3.j2172, 49
+  %6 = mul nsw i64 %conv3.ty2183, 7
+  %7 = add nsw i64 %5, %6
+  %8 = add nsw i64 %7, %conv3.tx2194
+  %9 = mul nsw i64 %8, 32
+  %10 = add nsw i64 626944, %9
+  %11 = mul nsw i64 %1, 16
+  %12 = mul nsw i64 %conv3.cv2205, 8
   %13 = add nsw i64 %11, %12
-  %14 = mul nsw i64 %conv3.nb2741, 32
-  %15 = add nsw i64 %13, %14
-  %16 = add nsw i64 %15, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %16
-  %17 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %17, ptr %conv3.t276_b1, align 32
-  %18 = mul nsw i64 %0, 512
-  %19 = add nsw i64 2412544, %18
-  %20 = mul nsw i64 %conv3.k2773, 32
-  %21 = add nsw i64 %19, %20
-  %22 = mul nsw i64 %conv3.nb2741, 32
-  %23 = add nsw i64 %21, %22
-  %24 = add nsw i64 %23, 16
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %24
-  %25 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %25, ptr %conv3.t276_b2, align 32
-  %26 = mul nsw i64 %0, 512
-  %27 = add nsw i64 2412544, %26
-  %28 = mul nsw i64 %conv3.k2773, 32
-  %29 = add nsw i64 %27, %28
-  %30 = mul nsw i64 %conv3.nb2741, 32
-  %31 = add nsw i64 %29, %30
-  %32 = add nsw i64 %31, 24
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %32
-  %33 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %33, ptr %conv3.t276_b3, align 32
-  %34 = mul nsw i64 %0, 784
-  %35 = add nsw i64 614400, %34
-  %36 = mul nsw i64 %2, 3
-  %37 = add nsw i64 %1, %36
-  %38 = mul nsw i64 %37, 7
-  %39 = mul nsw i64 %38, 16
-  %40 = add nsw i64 %35, %39
-  %41 = mul nsw i64 %conv3.mb2752, 2
-  %42 = mul nsw i64 %41, 16
-  %43 = add nsw i64 %40, %42
-  %44 = add nsw i64 %43, %conv3.k2773
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %44
-  %45 = load float, ptr %arena8, align 4
-  %46 = insertelement <8 x float> undef, float %45, i32 0
-  %47 = shufflevector <8 x float> %46, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %47, ptr %conv3.t276_a0, align 32
-  %t276_a0 = load <8 x float>, ptr %conv3.t276_a0, align 32
-  %t276_b0 = load <8 x float>, ptr %conv3.t276_b0, align 32
-  %t276_c0_0 = load <8 x float>, ptr %conv3.t276_c0_0, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t276_a0, <8 x float> %t276_b0, <8 x float> %t276_c0_0)
-  store <8 x float> %48, ptr %conv3.t276_c0_0, align 32
-  %t276_a09 = load <8 x float>, ptr %conv3.t276_a0, align 32
-  %t276_b1 = load <8 x float>, ptr %conv3.t276_b1, align 32
-  %t276_c0_1 = load <8 x float>, ptr %conv3.t276_c0_1, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t276_a09, <8 x float> %t276_b1, <8 x float> %t276_c0_1)
-  store <8 x float> %49, ptr %conv3.t276_c0_1, align 32
-  %t276_a010 = load <8 x float>, ptr %conv3.t276_a0, align 32
-  %t276_b2 = load <8 x float>, ptr %conv3.t276_b2, align 32
-  %t276_c0_2 = load <8 x float>, ptr %conv3.t276_c0_2, align 32
-  %50 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t276_a010, <8 x float> %t276_b2, <8 x float> %t276_c0_2)
-  store <8 x float> %50, ptr %conv3.t276_c0_2, align 32
-  %t276_a011 = load <8 x float>, ptr %conv3.t276_a0, align 32
-  %t276_b3 = load <8 x float>, ptr %conv3.t276_b3, align 32
-  %t276_c0_3 = load <8 x float>, ptr %conv3.t276_c0_3, align 32
-  %51 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t276_a011, <8 x float> %t276_b3, <8 x float> %t276_c0_3)
-  store <8 x float> %51, ptr %conv3.t276_c0_3, align 32
-  %52 = mul nsw i64 %0, 784
-  %53 = add nsw i64 614400, %52
-  %54 = mul nsw i64 %2, 3
-  %55 = add nsw i64 %1, %54
-  %56 = mul nsw i64 %55, 7
-  %57 = mul nsw i64 %56, 16
-  %58 = add nsw i64 %53, %57
-  %59 = mul nsw i64 %conv3.mb2752, 2
-  %60 = add nsw i64 %59, 1
-  %61 = mul nsw i64 %60, 16
-  %62 = add nsw i64 %58, %61
-  %63 = add nsw i64 %62, %conv3.k2773
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %63
-  %64 = load float, ptr %arena12, align 4
-  %65 = insertelement <8 x float> undef, float %64, i32 0
-  %66 = shufflevector <8 x float> %65, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %66, ptr %conv3.t276_a1, align 32
-  %t276_a1 = load <8 x float>, ptr %conv3.t276_a1, align 32
-  %t276_b013 = load <8 x float>, ptr %conv3.t276_b0, align 32
-  %t276_c1_0 = load <8 x float>, ptr %conv3.t276_c1_0, align 32
-  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t276_a1, <8 x float> %t276_b013, <8 x float> %t276_c1_0)
-  store <8 x float> %67, ptr %conv3.t276_c1_0, align 32
-  %t276_a114 = load <8 x float>, ptr %conv3.t276_a1, align 32
-  %t276_b115 = load <8 x float>, ptr %conv3.t276_b1, align 32
-  %t276_c1_1 = load <8 x float>, ptr %conv3.t276_c1_1, align 32
-  %68 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t276_a114, <8 x float> %t276_b115, <8 x float> %t276_c1_1)
-  store <8 x float> %68, ptr %conv3.t276_c1_1, align 32
-  %t276_a116 = load <8 x float>, ptr %conv3.t276_a1, align 32
-  %t276_b217 = load <8 x float>, ptr %conv3.t276_b2, align 32
-  %t276_c1_2 = load <8 x float>, ptr %conv3.t276_c1_2, align 32
-  %69 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t276_a116, <8 x float> %t276_b217, <8 x float> %t276_c1_2)
-  store <8 x float> %69, ptr %conv3.t276_c1_2, align 32
-  %t276_a118 = load <8 x float>, ptr %conv3.t276_a1, align 32
-  %t276_b319 = load <8 x float>, ptr %conv3.t276_b3, align 32
-  %t276_c1_3 = load <8 x float>, ptr %conv3.t276_c1_3, align 32
-  %70 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t276_a118, <8 x float> %t276_b319, <8 x float> %t276_c1_3)
-  store <8 x float> %70, ptr %conv3.t276_c1_3, align 32
-  %k277.next = add nsw i64 %conv3.k2773, 1
-  %71 = icmp slt i64 %k277.next, 16
-  br i1 %71, label %conv3.k277, label %conv3.k277.end
-
-conv3.k277.end:                                   ; preds = %conv3.k277
-  %t276_c0_020 = load <8 x float>, ptr %conv3.t276_c0_0, align 32
-  %72 = mul nsw i64 %0, 1568
-  %73 = add nsw i64 626944, %72
-  %74 = mul nsw i64 %2, 3
-  %75 = add nsw i64 %1, %74
-  %76 = mul nsw i64 %75, 7
-  %77 = mul nsw i64 %76, 32
-  %78 = add nsw i64 %73, %77
-  %79 = mul nsw i64 %conv3.mb2752, 2
-  %80 = mul nsw i64 %79, 32
-  %81 = add nsw i64 %78, %80
-  %82 = mul nsw i64 %conv3.nb2741, 32
+  %14 = add nsw i64 %10, %13
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %14
+  %15 = load <8 x float>, ptr %arena6, align 4
+  %16 = mul nsw i64 %conv3.j2172, 49
+  %17 = mul nsw i64 %conv3.ty2183, 7
+  %18 = add nsw i64 %16, %17
+  %19 = add nsw i64 %18, %conv3.tx2194
+  %20 = mul nsw i64 %19, 32
+  %21 = add nsw i64 633216, %20
+  %22 = mul nsw i64 %1, 16
+  %23 = mul nsw i64 %conv3.cv2205, 8
+  %24 = add nsw i64 %22, %23
+  %25 = add nsw i64 %21, %24
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
+  %26 = load <8 x float>, ptr %arena7, align 4
+  %27 = fadd <8 x float> %15, %26
+  %28 = mul nsw i64 %conv3.j2172, 49
+  %29 = mul nsw i64 %conv3.ty2183, 7
+  %30 = add nsw i64 %28, %29
+  %31 = add nsw i64 %30, %conv3.tx2194
+  %32 = mul nsw i64 %31, 32
+  %33 = add nsw i64 639488, %32
+  %34 = mul nsw i64 %1, 16
+  %35 = mul nsw i64 %conv3.cv2205, 8
+  %36 = add nsw i64 %34, %35
+  %37 = add nsw i64 %33, %36
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
+  %38 = load <8 x float>, ptr %arena8, align 4
+  %39 = fadd <8 x float> %27, %38
+  store <8 x float> %39, ptr %conv3.w221, align 32
+  %40 = mul nsw i64 %conv3.j2172, 49
+  %41 = mul nsw i64 %conv3.ty2183, 7
+  %42 = add nsw i64 %40, %41
+  %43 = add nsw i64 %42, %conv3.tx2194
+  %44 = mul nsw i64 %43, 32
+  %45 = add nsw i64 633216, %44
+  %46 = mul nsw i64 %1, 16
+  %47 = mul nsw i64 %conv3.cv2205, 8
+  %48 = add nsw i64 %46, %47
+  %49 = add nsw i64 %45, %48
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %49
+  %50 = load <8 x float>, ptr %arena9, align 4
+  %51 = mul nsw i64 %conv3.j2172, 49
+  %52 = mul nsw i64 %conv3.ty2183, 7
+  %53 = add nsw i64 %51, %52
+  %54 = add nsw i64 %53, %conv3.tx2194
+  %55 = mul nsw i64 %54, 32
+  %56 = add nsw i64 639488, %55
+  %57 = mul nsw i64 %1, 16
+  %58 = mul nsw i64 %conv3.cv2205, 8
+  %59 = add nsw i64 %57, %58
+  %60 = add nsw i64 %56, %59
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load <8 x float>, ptr %arena10, align 4
+  %62 = fsub <8 x float> %50, %61
+  %63 = mul nsw i64 %conv3.j2172, 49
+  %64 = mul nsw i64 %conv3.ty2183, 7
+  %65 = add nsw i64 %63, %64
+  %66 = add nsw i64 %65, %conv3.tx2194
+  %67 = mul nsw i64 %66, 32
+  %68 = add nsw i64 645760, %67
+  %69 = mul nsw i64 %1, 16
+  %70 = mul nsw i64 %conv3.cv2205, 8
+  %71 = add nsw i64 %69, %70
+  %72 = add nsw i64 %68, %71
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load <8 x float>, ptr %arena11, align 4
+  %74 = fsub <8 x float> %62, %73
+  store <8 x float> %74, ptr %conv3.w222, align 32
+  %75 = mul nsw i64 %conv3.j2172, 49
+  %76 = mul nsw i64 %conv3.ty2183, 7
+  %77 = add nsw i64 %75, %76
+  %78 = add nsw i64 %77, %conv3.tx2194
+  %79 = mul nsw i64 %78, 32
+  %80 = add nsw i64 628512, %79
+  %81 = mul nsw i64 %1, 16
+  %82 = mul nsw i64 %conv3.cv2205, 8
   %83 = add nsw i64 %81, %82
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %83
-  store <8 x float> %t276_c0_020, ptr %arena21, align 4
-  %t276_c0_122 = load <8 x float>, ptr %conv3.t276_c0_1, align 32
-  %84 = mul nsw i64 %0, 1568
-  %85 = add nsw i64 626944, %84
-  %86 = mul nsw i64 %2, 3
-  %87 = add nsw i64 %1, %86
-  %88 = mul nsw i64 %87, 7
-  %89 = mul nsw i64 %88, 32
-  %90 = add nsw i64 %85, %89
-  %91 = mul nsw i64 %conv3.mb2752, 2
-  %92 = mul nsw i64 %91, 32
-  %93 = add nsw i64 %90, %92
-  %94 = mul nsw i64 %conv3.nb2741, 32
-  %95 = add nsw i64 %93, %94
-  %96 = add nsw i64 %95, 8
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %96
-  store <8 x float> %t276_c0_122, ptr %arena23, align 4
-  %t276_c0_224 = load <8 x float>, ptr %conv3.t276_c0_2, align 32
-  %97 = mul nsw i64 %0, 1568
-  %98 = add nsw i64 626944, %97
-  %99 = mul nsw i64 %2, 3
-  %100 = add nsw i64 %1, %99
-  %101 = mul nsw i64 %100, 7
+  %84 = add nsw i64 %80, %83
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %84
+  %85 = load <8 x float>, ptr %arena12, align 4
+  %86 = mul nsw i64 %conv3.j2172, 49
+  %87 = mul nsw i64 %conv3.ty2183, 7
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 %88, %conv3.tx2194
+  %90 = mul nsw i64 %89, 32
+  %91 = add nsw i64 634784, %90
+  %92 = mul nsw i64 %1, 16
+  %93 = mul nsw i64 %conv3.cv2205, 8
+  %94 = add nsw i64 %92, %93
+  %95 = add nsw i64 %91, %94
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %95
+  %96 = load <8 x float>, ptr %arena13, align 4
+  %97 = fadd <8 x float> %85, %96
+  %98 = mul nsw i64 %conv3.j2172, 49
+  %99 = mul nsw i64 %conv3.ty2183, 7
+  %100 = add nsw i64 %98, %99
+  %101 = add nsw i64 %100, %conv3.tx2194
   %102 = mul nsw i64 %101, 32
-  %103 = add nsw i64 %98, %102
-  %104 = mul nsw i64 %conv3.mb2752, 2
-  %105 = mul nsw i64 %104, 32
-  %106 = add nsw i64 %103, %105
-  %107 = mul nsw i64 %conv3.nb2741, 32
-  %108 = add nsw i64 %106, %107
-  %109 = add nsw i64 %108, 16
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %109
-  store <8 x float> %t276_c0_224, ptr %arena25, align 4
-  %t276_c0_326 = load <8 x float>, ptr %conv3.t276_c0_3, align 32
-  %110 = mul nsw i64 %0, 1568
-  %111 = add nsw i64 626944, %110
-  %112 = mul nsw i64 %2, 3
-  %113 = add nsw i64 %1, %112
-  %114 = mul nsw i64 %113, 7
-  %115 = mul nsw i64 %114, 32
-  %116 = add nsw i64 %111, %115
-  %117 = mul nsw i64 %conv3.mb2752, 2
-  %118 = mul nsw i64 %117, 32
-  %119 = add nsw i64 %116, %118
-  %120 = mul nsw i64 %conv3.nb2741, 32
-  %121 = add nsw i64 %119, %120
-  %122 = add nsw i64 %121, 24
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %122
-  store <8 x float> %t276_c0_326, ptr %arena27, align 4
-  %t276_c1_028 = load <8 x float>, ptr %conv3.t276_c1_0, align 32
-  %123 = mul nsw i64 %0, 1568
-  %124 = add nsw i64 626944, %123
-  %125 = mul nsw i64 %2, 3
-  %126 = add nsw i64 %1, %125
-  %127 = mul nsw i64 %126, 7
-  %128 = mul nsw i64 %127, 32
-  %129 = add nsw i64 %124, %128
-  %130 = mul nsw i64 %conv3.mb2752, 2
-  %131 = add nsw i64 %130, 1
-  %132 = mul nsw i64 %131, 32
-  %133 = add nsw i64 %129, %132
-  %134 = mul nsw i64 %conv3.nb2741, 32
+  %103 = add nsw i64 641056, %102
+  %104 = mul nsw i64 %1, 16
+  %105 = mul nsw i64 %conv3.cv2205, 8
+  %106 = add nsw i64 %104, %105
+  %107 = add nsw i64 %103, %106
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %107
+  %108 = load <8 x float>, ptr %arena14, align 4
+  %109 = fadd <8 x float> %97, %108
+  store <8 x float> %109, ptr %conv3.w223, align 32
+  %110 = mul nsw i64 %conv3.j2172, 49
+  %111 = mul nsw i64 %conv3.ty2183, 7
+  %112 = add nsw i64 %110, %111
+  %113 = add nsw i64 %112, %conv3.tx2194
+  %114 = mul nsw i64 %113, 32
+  %115 = add nsw i64 634784, %114
+  %116 = mul nsw i64 %1, 16
+  %117 = mul nsw i64 %conv3.cv2205, 8
+  %118 = add nsw i64 %116, %117
+  %119 = add nsw i64 %115, %118
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %119
+  %120 = load <8 x float>, ptr %arena15, align 4
+  %121 = mul nsw i64 %conv3.j2172, 49
+  %122 = mul nsw i64 %conv3.ty2183, 7
+  %123 = add nsw i64 %121, %122
+  %124 = add nsw i64 %123, %conv3.tx2194
+  %125 = mul nsw i64 %124, 32
+  %126 = add nsw i64 641056, %125
+  %127 = mul nsw i64 %1, 16
+  %128 = mul nsw i64 %conv3.cv2205, 8
+  %129 = add nsw i64 %127, %128
+  %130 = add nsw i64 %126, %129
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %130
+  %131 = load <8 x float>, ptr %arena16, align 4
+  %132 = fsub <8 x float> %120, %131
+  %133 = mul nsw i64 %conv3.j2172, 49
+  %134 = mul nsw i64 %conv3.ty2183, 7
   %135 = add nsw i64 %133, %134
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %135
-  store <8 x float> %t276_c1_028, ptr %arena29, align 4
-  %t276_c1_130 = load <8 x float>, ptr %conv3.t276_c1_1, align 32
-  %136 = mul nsw i64 %0, 1568
-  %137 = add nsw i64 626944, %136
-  %138 = mul nsw i64 %2, 3
-  %139 = add nsw i64 %1, %138
-  %140 = mul nsw i64 %139, 7
-  %141 = mul nsw i64 %140, 32
-  %142 = add nsw i64 %137, %141
-  %143 = mul nsw i64 %conv3.mb2752, 2
-  %144 = add nsw i64 %143, 1
-  %145 = mul nsw i64 %144, 32
-  %146 = add nsw i64 %142, %145
-  %147 = mul nsw i64 %conv3.nb2741, 32
-  %148 = add nsw i64 %146, %147
-  %149 = add nsw i64 %148, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %149
-  store <8 x float> %t276_c1_130, ptr %arena31, align 4
-  %t276_c1_232 = load <8 x float>, ptr %conv3.t276_c1_2, align 32
-  %150 = mul nsw i64 %0, 1568
-  %151 = add nsw i64 626944, %150
-  %152 = mul nsw i64 %2, 3
-  %153 = add nsw i64 %1, %152
-  %154 = mul nsw i64 %153, 7
-  %155 = mul nsw i64 %154, 32
-  %156 = add nsw i64 %151, %155
-  %157 = mul nsw i64 %conv3.mb2752, 2
-  %158 = add nsw i64 %157, 1
-  %159 = mul nsw i64 %158, 32
-  %160 = add nsw i64 %156, %159
-  %161 = mul nsw i64 %conv3.nb2741, 32
-  %162 = add nsw i64 %160, %161
-  %163 = add nsw i64 %162, 16
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %163
-  store <8 x float> %t276_c1_232, ptr %arena33, align 4
-  %t276_c1_334 = load <8 x float>, ptr %conv3.t276_c1_3, align 32
-  %164 = mul nsw i64 %0, 1568
-  %165 = add nsw i64 626944, %164
-  %166 = mul nsw i64 %2, 3
-  %167 = add nsw i64 %1, %166
-  %168 = mul nsw i64 %167, 7
-  %169 = mul nsw i64 %168, 32
-  %170 = add nsw i64 %165, %169
-  %171 = mul nsw i64 %conv3.mb2752, 2
-  %172 = add nsw i64 %171, 1
-  %173 = mul nsw i64 %172, 32
-  %174 = add nsw i64 %170, %173
-  %175 = mul nsw i64 %conv3.nb2741, 32
+  %136 = add nsw i64 %135, %conv3.tx2194
+  %137 = mul nsw i64 %136, 32
+  %138 = add nsw i64 647328, %137
+  %139 = mul nsw i64 %1, 16
+  %140 = mul nsw i64 %conv3.cv2205, 8
+  %141 = add nsw i64 %139, %140
+  %142 = add nsw i64 %138, %141
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %142
+  %143 = load <8 x float>, ptr %arena17, align 4
+  %144 = fsub <8 x float> %132, %143
+  store <8 x float> %144, ptr %conv3.w224, align 32
+  %145 = mul nsw i64 %conv3.j2172, 49
+  %146 = mul nsw i64 %conv3.ty2183, 7
+  %147 = add nsw i64 %145, %146
+  %148 = add nsw i64 %147, %conv3.tx2194
+  %149 = mul nsw i64 %148, 32
+  %150 = add nsw i64 630080, %149
+  %151 = mul nsw i64 %1, 16
+  %152 = mul nsw i64 %conv3.cv2205, 8
+  %153 = add nsw i64 %151, %152
+  %154 = add nsw i64 %150, %153
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %154
+  %155 = load <8 x float>, ptr %arena18, align 4
+  %156 = mul nsw i64 %conv3.j2172, 49
+  %157 = mul nsw i64 %conv3.ty2183, 7
+  %158 = add nsw i64 %156, %157
+  %159 = add nsw i64 %158, %conv3.tx2194
+  %160 = mul nsw i64 %159, 32
+  %161 = add nsw i64 636352, %160
+  %162 = mul nsw i64 %1, 16
+  %163 = mul nsw i64 %conv3.cv2205, 8
+  %164 = add nsw i64 %162, %163
+  %165 = add nsw i64 %161, %164
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %165
+  %166 = load <8 x float>, ptr %arena19, align 4
+  %167 = fadd <8 x float> %155, %166
+  %168 = mul nsw i64 %conv3.j2172, 49
+  %169 = mul nsw i64 %conv3.ty2183, 7
+  %170 = add nsw i64 %168, %169
+  %171 = add nsw i64 %170, %conv3.tx2194
+  %172 = mul nsw i64 %171, 32
+  %173 = add nsw i64 642624, %172
+  %174 = mul nsw i64 %1, 16
+  %175 = mul nsw i64 %conv3.cv2205, 8
   %176 = add nsw i64 %174, %175
-  %177 = add nsw i64 %176, 24
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %177
-  store <8 x float> %t276_c1_334, ptr %arena35, align 4
-  %mb275.next = add nsw i64 %conv3.mb2752, 1
-  %178 = icmp slt i64 %mb275.next, 3
-  br i1 %178, label %conv3.mb275, label %conv3.mb275.end
-
-conv3.k279:                                       ; preds = %conv3.k279, %conv3.mb275.end
-  %conv3.k27936 = phi i64 [ 0, %conv3.mb275.end ], [ %k279.next, %conv3.k279 ]
-  %179 = mul nsw i64 %0, 512
-  %180 = add nsw i64 2412544, %179
-  %181 = mul nsw i64 %conv3.k27936, 32
+  %177 = add nsw i64 %173, %176
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %177
+  %178 = load <8 x float>, ptr %arena20, align 4
+  %179 = fadd <8 x float> %167, %178
+  store <8 x float> %179, ptr %conv3.w225, align 32
+  %180 = mul nsw i64 %conv3.j2172, 49
+  %181 = mul nsw i64 %conv3.ty2183, 7
   %182 = add nsw i64 %180, %181
-  %183 = mul nsw i64 %conv3.nb2741, 32
-  %184 = add nsw i64 %182, %183
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %184
-  %185 = load <8 x float>, ptr %arena37, align 4
-  store <8 x float> %185, ptr %conv3.t278_b0, align 32
-  %186 = mul nsw i64 %0, 512
-  %187 = add nsw i64 2412544, %186
-  %188 = mul nsw i64 %conv3.k27936, 32
-  %189 = add nsw i64 %187, %188
-  %190 = mul nsw i64 %conv3.nb2741, 32
-  %191 = add nsw i64 %189, %190
-  %192 = add nsw i64 %191, 8
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %192
-  %193 = load <8 x float>, ptr %arena38, align 4
-  store <8 x float> %193, ptr %conv3.t278_b1, align 32
-  %194 = mul nsw i64 %0, 512
-  %195 = add nsw i64 2412544, %194
-  %196 = mul nsw i64 %conv3.k27936, 32
-  %197 = add nsw i64 %195, %196
-  %198 = mul nsw i64 %conv3.nb2741, 32
+  %183 = add nsw i64 %182, %conv3.tx2194
+  %184 = mul nsw i64 %183, 32
+  %185 = add nsw i64 636352, %184
+  %186 = mul nsw i64 %1, 16
+  %187 = mul nsw i64 %conv3.cv2205, 8
+  %188 = add nsw i64 %186, %187
+  %189 = add nsw i64 %185, %188
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %189
+  %190 = load <8 x float>, ptr %arena21, align 4
+  %191 = mul nsw i64 %conv3.j2172, 49
+  %192 = mul nsw i64 %conv3.ty2183, 7
+  %193 = add nsw i64 %191, %192
+  %194 = add nsw i64 %193, %conv3.tx2194
+  %195 = mul nsw i64 %194, 32
+  %196 = add nsw i64 642624, %195
+  %197 = mul nsw i64 %1, 16
+  %198 = mul nsw i64 %conv3.cv2205, 8
   %199 = add nsw i64 %197, %198
-  %200 = add nsw i64 %199, 16
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %200
-  %201 = load <8 x float>, ptr %arena39, align 4
-  store <8 x float> %201, ptr %conv3.t278_b2, align 32
-  %202 = mul nsw i64 %0, 512
-  %203 = add nsw i64 2412544, %202
-  %204 = mul nsw i64 %conv3.k27936, 32
+  %200 = add nsw i64 %196, %199
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %200
+  %201 = load <8 x float>, ptr %arena22, align 4
+  %202 = fsub <8 x float> %190, %201
+  %203 = mul nsw i64 %conv3.j2172, 49
+  %204 = mul nsw i64 %conv3.ty2183, 7
   %205 = add nsw i64 %203, %204
-  %206 = mul nsw i64 %conv3.nb2741, 32
-  %207 = add nsw i64 %205, %206
-  %208 = add nsw i64 %207, 24
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %208
-  %209 = load <8 x float>, ptr %arena40, align 4
-  store <8 x float> %209, ptr %conv3.t278_b3, align 32
-  %210 = mul nsw i64 %0, 784
-  %211 = add nsw i64 614400, %210
-  %212 = mul nsw i64 %2, 3
-  %213 = add nsw i64 %1, %212
-  %214 = mul nsw i64 %213, 7
-  %215 = mul nsw i64 %214, 16
-  %216 = add nsw i64 %211, %215
-  %217 = add nsw i64 %216, 96
-  %218 = add nsw i64 %217, %conv3.k27936
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %218
-  %219 = load float, ptr %arena41, align 4
-  %220 = insertelement <8 x float> undef, float %219, i32 0
-  %221 = shufflevector <8 x float> %220, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %221, ptr %conv3.t278_a0, align 32
-  %t278_a0 = load <8 x float>, ptr %conv3.t278_a0, align 32
-  %t278_b0 = load <8 x float>, ptr %conv3.t278_b0, align 32
-  %t278_c0_0 = load <8 x float>, ptr %conv3.t278_c0_0, align 32
-  %222 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t278_a0, <8 x float> %t278_b0, <8 x float> %t278_c0_0)
-  store <8 x float> %222, ptr %conv3.t278_c0_0, align 32
-  %t278_a042 = load <8 x float>, ptr %conv3.t278_a0, align 32
-  %t278_b1 = load <8 x float>, ptr %conv3.t278_b1, align 32
-  %t278_c0_1 = load <8 x float>, ptr %conv3.t278_c0_1, align 32
-  %223 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t278_a042, <8 x float> %t278_b1, <8 x float> %t278_c0_1)
-  store <8 x float> %223, ptr %conv3.t278_c0_1, align 32
-  %t278_a043 = load <8 x float>, ptr %conv3.t278_a0, align 32
-  %t278_b2 = load <8 x float>, ptr %conv3.t278_b2, align 32
-  %t278_c0_2 = load <8 x float>, ptr %conv3.t278_c0_2, align 32
-  %224 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t278_a043, <8 x float> %t278_b2, <8 x float> %t278_c0_2)
-  store <8 x float> %224, ptr %conv3.t278_c0_2, align 32
-  %t278_a044 = load <8 x float>, ptr %conv3.t278_a0, align 32
-  %t278_b3 = load <8 x float>, ptr %conv3.t278_b3, align 32
-  %t278_c0_3 = load <8 x float>, ptr %conv3.t278_c0_3, align 32
-  %225 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t278_a044, <8 x float> %t278_b3, <8 x float> %t278_c0_3)
-  store <8 x float> %225, ptr %conv3.t278_c0_3, align 32
-  %k279.next = add nsw i64 %conv3.k27936, 1
-  %226 = icmp slt i64 %k279.next, 16
-  br i1 %226, label %conv3.k279, label %conv3.k279.end
-
-conv3.k279.end:                                   ; preds = %conv3.k279
-  %t278_c0_045 = load <8 x float>, ptr %conv3.t278_c0_0, align 32
-  %227 = mul nsw i64 %0, 1568
-  %228 = add nsw i64 626944, %227
-  %229 = mul nsw i64 %2, 3
-  %230 = add nsw i64 %1, %229
-  %231 = mul nsw i64 %230, 7
-  %232 = mul nsw i64 %231, 32
-  %233 = add nsw i64 %228, %232
-  %234 = add nsw i64 %233, 192
-  %235 = mul nsw i64 %conv3.nb2741, 32
-  %236 = add nsw i64 %234, %235
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %236
-  store <8 x float> %t278_c0_045, ptr %arena46, align 4
-  %t278_c0_147 = load <8 x float>, ptr %conv3.t278_c0_1, align 32
-  %237 = mul nsw i64 %0, 1568
-  %238 = add nsw i64 626944, %237
-  %239 = mul nsw i64 %2, 3
-  %240 = add nsw i64 %1, %239
-  %241 = mul nsw i64 %240, 7
+  %206 = add nsw i64 %205, %conv3.tx2194
+  %207 = mul nsw i64 %206, 32
+  %208 = add nsw i64 648896, %207
+  %209 = mul nsw i64 %1, 16
+  %210 = mul nsw i64 %conv3.cv2205, 8
+  %211 = add nsw i64 %209, %210
+  %212 = add nsw i64 %208, %211
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %212
+  %213 = load <8 x float>, ptr %arena23, align 4
+  %214 = fsub <8 x float> %202, %213
+  store <8 x float> %214, ptr %conv3.w226, align 32
+  %215 = mul nsw i64 %conv3.j2172, 49
+  %216 = mul nsw i64 %conv3.ty2183, 7
+  %217 = add nsw i64 %215, %216
+  %218 = add nsw i64 %217, %conv3.tx2194
+  %219 = mul nsw i64 %218, 32
+  %220 = add nsw i64 631648, %219
+  %221 = mul nsw i64 %1, 16
+  %222 = mul nsw i64 %conv3.cv2205, 8
+  %223 = add nsw i64 %221, %222
+  %224 = add nsw i64 %220, %223
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %224
+  %225 = load <8 x float>, ptr %arena24, align 4
+  %226 = mul nsw i64 %conv3.j2172, 49
+  %227 = mul nsw i64 %conv3.ty2183, 7
+  %228 = add nsw i64 %226, %227
+  %229 = add nsw i64 %228, %conv3.tx2194
+  %230 = mul nsw i64 %229, 32
+  %231 = add nsw i64 637920, %230
+  %232 = mul nsw i64 %1, 16
+  %233 = mul nsw i64 %conv3.cv2205, 8
+  %234 = add nsw i64 %232, %233
+  %235 = add nsw i64 %231, %234
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %235
+  %236 = load <8 x float>, ptr %arena25, align 4
+  %237 = fadd <8 x float> %225, %236
+  %238 = mul nsw i64 %conv3.j2172, 49
+  %239 = mul nsw i64 %conv3.ty2183, 7
+  %240 = add nsw i64 %238, %239
+  %241 = add nsw i64 %240, %conv3.tx2194
   %242 = mul nsw i64 %241, 32
-  %243 = add nsw i64 %238, %242
-  %244 = add nsw i64 %243, 192
-  %245 = mul nsw i64 %conv3.nb2741, 32
+  %243 = add nsw i64 644192, %242
+  %244 = mul nsw i64 %1, 16
+  %245 = mul nsw i64 %conv3.cv2205, 8
   %246 = add nsw i64 %244, %245
-  %247 = add nsw i64 %246, 8
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %247
-  store <8 x float> %t278_c0_147, ptr %arena48, align 4
-  %t278_c0_249 = load <8 x float>, ptr %conv3.t278_c0_2, align 32
-  %248 = mul nsw i64 %0, 1568
-  %249 = add nsw i64 626944, %248
-  %250 = mul nsw i64 %2, 3
-  %251 = add nsw i64 %1, %250
-  %252 = mul nsw i64 %251, 7
-  %253 = mul nsw i64 %252, 32
-  %254 = add nsw i64 %249, %253
-  %255 = add nsw i64 %254, 192
-  %256 = mul nsw i64 %conv3.nb2741, 32
-  %257 = add nsw i64 %255, %256
-  %258 = add nsw i64 %257, 16
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %258
-  store <8 x float> %t278_c0_249, ptr %arena50, align 4
-  %t278_c0_351 = load <8 x float>, ptr %conv3.t278_c0_3, align 32
-  %259 = mul nsw i64 %0, 1568
-  %260 = add nsw i64 626944, %259
-  %261 = mul nsw i64 %2, 3
-  %262 = add nsw i64 %1, %261
-  %263 = mul nsw i64 %262, 7
-  %264 = mul nsw i64 %263, 32
-  %265 = add nsw i64 %260, %264
-  %266 = add nsw i64 %265, 192
-  %267 = mul nsw i64 %conv3.nb2741, 32
-  %268 = add nsw i64 %266, %267
-  %269 = add nsw i64 %268, 24
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %269
-  store <8 x float> %t278_c0_351, ptr %arena52, align 4
-  %nb274.next = add nsw i64 %conv3.nb2741, 1
-  %270 = icmp slt i64 %nb274.next, 1
-  br i1 %270, label %conv3.nb274, label %conv3.nb274.end
+  %247 = add nsw i64 %243, %246
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %247
+  %248 = load <8 x float>, ptr %arena26, align 4
+  %249 = fadd <8 x float> %237, %248
+  store <8 x float> %249, ptr %conv3.w227, align 32
+  %250 = mul nsw i64 %conv3.j2172, 49
+  %251 = mul nsw i64 %conv3.ty2183, 7
+  %252 = add nsw i64 %250, %251
+  %253 = add nsw i64 %252, %conv3.tx2194
+  %254 = mul nsw i64 %253, 32
+  %255 = add nsw i64 637920, %254
+  %256 = mul nsw i64 %1, 16
+  %257 = mul nsw i64 %conv3.cv2205, 8
+  %258 = add nsw i64 %256, %257
+  %259 = add nsw i64 %255, %258
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %259
+  %260 = load <8 x float>, ptr %arena27, align 4
+  %261 = mul nsw i64 %conv3.j2172, 49
+  %262 = mul nsw i64 %conv3.ty2183, 7
+  %263 = add nsw i64 %261, %262
+  %264 = add nsw i64 %263, %conv3.tx2194
+  %265 = mul nsw i64 %264, 32
+  %266 = add nsw i64 644192, %265
+  %267 = mul nsw i64 %1, 16
+  %268 = mul nsw i64 %conv3.cv2205, 8
+  %269 = add nsw i64 %267, %268
+  %270 = add nsw i64 %266, %269
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %270
+  %271 = load <8 x float>, ptr %arena28, align 4
+  %272 = fsub <8 x float> %260, %271
+  %273 = mul nsw i64 %conv3.j2172, 49
+  %274 = mul nsw i64 %conv3.ty2183, 7
+  %275 = add nsw i64 %273, %274
+  %276 = add nsw i64 %275, %conv3.tx2194
+  %277 = mul nsw i64 %276, 32
+  %278 = add nsw i64 650464, %277
+  %279 = mul nsw i64 %1, 16
+  %280 = mul nsw i64 %conv3.cv2205, 8
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 %278, %281
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %282
+  %283 = load <8 x float>, ptr %arena29, align 4
+  %284 = fsub <8 x float> %272, %283
+  store <8 x float> %284, ptr %conv3.w228, align 32
+  %w221 = load <8 x float>, ptr %conv3.w221, align 32
+  %w223 = load <8 x float>, ptr %conv3.w223, align 32
+  %285 = fadd <8 x float> %w221, %w223
+  %w225 = load <8 x float>, ptr %conv3.w225, align 32
+  %286 = fadd <8 x float> %285, %w225
+  store <8 x float> %286, ptr %conv3.w229, align 32
+  %w22330 = load <8 x float>, ptr %conv3.w223, align 32
+  %w22531 = load <8 x float>, ptr %conv3.w225, align 32
+  %287 = fsub <8 x float> %w22330, %w22531
+  %w227 = load <8 x float>, ptr %conv3.w227, align 32
+  %288 = fsub <8 x float> %287, %w227
+  store <8 x float> %288, ptr %conv3.w230, align 32
+  %w222 = load <8 x float>, ptr %conv3.w222, align 32
+  %w224 = load <8 x float>, ptr %conv3.w224, align 32
+  %289 = fadd <8 x float> %w222, %w224
+  %w226 = load <8 x float>, ptr %conv3.w226, align 32
+  %290 = fadd <8 x float> %289, %w226
+  store <8 x float> %290, ptr %conv3.w231, align 32
+  %w22432 = load <8 x float>, ptr %conv3.w224, align 32
+  %w22633 = load <8 x float>, ptr %conv3.w226, align 32
+  %291 = fsub <8 x float> %w22432, %w22633
+  %w228 = load <8 x float>, ptr %conv3.w228, align 32
+  %292 = fsub <8 x float> %291, %w228
+  store <8 x float> %292, ptr %conv3.w232, align 32
+  %w229 = load <8 x float>, ptr %conv3.w229, align 32
+  %293 = mul nsw i64 %1, 16
+  %294 = mul nsw i64 %conv3.cv2205, 8
+  %295 = add nsw i64 %293, %294
+  %296 = add nsw i64 7088, %295
+  %params34 = getelementptr inbounds float, ptr %params, i64 %296
+  %297 = load <8 x float>, ptr %params34, align 4
+  %298 = fadd <8 x float> %w229, %297
+  %299 = mul nsw i64 %conv3.j2172, 14
+  %300 = mul nsw i64 %conv3.ty2183, 2
+  %301 = add nsw i64 %299, %300
+  %302 = mul nsw i64 %301, 14
+  %303 = mul nsw i64 %conv3.tx2194, 2
+  %304 = add nsw i64 %302, %303
+  %305 = mul nsw i64 %304, 32
+  %306 = add nsw i64 652032, %305
+  %307 = mul nsw i64 %1, 16
+  %308 = mul nsw i64 %conv3.cv2205, 8
+  %309 = add nsw i64 %307, %308
+  %310 = add nsw i64 %306, %309
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %310
+  store <8 x float> %298, ptr %arena35, align 4
+  %w230 = load <8 x float>, ptr %conv3.w230, align 32
+  %311 = mul nsw i64 %1, 16
+  %312 = mul nsw i64 %conv3.cv2205, 8
+  %313 = add nsw i64 %311, %312
+  %314 = add nsw i64 7088, %313
+  %params36 = getelementptr inbounds float, ptr %params, i64 %314
+  %315 = load <8 x float>, ptr %params36, align 4
+  %316 = fadd <8 x float> %w230, %315
+  %317 = mul nsw i64 %conv3.j2172, 14
+  %318 = mul nsw i64 %conv3.ty2183, 2
+  %319 = add nsw i64 %317, %318
+  %320 = mul nsw i64 %319, 14
+  %321 = mul nsw i64 %conv3.tx2194, 2
+  %322 = add nsw i64 %320, %321
+  %323 = add nsw i64 %322, 1
+  %324 = mul nsw i64 %323, 32
+  %325 = add nsw i64 652032, %324
+  %326 = mul nsw i64 %1, 16
+  %327 = mul nsw i64 %conv3.cv2205, 8
+  %328 = add nsw i64 %326, %327
+  %329 = add nsw i64 %325, %328
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %329
+  store <8 x float> %316, ptr %arena37, align 4
+  %w231 = load <8 x float>, ptr %conv3.w231, align 32
+  %330 = mul nsw i64 %1, 16
+  %331 = mul nsw i64 %conv3.cv2205, 8
+  %332 = add nsw i64 %330, %331
+  %333 = add nsw i64 7088, %332
+  %params38 = getelementptr inbounds float, ptr %params, i64 %333
+  %334 = load <8 x float>, ptr %params38, align 4
+  %335 = fadd <8 x float> %w231, %334
+  %336 = mul nsw i64 %conv3.j2172, 14
+  %337 = mul nsw i64 %conv3.ty2183, 2
+  %338 = add nsw i64 %336, %337
+  %339 = add nsw i64 %338, 1
+  %340 = mul nsw i64 %339, 14
+  %341 = mul nsw i64 %conv3.tx2194, 2
+  %342 = add nsw i64 %340, %341
+  %343 = mul nsw i64 %342, 32
+  %344 = add nsw i64 652032, %343
+  %345 = mul nsw i64 %1, 16
+  %346 = mul nsw i64 %conv3.cv2205, 8
+  %347 = add nsw i64 %345, %346
+  %348 = add nsw i64 %344, %347
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %348
+  store <8 x float> %335, ptr %arena39, align 4
+  %w232 = load <8 x float>, ptr %conv3.w232, align 32
+  %349 = mul nsw i64 %1, 16
+  %350 = mul nsw i64 %conv3.cv2205, 8
+  %351 = add nsw i64 %349, %350
+  %352 = add nsw i64 7088, %351
+  %params40 = getelementptr inbounds float, ptr %params, i64 %352
+  %353 = load <8 x float>, ptr %params40, align 4
+  %354 = fadd <8 x float> %w232, %353
+  %355 = mul nsw i64 %conv3.j2172, 14
+  %356 = mul nsw i64 %conv3.ty2183, 2
+  %357 = add nsw i64 %355, %356
+  %358 = add nsw i64 %357, 1
+  %359 = mul nsw i64 %358, 14
+  %360 = mul nsw i64 %conv3.tx2194, 2
+  %361 = add nsw i64 %359, %360
+  %362 = add nsw i64 %361, 1
+  %363 = mul nsw i64 %362, 32
+  %364 = add nsw i64 652032, %363
+  %365 = mul nsw i64 %1, 16
+  %366 = mul nsw i64 %conv3.cv2205, 8
+  %367 = add nsw i64 %365, %366
+  %368 = add nsw i64 %364, %367
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %368
+  store <8 x float> %354, ptr %arena41, align 4
+  %cv220.next = add nsw i64 %conv3.cv2205, 1
+  %369 = icmp slt i64 %cv220.next, 2
+  br i1 %369, label %conv3.cv220, label %conv3.cv220.end
+
+conv3.cv220.end:                                  ; preds = %conv3.cv220
+  %tx219.next = add nsw i64 %conv3.tx2194, 1
+  %370 = icmp slt i64 %tx219.next, 7
+  br i1 %370, label %conv3.tx219, label %conv3.tx219.end
+
+conv3.j233:                                       ; preds = %conv3.c234.end, %conv3.j217.end
+  %conv3.j23342 = phi i64 [ 0, %conv3.j217.end ], [ %j233.next, %conv3.c234.end ]
+  br label %conv3.c234
+
+conv3.j233.end:                                   ; preds = %conv3.c234.end
+  ret void
+
+conv3.c234:                                       ; preds = %conv3.q235.end, %conv3.j233
+  %conv3.c23443 = phi i64 [ 0, %conv3.j233 ], [ %c234.next, %conv3.q235.end ]
+  br label %conv3.q235
+
+conv3.c234.end:                                   ; preds = %conv3.q235.end
+  %j233.next = add nsw i64 %conv3.j23342, 1
+  %371 = icmp slt i64 %j233.next, 1
+  br i1 %371, label %conv3.j233, label %conv3.j233.end
+
+conv3.q235:                                       ; preds = %conv3.q235, %conv3.c234
+  %conv3.q23544 = phi i64 [ 0, %conv3.c234 ], [ %q235.next, %conv3.q235 ]
+  %372 = mul nsw i64 %conv3.j23342, 196
+  %373 = add nsw i64 %372, %conv3.q23544
+  %374 = mul nsw i64 %373, 32
+  %375 = add nsw i64 652032, %374
+  %376 = mul nsw i64 %1, 16
+  %377 = add nsw i64 %376, %conv3.c23443
+  %378 = add nsw i64 %375, %377
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %378
+  %379 = load float, ptr %arena45, align 4
+  %380 = fsub float 0.000000e+00, %379
+  %381 = fcmp ogt float 0xC055A926E0000000, %380
+  %382 = select i1 %381, float 0xC055A926E0000000, float %380
+  %383 = fcmp ogt float %382, 0x40562E4300000000
+  %384 = select i1 %383, float 0x40562E4300000000, float %382
+  %385 = fmul float %384, 0x3FF7154760000000
+  %386 = fadd float %385, 5.000000e-01
+  %387 = call float @llvm.floor.f32(float %386)
+  %388 = fmul float %387, 0x3FE6300000000000
+  %389 = fsub float %384, %388
+  %390 = fmul float %387, 0xBF2BD01060000000
+  %391 = fsub float %389, %390
+  %392 = fmul float 0x3F2A0D2CE0000000, %391
+  %393 = fadd float %392, 0x3F56E879C0000000
+  %394 = fmul float %393, %391
+  %395 = fadd float %394, 0x3F81112100000000
+  %396 = fmul float %395, %391
+  %397 = fadd float %396, 0x3FA5553820000000
+  %398 = fmul float %397, %391
+  %399 = fadd float %398, 0x3FC5555540000000
+  %400 = fmul float %399, %391
+  %401 = fadd float %400, 5.000000e-01
+  %402 = fmul float %391, %391
+  %403 = fmul float %401, %402
+  %404 = fadd float %403, %391
+  %405 = fadd float %404, 1.000000e+00
+  %406 = fptosi float %387 to i32
+  %407 = add i32 %406, 126
+  %408 = shl i32 %407, 23
+  %409 = bitcast i32 %408 to float
+  %410 = fmul float %405, %409
+  %411 = fmul float %410, 2.000000e+00
+  %412 = fcmp ogt float 0xC055A926E0000000, %380
+  %413 = select i1 %412, float 0.000000e+00, float %411
+  %414 = fcmp ogt float %380, 0x40562E4300000000
+  %415 = select i1 %414, float 0x7FF0000000000000, float %413
+  %416 = fcmp uno float %380, %380
+  %417 = select i1 %416, float %380, float %415
+  %418 = fadd float 1.000000e+00, %417
+  %419 = fdiv float 1.000000e+00, %418
+  %420 = add nsw i64 %0, %conv3.j23342
+  %421 = mul nsw i64 %420, 6272
+  %422 = mul nsw i64 %1, 16
+  %423 = add nsw i64 %422, %conv3.c23443
+  %424 = mul nsw i64 %423, 196
+  %425 = add nsw i64 %421, %424
+  %426 = add nsw i64 %425, %conv3.q23544
+  %427 = add nsw i64 200704, %426
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %427
+  store float %419, ptr %arena46, align 4
+  %q235.next = add nsw i64 %conv3.q23544, 1
+  %428 = icmp slt i64 %q235.next, 196
+  br i1 %428, label %conv3.q235, label %conv3.q235.end
+
+conv3.q235.end:                                   ; preds = %conv3.q235
+  %c234.next = add nsw i64 %conv3.c23443, 1
+  %429 = icmp slt i64 %c234.next, 16
+  br i1 %429, label %conv3.c234, label %conv3.c234.end
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k4.conv3.part235.gemm343(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @residual_infer_b64.k4.conv3.part208.gemm216(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %conv3.t341_a0 = alloca <8 x float>, align 32
-  %conv3.t341_b3 = alloca <8 x float>, align 32
-  %conv3.t341_b2 = alloca <8 x float>, align 32
-  %conv3.t341_b1 = alloca <8 x float>, align 32
-  %conv3.t341_b0 = alloca <8 x float>, align 32
-  %conv3.t341_c0_3 = alloca <8 x float>, align 32
-  %conv3.t341_c0_2 = alloca <8 x float>, align 32
-  %conv3.t341_c0_1 = alloca <8 x float>, align 32
-  %conv3.t341_c0_0 = alloca <8 x float>, align 32
-  %conv3.t339_a1 = alloca <8 x float>, align 32
-  %conv3.t339_a0 = alloca <8 x float>, align 32
-  %conv3.t339_b3 = alloca <8 x float>, align 32
-  %conv3.t339_b2 = alloca <8 x float>, align 32
-  %conv3.t339_b1 = alloca <8 x float>, align 32
-  %conv3.t339_b0 = alloca <8 x float>, align 32
-  %conv3.t339_c1_3 = alloca <8 x float>, align 32
-  %conv3.t339_c1_2 = alloca <8 x float>, align 32
-  %conv3.t339_c1_1 = alloca <8 x float>, align 32
-  %conv3.t339_c1_0 = alloca <8 x float>, align 32
-  %conv3.t339_c0_3 = alloca <8 x float>, align 32
-  %conv3.t339_c0_2 = alloca <8 x float>, align 32
-  %conv3.t339_c0_1 = alloca <8 x float>, align 32
-  %conv3.t339_c0_0 = alloca <8 x float>, align 32
-  br label %conv3.nb337
+  %conv3.t214_a3 = alloca <8 x float>, align 32
+  %conv3.t214_a2 = alloca <8 x float>, align 32
+  %conv3.t214_a1 = alloca <8 x float>, align 32
+  %conv3.t214_a0 = alloca <8 x float>, align 32
+  %conv3.t214_b1 = alloca <8 x float>, align 32
+  %conv3.t214_b0 = alloca <8 x float>, align 32
+  %conv3.t214_c3_1 = alloca <8 x float>, align 32
+  %conv3.t214_c3_0 = alloca <8 x float>, align 32
+  %conv3.t214_c2_1 = alloca <8 x float>, align 32
+  %conv3.t214_c2_0 = alloca <8 x float>, align 32
+  %conv3.t214_c1_1 = alloca <8 x float>, align 32
+  %conv3.t214_c1_0 = alloca <8 x float>, align 32
+  %conv3.t214_c0_1 = alloca <8 x float>, align 32
+  %conv3.t214_c0_0 = alloca <8 x float>, align 32
+  %conv3.t212_a4 = alloca <8 x float>, align 32
+  %conv3.t212_a3 = alloca <8 x float>, align 32
+  %conv3.t212_a2 = alloca <8 x float>, align 32
+  %conv3.t212_a1 = alloca <8 x float>, align 32
+  %conv3.t212_a0 = alloca <8 x float>, align 32
+  %conv3.t212_b1 = alloca <8 x float>, align 32
+  %conv3.t212_b0 = alloca <8 x float>, align 32
+  %conv3.t212_c4_1 = alloca <8 x float>, align 32
+  %conv3.t212_c4_0 = alloca <8 x float>, align 32
+  %conv3.t212_c3_1 = alloca <8 x float>, align 32
+  %conv3.t212_c3_0 = alloca <8 x float>, align 32
+  %conv3.t212_c2_1 = alloca <8 x float>, align 32
+  %conv3.t212_c2_0 = alloca <8 x float>, align 32
+  %conv3.t212_c1_1 = alloca <8 x float>, align 32
+  %conv3.t212_c1_0 = alloca <8 x float>, align 32
+  %conv3.t212_c0_1 = alloca <8 x float>, align 32
+  %conv3.t212_c0_0 = alloca <8 x float>, align 32
+  br label %conv3.nb210
 
-conv3.nb337:                                      ; preds = %conv3.k342.end, %entry
-  %conv3.nb3371 = phi i64 [ 0, %entry ], [ %nb337.next, %conv3.k342.end ]
-  br label %conv3.mb338
+conv3.nb210:                                      ; preds = %conv3.k215.end, %entry
+  %conv3.nb2101 = phi i64 [ 0, %entry ], [ %nb210.next, %conv3.k215.end ]
+  br label %conv3.mb211
 
-conv3.nb337.end:                                  ; preds = %conv3.k342.end
+conv3.nb210.end:                                  ; preds = %conv3.k215.end
   ret void
 
-conv3.mb338:                                      ; preds = %conv3.k340.end, %conv3.nb337
-  %conv3.mb3382 = phi i64 [ 0, %conv3.nb337 ], [ %mb338.next, %conv3.k340.end ]
-  store <8 x float> zeroinitializer, ptr %conv3.t339_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t339_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t339_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t339_c0_3, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t339_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t339_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t339_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t339_c1_3, align 32
-  br label %conv3.k340
+conv3.mb211:                                      ; preds = %conv3.k213.end, %conv3.nb210
+  %conv3.mb2112 = phi i64 [ 0, %conv3.nb210 ], [ %mb211.next, %conv3.k213.end ]
+  store <8 x float> zeroinitializer, ptr %conv3.t212_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t212_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t212_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t212_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t212_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t212_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t212_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t212_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t212_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t212_c4_1, align 32
+  br label %conv3.k213
 
-conv3.mb338.end:                                  ; preds = %conv3.k340.end
-  store <8 x float> zeroinitializer, ptr %conv3.t341_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t341_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t341_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv3.t341_c0_3, align 32
-  br label %conv3.k342
+conv3.mb211.end:                                  ; preds = %conv3.k213.end
+  store <8 x float> zeroinitializer, ptr %conv3.t214_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t214_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t214_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t214_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t214_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t214_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t214_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv3.t214_c3_1, align 32
+  br label %conv3.k215
 
-conv3.k340:                                       ; preds = %conv3.k340, %conv3.mb338
-  %conv3.k3403 = phi i64 [ 0, %conv3.mb338 ], [ %k340.next, %conv3.k340 ]
+conv3.k213:                                       ; preds = %conv3.k213, %conv3.mb211
+  %conv3.k2133 = phi i64 [ 0, %conv3.mb211 ], [ %k213.next, %conv3.k213 ]
   %2 = mul nsw i64 %0, 512
   %3 = add nsw i64 2412544, %2
-  %4 = mul nsw i64 %conv3.k3403, 32
+  %4 = mul nsw i64 %1, 16
   %5 = add nsw i64 %3, %4
-  %6 = mul nsw i64 %conv3.nb3371, 32
+  %6 = mul nsw i64 %conv3.k2133, 32
   %7 = add nsw i64 %5, %6
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %7
-  %8 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %8, ptr %conv3.t339_b0, align 32
-  %9 = mul nsw i64 %0, 512
-  %10 = add nsw i64 2412544, %9
-  %11 = mul nsw i64 %conv3.k3403, 32
-  %12 = add nsw i64 %10, %11
-  %13 = mul nsw i64 %conv3.nb3371, 32
+  %8 = mul nsw i64 %conv3.nb2101, 16
+  %9 = add nsw i64 %7, %8
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
+  %10 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %10, ptr %conv3.t212_b0, align 32
+  %11 = mul nsw i64 %0, 512
+  %12 = add nsw i64 2412544, %11
+  %13 = mul nsw i64 %1, 16
   %14 = add nsw i64 %12, %13
-  %15 = add nsw i64 %14, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %15
-  %16 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %16, ptr %conv3.t339_b1, align 32
-  %17 = mul nsw i64 %0, 512
-  %18 = add nsw i64 2412544, %17
-  %19 = mul nsw i64 %conv3.k3403, 32
-  %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv3.nb3371, 32
-  %22 = add nsw i64 %20, %21
-  %23 = add nsw i64 %22, 16
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %23
-  %24 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %24, ptr %conv3.t339_b2, align 32
-  %25 = mul nsw i64 %0, 512
-  %26 = add nsw i64 2412544, %25
-  %27 = mul nsw i64 %conv3.k3403, 32
-  %28 = add nsw i64 %26, %27
-  %29 = mul nsw i64 %conv3.nb3371, 32
-  %30 = add nsw i64 %28, %29
-  %31 = add nsw i64 %30, 24
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %31
-  %32 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %32, ptr %conv3.t339_b3, align 32
-  %33 = mul nsw i64 %0, 784
-  %34 = add nsw i64 614400, %33
-  %35 = add nsw i64 %1, 6
-  %36 = mul nsw i64 %35, 7
-  %37 = mul nsw i64 %36, 16
-  %38 = add nsw i64 %34, %37
-  %39 = mul nsw i64 %conv3.mb3382, 2
-  %40 = mul nsw i64 %39, 16
-  %41 = add nsw i64 %38, %40
-  %42 = add nsw i64 %41, %conv3.k3403
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %42
-  %43 = load float, ptr %arena8, align 4
-  %44 = insertelement <8 x float> undef, float %43, i32 0
-  %45 = shufflevector <8 x float> %44, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %45, ptr %conv3.t339_a0, align 32
-  %t339_a0 = load <8 x float>, ptr %conv3.t339_a0, align 32
-  %t339_b0 = load <8 x float>, ptr %conv3.t339_b0, align 32
-  %t339_c0_0 = load <8 x float>, ptr %conv3.t339_c0_0, align 32
-  %46 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t339_a0, <8 x float> %t339_b0, <8 x float> %t339_c0_0)
-  store <8 x float> %46, ptr %conv3.t339_c0_0, align 32
-  %t339_a09 = load <8 x float>, ptr %conv3.t339_a0, align 32
-  %t339_b1 = load <8 x float>, ptr %conv3.t339_b1, align 32
-  %t339_c0_1 = load <8 x float>, ptr %conv3.t339_c0_1, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t339_a09, <8 x float> %t339_b1, <8 x float> %t339_c0_1)
-  store <8 x float> %47, ptr %conv3.t339_c0_1, align 32
-  %t339_a010 = load <8 x float>, ptr %conv3.t339_a0, align 32
-  %t339_b2 = load <8 x float>, ptr %conv3.t339_b2, align 32
-  %t339_c0_2 = load <8 x float>, ptr %conv3.t339_c0_2, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t339_a010, <8 x float> %t339_b2, <8 x float> %t339_c0_2)
-  store <8 x float> %48, ptr %conv3.t339_c0_2, align 32
-  %t339_a011 = load <8 x float>, ptr %conv3.t339_a0, align 32
-  %t339_b3 = load <8 x float>, ptr %conv3.t339_b3, align 32
-  %t339_c0_3 = load <8 x float>, ptr %conv3.t339_c0_3, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t339_a011, <8 x float> %t339_b3, <8 x float> %t339_c0_3)
-  store <8 x float> %49, ptr %conv3.t339_c0_3, align 32
-  %50 = mul nsw i64 %0, 784
-  %51 = add nsw i64 614400, %50
-  %52 = add nsw i64 %1, 6
-  %53 = mul nsw i64 %52, 7
-  %54 = mul nsw i64 %53, 16
-  %55 = add nsw i64 %51, %54
-  %56 = mul nsw i64 %conv3.mb3382, 2
-  %57 = add nsw i64 %56, 1
-  %58 = mul nsw i64 %57, 16
-  %59 = add nsw i64 %55, %58
-  %60 = add nsw i64 %59, %conv3.k3403
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %60
-  %61 = load float, ptr %arena12, align 4
-  %62 = insertelement <8 x float> undef, float %61, i32 0
-  %63 = shufflevector <8 x float> %62, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %63, ptr %conv3.t339_a1, align 32
-  %t339_a1 = load <8 x float>, ptr %conv3.t339_a1, align 32
-  %t339_b013 = load <8 x float>, ptr %conv3.t339_b0, align 32
-  %t339_c1_0 = load <8 x float>, ptr %conv3.t339_c1_0, align 32
-  %64 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t339_a1, <8 x float> %t339_b013, <8 x float> %t339_c1_0)
-  store <8 x float> %64, ptr %conv3.t339_c1_0, align 32
-  %t339_a114 = load <8 x float>, ptr %conv3.t339_a1, align 32
-  %t339_b115 = load <8 x float>, ptr %conv3.t339_b1, align 32
-  %t339_c1_1 = load <8 x float>, ptr %conv3.t339_c1_1, align 32
-  %65 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t339_a114, <8 x float> %t339_b115, <8 x float> %t339_c1_1)
-  store <8 x float> %65, ptr %conv3.t339_c1_1, align 32
-  %t339_a116 = load <8 x float>, ptr %conv3.t339_a1, align 32
-  %t339_b217 = load <8 x float>, ptr %conv3.t339_b2, align 32
-  %t339_c1_2 = load <8 x float>, ptr %conv3.t339_c1_2, align 32
-  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t339_a116, <8 x float> %t339_b217, <8 x float> %t339_c1_2)
-  store <8 x float> %66, ptr %conv3.t339_c1_2, align 32
-  %t339_a118 = load <8 x float>, ptr %conv3.t339_a1, align 32
-  %t339_b319 = load <8 x float>, ptr %conv3.t339_b3, align 32
-  %t339_c1_3 = load <8 x float>, ptr %conv3.t339_c1_3, align 32
-  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t339_a118, <8 x float> %t339_b319, <8 x float> %t339_c1_3)
-  store <8 x float> %67, ptr %conv3.t339_c1_3, align 32
-  %k340.next = add nsw i64 %conv3.k3403, 1
-  %68 = icmp slt i64 %k340.next, 16
-  br i1 %68, label %conv3.k340, label %conv3.k340.end
+  %15 = mul nsw i64 %conv3.k2133, 32
+  %16 = add nsw i64 %14, %15
+  %17 = mul nsw i64 %conv3.nb2101, 16
+  %18 = add nsw i64 %16, %17
+  %19 = add nsw i64 %18, 8
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %19
+  %20 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %20, ptr %conv3.t212_b1, align 32
+  %21 = mul nsw i64 %0, 784
+  %22 = add nsw i64 614400, %21
+  %23 = mul nsw i64 %conv3.mb2112, 5
+  %24 = mul nsw i64 %23, 16
+  %25 = add nsw i64 %22, %24
+  %26 = add nsw i64 %25, %conv3.k2133
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
+  %27 = load float, ptr %arena6, align 4
+  %28 = insertelement <8 x float> undef, float %27, i32 0
+  %29 = shufflevector <8 x float> %28, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %29, ptr %conv3.t212_a0, align 32
+  %t212_a0 = load <8 x float>, ptr %conv3.t212_a0, align 32
+  %t212_b0 = load <8 x float>, ptr %conv3.t212_b0, align 32
+  %t212_c0_0 = load <8 x float>, ptr %conv3.t212_c0_0, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a0, <8 x float> %t212_b0, <8 x float> %t212_c0_0)
+  store <8 x float> %30, ptr %conv3.t212_c0_0, align 32
+  %t212_a07 = load <8 x float>, ptr %conv3.t212_a0, align 32
+  %t212_b1 = load <8 x float>, ptr %conv3.t212_b1, align 32
+  %t212_c0_1 = load <8 x float>, ptr %conv3.t212_c0_1, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a07, <8 x float> %t212_b1, <8 x float> %t212_c0_1)
+  store <8 x float> %31, ptr %conv3.t212_c0_1, align 32
+  %32 = mul nsw i64 %0, 784
+  %33 = add nsw i64 614400, %32
+  %34 = mul nsw i64 %conv3.mb2112, 5
+  %35 = add nsw i64 %34, 1
+  %36 = mul nsw i64 %35, 16
+  %37 = add nsw i64 %33, %36
+  %38 = add nsw i64 %37, %conv3.k2133
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
+  %39 = load float, ptr %arena8, align 4
+  %40 = insertelement <8 x float> undef, float %39, i32 0
+  %41 = shufflevector <8 x float> %40, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %41, ptr %conv3.t212_a1, align 32
+  %t212_a1 = load <8 x float>, ptr %conv3.t212_a1, align 32
+  %t212_b09 = load <8 x float>, ptr %conv3.t212_b0, align 32
+  %t212_c1_0 = load <8 x float>, ptr %conv3.t212_c1_0, align 32
+  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a1, <8 x float> %t212_b09, <8 x float> %t212_c1_0)
+  store <8 x float> %42, ptr %conv3.t212_c1_0, align 32
+  %t212_a110 = load <8 x float>, ptr %conv3.t212_a1, align 32
+  %t212_b111 = load <8 x float>, ptr %conv3.t212_b1, align 32
+  %t212_c1_1 = load <8 x float>, ptr %conv3.t212_c1_1, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a110, <8 x float> %t212_b111, <8 x float> %t212_c1_1)
+  store <8 x float> %43, ptr %conv3.t212_c1_1, align 32
+  %44 = mul nsw i64 %0, 784
+  %45 = add nsw i64 614400, %44
+  %46 = mul nsw i64 %conv3.mb2112, 5
+  %47 = add nsw i64 %46, 2
+  %48 = mul nsw i64 %47, 16
+  %49 = add nsw i64 %45, %48
+  %50 = add nsw i64 %49, %conv3.k2133
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %50
+  %51 = load float, ptr %arena12, align 4
+  %52 = insertelement <8 x float> undef, float %51, i32 0
+  %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %53, ptr %conv3.t212_a2, align 32
+  %t212_a2 = load <8 x float>, ptr %conv3.t212_a2, align 32
+  %t212_b013 = load <8 x float>, ptr %conv3.t212_b0, align 32
+  %t212_c2_0 = load <8 x float>, ptr %conv3.t212_c2_0, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a2, <8 x float> %t212_b013, <8 x float> %t212_c2_0)
+  store <8 x float> %54, ptr %conv3.t212_c2_0, align 32
+  %t212_a214 = load <8 x float>, ptr %conv3.t212_a2, align 32
+  %t212_b115 = load <8 x float>, ptr %conv3.t212_b1, align 32
+  %t212_c2_1 = load <8 x float>, ptr %conv3.t212_c2_1, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a214, <8 x float> %t212_b115, <8 x float> %t212_c2_1)
+  store <8 x float> %55, ptr %conv3.t212_c2_1, align 32
+  %56 = mul nsw i64 %0, 784
+  %57 = add nsw i64 614400, %56
+  %58 = mul nsw i64 %conv3.mb2112, 5
+  %59 = add nsw i64 %58, 3
+  %60 = mul nsw i64 %59, 16
+  %61 = add nsw i64 %57, %60
+  %62 = add nsw i64 %61, %conv3.k2133
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %62
+  %63 = load float, ptr %arena16, align 4
+  %64 = insertelement <8 x float> undef, float %63, i32 0
+  %65 = shufflevector <8 x float> %64, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %65, ptr %conv3.t212_a3, align 32
+  %t212_a3 = load <8 x float>, ptr %conv3.t212_a3, align 32
+  %t212_b017 = load <8 x float>, ptr %conv3.t212_b0, align 32
+  %t212_c3_0 = load <8 x float>, ptr %conv3.t212_c3_0, align 32
+  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a3, <8 x float> %t212_b017, <8 x float> %t212_c3_0)
+  store <8 x float> %66, ptr %conv3.t212_c3_0, align 32
+  %t212_a318 = load <8 x float>, ptr %conv3.t212_a3, align 32
+  %t212_b119 = load <8 x float>, ptr %conv3.t212_b1, align 32
+  %t212_c3_1 = load <8 x float>, ptr %conv3.t212_c3_1, align 32
+  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a318, <8 x float> %t212_b119, <8 x float> %t212_c3_1)
+  store <8 x float> %67, ptr %conv3.t212_c3_1, align 32
+  %68 = mul nsw i64 %0, 784
+  %69 = add nsw i64 614400, %68
+  %70 = mul nsw i64 %conv3.mb2112, 5
+  %71 = add nsw i64 %70, 4
+  %72 = mul nsw i64 %71, 16
+  %73 = add nsw i64 %69, %72
+  %74 = add nsw i64 %73, %conv3.k2133
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %74
+  %75 = load float, ptr %arena20, align 4
+  %76 = insertelement <8 x float> undef, float %75, i32 0
+  %77 = shufflevector <8 x float> %76, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %77, ptr %conv3.t212_a4, align 32
+  %t212_a4 = load <8 x float>, ptr %conv3.t212_a4, align 32
+  %t212_b021 = load <8 x float>, ptr %conv3.t212_b0, align 32
+  %t212_c4_0 = load <8 x float>, ptr %conv3.t212_c4_0, align 32
+  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a4, <8 x float> %t212_b021, <8 x float> %t212_c4_0)
+  store <8 x float> %78, ptr %conv3.t212_c4_0, align 32
+  %t212_a422 = load <8 x float>, ptr %conv3.t212_a4, align 32
+  %t212_b123 = load <8 x float>, ptr %conv3.t212_b1, align 32
+  %t212_c4_1 = load <8 x float>, ptr %conv3.t212_c4_1, align 32
+  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a422, <8 x float> %t212_b123, <8 x float> %t212_c4_1)
+  store <8 x float> %79, ptr %conv3.t212_c4_1, align 32
+  %k213.next = add nsw i64 %conv3.k2133, 1
+  %80 = icmp slt i64 %k213.next, 16
+  br i1 %80, label %conv3.k213, label %conv3.k213.end
 
-conv3.k340.end:                                   ; preds = %conv3.k340
-  %t339_c0_020 = load <8 x float>, ptr %conv3.t339_c0_0, align 32
-  %69 = mul nsw i64 %0, 1568
-  %70 = add nsw i64 626944, %69
-  %71 = add nsw i64 %1, 6
-  %72 = mul nsw i64 %71, 7
-  %73 = mul nsw i64 %72, 32
-  %74 = add nsw i64 %70, %73
-  %75 = mul nsw i64 %conv3.mb3382, 2
-  %76 = mul nsw i64 %75, 32
-  %77 = add nsw i64 %74, %76
-  %78 = mul nsw i64 %conv3.nb3371, 32
-  %79 = add nsw i64 %77, %78
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %79
-  store <8 x float> %t339_c0_020, ptr %arena21, align 4
-  %t339_c0_122 = load <8 x float>, ptr %conv3.t339_c0_1, align 32
-  %80 = mul nsw i64 %0, 1568
-  %81 = add nsw i64 626944, %80
-  %82 = add nsw i64 %1, 6
-  %83 = mul nsw i64 %82, 7
-  %84 = mul nsw i64 %83, 32
-  %85 = add nsw i64 %81, %84
-  %86 = mul nsw i64 %conv3.mb3382, 2
-  %87 = mul nsw i64 %86, 32
-  %88 = add nsw i64 %85, %87
-  %89 = mul nsw i64 %conv3.nb3371, 32
-  %90 = add nsw i64 %88, %89
-  %91 = add nsw i64 %90, 8
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t339_c0_122, ptr %arena23, align 4
-  %t339_c0_224 = load <8 x float>, ptr %conv3.t339_c0_2, align 32
-  %92 = mul nsw i64 %0, 1568
-  %93 = add nsw i64 626944, %92
-  %94 = add nsw i64 %1, 6
-  %95 = mul nsw i64 %94, 7
-  %96 = mul nsw i64 %95, 32
-  %97 = add nsw i64 %93, %96
-  %98 = mul nsw i64 %conv3.mb3382, 2
-  %99 = mul nsw i64 %98, 32
-  %100 = add nsw i64 %97, %99
-  %101 = mul nsw i64 %conv3.nb3371, 32
-  %102 = add nsw i64 %100, %101
-  %103 = add nsw i64 %102, 16
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %103
-  store <8 x float> %t339_c0_224, ptr %arena25, align 4
-  %t339_c0_326 = load <8 x float>, ptr %conv3.t339_c0_3, align 32
-  %104 = mul nsw i64 %0, 1568
-  %105 = add nsw i64 626944, %104
-  %106 = add nsw i64 %1, 6
-  %107 = mul nsw i64 %106, 7
-  %108 = mul nsw i64 %107, 32
-  %109 = add nsw i64 %105, %108
-  %110 = mul nsw i64 %conv3.mb3382, 2
-  %111 = mul nsw i64 %110, 32
-  %112 = add nsw i64 %109, %111
-  %113 = mul nsw i64 %conv3.nb3371, 32
-  %114 = add nsw i64 %112, %113
-  %115 = add nsw i64 %114, 24
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %115
-  store <8 x float> %t339_c0_326, ptr %arena27, align 4
-  %t339_c1_028 = load <8 x float>, ptr %conv3.t339_c1_0, align 32
-  %116 = mul nsw i64 %0, 1568
-  %117 = add nsw i64 626944, %116
-  %118 = add nsw i64 %1, 6
-  %119 = mul nsw i64 %118, 7
-  %120 = mul nsw i64 %119, 32
-  %121 = add nsw i64 %117, %120
-  %122 = mul nsw i64 %conv3.mb3382, 2
-  %123 = add nsw i64 %122, 1
-  %124 = mul nsw i64 %123, 32
-  %125 = add nsw i64 %121, %124
-  %126 = mul nsw i64 %conv3.nb3371, 32
-  %127 = add nsw i64 %125, %126
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %127
-  store <8 x float> %t339_c1_028, ptr %arena29, align 4
-  %t339_c1_130 = load <8 x float>, ptr %conv3.t339_c1_1, align 32
-  %128 = mul nsw i64 %0, 1568
-  %129 = add nsw i64 626944, %128
-  %130 = add nsw i64 %1, 6
-  %131 = mul nsw i64 %130, 7
-  %132 = mul nsw i64 %131, 32
-  %133 = add nsw i64 %129, %132
-  %134 = mul nsw i64 %conv3.mb3382, 2
-  %135 = add nsw i64 %134, 1
-  %136 = mul nsw i64 %135, 32
-  %137 = add nsw i64 %133, %136
-  %138 = mul nsw i64 %conv3.nb3371, 32
-  %139 = add nsw i64 %137, %138
-  %140 = add nsw i64 %139, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %140
-  store <8 x float> %t339_c1_130, ptr %arena31, align 4
-  %t339_c1_232 = load <8 x float>, ptr %conv3.t339_c1_2, align 32
-  %141 = mul nsw i64 %0, 1568
-  %142 = add nsw i64 626944, %141
-  %143 = add nsw i64 %1, 6
-  %144 = mul nsw i64 %143, 7
-  %145 = mul nsw i64 %144, 32
-  %146 = add nsw i64 %142, %145
-  %147 = mul nsw i64 %conv3.mb3382, 2
-  %148 = add nsw i64 %147, 1
-  %149 = mul nsw i64 %148, 32
-  %150 = add nsw i64 %146, %149
-  %151 = mul nsw i64 %conv3.nb3371, 32
-  %152 = add nsw i64 %150, %151
-  %153 = add nsw i64 %152, 16
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %153
-  store <8 x float> %t339_c1_232, ptr %arena33, align 4
-  %t339_c1_334 = load <8 x float>, ptr %conv3.t339_c1_3, align 32
-  %154 = mul nsw i64 %0, 1568
-  %155 = add nsw i64 626944, %154
-  %156 = add nsw i64 %1, 6
-  %157 = mul nsw i64 %156, 7
+conv3.k213.end:                                   ; preds = %conv3.k213
+  %t212_c0_024 = load <8 x float>, ptr %conv3.t212_c0_0, align 32
+  %81 = mul nsw i64 %0, 1568
+  %82 = add nsw i64 626944, %81
+  %83 = mul nsw i64 %1, 16
+  %84 = add nsw i64 %82, %83
+  %85 = mul nsw i64 %conv3.mb2112, 5
+  %86 = mul nsw i64 %85, 32
+  %87 = add nsw i64 %84, %86
+  %88 = mul nsw i64 %conv3.nb2101, 16
+  %89 = add nsw i64 %87, %88
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %89
+  store <8 x float> %t212_c0_024, ptr %arena25, align 4
+  %t212_c0_126 = load <8 x float>, ptr %conv3.t212_c0_1, align 32
+  %90 = mul nsw i64 %0, 1568
+  %91 = add nsw i64 626944, %90
+  %92 = mul nsw i64 %1, 16
+  %93 = add nsw i64 %91, %92
+  %94 = mul nsw i64 %conv3.mb2112, 5
+  %95 = mul nsw i64 %94, 32
+  %96 = add nsw i64 %93, %95
+  %97 = mul nsw i64 %conv3.nb2101, 16
+  %98 = add nsw i64 %96, %97
+  %99 = add nsw i64 %98, 8
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %99
+  store <8 x float> %t212_c0_126, ptr %arena27, align 4
+  %t212_c1_028 = load <8 x float>, ptr %conv3.t212_c1_0, align 32
+  %100 = mul nsw i64 %0, 1568
+  %101 = add nsw i64 626944, %100
+  %102 = mul nsw i64 %1, 16
+  %103 = add nsw i64 %101, %102
+  %104 = mul nsw i64 %conv3.mb2112, 5
+  %105 = add nsw i64 %104, 1
+  %106 = mul nsw i64 %105, 32
+  %107 = add nsw i64 %103, %106
+  %108 = mul nsw i64 %conv3.nb2101, 16
+  %109 = add nsw i64 %107, %108
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %109
+  store <8 x float> %t212_c1_028, ptr %arena29, align 4
+  %t212_c1_130 = load <8 x float>, ptr %conv3.t212_c1_1, align 32
+  %110 = mul nsw i64 %0, 1568
+  %111 = add nsw i64 626944, %110
+  %112 = mul nsw i64 %1, 16
+  %113 = add nsw i64 %111, %112
+  %114 = mul nsw i64 %conv3.mb2112, 5
+  %115 = add nsw i64 %114, 1
+  %116 = mul nsw i64 %115, 32
+  %117 = add nsw i64 %113, %116
+  %118 = mul nsw i64 %conv3.nb2101, 16
+  %119 = add nsw i64 %117, %118
+  %120 = add nsw i64 %119, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %120
+  store <8 x float> %t212_c1_130, ptr %arena31, align 4
+  %t212_c2_032 = load <8 x float>, ptr %conv3.t212_c2_0, align 32
+  %121 = mul nsw i64 %0, 1568
+  %122 = add nsw i64 626944, %121
+  %123 = mul nsw i64 %1, 16
+  %124 = add nsw i64 %122, %123
+  %125 = mul nsw i64 %conv3.mb2112, 5
+  %126 = add nsw i64 %125, 2
+  %127 = mul nsw i64 %126, 32
+  %128 = add nsw i64 %124, %127
+  %129 = mul nsw i64 %conv3.nb2101, 16
+  %130 = add nsw i64 %128, %129
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %130
+  store <8 x float> %t212_c2_032, ptr %arena33, align 4
+  %t212_c2_134 = load <8 x float>, ptr %conv3.t212_c2_1, align 32
+  %131 = mul nsw i64 %0, 1568
+  %132 = add nsw i64 626944, %131
+  %133 = mul nsw i64 %1, 16
+  %134 = add nsw i64 %132, %133
+  %135 = mul nsw i64 %conv3.mb2112, 5
+  %136 = add nsw i64 %135, 2
+  %137 = mul nsw i64 %136, 32
+  %138 = add nsw i64 %134, %137
+  %139 = mul nsw i64 %conv3.nb2101, 16
+  %140 = add nsw i64 %138, %139
+  %141 = add nsw i64 %140, 8
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %141
+  store <8 x float> %t212_c2_134, ptr %arena35, align 4
+  %t212_c3_036 = load <8 x float>, ptr %conv3.t212_c3_0, align 32
+  %142 = mul nsw i64 %0, 1568
+  %143 = add nsw i64 626944, %142
+  %144 = mul nsw i64 %1, 16
+  %145 = add nsw i64 %143, %144
+  %146 = mul nsw i64 %conv3.mb2112, 5
+  %147 = add nsw i64 %146, 3
+  %148 = mul nsw i64 %147, 32
+  %149 = add nsw i64 %145, %148
+  %150 = mul nsw i64 %conv3.nb2101, 16
+  %151 = add nsw i64 %149, %150
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %151
+  store <8 x float> %t212_c3_036, ptr %arena37, align 4
+  %t212_c3_138 = load <8 x float>, ptr %conv3.t212_c3_1, align 32
+  %152 = mul nsw i64 %0, 1568
+  %153 = add nsw i64 626944, %152
+  %154 = mul nsw i64 %1, 16
+  %155 = add nsw i64 %153, %154
+  %156 = mul nsw i64 %conv3.mb2112, 5
+  %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 32
   %159 = add nsw i64 %155, %158
-  %160 = mul nsw i64 %conv3.mb3382, 2
-  %161 = add nsw i64 %160, 1
-  %162 = mul nsw i64 %161, 32
-  %163 = add nsw i64 %159, %162
-  %164 = mul nsw i64 %conv3.nb3371, 32
-  %165 = add nsw i64 %163, %164
-  %166 = add nsw i64 %165, 24
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %166
-  store <8 x float> %t339_c1_334, ptr %arena35, align 4
-  %mb338.next = add nsw i64 %conv3.mb3382, 1
-  %167 = icmp slt i64 %mb338.next, 3
-  br i1 %167, label %conv3.mb338, label %conv3.mb338.end
+  %160 = mul nsw i64 %conv3.nb2101, 16
+  %161 = add nsw i64 %159, %160
+  %162 = add nsw i64 %161, 8
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %162
+  store <8 x float> %t212_c3_138, ptr %arena39, align 4
+  %t212_c4_040 = load <8 x float>, ptr %conv3.t212_c4_0, align 32
+  %163 = mul nsw i64 %0, 1568
+  %164 = add nsw i64 626944, %163
+  %165 = mul nsw i64 %1, 16
+  %166 = add nsw i64 %164, %165
+  %167 = mul nsw i64 %conv3.mb2112, 5
+  %168 = add nsw i64 %167, 4
+  %169 = mul nsw i64 %168, 32
+  %170 = add nsw i64 %166, %169
+  %171 = mul nsw i64 %conv3.nb2101, 16
+  %172 = add nsw i64 %170, %171
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %172
+  store <8 x float> %t212_c4_040, ptr %arena41, align 4
+  %t212_c4_142 = load <8 x float>, ptr %conv3.t212_c4_1, align 32
+  %173 = mul nsw i64 %0, 1568
+  %174 = add nsw i64 626944, %173
+  %175 = mul nsw i64 %1, 16
+  %176 = add nsw i64 %174, %175
+  %177 = mul nsw i64 %conv3.mb2112, 5
+  %178 = add nsw i64 %177, 4
+  %179 = mul nsw i64 %178, 32
+  %180 = add nsw i64 %176, %179
+  %181 = mul nsw i64 %conv3.nb2101, 16
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %183
+  store <8 x float> %t212_c4_142, ptr %arena43, align 4
+  %mb211.next = add nsw i64 %conv3.mb2112, 1
+  %184 = icmp slt i64 %mb211.next, 9
+  br i1 %184, label %conv3.mb211, label %conv3.mb211.end
 
-conv3.k342:                                       ; preds = %conv3.k342, %conv3.mb338.end
-  %conv3.k34236 = phi i64 [ 0, %conv3.mb338.end ], [ %k342.next, %conv3.k342 ]
-  %168 = mul nsw i64 %0, 512
-  %169 = add nsw i64 2412544, %168
-  %170 = mul nsw i64 %conv3.k34236, 32
-  %171 = add nsw i64 %169, %170
-  %172 = mul nsw i64 %conv3.nb3371, 32
-  %173 = add nsw i64 %171, %172
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %173
-  %174 = load <8 x float>, ptr %arena37, align 4
-  store <8 x float> %174, ptr %conv3.t341_b0, align 32
-  %175 = mul nsw i64 %0, 512
-  %176 = add nsw i64 2412544, %175
-  %177 = mul nsw i64 %conv3.k34236, 32
-  %178 = add nsw i64 %176, %177
-  %179 = mul nsw i64 %conv3.nb3371, 32
-  %180 = add nsw i64 %178, %179
-  %181 = add nsw i64 %180, 8
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %181
-  %182 = load <8 x float>, ptr %arena38, align 4
-  store <8 x float> %182, ptr %conv3.t341_b1, align 32
-  %183 = mul nsw i64 %0, 512
-  %184 = add nsw i64 2412544, %183
-  %185 = mul nsw i64 %conv3.k34236, 32
-  %186 = add nsw i64 %184, %185
-  %187 = mul nsw i64 %conv3.nb3371, 32
+conv3.k215:                                       ; preds = %conv3.k215, %conv3.mb211.end
+  %conv3.k21544 = phi i64 [ 0, %conv3.mb211.end ], [ %k215.next, %conv3.k215 ]
+  %185 = mul nsw i64 %0, 512
+  %186 = add nsw i64 2412544, %185
+  %187 = mul nsw i64 %1, 16
   %188 = add nsw i64 %186, %187
-  %189 = add nsw i64 %188, 16
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %189
-  %190 = load <8 x float>, ptr %arena39, align 4
-  store <8 x float> %190, ptr %conv3.t341_b2, align 32
-  %191 = mul nsw i64 %0, 512
-  %192 = add nsw i64 2412544, %191
-  %193 = mul nsw i64 %conv3.k34236, 32
-  %194 = add nsw i64 %192, %193
-  %195 = mul nsw i64 %conv3.nb3371, 32
-  %196 = add nsw i64 %194, %195
-  %197 = add nsw i64 %196, 24
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %197
-  %198 = load <8 x float>, ptr %arena40, align 4
-  store <8 x float> %198, ptr %conv3.t341_b3, align 32
-  %199 = mul nsw i64 %0, 784
-  %200 = add nsw i64 614400, %199
-  %201 = add nsw i64 %1, 6
-  %202 = mul nsw i64 %201, 7
-  %203 = mul nsw i64 %202, 16
-  %204 = add nsw i64 %200, %203
-  %205 = add nsw i64 %204, 96
-  %206 = add nsw i64 %205, %conv3.k34236
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %206
-  %207 = load float, ptr %arena41, align 4
-  %208 = insertelement <8 x float> undef, float %207, i32 0
-  %209 = shufflevector <8 x float> %208, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %209, ptr %conv3.t341_a0, align 32
-  %t341_a0 = load <8 x float>, ptr %conv3.t341_a0, align 32
-  %t341_b0 = load <8 x float>, ptr %conv3.t341_b0, align 32
-  %t341_c0_0 = load <8 x float>, ptr %conv3.t341_c0_0, align 32
-  %210 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t341_a0, <8 x float> %t341_b0, <8 x float> %t341_c0_0)
-  store <8 x float> %210, ptr %conv3.t341_c0_0, align 32
-  %t341_a042 = load <8 x float>, ptr %conv3.t341_a0, align 32
-  %t341_b1 = load <8 x float>, ptr %conv3.t341_b1, align 32
-  %t341_c0_1 = load <8 x float>, ptr %conv3.t341_c0_1, align 32
-  %211 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t341_a042, <8 x float> %t341_b1, <8 x float> %t341_c0_1)
-  store <8 x float> %211, ptr %conv3.t341_c0_1, align 32
-  %t341_a043 = load <8 x float>, ptr %conv3.t341_a0, align 32
-  %t341_b2 = load <8 x float>, ptr %conv3.t341_b2, align 32
-  %t341_c0_2 = load <8 x float>, ptr %conv3.t341_c0_2, align 32
-  %212 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t341_a043, <8 x float> %t341_b2, <8 x float> %t341_c0_2)
-  store <8 x float> %212, ptr %conv3.t341_c0_2, align 32
-  %t341_a044 = load <8 x float>, ptr %conv3.t341_a0, align 32
-  %t341_b3 = load <8 x float>, ptr %conv3.t341_b3, align 32
-  %t341_c0_3 = load <8 x float>, ptr %conv3.t341_c0_3, align 32
-  %213 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t341_a044, <8 x float> %t341_b3, <8 x float> %t341_c0_3)
-  store <8 x float> %213, ptr %conv3.t341_c0_3, align 32
-  %k342.next = add nsw i64 %conv3.k34236, 1
-  %214 = icmp slt i64 %k342.next, 16
-  br i1 %214, label %conv3.k342, label %conv3.k342.end
+  %189 = mul nsw i64 %conv3.k21544, 32
+  %190 = add nsw i64 %188, %189
+  %191 = mul nsw i64 %conv3.nb2101, 16
+  %192 = add nsw i64 %190, %191
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %192
+  %193 = load <8 x float>, ptr %arena45, align 4
+  store <8 x float> %193, ptr %conv3.t214_b0, align 32
+  %194 = mul nsw i64 %0, 512
+  %195 = add nsw i64 2412544, %194
+  %196 = mul nsw i64 %1, 16
+  %197 = add nsw i64 %195, %196
+  %198 = mul nsw i64 %conv3.k21544, 32
+  %199 = add nsw i64 %197, %198
+  %200 = mul nsw i64 %conv3.nb2101, 16
+  %201 = add nsw i64 %199, %200
+  %202 = add nsw i64 %201, 8
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %202
+  %203 = load <8 x float>, ptr %arena46, align 4
+  store <8 x float> %203, ptr %conv3.t214_b1, align 32
+  %204 = mul nsw i64 %0, 784
+  %205 = add nsw i64 614400, %204
+  %206 = add nsw i64 %205, 720
+  %207 = add nsw i64 %206, %conv3.k21544
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %207
+  %208 = load float, ptr %arena47, align 4
+  %209 = insertelement <8 x float> undef, float %208, i32 0
+  %210 = shufflevector <8 x float> %209, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %210, ptr %conv3.t214_a0, align 32
+  %t214_a0 = load <8 x float>, ptr %conv3.t214_a0, align 32
+  %t214_b0 = load <8 x float>, ptr %conv3.t214_b0, align 32
+  %t214_c0_0 = load <8 x float>, ptr %conv3.t214_c0_0, align 32
+  %211 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a0, <8 x float> %t214_b0, <8 x float> %t214_c0_0)
+  store <8 x float> %211, ptr %conv3.t214_c0_0, align 32
+  %t214_a048 = load <8 x float>, ptr %conv3.t214_a0, align 32
+  %t214_b1 = load <8 x float>, ptr %conv3.t214_b1, align 32
+  %t214_c0_1 = load <8 x float>, ptr %conv3.t214_c0_1, align 32
+  %212 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a048, <8 x float> %t214_b1, <8 x float> %t214_c0_1)
+  store <8 x float> %212, ptr %conv3.t214_c0_1, align 32
+  %213 = mul nsw i64 %0, 784
+  %214 = add nsw i64 614400, %213
+  %215 = add nsw i64 %214, 736
+  %216 = add nsw i64 %215, %conv3.k21544
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %216
+  %217 = load float, ptr %arena49, align 4
+  %218 = insertelement <8 x float> undef, float %217, i32 0
+  %219 = shufflevector <8 x float> %218, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %219, ptr %conv3.t214_a1, align 32
+  %t214_a1 = load <8 x float>, ptr %conv3.t214_a1, align 32
+  %t214_b050 = load <8 x float>, ptr %conv3.t214_b0, align 32
+  %t214_c1_0 = load <8 x float>, ptr %conv3.t214_c1_0, align 32
+  %220 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a1, <8 x float> %t214_b050, <8 x float> %t214_c1_0)
+  store <8 x float> %220, ptr %conv3.t214_c1_0, align 32
+  %t214_a151 = load <8 x float>, ptr %conv3.t214_a1, align 32
+  %t214_b152 = load <8 x float>, ptr %conv3.t214_b1, align 32
+  %t214_c1_1 = load <8 x float>, ptr %conv3.t214_c1_1, align 32
+  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a151, <8 x float> %t214_b152, <8 x float> %t214_c1_1)
+  store <8 x float> %221, ptr %conv3.t214_c1_1, align 32
+  %222 = mul nsw i64 %0, 784
+  %223 = add nsw i64 614400, %222
+  %224 = add nsw i64 %223, 752
+  %225 = add nsw i64 %224, %conv3.k21544
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %225
+  %226 = load float, ptr %arena53, align 4
+  %227 = insertelement <8 x float> undef, float %226, i32 0
+  %228 = shufflevector <8 x float> %227, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %228, ptr %conv3.t214_a2, align 32
+  %t214_a2 = load <8 x float>, ptr %conv3.t214_a2, align 32
+  %t214_b054 = load <8 x float>, ptr %conv3.t214_b0, align 32
+  %t214_c2_0 = load <8 x float>, ptr %conv3.t214_c2_0, align 32
+  %229 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a2, <8 x float> %t214_b054, <8 x float> %t214_c2_0)
+  store <8 x float> %229, ptr %conv3.t214_c2_0, align 32
+  %t214_a255 = load <8 x float>, ptr %conv3.t214_a2, align 32
+  %t214_b156 = load <8 x float>, ptr %conv3.t214_b1, align 32
+  %t214_c2_1 = load <8 x float>, ptr %conv3.t214_c2_1, align 32
+  %230 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a255, <8 x float> %t214_b156, <8 x float> %t214_c2_1)
+  store <8 x float> %230, ptr %conv3.t214_c2_1, align 32
+  %231 = mul nsw i64 %0, 784
+  %232 = add nsw i64 614400, %231
+  %233 = add nsw i64 %232, 768
+  %234 = add nsw i64 %233, %conv3.k21544
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %234
+  %235 = load float, ptr %arena57, align 4
+  %236 = insertelement <8 x float> undef, float %235, i32 0
+  %237 = shufflevector <8 x float> %236, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %237, ptr %conv3.t214_a3, align 32
+  %t214_a3 = load <8 x float>, ptr %conv3.t214_a3, align 32
+  %t214_b058 = load <8 x float>, ptr %conv3.t214_b0, align 32
+  %t214_c3_0 = load <8 x float>, ptr %conv3.t214_c3_0, align 32
+  %238 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a3, <8 x float> %t214_b058, <8 x float> %t214_c3_0)
+  store <8 x float> %238, ptr %conv3.t214_c3_0, align 32
+  %t214_a359 = load <8 x float>, ptr %conv3.t214_a3, align 32
+  %t214_b160 = load <8 x float>, ptr %conv3.t214_b1, align 32
+  %t214_c3_1 = load <8 x float>, ptr %conv3.t214_c3_1, align 32
+  %239 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a359, <8 x float> %t214_b160, <8 x float> %t214_c3_1)
+  store <8 x float> %239, ptr %conv3.t214_c3_1, align 32
+  %k215.next = add nsw i64 %conv3.k21544, 1
+  %240 = icmp slt i64 %k215.next, 16
+  br i1 %240, label %conv3.k215, label %conv3.k215.end
 
-conv3.k342.end:                                   ; preds = %conv3.k342
-  %t341_c0_045 = load <8 x float>, ptr %conv3.t341_c0_0, align 32
-  %215 = mul nsw i64 %0, 1568
-  %216 = add nsw i64 626944, %215
-  %217 = add nsw i64 %1, 6
-  %218 = mul nsw i64 %217, 7
-  %219 = mul nsw i64 %218, 32
-  %220 = add nsw i64 %216, %219
-  %221 = add nsw i64 %220, 192
-  %222 = mul nsw i64 %conv3.nb3371, 32
-  %223 = add nsw i64 %221, %222
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %223
-  store <8 x float> %t341_c0_045, ptr %arena46, align 4
-  %t341_c0_147 = load <8 x float>, ptr %conv3.t341_c0_1, align 32
-  %224 = mul nsw i64 %0, 1568
-  %225 = add nsw i64 626944, %224
-  %226 = add nsw i64 %1, 6
-  %227 = mul nsw i64 %226, 7
-  %228 = mul nsw i64 %227, 32
-  %229 = add nsw i64 %225, %228
-  %230 = add nsw i64 %229, 192
-  %231 = mul nsw i64 %conv3.nb3371, 32
-  %232 = add nsw i64 %230, %231
-  %233 = add nsw i64 %232, 8
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %233
-  store <8 x float> %t341_c0_147, ptr %arena48, align 4
-  %t341_c0_249 = load <8 x float>, ptr %conv3.t341_c0_2, align 32
-  %234 = mul nsw i64 %0, 1568
-  %235 = add nsw i64 626944, %234
-  %236 = add nsw i64 %1, 6
-  %237 = mul nsw i64 %236, 7
-  %238 = mul nsw i64 %237, 32
-  %239 = add nsw i64 %235, %238
-  %240 = add nsw i64 %239, 192
-  %241 = mul nsw i64 %conv3.nb3371, 32
-  %242 = add nsw i64 %240, %241
-  %243 = add nsw i64 %242, 16
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %243
-  store <8 x float> %t341_c0_249, ptr %arena50, align 4
-  %t341_c0_351 = load <8 x float>, ptr %conv3.t341_c0_3, align 32
-  %244 = mul nsw i64 %0, 1568
-  %245 = add nsw i64 626944, %244
-  %246 = add nsw i64 %1, 6
-  %247 = mul nsw i64 %246, 7
-  %248 = mul nsw i64 %247, 32
-  %249 = add nsw i64 %245, %248
-  %250 = add nsw i64 %249, 192
-  %251 = mul nsw i64 %conv3.nb3371, 32
-  %252 = add nsw i64 %250, %251
-  %253 = add nsw i64 %252, 24
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %253
-  store <8 x float> %t341_c0_351, ptr %arena52, align 4
-  %nb337.next = add nsw i64 %conv3.nb3371, 1
-  %254 = icmp slt i64 %nb337.next, 1
-  br i1 %254, label %conv3.nb337, label %conv3.nb337.end
+conv3.k215.end:                                   ; preds = %conv3.k215
+  %t214_c0_061 = load <8 x float>, ptr %conv3.t214_c0_0, align 32
+  %241 = mul nsw i64 %0, 1568
+  %242 = add nsw i64 626944, %241
+  %243 = mul nsw i64 %1, 16
+  %244 = add nsw i64 %242, %243
+  %245 = add nsw i64 %244, 1440
+  %246 = mul nsw i64 %conv3.nb2101, 16
+  %247 = add nsw i64 %245, %246
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %247
+  store <8 x float> %t214_c0_061, ptr %arena62, align 4
+  %t214_c0_163 = load <8 x float>, ptr %conv3.t214_c0_1, align 32
+  %248 = mul nsw i64 %0, 1568
+  %249 = add nsw i64 626944, %248
+  %250 = mul nsw i64 %1, 16
+  %251 = add nsw i64 %249, %250
+  %252 = add nsw i64 %251, 1440
+  %253 = mul nsw i64 %conv3.nb2101, 16
+  %254 = add nsw i64 %252, %253
+  %255 = add nsw i64 %254, 8
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %255
+  store <8 x float> %t214_c0_163, ptr %arena64, align 4
+  %t214_c1_065 = load <8 x float>, ptr %conv3.t214_c1_0, align 32
+  %256 = mul nsw i64 %0, 1568
+  %257 = add nsw i64 626944, %256
+  %258 = mul nsw i64 %1, 16
+  %259 = add nsw i64 %257, %258
+  %260 = add nsw i64 %259, 1472
+  %261 = mul nsw i64 %conv3.nb2101, 16
+  %262 = add nsw i64 %260, %261
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %262
+  store <8 x float> %t214_c1_065, ptr %arena66, align 4
+  %t214_c1_167 = load <8 x float>, ptr %conv3.t214_c1_1, align 32
+  %263 = mul nsw i64 %0, 1568
+  %264 = add nsw i64 626944, %263
+  %265 = mul nsw i64 %1, 16
+  %266 = add nsw i64 %264, %265
+  %267 = add nsw i64 %266, 1472
+  %268 = mul nsw i64 %conv3.nb2101, 16
+  %269 = add nsw i64 %267, %268
+  %270 = add nsw i64 %269, 8
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %270
+  store <8 x float> %t214_c1_167, ptr %arena68, align 4
+  %t214_c2_069 = load <8 x float>, ptr %conv3.t214_c2_0, align 32
+  %271 = mul nsw i64 %0, 1568
+  %272 = add nsw i64 626944, %271
+  %273 = mul nsw i64 %1, 16
+  %274 = add nsw i64 %272, %273
+  %275 = add nsw i64 %274, 1504
+  %276 = mul nsw i64 %conv3.nb2101, 16
+  %277 = add nsw i64 %275, %276
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %277
+  store <8 x float> %t214_c2_069, ptr %arena70, align 4
+  %t214_c2_171 = load <8 x float>, ptr %conv3.t214_c2_1, align 32
+  %278 = mul nsw i64 %0, 1568
+  %279 = add nsw i64 626944, %278
+  %280 = mul nsw i64 %1, 16
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 %281, 1504
+  %283 = mul nsw i64 %conv3.nb2101, 16
+  %284 = add nsw i64 %282, %283
+  %285 = add nsw i64 %284, 8
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %285
+  store <8 x float> %t214_c2_171, ptr %arena72, align 4
+  %t214_c3_073 = load <8 x float>, ptr %conv3.t214_c3_0, align 32
+  %286 = mul nsw i64 %0, 1568
+  %287 = add nsw i64 626944, %286
+  %288 = mul nsw i64 %1, 16
+  %289 = add nsw i64 %287, %288
+  %290 = add nsw i64 %289, 1536
+  %291 = mul nsw i64 %conv3.nb2101, 16
+  %292 = add nsw i64 %290, %291
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %292
+  store <8 x float> %t214_c3_073, ptr %arena74, align 4
+  %t214_c3_175 = load <8 x float>, ptr %conv3.t214_c3_1, align 32
+  %293 = mul nsw i64 %0, 1568
+  %294 = add nsw i64 626944, %293
+  %295 = mul nsw i64 %1, 16
+  %296 = add nsw i64 %294, %295
+  %297 = add nsw i64 %296, 1536
+  %298 = mul nsw i64 %conv3.nb2101, 16
+  %299 = add nsw i64 %297, %298
+  %300 = add nsw i64 %299, 8
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %300
+  store <8 x float> %t214_c3_175, ptr %arena76, align 4
+  %nb210.next = add nsw i64 %conv3.nb2101, 1
+  %301 = icmp slt i64 %nb210.next, 1
+  br i1 %301, label %conv3.nb210, label %conv3.nb210.end
 }
 
-define internal void @residual_infer_b64.k4.conv3.part235.task(ptr %0, i64 %1) {
+define internal void @residual_infer_b64.k4.conv3.part208.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -27162,115 +23062,115 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @residual_infer_b64.k4.conv3.part235(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @residual_infer_b64.k4.conv3.part208(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @residual_infer_b64.k5.gap(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part362.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part362.context, i32 0, i32 0
+  %part236.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part362.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part362.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part362.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part362.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part362.context, i32 0, i32 5
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 5
   store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part362.context, i32 0, i32 6
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 6
   store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part362.context, i32 0, i32 7
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 7
   store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part362.context, i32 0, i32 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 8
   store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part362.context, i32 0, i32 9
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 9
   store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part362.context, i32 0, i32 10
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part236.context, i32 0, i32 10
   store ptr %pool, ptr %10, align 8
   %11 = icmp eq ptr %pool, null
-  br i1 %11, label %gap.part362.serial, label %gap.part362.pool
+  br i1 %11, label %gap.part236.serial, label %gap.part236.pool
 
-gap.part362.pool:                                 ; preds = %entry
+gap.part236.pool:                                 ; preds = %entry
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @residual_infer_b64.k5.gap.part362.task, ptr %part362.context, i64 2)
-  br label %gap.part362.done
+  call void %run(ptr %pool, ptr @residual_infer_b64.k5.gap.part236.task, ptr %part236.context, i64 2)
+  br label %gap.part236.done
 
-gap.part362.serial:                               ; preds = %entry
-  br label %gap.part362
+gap.part236.serial:                               ; preds = %entry
+  br label %gap.part236
 
-gap.part362.done:                                 ; preds = %gap.part362.end, %gap.part362.pool
+gap.part236.done:                                 ; preds = %gap.part236.end, %gap.part236.pool
   ret void
 
-gap.part362:                                      ; preds = %gap.part362, %gap.part362.serial
-  %gap.part3621 = phi i64 [ 0, %gap.part362.serial ], [ %part362.next, %gap.part362 ]
-  call void @residual_infer_b64.k5.gap.part362(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %gap.part3621)
-  %part362.next = add nsw i64 %gap.part3621, 1
-  %12 = icmp slt i64 %part362.next, 2
-  br i1 %12, label %gap.part362, label %gap.part362.end
+gap.part236:                                      ; preds = %gap.part236, %gap.part236.serial
+  %gap.part2361 = phi i64 [ 0, %gap.part236.serial ], [ %part236.next, %gap.part236 ]
+  call void @residual_infer_b64.k5.gap.part236(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %gap.part2361)
+  %part236.next = add nsw i64 %gap.part2361, 1
+  %12 = icmp slt i64 %part236.next, 2
+  br i1 %12, label %gap.part236, label %gap.part236.end
 
-gap.part362.end:                                  ; preds = %gap.part362
-  br label %gap.part362.done
+gap.part236.end:                                  ; preds = %gap.part236
+  br label %gap.part236.done
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k5.gap.part362(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @residual_infer_b64.k5.gap.part236(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
-  %gap.sum372 = alloca float, align 4
-  %gap.sum371 = alloca float, align 4
-  %gap.sum370 = alloca float, align 4
-  %gap.sum369 = alloca float, align 4
-  %gap.sum368 = alloca float, align 4
-  %gap.sum367 = alloca float, align 4
-  %gap.sum366 = alloca float, align 4
-  %gap.acc364 = alloca <8 x float>, align 32
-  br label %gap.q363
+  %gap.sum246 = alloca float, align 4
+  %gap.sum245 = alloca float, align 4
+  %gap.sum244 = alloca float, align 4
+  %gap.sum243 = alloca float, align 4
+  %gap.sum242 = alloca float, align 4
+  %gap.sum241 = alloca float, align 4
+  %gap.sum240 = alloca float, align 4
+  %gap.acc238 = alloca <8 x float>, align 32
+  br label %gap.q237
 
-gap.q363:                                         ; preds = %gap.cv365.end, %entry
-  %gap.q3631 = phi i64 [ 0, %entry ], [ %q363.next, %gap.cv365.end ]
-  store <8 x float> zeroinitializer, ptr %gap.acc364, align 32
-  br label %gap.cv365
+gap.q237:                                         ; preds = %gap.cv239.end, %entry
+  %gap.q2371 = phi i64 [ 0, %entry ], [ %q237.next, %gap.cv239.end ]
+  store <8 x float> zeroinitializer, ptr %gap.acc238, align 32
+  br label %gap.cv239
 
-gap.q363.end:                                     ; preds = %gap.cv365.end
+gap.q237.end:                                     ; preds = %gap.cv239.end
   ret void
 
-gap.cv365:                                        ; preds = %gap.cv365, %gap.q363
-  %gap.cv3652 = phi i64 [ 0, %gap.q363 ], [ %cv365.next, %gap.cv365 ]
-  %acc364 = load <8 x float>, ptr %gap.acc364, align 32
+gap.cv239:                                        ; preds = %gap.cv239, %gap.q237
+  %gap.cv2392 = phi i64 [ 0, %gap.q237 ], [ %cv239.next, %gap.cv239 ]
+  %acc238 = load <8 x float>, ptr %gap.acc238, align 32
   %1 = mul nsw i64 %0, 1024
-  %2 = add nsw i64 %gap.q3631, %1
+  %2 = add nsw i64 %gap.q2371, %1
   %3 = mul nsw i64 %2, 196
   %4 = add nsw i64 200704, %3
-  %5 = mul nsw i64 %gap.cv3652, 8
+  %5 = mul nsw i64 %gap.cv2392, 8
   %6 = add nsw i64 %4, %5
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load <8 x float>, ptr %arena3, align 4
-  %8 = fadd <8 x float> %acc364, %7
-  store <8 x float> %8, ptr %gap.acc364, align 32
-  %cv365.next = add nsw i64 %gap.cv3652, 1
-  %9 = icmp slt i64 %cv365.next, 24
-  br i1 %9, label %gap.cv365, label %gap.cv365.end
+  %8 = fadd <8 x float> %acc238, %7
+  store <8 x float> %8, ptr %gap.acc238, align 32
+  %cv239.next = add nsw i64 %gap.cv2392, 1
+  %9 = icmp slt i64 %cv239.next, 24
+  br i1 %9, label %gap.cv239, label %gap.cv239.end
 
-gap.cv365.end:                                    ; preds = %gap.cv365
-  %acc3644 = load <8 x float>, ptr %gap.acc364, align 32
+gap.cv239.end:                                    ; preds = %gap.cv239
+  %acc2384 = load <8 x float>, ptr %gap.acc238, align 32
   %10 = mul nsw i64 %0, 1024
-  %11 = add nsw i64 %gap.q3631, %10
+  %11 = add nsw i64 %gap.q2371, %10
   %12 = mul nsw i64 %11, 196
   %13 = add nsw i64 200704, %12
   %14 = add nsw i64 %13, 192
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = call <8 x float> @llvm.masked.load.v8f32.p0(ptr %arena5, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false>, <8 x float> zeroinitializer)
-  %16 = fadd <8 x float> %acc3644, %15
-  store <8 x float> %16, ptr %gap.acc364, align 32
-  %acc3646 = load <8 x float>, ptr %gap.acc364, align 32
+  %16 = fadd <8 x float> %acc2384, %15
+  store <8 x float> %16, ptr %gap.acc238, align 32
+  %acc2386 = load <8 x float>, ptr %gap.acc238, align 32
   %17 = mul nsw i64 %0, 8
   %18 = add nsw i64 2048, %17
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %18
-  store <8 x float> %acc3646, ptr %arena7, align 4
+  store <8 x float> %acc2386, ptr %arena7, align 4
   %19 = mul nsw i64 %0, 8
   %20 = add nsw i64 2048, %19
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %20
@@ -27281,67 +23181,67 @@ gap.cv365.end:                                    ; preds = %gap.cv365
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %24
   %25 = load float, ptr %arena9, align 4
   %26 = fadd float %21, %25
-  store float %26, ptr %gap.sum366, align 4
-  %sum366 = load float, ptr %gap.sum366, align 4
+  store float %26, ptr %gap.sum240, align 4
+  %sum240 = load float, ptr %gap.sum240, align 4
   %27 = mul nsw i64 %0, 8
   %28 = add nsw i64 2048, %27
   %29 = add nsw i64 %28, 2
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %29
   %30 = load float, ptr %arena10, align 4
-  %31 = fadd float %sum366, %30
-  store float %31, ptr %gap.sum367, align 4
-  %sum367 = load float, ptr %gap.sum367, align 4
+  %31 = fadd float %sum240, %30
+  store float %31, ptr %gap.sum241, align 4
+  %sum241 = load float, ptr %gap.sum241, align 4
   %32 = mul nsw i64 %0, 8
   %33 = add nsw i64 2048, %32
   %34 = add nsw i64 %33, 3
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %34
   %35 = load float, ptr %arena11, align 4
-  %36 = fadd float %sum367, %35
-  store float %36, ptr %gap.sum368, align 4
-  %sum368 = load float, ptr %gap.sum368, align 4
+  %36 = fadd float %sum241, %35
+  store float %36, ptr %gap.sum242, align 4
+  %sum242 = load float, ptr %gap.sum242, align 4
   %37 = mul nsw i64 %0, 8
   %38 = add nsw i64 2048, %37
   %39 = add nsw i64 %38, 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %39
   %40 = load float, ptr %arena12, align 4
-  %41 = fadd float %sum368, %40
-  store float %41, ptr %gap.sum369, align 4
-  %sum369 = load float, ptr %gap.sum369, align 4
+  %41 = fadd float %sum242, %40
+  store float %41, ptr %gap.sum243, align 4
+  %sum243 = load float, ptr %gap.sum243, align 4
   %42 = mul nsw i64 %0, 8
   %43 = add nsw i64 2048, %42
   %44 = add nsw i64 %43, 5
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %44
   %45 = load float, ptr %arena13, align 4
-  %46 = fadd float %sum369, %45
-  store float %46, ptr %gap.sum370, align 4
-  %sum370 = load float, ptr %gap.sum370, align 4
+  %46 = fadd float %sum243, %45
+  store float %46, ptr %gap.sum244, align 4
+  %sum244 = load float, ptr %gap.sum244, align 4
   %47 = mul nsw i64 %0, 8
   %48 = add nsw i64 2048, %47
   %49 = add nsw i64 %48, 6
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load float, ptr %arena14, align 4
-  %51 = fadd float %sum370, %50
-  store float %51, ptr %gap.sum371, align 4
-  %sum371 = load float, ptr %gap.sum371, align 4
+  %51 = fadd float %sum244, %50
+  store float %51, ptr %gap.sum245, align 4
+  %sum245 = load float, ptr %gap.sum245, align 4
   %52 = mul nsw i64 %0, 8
   %53 = add nsw i64 2048, %52
   %54 = add nsw i64 %53, 7
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena15, align 4
-  %56 = fadd float %sum371, %55
-  store float %56, ptr %gap.sum372, align 4
-  %sum372 = load float, ptr %gap.sum372, align 4
-  %57 = fdiv float %sum372, 1.960000e+02
+  %56 = fadd float %sum245, %55
+  store float %56, ptr %gap.sum246, align 4
+  %sum246 = load float, ptr %gap.sum246, align 4
+  %57 = fdiv float %sum246, 1.960000e+02
   %58 = mul nsw i64 %0, 1024
-  %59 = add nsw i64 %gap.q3631, %58
+  %59 = add nsw i64 %gap.q2371, %58
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %59
   store float %57, ptr %arena16, align 4
-  %q363.next = add nsw i64 %gap.q3631, 1
-  %60 = icmp slt i64 %q363.next, 1024
-  br i1 %60, label %gap.q363, label %gap.q363.end
+  %q237.next = add nsw i64 %gap.q2371, 1
+  %60 = icmp slt i64 %q237.next, 1024
+  br i1 %60, label %gap.q237, label %gap.q237.end
 }
 
-define internal void @residual_infer_b64.k5.gap.part362.task(ptr %0, i64 %1) {
+define internal void @residual_infer_b64.k5.gap.part236.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -27365,7 +23265,7 @@ entry:
   %21 = load i64, ptr %20, align 4
   %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
   %23 = load ptr, ptr %22, align 8
-  call void @residual_infer_b64.k5.gap.part362(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  call void @residual_infer_b64.k5.gap.part236(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
@@ -27382,39 +23282,39 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 7120
   %arena3 = getelementptr inbounds float, ptr %arena, i64 2048
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 32, float 1.000000e+00, ptr %arena1, i32 32, ptr %params2, i32 32, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc.n373
+  br label %fc.n247
 
-fc.n373:                                          ; preds = %fc.u374.end, %entry
-  %fc.n3734 = phi i64 [ 0, %entry ], [ %n373.next, %fc.u374.end ]
-  br label %fc.u374
+fc.n247:                                          ; preds = %fc.u248.end, %entry
+  %fc.n2474 = phi i64 [ 0, %entry ], [ %n247.next, %fc.u248.end ]
+  br label %fc.u248
 
-fc.n373.end:                                      ; preds = %fc.u374.end
+fc.n247.end:                                      ; preds = %fc.u248.end
   ret void
 
-fc.u374:                                          ; preds = %fc.u374, %fc.n373
-  %fc.u3745 = phi i64 [ 0, %fc.n373 ], [ %u374.next, %fc.u374 ]
-  %0 = mul nsw i64 %fc.n3734, 10
+fc.u248:                                          ; preds = %fc.u248, %fc.n247
+  %fc.u2485 = phi i64 [ 0, %fc.n247 ], [ %u248.next, %fc.u248 ]
+  %0 = mul nsw i64 %fc.n2474, 10
   %1 = add nsw i64 2048, %0
-  %2 = add nsw i64 %1, %fc.u3745
+  %2 = add nsw i64 %1, %fc.u2485
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 7440, %fc.u3745
+  %4 = add nsw i64 7440, %fc.u2485
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc.n3734, 10
+  %7 = mul nsw i64 %fc.n2474, 10
   %8 = add nsw i64 2048, %7
-  %9 = add nsw i64 %8, %fc.u3745
+  %9 = add nsw i64 %8, %fc.u2485
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u374.next = add nsw i64 %fc.u3745, 1
-  %10 = icmp slt i64 %u374.next, 10
-  br i1 %10, label %fc.u374, label %fc.u374.end
+  %u248.next = add nsw i64 %fc.u2485, 1
+  %10 = icmp slt i64 %u248.next, 10
+  br i1 %10, label %fc.u248, label %fc.u248.end
 
-fc.u374.end:                                      ; preds = %fc.u374
-  %n373.next = add nsw i64 %fc.n3734, 1
-  %11 = icmp slt i64 %n373.next, 64
-  br i1 %11, label %fc.n373, label %fc.n373.end
+fc.u248.end:                                      ; preds = %fc.u248
+  %n247.next = add nsw i64 %fc.n2474, 1
+  %11 = icmp slt i64 %n247.next, 64
+  br i1 %11, label %fc.n247, label %fc.n247.end
 }
 
 attributes #0 = { "prefer-vector-width"="256" "target-cpu"="x86-64-v3" }

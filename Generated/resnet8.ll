@@ -36468,35 +36468,8 @@ adam.i2162.end:                                   ; preds = %adam.i2162
 
 define void @resnet8_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #2 {
 entry:
-  %part436.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %prepare.w315 = alloca float, align 4
-  %prepare.w314 = alloca float, align 4
-  %prepare.w313 = alloca float, align 4
-  %prepare.w312 = alloca float, align 4
-  %prepare.w311 = alloca float, align 4
-  %prepare.w310 = alloca float, align 4
-  %prepare.w309 = alloca float, align 4
-  %prepare.w308 = alloca float, align 4
-  %prepare.w307 = alloca float, align 4
-  %prepare.w306 = alloca float, align 4
-  %prepare.w305 = alloca float, align 4
-  %prepare.w304 = alloca float, align 4
-  %prepare.w303 = alloca float, align 4
-  %prepare.w302 = alloca float, align 4
-  %prepare.w301 = alloca float, align 4
-  %prepare.w300 = alloca float, align 4
-  %prepare.w299 = alloca float, align 4
-  %prepare.w298 = alloca float, align 4
-  %prepare.w297 = alloca float, align 4
-  %prepare.w296 = alloca float, align 4
-  %prepare.w295 = alloca float, align 4
-  %prepare.w294 = alloca float, align 4
-  %prepare.w293 = alloca float, align 4
-  %prepare.w292 = alloca float, align 4
-  %prepare.w291 = alloca float, align 4
-  %prepare.w290 = alloca float, align 4
-  %prepare.w289 = alloca float, align 4
-  %prepare.w288 = alloca float, align 4
+  %part439.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %part286.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
   %prepare.w163 = alloca float, align 4
   %prepare.w162 = alloca float, align 4
   %prepare.w161 = alloca float, align 4
@@ -36559,7 +36532,7 @@ entry:
 entry.then:                                       ; preds = %entry
   br label %prepare.ci32
 
-entry.endif:                                      ; preds = %prepare.part436.done, %entry
+entry.endif:                                      ; preds = %prepare.part439.done, %entry
   call void @resnet8_infer_b64.k0.stem_bn(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @resnet8_infer_b64.k1.stem(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @resnet8_infer_b64.k2.s1_bn1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
@@ -36969,811 +36942,1000 @@ prepare.ci134:                                    ; preds = %prepare.co135.end, 
   br label %prepare.co135
 
 prepare.ci134.end:                                ; preds = %prepare.co135.end
-  br label %prepare.ci286
+  %234 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part286.context, i32 0, i32 0
+  store ptr %params, ptr %234, align 8
+  %235 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part286.context, i32 0, i32 1
+  store ptr %grads, ptr %235, align 8
+  %236 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part286.context, i32 0, i32 2
+  store ptr %m, ptr %236, align 8
+  %237 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part286.context, i32 0, i32 3
+  store ptr %v, ptr %237, align 8
+  %238 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part286.context, i32 0, i32 4
+  store ptr %arena, ptr %238, align 8
+  %239 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part286.context, i32 0, i32 5
+  store ptr %images, ptr %239, align 8
+  %240 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part286.context, i32 0, i32 6
+  store ptr %labels, ptr %240, align 8
+  %241 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part286.context, i32 0, i32 7
+  store float %lr, ptr %241, align 4
+  %242 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part286.context, i32 0, i32 8
+  store i64 %step, ptr %242, align 4
+  %243 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part286.context, i32 0, i32 9
+  store i64 %seed, ptr %243, align 4
+  %244 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part286.context, i32 0, i32 10
+  store ptr %pool, ptr %244, align 8
+  %245 = icmp eq ptr %pool, null
+  br i1 %245, label %prepare.part286.serial, label %prepare.part286.pool
 
 prepare.co135:                                    ; preds = %prepare.co135, %prepare.ci134
   %prepare.co13564 = phi i64 [ 0, %prepare.ci134 ], [ %co135.next, %prepare.co135 ]
-  %234 = mul nsw i64 %prepare.co13564, 16
-  %235 = add nsw i64 %234, %prepare.ci13463
-  %236 = mul nsw i64 %235, 9
-  %237 = add nsw i64 2800, %236
-  %params65 = getelementptr inbounds float, ptr %params, i64 %237
-  %238 = load float, ptr %params65, align 4
-  store float %238, ptr %prepare.w136, align 4
-  %239 = mul nsw i64 %prepare.co13564, 16
-  %240 = add nsw i64 %239, %prepare.ci13463
-  %241 = mul nsw i64 %240, 9
-  %242 = add nsw i64 2800, %241
-  %params66 = getelementptr inbounds float, ptr %params, i64 %242
-  %243 = load float, ptr %params66, align 4
-  %244 = mul nsw i64 %prepare.co13564, 16
-  %245 = add nsw i64 %244, %prepare.ci13463
-  %246 = mul nsw i64 %245, 9
-  %247 = add nsw i64 2800, %246
-  %248 = add nsw i64 %247, 3
-  %params67 = getelementptr inbounds float, ptr %params, i64 %248
-  %249 = load float, ptr %params67, align 4
-  %250 = fadd float %243, %249
+  %246 = mul nsw i64 %prepare.co13564, 16
+  %247 = add nsw i64 %246, %prepare.ci13463
+  %248 = mul nsw i64 %247, 9
+  %249 = add nsw i64 2800, %248
+  %params65 = getelementptr inbounds float, ptr %params, i64 %249
+  %250 = load float, ptr %params65, align 4
+  store float %250, ptr %prepare.w136, align 4
   %251 = mul nsw i64 %prepare.co13564, 16
   %252 = add nsw i64 %251, %prepare.ci13463
   %253 = mul nsw i64 %252, 9
   %254 = add nsw i64 2800, %253
-  %255 = add nsw i64 %254, 6
-  %params68 = getelementptr inbounds float, ptr %params, i64 %255
-  %256 = load float, ptr %params68, align 4
-  %257 = fadd float %250, %256
-  %258 = fmul float %257, 5.000000e-01
-  store float %258, ptr %prepare.w137, align 4
-  %259 = mul nsw i64 %prepare.co13564, 16
-  %260 = add nsw i64 %259, %prepare.ci13463
-  %261 = mul nsw i64 %260, 9
-  %262 = add nsw i64 2800, %261
-  %params69 = getelementptr inbounds float, ptr %params, i64 %262
-  %263 = load float, ptr %params69, align 4
-  %264 = mul nsw i64 %prepare.co13564, 16
-  %265 = add nsw i64 %264, %prepare.ci13463
-  %266 = mul nsw i64 %265, 9
-  %267 = add nsw i64 2800, %266
-  %268 = add nsw i64 %267, 6
-  %params70 = getelementptr inbounds float, ptr %params, i64 %268
-  %269 = load float, ptr %params70, align 4
-  %270 = fadd float %263, %269
+  %params66 = getelementptr inbounds float, ptr %params, i64 %254
+  %255 = load float, ptr %params66, align 4
+  %256 = mul nsw i64 %prepare.co13564, 16
+  %257 = add nsw i64 %256, %prepare.ci13463
+  %258 = mul nsw i64 %257, 9
+  %259 = add nsw i64 2800, %258
+  %260 = add nsw i64 %259, 3
+  %params67 = getelementptr inbounds float, ptr %params, i64 %260
+  %261 = load float, ptr %params67, align 4
+  %262 = fadd float %255, %261
+  %263 = mul nsw i64 %prepare.co13564, 16
+  %264 = add nsw i64 %263, %prepare.ci13463
+  %265 = mul nsw i64 %264, 9
+  %266 = add nsw i64 2800, %265
+  %267 = add nsw i64 %266, 6
+  %params68 = getelementptr inbounds float, ptr %params, i64 %267
+  %268 = load float, ptr %params68, align 4
+  %269 = fadd float %262, %268
+  %270 = fmul float %269, 5.000000e-01
+  store float %270, ptr %prepare.w137, align 4
   %271 = mul nsw i64 %prepare.co13564, 16
   %272 = add nsw i64 %271, %prepare.ci13463
   %273 = mul nsw i64 %272, 9
   %274 = add nsw i64 2800, %273
-  %275 = add nsw i64 %274, 3
-  %params71 = getelementptr inbounds float, ptr %params, i64 %275
-  %276 = load float, ptr %params71, align 4
-  %277 = fsub float %270, %276
-  %278 = fmul float %277, 5.000000e-01
-  store float %278, ptr %prepare.w138, align 4
-  %279 = mul nsw i64 %prepare.co13564, 16
-  %280 = add nsw i64 %279, %prepare.ci13463
-  %281 = mul nsw i64 %280, 9
-  %282 = add nsw i64 2800, %281
-  %283 = add nsw i64 %282, 6
-  %params72 = getelementptr inbounds float, ptr %params, i64 %283
-  %284 = load float, ptr %params72, align 4
-  store float %284, ptr %prepare.w139, align 4
-  %285 = mul nsw i64 %prepare.co13564, 16
-  %286 = add nsw i64 %285, %prepare.ci13463
-  %287 = mul nsw i64 %286, 9
-  %288 = add nsw i64 2800, %287
-  %289 = add nsw i64 %288, 1
-  %params73 = getelementptr inbounds float, ptr %params, i64 %289
-  %290 = load float, ptr %params73, align 4
-  store float %290, ptr %prepare.w140, align 4
+  %params69 = getelementptr inbounds float, ptr %params, i64 %274
+  %275 = load float, ptr %params69, align 4
+  %276 = mul nsw i64 %prepare.co13564, 16
+  %277 = add nsw i64 %276, %prepare.ci13463
+  %278 = mul nsw i64 %277, 9
+  %279 = add nsw i64 2800, %278
+  %280 = add nsw i64 %279, 6
+  %params70 = getelementptr inbounds float, ptr %params, i64 %280
+  %281 = load float, ptr %params70, align 4
+  %282 = fadd float %275, %281
+  %283 = mul nsw i64 %prepare.co13564, 16
+  %284 = add nsw i64 %283, %prepare.ci13463
+  %285 = mul nsw i64 %284, 9
+  %286 = add nsw i64 2800, %285
+  %287 = add nsw i64 %286, 3
+  %params71 = getelementptr inbounds float, ptr %params, i64 %287
+  %288 = load float, ptr %params71, align 4
+  %289 = fsub float %282, %288
+  %290 = fmul float %289, 5.000000e-01
+  store float %290, ptr %prepare.w138, align 4
   %291 = mul nsw i64 %prepare.co13564, 16
   %292 = add nsw i64 %291, %prepare.ci13463
   %293 = mul nsw i64 %292, 9
   %294 = add nsw i64 2800, %293
-  %295 = add nsw i64 %294, 1
-  %params74 = getelementptr inbounds float, ptr %params, i64 %295
-  %296 = load float, ptr %params74, align 4
+  %295 = add nsw i64 %294, 6
+  %params72 = getelementptr inbounds float, ptr %params, i64 %295
+  %296 = load float, ptr %params72, align 4
+  store float %296, ptr %prepare.w139, align 4
   %297 = mul nsw i64 %prepare.co13564, 16
   %298 = add nsw i64 %297, %prepare.ci13463
   %299 = mul nsw i64 %298, 9
   %300 = add nsw i64 2800, %299
-  %301 = add nsw i64 %300, 4
-  %params75 = getelementptr inbounds float, ptr %params, i64 %301
-  %302 = load float, ptr %params75, align 4
-  %303 = fadd float %296, %302
-  %304 = mul nsw i64 %prepare.co13564, 16
-  %305 = add nsw i64 %304, %prepare.ci13463
-  %306 = mul nsw i64 %305, 9
-  %307 = add nsw i64 2800, %306
-  %308 = add nsw i64 %307, 7
-  %params76 = getelementptr inbounds float, ptr %params, i64 %308
-  %309 = load float, ptr %params76, align 4
-  %310 = fadd float %303, %309
-  %311 = fmul float %310, 5.000000e-01
-  store float %311, ptr %prepare.w141, align 4
-  %312 = mul nsw i64 %prepare.co13564, 16
-  %313 = add nsw i64 %312, %prepare.ci13463
-  %314 = mul nsw i64 %313, 9
-  %315 = add nsw i64 2800, %314
-  %316 = add nsw i64 %315, 1
-  %params77 = getelementptr inbounds float, ptr %params, i64 %316
-  %317 = load float, ptr %params77, align 4
-  %318 = mul nsw i64 %prepare.co13564, 16
-  %319 = add nsw i64 %318, %prepare.ci13463
-  %320 = mul nsw i64 %319, 9
-  %321 = add nsw i64 2800, %320
-  %322 = add nsw i64 %321, 7
-  %params78 = getelementptr inbounds float, ptr %params, i64 %322
-  %323 = load float, ptr %params78, align 4
-  %324 = fadd float %317, %323
-  %325 = mul nsw i64 %prepare.co13564, 16
-  %326 = add nsw i64 %325, %prepare.ci13463
-  %327 = mul nsw i64 %326, 9
-  %328 = add nsw i64 2800, %327
-  %329 = add nsw i64 %328, 4
-  %params79 = getelementptr inbounds float, ptr %params, i64 %329
-  %330 = load float, ptr %params79, align 4
-  %331 = fsub float %324, %330
-  %332 = fmul float %331, 5.000000e-01
-  store float %332, ptr %prepare.w142, align 4
-  %333 = mul nsw i64 %prepare.co13564, 16
-  %334 = add nsw i64 %333, %prepare.ci13463
-  %335 = mul nsw i64 %334, 9
-  %336 = add nsw i64 2800, %335
-  %337 = add nsw i64 %336, 7
-  %params80 = getelementptr inbounds float, ptr %params, i64 %337
-  %338 = load float, ptr %params80, align 4
-  store float %338, ptr %prepare.w143, align 4
-  %339 = mul nsw i64 %prepare.co13564, 16
-  %340 = add nsw i64 %339, %prepare.ci13463
-  %341 = mul nsw i64 %340, 9
-  %342 = add nsw i64 2800, %341
-  %343 = add nsw i64 %342, 2
-  %params81 = getelementptr inbounds float, ptr %params, i64 %343
-  %344 = load float, ptr %params81, align 4
-  store float %344, ptr %prepare.w144, align 4
+  %301 = add nsw i64 %300, 1
+  %params73 = getelementptr inbounds float, ptr %params, i64 %301
+  %302 = load float, ptr %params73, align 4
+  store float %302, ptr %prepare.w140, align 4
+  %303 = mul nsw i64 %prepare.co13564, 16
+  %304 = add nsw i64 %303, %prepare.ci13463
+  %305 = mul nsw i64 %304, 9
+  %306 = add nsw i64 2800, %305
+  %307 = add nsw i64 %306, 1
+  %params74 = getelementptr inbounds float, ptr %params, i64 %307
+  %308 = load float, ptr %params74, align 4
+  %309 = mul nsw i64 %prepare.co13564, 16
+  %310 = add nsw i64 %309, %prepare.ci13463
+  %311 = mul nsw i64 %310, 9
+  %312 = add nsw i64 2800, %311
+  %313 = add nsw i64 %312, 4
+  %params75 = getelementptr inbounds float, ptr %params, i64 %313
+  %314 = load float, ptr %params75, align 4
+  %315 = fadd float %308, %314
+  %316 = mul nsw i64 %prepare.co13564, 16
+  %317 = add nsw i64 %316, %prepare.ci13463
+  %318 = mul nsw i64 %317, 9
+  %319 = add nsw i64 2800, %318
+  %320 = add nsw i64 %319, 7
+  %params76 = getelementptr inbounds float, ptr %params, i64 %320
+  %321 = load float, ptr %params76, align 4
+  %322 = fadd float %315, %321
+  %323 = fmul float %322, 5.000000e-01
+  store float %323, ptr %prepare.w141, align 4
+  %324 = mul nsw i64 %prepare.co13564, 16
+  %325 = add nsw i64 %324, %prepare.ci13463
+  %326 = mul nsw i64 %325, 9
+  %327 = add nsw i64 2800, %326
+  %328 = add nsw i64 %327, 1
+  %params77 = getelementptr inbounds float, ptr %params, i64 %328
+  %329 = load float, ptr %params77, align 4
+  %330 = mul nsw i64 %prepare.co13564, 16
+  %331 = add nsw i64 %330, %prepare.ci13463
+  %332 = mul nsw i64 %331, 9
+  %333 = add nsw i64 2800, %332
+  %334 = add nsw i64 %333, 7
+  %params78 = getelementptr inbounds float, ptr %params, i64 %334
+  %335 = load float, ptr %params78, align 4
+  %336 = fadd float %329, %335
+  %337 = mul nsw i64 %prepare.co13564, 16
+  %338 = add nsw i64 %337, %prepare.ci13463
+  %339 = mul nsw i64 %338, 9
+  %340 = add nsw i64 2800, %339
+  %341 = add nsw i64 %340, 4
+  %params79 = getelementptr inbounds float, ptr %params, i64 %341
+  %342 = load float, ptr %params79, align 4
+  %343 = fsub float %336, %342
+  %344 = fmul float %343, 5.000000e-01
+  store float %344, ptr %prepare.w142, align 4
   %345 = mul nsw i64 %prepare.co13564, 16
   %346 = add nsw i64 %345, %prepare.ci13463
   %347 = mul nsw i64 %346, 9
   %348 = add nsw i64 2800, %347
-  %349 = add nsw i64 %348, 2
-  %params82 = getelementptr inbounds float, ptr %params, i64 %349
-  %350 = load float, ptr %params82, align 4
+  %349 = add nsw i64 %348, 7
+  %params80 = getelementptr inbounds float, ptr %params, i64 %349
+  %350 = load float, ptr %params80, align 4
+  store float %350, ptr %prepare.w143, align 4
   %351 = mul nsw i64 %prepare.co13564, 16
   %352 = add nsw i64 %351, %prepare.ci13463
   %353 = mul nsw i64 %352, 9
   %354 = add nsw i64 2800, %353
-  %355 = add nsw i64 %354, 5
-  %params83 = getelementptr inbounds float, ptr %params, i64 %355
-  %356 = load float, ptr %params83, align 4
-  %357 = fadd float %350, %356
-  %358 = mul nsw i64 %prepare.co13564, 16
-  %359 = add nsw i64 %358, %prepare.ci13463
-  %360 = mul nsw i64 %359, 9
-  %361 = add nsw i64 2800, %360
-  %362 = add nsw i64 %361, 8
-  %params84 = getelementptr inbounds float, ptr %params, i64 %362
-  %363 = load float, ptr %params84, align 4
-  %364 = fadd float %357, %363
-  %365 = fmul float %364, 5.000000e-01
-  store float %365, ptr %prepare.w145, align 4
-  %366 = mul nsw i64 %prepare.co13564, 16
-  %367 = add nsw i64 %366, %prepare.ci13463
-  %368 = mul nsw i64 %367, 9
-  %369 = add nsw i64 2800, %368
-  %370 = add nsw i64 %369, 2
-  %params85 = getelementptr inbounds float, ptr %params, i64 %370
-  %371 = load float, ptr %params85, align 4
-  %372 = mul nsw i64 %prepare.co13564, 16
-  %373 = add nsw i64 %372, %prepare.ci13463
-  %374 = mul nsw i64 %373, 9
-  %375 = add nsw i64 2800, %374
-  %376 = add nsw i64 %375, 8
-  %params86 = getelementptr inbounds float, ptr %params, i64 %376
-  %377 = load float, ptr %params86, align 4
-  %378 = fadd float %371, %377
-  %379 = mul nsw i64 %prepare.co13564, 16
-  %380 = add nsw i64 %379, %prepare.ci13463
-  %381 = mul nsw i64 %380, 9
-  %382 = add nsw i64 2800, %381
-  %383 = add nsw i64 %382, 5
-  %params87 = getelementptr inbounds float, ptr %params, i64 %383
-  %384 = load float, ptr %params87, align 4
-  %385 = fsub float %378, %384
-  %386 = fmul float %385, 5.000000e-01
-  store float %386, ptr %prepare.w146, align 4
-  %387 = mul nsw i64 %prepare.co13564, 16
-  %388 = add nsw i64 %387, %prepare.ci13463
-  %389 = mul nsw i64 %388, 9
-  %390 = add nsw i64 2800, %389
-  %391 = add nsw i64 %390, 8
-  %params88 = getelementptr inbounds float, ptr %params, i64 %391
-  %392 = load float, ptr %params88, align 4
-  store float %392, ptr %prepare.w147, align 4
+  %355 = add nsw i64 %354, 2
+  %params81 = getelementptr inbounds float, ptr %params, i64 %355
+  %356 = load float, ptr %params81, align 4
+  store float %356, ptr %prepare.w144, align 4
+  %357 = mul nsw i64 %prepare.co13564, 16
+  %358 = add nsw i64 %357, %prepare.ci13463
+  %359 = mul nsw i64 %358, 9
+  %360 = add nsw i64 2800, %359
+  %361 = add nsw i64 %360, 2
+  %params82 = getelementptr inbounds float, ptr %params, i64 %361
+  %362 = load float, ptr %params82, align 4
+  %363 = mul nsw i64 %prepare.co13564, 16
+  %364 = add nsw i64 %363, %prepare.ci13463
+  %365 = mul nsw i64 %364, 9
+  %366 = add nsw i64 2800, %365
+  %367 = add nsw i64 %366, 5
+  %params83 = getelementptr inbounds float, ptr %params, i64 %367
+  %368 = load float, ptr %params83, align 4
+  %369 = fadd float %362, %368
+  %370 = mul nsw i64 %prepare.co13564, 16
+  %371 = add nsw i64 %370, %prepare.ci13463
+  %372 = mul nsw i64 %371, 9
+  %373 = add nsw i64 2800, %372
+  %374 = add nsw i64 %373, 8
+  %params84 = getelementptr inbounds float, ptr %params, i64 %374
+  %375 = load float, ptr %params84, align 4
+  %376 = fadd float %369, %375
+  %377 = fmul float %376, 5.000000e-01
+  store float %377, ptr %prepare.w145, align 4
+  %378 = mul nsw i64 %prepare.co13564, 16
+  %379 = add nsw i64 %378, %prepare.ci13463
+  %380 = mul nsw i64 %379, 9
+  %381 = add nsw i64 2800, %380
+  %382 = add nsw i64 %381, 2
+  %params85 = getelementptr inbounds float, ptr %params, i64 %382
+  %383 = load float, ptr %params85, align 4
+  %384 = mul nsw i64 %prepare.co13564, 16
+  %385 = add nsw i64 %384, %prepare.ci13463
+  %386 = mul nsw i64 %385, 9
+  %387 = add nsw i64 2800, %386
+  %388 = add nsw i64 %387, 8
+  %params86 = getelementptr inbounds float, ptr %params, i64 %388
+  %389 = load float, ptr %params86, align 4
+  %390 = fadd float %383, %389
+  %391 = mul nsw i64 %prepare.co13564, 16
+  %392 = add nsw i64 %391, %prepare.ci13463
+  %393 = mul nsw i64 %392, 9
+  %394 = add nsw i64 2800, %393
+  %395 = add nsw i64 %394, 5
+  %params87 = getelementptr inbounds float, ptr %params, i64 %395
+  %396 = load float, ptr %params87, align 4
+  %397 = fsub float %390, %396
+  %398 = fmul float %397, 5.000000e-01
+  store float %398, ptr %prepare.w146, align 4
+  %399 = mul nsw i64 %prepare.co13564, 16
+  %400 = add nsw i64 %399, %prepare.ci13463
+  %401 = mul nsw i64 %400, 9
+  %402 = add nsw i64 2800, %401
+  %403 = add nsw i64 %402, 8
+  %params88 = getelementptr inbounds float, ptr %params, i64 %403
+  %404 = load float, ptr %params88, align 4
+  store float %404, ptr %prepare.w147, align 4
   %w136 = load float, ptr %prepare.w136, align 4
   store float %w136, ptr %prepare.w148, align 4
   %w13689 = load float, ptr %prepare.w136, align 4
   %w140 = load float, ptr %prepare.w140, align 4
-  %393 = fadd float %w13689, %w140
+  %405 = fadd float %w13689, %w140
   %w144 = load float, ptr %prepare.w144, align 4
-  %394 = fadd float %393, %w144
-  %395 = fmul float %394, 5.000000e-01
-  store float %395, ptr %prepare.w149, align 4
+  %406 = fadd float %405, %w144
+  %407 = fmul float %406, 5.000000e-01
+  store float %407, ptr %prepare.w149, align 4
   %w13690 = load float, ptr %prepare.w136, align 4
   %w14491 = load float, ptr %prepare.w144, align 4
-  %396 = fadd float %w13690, %w14491
+  %408 = fadd float %w13690, %w14491
   %w14092 = load float, ptr %prepare.w140, align 4
-  %397 = fsub float %396, %w14092
-  %398 = fmul float %397, 5.000000e-01
-  store float %398, ptr %prepare.w150, align 4
+  %409 = fsub float %408, %w14092
+  %410 = fmul float %409, 5.000000e-01
+  store float %410, ptr %prepare.w150, align 4
   %w14493 = load float, ptr %prepare.w144, align 4
   store float %w14493, ptr %prepare.w151, align 4
   %w137 = load float, ptr %prepare.w137, align 4
   store float %w137, ptr %prepare.w152, align 4
   %w13794 = load float, ptr %prepare.w137, align 4
   %w141 = load float, ptr %prepare.w141, align 4
-  %399 = fadd float %w13794, %w141
+  %411 = fadd float %w13794, %w141
   %w145 = load float, ptr %prepare.w145, align 4
-  %400 = fadd float %399, %w145
-  %401 = fmul float %400, 5.000000e-01
-  store float %401, ptr %prepare.w153, align 4
+  %412 = fadd float %411, %w145
+  %413 = fmul float %412, 5.000000e-01
+  store float %413, ptr %prepare.w153, align 4
   %w13795 = load float, ptr %prepare.w137, align 4
   %w14596 = load float, ptr %prepare.w145, align 4
-  %402 = fadd float %w13795, %w14596
+  %414 = fadd float %w13795, %w14596
   %w14197 = load float, ptr %prepare.w141, align 4
-  %403 = fsub float %402, %w14197
-  %404 = fmul float %403, 5.000000e-01
-  store float %404, ptr %prepare.w154, align 4
+  %415 = fsub float %414, %w14197
+  %416 = fmul float %415, 5.000000e-01
+  store float %416, ptr %prepare.w154, align 4
   %w14598 = load float, ptr %prepare.w145, align 4
   store float %w14598, ptr %prepare.w155, align 4
   %w138 = load float, ptr %prepare.w138, align 4
   store float %w138, ptr %prepare.w156, align 4
   %w13899 = load float, ptr %prepare.w138, align 4
   %w142 = load float, ptr %prepare.w142, align 4
-  %405 = fadd float %w13899, %w142
+  %417 = fadd float %w13899, %w142
   %w146 = load float, ptr %prepare.w146, align 4
-  %406 = fadd float %405, %w146
-  %407 = fmul float %406, 5.000000e-01
-  store float %407, ptr %prepare.w157, align 4
+  %418 = fadd float %417, %w146
+  %419 = fmul float %418, 5.000000e-01
+  store float %419, ptr %prepare.w157, align 4
   %w138100 = load float, ptr %prepare.w138, align 4
   %w146101 = load float, ptr %prepare.w146, align 4
-  %408 = fadd float %w138100, %w146101
+  %420 = fadd float %w138100, %w146101
   %w142102 = load float, ptr %prepare.w142, align 4
-  %409 = fsub float %408, %w142102
-  %410 = fmul float %409, 5.000000e-01
-  store float %410, ptr %prepare.w158, align 4
+  %421 = fsub float %420, %w142102
+  %422 = fmul float %421, 5.000000e-01
+  store float %422, ptr %prepare.w158, align 4
   %w146103 = load float, ptr %prepare.w146, align 4
   store float %w146103, ptr %prepare.w159, align 4
   %w139 = load float, ptr %prepare.w139, align 4
   store float %w139, ptr %prepare.w160, align 4
   %w139104 = load float, ptr %prepare.w139, align 4
   %w143 = load float, ptr %prepare.w143, align 4
-  %411 = fadd float %w139104, %w143
+  %423 = fadd float %w139104, %w143
   %w147 = load float, ptr %prepare.w147, align 4
-  %412 = fadd float %411, %w147
-  %413 = fmul float %412, 5.000000e-01
-  store float %413, ptr %prepare.w161, align 4
+  %424 = fadd float %423, %w147
+  %425 = fmul float %424, 5.000000e-01
+  store float %425, ptr %prepare.w161, align 4
   %w139105 = load float, ptr %prepare.w139, align 4
   %w147106 = load float, ptr %prepare.w147, align 4
-  %414 = fadd float %w139105, %w147106
+  %426 = fadd float %w139105, %w147106
   %w143107 = load float, ptr %prepare.w143, align 4
-  %415 = fsub float %414, %w143107
-  %416 = fmul float %415, 5.000000e-01
-  store float %416, ptr %prepare.w162, align 4
+  %427 = fsub float %426, %w143107
+  %428 = fmul float %427, 5.000000e-01
+  store float %428, ptr %prepare.w162, align 4
   %w147108 = load float, ptr %prepare.w147, align 4
   store float %w147108, ptr %prepare.w163, align 4
   %w148 = load float, ptr %prepare.w148, align 4
-  %417 = mul nsw i64 %prepare.ci13463, 16
-  %418 = add nsw i64 3336288, %417
-  %419 = add nsw i64 %418, %prepare.co13564
-  %arena109 = getelementptr inbounds float, ptr %arena, i64 %419
+  %429 = mul nsw i64 %prepare.ci13463, 16
+  %430 = add nsw i64 3336288, %429
+  %431 = add nsw i64 %430, %prepare.co13564
+  %arena109 = getelementptr inbounds float, ptr %arena, i64 %431
   store float %w148, ptr %arena109, align 4
   %w149 = load float, ptr %prepare.w149, align 4
-  %420 = mul nsw i64 %prepare.ci13463, 16
-  %421 = add nsw i64 3336544, %420
-  %422 = add nsw i64 %421, %prepare.co13564
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 %422
+  %432 = mul nsw i64 %prepare.ci13463, 16
+  %433 = add nsw i64 3336544, %432
+  %434 = add nsw i64 %433, %prepare.co13564
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 %434
   store float %w149, ptr %arena110, align 4
   %w150 = load float, ptr %prepare.w150, align 4
-  %423 = mul nsw i64 %prepare.ci13463, 16
-  %424 = add nsw i64 3336800, %423
-  %425 = add nsw i64 %424, %prepare.co13564
-  %arena111 = getelementptr inbounds float, ptr %arena, i64 %425
+  %435 = mul nsw i64 %prepare.ci13463, 16
+  %436 = add nsw i64 3336800, %435
+  %437 = add nsw i64 %436, %prepare.co13564
+  %arena111 = getelementptr inbounds float, ptr %arena, i64 %437
   store float %w150, ptr %arena111, align 4
   %w151 = load float, ptr %prepare.w151, align 4
-  %426 = mul nsw i64 %prepare.ci13463, 16
-  %427 = add nsw i64 3337056, %426
-  %428 = add nsw i64 %427, %prepare.co13564
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 %428
+  %438 = mul nsw i64 %prepare.ci13463, 16
+  %439 = add nsw i64 3337056, %438
+  %440 = add nsw i64 %439, %prepare.co13564
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 %440
   store float %w151, ptr %arena112, align 4
   %w152 = load float, ptr %prepare.w152, align 4
-  %429 = mul nsw i64 %prepare.ci13463, 16
-  %430 = add nsw i64 3337312, %429
-  %431 = add nsw i64 %430, %prepare.co13564
-  %arena113 = getelementptr inbounds float, ptr %arena, i64 %431
+  %441 = mul nsw i64 %prepare.ci13463, 16
+  %442 = add nsw i64 3337312, %441
+  %443 = add nsw i64 %442, %prepare.co13564
+  %arena113 = getelementptr inbounds float, ptr %arena, i64 %443
   store float %w152, ptr %arena113, align 4
   %w153 = load float, ptr %prepare.w153, align 4
-  %432 = mul nsw i64 %prepare.ci13463, 16
-  %433 = add nsw i64 3337568, %432
-  %434 = add nsw i64 %433, %prepare.co13564
-  %arena114 = getelementptr inbounds float, ptr %arena, i64 %434
+  %444 = mul nsw i64 %prepare.ci13463, 16
+  %445 = add nsw i64 3337568, %444
+  %446 = add nsw i64 %445, %prepare.co13564
+  %arena114 = getelementptr inbounds float, ptr %arena, i64 %446
   store float %w153, ptr %arena114, align 4
   %w154 = load float, ptr %prepare.w154, align 4
-  %435 = mul nsw i64 %prepare.ci13463, 16
-  %436 = add nsw i64 3337824, %435
-  %437 = add nsw i64 %436, %prepare.co13564
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %437
+  %447 = mul nsw i64 %prepare.ci13463, 16
+  %448 = add nsw i64 3337824, %447
+  %449 = add nsw i64 %448, %prepare.co13564
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 %449
   store float %w154, ptr %arena115, align 4
   %w155 = load float, ptr %prepare.w155, align 4
-  %438 = mul nsw i64 %prepare.ci13463, 16
-  %439 = add nsw i64 3338080, %438
-  %440 = add nsw i64 %439, %prepare.co13564
-  %arena116 = getelementptr inbounds float, ptr %arena, i64 %440
+  %450 = mul nsw i64 %prepare.ci13463, 16
+  %451 = add nsw i64 3338080, %450
+  %452 = add nsw i64 %451, %prepare.co13564
+  %arena116 = getelementptr inbounds float, ptr %arena, i64 %452
   store float %w155, ptr %arena116, align 4
   %w156 = load float, ptr %prepare.w156, align 4
-  %441 = mul nsw i64 %prepare.ci13463, 16
-  %442 = add nsw i64 3338336, %441
-  %443 = add nsw i64 %442, %prepare.co13564
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 %443
+  %453 = mul nsw i64 %prepare.ci13463, 16
+  %454 = add nsw i64 3338336, %453
+  %455 = add nsw i64 %454, %prepare.co13564
+  %arena117 = getelementptr inbounds float, ptr %arena, i64 %455
   store float %w156, ptr %arena117, align 4
   %w157 = load float, ptr %prepare.w157, align 4
-  %444 = mul nsw i64 %prepare.ci13463, 16
-  %445 = add nsw i64 3338592, %444
-  %446 = add nsw i64 %445, %prepare.co13564
-  %arena118 = getelementptr inbounds float, ptr %arena, i64 %446
+  %456 = mul nsw i64 %prepare.ci13463, 16
+  %457 = add nsw i64 3338592, %456
+  %458 = add nsw i64 %457, %prepare.co13564
+  %arena118 = getelementptr inbounds float, ptr %arena, i64 %458
   store float %w157, ptr %arena118, align 4
   %w158 = load float, ptr %prepare.w158, align 4
-  %447 = mul nsw i64 %prepare.ci13463, 16
-  %448 = add nsw i64 3338848, %447
-  %449 = add nsw i64 %448, %prepare.co13564
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 %449
+  %459 = mul nsw i64 %prepare.ci13463, 16
+  %460 = add nsw i64 3338848, %459
+  %461 = add nsw i64 %460, %prepare.co13564
+  %arena119 = getelementptr inbounds float, ptr %arena, i64 %461
   store float %w158, ptr %arena119, align 4
   %w159 = load float, ptr %prepare.w159, align 4
-  %450 = mul nsw i64 %prepare.ci13463, 16
-  %451 = add nsw i64 3339104, %450
-  %452 = add nsw i64 %451, %prepare.co13564
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 %452
+  %462 = mul nsw i64 %prepare.ci13463, 16
+  %463 = add nsw i64 3339104, %462
+  %464 = add nsw i64 %463, %prepare.co13564
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %464
   store float %w159, ptr %arena120, align 4
   %w160 = load float, ptr %prepare.w160, align 4
-  %453 = mul nsw i64 %prepare.ci13463, 16
-  %454 = add nsw i64 3339360, %453
-  %455 = add nsw i64 %454, %prepare.co13564
-  %arena121 = getelementptr inbounds float, ptr %arena, i64 %455
+  %465 = mul nsw i64 %prepare.ci13463, 16
+  %466 = add nsw i64 3339360, %465
+  %467 = add nsw i64 %466, %prepare.co13564
+  %arena121 = getelementptr inbounds float, ptr %arena, i64 %467
   store float %w160, ptr %arena121, align 4
   %w161 = load float, ptr %prepare.w161, align 4
-  %456 = mul nsw i64 %prepare.ci13463, 16
-  %457 = add nsw i64 3339616, %456
-  %458 = add nsw i64 %457, %prepare.co13564
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 %458
+  %468 = mul nsw i64 %prepare.ci13463, 16
+  %469 = add nsw i64 3339616, %468
+  %470 = add nsw i64 %469, %prepare.co13564
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 %470
   store float %w161, ptr %arena122, align 4
   %w162 = load float, ptr %prepare.w162, align 4
-  %459 = mul nsw i64 %prepare.ci13463, 16
-  %460 = add nsw i64 3339872, %459
-  %461 = add nsw i64 %460, %prepare.co13564
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %461
+  %471 = mul nsw i64 %prepare.ci13463, 16
+  %472 = add nsw i64 3339872, %471
+  %473 = add nsw i64 %472, %prepare.co13564
+  %arena123 = getelementptr inbounds float, ptr %arena, i64 %473
   store float %w162, ptr %arena123, align 4
   %w163 = load float, ptr %prepare.w163, align 4
-  %462 = mul nsw i64 %prepare.ci13463, 16
-  %463 = add nsw i64 3340128, %462
-  %464 = add nsw i64 %463, %prepare.co13564
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %464
+  %474 = mul nsw i64 %prepare.ci13463, 16
+  %475 = add nsw i64 3340128, %474
+  %476 = add nsw i64 %475, %prepare.co13564
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 %476
   store float %w163, ptr %arena124, align 4
   %co135.next = add nsw i64 %prepare.co13564, 1
-  %465 = icmp slt i64 %co135.next, 16
-  br i1 %465, label %prepare.co135, label %prepare.co135.end
+  %477 = icmp slt i64 %co135.next, 16
+  br i1 %477, label %prepare.co135, label %prepare.co135.end
 
 prepare.co135.end:                                ; preds = %prepare.co135
   %ci134.next = add nsw i64 %prepare.ci13463, 1
-  %466 = icmp slt i64 %ci134.next, 16
-  br i1 %466, label %prepare.ci134, label %prepare.ci134.end
+  %478 = icmp slt i64 %ci134.next, 16
+  br i1 %478, label %prepare.ci134, label %prepare.ci134.end
 
-prepare.ci286:                                    ; preds = %prepare.co287.end, %prepare.ci134.end
-  %prepare.ci286125 = phi i64 [ 0, %prepare.ci134.end ], [ %ci286.next, %prepare.co287.end ]
-  br label %prepare.co287
-
-prepare.ci286.end:                                ; preds = %prepare.co287.end
-  %467 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part436.context, i32 0, i32 0
-  store ptr %params, ptr %467, align 8
-  %468 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part436.context, i32 0, i32 1
-  store ptr %grads, ptr %468, align 8
-  %469 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part436.context, i32 0, i32 2
-  store ptr %m, ptr %469, align 8
-  %470 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part436.context, i32 0, i32 3
-  store ptr %v, ptr %470, align 8
-  %471 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part436.context, i32 0, i32 4
-  store ptr %arena, ptr %471, align 8
-  %472 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part436.context, i32 0, i32 5
-  store ptr %images, ptr %472, align 8
-  %473 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part436.context, i32 0, i32 6
-  store ptr %labels, ptr %473, align 8
-  %474 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part436.context, i32 0, i32 7
-  store float %lr, ptr %474, align 4
-  %475 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part436.context, i32 0, i32 8
-  store i64 %step, ptr %475, align 4
-  %476 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part436.context, i32 0, i32 9
-  store i64 %seed, ptr %476, align 4
-  %477 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part436.context, i32 0, i32 10
-  store ptr %pool, ptr %477, align 8
-  %478 = icmp eq ptr %pool, null
-  br i1 %478, label %prepare.part436.serial, label %prepare.part436.pool
-
-prepare.co287:                                    ; preds = %prepare.co287, %prepare.ci286
-  %prepare.co287126 = phi i64 [ 0, %prepare.ci286 ], [ %co287.next, %prepare.co287 ]
-  %479 = mul nsw i64 %prepare.co287126, 32
-  %480 = add nsw i64 %479, %prepare.ci286125
-  %481 = mul nsw i64 %480, 9
-  %482 = add nsw i64 9808, %481
-  %params127 = getelementptr inbounds float, ptr %params, i64 %482
-  %483 = load float, ptr %params127, align 4
-  store float %483, ptr %prepare.w288, align 4
-  %484 = mul nsw i64 %prepare.co287126, 32
-  %485 = add nsw i64 %484, %prepare.ci286125
-  %486 = mul nsw i64 %485, 9
-  %487 = add nsw i64 9808, %486
-  %params128 = getelementptr inbounds float, ptr %params, i64 %487
-  %488 = load float, ptr %params128, align 4
-  %489 = mul nsw i64 %prepare.co287126, 32
-  %490 = add nsw i64 %489, %prepare.ci286125
-  %491 = mul nsw i64 %490, 9
-  %492 = add nsw i64 9808, %491
-  %493 = add nsw i64 %492, 3
-  %params129 = getelementptr inbounds float, ptr %params, i64 %493
-  %494 = load float, ptr %params129, align 4
-  %495 = fadd float %488, %494
-  %496 = mul nsw i64 %prepare.co287126, 32
-  %497 = add nsw i64 %496, %prepare.ci286125
-  %498 = mul nsw i64 %497, 9
-  %499 = add nsw i64 9808, %498
-  %500 = add nsw i64 %499, 6
-  %params130 = getelementptr inbounds float, ptr %params, i64 %500
-  %501 = load float, ptr %params130, align 4
-  %502 = fadd float %495, %501
-  %503 = fmul float %502, 5.000000e-01
-  store float %503, ptr %prepare.w289, align 4
-  %504 = mul nsw i64 %prepare.co287126, 32
-  %505 = add nsw i64 %504, %prepare.ci286125
-  %506 = mul nsw i64 %505, 9
-  %507 = add nsw i64 9808, %506
-  %params131 = getelementptr inbounds float, ptr %params, i64 %507
-  %508 = load float, ptr %params131, align 4
-  %509 = mul nsw i64 %prepare.co287126, 32
-  %510 = add nsw i64 %509, %prepare.ci286125
-  %511 = mul nsw i64 %510, 9
-  %512 = add nsw i64 9808, %511
-  %513 = add nsw i64 %512, 6
-  %params132 = getelementptr inbounds float, ptr %params, i64 %513
-  %514 = load float, ptr %params132, align 4
-  %515 = fadd float %508, %514
-  %516 = mul nsw i64 %prepare.co287126, 32
-  %517 = add nsw i64 %516, %prepare.ci286125
-  %518 = mul nsw i64 %517, 9
-  %519 = add nsw i64 9808, %518
-  %520 = add nsw i64 %519, 3
-  %params133 = getelementptr inbounds float, ptr %params, i64 %520
-  %521 = load float, ptr %params133, align 4
-  %522 = fsub float %515, %521
-  %523 = fmul float %522, 5.000000e-01
-  store float %523, ptr %prepare.w290, align 4
-  %524 = mul nsw i64 %prepare.co287126, 32
-  %525 = add nsw i64 %524, %prepare.ci286125
-  %526 = mul nsw i64 %525, 9
-  %527 = add nsw i64 9808, %526
-  %528 = add nsw i64 %527, 6
-  %params134 = getelementptr inbounds float, ptr %params, i64 %528
-  %529 = load float, ptr %params134, align 4
-  store float %529, ptr %prepare.w291, align 4
-  %530 = mul nsw i64 %prepare.co287126, 32
-  %531 = add nsw i64 %530, %prepare.ci286125
-  %532 = mul nsw i64 %531, 9
-  %533 = add nsw i64 9808, %532
-  %534 = add nsw i64 %533, 1
-  %params135 = getelementptr inbounds float, ptr %params, i64 %534
-  %535 = load float, ptr %params135, align 4
-  store float %535, ptr %prepare.w292, align 4
-  %536 = mul nsw i64 %prepare.co287126, 32
-  %537 = add nsw i64 %536, %prepare.ci286125
-  %538 = mul nsw i64 %537, 9
-  %539 = add nsw i64 9808, %538
-  %540 = add nsw i64 %539, 1
-  %params136 = getelementptr inbounds float, ptr %params, i64 %540
-  %541 = load float, ptr %params136, align 4
-  %542 = mul nsw i64 %prepare.co287126, 32
-  %543 = add nsw i64 %542, %prepare.ci286125
-  %544 = mul nsw i64 %543, 9
-  %545 = add nsw i64 9808, %544
-  %546 = add nsw i64 %545, 4
-  %params137 = getelementptr inbounds float, ptr %params, i64 %546
-  %547 = load float, ptr %params137, align 4
-  %548 = fadd float %541, %547
-  %549 = mul nsw i64 %prepare.co287126, 32
-  %550 = add nsw i64 %549, %prepare.ci286125
-  %551 = mul nsw i64 %550, 9
-  %552 = add nsw i64 9808, %551
-  %553 = add nsw i64 %552, 7
-  %params138 = getelementptr inbounds float, ptr %params, i64 %553
-  %554 = load float, ptr %params138, align 4
-  %555 = fadd float %548, %554
-  %556 = fmul float %555, 5.000000e-01
-  store float %556, ptr %prepare.w293, align 4
-  %557 = mul nsw i64 %prepare.co287126, 32
-  %558 = add nsw i64 %557, %prepare.ci286125
-  %559 = mul nsw i64 %558, 9
-  %560 = add nsw i64 9808, %559
-  %561 = add nsw i64 %560, 1
-  %params139 = getelementptr inbounds float, ptr %params, i64 %561
-  %562 = load float, ptr %params139, align 4
-  %563 = mul nsw i64 %prepare.co287126, 32
-  %564 = add nsw i64 %563, %prepare.ci286125
-  %565 = mul nsw i64 %564, 9
-  %566 = add nsw i64 9808, %565
-  %567 = add nsw i64 %566, 7
-  %params140 = getelementptr inbounds float, ptr %params, i64 %567
-  %568 = load float, ptr %params140, align 4
-  %569 = fadd float %562, %568
-  %570 = mul nsw i64 %prepare.co287126, 32
-  %571 = add nsw i64 %570, %prepare.ci286125
-  %572 = mul nsw i64 %571, 9
-  %573 = add nsw i64 9808, %572
-  %574 = add nsw i64 %573, 4
-  %params141 = getelementptr inbounds float, ptr %params, i64 %574
-  %575 = load float, ptr %params141, align 4
-  %576 = fsub float %569, %575
-  %577 = fmul float %576, 5.000000e-01
-  store float %577, ptr %prepare.w294, align 4
-  %578 = mul nsw i64 %prepare.co287126, 32
-  %579 = add nsw i64 %578, %prepare.ci286125
-  %580 = mul nsw i64 %579, 9
-  %581 = add nsw i64 9808, %580
-  %582 = add nsw i64 %581, 7
-  %params142 = getelementptr inbounds float, ptr %params, i64 %582
-  %583 = load float, ptr %params142, align 4
-  store float %583, ptr %prepare.w295, align 4
-  %584 = mul nsw i64 %prepare.co287126, 32
-  %585 = add nsw i64 %584, %prepare.ci286125
-  %586 = mul nsw i64 %585, 9
-  %587 = add nsw i64 9808, %586
-  %588 = add nsw i64 %587, 2
-  %params143 = getelementptr inbounds float, ptr %params, i64 %588
-  %589 = load float, ptr %params143, align 4
-  store float %589, ptr %prepare.w296, align 4
-  %590 = mul nsw i64 %prepare.co287126, 32
-  %591 = add nsw i64 %590, %prepare.ci286125
-  %592 = mul nsw i64 %591, 9
-  %593 = add nsw i64 9808, %592
-  %594 = add nsw i64 %593, 2
-  %params144 = getelementptr inbounds float, ptr %params, i64 %594
-  %595 = load float, ptr %params144, align 4
-  %596 = mul nsw i64 %prepare.co287126, 32
-  %597 = add nsw i64 %596, %prepare.ci286125
-  %598 = mul nsw i64 %597, 9
-  %599 = add nsw i64 9808, %598
-  %600 = add nsw i64 %599, 5
-  %params145 = getelementptr inbounds float, ptr %params, i64 %600
-  %601 = load float, ptr %params145, align 4
-  %602 = fadd float %595, %601
-  %603 = mul nsw i64 %prepare.co287126, 32
-  %604 = add nsw i64 %603, %prepare.ci286125
-  %605 = mul nsw i64 %604, 9
-  %606 = add nsw i64 9808, %605
-  %607 = add nsw i64 %606, 8
-  %params146 = getelementptr inbounds float, ptr %params, i64 %607
-  %608 = load float, ptr %params146, align 4
-  %609 = fadd float %602, %608
-  %610 = fmul float %609, 5.000000e-01
-  store float %610, ptr %prepare.w297, align 4
-  %611 = mul nsw i64 %prepare.co287126, 32
-  %612 = add nsw i64 %611, %prepare.ci286125
-  %613 = mul nsw i64 %612, 9
-  %614 = add nsw i64 9808, %613
-  %615 = add nsw i64 %614, 2
-  %params147 = getelementptr inbounds float, ptr %params, i64 %615
-  %616 = load float, ptr %params147, align 4
-  %617 = mul nsw i64 %prepare.co287126, 32
-  %618 = add nsw i64 %617, %prepare.ci286125
-  %619 = mul nsw i64 %618, 9
-  %620 = add nsw i64 9808, %619
-  %621 = add nsw i64 %620, 8
-  %params148 = getelementptr inbounds float, ptr %params, i64 %621
-  %622 = load float, ptr %params148, align 4
-  %623 = fadd float %616, %622
-  %624 = mul nsw i64 %prepare.co287126, 32
-  %625 = add nsw i64 %624, %prepare.ci286125
-  %626 = mul nsw i64 %625, 9
-  %627 = add nsw i64 9808, %626
-  %628 = add nsw i64 %627, 5
-  %params149 = getelementptr inbounds float, ptr %params, i64 %628
-  %629 = load float, ptr %params149, align 4
-  %630 = fsub float %623, %629
-  %631 = fmul float %630, 5.000000e-01
-  store float %631, ptr %prepare.w298, align 4
-  %632 = mul nsw i64 %prepare.co287126, 32
-  %633 = add nsw i64 %632, %prepare.ci286125
-  %634 = mul nsw i64 %633, 9
-  %635 = add nsw i64 9808, %634
-  %636 = add nsw i64 %635, 8
-  %params150 = getelementptr inbounds float, ptr %params, i64 %636
-  %637 = load float, ptr %params150, align 4
-  store float %637, ptr %prepare.w299, align 4
-  %w288 = load float, ptr %prepare.w288, align 4
-  store float %w288, ptr %prepare.w300, align 4
-  %w288151 = load float, ptr %prepare.w288, align 4
-  %w292 = load float, ptr %prepare.w292, align 4
-  %638 = fadd float %w288151, %w292
-  %w296 = load float, ptr %prepare.w296, align 4
-  %639 = fadd float %638, %w296
-  %640 = fmul float %639, 5.000000e-01
-  store float %640, ptr %prepare.w301, align 4
-  %w288152 = load float, ptr %prepare.w288, align 4
-  %w296153 = load float, ptr %prepare.w296, align 4
-  %641 = fadd float %w288152, %w296153
-  %w292154 = load float, ptr %prepare.w292, align 4
-  %642 = fsub float %641, %w292154
-  %643 = fmul float %642, 5.000000e-01
-  store float %643, ptr %prepare.w302, align 4
-  %w296155 = load float, ptr %prepare.w296, align 4
-  store float %w296155, ptr %prepare.w303, align 4
-  %w289 = load float, ptr %prepare.w289, align 4
-  store float %w289, ptr %prepare.w304, align 4
-  %w289156 = load float, ptr %prepare.w289, align 4
-  %w293 = load float, ptr %prepare.w293, align 4
-  %644 = fadd float %w289156, %w293
-  %w297 = load float, ptr %prepare.w297, align 4
-  %645 = fadd float %644, %w297
-  %646 = fmul float %645, 5.000000e-01
-  store float %646, ptr %prepare.w305, align 4
-  %w289157 = load float, ptr %prepare.w289, align 4
-  %w297158 = load float, ptr %prepare.w297, align 4
-  %647 = fadd float %w289157, %w297158
-  %w293159 = load float, ptr %prepare.w293, align 4
-  %648 = fsub float %647, %w293159
-  %649 = fmul float %648, 5.000000e-01
-  store float %649, ptr %prepare.w306, align 4
-  %w297160 = load float, ptr %prepare.w297, align 4
-  store float %w297160, ptr %prepare.w307, align 4
-  %w290 = load float, ptr %prepare.w290, align 4
-  store float %w290, ptr %prepare.w308, align 4
-  %w290161 = load float, ptr %prepare.w290, align 4
-  %w294 = load float, ptr %prepare.w294, align 4
-  %650 = fadd float %w290161, %w294
-  %w298 = load float, ptr %prepare.w298, align 4
-  %651 = fadd float %650, %w298
-  %652 = fmul float %651, 5.000000e-01
-  store float %652, ptr %prepare.w309, align 4
-  %w290162 = load float, ptr %prepare.w290, align 4
-  %w298163 = load float, ptr %prepare.w298, align 4
-  %653 = fadd float %w290162, %w298163
-  %w294164 = load float, ptr %prepare.w294, align 4
-  %654 = fsub float %653, %w294164
-  %655 = fmul float %654, 5.000000e-01
-  store float %655, ptr %prepare.w310, align 4
-  %w298165 = load float, ptr %prepare.w298, align 4
-  store float %w298165, ptr %prepare.w311, align 4
-  %w291 = load float, ptr %prepare.w291, align 4
-  store float %w291, ptr %prepare.w312, align 4
-  %w291166 = load float, ptr %prepare.w291, align 4
-  %w295 = load float, ptr %prepare.w295, align 4
-  %656 = fadd float %w291166, %w295
-  %w299 = load float, ptr %prepare.w299, align 4
-  %657 = fadd float %656, %w299
-  %658 = fmul float %657, 5.000000e-01
-  store float %658, ptr %prepare.w313, align 4
-  %w291167 = load float, ptr %prepare.w291, align 4
-  %w299168 = load float, ptr %prepare.w299, align 4
-  %659 = fadd float %w291167, %w299168
-  %w295169 = load float, ptr %prepare.w295, align 4
-  %660 = fsub float %659, %w295169
-  %661 = fmul float %660, 5.000000e-01
-  store float %661, ptr %prepare.w314, align 4
-  %w299170 = load float, ptr %prepare.w299, align 4
-  store float %w299170, ptr %prepare.w315, align 4
-  %w300 = load float, ptr %prepare.w300, align 4
-  %662 = mul nsw i64 %prepare.ci286125, 32
-  %663 = add nsw i64 3340384, %662
-  %664 = add nsw i64 %663, %prepare.co287126
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 %664
-  store float %w300, ptr %arena171, align 4
-  %w301 = load float, ptr %prepare.w301, align 4
-  %665 = mul nsw i64 %prepare.ci286125, 32
-  %666 = add nsw i64 3341408, %665
-  %667 = add nsw i64 %666, %prepare.co287126
-  %arena172 = getelementptr inbounds float, ptr %arena, i64 %667
-  store float %w301, ptr %arena172, align 4
-  %w302 = load float, ptr %prepare.w302, align 4
-  %668 = mul nsw i64 %prepare.ci286125, 32
-  %669 = add nsw i64 3342432, %668
-  %670 = add nsw i64 %669, %prepare.co287126
-  %arena173 = getelementptr inbounds float, ptr %arena, i64 %670
-  store float %w302, ptr %arena173, align 4
-  %w303 = load float, ptr %prepare.w303, align 4
-  %671 = mul nsw i64 %prepare.ci286125, 32
-  %672 = add nsw i64 3343456, %671
-  %673 = add nsw i64 %672, %prepare.co287126
-  %arena174 = getelementptr inbounds float, ptr %arena, i64 %673
-  store float %w303, ptr %arena174, align 4
-  %w304 = load float, ptr %prepare.w304, align 4
-  %674 = mul nsw i64 %prepare.ci286125, 32
-  %675 = add nsw i64 3344480, %674
-  %676 = add nsw i64 %675, %prepare.co287126
-  %arena175 = getelementptr inbounds float, ptr %arena, i64 %676
-  store float %w304, ptr %arena175, align 4
-  %w305 = load float, ptr %prepare.w305, align 4
-  %677 = mul nsw i64 %prepare.ci286125, 32
-  %678 = add nsw i64 3345504, %677
-  %679 = add nsw i64 %678, %prepare.co287126
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %679
-  store float %w305, ptr %arena176, align 4
-  %w306 = load float, ptr %prepare.w306, align 4
-  %680 = mul nsw i64 %prepare.ci286125, 32
-  %681 = add nsw i64 3346528, %680
-  %682 = add nsw i64 %681, %prepare.co287126
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 %682
-  store float %w306, ptr %arena177, align 4
-  %w307 = load float, ptr %prepare.w307, align 4
-  %683 = mul nsw i64 %prepare.ci286125, 32
-  %684 = add nsw i64 3347552, %683
-  %685 = add nsw i64 %684, %prepare.co287126
-  %arena178 = getelementptr inbounds float, ptr %arena, i64 %685
-  store float %w307, ptr %arena178, align 4
-  %w308 = load float, ptr %prepare.w308, align 4
-  %686 = mul nsw i64 %prepare.ci286125, 32
-  %687 = add nsw i64 3348576, %686
-  %688 = add nsw i64 %687, %prepare.co287126
-  %arena179 = getelementptr inbounds float, ptr %arena, i64 %688
-  store float %w308, ptr %arena179, align 4
-  %w309 = load float, ptr %prepare.w309, align 4
-  %689 = mul nsw i64 %prepare.ci286125, 32
-  %690 = add nsw i64 3349600, %689
-  %691 = add nsw i64 %690, %prepare.co287126
-  %arena180 = getelementptr inbounds float, ptr %arena, i64 %691
-  store float %w309, ptr %arena180, align 4
-  %w310 = load float, ptr %prepare.w310, align 4
-  %692 = mul nsw i64 %prepare.ci286125, 32
-  %693 = add nsw i64 3350624, %692
-  %694 = add nsw i64 %693, %prepare.co287126
-  %arena181 = getelementptr inbounds float, ptr %arena, i64 %694
-  store float %w310, ptr %arena181, align 4
-  %w311 = load float, ptr %prepare.w311, align 4
-  %695 = mul nsw i64 %prepare.ci286125, 32
-  %696 = add nsw i64 3351648, %695
-  %697 = add nsw i64 %696, %prepare.co287126
-  %arena182 = getelementptr inbounds float, ptr %arena, i64 %697
-  store float %w311, ptr %arena182, align 4
-  %w312 = load float, ptr %prepare.w312, align 4
-  %698 = mul nsw i64 %prepare.ci286125, 32
-  %699 = add nsw i64 3352672, %698
-  %700 = add nsw i64 %699, %prepare.co287126
-  %arena183 = getelementptr inbounds float, ptr %arena, i64 %700
-  store float %w312, ptr %arena183, align 4
-  %w313 = load float, ptr %prepare.w313, align 4
-  %701 = mul nsw i64 %prepare.ci286125, 32
-  %702 = add nsw i64 3353696, %701
-  %703 = add nsw i64 %702, %prepare.co287126
-  %arena184 = getelementptr inbounds float, ptr %arena, i64 %703
-  store float %w313, ptr %arena184, align 4
-  %w314 = load float, ptr %prepare.w314, align 4
-  %704 = mul nsw i64 %prepare.ci286125, 32
-  %705 = add nsw i64 3354720, %704
-  %706 = add nsw i64 %705, %prepare.co287126
-  %arena185 = getelementptr inbounds float, ptr %arena, i64 %706
-  store float %w314, ptr %arena185, align 4
-  %w315 = load float, ptr %prepare.w315, align 4
-  %707 = mul nsw i64 %prepare.ci286125, 32
-  %708 = add nsw i64 3355744, %707
-  %709 = add nsw i64 %708, %prepare.co287126
-  %arena186 = getelementptr inbounds float, ptr %arena, i64 %709
-  store float %w315, ptr %arena186, align 4
-  %co287.next = add nsw i64 %prepare.co287126, 1
-  %710 = icmp slt i64 %co287.next, 32
-  br i1 %710, label %prepare.co287, label %prepare.co287.end
-
-prepare.co287.end:                                ; preds = %prepare.co287
-  %ci286.next = add nsw i64 %prepare.ci286125, 1
-  %711 = icmp slt i64 %ci286.next, 32
-  br i1 %711, label %prepare.ci286, label %prepare.ci286.end
-
-prepare.part436.pool:                             ; preds = %prepare.ci286.end
+prepare.part286.pool:                             ; preds = %prepare.ci134.end
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @resnet8_infer_b64.part436.task, ptr %part436.context, i64 2)
-  br label %prepare.part436.done
+  call void %run(ptr %pool, ptr @resnet8_infer_b64.part286.task, ptr %part286.context, i64 2)
+  br label %prepare.part286.done
 
-prepare.part436.serial:                           ; preds = %prepare.ci286.end
-  br label %prepare.part436
+prepare.part286.serial:                           ; preds = %prepare.ci134.end
+  br label %prepare.part286
 
-prepare.part436.done:                             ; preds = %prepare.part436.end, %prepare.part436.pool
+prepare.part286.done:                             ; preds = %prepare.part286.end, %prepare.part286.pool
+  %479 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part439.context, i32 0, i32 0
+  store ptr %params, ptr %479, align 8
+  %480 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part439.context, i32 0, i32 1
+  store ptr %grads, ptr %480, align 8
+  %481 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part439.context, i32 0, i32 2
+  store ptr %m, ptr %481, align 8
+  %482 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part439.context, i32 0, i32 3
+  store ptr %v, ptr %482, align 8
+  %483 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part439.context, i32 0, i32 4
+  store ptr %arena, ptr %483, align 8
+  %484 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part439.context, i32 0, i32 5
+  store ptr %images, ptr %484, align 8
+  %485 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part439.context, i32 0, i32 6
+  store ptr %labels, ptr %485, align 8
+  %486 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part439.context, i32 0, i32 7
+  store float %lr, ptr %486, align 4
+  %487 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part439.context, i32 0, i32 8
+  store i64 %step, ptr %487, align 4
+  %488 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part439.context, i32 0, i32 9
+  store i64 %seed, ptr %488, align 4
+  %489 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part439.context, i32 0, i32 10
+  store ptr %pool, ptr %489, align 8
+  %490 = icmp eq ptr %pool, null
+  br i1 %490, label %prepare.part439.serial, label %prepare.part439.pool
+
+prepare.part286:                                  ; preds = %prepare.part286, %prepare.part286.serial
+  %prepare.part286125 = phi i64 [ 0, %prepare.part286.serial ], [ %part286.next, %prepare.part286 ]
+  call void @resnet8_infer_b64.part286(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part286125)
+  %part286.next = add nsw i64 %prepare.part286125, 1
+  %491 = icmp slt i64 %part286.next, 2
+  br i1 %491, label %prepare.part286, label %prepare.part286.end
+
+prepare.part286.end:                              ; preds = %prepare.part286
+  br label %prepare.part286.done
+
+prepare.part439.pool:                             ; preds = %prepare.part286.done
+  %run126 = load ptr, ptr %pool, align 8
+  call void %run126(ptr %pool, ptr @resnet8_infer_b64.part439.task, ptr %part439.context, i64 2)
+  br label %prepare.part439.done
+
+prepare.part439.serial:                           ; preds = %prepare.part286.done
+  br label %prepare.part439
+
+prepare.part439.done:                             ; preds = %prepare.part439.end, %prepare.part439.pool
   br label %entry.endif
 
-prepare.part436:                                  ; preds = %prepare.part436, %prepare.part436.serial
-  %prepare.part436187 = phi i64 [ 0, %prepare.part436.serial ], [ %part436.next, %prepare.part436 ]
-  call void @resnet8_infer_b64.part436(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part436187)
-  %part436.next = add nsw i64 %prepare.part436187, 1
-  %712 = icmp slt i64 %part436.next, 2
-  br i1 %712, label %prepare.part436, label %prepare.part436.end
+prepare.part439:                                  ; preds = %prepare.part439, %prepare.part439.serial
+  %prepare.part439127 = phi i64 [ 0, %prepare.part439.serial ], [ %part439.next, %prepare.part439 ]
+  call void @resnet8_infer_b64.part439(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part439127)
+  %part439.next = add nsw i64 %prepare.part439127, 1
+  %492 = icmp slt i64 %part439.next, 2
+  br i1 %492, label %prepare.part439, label %prepare.part439.end
 
-prepare.part436.end:                              ; preds = %prepare.part436
-  br label %prepare.part436.done
+prepare.part439.end:                              ; preds = %prepare.part439
+  br label %prepare.part439.done
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.part436(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
+define internal void @resnet8_infer_b64.part286(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
 entry:
+  %prepare.w316 = alloca float, align 4
+  %prepare.w315 = alloca float, align 4
+  %prepare.w314 = alloca float, align 4
+  %prepare.w313 = alloca float, align 4
+  %prepare.w312 = alloca float, align 4
+  %prepare.w311 = alloca float, align 4
+  %prepare.w310 = alloca float, align 4
+  %prepare.w309 = alloca float, align 4
+  %prepare.w308 = alloca float, align 4
+  %prepare.w307 = alloca float, align 4
+  %prepare.w306 = alloca float, align 4
+  %prepare.w305 = alloca float, align 4
+  %prepare.w304 = alloca float, align 4
+  %prepare.w303 = alloca float, align 4
+  %prepare.w302 = alloca float, align 4
+  %prepare.w301 = alloca float, align 4
+  %prepare.w300 = alloca float, align 4
+  %prepare.w299 = alloca float, align 4
+  %prepare.w298 = alloca float, align 4
+  %prepare.w297 = alloca float, align 4
+  %prepare.w296 = alloca float, align 4
+  %prepare.w295 = alloca float, align 4
+  %prepare.w294 = alloca float, align 4
+  %prepare.w293 = alloca float, align 4
+  %prepare.w292 = alloca float, align 4
+  %prepare.w291 = alloca float, align 4
+  %prepare.w290 = alloca float, align 4
+  %prepare.w289 = alloca float, align 4
+  br label %prepare.ci287
+
+prepare.ci287:                                    ; preds = %prepare.co288.end, %entry
+  %prepare.ci2871 = phi i64 [ 0, %entry ], [ %ci287.next, %prepare.co288.end ]
+  br label %prepare.co288
+
+prepare.ci287.end:                                ; preds = %prepare.co288.end
+  ret void
+
+prepare.co288:                                    ; preds = %prepare.co288, %prepare.ci287
+  %prepare.co2882 = phi i64 [ 0, %prepare.ci287 ], [ %co288.next, %prepare.co288 ]
+  %1 = mul nsw i64 %0, 16
+  %2 = add nsw i64 %1, %prepare.co2882
+  %3 = mul nsw i64 %2, 32
+  %4 = add nsw i64 %3, %prepare.ci2871
+  %5 = mul nsw i64 %4, 9
+  %6 = add nsw i64 9808, %5
+  %params3 = getelementptr inbounds float, ptr %params, i64 %6
+  %7 = load float, ptr %params3, align 4
+  store float %7, ptr %prepare.w289, align 4
+  %8 = mul nsw i64 %0, 16
+  %9 = add nsw i64 %8, %prepare.co2882
+  %10 = mul nsw i64 %9, 32
+  %11 = add nsw i64 %10, %prepare.ci2871
+  %12 = mul nsw i64 %11, 9
+  %13 = add nsw i64 9808, %12
+  %params4 = getelementptr inbounds float, ptr %params, i64 %13
+  %14 = load float, ptr %params4, align 4
+  %15 = mul nsw i64 %0, 16
+  %16 = add nsw i64 %15, %prepare.co2882
+  %17 = mul nsw i64 %16, 32
+  %18 = add nsw i64 %17, %prepare.ci2871
+  %19 = mul nsw i64 %18, 9
+  %20 = add nsw i64 9808, %19
+  %21 = add nsw i64 %20, 3
+  %params5 = getelementptr inbounds float, ptr %params, i64 %21
+  %22 = load float, ptr %params5, align 4
+  %23 = fadd float %14, %22
+  %24 = mul nsw i64 %0, 16
+  %25 = add nsw i64 %24, %prepare.co2882
+  %26 = mul nsw i64 %25, 32
+  %27 = add nsw i64 %26, %prepare.ci2871
+  %28 = mul nsw i64 %27, 9
+  %29 = add nsw i64 9808, %28
+  %30 = add nsw i64 %29, 6
+  %params6 = getelementptr inbounds float, ptr %params, i64 %30
+  %31 = load float, ptr %params6, align 4
+  %32 = fadd float %23, %31
+  %33 = fmul float %32, 5.000000e-01
+  store float %33, ptr %prepare.w290, align 4
+  %34 = mul nsw i64 %0, 16
+  %35 = add nsw i64 %34, %prepare.co2882
+  %36 = mul nsw i64 %35, 32
+  %37 = add nsw i64 %36, %prepare.ci2871
+  %38 = mul nsw i64 %37, 9
+  %39 = add nsw i64 9808, %38
+  %params7 = getelementptr inbounds float, ptr %params, i64 %39
+  %40 = load float, ptr %params7, align 4
+  %41 = mul nsw i64 %0, 16
+  %42 = add nsw i64 %41, %prepare.co2882
+  %43 = mul nsw i64 %42, 32
+  %44 = add nsw i64 %43, %prepare.ci2871
+  %45 = mul nsw i64 %44, 9
+  %46 = add nsw i64 9808, %45
+  %47 = add nsw i64 %46, 6
+  %params8 = getelementptr inbounds float, ptr %params, i64 %47
+  %48 = load float, ptr %params8, align 4
+  %49 = fadd float %40, %48
+  %50 = mul nsw i64 %0, 16
+  %51 = add nsw i64 %50, %prepare.co2882
+  %52 = mul nsw i64 %51, 32
+  %53 = add nsw i64 %52, %prepare.ci2871
+  %54 = mul nsw i64 %53, 9
+  %55 = add nsw i64 9808, %54
+  %56 = add nsw i64 %55, 3
+  %params9 = getelementptr inbounds float, ptr %params, i64 %56
+  %57 = load float, ptr %params9, align 4
+  %58 = fsub float %49, %57
+  %59 = fmul float %58, 5.000000e-01
+  store float %59, ptr %prepare.w291, align 4
+  %60 = mul nsw i64 %0, 16
+  %61 = add nsw i64 %60, %prepare.co2882
+  %62 = mul nsw i64 %61, 32
+  %63 = add nsw i64 %62, %prepare.ci2871
+  %64 = mul nsw i64 %63, 9
+  %65 = add nsw i64 9808, %64
+  %66 = add nsw i64 %65, 6
+  %params10 = getelementptr inbounds float, ptr %params, i64 %66
+  %67 = load float, ptr %params10, align 4
+  store float %67, ptr %prepare.w292, align 4
+  %68 = mul nsw i64 %0, 16
+  %69 = add nsw i64 %68, %prepare.co2882
+  %70 = mul nsw i64 %69, 32
+  %71 = add nsw i64 %70, %prepare.ci2871
+  %72 = mul nsw i64 %71, 9
+  %73 = add nsw i64 9808, %72
+  %74 = add nsw i64 %73, 1
+  %params11 = getelementptr inbounds float, ptr %params, i64 %74
+  %75 = load float, ptr %params11, align 4
+  store float %75, ptr %prepare.w293, align 4
+  %76 = mul nsw i64 %0, 16
+  %77 = add nsw i64 %76, %prepare.co2882
+  %78 = mul nsw i64 %77, 32
+  %79 = add nsw i64 %78, %prepare.ci2871
+  %80 = mul nsw i64 %79, 9
+  %81 = add nsw i64 9808, %80
+  %82 = add nsw i64 %81, 1
+  %params12 = getelementptr inbounds float, ptr %params, i64 %82
+  %83 = load float, ptr %params12, align 4
+  %84 = mul nsw i64 %0, 16
+  %85 = add nsw i64 %84, %prepare.co2882
+  %86 = mul nsw i64 %85, 32
+  %87 = add nsw i64 %86, %prepare.ci2871
+  %88 = mul nsw i64 %87, 9
+  %89 = add nsw i64 9808, %88
+  %90 = add nsw i64 %89, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %90
+  %91 = load float, ptr %params13, align 4
+  %92 = fadd float %83, %91
+  %93 = mul nsw i64 %0, 16
+  %94 = add nsw i64 %93, %prepare.co2882
+  %95 = mul nsw i64 %94, 32
+  %96 = add nsw i64 %95, %prepare.ci2871
+  %97 = mul nsw i64 %96, 9
+  %98 = add nsw i64 9808, %97
+  %99 = add nsw i64 %98, 7
+  %params14 = getelementptr inbounds float, ptr %params, i64 %99
+  %100 = load float, ptr %params14, align 4
+  %101 = fadd float %92, %100
+  %102 = fmul float %101, 5.000000e-01
+  store float %102, ptr %prepare.w294, align 4
+  %103 = mul nsw i64 %0, 16
+  %104 = add nsw i64 %103, %prepare.co2882
+  %105 = mul nsw i64 %104, 32
+  %106 = add nsw i64 %105, %prepare.ci2871
+  %107 = mul nsw i64 %106, 9
+  %108 = add nsw i64 9808, %107
+  %109 = add nsw i64 %108, 1
+  %params15 = getelementptr inbounds float, ptr %params, i64 %109
+  %110 = load float, ptr %params15, align 4
+  %111 = mul nsw i64 %0, 16
+  %112 = add nsw i64 %111, %prepare.co2882
+  %113 = mul nsw i64 %112, 32
+  %114 = add nsw i64 %113, %prepare.ci2871
+  %115 = mul nsw i64 %114, 9
+  %116 = add nsw i64 9808, %115
+  %117 = add nsw i64 %116, 7
+  %params16 = getelementptr inbounds float, ptr %params, i64 %117
+  %118 = load float, ptr %params16, align 4
+  %119 = fadd float %110, %118
+  %120 = mul nsw i64 %0, 16
+  %121 = add nsw i64 %120, %prepare.co2882
+  %122 = mul nsw i64 %121, 32
+  %123 = add nsw i64 %122, %prepare.ci2871
+  %124 = mul nsw i64 %123, 9
+  %125 = add nsw i64 9808, %124
+  %126 = add nsw i64 %125, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %126
+  %127 = load float, ptr %params17, align 4
+  %128 = fsub float %119, %127
+  %129 = fmul float %128, 5.000000e-01
+  store float %129, ptr %prepare.w295, align 4
+  %130 = mul nsw i64 %0, 16
+  %131 = add nsw i64 %130, %prepare.co2882
+  %132 = mul nsw i64 %131, 32
+  %133 = add nsw i64 %132, %prepare.ci2871
+  %134 = mul nsw i64 %133, 9
+  %135 = add nsw i64 9808, %134
+  %136 = add nsw i64 %135, 7
+  %params18 = getelementptr inbounds float, ptr %params, i64 %136
+  %137 = load float, ptr %params18, align 4
+  store float %137, ptr %prepare.w296, align 4
+  %138 = mul nsw i64 %0, 16
+  %139 = add nsw i64 %138, %prepare.co2882
+  %140 = mul nsw i64 %139, 32
+  %141 = add nsw i64 %140, %prepare.ci2871
+  %142 = mul nsw i64 %141, 9
+  %143 = add nsw i64 9808, %142
+  %144 = add nsw i64 %143, 2
+  %params19 = getelementptr inbounds float, ptr %params, i64 %144
+  %145 = load float, ptr %params19, align 4
+  store float %145, ptr %prepare.w297, align 4
+  %146 = mul nsw i64 %0, 16
+  %147 = add nsw i64 %146, %prepare.co2882
+  %148 = mul nsw i64 %147, 32
+  %149 = add nsw i64 %148, %prepare.ci2871
+  %150 = mul nsw i64 %149, 9
+  %151 = add nsw i64 9808, %150
+  %152 = add nsw i64 %151, 2
+  %params20 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params20, align 4
+  %154 = mul nsw i64 %0, 16
+  %155 = add nsw i64 %154, %prepare.co2882
+  %156 = mul nsw i64 %155, 32
+  %157 = add nsw i64 %156, %prepare.ci2871
+  %158 = mul nsw i64 %157, 9
+  %159 = add nsw i64 9808, %158
+  %160 = add nsw i64 %159, 5
+  %params21 = getelementptr inbounds float, ptr %params, i64 %160
+  %161 = load float, ptr %params21, align 4
+  %162 = fadd float %153, %161
+  %163 = mul nsw i64 %0, 16
+  %164 = add nsw i64 %163, %prepare.co2882
+  %165 = mul nsw i64 %164, 32
+  %166 = add nsw i64 %165, %prepare.ci2871
+  %167 = mul nsw i64 %166, 9
+  %168 = add nsw i64 9808, %167
+  %169 = add nsw i64 %168, 8
+  %params22 = getelementptr inbounds float, ptr %params, i64 %169
+  %170 = load float, ptr %params22, align 4
+  %171 = fadd float %162, %170
+  %172 = fmul float %171, 5.000000e-01
+  store float %172, ptr %prepare.w298, align 4
+  %173 = mul nsw i64 %0, 16
+  %174 = add nsw i64 %173, %prepare.co2882
+  %175 = mul nsw i64 %174, 32
+  %176 = add nsw i64 %175, %prepare.ci2871
+  %177 = mul nsw i64 %176, 9
+  %178 = add nsw i64 9808, %177
+  %179 = add nsw i64 %178, 2
+  %params23 = getelementptr inbounds float, ptr %params, i64 %179
+  %180 = load float, ptr %params23, align 4
+  %181 = mul nsw i64 %0, 16
+  %182 = add nsw i64 %181, %prepare.co2882
+  %183 = mul nsw i64 %182, 32
+  %184 = add nsw i64 %183, %prepare.ci2871
+  %185 = mul nsw i64 %184, 9
+  %186 = add nsw i64 9808, %185
+  %187 = add nsw i64 %186, 8
+  %params24 = getelementptr inbounds float, ptr %params, i64 %187
+  %188 = load float, ptr %params24, align 4
+  %189 = fadd float %180, %188
+  %190 = mul nsw i64 %0, 16
+  %191 = add nsw i64 %190, %prepare.co2882
+  %192 = mul nsw i64 %191, 32
+  %193 = add nsw i64 %192, %prepare.ci2871
+  %194 = mul nsw i64 %193, 9
+  %195 = add nsw i64 9808, %194
+  %196 = add nsw i64 %195, 5
+  %params25 = getelementptr inbounds float, ptr %params, i64 %196
+  %197 = load float, ptr %params25, align 4
+  %198 = fsub float %189, %197
+  %199 = fmul float %198, 5.000000e-01
+  store float %199, ptr %prepare.w299, align 4
+  %200 = mul nsw i64 %0, 16
+  %201 = add nsw i64 %200, %prepare.co2882
+  %202 = mul nsw i64 %201, 32
+  %203 = add nsw i64 %202, %prepare.ci2871
+  %204 = mul nsw i64 %203, 9
+  %205 = add nsw i64 9808, %204
+  %206 = add nsw i64 %205, 8
+  %params26 = getelementptr inbounds float, ptr %params, i64 %206
+  %207 = load float, ptr %params26, align 4
+  store float %207, ptr %prepare.w300, align 4
+  %w289 = load float, ptr %prepare.w289, align 4
+  store float %w289, ptr %prepare.w301, align 4
+  %w28927 = load float, ptr %prepare.w289, align 4
+  %w293 = load float, ptr %prepare.w293, align 4
+  %208 = fadd float %w28927, %w293
+  %w297 = load float, ptr %prepare.w297, align 4
+  %209 = fadd float %208, %w297
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %prepare.w302, align 4
+  %w28928 = load float, ptr %prepare.w289, align 4
+  %w29729 = load float, ptr %prepare.w297, align 4
+  %211 = fadd float %w28928, %w29729
+  %w29330 = load float, ptr %prepare.w293, align 4
+  %212 = fsub float %211, %w29330
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %prepare.w303, align 4
+  %w29731 = load float, ptr %prepare.w297, align 4
+  store float %w29731, ptr %prepare.w304, align 4
+  %w290 = load float, ptr %prepare.w290, align 4
+  store float %w290, ptr %prepare.w305, align 4
+  %w29032 = load float, ptr %prepare.w290, align 4
+  %w294 = load float, ptr %prepare.w294, align 4
+  %214 = fadd float %w29032, %w294
+  %w298 = load float, ptr %prepare.w298, align 4
+  %215 = fadd float %214, %w298
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %prepare.w306, align 4
+  %w29033 = load float, ptr %prepare.w290, align 4
+  %w29834 = load float, ptr %prepare.w298, align 4
+  %217 = fadd float %w29033, %w29834
+  %w29435 = load float, ptr %prepare.w294, align 4
+  %218 = fsub float %217, %w29435
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %prepare.w307, align 4
+  %w29836 = load float, ptr %prepare.w298, align 4
+  store float %w29836, ptr %prepare.w308, align 4
+  %w291 = load float, ptr %prepare.w291, align 4
+  store float %w291, ptr %prepare.w309, align 4
+  %w29137 = load float, ptr %prepare.w291, align 4
+  %w295 = load float, ptr %prepare.w295, align 4
+  %220 = fadd float %w29137, %w295
+  %w299 = load float, ptr %prepare.w299, align 4
+  %221 = fadd float %220, %w299
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %prepare.w310, align 4
+  %w29138 = load float, ptr %prepare.w291, align 4
+  %w29939 = load float, ptr %prepare.w299, align 4
+  %223 = fadd float %w29138, %w29939
+  %w29540 = load float, ptr %prepare.w295, align 4
+  %224 = fsub float %223, %w29540
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %prepare.w311, align 4
+  %w29941 = load float, ptr %prepare.w299, align 4
+  store float %w29941, ptr %prepare.w312, align 4
+  %w292 = load float, ptr %prepare.w292, align 4
+  store float %w292, ptr %prepare.w313, align 4
+  %w29242 = load float, ptr %prepare.w292, align 4
+  %w296 = load float, ptr %prepare.w296, align 4
+  %226 = fadd float %w29242, %w296
+  %w300 = load float, ptr %prepare.w300, align 4
+  %227 = fadd float %226, %w300
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %prepare.w314, align 4
+  %w29243 = load float, ptr %prepare.w292, align 4
+  %w30044 = load float, ptr %prepare.w300, align 4
+  %229 = fadd float %w29243, %w30044
+  %w29645 = load float, ptr %prepare.w296, align 4
+  %230 = fsub float %229, %w29645
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %prepare.w315, align 4
+  %w30046 = load float, ptr %prepare.w300, align 4
+  store float %w30046, ptr %prepare.w316, align 4
+  %w301 = load float, ptr %prepare.w301, align 4
+  %232 = mul nsw i64 %prepare.ci2871, 32
+  %233 = add nsw i64 3340384, %232
+  %234 = mul nsw i64 %0, 16
+  %235 = add nsw i64 %234, %prepare.co2882
+  %236 = add nsw i64 %233, %235
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
+  store float %w301, ptr %arena47, align 4
+  %w302 = load float, ptr %prepare.w302, align 4
+  %237 = mul nsw i64 %prepare.ci2871, 32
+  %238 = add nsw i64 3341408, %237
+  %239 = mul nsw i64 %0, 16
+  %240 = add nsw i64 %239, %prepare.co2882
+  %241 = add nsw i64 %238, %240
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
+  store float %w302, ptr %arena48, align 4
+  %w303 = load float, ptr %prepare.w303, align 4
+  %242 = mul nsw i64 %prepare.ci2871, 32
+  %243 = add nsw i64 3342432, %242
+  %244 = mul nsw i64 %0, 16
+  %245 = add nsw i64 %244, %prepare.co2882
+  %246 = add nsw i64 %243, %245
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
+  store float %w303, ptr %arena49, align 4
+  %w304 = load float, ptr %prepare.w304, align 4
+  %247 = mul nsw i64 %prepare.ci2871, 32
+  %248 = add nsw i64 3343456, %247
+  %249 = mul nsw i64 %0, 16
+  %250 = add nsw i64 %249, %prepare.co2882
+  %251 = add nsw i64 %248, %250
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
+  store float %w304, ptr %arena50, align 4
+  %w305 = load float, ptr %prepare.w305, align 4
+  %252 = mul nsw i64 %prepare.ci2871, 32
+  %253 = add nsw i64 3344480, %252
+  %254 = mul nsw i64 %0, 16
+  %255 = add nsw i64 %254, %prepare.co2882
+  %256 = add nsw i64 %253, %255
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
+  store float %w305, ptr %arena51, align 4
+  %w306 = load float, ptr %prepare.w306, align 4
+  %257 = mul nsw i64 %prepare.ci2871, 32
+  %258 = add nsw i64 3345504, %257
+  %259 = mul nsw i64 %0, 16
+  %260 = add nsw i64 %259, %prepare.co2882
+  %261 = add nsw i64 %258, %260
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
+  store float %w306, ptr %arena52, align 4
+  %w307 = load float, ptr %prepare.w307, align 4
+  %262 = mul nsw i64 %prepare.ci2871, 32
+  %263 = add nsw i64 3346528, %262
+  %264 = mul nsw i64 %0, 16
+  %265 = add nsw i64 %264, %prepare.co2882
+  %266 = add nsw i64 %263, %265
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
+  store float %w307, ptr %arena53, align 4
+  %w308 = load float, ptr %prepare.w308, align 4
+  %267 = mul nsw i64 %prepare.ci2871, 32
+  %268 = add nsw i64 3347552, %267
+  %269 = mul nsw i64 %0, 16
+  %270 = add nsw i64 %269, %prepare.co2882
+  %271 = add nsw i64 %268, %270
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
+  store float %w308, ptr %arena54, align 4
+  %w309 = load float, ptr %prepare.w309, align 4
+  %272 = mul nsw i64 %prepare.ci2871, 32
+  %273 = add nsw i64 3348576, %272
+  %274 = mul nsw i64 %0, 16
+  %275 = add nsw i64 %274, %prepare.co2882
+  %276 = add nsw i64 %273, %275
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
+  store float %w309, ptr %arena55, align 4
+  %w310 = load float, ptr %prepare.w310, align 4
+  %277 = mul nsw i64 %prepare.ci2871, 32
+  %278 = add nsw i64 3349600, %277
+  %279 = mul nsw i64 %0, 16
+  %280 = add nsw i64 %279, %prepare.co2882
+  %281 = add nsw i64 %278, %280
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
+  store float %w310, ptr %arena56, align 4
+  %w311 = load float, ptr %prepare.w311, align 4
+  %282 = mul nsw i64 %prepare.ci2871, 32
+  %283 = add nsw i64 3350624, %282
+  %284 = mul nsw i64 %0, 16
+  %285 = add nsw i64 %284, %prepare.co2882
+  %286 = add nsw i64 %283, %285
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
+  store float %w311, ptr %arena57, align 4
+  %w312 = load float, ptr %prepare.w312, align 4
+  %287 = mul nsw i64 %prepare.ci2871, 32
+  %288 = add nsw i64 3351648, %287
+  %289 = mul nsw i64 %0, 16
+  %290 = add nsw i64 %289, %prepare.co2882
+  %291 = add nsw i64 %288, %290
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
+  store float %w312, ptr %arena58, align 4
+  %w313 = load float, ptr %prepare.w313, align 4
+  %292 = mul nsw i64 %prepare.ci2871, 32
+  %293 = add nsw i64 3352672, %292
+  %294 = mul nsw i64 %0, 16
+  %295 = add nsw i64 %294, %prepare.co2882
+  %296 = add nsw i64 %293, %295
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
+  store float %w313, ptr %arena59, align 4
+  %w314 = load float, ptr %prepare.w314, align 4
+  %297 = mul nsw i64 %prepare.ci2871, 32
+  %298 = add nsw i64 3353696, %297
+  %299 = mul nsw i64 %0, 16
+  %300 = add nsw i64 %299, %prepare.co2882
+  %301 = add nsw i64 %298, %300
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
+  store float %w314, ptr %arena60, align 4
+  %w315 = load float, ptr %prepare.w315, align 4
+  %302 = mul nsw i64 %prepare.ci2871, 32
+  %303 = add nsw i64 3354720, %302
+  %304 = mul nsw i64 %0, 16
+  %305 = add nsw i64 %304, %prepare.co2882
+  %306 = add nsw i64 %303, %305
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
+  store float %w315, ptr %arena61, align 4
+  %w316 = load float, ptr %prepare.w316, align 4
+  %307 = mul nsw i64 %prepare.ci2871, 32
+  %308 = add nsw i64 3355744, %307
+  %309 = mul nsw i64 %0, 16
+  %310 = add nsw i64 %309, %prepare.co2882
+  %311 = add nsw i64 %308, %310
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
+  store float %w316, ptr %arena62, align 4
+  %co288.next = add nsw i64 %prepare.co2882, 1
+  %312 = icmp slt i64 %co288.next, 16
+  br i1 %312, label %prepare.co288, label %prepare.co288.end
+
+prepare.co288.end:                                ; preds = %prepare.co288
+  %ci287.next = add nsw i64 %prepare.ci2871, 1
+  %313 = icmp slt i64 %ci287.next, 32
+  br i1 %313, label %prepare.ci287, label %prepare.ci287.end
+}
+
+define internal void @resnet8_infer_b64.part286.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  call void @resnet8_infer_b64.part286(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @resnet8_infer_b64.part439(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
+entry:
+  %prepare.w469 = alloca float, align 4
+  %prepare.w468 = alloca float, align 4
+  %prepare.w467 = alloca float, align 4
   %prepare.w466 = alloca float, align 4
   %prepare.w465 = alloca float, align 4
   %prepare.w464 = alloca float, align 4
@@ -37799,41 +37961,38 @@ entry:
   %prepare.w444 = alloca float, align 4
   %prepare.w443 = alloca float, align 4
   %prepare.w442 = alloca float, align 4
-  %prepare.w441 = alloca float, align 4
-  %prepare.w440 = alloca float, align 4
-  %prepare.w439 = alloca float, align 4
-  br label %prepare.ci437
+  br label %prepare.ci440
 
-prepare.ci437:                                    ; preds = %prepare.co438.end, %entry
-  %prepare.ci4371 = phi i64 [ 0, %entry ], [ %ci437.next, %prepare.co438.end ]
-  br label %prepare.co438
+prepare.ci440:                                    ; preds = %prepare.co441.end, %entry
+  %prepare.ci4401 = phi i64 [ 0, %entry ], [ %ci440.next, %prepare.co441.end ]
+  br label %prepare.co441
 
-prepare.ci437.end:                                ; preds = %prepare.co438.end
+prepare.ci440.end:                                ; preds = %prepare.co441.end
   ret void
 
-prepare.co438:                                    ; preds = %prepare.co438, %prepare.ci437
-  %prepare.co4382 = phi i64 [ 0, %prepare.ci437 ], [ %co438.next, %prepare.co438 ]
+prepare.co441:                                    ; preds = %prepare.co441, %prepare.ci440
+  %prepare.co4412 = phi i64 [ 0, %prepare.ci440 ], [ %co441.next, %prepare.co441 ]
   %1 = mul nsw i64 %0, 32
-  %2 = add nsw i64 %1, %prepare.co4382
+  %2 = add nsw i64 %1, %prepare.co4412
   %3 = mul nsw i64 %2, 64
-  %4 = add nsw i64 %3, %prepare.ci4371
+  %4 = add nsw i64 %3, %prepare.ci4401
   %5 = mul nsw i64 %4, 9
   %6 = add nsw i64 38224, %5
   %params3 = getelementptr inbounds float, ptr %params, i64 %6
   %7 = load float, ptr %params3, align 4
-  store float %7, ptr %prepare.w439, align 4
+  store float %7, ptr %prepare.w442, align 4
   %8 = mul nsw i64 %0, 32
-  %9 = add nsw i64 %8, %prepare.co4382
+  %9 = add nsw i64 %8, %prepare.co4412
   %10 = mul nsw i64 %9, 64
-  %11 = add nsw i64 %10, %prepare.ci4371
+  %11 = add nsw i64 %10, %prepare.ci4401
   %12 = mul nsw i64 %11, 9
   %13 = add nsw i64 38224, %12
   %params4 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params4, align 4
   %15 = mul nsw i64 %0, 32
-  %16 = add nsw i64 %15, %prepare.co4382
+  %16 = add nsw i64 %15, %prepare.co4412
   %17 = mul nsw i64 %16, 64
-  %18 = add nsw i64 %17, %prepare.ci4371
+  %18 = add nsw i64 %17, %prepare.ci4401
   %19 = mul nsw i64 %18, 9
   %20 = add nsw i64 38224, %19
   %21 = add nsw i64 %20, 3
@@ -37841,9 +38000,9 @@ prepare.co438:                                    ; preds = %prepare.co438, %pre
   %22 = load float, ptr %params5, align 4
   %23 = fadd float %14, %22
   %24 = mul nsw i64 %0, 32
-  %25 = add nsw i64 %24, %prepare.co4382
+  %25 = add nsw i64 %24, %prepare.co4412
   %26 = mul nsw i64 %25, 64
-  %27 = add nsw i64 %26, %prepare.ci4371
+  %27 = add nsw i64 %26, %prepare.ci4401
   %28 = mul nsw i64 %27, 9
   %29 = add nsw i64 38224, %28
   %30 = add nsw i64 %29, 6
@@ -37851,19 +38010,19 @@ prepare.co438:                                    ; preds = %prepare.co438, %pre
   %31 = load float, ptr %params6, align 4
   %32 = fadd float %23, %31
   %33 = fmul float %32, 5.000000e-01
-  store float %33, ptr %prepare.w440, align 4
+  store float %33, ptr %prepare.w443, align 4
   %34 = mul nsw i64 %0, 32
-  %35 = add nsw i64 %34, %prepare.co4382
+  %35 = add nsw i64 %34, %prepare.co4412
   %36 = mul nsw i64 %35, 64
-  %37 = add nsw i64 %36, %prepare.ci4371
+  %37 = add nsw i64 %36, %prepare.ci4401
   %38 = mul nsw i64 %37, 9
   %39 = add nsw i64 38224, %38
   %params7 = getelementptr inbounds float, ptr %params, i64 %39
   %40 = load float, ptr %params7, align 4
   %41 = mul nsw i64 %0, 32
-  %42 = add nsw i64 %41, %prepare.co4382
+  %42 = add nsw i64 %41, %prepare.co4412
   %43 = mul nsw i64 %42, 64
-  %44 = add nsw i64 %43, %prepare.ci4371
+  %44 = add nsw i64 %43, %prepare.ci4401
   %45 = mul nsw i64 %44, 9
   %46 = add nsw i64 38224, %45
   %47 = add nsw i64 %46, 6
@@ -37871,9 +38030,9 @@ prepare.co438:                                    ; preds = %prepare.co438, %pre
   %48 = load float, ptr %params8, align 4
   %49 = fadd float %40, %48
   %50 = mul nsw i64 %0, 32
-  %51 = add nsw i64 %50, %prepare.co4382
+  %51 = add nsw i64 %50, %prepare.co4412
   %52 = mul nsw i64 %51, 64
-  %53 = add nsw i64 %52, %prepare.ci4371
+  %53 = add nsw i64 %52, %prepare.ci4401
   %54 = mul nsw i64 %53, 9
   %55 = add nsw i64 38224, %54
   %56 = add nsw i64 %55, 3
@@ -37881,40 +38040,40 @@ prepare.co438:                                    ; preds = %prepare.co438, %pre
   %57 = load float, ptr %params9, align 4
   %58 = fsub float %49, %57
   %59 = fmul float %58, 5.000000e-01
-  store float %59, ptr %prepare.w441, align 4
+  store float %59, ptr %prepare.w444, align 4
   %60 = mul nsw i64 %0, 32
-  %61 = add nsw i64 %60, %prepare.co4382
+  %61 = add nsw i64 %60, %prepare.co4412
   %62 = mul nsw i64 %61, 64
-  %63 = add nsw i64 %62, %prepare.ci4371
+  %63 = add nsw i64 %62, %prepare.ci4401
   %64 = mul nsw i64 %63, 9
   %65 = add nsw i64 38224, %64
   %66 = add nsw i64 %65, 6
   %params10 = getelementptr inbounds float, ptr %params, i64 %66
   %67 = load float, ptr %params10, align 4
-  store float %67, ptr %prepare.w442, align 4
+  store float %67, ptr %prepare.w445, align 4
   %68 = mul nsw i64 %0, 32
-  %69 = add nsw i64 %68, %prepare.co4382
+  %69 = add nsw i64 %68, %prepare.co4412
   %70 = mul nsw i64 %69, 64
-  %71 = add nsw i64 %70, %prepare.ci4371
+  %71 = add nsw i64 %70, %prepare.ci4401
   %72 = mul nsw i64 %71, 9
   %73 = add nsw i64 38224, %72
   %74 = add nsw i64 %73, 1
   %params11 = getelementptr inbounds float, ptr %params, i64 %74
   %75 = load float, ptr %params11, align 4
-  store float %75, ptr %prepare.w443, align 4
+  store float %75, ptr %prepare.w446, align 4
   %76 = mul nsw i64 %0, 32
-  %77 = add nsw i64 %76, %prepare.co4382
+  %77 = add nsw i64 %76, %prepare.co4412
   %78 = mul nsw i64 %77, 64
-  %79 = add nsw i64 %78, %prepare.ci4371
+  %79 = add nsw i64 %78, %prepare.ci4401
   %80 = mul nsw i64 %79, 9
   %81 = add nsw i64 38224, %80
   %82 = add nsw i64 %81, 1
   %params12 = getelementptr inbounds float, ptr %params, i64 %82
   %83 = load float, ptr %params12, align 4
   %84 = mul nsw i64 %0, 32
-  %85 = add nsw i64 %84, %prepare.co4382
+  %85 = add nsw i64 %84, %prepare.co4412
   %86 = mul nsw i64 %85, 64
-  %87 = add nsw i64 %86, %prepare.ci4371
+  %87 = add nsw i64 %86, %prepare.ci4401
   %88 = mul nsw i64 %87, 9
   %89 = add nsw i64 38224, %88
   %90 = add nsw i64 %89, 4
@@ -37922,9 +38081,9 @@ prepare.co438:                                    ; preds = %prepare.co438, %pre
   %91 = load float, ptr %params13, align 4
   %92 = fadd float %83, %91
   %93 = mul nsw i64 %0, 32
-  %94 = add nsw i64 %93, %prepare.co4382
+  %94 = add nsw i64 %93, %prepare.co4412
   %95 = mul nsw i64 %94, 64
-  %96 = add nsw i64 %95, %prepare.ci4371
+  %96 = add nsw i64 %95, %prepare.ci4401
   %97 = mul nsw i64 %96, 9
   %98 = add nsw i64 38224, %97
   %99 = add nsw i64 %98, 7
@@ -37932,20 +38091,20 @@ prepare.co438:                                    ; preds = %prepare.co438, %pre
   %100 = load float, ptr %params14, align 4
   %101 = fadd float %92, %100
   %102 = fmul float %101, 5.000000e-01
-  store float %102, ptr %prepare.w444, align 4
+  store float %102, ptr %prepare.w447, align 4
   %103 = mul nsw i64 %0, 32
-  %104 = add nsw i64 %103, %prepare.co4382
+  %104 = add nsw i64 %103, %prepare.co4412
   %105 = mul nsw i64 %104, 64
-  %106 = add nsw i64 %105, %prepare.ci4371
+  %106 = add nsw i64 %105, %prepare.ci4401
   %107 = mul nsw i64 %106, 9
   %108 = add nsw i64 38224, %107
   %109 = add nsw i64 %108, 1
   %params15 = getelementptr inbounds float, ptr %params, i64 %109
   %110 = load float, ptr %params15, align 4
   %111 = mul nsw i64 %0, 32
-  %112 = add nsw i64 %111, %prepare.co4382
+  %112 = add nsw i64 %111, %prepare.co4412
   %113 = mul nsw i64 %112, 64
-  %114 = add nsw i64 %113, %prepare.ci4371
+  %114 = add nsw i64 %113, %prepare.ci4401
   %115 = mul nsw i64 %114, 9
   %116 = add nsw i64 38224, %115
   %117 = add nsw i64 %116, 7
@@ -37953,9 +38112,9 @@ prepare.co438:                                    ; preds = %prepare.co438, %pre
   %118 = load float, ptr %params16, align 4
   %119 = fadd float %110, %118
   %120 = mul nsw i64 %0, 32
-  %121 = add nsw i64 %120, %prepare.co4382
+  %121 = add nsw i64 %120, %prepare.co4412
   %122 = mul nsw i64 %121, 64
-  %123 = add nsw i64 %122, %prepare.ci4371
+  %123 = add nsw i64 %122, %prepare.ci4401
   %124 = mul nsw i64 %123, 9
   %125 = add nsw i64 38224, %124
   %126 = add nsw i64 %125, 4
@@ -37963,40 +38122,40 @@ prepare.co438:                                    ; preds = %prepare.co438, %pre
   %127 = load float, ptr %params17, align 4
   %128 = fsub float %119, %127
   %129 = fmul float %128, 5.000000e-01
-  store float %129, ptr %prepare.w445, align 4
+  store float %129, ptr %prepare.w448, align 4
   %130 = mul nsw i64 %0, 32
-  %131 = add nsw i64 %130, %prepare.co4382
+  %131 = add nsw i64 %130, %prepare.co4412
   %132 = mul nsw i64 %131, 64
-  %133 = add nsw i64 %132, %prepare.ci4371
+  %133 = add nsw i64 %132, %prepare.ci4401
   %134 = mul nsw i64 %133, 9
   %135 = add nsw i64 38224, %134
   %136 = add nsw i64 %135, 7
   %params18 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params18, align 4
-  store float %137, ptr %prepare.w446, align 4
+  store float %137, ptr %prepare.w449, align 4
   %138 = mul nsw i64 %0, 32
-  %139 = add nsw i64 %138, %prepare.co4382
+  %139 = add nsw i64 %138, %prepare.co4412
   %140 = mul nsw i64 %139, 64
-  %141 = add nsw i64 %140, %prepare.ci4371
+  %141 = add nsw i64 %140, %prepare.ci4401
   %142 = mul nsw i64 %141, 9
   %143 = add nsw i64 38224, %142
   %144 = add nsw i64 %143, 2
   %params19 = getelementptr inbounds float, ptr %params, i64 %144
   %145 = load float, ptr %params19, align 4
-  store float %145, ptr %prepare.w447, align 4
+  store float %145, ptr %prepare.w450, align 4
   %146 = mul nsw i64 %0, 32
-  %147 = add nsw i64 %146, %prepare.co4382
+  %147 = add nsw i64 %146, %prepare.co4412
   %148 = mul nsw i64 %147, 64
-  %149 = add nsw i64 %148, %prepare.ci4371
+  %149 = add nsw i64 %148, %prepare.ci4401
   %150 = mul nsw i64 %149, 9
   %151 = add nsw i64 38224, %150
   %152 = add nsw i64 %151, 2
   %params20 = getelementptr inbounds float, ptr %params, i64 %152
   %153 = load float, ptr %params20, align 4
   %154 = mul nsw i64 %0, 32
-  %155 = add nsw i64 %154, %prepare.co4382
+  %155 = add nsw i64 %154, %prepare.co4412
   %156 = mul nsw i64 %155, 64
-  %157 = add nsw i64 %156, %prepare.ci4371
+  %157 = add nsw i64 %156, %prepare.ci4401
   %158 = mul nsw i64 %157, 9
   %159 = add nsw i64 38224, %158
   %160 = add nsw i64 %159, 5
@@ -38004,9 +38163,9 @@ prepare.co438:                                    ; preds = %prepare.co438, %pre
   %161 = load float, ptr %params21, align 4
   %162 = fadd float %153, %161
   %163 = mul nsw i64 %0, 32
-  %164 = add nsw i64 %163, %prepare.co4382
+  %164 = add nsw i64 %163, %prepare.co4412
   %165 = mul nsw i64 %164, 64
-  %166 = add nsw i64 %165, %prepare.ci4371
+  %166 = add nsw i64 %165, %prepare.ci4401
   %167 = mul nsw i64 %166, 9
   %168 = add nsw i64 38224, %167
   %169 = add nsw i64 %168, 8
@@ -38014,20 +38173,20 @@ prepare.co438:                                    ; preds = %prepare.co438, %pre
   %170 = load float, ptr %params22, align 4
   %171 = fadd float %162, %170
   %172 = fmul float %171, 5.000000e-01
-  store float %172, ptr %prepare.w448, align 4
+  store float %172, ptr %prepare.w451, align 4
   %173 = mul nsw i64 %0, 32
-  %174 = add nsw i64 %173, %prepare.co4382
+  %174 = add nsw i64 %173, %prepare.co4412
   %175 = mul nsw i64 %174, 64
-  %176 = add nsw i64 %175, %prepare.ci4371
+  %176 = add nsw i64 %175, %prepare.ci4401
   %177 = mul nsw i64 %176, 9
   %178 = add nsw i64 38224, %177
   %179 = add nsw i64 %178, 2
   %params23 = getelementptr inbounds float, ptr %params, i64 %179
   %180 = load float, ptr %params23, align 4
   %181 = mul nsw i64 %0, 32
-  %182 = add nsw i64 %181, %prepare.co4382
+  %182 = add nsw i64 %181, %prepare.co4412
   %183 = mul nsw i64 %182, 64
-  %184 = add nsw i64 %183, %prepare.ci4371
+  %184 = add nsw i64 %183, %prepare.ci4401
   %185 = mul nsw i64 %184, 9
   %186 = add nsw i64 38224, %185
   %187 = add nsw i64 %186, 8
@@ -38035,9 +38194,9 @@ prepare.co438:                                    ; preds = %prepare.co438, %pre
   %188 = load float, ptr %params24, align 4
   %189 = fadd float %180, %188
   %190 = mul nsw i64 %0, 32
-  %191 = add nsw i64 %190, %prepare.co4382
+  %191 = add nsw i64 %190, %prepare.co4412
   %192 = mul nsw i64 %191, 64
-  %193 = add nsw i64 %192, %prepare.ci4371
+  %193 = add nsw i64 %192, %prepare.ci4401
   %194 = mul nsw i64 %193, 9
   %195 = add nsw i64 38224, %194
   %196 = add nsw i64 %195, 5
@@ -38045,228 +38204,228 @@ prepare.co438:                                    ; preds = %prepare.co438, %pre
   %197 = load float, ptr %params25, align 4
   %198 = fsub float %189, %197
   %199 = fmul float %198, 5.000000e-01
-  store float %199, ptr %prepare.w449, align 4
+  store float %199, ptr %prepare.w452, align 4
   %200 = mul nsw i64 %0, 32
-  %201 = add nsw i64 %200, %prepare.co4382
+  %201 = add nsw i64 %200, %prepare.co4412
   %202 = mul nsw i64 %201, 64
-  %203 = add nsw i64 %202, %prepare.ci4371
+  %203 = add nsw i64 %202, %prepare.ci4401
   %204 = mul nsw i64 %203, 9
   %205 = add nsw i64 38224, %204
   %206 = add nsw i64 %205, 8
   %params26 = getelementptr inbounds float, ptr %params, i64 %206
   %207 = load float, ptr %params26, align 4
-  store float %207, ptr %prepare.w450, align 4
-  %w439 = load float, ptr %prepare.w439, align 4
-  store float %w439, ptr %prepare.w451, align 4
-  %w43927 = load float, ptr %prepare.w439, align 4
-  %w443 = load float, ptr %prepare.w443, align 4
-  %208 = fadd float %w43927, %w443
-  %w447 = load float, ptr %prepare.w447, align 4
-  %209 = fadd float %208, %w447
-  %210 = fmul float %209, 5.000000e-01
-  store float %210, ptr %prepare.w452, align 4
-  %w43928 = load float, ptr %prepare.w439, align 4
-  %w44729 = load float, ptr %prepare.w447, align 4
-  %211 = fadd float %w43928, %w44729
-  %w44330 = load float, ptr %prepare.w443, align 4
-  %212 = fsub float %211, %w44330
-  %213 = fmul float %212, 5.000000e-01
-  store float %213, ptr %prepare.w453, align 4
-  %w44731 = load float, ptr %prepare.w447, align 4
-  store float %w44731, ptr %prepare.w454, align 4
-  %w440 = load float, ptr %prepare.w440, align 4
-  store float %w440, ptr %prepare.w455, align 4
-  %w44032 = load float, ptr %prepare.w440, align 4
-  %w444 = load float, ptr %prepare.w444, align 4
-  %214 = fadd float %w44032, %w444
-  %w448 = load float, ptr %prepare.w448, align 4
-  %215 = fadd float %214, %w448
-  %216 = fmul float %215, 5.000000e-01
-  store float %216, ptr %prepare.w456, align 4
-  %w44033 = load float, ptr %prepare.w440, align 4
-  %w44834 = load float, ptr %prepare.w448, align 4
-  %217 = fadd float %w44033, %w44834
-  %w44435 = load float, ptr %prepare.w444, align 4
-  %218 = fsub float %217, %w44435
-  %219 = fmul float %218, 5.000000e-01
-  store float %219, ptr %prepare.w457, align 4
-  %w44836 = load float, ptr %prepare.w448, align 4
-  store float %w44836, ptr %prepare.w458, align 4
-  %w441 = load float, ptr %prepare.w441, align 4
-  store float %w441, ptr %prepare.w459, align 4
-  %w44137 = load float, ptr %prepare.w441, align 4
-  %w445 = load float, ptr %prepare.w445, align 4
-  %220 = fadd float %w44137, %w445
-  %w449 = load float, ptr %prepare.w449, align 4
-  %221 = fadd float %220, %w449
-  %222 = fmul float %221, 5.000000e-01
-  store float %222, ptr %prepare.w460, align 4
-  %w44138 = load float, ptr %prepare.w441, align 4
-  %w44939 = load float, ptr %prepare.w449, align 4
-  %223 = fadd float %w44138, %w44939
-  %w44540 = load float, ptr %prepare.w445, align 4
-  %224 = fsub float %223, %w44540
-  %225 = fmul float %224, 5.000000e-01
-  store float %225, ptr %prepare.w461, align 4
-  %w44941 = load float, ptr %prepare.w449, align 4
-  store float %w44941, ptr %prepare.w462, align 4
+  store float %207, ptr %prepare.w453, align 4
   %w442 = load float, ptr %prepare.w442, align 4
-  store float %w442, ptr %prepare.w463, align 4
-  %w44242 = load float, ptr %prepare.w442, align 4
+  store float %w442, ptr %prepare.w454, align 4
+  %w44227 = load float, ptr %prepare.w442, align 4
   %w446 = load float, ptr %prepare.w446, align 4
-  %226 = fadd float %w44242, %w446
+  %208 = fadd float %w44227, %w446
   %w450 = load float, ptr %prepare.w450, align 4
-  %227 = fadd float %226, %w450
-  %228 = fmul float %227, 5.000000e-01
-  store float %228, ptr %prepare.w464, align 4
-  %w44243 = load float, ptr %prepare.w442, align 4
-  %w45044 = load float, ptr %prepare.w450, align 4
-  %229 = fadd float %w44243, %w45044
-  %w44645 = load float, ptr %prepare.w446, align 4
-  %230 = fsub float %229, %w44645
-  %231 = fmul float %230, 5.000000e-01
-  store float %231, ptr %prepare.w465, align 4
-  %w45046 = load float, ptr %prepare.w450, align 4
-  store float %w45046, ptr %prepare.w466, align 4
+  %209 = fadd float %208, %w450
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %prepare.w455, align 4
+  %w44228 = load float, ptr %prepare.w442, align 4
+  %w45029 = load float, ptr %prepare.w450, align 4
+  %211 = fadd float %w44228, %w45029
+  %w44630 = load float, ptr %prepare.w446, align 4
+  %212 = fsub float %211, %w44630
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %prepare.w456, align 4
+  %w45031 = load float, ptr %prepare.w450, align 4
+  store float %w45031, ptr %prepare.w457, align 4
+  %w443 = load float, ptr %prepare.w443, align 4
+  store float %w443, ptr %prepare.w458, align 4
+  %w44332 = load float, ptr %prepare.w443, align 4
+  %w447 = load float, ptr %prepare.w447, align 4
+  %214 = fadd float %w44332, %w447
   %w451 = load float, ptr %prepare.w451, align 4
-  %232 = mul nsw i64 %prepare.ci4371, 64
+  %215 = fadd float %214, %w451
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %prepare.w459, align 4
+  %w44333 = load float, ptr %prepare.w443, align 4
+  %w45134 = load float, ptr %prepare.w451, align 4
+  %217 = fadd float %w44333, %w45134
+  %w44735 = load float, ptr %prepare.w447, align 4
+  %218 = fsub float %217, %w44735
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %prepare.w460, align 4
+  %w45136 = load float, ptr %prepare.w451, align 4
+  store float %w45136, ptr %prepare.w461, align 4
+  %w444 = load float, ptr %prepare.w444, align 4
+  store float %w444, ptr %prepare.w462, align 4
+  %w44437 = load float, ptr %prepare.w444, align 4
+  %w448 = load float, ptr %prepare.w448, align 4
+  %220 = fadd float %w44437, %w448
+  %w452 = load float, ptr %prepare.w452, align 4
+  %221 = fadd float %220, %w452
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %prepare.w463, align 4
+  %w44438 = load float, ptr %prepare.w444, align 4
+  %w45239 = load float, ptr %prepare.w452, align 4
+  %223 = fadd float %w44438, %w45239
+  %w44840 = load float, ptr %prepare.w448, align 4
+  %224 = fsub float %223, %w44840
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %prepare.w464, align 4
+  %w45241 = load float, ptr %prepare.w452, align 4
+  store float %w45241, ptr %prepare.w465, align 4
+  %w445 = load float, ptr %prepare.w445, align 4
+  store float %w445, ptr %prepare.w466, align 4
+  %w44542 = load float, ptr %prepare.w445, align 4
+  %w449 = load float, ptr %prepare.w449, align 4
+  %226 = fadd float %w44542, %w449
+  %w453 = load float, ptr %prepare.w453, align 4
+  %227 = fadd float %226, %w453
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %prepare.w467, align 4
+  %w44543 = load float, ptr %prepare.w445, align 4
+  %w45344 = load float, ptr %prepare.w453, align 4
+  %229 = fadd float %w44543, %w45344
+  %w44945 = load float, ptr %prepare.w449, align 4
+  %230 = fsub float %229, %w44945
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %prepare.w468, align 4
+  %w45346 = load float, ptr %prepare.w453, align 4
+  store float %w45346, ptr %prepare.w469, align 4
+  %w454 = load float, ptr %prepare.w454, align 4
+  %232 = mul nsw i64 %prepare.ci4401, 64
   %233 = add nsw i64 3356768, %232
   %234 = mul nsw i64 %0, 32
-  %235 = add nsw i64 %234, %prepare.co4382
+  %235 = add nsw i64 %234, %prepare.co4412
   %236 = add nsw i64 %233, %235
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w451, ptr %arena47, align 4
-  %w452 = load float, ptr %prepare.w452, align 4
-  %237 = mul nsw i64 %prepare.ci4371, 64
+  store float %w454, ptr %arena47, align 4
+  %w455 = load float, ptr %prepare.w455, align 4
+  %237 = mul nsw i64 %prepare.ci4401, 64
   %238 = add nsw i64 3360864, %237
   %239 = mul nsw i64 %0, 32
-  %240 = add nsw i64 %239, %prepare.co4382
+  %240 = add nsw i64 %239, %prepare.co4412
   %241 = add nsw i64 %238, %240
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w452, ptr %arena48, align 4
-  %w453 = load float, ptr %prepare.w453, align 4
-  %242 = mul nsw i64 %prepare.ci4371, 64
+  store float %w455, ptr %arena48, align 4
+  %w456 = load float, ptr %prepare.w456, align 4
+  %242 = mul nsw i64 %prepare.ci4401, 64
   %243 = add nsw i64 3364960, %242
   %244 = mul nsw i64 %0, 32
-  %245 = add nsw i64 %244, %prepare.co4382
+  %245 = add nsw i64 %244, %prepare.co4412
   %246 = add nsw i64 %243, %245
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w453, ptr %arena49, align 4
-  %w454 = load float, ptr %prepare.w454, align 4
-  %247 = mul nsw i64 %prepare.ci4371, 64
+  store float %w456, ptr %arena49, align 4
+  %w457 = load float, ptr %prepare.w457, align 4
+  %247 = mul nsw i64 %prepare.ci4401, 64
   %248 = add nsw i64 3369056, %247
   %249 = mul nsw i64 %0, 32
-  %250 = add nsw i64 %249, %prepare.co4382
+  %250 = add nsw i64 %249, %prepare.co4412
   %251 = add nsw i64 %248, %250
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w454, ptr %arena50, align 4
-  %w455 = load float, ptr %prepare.w455, align 4
-  %252 = mul nsw i64 %prepare.ci4371, 64
+  store float %w457, ptr %arena50, align 4
+  %w458 = load float, ptr %prepare.w458, align 4
+  %252 = mul nsw i64 %prepare.ci4401, 64
   %253 = add nsw i64 3373152, %252
   %254 = mul nsw i64 %0, 32
-  %255 = add nsw i64 %254, %prepare.co4382
+  %255 = add nsw i64 %254, %prepare.co4412
   %256 = add nsw i64 %253, %255
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w455, ptr %arena51, align 4
-  %w456 = load float, ptr %prepare.w456, align 4
-  %257 = mul nsw i64 %prepare.ci4371, 64
+  store float %w458, ptr %arena51, align 4
+  %w459 = load float, ptr %prepare.w459, align 4
+  %257 = mul nsw i64 %prepare.ci4401, 64
   %258 = add nsw i64 3377248, %257
   %259 = mul nsw i64 %0, 32
-  %260 = add nsw i64 %259, %prepare.co4382
+  %260 = add nsw i64 %259, %prepare.co4412
   %261 = add nsw i64 %258, %260
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w456, ptr %arena52, align 4
-  %w457 = load float, ptr %prepare.w457, align 4
-  %262 = mul nsw i64 %prepare.ci4371, 64
+  store float %w459, ptr %arena52, align 4
+  %w460 = load float, ptr %prepare.w460, align 4
+  %262 = mul nsw i64 %prepare.ci4401, 64
   %263 = add nsw i64 3381344, %262
   %264 = mul nsw i64 %0, 32
-  %265 = add nsw i64 %264, %prepare.co4382
+  %265 = add nsw i64 %264, %prepare.co4412
   %266 = add nsw i64 %263, %265
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w457, ptr %arena53, align 4
-  %w458 = load float, ptr %prepare.w458, align 4
-  %267 = mul nsw i64 %prepare.ci4371, 64
+  store float %w460, ptr %arena53, align 4
+  %w461 = load float, ptr %prepare.w461, align 4
+  %267 = mul nsw i64 %prepare.ci4401, 64
   %268 = add nsw i64 3385440, %267
   %269 = mul nsw i64 %0, 32
-  %270 = add nsw i64 %269, %prepare.co4382
+  %270 = add nsw i64 %269, %prepare.co4412
   %271 = add nsw i64 %268, %270
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w458, ptr %arena54, align 4
-  %w459 = load float, ptr %prepare.w459, align 4
-  %272 = mul nsw i64 %prepare.ci4371, 64
+  store float %w461, ptr %arena54, align 4
+  %w462 = load float, ptr %prepare.w462, align 4
+  %272 = mul nsw i64 %prepare.ci4401, 64
   %273 = add nsw i64 3389536, %272
   %274 = mul nsw i64 %0, 32
-  %275 = add nsw i64 %274, %prepare.co4382
+  %275 = add nsw i64 %274, %prepare.co4412
   %276 = add nsw i64 %273, %275
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w459, ptr %arena55, align 4
-  %w460 = load float, ptr %prepare.w460, align 4
-  %277 = mul nsw i64 %prepare.ci4371, 64
+  store float %w462, ptr %arena55, align 4
+  %w463 = load float, ptr %prepare.w463, align 4
+  %277 = mul nsw i64 %prepare.ci4401, 64
   %278 = add nsw i64 3393632, %277
   %279 = mul nsw i64 %0, 32
-  %280 = add nsw i64 %279, %prepare.co4382
+  %280 = add nsw i64 %279, %prepare.co4412
   %281 = add nsw i64 %278, %280
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w460, ptr %arena56, align 4
-  %w461 = load float, ptr %prepare.w461, align 4
-  %282 = mul nsw i64 %prepare.ci4371, 64
+  store float %w463, ptr %arena56, align 4
+  %w464 = load float, ptr %prepare.w464, align 4
+  %282 = mul nsw i64 %prepare.ci4401, 64
   %283 = add nsw i64 3397728, %282
   %284 = mul nsw i64 %0, 32
-  %285 = add nsw i64 %284, %prepare.co4382
+  %285 = add nsw i64 %284, %prepare.co4412
   %286 = add nsw i64 %283, %285
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w461, ptr %arena57, align 4
-  %w462 = load float, ptr %prepare.w462, align 4
-  %287 = mul nsw i64 %prepare.ci4371, 64
+  store float %w464, ptr %arena57, align 4
+  %w465 = load float, ptr %prepare.w465, align 4
+  %287 = mul nsw i64 %prepare.ci4401, 64
   %288 = add nsw i64 3401824, %287
   %289 = mul nsw i64 %0, 32
-  %290 = add nsw i64 %289, %prepare.co4382
+  %290 = add nsw i64 %289, %prepare.co4412
   %291 = add nsw i64 %288, %290
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w462, ptr %arena58, align 4
-  %w463 = load float, ptr %prepare.w463, align 4
-  %292 = mul nsw i64 %prepare.ci4371, 64
+  store float %w465, ptr %arena58, align 4
+  %w466 = load float, ptr %prepare.w466, align 4
+  %292 = mul nsw i64 %prepare.ci4401, 64
   %293 = add nsw i64 3405920, %292
   %294 = mul nsw i64 %0, 32
-  %295 = add nsw i64 %294, %prepare.co4382
+  %295 = add nsw i64 %294, %prepare.co4412
   %296 = add nsw i64 %293, %295
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w463, ptr %arena59, align 4
-  %w464 = load float, ptr %prepare.w464, align 4
-  %297 = mul nsw i64 %prepare.ci4371, 64
+  store float %w466, ptr %arena59, align 4
+  %w467 = load float, ptr %prepare.w467, align 4
+  %297 = mul nsw i64 %prepare.ci4401, 64
   %298 = add nsw i64 3410016, %297
   %299 = mul nsw i64 %0, 32
-  %300 = add nsw i64 %299, %prepare.co4382
+  %300 = add nsw i64 %299, %prepare.co4412
   %301 = add nsw i64 %298, %300
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w464, ptr %arena60, align 4
-  %w465 = load float, ptr %prepare.w465, align 4
-  %302 = mul nsw i64 %prepare.ci4371, 64
+  store float %w467, ptr %arena60, align 4
+  %w468 = load float, ptr %prepare.w468, align 4
+  %302 = mul nsw i64 %prepare.ci4401, 64
   %303 = add nsw i64 3414112, %302
   %304 = mul nsw i64 %0, 32
-  %305 = add nsw i64 %304, %prepare.co4382
+  %305 = add nsw i64 %304, %prepare.co4412
   %306 = add nsw i64 %303, %305
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w465, ptr %arena61, align 4
-  %w466 = load float, ptr %prepare.w466, align 4
-  %307 = mul nsw i64 %prepare.ci4371, 64
+  store float %w468, ptr %arena61, align 4
+  %w469 = load float, ptr %prepare.w469, align 4
+  %307 = mul nsw i64 %prepare.ci4401, 64
   %308 = add nsw i64 3418208, %307
   %309 = mul nsw i64 %0, 32
-  %310 = add nsw i64 %309, %prepare.co4382
+  %310 = add nsw i64 %309, %prepare.co4412
   %311 = add nsw i64 %308, %310
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w466, ptr %arena62, align 4
-  %co438.next = add nsw i64 %prepare.co4382, 1
-  %312 = icmp slt i64 %co438.next, 32
-  br i1 %312, label %prepare.co438, label %prepare.co438.end
+  store float %w469, ptr %arena62, align 4
+  %co441.next = add nsw i64 %prepare.co4412, 1
+  %312 = icmp slt i64 %co441.next, 32
+  br i1 %312, label %prepare.co441, label %prepare.co441.end
 
-prepare.co438.end:                                ; preds = %prepare.co438
-  %ci437.next = add nsw i64 %prepare.ci4371, 1
-  %313 = icmp slt i64 %ci437.next, 64
-  br i1 %313, label %prepare.ci437, label %prepare.ci437.end
+prepare.co441.end:                                ; preds = %prepare.co441
+  %ci440.next = add nsw i64 %prepare.ci4401, 1
+  %313 = icmp slt i64 %ci440.next, 64
+  br i1 %313, label %prepare.ci440, label %prepare.ci440.end
 }
 
-define internal void @resnet8_infer_b64.part436.task(ptr %0, i64 %1) {
+define internal void @resnet8_infer_b64.part439.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -38290,7 +38449,7 @@ entry:
   %21 = load i64, ptr %20, align 4
   %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
   %23 = load ptr, ptr %22, align 8
-  call void @resnet8_infer_b64.part436(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  call void @resnet8_infer_b64.part439(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
@@ -46821,150 +46980,7 @@ entry:
 ; Function Attrs: noinline
 define internal void @resnet8_infer_b64.k11.s2_conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %part322.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  br label %s2_conv2.i316
-
-s2_conv2.i316:                                    ; preds = %s2_conv2.i316, %entry
-  %s2_conv2.i3161 = phi i64 [ 0, %entry ], [ %i316.next, %s2_conv2.i316 ]
-  %0 = add nsw i64 1589376, %s2_conv2.i3161
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
-  store float 0.000000e+00, ptr %arena2, align 4
-  %i316.next = add nsw i64 %s2_conv2.i3161, 1
-  %1 = icmp slt i64 %i316.next, 10368
-  br i1 %1, label %s2_conv2.i316, label %s2_conv2.i316.end
-
-s2_conv2.i316.end:                                ; preds = %s2_conv2.i316
-  br label %s2_conv2.g317
-
-s2_conv2.g317:                                    ; preds = %s2_conv2.part322.done, %s2_conv2.i316.end
-  %s2_conv2.g3173 = phi i64 [ 0, %s2_conv2.i316.end ], [ %g317.next, %s2_conv2.part322.done ]
-  br label %s2_conv2.j318
-
-s2_conv2.g317.end:                                ; preds = %s2_conv2.part322.done
-  ret void
-
-s2_conv2.j318:                                    ; preds = %s2_conv2.c319.end, %s2_conv2.g317
-  %s2_conv2.j3184 = phi i64 [ 0, %s2_conv2.g317 ], [ %j318.next, %s2_conv2.c319.end ]
-  br label %s2_conv2.c319
-
-s2_conv2.j318.end:                                ; preds = %s2_conv2.c319.end
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part322.context, i32 0, i32 0
-  store ptr %params, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part322.context, i32 0, i32 1
-  store ptr %grads, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part322.context, i32 0, i32 2
-  store ptr %m, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part322.context, i32 0, i32 3
-  store ptr %v, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part322.context, i32 0, i32 4
-  store ptr %arena, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part322.context, i32 0, i32 5
-  store ptr %images, ptr %7, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part322.context, i32 0, i32 6
-  store ptr %labels, ptr %8, align 8
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part322.context, i32 0, i32 7
-  store float %lr, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part322.context, i32 0, i32 8
-  store i64 %step, ptr %10, align 4
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part322.context, i32 0, i32 9
-  store i64 %seed, ptr %11, align 4
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part322.context, i32 0, i32 10
-  store ptr %pool, ptr %12, align 8
-  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part322.context, i32 0, i32 11
-  store i64 %s2_conv2.g3173, ptr %13, align 4
-  %14 = icmp eq ptr %pool, null
-  br i1 %14, label %s2_conv2.part322.serial, label %s2_conv2.part322.pool
-
-s2_conv2.c319:                                    ; preds = %s2_conv2.iy320.end, %s2_conv2.j318
-  %s2_conv2.c3195 = phi i64 [ 0, %s2_conv2.j318 ], [ %c319.next, %s2_conv2.iy320.end ]
-  br label %s2_conv2.iy320
-
-s2_conv2.c319.end:                                ; preds = %s2_conv2.iy320.end
-  %j318.next = add nsw i64 %s2_conv2.j3184, 1
-  %15 = icmp slt i64 %j318.next, 1
-  br i1 %15, label %s2_conv2.j318, label %s2_conv2.j318.end
-
-s2_conv2.iy320:                                   ; preds = %s2_conv2.ix321.end, %s2_conv2.c319
-  %s2_conv2.iy3206 = phi i64 [ 0, %s2_conv2.c319 ], [ %iy320.next, %s2_conv2.ix321.end ]
-  br label %s2_conv2.ix321
-
-s2_conv2.iy320.end:                               ; preds = %s2_conv2.ix321.end
-  %c319.next = add nsw i64 %s2_conv2.c3195, 1
-  %16 = icmp slt i64 %c319.next, 32
-  br i1 %16, label %s2_conv2.c319, label %s2_conv2.c319.end
-
-s2_conv2.ix321:                                   ; preds = %s2_conv2.ix321, %s2_conv2.iy320
-  %s2_conv2.ix3217 = phi i64 [ 0, %s2_conv2.iy320 ], [ %ix321.next, %s2_conv2.ix321 ]
-  %17 = add nsw i64 %s2_conv2.g3173, %s2_conv2.j3184
-  %18 = mul nsw i64 %17, 8192
-  %19 = add nsw i64 64, %18
-  %20 = mul nsw i64 %s2_conv2.c3195, 256
-  %21 = add nsw i64 %19, %20
-  %22 = mul nsw i64 %s2_conv2.iy3206, 16
-  %23 = add nsw i64 %21, %22
-  %24 = add nsw i64 %23, %s2_conv2.ix3217
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %24
-  %25 = load float, ptr %arena8, align 4
-  %26 = mul nsw i64 %s2_conv2.j3184, 10368
-  %27 = add nsw i64 %s2_conv2.iy3206, 1
-  %28 = mul nsw i64 %27, 576
-  %29 = add nsw i64 %26, %28
-  %30 = add nsw i64 %s2_conv2.ix3217, 1
-  %31 = mul nsw i64 %30, 32
-  %32 = add nsw i64 %29, %31
-  %33 = add nsw i64 %32, %s2_conv2.c3195
-  %34 = add nsw i64 1589376, %33
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %34
-  store float %25, ptr %arena9, align 4
-  %ix321.next = add nsw i64 %s2_conv2.ix3217, 1
-  %35 = icmp slt i64 %ix321.next, 16
-  br i1 %35, label %s2_conv2.ix321, label %s2_conv2.ix321.end
-
-s2_conv2.ix321.end:                               ; preds = %s2_conv2.ix321
-  %iy320.next = add nsw i64 %s2_conv2.iy3206, 1
-  %36 = icmp slt i64 %iy320.next, 16
-  br i1 %36, label %s2_conv2.iy320, label %s2_conv2.iy320.end
-
-s2_conv2.part322.pool:                            ; preds = %s2_conv2.j318.end
-  %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @resnet8_infer_b64.k11.s2_conv2.part322.task, ptr %part322.context, i64 2)
-  br label %s2_conv2.part322.done
-
-s2_conv2.part322.serial:                          ; preds = %s2_conv2.j318.end
-  br label %s2_conv2.part322
-
-s2_conv2.part322.done:                            ; preds = %s2_conv2.part322.end, %s2_conv2.part322.pool
-  %g317.next = add nsw i64 %s2_conv2.g3173, 1
-  %37 = icmp slt i64 %g317.next, 64
-  br i1 %37, label %s2_conv2.g317, label %s2_conv2.g317.end
-
-s2_conv2.part322:                                 ; preds = %s2_conv2.part322, %s2_conv2.part322.serial
-  %s2_conv2.part32210 = phi i64 [ 0, %s2_conv2.part322.serial ], [ %part322.next, %s2_conv2.part322 ]
-  call void @resnet8_infer_b64.k11.s2_conv2.part322(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s2_conv2.g3173, i64 %s2_conv2.part32210)
-  %part322.next = add nsw i64 %s2_conv2.part32210, 1
-  %38 = icmp slt i64 %part322.next, 2
-  br i1 %38, label %s2_conv2.part322, label %s2_conv2.part322.end
-
-s2_conv2.part322.end:                             ; preds = %s2_conv2.part322
-  br label %s2_conv2.part322.done
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k11.s2_conv2.part322(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
-entry:
-  %s2_conv2.w380 = alloca <8 x float>, align 32
-  %s2_conv2.w379 = alloca <8 x float>, align 32
-  %s2_conv2.w378 = alloca <8 x float>, align 32
-  %s2_conv2.w377 = alloca <8 x float>, align 32
-  %s2_conv2.w376 = alloca <8 x float>, align 32
-  %s2_conv2.w375 = alloca <8 x float>, align 32
-  %s2_conv2.w374 = alloca <8 x float>, align 32
-  %s2_conv2.w373 = alloca <8 x float>, align 32
-  %s2_conv2.w372 = alloca <8 x float>, align 32
-  %s2_conv2.w371 = alloca <8 x float>, align 32
-  %s2_conv2.w370 = alloca <8 x float>, align 32
-  %s2_conv2.w369 = alloca <8 x float>, align 32
-  %s2_conv2.w359 = alloca <8 x float>, align 32
+  %part359.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
   %s2_conv2.w358 = alloca <8 x float>, align 32
   %s2_conv2.w357 = alloca <8 x float>, align 32
   %s2_conv2.w356 = alloca <8 x float>, align 32
@@ -46996,1740 +47012,2067 @@ entry:
   %s2_conv2.w330 = alloca <8 x float>, align 32
   %s2_conv2.w329 = alloca <8 x float>, align 32
   %s2_conv2.w328 = alloca <8 x float>, align 32
-  br label %s2_conv2.oy323
+  %s2_conv2.w327 = alloca <8 x float>, align 32
+  br label %s2_conv2.i317
 
-s2_conv2.oy323:                                   ; preds = %s2_conv2.j381.end, %entry
-  %s2_conv2.oy3231 = phi i64 [ 0, %entry ], [ %oy323.next, %s2_conv2.j381.end ]
-  br label %s2_conv2.j324
+s2_conv2.i317:                                    ; preds = %s2_conv2.i317, %entry
+  %s2_conv2.i3171 = phi i64 [ 0, %entry ], [ %i317.next, %s2_conv2.i317 ]
+  %0 = add nsw i64 1589376, %s2_conv2.i3171
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
+  store float 0.000000e+00, ptr %arena2, align 4
+  %i317.next = add nsw i64 %s2_conv2.i3171, 1
+  %1 = icmp slt i64 %i317.next, 10368
+  br i1 %1, label %s2_conv2.i317, label %s2_conv2.i317.end
 
-s2_conv2.oy323.end:                               ; preds = %s2_conv2.j381.end
+s2_conv2.i317.end:                                ; preds = %s2_conv2.i317
+  br label %s2_conv2.g318
+
+s2_conv2.g318:                                    ; preds = %s2_conv2.part359.done, %s2_conv2.i317.end
+  %s2_conv2.g3183 = phi i64 [ 0, %s2_conv2.i317.end ], [ %g318.next, %s2_conv2.part359.done ]
+  br label %s2_conv2.j319
+
+s2_conv2.g318.end:                                ; preds = %s2_conv2.part359.done
   ret void
 
-s2_conv2.j324:                                    ; preds = %s2_conv2.ty325.end, %s2_conv2.oy323
-  %s2_conv2.j3242 = phi i64 [ 0, %s2_conv2.oy323 ], [ %j324.next, %s2_conv2.ty325.end ]
-  br label %s2_conv2.ty325
+s2_conv2.j319:                                    ; preds = %s2_conv2.c320.end, %s2_conv2.g318
+  %s2_conv2.j3194 = phi i64 [ 0, %s2_conv2.g318 ], [ %j319.next, %s2_conv2.c320.end ]
+  br label %s2_conv2.c320
 
-s2_conv2.j324.end:                                ; preds = %s2_conv2.ty325.end
-  br label %s2_conv2.xi360
+s2_conv2.j319.end:                                ; preds = %s2_conv2.c320.end
+  br label %s2_conv2.j323
 
-s2_conv2.ty325:                                   ; preds = %s2_conv2.tx326.end, %s2_conv2.j324
-  %s2_conv2.ty3253 = phi i64 [ 0, %s2_conv2.j324 ], [ %ty325.next, %s2_conv2.tx326.end ]
-  br label %s2_conv2.tx326
+s2_conv2.c320:                                    ; preds = %s2_conv2.iy321.end, %s2_conv2.j319
+  %s2_conv2.c3205 = phi i64 [ 0, %s2_conv2.j319 ], [ %c320.next, %s2_conv2.iy321.end ]
+  br label %s2_conv2.iy321
 
-s2_conv2.ty325.end:                               ; preds = %s2_conv2.tx326.end
-  %j324.next = add nsw i64 %s2_conv2.j3242, 1
-  %2 = icmp slt i64 %j324.next, 1
-  br i1 %2, label %s2_conv2.j324, label %s2_conv2.j324.end
+s2_conv2.c320.end:                                ; preds = %s2_conv2.iy321.end
+  %j319.next = add nsw i64 %s2_conv2.j3194, 1
+  %2 = icmp slt i64 %j319.next, 1
+  br i1 %2, label %s2_conv2.j319, label %s2_conv2.j319.end
 
-s2_conv2.tx326:                                   ; preds = %s2_conv2.cv327.end, %s2_conv2.ty325
-  %s2_conv2.tx3264 = phi i64 [ 0, %s2_conv2.ty325 ], [ %tx326.next, %s2_conv2.cv327.end ]
-  br label %s2_conv2.cv327
+s2_conv2.iy321:                                   ; preds = %s2_conv2.ix322.end, %s2_conv2.c320
+  %s2_conv2.iy3216 = phi i64 [ 0, %s2_conv2.c320 ], [ %iy321.next, %s2_conv2.ix322.end ]
+  br label %s2_conv2.ix322
 
-s2_conv2.tx326.end:                               ; preds = %s2_conv2.cv327.end
-  %ty325.next = add nsw i64 %s2_conv2.ty3253, 1
-  %3 = icmp slt i64 %ty325.next, 4
-  br i1 %3, label %s2_conv2.ty325, label %s2_conv2.ty325.end
+s2_conv2.iy321.end:                               ; preds = %s2_conv2.ix322.end
+  %c320.next = add nsw i64 %s2_conv2.c3205, 1
+  %3 = icmp slt i64 %c320.next, 32
+  br i1 %3, label %s2_conv2.c320, label %s2_conv2.c320.end
 
-s2_conv2.cv327:                                   ; preds = %s2_conv2.cv327, %s2_conv2.tx326
-  %s2_conv2.cv3275 = phi i64 [ 0, %s2_conv2.tx326 ], [ %cv327.next, %s2_conv2.cv327 ]
-  %4 = mul nsw i64 %s2_conv2.j3242, 10368
-  %5 = add nsw i64 %s2_conv2.oy3231, %1
-  %6 = mul nsw i64 %5, 4
-  %7 = add nsw i64 %s2_conv2.ty3253, %6
-  %8 = mul nsw i64 %7, 2
-  %9 = mul nsw i64 %8, 576
-  %10 = add nsw i64 %4, %9
-  %11 = mul nsw i64 %s2_conv2.tx3264, 2
-  %12 = mul nsw i64 %11, 32
-  %13 = add nsw i64 %10, %12
-  %14 = mul nsw i64 %s2_conv2.cv3275, 8
-  %15 = add nsw i64 %13, %14
-  %16 = add nsw i64 1589376, %15
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
-  %17 = load <8 x float>, ptr %arena6, align 4
-  %18 = mul nsw i64 %s2_conv2.j3242, 10368
-  %19 = add nsw i64 %s2_conv2.oy3231, %1
-  %20 = mul nsw i64 %19, 4
-  %21 = add nsw i64 %s2_conv2.ty3253, %20
-  %22 = mul nsw i64 %21, 2
-  %23 = add nsw i64 %22, 2
-  %24 = mul nsw i64 %23, 576
-  %25 = add nsw i64 %18, %24
-  %26 = mul nsw i64 %s2_conv2.tx3264, 2
-  %27 = mul nsw i64 %26, 32
-  %28 = add nsw i64 %25, %27
-  %29 = mul nsw i64 %s2_conv2.cv3275, 8
-  %30 = add nsw i64 %28, %29
-  %31 = add nsw i64 1589376, %30
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %31
-  %32 = load <8 x float>, ptr %arena7, align 4
-  %33 = fsub <8 x float> %17, %32
-  store <8 x float> %33, ptr %s2_conv2.w328, align 32
-  %34 = mul nsw i64 %s2_conv2.j3242, 10368
-  %35 = add nsw i64 %s2_conv2.oy3231, %1
-  %36 = mul nsw i64 %35, 4
-  %37 = add nsw i64 %s2_conv2.ty3253, %36
-  %38 = mul nsw i64 %37, 2
-  %39 = add nsw i64 %38, 1
-  %40 = mul nsw i64 %39, 576
-  %41 = add nsw i64 %34, %40
-  %42 = mul nsw i64 %s2_conv2.tx3264, 2
-  %43 = mul nsw i64 %42, 32
-  %44 = add nsw i64 %41, %43
-  %45 = mul nsw i64 %s2_conv2.cv3275, 8
-  %46 = add nsw i64 %44, %45
-  %47 = add nsw i64 1589376, %46
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %47
-  %48 = load <8 x float>, ptr %arena8, align 4
-  %49 = mul nsw i64 %s2_conv2.j3242, 10368
-  %50 = add nsw i64 %s2_conv2.oy3231, %1
-  %51 = mul nsw i64 %50, 4
-  %52 = add nsw i64 %s2_conv2.ty3253, %51
-  %53 = mul nsw i64 %52, 2
-  %54 = add nsw i64 %53, 2
-  %55 = mul nsw i64 %54, 576
-  %56 = add nsw i64 %49, %55
-  %57 = mul nsw i64 %s2_conv2.tx3264, 2
-  %58 = mul nsw i64 %57, 32
-  %59 = add nsw i64 %56, %58
-  %60 = mul nsw i64 %s2_conv2.cv3275, 8
-  %61 = add nsw i64 %59, %60
-  %62 = add nsw i64 1589376, %61
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %62
-  %63 = load <8 x float>, ptr %arena9, align 4
-  %64 = fadd <8 x float> %48, %63
-  store <8 x float> %64, ptr %s2_conv2.w329, align 32
-  %65 = mul nsw i64 %s2_conv2.j3242, 10368
-  %66 = add nsw i64 %s2_conv2.oy3231, %1
-  %67 = mul nsw i64 %66, 4
-  %68 = add nsw i64 %s2_conv2.ty3253, %67
-  %69 = mul nsw i64 %68, 2
-  %70 = add nsw i64 %69, 2
-  %71 = mul nsw i64 %70, 576
-  %72 = add nsw i64 %65, %71
-  %73 = mul nsw i64 %s2_conv2.tx3264, 2
-  %74 = mul nsw i64 %73, 32
-  %75 = add nsw i64 %72, %74
-  %76 = mul nsw i64 %s2_conv2.cv3275, 8
-  %77 = add nsw i64 %75, %76
-  %78 = add nsw i64 1589376, %77
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %78
-  %79 = load <8 x float>, ptr %arena10, align 4
-  %80 = mul nsw i64 %s2_conv2.j3242, 10368
-  %81 = add nsw i64 %s2_conv2.oy3231, %1
-  %82 = mul nsw i64 %81, 4
-  %83 = add nsw i64 %s2_conv2.ty3253, %82
-  %84 = mul nsw i64 %83, 2
-  %85 = add nsw i64 %84, 1
-  %86 = mul nsw i64 %85, 576
-  %87 = add nsw i64 %80, %86
-  %88 = mul nsw i64 %s2_conv2.tx3264, 2
-  %89 = mul nsw i64 %88, 32
-  %90 = add nsw i64 %87, %89
-  %91 = mul nsw i64 %s2_conv2.cv3275, 8
-  %92 = add nsw i64 %90, %91
-  %93 = add nsw i64 1589376, %92
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 %93
-  %94 = load <8 x float>, ptr %arena11, align 4
-  %95 = fsub <8 x float> %79, %94
-  store <8 x float> %95, ptr %s2_conv2.w330, align 32
-  %96 = mul nsw i64 %s2_conv2.j3242, 10368
-  %97 = add nsw i64 %s2_conv2.oy3231, %1
-  %98 = mul nsw i64 %97, 4
-  %99 = add nsw i64 %s2_conv2.ty3253, %98
-  %100 = mul nsw i64 %99, 2
-  %101 = add nsw i64 %100, 1
-  %102 = mul nsw i64 %101, 576
-  %103 = add nsw i64 %96, %102
-  %104 = mul nsw i64 %s2_conv2.tx3264, 2
-  %105 = mul nsw i64 %104, 32
-  %106 = add nsw i64 %103, %105
-  %107 = mul nsw i64 %s2_conv2.cv3275, 8
-  %108 = add nsw i64 %106, %107
-  %109 = add nsw i64 1589376, %108
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %109
-  %110 = load <8 x float>, ptr %arena12, align 4
-  %111 = mul nsw i64 %s2_conv2.j3242, 10368
-  %112 = add nsw i64 %s2_conv2.oy3231, %1
-  %113 = mul nsw i64 %112, 4
-  %114 = add nsw i64 %s2_conv2.ty3253, %113
-  %115 = mul nsw i64 %114, 2
-  %116 = add nsw i64 %115, 3
-  %117 = mul nsw i64 %116, 576
-  %118 = add nsw i64 %111, %117
-  %119 = mul nsw i64 %s2_conv2.tx3264, 2
-  %120 = mul nsw i64 %119, 32
-  %121 = add nsw i64 %118, %120
-  %122 = mul nsw i64 %s2_conv2.cv3275, 8
-  %123 = add nsw i64 %121, %122
-  %124 = add nsw i64 1589376, %123
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 %124
-  %125 = load <8 x float>, ptr %arena13, align 4
-  %126 = fsub <8 x float> %110, %125
-  store <8 x float> %126, ptr %s2_conv2.w331, align 32
-  %127 = mul nsw i64 %s2_conv2.j3242, 10368
-  %128 = add nsw i64 %s2_conv2.oy3231, %1
-  %129 = mul nsw i64 %128, 4
-  %130 = add nsw i64 %s2_conv2.ty3253, %129
-  %131 = mul nsw i64 %130, 2
-  %132 = mul nsw i64 %131, 576
-  %133 = add nsw i64 %127, %132
-  %134 = mul nsw i64 %s2_conv2.tx3264, 2
-  %135 = add nsw i64 %134, 1
-  %136 = mul nsw i64 %135, 32
-  %137 = add nsw i64 %133, %136
-  %138 = mul nsw i64 %s2_conv2.cv3275, 8
-  %139 = add nsw i64 %137, %138
-  %140 = add nsw i64 1589376, %139
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %140
-  %141 = load <8 x float>, ptr %arena14, align 4
-  %142 = mul nsw i64 %s2_conv2.j3242, 10368
-  %143 = add nsw i64 %s2_conv2.oy3231, %1
-  %144 = mul nsw i64 %143, 4
-  %145 = add nsw i64 %s2_conv2.ty3253, %144
-  %146 = mul nsw i64 %145, 2
-  %147 = add nsw i64 %146, 2
-  %148 = mul nsw i64 %147, 576
-  %149 = add nsw i64 %142, %148
-  %150 = mul nsw i64 %s2_conv2.tx3264, 2
-  %151 = add nsw i64 %150, 1
-  %152 = mul nsw i64 %151, 32
-  %153 = add nsw i64 %149, %152
-  %154 = mul nsw i64 %s2_conv2.cv3275, 8
-  %155 = add nsw i64 %153, %154
-  %156 = add nsw i64 1589376, %155
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %156
-  %157 = load <8 x float>, ptr %arena15, align 4
-  %158 = fsub <8 x float> %141, %157
-  store <8 x float> %158, ptr %s2_conv2.w332, align 32
-  %159 = mul nsw i64 %s2_conv2.j3242, 10368
-  %160 = add nsw i64 %s2_conv2.oy3231, %1
-  %161 = mul nsw i64 %160, 4
-  %162 = add nsw i64 %s2_conv2.ty3253, %161
-  %163 = mul nsw i64 %162, 2
-  %164 = add nsw i64 %163, 1
-  %165 = mul nsw i64 %164, 576
-  %166 = add nsw i64 %159, %165
-  %167 = mul nsw i64 %s2_conv2.tx3264, 2
-  %168 = add nsw i64 %167, 1
-  %169 = mul nsw i64 %168, 32
-  %170 = add nsw i64 %166, %169
-  %171 = mul nsw i64 %s2_conv2.cv3275, 8
-  %172 = add nsw i64 %170, %171
-  %173 = add nsw i64 1589376, %172
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %173
-  %174 = load <8 x float>, ptr %arena16, align 4
-  %175 = mul nsw i64 %s2_conv2.j3242, 10368
-  %176 = add nsw i64 %s2_conv2.oy3231, %1
-  %177 = mul nsw i64 %176, 4
-  %178 = add nsw i64 %s2_conv2.ty3253, %177
-  %179 = mul nsw i64 %178, 2
-  %180 = add nsw i64 %179, 2
-  %181 = mul nsw i64 %180, 576
-  %182 = add nsw i64 %175, %181
-  %183 = mul nsw i64 %s2_conv2.tx3264, 2
-  %184 = add nsw i64 %183, 1
-  %185 = mul nsw i64 %184, 32
-  %186 = add nsw i64 %182, %185
-  %187 = mul nsw i64 %s2_conv2.cv3275, 8
-  %188 = add nsw i64 %186, %187
-  %189 = add nsw i64 1589376, %188
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %189
-  %190 = load <8 x float>, ptr %arena17, align 4
-  %191 = fadd <8 x float> %174, %190
-  store <8 x float> %191, ptr %s2_conv2.w333, align 32
-  %192 = mul nsw i64 %s2_conv2.j3242, 10368
-  %193 = add nsw i64 %s2_conv2.oy3231, %1
-  %194 = mul nsw i64 %193, 4
-  %195 = add nsw i64 %s2_conv2.ty3253, %194
-  %196 = mul nsw i64 %195, 2
-  %197 = add nsw i64 %196, 2
-  %198 = mul nsw i64 %197, 576
-  %199 = add nsw i64 %192, %198
-  %200 = mul nsw i64 %s2_conv2.tx3264, 2
-  %201 = add nsw i64 %200, 1
-  %202 = mul nsw i64 %201, 32
-  %203 = add nsw i64 %199, %202
-  %204 = mul nsw i64 %s2_conv2.cv3275, 8
-  %205 = add nsw i64 %203, %204
-  %206 = add nsw i64 1589376, %205
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 %206
-  %207 = load <8 x float>, ptr %arena18, align 4
-  %208 = mul nsw i64 %s2_conv2.j3242, 10368
-  %209 = add nsw i64 %s2_conv2.oy3231, %1
-  %210 = mul nsw i64 %209, 4
-  %211 = add nsw i64 %s2_conv2.ty3253, %210
-  %212 = mul nsw i64 %211, 2
-  %213 = add nsw i64 %212, 1
-  %214 = mul nsw i64 %213, 576
-  %215 = add nsw i64 %208, %214
-  %216 = mul nsw i64 %s2_conv2.tx3264, 2
-  %217 = add nsw i64 %216, 1
-  %218 = mul nsw i64 %217, 32
-  %219 = add nsw i64 %215, %218
-  %220 = mul nsw i64 %s2_conv2.cv3275, 8
-  %221 = add nsw i64 %219, %220
-  %222 = add nsw i64 1589376, %221
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %222
-  %223 = load <8 x float>, ptr %arena19, align 4
-  %224 = fsub <8 x float> %207, %223
-  store <8 x float> %224, ptr %s2_conv2.w334, align 32
-  %225 = mul nsw i64 %s2_conv2.j3242, 10368
-  %226 = add nsw i64 %s2_conv2.oy3231, %1
-  %227 = mul nsw i64 %226, 4
-  %228 = add nsw i64 %s2_conv2.ty3253, %227
-  %229 = mul nsw i64 %228, 2
-  %230 = add nsw i64 %229, 1
-  %231 = mul nsw i64 %230, 576
-  %232 = add nsw i64 %225, %231
-  %233 = mul nsw i64 %s2_conv2.tx3264, 2
-  %234 = add nsw i64 %233, 1
-  %235 = mul nsw i64 %234, 32
-  %236 = add nsw i64 %232, %235
-  %237 = mul nsw i64 %s2_conv2.cv3275, 8
-  %238 = add nsw i64 %236, %237
-  %239 = add nsw i64 1589376, %238
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %239
-  %240 = load <8 x float>, ptr %arena20, align 4
-  %241 = mul nsw i64 %s2_conv2.j3242, 10368
-  %242 = add nsw i64 %s2_conv2.oy3231, %1
-  %243 = mul nsw i64 %242, 4
-  %244 = add nsw i64 %s2_conv2.ty3253, %243
-  %245 = mul nsw i64 %244, 2
-  %246 = add nsw i64 %245, 3
+s2_conv2.ix322:                                   ; preds = %s2_conv2.ix322, %s2_conv2.iy321
+  %s2_conv2.ix3227 = phi i64 [ 0, %s2_conv2.iy321 ], [ %ix322.next, %s2_conv2.ix322 ]
+  %4 = add nsw i64 %s2_conv2.g3183, %s2_conv2.j3194
+  %5 = mul nsw i64 %4, 8192
+  %6 = add nsw i64 64, %5
+  %7 = mul nsw i64 %s2_conv2.c3205, 256
+  %8 = add nsw i64 %6, %7
+  %9 = mul nsw i64 %s2_conv2.iy3216, 16
+  %10 = add nsw i64 %8, %9
+  %11 = add nsw i64 %10, %s2_conv2.ix3227
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %11
+  %12 = load float, ptr %arena8, align 4
+  %13 = mul nsw i64 %s2_conv2.j3194, 10368
+  %14 = add nsw i64 %s2_conv2.iy3216, 1
+  %15 = mul nsw i64 %14, 576
+  %16 = add nsw i64 %13, %15
+  %17 = add nsw i64 %s2_conv2.ix3227, 1
+  %18 = mul nsw i64 %17, 32
+  %19 = add nsw i64 %16, %18
+  %20 = add nsw i64 %19, %s2_conv2.c3205
+  %21 = add nsw i64 1589376, %20
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %21
+  store float %12, ptr %arena9, align 4
+  %ix322.next = add nsw i64 %s2_conv2.ix3227, 1
+  %22 = icmp slt i64 %ix322.next, 16
+  br i1 %22, label %s2_conv2.ix322, label %s2_conv2.ix322.end
+
+s2_conv2.ix322.end:                               ; preds = %s2_conv2.ix322
+  %iy321.next = add nsw i64 %s2_conv2.iy3216, 1
+  %23 = icmp slt i64 %iy321.next, 16
+  br i1 %23, label %s2_conv2.iy321, label %s2_conv2.iy321.end
+
+s2_conv2.j323:                                    ; preds = %s2_conv2.ty324.end, %s2_conv2.j319.end
+  %s2_conv2.j32310 = phi i64 [ 0, %s2_conv2.j319.end ], [ %j323.next, %s2_conv2.ty324.end ]
+  br label %s2_conv2.ty324
+
+s2_conv2.j323.end:                                ; preds = %s2_conv2.ty324.end
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part359.context, i32 0, i32 0
+  store ptr %params, ptr %24, align 8
+  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part359.context, i32 0, i32 1
+  store ptr %grads, ptr %25, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part359.context, i32 0, i32 2
+  store ptr %m, ptr %26, align 8
+  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part359.context, i32 0, i32 3
+  store ptr %v, ptr %27, align 8
+  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part359.context, i32 0, i32 4
+  store ptr %arena, ptr %28, align 8
+  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part359.context, i32 0, i32 5
+  store ptr %images, ptr %29, align 8
+  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part359.context, i32 0, i32 6
+  store ptr %labels, ptr %30, align 8
+  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part359.context, i32 0, i32 7
+  store float %lr, ptr %31, align 4
+  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part359.context, i32 0, i32 8
+  store i64 %step, ptr %32, align 4
+  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part359.context, i32 0, i32 9
+  store i64 %seed, ptr %33, align 4
+  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part359.context, i32 0, i32 10
+  store ptr %pool, ptr %34, align 8
+  %35 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part359.context, i32 0, i32 11
+  store i64 %s2_conv2.g3183, ptr %35, align 4
+  %36 = icmp eq ptr %pool, null
+  br i1 %36, label %s2_conv2.part359.serial, label %s2_conv2.part359.pool
+
+s2_conv2.ty324:                                   ; preds = %s2_conv2.tx325.end, %s2_conv2.j323
+  %s2_conv2.ty32411 = phi i64 [ 0, %s2_conv2.j323 ], [ %ty324.next, %s2_conv2.tx325.end ]
+  br label %s2_conv2.tx325
+
+s2_conv2.ty324.end:                               ; preds = %s2_conv2.tx325.end
+  %j323.next = add nsw i64 %s2_conv2.j32310, 1
+  %37 = icmp slt i64 %j323.next, 1
+  br i1 %37, label %s2_conv2.j323, label %s2_conv2.j323.end
+
+s2_conv2.tx325:                                   ; preds = %s2_conv2.cv326.end, %s2_conv2.ty324
+  %s2_conv2.tx32512 = phi i64 [ 0, %s2_conv2.ty324 ], [ %tx325.next, %s2_conv2.cv326.end ]
+  br label %s2_conv2.cv326
+
+s2_conv2.tx325.end:                               ; preds = %s2_conv2.cv326.end
+  %ty324.next = add nsw i64 %s2_conv2.ty32411, 1
+  %38 = icmp slt i64 %ty324.next, 8
+  br i1 %38, label %s2_conv2.ty324, label %s2_conv2.ty324.end
+
+s2_conv2.cv326:                                   ; preds = %s2_conv2.cv326, %s2_conv2.tx325
+  %s2_conv2.cv32613 = phi i64 [ 0, %s2_conv2.tx325 ], [ %cv326.next, %s2_conv2.cv326 ]
+  %39 = mul nsw i64 %s2_conv2.j32310, 10368
+  %40 = mul nsw i64 %s2_conv2.ty32411, 2
+  %41 = mul nsw i64 %40, 576
+  %42 = add nsw i64 %39, %41
+  %43 = mul nsw i64 %s2_conv2.tx32512, 2
+  %44 = mul nsw i64 %43, 32
+  %45 = add nsw i64 %42, %44
+  %46 = mul nsw i64 %s2_conv2.cv32613, 8
+  %47 = add nsw i64 %45, %46
+  %48 = add nsw i64 1589376, %47
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %48
+  %49 = load <8 x float>, ptr %arena14, align 4
+  %50 = mul nsw i64 %s2_conv2.j32310, 10368
+  %51 = mul nsw i64 %s2_conv2.ty32411, 2
+  %52 = add nsw i64 %51, 2
+  %53 = mul nsw i64 %52, 576
+  %54 = add nsw i64 %50, %53
+  %55 = mul nsw i64 %s2_conv2.tx32512, 2
+  %56 = mul nsw i64 %55, 32
+  %57 = add nsw i64 %54, %56
+  %58 = mul nsw i64 %s2_conv2.cv32613, 8
+  %59 = add nsw i64 %57, %58
+  %60 = add nsw i64 1589376, %59
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load <8 x float>, ptr %arena15, align 4
+  %62 = fsub <8 x float> %49, %61
+  store <8 x float> %62, ptr %s2_conv2.w327, align 32
+  %63 = mul nsw i64 %s2_conv2.j32310, 10368
+  %64 = mul nsw i64 %s2_conv2.ty32411, 2
+  %65 = add nsw i64 %64, 1
+  %66 = mul nsw i64 %65, 576
+  %67 = add nsw i64 %63, %66
+  %68 = mul nsw i64 %s2_conv2.tx32512, 2
+  %69 = mul nsw i64 %68, 32
+  %70 = add nsw i64 %67, %69
+  %71 = mul nsw i64 %s2_conv2.cv32613, 8
+  %72 = add nsw i64 %70, %71
+  %73 = add nsw i64 1589376, %72
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %73
+  %74 = load <8 x float>, ptr %arena16, align 4
+  %75 = mul nsw i64 %s2_conv2.j32310, 10368
+  %76 = mul nsw i64 %s2_conv2.ty32411, 2
+  %77 = add nsw i64 %76, 2
+  %78 = mul nsw i64 %77, 576
+  %79 = add nsw i64 %75, %78
+  %80 = mul nsw i64 %s2_conv2.tx32512, 2
+  %81 = mul nsw i64 %80, 32
+  %82 = add nsw i64 %79, %81
+  %83 = mul nsw i64 %s2_conv2.cv32613, 8
+  %84 = add nsw i64 %82, %83
+  %85 = add nsw i64 1589376, %84
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %85
+  %86 = load <8 x float>, ptr %arena17, align 4
+  %87 = fadd <8 x float> %74, %86
+  store <8 x float> %87, ptr %s2_conv2.w328, align 32
+  %88 = mul nsw i64 %s2_conv2.j32310, 10368
+  %89 = mul nsw i64 %s2_conv2.ty32411, 2
+  %90 = add nsw i64 %89, 2
+  %91 = mul nsw i64 %90, 576
+  %92 = add nsw i64 %88, %91
+  %93 = mul nsw i64 %s2_conv2.tx32512, 2
+  %94 = mul nsw i64 %93, 32
+  %95 = add nsw i64 %92, %94
+  %96 = mul nsw i64 %s2_conv2.cv32613, 8
+  %97 = add nsw i64 %95, %96
+  %98 = add nsw i64 1589376, %97
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %98
+  %99 = load <8 x float>, ptr %arena18, align 4
+  %100 = mul nsw i64 %s2_conv2.j32310, 10368
+  %101 = mul nsw i64 %s2_conv2.ty32411, 2
+  %102 = add nsw i64 %101, 1
+  %103 = mul nsw i64 %102, 576
+  %104 = add nsw i64 %100, %103
+  %105 = mul nsw i64 %s2_conv2.tx32512, 2
+  %106 = mul nsw i64 %105, 32
+  %107 = add nsw i64 %104, %106
+  %108 = mul nsw i64 %s2_conv2.cv32613, 8
+  %109 = add nsw i64 %107, %108
+  %110 = add nsw i64 1589376, %109
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %110
+  %111 = load <8 x float>, ptr %arena19, align 4
+  %112 = fsub <8 x float> %99, %111
+  store <8 x float> %112, ptr %s2_conv2.w329, align 32
+  %113 = mul nsw i64 %s2_conv2.j32310, 10368
+  %114 = mul nsw i64 %s2_conv2.ty32411, 2
+  %115 = add nsw i64 %114, 1
+  %116 = mul nsw i64 %115, 576
+  %117 = add nsw i64 %113, %116
+  %118 = mul nsw i64 %s2_conv2.tx32512, 2
+  %119 = mul nsw i64 %118, 32
+  %120 = add nsw i64 %117, %119
+  %121 = mul nsw i64 %s2_conv2.cv32613, 8
+  %122 = add nsw i64 %120, %121
+  %123 = add nsw i64 1589376, %122
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %123
+  %124 = load <8 x float>, ptr %arena20, align 4
+  %125 = mul nsw i64 %s2_conv2.j32310, 10368
+  %126 = mul nsw i64 %s2_conv2.ty32411, 2
+  %127 = add nsw i64 %126, 3
+  %128 = mul nsw i64 %127, 576
+  %129 = add nsw i64 %125, %128
+  %130 = mul nsw i64 %s2_conv2.tx32512, 2
+  %131 = mul nsw i64 %130, 32
+  %132 = add nsw i64 %129, %131
+  %133 = mul nsw i64 %s2_conv2.cv32613, 8
+  %134 = add nsw i64 %132, %133
+  %135 = add nsw i64 1589376, %134
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %135
+  %136 = load <8 x float>, ptr %arena21, align 4
+  %137 = fsub <8 x float> %124, %136
+  store <8 x float> %137, ptr %s2_conv2.w330, align 32
+  %138 = mul nsw i64 %s2_conv2.j32310, 10368
+  %139 = mul nsw i64 %s2_conv2.ty32411, 2
+  %140 = mul nsw i64 %139, 576
+  %141 = add nsw i64 %138, %140
+  %142 = mul nsw i64 %s2_conv2.tx32512, 2
+  %143 = add nsw i64 %142, 1
+  %144 = mul nsw i64 %143, 32
+  %145 = add nsw i64 %141, %144
+  %146 = mul nsw i64 %s2_conv2.cv32613, 8
+  %147 = add nsw i64 %145, %146
+  %148 = add nsw i64 1589376, %147
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %148
+  %149 = load <8 x float>, ptr %arena22, align 4
+  %150 = mul nsw i64 %s2_conv2.j32310, 10368
+  %151 = mul nsw i64 %s2_conv2.ty32411, 2
+  %152 = add nsw i64 %151, 2
+  %153 = mul nsw i64 %152, 576
+  %154 = add nsw i64 %150, %153
+  %155 = mul nsw i64 %s2_conv2.tx32512, 2
+  %156 = add nsw i64 %155, 1
+  %157 = mul nsw i64 %156, 32
+  %158 = add nsw i64 %154, %157
+  %159 = mul nsw i64 %s2_conv2.cv32613, 8
+  %160 = add nsw i64 %158, %159
+  %161 = add nsw i64 1589376, %160
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %161
+  %162 = load <8 x float>, ptr %arena23, align 4
+  %163 = fsub <8 x float> %149, %162
+  store <8 x float> %163, ptr %s2_conv2.w331, align 32
+  %164 = mul nsw i64 %s2_conv2.j32310, 10368
+  %165 = mul nsw i64 %s2_conv2.ty32411, 2
+  %166 = add nsw i64 %165, 1
+  %167 = mul nsw i64 %166, 576
+  %168 = add nsw i64 %164, %167
+  %169 = mul nsw i64 %s2_conv2.tx32512, 2
+  %170 = add nsw i64 %169, 1
+  %171 = mul nsw i64 %170, 32
+  %172 = add nsw i64 %168, %171
+  %173 = mul nsw i64 %s2_conv2.cv32613, 8
+  %174 = add nsw i64 %172, %173
+  %175 = add nsw i64 1589376, %174
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %175
+  %176 = load <8 x float>, ptr %arena24, align 4
+  %177 = mul nsw i64 %s2_conv2.j32310, 10368
+  %178 = mul nsw i64 %s2_conv2.ty32411, 2
+  %179 = add nsw i64 %178, 2
+  %180 = mul nsw i64 %179, 576
+  %181 = add nsw i64 %177, %180
+  %182 = mul nsw i64 %s2_conv2.tx32512, 2
+  %183 = add nsw i64 %182, 1
+  %184 = mul nsw i64 %183, 32
+  %185 = add nsw i64 %181, %184
+  %186 = mul nsw i64 %s2_conv2.cv32613, 8
+  %187 = add nsw i64 %185, %186
+  %188 = add nsw i64 1589376, %187
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %188
+  %189 = load <8 x float>, ptr %arena25, align 4
+  %190 = fadd <8 x float> %176, %189
+  store <8 x float> %190, ptr %s2_conv2.w332, align 32
+  %191 = mul nsw i64 %s2_conv2.j32310, 10368
+  %192 = mul nsw i64 %s2_conv2.ty32411, 2
+  %193 = add nsw i64 %192, 2
+  %194 = mul nsw i64 %193, 576
+  %195 = add nsw i64 %191, %194
+  %196 = mul nsw i64 %s2_conv2.tx32512, 2
+  %197 = add nsw i64 %196, 1
+  %198 = mul nsw i64 %197, 32
+  %199 = add nsw i64 %195, %198
+  %200 = mul nsw i64 %s2_conv2.cv32613, 8
+  %201 = add nsw i64 %199, %200
+  %202 = add nsw i64 1589376, %201
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %202
+  %203 = load <8 x float>, ptr %arena26, align 4
+  %204 = mul nsw i64 %s2_conv2.j32310, 10368
+  %205 = mul nsw i64 %s2_conv2.ty32411, 2
+  %206 = add nsw i64 %205, 1
+  %207 = mul nsw i64 %206, 576
+  %208 = add nsw i64 %204, %207
+  %209 = mul nsw i64 %s2_conv2.tx32512, 2
+  %210 = add nsw i64 %209, 1
+  %211 = mul nsw i64 %210, 32
+  %212 = add nsw i64 %208, %211
+  %213 = mul nsw i64 %s2_conv2.cv32613, 8
+  %214 = add nsw i64 %212, %213
+  %215 = add nsw i64 1589376, %214
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %215
+  %216 = load <8 x float>, ptr %arena27, align 4
+  %217 = fsub <8 x float> %203, %216
+  store <8 x float> %217, ptr %s2_conv2.w333, align 32
+  %218 = mul nsw i64 %s2_conv2.j32310, 10368
+  %219 = mul nsw i64 %s2_conv2.ty32411, 2
+  %220 = add nsw i64 %219, 1
+  %221 = mul nsw i64 %220, 576
+  %222 = add nsw i64 %218, %221
+  %223 = mul nsw i64 %s2_conv2.tx32512, 2
+  %224 = add nsw i64 %223, 1
+  %225 = mul nsw i64 %224, 32
+  %226 = add nsw i64 %222, %225
+  %227 = mul nsw i64 %s2_conv2.cv32613, 8
+  %228 = add nsw i64 %226, %227
+  %229 = add nsw i64 1589376, %228
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %229
+  %230 = load <8 x float>, ptr %arena28, align 4
+  %231 = mul nsw i64 %s2_conv2.j32310, 10368
+  %232 = mul nsw i64 %s2_conv2.ty32411, 2
+  %233 = add nsw i64 %232, 3
+  %234 = mul nsw i64 %233, 576
+  %235 = add nsw i64 %231, %234
+  %236 = mul nsw i64 %s2_conv2.tx32512, 2
+  %237 = add nsw i64 %236, 1
+  %238 = mul nsw i64 %237, 32
+  %239 = add nsw i64 %235, %238
+  %240 = mul nsw i64 %s2_conv2.cv32613, 8
+  %241 = add nsw i64 %239, %240
+  %242 = add nsw i64 1589376, %241
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %242
+  %243 = load <8 x float>, ptr %arena29, align 4
+  %244 = fsub <8 x float> %230, %243
+  store <8 x float> %244, ptr %s2_conv2.w334, align 32
+  %245 = mul nsw i64 %s2_conv2.j32310, 10368
+  %246 = mul nsw i64 %s2_conv2.ty32411, 2
   %247 = mul nsw i64 %246, 576
-  %248 = add nsw i64 %241, %247
-  %249 = mul nsw i64 %s2_conv2.tx3264, 2
-  %250 = add nsw i64 %249, 1
+  %248 = add nsw i64 %245, %247
+  %249 = mul nsw i64 %s2_conv2.tx32512, 2
+  %250 = add nsw i64 %249, 2
   %251 = mul nsw i64 %250, 32
   %252 = add nsw i64 %248, %251
-  %253 = mul nsw i64 %s2_conv2.cv3275, 8
+  %253 = mul nsw i64 %s2_conv2.cv32613, 8
   %254 = add nsw i64 %252, %253
   %255 = add nsw i64 1589376, %254
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %255
-  %256 = load <8 x float>, ptr %arena21, align 4
-  %257 = fsub <8 x float> %240, %256
-  store <8 x float> %257, ptr %s2_conv2.w335, align 32
-  %258 = mul nsw i64 %s2_conv2.j3242, 10368
-  %259 = add nsw i64 %s2_conv2.oy3231, %1
-  %260 = mul nsw i64 %259, 4
-  %261 = add nsw i64 %s2_conv2.ty3253, %260
-  %262 = mul nsw i64 %261, 2
-  %263 = mul nsw i64 %262, 576
-  %264 = add nsw i64 %258, %263
-  %265 = mul nsw i64 %s2_conv2.tx3264, 2
-  %266 = add nsw i64 %265, 2
-  %267 = mul nsw i64 %266, 32
-  %268 = add nsw i64 %264, %267
-  %269 = mul nsw i64 %s2_conv2.cv3275, 8
-  %270 = add nsw i64 %268, %269
-  %271 = add nsw i64 1589376, %270
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %271
-  %272 = load <8 x float>, ptr %arena22, align 4
-  %273 = mul nsw i64 %s2_conv2.j3242, 10368
-  %274 = add nsw i64 %s2_conv2.oy3231, %1
-  %275 = mul nsw i64 %274, 4
-  %276 = add nsw i64 %s2_conv2.ty3253, %275
-  %277 = mul nsw i64 %276, 2
-  %278 = add nsw i64 %277, 2
-  %279 = mul nsw i64 %278, 576
-  %280 = add nsw i64 %273, %279
-  %281 = mul nsw i64 %s2_conv2.tx3264, 2
-  %282 = add nsw i64 %281, 2
-  %283 = mul nsw i64 %282, 32
-  %284 = add nsw i64 %280, %283
-  %285 = mul nsw i64 %s2_conv2.cv3275, 8
-  %286 = add nsw i64 %284, %285
-  %287 = add nsw i64 1589376, %286
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %287
-  %288 = load <8 x float>, ptr %arena23, align 4
-  %289 = fsub <8 x float> %272, %288
-  store <8 x float> %289, ptr %s2_conv2.w336, align 32
-  %290 = mul nsw i64 %s2_conv2.j3242, 10368
-  %291 = add nsw i64 %s2_conv2.oy3231, %1
-  %292 = mul nsw i64 %291, 4
-  %293 = add nsw i64 %s2_conv2.ty3253, %292
-  %294 = mul nsw i64 %293, 2
-  %295 = add nsw i64 %294, 1
-  %296 = mul nsw i64 %295, 576
-  %297 = add nsw i64 %290, %296
-  %298 = mul nsw i64 %s2_conv2.tx3264, 2
-  %299 = add nsw i64 %298, 2
-  %300 = mul nsw i64 %299, 32
-  %301 = add nsw i64 %297, %300
-  %302 = mul nsw i64 %s2_conv2.cv3275, 8
-  %303 = add nsw i64 %301, %302
-  %304 = add nsw i64 1589376, %303
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %304
-  %305 = load <8 x float>, ptr %arena24, align 4
-  %306 = mul nsw i64 %s2_conv2.j3242, 10368
-  %307 = add nsw i64 %s2_conv2.oy3231, %1
-  %308 = mul nsw i64 %307, 4
-  %309 = add nsw i64 %s2_conv2.ty3253, %308
-  %310 = mul nsw i64 %309, 2
-  %311 = add nsw i64 %310, 2
-  %312 = mul nsw i64 %311, 576
-  %313 = add nsw i64 %306, %312
-  %314 = mul nsw i64 %s2_conv2.tx3264, 2
-  %315 = add nsw i64 %314, 2
-  %316 = mul nsw i64 %315, 32
-  %317 = add nsw i64 %313, %316
-  %318 = mul nsw i64 %s2_conv2.cv3275, 8
-  %319 = add nsw i64 %317, %318
-  %320 = add nsw i64 1589376, %319
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %320
-  %321 = load <8 x float>, ptr %arena25, align 4
-  %322 = fadd <8 x float> %305, %321
-  store <8 x float> %322, ptr %s2_conv2.w337, align 32
-  %323 = mul nsw i64 %s2_conv2.j3242, 10368
-  %324 = add nsw i64 %s2_conv2.oy3231, %1
-  %325 = mul nsw i64 %324, 4
-  %326 = add nsw i64 %s2_conv2.ty3253, %325
-  %327 = mul nsw i64 %326, 2
-  %328 = add nsw i64 %327, 2
-  %329 = mul nsw i64 %328, 576
-  %330 = add nsw i64 %323, %329
-  %331 = mul nsw i64 %s2_conv2.tx3264, 2
-  %332 = add nsw i64 %331, 2
-  %333 = mul nsw i64 %332, 32
-  %334 = add nsw i64 %330, %333
-  %335 = mul nsw i64 %s2_conv2.cv3275, 8
-  %336 = add nsw i64 %334, %335
-  %337 = add nsw i64 1589376, %336
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %337
-  %338 = load <8 x float>, ptr %arena26, align 4
-  %339 = mul nsw i64 %s2_conv2.j3242, 10368
-  %340 = add nsw i64 %s2_conv2.oy3231, %1
-  %341 = mul nsw i64 %340, 4
-  %342 = add nsw i64 %s2_conv2.ty3253, %341
-  %343 = mul nsw i64 %342, 2
-  %344 = add nsw i64 %343, 1
-  %345 = mul nsw i64 %344, 576
-  %346 = add nsw i64 %339, %345
-  %347 = mul nsw i64 %s2_conv2.tx3264, 2
-  %348 = add nsw i64 %347, 2
-  %349 = mul nsw i64 %348, 32
-  %350 = add nsw i64 %346, %349
-  %351 = mul nsw i64 %s2_conv2.cv3275, 8
-  %352 = add nsw i64 %350, %351
-  %353 = add nsw i64 1589376, %352
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %353
-  %354 = load <8 x float>, ptr %arena27, align 4
-  %355 = fsub <8 x float> %338, %354
-  store <8 x float> %355, ptr %s2_conv2.w338, align 32
-  %356 = mul nsw i64 %s2_conv2.j3242, 10368
-  %357 = add nsw i64 %s2_conv2.oy3231, %1
-  %358 = mul nsw i64 %357, 4
-  %359 = add nsw i64 %s2_conv2.ty3253, %358
-  %360 = mul nsw i64 %359, 2
-  %361 = add nsw i64 %360, 1
-  %362 = mul nsw i64 %361, 576
-  %363 = add nsw i64 %356, %362
-  %364 = mul nsw i64 %s2_conv2.tx3264, 2
-  %365 = add nsw i64 %364, 2
-  %366 = mul nsw i64 %365, 32
-  %367 = add nsw i64 %363, %366
-  %368 = mul nsw i64 %s2_conv2.cv3275, 8
-  %369 = add nsw i64 %367, %368
-  %370 = add nsw i64 1589376, %369
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %370
-  %371 = load <8 x float>, ptr %arena28, align 4
-  %372 = mul nsw i64 %s2_conv2.j3242, 10368
-  %373 = add nsw i64 %s2_conv2.oy3231, %1
-  %374 = mul nsw i64 %373, 4
-  %375 = add nsw i64 %s2_conv2.ty3253, %374
-  %376 = mul nsw i64 %375, 2
-  %377 = add nsw i64 %376, 3
-  %378 = mul nsw i64 %377, 576
-  %379 = add nsw i64 %372, %378
-  %380 = mul nsw i64 %s2_conv2.tx3264, 2
-  %381 = add nsw i64 %380, 2
-  %382 = mul nsw i64 %381, 32
-  %383 = add nsw i64 %379, %382
-  %384 = mul nsw i64 %s2_conv2.cv3275, 8
-  %385 = add nsw i64 %383, %384
-  %386 = add nsw i64 1589376, %385
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %386
-  %387 = load <8 x float>, ptr %arena29, align 4
-  %388 = fsub <8 x float> %371, %387
-  store <8 x float> %388, ptr %s2_conv2.w339, align 32
-  %389 = mul nsw i64 %s2_conv2.j3242, 10368
-  %390 = add nsw i64 %s2_conv2.oy3231, %1
-  %391 = mul nsw i64 %390, 4
-  %392 = add nsw i64 %s2_conv2.ty3253, %391
-  %393 = mul nsw i64 %392, 2
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %255
+  %256 = load <8 x float>, ptr %arena30, align 4
+  %257 = mul nsw i64 %s2_conv2.j32310, 10368
+  %258 = mul nsw i64 %s2_conv2.ty32411, 2
+  %259 = add nsw i64 %258, 2
+  %260 = mul nsw i64 %259, 576
+  %261 = add nsw i64 %257, %260
+  %262 = mul nsw i64 %s2_conv2.tx32512, 2
+  %263 = add nsw i64 %262, 2
+  %264 = mul nsw i64 %263, 32
+  %265 = add nsw i64 %261, %264
+  %266 = mul nsw i64 %s2_conv2.cv32613, 8
+  %267 = add nsw i64 %265, %266
+  %268 = add nsw i64 1589376, %267
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %268
+  %269 = load <8 x float>, ptr %arena31, align 4
+  %270 = fsub <8 x float> %256, %269
+  store <8 x float> %270, ptr %s2_conv2.w335, align 32
+  %271 = mul nsw i64 %s2_conv2.j32310, 10368
+  %272 = mul nsw i64 %s2_conv2.ty32411, 2
+  %273 = add nsw i64 %272, 1
+  %274 = mul nsw i64 %273, 576
+  %275 = add nsw i64 %271, %274
+  %276 = mul nsw i64 %s2_conv2.tx32512, 2
+  %277 = add nsw i64 %276, 2
+  %278 = mul nsw i64 %277, 32
+  %279 = add nsw i64 %275, %278
+  %280 = mul nsw i64 %s2_conv2.cv32613, 8
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 1589376, %281
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %282
+  %283 = load <8 x float>, ptr %arena32, align 4
+  %284 = mul nsw i64 %s2_conv2.j32310, 10368
+  %285 = mul nsw i64 %s2_conv2.ty32411, 2
+  %286 = add nsw i64 %285, 2
+  %287 = mul nsw i64 %286, 576
+  %288 = add nsw i64 %284, %287
+  %289 = mul nsw i64 %s2_conv2.tx32512, 2
+  %290 = add nsw i64 %289, 2
+  %291 = mul nsw i64 %290, 32
+  %292 = add nsw i64 %288, %291
+  %293 = mul nsw i64 %s2_conv2.cv32613, 8
+  %294 = add nsw i64 %292, %293
+  %295 = add nsw i64 1589376, %294
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %295
+  %296 = load <8 x float>, ptr %arena33, align 4
+  %297 = fadd <8 x float> %283, %296
+  store <8 x float> %297, ptr %s2_conv2.w336, align 32
+  %298 = mul nsw i64 %s2_conv2.j32310, 10368
+  %299 = mul nsw i64 %s2_conv2.ty32411, 2
+  %300 = add nsw i64 %299, 2
+  %301 = mul nsw i64 %300, 576
+  %302 = add nsw i64 %298, %301
+  %303 = mul nsw i64 %s2_conv2.tx32512, 2
+  %304 = add nsw i64 %303, 2
+  %305 = mul nsw i64 %304, 32
+  %306 = add nsw i64 %302, %305
+  %307 = mul nsw i64 %s2_conv2.cv32613, 8
+  %308 = add nsw i64 %306, %307
+  %309 = add nsw i64 1589376, %308
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %309
+  %310 = load <8 x float>, ptr %arena34, align 4
+  %311 = mul nsw i64 %s2_conv2.j32310, 10368
+  %312 = mul nsw i64 %s2_conv2.ty32411, 2
+  %313 = add nsw i64 %312, 1
+  %314 = mul nsw i64 %313, 576
+  %315 = add nsw i64 %311, %314
+  %316 = mul nsw i64 %s2_conv2.tx32512, 2
+  %317 = add nsw i64 %316, 2
+  %318 = mul nsw i64 %317, 32
+  %319 = add nsw i64 %315, %318
+  %320 = mul nsw i64 %s2_conv2.cv32613, 8
+  %321 = add nsw i64 %319, %320
+  %322 = add nsw i64 1589376, %321
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %322
+  %323 = load <8 x float>, ptr %arena35, align 4
+  %324 = fsub <8 x float> %310, %323
+  store <8 x float> %324, ptr %s2_conv2.w337, align 32
+  %325 = mul nsw i64 %s2_conv2.j32310, 10368
+  %326 = mul nsw i64 %s2_conv2.ty32411, 2
+  %327 = add nsw i64 %326, 1
+  %328 = mul nsw i64 %327, 576
+  %329 = add nsw i64 %325, %328
+  %330 = mul nsw i64 %s2_conv2.tx32512, 2
+  %331 = add nsw i64 %330, 2
+  %332 = mul nsw i64 %331, 32
+  %333 = add nsw i64 %329, %332
+  %334 = mul nsw i64 %s2_conv2.cv32613, 8
+  %335 = add nsw i64 %333, %334
+  %336 = add nsw i64 1589376, %335
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %336
+  %337 = load <8 x float>, ptr %arena36, align 4
+  %338 = mul nsw i64 %s2_conv2.j32310, 10368
+  %339 = mul nsw i64 %s2_conv2.ty32411, 2
+  %340 = add nsw i64 %339, 3
+  %341 = mul nsw i64 %340, 576
+  %342 = add nsw i64 %338, %341
+  %343 = mul nsw i64 %s2_conv2.tx32512, 2
+  %344 = add nsw i64 %343, 2
+  %345 = mul nsw i64 %344, 32
+  %346 = add nsw i64 %342, %345
+  %347 = mul nsw i64 %s2_conv2.cv32613, 8
+  %348 = add nsw i64 %346, %347
+  %349 = add nsw i64 1589376, %348
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %349
+  %350 = load <8 x float>, ptr %arena37, align 4
+  %351 = fsub <8 x float> %337, %350
+  store <8 x float> %351, ptr %s2_conv2.w338, align 32
+  %352 = mul nsw i64 %s2_conv2.j32310, 10368
+  %353 = mul nsw i64 %s2_conv2.ty32411, 2
+  %354 = mul nsw i64 %353, 576
+  %355 = add nsw i64 %352, %354
+  %356 = mul nsw i64 %s2_conv2.tx32512, 2
+  %357 = add nsw i64 %356, 3
+  %358 = mul nsw i64 %357, 32
+  %359 = add nsw i64 %355, %358
+  %360 = mul nsw i64 %s2_conv2.cv32613, 8
+  %361 = add nsw i64 %359, %360
+  %362 = add nsw i64 1589376, %361
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %362
+  %363 = load <8 x float>, ptr %arena38, align 4
+  %364 = mul nsw i64 %s2_conv2.j32310, 10368
+  %365 = mul nsw i64 %s2_conv2.ty32411, 2
+  %366 = add nsw i64 %365, 2
+  %367 = mul nsw i64 %366, 576
+  %368 = add nsw i64 %364, %367
+  %369 = mul nsw i64 %s2_conv2.tx32512, 2
+  %370 = add nsw i64 %369, 3
+  %371 = mul nsw i64 %370, 32
+  %372 = add nsw i64 %368, %371
+  %373 = mul nsw i64 %s2_conv2.cv32613, 8
+  %374 = add nsw i64 %372, %373
+  %375 = add nsw i64 1589376, %374
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %375
+  %376 = load <8 x float>, ptr %arena39, align 4
+  %377 = fsub <8 x float> %363, %376
+  store <8 x float> %377, ptr %s2_conv2.w339, align 32
+  %378 = mul nsw i64 %s2_conv2.j32310, 10368
+  %379 = mul nsw i64 %s2_conv2.ty32411, 2
+  %380 = add nsw i64 %379, 1
+  %381 = mul nsw i64 %380, 576
+  %382 = add nsw i64 %378, %381
+  %383 = mul nsw i64 %s2_conv2.tx32512, 2
+  %384 = add nsw i64 %383, 3
+  %385 = mul nsw i64 %384, 32
+  %386 = add nsw i64 %382, %385
+  %387 = mul nsw i64 %s2_conv2.cv32613, 8
+  %388 = add nsw i64 %386, %387
+  %389 = add nsw i64 1589376, %388
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %389
+  %390 = load <8 x float>, ptr %arena40, align 4
+  %391 = mul nsw i64 %s2_conv2.j32310, 10368
+  %392 = mul nsw i64 %s2_conv2.ty32411, 2
+  %393 = add nsw i64 %392, 2
   %394 = mul nsw i64 %393, 576
-  %395 = add nsw i64 %389, %394
-  %396 = mul nsw i64 %s2_conv2.tx3264, 2
+  %395 = add nsw i64 %391, %394
+  %396 = mul nsw i64 %s2_conv2.tx32512, 2
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 32
   %399 = add nsw i64 %395, %398
-  %400 = mul nsw i64 %s2_conv2.cv3275, 8
+  %400 = mul nsw i64 %s2_conv2.cv32613, 8
   %401 = add nsw i64 %399, %400
   %402 = add nsw i64 1589376, %401
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %402
-  %403 = load <8 x float>, ptr %arena30, align 4
-  %404 = mul nsw i64 %s2_conv2.j3242, 10368
-  %405 = add nsw i64 %s2_conv2.oy3231, %1
-  %406 = mul nsw i64 %405, 4
-  %407 = add nsw i64 %s2_conv2.ty3253, %406
-  %408 = mul nsw i64 %407, 2
-  %409 = add nsw i64 %408, 2
-  %410 = mul nsw i64 %409, 576
-  %411 = add nsw i64 %404, %410
-  %412 = mul nsw i64 %s2_conv2.tx3264, 2
-  %413 = add nsw i64 %412, 3
-  %414 = mul nsw i64 %413, 32
-  %415 = add nsw i64 %411, %414
-  %416 = mul nsw i64 %s2_conv2.cv3275, 8
-  %417 = add nsw i64 %415, %416
-  %418 = add nsw i64 1589376, %417
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %418
-  %419 = load <8 x float>, ptr %arena31, align 4
-  %420 = fsub <8 x float> %403, %419
-  store <8 x float> %420, ptr %s2_conv2.w340, align 32
-  %421 = mul nsw i64 %s2_conv2.j3242, 10368
-  %422 = add nsw i64 %s2_conv2.oy3231, %1
-  %423 = mul nsw i64 %422, 4
-  %424 = add nsw i64 %s2_conv2.ty3253, %423
-  %425 = mul nsw i64 %424, 2
-  %426 = add nsw i64 %425, 1
-  %427 = mul nsw i64 %426, 576
-  %428 = add nsw i64 %421, %427
-  %429 = mul nsw i64 %s2_conv2.tx3264, 2
-  %430 = add nsw i64 %429, 3
-  %431 = mul nsw i64 %430, 32
-  %432 = add nsw i64 %428, %431
-  %433 = mul nsw i64 %s2_conv2.cv3275, 8
-  %434 = add nsw i64 %432, %433
-  %435 = add nsw i64 1589376, %434
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %435
-  %436 = load <8 x float>, ptr %arena32, align 4
-  %437 = mul nsw i64 %s2_conv2.j3242, 10368
-  %438 = add nsw i64 %s2_conv2.oy3231, %1
-  %439 = mul nsw i64 %438, 4
-  %440 = add nsw i64 %s2_conv2.ty3253, %439
-  %441 = mul nsw i64 %440, 2
-  %442 = add nsw i64 %441, 2
-  %443 = mul nsw i64 %442, 576
-  %444 = add nsw i64 %437, %443
-  %445 = mul nsw i64 %s2_conv2.tx3264, 2
-  %446 = add nsw i64 %445, 3
-  %447 = mul nsw i64 %446, 32
-  %448 = add nsw i64 %444, %447
-  %449 = mul nsw i64 %s2_conv2.cv3275, 8
-  %450 = add nsw i64 %448, %449
-  %451 = add nsw i64 1589376, %450
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %451
-  %452 = load <8 x float>, ptr %arena33, align 4
-  %453 = fadd <8 x float> %436, %452
-  store <8 x float> %453, ptr %s2_conv2.w341, align 32
-  %454 = mul nsw i64 %s2_conv2.j3242, 10368
-  %455 = add nsw i64 %s2_conv2.oy3231, %1
-  %456 = mul nsw i64 %455, 4
-  %457 = add nsw i64 %s2_conv2.ty3253, %456
-  %458 = mul nsw i64 %457, 2
-  %459 = add nsw i64 %458, 2
-  %460 = mul nsw i64 %459, 576
-  %461 = add nsw i64 %454, %460
-  %462 = mul nsw i64 %s2_conv2.tx3264, 2
-  %463 = add nsw i64 %462, 3
-  %464 = mul nsw i64 %463, 32
-  %465 = add nsw i64 %461, %464
-  %466 = mul nsw i64 %s2_conv2.cv3275, 8
-  %467 = add nsw i64 %465, %466
-  %468 = add nsw i64 1589376, %467
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %468
-  %469 = load <8 x float>, ptr %arena34, align 4
-  %470 = mul nsw i64 %s2_conv2.j3242, 10368
-  %471 = add nsw i64 %s2_conv2.oy3231, %1
-  %472 = mul nsw i64 %471, 4
-  %473 = add nsw i64 %s2_conv2.ty3253, %472
-  %474 = mul nsw i64 %473, 2
-  %475 = add nsw i64 %474, 1
-  %476 = mul nsw i64 %475, 576
-  %477 = add nsw i64 %470, %476
-  %478 = mul nsw i64 %s2_conv2.tx3264, 2
-  %479 = add nsw i64 %478, 3
-  %480 = mul nsw i64 %479, 32
-  %481 = add nsw i64 %477, %480
-  %482 = mul nsw i64 %s2_conv2.cv3275, 8
-  %483 = add nsw i64 %481, %482
-  %484 = add nsw i64 1589376, %483
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %484
-  %485 = load <8 x float>, ptr %arena35, align 4
-  %486 = fsub <8 x float> %469, %485
-  store <8 x float> %486, ptr %s2_conv2.w342, align 32
-  %487 = mul nsw i64 %s2_conv2.j3242, 10368
-  %488 = add nsw i64 %s2_conv2.oy3231, %1
-  %489 = mul nsw i64 %488, 4
-  %490 = add nsw i64 %s2_conv2.ty3253, %489
-  %491 = mul nsw i64 %490, 2
-  %492 = add nsw i64 %491, 1
-  %493 = mul nsw i64 %492, 576
-  %494 = add nsw i64 %487, %493
-  %495 = mul nsw i64 %s2_conv2.tx3264, 2
-  %496 = add nsw i64 %495, 3
-  %497 = mul nsw i64 %496, 32
-  %498 = add nsw i64 %494, %497
-  %499 = mul nsw i64 %s2_conv2.cv3275, 8
-  %500 = add nsw i64 %498, %499
-  %501 = add nsw i64 1589376, %500
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %501
-  %502 = load <8 x float>, ptr %arena36, align 4
-  %503 = mul nsw i64 %s2_conv2.j3242, 10368
-  %504 = add nsw i64 %s2_conv2.oy3231, %1
-  %505 = mul nsw i64 %504, 4
-  %506 = add nsw i64 %s2_conv2.ty3253, %505
-  %507 = mul nsw i64 %506, 2
-  %508 = add nsw i64 %507, 3
-  %509 = mul nsw i64 %508, 576
-  %510 = add nsw i64 %503, %509
-  %511 = mul nsw i64 %s2_conv2.tx3264, 2
-  %512 = add nsw i64 %511, 3
-  %513 = mul nsw i64 %512, 32
-  %514 = add nsw i64 %510, %513
-  %515 = mul nsw i64 %s2_conv2.cv3275, 8
-  %516 = add nsw i64 %514, %515
-  %517 = add nsw i64 1589376, %516
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %517
-  %518 = load <8 x float>, ptr %arena37, align 4
-  %519 = fsub <8 x float> %502, %518
-  store <8 x float> %519, ptr %s2_conv2.w343, align 32
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %402
+  %403 = load <8 x float>, ptr %arena41, align 4
+  %404 = fadd <8 x float> %390, %403
+  store <8 x float> %404, ptr %s2_conv2.w340, align 32
+  %405 = mul nsw i64 %s2_conv2.j32310, 10368
+  %406 = mul nsw i64 %s2_conv2.ty32411, 2
+  %407 = add nsw i64 %406, 2
+  %408 = mul nsw i64 %407, 576
+  %409 = add nsw i64 %405, %408
+  %410 = mul nsw i64 %s2_conv2.tx32512, 2
+  %411 = add nsw i64 %410, 3
+  %412 = mul nsw i64 %411, 32
+  %413 = add nsw i64 %409, %412
+  %414 = mul nsw i64 %s2_conv2.cv32613, 8
+  %415 = add nsw i64 %413, %414
+  %416 = add nsw i64 1589376, %415
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %416
+  %417 = load <8 x float>, ptr %arena42, align 4
+  %418 = mul nsw i64 %s2_conv2.j32310, 10368
+  %419 = mul nsw i64 %s2_conv2.ty32411, 2
+  %420 = add nsw i64 %419, 1
+  %421 = mul nsw i64 %420, 576
+  %422 = add nsw i64 %418, %421
+  %423 = mul nsw i64 %s2_conv2.tx32512, 2
+  %424 = add nsw i64 %423, 3
+  %425 = mul nsw i64 %424, 32
+  %426 = add nsw i64 %422, %425
+  %427 = mul nsw i64 %s2_conv2.cv32613, 8
+  %428 = add nsw i64 %426, %427
+  %429 = add nsw i64 1589376, %428
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %429
+  %430 = load <8 x float>, ptr %arena43, align 4
+  %431 = fsub <8 x float> %417, %430
+  store <8 x float> %431, ptr %s2_conv2.w341, align 32
+  %432 = mul nsw i64 %s2_conv2.j32310, 10368
+  %433 = mul nsw i64 %s2_conv2.ty32411, 2
+  %434 = add nsw i64 %433, 1
+  %435 = mul nsw i64 %434, 576
+  %436 = add nsw i64 %432, %435
+  %437 = mul nsw i64 %s2_conv2.tx32512, 2
+  %438 = add nsw i64 %437, 3
+  %439 = mul nsw i64 %438, 32
+  %440 = add nsw i64 %436, %439
+  %441 = mul nsw i64 %s2_conv2.cv32613, 8
+  %442 = add nsw i64 %440, %441
+  %443 = add nsw i64 1589376, %442
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %443
+  %444 = load <8 x float>, ptr %arena44, align 4
+  %445 = mul nsw i64 %s2_conv2.j32310, 10368
+  %446 = mul nsw i64 %s2_conv2.ty32411, 2
+  %447 = add nsw i64 %446, 3
+  %448 = mul nsw i64 %447, 576
+  %449 = add nsw i64 %445, %448
+  %450 = mul nsw i64 %s2_conv2.tx32512, 2
+  %451 = add nsw i64 %450, 3
+  %452 = mul nsw i64 %451, 32
+  %453 = add nsw i64 %449, %452
+  %454 = mul nsw i64 %s2_conv2.cv32613, 8
+  %455 = add nsw i64 %453, %454
+  %456 = add nsw i64 1589376, %455
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %456
+  %457 = load <8 x float>, ptr %arena45, align 4
+  %458 = fsub <8 x float> %444, %457
+  store <8 x float> %458, ptr %s2_conv2.w342, align 32
+  %w327 = load <8 x float>, ptr %s2_conv2.w327, align 32
+  %w335 = load <8 x float>, ptr %s2_conv2.w335, align 32
+  %459 = fsub <8 x float> %w327, %w335
+  store <8 x float> %459, ptr %s2_conv2.w343, align 32
+  %w331 = load <8 x float>, ptr %s2_conv2.w331, align 32
+  %w33546 = load <8 x float>, ptr %s2_conv2.w335, align 32
+  %460 = fadd <8 x float> %w331, %w33546
+  store <8 x float> %460, ptr %s2_conv2.w344, align 32
+  %w33547 = load <8 x float>, ptr %s2_conv2.w335, align 32
+  %w33148 = load <8 x float>, ptr %s2_conv2.w331, align 32
+  %461 = fsub <8 x float> %w33547, %w33148
+  store <8 x float> %461, ptr %s2_conv2.w345, align 32
+  %w33149 = load <8 x float>, ptr %s2_conv2.w331, align 32
+  %w339 = load <8 x float>, ptr %s2_conv2.w339, align 32
+  %462 = fsub <8 x float> %w33149, %w339
+  store <8 x float> %462, ptr %s2_conv2.w346, align 32
   %w328 = load <8 x float>, ptr %s2_conv2.w328, align 32
   %w336 = load <8 x float>, ptr %s2_conv2.w336, align 32
-  %520 = fsub <8 x float> %w328, %w336
-  store <8 x float> %520, ptr %s2_conv2.w344, align 32
+  %463 = fsub <8 x float> %w328, %w336
+  store <8 x float> %463, ptr %s2_conv2.w347, align 32
   %w332 = load <8 x float>, ptr %s2_conv2.w332, align 32
-  %w33638 = load <8 x float>, ptr %s2_conv2.w336, align 32
-  %521 = fadd <8 x float> %w332, %w33638
-  store <8 x float> %521, ptr %s2_conv2.w345, align 32
-  %w33639 = load <8 x float>, ptr %s2_conv2.w336, align 32
-  %w33240 = load <8 x float>, ptr %s2_conv2.w332, align 32
-  %522 = fsub <8 x float> %w33639, %w33240
-  store <8 x float> %522, ptr %s2_conv2.w346, align 32
-  %w33241 = load <8 x float>, ptr %s2_conv2.w332, align 32
+  %w33650 = load <8 x float>, ptr %s2_conv2.w336, align 32
+  %464 = fadd <8 x float> %w332, %w33650
+  store <8 x float> %464, ptr %s2_conv2.w348, align 32
+  %w33651 = load <8 x float>, ptr %s2_conv2.w336, align 32
+  %w33252 = load <8 x float>, ptr %s2_conv2.w332, align 32
+  %465 = fsub <8 x float> %w33651, %w33252
+  store <8 x float> %465, ptr %s2_conv2.w349, align 32
+  %w33253 = load <8 x float>, ptr %s2_conv2.w332, align 32
   %w340 = load <8 x float>, ptr %s2_conv2.w340, align 32
-  %523 = fsub <8 x float> %w33241, %w340
-  store <8 x float> %523, ptr %s2_conv2.w347, align 32
+  %466 = fsub <8 x float> %w33253, %w340
+  store <8 x float> %466, ptr %s2_conv2.w350, align 32
   %w329 = load <8 x float>, ptr %s2_conv2.w329, align 32
   %w337 = load <8 x float>, ptr %s2_conv2.w337, align 32
-  %524 = fsub <8 x float> %w329, %w337
-  store <8 x float> %524, ptr %s2_conv2.w348, align 32
+  %467 = fsub <8 x float> %w329, %w337
+  store <8 x float> %467, ptr %s2_conv2.w351, align 32
   %w333 = load <8 x float>, ptr %s2_conv2.w333, align 32
-  %w33742 = load <8 x float>, ptr %s2_conv2.w337, align 32
-  %525 = fadd <8 x float> %w333, %w33742
-  store <8 x float> %525, ptr %s2_conv2.w349, align 32
-  %w33743 = load <8 x float>, ptr %s2_conv2.w337, align 32
-  %w33344 = load <8 x float>, ptr %s2_conv2.w333, align 32
-  %526 = fsub <8 x float> %w33743, %w33344
-  store <8 x float> %526, ptr %s2_conv2.w350, align 32
-  %w33345 = load <8 x float>, ptr %s2_conv2.w333, align 32
+  %w33754 = load <8 x float>, ptr %s2_conv2.w337, align 32
+  %468 = fadd <8 x float> %w333, %w33754
+  store <8 x float> %468, ptr %s2_conv2.w352, align 32
+  %w33755 = load <8 x float>, ptr %s2_conv2.w337, align 32
+  %w33356 = load <8 x float>, ptr %s2_conv2.w333, align 32
+  %469 = fsub <8 x float> %w33755, %w33356
+  store <8 x float> %469, ptr %s2_conv2.w353, align 32
+  %w33357 = load <8 x float>, ptr %s2_conv2.w333, align 32
   %w341 = load <8 x float>, ptr %s2_conv2.w341, align 32
-  %527 = fsub <8 x float> %w33345, %w341
-  store <8 x float> %527, ptr %s2_conv2.w351, align 32
+  %470 = fsub <8 x float> %w33357, %w341
+  store <8 x float> %470, ptr %s2_conv2.w354, align 32
   %w330 = load <8 x float>, ptr %s2_conv2.w330, align 32
   %w338 = load <8 x float>, ptr %s2_conv2.w338, align 32
-  %528 = fsub <8 x float> %w330, %w338
-  store <8 x float> %528, ptr %s2_conv2.w352, align 32
+  %471 = fsub <8 x float> %w330, %w338
+  store <8 x float> %471, ptr %s2_conv2.w355, align 32
   %w334 = load <8 x float>, ptr %s2_conv2.w334, align 32
-  %w33846 = load <8 x float>, ptr %s2_conv2.w338, align 32
-  %529 = fadd <8 x float> %w334, %w33846
-  store <8 x float> %529, ptr %s2_conv2.w353, align 32
-  %w33847 = load <8 x float>, ptr %s2_conv2.w338, align 32
-  %w33448 = load <8 x float>, ptr %s2_conv2.w334, align 32
-  %530 = fsub <8 x float> %w33847, %w33448
-  store <8 x float> %530, ptr %s2_conv2.w354, align 32
-  %w33449 = load <8 x float>, ptr %s2_conv2.w334, align 32
+  %w33858 = load <8 x float>, ptr %s2_conv2.w338, align 32
+  %472 = fadd <8 x float> %w334, %w33858
+  store <8 x float> %472, ptr %s2_conv2.w356, align 32
+  %w33859 = load <8 x float>, ptr %s2_conv2.w338, align 32
+  %w33460 = load <8 x float>, ptr %s2_conv2.w334, align 32
+  %473 = fsub <8 x float> %w33859, %w33460
+  store <8 x float> %473, ptr %s2_conv2.w357, align 32
+  %w33461 = load <8 x float>, ptr %s2_conv2.w334, align 32
   %w342 = load <8 x float>, ptr %s2_conv2.w342, align 32
-  %531 = fsub <8 x float> %w33449, %w342
-  store <8 x float> %531, ptr %s2_conv2.w355, align 32
-  %w331 = load <8 x float>, ptr %s2_conv2.w331, align 32
-  %w339 = load <8 x float>, ptr %s2_conv2.w339, align 32
-  %532 = fsub <8 x float> %w331, %w339
-  store <8 x float> %532, ptr %s2_conv2.w356, align 32
-  %w335 = load <8 x float>, ptr %s2_conv2.w335, align 32
-  %w33950 = load <8 x float>, ptr %s2_conv2.w339, align 32
-  %533 = fadd <8 x float> %w335, %w33950
-  store <8 x float> %533, ptr %s2_conv2.w357, align 32
-  %w33951 = load <8 x float>, ptr %s2_conv2.w339, align 32
-  %w33552 = load <8 x float>, ptr %s2_conv2.w335, align 32
-  %534 = fsub <8 x float> %w33951, %w33552
-  store <8 x float> %534, ptr %s2_conv2.w358, align 32
-  %w33553 = load <8 x float>, ptr %s2_conv2.w335, align 32
+  %474 = fsub <8 x float> %w33461, %w342
+  store <8 x float> %474, ptr %s2_conv2.w358, align 32
   %w343 = load <8 x float>, ptr %s2_conv2.w343, align 32
-  %535 = fsub <8 x float> %w33553, %w343
-  store <8 x float> %535, ptr %s2_conv2.w359, align 32
+  %475 = mul nsw i64 %s2_conv2.j32310, 64
+  %476 = mul nsw i64 %s2_conv2.ty32411, 8
+  %477 = add nsw i64 %475, %476
+  %478 = add nsw i64 %477, %s2_conv2.tx32512
+  %479 = mul nsw i64 %478, 32
+  %480 = add nsw i64 1599744, %479
+  %481 = mul nsw i64 %s2_conv2.cv32613, 8
+  %482 = add nsw i64 %480, %481
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %482
+  store <8 x float> %w343, ptr %arena62, align 4
   %w344 = load <8 x float>, ptr %s2_conv2.w344, align 32
-  %536 = mul nsw i64 %s2_conv2.j3242, 64
-  %537 = add nsw i64 %s2_conv2.oy3231, %1
-  %538 = mul nsw i64 %537, 4
-  %539 = add nsw i64 %s2_conv2.ty3253, %538
-  %540 = mul nsw i64 %539, 8
-  %541 = add nsw i64 %536, %540
-  %542 = add nsw i64 %541, %s2_conv2.tx3264
-  %543 = mul nsw i64 %542, 32
-  %544 = add nsw i64 1599744, %543
-  %545 = mul nsw i64 %s2_conv2.cv3275, 8
-  %546 = add nsw i64 %544, %545
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %546
-  store <8 x float> %w344, ptr %arena54, align 4
+  %483 = mul nsw i64 %s2_conv2.j32310, 64
+  %484 = mul nsw i64 %s2_conv2.ty32411, 8
+  %485 = add nsw i64 %483, %484
+  %486 = add nsw i64 %485, %s2_conv2.tx32512
+  %487 = mul nsw i64 %486, 32
+  %488 = add nsw i64 1601792, %487
+  %489 = mul nsw i64 %s2_conv2.cv32613, 8
+  %490 = add nsw i64 %488, %489
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %490
+  store <8 x float> %w344, ptr %arena63, align 4
   %w345 = load <8 x float>, ptr %s2_conv2.w345, align 32
-  %547 = mul nsw i64 %s2_conv2.j3242, 64
-  %548 = add nsw i64 %s2_conv2.oy3231, %1
-  %549 = mul nsw i64 %548, 4
-  %550 = add nsw i64 %s2_conv2.ty3253, %549
-  %551 = mul nsw i64 %550, 8
-  %552 = add nsw i64 %547, %551
-  %553 = add nsw i64 %552, %s2_conv2.tx3264
-  %554 = mul nsw i64 %553, 32
-  %555 = add nsw i64 1601792, %554
-  %556 = mul nsw i64 %s2_conv2.cv3275, 8
-  %557 = add nsw i64 %555, %556
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %557
-  store <8 x float> %w345, ptr %arena55, align 4
+  %491 = mul nsw i64 %s2_conv2.j32310, 64
+  %492 = mul nsw i64 %s2_conv2.ty32411, 8
+  %493 = add nsw i64 %491, %492
+  %494 = add nsw i64 %493, %s2_conv2.tx32512
+  %495 = mul nsw i64 %494, 32
+  %496 = add nsw i64 1603840, %495
+  %497 = mul nsw i64 %s2_conv2.cv32613, 8
+  %498 = add nsw i64 %496, %497
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %498
+  store <8 x float> %w345, ptr %arena64, align 4
   %w346 = load <8 x float>, ptr %s2_conv2.w346, align 32
-  %558 = mul nsw i64 %s2_conv2.j3242, 64
-  %559 = add nsw i64 %s2_conv2.oy3231, %1
-  %560 = mul nsw i64 %559, 4
-  %561 = add nsw i64 %s2_conv2.ty3253, %560
-  %562 = mul nsw i64 %561, 8
-  %563 = add nsw i64 %558, %562
-  %564 = add nsw i64 %563, %s2_conv2.tx3264
-  %565 = mul nsw i64 %564, 32
-  %566 = add nsw i64 1603840, %565
-  %567 = mul nsw i64 %s2_conv2.cv3275, 8
-  %568 = add nsw i64 %566, %567
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %568
-  store <8 x float> %w346, ptr %arena56, align 4
+  %499 = mul nsw i64 %s2_conv2.j32310, 64
+  %500 = mul nsw i64 %s2_conv2.ty32411, 8
+  %501 = add nsw i64 %499, %500
+  %502 = add nsw i64 %501, %s2_conv2.tx32512
+  %503 = mul nsw i64 %502, 32
+  %504 = add nsw i64 1605888, %503
+  %505 = mul nsw i64 %s2_conv2.cv32613, 8
+  %506 = add nsw i64 %504, %505
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %506
+  store <8 x float> %w346, ptr %arena65, align 4
   %w347 = load <8 x float>, ptr %s2_conv2.w347, align 32
-  %569 = mul nsw i64 %s2_conv2.j3242, 64
-  %570 = add nsw i64 %s2_conv2.oy3231, %1
-  %571 = mul nsw i64 %570, 4
-  %572 = add nsw i64 %s2_conv2.ty3253, %571
-  %573 = mul nsw i64 %572, 8
-  %574 = add nsw i64 %569, %573
-  %575 = add nsw i64 %574, %s2_conv2.tx3264
-  %576 = mul nsw i64 %575, 32
-  %577 = add nsw i64 1605888, %576
-  %578 = mul nsw i64 %s2_conv2.cv3275, 8
-  %579 = add nsw i64 %577, %578
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %579
-  store <8 x float> %w347, ptr %arena57, align 4
+  %507 = mul nsw i64 %s2_conv2.j32310, 64
+  %508 = mul nsw i64 %s2_conv2.ty32411, 8
+  %509 = add nsw i64 %507, %508
+  %510 = add nsw i64 %509, %s2_conv2.tx32512
+  %511 = mul nsw i64 %510, 32
+  %512 = add nsw i64 1607936, %511
+  %513 = mul nsw i64 %s2_conv2.cv32613, 8
+  %514 = add nsw i64 %512, %513
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %514
+  store <8 x float> %w347, ptr %arena66, align 4
   %w348 = load <8 x float>, ptr %s2_conv2.w348, align 32
-  %580 = mul nsw i64 %s2_conv2.j3242, 64
-  %581 = add nsw i64 %s2_conv2.oy3231, %1
-  %582 = mul nsw i64 %581, 4
-  %583 = add nsw i64 %s2_conv2.ty3253, %582
-  %584 = mul nsw i64 %583, 8
-  %585 = add nsw i64 %580, %584
-  %586 = add nsw i64 %585, %s2_conv2.tx3264
-  %587 = mul nsw i64 %586, 32
-  %588 = add nsw i64 1607936, %587
-  %589 = mul nsw i64 %s2_conv2.cv3275, 8
-  %590 = add nsw i64 %588, %589
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %590
-  store <8 x float> %w348, ptr %arena58, align 4
+  %515 = mul nsw i64 %s2_conv2.j32310, 64
+  %516 = mul nsw i64 %s2_conv2.ty32411, 8
+  %517 = add nsw i64 %515, %516
+  %518 = add nsw i64 %517, %s2_conv2.tx32512
+  %519 = mul nsw i64 %518, 32
+  %520 = add nsw i64 1609984, %519
+  %521 = mul nsw i64 %s2_conv2.cv32613, 8
+  %522 = add nsw i64 %520, %521
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %522
+  store <8 x float> %w348, ptr %arena67, align 4
   %w349 = load <8 x float>, ptr %s2_conv2.w349, align 32
-  %591 = mul nsw i64 %s2_conv2.j3242, 64
-  %592 = add nsw i64 %s2_conv2.oy3231, %1
-  %593 = mul nsw i64 %592, 4
-  %594 = add nsw i64 %s2_conv2.ty3253, %593
-  %595 = mul nsw i64 %594, 8
-  %596 = add nsw i64 %591, %595
-  %597 = add nsw i64 %596, %s2_conv2.tx3264
-  %598 = mul nsw i64 %597, 32
-  %599 = add nsw i64 1609984, %598
-  %600 = mul nsw i64 %s2_conv2.cv3275, 8
-  %601 = add nsw i64 %599, %600
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %601
-  store <8 x float> %w349, ptr %arena59, align 4
+  %523 = mul nsw i64 %s2_conv2.j32310, 64
+  %524 = mul nsw i64 %s2_conv2.ty32411, 8
+  %525 = add nsw i64 %523, %524
+  %526 = add nsw i64 %525, %s2_conv2.tx32512
+  %527 = mul nsw i64 %526, 32
+  %528 = add nsw i64 1612032, %527
+  %529 = mul nsw i64 %s2_conv2.cv32613, 8
+  %530 = add nsw i64 %528, %529
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %530
+  store <8 x float> %w349, ptr %arena68, align 4
   %w350 = load <8 x float>, ptr %s2_conv2.w350, align 32
-  %602 = mul nsw i64 %s2_conv2.j3242, 64
-  %603 = add nsw i64 %s2_conv2.oy3231, %1
-  %604 = mul nsw i64 %603, 4
-  %605 = add nsw i64 %s2_conv2.ty3253, %604
-  %606 = mul nsw i64 %605, 8
-  %607 = add nsw i64 %602, %606
-  %608 = add nsw i64 %607, %s2_conv2.tx3264
-  %609 = mul nsw i64 %608, 32
-  %610 = add nsw i64 1612032, %609
-  %611 = mul nsw i64 %s2_conv2.cv3275, 8
-  %612 = add nsw i64 %610, %611
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %612
-  store <8 x float> %w350, ptr %arena60, align 4
+  %531 = mul nsw i64 %s2_conv2.j32310, 64
+  %532 = mul nsw i64 %s2_conv2.ty32411, 8
+  %533 = add nsw i64 %531, %532
+  %534 = add nsw i64 %533, %s2_conv2.tx32512
+  %535 = mul nsw i64 %534, 32
+  %536 = add nsw i64 1614080, %535
+  %537 = mul nsw i64 %s2_conv2.cv32613, 8
+  %538 = add nsw i64 %536, %537
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %538
+  store <8 x float> %w350, ptr %arena69, align 4
   %w351 = load <8 x float>, ptr %s2_conv2.w351, align 32
-  %613 = mul nsw i64 %s2_conv2.j3242, 64
-  %614 = add nsw i64 %s2_conv2.oy3231, %1
-  %615 = mul nsw i64 %614, 4
-  %616 = add nsw i64 %s2_conv2.ty3253, %615
-  %617 = mul nsw i64 %616, 8
-  %618 = add nsw i64 %613, %617
-  %619 = add nsw i64 %618, %s2_conv2.tx3264
-  %620 = mul nsw i64 %619, 32
-  %621 = add nsw i64 1614080, %620
-  %622 = mul nsw i64 %s2_conv2.cv3275, 8
-  %623 = add nsw i64 %621, %622
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %623
-  store <8 x float> %w351, ptr %arena61, align 4
+  %539 = mul nsw i64 %s2_conv2.j32310, 64
+  %540 = mul nsw i64 %s2_conv2.ty32411, 8
+  %541 = add nsw i64 %539, %540
+  %542 = add nsw i64 %541, %s2_conv2.tx32512
+  %543 = mul nsw i64 %542, 32
+  %544 = add nsw i64 1616128, %543
+  %545 = mul nsw i64 %s2_conv2.cv32613, 8
+  %546 = add nsw i64 %544, %545
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %546
+  store <8 x float> %w351, ptr %arena70, align 4
   %w352 = load <8 x float>, ptr %s2_conv2.w352, align 32
-  %624 = mul nsw i64 %s2_conv2.j3242, 64
-  %625 = add nsw i64 %s2_conv2.oy3231, %1
-  %626 = mul nsw i64 %625, 4
-  %627 = add nsw i64 %s2_conv2.ty3253, %626
-  %628 = mul nsw i64 %627, 8
-  %629 = add nsw i64 %624, %628
-  %630 = add nsw i64 %629, %s2_conv2.tx3264
-  %631 = mul nsw i64 %630, 32
-  %632 = add nsw i64 1616128, %631
-  %633 = mul nsw i64 %s2_conv2.cv3275, 8
-  %634 = add nsw i64 %632, %633
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %634
-  store <8 x float> %w352, ptr %arena62, align 4
+  %547 = mul nsw i64 %s2_conv2.j32310, 64
+  %548 = mul nsw i64 %s2_conv2.ty32411, 8
+  %549 = add nsw i64 %547, %548
+  %550 = add nsw i64 %549, %s2_conv2.tx32512
+  %551 = mul nsw i64 %550, 32
+  %552 = add nsw i64 1618176, %551
+  %553 = mul nsw i64 %s2_conv2.cv32613, 8
+  %554 = add nsw i64 %552, %553
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %554
+  store <8 x float> %w352, ptr %arena71, align 4
   %w353 = load <8 x float>, ptr %s2_conv2.w353, align 32
-  %635 = mul nsw i64 %s2_conv2.j3242, 64
-  %636 = add nsw i64 %s2_conv2.oy3231, %1
-  %637 = mul nsw i64 %636, 4
-  %638 = add nsw i64 %s2_conv2.ty3253, %637
-  %639 = mul nsw i64 %638, 8
-  %640 = add nsw i64 %635, %639
-  %641 = add nsw i64 %640, %s2_conv2.tx3264
-  %642 = mul nsw i64 %641, 32
-  %643 = add nsw i64 1618176, %642
-  %644 = mul nsw i64 %s2_conv2.cv3275, 8
-  %645 = add nsw i64 %643, %644
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %645
-  store <8 x float> %w353, ptr %arena63, align 4
+  %555 = mul nsw i64 %s2_conv2.j32310, 64
+  %556 = mul nsw i64 %s2_conv2.ty32411, 8
+  %557 = add nsw i64 %555, %556
+  %558 = add nsw i64 %557, %s2_conv2.tx32512
+  %559 = mul nsw i64 %558, 32
+  %560 = add nsw i64 1620224, %559
+  %561 = mul nsw i64 %s2_conv2.cv32613, 8
+  %562 = add nsw i64 %560, %561
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %562
+  store <8 x float> %w353, ptr %arena72, align 4
   %w354 = load <8 x float>, ptr %s2_conv2.w354, align 32
-  %646 = mul nsw i64 %s2_conv2.j3242, 64
-  %647 = add nsw i64 %s2_conv2.oy3231, %1
-  %648 = mul nsw i64 %647, 4
-  %649 = add nsw i64 %s2_conv2.ty3253, %648
-  %650 = mul nsw i64 %649, 8
-  %651 = add nsw i64 %646, %650
-  %652 = add nsw i64 %651, %s2_conv2.tx3264
-  %653 = mul nsw i64 %652, 32
-  %654 = add nsw i64 1620224, %653
-  %655 = mul nsw i64 %s2_conv2.cv3275, 8
-  %656 = add nsw i64 %654, %655
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %656
-  store <8 x float> %w354, ptr %arena64, align 4
+  %563 = mul nsw i64 %s2_conv2.j32310, 64
+  %564 = mul nsw i64 %s2_conv2.ty32411, 8
+  %565 = add nsw i64 %563, %564
+  %566 = add nsw i64 %565, %s2_conv2.tx32512
+  %567 = mul nsw i64 %566, 32
+  %568 = add nsw i64 1622272, %567
+  %569 = mul nsw i64 %s2_conv2.cv32613, 8
+  %570 = add nsw i64 %568, %569
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %570
+  store <8 x float> %w354, ptr %arena73, align 4
   %w355 = load <8 x float>, ptr %s2_conv2.w355, align 32
-  %657 = mul nsw i64 %s2_conv2.j3242, 64
-  %658 = add nsw i64 %s2_conv2.oy3231, %1
-  %659 = mul nsw i64 %658, 4
-  %660 = add nsw i64 %s2_conv2.ty3253, %659
-  %661 = mul nsw i64 %660, 8
-  %662 = add nsw i64 %657, %661
-  %663 = add nsw i64 %662, %s2_conv2.tx3264
-  %664 = mul nsw i64 %663, 32
-  %665 = add nsw i64 1622272, %664
-  %666 = mul nsw i64 %s2_conv2.cv3275, 8
-  %667 = add nsw i64 %665, %666
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %667
-  store <8 x float> %w355, ptr %arena65, align 4
+  %571 = mul nsw i64 %s2_conv2.j32310, 64
+  %572 = mul nsw i64 %s2_conv2.ty32411, 8
+  %573 = add nsw i64 %571, %572
+  %574 = add nsw i64 %573, %s2_conv2.tx32512
+  %575 = mul nsw i64 %574, 32
+  %576 = add nsw i64 1624320, %575
+  %577 = mul nsw i64 %s2_conv2.cv32613, 8
+  %578 = add nsw i64 %576, %577
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %578
+  store <8 x float> %w355, ptr %arena74, align 4
   %w356 = load <8 x float>, ptr %s2_conv2.w356, align 32
-  %668 = mul nsw i64 %s2_conv2.j3242, 64
-  %669 = add nsw i64 %s2_conv2.oy3231, %1
-  %670 = mul nsw i64 %669, 4
-  %671 = add nsw i64 %s2_conv2.ty3253, %670
-  %672 = mul nsw i64 %671, 8
-  %673 = add nsw i64 %668, %672
-  %674 = add nsw i64 %673, %s2_conv2.tx3264
-  %675 = mul nsw i64 %674, 32
-  %676 = add nsw i64 1624320, %675
-  %677 = mul nsw i64 %s2_conv2.cv3275, 8
-  %678 = add nsw i64 %676, %677
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %678
-  store <8 x float> %w356, ptr %arena66, align 4
+  %579 = mul nsw i64 %s2_conv2.j32310, 64
+  %580 = mul nsw i64 %s2_conv2.ty32411, 8
+  %581 = add nsw i64 %579, %580
+  %582 = add nsw i64 %581, %s2_conv2.tx32512
+  %583 = mul nsw i64 %582, 32
+  %584 = add nsw i64 1626368, %583
+  %585 = mul nsw i64 %s2_conv2.cv32613, 8
+  %586 = add nsw i64 %584, %585
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %586
+  store <8 x float> %w356, ptr %arena75, align 4
   %w357 = load <8 x float>, ptr %s2_conv2.w357, align 32
-  %679 = mul nsw i64 %s2_conv2.j3242, 64
-  %680 = add nsw i64 %s2_conv2.oy3231, %1
-  %681 = mul nsw i64 %680, 4
-  %682 = add nsw i64 %s2_conv2.ty3253, %681
-  %683 = mul nsw i64 %682, 8
-  %684 = add nsw i64 %679, %683
-  %685 = add nsw i64 %684, %s2_conv2.tx3264
-  %686 = mul nsw i64 %685, 32
-  %687 = add nsw i64 1626368, %686
-  %688 = mul nsw i64 %s2_conv2.cv3275, 8
-  %689 = add nsw i64 %687, %688
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %689
-  store <8 x float> %w357, ptr %arena67, align 4
+  %587 = mul nsw i64 %s2_conv2.j32310, 64
+  %588 = mul nsw i64 %s2_conv2.ty32411, 8
+  %589 = add nsw i64 %587, %588
+  %590 = add nsw i64 %589, %s2_conv2.tx32512
+  %591 = mul nsw i64 %590, 32
+  %592 = add nsw i64 1628416, %591
+  %593 = mul nsw i64 %s2_conv2.cv32613, 8
+  %594 = add nsw i64 %592, %593
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %594
+  store <8 x float> %w357, ptr %arena76, align 4
   %w358 = load <8 x float>, ptr %s2_conv2.w358, align 32
-  %690 = mul nsw i64 %s2_conv2.j3242, 64
-  %691 = add nsw i64 %s2_conv2.oy3231, %1
-  %692 = mul nsw i64 %691, 4
-  %693 = add nsw i64 %s2_conv2.ty3253, %692
-  %694 = mul nsw i64 %693, 8
-  %695 = add nsw i64 %690, %694
-  %696 = add nsw i64 %695, %s2_conv2.tx3264
-  %697 = mul nsw i64 %696, 32
-  %698 = add nsw i64 1628416, %697
-  %699 = mul nsw i64 %s2_conv2.cv3275, 8
-  %700 = add nsw i64 %698, %699
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %700
-  store <8 x float> %w358, ptr %arena68, align 4
-  %w359 = load <8 x float>, ptr %s2_conv2.w359, align 32
-  %701 = mul nsw i64 %s2_conv2.j3242, 64
-  %702 = add nsw i64 %s2_conv2.oy3231, %1
-  %703 = mul nsw i64 %702, 4
-  %704 = add nsw i64 %s2_conv2.ty3253, %703
-  %705 = mul nsw i64 %704, 8
-  %706 = add nsw i64 %701, %705
-  %707 = add nsw i64 %706, %s2_conv2.tx3264
-  %708 = mul nsw i64 %707, 32
-  %709 = add nsw i64 1630464, %708
-  %710 = mul nsw i64 %s2_conv2.cv3275, 8
-  %711 = add nsw i64 %709, %710
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %711
-  store <8 x float> %w359, ptr %arena69, align 4
-  %cv327.next = add nsw i64 %s2_conv2.cv3275, 1
-  %712 = icmp slt i64 %cv327.next, 4
-  br i1 %712, label %s2_conv2.cv327, label %s2_conv2.cv327.end
+  %595 = mul nsw i64 %s2_conv2.j32310, 64
+  %596 = mul nsw i64 %s2_conv2.ty32411, 8
+  %597 = add nsw i64 %595, %596
+  %598 = add nsw i64 %597, %s2_conv2.tx32512
+  %599 = mul nsw i64 %598, 32
+  %600 = add nsw i64 1630464, %599
+  %601 = mul nsw i64 %s2_conv2.cv32613, 8
+  %602 = add nsw i64 %600, %601
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %602
+  store <8 x float> %w358, ptr %arena77, align 4
+  %cv326.next = add nsw i64 %s2_conv2.cv32613, 1
+  %603 = icmp slt i64 %cv326.next, 4
+  br i1 %603, label %s2_conv2.cv326, label %s2_conv2.cv326.end
 
-s2_conv2.cv327.end:                               ; preds = %s2_conv2.cv327
-  %tx326.next = add nsw i64 %s2_conv2.tx3264, 1
-  %713 = icmp slt i64 %tx326.next, 8
-  br i1 %713, label %s2_conv2.tx326, label %s2_conv2.tx326.end
+s2_conv2.cv326.end:                               ; preds = %s2_conv2.cv326
+  %tx325.next = add nsw i64 %s2_conv2.tx32512, 1
+  %604 = icmp slt i64 %tx325.next, 8
+  br i1 %604, label %s2_conv2.tx325, label %s2_conv2.tx325.end
 
-s2_conv2.xi360:                                   ; preds = %s2_conv2.xi360, %s2_conv2.j324.end
-  %s2_conv2.xi36070 = phi i64 [ 0, %s2_conv2.j324.end ], [ %xi360.next, %s2_conv2.xi360 ]
-  call void @resnet8_infer_b64.k11.s2_conv2.part322.gemm365(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s2_conv2.xi36070, i64 %s2_conv2.oy3231, i64 %1)
-  %xi360.next = add nsw i64 %s2_conv2.xi36070, 1
-  %714 = icmp slt i64 %xi360.next, 16
-  br i1 %714, label %s2_conv2.xi360, label %s2_conv2.xi360.end
+s2_conv2.part359.pool:                            ; preds = %s2_conv2.j323.end
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @resnet8_infer_b64.k11.s2_conv2.part359.task, ptr %part359.context, i64 2)
+  br label %s2_conv2.part359.done
 
-s2_conv2.xi360.end:                               ; preds = %s2_conv2.xi360
-  br label %s2_conv2.ty366
+s2_conv2.part359.serial:                          ; preds = %s2_conv2.j323.end
+  br label %s2_conv2.part359
 
-s2_conv2.ty366:                                   ; preds = %s2_conv2.tx367.end, %s2_conv2.xi360.end
-  %s2_conv2.ty36671 = phi i64 [ 0, %s2_conv2.xi360.end ], [ %ty366.next, %s2_conv2.tx367.end ]
-  br label %s2_conv2.tx367
+s2_conv2.part359.done:                            ; preds = %s2_conv2.part359.end, %s2_conv2.part359.pool
+  %g318.next = add nsw i64 %s2_conv2.g3183, 1
+  %605 = icmp slt i64 %g318.next, 64
+  br i1 %605, label %s2_conv2.g318, label %s2_conv2.g318.end
 
-s2_conv2.ty366.end:                               ; preds = %s2_conv2.tx367.end
-  br label %s2_conv2.j381
+s2_conv2.part359:                                 ; preds = %s2_conv2.part359, %s2_conv2.part359.serial
+  %s2_conv2.part35978 = phi i64 [ 0, %s2_conv2.part359.serial ], [ %part359.next, %s2_conv2.part359 ]
+  call void @resnet8_infer_b64.k11.s2_conv2.part359(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s2_conv2.g3183, i64 %s2_conv2.part35978)
+  %part359.next = add nsw i64 %s2_conv2.part35978, 1
+  %606 = icmp slt i64 %part359.next, 2
+  br i1 %606, label %s2_conv2.part359, label %s2_conv2.part359.end
 
-s2_conv2.tx367:                                   ; preds = %s2_conv2.cv368.end, %s2_conv2.ty366
-  %s2_conv2.tx36772 = phi i64 [ 0, %s2_conv2.ty366 ], [ %tx367.next, %s2_conv2.cv368.end ]
-  br label %s2_conv2.cv368
-
-s2_conv2.tx367.end:                               ; preds = %s2_conv2.cv368.end
-  %ty366.next = add nsw i64 %s2_conv2.ty36671, 1
-  %715 = icmp slt i64 %ty366.next, 4
-  br i1 %715, label %s2_conv2.ty366, label %s2_conv2.ty366.end
-
-s2_conv2.cv368:                                   ; preds = %s2_conv2.cv368, %s2_conv2.tx367
-  %s2_conv2.cv36873 = phi i64 [ 0, %s2_conv2.tx367 ], [ %cv368.next, %s2_conv2.cv368 ]
-  %716 = add nsw i64 %s2_conv2.oy3231, %1
-  %717 = mul nsw i64 %716, 4
-  %718 = add nsw i64 %s2_conv2.ty36671, %717
-  %719 = mul nsw i64 %718, 8
-  %720 = add nsw i64 %719, %s2_conv2.tx36772
-  %721 = mul nsw i64 %720, 32
-  %722 = add nsw i64 1632512, %721
-  %723 = mul nsw i64 %s2_conv2.cv36873, 8
-  %724 = add nsw i64 %722, %723
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %724
-  %725 = load <8 x float>, ptr %arena74, align 4
-  %726 = add nsw i64 %s2_conv2.oy3231, %1
-  %727 = mul nsw i64 %726, 4
-  %728 = add nsw i64 %s2_conv2.ty36671, %727
-  %729 = mul nsw i64 %728, 8
-  %730 = add nsw i64 %729, %s2_conv2.tx36772
-  %731 = mul nsw i64 %730, 32
-  %732 = add nsw i64 1640704, %731
-  %733 = mul nsw i64 %s2_conv2.cv36873, 8
-  %734 = add nsw i64 %732, %733
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %734
-  %735 = load <8 x float>, ptr %arena75, align 4
-  %736 = fadd <8 x float> %725, %735
-  %737 = add nsw i64 %s2_conv2.oy3231, %1
-  %738 = mul nsw i64 %737, 4
-  %739 = add nsw i64 %s2_conv2.ty36671, %738
-  %740 = mul nsw i64 %739, 8
-  %741 = add nsw i64 %740, %s2_conv2.tx36772
-  %742 = mul nsw i64 %741, 32
-  %743 = add nsw i64 1648896, %742
-  %744 = mul nsw i64 %s2_conv2.cv36873, 8
-  %745 = add nsw i64 %743, %744
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %745
-  %746 = load <8 x float>, ptr %arena76, align 4
-  %747 = fadd <8 x float> %736, %746
-  store <8 x float> %747, ptr %s2_conv2.w369, align 32
-  %748 = add nsw i64 %s2_conv2.oy3231, %1
-  %749 = mul nsw i64 %748, 4
-  %750 = add nsw i64 %s2_conv2.ty36671, %749
-  %751 = mul nsw i64 %750, 8
-  %752 = add nsw i64 %751, %s2_conv2.tx36772
-  %753 = mul nsw i64 %752, 32
-  %754 = add nsw i64 1640704, %753
-  %755 = mul nsw i64 %s2_conv2.cv36873, 8
-  %756 = add nsw i64 %754, %755
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %756
-  %757 = load <8 x float>, ptr %arena77, align 4
-  %758 = add nsw i64 %s2_conv2.oy3231, %1
-  %759 = mul nsw i64 %758, 4
-  %760 = add nsw i64 %s2_conv2.ty36671, %759
-  %761 = mul nsw i64 %760, 8
-  %762 = add nsw i64 %761, %s2_conv2.tx36772
-  %763 = mul nsw i64 %762, 32
-  %764 = add nsw i64 1648896, %763
-  %765 = mul nsw i64 %s2_conv2.cv36873, 8
-  %766 = add nsw i64 %764, %765
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %766
-  %767 = load <8 x float>, ptr %arena78, align 4
-  %768 = fsub <8 x float> %757, %767
-  %769 = add nsw i64 %s2_conv2.oy3231, %1
-  %770 = mul nsw i64 %769, 4
-  %771 = add nsw i64 %s2_conv2.ty36671, %770
-  %772 = mul nsw i64 %771, 8
-  %773 = add nsw i64 %772, %s2_conv2.tx36772
-  %774 = mul nsw i64 %773, 32
-  %775 = add nsw i64 1657088, %774
-  %776 = mul nsw i64 %s2_conv2.cv36873, 8
-  %777 = add nsw i64 %775, %776
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %777
-  %778 = load <8 x float>, ptr %arena79, align 4
-  %779 = fsub <8 x float> %768, %778
-  store <8 x float> %779, ptr %s2_conv2.w370, align 32
-  %780 = add nsw i64 %s2_conv2.oy3231, %1
-  %781 = mul nsw i64 %780, 4
-  %782 = add nsw i64 %s2_conv2.ty36671, %781
-  %783 = mul nsw i64 %782, 8
-  %784 = add nsw i64 %783, %s2_conv2.tx36772
-  %785 = mul nsw i64 %784, 32
-  %786 = add nsw i64 1634560, %785
-  %787 = mul nsw i64 %s2_conv2.cv36873, 8
-  %788 = add nsw i64 %786, %787
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %788
-  %789 = load <8 x float>, ptr %arena80, align 4
-  %790 = add nsw i64 %s2_conv2.oy3231, %1
-  %791 = mul nsw i64 %790, 4
-  %792 = add nsw i64 %s2_conv2.ty36671, %791
-  %793 = mul nsw i64 %792, 8
-  %794 = add nsw i64 %793, %s2_conv2.tx36772
-  %795 = mul nsw i64 %794, 32
-  %796 = add nsw i64 1642752, %795
-  %797 = mul nsw i64 %s2_conv2.cv36873, 8
-  %798 = add nsw i64 %796, %797
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %798
-  %799 = load <8 x float>, ptr %arena81, align 4
-  %800 = fadd <8 x float> %789, %799
-  %801 = add nsw i64 %s2_conv2.oy3231, %1
-  %802 = mul nsw i64 %801, 4
-  %803 = add nsw i64 %s2_conv2.ty36671, %802
-  %804 = mul nsw i64 %803, 8
-  %805 = add nsw i64 %804, %s2_conv2.tx36772
-  %806 = mul nsw i64 %805, 32
-  %807 = add nsw i64 1650944, %806
-  %808 = mul nsw i64 %s2_conv2.cv36873, 8
-  %809 = add nsw i64 %807, %808
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %809
-  %810 = load <8 x float>, ptr %arena82, align 4
-  %811 = fadd <8 x float> %800, %810
-  store <8 x float> %811, ptr %s2_conv2.w371, align 32
-  %812 = add nsw i64 %s2_conv2.oy3231, %1
-  %813 = mul nsw i64 %812, 4
-  %814 = add nsw i64 %s2_conv2.ty36671, %813
-  %815 = mul nsw i64 %814, 8
-  %816 = add nsw i64 %815, %s2_conv2.tx36772
-  %817 = mul nsw i64 %816, 32
-  %818 = add nsw i64 1642752, %817
-  %819 = mul nsw i64 %s2_conv2.cv36873, 8
-  %820 = add nsw i64 %818, %819
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %820
-  %821 = load <8 x float>, ptr %arena83, align 4
-  %822 = add nsw i64 %s2_conv2.oy3231, %1
-  %823 = mul nsw i64 %822, 4
-  %824 = add nsw i64 %s2_conv2.ty36671, %823
-  %825 = mul nsw i64 %824, 8
-  %826 = add nsw i64 %825, %s2_conv2.tx36772
-  %827 = mul nsw i64 %826, 32
-  %828 = add nsw i64 1650944, %827
-  %829 = mul nsw i64 %s2_conv2.cv36873, 8
-  %830 = add nsw i64 %828, %829
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %830
-  %831 = load <8 x float>, ptr %arena84, align 4
-  %832 = fsub <8 x float> %821, %831
-  %833 = add nsw i64 %s2_conv2.oy3231, %1
-  %834 = mul nsw i64 %833, 4
-  %835 = add nsw i64 %s2_conv2.ty36671, %834
-  %836 = mul nsw i64 %835, 8
-  %837 = add nsw i64 %836, %s2_conv2.tx36772
-  %838 = mul nsw i64 %837, 32
-  %839 = add nsw i64 1659136, %838
-  %840 = mul nsw i64 %s2_conv2.cv36873, 8
-  %841 = add nsw i64 %839, %840
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %841
-  %842 = load <8 x float>, ptr %arena85, align 4
-  %843 = fsub <8 x float> %832, %842
-  store <8 x float> %843, ptr %s2_conv2.w372, align 32
-  %844 = add nsw i64 %s2_conv2.oy3231, %1
-  %845 = mul nsw i64 %844, 4
-  %846 = add nsw i64 %s2_conv2.ty36671, %845
-  %847 = mul nsw i64 %846, 8
-  %848 = add nsw i64 %847, %s2_conv2.tx36772
-  %849 = mul nsw i64 %848, 32
-  %850 = add nsw i64 1636608, %849
-  %851 = mul nsw i64 %s2_conv2.cv36873, 8
-  %852 = add nsw i64 %850, %851
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %852
-  %853 = load <8 x float>, ptr %arena86, align 4
-  %854 = add nsw i64 %s2_conv2.oy3231, %1
-  %855 = mul nsw i64 %854, 4
-  %856 = add nsw i64 %s2_conv2.ty36671, %855
-  %857 = mul nsw i64 %856, 8
-  %858 = add nsw i64 %857, %s2_conv2.tx36772
-  %859 = mul nsw i64 %858, 32
-  %860 = add nsw i64 1644800, %859
-  %861 = mul nsw i64 %s2_conv2.cv36873, 8
-  %862 = add nsw i64 %860, %861
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %862
-  %863 = load <8 x float>, ptr %arena87, align 4
-  %864 = fadd <8 x float> %853, %863
-  %865 = add nsw i64 %s2_conv2.oy3231, %1
-  %866 = mul nsw i64 %865, 4
-  %867 = add nsw i64 %s2_conv2.ty36671, %866
-  %868 = mul nsw i64 %867, 8
-  %869 = add nsw i64 %868, %s2_conv2.tx36772
-  %870 = mul nsw i64 %869, 32
-  %871 = add nsw i64 1652992, %870
-  %872 = mul nsw i64 %s2_conv2.cv36873, 8
-  %873 = add nsw i64 %871, %872
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %873
-  %874 = load <8 x float>, ptr %arena88, align 4
-  %875 = fadd <8 x float> %864, %874
-  store <8 x float> %875, ptr %s2_conv2.w373, align 32
-  %876 = add nsw i64 %s2_conv2.oy3231, %1
-  %877 = mul nsw i64 %876, 4
-  %878 = add nsw i64 %s2_conv2.ty36671, %877
-  %879 = mul nsw i64 %878, 8
-  %880 = add nsw i64 %879, %s2_conv2.tx36772
-  %881 = mul nsw i64 %880, 32
-  %882 = add nsw i64 1644800, %881
-  %883 = mul nsw i64 %s2_conv2.cv36873, 8
-  %884 = add nsw i64 %882, %883
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %884
-  %885 = load <8 x float>, ptr %arena89, align 4
-  %886 = add nsw i64 %s2_conv2.oy3231, %1
-  %887 = mul nsw i64 %886, 4
-  %888 = add nsw i64 %s2_conv2.ty36671, %887
-  %889 = mul nsw i64 %888, 8
-  %890 = add nsw i64 %889, %s2_conv2.tx36772
-  %891 = mul nsw i64 %890, 32
-  %892 = add nsw i64 1652992, %891
-  %893 = mul nsw i64 %s2_conv2.cv36873, 8
-  %894 = add nsw i64 %892, %893
-  %arena90 = getelementptr inbounds float, ptr %arena, i64 %894
-  %895 = load <8 x float>, ptr %arena90, align 4
-  %896 = fsub <8 x float> %885, %895
-  %897 = add nsw i64 %s2_conv2.oy3231, %1
-  %898 = mul nsw i64 %897, 4
-  %899 = add nsw i64 %s2_conv2.ty36671, %898
-  %900 = mul nsw i64 %899, 8
-  %901 = add nsw i64 %900, %s2_conv2.tx36772
-  %902 = mul nsw i64 %901, 32
-  %903 = add nsw i64 1661184, %902
-  %904 = mul nsw i64 %s2_conv2.cv36873, 8
-  %905 = add nsw i64 %903, %904
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %905
-  %906 = load <8 x float>, ptr %arena91, align 4
-  %907 = fsub <8 x float> %896, %906
-  store <8 x float> %907, ptr %s2_conv2.w374, align 32
-  %908 = add nsw i64 %s2_conv2.oy3231, %1
-  %909 = mul nsw i64 %908, 4
-  %910 = add nsw i64 %s2_conv2.ty36671, %909
-  %911 = mul nsw i64 %910, 8
-  %912 = add nsw i64 %911, %s2_conv2.tx36772
-  %913 = mul nsw i64 %912, 32
-  %914 = add nsw i64 1638656, %913
-  %915 = mul nsw i64 %s2_conv2.cv36873, 8
-  %916 = add nsw i64 %914, %915
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %916
-  %917 = load <8 x float>, ptr %arena92, align 4
-  %918 = add nsw i64 %s2_conv2.oy3231, %1
-  %919 = mul nsw i64 %918, 4
-  %920 = add nsw i64 %s2_conv2.ty36671, %919
-  %921 = mul nsw i64 %920, 8
-  %922 = add nsw i64 %921, %s2_conv2.tx36772
-  %923 = mul nsw i64 %922, 32
-  %924 = add nsw i64 1646848, %923
-  %925 = mul nsw i64 %s2_conv2.cv36873, 8
-  %926 = add nsw i64 %924, %925
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %926
-  %927 = load <8 x float>, ptr %arena93, align 4
-  %928 = fadd <8 x float> %917, %927
-  %929 = add nsw i64 %s2_conv2.oy3231, %1
-  %930 = mul nsw i64 %929, 4
-  %931 = add nsw i64 %s2_conv2.ty36671, %930
-  %932 = mul nsw i64 %931, 8
-  %933 = add nsw i64 %932, %s2_conv2.tx36772
-  %934 = mul nsw i64 %933, 32
-  %935 = add nsw i64 1655040, %934
-  %936 = mul nsw i64 %s2_conv2.cv36873, 8
-  %937 = add nsw i64 %935, %936
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %937
-  %938 = load <8 x float>, ptr %arena94, align 4
-  %939 = fadd <8 x float> %928, %938
-  store <8 x float> %939, ptr %s2_conv2.w375, align 32
-  %940 = add nsw i64 %s2_conv2.oy3231, %1
-  %941 = mul nsw i64 %940, 4
-  %942 = add nsw i64 %s2_conv2.ty36671, %941
-  %943 = mul nsw i64 %942, 8
-  %944 = add nsw i64 %943, %s2_conv2.tx36772
-  %945 = mul nsw i64 %944, 32
-  %946 = add nsw i64 1646848, %945
-  %947 = mul nsw i64 %s2_conv2.cv36873, 8
-  %948 = add nsw i64 %946, %947
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %948
-  %949 = load <8 x float>, ptr %arena95, align 4
-  %950 = add nsw i64 %s2_conv2.oy3231, %1
-  %951 = mul nsw i64 %950, 4
-  %952 = add nsw i64 %s2_conv2.ty36671, %951
-  %953 = mul nsw i64 %952, 8
-  %954 = add nsw i64 %953, %s2_conv2.tx36772
-  %955 = mul nsw i64 %954, 32
-  %956 = add nsw i64 1655040, %955
-  %957 = mul nsw i64 %s2_conv2.cv36873, 8
-  %958 = add nsw i64 %956, %957
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 %958
-  %959 = load <8 x float>, ptr %arena96, align 4
-  %960 = fsub <8 x float> %949, %959
-  %961 = add nsw i64 %s2_conv2.oy3231, %1
-  %962 = mul nsw i64 %961, 4
-  %963 = add nsw i64 %s2_conv2.ty36671, %962
-  %964 = mul nsw i64 %963, 8
-  %965 = add nsw i64 %964, %s2_conv2.tx36772
-  %966 = mul nsw i64 %965, 32
-  %967 = add nsw i64 1663232, %966
-  %968 = mul nsw i64 %s2_conv2.cv36873, 8
-  %969 = add nsw i64 %967, %968
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %969
-  %970 = load <8 x float>, ptr %arena97, align 4
-  %971 = fsub <8 x float> %960, %970
-  store <8 x float> %971, ptr %s2_conv2.w376, align 32
-  %w369 = load <8 x float>, ptr %s2_conv2.w369, align 32
-  %w371 = load <8 x float>, ptr %s2_conv2.w371, align 32
-  %972 = fadd <8 x float> %w369, %w371
-  %w373 = load <8 x float>, ptr %s2_conv2.w373, align 32
-  %973 = fadd <8 x float> %972, %w373
-  store <8 x float> %973, ptr %s2_conv2.w377, align 32
-  %w37198 = load <8 x float>, ptr %s2_conv2.w371, align 32
-  %w37399 = load <8 x float>, ptr %s2_conv2.w373, align 32
-  %974 = fsub <8 x float> %w37198, %w37399
-  %w375 = load <8 x float>, ptr %s2_conv2.w375, align 32
-  %975 = fsub <8 x float> %974, %w375
-  store <8 x float> %975, ptr %s2_conv2.w378, align 32
-  %w370 = load <8 x float>, ptr %s2_conv2.w370, align 32
-  %w372 = load <8 x float>, ptr %s2_conv2.w372, align 32
-  %976 = fadd <8 x float> %w370, %w372
-  %w374 = load <8 x float>, ptr %s2_conv2.w374, align 32
-  %977 = fadd <8 x float> %976, %w374
-  store <8 x float> %977, ptr %s2_conv2.w379, align 32
-  %w372100 = load <8 x float>, ptr %s2_conv2.w372, align 32
-  %w374101 = load <8 x float>, ptr %s2_conv2.w374, align 32
-  %978 = fsub <8 x float> %w372100, %w374101
-  %w376 = load <8 x float>, ptr %s2_conv2.w376, align 32
-  %979 = fsub <8 x float> %978, %w376
-  store <8 x float> %979, ptr %s2_conv2.w380, align 32
-  %w377 = load <8 x float>, ptr %s2_conv2.w377, align 32
-  %980 = mul nsw i64 %s2_conv2.cv36873, 8
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %980
-  %981 = load <8 x float>, ptr %arena102, align 4
-  %982 = fmul <8 x float> %w377, %981
-  %983 = mul nsw i64 %s2_conv2.cv36873, 8
-  %984 = add nsw i64 32, %983
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %984
-  %985 = load <8 x float>, ptr %arena103, align 4
-  %986 = fadd <8 x float> %982, %985
-  %987 = add nsw i64 %s2_conv2.oy3231, %1
-  %988 = mul nsw i64 %987, 4
-  %989 = add nsw i64 %s2_conv2.ty36671, %988
-  %990 = mul nsw i64 %989, 2
-  %991 = mul nsw i64 %990, 16
-  %992 = mul nsw i64 %s2_conv2.tx36772, 2
-  %993 = add nsw i64 %991, %992
-  %994 = mul nsw i64 %993, 32
-  %995 = add nsw i64 1665280, %994
-  %996 = mul nsw i64 %s2_conv2.cv36873, 8
-  %997 = add nsw i64 %995, %996
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 %997
-  store <8 x float> %986, ptr %arena104, align 4
-  %w378 = load <8 x float>, ptr %s2_conv2.w378, align 32
-  %998 = mul nsw i64 %s2_conv2.cv36873, 8
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %998
-  %999 = load <8 x float>, ptr %arena105, align 4
-  %1000 = fmul <8 x float> %w378, %999
-  %1001 = mul nsw i64 %s2_conv2.cv36873, 8
-  %1002 = add nsw i64 32, %1001
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %1002
-  %1003 = load <8 x float>, ptr %arena106, align 4
-  %1004 = fadd <8 x float> %1000, %1003
-  %1005 = add nsw i64 %s2_conv2.oy3231, %1
-  %1006 = mul nsw i64 %1005, 4
-  %1007 = add nsw i64 %s2_conv2.ty36671, %1006
-  %1008 = mul nsw i64 %1007, 2
-  %1009 = mul nsw i64 %1008, 16
-  %1010 = mul nsw i64 %s2_conv2.tx36772, 2
-  %1011 = add nsw i64 %1009, %1010
-  %1012 = add nsw i64 %1011, 1
-  %1013 = mul nsw i64 %1012, 32
-  %1014 = add nsw i64 1665280, %1013
-  %1015 = mul nsw i64 %s2_conv2.cv36873, 8
-  %1016 = add nsw i64 %1014, %1015
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %1016
-  store <8 x float> %1004, ptr %arena107, align 4
-  %w379 = load <8 x float>, ptr %s2_conv2.w379, align 32
-  %1017 = mul nsw i64 %s2_conv2.cv36873, 8
-  %arena108 = getelementptr inbounds float, ptr %arena, i64 %1017
-  %1018 = load <8 x float>, ptr %arena108, align 4
-  %1019 = fmul <8 x float> %w379, %1018
-  %1020 = mul nsw i64 %s2_conv2.cv36873, 8
-  %1021 = add nsw i64 32, %1020
-  %arena109 = getelementptr inbounds float, ptr %arena, i64 %1021
-  %1022 = load <8 x float>, ptr %arena109, align 4
-  %1023 = fadd <8 x float> %1019, %1022
-  %1024 = add nsw i64 %s2_conv2.oy3231, %1
-  %1025 = mul nsw i64 %1024, 4
-  %1026 = add nsw i64 %s2_conv2.ty36671, %1025
-  %1027 = mul nsw i64 %1026, 2
-  %1028 = add nsw i64 %1027, 1
-  %1029 = mul nsw i64 %1028, 16
-  %1030 = mul nsw i64 %s2_conv2.tx36772, 2
-  %1031 = add nsw i64 %1029, %1030
-  %1032 = mul nsw i64 %1031, 32
-  %1033 = add nsw i64 1665280, %1032
-  %1034 = mul nsw i64 %s2_conv2.cv36873, 8
-  %1035 = add nsw i64 %1033, %1034
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 %1035
-  store <8 x float> %1023, ptr %arena110, align 4
-  %w380 = load <8 x float>, ptr %s2_conv2.w380, align 32
-  %1036 = mul nsw i64 %s2_conv2.cv36873, 8
-  %arena111 = getelementptr inbounds float, ptr %arena, i64 %1036
-  %1037 = load <8 x float>, ptr %arena111, align 4
-  %1038 = fmul <8 x float> %w380, %1037
-  %1039 = mul nsw i64 %s2_conv2.cv36873, 8
-  %1040 = add nsw i64 32, %1039
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 %1040
-  %1041 = load <8 x float>, ptr %arena112, align 4
-  %1042 = fadd <8 x float> %1038, %1041
-  %1043 = add nsw i64 %s2_conv2.oy3231, %1
-  %1044 = mul nsw i64 %1043, 4
-  %1045 = add nsw i64 %s2_conv2.ty36671, %1044
-  %1046 = mul nsw i64 %1045, 2
-  %1047 = add nsw i64 %1046, 1
-  %1048 = mul nsw i64 %1047, 16
-  %1049 = mul nsw i64 %s2_conv2.tx36772, 2
-  %1050 = add nsw i64 %1048, %1049
-  %1051 = add nsw i64 %1050, 1
-  %1052 = mul nsw i64 %1051, 32
-  %1053 = add nsw i64 1665280, %1052
-  %1054 = mul nsw i64 %s2_conv2.cv36873, 8
-  %1055 = add nsw i64 %1053, %1054
-  %arena113 = getelementptr inbounds float, ptr %arena, i64 %1055
-  store <8 x float> %1042, ptr %arena113, align 4
-  %cv368.next = add nsw i64 %s2_conv2.cv36873, 1
-  %1056 = icmp slt i64 %cv368.next, 4
-  br i1 %1056, label %s2_conv2.cv368, label %s2_conv2.cv368.end
-
-s2_conv2.cv368.end:                               ; preds = %s2_conv2.cv368
-  %tx367.next = add nsw i64 %s2_conv2.tx36772, 1
-  %1057 = icmp slt i64 %tx367.next, 8
-  br i1 %1057, label %s2_conv2.tx367, label %s2_conv2.tx367.end
-
-s2_conv2.j381:                                    ; preds = %s2_conv2.c382.end, %s2_conv2.ty366.end
-  %s2_conv2.j381114 = phi i64 [ 0, %s2_conv2.ty366.end ], [ %j381.next, %s2_conv2.c382.end ]
-  br label %s2_conv2.c382
-
-s2_conv2.j381.end:                                ; preds = %s2_conv2.c382.end
-  %oy323.next = add nsw i64 %s2_conv2.oy3231, 1
-  %1058 = icmp slt i64 %oy323.next, 1
-  br i1 %1058, label %s2_conv2.oy323, label %s2_conv2.oy323.end
-
-s2_conv2.c382:                                    ; preds = %s2_conv2.q383.end, %s2_conv2.j381
-  %s2_conv2.c382115 = phi i64 [ 0, %s2_conv2.j381 ], [ %c382.next, %s2_conv2.q383.end ]
-  br label %s2_conv2.q383
-
-s2_conv2.c382.end:                                ; preds = %s2_conv2.q383.end
-  %j381.next = add nsw i64 %s2_conv2.j381114, 1
-  %1059 = icmp slt i64 %j381.next, 1
-  br i1 %1059, label %s2_conv2.j381, label %s2_conv2.j381.end
-
-s2_conv2.q383:                                    ; preds = %s2_conv2.q383, %s2_conv2.c382
-  %s2_conv2.q383116 = phi i64 [ 0, %s2_conv2.c382 ], [ %q383.next, %s2_conv2.q383 ]
-  %1060 = mul nsw i64 %s2_conv2.j381114, 256
-  %1061 = add nsw i64 %s2_conv2.oy3231, %1
-  %1062 = mul nsw i64 %1061, 4
-  %1063 = mul nsw i64 %1062, 2
-  %1064 = mul nsw i64 %1063, 16
-  %1065 = add nsw i64 %s2_conv2.q383116, %1064
-  %1066 = add nsw i64 %1060, %1065
-  %1067 = mul nsw i64 %1066, 32
-  %1068 = add nsw i64 1665280, %1067
-  %1069 = add nsw i64 %1068, %s2_conv2.c382115
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 %1069
-  %1070 = load float, ptr %arena117, align 4
-  %1071 = mul nsw i64 %0, 8192
-  %1072 = mul nsw i64 %s2_conv2.c382115, 256
-  %1073 = add nsw i64 %1071, %1072
-  %1074 = add nsw i64 %s2_conv2.oy3231, %1
-  %1075 = mul nsw i64 %1074, 4
-  %1076 = mul nsw i64 %1075, 2
-  %1077 = mul nsw i64 %1076, 16
-  %1078 = add nsw i64 %s2_conv2.q383116, %1077
-  %1079 = add nsw i64 %1073, %1078
-  %1080 = add nsw i64 524416, %1079
-  %arena118 = getelementptr inbounds float, ptr %arena, i64 %1080
-  %1081 = load float, ptr %arena118, align 4
-  %1082 = fadd float %1070, %1081
-  %1083 = fcmp ogt float %1082, 0.000000e+00
-  %1084 = mul nsw i64 %s2_conv2.j381114, 256
-  %1085 = add nsw i64 %s2_conv2.oy3231, %1
-  %1086 = mul nsw i64 %1085, 4
-  %1087 = mul nsw i64 %1086, 2
-  %1088 = mul nsw i64 %1087, 16
-  %1089 = add nsw i64 %s2_conv2.q383116, %1088
-  %1090 = add nsw i64 %1084, %1089
-  %1091 = mul nsw i64 %1090, 32
-  %1092 = add nsw i64 1665280, %1091
-  %1093 = add nsw i64 %1092, %s2_conv2.c382115
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 %1093
-  %1094 = load float, ptr %arena119, align 4
-  %1095 = mul nsw i64 %0, 8192
-  %1096 = mul nsw i64 %s2_conv2.c382115, 256
-  %1097 = add nsw i64 %1095, %1096
-  %1098 = add nsw i64 %s2_conv2.oy3231, %1
-  %1099 = mul nsw i64 %1098, 4
-  %1100 = mul nsw i64 %1099, 2
-  %1101 = mul nsw i64 %1100, 16
-  %1102 = add nsw i64 %s2_conv2.q383116, %1101
-  %1103 = add nsw i64 %1097, %1102
-  %1104 = add nsw i64 524416, %1103
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 %1104
-  %1105 = load float, ptr %arena120, align 4
-  %1106 = fadd float %1094, %1105
-  %1107 = select i1 %1083, float %1106, float 0.000000e+00
-  %1108 = mul nsw i64 %0, 8192
-  %1109 = mul nsw i64 %s2_conv2.c382115, 256
-  %1110 = add nsw i64 %1108, %1109
-  %1111 = add nsw i64 %s2_conv2.oy3231, %1
-  %1112 = mul nsw i64 %1111, 4
-  %1113 = mul nsw i64 %1112, 2
-  %1114 = mul nsw i64 %1113, 16
-  %1115 = add nsw i64 %s2_conv2.q383116, %1114
-  %1116 = add nsw i64 %1110, %1115
-  %1117 = add nsw i64 1048704, %1116
-  %arena121 = getelementptr inbounds float, ptr %arena, i64 %1117
-  store float %1107, ptr %arena121, align 4
-  %q383.next = add nsw i64 %s2_conv2.q383116, 1
-  %1118 = icmp slt i64 %q383.next, 128
-  br i1 %1118, label %s2_conv2.q383, label %s2_conv2.q383.end
-
-s2_conv2.q383.end:                                ; preds = %s2_conv2.q383
-  %c382.next = add nsw i64 %s2_conv2.c382115, 1
-  %1119 = icmp slt i64 %c382.next, 32
-  br i1 %1119, label %s2_conv2.c382, label %s2_conv2.c382.end
+s2_conv2.part359.end:                             ; preds = %s2_conv2.part359
+  br label %s2_conv2.part359.done
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k11.s2_conv2.part322.gemm365(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1, i64 %2) #0 {
+define internal void @resnet8_infer_b64.k11.s2_conv2.part359(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
 entry:
+  %s2_conv2.w383 = alloca <8 x float>, align 32
+  %s2_conv2.w382 = alloca <8 x float>, align 32
+  %s2_conv2.w381 = alloca <8 x float>, align 32
+  %s2_conv2.w380 = alloca <8 x float>, align 32
+  %s2_conv2.w379 = alloca <8 x float>, align 32
+  %s2_conv2.w378 = alloca <8 x float>, align 32
+  %s2_conv2.w377 = alloca <8 x float>, align 32
+  %s2_conv2.w376 = alloca <8 x float>, align 32
+  %s2_conv2.w375 = alloca <8 x float>, align 32
+  %s2_conv2.w374 = alloca <8 x float>, align 32
+  %s2_conv2.w373 = alloca <8 x float>, align 32
+  %s2_conv2.w372 = alloca <8 x float>, align 32
+  br label %s2_conv2.xi360
+
+s2_conv2.xi360:                                   ; preds = %s2_conv2.xi360, %entry
+  %s2_conv2.xi3601 = phi i64 [ 0, %entry ], [ %xi360.next, %s2_conv2.xi360 ]
+  call void @resnet8_infer_b64.k11.s2_conv2.part359.gemm367(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s2_conv2.xi3601, i64 %1)
+  %xi360.next = add nsw i64 %s2_conv2.xi3601, 1
+  %2 = icmp slt i64 %xi360.next, 16
+  br i1 %2, label %s2_conv2.xi360, label %s2_conv2.xi360.end
+
+s2_conv2.xi360.end:                               ; preds = %s2_conv2.xi360
+  br label %s2_conv2.j368
+
+s2_conv2.j368:                                    ; preds = %s2_conv2.ty369.end, %s2_conv2.xi360.end
+  %s2_conv2.j3682 = phi i64 [ 0, %s2_conv2.xi360.end ], [ %j368.next, %s2_conv2.ty369.end ]
+  br label %s2_conv2.ty369
+
+s2_conv2.j368.end:                                ; preds = %s2_conv2.ty369.end
+  br label %s2_conv2.j384
+
+s2_conv2.ty369:                                   ; preds = %s2_conv2.tx370.end, %s2_conv2.j368
+  %s2_conv2.ty3693 = phi i64 [ 0, %s2_conv2.j368 ], [ %ty369.next, %s2_conv2.tx370.end ]
+  br label %s2_conv2.tx370
+
+s2_conv2.ty369.end:                               ; preds = %s2_conv2.tx370.end
+  %j368.next = add nsw i64 %s2_conv2.j3682, 1
+  %3 = icmp slt i64 %j368.next, 1
+  br i1 %3, label %s2_conv2.j368, label %s2_conv2.j368.end
+
+s2_conv2.tx370:                                   ; preds = %s2_conv2.cv371.end, %s2_conv2.ty369
+  %s2_conv2.tx3704 = phi i64 [ 0, %s2_conv2.ty369 ], [ %tx370.next, %s2_conv2.cv371.end ]
+  br label %s2_conv2.cv371
+
+s2_conv2.tx370.end:                               ; preds = %s2_conv2.cv371.end
+  %ty369.next = add nsw i64 %s2_conv2.ty3693, 1
+  %4 = icmp slt i64 %ty369.next, 8
+  br i1 %4, label %s2_conv2.ty369, label %s2_conv2.ty369.end
+
+s2_conv2.cv371:                                   ; preds = %s2_conv2.cv371, %s2_conv2.tx370
+  %s2_conv2.cv3715 = phi i64 [ 0, %s2_conv2.tx370 ], [ %cv371.next, %s2_conv2.cv371 ]
+  %5 = mul nsw i64 %s2_conv2.j3682, 64
+  %6 = mul nsw i64 %s2_conv2.ty3693, 8
+  %7 = add nsw i64 %5, %6
+  %8 = add nsw i64 %7, %s2_conv2.tx3704
+  %9 = mul nsw i64 %8, 32
+  %10 = add nsw i64 1632512, %9
+  %11 = mul nsw i64 %1, 16
+  %12 = mul nsw i64 %s2_conv2.cv3715, 8
+  %13 = add nsw i64 %11, %12
+  %14 = add nsw i64 %10, %13
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %14
+  %15 = load <8 x float>, ptr %arena6, align 4
+  %16 = mul nsw i64 %s2_conv2.j3682, 64
+  %17 = mul nsw i64 %s2_conv2.ty3693, 8
+  %18 = add nsw i64 %16, %17
+  %19 = add nsw i64 %18, %s2_conv2.tx3704
+  %20 = mul nsw i64 %19, 32
+  %21 = add nsw i64 1640704, %20
+  %22 = mul nsw i64 %1, 16
+  %23 = mul nsw i64 %s2_conv2.cv3715, 8
+  %24 = add nsw i64 %22, %23
+  %25 = add nsw i64 %21, %24
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
+  %26 = load <8 x float>, ptr %arena7, align 4
+  %27 = fadd <8 x float> %15, %26
+  %28 = mul nsw i64 %s2_conv2.j3682, 64
+  %29 = mul nsw i64 %s2_conv2.ty3693, 8
+  %30 = add nsw i64 %28, %29
+  %31 = add nsw i64 %30, %s2_conv2.tx3704
+  %32 = mul nsw i64 %31, 32
+  %33 = add nsw i64 1648896, %32
+  %34 = mul nsw i64 %1, 16
+  %35 = mul nsw i64 %s2_conv2.cv3715, 8
+  %36 = add nsw i64 %34, %35
+  %37 = add nsw i64 %33, %36
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
+  %38 = load <8 x float>, ptr %arena8, align 4
+  %39 = fadd <8 x float> %27, %38
+  store <8 x float> %39, ptr %s2_conv2.w372, align 32
+  %40 = mul nsw i64 %s2_conv2.j3682, 64
+  %41 = mul nsw i64 %s2_conv2.ty3693, 8
+  %42 = add nsw i64 %40, %41
+  %43 = add nsw i64 %42, %s2_conv2.tx3704
+  %44 = mul nsw i64 %43, 32
+  %45 = add nsw i64 1640704, %44
+  %46 = mul nsw i64 %1, 16
+  %47 = mul nsw i64 %s2_conv2.cv3715, 8
+  %48 = add nsw i64 %46, %47
+  %49 = add nsw i64 %45, %48
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %49
+  %50 = load <8 x float>, ptr %arena9, align 4
+  %51 = mul nsw i64 %s2_conv2.j3682, 64
+  %52 = mul nsw i64 %s2_conv2.ty3693, 8
+  %53 = add nsw i64 %51, %52
+  %54 = add nsw i64 %53, %s2_conv2.tx3704
+  %55 = mul nsw i64 %54, 32
+  %56 = add nsw i64 1648896, %55
+  %57 = mul nsw i64 %1, 16
+  %58 = mul nsw i64 %s2_conv2.cv3715, 8
+  %59 = add nsw i64 %57, %58
+  %60 = add nsw i64 %56, %59
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load <8 x float>, ptr %arena10, align 4
+  %62 = fsub <8 x float> %50, %61
+  %63 = mul nsw i64 %s2_conv2.j3682, 64
+  %64 = mul nsw i64 %s2_conv2.ty3693, 8
+  %65 = add nsw i64 %63, %64
+  %66 = add nsw i64 %65, %s2_conv2.tx3704
+  %67 = mul nsw i64 %66, 32
+  %68 = add nsw i64 1657088, %67
+  %69 = mul nsw i64 %1, 16
+  %70 = mul nsw i64 %s2_conv2.cv3715, 8
+  %71 = add nsw i64 %69, %70
+  %72 = add nsw i64 %68, %71
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load <8 x float>, ptr %arena11, align 4
+  %74 = fsub <8 x float> %62, %73
+  store <8 x float> %74, ptr %s2_conv2.w373, align 32
+  %75 = mul nsw i64 %s2_conv2.j3682, 64
+  %76 = mul nsw i64 %s2_conv2.ty3693, 8
+  %77 = add nsw i64 %75, %76
+  %78 = add nsw i64 %77, %s2_conv2.tx3704
+  %79 = mul nsw i64 %78, 32
+  %80 = add nsw i64 1634560, %79
+  %81 = mul nsw i64 %1, 16
+  %82 = mul nsw i64 %s2_conv2.cv3715, 8
+  %83 = add nsw i64 %81, %82
+  %84 = add nsw i64 %80, %83
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %84
+  %85 = load <8 x float>, ptr %arena12, align 4
+  %86 = mul nsw i64 %s2_conv2.j3682, 64
+  %87 = mul nsw i64 %s2_conv2.ty3693, 8
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 %88, %s2_conv2.tx3704
+  %90 = mul nsw i64 %89, 32
+  %91 = add nsw i64 1642752, %90
+  %92 = mul nsw i64 %1, 16
+  %93 = mul nsw i64 %s2_conv2.cv3715, 8
+  %94 = add nsw i64 %92, %93
+  %95 = add nsw i64 %91, %94
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %95
+  %96 = load <8 x float>, ptr %arena13, align 4
+  %97 = fadd <8 x float> %85, %96
+  %98 = mul nsw i64 %s2_conv2.j3682, 64
+  %99 = mul nsw i64 %s2_conv2.ty3693, 8
+  %100 = add nsw i64 %98, %99
+  %101 = add nsw i64 %100, %s2_conv2.tx3704
+  %102 = mul nsw i64 %101, 32
+  %103 = add nsw i64 1650944, %102
+  %104 = mul nsw i64 %1, 16
+  %105 = mul nsw i64 %s2_conv2.cv3715, 8
+  %106 = add nsw i64 %104, %105
+  %107 = add nsw i64 %103, %106
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %107
+  %108 = load <8 x float>, ptr %arena14, align 4
+  %109 = fadd <8 x float> %97, %108
+  store <8 x float> %109, ptr %s2_conv2.w374, align 32
+  %110 = mul nsw i64 %s2_conv2.j3682, 64
+  %111 = mul nsw i64 %s2_conv2.ty3693, 8
+  %112 = add nsw i64 %110, %111
+  %113 = add nsw i64 %112, %s2_conv2.tx3704
+  %114 = mul nsw i64 %113, 32
+  %115 = add nsw i64 1642752, %114
+  %116 = mul nsw i64 %1, 16
+  %117 = mul nsw i64 %s2_conv2.cv3715, 8
+  %118 = add nsw i64 %116, %117
+  %119 = add nsw i64 %115, %118
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %119
+  %120 = load <8 x float>, ptr %arena15, align 4
+  %121 = mul nsw i64 %s2_conv2.j3682, 64
+  %122 = mul nsw i64 %s2_conv2.ty3693, 8
+  %123 = add nsw i64 %121, %122
+  %124 = add nsw i64 %123, %s2_conv2.tx3704
+  %125 = mul nsw i64 %124, 32
+  %126 = add nsw i64 1650944, %125
+  %127 = mul nsw i64 %1, 16
+  %128 = mul nsw i64 %s2_conv2.cv3715, 8
+  %129 = add nsw i64 %127, %128
+  %130 = add nsw i64 %126, %129
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %130
+  %131 = load <8 x float>, ptr %arena16, align 4
+  %132 = fsub <8 x float> %120, %131
+  %133 = mul nsw i64 %s2_conv2.j3682, 64
+  %134 = mul nsw i64 %s2_conv2.ty3693, 8
+  %135 = add nsw i64 %133, %134
+  %136 = add nsw i64 %135, %s2_conv2.tx3704
+  %137 = mul nsw i64 %136, 32
+  %138 = add nsw i64 1659136, %137
+  %139 = mul nsw i64 %1, 16
+  %140 = mul nsw i64 %s2_conv2.cv3715, 8
+  %141 = add nsw i64 %139, %140
+  %142 = add nsw i64 %138, %141
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %142
+  %143 = load <8 x float>, ptr %arena17, align 4
+  %144 = fsub <8 x float> %132, %143
+  store <8 x float> %144, ptr %s2_conv2.w375, align 32
+  %145 = mul nsw i64 %s2_conv2.j3682, 64
+  %146 = mul nsw i64 %s2_conv2.ty3693, 8
+  %147 = add nsw i64 %145, %146
+  %148 = add nsw i64 %147, %s2_conv2.tx3704
+  %149 = mul nsw i64 %148, 32
+  %150 = add nsw i64 1636608, %149
+  %151 = mul nsw i64 %1, 16
+  %152 = mul nsw i64 %s2_conv2.cv3715, 8
+  %153 = add nsw i64 %151, %152
+  %154 = add nsw i64 %150, %153
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %154
+  %155 = load <8 x float>, ptr %arena18, align 4
+  %156 = mul nsw i64 %s2_conv2.j3682, 64
+  %157 = mul nsw i64 %s2_conv2.ty3693, 8
+  %158 = add nsw i64 %156, %157
+  %159 = add nsw i64 %158, %s2_conv2.tx3704
+  %160 = mul nsw i64 %159, 32
+  %161 = add nsw i64 1644800, %160
+  %162 = mul nsw i64 %1, 16
+  %163 = mul nsw i64 %s2_conv2.cv3715, 8
+  %164 = add nsw i64 %162, %163
+  %165 = add nsw i64 %161, %164
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %165
+  %166 = load <8 x float>, ptr %arena19, align 4
+  %167 = fadd <8 x float> %155, %166
+  %168 = mul nsw i64 %s2_conv2.j3682, 64
+  %169 = mul nsw i64 %s2_conv2.ty3693, 8
+  %170 = add nsw i64 %168, %169
+  %171 = add nsw i64 %170, %s2_conv2.tx3704
+  %172 = mul nsw i64 %171, 32
+  %173 = add nsw i64 1652992, %172
+  %174 = mul nsw i64 %1, 16
+  %175 = mul nsw i64 %s2_conv2.cv3715, 8
+  %176 = add nsw i64 %174, %175
+  %177 = add nsw i64 %173, %176
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %177
+  %178 = load <8 x float>, ptr %arena20, align 4
+  %179 = fadd <8 x float> %167, %178
+  store <8 x float> %179, ptr %s2_conv2.w376, align 32
+  %180 = mul nsw i64 %s2_conv2.j3682, 64
+  %181 = mul nsw i64 %s2_conv2.ty3693, 8
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, %s2_conv2.tx3704
+  %184 = mul nsw i64 %183, 32
+  %185 = add nsw i64 1644800, %184
+  %186 = mul nsw i64 %1, 16
+  %187 = mul nsw i64 %s2_conv2.cv3715, 8
+  %188 = add nsw i64 %186, %187
+  %189 = add nsw i64 %185, %188
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %189
+  %190 = load <8 x float>, ptr %arena21, align 4
+  %191 = mul nsw i64 %s2_conv2.j3682, 64
+  %192 = mul nsw i64 %s2_conv2.ty3693, 8
+  %193 = add nsw i64 %191, %192
+  %194 = add nsw i64 %193, %s2_conv2.tx3704
+  %195 = mul nsw i64 %194, 32
+  %196 = add nsw i64 1652992, %195
+  %197 = mul nsw i64 %1, 16
+  %198 = mul nsw i64 %s2_conv2.cv3715, 8
+  %199 = add nsw i64 %197, %198
+  %200 = add nsw i64 %196, %199
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %200
+  %201 = load <8 x float>, ptr %arena22, align 4
+  %202 = fsub <8 x float> %190, %201
+  %203 = mul nsw i64 %s2_conv2.j3682, 64
+  %204 = mul nsw i64 %s2_conv2.ty3693, 8
+  %205 = add nsw i64 %203, %204
+  %206 = add nsw i64 %205, %s2_conv2.tx3704
+  %207 = mul nsw i64 %206, 32
+  %208 = add nsw i64 1661184, %207
+  %209 = mul nsw i64 %1, 16
+  %210 = mul nsw i64 %s2_conv2.cv3715, 8
+  %211 = add nsw i64 %209, %210
+  %212 = add nsw i64 %208, %211
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %212
+  %213 = load <8 x float>, ptr %arena23, align 4
+  %214 = fsub <8 x float> %202, %213
+  store <8 x float> %214, ptr %s2_conv2.w377, align 32
+  %215 = mul nsw i64 %s2_conv2.j3682, 64
+  %216 = mul nsw i64 %s2_conv2.ty3693, 8
+  %217 = add nsw i64 %215, %216
+  %218 = add nsw i64 %217, %s2_conv2.tx3704
+  %219 = mul nsw i64 %218, 32
+  %220 = add nsw i64 1638656, %219
+  %221 = mul nsw i64 %1, 16
+  %222 = mul nsw i64 %s2_conv2.cv3715, 8
+  %223 = add nsw i64 %221, %222
+  %224 = add nsw i64 %220, %223
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %224
+  %225 = load <8 x float>, ptr %arena24, align 4
+  %226 = mul nsw i64 %s2_conv2.j3682, 64
+  %227 = mul nsw i64 %s2_conv2.ty3693, 8
+  %228 = add nsw i64 %226, %227
+  %229 = add nsw i64 %228, %s2_conv2.tx3704
+  %230 = mul nsw i64 %229, 32
+  %231 = add nsw i64 1646848, %230
+  %232 = mul nsw i64 %1, 16
+  %233 = mul nsw i64 %s2_conv2.cv3715, 8
+  %234 = add nsw i64 %232, %233
+  %235 = add nsw i64 %231, %234
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %235
+  %236 = load <8 x float>, ptr %arena25, align 4
+  %237 = fadd <8 x float> %225, %236
+  %238 = mul nsw i64 %s2_conv2.j3682, 64
+  %239 = mul nsw i64 %s2_conv2.ty3693, 8
+  %240 = add nsw i64 %238, %239
+  %241 = add nsw i64 %240, %s2_conv2.tx3704
+  %242 = mul nsw i64 %241, 32
+  %243 = add nsw i64 1655040, %242
+  %244 = mul nsw i64 %1, 16
+  %245 = mul nsw i64 %s2_conv2.cv3715, 8
+  %246 = add nsw i64 %244, %245
+  %247 = add nsw i64 %243, %246
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %247
+  %248 = load <8 x float>, ptr %arena26, align 4
+  %249 = fadd <8 x float> %237, %248
+  store <8 x float> %249, ptr %s2_conv2.w378, align 32
+  %250 = mul nsw i64 %s2_conv2.j3682, 64
+  %251 = mul nsw i64 %s2_conv2.ty3693, 8
+  %252 = add nsw i64 %250, %251
+  %253 = add nsw i64 %252, %s2_conv2.tx3704
+  %254 = mul nsw i64 %253, 32
+  %255 = add nsw i64 1646848, %254
+  %256 = mul nsw i64 %1, 16
+  %257 = mul nsw i64 %s2_conv2.cv3715, 8
+  %258 = add nsw i64 %256, %257
+  %259 = add nsw i64 %255, %258
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %259
+  %260 = load <8 x float>, ptr %arena27, align 4
+  %261 = mul nsw i64 %s2_conv2.j3682, 64
+  %262 = mul nsw i64 %s2_conv2.ty3693, 8
+  %263 = add nsw i64 %261, %262
+  %264 = add nsw i64 %263, %s2_conv2.tx3704
+  %265 = mul nsw i64 %264, 32
+  %266 = add nsw i64 1655040, %265
+  %267 = mul nsw i64 %1, 16
+  %268 = mul nsw i64 %s2_conv2.cv3715, 8
+  %269 = add nsw i64 %267, %268
+  %270 = add nsw i64 %266, %269
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %270
+  %271 = load <8 x float>, ptr %arena28, align 4
+  %272 = fsub <8 x float> %260, %271
+  %273 = mul nsw i64 %s2_conv2.j3682, 64
+  %274 = mul nsw i64 %s2_conv2.ty3693, 8
+  %275 = add nsw i64 %273, %274
+  %276 = add nsw i64 %275, %s2_conv2.tx3704
+  %277 = mul nsw i64 %276, 32
+  %278 = add nsw i64 1663232, %277
+  %279 = mul nsw i64 %1, 16
+  %280 = mul nsw i64 %s2_conv2.cv3715, 8
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 %278, %281
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %282
+  %283 = load <8 x float>, ptr %arena29, align 4
+  %284 = fsub <8 x float> %272, %283
+  store <8 x float> %284, ptr %s2_conv2.w379, align 32
+  %w372 = load <8 x float>, ptr %s2_conv2.w372, align 32
+  %w374 = load <8 x float>, ptr %s2_conv2.w374, align 32
+  %285 = fadd <8 x float> %w372, %w374
+  %w376 = load <8 x float>, ptr %s2_conv2.w376, align 32
+  %286 = fadd <8 x float> %285, %w376
+  store <8 x float> %286, ptr %s2_conv2.w380, align 32
+  %w37430 = load <8 x float>, ptr %s2_conv2.w374, align 32
+  %w37631 = load <8 x float>, ptr %s2_conv2.w376, align 32
+  %287 = fsub <8 x float> %w37430, %w37631
+  %w378 = load <8 x float>, ptr %s2_conv2.w378, align 32
+  %288 = fsub <8 x float> %287, %w378
+  store <8 x float> %288, ptr %s2_conv2.w381, align 32
+  %w373 = load <8 x float>, ptr %s2_conv2.w373, align 32
+  %w375 = load <8 x float>, ptr %s2_conv2.w375, align 32
+  %289 = fadd <8 x float> %w373, %w375
+  %w377 = load <8 x float>, ptr %s2_conv2.w377, align 32
+  %290 = fadd <8 x float> %289, %w377
+  store <8 x float> %290, ptr %s2_conv2.w382, align 32
+  %w37532 = load <8 x float>, ptr %s2_conv2.w375, align 32
+  %w37733 = load <8 x float>, ptr %s2_conv2.w377, align 32
+  %291 = fsub <8 x float> %w37532, %w37733
+  %w379 = load <8 x float>, ptr %s2_conv2.w379, align 32
+  %292 = fsub <8 x float> %291, %w379
+  store <8 x float> %292, ptr %s2_conv2.w383, align 32
+  %w380 = load <8 x float>, ptr %s2_conv2.w380, align 32
+  %293 = mul nsw i64 %1, 16
+  %294 = mul nsw i64 %s2_conv2.cv3715, 8
+  %295 = add nsw i64 %293, %294
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %295
+  %296 = load <8 x float>, ptr %arena34, align 4
+  %297 = fmul <8 x float> %w380, %296
+  %298 = mul nsw i64 %1, 16
+  %299 = mul nsw i64 %s2_conv2.cv3715, 8
+  %300 = add nsw i64 %298, %299
+  %301 = add nsw i64 32, %300
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %301
+  %302 = load <8 x float>, ptr %arena35, align 4
+  %303 = fadd <8 x float> %297, %302
+  %304 = mul nsw i64 %s2_conv2.j3682, 16
+  %305 = mul nsw i64 %s2_conv2.ty3693, 2
+  %306 = add nsw i64 %304, %305
+  %307 = mul nsw i64 %306, 16
+  %308 = mul nsw i64 %s2_conv2.tx3704, 2
+  %309 = add nsw i64 %307, %308
+  %310 = mul nsw i64 %309, 32
+  %311 = add nsw i64 1665280, %310
+  %312 = mul nsw i64 %1, 16
+  %313 = mul nsw i64 %s2_conv2.cv3715, 8
+  %314 = add nsw i64 %312, %313
+  %315 = add nsw i64 %311, %314
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %315
+  store <8 x float> %303, ptr %arena36, align 4
+  %w381 = load <8 x float>, ptr %s2_conv2.w381, align 32
+  %316 = mul nsw i64 %1, 16
+  %317 = mul nsw i64 %s2_conv2.cv3715, 8
+  %318 = add nsw i64 %316, %317
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %318
+  %319 = load <8 x float>, ptr %arena37, align 4
+  %320 = fmul <8 x float> %w381, %319
+  %321 = mul nsw i64 %1, 16
+  %322 = mul nsw i64 %s2_conv2.cv3715, 8
+  %323 = add nsw i64 %321, %322
+  %324 = add nsw i64 32, %323
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %324
+  %325 = load <8 x float>, ptr %arena38, align 4
+  %326 = fadd <8 x float> %320, %325
+  %327 = mul nsw i64 %s2_conv2.j3682, 16
+  %328 = mul nsw i64 %s2_conv2.ty3693, 2
+  %329 = add nsw i64 %327, %328
+  %330 = mul nsw i64 %329, 16
+  %331 = mul nsw i64 %s2_conv2.tx3704, 2
+  %332 = add nsw i64 %330, %331
+  %333 = add nsw i64 %332, 1
+  %334 = mul nsw i64 %333, 32
+  %335 = add nsw i64 1665280, %334
+  %336 = mul nsw i64 %1, 16
+  %337 = mul nsw i64 %s2_conv2.cv3715, 8
+  %338 = add nsw i64 %336, %337
+  %339 = add nsw i64 %335, %338
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %339
+  store <8 x float> %326, ptr %arena39, align 4
+  %w382 = load <8 x float>, ptr %s2_conv2.w382, align 32
+  %340 = mul nsw i64 %1, 16
+  %341 = mul nsw i64 %s2_conv2.cv3715, 8
+  %342 = add nsw i64 %340, %341
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %342
+  %343 = load <8 x float>, ptr %arena40, align 4
+  %344 = fmul <8 x float> %w382, %343
+  %345 = mul nsw i64 %1, 16
+  %346 = mul nsw i64 %s2_conv2.cv3715, 8
+  %347 = add nsw i64 %345, %346
+  %348 = add nsw i64 32, %347
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %348
+  %349 = load <8 x float>, ptr %arena41, align 4
+  %350 = fadd <8 x float> %344, %349
+  %351 = mul nsw i64 %s2_conv2.j3682, 16
+  %352 = mul nsw i64 %s2_conv2.ty3693, 2
+  %353 = add nsw i64 %351, %352
+  %354 = add nsw i64 %353, 1
+  %355 = mul nsw i64 %354, 16
+  %356 = mul nsw i64 %s2_conv2.tx3704, 2
+  %357 = add nsw i64 %355, %356
+  %358 = mul nsw i64 %357, 32
+  %359 = add nsw i64 1665280, %358
+  %360 = mul nsw i64 %1, 16
+  %361 = mul nsw i64 %s2_conv2.cv3715, 8
+  %362 = add nsw i64 %360, %361
+  %363 = add nsw i64 %359, %362
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %363
+  store <8 x float> %350, ptr %arena42, align 4
+  %w383 = load <8 x float>, ptr %s2_conv2.w383, align 32
+  %364 = mul nsw i64 %1, 16
+  %365 = mul nsw i64 %s2_conv2.cv3715, 8
+  %366 = add nsw i64 %364, %365
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %366
+  %367 = load <8 x float>, ptr %arena43, align 4
+  %368 = fmul <8 x float> %w383, %367
+  %369 = mul nsw i64 %1, 16
+  %370 = mul nsw i64 %s2_conv2.cv3715, 8
+  %371 = add nsw i64 %369, %370
+  %372 = add nsw i64 32, %371
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %372
+  %373 = load <8 x float>, ptr %arena44, align 4
+  %374 = fadd <8 x float> %368, %373
+  %375 = mul nsw i64 %s2_conv2.j3682, 16
+  %376 = mul nsw i64 %s2_conv2.ty3693, 2
+  %377 = add nsw i64 %375, %376
+  %378 = add nsw i64 %377, 1
+  %379 = mul nsw i64 %378, 16
+  %380 = mul nsw i64 %s2_conv2.tx3704, 2
+  %381 = add nsw i64 %379, %380
+  %382 = add nsw i64 %381, 1
+  %383 = mul nsw i64 %382, 32
+  %384 = add nsw i64 1665280, %383
+  %385 = mul nsw i64 %1, 16
+  %386 = mul nsw i64 %s2_conv2.cv3715, 8
+  %387 = add nsw i64 %385, %386
+  %388 = add nsw i64 %384, %387
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %388
+  store <8 x float> %374, ptr %arena45, align 4
+  %cv371.next = add nsw i64 %s2_conv2.cv3715, 1
+  %389 = icmp slt i64 %cv371.next, 2
+  br i1 %389, label %s2_conv2.cv371, label %s2_conv2.cv371.end
+
+s2_conv2.cv371.end:                               ; preds = %s2_conv2.cv371
+  %tx370.next = add nsw i64 %s2_conv2.tx3704, 1
+  %390 = icmp slt i64 %tx370.next, 8
+  br i1 %390, label %s2_conv2.tx370, label %s2_conv2.tx370.end
+
+s2_conv2.j384:                                    ; preds = %s2_conv2.c385.end, %s2_conv2.j368.end
+  %s2_conv2.j38446 = phi i64 [ 0, %s2_conv2.j368.end ], [ %j384.next, %s2_conv2.c385.end ]
+  br label %s2_conv2.c385
+
+s2_conv2.j384.end:                                ; preds = %s2_conv2.c385.end
+  ret void
+
+s2_conv2.c385:                                    ; preds = %s2_conv2.q386.end, %s2_conv2.j384
+  %s2_conv2.c38547 = phi i64 [ 0, %s2_conv2.j384 ], [ %c385.next, %s2_conv2.q386.end ]
+  br label %s2_conv2.q386
+
+s2_conv2.c385.end:                                ; preds = %s2_conv2.q386.end
+  %j384.next = add nsw i64 %s2_conv2.j38446, 1
+  %391 = icmp slt i64 %j384.next, 1
+  br i1 %391, label %s2_conv2.j384, label %s2_conv2.j384.end
+
+s2_conv2.q386:                                    ; preds = %s2_conv2.q386, %s2_conv2.c385
+  %s2_conv2.q38648 = phi i64 [ 0, %s2_conv2.c385 ], [ %q386.next, %s2_conv2.q386 ]
+  %392 = mul nsw i64 %s2_conv2.j38446, 256
+  %393 = add nsw i64 %392, %s2_conv2.q38648
+  %394 = mul nsw i64 %393, 32
+  %395 = add nsw i64 1665280, %394
+  %396 = mul nsw i64 %1, 16
+  %397 = add nsw i64 %396, %s2_conv2.c38547
+  %398 = add nsw i64 %395, %397
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %398
+  %399 = load float, ptr %arena49, align 4
+  %400 = add nsw i64 %0, %s2_conv2.j38446
+  %401 = mul nsw i64 %400, 8192
+  %402 = mul nsw i64 %1, 16
+  %403 = add nsw i64 %402, %s2_conv2.c38547
+  %404 = mul nsw i64 %403, 256
+  %405 = add nsw i64 %401, %404
+  %406 = add nsw i64 %405, %s2_conv2.q38648
+  %407 = add nsw i64 524416, %406
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %407
+  %408 = load float, ptr %arena50, align 4
+  %409 = fadd float %399, %408
+  %410 = fcmp ogt float %409, 0.000000e+00
+  %411 = mul nsw i64 %s2_conv2.j38446, 256
+  %412 = add nsw i64 %411, %s2_conv2.q38648
+  %413 = mul nsw i64 %412, 32
+  %414 = add nsw i64 1665280, %413
+  %415 = mul nsw i64 %1, 16
+  %416 = add nsw i64 %415, %s2_conv2.c38547
+  %417 = add nsw i64 %414, %416
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %417
+  %418 = load float, ptr %arena51, align 4
+  %419 = add nsw i64 %0, %s2_conv2.j38446
+  %420 = mul nsw i64 %419, 8192
+  %421 = mul nsw i64 %1, 16
+  %422 = add nsw i64 %421, %s2_conv2.c38547
+  %423 = mul nsw i64 %422, 256
+  %424 = add nsw i64 %420, %423
+  %425 = add nsw i64 %424, %s2_conv2.q38648
+  %426 = add nsw i64 524416, %425
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %426
+  %427 = load float, ptr %arena52, align 4
+  %428 = fadd float %418, %427
+  %429 = select i1 %410, float %428, float 0.000000e+00
+  %430 = add nsw i64 %0, %s2_conv2.j38446
+  %431 = mul nsw i64 %430, 8192
+  %432 = mul nsw i64 %1, 16
+  %433 = add nsw i64 %432, %s2_conv2.c38547
+  %434 = mul nsw i64 %433, 256
+  %435 = add nsw i64 %431, %434
+  %436 = add nsw i64 %435, %s2_conv2.q38648
+  %437 = add nsw i64 1048704, %436
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %437
+  store float %429, ptr %arena53, align 4
+  %q386.next = add nsw i64 %s2_conv2.q38648, 1
+  %438 = icmp slt i64 %q386.next, 256
+  br i1 %438, label %s2_conv2.q386, label %s2_conv2.q386.end
+
+s2_conv2.q386.end:                                ; preds = %s2_conv2.q386
+  %c385.next = add nsw i64 %s2_conv2.c38547, 1
+  %439 = icmp slt i64 %c385.next, 16
+  br i1 %439, label %s2_conv2.c385, label %s2_conv2.c385.end
+}
+
+; Function Attrs: noinline
+define internal void @resnet8_infer_b64.k11.s2_conv2.part359.gemm367(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
+entry:
+  %s2_conv2.t365_a3 = alloca <8 x float>, align 32
+  %s2_conv2.t365_a2 = alloca <8 x float>, align 32
+  %s2_conv2.t365_a1 = alloca <8 x float>, align 32
+  %s2_conv2.t365_a0 = alloca <8 x float>, align 32
+  %s2_conv2.t365_b1 = alloca <8 x float>, align 32
+  %s2_conv2.t365_b0 = alloca <8 x float>, align 32
+  %s2_conv2.t365_c3_1 = alloca <8 x float>, align 32
+  %s2_conv2.t365_c3_0 = alloca <8 x float>, align 32
+  %s2_conv2.t365_c2_1 = alloca <8 x float>, align 32
+  %s2_conv2.t365_c2_0 = alloca <8 x float>, align 32
+  %s2_conv2.t365_c1_1 = alloca <8 x float>, align 32
+  %s2_conv2.t365_c1_0 = alloca <8 x float>, align 32
+  %s2_conv2.t365_c0_1 = alloca <8 x float>, align 32
+  %s2_conv2.t365_c0_0 = alloca <8 x float>, align 32
+  %s2_conv2.t363_a5 = alloca <8 x float>, align 32
+  %s2_conv2.t363_a4 = alloca <8 x float>, align 32
+  %s2_conv2.t363_a3 = alloca <8 x float>, align 32
+  %s2_conv2.t363_a2 = alloca <8 x float>, align 32
   %s2_conv2.t363_a1 = alloca <8 x float>, align 32
   %s2_conv2.t363_a0 = alloca <8 x float>, align 32
-  %s2_conv2.t363_b3 = alloca <8 x float>, align 32
-  %s2_conv2.t363_b2 = alloca <8 x float>, align 32
   %s2_conv2.t363_b1 = alloca <8 x float>, align 32
   %s2_conv2.t363_b0 = alloca <8 x float>, align 32
-  %s2_conv2.t363_c1_3 = alloca <8 x float>, align 32
-  %s2_conv2.t363_c1_2 = alloca <8 x float>, align 32
+  %s2_conv2.t363_c5_1 = alloca <8 x float>, align 32
+  %s2_conv2.t363_c5_0 = alloca <8 x float>, align 32
+  %s2_conv2.t363_c4_1 = alloca <8 x float>, align 32
+  %s2_conv2.t363_c4_0 = alloca <8 x float>, align 32
+  %s2_conv2.t363_c3_1 = alloca <8 x float>, align 32
+  %s2_conv2.t363_c3_0 = alloca <8 x float>, align 32
+  %s2_conv2.t363_c2_1 = alloca <8 x float>, align 32
+  %s2_conv2.t363_c2_0 = alloca <8 x float>, align 32
   %s2_conv2.t363_c1_1 = alloca <8 x float>, align 32
   %s2_conv2.t363_c1_0 = alloca <8 x float>, align 32
-  %s2_conv2.t363_c0_3 = alloca <8 x float>, align 32
-  %s2_conv2.t363_c0_2 = alloca <8 x float>, align 32
   %s2_conv2.t363_c0_1 = alloca <8 x float>, align 32
   %s2_conv2.t363_c0_0 = alloca <8 x float>, align 32
   br label %s2_conv2.nb361
 
-s2_conv2.nb361:                                   ; preds = %s2_conv2.mb362.end, %entry
-  %s2_conv2.nb3611 = phi i64 [ 0, %entry ], [ %nb361.next, %s2_conv2.mb362.end ]
+s2_conv2.nb361:                                   ; preds = %s2_conv2.k366.end, %entry
+  %s2_conv2.nb3611 = phi i64 [ 0, %entry ], [ %nb361.next, %s2_conv2.k366.end ]
   br label %s2_conv2.mb362
 
-s2_conv2.nb361.end:                               ; preds = %s2_conv2.mb362.end
+s2_conv2.nb361.end:                               ; preds = %s2_conv2.k366.end
   ret void
 
 s2_conv2.mb362:                                   ; preds = %s2_conv2.k364.end, %s2_conv2.nb361
   %s2_conv2.mb3622 = phi i64 [ 0, %s2_conv2.nb361 ], [ %mb362.next, %s2_conv2.k364.end ]
   store <8 x float> zeroinitializer, ptr %s2_conv2.t363_c0_0, align 32
   store <8 x float> zeroinitializer, ptr %s2_conv2.t363_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv2.t363_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv2.t363_c0_3, align 32
   store <8 x float> zeroinitializer, ptr %s2_conv2.t363_c1_0, align 32
   store <8 x float> zeroinitializer, ptr %s2_conv2.t363_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv2.t363_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv2.t363_c1_3, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t363_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t363_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t363_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t363_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t363_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t363_c4_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t363_c5_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t363_c5_1, align 32
   br label %s2_conv2.k364
 
 s2_conv2.mb362.end:                               ; preds = %s2_conv2.k364.end
-  %nb361.next = add nsw i64 %s2_conv2.nb3611, 1
-  %3 = icmp slt i64 %nb361.next, 1
-  br i1 %3, label %s2_conv2.nb361, label %s2_conv2.nb361.end
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t365_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t365_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t365_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t365_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t365_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t365_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t365_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv2.t365_c3_1, align 32
+  br label %s2_conv2.k366
 
 s2_conv2.k364:                                    ; preds = %s2_conv2.k364, %s2_conv2.mb362
   %s2_conv2.k3643 = phi i64 [ 0, %s2_conv2.mb362 ], [ %k364.next, %s2_conv2.k364 ]
-  %4 = mul nsw i64 %0, 1024
-  %5 = add nsw i64 3340384, %4
+  %2 = mul nsw i64 %0, 1024
+  %3 = add nsw i64 3340384, %2
+  %4 = mul nsw i64 %1, 16
+  %5 = add nsw i64 %3, %4
   %6 = mul nsw i64 %s2_conv2.k3643, 32
   %7 = add nsw i64 %5, %6
-  %8 = mul nsw i64 %s2_conv2.nb3611, 32
+  %8 = mul nsw i64 %s2_conv2.nb3611, 16
   %9 = add nsw i64 %7, %8
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena4, align 4
   store <8 x float> %10, ptr %s2_conv2.t363_b0, align 32
   %11 = mul nsw i64 %0, 1024
   %12 = add nsw i64 3340384, %11
-  %13 = mul nsw i64 %s2_conv2.k3643, 32
+  %13 = mul nsw i64 %1, 16
   %14 = add nsw i64 %12, %13
-  %15 = mul nsw i64 %s2_conv2.nb3611, 32
+  %15 = mul nsw i64 %s2_conv2.k3643, 32
   %16 = add nsw i64 %14, %15
-  %17 = add nsw i64 %16, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %17
-  %18 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %18, ptr %s2_conv2.t363_b1, align 32
-  %19 = mul nsw i64 %0, 1024
-  %20 = add nsw i64 3340384, %19
-  %21 = mul nsw i64 %s2_conv2.k3643, 32
-  %22 = add nsw i64 %20, %21
-  %23 = mul nsw i64 %s2_conv2.nb3611, 32
-  %24 = add nsw i64 %22, %23
-  %25 = add nsw i64 %24, 16
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %25
-  %26 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %26, ptr %s2_conv2.t363_b2, align 32
-  %27 = mul nsw i64 %0, 1024
-  %28 = add nsw i64 3340384, %27
-  %29 = mul nsw i64 %s2_conv2.k3643, 32
-  %30 = add nsw i64 %28, %29
-  %31 = mul nsw i64 %s2_conv2.nb3611, 32
-  %32 = add nsw i64 %30, %31
-  %33 = add nsw i64 %32, 24
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %33
-  %34 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %34, ptr %s2_conv2.t363_b3, align 32
-  %35 = mul nsw i64 %0, 2048
-  %36 = add nsw i64 1599744, %35
-  %37 = add nsw i64 %1, %2
-  %38 = mul nsw i64 %37, 4
-  %39 = mul nsw i64 %38, 8
-  %40 = mul nsw i64 %39, 32
-  %41 = add nsw i64 %36, %40
-  %42 = mul nsw i64 %s2_conv2.mb3622, 2
-  %43 = mul nsw i64 %42, 32
-  %44 = add nsw i64 %41, %43
-  %45 = add nsw i64 %44, %s2_conv2.k3643
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %45
-  %46 = load float, ptr %arena8, align 4
-  %47 = insertelement <8 x float> undef, float %46, i32 0
-  %48 = shufflevector <8 x float> %47, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %48, ptr %s2_conv2.t363_a0, align 32
+  %17 = mul nsw i64 %s2_conv2.nb3611, 16
+  %18 = add nsw i64 %16, %17
+  %19 = add nsw i64 %18, 8
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %19
+  %20 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %20, ptr %s2_conv2.t363_b1, align 32
+  %21 = mul nsw i64 %0, 2048
+  %22 = add nsw i64 1599744, %21
+  %23 = mul nsw i64 %s2_conv2.mb3622, 6
+  %24 = mul nsw i64 %23, 32
+  %25 = add nsw i64 %22, %24
+  %26 = add nsw i64 %25, %s2_conv2.k3643
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
+  %27 = load float, ptr %arena6, align 4
+  %28 = insertelement <8 x float> undef, float %27, i32 0
+  %29 = shufflevector <8 x float> %28, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %29, ptr %s2_conv2.t363_a0, align 32
   %t363_a0 = load <8 x float>, ptr %s2_conv2.t363_a0, align 32
   %t363_b0 = load <8 x float>, ptr %s2_conv2.t363_b0, align 32
   %t363_c0_0 = load <8 x float>, ptr %s2_conv2.t363_c0_0, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a0, <8 x float> %t363_b0, <8 x float> %t363_c0_0)
-  store <8 x float> %49, ptr %s2_conv2.t363_c0_0, align 32
-  %t363_a09 = load <8 x float>, ptr %s2_conv2.t363_a0, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a0, <8 x float> %t363_b0, <8 x float> %t363_c0_0)
+  store <8 x float> %30, ptr %s2_conv2.t363_c0_0, align 32
+  %t363_a07 = load <8 x float>, ptr %s2_conv2.t363_a0, align 32
   %t363_b1 = load <8 x float>, ptr %s2_conv2.t363_b1, align 32
   %t363_c0_1 = load <8 x float>, ptr %s2_conv2.t363_c0_1, align 32
-  %50 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a09, <8 x float> %t363_b1, <8 x float> %t363_c0_1)
-  store <8 x float> %50, ptr %s2_conv2.t363_c0_1, align 32
-  %t363_a010 = load <8 x float>, ptr %s2_conv2.t363_a0, align 32
-  %t363_b2 = load <8 x float>, ptr %s2_conv2.t363_b2, align 32
-  %t363_c0_2 = load <8 x float>, ptr %s2_conv2.t363_c0_2, align 32
-  %51 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a010, <8 x float> %t363_b2, <8 x float> %t363_c0_2)
-  store <8 x float> %51, ptr %s2_conv2.t363_c0_2, align 32
-  %t363_a011 = load <8 x float>, ptr %s2_conv2.t363_a0, align 32
-  %t363_b3 = load <8 x float>, ptr %s2_conv2.t363_b3, align 32
-  %t363_c0_3 = load <8 x float>, ptr %s2_conv2.t363_c0_3, align 32
-  %52 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a011, <8 x float> %t363_b3, <8 x float> %t363_c0_3)
-  store <8 x float> %52, ptr %s2_conv2.t363_c0_3, align 32
-  %53 = mul nsw i64 %0, 2048
-  %54 = add nsw i64 1599744, %53
-  %55 = add nsw i64 %1, %2
-  %56 = mul nsw i64 %55, 4
-  %57 = mul nsw i64 %56, 8
-  %58 = mul nsw i64 %57, 32
-  %59 = add nsw i64 %54, %58
-  %60 = mul nsw i64 %s2_conv2.mb3622, 2
-  %61 = add nsw i64 %60, 1
-  %62 = mul nsw i64 %61, 32
-  %63 = add nsw i64 %59, %62
-  %64 = add nsw i64 %63, %s2_conv2.k3643
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
-  %65 = load float, ptr %arena12, align 4
-  %66 = insertelement <8 x float> undef, float %65, i32 0
-  %67 = shufflevector <8 x float> %66, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %67, ptr %s2_conv2.t363_a1, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a07, <8 x float> %t363_b1, <8 x float> %t363_c0_1)
+  store <8 x float> %31, ptr %s2_conv2.t363_c0_1, align 32
+  %32 = mul nsw i64 %0, 2048
+  %33 = add nsw i64 1599744, %32
+  %34 = mul nsw i64 %s2_conv2.mb3622, 6
+  %35 = add nsw i64 %34, 1
+  %36 = mul nsw i64 %35, 32
+  %37 = add nsw i64 %33, %36
+  %38 = add nsw i64 %37, %s2_conv2.k3643
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
+  %39 = load float, ptr %arena8, align 4
+  %40 = insertelement <8 x float> undef, float %39, i32 0
+  %41 = shufflevector <8 x float> %40, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %41, ptr %s2_conv2.t363_a1, align 32
   %t363_a1 = load <8 x float>, ptr %s2_conv2.t363_a1, align 32
-  %t363_b013 = load <8 x float>, ptr %s2_conv2.t363_b0, align 32
+  %t363_b09 = load <8 x float>, ptr %s2_conv2.t363_b0, align 32
   %t363_c1_0 = load <8 x float>, ptr %s2_conv2.t363_c1_0, align 32
-  %68 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a1, <8 x float> %t363_b013, <8 x float> %t363_c1_0)
-  store <8 x float> %68, ptr %s2_conv2.t363_c1_0, align 32
-  %t363_a114 = load <8 x float>, ptr %s2_conv2.t363_a1, align 32
-  %t363_b115 = load <8 x float>, ptr %s2_conv2.t363_b1, align 32
+  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a1, <8 x float> %t363_b09, <8 x float> %t363_c1_0)
+  store <8 x float> %42, ptr %s2_conv2.t363_c1_0, align 32
+  %t363_a110 = load <8 x float>, ptr %s2_conv2.t363_a1, align 32
+  %t363_b111 = load <8 x float>, ptr %s2_conv2.t363_b1, align 32
   %t363_c1_1 = load <8 x float>, ptr %s2_conv2.t363_c1_1, align 32
-  %69 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a114, <8 x float> %t363_b115, <8 x float> %t363_c1_1)
-  store <8 x float> %69, ptr %s2_conv2.t363_c1_1, align 32
-  %t363_a116 = load <8 x float>, ptr %s2_conv2.t363_a1, align 32
-  %t363_b217 = load <8 x float>, ptr %s2_conv2.t363_b2, align 32
-  %t363_c1_2 = load <8 x float>, ptr %s2_conv2.t363_c1_2, align 32
-  %70 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a116, <8 x float> %t363_b217, <8 x float> %t363_c1_2)
-  store <8 x float> %70, ptr %s2_conv2.t363_c1_2, align 32
-  %t363_a118 = load <8 x float>, ptr %s2_conv2.t363_a1, align 32
-  %t363_b319 = load <8 x float>, ptr %s2_conv2.t363_b3, align 32
-  %t363_c1_3 = load <8 x float>, ptr %s2_conv2.t363_c1_3, align 32
-  %71 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a118, <8 x float> %t363_b319, <8 x float> %t363_c1_3)
-  store <8 x float> %71, ptr %s2_conv2.t363_c1_3, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a110, <8 x float> %t363_b111, <8 x float> %t363_c1_1)
+  store <8 x float> %43, ptr %s2_conv2.t363_c1_1, align 32
+  %44 = mul nsw i64 %0, 2048
+  %45 = add nsw i64 1599744, %44
+  %46 = mul nsw i64 %s2_conv2.mb3622, 6
+  %47 = add nsw i64 %46, 2
+  %48 = mul nsw i64 %47, 32
+  %49 = add nsw i64 %45, %48
+  %50 = add nsw i64 %49, %s2_conv2.k3643
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %50
+  %51 = load float, ptr %arena12, align 4
+  %52 = insertelement <8 x float> undef, float %51, i32 0
+  %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %53, ptr %s2_conv2.t363_a2, align 32
+  %t363_a2 = load <8 x float>, ptr %s2_conv2.t363_a2, align 32
+  %t363_b013 = load <8 x float>, ptr %s2_conv2.t363_b0, align 32
+  %t363_c2_0 = load <8 x float>, ptr %s2_conv2.t363_c2_0, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a2, <8 x float> %t363_b013, <8 x float> %t363_c2_0)
+  store <8 x float> %54, ptr %s2_conv2.t363_c2_0, align 32
+  %t363_a214 = load <8 x float>, ptr %s2_conv2.t363_a2, align 32
+  %t363_b115 = load <8 x float>, ptr %s2_conv2.t363_b1, align 32
+  %t363_c2_1 = load <8 x float>, ptr %s2_conv2.t363_c2_1, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a214, <8 x float> %t363_b115, <8 x float> %t363_c2_1)
+  store <8 x float> %55, ptr %s2_conv2.t363_c2_1, align 32
+  %56 = mul nsw i64 %0, 2048
+  %57 = add nsw i64 1599744, %56
+  %58 = mul nsw i64 %s2_conv2.mb3622, 6
+  %59 = add nsw i64 %58, 3
+  %60 = mul nsw i64 %59, 32
+  %61 = add nsw i64 %57, %60
+  %62 = add nsw i64 %61, %s2_conv2.k3643
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %62
+  %63 = load float, ptr %arena16, align 4
+  %64 = insertelement <8 x float> undef, float %63, i32 0
+  %65 = shufflevector <8 x float> %64, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %65, ptr %s2_conv2.t363_a3, align 32
+  %t363_a3 = load <8 x float>, ptr %s2_conv2.t363_a3, align 32
+  %t363_b017 = load <8 x float>, ptr %s2_conv2.t363_b0, align 32
+  %t363_c3_0 = load <8 x float>, ptr %s2_conv2.t363_c3_0, align 32
+  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a3, <8 x float> %t363_b017, <8 x float> %t363_c3_0)
+  store <8 x float> %66, ptr %s2_conv2.t363_c3_0, align 32
+  %t363_a318 = load <8 x float>, ptr %s2_conv2.t363_a3, align 32
+  %t363_b119 = load <8 x float>, ptr %s2_conv2.t363_b1, align 32
+  %t363_c3_1 = load <8 x float>, ptr %s2_conv2.t363_c3_1, align 32
+  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a318, <8 x float> %t363_b119, <8 x float> %t363_c3_1)
+  store <8 x float> %67, ptr %s2_conv2.t363_c3_1, align 32
+  %68 = mul nsw i64 %0, 2048
+  %69 = add nsw i64 1599744, %68
+  %70 = mul nsw i64 %s2_conv2.mb3622, 6
+  %71 = add nsw i64 %70, 4
+  %72 = mul nsw i64 %71, 32
+  %73 = add nsw i64 %69, %72
+  %74 = add nsw i64 %73, %s2_conv2.k3643
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %74
+  %75 = load float, ptr %arena20, align 4
+  %76 = insertelement <8 x float> undef, float %75, i32 0
+  %77 = shufflevector <8 x float> %76, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %77, ptr %s2_conv2.t363_a4, align 32
+  %t363_a4 = load <8 x float>, ptr %s2_conv2.t363_a4, align 32
+  %t363_b021 = load <8 x float>, ptr %s2_conv2.t363_b0, align 32
+  %t363_c4_0 = load <8 x float>, ptr %s2_conv2.t363_c4_0, align 32
+  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a4, <8 x float> %t363_b021, <8 x float> %t363_c4_0)
+  store <8 x float> %78, ptr %s2_conv2.t363_c4_0, align 32
+  %t363_a422 = load <8 x float>, ptr %s2_conv2.t363_a4, align 32
+  %t363_b123 = load <8 x float>, ptr %s2_conv2.t363_b1, align 32
+  %t363_c4_1 = load <8 x float>, ptr %s2_conv2.t363_c4_1, align 32
+  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a422, <8 x float> %t363_b123, <8 x float> %t363_c4_1)
+  store <8 x float> %79, ptr %s2_conv2.t363_c4_1, align 32
+  %80 = mul nsw i64 %0, 2048
+  %81 = add nsw i64 1599744, %80
+  %82 = mul nsw i64 %s2_conv2.mb3622, 6
+  %83 = add nsw i64 %82, 5
+  %84 = mul nsw i64 %83, 32
+  %85 = add nsw i64 %81, %84
+  %86 = add nsw i64 %85, %s2_conv2.k3643
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %86
+  %87 = load float, ptr %arena24, align 4
+  %88 = insertelement <8 x float> undef, float %87, i32 0
+  %89 = shufflevector <8 x float> %88, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %89, ptr %s2_conv2.t363_a5, align 32
+  %t363_a5 = load <8 x float>, ptr %s2_conv2.t363_a5, align 32
+  %t363_b025 = load <8 x float>, ptr %s2_conv2.t363_b0, align 32
+  %t363_c5_0 = load <8 x float>, ptr %s2_conv2.t363_c5_0, align 32
+  %90 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a5, <8 x float> %t363_b025, <8 x float> %t363_c5_0)
+  store <8 x float> %90, ptr %s2_conv2.t363_c5_0, align 32
+  %t363_a526 = load <8 x float>, ptr %s2_conv2.t363_a5, align 32
+  %t363_b127 = load <8 x float>, ptr %s2_conv2.t363_b1, align 32
+  %t363_c5_1 = load <8 x float>, ptr %s2_conv2.t363_c5_1, align 32
+  %91 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a526, <8 x float> %t363_b127, <8 x float> %t363_c5_1)
+  store <8 x float> %91, ptr %s2_conv2.t363_c5_1, align 32
   %k364.next = add nsw i64 %s2_conv2.k3643, 1
-  %72 = icmp slt i64 %k364.next, 32
-  br i1 %72, label %s2_conv2.k364, label %s2_conv2.k364.end
+  %92 = icmp slt i64 %k364.next, 32
+  br i1 %92, label %s2_conv2.k364, label %s2_conv2.k364.end
 
 s2_conv2.k364.end:                                ; preds = %s2_conv2.k364
-  %t363_c0_020 = load <8 x float>, ptr %s2_conv2.t363_c0_0, align 32
-  %73 = mul nsw i64 %0, 2048
-  %74 = add nsw i64 1632512, %73
-  %75 = add nsw i64 %1, %2
-  %76 = mul nsw i64 %75, 4
-  %77 = mul nsw i64 %76, 8
-  %78 = mul nsw i64 %77, 32
-  %79 = add nsw i64 %74, %78
-  %80 = mul nsw i64 %s2_conv2.mb3622, 2
-  %81 = mul nsw i64 %80, 32
-  %82 = add nsw i64 %79, %81
-  %83 = mul nsw i64 %s2_conv2.nb3611, 32
-  %84 = add nsw i64 %82, %83
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t363_c0_020, ptr %arena21, align 4
-  %t363_c0_122 = load <8 x float>, ptr %s2_conv2.t363_c0_1, align 32
-  %85 = mul nsw i64 %0, 2048
-  %86 = add nsw i64 1632512, %85
-  %87 = add nsw i64 %1, %2
-  %88 = mul nsw i64 %87, 4
-  %89 = mul nsw i64 %88, 8
-  %90 = mul nsw i64 %89, 32
-  %91 = add nsw i64 %86, %90
-  %92 = mul nsw i64 %s2_conv2.mb3622, 2
-  %93 = mul nsw i64 %92, 32
-  %94 = add nsw i64 %91, %93
-  %95 = mul nsw i64 %s2_conv2.nb3611, 32
+  %t363_c0_028 = load <8 x float>, ptr %s2_conv2.t363_c0_0, align 32
+  %93 = mul nsw i64 %0, 2048
+  %94 = add nsw i64 1632512, %93
+  %95 = mul nsw i64 %1, 16
   %96 = add nsw i64 %94, %95
-  %97 = add nsw i64 %96, 8
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %97
-  store <8 x float> %t363_c0_122, ptr %arena23, align 4
-  %t363_c0_224 = load <8 x float>, ptr %s2_conv2.t363_c0_2, align 32
-  %98 = mul nsw i64 %0, 2048
-  %99 = add nsw i64 1632512, %98
-  %100 = add nsw i64 %1, %2
-  %101 = mul nsw i64 %100, 4
-  %102 = mul nsw i64 %101, 8
-  %103 = mul nsw i64 %102, 32
-  %104 = add nsw i64 %99, %103
-  %105 = mul nsw i64 %s2_conv2.mb3622, 2
-  %106 = mul nsw i64 %105, 32
-  %107 = add nsw i64 %104, %106
-  %108 = mul nsw i64 %s2_conv2.nb3611, 32
-  %109 = add nsw i64 %107, %108
-  %110 = add nsw i64 %109, 16
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %110
-  store <8 x float> %t363_c0_224, ptr %arena25, align 4
-  %t363_c0_326 = load <8 x float>, ptr %s2_conv2.t363_c0_3, align 32
-  %111 = mul nsw i64 %0, 2048
-  %112 = add nsw i64 1632512, %111
-  %113 = add nsw i64 %1, %2
-  %114 = mul nsw i64 %113, 4
-  %115 = mul nsw i64 %114, 8
-  %116 = mul nsw i64 %115, 32
-  %117 = add nsw i64 %112, %116
-  %118 = mul nsw i64 %s2_conv2.mb3622, 2
-  %119 = mul nsw i64 %118, 32
-  %120 = add nsw i64 %117, %119
-  %121 = mul nsw i64 %s2_conv2.nb3611, 32
-  %122 = add nsw i64 %120, %121
-  %123 = add nsw i64 %122, 24
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %123
-  store <8 x float> %t363_c0_326, ptr %arena27, align 4
-  %t363_c1_028 = load <8 x float>, ptr %s2_conv2.t363_c1_0, align 32
-  %124 = mul nsw i64 %0, 2048
-  %125 = add nsw i64 1632512, %124
-  %126 = add nsw i64 %1, %2
-  %127 = mul nsw i64 %126, 4
-  %128 = mul nsw i64 %127, 8
-  %129 = mul nsw i64 %128, 32
-  %130 = add nsw i64 %125, %129
-  %131 = mul nsw i64 %s2_conv2.mb3622, 2
-  %132 = add nsw i64 %131, 1
-  %133 = mul nsw i64 %132, 32
-  %134 = add nsw i64 %130, %133
-  %135 = mul nsw i64 %s2_conv2.nb3611, 32
+  %97 = mul nsw i64 %s2_conv2.mb3622, 6
+  %98 = mul nsw i64 %97, 32
+  %99 = add nsw i64 %96, %98
+  %100 = mul nsw i64 %s2_conv2.nb3611, 16
+  %101 = add nsw i64 %99, %100
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %101
+  store <8 x float> %t363_c0_028, ptr %arena29, align 4
+  %t363_c0_130 = load <8 x float>, ptr %s2_conv2.t363_c0_1, align 32
+  %102 = mul nsw i64 %0, 2048
+  %103 = add nsw i64 1632512, %102
+  %104 = mul nsw i64 %1, 16
+  %105 = add nsw i64 %103, %104
+  %106 = mul nsw i64 %s2_conv2.mb3622, 6
+  %107 = mul nsw i64 %106, 32
+  %108 = add nsw i64 %105, %107
+  %109 = mul nsw i64 %s2_conv2.nb3611, 16
+  %110 = add nsw i64 %108, %109
+  %111 = add nsw i64 %110, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %111
+  store <8 x float> %t363_c0_130, ptr %arena31, align 4
+  %t363_c1_032 = load <8 x float>, ptr %s2_conv2.t363_c1_0, align 32
+  %112 = mul nsw i64 %0, 2048
+  %113 = add nsw i64 1632512, %112
+  %114 = mul nsw i64 %1, 16
+  %115 = add nsw i64 %113, %114
+  %116 = mul nsw i64 %s2_conv2.mb3622, 6
+  %117 = add nsw i64 %116, 1
+  %118 = mul nsw i64 %117, 32
+  %119 = add nsw i64 %115, %118
+  %120 = mul nsw i64 %s2_conv2.nb3611, 16
+  %121 = add nsw i64 %119, %120
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %121
+  store <8 x float> %t363_c1_032, ptr %arena33, align 4
+  %t363_c1_134 = load <8 x float>, ptr %s2_conv2.t363_c1_1, align 32
+  %122 = mul nsw i64 %0, 2048
+  %123 = add nsw i64 1632512, %122
+  %124 = mul nsw i64 %1, 16
+  %125 = add nsw i64 %123, %124
+  %126 = mul nsw i64 %s2_conv2.mb3622, 6
+  %127 = add nsw i64 %126, 1
+  %128 = mul nsw i64 %127, 32
+  %129 = add nsw i64 %125, %128
+  %130 = mul nsw i64 %s2_conv2.nb3611, 16
+  %131 = add nsw i64 %129, %130
+  %132 = add nsw i64 %131, 8
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %132
+  store <8 x float> %t363_c1_134, ptr %arena35, align 4
+  %t363_c2_036 = load <8 x float>, ptr %s2_conv2.t363_c2_0, align 32
+  %133 = mul nsw i64 %0, 2048
+  %134 = add nsw i64 1632512, %133
+  %135 = mul nsw i64 %1, 16
   %136 = add nsw i64 %134, %135
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %136
-  store <8 x float> %t363_c1_028, ptr %arena29, align 4
-  %t363_c1_130 = load <8 x float>, ptr %s2_conv2.t363_c1_1, align 32
-  %137 = mul nsw i64 %0, 2048
-  %138 = add nsw i64 1632512, %137
-  %139 = add nsw i64 %1, %2
-  %140 = mul nsw i64 %139, 4
-  %141 = mul nsw i64 %140, 8
-  %142 = mul nsw i64 %141, 32
-  %143 = add nsw i64 %138, %142
-  %144 = mul nsw i64 %s2_conv2.mb3622, 2
-  %145 = add nsw i64 %144, 1
-  %146 = mul nsw i64 %145, 32
-  %147 = add nsw i64 %143, %146
-  %148 = mul nsw i64 %s2_conv2.nb3611, 32
-  %149 = add nsw i64 %147, %148
-  %150 = add nsw i64 %149, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %150
-  store <8 x float> %t363_c1_130, ptr %arena31, align 4
-  %t363_c1_232 = load <8 x float>, ptr %s2_conv2.t363_c1_2, align 32
-  %151 = mul nsw i64 %0, 2048
-  %152 = add nsw i64 1632512, %151
-  %153 = add nsw i64 %1, %2
-  %154 = mul nsw i64 %153, 4
-  %155 = mul nsw i64 %154, 8
-  %156 = mul nsw i64 %155, 32
-  %157 = add nsw i64 %152, %156
-  %158 = mul nsw i64 %s2_conv2.mb3622, 2
-  %159 = add nsw i64 %158, 1
+  %137 = mul nsw i64 %s2_conv2.mb3622, 6
+  %138 = add nsw i64 %137, 2
+  %139 = mul nsw i64 %138, 32
+  %140 = add nsw i64 %136, %139
+  %141 = mul nsw i64 %s2_conv2.nb3611, 16
+  %142 = add nsw i64 %140, %141
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %142
+  store <8 x float> %t363_c2_036, ptr %arena37, align 4
+  %t363_c2_138 = load <8 x float>, ptr %s2_conv2.t363_c2_1, align 32
+  %143 = mul nsw i64 %0, 2048
+  %144 = add nsw i64 1632512, %143
+  %145 = mul nsw i64 %1, 16
+  %146 = add nsw i64 %144, %145
+  %147 = mul nsw i64 %s2_conv2.mb3622, 6
+  %148 = add nsw i64 %147, 2
+  %149 = mul nsw i64 %148, 32
+  %150 = add nsw i64 %146, %149
+  %151 = mul nsw i64 %s2_conv2.nb3611, 16
+  %152 = add nsw i64 %150, %151
+  %153 = add nsw i64 %152, 8
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %153
+  store <8 x float> %t363_c2_138, ptr %arena39, align 4
+  %t363_c3_040 = load <8 x float>, ptr %s2_conv2.t363_c3_0, align 32
+  %154 = mul nsw i64 %0, 2048
+  %155 = add nsw i64 1632512, %154
+  %156 = mul nsw i64 %1, 16
+  %157 = add nsw i64 %155, %156
+  %158 = mul nsw i64 %s2_conv2.mb3622, 6
+  %159 = add nsw i64 %158, 3
   %160 = mul nsw i64 %159, 32
   %161 = add nsw i64 %157, %160
-  %162 = mul nsw i64 %s2_conv2.nb3611, 32
+  %162 = mul nsw i64 %s2_conv2.nb3611, 16
   %163 = add nsw i64 %161, %162
-  %164 = add nsw i64 %163, 16
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %164
-  store <8 x float> %t363_c1_232, ptr %arena33, align 4
-  %t363_c1_334 = load <8 x float>, ptr %s2_conv2.t363_c1_3, align 32
-  %165 = mul nsw i64 %0, 2048
-  %166 = add nsw i64 1632512, %165
-  %167 = add nsw i64 %1, %2
-  %168 = mul nsw i64 %167, 4
-  %169 = mul nsw i64 %168, 8
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %163
+  store <8 x float> %t363_c3_040, ptr %arena41, align 4
+  %t363_c3_142 = load <8 x float>, ptr %s2_conv2.t363_c3_1, align 32
+  %164 = mul nsw i64 %0, 2048
+  %165 = add nsw i64 1632512, %164
+  %166 = mul nsw i64 %1, 16
+  %167 = add nsw i64 %165, %166
+  %168 = mul nsw i64 %s2_conv2.mb3622, 6
+  %169 = add nsw i64 %168, 3
   %170 = mul nsw i64 %169, 32
-  %171 = add nsw i64 %166, %170
-  %172 = mul nsw i64 %s2_conv2.mb3622, 2
-  %173 = add nsw i64 %172, 1
-  %174 = mul nsw i64 %173, 32
-  %175 = add nsw i64 %171, %174
-  %176 = mul nsw i64 %s2_conv2.nb3611, 32
-  %177 = add nsw i64 %175, %176
-  %178 = add nsw i64 %177, 24
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %178
-  store <8 x float> %t363_c1_334, ptr %arena35, align 4
+  %171 = add nsw i64 %167, %170
+  %172 = mul nsw i64 %s2_conv2.nb3611, 16
+  %173 = add nsw i64 %171, %172
+  %174 = add nsw i64 %173, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %174
+  store <8 x float> %t363_c3_142, ptr %arena43, align 4
+  %t363_c4_044 = load <8 x float>, ptr %s2_conv2.t363_c4_0, align 32
+  %175 = mul nsw i64 %0, 2048
+  %176 = add nsw i64 1632512, %175
+  %177 = mul nsw i64 %1, 16
+  %178 = add nsw i64 %176, %177
+  %179 = mul nsw i64 %s2_conv2.mb3622, 6
+  %180 = add nsw i64 %179, 4
+  %181 = mul nsw i64 %180, 32
+  %182 = add nsw i64 %178, %181
+  %183 = mul nsw i64 %s2_conv2.nb3611, 16
+  %184 = add nsw i64 %182, %183
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %184
+  store <8 x float> %t363_c4_044, ptr %arena45, align 4
+  %t363_c4_146 = load <8 x float>, ptr %s2_conv2.t363_c4_1, align 32
+  %185 = mul nsw i64 %0, 2048
+  %186 = add nsw i64 1632512, %185
+  %187 = mul nsw i64 %1, 16
+  %188 = add nsw i64 %186, %187
+  %189 = mul nsw i64 %s2_conv2.mb3622, 6
+  %190 = add nsw i64 %189, 4
+  %191 = mul nsw i64 %190, 32
+  %192 = add nsw i64 %188, %191
+  %193 = mul nsw i64 %s2_conv2.nb3611, 16
+  %194 = add nsw i64 %192, %193
+  %195 = add nsw i64 %194, 8
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %195
+  store <8 x float> %t363_c4_146, ptr %arena47, align 4
+  %t363_c5_048 = load <8 x float>, ptr %s2_conv2.t363_c5_0, align 32
+  %196 = mul nsw i64 %0, 2048
+  %197 = add nsw i64 1632512, %196
+  %198 = mul nsw i64 %1, 16
+  %199 = add nsw i64 %197, %198
+  %200 = mul nsw i64 %s2_conv2.mb3622, 6
+  %201 = add nsw i64 %200, 5
+  %202 = mul nsw i64 %201, 32
+  %203 = add nsw i64 %199, %202
+  %204 = mul nsw i64 %s2_conv2.nb3611, 16
+  %205 = add nsw i64 %203, %204
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %205
+  store <8 x float> %t363_c5_048, ptr %arena49, align 4
+  %t363_c5_150 = load <8 x float>, ptr %s2_conv2.t363_c5_1, align 32
+  %206 = mul nsw i64 %0, 2048
+  %207 = add nsw i64 1632512, %206
+  %208 = mul nsw i64 %1, 16
+  %209 = add nsw i64 %207, %208
+  %210 = mul nsw i64 %s2_conv2.mb3622, 6
+  %211 = add nsw i64 %210, 5
+  %212 = mul nsw i64 %211, 32
+  %213 = add nsw i64 %209, %212
+  %214 = mul nsw i64 %s2_conv2.nb3611, 16
+  %215 = add nsw i64 %213, %214
+  %216 = add nsw i64 %215, 8
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %216
+  store <8 x float> %t363_c5_150, ptr %arena51, align 4
   %mb362.next = add nsw i64 %s2_conv2.mb3622, 1
-  %179 = icmp slt i64 %mb362.next, 16
-  br i1 %179, label %s2_conv2.mb362, label %s2_conv2.mb362.end
+  %217 = icmp slt i64 %mb362.next, 10
+  br i1 %217, label %s2_conv2.mb362, label %s2_conv2.mb362.end
+
+s2_conv2.k366:                                    ; preds = %s2_conv2.k366, %s2_conv2.mb362.end
+  %s2_conv2.k36652 = phi i64 [ 0, %s2_conv2.mb362.end ], [ %k366.next, %s2_conv2.k366 ]
+  %218 = mul nsw i64 %0, 1024
+  %219 = add nsw i64 3340384, %218
+  %220 = mul nsw i64 %1, 16
+  %221 = add nsw i64 %219, %220
+  %222 = mul nsw i64 %s2_conv2.k36652, 32
+  %223 = add nsw i64 %221, %222
+  %224 = mul nsw i64 %s2_conv2.nb3611, 16
+  %225 = add nsw i64 %223, %224
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %225
+  %226 = load <8 x float>, ptr %arena53, align 4
+  store <8 x float> %226, ptr %s2_conv2.t365_b0, align 32
+  %227 = mul nsw i64 %0, 1024
+  %228 = add nsw i64 3340384, %227
+  %229 = mul nsw i64 %1, 16
+  %230 = add nsw i64 %228, %229
+  %231 = mul nsw i64 %s2_conv2.k36652, 32
+  %232 = add nsw i64 %230, %231
+  %233 = mul nsw i64 %s2_conv2.nb3611, 16
+  %234 = add nsw i64 %232, %233
+  %235 = add nsw i64 %234, 8
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %235
+  %236 = load <8 x float>, ptr %arena54, align 4
+  store <8 x float> %236, ptr %s2_conv2.t365_b1, align 32
+  %237 = mul nsw i64 %0, 2048
+  %238 = add nsw i64 1599744, %237
+  %239 = add nsw i64 %238, 1920
+  %240 = add nsw i64 %239, %s2_conv2.k36652
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %240
+  %241 = load float, ptr %arena55, align 4
+  %242 = insertelement <8 x float> undef, float %241, i32 0
+  %243 = shufflevector <8 x float> %242, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %243, ptr %s2_conv2.t365_a0, align 32
+  %t365_a0 = load <8 x float>, ptr %s2_conv2.t365_a0, align 32
+  %t365_b0 = load <8 x float>, ptr %s2_conv2.t365_b0, align 32
+  %t365_c0_0 = load <8 x float>, ptr %s2_conv2.t365_c0_0, align 32
+  %244 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a0, <8 x float> %t365_b0, <8 x float> %t365_c0_0)
+  store <8 x float> %244, ptr %s2_conv2.t365_c0_0, align 32
+  %t365_a056 = load <8 x float>, ptr %s2_conv2.t365_a0, align 32
+  %t365_b1 = load <8 x float>, ptr %s2_conv2.t365_b1, align 32
+  %t365_c0_1 = load <8 x float>, ptr %s2_conv2.t365_c0_1, align 32
+  %245 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a056, <8 x float> %t365_b1, <8 x float> %t365_c0_1)
+  store <8 x float> %245, ptr %s2_conv2.t365_c0_1, align 32
+  %246 = mul nsw i64 %0, 2048
+  %247 = add nsw i64 1599744, %246
+  %248 = add nsw i64 %247, 1952
+  %249 = add nsw i64 %248, %s2_conv2.k36652
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %249
+  %250 = load float, ptr %arena57, align 4
+  %251 = insertelement <8 x float> undef, float %250, i32 0
+  %252 = shufflevector <8 x float> %251, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %252, ptr %s2_conv2.t365_a1, align 32
+  %t365_a1 = load <8 x float>, ptr %s2_conv2.t365_a1, align 32
+  %t365_b058 = load <8 x float>, ptr %s2_conv2.t365_b0, align 32
+  %t365_c1_0 = load <8 x float>, ptr %s2_conv2.t365_c1_0, align 32
+  %253 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a1, <8 x float> %t365_b058, <8 x float> %t365_c1_0)
+  store <8 x float> %253, ptr %s2_conv2.t365_c1_0, align 32
+  %t365_a159 = load <8 x float>, ptr %s2_conv2.t365_a1, align 32
+  %t365_b160 = load <8 x float>, ptr %s2_conv2.t365_b1, align 32
+  %t365_c1_1 = load <8 x float>, ptr %s2_conv2.t365_c1_1, align 32
+  %254 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a159, <8 x float> %t365_b160, <8 x float> %t365_c1_1)
+  store <8 x float> %254, ptr %s2_conv2.t365_c1_1, align 32
+  %255 = mul nsw i64 %0, 2048
+  %256 = add nsw i64 1599744, %255
+  %257 = add nsw i64 %256, 1984
+  %258 = add nsw i64 %257, %s2_conv2.k36652
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %258
+  %259 = load float, ptr %arena61, align 4
+  %260 = insertelement <8 x float> undef, float %259, i32 0
+  %261 = shufflevector <8 x float> %260, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %261, ptr %s2_conv2.t365_a2, align 32
+  %t365_a2 = load <8 x float>, ptr %s2_conv2.t365_a2, align 32
+  %t365_b062 = load <8 x float>, ptr %s2_conv2.t365_b0, align 32
+  %t365_c2_0 = load <8 x float>, ptr %s2_conv2.t365_c2_0, align 32
+  %262 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a2, <8 x float> %t365_b062, <8 x float> %t365_c2_0)
+  store <8 x float> %262, ptr %s2_conv2.t365_c2_0, align 32
+  %t365_a263 = load <8 x float>, ptr %s2_conv2.t365_a2, align 32
+  %t365_b164 = load <8 x float>, ptr %s2_conv2.t365_b1, align 32
+  %t365_c2_1 = load <8 x float>, ptr %s2_conv2.t365_c2_1, align 32
+  %263 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a263, <8 x float> %t365_b164, <8 x float> %t365_c2_1)
+  store <8 x float> %263, ptr %s2_conv2.t365_c2_1, align 32
+  %264 = mul nsw i64 %0, 2048
+  %265 = add nsw i64 1599744, %264
+  %266 = add nsw i64 %265, 2016
+  %267 = add nsw i64 %266, %s2_conv2.k36652
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %267
+  %268 = load float, ptr %arena65, align 4
+  %269 = insertelement <8 x float> undef, float %268, i32 0
+  %270 = shufflevector <8 x float> %269, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %270, ptr %s2_conv2.t365_a3, align 32
+  %t365_a3 = load <8 x float>, ptr %s2_conv2.t365_a3, align 32
+  %t365_b066 = load <8 x float>, ptr %s2_conv2.t365_b0, align 32
+  %t365_c3_0 = load <8 x float>, ptr %s2_conv2.t365_c3_0, align 32
+  %271 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a3, <8 x float> %t365_b066, <8 x float> %t365_c3_0)
+  store <8 x float> %271, ptr %s2_conv2.t365_c3_0, align 32
+  %t365_a367 = load <8 x float>, ptr %s2_conv2.t365_a3, align 32
+  %t365_b168 = load <8 x float>, ptr %s2_conv2.t365_b1, align 32
+  %t365_c3_1 = load <8 x float>, ptr %s2_conv2.t365_c3_1, align 32
+  %272 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a367, <8 x float> %t365_b168, <8 x float> %t365_c3_1)
+  store <8 x float> %272, ptr %s2_conv2.t365_c3_1, align 32
+  %k366.next = add nsw i64 %s2_conv2.k36652, 1
+  %273 = icmp slt i64 %k366.next, 32
+  br i1 %273, label %s2_conv2.k366, label %s2_conv2.k366.end
+
+s2_conv2.k366.end:                                ; preds = %s2_conv2.k366
+  %t365_c0_069 = load <8 x float>, ptr %s2_conv2.t365_c0_0, align 32
+  %274 = mul nsw i64 %0, 2048
+  %275 = add nsw i64 1632512, %274
+  %276 = mul nsw i64 %1, 16
+  %277 = add nsw i64 %275, %276
+  %278 = add nsw i64 %277, 1920
+  %279 = mul nsw i64 %s2_conv2.nb3611, 16
+  %280 = add nsw i64 %278, %279
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %280
+  store <8 x float> %t365_c0_069, ptr %arena70, align 4
+  %t365_c0_171 = load <8 x float>, ptr %s2_conv2.t365_c0_1, align 32
+  %281 = mul nsw i64 %0, 2048
+  %282 = add nsw i64 1632512, %281
+  %283 = mul nsw i64 %1, 16
+  %284 = add nsw i64 %282, %283
+  %285 = add nsw i64 %284, 1920
+  %286 = mul nsw i64 %s2_conv2.nb3611, 16
+  %287 = add nsw i64 %285, %286
+  %288 = add nsw i64 %287, 8
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %288
+  store <8 x float> %t365_c0_171, ptr %arena72, align 4
+  %t365_c1_073 = load <8 x float>, ptr %s2_conv2.t365_c1_0, align 32
+  %289 = mul nsw i64 %0, 2048
+  %290 = add nsw i64 1632512, %289
+  %291 = mul nsw i64 %1, 16
+  %292 = add nsw i64 %290, %291
+  %293 = add nsw i64 %292, 1952
+  %294 = mul nsw i64 %s2_conv2.nb3611, 16
+  %295 = add nsw i64 %293, %294
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %295
+  store <8 x float> %t365_c1_073, ptr %arena74, align 4
+  %t365_c1_175 = load <8 x float>, ptr %s2_conv2.t365_c1_1, align 32
+  %296 = mul nsw i64 %0, 2048
+  %297 = add nsw i64 1632512, %296
+  %298 = mul nsw i64 %1, 16
+  %299 = add nsw i64 %297, %298
+  %300 = add nsw i64 %299, 1952
+  %301 = mul nsw i64 %s2_conv2.nb3611, 16
+  %302 = add nsw i64 %300, %301
+  %303 = add nsw i64 %302, 8
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %303
+  store <8 x float> %t365_c1_175, ptr %arena76, align 4
+  %t365_c2_077 = load <8 x float>, ptr %s2_conv2.t365_c2_0, align 32
+  %304 = mul nsw i64 %0, 2048
+  %305 = add nsw i64 1632512, %304
+  %306 = mul nsw i64 %1, 16
+  %307 = add nsw i64 %305, %306
+  %308 = add nsw i64 %307, 1984
+  %309 = mul nsw i64 %s2_conv2.nb3611, 16
+  %310 = add nsw i64 %308, %309
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %310
+  store <8 x float> %t365_c2_077, ptr %arena78, align 4
+  %t365_c2_179 = load <8 x float>, ptr %s2_conv2.t365_c2_1, align 32
+  %311 = mul nsw i64 %0, 2048
+  %312 = add nsw i64 1632512, %311
+  %313 = mul nsw i64 %1, 16
+  %314 = add nsw i64 %312, %313
+  %315 = add nsw i64 %314, 1984
+  %316 = mul nsw i64 %s2_conv2.nb3611, 16
+  %317 = add nsw i64 %315, %316
+  %318 = add nsw i64 %317, 8
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %318
+  store <8 x float> %t365_c2_179, ptr %arena80, align 4
+  %t365_c3_081 = load <8 x float>, ptr %s2_conv2.t365_c3_0, align 32
+  %319 = mul nsw i64 %0, 2048
+  %320 = add nsw i64 1632512, %319
+  %321 = mul nsw i64 %1, 16
+  %322 = add nsw i64 %320, %321
+  %323 = add nsw i64 %322, 2016
+  %324 = mul nsw i64 %s2_conv2.nb3611, 16
+  %325 = add nsw i64 %323, %324
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %325
+  store <8 x float> %t365_c3_081, ptr %arena82, align 4
+  %t365_c3_183 = load <8 x float>, ptr %s2_conv2.t365_c3_1, align 32
+  %326 = mul nsw i64 %0, 2048
+  %327 = add nsw i64 1632512, %326
+  %328 = mul nsw i64 %1, 16
+  %329 = add nsw i64 %327, %328
+  %330 = add nsw i64 %329, 2016
+  %331 = mul nsw i64 %s2_conv2.nb3611, 16
+  %332 = add nsw i64 %330, %331
+  %333 = add nsw i64 %332, 8
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %333
+  store <8 x float> %t365_c3_183, ptr %arena84, align 4
+  %nb361.next = add nsw i64 %s2_conv2.nb3611, 1
+  %334 = icmp slt i64 %nb361.next, 1
+  br i1 %334, label %s2_conv2.nb361, label %s2_conv2.nb361.end
 }
 
-define internal void @resnet8_infer_b64.k11.s2_conv2.part322.task(ptr %0, i64 %1) {
+define internal void @resnet8_infer_b64.k11.s2_conv2.part359.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -48755,618 +49098,618 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @resnet8_infer_b64.k11.s2_conv2.part322(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @resnet8_infer_b64.k11.s2_conv2.part359(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @resnet8_infer_b64.k12.s3_bn1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %s3_bn1.scale385 = alloca float, align 4
-  br label %s3_bn1.c384
+  %s3_bn1.scale388 = alloca float, align 4
+  br label %s3_bn1.c387
 
-s3_bn1.c384:                                      ; preds = %s3_bn1.c384, %entry
-  %s3_bn1.c3841 = phi i64 [ 0, %entry ], [ %c384.next, %s3_bn1.c384 ]
-  %0 = add nsw i64 38096, %s3_bn1.c3841
+s3_bn1.c387:                                      ; preds = %s3_bn1.c387, %entry
+  %s3_bn1.c3871 = phi i64 [ 0, %entry ], [ %c387.next, %s3_bn1.c387 ]
+  %0 = add nsw i64 38096, %s3_bn1.c3871
   %params2 = getelementptr inbounds float, ptr %params, i64 %0
   %1 = load float, ptr %params2, align 4
-  %2 = add nsw i64 78394, %s3_bn1.c3841
+  %2 = add nsw i64 78394, %s3_bn1.c3871
   %params3 = getelementptr inbounds float, ptr %params, i64 %2
   %3 = load float, ptr %params3, align 4
   %4 = fadd float %3, 0x3EE4F8B580000000
   %5 = call float @llvm.sqrt.f32(float %4)
   %6 = fdiv float 1.000000e+00, %5
   %7 = fmul float %1, %6
-  store float %7, ptr %s3_bn1.scale385, align 4
-  %scale385 = load float, ptr %s3_bn1.scale385, align 4
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %s3_bn1.c3841
-  store float %scale385, ptr %arena4, align 4
-  %8 = add nsw i64 38160, %s3_bn1.c3841
+  store float %7, ptr %s3_bn1.scale388, align 4
+  %scale388 = load float, ptr %s3_bn1.scale388, align 4
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %s3_bn1.c3871
+  store float %scale388, ptr %arena4, align 4
+  %8 = add nsw i64 38160, %s3_bn1.c3871
   %params5 = getelementptr inbounds float, ptr %params, i64 %8
   %9 = load float, ptr %params5, align 4
-  %10 = add nsw i64 78330, %s3_bn1.c3841
+  %10 = add nsw i64 78330, %s3_bn1.c3871
   %params6 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load float, ptr %params6, align 4
-  %scale3857 = load float, ptr %s3_bn1.scale385, align 4
-  %12 = fmul float %11, %scale3857
+  %scale3887 = load float, ptr %s3_bn1.scale388, align 4
+  %12 = fmul float %11, %scale3887
   %13 = fsub float %9, %12
-  %14 = add nsw i64 64, %s3_bn1.c3841
+  %14 = add nsw i64 64, %s3_bn1.c3871
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %14
   store float %13, ptr %arena8, align 4
-  %c384.next = add nsw i64 %s3_bn1.c3841, 1
-  %15 = icmp slt i64 %c384.next, 64
-  br i1 %15, label %s3_bn1.c384, label %s3_bn1.c384.end
+  %c387.next = add nsw i64 %s3_bn1.c3871, 1
+  %15 = icmp slt i64 %c387.next, 64
+  br i1 %15, label %s3_bn1.c387, label %s3_bn1.c387.end
 
-s3_bn1.c384.end:                                  ; preds = %s3_bn1.c384
+s3_bn1.c387.end:                                  ; preds = %s3_bn1.c387
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @resnet8_infer_b64.k13.s3_conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %part401.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  %part387.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  br label %s3_conv1.g386
+  %part404.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part390.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  br label %s3_conv1.g389
 
-s3_conv1.g386:                                    ; preds = %s3_conv1.part401.done, %entry
-  %s3_conv1.g3861 = phi i64 [ 0, %entry ], [ %g386.next, %s3_conv1.part401.done ]
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part387.context, i32 0, i32 0
+s3_conv1.g389:                                    ; preds = %s3_conv1.part404.done, %entry
+  %s3_conv1.g3891 = phi i64 [ 0, %entry ], [ %g389.next, %s3_conv1.part404.done ]
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part390.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part387.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part390.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part387.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part390.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part387.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part390.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part387.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part390.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part387.context, i32 0, i32 5
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part390.context, i32 0, i32 5
   store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part387.context, i32 0, i32 6
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part390.context, i32 0, i32 6
   store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part387.context, i32 0, i32 7
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part390.context, i32 0, i32 7
   store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part387.context, i32 0, i32 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part390.context, i32 0, i32 8
   store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part387.context, i32 0, i32 9
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part390.context, i32 0, i32 9
   store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part387.context, i32 0, i32 10
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part390.context, i32 0, i32 10
   store ptr %pool, ptr %10, align 8
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part387.context, i32 0, i32 11
-  store i64 %s3_conv1.g3861, ptr %11, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part390.context, i32 0, i32 11
+  store i64 %s3_conv1.g3891, ptr %11, align 4
   %12 = icmp eq ptr %pool, null
-  br i1 %12, label %s3_conv1.part387.serial, label %s3_conv1.part387.pool
+  br i1 %12, label %s3_conv1.part390.serial, label %s3_conv1.part390.pool
 
-s3_conv1.g386.end:                                ; preds = %s3_conv1.part401.done
+s3_conv1.g389.end:                                ; preds = %s3_conv1.part404.done
   ret void
 
-s3_conv1.part387.pool:                            ; preds = %s3_conv1.g386
+s3_conv1.part390.pool:                            ; preds = %s3_conv1.g389
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @resnet8_infer_b64.k13.s3_conv1.part387.task, ptr %part387.context, i64 2)
-  br label %s3_conv1.part387.done
+  call void %run(ptr %pool, ptr @resnet8_infer_b64.k13.s3_conv1.part390.task, ptr %part390.context, i64 2)
+  br label %s3_conv1.part390.done
 
-s3_conv1.part387.serial:                          ; preds = %s3_conv1.g386
-  br label %s3_conv1.part387
+s3_conv1.part390.serial:                          ; preds = %s3_conv1.g389
+  br label %s3_conv1.part390
 
-s3_conv1.part387.done:                            ; preds = %s3_conv1.part387.end, %s3_conv1.part387.pool
-  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part401.context, i32 0, i32 0
+s3_conv1.part390.done:                            ; preds = %s3_conv1.part390.end, %s3_conv1.part390.pool
+  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part404.context, i32 0, i32 0
   store ptr %params, ptr %13, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part401.context, i32 0, i32 1
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part404.context, i32 0, i32 1
   store ptr %grads, ptr %14, align 8
-  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part401.context, i32 0, i32 2
+  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part404.context, i32 0, i32 2
   store ptr %m, ptr %15, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part401.context, i32 0, i32 3
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part404.context, i32 0, i32 3
   store ptr %v, ptr %16, align 8
-  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part401.context, i32 0, i32 4
+  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part404.context, i32 0, i32 4
   store ptr %arena, ptr %17, align 8
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part401.context, i32 0, i32 5
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part404.context, i32 0, i32 5
   store ptr %images, ptr %18, align 8
-  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part401.context, i32 0, i32 6
+  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part404.context, i32 0, i32 6
   store ptr %labels, ptr %19, align 8
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part401.context, i32 0, i32 7
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part404.context, i32 0, i32 7
   store float %lr, ptr %20, align 4
-  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part401.context, i32 0, i32 8
+  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part404.context, i32 0, i32 8
   store i64 %step, ptr %21, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part401.context, i32 0, i32 9
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part404.context, i32 0, i32 9
   store i64 %seed, ptr %22, align 4
-  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part401.context, i32 0, i32 10
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part404.context, i32 0, i32 10
   store ptr %pool, ptr %23, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part401.context, i32 0, i32 11
-  store i64 %s3_conv1.g3861, ptr %24, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part404.context, i32 0, i32 11
+  store i64 %s3_conv1.g3891, ptr %24, align 4
   %25 = icmp eq ptr %pool, null
-  br i1 %25, label %s3_conv1.part401.serial, label %s3_conv1.part401.pool
+  br i1 %25, label %s3_conv1.part404.serial, label %s3_conv1.part404.pool
 
-s3_conv1.part387:                                 ; preds = %s3_conv1.part387, %s3_conv1.part387.serial
-  %s3_conv1.part3872 = phi i64 [ 0, %s3_conv1.part387.serial ], [ %part387.next, %s3_conv1.part387 ]
-  call void @resnet8_infer_b64.k13.s3_conv1.part387(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_conv1.g3861, i64 %s3_conv1.part3872)
-  %part387.next = add nsw i64 %s3_conv1.part3872, 1
-  %26 = icmp slt i64 %part387.next, 2
-  br i1 %26, label %s3_conv1.part387, label %s3_conv1.part387.end
+s3_conv1.part390:                                 ; preds = %s3_conv1.part390, %s3_conv1.part390.serial
+  %s3_conv1.part3902 = phi i64 [ 0, %s3_conv1.part390.serial ], [ %part390.next, %s3_conv1.part390 ]
+  call void @resnet8_infer_b64.k13.s3_conv1.part390(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_conv1.g3891, i64 %s3_conv1.part3902)
+  %part390.next = add nsw i64 %s3_conv1.part3902, 1
+  %26 = icmp slt i64 %part390.next, 2
+  br i1 %26, label %s3_conv1.part390, label %s3_conv1.part390.end
 
-s3_conv1.part387.end:                             ; preds = %s3_conv1.part387
-  br label %s3_conv1.part387.done
+s3_conv1.part390.end:                             ; preds = %s3_conv1.part390
+  br label %s3_conv1.part390.done
 
-s3_conv1.part401.pool:                            ; preds = %s3_conv1.part387.done
+s3_conv1.part404.pool:                            ; preds = %s3_conv1.part390.done
   %run3 = load ptr, ptr %pool, align 8
-  call void %run3(ptr %pool, ptr @resnet8_infer_b64.k13.s3_conv1.part401.task, ptr %part401.context, i64 2)
-  br label %s3_conv1.part401.done
+  call void %run3(ptr %pool, ptr @resnet8_infer_b64.k13.s3_conv1.part404.task, ptr %part404.context, i64 2)
+  br label %s3_conv1.part404.done
 
-s3_conv1.part401.serial:                          ; preds = %s3_conv1.part387.done
-  br label %s3_conv1.part401
+s3_conv1.part404.serial:                          ; preds = %s3_conv1.part390.done
+  br label %s3_conv1.part404
 
-s3_conv1.part401.done:                            ; preds = %s3_conv1.part401.end, %s3_conv1.part401.pool
-  %g386.next = add nsw i64 %s3_conv1.g3861, 1
-  %27 = icmp slt i64 %g386.next, 4
-  br i1 %27, label %s3_conv1.g386, label %s3_conv1.g386.end
+s3_conv1.part404.done:                            ; preds = %s3_conv1.part404.end, %s3_conv1.part404.pool
+  %g389.next = add nsw i64 %s3_conv1.g3891, 1
+  %27 = icmp slt i64 %g389.next, 4
+  br i1 %27, label %s3_conv1.g389, label %s3_conv1.g389.end
 
-s3_conv1.part401:                                 ; preds = %s3_conv1.part401, %s3_conv1.part401.serial
-  %s3_conv1.part4014 = phi i64 [ 0, %s3_conv1.part401.serial ], [ %part401.next, %s3_conv1.part401 ]
-  call void @resnet8_infer_b64.k13.s3_conv1.part401(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_conv1.g3861, i64 %s3_conv1.part4014)
-  %part401.next = add nsw i64 %s3_conv1.part4014, 1
-  %28 = icmp slt i64 %part401.next, 2
-  br i1 %28, label %s3_conv1.part401, label %s3_conv1.part401.end
+s3_conv1.part404:                                 ; preds = %s3_conv1.part404, %s3_conv1.part404.serial
+  %s3_conv1.part4044 = phi i64 [ 0, %s3_conv1.part404.serial ], [ %part404.next, %s3_conv1.part404 ]
+  call void @resnet8_infer_b64.k13.s3_conv1.part404(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_conv1.g3891, i64 %s3_conv1.part4044)
+  %part404.next = add nsw i64 %s3_conv1.part4044, 1
+  %28 = icmp slt i64 %part404.next, 2
+  br i1 %28, label %s3_conv1.part404, label %s3_conv1.part404.end
 
-s3_conv1.part401.end:                             ; preds = %s3_conv1.part401
-  br label %s3_conv1.part401.done
+s3_conv1.part404.end:                             ; preds = %s3_conv1.part404
+  br label %s3_conv1.part404.done
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k13.s3_conv1.part387(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
+define internal void @resnet8_infer_b64.k13.s3_conv1.part390(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
 entry:
-  br label %s3_conv1.j388
+  br label %s3_conv1.j391
 
-s3_conv1.j388:                                    ; preds = %s3_conv1.c389.end, %entry
-  %s3_conv1.j3881 = phi i64 [ 0, %entry ], [ %j388.next, %s3_conv1.c389.end ]
-  br label %s3_conv1.c389
+s3_conv1.j391:                                    ; preds = %s3_conv1.c392.end, %entry
+  %s3_conv1.j3911 = phi i64 [ 0, %entry ], [ %j391.next, %s3_conv1.c392.end ]
+  br label %s3_conv1.c392
 
-s3_conv1.j388.end:                                ; preds = %s3_conv1.c389.end
+s3_conv1.j391.end:                                ; preds = %s3_conv1.c392.end
   ret void
 
-s3_conv1.c389:                                    ; preds = %s3_conv1.ky390.end, %s3_conv1.j388
-  %s3_conv1.c3892 = phi i64 [ 0, %s3_conv1.j388 ], [ %c389.next, %s3_conv1.ky390.end ]
-  br label %s3_conv1.ky390
+s3_conv1.c392:                                    ; preds = %s3_conv1.ky393.end, %s3_conv1.j391
+  %s3_conv1.c3922 = phi i64 [ 0, %s3_conv1.j391 ], [ %c392.next, %s3_conv1.ky393.end ]
+  br label %s3_conv1.ky393
 
-s3_conv1.c389.end:                                ; preds = %s3_conv1.ky390.end
-  %j388.next = add nsw i64 %s3_conv1.j3881, 1
-  %2 = icmp slt i64 %j388.next, 16
-  br i1 %2, label %s3_conv1.j388, label %s3_conv1.j388.end
+s3_conv1.c392.end:                                ; preds = %s3_conv1.ky393.end
+  %j391.next = add nsw i64 %s3_conv1.j3911, 1
+  %2 = icmp slt i64 %j391.next, 16
+  br i1 %2, label %s3_conv1.j391, label %s3_conv1.j391.end
 
-s3_conv1.ky390:                                   ; preds = %s3_conv1.oy398.end, %s3_conv1.c389
-  %s3_conv1.ky3903 = phi i64 [ 0, %s3_conv1.c389 ], [ %ky390.next, %s3_conv1.oy398.end ]
-  br label %s3_conv1.oy391
+s3_conv1.ky393:                                   ; preds = %s3_conv1.oy401.end, %s3_conv1.c392
+  %s3_conv1.ky3933 = phi i64 [ 0, %s3_conv1.c392 ], [ %ky393.next, %s3_conv1.oy401.end ]
+  br label %s3_conv1.oy394
 
-s3_conv1.ky390.end:                               ; preds = %s3_conv1.oy398.end
-  %c389.next = add nsw i64 %s3_conv1.c3892, 1
-  %3 = icmp slt i64 %c389.next, 16
-  br i1 %3, label %s3_conv1.c389, label %s3_conv1.c389.end
+s3_conv1.ky393.end:                               ; preds = %s3_conv1.oy401.end
+  %c392.next = add nsw i64 %s3_conv1.c3922, 1
+  %3 = icmp slt i64 %c392.next, 16
+  br i1 %3, label %s3_conv1.c392, label %s3_conv1.c392.end
 
-s3_conv1.oy391:                                   ; preds = %s3_conv1.endif15, %s3_conv1.ky390
-  %s3_conv1.oy3914 = phi i64 [ 0, %s3_conv1.ky390 ], [ %oy391.next, %s3_conv1.endif15 ]
-  %4 = mul nsw i64 %s3_conv1.oy3914, 2
-  %5 = add nsw i64 %4, %s3_conv1.ky3903
+s3_conv1.oy394:                                   ; preds = %s3_conv1.endif15, %s3_conv1.ky393
+  %s3_conv1.oy3944 = phi i64 [ 0, %s3_conv1.ky393 ], [ %oy394.next, %s3_conv1.endif15 ]
+  %4 = mul nsw i64 %s3_conv1.oy3944, 2
+  %5 = add nsw i64 %4, %s3_conv1.ky3933
   %6 = add nsw i64 %5, -1
   %7 = icmp slt i64 -1, %6
-  %8 = mul nsw i64 %s3_conv1.oy3914, 2
-  %9 = add nsw i64 %8, %s3_conv1.ky3903
+  %8 = mul nsw i64 %s3_conv1.oy3944, 2
+  %9 = add nsw i64 %8, %s3_conv1.ky3933
   %10 = add nsw i64 %9, -1
   %11 = icmp slt i64 %10, 16
   %12 = and i1 %7, %11
   br i1 %12, label %s3_conv1.then, label %s3_conv1.endif
 
-s3_conv1.oy391.end:                               ; preds = %s3_conv1.endif15
-  br label %s3_conv1.oy395
+s3_conv1.oy394.end:                               ; preds = %s3_conv1.endif15
+  br label %s3_conv1.oy398
 
-s3_conv1.then:                                    ; preds = %s3_conv1.oy391
-  br label %s3_conv1.ox392
+s3_conv1.then:                                    ; preds = %s3_conv1.oy394
+  br label %s3_conv1.ox395
 
-s3_conv1.endif:                                   ; preds = %s3_conv1.ox393.end, %s3_conv1.oy391
-  %13 = mul nsw i64 %s3_conv1.oy3914, 2
-  %14 = add nsw i64 %13, %s3_conv1.ky3903
+s3_conv1.endif:                                   ; preds = %s3_conv1.ox396.end, %s3_conv1.oy394
+  %13 = mul nsw i64 %s3_conv1.oy3944, 2
+  %14 = add nsw i64 %13, %s3_conv1.ky3933
   %15 = add nsw i64 %14, -1
   %16 = icmp slt i64 %15, 0
   br i1 %16, label %s3_conv1.then10, label %s3_conv1.endif11
 
-s3_conv1.ox392:                                   ; preds = %s3_conv1.ox392, %s3_conv1.then
-  %s3_conv1.ox3925 = phi i64 [ 0, %s3_conv1.then ], [ %ox392.next, %s3_conv1.ox392 ]
+s3_conv1.ox395:                                   ; preds = %s3_conv1.ox395, %s3_conv1.then
+  %s3_conv1.ox3955 = phi i64 [ 0, %s3_conv1.then ], [ %ox395.next, %s3_conv1.ox395 ]
   %17 = mul nsw i64 %0, 16
-  %18 = add nsw i64 %17, %s3_conv1.j3881
+  %18 = add nsw i64 %17, %s3_conv1.j3911
   %19 = mul nsw i64 %18, 8192
   %20 = add nsw i64 1048704, %19
   %21 = mul nsw i64 %1, 16
-  %22 = add nsw i64 %s3_conv1.c3892, %21
+  %22 = add nsw i64 %s3_conv1.c3922, %21
   %23 = mul nsw i64 %22, 256
   %24 = add nsw i64 %20, %23
-  %25 = mul nsw i64 %s3_conv1.oy3914, 2
-  %26 = add nsw i64 %25, %s3_conv1.ky3903
+  %25 = mul nsw i64 %s3_conv1.oy3944, 2
+  %26 = add nsw i64 %25, %s3_conv1.ky3933
   %27 = add nsw i64 %26, -1
   %28 = mul nsw i64 %27, 16
   %29 = add nsw i64 %24, %28
-  %30 = add nsw i64 %s3_conv1.ox3925, 1
+  %30 = add nsw i64 %s3_conv1.ox3955, 1
   %31 = mul nsw i64 %30, 2
   %32 = add nsw i64 %31, -1
   %33 = add nsw i64 %29, %32
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %33
   %34 = load float, ptr %arena6, align 4
   %35 = mul nsw i64 %1, 16
-  %36 = add nsw i64 %s3_conv1.c3892, %35
+  %36 = add nsw i64 %s3_conv1.c3922, %35
   %37 = mul nsw i64 %36, 3
-  %38 = add nsw i64 %37, %s3_conv1.ky3903
+  %38 = add nsw i64 %37, %s3_conv1.ky3933
   %39 = mul nsw i64 %38, 3
   %40 = mul nsw i64 %39, 1040
   %41 = add nsw i64 262272, %40
-  %42 = mul nsw i64 %s3_conv1.j3881, 64
+  %42 = mul nsw i64 %s3_conv1.j3911, 64
   %43 = add nsw i64 %41, %42
-  %44 = mul nsw i64 %s3_conv1.oy3914, 8
-  %45 = add nsw i64 %s3_conv1.ox3925, 1
+  %44 = mul nsw i64 %s3_conv1.oy3944, 8
+  %45 = add nsw i64 %s3_conv1.ox3955, 1
   %46 = add nsw i64 %44, %45
   %47 = add nsw i64 %43, %46
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %47
   store float %34, ptr %arena7, align 4
-  %ox392.next = add nsw i64 %s3_conv1.ox3925, 1
-  %48 = icmp slt i64 %ox392.next, 7
-  br i1 %48, label %s3_conv1.ox392, label %s3_conv1.ox392.end
+  %ox395.next = add nsw i64 %s3_conv1.ox3955, 1
+  %48 = icmp slt i64 %ox395.next, 7
+  br i1 %48, label %s3_conv1.ox395, label %s3_conv1.ox395.end
 
-s3_conv1.ox392.end:                               ; preds = %s3_conv1.ox392
-  br label %s3_conv1.ox393
+s3_conv1.ox395.end:                               ; preds = %s3_conv1.ox395
+  br label %s3_conv1.ox396
 
-s3_conv1.ox393:                                   ; preds = %s3_conv1.ox393, %s3_conv1.ox392.end
-  %s3_conv1.ox3938 = phi i64 [ 0, %s3_conv1.ox392.end ], [ %ox393.next, %s3_conv1.ox393 ]
+s3_conv1.ox396:                                   ; preds = %s3_conv1.ox396, %s3_conv1.ox395.end
+  %s3_conv1.ox3968 = phi i64 [ 0, %s3_conv1.ox395.end ], [ %ox396.next, %s3_conv1.ox396 ]
   %49 = mul nsw i64 %1, 16
-  %50 = add nsw i64 %s3_conv1.c3892, %49
+  %50 = add nsw i64 %s3_conv1.c3922, %49
   %51 = mul nsw i64 %50, 3
-  %52 = add nsw i64 %51, %s3_conv1.ky3903
+  %52 = add nsw i64 %51, %s3_conv1.ky3933
   %53 = mul nsw i64 %52, 3
   %54 = mul nsw i64 %53, 1040
   %55 = add nsw i64 262272, %54
-  %56 = mul nsw i64 %s3_conv1.j3881, 64
+  %56 = mul nsw i64 %s3_conv1.j3911, 64
   %57 = add nsw i64 %55, %56
-  %58 = mul nsw i64 %s3_conv1.oy3914, 8
-  %59 = add nsw i64 %58, %s3_conv1.ox3938
+  %58 = mul nsw i64 %s3_conv1.oy3944, 8
+  %59 = add nsw i64 %58, %s3_conv1.ox3968
   %60 = add nsw i64 %57, %59
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %60
   store float 0.000000e+00, ptr %arena9, align 4
-  %ox393.next = add nsw i64 %s3_conv1.ox3938, 1
-  %61 = icmp slt i64 %ox393.next, 1
-  br i1 %61, label %s3_conv1.ox393, label %s3_conv1.ox393.end
+  %ox396.next = add nsw i64 %s3_conv1.ox3968, 1
+  %61 = icmp slt i64 %ox396.next, 1
+  br i1 %61, label %s3_conv1.ox396, label %s3_conv1.ox396.end
 
-s3_conv1.ox393.end:                               ; preds = %s3_conv1.ox393
+s3_conv1.ox396.end:                               ; preds = %s3_conv1.ox396
   br label %s3_conv1.endif
 
 s3_conv1.then10:                                  ; preds = %s3_conv1.endif
-  br label %s3_conv1.ox394
+  br label %s3_conv1.ox397
 
-s3_conv1.endif11:                                 ; preds = %s3_conv1.ox394.end, %s3_conv1.endif
-  %62 = mul nsw i64 %s3_conv1.oy3914, 2
-  %63 = add nsw i64 %62, %s3_conv1.ky3903
+s3_conv1.endif11:                                 ; preds = %s3_conv1.ox397.end, %s3_conv1.endif
+  %62 = mul nsw i64 %s3_conv1.oy3944, 2
+  %63 = add nsw i64 %62, %s3_conv1.ky3933
   %64 = add nsw i64 %63, -1
   %65 = icmp slt i64 15, %64
   br i1 %65, label %s3_conv1.then14, label %s3_conv1.endif15
 
-s3_conv1.ox394:                                   ; preds = %s3_conv1.ox394, %s3_conv1.then10
-  %s3_conv1.ox39412 = phi i64 [ 0, %s3_conv1.then10 ], [ %ox394.next, %s3_conv1.ox394 ]
+s3_conv1.ox397:                                   ; preds = %s3_conv1.ox397, %s3_conv1.then10
+  %s3_conv1.ox39712 = phi i64 [ 0, %s3_conv1.then10 ], [ %ox397.next, %s3_conv1.ox397 ]
   %66 = mul nsw i64 %1, 16
-  %67 = add nsw i64 %s3_conv1.c3892, %66
+  %67 = add nsw i64 %s3_conv1.c3922, %66
   %68 = mul nsw i64 %67, 3
-  %69 = add nsw i64 %68, %s3_conv1.ky3903
+  %69 = add nsw i64 %68, %s3_conv1.ky3933
   %70 = mul nsw i64 %69, 3
   %71 = mul nsw i64 %70, 1040
   %72 = add nsw i64 262272, %71
-  %73 = mul nsw i64 %s3_conv1.j3881, 64
+  %73 = mul nsw i64 %s3_conv1.j3911, 64
   %74 = add nsw i64 %72, %73
-  %75 = mul nsw i64 %s3_conv1.oy3914, 8
-  %76 = add nsw i64 %75, %s3_conv1.ox39412
+  %75 = mul nsw i64 %s3_conv1.oy3944, 8
+  %76 = add nsw i64 %75, %s3_conv1.ox39712
   %77 = add nsw i64 %74, %76
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %77
   store float 0.000000e+00, ptr %arena13, align 4
-  %ox394.next = add nsw i64 %s3_conv1.ox39412, 1
-  %78 = icmp slt i64 %ox394.next, 8
-  br i1 %78, label %s3_conv1.ox394, label %s3_conv1.ox394.end
+  %ox397.next = add nsw i64 %s3_conv1.ox39712, 1
+  %78 = icmp slt i64 %ox397.next, 8
+  br i1 %78, label %s3_conv1.ox397, label %s3_conv1.ox397.end
 
-s3_conv1.ox394.end:                               ; preds = %s3_conv1.ox394
+s3_conv1.ox397.end:                               ; preds = %s3_conv1.ox397
   br label %s3_conv1.endif11
 
 s3_conv1.then14:                                  ; preds = %s3_conv1.endif11
-  br label %s3_conv1.ox39416
+  br label %s3_conv1.ox39716
 
-s3_conv1.endif15:                                 ; preds = %s3_conv1.ox394.end17, %s3_conv1.endif11
-  %oy391.next = add nsw i64 %s3_conv1.oy3914, 1
-  %79 = icmp slt i64 %oy391.next, 8
-  br i1 %79, label %s3_conv1.oy391, label %s3_conv1.oy391.end
+s3_conv1.endif15:                                 ; preds = %s3_conv1.ox397.end17, %s3_conv1.endif11
+  %oy394.next = add nsw i64 %s3_conv1.oy3944, 1
+  %79 = icmp slt i64 %oy394.next, 8
+  br i1 %79, label %s3_conv1.oy394, label %s3_conv1.oy394.end
 
-s3_conv1.ox39416:                                 ; preds = %s3_conv1.ox39416, %s3_conv1.then14
-  %s3_conv1.ox39418 = phi i64 [ 0, %s3_conv1.then14 ], [ %ox394.next20, %s3_conv1.ox39416 ]
+s3_conv1.ox39716:                                 ; preds = %s3_conv1.ox39716, %s3_conv1.then14
+  %s3_conv1.ox39718 = phi i64 [ 0, %s3_conv1.then14 ], [ %ox397.next20, %s3_conv1.ox39716 ]
   %80 = mul nsw i64 %1, 16
-  %81 = add nsw i64 %s3_conv1.c3892, %80
+  %81 = add nsw i64 %s3_conv1.c3922, %80
   %82 = mul nsw i64 %81, 3
-  %83 = add nsw i64 %82, %s3_conv1.ky3903
+  %83 = add nsw i64 %82, %s3_conv1.ky3933
   %84 = mul nsw i64 %83, 3
   %85 = mul nsw i64 %84, 1040
   %86 = add nsw i64 262272, %85
-  %87 = mul nsw i64 %s3_conv1.j3881, 64
+  %87 = mul nsw i64 %s3_conv1.j3911, 64
   %88 = add nsw i64 %86, %87
-  %89 = mul nsw i64 %s3_conv1.oy3914, 8
-  %90 = add nsw i64 %89, %s3_conv1.ox39418
+  %89 = mul nsw i64 %s3_conv1.oy3944, 8
+  %90 = add nsw i64 %89, %s3_conv1.ox39718
   %91 = add nsw i64 %88, %90
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %91
   store float 0.000000e+00, ptr %arena19, align 4
-  %ox394.next20 = add nsw i64 %s3_conv1.ox39418, 1
-  %92 = icmp slt i64 %ox394.next20, 8
-  br i1 %92, label %s3_conv1.ox39416, label %s3_conv1.ox394.end17
+  %ox397.next20 = add nsw i64 %s3_conv1.ox39718, 1
+  %92 = icmp slt i64 %ox397.next20, 8
+  br i1 %92, label %s3_conv1.ox39716, label %s3_conv1.ox397.end17
 
-s3_conv1.ox394.end17:                             ; preds = %s3_conv1.ox39416
+s3_conv1.ox397.end17:                             ; preds = %s3_conv1.ox39716
   br label %s3_conv1.endif15
 
-s3_conv1.oy395:                                   ; preds = %s3_conv1.endif32, %s3_conv1.oy391.end
-  %s3_conv1.oy39521 = phi i64 [ 0, %s3_conv1.oy391.end ], [ %oy395.next, %s3_conv1.endif32 ]
-  %93 = mul nsw i64 %s3_conv1.oy39521, 2
-  %94 = add nsw i64 %93, %s3_conv1.ky3903
+s3_conv1.oy398:                                   ; preds = %s3_conv1.endif32, %s3_conv1.oy394.end
+  %s3_conv1.oy39821 = phi i64 [ 0, %s3_conv1.oy394.end ], [ %oy398.next, %s3_conv1.endif32 ]
+  %93 = mul nsw i64 %s3_conv1.oy39821, 2
+  %94 = add nsw i64 %93, %s3_conv1.ky3933
   %95 = add nsw i64 %94, -1
   %96 = icmp slt i64 -1, %95
-  %97 = mul nsw i64 %s3_conv1.oy39521, 2
-  %98 = add nsw i64 %97, %s3_conv1.ky3903
+  %97 = mul nsw i64 %s3_conv1.oy39821, 2
+  %98 = add nsw i64 %97, %s3_conv1.ky3933
   %99 = add nsw i64 %98, -1
   %100 = icmp slt i64 %99, 16
   %101 = and i1 %96, %100
   br i1 %101, label %s3_conv1.then22, label %s3_conv1.endif23
 
-s3_conv1.oy395.end:                               ; preds = %s3_conv1.endif32
-  br label %s3_conv1.oy398
+s3_conv1.oy398.end:                               ; preds = %s3_conv1.endif32
+  br label %s3_conv1.oy401
 
-s3_conv1.then22:                                  ; preds = %s3_conv1.oy395
-  br label %s3_conv1.ox396
+s3_conv1.then22:                                  ; preds = %s3_conv1.oy398
+  br label %s3_conv1.ox399
 
-s3_conv1.endif23:                                 ; preds = %s3_conv1.ox396.end, %s3_conv1.oy395
-  %102 = mul nsw i64 %s3_conv1.oy39521, 2
-  %103 = add nsw i64 %102, %s3_conv1.ky3903
+s3_conv1.endif23:                                 ; preds = %s3_conv1.ox399.end, %s3_conv1.oy398
+  %102 = mul nsw i64 %s3_conv1.oy39821, 2
+  %103 = add nsw i64 %102, %s3_conv1.ky3933
   %104 = add nsw i64 %103, -1
   %105 = icmp slt i64 %104, 0
   br i1 %105, label %s3_conv1.then27, label %s3_conv1.endif28
 
-s3_conv1.ox396:                                   ; preds = %s3_conv1.ox396, %s3_conv1.then22
-  %s3_conv1.ox39624 = phi i64 [ 0, %s3_conv1.then22 ], [ %ox396.next, %s3_conv1.ox396 ]
+s3_conv1.ox399:                                   ; preds = %s3_conv1.ox399, %s3_conv1.then22
+  %s3_conv1.ox39924 = phi i64 [ 0, %s3_conv1.then22 ], [ %ox399.next, %s3_conv1.ox399 ]
   %106 = mul nsw i64 %0, 16
-  %107 = add nsw i64 %106, %s3_conv1.j3881
+  %107 = add nsw i64 %106, %s3_conv1.j3911
   %108 = mul nsw i64 %107, 8192
   %109 = add nsw i64 1048704, %108
   %110 = mul nsw i64 %1, 16
-  %111 = add nsw i64 %s3_conv1.c3892, %110
+  %111 = add nsw i64 %s3_conv1.c3922, %110
   %112 = mul nsw i64 %111, 256
   %113 = add nsw i64 %109, %112
-  %114 = mul nsw i64 %s3_conv1.oy39521, 2
-  %115 = add nsw i64 %114, %s3_conv1.ky3903
+  %114 = mul nsw i64 %s3_conv1.oy39821, 2
+  %115 = add nsw i64 %114, %s3_conv1.ky3933
   %116 = add nsw i64 %115, -1
   %117 = mul nsw i64 %116, 16
   %118 = add nsw i64 %113, %117
-  %119 = mul nsw i64 %s3_conv1.ox39624, 2
+  %119 = mul nsw i64 %s3_conv1.ox39924, 2
   %120 = add nsw i64 %118, %119
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %120
   %121 = load float, ptr %arena25, align 4
   %122 = mul nsw i64 %1, 16
-  %123 = add nsw i64 %s3_conv1.c3892, %122
+  %123 = add nsw i64 %s3_conv1.c3922, %122
   %124 = mul nsw i64 %123, 3
-  %125 = add nsw i64 %124, %s3_conv1.ky3903
+  %125 = add nsw i64 %124, %s3_conv1.ky3933
   %126 = mul nsw i64 %125, 3
   %127 = add nsw i64 %126, 1
   %128 = mul nsw i64 %127, 1040
   %129 = add nsw i64 262272, %128
-  %130 = mul nsw i64 %s3_conv1.j3881, 64
+  %130 = mul nsw i64 %s3_conv1.j3911, 64
   %131 = add nsw i64 %129, %130
-  %132 = mul nsw i64 %s3_conv1.oy39521, 8
-  %133 = add nsw i64 %132, %s3_conv1.ox39624
+  %132 = mul nsw i64 %s3_conv1.oy39821, 8
+  %133 = add nsw i64 %132, %s3_conv1.ox39924
   %134 = add nsw i64 %131, %133
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %134
   store float %121, ptr %arena26, align 4
-  %ox396.next = add nsw i64 %s3_conv1.ox39624, 1
-  %135 = icmp slt i64 %ox396.next, 8
-  br i1 %135, label %s3_conv1.ox396, label %s3_conv1.ox396.end
+  %ox399.next = add nsw i64 %s3_conv1.ox39924, 1
+  %135 = icmp slt i64 %ox399.next, 8
+  br i1 %135, label %s3_conv1.ox399, label %s3_conv1.ox399.end
 
-s3_conv1.ox396.end:                               ; preds = %s3_conv1.ox396
+s3_conv1.ox399.end:                               ; preds = %s3_conv1.ox399
   br label %s3_conv1.endif23
 
 s3_conv1.then27:                                  ; preds = %s3_conv1.endif23
-  br label %s3_conv1.ox397
+  br label %s3_conv1.ox400
 
-s3_conv1.endif28:                                 ; preds = %s3_conv1.ox397.end, %s3_conv1.endif23
-  %136 = mul nsw i64 %s3_conv1.oy39521, 2
-  %137 = add nsw i64 %136, %s3_conv1.ky3903
+s3_conv1.endif28:                                 ; preds = %s3_conv1.ox400.end, %s3_conv1.endif23
+  %136 = mul nsw i64 %s3_conv1.oy39821, 2
+  %137 = add nsw i64 %136, %s3_conv1.ky3933
   %138 = add nsw i64 %137, -1
   %139 = icmp slt i64 15, %138
   br i1 %139, label %s3_conv1.then31, label %s3_conv1.endif32
 
-s3_conv1.ox397:                                   ; preds = %s3_conv1.ox397, %s3_conv1.then27
-  %s3_conv1.ox39729 = phi i64 [ 0, %s3_conv1.then27 ], [ %ox397.next, %s3_conv1.ox397 ]
+s3_conv1.ox400:                                   ; preds = %s3_conv1.ox400, %s3_conv1.then27
+  %s3_conv1.ox40029 = phi i64 [ 0, %s3_conv1.then27 ], [ %ox400.next, %s3_conv1.ox400 ]
   %140 = mul nsw i64 %1, 16
-  %141 = add nsw i64 %s3_conv1.c3892, %140
+  %141 = add nsw i64 %s3_conv1.c3922, %140
   %142 = mul nsw i64 %141, 3
-  %143 = add nsw i64 %142, %s3_conv1.ky3903
+  %143 = add nsw i64 %142, %s3_conv1.ky3933
   %144 = mul nsw i64 %143, 3
   %145 = add nsw i64 %144, 1
   %146 = mul nsw i64 %145, 1040
   %147 = add nsw i64 262272, %146
-  %148 = mul nsw i64 %s3_conv1.j3881, 64
+  %148 = mul nsw i64 %s3_conv1.j3911, 64
   %149 = add nsw i64 %147, %148
-  %150 = mul nsw i64 %s3_conv1.oy39521, 8
-  %151 = add nsw i64 %150, %s3_conv1.ox39729
+  %150 = mul nsw i64 %s3_conv1.oy39821, 8
+  %151 = add nsw i64 %150, %s3_conv1.ox40029
   %152 = add nsw i64 %149, %151
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %152
   store float 0.000000e+00, ptr %arena30, align 4
-  %ox397.next = add nsw i64 %s3_conv1.ox39729, 1
-  %153 = icmp slt i64 %ox397.next, 8
-  br i1 %153, label %s3_conv1.ox397, label %s3_conv1.ox397.end
+  %ox400.next = add nsw i64 %s3_conv1.ox40029, 1
+  %153 = icmp slt i64 %ox400.next, 8
+  br i1 %153, label %s3_conv1.ox400, label %s3_conv1.ox400.end
 
-s3_conv1.ox397.end:                               ; preds = %s3_conv1.ox397
+s3_conv1.ox400.end:                               ; preds = %s3_conv1.ox400
   br label %s3_conv1.endif28
 
 s3_conv1.then31:                                  ; preds = %s3_conv1.endif28
-  br label %s3_conv1.ox39733
+  br label %s3_conv1.ox40033
 
-s3_conv1.endif32:                                 ; preds = %s3_conv1.ox397.end34, %s3_conv1.endif28
-  %oy395.next = add nsw i64 %s3_conv1.oy39521, 1
-  %154 = icmp slt i64 %oy395.next, 8
-  br i1 %154, label %s3_conv1.oy395, label %s3_conv1.oy395.end
+s3_conv1.endif32:                                 ; preds = %s3_conv1.ox400.end34, %s3_conv1.endif28
+  %oy398.next = add nsw i64 %s3_conv1.oy39821, 1
+  %154 = icmp slt i64 %oy398.next, 8
+  br i1 %154, label %s3_conv1.oy398, label %s3_conv1.oy398.end
 
-s3_conv1.ox39733:                                 ; preds = %s3_conv1.ox39733, %s3_conv1.then31
-  %s3_conv1.ox39735 = phi i64 [ 0, %s3_conv1.then31 ], [ %ox397.next37, %s3_conv1.ox39733 ]
+s3_conv1.ox40033:                                 ; preds = %s3_conv1.ox40033, %s3_conv1.then31
+  %s3_conv1.ox40035 = phi i64 [ 0, %s3_conv1.then31 ], [ %ox400.next37, %s3_conv1.ox40033 ]
   %155 = mul nsw i64 %1, 16
-  %156 = add nsw i64 %s3_conv1.c3892, %155
+  %156 = add nsw i64 %s3_conv1.c3922, %155
   %157 = mul nsw i64 %156, 3
-  %158 = add nsw i64 %157, %s3_conv1.ky3903
+  %158 = add nsw i64 %157, %s3_conv1.ky3933
   %159 = mul nsw i64 %158, 3
   %160 = add nsw i64 %159, 1
   %161 = mul nsw i64 %160, 1040
   %162 = add nsw i64 262272, %161
-  %163 = mul nsw i64 %s3_conv1.j3881, 64
+  %163 = mul nsw i64 %s3_conv1.j3911, 64
   %164 = add nsw i64 %162, %163
-  %165 = mul nsw i64 %s3_conv1.oy39521, 8
-  %166 = add nsw i64 %165, %s3_conv1.ox39735
+  %165 = mul nsw i64 %s3_conv1.oy39821, 8
+  %166 = add nsw i64 %165, %s3_conv1.ox40035
   %167 = add nsw i64 %164, %166
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %167
   store float 0.000000e+00, ptr %arena36, align 4
-  %ox397.next37 = add nsw i64 %s3_conv1.ox39735, 1
-  %168 = icmp slt i64 %ox397.next37, 8
-  br i1 %168, label %s3_conv1.ox39733, label %s3_conv1.ox397.end34
+  %ox400.next37 = add nsw i64 %s3_conv1.ox40035, 1
+  %168 = icmp slt i64 %ox400.next37, 8
+  br i1 %168, label %s3_conv1.ox40033, label %s3_conv1.ox400.end34
 
-s3_conv1.ox397.end34:                             ; preds = %s3_conv1.ox39733
+s3_conv1.ox400.end34:                             ; preds = %s3_conv1.ox40033
   br label %s3_conv1.endif32
 
-s3_conv1.oy398:                                   ; preds = %s3_conv1.endif49, %s3_conv1.oy395.end
-  %s3_conv1.oy39838 = phi i64 [ 0, %s3_conv1.oy395.end ], [ %oy398.next, %s3_conv1.endif49 ]
-  %169 = mul nsw i64 %s3_conv1.oy39838, 2
-  %170 = add nsw i64 %169, %s3_conv1.ky3903
+s3_conv1.oy401:                                   ; preds = %s3_conv1.endif49, %s3_conv1.oy398.end
+  %s3_conv1.oy40138 = phi i64 [ 0, %s3_conv1.oy398.end ], [ %oy401.next, %s3_conv1.endif49 ]
+  %169 = mul nsw i64 %s3_conv1.oy40138, 2
+  %170 = add nsw i64 %169, %s3_conv1.ky3933
   %171 = add nsw i64 %170, -1
   %172 = icmp slt i64 -1, %171
-  %173 = mul nsw i64 %s3_conv1.oy39838, 2
-  %174 = add nsw i64 %173, %s3_conv1.ky3903
+  %173 = mul nsw i64 %s3_conv1.oy40138, 2
+  %174 = add nsw i64 %173, %s3_conv1.ky3933
   %175 = add nsw i64 %174, -1
   %176 = icmp slt i64 %175, 16
   %177 = and i1 %172, %176
   br i1 %177, label %s3_conv1.then39, label %s3_conv1.endif40
 
-s3_conv1.oy398.end:                               ; preds = %s3_conv1.endif49
-  %ky390.next = add nsw i64 %s3_conv1.ky3903, 1
-  %178 = icmp slt i64 %ky390.next, 3
-  br i1 %178, label %s3_conv1.ky390, label %s3_conv1.ky390.end
+s3_conv1.oy401.end:                               ; preds = %s3_conv1.endif49
+  %ky393.next = add nsw i64 %s3_conv1.ky3933, 1
+  %178 = icmp slt i64 %ky393.next, 3
+  br i1 %178, label %s3_conv1.ky393, label %s3_conv1.ky393.end
 
-s3_conv1.then39:                                  ; preds = %s3_conv1.oy398
-  br label %s3_conv1.ox399
+s3_conv1.then39:                                  ; preds = %s3_conv1.oy401
+  br label %s3_conv1.ox402
 
-s3_conv1.endif40:                                 ; preds = %s3_conv1.ox399.end, %s3_conv1.oy398
-  %179 = mul nsw i64 %s3_conv1.oy39838, 2
-  %180 = add nsw i64 %179, %s3_conv1.ky3903
+s3_conv1.endif40:                                 ; preds = %s3_conv1.ox402.end, %s3_conv1.oy401
+  %179 = mul nsw i64 %s3_conv1.oy40138, 2
+  %180 = add nsw i64 %179, %s3_conv1.ky3933
   %181 = add nsw i64 %180, -1
   %182 = icmp slt i64 %181, 0
   br i1 %182, label %s3_conv1.then44, label %s3_conv1.endif45
 
-s3_conv1.ox399:                                   ; preds = %s3_conv1.ox399, %s3_conv1.then39
-  %s3_conv1.ox39941 = phi i64 [ 0, %s3_conv1.then39 ], [ %ox399.next, %s3_conv1.ox399 ]
+s3_conv1.ox402:                                   ; preds = %s3_conv1.ox402, %s3_conv1.then39
+  %s3_conv1.ox40241 = phi i64 [ 0, %s3_conv1.then39 ], [ %ox402.next, %s3_conv1.ox402 ]
   %183 = mul nsw i64 %0, 16
-  %184 = add nsw i64 %183, %s3_conv1.j3881
+  %184 = add nsw i64 %183, %s3_conv1.j3911
   %185 = mul nsw i64 %184, 8192
   %186 = add nsw i64 1048704, %185
   %187 = mul nsw i64 %1, 16
-  %188 = add nsw i64 %s3_conv1.c3892, %187
+  %188 = add nsw i64 %s3_conv1.c3922, %187
   %189 = mul nsw i64 %188, 256
   %190 = add nsw i64 %186, %189
-  %191 = mul nsw i64 %s3_conv1.oy39838, 2
-  %192 = add nsw i64 %191, %s3_conv1.ky3903
+  %191 = mul nsw i64 %s3_conv1.oy40138, 2
+  %192 = add nsw i64 %191, %s3_conv1.ky3933
   %193 = add nsw i64 %192, -1
   %194 = mul nsw i64 %193, 16
   %195 = add nsw i64 %190, %194
-  %196 = mul nsw i64 %s3_conv1.ox39941, 2
+  %196 = mul nsw i64 %s3_conv1.ox40241, 2
   %197 = add nsw i64 %196, 1
   %198 = add nsw i64 %195, %197
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %198
   %199 = load float, ptr %arena42, align 4
   %200 = mul nsw i64 %1, 16
-  %201 = add nsw i64 %s3_conv1.c3892, %200
+  %201 = add nsw i64 %s3_conv1.c3922, %200
   %202 = mul nsw i64 %201, 3
-  %203 = add nsw i64 %202, %s3_conv1.ky3903
+  %203 = add nsw i64 %202, %s3_conv1.ky3933
   %204 = mul nsw i64 %203, 3
   %205 = add nsw i64 %204, 2
   %206 = mul nsw i64 %205, 1040
   %207 = add nsw i64 262272, %206
-  %208 = mul nsw i64 %s3_conv1.j3881, 64
+  %208 = mul nsw i64 %s3_conv1.j3911, 64
   %209 = add nsw i64 %207, %208
-  %210 = mul nsw i64 %s3_conv1.oy39838, 8
-  %211 = add nsw i64 %210, %s3_conv1.ox39941
+  %210 = mul nsw i64 %s3_conv1.oy40138, 8
+  %211 = add nsw i64 %210, %s3_conv1.ox40241
   %212 = add nsw i64 %209, %211
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %212
   store float %199, ptr %arena43, align 4
-  %ox399.next = add nsw i64 %s3_conv1.ox39941, 1
-  %213 = icmp slt i64 %ox399.next, 8
-  br i1 %213, label %s3_conv1.ox399, label %s3_conv1.ox399.end
+  %ox402.next = add nsw i64 %s3_conv1.ox40241, 1
+  %213 = icmp slt i64 %ox402.next, 8
+  br i1 %213, label %s3_conv1.ox402, label %s3_conv1.ox402.end
 
-s3_conv1.ox399.end:                               ; preds = %s3_conv1.ox399
+s3_conv1.ox402.end:                               ; preds = %s3_conv1.ox402
   br label %s3_conv1.endif40
 
 s3_conv1.then44:                                  ; preds = %s3_conv1.endif40
-  br label %s3_conv1.ox400
+  br label %s3_conv1.ox403
 
-s3_conv1.endif45:                                 ; preds = %s3_conv1.ox400.end, %s3_conv1.endif40
-  %214 = mul nsw i64 %s3_conv1.oy39838, 2
-  %215 = add nsw i64 %214, %s3_conv1.ky3903
+s3_conv1.endif45:                                 ; preds = %s3_conv1.ox403.end, %s3_conv1.endif40
+  %214 = mul nsw i64 %s3_conv1.oy40138, 2
+  %215 = add nsw i64 %214, %s3_conv1.ky3933
   %216 = add nsw i64 %215, -1
   %217 = icmp slt i64 15, %216
   br i1 %217, label %s3_conv1.then48, label %s3_conv1.endif49
 
-s3_conv1.ox400:                                   ; preds = %s3_conv1.ox400, %s3_conv1.then44
-  %s3_conv1.ox40046 = phi i64 [ 0, %s3_conv1.then44 ], [ %ox400.next, %s3_conv1.ox400 ]
+s3_conv1.ox403:                                   ; preds = %s3_conv1.ox403, %s3_conv1.then44
+  %s3_conv1.ox40346 = phi i64 [ 0, %s3_conv1.then44 ], [ %ox403.next, %s3_conv1.ox403 ]
   %218 = mul nsw i64 %1, 16
-  %219 = add nsw i64 %s3_conv1.c3892, %218
+  %219 = add nsw i64 %s3_conv1.c3922, %218
   %220 = mul nsw i64 %219, 3
-  %221 = add nsw i64 %220, %s3_conv1.ky3903
+  %221 = add nsw i64 %220, %s3_conv1.ky3933
   %222 = mul nsw i64 %221, 3
   %223 = add nsw i64 %222, 2
   %224 = mul nsw i64 %223, 1040
   %225 = add nsw i64 262272, %224
-  %226 = mul nsw i64 %s3_conv1.j3881, 64
+  %226 = mul nsw i64 %s3_conv1.j3911, 64
   %227 = add nsw i64 %225, %226
-  %228 = mul nsw i64 %s3_conv1.oy39838, 8
-  %229 = add nsw i64 %228, %s3_conv1.ox40046
+  %228 = mul nsw i64 %s3_conv1.oy40138, 8
+  %229 = add nsw i64 %228, %s3_conv1.ox40346
   %230 = add nsw i64 %227, %229
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %230
   store float 0.000000e+00, ptr %arena47, align 4
-  %ox400.next = add nsw i64 %s3_conv1.ox40046, 1
-  %231 = icmp slt i64 %ox400.next, 8
-  br i1 %231, label %s3_conv1.ox400, label %s3_conv1.ox400.end
+  %ox403.next = add nsw i64 %s3_conv1.ox40346, 1
+  %231 = icmp slt i64 %ox403.next, 8
+  br i1 %231, label %s3_conv1.ox403, label %s3_conv1.ox403.end
 
-s3_conv1.ox400.end:                               ; preds = %s3_conv1.ox400
+s3_conv1.ox403.end:                               ; preds = %s3_conv1.ox403
   br label %s3_conv1.endif45
 
 s3_conv1.then48:                                  ; preds = %s3_conv1.endif45
-  br label %s3_conv1.ox40050
+  br label %s3_conv1.ox40350
 
-s3_conv1.endif49:                                 ; preds = %s3_conv1.ox400.end51, %s3_conv1.endif45
-  %oy398.next = add nsw i64 %s3_conv1.oy39838, 1
-  %232 = icmp slt i64 %oy398.next, 8
-  br i1 %232, label %s3_conv1.oy398, label %s3_conv1.oy398.end
+s3_conv1.endif49:                                 ; preds = %s3_conv1.ox403.end51, %s3_conv1.endif45
+  %oy401.next = add nsw i64 %s3_conv1.oy40138, 1
+  %232 = icmp slt i64 %oy401.next, 8
+  br i1 %232, label %s3_conv1.oy401, label %s3_conv1.oy401.end
 
-s3_conv1.ox40050:                                 ; preds = %s3_conv1.ox40050, %s3_conv1.then48
-  %s3_conv1.ox40052 = phi i64 [ 0, %s3_conv1.then48 ], [ %ox400.next54, %s3_conv1.ox40050 ]
+s3_conv1.ox40350:                                 ; preds = %s3_conv1.ox40350, %s3_conv1.then48
+  %s3_conv1.ox40352 = phi i64 [ 0, %s3_conv1.then48 ], [ %ox403.next54, %s3_conv1.ox40350 ]
   %233 = mul nsw i64 %1, 16
-  %234 = add nsw i64 %s3_conv1.c3892, %233
+  %234 = add nsw i64 %s3_conv1.c3922, %233
   %235 = mul nsw i64 %234, 3
-  %236 = add nsw i64 %235, %s3_conv1.ky3903
+  %236 = add nsw i64 %235, %s3_conv1.ky3933
   %237 = mul nsw i64 %236, 3
   %238 = add nsw i64 %237, 2
   %239 = mul nsw i64 %238, 1040
   %240 = add nsw i64 262272, %239
-  %241 = mul nsw i64 %s3_conv1.j3881, 64
+  %241 = mul nsw i64 %s3_conv1.j3911, 64
   %242 = add nsw i64 %240, %241
-  %243 = mul nsw i64 %s3_conv1.oy39838, 8
-  %244 = add nsw i64 %243, %s3_conv1.ox40052
+  %243 = mul nsw i64 %s3_conv1.oy40138, 8
+  %244 = add nsw i64 %243, %s3_conv1.ox40352
   %245 = add nsw i64 %242, %244
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %245
   store float 0.000000e+00, ptr %arena53, align 4
-  %ox400.next54 = add nsw i64 %s3_conv1.ox40052, 1
-  %246 = icmp slt i64 %ox400.next54, 8
-  br i1 %246, label %s3_conv1.ox40050, label %s3_conv1.ox400.end51
+  %ox403.next54 = add nsw i64 %s3_conv1.ox40352, 1
+  %246 = icmp slt i64 %ox403.next54, 8
+  br i1 %246, label %s3_conv1.ox40350, label %s3_conv1.ox403.end51
 
-s3_conv1.ox400.end51:                             ; preds = %s3_conv1.ox40050
+s3_conv1.ox403.end51:                             ; preds = %s3_conv1.ox40350
   br label %s3_conv1.endif49
 }
 
-define internal void @resnet8_infer_b64.k13.s3_conv1.part387.task(ptr %0, i64 %1) {
+define internal void @resnet8_infer_b64.k13.s3_conv1.part390.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -49392,679 +49735,679 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @resnet8_infer_b64.k13.s3_conv1.part387(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @resnet8_infer_b64.k13.s3_conv1.part390(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k13.s3_conv1.part401(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
+define internal void @resnet8_infer_b64.k13.s3_conv1.part404(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
 entry:
-  call void @resnet8_infer_b64.k13.s3_conv1.part401.gemm409(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
-  br label %s3_conv1.j410
+  call void @resnet8_infer_b64.k13.s3_conv1.part404.gemm412(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
+  br label %s3_conv1.j413
 
-s3_conv1.j410:                                    ; preds = %s3_conv1.f411.end, %entry
-  %s3_conv1.j4101 = phi i64 [ 0, %entry ], [ %j410.next, %s3_conv1.f411.end ]
-  br label %s3_conv1.f411
+s3_conv1.j413:                                    ; preds = %s3_conv1.f414.end, %entry
+  %s3_conv1.j4131 = phi i64 [ 0, %entry ], [ %j413.next, %s3_conv1.f414.end ]
+  br label %s3_conv1.f414
 
-s3_conv1.j410.end:                                ; preds = %s3_conv1.f411.end
+s3_conv1.j413.end:                                ; preds = %s3_conv1.f414.end
   ret void
 
-s3_conv1.f411:                                    ; preds = %s3_conv1.i412.end, %s3_conv1.j410
-  %s3_conv1.f4112 = phi i64 [ 0, %s3_conv1.j410 ], [ %f411.next, %s3_conv1.i412.end ]
-  br label %s3_conv1.i412
+s3_conv1.f414:                                    ; preds = %s3_conv1.i415.end, %s3_conv1.j413
+  %s3_conv1.f4142 = phi i64 [ 0, %s3_conv1.j413 ], [ %f414.next, %s3_conv1.i415.end ]
+  br label %s3_conv1.i415
 
-s3_conv1.f411.end:                                ; preds = %s3_conv1.i412.end
-  %j410.next = add nsw i64 %s3_conv1.j4101, 1
-  %2 = icmp slt i64 %j410.next, 16
-  br i1 %2, label %s3_conv1.j410, label %s3_conv1.j410.end
+s3_conv1.f414.end:                                ; preds = %s3_conv1.i415.end
+  %j413.next = add nsw i64 %s3_conv1.j4131, 1
+  %2 = icmp slt i64 %j413.next, 16
+  br i1 %2, label %s3_conv1.j413, label %s3_conv1.j413.end
 
-s3_conv1.i412:                                    ; preds = %s3_conv1.i412, %s3_conv1.f411
-  %s3_conv1.i4123 = phi i64 [ 0, %s3_conv1.f411 ], [ %i412.next, %s3_conv1.i412 ]
+s3_conv1.i415:                                    ; preds = %s3_conv1.i415, %s3_conv1.f414
+  %s3_conv1.i4153 = phi i64 [ 0, %s3_conv1.f414 ], [ %i415.next, %s3_conv1.i415 ]
   %3 = mul nsw i64 %1, 32
-  %4 = add nsw i64 %s3_conv1.f4112, %3
+  %4 = add nsw i64 %s3_conv1.f4142, %3
   %5 = mul nsw i64 %4, 1040
   %6 = add nsw i64 561792, %5
-  %7 = mul nsw i64 %s3_conv1.j4101, 64
+  %7 = mul nsw i64 %s3_conv1.j4131, 64
   %8 = add nsw i64 %6, %7
-  %9 = add nsw i64 %8, %s3_conv1.i4123
+  %9 = add nsw i64 %8, %s3_conv1.i4153
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load float, ptr %arena4, align 4
   %11 = mul nsw i64 %1, 32
-  %12 = add nsw i64 %s3_conv1.f4112, %11
+  %12 = add nsw i64 %s3_conv1.f4142, %11
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena5, align 4
   %14 = fmul float %10, %13
   %15 = mul nsw i64 %1, 32
-  %16 = add nsw i64 %s3_conv1.f4112, %15
+  %16 = add nsw i64 %s3_conv1.f4142, %15
   %17 = add nsw i64 64, %16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %17
   %18 = load float, ptr %arena6, align 4
   %19 = fadd float %14, %18
   %20 = fcmp ogt float %19, 0.000000e+00
   %21 = mul nsw i64 %1, 32
-  %22 = add nsw i64 %s3_conv1.f4112, %21
+  %22 = add nsw i64 %s3_conv1.f4142, %21
   %23 = mul nsw i64 %22, 1040
   %24 = add nsw i64 561792, %23
-  %25 = mul nsw i64 %s3_conv1.j4101, 64
+  %25 = mul nsw i64 %s3_conv1.j4131, 64
   %26 = add nsw i64 %24, %25
-  %27 = add nsw i64 %26, %s3_conv1.i4123
+  %27 = add nsw i64 %26, %s3_conv1.i4153
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load float, ptr %arena7, align 4
   %29 = mul nsw i64 %1, 32
-  %30 = add nsw i64 %s3_conv1.f4112, %29
+  %30 = add nsw i64 %s3_conv1.f4142, %29
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena8, align 4
   %32 = fmul float %28, %31
   %33 = mul nsw i64 %1, 32
-  %34 = add nsw i64 %s3_conv1.f4112, %33
+  %34 = add nsw i64 %s3_conv1.f4142, %33
   %35 = add nsw i64 64, %34
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %35
   %36 = load float, ptr %arena9, align 4
   %37 = fadd float %32, %36
   %38 = select i1 %20, float %37, float 0.000000e+00
   %39 = mul nsw i64 %0, 16
-  %40 = add nsw i64 %39, %s3_conv1.j4101
+  %40 = add nsw i64 %39, %s3_conv1.j4131
   %41 = mul nsw i64 %40, 4096
   %42 = mul nsw i64 %1, 32
-  %43 = add nsw i64 %s3_conv1.f4112, %42
+  %43 = add nsw i64 %s3_conv1.f4142, %42
   %44 = mul nsw i64 %43, 64
   %45 = add nsw i64 %41, %44
-  %46 = add nsw i64 %45, %s3_conv1.i4123
+  %46 = add nsw i64 %45, %s3_conv1.i4153
   %47 = add nsw i64 128, %46
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %47
   store float %38, ptr %arena10, align 4
-  %i412.next = add nsw i64 %s3_conv1.i4123, 1
-  %48 = icmp slt i64 %i412.next, 64
-  br i1 %48, label %s3_conv1.i412, label %s3_conv1.i412.end
+  %i415.next = add nsw i64 %s3_conv1.i4153, 1
+  %48 = icmp slt i64 %i415.next, 64
+  br i1 %48, label %s3_conv1.i415, label %s3_conv1.i415.end
 
-s3_conv1.i412.end:                                ; preds = %s3_conv1.i412
-  %f411.next = add nsw i64 %s3_conv1.f4112, 1
-  %49 = icmp slt i64 %f411.next, 32
-  br i1 %49, label %s3_conv1.f411, label %s3_conv1.f411.end
+s3_conv1.i415.end:                                ; preds = %s3_conv1.i415
+  %f414.next = add nsw i64 %s3_conv1.f4142, 1
+  %49 = icmp slt i64 %f414.next, 32
+  br i1 %49, label %s3_conv1.f414, label %s3_conv1.f414.end
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k13.s3_conv1.part401.gemm409(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
+define internal void @resnet8_infer_b64.k13.s3_conv1.part404.gemm412(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
 entry:
+  %s3_conv1.t410_a3 = alloca <8 x float>, align 32
+  %s3_conv1.t410_a2 = alloca <8 x float>, align 32
+  %s3_conv1.t410_a1 = alloca <8 x float>, align 32
+  %s3_conv1.t410_a0 = alloca <8 x float>, align 32
+  %s3_conv1.t410_b1 = alloca <8 x float>, align 32
+  %s3_conv1.t410_b0 = alloca <8 x float>, align 32
+  %s3_conv1.t410_c3_1 = alloca <8 x float>, align 32
+  %s3_conv1.t410_c3_0 = alloca <8 x float>, align 32
+  %s3_conv1.t410_c2_1 = alloca <8 x float>, align 32
+  %s3_conv1.t410_c2_0 = alloca <8 x float>, align 32
+  %s3_conv1.t410_c1_1 = alloca <8 x float>, align 32
+  %s3_conv1.t410_c1_0 = alloca <8 x float>, align 32
+  %s3_conv1.t410_c0_1 = alloca <8 x float>, align 32
+  %s3_conv1.t410_c0_0 = alloca <8 x float>, align 32
   %s3_conv1.t407_a3 = alloca <8 x float>, align 32
   %s3_conv1.t407_a2 = alloca <8 x float>, align 32
   %s3_conv1.t407_a1 = alloca <8 x float>, align 32
   %s3_conv1.t407_a0 = alloca <8 x float>, align 32
+  %s3_conv1.t407_b2 = alloca <8 x float>, align 32
   %s3_conv1.t407_b1 = alloca <8 x float>, align 32
   %s3_conv1.t407_b0 = alloca <8 x float>, align 32
+  %s3_conv1.t407_c3_2 = alloca <8 x float>, align 32
   %s3_conv1.t407_c3_1 = alloca <8 x float>, align 32
   %s3_conv1.t407_c3_0 = alloca <8 x float>, align 32
+  %s3_conv1.t407_c2_2 = alloca <8 x float>, align 32
   %s3_conv1.t407_c2_1 = alloca <8 x float>, align 32
   %s3_conv1.t407_c2_0 = alloca <8 x float>, align 32
+  %s3_conv1.t407_c1_2 = alloca <8 x float>, align 32
   %s3_conv1.t407_c1_1 = alloca <8 x float>, align 32
   %s3_conv1.t407_c1_0 = alloca <8 x float>, align 32
+  %s3_conv1.t407_c0_2 = alloca <8 x float>, align 32
   %s3_conv1.t407_c0_1 = alloca <8 x float>, align 32
   %s3_conv1.t407_c0_0 = alloca <8 x float>, align 32
-  %s3_conv1.t404_a3 = alloca <8 x float>, align 32
-  %s3_conv1.t404_a2 = alloca <8 x float>, align 32
-  %s3_conv1.t404_a1 = alloca <8 x float>, align 32
-  %s3_conv1.t404_a0 = alloca <8 x float>, align 32
-  %s3_conv1.t404_b2 = alloca <8 x float>, align 32
-  %s3_conv1.t404_b1 = alloca <8 x float>, align 32
-  %s3_conv1.t404_b0 = alloca <8 x float>, align 32
-  %s3_conv1.t404_c3_2 = alloca <8 x float>, align 32
-  %s3_conv1.t404_c3_1 = alloca <8 x float>, align 32
-  %s3_conv1.t404_c3_0 = alloca <8 x float>, align 32
-  %s3_conv1.t404_c2_2 = alloca <8 x float>, align 32
-  %s3_conv1.t404_c2_1 = alloca <8 x float>, align 32
-  %s3_conv1.t404_c2_0 = alloca <8 x float>, align 32
-  %s3_conv1.t404_c1_2 = alloca <8 x float>, align 32
-  %s3_conv1.t404_c1_1 = alloca <8 x float>, align 32
-  %s3_conv1.t404_c1_0 = alloca <8 x float>, align 32
-  %s3_conv1.t404_c0_2 = alloca <8 x float>, align 32
-  %s3_conv1.t404_c0_1 = alloca <8 x float>, align 32
-  %s3_conv1.t404_c0_0 = alloca <8 x float>, align 32
-  br label %s3_conv1.nb402
+  br label %s3_conv1.nb405
 
-s3_conv1.nb402:                                   ; preds = %s3_conv1.mb403.end, %entry
-  %s3_conv1.nb4021 = phi i64 [ 0, %entry ], [ %nb402.next, %s3_conv1.mb403.end ]
-  br label %s3_conv1.mb403
-
-s3_conv1.nb402.end:                               ; preds = %s3_conv1.mb403.end
+s3_conv1.nb405:                                   ; preds = %s3_conv1.mb406.end, %entry
+  %s3_conv1.nb4051 = phi i64 [ 0, %entry ], [ %nb405.next, %s3_conv1.mb406.end ]
   br label %s3_conv1.mb406
 
-s3_conv1.mb403:                                   ; preds = %s3_conv1.k405.end, %s3_conv1.nb402
-  %s3_conv1.mb4032 = phi i64 [ 0, %s3_conv1.nb402 ], [ %mb403.next, %s3_conv1.k405.end ]
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t404_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t404_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t404_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t404_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t404_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t404_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t404_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t404_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t404_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t404_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t404_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t404_c3_2, align 32
-  br label %s3_conv1.k405
+s3_conv1.nb405.end:                               ; preds = %s3_conv1.mb406.end
+  br label %s3_conv1.mb409
 
-s3_conv1.mb403.end:                               ; preds = %s3_conv1.k405.end
-  %nb402.next = add nsw i64 %s3_conv1.nb4021, 1
-  %1 = icmp slt i64 %nb402.next, 42
-  br i1 %1, label %s3_conv1.nb402, label %s3_conv1.nb402.end
+s3_conv1.mb406:                                   ; preds = %s3_conv1.k408.end, %s3_conv1.nb405
+  %s3_conv1.mb4062 = phi i64 [ 0, %s3_conv1.nb405 ], [ %mb406.next, %s3_conv1.k408.end ]
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c3_2, align 32
+  br label %s3_conv1.k408
 
-s3_conv1.k405:                                    ; preds = %s3_conv1.k405, %s3_conv1.mb403
-  %s3_conv1.k4053 = phi i64 [ 0, %s3_conv1.mb403 ], [ %k405.next, %s3_conv1.k405 ]
-  %2 = mul nsw i64 %s3_conv1.k4053, 1040
+s3_conv1.mb406.end:                               ; preds = %s3_conv1.k408.end
+  %nb405.next = add nsw i64 %s3_conv1.nb4051, 1
+  %1 = icmp slt i64 %nb405.next, 42
+  br i1 %1, label %s3_conv1.nb405, label %s3_conv1.nb405.end
+
+s3_conv1.k408:                                    ; preds = %s3_conv1.k408, %s3_conv1.mb406
+  %s3_conv1.k4083 = phi i64 [ 0, %s3_conv1.mb406 ], [ %k408.next, %s3_conv1.k408 ]
+  %2 = mul nsw i64 %s3_conv1.k4083, 1040
   %3 = add nsw i64 262272, %2
-  %4 = mul nsw i64 %s3_conv1.nb4021, 24
+  %4 = mul nsw i64 %s3_conv1.nb4051, 24
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %s3_conv1.t404_b0, align 32
-  %7 = mul nsw i64 %s3_conv1.k4053, 1040
+  store <8 x float> %6, ptr %s3_conv1.t407_b0, align 32
+  %7 = mul nsw i64 %s3_conv1.k4083, 1040
   %8 = add nsw i64 262272, %7
-  %9 = mul nsw i64 %s3_conv1.nb4021, 24
+  %9 = mul nsw i64 %s3_conv1.nb4051, 24
   %10 = add nsw i64 %8, %9
   %11 = add nsw i64 %10, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %12, ptr %s3_conv1.t404_b1, align 32
-  %13 = mul nsw i64 %s3_conv1.k4053, 1040
+  store <8 x float> %12, ptr %s3_conv1.t407_b1, align 32
+  %13 = mul nsw i64 %s3_conv1.k4083, 1040
   %14 = add nsw i64 262272, %13
-  %15 = mul nsw i64 %s3_conv1.nb4021, 24
+  %15 = mul nsw i64 %s3_conv1.nb4051, 24
   %16 = add nsw i64 %14, %15
   %17 = add nsw i64 %16, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %17
   %18 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %18, ptr %s3_conv1.t404_b2, align 32
+  store <8 x float> %18, ptr %s3_conv1.t407_b2, align 32
   %19 = mul nsw i64 %0, 32
   %20 = mul nsw i64 %19, 288
   %21 = add nsw i64 19664, %20
-  %22 = mul nsw i64 %s3_conv1.mb4032, 4
+  %22 = mul nsw i64 %s3_conv1.mb4062, 4
   %23 = mul nsw i64 %22, 288
   %24 = add nsw i64 %21, %23
-  %25 = add nsw i64 %24, %s3_conv1.k4053
+  %25 = add nsw i64 %24, %s3_conv1.k4083
   %params7 = getelementptr inbounds float, ptr %params, i64 %25
   %26 = load float, ptr %params7, align 4
   %27 = insertelement <8 x float> undef, float %26, i32 0
   %28 = shufflevector <8 x float> %27, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %28, ptr %s3_conv1.t404_a0, align 32
-  %t404_a0 = load <8 x float>, ptr %s3_conv1.t404_a0, align 32
-  %t404_b0 = load <8 x float>, ptr %s3_conv1.t404_b0, align 32
-  %t404_c0_0 = load <8 x float>, ptr %s3_conv1.t404_c0_0, align 32
-  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t404_a0, <8 x float> %t404_b0, <8 x float> %t404_c0_0)
-  store <8 x float> %29, ptr %s3_conv1.t404_c0_0, align 32
-  %t404_a08 = load <8 x float>, ptr %s3_conv1.t404_a0, align 32
-  %t404_b1 = load <8 x float>, ptr %s3_conv1.t404_b1, align 32
-  %t404_c0_1 = load <8 x float>, ptr %s3_conv1.t404_c0_1, align 32
-  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t404_a08, <8 x float> %t404_b1, <8 x float> %t404_c0_1)
-  store <8 x float> %30, ptr %s3_conv1.t404_c0_1, align 32
-  %t404_a09 = load <8 x float>, ptr %s3_conv1.t404_a0, align 32
-  %t404_b2 = load <8 x float>, ptr %s3_conv1.t404_b2, align 32
-  %t404_c0_2 = load <8 x float>, ptr %s3_conv1.t404_c0_2, align 32
-  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t404_a09, <8 x float> %t404_b2, <8 x float> %t404_c0_2)
-  store <8 x float> %31, ptr %s3_conv1.t404_c0_2, align 32
+  store <8 x float> %28, ptr %s3_conv1.t407_a0, align 32
+  %t407_a0 = load <8 x float>, ptr %s3_conv1.t407_a0, align 32
+  %t407_b0 = load <8 x float>, ptr %s3_conv1.t407_b0, align 32
+  %t407_c0_0 = load <8 x float>, ptr %s3_conv1.t407_c0_0, align 32
+  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a0, <8 x float> %t407_b0, <8 x float> %t407_c0_0)
+  store <8 x float> %29, ptr %s3_conv1.t407_c0_0, align 32
+  %t407_a08 = load <8 x float>, ptr %s3_conv1.t407_a0, align 32
+  %t407_b1 = load <8 x float>, ptr %s3_conv1.t407_b1, align 32
+  %t407_c0_1 = load <8 x float>, ptr %s3_conv1.t407_c0_1, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a08, <8 x float> %t407_b1, <8 x float> %t407_c0_1)
+  store <8 x float> %30, ptr %s3_conv1.t407_c0_1, align 32
+  %t407_a09 = load <8 x float>, ptr %s3_conv1.t407_a0, align 32
+  %t407_b2 = load <8 x float>, ptr %s3_conv1.t407_b2, align 32
+  %t407_c0_2 = load <8 x float>, ptr %s3_conv1.t407_c0_2, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a09, <8 x float> %t407_b2, <8 x float> %t407_c0_2)
+  store <8 x float> %31, ptr %s3_conv1.t407_c0_2, align 32
   %32 = mul nsw i64 %0, 32
   %33 = mul nsw i64 %32, 288
   %34 = add nsw i64 19664, %33
-  %35 = mul nsw i64 %s3_conv1.mb4032, 4
+  %35 = mul nsw i64 %s3_conv1.mb4062, 4
   %36 = add nsw i64 %35, 1
   %37 = mul nsw i64 %36, 288
   %38 = add nsw i64 %34, %37
-  %39 = add nsw i64 %38, %s3_conv1.k4053
+  %39 = add nsw i64 %38, %s3_conv1.k4083
   %params10 = getelementptr inbounds float, ptr %params, i64 %39
   %40 = load float, ptr %params10, align 4
   %41 = insertelement <8 x float> undef, float %40, i32 0
   %42 = shufflevector <8 x float> %41, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %42, ptr %s3_conv1.t404_a1, align 32
-  %t404_a1 = load <8 x float>, ptr %s3_conv1.t404_a1, align 32
-  %t404_b011 = load <8 x float>, ptr %s3_conv1.t404_b0, align 32
-  %t404_c1_0 = load <8 x float>, ptr %s3_conv1.t404_c1_0, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t404_a1, <8 x float> %t404_b011, <8 x float> %t404_c1_0)
-  store <8 x float> %43, ptr %s3_conv1.t404_c1_0, align 32
-  %t404_a112 = load <8 x float>, ptr %s3_conv1.t404_a1, align 32
-  %t404_b113 = load <8 x float>, ptr %s3_conv1.t404_b1, align 32
-  %t404_c1_1 = load <8 x float>, ptr %s3_conv1.t404_c1_1, align 32
-  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t404_a112, <8 x float> %t404_b113, <8 x float> %t404_c1_1)
-  store <8 x float> %44, ptr %s3_conv1.t404_c1_1, align 32
-  %t404_a114 = load <8 x float>, ptr %s3_conv1.t404_a1, align 32
-  %t404_b215 = load <8 x float>, ptr %s3_conv1.t404_b2, align 32
-  %t404_c1_2 = load <8 x float>, ptr %s3_conv1.t404_c1_2, align 32
-  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t404_a114, <8 x float> %t404_b215, <8 x float> %t404_c1_2)
-  store <8 x float> %45, ptr %s3_conv1.t404_c1_2, align 32
+  store <8 x float> %42, ptr %s3_conv1.t407_a1, align 32
+  %t407_a1 = load <8 x float>, ptr %s3_conv1.t407_a1, align 32
+  %t407_b011 = load <8 x float>, ptr %s3_conv1.t407_b0, align 32
+  %t407_c1_0 = load <8 x float>, ptr %s3_conv1.t407_c1_0, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a1, <8 x float> %t407_b011, <8 x float> %t407_c1_0)
+  store <8 x float> %43, ptr %s3_conv1.t407_c1_0, align 32
+  %t407_a112 = load <8 x float>, ptr %s3_conv1.t407_a1, align 32
+  %t407_b113 = load <8 x float>, ptr %s3_conv1.t407_b1, align 32
+  %t407_c1_1 = load <8 x float>, ptr %s3_conv1.t407_c1_1, align 32
+  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a112, <8 x float> %t407_b113, <8 x float> %t407_c1_1)
+  store <8 x float> %44, ptr %s3_conv1.t407_c1_1, align 32
+  %t407_a114 = load <8 x float>, ptr %s3_conv1.t407_a1, align 32
+  %t407_b215 = load <8 x float>, ptr %s3_conv1.t407_b2, align 32
+  %t407_c1_2 = load <8 x float>, ptr %s3_conv1.t407_c1_2, align 32
+  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a114, <8 x float> %t407_b215, <8 x float> %t407_c1_2)
+  store <8 x float> %45, ptr %s3_conv1.t407_c1_2, align 32
   %46 = mul nsw i64 %0, 32
   %47 = mul nsw i64 %46, 288
   %48 = add nsw i64 19664, %47
-  %49 = mul nsw i64 %s3_conv1.mb4032, 4
+  %49 = mul nsw i64 %s3_conv1.mb4062, 4
   %50 = add nsw i64 %49, 2
   %51 = mul nsw i64 %50, 288
   %52 = add nsw i64 %48, %51
-  %53 = add nsw i64 %52, %s3_conv1.k4053
+  %53 = add nsw i64 %52, %s3_conv1.k4083
   %params16 = getelementptr inbounds float, ptr %params, i64 %53
   %54 = load float, ptr %params16, align 4
   %55 = insertelement <8 x float> undef, float %54, i32 0
   %56 = shufflevector <8 x float> %55, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %56, ptr %s3_conv1.t404_a2, align 32
-  %t404_a2 = load <8 x float>, ptr %s3_conv1.t404_a2, align 32
-  %t404_b017 = load <8 x float>, ptr %s3_conv1.t404_b0, align 32
-  %t404_c2_0 = load <8 x float>, ptr %s3_conv1.t404_c2_0, align 32
-  %57 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t404_a2, <8 x float> %t404_b017, <8 x float> %t404_c2_0)
-  store <8 x float> %57, ptr %s3_conv1.t404_c2_0, align 32
-  %t404_a218 = load <8 x float>, ptr %s3_conv1.t404_a2, align 32
-  %t404_b119 = load <8 x float>, ptr %s3_conv1.t404_b1, align 32
-  %t404_c2_1 = load <8 x float>, ptr %s3_conv1.t404_c2_1, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t404_a218, <8 x float> %t404_b119, <8 x float> %t404_c2_1)
-  store <8 x float> %58, ptr %s3_conv1.t404_c2_1, align 32
-  %t404_a220 = load <8 x float>, ptr %s3_conv1.t404_a2, align 32
-  %t404_b221 = load <8 x float>, ptr %s3_conv1.t404_b2, align 32
-  %t404_c2_2 = load <8 x float>, ptr %s3_conv1.t404_c2_2, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t404_a220, <8 x float> %t404_b221, <8 x float> %t404_c2_2)
-  store <8 x float> %59, ptr %s3_conv1.t404_c2_2, align 32
+  store <8 x float> %56, ptr %s3_conv1.t407_a2, align 32
+  %t407_a2 = load <8 x float>, ptr %s3_conv1.t407_a2, align 32
+  %t407_b017 = load <8 x float>, ptr %s3_conv1.t407_b0, align 32
+  %t407_c2_0 = load <8 x float>, ptr %s3_conv1.t407_c2_0, align 32
+  %57 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a2, <8 x float> %t407_b017, <8 x float> %t407_c2_0)
+  store <8 x float> %57, ptr %s3_conv1.t407_c2_0, align 32
+  %t407_a218 = load <8 x float>, ptr %s3_conv1.t407_a2, align 32
+  %t407_b119 = load <8 x float>, ptr %s3_conv1.t407_b1, align 32
+  %t407_c2_1 = load <8 x float>, ptr %s3_conv1.t407_c2_1, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a218, <8 x float> %t407_b119, <8 x float> %t407_c2_1)
+  store <8 x float> %58, ptr %s3_conv1.t407_c2_1, align 32
+  %t407_a220 = load <8 x float>, ptr %s3_conv1.t407_a2, align 32
+  %t407_b221 = load <8 x float>, ptr %s3_conv1.t407_b2, align 32
+  %t407_c2_2 = load <8 x float>, ptr %s3_conv1.t407_c2_2, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a220, <8 x float> %t407_b221, <8 x float> %t407_c2_2)
+  store <8 x float> %59, ptr %s3_conv1.t407_c2_2, align 32
   %60 = mul nsw i64 %0, 32
   %61 = mul nsw i64 %60, 288
   %62 = add nsw i64 19664, %61
-  %63 = mul nsw i64 %s3_conv1.mb4032, 4
+  %63 = mul nsw i64 %s3_conv1.mb4062, 4
   %64 = add nsw i64 %63, 3
   %65 = mul nsw i64 %64, 288
   %66 = add nsw i64 %62, %65
-  %67 = add nsw i64 %66, %s3_conv1.k4053
+  %67 = add nsw i64 %66, %s3_conv1.k4083
   %params22 = getelementptr inbounds float, ptr %params, i64 %67
   %68 = load float, ptr %params22, align 4
   %69 = insertelement <8 x float> undef, float %68, i32 0
   %70 = shufflevector <8 x float> %69, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %70, ptr %s3_conv1.t404_a3, align 32
-  %t404_a3 = load <8 x float>, ptr %s3_conv1.t404_a3, align 32
-  %t404_b023 = load <8 x float>, ptr %s3_conv1.t404_b0, align 32
-  %t404_c3_0 = load <8 x float>, ptr %s3_conv1.t404_c3_0, align 32
-  %71 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t404_a3, <8 x float> %t404_b023, <8 x float> %t404_c3_0)
-  store <8 x float> %71, ptr %s3_conv1.t404_c3_0, align 32
-  %t404_a324 = load <8 x float>, ptr %s3_conv1.t404_a3, align 32
-  %t404_b125 = load <8 x float>, ptr %s3_conv1.t404_b1, align 32
-  %t404_c3_1 = load <8 x float>, ptr %s3_conv1.t404_c3_1, align 32
-  %72 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t404_a324, <8 x float> %t404_b125, <8 x float> %t404_c3_1)
-  store <8 x float> %72, ptr %s3_conv1.t404_c3_1, align 32
-  %t404_a326 = load <8 x float>, ptr %s3_conv1.t404_a3, align 32
-  %t404_b227 = load <8 x float>, ptr %s3_conv1.t404_b2, align 32
-  %t404_c3_2 = load <8 x float>, ptr %s3_conv1.t404_c3_2, align 32
-  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t404_a326, <8 x float> %t404_b227, <8 x float> %t404_c3_2)
-  store <8 x float> %73, ptr %s3_conv1.t404_c3_2, align 32
-  %k405.next = add nsw i64 %s3_conv1.k4053, 1
-  %74 = icmp slt i64 %k405.next, 288
-  br i1 %74, label %s3_conv1.k405, label %s3_conv1.k405.end
+  store <8 x float> %70, ptr %s3_conv1.t407_a3, align 32
+  %t407_a3 = load <8 x float>, ptr %s3_conv1.t407_a3, align 32
+  %t407_b023 = load <8 x float>, ptr %s3_conv1.t407_b0, align 32
+  %t407_c3_0 = load <8 x float>, ptr %s3_conv1.t407_c3_0, align 32
+  %71 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a3, <8 x float> %t407_b023, <8 x float> %t407_c3_0)
+  store <8 x float> %71, ptr %s3_conv1.t407_c3_0, align 32
+  %t407_a324 = load <8 x float>, ptr %s3_conv1.t407_a3, align 32
+  %t407_b125 = load <8 x float>, ptr %s3_conv1.t407_b1, align 32
+  %t407_c3_1 = load <8 x float>, ptr %s3_conv1.t407_c3_1, align 32
+  %72 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a324, <8 x float> %t407_b125, <8 x float> %t407_c3_1)
+  store <8 x float> %72, ptr %s3_conv1.t407_c3_1, align 32
+  %t407_a326 = load <8 x float>, ptr %s3_conv1.t407_a3, align 32
+  %t407_b227 = load <8 x float>, ptr %s3_conv1.t407_b2, align 32
+  %t407_c3_2 = load <8 x float>, ptr %s3_conv1.t407_c3_2, align 32
+  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a326, <8 x float> %t407_b227, <8 x float> %t407_c3_2)
+  store <8 x float> %73, ptr %s3_conv1.t407_c3_2, align 32
+  %k408.next = add nsw i64 %s3_conv1.k4083, 1
+  %74 = icmp slt i64 %k408.next, 288
+  br i1 %74, label %s3_conv1.k408, label %s3_conv1.k408.end
 
-s3_conv1.k405.end:                                ; preds = %s3_conv1.k405
-  %t404_c0_028 = load <8 x float>, ptr %s3_conv1.t404_c0_0, align 32
+s3_conv1.k408.end:                                ; preds = %s3_conv1.k408
+  %t407_c0_028 = load <8 x float>, ptr %s3_conv1.t407_c0_0, align 32
   %75 = mul nsw i64 %0, 32
   %76 = mul nsw i64 %75, 1040
   %77 = add nsw i64 561792, %76
-  %78 = mul nsw i64 %s3_conv1.mb4032, 4
+  %78 = mul nsw i64 %s3_conv1.mb4062, 4
   %79 = mul nsw i64 %78, 1040
   %80 = add nsw i64 %77, %79
-  %81 = mul nsw i64 %s3_conv1.nb4021, 24
+  %81 = mul nsw i64 %s3_conv1.nb4051, 24
   %82 = add nsw i64 %80, %81
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %82
-  store <8 x float> %t404_c0_028, ptr %arena29, align 4
-  %t404_c0_130 = load <8 x float>, ptr %s3_conv1.t404_c0_1, align 32
+  store <8 x float> %t407_c0_028, ptr %arena29, align 4
+  %t407_c0_130 = load <8 x float>, ptr %s3_conv1.t407_c0_1, align 32
   %83 = mul nsw i64 %0, 32
   %84 = mul nsw i64 %83, 1040
   %85 = add nsw i64 561792, %84
-  %86 = mul nsw i64 %s3_conv1.mb4032, 4
+  %86 = mul nsw i64 %s3_conv1.mb4062, 4
   %87 = mul nsw i64 %86, 1040
   %88 = add nsw i64 %85, %87
-  %89 = mul nsw i64 %s3_conv1.nb4021, 24
+  %89 = mul nsw i64 %s3_conv1.nb4051, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t404_c0_130, ptr %arena31, align 4
-  %t404_c0_232 = load <8 x float>, ptr %s3_conv1.t404_c0_2, align 32
+  store <8 x float> %t407_c0_130, ptr %arena31, align 4
+  %t407_c0_232 = load <8 x float>, ptr %s3_conv1.t407_c0_2, align 32
   %92 = mul nsw i64 %0, 32
   %93 = mul nsw i64 %92, 1040
   %94 = add nsw i64 561792, %93
-  %95 = mul nsw i64 %s3_conv1.mb4032, 4
+  %95 = mul nsw i64 %s3_conv1.mb4062, 4
   %96 = mul nsw i64 %95, 1040
   %97 = add nsw i64 %94, %96
-  %98 = mul nsw i64 %s3_conv1.nb4021, 24
+  %98 = mul nsw i64 %s3_conv1.nb4051, 24
   %99 = add nsw i64 %97, %98
   %100 = add nsw i64 %99, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %100
-  store <8 x float> %t404_c0_232, ptr %arena33, align 4
-  %t404_c1_034 = load <8 x float>, ptr %s3_conv1.t404_c1_0, align 32
+  store <8 x float> %t407_c0_232, ptr %arena33, align 4
+  %t407_c1_034 = load <8 x float>, ptr %s3_conv1.t407_c1_0, align 32
   %101 = mul nsw i64 %0, 32
   %102 = mul nsw i64 %101, 1040
   %103 = add nsw i64 561792, %102
-  %104 = mul nsw i64 %s3_conv1.mb4032, 4
+  %104 = mul nsw i64 %s3_conv1.mb4062, 4
   %105 = add nsw i64 %104, 1
   %106 = mul nsw i64 %105, 1040
   %107 = add nsw i64 %103, %106
-  %108 = mul nsw i64 %s3_conv1.nb4021, 24
+  %108 = mul nsw i64 %s3_conv1.nb4051, 24
   %109 = add nsw i64 %107, %108
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %109
-  store <8 x float> %t404_c1_034, ptr %arena35, align 4
-  %t404_c1_136 = load <8 x float>, ptr %s3_conv1.t404_c1_1, align 32
+  store <8 x float> %t407_c1_034, ptr %arena35, align 4
+  %t407_c1_136 = load <8 x float>, ptr %s3_conv1.t407_c1_1, align 32
   %110 = mul nsw i64 %0, 32
   %111 = mul nsw i64 %110, 1040
   %112 = add nsw i64 561792, %111
-  %113 = mul nsw i64 %s3_conv1.mb4032, 4
+  %113 = mul nsw i64 %s3_conv1.mb4062, 4
   %114 = add nsw i64 %113, 1
   %115 = mul nsw i64 %114, 1040
   %116 = add nsw i64 %112, %115
-  %117 = mul nsw i64 %s3_conv1.nb4021, 24
+  %117 = mul nsw i64 %s3_conv1.nb4051, 24
   %118 = add nsw i64 %116, %117
   %119 = add nsw i64 %118, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %119
-  store <8 x float> %t404_c1_136, ptr %arena37, align 4
-  %t404_c1_238 = load <8 x float>, ptr %s3_conv1.t404_c1_2, align 32
+  store <8 x float> %t407_c1_136, ptr %arena37, align 4
+  %t407_c1_238 = load <8 x float>, ptr %s3_conv1.t407_c1_2, align 32
   %120 = mul nsw i64 %0, 32
   %121 = mul nsw i64 %120, 1040
   %122 = add nsw i64 561792, %121
-  %123 = mul nsw i64 %s3_conv1.mb4032, 4
+  %123 = mul nsw i64 %s3_conv1.mb4062, 4
   %124 = add nsw i64 %123, 1
   %125 = mul nsw i64 %124, 1040
   %126 = add nsw i64 %122, %125
-  %127 = mul nsw i64 %s3_conv1.nb4021, 24
+  %127 = mul nsw i64 %s3_conv1.nb4051, 24
   %128 = add nsw i64 %126, %127
   %129 = add nsw i64 %128, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %129
-  store <8 x float> %t404_c1_238, ptr %arena39, align 4
-  %t404_c2_040 = load <8 x float>, ptr %s3_conv1.t404_c2_0, align 32
+  store <8 x float> %t407_c1_238, ptr %arena39, align 4
+  %t407_c2_040 = load <8 x float>, ptr %s3_conv1.t407_c2_0, align 32
   %130 = mul nsw i64 %0, 32
   %131 = mul nsw i64 %130, 1040
   %132 = add nsw i64 561792, %131
-  %133 = mul nsw i64 %s3_conv1.mb4032, 4
+  %133 = mul nsw i64 %s3_conv1.mb4062, 4
   %134 = add nsw i64 %133, 2
   %135 = mul nsw i64 %134, 1040
   %136 = add nsw i64 %132, %135
-  %137 = mul nsw i64 %s3_conv1.nb4021, 24
+  %137 = mul nsw i64 %s3_conv1.nb4051, 24
   %138 = add nsw i64 %136, %137
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t404_c2_040, ptr %arena41, align 4
-  %t404_c2_142 = load <8 x float>, ptr %s3_conv1.t404_c2_1, align 32
+  store <8 x float> %t407_c2_040, ptr %arena41, align 4
+  %t407_c2_142 = load <8 x float>, ptr %s3_conv1.t407_c2_1, align 32
   %139 = mul nsw i64 %0, 32
   %140 = mul nsw i64 %139, 1040
   %141 = add nsw i64 561792, %140
-  %142 = mul nsw i64 %s3_conv1.mb4032, 4
+  %142 = mul nsw i64 %s3_conv1.mb4062, 4
   %143 = add nsw i64 %142, 2
   %144 = mul nsw i64 %143, 1040
   %145 = add nsw i64 %141, %144
-  %146 = mul nsw i64 %s3_conv1.nb4021, 24
+  %146 = mul nsw i64 %s3_conv1.nb4051, 24
   %147 = add nsw i64 %145, %146
   %148 = add nsw i64 %147, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %148
-  store <8 x float> %t404_c2_142, ptr %arena43, align 4
-  %t404_c2_244 = load <8 x float>, ptr %s3_conv1.t404_c2_2, align 32
+  store <8 x float> %t407_c2_142, ptr %arena43, align 4
+  %t407_c2_244 = load <8 x float>, ptr %s3_conv1.t407_c2_2, align 32
   %149 = mul nsw i64 %0, 32
   %150 = mul nsw i64 %149, 1040
   %151 = add nsw i64 561792, %150
-  %152 = mul nsw i64 %s3_conv1.mb4032, 4
+  %152 = mul nsw i64 %s3_conv1.mb4062, 4
   %153 = add nsw i64 %152, 2
   %154 = mul nsw i64 %153, 1040
   %155 = add nsw i64 %151, %154
-  %156 = mul nsw i64 %s3_conv1.nb4021, 24
+  %156 = mul nsw i64 %s3_conv1.nb4051, 24
   %157 = add nsw i64 %155, %156
   %158 = add nsw i64 %157, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %158
-  store <8 x float> %t404_c2_244, ptr %arena45, align 4
-  %t404_c3_046 = load <8 x float>, ptr %s3_conv1.t404_c3_0, align 32
+  store <8 x float> %t407_c2_244, ptr %arena45, align 4
+  %t407_c3_046 = load <8 x float>, ptr %s3_conv1.t407_c3_0, align 32
   %159 = mul nsw i64 %0, 32
   %160 = mul nsw i64 %159, 1040
   %161 = add nsw i64 561792, %160
-  %162 = mul nsw i64 %s3_conv1.mb4032, 4
+  %162 = mul nsw i64 %s3_conv1.mb4062, 4
   %163 = add nsw i64 %162, 3
   %164 = mul nsw i64 %163, 1040
   %165 = add nsw i64 %161, %164
-  %166 = mul nsw i64 %s3_conv1.nb4021, 24
+  %166 = mul nsw i64 %s3_conv1.nb4051, 24
   %167 = add nsw i64 %165, %166
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %167
-  store <8 x float> %t404_c3_046, ptr %arena47, align 4
-  %t404_c3_148 = load <8 x float>, ptr %s3_conv1.t404_c3_1, align 32
+  store <8 x float> %t407_c3_046, ptr %arena47, align 4
+  %t407_c3_148 = load <8 x float>, ptr %s3_conv1.t407_c3_1, align 32
   %168 = mul nsw i64 %0, 32
   %169 = mul nsw i64 %168, 1040
   %170 = add nsw i64 561792, %169
-  %171 = mul nsw i64 %s3_conv1.mb4032, 4
+  %171 = mul nsw i64 %s3_conv1.mb4062, 4
   %172 = add nsw i64 %171, 3
   %173 = mul nsw i64 %172, 1040
   %174 = add nsw i64 %170, %173
-  %175 = mul nsw i64 %s3_conv1.nb4021, 24
+  %175 = mul nsw i64 %s3_conv1.nb4051, 24
   %176 = add nsw i64 %174, %175
   %177 = add nsw i64 %176, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %177
-  store <8 x float> %t404_c3_148, ptr %arena49, align 4
-  %t404_c3_250 = load <8 x float>, ptr %s3_conv1.t404_c3_2, align 32
+  store <8 x float> %t407_c3_148, ptr %arena49, align 4
+  %t407_c3_250 = load <8 x float>, ptr %s3_conv1.t407_c3_2, align 32
   %178 = mul nsw i64 %0, 32
   %179 = mul nsw i64 %178, 1040
   %180 = add nsw i64 561792, %179
-  %181 = mul nsw i64 %s3_conv1.mb4032, 4
+  %181 = mul nsw i64 %s3_conv1.mb4062, 4
   %182 = add nsw i64 %181, 3
   %183 = mul nsw i64 %182, 1040
   %184 = add nsw i64 %180, %183
-  %185 = mul nsw i64 %s3_conv1.nb4021, 24
+  %185 = mul nsw i64 %s3_conv1.nb4051, 24
   %186 = add nsw i64 %184, %185
   %187 = add nsw i64 %186, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %187
-  store <8 x float> %t404_c3_250, ptr %arena51, align 4
-  %mb403.next = add nsw i64 %s3_conv1.mb4032, 1
-  %188 = icmp slt i64 %mb403.next, 8
-  br i1 %188, label %s3_conv1.mb403, label %s3_conv1.mb403.end
+  store <8 x float> %t407_c3_250, ptr %arena51, align 4
+  %mb406.next = add nsw i64 %s3_conv1.mb4062, 1
+  %188 = icmp slt i64 %mb406.next, 8
+  br i1 %188, label %s3_conv1.mb406, label %s3_conv1.mb406.end
 
-s3_conv1.mb406:                                   ; preds = %s3_conv1.k408.end, %s3_conv1.nb402.end
-  %s3_conv1.mb40652 = phi i64 [ 0, %s3_conv1.nb402.end ], [ %mb406.next, %s3_conv1.k408.end ]
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c3_1, align 32
-  br label %s3_conv1.k408
+s3_conv1.mb409:                                   ; preds = %s3_conv1.k411.end, %s3_conv1.nb405.end
+  %s3_conv1.mb40952 = phi i64 [ 0, %s3_conv1.nb405.end ], [ %mb409.next, %s3_conv1.k411.end ]
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t410_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t410_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t410_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t410_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t410_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t410_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t410_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t410_c3_1, align 32
+  br label %s3_conv1.k411
 
-s3_conv1.mb406.end:                               ; preds = %s3_conv1.k408.end
+s3_conv1.mb409.end:                               ; preds = %s3_conv1.k411.end
   ret void
 
-s3_conv1.k408:                                    ; preds = %s3_conv1.k408, %s3_conv1.mb406
-  %s3_conv1.k40853 = phi i64 [ 0, %s3_conv1.mb406 ], [ %k408.next, %s3_conv1.k408 ]
-  %189 = mul nsw i64 %s3_conv1.k40853, 1040
+s3_conv1.k411:                                    ; preds = %s3_conv1.k411, %s3_conv1.mb409
+  %s3_conv1.k41153 = phi i64 [ 0, %s3_conv1.mb409 ], [ %k411.next, %s3_conv1.k411 ]
+  %189 = mul nsw i64 %s3_conv1.k41153, 1040
   %190 = add nsw i64 262272, %189
   %191 = add nsw i64 %190, 1008
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %191
   %192 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %192, ptr %s3_conv1.t407_b0, align 32
-  %193 = mul nsw i64 %s3_conv1.k40853, 1040
+  store <8 x float> %192, ptr %s3_conv1.t410_b0, align 32
+  %193 = mul nsw i64 %s3_conv1.k41153, 1040
   %194 = add nsw i64 262272, %193
   %195 = add nsw i64 %194, 1008
   %196 = add nsw i64 %195, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %196
   %197 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %197, ptr %s3_conv1.t407_b1, align 32
+  store <8 x float> %197, ptr %s3_conv1.t410_b1, align 32
   %198 = mul nsw i64 %0, 32
   %199 = mul nsw i64 %198, 288
   %200 = add nsw i64 19664, %199
-  %201 = mul nsw i64 %s3_conv1.mb40652, 4
+  %201 = mul nsw i64 %s3_conv1.mb40952, 4
   %202 = mul nsw i64 %201, 288
   %203 = add nsw i64 %200, %202
-  %204 = add nsw i64 %203, %s3_conv1.k40853
+  %204 = add nsw i64 %203, %s3_conv1.k41153
   %params56 = getelementptr inbounds float, ptr %params, i64 %204
   %205 = load float, ptr %params56, align 4
   %206 = insertelement <8 x float> undef, float %205, i32 0
   %207 = shufflevector <8 x float> %206, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %207, ptr %s3_conv1.t407_a0, align 32
-  %t407_a0 = load <8 x float>, ptr %s3_conv1.t407_a0, align 32
-  %t407_b0 = load <8 x float>, ptr %s3_conv1.t407_b0, align 32
-  %t407_c0_0 = load <8 x float>, ptr %s3_conv1.t407_c0_0, align 32
-  %208 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a0, <8 x float> %t407_b0, <8 x float> %t407_c0_0)
-  store <8 x float> %208, ptr %s3_conv1.t407_c0_0, align 32
-  %t407_a057 = load <8 x float>, ptr %s3_conv1.t407_a0, align 32
-  %t407_b1 = load <8 x float>, ptr %s3_conv1.t407_b1, align 32
-  %t407_c0_1 = load <8 x float>, ptr %s3_conv1.t407_c0_1, align 32
-  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a057, <8 x float> %t407_b1, <8 x float> %t407_c0_1)
-  store <8 x float> %209, ptr %s3_conv1.t407_c0_1, align 32
+  store <8 x float> %207, ptr %s3_conv1.t410_a0, align 32
+  %t410_a0 = load <8 x float>, ptr %s3_conv1.t410_a0, align 32
+  %t410_b0 = load <8 x float>, ptr %s3_conv1.t410_b0, align 32
+  %t410_c0_0 = load <8 x float>, ptr %s3_conv1.t410_c0_0, align 32
+  %208 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t410_a0, <8 x float> %t410_b0, <8 x float> %t410_c0_0)
+  store <8 x float> %208, ptr %s3_conv1.t410_c0_0, align 32
+  %t410_a057 = load <8 x float>, ptr %s3_conv1.t410_a0, align 32
+  %t410_b1 = load <8 x float>, ptr %s3_conv1.t410_b1, align 32
+  %t410_c0_1 = load <8 x float>, ptr %s3_conv1.t410_c0_1, align 32
+  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t410_a057, <8 x float> %t410_b1, <8 x float> %t410_c0_1)
+  store <8 x float> %209, ptr %s3_conv1.t410_c0_1, align 32
   %210 = mul nsw i64 %0, 32
   %211 = mul nsw i64 %210, 288
   %212 = add nsw i64 19664, %211
-  %213 = mul nsw i64 %s3_conv1.mb40652, 4
+  %213 = mul nsw i64 %s3_conv1.mb40952, 4
   %214 = add nsw i64 %213, 1
   %215 = mul nsw i64 %214, 288
   %216 = add nsw i64 %212, %215
-  %217 = add nsw i64 %216, %s3_conv1.k40853
+  %217 = add nsw i64 %216, %s3_conv1.k41153
   %params58 = getelementptr inbounds float, ptr %params, i64 %217
   %218 = load float, ptr %params58, align 4
   %219 = insertelement <8 x float> undef, float %218, i32 0
   %220 = shufflevector <8 x float> %219, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %220, ptr %s3_conv1.t407_a1, align 32
-  %t407_a1 = load <8 x float>, ptr %s3_conv1.t407_a1, align 32
-  %t407_b059 = load <8 x float>, ptr %s3_conv1.t407_b0, align 32
-  %t407_c1_0 = load <8 x float>, ptr %s3_conv1.t407_c1_0, align 32
-  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a1, <8 x float> %t407_b059, <8 x float> %t407_c1_0)
-  store <8 x float> %221, ptr %s3_conv1.t407_c1_0, align 32
-  %t407_a160 = load <8 x float>, ptr %s3_conv1.t407_a1, align 32
-  %t407_b161 = load <8 x float>, ptr %s3_conv1.t407_b1, align 32
-  %t407_c1_1 = load <8 x float>, ptr %s3_conv1.t407_c1_1, align 32
-  %222 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a160, <8 x float> %t407_b161, <8 x float> %t407_c1_1)
-  store <8 x float> %222, ptr %s3_conv1.t407_c1_1, align 32
+  store <8 x float> %220, ptr %s3_conv1.t410_a1, align 32
+  %t410_a1 = load <8 x float>, ptr %s3_conv1.t410_a1, align 32
+  %t410_b059 = load <8 x float>, ptr %s3_conv1.t410_b0, align 32
+  %t410_c1_0 = load <8 x float>, ptr %s3_conv1.t410_c1_0, align 32
+  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t410_a1, <8 x float> %t410_b059, <8 x float> %t410_c1_0)
+  store <8 x float> %221, ptr %s3_conv1.t410_c1_0, align 32
+  %t410_a160 = load <8 x float>, ptr %s3_conv1.t410_a1, align 32
+  %t410_b161 = load <8 x float>, ptr %s3_conv1.t410_b1, align 32
+  %t410_c1_1 = load <8 x float>, ptr %s3_conv1.t410_c1_1, align 32
+  %222 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t410_a160, <8 x float> %t410_b161, <8 x float> %t410_c1_1)
+  store <8 x float> %222, ptr %s3_conv1.t410_c1_1, align 32
   %223 = mul nsw i64 %0, 32
   %224 = mul nsw i64 %223, 288
   %225 = add nsw i64 19664, %224
-  %226 = mul nsw i64 %s3_conv1.mb40652, 4
+  %226 = mul nsw i64 %s3_conv1.mb40952, 4
   %227 = add nsw i64 %226, 2
   %228 = mul nsw i64 %227, 288
   %229 = add nsw i64 %225, %228
-  %230 = add nsw i64 %229, %s3_conv1.k40853
+  %230 = add nsw i64 %229, %s3_conv1.k41153
   %params62 = getelementptr inbounds float, ptr %params, i64 %230
   %231 = load float, ptr %params62, align 4
   %232 = insertelement <8 x float> undef, float %231, i32 0
   %233 = shufflevector <8 x float> %232, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %233, ptr %s3_conv1.t407_a2, align 32
-  %t407_a2 = load <8 x float>, ptr %s3_conv1.t407_a2, align 32
-  %t407_b063 = load <8 x float>, ptr %s3_conv1.t407_b0, align 32
-  %t407_c2_0 = load <8 x float>, ptr %s3_conv1.t407_c2_0, align 32
-  %234 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a2, <8 x float> %t407_b063, <8 x float> %t407_c2_0)
-  store <8 x float> %234, ptr %s3_conv1.t407_c2_0, align 32
-  %t407_a264 = load <8 x float>, ptr %s3_conv1.t407_a2, align 32
-  %t407_b165 = load <8 x float>, ptr %s3_conv1.t407_b1, align 32
-  %t407_c2_1 = load <8 x float>, ptr %s3_conv1.t407_c2_1, align 32
-  %235 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a264, <8 x float> %t407_b165, <8 x float> %t407_c2_1)
-  store <8 x float> %235, ptr %s3_conv1.t407_c2_1, align 32
+  store <8 x float> %233, ptr %s3_conv1.t410_a2, align 32
+  %t410_a2 = load <8 x float>, ptr %s3_conv1.t410_a2, align 32
+  %t410_b063 = load <8 x float>, ptr %s3_conv1.t410_b0, align 32
+  %t410_c2_0 = load <8 x float>, ptr %s3_conv1.t410_c2_0, align 32
+  %234 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t410_a2, <8 x float> %t410_b063, <8 x float> %t410_c2_0)
+  store <8 x float> %234, ptr %s3_conv1.t410_c2_0, align 32
+  %t410_a264 = load <8 x float>, ptr %s3_conv1.t410_a2, align 32
+  %t410_b165 = load <8 x float>, ptr %s3_conv1.t410_b1, align 32
+  %t410_c2_1 = load <8 x float>, ptr %s3_conv1.t410_c2_1, align 32
+  %235 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t410_a264, <8 x float> %t410_b165, <8 x float> %t410_c2_1)
+  store <8 x float> %235, ptr %s3_conv1.t410_c2_1, align 32
   %236 = mul nsw i64 %0, 32
   %237 = mul nsw i64 %236, 288
   %238 = add nsw i64 19664, %237
-  %239 = mul nsw i64 %s3_conv1.mb40652, 4
+  %239 = mul nsw i64 %s3_conv1.mb40952, 4
   %240 = add nsw i64 %239, 3
   %241 = mul nsw i64 %240, 288
   %242 = add nsw i64 %238, %241
-  %243 = add nsw i64 %242, %s3_conv1.k40853
+  %243 = add nsw i64 %242, %s3_conv1.k41153
   %params66 = getelementptr inbounds float, ptr %params, i64 %243
   %244 = load float, ptr %params66, align 4
   %245 = insertelement <8 x float> undef, float %244, i32 0
   %246 = shufflevector <8 x float> %245, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %246, ptr %s3_conv1.t407_a3, align 32
-  %t407_a3 = load <8 x float>, ptr %s3_conv1.t407_a3, align 32
-  %t407_b067 = load <8 x float>, ptr %s3_conv1.t407_b0, align 32
-  %t407_c3_0 = load <8 x float>, ptr %s3_conv1.t407_c3_0, align 32
-  %247 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a3, <8 x float> %t407_b067, <8 x float> %t407_c3_0)
-  store <8 x float> %247, ptr %s3_conv1.t407_c3_0, align 32
-  %t407_a368 = load <8 x float>, ptr %s3_conv1.t407_a3, align 32
-  %t407_b169 = load <8 x float>, ptr %s3_conv1.t407_b1, align 32
-  %t407_c3_1 = load <8 x float>, ptr %s3_conv1.t407_c3_1, align 32
-  %248 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a368, <8 x float> %t407_b169, <8 x float> %t407_c3_1)
-  store <8 x float> %248, ptr %s3_conv1.t407_c3_1, align 32
-  %k408.next = add nsw i64 %s3_conv1.k40853, 1
-  %249 = icmp slt i64 %k408.next, 288
-  br i1 %249, label %s3_conv1.k408, label %s3_conv1.k408.end
+  store <8 x float> %246, ptr %s3_conv1.t410_a3, align 32
+  %t410_a3 = load <8 x float>, ptr %s3_conv1.t410_a3, align 32
+  %t410_b067 = load <8 x float>, ptr %s3_conv1.t410_b0, align 32
+  %t410_c3_0 = load <8 x float>, ptr %s3_conv1.t410_c3_0, align 32
+  %247 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t410_a3, <8 x float> %t410_b067, <8 x float> %t410_c3_0)
+  store <8 x float> %247, ptr %s3_conv1.t410_c3_0, align 32
+  %t410_a368 = load <8 x float>, ptr %s3_conv1.t410_a3, align 32
+  %t410_b169 = load <8 x float>, ptr %s3_conv1.t410_b1, align 32
+  %t410_c3_1 = load <8 x float>, ptr %s3_conv1.t410_c3_1, align 32
+  %248 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t410_a368, <8 x float> %t410_b169, <8 x float> %t410_c3_1)
+  store <8 x float> %248, ptr %s3_conv1.t410_c3_1, align 32
+  %k411.next = add nsw i64 %s3_conv1.k41153, 1
+  %249 = icmp slt i64 %k411.next, 288
+  br i1 %249, label %s3_conv1.k411, label %s3_conv1.k411.end
 
-s3_conv1.k408.end:                                ; preds = %s3_conv1.k408
-  %t407_c0_070 = load <8 x float>, ptr %s3_conv1.t407_c0_0, align 32
+s3_conv1.k411.end:                                ; preds = %s3_conv1.k411
+  %t410_c0_070 = load <8 x float>, ptr %s3_conv1.t410_c0_0, align 32
   %250 = mul nsw i64 %0, 32
   %251 = mul nsw i64 %250, 1040
   %252 = add nsw i64 561792, %251
-  %253 = mul nsw i64 %s3_conv1.mb40652, 4
+  %253 = mul nsw i64 %s3_conv1.mb40952, 4
   %254 = mul nsw i64 %253, 1040
   %255 = add nsw i64 %252, %254
   %256 = add nsw i64 %255, 1008
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %256
-  store <8 x float> %t407_c0_070, ptr %arena71, align 4
-  %t407_c0_172 = load <8 x float>, ptr %s3_conv1.t407_c0_1, align 32
+  store <8 x float> %t410_c0_070, ptr %arena71, align 4
+  %t410_c0_172 = load <8 x float>, ptr %s3_conv1.t410_c0_1, align 32
   %257 = mul nsw i64 %0, 32
   %258 = mul nsw i64 %257, 1040
   %259 = add nsw i64 561792, %258
-  %260 = mul nsw i64 %s3_conv1.mb40652, 4
+  %260 = mul nsw i64 %s3_conv1.mb40952, 4
   %261 = mul nsw i64 %260, 1040
   %262 = add nsw i64 %259, %261
   %263 = add nsw i64 %262, 1008
   %264 = add nsw i64 %263, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %264
-  store <8 x float> %t407_c0_172, ptr %arena73, align 4
-  %t407_c1_074 = load <8 x float>, ptr %s3_conv1.t407_c1_0, align 32
+  store <8 x float> %t410_c0_172, ptr %arena73, align 4
+  %t410_c1_074 = load <8 x float>, ptr %s3_conv1.t410_c1_0, align 32
   %265 = mul nsw i64 %0, 32
   %266 = mul nsw i64 %265, 1040
   %267 = add nsw i64 561792, %266
-  %268 = mul nsw i64 %s3_conv1.mb40652, 4
+  %268 = mul nsw i64 %s3_conv1.mb40952, 4
   %269 = add nsw i64 %268, 1
   %270 = mul nsw i64 %269, 1040
   %271 = add nsw i64 %267, %270
   %272 = add nsw i64 %271, 1008
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %272
-  store <8 x float> %t407_c1_074, ptr %arena75, align 4
-  %t407_c1_176 = load <8 x float>, ptr %s3_conv1.t407_c1_1, align 32
+  store <8 x float> %t410_c1_074, ptr %arena75, align 4
+  %t410_c1_176 = load <8 x float>, ptr %s3_conv1.t410_c1_1, align 32
   %273 = mul nsw i64 %0, 32
   %274 = mul nsw i64 %273, 1040
   %275 = add nsw i64 561792, %274
-  %276 = mul nsw i64 %s3_conv1.mb40652, 4
+  %276 = mul nsw i64 %s3_conv1.mb40952, 4
   %277 = add nsw i64 %276, 1
   %278 = mul nsw i64 %277, 1040
   %279 = add nsw i64 %275, %278
   %280 = add nsw i64 %279, 1008
   %281 = add nsw i64 %280, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %281
-  store <8 x float> %t407_c1_176, ptr %arena77, align 4
-  %t407_c2_078 = load <8 x float>, ptr %s3_conv1.t407_c2_0, align 32
+  store <8 x float> %t410_c1_176, ptr %arena77, align 4
+  %t410_c2_078 = load <8 x float>, ptr %s3_conv1.t410_c2_0, align 32
   %282 = mul nsw i64 %0, 32
   %283 = mul nsw i64 %282, 1040
   %284 = add nsw i64 561792, %283
-  %285 = mul nsw i64 %s3_conv1.mb40652, 4
+  %285 = mul nsw i64 %s3_conv1.mb40952, 4
   %286 = add nsw i64 %285, 2
   %287 = mul nsw i64 %286, 1040
   %288 = add nsw i64 %284, %287
   %289 = add nsw i64 %288, 1008
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %289
-  store <8 x float> %t407_c2_078, ptr %arena79, align 4
-  %t407_c2_180 = load <8 x float>, ptr %s3_conv1.t407_c2_1, align 32
+  store <8 x float> %t410_c2_078, ptr %arena79, align 4
+  %t410_c2_180 = load <8 x float>, ptr %s3_conv1.t410_c2_1, align 32
   %290 = mul nsw i64 %0, 32
   %291 = mul nsw i64 %290, 1040
   %292 = add nsw i64 561792, %291
-  %293 = mul nsw i64 %s3_conv1.mb40652, 4
+  %293 = mul nsw i64 %s3_conv1.mb40952, 4
   %294 = add nsw i64 %293, 2
   %295 = mul nsw i64 %294, 1040
   %296 = add nsw i64 %292, %295
   %297 = add nsw i64 %296, 1008
   %298 = add nsw i64 %297, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t407_c2_180, ptr %arena81, align 4
-  %t407_c3_082 = load <8 x float>, ptr %s3_conv1.t407_c3_0, align 32
+  store <8 x float> %t410_c2_180, ptr %arena81, align 4
+  %t410_c3_082 = load <8 x float>, ptr %s3_conv1.t410_c3_0, align 32
   %299 = mul nsw i64 %0, 32
   %300 = mul nsw i64 %299, 1040
   %301 = add nsw i64 561792, %300
-  %302 = mul nsw i64 %s3_conv1.mb40652, 4
+  %302 = mul nsw i64 %s3_conv1.mb40952, 4
   %303 = add nsw i64 %302, 3
   %304 = mul nsw i64 %303, 1040
   %305 = add nsw i64 %301, %304
   %306 = add nsw i64 %305, 1008
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %306
-  store <8 x float> %t407_c3_082, ptr %arena83, align 4
-  %t407_c3_184 = load <8 x float>, ptr %s3_conv1.t407_c3_1, align 32
+  store <8 x float> %t410_c3_082, ptr %arena83, align 4
+  %t410_c3_184 = load <8 x float>, ptr %s3_conv1.t410_c3_1, align 32
   %307 = mul nsw i64 %0, 32
   %308 = mul nsw i64 %307, 1040
   %309 = add nsw i64 561792, %308
-  %310 = mul nsw i64 %s3_conv1.mb40652, 4
+  %310 = mul nsw i64 %s3_conv1.mb40952, 4
   %311 = add nsw i64 %310, 3
   %312 = mul nsw i64 %311, 1040
   %313 = add nsw i64 %309, %312
   %314 = add nsw i64 %313, 1008
   %315 = add nsw i64 %314, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %315
-  store <8 x float> %t407_c3_184, ptr %arena85, align 4
-  %mb406.next = add nsw i64 %s3_conv1.mb40652, 1
-  %316 = icmp slt i64 %mb406.next, 8
-  br i1 %316, label %s3_conv1.mb406, label %s3_conv1.mb406.end
+  store <8 x float> %t410_c3_184, ptr %arena85, align 4
+  %mb409.next = add nsw i64 %s3_conv1.mb40952, 1
+  %316 = icmp slt i64 %mb409.next, 8
+  br i1 %316, label %s3_conv1.mb409, label %s3_conv1.mb409.end
 }
 
-define internal void @resnet8_infer_b64.k13.s3_conv1.part401.task(ptr %0, i64 %1) {
+define internal void @resnet8_infer_b64.k13.s3_conv1.part404.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -50090,284 +50433,284 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @resnet8_infer_b64.k13.s3_conv1.part401(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @resnet8_infer_b64.k13.s3_conv1.part404(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @resnet8_infer_b64.k14.s3_bn2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %s3_bn2.scale414 = alloca float, align 4
-  br label %s3_bn2.c413
+  %s3_bn2.scale417 = alloca float, align 4
+  br label %s3_bn2.c416
 
-s3_bn2.c413:                                      ; preds = %s3_bn2.c413, %entry
-  %s3_bn2.c4131 = phi i64 [ 0, %entry ], [ %c413.next, %s3_bn2.c413 ]
-  %0 = add nsw i64 75088, %s3_bn2.c4131
+s3_bn2.c416:                                      ; preds = %s3_bn2.c416, %entry
+  %s3_bn2.c4161 = phi i64 [ 0, %entry ], [ %c416.next, %s3_bn2.c416 ]
+  %0 = add nsw i64 75088, %s3_bn2.c4161
   %params2 = getelementptr inbounds float, ptr %params, i64 %0
   %1 = load float, ptr %params2, align 4
-  %2 = add nsw i64 78522, %s3_bn2.c4131
+  %2 = add nsw i64 78522, %s3_bn2.c4161
   %params3 = getelementptr inbounds float, ptr %params, i64 %2
   %3 = load float, ptr %params3, align 4
   %4 = fadd float %3, 0x3EE4F8B580000000
   %5 = call float @llvm.sqrt.f32(float %4)
   %6 = fdiv float 1.000000e+00, %5
   %7 = fmul float %1, %6
-  store float %7, ptr %s3_bn2.scale414, align 4
-  %scale414 = load float, ptr %s3_bn2.scale414, align 4
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %s3_bn2.c4131
-  store float %scale414, ptr %arena4, align 4
-  %8 = add nsw i64 75152, %s3_bn2.c4131
+  store float %7, ptr %s3_bn2.scale417, align 4
+  %scale417 = load float, ptr %s3_bn2.scale417, align 4
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %s3_bn2.c4161
+  store float %scale417, ptr %arena4, align 4
+  %8 = add nsw i64 75152, %s3_bn2.c4161
   %params5 = getelementptr inbounds float, ptr %params, i64 %8
   %9 = load float, ptr %params5, align 4
-  %10 = add nsw i64 78458, %s3_bn2.c4131
+  %10 = add nsw i64 78458, %s3_bn2.c4161
   %params6 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load float, ptr %params6, align 4
-  %scale4147 = load float, ptr %s3_bn2.scale414, align 4
-  %12 = fmul float %11, %scale4147
+  %scale4177 = load float, ptr %s3_bn2.scale417, align 4
+  %12 = fmul float %11, %scale4177
   %13 = fsub float %9, %12
-  %14 = add nsw i64 64, %s3_bn2.c4131
+  %14 = add nsw i64 64, %s3_bn2.c4161
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %14
   store float %13, ptr %arena8, align 4
-  %c413.next = add nsw i64 %s3_bn2.c4131, 1
-  %15 = icmp slt i64 %c413.next, 64
-  br i1 %15, label %s3_bn2.c413, label %s3_bn2.c413.end
+  %c416.next = add nsw i64 %s3_bn2.c4161, 1
+  %15 = icmp slt i64 %c416.next, 64
+  br i1 %15, label %s3_bn2.c416, label %s3_bn2.c416.end
 
-s3_bn2.c413.end:                                  ; preds = %s3_bn2.c413
+s3_bn2.c416.end:                                  ; preds = %s3_bn2.c416
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @resnet8_infer_b64.k15.s3_pbn(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %s3_pbn.scale416 = alloca float, align 4
-  br label %s3_pbn.c415
+  %s3_pbn.scale419 = alloca float, align 4
+  br label %s3_pbn.c418
 
-s3_pbn.c415:                                      ; preds = %s3_pbn.c415, %entry
-  %s3_pbn.c4151 = phi i64 [ 0, %entry ], [ %c415.next, %s3_pbn.c415 ]
-  %0 = add nsw i64 77264, %s3_pbn.c4151
+s3_pbn.c418:                                      ; preds = %s3_pbn.c418, %entry
+  %s3_pbn.c4181 = phi i64 [ 0, %entry ], [ %c418.next, %s3_pbn.c418 ]
+  %0 = add nsw i64 77264, %s3_pbn.c4181
   %params2 = getelementptr inbounds float, ptr %params, i64 %0
   %1 = load float, ptr %params2, align 4
-  %2 = add nsw i64 78650, %s3_pbn.c4151
+  %2 = add nsw i64 78650, %s3_pbn.c4181
   %params3 = getelementptr inbounds float, ptr %params, i64 %2
   %3 = load float, ptr %params3, align 4
   %4 = fadd float %3, 0x3EE4F8B580000000
   %5 = call float @llvm.sqrt.f32(float %4)
   %6 = fdiv float 1.000000e+00, %5
   %7 = fmul float %1, %6
-  store float %7, ptr %s3_pbn.scale416, align 4
-  %scale416 = load float, ptr %s3_pbn.scale416, align 4
-  %8 = add nsw i64 262272, %s3_pbn.c4151
+  store float %7, ptr %s3_pbn.scale419, align 4
+  %scale419 = load float, ptr %s3_pbn.scale419, align 4
+  %8 = add nsw i64 262272, %s3_pbn.c4181
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %8
-  store float %scale416, ptr %arena4, align 4
-  %9 = add nsw i64 77328, %s3_pbn.c4151
+  store float %scale419, ptr %arena4, align 4
+  %9 = add nsw i64 77328, %s3_pbn.c4181
   %params5 = getelementptr inbounds float, ptr %params, i64 %9
   %10 = load float, ptr %params5, align 4
-  %11 = add nsw i64 78586, %s3_pbn.c4151
+  %11 = add nsw i64 78586, %s3_pbn.c4181
   %params6 = getelementptr inbounds float, ptr %params, i64 %11
   %12 = load float, ptr %params6, align 4
-  %scale4167 = load float, ptr %s3_pbn.scale416, align 4
-  %13 = fmul float %12, %scale4167
+  %scale4197 = load float, ptr %s3_pbn.scale419, align 4
+  %13 = fmul float %12, %scale4197
   %14 = fsub float %10, %13
-  %15 = add nsw i64 262336, %s3_pbn.c4151
+  %15 = add nsw i64 262336, %s3_pbn.c4181
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %15
   store float %14, ptr %arena8, align 4
-  %c415.next = add nsw i64 %s3_pbn.c4151, 1
-  %16 = icmp slt i64 %c415.next, 64
-  br i1 %16, label %s3_pbn.c415, label %s3_pbn.c415.end
+  %c418.next = add nsw i64 %s3_pbn.c4181, 1
+  %16 = icmp slt i64 %c418.next, 64
+  br i1 %16, label %s3_pbn.c418, label %s3_pbn.c418.end
 
-s3_pbn.c415.end:                                  ; preds = %s3_pbn.c415
+s3_pbn.c418.end:                                  ; preds = %s3_pbn.c418
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @resnet8_infer_b64.k16.s3_proj(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %part424.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  %part418.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  br label %s3_proj.g417
+  %part427.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part421.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  br label %s3_proj.g420
 
-s3_proj.g417:                                     ; preds = %s3_proj.part424.done, %entry
-  %s3_proj.g4171 = phi i64 [ 0, %entry ], [ %g417.next, %s3_proj.part424.done ]
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part418.context, i32 0, i32 0
+s3_proj.g420:                                     ; preds = %s3_proj.part427.done, %entry
+  %s3_proj.g4201 = phi i64 [ 0, %entry ], [ %g420.next, %s3_proj.part427.done ]
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part421.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part418.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part421.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part418.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part421.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part418.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part421.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part418.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part421.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part418.context, i32 0, i32 5
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part421.context, i32 0, i32 5
   store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part418.context, i32 0, i32 6
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part421.context, i32 0, i32 6
   store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part418.context, i32 0, i32 7
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part421.context, i32 0, i32 7
   store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part418.context, i32 0, i32 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part421.context, i32 0, i32 8
   store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part418.context, i32 0, i32 9
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part421.context, i32 0, i32 9
   store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part418.context, i32 0, i32 10
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part421.context, i32 0, i32 10
   store ptr %pool, ptr %10, align 8
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part418.context, i32 0, i32 11
-  store i64 %s3_proj.g4171, ptr %11, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part421.context, i32 0, i32 11
+  store i64 %s3_proj.g4201, ptr %11, align 4
   %12 = icmp eq ptr %pool, null
-  br i1 %12, label %s3_proj.part418.serial, label %s3_proj.part418.pool
+  br i1 %12, label %s3_proj.part421.serial, label %s3_proj.part421.pool
 
-s3_proj.g417.end:                                 ; preds = %s3_proj.part424.done
+s3_proj.g420.end:                                 ; preds = %s3_proj.part427.done
   ret void
 
-s3_proj.part418.pool:                             ; preds = %s3_proj.g417
+s3_proj.part421.pool:                             ; preds = %s3_proj.g420
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @resnet8_infer_b64.k16.s3_proj.part418.task, ptr %part418.context, i64 2)
-  br label %s3_proj.part418.done
+  call void %run(ptr %pool, ptr @resnet8_infer_b64.k16.s3_proj.part421.task, ptr %part421.context, i64 2)
+  br label %s3_proj.part421.done
 
-s3_proj.part418.serial:                           ; preds = %s3_proj.g417
-  br label %s3_proj.part418
+s3_proj.part421.serial:                           ; preds = %s3_proj.g420
+  br label %s3_proj.part421
 
-s3_proj.part418.done:                             ; preds = %s3_proj.part418.end, %s3_proj.part418.pool
-  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part424.context, i32 0, i32 0
+s3_proj.part421.done:                             ; preds = %s3_proj.part421.end, %s3_proj.part421.pool
+  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part427.context, i32 0, i32 0
   store ptr %params, ptr %13, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part424.context, i32 0, i32 1
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part427.context, i32 0, i32 1
   store ptr %grads, ptr %14, align 8
-  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part424.context, i32 0, i32 2
+  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part427.context, i32 0, i32 2
   store ptr %m, ptr %15, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part424.context, i32 0, i32 3
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part427.context, i32 0, i32 3
   store ptr %v, ptr %16, align 8
-  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part424.context, i32 0, i32 4
+  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part427.context, i32 0, i32 4
   store ptr %arena, ptr %17, align 8
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part424.context, i32 0, i32 5
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part427.context, i32 0, i32 5
   store ptr %images, ptr %18, align 8
-  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part424.context, i32 0, i32 6
+  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part427.context, i32 0, i32 6
   store ptr %labels, ptr %19, align 8
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part424.context, i32 0, i32 7
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part427.context, i32 0, i32 7
   store float %lr, ptr %20, align 4
-  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part424.context, i32 0, i32 8
+  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part427.context, i32 0, i32 8
   store i64 %step, ptr %21, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part424.context, i32 0, i32 9
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part427.context, i32 0, i32 9
   store i64 %seed, ptr %22, align 4
-  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part424.context, i32 0, i32 10
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part427.context, i32 0, i32 10
   store ptr %pool, ptr %23, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part424.context, i32 0, i32 11
-  store i64 %s3_proj.g4171, ptr %24, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part427.context, i32 0, i32 11
+  store i64 %s3_proj.g4201, ptr %24, align 4
   %25 = icmp eq ptr %pool, null
-  br i1 %25, label %s3_proj.part424.serial, label %s3_proj.part424.pool
+  br i1 %25, label %s3_proj.part427.serial, label %s3_proj.part427.pool
 
-s3_proj.part418:                                  ; preds = %s3_proj.part418, %s3_proj.part418.serial
-  %s3_proj.part4182 = phi i64 [ 0, %s3_proj.part418.serial ], [ %part418.next, %s3_proj.part418 ]
-  call void @resnet8_infer_b64.k16.s3_proj.part418(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_proj.g4171, i64 %s3_proj.part4182)
-  %part418.next = add nsw i64 %s3_proj.part4182, 1
-  %26 = icmp slt i64 %part418.next, 2
-  br i1 %26, label %s3_proj.part418, label %s3_proj.part418.end
+s3_proj.part421:                                  ; preds = %s3_proj.part421, %s3_proj.part421.serial
+  %s3_proj.part4212 = phi i64 [ 0, %s3_proj.part421.serial ], [ %part421.next, %s3_proj.part421 ]
+  call void @resnet8_infer_b64.k16.s3_proj.part421(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_proj.g4201, i64 %s3_proj.part4212)
+  %part421.next = add nsw i64 %s3_proj.part4212, 1
+  %26 = icmp slt i64 %part421.next, 2
+  br i1 %26, label %s3_proj.part421, label %s3_proj.part421.end
 
-s3_proj.part418.end:                              ; preds = %s3_proj.part418
-  br label %s3_proj.part418.done
+s3_proj.part421.end:                              ; preds = %s3_proj.part421
+  br label %s3_proj.part421.done
 
-s3_proj.part424.pool:                             ; preds = %s3_proj.part418.done
+s3_proj.part427.pool:                             ; preds = %s3_proj.part421.done
   %run3 = load ptr, ptr %pool, align 8
-  call void %run3(ptr %pool, ptr @resnet8_infer_b64.k16.s3_proj.part424.task, ptr %part424.context, i64 2)
-  br label %s3_proj.part424.done
+  call void %run3(ptr %pool, ptr @resnet8_infer_b64.k16.s3_proj.part427.task, ptr %part427.context, i64 2)
+  br label %s3_proj.part427.done
 
-s3_proj.part424.serial:                           ; preds = %s3_proj.part418.done
-  br label %s3_proj.part424
+s3_proj.part427.serial:                           ; preds = %s3_proj.part421.done
+  br label %s3_proj.part427
 
-s3_proj.part424.done:                             ; preds = %s3_proj.part424.end, %s3_proj.part424.pool
-  %g417.next = add nsw i64 %s3_proj.g4171, 1
-  %27 = icmp slt i64 %g417.next, 4
-  br i1 %27, label %s3_proj.g417, label %s3_proj.g417.end
+s3_proj.part427.done:                             ; preds = %s3_proj.part427.end, %s3_proj.part427.pool
+  %g420.next = add nsw i64 %s3_proj.g4201, 1
+  %27 = icmp slt i64 %g420.next, 4
+  br i1 %27, label %s3_proj.g420, label %s3_proj.g420.end
 
-s3_proj.part424:                                  ; preds = %s3_proj.part424, %s3_proj.part424.serial
-  %s3_proj.part4244 = phi i64 [ 0, %s3_proj.part424.serial ], [ %part424.next, %s3_proj.part424 ]
-  call void @resnet8_infer_b64.k16.s3_proj.part424(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_proj.g4171, i64 %s3_proj.part4244)
-  %part424.next = add nsw i64 %s3_proj.part4244, 1
-  %28 = icmp slt i64 %part424.next, 2
-  br i1 %28, label %s3_proj.part424, label %s3_proj.part424.end
+s3_proj.part427:                                  ; preds = %s3_proj.part427, %s3_proj.part427.serial
+  %s3_proj.part4274 = phi i64 [ 0, %s3_proj.part427.serial ], [ %part427.next, %s3_proj.part427 ]
+  call void @resnet8_infer_b64.k16.s3_proj.part427(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_proj.g4201, i64 %s3_proj.part4274)
+  %part427.next = add nsw i64 %s3_proj.part4274, 1
+  %28 = icmp slt i64 %part427.next, 2
+  br i1 %28, label %s3_proj.part427, label %s3_proj.part427.end
 
-s3_proj.part424.end:                              ; preds = %s3_proj.part424
-  br label %s3_proj.part424.done
+s3_proj.part427.end:                              ; preds = %s3_proj.part427
+  br label %s3_proj.part427.done
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k16.s3_proj.part418(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
+define internal void @resnet8_infer_b64.k16.s3_proj.part421(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
 entry:
-  br label %s3_proj.j419
+  br label %s3_proj.j422
 
-s3_proj.j419:                                     ; preds = %s3_proj.c420.end, %entry
-  %s3_proj.j4191 = phi i64 [ 0, %entry ], [ %j419.next, %s3_proj.c420.end ]
-  br label %s3_proj.c420
+s3_proj.j422:                                     ; preds = %s3_proj.c423.end, %entry
+  %s3_proj.j4221 = phi i64 [ 0, %entry ], [ %j422.next, %s3_proj.c423.end ]
+  br label %s3_proj.c423
 
-s3_proj.j419.end:                                 ; preds = %s3_proj.c420.end
+s3_proj.j422.end:                                 ; preds = %s3_proj.c423.end
   ret void
 
-s3_proj.c420:                                     ; preds = %s3_proj.ky421.end, %s3_proj.j419
-  %s3_proj.c4202 = phi i64 [ 0, %s3_proj.j419 ], [ %c420.next, %s3_proj.ky421.end ]
-  br label %s3_proj.ky421
+s3_proj.c423:                                     ; preds = %s3_proj.ky424.end, %s3_proj.j422
+  %s3_proj.c4232 = phi i64 [ 0, %s3_proj.j422 ], [ %c423.next, %s3_proj.ky424.end ]
+  br label %s3_proj.ky424
 
-s3_proj.c420.end:                                 ; preds = %s3_proj.ky421.end
-  %j419.next = add nsw i64 %s3_proj.j4191, 1
-  %2 = icmp slt i64 %j419.next, 16
-  br i1 %2, label %s3_proj.j419, label %s3_proj.j419.end
+s3_proj.c423.end:                                 ; preds = %s3_proj.ky424.end
+  %j422.next = add nsw i64 %s3_proj.j4221, 1
+  %2 = icmp slt i64 %j422.next, 16
+  br i1 %2, label %s3_proj.j422, label %s3_proj.j422.end
 
-s3_proj.ky421:                                    ; preds = %s3_proj.oy422.end, %s3_proj.c420
-  %s3_proj.ky4213 = phi i64 [ 0, %s3_proj.c420 ], [ %ky421.next, %s3_proj.oy422.end ]
-  br label %s3_proj.oy422
+s3_proj.ky424:                                    ; preds = %s3_proj.oy425.end, %s3_proj.c423
+  %s3_proj.ky4243 = phi i64 [ 0, %s3_proj.c423 ], [ %ky424.next, %s3_proj.oy425.end ]
+  br label %s3_proj.oy425
 
-s3_proj.ky421.end:                                ; preds = %s3_proj.oy422.end
-  %c420.next = add nsw i64 %s3_proj.c4202, 1
-  %3 = icmp slt i64 %c420.next, 16
-  br i1 %3, label %s3_proj.c420, label %s3_proj.c420.end
+s3_proj.ky424.end:                                ; preds = %s3_proj.oy425.end
+  %c423.next = add nsw i64 %s3_proj.c4232, 1
+  %3 = icmp slt i64 %c423.next, 16
+  br i1 %3, label %s3_proj.c423, label %s3_proj.c423.end
 
-s3_proj.oy422:                                    ; preds = %s3_proj.ox423.end, %s3_proj.ky421
-  %s3_proj.oy4224 = phi i64 [ 0, %s3_proj.ky421 ], [ %oy422.next, %s3_proj.ox423.end ]
-  br label %s3_proj.ox423
+s3_proj.oy425:                                    ; preds = %s3_proj.ox426.end, %s3_proj.ky424
+  %s3_proj.oy4254 = phi i64 [ 0, %s3_proj.ky424 ], [ %oy425.next, %s3_proj.ox426.end ]
+  br label %s3_proj.ox426
 
-s3_proj.oy422.end:                                ; preds = %s3_proj.ox423.end
-  %ky421.next = add nsw i64 %s3_proj.ky4213, 1
-  %4 = icmp slt i64 %ky421.next, 1
-  br i1 %4, label %s3_proj.ky421, label %s3_proj.ky421.end
+s3_proj.oy425.end:                                ; preds = %s3_proj.ox426.end
+  %ky424.next = add nsw i64 %s3_proj.ky4243, 1
+  %4 = icmp slt i64 %ky424.next, 1
+  br i1 %4, label %s3_proj.ky424, label %s3_proj.ky424.end
 
-s3_proj.ox423:                                    ; preds = %s3_proj.ox423, %s3_proj.oy422
-  %s3_proj.ox4235 = phi i64 [ 0, %s3_proj.oy422 ], [ %ox423.next, %s3_proj.ox423 ]
+s3_proj.ox426:                                    ; preds = %s3_proj.ox426, %s3_proj.oy425
+  %s3_proj.ox4265 = phi i64 [ 0, %s3_proj.oy425 ], [ %ox426.next, %s3_proj.ox426 ]
   %5 = mul nsw i64 %0, 16
-  %6 = add nsw i64 %5, %s3_proj.j4191
+  %6 = add nsw i64 %5, %s3_proj.j4221
   %7 = mul nsw i64 %6, 8192
   %8 = add nsw i64 1048704, %7
   %9 = mul nsw i64 %1, 16
-  %10 = add nsw i64 %s3_proj.c4202, %9
+  %10 = add nsw i64 %s3_proj.c4232, %9
   %11 = mul nsw i64 %10, 256
   %12 = add nsw i64 %8, %11
-  %13 = mul nsw i64 %s3_proj.oy4224, 2
-  %14 = add nsw i64 %13, %s3_proj.ky4213
+  %13 = mul nsw i64 %s3_proj.oy4254, 2
+  %14 = add nsw i64 %13, %s3_proj.ky4243
   %15 = mul nsw i64 %14, 16
   %16 = add nsw i64 %12, %15
-  %17 = mul nsw i64 %s3_proj.ox4235, 2
+  %17 = mul nsw i64 %s3_proj.ox4265, 2
   %18 = add nsw i64 %16, %17
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %18
   %19 = load float, ptr %arena6, align 4
   %20 = mul nsw i64 %1, 16
-  %21 = add nsw i64 %s3_proj.c4202, %20
-  %22 = add nsw i64 %21, %s3_proj.ky4213
+  %21 = add nsw i64 %s3_proj.c4232, %20
+  %22 = add nsw i64 %21, %s3_proj.ky4243
   %23 = mul nsw i64 %22, 1040
   %24 = add nsw i64 524544, %23
-  %25 = mul nsw i64 %s3_proj.j4191, 64
+  %25 = mul nsw i64 %s3_proj.j4221, 64
   %26 = add nsw i64 %24, %25
-  %27 = mul nsw i64 %s3_proj.oy4224, 8
-  %28 = add nsw i64 %27, %s3_proj.ox4235
+  %27 = mul nsw i64 %s3_proj.oy4254, 8
+  %28 = add nsw i64 %27, %s3_proj.ox4265
   %29 = add nsw i64 %26, %28
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %29
   store float %19, ptr %arena7, align 4
-  %ox423.next = add nsw i64 %s3_proj.ox4235, 1
-  %30 = icmp slt i64 %ox423.next, 8
-  br i1 %30, label %s3_proj.ox423, label %s3_proj.ox423.end
+  %ox426.next = add nsw i64 %s3_proj.ox4265, 1
+  %30 = icmp slt i64 %ox426.next, 8
+  br i1 %30, label %s3_proj.ox426, label %s3_proj.ox426.end
 
-s3_proj.ox423.end:                                ; preds = %s3_proj.ox423
-  %oy422.next = add nsw i64 %s3_proj.oy4224, 1
-  %31 = icmp slt i64 %oy422.next, 8
-  br i1 %31, label %s3_proj.oy422, label %s3_proj.oy422.end
+s3_proj.ox426.end:                                ; preds = %s3_proj.ox426
+  %oy425.next = add nsw i64 %s3_proj.oy4254, 1
+  %31 = icmp slt i64 %oy425.next, 8
+  br i1 %31, label %s3_proj.oy425, label %s3_proj.oy425.end
 }
 
-define internal void @resnet8_infer_b64.k16.s3_proj.part418.task(ptr %0, i64 %1) {
+define internal void @resnet8_infer_b64.k16.s3_proj.part421.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -50393,658 +50736,658 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @resnet8_infer_b64.k16.s3_proj.part418(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @resnet8_infer_b64.k16.s3_proj.part421(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k16.s3_proj.part424(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
+define internal void @resnet8_infer_b64.k16.s3_proj.part427(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
 entry:
-  call void @resnet8_infer_b64.k16.s3_proj.part424.gemm432(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
-  br label %s3_proj.j433
+  call void @resnet8_infer_b64.k16.s3_proj.part427.gemm435(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
+  br label %s3_proj.j436
 
-s3_proj.j433:                                     ; preds = %s3_proj.f434.end, %entry
-  %s3_proj.j4331 = phi i64 [ 0, %entry ], [ %j433.next, %s3_proj.f434.end ]
-  br label %s3_proj.f434
+s3_proj.j436:                                     ; preds = %s3_proj.f437.end, %entry
+  %s3_proj.j4361 = phi i64 [ 0, %entry ], [ %j436.next, %s3_proj.f437.end ]
+  br label %s3_proj.f437
 
-s3_proj.j433.end:                                 ; preds = %s3_proj.f434.end
+s3_proj.j436.end:                                 ; preds = %s3_proj.f437.end
   ret void
 
-s3_proj.f434:                                     ; preds = %s3_proj.i435.end, %s3_proj.j433
-  %s3_proj.f4342 = phi i64 [ 0, %s3_proj.j433 ], [ %f434.next, %s3_proj.i435.end ]
-  br label %s3_proj.i435
+s3_proj.f437:                                     ; preds = %s3_proj.i438.end, %s3_proj.j436
+  %s3_proj.f4372 = phi i64 [ 0, %s3_proj.j436 ], [ %f437.next, %s3_proj.i438.end ]
+  br label %s3_proj.i438
 
-s3_proj.f434.end:                                 ; preds = %s3_proj.i435.end
-  %j433.next = add nsw i64 %s3_proj.j4331, 1
-  %2 = icmp slt i64 %j433.next, 16
-  br i1 %2, label %s3_proj.j433, label %s3_proj.j433.end
+s3_proj.f437.end:                                 ; preds = %s3_proj.i438.end
+  %j436.next = add nsw i64 %s3_proj.j4361, 1
+  %2 = icmp slt i64 %j436.next, 16
+  br i1 %2, label %s3_proj.j436, label %s3_proj.j436.end
 
-s3_proj.i435:                                     ; preds = %s3_proj.i435, %s3_proj.f434
-  %s3_proj.i4353 = phi i64 [ 0, %s3_proj.f434 ], [ %i435.next, %s3_proj.i435 ]
+s3_proj.i438:                                     ; preds = %s3_proj.i438, %s3_proj.f437
+  %s3_proj.i4383 = phi i64 [ 0, %s3_proj.f437 ], [ %i438.next, %s3_proj.i438 ]
   %3 = mul nsw i64 %1, 32
-  %4 = add nsw i64 %s3_proj.f4342, %3
+  %4 = add nsw i64 %s3_proj.f4372, %3
   %5 = mul nsw i64 %4, 1040
   %6 = add nsw i64 557824, %5
-  %7 = mul nsw i64 %s3_proj.j4331, 64
+  %7 = mul nsw i64 %s3_proj.j4361, 64
   %8 = add nsw i64 %6, %7
-  %9 = add nsw i64 %8, %s3_proj.i4353
+  %9 = add nsw i64 %8, %s3_proj.i4383
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load float, ptr %arena4, align 4
   %11 = mul nsw i64 %1, 32
-  %12 = add nsw i64 %s3_proj.f4342, %11
+  %12 = add nsw i64 %s3_proj.f4372, %11
   %13 = add nsw i64 262272, %12
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena5, align 4
   %15 = fmul float %10, %14
   %16 = mul nsw i64 %1, 32
-  %17 = add nsw i64 %s3_proj.f4342, %16
+  %17 = add nsw i64 %s3_proj.f4372, %16
   %18 = add nsw i64 262336, %17
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %18
   %19 = load float, ptr %arena6, align 4
   %20 = fadd float %15, %19
   %21 = mul nsw i64 %0, 16
-  %22 = add nsw i64 %21, %s3_proj.j4331
+  %22 = add nsw i64 %21, %s3_proj.j4361
   %23 = mul nsw i64 %22, 4096
   %24 = mul nsw i64 %1, 32
-  %25 = add nsw i64 %s3_proj.f4342, %24
+  %25 = add nsw i64 %s3_proj.f4372, %24
   %26 = mul nsw i64 %25, 64
   %27 = add nsw i64 %23, %26
-  %28 = add nsw i64 %27, %s3_proj.i4353
+  %28 = add nsw i64 %27, %s3_proj.i4383
   %29 = add nsw i64 262400, %28
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %29
   store float %20, ptr %arena7, align 4
-  %i435.next = add nsw i64 %s3_proj.i4353, 1
-  %30 = icmp slt i64 %i435.next, 64
-  br i1 %30, label %s3_proj.i435, label %s3_proj.i435.end
+  %i438.next = add nsw i64 %s3_proj.i4383, 1
+  %30 = icmp slt i64 %i438.next, 64
+  br i1 %30, label %s3_proj.i438, label %s3_proj.i438.end
 
-s3_proj.i435.end:                                 ; preds = %s3_proj.i435
-  %f434.next = add nsw i64 %s3_proj.f4342, 1
-  %31 = icmp slt i64 %f434.next, 32
-  br i1 %31, label %s3_proj.f434, label %s3_proj.f434.end
+s3_proj.i438.end:                                 ; preds = %s3_proj.i438
+  %f437.next = add nsw i64 %s3_proj.f4372, 1
+  %31 = icmp slt i64 %f437.next, 32
+  br i1 %31, label %s3_proj.f437, label %s3_proj.f437.end
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k16.s3_proj.part424.gemm432(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
+define internal void @resnet8_infer_b64.k16.s3_proj.part427.gemm435(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
 entry:
+  %s3_proj.t433_a3 = alloca <8 x float>, align 32
+  %s3_proj.t433_a2 = alloca <8 x float>, align 32
+  %s3_proj.t433_a1 = alloca <8 x float>, align 32
+  %s3_proj.t433_a0 = alloca <8 x float>, align 32
+  %s3_proj.t433_b1 = alloca <8 x float>, align 32
+  %s3_proj.t433_b0 = alloca <8 x float>, align 32
+  %s3_proj.t433_c3_1 = alloca <8 x float>, align 32
+  %s3_proj.t433_c3_0 = alloca <8 x float>, align 32
+  %s3_proj.t433_c2_1 = alloca <8 x float>, align 32
+  %s3_proj.t433_c2_0 = alloca <8 x float>, align 32
+  %s3_proj.t433_c1_1 = alloca <8 x float>, align 32
+  %s3_proj.t433_c1_0 = alloca <8 x float>, align 32
+  %s3_proj.t433_c0_1 = alloca <8 x float>, align 32
+  %s3_proj.t433_c0_0 = alloca <8 x float>, align 32
   %s3_proj.t430_a3 = alloca <8 x float>, align 32
   %s3_proj.t430_a2 = alloca <8 x float>, align 32
   %s3_proj.t430_a1 = alloca <8 x float>, align 32
   %s3_proj.t430_a0 = alloca <8 x float>, align 32
+  %s3_proj.t430_b2 = alloca <8 x float>, align 32
   %s3_proj.t430_b1 = alloca <8 x float>, align 32
   %s3_proj.t430_b0 = alloca <8 x float>, align 32
+  %s3_proj.t430_c3_2 = alloca <8 x float>, align 32
   %s3_proj.t430_c3_1 = alloca <8 x float>, align 32
   %s3_proj.t430_c3_0 = alloca <8 x float>, align 32
+  %s3_proj.t430_c2_2 = alloca <8 x float>, align 32
   %s3_proj.t430_c2_1 = alloca <8 x float>, align 32
   %s3_proj.t430_c2_0 = alloca <8 x float>, align 32
+  %s3_proj.t430_c1_2 = alloca <8 x float>, align 32
   %s3_proj.t430_c1_1 = alloca <8 x float>, align 32
   %s3_proj.t430_c1_0 = alloca <8 x float>, align 32
+  %s3_proj.t430_c0_2 = alloca <8 x float>, align 32
   %s3_proj.t430_c0_1 = alloca <8 x float>, align 32
   %s3_proj.t430_c0_0 = alloca <8 x float>, align 32
-  %s3_proj.t427_a3 = alloca <8 x float>, align 32
-  %s3_proj.t427_a2 = alloca <8 x float>, align 32
-  %s3_proj.t427_a1 = alloca <8 x float>, align 32
-  %s3_proj.t427_a0 = alloca <8 x float>, align 32
-  %s3_proj.t427_b2 = alloca <8 x float>, align 32
-  %s3_proj.t427_b1 = alloca <8 x float>, align 32
-  %s3_proj.t427_b0 = alloca <8 x float>, align 32
-  %s3_proj.t427_c3_2 = alloca <8 x float>, align 32
-  %s3_proj.t427_c3_1 = alloca <8 x float>, align 32
-  %s3_proj.t427_c3_0 = alloca <8 x float>, align 32
-  %s3_proj.t427_c2_2 = alloca <8 x float>, align 32
-  %s3_proj.t427_c2_1 = alloca <8 x float>, align 32
-  %s3_proj.t427_c2_0 = alloca <8 x float>, align 32
-  %s3_proj.t427_c1_2 = alloca <8 x float>, align 32
-  %s3_proj.t427_c1_1 = alloca <8 x float>, align 32
-  %s3_proj.t427_c1_0 = alloca <8 x float>, align 32
-  %s3_proj.t427_c0_2 = alloca <8 x float>, align 32
-  %s3_proj.t427_c0_1 = alloca <8 x float>, align 32
-  %s3_proj.t427_c0_0 = alloca <8 x float>, align 32
-  br label %s3_proj.nb425
+  br label %s3_proj.nb428
 
-s3_proj.nb425:                                    ; preds = %s3_proj.mb426.end, %entry
-  %s3_proj.nb4251 = phi i64 [ 0, %entry ], [ %nb425.next, %s3_proj.mb426.end ]
-  br label %s3_proj.mb426
-
-s3_proj.nb425.end:                                ; preds = %s3_proj.mb426.end
+s3_proj.nb428:                                    ; preds = %s3_proj.mb429.end, %entry
+  %s3_proj.nb4281 = phi i64 [ 0, %entry ], [ %nb428.next, %s3_proj.mb429.end ]
   br label %s3_proj.mb429
 
-s3_proj.mb426:                                    ; preds = %s3_proj.k428.end, %s3_proj.nb425
-  %s3_proj.mb4262 = phi i64 [ 0, %s3_proj.nb425 ], [ %mb426.next, %s3_proj.k428.end ]
-  store <8 x float> zeroinitializer, ptr %s3_proj.t427_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t427_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t427_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t427_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t427_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t427_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t427_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t427_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t427_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t427_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t427_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t427_c3_2, align 32
-  br label %s3_proj.k428
+s3_proj.nb428.end:                                ; preds = %s3_proj.mb429.end
+  br label %s3_proj.mb432
 
-s3_proj.mb426.end:                                ; preds = %s3_proj.k428.end
-  %nb425.next = add nsw i64 %s3_proj.nb4251, 1
-  %1 = icmp slt i64 %nb425.next, 42
-  br i1 %1, label %s3_proj.nb425, label %s3_proj.nb425.end
+s3_proj.mb429:                                    ; preds = %s3_proj.k431.end, %s3_proj.nb428
+  %s3_proj.mb4292 = phi i64 [ 0, %s3_proj.nb428 ], [ %mb429.next, %s3_proj.k431.end ]
+  store <8 x float> zeroinitializer, ptr %s3_proj.t430_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t430_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t430_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t430_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t430_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t430_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t430_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t430_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t430_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t430_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t430_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t430_c3_2, align 32
+  br label %s3_proj.k431
 
-s3_proj.k428:                                     ; preds = %s3_proj.k428, %s3_proj.mb426
-  %s3_proj.k4283 = phi i64 [ 0, %s3_proj.mb426 ], [ %k428.next, %s3_proj.k428 ]
-  %2 = mul nsw i64 %s3_proj.k4283, 1040
+s3_proj.mb429.end:                                ; preds = %s3_proj.k431.end
+  %nb428.next = add nsw i64 %s3_proj.nb4281, 1
+  %1 = icmp slt i64 %nb428.next, 42
+  br i1 %1, label %s3_proj.nb428, label %s3_proj.nb428.end
+
+s3_proj.k431:                                     ; preds = %s3_proj.k431, %s3_proj.mb429
+  %s3_proj.k4313 = phi i64 [ 0, %s3_proj.mb429 ], [ %k431.next, %s3_proj.k431 ]
+  %2 = mul nsw i64 %s3_proj.k4313, 1040
   %3 = add nsw i64 524544, %2
-  %4 = mul nsw i64 %s3_proj.nb4251, 24
+  %4 = mul nsw i64 %s3_proj.nb4281, 24
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %s3_proj.t427_b0, align 32
-  %7 = mul nsw i64 %s3_proj.k4283, 1040
+  store <8 x float> %6, ptr %s3_proj.t430_b0, align 32
+  %7 = mul nsw i64 %s3_proj.k4313, 1040
   %8 = add nsw i64 524544, %7
-  %9 = mul nsw i64 %s3_proj.nb4251, 24
+  %9 = mul nsw i64 %s3_proj.nb4281, 24
   %10 = add nsw i64 %8, %9
   %11 = add nsw i64 %10, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %12, ptr %s3_proj.t427_b1, align 32
-  %13 = mul nsw i64 %s3_proj.k4283, 1040
+  store <8 x float> %12, ptr %s3_proj.t430_b1, align 32
+  %13 = mul nsw i64 %s3_proj.k4313, 1040
   %14 = add nsw i64 524544, %13
-  %15 = mul nsw i64 %s3_proj.nb4251, 24
+  %15 = mul nsw i64 %s3_proj.nb4281, 24
   %16 = add nsw i64 %14, %15
   %17 = add nsw i64 %16, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %17
   %18 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %18, ptr %s3_proj.t427_b2, align 32
+  store <8 x float> %18, ptr %s3_proj.t430_b2, align 32
   %19 = mul nsw i64 %0, 32
   %20 = mul nsw i64 %19, 32
   %21 = add nsw i64 75216, %20
-  %22 = mul nsw i64 %s3_proj.mb4262, 4
+  %22 = mul nsw i64 %s3_proj.mb4292, 4
   %23 = mul nsw i64 %22, 32
   %24 = add nsw i64 %21, %23
-  %25 = add nsw i64 %24, %s3_proj.k4283
+  %25 = add nsw i64 %24, %s3_proj.k4313
   %params7 = getelementptr inbounds float, ptr %params, i64 %25
   %26 = load float, ptr %params7, align 4
   %27 = insertelement <8 x float> undef, float %26, i32 0
   %28 = shufflevector <8 x float> %27, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %28, ptr %s3_proj.t427_a0, align 32
-  %t427_a0 = load <8 x float>, ptr %s3_proj.t427_a0, align 32
-  %t427_b0 = load <8 x float>, ptr %s3_proj.t427_b0, align 32
-  %t427_c0_0 = load <8 x float>, ptr %s3_proj.t427_c0_0, align 32
-  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t427_a0, <8 x float> %t427_b0, <8 x float> %t427_c0_0)
-  store <8 x float> %29, ptr %s3_proj.t427_c0_0, align 32
-  %t427_a08 = load <8 x float>, ptr %s3_proj.t427_a0, align 32
-  %t427_b1 = load <8 x float>, ptr %s3_proj.t427_b1, align 32
-  %t427_c0_1 = load <8 x float>, ptr %s3_proj.t427_c0_1, align 32
-  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t427_a08, <8 x float> %t427_b1, <8 x float> %t427_c0_1)
-  store <8 x float> %30, ptr %s3_proj.t427_c0_1, align 32
-  %t427_a09 = load <8 x float>, ptr %s3_proj.t427_a0, align 32
-  %t427_b2 = load <8 x float>, ptr %s3_proj.t427_b2, align 32
-  %t427_c0_2 = load <8 x float>, ptr %s3_proj.t427_c0_2, align 32
-  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t427_a09, <8 x float> %t427_b2, <8 x float> %t427_c0_2)
-  store <8 x float> %31, ptr %s3_proj.t427_c0_2, align 32
+  store <8 x float> %28, ptr %s3_proj.t430_a0, align 32
+  %t430_a0 = load <8 x float>, ptr %s3_proj.t430_a0, align 32
+  %t430_b0 = load <8 x float>, ptr %s3_proj.t430_b0, align 32
+  %t430_c0_0 = load <8 x float>, ptr %s3_proj.t430_c0_0, align 32
+  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a0, <8 x float> %t430_b0, <8 x float> %t430_c0_0)
+  store <8 x float> %29, ptr %s3_proj.t430_c0_0, align 32
+  %t430_a08 = load <8 x float>, ptr %s3_proj.t430_a0, align 32
+  %t430_b1 = load <8 x float>, ptr %s3_proj.t430_b1, align 32
+  %t430_c0_1 = load <8 x float>, ptr %s3_proj.t430_c0_1, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a08, <8 x float> %t430_b1, <8 x float> %t430_c0_1)
+  store <8 x float> %30, ptr %s3_proj.t430_c0_1, align 32
+  %t430_a09 = load <8 x float>, ptr %s3_proj.t430_a0, align 32
+  %t430_b2 = load <8 x float>, ptr %s3_proj.t430_b2, align 32
+  %t430_c0_2 = load <8 x float>, ptr %s3_proj.t430_c0_2, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a09, <8 x float> %t430_b2, <8 x float> %t430_c0_2)
+  store <8 x float> %31, ptr %s3_proj.t430_c0_2, align 32
   %32 = mul nsw i64 %0, 32
   %33 = mul nsw i64 %32, 32
   %34 = add nsw i64 75216, %33
-  %35 = mul nsw i64 %s3_proj.mb4262, 4
+  %35 = mul nsw i64 %s3_proj.mb4292, 4
   %36 = add nsw i64 %35, 1
   %37 = mul nsw i64 %36, 32
   %38 = add nsw i64 %34, %37
-  %39 = add nsw i64 %38, %s3_proj.k4283
+  %39 = add nsw i64 %38, %s3_proj.k4313
   %params10 = getelementptr inbounds float, ptr %params, i64 %39
   %40 = load float, ptr %params10, align 4
   %41 = insertelement <8 x float> undef, float %40, i32 0
   %42 = shufflevector <8 x float> %41, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %42, ptr %s3_proj.t427_a1, align 32
-  %t427_a1 = load <8 x float>, ptr %s3_proj.t427_a1, align 32
-  %t427_b011 = load <8 x float>, ptr %s3_proj.t427_b0, align 32
-  %t427_c1_0 = load <8 x float>, ptr %s3_proj.t427_c1_0, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t427_a1, <8 x float> %t427_b011, <8 x float> %t427_c1_0)
-  store <8 x float> %43, ptr %s3_proj.t427_c1_0, align 32
-  %t427_a112 = load <8 x float>, ptr %s3_proj.t427_a1, align 32
-  %t427_b113 = load <8 x float>, ptr %s3_proj.t427_b1, align 32
-  %t427_c1_1 = load <8 x float>, ptr %s3_proj.t427_c1_1, align 32
-  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t427_a112, <8 x float> %t427_b113, <8 x float> %t427_c1_1)
-  store <8 x float> %44, ptr %s3_proj.t427_c1_1, align 32
-  %t427_a114 = load <8 x float>, ptr %s3_proj.t427_a1, align 32
-  %t427_b215 = load <8 x float>, ptr %s3_proj.t427_b2, align 32
-  %t427_c1_2 = load <8 x float>, ptr %s3_proj.t427_c1_2, align 32
-  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t427_a114, <8 x float> %t427_b215, <8 x float> %t427_c1_2)
-  store <8 x float> %45, ptr %s3_proj.t427_c1_2, align 32
+  store <8 x float> %42, ptr %s3_proj.t430_a1, align 32
+  %t430_a1 = load <8 x float>, ptr %s3_proj.t430_a1, align 32
+  %t430_b011 = load <8 x float>, ptr %s3_proj.t430_b0, align 32
+  %t430_c1_0 = load <8 x float>, ptr %s3_proj.t430_c1_0, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a1, <8 x float> %t430_b011, <8 x float> %t430_c1_0)
+  store <8 x float> %43, ptr %s3_proj.t430_c1_0, align 32
+  %t430_a112 = load <8 x float>, ptr %s3_proj.t430_a1, align 32
+  %t430_b113 = load <8 x float>, ptr %s3_proj.t430_b1, align 32
+  %t430_c1_1 = load <8 x float>, ptr %s3_proj.t430_c1_1, align 32
+  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a112, <8 x float> %t430_b113, <8 x float> %t430_c1_1)
+  store <8 x float> %44, ptr %s3_proj.t430_c1_1, align 32
+  %t430_a114 = load <8 x float>, ptr %s3_proj.t430_a1, align 32
+  %t430_b215 = load <8 x float>, ptr %s3_proj.t430_b2, align 32
+  %t430_c1_2 = load <8 x float>, ptr %s3_proj.t430_c1_2, align 32
+  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a114, <8 x float> %t430_b215, <8 x float> %t430_c1_2)
+  store <8 x float> %45, ptr %s3_proj.t430_c1_2, align 32
   %46 = mul nsw i64 %0, 32
   %47 = mul nsw i64 %46, 32
   %48 = add nsw i64 75216, %47
-  %49 = mul nsw i64 %s3_proj.mb4262, 4
+  %49 = mul nsw i64 %s3_proj.mb4292, 4
   %50 = add nsw i64 %49, 2
   %51 = mul nsw i64 %50, 32
   %52 = add nsw i64 %48, %51
-  %53 = add nsw i64 %52, %s3_proj.k4283
+  %53 = add nsw i64 %52, %s3_proj.k4313
   %params16 = getelementptr inbounds float, ptr %params, i64 %53
   %54 = load float, ptr %params16, align 4
   %55 = insertelement <8 x float> undef, float %54, i32 0
   %56 = shufflevector <8 x float> %55, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %56, ptr %s3_proj.t427_a2, align 32
-  %t427_a2 = load <8 x float>, ptr %s3_proj.t427_a2, align 32
-  %t427_b017 = load <8 x float>, ptr %s3_proj.t427_b0, align 32
-  %t427_c2_0 = load <8 x float>, ptr %s3_proj.t427_c2_0, align 32
-  %57 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t427_a2, <8 x float> %t427_b017, <8 x float> %t427_c2_0)
-  store <8 x float> %57, ptr %s3_proj.t427_c2_0, align 32
-  %t427_a218 = load <8 x float>, ptr %s3_proj.t427_a2, align 32
-  %t427_b119 = load <8 x float>, ptr %s3_proj.t427_b1, align 32
-  %t427_c2_1 = load <8 x float>, ptr %s3_proj.t427_c2_1, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t427_a218, <8 x float> %t427_b119, <8 x float> %t427_c2_1)
-  store <8 x float> %58, ptr %s3_proj.t427_c2_1, align 32
-  %t427_a220 = load <8 x float>, ptr %s3_proj.t427_a2, align 32
-  %t427_b221 = load <8 x float>, ptr %s3_proj.t427_b2, align 32
-  %t427_c2_2 = load <8 x float>, ptr %s3_proj.t427_c2_2, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t427_a220, <8 x float> %t427_b221, <8 x float> %t427_c2_2)
-  store <8 x float> %59, ptr %s3_proj.t427_c2_2, align 32
+  store <8 x float> %56, ptr %s3_proj.t430_a2, align 32
+  %t430_a2 = load <8 x float>, ptr %s3_proj.t430_a2, align 32
+  %t430_b017 = load <8 x float>, ptr %s3_proj.t430_b0, align 32
+  %t430_c2_0 = load <8 x float>, ptr %s3_proj.t430_c2_0, align 32
+  %57 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a2, <8 x float> %t430_b017, <8 x float> %t430_c2_0)
+  store <8 x float> %57, ptr %s3_proj.t430_c2_0, align 32
+  %t430_a218 = load <8 x float>, ptr %s3_proj.t430_a2, align 32
+  %t430_b119 = load <8 x float>, ptr %s3_proj.t430_b1, align 32
+  %t430_c2_1 = load <8 x float>, ptr %s3_proj.t430_c2_1, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a218, <8 x float> %t430_b119, <8 x float> %t430_c2_1)
+  store <8 x float> %58, ptr %s3_proj.t430_c2_1, align 32
+  %t430_a220 = load <8 x float>, ptr %s3_proj.t430_a2, align 32
+  %t430_b221 = load <8 x float>, ptr %s3_proj.t430_b2, align 32
+  %t430_c2_2 = load <8 x float>, ptr %s3_proj.t430_c2_2, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a220, <8 x float> %t430_b221, <8 x float> %t430_c2_2)
+  store <8 x float> %59, ptr %s3_proj.t430_c2_2, align 32
   %60 = mul nsw i64 %0, 32
   %61 = mul nsw i64 %60, 32
   %62 = add nsw i64 75216, %61
-  %63 = mul nsw i64 %s3_proj.mb4262, 4
+  %63 = mul nsw i64 %s3_proj.mb4292, 4
   %64 = add nsw i64 %63, 3
   %65 = mul nsw i64 %64, 32
   %66 = add nsw i64 %62, %65
-  %67 = add nsw i64 %66, %s3_proj.k4283
+  %67 = add nsw i64 %66, %s3_proj.k4313
   %params22 = getelementptr inbounds float, ptr %params, i64 %67
   %68 = load float, ptr %params22, align 4
   %69 = insertelement <8 x float> undef, float %68, i32 0
   %70 = shufflevector <8 x float> %69, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %70, ptr %s3_proj.t427_a3, align 32
-  %t427_a3 = load <8 x float>, ptr %s3_proj.t427_a3, align 32
-  %t427_b023 = load <8 x float>, ptr %s3_proj.t427_b0, align 32
-  %t427_c3_0 = load <8 x float>, ptr %s3_proj.t427_c3_0, align 32
-  %71 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t427_a3, <8 x float> %t427_b023, <8 x float> %t427_c3_0)
-  store <8 x float> %71, ptr %s3_proj.t427_c3_0, align 32
-  %t427_a324 = load <8 x float>, ptr %s3_proj.t427_a3, align 32
-  %t427_b125 = load <8 x float>, ptr %s3_proj.t427_b1, align 32
-  %t427_c3_1 = load <8 x float>, ptr %s3_proj.t427_c3_1, align 32
-  %72 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t427_a324, <8 x float> %t427_b125, <8 x float> %t427_c3_1)
-  store <8 x float> %72, ptr %s3_proj.t427_c3_1, align 32
-  %t427_a326 = load <8 x float>, ptr %s3_proj.t427_a3, align 32
-  %t427_b227 = load <8 x float>, ptr %s3_proj.t427_b2, align 32
-  %t427_c3_2 = load <8 x float>, ptr %s3_proj.t427_c3_2, align 32
-  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t427_a326, <8 x float> %t427_b227, <8 x float> %t427_c3_2)
-  store <8 x float> %73, ptr %s3_proj.t427_c3_2, align 32
-  %k428.next = add nsw i64 %s3_proj.k4283, 1
-  %74 = icmp slt i64 %k428.next, 32
-  br i1 %74, label %s3_proj.k428, label %s3_proj.k428.end
+  store <8 x float> %70, ptr %s3_proj.t430_a3, align 32
+  %t430_a3 = load <8 x float>, ptr %s3_proj.t430_a3, align 32
+  %t430_b023 = load <8 x float>, ptr %s3_proj.t430_b0, align 32
+  %t430_c3_0 = load <8 x float>, ptr %s3_proj.t430_c3_0, align 32
+  %71 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a3, <8 x float> %t430_b023, <8 x float> %t430_c3_0)
+  store <8 x float> %71, ptr %s3_proj.t430_c3_0, align 32
+  %t430_a324 = load <8 x float>, ptr %s3_proj.t430_a3, align 32
+  %t430_b125 = load <8 x float>, ptr %s3_proj.t430_b1, align 32
+  %t430_c3_1 = load <8 x float>, ptr %s3_proj.t430_c3_1, align 32
+  %72 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a324, <8 x float> %t430_b125, <8 x float> %t430_c3_1)
+  store <8 x float> %72, ptr %s3_proj.t430_c3_1, align 32
+  %t430_a326 = load <8 x float>, ptr %s3_proj.t430_a3, align 32
+  %t430_b227 = load <8 x float>, ptr %s3_proj.t430_b2, align 32
+  %t430_c3_2 = load <8 x float>, ptr %s3_proj.t430_c3_2, align 32
+  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a326, <8 x float> %t430_b227, <8 x float> %t430_c3_2)
+  store <8 x float> %73, ptr %s3_proj.t430_c3_2, align 32
+  %k431.next = add nsw i64 %s3_proj.k4313, 1
+  %74 = icmp slt i64 %k431.next, 32
+  br i1 %74, label %s3_proj.k431, label %s3_proj.k431.end
 
-s3_proj.k428.end:                                 ; preds = %s3_proj.k428
-  %t427_c0_028 = load <8 x float>, ptr %s3_proj.t427_c0_0, align 32
+s3_proj.k431.end:                                 ; preds = %s3_proj.k431
+  %t430_c0_028 = load <8 x float>, ptr %s3_proj.t430_c0_0, align 32
   %75 = mul nsw i64 %0, 32
   %76 = mul nsw i64 %75, 1040
   %77 = add nsw i64 557824, %76
-  %78 = mul nsw i64 %s3_proj.mb4262, 4
+  %78 = mul nsw i64 %s3_proj.mb4292, 4
   %79 = mul nsw i64 %78, 1040
   %80 = add nsw i64 %77, %79
-  %81 = mul nsw i64 %s3_proj.nb4251, 24
+  %81 = mul nsw i64 %s3_proj.nb4281, 24
   %82 = add nsw i64 %80, %81
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %82
-  store <8 x float> %t427_c0_028, ptr %arena29, align 4
-  %t427_c0_130 = load <8 x float>, ptr %s3_proj.t427_c0_1, align 32
+  store <8 x float> %t430_c0_028, ptr %arena29, align 4
+  %t430_c0_130 = load <8 x float>, ptr %s3_proj.t430_c0_1, align 32
   %83 = mul nsw i64 %0, 32
   %84 = mul nsw i64 %83, 1040
   %85 = add nsw i64 557824, %84
-  %86 = mul nsw i64 %s3_proj.mb4262, 4
+  %86 = mul nsw i64 %s3_proj.mb4292, 4
   %87 = mul nsw i64 %86, 1040
   %88 = add nsw i64 %85, %87
-  %89 = mul nsw i64 %s3_proj.nb4251, 24
+  %89 = mul nsw i64 %s3_proj.nb4281, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t427_c0_130, ptr %arena31, align 4
-  %t427_c0_232 = load <8 x float>, ptr %s3_proj.t427_c0_2, align 32
+  store <8 x float> %t430_c0_130, ptr %arena31, align 4
+  %t430_c0_232 = load <8 x float>, ptr %s3_proj.t430_c0_2, align 32
   %92 = mul nsw i64 %0, 32
   %93 = mul nsw i64 %92, 1040
   %94 = add nsw i64 557824, %93
-  %95 = mul nsw i64 %s3_proj.mb4262, 4
+  %95 = mul nsw i64 %s3_proj.mb4292, 4
   %96 = mul nsw i64 %95, 1040
   %97 = add nsw i64 %94, %96
-  %98 = mul nsw i64 %s3_proj.nb4251, 24
+  %98 = mul nsw i64 %s3_proj.nb4281, 24
   %99 = add nsw i64 %97, %98
   %100 = add nsw i64 %99, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %100
-  store <8 x float> %t427_c0_232, ptr %arena33, align 4
-  %t427_c1_034 = load <8 x float>, ptr %s3_proj.t427_c1_0, align 32
+  store <8 x float> %t430_c0_232, ptr %arena33, align 4
+  %t430_c1_034 = load <8 x float>, ptr %s3_proj.t430_c1_0, align 32
   %101 = mul nsw i64 %0, 32
   %102 = mul nsw i64 %101, 1040
   %103 = add nsw i64 557824, %102
-  %104 = mul nsw i64 %s3_proj.mb4262, 4
+  %104 = mul nsw i64 %s3_proj.mb4292, 4
   %105 = add nsw i64 %104, 1
   %106 = mul nsw i64 %105, 1040
   %107 = add nsw i64 %103, %106
-  %108 = mul nsw i64 %s3_proj.nb4251, 24
+  %108 = mul nsw i64 %s3_proj.nb4281, 24
   %109 = add nsw i64 %107, %108
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %109
-  store <8 x float> %t427_c1_034, ptr %arena35, align 4
-  %t427_c1_136 = load <8 x float>, ptr %s3_proj.t427_c1_1, align 32
+  store <8 x float> %t430_c1_034, ptr %arena35, align 4
+  %t430_c1_136 = load <8 x float>, ptr %s3_proj.t430_c1_1, align 32
   %110 = mul nsw i64 %0, 32
   %111 = mul nsw i64 %110, 1040
   %112 = add nsw i64 557824, %111
-  %113 = mul nsw i64 %s3_proj.mb4262, 4
+  %113 = mul nsw i64 %s3_proj.mb4292, 4
   %114 = add nsw i64 %113, 1
   %115 = mul nsw i64 %114, 1040
   %116 = add nsw i64 %112, %115
-  %117 = mul nsw i64 %s3_proj.nb4251, 24
+  %117 = mul nsw i64 %s3_proj.nb4281, 24
   %118 = add nsw i64 %116, %117
   %119 = add nsw i64 %118, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %119
-  store <8 x float> %t427_c1_136, ptr %arena37, align 4
-  %t427_c1_238 = load <8 x float>, ptr %s3_proj.t427_c1_2, align 32
+  store <8 x float> %t430_c1_136, ptr %arena37, align 4
+  %t430_c1_238 = load <8 x float>, ptr %s3_proj.t430_c1_2, align 32
   %120 = mul nsw i64 %0, 32
   %121 = mul nsw i64 %120, 1040
   %122 = add nsw i64 557824, %121
-  %123 = mul nsw i64 %s3_proj.mb4262, 4
+  %123 = mul nsw i64 %s3_proj.mb4292, 4
   %124 = add nsw i64 %123, 1
   %125 = mul nsw i64 %124, 1040
   %126 = add nsw i64 %122, %125
-  %127 = mul nsw i64 %s3_proj.nb4251, 24
+  %127 = mul nsw i64 %s3_proj.nb4281, 24
   %128 = add nsw i64 %126, %127
   %129 = add nsw i64 %128, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %129
-  store <8 x float> %t427_c1_238, ptr %arena39, align 4
-  %t427_c2_040 = load <8 x float>, ptr %s3_proj.t427_c2_0, align 32
+  store <8 x float> %t430_c1_238, ptr %arena39, align 4
+  %t430_c2_040 = load <8 x float>, ptr %s3_proj.t430_c2_0, align 32
   %130 = mul nsw i64 %0, 32
   %131 = mul nsw i64 %130, 1040
   %132 = add nsw i64 557824, %131
-  %133 = mul nsw i64 %s3_proj.mb4262, 4
+  %133 = mul nsw i64 %s3_proj.mb4292, 4
   %134 = add nsw i64 %133, 2
   %135 = mul nsw i64 %134, 1040
   %136 = add nsw i64 %132, %135
-  %137 = mul nsw i64 %s3_proj.nb4251, 24
+  %137 = mul nsw i64 %s3_proj.nb4281, 24
   %138 = add nsw i64 %136, %137
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t427_c2_040, ptr %arena41, align 4
-  %t427_c2_142 = load <8 x float>, ptr %s3_proj.t427_c2_1, align 32
+  store <8 x float> %t430_c2_040, ptr %arena41, align 4
+  %t430_c2_142 = load <8 x float>, ptr %s3_proj.t430_c2_1, align 32
   %139 = mul nsw i64 %0, 32
   %140 = mul nsw i64 %139, 1040
   %141 = add nsw i64 557824, %140
-  %142 = mul nsw i64 %s3_proj.mb4262, 4
+  %142 = mul nsw i64 %s3_proj.mb4292, 4
   %143 = add nsw i64 %142, 2
   %144 = mul nsw i64 %143, 1040
   %145 = add nsw i64 %141, %144
-  %146 = mul nsw i64 %s3_proj.nb4251, 24
+  %146 = mul nsw i64 %s3_proj.nb4281, 24
   %147 = add nsw i64 %145, %146
   %148 = add nsw i64 %147, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %148
-  store <8 x float> %t427_c2_142, ptr %arena43, align 4
-  %t427_c2_244 = load <8 x float>, ptr %s3_proj.t427_c2_2, align 32
+  store <8 x float> %t430_c2_142, ptr %arena43, align 4
+  %t430_c2_244 = load <8 x float>, ptr %s3_proj.t430_c2_2, align 32
   %149 = mul nsw i64 %0, 32
   %150 = mul nsw i64 %149, 1040
   %151 = add nsw i64 557824, %150
-  %152 = mul nsw i64 %s3_proj.mb4262, 4
+  %152 = mul nsw i64 %s3_proj.mb4292, 4
   %153 = add nsw i64 %152, 2
   %154 = mul nsw i64 %153, 1040
   %155 = add nsw i64 %151, %154
-  %156 = mul nsw i64 %s3_proj.nb4251, 24
+  %156 = mul nsw i64 %s3_proj.nb4281, 24
   %157 = add nsw i64 %155, %156
   %158 = add nsw i64 %157, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %158
-  store <8 x float> %t427_c2_244, ptr %arena45, align 4
-  %t427_c3_046 = load <8 x float>, ptr %s3_proj.t427_c3_0, align 32
+  store <8 x float> %t430_c2_244, ptr %arena45, align 4
+  %t430_c3_046 = load <8 x float>, ptr %s3_proj.t430_c3_0, align 32
   %159 = mul nsw i64 %0, 32
   %160 = mul nsw i64 %159, 1040
   %161 = add nsw i64 557824, %160
-  %162 = mul nsw i64 %s3_proj.mb4262, 4
+  %162 = mul nsw i64 %s3_proj.mb4292, 4
   %163 = add nsw i64 %162, 3
   %164 = mul nsw i64 %163, 1040
   %165 = add nsw i64 %161, %164
-  %166 = mul nsw i64 %s3_proj.nb4251, 24
+  %166 = mul nsw i64 %s3_proj.nb4281, 24
   %167 = add nsw i64 %165, %166
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %167
-  store <8 x float> %t427_c3_046, ptr %arena47, align 4
-  %t427_c3_148 = load <8 x float>, ptr %s3_proj.t427_c3_1, align 32
+  store <8 x float> %t430_c3_046, ptr %arena47, align 4
+  %t430_c3_148 = load <8 x float>, ptr %s3_proj.t430_c3_1, align 32
   %168 = mul nsw i64 %0, 32
   %169 = mul nsw i64 %168, 1040
   %170 = add nsw i64 557824, %169
-  %171 = mul nsw i64 %s3_proj.mb4262, 4
+  %171 = mul nsw i64 %s3_proj.mb4292, 4
   %172 = add nsw i64 %171, 3
   %173 = mul nsw i64 %172, 1040
   %174 = add nsw i64 %170, %173
-  %175 = mul nsw i64 %s3_proj.nb4251, 24
+  %175 = mul nsw i64 %s3_proj.nb4281, 24
   %176 = add nsw i64 %174, %175
   %177 = add nsw i64 %176, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %177
-  store <8 x float> %t427_c3_148, ptr %arena49, align 4
-  %t427_c3_250 = load <8 x float>, ptr %s3_proj.t427_c3_2, align 32
+  store <8 x float> %t430_c3_148, ptr %arena49, align 4
+  %t430_c3_250 = load <8 x float>, ptr %s3_proj.t430_c3_2, align 32
   %178 = mul nsw i64 %0, 32
   %179 = mul nsw i64 %178, 1040
   %180 = add nsw i64 557824, %179
-  %181 = mul nsw i64 %s3_proj.mb4262, 4
+  %181 = mul nsw i64 %s3_proj.mb4292, 4
   %182 = add nsw i64 %181, 3
   %183 = mul nsw i64 %182, 1040
   %184 = add nsw i64 %180, %183
-  %185 = mul nsw i64 %s3_proj.nb4251, 24
+  %185 = mul nsw i64 %s3_proj.nb4281, 24
   %186 = add nsw i64 %184, %185
   %187 = add nsw i64 %186, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %187
-  store <8 x float> %t427_c3_250, ptr %arena51, align 4
-  %mb426.next = add nsw i64 %s3_proj.mb4262, 1
-  %188 = icmp slt i64 %mb426.next, 8
-  br i1 %188, label %s3_proj.mb426, label %s3_proj.mb426.end
+  store <8 x float> %t430_c3_250, ptr %arena51, align 4
+  %mb429.next = add nsw i64 %s3_proj.mb4292, 1
+  %188 = icmp slt i64 %mb429.next, 8
+  br i1 %188, label %s3_proj.mb429, label %s3_proj.mb429.end
 
-s3_proj.mb429:                                    ; preds = %s3_proj.k431.end, %s3_proj.nb425.end
-  %s3_proj.mb42952 = phi i64 [ 0, %s3_proj.nb425.end ], [ %mb429.next, %s3_proj.k431.end ]
-  store <8 x float> zeroinitializer, ptr %s3_proj.t430_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t430_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t430_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t430_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t430_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t430_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t430_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t430_c3_1, align 32
-  br label %s3_proj.k431
+s3_proj.mb432:                                    ; preds = %s3_proj.k434.end, %s3_proj.nb428.end
+  %s3_proj.mb43252 = phi i64 [ 0, %s3_proj.nb428.end ], [ %mb432.next, %s3_proj.k434.end ]
+  store <8 x float> zeroinitializer, ptr %s3_proj.t433_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t433_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t433_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t433_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t433_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t433_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t433_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t433_c3_1, align 32
+  br label %s3_proj.k434
 
-s3_proj.mb429.end:                                ; preds = %s3_proj.k431.end
+s3_proj.mb432.end:                                ; preds = %s3_proj.k434.end
   ret void
 
-s3_proj.k431:                                     ; preds = %s3_proj.k431, %s3_proj.mb429
-  %s3_proj.k43153 = phi i64 [ 0, %s3_proj.mb429 ], [ %k431.next, %s3_proj.k431 ]
-  %189 = mul nsw i64 %s3_proj.k43153, 1040
+s3_proj.k434:                                     ; preds = %s3_proj.k434, %s3_proj.mb432
+  %s3_proj.k43453 = phi i64 [ 0, %s3_proj.mb432 ], [ %k434.next, %s3_proj.k434 ]
+  %189 = mul nsw i64 %s3_proj.k43453, 1040
   %190 = add nsw i64 524544, %189
   %191 = add nsw i64 %190, 1008
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %191
   %192 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %192, ptr %s3_proj.t430_b0, align 32
-  %193 = mul nsw i64 %s3_proj.k43153, 1040
+  store <8 x float> %192, ptr %s3_proj.t433_b0, align 32
+  %193 = mul nsw i64 %s3_proj.k43453, 1040
   %194 = add nsw i64 524544, %193
   %195 = add nsw i64 %194, 1008
   %196 = add nsw i64 %195, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %196
   %197 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %197, ptr %s3_proj.t430_b1, align 32
+  store <8 x float> %197, ptr %s3_proj.t433_b1, align 32
   %198 = mul nsw i64 %0, 32
   %199 = mul nsw i64 %198, 32
   %200 = add nsw i64 75216, %199
-  %201 = mul nsw i64 %s3_proj.mb42952, 4
+  %201 = mul nsw i64 %s3_proj.mb43252, 4
   %202 = mul nsw i64 %201, 32
   %203 = add nsw i64 %200, %202
-  %204 = add nsw i64 %203, %s3_proj.k43153
+  %204 = add nsw i64 %203, %s3_proj.k43453
   %params56 = getelementptr inbounds float, ptr %params, i64 %204
   %205 = load float, ptr %params56, align 4
   %206 = insertelement <8 x float> undef, float %205, i32 0
   %207 = shufflevector <8 x float> %206, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %207, ptr %s3_proj.t430_a0, align 32
-  %t430_a0 = load <8 x float>, ptr %s3_proj.t430_a0, align 32
-  %t430_b0 = load <8 x float>, ptr %s3_proj.t430_b0, align 32
-  %t430_c0_0 = load <8 x float>, ptr %s3_proj.t430_c0_0, align 32
-  %208 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a0, <8 x float> %t430_b0, <8 x float> %t430_c0_0)
-  store <8 x float> %208, ptr %s3_proj.t430_c0_0, align 32
-  %t430_a057 = load <8 x float>, ptr %s3_proj.t430_a0, align 32
-  %t430_b1 = load <8 x float>, ptr %s3_proj.t430_b1, align 32
-  %t430_c0_1 = load <8 x float>, ptr %s3_proj.t430_c0_1, align 32
-  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a057, <8 x float> %t430_b1, <8 x float> %t430_c0_1)
-  store <8 x float> %209, ptr %s3_proj.t430_c0_1, align 32
+  store <8 x float> %207, ptr %s3_proj.t433_a0, align 32
+  %t433_a0 = load <8 x float>, ptr %s3_proj.t433_a0, align 32
+  %t433_b0 = load <8 x float>, ptr %s3_proj.t433_b0, align 32
+  %t433_c0_0 = load <8 x float>, ptr %s3_proj.t433_c0_0, align 32
+  %208 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t433_a0, <8 x float> %t433_b0, <8 x float> %t433_c0_0)
+  store <8 x float> %208, ptr %s3_proj.t433_c0_0, align 32
+  %t433_a057 = load <8 x float>, ptr %s3_proj.t433_a0, align 32
+  %t433_b1 = load <8 x float>, ptr %s3_proj.t433_b1, align 32
+  %t433_c0_1 = load <8 x float>, ptr %s3_proj.t433_c0_1, align 32
+  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t433_a057, <8 x float> %t433_b1, <8 x float> %t433_c0_1)
+  store <8 x float> %209, ptr %s3_proj.t433_c0_1, align 32
   %210 = mul nsw i64 %0, 32
   %211 = mul nsw i64 %210, 32
   %212 = add nsw i64 75216, %211
-  %213 = mul nsw i64 %s3_proj.mb42952, 4
+  %213 = mul nsw i64 %s3_proj.mb43252, 4
   %214 = add nsw i64 %213, 1
   %215 = mul nsw i64 %214, 32
   %216 = add nsw i64 %212, %215
-  %217 = add nsw i64 %216, %s3_proj.k43153
+  %217 = add nsw i64 %216, %s3_proj.k43453
   %params58 = getelementptr inbounds float, ptr %params, i64 %217
   %218 = load float, ptr %params58, align 4
   %219 = insertelement <8 x float> undef, float %218, i32 0
   %220 = shufflevector <8 x float> %219, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %220, ptr %s3_proj.t430_a1, align 32
-  %t430_a1 = load <8 x float>, ptr %s3_proj.t430_a1, align 32
-  %t430_b059 = load <8 x float>, ptr %s3_proj.t430_b0, align 32
-  %t430_c1_0 = load <8 x float>, ptr %s3_proj.t430_c1_0, align 32
-  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a1, <8 x float> %t430_b059, <8 x float> %t430_c1_0)
-  store <8 x float> %221, ptr %s3_proj.t430_c1_0, align 32
-  %t430_a160 = load <8 x float>, ptr %s3_proj.t430_a1, align 32
-  %t430_b161 = load <8 x float>, ptr %s3_proj.t430_b1, align 32
-  %t430_c1_1 = load <8 x float>, ptr %s3_proj.t430_c1_1, align 32
-  %222 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a160, <8 x float> %t430_b161, <8 x float> %t430_c1_1)
-  store <8 x float> %222, ptr %s3_proj.t430_c1_1, align 32
+  store <8 x float> %220, ptr %s3_proj.t433_a1, align 32
+  %t433_a1 = load <8 x float>, ptr %s3_proj.t433_a1, align 32
+  %t433_b059 = load <8 x float>, ptr %s3_proj.t433_b0, align 32
+  %t433_c1_0 = load <8 x float>, ptr %s3_proj.t433_c1_0, align 32
+  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t433_a1, <8 x float> %t433_b059, <8 x float> %t433_c1_0)
+  store <8 x float> %221, ptr %s3_proj.t433_c1_0, align 32
+  %t433_a160 = load <8 x float>, ptr %s3_proj.t433_a1, align 32
+  %t433_b161 = load <8 x float>, ptr %s3_proj.t433_b1, align 32
+  %t433_c1_1 = load <8 x float>, ptr %s3_proj.t433_c1_1, align 32
+  %222 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t433_a160, <8 x float> %t433_b161, <8 x float> %t433_c1_1)
+  store <8 x float> %222, ptr %s3_proj.t433_c1_1, align 32
   %223 = mul nsw i64 %0, 32
   %224 = mul nsw i64 %223, 32
   %225 = add nsw i64 75216, %224
-  %226 = mul nsw i64 %s3_proj.mb42952, 4
+  %226 = mul nsw i64 %s3_proj.mb43252, 4
   %227 = add nsw i64 %226, 2
   %228 = mul nsw i64 %227, 32
   %229 = add nsw i64 %225, %228
-  %230 = add nsw i64 %229, %s3_proj.k43153
+  %230 = add nsw i64 %229, %s3_proj.k43453
   %params62 = getelementptr inbounds float, ptr %params, i64 %230
   %231 = load float, ptr %params62, align 4
   %232 = insertelement <8 x float> undef, float %231, i32 0
   %233 = shufflevector <8 x float> %232, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %233, ptr %s3_proj.t430_a2, align 32
-  %t430_a2 = load <8 x float>, ptr %s3_proj.t430_a2, align 32
-  %t430_b063 = load <8 x float>, ptr %s3_proj.t430_b0, align 32
-  %t430_c2_0 = load <8 x float>, ptr %s3_proj.t430_c2_0, align 32
-  %234 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a2, <8 x float> %t430_b063, <8 x float> %t430_c2_0)
-  store <8 x float> %234, ptr %s3_proj.t430_c2_0, align 32
-  %t430_a264 = load <8 x float>, ptr %s3_proj.t430_a2, align 32
-  %t430_b165 = load <8 x float>, ptr %s3_proj.t430_b1, align 32
-  %t430_c2_1 = load <8 x float>, ptr %s3_proj.t430_c2_1, align 32
-  %235 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a264, <8 x float> %t430_b165, <8 x float> %t430_c2_1)
-  store <8 x float> %235, ptr %s3_proj.t430_c2_1, align 32
+  store <8 x float> %233, ptr %s3_proj.t433_a2, align 32
+  %t433_a2 = load <8 x float>, ptr %s3_proj.t433_a2, align 32
+  %t433_b063 = load <8 x float>, ptr %s3_proj.t433_b0, align 32
+  %t433_c2_0 = load <8 x float>, ptr %s3_proj.t433_c2_0, align 32
+  %234 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t433_a2, <8 x float> %t433_b063, <8 x float> %t433_c2_0)
+  store <8 x float> %234, ptr %s3_proj.t433_c2_0, align 32
+  %t433_a264 = load <8 x float>, ptr %s3_proj.t433_a2, align 32
+  %t433_b165 = load <8 x float>, ptr %s3_proj.t433_b1, align 32
+  %t433_c2_1 = load <8 x float>, ptr %s3_proj.t433_c2_1, align 32
+  %235 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t433_a264, <8 x float> %t433_b165, <8 x float> %t433_c2_1)
+  store <8 x float> %235, ptr %s3_proj.t433_c2_1, align 32
   %236 = mul nsw i64 %0, 32
   %237 = mul nsw i64 %236, 32
   %238 = add nsw i64 75216, %237
-  %239 = mul nsw i64 %s3_proj.mb42952, 4
+  %239 = mul nsw i64 %s3_proj.mb43252, 4
   %240 = add nsw i64 %239, 3
   %241 = mul nsw i64 %240, 32
   %242 = add nsw i64 %238, %241
-  %243 = add nsw i64 %242, %s3_proj.k43153
+  %243 = add nsw i64 %242, %s3_proj.k43453
   %params66 = getelementptr inbounds float, ptr %params, i64 %243
   %244 = load float, ptr %params66, align 4
   %245 = insertelement <8 x float> undef, float %244, i32 0
   %246 = shufflevector <8 x float> %245, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %246, ptr %s3_proj.t430_a3, align 32
-  %t430_a3 = load <8 x float>, ptr %s3_proj.t430_a3, align 32
-  %t430_b067 = load <8 x float>, ptr %s3_proj.t430_b0, align 32
-  %t430_c3_0 = load <8 x float>, ptr %s3_proj.t430_c3_0, align 32
-  %247 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a3, <8 x float> %t430_b067, <8 x float> %t430_c3_0)
-  store <8 x float> %247, ptr %s3_proj.t430_c3_0, align 32
-  %t430_a368 = load <8 x float>, ptr %s3_proj.t430_a3, align 32
-  %t430_b169 = load <8 x float>, ptr %s3_proj.t430_b1, align 32
-  %t430_c3_1 = load <8 x float>, ptr %s3_proj.t430_c3_1, align 32
-  %248 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a368, <8 x float> %t430_b169, <8 x float> %t430_c3_1)
-  store <8 x float> %248, ptr %s3_proj.t430_c3_1, align 32
-  %k431.next = add nsw i64 %s3_proj.k43153, 1
-  %249 = icmp slt i64 %k431.next, 32
-  br i1 %249, label %s3_proj.k431, label %s3_proj.k431.end
+  store <8 x float> %246, ptr %s3_proj.t433_a3, align 32
+  %t433_a3 = load <8 x float>, ptr %s3_proj.t433_a3, align 32
+  %t433_b067 = load <8 x float>, ptr %s3_proj.t433_b0, align 32
+  %t433_c3_0 = load <8 x float>, ptr %s3_proj.t433_c3_0, align 32
+  %247 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t433_a3, <8 x float> %t433_b067, <8 x float> %t433_c3_0)
+  store <8 x float> %247, ptr %s3_proj.t433_c3_0, align 32
+  %t433_a368 = load <8 x float>, ptr %s3_proj.t433_a3, align 32
+  %t433_b169 = load <8 x float>, ptr %s3_proj.t433_b1, align 32
+  %t433_c3_1 = load <8 x float>, ptr %s3_proj.t433_c3_1, align 32
+  %248 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t433_a368, <8 x float> %t433_b169, <8 x float> %t433_c3_1)
+  store <8 x float> %248, ptr %s3_proj.t433_c3_1, align 32
+  %k434.next = add nsw i64 %s3_proj.k43453, 1
+  %249 = icmp slt i64 %k434.next, 32
+  br i1 %249, label %s3_proj.k434, label %s3_proj.k434.end
 
-s3_proj.k431.end:                                 ; preds = %s3_proj.k431
-  %t430_c0_070 = load <8 x float>, ptr %s3_proj.t430_c0_0, align 32
+s3_proj.k434.end:                                 ; preds = %s3_proj.k434
+  %t433_c0_070 = load <8 x float>, ptr %s3_proj.t433_c0_0, align 32
   %250 = mul nsw i64 %0, 32
   %251 = mul nsw i64 %250, 1040
   %252 = add nsw i64 557824, %251
-  %253 = mul nsw i64 %s3_proj.mb42952, 4
+  %253 = mul nsw i64 %s3_proj.mb43252, 4
   %254 = mul nsw i64 %253, 1040
   %255 = add nsw i64 %252, %254
   %256 = add nsw i64 %255, 1008
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %256
-  store <8 x float> %t430_c0_070, ptr %arena71, align 4
-  %t430_c0_172 = load <8 x float>, ptr %s3_proj.t430_c0_1, align 32
+  store <8 x float> %t433_c0_070, ptr %arena71, align 4
+  %t433_c0_172 = load <8 x float>, ptr %s3_proj.t433_c0_1, align 32
   %257 = mul nsw i64 %0, 32
   %258 = mul nsw i64 %257, 1040
   %259 = add nsw i64 557824, %258
-  %260 = mul nsw i64 %s3_proj.mb42952, 4
+  %260 = mul nsw i64 %s3_proj.mb43252, 4
   %261 = mul nsw i64 %260, 1040
   %262 = add nsw i64 %259, %261
   %263 = add nsw i64 %262, 1008
   %264 = add nsw i64 %263, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %264
-  store <8 x float> %t430_c0_172, ptr %arena73, align 4
-  %t430_c1_074 = load <8 x float>, ptr %s3_proj.t430_c1_0, align 32
+  store <8 x float> %t433_c0_172, ptr %arena73, align 4
+  %t433_c1_074 = load <8 x float>, ptr %s3_proj.t433_c1_0, align 32
   %265 = mul nsw i64 %0, 32
   %266 = mul nsw i64 %265, 1040
   %267 = add nsw i64 557824, %266
-  %268 = mul nsw i64 %s3_proj.mb42952, 4
+  %268 = mul nsw i64 %s3_proj.mb43252, 4
   %269 = add nsw i64 %268, 1
   %270 = mul nsw i64 %269, 1040
   %271 = add nsw i64 %267, %270
   %272 = add nsw i64 %271, 1008
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %272
-  store <8 x float> %t430_c1_074, ptr %arena75, align 4
-  %t430_c1_176 = load <8 x float>, ptr %s3_proj.t430_c1_1, align 32
+  store <8 x float> %t433_c1_074, ptr %arena75, align 4
+  %t433_c1_176 = load <8 x float>, ptr %s3_proj.t433_c1_1, align 32
   %273 = mul nsw i64 %0, 32
   %274 = mul nsw i64 %273, 1040
   %275 = add nsw i64 557824, %274
-  %276 = mul nsw i64 %s3_proj.mb42952, 4
+  %276 = mul nsw i64 %s3_proj.mb43252, 4
   %277 = add nsw i64 %276, 1
   %278 = mul nsw i64 %277, 1040
   %279 = add nsw i64 %275, %278
   %280 = add nsw i64 %279, 1008
   %281 = add nsw i64 %280, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %281
-  store <8 x float> %t430_c1_176, ptr %arena77, align 4
-  %t430_c2_078 = load <8 x float>, ptr %s3_proj.t430_c2_0, align 32
+  store <8 x float> %t433_c1_176, ptr %arena77, align 4
+  %t433_c2_078 = load <8 x float>, ptr %s3_proj.t433_c2_0, align 32
   %282 = mul nsw i64 %0, 32
   %283 = mul nsw i64 %282, 1040
   %284 = add nsw i64 557824, %283
-  %285 = mul nsw i64 %s3_proj.mb42952, 4
+  %285 = mul nsw i64 %s3_proj.mb43252, 4
   %286 = add nsw i64 %285, 2
   %287 = mul nsw i64 %286, 1040
   %288 = add nsw i64 %284, %287
   %289 = add nsw i64 %288, 1008
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %289
-  store <8 x float> %t430_c2_078, ptr %arena79, align 4
-  %t430_c2_180 = load <8 x float>, ptr %s3_proj.t430_c2_1, align 32
+  store <8 x float> %t433_c2_078, ptr %arena79, align 4
+  %t433_c2_180 = load <8 x float>, ptr %s3_proj.t433_c2_1, align 32
   %290 = mul nsw i64 %0, 32
   %291 = mul nsw i64 %290, 1040
   %292 = add nsw i64 557824, %291
-  %293 = mul nsw i64 %s3_proj.mb42952, 4
+  %293 = mul nsw i64 %s3_proj.mb43252, 4
   %294 = add nsw i64 %293, 2
   %295 = mul nsw i64 %294, 1040
   %296 = add nsw i64 %292, %295
   %297 = add nsw i64 %296, 1008
   %298 = add nsw i64 %297, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t430_c2_180, ptr %arena81, align 4
-  %t430_c3_082 = load <8 x float>, ptr %s3_proj.t430_c3_0, align 32
+  store <8 x float> %t433_c2_180, ptr %arena81, align 4
+  %t433_c3_082 = load <8 x float>, ptr %s3_proj.t433_c3_0, align 32
   %299 = mul nsw i64 %0, 32
   %300 = mul nsw i64 %299, 1040
   %301 = add nsw i64 557824, %300
-  %302 = mul nsw i64 %s3_proj.mb42952, 4
+  %302 = mul nsw i64 %s3_proj.mb43252, 4
   %303 = add nsw i64 %302, 3
   %304 = mul nsw i64 %303, 1040
   %305 = add nsw i64 %301, %304
   %306 = add nsw i64 %305, 1008
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %306
-  store <8 x float> %t430_c3_082, ptr %arena83, align 4
-  %t430_c3_184 = load <8 x float>, ptr %s3_proj.t430_c3_1, align 32
+  store <8 x float> %t433_c3_082, ptr %arena83, align 4
+  %t433_c3_184 = load <8 x float>, ptr %s3_proj.t433_c3_1, align 32
   %307 = mul nsw i64 %0, 32
   %308 = mul nsw i64 %307, 1040
   %309 = add nsw i64 557824, %308
-  %310 = mul nsw i64 %s3_proj.mb42952, 4
+  %310 = mul nsw i64 %s3_proj.mb43252, 4
   %311 = add nsw i64 %310, 3
   %312 = mul nsw i64 %311, 1040
   %313 = add nsw i64 %309, %312
   %314 = add nsw i64 %313, 1008
   %315 = add nsw i64 %314, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %315
-  store <8 x float> %t430_c3_184, ptr %arena85, align 4
-  %mb429.next = add nsw i64 %s3_proj.mb42952, 1
-  %316 = icmp slt i64 %mb429.next, 8
-  br i1 %316, label %s3_proj.mb429, label %s3_proj.mb429.end
+  store <8 x float> %t433_c3_184, ptr %arena85, align 4
+  %mb432.next = add nsw i64 %s3_proj.mb43252, 1
+  %316 = icmp slt i64 %mb432.next, 8
+  br i1 %316, label %s3_proj.mb432, label %s3_proj.mb432.end
 }
 
-define internal void @resnet8_infer_b64.k16.s3_proj.part424.task(ptr %0, i64 %1) {
+define internal void @resnet8_infer_b64.k16.s3_proj.part427.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -51070,14 +51413,17 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @resnet8_infer_b64.k16.s3_proj.part424(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @resnet8_infer_b64.k16.s3_proj.part427(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @resnet8_infer_b64.k17.s3_conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %part509.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part512.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %s3_conv2.w511 = alloca <8 x float>, align 32
+  %s3_conv2.w510 = alloca <8 x float>, align 32
+  %s3_conv2.w509 = alloca <8 x float>, align 32
   %s3_conv2.w508 = alloca <8 x float>, align 32
   %s3_conv2.w507 = alloca <8 x float>, align 32
   %s3_conv2.w506 = alloca <8 x float>, align 32
@@ -51107,883 +51453,883 @@ entry:
   %s3_conv2.w482 = alloca <8 x float>, align 32
   %s3_conv2.w481 = alloca <8 x float>, align 32
   %s3_conv2.w480 = alloca <8 x float>, align 32
-  %s3_conv2.w479 = alloca <8 x float>, align 32
-  %s3_conv2.w478 = alloca <8 x float>, align 32
-  %s3_conv2.w477 = alloca <8 x float>, align 32
-  br label %s3_conv2.i467
+  br label %s3_conv2.i470
 
-s3_conv2.i467:                                    ; preds = %s3_conv2.i467, %entry
-  %s3_conv2.i4671 = phi i64 [ 0, %entry ], [ %i467.next, %s3_conv2.i467 ]
-  %0 = add nsw i64 852224, %s3_conv2.i4671
+s3_conv2.i470:                                    ; preds = %s3_conv2.i470, %entry
+  %s3_conv2.i4701 = phi i64 [ 0, %entry ], [ %i470.next, %s3_conv2.i470 ]
+  %0 = add nsw i64 852224, %s3_conv2.i4701
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i467.next = add nsw i64 %s3_conv2.i4671, 1
-  %1 = icmp slt i64 %i467.next, 6400
-  br i1 %1, label %s3_conv2.i467, label %s3_conv2.i467.end
+  %i470.next = add nsw i64 %s3_conv2.i4701, 1
+  %1 = icmp slt i64 %i470.next, 6400
+  br i1 %1, label %s3_conv2.i470, label %s3_conv2.i470.end
 
-s3_conv2.i467.end:                                ; preds = %s3_conv2.i467
-  br label %s3_conv2.g468
+s3_conv2.i470.end:                                ; preds = %s3_conv2.i470
+  br label %s3_conv2.g471
 
-s3_conv2.g468:                                    ; preds = %s3_conv2.part509.done, %s3_conv2.i467.end
-  %s3_conv2.g4683 = phi i64 [ 0, %s3_conv2.i467.end ], [ %g468.next, %s3_conv2.part509.done ]
-  br label %s3_conv2.j469
+s3_conv2.g471:                                    ; preds = %s3_conv2.part512.done, %s3_conv2.i470.end
+  %s3_conv2.g4713 = phi i64 [ 0, %s3_conv2.i470.end ], [ %g471.next, %s3_conv2.part512.done ]
+  br label %s3_conv2.j472
 
-s3_conv2.g468.end:                                ; preds = %s3_conv2.part509.done
+s3_conv2.g471.end:                                ; preds = %s3_conv2.part512.done
   ret void
 
-s3_conv2.j469:                                    ; preds = %s3_conv2.c470.end, %s3_conv2.g468
-  %s3_conv2.j4694 = phi i64 [ 0, %s3_conv2.g468 ], [ %j469.next, %s3_conv2.c470.end ]
-  br label %s3_conv2.c470
+s3_conv2.j472:                                    ; preds = %s3_conv2.c473.end, %s3_conv2.g471
+  %s3_conv2.j4724 = phi i64 [ 0, %s3_conv2.g471 ], [ %j472.next, %s3_conv2.c473.end ]
+  br label %s3_conv2.c473
 
-s3_conv2.j469.end:                                ; preds = %s3_conv2.c470.end
-  br label %s3_conv2.j473
+s3_conv2.j472.end:                                ; preds = %s3_conv2.c473.end
+  br label %s3_conv2.j476
 
-s3_conv2.c470:                                    ; preds = %s3_conv2.iy471.end, %s3_conv2.j469
-  %s3_conv2.c4705 = phi i64 [ 0, %s3_conv2.j469 ], [ %c470.next, %s3_conv2.iy471.end ]
-  br label %s3_conv2.iy471
+s3_conv2.c473:                                    ; preds = %s3_conv2.iy474.end, %s3_conv2.j472
+  %s3_conv2.c4735 = phi i64 [ 0, %s3_conv2.j472 ], [ %c473.next, %s3_conv2.iy474.end ]
+  br label %s3_conv2.iy474
 
-s3_conv2.c470.end:                                ; preds = %s3_conv2.iy471.end
-  %j469.next = add nsw i64 %s3_conv2.j4694, 1
-  %2 = icmp slt i64 %j469.next, 1
-  br i1 %2, label %s3_conv2.j469, label %s3_conv2.j469.end
+s3_conv2.c473.end:                                ; preds = %s3_conv2.iy474.end
+  %j472.next = add nsw i64 %s3_conv2.j4724, 1
+  %2 = icmp slt i64 %j472.next, 1
+  br i1 %2, label %s3_conv2.j472, label %s3_conv2.j472.end
 
-s3_conv2.iy471:                                   ; preds = %s3_conv2.ix472.end, %s3_conv2.c470
-  %s3_conv2.iy4716 = phi i64 [ 0, %s3_conv2.c470 ], [ %iy471.next, %s3_conv2.ix472.end ]
-  br label %s3_conv2.ix472
+s3_conv2.iy474:                                   ; preds = %s3_conv2.ix475.end, %s3_conv2.c473
+  %s3_conv2.iy4746 = phi i64 [ 0, %s3_conv2.c473 ], [ %iy474.next, %s3_conv2.ix475.end ]
+  br label %s3_conv2.ix475
 
-s3_conv2.iy471.end:                               ; preds = %s3_conv2.ix472.end
-  %c470.next = add nsw i64 %s3_conv2.c4705, 1
-  %3 = icmp slt i64 %c470.next, 64
-  br i1 %3, label %s3_conv2.c470, label %s3_conv2.c470.end
+s3_conv2.iy474.end:                               ; preds = %s3_conv2.ix475.end
+  %c473.next = add nsw i64 %s3_conv2.c4735, 1
+  %3 = icmp slt i64 %c473.next, 64
+  br i1 %3, label %s3_conv2.c473, label %s3_conv2.c473.end
 
-s3_conv2.ix472:                                   ; preds = %s3_conv2.ix472, %s3_conv2.iy471
-  %s3_conv2.ix4727 = phi i64 [ 0, %s3_conv2.iy471 ], [ %ix472.next, %s3_conv2.ix472 ]
-  %4 = add nsw i64 %s3_conv2.g4683, %s3_conv2.j4694
+s3_conv2.ix475:                                   ; preds = %s3_conv2.ix475, %s3_conv2.iy474
+  %s3_conv2.ix4757 = phi i64 [ 0, %s3_conv2.iy474 ], [ %ix475.next, %s3_conv2.ix475 ]
+  %4 = add nsw i64 %s3_conv2.g4713, %s3_conv2.j4724
   %5 = mul nsw i64 %4, 4096
   %6 = add nsw i64 128, %5
-  %7 = mul nsw i64 %s3_conv2.c4705, 64
+  %7 = mul nsw i64 %s3_conv2.c4735, 64
   %8 = add nsw i64 %6, %7
-  %9 = mul nsw i64 %s3_conv2.iy4716, 8
+  %9 = mul nsw i64 %s3_conv2.iy4746, 8
   %10 = add nsw i64 %8, %9
-  %11 = add nsw i64 %10, %s3_conv2.ix4727
+  %11 = add nsw i64 %10, %s3_conv2.ix4757
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena8, align 4
-  %13 = mul nsw i64 %s3_conv2.j4694, 6400
-  %14 = add nsw i64 %s3_conv2.iy4716, 1
+  %13 = mul nsw i64 %s3_conv2.j4724, 6400
+  %14 = add nsw i64 %s3_conv2.iy4746, 1
   %15 = mul nsw i64 %14, 640
   %16 = add nsw i64 %13, %15
-  %17 = add nsw i64 %s3_conv2.ix4727, 1
+  %17 = add nsw i64 %s3_conv2.ix4757, 1
   %18 = mul nsw i64 %17, 64
   %19 = add nsw i64 %16, %18
-  %20 = add nsw i64 %19, %s3_conv2.c4705
+  %20 = add nsw i64 %19, %s3_conv2.c4735
   %21 = add nsw i64 852224, %20
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %21
   store float %12, ptr %arena9, align 4
-  %ix472.next = add nsw i64 %s3_conv2.ix4727, 1
-  %22 = icmp slt i64 %ix472.next, 8
-  br i1 %22, label %s3_conv2.ix472, label %s3_conv2.ix472.end
+  %ix475.next = add nsw i64 %s3_conv2.ix4757, 1
+  %22 = icmp slt i64 %ix475.next, 8
+  br i1 %22, label %s3_conv2.ix475, label %s3_conv2.ix475.end
 
-s3_conv2.ix472.end:                               ; preds = %s3_conv2.ix472
-  %iy471.next = add nsw i64 %s3_conv2.iy4716, 1
-  %23 = icmp slt i64 %iy471.next, 8
-  br i1 %23, label %s3_conv2.iy471, label %s3_conv2.iy471.end
+s3_conv2.ix475.end:                               ; preds = %s3_conv2.ix475
+  %iy474.next = add nsw i64 %s3_conv2.iy4746, 1
+  %23 = icmp slt i64 %iy474.next, 8
+  br i1 %23, label %s3_conv2.iy474, label %s3_conv2.iy474.end
 
-s3_conv2.j473:                                    ; preds = %s3_conv2.ty474.end, %s3_conv2.j469.end
-  %s3_conv2.j47310 = phi i64 [ 0, %s3_conv2.j469.end ], [ %j473.next, %s3_conv2.ty474.end ]
-  br label %s3_conv2.ty474
+s3_conv2.j476:                                    ; preds = %s3_conv2.ty477.end, %s3_conv2.j472.end
+  %s3_conv2.j47610 = phi i64 [ 0, %s3_conv2.j472.end ], [ %j476.next, %s3_conv2.ty477.end ]
+  br label %s3_conv2.ty477
 
-s3_conv2.j473.end:                                ; preds = %s3_conv2.ty474.end
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part509.context, i32 0, i32 0
+s3_conv2.j476.end:                                ; preds = %s3_conv2.ty477.end
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part512.context, i32 0, i32 0
   store ptr %params, ptr %24, align 8
-  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part509.context, i32 0, i32 1
+  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part512.context, i32 0, i32 1
   store ptr %grads, ptr %25, align 8
-  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part509.context, i32 0, i32 2
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part512.context, i32 0, i32 2
   store ptr %m, ptr %26, align 8
-  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part509.context, i32 0, i32 3
+  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part512.context, i32 0, i32 3
   store ptr %v, ptr %27, align 8
-  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part509.context, i32 0, i32 4
+  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part512.context, i32 0, i32 4
   store ptr %arena, ptr %28, align 8
-  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part509.context, i32 0, i32 5
+  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part512.context, i32 0, i32 5
   store ptr %images, ptr %29, align 8
-  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part509.context, i32 0, i32 6
+  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part512.context, i32 0, i32 6
   store ptr %labels, ptr %30, align 8
-  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part509.context, i32 0, i32 7
+  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part512.context, i32 0, i32 7
   store float %lr, ptr %31, align 4
-  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part509.context, i32 0, i32 8
+  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part512.context, i32 0, i32 8
   store i64 %step, ptr %32, align 4
-  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part509.context, i32 0, i32 9
+  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part512.context, i32 0, i32 9
   store i64 %seed, ptr %33, align 4
-  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part509.context, i32 0, i32 10
+  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part512.context, i32 0, i32 10
   store ptr %pool, ptr %34, align 8
-  %35 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part509.context, i32 0, i32 11
-  store i64 %s3_conv2.g4683, ptr %35, align 4
+  %35 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part512.context, i32 0, i32 11
+  store i64 %s3_conv2.g4713, ptr %35, align 4
   %36 = icmp eq ptr %pool, null
-  br i1 %36, label %s3_conv2.part509.serial, label %s3_conv2.part509.pool
+  br i1 %36, label %s3_conv2.part512.serial, label %s3_conv2.part512.pool
 
-s3_conv2.ty474:                                   ; preds = %s3_conv2.tx475.end, %s3_conv2.j473
-  %s3_conv2.ty47411 = phi i64 [ 0, %s3_conv2.j473 ], [ %ty474.next, %s3_conv2.tx475.end ]
-  br label %s3_conv2.tx475
+s3_conv2.ty477:                                   ; preds = %s3_conv2.tx478.end, %s3_conv2.j476
+  %s3_conv2.ty47711 = phi i64 [ 0, %s3_conv2.j476 ], [ %ty477.next, %s3_conv2.tx478.end ]
+  br label %s3_conv2.tx478
 
-s3_conv2.ty474.end:                               ; preds = %s3_conv2.tx475.end
-  %j473.next = add nsw i64 %s3_conv2.j47310, 1
-  %37 = icmp slt i64 %j473.next, 1
-  br i1 %37, label %s3_conv2.j473, label %s3_conv2.j473.end
+s3_conv2.ty477.end:                               ; preds = %s3_conv2.tx478.end
+  %j476.next = add nsw i64 %s3_conv2.j47610, 1
+  %37 = icmp slt i64 %j476.next, 1
+  br i1 %37, label %s3_conv2.j476, label %s3_conv2.j476.end
 
-s3_conv2.tx475:                                   ; preds = %s3_conv2.cv476.end, %s3_conv2.ty474
-  %s3_conv2.tx47512 = phi i64 [ 0, %s3_conv2.ty474 ], [ %tx475.next, %s3_conv2.cv476.end ]
-  br label %s3_conv2.cv476
+s3_conv2.tx478:                                   ; preds = %s3_conv2.cv479.end, %s3_conv2.ty477
+  %s3_conv2.tx47812 = phi i64 [ 0, %s3_conv2.ty477 ], [ %tx478.next, %s3_conv2.cv479.end ]
+  br label %s3_conv2.cv479
 
-s3_conv2.tx475.end:                               ; preds = %s3_conv2.cv476.end
-  %ty474.next = add nsw i64 %s3_conv2.ty47411, 1
-  %38 = icmp slt i64 %ty474.next, 4
-  br i1 %38, label %s3_conv2.ty474, label %s3_conv2.ty474.end
+s3_conv2.tx478.end:                               ; preds = %s3_conv2.cv479.end
+  %ty477.next = add nsw i64 %s3_conv2.ty47711, 1
+  %38 = icmp slt i64 %ty477.next, 4
+  br i1 %38, label %s3_conv2.ty477, label %s3_conv2.ty477.end
 
-s3_conv2.cv476:                                   ; preds = %s3_conv2.cv476, %s3_conv2.tx475
-  %s3_conv2.cv47613 = phi i64 [ 0, %s3_conv2.tx475 ], [ %cv476.next, %s3_conv2.cv476 ]
-  %39 = mul nsw i64 %s3_conv2.j47310, 6400
-  %40 = mul nsw i64 %s3_conv2.ty47411, 2
+s3_conv2.cv479:                                   ; preds = %s3_conv2.cv479, %s3_conv2.tx478
+  %s3_conv2.cv47913 = phi i64 [ 0, %s3_conv2.tx478 ], [ %cv479.next, %s3_conv2.cv479 ]
+  %39 = mul nsw i64 %s3_conv2.j47610, 6400
+  %40 = mul nsw i64 %s3_conv2.ty47711, 2
   %41 = mul nsw i64 %40, 640
   %42 = add nsw i64 %39, %41
-  %43 = mul nsw i64 %s3_conv2.tx47512, 2
+  %43 = mul nsw i64 %s3_conv2.tx47812, 2
   %44 = mul nsw i64 %43, 64
   %45 = add nsw i64 %42, %44
-  %46 = mul nsw i64 %s3_conv2.cv47613, 8
+  %46 = mul nsw i64 %s3_conv2.cv47913, 8
   %47 = add nsw i64 %45, %46
   %48 = add nsw i64 852224, %47
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %48
   %49 = load <8 x float>, ptr %arena14, align 4
-  %50 = mul nsw i64 %s3_conv2.j47310, 6400
-  %51 = mul nsw i64 %s3_conv2.ty47411, 2
+  %50 = mul nsw i64 %s3_conv2.j47610, 6400
+  %51 = mul nsw i64 %s3_conv2.ty47711, 2
   %52 = add nsw i64 %51, 2
   %53 = mul nsw i64 %52, 640
   %54 = add nsw i64 %50, %53
-  %55 = mul nsw i64 %s3_conv2.tx47512, 2
+  %55 = mul nsw i64 %s3_conv2.tx47812, 2
   %56 = mul nsw i64 %55, 64
   %57 = add nsw i64 %54, %56
-  %58 = mul nsw i64 %s3_conv2.cv47613, 8
+  %58 = mul nsw i64 %s3_conv2.cv47913, 8
   %59 = add nsw i64 %57, %58
   %60 = add nsw i64 852224, %59
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %60
   %61 = load <8 x float>, ptr %arena15, align 4
   %62 = fsub <8 x float> %49, %61
-  store <8 x float> %62, ptr %s3_conv2.w477, align 32
-  %63 = mul nsw i64 %s3_conv2.j47310, 6400
-  %64 = mul nsw i64 %s3_conv2.ty47411, 2
+  store <8 x float> %62, ptr %s3_conv2.w480, align 32
+  %63 = mul nsw i64 %s3_conv2.j47610, 6400
+  %64 = mul nsw i64 %s3_conv2.ty47711, 2
   %65 = add nsw i64 %64, 1
   %66 = mul nsw i64 %65, 640
   %67 = add nsw i64 %63, %66
-  %68 = mul nsw i64 %s3_conv2.tx47512, 2
+  %68 = mul nsw i64 %s3_conv2.tx47812, 2
   %69 = mul nsw i64 %68, 64
   %70 = add nsw i64 %67, %69
-  %71 = mul nsw i64 %s3_conv2.cv47613, 8
+  %71 = mul nsw i64 %s3_conv2.cv47913, 8
   %72 = add nsw i64 %70, %71
   %73 = add nsw i64 852224, %72
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %73
   %74 = load <8 x float>, ptr %arena16, align 4
-  %75 = mul nsw i64 %s3_conv2.j47310, 6400
-  %76 = mul nsw i64 %s3_conv2.ty47411, 2
+  %75 = mul nsw i64 %s3_conv2.j47610, 6400
+  %76 = mul nsw i64 %s3_conv2.ty47711, 2
   %77 = add nsw i64 %76, 2
   %78 = mul nsw i64 %77, 640
   %79 = add nsw i64 %75, %78
-  %80 = mul nsw i64 %s3_conv2.tx47512, 2
+  %80 = mul nsw i64 %s3_conv2.tx47812, 2
   %81 = mul nsw i64 %80, 64
   %82 = add nsw i64 %79, %81
-  %83 = mul nsw i64 %s3_conv2.cv47613, 8
+  %83 = mul nsw i64 %s3_conv2.cv47913, 8
   %84 = add nsw i64 %82, %83
   %85 = add nsw i64 852224, %84
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %85
   %86 = load <8 x float>, ptr %arena17, align 4
   %87 = fadd <8 x float> %74, %86
-  store <8 x float> %87, ptr %s3_conv2.w478, align 32
-  %88 = mul nsw i64 %s3_conv2.j47310, 6400
-  %89 = mul nsw i64 %s3_conv2.ty47411, 2
+  store <8 x float> %87, ptr %s3_conv2.w481, align 32
+  %88 = mul nsw i64 %s3_conv2.j47610, 6400
+  %89 = mul nsw i64 %s3_conv2.ty47711, 2
   %90 = add nsw i64 %89, 2
   %91 = mul nsw i64 %90, 640
   %92 = add nsw i64 %88, %91
-  %93 = mul nsw i64 %s3_conv2.tx47512, 2
+  %93 = mul nsw i64 %s3_conv2.tx47812, 2
   %94 = mul nsw i64 %93, 64
   %95 = add nsw i64 %92, %94
-  %96 = mul nsw i64 %s3_conv2.cv47613, 8
+  %96 = mul nsw i64 %s3_conv2.cv47913, 8
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 852224, %97
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %98
   %99 = load <8 x float>, ptr %arena18, align 4
-  %100 = mul nsw i64 %s3_conv2.j47310, 6400
-  %101 = mul nsw i64 %s3_conv2.ty47411, 2
+  %100 = mul nsw i64 %s3_conv2.j47610, 6400
+  %101 = mul nsw i64 %s3_conv2.ty47711, 2
   %102 = add nsw i64 %101, 1
   %103 = mul nsw i64 %102, 640
   %104 = add nsw i64 %100, %103
-  %105 = mul nsw i64 %s3_conv2.tx47512, 2
+  %105 = mul nsw i64 %s3_conv2.tx47812, 2
   %106 = mul nsw i64 %105, 64
   %107 = add nsw i64 %104, %106
-  %108 = mul nsw i64 %s3_conv2.cv47613, 8
+  %108 = mul nsw i64 %s3_conv2.cv47913, 8
   %109 = add nsw i64 %107, %108
   %110 = add nsw i64 852224, %109
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %110
   %111 = load <8 x float>, ptr %arena19, align 4
   %112 = fsub <8 x float> %99, %111
-  store <8 x float> %112, ptr %s3_conv2.w479, align 32
-  %113 = mul nsw i64 %s3_conv2.j47310, 6400
-  %114 = mul nsw i64 %s3_conv2.ty47411, 2
+  store <8 x float> %112, ptr %s3_conv2.w482, align 32
+  %113 = mul nsw i64 %s3_conv2.j47610, 6400
+  %114 = mul nsw i64 %s3_conv2.ty47711, 2
   %115 = add nsw i64 %114, 1
   %116 = mul nsw i64 %115, 640
   %117 = add nsw i64 %113, %116
-  %118 = mul nsw i64 %s3_conv2.tx47512, 2
+  %118 = mul nsw i64 %s3_conv2.tx47812, 2
   %119 = mul nsw i64 %118, 64
   %120 = add nsw i64 %117, %119
-  %121 = mul nsw i64 %s3_conv2.cv47613, 8
+  %121 = mul nsw i64 %s3_conv2.cv47913, 8
   %122 = add nsw i64 %120, %121
   %123 = add nsw i64 852224, %122
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %123
   %124 = load <8 x float>, ptr %arena20, align 4
-  %125 = mul nsw i64 %s3_conv2.j47310, 6400
-  %126 = mul nsw i64 %s3_conv2.ty47411, 2
+  %125 = mul nsw i64 %s3_conv2.j47610, 6400
+  %126 = mul nsw i64 %s3_conv2.ty47711, 2
   %127 = add nsw i64 %126, 3
   %128 = mul nsw i64 %127, 640
   %129 = add nsw i64 %125, %128
-  %130 = mul nsw i64 %s3_conv2.tx47512, 2
+  %130 = mul nsw i64 %s3_conv2.tx47812, 2
   %131 = mul nsw i64 %130, 64
   %132 = add nsw i64 %129, %131
-  %133 = mul nsw i64 %s3_conv2.cv47613, 8
+  %133 = mul nsw i64 %s3_conv2.cv47913, 8
   %134 = add nsw i64 %132, %133
   %135 = add nsw i64 852224, %134
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %135
   %136 = load <8 x float>, ptr %arena21, align 4
   %137 = fsub <8 x float> %124, %136
-  store <8 x float> %137, ptr %s3_conv2.w480, align 32
-  %138 = mul nsw i64 %s3_conv2.j47310, 6400
-  %139 = mul nsw i64 %s3_conv2.ty47411, 2
+  store <8 x float> %137, ptr %s3_conv2.w483, align 32
+  %138 = mul nsw i64 %s3_conv2.j47610, 6400
+  %139 = mul nsw i64 %s3_conv2.ty47711, 2
   %140 = mul nsw i64 %139, 640
   %141 = add nsw i64 %138, %140
-  %142 = mul nsw i64 %s3_conv2.tx47512, 2
+  %142 = mul nsw i64 %s3_conv2.tx47812, 2
   %143 = add nsw i64 %142, 1
   %144 = mul nsw i64 %143, 64
   %145 = add nsw i64 %141, %144
-  %146 = mul nsw i64 %s3_conv2.cv47613, 8
+  %146 = mul nsw i64 %s3_conv2.cv47913, 8
   %147 = add nsw i64 %145, %146
   %148 = add nsw i64 852224, %147
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %148
   %149 = load <8 x float>, ptr %arena22, align 4
-  %150 = mul nsw i64 %s3_conv2.j47310, 6400
-  %151 = mul nsw i64 %s3_conv2.ty47411, 2
+  %150 = mul nsw i64 %s3_conv2.j47610, 6400
+  %151 = mul nsw i64 %s3_conv2.ty47711, 2
   %152 = add nsw i64 %151, 2
   %153 = mul nsw i64 %152, 640
   %154 = add nsw i64 %150, %153
-  %155 = mul nsw i64 %s3_conv2.tx47512, 2
+  %155 = mul nsw i64 %s3_conv2.tx47812, 2
   %156 = add nsw i64 %155, 1
   %157 = mul nsw i64 %156, 64
   %158 = add nsw i64 %154, %157
-  %159 = mul nsw i64 %s3_conv2.cv47613, 8
+  %159 = mul nsw i64 %s3_conv2.cv47913, 8
   %160 = add nsw i64 %158, %159
   %161 = add nsw i64 852224, %160
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %161
   %162 = load <8 x float>, ptr %arena23, align 4
   %163 = fsub <8 x float> %149, %162
-  store <8 x float> %163, ptr %s3_conv2.w481, align 32
-  %164 = mul nsw i64 %s3_conv2.j47310, 6400
-  %165 = mul nsw i64 %s3_conv2.ty47411, 2
+  store <8 x float> %163, ptr %s3_conv2.w484, align 32
+  %164 = mul nsw i64 %s3_conv2.j47610, 6400
+  %165 = mul nsw i64 %s3_conv2.ty47711, 2
   %166 = add nsw i64 %165, 1
   %167 = mul nsw i64 %166, 640
   %168 = add nsw i64 %164, %167
-  %169 = mul nsw i64 %s3_conv2.tx47512, 2
+  %169 = mul nsw i64 %s3_conv2.tx47812, 2
   %170 = add nsw i64 %169, 1
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 %168, %171
-  %173 = mul nsw i64 %s3_conv2.cv47613, 8
+  %173 = mul nsw i64 %s3_conv2.cv47913, 8
   %174 = add nsw i64 %172, %173
   %175 = add nsw i64 852224, %174
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %175
   %176 = load <8 x float>, ptr %arena24, align 4
-  %177 = mul nsw i64 %s3_conv2.j47310, 6400
-  %178 = mul nsw i64 %s3_conv2.ty47411, 2
+  %177 = mul nsw i64 %s3_conv2.j47610, 6400
+  %178 = mul nsw i64 %s3_conv2.ty47711, 2
   %179 = add nsw i64 %178, 2
   %180 = mul nsw i64 %179, 640
   %181 = add nsw i64 %177, %180
-  %182 = mul nsw i64 %s3_conv2.tx47512, 2
+  %182 = mul nsw i64 %s3_conv2.tx47812, 2
   %183 = add nsw i64 %182, 1
   %184 = mul nsw i64 %183, 64
   %185 = add nsw i64 %181, %184
-  %186 = mul nsw i64 %s3_conv2.cv47613, 8
+  %186 = mul nsw i64 %s3_conv2.cv47913, 8
   %187 = add nsw i64 %185, %186
   %188 = add nsw i64 852224, %187
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %188
   %189 = load <8 x float>, ptr %arena25, align 4
   %190 = fadd <8 x float> %176, %189
-  store <8 x float> %190, ptr %s3_conv2.w482, align 32
-  %191 = mul nsw i64 %s3_conv2.j47310, 6400
-  %192 = mul nsw i64 %s3_conv2.ty47411, 2
+  store <8 x float> %190, ptr %s3_conv2.w485, align 32
+  %191 = mul nsw i64 %s3_conv2.j47610, 6400
+  %192 = mul nsw i64 %s3_conv2.ty47711, 2
   %193 = add nsw i64 %192, 2
   %194 = mul nsw i64 %193, 640
   %195 = add nsw i64 %191, %194
-  %196 = mul nsw i64 %s3_conv2.tx47512, 2
+  %196 = mul nsw i64 %s3_conv2.tx47812, 2
   %197 = add nsw i64 %196, 1
   %198 = mul nsw i64 %197, 64
   %199 = add nsw i64 %195, %198
-  %200 = mul nsw i64 %s3_conv2.cv47613, 8
+  %200 = mul nsw i64 %s3_conv2.cv47913, 8
   %201 = add nsw i64 %199, %200
   %202 = add nsw i64 852224, %201
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %202
   %203 = load <8 x float>, ptr %arena26, align 4
-  %204 = mul nsw i64 %s3_conv2.j47310, 6400
-  %205 = mul nsw i64 %s3_conv2.ty47411, 2
+  %204 = mul nsw i64 %s3_conv2.j47610, 6400
+  %205 = mul nsw i64 %s3_conv2.ty47711, 2
   %206 = add nsw i64 %205, 1
   %207 = mul nsw i64 %206, 640
   %208 = add nsw i64 %204, %207
-  %209 = mul nsw i64 %s3_conv2.tx47512, 2
+  %209 = mul nsw i64 %s3_conv2.tx47812, 2
   %210 = add nsw i64 %209, 1
   %211 = mul nsw i64 %210, 64
   %212 = add nsw i64 %208, %211
-  %213 = mul nsw i64 %s3_conv2.cv47613, 8
+  %213 = mul nsw i64 %s3_conv2.cv47913, 8
   %214 = add nsw i64 %212, %213
   %215 = add nsw i64 852224, %214
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %215
   %216 = load <8 x float>, ptr %arena27, align 4
   %217 = fsub <8 x float> %203, %216
-  store <8 x float> %217, ptr %s3_conv2.w483, align 32
-  %218 = mul nsw i64 %s3_conv2.j47310, 6400
-  %219 = mul nsw i64 %s3_conv2.ty47411, 2
+  store <8 x float> %217, ptr %s3_conv2.w486, align 32
+  %218 = mul nsw i64 %s3_conv2.j47610, 6400
+  %219 = mul nsw i64 %s3_conv2.ty47711, 2
   %220 = add nsw i64 %219, 1
   %221 = mul nsw i64 %220, 640
   %222 = add nsw i64 %218, %221
-  %223 = mul nsw i64 %s3_conv2.tx47512, 2
+  %223 = mul nsw i64 %s3_conv2.tx47812, 2
   %224 = add nsw i64 %223, 1
   %225 = mul nsw i64 %224, 64
   %226 = add nsw i64 %222, %225
-  %227 = mul nsw i64 %s3_conv2.cv47613, 8
+  %227 = mul nsw i64 %s3_conv2.cv47913, 8
   %228 = add nsw i64 %226, %227
   %229 = add nsw i64 852224, %228
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %229
   %230 = load <8 x float>, ptr %arena28, align 4
-  %231 = mul nsw i64 %s3_conv2.j47310, 6400
-  %232 = mul nsw i64 %s3_conv2.ty47411, 2
+  %231 = mul nsw i64 %s3_conv2.j47610, 6400
+  %232 = mul nsw i64 %s3_conv2.ty47711, 2
   %233 = add nsw i64 %232, 3
   %234 = mul nsw i64 %233, 640
   %235 = add nsw i64 %231, %234
-  %236 = mul nsw i64 %s3_conv2.tx47512, 2
+  %236 = mul nsw i64 %s3_conv2.tx47812, 2
   %237 = add nsw i64 %236, 1
   %238 = mul nsw i64 %237, 64
   %239 = add nsw i64 %235, %238
-  %240 = mul nsw i64 %s3_conv2.cv47613, 8
+  %240 = mul nsw i64 %s3_conv2.cv47913, 8
   %241 = add nsw i64 %239, %240
   %242 = add nsw i64 852224, %241
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %242
   %243 = load <8 x float>, ptr %arena29, align 4
   %244 = fsub <8 x float> %230, %243
-  store <8 x float> %244, ptr %s3_conv2.w484, align 32
-  %245 = mul nsw i64 %s3_conv2.j47310, 6400
-  %246 = mul nsw i64 %s3_conv2.ty47411, 2
+  store <8 x float> %244, ptr %s3_conv2.w487, align 32
+  %245 = mul nsw i64 %s3_conv2.j47610, 6400
+  %246 = mul nsw i64 %s3_conv2.ty47711, 2
   %247 = mul nsw i64 %246, 640
   %248 = add nsw i64 %245, %247
-  %249 = mul nsw i64 %s3_conv2.tx47512, 2
+  %249 = mul nsw i64 %s3_conv2.tx47812, 2
   %250 = add nsw i64 %249, 2
   %251 = mul nsw i64 %250, 64
   %252 = add nsw i64 %248, %251
-  %253 = mul nsw i64 %s3_conv2.cv47613, 8
+  %253 = mul nsw i64 %s3_conv2.cv47913, 8
   %254 = add nsw i64 %252, %253
   %255 = add nsw i64 852224, %254
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %255
   %256 = load <8 x float>, ptr %arena30, align 4
-  %257 = mul nsw i64 %s3_conv2.j47310, 6400
-  %258 = mul nsw i64 %s3_conv2.ty47411, 2
+  %257 = mul nsw i64 %s3_conv2.j47610, 6400
+  %258 = mul nsw i64 %s3_conv2.ty47711, 2
   %259 = add nsw i64 %258, 2
   %260 = mul nsw i64 %259, 640
   %261 = add nsw i64 %257, %260
-  %262 = mul nsw i64 %s3_conv2.tx47512, 2
+  %262 = mul nsw i64 %s3_conv2.tx47812, 2
   %263 = add nsw i64 %262, 2
   %264 = mul nsw i64 %263, 64
   %265 = add nsw i64 %261, %264
-  %266 = mul nsw i64 %s3_conv2.cv47613, 8
+  %266 = mul nsw i64 %s3_conv2.cv47913, 8
   %267 = add nsw i64 %265, %266
   %268 = add nsw i64 852224, %267
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %268
   %269 = load <8 x float>, ptr %arena31, align 4
   %270 = fsub <8 x float> %256, %269
-  store <8 x float> %270, ptr %s3_conv2.w485, align 32
-  %271 = mul nsw i64 %s3_conv2.j47310, 6400
-  %272 = mul nsw i64 %s3_conv2.ty47411, 2
+  store <8 x float> %270, ptr %s3_conv2.w488, align 32
+  %271 = mul nsw i64 %s3_conv2.j47610, 6400
+  %272 = mul nsw i64 %s3_conv2.ty47711, 2
   %273 = add nsw i64 %272, 1
   %274 = mul nsw i64 %273, 640
   %275 = add nsw i64 %271, %274
-  %276 = mul nsw i64 %s3_conv2.tx47512, 2
+  %276 = mul nsw i64 %s3_conv2.tx47812, 2
   %277 = add nsw i64 %276, 2
   %278 = mul nsw i64 %277, 64
   %279 = add nsw i64 %275, %278
-  %280 = mul nsw i64 %s3_conv2.cv47613, 8
+  %280 = mul nsw i64 %s3_conv2.cv47913, 8
   %281 = add nsw i64 %279, %280
   %282 = add nsw i64 852224, %281
   %arena32 = getelementptr inbounds float, ptr %arena, i64 %282
   %283 = load <8 x float>, ptr %arena32, align 4
-  %284 = mul nsw i64 %s3_conv2.j47310, 6400
-  %285 = mul nsw i64 %s3_conv2.ty47411, 2
+  %284 = mul nsw i64 %s3_conv2.j47610, 6400
+  %285 = mul nsw i64 %s3_conv2.ty47711, 2
   %286 = add nsw i64 %285, 2
   %287 = mul nsw i64 %286, 640
   %288 = add nsw i64 %284, %287
-  %289 = mul nsw i64 %s3_conv2.tx47512, 2
+  %289 = mul nsw i64 %s3_conv2.tx47812, 2
   %290 = add nsw i64 %289, 2
   %291 = mul nsw i64 %290, 64
   %292 = add nsw i64 %288, %291
-  %293 = mul nsw i64 %s3_conv2.cv47613, 8
+  %293 = mul nsw i64 %s3_conv2.cv47913, 8
   %294 = add nsw i64 %292, %293
   %295 = add nsw i64 852224, %294
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %295
   %296 = load <8 x float>, ptr %arena33, align 4
   %297 = fadd <8 x float> %283, %296
-  store <8 x float> %297, ptr %s3_conv2.w486, align 32
-  %298 = mul nsw i64 %s3_conv2.j47310, 6400
-  %299 = mul nsw i64 %s3_conv2.ty47411, 2
+  store <8 x float> %297, ptr %s3_conv2.w489, align 32
+  %298 = mul nsw i64 %s3_conv2.j47610, 6400
+  %299 = mul nsw i64 %s3_conv2.ty47711, 2
   %300 = add nsw i64 %299, 2
   %301 = mul nsw i64 %300, 640
   %302 = add nsw i64 %298, %301
-  %303 = mul nsw i64 %s3_conv2.tx47512, 2
+  %303 = mul nsw i64 %s3_conv2.tx47812, 2
   %304 = add nsw i64 %303, 2
   %305 = mul nsw i64 %304, 64
   %306 = add nsw i64 %302, %305
-  %307 = mul nsw i64 %s3_conv2.cv47613, 8
+  %307 = mul nsw i64 %s3_conv2.cv47913, 8
   %308 = add nsw i64 %306, %307
   %309 = add nsw i64 852224, %308
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %309
   %310 = load <8 x float>, ptr %arena34, align 4
-  %311 = mul nsw i64 %s3_conv2.j47310, 6400
-  %312 = mul nsw i64 %s3_conv2.ty47411, 2
+  %311 = mul nsw i64 %s3_conv2.j47610, 6400
+  %312 = mul nsw i64 %s3_conv2.ty47711, 2
   %313 = add nsw i64 %312, 1
   %314 = mul nsw i64 %313, 640
   %315 = add nsw i64 %311, %314
-  %316 = mul nsw i64 %s3_conv2.tx47512, 2
+  %316 = mul nsw i64 %s3_conv2.tx47812, 2
   %317 = add nsw i64 %316, 2
   %318 = mul nsw i64 %317, 64
   %319 = add nsw i64 %315, %318
-  %320 = mul nsw i64 %s3_conv2.cv47613, 8
+  %320 = mul nsw i64 %s3_conv2.cv47913, 8
   %321 = add nsw i64 %319, %320
   %322 = add nsw i64 852224, %321
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %322
   %323 = load <8 x float>, ptr %arena35, align 4
   %324 = fsub <8 x float> %310, %323
-  store <8 x float> %324, ptr %s3_conv2.w487, align 32
-  %325 = mul nsw i64 %s3_conv2.j47310, 6400
-  %326 = mul nsw i64 %s3_conv2.ty47411, 2
+  store <8 x float> %324, ptr %s3_conv2.w490, align 32
+  %325 = mul nsw i64 %s3_conv2.j47610, 6400
+  %326 = mul nsw i64 %s3_conv2.ty47711, 2
   %327 = add nsw i64 %326, 1
   %328 = mul nsw i64 %327, 640
   %329 = add nsw i64 %325, %328
-  %330 = mul nsw i64 %s3_conv2.tx47512, 2
+  %330 = mul nsw i64 %s3_conv2.tx47812, 2
   %331 = add nsw i64 %330, 2
   %332 = mul nsw i64 %331, 64
   %333 = add nsw i64 %329, %332
-  %334 = mul nsw i64 %s3_conv2.cv47613, 8
+  %334 = mul nsw i64 %s3_conv2.cv47913, 8
   %335 = add nsw i64 %333, %334
   %336 = add nsw i64 852224, %335
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %336
   %337 = load <8 x float>, ptr %arena36, align 4
-  %338 = mul nsw i64 %s3_conv2.j47310, 6400
-  %339 = mul nsw i64 %s3_conv2.ty47411, 2
+  %338 = mul nsw i64 %s3_conv2.j47610, 6400
+  %339 = mul nsw i64 %s3_conv2.ty47711, 2
   %340 = add nsw i64 %339, 3
   %341 = mul nsw i64 %340, 640
   %342 = add nsw i64 %338, %341
-  %343 = mul nsw i64 %s3_conv2.tx47512, 2
+  %343 = mul nsw i64 %s3_conv2.tx47812, 2
   %344 = add nsw i64 %343, 2
   %345 = mul nsw i64 %344, 64
   %346 = add nsw i64 %342, %345
-  %347 = mul nsw i64 %s3_conv2.cv47613, 8
+  %347 = mul nsw i64 %s3_conv2.cv47913, 8
   %348 = add nsw i64 %346, %347
   %349 = add nsw i64 852224, %348
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %349
   %350 = load <8 x float>, ptr %arena37, align 4
   %351 = fsub <8 x float> %337, %350
-  store <8 x float> %351, ptr %s3_conv2.w488, align 32
-  %352 = mul nsw i64 %s3_conv2.j47310, 6400
-  %353 = mul nsw i64 %s3_conv2.ty47411, 2
+  store <8 x float> %351, ptr %s3_conv2.w491, align 32
+  %352 = mul nsw i64 %s3_conv2.j47610, 6400
+  %353 = mul nsw i64 %s3_conv2.ty47711, 2
   %354 = mul nsw i64 %353, 640
   %355 = add nsw i64 %352, %354
-  %356 = mul nsw i64 %s3_conv2.tx47512, 2
+  %356 = mul nsw i64 %s3_conv2.tx47812, 2
   %357 = add nsw i64 %356, 3
   %358 = mul nsw i64 %357, 64
   %359 = add nsw i64 %355, %358
-  %360 = mul nsw i64 %s3_conv2.cv47613, 8
+  %360 = mul nsw i64 %s3_conv2.cv47913, 8
   %361 = add nsw i64 %359, %360
   %362 = add nsw i64 852224, %361
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %362
   %363 = load <8 x float>, ptr %arena38, align 4
-  %364 = mul nsw i64 %s3_conv2.j47310, 6400
-  %365 = mul nsw i64 %s3_conv2.ty47411, 2
+  %364 = mul nsw i64 %s3_conv2.j47610, 6400
+  %365 = mul nsw i64 %s3_conv2.ty47711, 2
   %366 = add nsw i64 %365, 2
   %367 = mul nsw i64 %366, 640
   %368 = add nsw i64 %364, %367
-  %369 = mul nsw i64 %s3_conv2.tx47512, 2
+  %369 = mul nsw i64 %s3_conv2.tx47812, 2
   %370 = add nsw i64 %369, 3
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 %368, %371
-  %373 = mul nsw i64 %s3_conv2.cv47613, 8
+  %373 = mul nsw i64 %s3_conv2.cv47913, 8
   %374 = add nsw i64 %372, %373
   %375 = add nsw i64 852224, %374
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %375
   %376 = load <8 x float>, ptr %arena39, align 4
   %377 = fsub <8 x float> %363, %376
-  store <8 x float> %377, ptr %s3_conv2.w489, align 32
-  %378 = mul nsw i64 %s3_conv2.j47310, 6400
-  %379 = mul nsw i64 %s3_conv2.ty47411, 2
+  store <8 x float> %377, ptr %s3_conv2.w492, align 32
+  %378 = mul nsw i64 %s3_conv2.j47610, 6400
+  %379 = mul nsw i64 %s3_conv2.ty47711, 2
   %380 = add nsw i64 %379, 1
   %381 = mul nsw i64 %380, 640
   %382 = add nsw i64 %378, %381
-  %383 = mul nsw i64 %s3_conv2.tx47512, 2
+  %383 = mul nsw i64 %s3_conv2.tx47812, 2
   %384 = add nsw i64 %383, 3
   %385 = mul nsw i64 %384, 64
   %386 = add nsw i64 %382, %385
-  %387 = mul nsw i64 %s3_conv2.cv47613, 8
+  %387 = mul nsw i64 %s3_conv2.cv47913, 8
   %388 = add nsw i64 %386, %387
   %389 = add nsw i64 852224, %388
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %389
   %390 = load <8 x float>, ptr %arena40, align 4
-  %391 = mul nsw i64 %s3_conv2.j47310, 6400
-  %392 = mul nsw i64 %s3_conv2.ty47411, 2
+  %391 = mul nsw i64 %s3_conv2.j47610, 6400
+  %392 = mul nsw i64 %s3_conv2.ty47711, 2
   %393 = add nsw i64 %392, 2
   %394 = mul nsw i64 %393, 640
   %395 = add nsw i64 %391, %394
-  %396 = mul nsw i64 %s3_conv2.tx47512, 2
+  %396 = mul nsw i64 %s3_conv2.tx47812, 2
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 %395, %398
-  %400 = mul nsw i64 %s3_conv2.cv47613, 8
+  %400 = mul nsw i64 %s3_conv2.cv47913, 8
   %401 = add nsw i64 %399, %400
   %402 = add nsw i64 852224, %401
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %402
   %403 = load <8 x float>, ptr %arena41, align 4
   %404 = fadd <8 x float> %390, %403
-  store <8 x float> %404, ptr %s3_conv2.w490, align 32
-  %405 = mul nsw i64 %s3_conv2.j47310, 6400
-  %406 = mul nsw i64 %s3_conv2.ty47411, 2
+  store <8 x float> %404, ptr %s3_conv2.w493, align 32
+  %405 = mul nsw i64 %s3_conv2.j47610, 6400
+  %406 = mul nsw i64 %s3_conv2.ty47711, 2
   %407 = add nsw i64 %406, 2
   %408 = mul nsw i64 %407, 640
   %409 = add nsw i64 %405, %408
-  %410 = mul nsw i64 %s3_conv2.tx47512, 2
+  %410 = mul nsw i64 %s3_conv2.tx47812, 2
   %411 = add nsw i64 %410, 3
   %412 = mul nsw i64 %411, 64
   %413 = add nsw i64 %409, %412
-  %414 = mul nsw i64 %s3_conv2.cv47613, 8
+  %414 = mul nsw i64 %s3_conv2.cv47913, 8
   %415 = add nsw i64 %413, %414
   %416 = add nsw i64 852224, %415
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %416
   %417 = load <8 x float>, ptr %arena42, align 4
-  %418 = mul nsw i64 %s3_conv2.j47310, 6400
-  %419 = mul nsw i64 %s3_conv2.ty47411, 2
+  %418 = mul nsw i64 %s3_conv2.j47610, 6400
+  %419 = mul nsw i64 %s3_conv2.ty47711, 2
   %420 = add nsw i64 %419, 1
   %421 = mul nsw i64 %420, 640
   %422 = add nsw i64 %418, %421
-  %423 = mul nsw i64 %s3_conv2.tx47512, 2
+  %423 = mul nsw i64 %s3_conv2.tx47812, 2
   %424 = add nsw i64 %423, 3
   %425 = mul nsw i64 %424, 64
   %426 = add nsw i64 %422, %425
-  %427 = mul nsw i64 %s3_conv2.cv47613, 8
+  %427 = mul nsw i64 %s3_conv2.cv47913, 8
   %428 = add nsw i64 %426, %427
   %429 = add nsw i64 852224, %428
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %429
   %430 = load <8 x float>, ptr %arena43, align 4
   %431 = fsub <8 x float> %417, %430
-  store <8 x float> %431, ptr %s3_conv2.w491, align 32
-  %432 = mul nsw i64 %s3_conv2.j47310, 6400
-  %433 = mul nsw i64 %s3_conv2.ty47411, 2
+  store <8 x float> %431, ptr %s3_conv2.w494, align 32
+  %432 = mul nsw i64 %s3_conv2.j47610, 6400
+  %433 = mul nsw i64 %s3_conv2.ty47711, 2
   %434 = add nsw i64 %433, 1
   %435 = mul nsw i64 %434, 640
   %436 = add nsw i64 %432, %435
-  %437 = mul nsw i64 %s3_conv2.tx47512, 2
+  %437 = mul nsw i64 %s3_conv2.tx47812, 2
   %438 = add nsw i64 %437, 3
   %439 = mul nsw i64 %438, 64
   %440 = add nsw i64 %436, %439
-  %441 = mul nsw i64 %s3_conv2.cv47613, 8
+  %441 = mul nsw i64 %s3_conv2.cv47913, 8
   %442 = add nsw i64 %440, %441
   %443 = add nsw i64 852224, %442
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %443
   %444 = load <8 x float>, ptr %arena44, align 4
-  %445 = mul nsw i64 %s3_conv2.j47310, 6400
-  %446 = mul nsw i64 %s3_conv2.ty47411, 2
+  %445 = mul nsw i64 %s3_conv2.j47610, 6400
+  %446 = mul nsw i64 %s3_conv2.ty47711, 2
   %447 = add nsw i64 %446, 3
   %448 = mul nsw i64 %447, 640
   %449 = add nsw i64 %445, %448
-  %450 = mul nsw i64 %s3_conv2.tx47512, 2
+  %450 = mul nsw i64 %s3_conv2.tx47812, 2
   %451 = add nsw i64 %450, 3
   %452 = mul nsw i64 %451, 64
   %453 = add nsw i64 %449, %452
-  %454 = mul nsw i64 %s3_conv2.cv47613, 8
+  %454 = mul nsw i64 %s3_conv2.cv47913, 8
   %455 = add nsw i64 %453, %454
   %456 = add nsw i64 852224, %455
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %456
   %457 = load <8 x float>, ptr %arena45, align 4
   %458 = fsub <8 x float> %444, %457
-  store <8 x float> %458, ptr %s3_conv2.w492, align 32
-  %w477 = load <8 x float>, ptr %s3_conv2.w477, align 32
-  %w485 = load <8 x float>, ptr %s3_conv2.w485, align 32
-  %459 = fsub <8 x float> %w477, %w485
-  store <8 x float> %459, ptr %s3_conv2.w493, align 32
-  %w481 = load <8 x float>, ptr %s3_conv2.w481, align 32
-  %w48546 = load <8 x float>, ptr %s3_conv2.w485, align 32
-  %460 = fadd <8 x float> %w481, %w48546
-  store <8 x float> %460, ptr %s3_conv2.w494, align 32
-  %w48547 = load <8 x float>, ptr %s3_conv2.w485, align 32
-  %w48148 = load <8 x float>, ptr %s3_conv2.w481, align 32
-  %461 = fsub <8 x float> %w48547, %w48148
-  store <8 x float> %461, ptr %s3_conv2.w495, align 32
-  %w48149 = load <8 x float>, ptr %s3_conv2.w481, align 32
-  %w489 = load <8 x float>, ptr %s3_conv2.w489, align 32
-  %462 = fsub <8 x float> %w48149, %w489
-  store <8 x float> %462, ptr %s3_conv2.w496, align 32
-  %w478 = load <8 x float>, ptr %s3_conv2.w478, align 32
-  %w486 = load <8 x float>, ptr %s3_conv2.w486, align 32
-  %463 = fsub <8 x float> %w478, %w486
-  store <8 x float> %463, ptr %s3_conv2.w497, align 32
-  %w482 = load <8 x float>, ptr %s3_conv2.w482, align 32
-  %w48650 = load <8 x float>, ptr %s3_conv2.w486, align 32
-  %464 = fadd <8 x float> %w482, %w48650
-  store <8 x float> %464, ptr %s3_conv2.w498, align 32
-  %w48651 = load <8 x float>, ptr %s3_conv2.w486, align 32
-  %w48252 = load <8 x float>, ptr %s3_conv2.w482, align 32
-  %465 = fsub <8 x float> %w48651, %w48252
-  store <8 x float> %465, ptr %s3_conv2.w499, align 32
-  %w48253 = load <8 x float>, ptr %s3_conv2.w482, align 32
-  %w490 = load <8 x float>, ptr %s3_conv2.w490, align 32
-  %466 = fsub <8 x float> %w48253, %w490
-  store <8 x float> %466, ptr %s3_conv2.w500, align 32
-  %w479 = load <8 x float>, ptr %s3_conv2.w479, align 32
-  %w487 = load <8 x float>, ptr %s3_conv2.w487, align 32
-  %467 = fsub <8 x float> %w479, %w487
-  store <8 x float> %467, ptr %s3_conv2.w501, align 32
-  %w483 = load <8 x float>, ptr %s3_conv2.w483, align 32
-  %w48754 = load <8 x float>, ptr %s3_conv2.w487, align 32
-  %468 = fadd <8 x float> %w483, %w48754
-  store <8 x float> %468, ptr %s3_conv2.w502, align 32
-  %w48755 = load <8 x float>, ptr %s3_conv2.w487, align 32
-  %w48356 = load <8 x float>, ptr %s3_conv2.w483, align 32
-  %469 = fsub <8 x float> %w48755, %w48356
-  store <8 x float> %469, ptr %s3_conv2.w503, align 32
-  %w48357 = load <8 x float>, ptr %s3_conv2.w483, align 32
-  %w491 = load <8 x float>, ptr %s3_conv2.w491, align 32
-  %470 = fsub <8 x float> %w48357, %w491
-  store <8 x float> %470, ptr %s3_conv2.w504, align 32
+  store <8 x float> %458, ptr %s3_conv2.w495, align 32
   %w480 = load <8 x float>, ptr %s3_conv2.w480, align 32
   %w488 = load <8 x float>, ptr %s3_conv2.w488, align 32
-  %471 = fsub <8 x float> %w480, %w488
-  store <8 x float> %471, ptr %s3_conv2.w505, align 32
+  %459 = fsub <8 x float> %w480, %w488
+  store <8 x float> %459, ptr %s3_conv2.w496, align 32
   %w484 = load <8 x float>, ptr %s3_conv2.w484, align 32
-  %w48858 = load <8 x float>, ptr %s3_conv2.w488, align 32
-  %472 = fadd <8 x float> %w484, %w48858
-  store <8 x float> %472, ptr %s3_conv2.w506, align 32
-  %w48859 = load <8 x float>, ptr %s3_conv2.w488, align 32
-  %w48460 = load <8 x float>, ptr %s3_conv2.w484, align 32
-  %473 = fsub <8 x float> %w48859, %w48460
-  store <8 x float> %473, ptr %s3_conv2.w507, align 32
-  %w48461 = load <8 x float>, ptr %s3_conv2.w484, align 32
+  %w48846 = load <8 x float>, ptr %s3_conv2.w488, align 32
+  %460 = fadd <8 x float> %w484, %w48846
+  store <8 x float> %460, ptr %s3_conv2.w497, align 32
+  %w48847 = load <8 x float>, ptr %s3_conv2.w488, align 32
+  %w48448 = load <8 x float>, ptr %s3_conv2.w484, align 32
+  %461 = fsub <8 x float> %w48847, %w48448
+  store <8 x float> %461, ptr %s3_conv2.w498, align 32
+  %w48449 = load <8 x float>, ptr %s3_conv2.w484, align 32
   %w492 = load <8 x float>, ptr %s3_conv2.w492, align 32
-  %474 = fsub <8 x float> %w48461, %w492
-  store <8 x float> %474, ptr %s3_conv2.w508, align 32
+  %462 = fsub <8 x float> %w48449, %w492
+  store <8 x float> %462, ptr %s3_conv2.w499, align 32
+  %w481 = load <8 x float>, ptr %s3_conv2.w481, align 32
+  %w489 = load <8 x float>, ptr %s3_conv2.w489, align 32
+  %463 = fsub <8 x float> %w481, %w489
+  store <8 x float> %463, ptr %s3_conv2.w500, align 32
+  %w485 = load <8 x float>, ptr %s3_conv2.w485, align 32
+  %w48950 = load <8 x float>, ptr %s3_conv2.w489, align 32
+  %464 = fadd <8 x float> %w485, %w48950
+  store <8 x float> %464, ptr %s3_conv2.w501, align 32
+  %w48951 = load <8 x float>, ptr %s3_conv2.w489, align 32
+  %w48552 = load <8 x float>, ptr %s3_conv2.w485, align 32
+  %465 = fsub <8 x float> %w48951, %w48552
+  store <8 x float> %465, ptr %s3_conv2.w502, align 32
+  %w48553 = load <8 x float>, ptr %s3_conv2.w485, align 32
   %w493 = load <8 x float>, ptr %s3_conv2.w493, align 32
-  %475 = mul nsw i64 %s3_conv2.j47310, 16
-  %476 = mul nsw i64 %s3_conv2.ty47411, 4
+  %466 = fsub <8 x float> %w48553, %w493
+  store <8 x float> %466, ptr %s3_conv2.w503, align 32
+  %w482 = load <8 x float>, ptr %s3_conv2.w482, align 32
+  %w490 = load <8 x float>, ptr %s3_conv2.w490, align 32
+  %467 = fsub <8 x float> %w482, %w490
+  store <8 x float> %467, ptr %s3_conv2.w504, align 32
+  %w486 = load <8 x float>, ptr %s3_conv2.w486, align 32
+  %w49054 = load <8 x float>, ptr %s3_conv2.w490, align 32
+  %468 = fadd <8 x float> %w486, %w49054
+  store <8 x float> %468, ptr %s3_conv2.w505, align 32
+  %w49055 = load <8 x float>, ptr %s3_conv2.w490, align 32
+  %w48656 = load <8 x float>, ptr %s3_conv2.w486, align 32
+  %469 = fsub <8 x float> %w49055, %w48656
+  store <8 x float> %469, ptr %s3_conv2.w506, align 32
+  %w48657 = load <8 x float>, ptr %s3_conv2.w486, align 32
+  %w494 = load <8 x float>, ptr %s3_conv2.w494, align 32
+  %470 = fsub <8 x float> %w48657, %w494
+  store <8 x float> %470, ptr %s3_conv2.w507, align 32
+  %w483 = load <8 x float>, ptr %s3_conv2.w483, align 32
+  %w491 = load <8 x float>, ptr %s3_conv2.w491, align 32
+  %471 = fsub <8 x float> %w483, %w491
+  store <8 x float> %471, ptr %s3_conv2.w508, align 32
+  %w487 = load <8 x float>, ptr %s3_conv2.w487, align 32
+  %w49158 = load <8 x float>, ptr %s3_conv2.w491, align 32
+  %472 = fadd <8 x float> %w487, %w49158
+  store <8 x float> %472, ptr %s3_conv2.w509, align 32
+  %w49159 = load <8 x float>, ptr %s3_conv2.w491, align 32
+  %w48760 = load <8 x float>, ptr %s3_conv2.w487, align 32
+  %473 = fsub <8 x float> %w49159, %w48760
+  store <8 x float> %473, ptr %s3_conv2.w510, align 32
+  %w48761 = load <8 x float>, ptr %s3_conv2.w487, align 32
+  %w495 = load <8 x float>, ptr %s3_conv2.w495, align 32
+  %474 = fsub <8 x float> %w48761, %w495
+  store <8 x float> %474, ptr %s3_conv2.w511, align 32
+  %w496 = load <8 x float>, ptr %s3_conv2.w496, align 32
+  %475 = mul nsw i64 %s3_conv2.j47610, 16
+  %476 = mul nsw i64 %s3_conv2.ty47711, 4
   %477 = add nsw i64 %475, %476
-  %478 = add nsw i64 %477, %s3_conv2.tx47512
+  %478 = add nsw i64 %477, %s3_conv2.tx47812
   %479 = mul nsw i64 %478, 64
   %480 = add nsw i64 858624, %479
-  %481 = mul nsw i64 %s3_conv2.cv47613, 8
+  %481 = mul nsw i64 %s3_conv2.cv47913, 8
   %482 = add nsw i64 %480, %481
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %482
-  store <8 x float> %w493, ptr %arena62, align 4
-  %w494 = load <8 x float>, ptr %s3_conv2.w494, align 32
-  %483 = mul nsw i64 %s3_conv2.j47310, 16
-  %484 = mul nsw i64 %s3_conv2.ty47411, 4
+  store <8 x float> %w496, ptr %arena62, align 4
+  %w497 = load <8 x float>, ptr %s3_conv2.w497, align 32
+  %483 = mul nsw i64 %s3_conv2.j47610, 16
+  %484 = mul nsw i64 %s3_conv2.ty47711, 4
   %485 = add nsw i64 %483, %484
-  %486 = add nsw i64 %485, %s3_conv2.tx47512
+  %486 = add nsw i64 %485, %s3_conv2.tx47812
   %487 = mul nsw i64 %486, 64
   %488 = add nsw i64 859648, %487
-  %489 = mul nsw i64 %s3_conv2.cv47613, 8
+  %489 = mul nsw i64 %s3_conv2.cv47913, 8
   %490 = add nsw i64 %488, %489
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %490
-  store <8 x float> %w494, ptr %arena63, align 4
-  %w495 = load <8 x float>, ptr %s3_conv2.w495, align 32
-  %491 = mul nsw i64 %s3_conv2.j47310, 16
-  %492 = mul nsw i64 %s3_conv2.ty47411, 4
+  store <8 x float> %w497, ptr %arena63, align 4
+  %w498 = load <8 x float>, ptr %s3_conv2.w498, align 32
+  %491 = mul nsw i64 %s3_conv2.j47610, 16
+  %492 = mul nsw i64 %s3_conv2.ty47711, 4
   %493 = add nsw i64 %491, %492
-  %494 = add nsw i64 %493, %s3_conv2.tx47512
+  %494 = add nsw i64 %493, %s3_conv2.tx47812
   %495 = mul nsw i64 %494, 64
   %496 = add nsw i64 860672, %495
-  %497 = mul nsw i64 %s3_conv2.cv47613, 8
+  %497 = mul nsw i64 %s3_conv2.cv47913, 8
   %498 = add nsw i64 %496, %497
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %498
-  store <8 x float> %w495, ptr %arena64, align 4
-  %w496 = load <8 x float>, ptr %s3_conv2.w496, align 32
-  %499 = mul nsw i64 %s3_conv2.j47310, 16
-  %500 = mul nsw i64 %s3_conv2.ty47411, 4
+  store <8 x float> %w498, ptr %arena64, align 4
+  %w499 = load <8 x float>, ptr %s3_conv2.w499, align 32
+  %499 = mul nsw i64 %s3_conv2.j47610, 16
+  %500 = mul nsw i64 %s3_conv2.ty47711, 4
   %501 = add nsw i64 %499, %500
-  %502 = add nsw i64 %501, %s3_conv2.tx47512
+  %502 = add nsw i64 %501, %s3_conv2.tx47812
   %503 = mul nsw i64 %502, 64
   %504 = add nsw i64 861696, %503
-  %505 = mul nsw i64 %s3_conv2.cv47613, 8
+  %505 = mul nsw i64 %s3_conv2.cv47913, 8
   %506 = add nsw i64 %504, %505
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %506
-  store <8 x float> %w496, ptr %arena65, align 4
-  %w497 = load <8 x float>, ptr %s3_conv2.w497, align 32
-  %507 = mul nsw i64 %s3_conv2.j47310, 16
-  %508 = mul nsw i64 %s3_conv2.ty47411, 4
+  store <8 x float> %w499, ptr %arena65, align 4
+  %w500 = load <8 x float>, ptr %s3_conv2.w500, align 32
+  %507 = mul nsw i64 %s3_conv2.j47610, 16
+  %508 = mul nsw i64 %s3_conv2.ty47711, 4
   %509 = add nsw i64 %507, %508
-  %510 = add nsw i64 %509, %s3_conv2.tx47512
+  %510 = add nsw i64 %509, %s3_conv2.tx47812
   %511 = mul nsw i64 %510, 64
   %512 = add nsw i64 862720, %511
-  %513 = mul nsw i64 %s3_conv2.cv47613, 8
+  %513 = mul nsw i64 %s3_conv2.cv47913, 8
   %514 = add nsw i64 %512, %513
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %514
-  store <8 x float> %w497, ptr %arena66, align 4
-  %w498 = load <8 x float>, ptr %s3_conv2.w498, align 32
-  %515 = mul nsw i64 %s3_conv2.j47310, 16
-  %516 = mul nsw i64 %s3_conv2.ty47411, 4
+  store <8 x float> %w500, ptr %arena66, align 4
+  %w501 = load <8 x float>, ptr %s3_conv2.w501, align 32
+  %515 = mul nsw i64 %s3_conv2.j47610, 16
+  %516 = mul nsw i64 %s3_conv2.ty47711, 4
   %517 = add nsw i64 %515, %516
-  %518 = add nsw i64 %517, %s3_conv2.tx47512
+  %518 = add nsw i64 %517, %s3_conv2.tx47812
   %519 = mul nsw i64 %518, 64
   %520 = add nsw i64 863744, %519
-  %521 = mul nsw i64 %s3_conv2.cv47613, 8
+  %521 = mul nsw i64 %s3_conv2.cv47913, 8
   %522 = add nsw i64 %520, %521
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %522
-  store <8 x float> %w498, ptr %arena67, align 4
-  %w499 = load <8 x float>, ptr %s3_conv2.w499, align 32
-  %523 = mul nsw i64 %s3_conv2.j47310, 16
-  %524 = mul nsw i64 %s3_conv2.ty47411, 4
+  store <8 x float> %w501, ptr %arena67, align 4
+  %w502 = load <8 x float>, ptr %s3_conv2.w502, align 32
+  %523 = mul nsw i64 %s3_conv2.j47610, 16
+  %524 = mul nsw i64 %s3_conv2.ty47711, 4
   %525 = add nsw i64 %523, %524
-  %526 = add nsw i64 %525, %s3_conv2.tx47512
+  %526 = add nsw i64 %525, %s3_conv2.tx47812
   %527 = mul nsw i64 %526, 64
   %528 = add nsw i64 864768, %527
-  %529 = mul nsw i64 %s3_conv2.cv47613, 8
+  %529 = mul nsw i64 %s3_conv2.cv47913, 8
   %530 = add nsw i64 %528, %529
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %530
-  store <8 x float> %w499, ptr %arena68, align 4
-  %w500 = load <8 x float>, ptr %s3_conv2.w500, align 32
-  %531 = mul nsw i64 %s3_conv2.j47310, 16
-  %532 = mul nsw i64 %s3_conv2.ty47411, 4
+  store <8 x float> %w502, ptr %arena68, align 4
+  %w503 = load <8 x float>, ptr %s3_conv2.w503, align 32
+  %531 = mul nsw i64 %s3_conv2.j47610, 16
+  %532 = mul nsw i64 %s3_conv2.ty47711, 4
   %533 = add nsw i64 %531, %532
-  %534 = add nsw i64 %533, %s3_conv2.tx47512
+  %534 = add nsw i64 %533, %s3_conv2.tx47812
   %535 = mul nsw i64 %534, 64
   %536 = add nsw i64 865792, %535
-  %537 = mul nsw i64 %s3_conv2.cv47613, 8
+  %537 = mul nsw i64 %s3_conv2.cv47913, 8
   %538 = add nsw i64 %536, %537
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %538
-  store <8 x float> %w500, ptr %arena69, align 4
-  %w501 = load <8 x float>, ptr %s3_conv2.w501, align 32
-  %539 = mul nsw i64 %s3_conv2.j47310, 16
-  %540 = mul nsw i64 %s3_conv2.ty47411, 4
+  store <8 x float> %w503, ptr %arena69, align 4
+  %w504 = load <8 x float>, ptr %s3_conv2.w504, align 32
+  %539 = mul nsw i64 %s3_conv2.j47610, 16
+  %540 = mul nsw i64 %s3_conv2.ty47711, 4
   %541 = add nsw i64 %539, %540
-  %542 = add nsw i64 %541, %s3_conv2.tx47512
+  %542 = add nsw i64 %541, %s3_conv2.tx47812
   %543 = mul nsw i64 %542, 64
   %544 = add nsw i64 866816, %543
-  %545 = mul nsw i64 %s3_conv2.cv47613, 8
+  %545 = mul nsw i64 %s3_conv2.cv47913, 8
   %546 = add nsw i64 %544, %545
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %546
-  store <8 x float> %w501, ptr %arena70, align 4
-  %w502 = load <8 x float>, ptr %s3_conv2.w502, align 32
-  %547 = mul nsw i64 %s3_conv2.j47310, 16
-  %548 = mul nsw i64 %s3_conv2.ty47411, 4
+  store <8 x float> %w504, ptr %arena70, align 4
+  %w505 = load <8 x float>, ptr %s3_conv2.w505, align 32
+  %547 = mul nsw i64 %s3_conv2.j47610, 16
+  %548 = mul nsw i64 %s3_conv2.ty47711, 4
   %549 = add nsw i64 %547, %548
-  %550 = add nsw i64 %549, %s3_conv2.tx47512
+  %550 = add nsw i64 %549, %s3_conv2.tx47812
   %551 = mul nsw i64 %550, 64
   %552 = add nsw i64 867840, %551
-  %553 = mul nsw i64 %s3_conv2.cv47613, 8
+  %553 = mul nsw i64 %s3_conv2.cv47913, 8
   %554 = add nsw i64 %552, %553
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %554
-  store <8 x float> %w502, ptr %arena71, align 4
-  %w503 = load <8 x float>, ptr %s3_conv2.w503, align 32
-  %555 = mul nsw i64 %s3_conv2.j47310, 16
-  %556 = mul nsw i64 %s3_conv2.ty47411, 4
+  store <8 x float> %w505, ptr %arena71, align 4
+  %w506 = load <8 x float>, ptr %s3_conv2.w506, align 32
+  %555 = mul nsw i64 %s3_conv2.j47610, 16
+  %556 = mul nsw i64 %s3_conv2.ty47711, 4
   %557 = add nsw i64 %555, %556
-  %558 = add nsw i64 %557, %s3_conv2.tx47512
+  %558 = add nsw i64 %557, %s3_conv2.tx47812
   %559 = mul nsw i64 %558, 64
   %560 = add nsw i64 868864, %559
-  %561 = mul nsw i64 %s3_conv2.cv47613, 8
+  %561 = mul nsw i64 %s3_conv2.cv47913, 8
   %562 = add nsw i64 %560, %561
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %562
-  store <8 x float> %w503, ptr %arena72, align 4
-  %w504 = load <8 x float>, ptr %s3_conv2.w504, align 32
-  %563 = mul nsw i64 %s3_conv2.j47310, 16
-  %564 = mul nsw i64 %s3_conv2.ty47411, 4
+  store <8 x float> %w506, ptr %arena72, align 4
+  %w507 = load <8 x float>, ptr %s3_conv2.w507, align 32
+  %563 = mul nsw i64 %s3_conv2.j47610, 16
+  %564 = mul nsw i64 %s3_conv2.ty47711, 4
   %565 = add nsw i64 %563, %564
-  %566 = add nsw i64 %565, %s3_conv2.tx47512
+  %566 = add nsw i64 %565, %s3_conv2.tx47812
   %567 = mul nsw i64 %566, 64
   %568 = add nsw i64 869888, %567
-  %569 = mul nsw i64 %s3_conv2.cv47613, 8
+  %569 = mul nsw i64 %s3_conv2.cv47913, 8
   %570 = add nsw i64 %568, %569
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %570
-  store <8 x float> %w504, ptr %arena73, align 4
-  %w505 = load <8 x float>, ptr %s3_conv2.w505, align 32
-  %571 = mul nsw i64 %s3_conv2.j47310, 16
-  %572 = mul nsw i64 %s3_conv2.ty47411, 4
+  store <8 x float> %w507, ptr %arena73, align 4
+  %w508 = load <8 x float>, ptr %s3_conv2.w508, align 32
+  %571 = mul nsw i64 %s3_conv2.j47610, 16
+  %572 = mul nsw i64 %s3_conv2.ty47711, 4
   %573 = add nsw i64 %571, %572
-  %574 = add nsw i64 %573, %s3_conv2.tx47512
+  %574 = add nsw i64 %573, %s3_conv2.tx47812
   %575 = mul nsw i64 %574, 64
   %576 = add nsw i64 870912, %575
-  %577 = mul nsw i64 %s3_conv2.cv47613, 8
+  %577 = mul nsw i64 %s3_conv2.cv47913, 8
   %578 = add nsw i64 %576, %577
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %578
-  store <8 x float> %w505, ptr %arena74, align 4
-  %w506 = load <8 x float>, ptr %s3_conv2.w506, align 32
-  %579 = mul nsw i64 %s3_conv2.j47310, 16
-  %580 = mul nsw i64 %s3_conv2.ty47411, 4
+  store <8 x float> %w508, ptr %arena74, align 4
+  %w509 = load <8 x float>, ptr %s3_conv2.w509, align 32
+  %579 = mul nsw i64 %s3_conv2.j47610, 16
+  %580 = mul nsw i64 %s3_conv2.ty47711, 4
   %581 = add nsw i64 %579, %580
-  %582 = add nsw i64 %581, %s3_conv2.tx47512
+  %582 = add nsw i64 %581, %s3_conv2.tx47812
   %583 = mul nsw i64 %582, 64
   %584 = add nsw i64 871936, %583
-  %585 = mul nsw i64 %s3_conv2.cv47613, 8
+  %585 = mul nsw i64 %s3_conv2.cv47913, 8
   %586 = add nsw i64 %584, %585
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %586
-  store <8 x float> %w506, ptr %arena75, align 4
-  %w507 = load <8 x float>, ptr %s3_conv2.w507, align 32
-  %587 = mul nsw i64 %s3_conv2.j47310, 16
-  %588 = mul nsw i64 %s3_conv2.ty47411, 4
+  store <8 x float> %w509, ptr %arena75, align 4
+  %w510 = load <8 x float>, ptr %s3_conv2.w510, align 32
+  %587 = mul nsw i64 %s3_conv2.j47610, 16
+  %588 = mul nsw i64 %s3_conv2.ty47711, 4
   %589 = add nsw i64 %587, %588
-  %590 = add nsw i64 %589, %s3_conv2.tx47512
+  %590 = add nsw i64 %589, %s3_conv2.tx47812
   %591 = mul nsw i64 %590, 64
   %592 = add nsw i64 872960, %591
-  %593 = mul nsw i64 %s3_conv2.cv47613, 8
+  %593 = mul nsw i64 %s3_conv2.cv47913, 8
   %594 = add nsw i64 %592, %593
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %594
-  store <8 x float> %w507, ptr %arena76, align 4
-  %w508 = load <8 x float>, ptr %s3_conv2.w508, align 32
-  %595 = mul nsw i64 %s3_conv2.j47310, 16
-  %596 = mul nsw i64 %s3_conv2.ty47411, 4
+  store <8 x float> %w510, ptr %arena76, align 4
+  %w511 = load <8 x float>, ptr %s3_conv2.w511, align 32
+  %595 = mul nsw i64 %s3_conv2.j47610, 16
+  %596 = mul nsw i64 %s3_conv2.ty47711, 4
   %597 = add nsw i64 %595, %596
-  %598 = add nsw i64 %597, %s3_conv2.tx47512
+  %598 = add nsw i64 %597, %s3_conv2.tx47812
   %599 = mul nsw i64 %598, 64
   %600 = add nsw i64 873984, %599
-  %601 = mul nsw i64 %s3_conv2.cv47613, 8
+  %601 = mul nsw i64 %s3_conv2.cv47913, 8
   %602 = add nsw i64 %600, %601
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %602
-  store <8 x float> %w508, ptr %arena77, align 4
-  %cv476.next = add nsw i64 %s3_conv2.cv47613, 1
-  %603 = icmp slt i64 %cv476.next, 8
-  br i1 %603, label %s3_conv2.cv476, label %s3_conv2.cv476.end
+  store <8 x float> %w511, ptr %arena77, align 4
+  %cv479.next = add nsw i64 %s3_conv2.cv47913, 1
+  %603 = icmp slt i64 %cv479.next, 8
+  br i1 %603, label %s3_conv2.cv479, label %s3_conv2.cv479.end
 
-s3_conv2.cv476.end:                               ; preds = %s3_conv2.cv476
-  %tx475.next = add nsw i64 %s3_conv2.tx47512, 1
-  %604 = icmp slt i64 %tx475.next, 4
-  br i1 %604, label %s3_conv2.tx475, label %s3_conv2.tx475.end
+s3_conv2.cv479.end:                               ; preds = %s3_conv2.cv479
+  %tx478.next = add nsw i64 %s3_conv2.tx47812, 1
+  %604 = icmp slt i64 %tx478.next, 4
+  br i1 %604, label %s3_conv2.tx478, label %s3_conv2.tx478.end
 
-s3_conv2.part509.pool:                            ; preds = %s3_conv2.j473.end
+s3_conv2.part512.pool:                            ; preds = %s3_conv2.j476.end
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @resnet8_infer_b64.k17.s3_conv2.part509.task, ptr %part509.context, i64 2)
-  br label %s3_conv2.part509.done
+  call void %run(ptr %pool, ptr @resnet8_infer_b64.k17.s3_conv2.part512.task, ptr %part512.context, i64 2)
+  br label %s3_conv2.part512.done
 
-s3_conv2.part509.serial:                          ; preds = %s3_conv2.j473.end
-  br label %s3_conv2.part509
+s3_conv2.part512.serial:                          ; preds = %s3_conv2.j476.end
+  br label %s3_conv2.part512
 
-s3_conv2.part509.done:                            ; preds = %s3_conv2.part509.end, %s3_conv2.part509.pool
-  %g468.next = add nsw i64 %s3_conv2.g4683, 1
-  %605 = icmp slt i64 %g468.next, 64
-  br i1 %605, label %s3_conv2.g468, label %s3_conv2.g468.end
+s3_conv2.part512.done:                            ; preds = %s3_conv2.part512.end, %s3_conv2.part512.pool
+  %g471.next = add nsw i64 %s3_conv2.g4713, 1
+  %605 = icmp slt i64 %g471.next, 64
+  br i1 %605, label %s3_conv2.g471, label %s3_conv2.g471.end
 
-s3_conv2.part509:                                 ; preds = %s3_conv2.part509, %s3_conv2.part509.serial
-  %s3_conv2.part50978 = phi i64 [ 0, %s3_conv2.part509.serial ], [ %part509.next, %s3_conv2.part509 ]
-  call void @resnet8_infer_b64.k17.s3_conv2.part509(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_conv2.g4683, i64 %s3_conv2.part50978)
-  %part509.next = add nsw i64 %s3_conv2.part50978, 1
-  %606 = icmp slt i64 %part509.next, 2
-  br i1 %606, label %s3_conv2.part509, label %s3_conv2.part509.end
+s3_conv2.part512:                                 ; preds = %s3_conv2.part512, %s3_conv2.part512.serial
+  %s3_conv2.part51278 = phi i64 [ 0, %s3_conv2.part512.serial ], [ %part512.next, %s3_conv2.part512 ]
+  call void @resnet8_infer_b64.k17.s3_conv2.part512(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_conv2.g4713, i64 %s3_conv2.part51278)
+  %part512.next = add nsw i64 %s3_conv2.part51278, 1
+  %606 = icmp slt i64 %part512.next, 2
+  br i1 %606, label %s3_conv2.part512, label %s3_conv2.part512.end
 
-s3_conv2.part509.end:                             ; preds = %s3_conv2.part509
-  br label %s3_conv2.part509.done
+s3_conv2.part512.end:                             ; preds = %s3_conv2.part512
+  br label %s3_conv2.part512.done
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k17.s3_conv2.part509(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
+define internal void @resnet8_infer_b64.k17.s3_conv2.part512(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
 entry:
+  %s3_conv2.w536 = alloca <8 x float>, align 32
+  %s3_conv2.w535 = alloca <8 x float>, align 32
+  %s3_conv2.w534 = alloca <8 x float>, align 32
   %s3_conv2.w533 = alloca <8 x float>, align 32
   %s3_conv2.w532 = alloca <8 x float>, align 32
   %s3_conv2.w531 = alloca <8 x float>, align 32
@@ -51993,1183 +52339,1180 @@ entry:
   %s3_conv2.w527 = alloca <8 x float>, align 32
   %s3_conv2.w526 = alloca <8 x float>, align 32
   %s3_conv2.w525 = alloca <8 x float>, align 32
-  %s3_conv2.w524 = alloca <8 x float>, align 32
-  %s3_conv2.w523 = alloca <8 x float>, align 32
-  %s3_conv2.w522 = alloca <8 x float>, align 32
-  br label %s3_conv2.xi510
+  br label %s3_conv2.xi513
 
-s3_conv2.xi510:                                   ; preds = %s3_conv2.xi510, %entry
-  %s3_conv2.xi5101 = phi i64 [ 0, %entry ], [ %xi510.next, %s3_conv2.xi510 ]
-  call void @resnet8_infer_b64.k17.s3_conv2.part509.gemm517(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_conv2.xi5101, i64 %1)
-  %xi510.next = add nsw i64 %s3_conv2.xi5101, 1
-  %2 = icmp slt i64 %xi510.next, 16
-  br i1 %2, label %s3_conv2.xi510, label %s3_conv2.xi510.end
+s3_conv2.xi513:                                   ; preds = %s3_conv2.xi513, %entry
+  %s3_conv2.xi5131 = phi i64 [ 0, %entry ], [ %xi513.next, %s3_conv2.xi513 ]
+  call void @resnet8_infer_b64.k17.s3_conv2.part512.gemm520(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %s3_conv2.xi5131, i64 %1)
+  %xi513.next = add nsw i64 %s3_conv2.xi5131, 1
+  %2 = icmp slt i64 %xi513.next, 16
+  br i1 %2, label %s3_conv2.xi513, label %s3_conv2.xi513.end
 
-s3_conv2.xi510.end:                               ; preds = %s3_conv2.xi510
-  br label %s3_conv2.j518
+s3_conv2.xi513.end:                               ; preds = %s3_conv2.xi513
+  br label %s3_conv2.j521
 
-s3_conv2.j518:                                    ; preds = %s3_conv2.ty519.end, %s3_conv2.xi510.end
-  %s3_conv2.j5182 = phi i64 [ 0, %s3_conv2.xi510.end ], [ %j518.next, %s3_conv2.ty519.end ]
-  br label %s3_conv2.ty519
+s3_conv2.j521:                                    ; preds = %s3_conv2.ty522.end, %s3_conv2.xi513.end
+  %s3_conv2.j5212 = phi i64 [ 0, %s3_conv2.xi513.end ], [ %j521.next, %s3_conv2.ty522.end ]
+  br label %s3_conv2.ty522
 
-s3_conv2.j518.end:                                ; preds = %s3_conv2.ty519.end
-  br label %s3_conv2.j534
+s3_conv2.j521.end:                                ; preds = %s3_conv2.ty522.end
+  br label %s3_conv2.j537
 
-s3_conv2.ty519:                                   ; preds = %s3_conv2.tx520.end, %s3_conv2.j518
-  %s3_conv2.ty5193 = phi i64 [ 0, %s3_conv2.j518 ], [ %ty519.next, %s3_conv2.tx520.end ]
-  br label %s3_conv2.tx520
+s3_conv2.ty522:                                   ; preds = %s3_conv2.tx523.end, %s3_conv2.j521
+  %s3_conv2.ty5223 = phi i64 [ 0, %s3_conv2.j521 ], [ %ty522.next, %s3_conv2.tx523.end ]
+  br label %s3_conv2.tx523
 
-s3_conv2.ty519.end:                               ; preds = %s3_conv2.tx520.end
-  %j518.next = add nsw i64 %s3_conv2.j5182, 1
-  %3 = icmp slt i64 %j518.next, 1
-  br i1 %3, label %s3_conv2.j518, label %s3_conv2.j518.end
+s3_conv2.ty522.end:                               ; preds = %s3_conv2.tx523.end
+  %j521.next = add nsw i64 %s3_conv2.j5212, 1
+  %3 = icmp slt i64 %j521.next, 1
+  br i1 %3, label %s3_conv2.j521, label %s3_conv2.j521.end
 
-s3_conv2.tx520:                                   ; preds = %s3_conv2.cv521.end, %s3_conv2.ty519
-  %s3_conv2.tx5204 = phi i64 [ 0, %s3_conv2.ty519 ], [ %tx520.next, %s3_conv2.cv521.end ]
-  br label %s3_conv2.cv521
+s3_conv2.tx523:                                   ; preds = %s3_conv2.cv524.end, %s3_conv2.ty522
+  %s3_conv2.tx5234 = phi i64 [ 0, %s3_conv2.ty522 ], [ %tx523.next, %s3_conv2.cv524.end ]
+  br label %s3_conv2.cv524
 
-s3_conv2.tx520.end:                               ; preds = %s3_conv2.cv521.end
-  %ty519.next = add nsw i64 %s3_conv2.ty5193, 1
-  %4 = icmp slt i64 %ty519.next, 4
-  br i1 %4, label %s3_conv2.ty519, label %s3_conv2.ty519.end
+s3_conv2.tx523.end:                               ; preds = %s3_conv2.cv524.end
+  %ty522.next = add nsw i64 %s3_conv2.ty5223, 1
+  %4 = icmp slt i64 %ty522.next, 4
+  br i1 %4, label %s3_conv2.ty522, label %s3_conv2.ty522.end
 
-s3_conv2.cv521:                                   ; preds = %s3_conv2.cv521, %s3_conv2.tx520
-  %s3_conv2.cv5215 = phi i64 [ 0, %s3_conv2.tx520 ], [ %cv521.next, %s3_conv2.cv521 ]
-  %5 = mul nsw i64 %s3_conv2.j5182, 16
-  %6 = mul nsw i64 %s3_conv2.ty5193, 4
+s3_conv2.cv524:                                   ; preds = %s3_conv2.cv524, %s3_conv2.tx523
+  %s3_conv2.cv5245 = phi i64 [ 0, %s3_conv2.tx523 ], [ %cv524.next, %s3_conv2.cv524 ]
+  %5 = mul nsw i64 %s3_conv2.j5212, 16
+  %6 = mul nsw i64 %s3_conv2.ty5223, 4
   %7 = add nsw i64 %5, %6
-  %8 = add nsw i64 %7, %s3_conv2.tx5204
+  %8 = add nsw i64 %7, %s3_conv2.tx5234
   %9 = mul nsw i64 %8, 64
   %10 = add nsw i64 875008, %9
   %11 = mul nsw i64 %1, 32
-  %12 = mul nsw i64 %s3_conv2.cv5215, 8
+  %12 = mul nsw i64 %s3_conv2.cv5245, 8
   %13 = add nsw i64 %11, %12
   %14 = add nsw i64 %10, %13
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load <8 x float>, ptr %arena6, align 4
-  %16 = mul nsw i64 %s3_conv2.j5182, 16
-  %17 = mul nsw i64 %s3_conv2.ty5193, 4
+  %16 = mul nsw i64 %s3_conv2.j5212, 16
+  %17 = mul nsw i64 %s3_conv2.ty5223, 4
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %18, %s3_conv2.tx5204
+  %19 = add nsw i64 %18, %s3_conv2.tx5234
   %20 = mul nsw i64 %19, 64
   %21 = add nsw i64 879104, %20
   %22 = mul nsw i64 %1, 32
-  %23 = mul nsw i64 %s3_conv2.cv5215, 8
+  %23 = mul nsw i64 %s3_conv2.cv5245, 8
   %24 = add nsw i64 %22, %23
   %25 = add nsw i64 %21, %24
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
   %26 = load <8 x float>, ptr %arena7, align 4
   %27 = fadd <8 x float> %15, %26
-  %28 = mul nsw i64 %s3_conv2.j5182, 16
-  %29 = mul nsw i64 %s3_conv2.ty5193, 4
+  %28 = mul nsw i64 %s3_conv2.j5212, 16
+  %29 = mul nsw i64 %s3_conv2.ty5223, 4
   %30 = add nsw i64 %28, %29
-  %31 = add nsw i64 %30, %s3_conv2.tx5204
+  %31 = add nsw i64 %30, %s3_conv2.tx5234
   %32 = mul nsw i64 %31, 64
   %33 = add nsw i64 883200, %32
   %34 = mul nsw i64 %1, 32
-  %35 = mul nsw i64 %s3_conv2.cv5215, 8
+  %35 = mul nsw i64 %s3_conv2.cv5245, 8
   %36 = add nsw i64 %34, %35
   %37 = add nsw i64 %33, %36
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
   %38 = load <8 x float>, ptr %arena8, align 4
   %39 = fadd <8 x float> %27, %38
-  store <8 x float> %39, ptr %s3_conv2.w522, align 32
-  %40 = mul nsw i64 %s3_conv2.j5182, 16
-  %41 = mul nsw i64 %s3_conv2.ty5193, 4
+  store <8 x float> %39, ptr %s3_conv2.w525, align 32
+  %40 = mul nsw i64 %s3_conv2.j5212, 16
+  %41 = mul nsw i64 %s3_conv2.ty5223, 4
   %42 = add nsw i64 %40, %41
-  %43 = add nsw i64 %42, %s3_conv2.tx5204
+  %43 = add nsw i64 %42, %s3_conv2.tx5234
   %44 = mul nsw i64 %43, 64
   %45 = add nsw i64 879104, %44
   %46 = mul nsw i64 %1, 32
-  %47 = mul nsw i64 %s3_conv2.cv5215, 8
+  %47 = mul nsw i64 %s3_conv2.cv5245, 8
   %48 = add nsw i64 %46, %47
   %49 = add nsw i64 %45, %48
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena9, align 4
-  %51 = mul nsw i64 %s3_conv2.j5182, 16
-  %52 = mul nsw i64 %s3_conv2.ty5193, 4
+  %51 = mul nsw i64 %s3_conv2.j5212, 16
+  %52 = mul nsw i64 %s3_conv2.ty5223, 4
   %53 = add nsw i64 %51, %52
-  %54 = add nsw i64 %53, %s3_conv2.tx5204
+  %54 = add nsw i64 %53, %s3_conv2.tx5234
   %55 = mul nsw i64 %54, 64
   %56 = add nsw i64 883200, %55
   %57 = mul nsw i64 %1, 32
-  %58 = mul nsw i64 %s3_conv2.cv5215, 8
+  %58 = mul nsw i64 %s3_conv2.cv5245, 8
   %59 = add nsw i64 %57, %58
   %60 = add nsw i64 %56, %59
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
   %61 = load <8 x float>, ptr %arena10, align 4
   %62 = fsub <8 x float> %50, %61
-  %63 = mul nsw i64 %s3_conv2.j5182, 16
-  %64 = mul nsw i64 %s3_conv2.ty5193, 4
+  %63 = mul nsw i64 %s3_conv2.j5212, 16
+  %64 = mul nsw i64 %s3_conv2.ty5223, 4
   %65 = add nsw i64 %63, %64
-  %66 = add nsw i64 %65, %s3_conv2.tx5204
+  %66 = add nsw i64 %65, %s3_conv2.tx5234
   %67 = mul nsw i64 %66, 64
   %68 = add nsw i64 887296, %67
   %69 = mul nsw i64 %1, 32
-  %70 = mul nsw i64 %s3_conv2.cv5215, 8
+  %70 = mul nsw i64 %s3_conv2.cv5245, 8
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %68, %71
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena11, align 4
   %74 = fsub <8 x float> %62, %73
-  store <8 x float> %74, ptr %s3_conv2.w523, align 32
-  %75 = mul nsw i64 %s3_conv2.j5182, 16
-  %76 = mul nsw i64 %s3_conv2.ty5193, 4
+  store <8 x float> %74, ptr %s3_conv2.w526, align 32
+  %75 = mul nsw i64 %s3_conv2.j5212, 16
+  %76 = mul nsw i64 %s3_conv2.ty5223, 4
   %77 = add nsw i64 %75, %76
-  %78 = add nsw i64 %77, %s3_conv2.tx5204
+  %78 = add nsw i64 %77, %s3_conv2.tx5234
   %79 = mul nsw i64 %78, 64
   %80 = add nsw i64 876032, %79
   %81 = mul nsw i64 %1, 32
-  %82 = mul nsw i64 %s3_conv2.cv5215, 8
+  %82 = mul nsw i64 %s3_conv2.cv5245, 8
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %80, %83
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena12, align 4
-  %86 = mul nsw i64 %s3_conv2.j5182, 16
-  %87 = mul nsw i64 %s3_conv2.ty5193, 4
+  %86 = mul nsw i64 %s3_conv2.j5212, 16
+  %87 = mul nsw i64 %s3_conv2.ty5223, 4
   %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %88, %s3_conv2.tx5204
+  %89 = add nsw i64 %88, %s3_conv2.tx5234
   %90 = mul nsw i64 %89, 64
   %91 = add nsw i64 880128, %90
   %92 = mul nsw i64 %1, 32
-  %93 = mul nsw i64 %s3_conv2.cv5215, 8
+  %93 = mul nsw i64 %s3_conv2.cv5245, 8
   %94 = add nsw i64 %92, %93
   %95 = add nsw i64 %91, %94
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %95
   %96 = load <8 x float>, ptr %arena13, align 4
   %97 = fadd <8 x float> %85, %96
-  %98 = mul nsw i64 %s3_conv2.j5182, 16
-  %99 = mul nsw i64 %s3_conv2.ty5193, 4
+  %98 = mul nsw i64 %s3_conv2.j5212, 16
+  %99 = mul nsw i64 %s3_conv2.ty5223, 4
   %100 = add nsw i64 %98, %99
-  %101 = add nsw i64 %100, %s3_conv2.tx5204
+  %101 = add nsw i64 %100, %s3_conv2.tx5234
   %102 = mul nsw i64 %101, 64
   %103 = add nsw i64 884224, %102
   %104 = mul nsw i64 %1, 32
-  %105 = mul nsw i64 %s3_conv2.cv5215, 8
+  %105 = mul nsw i64 %s3_conv2.cv5245, 8
   %106 = add nsw i64 %104, %105
   %107 = add nsw i64 %103, %106
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena14, align 4
   %109 = fadd <8 x float> %97, %108
-  store <8 x float> %109, ptr %s3_conv2.w524, align 32
-  %110 = mul nsw i64 %s3_conv2.j5182, 16
-  %111 = mul nsw i64 %s3_conv2.ty5193, 4
+  store <8 x float> %109, ptr %s3_conv2.w527, align 32
+  %110 = mul nsw i64 %s3_conv2.j5212, 16
+  %111 = mul nsw i64 %s3_conv2.ty5223, 4
   %112 = add nsw i64 %110, %111
-  %113 = add nsw i64 %112, %s3_conv2.tx5204
+  %113 = add nsw i64 %112, %s3_conv2.tx5234
   %114 = mul nsw i64 %113, 64
   %115 = add nsw i64 880128, %114
   %116 = mul nsw i64 %1, 32
-  %117 = mul nsw i64 %s3_conv2.cv5215, 8
+  %117 = mul nsw i64 %s3_conv2.cv5245, 8
   %118 = add nsw i64 %116, %117
   %119 = add nsw i64 %115, %118
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %119
   %120 = load <8 x float>, ptr %arena15, align 4
-  %121 = mul nsw i64 %s3_conv2.j5182, 16
-  %122 = mul nsw i64 %s3_conv2.ty5193, 4
+  %121 = mul nsw i64 %s3_conv2.j5212, 16
+  %122 = mul nsw i64 %s3_conv2.ty5223, 4
   %123 = add nsw i64 %121, %122
-  %124 = add nsw i64 %123, %s3_conv2.tx5204
+  %124 = add nsw i64 %123, %s3_conv2.tx5234
   %125 = mul nsw i64 %124, 64
   %126 = add nsw i64 884224, %125
   %127 = mul nsw i64 %1, 32
-  %128 = mul nsw i64 %s3_conv2.cv5215, 8
+  %128 = mul nsw i64 %s3_conv2.cv5245, 8
   %129 = add nsw i64 %127, %128
   %130 = add nsw i64 %126, %129
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %130
   %131 = load <8 x float>, ptr %arena16, align 4
   %132 = fsub <8 x float> %120, %131
-  %133 = mul nsw i64 %s3_conv2.j5182, 16
-  %134 = mul nsw i64 %s3_conv2.ty5193, 4
+  %133 = mul nsw i64 %s3_conv2.j5212, 16
+  %134 = mul nsw i64 %s3_conv2.ty5223, 4
   %135 = add nsw i64 %133, %134
-  %136 = add nsw i64 %135, %s3_conv2.tx5204
+  %136 = add nsw i64 %135, %s3_conv2.tx5234
   %137 = mul nsw i64 %136, 64
   %138 = add nsw i64 888320, %137
   %139 = mul nsw i64 %1, 32
-  %140 = mul nsw i64 %s3_conv2.cv5215, 8
+  %140 = mul nsw i64 %s3_conv2.cv5245, 8
   %141 = add nsw i64 %139, %140
   %142 = add nsw i64 %138, %141
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena17, align 4
   %144 = fsub <8 x float> %132, %143
-  store <8 x float> %144, ptr %s3_conv2.w525, align 32
-  %145 = mul nsw i64 %s3_conv2.j5182, 16
-  %146 = mul nsw i64 %s3_conv2.ty5193, 4
+  store <8 x float> %144, ptr %s3_conv2.w528, align 32
+  %145 = mul nsw i64 %s3_conv2.j5212, 16
+  %146 = mul nsw i64 %s3_conv2.ty5223, 4
   %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 %147, %s3_conv2.tx5204
+  %148 = add nsw i64 %147, %s3_conv2.tx5234
   %149 = mul nsw i64 %148, 64
   %150 = add nsw i64 877056, %149
   %151 = mul nsw i64 %1, 32
-  %152 = mul nsw i64 %s3_conv2.cv5215, 8
+  %152 = mul nsw i64 %s3_conv2.cv5245, 8
   %153 = add nsw i64 %151, %152
   %154 = add nsw i64 %150, %153
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load <8 x float>, ptr %arena18, align 4
-  %156 = mul nsw i64 %s3_conv2.j5182, 16
-  %157 = mul nsw i64 %s3_conv2.ty5193, 4
+  %156 = mul nsw i64 %s3_conv2.j5212, 16
+  %157 = mul nsw i64 %s3_conv2.ty5223, 4
   %158 = add nsw i64 %156, %157
-  %159 = add nsw i64 %158, %s3_conv2.tx5204
+  %159 = add nsw i64 %158, %s3_conv2.tx5234
   %160 = mul nsw i64 %159, 64
   %161 = add nsw i64 881152, %160
   %162 = mul nsw i64 %1, 32
-  %163 = mul nsw i64 %s3_conv2.cv5215, 8
+  %163 = mul nsw i64 %s3_conv2.cv5245, 8
   %164 = add nsw i64 %162, %163
   %165 = add nsw i64 %161, %164
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load <8 x float>, ptr %arena19, align 4
   %167 = fadd <8 x float> %155, %166
-  %168 = mul nsw i64 %s3_conv2.j5182, 16
-  %169 = mul nsw i64 %s3_conv2.ty5193, 4
+  %168 = mul nsw i64 %s3_conv2.j5212, 16
+  %169 = mul nsw i64 %s3_conv2.ty5223, 4
   %170 = add nsw i64 %168, %169
-  %171 = add nsw i64 %170, %s3_conv2.tx5204
+  %171 = add nsw i64 %170, %s3_conv2.tx5234
   %172 = mul nsw i64 %171, 64
   %173 = add nsw i64 885248, %172
   %174 = mul nsw i64 %1, 32
-  %175 = mul nsw i64 %s3_conv2.cv5215, 8
+  %175 = mul nsw i64 %s3_conv2.cv5245, 8
   %176 = add nsw i64 %174, %175
   %177 = add nsw i64 %173, %176
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %177
   %178 = load <8 x float>, ptr %arena20, align 4
   %179 = fadd <8 x float> %167, %178
-  store <8 x float> %179, ptr %s3_conv2.w526, align 32
-  %180 = mul nsw i64 %s3_conv2.j5182, 16
-  %181 = mul nsw i64 %s3_conv2.ty5193, 4
+  store <8 x float> %179, ptr %s3_conv2.w529, align 32
+  %180 = mul nsw i64 %s3_conv2.j5212, 16
+  %181 = mul nsw i64 %s3_conv2.ty5223, 4
   %182 = add nsw i64 %180, %181
-  %183 = add nsw i64 %182, %s3_conv2.tx5204
+  %183 = add nsw i64 %182, %s3_conv2.tx5234
   %184 = mul nsw i64 %183, 64
   %185 = add nsw i64 881152, %184
   %186 = mul nsw i64 %1, 32
-  %187 = mul nsw i64 %s3_conv2.cv5215, 8
+  %187 = mul nsw i64 %s3_conv2.cv5245, 8
   %188 = add nsw i64 %186, %187
   %189 = add nsw i64 %185, %188
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %189
   %190 = load <8 x float>, ptr %arena21, align 4
-  %191 = mul nsw i64 %s3_conv2.j5182, 16
-  %192 = mul nsw i64 %s3_conv2.ty5193, 4
+  %191 = mul nsw i64 %s3_conv2.j5212, 16
+  %192 = mul nsw i64 %s3_conv2.ty5223, 4
   %193 = add nsw i64 %191, %192
-  %194 = add nsw i64 %193, %s3_conv2.tx5204
+  %194 = add nsw i64 %193, %s3_conv2.tx5234
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 885248, %195
   %197 = mul nsw i64 %1, 32
-  %198 = mul nsw i64 %s3_conv2.cv5215, 8
+  %198 = mul nsw i64 %s3_conv2.cv5245, 8
   %199 = add nsw i64 %197, %198
   %200 = add nsw i64 %196, %199
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %200
   %201 = load <8 x float>, ptr %arena22, align 4
   %202 = fsub <8 x float> %190, %201
-  %203 = mul nsw i64 %s3_conv2.j5182, 16
-  %204 = mul nsw i64 %s3_conv2.ty5193, 4
+  %203 = mul nsw i64 %s3_conv2.j5212, 16
+  %204 = mul nsw i64 %s3_conv2.ty5223, 4
   %205 = add nsw i64 %203, %204
-  %206 = add nsw i64 %205, %s3_conv2.tx5204
+  %206 = add nsw i64 %205, %s3_conv2.tx5234
   %207 = mul nsw i64 %206, 64
   %208 = add nsw i64 889344, %207
   %209 = mul nsw i64 %1, 32
-  %210 = mul nsw i64 %s3_conv2.cv5215, 8
+  %210 = mul nsw i64 %s3_conv2.cv5245, 8
   %211 = add nsw i64 %209, %210
   %212 = add nsw i64 %208, %211
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %212
   %213 = load <8 x float>, ptr %arena23, align 4
   %214 = fsub <8 x float> %202, %213
-  store <8 x float> %214, ptr %s3_conv2.w527, align 32
-  %215 = mul nsw i64 %s3_conv2.j5182, 16
-  %216 = mul nsw i64 %s3_conv2.ty5193, 4
+  store <8 x float> %214, ptr %s3_conv2.w530, align 32
+  %215 = mul nsw i64 %s3_conv2.j5212, 16
+  %216 = mul nsw i64 %s3_conv2.ty5223, 4
   %217 = add nsw i64 %215, %216
-  %218 = add nsw i64 %217, %s3_conv2.tx5204
+  %218 = add nsw i64 %217, %s3_conv2.tx5234
   %219 = mul nsw i64 %218, 64
   %220 = add nsw i64 878080, %219
   %221 = mul nsw i64 %1, 32
-  %222 = mul nsw i64 %s3_conv2.cv5215, 8
+  %222 = mul nsw i64 %s3_conv2.cv5245, 8
   %223 = add nsw i64 %221, %222
   %224 = add nsw i64 %220, %223
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %224
   %225 = load <8 x float>, ptr %arena24, align 4
-  %226 = mul nsw i64 %s3_conv2.j5182, 16
-  %227 = mul nsw i64 %s3_conv2.ty5193, 4
+  %226 = mul nsw i64 %s3_conv2.j5212, 16
+  %227 = mul nsw i64 %s3_conv2.ty5223, 4
   %228 = add nsw i64 %226, %227
-  %229 = add nsw i64 %228, %s3_conv2.tx5204
+  %229 = add nsw i64 %228, %s3_conv2.tx5234
   %230 = mul nsw i64 %229, 64
   %231 = add nsw i64 882176, %230
   %232 = mul nsw i64 %1, 32
-  %233 = mul nsw i64 %s3_conv2.cv5215, 8
+  %233 = mul nsw i64 %s3_conv2.cv5245, 8
   %234 = add nsw i64 %232, %233
   %235 = add nsw i64 %231, %234
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %235
   %236 = load <8 x float>, ptr %arena25, align 4
   %237 = fadd <8 x float> %225, %236
-  %238 = mul nsw i64 %s3_conv2.j5182, 16
-  %239 = mul nsw i64 %s3_conv2.ty5193, 4
+  %238 = mul nsw i64 %s3_conv2.j5212, 16
+  %239 = mul nsw i64 %s3_conv2.ty5223, 4
   %240 = add nsw i64 %238, %239
-  %241 = add nsw i64 %240, %s3_conv2.tx5204
+  %241 = add nsw i64 %240, %s3_conv2.tx5234
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 886272, %242
   %244 = mul nsw i64 %1, 32
-  %245 = mul nsw i64 %s3_conv2.cv5215, 8
+  %245 = mul nsw i64 %s3_conv2.cv5245, 8
   %246 = add nsw i64 %244, %245
   %247 = add nsw i64 %243, %246
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %247
   %248 = load <8 x float>, ptr %arena26, align 4
   %249 = fadd <8 x float> %237, %248
-  store <8 x float> %249, ptr %s3_conv2.w528, align 32
-  %250 = mul nsw i64 %s3_conv2.j5182, 16
-  %251 = mul nsw i64 %s3_conv2.ty5193, 4
+  store <8 x float> %249, ptr %s3_conv2.w531, align 32
+  %250 = mul nsw i64 %s3_conv2.j5212, 16
+  %251 = mul nsw i64 %s3_conv2.ty5223, 4
   %252 = add nsw i64 %250, %251
-  %253 = add nsw i64 %252, %s3_conv2.tx5204
+  %253 = add nsw i64 %252, %s3_conv2.tx5234
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 882176, %254
   %256 = mul nsw i64 %1, 32
-  %257 = mul nsw i64 %s3_conv2.cv5215, 8
+  %257 = mul nsw i64 %s3_conv2.cv5245, 8
   %258 = add nsw i64 %256, %257
   %259 = add nsw i64 %255, %258
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %259
   %260 = load <8 x float>, ptr %arena27, align 4
-  %261 = mul nsw i64 %s3_conv2.j5182, 16
-  %262 = mul nsw i64 %s3_conv2.ty5193, 4
+  %261 = mul nsw i64 %s3_conv2.j5212, 16
+  %262 = mul nsw i64 %s3_conv2.ty5223, 4
   %263 = add nsw i64 %261, %262
-  %264 = add nsw i64 %263, %s3_conv2.tx5204
+  %264 = add nsw i64 %263, %s3_conv2.tx5234
   %265 = mul nsw i64 %264, 64
   %266 = add nsw i64 886272, %265
   %267 = mul nsw i64 %1, 32
-  %268 = mul nsw i64 %s3_conv2.cv5215, 8
+  %268 = mul nsw i64 %s3_conv2.cv5245, 8
   %269 = add nsw i64 %267, %268
   %270 = add nsw i64 %266, %269
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena28, align 4
   %272 = fsub <8 x float> %260, %271
-  %273 = mul nsw i64 %s3_conv2.j5182, 16
-  %274 = mul nsw i64 %s3_conv2.ty5193, 4
+  %273 = mul nsw i64 %s3_conv2.j5212, 16
+  %274 = mul nsw i64 %s3_conv2.ty5223, 4
   %275 = add nsw i64 %273, %274
-  %276 = add nsw i64 %275, %s3_conv2.tx5204
+  %276 = add nsw i64 %275, %s3_conv2.tx5234
   %277 = mul nsw i64 %276, 64
   %278 = add nsw i64 890368, %277
   %279 = mul nsw i64 %1, 32
-  %280 = mul nsw i64 %s3_conv2.cv5215, 8
+  %280 = mul nsw i64 %s3_conv2.cv5245, 8
   %281 = add nsw i64 %279, %280
   %282 = add nsw i64 %278, %281
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %282
   %283 = load <8 x float>, ptr %arena29, align 4
   %284 = fsub <8 x float> %272, %283
-  store <8 x float> %284, ptr %s3_conv2.w529, align 32
-  %w522 = load <8 x float>, ptr %s3_conv2.w522, align 32
-  %w524 = load <8 x float>, ptr %s3_conv2.w524, align 32
-  %285 = fadd <8 x float> %w522, %w524
-  %w526 = load <8 x float>, ptr %s3_conv2.w526, align 32
-  %286 = fadd <8 x float> %285, %w526
-  store <8 x float> %286, ptr %s3_conv2.w530, align 32
-  %w52430 = load <8 x float>, ptr %s3_conv2.w524, align 32
-  %w52631 = load <8 x float>, ptr %s3_conv2.w526, align 32
-  %287 = fsub <8 x float> %w52430, %w52631
-  %w528 = load <8 x float>, ptr %s3_conv2.w528, align 32
-  %288 = fsub <8 x float> %287, %w528
-  store <8 x float> %288, ptr %s3_conv2.w531, align 32
-  %w523 = load <8 x float>, ptr %s3_conv2.w523, align 32
+  store <8 x float> %284, ptr %s3_conv2.w532, align 32
   %w525 = load <8 x float>, ptr %s3_conv2.w525, align 32
-  %289 = fadd <8 x float> %w523, %w525
   %w527 = load <8 x float>, ptr %s3_conv2.w527, align 32
-  %290 = fadd <8 x float> %289, %w527
-  store <8 x float> %290, ptr %s3_conv2.w532, align 32
-  %w52532 = load <8 x float>, ptr %s3_conv2.w525, align 32
-  %w52733 = load <8 x float>, ptr %s3_conv2.w527, align 32
-  %291 = fsub <8 x float> %w52532, %w52733
+  %285 = fadd <8 x float> %w525, %w527
   %w529 = load <8 x float>, ptr %s3_conv2.w529, align 32
-  %292 = fsub <8 x float> %291, %w529
-  store <8 x float> %292, ptr %s3_conv2.w533, align 32
+  %286 = fadd <8 x float> %285, %w529
+  store <8 x float> %286, ptr %s3_conv2.w533, align 32
+  %w52730 = load <8 x float>, ptr %s3_conv2.w527, align 32
+  %w52931 = load <8 x float>, ptr %s3_conv2.w529, align 32
+  %287 = fsub <8 x float> %w52730, %w52931
+  %w531 = load <8 x float>, ptr %s3_conv2.w531, align 32
+  %288 = fsub <8 x float> %287, %w531
+  store <8 x float> %288, ptr %s3_conv2.w534, align 32
+  %w526 = load <8 x float>, ptr %s3_conv2.w526, align 32
+  %w528 = load <8 x float>, ptr %s3_conv2.w528, align 32
+  %289 = fadd <8 x float> %w526, %w528
   %w530 = load <8 x float>, ptr %s3_conv2.w530, align 32
+  %290 = fadd <8 x float> %289, %w530
+  store <8 x float> %290, ptr %s3_conv2.w535, align 32
+  %w52832 = load <8 x float>, ptr %s3_conv2.w528, align 32
+  %w53033 = load <8 x float>, ptr %s3_conv2.w530, align 32
+  %291 = fsub <8 x float> %w52832, %w53033
+  %w532 = load <8 x float>, ptr %s3_conv2.w532, align 32
+  %292 = fsub <8 x float> %291, %w532
+  store <8 x float> %292, ptr %s3_conv2.w536, align 32
+  %w533 = load <8 x float>, ptr %s3_conv2.w533, align 32
   %293 = mul nsw i64 %1, 32
-  %294 = mul nsw i64 %s3_conv2.cv5215, 8
+  %294 = mul nsw i64 %s3_conv2.cv5245, 8
   %295 = add nsw i64 %293, %294
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %295
   %296 = load <8 x float>, ptr %arena34, align 4
-  %297 = fmul <8 x float> %w530, %296
+  %297 = fmul <8 x float> %w533, %296
   %298 = mul nsw i64 %1, 32
-  %299 = mul nsw i64 %s3_conv2.cv5215, 8
+  %299 = mul nsw i64 %s3_conv2.cv5245, 8
   %300 = add nsw i64 %298, %299
   %301 = add nsw i64 64, %300
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %301
   %302 = load <8 x float>, ptr %arena35, align 4
   %303 = fadd <8 x float> %297, %302
-  %304 = mul nsw i64 %s3_conv2.j5182, 8
-  %305 = mul nsw i64 %s3_conv2.ty5193, 2
+  %304 = mul nsw i64 %s3_conv2.j5212, 8
+  %305 = mul nsw i64 %s3_conv2.ty5223, 2
   %306 = add nsw i64 %304, %305
   %307 = mul nsw i64 %306, 8
-  %308 = mul nsw i64 %s3_conv2.tx5204, 2
+  %308 = mul nsw i64 %s3_conv2.tx5234, 2
   %309 = add nsw i64 %307, %308
   %310 = mul nsw i64 %309, 64
   %311 = add nsw i64 891392, %310
   %312 = mul nsw i64 %1, 32
-  %313 = mul nsw i64 %s3_conv2.cv5215, 8
+  %313 = mul nsw i64 %s3_conv2.cv5245, 8
   %314 = add nsw i64 %312, %313
   %315 = add nsw i64 %311, %314
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %315
   store <8 x float> %303, ptr %arena36, align 4
-  %w531 = load <8 x float>, ptr %s3_conv2.w531, align 32
+  %w534 = load <8 x float>, ptr %s3_conv2.w534, align 32
   %316 = mul nsw i64 %1, 32
-  %317 = mul nsw i64 %s3_conv2.cv5215, 8
+  %317 = mul nsw i64 %s3_conv2.cv5245, 8
   %318 = add nsw i64 %316, %317
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %318
   %319 = load <8 x float>, ptr %arena37, align 4
-  %320 = fmul <8 x float> %w531, %319
+  %320 = fmul <8 x float> %w534, %319
   %321 = mul nsw i64 %1, 32
-  %322 = mul nsw i64 %s3_conv2.cv5215, 8
+  %322 = mul nsw i64 %s3_conv2.cv5245, 8
   %323 = add nsw i64 %321, %322
   %324 = add nsw i64 64, %323
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %324
   %325 = load <8 x float>, ptr %arena38, align 4
   %326 = fadd <8 x float> %320, %325
-  %327 = mul nsw i64 %s3_conv2.j5182, 8
-  %328 = mul nsw i64 %s3_conv2.ty5193, 2
+  %327 = mul nsw i64 %s3_conv2.j5212, 8
+  %328 = mul nsw i64 %s3_conv2.ty5223, 2
   %329 = add nsw i64 %327, %328
   %330 = mul nsw i64 %329, 8
-  %331 = mul nsw i64 %s3_conv2.tx5204, 2
+  %331 = mul nsw i64 %s3_conv2.tx5234, 2
   %332 = add nsw i64 %330, %331
   %333 = add nsw i64 %332, 1
   %334 = mul nsw i64 %333, 64
   %335 = add nsw i64 891392, %334
   %336 = mul nsw i64 %1, 32
-  %337 = mul nsw i64 %s3_conv2.cv5215, 8
+  %337 = mul nsw i64 %s3_conv2.cv5245, 8
   %338 = add nsw i64 %336, %337
   %339 = add nsw i64 %335, %338
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %339
   store <8 x float> %326, ptr %arena39, align 4
-  %w532 = load <8 x float>, ptr %s3_conv2.w532, align 32
+  %w535 = load <8 x float>, ptr %s3_conv2.w535, align 32
   %340 = mul nsw i64 %1, 32
-  %341 = mul nsw i64 %s3_conv2.cv5215, 8
+  %341 = mul nsw i64 %s3_conv2.cv5245, 8
   %342 = add nsw i64 %340, %341
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %342
   %343 = load <8 x float>, ptr %arena40, align 4
-  %344 = fmul <8 x float> %w532, %343
+  %344 = fmul <8 x float> %w535, %343
   %345 = mul nsw i64 %1, 32
-  %346 = mul nsw i64 %s3_conv2.cv5215, 8
+  %346 = mul nsw i64 %s3_conv2.cv5245, 8
   %347 = add nsw i64 %345, %346
   %348 = add nsw i64 64, %347
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %348
   %349 = load <8 x float>, ptr %arena41, align 4
   %350 = fadd <8 x float> %344, %349
-  %351 = mul nsw i64 %s3_conv2.j5182, 8
-  %352 = mul nsw i64 %s3_conv2.ty5193, 2
+  %351 = mul nsw i64 %s3_conv2.j5212, 8
+  %352 = mul nsw i64 %s3_conv2.ty5223, 2
   %353 = add nsw i64 %351, %352
   %354 = add nsw i64 %353, 1
   %355 = mul nsw i64 %354, 8
-  %356 = mul nsw i64 %s3_conv2.tx5204, 2
+  %356 = mul nsw i64 %s3_conv2.tx5234, 2
   %357 = add nsw i64 %355, %356
   %358 = mul nsw i64 %357, 64
   %359 = add nsw i64 891392, %358
   %360 = mul nsw i64 %1, 32
-  %361 = mul nsw i64 %s3_conv2.cv5215, 8
+  %361 = mul nsw i64 %s3_conv2.cv5245, 8
   %362 = add nsw i64 %360, %361
   %363 = add nsw i64 %359, %362
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %363
   store <8 x float> %350, ptr %arena42, align 4
-  %w533 = load <8 x float>, ptr %s3_conv2.w533, align 32
+  %w536 = load <8 x float>, ptr %s3_conv2.w536, align 32
   %364 = mul nsw i64 %1, 32
-  %365 = mul nsw i64 %s3_conv2.cv5215, 8
+  %365 = mul nsw i64 %s3_conv2.cv5245, 8
   %366 = add nsw i64 %364, %365
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %366
   %367 = load <8 x float>, ptr %arena43, align 4
-  %368 = fmul <8 x float> %w533, %367
+  %368 = fmul <8 x float> %w536, %367
   %369 = mul nsw i64 %1, 32
-  %370 = mul nsw i64 %s3_conv2.cv5215, 8
+  %370 = mul nsw i64 %s3_conv2.cv5245, 8
   %371 = add nsw i64 %369, %370
   %372 = add nsw i64 64, %371
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %372
   %373 = load <8 x float>, ptr %arena44, align 4
   %374 = fadd <8 x float> %368, %373
-  %375 = mul nsw i64 %s3_conv2.j5182, 8
-  %376 = mul nsw i64 %s3_conv2.ty5193, 2
+  %375 = mul nsw i64 %s3_conv2.j5212, 8
+  %376 = mul nsw i64 %s3_conv2.ty5223, 2
   %377 = add nsw i64 %375, %376
   %378 = add nsw i64 %377, 1
   %379 = mul nsw i64 %378, 8
-  %380 = mul nsw i64 %s3_conv2.tx5204, 2
+  %380 = mul nsw i64 %s3_conv2.tx5234, 2
   %381 = add nsw i64 %379, %380
   %382 = add nsw i64 %381, 1
   %383 = mul nsw i64 %382, 64
   %384 = add nsw i64 891392, %383
   %385 = mul nsw i64 %1, 32
-  %386 = mul nsw i64 %s3_conv2.cv5215, 8
+  %386 = mul nsw i64 %s3_conv2.cv5245, 8
   %387 = add nsw i64 %385, %386
   %388 = add nsw i64 %384, %387
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %388
   store <8 x float> %374, ptr %arena45, align 4
-  %cv521.next = add nsw i64 %s3_conv2.cv5215, 1
-  %389 = icmp slt i64 %cv521.next, 4
-  br i1 %389, label %s3_conv2.cv521, label %s3_conv2.cv521.end
+  %cv524.next = add nsw i64 %s3_conv2.cv5245, 1
+  %389 = icmp slt i64 %cv524.next, 4
+  br i1 %389, label %s3_conv2.cv524, label %s3_conv2.cv524.end
 
-s3_conv2.cv521.end:                               ; preds = %s3_conv2.cv521
-  %tx520.next = add nsw i64 %s3_conv2.tx5204, 1
-  %390 = icmp slt i64 %tx520.next, 4
-  br i1 %390, label %s3_conv2.tx520, label %s3_conv2.tx520.end
+s3_conv2.cv524.end:                               ; preds = %s3_conv2.cv524
+  %tx523.next = add nsw i64 %s3_conv2.tx5234, 1
+  %390 = icmp slt i64 %tx523.next, 4
+  br i1 %390, label %s3_conv2.tx523, label %s3_conv2.tx523.end
 
-s3_conv2.j534:                                    ; preds = %s3_conv2.c535.end, %s3_conv2.j518.end
-  %s3_conv2.j53446 = phi i64 [ 0, %s3_conv2.j518.end ], [ %j534.next, %s3_conv2.c535.end ]
-  br label %s3_conv2.c535
+s3_conv2.j537:                                    ; preds = %s3_conv2.c538.end, %s3_conv2.j521.end
+  %s3_conv2.j53746 = phi i64 [ 0, %s3_conv2.j521.end ], [ %j537.next, %s3_conv2.c538.end ]
+  br label %s3_conv2.c538
 
-s3_conv2.j534.end:                                ; preds = %s3_conv2.c535.end
+s3_conv2.j537.end:                                ; preds = %s3_conv2.c538.end
   ret void
 
-s3_conv2.c535:                                    ; preds = %s3_conv2.q536.end, %s3_conv2.j534
-  %s3_conv2.c53547 = phi i64 [ 0, %s3_conv2.j534 ], [ %c535.next, %s3_conv2.q536.end ]
-  br label %s3_conv2.q536
+s3_conv2.c538:                                    ; preds = %s3_conv2.q539.end, %s3_conv2.j537
+  %s3_conv2.c53847 = phi i64 [ 0, %s3_conv2.j537 ], [ %c538.next, %s3_conv2.q539.end ]
+  br label %s3_conv2.q539
 
-s3_conv2.c535.end:                                ; preds = %s3_conv2.q536.end
-  %j534.next = add nsw i64 %s3_conv2.j53446, 1
-  %391 = icmp slt i64 %j534.next, 1
-  br i1 %391, label %s3_conv2.j534, label %s3_conv2.j534.end
+s3_conv2.c538.end:                                ; preds = %s3_conv2.q539.end
+  %j537.next = add nsw i64 %s3_conv2.j53746, 1
+  %391 = icmp slt i64 %j537.next, 1
+  br i1 %391, label %s3_conv2.j537, label %s3_conv2.j537.end
 
-s3_conv2.q536:                                    ; preds = %s3_conv2.q536, %s3_conv2.c535
-  %s3_conv2.q53648 = phi i64 [ 0, %s3_conv2.c535 ], [ %q536.next, %s3_conv2.q536 ]
-  %392 = mul nsw i64 %s3_conv2.j53446, 64
-  %393 = add nsw i64 %392, %s3_conv2.q53648
+s3_conv2.q539:                                    ; preds = %s3_conv2.q539, %s3_conv2.c538
+  %s3_conv2.q53948 = phi i64 [ 0, %s3_conv2.c538 ], [ %q539.next, %s3_conv2.q539 ]
+  %392 = mul nsw i64 %s3_conv2.j53746, 64
+  %393 = add nsw i64 %392, %s3_conv2.q53948
   %394 = mul nsw i64 %393, 64
   %395 = add nsw i64 891392, %394
   %396 = mul nsw i64 %1, 32
-  %397 = add nsw i64 %396, %s3_conv2.c53547
+  %397 = add nsw i64 %396, %s3_conv2.c53847
   %398 = add nsw i64 %395, %397
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %398
   %399 = load float, ptr %arena49, align 4
-  %400 = add nsw i64 %0, %s3_conv2.j53446
+  %400 = add nsw i64 %0, %s3_conv2.j53746
   %401 = mul nsw i64 %400, 4096
   %402 = mul nsw i64 %1, 32
-  %403 = add nsw i64 %402, %s3_conv2.c53547
+  %403 = add nsw i64 %402, %s3_conv2.c53847
   %404 = mul nsw i64 %403, 64
   %405 = add nsw i64 %401, %404
-  %406 = add nsw i64 %405, %s3_conv2.q53648
+  %406 = add nsw i64 %405, %s3_conv2.q53948
   %407 = add nsw i64 262400, %406
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %407
   %408 = load float, ptr %arena50, align 4
   %409 = fadd float %399, %408
   %410 = fcmp ogt float %409, 0.000000e+00
-  %411 = mul nsw i64 %s3_conv2.j53446, 64
-  %412 = add nsw i64 %411, %s3_conv2.q53648
+  %411 = mul nsw i64 %s3_conv2.j53746, 64
+  %412 = add nsw i64 %411, %s3_conv2.q53948
   %413 = mul nsw i64 %412, 64
   %414 = add nsw i64 891392, %413
   %415 = mul nsw i64 %1, 32
-  %416 = add nsw i64 %415, %s3_conv2.c53547
+  %416 = add nsw i64 %415, %s3_conv2.c53847
   %417 = add nsw i64 %414, %416
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %417
   %418 = load float, ptr %arena51, align 4
-  %419 = add nsw i64 %0, %s3_conv2.j53446
+  %419 = add nsw i64 %0, %s3_conv2.j53746
   %420 = mul nsw i64 %419, 4096
   %421 = mul nsw i64 %1, 32
-  %422 = add nsw i64 %421, %s3_conv2.c53547
+  %422 = add nsw i64 %421, %s3_conv2.c53847
   %423 = mul nsw i64 %422, 64
   %424 = add nsw i64 %420, %423
-  %425 = add nsw i64 %424, %s3_conv2.q53648
+  %425 = add nsw i64 %424, %s3_conv2.q53948
   %426 = add nsw i64 262400, %425
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %426
   %427 = load float, ptr %arena52, align 4
   %428 = fadd float %418, %427
   %429 = select i1 %410, float %428, float 0.000000e+00
-  %430 = add nsw i64 %0, %s3_conv2.j53446
+  %430 = add nsw i64 %0, %s3_conv2.j53746
   %431 = mul nsw i64 %430, 4096
   %432 = mul nsw i64 %1, 32
-  %433 = add nsw i64 %432, %s3_conv2.c53547
+  %433 = add nsw i64 %432, %s3_conv2.c53847
   %434 = mul nsw i64 %433, 64
   %435 = add nsw i64 %431, %434
-  %436 = add nsw i64 %435, %s3_conv2.q53648
+  %436 = add nsw i64 %435, %s3_conv2.q53948
   %437 = add nsw i64 524544, %436
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %437
   store float %429, ptr %arena53, align 4
-  %q536.next = add nsw i64 %s3_conv2.q53648, 1
-  %438 = icmp slt i64 %q536.next, 64
-  br i1 %438, label %s3_conv2.q536, label %s3_conv2.q536.end
+  %q539.next = add nsw i64 %s3_conv2.q53948, 1
+  %438 = icmp slt i64 %q539.next, 64
+  br i1 %438, label %s3_conv2.q539, label %s3_conv2.q539.end
 
-s3_conv2.q536.end:                                ; preds = %s3_conv2.q536
-  %c535.next = add nsw i64 %s3_conv2.c53547, 1
-  %439 = icmp slt i64 %c535.next, 32
-  br i1 %439, label %s3_conv2.c535, label %s3_conv2.c535.end
+s3_conv2.q539.end:                                ; preds = %s3_conv2.q539
+  %c538.next = add nsw i64 %s3_conv2.c53847, 1
+  %439 = icmp slt i64 %c538.next, 32
+  br i1 %439, label %s3_conv2.c538, label %s3_conv2.c538.end
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k17.s3_conv2.part509.gemm517(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
+define internal void @resnet8_infer_b64.k17.s3_conv2.part512.gemm520(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #0 {
 entry:
-  %s3_conv2.t515_a3 = alloca <8 x float>, align 32
-  %s3_conv2.t515_a2 = alloca <8 x float>, align 32
-  %s3_conv2.t515_a1 = alloca <8 x float>, align 32
-  %s3_conv2.t515_a0 = alloca <8 x float>, align 32
-  %s3_conv2.t515_b1 = alloca <8 x float>, align 32
-  %s3_conv2.t515_b0 = alloca <8 x float>, align 32
-  %s3_conv2.t515_c3_1 = alloca <8 x float>, align 32
-  %s3_conv2.t515_c3_0 = alloca <8 x float>, align 32
-  %s3_conv2.t515_c2_1 = alloca <8 x float>, align 32
-  %s3_conv2.t515_c2_0 = alloca <8 x float>, align 32
-  %s3_conv2.t515_c1_1 = alloca <8 x float>, align 32
-  %s3_conv2.t515_c1_0 = alloca <8 x float>, align 32
-  %s3_conv2.t515_c0_1 = alloca <8 x float>, align 32
-  %s3_conv2.t515_c0_0 = alloca <8 x float>, align 32
-  %s3_conv2.t513_a5 = alloca <8 x float>, align 32
-  %s3_conv2.t513_a4 = alloca <8 x float>, align 32
-  %s3_conv2.t513_a3 = alloca <8 x float>, align 32
-  %s3_conv2.t513_a2 = alloca <8 x float>, align 32
-  %s3_conv2.t513_a1 = alloca <8 x float>, align 32
-  %s3_conv2.t513_a0 = alloca <8 x float>, align 32
-  %s3_conv2.t513_b1 = alloca <8 x float>, align 32
-  %s3_conv2.t513_b0 = alloca <8 x float>, align 32
-  %s3_conv2.t513_c5_1 = alloca <8 x float>, align 32
-  %s3_conv2.t513_c5_0 = alloca <8 x float>, align 32
-  %s3_conv2.t513_c4_1 = alloca <8 x float>, align 32
-  %s3_conv2.t513_c4_0 = alloca <8 x float>, align 32
-  %s3_conv2.t513_c3_1 = alloca <8 x float>, align 32
-  %s3_conv2.t513_c3_0 = alloca <8 x float>, align 32
-  %s3_conv2.t513_c2_1 = alloca <8 x float>, align 32
-  %s3_conv2.t513_c2_0 = alloca <8 x float>, align 32
-  %s3_conv2.t513_c1_1 = alloca <8 x float>, align 32
-  %s3_conv2.t513_c1_0 = alloca <8 x float>, align 32
-  %s3_conv2.t513_c0_1 = alloca <8 x float>, align 32
-  %s3_conv2.t513_c0_0 = alloca <8 x float>, align 32
-  br label %s3_conv2.nb511
+  %s3_conv2.t518_a3 = alloca <8 x float>, align 32
+  %s3_conv2.t518_a2 = alloca <8 x float>, align 32
+  %s3_conv2.t518_a1 = alloca <8 x float>, align 32
+  %s3_conv2.t518_a0 = alloca <8 x float>, align 32
+  %s3_conv2.t518_b1 = alloca <8 x float>, align 32
+  %s3_conv2.t518_b0 = alloca <8 x float>, align 32
+  %s3_conv2.t518_c3_1 = alloca <8 x float>, align 32
+  %s3_conv2.t518_c3_0 = alloca <8 x float>, align 32
+  %s3_conv2.t518_c2_1 = alloca <8 x float>, align 32
+  %s3_conv2.t518_c2_0 = alloca <8 x float>, align 32
+  %s3_conv2.t518_c1_1 = alloca <8 x float>, align 32
+  %s3_conv2.t518_c1_0 = alloca <8 x float>, align 32
+  %s3_conv2.t518_c0_1 = alloca <8 x float>, align 32
+  %s3_conv2.t518_c0_0 = alloca <8 x float>, align 32
+  %s3_conv2.t516_a5 = alloca <8 x float>, align 32
+  %s3_conv2.t516_a4 = alloca <8 x float>, align 32
+  %s3_conv2.t516_a3 = alloca <8 x float>, align 32
+  %s3_conv2.t516_a2 = alloca <8 x float>, align 32
+  %s3_conv2.t516_a1 = alloca <8 x float>, align 32
+  %s3_conv2.t516_a0 = alloca <8 x float>, align 32
+  %s3_conv2.t516_b1 = alloca <8 x float>, align 32
+  %s3_conv2.t516_b0 = alloca <8 x float>, align 32
+  %s3_conv2.t516_c5_1 = alloca <8 x float>, align 32
+  %s3_conv2.t516_c5_0 = alloca <8 x float>, align 32
+  %s3_conv2.t516_c4_1 = alloca <8 x float>, align 32
+  %s3_conv2.t516_c4_0 = alloca <8 x float>, align 32
+  %s3_conv2.t516_c3_1 = alloca <8 x float>, align 32
+  %s3_conv2.t516_c3_0 = alloca <8 x float>, align 32
+  %s3_conv2.t516_c2_1 = alloca <8 x float>, align 32
+  %s3_conv2.t516_c2_0 = alloca <8 x float>, align 32
+  %s3_conv2.t516_c1_1 = alloca <8 x float>, align 32
+  %s3_conv2.t516_c1_0 = alloca <8 x float>, align 32
+  %s3_conv2.t516_c0_1 = alloca <8 x float>, align 32
+  %s3_conv2.t516_c0_0 = alloca <8 x float>, align 32
+  br label %s3_conv2.nb514
 
-s3_conv2.nb511:                                   ; preds = %s3_conv2.k516.end, %entry
-  %s3_conv2.nb5111 = phi i64 [ 0, %entry ], [ %nb511.next, %s3_conv2.k516.end ]
-  br label %s3_conv2.mb512
+s3_conv2.nb514:                                   ; preds = %s3_conv2.k519.end, %entry
+  %s3_conv2.nb5141 = phi i64 [ 0, %entry ], [ %nb514.next, %s3_conv2.k519.end ]
+  br label %s3_conv2.mb515
 
-s3_conv2.nb511.end:                               ; preds = %s3_conv2.k516.end
+s3_conv2.nb514.end:                               ; preds = %s3_conv2.k519.end
   ret void
 
-s3_conv2.mb512:                                   ; preds = %s3_conv2.k514.end, %s3_conv2.nb511
-  %s3_conv2.mb5122 = phi i64 [ 0, %s3_conv2.nb511 ], [ %mb512.next, %s3_conv2.k514.end ]
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t513_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t513_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t513_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t513_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t513_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t513_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t513_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t513_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t513_c4_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t513_c4_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t513_c5_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t513_c5_1, align 32
-  br label %s3_conv2.k514
+s3_conv2.mb515:                                   ; preds = %s3_conv2.k517.end, %s3_conv2.nb514
+  %s3_conv2.mb5152 = phi i64 [ 0, %s3_conv2.nb514 ], [ %mb515.next, %s3_conv2.k517.end ]
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t516_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t516_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t516_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t516_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t516_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t516_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t516_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t516_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t516_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t516_c4_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t516_c5_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t516_c5_1, align 32
+  br label %s3_conv2.k517
 
-s3_conv2.mb512.end:                               ; preds = %s3_conv2.k514.end
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t515_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t515_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t515_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t515_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t515_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t515_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t515_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv2.t515_c3_1, align 32
-  br label %s3_conv2.k516
+s3_conv2.mb515.end:                               ; preds = %s3_conv2.k517.end
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t518_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t518_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t518_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t518_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t518_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t518_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t518_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv2.t518_c3_1, align 32
+  br label %s3_conv2.k519
 
-s3_conv2.k514:                                    ; preds = %s3_conv2.k514, %s3_conv2.mb512
-  %s3_conv2.k5143 = phi i64 [ 0, %s3_conv2.mb512 ], [ %k514.next, %s3_conv2.k514 ]
+s3_conv2.k517:                                    ; preds = %s3_conv2.k517, %s3_conv2.mb515
+  %s3_conv2.k5173 = phi i64 [ 0, %s3_conv2.mb515 ], [ %k517.next, %s3_conv2.k517 ]
   %2 = mul nsw i64 %0, 4096
   %3 = add nsw i64 3356768, %2
   %4 = mul nsw i64 %1, 32
   %5 = add nsw i64 %3, %4
-  %6 = mul nsw i64 %s3_conv2.k5143, 64
+  %6 = mul nsw i64 %s3_conv2.k5173, 64
   %7 = add nsw i64 %5, %6
-  %8 = mul nsw i64 %s3_conv2.nb5111, 16
+  %8 = mul nsw i64 %s3_conv2.nb5141, 16
   %9 = add nsw i64 %7, %8
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %10, ptr %s3_conv2.t513_b0, align 32
+  store <8 x float> %10, ptr %s3_conv2.t516_b0, align 32
   %11 = mul nsw i64 %0, 4096
   %12 = add nsw i64 3356768, %11
   %13 = mul nsw i64 %1, 32
   %14 = add nsw i64 %12, %13
-  %15 = mul nsw i64 %s3_conv2.k5143, 64
+  %15 = mul nsw i64 %s3_conv2.k5173, 64
   %16 = add nsw i64 %14, %15
-  %17 = mul nsw i64 %s3_conv2.nb5111, 16
+  %17 = mul nsw i64 %s3_conv2.nb5141, 16
   %18 = add nsw i64 %16, %17
   %19 = add nsw i64 %18, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %20, ptr %s3_conv2.t513_b1, align 32
+  store <8 x float> %20, ptr %s3_conv2.t516_b1, align 32
   %21 = mul nsw i64 %0, 1024
   %22 = add nsw i64 858624, %21
-  %23 = mul nsw i64 %s3_conv2.mb5122, 6
+  %23 = mul nsw i64 %s3_conv2.mb5152, 6
   %24 = mul nsw i64 %23, 64
   %25 = add nsw i64 %22, %24
-  %26 = add nsw i64 %25, %s3_conv2.k5143
+  %26 = add nsw i64 %25, %s3_conv2.k5173
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
   %27 = load float, ptr %arena6, align 4
   %28 = insertelement <8 x float> undef, float %27, i32 0
   %29 = shufflevector <8 x float> %28, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %29, ptr %s3_conv2.t513_a0, align 32
-  %t513_a0 = load <8 x float>, ptr %s3_conv2.t513_a0, align 32
-  %t513_b0 = load <8 x float>, ptr %s3_conv2.t513_b0, align 32
-  %t513_c0_0 = load <8 x float>, ptr %s3_conv2.t513_c0_0, align 32
-  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t513_a0, <8 x float> %t513_b0, <8 x float> %t513_c0_0)
-  store <8 x float> %30, ptr %s3_conv2.t513_c0_0, align 32
-  %t513_a07 = load <8 x float>, ptr %s3_conv2.t513_a0, align 32
-  %t513_b1 = load <8 x float>, ptr %s3_conv2.t513_b1, align 32
-  %t513_c0_1 = load <8 x float>, ptr %s3_conv2.t513_c0_1, align 32
-  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t513_a07, <8 x float> %t513_b1, <8 x float> %t513_c0_1)
-  store <8 x float> %31, ptr %s3_conv2.t513_c0_1, align 32
+  store <8 x float> %29, ptr %s3_conv2.t516_a0, align 32
+  %t516_a0 = load <8 x float>, ptr %s3_conv2.t516_a0, align 32
+  %t516_b0 = load <8 x float>, ptr %s3_conv2.t516_b0, align 32
+  %t516_c0_0 = load <8 x float>, ptr %s3_conv2.t516_c0_0, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t516_a0, <8 x float> %t516_b0, <8 x float> %t516_c0_0)
+  store <8 x float> %30, ptr %s3_conv2.t516_c0_0, align 32
+  %t516_a07 = load <8 x float>, ptr %s3_conv2.t516_a0, align 32
+  %t516_b1 = load <8 x float>, ptr %s3_conv2.t516_b1, align 32
+  %t516_c0_1 = load <8 x float>, ptr %s3_conv2.t516_c0_1, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t516_a07, <8 x float> %t516_b1, <8 x float> %t516_c0_1)
+  store <8 x float> %31, ptr %s3_conv2.t516_c0_1, align 32
   %32 = mul nsw i64 %0, 1024
   %33 = add nsw i64 858624, %32
-  %34 = mul nsw i64 %s3_conv2.mb5122, 6
+  %34 = mul nsw i64 %s3_conv2.mb5152, 6
   %35 = add nsw i64 %34, 1
   %36 = mul nsw i64 %35, 64
   %37 = add nsw i64 %33, %36
-  %38 = add nsw i64 %37, %s3_conv2.k5143
+  %38 = add nsw i64 %37, %s3_conv2.k5173
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load float, ptr %arena8, align 4
   %40 = insertelement <8 x float> undef, float %39, i32 0
   %41 = shufflevector <8 x float> %40, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %41, ptr %s3_conv2.t513_a1, align 32
-  %t513_a1 = load <8 x float>, ptr %s3_conv2.t513_a1, align 32
-  %t513_b09 = load <8 x float>, ptr %s3_conv2.t513_b0, align 32
-  %t513_c1_0 = load <8 x float>, ptr %s3_conv2.t513_c1_0, align 32
-  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t513_a1, <8 x float> %t513_b09, <8 x float> %t513_c1_0)
-  store <8 x float> %42, ptr %s3_conv2.t513_c1_0, align 32
-  %t513_a110 = load <8 x float>, ptr %s3_conv2.t513_a1, align 32
-  %t513_b111 = load <8 x float>, ptr %s3_conv2.t513_b1, align 32
-  %t513_c1_1 = load <8 x float>, ptr %s3_conv2.t513_c1_1, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t513_a110, <8 x float> %t513_b111, <8 x float> %t513_c1_1)
-  store <8 x float> %43, ptr %s3_conv2.t513_c1_1, align 32
+  store <8 x float> %41, ptr %s3_conv2.t516_a1, align 32
+  %t516_a1 = load <8 x float>, ptr %s3_conv2.t516_a1, align 32
+  %t516_b09 = load <8 x float>, ptr %s3_conv2.t516_b0, align 32
+  %t516_c1_0 = load <8 x float>, ptr %s3_conv2.t516_c1_0, align 32
+  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t516_a1, <8 x float> %t516_b09, <8 x float> %t516_c1_0)
+  store <8 x float> %42, ptr %s3_conv2.t516_c1_0, align 32
+  %t516_a110 = load <8 x float>, ptr %s3_conv2.t516_a1, align 32
+  %t516_b111 = load <8 x float>, ptr %s3_conv2.t516_b1, align 32
+  %t516_c1_1 = load <8 x float>, ptr %s3_conv2.t516_c1_1, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t516_a110, <8 x float> %t516_b111, <8 x float> %t516_c1_1)
+  store <8 x float> %43, ptr %s3_conv2.t516_c1_1, align 32
   %44 = mul nsw i64 %0, 1024
   %45 = add nsw i64 858624, %44
-  %46 = mul nsw i64 %s3_conv2.mb5122, 6
+  %46 = mul nsw i64 %s3_conv2.mb5152, 6
   %47 = add nsw i64 %46, 2
   %48 = mul nsw i64 %47, 64
   %49 = add nsw i64 %45, %48
-  %50 = add nsw i64 %49, %s3_conv2.k5143
+  %50 = add nsw i64 %49, %s3_conv2.k5173
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %50
   %51 = load float, ptr %arena12, align 4
   %52 = insertelement <8 x float> undef, float %51, i32 0
   %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %53, ptr %s3_conv2.t513_a2, align 32
-  %t513_a2 = load <8 x float>, ptr %s3_conv2.t513_a2, align 32
-  %t513_b013 = load <8 x float>, ptr %s3_conv2.t513_b0, align 32
-  %t513_c2_0 = load <8 x float>, ptr %s3_conv2.t513_c2_0, align 32
-  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t513_a2, <8 x float> %t513_b013, <8 x float> %t513_c2_0)
-  store <8 x float> %54, ptr %s3_conv2.t513_c2_0, align 32
-  %t513_a214 = load <8 x float>, ptr %s3_conv2.t513_a2, align 32
-  %t513_b115 = load <8 x float>, ptr %s3_conv2.t513_b1, align 32
-  %t513_c2_1 = load <8 x float>, ptr %s3_conv2.t513_c2_1, align 32
-  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t513_a214, <8 x float> %t513_b115, <8 x float> %t513_c2_1)
-  store <8 x float> %55, ptr %s3_conv2.t513_c2_1, align 32
+  store <8 x float> %53, ptr %s3_conv2.t516_a2, align 32
+  %t516_a2 = load <8 x float>, ptr %s3_conv2.t516_a2, align 32
+  %t516_b013 = load <8 x float>, ptr %s3_conv2.t516_b0, align 32
+  %t516_c2_0 = load <8 x float>, ptr %s3_conv2.t516_c2_0, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t516_a2, <8 x float> %t516_b013, <8 x float> %t516_c2_0)
+  store <8 x float> %54, ptr %s3_conv2.t516_c2_0, align 32
+  %t516_a214 = load <8 x float>, ptr %s3_conv2.t516_a2, align 32
+  %t516_b115 = load <8 x float>, ptr %s3_conv2.t516_b1, align 32
+  %t516_c2_1 = load <8 x float>, ptr %s3_conv2.t516_c2_1, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t516_a214, <8 x float> %t516_b115, <8 x float> %t516_c2_1)
+  store <8 x float> %55, ptr %s3_conv2.t516_c2_1, align 32
   %56 = mul nsw i64 %0, 1024
   %57 = add nsw i64 858624, %56
-  %58 = mul nsw i64 %s3_conv2.mb5122, 6
+  %58 = mul nsw i64 %s3_conv2.mb5152, 6
   %59 = add nsw i64 %58, 3
   %60 = mul nsw i64 %59, 64
   %61 = add nsw i64 %57, %60
-  %62 = add nsw i64 %61, %s3_conv2.k5143
+  %62 = add nsw i64 %61, %s3_conv2.k5173
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %62
   %63 = load float, ptr %arena16, align 4
   %64 = insertelement <8 x float> undef, float %63, i32 0
   %65 = shufflevector <8 x float> %64, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %65, ptr %s3_conv2.t513_a3, align 32
-  %t513_a3 = load <8 x float>, ptr %s3_conv2.t513_a3, align 32
-  %t513_b017 = load <8 x float>, ptr %s3_conv2.t513_b0, align 32
-  %t513_c3_0 = load <8 x float>, ptr %s3_conv2.t513_c3_0, align 32
-  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t513_a3, <8 x float> %t513_b017, <8 x float> %t513_c3_0)
-  store <8 x float> %66, ptr %s3_conv2.t513_c3_0, align 32
-  %t513_a318 = load <8 x float>, ptr %s3_conv2.t513_a3, align 32
-  %t513_b119 = load <8 x float>, ptr %s3_conv2.t513_b1, align 32
-  %t513_c3_1 = load <8 x float>, ptr %s3_conv2.t513_c3_1, align 32
-  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t513_a318, <8 x float> %t513_b119, <8 x float> %t513_c3_1)
-  store <8 x float> %67, ptr %s3_conv2.t513_c3_1, align 32
+  store <8 x float> %65, ptr %s3_conv2.t516_a3, align 32
+  %t516_a3 = load <8 x float>, ptr %s3_conv2.t516_a3, align 32
+  %t516_b017 = load <8 x float>, ptr %s3_conv2.t516_b0, align 32
+  %t516_c3_0 = load <8 x float>, ptr %s3_conv2.t516_c3_0, align 32
+  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t516_a3, <8 x float> %t516_b017, <8 x float> %t516_c3_0)
+  store <8 x float> %66, ptr %s3_conv2.t516_c3_0, align 32
+  %t516_a318 = load <8 x float>, ptr %s3_conv2.t516_a3, align 32
+  %t516_b119 = load <8 x float>, ptr %s3_conv2.t516_b1, align 32
+  %t516_c3_1 = load <8 x float>, ptr %s3_conv2.t516_c3_1, align 32
+  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t516_a318, <8 x float> %t516_b119, <8 x float> %t516_c3_1)
+  store <8 x float> %67, ptr %s3_conv2.t516_c3_1, align 32
   %68 = mul nsw i64 %0, 1024
   %69 = add nsw i64 858624, %68
-  %70 = mul nsw i64 %s3_conv2.mb5122, 6
+  %70 = mul nsw i64 %s3_conv2.mb5152, 6
   %71 = add nsw i64 %70, 4
   %72 = mul nsw i64 %71, 64
   %73 = add nsw i64 %69, %72
-  %74 = add nsw i64 %73, %s3_conv2.k5143
+  %74 = add nsw i64 %73, %s3_conv2.k5173
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %74
   %75 = load float, ptr %arena20, align 4
   %76 = insertelement <8 x float> undef, float %75, i32 0
   %77 = shufflevector <8 x float> %76, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %77, ptr %s3_conv2.t513_a4, align 32
-  %t513_a4 = load <8 x float>, ptr %s3_conv2.t513_a4, align 32
-  %t513_b021 = load <8 x float>, ptr %s3_conv2.t513_b0, align 32
-  %t513_c4_0 = load <8 x float>, ptr %s3_conv2.t513_c4_0, align 32
-  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t513_a4, <8 x float> %t513_b021, <8 x float> %t513_c4_0)
-  store <8 x float> %78, ptr %s3_conv2.t513_c4_0, align 32
-  %t513_a422 = load <8 x float>, ptr %s3_conv2.t513_a4, align 32
-  %t513_b123 = load <8 x float>, ptr %s3_conv2.t513_b1, align 32
-  %t513_c4_1 = load <8 x float>, ptr %s3_conv2.t513_c4_1, align 32
-  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t513_a422, <8 x float> %t513_b123, <8 x float> %t513_c4_1)
-  store <8 x float> %79, ptr %s3_conv2.t513_c4_1, align 32
+  store <8 x float> %77, ptr %s3_conv2.t516_a4, align 32
+  %t516_a4 = load <8 x float>, ptr %s3_conv2.t516_a4, align 32
+  %t516_b021 = load <8 x float>, ptr %s3_conv2.t516_b0, align 32
+  %t516_c4_0 = load <8 x float>, ptr %s3_conv2.t516_c4_0, align 32
+  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t516_a4, <8 x float> %t516_b021, <8 x float> %t516_c4_0)
+  store <8 x float> %78, ptr %s3_conv2.t516_c4_0, align 32
+  %t516_a422 = load <8 x float>, ptr %s3_conv2.t516_a4, align 32
+  %t516_b123 = load <8 x float>, ptr %s3_conv2.t516_b1, align 32
+  %t516_c4_1 = load <8 x float>, ptr %s3_conv2.t516_c4_1, align 32
+  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t516_a422, <8 x float> %t516_b123, <8 x float> %t516_c4_1)
+  store <8 x float> %79, ptr %s3_conv2.t516_c4_1, align 32
   %80 = mul nsw i64 %0, 1024
   %81 = add nsw i64 858624, %80
-  %82 = mul nsw i64 %s3_conv2.mb5122, 6
+  %82 = mul nsw i64 %s3_conv2.mb5152, 6
   %83 = add nsw i64 %82, 5
   %84 = mul nsw i64 %83, 64
   %85 = add nsw i64 %81, %84
-  %86 = add nsw i64 %85, %s3_conv2.k5143
+  %86 = add nsw i64 %85, %s3_conv2.k5173
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load float, ptr %arena24, align 4
   %88 = insertelement <8 x float> undef, float %87, i32 0
   %89 = shufflevector <8 x float> %88, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %89, ptr %s3_conv2.t513_a5, align 32
-  %t513_a5 = load <8 x float>, ptr %s3_conv2.t513_a5, align 32
-  %t513_b025 = load <8 x float>, ptr %s3_conv2.t513_b0, align 32
-  %t513_c5_0 = load <8 x float>, ptr %s3_conv2.t513_c5_0, align 32
-  %90 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t513_a5, <8 x float> %t513_b025, <8 x float> %t513_c5_0)
-  store <8 x float> %90, ptr %s3_conv2.t513_c5_0, align 32
-  %t513_a526 = load <8 x float>, ptr %s3_conv2.t513_a5, align 32
-  %t513_b127 = load <8 x float>, ptr %s3_conv2.t513_b1, align 32
-  %t513_c5_1 = load <8 x float>, ptr %s3_conv2.t513_c5_1, align 32
-  %91 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t513_a526, <8 x float> %t513_b127, <8 x float> %t513_c5_1)
-  store <8 x float> %91, ptr %s3_conv2.t513_c5_1, align 32
-  %k514.next = add nsw i64 %s3_conv2.k5143, 1
-  %92 = icmp slt i64 %k514.next, 64
-  br i1 %92, label %s3_conv2.k514, label %s3_conv2.k514.end
+  store <8 x float> %89, ptr %s3_conv2.t516_a5, align 32
+  %t516_a5 = load <8 x float>, ptr %s3_conv2.t516_a5, align 32
+  %t516_b025 = load <8 x float>, ptr %s3_conv2.t516_b0, align 32
+  %t516_c5_0 = load <8 x float>, ptr %s3_conv2.t516_c5_0, align 32
+  %90 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t516_a5, <8 x float> %t516_b025, <8 x float> %t516_c5_0)
+  store <8 x float> %90, ptr %s3_conv2.t516_c5_0, align 32
+  %t516_a526 = load <8 x float>, ptr %s3_conv2.t516_a5, align 32
+  %t516_b127 = load <8 x float>, ptr %s3_conv2.t516_b1, align 32
+  %t516_c5_1 = load <8 x float>, ptr %s3_conv2.t516_c5_1, align 32
+  %91 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t516_a526, <8 x float> %t516_b127, <8 x float> %t516_c5_1)
+  store <8 x float> %91, ptr %s3_conv2.t516_c5_1, align 32
+  %k517.next = add nsw i64 %s3_conv2.k5173, 1
+  %92 = icmp slt i64 %k517.next, 64
+  br i1 %92, label %s3_conv2.k517, label %s3_conv2.k517.end
 
-s3_conv2.k514.end:                                ; preds = %s3_conv2.k514
-  %t513_c0_028 = load <8 x float>, ptr %s3_conv2.t513_c0_0, align 32
+s3_conv2.k517.end:                                ; preds = %s3_conv2.k517
+  %t516_c0_028 = load <8 x float>, ptr %s3_conv2.t516_c0_0, align 32
   %93 = mul nsw i64 %0, 1024
   %94 = add nsw i64 875008, %93
   %95 = mul nsw i64 %1, 32
   %96 = add nsw i64 %94, %95
-  %97 = mul nsw i64 %s3_conv2.mb5122, 6
+  %97 = mul nsw i64 %s3_conv2.mb5152, 6
   %98 = mul nsw i64 %97, 64
   %99 = add nsw i64 %96, %98
-  %100 = mul nsw i64 %s3_conv2.nb5111, 16
+  %100 = mul nsw i64 %s3_conv2.nb5141, 16
   %101 = add nsw i64 %99, %100
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %101
-  store <8 x float> %t513_c0_028, ptr %arena29, align 4
-  %t513_c0_130 = load <8 x float>, ptr %s3_conv2.t513_c0_1, align 32
+  store <8 x float> %t516_c0_028, ptr %arena29, align 4
+  %t516_c0_130 = load <8 x float>, ptr %s3_conv2.t516_c0_1, align 32
   %102 = mul nsw i64 %0, 1024
   %103 = add nsw i64 875008, %102
   %104 = mul nsw i64 %1, 32
   %105 = add nsw i64 %103, %104
-  %106 = mul nsw i64 %s3_conv2.mb5122, 6
+  %106 = mul nsw i64 %s3_conv2.mb5152, 6
   %107 = mul nsw i64 %106, 64
   %108 = add nsw i64 %105, %107
-  %109 = mul nsw i64 %s3_conv2.nb5111, 16
+  %109 = mul nsw i64 %s3_conv2.nb5141, 16
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t513_c0_130, ptr %arena31, align 4
-  %t513_c1_032 = load <8 x float>, ptr %s3_conv2.t513_c1_0, align 32
+  store <8 x float> %t516_c0_130, ptr %arena31, align 4
+  %t516_c1_032 = load <8 x float>, ptr %s3_conv2.t516_c1_0, align 32
   %112 = mul nsw i64 %0, 1024
   %113 = add nsw i64 875008, %112
   %114 = mul nsw i64 %1, 32
   %115 = add nsw i64 %113, %114
-  %116 = mul nsw i64 %s3_conv2.mb5122, 6
+  %116 = mul nsw i64 %s3_conv2.mb5152, 6
   %117 = add nsw i64 %116, 1
   %118 = mul nsw i64 %117, 64
   %119 = add nsw i64 %115, %118
-  %120 = mul nsw i64 %s3_conv2.nb5111, 16
+  %120 = mul nsw i64 %s3_conv2.nb5141, 16
   %121 = add nsw i64 %119, %120
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %121
-  store <8 x float> %t513_c1_032, ptr %arena33, align 4
-  %t513_c1_134 = load <8 x float>, ptr %s3_conv2.t513_c1_1, align 32
+  store <8 x float> %t516_c1_032, ptr %arena33, align 4
+  %t516_c1_134 = load <8 x float>, ptr %s3_conv2.t516_c1_1, align 32
   %122 = mul nsw i64 %0, 1024
   %123 = add nsw i64 875008, %122
   %124 = mul nsw i64 %1, 32
   %125 = add nsw i64 %123, %124
-  %126 = mul nsw i64 %s3_conv2.mb5122, 6
+  %126 = mul nsw i64 %s3_conv2.mb5152, 6
   %127 = add nsw i64 %126, 1
   %128 = mul nsw i64 %127, 64
   %129 = add nsw i64 %125, %128
-  %130 = mul nsw i64 %s3_conv2.nb5111, 16
+  %130 = mul nsw i64 %s3_conv2.nb5141, 16
   %131 = add nsw i64 %129, %130
   %132 = add nsw i64 %131, 8
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %132
-  store <8 x float> %t513_c1_134, ptr %arena35, align 4
-  %t513_c2_036 = load <8 x float>, ptr %s3_conv2.t513_c2_0, align 32
+  store <8 x float> %t516_c1_134, ptr %arena35, align 4
+  %t516_c2_036 = load <8 x float>, ptr %s3_conv2.t516_c2_0, align 32
   %133 = mul nsw i64 %0, 1024
   %134 = add nsw i64 875008, %133
   %135 = mul nsw i64 %1, 32
   %136 = add nsw i64 %134, %135
-  %137 = mul nsw i64 %s3_conv2.mb5122, 6
+  %137 = mul nsw i64 %s3_conv2.mb5152, 6
   %138 = add nsw i64 %137, 2
   %139 = mul nsw i64 %138, 64
   %140 = add nsw i64 %136, %139
-  %141 = mul nsw i64 %s3_conv2.nb5111, 16
+  %141 = mul nsw i64 %s3_conv2.nb5141, 16
   %142 = add nsw i64 %140, %141
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %142
-  store <8 x float> %t513_c2_036, ptr %arena37, align 4
-  %t513_c2_138 = load <8 x float>, ptr %s3_conv2.t513_c2_1, align 32
+  store <8 x float> %t516_c2_036, ptr %arena37, align 4
+  %t516_c2_138 = load <8 x float>, ptr %s3_conv2.t516_c2_1, align 32
   %143 = mul nsw i64 %0, 1024
   %144 = add nsw i64 875008, %143
   %145 = mul nsw i64 %1, 32
   %146 = add nsw i64 %144, %145
-  %147 = mul nsw i64 %s3_conv2.mb5122, 6
+  %147 = mul nsw i64 %s3_conv2.mb5152, 6
   %148 = add nsw i64 %147, 2
   %149 = mul nsw i64 %148, 64
   %150 = add nsw i64 %146, %149
-  %151 = mul nsw i64 %s3_conv2.nb5111, 16
+  %151 = mul nsw i64 %s3_conv2.nb5141, 16
   %152 = add nsw i64 %150, %151
   %153 = add nsw i64 %152, 8
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %153
-  store <8 x float> %t513_c2_138, ptr %arena39, align 4
-  %t513_c3_040 = load <8 x float>, ptr %s3_conv2.t513_c3_0, align 32
+  store <8 x float> %t516_c2_138, ptr %arena39, align 4
+  %t516_c3_040 = load <8 x float>, ptr %s3_conv2.t516_c3_0, align 32
   %154 = mul nsw i64 %0, 1024
   %155 = add nsw i64 875008, %154
   %156 = mul nsw i64 %1, 32
   %157 = add nsw i64 %155, %156
-  %158 = mul nsw i64 %s3_conv2.mb5122, 6
+  %158 = mul nsw i64 %s3_conv2.mb5152, 6
   %159 = add nsw i64 %158, 3
   %160 = mul nsw i64 %159, 64
   %161 = add nsw i64 %157, %160
-  %162 = mul nsw i64 %s3_conv2.nb5111, 16
+  %162 = mul nsw i64 %s3_conv2.nb5141, 16
   %163 = add nsw i64 %161, %162
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %163
-  store <8 x float> %t513_c3_040, ptr %arena41, align 4
-  %t513_c3_142 = load <8 x float>, ptr %s3_conv2.t513_c3_1, align 32
+  store <8 x float> %t516_c3_040, ptr %arena41, align 4
+  %t516_c3_142 = load <8 x float>, ptr %s3_conv2.t516_c3_1, align 32
   %164 = mul nsw i64 %0, 1024
   %165 = add nsw i64 875008, %164
   %166 = mul nsw i64 %1, 32
   %167 = add nsw i64 %165, %166
-  %168 = mul nsw i64 %s3_conv2.mb5122, 6
+  %168 = mul nsw i64 %s3_conv2.mb5152, 6
   %169 = add nsw i64 %168, 3
   %170 = mul nsw i64 %169, 64
   %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %s3_conv2.nb5111, 16
+  %172 = mul nsw i64 %s3_conv2.nb5141, 16
   %173 = add nsw i64 %171, %172
   %174 = add nsw i64 %173, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t513_c3_142, ptr %arena43, align 4
-  %t513_c4_044 = load <8 x float>, ptr %s3_conv2.t513_c4_0, align 32
+  store <8 x float> %t516_c3_142, ptr %arena43, align 4
+  %t516_c4_044 = load <8 x float>, ptr %s3_conv2.t516_c4_0, align 32
   %175 = mul nsw i64 %0, 1024
   %176 = add nsw i64 875008, %175
   %177 = mul nsw i64 %1, 32
   %178 = add nsw i64 %176, %177
-  %179 = mul nsw i64 %s3_conv2.mb5122, 6
+  %179 = mul nsw i64 %s3_conv2.mb5152, 6
   %180 = add nsw i64 %179, 4
   %181 = mul nsw i64 %180, 64
   %182 = add nsw i64 %178, %181
-  %183 = mul nsw i64 %s3_conv2.nb5111, 16
+  %183 = mul nsw i64 %s3_conv2.nb5141, 16
   %184 = add nsw i64 %182, %183
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %184
-  store <8 x float> %t513_c4_044, ptr %arena45, align 4
-  %t513_c4_146 = load <8 x float>, ptr %s3_conv2.t513_c4_1, align 32
+  store <8 x float> %t516_c4_044, ptr %arena45, align 4
+  %t516_c4_146 = load <8 x float>, ptr %s3_conv2.t516_c4_1, align 32
   %185 = mul nsw i64 %0, 1024
   %186 = add nsw i64 875008, %185
   %187 = mul nsw i64 %1, 32
   %188 = add nsw i64 %186, %187
-  %189 = mul nsw i64 %s3_conv2.mb5122, 6
+  %189 = mul nsw i64 %s3_conv2.mb5152, 6
   %190 = add nsw i64 %189, 4
   %191 = mul nsw i64 %190, 64
   %192 = add nsw i64 %188, %191
-  %193 = mul nsw i64 %s3_conv2.nb5111, 16
+  %193 = mul nsw i64 %s3_conv2.nb5141, 16
   %194 = add nsw i64 %192, %193
   %195 = add nsw i64 %194, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %195
-  store <8 x float> %t513_c4_146, ptr %arena47, align 4
-  %t513_c5_048 = load <8 x float>, ptr %s3_conv2.t513_c5_0, align 32
+  store <8 x float> %t516_c4_146, ptr %arena47, align 4
+  %t516_c5_048 = load <8 x float>, ptr %s3_conv2.t516_c5_0, align 32
   %196 = mul nsw i64 %0, 1024
   %197 = add nsw i64 875008, %196
   %198 = mul nsw i64 %1, 32
   %199 = add nsw i64 %197, %198
-  %200 = mul nsw i64 %s3_conv2.mb5122, 6
+  %200 = mul nsw i64 %s3_conv2.mb5152, 6
   %201 = add nsw i64 %200, 5
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 %199, %202
-  %204 = mul nsw i64 %s3_conv2.nb5111, 16
+  %204 = mul nsw i64 %s3_conv2.nb5141, 16
   %205 = add nsw i64 %203, %204
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %205
-  store <8 x float> %t513_c5_048, ptr %arena49, align 4
-  %t513_c5_150 = load <8 x float>, ptr %s3_conv2.t513_c5_1, align 32
+  store <8 x float> %t516_c5_048, ptr %arena49, align 4
+  %t516_c5_150 = load <8 x float>, ptr %s3_conv2.t516_c5_1, align 32
   %206 = mul nsw i64 %0, 1024
   %207 = add nsw i64 875008, %206
   %208 = mul nsw i64 %1, 32
   %209 = add nsw i64 %207, %208
-  %210 = mul nsw i64 %s3_conv2.mb5122, 6
+  %210 = mul nsw i64 %s3_conv2.mb5152, 6
   %211 = add nsw i64 %210, 5
   %212 = mul nsw i64 %211, 64
   %213 = add nsw i64 %209, %212
-  %214 = mul nsw i64 %s3_conv2.nb5111, 16
+  %214 = mul nsw i64 %s3_conv2.nb5141, 16
   %215 = add nsw i64 %213, %214
   %216 = add nsw i64 %215, 8
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %216
-  store <8 x float> %t513_c5_150, ptr %arena51, align 4
-  %mb512.next = add nsw i64 %s3_conv2.mb5122, 1
-  %217 = icmp slt i64 %mb512.next, 2
-  br i1 %217, label %s3_conv2.mb512, label %s3_conv2.mb512.end
+  store <8 x float> %t516_c5_150, ptr %arena51, align 4
+  %mb515.next = add nsw i64 %s3_conv2.mb5152, 1
+  %217 = icmp slt i64 %mb515.next, 2
+  br i1 %217, label %s3_conv2.mb515, label %s3_conv2.mb515.end
 
-s3_conv2.k516:                                    ; preds = %s3_conv2.k516, %s3_conv2.mb512.end
-  %s3_conv2.k51652 = phi i64 [ 0, %s3_conv2.mb512.end ], [ %k516.next, %s3_conv2.k516 ]
+s3_conv2.k519:                                    ; preds = %s3_conv2.k519, %s3_conv2.mb515.end
+  %s3_conv2.k51952 = phi i64 [ 0, %s3_conv2.mb515.end ], [ %k519.next, %s3_conv2.k519 ]
   %218 = mul nsw i64 %0, 4096
   %219 = add nsw i64 3356768, %218
   %220 = mul nsw i64 %1, 32
   %221 = add nsw i64 %219, %220
-  %222 = mul nsw i64 %s3_conv2.k51652, 64
+  %222 = mul nsw i64 %s3_conv2.k51952, 64
   %223 = add nsw i64 %221, %222
-  %224 = mul nsw i64 %s3_conv2.nb5111, 16
+  %224 = mul nsw i64 %s3_conv2.nb5141, 16
   %225 = add nsw i64 %223, %224
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %225
   %226 = load <8 x float>, ptr %arena53, align 4
-  store <8 x float> %226, ptr %s3_conv2.t515_b0, align 32
+  store <8 x float> %226, ptr %s3_conv2.t518_b0, align 32
   %227 = mul nsw i64 %0, 4096
   %228 = add nsw i64 3356768, %227
   %229 = mul nsw i64 %1, 32
   %230 = add nsw i64 %228, %229
-  %231 = mul nsw i64 %s3_conv2.k51652, 64
+  %231 = mul nsw i64 %s3_conv2.k51952, 64
   %232 = add nsw i64 %230, %231
-  %233 = mul nsw i64 %s3_conv2.nb5111, 16
+  %233 = mul nsw i64 %s3_conv2.nb5141, 16
   %234 = add nsw i64 %232, %233
   %235 = add nsw i64 %234, 8
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %235
   %236 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %236, ptr %s3_conv2.t515_b1, align 32
+  store <8 x float> %236, ptr %s3_conv2.t518_b1, align 32
   %237 = mul nsw i64 %0, 1024
   %238 = add nsw i64 858624, %237
   %239 = add nsw i64 %238, 768
-  %240 = add nsw i64 %239, %s3_conv2.k51652
+  %240 = add nsw i64 %239, %s3_conv2.k51952
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %240
   %241 = load float, ptr %arena55, align 4
   %242 = insertelement <8 x float> undef, float %241, i32 0
   %243 = shufflevector <8 x float> %242, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %243, ptr %s3_conv2.t515_a0, align 32
-  %t515_a0 = load <8 x float>, ptr %s3_conv2.t515_a0, align 32
-  %t515_b0 = load <8 x float>, ptr %s3_conv2.t515_b0, align 32
-  %t515_c0_0 = load <8 x float>, ptr %s3_conv2.t515_c0_0, align 32
-  %244 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t515_a0, <8 x float> %t515_b0, <8 x float> %t515_c0_0)
-  store <8 x float> %244, ptr %s3_conv2.t515_c0_0, align 32
-  %t515_a056 = load <8 x float>, ptr %s3_conv2.t515_a0, align 32
-  %t515_b1 = load <8 x float>, ptr %s3_conv2.t515_b1, align 32
-  %t515_c0_1 = load <8 x float>, ptr %s3_conv2.t515_c0_1, align 32
-  %245 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t515_a056, <8 x float> %t515_b1, <8 x float> %t515_c0_1)
-  store <8 x float> %245, ptr %s3_conv2.t515_c0_1, align 32
+  store <8 x float> %243, ptr %s3_conv2.t518_a0, align 32
+  %t518_a0 = load <8 x float>, ptr %s3_conv2.t518_a0, align 32
+  %t518_b0 = load <8 x float>, ptr %s3_conv2.t518_b0, align 32
+  %t518_c0_0 = load <8 x float>, ptr %s3_conv2.t518_c0_0, align 32
+  %244 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t518_a0, <8 x float> %t518_b0, <8 x float> %t518_c0_0)
+  store <8 x float> %244, ptr %s3_conv2.t518_c0_0, align 32
+  %t518_a056 = load <8 x float>, ptr %s3_conv2.t518_a0, align 32
+  %t518_b1 = load <8 x float>, ptr %s3_conv2.t518_b1, align 32
+  %t518_c0_1 = load <8 x float>, ptr %s3_conv2.t518_c0_1, align 32
+  %245 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t518_a056, <8 x float> %t518_b1, <8 x float> %t518_c0_1)
+  store <8 x float> %245, ptr %s3_conv2.t518_c0_1, align 32
   %246 = mul nsw i64 %0, 1024
   %247 = add nsw i64 858624, %246
   %248 = add nsw i64 %247, 832
-  %249 = add nsw i64 %248, %s3_conv2.k51652
+  %249 = add nsw i64 %248, %s3_conv2.k51952
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %249
   %250 = load float, ptr %arena57, align 4
   %251 = insertelement <8 x float> undef, float %250, i32 0
   %252 = shufflevector <8 x float> %251, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %252, ptr %s3_conv2.t515_a1, align 32
-  %t515_a1 = load <8 x float>, ptr %s3_conv2.t515_a1, align 32
-  %t515_b058 = load <8 x float>, ptr %s3_conv2.t515_b0, align 32
-  %t515_c1_0 = load <8 x float>, ptr %s3_conv2.t515_c1_0, align 32
-  %253 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t515_a1, <8 x float> %t515_b058, <8 x float> %t515_c1_0)
-  store <8 x float> %253, ptr %s3_conv2.t515_c1_0, align 32
-  %t515_a159 = load <8 x float>, ptr %s3_conv2.t515_a1, align 32
-  %t515_b160 = load <8 x float>, ptr %s3_conv2.t515_b1, align 32
-  %t515_c1_1 = load <8 x float>, ptr %s3_conv2.t515_c1_1, align 32
-  %254 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t515_a159, <8 x float> %t515_b160, <8 x float> %t515_c1_1)
-  store <8 x float> %254, ptr %s3_conv2.t515_c1_1, align 32
+  store <8 x float> %252, ptr %s3_conv2.t518_a1, align 32
+  %t518_a1 = load <8 x float>, ptr %s3_conv2.t518_a1, align 32
+  %t518_b058 = load <8 x float>, ptr %s3_conv2.t518_b0, align 32
+  %t518_c1_0 = load <8 x float>, ptr %s3_conv2.t518_c1_0, align 32
+  %253 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t518_a1, <8 x float> %t518_b058, <8 x float> %t518_c1_0)
+  store <8 x float> %253, ptr %s3_conv2.t518_c1_0, align 32
+  %t518_a159 = load <8 x float>, ptr %s3_conv2.t518_a1, align 32
+  %t518_b160 = load <8 x float>, ptr %s3_conv2.t518_b1, align 32
+  %t518_c1_1 = load <8 x float>, ptr %s3_conv2.t518_c1_1, align 32
+  %254 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t518_a159, <8 x float> %t518_b160, <8 x float> %t518_c1_1)
+  store <8 x float> %254, ptr %s3_conv2.t518_c1_1, align 32
   %255 = mul nsw i64 %0, 1024
   %256 = add nsw i64 858624, %255
   %257 = add nsw i64 %256, 896
-  %258 = add nsw i64 %257, %s3_conv2.k51652
+  %258 = add nsw i64 %257, %s3_conv2.k51952
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %258
   %259 = load float, ptr %arena61, align 4
   %260 = insertelement <8 x float> undef, float %259, i32 0
   %261 = shufflevector <8 x float> %260, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %261, ptr %s3_conv2.t515_a2, align 32
-  %t515_a2 = load <8 x float>, ptr %s3_conv2.t515_a2, align 32
-  %t515_b062 = load <8 x float>, ptr %s3_conv2.t515_b0, align 32
-  %t515_c2_0 = load <8 x float>, ptr %s3_conv2.t515_c2_0, align 32
-  %262 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t515_a2, <8 x float> %t515_b062, <8 x float> %t515_c2_0)
-  store <8 x float> %262, ptr %s3_conv2.t515_c2_0, align 32
-  %t515_a263 = load <8 x float>, ptr %s3_conv2.t515_a2, align 32
-  %t515_b164 = load <8 x float>, ptr %s3_conv2.t515_b1, align 32
-  %t515_c2_1 = load <8 x float>, ptr %s3_conv2.t515_c2_1, align 32
-  %263 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t515_a263, <8 x float> %t515_b164, <8 x float> %t515_c2_1)
-  store <8 x float> %263, ptr %s3_conv2.t515_c2_1, align 32
+  store <8 x float> %261, ptr %s3_conv2.t518_a2, align 32
+  %t518_a2 = load <8 x float>, ptr %s3_conv2.t518_a2, align 32
+  %t518_b062 = load <8 x float>, ptr %s3_conv2.t518_b0, align 32
+  %t518_c2_0 = load <8 x float>, ptr %s3_conv2.t518_c2_0, align 32
+  %262 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t518_a2, <8 x float> %t518_b062, <8 x float> %t518_c2_0)
+  store <8 x float> %262, ptr %s3_conv2.t518_c2_0, align 32
+  %t518_a263 = load <8 x float>, ptr %s3_conv2.t518_a2, align 32
+  %t518_b164 = load <8 x float>, ptr %s3_conv2.t518_b1, align 32
+  %t518_c2_1 = load <8 x float>, ptr %s3_conv2.t518_c2_1, align 32
+  %263 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t518_a263, <8 x float> %t518_b164, <8 x float> %t518_c2_1)
+  store <8 x float> %263, ptr %s3_conv2.t518_c2_1, align 32
   %264 = mul nsw i64 %0, 1024
   %265 = add nsw i64 858624, %264
   %266 = add nsw i64 %265, 960
-  %267 = add nsw i64 %266, %s3_conv2.k51652
+  %267 = add nsw i64 %266, %s3_conv2.k51952
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %267
   %268 = load float, ptr %arena65, align 4
   %269 = insertelement <8 x float> undef, float %268, i32 0
   %270 = shufflevector <8 x float> %269, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %270, ptr %s3_conv2.t515_a3, align 32
-  %t515_a3 = load <8 x float>, ptr %s3_conv2.t515_a3, align 32
-  %t515_b066 = load <8 x float>, ptr %s3_conv2.t515_b0, align 32
-  %t515_c3_0 = load <8 x float>, ptr %s3_conv2.t515_c3_0, align 32
-  %271 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t515_a3, <8 x float> %t515_b066, <8 x float> %t515_c3_0)
-  store <8 x float> %271, ptr %s3_conv2.t515_c3_0, align 32
-  %t515_a367 = load <8 x float>, ptr %s3_conv2.t515_a3, align 32
-  %t515_b168 = load <8 x float>, ptr %s3_conv2.t515_b1, align 32
-  %t515_c3_1 = load <8 x float>, ptr %s3_conv2.t515_c3_1, align 32
-  %272 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t515_a367, <8 x float> %t515_b168, <8 x float> %t515_c3_1)
-  store <8 x float> %272, ptr %s3_conv2.t515_c3_1, align 32
-  %k516.next = add nsw i64 %s3_conv2.k51652, 1
-  %273 = icmp slt i64 %k516.next, 64
-  br i1 %273, label %s3_conv2.k516, label %s3_conv2.k516.end
+  store <8 x float> %270, ptr %s3_conv2.t518_a3, align 32
+  %t518_a3 = load <8 x float>, ptr %s3_conv2.t518_a3, align 32
+  %t518_b066 = load <8 x float>, ptr %s3_conv2.t518_b0, align 32
+  %t518_c3_0 = load <8 x float>, ptr %s3_conv2.t518_c3_0, align 32
+  %271 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t518_a3, <8 x float> %t518_b066, <8 x float> %t518_c3_0)
+  store <8 x float> %271, ptr %s3_conv2.t518_c3_0, align 32
+  %t518_a367 = load <8 x float>, ptr %s3_conv2.t518_a3, align 32
+  %t518_b168 = load <8 x float>, ptr %s3_conv2.t518_b1, align 32
+  %t518_c3_1 = load <8 x float>, ptr %s3_conv2.t518_c3_1, align 32
+  %272 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t518_a367, <8 x float> %t518_b168, <8 x float> %t518_c3_1)
+  store <8 x float> %272, ptr %s3_conv2.t518_c3_1, align 32
+  %k519.next = add nsw i64 %s3_conv2.k51952, 1
+  %273 = icmp slt i64 %k519.next, 64
+  br i1 %273, label %s3_conv2.k519, label %s3_conv2.k519.end
 
-s3_conv2.k516.end:                                ; preds = %s3_conv2.k516
-  %t515_c0_069 = load <8 x float>, ptr %s3_conv2.t515_c0_0, align 32
+s3_conv2.k519.end:                                ; preds = %s3_conv2.k519
+  %t518_c0_069 = load <8 x float>, ptr %s3_conv2.t518_c0_0, align 32
   %274 = mul nsw i64 %0, 1024
   %275 = add nsw i64 875008, %274
   %276 = mul nsw i64 %1, 32
   %277 = add nsw i64 %275, %276
   %278 = add nsw i64 %277, 768
-  %279 = mul nsw i64 %s3_conv2.nb5111, 16
+  %279 = mul nsw i64 %s3_conv2.nb5141, 16
   %280 = add nsw i64 %278, %279
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %280
-  store <8 x float> %t515_c0_069, ptr %arena70, align 4
-  %t515_c0_171 = load <8 x float>, ptr %s3_conv2.t515_c0_1, align 32
+  store <8 x float> %t518_c0_069, ptr %arena70, align 4
+  %t518_c0_171 = load <8 x float>, ptr %s3_conv2.t518_c0_1, align 32
   %281 = mul nsw i64 %0, 1024
   %282 = add nsw i64 875008, %281
   %283 = mul nsw i64 %1, 32
   %284 = add nsw i64 %282, %283
   %285 = add nsw i64 %284, 768
-  %286 = mul nsw i64 %s3_conv2.nb5111, 16
+  %286 = mul nsw i64 %s3_conv2.nb5141, 16
   %287 = add nsw i64 %285, %286
   %288 = add nsw i64 %287, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %288
-  store <8 x float> %t515_c0_171, ptr %arena72, align 4
-  %t515_c1_073 = load <8 x float>, ptr %s3_conv2.t515_c1_0, align 32
+  store <8 x float> %t518_c0_171, ptr %arena72, align 4
+  %t518_c1_073 = load <8 x float>, ptr %s3_conv2.t518_c1_0, align 32
   %289 = mul nsw i64 %0, 1024
   %290 = add nsw i64 875008, %289
   %291 = mul nsw i64 %1, 32
   %292 = add nsw i64 %290, %291
   %293 = add nsw i64 %292, 832
-  %294 = mul nsw i64 %s3_conv2.nb5111, 16
+  %294 = mul nsw i64 %s3_conv2.nb5141, 16
   %295 = add nsw i64 %293, %294
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %295
-  store <8 x float> %t515_c1_073, ptr %arena74, align 4
-  %t515_c1_175 = load <8 x float>, ptr %s3_conv2.t515_c1_1, align 32
+  store <8 x float> %t518_c1_073, ptr %arena74, align 4
+  %t518_c1_175 = load <8 x float>, ptr %s3_conv2.t518_c1_1, align 32
   %296 = mul nsw i64 %0, 1024
   %297 = add nsw i64 875008, %296
   %298 = mul nsw i64 %1, 32
   %299 = add nsw i64 %297, %298
   %300 = add nsw i64 %299, 832
-  %301 = mul nsw i64 %s3_conv2.nb5111, 16
+  %301 = mul nsw i64 %s3_conv2.nb5141, 16
   %302 = add nsw i64 %300, %301
   %303 = add nsw i64 %302, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %303
-  store <8 x float> %t515_c1_175, ptr %arena76, align 4
-  %t515_c2_077 = load <8 x float>, ptr %s3_conv2.t515_c2_0, align 32
+  store <8 x float> %t518_c1_175, ptr %arena76, align 4
+  %t518_c2_077 = load <8 x float>, ptr %s3_conv2.t518_c2_0, align 32
   %304 = mul nsw i64 %0, 1024
   %305 = add nsw i64 875008, %304
   %306 = mul nsw i64 %1, 32
   %307 = add nsw i64 %305, %306
   %308 = add nsw i64 %307, 896
-  %309 = mul nsw i64 %s3_conv2.nb5111, 16
+  %309 = mul nsw i64 %s3_conv2.nb5141, 16
   %310 = add nsw i64 %308, %309
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %310
-  store <8 x float> %t515_c2_077, ptr %arena78, align 4
-  %t515_c2_179 = load <8 x float>, ptr %s3_conv2.t515_c2_1, align 32
+  store <8 x float> %t518_c2_077, ptr %arena78, align 4
+  %t518_c2_179 = load <8 x float>, ptr %s3_conv2.t518_c2_1, align 32
   %311 = mul nsw i64 %0, 1024
   %312 = add nsw i64 875008, %311
   %313 = mul nsw i64 %1, 32
   %314 = add nsw i64 %312, %313
   %315 = add nsw i64 %314, 896
-  %316 = mul nsw i64 %s3_conv2.nb5111, 16
+  %316 = mul nsw i64 %s3_conv2.nb5141, 16
   %317 = add nsw i64 %315, %316
   %318 = add nsw i64 %317, 8
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %318
-  store <8 x float> %t515_c2_179, ptr %arena80, align 4
-  %t515_c3_081 = load <8 x float>, ptr %s3_conv2.t515_c3_0, align 32
+  store <8 x float> %t518_c2_179, ptr %arena80, align 4
+  %t518_c3_081 = load <8 x float>, ptr %s3_conv2.t518_c3_0, align 32
   %319 = mul nsw i64 %0, 1024
   %320 = add nsw i64 875008, %319
   %321 = mul nsw i64 %1, 32
   %322 = add nsw i64 %320, %321
   %323 = add nsw i64 %322, 960
-  %324 = mul nsw i64 %s3_conv2.nb5111, 16
+  %324 = mul nsw i64 %s3_conv2.nb5141, 16
   %325 = add nsw i64 %323, %324
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %325
-  store <8 x float> %t515_c3_081, ptr %arena82, align 4
-  %t515_c3_183 = load <8 x float>, ptr %s3_conv2.t515_c3_1, align 32
+  store <8 x float> %t518_c3_081, ptr %arena82, align 4
+  %t518_c3_183 = load <8 x float>, ptr %s3_conv2.t518_c3_1, align 32
   %326 = mul nsw i64 %0, 1024
   %327 = add nsw i64 875008, %326
   %328 = mul nsw i64 %1, 32
   %329 = add nsw i64 %327, %328
   %330 = add nsw i64 %329, 960
-  %331 = mul nsw i64 %s3_conv2.nb5111, 16
+  %331 = mul nsw i64 %s3_conv2.nb5141, 16
   %332 = add nsw i64 %330, %331
   %333 = add nsw i64 %332, 8
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %333
-  store <8 x float> %t515_c3_183, ptr %arena84, align 4
-  %nb511.next = add nsw i64 %s3_conv2.nb5111, 1
-  %334 = icmp slt i64 %nb511.next, 2
-  br i1 %334, label %s3_conv2.nb511, label %s3_conv2.nb511.end
+  store <8 x float> %t518_c3_183, ptr %arena84, align 4
+  %nb514.next = add nsw i64 %s3_conv2.nb5141, 1
+  %334 = icmp slt i64 %nb514.next, 2
+  br i1 %334, label %s3_conv2.nb514, label %s3_conv2.nb514.end
 }
 
-define internal void @resnet8_infer_b64.k17.s3_conv2.part509.task(ptr %0, i64 %1) {
+define internal void @resnet8_infer_b64.k17.s3_conv2.part512.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -53195,105 +53538,105 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @resnet8_infer_b64.k17.s3_conv2.part509(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @resnet8_infer_b64.k17.s3_conv2.part512(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @resnet8_infer_b64.k18.gap(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %part537.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part537.context, i32 0, i32 0
+  %part540.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part540.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part537.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part540.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part537.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part540.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part537.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part540.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part537.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part540.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part537.context, i32 0, i32 5
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part540.context, i32 0, i32 5
   store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part537.context, i32 0, i32 6
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part540.context, i32 0, i32 6
   store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part537.context, i32 0, i32 7
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part540.context, i32 0, i32 7
   store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part537.context, i32 0, i32 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part540.context, i32 0, i32 8
   store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part537.context, i32 0, i32 9
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part540.context, i32 0, i32 9
   store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part537.context, i32 0, i32 10
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part540.context, i32 0, i32 10
   store ptr %pool, ptr %10, align 8
   %11 = icmp eq ptr %pool, null
-  br i1 %11, label %gap.part537.serial, label %gap.part537.pool
+  br i1 %11, label %gap.part540.serial, label %gap.part540.pool
 
-gap.part537.pool:                                 ; preds = %entry
+gap.part540.pool:                                 ; preds = %entry
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @resnet8_infer_b64.k18.gap.part537.task, ptr %part537.context, i64 2)
-  br label %gap.part537.done
+  call void %run(ptr %pool, ptr @resnet8_infer_b64.k18.gap.part540.task, ptr %part540.context, i64 2)
+  br label %gap.part540.done
 
-gap.part537.serial:                               ; preds = %entry
-  br label %gap.part537
+gap.part540.serial:                               ; preds = %entry
+  br label %gap.part540
 
-gap.part537.done:                                 ; preds = %gap.part537.end, %gap.part537.pool
+gap.part540.done:                                 ; preds = %gap.part540.end, %gap.part540.pool
   ret void
 
-gap.part537:                                      ; preds = %gap.part537, %gap.part537.serial
-  %gap.part5371 = phi i64 [ 0, %gap.part537.serial ], [ %part537.next, %gap.part537 ]
-  call void @resnet8_infer_b64.k18.gap.part537(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %gap.part5371)
-  %part537.next = add nsw i64 %gap.part5371, 1
-  %12 = icmp slt i64 %part537.next, 2
-  br i1 %12, label %gap.part537, label %gap.part537.end
+gap.part540:                                      ; preds = %gap.part540, %gap.part540.serial
+  %gap.part5401 = phi i64 [ 0, %gap.part540.serial ], [ %part540.next, %gap.part540 ]
+  call void @resnet8_infer_b64.k18.gap.part540(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %gap.part5401)
+  %part540.next = add nsw i64 %gap.part5401, 1
+  %12 = icmp slt i64 %part540.next, 2
+  br i1 %12, label %gap.part540, label %gap.part540.end
 
-gap.part537.end:                                  ; preds = %gap.part537
-  br label %gap.part537.done
+gap.part540.end:                                  ; preds = %gap.part540
+  br label %gap.part540.done
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k18.gap.part537(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
+define internal void @resnet8_infer_b64.k18.gap.part540(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #0 {
 entry:
+  %gap.sum550 = alloca float, align 4
+  %gap.sum549 = alloca float, align 4
+  %gap.sum548 = alloca float, align 4
   %gap.sum547 = alloca float, align 4
   %gap.sum546 = alloca float, align 4
   %gap.sum545 = alloca float, align 4
   %gap.sum544 = alloca float, align 4
-  %gap.sum543 = alloca float, align 4
-  %gap.sum542 = alloca float, align 4
-  %gap.sum541 = alloca float, align 4
-  %gap.acc539 = alloca <8 x float>, align 32
-  br label %gap.q538
+  %gap.acc542 = alloca <8 x float>, align 32
+  br label %gap.q541
 
-gap.q538:                                         ; preds = %gap.cv540.end, %entry
-  %gap.q5381 = phi i64 [ 0, %entry ], [ %q538.next, %gap.cv540.end ]
-  store <8 x float> zeroinitializer, ptr %gap.acc539, align 32
-  br label %gap.cv540
+gap.q541:                                         ; preds = %gap.cv543.end, %entry
+  %gap.q5411 = phi i64 [ 0, %entry ], [ %q541.next, %gap.cv543.end ]
+  store <8 x float> zeroinitializer, ptr %gap.acc542, align 32
+  br label %gap.cv543
 
-gap.q538.end:                                     ; preds = %gap.cv540.end
+gap.q541.end:                                     ; preds = %gap.cv543.end
   ret void
 
-gap.cv540:                                        ; preds = %gap.cv540, %gap.q538
-  %gap.cv5402 = phi i64 [ 0, %gap.q538 ], [ %cv540.next, %gap.cv540 ]
-  %acc539 = load <8 x float>, ptr %gap.acc539, align 32
+gap.cv543:                                        ; preds = %gap.cv543, %gap.q541
+  %gap.cv5432 = phi i64 [ 0, %gap.q541 ], [ %cv543.next, %gap.cv543 ]
+  %acc542 = load <8 x float>, ptr %gap.acc542, align 32
   %1 = mul nsw i64 %0, 2048
-  %2 = add nsw i64 %gap.q5381, %1
+  %2 = add nsw i64 %gap.q5411, %1
   %3 = mul nsw i64 %2, 64
   %4 = add nsw i64 524544, %3
-  %5 = mul nsw i64 %gap.cv5402, 8
+  %5 = mul nsw i64 %gap.cv5432, 8
   %6 = add nsw i64 %4, %5
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load <8 x float>, ptr %arena3, align 4
-  %8 = fadd <8 x float> %acc539, %7
-  store <8 x float> %8, ptr %gap.acc539, align 32
-  %cv540.next = add nsw i64 %gap.cv5402, 1
-  %9 = icmp slt i64 %cv540.next, 8
-  br i1 %9, label %gap.cv540, label %gap.cv540.end
+  %8 = fadd <8 x float> %acc542, %7
+  store <8 x float> %8, ptr %gap.acc542, align 32
+  %cv543.next = add nsw i64 %gap.cv5432, 1
+  %9 = icmp slt i64 %cv543.next, 8
+  br i1 %9, label %gap.cv543, label %gap.cv543.end
 
-gap.cv540.end:                                    ; preds = %gap.cv540
-  %acc5394 = load <8 x float>, ptr %gap.acc539, align 32
+gap.cv543.end:                                    ; preds = %gap.cv543
+  %acc5424 = load <8 x float>, ptr %gap.acc542, align 32
   %10 = mul nsw i64 %0, 8
   %11 = add nsw i64 4096, %10
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
-  store <8 x float> %acc5394, ptr %arena5, align 4
+  store <8 x float> %acc5424, ptr %arena5, align 4
   %12 = mul nsw i64 %0, 8
   %13 = add nsw i64 4096, %12
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
@@ -53304,67 +53647,67 @@ gap.cv540.end:                                    ; preds = %gap.cv540
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %17
   %18 = load float, ptr %arena7, align 4
   %19 = fadd float %14, %18
-  store float %19, ptr %gap.sum541, align 4
-  %sum541 = load float, ptr %gap.sum541, align 4
+  store float %19, ptr %gap.sum544, align 4
+  %sum544 = load float, ptr %gap.sum544, align 4
   %20 = mul nsw i64 %0, 8
   %21 = add nsw i64 4096, %20
   %22 = add nsw i64 %21, 2
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load float, ptr %arena8, align 4
-  %24 = fadd float %sum541, %23
-  store float %24, ptr %gap.sum542, align 4
-  %sum542 = load float, ptr %gap.sum542, align 4
+  %24 = fadd float %sum544, %23
+  store float %24, ptr %gap.sum545, align 4
+  %sum545 = load float, ptr %gap.sum545, align 4
   %25 = mul nsw i64 %0, 8
   %26 = add nsw i64 4096, %25
   %27 = add nsw i64 %26, 3
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load float, ptr %arena9, align 4
-  %29 = fadd float %sum542, %28
-  store float %29, ptr %gap.sum543, align 4
-  %sum543 = load float, ptr %gap.sum543, align 4
+  %29 = fadd float %sum545, %28
+  store float %29, ptr %gap.sum546, align 4
+  %sum546 = load float, ptr %gap.sum546, align 4
   %30 = mul nsw i64 %0, 8
   %31 = add nsw i64 4096, %30
   %32 = add nsw i64 %31, 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
-  %34 = fadd float %sum543, %33
-  store float %34, ptr %gap.sum544, align 4
-  %sum544 = load float, ptr %gap.sum544, align 4
+  %34 = fadd float %sum546, %33
+  store float %34, ptr %gap.sum547, align 4
+  %sum547 = load float, ptr %gap.sum547, align 4
   %35 = mul nsw i64 %0, 8
   %36 = add nsw i64 4096, %35
   %37 = add nsw i64 %36, 5
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %37
   %38 = load float, ptr %arena11, align 4
-  %39 = fadd float %sum544, %38
-  store float %39, ptr %gap.sum545, align 4
-  %sum545 = load float, ptr %gap.sum545, align 4
+  %39 = fadd float %sum547, %38
+  store float %39, ptr %gap.sum548, align 4
+  %sum548 = load float, ptr %gap.sum548, align 4
   %40 = mul nsw i64 %0, 8
   %41 = add nsw i64 4096, %40
   %42 = add nsw i64 %41, 6
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %42
   %43 = load float, ptr %arena12, align 4
-  %44 = fadd float %sum545, %43
-  store float %44, ptr %gap.sum546, align 4
-  %sum546 = load float, ptr %gap.sum546, align 4
+  %44 = fadd float %sum548, %43
+  store float %44, ptr %gap.sum549, align 4
+  %sum549 = load float, ptr %gap.sum549, align 4
   %45 = mul nsw i64 %0, 8
   %46 = add nsw i64 4096, %45
   %47 = add nsw i64 %46, 7
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %47
   %48 = load float, ptr %arena13, align 4
-  %49 = fadd float %sum546, %48
-  store float %49, ptr %gap.sum547, align 4
-  %sum547 = load float, ptr %gap.sum547, align 4
-  %50 = fdiv float %sum547, 6.400000e+01
+  %49 = fadd float %sum549, %48
+  store float %49, ptr %gap.sum550, align 4
+  %sum550 = load float, ptr %gap.sum550, align 4
+  %50 = fdiv float %sum550, 6.400000e+01
   %51 = mul nsw i64 %0, 2048
-  %52 = add nsw i64 %gap.q5381, %51
+  %52 = add nsw i64 %gap.q5411, %51
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %52
   store float %50, ptr %arena14, align 4
-  %q538.next = add nsw i64 %gap.q5381, 1
-  %53 = icmp slt i64 %q538.next, 2048
-  br i1 %53, label %gap.q538, label %gap.q538.end
+  %q541.next = add nsw i64 %gap.q5411, 1
+  %53 = icmp slt i64 %q541.next, 2048
+  br i1 %53, label %gap.q541, label %gap.q541.end
 }
 
-define internal void @resnet8_infer_b64.k18.gap.part537.task(ptr %0, i64 %1) {
+define internal void @resnet8_infer_b64.k18.gap.part540.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -53388,7 +53731,7 @@ entry:
   %21 = load i64, ptr %20, align 4
   %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
   %23 = load ptr, ptr %22, align 8
-  call void @resnet8_infer_b64.k18.gap.part537(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  call void @resnet8_infer_b64.k18.gap.part540(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
@@ -53405,39 +53748,39 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 77392
   %arena3 = getelementptr inbounds float, ptr %arena, i64 4096
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 64, float 1.000000e+00, ptr %arena1, i32 64, ptr %params2, i32 64, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc.n548
+  br label %fc.n551
 
-fc.n548:                                          ; preds = %fc.u549.end, %entry
-  %fc.n5484 = phi i64 [ 0, %entry ], [ %n548.next, %fc.u549.end ]
-  br label %fc.u549
+fc.n551:                                          ; preds = %fc.u552.end, %entry
+  %fc.n5514 = phi i64 [ 0, %entry ], [ %n551.next, %fc.u552.end ]
+  br label %fc.u552
 
-fc.n548.end:                                      ; preds = %fc.u549.end
+fc.n551.end:                                      ; preds = %fc.u552.end
   ret void
 
-fc.u549:                                          ; preds = %fc.u549, %fc.n548
-  %fc.u5495 = phi i64 [ 0, %fc.n548 ], [ %u549.next, %fc.u549 ]
-  %0 = mul nsw i64 %fc.n5484, 10
+fc.u552:                                          ; preds = %fc.u552, %fc.n551
+  %fc.u5525 = phi i64 [ 0, %fc.n551 ], [ %u552.next, %fc.u552 ]
+  %0 = mul nsw i64 %fc.n5514, 10
   %1 = add nsw i64 4096, %0
-  %2 = add nsw i64 %1, %fc.u5495
+  %2 = add nsw i64 %1, %fc.u5525
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 78032, %fc.u5495
+  %4 = add nsw i64 78032, %fc.u5525
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc.n5484, 10
+  %7 = mul nsw i64 %fc.n5514, 10
   %8 = add nsw i64 4096, %7
-  %9 = add nsw i64 %8, %fc.u5495
+  %9 = add nsw i64 %8, %fc.u5525
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u549.next = add nsw i64 %fc.u5495, 1
-  %10 = icmp slt i64 %u549.next, 10
-  br i1 %10, label %fc.u549, label %fc.u549.end
+  %u552.next = add nsw i64 %fc.u5525, 1
+  %10 = icmp slt i64 %u552.next, 10
+  br i1 %10, label %fc.u552, label %fc.u552.end
 
-fc.u549.end:                                      ; preds = %fc.u549
-  %n548.next = add nsw i64 %fc.n5484, 1
-  %11 = icmp slt i64 %n548.next, 64
-  br i1 %11, label %fc.n548, label %fc.n548.end
+fc.u552.end:                                      ; preds = %fc.u552
+  %n551.next = add nsw i64 %fc.n5514, 1
+  %11 = icmp slt i64 %n551.next, 64
+  br i1 %11, label %fc.n551, label %fc.n551.end
 }
 
 attributes #0 = { noinline "prefer-vector-width"="256" "target-cpu"="x86-64-v3" }

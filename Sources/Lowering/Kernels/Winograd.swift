@@ -346,13 +346,20 @@ extension Emitter {
 
   /// Rows of tiles per band of a one-image inference Winograd pass whose transformed input and products would
   /// leave L2 (ResNet-18's 64-channel 56x56 convs: 3.2 MB each), or nil: the largest divisor of the tile rows
-  /// whose band takes at most a quarter of L2. Even output planes only (no short tiles in a band).
+  /// whose band takes at most a quarter of L2, if its GEMMs keep `Self.leastBandTiles` rows. Even output planes
+  /// only (no short tiles in a band).
   func winogradBand(_ s: WinogradShape, groups: Int) -> Int? {
     let rowBytes = s.tilesX * Winograd.positions * (s.cin + s.cout) * MemoryLayout<Float>.size, budget = target.l2 / Self.bandShareOfL2
     guard !training, s.images == 1, s.oh % 2 == 0, s.ow % 2 == 0, s.tilesY * rowBytes > budget,
-          let rows = (1...s.tilesY).last(where: { s.tilesY % $0 == 0 && $0 * rowBytes <= budget }), rows < s.tilesY else { return nil }
+          let rows = (1...s.tilesY).last(where: { s.tilesY % $0 == 0 && $0 * rowBytes <= budget }), rows < s.tilesY,
+          rows * s.tilesX >= Self.leastBandTiles else { return nil }
     return rows
   }
+
+  /// The fewest tiles (GEMM rows) a Winograd band may have: a few row blocks of the micro-kernels. On one thread,
+  /// ResNet-18's 56x56 convs in bands of 56 tiles took 0.75x their unbanded time, its 28x28 and 14x14 convs in
+  /// bands of 28 and 7 tiles 1.23x.
+  static let leastBandTiles = 48
 
   /// Winograd passes of one image at a time at inference (`images` of them) in bands of `bandRows` rows of tiles
   /// (`winogradBand`): after an image's channels-last copy, each band's input transform, 16 GEMMs over every output channel, output transform
