@@ -4835,151 +4835,151 @@ public func resnet8_infer_b64(
         arena[((3336032 +% (ci32 *% 16)) +% co33)] = w61
       }
     }
-    for ci134 in 0..<16 {
-      for co135 in 0..<16 {
-        var w136: Float = params[(2800 +% (((co135 *% 16) +% ci134) *% 9))]
-        var w137: Float = (((params[(2800 +% (((co135 *% 16) +% ci134) *% 9))] + params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 3)]) + params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w138: Float = (((params[(2800 +% (((co135 *% 16) +% ci134) *% 9))] + params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 6)]) - params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w139: Float = params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 6)]
-        var w140: Float = params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 1)]
-        var w141: Float = (((params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 1)] + params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 4)]) + params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w142: Float = (((params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 1)] + params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 7)]) - params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w143: Float = params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 7)]
-        var w144: Float = params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 2)]
-        var w145: Float = (((params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 2)] + params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 5)]) + params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w146: Float = (((params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 2)] + params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 8)]) - params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w147: Float = params[((2800 +% (((co135 *% 16) +% ci134) *% 9)) +% 8)]
-        var w148: Float = w136
-        var w149: Float = (((w136 + w140) + w144) * Float(bitPattern: 0x3f000000))
-        var w150: Float = (((w136 + w144) - w140) * Float(bitPattern: 0x3f000000))
-        var w151: Float = w144
-        var w152: Float = w137
-        var w153: Float = (((w137 + w141) + w145) * Float(bitPattern: 0x3f000000))
-        var w154: Float = (((w137 + w145) - w141) * Float(bitPattern: 0x3f000000))
-        var w155: Float = w145
-        var w156: Float = w138
-        var w157: Float = (((w138 + w142) + w146) * Float(bitPattern: 0x3f000000))
-        var w158: Float = (((w138 + w146) - w142) * Float(bitPattern: 0x3f000000))
-        var w159: Float = w146
-        var w160: Float = w139
-        var w161: Float = (((w139 + w143) + w147) * Float(bitPattern: 0x3f000000))
-        var w162: Float = (((w139 + w147) - w143) * Float(bitPattern: 0x3f000000))
-        var w163: Float = w147
-        arena[((3336288 +% (ci134 *% 16)) +% co135)] = w148
-        arena[((3336544 +% (ci134 *% 16)) +% co135)] = w149
-        arena[((3336800 +% (ci134 *% 16)) +% co135)] = w150
-        arena[((3337056 +% (ci134 *% 16)) +% co135)] = w151
-        arena[((3337312 +% (ci134 *% 16)) +% co135)] = w152
-        arena[((3337568 +% (ci134 *% 16)) +% co135)] = w153
-        arena[((3337824 +% (ci134 *% 16)) +% co135)] = w154
-        arena[((3338080 +% (ci134 *% 16)) +% co135)] = w155
-        arena[((3338336 +% (ci134 *% 16)) +% co135)] = w156
-        arena[((3338592 +% (ci134 *% 16)) +% co135)] = w157
-        arena[((3338848 +% (ci134 *% 16)) +% co135)] = w158
-        arena[((3339104 +% (ci134 *% 16)) +% co135)] = w159
-        arena[((3339360 +% (ci134 *% 16)) +% co135)] = w160
-        arena[((3339616 +% (ci134 *% 16)) +% co135)] = w161
-        arena[((3339872 +% (ci134 *% 16)) +% co135)] = w162
-        arena[((3340128 +% (ci134 *% 16)) +% co135)] = w163
+    for ci135 in 0..<16 {
+      for co136 in 0..<16 {
+        var w137: Float = params[(2800 +% (((co136 *% 16) +% ci135) *% 9))]
+        var w138: Float = (((params[(2800 +% (((co136 *% 16) +% ci135) *% 9))] + params[((2800 +% (((co136 *% 16) +% ci135) *% 9)) +% 3)]) + params[((2800 +% (((co136 *% 16) +% ci135) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w139: Float = (((params[(2800 +% (((co136 *% 16) +% ci135) *% 9))] + params[((2800 +% (((co136 *% 16) +% ci135) *% 9)) +% 6)]) - params[((2800 +% (((co136 *% 16) +% ci135) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w140: Float = params[((2800 +% (((co136 *% 16) +% ci135) *% 9)) +% 6)]
+        var w141: Float = params[((2800 +% (((co136 *% 16) +% ci135) *% 9)) +% 1)]
+        var w142: Float = (((params[((2800 +% (((co136 *% 16) +% ci135) *% 9)) +% 1)] + params[((2800 +% (((co136 *% 16) +% ci135) *% 9)) +% 4)]) + params[((2800 +% (((co136 *% 16) +% ci135) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w143: Float = (((params[((2800 +% (((co136 *% 16) +% ci135) *% 9)) +% 1)] + params[((2800 +% (((co136 *% 16) +% ci135) *% 9)) +% 7)]) - params[((2800 +% (((co136 *% 16) +% ci135) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w144: Float = params[((2800 +% (((co136 *% 16) +% ci135) *% 9)) +% 7)]
+        var w145: Float = params[((2800 +% (((co136 *% 16) +% ci135) *% 9)) +% 2)]
+        var w146: Float = (((params[((2800 +% (((co136 *% 16) +% ci135) *% 9)) +% 2)] + params[((2800 +% (((co136 *% 16) +% ci135) *% 9)) +% 5)]) + params[((2800 +% (((co136 *% 16) +% ci135) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w147: Float = (((params[((2800 +% (((co136 *% 16) +% ci135) *% 9)) +% 2)] + params[((2800 +% (((co136 *% 16) +% ci135) *% 9)) +% 8)]) - params[((2800 +% (((co136 *% 16) +% ci135) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w148: Float = params[((2800 +% (((co136 *% 16) +% ci135) *% 9)) +% 8)]
+        var w149: Float = w137
+        var w150: Float = (((w137 + w141) + w145) * Float(bitPattern: 0x3f000000))
+        var w151: Float = (((w137 + w145) - w141) * Float(bitPattern: 0x3f000000))
+        var w152: Float = w145
+        var w153: Float = w138
+        var w154: Float = (((w138 + w142) + w146) * Float(bitPattern: 0x3f000000))
+        var w155: Float = (((w138 + w146) - w142) * Float(bitPattern: 0x3f000000))
+        var w156: Float = w146
+        var w157: Float = w139
+        var w158: Float = (((w139 + w143) + w147) * Float(bitPattern: 0x3f000000))
+        var w159: Float = (((w139 + w147) - w143) * Float(bitPattern: 0x3f000000))
+        var w160: Float = w147
+        var w161: Float = w140
+        var w162: Float = (((w140 + w144) + w148) * Float(bitPattern: 0x3f000000))
+        var w163: Float = (((w140 + w148) - w144) * Float(bitPattern: 0x3f000000))
+        var w164: Float = w148
+        arena[((3336288 +% (ci135 *% 16)) +% co136)] = w149
+        arena[((3336544 +% (ci135 *% 16)) +% co136)] = w150
+        arena[((3336800 +% (ci135 *% 16)) +% co136)] = w151
+        arena[((3337056 +% (ci135 *% 16)) +% co136)] = w152
+        arena[((3337312 +% (ci135 *% 16)) +% co136)] = w153
+        arena[((3337568 +% (ci135 *% 16)) +% co136)] = w154
+        arena[((3337824 +% (ci135 *% 16)) +% co136)] = w155
+        arena[((3338080 +% (ci135 *% 16)) +% co136)] = w156
+        arena[((3338336 +% (ci135 *% 16)) +% co136)] = w157
+        arena[((3338592 +% (ci135 *% 16)) +% co136)] = w158
+        arena[((3338848 +% (ci135 *% 16)) +% co136)] = w159
+        arena[((3339104 +% (ci135 *% 16)) +% co136)] = w160
+        arena[((3339360 +% (ci135 *% 16)) +% co136)] = w161
+        arena[((3339616 +% (ci135 *% 16)) +% co136)] = w162
+        arena[((3339872 +% (ci135 *% 16)) +% co136)] = w163
+        arena[((3340128 +% (ci135 *% 16)) +% co136)] = w164
       }
     }
-    parallelFor(pool, 2) { part286 in
-      for ci287 in 0..<32 {
-        for co288 in 0..<16 {
-          var w289: Float = params[(9808 +% (((((part286 *% 16) +% co288) *% 32) +% ci287) *% 9))]
-          var w290: Float = (((params[(9808 +% (((((part286 *% 16) +% co288) *% 32) +% ci287) *% 9))] + params[((9808 +% (((((part286 *% 16) +% co288) *% 32) +% ci287) *% 9)) +% 3)]) + params[((9808 +% (((((part286 *% 16) +% co288) *% 32) +% ci287) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-          var w291: Float = (((params[(9808 +% (((((part286 *% 16) +% co288) *% 32) +% ci287) *% 9))] + params[((9808 +% (((((part286 *% 16) +% co288) *% 32) +% ci287) *% 9)) +% 6)]) - params[((9808 +% (((((part286 *% 16) +% co288) *% 32) +% ci287) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-          var w292: Float = params[((9808 +% (((((part286 *% 16) +% co288) *% 32) +% ci287) *% 9)) +% 6)]
-          var w293: Float = params[((9808 +% (((((part286 *% 16) +% co288) *% 32) +% ci287) *% 9)) +% 1)]
-          var w294: Float = (((params[((9808 +% (((((part286 *% 16) +% co288) *% 32) +% ci287) *% 9)) +% 1)] + params[((9808 +% (((((part286 *% 16) +% co288) *% 32) +% ci287) *% 9)) +% 4)]) + params[((9808 +% (((((part286 *% 16) +% co288) *% 32) +% ci287) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-          var w295: Float = (((params[((9808 +% (((((part286 *% 16) +% co288) *% 32) +% ci287) *% 9)) +% 1)] + params[((9808 +% (((((part286 *% 16) +% co288) *% 32) +% ci287) *% 9)) +% 7)]) - params[((9808 +% (((((part286 *% 16) +% co288) *% 32) +% ci287) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-          var w296: Float = params[((9808 +% (((((part286 *% 16) +% co288) *% 32) +% ci287) *% 9)) +% 7)]
-          var w297: Float = params[((9808 +% (((((part286 *% 16) +% co288) *% 32) +% ci287) *% 9)) +% 2)]
-          var w298: Float = (((params[((9808 +% (((((part286 *% 16) +% co288) *% 32) +% ci287) *% 9)) +% 2)] + params[((9808 +% (((((part286 *% 16) +% co288) *% 32) +% ci287) *% 9)) +% 5)]) + params[((9808 +% (((((part286 *% 16) +% co288) *% 32) +% ci287) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-          var w299: Float = (((params[((9808 +% (((((part286 *% 16) +% co288) *% 32) +% ci287) *% 9)) +% 2)] + params[((9808 +% (((((part286 *% 16) +% co288) *% 32) +% ci287) *% 9)) +% 8)]) - params[((9808 +% (((((part286 *% 16) +% co288) *% 32) +% ci287) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-          var w300: Float = params[((9808 +% (((((part286 *% 16) +% co288) *% 32) +% ci287) *% 9)) +% 8)]
-          var w301: Float = w289
-          var w302: Float = (((w289 + w293) + w297) * Float(bitPattern: 0x3f000000))
-          var w303: Float = (((w289 + w297) - w293) * Float(bitPattern: 0x3f000000))
-          var w304: Float = w297
-          var w305: Float = w290
-          var w306: Float = (((w290 + w294) + w298) * Float(bitPattern: 0x3f000000))
-          var w307: Float = (((w290 + w298) - w294) * Float(bitPattern: 0x3f000000))
-          var w308: Float = w298
-          var w309: Float = w291
-          var w310: Float = (((w291 + w295) + w299) * Float(bitPattern: 0x3f000000))
-          var w311: Float = (((w291 + w299) - w295) * Float(bitPattern: 0x3f000000))
-          var w312: Float = w299
-          var w313: Float = w292
-          var w314: Float = (((w292 + w296) + w300) * Float(bitPattern: 0x3f000000))
-          var w315: Float = (((w292 + w300) - w296) * Float(bitPattern: 0x3f000000))
-          var w316: Float = w300
-          arena[((3340384 +% (ci287 *% 32)) +% ((part286 *% 16) +% co288))] = w301
-          arena[((3341408 +% (ci287 *% 32)) +% ((part286 *% 16) +% co288))] = w302
-          arena[((3342432 +% (ci287 *% 32)) +% ((part286 *% 16) +% co288))] = w303
-          arena[((3343456 +% (ci287 *% 32)) +% ((part286 *% 16) +% co288))] = w304
-          arena[((3344480 +% (ci287 *% 32)) +% ((part286 *% 16) +% co288))] = w305
-          arena[((3345504 +% (ci287 *% 32)) +% ((part286 *% 16) +% co288))] = w306
-          arena[((3346528 +% (ci287 *% 32)) +% ((part286 *% 16) +% co288))] = w307
-          arena[((3347552 +% (ci287 *% 32)) +% ((part286 *% 16) +% co288))] = w308
-          arena[((3348576 +% (ci287 *% 32)) +% ((part286 *% 16) +% co288))] = w309
-          arena[((3349600 +% (ci287 *% 32)) +% ((part286 *% 16) +% co288))] = w310
-          arena[((3350624 +% (ci287 *% 32)) +% ((part286 *% 16) +% co288))] = w311
-          arena[((3351648 +% (ci287 *% 32)) +% ((part286 *% 16) +% co288))] = w312
-          arena[((3352672 +% (ci287 *% 32)) +% ((part286 *% 16) +% co288))] = w313
-          arena[((3353696 +% (ci287 *% 32)) +% ((part286 *% 16) +% co288))] = w314
-          arena[((3354720 +% (ci287 *% 32)) +% ((part286 *% 16) +% co288))] = w315
-          arena[((3355744 +% (ci287 *% 32)) +% ((part286 *% 16) +% co288))] = w316
+    parallelFor(pool, 2) { part288 in
+      for ci289 in 0..<32 {
+        for co290 in 0..<16 {
+          var w291: Float = params[(9808 +% (((((part288 *% 16) +% co290) *% 32) +% ci289) *% 9))]
+          var w292: Float = (((params[(9808 +% (((((part288 *% 16) +% co290) *% 32) +% ci289) *% 9))] + params[((9808 +% (((((part288 *% 16) +% co290) *% 32) +% ci289) *% 9)) +% 3)]) + params[((9808 +% (((((part288 *% 16) +% co290) *% 32) +% ci289) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w293: Float = (((params[(9808 +% (((((part288 *% 16) +% co290) *% 32) +% ci289) *% 9))] + params[((9808 +% (((((part288 *% 16) +% co290) *% 32) +% ci289) *% 9)) +% 6)]) - params[((9808 +% (((((part288 *% 16) +% co290) *% 32) +% ci289) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w294: Float = params[((9808 +% (((((part288 *% 16) +% co290) *% 32) +% ci289) *% 9)) +% 6)]
+          var w295: Float = params[((9808 +% (((((part288 *% 16) +% co290) *% 32) +% ci289) *% 9)) +% 1)]
+          var w296: Float = (((params[((9808 +% (((((part288 *% 16) +% co290) *% 32) +% ci289) *% 9)) +% 1)] + params[((9808 +% (((((part288 *% 16) +% co290) *% 32) +% ci289) *% 9)) +% 4)]) + params[((9808 +% (((((part288 *% 16) +% co290) *% 32) +% ci289) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w297: Float = (((params[((9808 +% (((((part288 *% 16) +% co290) *% 32) +% ci289) *% 9)) +% 1)] + params[((9808 +% (((((part288 *% 16) +% co290) *% 32) +% ci289) *% 9)) +% 7)]) - params[((9808 +% (((((part288 *% 16) +% co290) *% 32) +% ci289) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w298: Float = params[((9808 +% (((((part288 *% 16) +% co290) *% 32) +% ci289) *% 9)) +% 7)]
+          var w299: Float = params[((9808 +% (((((part288 *% 16) +% co290) *% 32) +% ci289) *% 9)) +% 2)]
+          var w300: Float = (((params[((9808 +% (((((part288 *% 16) +% co290) *% 32) +% ci289) *% 9)) +% 2)] + params[((9808 +% (((((part288 *% 16) +% co290) *% 32) +% ci289) *% 9)) +% 5)]) + params[((9808 +% (((((part288 *% 16) +% co290) *% 32) +% ci289) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w301: Float = (((params[((9808 +% (((((part288 *% 16) +% co290) *% 32) +% ci289) *% 9)) +% 2)] + params[((9808 +% (((((part288 *% 16) +% co290) *% 32) +% ci289) *% 9)) +% 8)]) - params[((9808 +% (((((part288 *% 16) +% co290) *% 32) +% ci289) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w302: Float = params[((9808 +% (((((part288 *% 16) +% co290) *% 32) +% ci289) *% 9)) +% 8)]
+          var w303: Float = w291
+          var w304: Float = (((w291 + w295) + w299) * Float(bitPattern: 0x3f000000))
+          var w305: Float = (((w291 + w299) - w295) * Float(bitPattern: 0x3f000000))
+          var w306: Float = w299
+          var w307: Float = w292
+          var w308: Float = (((w292 + w296) + w300) * Float(bitPattern: 0x3f000000))
+          var w309: Float = (((w292 + w300) - w296) * Float(bitPattern: 0x3f000000))
+          var w310: Float = w300
+          var w311: Float = w293
+          var w312: Float = (((w293 + w297) + w301) * Float(bitPattern: 0x3f000000))
+          var w313: Float = (((w293 + w301) - w297) * Float(bitPattern: 0x3f000000))
+          var w314: Float = w301
+          var w315: Float = w294
+          var w316: Float = (((w294 + w298) + w302) * Float(bitPattern: 0x3f000000))
+          var w317: Float = (((w294 + w302) - w298) * Float(bitPattern: 0x3f000000))
+          var w318: Float = w302
+          arena[((3340384 +% (ci289 *% 32)) +% ((part288 *% 16) +% co290))] = w303
+          arena[((3341408 +% (ci289 *% 32)) +% ((part288 *% 16) +% co290))] = w304
+          arena[((3342432 +% (ci289 *% 32)) +% ((part288 *% 16) +% co290))] = w305
+          arena[((3343456 +% (ci289 *% 32)) +% ((part288 *% 16) +% co290))] = w306
+          arena[((3344480 +% (ci289 *% 32)) +% ((part288 *% 16) +% co290))] = w307
+          arena[((3345504 +% (ci289 *% 32)) +% ((part288 *% 16) +% co290))] = w308
+          arena[((3346528 +% (ci289 *% 32)) +% ((part288 *% 16) +% co290))] = w309
+          arena[((3347552 +% (ci289 *% 32)) +% ((part288 *% 16) +% co290))] = w310
+          arena[((3348576 +% (ci289 *% 32)) +% ((part288 *% 16) +% co290))] = w311
+          arena[((3349600 +% (ci289 *% 32)) +% ((part288 *% 16) +% co290))] = w312
+          arena[((3350624 +% (ci289 *% 32)) +% ((part288 *% 16) +% co290))] = w313
+          arena[((3351648 +% (ci289 *% 32)) +% ((part288 *% 16) +% co290))] = w314
+          arena[((3352672 +% (ci289 *% 32)) +% ((part288 *% 16) +% co290))] = w315
+          arena[((3353696 +% (ci289 *% 32)) +% ((part288 *% 16) +% co290))] = w316
+          arena[((3354720 +% (ci289 *% 32)) +% ((part288 *% 16) +% co290))] = w317
+          arena[((3355744 +% (ci289 *% 32)) +% ((part288 *% 16) +% co290))] = w318
         }
       }
     }
-    parallelFor(pool, 2) { part439 in
-      for ci440 in 0..<64 {
-        for co441 in 0..<32 {
-          var w442: Float = params[(38224 +% (((((part439 *% 32) +% co441) *% 64) +% ci440) *% 9))]
-          var w443: Float = (((params[(38224 +% (((((part439 *% 32) +% co441) *% 64) +% ci440) *% 9))] + params[((38224 +% (((((part439 *% 32) +% co441) *% 64) +% ci440) *% 9)) +% 3)]) + params[((38224 +% (((((part439 *% 32) +% co441) *% 64) +% ci440) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-          var w444: Float = (((params[(38224 +% (((((part439 *% 32) +% co441) *% 64) +% ci440) *% 9))] + params[((38224 +% (((((part439 *% 32) +% co441) *% 64) +% ci440) *% 9)) +% 6)]) - params[((38224 +% (((((part439 *% 32) +% co441) *% 64) +% ci440) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-          var w445: Float = params[((38224 +% (((((part439 *% 32) +% co441) *% 64) +% ci440) *% 9)) +% 6)]
-          var w446: Float = params[((38224 +% (((((part439 *% 32) +% co441) *% 64) +% ci440) *% 9)) +% 1)]
-          var w447: Float = (((params[((38224 +% (((((part439 *% 32) +% co441) *% 64) +% ci440) *% 9)) +% 1)] + params[((38224 +% (((((part439 *% 32) +% co441) *% 64) +% ci440) *% 9)) +% 4)]) + params[((38224 +% (((((part439 *% 32) +% co441) *% 64) +% ci440) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-          var w448: Float = (((params[((38224 +% (((((part439 *% 32) +% co441) *% 64) +% ci440) *% 9)) +% 1)] + params[((38224 +% (((((part439 *% 32) +% co441) *% 64) +% ci440) *% 9)) +% 7)]) - params[((38224 +% (((((part439 *% 32) +% co441) *% 64) +% ci440) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-          var w449: Float = params[((38224 +% (((((part439 *% 32) +% co441) *% 64) +% ci440) *% 9)) +% 7)]
-          var w450: Float = params[((38224 +% (((((part439 *% 32) +% co441) *% 64) +% ci440) *% 9)) +% 2)]
-          var w451: Float = (((params[((38224 +% (((((part439 *% 32) +% co441) *% 64) +% ci440) *% 9)) +% 2)] + params[((38224 +% (((((part439 *% 32) +% co441) *% 64) +% ci440) *% 9)) +% 5)]) + params[((38224 +% (((((part439 *% 32) +% co441) *% 64) +% ci440) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-          var w452: Float = (((params[((38224 +% (((((part439 *% 32) +% co441) *% 64) +% ci440) *% 9)) +% 2)] + params[((38224 +% (((((part439 *% 32) +% co441) *% 64) +% ci440) *% 9)) +% 8)]) - params[((38224 +% (((((part439 *% 32) +% co441) *% 64) +% ci440) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-          var w453: Float = params[((38224 +% (((((part439 *% 32) +% co441) *% 64) +% ci440) *% 9)) +% 8)]
-          var w454: Float = w442
-          var w455: Float = (((w442 + w446) + w450) * Float(bitPattern: 0x3f000000))
-          var w456: Float = (((w442 + w450) - w446) * Float(bitPattern: 0x3f000000))
-          var w457: Float = w450
-          var w458: Float = w443
-          var w459: Float = (((w443 + w447) + w451) * Float(bitPattern: 0x3f000000))
-          var w460: Float = (((w443 + w451) - w447) * Float(bitPattern: 0x3f000000))
-          var w461: Float = w451
-          var w462: Float = w444
-          var w463: Float = (((w444 + w448) + w452) * Float(bitPattern: 0x3f000000))
-          var w464: Float = (((w444 + w452) - w448) * Float(bitPattern: 0x3f000000))
-          var w465: Float = w452
-          var w466: Float = w445
-          var w467: Float = (((w445 + w449) + w453) * Float(bitPattern: 0x3f000000))
-          var w468: Float = (((w445 + w453) - w449) * Float(bitPattern: 0x3f000000))
-          var w469: Float = w453
-          arena[((3356768 +% (ci440 *% 64)) +% ((part439 *% 32) +% co441))] = w454
-          arena[((3360864 +% (ci440 *% 64)) +% ((part439 *% 32) +% co441))] = w455
-          arena[((3364960 +% (ci440 *% 64)) +% ((part439 *% 32) +% co441))] = w456
-          arena[((3369056 +% (ci440 *% 64)) +% ((part439 *% 32) +% co441))] = w457
-          arena[((3373152 +% (ci440 *% 64)) +% ((part439 *% 32) +% co441))] = w458
-          arena[((3377248 +% (ci440 *% 64)) +% ((part439 *% 32) +% co441))] = w459
-          arena[((3381344 +% (ci440 *% 64)) +% ((part439 *% 32) +% co441))] = w460
-          arena[((3385440 +% (ci440 *% 64)) +% ((part439 *% 32) +% co441))] = w461
-          arena[((3389536 +% (ci440 *% 64)) +% ((part439 *% 32) +% co441))] = w462
-          arena[((3393632 +% (ci440 *% 64)) +% ((part439 *% 32) +% co441))] = w463
-          arena[((3397728 +% (ci440 *% 64)) +% ((part439 *% 32) +% co441))] = w464
-          arena[((3401824 +% (ci440 *% 64)) +% ((part439 *% 32) +% co441))] = w465
-          arena[((3405920 +% (ci440 *% 64)) +% ((part439 *% 32) +% co441))] = w466
-          arena[((3410016 +% (ci440 *% 64)) +% ((part439 *% 32) +% co441))] = w467
-          arena[((3414112 +% (ci440 *% 64)) +% ((part439 *% 32) +% co441))] = w468
-          arena[((3418208 +% (ci440 *% 64)) +% ((part439 *% 32) +% co441))] = w469
+    parallelFor(pool, 2) { part441 in
+      for ci442 in 0..<64 {
+        for co443 in 0..<32 {
+          var w444: Float = params[(38224 +% (((((part441 *% 32) +% co443) *% 64) +% ci442) *% 9))]
+          var w445: Float = (((params[(38224 +% (((((part441 *% 32) +% co443) *% 64) +% ci442) *% 9))] + params[((38224 +% (((((part441 *% 32) +% co443) *% 64) +% ci442) *% 9)) +% 3)]) + params[((38224 +% (((((part441 *% 32) +% co443) *% 64) +% ci442) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w446: Float = (((params[(38224 +% (((((part441 *% 32) +% co443) *% 64) +% ci442) *% 9))] + params[((38224 +% (((((part441 *% 32) +% co443) *% 64) +% ci442) *% 9)) +% 6)]) - params[((38224 +% (((((part441 *% 32) +% co443) *% 64) +% ci442) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w447: Float = params[((38224 +% (((((part441 *% 32) +% co443) *% 64) +% ci442) *% 9)) +% 6)]
+          var w448: Float = params[((38224 +% (((((part441 *% 32) +% co443) *% 64) +% ci442) *% 9)) +% 1)]
+          var w449: Float = (((params[((38224 +% (((((part441 *% 32) +% co443) *% 64) +% ci442) *% 9)) +% 1)] + params[((38224 +% (((((part441 *% 32) +% co443) *% 64) +% ci442) *% 9)) +% 4)]) + params[((38224 +% (((((part441 *% 32) +% co443) *% 64) +% ci442) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w450: Float = (((params[((38224 +% (((((part441 *% 32) +% co443) *% 64) +% ci442) *% 9)) +% 1)] + params[((38224 +% (((((part441 *% 32) +% co443) *% 64) +% ci442) *% 9)) +% 7)]) - params[((38224 +% (((((part441 *% 32) +% co443) *% 64) +% ci442) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w451: Float = params[((38224 +% (((((part441 *% 32) +% co443) *% 64) +% ci442) *% 9)) +% 7)]
+          var w452: Float = params[((38224 +% (((((part441 *% 32) +% co443) *% 64) +% ci442) *% 9)) +% 2)]
+          var w453: Float = (((params[((38224 +% (((((part441 *% 32) +% co443) *% 64) +% ci442) *% 9)) +% 2)] + params[((38224 +% (((((part441 *% 32) +% co443) *% 64) +% ci442) *% 9)) +% 5)]) + params[((38224 +% (((((part441 *% 32) +% co443) *% 64) +% ci442) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w454: Float = (((params[((38224 +% (((((part441 *% 32) +% co443) *% 64) +% ci442) *% 9)) +% 2)] + params[((38224 +% (((((part441 *% 32) +% co443) *% 64) +% ci442) *% 9)) +% 8)]) - params[((38224 +% (((((part441 *% 32) +% co443) *% 64) +% ci442) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w455: Float = params[((38224 +% (((((part441 *% 32) +% co443) *% 64) +% ci442) *% 9)) +% 8)]
+          var w456: Float = w444
+          var w457: Float = (((w444 + w448) + w452) * Float(bitPattern: 0x3f000000))
+          var w458: Float = (((w444 + w452) - w448) * Float(bitPattern: 0x3f000000))
+          var w459: Float = w452
+          var w460: Float = w445
+          var w461: Float = (((w445 + w449) + w453) * Float(bitPattern: 0x3f000000))
+          var w462: Float = (((w445 + w453) - w449) * Float(bitPattern: 0x3f000000))
+          var w463: Float = w453
+          var w464: Float = w446
+          var w465: Float = (((w446 + w450) + w454) * Float(bitPattern: 0x3f000000))
+          var w466: Float = (((w446 + w454) - w450) * Float(bitPattern: 0x3f000000))
+          var w467: Float = w454
+          var w468: Float = w447
+          var w469: Float = (((w447 + w451) + w455) * Float(bitPattern: 0x3f000000))
+          var w470: Float = (((w447 + w455) - w451) * Float(bitPattern: 0x3f000000))
+          var w471: Float = w455
+          arena[((3356768 +% (ci442 *% 64)) +% ((part441 *% 32) +% co443))] = w456
+          arena[((3360864 +% (ci442 *% 64)) +% ((part441 *% 32) +% co443))] = w457
+          arena[((3364960 +% (ci442 *% 64)) +% ((part441 *% 32) +% co443))] = w458
+          arena[((3369056 +% (ci442 *% 64)) +% ((part441 *% 32) +% co443))] = w459
+          arena[((3373152 +% (ci442 *% 64)) +% ((part441 *% 32) +% co443))] = w460
+          arena[((3377248 +% (ci442 *% 64)) +% ((part441 *% 32) +% co443))] = w461
+          arena[((3381344 +% (ci442 *% 64)) +% ((part441 *% 32) +% co443))] = w462
+          arena[((3385440 +% (ci442 *% 64)) +% ((part441 *% 32) +% co443))] = w463
+          arena[((3389536 +% (ci442 *% 64)) +% ((part441 *% 32) +% co443))] = w464
+          arena[((3393632 +% (ci442 *% 64)) +% ((part441 *% 32) +% co443))] = w465
+          arena[((3397728 +% (ci442 *% 64)) +% ((part441 *% 32) +% co443))] = w466
+          arena[((3401824 +% (ci442 *% 64)) +% ((part441 *% 32) +% co443))] = w467
+          arena[((3405920 +% (ci442 *% 64)) +% ((part441 *% 32) +% co443))] = w468
+          arena[((3410016 +% (ci442 *% 64)) +% ((part441 *% 32) +% co443))] = w469
+          arena[((3414112 +% (ci442 *% 64)) +% ((part441 *% 32) +% co443))] = w470
+          arena[((3418208 +% (ci442 *% 64)) +% ((part441 *% 32) +% co443))] = w471
         }
       }
     }
@@ -5314,32 +5314,34 @@ public func resnet8_infer_b64(
             }
           }
         }
-        for ty114 in 0..<4 {
-          for tx115 in 0..<16 {
-            for cv116 in 0..<2 {
-              let w117 = ((loadVector(arena, ((2185312 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))) + loadVector(arena, ((2201696 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8)))) + loadVector(arena, ((2218080 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))))
-              let w118 = ((loadVector(arena, ((2201696 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))) - loadVector(arena, ((2218080 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8)))) - loadVector(arena, ((2234464 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))))
-              let w119 = ((loadVector(arena, ((2189408 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))) + loadVector(arena, ((2205792 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8)))) + loadVector(arena, ((2222176 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))))
-              let w120 = ((loadVector(arena, ((2205792 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))) - loadVector(arena, ((2222176 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8)))) - loadVector(arena, ((2238560 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))))
-              let w121 = ((loadVector(arena, ((2193504 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))) + loadVector(arena, ((2209888 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8)))) + loadVector(arena, ((2226272 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))))
-              let w122 = ((loadVector(arena, ((2209888 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))) - loadVector(arena, ((2226272 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8)))) - loadVector(arena, ((2242656 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))))
-              let w123 = ((loadVector(arena, ((2197600 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))) + loadVector(arena, ((2213984 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8)))) + loadVector(arena, ((2230368 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))))
-              let w124 = ((loadVector(arena, ((2213984 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))) - loadVector(arena, ((2230368 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8)))) - loadVector(arena, ((2246752 +% ((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16) +% tx115) *% 16)) +% (cv116 *% 8))))
-              let w125 = ((w117 + w119) + w121)
-              let w126 = ((w119 - w121) - w123)
-              let w127 = ((w118 + w120) + w122)
-              let w128 = ((w120 - w122) - w124)
-              storeVector(arena, ((2250848 +% (((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) *% 32) +% (tx115 *% 2)) *% 16)) +% (cv116 *% 8)), Vector().replacing(with: ((w125 * loadVector(arena, (cv116 *% 8))) + loadVector(arena, (16 +% (cv116 *% 8)))), where: ((w125 * loadVector(arena, (cv116 *% 8))) + loadVector(arena, (16 +% (cv116 *% 8)))) .> Vector()))
-              storeVector(arena, ((2250848 +% ((((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) *% 32) +% (tx115 *% 2)) +% 1) *% 16)) +% (cv116 *% 8)), Vector().replacing(with: ((w126 * loadVector(arena, (cv116 *% 8))) + loadVector(arena, (16 +% (cv116 *% 8)))), where: ((w126 * loadVector(arena, (cv116 *% 8))) + loadVector(arena, (16 +% (cv116 *% 8)))) .> Vector()))
-              storeVector(arena, ((2250848 +% ((((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 1) *% 32) +% (tx115 *% 2)) *% 16)) +% (cv116 *% 8)), Vector().replacing(with: ((w127 * loadVector(arena, (cv116 *% 8))) + loadVector(arena, (16 +% (cv116 *% 8)))), where: ((w127 * loadVector(arena, (cv116 *% 8))) + loadVector(arena, (16 +% (cv116 *% 8)))) .> Vector()))
-              storeVector(arena, ((2250848 +% (((((((ty114 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2) +% 1) *% 32) +% (tx115 *% 2)) +% 1) *% 16)) +% (cv116 *% 8)), Vector().replacing(with: ((w128 * loadVector(arena, (cv116 *% 8))) + loadVector(arena, (16 +% (cv116 *% 8)))), where: ((w128 * loadVector(arena, (cv116 *% 8))) + loadVector(arena, (16 +% (cv116 *% 8)))) .> Vector()))
+        for j114 in 0..<1 {
+          for ty115 in 0..<4 {
+            for tx116 in 0..<16 {
+              for cv117 in 0..<2 {
+                let w118 = ((loadVector(arena, ((2185312 +% ((((j114 *% 256) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx116) *% 16)) +% (cv117 *% 8))) + loadVector(arena, ((2201696 +% ((((j114 *% 256) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx116) *% 16)) +% (cv117 *% 8)))) + loadVector(arena, ((2218080 +% ((((j114 *% 256) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx116) *% 16)) +% (cv117 *% 8))))
+                let w119 = ((loadVector(arena, ((2201696 +% ((((j114 *% 256) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx116) *% 16)) +% (cv117 *% 8))) - loadVector(arena, ((2218080 +% ((((j114 *% 256) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx116) *% 16)) +% (cv117 *% 8)))) - loadVector(arena, ((2234464 +% ((((j114 *% 256) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx116) *% 16)) +% (cv117 *% 8))))
+                let w120 = ((loadVector(arena, ((2189408 +% ((((j114 *% 256) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx116) *% 16)) +% (cv117 *% 8))) + loadVector(arena, ((2205792 +% ((((j114 *% 256) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx116) *% 16)) +% (cv117 *% 8)))) + loadVector(arena, ((2222176 +% ((((j114 *% 256) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx116) *% 16)) +% (cv117 *% 8))))
+                let w121 = ((loadVector(arena, ((2205792 +% ((((j114 *% 256) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx116) *% 16)) +% (cv117 *% 8))) - loadVector(arena, ((2222176 +% ((((j114 *% 256) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx116) *% 16)) +% (cv117 *% 8)))) - loadVector(arena, ((2238560 +% ((((j114 *% 256) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx116) *% 16)) +% (cv117 *% 8))))
+                let w122 = ((loadVector(arena, ((2193504 +% ((((j114 *% 256) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx116) *% 16)) +% (cv117 *% 8))) + loadVector(arena, ((2209888 +% ((((j114 *% 256) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx116) *% 16)) +% (cv117 *% 8)))) + loadVector(arena, ((2226272 +% ((((j114 *% 256) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx116) *% 16)) +% (cv117 *% 8))))
+                let w123 = ((loadVector(arena, ((2209888 +% ((((j114 *% 256) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx116) *% 16)) +% (cv117 *% 8))) - loadVector(arena, ((2226272 +% ((((j114 *% 256) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx116) *% 16)) +% (cv117 *% 8)))) - loadVector(arena, ((2242656 +% ((((j114 *% 256) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx116) *% 16)) +% (cv117 *% 8))))
+                let w124 = ((loadVector(arena, ((2197600 +% ((((j114 *% 256) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx116) *% 16)) +% (cv117 *% 8))) + loadVector(arena, ((2213984 +% ((((j114 *% 256) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx116) *% 16)) +% (cv117 *% 8)))) + loadVector(arena, ((2230368 +% ((((j114 *% 256) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx116) *% 16)) +% (cv117 *% 8))))
+                let w125 = ((loadVector(arena, ((2213984 +% ((((j114 *% 256) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx116) *% 16)) +% (cv117 *% 8))) - loadVector(arena, ((2230368 +% ((((j114 *% 256) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx116) *% 16)) +% (cv117 *% 8)))) - loadVector(arena, ((2246752 +% ((((j114 *% 256) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 16)) +% tx116) *% 16)) +% (cv117 *% 8))))
+                let w126 = ((w118 + w120) + w122)
+                let w127 = ((w120 - w122) - w124)
+                let w128 = ((w119 + w121) + w123)
+                let w129 = ((w121 - w123) - w125)
+                storeVector(arena, ((2250848 +% (((((j114 *% 32) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2)) *% 32) +% (tx116 *% 2)) *% 16)) +% (cv117 *% 8)), Vector().replacing(with: ((w126 * loadVector(arena, (cv117 *% 8))) + loadVector(arena, (16 +% (cv117 *% 8)))), where: ((w126 * loadVector(arena, (cv117 *% 8))) + loadVector(arena, (16 +% (cv117 *% 8)))) .> Vector()))
+                storeVector(arena, ((2250848 +% ((((((j114 *% 32) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2)) *% 32) +% (tx116 *% 2)) +% 1) *% 16)) +% (cv117 *% 8)), Vector().replacing(with: ((w127 * loadVector(arena, (cv117 *% 8))) + loadVector(arena, (16 +% (cv117 *% 8)))), where: ((w127 * loadVector(arena, (cv117 *% 8))) + loadVector(arena, (16 +% (cv117 *% 8)))) .> Vector()))
+                storeVector(arena, ((2250848 +% ((((((j114 *% 32) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2)) +% 1) *% 32) +% (tx116 *% 2)) *% 16)) +% (cv117 *% 8)), Vector().replacing(with: ((w128 * loadVector(arena, (cv117 *% 8))) + loadVector(arena, (16 +% (cv117 *% 8)))), where: ((w128 * loadVector(arena, (cv117 *% 8))) + loadVector(arena, (16 +% (cv117 *% 8)))) .> Vector()))
+                storeVector(arena, ((2250848 +% (((((((j114 *% 32) +% ((ty115 +% ((oy69 +% (part68 *% 2)) *% 4)) *% 2)) +% 1) *% 32) +% (tx116 *% 2)) +% 1) *% 16)) +% (cv117 *% 8)), Vector().replacing(with: ((w129 * loadVector(arena, (cv117 *% 8))) + loadVector(arena, (16 +% (cv117 *% 8)))), where: ((w129 * loadVector(arena, (cv117 *% 8))) + loadVector(arena, (16 +% (cv117 *% 8)))) .> Vector()))
+              }
             }
           }
         }
-        for j129 in 0..<1 {
-          for c130 in 0..<16 {
-            for q131 in 0..<256 {
-              arena[(1048608 +% (((g63 *% 16384) +% (c130 *% 1024)) +% (q131 +% ((((oy69 +% (part68 *% 2)) *% 4) *% 2) *% 32))))] = arena[((2250848 +% (((j129 *% 1024) +% (q131 +% ((((oy69 +% (part68 *% 2)) *% 4) *% 2) *% 32))) *% 16)) +% c130)]
+        for j130 in 0..<1 {
+          for c131 in 0..<16 {
+            for q132 in 0..<256 {
+              arena[(1048608 +% (((g63 *% 16384) +% (c131 *% 1024)) +% (q132 +% ((((oy69 +% (part68 *% 2)) *% 4) *% 2) *% 32))))] = arena[((2250848 +% (((j130 *% 1024) +% (q132 +% ((((oy69 +% (part68 *% 2)) *% 4) *% 2) *% 32))) *% 16)) +% c131)]
             }
           }
         }
@@ -5347,195 +5349,197 @@ public func resnet8_infer_b64(
     }
   }
   // s1_bn2 = batchnorm_fold()
-  for c132 in 0..<2 {
-    let scale133_v = (loadVector(params, ((c132 *% 8) +% 5104)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c132 *% 8) +% 78122)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c132 *% 8), scale133_v)
-    storeVector(arena, ((c132 *% 8) +% 16), (loadVector(params, ((c132 *% 8) +% 5120)) - (loadVector(params, ((c132 *% 8) +% 78106)) * scale133_v)))
+  for c133 in 0..<2 {
+    let scale134_v = (loadVector(params, ((c133 *% 8) +% 5104)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c133 *% 8) +% 78122)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c133 *% 8), scale134_v)
+    storeVector(arena, ((c133 *% 8) +% 16), (loadVector(params, ((c133 *% 8) +% 5120)) - (loadVector(params, ((c133 *% 8) +% 78106)) * scale134_v)))
   }
   // s1_conv2 = conv2d_act(s1_conv1, s1_bn2, stem)
-  for i164 in 0..<2312 {
-    storeVector(arena, ((i164 *% 8) +% 3149856), Vector(repeating: Float(0)))
+  for i165 in 0..<2312 {
+    storeVector(arena, ((i165 *% 8) +% 3149856), Vector(repeating: Float(0)))
   }
-  for g165 in 0..<64 {
-    for j166 in 0..<1 {
-      for c167 in 0..<16 {
-        for iy168 in 0..<32 {
-          for ix169 in 0..<32 {
-            arena[(3149856 +% ((((j166 *% 18496) +% ((iy168 +% 1) *% 544)) +% ((ix169 +% 1) *% 16)) +% c167))] = arena[((((1048608 +% ((g165 +% j166) *% 16384)) +% (c167 *% 1024)) +% (iy168 *% 32)) +% ix169)]
+  for g166 in 0..<64 {
+    for j167 in 0..<1 {
+      for c168 in 0..<16 {
+        for iy169 in 0..<32 {
+          for ix170 in 0..<32 {
+            arena[(3149856 +% ((((j167 *% 18496) +% ((iy169 +% 1) *% 544)) +% ((ix170 +% 1) *% 16)) +% c168))] = arena[((((1048608 +% ((g166 +% j167) *% 16384)) +% (c168 *% 1024)) +% (iy169 *% 32)) +% ix170)]
           }
         }
       }
     }
-    parallelFor(pool, 2) { part170 in
-      for oy171 in 0..<2 {
-        for j172 in 0..<1 {
-          for ty173 in 0..<4 {
-            for tx174 in 0..<16 {
-              for cv175 in 0..<2 {
-                let w176 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) *% 544)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))))
-                let w177 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))) + loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))))
-                let w178 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))))
-                let w179 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 3) *% 544)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))))
-                let w180 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) *% 544)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))))
-                let w181 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))) + loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))))
-                let w182 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))))
-                let w183 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 3) *% 544)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))))
-                let w184 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) *% 544)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))))
-                let w185 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))) + loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))))
-                let w186 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))))
-                let w187 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 3) *% 544)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))))
-                let w188 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% (((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) *% 544)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))))
-                let w189 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))) + loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))))
-                let w190 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))))
-                let w191 = (loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3149856 +% ((((j172 *% 18496) +% ((((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 3) *% 544)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))))
-                let w192 = (w176 - w184)
-                let w193 = (w180 + w184)
-                let w194 = (w184 - w180)
-                let w195 = (w180 - w188)
-                let w196 = (w177 - w185)
-                let w197 = (w181 + w185)
-                let w198 = (w185 - w181)
-                let w199 = (w181 - w189)
-                let w200 = (w178 - w186)
-                let w201 = (w182 + w186)
-                let w202 = (w186 - w182)
-                let w203 = (w182 - w190)
-                let w204 = (w179 - w187)
-                let w205 = (w183 + w187)
-                let w206 = (w187 - w183)
-                let w207 = (w183 - w191)
-                storeVector(arena, ((3168352 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w192)
-                storeVector(arena, ((3172448 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w193)
-                storeVector(arena, ((3176544 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w194)
-                storeVector(arena, ((3180640 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w195)
-                storeVector(arena, ((3184736 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w196)
-                storeVector(arena, ((3188832 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w197)
-                storeVector(arena, ((3192928 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w198)
-                storeVector(arena, ((3197024 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w199)
-                storeVector(arena, ((3201120 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w200)
-                storeVector(arena, ((3205216 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w201)
-                storeVector(arena, ((3209312 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w202)
-                storeVector(arena, ((3213408 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w203)
-                storeVector(arena, ((3217504 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w204)
-                storeVector(arena, ((3221600 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w205)
-                storeVector(arena, ((3225696 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w206)
-                storeVector(arena, ((3229792 +% ((((j172 *% 256) +% ((ty173 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16)) +% tx174) *% 16)) +% (cv175 *% 8)), w207)
+    parallelFor(pool, 2) { part171 in
+      for oy172 in 0..<2 {
+        for j173 in 0..<1 {
+          for ty174 in 0..<4 {
+            for tx175 in 0..<16 {
+              for cv176 in 0..<2 {
+                let w177 = (loadVector(arena, (3149856 +% ((((j173 *% 18496) +% (((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) *% 544)) +% ((tx175 *% 2) *% 16)) +% (cv176 *% 8)))) - loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% ((tx175 *% 2) *% 16)) +% (cv176 *% 8)))))
+                let w178 = (loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% ((tx175 *% 2) *% 16)) +% (cv176 *% 8)))) + loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% ((tx175 *% 2) *% 16)) +% (cv176 *% 8)))))
+                let w179 = (loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% ((tx175 *% 2) *% 16)) +% (cv176 *% 8)))) - loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% ((tx175 *% 2) *% 16)) +% (cv176 *% 8)))))
+                let w180 = (loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% ((tx175 *% 2) *% 16)) +% (cv176 *% 8)))) - loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 3) *% 544)) +% ((tx175 *% 2) *% 16)) +% (cv176 *% 8)))))
+                let w181 = (loadVector(arena, (3149856 +% ((((j173 *% 18496) +% (((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) *% 544)) +% (((tx175 *% 2) +% 1) *% 16)) +% (cv176 *% 8)))) - loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx175 *% 2) +% 1) *% 16)) +% (cv176 *% 8)))))
+                let w182 = (loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx175 *% 2) +% 1) *% 16)) +% (cv176 *% 8)))) + loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx175 *% 2) +% 1) *% 16)) +% (cv176 *% 8)))))
+                let w183 = (loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx175 *% 2) +% 1) *% 16)) +% (cv176 *% 8)))) - loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx175 *% 2) +% 1) *% 16)) +% (cv176 *% 8)))))
+                let w184 = (loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx175 *% 2) +% 1) *% 16)) +% (cv176 *% 8)))) - loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 3) *% 544)) +% (((tx175 *% 2) +% 1) *% 16)) +% (cv176 *% 8)))))
+                let w185 = (loadVector(arena, (3149856 +% ((((j173 *% 18496) +% (((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) *% 544)) +% (((tx175 *% 2) +% 2) *% 16)) +% (cv176 *% 8)))) - loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx175 *% 2) +% 2) *% 16)) +% (cv176 *% 8)))))
+                let w186 = (loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx175 *% 2) +% 2) *% 16)) +% (cv176 *% 8)))) + loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx175 *% 2) +% 2) *% 16)) +% (cv176 *% 8)))))
+                let w187 = (loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx175 *% 2) +% 2) *% 16)) +% (cv176 *% 8)))) - loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx175 *% 2) +% 2) *% 16)) +% (cv176 *% 8)))))
+                let w188 = (loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx175 *% 2) +% 2) *% 16)) +% (cv176 *% 8)))) - loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 3) *% 544)) +% (((tx175 *% 2) +% 2) *% 16)) +% (cv176 *% 8)))))
+                let w189 = (loadVector(arena, (3149856 +% ((((j173 *% 18496) +% (((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) *% 544)) +% (((tx175 *% 2) +% 3) *% 16)) +% (cv176 *% 8)))) - loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx175 *% 2) +% 3) *% 16)) +% (cv176 *% 8)))))
+                let w190 = (loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx175 *% 2) +% 3) *% 16)) +% (cv176 *% 8)))) + loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx175 *% 2) +% 3) *% 16)) +% (cv176 *% 8)))))
+                let w191 = (loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 2) *% 544)) +% (((tx175 *% 2) +% 3) *% 16)) +% (cv176 *% 8)))) - loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx175 *% 2) +% 3) *% 16)) +% (cv176 *% 8)))))
+                let w192 = (loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 1) *% 544)) +% (((tx175 *% 2) +% 3) *% 16)) +% (cv176 *% 8)))) - loadVector(arena, (3149856 +% ((((j173 *% 18496) +% ((((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2) +% 3) *% 544)) +% (((tx175 *% 2) +% 3) *% 16)) +% (cv176 *% 8)))))
+                let w193 = (w177 - w185)
+                let w194 = (w181 + w185)
+                let w195 = (w185 - w181)
+                let w196 = (w181 - w189)
+                let w197 = (w178 - w186)
+                let w198 = (w182 + w186)
+                let w199 = (w186 - w182)
+                let w200 = (w182 - w190)
+                let w201 = (w179 - w187)
+                let w202 = (w183 + w187)
+                let w203 = (w187 - w183)
+                let w204 = (w183 - w191)
+                let w205 = (w180 - w188)
+                let w206 = (w184 + w188)
+                let w207 = (w188 - w184)
+                let w208 = (w184 - w192)
+                storeVector(arena, ((3168352 +% ((((j173 *% 256) +% ((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx175) *% 16)) +% (cv176 *% 8)), w193)
+                storeVector(arena, ((3172448 +% ((((j173 *% 256) +% ((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx175) *% 16)) +% (cv176 *% 8)), w194)
+                storeVector(arena, ((3176544 +% ((((j173 *% 256) +% ((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx175) *% 16)) +% (cv176 *% 8)), w195)
+                storeVector(arena, ((3180640 +% ((((j173 *% 256) +% ((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx175) *% 16)) +% (cv176 *% 8)), w196)
+                storeVector(arena, ((3184736 +% ((((j173 *% 256) +% ((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx175) *% 16)) +% (cv176 *% 8)), w197)
+                storeVector(arena, ((3188832 +% ((((j173 *% 256) +% ((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx175) *% 16)) +% (cv176 *% 8)), w198)
+                storeVector(arena, ((3192928 +% ((((j173 *% 256) +% ((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx175) *% 16)) +% (cv176 *% 8)), w199)
+                storeVector(arena, ((3197024 +% ((((j173 *% 256) +% ((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx175) *% 16)) +% (cv176 *% 8)), w200)
+                storeVector(arena, ((3201120 +% ((((j173 *% 256) +% ((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx175) *% 16)) +% (cv176 *% 8)), w201)
+                storeVector(arena, ((3205216 +% ((((j173 *% 256) +% ((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx175) *% 16)) +% (cv176 *% 8)), w202)
+                storeVector(arena, ((3209312 +% ((((j173 *% 256) +% ((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx175) *% 16)) +% (cv176 *% 8)), w203)
+                storeVector(arena, ((3213408 +% ((((j173 *% 256) +% ((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx175) *% 16)) +% (cv176 *% 8)), w204)
+                storeVector(arena, ((3217504 +% ((((j173 *% 256) +% ((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx175) *% 16)) +% (cv176 *% 8)), w205)
+                storeVector(arena, ((3221600 +% ((((j173 *% 256) +% ((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx175) *% 16)) +% (cv176 *% 8)), w206)
+                storeVector(arena, ((3225696 +% ((((j173 *% 256) +% ((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx175) *% 16)) +% (cv176 *% 8)), w207)
+                storeVector(arena, ((3229792 +% ((((j173 *% 256) +% ((ty174 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx175) *% 16)) +% (cv176 *% 8)), w208)
               }
             }
           }
         }
-        for xi208 in 0..<16 {
-          do {  // gemm215
-            for nb209 in 0..<1 {
-              for mb210 in 0..<10 {
-                var t211_c0_0 = Vector()
-                var t211_c0_1 = Vector()
-                var t211_c1_0 = Vector()
-                var t211_c1_1 = Vector()
-                var t211_c2_0 = Vector()
-                var t211_c2_1 = Vector()
-                var t211_c3_0 = Vector()
-                var t211_c3_1 = Vector()
-                var t211_c4_0 = Vector()
-                var t211_c4_1 = Vector()
-                var t211_c5_0 = Vector()
-                var t211_c5_1 = Vector()
-                for k212 in 0..<16 {
-                  let t211_b0 = loadVector(arena, (((3336288 +% (xi208 *% 256)) +% (k212 *% 16)) +% (nb209 *% 16)))
-                  let t211_b1 = loadVector(arena, ((((3336288 +% (xi208 *% 256)) +% (k212 *% 16)) +% (nb209 *% 16)) +% 8))
-                  let t211_a0 = Vector(repeating: arena[((((3168352 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% ((mb210 *% 6) *% 16)) +% k212)])
-                  t211_c0_0 = t211_c0_0.addingProduct(t211_a0, t211_b0)
-                  t211_c0_1 = t211_c0_1.addingProduct(t211_a0, t211_b1)
-                  let t211_a1 = Vector(repeating: arena[((((3168352 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 1) *% 16)) +% k212)])
-                  t211_c1_0 = t211_c1_0.addingProduct(t211_a1, t211_b0)
-                  t211_c1_1 = t211_c1_1.addingProduct(t211_a1, t211_b1)
-                  let t211_a2 = Vector(repeating: arena[((((3168352 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 2) *% 16)) +% k212)])
-                  t211_c2_0 = t211_c2_0.addingProduct(t211_a2, t211_b0)
-                  t211_c2_1 = t211_c2_1.addingProduct(t211_a2, t211_b1)
-                  let t211_a3 = Vector(repeating: arena[((((3168352 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 3) *% 16)) +% k212)])
-                  t211_c3_0 = t211_c3_0.addingProduct(t211_a3, t211_b0)
-                  t211_c3_1 = t211_c3_1.addingProduct(t211_a3, t211_b1)
-                  let t211_a4 = Vector(repeating: arena[((((3168352 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 4) *% 16)) +% k212)])
-                  t211_c4_0 = t211_c4_0.addingProduct(t211_a4, t211_b0)
-                  t211_c4_1 = t211_c4_1.addingProduct(t211_a4, t211_b1)
-                  let t211_a5 = Vector(repeating: arena[((((3168352 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 5) *% 16)) +% k212)])
-                  t211_c5_0 = t211_c5_0.addingProduct(t211_a5, t211_b0)
-                  t211_c5_1 = t211_c5_1.addingProduct(t211_a5, t211_b1)
+        for xi209 in 0..<16 {
+          do {  // gemm216
+            for nb210 in 0..<1 {
+              for mb211 in 0..<10 {
+                var t212_c0_0 = Vector()
+                var t212_c0_1 = Vector()
+                var t212_c1_0 = Vector()
+                var t212_c1_1 = Vector()
+                var t212_c2_0 = Vector()
+                var t212_c2_1 = Vector()
+                var t212_c3_0 = Vector()
+                var t212_c3_1 = Vector()
+                var t212_c4_0 = Vector()
+                var t212_c4_1 = Vector()
+                var t212_c5_0 = Vector()
+                var t212_c5_1 = Vector()
+                for k213 in 0..<16 {
+                  let t212_b0 = loadVector(arena, (((3336288 +% (xi209 *% 256)) +% (k213 *% 16)) +% (nb210 *% 16)))
+                  let t212_b1 = loadVector(arena, ((((3336288 +% (xi209 *% 256)) +% (k213 *% 16)) +% (nb210 *% 16)) +% 8))
+                  let t212_a0 = Vector(repeating: arena[((((3168352 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% ((mb211 *% 6) *% 16)) +% k213)])
+                  t212_c0_0 = t212_c0_0.addingProduct(t212_a0, t212_b0)
+                  t212_c0_1 = t212_c0_1.addingProduct(t212_a0, t212_b1)
+                  let t212_a1 = Vector(repeating: arena[((((3168352 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% (((mb211 *% 6) +% 1) *% 16)) +% k213)])
+                  t212_c1_0 = t212_c1_0.addingProduct(t212_a1, t212_b0)
+                  t212_c1_1 = t212_c1_1.addingProduct(t212_a1, t212_b1)
+                  let t212_a2 = Vector(repeating: arena[((((3168352 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% (((mb211 *% 6) +% 2) *% 16)) +% k213)])
+                  t212_c2_0 = t212_c2_0.addingProduct(t212_a2, t212_b0)
+                  t212_c2_1 = t212_c2_1.addingProduct(t212_a2, t212_b1)
+                  let t212_a3 = Vector(repeating: arena[((((3168352 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% (((mb211 *% 6) +% 3) *% 16)) +% k213)])
+                  t212_c3_0 = t212_c3_0.addingProduct(t212_a3, t212_b0)
+                  t212_c3_1 = t212_c3_1.addingProduct(t212_a3, t212_b1)
+                  let t212_a4 = Vector(repeating: arena[((((3168352 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% (((mb211 *% 6) +% 4) *% 16)) +% k213)])
+                  t212_c4_0 = t212_c4_0.addingProduct(t212_a4, t212_b0)
+                  t212_c4_1 = t212_c4_1.addingProduct(t212_a4, t212_b1)
+                  let t212_a5 = Vector(repeating: arena[((((3168352 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% (((mb211 *% 6) +% 5) *% 16)) +% k213)])
+                  t212_c5_0 = t212_c5_0.addingProduct(t212_a5, t212_b0)
+                  t212_c5_1 = t212_c5_1.addingProduct(t212_a5, t212_b1)
                 }
-                storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% ((mb210 *% 6) *% 16)) +% (nb209 *% 16)), t211_c0_0)
-                storeVector(arena, (((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% ((mb210 *% 6) *% 16)) +% (nb209 *% 16)) +% 8), t211_c0_1)
-                storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 1) *% 16)) +% (nb209 *% 16)), t211_c1_0)
-                storeVector(arena, (((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 1) *% 16)) +% (nb209 *% 16)) +% 8), t211_c1_1)
-                storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 2) *% 16)) +% (nb209 *% 16)), t211_c2_0)
-                storeVector(arena, (((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 2) *% 16)) +% (nb209 *% 16)) +% 8), t211_c2_1)
-                storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 3) *% 16)) +% (nb209 *% 16)), t211_c3_0)
-                storeVector(arena, (((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 3) *% 16)) +% (nb209 *% 16)) +% 8), t211_c3_1)
-                storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 4) *% 16)) +% (nb209 *% 16)), t211_c4_0)
-                storeVector(arena, (((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 4) *% 16)) +% (nb209 *% 16)) +% 8), t211_c4_1)
-                storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 5) *% 16)) +% (nb209 *% 16)), t211_c5_0)
-                storeVector(arena, (((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% (((mb210 *% 6) +% 5) *% 16)) +% (nb209 *% 16)) +% 8), t211_c5_1)
+                storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% ((mb211 *% 6) *% 16)) +% (nb210 *% 16)), t212_c0_0)
+                storeVector(arena, (((((3233888 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% ((mb211 *% 6) *% 16)) +% (nb210 *% 16)) +% 8), t212_c0_1)
+                storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% (((mb211 *% 6) +% 1) *% 16)) +% (nb210 *% 16)), t212_c1_0)
+                storeVector(arena, (((((3233888 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% (((mb211 *% 6) +% 1) *% 16)) +% (nb210 *% 16)) +% 8), t212_c1_1)
+                storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% (((mb211 *% 6) +% 2) *% 16)) +% (nb210 *% 16)), t212_c2_0)
+                storeVector(arena, (((((3233888 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% (((mb211 *% 6) +% 2) *% 16)) +% (nb210 *% 16)) +% 8), t212_c2_1)
+                storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% (((mb211 *% 6) +% 3) *% 16)) +% (nb210 *% 16)), t212_c3_0)
+                storeVector(arena, (((((3233888 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% (((mb211 *% 6) +% 3) *% 16)) +% (nb210 *% 16)) +% 8), t212_c3_1)
+                storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% (((mb211 *% 6) +% 4) *% 16)) +% (nb210 *% 16)), t212_c4_0)
+                storeVector(arena, (((((3233888 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% (((mb211 *% 6) +% 4) *% 16)) +% (nb210 *% 16)) +% 8), t212_c4_1)
+                storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% (((mb211 *% 6) +% 5) *% 16)) +% (nb210 *% 16)), t212_c5_0)
+                storeVector(arena, (((((3233888 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% (((mb211 *% 6) +% 5) *% 16)) +% (nb210 *% 16)) +% 8), t212_c5_1)
               }
-              var t213_c0_0 = Vector()
-              var t213_c0_1 = Vector()
-              var t213_c1_0 = Vector()
-              var t213_c1_1 = Vector()
-              var t213_c2_0 = Vector()
-              var t213_c2_1 = Vector()
-              var t213_c3_0 = Vector()
-              var t213_c3_1 = Vector()
-              for k214 in 0..<16 {
-                let t213_b0 = loadVector(arena, (((3336288 +% (xi208 *% 256)) +% (k214 *% 16)) +% (nb209 *% 16)))
-                let t213_b1 = loadVector(arena, ((((3336288 +% (xi208 *% 256)) +% (k214 *% 16)) +% (nb209 *% 16)) +% 8))
-                let t213_a0 = Vector(repeating: arena[((((3168352 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% 960) +% k214)])
-                t213_c0_0 = t213_c0_0.addingProduct(t213_a0, t213_b0)
-                t213_c0_1 = t213_c0_1.addingProduct(t213_a0, t213_b1)
-                let t213_a1 = Vector(repeating: arena[((((3168352 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% 976) +% k214)])
-                t213_c1_0 = t213_c1_0.addingProduct(t213_a1, t213_b0)
-                t213_c1_1 = t213_c1_1.addingProduct(t213_a1, t213_b1)
-                let t213_a2 = Vector(repeating: arena[((((3168352 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% 992) +% k214)])
-                t213_c2_0 = t213_c2_0.addingProduct(t213_a2, t213_b0)
-                t213_c2_1 = t213_c2_1.addingProduct(t213_a2, t213_b1)
-                let t213_a3 = Vector(repeating: arena[((((3168352 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% 1008) +% k214)])
-                t213_c3_0 = t213_c3_0.addingProduct(t213_a3, t213_b0)
-                t213_c3_1 = t213_c3_1.addingProduct(t213_a3, t213_b1)
+              var t214_c0_0 = Vector()
+              var t214_c0_1 = Vector()
+              var t214_c1_0 = Vector()
+              var t214_c1_1 = Vector()
+              var t214_c2_0 = Vector()
+              var t214_c2_1 = Vector()
+              var t214_c3_0 = Vector()
+              var t214_c3_1 = Vector()
+              for k215 in 0..<16 {
+                let t214_b0 = loadVector(arena, (((3336288 +% (xi209 *% 256)) +% (k215 *% 16)) +% (nb210 *% 16)))
+                let t214_b1 = loadVector(arena, ((((3336288 +% (xi209 *% 256)) +% (k215 *% 16)) +% (nb210 *% 16)) +% 8))
+                let t214_a0 = Vector(repeating: arena[((((3168352 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% 960) +% k215)])
+                t214_c0_0 = t214_c0_0.addingProduct(t214_a0, t214_b0)
+                t214_c0_1 = t214_c0_1.addingProduct(t214_a0, t214_b1)
+                let t214_a1 = Vector(repeating: arena[((((3168352 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% 976) +% k215)])
+                t214_c1_0 = t214_c1_0.addingProduct(t214_a1, t214_b0)
+                t214_c1_1 = t214_c1_1.addingProduct(t214_a1, t214_b1)
+                let t214_a2 = Vector(repeating: arena[((((3168352 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% 992) +% k215)])
+                t214_c2_0 = t214_c2_0.addingProduct(t214_a2, t214_b0)
+                t214_c2_1 = t214_c2_1.addingProduct(t214_a2, t214_b1)
+                let t214_a3 = Vector(repeating: arena[((((3168352 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% 1008) +% k215)])
+                t214_c3_0 = t214_c3_0.addingProduct(t214_a3, t214_b0)
+                t214_c3_1 = t214_c3_1.addingProduct(t214_a3, t214_b1)
               }
-              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% 960) +% (nb209 *% 16)), t213_c0_0)
-              storeVector(arena, (((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% 960) +% (nb209 *% 16)) +% 8), t213_c0_1)
-              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% 976) +% (nb209 *% 16)), t213_c1_0)
-              storeVector(arena, (((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% 976) +% (nb209 *% 16)) +% 8), t213_c1_1)
-              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% 992) +% (nb209 *% 16)), t213_c2_0)
-              storeVector(arena, (((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% 992) +% (nb209 *% 16)) +% 8), t213_c2_1)
-              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% 1008) +% (nb209 *% 16)), t213_c3_0)
-              storeVector(arena, (((((3233888 +% (xi208 *% 4096)) +% ((((oy171 +% (part170 *% 2)) *% 4) *% 16) *% 16)) +% 1008) +% (nb209 *% 16)) +% 8), t213_c3_1)
+              storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% 960) +% (nb210 *% 16)), t214_c0_0)
+              storeVector(arena, (((((3233888 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% 960) +% (nb210 *% 16)) +% 8), t214_c0_1)
+              storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% 976) +% (nb210 *% 16)), t214_c1_0)
+              storeVector(arena, (((((3233888 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% 976) +% (nb210 *% 16)) +% 8), t214_c1_1)
+              storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% 992) +% (nb210 *% 16)), t214_c2_0)
+              storeVector(arena, (((((3233888 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% 992) +% (nb210 *% 16)) +% 8), t214_c2_1)
+              storeVector(arena, ((((3233888 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% 1008) +% (nb210 *% 16)), t214_c3_0)
+              storeVector(arena, (((((3233888 +% (xi209 *% 4096)) +% ((((oy172 +% (part171 *% 2)) *% 4) *% 16) *% 16)) +% 1008) +% (nb210 *% 16)) +% 8), t214_c3_1)
             }
           }
         }
-        for ty216 in 0..<4 {
-          for tx217 in 0..<16 {
-            for cv218 in 0..<2 {
-              let w219 = ((loadVector(arena, ((3233888 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))) + loadVector(arena, ((3250272 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8)))) + loadVector(arena, ((3266656 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))))
-              let w220 = ((loadVector(arena, ((3250272 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))) - loadVector(arena, ((3266656 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8)))) - loadVector(arena, ((3283040 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))))
-              let w221 = ((loadVector(arena, ((3237984 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))) + loadVector(arena, ((3254368 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8)))) + loadVector(arena, ((3270752 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))))
-              let w222 = ((loadVector(arena, ((3254368 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))) - loadVector(arena, ((3270752 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8)))) - loadVector(arena, ((3287136 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))))
-              let w223 = ((loadVector(arena, ((3242080 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))) + loadVector(arena, ((3258464 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8)))) + loadVector(arena, ((3274848 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))))
-              let w224 = ((loadVector(arena, ((3258464 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))) - loadVector(arena, ((3274848 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8)))) - loadVector(arena, ((3291232 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))))
-              let w225 = ((loadVector(arena, ((3246176 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))) + loadVector(arena, ((3262560 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8)))) + loadVector(arena, ((3278944 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))))
-              let w226 = ((loadVector(arena, ((3262560 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))) - loadVector(arena, ((3278944 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8)))) - loadVector(arena, ((3295328 +% ((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 16) +% tx217) *% 16)) +% (cv218 *% 8))))
-              let w227 = ((w219 + w221) + w223)
-              let w228 = ((w221 - w223) - w225)
-              let w229 = ((w220 + w222) + w224)
-              let w230 = ((w222 - w224) - w226)
-              storeVector(arena, ((3299424 +% (((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) *% 32) +% (tx217 *% 2)) *% 16)) +% (cv218 *% 8)), ((w227 * loadVector(arena, (cv218 *% 8))) + loadVector(arena, (16 +% (cv218 *% 8)))))
-              storeVector(arena, ((3299424 +% ((((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) *% 32) +% (tx217 *% 2)) +% 1) *% 16)) +% (cv218 *% 8)), ((w228 * loadVector(arena, (cv218 *% 8))) + loadVector(arena, (16 +% (cv218 *% 8)))))
-              storeVector(arena, ((3299424 +% ((((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 32) +% (tx217 *% 2)) *% 16)) +% (cv218 *% 8)), ((w229 * loadVector(arena, (cv218 *% 8))) + loadVector(arena, (16 +% (cv218 *% 8)))))
-              storeVector(arena, ((3299424 +% (((((((ty216 +% ((oy171 +% (part170 *% 2)) *% 4)) *% 2) +% 1) *% 32) +% (tx217 *% 2)) +% 1) *% 16)) +% (cv218 *% 8)), ((w230 * loadVector(arena, (cv218 *% 8))) + loadVector(arena, (16 +% (cv218 *% 8)))))
+        for j217 in 0..<1 {
+          for ty218 in 0..<4 {
+            for tx219 in 0..<16 {
+              for cv220 in 0..<2 {
+                let w221 = ((loadVector(arena, ((3233888 +% ((((j217 *% 256) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx219) *% 16)) +% (cv220 *% 8))) + loadVector(arena, ((3250272 +% ((((j217 *% 256) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx219) *% 16)) +% (cv220 *% 8)))) + loadVector(arena, ((3266656 +% ((((j217 *% 256) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx219) *% 16)) +% (cv220 *% 8))))
+                let w222 = ((loadVector(arena, ((3250272 +% ((((j217 *% 256) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx219) *% 16)) +% (cv220 *% 8))) - loadVector(arena, ((3266656 +% ((((j217 *% 256) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx219) *% 16)) +% (cv220 *% 8)))) - loadVector(arena, ((3283040 +% ((((j217 *% 256) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx219) *% 16)) +% (cv220 *% 8))))
+                let w223 = ((loadVector(arena, ((3237984 +% ((((j217 *% 256) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx219) *% 16)) +% (cv220 *% 8))) + loadVector(arena, ((3254368 +% ((((j217 *% 256) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx219) *% 16)) +% (cv220 *% 8)))) + loadVector(arena, ((3270752 +% ((((j217 *% 256) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx219) *% 16)) +% (cv220 *% 8))))
+                let w224 = ((loadVector(arena, ((3254368 +% ((((j217 *% 256) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx219) *% 16)) +% (cv220 *% 8))) - loadVector(arena, ((3270752 +% ((((j217 *% 256) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx219) *% 16)) +% (cv220 *% 8)))) - loadVector(arena, ((3287136 +% ((((j217 *% 256) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx219) *% 16)) +% (cv220 *% 8))))
+                let w225 = ((loadVector(arena, ((3242080 +% ((((j217 *% 256) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx219) *% 16)) +% (cv220 *% 8))) + loadVector(arena, ((3258464 +% ((((j217 *% 256) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx219) *% 16)) +% (cv220 *% 8)))) + loadVector(arena, ((3274848 +% ((((j217 *% 256) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx219) *% 16)) +% (cv220 *% 8))))
+                let w226 = ((loadVector(arena, ((3258464 +% ((((j217 *% 256) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx219) *% 16)) +% (cv220 *% 8))) - loadVector(arena, ((3274848 +% ((((j217 *% 256) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx219) *% 16)) +% (cv220 *% 8)))) - loadVector(arena, ((3291232 +% ((((j217 *% 256) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx219) *% 16)) +% (cv220 *% 8))))
+                let w227 = ((loadVector(arena, ((3246176 +% ((((j217 *% 256) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx219) *% 16)) +% (cv220 *% 8))) + loadVector(arena, ((3262560 +% ((((j217 *% 256) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx219) *% 16)) +% (cv220 *% 8)))) + loadVector(arena, ((3278944 +% ((((j217 *% 256) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx219) *% 16)) +% (cv220 *% 8))))
+                let w228 = ((loadVector(arena, ((3262560 +% ((((j217 *% 256) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx219) *% 16)) +% (cv220 *% 8))) - loadVector(arena, ((3278944 +% ((((j217 *% 256) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx219) *% 16)) +% (cv220 *% 8)))) - loadVector(arena, ((3295328 +% ((((j217 *% 256) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 16)) +% tx219) *% 16)) +% (cv220 *% 8))))
+                let w229 = ((w221 + w223) + w225)
+                let w230 = ((w223 - w225) - w227)
+                let w231 = ((w222 + w224) + w226)
+                let w232 = ((w224 - w226) - w228)
+                storeVector(arena, ((3299424 +% (((((j217 *% 32) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2)) *% 32) +% (tx219 *% 2)) *% 16)) +% (cv220 *% 8)), ((w229 * loadVector(arena, (cv220 *% 8))) + loadVector(arena, (16 +% (cv220 *% 8)))))
+                storeVector(arena, ((3299424 +% ((((((j217 *% 32) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2)) *% 32) +% (tx219 *% 2)) +% 1) *% 16)) +% (cv220 *% 8)), ((w230 * loadVector(arena, (cv220 *% 8))) + loadVector(arena, (16 +% (cv220 *% 8)))))
+                storeVector(arena, ((3299424 +% ((((((j217 *% 32) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2)) +% 1) *% 32) +% (tx219 *% 2)) *% 16)) +% (cv220 *% 8)), ((w231 * loadVector(arena, (cv220 *% 8))) + loadVector(arena, (16 +% (cv220 *% 8)))))
+                storeVector(arena, ((3299424 +% (((((((j217 *% 32) +% ((ty218 +% ((oy172 +% (part171 *% 2)) *% 4)) *% 2)) +% 1) *% 32) +% (tx219 *% 2)) +% 1) *% 16)) +% (cv220 *% 8)), ((w232 * loadVector(arena, (cv220 *% 8))) + loadVector(arena, (16 +% (cv220 *% 8)))))
+              }
             }
           }
         }
-        for j231 in 0..<1 {
-          for c232 in 0..<16 {
-            for q233 in 0..<256 {
-              arena[(2097184 +% (((g165 *% 16384) +% (c232 *% 1024)) +% (q233 +% ((((oy171 +% (part170 *% 2)) *% 4) *% 2) *% 32))))] = ((arena[((3299424 +% (((j231 *% 1024) +% (q233 +% ((((oy171 +% (part170 *% 2)) *% 4) *% 2) *% 32))) *% 16)) +% c232)] + arena[(32 +% (((g165 *% 16384) +% (c232 *% 1024)) +% (q233 +% ((((oy171 +% (part170 *% 2)) *% 4) *% 2) *% 32))))]) > Float(0) ? (arena[((3299424 +% (((j231 *% 1024) +% (q233 +% ((((oy171 +% (part170 *% 2)) *% 4) *% 2) *% 32))) *% 16)) +% c232)] + arena[(32 +% (((g165 *% 16384) +% (c232 *% 1024)) +% (q233 +% ((((oy171 +% (part170 *% 2)) *% 4) *% 2) *% 32))))]) : Float(0))
+        for j233 in 0..<1 {
+          for c234 in 0..<16 {
+            for q235 in 0..<256 {
+              arena[(2097184 +% (((g166 *% 16384) +% (c234 *% 1024)) +% (q235 +% ((((oy172 +% (part171 *% 2)) *% 4) *% 2) *% 32))))] = ((arena[((3299424 +% (((j233 *% 1024) +% (q235 +% ((((oy172 +% (part171 *% 2)) *% 4) *% 2) *% 32))) *% 16)) +% c234)] + arena[(32 +% (((g166 *% 16384) +% (c234 *% 1024)) +% (q235 +% ((((oy172 +% (part171 *% 2)) *% 4) *% 2) *% 32))))]) > Float(0) ? (arena[((3299424 +% (((j233 *% 1024) +% (q235 +% ((((oy172 +% (part171 *% 2)) *% 4) *% 2) *% 32))) *% 16)) +% c234)] + arena[(32 +% (((g166 *% 16384) +% (c234 *% 1024)) +% (q235 +% ((((oy172 +% (part171 *% 2)) *% 4) *% 2) *% 32))))]) : Float(0))
             }
           }
         }
@@ -5543,68 +5547,68 @@ public func resnet8_infer_b64(
     }
   }
   // s2_bn1 = batchnorm_fold()
-  for c234 in 0..<4 {
-    let scale235_v = (loadVector(params, ((c234 *% 8) +% 9744)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c234 *% 8) +% 78170)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c234 *% 8), scale235_v)
-    storeVector(arena, ((c234 *% 8) +% 32), (loadVector(params, ((c234 *% 8) +% 9776)) - (loadVector(params, ((c234 *% 8) +% 78138)) * scale235_v)))
+  for c236 in 0..<4 {
+    let scale237_v = (loadVector(params, ((c236 *% 8) +% 9744)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c236 *% 8) +% 78170)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c236 *% 8), scale237_v)
+    storeVector(arena, ((c236 *% 8) +% 32), (loadVector(params, ((c236 *% 8) +% 9776)) - (loadVector(params, ((c236 *% 8) +% 78138)) * scale237_v)))
   }
   // s2_conv1 = conv2d_relu(s1_conv2, s2_bn1)
-  for g236 in 0..<4 {
-    parallelFor(pool, 2) { part237 in
-      for j238 in 0..<16 {
-        for c239 in 0..<8 {
-          for ky240 in 0..<3 {
-            for oy241 in 0..<16 {
-              if (-1 < (((oy241 *% 2) +% ky240) +% -1) && (((oy241 *% 2) +% ky240) +% -1) < 32) {
-                for ox242 in 0..<15 {
-                  arena[(((524352 +% (((((c239 +% (part237 *% 8)) *% 3) +% ky240) *% 3) *% 4112)) +% (j238 *% 256)) +% ((oy241 *% 16) +% (ox242 +% 1)))] = arena[((((2097184 +% (((g236 *% 16) +% j238) *% 16384)) +% ((c239 +% (part237 *% 8)) *% 1024)) +% ((((oy241 *% 2) +% ky240) +% -1) *% 32)) +% (((ox242 +% 1) *% 2) +% -1))]
+  for g238 in 0..<4 {
+    parallelFor(pool, 2) { part239 in
+      for j240 in 0..<16 {
+        for c241 in 0..<8 {
+          for ky242 in 0..<3 {
+            for oy243 in 0..<16 {
+              if (-1 < (((oy243 *% 2) +% ky242) +% -1) && (((oy243 *% 2) +% ky242) +% -1) < 32) {
+                for ox244 in 0..<15 {
+                  arena[(((524352 +% (((((c241 +% (part239 *% 8)) *% 3) +% ky242) *% 3) *% 4112)) +% (j240 *% 256)) +% ((oy243 *% 16) +% (ox244 +% 1)))] = arena[((((2097184 +% (((g238 *% 16) +% j240) *% 16384)) +% ((c241 +% (part239 *% 8)) *% 1024)) +% ((((oy243 *% 2) +% ky242) +% -1) *% 32)) +% (((ox244 +% 1) *% 2) +% -1))]
                 }
-                for ox243 in 0..<1 {
-                  arena[(((524352 +% (((((c239 +% (part237 *% 8)) *% 3) +% ky240) *% 3) *% 4112)) +% (j238 *% 256)) +% ((oy241 *% 16) +% ox243))] = Float(0)
-                }
-              }
-              if (((oy241 *% 2) +% ky240) +% -1) < 0 {
-                for ox244 in 0..<16 {
-                  arena[(((524352 +% (((((c239 +% (part237 *% 8)) *% 3) +% ky240) *% 3) *% 4112)) +% (j238 *% 256)) +% ((oy241 *% 16) +% ox244))] = Float(0)
+                for ox245 in 0..<1 {
+                  arena[(((524352 +% (((((c241 +% (part239 *% 8)) *% 3) +% ky242) *% 3) *% 4112)) +% (j240 *% 256)) +% ((oy243 *% 16) +% ox245))] = Float(0)
                 }
               }
-              if 31 < (((oy241 *% 2) +% ky240) +% -1) {
-                for ox244 in 0..<16 {
-                  arena[(((524352 +% (((((c239 +% (part237 *% 8)) *% 3) +% ky240) *% 3) *% 4112)) +% (j238 *% 256)) +% ((oy241 *% 16) +% ox244))] = Float(0)
-                }
-              }
-            }
-            for oy245 in 0..<16 {
-              if (-1 < (((oy245 *% 2) +% ky240) +% -1) && (((oy245 *% 2) +% ky240) +% -1) < 32) {
+              if (((oy243 *% 2) +% ky242) +% -1) < 0 {
                 for ox246 in 0..<16 {
-                  arena[(((524352 +% ((((((c239 +% (part237 *% 8)) *% 3) +% ky240) *% 3) +% 1) *% 4112)) +% (j238 *% 256)) +% ((oy245 *% 16) +% ox246))] = arena[((((2097184 +% (((g236 *% 16) +% j238) *% 16384)) +% ((c239 +% (part237 *% 8)) *% 1024)) +% ((((oy245 *% 2) +% ky240) +% -1) *% 32)) +% (ox246 *% 2))]
+                  arena[(((524352 +% (((((c241 +% (part239 *% 8)) *% 3) +% ky242) *% 3) *% 4112)) +% (j240 *% 256)) +% ((oy243 *% 16) +% ox246))] = Float(0)
                 }
               }
-              if (((oy245 *% 2) +% ky240) +% -1) < 0 {
-                for ox247 in 0..<16 {
-                  arena[(((524352 +% ((((((c239 +% (part237 *% 8)) *% 3) +% ky240) *% 3) +% 1) *% 4112)) +% (j238 *% 256)) +% ((oy245 *% 16) +% ox247))] = Float(0)
-                }
-              }
-              if 31 < (((oy245 *% 2) +% ky240) +% -1) {
-                for ox247 in 0..<16 {
-                  arena[(((524352 +% ((((((c239 +% (part237 *% 8)) *% 3) +% ky240) *% 3) +% 1) *% 4112)) +% (j238 *% 256)) +% ((oy245 *% 16) +% ox247))] = Float(0)
+              if 31 < (((oy243 *% 2) +% ky242) +% -1) {
+                for ox246 in 0..<16 {
+                  arena[(((524352 +% (((((c241 +% (part239 *% 8)) *% 3) +% ky242) *% 3) *% 4112)) +% (j240 *% 256)) +% ((oy243 *% 16) +% ox246))] = Float(0)
                 }
               }
             }
-            for oy248 in 0..<16 {
-              if (-1 < (((oy248 *% 2) +% ky240) +% -1) && (((oy248 *% 2) +% ky240) +% -1) < 32) {
+            for oy247 in 0..<16 {
+              if (-1 < (((oy247 *% 2) +% ky242) +% -1) && (((oy247 *% 2) +% ky242) +% -1) < 32) {
+                for ox248 in 0..<16 {
+                  arena[(((524352 +% ((((((c241 +% (part239 *% 8)) *% 3) +% ky242) *% 3) +% 1) *% 4112)) +% (j240 *% 256)) +% ((oy247 *% 16) +% ox248))] = arena[((((2097184 +% (((g238 *% 16) +% j240) *% 16384)) +% ((c241 +% (part239 *% 8)) *% 1024)) +% ((((oy247 *% 2) +% ky242) +% -1) *% 32)) +% (ox248 *% 2))]
+                }
+              }
+              if (((oy247 *% 2) +% ky242) +% -1) < 0 {
                 for ox249 in 0..<16 {
-                  arena[(((524352 +% ((((((c239 +% (part237 *% 8)) *% 3) +% ky240) *% 3) +% 2) *% 4112)) +% (j238 *% 256)) +% ((oy248 *% 16) +% ox249))] = arena[((((2097184 +% (((g236 *% 16) +% j238) *% 16384)) +% ((c239 +% (part237 *% 8)) *% 1024)) +% ((((oy248 *% 2) +% ky240) +% -1) *% 32)) +% ((ox249 *% 2) +% 1))]
+                  arena[(((524352 +% ((((((c241 +% (part239 *% 8)) *% 3) +% ky242) *% 3) +% 1) *% 4112)) +% (j240 *% 256)) +% ((oy247 *% 16) +% ox249))] = Float(0)
                 }
               }
-              if (((oy248 *% 2) +% ky240) +% -1) < 0 {
-                for ox250 in 0..<16 {
-                  arena[(((524352 +% ((((((c239 +% (part237 *% 8)) *% 3) +% ky240) *% 3) +% 2) *% 4112)) +% (j238 *% 256)) +% ((oy248 *% 16) +% ox250))] = Float(0)
+              if 31 < (((oy247 *% 2) +% ky242) +% -1) {
+                for ox249 in 0..<16 {
+                  arena[(((524352 +% ((((((c241 +% (part239 *% 8)) *% 3) +% ky242) *% 3) +% 1) *% 4112)) +% (j240 *% 256)) +% ((oy247 *% 16) +% ox249))] = Float(0)
                 }
               }
-              if 31 < (((oy248 *% 2) +% ky240) +% -1) {
-                for ox250 in 0..<16 {
-                  arena[(((524352 +% ((((((c239 +% (part237 *% 8)) *% 3) +% ky240) *% 3) +% 2) *% 4112)) +% (j238 *% 256)) +% ((oy248 *% 16) +% ox250))] = Float(0)
+            }
+            for oy250 in 0..<16 {
+              if (-1 < (((oy250 *% 2) +% ky242) +% -1) && (((oy250 *% 2) +% ky242) +% -1) < 32) {
+                for ox251 in 0..<16 {
+                  arena[(((524352 +% ((((((c241 +% (part239 *% 8)) *% 3) +% ky242) *% 3) +% 2) *% 4112)) +% (j240 *% 256)) +% ((oy250 *% 16) +% ox251))] = arena[((((2097184 +% (((g238 *% 16) +% j240) *% 16384)) +% ((c241 +% (part239 *% 8)) *% 1024)) +% ((((oy250 *% 2) +% ky242) +% -1) *% 32)) +% ((ox251 *% 2) +% 1))]
+                }
+              }
+              if (((oy250 *% 2) +% ky242) +% -1) < 0 {
+                for ox252 in 0..<16 {
+                  arena[(((524352 +% ((((((c241 +% (part239 *% 8)) *% 3) +% ky242) *% 3) +% 2) *% 4112)) +% (j240 *% 256)) +% ((oy250 *% 16) +% ox252))] = Float(0)
+                }
+              }
+              if 31 < (((oy250 *% 2) +% ky242) +% -1) {
+                for ox252 in 0..<16 {
+                  arena[(((524352 +% ((((((c241 +% (part239 *% 8)) *% 3) +% ky242) *% 3) +% 2) *% 4112)) +% (j240 *% 256)) +% ((oy250 *% 16) +% ox252))] = Float(0)
                 }
               }
             }
@@ -5612,476 +5616,476 @@ public func resnet8_infer_b64(
         }
       }
     }
-    parallelFor(pool, 2) { part251 in
-      do {  // gemm259
-        for nb252 in 0..<170 {
-          for mb253 in 0..<4 {
-            var t254_c0_0 = Vector()
-            var t254_c0_1 = Vector()
-            var t254_c0_2 = Vector()
-            var t254_c1_0 = Vector()
-            var t254_c1_1 = Vector()
-            var t254_c1_2 = Vector()
-            var t254_c2_0 = Vector()
-            var t254_c2_1 = Vector()
-            var t254_c2_2 = Vector()
-            var t254_c3_0 = Vector()
-            var t254_c3_1 = Vector()
-            var t254_c3_2 = Vector()
-            for k255 in 0..<144 {
-              let t254_b0 = loadVector(arena, ((524352 +% (k255 *% 4112)) +% (nb252 *% 24)))
-              let t254_b1 = loadVector(arena, (((524352 +% (k255 *% 4112)) +% (nb252 *% 24)) +% 8))
-              let t254_b2 = loadVector(arena, (((524352 +% (k255 *% 4112)) +% (nb252 *% 24)) +% 16))
-              let t254_a0 = Vector(repeating: params[(((5136 +% ((part251 *% 16) *% 144)) +% ((mb253 *% 4) *% 144)) +% k255)])
-              t254_c0_0 = t254_c0_0.addingProduct(t254_a0, t254_b0)
-              t254_c0_1 = t254_c0_1.addingProduct(t254_a0, t254_b1)
-              t254_c0_2 = t254_c0_2.addingProduct(t254_a0, t254_b2)
-              let t254_a1 = Vector(repeating: params[(((5136 +% ((part251 *% 16) *% 144)) +% (((mb253 *% 4) +% 1) *% 144)) +% k255)])
-              t254_c1_0 = t254_c1_0.addingProduct(t254_a1, t254_b0)
-              t254_c1_1 = t254_c1_1.addingProduct(t254_a1, t254_b1)
-              t254_c1_2 = t254_c1_2.addingProduct(t254_a1, t254_b2)
-              let t254_a2 = Vector(repeating: params[(((5136 +% ((part251 *% 16) *% 144)) +% (((mb253 *% 4) +% 2) *% 144)) +% k255)])
-              t254_c2_0 = t254_c2_0.addingProduct(t254_a2, t254_b0)
-              t254_c2_1 = t254_c2_1.addingProduct(t254_a2, t254_b1)
-              t254_c2_2 = t254_c2_2.addingProduct(t254_a2, t254_b2)
-              let t254_a3 = Vector(repeating: params[(((5136 +% ((part251 *% 16) *% 144)) +% (((mb253 *% 4) +% 3) *% 144)) +% k255)])
-              t254_c3_0 = t254_c3_0.addingProduct(t254_a3, t254_b0)
-              t254_c3_1 = t254_c3_1.addingProduct(t254_a3, t254_b1)
-              t254_c3_2 = t254_c3_2.addingProduct(t254_a3, t254_b2)
+    parallelFor(pool, 2) { part253 in
+      do {  // gemm261
+        for nb254 in 0..<170 {
+          for mb255 in 0..<4 {
+            var t256_c0_0 = Vector()
+            var t256_c0_1 = Vector()
+            var t256_c0_2 = Vector()
+            var t256_c1_0 = Vector()
+            var t256_c1_1 = Vector()
+            var t256_c1_2 = Vector()
+            var t256_c2_0 = Vector()
+            var t256_c2_1 = Vector()
+            var t256_c2_2 = Vector()
+            var t256_c3_0 = Vector()
+            var t256_c3_1 = Vector()
+            var t256_c3_2 = Vector()
+            for k257 in 0..<144 {
+              let t256_b0 = loadVector(arena, ((524352 +% (k257 *% 4112)) +% (nb254 *% 24)))
+              let t256_b1 = loadVector(arena, (((524352 +% (k257 *% 4112)) +% (nb254 *% 24)) +% 8))
+              let t256_b2 = loadVector(arena, (((524352 +% (k257 *% 4112)) +% (nb254 *% 24)) +% 16))
+              let t256_a0 = Vector(repeating: params[(((5136 +% ((part253 *% 16) *% 144)) +% ((mb255 *% 4) *% 144)) +% k257)])
+              t256_c0_0 = t256_c0_0.addingProduct(t256_a0, t256_b0)
+              t256_c0_1 = t256_c0_1.addingProduct(t256_a0, t256_b1)
+              t256_c0_2 = t256_c0_2.addingProduct(t256_a0, t256_b2)
+              let t256_a1 = Vector(repeating: params[(((5136 +% ((part253 *% 16) *% 144)) +% (((mb255 *% 4) +% 1) *% 144)) +% k257)])
+              t256_c1_0 = t256_c1_0.addingProduct(t256_a1, t256_b0)
+              t256_c1_1 = t256_c1_1.addingProduct(t256_a1, t256_b1)
+              t256_c1_2 = t256_c1_2.addingProduct(t256_a1, t256_b2)
+              let t256_a2 = Vector(repeating: params[(((5136 +% ((part253 *% 16) *% 144)) +% (((mb255 *% 4) +% 2) *% 144)) +% k257)])
+              t256_c2_0 = t256_c2_0.addingProduct(t256_a2, t256_b0)
+              t256_c2_1 = t256_c2_1.addingProduct(t256_a2, t256_b1)
+              t256_c2_2 = t256_c2_2.addingProduct(t256_a2, t256_b2)
+              let t256_a3 = Vector(repeating: params[(((5136 +% ((part253 *% 16) *% 144)) +% (((mb255 *% 4) +% 3) *% 144)) +% k257)])
+              t256_c3_0 = t256_c3_0.addingProduct(t256_a3, t256_b0)
+              t256_c3_1 = t256_c3_1.addingProduct(t256_a3, t256_b1)
+              t256_c3_2 = t256_c3_2.addingProduct(t256_a3, t256_b2)
             }
-            storeVector(arena, (((1116480 +% ((part251 *% 16) *% 4112)) +% ((mb253 *% 4) *% 4112)) +% (nb252 *% 24)), t254_c0_0)
-            storeVector(arena, ((((1116480 +% ((part251 *% 16) *% 4112)) +% ((mb253 *% 4) *% 4112)) +% (nb252 *% 24)) +% 8), t254_c0_1)
-            storeVector(arena, ((((1116480 +% ((part251 *% 16) *% 4112)) +% ((mb253 *% 4) *% 4112)) +% (nb252 *% 24)) +% 16), t254_c0_2)
-            storeVector(arena, (((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb253 *% 4) +% 1) *% 4112)) +% (nb252 *% 24)), t254_c1_0)
-            storeVector(arena, ((((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb253 *% 4) +% 1) *% 4112)) +% (nb252 *% 24)) +% 8), t254_c1_1)
-            storeVector(arena, ((((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb253 *% 4) +% 1) *% 4112)) +% (nb252 *% 24)) +% 16), t254_c1_2)
-            storeVector(arena, (((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb253 *% 4) +% 2) *% 4112)) +% (nb252 *% 24)), t254_c2_0)
-            storeVector(arena, ((((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb253 *% 4) +% 2) *% 4112)) +% (nb252 *% 24)) +% 8), t254_c2_1)
-            storeVector(arena, ((((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb253 *% 4) +% 2) *% 4112)) +% (nb252 *% 24)) +% 16), t254_c2_2)
-            storeVector(arena, (((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb253 *% 4) +% 3) *% 4112)) +% (nb252 *% 24)), t254_c3_0)
-            storeVector(arena, ((((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb253 *% 4) +% 3) *% 4112)) +% (nb252 *% 24)) +% 8), t254_c3_1)
-            storeVector(arena, ((((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb253 *% 4) +% 3) *% 4112)) +% (nb252 *% 24)) +% 16), t254_c3_2)
+            storeVector(arena, (((1116480 +% ((part253 *% 16) *% 4112)) +% ((mb255 *% 4) *% 4112)) +% (nb254 *% 24)), t256_c0_0)
+            storeVector(arena, ((((1116480 +% ((part253 *% 16) *% 4112)) +% ((mb255 *% 4) *% 4112)) +% (nb254 *% 24)) +% 8), t256_c0_1)
+            storeVector(arena, ((((1116480 +% ((part253 *% 16) *% 4112)) +% ((mb255 *% 4) *% 4112)) +% (nb254 *% 24)) +% 16), t256_c0_2)
+            storeVector(arena, (((1116480 +% ((part253 *% 16) *% 4112)) +% (((mb255 *% 4) +% 1) *% 4112)) +% (nb254 *% 24)), t256_c1_0)
+            storeVector(arena, ((((1116480 +% ((part253 *% 16) *% 4112)) +% (((mb255 *% 4) +% 1) *% 4112)) +% (nb254 *% 24)) +% 8), t256_c1_1)
+            storeVector(arena, ((((1116480 +% ((part253 *% 16) *% 4112)) +% (((mb255 *% 4) +% 1) *% 4112)) +% (nb254 *% 24)) +% 16), t256_c1_2)
+            storeVector(arena, (((1116480 +% ((part253 *% 16) *% 4112)) +% (((mb255 *% 4) +% 2) *% 4112)) +% (nb254 *% 24)), t256_c2_0)
+            storeVector(arena, ((((1116480 +% ((part253 *% 16) *% 4112)) +% (((mb255 *% 4) +% 2) *% 4112)) +% (nb254 *% 24)) +% 8), t256_c2_1)
+            storeVector(arena, ((((1116480 +% ((part253 *% 16) *% 4112)) +% (((mb255 *% 4) +% 2) *% 4112)) +% (nb254 *% 24)) +% 16), t256_c2_2)
+            storeVector(arena, (((1116480 +% ((part253 *% 16) *% 4112)) +% (((mb255 *% 4) +% 3) *% 4112)) +% (nb254 *% 24)), t256_c3_0)
+            storeVector(arena, ((((1116480 +% ((part253 *% 16) *% 4112)) +% (((mb255 *% 4) +% 3) *% 4112)) +% (nb254 *% 24)) +% 8), t256_c3_1)
+            storeVector(arena, ((((1116480 +% ((part253 *% 16) *% 4112)) +% (((mb255 *% 4) +% 3) *% 4112)) +% (nb254 *% 24)) +% 16), t256_c3_2)
           }
         }
-        for mb256 in 0..<4 {
-          var t257_c0_0 = Vector()
-          var t257_c0_1 = Vector()
-          var t257_c1_0 = Vector()
-          var t257_c1_1 = Vector()
-          var t257_c2_0 = Vector()
-          var t257_c2_1 = Vector()
-          var t257_c3_0 = Vector()
-          var t257_c3_1 = Vector()
-          for k258 in 0..<144 {
-            let t257_b0 = loadVector(arena, ((524352 +% (k258 *% 4112)) +% 4080))
-            let t257_b1 = loadVector(arena, (((524352 +% (k258 *% 4112)) +% 4080) +% 8))
-            let t257_a0 = Vector(repeating: params[(((5136 +% ((part251 *% 16) *% 144)) +% ((mb256 *% 4) *% 144)) +% k258)])
-            t257_c0_0 = t257_c0_0.addingProduct(t257_a0, t257_b0)
-            t257_c0_1 = t257_c0_1.addingProduct(t257_a0, t257_b1)
-            let t257_a1 = Vector(repeating: params[(((5136 +% ((part251 *% 16) *% 144)) +% (((mb256 *% 4) +% 1) *% 144)) +% k258)])
-            t257_c1_0 = t257_c1_0.addingProduct(t257_a1, t257_b0)
-            t257_c1_1 = t257_c1_1.addingProduct(t257_a1, t257_b1)
-            let t257_a2 = Vector(repeating: params[(((5136 +% ((part251 *% 16) *% 144)) +% (((mb256 *% 4) +% 2) *% 144)) +% k258)])
-            t257_c2_0 = t257_c2_0.addingProduct(t257_a2, t257_b0)
-            t257_c2_1 = t257_c2_1.addingProduct(t257_a2, t257_b1)
-            let t257_a3 = Vector(repeating: params[(((5136 +% ((part251 *% 16) *% 144)) +% (((mb256 *% 4) +% 3) *% 144)) +% k258)])
-            t257_c3_0 = t257_c3_0.addingProduct(t257_a3, t257_b0)
-            t257_c3_1 = t257_c3_1.addingProduct(t257_a3, t257_b1)
+        for mb258 in 0..<4 {
+          var t259_c0_0 = Vector()
+          var t259_c0_1 = Vector()
+          var t259_c1_0 = Vector()
+          var t259_c1_1 = Vector()
+          var t259_c2_0 = Vector()
+          var t259_c2_1 = Vector()
+          var t259_c3_0 = Vector()
+          var t259_c3_1 = Vector()
+          for k260 in 0..<144 {
+            let t259_b0 = loadVector(arena, ((524352 +% (k260 *% 4112)) +% 4080))
+            let t259_b1 = loadVector(arena, (((524352 +% (k260 *% 4112)) +% 4080) +% 8))
+            let t259_a0 = Vector(repeating: params[(((5136 +% ((part253 *% 16) *% 144)) +% ((mb258 *% 4) *% 144)) +% k260)])
+            t259_c0_0 = t259_c0_0.addingProduct(t259_a0, t259_b0)
+            t259_c0_1 = t259_c0_1.addingProduct(t259_a0, t259_b1)
+            let t259_a1 = Vector(repeating: params[(((5136 +% ((part253 *% 16) *% 144)) +% (((mb258 *% 4) +% 1) *% 144)) +% k260)])
+            t259_c1_0 = t259_c1_0.addingProduct(t259_a1, t259_b0)
+            t259_c1_1 = t259_c1_1.addingProduct(t259_a1, t259_b1)
+            let t259_a2 = Vector(repeating: params[(((5136 +% ((part253 *% 16) *% 144)) +% (((mb258 *% 4) +% 2) *% 144)) +% k260)])
+            t259_c2_0 = t259_c2_0.addingProduct(t259_a2, t259_b0)
+            t259_c2_1 = t259_c2_1.addingProduct(t259_a2, t259_b1)
+            let t259_a3 = Vector(repeating: params[(((5136 +% ((part253 *% 16) *% 144)) +% (((mb258 *% 4) +% 3) *% 144)) +% k260)])
+            t259_c3_0 = t259_c3_0.addingProduct(t259_a3, t259_b0)
+            t259_c3_1 = t259_c3_1.addingProduct(t259_a3, t259_b1)
           }
-          storeVector(arena, (((1116480 +% ((part251 *% 16) *% 4112)) +% ((mb256 *% 4) *% 4112)) +% 4080), t257_c0_0)
-          storeVector(arena, ((((1116480 +% ((part251 *% 16) *% 4112)) +% ((mb256 *% 4) *% 4112)) +% 4080) +% 8), t257_c0_1)
-          storeVector(arena, (((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb256 *% 4) +% 1) *% 4112)) +% 4080), t257_c1_0)
-          storeVector(arena, ((((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb256 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t257_c1_1)
-          storeVector(arena, (((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb256 *% 4) +% 2) *% 4112)) +% 4080), t257_c2_0)
-          storeVector(arena, ((((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb256 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t257_c2_1)
-          storeVector(arena, (((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb256 *% 4) +% 3) *% 4112)) +% 4080), t257_c3_0)
-          storeVector(arena, ((((1116480 +% ((part251 *% 16) *% 4112)) +% (((mb256 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t257_c3_1)
+          storeVector(arena, (((1116480 +% ((part253 *% 16) *% 4112)) +% ((mb258 *% 4) *% 4112)) +% 4080), t259_c0_0)
+          storeVector(arena, ((((1116480 +% ((part253 *% 16) *% 4112)) +% ((mb258 *% 4) *% 4112)) +% 4080) +% 8), t259_c0_1)
+          storeVector(arena, (((1116480 +% ((part253 *% 16) *% 4112)) +% (((mb258 *% 4) +% 1) *% 4112)) +% 4080), t259_c1_0)
+          storeVector(arena, ((((1116480 +% ((part253 *% 16) *% 4112)) +% (((mb258 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t259_c1_1)
+          storeVector(arena, (((1116480 +% ((part253 *% 16) *% 4112)) +% (((mb258 *% 4) +% 2) *% 4112)) +% 4080), t259_c2_0)
+          storeVector(arena, ((((1116480 +% ((part253 *% 16) *% 4112)) +% (((mb258 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t259_c2_1)
+          storeVector(arena, (((1116480 +% ((part253 *% 16) *% 4112)) +% (((mb258 *% 4) +% 3) *% 4112)) +% 4080), t259_c3_0)
+          storeVector(arena, ((((1116480 +% ((part253 *% 16) *% 4112)) +% (((mb258 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t259_c3_1)
         }
       }
-      for j260 in 0..<16 {
-        for f261 in 0..<16 {
-          for i262 in 0..<256 {
-            arena[(64 +% (((((g236 *% 16) +% j260) *% 8192) +% ((f261 +% (part251 *% 16)) *% 256)) +% i262))] = (((arena[(((1116480 +% ((f261 +% (part251 *% 16)) *% 4112)) +% (j260 *% 256)) +% i262)] * arena[(f261 +% (part251 *% 16))]) + arena[(32 +% (f261 +% (part251 *% 16)))]) > Float(0) ? ((arena[(((1116480 +% ((f261 +% (part251 *% 16)) *% 4112)) +% (j260 *% 256)) +% i262)] * arena[(f261 +% (part251 *% 16))]) + arena[(32 +% (f261 +% (part251 *% 16)))]) : Float(0))
+      for j262 in 0..<16 {
+        for f263 in 0..<16 {
+          for i264 in 0..<256 {
+            arena[(64 +% (((((g238 *% 16) +% j262) *% 8192) +% ((f263 +% (part253 *% 16)) *% 256)) +% i264))] = (((arena[(((1116480 +% ((f263 +% (part253 *% 16)) *% 4112)) +% (j262 *% 256)) +% i264)] * arena[(f263 +% (part253 *% 16))]) + arena[(32 +% (f263 +% (part253 *% 16)))]) > Float(0) ? ((arena[(((1116480 +% ((f263 +% (part253 *% 16)) *% 4112)) +% (j262 *% 256)) +% i264)] * arena[(f263 +% (part253 *% 16))]) + arena[(32 +% (f263 +% (part253 *% 16)))]) : Float(0))
           }
         }
       }
     }
   }
   // s2_bn2 = batchnorm_fold()
-  for c263 in 0..<4 {
-    let scale264_v = (loadVector(params, ((c263 *% 8) +% 19024)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c263 *% 8) +% 78234)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c263 *% 8), scale264_v)
-    storeVector(arena, ((c263 *% 8) +% 32), (loadVector(params, ((c263 *% 8) +% 19056)) - (loadVector(params, ((c263 *% 8) +% 78202)) * scale264_v)))
+  for c265 in 0..<4 {
+    let scale266_v = (loadVector(params, ((c265 *% 8) +% 19024)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c265 *% 8) +% 78234)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c265 *% 8), scale266_v)
+    storeVector(arena, ((c265 *% 8) +% 32), (loadVector(params, ((c265 *% 8) +% 19056)) - (loadVector(params, ((c265 *% 8) +% 78202)) * scale266_v)))
   }
   // s2_pbn = batchnorm_fold()
-  for c265 in 0..<4 {
-    let scale266_v = (loadVector(params, ((c265 *% 8) +% 19600)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c265 *% 8) +% 78298)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, ((c265 *% 8) +% 524352), scale266_v)
-    storeVector(arena, ((c265 *% 8) +% 524384), (loadVector(params, ((c265 *% 8) +% 19632)) - (loadVector(params, ((c265 *% 8) +% 78266)) * scale266_v)))
+  for c267 in 0..<4 {
+    let scale268_v = (loadVector(params, ((c267 *% 8) +% 19600)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c267 *% 8) +% 78298)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, ((c267 *% 8) +% 524352), scale268_v)
+    storeVector(arena, ((c267 *% 8) +% 524384), (loadVector(params, ((c267 *% 8) +% 19632)) - (loadVector(params, ((c267 *% 8) +% 78266)) * scale268_v)))
   }
   // s2_proj = conv2d(s1_conv2, s2_pbn)
-  for g267 in 0..<4 {
-    parallelFor(pool, 2) { part268 in
-      for j269 in 0..<16 {
-        for c270 in 0..<8 {
-          for ky271 in 0..<1 {
-            for oy272 in 0..<16 {
-              for ox273 in 0..<16 {
-                arena[(((1048704 +% (((c270 +% (part268 *% 8)) +% ky271) *% 4112)) +% (j269 *% 256)) +% ((oy272 *% 16) +% ox273))] = arena[((((2097184 +% (((g267 *% 16) +% j269) *% 16384)) +% ((c270 +% (part268 *% 8)) *% 1024)) +% (((oy272 *% 2) +% ky271) *% 32)) +% (ox273 *% 2))]
+  for g269 in 0..<4 {
+    parallelFor(pool, 2) { part270 in
+      for j271 in 0..<16 {
+        for c272 in 0..<8 {
+          for ky273 in 0..<1 {
+            for oy274 in 0..<16 {
+              for ox275 in 0..<16 {
+                arena[(((1048704 +% (((c272 +% (part270 *% 8)) +% ky273) *% 4112)) +% (j271 *% 256)) +% ((oy274 *% 16) +% ox275))] = arena[((((2097184 +% (((g269 *% 16) +% j271) *% 16384)) +% ((c272 +% (part270 *% 8)) *% 1024)) +% (((oy274 *% 2) +% ky273) *% 32)) +% (ox275 *% 2))]
               }
             }
           }
         }
       }
     }
-    parallelFor(pool, 2) { part274 in
-      do {  // gemm282
-        for nb275 in 0..<170 {
-          for mb276 in 0..<4 {
-            var t277_c0_0 = Vector()
-            var t277_c0_1 = Vector()
-            var t277_c0_2 = Vector()
-            var t277_c1_0 = Vector()
-            var t277_c1_1 = Vector()
-            var t277_c1_2 = Vector()
-            var t277_c2_0 = Vector()
-            var t277_c2_1 = Vector()
-            var t277_c2_2 = Vector()
-            var t277_c3_0 = Vector()
-            var t277_c3_1 = Vector()
-            var t277_c3_2 = Vector()
-            for k278 in 0..<16 {
-              let t277_b0 = loadVector(arena, ((1048704 +% (k278 *% 4112)) +% (nb275 *% 24)))
-              let t277_b1 = loadVector(arena, (((1048704 +% (k278 *% 4112)) +% (nb275 *% 24)) +% 8))
-              let t277_b2 = loadVector(arena, (((1048704 +% (k278 *% 4112)) +% (nb275 *% 24)) +% 16))
-              let t277_a0 = Vector(repeating: params[(((19088 +% ((part274 *% 16) *% 16)) +% ((mb276 *% 4) *% 16)) +% k278)])
-              t277_c0_0 = t277_c0_0.addingProduct(t277_a0, t277_b0)
-              t277_c0_1 = t277_c0_1.addingProduct(t277_a0, t277_b1)
-              t277_c0_2 = t277_c0_2.addingProduct(t277_a0, t277_b2)
-              let t277_a1 = Vector(repeating: params[(((19088 +% ((part274 *% 16) *% 16)) +% (((mb276 *% 4) +% 1) *% 16)) +% k278)])
-              t277_c1_0 = t277_c1_0.addingProduct(t277_a1, t277_b0)
-              t277_c1_1 = t277_c1_1.addingProduct(t277_a1, t277_b1)
-              t277_c1_2 = t277_c1_2.addingProduct(t277_a1, t277_b2)
-              let t277_a2 = Vector(repeating: params[(((19088 +% ((part274 *% 16) *% 16)) +% (((mb276 *% 4) +% 2) *% 16)) +% k278)])
-              t277_c2_0 = t277_c2_0.addingProduct(t277_a2, t277_b0)
-              t277_c2_1 = t277_c2_1.addingProduct(t277_a2, t277_b1)
-              t277_c2_2 = t277_c2_2.addingProduct(t277_a2, t277_b2)
-              let t277_a3 = Vector(repeating: params[(((19088 +% ((part274 *% 16) *% 16)) +% (((mb276 *% 4) +% 3) *% 16)) +% k278)])
-              t277_c3_0 = t277_c3_0.addingProduct(t277_a3, t277_b0)
-              t277_c3_1 = t277_c3_1.addingProduct(t277_a3, t277_b1)
-              t277_c3_2 = t277_c3_2.addingProduct(t277_a3, t277_b2)
+    parallelFor(pool, 2) { part276 in
+      do {  // gemm284
+        for nb277 in 0..<170 {
+          for mb278 in 0..<4 {
+            var t279_c0_0 = Vector()
+            var t279_c0_1 = Vector()
+            var t279_c0_2 = Vector()
+            var t279_c1_0 = Vector()
+            var t279_c1_1 = Vector()
+            var t279_c1_2 = Vector()
+            var t279_c2_0 = Vector()
+            var t279_c2_1 = Vector()
+            var t279_c2_2 = Vector()
+            var t279_c3_0 = Vector()
+            var t279_c3_1 = Vector()
+            var t279_c3_2 = Vector()
+            for k280 in 0..<16 {
+              let t279_b0 = loadVector(arena, ((1048704 +% (k280 *% 4112)) +% (nb277 *% 24)))
+              let t279_b1 = loadVector(arena, (((1048704 +% (k280 *% 4112)) +% (nb277 *% 24)) +% 8))
+              let t279_b2 = loadVector(arena, (((1048704 +% (k280 *% 4112)) +% (nb277 *% 24)) +% 16))
+              let t279_a0 = Vector(repeating: params[(((19088 +% ((part276 *% 16) *% 16)) +% ((mb278 *% 4) *% 16)) +% k280)])
+              t279_c0_0 = t279_c0_0.addingProduct(t279_a0, t279_b0)
+              t279_c0_1 = t279_c0_1.addingProduct(t279_a0, t279_b1)
+              t279_c0_2 = t279_c0_2.addingProduct(t279_a0, t279_b2)
+              let t279_a1 = Vector(repeating: params[(((19088 +% ((part276 *% 16) *% 16)) +% (((mb278 *% 4) +% 1) *% 16)) +% k280)])
+              t279_c1_0 = t279_c1_0.addingProduct(t279_a1, t279_b0)
+              t279_c1_1 = t279_c1_1.addingProduct(t279_a1, t279_b1)
+              t279_c1_2 = t279_c1_2.addingProduct(t279_a1, t279_b2)
+              let t279_a2 = Vector(repeating: params[(((19088 +% ((part276 *% 16) *% 16)) +% (((mb278 *% 4) +% 2) *% 16)) +% k280)])
+              t279_c2_0 = t279_c2_0.addingProduct(t279_a2, t279_b0)
+              t279_c2_1 = t279_c2_1.addingProduct(t279_a2, t279_b1)
+              t279_c2_2 = t279_c2_2.addingProduct(t279_a2, t279_b2)
+              let t279_a3 = Vector(repeating: params[(((19088 +% ((part276 *% 16) *% 16)) +% (((mb278 *% 4) +% 3) *% 16)) +% k280)])
+              t279_c3_0 = t279_c3_0.addingProduct(t279_a3, t279_b0)
+              t279_c3_1 = t279_c3_1.addingProduct(t279_a3, t279_b1)
+              t279_c3_2 = t279_c3_2.addingProduct(t279_a3, t279_b2)
             }
-            storeVector(arena, (((1114496 +% ((part274 *% 16) *% 4112)) +% ((mb276 *% 4) *% 4112)) +% (nb275 *% 24)), t277_c0_0)
-            storeVector(arena, ((((1114496 +% ((part274 *% 16) *% 4112)) +% ((mb276 *% 4) *% 4112)) +% (nb275 *% 24)) +% 8), t277_c0_1)
-            storeVector(arena, ((((1114496 +% ((part274 *% 16) *% 4112)) +% ((mb276 *% 4) *% 4112)) +% (nb275 *% 24)) +% 16), t277_c0_2)
-            storeVector(arena, (((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb276 *% 4) +% 1) *% 4112)) +% (nb275 *% 24)), t277_c1_0)
-            storeVector(arena, ((((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb276 *% 4) +% 1) *% 4112)) +% (nb275 *% 24)) +% 8), t277_c1_1)
-            storeVector(arena, ((((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb276 *% 4) +% 1) *% 4112)) +% (nb275 *% 24)) +% 16), t277_c1_2)
-            storeVector(arena, (((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb276 *% 4) +% 2) *% 4112)) +% (nb275 *% 24)), t277_c2_0)
-            storeVector(arena, ((((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb276 *% 4) +% 2) *% 4112)) +% (nb275 *% 24)) +% 8), t277_c2_1)
-            storeVector(arena, ((((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb276 *% 4) +% 2) *% 4112)) +% (nb275 *% 24)) +% 16), t277_c2_2)
-            storeVector(arena, (((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb276 *% 4) +% 3) *% 4112)) +% (nb275 *% 24)), t277_c3_0)
-            storeVector(arena, ((((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb276 *% 4) +% 3) *% 4112)) +% (nb275 *% 24)) +% 8), t277_c3_1)
-            storeVector(arena, ((((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb276 *% 4) +% 3) *% 4112)) +% (nb275 *% 24)) +% 16), t277_c3_2)
+            storeVector(arena, (((1114496 +% ((part276 *% 16) *% 4112)) +% ((mb278 *% 4) *% 4112)) +% (nb277 *% 24)), t279_c0_0)
+            storeVector(arena, ((((1114496 +% ((part276 *% 16) *% 4112)) +% ((mb278 *% 4) *% 4112)) +% (nb277 *% 24)) +% 8), t279_c0_1)
+            storeVector(arena, ((((1114496 +% ((part276 *% 16) *% 4112)) +% ((mb278 *% 4) *% 4112)) +% (nb277 *% 24)) +% 16), t279_c0_2)
+            storeVector(arena, (((1114496 +% ((part276 *% 16) *% 4112)) +% (((mb278 *% 4) +% 1) *% 4112)) +% (nb277 *% 24)), t279_c1_0)
+            storeVector(arena, ((((1114496 +% ((part276 *% 16) *% 4112)) +% (((mb278 *% 4) +% 1) *% 4112)) +% (nb277 *% 24)) +% 8), t279_c1_1)
+            storeVector(arena, ((((1114496 +% ((part276 *% 16) *% 4112)) +% (((mb278 *% 4) +% 1) *% 4112)) +% (nb277 *% 24)) +% 16), t279_c1_2)
+            storeVector(arena, (((1114496 +% ((part276 *% 16) *% 4112)) +% (((mb278 *% 4) +% 2) *% 4112)) +% (nb277 *% 24)), t279_c2_0)
+            storeVector(arena, ((((1114496 +% ((part276 *% 16) *% 4112)) +% (((mb278 *% 4) +% 2) *% 4112)) +% (nb277 *% 24)) +% 8), t279_c2_1)
+            storeVector(arena, ((((1114496 +% ((part276 *% 16) *% 4112)) +% (((mb278 *% 4) +% 2) *% 4112)) +% (nb277 *% 24)) +% 16), t279_c2_2)
+            storeVector(arena, (((1114496 +% ((part276 *% 16) *% 4112)) +% (((mb278 *% 4) +% 3) *% 4112)) +% (nb277 *% 24)), t279_c3_0)
+            storeVector(arena, ((((1114496 +% ((part276 *% 16) *% 4112)) +% (((mb278 *% 4) +% 3) *% 4112)) +% (nb277 *% 24)) +% 8), t279_c3_1)
+            storeVector(arena, ((((1114496 +% ((part276 *% 16) *% 4112)) +% (((mb278 *% 4) +% 3) *% 4112)) +% (nb277 *% 24)) +% 16), t279_c3_2)
           }
         }
-        for mb279 in 0..<4 {
-          var t280_c0_0 = Vector()
-          var t280_c0_1 = Vector()
-          var t280_c1_0 = Vector()
-          var t280_c1_1 = Vector()
-          var t280_c2_0 = Vector()
-          var t280_c2_1 = Vector()
-          var t280_c3_0 = Vector()
-          var t280_c3_1 = Vector()
-          for k281 in 0..<16 {
-            let t280_b0 = loadVector(arena, ((1048704 +% (k281 *% 4112)) +% 4080))
-            let t280_b1 = loadVector(arena, (((1048704 +% (k281 *% 4112)) +% 4080) +% 8))
-            let t280_a0 = Vector(repeating: params[(((19088 +% ((part274 *% 16) *% 16)) +% ((mb279 *% 4) *% 16)) +% k281)])
-            t280_c0_0 = t280_c0_0.addingProduct(t280_a0, t280_b0)
-            t280_c0_1 = t280_c0_1.addingProduct(t280_a0, t280_b1)
-            let t280_a1 = Vector(repeating: params[(((19088 +% ((part274 *% 16) *% 16)) +% (((mb279 *% 4) +% 1) *% 16)) +% k281)])
-            t280_c1_0 = t280_c1_0.addingProduct(t280_a1, t280_b0)
-            t280_c1_1 = t280_c1_1.addingProduct(t280_a1, t280_b1)
-            let t280_a2 = Vector(repeating: params[(((19088 +% ((part274 *% 16) *% 16)) +% (((mb279 *% 4) +% 2) *% 16)) +% k281)])
-            t280_c2_0 = t280_c2_0.addingProduct(t280_a2, t280_b0)
-            t280_c2_1 = t280_c2_1.addingProduct(t280_a2, t280_b1)
-            let t280_a3 = Vector(repeating: params[(((19088 +% ((part274 *% 16) *% 16)) +% (((mb279 *% 4) +% 3) *% 16)) +% k281)])
-            t280_c3_0 = t280_c3_0.addingProduct(t280_a3, t280_b0)
-            t280_c3_1 = t280_c3_1.addingProduct(t280_a3, t280_b1)
+        for mb281 in 0..<4 {
+          var t282_c0_0 = Vector()
+          var t282_c0_1 = Vector()
+          var t282_c1_0 = Vector()
+          var t282_c1_1 = Vector()
+          var t282_c2_0 = Vector()
+          var t282_c2_1 = Vector()
+          var t282_c3_0 = Vector()
+          var t282_c3_1 = Vector()
+          for k283 in 0..<16 {
+            let t282_b0 = loadVector(arena, ((1048704 +% (k283 *% 4112)) +% 4080))
+            let t282_b1 = loadVector(arena, (((1048704 +% (k283 *% 4112)) +% 4080) +% 8))
+            let t282_a0 = Vector(repeating: params[(((19088 +% ((part276 *% 16) *% 16)) +% ((mb281 *% 4) *% 16)) +% k283)])
+            t282_c0_0 = t282_c0_0.addingProduct(t282_a0, t282_b0)
+            t282_c0_1 = t282_c0_1.addingProduct(t282_a0, t282_b1)
+            let t282_a1 = Vector(repeating: params[(((19088 +% ((part276 *% 16) *% 16)) +% (((mb281 *% 4) +% 1) *% 16)) +% k283)])
+            t282_c1_0 = t282_c1_0.addingProduct(t282_a1, t282_b0)
+            t282_c1_1 = t282_c1_1.addingProduct(t282_a1, t282_b1)
+            let t282_a2 = Vector(repeating: params[(((19088 +% ((part276 *% 16) *% 16)) +% (((mb281 *% 4) +% 2) *% 16)) +% k283)])
+            t282_c2_0 = t282_c2_0.addingProduct(t282_a2, t282_b0)
+            t282_c2_1 = t282_c2_1.addingProduct(t282_a2, t282_b1)
+            let t282_a3 = Vector(repeating: params[(((19088 +% ((part276 *% 16) *% 16)) +% (((mb281 *% 4) +% 3) *% 16)) +% k283)])
+            t282_c3_0 = t282_c3_0.addingProduct(t282_a3, t282_b0)
+            t282_c3_1 = t282_c3_1.addingProduct(t282_a3, t282_b1)
           }
-          storeVector(arena, (((1114496 +% ((part274 *% 16) *% 4112)) +% ((mb279 *% 4) *% 4112)) +% 4080), t280_c0_0)
-          storeVector(arena, ((((1114496 +% ((part274 *% 16) *% 4112)) +% ((mb279 *% 4) *% 4112)) +% 4080) +% 8), t280_c0_1)
-          storeVector(arena, (((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb279 *% 4) +% 1) *% 4112)) +% 4080), t280_c1_0)
-          storeVector(arena, ((((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb279 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t280_c1_1)
-          storeVector(arena, (((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb279 *% 4) +% 2) *% 4112)) +% 4080), t280_c2_0)
-          storeVector(arena, ((((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb279 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t280_c2_1)
-          storeVector(arena, (((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb279 *% 4) +% 3) *% 4112)) +% 4080), t280_c3_0)
-          storeVector(arena, ((((1114496 +% ((part274 *% 16) *% 4112)) +% (((mb279 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t280_c3_1)
+          storeVector(arena, (((1114496 +% ((part276 *% 16) *% 4112)) +% ((mb281 *% 4) *% 4112)) +% 4080), t282_c0_0)
+          storeVector(arena, ((((1114496 +% ((part276 *% 16) *% 4112)) +% ((mb281 *% 4) *% 4112)) +% 4080) +% 8), t282_c0_1)
+          storeVector(arena, (((1114496 +% ((part276 *% 16) *% 4112)) +% (((mb281 *% 4) +% 1) *% 4112)) +% 4080), t282_c1_0)
+          storeVector(arena, ((((1114496 +% ((part276 *% 16) *% 4112)) +% (((mb281 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t282_c1_1)
+          storeVector(arena, (((1114496 +% ((part276 *% 16) *% 4112)) +% (((mb281 *% 4) +% 2) *% 4112)) +% 4080), t282_c2_0)
+          storeVector(arena, ((((1114496 +% ((part276 *% 16) *% 4112)) +% (((mb281 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t282_c2_1)
+          storeVector(arena, (((1114496 +% ((part276 *% 16) *% 4112)) +% (((mb281 *% 4) +% 3) *% 4112)) +% 4080), t282_c3_0)
+          storeVector(arena, ((((1114496 +% ((part276 *% 16) *% 4112)) +% (((mb281 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t282_c3_1)
         }
       }
-      for j283 in 0..<16 {
-        for f284 in 0..<16 {
-          for i285 in 0..<256 {
-            arena[(524416 +% (((((g267 *% 16) +% j283) *% 8192) +% ((f284 +% (part274 *% 16)) *% 256)) +% i285))] = ((arena[(((1114496 +% ((f284 +% (part274 *% 16)) *% 4112)) +% (j283 *% 256)) +% i285)] * arena[(524352 +% (f284 +% (part274 *% 16)))]) + arena[(524384 +% (f284 +% (part274 *% 16)))])
+      for j285 in 0..<16 {
+        for f286 in 0..<16 {
+          for i287 in 0..<256 {
+            arena[(524416 +% (((((g269 *% 16) +% j285) *% 8192) +% ((f286 +% (part276 *% 16)) *% 256)) +% i287))] = ((arena[(((1114496 +% ((f286 +% (part276 *% 16)) *% 4112)) +% (j285 *% 256)) +% i287)] * arena[(524352 +% (f286 +% (part276 *% 16)))]) + arena[(524384 +% (f286 +% (part276 *% 16)))])
           }
         }
       }
     }
   }
   // s2_conv2 = conv2d_act(s2_conv1, s2_bn2, s2_proj)
-  for i317 in 0..<1296 {
-    storeVector(arena, ((i317 *% 8) +% 1589376), Vector(repeating: Float(0)))
+  for i319 in 0..<1296 {
+    storeVector(arena, ((i319 *% 8) +% 1589376), Vector(repeating: Float(0)))
   }
-  for g318 in 0..<64 {
-    for j319 in 0..<1 {
-      for c320 in 0..<32 {
-        for iy321 in 0..<16 {
-          for ix322 in 0..<16 {
-            arena[(1589376 +% ((((j319 *% 10368) +% ((iy321 +% 1) *% 576)) +% ((ix322 +% 1) *% 32)) +% c320))] = arena[((((64 +% ((g318 +% j319) *% 8192)) +% (c320 *% 256)) +% (iy321 *% 16)) +% ix322)]
+  for g320 in 0..<64 {
+    for j321 in 0..<1 {
+      for c322 in 0..<32 {
+        for iy323 in 0..<16 {
+          for ix324 in 0..<16 {
+            arena[(1589376 +% ((((j321 *% 10368) +% ((iy323 +% 1) *% 576)) +% ((ix324 +% 1) *% 32)) +% c322))] = arena[((((64 +% ((g320 +% j321) *% 8192)) +% (c322 *% 256)) +% (iy323 *% 16)) +% ix324)]
           }
         }
       }
     }
-    for j323 in 0..<1 {
-      for ty324 in 0..<8 {
-        for tx325 in 0..<8 {
-          for cv326 in 0..<4 {
-            let w327 = (loadVector(arena, (1589376 +% ((((j323 *% 10368) +% ((ty324 *% 2) *% 576)) +% ((tx325 *% 2) *% 32)) +% (cv326 *% 8)))) - loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 2) *% 576)) +% ((tx325 *% 2) *% 32)) +% (cv326 *% 8)))))
-            let w328 = (loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 1) *% 576)) +% ((tx325 *% 2) *% 32)) +% (cv326 *% 8)))) + loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 2) *% 576)) +% ((tx325 *% 2) *% 32)) +% (cv326 *% 8)))))
-            let w329 = (loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 2) *% 576)) +% ((tx325 *% 2) *% 32)) +% (cv326 *% 8)))) - loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 1) *% 576)) +% ((tx325 *% 2) *% 32)) +% (cv326 *% 8)))))
-            let w330 = (loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 1) *% 576)) +% ((tx325 *% 2) *% 32)) +% (cv326 *% 8)))) - loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 3) *% 576)) +% ((tx325 *% 2) *% 32)) +% (cv326 *% 8)))))
-            let w331 = (loadVector(arena, (1589376 +% ((((j323 *% 10368) +% ((ty324 *% 2) *% 576)) +% (((tx325 *% 2) +% 1) *% 32)) +% (cv326 *% 8)))) - loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 2) *% 576)) +% (((tx325 *% 2) +% 1) *% 32)) +% (cv326 *% 8)))))
-            let w332 = (loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 1) *% 576)) +% (((tx325 *% 2) +% 1) *% 32)) +% (cv326 *% 8)))) + loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 2) *% 576)) +% (((tx325 *% 2) +% 1) *% 32)) +% (cv326 *% 8)))))
-            let w333 = (loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 2) *% 576)) +% (((tx325 *% 2) +% 1) *% 32)) +% (cv326 *% 8)))) - loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 1) *% 576)) +% (((tx325 *% 2) +% 1) *% 32)) +% (cv326 *% 8)))))
-            let w334 = (loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 1) *% 576)) +% (((tx325 *% 2) +% 1) *% 32)) +% (cv326 *% 8)))) - loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 3) *% 576)) +% (((tx325 *% 2) +% 1) *% 32)) +% (cv326 *% 8)))))
-            let w335 = (loadVector(arena, (1589376 +% ((((j323 *% 10368) +% ((ty324 *% 2) *% 576)) +% (((tx325 *% 2) +% 2) *% 32)) +% (cv326 *% 8)))) - loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 2) *% 576)) +% (((tx325 *% 2) +% 2) *% 32)) +% (cv326 *% 8)))))
-            let w336 = (loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 1) *% 576)) +% (((tx325 *% 2) +% 2) *% 32)) +% (cv326 *% 8)))) + loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 2) *% 576)) +% (((tx325 *% 2) +% 2) *% 32)) +% (cv326 *% 8)))))
-            let w337 = (loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 2) *% 576)) +% (((tx325 *% 2) +% 2) *% 32)) +% (cv326 *% 8)))) - loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 1) *% 576)) +% (((tx325 *% 2) +% 2) *% 32)) +% (cv326 *% 8)))))
-            let w338 = (loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 1) *% 576)) +% (((tx325 *% 2) +% 2) *% 32)) +% (cv326 *% 8)))) - loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 3) *% 576)) +% (((tx325 *% 2) +% 2) *% 32)) +% (cv326 *% 8)))))
-            let w339 = (loadVector(arena, (1589376 +% ((((j323 *% 10368) +% ((ty324 *% 2) *% 576)) +% (((tx325 *% 2) +% 3) *% 32)) +% (cv326 *% 8)))) - loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 2) *% 576)) +% (((tx325 *% 2) +% 3) *% 32)) +% (cv326 *% 8)))))
-            let w340 = (loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 1) *% 576)) +% (((tx325 *% 2) +% 3) *% 32)) +% (cv326 *% 8)))) + loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 2) *% 576)) +% (((tx325 *% 2) +% 3) *% 32)) +% (cv326 *% 8)))))
-            let w341 = (loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 2) *% 576)) +% (((tx325 *% 2) +% 3) *% 32)) +% (cv326 *% 8)))) - loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 1) *% 576)) +% (((tx325 *% 2) +% 3) *% 32)) +% (cv326 *% 8)))))
-            let w342 = (loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 1) *% 576)) +% (((tx325 *% 2) +% 3) *% 32)) +% (cv326 *% 8)))) - loadVector(arena, (1589376 +% ((((j323 *% 10368) +% (((ty324 *% 2) +% 3) *% 576)) +% (((tx325 *% 2) +% 3) *% 32)) +% (cv326 *% 8)))))
-            let w343 = (w327 - w335)
-            let w344 = (w331 + w335)
-            let w345 = (w335 - w331)
-            let w346 = (w331 - w339)
-            let w347 = (w328 - w336)
-            let w348 = (w332 + w336)
-            let w349 = (w336 - w332)
-            let w350 = (w332 - w340)
-            let w351 = (w329 - w337)
-            let w352 = (w333 + w337)
-            let w353 = (w337 - w333)
-            let w354 = (w333 - w341)
-            let w355 = (w330 - w338)
-            let w356 = (w334 + w338)
-            let w357 = (w338 - w334)
-            let w358 = (w334 - w342)
-            storeVector(arena, ((1599744 +% ((((j323 *% 64) +% (ty324 *% 8)) +% tx325) *% 32)) +% (cv326 *% 8)), w343)
-            storeVector(arena, ((1601792 +% ((((j323 *% 64) +% (ty324 *% 8)) +% tx325) *% 32)) +% (cv326 *% 8)), w344)
-            storeVector(arena, ((1603840 +% ((((j323 *% 64) +% (ty324 *% 8)) +% tx325) *% 32)) +% (cv326 *% 8)), w345)
-            storeVector(arena, ((1605888 +% ((((j323 *% 64) +% (ty324 *% 8)) +% tx325) *% 32)) +% (cv326 *% 8)), w346)
-            storeVector(arena, ((1607936 +% ((((j323 *% 64) +% (ty324 *% 8)) +% tx325) *% 32)) +% (cv326 *% 8)), w347)
-            storeVector(arena, ((1609984 +% ((((j323 *% 64) +% (ty324 *% 8)) +% tx325) *% 32)) +% (cv326 *% 8)), w348)
-            storeVector(arena, ((1612032 +% ((((j323 *% 64) +% (ty324 *% 8)) +% tx325) *% 32)) +% (cv326 *% 8)), w349)
-            storeVector(arena, ((1614080 +% ((((j323 *% 64) +% (ty324 *% 8)) +% tx325) *% 32)) +% (cv326 *% 8)), w350)
-            storeVector(arena, ((1616128 +% ((((j323 *% 64) +% (ty324 *% 8)) +% tx325) *% 32)) +% (cv326 *% 8)), w351)
-            storeVector(arena, ((1618176 +% ((((j323 *% 64) +% (ty324 *% 8)) +% tx325) *% 32)) +% (cv326 *% 8)), w352)
-            storeVector(arena, ((1620224 +% ((((j323 *% 64) +% (ty324 *% 8)) +% tx325) *% 32)) +% (cv326 *% 8)), w353)
-            storeVector(arena, ((1622272 +% ((((j323 *% 64) +% (ty324 *% 8)) +% tx325) *% 32)) +% (cv326 *% 8)), w354)
-            storeVector(arena, ((1624320 +% ((((j323 *% 64) +% (ty324 *% 8)) +% tx325) *% 32)) +% (cv326 *% 8)), w355)
-            storeVector(arena, ((1626368 +% ((((j323 *% 64) +% (ty324 *% 8)) +% tx325) *% 32)) +% (cv326 *% 8)), w356)
-            storeVector(arena, ((1628416 +% ((((j323 *% 64) +% (ty324 *% 8)) +% tx325) *% 32)) +% (cv326 *% 8)), w357)
-            storeVector(arena, ((1630464 +% ((((j323 *% 64) +% (ty324 *% 8)) +% tx325) *% 32)) +% (cv326 *% 8)), w358)
+    for j325 in 0..<1 {
+      for ty326 in 0..<8 {
+        for tx327 in 0..<8 {
+          for cv328 in 0..<4 {
+            let w329 = (loadVector(arena, (1589376 +% ((((j325 *% 10368) +% ((ty326 *% 2) *% 576)) +% ((tx327 *% 2) *% 32)) +% (cv328 *% 8)))) - loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 2) *% 576)) +% ((tx327 *% 2) *% 32)) +% (cv328 *% 8)))))
+            let w330 = (loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 1) *% 576)) +% ((tx327 *% 2) *% 32)) +% (cv328 *% 8)))) + loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 2) *% 576)) +% ((tx327 *% 2) *% 32)) +% (cv328 *% 8)))))
+            let w331 = (loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 2) *% 576)) +% ((tx327 *% 2) *% 32)) +% (cv328 *% 8)))) - loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 1) *% 576)) +% ((tx327 *% 2) *% 32)) +% (cv328 *% 8)))))
+            let w332 = (loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 1) *% 576)) +% ((tx327 *% 2) *% 32)) +% (cv328 *% 8)))) - loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 3) *% 576)) +% ((tx327 *% 2) *% 32)) +% (cv328 *% 8)))))
+            let w333 = (loadVector(arena, (1589376 +% ((((j325 *% 10368) +% ((ty326 *% 2) *% 576)) +% (((tx327 *% 2) +% 1) *% 32)) +% (cv328 *% 8)))) - loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 2) *% 576)) +% (((tx327 *% 2) +% 1) *% 32)) +% (cv328 *% 8)))))
+            let w334 = (loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 1) *% 576)) +% (((tx327 *% 2) +% 1) *% 32)) +% (cv328 *% 8)))) + loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 2) *% 576)) +% (((tx327 *% 2) +% 1) *% 32)) +% (cv328 *% 8)))))
+            let w335 = (loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 2) *% 576)) +% (((tx327 *% 2) +% 1) *% 32)) +% (cv328 *% 8)))) - loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 1) *% 576)) +% (((tx327 *% 2) +% 1) *% 32)) +% (cv328 *% 8)))))
+            let w336 = (loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 1) *% 576)) +% (((tx327 *% 2) +% 1) *% 32)) +% (cv328 *% 8)))) - loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 3) *% 576)) +% (((tx327 *% 2) +% 1) *% 32)) +% (cv328 *% 8)))))
+            let w337 = (loadVector(arena, (1589376 +% ((((j325 *% 10368) +% ((ty326 *% 2) *% 576)) +% (((tx327 *% 2) +% 2) *% 32)) +% (cv328 *% 8)))) - loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 2) *% 576)) +% (((tx327 *% 2) +% 2) *% 32)) +% (cv328 *% 8)))))
+            let w338 = (loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 1) *% 576)) +% (((tx327 *% 2) +% 2) *% 32)) +% (cv328 *% 8)))) + loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 2) *% 576)) +% (((tx327 *% 2) +% 2) *% 32)) +% (cv328 *% 8)))))
+            let w339 = (loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 2) *% 576)) +% (((tx327 *% 2) +% 2) *% 32)) +% (cv328 *% 8)))) - loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 1) *% 576)) +% (((tx327 *% 2) +% 2) *% 32)) +% (cv328 *% 8)))))
+            let w340 = (loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 1) *% 576)) +% (((tx327 *% 2) +% 2) *% 32)) +% (cv328 *% 8)))) - loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 3) *% 576)) +% (((tx327 *% 2) +% 2) *% 32)) +% (cv328 *% 8)))))
+            let w341 = (loadVector(arena, (1589376 +% ((((j325 *% 10368) +% ((ty326 *% 2) *% 576)) +% (((tx327 *% 2) +% 3) *% 32)) +% (cv328 *% 8)))) - loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 2) *% 576)) +% (((tx327 *% 2) +% 3) *% 32)) +% (cv328 *% 8)))))
+            let w342 = (loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 1) *% 576)) +% (((tx327 *% 2) +% 3) *% 32)) +% (cv328 *% 8)))) + loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 2) *% 576)) +% (((tx327 *% 2) +% 3) *% 32)) +% (cv328 *% 8)))))
+            let w343 = (loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 2) *% 576)) +% (((tx327 *% 2) +% 3) *% 32)) +% (cv328 *% 8)))) - loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 1) *% 576)) +% (((tx327 *% 2) +% 3) *% 32)) +% (cv328 *% 8)))))
+            let w344 = (loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 1) *% 576)) +% (((tx327 *% 2) +% 3) *% 32)) +% (cv328 *% 8)))) - loadVector(arena, (1589376 +% ((((j325 *% 10368) +% (((ty326 *% 2) +% 3) *% 576)) +% (((tx327 *% 2) +% 3) *% 32)) +% (cv328 *% 8)))))
+            let w345 = (w329 - w337)
+            let w346 = (w333 + w337)
+            let w347 = (w337 - w333)
+            let w348 = (w333 - w341)
+            let w349 = (w330 - w338)
+            let w350 = (w334 + w338)
+            let w351 = (w338 - w334)
+            let w352 = (w334 - w342)
+            let w353 = (w331 - w339)
+            let w354 = (w335 + w339)
+            let w355 = (w339 - w335)
+            let w356 = (w335 - w343)
+            let w357 = (w332 - w340)
+            let w358 = (w336 + w340)
+            let w359 = (w340 - w336)
+            let w360 = (w336 - w344)
+            storeVector(arena, ((1599744 +% ((((j325 *% 64) +% (ty326 *% 8)) +% tx327) *% 32)) +% (cv328 *% 8)), w345)
+            storeVector(arena, ((1601792 +% ((((j325 *% 64) +% (ty326 *% 8)) +% tx327) *% 32)) +% (cv328 *% 8)), w346)
+            storeVector(arena, ((1603840 +% ((((j325 *% 64) +% (ty326 *% 8)) +% tx327) *% 32)) +% (cv328 *% 8)), w347)
+            storeVector(arena, ((1605888 +% ((((j325 *% 64) +% (ty326 *% 8)) +% tx327) *% 32)) +% (cv328 *% 8)), w348)
+            storeVector(arena, ((1607936 +% ((((j325 *% 64) +% (ty326 *% 8)) +% tx327) *% 32)) +% (cv328 *% 8)), w349)
+            storeVector(arena, ((1609984 +% ((((j325 *% 64) +% (ty326 *% 8)) +% tx327) *% 32)) +% (cv328 *% 8)), w350)
+            storeVector(arena, ((1612032 +% ((((j325 *% 64) +% (ty326 *% 8)) +% tx327) *% 32)) +% (cv328 *% 8)), w351)
+            storeVector(arena, ((1614080 +% ((((j325 *% 64) +% (ty326 *% 8)) +% tx327) *% 32)) +% (cv328 *% 8)), w352)
+            storeVector(arena, ((1616128 +% ((((j325 *% 64) +% (ty326 *% 8)) +% tx327) *% 32)) +% (cv328 *% 8)), w353)
+            storeVector(arena, ((1618176 +% ((((j325 *% 64) +% (ty326 *% 8)) +% tx327) *% 32)) +% (cv328 *% 8)), w354)
+            storeVector(arena, ((1620224 +% ((((j325 *% 64) +% (ty326 *% 8)) +% tx327) *% 32)) +% (cv328 *% 8)), w355)
+            storeVector(arena, ((1622272 +% ((((j325 *% 64) +% (ty326 *% 8)) +% tx327) *% 32)) +% (cv328 *% 8)), w356)
+            storeVector(arena, ((1624320 +% ((((j325 *% 64) +% (ty326 *% 8)) +% tx327) *% 32)) +% (cv328 *% 8)), w357)
+            storeVector(arena, ((1626368 +% ((((j325 *% 64) +% (ty326 *% 8)) +% tx327) *% 32)) +% (cv328 *% 8)), w358)
+            storeVector(arena, ((1628416 +% ((((j325 *% 64) +% (ty326 *% 8)) +% tx327) *% 32)) +% (cv328 *% 8)), w359)
+            storeVector(arena, ((1630464 +% ((((j325 *% 64) +% (ty326 *% 8)) +% tx327) *% 32)) +% (cv328 *% 8)), w360)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part359 in
-      for xi360 in 0..<16 {
-        do {  // gemm367
-          for nb361 in 0..<1 {
-            for mb362 in 0..<10 {
-              var t363_c0_0 = Vector()
-              var t363_c0_1 = Vector()
-              var t363_c1_0 = Vector()
-              var t363_c1_1 = Vector()
-              var t363_c2_0 = Vector()
-              var t363_c2_1 = Vector()
-              var t363_c3_0 = Vector()
-              var t363_c3_1 = Vector()
-              var t363_c4_0 = Vector()
-              var t363_c4_1 = Vector()
-              var t363_c5_0 = Vector()
-              var t363_c5_1 = Vector()
-              for k364 in 0..<32 {
-                let t363_b0 = loadVector(arena, ((((3340384 +% (xi360 *% 1024)) +% (part359 *% 16)) +% (k364 *% 32)) +% (nb361 *% 16)))
-                let t363_b1 = loadVector(arena, (((((3340384 +% (xi360 *% 1024)) +% (part359 *% 16)) +% (k364 *% 32)) +% (nb361 *% 16)) +% 8))
-                let t363_a0 = Vector(repeating: arena[(((1599744 +% (xi360 *% 2048)) +% ((mb362 *% 6) *% 32)) +% k364)])
-                t363_c0_0 = t363_c0_0.addingProduct(t363_a0, t363_b0)
-                t363_c0_1 = t363_c0_1.addingProduct(t363_a0, t363_b1)
-                let t363_a1 = Vector(repeating: arena[(((1599744 +% (xi360 *% 2048)) +% (((mb362 *% 6) +% 1) *% 32)) +% k364)])
-                t363_c1_0 = t363_c1_0.addingProduct(t363_a1, t363_b0)
-                t363_c1_1 = t363_c1_1.addingProduct(t363_a1, t363_b1)
-                let t363_a2 = Vector(repeating: arena[(((1599744 +% (xi360 *% 2048)) +% (((mb362 *% 6) +% 2) *% 32)) +% k364)])
-                t363_c2_0 = t363_c2_0.addingProduct(t363_a2, t363_b0)
-                t363_c2_1 = t363_c2_1.addingProduct(t363_a2, t363_b1)
-                let t363_a3 = Vector(repeating: arena[(((1599744 +% (xi360 *% 2048)) +% (((mb362 *% 6) +% 3) *% 32)) +% k364)])
-                t363_c3_0 = t363_c3_0.addingProduct(t363_a3, t363_b0)
-                t363_c3_1 = t363_c3_1.addingProduct(t363_a3, t363_b1)
-                let t363_a4 = Vector(repeating: arena[(((1599744 +% (xi360 *% 2048)) +% (((mb362 *% 6) +% 4) *% 32)) +% k364)])
-                t363_c4_0 = t363_c4_0.addingProduct(t363_a4, t363_b0)
-                t363_c4_1 = t363_c4_1.addingProduct(t363_a4, t363_b1)
-                let t363_a5 = Vector(repeating: arena[(((1599744 +% (xi360 *% 2048)) +% (((mb362 *% 6) +% 5) *% 32)) +% k364)])
-                t363_c5_0 = t363_c5_0.addingProduct(t363_a5, t363_b0)
-                t363_c5_1 = t363_c5_1.addingProduct(t363_a5, t363_b1)
+    parallelFor(pool, 2) { part361 in
+      for xi362 in 0..<16 {
+        do {  // gemm369
+          for nb363 in 0..<1 {
+            for mb364 in 0..<10 {
+              var t365_c0_0 = Vector()
+              var t365_c0_1 = Vector()
+              var t365_c1_0 = Vector()
+              var t365_c1_1 = Vector()
+              var t365_c2_0 = Vector()
+              var t365_c2_1 = Vector()
+              var t365_c3_0 = Vector()
+              var t365_c3_1 = Vector()
+              var t365_c4_0 = Vector()
+              var t365_c4_1 = Vector()
+              var t365_c5_0 = Vector()
+              var t365_c5_1 = Vector()
+              for k366 in 0..<32 {
+                let t365_b0 = loadVector(arena, ((((3340384 +% (xi362 *% 1024)) +% (part361 *% 16)) +% (k366 *% 32)) +% (nb363 *% 16)))
+                let t365_b1 = loadVector(arena, (((((3340384 +% (xi362 *% 1024)) +% (part361 *% 16)) +% (k366 *% 32)) +% (nb363 *% 16)) +% 8))
+                let t365_a0 = Vector(repeating: arena[(((1599744 +% (xi362 *% 2048)) +% ((mb364 *% 6) *% 32)) +% k366)])
+                t365_c0_0 = t365_c0_0.addingProduct(t365_a0, t365_b0)
+                t365_c0_1 = t365_c0_1.addingProduct(t365_a0, t365_b1)
+                let t365_a1 = Vector(repeating: arena[(((1599744 +% (xi362 *% 2048)) +% (((mb364 *% 6) +% 1) *% 32)) +% k366)])
+                t365_c1_0 = t365_c1_0.addingProduct(t365_a1, t365_b0)
+                t365_c1_1 = t365_c1_1.addingProduct(t365_a1, t365_b1)
+                let t365_a2 = Vector(repeating: arena[(((1599744 +% (xi362 *% 2048)) +% (((mb364 *% 6) +% 2) *% 32)) +% k366)])
+                t365_c2_0 = t365_c2_0.addingProduct(t365_a2, t365_b0)
+                t365_c2_1 = t365_c2_1.addingProduct(t365_a2, t365_b1)
+                let t365_a3 = Vector(repeating: arena[(((1599744 +% (xi362 *% 2048)) +% (((mb364 *% 6) +% 3) *% 32)) +% k366)])
+                t365_c3_0 = t365_c3_0.addingProduct(t365_a3, t365_b0)
+                t365_c3_1 = t365_c3_1.addingProduct(t365_a3, t365_b1)
+                let t365_a4 = Vector(repeating: arena[(((1599744 +% (xi362 *% 2048)) +% (((mb364 *% 6) +% 4) *% 32)) +% k366)])
+                t365_c4_0 = t365_c4_0.addingProduct(t365_a4, t365_b0)
+                t365_c4_1 = t365_c4_1.addingProduct(t365_a4, t365_b1)
+                let t365_a5 = Vector(repeating: arena[(((1599744 +% (xi362 *% 2048)) +% (((mb364 *% 6) +% 5) *% 32)) +% k366)])
+                t365_c5_0 = t365_c5_0.addingProduct(t365_a5, t365_b0)
+                t365_c5_1 = t365_c5_1.addingProduct(t365_a5, t365_b1)
               }
-              storeVector(arena, ((((1632512 +% (xi360 *% 2048)) +% (part359 *% 16)) +% ((mb362 *% 6) *% 32)) +% (nb361 *% 16)), t363_c0_0)
-              storeVector(arena, (((((1632512 +% (xi360 *% 2048)) +% (part359 *% 16)) +% ((mb362 *% 6) *% 32)) +% (nb361 *% 16)) +% 8), t363_c0_1)
-              storeVector(arena, ((((1632512 +% (xi360 *% 2048)) +% (part359 *% 16)) +% (((mb362 *% 6) +% 1) *% 32)) +% (nb361 *% 16)), t363_c1_0)
-              storeVector(arena, (((((1632512 +% (xi360 *% 2048)) +% (part359 *% 16)) +% (((mb362 *% 6) +% 1) *% 32)) +% (nb361 *% 16)) +% 8), t363_c1_1)
-              storeVector(arena, ((((1632512 +% (xi360 *% 2048)) +% (part359 *% 16)) +% (((mb362 *% 6) +% 2) *% 32)) +% (nb361 *% 16)), t363_c2_0)
-              storeVector(arena, (((((1632512 +% (xi360 *% 2048)) +% (part359 *% 16)) +% (((mb362 *% 6) +% 2) *% 32)) +% (nb361 *% 16)) +% 8), t363_c2_1)
-              storeVector(arena, ((((1632512 +% (xi360 *% 2048)) +% (part359 *% 16)) +% (((mb362 *% 6) +% 3) *% 32)) +% (nb361 *% 16)), t363_c3_0)
-              storeVector(arena, (((((1632512 +% (xi360 *% 2048)) +% (part359 *% 16)) +% (((mb362 *% 6) +% 3) *% 32)) +% (nb361 *% 16)) +% 8), t363_c3_1)
-              storeVector(arena, ((((1632512 +% (xi360 *% 2048)) +% (part359 *% 16)) +% (((mb362 *% 6) +% 4) *% 32)) +% (nb361 *% 16)), t363_c4_0)
-              storeVector(arena, (((((1632512 +% (xi360 *% 2048)) +% (part359 *% 16)) +% (((mb362 *% 6) +% 4) *% 32)) +% (nb361 *% 16)) +% 8), t363_c4_1)
-              storeVector(arena, ((((1632512 +% (xi360 *% 2048)) +% (part359 *% 16)) +% (((mb362 *% 6) +% 5) *% 32)) +% (nb361 *% 16)), t363_c5_0)
-              storeVector(arena, (((((1632512 +% (xi360 *% 2048)) +% (part359 *% 16)) +% (((mb362 *% 6) +% 5) *% 32)) +% (nb361 *% 16)) +% 8), t363_c5_1)
+              storeVector(arena, ((((1632512 +% (xi362 *% 2048)) +% (part361 *% 16)) +% ((mb364 *% 6) *% 32)) +% (nb363 *% 16)), t365_c0_0)
+              storeVector(arena, (((((1632512 +% (xi362 *% 2048)) +% (part361 *% 16)) +% ((mb364 *% 6) *% 32)) +% (nb363 *% 16)) +% 8), t365_c0_1)
+              storeVector(arena, ((((1632512 +% (xi362 *% 2048)) +% (part361 *% 16)) +% (((mb364 *% 6) +% 1) *% 32)) +% (nb363 *% 16)), t365_c1_0)
+              storeVector(arena, (((((1632512 +% (xi362 *% 2048)) +% (part361 *% 16)) +% (((mb364 *% 6) +% 1) *% 32)) +% (nb363 *% 16)) +% 8), t365_c1_1)
+              storeVector(arena, ((((1632512 +% (xi362 *% 2048)) +% (part361 *% 16)) +% (((mb364 *% 6) +% 2) *% 32)) +% (nb363 *% 16)), t365_c2_0)
+              storeVector(arena, (((((1632512 +% (xi362 *% 2048)) +% (part361 *% 16)) +% (((mb364 *% 6) +% 2) *% 32)) +% (nb363 *% 16)) +% 8), t365_c2_1)
+              storeVector(arena, ((((1632512 +% (xi362 *% 2048)) +% (part361 *% 16)) +% (((mb364 *% 6) +% 3) *% 32)) +% (nb363 *% 16)), t365_c3_0)
+              storeVector(arena, (((((1632512 +% (xi362 *% 2048)) +% (part361 *% 16)) +% (((mb364 *% 6) +% 3) *% 32)) +% (nb363 *% 16)) +% 8), t365_c3_1)
+              storeVector(arena, ((((1632512 +% (xi362 *% 2048)) +% (part361 *% 16)) +% (((mb364 *% 6) +% 4) *% 32)) +% (nb363 *% 16)), t365_c4_0)
+              storeVector(arena, (((((1632512 +% (xi362 *% 2048)) +% (part361 *% 16)) +% (((mb364 *% 6) +% 4) *% 32)) +% (nb363 *% 16)) +% 8), t365_c4_1)
+              storeVector(arena, ((((1632512 +% (xi362 *% 2048)) +% (part361 *% 16)) +% (((mb364 *% 6) +% 5) *% 32)) +% (nb363 *% 16)), t365_c5_0)
+              storeVector(arena, (((((1632512 +% (xi362 *% 2048)) +% (part361 *% 16)) +% (((mb364 *% 6) +% 5) *% 32)) +% (nb363 *% 16)) +% 8), t365_c5_1)
             }
-            var t365_c0_0 = Vector()
-            var t365_c0_1 = Vector()
-            var t365_c1_0 = Vector()
-            var t365_c1_1 = Vector()
-            var t365_c2_0 = Vector()
-            var t365_c2_1 = Vector()
-            var t365_c3_0 = Vector()
-            var t365_c3_1 = Vector()
-            for k366 in 0..<32 {
-              let t365_b0 = loadVector(arena, ((((3340384 +% (xi360 *% 1024)) +% (part359 *% 16)) +% (k366 *% 32)) +% (nb361 *% 16)))
-              let t365_b1 = loadVector(arena, (((((3340384 +% (xi360 *% 1024)) +% (part359 *% 16)) +% (k366 *% 32)) +% (nb361 *% 16)) +% 8))
-              let t365_a0 = Vector(repeating: arena[(((1599744 +% (xi360 *% 2048)) +% 1920) +% k366)])
-              t365_c0_0 = t365_c0_0.addingProduct(t365_a0, t365_b0)
-              t365_c0_1 = t365_c0_1.addingProduct(t365_a0, t365_b1)
-              let t365_a1 = Vector(repeating: arena[(((1599744 +% (xi360 *% 2048)) +% 1952) +% k366)])
-              t365_c1_0 = t365_c1_0.addingProduct(t365_a1, t365_b0)
-              t365_c1_1 = t365_c1_1.addingProduct(t365_a1, t365_b1)
-              let t365_a2 = Vector(repeating: arena[(((1599744 +% (xi360 *% 2048)) +% 1984) +% k366)])
-              t365_c2_0 = t365_c2_0.addingProduct(t365_a2, t365_b0)
-              t365_c2_1 = t365_c2_1.addingProduct(t365_a2, t365_b1)
-              let t365_a3 = Vector(repeating: arena[(((1599744 +% (xi360 *% 2048)) +% 2016) +% k366)])
-              t365_c3_0 = t365_c3_0.addingProduct(t365_a3, t365_b0)
-              t365_c3_1 = t365_c3_1.addingProduct(t365_a3, t365_b1)
+            var t367_c0_0 = Vector()
+            var t367_c0_1 = Vector()
+            var t367_c1_0 = Vector()
+            var t367_c1_1 = Vector()
+            var t367_c2_0 = Vector()
+            var t367_c2_1 = Vector()
+            var t367_c3_0 = Vector()
+            var t367_c3_1 = Vector()
+            for k368 in 0..<32 {
+              let t367_b0 = loadVector(arena, ((((3340384 +% (xi362 *% 1024)) +% (part361 *% 16)) +% (k368 *% 32)) +% (nb363 *% 16)))
+              let t367_b1 = loadVector(arena, (((((3340384 +% (xi362 *% 1024)) +% (part361 *% 16)) +% (k368 *% 32)) +% (nb363 *% 16)) +% 8))
+              let t367_a0 = Vector(repeating: arena[(((1599744 +% (xi362 *% 2048)) +% 1920) +% k368)])
+              t367_c0_0 = t367_c0_0.addingProduct(t367_a0, t367_b0)
+              t367_c0_1 = t367_c0_1.addingProduct(t367_a0, t367_b1)
+              let t367_a1 = Vector(repeating: arena[(((1599744 +% (xi362 *% 2048)) +% 1952) +% k368)])
+              t367_c1_0 = t367_c1_0.addingProduct(t367_a1, t367_b0)
+              t367_c1_1 = t367_c1_1.addingProduct(t367_a1, t367_b1)
+              let t367_a2 = Vector(repeating: arena[(((1599744 +% (xi362 *% 2048)) +% 1984) +% k368)])
+              t367_c2_0 = t367_c2_0.addingProduct(t367_a2, t367_b0)
+              t367_c2_1 = t367_c2_1.addingProduct(t367_a2, t367_b1)
+              let t367_a3 = Vector(repeating: arena[(((1599744 +% (xi362 *% 2048)) +% 2016) +% k368)])
+              t367_c3_0 = t367_c3_0.addingProduct(t367_a3, t367_b0)
+              t367_c3_1 = t367_c3_1.addingProduct(t367_a3, t367_b1)
             }
-            storeVector(arena, ((((1632512 +% (xi360 *% 2048)) +% (part359 *% 16)) +% 1920) +% (nb361 *% 16)), t365_c0_0)
-            storeVector(arena, (((((1632512 +% (xi360 *% 2048)) +% (part359 *% 16)) +% 1920) +% (nb361 *% 16)) +% 8), t365_c0_1)
-            storeVector(arena, ((((1632512 +% (xi360 *% 2048)) +% (part359 *% 16)) +% 1952) +% (nb361 *% 16)), t365_c1_0)
-            storeVector(arena, (((((1632512 +% (xi360 *% 2048)) +% (part359 *% 16)) +% 1952) +% (nb361 *% 16)) +% 8), t365_c1_1)
-            storeVector(arena, ((((1632512 +% (xi360 *% 2048)) +% (part359 *% 16)) +% 1984) +% (nb361 *% 16)), t365_c2_0)
-            storeVector(arena, (((((1632512 +% (xi360 *% 2048)) +% (part359 *% 16)) +% 1984) +% (nb361 *% 16)) +% 8), t365_c2_1)
-            storeVector(arena, ((((1632512 +% (xi360 *% 2048)) +% (part359 *% 16)) +% 2016) +% (nb361 *% 16)), t365_c3_0)
-            storeVector(arena, (((((1632512 +% (xi360 *% 2048)) +% (part359 *% 16)) +% 2016) +% (nb361 *% 16)) +% 8), t365_c3_1)
+            storeVector(arena, ((((1632512 +% (xi362 *% 2048)) +% (part361 *% 16)) +% 1920) +% (nb363 *% 16)), t367_c0_0)
+            storeVector(arena, (((((1632512 +% (xi362 *% 2048)) +% (part361 *% 16)) +% 1920) +% (nb363 *% 16)) +% 8), t367_c0_1)
+            storeVector(arena, ((((1632512 +% (xi362 *% 2048)) +% (part361 *% 16)) +% 1952) +% (nb363 *% 16)), t367_c1_0)
+            storeVector(arena, (((((1632512 +% (xi362 *% 2048)) +% (part361 *% 16)) +% 1952) +% (nb363 *% 16)) +% 8), t367_c1_1)
+            storeVector(arena, ((((1632512 +% (xi362 *% 2048)) +% (part361 *% 16)) +% 1984) +% (nb363 *% 16)), t367_c2_0)
+            storeVector(arena, (((((1632512 +% (xi362 *% 2048)) +% (part361 *% 16)) +% 1984) +% (nb363 *% 16)) +% 8), t367_c2_1)
+            storeVector(arena, ((((1632512 +% (xi362 *% 2048)) +% (part361 *% 16)) +% 2016) +% (nb363 *% 16)), t367_c3_0)
+            storeVector(arena, (((((1632512 +% (xi362 *% 2048)) +% (part361 *% 16)) +% 2016) +% (nb363 *% 16)) +% 8), t367_c3_1)
           }
         }
       }
-      for j368 in 0..<1 {
-        for ty369 in 0..<8 {
-          for tx370 in 0..<8 {
-            for cv371 in 0..<2 {
-              let w372 = ((loadVector(arena, ((1632512 +% ((((j368 *% 64) +% (ty369 *% 8)) +% tx370) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8)))) + loadVector(arena, ((1640704 +% ((((j368 *% 64) +% (ty369 *% 8)) +% tx370) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8))))) + loadVector(arena, ((1648896 +% ((((j368 *% 64) +% (ty369 *% 8)) +% tx370) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8)))))
-              let w373 = ((loadVector(arena, ((1640704 +% ((((j368 *% 64) +% (ty369 *% 8)) +% tx370) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8)))) - loadVector(arena, ((1648896 +% ((((j368 *% 64) +% (ty369 *% 8)) +% tx370) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8))))) - loadVector(arena, ((1657088 +% ((((j368 *% 64) +% (ty369 *% 8)) +% tx370) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8)))))
-              let w374 = ((loadVector(arena, ((1634560 +% ((((j368 *% 64) +% (ty369 *% 8)) +% tx370) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8)))) + loadVector(arena, ((1642752 +% ((((j368 *% 64) +% (ty369 *% 8)) +% tx370) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8))))) + loadVector(arena, ((1650944 +% ((((j368 *% 64) +% (ty369 *% 8)) +% tx370) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8)))))
-              let w375 = ((loadVector(arena, ((1642752 +% ((((j368 *% 64) +% (ty369 *% 8)) +% tx370) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8)))) - loadVector(arena, ((1650944 +% ((((j368 *% 64) +% (ty369 *% 8)) +% tx370) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8))))) - loadVector(arena, ((1659136 +% ((((j368 *% 64) +% (ty369 *% 8)) +% tx370) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8)))))
-              let w376 = ((loadVector(arena, ((1636608 +% ((((j368 *% 64) +% (ty369 *% 8)) +% tx370) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8)))) + loadVector(arena, ((1644800 +% ((((j368 *% 64) +% (ty369 *% 8)) +% tx370) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8))))) + loadVector(arena, ((1652992 +% ((((j368 *% 64) +% (ty369 *% 8)) +% tx370) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8)))))
-              let w377 = ((loadVector(arena, ((1644800 +% ((((j368 *% 64) +% (ty369 *% 8)) +% tx370) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8)))) - loadVector(arena, ((1652992 +% ((((j368 *% 64) +% (ty369 *% 8)) +% tx370) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8))))) - loadVector(arena, ((1661184 +% ((((j368 *% 64) +% (ty369 *% 8)) +% tx370) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8)))))
-              let w378 = ((loadVector(arena, ((1638656 +% ((((j368 *% 64) +% (ty369 *% 8)) +% tx370) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8)))) + loadVector(arena, ((1646848 +% ((((j368 *% 64) +% (ty369 *% 8)) +% tx370) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8))))) + loadVector(arena, ((1655040 +% ((((j368 *% 64) +% (ty369 *% 8)) +% tx370) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8)))))
-              let w379 = ((loadVector(arena, ((1646848 +% ((((j368 *% 64) +% (ty369 *% 8)) +% tx370) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8)))) - loadVector(arena, ((1655040 +% ((((j368 *% 64) +% (ty369 *% 8)) +% tx370) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8))))) - loadVector(arena, ((1663232 +% ((((j368 *% 64) +% (ty369 *% 8)) +% tx370) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8)))))
-              let w380 = ((w372 + w374) + w376)
-              let w381 = ((w374 - w376) - w378)
-              let w382 = ((w373 + w375) + w377)
-              let w383 = ((w375 - w377) - w379)
-              storeVector(arena, ((1665280 +% (((((j368 *% 16) +% (ty369 *% 2)) *% 16) +% (tx370 *% 2)) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8))), ((w380 * loadVector(arena, ((part359 *% 16) +% (cv371 *% 8)))) + loadVector(arena, (32 +% ((part359 *% 16) +% (cv371 *% 8))))))
-              storeVector(arena, ((1665280 +% ((((((j368 *% 16) +% (ty369 *% 2)) *% 16) +% (tx370 *% 2)) +% 1) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8))), ((w381 * loadVector(arena, ((part359 *% 16) +% (cv371 *% 8)))) + loadVector(arena, (32 +% ((part359 *% 16) +% (cv371 *% 8))))))
-              storeVector(arena, ((1665280 +% ((((((j368 *% 16) +% (ty369 *% 2)) +% 1) *% 16) +% (tx370 *% 2)) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8))), ((w382 * loadVector(arena, ((part359 *% 16) +% (cv371 *% 8)))) + loadVector(arena, (32 +% ((part359 *% 16) +% (cv371 *% 8))))))
-              storeVector(arena, ((1665280 +% (((((((j368 *% 16) +% (ty369 *% 2)) +% 1) *% 16) +% (tx370 *% 2)) +% 1) *% 32)) +% ((part359 *% 16) +% (cv371 *% 8))), ((w383 * loadVector(arena, ((part359 *% 16) +% (cv371 *% 8)))) + loadVector(arena, (32 +% ((part359 *% 16) +% (cv371 *% 8))))))
+      for j370 in 0..<1 {
+        for ty371 in 0..<8 {
+          for tx372 in 0..<8 {
+            for cv373 in 0..<2 {
+              let w374 = ((loadVector(arena, ((1632512 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8)))) + loadVector(arena, ((1640704 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8))))) + loadVector(arena, ((1648896 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8)))))
+              let w375 = ((loadVector(arena, ((1640704 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8)))) - loadVector(arena, ((1648896 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8))))) - loadVector(arena, ((1657088 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8)))))
+              let w376 = ((loadVector(arena, ((1634560 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8)))) + loadVector(arena, ((1642752 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8))))) + loadVector(arena, ((1650944 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8)))))
+              let w377 = ((loadVector(arena, ((1642752 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8)))) - loadVector(arena, ((1650944 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8))))) - loadVector(arena, ((1659136 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8)))))
+              let w378 = ((loadVector(arena, ((1636608 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8)))) + loadVector(arena, ((1644800 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8))))) + loadVector(arena, ((1652992 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8)))))
+              let w379 = ((loadVector(arena, ((1644800 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8)))) - loadVector(arena, ((1652992 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8))))) - loadVector(arena, ((1661184 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8)))))
+              let w380 = ((loadVector(arena, ((1638656 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8)))) + loadVector(arena, ((1646848 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8))))) + loadVector(arena, ((1655040 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8)))))
+              let w381 = ((loadVector(arena, ((1646848 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8)))) - loadVector(arena, ((1655040 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8))))) - loadVector(arena, ((1663232 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8)))))
+              let w382 = ((w374 + w376) + w378)
+              let w383 = ((w376 - w378) - w380)
+              let w384 = ((w375 + w377) + w379)
+              let w385 = ((w377 - w379) - w381)
+              storeVector(arena, ((1665280 +% (((((j370 *% 16) +% (ty371 *% 2)) *% 16) +% (tx372 *% 2)) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8))), ((w382 * loadVector(arena, ((part361 *% 16) +% (cv373 *% 8)))) + loadVector(arena, (32 +% ((part361 *% 16) +% (cv373 *% 8))))))
+              storeVector(arena, ((1665280 +% ((((((j370 *% 16) +% (ty371 *% 2)) *% 16) +% (tx372 *% 2)) +% 1) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8))), ((w383 * loadVector(arena, ((part361 *% 16) +% (cv373 *% 8)))) + loadVector(arena, (32 +% ((part361 *% 16) +% (cv373 *% 8))))))
+              storeVector(arena, ((1665280 +% ((((((j370 *% 16) +% (ty371 *% 2)) +% 1) *% 16) +% (tx372 *% 2)) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8))), ((w384 * loadVector(arena, ((part361 *% 16) +% (cv373 *% 8)))) + loadVector(arena, (32 +% ((part361 *% 16) +% (cv373 *% 8))))))
+              storeVector(arena, ((1665280 +% (((((((j370 *% 16) +% (ty371 *% 2)) +% 1) *% 16) +% (tx372 *% 2)) +% 1) *% 32)) +% ((part361 *% 16) +% (cv373 *% 8))), ((w385 * loadVector(arena, ((part361 *% 16) +% (cv373 *% 8)))) + loadVector(arena, (32 +% ((part361 *% 16) +% (cv373 *% 8))))))
             }
           }
         }
       }
-      for j384 in 0..<1 {
-        for c385 in 0..<16 {
-          for q386 in 0..<256 {
-            arena[(1048704 +% ((((g318 +% j384) *% 8192) +% (((part359 *% 16) +% c385) *% 256)) +% q386))] = ((arena[((1665280 +% (((j384 *% 256) +% q386) *% 32)) +% ((part359 *% 16) +% c385))] + arena[(524416 +% ((((g318 +% j384) *% 8192) +% (((part359 *% 16) +% c385) *% 256)) +% q386))]) > Float(0) ? (arena[((1665280 +% (((j384 *% 256) +% q386) *% 32)) +% ((part359 *% 16) +% c385))] + arena[(524416 +% ((((g318 +% j384) *% 8192) +% (((part359 *% 16) +% c385) *% 256)) +% q386))]) : Float(0))
+      for j386 in 0..<1 {
+        for c387 in 0..<16 {
+          for q388 in 0..<256 {
+            arena[(1048704 +% ((((g320 +% j386) *% 8192) +% (((part361 *% 16) +% c387) *% 256)) +% q388))] = ((arena[((1665280 +% (((j386 *% 256) +% q388) *% 32)) +% ((part361 *% 16) +% c387))] + arena[(524416 +% ((((g320 +% j386) *% 8192) +% (((part361 *% 16) +% c387) *% 256)) +% q388))]) > Float(0) ? (arena[((1665280 +% (((j386 *% 256) +% q388) *% 32)) +% ((part361 *% 16) +% c387))] + arena[(524416 +% ((((g320 +% j386) *% 8192) +% (((part361 *% 16) +% c387) *% 256)) +% q388))]) : Float(0))
           }
         }
       }
     }
   }
   // s3_bn1 = batchnorm_fold()
-  for c387 in 0..<8 {
-    let scale388_v = (loadVector(params, ((c387 *% 8) +% 38096)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c387 *% 8) +% 78394)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c387 *% 8), scale388_v)
-    storeVector(arena, ((c387 *% 8) +% 64), (loadVector(params, ((c387 *% 8) +% 38160)) - (loadVector(params, ((c387 *% 8) +% 78330)) * scale388_v)))
+  for c389 in 0..<8 {
+    let scale390_v = (loadVector(params, ((c389 *% 8) +% 38096)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c389 *% 8) +% 78394)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c389 *% 8), scale390_v)
+    storeVector(arena, ((c389 *% 8) +% 64), (loadVector(params, ((c389 *% 8) +% 38160)) - (loadVector(params, ((c389 *% 8) +% 78330)) * scale390_v)))
   }
   // s3_conv1 = conv2d_relu(s2_conv2, s3_bn1)
-  for g389 in 0..<4 {
-    parallelFor(pool, 2) { part390 in
-      for j391 in 0..<16 {
-        for c392 in 0..<16 {
-          for ky393 in 0..<3 {
-            for oy394 in 0..<8 {
-              if (-1 < (((oy394 *% 2) +% ky393) +% -1) && (((oy394 *% 2) +% ky393) +% -1) < 16) {
-                for ox395 in 0..<7 {
-                  arena[(((262272 +% (((((c392 +% (part390 *% 16)) *% 3) +% ky393) *% 3) *% 1040)) +% (j391 *% 64)) +% ((oy394 *% 8) +% (ox395 +% 1)))] = arena[((((1048704 +% (((g389 *% 16) +% j391) *% 8192)) +% ((c392 +% (part390 *% 16)) *% 256)) +% ((((oy394 *% 2) +% ky393) +% -1) *% 16)) +% (((ox395 +% 1) *% 2) +% -1))]
+  for g391 in 0..<4 {
+    parallelFor(pool, 2) { part392 in
+      for j393 in 0..<16 {
+        for c394 in 0..<16 {
+          for ky395 in 0..<3 {
+            for oy396 in 0..<8 {
+              if (-1 < (((oy396 *% 2) +% ky395) +% -1) && (((oy396 *% 2) +% ky395) +% -1) < 16) {
+                for ox397 in 0..<7 {
+                  arena[(((262272 +% (((((c394 +% (part392 *% 16)) *% 3) +% ky395) *% 3) *% 1040)) +% (j393 *% 64)) +% ((oy396 *% 8) +% (ox397 +% 1)))] = arena[((((1048704 +% (((g391 *% 16) +% j393) *% 8192)) +% ((c394 +% (part392 *% 16)) *% 256)) +% ((((oy396 *% 2) +% ky395) +% -1) *% 16)) +% (((ox397 +% 1) *% 2) +% -1))]
                 }
-                for ox396 in 0..<1 {
-                  arena[(((262272 +% (((((c392 +% (part390 *% 16)) *% 3) +% ky393) *% 3) *% 1040)) +% (j391 *% 64)) +% ((oy394 *% 8) +% ox396))] = Float(0)
-                }
-              }
-              if (((oy394 *% 2) +% ky393) +% -1) < 0 {
-                for ox397 in 0..<8 {
-                  arena[(((262272 +% (((((c392 +% (part390 *% 16)) *% 3) +% ky393) *% 3) *% 1040)) +% (j391 *% 64)) +% ((oy394 *% 8) +% ox397))] = Float(0)
+                for ox398 in 0..<1 {
+                  arena[(((262272 +% (((((c394 +% (part392 *% 16)) *% 3) +% ky395) *% 3) *% 1040)) +% (j393 *% 64)) +% ((oy396 *% 8) +% ox398))] = Float(0)
                 }
               }
-              if 15 < (((oy394 *% 2) +% ky393) +% -1) {
-                for ox397 in 0..<8 {
-                  arena[(((262272 +% (((((c392 +% (part390 *% 16)) *% 3) +% ky393) *% 3) *% 1040)) +% (j391 *% 64)) +% ((oy394 *% 8) +% ox397))] = Float(0)
-                }
-              }
-            }
-            for oy398 in 0..<8 {
-              if (-1 < (((oy398 *% 2) +% ky393) +% -1) && (((oy398 *% 2) +% ky393) +% -1) < 16) {
+              if (((oy396 *% 2) +% ky395) +% -1) < 0 {
                 for ox399 in 0..<8 {
-                  arena[(((262272 +% ((((((c392 +% (part390 *% 16)) *% 3) +% ky393) *% 3) +% 1) *% 1040)) +% (j391 *% 64)) +% ((oy398 *% 8) +% ox399))] = arena[((((1048704 +% (((g389 *% 16) +% j391) *% 8192)) +% ((c392 +% (part390 *% 16)) *% 256)) +% ((((oy398 *% 2) +% ky393) +% -1) *% 16)) +% (ox399 *% 2))]
+                  arena[(((262272 +% (((((c394 +% (part392 *% 16)) *% 3) +% ky395) *% 3) *% 1040)) +% (j393 *% 64)) +% ((oy396 *% 8) +% ox399))] = Float(0)
                 }
               }
-              if (((oy398 *% 2) +% ky393) +% -1) < 0 {
-                for ox400 in 0..<8 {
-                  arena[(((262272 +% ((((((c392 +% (part390 *% 16)) *% 3) +% ky393) *% 3) +% 1) *% 1040)) +% (j391 *% 64)) +% ((oy398 *% 8) +% ox400))] = Float(0)
-                }
-              }
-              if 15 < (((oy398 *% 2) +% ky393) +% -1) {
-                for ox400 in 0..<8 {
-                  arena[(((262272 +% ((((((c392 +% (part390 *% 16)) *% 3) +% ky393) *% 3) +% 1) *% 1040)) +% (j391 *% 64)) +% ((oy398 *% 8) +% ox400))] = Float(0)
+              if 15 < (((oy396 *% 2) +% ky395) +% -1) {
+                for ox399 in 0..<8 {
+                  arena[(((262272 +% (((((c394 +% (part392 *% 16)) *% 3) +% ky395) *% 3) *% 1040)) +% (j393 *% 64)) +% ((oy396 *% 8) +% ox399))] = Float(0)
                 }
               }
             }
-            for oy401 in 0..<8 {
-              if (-1 < (((oy401 *% 2) +% ky393) +% -1) && (((oy401 *% 2) +% ky393) +% -1) < 16) {
+            for oy400 in 0..<8 {
+              if (-1 < (((oy400 *% 2) +% ky395) +% -1) && (((oy400 *% 2) +% ky395) +% -1) < 16) {
+                for ox401 in 0..<8 {
+                  arena[(((262272 +% ((((((c394 +% (part392 *% 16)) *% 3) +% ky395) *% 3) +% 1) *% 1040)) +% (j393 *% 64)) +% ((oy400 *% 8) +% ox401))] = arena[((((1048704 +% (((g391 *% 16) +% j393) *% 8192)) +% ((c394 +% (part392 *% 16)) *% 256)) +% ((((oy400 *% 2) +% ky395) +% -1) *% 16)) +% (ox401 *% 2))]
+                }
+              }
+              if (((oy400 *% 2) +% ky395) +% -1) < 0 {
                 for ox402 in 0..<8 {
-                  arena[(((262272 +% ((((((c392 +% (part390 *% 16)) *% 3) +% ky393) *% 3) +% 2) *% 1040)) +% (j391 *% 64)) +% ((oy401 *% 8) +% ox402))] = arena[((((1048704 +% (((g389 *% 16) +% j391) *% 8192)) +% ((c392 +% (part390 *% 16)) *% 256)) +% ((((oy401 *% 2) +% ky393) +% -1) *% 16)) +% ((ox402 *% 2) +% 1))]
+                  arena[(((262272 +% ((((((c394 +% (part392 *% 16)) *% 3) +% ky395) *% 3) +% 1) *% 1040)) +% (j393 *% 64)) +% ((oy400 *% 8) +% ox402))] = Float(0)
                 }
               }
-              if (((oy401 *% 2) +% ky393) +% -1) < 0 {
-                for ox403 in 0..<8 {
-                  arena[(((262272 +% ((((((c392 +% (part390 *% 16)) *% 3) +% ky393) *% 3) +% 2) *% 1040)) +% (j391 *% 64)) +% ((oy401 *% 8) +% ox403))] = Float(0)
+              if 15 < (((oy400 *% 2) +% ky395) +% -1) {
+                for ox402 in 0..<8 {
+                  arena[(((262272 +% ((((((c394 +% (part392 *% 16)) *% 3) +% ky395) *% 3) +% 1) *% 1040)) +% (j393 *% 64)) +% ((oy400 *% 8) +% ox402))] = Float(0)
                 }
               }
-              if 15 < (((oy401 *% 2) +% ky393) +% -1) {
-                for ox403 in 0..<8 {
-                  arena[(((262272 +% ((((((c392 +% (part390 *% 16)) *% 3) +% ky393) *% 3) +% 2) *% 1040)) +% (j391 *% 64)) +% ((oy401 *% 8) +% ox403))] = Float(0)
+            }
+            for oy403 in 0..<8 {
+              if (-1 < (((oy403 *% 2) +% ky395) +% -1) && (((oy403 *% 2) +% ky395) +% -1) < 16) {
+                for ox404 in 0..<8 {
+                  arena[(((262272 +% ((((((c394 +% (part392 *% 16)) *% 3) +% ky395) *% 3) +% 2) *% 1040)) +% (j393 *% 64)) +% ((oy403 *% 8) +% ox404))] = arena[((((1048704 +% (((g391 *% 16) +% j393) *% 8192)) +% ((c394 +% (part392 *% 16)) *% 256)) +% ((((oy403 *% 2) +% ky395) +% -1) *% 16)) +% ((ox404 *% 2) +% 1))]
+                }
+              }
+              if (((oy403 *% 2) +% ky395) +% -1) < 0 {
+                for ox405 in 0..<8 {
+                  arena[(((262272 +% ((((((c394 +% (part392 *% 16)) *% 3) +% ky395) *% 3) +% 2) *% 1040)) +% (j393 *% 64)) +% ((oy403 *% 8) +% ox405))] = Float(0)
+                }
+              }
+              if 15 < (((oy403 *% 2) +% ky395) +% -1) {
+                for ox405 in 0..<8 {
+                  arena[(((262272 +% ((((((c394 +% (part392 *% 16)) *% 3) +% ky395) *% 3) +% 2) *% 1040)) +% (j393 *% 64)) +% ((oy403 *% 8) +% ox405))] = Float(0)
                 }
               }
             }
@@ -6089,440 +6093,440 @@ public func resnet8_infer_b64(
         }
       }
     }
-    parallelFor(pool, 2) { part404 in
-      do {  // gemm412
-        for nb405 in 0..<42 {
-          for mb406 in 0..<8 {
-            var t407_c0_0 = Vector()
-            var t407_c0_1 = Vector()
-            var t407_c0_2 = Vector()
-            var t407_c1_0 = Vector()
-            var t407_c1_1 = Vector()
-            var t407_c1_2 = Vector()
-            var t407_c2_0 = Vector()
-            var t407_c2_1 = Vector()
-            var t407_c2_2 = Vector()
-            var t407_c3_0 = Vector()
-            var t407_c3_1 = Vector()
-            var t407_c3_2 = Vector()
-            for k408 in 0..<288 {
-              let t407_b0 = loadVector(arena, ((262272 +% (k408 *% 1040)) +% (nb405 *% 24)))
-              let t407_b1 = loadVector(arena, (((262272 +% (k408 *% 1040)) +% (nb405 *% 24)) +% 8))
-              let t407_b2 = loadVector(arena, (((262272 +% (k408 *% 1040)) +% (nb405 *% 24)) +% 16))
-              let t407_a0 = Vector(repeating: params[(((19664 +% ((part404 *% 32) *% 288)) +% ((mb406 *% 4) *% 288)) +% k408)])
-              t407_c0_0 = t407_c0_0.addingProduct(t407_a0, t407_b0)
-              t407_c0_1 = t407_c0_1.addingProduct(t407_a0, t407_b1)
-              t407_c0_2 = t407_c0_2.addingProduct(t407_a0, t407_b2)
-              let t407_a1 = Vector(repeating: params[(((19664 +% ((part404 *% 32) *% 288)) +% (((mb406 *% 4) +% 1) *% 288)) +% k408)])
-              t407_c1_0 = t407_c1_0.addingProduct(t407_a1, t407_b0)
-              t407_c1_1 = t407_c1_1.addingProduct(t407_a1, t407_b1)
-              t407_c1_2 = t407_c1_2.addingProduct(t407_a1, t407_b2)
-              let t407_a2 = Vector(repeating: params[(((19664 +% ((part404 *% 32) *% 288)) +% (((mb406 *% 4) +% 2) *% 288)) +% k408)])
-              t407_c2_0 = t407_c2_0.addingProduct(t407_a2, t407_b0)
-              t407_c2_1 = t407_c2_1.addingProduct(t407_a2, t407_b1)
-              t407_c2_2 = t407_c2_2.addingProduct(t407_a2, t407_b2)
-              let t407_a3 = Vector(repeating: params[(((19664 +% ((part404 *% 32) *% 288)) +% (((mb406 *% 4) +% 3) *% 288)) +% k408)])
-              t407_c3_0 = t407_c3_0.addingProduct(t407_a3, t407_b0)
-              t407_c3_1 = t407_c3_1.addingProduct(t407_a3, t407_b1)
-              t407_c3_2 = t407_c3_2.addingProduct(t407_a3, t407_b2)
+    parallelFor(pool, 2) { part406 in
+      do {  // gemm414
+        for nb407 in 0..<42 {
+          for mb408 in 0..<8 {
+            var t409_c0_0 = Vector()
+            var t409_c0_1 = Vector()
+            var t409_c0_2 = Vector()
+            var t409_c1_0 = Vector()
+            var t409_c1_1 = Vector()
+            var t409_c1_2 = Vector()
+            var t409_c2_0 = Vector()
+            var t409_c2_1 = Vector()
+            var t409_c2_2 = Vector()
+            var t409_c3_0 = Vector()
+            var t409_c3_1 = Vector()
+            var t409_c3_2 = Vector()
+            for k410 in 0..<288 {
+              let t409_b0 = loadVector(arena, ((262272 +% (k410 *% 1040)) +% (nb407 *% 24)))
+              let t409_b1 = loadVector(arena, (((262272 +% (k410 *% 1040)) +% (nb407 *% 24)) +% 8))
+              let t409_b2 = loadVector(arena, (((262272 +% (k410 *% 1040)) +% (nb407 *% 24)) +% 16))
+              let t409_a0 = Vector(repeating: params[(((19664 +% ((part406 *% 32) *% 288)) +% ((mb408 *% 4) *% 288)) +% k410)])
+              t409_c0_0 = t409_c0_0.addingProduct(t409_a0, t409_b0)
+              t409_c0_1 = t409_c0_1.addingProduct(t409_a0, t409_b1)
+              t409_c0_2 = t409_c0_2.addingProduct(t409_a0, t409_b2)
+              let t409_a1 = Vector(repeating: params[(((19664 +% ((part406 *% 32) *% 288)) +% (((mb408 *% 4) +% 1) *% 288)) +% k410)])
+              t409_c1_0 = t409_c1_0.addingProduct(t409_a1, t409_b0)
+              t409_c1_1 = t409_c1_1.addingProduct(t409_a1, t409_b1)
+              t409_c1_2 = t409_c1_2.addingProduct(t409_a1, t409_b2)
+              let t409_a2 = Vector(repeating: params[(((19664 +% ((part406 *% 32) *% 288)) +% (((mb408 *% 4) +% 2) *% 288)) +% k410)])
+              t409_c2_0 = t409_c2_0.addingProduct(t409_a2, t409_b0)
+              t409_c2_1 = t409_c2_1.addingProduct(t409_a2, t409_b1)
+              t409_c2_2 = t409_c2_2.addingProduct(t409_a2, t409_b2)
+              let t409_a3 = Vector(repeating: params[(((19664 +% ((part406 *% 32) *% 288)) +% (((mb408 *% 4) +% 3) *% 288)) +% k410)])
+              t409_c3_0 = t409_c3_0.addingProduct(t409_a3, t409_b0)
+              t409_c3_1 = t409_c3_1.addingProduct(t409_a3, t409_b1)
+              t409_c3_2 = t409_c3_2.addingProduct(t409_a3, t409_b2)
             }
-            storeVector(arena, (((561792 +% ((part404 *% 32) *% 1040)) +% ((mb406 *% 4) *% 1040)) +% (nb405 *% 24)), t407_c0_0)
-            storeVector(arena, ((((561792 +% ((part404 *% 32) *% 1040)) +% ((mb406 *% 4) *% 1040)) +% (nb405 *% 24)) +% 8), t407_c0_1)
-            storeVector(arena, ((((561792 +% ((part404 *% 32) *% 1040)) +% ((mb406 *% 4) *% 1040)) +% (nb405 *% 24)) +% 16), t407_c0_2)
-            storeVector(arena, (((561792 +% ((part404 *% 32) *% 1040)) +% (((mb406 *% 4) +% 1) *% 1040)) +% (nb405 *% 24)), t407_c1_0)
-            storeVector(arena, ((((561792 +% ((part404 *% 32) *% 1040)) +% (((mb406 *% 4) +% 1) *% 1040)) +% (nb405 *% 24)) +% 8), t407_c1_1)
-            storeVector(arena, ((((561792 +% ((part404 *% 32) *% 1040)) +% (((mb406 *% 4) +% 1) *% 1040)) +% (nb405 *% 24)) +% 16), t407_c1_2)
-            storeVector(arena, (((561792 +% ((part404 *% 32) *% 1040)) +% (((mb406 *% 4) +% 2) *% 1040)) +% (nb405 *% 24)), t407_c2_0)
-            storeVector(arena, ((((561792 +% ((part404 *% 32) *% 1040)) +% (((mb406 *% 4) +% 2) *% 1040)) +% (nb405 *% 24)) +% 8), t407_c2_1)
-            storeVector(arena, ((((561792 +% ((part404 *% 32) *% 1040)) +% (((mb406 *% 4) +% 2) *% 1040)) +% (nb405 *% 24)) +% 16), t407_c2_2)
-            storeVector(arena, (((561792 +% ((part404 *% 32) *% 1040)) +% (((mb406 *% 4) +% 3) *% 1040)) +% (nb405 *% 24)), t407_c3_0)
-            storeVector(arena, ((((561792 +% ((part404 *% 32) *% 1040)) +% (((mb406 *% 4) +% 3) *% 1040)) +% (nb405 *% 24)) +% 8), t407_c3_1)
-            storeVector(arena, ((((561792 +% ((part404 *% 32) *% 1040)) +% (((mb406 *% 4) +% 3) *% 1040)) +% (nb405 *% 24)) +% 16), t407_c3_2)
+            storeVector(arena, (((561792 +% ((part406 *% 32) *% 1040)) +% ((mb408 *% 4) *% 1040)) +% (nb407 *% 24)), t409_c0_0)
+            storeVector(arena, ((((561792 +% ((part406 *% 32) *% 1040)) +% ((mb408 *% 4) *% 1040)) +% (nb407 *% 24)) +% 8), t409_c0_1)
+            storeVector(arena, ((((561792 +% ((part406 *% 32) *% 1040)) +% ((mb408 *% 4) *% 1040)) +% (nb407 *% 24)) +% 16), t409_c0_2)
+            storeVector(arena, (((561792 +% ((part406 *% 32) *% 1040)) +% (((mb408 *% 4) +% 1) *% 1040)) +% (nb407 *% 24)), t409_c1_0)
+            storeVector(arena, ((((561792 +% ((part406 *% 32) *% 1040)) +% (((mb408 *% 4) +% 1) *% 1040)) +% (nb407 *% 24)) +% 8), t409_c1_1)
+            storeVector(arena, ((((561792 +% ((part406 *% 32) *% 1040)) +% (((mb408 *% 4) +% 1) *% 1040)) +% (nb407 *% 24)) +% 16), t409_c1_2)
+            storeVector(arena, (((561792 +% ((part406 *% 32) *% 1040)) +% (((mb408 *% 4) +% 2) *% 1040)) +% (nb407 *% 24)), t409_c2_0)
+            storeVector(arena, ((((561792 +% ((part406 *% 32) *% 1040)) +% (((mb408 *% 4) +% 2) *% 1040)) +% (nb407 *% 24)) +% 8), t409_c2_1)
+            storeVector(arena, ((((561792 +% ((part406 *% 32) *% 1040)) +% (((mb408 *% 4) +% 2) *% 1040)) +% (nb407 *% 24)) +% 16), t409_c2_2)
+            storeVector(arena, (((561792 +% ((part406 *% 32) *% 1040)) +% (((mb408 *% 4) +% 3) *% 1040)) +% (nb407 *% 24)), t409_c3_0)
+            storeVector(arena, ((((561792 +% ((part406 *% 32) *% 1040)) +% (((mb408 *% 4) +% 3) *% 1040)) +% (nb407 *% 24)) +% 8), t409_c3_1)
+            storeVector(arena, ((((561792 +% ((part406 *% 32) *% 1040)) +% (((mb408 *% 4) +% 3) *% 1040)) +% (nb407 *% 24)) +% 16), t409_c3_2)
           }
         }
-        for mb409 in 0..<8 {
-          var t410_c0_0 = Vector()
-          var t410_c0_1 = Vector()
-          var t410_c1_0 = Vector()
-          var t410_c1_1 = Vector()
-          var t410_c2_0 = Vector()
-          var t410_c2_1 = Vector()
-          var t410_c3_0 = Vector()
-          var t410_c3_1 = Vector()
-          for k411 in 0..<288 {
-            let t410_b0 = loadVector(arena, ((262272 +% (k411 *% 1040)) +% 1008))
-            let t410_b1 = loadVector(arena, (((262272 +% (k411 *% 1040)) +% 1008) +% 8))
-            let t410_a0 = Vector(repeating: params[(((19664 +% ((part404 *% 32) *% 288)) +% ((mb409 *% 4) *% 288)) +% k411)])
-            t410_c0_0 = t410_c0_0.addingProduct(t410_a0, t410_b0)
-            t410_c0_1 = t410_c0_1.addingProduct(t410_a0, t410_b1)
-            let t410_a1 = Vector(repeating: params[(((19664 +% ((part404 *% 32) *% 288)) +% (((mb409 *% 4) +% 1) *% 288)) +% k411)])
-            t410_c1_0 = t410_c1_0.addingProduct(t410_a1, t410_b0)
-            t410_c1_1 = t410_c1_1.addingProduct(t410_a1, t410_b1)
-            let t410_a2 = Vector(repeating: params[(((19664 +% ((part404 *% 32) *% 288)) +% (((mb409 *% 4) +% 2) *% 288)) +% k411)])
-            t410_c2_0 = t410_c2_0.addingProduct(t410_a2, t410_b0)
-            t410_c2_1 = t410_c2_1.addingProduct(t410_a2, t410_b1)
-            let t410_a3 = Vector(repeating: params[(((19664 +% ((part404 *% 32) *% 288)) +% (((mb409 *% 4) +% 3) *% 288)) +% k411)])
-            t410_c3_0 = t410_c3_0.addingProduct(t410_a3, t410_b0)
-            t410_c3_1 = t410_c3_1.addingProduct(t410_a3, t410_b1)
+        for mb411 in 0..<8 {
+          var t412_c0_0 = Vector()
+          var t412_c0_1 = Vector()
+          var t412_c1_0 = Vector()
+          var t412_c1_1 = Vector()
+          var t412_c2_0 = Vector()
+          var t412_c2_1 = Vector()
+          var t412_c3_0 = Vector()
+          var t412_c3_1 = Vector()
+          for k413 in 0..<288 {
+            let t412_b0 = loadVector(arena, ((262272 +% (k413 *% 1040)) +% 1008))
+            let t412_b1 = loadVector(arena, (((262272 +% (k413 *% 1040)) +% 1008) +% 8))
+            let t412_a0 = Vector(repeating: params[(((19664 +% ((part406 *% 32) *% 288)) +% ((mb411 *% 4) *% 288)) +% k413)])
+            t412_c0_0 = t412_c0_0.addingProduct(t412_a0, t412_b0)
+            t412_c0_1 = t412_c0_1.addingProduct(t412_a0, t412_b1)
+            let t412_a1 = Vector(repeating: params[(((19664 +% ((part406 *% 32) *% 288)) +% (((mb411 *% 4) +% 1) *% 288)) +% k413)])
+            t412_c1_0 = t412_c1_0.addingProduct(t412_a1, t412_b0)
+            t412_c1_1 = t412_c1_1.addingProduct(t412_a1, t412_b1)
+            let t412_a2 = Vector(repeating: params[(((19664 +% ((part406 *% 32) *% 288)) +% (((mb411 *% 4) +% 2) *% 288)) +% k413)])
+            t412_c2_0 = t412_c2_0.addingProduct(t412_a2, t412_b0)
+            t412_c2_1 = t412_c2_1.addingProduct(t412_a2, t412_b1)
+            let t412_a3 = Vector(repeating: params[(((19664 +% ((part406 *% 32) *% 288)) +% (((mb411 *% 4) +% 3) *% 288)) +% k413)])
+            t412_c3_0 = t412_c3_0.addingProduct(t412_a3, t412_b0)
+            t412_c3_1 = t412_c3_1.addingProduct(t412_a3, t412_b1)
           }
-          storeVector(arena, (((561792 +% ((part404 *% 32) *% 1040)) +% ((mb409 *% 4) *% 1040)) +% 1008), t410_c0_0)
-          storeVector(arena, ((((561792 +% ((part404 *% 32) *% 1040)) +% ((mb409 *% 4) *% 1040)) +% 1008) +% 8), t410_c0_1)
-          storeVector(arena, (((561792 +% ((part404 *% 32) *% 1040)) +% (((mb409 *% 4) +% 1) *% 1040)) +% 1008), t410_c1_0)
-          storeVector(arena, ((((561792 +% ((part404 *% 32) *% 1040)) +% (((mb409 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t410_c1_1)
-          storeVector(arena, (((561792 +% ((part404 *% 32) *% 1040)) +% (((mb409 *% 4) +% 2) *% 1040)) +% 1008), t410_c2_0)
-          storeVector(arena, ((((561792 +% ((part404 *% 32) *% 1040)) +% (((mb409 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t410_c2_1)
-          storeVector(arena, (((561792 +% ((part404 *% 32) *% 1040)) +% (((mb409 *% 4) +% 3) *% 1040)) +% 1008), t410_c3_0)
-          storeVector(arena, ((((561792 +% ((part404 *% 32) *% 1040)) +% (((mb409 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t410_c3_1)
+          storeVector(arena, (((561792 +% ((part406 *% 32) *% 1040)) +% ((mb411 *% 4) *% 1040)) +% 1008), t412_c0_0)
+          storeVector(arena, ((((561792 +% ((part406 *% 32) *% 1040)) +% ((mb411 *% 4) *% 1040)) +% 1008) +% 8), t412_c0_1)
+          storeVector(arena, (((561792 +% ((part406 *% 32) *% 1040)) +% (((mb411 *% 4) +% 1) *% 1040)) +% 1008), t412_c1_0)
+          storeVector(arena, ((((561792 +% ((part406 *% 32) *% 1040)) +% (((mb411 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t412_c1_1)
+          storeVector(arena, (((561792 +% ((part406 *% 32) *% 1040)) +% (((mb411 *% 4) +% 2) *% 1040)) +% 1008), t412_c2_0)
+          storeVector(arena, ((((561792 +% ((part406 *% 32) *% 1040)) +% (((mb411 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t412_c2_1)
+          storeVector(arena, (((561792 +% ((part406 *% 32) *% 1040)) +% (((mb411 *% 4) +% 3) *% 1040)) +% 1008), t412_c3_0)
+          storeVector(arena, ((((561792 +% ((part406 *% 32) *% 1040)) +% (((mb411 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t412_c3_1)
         }
       }
-      for j413 in 0..<16 {
-        for f414 in 0..<32 {
-          for i415 in 0..<64 {
-            arena[(128 +% (((((g389 *% 16) +% j413) *% 4096) +% ((f414 +% (part404 *% 32)) *% 64)) +% i415))] = (((arena[(((561792 +% ((f414 +% (part404 *% 32)) *% 1040)) +% (j413 *% 64)) +% i415)] * arena[(f414 +% (part404 *% 32))]) + arena[(64 +% (f414 +% (part404 *% 32)))]) > Float(0) ? ((arena[(((561792 +% ((f414 +% (part404 *% 32)) *% 1040)) +% (j413 *% 64)) +% i415)] * arena[(f414 +% (part404 *% 32))]) + arena[(64 +% (f414 +% (part404 *% 32)))]) : Float(0))
+      for j415 in 0..<16 {
+        for f416 in 0..<32 {
+          for i417 in 0..<64 {
+            arena[(128 +% (((((g391 *% 16) +% j415) *% 4096) +% ((f416 +% (part406 *% 32)) *% 64)) +% i417))] = (((arena[(((561792 +% ((f416 +% (part406 *% 32)) *% 1040)) +% (j415 *% 64)) +% i417)] * arena[(f416 +% (part406 *% 32))]) + arena[(64 +% (f416 +% (part406 *% 32)))]) > Float(0) ? ((arena[(((561792 +% ((f416 +% (part406 *% 32)) *% 1040)) +% (j415 *% 64)) +% i417)] * arena[(f416 +% (part406 *% 32))]) + arena[(64 +% (f416 +% (part406 *% 32)))]) : Float(0))
           }
         }
       }
     }
   }
   // s3_bn2 = batchnorm_fold()
-  for c416 in 0..<8 {
-    let scale417_v = (loadVector(params, ((c416 *% 8) +% 75088)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c416 *% 8) +% 78522)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c416 *% 8), scale417_v)
-    storeVector(arena, ((c416 *% 8) +% 64), (loadVector(params, ((c416 *% 8) +% 75152)) - (loadVector(params, ((c416 *% 8) +% 78458)) * scale417_v)))
+  for c418 in 0..<8 {
+    let scale419_v = (loadVector(params, ((c418 *% 8) +% 75088)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c418 *% 8) +% 78522)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c418 *% 8), scale419_v)
+    storeVector(arena, ((c418 *% 8) +% 64), (loadVector(params, ((c418 *% 8) +% 75152)) - (loadVector(params, ((c418 *% 8) +% 78458)) * scale419_v)))
   }
   // s3_pbn = batchnorm_fold()
-  for c418 in 0..<8 {
-    let scale419_v = (loadVector(params, ((c418 *% 8) +% 77264)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c418 *% 8) +% 78650)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, ((c418 *% 8) +% 262272), scale419_v)
-    storeVector(arena, ((c418 *% 8) +% 262336), (loadVector(params, ((c418 *% 8) +% 77328)) - (loadVector(params, ((c418 *% 8) +% 78586)) * scale419_v)))
+  for c420 in 0..<8 {
+    let scale421_v = (loadVector(params, ((c420 *% 8) +% 77264)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c420 *% 8) +% 78650)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, ((c420 *% 8) +% 262272), scale421_v)
+    storeVector(arena, ((c420 *% 8) +% 262336), (loadVector(params, ((c420 *% 8) +% 77328)) - (loadVector(params, ((c420 *% 8) +% 78586)) * scale421_v)))
   }
   // s3_proj = conv2d(s2_conv2, s3_pbn)
-  for g420 in 0..<4 {
-    parallelFor(pool, 2) { part421 in
-      for j422 in 0..<16 {
-        for c423 in 0..<16 {
-          for ky424 in 0..<1 {
-            for oy425 in 0..<8 {
-              for ox426 in 0..<8 {
-                arena[(((524544 +% (((c423 +% (part421 *% 16)) +% ky424) *% 1040)) +% (j422 *% 64)) +% ((oy425 *% 8) +% ox426))] = arena[((((1048704 +% (((g420 *% 16) +% j422) *% 8192)) +% ((c423 +% (part421 *% 16)) *% 256)) +% (((oy425 *% 2) +% ky424) *% 16)) +% (ox426 *% 2))]
+  for g422 in 0..<4 {
+    parallelFor(pool, 2) { part423 in
+      for j424 in 0..<16 {
+        for c425 in 0..<16 {
+          for ky426 in 0..<1 {
+            for oy427 in 0..<8 {
+              for ox428 in 0..<8 {
+                arena[(((524544 +% (((c425 +% (part423 *% 16)) +% ky426) *% 1040)) +% (j424 *% 64)) +% ((oy427 *% 8) +% ox428))] = arena[((((1048704 +% (((g422 *% 16) +% j424) *% 8192)) +% ((c425 +% (part423 *% 16)) *% 256)) +% (((oy427 *% 2) +% ky426) *% 16)) +% (ox428 *% 2))]
               }
             }
           }
         }
       }
     }
-    parallelFor(pool, 2) { part427 in
-      do {  // gemm435
-        for nb428 in 0..<42 {
-          for mb429 in 0..<8 {
-            var t430_c0_0 = Vector()
-            var t430_c0_1 = Vector()
-            var t430_c0_2 = Vector()
-            var t430_c1_0 = Vector()
-            var t430_c1_1 = Vector()
-            var t430_c1_2 = Vector()
-            var t430_c2_0 = Vector()
-            var t430_c2_1 = Vector()
-            var t430_c2_2 = Vector()
-            var t430_c3_0 = Vector()
-            var t430_c3_1 = Vector()
-            var t430_c3_2 = Vector()
-            for k431 in 0..<32 {
-              let t430_b0 = loadVector(arena, ((524544 +% (k431 *% 1040)) +% (nb428 *% 24)))
-              let t430_b1 = loadVector(arena, (((524544 +% (k431 *% 1040)) +% (nb428 *% 24)) +% 8))
-              let t430_b2 = loadVector(arena, (((524544 +% (k431 *% 1040)) +% (nb428 *% 24)) +% 16))
-              let t430_a0 = Vector(repeating: params[(((75216 +% ((part427 *% 32) *% 32)) +% ((mb429 *% 4) *% 32)) +% k431)])
-              t430_c0_0 = t430_c0_0.addingProduct(t430_a0, t430_b0)
-              t430_c0_1 = t430_c0_1.addingProduct(t430_a0, t430_b1)
-              t430_c0_2 = t430_c0_2.addingProduct(t430_a0, t430_b2)
-              let t430_a1 = Vector(repeating: params[(((75216 +% ((part427 *% 32) *% 32)) +% (((mb429 *% 4) +% 1) *% 32)) +% k431)])
-              t430_c1_0 = t430_c1_0.addingProduct(t430_a1, t430_b0)
-              t430_c1_1 = t430_c1_1.addingProduct(t430_a1, t430_b1)
-              t430_c1_2 = t430_c1_2.addingProduct(t430_a1, t430_b2)
-              let t430_a2 = Vector(repeating: params[(((75216 +% ((part427 *% 32) *% 32)) +% (((mb429 *% 4) +% 2) *% 32)) +% k431)])
-              t430_c2_0 = t430_c2_0.addingProduct(t430_a2, t430_b0)
-              t430_c2_1 = t430_c2_1.addingProduct(t430_a2, t430_b1)
-              t430_c2_2 = t430_c2_2.addingProduct(t430_a2, t430_b2)
-              let t430_a3 = Vector(repeating: params[(((75216 +% ((part427 *% 32) *% 32)) +% (((mb429 *% 4) +% 3) *% 32)) +% k431)])
-              t430_c3_0 = t430_c3_0.addingProduct(t430_a3, t430_b0)
-              t430_c3_1 = t430_c3_1.addingProduct(t430_a3, t430_b1)
-              t430_c3_2 = t430_c3_2.addingProduct(t430_a3, t430_b2)
+    parallelFor(pool, 2) { part429 in
+      do {  // gemm437
+        for nb430 in 0..<42 {
+          for mb431 in 0..<8 {
+            var t432_c0_0 = Vector()
+            var t432_c0_1 = Vector()
+            var t432_c0_2 = Vector()
+            var t432_c1_0 = Vector()
+            var t432_c1_1 = Vector()
+            var t432_c1_2 = Vector()
+            var t432_c2_0 = Vector()
+            var t432_c2_1 = Vector()
+            var t432_c2_2 = Vector()
+            var t432_c3_0 = Vector()
+            var t432_c3_1 = Vector()
+            var t432_c3_2 = Vector()
+            for k433 in 0..<32 {
+              let t432_b0 = loadVector(arena, ((524544 +% (k433 *% 1040)) +% (nb430 *% 24)))
+              let t432_b1 = loadVector(arena, (((524544 +% (k433 *% 1040)) +% (nb430 *% 24)) +% 8))
+              let t432_b2 = loadVector(arena, (((524544 +% (k433 *% 1040)) +% (nb430 *% 24)) +% 16))
+              let t432_a0 = Vector(repeating: params[(((75216 +% ((part429 *% 32) *% 32)) +% ((mb431 *% 4) *% 32)) +% k433)])
+              t432_c0_0 = t432_c0_0.addingProduct(t432_a0, t432_b0)
+              t432_c0_1 = t432_c0_1.addingProduct(t432_a0, t432_b1)
+              t432_c0_2 = t432_c0_2.addingProduct(t432_a0, t432_b2)
+              let t432_a1 = Vector(repeating: params[(((75216 +% ((part429 *% 32) *% 32)) +% (((mb431 *% 4) +% 1) *% 32)) +% k433)])
+              t432_c1_0 = t432_c1_0.addingProduct(t432_a1, t432_b0)
+              t432_c1_1 = t432_c1_1.addingProduct(t432_a1, t432_b1)
+              t432_c1_2 = t432_c1_2.addingProduct(t432_a1, t432_b2)
+              let t432_a2 = Vector(repeating: params[(((75216 +% ((part429 *% 32) *% 32)) +% (((mb431 *% 4) +% 2) *% 32)) +% k433)])
+              t432_c2_0 = t432_c2_0.addingProduct(t432_a2, t432_b0)
+              t432_c2_1 = t432_c2_1.addingProduct(t432_a2, t432_b1)
+              t432_c2_2 = t432_c2_2.addingProduct(t432_a2, t432_b2)
+              let t432_a3 = Vector(repeating: params[(((75216 +% ((part429 *% 32) *% 32)) +% (((mb431 *% 4) +% 3) *% 32)) +% k433)])
+              t432_c3_0 = t432_c3_0.addingProduct(t432_a3, t432_b0)
+              t432_c3_1 = t432_c3_1.addingProduct(t432_a3, t432_b1)
+              t432_c3_2 = t432_c3_2.addingProduct(t432_a3, t432_b2)
             }
-            storeVector(arena, (((557824 +% ((part427 *% 32) *% 1040)) +% ((mb429 *% 4) *% 1040)) +% (nb428 *% 24)), t430_c0_0)
-            storeVector(arena, ((((557824 +% ((part427 *% 32) *% 1040)) +% ((mb429 *% 4) *% 1040)) +% (nb428 *% 24)) +% 8), t430_c0_1)
-            storeVector(arena, ((((557824 +% ((part427 *% 32) *% 1040)) +% ((mb429 *% 4) *% 1040)) +% (nb428 *% 24)) +% 16), t430_c0_2)
-            storeVector(arena, (((557824 +% ((part427 *% 32) *% 1040)) +% (((mb429 *% 4) +% 1) *% 1040)) +% (nb428 *% 24)), t430_c1_0)
-            storeVector(arena, ((((557824 +% ((part427 *% 32) *% 1040)) +% (((mb429 *% 4) +% 1) *% 1040)) +% (nb428 *% 24)) +% 8), t430_c1_1)
-            storeVector(arena, ((((557824 +% ((part427 *% 32) *% 1040)) +% (((mb429 *% 4) +% 1) *% 1040)) +% (nb428 *% 24)) +% 16), t430_c1_2)
-            storeVector(arena, (((557824 +% ((part427 *% 32) *% 1040)) +% (((mb429 *% 4) +% 2) *% 1040)) +% (nb428 *% 24)), t430_c2_0)
-            storeVector(arena, ((((557824 +% ((part427 *% 32) *% 1040)) +% (((mb429 *% 4) +% 2) *% 1040)) +% (nb428 *% 24)) +% 8), t430_c2_1)
-            storeVector(arena, ((((557824 +% ((part427 *% 32) *% 1040)) +% (((mb429 *% 4) +% 2) *% 1040)) +% (nb428 *% 24)) +% 16), t430_c2_2)
-            storeVector(arena, (((557824 +% ((part427 *% 32) *% 1040)) +% (((mb429 *% 4) +% 3) *% 1040)) +% (nb428 *% 24)), t430_c3_0)
-            storeVector(arena, ((((557824 +% ((part427 *% 32) *% 1040)) +% (((mb429 *% 4) +% 3) *% 1040)) +% (nb428 *% 24)) +% 8), t430_c3_1)
-            storeVector(arena, ((((557824 +% ((part427 *% 32) *% 1040)) +% (((mb429 *% 4) +% 3) *% 1040)) +% (nb428 *% 24)) +% 16), t430_c3_2)
+            storeVector(arena, (((557824 +% ((part429 *% 32) *% 1040)) +% ((mb431 *% 4) *% 1040)) +% (nb430 *% 24)), t432_c0_0)
+            storeVector(arena, ((((557824 +% ((part429 *% 32) *% 1040)) +% ((mb431 *% 4) *% 1040)) +% (nb430 *% 24)) +% 8), t432_c0_1)
+            storeVector(arena, ((((557824 +% ((part429 *% 32) *% 1040)) +% ((mb431 *% 4) *% 1040)) +% (nb430 *% 24)) +% 16), t432_c0_2)
+            storeVector(arena, (((557824 +% ((part429 *% 32) *% 1040)) +% (((mb431 *% 4) +% 1) *% 1040)) +% (nb430 *% 24)), t432_c1_0)
+            storeVector(arena, ((((557824 +% ((part429 *% 32) *% 1040)) +% (((mb431 *% 4) +% 1) *% 1040)) +% (nb430 *% 24)) +% 8), t432_c1_1)
+            storeVector(arena, ((((557824 +% ((part429 *% 32) *% 1040)) +% (((mb431 *% 4) +% 1) *% 1040)) +% (nb430 *% 24)) +% 16), t432_c1_2)
+            storeVector(arena, (((557824 +% ((part429 *% 32) *% 1040)) +% (((mb431 *% 4) +% 2) *% 1040)) +% (nb430 *% 24)), t432_c2_0)
+            storeVector(arena, ((((557824 +% ((part429 *% 32) *% 1040)) +% (((mb431 *% 4) +% 2) *% 1040)) +% (nb430 *% 24)) +% 8), t432_c2_1)
+            storeVector(arena, ((((557824 +% ((part429 *% 32) *% 1040)) +% (((mb431 *% 4) +% 2) *% 1040)) +% (nb430 *% 24)) +% 16), t432_c2_2)
+            storeVector(arena, (((557824 +% ((part429 *% 32) *% 1040)) +% (((mb431 *% 4) +% 3) *% 1040)) +% (nb430 *% 24)), t432_c3_0)
+            storeVector(arena, ((((557824 +% ((part429 *% 32) *% 1040)) +% (((mb431 *% 4) +% 3) *% 1040)) +% (nb430 *% 24)) +% 8), t432_c3_1)
+            storeVector(arena, ((((557824 +% ((part429 *% 32) *% 1040)) +% (((mb431 *% 4) +% 3) *% 1040)) +% (nb430 *% 24)) +% 16), t432_c3_2)
           }
         }
-        for mb432 in 0..<8 {
-          var t433_c0_0 = Vector()
-          var t433_c0_1 = Vector()
-          var t433_c1_0 = Vector()
-          var t433_c1_1 = Vector()
-          var t433_c2_0 = Vector()
-          var t433_c2_1 = Vector()
-          var t433_c3_0 = Vector()
-          var t433_c3_1 = Vector()
-          for k434 in 0..<32 {
-            let t433_b0 = loadVector(arena, ((524544 +% (k434 *% 1040)) +% 1008))
-            let t433_b1 = loadVector(arena, (((524544 +% (k434 *% 1040)) +% 1008) +% 8))
-            let t433_a0 = Vector(repeating: params[(((75216 +% ((part427 *% 32) *% 32)) +% ((mb432 *% 4) *% 32)) +% k434)])
-            t433_c0_0 = t433_c0_0.addingProduct(t433_a0, t433_b0)
-            t433_c0_1 = t433_c0_1.addingProduct(t433_a0, t433_b1)
-            let t433_a1 = Vector(repeating: params[(((75216 +% ((part427 *% 32) *% 32)) +% (((mb432 *% 4) +% 1) *% 32)) +% k434)])
-            t433_c1_0 = t433_c1_0.addingProduct(t433_a1, t433_b0)
-            t433_c1_1 = t433_c1_1.addingProduct(t433_a1, t433_b1)
-            let t433_a2 = Vector(repeating: params[(((75216 +% ((part427 *% 32) *% 32)) +% (((mb432 *% 4) +% 2) *% 32)) +% k434)])
-            t433_c2_0 = t433_c2_0.addingProduct(t433_a2, t433_b0)
-            t433_c2_1 = t433_c2_1.addingProduct(t433_a2, t433_b1)
-            let t433_a3 = Vector(repeating: params[(((75216 +% ((part427 *% 32) *% 32)) +% (((mb432 *% 4) +% 3) *% 32)) +% k434)])
-            t433_c3_0 = t433_c3_0.addingProduct(t433_a3, t433_b0)
-            t433_c3_1 = t433_c3_1.addingProduct(t433_a3, t433_b1)
+        for mb434 in 0..<8 {
+          var t435_c0_0 = Vector()
+          var t435_c0_1 = Vector()
+          var t435_c1_0 = Vector()
+          var t435_c1_1 = Vector()
+          var t435_c2_0 = Vector()
+          var t435_c2_1 = Vector()
+          var t435_c3_0 = Vector()
+          var t435_c3_1 = Vector()
+          for k436 in 0..<32 {
+            let t435_b0 = loadVector(arena, ((524544 +% (k436 *% 1040)) +% 1008))
+            let t435_b1 = loadVector(arena, (((524544 +% (k436 *% 1040)) +% 1008) +% 8))
+            let t435_a0 = Vector(repeating: params[(((75216 +% ((part429 *% 32) *% 32)) +% ((mb434 *% 4) *% 32)) +% k436)])
+            t435_c0_0 = t435_c0_0.addingProduct(t435_a0, t435_b0)
+            t435_c0_1 = t435_c0_1.addingProduct(t435_a0, t435_b1)
+            let t435_a1 = Vector(repeating: params[(((75216 +% ((part429 *% 32) *% 32)) +% (((mb434 *% 4) +% 1) *% 32)) +% k436)])
+            t435_c1_0 = t435_c1_0.addingProduct(t435_a1, t435_b0)
+            t435_c1_1 = t435_c1_1.addingProduct(t435_a1, t435_b1)
+            let t435_a2 = Vector(repeating: params[(((75216 +% ((part429 *% 32) *% 32)) +% (((mb434 *% 4) +% 2) *% 32)) +% k436)])
+            t435_c2_0 = t435_c2_0.addingProduct(t435_a2, t435_b0)
+            t435_c2_1 = t435_c2_1.addingProduct(t435_a2, t435_b1)
+            let t435_a3 = Vector(repeating: params[(((75216 +% ((part429 *% 32) *% 32)) +% (((mb434 *% 4) +% 3) *% 32)) +% k436)])
+            t435_c3_0 = t435_c3_0.addingProduct(t435_a3, t435_b0)
+            t435_c3_1 = t435_c3_1.addingProduct(t435_a3, t435_b1)
           }
-          storeVector(arena, (((557824 +% ((part427 *% 32) *% 1040)) +% ((mb432 *% 4) *% 1040)) +% 1008), t433_c0_0)
-          storeVector(arena, ((((557824 +% ((part427 *% 32) *% 1040)) +% ((mb432 *% 4) *% 1040)) +% 1008) +% 8), t433_c0_1)
-          storeVector(arena, (((557824 +% ((part427 *% 32) *% 1040)) +% (((mb432 *% 4) +% 1) *% 1040)) +% 1008), t433_c1_0)
-          storeVector(arena, ((((557824 +% ((part427 *% 32) *% 1040)) +% (((mb432 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t433_c1_1)
-          storeVector(arena, (((557824 +% ((part427 *% 32) *% 1040)) +% (((mb432 *% 4) +% 2) *% 1040)) +% 1008), t433_c2_0)
-          storeVector(arena, ((((557824 +% ((part427 *% 32) *% 1040)) +% (((mb432 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t433_c2_1)
-          storeVector(arena, (((557824 +% ((part427 *% 32) *% 1040)) +% (((mb432 *% 4) +% 3) *% 1040)) +% 1008), t433_c3_0)
-          storeVector(arena, ((((557824 +% ((part427 *% 32) *% 1040)) +% (((mb432 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t433_c3_1)
+          storeVector(arena, (((557824 +% ((part429 *% 32) *% 1040)) +% ((mb434 *% 4) *% 1040)) +% 1008), t435_c0_0)
+          storeVector(arena, ((((557824 +% ((part429 *% 32) *% 1040)) +% ((mb434 *% 4) *% 1040)) +% 1008) +% 8), t435_c0_1)
+          storeVector(arena, (((557824 +% ((part429 *% 32) *% 1040)) +% (((mb434 *% 4) +% 1) *% 1040)) +% 1008), t435_c1_0)
+          storeVector(arena, ((((557824 +% ((part429 *% 32) *% 1040)) +% (((mb434 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t435_c1_1)
+          storeVector(arena, (((557824 +% ((part429 *% 32) *% 1040)) +% (((mb434 *% 4) +% 2) *% 1040)) +% 1008), t435_c2_0)
+          storeVector(arena, ((((557824 +% ((part429 *% 32) *% 1040)) +% (((mb434 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t435_c2_1)
+          storeVector(arena, (((557824 +% ((part429 *% 32) *% 1040)) +% (((mb434 *% 4) +% 3) *% 1040)) +% 1008), t435_c3_0)
+          storeVector(arena, ((((557824 +% ((part429 *% 32) *% 1040)) +% (((mb434 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t435_c3_1)
         }
       }
-      for j436 in 0..<16 {
-        for f437 in 0..<32 {
-          for i438 in 0..<64 {
-            arena[(262400 +% (((((g420 *% 16) +% j436) *% 4096) +% ((f437 +% (part427 *% 32)) *% 64)) +% i438))] = ((arena[(((557824 +% ((f437 +% (part427 *% 32)) *% 1040)) +% (j436 *% 64)) +% i438)] * arena[(262272 +% (f437 +% (part427 *% 32)))]) + arena[(262336 +% (f437 +% (part427 *% 32)))])
+      for j438 in 0..<16 {
+        for f439 in 0..<32 {
+          for i440 in 0..<64 {
+            arena[(262400 +% (((((g422 *% 16) +% j438) *% 4096) +% ((f439 +% (part429 *% 32)) *% 64)) +% i440))] = ((arena[(((557824 +% ((f439 +% (part429 *% 32)) *% 1040)) +% (j438 *% 64)) +% i440)] * arena[(262272 +% (f439 +% (part429 *% 32)))]) + arena[(262336 +% (f439 +% (part429 *% 32)))])
           }
         }
       }
     }
   }
   // s3_conv2 = conv2d_act(s3_conv1, s3_bn2, s3_proj)
-  for i470 in 0..<800 {
-    storeVector(arena, ((i470 *% 8) +% 852224), Vector(repeating: Float(0)))
+  for i472 in 0..<800 {
+    storeVector(arena, ((i472 *% 8) +% 852224), Vector(repeating: Float(0)))
   }
-  for g471 in 0..<64 {
-    for j472 in 0..<1 {
-      for c473 in 0..<64 {
-        for iy474 in 0..<8 {
-          for ix475 in 0..<8 {
-            arena[(852224 +% ((((j472 *% 6400) +% ((iy474 +% 1) *% 640)) +% ((ix475 +% 1) *% 64)) +% c473))] = arena[((((128 +% ((g471 +% j472) *% 4096)) +% (c473 *% 64)) +% (iy474 *% 8)) +% ix475)]
+  for g473 in 0..<64 {
+    for j474 in 0..<1 {
+      for c475 in 0..<64 {
+        for iy476 in 0..<8 {
+          for ix477 in 0..<8 {
+            arena[(852224 +% ((((j474 *% 6400) +% ((iy476 +% 1) *% 640)) +% ((ix477 +% 1) *% 64)) +% c475))] = arena[((((128 +% ((g473 +% j474) *% 4096)) +% (c475 *% 64)) +% (iy476 *% 8)) +% ix477)]
           }
         }
       }
     }
-    for j476 in 0..<1 {
-      for ty477 in 0..<4 {
-        for tx478 in 0..<4 {
-          for cv479 in 0..<8 {
-            let w480 = (loadVector(arena, (852224 +% ((((j476 *% 6400) +% ((ty477 *% 2) *% 640)) +% ((tx478 *% 2) *% 64)) +% (cv479 *% 8)))) - loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 2) *% 640)) +% ((tx478 *% 2) *% 64)) +% (cv479 *% 8)))))
-            let w481 = (loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 1) *% 640)) +% ((tx478 *% 2) *% 64)) +% (cv479 *% 8)))) + loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 2) *% 640)) +% ((tx478 *% 2) *% 64)) +% (cv479 *% 8)))))
-            let w482 = (loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 2) *% 640)) +% ((tx478 *% 2) *% 64)) +% (cv479 *% 8)))) - loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 1) *% 640)) +% ((tx478 *% 2) *% 64)) +% (cv479 *% 8)))))
-            let w483 = (loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 1) *% 640)) +% ((tx478 *% 2) *% 64)) +% (cv479 *% 8)))) - loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 3) *% 640)) +% ((tx478 *% 2) *% 64)) +% (cv479 *% 8)))))
-            let w484 = (loadVector(arena, (852224 +% ((((j476 *% 6400) +% ((ty477 *% 2) *% 640)) +% (((tx478 *% 2) +% 1) *% 64)) +% (cv479 *% 8)))) - loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 2) *% 640)) +% (((tx478 *% 2) +% 1) *% 64)) +% (cv479 *% 8)))))
-            let w485 = (loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 1) *% 640)) +% (((tx478 *% 2) +% 1) *% 64)) +% (cv479 *% 8)))) + loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 2) *% 640)) +% (((tx478 *% 2) +% 1) *% 64)) +% (cv479 *% 8)))))
-            let w486 = (loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 2) *% 640)) +% (((tx478 *% 2) +% 1) *% 64)) +% (cv479 *% 8)))) - loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 1) *% 640)) +% (((tx478 *% 2) +% 1) *% 64)) +% (cv479 *% 8)))))
-            let w487 = (loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 1) *% 640)) +% (((tx478 *% 2) +% 1) *% 64)) +% (cv479 *% 8)))) - loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 3) *% 640)) +% (((tx478 *% 2) +% 1) *% 64)) +% (cv479 *% 8)))))
-            let w488 = (loadVector(arena, (852224 +% ((((j476 *% 6400) +% ((ty477 *% 2) *% 640)) +% (((tx478 *% 2) +% 2) *% 64)) +% (cv479 *% 8)))) - loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 2) *% 640)) +% (((tx478 *% 2) +% 2) *% 64)) +% (cv479 *% 8)))))
-            let w489 = (loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 1) *% 640)) +% (((tx478 *% 2) +% 2) *% 64)) +% (cv479 *% 8)))) + loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 2) *% 640)) +% (((tx478 *% 2) +% 2) *% 64)) +% (cv479 *% 8)))))
-            let w490 = (loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 2) *% 640)) +% (((tx478 *% 2) +% 2) *% 64)) +% (cv479 *% 8)))) - loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 1) *% 640)) +% (((tx478 *% 2) +% 2) *% 64)) +% (cv479 *% 8)))))
-            let w491 = (loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 1) *% 640)) +% (((tx478 *% 2) +% 2) *% 64)) +% (cv479 *% 8)))) - loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 3) *% 640)) +% (((tx478 *% 2) +% 2) *% 64)) +% (cv479 *% 8)))))
-            let w492 = (loadVector(arena, (852224 +% ((((j476 *% 6400) +% ((ty477 *% 2) *% 640)) +% (((tx478 *% 2) +% 3) *% 64)) +% (cv479 *% 8)))) - loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 2) *% 640)) +% (((tx478 *% 2) +% 3) *% 64)) +% (cv479 *% 8)))))
-            let w493 = (loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 1) *% 640)) +% (((tx478 *% 2) +% 3) *% 64)) +% (cv479 *% 8)))) + loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 2) *% 640)) +% (((tx478 *% 2) +% 3) *% 64)) +% (cv479 *% 8)))))
-            let w494 = (loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 2) *% 640)) +% (((tx478 *% 2) +% 3) *% 64)) +% (cv479 *% 8)))) - loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 1) *% 640)) +% (((tx478 *% 2) +% 3) *% 64)) +% (cv479 *% 8)))))
-            let w495 = (loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 1) *% 640)) +% (((tx478 *% 2) +% 3) *% 64)) +% (cv479 *% 8)))) - loadVector(arena, (852224 +% ((((j476 *% 6400) +% (((ty477 *% 2) +% 3) *% 640)) +% (((tx478 *% 2) +% 3) *% 64)) +% (cv479 *% 8)))))
-            let w496 = (w480 - w488)
-            let w497 = (w484 + w488)
-            let w498 = (w488 - w484)
-            let w499 = (w484 - w492)
-            let w500 = (w481 - w489)
-            let w501 = (w485 + w489)
-            let w502 = (w489 - w485)
-            let w503 = (w485 - w493)
-            let w504 = (w482 - w490)
-            let w505 = (w486 + w490)
-            let w506 = (w490 - w486)
-            let w507 = (w486 - w494)
-            let w508 = (w483 - w491)
-            let w509 = (w487 + w491)
-            let w510 = (w491 - w487)
-            let w511 = (w487 - w495)
-            storeVector(arena, ((858624 +% ((((j476 *% 16) +% (ty477 *% 4)) +% tx478) *% 64)) +% (cv479 *% 8)), w496)
-            storeVector(arena, ((859648 +% ((((j476 *% 16) +% (ty477 *% 4)) +% tx478) *% 64)) +% (cv479 *% 8)), w497)
-            storeVector(arena, ((860672 +% ((((j476 *% 16) +% (ty477 *% 4)) +% tx478) *% 64)) +% (cv479 *% 8)), w498)
-            storeVector(arena, ((861696 +% ((((j476 *% 16) +% (ty477 *% 4)) +% tx478) *% 64)) +% (cv479 *% 8)), w499)
-            storeVector(arena, ((862720 +% ((((j476 *% 16) +% (ty477 *% 4)) +% tx478) *% 64)) +% (cv479 *% 8)), w500)
-            storeVector(arena, ((863744 +% ((((j476 *% 16) +% (ty477 *% 4)) +% tx478) *% 64)) +% (cv479 *% 8)), w501)
-            storeVector(arena, ((864768 +% ((((j476 *% 16) +% (ty477 *% 4)) +% tx478) *% 64)) +% (cv479 *% 8)), w502)
-            storeVector(arena, ((865792 +% ((((j476 *% 16) +% (ty477 *% 4)) +% tx478) *% 64)) +% (cv479 *% 8)), w503)
-            storeVector(arena, ((866816 +% ((((j476 *% 16) +% (ty477 *% 4)) +% tx478) *% 64)) +% (cv479 *% 8)), w504)
-            storeVector(arena, ((867840 +% ((((j476 *% 16) +% (ty477 *% 4)) +% tx478) *% 64)) +% (cv479 *% 8)), w505)
-            storeVector(arena, ((868864 +% ((((j476 *% 16) +% (ty477 *% 4)) +% tx478) *% 64)) +% (cv479 *% 8)), w506)
-            storeVector(arena, ((869888 +% ((((j476 *% 16) +% (ty477 *% 4)) +% tx478) *% 64)) +% (cv479 *% 8)), w507)
-            storeVector(arena, ((870912 +% ((((j476 *% 16) +% (ty477 *% 4)) +% tx478) *% 64)) +% (cv479 *% 8)), w508)
-            storeVector(arena, ((871936 +% ((((j476 *% 16) +% (ty477 *% 4)) +% tx478) *% 64)) +% (cv479 *% 8)), w509)
-            storeVector(arena, ((872960 +% ((((j476 *% 16) +% (ty477 *% 4)) +% tx478) *% 64)) +% (cv479 *% 8)), w510)
-            storeVector(arena, ((873984 +% ((((j476 *% 16) +% (ty477 *% 4)) +% tx478) *% 64)) +% (cv479 *% 8)), w511)
+    for j478 in 0..<1 {
+      for ty479 in 0..<4 {
+        for tx480 in 0..<4 {
+          for cv481 in 0..<8 {
+            let w482 = (loadVector(arena, (852224 +% ((((j478 *% 6400) +% ((ty479 *% 2) *% 640)) +% ((tx480 *% 2) *% 64)) +% (cv481 *% 8)))) - loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 2) *% 640)) +% ((tx480 *% 2) *% 64)) +% (cv481 *% 8)))))
+            let w483 = (loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 1) *% 640)) +% ((tx480 *% 2) *% 64)) +% (cv481 *% 8)))) + loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 2) *% 640)) +% ((tx480 *% 2) *% 64)) +% (cv481 *% 8)))))
+            let w484 = (loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 2) *% 640)) +% ((tx480 *% 2) *% 64)) +% (cv481 *% 8)))) - loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 1) *% 640)) +% ((tx480 *% 2) *% 64)) +% (cv481 *% 8)))))
+            let w485 = (loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 1) *% 640)) +% ((tx480 *% 2) *% 64)) +% (cv481 *% 8)))) - loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 3) *% 640)) +% ((tx480 *% 2) *% 64)) +% (cv481 *% 8)))))
+            let w486 = (loadVector(arena, (852224 +% ((((j478 *% 6400) +% ((ty479 *% 2) *% 640)) +% (((tx480 *% 2) +% 1) *% 64)) +% (cv481 *% 8)))) - loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 2) *% 640)) +% (((tx480 *% 2) +% 1) *% 64)) +% (cv481 *% 8)))))
+            let w487 = (loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 1) *% 640)) +% (((tx480 *% 2) +% 1) *% 64)) +% (cv481 *% 8)))) + loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 2) *% 640)) +% (((tx480 *% 2) +% 1) *% 64)) +% (cv481 *% 8)))))
+            let w488 = (loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 2) *% 640)) +% (((tx480 *% 2) +% 1) *% 64)) +% (cv481 *% 8)))) - loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 1) *% 640)) +% (((tx480 *% 2) +% 1) *% 64)) +% (cv481 *% 8)))))
+            let w489 = (loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 1) *% 640)) +% (((tx480 *% 2) +% 1) *% 64)) +% (cv481 *% 8)))) - loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 3) *% 640)) +% (((tx480 *% 2) +% 1) *% 64)) +% (cv481 *% 8)))))
+            let w490 = (loadVector(arena, (852224 +% ((((j478 *% 6400) +% ((ty479 *% 2) *% 640)) +% (((tx480 *% 2) +% 2) *% 64)) +% (cv481 *% 8)))) - loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 2) *% 640)) +% (((tx480 *% 2) +% 2) *% 64)) +% (cv481 *% 8)))))
+            let w491 = (loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 1) *% 640)) +% (((tx480 *% 2) +% 2) *% 64)) +% (cv481 *% 8)))) + loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 2) *% 640)) +% (((tx480 *% 2) +% 2) *% 64)) +% (cv481 *% 8)))))
+            let w492 = (loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 2) *% 640)) +% (((tx480 *% 2) +% 2) *% 64)) +% (cv481 *% 8)))) - loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 1) *% 640)) +% (((tx480 *% 2) +% 2) *% 64)) +% (cv481 *% 8)))))
+            let w493 = (loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 1) *% 640)) +% (((tx480 *% 2) +% 2) *% 64)) +% (cv481 *% 8)))) - loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 3) *% 640)) +% (((tx480 *% 2) +% 2) *% 64)) +% (cv481 *% 8)))))
+            let w494 = (loadVector(arena, (852224 +% ((((j478 *% 6400) +% ((ty479 *% 2) *% 640)) +% (((tx480 *% 2) +% 3) *% 64)) +% (cv481 *% 8)))) - loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 2) *% 640)) +% (((tx480 *% 2) +% 3) *% 64)) +% (cv481 *% 8)))))
+            let w495 = (loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 1) *% 640)) +% (((tx480 *% 2) +% 3) *% 64)) +% (cv481 *% 8)))) + loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 2) *% 640)) +% (((tx480 *% 2) +% 3) *% 64)) +% (cv481 *% 8)))))
+            let w496 = (loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 2) *% 640)) +% (((tx480 *% 2) +% 3) *% 64)) +% (cv481 *% 8)))) - loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 1) *% 640)) +% (((tx480 *% 2) +% 3) *% 64)) +% (cv481 *% 8)))))
+            let w497 = (loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 1) *% 640)) +% (((tx480 *% 2) +% 3) *% 64)) +% (cv481 *% 8)))) - loadVector(arena, (852224 +% ((((j478 *% 6400) +% (((ty479 *% 2) +% 3) *% 640)) +% (((tx480 *% 2) +% 3) *% 64)) +% (cv481 *% 8)))))
+            let w498 = (w482 - w490)
+            let w499 = (w486 + w490)
+            let w500 = (w490 - w486)
+            let w501 = (w486 - w494)
+            let w502 = (w483 - w491)
+            let w503 = (w487 + w491)
+            let w504 = (w491 - w487)
+            let w505 = (w487 - w495)
+            let w506 = (w484 - w492)
+            let w507 = (w488 + w492)
+            let w508 = (w492 - w488)
+            let w509 = (w488 - w496)
+            let w510 = (w485 - w493)
+            let w511 = (w489 + w493)
+            let w512 = (w493 - w489)
+            let w513 = (w489 - w497)
+            storeVector(arena, ((858624 +% ((((j478 *% 16) +% (ty479 *% 4)) +% tx480) *% 64)) +% (cv481 *% 8)), w498)
+            storeVector(arena, ((859648 +% ((((j478 *% 16) +% (ty479 *% 4)) +% tx480) *% 64)) +% (cv481 *% 8)), w499)
+            storeVector(arena, ((860672 +% ((((j478 *% 16) +% (ty479 *% 4)) +% tx480) *% 64)) +% (cv481 *% 8)), w500)
+            storeVector(arena, ((861696 +% ((((j478 *% 16) +% (ty479 *% 4)) +% tx480) *% 64)) +% (cv481 *% 8)), w501)
+            storeVector(arena, ((862720 +% ((((j478 *% 16) +% (ty479 *% 4)) +% tx480) *% 64)) +% (cv481 *% 8)), w502)
+            storeVector(arena, ((863744 +% ((((j478 *% 16) +% (ty479 *% 4)) +% tx480) *% 64)) +% (cv481 *% 8)), w503)
+            storeVector(arena, ((864768 +% ((((j478 *% 16) +% (ty479 *% 4)) +% tx480) *% 64)) +% (cv481 *% 8)), w504)
+            storeVector(arena, ((865792 +% ((((j478 *% 16) +% (ty479 *% 4)) +% tx480) *% 64)) +% (cv481 *% 8)), w505)
+            storeVector(arena, ((866816 +% ((((j478 *% 16) +% (ty479 *% 4)) +% tx480) *% 64)) +% (cv481 *% 8)), w506)
+            storeVector(arena, ((867840 +% ((((j478 *% 16) +% (ty479 *% 4)) +% tx480) *% 64)) +% (cv481 *% 8)), w507)
+            storeVector(arena, ((868864 +% ((((j478 *% 16) +% (ty479 *% 4)) +% tx480) *% 64)) +% (cv481 *% 8)), w508)
+            storeVector(arena, ((869888 +% ((((j478 *% 16) +% (ty479 *% 4)) +% tx480) *% 64)) +% (cv481 *% 8)), w509)
+            storeVector(arena, ((870912 +% ((((j478 *% 16) +% (ty479 *% 4)) +% tx480) *% 64)) +% (cv481 *% 8)), w510)
+            storeVector(arena, ((871936 +% ((((j478 *% 16) +% (ty479 *% 4)) +% tx480) *% 64)) +% (cv481 *% 8)), w511)
+            storeVector(arena, ((872960 +% ((((j478 *% 16) +% (ty479 *% 4)) +% tx480) *% 64)) +% (cv481 *% 8)), w512)
+            storeVector(arena, ((873984 +% ((((j478 *% 16) +% (ty479 *% 4)) +% tx480) *% 64)) +% (cv481 *% 8)), w513)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part512 in
-      for xi513 in 0..<16 {
-        do {  // gemm520
-          for nb514 in 0..<2 {
-            for mb515 in 0..<2 {
-              var t516_c0_0 = Vector()
-              var t516_c0_1 = Vector()
-              var t516_c1_0 = Vector()
-              var t516_c1_1 = Vector()
-              var t516_c2_0 = Vector()
-              var t516_c2_1 = Vector()
-              var t516_c3_0 = Vector()
-              var t516_c3_1 = Vector()
-              var t516_c4_0 = Vector()
-              var t516_c4_1 = Vector()
-              var t516_c5_0 = Vector()
-              var t516_c5_1 = Vector()
-              for k517 in 0..<64 {
-                let t516_b0 = loadVector(arena, ((((3356768 +% (xi513 *% 4096)) +% (part512 *% 32)) +% (k517 *% 64)) +% (nb514 *% 16)))
-                let t516_b1 = loadVector(arena, (((((3356768 +% (xi513 *% 4096)) +% (part512 *% 32)) +% (k517 *% 64)) +% (nb514 *% 16)) +% 8))
-                let t516_a0 = Vector(repeating: arena[(((858624 +% (xi513 *% 1024)) +% ((mb515 *% 6) *% 64)) +% k517)])
-                t516_c0_0 = t516_c0_0.addingProduct(t516_a0, t516_b0)
-                t516_c0_1 = t516_c0_1.addingProduct(t516_a0, t516_b1)
-                let t516_a1 = Vector(repeating: arena[(((858624 +% (xi513 *% 1024)) +% (((mb515 *% 6) +% 1) *% 64)) +% k517)])
-                t516_c1_0 = t516_c1_0.addingProduct(t516_a1, t516_b0)
-                t516_c1_1 = t516_c1_1.addingProduct(t516_a1, t516_b1)
-                let t516_a2 = Vector(repeating: arena[(((858624 +% (xi513 *% 1024)) +% (((mb515 *% 6) +% 2) *% 64)) +% k517)])
-                t516_c2_0 = t516_c2_0.addingProduct(t516_a2, t516_b0)
-                t516_c2_1 = t516_c2_1.addingProduct(t516_a2, t516_b1)
-                let t516_a3 = Vector(repeating: arena[(((858624 +% (xi513 *% 1024)) +% (((mb515 *% 6) +% 3) *% 64)) +% k517)])
-                t516_c3_0 = t516_c3_0.addingProduct(t516_a3, t516_b0)
-                t516_c3_1 = t516_c3_1.addingProduct(t516_a3, t516_b1)
-                let t516_a4 = Vector(repeating: arena[(((858624 +% (xi513 *% 1024)) +% (((mb515 *% 6) +% 4) *% 64)) +% k517)])
-                t516_c4_0 = t516_c4_0.addingProduct(t516_a4, t516_b0)
-                t516_c4_1 = t516_c4_1.addingProduct(t516_a4, t516_b1)
-                let t516_a5 = Vector(repeating: arena[(((858624 +% (xi513 *% 1024)) +% (((mb515 *% 6) +% 5) *% 64)) +% k517)])
-                t516_c5_0 = t516_c5_0.addingProduct(t516_a5, t516_b0)
-                t516_c5_1 = t516_c5_1.addingProduct(t516_a5, t516_b1)
+    parallelFor(pool, 2) { part514 in
+      for xi515 in 0..<16 {
+        do {  // gemm522
+          for nb516 in 0..<2 {
+            for mb517 in 0..<2 {
+              var t518_c0_0 = Vector()
+              var t518_c0_1 = Vector()
+              var t518_c1_0 = Vector()
+              var t518_c1_1 = Vector()
+              var t518_c2_0 = Vector()
+              var t518_c2_1 = Vector()
+              var t518_c3_0 = Vector()
+              var t518_c3_1 = Vector()
+              var t518_c4_0 = Vector()
+              var t518_c4_1 = Vector()
+              var t518_c5_0 = Vector()
+              var t518_c5_1 = Vector()
+              for k519 in 0..<64 {
+                let t518_b0 = loadVector(arena, ((((3356768 +% (xi515 *% 4096)) +% (part514 *% 32)) +% (k519 *% 64)) +% (nb516 *% 16)))
+                let t518_b1 = loadVector(arena, (((((3356768 +% (xi515 *% 4096)) +% (part514 *% 32)) +% (k519 *% 64)) +% (nb516 *% 16)) +% 8))
+                let t518_a0 = Vector(repeating: arena[(((858624 +% (xi515 *% 1024)) +% ((mb517 *% 6) *% 64)) +% k519)])
+                t518_c0_0 = t518_c0_0.addingProduct(t518_a0, t518_b0)
+                t518_c0_1 = t518_c0_1.addingProduct(t518_a0, t518_b1)
+                let t518_a1 = Vector(repeating: arena[(((858624 +% (xi515 *% 1024)) +% (((mb517 *% 6) +% 1) *% 64)) +% k519)])
+                t518_c1_0 = t518_c1_0.addingProduct(t518_a1, t518_b0)
+                t518_c1_1 = t518_c1_1.addingProduct(t518_a1, t518_b1)
+                let t518_a2 = Vector(repeating: arena[(((858624 +% (xi515 *% 1024)) +% (((mb517 *% 6) +% 2) *% 64)) +% k519)])
+                t518_c2_0 = t518_c2_0.addingProduct(t518_a2, t518_b0)
+                t518_c2_1 = t518_c2_1.addingProduct(t518_a2, t518_b1)
+                let t518_a3 = Vector(repeating: arena[(((858624 +% (xi515 *% 1024)) +% (((mb517 *% 6) +% 3) *% 64)) +% k519)])
+                t518_c3_0 = t518_c3_0.addingProduct(t518_a3, t518_b0)
+                t518_c3_1 = t518_c3_1.addingProduct(t518_a3, t518_b1)
+                let t518_a4 = Vector(repeating: arena[(((858624 +% (xi515 *% 1024)) +% (((mb517 *% 6) +% 4) *% 64)) +% k519)])
+                t518_c4_0 = t518_c4_0.addingProduct(t518_a4, t518_b0)
+                t518_c4_1 = t518_c4_1.addingProduct(t518_a4, t518_b1)
+                let t518_a5 = Vector(repeating: arena[(((858624 +% (xi515 *% 1024)) +% (((mb517 *% 6) +% 5) *% 64)) +% k519)])
+                t518_c5_0 = t518_c5_0.addingProduct(t518_a5, t518_b0)
+                t518_c5_1 = t518_c5_1.addingProduct(t518_a5, t518_b1)
               }
-              storeVector(arena, ((((875008 +% (xi513 *% 1024)) +% (part512 *% 32)) +% ((mb515 *% 6) *% 64)) +% (nb514 *% 16)), t516_c0_0)
-              storeVector(arena, (((((875008 +% (xi513 *% 1024)) +% (part512 *% 32)) +% ((mb515 *% 6) *% 64)) +% (nb514 *% 16)) +% 8), t516_c0_1)
-              storeVector(arena, ((((875008 +% (xi513 *% 1024)) +% (part512 *% 32)) +% (((mb515 *% 6) +% 1) *% 64)) +% (nb514 *% 16)), t516_c1_0)
-              storeVector(arena, (((((875008 +% (xi513 *% 1024)) +% (part512 *% 32)) +% (((mb515 *% 6) +% 1) *% 64)) +% (nb514 *% 16)) +% 8), t516_c1_1)
-              storeVector(arena, ((((875008 +% (xi513 *% 1024)) +% (part512 *% 32)) +% (((mb515 *% 6) +% 2) *% 64)) +% (nb514 *% 16)), t516_c2_0)
-              storeVector(arena, (((((875008 +% (xi513 *% 1024)) +% (part512 *% 32)) +% (((mb515 *% 6) +% 2) *% 64)) +% (nb514 *% 16)) +% 8), t516_c2_1)
-              storeVector(arena, ((((875008 +% (xi513 *% 1024)) +% (part512 *% 32)) +% (((mb515 *% 6) +% 3) *% 64)) +% (nb514 *% 16)), t516_c3_0)
-              storeVector(arena, (((((875008 +% (xi513 *% 1024)) +% (part512 *% 32)) +% (((mb515 *% 6) +% 3) *% 64)) +% (nb514 *% 16)) +% 8), t516_c3_1)
-              storeVector(arena, ((((875008 +% (xi513 *% 1024)) +% (part512 *% 32)) +% (((mb515 *% 6) +% 4) *% 64)) +% (nb514 *% 16)), t516_c4_0)
-              storeVector(arena, (((((875008 +% (xi513 *% 1024)) +% (part512 *% 32)) +% (((mb515 *% 6) +% 4) *% 64)) +% (nb514 *% 16)) +% 8), t516_c4_1)
-              storeVector(arena, ((((875008 +% (xi513 *% 1024)) +% (part512 *% 32)) +% (((mb515 *% 6) +% 5) *% 64)) +% (nb514 *% 16)), t516_c5_0)
-              storeVector(arena, (((((875008 +% (xi513 *% 1024)) +% (part512 *% 32)) +% (((mb515 *% 6) +% 5) *% 64)) +% (nb514 *% 16)) +% 8), t516_c5_1)
+              storeVector(arena, ((((875008 +% (xi515 *% 1024)) +% (part514 *% 32)) +% ((mb517 *% 6) *% 64)) +% (nb516 *% 16)), t518_c0_0)
+              storeVector(arena, (((((875008 +% (xi515 *% 1024)) +% (part514 *% 32)) +% ((mb517 *% 6) *% 64)) +% (nb516 *% 16)) +% 8), t518_c0_1)
+              storeVector(arena, ((((875008 +% (xi515 *% 1024)) +% (part514 *% 32)) +% (((mb517 *% 6) +% 1) *% 64)) +% (nb516 *% 16)), t518_c1_0)
+              storeVector(arena, (((((875008 +% (xi515 *% 1024)) +% (part514 *% 32)) +% (((mb517 *% 6) +% 1) *% 64)) +% (nb516 *% 16)) +% 8), t518_c1_1)
+              storeVector(arena, ((((875008 +% (xi515 *% 1024)) +% (part514 *% 32)) +% (((mb517 *% 6) +% 2) *% 64)) +% (nb516 *% 16)), t518_c2_0)
+              storeVector(arena, (((((875008 +% (xi515 *% 1024)) +% (part514 *% 32)) +% (((mb517 *% 6) +% 2) *% 64)) +% (nb516 *% 16)) +% 8), t518_c2_1)
+              storeVector(arena, ((((875008 +% (xi515 *% 1024)) +% (part514 *% 32)) +% (((mb517 *% 6) +% 3) *% 64)) +% (nb516 *% 16)), t518_c3_0)
+              storeVector(arena, (((((875008 +% (xi515 *% 1024)) +% (part514 *% 32)) +% (((mb517 *% 6) +% 3) *% 64)) +% (nb516 *% 16)) +% 8), t518_c3_1)
+              storeVector(arena, ((((875008 +% (xi515 *% 1024)) +% (part514 *% 32)) +% (((mb517 *% 6) +% 4) *% 64)) +% (nb516 *% 16)), t518_c4_0)
+              storeVector(arena, (((((875008 +% (xi515 *% 1024)) +% (part514 *% 32)) +% (((mb517 *% 6) +% 4) *% 64)) +% (nb516 *% 16)) +% 8), t518_c4_1)
+              storeVector(arena, ((((875008 +% (xi515 *% 1024)) +% (part514 *% 32)) +% (((mb517 *% 6) +% 5) *% 64)) +% (nb516 *% 16)), t518_c5_0)
+              storeVector(arena, (((((875008 +% (xi515 *% 1024)) +% (part514 *% 32)) +% (((mb517 *% 6) +% 5) *% 64)) +% (nb516 *% 16)) +% 8), t518_c5_1)
             }
-            var t518_c0_0 = Vector()
-            var t518_c0_1 = Vector()
-            var t518_c1_0 = Vector()
-            var t518_c1_1 = Vector()
-            var t518_c2_0 = Vector()
-            var t518_c2_1 = Vector()
-            var t518_c3_0 = Vector()
-            var t518_c3_1 = Vector()
-            for k519 in 0..<64 {
-              let t518_b0 = loadVector(arena, ((((3356768 +% (xi513 *% 4096)) +% (part512 *% 32)) +% (k519 *% 64)) +% (nb514 *% 16)))
-              let t518_b1 = loadVector(arena, (((((3356768 +% (xi513 *% 4096)) +% (part512 *% 32)) +% (k519 *% 64)) +% (nb514 *% 16)) +% 8))
-              let t518_a0 = Vector(repeating: arena[(((858624 +% (xi513 *% 1024)) +% 768) +% k519)])
-              t518_c0_0 = t518_c0_0.addingProduct(t518_a0, t518_b0)
-              t518_c0_1 = t518_c0_1.addingProduct(t518_a0, t518_b1)
-              let t518_a1 = Vector(repeating: arena[(((858624 +% (xi513 *% 1024)) +% 832) +% k519)])
-              t518_c1_0 = t518_c1_0.addingProduct(t518_a1, t518_b0)
-              t518_c1_1 = t518_c1_1.addingProduct(t518_a1, t518_b1)
-              let t518_a2 = Vector(repeating: arena[(((858624 +% (xi513 *% 1024)) +% 896) +% k519)])
-              t518_c2_0 = t518_c2_0.addingProduct(t518_a2, t518_b0)
-              t518_c2_1 = t518_c2_1.addingProduct(t518_a2, t518_b1)
-              let t518_a3 = Vector(repeating: arena[(((858624 +% (xi513 *% 1024)) +% 960) +% k519)])
-              t518_c3_0 = t518_c3_0.addingProduct(t518_a3, t518_b0)
-              t518_c3_1 = t518_c3_1.addingProduct(t518_a3, t518_b1)
+            var t520_c0_0 = Vector()
+            var t520_c0_1 = Vector()
+            var t520_c1_0 = Vector()
+            var t520_c1_1 = Vector()
+            var t520_c2_0 = Vector()
+            var t520_c2_1 = Vector()
+            var t520_c3_0 = Vector()
+            var t520_c3_1 = Vector()
+            for k521 in 0..<64 {
+              let t520_b0 = loadVector(arena, ((((3356768 +% (xi515 *% 4096)) +% (part514 *% 32)) +% (k521 *% 64)) +% (nb516 *% 16)))
+              let t520_b1 = loadVector(arena, (((((3356768 +% (xi515 *% 4096)) +% (part514 *% 32)) +% (k521 *% 64)) +% (nb516 *% 16)) +% 8))
+              let t520_a0 = Vector(repeating: arena[(((858624 +% (xi515 *% 1024)) +% 768) +% k521)])
+              t520_c0_0 = t520_c0_0.addingProduct(t520_a0, t520_b0)
+              t520_c0_1 = t520_c0_1.addingProduct(t520_a0, t520_b1)
+              let t520_a1 = Vector(repeating: arena[(((858624 +% (xi515 *% 1024)) +% 832) +% k521)])
+              t520_c1_0 = t520_c1_0.addingProduct(t520_a1, t520_b0)
+              t520_c1_1 = t520_c1_1.addingProduct(t520_a1, t520_b1)
+              let t520_a2 = Vector(repeating: arena[(((858624 +% (xi515 *% 1024)) +% 896) +% k521)])
+              t520_c2_0 = t520_c2_0.addingProduct(t520_a2, t520_b0)
+              t520_c2_1 = t520_c2_1.addingProduct(t520_a2, t520_b1)
+              let t520_a3 = Vector(repeating: arena[(((858624 +% (xi515 *% 1024)) +% 960) +% k521)])
+              t520_c3_0 = t520_c3_0.addingProduct(t520_a3, t520_b0)
+              t520_c3_1 = t520_c3_1.addingProduct(t520_a3, t520_b1)
             }
-            storeVector(arena, ((((875008 +% (xi513 *% 1024)) +% (part512 *% 32)) +% 768) +% (nb514 *% 16)), t518_c0_0)
-            storeVector(arena, (((((875008 +% (xi513 *% 1024)) +% (part512 *% 32)) +% 768) +% (nb514 *% 16)) +% 8), t518_c0_1)
-            storeVector(arena, ((((875008 +% (xi513 *% 1024)) +% (part512 *% 32)) +% 832) +% (nb514 *% 16)), t518_c1_0)
-            storeVector(arena, (((((875008 +% (xi513 *% 1024)) +% (part512 *% 32)) +% 832) +% (nb514 *% 16)) +% 8), t518_c1_1)
-            storeVector(arena, ((((875008 +% (xi513 *% 1024)) +% (part512 *% 32)) +% 896) +% (nb514 *% 16)), t518_c2_0)
-            storeVector(arena, (((((875008 +% (xi513 *% 1024)) +% (part512 *% 32)) +% 896) +% (nb514 *% 16)) +% 8), t518_c2_1)
-            storeVector(arena, ((((875008 +% (xi513 *% 1024)) +% (part512 *% 32)) +% 960) +% (nb514 *% 16)), t518_c3_0)
-            storeVector(arena, (((((875008 +% (xi513 *% 1024)) +% (part512 *% 32)) +% 960) +% (nb514 *% 16)) +% 8), t518_c3_1)
+            storeVector(arena, ((((875008 +% (xi515 *% 1024)) +% (part514 *% 32)) +% 768) +% (nb516 *% 16)), t520_c0_0)
+            storeVector(arena, (((((875008 +% (xi515 *% 1024)) +% (part514 *% 32)) +% 768) +% (nb516 *% 16)) +% 8), t520_c0_1)
+            storeVector(arena, ((((875008 +% (xi515 *% 1024)) +% (part514 *% 32)) +% 832) +% (nb516 *% 16)), t520_c1_0)
+            storeVector(arena, (((((875008 +% (xi515 *% 1024)) +% (part514 *% 32)) +% 832) +% (nb516 *% 16)) +% 8), t520_c1_1)
+            storeVector(arena, ((((875008 +% (xi515 *% 1024)) +% (part514 *% 32)) +% 896) +% (nb516 *% 16)), t520_c2_0)
+            storeVector(arena, (((((875008 +% (xi515 *% 1024)) +% (part514 *% 32)) +% 896) +% (nb516 *% 16)) +% 8), t520_c2_1)
+            storeVector(arena, ((((875008 +% (xi515 *% 1024)) +% (part514 *% 32)) +% 960) +% (nb516 *% 16)), t520_c3_0)
+            storeVector(arena, (((((875008 +% (xi515 *% 1024)) +% (part514 *% 32)) +% 960) +% (nb516 *% 16)) +% 8), t520_c3_1)
           }
         }
       }
-      for j521 in 0..<1 {
-        for ty522 in 0..<4 {
-          for tx523 in 0..<4 {
-            for cv524 in 0..<4 {
-              let w525 = ((loadVector(arena, ((875008 +% ((((j521 *% 16) +% (ty522 *% 4)) +% tx523) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8)))) + loadVector(arena, ((879104 +% ((((j521 *% 16) +% (ty522 *% 4)) +% tx523) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8))))) + loadVector(arena, ((883200 +% ((((j521 *% 16) +% (ty522 *% 4)) +% tx523) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8)))))
-              let w526 = ((loadVector(arena, ((879104 +% ((((j521 *% 16) +% (ty522 *% 4)) +% tx523) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8)))) - loadVector(arena, ((883200 +% ((((j521 *% 16) +% (ty522 *% 4)) +% tx523) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8))))) - loadVector(arena, ((887296 +% ((((j521 *% 16) +% (ty522 *% 4)) +% tx523) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8)))))
-              let w527 = ((loadVector(arena, ((876032 +% ((((j521 *% 16) +% (ty522 *% 4)) +% tx523) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8)))) + loadVector(arena, ((880128 +% ((((j521 *% 16) +% (ty522 *% 4)) +% tx523) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8))))) + loadVector(arena, ((884224 +% ((((j521 *% 16) +% (ty522 *% 4)) +% tx523) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8)))))
-              let w528 = ((loadVector(arena, ((880128 +% ((((j521 *% 16) +% (ty522 *% 4)) +% tx523) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8)))) - loadVector(arena, ((884224 +% ((((j521 *% 16) +% (ty522 *% 4)) +% tx523) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8))))) - loadVector(arena, ((888320 +% ((((j521 *% 16) +% (ty522 *% 4)) +% tx523) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8)))))
-              let w529 = ((loadVector(arena, ((877056 +% ((((j521 *% 16) +% (ty522 *% 4)) +% tx523) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8)))) + loadVector(arena, ((881152 +% ((((j521 *% 16) +% (ty522 *% 4)) +% tx523) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8))))) + loadVector(arena, ((885248 +% ((((j521 *% 16) +% (ty522 *% 4)) +% tx523) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8)))))
-              let w530 = ((loadVector(arena, ((881152 +% ((((j521 *% 16) +% (ty522 *% 4)) +% tx523) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8)))) - loadVector(arena, ((885248 +% ((((j521 *% 16) +% (ty522 *% 4)) +% tx523) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8))))) - loadVector(arena, ((889344 +% ((((j521 *% 16) +% (ty522 *% 4)) +% tx523) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8)))))
-              let w531 = ((loadVector(arena, ((878080 +% ((((j521 *% 16) +% (ty522 *% 4)) +% tx523) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8)))) + loadVector(arena, ((882176 +% ((((j521 *% 16) +% (ty522 *% 4)) +% tx523) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8))))) + loadVector(arena, ((886272 +% ((((j521 *% 16) +% (ty522 *% 4)) +% tx523) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8)))))
-              let w532 = ((loadVector(arena, ((882176 +% ((((j521 *% 16) +% (ty522 *% 4)) +% tx523) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8)))) - loadVector(arena, ((886272 +% ((((j521 *% 16) +% (ty522 *% 4)) +% tx523) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8))))) - loadVector(arena, ((890368 +% ((((j521 *% 16) +% (ty522 *% 4)) +% tx523) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8)))))
-              let w533 = ((w525 + w527) + w529)
-              let w534 = ((w527 - w529) - w531)
-              let w535 = ((w526 + w528) + w530)
-              let w536 = ((w528 - w530) - w532)
-              storeVector(arena, ((891392 +% (((((j521 *% 8) +% (ty522 *% 2)) *% 8) +% (tx523 *% 2)) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8))), ((w533 * loadVector(arena, ((part512 *% 32) +% (cv524 *% 8)))) + loadVector(arena, (64 +% ((part512 *% 32) +% (cv524 *% 8))))))
-              storeVector(arena, ((891392 +% ((((((j521 *% 8) +% (ty522 *% 2)) *% 8) +% (tx523 *% 2)) +% 1) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8))), ((w534 * loadVector(arena, ((part512 *% 32) +% (cv524 *% 8)))) + loadVector(arena, (64 +% ((part512 *% 32) +% (cv524 *% 8))))))
-              storeVector(arena, ((891392 +% ((((((j521 *% 8) +% (ty522 *% 2)) +% 1) *% 8) +% (tx523 *% 2)) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8))), ((w535 * loadVector(arena, ((part512 *% 32) +% (cv524 *% 8)))) + loadVector(arena, (64 +% ((part512 *% 32) +% (cv524 *% 8))))))
-              storeVector(arena, ((891392 +% (((((((j521 *% 8) +% (ty522 *% 2)) +% 1) *% 8) +% (tx523 *% 2)) +% 1) *% 64)) +% ((part512 *% 32) +% (cv524 *% 8))), ((w536 * loadVector(arena, ((part512 *% 32) +% (cv524 *% 8)))) + loadVector(arena, (64 +% ((part512 *% 32) +% (cv524 *% 8))))))
+      for j523 in 0..<1 {
+        for ty524 in 0..<4 {
+          for tx525 in 0..<4 {
+            for cv526 in 0..<4 {
+              let w527 = ((loadVector(arena, ((875008 +% ((((j523 *% 16) +% (ty524 *% 4)) +% tx525) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8)))) + loadVector(arena, ((879104 +% ((((j523 *% 16) +% (ty524 *% 4)) +% tx525) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8))))) + loadVector(arena, ((883200 +% ((((j523 *% 16) +% (ty524 *% 4)) +% tx525) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8)))))
+              let w528 = ((loadVector(arena, ((879104 +% ((((j523 *% 16) +% (ty524 *% 4)) +% tx525) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8)))) - loadVector(arena, ((883200 +% ((((j523 *% 16) +% (ty524 *% 4)) +% tx525) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8))))) - loadVector(arena, ((887296 +% ((((j523 *% 16) +% (ty524 *% 4)) +% tx525) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8)))))
+              let w529 = ((loadVector(arena, ((876032 +% ((((j523 *% 16) +% (ty524 *% 4)) +% tx525) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8)))) + loadVector(arena, ((880128 +% ((((j523 *% 16) +% (ty524 *% 4)) +% tx525) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8))))) + loadVector(arena, ((884224 +% ((((j523 *% 16) +% (ty524 *% 4)) +% tx525) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8)))))
+              let w530 = ((loadVector(arena, ((880128 +% ((((j523 *% 16) +% (ty524 *% 4)) +% tx525) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8)))) - loadVector(arena, ((884224 +% ((((j523 *% 16) +% (ty524 *% 4)) +% tx525) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8))))) - loadVector(arena, ((888320 +% ((((j523 *% 16) +% (ty524 *% 4)) +% tx525) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8)))))
+              let w531 = ((loadVector(arena, ((877056 +% ((((j523 *% 16) +% (ty524 *% 4)) +% tx525) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8)))) + loadVector(arena, ((881152 +% ((((j523 *% 16) +% (ty524 *% 4)) +% tx525) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8))))) + loadVector(arena, ((885248 +% ((((j523 *% 16) +% (ty524 *% 4)) +% tx525) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8)))))
+              let w532 = ((loadVector(arena, ((881152 +% ((((j523 *% 16) +% (ty524 *% 4)) +% tx525) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8)))) - loadVector(arena, ((885248 +% ((((j523 *% 16) +% (ty524 *% 4)) +% tx525) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8))))) - loadVector(arena, ((889344 +% ((((j523 *% 16) +% (ty524 *% 4)) +% tx525) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8)))))
+              let w533 = ((loadVector(arena, ((878080 +% ((((j523 *% 16) +% (ty524 *% 4)) +% tx525) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8)))) + loadVector(arena, ((882176 +% ((((j523 *% 16) +% (ty524 *% 4)) +% tx525) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8))))) + loadVector(arena, ((886272 +% ((((j523 *% 16) +% (ty524 *% 4)) +% tx525) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8)))))
+              let w534 = ((loadVector(arena, ((882176 +% ((((j523 *% 16) +% (ty524 *% 4)) +% tx525) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8)))) - loadVector(arena, ((886272 +% ((((j523 *% 16) +% (ty524 *% 4)) +% tx525) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8))))) - loadVector(arena, ((890368 +% ((((j523 *% 16) +% (ty524 *% 4)) +% tx525) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8)))))
+              let w535 = ((w527 + w529) + w531)
+              let w536 = ((w529 - w531) - w533)
+              let w537 = ((w528 + w530) + w532)
+              let w538 = ((w530 - w532) - w534)
+              storeVector(arena, ((891392 +% (((((j523 *% 8) +% (ty524 *% 2)) *% 8) +% (tx525 *% 2)) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8))), ((w535 * loadVector(arena, ((part514 *% 32) +% (cv526 *% 8)))) + loadVector(arena, (64 +% ((part514 *% 32) +% (cv526 *% 8))))))
+              storeVector(arena, ((891392 +% ((((((j523 *% 8) +% (ty524 *% 2)) *% 8) +% (tx525 *% 2)) +% 1) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8))), ((w536 * loadVector(arena, ((part514 *% 32) +% (cv526 *% 8)))) + loadVector(arena, (64 +% ((part514 *% 32) +% (cv526 *% 8))))))
+              storeVector(arena, ((891392 +% ((((((j523 *% 8) +% (ty524 *% 2)) +% 1) *% 8) +% (tx525 *% 2)) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8))), ((w537 * loadVector(arena, ((part514 *% 32) +% (cv526 *% 8)))) + loadVector(arena, (64 +% ((part514 *% 32) +% (cv526 *% 8))))))
+              storeVector(arena, ((891392 +% (((((((j523 *% 8) +% (ty524 *% 2)) +% 1) *% 8) +% (tx525 *% 2)) +% 1) *% 64)) +% ((part514 *% 32) +% (cv526 *% 8))), ((w538 * loadVector(arena, ((part514 *% 32) +% (cv526 *% 8)))) + loadVector(arena, (64 +% ((part514 *% 32) +% (cv526 *% 8))))))
             }
           }
         }
       }
-      for j537 in 0..<1 {
-        for c538 in 0..<32 {
-          for q539 in 0..<64 {
-            arena[(524544 +% ((((g471 +% j537) *% 4096) +% (((part512 *% 32) +% c538) *% 64)) +% q539))] = ((arena[((891392 +% (((j537 *% 64) +% q539) *% 64)) +% ((part512 *% 32) +% c538))] + arena[(262400 +% ((((g471 +% j537) *% 4096) +% (((part512 *% 32) +% c538) *% 64)) +% q539))]) > Float(0) ? (arena[((891392 +% (((j537 *% 64) +% q539) *% 64)) +% ((part512 *% 32) +% c538))] + arena[(262400 +% ((((g471 +% j537) *% 4096) +% (((part512 *% 32) +% c538) *% 64)) +% q539))]) : Float(0))
+      for j539 in 0..<1 {
+        for c540 in 0..<32 {
+          for q541 in 0..<64 {
+            arena[(524544 +% ((((g473 +% j539) *% 4096) +% (((part514 *% 32) +% c540) *% 64)) +% q541))] = ((arena[((891392 +% (((j539 *% 64) +% q541) *% 64)) +% ((part514 *% 32) +% c540))] + arena[(262400 +% ((((g473 +% j539) *% 4096) +% (((part514 *% 32) +% c540) *% 64)) +% q541))]) > Float(0) ? (arena[((891392 +% (((j539 *% 64) +% q541) *% 64)) +% ((part514 *% 32) +% c540))] + arena[(262400 +% ((((g473 +% j539) *% 4096) +% (((part514 *% 32) +% c540) *% 64)) +% q541))]) : Float(0))
           }
         }
       }
     }
   }
   // gap = global_avgpool(s3_conv2)
-  parallelFor(pool, 2) { part540 in
-    for q541 in 0..<2048 {
-      var acc542 = Vector()
-      for cv543 in 0..<8 {
-        acc542 = (acc542 + loadVector(arena, ((524544 +% ((q541 +% (part540 *% 2048)) *% 64)) +% (cv543 *% 8))))
+  parallelFor(pool, 2) { part542 in
+    for q543 in 0..<2048 {
+      var acc544 = Vector()
+      for cv545 in 0..<8 {
+        acc544 = (acc544 + loadVector(arena, ((524544 +% ((q543 +% (part542 *% 2048)) *% 64)) +% (cv545 *% 8))))
       }
-      storeVector(arena, (4096 +% (part540 *% 8)), acc542)
-      var sum544: Float = (arena[(4096 +% (part540 *% 8))] + arena[((4096 +% (part540 *% 8)) +% 1)])
-      var sum545: Float = (sum544 + arena[((4096 +% (part540 *% 8)) +% 2)])
-      var sum546: Float = (sum545 + arena[((4096 +% (part540 *% 8)) +% 3)])
-      var sum547: Float = (sum546 + arena[((4096 +% (part540 *% 8)) +% 4)])
-      var sum548: Float = (sum547 + arena[((4096 +% (part540 *% 8)) +% 5)])
-      var sum549: Float = (sum548 + arena[((4096 +% (part540 *% 8)) +% 6)])
-      var sum550: Float = (sum549 + arena[((4096 +% (part540 *% 8)) +% 7)])
-      arena[(q541 +% (part540 *% 2048))] = (sum550 / Float(64))
+      storeVector(arena, (4096 +% (part542 *% 8)), acc544)
+      var sum546: Float = (arena[(4096 +% (part542 *% 8))] + arena[((4096 +% (part542 *% 8)) +% 1)])
+      var sum547: Float = (sum546 + arena[((4096 +% (part542 *% 8)) +% 2)])
+      var sum548: Float = (sum547 + arena[((4096 +% (part542 *% 8)) +% 3)])
+      var sum549: Float = (sum548 + arena[((4096 +% (part542 *% 8)) +% 4)])
+      var sum550: Float = (sum549 + arena[((4096 +% (part542 *% 8)) +% 5)])
+      var sum551: Float = (sum550 + arena[((4096 +% (part542 *% 8)) +% 6)])
+      var sum552: Float = (sum551 + arena[((4096 +% (part542 *% 8)) +% 7)])
+      arena[(q543 +% (part542 *% 2048))] = (sum552 / Float(64))
     }
   }
   // flat = flatten(gap)
   // fc = dense(flat)
   sgemm(101, 111, 112, 64, 10, 64, 1, arena + 0, 64, params + 77392, 64, Float(bitPattern: 0x0), arena + 4096, 10)
-  for n551 in 0..<64 {
-    for u552 in 0..<1 {
-      storeVector(arena, ((u552 *% 8) +% (4096 +% (n551 *% 10))), (loadVector(arena, ((u552 *% 8) +% (4096 +% (n551 *% 10)))) + loadVector(params, ((u552 *% 8) +% 78032))))
+  for n553 in 0..<64 {
+    for u554 in 0..<1 {
+      storeVector(arena, ((u554 *% 8) +% (4096 +% (n553 *% 10))), (loadVector(arena, ((u554 *% 8) +% (4096 +% (n553 *% 10)))) + loadVector(params, ((u554 *% 8) +% 78032))))
     }
-    for u552 in 0..<1 {
-      storePartial(arena, ((u552 +% 8) +% (4096 +% (n551 *% 10))), (loadPartial(arena, ((u552 +% 8) +% (4096 +% (n551 *% 10))), 2) + loadPartial(params, ((u552 +% 8) +% 78032), 2)), 2)
+    for u554 in 0..<1 {
+      storePartial(arena, ((u554 +% 8) +% (4096 +% (n553 *% 10))), (loadPartial(arena, ((u554 +% 8) +% (4096 +% (n553 *% 10))), 2) + loadPartial(params, ((u554 +% 8) +% 78032), 2)), 2)
     }
   }
 }

@@ -155,22 +155,7 @@ extension Emitter {
   /// unwindowed convs trained 5% slower through them.
   mutating func im2col(_ a: Conv2DAttrs, _ s: ConvShape, x: Placement, g: IExpr, col: Int, window: Int = 1, phases: Int = 0,
                        channels: (first: IExpr, count: Int)? = nil) -> [Stmt] {
-    guard window > 1 else {
-      let channels = channels ?? (.c(0), s.c)
-      return [loop("j", s.group) { e, j in
-        [e.loop("c", channels.count) { e, cv in
-          let ci = cv + channels.first
-          func at(_ ci: IExpr, _ ky: IExpr, _ kx: Int, _ column: IExpr) -> IExpr {
-            .c(col) + ((ci * s.k + ky) * s.k + .c(kx)) * s.row + j * s.plane + column
-          }
-          return e.patchLoops(a, s, ci, outside: { ci, ky, kx, column in [.store(.arena, at(ci, ky, kx, column), .c(0))] }) {
-            ci, ky, kx, column, iy, ix in
-            [.store(.arena, at(ci, ky, kx, column),
-                    .load(x.base, .c(x.offset) + (g * s.group + j) * (s.c * s.h * s.w) + ci * (s.h * s.w) + iy * s.w + ix))]
-          }
-        }]
-      }]
-    }
+    guard window > 1 else { return im2colRows(a, s, x: x, g: g, col: .c(col), channels: channels) }
     let q = PhasePlanes(a, s, window: window)
     var split: [Stmt] = []
     // Only the phases some column reads: offsets a run over 0...reach, so with a reach below the step (a
@@ -208,6 +193,27 @@ extension Emitter {
       }] }] }]
     }] }] }] }
     return split + [.scalarLoops([columns])]
+  }
+
+  /// im2col without a pooling window: the columns straight from the input, one loop nest per kernel offset
+  /// (`patchLoops`). `rows` (first, count) limits it to those output rows of one image per GEMM, in a column
+  /// matrix of count x OW columns (a band, `convForwardBanded`).
+  mutating func im2colRows(_ a: Conv2DAttrs, _ s: ConvShape, x: Placement, g: IExpr, col: IExpr, channels: (first: IExpr, count: Int)? = nil,
+                           rows: (first: IExpr, count: Int)? = nil) -> [Stmt] {
+    let channels = channels ?? (.c(0), s.c), length = rows.map { $0.count * s.ow } ?? s.row
+    return [loop("j", s.group) { e, j in
+      [e.loop("c", channels.count) { e, cv in
+        let ci = cv + channels.first
+        func at(_ ci: IExpr, _ ky: IExpr, _ kx: Int, _ column: IExpr) -> IExpr {
+          col + ((ci * s.k + ky) * s.k + .c(kx)) * length + j * s.plane + column
+        }
+        return e.patchLoops(a, s, ci, rows: rows, outside: { ci, ky, kx, column in [.store(.arena, at(ci, ky, kx, column), .c(0))] }) {
+          ci, ky, kx, column, iy, ix in
+          [.store(.arena, at(ci, ky, kx, column),
+                  .load(x.base, .c(x.offset) + (g * s.group + j) * (s.c * s.h * s.w) + ci * (s.h * s.w) + iy * s.w + ix))]
+        }
+      }]
+    }]
   }
 
   /// Copies group `g` of an NCHW gradient into GEMM layout: [F x G*OH*OW], or with `filtersLast`
@@ -373,13 +379,7 @@ extension Emitter {
     let parts = parallelParts(units: bands, macs: s.n * s.f * s.plane * s.ckk), per = bands / parts
     let split = inParts(parts, of: "row bands") { e, part in [e.loop("b", s.n) { e, b in [e.loop("band", per) { e, bv in
       let first = (bv + part * per) * band, col = IExpr.c(scratch) + part * (s.ckk * width)
-      var out: [Stmt] = [e.loop("c", s.c) { e, ci in
-        func at(_ ky: IExpr, _ kx: Int, _ column: IExpr) -> IExpr { col + ((ci * s.k + ky) * s.k + .c(kx)) * width + column }
-        return e.patchLoops(a, s, ci, rows: (first, band), outside: { _, ky, kx, column in [.store(.arena, at(ky, kx, column), .c(0))] }) {
-          _, ky, kx, column, iy, ix in
-          [.store(.arena, at(ky, kx, column), .load(x.base, .c(x.offset) + b * (s.c * s.h * s.w) + ci * (s.h * s.w) + iy * s.w + ix))]
-        }
-      }]
+      var out = e.im2colRows(a, s, x: x, g: b, col: col, rows: (first, band))
       let start = b * (s.f * s.plane) + first * s.ow
       var gemm = TiledGemm(m: s.f, n: width, k: s.ckk, a: (.params, .c(w.offset)), aRow: s.ckk, aCol: 1, b: (.arena, col), ldb: width,
                            c: (epilogue.y.base, .c(epilogue.y.offset) + start), ldc: s.plane, accumulate: false, calls: s.n * bands)

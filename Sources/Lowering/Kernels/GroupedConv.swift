@@ -137,37 +137,32 @@ extension Emitter {
     }
     let width = lanes, vectors = s.c / width, rest = s.c % width, macs = s.n * s.c * s.oh * s.ow * taps
     /// Output row oy (taps `kys` inside the input) of image b, over `count` channel vectors from channel `first`,
-    /// the masked rest when `masked` holds, then the tail over those channels.
+    /// the masked rest (only where `masked` holds, when given), then the tail over those channels.
     let outputRow = { (e: inout Emitter, b: IExpr, oy: IExpr, kys: [Int], first: IExpr, count: Int, masked: Cond?) -> [Stmt] in
+      func onlyIf(_ stmts: [Stmt]) -> [Stmt] { masked.map { [.when($0, stmts)] } ?? stmts }
+      let row = (b * s.oh + oy) * s.ow
       var out: [Stmt] = columns.map { col in e.loop("ox", col.range.count) { e, u in
         let ox = u + col.range.lowerBound
         var channels = count > 0 ? [e.loop("cv", count) { e, cv in pixel(&e, b, oy, ox, kys, col.taps, first + cv * width, width) }] : []
-        if rest > 0, let masked { channels.append(.when(masked, pixel(&e, b, oy, ox, kys, col.taps, .c(vectors * width), rest))) }
+        if rest > 0 { channels += onlyIf(pixel(&e, b, oy, ox, kys, col.taps, .c(vectors * width), rest)) }
         return channels
       } }
       guard !tail.isEmpty else { return out }
-      let row = (b * s.oh + oy) * s.ow
-      func tailLoop(_ e: inout Emitter, from: IExpr, _ n: Int) -> Stmt {
-        e.loop("ox", s.ow) { e, ox in [e.loop("l", n) { e, l in
-          let o = (row + ox) * s.c + from + l
-          return e.sharedStore(y.base, .c(y.offset) + o, tail.apply(.load(y.base, .c(y.offset) + o), at: o))
-        }] }
-      }
-      if count > 0 { out.append(tailLoop(&e, from: first, count * width)) }
-      if rest > 0, let masked { out.append(.when(masked, [tailLoop(&e, from: .c(vectors * width), rest)])) }
+      if count > 0 { out.append(e.loop("ox", s.ow) { e, ox in e.applyTail(tail, to: y, row: (row + ox) * s.c + first, count: count * width) }) }
+      if rest > 0 { out += onlyIf([e.loop("ox", s.ow) { e, ox in e.applyTail(tail, to: y, row: (row + ox) * s.c + vectors * width, count: rest) }]) }
       return out
     }
     // Parts take whole channel vectors where they divide them; else rows (144 and 240 channels are 9 and 15
     // vectors of 16), each row run split evenly, its remainder to the last part.
     let byChannels = parallelParts(units: vectors, macs: macs) == parallelParts(macs: macs)
-    let parts = parallelParts(macs: macs), always = Cond.ieq(.c(0), .c(0))
+    let parts = parallelParts(macs: macs)
     let split = inParts(parts, of: byChannels ? "channel vectors" : "rows") { e, part in [e.loop("b", s.n) { e, b in rows.flatMap { r -> [Stmt] in
       let last = Cond.ieq(part, .c(parts - 1))
       guard !byChannels else {
         let per = vectors / parts
         return [e.loop("oy", r.range.count) { e, v in outputRow(&e, b, v + r.range.lowerBound, r.taps, part * (per * width), per, last) }]
       }
-      return e.rowsInParts([r.range], parts: parts, part: part) { e, oy, _ in outputRow(&e, b, oy, r.taps, .c(0), vectors, always) }
+      return e.rowsInParts([r.range], parts: parts, part: part) { e, oy, _ in outputRow(&e, b, oy, r.taps, .c(0), vectors, nil) }
     } }] }
     body += split
   }
@@ -198,14 +193,16 @@ extension Emitter {
   /// Runs of consecutive outputs along one axis whose kernel taps inside the input (`0..<size`) are the same:
   /// (outputs, taps), in order.
   static func tapRuns(outputs: Int, size: Int, _ s: DirectConvShape) -> [(range: Range<Int>, taps: [Int])] {
-    var runs: [(range: Range<Int>, taps: [Int])] = []
-    for o in 0..<outputs {
-      let taps = (0..<s.k).filter { (0..<size).contains(o * s.stride + $0 * s.dilation - s.padding) }
-      if let lastRun = runs.last, lastRun.taps == taps {
-        runs[runs.count - 1].range = lastRun.range.lowerBound..<(o + 1)
-      } else {
-        runs.append((o..<(o + 1), taps))
-      }
+    runs(outputs) { o in (0..<s.k).filter { (0..<size).contains(o * s.stride + $0 * s.dilation - s.padding) } }.map { ($0.range, $0.key) }
+  }
+
+  /// The outputs 0..<count in runs of consecutive outputs with equal `key(output)` (the taps a window reads,
+  /// known at compile time): (outputs, key), in order.
+  static func runs<Key: Equatable>(_ count: Int, key: (Int) -> Key) -> [(range: Range<Int>, key: Key)] {
+    var runs: [(range: Range<Int>, key: Key)] = []
+    for o in 0..<count {
+      let k = key(o)
+      if let last = runs.last, last.key == k { runs[runs.count - 1].range = last.range.lowerBound..<(o + 1) } else { runs.append((o..<(o + 1), k)) }
     }
     return runs
   }

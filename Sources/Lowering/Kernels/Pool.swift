@@ -127,17 +127,11 @@ extension Emitter {
   /// Runs of consecutive pool outputs along one axis of `size` inputs with the same taps inside the input and the
   /// same count inside the padded extent: (outputs, inside taps, padded count), in order.
   static func poolRuns(_ p: PoolAttrs, outputs: Int, size: Int) -> [(range: Range<Int>, inside: [Int], padded: Int)] {
-    var runs: [(range: Range<Int>, inside: [Int], padded: Int)] = []
-    for o in 0..<outputs {
+    struct Taps: Equatable { var inside: [Int], padded: Int }
+    return runs(outputs) { o in
       let start = o * p.stride - p.padding
-      let inside = (0..<p.size).filter { (0..<size).contains(start + $0) }, padded = (0..<p.size).filter { start + $0 < size + p.padding }.count
-      if let last = runs.last, last.inside == inside, last.padded == padded {
-        runs[runs.count - 1].range = last.range.lowerBound..<(o + 1)
-      } else {
-        runs.append((o..<(o + 1), inside, padded))
-      }
-    }
-    return runs
+      return Taps(inside: (0..<p.size).filter { (0..<size).contains(start + $0) }, padded: (0..<p.size).filter { start + $0 < size + p.padding }.count)
+    }.map { ($0.range, $0.key.inside, $0.key.padded) }
   }
 
   /// The gradient of a padded or ceil-mode maxpool: dy to the first maximum among the window's input elements.

@@ -305,9 +305,11 @@ extension Emitter {
   /// The output transform of every tile, on vectors of output channels: `output(j, outputs, ty, tx, first, lanes)`
   /// stores the tile's outputs (2x2, or fewer where an odd oh or ow leaves the last row or column of tiles
   /// one short: those tiles are loops of their own, so no statement tests a bound).
-  mutating func transformOutput(_ s: WinogradShape, products m: Int, channels: (IExpr, Int),
+  /// `tileRows` (first, count of whole tiles) limits it to those rows of tiles.
+  mutating func transformOutput(_ s: WinogradShape, products m: Int, channels: (IExpr, Int), tileRows: (first: IExpr, count: Int)? = nil,
                                 _ output: (inout Emitter, IExpr, [[VExpr]], IExpr, IExpr, IExpr, Int) -> [Stmt]) -> [Stmt] {
-    let rowRuns = [(0, s.oh / 2, 2), (s.oh / 2, s.oh % 2, 1)].filter { $0.1 > 0 }
+    let rowRuns: [(IExpr, Int, Int)] = tileRows.map { [($0.first, $0.count, 2)] }
+      ?? [(.c(0), s.oh / 2, 2), (.c(s.oh / 2), s.oh % 2, 1)].filter { $0.1 > 0 }
     let colRuns = [(0, s.ow / 2, 2), (s.ow / 2, s.ow % 2, 1)].filter { $0.1 > 0 }
     var out: [Stmt] = []
     for (y0, ny, rows) in rowRuns {
@@ -389,16 +391,9 @@ extension Emitter {
                                   c: (.arena, .c(m) + xi * (s.tiles * s.cout) + t0 * s.cout), ldc: s.cout, accumulate: false,
                                   calls: Winograd.positions * bands * images))
           })
-          out.append(e.loop("ty", bandRows) { e, vy in [e.loop("tx", s.tilesX) { e, tx in
-            let ty = vy + ty0, tile = ty * s.tilesX + tx
-            return e.vectorRuns(s.cout) { e, c0, lanes in
-              let p = (0..<4).map { r in (0..<4).map { c in
-                VExpr.load(.arena, .c(m + (r * 4 + c) * s.tiles * s.cout) + tile * s.cout + c0, lanes: lanes)
-              } }
-              let (stmts, t) = e.transform(Winograd.outputTransform, p, Winograd.outputTransform)
-              return stmts + Self.stageTile(s, .c(0), t, ty, tx, c0, lanes, staging) { finished($0, c0, lanes) }
-            }
-          }] })
+          out += e.transformOutput(s, products: m, channels: (.c(0), s.cout), tileRows: (ty0, bandRows)) { _, j, t, ty, tx, c0, lanes in
+            Self.stageTile(s, j, t, ty, tx, c0, lanes, staging) { finished($0, c0, lanes) }
+          }
           return out + [e.fromChannelsLast(staging, images: 1, positions: plane, channels: s.cout, positionRange: (ty0 * 2 * s.ow, bandRows * 2 * s.ow)) {
             _, c, q, v in
             let o = g * (s.cout * plane) + c * plane + q
